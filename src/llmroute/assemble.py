@@ -1,0 +1,121 @@
+"""From a validated registry to live components: the encoder and the default pipeline.
+
+Everything slow happens here, once, at load: loading the encoder, embedding route
+examples (through an on-disk cache keyed by encoder identity and text) and training the
+intent head (cached by a hash of everything it depends on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from llmroute.encoders import CachedEncoder, RemoteEncoder, default_cache_dir, load_builtin
+from llmroute.encoders.base import Encoder
+from llmroute.layers.base import DecisionLayer
+from llmroute.layers.intent import IntentLayer
+from llmroute.layers.rules import RulesLayer
+from llmroute.registry import BuiltinEncoderSpec, Registry
+from llmroute.scoring.heads import CentroidHead, IntentHead, KnnHead, LinearHead, labels_from
+from llmroute.scoring.logreg import SoftmaxModel
+
+__all__ = ["build_encoder", "build_intent_layer", "default_layers"]
+
+log = logging.getLogger(__name__)
+_HEAD_FORMAT = 1
+
+
+def build_encoder(registry: Registry) -> Encoder:
+    spec = registry.encoder
+    if isinstance(spec, BuiltinEncoderSpec):
+        return load_builtin(spec.name, max_tokens=spec.max_tokens, truncate=spec.truncate)
+    return RemoteEncoder(
+        base_url=str(spec.base_url),
+        model=spec.model,
+        api_key_env=spec.api_key_env,
+        headers=dict(spec.headers),
+        batch_size=spec.batch_size,
+        timeout=spec.timeout_s,
+        dimensions=spec.dimensions,
+    )
+
+
+def default_layers(
+    registry: Registry, encoder: Encoder, *, cache_dir: Path | None = None
+) -> tuple[DecisionLayer, ...]:
+    """The standard pipeline for a registry: rules (when it has any), then intent."""
+    layers: list[DecisionLayer] = []
+    if registry.rules:
+        layers.append(RulesLayer(registry))
+    layers.append(build_intent_layer(registry, encoder, cache_dir=cache_dir))
+    return tuple(layers)
+
+
+def build_intent_layer(
+    registry: Registry, encoder: Encoder, *, cache_dir: Path | None = None
+) -> IntentLayer:
+    cache = cache_dir if cache_dir is not None else default_cache_dir()
+    texts: list[str] = []
+    owner: list[int] = []
+    for index, route in enumerate(registry.routes):
+        texts.extend(route.examples)
+        owner.extend([index] * len(route.examples))
+    oos = list(registry.intent.out_of_scope)
+    texts.extend(oos)
+    owner.extend([len(registry.routes)] * len(oos))
+    n_classes = len(registry.routes) + (1 if oos else 0)
+
+    vectors = CachedEncoder(encoder, cache / "embeddings").encode(texts)
+    labels = labels_from(owner)
+    settings = registry.intent
+    head: IntentHead
+    if settings.method == "centroid":
+        head = CentroidHead(vectors, labels, n_classes)
+    elif settings.method == "knn":
+        head = KnnHead(vectors, labels, n_classes, k=settings.k)
+    else:
+        head = _linear_head(encoder.identity, texts, labels, vectors, n_classes, cache / "heads")
+    return IntentLayer(
+        head,
+        routes=[r.name for r in registry.routes],
+        targets=[r.target for r in registry.routes],
+        thresholds=[
+            r.threshold if r.threshold is not None else settings.threshold for r in registry.routes
+        ],
+        has_out_of_scope=bool(oos),
+    )
+
+
+def _linear_head(
+    identity: str,
+    texts: list[str],
+    labels: np.ndarray,
+    vectors: np.ndarray,
+    n_classes: int,
+    directory: Path,
+) -> LinearHead:
+    """Train the softmax head, or load it when the same examples were trained before."""
+    key_material = json.dumps([_HEAD_FORMAT, identity, n_classes, texts, labels.tolist()])
+    key = hashlib.sha256(key_material.encode()).hexdigest()[:32]
+    path = directory / f"linear-{key}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as data:
+                return LinearHead(SoftmaxModel(data["weights"], data["bias"]))
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring unreadable cached intent head %s: %s", path, exc)
+    head = LinearHead.train(vectors, labels, n_classes)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz", delete=False) as tmp:
+            np.savez(tmp, weights=head.model.weights, bias=head.model.bias)
+        os.replace(tmp.name, path)
+    except OSError as exc:  # a read-only cache only costs the retraining next time
+        log.warning("could not cache the intent head in %s: %s", directory, exc)
+    return head

@@ -1,0 +1,19 @@
+"""The `llmroute` command. Each sub-command group lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+from llmroute.cli import evaluate as _evaluate  # noqa: F401  (registers commands)
+from llmroute.cli import registry as _registry  # noqa: F401
+from llmroute.cli import route as _route  # noqa: F401
+from llmroute.cli._app import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning our errors into clean exits."""
+    from llmroute.cli._app import run
+
+    sys.exit(run())

@@ -1,0 +1,100 @@
+"""The typer app, shared options and the error boundary of the command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from llmroute.errors import LlmrouteError
+
+__all__ = [
+    "RegistryOption",
+    "app",
+    "err_console",
+    "fail",
+    "print_error",
+    "registry_app",
+    "resolve_registry",
+    "run",
+]
+
+app = typer.Typer(
+    name="llmroute",
+    help="A fast, explainable semantic router for pools of LLMs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+registry_app = typer.Typer(help="Validate and build route registries.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+err_console = Console(stderr=True, highlight=False)
+
+RegistryOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--registry",
+        "-r",
+        help="Route registry YAML (default: $LLMROUTE_REGISTRY, else ./registry.yaml).",
+        show_default=False,
+    ),
+]
+
+
+def resolve_registry(path: Path | None) -> Path:
+    if path is not None:
+        return path
+    env = os.environ.get("LLMROUTE_REGISTRY")
+    if env:
+        return Path(env)
+    local = Path("registry.yaml")
+    if local.exists():
+        return local
+    fail(
+        "no registry given: pass --registry FILE or set LLMROUTE_REGISTRY "
+        "(the example is examples/registry.yaml)"
+    )
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    print_error(message)
+    raise typer.Exit(code)
+
+
+def print_error(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI; our own errors print one clean line (no traceback) and exit 2."""
+    try:
+        # Without standalone mode click returns the code of a `typer.Exit` instead of
+        # exiting, and lets our own exceptions through to the handlers below.
+        code = app(args=argv, prog_name="llmroute", standalone_mode=False)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except LlmrouteError as exc:
+        print_error(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Output piped into `head` and closed early: not an error.
+        sys.stderr.close()
+        return 0
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            return 130
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return code if isinstance(code, int) else 0

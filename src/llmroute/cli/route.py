@@ -1,0 +1,117 @@
+"""`llmroute route`: decide for one prompt, or for prompts on stdin (JSON lines out)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress
+from rich.table import Table
+
+from llmroute.cli._app import RegistryOption, app, err_console, fail, resolve_registry
+from llmroute.decide import Router
+from llmroute.decision import Decision, Outcome
+
+_BATCH = 64
+_PROGRESS_AFTER = 200
+
+
+@app.command()
+def route(
+    text: Annotated[
+        str | None,
+        typer.Argument(help="The prompt. Omit it (or pass '-') to read prompts from stdin."),
+    ] = None,
+    registry: RegistryOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show each layer, the top routes and the margin.")
+    ] = False,
+) -> None:
+    """Decide which route and model would serve a prompt (no model is called)."""
+    router = Router.from_yaml(resolve_registry(registry))
+    if text is None or text == "-":
+        _route_stdin(router, explain)
+        return
+    decision = router.decide(text)
+    if as_json:
+        print(json.dumps(decision.to_dict(), ensure_ascii=False))
+    elif explain:
+        _print_explain(decision)
+    else:
+        print(_one_line(decision))
+
+
+def _route_stdin(router: Router, explain: bool) -> None:
+    prompts = _read_stdin_lines()
+    show_progress = len(prompts) >= _PROGRESS_AFTER and err_console.is_terminal
+    with Progress(console=err_console, transient=True, disable=not show_progress) as progress:
+        task = progress.add_task("routing", total=len(prompts))
+        for chunk in _chunks(prompts, _BATCH):
+            for decision in router.decide_many(chunk):
+                if explain:
+                    _print_explain(decision)
+                else:
+                    sys.stdout.write(json.dumps(decision.to_dict(), ensure_ascii=False) + "\n")
+            progress.advance(task, len(chunk))
+    sys.stdout.flush()
+
+
+def _read_stdin_lines() -> list[str]:
+    raw = sys.stdin.buffer.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        fail(f"stdin is not valid UTF-8 (line {line}, byte offset {exc.start}); convert it first")
+    return text.splitlines()
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _one_line(decision: Decision) -> str:
+    margin = "" if decision.margin is None else f", margin {decision.margin:.2f}"
+    return (
+        f"{decision.route} -> {decision.model}  "
+        f"({decision.layer}, confidence {decision.confidence:.2f}{margin})"
+    )
+
+
+def _print_explain(decision: Decision) -> None:
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(f"[bold]{escape(_one_line(decision))}[/]")
+    console.print(f"reason: {escape(decision.reason)}")
+    layers = Table("layer", "outcome", "µs", "signal", box=None, pad_edge=False)
+    for signal in decision.signals:
+        layers.add_row(
+            signal.layer,
+            signal.outcome.value,
+            "" if signal.outcome is Outcome.SKIPPED else f"{signal.elapsed_us:.0f}",
+            escape(_signal_text(signal.verdict.reason if signal.verdict else None, signal.detail)),
+        )
+    console.print(layers)
+    if decision.candidates:
+        top = Table("route", "score", "threshold", box=None, pad_edge=False)
+        for cand in decision.candidates:
+            top.add_row(cand.route, f"{cand.score:.3f}", f"{cand.threshold:.2f}")
+        console.print(top)
+    margin = "n/a" if decision.margin is None else f"{decision.margin:.3f}"
+    console.print(
+        f"margin {margin} · encode {decision.encode_us:.0f} µs · total "
+        f"{decision.total_us:.0f} µs · registry {decision.registry_version} · id {decision.id}"
+    )
+
+
+def _signal_text(reason: str | None, detail: Mapping[str, Any]) -> str:
+    if reason:
+        return reason
+    got = detail.get("reason")
+    return got if isinstance(got, str) else ""

@@ -1,0 +1,172 @@
+"""`Router`: runs the decision pipeline and builds the `Decision`.
+
+The pipeline is an ordered tuple of layers (data, not control flow): the default is
+rules → intent, and later layers (safety, difficulty, reasoning, LLM fallback) are added
+to the tuple without touching this module. `decide` is pure: it never calls the network,
+so it can be unit-tested, benchmarked and replayed over logs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from llmroute.decision import Decision, LayerSignal, Outcome, Verdict, new_decision_id
+from llmroute.encoders.base import Encoder
+from llmroute.layers.base import DecisionContext, DecisionLayer, LayerResult
+from llmroute.registry import LoadedRegistry, load_registry
+from llmroute.request import RouteRequest
+
+__all__ = ["DEFAULT_LAYER", "Router", "run_pipeline"]
+
+DEFAULT_LAYER = "default"
+RequestInput = str | Mapping[str, Any] | RouteRequest
+
+
+class Router:
+    """Decides which model serves each request.
+
+    >>> router = Router.from_yaml("examples/registry.yaml")  # doctest: +SKIP
+    >>> router.decide("translate 'good morning' into French").route  # doctest: +SKIP
+    'translate'
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedRegistry,
+        *,
+        encoder: Encoder | None = None,
+        layers: Sequence[DecisionLayer] | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        from llmroute.assemble import build_encoder, default_layers
+
+        self.loaded = loaded
+        self.encoder = encoder if encoder is not None else build_encoder(loaded.registry)
+        self.layers: tuple[DecisionLayer, ...] = tuple(
+            layers
+            if layers is not None
+            else default_layers(loaded.registry, self.encoder, cache_dir=cache_dir)
+        )
+        default = loaded.registry.default
+        self._default = Verdict(
+            route=DEFAULT_LAYER, model=default.target, confidence=0.0, reason="no layer decided"
+        )
+        self._window = loaded.registry.intent.window
+
+    @classmethod
+    def from_yaml(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        encoder: Encoder | None = None,
+        cache_dir: Path | None = None,
+    ) -> Router:
+        return cls(load_registry(path), encoder=encoder, cache_dir=cache_dir)
+
+    @property
+    def version(self) -> str:
+        return self.loaded.version
+
+    def request(
+        self, request: RequestInput, *, headers: Mapping[str, str] | None = None
+    ) -> RouteRequest:
+        return RouteRequest.from_input(request, headers=headers, window=self._window)
+
+    def decide(
+        self, request: RequestInput, *, headers: Mapping[str, str] | None = None
+    ) -> Decision:
+        """Route one request (a string, an OpenAI chat body, or a `RouteRequest`)."""
+        start = time.perf_counter_ns()
+        ctx = DecisionContext(self.request(request, headers=headers), self.encoder.encode)
+        return run_pipeline(ctx, self.layers, self._default, self.version, start)
+
+    def decide_many(
+        self, requests: Sequence[RequestInput], *, headers: Mapping[str, str] | None = None
+    ) -> list[Decision]:
+        """Route a batch: one encoder call for all texts, then the layers per request.
+
+        Per-request timings cover the layers only; the batch's encoder time is shared
+        out evenly.
+        """
+        routed = [self.request(r, headers=headers) for r in requests]
+        if not routed:
+            return []
+        start = time.perf_counter_ns()
+        vectors = self.encoder.encode([r.text for r in routed])
+        share_us = (time.perf_counter_ns() - start) / 1000.0 / len(routed)
+        decisions = []
+        for request, vector in zip(routed, vectors, strict=True):
+            t0 = time.perf_counter_ns()
+            ctx = DecisionContext(request, self.encoder.encode, vector)
+            ctx.encode_us = share_us
+            decisions.append(run_pipeline(ctx, self.layers, self._default, self.version, t0))
+        return decisions
+
+
+def run_pipeline(
+    ctx: DecisionContext,
+    layers: Sequence[DecisionLayer],
+    default: Verdict,
+    version: str,
+    start_ns: int,
+    clock: Callable[[], int] = time.perf_counter_ns,
+) -> Decision:
+    """Run `layers` in order over `ctx` and build the Decision.
+
+    The first verdict wins; later layers are skipped unless they `always_run`, in which
+    case their verdict overrides (safety). With no verdict, `default` applies.
+    """
+    signals: list[LayerSignal] = []
+    decided_by: str | None = None
+    pass_reason: str | None = None
+    pass_margin: float | None = None
+    for layer in layers:
+        if ctx.verdict is not None and not layer.always_runs:
+            signals.append(LayerSignal(layer.name, Outcome.SKIPPED, 0.0))
+            continue
+        encode_before = ctx.encode_us
+        t0 = clock()
+        result = layer.evaluate(ctx)
+        # The shared embedding is charged to the encoder, not to the layer that asked first.
+        elapsed = (clock() - t0) / 1000.0 - (ctx.encode_us - encode_before)
+        ctx.results[layer.name] = result
+        signals.append(_signal(layer.name, result, elapsed))
+        if result.verdict is not None:
+            ctx.verdict, decided_by = result.verdict, layer.name
+        elif isinstance(reason := result.detail.get("reason"), str):
+            pass_reason = reason
+            margin = result.detail.get("margin")
+            pass_margin = margin if isinstance(margin, float) else pass_margin
+    verdict = ctx.verdict
+    if verdict is None or decided_by is None:
+        reason = default.reason if pass_reason is None else f"default: {pass_reason}"
+        verdict = Verdict(default.route, default.model, 0.0, reason, pass_margin)
+        decided_by = DEFAULT_LAYER
+    return Decision(
+        id=new_decision_id(),
+        route=verdict.route,
+        model=verdict.model,
+        layer=decided_by,
+        confidence=verdict.confidence,
+        margin=verdict.margin,
+        reason=verdict.reason,
+        registry_version=version,
+        signals=tuple(signals),
+        encode_us=ctx.encode_us,
+        total_us=(clock() - start_ns) / 1000.0,
+    )
+
+
+def _signal(name: str, result: LayerResult, elapsed_us: float) -> LayerSignal:
+    return LayerSignal(
+        layer=name,
+        outcome=result.outcome,
+        elapsed_us=max(elapsed_us, 0.0),
+        verdict=result.verdict,
+        candidates=result.candidates,
+        detail=result.detail,
+    )

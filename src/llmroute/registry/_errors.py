@@ -1,0 +1,204 @@
+"""Pydantic's validation errors → `ConfigError`s that name file, line and field.
+
+Each pydantic error has a `loc` (a path into the data). The path is walked back to the
+YAML node it came from: the value's line, the key's line for unknown keys, or the
+nearest parent that exists for missing keys. Messages are rewritten where pydantic's
+are vague ("Extra inputs are not permitted" → which keys are allowed). Input values are
+never echoed, so a secret pasted into the wrong key cannot leak into logs.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from llmroute.errors import ConfigError
+from llmroute.registry._paths import Path, PathProblems, did_you_mean, format_path
+from llmroute.registry._yaml import Document
+from llmroute.registry.schema import Registry
+
+__all__ = ["ConfigErrors", "problems_from", "to_config_errors", "yaml_problems"]
+
+_SECRET_KEYS = frozenset({"api_key", "apikey", "key", "token", "secret", "password"})
+_TYPE_NAMES = {
+    dict: "a mapping",
+    list: "a list",
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    type(None): "nothing (null)",
+}
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration errors found in one pass; `str()` gives one per line.
+
+    `file`, `line`, `field` and `message` are those of the first error, so code that
+    handles a single `ConfigError` keeps working.
+    """
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        if not errors:
+            raise ValueError("ConfigErrors needs at least one error")
+        self.errors = tuple(errors)
+        first = self.errors[0]
+        super().__init__(first.message, file=first.file, line=first.line, field=first.field)
+
+    def _render(self) -> str:
+        return "\n".join(str(error) for error in self.errors)
+
+
+def problems_from(exc: ValidationError) -> list[tuple[Path, str, bool]]:
+    """(path, message, is_unknown_key) for every error, with cross-field problems expanded."""
+    out: list[tuple[Path, str, bool]] = []
+    for error in exc.errors(include_url=False):
+        loc = _clean_loc(error["loc"])
+        found = error.get("ctx", {}).get("error")
+        if _spurious(error):
+            continue
+        if isinstance(found, PathProblems):
+            out.extend(((*loc, *sub), message, False) for sub, message in found.problems)
+        elif error["type"] == "extra_forbidden":
+            out.append((loc, _unknown_key(tuple(error["loc"])), True))
+        else:
+            out.append((loc, _message(error, loc), False))
+    return out
+
+
+def to_config_errors(
+    problems: Iterable[tuple[Path, str, bool]], document: Document, source: str
+) -> list[ConfigError]:
+    """Attach a line to each problem; sorted by line, duplicates dropped."""
+    errors: dict[tuple[int, str, str], ConfigError] = {}
+    for path, message, on_key in problems:
+        line = _line(path, document, on_key)
+        field = format_path(path) or None
+        errors.setdefault(
+            (line or 0, field or "", message),
+            ConfigError(message, file=source, line=line, field=field),
+        )
+    return [errors[key] for key in sorted(errors, key=lambda k: k[0])]
+
+
+def yaml_problems(document: Document) -> list[tuple[Path, str, bool]]:
+    """Problems found while building the data (duplicate keys), reported at the key."""
+    return [(path, message, True) for path, message in document.problems]
+
+
+def _line(path: Path, document: Document, on_key: bool) -> int | None:
+    if on_key and path in document.key_lines:
+        return document.key_lines[path]
+    for end in range(len(path), -1, -1):
+        line = document.value_lines.get(path[:end])
+        if line is not None:
+            return line
+    return None
+
+
+def _clean_loc(loc: Sequence[str | int]) -> Path:
+    """Drop pydantic's union tags (``encoder.builtin.name`` → ``encoder.name``)."""
+    out: list[str | int] = []
+    for part in loc:
+        if isinstance(part, str) and (
+            "[" in part
+            or (
+                out[-1:] == ["encoder"]
+                and part
+                in {
+                    "builtin",
+                    "openai",
+                }
+            )
+        ):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _spurious(error: ErrorDetails) -> bool:
+    """Pydantic reports a too-short tuple when its items failed; the item errors suffice."""
+    if error["type"] != "too_short":
+        return False
+    given = error["input"]
+    return isinstance(given, list | tuple | dict) and len(given) >= error["ctx"]["min_length"]
+
+
+def _message(error: ErrorDetails, loc: Path) -> str:
+    kind = error["type"]
+    if kind == "too_short" and isinstance(error["input"], list | tuple | dict | str):
+        least = error["ctx"]["min_length"]
+        return "must not be empty" if least == 1 else f"needs at least {least} entries"
+    if kind == "missing":
+        return f"missing required key {loc[-1]!r}" if loc else "missing required key"
+    if kind in {"union_tag_not_found", "union_tag_invalid"}:
+        return "needs 'kind: builtin' (with a name) or 'kind: openai' (an embeddings endpoint)"
+    message = error["msg"].removeprefix("Value error, ")
+    if kind.endswith(("_type", "_parsing")):
+        message += f" (got {_TYPE_NAMES.get(type(error['input']), 'a value of another type')})"
+    return message
+
+
+def _unknown_key(loc: Path) -> str:
+    key = str(loc[-1]) if loc else "?"
+    allowed = _allowed_keys(loc[:-1])
+    if key.lower().replace("-", "_") in _SECRET_KEYS and "api_key_env" in allowed:
+        return (
+            f"{key!r} is not allowed: never put secrets in the registry. Put the key in an "
+            "environment variable and name it with api_key_env (e.g. api_key_env: OPENAI_API_KEY)"
+        )
+    if not allowed:
+        return f"unknown key {key!r}"
+    return f"unknown key {key!r}{did_you_mean(key, allowed)}; allowed keys: {', '.join(allowed)}"
+
+
+def _allowed_keys(loc: Path) -> list[str]:
+    """The field names of the model at `loc` (a pydantic loc, union tags included)."""
+    current: Any = Registry
+    for part in loc:
+        current = _step(current, part)
+        if current is None:
+            return []
+    models = _models(current)
+    return list(models[0].model_fields) if len(models) == 1 else []
+
+
+def _step(annotation: Any, part: str | int) -> Any:
+    models = _models(annotation)
+    if len(models) > 1:  # a tagged union: `part` is the tag, i.e. the model's `kind`
+        tagged = [m for m in models if part in typing.get_args(_kind(m))]
+        return tagged[0] if tagged else None
+    if models:
+        field = models[0].model_fields.get(str(part))
+        return field.annotation if field is not None else None
+    for arg in _unwrap(annotation):
+        origin = typing.get_origin(arg)
+        if origin in {tuple, list} and isinstance(part, int):
+            return typing.get_args(arg)[0]
+        if origin is dict:
+            return typing.get_args(arg)[1]
+    return None
+
+
+def _kind(model: type[BaseModel]) -> Any:
+    field = model.model_fields.get("kind")
+    return field.annotation if field is not None else None
+
+
+def _models(annotation: Any) -> list[type[BaseModel]]:
+    return [a for a in _unwrap(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """Strip ``Annotated`` and split unions."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return [x for arg in typing.get_args(annotation) for x in _unwrap(arg)]
+    return [annotation]

@@ -1,0 +1,108 @@
+"""YAML text → plain data, remembering the line of every key and value.
+
+PyYAML's `safe_load` forgets where values came from and silently keeps the last of two
+duplicate keys. Composing the node tree and building the data ourselves gives both:
+line numbers for every error, and duplicate keys reported instead of lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from llmroute.registry._paths import Path, Problem
+
+__all__ = ["Document", "compose"]
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"})
+_MAX_NODES = 1_000_000  # aliases can expand a small file into a huge tree
+
+
+@dataclass
+class Document:
+    """The plain data of a YAML file, and the 1-based lines of its parts by path."""
+
+    data: Any
+    value_lines: dict[Path, int] = field(default_factory=dict)
+    key_lines: dict[Path, int] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+
+class TooLarge(ValueError):
+    """The document expands (through aliases) to more nodes than any registry needs."""
+
+
+def compose(node: yaml.Node) -> Document:
+    """Build the data of a composed node tree; duplicate keys become `problems`."""
+    builder = _Builder()
+    data = builder.build(node, ())
+    return Document(data, builder.value_lines, builder.key_lines, builder.problems)
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.value_lines: dict[Path, int] = {}
+        self.key_lines: dict[Path, int] = {}
+        self.problems: list[Problem] = []
+        self._scalars = yaml.constructor.SafeConstructor()
+        self._count = 0
+        self._active: set[int] = set()
+
+    def build(self, node: yaml.Node, path: Path) -> Any:
+        self._count += 1
+        if self._count > _MAX_NODES:
+            raise TooLarge(f"the document expands to more than {_MAX_NODES} values")
+        self.value_lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalars.construct_object(node, deep=True)
+        if node.tag not in _COLLECTION_TAGS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"unsupported tag {node.tag!r}", node.start_mark
+            )
+        if id(node) in self._active:
+            raise TooLarge("the document contains a recursive alias")
+        self._active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            assert isinstance(node, yaml.MappingNode)
+            return self._mapping(node, path)
+        finally:
+            self._active.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        merged: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                merged.update(self._merge_source(value_node, path))
+                continue
+            key = self._scalars.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                self.problems.append((path, "mapping keys must be plain scalars"))
+                continue
+            child = (*path, key) if isinstance(key, str | int) else path
+            if key in out:
+                first = self.key_lines.get(child)
+                where = f" (first on line {first})" if first else ""
+                self.problems.append((child, f"duplicate key {key!r}{where}"))
+                self.key_lines[child] = key_node.start_mark.line + 1
+                self.value_lines[child] = value_node.start_mark.line + 1
+            self.key_lines.setdefault(child, key_node.start_mark.line + 1)
+            out[key] = self.build(value_node, child)
+        return {**{k: v for k, v in merged.items() if k not in out}, **out}
+
+    def _merge_source(self, node: yaml.Node, path: Path) -> dict[Any, Any]:
+        """``<<: *anchor`` (or a list of anchors): keys the mapping inherits."""
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        merged: dict[Any, Any] = {}
+        for source in reversed(sources):
+            value = self.build(source, path)
+            if not isinstance(value, dict):
+                self.problems.append((path, "'<<' must merge a mapping or a list of mappings"))
+                continue
+            merged.update(value)
+        return merged

@@ -1,0 +1,182 @@
+"""Loading a registry file into a validated `Registry`, and writing one back as YAML.
+
+Every load gets a version id: a hash of the validated model, not of the file bytes, so
+comments, whitespace and key order do not change it, and any change that could change a
+routing decision does. Decisions log the version, which ties them to the registry that
+made them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from llmroute.errors import ConfigError
+from llmroute.registry._errors import (
+    ConfigErrors,
+    problems_from,
+    to_config_errors,
+    yaml_problems,
+)
+from llmroute.registry._yaml import Document, TooLarge, compose
+from llmroute.registry.schema import BuiltinEncoderSpec, Registry
+
+__all__ = ["LoadedRegistry", "dump_registry", "load_registry", "parse_registry", "version_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedRegistry:
+    """A validated registry with where it came from and its version id.
+
+    `base_dir` is the directory relative paths in the registry are resolved against.
+    """
+
+    registry: Registry
+    source: str
+    version: str
+    base_dir: Path
+
+
+def load_registry(path: str | os.PathLike[str]) -> LoadedRegistry:
+    """Read and validate a registry file; any problem raises `ConfigError` naming it."""
+    source = os.fspath(path)
+    try:
+        raw = Path(source).read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise ConfigError(f"cannot read the registry: {reason}", file=source) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError("the file is not valid UTF-8", file=source, line=line) from exc
+    return parse_registry(text, source=source, base_dir=Path(source).resolve().parent)
+
+
+def parse_registry(
+    text: str, *, source: str = "<string>", base_dir: Path | None = None
+) -> LoadedRegistry:
+    """Validate registry YAML given as text; `source` names it in errors.
+
+    Raises `ConfigErrors` (a `ConfigError`) listing every problem found in one pass.
+    """
+    document = _document(text, source)
+    problems = yaml_problems(document)
+    registry: Registry | None = None
+    try:
+        registry = Registry.model_validate(document.data)
+    except ValidationError as exc:
+        problems.extend(problems_from(exc))
+    if problems or registry is None:
+        raise ConfigErrors(to_config_errors(problems, document, source))
+    return LoadedRegistry(
+        registry=registry,
+        source=source,
+        version=version_of(registry),
+        base_dir=base_dir if base_dir is not None else Path.cwd(),
+    )
+
+
+def version_of(registry: Registry) -> str:
+    """First 12 hex digits of the SHA-256 of the model's canonical JSON."""
+    canonical = json.dumps(
+        registry.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
+def _document(text: str, source: str) -> Document:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        document = compose(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "cannot be parsed"
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(f"invalid YAML: {problem}", file=source, line=line) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", file=source) from exc
+    except TooLarge as exc:
+        raise ConfigError(str(exc), file=source) from exc
+    if document is None or document.data is None:
+        raise ConfigError(
+            "the registry is empty; it needs at least providers, models, routes and default",
+            file=source,
+            line=1,
+        )
+    if not isinstance(document.data, dict):
+        kind = type(document.data).__name__
+        raise ConfigError(
+            f"the top level must be a mapping of sections (providers, models, routes, ...), "
+            f"not a {kind}",
+            file=source,
+            line=document.value_lines.get((), 1),
+        )
+    return document
+
+
+# -- writing ----------------------------------------------------------------------------
+
+
+class _Block(dict[str, Any]):
+    """The top level: always block style."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, with short all-scalar mappings and lists (prices, fallbacks) inline."""
+
+    def represent_block(self, data: _Block) -> yaml.MappingNode:
+        node = super().represent_dict(data)
+        node.flow_style = False
+        return node
+
+    def represent_dict(self, data: Any) -> yaml.MappingNode:
+        node = super().represent_dict(data)
+        node.flow_style = _short(data.values())
+        return node
+
+    def represent_list(self, data: Any) -> yaml.SequenceNode:
+        node = super().represent_list(data)
+        node.flow_style = _short(data)
+        return node
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        """Indent list items under their key, as people write YAML by hand."""
+        super().increase_indent(flow, False)
+
+
+def _short(values: Any) -> bool:
+    items = list(values)
+    scalar = all(not isinstance(v, dict | list) for v in items)
+    return bool(items) and scalar and len(items) <= 4 and len(str(items)) <= 60
+
+
+_Dumper.add_representer(_Block, _Dumper.represent_block)
+_Dumper.add_representer(dict, _Dumper.represent_dict)
+_Dumper.add_representer(list, _Dumper.represent_list)
+
+
+def dump_registry(registry: Registry) -> str:
+    """Write `registry` as clean YAML (defaults left out) that loads to the same version."""
+    data = registry.model_dump(mode="json", exclude_defaults=True)
+    top = _Block(version=registry.version, encoder=_encoder(registry))
+    top.update((key, value) for key, value in data.items() if key not in top)
+    text = yaml.dump(top, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    # A blank line before each section after the first, for reading and for diffs.
+    lines = text.splitlines()
+    spaced = [("\n" + line) if i and line[:1].isalpha() else line for i, line in enumerate(lines)]
+    return "\n".join(spaced) + "\n"
+
+
+def _encoder(registry: Registry) -> str | dict[str, Any]:
+    spec = registry.encoder
+    if isinstance(spec, BuiltinEncoderSpec) and spec == BuiltinEncoderSpec(name=spec.name):
+        return f"builtin:{spec.name}"
+    return {"kind": spec.kind, **spec.model_dump(mode="json", exclude_defaults=True)}

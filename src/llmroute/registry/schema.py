@@ -1,0 +1,470 @@
+"""The route registry schema: pydantic models for the YAML users write.
+
+Every model is frozen and forbids unknown keys, so a typo fails at load time instead of
+silently changing routing. Checks that span sections (a route naming a model that does
+not exist) run in `Registry`'s model validator and report every problem with its path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from llmroute.registry._paths import PathProblems, Problem, did_you_mean
+
+__all__ = [
+    "BUILTIN_ENCODERS",
+    "RESERVED_ROUTE_NAMES",
+    "BuiltinEncoderSpec",
+    "Default",
+    "EncoderSpec",
+    "IntentSettings",
+    "Model",
+    "OpenAIEncoderSpec",
+    "Price",
+    "Provider",
+    "Reasoning",
+    "Registry",
+    "Route",
+    "RoutePolicy",
+    "Rule",
+    "RuleWhen",
+]
+
+BUILTIN_ENCODERS = ("minilm", "minilm-int8", "static")
+RESERVED_ROUTE_NAMES = frozenset({"auto", "default"})
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+}
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"invalid name {value!r}: use letters, digits, '_', '.' and '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _check_unit(value: float) -> float:
+    if not 0.0 <= value <= 1.0:  # also rejects NaN
+        raise ValueError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _check_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or len(value) < 10:
+        raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+    return value
+
+
+def _check_env_name(value: str) -> str:
+    if not _ENV_NAME.match(value):
+        raise ValueError(
+            "must be the NAME of an environment variable (letters, digits, '_'), not the key itself"
+        )
+    return value
+
+
+def _scalar_text(value: Any) -> Any:
+    """Header and metadata values: YAML may read ``1`` or ``true``; compare them as text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _check_texts(values: Sequence[str], what: str) -> None:
+    """Raise when an entry is blank or repeats an earlier one (path: the entry's index)."""
+    problems: list[Problem] = []
+    first: dict[str, int] = {}
+    for index, text in enumerate(values):
+        if not text.strip():
+            problems.append(((index,), f"{what} must not be empty"))
+        elif text in first:
+            problems.append(((index,), f"duplicate {what} (same as [{first[text]}])"))
+        else:
+            first[text] = index
+    PathProblems.raise_if_any(problems)
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+Unit = Annotated[float, AfterValidator(_check_unit)]
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Url = Annotated[str, AfterValidator(_check_url)]
+EnvName = Annotated[str, AfterValidator(_check_env_name)]
+Text = Annotated[str, BeforeValidator(_scalar_text)]
+Patterns = Annotated[tuple[str, ...], BeforeValidator(_one_or_many), Field(min_length=1)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# -- encoder -----------------------------------------------------------------------------
+
+
+class BuiltinEncoderSpec(_Frozen):
+    """An encoder that ships with llmroute and runs offline on CPU."""
+
+    kind: Literal["builtin"] = "builtin"
+    name: Literal["minilm", "minilm-int8", "static"]
+    max_tokens: int = Field(default=256, ge=3, le=512)
+    truncate: Literal["head", "tail", "head_tail"] = "head"
+
+
+class OpenAIEncoderSpec(_Frozen):
+    """An OpenAI-compatible ``/embeddings`` endpoint (hosted, vLLM, Ollama, TEI ...)."""
+
+    kind: Literal["openai"]
+    base_url: Url
+    model: str = Field(min_length=1)
+    api_key_env: EnvName | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    batch_size: int = Field(default=64, ge=1)
+    timeout_s: Seconds = 10.0
+    dimensions: int | None = Field(default=None, ge=1)
+
+
+def _encoder_shorthand(value: Any) -> Any:
+    """``builtin:minilm`` is short for ``{kind: builtin, name: minilm}``."""
+    if not isinstance(value, str):
+        return value
+    kind, _, name = value.partition(":")
+    if kind != "builtin" or name not in BUILTIN_ENCODERS:
+        choices = [f"builtin:{n}" for n in BUILTIN_ENCODERS]
+        raise ValueError(
+            f"unknown encoder {value!r}{did_you_mean(value, choices)}; use one of "
+            f"{', '.join(choices)}, or a mapping with kind: openai for an embeddings endpoint"
+        )
+    return {"kind": "builtin", "name": name}
+
+
+EncoderSpec = Annotated[
+    BuiltinEncoderSpec | OpenAIEncoderSpec,
+    Field(discriminator="kind"),
+    BeforeValidator(_encoder_shorthand),
+]
+
+
+# -- providers and models ----------------------------------------------------------------
+
+
+class Provider(_Frozen):
+    """Where models are served. The key is read from `api_key_env`, never from the file."""
+
+    kind: Literal["openai", "anthropic"]
+    base_url: Url
+    api_key_env: EnvName | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: Seconds = 60.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_base_url(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "base_url" not in data:
+            url = _DEFAULT_BASE_URLS.get(str(data.get("kind")))
+            if url is not None:
+                return {**data, "base_url": url}
+        return data
+
+
+class Price(_Frozen):
+    """USD per million tokens."""
+
+    input: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    output: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+
+class Reasoning(_Frozen):
+    """Extended thinking for models that support it."""
+
+    budget_tokens: int = Field(ge=1)
+
+
+class Model(_Frozen):
+    """One entry of the pool: a provider's model under a name routes can target."""
+
+    provider: str
+    model: str = Field(min_length=1)
+    price: Price = Price()
+    context_window: int | None = Field(default=None, gt=0)
+    description: str | None = None
+    reasoning: Reasoning | None = None
+
+
+# -- intent, routes, default -------------------------------------------------------------
+
+
+class IntentSettings(_Frozen):
+    """How the intent layer scores routes; every key has a default."""
+
+    method: Literal["linear", "centroid", "knn"] = "linear"
+    k: int = Field(default=5, ge=1)
+    threshold: Unit = 0.5
+    window: int = Field(default=1, ge=1)
+    out_of_scope: list[str] = Field(default_factory=list)
+
+    @field_validator("out_of_scope")
+    @classmethod
+    def _texts(cls, value: list[str]) -> list[str]:
+        _check_texts(value, "out-of-scope example")
+        return value
+
+
+class RoutePolicy(_Frozen):
+    """What dispatch does for a route: its timeout, fallback chain and safety profile."""
+
+    timeout_s: Seconds | None = None
+    fallback: tuple[str, ...] = ()
+    safety: str | None = None
+
+    @field_validator("fallback")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        problems: list[Problem] = [
+            ((i,), f"model {name!r} is already in the fallback chain")
+            for i, name in enumerate(value)
+            if name in value[:i]
+        ]
+        PathProblems.raise_if_any(problems)
+        return value
+
+
+class Route(_Frozen):
+    """A named intent: example prompts, and the model that serves matching requests."""
+
+    name: Name
+    description: str | None = None
+    examples: tuple[str, ...] = Field(min_length=1)
+    target: str
+    threshold: Unit | None = None
+    policy: RoutePolicy = RoutePolicy()
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.lower() in RESERVED_ROUTE_NAMES:
+            raise ValueError(f"{value!r} is reserved; choose another route name")
+        return value
+
+    @field_validator("examples")
+    @classmethod
+    def _examples(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _check_texts(value, "example")
+        return value
+
+
+class Default(_Frozen):
+    """The model that serves requests no rule or route claims."""
+
+    target: str
+    description: str | None = None
+
+
+# -- rules -------------------------------------------------------------------------------
+
+
+class RuleWhen(_Frozen):
+    """Conditions of a rule; every condition present must hold."""
+
+    regex: Patterns | None = None
+    keywords: tuple[str, ...] | None = Field(default=None, min_length=1)
+    header: dict[str, Text] | None = Field(default=None, min_length=1)
+    metadata: dict[str, Text] | None = Field(default=None, min_length=1)
+    has_tools: bool | None = None
+    min_tokens: int | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=1)
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        problems: list[Problem] = []
+        for index, pattern in enumerate(value or ()):
+            try:  # the rules layer joins the patterns into one `(?:a)|(?:b)`
+                re.compile(pattern)
+                re.compile(f"(?:{pattern})")
+            except re.error as exc:
+                hint = "; use a scoped flag group such as (?i:...)" if "flags" in str(exc) else ""
+                problems.append(((index,), f"invalid regular expression {pattern!r}: {exc}{hint}"))
+        PathProblems.raise_if_any(problems)
+        return value
+
+    @field_validator("keywords")
+    @classmethod
+    def _keywords(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        _check_texts(value or (), "keyword")
+        return value
+
+    @field_validator("header")
+    @classmethod
+    def _header_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        """Header names are case-insensitive: store them lower-cased."""
+        if value is None:
+            return None
+        lowered: dict[str, str] = {}
+        for name, wanted in value.items():
+            if name.lower() in lowered:
+                raise PathProblems([((name,), "header named twice (names ignore case)")])
+            lowered[name.lower()] = wanted
+        return lowered
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if all(getattr(self, name) is None for name in type(self).model_fields):
+            keys = ", ".join(type(self).model_fields)
+            raise PathProblems([((), f"a rule needs at least one condition ({keys})")])
+        if (
+            self.min_tokens is not None
+            and self.max_tokens is not None
+            and self.min_tokens > self.max_tokens
+        ):
+            raise PathProblems([(("min_tokens",), "min_tokens is greater than max_tokens")])
+        return self
+
+
+class Rule(_Frozen):
+    """An explicit condition that sends a request to a model or to a route's target."""
+
+    name: Name
+    description: str | None = None
+    when: RuleWhen
+    target: str | None = None
+    route: str | None = None
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> Self:
+        if (self.target is None) == (self.route is None):
+            raise PathProblems(
+                [((), "set exactly one of 'target' (a model name) or 'route' (a route name)")]
+            )
+        return self
+
+
+# -- the registry ------------------------------------------------------------------------
+
+
+class Registry(_Frozen):
+    """A validated route registry: encoder, providers, model pool, routes, rules, default."""
+
+    version: int = Field(default=1, ge=0)
+    encoder: EncoderSpec = BuiltinEncoderSpec(name="minilm")
+    providers: dict[str, Provider] = Field(min_length=1)
+    models: dict[str, Model] = Field(min_length=1)
+    intent: IntentSettings = IntentSettings()
+    routes: tuple[Route, ...] = Field(min_length=1)
+    default: Default
+    rules: tuple[Rule, ...] = ()
+
+    @field_validator("providers", "models")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        problems: list[Problem] = []
+        for key in value:
+            try:
+                _check_name(key)
+            except ValueError as exc:
+                problems.append(((key,), str(exc)))
+        PathProblems.raise_if_any(problems)
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> Self:
+        PathProblems.raise_if_any(
+            [*self._model_problems(), *self._route_problems(), *self._rule_problems()]
+        )
+        return self
+
+    def route(self, name: str) -> Route:
+        """The route called `name`; KeyError when there is none."""
+        for route in self.routes:
+            if route.name == name:
+                return route
+        raise KeyError(f"no route named {name!r}")
+
+    def model(self, name: str) -> Model:
+        """The model called `name`; KeyError when there is none."""
+        try:
+            return self.models[name]
+        except KeyError:
+            raise KeyError(f"no model named {name!r}") from None
+
+    def threshold(self, route: Route) -> float:
+        """The route's own threshold, else the registry-wide `intent.threshold`."""
+        return self.intent.threshold if route.threshold is None else route.threshold
+
+    def _unknown_model(self, name: str) -> str | None:
+        if name in self.models:
+            return None
+        known = ", ".join(sorted(self.models))
+        return f"unknown model {name!r}{did_you_mean(name, self.models)}; models: {known}"
+
+    def _model_problems(self) -> Iterator[Problem]:
+        for name, model in self.models.items():
+            if model.provider not in self.providers:
+                known = ", ".join(sorted(self.providers))
+                hint = did_you_mean(model.provider, self.providers)
+                yield (
+                    ("models", name, "provider"),
+                    f"unknown provider {model.provider!r}{hint}; providers: {known}",
+                )
+        if (message := self._unknown_model(self.default.target)) is not None:
+            yield ("default", "target"), message
+
+    def _route_problems(self) -> Iterator[Problem]:
+        first: dict[str, int] = {}
+        for i, route in enumerate(self.routes):
+            if route.name in first:
+                yield (
+                    ("routes", i, "name"),
+                    f"duplicate route name {route.name!r} "
+                    f"(first used by routes[{first[route.name]}])",
+                )
+            first.setdefault(route.name, i)
+            if (message := self._unknown_model(route.target)) is not None:
+                yield ("routes", i, "target"), message
+            for j, name in enumerate(route.policy.fallback):
+                path = ("routes", i, "policy", "fallback", j)
+                if (message := self._unknown_model(name)) is not None:
+                    yield path, message
+                elif name == route.target:
+                    yield path, f"{name!r} is the route's own target; fallbacks are other models"
+
+    def _rule_problems(self) -> Iterator[Problem]:
+        first: dict[str, int] = {}
+        routes = [route.name for route in self.routes]
+        for i, rule in enumerate(self.rules):
+            if rule.name in first:
+                yield (
+                    ("rules", i, "name"),
+                    f"duplicate rule name {rule.name!r} (first used by rules[{first[rule.name]}])",
+                )
+            first.setdefault(rule.name, i)
+            if rule.target is not None and (message := self._unknown_model(rule.target)):
+                yield ("rules", i, "target"), message
+            if rule.route is not None and rule.route not in routes:
+                yield (
+                    ("rules", i, "route"),
+                    f"unknown route {rule.route!r}{did_you_mean(rule.route, routes)}; "
+                    f"routes: {', '.join(routes)}",
+                )

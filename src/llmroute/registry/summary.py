@@ -1,0 +1,115 @@
+"""A human summary of a loaded registry, printed by ``llmroute registry check``.
+
+It shows what routing will do (targets, thresholds, fallbacks, rules) so a reviewer can
+check a registry change without reading the YAML. Provider headers are not shown: they
+may carry credentials.
+"""
+
+from __future__ import annotations
+
+from llmroute.registry.loader import LoadedRegistry
+from llmroute.registry.schema import BuiltinEncoderSpec, Model, Registry, Rule, RuleWhen
+
+__all__ = ["describe_when", "summarize"]
+
+
+def summarize(loaded: LoadedRegistry) -> list[str]:
+    """Lines describing file, version, encoder, providers, models, routes, rules, default."""
+    registry = loaded.registry
+    return [
+        f"file: {loaded.source}",
+        f"version: {loaded.version} (revision {registry.version})",
+        f"encoder: {_encoder(registry)}",
+        *_providers(registry),
+        *_models(registry),
+        _intent(registry),
+        *_routes(registry),
+        *_rules(registry),
+        f"default -> {registry.default.target}",
+    ]
+
+
+def _encoder(registry: Registry) -> str:
+    spec = registry.encoder
+    if isinstance(spec, BuiltinEncoderSpec):
+        return f"builtin:{spec.name} (max_tokens {spec.max_tokens}, truncate {spec.truncate})"
+    dims = f", dimensions {spec.dimensions}" if spec.dimensions else ""
+    return f"{spec.model} at {spec.base_url}{dims}{_key(spec.api_key_env)}"
+
+
+def _key(env: str | None) -> str:
+    return f" (key from ${env})" if env else " (no key)"
+
+
+def _providers(registry: Registry) -> list[str]:
+    lines = [f"providers: {len(registry.providers)}"]
+    for name, p in registry.providers.items():
+        lines.append(f"  {name}: {p.kind} {p.base_url}{_key(p.api_key_env)}")
+    return lines
+
+
+def _models(registry: Registry) -> list[str]:
+    lines = [f"models: {len(registry.models)} (price in USD per 1M tokens, input/output)"]
+    for name, model in registry.models.items():
+        lines.append(f"  {name}: {model.provider}/{model.model}  {_model_extras(model)}")
+    return lines
+
+
+def _model_extras(model: Model) -> str:
+    parts = [f"${model.price.input:g}/${model.price.output:g}"]
+    if model.context_window is not None:
+        parts.append(f"context {model.context_window}")
+    if model.reasoning is not None:
+        parts.append(f"reasoning budget {model.reasoning.budget_tokens} tokens")
+    return ", ".join(parts)
+
+
+def _intent(registry: Registry) -> str:
+    intent = registry.intent
+    method = f"knn (k={intent.k})" if intent.method == "knn" else intent.method
+    oos = f", {len(intent.out_of_scope)} out-of-scope examples" if intent.out_of_scope else ""
+    return f"intent: {method}, threshold {intent.threshold:g}, window {intent.window}{oos}"
+
+
+def _routes(registry: Registry) -> list[str]:
+    lines = [f"routes: {len(registry.routes)}"]
+    for route in registry.routes:
+        fallback = route.policy.fallback
+        chain = f", fallback {' > '.join(fallback)}" if fallback else ""
+        lines.append(
+            f"  {route.name} -> {route.target}  threshold {registry.threshold(route):g}, "
+            f"{len(route.examples)} examples{chain}"
+        )
+    return lines
+
+
+def _rules(registry: Registry) -> list[str]:
+    if not registry.rules:
+        return ["rules: none"]
+    return [f"rules: {len(registry.rules)} (first match wins)"] + [
+        f"  {rule.name}: {describe_when(rule.when)} -> {_destination(rule)}"
+        for rule in registry.rules
+    ]
+
+
+def _destination(rule: Rule) -> str:
+    return f"route {rule.route}" if rule.route is not None else f"model {rule.target}"
+
+
+def describe_when(when: RuleWhen) -> str:
+    """A rule's conditions in one line, e.g. ``header x-tenant=acme and has_tools``."""
+    parts: list[str] = []
+    if when.regex is not None:
+        parts.append("regex " + " | ".join(when.regex))
+    if when.keywords is not None:
+        parts.append("keywords " + ", ".join(when.keywords))
+    for label, mapping in (("header", when.header), ("metadata", when.metadata)):
+        for key, value in (mapping or {}).items():
+            parts.append(f"{label} {key} present" if value == "*" else f"{label} {key}={value}")
+    if when.has_tools is not None:
+        parts.append("has_tools" if when.has_tools else "no tools")
+    if when.min_tokens is not None:
+        parts.append(f">= {when.min_tokens} tokens")
+    if when.max_tokens is not None:
+        parts.append(f"<= {when.max_tokens} tokens")
+    return " and ".join(parts)

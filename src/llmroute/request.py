@@ -1,0 +1,152 @@
+"""`RouteRequest`: the normalised view of one request that every decision layer reads.
+
+Clients send a plain string or an OpenAI chat-completions body; layers should not care
+which. The text that is embedded is the last user turn by default, or a window of the
+most recent user turns (`intent.window` in the registry), so a follow-up such as "and in
+French?" is read with the turn it follows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from llmroute.errors import RoutingError
+
+__all__ = ["RouteRequest", "estimate_tokens"]
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap token estimate (about four characters a token for English text).
+
+    Rules run before the encoder, so they cannot use its tokenizer; the estimate is good
+    enough for "is this a long-context request" conditions.
+    """
+    return math.ceil(len(text) / 4)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    """One request as the decision layers see it.
+
+    >>> RouteRequest.from_input("write a haiku").text
+    'write a haiku'
+    """
+
+    text: str
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    has_tools: bool = False
+    requested_model: str | None = None
+    body: Mapping[str, Any] | None = None
+
+    @property
+    def estimated_tokens(self) -> int:
+        return estimate_tokens(self.text)
+
+    @classmethod
+    def from_input(
+        cls,
+        request: str | Mapping[str, Any] | RouteRequest,
+        *,
+        headers: Mapping[str, str] | None = None,
+        window: int = 1,
+    ) -> RouteRequest:
+        """Build from a string, an OpenAI chat-completions body, or pass a request through."""
+        hdrs = _lower_keys(headers)
+        if isinstance(request, RouteRequest):
+            if headers is None:
+                return request
+            merged = {**request.headers, **hdrs}
+            return cls(
+                request.text,
+                MappingProxyType(merged),
+                request.metadata,
+                request.has_tools,
+                request.requested_model,
+                request.body,
+            )
+        if isinstance(request, str):
+            return cls(text=request, headers=hdrs)
+        if isinstance(request, Mapping):
+            return cls._from_body(request, hdrs, window)
+        raise RoutingError(
+            f"a request must be a string or a chat-completions object, not {type(request).__name__}"
+        )
+
+    @classmethod
+    def _from_body(
+        cls, body: Mapping[str, Any], headers: Mapping[str, str], window: int
+    ) -> RouteRequest:
+        if "messages" in body:
+            text = _text_of_messages(body["messages"], window)
+        elif isinstance(body.get("prompt"), str):
+            text = body["prompt"]
+        else:
+            raise RoutingError("the request body has no 'messages' (or 'prompt') to route on")
+        model = body.get("model")
+        return cls(
+            text=text,
+            headers=headers,
+            metadata=_metadata_of(body),
+            has_tools=bool(body.get("tools") or body.get("functions")),
+            requested_model=model if isinstance(model, str) else None,
+            body=body,
+        )
+
+
+def _lower_keys(headers: Mapping[str, str] | None) -> Mapping[str, str]:
+    if not headers:
+        return _EMPTY
+    return MappingProxyType({str(k).lower(): str(v) for k, v in headers.items()})
+
+
+def _metadata_of(body: Mapping[str, Any]) -> Mapping[str, str]:
+    meta: dict[str, str] = {}
+    raw = body.get("metadata")
+    if isinstance(raw, Mapping):
+        meta.update({str(k): str(v) for k, v in raw.items()})
+    if isinstance(body.get("user"), str):
+        meta.setdefault("user", body["user"])
+    return MappingProxyType(meta) if meta else _EMPTY
+
+
+def _text_of_messages(messages: object, window: int) -> str:
+    if not isinstance(messages, Sequence) or isinstance(messages, str | bytes):
+        raise RoutingError("'messages' must be a list of message objects")
+    if not messages:
+        raise RoutingError("'messages' is empty: there is nothing to route on")
+    turns: list[str] = []
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if not isinstance(message, Mapping):
+            raise RoutingError(f"messages[{index}] must be an object with 'role' and 'content'")
+        if message.get("role") == "user":
+            turns.append(_content_text(message.get("content"), index))
+            if len(turns) >= window:
+                break
+    if not turns:
+        # No user turn (e.g. a system-only prompt): route on the last message of any role.
+        turns.append(_content_text(messages[-1].get("content"), len(messages) - 1))
+    return "\n".join(reversed(turns))
+
+
+def _content_text(content: object, index: int) -> str:
+    """Text of a message's content: a string, or the text parts of a content-part list."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        parts = [
+            part["text"]
+            for part in content
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+        ]
+        return "\n".join(parts)
+    raise RoutingError(f"messages[{index}].content must be a string or a list of content parts")

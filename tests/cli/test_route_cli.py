@@ -1,0 +1,117 @@
+"""`llmroute route` and `llmroute registry check`, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "registry.yaml"
+LLMROUTE = str(Path(sys.executable).parent / "llmroute")
+
+
+def llmroute(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [LLMROUTE, *args],
+        input=stdin,
+        capture_output=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    return subprocess.CompletedProcess(
+        result.args,
+        result.returncode,
+        result.stdout.decode("utf-8", "replace"),
+        result.stderr.decode("utf-8", "replace"),
+    )
+
+
+@pytest.fixture(scope="module")
+def static_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example registry on the static encoder: same routes, microsecond encoding."""
+    text = EXAMPLE.read_text().replace("encoder: builtin:minilm", "encoder: builtin:static", 1)
+    assert "builtin:static" in text
+    path = tmp_path_factory.mktemp("reg") / "registry.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_route_json(static_registry: Path) -> None:
+    result = llmroute("route", "-r", str(static_registry), "--json", "translate hello to german")
+    assert result.returncode == 0, result.stderr
+    decision = json.loads(result.stdout)
+    assert decision["route"] == "translate"
+    assert decision["layer"] == "intent"
+    assert {"id", "model", "confidence", "margin", "candidates", "layers"} <= set(decision)
+
+
+def test_route_explain_shows_layers_top3_and_margin(static_registry: Path) -> None:
+    result = llmroute("route", "-r", str(static_registry), "--explain", "solve 3x + 5 = 20")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith("math -> ")
+    for word in ("rules", "intent", "threshold", "margin", "registry"):
+        assert word in out
+
+
+def test_stdin_prompts_give_json_lines(static_registry: Path) -> None:
+    prompts = "hello there!\nwrite a sql query that joins two tables\n\nsummarise this article\n"
+    result = llmroute("route", "-r", str(static_registry), stdin=prompts.encode())
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 4
+    assert lines[2]["route"] == "default" and "empty prompt" in lines[2]["reason"]
+
+
+def test_non_utf8_stdin_is_a_clear_error(static_registry: Path) -> None:
+    result = llmroute("route", "-r", str(static_registry), stdin=b"hello\n\xff\xfe bad\n")
+    assert result.returncode == 2
+    assert "not valid UTF-8 (line 2" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_huge_prompt_is_truncated_not_fatal(static_registry: Path) -> None:
+    huge = ("please summarise this long report about quarterly sales. " * 20_000).encode()
+    assert len(huge) > 1_000_000
+    result = llmroute("route", "-r", str(static_registry), "--json", stdin=huge)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["route"] in {"summarize", "default"}
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("routes:\n  - name: x\n    examples: [a, b\n")
+    for command in (["route", "-r", str(bad), "hi"], ["registry", "check", str(bad)]):
+        result = llmroute(*command)
+        assert result.returncode == 2
+        assert f"{bad}:" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_registry_check_summarises() -> None:
+    result = llmroute("registry", "check", str(EXAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert "code" in result.stdout and "version" in result.stdout.lower()
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_missing_registry_is_a_clear_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [LLMROUTE, "route", "hi"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "LLMROUTE_REGISTRY"},
+    )
+    assert result.returncode == 2
+    assert "no registry given" in result.stderr
+    missing = llmroute("registry", "check", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2
+    assert "nope.yaml" in missing.stderr

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import numpy as np
+
+from llmroute.scoring.heads import CentroidHead, KnnHead, LinearHead, labels_from
+
+
+def _unit(rows: list[list[float]]) -> np.ndarray:
+    m = np.asarray(rows, dtype=np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+EXAMPLES = _unit([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0.1, 0.9, 0], [0, 0.2, 1]])
+LABELS = labels_from([0, 0, 1, 1, 1])
+
+
+def test_centroid_scores_are_cosines_to_route_means() -> None:
+    head = CentroidHead(EXAMPLES, LABELS, 2)
+    scores = head.scores(_unit([[1, 0, 0]])[0])
+    assert scores.shape == (2,)
+    assert scores[0] > 0.99 > scores[1]
+    batch = head.scores(_unit([[1, 0, 0], [0, 1, 0]]))
+    assert batch.shape == (2, 2)
+    assert batch[1].argmax() == 1
+
+
+def test_knn_mean_of_top_k_with_uneven_routes() -> None:
+    head = KnnHead(EXAMPLES, LABELS, 2, k=2)
+    q = _unit([[0, 1, 0]])[0]
+    scores = head.scores(q)
+    sims = EXAMPLES @ q
+    np.testing.assert_allclose(scores[1], np.sort(sims[2:])[-2:].mean(), rtol=1e-6)
+    np.testing.assert_allclose(scores[0], np.sort(sims[:2])[-2:].mean(), rtol=1e-6)
+    # k larger than a route's example count averages over what the route has.
+    wide = KnnHead(EXAMPLES, LABELS, 2, k=3)
+    np.testing.assert_allclose(wide.scores(q)[0], sims[:2].mean(), rtol=1e-6)
+    batch = wide.scores(_unit([[0, 1, 0], [1, 0, 0]]))
+    np.testing.assert_allclose(batch[0], wide.scores(q), rtol=1e-6)
+
+
+def test_linear_head_probabilities() -> None:
+    head = LinearHead.train(EXAMPLES, LABELS, 2)
+    probs = head.scores(EXAMPLES)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert (probs.argmax(axis=1) == LABELS).all()

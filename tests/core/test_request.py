@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import pytest
+
+from llmroute.errors import RoutingError
+from llmroute.request import RouteRequest, estimate_tokens
+
+
+def test_string_request() -> None:
+    req = RouteRequest.from_input("hello", headers={"X-Tenant": "acme"})
+    assert req.text == "hello"
+    assert req.headers == {"x-tenant": "acme"}
+    assert not req.has_tools
+
+
+def test_chat_body_uses_last_user_turn_by_default() -> None:
+    body = {
+        "model": "auto",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "translate hello to french"},
+            {"role": "assistant", "content": "bonjour"},
+            {"role": "user", "content": "and to german?"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "metadata": {"team": "search"},
+        "user": "u-1",
+    }
+    req = RouteRequest.from_input(body)
+    assert req.text == "and to german?"
+    assert req.has_tools
+    assert req.requested_model == "auto"
+    assert req.metadata == {"team": "search", "user": "u-1"}
+    windowed = RouteRequest.from_input(body, window=2)
+    assert windowed.text == "translate hello to french\nand to german?"
+
+
+def test_content_parts_keep_text_and_drop_images() -> None:
+    body = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is in"},
+                    {"type": "image_url", "image_url": {"url": "data:..."}},
+                    {"type": "text", "text": "this picture"},
+                ],
+            }
+        ]
+    }
+    assert RouteRequest.from_input(body).text == "what is in\nthis picture"
+
+
+def test_no_user_turn_routes_on_last_message() -> None:
+    body = {"messages": [{"role": "system", "content": "summarise the news"}]}
+    assert RouteRequest.from_input(body).text == "summarise the news"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "no 'messages'"),
+        ({"messages": []}, "empty"),
+        ({"messages": "hi"}, "must be a list"),
+        ({"messages": ["hi"]}, "messages[0]"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+    ],
+)
+def test_malformed_bodies_raise_routing_error(body: dict[str, object], message: str) -> None:
+    with pytest.raises(RoutingError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        RouteRequest.from_input(body)
+
+
+def test_wrong_type_raises() -> None:
+    with pytest.raises(RoutingError):
+        RouteRequest.from_input(42)  # type: ignore[arg-type]
+
+
+def test_estimate_tokens() -> None:
+    assert estimate_tokens("") == 0
+    assert estimate_tokens("abcd") == 1
+    assert estimate_tokens("abcde") == 2

@@ -1,0 +1,328 @@
+"""One test per kind of registry error: each names the file, the line and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from registry_helpers import VALID, assert_points_at, errors_of, one_error, replace_line
+
+from llmroute.errors import ConfigError
+from llmroute.registry import ConfigErrors, load_registry, parse_registry
+
+
+def test_yaml_syntax_error_names_the_line() -> None:
+    error = one_error("routes:\n  - name: x\n    examples: [a, b\n")
+    assert error.file == "reg.yaml" and error.line == 4
+    assert str(error).startswith("reg.yaml:4: invalid YAML: ")
+
+
+def test_tabs_and_bad_indentation_are_yaml_errors() -> None:
+    error = one_error(replace_line(VALID, 16, "\tk: 3"))
+    assert (error.line, error.field) == (16, None)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n"])
+def test_empty_file(text: str) -> None:
+    error = one_error(text)
+    assert str(error) == (
+        "reg.yaml:1: the registry is empty; it needs at least providers, models, routes and default"
+    )
+
+
+@pytest.mark.parametrize(("text", "kind"), [("- a\n- b\n", "list"), ("just text\n", "str")])
+def test_top_level_must_be_a_mapping(text: str, kind: str) -> None:
+    error = one_error(text)
+    assert error.line == 1 and "top level must be a mapping" in error.message
+    assert error.message.endswith(f"not a {kind}")
+
+
+def test_duplicate_key_is_reported_not_silently_dropped() -> None:
+    text = replace_line(VALID, 23, "threshold: 0.55\n    target: small")  # target twice
+    error = one_error(text)
+    assert_points_at(error, 24, "routes[0].target", "duplicate key 'target'", "first on line 22")
+
+
+def test_duplicate_top_level_key() -> None:
+    error = one_error(VALID + "default: {target: large}\n")
+    assert_points_at(error, 36, "default", "duplicate key 'default'", "first on line 28")
+
+
+def test_unknown_key_suggests_the_closest() -> None:
+    error = one_error(replace_line(VALID, 23, "tresholds: 0.55"))
+    assert_points_at(
+        error,
+        23,
+        "routes[0].tresholds",
+        "unknown key 'tresholds' (did you mean 'threshold'?)",
+        "allowed keys: name, description, examples, target, threshold, policy",
+    )
+
+
+def test_unknown_key_without_near_miss_lists_allowed_keys() -> None:
+    error = one_error(VALID + "telemetry: {sink: sqlite}\n")
+    assert_points_at(error, 36, "telemetry", "unknown key 'telemetry'; allowed keys: version,")
+    assert "did you mean" not in error.message
+
+
+def test_unknown_key_deep_inside_a_rule() -> None:
+    error = one_error(replace_line(VALID, 31, "when: {headers: {X-Tenant: acme}}"))
+    assert_points_at(error, 31, "rules[0].when.headers", "did you mean 'header'?")
+
+
+def test_literal_api_key_is_rejected_without_echoing_it() -> None:
+    secret = "sk-proj-abcdef1234567890"
+    text = replace_line(
+        VALID, 5, f"openai: {{kind: openai, base_url: https://x.example/v1, api_key: {secret}}}"
+    )
+    error = one_error(text)
+    assert_points_at(error, 5, "providers.openai.api_key", "environment variable", "api_key_env")
+    assert secret not in str(error)
+
+
+def test_secret_in_a_wrongly_typed_key_is_not_echoed() -> None:
+    secret = "sk-live-0123456789"
+    error = one_error(replace_line(VALID, 5, f"openai: {{kind: openai, api_key_env: [{secret}]}}"))
+    assert_points_at(error, 5, "providers.openai.api_key_env", "valid string")
+    assert secret not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("line", "new", "field"),
+    [
+        (22, "target: smal", "routes[0].target"),
+        (24, "policy: {fallback: [smal]}", "routes[0].policy.fallback[0]"),
+        (28, "default: {target: smal}", "default.target"),
+        (32, "target: smal", "rules[0].target"),
+    ],
+)
+def test_unknown_model(line: int, new: str, field: str) -> None:
+    error = one_error(replace_line(VALID, line, new))
+    assert_points_at(
+        error, line, field, "unknown model 'smal' (did you mean 'small'?); models: large, small"
+    )
+
+
+def test_fallback_to_the_route_target_is_an_error() -> None:
+    error = one_error(replace_line(VALID, 24, "policy: {fallback: [large, small]}"))
+    assert_points_at(error, 24, "routes[0].policy.fallback[1]", "route's own target")
+
+
+def test_unknown_provider() -> None:
+    error = one_error(replace_line(VALID, 9, "provider: opnai"))
+    assert_points_at(
+        error, 9, "models.large.provider", "unknown provider 'opnai' (did you mean 'openai'?)"
+    )
+
+
+def test_rule_naming_an_unknown_route() -> None:
+    error = one_error(replace_line(VALID, 35, "route: coding"))
+    assert_points_at(
+        error, 35, "rules[1].route", "unknown route 'coding'", "routes: code, chitchat"
+    )
+
+
+def test_duplicate_route_names() -> None:
+    error = one_error(replace_line(VALID, 25, "- name: code"))
+    assert_points_at(error, 25, "routes[1].name", "duplicate route name 'code'", "routes[0]")
+
+
+def test_duplicate_rule_names() -> None:
+    error = one_error(replace_line(VALID, 33, "- name: pinned-tenant"))
+    assert_points_at(error, 33, "rules[1].name", "duplicate rule name 'pinned-tenant'")
+
+
+@pytest.mark.parametrize(
+    ("line", "new", "field"),
+    [(23, "threshold: 1.5", "routes[0].threshold"), (17, "threshold: -0.1", "intent.threshold")],
+)
+def test_threshold_out_of_range(line: int, new: str, field: str) -> None:
+    error = one_error(replace_line(VALID, line, new))
+    assert_points_at(error, line, field, "must be between 0 and 1")
+
+
+def test_empty_examples() -> None:
+    error = one_error(replace_line(VALID, 26, "examples: []"))
+    assert_points_at(error, 26, "routes[1].examples", "must not be empty")
+
+
+def test_blank_and_duplicate_examples() -> None:
+    errors = errors_of(replace_line(VALID, 26, 'examples: [hi, "  ", hi]'))
+    assert [e.field for e in errors] == ["routes[1].examples[1]", "routes[1].examples[2]"]
+    assert_points_at(errors[0], 26, "routes[1].examples[1]", "example must not be empty")
+    assert_points_at(errors[1], 26, "routes[1].examples[2]", "duplicate example (same as [0])")
+
+
+def test_example_on_its_own_line_is_pointed_at() -> None:
+    text = replace_line(VALID, 26, "examples:\n      - hi\n      - 42")
+    assert_points_at(one_error(text), 28, "routes[1].examples[1]", "valid string", "got an integer")
+
+
+@pytest.mark.parametrize(
+    ("line", "new", "field", "words"),
+    [
+        (23, "threshold: high", "routes[0].threshold", ("valid number", "got a string")),
+        (16, "k: [3]", "intent.k", ("valid integer", "got a list")),
+        (15, "method: neural", "intent.method", ("'linear', 'centroid' or 'knn'",)),
+        (26, "examples: {a: b}", "routes[1].examples", ("valid tuple", "got a mapping")),
+        (31, "when: {header: [x-tenant]}", "rules[0].when.header", ("dictionary", "got a list")),
+        (1, "version: one", "version", ("valid integer",)),
+        (28, "default: small", "default", ("got a string",)),
+    ],
+)
+def test_wrong_types(line: int, new: str, field: str, words: tuple[str, ...]) -> None:
+    errors = errors_of(replace_line(VALID, line, new))
+    assert_points_at(errors[0], line, field, *words)
+
+
+def test_missing_required_keys_point_at_the_parent() -> None:
+    error = one_error(replace_line(VALID, 22, "# no target"))
+    assert_points_at(error, 19, "routes[0].target", "missing required key 'target'")
+    text = "\n".join(VALID.splitlines()[:27]) + "\n"  # no default, no rules
+    assert_points_at(one_error(text), 1, "default", "missing required key 'default'")
+
+
+def test_invalid_regex_is_named() -> None:
+    error = one_error(replace_line(VALID, 34, "when: {regex: ['ok', '(unclosed']}"))
+    assert_points_at(error, 34, "rules[1].when.regex[1]", "invalid regular expression '(unclosed'")
+
+
+def test_global_regex_flags_must_be_scoped() -> None:
+    error = one_error(replace_line(VALID, 34, "when: {regex: 'a(?i)b'}"))
+    assert_points_at(error, 34, "rules[1].when.regex[0]", "scoped flag group")
+
+
+@pytest.mark.parametrize(
+    ("new", "words"),
+    [
+        ("when: {}", ("at least one condition",)),
+        ("when: {min_tokens: 10, max_tokens: 5}", ("greater than max_tokens",)),
+        ("when: {header: {}}", ("must not be empty",)),
+    ],
+)
+def test_bad_rule_conditions(new: str, words: tuple[str, ...]) -> None:
+    error = one_error(replace_line(VALID, 34, new))
+    assert error.line == 34 and error.field is not None
+    assert error.field.startswith("rules[1].when")
+    for word in words:
+        assert word in error.message
+
+
+@pytest.mark.parametrize("new", ["target: large\n    route: code", "description: nowhere"])
+def test_rule_needs_exactly_one_destination(new: str) -> None:
+    error = one_error(replace_line(VALID, 35, new))
+    assert_points_at(error, 33, "rules[1]", "exactly one of 'target'")
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [("default", "reserved"), ("Auto", "reserved"), ("my route", "invalid name"), ("-x", "")],
+)
+def test_route_names(name: str, words: str) -> None:
+    error = one_error(replace_line(VALID, 25, f"- name: '{name}'"))
+    assert_points_at(error, 25, "routes[1].name", words)
+
+
+def test_model_names_are_checked() -> None:
+    text = VALID.replace("  small: {provider", "  'small one': {provider").replace(
+        "target: small", "target: 'small one'"
+    )
+    errors = errors_of(text)
+    assert errors[0].field == "models['small one']" and errors[0].line == 7
+
+
+@pytest.mark.parametrize(
+    ("new", "field", "words"),
+    [
+        ("encoder: builtin:minilm-fp16", "encoder", ("unknown encoder", "builtin:minilm")),
+        ("encoder: minilm", "encoder", ("unknown encoder", "kind: openai")),
+        ("encoder: {kind: builtin, name: bert}", "encoder.name", ("'minilm'",)),
+        (
+            "encoder: {kind: builtin, name: minilm, max_tokns: 3}",
+            "encoder.max_tokns",
+            ("max_tokens",),
+        ),
+        ("encoder: {name: minilm}", "encoder", ("kind: builtin",)),
+        ("encoder: {kind: openai, model: m}", "encoder.base_url", ("missing required key",)),
+        ("encoder: {kind: openai, base_url: ftp://x/v1, model: m}", "encoder.base_url", ("http",)),
+    ],
+)
+def test_encoder_errors(new: str, field: str, words: tuple[str, ...]) -> None:
+    error = one_error(replace_line(VALID, 2, new))
+    assert_points_at(error, 2, field, *words)
+
+
+def test_api_key_env_must_be_a_variable_name() -> None:
+    text = replace_line(VALID, 5, "openai: {kind: openai, api_key_env: sk-abc123-secret}")
+    error = one_error(text)
+    assert_points_at(error, 5, "providers.openai.api_key_env", "NAME of an environment variable")
+    assert "sk-abc123" not in str(error)
+
+
+def test_all_errors_are_reported_in_one_pass_sorted_by_line() -> None:
+    text = VALID
+    for line, new in [(23, "threshold: 7"), (9, "provider: nowhere"), (16, "kk: 3")]:
+        text = replace_line(text, line, new)
+    text += "default: {target: small}\n"
+    with pytest.raises(ConfigErrors) as info:
+        parse_registry(text, source="reg.yaml")
+    errors = info.value.errors
+    # The unknown provider is a cross-field check: it waits until the fields are valid.
+    assert [(e.line, e.field) for e in errors] == [
+        (16, "intent.kk"),
+        (23, "routes[0].threshold"),
+        (36, "default"),
+    ]
+    lines = str(info.value).splitlines()
+    assert lines == [str(e) for e in errors]
+    assert isinstance(info.value, ConfigError) and info.value.line == 16
+
+
+def test_cross_field_errors_are_all_reported() -> None:
+    text = replace_line(replace_line(VALID, 9, "provider: nowhere"), 22, "target: nothing")
+    errors = errors_of(text)
+    assert [(e.line, e.field) for e in errors] == [
+        (9, "models.large.provider"),
+        (22, "routes[0].target"),
+    ]
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_registry(path)
+    assert info.value.file == str(path)
+    assert str(info.value).startswith(f"{path}: cannot read the registry")
+
+
+def test_directory_is_not_a_registry(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the registry"):
+        load_registry(tmp_path)
+
+
+def test_non_utf8_file(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(VALID.encode() + "# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_registry(path)
+    assert (info.value.line, info.value.message) == (36, "the file is not valid UTF-8")
+
+
+def test_errors_from_a_file_name_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "registry.yaml"
+    path.write_text(replace_line(VALID, 22, "target: nothing"))
+    with pytest.raises(ConfigError) as info:
+        load_registry(path)
+    assert str(info.value).startswith(f"{path}:22: routes[0].target: unknown model 'nothing'")
+
+
+def test_alias_bombs_are_refused() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 8)]
+    error = one_error("\n".join(lines) + "\n")
+    assert "more than" in error.message
+
+
+def test_python_tags_are_refused() -> None:
+    error = one_error("version: !!python/object/apply:os.system ['true']\n")
+    assert error.line == 1 and "invalid YAML" in error.message

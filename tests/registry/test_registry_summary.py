@@ -1,0 +1,60 @@
+"""`summarize`: what `llmroute registry check` prints."""
+
+from __future__ import annotations
+
+from registry_helpers import VALID, replace_line
+
+from llmroute.registry import parse_registry, summarize
+
+
+def test_summary_names_every_section() -> None:
+    loaded = parse_registry(VALID, source="reg.yaml")
+    lines = summarize(loaded)
+    assert lines[0] == "file: reg.yaml"
+    assert lines[1] == f"version: {loaded.version} (revision 3)"
+    assert lines[2] == "encoder: builtin:static (max_tokens 256, truncate head)"
+    text = "\n".join(lines)
+    for expected in (
+        "providers: 2",
+        "  local: openai http://127.0.0.1:8001/v1 (no key)",
+        "  openai: openai https://api.openai.com/v1 (key from $OPENAI_API_KEY)",
+        "models: 2 (price in USD per 1M tokens, input/output)",
+        "  small: local/qwen2.5-7b-instruct  $0.1/$0.1",
+        "  large: openai/gpt-4.1  $2/$8, context 1047576, reasoning budget 8000 tokens",
+        "intent: knn (k=3), threshold 0.4, window 1",
+        "routes: 2",
+        "  code -> small  threshold 0.55, 2 examples, fallback large",
+        "  chitchat -> small  threshold 0.4, 2 examples",
+        "rules: 2 (first match wins)",
+        "  pinned-tenant: header x-tenant=acme -> model large",
+        "  traces: regex Traceback \\(most recent and >= 3 tokens -> route code",
+    ):
+        assert expected in lines, f"{expected!r} not in\n{text}"
+    assert lines[-1] == "default -> small"
+
+
+def test_summary_of_remote_encoder_and_other_conditions() -> None:
+    text = replace_line(
+        VALID,
+        2,
+        "encoder: {kind: openai, base_url: 'http://e:8080/v1', model: bge, dimensions: 256, "
+        "headers: {Authorization: Bearer s3cret}}",
+    )
+    text = replace_line(
+        text,
+        34,
+        "when: {keywords: [k8s, helm], header: {x-beta: '*'}, metadata: {tier: gold}, "
+        "has_tools: false, max_tokens: 50}",
+    )
+    lines = summarize(parse_registry(text))
+    assert "encoder: bge at http://e:8080/v1, dimensions 256 (no key)" in lines
+    assert (
+        "  traces: keywords k8s, helm and header x-beta present and metadata tier=gold"
+        " and no tools and <= 50 tokens -> route code"
+    ) in lines
+    assert "s3cret" not in "\n".join(lines)
+
+
+def test_summary_without_rules() -> None:
+    text = VALID.split("rules:")[0]
+    assert "rules: none" in summarize(parse_registry(text))

