@@ -1,0 +1,159 @@
+"""An encoder backed by any OpenAI-compatible ``POST {base_url}/embeddings`` endpoint.
+
+One pooled httpx client per encoder; texts are deduplicated, looked up in an in-memory
+LRU cache and sent in batches. The API key is read from the environment variable whose
+*name* is configured; it is only ever placed in the Authorization header and is redacted
+from any error text, so it cannot leak through messages, logs or `repr`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+
+from llmroute.encoders.base import Embeddings
+from llmroute.encoders.minilm import normalise_rows
+from llmroute.errors import ConfigError, EncoderError
+
+__all__ = ["RemoteEncoder"]
+
+_Vec = npt.NDArray[np.float32]
+
+
+class RemoteEncoder:
+    """Embeddings from a remote service; identity is ``openai:<base_url>#<model>``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        batch_size: int = 64,
+        timeout: float = 10.0,
+        dimensions: int | None = None,
+        cache_size: int = 4096,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be positive, not {batch_size}")
+        self._base_url = base_url.rstrip("/")
+        self._endpoint = f"{self._base_url}/embeddings"
+        self._model = model
+        self._batch_size = batch_size
+        self._dimensions = dimensions
+        self._dim = dimensions
+        self._key = ""
+        all_headers = dict(headers or {})
+        if api_key_env:
+            self._key = os.environ.get(api_key_env, "")
+            if not self._key:
+                raise ConfigError(f"environment variable {api_key_env} (API key) is not set")
+            all_headers["Authorization"] = f"Bearer {self._key}"
+        self._client = httpx.Client(headers=all_headers, timeout=timeout)
+        self._cache: OrderedDict[str, _Vec] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self.requests_sent = 0
+
+    def __repr__(self) -> str:
+        return f"RemoteEncoder(base_url={self._base_url!r}, model={self._model!r})"
+
+    @property
+    def identity(self) -> str:
+        dims = f"@{self._dimensions}" if self._dimensions else ""
+        return f"openai:{self._base_url}#{self._model}{dims}"
+
+    @property
+    def dim(self) -> int:
+        """Known from `dimensions` or the first response; probes the endpoint otherwise."""
+        if self._dim is None:
+            self.encode(["dimension probe"])
+        assert self._dim is not None
+        return self._dim
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    def _post(self, texts: list[str]) -> Any:
+        body: dict[str, Any] = {"model": self._model, "input": texts}
+        if self._dimensions:
+            body["dimensions"] = self._dimensions
+        where = f"embeddings endpoint {self._endpoint}"
+        try:
+            response = self._client.post(self._endpoint, json=body)
+        except httpx.TimeoutException as exc:
+            raise EncoderError(f"{where} timed out ({type(exc).__name__})") from None
+        except httpx.HTTPError as exc:
+            raise EncoderError(f"{where} unreachable: {self._redact(str(exc))}") from None
+        self.requests_sent += 1
+        if not response.is_success:
+            snippet = self._redact(response.text[:200])
+            raise EncoderError(f"{where} returned HTTP {response.status_code}: {snippet}")
+        try:
+            return response.json()
+        except ValueError:
+            raise EncoderError(f"{where} returned malformed JSON") from None
+
+    def _parse(self, payload: Any, count: int) -> npt.NDArray[np.float32]:
+        try:
+            items = sorted(payload["data"], key=lambda item: int(item.get("index", 0)))
+            matrix = np.asarray([item["embedding"] for item in items], dtype=np.float32)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise EncoderError(
+                f"embeddings endpoint {self._endpoint} returned an unexpected body ({exc!r})"
+            ) from None
+        if matrix.ndim != 2 or matrix.shape[0] != count:
+            raise EncoderError(
+                f"embeddings endpoint {self._endpoint} returned {matrix.shape} for {count} texts"
+            )
+        if self._dim is not None and matrix.shape[1] != self._dim:
+            raise EncoderError(f"expected {self._dim}-d embeddings, got {matrix.shape[1]}-d")
+        self._dim = int(matrix.shape[1])
+        return normalise_rows(matrix)
+
+    def _fetch(self, texts: list[str]) -> None:
+        for start in range(0, len(texts), self._batch_size):
+            batch = texts[start : start + self._batch_size]
+            vectors = self._parse(self._post(batch), len(batch))
+            with self._lock:
+                for text, vec in zip(batch, vectors, strict=True):
+                    self._cache[text] = vec
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+
+    def encode(self, texts: Sequence[str]) -> Embeddings:
+        wanted = [t for t in dict.fromkeys(texts) if t.strip()]
+        with self._lock:
+            missing = [t for t in wanted if t not in self._cache]
+        if missing:
+            self._fetch(missing)
+        found: dict[str, _Vec] = {}
+        with self._lock:
+            for t in wanted:
+                vec = self._cache.get(t)
+                if vec is not None:
+                    self._cache.move_to_end(t)
+                    found[t] = vec
+        if len(found) < len(wanted):  # evicted by a concurrent call: fetch the rest now
+            rest = [t for t in wanted if t not in found]
+            self._fetch(rest)
+            with self._lock:
+                found.update((t, self._cache[t]) for t in rest if t in self._cache)
+        dim = self._dim if self._dim is not None else self.dim
+        out = np.zeros((len(texts), dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            vec = found.get(text)
+            if vec is not None:
+                out[row] = vec
+        return out

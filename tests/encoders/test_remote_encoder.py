@@ -1,0 +1,158 @@
+"""RemoteEncoder against a real OpenAI-style HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import pytest
+
+from llmroute.encoders import FakeEncoder, RemoteEncoder
+from llmroute.errors import ConfigError, EncoderError
+
+KEY = "sk-test-SECRET-0123456789"
+
+
+@dataclass
+class ServerState:
+    mode: str = "ok"
+    batches: list[list[str]] = field(default_factory=list)
+    auth: list[str | None] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+
+
+def make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
+    fake = FakeEncoder(dim=8)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _send(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            state.bodies.append(body)
+            state.batches.append(body["input"])
+            state.auth.append(self.headers.get("Authorization"))
+            if state.mode == "slow":
+                time.sleep(1.0)
+            if state.mode == "401":
+                return self._send(401, json.dumps({"error": f"bad key {KEY}"}).encode())
+            if state.mode == "500":
+                return self._send(500, b'{"error": "boom"}')
+            if state.mode == "garbage":
+                return self._send(200, b"<html>not json")
+            if self.path != "/v1/embeddings":
+                return self._send(404, b"{}")
+            vectors = fake.encode(body["input"]) * 3.0  # not normalised on purpose
+            data = [
+                {"object": "embedding", "index": i, "embedding": v.tolist()}
+                for i, v in reversed(list(enumerate(vectors)))
+            ]
+            self._send(200, json.dumps({"data": data, "model": body["model"]}).encode())
+
+    return Handler
+
+
+@pytest.fixture()
+def server() -> Iterator[tuple[str, ServerState]]:
+    state = ServerState()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", state
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+@pytest.fixture()
+def encoder(
+    server: tuple[str, ServerState], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RemoteEncoder]:
+    monkeypatch.setenv("TEST_EMBED_KEY", KEY)
+    enc = RemoteEncoder(
+        server[0],
+        "text-embedding-3-small",
+        api_key_env="TEST_EMBED_KEY",
+        headers={"X-Team": "router"},
+        batch_size=2,
+        timeout=0.3,
+    )
+    yield enc
+    enc.close()
+
+
+def test_batches_normalises_and_orders(
+    encoder: RemoteEncoder, server: tuple[str, ServerState]
+) -> None:
+    _, state = server
+    texts = ["a b", "c d", "e f", "g h", "i j"]
+    out = encoder.encode(texts)
+    assert [len(b) for b in state.batches] == [2, 2, 1]
+    np.testing.assert_allclose(out, FakeEncoder(dim=8).encode(texts), atol=1e-6)
+    assert state.auth == [f"Bearer {KEY}"] * 3
+    assert encoder.dim == 8
+    assert encoder.identity == f"{'openai:' + server[0]}#text-embedding-3-small"
+
+
+def test_repeated_texts_are_not_sent_twice(
+    encoder: RemoteEncoder, server: tuple[str, ServerState]
+) -> None:
+    _, state = server
+    encoder.encode(["same", "same", "other"])
+    encoder.encode(["other", "same", ""])
+    assert sorted(t for b in state.batches for t in b) == ["other", "same"]
+    assert not encoder.encode([""]).any()
+
+
+def test_dimensions_are_forwarded(server: tuple[str, ServerState]) -> None:
+    url, state = server
+    enc = RemoteEncoder(url, "m", dimensions=8)
+    assert enc.dim == 8 and enc.identity.endswith("#m@8")
+    enc.encode(["x"])
+    assert state.bodies[0]["dimensions"] == 8 and state.auth == [None]
+
+
+@pytest.mark.parametrize(
+    ("mode", "match"),
+    [
+        ("401", "HTTP 401"),
+        ("500", "HTTP 500"),
+        ("garbage", "malformed JSON"),
+        ("slow", "timed out"),
+    ],
+)
+def test_failures_raise_encoder_error_without_the_key(
+    encoder: RemoteEncoder, server: tuple[str, ServerState], mode: str, match: str
+) -> None:
+    server[1].mode = mode
+    with pytest.raises(EncoderError, match=match) as info:
+        encoder.encode(["hello"])
+    assert "/v1/embeddings" in str(info.value)
+    assert KEY not in str(info.value) and KEY not in repr(encoder)
+    assert info.value.__cause__ is None  # httpx objects (with headers) not chained
+
+
+def test_unreachable_server_is_an_encoder_error() -> None:
+    enc = RemoteEncoder("http://127.0.0.1:9/v1", "m", timeout=0.5)
+    with pytest.raises(EncoderError, match=r"unreachable|timed out"):
+        enc.encode(["hello"])
+
+
+def test_missing_key_variable_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOPE_KEY", raising=False)
+    with pytest.raises(ConfigError, match="NOPE_KEY"):
+        RemoteEncoder("http://127.0.0.1:9/v1", "m", api_key_env="NOPE_KEY")
