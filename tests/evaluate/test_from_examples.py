@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from intent_synth import INTENTS, synthetic_rows
+
+from llmroute.decide import Router
+from llmroute.encoders.fake import FakeEncoder
+from llmroute.errors import ConfigError, DataError
+from llmroute.evaluate.data import LabelledRow, stratified_split
+from llmroute.evaluate.from_examples import (
+    DEFAULT_MODEL,
+    FromExamplesConfig,
+    FromExamplesResult,
+    registry_from_examples,
+)
+from llmroute.evaluate.run import evaluate_router
+from llmroute.registry import dump_registry, load_registry, parse_registry
+
+
+def build(tmp_path: Path, rows: list[LabelledRow], **options: object) -> FromExamplesResult:
+    config = FromExamplesConfig(**options)  # type: ignore[arg-type]
+    return registry_from_examples(rows, config, encoder=FakeEncoder(), cache_dir=tmp_path)
+
+
+def test_end_to_end_with_out_of_scope_rows(tmp_path: Path) -> None:
+    rows = synthetic_rows()
+    result = build(tmp_path, rows, oos_label="oos", encoder="builtin:static")
+    registry = result.registry
+    assert [r.name for r in registry.routes] == sorted(INTENTS, key=[r.intent for r in rows].index)
+    assert {r.target for r in registry.routes} == {DEFAULT_MODEL}
+    assert registry.default.target == DEFAULT_MODEL
+    assert registry.intent.method == "linear"
+    assert registry.intent.threshold == pytest.approx(result.choice.threshold, abs=1e-6)
+    assert 0.0 <= result.choice.threshold <= 1.0
+    assert result.choice.oos_recall is not None and result.choice.oos_recall >= 0.9
+    assert result.choice.in_scope_accuracy is not None and result.choice.in_scope_accuracy > 0.8
+
+    # Validation rows (the same seeded split) never become examples.
+    _, val = stratified_split(rows, 0.2, seed=0)
+    examples = {t for r in registry.routes for t in r.examples} | set(registry.intent.out_of_scope)
+    assert not examples & {r.text for r in val}
+    assert result.n_validation == len(val)
+    assert result.n_out_of_scope_examples == len(registry.intent.out_of_scope) == 24
+    assert result.n_validation_oos == 6
+
+    # The YAML loads, round-trips, and routes like the calibrated choice said.
+    path = tmp_path / "registry.yaml"
+    path.write_text(result.yaml_text, encoding="utf-8")
+    loaded = load_registry(path)
+    assert dump_registry(loaded.registry) == result.yaml_text
+    assert parse_registry(result.yaml_text, source="x.yaml").registry == registry
+    router = Router(loaded, encoder=FakeEncoder(), cache_dir=tmp_path)
+    report = evaluate_router(router, val, oos_label="oos")
+    assert report.in_scope_accuracy == pytest.approx(result.choice.in_scope_accuracy)
+    assert report.oos_recall == pytest.approx(result.choice.oos_recall)
+    assert "threshold" in "\n".join(result.summary())
+
+
+def test_is_deterministic(tmp_path: Path) -> None:
+    rows = synthetic_rows()
+    first = build(tmp_path, rows, oos_label="oos", seed=3)
+    second = build(tmp_path, rows, oos_label="oos", seed=3)
+    assert first.yaml_text == second.yaml_text
+
+
+@pytest.mark.parametrize("method", ["centroid", "knn"])
+def test_other_methods_without_out_of_scope(tmp_path: Path, method: str) -> None:
+    rows = [r for r in synthetic_rows() if r.intent != "oos"]
+    result = build(tmp_path, rows, method=method, per_route=5, in_scope_pass=0.9)
+    assert result.registry.intent.method == method
+    assert Counter(len(r.examples) for r in result.registry.routes) == {5: 6}
+    assert result.registry.intent.out_of_scope == []
+    assert result.choice.oos_recall is None
+    assert "keeps 0.9" in result.choice.rule
+
+
+def test_base_registry_keeps_its_pool(tmp_path: Path) -> None:
+    base_text = """
+encoder: builtin:static
+providers:
+  vllm: {kind: openai, base_url: "http://10.0.0.1:8000/v1"}
+models:
+  cheap: {provider: vllm, model: qwen}
+  big: {provider: vllm, model: llama}
+routes:
+  - name: old
+    target: big
+    examples: [something old]
+default: {target: cheap}
+"""
+    base = parse_registry(base_text, source="base.yaml")
+    config = FromExamplesConfig(oos_label="oos")
+    result = registry_from_examples(
+        synthetic_rows(), config, base=base, encoder=FakeEncoder(), cache_dir=tmp_path
+    )
+    registry = result.registry
+    assert set(registry.models) == {"cheap", "big"}
+    assert "old" not in {r.name for r in registry.routes}
+    assert {r.target for r in registry.routes} == {"cheap"}
+    assert result.yaml_text.count("builtin:static") == 1
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    one_label = [LabelledRow(f"text {i}", "only") for i in range(10)]
+    with pytest.raises(DataError, match="at least two in-scope labels"):
+        build(tmp_path, one_label)
+    reserved = [*synthetic_rows(), LabelledRow("fallback text", "default")]
+    with pytest.raises(DataError, match=r"label 'default' cannot be a route name: .*reserved"):
+        build(tmp_path, reserved)
+    spaced = [*synthetic_rows(), LabelledRow("a b", "two words"), LabelledRow("c d", "two words")]
+    with pytest.raises(DataError, match="label 'two words' cannot be a route name: invalid"):
+        build(tmp_path, spaced)
+    with pytest.raises(ConfigError, match="unknown method"):
+        build(tmp_path, synthetic_rows(), method="svm")
+    with pytest.raises(ConfigError, match="val_fraction"):
+        build(tmp_path, synthetic_rows(), val_fraction=0.0)
