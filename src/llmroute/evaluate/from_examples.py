@@ -213,7 +213,7 @@ def _calibrate(
     layer = intent_layer(router)
     cache = (cache_dir if cache_dir is not None else default_cache_dir()) / "embeddings"
     vectors = CachedEncoder(router.encoder, cache).encode([r.text for r in val])
-    scores = np.asarray(layer.head.scores(vectors), dtype=np.float32)
+    scores = np.asarray(layer.confidences(layer.head.scores(vectors)), dtype=np.float32)
     index = {name: i for i, name in enumerate(names)}
     gold = np.asarray([index.get(r.intent, OOS) for r in val], dtype=np.intp)
     return choose_threshold(

@@ -39,6 +39,9 @@ class IntentHead(Protocol):
     @property
     def method(self) -> str: ...
 
+    @property
+    def probabilistic(self) -> bool: ...
+
     def scores(self, query: F32) -> F32: ...
 
 
@@ -50,6 +53,7 @@ def _normalise(matrix: F32) -> F32:
 
 class CentroidHead:
     method = "centroid"
+    probabilistic = False
 
     def __init__(self, examples: Embeddings, labels: Labels, n_classes: int) -> None:
         sums = np.zeros((n_classes, examples.shape[1]), dtype=np.float32)
@@ -64,6 +68,7 @@ class CentroidHead:
 
 class KnnHead:
     method = "knn"
+    probabilistic = False
 
     def __init__(self, examples: Embeddings, labels: Labels, n_classes: int, k: int = 5) -> None:
         order = np.argsort(labels, kind="stable")
@@ -92,6 +97,7 @@ class KnnHead:
 
 class LinearHead:
     method = "linear"
+    probabilistic = True  # scores are class probabilities (see IntentLayer.confidences)
 
     def __init__(self, model: SoftmaxModel) -> None:
         self.model = model
