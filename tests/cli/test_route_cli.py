@@ -35,7 +35,7 @@ def llmroute(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProc
 @pytest.fixture(scope="module")
 def static_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example registry on the static encoder: same routes, microsecond encoding."""
-    text = EXAMPLE.read_text().replace("encoder: builtin:minilm", "encoder: builtin:static", 1)
+    text = EXAMPLE.read_text().replace("encoder: builtin:minilm-int8", "encoder: builtin:static", 1)
     assert "builtin:static" in text
     path = tmp_path_factory.mktemp("reg") / "registry.yaml"
     path.write_text(text)

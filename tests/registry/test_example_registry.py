@@ -12,7 +12,7 @@ ROUTES = {"code", "math", "summarize", "translate", "chitchat", "creative_writin
 
 def test_example_loads_with_the_documented_pool() -> None:
     reg = load_registry(EXAMPLE).registry
-    assert str(reg.encoder.model_dump()["name"]) == "minilm"
+    assert str(reg.encoder.model_dump()["name"]) == "minilm-int8"
     assert reg.providers["local"].base_url == "http://127.0.0.1:8001/v1"
     assert reg.providers["local"].api_key_env is None
     assert reg.providers["openai"].api_key_env == "OPENAI_API_KEY"
