@@ -84,6 +84,14 @@ def group_by_label(rows: Iterable[LabelledRow]) -> dict[str, list[LabelledRow]]:
     return dict(groups)
 
 
+def _positions(rows: Sequence[LabelledRow]) -> dict[str, list[int]]:
+    """Row indices of each label, in input order."""
+    positions: dict[str, list[int]] = defaultdict(list)
+    for index, row in enumerate(rows):
+        positions[row.intent].append(index)
+    return positions
+
+
 def _rng(seed: int, label: str) -> np.random.Generator:
     digest = hashlib.sha256(f"{seed}\0{label}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
@@ -100,10 +108,7 @@ def stratified_split(
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be between 0 and 1 (exclusive), got {fraction}")
     held: set[int] = set()
-    positions: dict[str, list[int]] = defaultdict(list)
-    for index, row in enumerate(rows):
-        positions[row.intent].append(index)
-    for label, indices in positions.items():
+    for label, indices in _positions(rows).items():
         count = len(indices)
         if count < 2:
             continue
@@ -124,10 +129,7 @@ def cap_per_label(
     if limit < 1:
         raise ValueError(f"the per-label limit must be at least 1, got {limit}")
     keep: set[int] = set()
-    positions: dict[str, list[int]] = defaultdict(list)
-    for index, row in enumerate(rows):
-        positions[row.intent].append(index)
-    for label, indices in positions.items():
+    for label, indices in _positions(rows).items():
         if len(indices) <= limit:
             keep.update(indices)
         else:
