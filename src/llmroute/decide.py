@@ -42,6 +42,8 @@ class Router:
         layers: Sequence[DecisionLayer] | None = None,
         cache_dir: Path | None = None,
     ) -> None:
+        # Imported here so `import llmroute` stays light: assembling pulls in the encoder
+        # stack (onnx, tokenizers, httpx), which a caller passing `layers=` never needs.
         from llmroute.assemble import build_encoder, default_layers
 
         self.loaded = loaded

@@ -67,7 +67,8 @@ class IntentLayer:
         return self.head.method
 
     def evaluate(self, ctx: DecisionContext) -> LayerResult:
-        if not ctx.request.text.strip():
+        text = ctx.request.text
+        if not text or text.isspace():  # no copy of a long prompt, unlike strip()
             return LayerResult(detail=MappingProxyType({"reason": "empty prompt"}))
         return self.judge(self.head.scores(ctx.embedding))
 
