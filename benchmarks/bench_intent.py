@@ -4,11 +4,11 @@
         [--methods linear centroid knn] [--datasets clinc150 banking77] [--shots full 10]
 
 Splits (nothing here is tuned on the rows it reports):
-- CLINC150: registries are built from train.jsonl only; `from-examples` carves its own
-  stratified 20% validation part out of train to choose the threshold. The numbers are
-  on val.jsonl, which no step ever sees before scoring.
+- CLINC150: registries are built from train.jsonl only; `from-examples` chooses the
+  threshold by 5-fold cross-validation within train. The numbers are on val.jsonl,
+  which no training or calibration step sees.
 - Banking77 (train.jsonl only): a fixed stratified 80/20 split (seed 0); the registry is
-  built from the 80% (again carving its own validation part); numbers on the 20%.
+  built (and cross-validated) from the 80%; numbers on the 20%.
 
 Embeddings go through the on-disk cache (LLMROUTE_CACHE_DIR or the user cache), so reruns
 skip the encoder; trained linear heads are cached too.
@@ -113,7 +113,8 @@ def run_case(
         "examples": result.n_examples,
         "oos_examples": result.n_out_of_scope_examples,
         "threshold": result.choice.threshold,
-        "calibration_split": f"{result.n_validation} rows carved from the build rows",
+        "calibration_split": f"{result.n_calibration} build rows scored out of fold "
+        f"({result.folds}-fold cross-validation)",
         "calibration_in_scope_accuracy": result.choice.in_scope_accuracy,
         "calibration_oos_recall": result.choice.oos_recall,
         "n": report.n,

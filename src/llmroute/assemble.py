@@ -25,7 +25,7 @@ from llmroute.registry import BuiltinEncoderSpec, Registry
 from llmroute.scoring.heads import CentroidHead, IntentHead, KnnHead, LinearHead, labels_from
 from llmroute.scoring.logreg import SoftmaxModel
 
-__all__ = ["build_encoder", "build_intent_layer", "default_layers"]
+__all__ = ["build_encoder", "build_intent_layer", "default_layers", "make_head"]
 
 log = logging.getLogger(__name__)
 _HEAD_FORMAT = 1
@@ -75,12 +75,10 @@ def build_intent_layer(
     labels = labels_from(owner)
     settings = registry.intent
     head: IntentHead
-    if settings.method == "centroid":
-        head = CentroidHead(vectors, labels, n_classes)
-    elif settings.method == "knn":
-        head = KnnHead(vectors, labels, n_classes, k=settings.k)
-    else:
+    if settings.method == "linear":
         head = _linear_head(encoder.identity, texts, labels, vectors, n_classes, cache / "heads")
+    else:
+        head = make_head(settings.method, vectors, labels, n_classes, k=settings.k)
     return IntentLayer(
         head,
         routes=[r.name for r in registry.routes],
@@ -90,6 +88,17 @@ def build_intent_layer(
         ],
         has_out_of_scope=bool(oos),
     )
+
+
+def make_head(
+    method: str, vectors: np.ndarray, labels: np.ndarray, n_classes: int, *, k: int = 5
+) -> IntentHead:
+    """The intent head `method` names, built from example vectors (no cache)."""
+    if method == "centroid":
+        return CentroidHead(vectors, labels, n_classes)
+    if method == "knn":
+        return KnnHead(vectors, labels, n_classes, k=k)
+    return LinearHead.train(vectors, labels, n_classes)
 
 
 def _linear_head(

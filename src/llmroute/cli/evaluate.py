@@ -215,9 +215,10 @@ def from_examples(
             "--per-route", min=1, help="Examples per route (default: all).", show_default=False
         ),
     ] = None,
-    val_fraction: Annotated[
-        float, typer.Option("--val-fraction", help="Share held out to choose the threshold.")
-    ] = 0.2,
+    folds: Annotated[
+        int,
+        typer.Option("--folds", min=2, max=20, help="Cross-validation folds for the threshold."),
+    ] = 5,
     method: Annotated[Method, typer.Option("--method", help="Intent head.")] = Method.linear,
     encoder: Annotated[
         str | None,
@@ -247,7 +248,7 @@ def from_examples(
     config = FromExamplesConfig(
         oos_label=oos_label,
         per_route=per_route,
-        val_fraction=val_fraction,
+        folds=folds,
         method=method.value,
         encoder=encoder,
         seed=seed,

@@ -1,10 +1,13 @@
 """Build a route registry from a labelled file: one route per label, threshold calibrated.
 
-The labelled rows are split first (stratified, seeded): the examples come from one part
-and the intent threshold is chosen on the other, never on rows the head was trained on
-and never on a test set. Out-of-scope rows (`oos_label`) are split the same way: the
-training part becomes `intent.out_of_scope` examples, the validation part tells the
-threshold how much off-topic traffic it must catch.
+Every labelled row becomes an example (in-scope rows of their route, out-of-scope rows
+of `intent.out_of_scope`), and the threshold is chosen by k-fold cross-validation
+(stratified, seeded): each fold's rows are scored by a head trained on the other folds,
+so every row gets a score from a head that never saw it, and the threshold is chosen on
+all of them. Against carving out one validation part, this calibrates on five times the
+rows — out-of-scope rows are usually few, and with 20 of them each is worth 5 points of
+recall — and the final head learns from every example. Measured on CLINC150 (val, see
+docs/benchmarks.md): in-scope accuracy 88.9% → 95.0% with the same recall target.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import numpy as np
 import yaml
 from pydantic import ValidationError
 
+from llmroute.assemble import make_head
 from llmroute.decide import Router
 from llmroute.encoders import CachedEncoder, default_cache_dir
 from llmroute.encoders.base import Encoder
 from llmroute.errors import ConfigError, DataError
 from llmroute.evaluate.calibrate import OOS, ThresholdChoice, choose_threshold
-from llmroute.evaluate.data import LabelledRow, cap_per_label, group_by_label, stratified_split
+from llmroute.evaluate.data import LabelledRow, cap_per_label, group_by_label
 from llmroute.layers.intent import IntentLayer
 from llmroute.registry import LoadedRegistry, Registry, Route, dump_registry, parse_registry
 
@@ -46,7 +50,7 @@ METHODS = ("linear", "centroid", "knn")
 class FromExamplesConfig:
     oos_label: str | None = None
     per_route: int | None = None  # examples per route; None keeps every training row
-    val_fraction: float = 0.2
+    folds: int = 5  # cross-validation folds for the threshold
     method: str = "linear"
     encoder: str | None = None  # None: the base registry's encoder, else DEFAULT_ENCODER
     seed: int = 0
@@ -56,8 +60,8 @@ class FromExamplesConfig:
     def check(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"unknown method '{self.method}' (choose from {', '.join(METHODS)})")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        if not 2 <= self.folds <= 20:
+            raise ConfigError(f"folds must be between 2 and 20, got {self.folds}")
         if self.per_route is not None and self.per_route < 1:
             raise ConfigError(f"per_route must be at least 1, got {self.per_route}")
         for name in ("oos_recall", "in_scope_pass"):
@@ -74,8 +78,9 @@ class FromExamplesResult:
     n_routes: int
     n_examples: int
     n_out_of_scope_examples: int
-    n_validation: int
-    n_validation_oos: int
+    n_calibration: int  # rows scored out of fold
+    n_calibration_oos: int
+    folds: int
 
     def summary(self) -> list[str]:
         def pct(value: float | None) -> str:
@@ -84,11 +89,11 @@ class FromExamplesResult:
         return [
             f"routes: {self.n_routes}, examples: {self.n_examples}, "
             f"out-of-scope examples: {self.n_out_of_scope_examples}",
-            f"validation part: {self.n_validation} rows "
-            f"({self.n_validation_oos} out of scope), never used as examples",
+            f"calibration: {self.n_calibration} rows ({self.n_calibration_oos} out of scope) "
+            f"scored by heads that never saw them ({self.folds}-fold cross-validation)",
             f"method: {self.registry.intent.method}, threshold: {self.choice.threshold:.4f} "
             f"({self.choice.rule})",
-            f"at that threshold on the validation part: in-scope accuracy "
+            f"at that threshold, out of fold: in-scope accuracy "
             f"{pct(self.choice.in_scope_accuracy)}, oos recall {pct(self.choice.oos_recall)}",
         ]
 
@@ -162,26 +167,19 @@ def registry_from_examples(
     embeddings go through the on-disk cache either way.
     """
     config.check()
-    train, val = stratified_split(rows, config.val_fraction, seed=config.seed)
-    oos_train = [r.text for r in train if r.intent == config.oos_label]
-    in_train = cap_per_label(
-        [r for r in train if r.intent != config.oos_label], config.per_route, seed=config.seed
+    in_rows = cap_per_label(
+        [r for r in rows if r.intent != config.oos_label], config.per_route, seed=config.seed
     )
-    routes = {label: _dedupe([r.text for r in g]) for label, g in group_by_label(in_train).items()}
+    routes = {label: _dedupe([r.text for r in g]) for label, g in group_by_label(in_rows).items()}
     _check_labels(list(routes), source)
     if len(routes) < 2:
         raise DataError(
             f"need at least two in-scope labels to build routes, found {len(routes)}", file=source
         )
-    val = [r for r in val if r.intent in routes or r.intent == config.oos_label]
-    if not val:
-        raise DataError(
-            "no rows left for the validation part (too few rows per label)", file=source
-        )
-    oos_examples = _dedupe(oos_train)
+    oos_examples = _dedupe([r.text for r in rows if r.intent == config.oos_label])
     loaded = _validate(_document(base, config, routes, oos_examples, 0.0), source)
-    router = Router(loaded, encoder=encoder, cache_dir=cache_dir)
-    choice = _calibrate(router, val, list(routes), config, cache_dir)
+    router = Router(loaded, encoder=encoder, cache_dir=cache_dir)  # trains the final head
+    choice, n_scored = _calibrate(router, routes, oos_examples, config, cache_dir)
     final = _validate(_document(base, config, routes, oos_examples, choice.threshold), source)
     return FromExamplesResult(
         registry=final.registry,
@@ -190,8 +188,9 @@ def registry_from_examples(
         n_routes=len(routes),
         n_examples=sum(len(v) for v in routes.values()),
         n_out_of_scope_examples=len(oos_examples),
-        n_validation=len(val),
-        n_validation_oos=sum(r.intent == config.oos_label for r in val),
+        n_calibration=n_scored,
+        n_calibration_oos=len(oos_examples),
+        folds=config.folds,
     )
 
 
@@ -204,22 +203,51 @@ def intent_layer(router: Router) -> IntentLayer:
 
 def _calibrate(
     router: Router,
-    val: Sequence[LabelledRow],
-    names: list[str],
+    routes: dict[str, list[str]],
+    out_of_scope: list[str],
     config: FromExamplesConfig,
     cache_dir: Path | None,
-) -> ThresholdChoice:
-    """Score the validation rows once with the intent head, then sweep thresholds."""
+) -> tuple[ThresholdChoice, int]:
+    """Score every example out of fold, then sweep thresholds over those scores."""
     layer = intent_layer(router)
+    n_routes = len(routes)
+    texts = [t for examples in routes.values() for t in examples] + out_of_scope
+    labels = np.repeat(np.arange(n_routes + 1), [*map(len, routes.values()), len(out_of_scope)])
     cache = (cache_dir if cache_dir is not None else default_cache_dir()) / "embeddings"
-    vectors = CachedEncoder(router.encoder, cache).encode([r.text for r in val])
-    scores = np.asarray(layer.confidences(layer.head.scores(vectors)), dtype=np.float32)
-    index = {name: i for i, name in enumerate(names)}
-    gold = np.asarray([index.get(r.intent, OOS) for r in val], dtype=np.intp)
-    return choose_threshold(
-        scores,
-        gold,
-        len(names),
+    vectors = CachedEncoder(router.encoder, cache).encode(texts)
+    n_classes = n_routes + (1 if out_of_scope else 0)
+    folds = _fold_of(labels, config.folds, config.seed)
+    scores = np.empty((len(texts), n_classes), dtype=np.float32)
+    for fold in range(config.folds):
+        held = folds == fold
+        if held.any():
+            head = make_head(
+                config.method,
+                vectors[~held],
+                labels[~held],
+                n_classes,
+                k=router.loaded.registry.intent.k,
+            )
+            scores[held] = head.scores(vectors[held])
+    scored = folds >= 0
+    gold = np.where(labels < n_routes, labels, OOS).astype(np.intp)
+    choice = choose_threshold(
+        layer.confidences(scores)[scored],
+        gold[scored],
+        n_routes,
         oos_recall_target=config.oos_recall,
         in_scope_pass=config.in_scope_pass,
     )
+    return choice, int(scored.sum())
+
+
+def _fold_of(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """A seeded, stratified fold per row; -1 (never held out) for a label with one row,
+    which a head trained without it could not score fairly."""
+    rng = np.random.default_rng(seed)
+    out = np.full(len(labels), -1, dtype=np.intp)
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        if len(rows) > 1:
+            out[rows] = (rng.permutation(len(rows)) + rng.integers(folds)) % folds
+    return out
