@@ -6,6 +6,7 @@ catch one class at the boundary::
     LlmrouteError
     ├── ConfigError (ValueError)      a registry, data file or setting is invalid
     │     carries `file`, `line` and `field` when they are known
+    │     └── ConfigErrors              several at once (llmroute.registry; `.errors`)
     ├── EncoderError                  an encoder cannot be loaded or fails to encode
     │     └── EncoderUnavailable      its files or extra are not installed (says how to fix)
     ├── DataError (ValueError)        a labelled data file has a bad line

@@ -132,3 +132,10 @@ def test_folds_are_stratified_seeded_and_skip_single_row_labels() -> None:
         per_fold = np.bincount(folds[labels == label], minlength=5)
         assert per_fold.sum() == count
         assert per_fold.max() - per_fold.min() <= 1  # spread evenly over the folds
+
+
+def test_single_example_labels_are_kept_but_not_scored(tmp_path: Path) -> None:
+    rows = [*synthetic_rows(), LabelledRow("a lonely request about gardening", "gardening")]
+    result = build(tmp_path, rows, oos_label="oos")
+    assert "gardening" in {r.name for r in result.registry.routes}
+    assert result.n_calibration == len(rows) - 1

@@ -217,7 +217,7 @@ def _calibrate(
     vectors = CachedEncoder(router.encoder, cache).encode(texts)
     n_classes = n_routes + (1 if out_of_scope else 0)
     folds = _fold_of(labels, config.folds, config.seed)
-    scores = np.empty((len(texts), n_classes), dtype=np.float32)
+    scores = np.zeros((len(texts), n_classes), dtype=np.float32)
     for fold in range(config.folds):
         held = folds == fold
         if held.any():
@@ -232,7 +232,7 @@ def _calibrate(
     scored = folds >= 0
     gold = np.where(labels < n_routes, labels, OOS).astype(np.intp)
     choice = choose_threshold(
-        layer.confidences(scores)[scored],
+        layer.confidences(scores[scored]),
         gold[scored],
         n_routes,
         oos_recall_target=config.oos_recall,
