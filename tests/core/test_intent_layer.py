@@ -33,7 +33,12 @@ def test_confidence_against_out_of_scope_class() -> None:
 def test_out_of_scope_class_winning_passes() -> None:
     result = _layer(True).judge(np.array([0.2, 0.1, 0.7], dtype=np.float32))
     assert result.verdict is None
-    assert "out of scope" in result.detail["reason"]
+    assert result.detail["reason"] == "out of scope (score 0.70)"
+    assert result.detail["out_of_scope"] == pytest.approx(0.7)
+    # Candidates are routes only, in the units their thresholds use.
+    assert [c.route for c in result.candidates] == ["a", "b"]
+    assert result.candidates[0].score == pytest.approx(0.2 / 0.9)
+    assert result.candidates[0].threshold == pytest.approx(0.6)
 
 
 def test_without_out_of_scope_class_confidence_is_the_probability() -> None:

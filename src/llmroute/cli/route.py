@@ -103,6 +103,10 @@ def _print_explain(decision: Decision) -> None:
         for cand in decision.candidates:
             top.add_row(cand.route, f"{cand.score:.3f}", f"{cand.threshold:.2f}")
         console.print(top)
+    for signal in decision.signals:
+        oos = signal.detail.get("out_of_scope")
+        if isinstance(oos, float):
+            console.print(f"out-of-scope class score {oos:.3f} (a route must beat it)")
     margin = "n/a" if decision.margin is None else f"{decision.margin:.3f}"
     console.print(
         f"margin {margin} · encode {decision.encode_us:.0f} µs · total "

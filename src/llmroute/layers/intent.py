@@ -16,7 +16,7 @@ The margin stays the probability lead over the runner-up: that is route ambiguit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 import numpy as np
@@ -26,12 +26,10 @@ from llmroute.decision import RouteScore, Verdict
 from llmroute.layers.base import DecisionContext, LayerResult
 from llmroute.scoring.heads import IntentHead
 
-__all__ = ["OUT_OF_SCOPE", "IntentLayer", "confidence_view"]
-
-OUT_OF_SCOPE = "out_of_scope"
-"""Name of the extra class trained on a registry's out-of-scope examples."""
+__all__ = ["IntentLayer", "confidence_view"]
 
 _TOP = 3
+_NO_DETAIL: Mapping[str, object] = MappingProxyType({})
 
 
 class IntentLayer:
@@ -56,10 +54,7 @@ class IntentLayer:
         self.routes = tuple(routes)
         self.targets = tuple(targets)
         self.has_out_of_scope = has_out_of_scope
-        self._names = (*self.routes, OUT_OF_SCOPE) if has_out_of_scope else self.routes
-        # The out-of-scope class has no threshold of its own: when it wins, nothing matches.
-        limits = [*thresholds, 2.0] if has_out_of_scope else list(thresholds)
-        self._thresholds = np.asarray(limits, dtype=np.float32)
+        self._thresholds = np.asarray(thresholds, dtype=np.float32)
         self.pairwise = has_out_of_scope and head.probabilistic
 
     @property
@@ -77,25 +72,33 @@ class IntentLayer:
         return confidence_view(scores, len(self.routes)) if self.pairwise else scores
 
     def judge(self, scores: npt.NDArray[np.float32]) -> LayerResult:
-        """Turn one row of class scores into a verdict (or a pass with candidates)."""
+        """Turn one row of class scores into a verdict (or a pass with candidates).
+
+        Candidates are routes only; the out-of-scope class, when there is one, wins when
+        its raw score beats every route's, and its score is reported in `detail`.
+        """
+        n_routes = len(self.routes)
         conf = self.confidences(scores)
-        top = _top_indices(scores, _TOP)  # the same order in both views
+        top = _top_indices(scores[:n_routes], _TOP)  # the same order in both views
         candidates = tuple(
-            RouteScore(self._names[i], float(conf[i]), self._threshold_of(i)) for i in top
+            RouteScore(self.routes[i], float(conf[i]), float(self._thresholds[i])) for i in top
         )
         best = int(top[0])
         confidence = float(conf[best])
         lead = float(scores[best])
         margin = lead - float(scores[top[1]]) if len(top) > 1 else lead
-        if best >= len(self.routes):
-            reason = f"out of scope (p={confidence:.2f})"
-            return LayerResult(candidates=candidates, detail=_reason(reason, margin))
+        detail: dict[str, object] = {}
+        if self.has_out_of_scope:
+            oos = float(scores[n_routes])
+            detail["out_of_scope"] = round(oos, 6)
+            if oos > lead:
+                return _pass(candidates, f"out of scope (score {oos:.2f})", margin, detail)
         if confidence < self._thresholds[best]:
             reason = (
                 f"best route '{self.routes[best]}' scored {confidence:.2f}, "
                 f"below its threshold {self._thresholds[best]:.2f}"
             )
-            return LayerResult(candidates=candidates, detail=_reason(reason, margin))
+            return _pass(candidates, reason, margin, detail)
         verdict = Verdict(
             route=self.routes[best],
             model=self.targets[best],
@@ -103,10 +106,7 @@ class IntentLayer:
             margin=margin,
             reason=f"intent '{self.routes[best]}' ({self.method}, score {confidence:.2f})",
         )
-        return LayerResult(verdict=verdict, candidates=candidates)
-
-    def _threshold_of(self, index: int) -> float:
-        return float(self._thresholds[index]) if index < len(self.routes) else 1.0
+        return LayerResult(verdict=verdict, candidates=candidates, detail=_frozen(detail))
 
 
 def confidence_view(scores: npt.NDArray[np.float32], n_routes: int) -> npt.NDArray[np.float32]:
@@ -124,8 +124,15 @@ def confidence_view(scores: npt.NDArray[np.float32], n_routes: int) -> npt.NDArr
     return out
 
 
-def _reason(reason: str, margin: float) -> MappingProxyType[str, object]:
-    return MappingProxyType({"reason": reason, "margin": round(margin, 6)})
+def _pass(
+    candidates: tuple[RouteScore, ...], reason: str, margin: float, detail: dict[str, object]
+) -> LayerResult:
+    detail.update(reason=reason, margin=round(margin, 6))
+    return LayerResult(candidates=candidates, detail=_frozen(detail))
+
+
+def _frozen(detail: dict[str, object]) -> Mapping[str, object]:
+    return MappingProxyType(detail) if detail else _NO_DETAIL
 
 
 def _top_indices(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
