@@ -24,10 +24,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from safetensors.numpy import load_file
 
-__all__ = ["BUILDER_VERSION", "BertConfig", "build_bert_graph"]
+from llmroute.encoders.export import BUILDER_VERSION  # bump it there when this output changes
 
-BUILDER_VERSION = 1
-"""Bump when the graph changes so cached exports are rebuilt."""
+__all__ = ["BertConfig", "build_bert_graph"]
 
 _OPSET = 17  # LayerNormalization is a standard op from 17
 _F32 = npt.NDArray[np.float32]

@@ -19,15 +19,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from llmroute.encoders.bert_graph import BUILDER_VERSION, build_bert_graph
 from llmroute.encoders.paths import file_digest
 from llmroute.errors import EncoderError
 
-__all__ = ["QUANT_VERSION", "Precision", "export_path", "exported_graph"]
+__all__ = ["BUILDER_VERSION", "QUANT_VERSION", "Precision", "export_path", "exported_graph"]
 
 Precision = Literal["fp32", "int8"]
 QUANT_VERSION = 1
 """Bump when the quantisation recipe changes."""
+
+
+BUILDER_VERSION = 1
+"""Version of `bert_graph`'s output: bump it when the graph changes so cached exports are
+rebuilt. It lives here, not in `bert_graph`, so that loading a cached export does not
+import onnx (only building one does)."""
 
 
 def export_path(cache_dir: Path, digest: str, precision: Precision) -> Path:
@@ -70,6 +75,8 @@ def _write_fp32(model_dir: Path, target: Path) -> None:
 
     tmp = _atomic_target(target)
     try:
+        from llmroute.encoders.bert_graph import build_bert_graph
+
         onnx.save(build_bert_graph(model_dir), str(tmp))
         os.replace(tmp, target)
     finally:
