@@ -16,7 +16,7 @@ def test_import_does_not_pull_heavy_or_network_modules() -> None:
     code = (
         "import sys, llmroute, llmroute.cli, llmroute.assemble; "
         "bad = [m for m in ('torch', 'transformers', 'sentence_transformers', 'onnxruntime',"
-        " 'onnx') if m in sys.modules]; print(','.join(bad))"
+        " 'onnx', 'starlette', 'uvicorn') if m in sys.modules]; print(','.join(bad))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -10,7 +10,8 @@ catch one class at the boundary::
     ├── EncoderError                  an encoder cannot be loaded or fails to encode
     │     └── EncoderUnavailable      its files or extra are not installed (says how to fix)
     ├── DataError (ValueError)        a labelled data file has a bad line
-    └── RoutingError                  a request cannot be routed (bad request shape)
+    ├── RoutingError                  a request cannot be routed (bad request shape)
+    └── ProviderError                 an upstream model provider failed (carries `status`)
 
 Foreign exceptions (yaml, pydantic, httpx, onnxruntime) are mapped to these once, where
 they enter the package, and chained with ``raise ... from exc``.
@@ -24,6 +25,7 @@ __all__ = [
     "EncoderError",
     "EncoderUnavailable",
     "LlmrouteError",
+    "ProviderError",
     "RoutingError",
 ]
 
@@ -82,3 +84,17 @@ class EncoderUnavailable(EncoderError):
 
 class RoutingError(LlmrouteError):
     """The request cannot be routed, for example a chat body with no messages."""
+
+
+class ProviderError(LlmrouteError):
+    """An upstream provider failed: an HTTP error status, a timeout or a broken connection.
+
+    `status` is the upstream HTTP status, or None when no response came back. The message
+    names the provider; it never carries an API key or a URL (which may embed credentials).
+    """
+
+    def __init__(self, provider: str, message: str, *, status: int | None = None) -> None:
+        self.provider = provider
+        self.status = status
+        self.message = message
+        super().__init__(f"provider {provider!r}: {message}")

@@ -1,0 +1,55 @@
+"""Reading a JSON request body with a size limit."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+
+from llmroute.server.errors import GatewayError
+from llmroute.server.settings import DEFAULT_MAX_BODY_BYTES
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "read_json_object", "require_messages"]
+
+_DRAIN_FACTOR = 16  # read (and drop) this many limits' worth before giving up on a body
+
+
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object: 413 past `limit` bytes, 400 when it is not one."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit * _DRAIN_FACTOR:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit * _DRAIN_FACTOR:
+            break
+        if size <= limit:
+            chunks.append(chunk)
+    # An oversized body is drained (not kept) up to a bound, so the client can read the
+    # 413 instead of seeing its upload cut off.
+    if size > limit:
+        raise _too_large(limit)
+    try:
+        data = json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError):
+        raise GatewayError(400, "the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise GatewayError(400, "the request body must be a JSON object")
+    return data
+
+
+def require_messages(body: dict[str, Any]) -> None:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise GatewayError(
+            400, "'messages' is required and must be a non-empty list", param="messages"
+        )
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        413, f"the request body is larger than {limit} bytes", code="request_too_large"
+    )

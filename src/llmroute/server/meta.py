@@ -1,0 +1,30 @@
+"""``GET /v1/models``, ``GET /health`` and ``GET /ready``."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from llmroute.server.resolve import AUTO
+from llmroute.server.state import gateway_of
+
+__all__ = ["health", "list_models", "ready"]
+
+
+async def list_models(request: Request) -> Response:
+    """OpenAI's list format: ``auto``, then each route, then each pool model."""
+    registry = gateway_of(request).router.loaded.registry
+    entries = [(AUTO, "llmroute")]
+    entries += [(route.name, "llmroute") for route in registry.routes]
+    entries += [(name, model.provider) for name, model in registry.models.items()]
+    data = [{"id": i, "object": "model", "created": 0, "owned_by": o} for i, o in entries]
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    gateway = gateway_of(request)  # 503 until the lifespan has loaded the router
+    return JSONResponse({"status": "ready", "registry_version": gateway.router.version})

@@ -1,0 +1,386 @@
+"""The gateway end to end: `llmroute serve` as a subprocess, the official `openai` client
+in front of it, and a fake OpenAI-compatible upstream (a real HTTP server) behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from fake_upstream import FAIL_400, FAIL_500, FAIL_CLOSE, FAIL_MID, FakeUpstream, fake_upstream
+
+from llmroute.errors import ProviderError
+from llmroute.providers import OpenAICompatProvider
+from llmroute.registry.schema import Provider
+
+BIN = Path(sys.executable).parent
+KEY_ENV = "LLMROUTE_TEST_UPSTREAM_KEY"
+SECRET = "sk-test-SECRET-3f9a8b7c6d5e4f3a2b1c"
+HEADERS = ("decision-id", "route", "model", "confidence", "layer")
+UPSTREAM_NAMES = {"small": "up-small", "large": "up-large"}
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", api_key_env: %(key_env)s,
+         headers: {x-extra: hello}, timeout_s: 5}
+  anth: {kind: anthropic, api_key_env: %(key_env)s}
+models:
+  small: {provider: fake, model: up-small}
+  large: {provider: fake, model: up-large}
+  broken: {provider: fake, model: %(fail_500)s}
+  closer: {provider: fake, model: %(fail_close)s}
+  picky: {provider: fake, model: %(fail_400)s}
+  halfway: {provider: fake, model: %(fail_mid)s}
+  claude: {provider: anth, model: claude-x}
+routes:
+  - name: code
+    examples: ["write a Python function to parse JSON", "debug this SQL query"]
+    target: large
+    policy: {fallback: [small]}
+  - name: chitchat
+    examples: ["hi there!", "how are you today?"]
+    target: small
+  - name: flaky
+    examples: ["tell me about volcanoes", "how do glaciers form"]
+    target: broken
+    policy: {fallback: [small]}
+  - name: rejected
+    examples: ["translate this to French", "say hello in German"]
+    target: picky
+    policy: {fallback: [small]}
+  - name: doomed
+    examples: ["plan a trip to Rome", "book a hotel in Paris"]
+    target: broken
+    policy: {fallback: [closer]}
+default: {target: small}
+"""
+
+
+@dataclass
+class Gateway:
+    url: str
+    upstream: FakeUpstream
+    log: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"llmroute serve exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"llmroute serve was not ready within 60 s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    tmp = tmp_path_factory.mktemp("gateway")
+    with fake_upstream() as upstream:
+        registry = tmp / "registry.yaml"
+        values = {"url": upstream.url, "key_env": KEY_ENV}
+        values |= {
+            "fail_500": FAIL_500,
+            "fail_close": FAIL_CLOSE,
+            "fail_400": FAIL_400,
+            "fail_mid": FAIL_MID,
+        }
+        registry.write_text(REGISTRY % values)
+        port = _free_port()
+        log = tmp / "serve.log"
+        env = {**os.environ, KEY_ENV: SECRET}
+        command = [str(BIN / "llmroute"), "serve", "--registry", str(registry)]
+        command += ["--port", str(port), "--max-body-bytes", str(64 * 1024)]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, proc, log)
+            yield Gateway(url, upstream, log)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        assert SECRET not in log.read_text()
+
+
+@pytest.fixture(scope="module")
+def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0) as c:
+        yield c
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def _post(gateway: Gateway, path: str, **kwargs: object) -> httpx.Response:
+    return httpx.post(f"{gateway.url}{path}", timeout=10, **kwargs)  # type: ignore[arg-type]
+
+
+def test_auto_routes_then_serves_and_says_why(gateway: Gateway, client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto",
+        messages=_user("write a Python function that merges two sorted lists"),
+        temperature=0.25,
+    )
+    for name in HEADERS:
+        assert raw.headers.get(f"x-llmroute-{name}"), name
+    completion = raw.parse()
+    served = raw.headers["x-llmroute-model"]
+    assert completion.model == UPSTREAM_NAMES[served]
+    assert completion.choices[0].message.content == (
+        "echo: write a Python function that merges two sorted lists"
+    )
+    sent = gateway.upstream.requests[-1]
+    assert sent.path == "/v1/chat/completions"
+    assert sent.headers["authorization"] == f"Bearer {SECRET}"
+    assert sent.headers["x-extra"] == "hello"
+    assert sent.body["model"] == UPSTREAM_NAMES[served]
+    assert sent.body["temperature"] == 0.25  # the rest of the body goes through untouched
+
+
+def test_a_route_name_pins_the_route(client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(model="chitchat", messages=_user("x"))
+    assert raw.headers["x-llmroute-route"] == "chitchat"
+    assert raw.headers["x-llmroute-layer"] == "pinned"
+    assert raw.headers["x-llmroute-model"] == "small"
+    assert raw.parse().model == "up-small"
+
+
+def test_a_pool_model_name_pins_the_model(client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(model="large", messages=_user("hi"))
+    assert raw.headers["x-llmroute-layer"] == "pinned"
+    assert raw.headers["x-llmroute-model"] == "large"
+    assert raw.parse().model == "up-large"
+
+
+def test_streaming_passes_the_upstream_events_through(
+    gateway: Gateway, client: openai.OpenAI
+) -> None:
+    chunks = client.chat.completions.create(
+        model="small", messages=_user("one two three"), stream=True
+    )
+    with chunks:
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.split() == ["echo:", "one", "two", "three"]
+    body = {"model": "code", "messages": _user("hi"), "stream": True}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=10) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert r.headers["x-llmroute-route"] == "code"
+        raw = r.read().decode()
+    assert raw.rstrip().endswith("data: [DONE]")
+    assert '"model": "up-large"' in raw
+
+
+def test_async_client_streams(gateway: Gateway) -> None:
+    async def run() -> str:
+        async with openai.AsyncOpenAI(
+            base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0
+        ) as client:
+            stream = await client.chat.completions.create(
+                model="auto", messages=_user("how are you today?"), stream=True
+            )
+            parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+            return "".join(parts)
+
+    assert asyncio.run(asyncio.wait_for(run(), timeout=20)).split() == [
+        "echo:",
+        "how",
+        "are",
+        "you",
+        "today?",
+    ]
+
+
+def test_unknown_model_is_404_model_not_found(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="gpt-nope", messages=_user("hi"))
+    assert caught.value.code == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    ("content", "param"),
+    [
+        (b"{not json", None),
+        (b"[1, 2]", None),
+        (json.dumps({"model": "auto"}).encode(), "messages"),
+        (json.dumps({"model": "auto", "messages": []}).encode(), "messages"),
+    ],
+)
+def test_bad_bodies_are_400_in_openai_format(
+    gateway: Gateway, content: bytes, param: str | None
+) -> None:
+    response = _post(gateway, "/v1/chat/completions", content=content)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert set(error) >= {"message", "type", "param", "code"}
+
+
+def test_a_body_over_the_limit_is_413(gateway: Gateway) -> None:
+    body = {"model": "auto", "messages": _user("x" * 100_000)}
+    response = _post(gateway, "/v1/chat/completions", json=body)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_upstream_500_falls_back_down_the_route_policy(
+    gateway: Gateway, client: openai.OpenAI
+) -> None:
+    before = len(gateway.upstream.requests)
+    raw = client.chat.completions.with_raw_response.create(model="flaky", messages=_user("hi"))
+    assert raw.headers["x-llmroute-route"] == "flaky"
+    assert raw.headers["x-llmroute-model"] == "small"
+    assert raw.parse().model == "up-small"
+    assert gateway.upstream.models_called()[before:] == [FAIL_500, "up-small"]
+
+
+def test_a_stream_falls_back_before_its_first_byte(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(model="flaky", messages=_user("a b"), stream=True)
+    with stream:
+        models = {c.model for c in stream}
+    assert models == {"up-small"}
+
+
+def test_every_model_failing_is_502_naming_the_attempts(gateway: Gateway) -> None:
+    for stream in (False, True):
+        body = {"model": "doomed", "messages": _user("hi"), "stream": stream}
+        response = _post(gateway, "/v1/chat/completions", json=body)
+        assert response.status_code == 502
+        assert response.headers["x-llmroute-route"] == "doomed"
+        error = response.json()["error"]
+        assert error["code"] == "upstream_error"
+        assert [a.split()[0] for a in error["attempts"]] == ["broken", "closer"]
+        assert "broken" in error["message"] and "closer" in error["message"]
+        assert "fake" in error["message"]  # the provider is named
+
+
+def test_an_upstream_4xx_goes_back_to_the_client_without_fallback(gateway: Gateway) -> None:
+    for stream in (False, True):
+        before = len(gateway.upstream.requests)
+        body = {"model": "rejected", "messages": _user("hi"), "stream": stream}
+        response = _post(gateway, "/v1/chat/completions", json=body)
+        assert response.status_code == 400
+        assert response.headers["x-llmroute-route"] == "rejected"
+        error = response.json()["error"]
+        assert error["code"] == "upstream_rejected"
+        assert "picky" in error["message"] and "HTTP 400" in error["message"]
+        # the fallback model (small) was never tried: a bad request stays bad
+        assert gateway.upstream.models_called()[before:] == [FAIL_400]
+
+
+def test_a_stream_that_breaks_midway_ends_with_an_error_event_and_done(gateway: Gateway) -> None:
+    before = len(gateway.upstream.requests)
+    body = {"model": "halfway", "messages": _user("hi"), "stream": True}
+    response = _post(gateway, "/v1/chat/completions", json=body)
+    assert response.status_code == 200  # the status line had gone out with the first byte
+    events = [line for line in response.text.split("\n\n") if line.strip()]
+    assert '"partial "' in events[0]
+    assert '"code": "upstream_error"' in events[-2]
+    assert events[-1] == "data: [DONE]"
+    # no silent retry after the first byte
+    assert gateway.upstream.models_called()[before:] == [FAIL_MID]
+
+
+def test_an_anthropic_model_is_501_for_now(gateway: Gateway) -> None:
+    response = _post(
+        gateway, "/v1/chat/completions", json={"model": "claude", "messages": _user("hi")}
+    )
+    assert response.status_code == 501
+    assert "anthropic" in response.json()["error"]["message"].lower()
+
+
+def test_route_returns_the_decision_only(gateway: Gateway) -> None:
+    before = len(gateway.upstream.requests)
+    body = {"model": "auto", "messages": _user("debug this SQL query")}
+    response = _post(gateway, "/v1/route", json=body)
+    assert response.status_code == 200
+    decision = response.json()
+    assert {"id", "route", "model", "layer", "confidence", "margin"} <= set(decision)
+    assert response.headers["x-llmroute-decision-id"] == decision["id"]
+    assert len(gateway.upstream.requests) == before
+
+
+def test_models_lists_auto_routes_and_pool(client: openai.OpenAI) -> None:
+    ids = [m.id for m in client.models.list()]
+    assert ids[0] == "auto"
+    assert {"code", "chitchat", "flaky", "doomed", "small", "large", "claude"} <= set(ids)
+
+
+def test_health_ready_and_unknown_paths(gateway: Gateway) -> None:
+    assert httpx.get(f"{gateway.url}/health", timeout=5).status_code == 200
+    ready = httpx.get(f"{gateway.url}/ready", timeout=5)
+    assert ready.status_code == 200
+    missing = httpx.get(f"{gateway.url}/v1/nothing", timeout=5)
+    assert missing.status_code == 404
+    assert "message" in missing.json()["error"]
+
+
+def test_no_error_body_carries_the_key(gateway: Gateway) -> None:
+    bodies = [
+        {"model": "doomed", "messages": _user("hi")},
+        {"model": "claude", "messages": _user("hi")},
+        {"model": "nope", "messages": _user("hi")},
+        {"model": "auto"},
+    ]
+    for body in bodies:
+        response = _post(gateway, "/v1/chat/completions", json=body)
+        assert response.status_code >= 400
+        assert SECRET not in response.text
+        assert SECRET not in str(response.headers)
+
+
+def test_provider_errors_name_the_provider_but_no_key_or_url() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends: nothing listens there
+    spec = Provider(
+        kind="openai",
+        base_url=f"http://user:hunter2@127.0.0.1:{port}/v1",
+        api_key_env=KEY_ENV,
+        timeout_s=2,
+    )
+
+    async def run() -> ProviderError:
+        provider = OpenAICompatProvider("local", spec, environ={KEY_ENV: SECRET})
+        try:
+            await provider.complete("m", {"messages": _user("hi")})
+        except ProviderError as exc:
+            return exc
+        finally:
+            await provider.aclose()
+        raise AssertionError("no ProviderError")
+
+    error = asyncio.run(run())
+    assert "'local'" in str(error)
+    assert error.status is None
+    for secret in (SECRET, "hunter2", str(port)):
+        assert secret not in str(error)
