@@ -11,7 +11,14 @@ catch one class at the boundary::
     │     └── EncoderUnavailable      its files or extra are not installed (says how to fix)
     ├── DataError (ValueError)        a labelled data file has a bad line
     ├── RoutingError                  a request cannot be routed (bad request shape)
+    │     └── ModelNotFound           the request names a model the registry lacks
     └── ProviderError                 an upstream model provider failed (carries `status`)
+          ├── ProviderTimeout         no answer (or no first token) in time
+          ├── RateLimited             HTTP 429; `retry_after_s` from ``Retry-After``
+          ├── ContextWindowExceeded   the request is longer than the model's context
+          ├── CircuitOpen             every deployment's breaker is open; nothing was sent
+          ├── UpstreamRejected        a 4xx other than 408/409/429: the request's fault
+          └── AllFallbacksFailed      every model in the chain failed (`attempts`)
 
 Foreign exceptions (yaml, pydantic, httpx, onnxruntime) are mapped to these once, where
 they enter the package, and chained with ``raise ... from exc``.
@@ -20,13 +27,20 @@ they enter the package, and chained with ``raise ... from exc``.
 from __future__ import annotations
 
 __all__ = [
+    "AllFallbacksFailed",
+    "CircuitOpen",
     "ConfigError",
+    "ContextWindowExceeded",
     "DataError",
     "EncoderError",
     "EncoderUnavailable",
     "LlmrouteError",
+    "ModelNotFound",
     "ProviderError",
+    "ProviderTimeout",
+    "RateLimited",
     "RoutingError",
+    "UpstreamRejected",
 ]
 
 
@@ -86,15 +100,73 @@ class RoutingError(LlmrouteError):
     """The request cannot be routed, for example a chat body with no messages."""
 
 
+class ModelNotFound(RoutingError):
+    """The request's ``model`` is neither ``auto``, a route, a router nor a pool model."""
+
+
 class ProviderError(LlmrouteError):
     """An upstream provider failed: an HTTP error status, a timeout or a broken connection.
 
-    `status` is the upstream HTTP status, or None when no response came back. The message
-    names the provider; it never carries an API key or a URL (which may embed credentials).
+    `status` is the upstream HTTP status, or None when no response came back;
+    `retry_after_s` the upstream's ``Retry-After``, when it sent one; `code` the upstream's
+    error code when it gave one (``context_length_exceeded``). The message names the
+    provider; it never carries an API key or a URL (which may embed credentials).
     """
 
-    def __init__(self, provider: str, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        code: str | None = None,
+    ) -> None:
         self.provider = provider
         self.status = status
         self.message = message
+        self.retry_after_s = retry_after_s
+        self.code = code
+        self.model: str | None = None  # the pool model, set by dispatch
         super().__init__(f"provider {provider!r}: {message}")
+
+    @property
+    def retryable(self) -> bool:
+        """Whether trying again (or another deployment) could succeed: no response, a
+        timeout, 5xx, 408, 409 or 429. Any other 4xx is the request's own fault."""
+        status = self.status
+        return status is None or status >= 500 or status in (408, 409, 429)
+
+
+class ProviderTimeout(ProviderError):
+    """No response, or on a stream no first event, within the timeout."""
+
+
+class RateLimited(ProviderError):
+    """HTTP 429. `retry_after_s` is the upstream's ``Retry-After`` when it sent one."""
+
+
+class ContextWindowExceeded(ProviderError):
+    """The request does not fit the model's context window (upstream said so, or the
+    estimate is over the registry's ``context_window``); a larger model may take it."""
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
+class UpstreamRejected(ProviderError):
+    """A 4xx other than 408/409/429: the request itself is at fault; never retried."""
+
+
+class CircuitOpen(ProviderError):
+    """Every deployment of the model has an open circuit breaker; nothing was sent."""
+
+
+class AllFallbacksFailed(ProviderError):
+    """Every model of the fallback chain failed. `attempts` lists ``model (why)`` per
+    model tried, and `status` is the one to answer with (502, 503 or 504)."""
+
+    def __init__(self, attempts: list[str], *, status: int = 502) -> None:
+        self.attempts = tuple(attempts)
+        super().__init__("llmroute", "every model failed: " + "; ".join(attempts), status=status)

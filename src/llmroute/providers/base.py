@@ -1,32 +1,61 @@
-"""`ChatProvider`: what the gateway needs from an upstream chat-completions client."""
+"""`ChatProvider`: what dispatch needs from an upstream chat-completions client."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["ChatProvider"]
+__all__ = ["ChatProvider", "EmbeddingProvider", "Timeouts"]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Time limits of one upstream call, in seconds.
+
+    `connect_s` bounds opening a connection; `total_s` the whole call (for a stream, each
+    wait for the next bytes: dispatch bounds the stream's first event by `first_token_s`).
+    """
+
+    connect_s: float = 5.0
+    total_s: float = 60.0
+    first_token_s: float | None = None
 
 
 class ChatProvider(Protocol):
-    """One pooled client per provider. Failures raise `llmroute.errors.ProviderError`.
+    """One pooled client per provider. Failures raise `llmroute.errors.ProviderError`
+    (or a subclass: `RateLimited` with ``retry_after_s``, `ContextWindowExceeded`,
+    `UpstreamRejected` for other 4xx, `ProviderTimeout`).
 
-    `model` is the provider's own model name; it replaces the body's ``model``, and the
-    rest of the body goes upstream untouched. `timeout_s` overrides the provider's timeout
-    for one call (a route's ``policy.timeout_s``).
+    `model` is the provider's own model name; it replaces the body's ``model``. The body
+    is an OpenAI chat-completions request, and the results are OpenAI's wire format
+    whatever the provider speaks upstream.
     """
 
     name: str
 
     async def complete(
-        self, model: str, body: dict[str, Any], *, timeout_s: float | None = None
-    ) -> dict[str, Any]: ...
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
+    ) -> dict[str, Any]:
+        """The ``chat.completion`` object."""
+        ...
 
     def stream(
-        self, model: str, body: dict[str, Any], *, timeout_s: float | None = None
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> AsyncIterator[bytes]:
-        """The upstream's server-sent events, as raw bytes. An error status raises before
-        the first chunk is yielded."""
+        """OpenAI ``chat.completion.chunk`` server-sent events, one complete event
+        (``data: {...}\n\n``) per item, ending with ``data: [DONE]\n\n``. An error
+        status raises before the first event is yielded."""
         ...
 
     async def aclose(self) -> None: ...
+
+
+class EmbeddingProvider(Protocol):
+    """A provider that also serves ``POST /embeddings`` (OpenAI-compatible ones do)."""
+
+    name: str
+
+    async def embed(
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
+    ) -> dict[str, Any]: ...

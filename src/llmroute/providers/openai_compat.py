@@ -1,4 +1,5 @@
-"""`OpenAICompatProvider`: POST /chat/completions on any OpenAI-compatible server."""
+"""`OpenAICompatProvider`: POST /chat/completions (and /embeddings) on any
+OpenAI-compatible server: OpenAI, vLLM, Ollama, llama.cpp server, Together, Groq ..."""
 
 from __future__ import annotations
 
@@ -10,11 +11,19 @@ from typing import Any
 import httpx
 
 from llmroute.errors import ProviderError
+from llmroute.providers._http import (
+    error_from_response,
+    httpx_timeout,
+    iter_sse_events,
+    network_error,
+)
+from llmroute.providers.base import Timeouts
 from llmroute.registry.schema import Provider
 
 __all__ = ["OpenAICompatProvider"]
 
-_PATH = "/chat/completions"
+_CHAT = "/chat/completions"
+_EMBEDDINGS = "/embeddings"
 
 
 class OpenAICompatProvider:
@@ -38,72 +47,63 @@ class OpenAICompatProvider:
         key = env.get(spec.api_key_env) if spec.api_key_env else None
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        self._timeout = httpx.Timeout(spec.timeout_s)
         self._client = httpx.AsyncClient(
             base_url=spec.base_url.rstrip("/"),
             headers=headers,
-            timeout=self._timeout,
+            timeout=httpx.Timeout(spec.timeout_s, connect=spec.connect_timeout_s),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
             transport=transport,
         )
 
     async def complete(
-        self, model: str, body: dict[str, Any], *, timeout_s: float | None = None
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]:
-        payload = {**body, "model": model}
-        try:
-            response = await self._client.post(
-                _PATH, json=payload, timeout=self._timeout_for(timeout_s)
-            )
-        except httpx.HTTPError as exc:
-            raise self._network_error(exc) from None
-        self._check(response)
-        try:
-            data = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ProviderError(self.name, "upstream returned a body that is not JSON") from None
-        if not isinstance(data, dict):
-            raise ProviderError(self.name, "upstream returned JSON that is not an object")
-        return data
+        return await self._post_json(_CHAT, {**body, "model": model}, timeouts)
+
+    async def embed(
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
+    ) -> dict[str, Any]:
+        return await self._post_json(_EMBEDDINGS, {**body, "model": model}, timeouts)
 
     async def stream(
-        self, model: str, body: dict[str, Any], *, timeout_s: float | None = None
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> AsyncIterator[bytes]:
         payload = {**body, "model": model}
         request = self._client.build_request(
-            "POST", _PATH, json=payload, timeout=self._timeout_for(timeout_s)
+            "POST", _CHAT, json=payload, timeout=httpx_timeout(timeouts)
         )
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise self._network_error(exc) from None
+            raise network_error(self.name, exc) from None
         try:
             if response.is_error:
                 await response.aread()
-                self._check(response)
+                raise error_from_response(self.name, response)
             try:
-                async for chunk in response.aiter_bytes():
-                    yield chunk
+                async for event in iter_sse_events(response):
+                    yield event
             except httpx.HTTPError as exc:
-                raise self._network_error(exc) from None
+                raise network_error(self.name, exc) from None
         finally:
             await response.aclose()
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    def _timeout_for(self, timeout_s: float | None) -> httpx.Timeout:
-        return self._timeout if timeout_s is None else httpx.Timeout(timeout_s)
-
-    def _check(self, response: httpx.Response) -> None:
+    async def _post_json(
+        self, path: str, payload: dict[str, Any], timeouts: Timeouts
+    ) -> dict[str, Any]:
+        try:
+            response = await self._client.post(path, json=payload, timeout=httpx_timeout(timeouts))
+        except httpx.HTTPError as exc:
+            raise network_error(self.name, exc) from None
         if response.is_error:
-            raise ProviderError(
-                self.name,
-                f"upstream returned HTTP {response.status_code}",
-                status=response.status_code,
-            )
-
-    def _network_error(self, exc: httpx.HTTPError) -> ProviderError:
-        # The class name only: httpx messages can carry the URL, and a URL can carry
-        # credentials.
-        kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "request failed"
-        return ProviderError(self.name, f"upstream {kind} ({type(exc).__name__})")
+            raise error_from_response(self.name, response)
+        try:
+            data = json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            raise ProviderError(self.name, "upstream returned a body that is not JSON") from None
+        if not isinstance(data, dict):
+            raise ProviderError(self.name, "upstream returned JSON that is not an object")
+        return data

@@ -24,10 +24,14 @@ from pydantic import (
 from llmroute.registry._paths import PathProblems, Problem, did_you_mean
 
 __all__ = [
+    "BALANCE_STRATEGIES",
     "BUILTIN_ENCODERS",
     "RESERVED_ROUTE_NAMES",
+    "BreakerSettings",
     "BuiltinEncoderSpec",
     "Default",
+    "Deployment",
+    "DispatchSettings",
     "EncoderSpec",
     "IntentSettings",
     "Model",
@@ -36,6 +40,7 @@ __all__ = [
     "Provider",
     "Reasoning",
     "Registry",
+    "RetrySettings",
     "Route",
     "RoutePolicy",
     "Rule",
@@ -43,6 +48,8 @@ __all__ = [
 ]
 
 BUILTIN_ENCODERS = ("minilm", "minilm-int8", "static")
+BALANCE_STRATEGIES = ("weighted", "least_in_flight", "latency")
+Balance = Literal["weighted", "least_in_flight", "latency"]
 RESERVED_ROUTE_NAMES = frozenset({"auto", "default"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -177,7 +184,9 @@ class Provider(_Frozen):
     base_url: Url
     api_key_env: EnvName | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    timeout_s: Seconds = 60.0
+    timeout_s: Seconds = 60.0  # the whole request (a stream: until its last byte)
+    connect_timeout_s: Seconds = 5.0
+    first_token_timeout_s: Seconds | None = None  # streams: until the first event
 
     @model_validator(mode="before")
     @classmethod
@@ -202,15 +211,54 @@ class Reasoning(_Frozen):
     budget_tokens: int = Field(ge=1)
 
 
-class Model(_Frozen):
-    """One entry of the pool: a provider's model under a name routes can target."""
+class Deployment(_Frozen):
+    """One place a model is served. Several deployments of a model share its traffic."""
 
     provider: str
+    model: str | None = Field(default=None, min_length=1)  # default: the model's `model`
+    weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+
+
+class Model(_Frozen):
+    """One entry of the pool: a provider's model under a name routes can target.
+
+    Served by one `provider`, or by several `deployments` balanced by `balance`. Timeouts
+    set here override the provider's; a route's override both.
+    """
+
+    provider: str | None = None
     model: str = Field(min_length=1)
+    deployments: tuple[Deployment, ...] = ()
+    balance: Balance | None = None  # default: dispatch.balance
+    kind: Literal["chat", "embedding"] = "chat"
     price: Price = Price()
     context_window: int | None = Field(default=None, gt=0)
     description: str | None = None
     reasoning: Reasoning | None = None
+    timeout_s: Seconds | None = None
+    connect_timeout_s: Seconds | None = None
+    first_token_timeout_s: Seconds | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_serve(self) -> Self:
+        if (self.provider is None) == (not self.deployments):
+            raise PathProblems(
+                [((), "set exactly one of 'provider' or 'deployments' (a list of providers)")]
+            )
+        return self
+
+    def targets(self) -> tuple[Deployment, ...]:
+        """Where the model is served: its deployments, or its one provider."""
+        if self.deployments:
+            return tuple(
+                d if d.model is not None else d.model_copy(update={"model": self.model})
+                for d in self.deployments
+            )
+        assert self.provider is not None
+        return (Deployment(provider=self.provider, model=self.model),)
+
+    def provider_names(self) -> tuple[str, ...]:
+        return tuple(d.provider for d in self.targets())
 
 
 # -- intent, routes, default -------------------------------------------------------------
@@ -233,10 +281,14 @@ class IntentSettings(_Frozen):
 
 
 class RoutePolicy(_Frozen):
-    """What dispatch does for a route: its timeout, fallback chain and safety profile."""
+    """What dispatch does for a route: timeouts, retries, fallbacks and safety profile."""
 
     timeout_s: Seconds | None = None
+    connect_timeout_s: Seconds | None = None
+    first_token_timeout_s: Seconds | None = None
+    retries: int | None = Field(default=None, ge=0, le=10)  # default: dispatch.retries
     fallback: tuple[str, ...] = ()
+    context_fallback: str | None = None  # a larger-context model for over-long requests
     safety: str | None = None
 
     @field_validator("fallback")
@@ -361,6 +413,42 @@ class Rule(_Frozen):
         return self
 
 
+# -- dispatch ----------------------------------------------------------------------------
+
+
+class RetrySettings(_Frozen):
+    """Retries of one model before its fallback: only on connection errors, timeouts, 5xx,
+    408 and 429; with exponential backoff and full jitter; honouring ``Retry-After``."""
+
+    attempts: int = Field(default=2, ge=0, le=10)  # retries after the first try
+    backoff_s: Seconds = 0.25
+    max_backoff_s: Seconds = 8.0
+    max_retry_after_s: Seconds = 30.0  # a longer Retry-After goes to the fallback at once
+
+
+class BreakerSettings(_Frozen):
+    """A circuit breaker per deployment: open after `failures` consecutive failures, or
+    when the error rate over `window_s` exceeds `error_rate` (with at least
+    `min_requests`); after `cooldown_s`, let `half_open_probes` requests through; close
+    on their success, reopen on a failure."""
+
+    enabled: bool = True
+    failures: int = Field(default=5, ge=1)
+    error_rate: Unit = 0.5
+    window_s: Seconds = 30.0
+    min_requests: int = Field(default=10, ge=1)
+    cooldown_s: Seconds = 30.0
+    half_open_probes: int = Field(default=1, ge=1)
+
+
+class DispatchSettings(_Frozen):
+    """How requests reach models: retries, circuit breakers and balancing."""
+
+    retries: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
+    balance: Balance = "weighted"
+
+
 # -- the registry ------------------------------------------------------------------------
 
 
@@ -375,6 +463,7 @@ class Registry(_Frozen):
     routes: tuple[Route, ...] = Field(min_length=1)
     default: Default
     rules: tuple[Rule, ...] = ()
+    dispatch: DispatchSettings = DispatchSettings()
 
     @field_validator("providers", "models")
     @classmethod
@@ -414,19 +503,36 @@ class Registry(_Frozen):
         return self.intent.threshold if route.threshold is None else route.threshold
 
     def _unknown_model(self, name: str) -> str | None:
-        if name in self.models:
+        """Why `name` cannot serve chat requests, or None when it can."""
+        if name not in self.models:
+            known = ", ".join(sorted(self.models))
+            return f"unknown model {name!r}{did_you_mean(name, self.models)}; models: {known}"
+        if self.models[name].kind != "chat":
+            return f"model {name!r} is an embedding model; chat requests need a chat model"
+        return None
+
+    def _unknown_provider(self, name: str) -> str | None:
+        if name in self.providers:
             return None
-        known = ", ".join(sorted(self.models))
-        return f"unknown model {name!r}{did_you_mean(name, self.models)}; models: {known}"
+        known = ", ".join(sorted(self.providers))
+        hint = did_you_mean(name, self.providers)
+        return f"unknown provider {name!r}{hint}; providers: {known}"
 
     def _model_problems(self) -> Iterator[Problem]:
         for name, model in self.models.items():
-            if model.provider not in self.providers:
-                known = ", ".join(sorted(self.providers))
-                hint = did_you_mean(model.provider, self.providers)
+            if model.provider is not None and (message := self._unknown_provider(model.provider)):
+                yield ("models", name, "provider"), message
+            for i, deployment in enumerate(model.deployments):
+                if (message := self._unknown_provider(deployment.provider)) is not None:
+                    yield ("models", name, "deployments", i, "provider"), message
+            if model.kind == "embedding" and any(
+                self.providers[d.provider].kind != "openai"
+                for d in model.targets()
+                if d.provider in self.providers
+            ):
                 yield (
-                    ("models", name, "provider"),
-                    f"unknown provider {model.provider!r}{hint}; providers: {known}",
+                    ("models", name, "kind"),
+                    "embedding models must be served by an OpenAI-compatible provider",
                 )
         if (message := self._unknown_model(self.default.target)) is not None:
             yield ("default", "target"), message
@@ -449,6 +555,9 @@ class Registry(_Frozen):
                     yield path, message
                 elif name == route.target:
                     yield path, f"{name!r} is the route's own target; fallbacks are other models"
+            wider = route.policy.context_fallback
+            if wider is not None and (message := self._unknown_model(wider)) is not None:
+                yield ("routes", i, "policy", "context_fallback"), message
 
     def _rule_problems(self) -> Iterator[Problem]:
         first: dict[str, int] = {}

@@ -51,7 +51,9 @@ def _providers(registry: Registry) -> list[str]:
 def _models(registry: Registry) -> list[str]:
     lines = [f"models: {len(registry.models)} (price in USD per 1M tokens, input/output)"]
     for name, model in registry.models.items():
-        lines.append(f"  {name}: {model.provider}/{model.model}  {_model_extras(model)}")
+        lines.append(
+            f"  {name}: {','.join(model.provider_names())}/{model.model}  {_model_extras(model)}"
+        )
     return lines
 
 

@@ -16,10 +16,17 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from llmroute.decide import Router
+from llmroute.dispatch import Dispatcher
+from llmroute.errors import LlmrouteError
 from llmroute.providers import build_providers
 from llmroute.server.chat import chat_completions, route_only
-from llmroute.server.dispatch import Dispatcher
-from llmroute.server.errors import GatewayError, handle_any, handle_gateway_error, handle_http
+from llmroute.server.errors import (
+    GatewayError,
+    handle_any,
+    handle_gateway_error,
+    handle_http,
+    handle_llmroute_error,
+)
 from llmroute.server.meta import health, list_models, ready
 from llmroute.server.settings import DEFAULT_MAX_BODY_BYTES, MAX_BODY_ENV, REGISTRY_ENV
 from llmroute.server.state import Gateway
@@ -32,14 +39,13 @@ def create_app(registry_path: str, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         router = await anyio.to_thread.run_sync(Router.from_yaml, registry_path)
         registry = router.loaded.registry
-        providers = build_providers(registry)
-        app.state.gateway = Gateway(router, Dispatcher(registry, providers), max_body_bytes)
+        dispatcher = Dispatcher(registry, build_providers(registry))
+        app.state.gateway = Gateway(router, dispatcher, max_body_bytes)
         try:
             yield
         finally:
             app.state.gateway = None
-            for provider in providers.values():
-                await provider.aclose()
+            await dispatcher.aclose()
 
     app = Starlette(
         routes=[
@@ -51,6 +57,7 @@ def create_app(registry_path: str, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
         ],
         exception_handlers={
             GatewayError: handle_gateway_error,
+            LlmrouteError: handle_llmroute_error,
             HTTPException: handle_http,
             Exception: handle_any,
         },

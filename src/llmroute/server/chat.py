@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from llmroute.decision import Decision
+from llmroute.dispatch import Opened, plan_request
+from llmroute.errors import LlmrouteError, ProviderError
 from llmroute.server.body import read_json_object, require_messages
-from llmroute.server.dispatch import relay
-from llmroute.server.resolve import plan_request
+from llmroute.server.errors import gateway_error
 from llmroute.server.state import gateway_of
 
 __all__ = ["chat_completions", "decision_headers", "route_only"]
+
+log = logging.getLogger("llmroute.server")
 
 
 def decision_headers(decision: Decision, model: str | None = None) -> dict[str, str]:
@@ -31,15 +37,21 @@ async def chat_completions(request: Request) -> Response:
     require_messages(body)
     plan = plan_request(gateway.router, body, request.headers)
     headers = decision_headers(plan.decision)
-    if body.get("stream") is True:
-        opened = await gateway.dispatcher.open_stream(plan, body, headers)
-        return StreamingResponse(
-            relay(opened),
-            media_type="text/event-stream",
-            headers={**decision_headers(plan.decision, opened.model), "cache-control": "no-cache"},
-        )
-    served, data = await gateway.dispatcher.complete(plan, body, headers)
-    return JSONResponse(data, headers=decision_headers(plan.decision, served))
+    try:
+        if body.get("stream") is True:
+            opened = await gateway.dispatcher.open_stream(plan, body)
+            return StreamingResponse(
+                relay(opened),
+                media_type="text/event-stream",
+                headers={
+                    **decision_headers(plan.decision, opened.model),
+                    "cache-control": "no-cache",
+                },
+            )
+        served = await gateway.dispatcher.complete(plan, body)
+    except LlmrouteError as exc:
+        raise gateway_error(exc, headers) from None
+    return JSONResponse(served.data, headers=decision_headers(plan.decision, served.model))
 
 
 async def route_only(request: Request) -> Response:
@@ -48,3 +60,16 @@ async def route_only(request: Request) -> Response:
     body = await read_json_object(request, gateway.max_body_bytes)
     plan = plan_request(gateway.router, body, request.headers)
     return JSONResponse(plan.decision.to_dict(), headers=decision_headers(plan.decision))
+
+
+async def relay(opened: Opened) -> AsyncIterator[bytes]:
+    """The stream's events; an upstream failure mid-stream ends it with an error event
+    and ``[DONE]`` (the status line has gone out, so nothing is retried silently)."""
+    try:
+        async for event in opened.events:
+            yield event
+    except ProviderError as exc:
+        log.warning("stream from %s broke off: %s", opened.model, exc)
+        yield b'data: {"error": {"message": "the upstream stream broke off", '
+        yield b'"type": "server_error", "param": null, "code": "upstream_error"}}\n\n'
+        yield b"data: [DONE]\n\n"

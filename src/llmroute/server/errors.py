@@ -9,7 +9,24 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-__all__ = ["GatewayError", "handle_any", "handle_gateway_error", "handle_http"]
+from llmroute.errors import (
+    AllFallbacksFailed,
+    CircuitOpen,
+    LlmrouteError,
+    ModelNotFound,
+    ProviderError,
+    ProviderTimeout,
+    RoutingError,
+)
+
+__all__ = [
+    "GatewayError",
+    "gateway_error",
+    "handle_any",
+    "handle_gateway_error",
+    "handle_http",
+    "handle_llmroute_error",
+]
 
 log = logging.getLogger("llmroute.server")
 
@@ -63,3 +80,42 @@ async def handle_any(request: Request, exc: Exception) -> Response:
     """Last resort: a generic 500; the traceback goes to the log, never to the client."""
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return GatewayError(500, "internal server error", code="internal_error").response()
+
+
+def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) -> GatewayError:
+    """The HTTP answer to a library error: the one place the mapping lives."""
+    if isinstance(exc, ModelNotFound):
+        return GatewayError(404, str(exc), param="model", code="model_not_found", headers=headers)
+    if isinstance(exc, RoutingError):
+        return GatewayError(400, str(exc), param="messages", headers=headers)
+    if isinstance(exc, AllFallbacksFailed):
+        return GatewayError(
+            exc.status or 502,
+            exc.message,
+            code="upstream_error",
+            headers=headers,
+            attempts=exc.attempts,
+        )
+    if isinstance(exc, ProviderError):
+        if exc.retryable or isinstance(exc, CircuitOpen | ProviderTimeout):
+            status = (
+                504
+                if isinstance(exc, ProviderTimeout)
+                else 503
+                if isinstance(exc, CircuitOpen)
+                else 502
+            )
+            return GatewayError(status, str(exc), code="upstream_error", headers=headers)
+        model = f"model {exc.model!r}" if exc.model else "the model"
+        return GatewayError(
+            exc.status or 400,
+            f"{model} rejected the request: {exc}",
+            code=exc.code or "upstream_rejected",
+            headers=headers,
+        )
+    return GatewayError(500, "internal server error", code="internal_error", headers=headers)
+
+
+async def handle_llmroute_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LlmrouteError)
+    return gateway_error(exc).response()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from llmroute.server.resolve import AUTO
+from llmroute.dispatch import AUTO
 from llmroute.server.state import gateway_of
 
 __all__ = ["health", "list_models", "ready"]
@@ -16,7 +16,7 @@ async def list_models(request: Request) -> Response:
     registry = gateway_of(request).router.loaded.registry
     entries = [(AUTO, "llmroute")]
     entries += [(route.name, "llmroute") for route in registry.routes]
-    entries += [(name, model.provider) for name, model in registry.models.items()]
+    entries += [(name, ",".join(model.provider_names())) for name, model in registry.models.items()]
     data = [{"id": i, "object": "model", "created": 0, "owned_by": o} for i, o in entries]
     return JSONResponse({"object": "list", "data": data})
 

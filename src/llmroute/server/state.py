@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from llmroute.decide import Router
-from llmroute.server.dispatch import Dispatcher
+from llmroute.dispatch import Dispatcher
 from llmroute.server.errors import GatewayError
 
 __all__ = ["Gateway", "gateway_of"]

@@ -1,7 +1,7 @@
 """Turn a request's ``model`` into a `Plan`: the decision and the models to try in order.
 
 ``auto`` (or no model) runs the router; a route name pins that route; a pool model name
-pins that model. Anything else is a 404 ``model_not_found``.
+pins that model. Anything else raises `ModelNotFound`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from typing import Any
 
 from llmroute.decide import Router
 from llmroute.decision import Decision, new_decision_id
-from llmroute.errors import RoutingError
-from llmroute.registry.schema import Route
-from llmroute.server.errors import GatewayError
+from llmroute.errors import ModelNotFound, RoutingError
+from llmroute.registry.schema import Route, RoutePolicy
 
 __all__ = ["AUTO", "PINNED", "Plan", "plan_request"]
 
@@ -25,23 +24,26 @@ PINNED = "pinned"  # the layer, and the route of a request that pins a pool mode
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """The decision, then the pool models to try: the target first, then its fallbacks."""
+    """The decision, then the pool models to try: the target first, then its fallbacks;
+    and the route's policy (timeouts, retries, context fallback), when a route decided."""
 
     decision: Decision
     chain: tuple[str, ...]
-    timeout_s: float | None = None
+    policy: RoutePolicy | None = None
 
 
 def plan_request(router: Router, body: Mapping[str, Any], headers: Mapping[str, str]) -> Plan:
+    """Raises `RoutingError` for a body that cannot be routed, `ModelNotFound` for an
+    unknown ``model``."""
     requested = body.get("model", AUTO)
     if not isinstance(requested, str):
-        raise GatewayError(400, "'model' must be a string", param="model")
+        raise RoutingError("'model' must be a string")
     decision = _decide(router, requested, body, headers)
     route = _route(router, decision.route)
     if route is None:
         return Plan(decision, (decision.model,))
     fallbacks = tuple(m for m in route.policy.fallback if m != decision.model)
-    return Plan(decision, (decision.model, *fallbacks), route.policy.timeout_s)
+    return Plan(decision, (decision.model, *fallbacks), route.policy)
 
 
 def _decide(
@@ -49,21 +51,23 @@ def _decide(
 ) -> Decision:
     registry = router.loaded.registry
     if requested == AUTO:
-        try:
-            return router.decide(body, headers=headers)
-        except RoutingError as exc:
-            raise GatewayError(400, str(exc), param="messages") from None
+        return router.decide(body, headers=headers)
     route = _route(router, requested)
     if route is not None:
         return _pinned(router, route.name, route.target, requested)
-    if requested in registry.models:
+    model = registry.models.get(requested)
+    if model is not None and model.kind == "chat":
         return _pinned(router, PINNED, requested, requested)
-    raise GatewayError(
-        404,
+    if model is not None:
+        raise ModelNotFound(f"{requested!r} is an embedding model; use POST /v1/embeddings")
+    if requested.startswith("router-"):
+        raise ModelNotFound(
+            f"the model {requested!r} names a difficulty router, and this registry "
+            "declares none (difficulty routers are not available yet)"
+        )
+    raise ModelNotFound(
         f"the model {requested!r} does not exist: use 'auto', a route or a pool model "
-        "(GET /v1/models lists them)",
-        param="model",
-        code="model_not_found",
+        "(GET /v1/models lists them)"
     )
 
 
