@@ -304,7 +304,7 @@ def test_a_stream_that_breaks_midway_ends_with_an_error_event_and_done(gateway: 
     response = _post(gateway, "/v1/chat/completions", json=body)
     assert response.status_code == 200  # the status line had gone out with the first byte
     events = [line for line in response.text.split("\n\n") if line.strip()]
-    assert '"partial "' in events[0]
+    assert '"partial "' in events[1]
     assert '"code": "upstream_error"' in events[-2]
     assert events[-1] == "data: [DONE]"
     # no silent retry after the first byte

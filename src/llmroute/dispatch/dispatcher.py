@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmroute.dispatch.plan import Plan
-from llmroute.errors import AllFallbacksFailed, ProviderError
-from llmroute.providers.base import ChatProvider, Timeouts
+from llmroute.errors import AllFallbacksFailed, ProviderError, UpstreamRejected
+from llmroute.providers.base import ChatProvider, EmbeddingProvider, Timeouts
 from llmroute.registry.schema import Registry, RoutePolicy
 
 __all__ = ["Dispatcher", "Opened", "Served"]
@@ -100,6 +100,26 @@ class Dispatcher:
                 continue
             return Opened(name, deployment.provider, _chain(first, events), tuple(attempts))
         raise AllFallbacksFailed(attempts)
+
+    async def embed(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /embeddings`` on the embedding model `name` (a pool model of kind
+        ``embedding``); its ``model`` is set back to `name`."""
+        model = self._registry.models[name]
+        deployment = model.targets()[0]
+        provider = self._providers[deployment.provider]
+        if not isinstance(provider, EmbeddingProvider):
+            raise UpstreamRejected(deployment.provider, "this provider serves no embeddings")
+        try:
+            data = await provider.embed(
+                deployment.model or model.model,
+                body,
+                timeouts=self._timeouts(None, name, deployment.provider),
+            )
+        except ProviderError as exc:
+            exc.model = name
+            raise
+        data["model"] = name
+        return data
 
     async def aclose(self) -> None:
         for provider in self._providers.values():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["ChatProvider", "EmbeddingProvider", "Timeouts"]
 
@@ -51,6 +51,7 @@ class ChatProvider(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
 class EmbeddingProvider(Protocol):
     """A provider that also serves ``POST /embeddings`` (OpenAI-compatible ones do)."""
 

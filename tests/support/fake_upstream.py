@@ -1,0 +1,245 @@
+"""A fake OpenAI-compatible upstream: a real HTTP server on 127.0.0.1 in a thread.
+
+It records every request, answers ``/chat/completions`` with the model it was asked for
+and the last user message (SSE chunks ending in ``data: [DONE]`` when ``stream`` is
+true, with a usage chunk when ``stream_options.include_usage`` is), and ``/embeddings``
+with small deterministic vectors.
+
+Faults are chosen by the upstream model name, so a registry can point models at them:
+
+- ``fail-500``, ``fail-close``, ``fail-400``, ``fail-mid``: the fixed faults below;
+- ``NAME?k=v&...``: parameterised, any of
+  ``status=500|429|400|503...`` answer with that status; ``times=N`` only the first N
+  requests for this model name fail, then it answers normally; ``retry_after=S`` send
+  ``Retry-After: S``; ``delay=S`` wait S seconds before answering; ``ttft=S`` a stream
+  waits S seconds before its first event; ``reset=1`` close the connection without an
+  answer; ``mid=1`` a stream breaks after its first event; ``context=1`` answer 400
+  ``context_length_exceeded``; ``nousage=1`` leave ``usage`` out.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+FAIL_500 = "fail-500"
+FAIL_CLOSE = "fail-close"
+FAIL_400 = "fail-400"
+FAIL_MID = "fail-mid"  # a stream that sends one event, then drops the connection
+_FIXED = {
+    FAIL_500: {"status": "500"},
+    FAIL_CLOSE: {"reset": "1"},
+    FAIL_400: {"status": "400"},
+    FAIL_MID: {"mid": "1"},
+}
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    at: float = 0.0  # time.monotonic() on arrival
+
+
+@dataclass
+class FakeUpstream:
+    url: str
+    requests: list[Recorded] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def models_called(self) -> list[str]:
+        return [r.body.get("model", "") for r in self.requests]
+
+    def calls_to(self, model: str) -> list[Recorded]:
+        return [r for r in self.requests if r.body.get("model") == model]
+
+
+def faults_of(model: str) -> dict[str, str]:
+    if model in _FIXED:
+        return dict(_FIXED[model])
+    _, _, query = model.partition("?")
+    return {k: v[-1] for k, v in parse_qs(query).items()}
+
+
+def _reply_text(body: dict[str, Any]) -> str:
+    users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    if not users:
+        return "echo:"
+    content = users[-1]["content"]
+    if isinstance(content, list):
+        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return f"echo: {content}"
+
+
+def _usage() -> dict[str, int]:
+    return {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
+
+
+def _completion(model: str, text: str, usage: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    if usage:
+        data["usage"] = _usage()
+    return data
+
+
+def _chunk(
+    model: str, delta: dict[str, Any] | None, finish: str | None, usage: bool = False
+) -> bytes:
+    data: dict[str, Any] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": model,
+        "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    if usage:
+        data["usage"] = _usage()
+    return f"data: {json.dumps(data)}\n\n".encode()
+
+
+def _embedding(text: str) -> list[float]:
+    return [((hash(text) >> shift) % 1000) / 1000.0 for shift in (0, 8, 16, 24)]
+
+
+def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C901
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length", "0"))
+            body = json.loads(self.rfile.read(length) or b"{}")
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            model = str(body.get("model", ""))
+            with upstream.lock:
+                upstream.requests.append(Recorded(self.path, headers, body, time.monotonic()))
+                upstream.counts[model] += 1
+                count = upstream.counts[model]
+            faults = faults_of(model)
+            if "times" in faults and count > int(faults["times"]):
+                faults = {k: v for k, v in faults.items() if k in ("delay", "nousage")}
+            if "delay" in faults:
+                time.sleep(float(faults["delay"]))
+            if self._fail(faults):
+                return
+            if self.path.endswith("/embeddings"):
+                self._embeddings(model, body)
+                return
+            text = _reply_text(body)
+            usage = "nousage" not in faults
+            if body.get("stream") is True:
+                include = bool((body.get("stream_options") or {}).get("include_usage"))
+                self._stream(model, text, faults, usage and include)
+            else:
+                self._send_json(200, _completion(model, text, usage))
+
+        def _fail(self, faults: dict[str, str]) -> bool:
+            if "reset" in faults:
+                self.close_connection = True
+                return True  # no status line at all
+            if "context" in faults:
+                error = {
+                    "message": "This model's maximum context length is 8192 tokens.",
+                    "type": "invalid_request_error",
+                    "code": "context_length_exceeded",
+                }
+                self._send_json(400, {"error": error})
+                return True
+            if "status" in faults:
+                status = int(faults["status"])
+                extra = {"retry-after": faults["retry_after"]} if "retry_after" in faults else {}
+                kind = "server_error" if status >= 500 else "invalid_request_error"
+                message = "boom" if status >= 500 else "bad request"
+                self._send_json(status, {"error": {"message": message, "type": kind}}, extra)
+                return True
+            return False
+
+        def _send_json(
+            self, status: int, data: dict[str, Any], extra: dict[str, str] | None = None
+        ) -> None:
+            raw = json.dumps(data).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(raw)))
+            for name, value in (extra or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def _embeddings(self, model: str, body: dict[str, Any]) -> None:
+            inputs = body.get("input", [])
+            texts = [inputs] if isinstance(inputs, str) else list(inputs)
+            data = [
+                {"object": "embedding", "index": i, "embedding": _embedding(str(t))}
+                for i, t in enumerate(texts)
+            ]
+            usage = {"prompt_tokens": len(texts), "total_tokens": len(texts)}
+            self._send_json(200, {"object": "list", "data": data, "model": model, "usage": usage})
+
+        def _write_chunk(self, data: bytes) -> None:
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
+        def _stream(self, model: str, text: str, faults: dict[str, str], usage: bool) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            if "ttft" in faults:
+                time.sleep(float(faults["ttft"]))
+            self._write_chunk(_chunk(model, {"role": "assistant", "content": ""}, None))
+            if "mid" in faults:
+                # chunked transfer cut off before its last chunk: a real broken stream
+                self._write_chunk(_chunk(model, {"content": "partial "}, None))
+                self.close_connection = True
+                return
+            for word in text.split(" "):
+                self._write_chunk(_chunk(model, {"content": word + " "}, None))
+            self._write_chunk(_chunk(model, {}, "stop"))
+            if usage:
+                self._write_chunk(_chunk(model, None, None, usage=True))
+            self._write_chunk(b"data: [DONE]\n\n")
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+
+    return Handler
+
+
+@contextmanager
+def fake_upstream() -> Iterator[FakeUpstream]:
+    upstream = FakeUpstream(url="")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(upstream))
+    server.daemon_threads = True
+    upstream.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield upstream
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
