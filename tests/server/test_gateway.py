@@ -65,6 +65,9 @@ routes:
     target: broken
     policy: {fallback: [closer]}
 default: {target: small}
+dispatch:
+  retries: {attempts: 1, backoff_s: 0.01, max_backoff_s: 0.02}
+  breaker: {enabled: false}  # tests/dispatch covers breakers; here fallbacks stay visible
 """
 
 
@@ -261,7 +264,8 @@ def test_upstream_500_falls_back_down_the_route_policy(
     assert raw.headers["x-llmroute-route"] == "flaky"
     assert raw.headers["x-llmroute-model"] == "small"
     assert raw.parse().model == "up-small"
-    assert gateway.upstream.models_called()[before:] == [FAIL_500, "up-small"]
+    # retried once (dispatch.retries.attempts), then the fallback
+    assert gateway.upstream.models_called()[before:] == [FAIL_500, FAIL_500, "up-small"]
 
 
 def test_a_stream_falls_back_before_its_first_byte(client: openai.OpenAI) -> None:

@@ -1,20 +1,43 @@
 """`Dispatcher`: a planned request → the first model of its chain that answers.
 
+Dispatch is a stack of small stages, outermost first (STYLE.md, recommendation 4):
+
+1. fallback (`_fall_back`): the route's chain, in order; a request longer than a
+   model's context window skips to a larger-context model;
+2. retry (`_retry`): the same model again after a jittered backoff, honouring
+   ``Retry-After``, on retryable failures only (no response, 5xx, 408, 409, 429);
+3. balance and breaker (`DeploymentPool.call`): a deployment of the model whose circuit
+   breaker lets the call through;
+4. transport (`_complete_on`, `_open_on`): the provider call under its time limit.
+
 Non-streaming requests may fall back at any point; streams only before their first
-event (after that the client has bytes). Only failures that another try could fix fall
-back (`ProviderError.retryable`); any other 4xx is the request's own fault and raises
-`UpstreamRejected` at once.
+event (after that the client has bytes). A failure that is the request's own fault
+(another 4xx) raises `UpstreamRejected` at once, untried elsewhere.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+from llmroute.dispatch.deployments import Deployment, Deployments
 from llmroute.dispatch.plan import Plan
-from llmroute.errors import AllFallbacksFailed, ProviderError, UpstreamRejected
+from llmroute.dispatch.retry import backoff_delay
+from llmroute.dispatch.usage import StreamUsage, Usage, priced, prompt_text
+from llmroute.errors import (
+    AllFallbacksFailed,
+    CircuitOpen,
+    ContextWindowExceeded,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+    UpstreamRejected,
+)
 from llmroute.providers.base import ChatProvider, EmbeddingProvider, Timeouts
 from llmroute.registry.schema import Registry, RoutePolicy
 
@@ -22,99 +45,92 @@ __all__ = ["Dispatcher", "Opened", "Served"]
 
 log = logging.getLogger("llmroute.dispatch")
 
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+_CHARS_PER_TOKEN = 4  # the cheap pre-flight estimate against context windows
+
 
 @dataclass(frozen=True, slots=True)
 class Served:
     """A completed request: the pool model and deployment (provider) that answered, the
-    ``chat.completion`` (its ``model`` the upstream name), and the failures before it."""
+    ``chat.completion`` (its ``model`` the upstream name, its ``usage`` priced), and the
+    failures before it."""
 
     model: str
     deployment: str
     data: dict[str, Any]
+    usage: Usage
     attempts: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Opened:
     """A stream that has produced its first event. `events` yields every event, the
-    first included; a failure after that raises `ProviderError` from it."""
+    first included; a failure after that raises `ProviderError` from it. `usage` is set
+    once the stream has ended."""
 
     model: str
     deployment: str
     events: AsyncIterator[bytes]
     attempts: tuple[str, ...] = ()
+    usage: Usage | None = field(default=None)
 
 
 class Dispatcher:
-    """Owns the providers it is given (`aclose` closes them)."""
+    """Sends planned requests to the registry's models through `providers`, which it
+    owns (`aclose` closes them). `rng`, `clock` and `sleep` are seams for tests."""
 
-    def __init__(self, registry: Registry, providers: Mapping[str, ChatProvider]) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        providers: Mapping[str, ChatProvider],
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self._registry = registry
         self._providers = providers
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self.deployments = Deployments(registry, providers, rng=self._rng, clock=clock)
 
     @property
     def registry(self) -> Registry:
         return self._registry
 
     async def complete(self, plan: Plan, body: dict[str, Any]) -> Served:
-        attempts: list[str] = []
-        for name in plan.chain:
-            model = self._registry.models[name]
-            deployment = model.targets()[0]
-            provider = self._provider(deployment.provider)
-            upstream = deployment.model or model.model
-            try:
-                data = await provider.complete(
-                    upstream, body, timeouts=self._timeouts(plan.policy, name, deployment.provider)
-                )
-            except ProviderError as exc:
-                if not exc.retryable:
-                    exc.model = name
-                    raise
-                attempts.append(_failed(name, exc))
-                continue
-            data["model"] = upstream
-            return Served(name, deployment.provider, data, tuple(attempts))
-        raise AllFallbacksFailed(attempts)
+        async def on(deployment: Deployment, timeouts: Timeouts) -> dict[str, Any]:
+            return await _complete_on(deployment, body, timeouts)
+
+        data, name, deployment, attempts = await self._fall_back(plan, body, on)
+        data["model"] = deployment.upstream
+        usage = priced(data, body, self._registry.models[name].price)
+        return Served(name, deployment.provider_name, data, usage, attempts)
 
     async def open_stream(self, plan: Plan, body: dict[str, Any]) -> Opened:
-        attempts: list[str] = []
-        for name in plan.chain:
-            model = self._registry.models[name]
-            deployment = model.targets()[0]
-            provider = self._provider(deployment.provider)
-            upstream = deployment.model or model.model
-            events = provider.stream(
-                upstream, body, timeouts=self._timeouts(plan.policy, name, deployment.provider)
-            )
-            try:
-                first = await anext(aiter(events))
-            except StopAsyncIteration:
-                attempts.append(f"{name} (the stream ended before its first event)")
-                continue
-            except ProviderError as exc:
-                if not exc.retryable:
-                    exc.model = name
-                    raise
-                attempts.append(_failed(name, exc))
-                continue
-            return Opened(name, deployment.provider, _chain(first, events), tuple(attempts))
-        raise AllFallbacksFailed(attempts)
+        async def on(deployment: Deployment, timeouts: Timeouts) -> tuple[bytes, Any]:
+            return await _open_on(deployment, body, timeouts)
+
+        (first, rest), name, deployment, attempts = await self._fall_back(plan, body, on)
+        opened = Opened(name, deployment.provider_name, _empty(), attempts)
+        meter = StreamUsage(body, self._registry.models[name].price)
+        opened.events = _metered(first, rest, meter, opened)
+        return opened
 
     async def embed(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /embeddings`` on the embedding model `name` (a pool model of kind
-        ``embedding``); its ``model`` is set back to `name`."""
-        model = self._registry.models[name]
-        deployment = model.targets()[0]
-        provider = self._providers[deployment.provider]
-        if not isinstance(provider, EmbeddingProvider):
-            raise UpstreamRejected(deployment.provider, "this provider serves no embeddings")
+        ``embedding``); its ``model`` is set back to `name`. Retried, not fallen back."""
+
+        async def on(deployment: Deployment, timeouts: Timeouts) -> dict[str, Any]:
+            provider = deployment.provider
+            if not isinstance(provider, EmbeddingProvider):
+                raise UpstreamRejected(deployment.provider_name, "serves no embeddings")
+            async with asyncio.timeout(timeouts.total_s):
+                return await provider.embed(deployment.upstream, body, timeouts=timeouts)
+
         try:
-            data = await provider.embed(
-                deployment.model or model.model,
-                body,
-                timeouts=self._timeouts(None, name, deployment.provider),
-            )
+            data, _ = await self._retry(name, None, on)
         except ProviderError as exc:
             exc.model = name
             raise
@@ -125,14 +141,98 @@ class Dispatcher:
         for provider in self._providers.values():
             await provider.aclose()
 
-    def _provider(self, name: str) -> ChatProvider:
-        return self._providers[name]
+    # -- stage 1: fallback ----------------------------------------------------------------
 
-    def _timeouts(self, policy: RoutePolicy | None, model: str, provider: str) -> Timeouts:
+    async def _fall_back(
+        self,
+        plan: Plan,
+        body: dict[str, Any],
+        on: Callable[[Deployment, Timeouts], Awaitable[T]],
+    ) -> tuple[T, str, Deployment, tuple[str, ...]]:
+        chain = list(plan.chain)
+        failures: list[tuple[str, ProviderError]] = []
+        needed = len(prompt_text(body)) // _CHARS_PER_TOKEN
+        position = 0
+        while position < len(chain):
+            name = chain[position]
+            position += 1
+            try:
+                self._check_fits(name, needed)
+                result, deployment = await self._retry(name, plan.policy, on)
+            except ContextWindowExceeded as exc:
+                failures.append((name, exc))
+                if not self._widen(chain, position, name, plan.policy):
+                    exc.model = name
+                    raise
+            except ProviderError as exc:
+                if not exc.retryable:
+                    exc.model = name
+                    raise
+                failures.append((name, exc))
+            else:
+                return result, name, deployment, tuple(_describe(f) for f in failures)
+        raise _exhausted(failures)
+
+    def _check_fits(self, name: str, needed: int) -> None:
+        window = self._registry.models[name].context_window
+        if window is not None and needed > window:
+            raise ContextWindowExceeded(
+                "llmroute",
+                f"about {needed} tokens, over the model's context window of {window}",
+                status=400,
+                code="context_length_exceeded",
+            )
+
+    def _widen(
+        self, chain: list[str], position: int, name: str, policy: RoutePolicy | None
+    ) -> bool:
+        """Put a model with a larger context window than `name` next in `chain`: the
+        route's ``context_fallback``, else the smallest larger one still in the chain.
+        False when there is none."""
+        window = self._registry.models[name].context_window or 0
+        rest = chain[position:]
+        wider = [m for m in rest if (self._registry.models[m].context_window or 0) > window]
+        pick = policy.context_fallback if policy is not None else None
+        if pick is None or pick in chain[:position]:
+            if not wider:
+                return False
+            pick = min(wider, key=lambda m: self._registry.models[m].context_window or 0)
+        if pick in rest:
+            chain.remove(pick)
+        chain.insert(position, pick)
+        return True
+
+    # -- stage 2: retry -------------------------------------------------------------------
+
+    async def _retry(
+        self,
+        name: str,
+        policy: RoutePolicy | None,
+        on: Callable[[Deployment, Timeouts], Awaitable[T]],
+    ) -> tuple[T, Deployment]:
+        settings = self._registry.dispatch.retries
+        retries = settings.attempts if policy is None or policy.retries is None else policy.retries
+        pool = self.deployments.pool(name)
+        for retry in range(retries + 1):
+            try:
+                return await pool.call(lambda d: on(d, self._timeouts(policy, name, d)))
+            except (CircuitOpen, ProviderTimeout, ContextWindowExceeded):
+                raise  # a slow, unreachable or too-small model: the fallback is faster
+            except ProviderError as exc:
+                if not exc.retryable or retry == retries:
+                    raise
+                delay = backoff_delay(retry, settings, self._rng, exc.retry_after_s)
+                if delay is None:
+                    raise
+                log.info("retrying %s in %.2fs after: %s", name, delay, exc)
+                await self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _timeouts(self, policy: RoutePolicy | None, model: str, deployment: Deployment) -> Timeouts:
         """Route policy over model over provider, per limit."""
-        spec = self._registry.providers[provider]
+        spec = self._registry.providers[deployment.provider_name]
         entry = self._registry.models[model]
-        route = policy or RoutePolicy()
+        route = policy or _NO_POLICY
         return Timeouts(
             connect_s=route.connect_timeout_s or entry.connect_timeout_s or spec.connect_timeout_s,
             total_s=route.timeout_s or entry.timeout_s or spec.timeout_s,
@@ -144,17 +244,94 @@ class Dispatcher:
         )
 
 
-async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+_NO_POLICY = RoutePolicy()
+
+
+# -- stage 4: transport ---------------------------------------------------------------------
+
+
+async def _complete_on(
+    deployment: Deployment, body: dict[str, Any], timeouts: Timeouts
+) -> dict[str, Any]:
     try:
-        yield first
+        async with asyncio.timeout(timeouts.total_s):
+            return await deployment.provider.complete(deployment.upstream, body, timeouts=timeouts)
+    except TimeoutError:
+        raise ProviderTimeout(
+            deployment.provider_name, f"no answer within {timeouts.total_s:g}s"
+        ) from None
+
+
+async def _open_on(
+    deployment: Deployment, body: dict[str, Any], timeouts: Timeouts
+) -> tuple[bytes, AsyncIterator[bytes]]:
+    """The stream's first event (within the first-token limit) and the stream."""
+    events = aiter(deployment.provider.stream(deployment.upstream, body, timeouts=timeouts))
+    limit = timeouts.first_token_s or timeouts.total_s
+    try:
+        async with asyncio.timeout(limit):
+            first = await anext(events)
+    except TimeoutError:
+        await _close(events)
+        raise ProviderTimeout(
+            deployment.provider_name, f"no first token within {limit:g}s"
+        ) from None
+    except StopAsyncIteration:
+        raise ProviderError(
+            deployment.provider_name, "the stream ended before its first event"
+        ) from None
+    except BaseException:
+        await _close(events)
+        raise
+    return first, events
+
+
+async def _metered(
+    first: bytes, rest: AsyncIterator[bytes], meter: StreamUsage, opened: Opened
+) -> AsyncIterator[bytes]:
+    """The stream with its usage priced; a usage chunk is added before ``[DONE]`` when
+    the client asked for one and the upstream sent none."""
+    try:
+        yield meter.observe(first)
         async for event in rest:
-            yield event
+            if event.startswith(b"data: [DONE]"):
+                extra = meter.final_event()
+                if extra is not None:
+                    yield extra
+                yield event
+                continue
+            yield meter.observe(event)
+        opened.usage = meter.finish()
     finally:
-        aclose = getattr(rest, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await _close(rest)
 
 
-def _failed(name: str, exc: ProviderError) -> str:
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover
+
+
+async def _close(events: AsyncIterator[bytes]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _describe(failure: tuple[str, ProviderError]) -> str:
+    name, exc = failure
     log.warning("model %s failed: %s", name, exc)
     return f"{name} via {exc.provider} ({exc.message})"
+
+
+def _exhausted(failures: list[tuple[str, ProviderError]]) -> ProviderError:
+    """What to raise when the chain is exhausted: 504 when every model timed out, 503
+    when every one was unavailable (breaker open or rate limited), else 502."""
+    errors = [exc for _, exc in failures]
+    attempts = [_describe(f) for f in failures]
+    if all(isinstance(e, ProviderTimeout) for e in errors):
+        status = 504
+    elif all(isinstance(e, CircuitOpen | RateLimited) for e in errors):
+        status = 503
+    else:
+        status = 502
+    return AllFallbacksFailed(attempts, status=status)

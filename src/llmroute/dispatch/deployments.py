@@ -1,0 +1,132 @@
+"""The innermost stages of dispatch: pick a deployment of a model (balancing), skip the
+ones whose circuit breaker is open, and call it with its time limit (transport).
+
+A deployment is one (provider, upstream model) pair. Its breaker is shared by every
+pool model served there, since they fail together.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from llmroute.dispatch.balance import Balancer
+from llmroute.dispatch.breaker import CircuitBreaker
+from llmroute.errors import CircuitOpen, ProviderError, ProviderTimeout
+from llmroute.providers.base import ChatProvider
+from llmroute.registry.schema import Registry
+
+__all__ = ["Deployment", "DeploymentPool", "Deployments"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    provider_name: str
+    provider: ChatProvider
+    upstream: str  # the provider's name for the model
+    breaker: CircuitBreaker
+
+
+class DeploymentPool:
+    """The deployments of one pool model and the balancer that orders them."""
+
+    def __init__(self, model: str, deployments: list[Deployment], balancer: Balancer) -> None:
+        self.model = model
+        self.deployments = deployments
+        self._balancer = balancer
+        self._indices = range(len(deployments))
+
+    async def call(
+        self,
+        attempt: Callable[[Deployment], Awaitable[T]],
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> tuple[T, Deployment]:
+        """`attempt` on the deployments in balancing order, skipping those whose breaker
+        is open, until one answers. A failure another deployment could fix (no response,
+        5xx, 429) moves on to the next deployment at once; a timeout or the request's own
+        fault is raised. Raises `CircuitOpen` when no breaker let a call through."""
+        failure: ProviderError | None = None
+        for index in self._balancer.order(self._indices):
+            deployment = self.deployments[index]
+            if not deployment.breaker.allow():
+                continue
+            try:
+                return await self._one(index, deployment, attempt, clock), deployment
+            except ProviderTimeout:
+                raise
+            except ProviderError as exc:
+                if not exc.retryable:
+                    raise
+                failure = exc
+        if failure is not None:
+            raise failure
+        names = ", ".join(d.provider_name for d in self.deployments)
+        raise CircuitOpen(names, "circuit open after recent failures; not called")
+
+    async def _one(
+        self,
+        index: int,
+        deployment: Deployment,
+        attempt: Callable[[Deployment], Awaitable[T]],
+        clock: Callable[[], float],
+    ) -> T:
+        """One call, with its outcome told to the balancer and the breaker. The request's
+        own fault (or a cancellation) says nothing about the deployment's health."""
+        self._balancer.start(index)
+        started = clock()
+        try:
+            result = await attempt(deployment)
+        except ProviderError as exc:
+            if exc.retryable:
+                self._balancer.finish(index, latency_s=None)
+                deployment.breaker.record_failure()
+            else:
+                self._balancer.release(index)
+                deployment.breaker.release()
+            raise
+        except BaseException:
+            self._balancer.release(index)
+            deployment.breaker.release()
+            raise
+        self._balancer.finish(index, latency_s=clock() - started)
+        deployment.breaker.record_success()
+        return result
+
+
+class Deployments:
+    """Every pool model's `DeploymentPool`, built once per registry."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        providers: Mapping[str, ChatProvider],
+        *,
+        rng: random.Random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        breakers: dict[tuple[str, str], CircuitBreaker] = {}
+        settings = registry.dispatch
+        self._pools: dict[str, DeploymentPool] = {}
+        for name, model in registry.models.items():
+            targets = model.targets()
+            deployments = []
+            for target in targets:
+                upstream = target.model or model.model
+                key = (target.provider, upstream)
+                if key not in breakers:
+                    breakers[key] = CircuitBreaker(settings.breaker, clock=clock)
+                provider = providers[target.provider]
+                deployments.append(Deployment(target.provider, provider, upstream, breakers[key]))
+            balancer = Balancer(
+                [t.weight for t in targets], model.balance or settings.balance, rng=rng
+            )
+            self._pools[name] = DeploymentPool(name, deployments, balancer)
+        self.breakers = breakers
+
+    def pool(self, model: str) -> DeploymentPool:
+        return self._pools[model]

@@ -1,0 +1,363 @@
+"""The dispatcher against real fake upstreams on 127.0.0.1: retries, backoff and
+Retry-After, fallback, circuit breakers, deployments, timeouts, context windows, usage.
+
+Sleeps and the breaker clock are injected, so nothing here waits for real backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from fake_upstream import FakeUpstream, fake_upstream
+
+from llmroute.decision import Decision
+from llmroute.dispatch import Dispatcher, Plan
+from llmroute.errors import (
+    AllFallbacksFailed,
+    ContextWindowExceeded,
+    ProviderError,
+    UpstreamRejected,
+)
+from llmroute.providers import build_providers
+from llmroute.registry import parse_registry
+from llmroute.registry.schema import Registry, RoutePolicy
+
+T = TypeVar("T")
+
+BASE = """
+encoder: builtin:static
+providers:
+  up: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+  up2: {kind: openai, base_url: "%(url2)s", timeout_s: 5}
+models:
+%(models)s
+routes:
+  - {name: r, examples: [hello], target: %(first)s}
+default: {target: %(first)s}
+dispatch:
+  retries: {attempts: 2, backoff_s: 0.5, max_backoff_s: 4, max_retry_after_s: 10}
+  breaker: {failures: 3, cooldown_s: 30, window_s: 60, min_requests: 100}
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Harness:
+    def __init__(self, upstream: FakeUpstream, upstream2: FakeUpstream) -> None:
+        self.upstream = upstream
+        self.upstream2 = upstream2
+        self.clock = Clock()
+        self.sleeps: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+    def registry(self, models: str, first: str) -> Registry:
+        text = BASE % {
+            "url": self.upstream.url,
+            "url2": self.upstream2.url,
+            "models": models,
+            "first": first,
+        }
+        return parse_registry(text).registry
+
+    def run(self, registry: Registry, job: Callable[[Dispatcher], Awaitable[T]]) -> T:
+        async def main() -> T:
+            dispatcher = Dispatcher(
+                registry,
+                build_providers(registry),
+                rng=random.Random(7),
+                clock=self.clock,
+                sleep=self.sleep,
+            )
+            try:
+                return await job(dispatcher)
+            finally:
+                await dispatcher.aclose()
+
+        return asyncio.run(main())
+
+
+@pytest.fixture(scope="module")
+def upstreams() -> Iterator[tuple[FakeUpstream, FakeUpstream]]:
+    with fake_upstream() as one, fake_upstream() as two:
+        yield one, two
+
+
+@pytest.fixture
+def h(upstreams: tuple[FakeUpstream, FakeUpstream]) -> Harness:
+    one, two = upstreams
+    one.requests.clear()
+    two.requests.clear()
+    one.counts.clear()
+    two.counts.clear()
+    return Harness(one, two)
+
+
+def _plan(*chain: str, policy: RoutePolicy | None = None) -> Plan:
+    decision = Decision(
+        id="d",
+        route="r",
+        model=chain[0],
+        layer="test",
+        confidence=1.0,
+        margin=None,
+        reason="test",
+        registry_version="v",
+        signals=(),
+        encode_us=0.0,
+        total_us=0.0,
+    )
+    return Plan(decision, chain, policy)
+
+
+def _body(text: str = "hi", **extra: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": text}], **extra}
+
+
+def test_a_5xx_is_retried_with_growing_jittered_backoff_then_succeeds(h: Harness) -> None:
+    registry = h.registry("  a: {provider: up, model: 'a?status=500&times=2'}", "a")
+    served = h.run(registry, lambda d: d.complete(_plan("a"), _body()))
+    assert served.model == "a" and served.data["choices"][0]["message"]["content"] == "echo: hi"
+    assert len(h.upstream.calls_to("a?status=500&times=2")) == 3
+    assert len(h.sleeps) == 2
+    assert 0 <= h.sleeps[0] <= 0.5 and 0 <= h.sleeps[1] <= 1.0
+
+
+def test_429_honours_retry_after(h: Harness) -> None:
+    registry = h.registry("  a: {provider: up, model: 'a?status=429&times=1&retry_after=3'}", "a")
+    h.run(registry, lambda d: d.complete(_plan("a"), _body()))
+    assert len(h.sleeps) == 1 and 3.0 <= h.sleeps[0] <= 3.3
+
+
+def test_a_retry_after_too_long_goes_to_the_fallback_at_once(h: Harness) -> None:
+    models = (
+        "  a: {provider: up, model: 'a?status=429&retry_after=120'}\n  b: {provider: up, model: b}"
+    )
+    registry = h.registry(models, "a")
+    served = h.run(registry, lambda d: d.complete(_plan("a", "b"), _body()))
+    assert served.model == "b" and h.sleeps == []
+    assert len(served.attempts) == 1 and "429" in served.attempts[0]
+
+
+def test_other_4xx_is_never_retried_nor_fallen_back(h: Harness) -> None:
+    models = "  a: {provider: up, model: 'a?status=422'}\n  b: {provider: up, model: b}"
+    registry = h.registry(models, "a")
+    with pytest.raises(UpstreamRejected) as caught:
+        h.run(registry, lambda d: d.complete(_plan("a", "b"), _body()))
+    assert caught.value.model == "a" and caught.value.status == 422
+    assert h.upstream.models_called() == ["a?status=422"]
+
+
+def test_route_policy_retries_override_the_default(h: Harness) -> None:
+    registry = h.registry("  a: {provider: up, model: 'a?status=503'}", "a")
+    with pytest.raises(AllFallbacksFailed) as caught:
+        h.run(registry, lambda d: d.complete(_plan("a", policy=RoutePolicy(retries=0)), _body()))
+    assert len(h.upstream.requests) == 1 and caught.value.status == 502
+
+
+def test_breaker_opens_then_half_opens_then_closes(h: Harness) -> None:
+    models = "  a: {provider: up, model: 'a?status=500&times=3'}\n  b: {provider: up, model: b}"
+    registry = h.registry(models, "a")
+    plan = _plan("a", "b", policy=RoutePolicy(retries=0))
+
+    async def job(d: Dispatcher) -> list[str]:
+        served = [(await d.complete(plan, _body())).model for _ in range(5)]
+        # three failures opened a's breaker: the next two went straight to b
+        assert len(h.upstream.calls_to("a?status=500&times=3")) == 3
+        h.clock.now += 31  # cooldown over: one probe goes through, succeeds, closes it
+        served.append((await d.complete(plan, _body())).model)
+        served.append((await d.complete(plan, _body())).model)
+        return served
+
+    assert h.run(registry, job) == ["b", "b", "b", "b", "b", "a", "a"]
+
+
+def test_an_open_breaker_on_the_only_model_is_503(h: Harness) -> None:
+    registry = h.registry("  a: {provider: up, model: 'a?status=500'}", "a")
+    plan = _plan("a", policy=RoutePolicy(retries=0))
+
+    async def job(d: Dispatcher) -> AllFallbacksFailed:
+        for _ in range(3):
+            with pytest.raises(AllFallbacksFailed):
+                await d.complete(plan, _body())
+        with pytest.raises(AllFallbacksFailed) as caught:
+            await d.complete(plan, _body())
+        return caught.value
+
+    error = h.run(registry, job)
+    assert error.status == 503 and "circuit open" in error.message
+    assert len(h.upstream.requests) == 3  # the fourth call sent nothing
+
+
+def test_deployments_share_traffic_and_route_around_a_dead_one(h: Harness) -> None:
+    models = """  a:
+    model: m
+    deployments:
+      - {provider: up, weight: 1}
+      - {provider: up2, model: 'm?status=500', weight: 1}"""
+    registry = h.registry(models, "a")
+    plan = _plan("a")
+
+    async def job(d: Dispatcher) -> None:
+        for _ in range(20):
+            assert (await d.complete(plan, _body())).model == "a"
+
+    h.run(registry, job)
+    assert len(h.upstream.requests) == 20
+    # up2 failed until its breaker opened after three failures, then got nothing
+    assert len(h.upstream2.requests) == 3
+
+
+def test_weighted_deployments_split_by_weight(h: Harness) -> None:
+    models = """  a:
+    model: m
+    deployments:
+      - {provider: up, weight: 3}
+      - {provider: up2, weight: 1}"""
+    registry = h.registry(models, "a")
+
+    async def job(d: Dispatcher) -> None:
+        for _ in range(200):
+            await d.complete(_plan("a"), _body())
+
+    h.run(registry, job)
+    share = len(h.upstream.requests) / 200
+    assert 0.62 < share < 0.88  # 0.75 expected
+
+
+def test_total_timeout_falls_back(h: Harness) -> None:
+    models = (
+        "  a: {provider: up, model: 'a?delay=2', timeout_s: 0.3}\n  b: {provider: up, model: b}"
+    )
+    registry = h.registry(models, "a")
+    served = h.run(registry, lambda d: d.complete(_plan("a", "b"), _body()))
+    assert served.model == "b" and "0.3s" in served.attempts[0]
+    assert h.sleeps == []  # a timeout is not retried on the same model
+
+
+def test_time_to_first_token_limit_falls_back_before_any_byte(h: Harness) -> None:
+    models = (
+        "  a: {provider: up, model: 'a?ttft=2', first_token_timeout_s: 0.3}\n"
+        "  b: {provider: up, model: b}"
+    )
+    registry = h.registry(models, "a")
+
+    async def job(d: Dispatcher) -> tuple[str, list[bytes]]:
+        opened = await d.open_stream(_plan("a", "b"), _body(stream=True))
+        return opened.model, [e async for e in opened.events]
+
+    model, events = h.run(registry, job)
+    assert model == "b" and events[-1] == b"data: [DONE]\n\n"
+
+
+def test_all_timeouts_is_504(h: Harness) -> None:
+    registry = h.registry("  a: {provider: up, model: 'a?delay=2', timeout_s: 0.2}", "a")
+    with pytest.raises(AllFallbacksFailed) as caught:
+        h.run(registry, lambda d: d.complete(_plan("a"), _body()))
+    assert caught.value.status == 504
+
+
+def test_a_mid_stream_failure_is_not_retried(h: Harness) -> None:
+    models = "  a: {provider: up, model: 'a?mid=1'}\n  b: {provider: up, model: b}"
+    registry = h.registry(models, "a")
+
+    async def job(d: Dispatcher) -> list[bytes]:
+        opened = await d.open_stream(_plan("a", "b"), _body(stream=True))
+        got: list[bytes] = []
+        with pytest.raises(ProviderError):
+            async for event in opened.events:
+                got.append(event)
+        return got
+
+    assert len(h.run(registry, job)) == 2
+    assert h.upstream.models_called() == ["a?mid=1"]
+
+
+def test_a_context_length_error_goes_to_the_larger_model(h: Harness) -> None:
+    models = (
+        "  a: {provider: up, model: 'a?context=1', context_window: 8192}\n"
+        "  mid: {provider: up, model: mid, context_window: 16000}\n"
+        "  big: {provider: up, model: big, context_window: 200000}"
+    )
+    registry = h.registry(models, "a")
+    policy = RoutePolicy(context_fallback="big")
+    served = h.run(registry, lambda d: d.complete(_plan("a", "mid", policy=policy), _body()))
+    assert served.model == "big" and h.sleeps == []
+    assert "context" in served.attempts[0]
+
+
+def test_an_over_long_request_skips_small_models_without_sending(h: Harness) -> None:
+    models = (
+        "  small: {provider: up, model: small, context_window: 100}\n"
+        "  other: {provider: up, model: other, context_window: 100}\n"
+        "  big: {provider: up, model: big, context_window: 200000}"
+    )
+    registry = h.registry(models, "small")
+    served = h.run(
+        registry, lambda d: d.complete(_plan("small", "other", "big"), _body("x " * 400))
+    )
+    assert served.model == "big"
+    assert h.upstream.models_called() == ["big"]
+
+
+def test_no_larger_model_is_a_context_error(h: Harness) -> None:
+    registry = h.registry("  a: {provider: up, model: 'a?context=1', context_window: 8192}", "a")
+    with pytest.raises(ContextWindowExceeded) as caught:
+        h.run(registry, lambda d: d.complete(_plan("a"), _body()))
+    assert caught.value.code == "context_length_exceeded" and caught.value.model == "a"
+
+
+def test_usage_is_priced_and_estimated_when_missing(h: Harness) -> None:
+    models = (
+        "  a: {provider: up, model: a, price: {input: 2, output: 8}}\n"
+        "  n: {provider: up, model: 'n?nousage=1', price: {input: 2, output: 8}}"
+    )
+    registry = h.registry(models, "a")
+    served = h.run(registry, lambda d: d.complete(_plan("a"), _body()))
+    usage = served.data["usage"]
+    assert usage["prompt_tokens"] == 3 and usage["estimated"] is False
+    assert usage["cost_usd"] == pytest.approx((3 * 2 + 3 * 8) / 1e6)
+    served = h.run(registry, lambda d: d.complete(_plan("n"), _body("hello there")))
+    assert served.usage.estimated and served.data["usage"]["estimated"] is True
+    assert served.usage.prompt_tokens > 0 and served.usage.completion_tokens > 0
+
+
+def _stream_usage(h: Harness, model: str, include: bool) -> tuple[list[dict[str, Any]], Any]:
+    models = f"  a: {{provider: up, model: '{model}', price: {{input: 2, output: 8}}}}"
+    registry = h.registry(models, "a")
+    body = _body(stream=True)
+    if include:
+        body["stream_options"] = {"include_usage": True}
+
+    async def job(d: Dispatcher) -> tuple[list[dict[str, Any]], Any]:
+        opened = await d.open_stream(_plan("a"), body)
+        events = [e async for e in opened.events]
+        assert events[-1] == b"data: [DONE]\n\n"
+        return [json.loads(e[6:]) for e in events[:-1]], opened.usage
+
+    return h.run(registry, job)
+
+
+def test_stream_usage_chunks_carry_the_cost(h: Harness) -> None:
+    chunks, usage = _stream_usage(h, "a", include=True)
+    assert chunks[-1]["usage"]["cost_usd"] == pytest.approx(30 / 1e6)
+    assert usage.estimated is False
+
+
+def test_stream_usage_is_estimated_and_added_when_asked_for(h: Harness) -> None:
+    chunks, usage = _stream_usage(h, "a?nousage=1", include=True)
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["estimated"] is True
+    chunks, usage = _stream_usage(h, "a?nousage=1", include=False)
+    assert all("usage" not in c for c in chunks)
+    assert usage is not None and usage.estimated
