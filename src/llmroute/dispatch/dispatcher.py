@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from llmroute.dispatch.deployments import Deployment, Deployments
 from llmroute.dispatch.plan import Plan
 from llmroute.dispatch.retry import backoff_delay
-from llmroute.dispatch.usage import StreamUsage, Usage, priced, prompt_text
+from llmroute.dispatch.usage import StreamUsage, Usage, priced, prompt_chars
 from llmroute.errors import (
     AllFallbacksFailed,
     CircuitOpen,
@@ -151,7 +151,7 @@ class Dispatcher:
     ) -> tuple[T, str, Deployment, tuple[str, ...]]:
         chain = list(plan.chain)
         failures: list[tuple[str, ProviderError]] = []
-        needed = len(prompt_text(body)) // _CHARS_PER_TOKEN
+        needed = prompt_chars(body) // _CHARS_PER_TOKEN
         position = 0
         while position < len(chain):
             name = chain[position]

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer
 
 from llmroute.registry.schema import Price
 
-__all__ = ["StreamUsage", "Usage", "count_tokens", "priced", "prompt_text"]
+__all__ = ["StreamUsage", "Usage", "count_tokens", "priced", "prompt_chars", "prompt_text"]
 
 _PER_MESSAGE = 4  # role and separators, as chat templates add them
 
@@ -72,18 +72,25 @@ def _content_text(content: Any) -> Iterable[str]:
                 yield part["text"]
 
 
-def prompt_text(body: Mapping[str, Any]) -> str:
-    """The text of a chat body's messages and tool definitions, for counting."""
-    pieces: list[str] = []
+def _prompt_pieces(body: Mapping[str, Any]) -> Iterable[str]:
     for message in body.get("messages") or ():
         if isinstance(message, Mapping):
-            pieces.extend(_content_text(message.get("content")))
+            yield from _content_text(message.get("content"))
             for call in message.get("tool_calls") or ():
                 if isinstance(call, Mapping):
-                    pieces.append(json.dumps(call.get("function", {})))
+                    yield json.dumps(call.get("function", {}))
     if body.get("tools"):
-        pieces.append(json.dumps(body["tools"]))
-    return "\n".join(pieces)
+        yield json.dumps(body["tools"])
+
+
+def prompt_text(body: Mapping[str, Any]) -> str:
+    """The text of a chat body's messages and tool definitions, for counting."""
+    return "\n".join(_prompt_pieces(body))
+
+
+def prompt_chars(body: Mapping[str, Any]) -> int:
+    """The length of `prompt_text` without building it (on every request)."""
+    return sum(len(piece) + 1 for piece in _prompt_pieces(body))
 
 
 def _prompt_tokens(body: Mapping[str, Any]) -> int:
