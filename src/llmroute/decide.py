@@ -9,10 +9,12 @@ so it can be unit-tested, benchmarked and replayed over logs.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from llmroute.decision import Decision, LayerSignal, Outcome, Verdict, new_decision_id
 from llmroute.encoders.base import Encoder
@@ -20,10 +22,14 @@ from llmroute.layers.base import DecisionContext, DecisionLayer, LayerResult
 from llmroute.registry import LoadedRegistry, load_registry
 from llmroute.request import RouteRequest
 
+if TYPE_CHECKING:
+    from llmroute.sdk.chat import Chat
+
 __all__ = ["DEFAULT_LAYER", "Router", "run_pipeline"]
 
 DEFAULT_LAYER = "default"
 RequestInput = str | Mapping[str, Any] | RouteRequest
+_CHAT_LOCK = threading.Lock()  # one SDK object per router, even under threads
 
 
 class Router:
@@ -58,6 +64,7 @@ class Router:
             route=DEFAULT_LAYER, model=default.target, confidence=0.0, reason="no layer decided"
         )
         self._window = loaded.registry.intent.window
+        self._chat: Chat | None = None
 
     @classmethod
     def from_yaml(
@@ -72,6 +79,38 @@ class Router:
     @property
     def version(self) -> str:
         return self.loaded.version
+
+    @property
+    def chat(self) -> Chat:
+        """The OpenAI-style SDK: ``router.chat.completions.create(...)`` (docs/sdk.md)."""
+        # Imported here: the SDK pulls in dispatch and httpx, which `decide` never needs.
+        from llmroute.sdk.chat import Chat
+
+        with _CHAT_LOCK:
+            if self._chat is None:
+                self._chat = Chat(self)
+            return self._chat
+
+    def close(self) -> None:
+        """Release what the SDK holds (its loop thread, its connections)."""
+        if self._chat is not None:
+            self._chat.close()
+
+    async def aclose(self) -> None:
+        """As `close`, and close the calling loop's connections first."""
+        if self._chat is not None:
+            await self._chat.aclose()
+
+    def __enter__(self) -> Router:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def request(
         self, request: RequestInput, *, headers: Mapping[str, str] | None = None

@@ -1,0 +1,203 @@
+"""``router.chat.completions``: the OpenAI client's chat API, served in-process.
+
+Each call is routed (`plan_request`) and dispatched (`Dispatcher`) exactly as the
+gateway does it, without an HTTP hop. Synchronous calls run on one event loop in a
+daemon thread owned by the router (started on first use, stopped by ``close()``);
+asynchronous calls run on the caller's loop, with a dispatcher for that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterable
+from typing import Any, Literal, TypeVar, overload
+
+from llmroute.decide import Router
+from llmroute.dispatch import AUTO, Dispatcher, Plan, plan_request
+from llmroute.errors import ProviderTimeout, RoutingError
+from llmroute.sdk.clients import LoopClients
+from llmroute.sdk.convert import as_completion, jsonable, routing_info
+from llmroute.sdk.loop import LoopThread
+from llmroute.sdk.streams import AsyncStream, Stream
+
+__all__ = ["Chat", "Completions"]
+
+T = TypeVar("T")
+
+
+class _Request:
+    """One call's body, routing headers and time limit, from openai-style kwargs."""
+
+    def __init__(
+        self,
+        model: str,
+        messages: Iterable[Any],
+        stream: bool,
+        options: dict[str, Any],
+    ) -> None:
+        extra_headers = options.pop("extra_headers", None) or {}
+        extra_body = options.pop("extra_body", None) or {}
+        options.pop("extra_query", None)  # query parameters mean nothing in-process
+        timeout = options.pop("timeout", None)
+        params = {k: v for k, v in options.items() if not _omitted(v)}
+        body: dict[str, Any] = {"model": model, "messages": jsonable(list(messages))}
+        body |= jsonable(params)
+        if stream:
+            body["stream"] = True
+        body |= jsonable(dict(extra_body))
+        if not isinstance(body["messages"], list) or not body["messages"]:
+            raise RoutingError("'messages' is required and must be a non-empty list")
+        self.body = body
+        self.headers = {str(k): str(v) for k, v in dict(extra_headers).items()}
+        self.timeout = None if _omitted(timeout) else _seconds(timeout)
+
+    def plan(self, router: Router) -> Plan:
+        return plan_request(router, self.body, self.headers)
+
+
+def _omitted(value: Any) -> bool:
+    """openai's ``NOT_GIVEN`` / ``omit`` sentinels, so wrappers can forward them."""
+    return type(value).__name__ in ("NotGiven", "Omit")
+
+
+def _seconds(timeout: Any) -> float | None:
+    if timeout is None or isinstance(timeout, int | float):
+        return timeout
+    read = getattr(timeout, "read", None)  # an httpx.Timeout: its read limit
+    if read is None or isinstance(read, int | float):
+        return read
+    raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+
+
+async def _limited(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
+    try:
+        async with asyncio.timeout(timeout):
+            return await coro
+    except TimeoutError:
+        raise ProviderTimeout("llmroute", f"no answer within {timeout:g}s") from None
+
+
+class _Engine:
+    """Owns the loop thread and the per-loop dispatchers of one router."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self._clients = LoopClients(router.loaded.registry)
+        self._lock = threading.Lock()
+        self._thread: LoopThread | None = None
+
+    def thread(self) -> LoopThread:
+        with self._lock:
+            if self._thread is None or not self._thread.alive:
+                self._thread = LoopThread()
+            return self._thread
+
+    async def dispatcher(self) -> Dispatcher:
+        return await self._clients.get()
+
+    async def complete(self, request: _Request, plan: Plan) -> Any:
+        dispatcher = await self.dispatcher()
+        served = await _limited(dispatcher.complete(plan, request.body), request.timeout)
+        info = routing_info(plan.decision, served.model, served.deployment, served.attempts)
+        info["cost_usd"] = served.usage.cost_usd
+        return as_completion(served.data, info)
+
+    async def open(self, request: _Request, plan: Plan) -> AsyncStream:
+        dispatcher = await self.dispatcher()
+        opened = await _limited(dispatcher.open_stream(plan, request.body), request.timeout)
+        info = routing_info(plan.decision, opened.model, opened.deployment, opened.attempts)
+        return AsyncStream(opened, info, request.timeout)
+
+    def stop_thread(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.stop()
+
+    def close(self) -> None:
+        self.stop_thread()
+        self._clients.release_others()
+
+    async def aclose(self) -> None:
+        await self._clients.aclose_current()
+        await asyncio.to_thread(self.stop_thread)
+        self._clients.release_others()
+
+
+class Completions:
+    """``create`` (synchronous) and ``acreate`` (asynchronous), taking the OpenAI chat
+    parameters. ``model`` is ``"auto"`` (route it), a route name or a pool model name."""
+
+    def __init__(self, engine: _Engine) -> None:
+        self._engine = engine
+
+    @overload
+    def create(
+        self,
+        *,
+        messages: Iterable[Any],
+        model: str = ...,
+        stream: Literal[False] = ...,
+        **params: Any,
+    ) -> Any: ...
+
+    @overload
+    def create(
+        self, *, messages: Iterable[Any], model: str = ..., stream: Literal[True], **params: Any
+    ) -> Stream: ...
+
+    def create(
+        self, *, messages: Iterable[Any], model: str = AUTO, stream: bool = False, **params: Any
+    ) -> Any:
+        """A ``ChatCompletion`` (a dict without ``openai``), or with ``stream=True`` a
+        `Stream` of chunks. The decision runs in the calling thread; the upstream call
+        on the router's loop thread."""
+        request = _Request(model, messages, stream, params)
+        plan = request.plan(self._engine.router)
+        thread = self._engine.thread()
+        if not stream:
+            return thread.run(self._engine.complete(request, plan))
+        return Stream(thread.run(self._engine.open(request, plan)), thread)
+
+    @overload
+    async def acreate(
+        self,
+        *,
+        messages: Iterable[Any],
+        model: str = ...,
+        stream: Literal[False] = ...,
+        **params: Any,
+    ) -> Any: ...
+
+    @overload
+    async def acreate(
+        self, *, messages: Iterable[Any], model: str = ..., stream: Literal[True], **params: Any
+    ) -> AsyncStream: ...
+
+    async def acreate(
+        self, *, messages: Iterable[Any], model: str = AUTO, stream: bool = False, **params: Any
+    ) -> Any:
+        """As `create`, on the running loop; a stream is an `AsyncStream`."""
+        request = _Request(model, messages, stream, params)
+        plan = request.plan(self._engine.router)  # ~ms of CPU, on the caller's loop
+        if not stream:
+            return await self._engine.complete(request, plan)
+        return await self._engine.open(request, plan)
+
+
+class Chat:
+    """``router.chat``: holds ``completions``, as ``openai.OpenAI().chat`` does."""
+
+    def __init__(self, router: Router) -> None:
+        self._engine = _Engine(router)
+        self.completions = Completions(self._engine)
+
+    def close(self) -> None:
+        """Stop the loop thread (closing its connections) and release the dispatchers
+        of other loops; a later call starts afresh."""
+        self._engine.close()
+
+    async def aclose(self) -> None:
+        """As `close`, and close the running loop's dispatcher first."""
+        await self._engine.aclose()

@@ -1,0 +1,60 @@
+"""`LoopThread`: one event loop in a daemon thread, for the SDK's synchronous calls.
+
+httpx's async clients are bound to the loop they first run on, so every synchronous
+call goes through this one loop (and its own providers) rather than a fresh
+``asyncio.run`` per call, which would throw away pooled connections each time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["LoopThread"]
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An event loop running in a daemon thread until `stop`."""
+
+    def __init__(self, name: str = "llmroute-sdk") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the loop and wait for its result (its exception is raised here).
+
+        Called from the loop's own thread it would deadlock, so that raises instead.
+        """
+        if threading.current_thread() is self._thread or not self.alive:
+            coro.close()
+            raise RuntimeError("the llmroute SDK loop is closed, or this is its own thread")
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # Ctrl-C while waiting: do not leave the call running
+            raise
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop (async generators still open are closed) and join the thread."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)

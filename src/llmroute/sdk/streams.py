@@ -1,0 +1,135 @@
+"""Streamed completions: `AsyncStream` on the caller's loop, `Stream` (synchronous)
+driving an `AsyncStream` on the SDK's loop thread. Both mirror openai's ``Stream``:
+iterate for chunks, ``close()`` (or a ``with`` block) to stop early."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from types import TracebackType
+from typing import Any
+
+from llmroute.dispatch import Opened
+from llmroute.dispatch.usage import Usage
+from llmroute.errors import ProviderTimeout
+from llmroute.sdk.convert import as_chunk, event_json
+from llmroute.sdk.loop import LoopThread
+
+__all__ = ["AsyncStream", "Stream"]
+
+
+async def _chunks(opened: Opened, info: dict[str, Any]) -> AsyncGenerator[Any, None]:
+    """Parsed chunks; the upstream stream is closed however this one ends."""
+    try:
+        async for event in opened.events:
+            data = event_json(event, opened.deployment)
+            if data is not None:
+                yield as_chunk(data, info)
+    finally:
+        aclose = getattr(opened.events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+class AsyncStream:
+    """``chat.completion.chunk`` objects (openai's ``ChatCompletionChunk``, or dicts),
+    each carrying the ``llmroute`` field, also kept here as `llmroute`."""
+
+    def __init__(self, opened: Opened, info: dict[str, Any], timeout: float | None) -> None:
+        self.llmroute = info
+        self._opened = opened
+        self._chunks = _chunks(opened, info)
+        self._timeout = timeout
+
+    @property
+    def usage(self) -> Usage | None:
+        """Tokens and cost, once the stream has ended."""
+        return self._opened.usage
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await anext(self._chunks)
+        except TimeoutError:
+            await self.aclose()
+            raise ProviderTimeout(
+                self._opened.deployment, f"no stream event within {self._timeout:g}s"
+            ) from None
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def _next_or_end(stream: AsyncStream) -> tuple[bool, Any]:
+    """One chunk, as ``(True, chunk)``, or ``(False, None)`` at the end: a coroutine
+    does not carry StopAsyncIteration across threads gracefully."""
+    try:
+        return True, await anext(stream)
+    except StopAsyncIteration:
+        return False, None
+
+
+class Stream:
+    """The synchronous face of an `AsyncStream` that runs on the SDK's loop thread."""
+
+    def __init__(self, stream: AsyncStream, thread: LoopThread) -> None:
+        self.llmroute = stream.llmroute
+        self._stream = stream
+        self._thread = thread
+        self._done = False
+
+    @property
+    def usage(self) -> Usage | None:
+        """Tokens and cost, once the stream has ended."""
+        return self._stream.usage
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        if self._done:
+            raise StopIteration
+        try:
+            more, chunk = self._thread.run(_next_or_end(self._stream))
+        except BaseException:
+            with contextlib.suppress(Exception):  # the original error is the one to see
+                self.close()
+            raise
+        if not more:
+            self._done = True
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        """Stop reading, and close the upstream connection (idempotent)."""
+        if self._done:
+            return
+        self._done = True
+        if self._thread.alive:
+            self._thread.run(self._stream.aclose())
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

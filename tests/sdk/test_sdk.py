@@ -1,0 +1,288 @@
+"""The SDK end to end: ``router.chat.completions`` in-process, against a fake
+OpenAI-compatible upstream (a real HTTP server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_upstream import FAIL_400, FAIL_500, FakeUpstream, fake_upstream
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from llmroute import Router
+from llmroute.errors import ModelNotFound, ProviderError, RoutingError, UpstreamRejected
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: up-small, price: {input: 1.0, output: 2.0}}
+  large: {provider: fake, model: up-large}
+  broken: {provider: fake, model: %(fail_500)s}
+  picky: {provider: fake, model: %(fail_400)s}
+  halfway: {provider: fake, model: fail-mid}
+routes:
+  - name: code
+    examples: ["write a Python function to parse JSON", "debug this SQL query"]
+    target: large
+    policy: {fallback: [small]}
+  - name: chitchat
+    examples: ["hi there!", "how are you today?"]
+    target: small
+  - name: flaky
+    examples: ["tell me about volcanoes", "how do glaciers form"]
+    target: broken
+    policy: {fallback: [small]}
+  - name: rejected
+    examples: ["translate this to French", "say hello in German"]
+    target: picky
+    policy: {fallback: [small]}
+default: {target: small}
+rules:
+  - {name: vip, when: {header: {x-tier: vip}}, target: large}
+dispatch:
+  retries: {attempts: 1, backoff_s: 0.01, max_backoff_s: 0.02}
+  breaker: {enabled: false}
+"""
+
+CODE = [{"role": "user", "content": "write a Python function to parse JSON"}]
+HELLO = [{"role": "user", "content": "hi there!"}]
+SDK_THREAD = "llmroute-sdk"
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def registry(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sdk") / "registry.yaml"
+    path.write_text(REGISTRY % {"url": upstream.url, "fail_500": FAIL_500, "fail_400": FAIL_400})
+    return path
+
+
+@pytest.fixture
+def router(registry: Path) -> Iterator[Router]:
+    with Router.from_yaml(registry) as router:
+        yield router
+
+
+def _sdk_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == SDK_THREAD]
+
+
+def _text(chunks: list[Any]) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_create_routes_and_returns_an_openai_completion(router: Router) -> None:
+    completion = router.chat.completions.create(model="auto", messages=CODE)
+    assert isinstance(completion, ChatCompletion)
+    assert completion.model == "up-large"
+    assert completion.choices[0].message.content == "echo: " + CODE[0]["content"]
+    info = completion.llmroute  # type: ignore[attr-defined]
+    assert info["route"] == "code" and info["model"] == "large"
+    assert info["layer"] == "intent" and info["decision_id"]
+    assert 0.0 < info["confidence"] <= 1.0
+    assert completion.model_dump()["llmroute"] == info
+
+
+def test_model_defaults_to_auto_and_pins_routes_and_pool_models(router: Router) -> None:
+    assert router.chat.completions.create(messages=HELLO).model == "up-small"
+    pinned = router.chat.completions.create(model="code", messages=HELLO)
+    assert pinned.model == "up-large"
+    assert pinned.llmroute["route"] == "code" and pinned.llmroute["layer"] == "pinned"
+    pool = router.chat.completions.create(model="small", messages=CODE)
+    assert pool.model == "up-small" and pool.llmroute["model"] == "small"
+    assert pool.llmroute["cost_usd"] > 0  # priced from the registry's price
+
+
+def test_extra_headers_feed_the_routing_rules(router: Router) -> None:
+    completion = router.chat.completions.create(messages=HELLO, extra_headers={"X-Tier": "vip"})
+    assert completion.llmroute["layer"] == "rules" and completion.model == "up-large"
+
+
+def test_openai_parameters_reach_the_upstream_untouched(
+    router: Router, upstream: FakeUpstream
+) -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    router.chat.completions.create(
+        model="small",
+        messages=HELLO,
+        tools=tools,
+        seed=7,
+        response_format=fmt,
+        temperature=0.2,
+        extra_body={"top_k": 5},
+        extra_headers={"x-ignored": "1"},
+        timeout=5,
+    )
+    body = upstream.requests[-1].body
+    assert body["tools"] == tools and body["seed"] == 7 and body["response_format"] == fmt
+    assert body["temperature"] == 0.2 and body["top_k"] == 5
+    assert body["messages"] == HELLO and body["model"] == "up-small"
+    assert "timeout" not in body and "extra_headers" not in body and "stream" not in body
+
+
+def test_a_previous_reply_message_can_be_sent_back(router: Router) -> None:
+    first = router.chat.completions.create(model="small", messages=HELLO)
+    history = [*HELLO, first.choices[0].message, {"role": "user", "content": "again"}]
+    second = router.chat.completions.create(model="small", messages=history)
+    assert second.choices[0].message.content == "echo: again"
+
+
+def test_falls_back_on_an_upstream_500(router: Router, upstream: FakeUpstream) -> None:
+    messages = [{"role": "user", "content": "tell me about volcanoes"}]
+    completion = router.chat.completions.create(messages=messages)
+    assert completion.model == "up-small"
+    info = completion.llmroute
+    assert info["route"] == "flaky" and info["model"] == "small"
+    assert len(info["attempts"]) == 1 and "broken" in info["attempts"][0]
+    assert FAIL_500 in upstream.models_called()
+
+
+def test_errors_are_the_library_s(router: Router) -> None:
+    with pytest.raises(UpstreamRejected) as rejected:
+        router.chat.completions.create(model="picky", messages=HELLO)
+    assert rejected.value.status == 400
+    with pytest.raises(ModelNotFound):
+        router.chat.completions.create(model="gpt-nope", messages=HELLO)
+    with pytest.raises(RoutingError):
+        router.chat.completions.create(messages=[])
+
+
+def test_sync_stream_yields_chunks_with_the_decision(router: Router) -> None:
+    stream = router.chat.completions.create(messages=HELLO, stream=True)
+    assert stream.usage is None  # known once the stream has ended
+    chunks = list(stream)
+    assert _text(chunks).strip() == "echo: hi there!" and stream.usage is not None
+    assert stream.usage.cost_usd > 0
+    stream = router.chat.completions.create(messages=CODE, stream=True)
+    chunks = list(stream)
+    assert all(isinstance(c, ChatCompletionChunk) for c in chunks)
+    assert _text(chunks).strip() == "echo: " + CODE[0]["content"]
+    assert {c.model for c in chunks} == {"up-large"}
+    assert stream.llmroute["route"] == "code" == chunks[0].llmroute["route"]
+
+
+def test_sync_stream_stops_early_and_closes(router: Router, upstream: FakeUpstream) -> None:
+    with router.chat.completions.create(model="small", messages=CODE, stream=True) as stream:
+        first = next(stream)
+    assert first.choices[0].delta.role == "assistant"
+    assert list(stream) == []  # closed: nothing more
+    # the loop thread is still serving after an early close
+    assert router.chat.completions.create(model="small", messages=HELLO).model == "up-small"
+
+
+def test_a_stream_broken_midway_raises_provider_error(router: Router) -> None:
+    stream = router.chat.completions.create(model="halfway", messages=HELLO, stream=True)
+    with pytest.raises(ProviderError):
+        list(stream)
+
+
+def test_async_create_and_stream(registry: Path) -> None:
+    async def main() -> tuple[Any, list[Any], dict[str, Any]]:
+        router = Router.from_yaml(registry)
+        try:
+            completion = await router.chat.completions.acreate(messages=CODE)
+            stream = await router.chat.completions.acreate(messages=HELLO, stream=True)
+            chunks = [chunk async for chunk in stream]
+            async with await router.chat.completions.acreate(messages=HELLO, stream=True) as early:
+                await anext(early)
+            return completion, chunks, stream.llmroute
+        finally:
+            await router.aclose()
+
+    completion, chunks, info = asyncio.run(main())
+    assert isinstance(completion, ChatCompletion) and completion.model == "up-large"
+    assert completion.llmroute["route"] == "code"
+    assert _text(chunks).strip() == "echo: hi there!" and info["route"] == "chitchat"
+    assert not _sdk_threads()  # the async path never started the loop thread
+
+
+def test_async_errors_and_fallback(registry: Path) -> None:
+    async def main() -> Any:
+        router = Router.from_yaml(registry)
+        try:
+            with pytest.raises(UpstreamRejected):
+                await router.chat.completions.acreate(model="picky", messages=HELLO)
+            with pytest.raises(ModelNotFound):
+                await router.chat.completions.acreate(model="nope", messages=HELLO, stream=True)
+            return await router.chat.completions.acreate(model="flaky", messages=HELLO)
+        finally:
+            await router.aclose()
+
+    assert asyncio.run(main()).llmroute["model"] == "small"
+
+
+def test_one_router_serves_several_event_loops(registry: Path) -> None:
+    router = Router.from_yaml(registry)
+
+    async def once() -> str:
+        completion = await router.chat.completions.acreate(model="small", messages=HELLO)
+        return str(completion.model)
+
+    # asyncio.run shuts down each loop; its connections are closed with it
+    assert [asyncio.run(once()) for _ in range(2)] == ["up-small", "up-small"]
+    router.close()
+
+
+def test_close_stops_the_loop_thread_and_a_later_call_restarts_it(registry: Path) -> None:
+    with Router.from_yaml(registry) as router:
+        assert router.chat is router.chat
+        router.chat.completions.create(model="small", messages=HELLO)
+        assert len(_sdk_threads()) == 1
+    assert not _sdk_threads()
+    router.chat.completions.create(model="small", messages=HELLO)
+    assert len(_sdk_threads()) == 1
+    router.close()
+    router.close()  # idempotent
+    assert not _sdk_threads()
+
+
+def test_timeout_is_honoured(upstream: FakeUpstream, tmp_path: Path) -> None:
+    path = tmp_path / "slow.yaml"
+    registry = REGISTRY % {"url": upstream.url, "fail_500": FAIL_500, "fail_400": FAIL_400}
+    slow = registry.replace("model: up-small,", "model: 'slow?delay=1',")
+    assert slow != registry
+    path.write_text(slow)
+    with Router.from_yaml(path) as router, pytest.raises(ProviderError, match=r"0\.2s"):
+        router.chat.completions.create(model="small", messages=HELLO, timeout=0.2)
+
+
+WITHOUT_OPENAI = """
+import json, sys
+sys.modules["openai"] = None  # as if it were not installed
+from llmroute import Router
+with Router.from_yaml(sys.argv[1]) as router:
+    reply = router.chat.completions.create(messages=[{"role": "user", "content": "hi"}])
+    chunks = list(router.chat.completions.create(model="small", messages=[
+        {"role": "user", "content": "hi"}], stream=True))
+print(json.dumps([reply, chunks]))
+"""
+
+
+def test_without_openai_the_results_are_dicts(registry: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_OPENAI, str(registry)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    reply, chunks = json.loads(result.stdout)
+    assert reply["model"] == "up-small" and reply["llmroute"]["route"] == "chitchat"
+    assert chunks and all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert all(c["llmroute"]["model"] == "small" for c in chunks)
