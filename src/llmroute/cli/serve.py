@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import os
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from llmroute.cli._app import RegistryOption, app, resolve_registry
 from llmroute.registry import load_registry
-from llmroute.server.settings import DEFAULT_MAX_BODY_BYTES, MAX_BODY_ENV, REGISTRY_ENV
+from llmroute.server.settings import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_RELOAD_INTERVAL_S,
+    MAX_BODY_ENV,
+    REGISTRY_ENV,
+    RELOAD_INTERVAL_ENV,
+)
 
 
 @app.command()
@@ -21,21 +28,48 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option(help="Largest request body accepted (413 beyond).", min=1)
     ] = DEFAULT_MAX_BODY_BYTES,
+    reload_interval: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between checks of the registry file for changes (0: only on SIGHUP).",
+            min=0,
+        ),
+    ] = DEFAULT_RELOAD_INTERVAL_S,
 ) -> None:
-    """Serve /v1/chat/completions: each request is routed, then sent to its model."""
+    """Serve /v1/chat/completions: each request is routed, then sent to its model.
+
+    The registry is reloaded when its file changes or on SIGHUP; an invalid one is
+    logged and the running one kept. With --workers, each worker reloads on its own.
+    """
     import uvicorn
 
     path = resolve_registry(registry)
     load_registry(path)  # a bad registry fails here with one clean line, not a traceback
+    log_config = _log_config(uvicorn.config.LOGGING_CONFIG)
     if workers > 1:
         # Worker processes import the factory by name and read their settings from the
         # environment they inherit.
         os.environ[REGISTRY_ENV] = str(path)
         os.environ[MAX_BODY_ENV] = str(max_body_bytes)
+        os.environ[RELOAD_INTERVAL_ENV] = str(reload_interval)
         uvicorn.run(
-            "llmroute.server.app:app_from_env", factory=True, host=host, port=port, workers=workers
+            "llmroute.server.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=log_config,
         )
         return
     from llmroute.server.app import create_app
 
-    uvicorn.run(create_app(str(path), max_body_bytes=max_body_bytes), host=host, port=port)
+    app = create_app(str(path), max_body_bytes=max_body_bytes, reload_interval_s=reload_interval)
+    uvicorn.run(app, host=host, port=port, log_config=log_config)
+
+
+def _log_config(base: dict[str, Any]) -> dict[str, Any]:
+    """uvicorn's logging, with llmroute's own loggers (reloads, retries) at INFO on the
+    same handler, so they are not dropped for want of one."""
+    config = copy.deepcopy(base)
+    config["loggers"]["llmroute"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config

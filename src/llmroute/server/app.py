@@ -1,7 +1,8 @@
 """`create_app`: the OpenAI-compatible gateway as a Starlette application.
 
-The lifespan loads the router once and opens one pooled client per provider; both live
-on ``app.state.gateway`` and the clients are closed at shutdown.
+The lifespan loads the router and opens one pooled client per provider; both live on
+``app.state.gateway``, are replaced when the registry is reloaded
+(`llmroute.server.reload`), and are closed at shutdown.
 """
 
 from __future__ import annotations
@@ -10,16 +11,14 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from llmroute.decide import Router
-from llmroute.dispatch import Dispatcher
 from llmroute.errors import LlmrouteError
-from llmroute.providers import build_providers
 from llmroute.server.chat import chat_completions, route_only
+from llmroute.server.embeddings import embeddings
 from llmroute.server.errors import (
     GatewayError,
     handle_any,
@@ -28,28 +27,38 @@ from llmroute.server.errors import (
     handle_llmroute_error,
 )
 from llmroute.server.meta import health, list_models, ready
-from llmroute.server.settings import DEFAULT_MAX_BODY_BYTES, MAX_BODY_ENV, REGISTRY_ENV
-from llmroute.server.state import Gateway
+from llmroute.server.reload import reloading
+from llmroute.server.settings import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_RELOAD_INTERVAL_S,
+    MAX_BODY_ENV,
+    REGISTRY_ENV,
+    RELOAD_INTERVAL_ENV,
+)
+from llmroute.server.state import PinGateway
 
 __all__ = ["app_from_env", "create_app"]
 
 
-def create_app(registry_path: str, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
+def create_app(
+    registry_path: str,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    reload_interval_s: float = DEFAULT_RELOAD_INTERVAL_S,
+) -> Starlette:
+    """The gateway for the registry at `registry_path`, reloaded when the file changes
+    (polled every `reload_interval_s` seconds; 0: only on SIGHUP)."""
+    interval = reload_interval_s if reload_interval_s > 0 else None
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        router = await anyio.to_thread.run_sync(Router.from_yaml, registry_path)
-        registry = router.loaded.registry
-        dispatcher = Dispatcher(registry, build_providers(registry))
-        app.state.gateway = Gateway(router, dispatcher, max_body_bytes)
-        try:
+        async with reloading(app.state, registry_path, max_body_bytes, interval):
             yield
-        finally:
-            app.state.gateway = None
-            await dispatcher.aclose()
 
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/route", route_only, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
@@ -61,6 +70,7 @@ def create_app(registry_path: str, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
             HTTPException: handle_http,
             Exception: handle_any,
         },
+        middleware=[Middleware(PinGateway)],
         lifespan=lifespan,
     )
     app.state.gateway = None
@@ -69,9 +79,12 @@ def create_app(registry_path: str, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
 
 def app_from_env() -> Starlette:
     """Factory for ``uvicorn --factory`` and multi-worker serving: the registry path comes
-    from ``$LLMROUTE_REGISTRY``, the body limit from ``$LLMROUTE_MAX_BODY_BYTES``."""
+    from ``$LLMROUTE_REGISTRY``, the body limit from ``$LLMROUTE_MAX_BODY_BYTES``, the
+    reload poll interval from ``$LLMROUTE_RELOAD_INTERVAL``."""
     limit = os.environ.get(MAX_BODY_ENV)
+    interval = os.environ.get(RELOAD_INTERVAL_ENV)
     return create_app(
         os.environ[REGISTRY_ENV],
         max_body_bytes=int(limit) if limit else DEFAULT_MAX_BODY_BYTES,
+        reload_interval_s=float(interval) if interval else DEFAULT_RELOAD_INTERVAL_S,
     )

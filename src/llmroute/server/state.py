@@ -1,27 +1,92 @@
-"""`Gateway`: what the server loads once at startup, kept on ``app.state.gateway``."""
+"""`Gateway`: the loaded router and its dispatcher, kept on ``app.state.gateway``.
+
+A registry reload swaps ``app.state.gateway`` for a new `Gateway`. `PinGateway` hands
+each request the gateway that was current when it arrived, and counts it in that
+gateway's `InFlight` until its response (a stream included) has gone out, so a request
+finishes on the registry it started with and the old clients are closed only after it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
+from types import TracebackType
 
 from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmroute.decide import Router
 from llmroute.dispatch import Dispatcher
 from llmroute.server.errors import GatewayError
 
-__all__ = ["Gateway", "gateway_of"]
+__all__ = ["Gateway", "InFlight", "PinGateway", "gateway_of"]
+
+_SCOPE_KEY = "llmroute.gateway"  # the request's pinned gateway, in its ASGI scope
 
 
-@dataclass(frozen=True, slots=True)
+class InFlight:
+    """How many requests a gateway is serving; `wait_idle` returns when none are."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def __enter__(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Gateway:
     router: Router
     dispatcher: Dispatcher
     max_body_bytes: int
+    inflight: InFlight = field(default_factory=InFlight, repr=False)
+
+    @property
+    def version(self) -> str:
+        return self.router.version
+
+
+class PinGateway:
+    """ASGI middleware: read ``app.state.gateway`` once per request, before the handler
+    runs, and count the request in flight on it until the response is complete."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # No await between reading the current gateway and counting the request on it:
+        # a reload that swaps it after this point waits for this request.
+        gateway = getattr(scope["app"].state, "gateway", None)
+        scope[_SCOPE_KEY] = gateway
+        if not isinstance(gateway, Gateway):
+            await self.app(scope, receive, send)
+            return
+        with gateway.inflight:
+            await self.app(scope, receive, send)
 
 
 def gateway_of(request: Request) -> Gateway:
-    gateway = getattr(request.app.state, "gateway", None)
+    """The gateway this request was pinned to on arrival (never a newer one)."""
+    gateway = request.scope.get(_SCOPE_KEY)
     if not isinstance(gateway, Gateway):
         raise GatewayError(503, "the router is not loaded yet", code="not_ready")
     return gateway

@@ -1,0 +1,82 @@
+"""``POST /v1/embeddings``: passed through to a pool model of kind ``embedding``.
+
+Nothing is routed: embeddings are asked of a named model, and a chat model or a route
+cannot answer them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from llmroute.errors import LlmrouteError
+from llmroute.server.body import read_json_object
+from llmroute.server.errors import GatewayError, gateway_error
+from llmroute.server.state import Gateway, gateway_of
+
+__all__ = ["embeddings"]
+
+
+async def embeddings(request: Request) -> Response:
+    gateway = gateway_of(request)
+    body = await read_json_object(request, gateway.max_body_bytes)
+    name = embedding_model(gateway, body.get("model"))
+    require_input(body)
+    headers = {"x-llmroute-model": name}
+    try:
+        data = await gateway.dispatcher.embed(name, body)
+    except LlmrouteError as exc:
+        raise gateway_error(exc, headers) from None
+    return JSONResponse(data, headers=headers)
+
+
+def embedding_model(gateway: Gateway, name: object) -> str:
+    """`name` when it is a pool model of kind ``embedding``: else 400, or 404 when the
+    registry has no such model."""
+    if not isinstance(name, str) or not name:
+        raise GatewayError(400, "'model' is required and must be a string", param="model")
+    models = gateway.router.loaded.registry.models
+    known = ", ".join(sorted(n for n, m in models.items() if m.kind == "embedding")) or "none"
+    model = models.get(name)
+    if model is None:
+        raise GatewayError(
+            404,
+            f"no embedding model named {name!r}; embedding models: {known}",
+            param="model",
+            code="model_not_found",
+        )
+    if model.kind != "embedding":
+        raise GatewayError(
+            400,
+            f"model {name!r} is a {model.kind} model; embedding models: {known}",
+            param="model",
+            code="model_not_embedding",
+        )
+    return name
+
+
+def require_input(body: dict[str, Any]) -> None:
+    """OpenAI's shapes: a string, a list of strings, a token array or a list of them."""
+    if not _valid_input(body.get("input")):
+        raise GatewayError(
+            400,
+            "'input' is required: a non-empty string, a list of strings, "
+            "a list of token ids or a list of such lists",
+            param="input",
+        )
+
+
+def _valid_input(value: object) -> bool:
+    if isinstance(value, str):
+        return bool(value)
+    if not isinstance(value, list) or not value:
+        return False
+    if all(isinstance(item, str) and item for item in value):
+        return True
+    return _tokens(value) or all(isinstance(item, list) and _tokens(item) for item in value)
+
+
+def _tokens(value: list[Any]) -> bool:
+    return bool(value) and all(type(token) is int for token in value)

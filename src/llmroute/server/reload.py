@@ -1,0 +1,247 @@
+"""Registry hot reload: on SIGHUP, and when the registry file's content changes.
+
+A background task polls the file (stat first, then a content hash, so a ``touch`` does
+nothing) and wakes early on SIGHUP. A new registry is loaded and validated in a worker
+thread; an invalid one is logged at ERROR (``file:line: field: message``) and the old
+gateway keeps serving. A valid one replaces ``app.state.gateway`` in one assignment;
+the old gateway's provider clients are closed once its last in-flight request (see
+`llmroute.server.state.PinGateway`) has finished.
+
+Each process reloads on its own: with ``--workers N`` every worker polls the file, and
+a SIGHUP must go to a worker's pid (uvicorn's supervisor restarts all workers on one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+from anyio.abc import TaskGroup
+from starlette.datastructures import State
+
+from llmroute.decide import Router
+from llmroute.dispatch import Dispatcher
+from llmroute.errors import ConfigError, LlmrouteError
+from llmroute.providers import build_providers
+from llmroute.providers.base import ChatProvider
+from llmroute.registry import load_registry
+from llmroute.server.state import Gateway
+
+__all__ = ["Fingerprint", "Reloader", "fingerprint", "reloading"]
+
+log = logging.getLogger("llmroute.server")
+
+Built = tuple[Router, dict[str, ChatProvider]]
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What the file looked like: its stat (cheap, checked first) and content hash."""
+
+    stat: tuple[int, int, int, int]
+    digest: str
+
+
+def fingerprint(path: str, previous: Fingerprint | None = None) -> Fingerprint | None:
+    """The file's fingerprint, hashing it only when its stat changed; None when it
+    cannot be read (for example between an editor's delete and rename)."""
+    try:
+        st = os.stat(path)
+        key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+        if previous is not None and previous.stat == key:
+            return previous
+        return Fingerprint(key, hashlib.sha256(Path(path).read_bytes()).hexdigest())
+    except OSError:
+        return None
+
+
+def build(path: str, current: Router | None = None) -> Built | None:
+    """Load, validate and assemble the registry at `path` (blocking: run it in a worker
+    thread). None when its version equals `current`'s: nothing to swap. The encoder is
+    reused when the registry's encoder settings are unchanged."""
+    loaded = load_registry(path)
+    encoder = None
+    if current is not None:
+        if loaded.version == current.version:
+            return None
+        if loaded.registry.encoder == current.loaded.registry.encoder:
+            encoder = current.encoder
+    router = Router(loaded, encoder=encoder)
+    return router, build_providers(router.loaded.registry)
+
+
+async def open_gateway(built: Built, max_body_bytes: int) -> Gateway:
+    router, providers = built
+    try:
+        dispatcher = Dispatcher(router.loaded.registry, providers)
+    except BaseException:
+        for provider in providers.values():
+            await provider.aclose()
+        raise
+    return Gateway(router, dispatcher, max_body_bytes)
+
+
+def one_line(exc: LlmrouteError) -> str:
+    """The error on one log line: every problem of a `ConfigErrors`, ``; ``-separated."""
+    problems = getattr(exc, "errors", None)
+    if isinstance(exc, ConfigError) and isinstance(problems, tuple):
+        return "; ".join(str(problem) for problem in problems)
+    return str(exc).replace("\n", "; ")
+
+
+class Reloader:
+    """Keeps ``state.gateway`` in step with the registry file at `path`; polls every
+    `interval_s` seconds (None: only on SIGHUP, via `kick`)."""
+
+    def __init__(
+        self, state: State, path: str, max_body_bytes: int, interval_s: float | None
+    ) -> None:
+        self._state = state
+        self._path = path
+        self._max_body_bytes = max_body_bytes
+        self._interval_s = interval_s
+        self._kicked = asyncio.Event()
+        self._seen: Fingerprint | None = None
+        self._retiring: list[Gateway] = []
+
+    @property
+    def current(self) -> Gateway:
+        gateway = self._state.gateway
+        assert isinstance(gateway, Gateway)
+        return gateway
+
+    async def load_first(self) -> None:
+        """The startup load: an invalid registry raises, and the server does not start."""
+        self._seen = await anyio.to_thread.run_sync(fingerprint, self._path)
+        built = await anyio.to_thread.run_sync(build, self._path)
+        assert built is not None
+        self._state.gateway = await open_gateway(built, self._max_body_bytes)
+
+    def kick(self) -> None:
+        """Reload now (the SIGHUP handler), whether or not the file looks changed."""
+        self._kicked.set()
+
+    async def watch(self, tasks: TaskGroup) -> None:
+        """Poll (or wait for a kick), then reload; never raises, so it cannot take the
+        server down with it."""
+        while True:
+            forced = await self._wait()
+            try:
+                if await self._changed() or forced:
+                    await self.reload("SIGHUP" if forced else "file changed", tasks)
+            except Exception:
+                log.exception("registry reload failed; still serving %s", self.current.version)
+
+    async def reload(self, reason: str, tasks: TaskGroup) -> None:
+        old = self.current
+        try:
+            built = await anyio.to_thread.run_sync(build, self._path, old.router)
+        except LlmrouteError as exc:
+            log.error(
+                "registry reload (%s) rejected, still serving version %s: %s",
+                reason,
+                old.version,
+                one_line(exc),
+            )
+            return
+        if built is None:
+            log.info("registry reload (%s): version %s unchanged", reason, old.version)
+            return
+        new = await open_gateway(built, self._max_body_bytes)
+        self._state.gateway = new  # the swap: requests from now on get `new`
+        log.info("registry reloaded (%s): version %s → %s", reason, old.version, new.version)
+        self._retiring.append(old)
+        tasks.start_soon(self._retire, old)
+
+    async def aclose(self) -> None:
+        """Close every gateway still open: the current one and any still retiring."""
+        gateways = [*self._retiring, self._state.gateway]
+        self._retiring.clear()
+        self._state.gateway = None
+        for gateway in gateways:
+            if isinstance(gateway, Gateway):
+                await gateway.dispatcher.aclose()
+
+    async def _wait(self) -> bool:
+        """Sleep one interval or until kicked; True when kicked."""
+        with anyio.move_on_after(self._interval_s):
+            await self._kicked.wait()
+        forced = self._kicked.is_set()
+        self._kicked.clear()
+        return forced
+
+    async def _changed(self) -> bool:
+        """Whether the file's content differs from when it was last looked at."""
+        seen = await anyio.to_thread.run_sync(fingerprint, self._path, self._seen)
+        if seen is None:
+            return False
+        changed = self._seen is None or seen.digest != self._seen.digest
+        self._seen = seen
+        return changed
+
+    async def _retire(self, old: Gateway) -> None:
+        """Close `old`'s clients once no request is using them."""
+        await old.inflight.wait_idle()
+        if old not in self._retiring:
+            return  # closed at shutdown
+        self._retiring.remove(old)
+        with anyio.CancelScope(shield=True):
+            await old.dispatcher.aclose()
+        log.info(
+            "registry version %s retired: its last request finished, its clients are closed",
+            old.version,
+        )
+
+
+@contextmanager
+def on_sighup(callback: Callable[[], None]) -> Iterator[None]:
+    """Call `callback` on SIGHUP while inside; a no-op off the main thread (where
+    signals cannot be handled) and on platforms without SIGHUP."""
+    sighup = getattr(signal, "SIGHUP", None)
+    if sighup is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(sighup)
+    try:
+        loop.add_signal_handler(sighup, callback)
+    except (NotImplementedError, RuntimeError, ValueError):
+        log.warning("cannot handle SIGHUP here; the registry reloads on file changes only")
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(sighup)
+        if previous is not None:
+            signal.signal(sighup, previous)
+
+
+@asynccontextmanager
+async def reloading(
+    state: State, path: str, max_body_bytes: int, interval_s: float | None
+) -> AsyncIterator[Reloader]:
+    """Load the registry into ``state.gateway`` and keep it current until exit; then
+    close every gateway's clients."""
+    reloader = Reloader(state, path, max_body_bytes, interval_s)
+    await reloader.load_first()
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(reloader.watch, tasks)
+            with on_sighup(reloader.kick):
+                try:
+                    yield reloader
+                finally:
+                    tasks.cancel_scope.cancel()
+    finally:
+        await reloader.aclose()

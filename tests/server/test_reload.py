@@ -1,0 +1,190 @@
+"""Registry hot reload end to end: `llmroute serve` as a subprocess, its registry file
+edited under it, a fake upstream (a real HTTP server) behind it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fake_upstream import FakeUpstream, fake_upstream
+from gateway_proc import Served, serve, wait_for
+
+KEY_ENV = "LLMROUTE_TEST_UPSTREAM_KEY"
+SECRET = "sk-test-SECRET-reload-77aa66bb55cc"
+SLOW = "slow?delay=3"  # the upstream takes this long: long enough to reload under it
+
+REGISTRY = """\
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", api_key_env: %(key_env)s, timeout_s: 10}
+models:
+  small: {provider: fake, model: up-small}
+  slow: {provider: fake, model: "%(slow)s"}
+routes:
+  - name: chitchat
+    examples: ["hi there!", "how are you today?"]
+    target: small
+%(extra)s
+default: {target: small}
+"""
+
+MATHS = """\
+  - name: maths
+    examples: ["integrate x squared from zero to one", "solve this quadratic equation"]
+    target: small
+"""
+
+INVALID = """\
+  - name: maths
+    examples: ["solve this quadratic equation"]
+    target: nope
+"""
+INVALID_LINE = 13  # the line of `target: nope` above, once rendered into REGISTRY
+
+
+@dataclass
+class Reloading:
+    served: Served
+    registry: Path
+    upstream: FakeUpstream
+
+    def write(self, extra: str = "", *, slow: bool = True) -> None:
+        """Replace the registry file atomically (as editors and deploy tools do)."""
+        text = _registry(self.upstream, extra)
+        if not slow:
+            text = text.replace(f'  slow: {{provider: fake, model: "{SLOW}"}}\n', "")
+        scratch = self.registry.with_suffix(".tmp")
+        scratch.write_text(text)
+        os.replace(scratch, self.registry)
+
+    def wait_version(self, old: str, timeout: float = 15) -> str:
+        wait_for("a reload", lambda: self.served.version() != old, timeout, self.served.log)
+        return self.served.version()
+
+    def wait_log(self, text: str, timeout: float = 15) -> None:
+        wait_for(repr(text), lambda: text in self.served.log_text(), timeout, self.served.log)
+
+
+def _registry(upstream: FakeUpstream, extra: str = "") -> str:
+    values = {"url": upstream.url, "key_env": KEY_ENV, "slow": SLOW, "extra": extra}
+    return REGISTRY % values
+
+
+@pytest.fixture
+def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Reloading]:
+    """A gateway polling its registry every 0.1 s; a test may pass other serve
+    arguments by indirect parametrization."""
+    args = getattr(request, "param", ["--reload-interval", "0.1"])
+    registry = tmp_path / "registry.yaml"
+    with fake_upstream() as upstream:
+        registry.write_text(_registry(upstream))
+        log = tmp_path / "serve.log"
+        with serve(registry, log, args, env={KEY_ENV: SECRET}) as served:
+            yield Reloading(served, registry, upstream)
+        assert SECRET not in log.read_text()
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def _chat(url: str, model: str, *, stream: bool = False) -> httpx.Response:
+    body = {"model": model, "messages": _user("hello"), "stream": stream}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=20)
+
+
+def _model_ids(url: str) -> set[str]:
+    response = httpx.get(f"{url}/v1/models", timeout=5)
+    return {m["id"] for m in response.json()["data"]}
+
+
+def test_an_edit_adds_a_route(gateway: Reloading) -> None:
+    url = gateway.served.url
+    old = gateway.served.version()
+    assert "maths" not in _model_ids(url)
+    gateway.write(MATHS)
+    new = gateway.wait_version(old)
+    assert "maths" in _model_ids(url)
+    pinned = {"model": "maths", "messages": _user("x")}
+    assert httpx.post(f"{url}/v1/route", json=pinned, timeout=5).json()["route"] == "maths"
+    auto = {"model": "auto", "messages": _user("solve this quadratic equation")}
+    assert httpx.post(f"{url}/v1/route", json=auto, timeout=5).json()["route"] == "maths"
+    gateway.wait_log(f"registry reloaded (file changed): version {old} → {new}")
+
+
+def test_a_touch_without_a_change_does_not_reload(gateway: Reloading) -> None:
+    old = gateway.served.version()
+    os.utime(gateway.registry)
+    gateway.write()  # the same text, a new file
+    time.sleep(1.0)  # ten polls
+    assert gateway.served.version() == old
+    assert "registry reload" not in gateway.served.log_text()
+
+
+def test_an_invalid_registry_is_rejected_and_the_old_one_keeps_serving(
+    gateway: Reloading,
+) -> None:
+    url = gateway.served.url
+    old = gateway.served.version()
+    gateway.write(INVALID)
+    where = f"{gateway.registry}:{INVALID_LINE}: routes[1].target: unknown model 'nope'"
+    gateway.wait_log(where)
+    line = next(x for x in gateway.served.log_text().splitlines() if where in x)
+    assert line.startswith("ERROR")
+    assert f"still serving version {old}" in line
+    assert gateway.served.version() == old
+    assert _chat(url, "chitchat").status_code == 200
+    assert "maths" not in _model_ids(url)
+
+    gateway.write(MATHS)  # the fix
+    new = gateway.wait_version(old)
+    assert "maths" in _model_ids(url)
+    gateway.wait_log(f"version {old} → {new}")
+
+
+@pytest.mark.parametrize("gateway", [["--reload-interval", "600"]], indirect=True)
+def test_sighup_reloads(gateway: Reloading) -> None:
+    old = gateway.served.version()
+    gateway.write(MATHS)
+    assert gateway.served.version() == old  # the next poll is ten minutes away
+    gateway.served.proc.send_signal(signal.SIGHUP)
+    new = gateway.wait_version(old)
+    assert "maths" in _model_ids(gateway.served.url)
+    gateway.wait_log(f"registry reloaded (SIGHUP): version {old} → {new}")
+    assert gateway.served.proc.poll() is None  # SIGHUP did not end it
+
+
+def test_in_flight_requests_finish_on_the_registry_they_started_with(
+    gateway: Reloading,
+) -> None:
+    url = gateway.served.url
+    old = gateway.served.version()
+    results: dict[str, httpx.Response] = {}
+
+    def call(stream: bool) -> None:
+        results["stream" if stream else "plain"] = _chat(url, "slow", stream=stream)
+
+    threads = [threading.Thread(target=call, args=(stream,)) for stream in (False, True)]
+    for thread in threads:
+        thread.start()
+    wait_for("both requests upstream", lambda: len(gateway.upstream.calls_to(SLOW)) == 2, 10)
+    gateway.write(slow=False)  # the model they asked for is gone from the new registry
+    gateway.wait_version(old, timeout=2.5)
+    assert not results  # the upstream is still answering them
+    for thread in threads:
+        thread.join(timeout=20)
+    assert results["plain"].status_code == 200
+    assert results["plain"].json()["choices"][0]["message"]["content"] == "echo: hello"
+    assert results["stream"].status_code == 200
+    assert results["stream"].text.rstrip().endswith("data: [DONE]")
+    gateway.wait_log(f"registry version {old} retired")
+    missing = _chat(url, "slow")
+    assert missing.status_code == 404  # new requests see the new registry
+    assert missing.json()["error"]["code"] == "model_not_found"

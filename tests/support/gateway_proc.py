@@ -1,0 +1,98 @@
+"""`llmroute serve` as a subprocess on a free 127.0.0.1 port, for end-to-end tests.
+
+`serve` starts it, waits for ``/ready`` (bounded), and stops it on exit; its stdout and
+stderr go to a log file the test can read.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Served:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def version(self) -> str:
+        """The registry version ``/ready`` reports."""
+        response = httpx.get(f"{self.url}/ready", timeout=5)
+        response.raise_for_status()
+        version: str = response.json()["registry_version"]
+        return version
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float, log: Path | None = None) -> None:
+    """Poll `check` until it holds; fail naming `what` (and showing the log) after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    shown = f":\n{log.read_text(errors='replace')}" if log is not None else ""
+    pytest.fail(f"{what} did not happen within {timeout} s{shown}")
+
+
+def _ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> bool:
+    if proc.poll() is not None:
+        pytest.fail(f"llmroute serve exited with {proc.returncode}:\n{log.read_text()}")
+    try:
+        return httpx.get(f"{url}/ready", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@contextmanager
+def serve(
+    registry: Path,
+    log: Path,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    startup_s: float = 60,
+) -> Iterator[Served]:
+    """Run ``llmroute serve --registry REGISTRY ARGS...`` until the block ends."""
+    port = free_port()
+    command = [str(BIN / "llmroute"), "serve", "--registry", str(registry), "--port", str(port)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*command, *args],
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for("llmroute serve ready", lambda: _ready(url, proc, log), startup_s, log)
+        yield Served(url, proc, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
