@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +14,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from fake_anthropic import FakeAnthropic, fake_anthropic
 from fake_upstream import FAIL_400, FAIL_500, FAIL_CLOSE, FAIL_MID, FakeUpstream, fake_upstream
+from gateway_proc import serve
 
 from llmroute.errors import ProviderError
 from llmroute.providers import OpenAICompatProvider
@@ -35,15 +34,18 @@ encoder: builtin:static
 providers:
   fake: {kind: openai, base_url: "%(url)s", api_key_env: %(key_env)s,
          headers: {x-extra: hello}, timeout_s: 5}
-  anth: {kind: anthropic, api_key_env: %(key_env)s}
+  anth: {kind: anthropic, base_url: "%(anthropic_url)s", api_key_env: %(key_env)s}
 models:
-  small: {provider: fake, model: up-small}
+  small: {provider: fake, model: up-small, price: {input: 1, output: 2}}
   large: {provider: fake, model: up-large}
+  limited: {provider: fake, model: "rl?status=429&times=1&retry_after=0.2"}
+  quiet: {provider: fake, model: "quiet?nousage=1", price: {input: 1, output: 2}}
   broken: {provider: fake, model: %(fail_500)s}
   closer: {provider: fake, model: %(fail_close)s}
   picky: {provider: fake, model: %(fail_400)s}
   halfway: {provider: fake, model: %(fail_mid)s}
   claude: {provider: anth, model: claude-x}
+  leaky: {provider: anth, model: "c?echo_key=1"}  # its 400 error repeats the key
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -75,36 +77,16 @@ dispatch:
 class Gateway:
     url: str
     upstream: FakeUpstream
+    anthropic: FakeAnthropic
     log: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"llmroute serve exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"llmroute serve was not ready within 60 s:\n{log.read_text()}")
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("gateway")
-    with fake_upstream() as upstream:
+    with fake_upstream() as upstream, fake_anthropic() as anthropic:
         registry = tmp / "registry.yaml"
-        values = {"url": upstream.url, "key_env": KEY_ENV}
+        values = {"url": upstream.url, "anthropic_url": anthropic.url, "key_env": KEY_ENV}
         values |= {
             "fail_500": FAIL_500,
             "fail_close": FAIL_CLOSE,
@@ -112,24 +94,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             "fail_mid": FAIL_MID,
         }
         registry.write_text(REGISTRY % values)
-        port = _free_port()
         log = tmp / "serve.log"
-        env = {**os.environ, KEY_ENV: SECRET}
-        command = [str(BIN / "llmroute"), "serve", "--registry", str(registry)]
-        command += ["--port", str(port), "--max-body-bytes", str(64 * 1024)]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_ready(url, proc, log)
-            yield Gateway(url, upstream, log)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        args = ["--max-body-bytes", str(64 * 1024)]
+        with serve(registry, log, args, env={KEY_ENV: SECRET}) as served:
+            yield Gateway(served.url, upstream, anthropic, log)
         assert SECRET not in log.read_text()
 
 
@@ -344,7 +312,7 @@ def test_health_ready_and_unknown_paths(gateway: Gateway) -> None:
 def test_no_error_body_carries_the_key(gateway: Gateway) -> None:
     bodies = [
         {"model": "doomed", "messages": _user("hi")},
-        {"model": "claude", "messages": _user("hi")},
+        {"model": "leaky", "messages": _user("hi")},
         {"model": "nope", "messages": _user("hi")},
         {"model": "auto"},
     ]
@@ -381,3 +349,92 @@ def test_provider_errors_name_the_provider_but_no_key_or_url() -> None:
     assert error.status is None
     for secret in (SECRET, "hunter2", str(port)):
         assert secret not in str(error)
+
+
+def test_usage_carries_cost_and_whether_it_was_estimated(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(model="small", messages=_user("hi"))
+    assert completion.usage is not None
+    extra = completion.usage.model_extra or {}
+    assert extra["cost_usd"] == pytest.approx((3 * 1 + 3 * 2) / 1e6)
+    assert extra["estimated"] is False
+    completion = client.chat.completions.create(model="quiet", messages=_user("hello there"))
+    assert completion.usage is not None and completion.usage.prompt_tokens > 0
+    assert (completion.usage.model_extra or {})["estimated"] is True
+
+
+def test_stream_include_usage_gets_a_priced_usage_chunk(client: openai.OpenAI) -> None:
+    for model in ("small", "quiet"):  # reported upstream; estimated by the gateway
+        stream = client.chat.completions.create(
+            model=model,
+            messages=_user("a b c"),
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        with stream:
+            chunks = list(stream)
+        last = chunks[-1]
+        assert last.choices == [] and last.usage is not None
+        assert (last.usage.model_extra or {})["cost_usd"] > 0, model
+
+
+def test_a_429_is_retried_after_its_retry_after(gateway: Gateway, client: openai.OpenAI) -> None:
+    before = len(gateway.upstream.requests)
+    completion = client.chat.completions.create(model="limited", messages=_user("hi"))
+    assert completion.choices[0].message.content == "echo: hi"
+    calls = gateway.upstream.requests[before:]
+    assert [r.body["model"] for r in calls] == ["rl?status=429&times=1&retry_after=0.2"] * 2
+    assert calls[1].at - calls[0].at >= 0.2  # Retry-After was honoured
+
+
+def test_an_anthropic_model_answers_in_openai_format(
+    gateway: Gateway, client: openai.OpenAI
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="claude",
+        messages=[{"role": "system", "content": "be brief"}, *_user("hello")],
+        max_tokens=50,
+    )
+    assert raw.headers["x-llmroute-model"] == "claude"
+    completion = raw.parse()
+    assert completion.model == "claude-x"
+    assert completion.choices[0].message.content == "echo: hello"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None and completion.usage.total_tokens > 0
+    sent = gateway.anthropic.last
+    assert sent.path == "/v1/messages" and sent.headers["x-api-key"] == SECRET
+    assert sent.body["system"] == "be brief" and sent.body["max_tokens"] == 50
+
+
+def test_anthropic_tool_calls_and_streams_through_the_openai_client(
+    client: openai.OpenAI,
+) -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "search",
+                "description": "search the web",
+                "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+            },
+        }
+    ]
+    completion = client.chat.completions.create(
+        model="claude",
+        messages=_user("find routers"),
+        tools=tools,  # type: ignore[arg-type]
+    )
+    call = completion.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "search"  # type: ignore[union-attr]
+    assert json.loads(call.function.arguments) == {"query": "find routers"}  # type: ignore[union-attr]
+    stream = client.chat.completions.create(
+        model="claude",
+        messages=_user("one two"),
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    with stream:
+        chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo: one two"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0

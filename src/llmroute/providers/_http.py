@@ -98,9 +98,10 @@ def error_from_response(provider: str, response: httpx.Response) -> ProviderErro
         return UpstreamRejected(
             provider, f"upstream returned HTTP {status}{shown}", status=status, code=code
         )
+    overloaded = " (overloaded)" if status == 529 or code == "overloaded_error" else ""
     return ProviderError(
         provider,
-        f"upstream returned HTTP {status}",
+        f"upstream returned HTTP {status}{overloaded}",
         status=status,
         retry_after_s=retry_after,
         code=code,
@@ -119,6 +120,8 @@ def _upstream_message(response: httpx.Response) -> tuple[str, str | None]:
         return "", None
     text = error.get("message")
     code = error.get("code") if isinstance(error.get("code"), str) else None
+    if code is None and data.get("type") == "error" and isinstance(error.get("type"), str):
+        code = error["type"]  # Anthropic: {"type": "error", "error": {"type": ..}}
     if not isinstance(text, str) or not text.strip():
         return "", code
     text = _SECRETISH.sub("[redacted]", " ".join(text.split()))

@@ -1,0 +1,340 @@
+"""OpenAI chat-completions ⇄ Anthropic Messages, without I/O, so each rule is testable
+alone. What Anthropic cannot honour is refused (`UpstreamRejected`, status 400) before
+anything is sent; what is only a hint is dropped (docs/providers.md lists both)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from llmroute.errors import UpstreamRejected
+
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "finish_reason",
+    "to_chat_completion",
+    "to_messages_request",
+    "tool_call",
+    "usage_of",
+]
+
+# Anthropic requires max_tokens; OpenAI clients rarely send it.
+DEFAULT_MAX_TOKENS = 4096
+
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+_JSON_ONLY = "Respond with a single valid JSON object and nothing else: no prose, no code fences."
+# Anthropic-native parameters some OpenAI clients send through `extra_body`.
+_PASSTHROUGH = ("top_k", "thinking")
+
+Message = dict[str, Any]
+Block = dict[str, Any]
+
+
+def _reject(provider: str, message: str) -> UpstreamRejected:
+    return UpstreamRejected(provider, message, status=400, code="unsupported_parameter")
+
+
+def to_messages_request(provider: str, model: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The Messages API body for an OpenAI chat-completions `body` (without ``stream``:
+    the caller sets it)."""
+    _refuse_unsupported(provider, body)
+    system, messages = _convert_messages(provider, body.get("messages"))
+    system.extend(_response_format_instructions(provider, body.get("response_format")))
+    payload: dict[str, Any] = {
+        "model": model,
+        "max_tokens": _max_tokens(body),
+        "messages": messages,
+    }
+    if system:
+        payload["system"] = "\n\n".join(system)
+    _copy_sampling(body, payload)
+    _convert_tools(provider, body, payload)
+    if isinstance(body.get("user"), str) and body["user"]:
+        payload["metadata"] = {"user_id": body["user"]}
+    for key in _PASSTHROUGH:
+        if body.get(key) is not None:
+            payload[key] = body[key]
+    return payload
+
+
+def _refuse_unsupported(provider: str, body: dict[str, Any]) -> None:
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise _reject(provider, f"'n' = {n} is not supported: Anthropic returns one choice")
+    if body.get("logprobs") is True:
+        raise _reject(provider, "'logprobs' is not supported by Anthropic models")
+    if body.get("audio") is not None:
+        raise _reject(provider, "'audio' output is not supported by Anthropic models")
+
+
+def _max_tokens(body: dict[str, Any]) -> Any:
+    for key in ("max_completion_tokens", "max_tokens"):
+        if body.get(key) is not None:
+            return body[key]
+    return DEFAULT_MAX_TOKENS
+
+
+def _copy_sampling(body: dict[str, Any], payload: dict[str, Any]) -> None:
+    temperature = body.get("temperature")
+    if isinstance(temperature, int | float) and not isinstance(temperature, bool):
+        payload["temperature"] = min(float(temperature), 1.0)  # OpenAI's range is 0–2
+    if body.get("top_p") is not None:
+        payload["top_p"] = body["top_p"]
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        payload["stop_sequences"] = [stop]
+    elif isinstance(stop, list) and stop:
+        payload["stop_sequences"] = list(stop)
+
+
+def _response_format_instructions(provider: str, fmt: Any) -> list[str]:
+    """JSON modes become a system instruction: the Messages API has no JSON mode, and
+    forcing a tool call instead would clash with the request's own tools."""
+    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
+        return []
+    if fmt["type"] == "json_object":
+        return [_JSON_ONLY]
+    if fmt["type"] == "json_schema":
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if schema is None:
+            return [_JSON_ONLY]
+        return [f"{_JSON_ONLY} It must match this JSON Schema:\n{json.dumps(schema)}"]
+    raise _reject(provider, f"'response_format' type {fmt['type']!r} is not supported")
+
+
+# -- messages ----------------------------------------------------------------------------
+
+
+def _convert_messages(provider: str, messages: Any) -> tuple[list[str], list[Message]]:
+    """System texts, and the user/assistant turns with same-role neighbours merged
+    (Anthropic needs the roles to alternate)."""
+    if not isinstance(messages, list) or not messages:
+        raise _reject(provider, "'messages' must be a non-empty list")
+    system: list[str] = []
+    turns: list[Message] = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _reject(provider, f"messages[{index}] is not an object")
+        role = message.get("role")
+        if role in ("system", "developer"):
+            text = _text_of(provider, message.get("content"), f"messages[{index}]")
+            if text:
+                system.append(text)
+            continue
+        blocks = _blocks_of(provider, role, message, index)
+        if not blocks:
+            continue
+        anthropic_role = "assistant" if role == "assistant" else "user"
+        if turns and turns[-1]["role"] == anthropic_role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": anthropic_role, "content": blocks})
+    return system, turns
+
+
+def _blocks_of(provider: str, role: Any, message: dict[str, Any], index: int) -> list[Block]:
+    where = f"messages[{index}]"
+    if role == "user":
+        return _content_blocks(provider, message.get("content"), where)
+    if role == "assistant":
+        blocks = _content_blocks(provider, message.get("content"), where)
+        for call in message.get("tool_calls") or ():
+            blocks.append(_tool_use(provider, call, where))
+        return blocks
+    if role == "tool":
+        result: Block = {
+            "type": "tool_result",
+            "tool_use_id": message.get("tool_call_id", ""),
+            "content": _text_of(provider, message.get("content"), where),
+        }
+        return [result]
+    raise _reject(provider, f"{where}: role {role!r} is not supported by Anthropic models")
+
+
+def _text_of(provider: str, content: Any, where: str) -> str:
+    """The text of a message whose parts may only be text (system, tool results)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    parts = _content_blocks(provider, content, where)
+    if any(part["type"] != "text" for part in parts):
+        raise _reject(provider, f"{where}: only text content is supported here")
+    return "\n".join(part["text"] for part in parts)
+
+
+def _content_blocks(provider: str, content: Any, where: str) -> list[Block]:
+    """Text and image blocks; empty texts are left out (Anthropic refuses them)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    if not isinstance(content, list):
+        raise _reject(provider, f"{where}: 'content' must be a string or a list of parts")
+    blocks: list[Block] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("text", "refusal"):
+            text = part.get(kind)
+            if isinstance(text, str) and text:
+                blocks.append({"type": "text", "text": text})
+        elif kind == "image_url":
+            blocks.append(_image(provider, part.get("image_url"), where))
+        else:
+            raise _reject(provider, f"{where}: content part {kind!r} is not supported by Anthropic")
+    return blocks
+
+
+def _image(provider: str, image: Any, where: str) -> Block:
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str):
+        raise _reject(provider, f"{where}: 'image_url' has no url")
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    header, comma, data = url.partition(",")
+    if url.startswith("data:") and comma and header.endswith(";base64"):
+        media_type = header[len("data:") : -len(";base64")]
+        source = {"type": "base64", "media_type": media_type, "data": data}
+        return {"type": "image", "source": source}
+    raise _reject(provider, f"{where}: an image must be an http(s) URL or a base64 data URL")
+
+
+def _tool_use(provider: str, call: Any, where: str) -> Block:
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise _reject(provider, f"{where}: a tool call has no function name")
+    raw = function.get("arguments") or "{}"
+    try:
+        arguments = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise _reject(
+            provider,
+            f"{where}: the arguments of tool call {function['name']!r} are not a JSON object",
+        )
+    return {
+        "type": "tool_use",
+        "id": call.get("id", ""),
+        "name": function["name"],
+        "input": arguments,
+    }
+
+
+# -- tools -------------------------------------------------------------------------------
+
+
+def _convert_tools(provider: str, body: dict[str, Any], payload: dict[str, Any]) -> None:
+    tools = body.get("tools")
+    if not tools:
+        return  # a tool_choice without tools means nothing
+    payload["tools"] = [_tool(provider, tool) for tool in tools]
+    choice = _tool_choice(provider, body.get("tool_choice"))
+    if body.get("parallel_tool_calls") is False and choice.get("type") != "none":
+        choice["disable_parallel_tool_use"] = True
+    if body.get("tool_choice") is not None or len(choice) > 1:
+        payload["tool_choice"] = choice
+
+
+def _tool(provider: str, tool: Any) -> Block:
+    function = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(function, dict) or tool.get("type") != "function":
+        raise _reject(provider, "'tools': only tools of type 'function' are supported")
+    converted: Block = {
+        "name": function.get("name"),
+        "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+    }
+    if function.get("description"):
+        converted["description"] = function["description"]
+    return converted
+
+
+def _tool_choice(provider: str, choice: Any) -> dict[str, Any]:
+    named = {"auto": "auto", "required": "any", "none": "none", None: "auto"}
+    if choice is None or isinstance(choice, str):
+        if choice not in named:
+            raise _reject(provider, f"'tool_choice' {choice!r} is not supported")
+        return {"type": named[choice]}
+    function = choice.get("function") if isinstance(choice, dict) else None
+    if isinstance(function, dict) and isinstance(function.get("name"), str):
+        return {"type": "tool", "name": function["name"]}
+    raise _reject(provider, "'tool_choice' must be a string or {type: function, function: {name}}")
+
+
+# -- responses ---------------------------------------------------------------------------
+
+
+def finish_reason(stop_reason: Any) -> str | None:
+    """OpenAI's finish_reason for Anthropic's stop_reason (unknown ones read as stop)."""
+    if stop_reason is None:
+        return None
+    return _FINISH.get(str(stop_reason), "stop")
+
+
+def usage_of(usage: Any) -> dict[str, int]:
+    """OpenAI usage; cached and cache-written input tokens count as prompt tokens."""
+    usage = usage if isinstance(usage, dict) else {}
+
+    def count(key: str) -> int:
+        value = usage.get(key)
+        return value if isinstance(value, int) else 0
+
+    prompt = (
+        count("input_tokens")
+        + count("cache_creation_input_tokens")
+        + count("cache_read_input_tokens")
+    )
+    completion = count("output_tokens")
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def to_chat_completion(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``chat.completion`` for a Messages API response. Thinking blocks are left
+    out: OpenAI's format has no place for them."""
+    texts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    for block in data.get("content") or ():
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            texts.append(str(block.get("text", "")))
+        elif block.get("type") == "tool_use":
+            tool_calls.append(tool_call(block, json.dumps(block.get("input") or {})))
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {
+        "id": f"chatcmpl-{data.get('id', '')}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": data.get("model", ""),
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": finish_reason(data.get("stop_reason")) or "stop",
+            }
+        ],
+        "usage": usage_of(data.get("usage")),
+    }
+
+
+def tool_call(block: dict[str, Any], arguments: str) -> dict[str, Any]:
+    """An OpenAI tool call for a ``tool_use`` block."""
+    return {
+        "id": block.get("id", ""),
+        "type": "function",
+        "function": {"name": block.get("name", ""), "arguments": arguments},
+    }

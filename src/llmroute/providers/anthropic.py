@@ -1,0 +1,252 @@
+"""`AnthropicProvider`: the Messages API (POST /v1/messages) behind the OpenAI
+chat-completions interface that dispatch and the gateway speak."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx
+
+from llmroute.errors import ProviderError, RateLimited
+from llmroute.providers._anthropic_convert import (
+    finish_reason,
+    to_chat_completion,
+    to_messages_request,
+    tool_call,
+    usage_of,
+)
+from llmroute.providers._http import (
+    error_from_response,
+    httpx_timeout,
+    iter_sse_events,
+    network_error,
+)
+from llmroute.providers.base import Timeouts
+from llmroute.registry.schema import Provider
+
+__all__ = ["ANTHROPIC_VERSION", "AnthropicProvider"]
+
+ANTHROPIC_VERSION = "2023-06-01"
+_MESSAGES = "/v1/messages"
+_DONE = b"data: [DONE]\n\n"
+# Statuses for error events inside a stream, which arrive after a 200.
+_STREAM_ERROR_STATUS = {
+    "overloaded_error": 529,
+    "api_error": 500,
+    "rate_limit_error": 429,
+    "request_too_large": 413,
+    "invalid_request_error": 400,
+}
+
+
+class AnthropicProvider:
+    """A pooled `httpx.AsyncClient` for one provider of kind ``anthropic``.
+
+    The API key is read once, here, from the environment variable the registry names;
+    it only ever travels in the ``x-api-key`` header.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        spec: Provider,
+        *,
+        environ: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        env = os.environ if environ is None else environ
+        headers = {"anthropic-version": ANTHROPIC_VERSION, **spec.headers}
+        key = env.get(spec.api_key_env) if spec.api_key_env else None
+        if key:
+            headers["x-api-key"] = key
+        base_url = spec.base_url.rstrip("/")
+        if base_url.endswith("/v1"):  # the path below adds it
+            base_url = base_url[: -len("/v1")]
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            headers=headers,
+            timeout=httpx.Timeout(spec.timeout_s, connect=spec.connect_timeout_s),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            transport=transport,
+        )
+
+    async def complete(
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
+    ) -> dict[str, Any]:
+        payload = to_messages_request(self.name, model, body)
+        try:
+            response = await self._client.post(
+                _MESSAGES, json=payload, timeout=httpx_timeout(timeouts)
+            )
+        except httpx.HTTPError as exc:
+            raise network_error(self.name, exc) from None
+        if response.is_error:
+            raise error_from_response(self.name, response)
+        try:
+            data = json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            raise ProviderError(self.name, "upstream returned a body that is not JSON") from None
+        if not isinstance(data, dict):
+            raise ProviderError(self.name, "upstream returned JSON that is not an object")
+        return to_chat_completion(data)
+
+    async def stream(
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
+    ) -> AsyncIterator[bytes]:
+        payload = {**to_messages_request(self.name, model, body), "stream": True}
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        translator = StreamTranslator(self.name, include_usage=include_usage)
+        request = self._client.build_request(
+            "POST", _MESSAGES, json=payload, timeout=httpx_timeout(timeouts)
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise network_error(self.name, exc) from None
+        try:
+            if response.is_error:
+                await response.aread()
+                raise error_from_response(self.name, response)
+            try:
+                async for event in iter_sse_events(response):
+                    for chunk in translator.feed(event):
+                        yield chunk
+            except httpx.HTTPError as exc:
+                raise network_error(self.name, exc) from None
+            if not translator.done:
+                raise ProviderError(self.name, "upstream stream ended before message_stop")
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _parse_event(event: bytes) -> dict[str, Any] | None:
+    """The JSON data of one server-sent event; None for comments and odd payloads."""
+    lines = event.decode("utf-8", errors="replace").splitlines()
+    data = "\n".join(line[5:].lstrip() for line in lines if line.startswith("data:"))
+    if not data:
+        return None
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+class StreamTranslator:
+    """Anthropic stream events in, OpenAI ``chat.completion.chunk`` events out.
+
+    Text and tool-call arguments pass through as they arrive; thinking is dropped, and
+    usage (spread over message_start and message_delta) is summed up for the final
+    chunk that ``stream_options.include_usage`` asks for.
+    """
+
+    def __init__(self, provider: str, *, include_usage: bool = False) -> None:
+        self.provider = provider
+        self.include_usage = include_usage
+        self.done = False
+        self._id = "chatcmpl-"
+        self._model = ""
+        self._created = int(time.time())
+        self._usage: dict[str, Any] = {}
+        self._tool_index: dict[int, int] = {}  # content block index → tool_calls index
+
+    def feed(self, event: bytes) -> list[bytes]:
+        """The OpenAI events for one Anthropic event; raises on an ``error`` event."""
+        data = _parse_event(event)
+        kind = data.get("type") if data else None
+        if data is None or self.done:
+            return []
+        if kind == "message_start":
+            return self._start(data.get("message"))
+        if kind == "content_block_start":
+            return self._block_start(data)
+        if kind == "content_block_delta":
+            return self._block_delta(data)
+        if kind == "message_delta":
+            return self._message_delta(data)
+        if kind == "message_stop":
+            return self._stop()
+        if kind == "error":
+            raise _stream_error(self.provider, data.get("error"))
+        return []  # ping, content_block_stop, and event types added later
+
+    def _chunk(self, delta: dict[str, Any] | None, finish: str | None = None) -> bytes:
+        data: dict[str, Any] = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": []
+            if delta is None
+            else [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        if delta is None:
+            data["usage"] = usage_of(self._usage)
+        return f"data: {json.dumps(data)}\n\n".encode()
+
+    def _start(self, message: Any) -> list[bytes]:
+        message = message if isinstance(message, dict) else {}
+        self._id = f"chatcmpl-{message.get('id', '')}"
+        self._model = str(message.get("model", ""))
+        if isinstance(message.get("usage"), dict):
+            self._usage.update(message["usage"])
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def _block_start(self, data: dict[str, Any]) -> list[bytes]:
+        block = data.get("content_block")
+        if not isinstance(block, dict):
+            return []
+        if block.get("type") == "text" and block.get("text"):
+            return [self._chunk({"content": block["text"]})]
+        if block.get("type") != "tool_use":
+            return []
+        index = len(self._tool_index)
+        self._tool_index[int(data.get("index", -1))] = index
+        call = {"index": index, **tool_call(block, "")}
+        return [self._chunk({"tool_calls": [call]})]
+
+    def _block_delta(self, data: dict[str, Any]) -> list[bytes]:
+        delta = data.get("delta")
+        if not isinstance(delta, dict):
+            return []
+        if delta.get("type") == "text_delta" and delta.get("text"):
+            return [self._chunk({"content": delta["text"]})]
+        index = self._tool_index.get(int(data.get("index", -1)))
+        if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+            if index is None:
+                return []
+            call = {"index": index, "function": {"arguments": delta["partial_json"]}}
+            return [self._chunk({"tool_calls": [call]})]
+        return []  # thinking_delta, signature_delta, citations_delta
+
+    def _message_delta(self, data: dict[str, Any]) -> list[bytes]:
+        if isinstance(data.get("usage"), dict):  # cumulative counts
+            self._usage.update({k: v for k, v in data["usage"].items() if v is not None})
+        delta = data.get("delta")
+        reason = finish_reason(delta.get("stop_reason")) if isinstance(delta, dict) else None
+        return [self._chunk({}, reason)] if reason else []
+
+    def _stop(self) -> list[bytes]:
+        self.done = True
+        usage = [self._chunk(None)] if self.include_usage else []
+        return [*usage, _DONE]
+
+
+def _stream_error(provider: str, error: Any) -> ProviderError:
+    """The error for an ``error`` event that arrived after the stream had started."""
+    error = error if isinstance(error, dict) else {}
+    kind = str(error.get("type", "api_error"))
+    status = _STREAM_ERROR_STATUS.get(kind, 502)
+    message = f"upstream stream failed: {kind}"
+    if status == 429:
+        return RateLimited(provider, message, status=429, code=kind)
+    return ProviderError(provider, message, status=status, code=kind)

@@ -1,0 +1,419 @@
+"""`AnthropicProvider` against a fake Messages API on 127.0.0.1 (a real HTTP server)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fake_anthropic import MESSAGE_ID, TOOL_ID, USAGE, FakeAnthropic, fake_anthropic
+
+from llmroute.errors import (
+    ContextWindowExceeded,
+    ProviderError,
+    RateLimited,
+    UpstreamRejected,
+)
+from llmroute.providers import AnthropicProvider, build_providers
+from llmroute.providers.base import Timeouts
+from llmroute.registry.schema import Provider, Registry
+
+KEY_ENV = "FAKE_ANTHROPIC_KEY"
+SECRET = "sk-ant-api03-Zq9TOPSECRETtopsecret0000"
+TIMEOUTS = Timeouts(connect_s=2.0, total_s=5.0)
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "description": "Search the web",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+        },
+    }
+]
+PROMPT_TOKENS = (
+    USAGE["input_tokens"] + USAGE["cache_creation_input_tokens"] + USAGE["cache_read_input_tokens"]
+)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeAnthropic]:
+    with fake_anthropic() as upstream:
+        yield upstream
+
+
+def make(server: FakeAnthropic, base_url: str | None = None) -> AnthropicProvider:
+    spec = Provider(
+        kind="anthropic",
+        base_url=base_url or server.url,
+        api_key_env=KEY_ENV,
+        headers={"anthropic-beta": "tools-2024"},
+        timeout_s=5,
+    )
+    return AnthropicProvider("anth", spec, environ={KEY_ENV: SECRET})
+
+
+def complete(server: FakeAnthropic, model: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        provider = make(server, **kw)
+        try:
+            return await provider.complete(model, body, timeouts=TIMEOUTS)
+        finally:
+            await provider.aclose()
+
+    return asyncio.run(run())
+
+
+def stream(server: FakeAnthropic, model: str, body: dict[str, Any]) -> list[bytes]:
+    async def run() -> list[bytes]:
+        provider = make(server)
+        try:
+            return [item async for item in provider.stream(model, body, timeouts=TIMEOUTS)]
+        finally:
+            await provider.aclose()
+
+    return asyncio.run(run())
+
+
+def stream_until_error(
+    server: FakeAnthropic, model: str, body: dict[str, Any]
+) -> tuple[list[bytes], ProviderError]:
+    """The events yielded before the stream raised, and the error."""
+    items: list[bytes] = []
+
+    async def run() -> ProviderError:
+        provider = make(server)
+        try:
+            async for item in provider.stream(model, body, timeouts=TIMEOUTS):
+                items.append(item)
+        except ProviderError as exc:
+            return exc
+        finally:
+            await provider.aclose()
+        raise AssertionError("the stream did not fail")
+
+    return items, asyncio.run(run())
+
+
+def chunks(items: list[bytes]) -> list[dict[str, Any]]:
+    """The JSON of every chunk; each item must be one complete event."""
+    assert items[-1] == b"data: [DONE]\n\n"
+    parsed = []
+    for item in items[:-1]:
+        assert item.startswith(b"data: ") and item.endswith(b"\n\n")
+        assert item.count(b"\n\n") == 1
+        parsed.append(json.loads(item[len(b"data: ") :]))
+    return parsed
+
+
+def user(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": text}]
+
+
+# -- requests ----------------------------------------------------------------------------
+
+
+def test_complete_sends_a_messages_request(server: FakeAnthropic) -> None:
+    body = {
+        "model": "auto",
+        "messages": [{"role": "system", "content": "Be brief."}, *user("hello there")],
+        "stream_options": {"include_usage": True},
+        "seed": 3,
+    }
+    completion = complete(server, "claude-x", body)
+    sent = server.last
+    assert sent.path == "/v1/messages"
+    assert sent.headers["x-api-key"] == SECRET
+    assert sent.headers["anthropic-version"] == "2023-06-01"
+    assert sent.headers["anthropic-beta"] == "tools-2024"
+    assert "authorization" not in sent.headers
+    assert sent.body == {
+        "model": "claude-x",
+        "max_tokens": 4096,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hello there"}]}],
+        "system": "Be brief.",
+    }
+    assert completion["id"] == f"chatcmpl-{MESSAGE_ID}"
+    assert completion["object"] == "chat.completion"
+    assert completion["model"] == "claude-x"
+    assert completion["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "echo: hello there"},
+            "finish_reason": "stop",
+        }
+    ]
+    assert completion["usage"] == {
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": USAGE["output_tokens"],
+        "total_tokens": PROMPT_TOKENS + USAGE["output_tokens"],
+    }
+
+
+def test_a_base_url_ending_in_v1_is_accepted(server: FakeAnthropic) -> None:
+    completion = complete(
+        server, "claude-x", {"messages": user("hi")}, base_url=server.url + "/v1/"
+    )
+    assert server.last.path == "/v1/messages"
+    assert completion["choices"][0]["message"]["content"] == "echo: hi"
+
+
+def test_complete_with_tools_returns_tool_calls(server: FakeAnthropic) -> None:
+    body = {"messages": user("llmroute"), "tools": TOOLS, "tool_choice": "auto"}
+    completion = complete(server, "claude-x", body)
+    assert server.last.body["tools"][0]["input_schema"] == TOOLS[0]["function"]["parameters"]  # type: ignore[index]
+    assert server.last.body["tool_choice"] == {"type": "auto"}
+    choice = completion["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] == "echo: llmroute"
+    assert choice["message"]["tool_calls"] == [
+        {
+            "id": TOOL_ID,
+            "type": "function",
+            "function": {"name": "search", "arguments": '{"query": "llmroute"}'},
+        }
+    ]
+
+
+def test_a_tool_round_trip_sends_tool_use_and_tool_result(server: FakeAnthropic) -> None:
+    call = {
+        "id": TOOL_ID,
+        "type": "function",
+        "function": {"name": "search", "arguments": '{"query": "x"}'},
+    }
+    messages = [
+        *user("find x"),
+        {"role": "assistant", "content": "Searching.", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": TOOL_ID, "content": "x is a letter"},
+    ]
+    complete(server, "claude-x", {"messages": messages, "tools": TOOLS, "tool_choice": "none"})
+    sent = server.last.body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert sent[1]["content"][1] == {
+        "type": "tool_use",
+        "id": TOOL_ID,
+        "name": "search",
+        "input": {"query": "x"},
+    }
+    assert sent[2]["content"] == [
+        {"type": "tool_result", "tool_use_id": TOOL_ID, "content": "x is a letter"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stop", "finish"),
+    [("max_tokens", "length"), ("stop_sequence", "stop"), ("refusal", "content_filter")],
+)
+def test_stop_reasons(server: FakeAnthropic, stop: str, finish: str) -> None:
+    completion = complete(server, f"claude-x?stop={stop}", {"messages": user("hi")})
+    assert completion["choices"][0]["finish_reason"] == finish
+
+
+def test_thinking_is_not_returned_as_content(server: FakeAnthropic) -> None:
+    completion = complete(server, "claude-x?thinking=1", {"messages": user("hi")})
+    assert completion["choices"][0]["message"]["content"] == "echo: hi"
+    items = stream(server, "claude-x?thinking=1", {"messages": user("hi"), "stream": True})
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks(items))
+    assert text == "echo: hi"
+
+
+def test_a_rejected_parameter_sends_nothing(server: FakeAnthropic) -> None:
+    before = len(server.requests)
+    with pytest.raises(UpstreamRejected, match="'n'") as caught:
+        complete(server, "claude-x", {"messages": user("hi"), "n": 3})
+    assert caught.value.status == 400
+    with pytest.raises(UpstreamRejected, match="'logprobs'"):
+        stream(server, "claude-x", {"messages": user("hi"), "logprobs": True, "stream": True})
+    assert len(server.requests) == before
+
+
+# -- streams -----------------------------------------------------------------------------
+
+
+def test_stream_of_text_with_usage(server: FakeAnthropic) -> None:
+    body = {
+        "messages": user("one two three"),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    parsed = chunks(stream(server, "claude-x", body))
+    assert server.last.body["stream"] is True
+    assert "stream_options" not in server.last.body
+    assert {c["object"] for c in parsed} == {"chat.completion.chunk"}
+    assert {c["id"] for c in parsed} == {f"chatcmpl-{MESSAGE_ID}"}
+    assert parsed[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in parsed if c["choices"])
+    assert text == "echo: one two three"
+    finishes = [c["choices"][0]["finish_reason"] for c in parsed if c["choices"]]
+    assert finishes[-1] == "stop" and set(finishes[:-1]) == {None}
+    assert parsed[-1]["choices"] == []
+    assert parsed[-1]["usage"] == {
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": USAGE["output_tokens"],
+        "total_tokens": PROMPT_TOKENS + USAGE["output_tokens"],
+    }
+
+
+def test_stream_without_include_usage_has_no_usage_chunk(server: FakeAnthropic) -> None:
+    parsed = chunks(stream(server, "claude-x", {"messages": user("hi"), "stream": True}))
+    assert all(c["choices"] for c in parsed)
+    assert all("usage" not in c for c in parsed)
+
+
+def test_stream_of_tool_calls(server: FakeAnthropic) -> None:
+    body = {"messages": user("weather in Paris"), "tools": TOOLS, "stream": True}
+    parsed = chunks(stream(server, "claude-x", body))
+    calls = [
+        call
+        for c in parsed
+        if c["choices"]
+        for call in c["choices"][0]["delta"].get("tool_calls", [])
+    ]
+    assert calls[0] == {
+        "index": 0,
+        "id": TOOL_ID,
+        "type": "function",
+        "function": {"name": "search", "arguments": ""},
+    }
+    assert all(set(call) == {"index", "function"} and call["index"] == 0 for call in calls[1:])
+    assert len(calls) > 2  # the JSON arrived in pieces
+    arguments = "".join(call["function"]["arguments"] for call in calls)
+    assert json.loads(arguments) == {"query": "weather in Paris"}
+    assert parsed[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def test_429_is_rate_limited_with_retry_after(server: FakeAnthropic) -> None:
+    with pytest.raises(RateLimited) as caught:
+        complete(server, "claude-x?status=429&retry_after=7", {"messages": user("hi")})
+    assert caught.value.status == 429
+    assert caught.value.retry_after_s == 7.0
+    assert caught.value.retryable
+
+
+def test_prompt_too_long_is_context_window_exceeded(server: FakeAnthropic) -> None:
+    with pytest.raises(ContextWindowExceeded) as caught:
+        complete(server, "claude-x?context=1", {"messages": user("hi")})
+    assert caught.value.code == "context_length_exceeded"
+    assert "prompt is too long" in str(caught.value)
+
+
+def test_529_overloaded_is_retryable(server: FakeAnthropic) -> None:
+    with pytest.raises(ProviderError) as caught:
+        complete(server, "claude-x?status=529", {"messages": user("hi")})
+    assert type(caught.value) is ProviderError
+    assert caught.value.status == 529
+    assert caught.value.code == "overloaded_error"
+    assert caught.value.retryable
+    assert "overloaded" in str(caught.value)
+
+
+def test_other_4xx_is_upstream_rejected(server: FakeAnthropic) -> None:
+    with pytest.raises(UpstreamRejected) as caught:
+        complete(server, "claude-x?status=400", {"messages": user("hi")})
+    assert caught.value.status == 400
+    assert caught.value.code == "invalid_request_error"
+    assert not caught.value.retryable
+
+
+def test_an_error_status_raises_before_the_first_event(server: FakeAnthropic) -> None:
+    items, error = stream_until_error(
+        server, "claude-x?status=529", {"messages": user("hi"), "stream": True}
+    )
+    assert items == []
+    assert error.status == 529
+
+
+def test_an_error_event_mid_stream_raises_overloaded(server: FakeAnthropic) -> None:
+    items, error = stream_until_error(
+        server, "claude-x?error_event=1", {"messages": user("hi there"), "stream": True}
+    )
+    assert len(items) >= 1
+    assert type(error) is ProviderError
+    assert error.status == 529 and error.retryable
+    assert error.code == "overloaded_error"
+
+
+def test_a_broken_stream_raises(server: FakeAnthropic) -> None:
+    items, error = stream_until_error(
+        server, "claude-x?mid=1", {"messages": user("hi there"), "stream": True}
+    )
+    assert len(items) >= 1
+    assert error.status is None and error.retryable
+
+
+def test_a_stream_that_ends_before_message_stop_raises(server: FakeAnthropic) -> None:
+    items, error = stream_until_error(
+        server, "claude-x?truncate=1", {"messages": user("hi there"), "stream": True}
+    )
+    assert b"data: [DONE]\n\n" not in items
+    assert "message_stop" in str(error)
+    assert error.retryable
+
+
+def test_a_reset_connection_raises(server: FakeAnthropic) -> None:
+    with pytest.raises(ProviderError) as caught:
+        complete(server, "claude-x?reset=1", {"messages": user("hi")})
+    assert caught.value.status is None
+
+
+def test_no_error_carries_the_api_key(server: FakeAnthropic) -> None:
+    errors: list[BaseException] = []
+    for model in (
+        "claude-x?echo_key=1",
+        "claude-x?status=401",
+        "claude-x?status=403",
+        "claude-x?status=429",
+        "claude-x?status=529",
+        "claude-x?reset=1",
+        "claude-x?context=1",
+    ):
+        for body in ({"messages": user("hi")}, {"messages": user("hi"), "stream": True}):
+            with pytest.raises(ProviderError) as caught:
+                if body.get("stream"):
+                    stream(server, model, body)
+                else:
+                    complete(server, model, body)
+            errors.append(caught.value)
+    _, mid = stream_until_error(server, "claude-x?error_event=1", {"messages": user("hi")})
+    errors.append(mid)
+    assert server.last.headers["x-api-key"] == SECRET  # it was sent, and echoed back
+    for error in errors:
+        assert SECRET not in str(error)
+        assert SECRET not in repr(error)
+        assert SECRET not in repr(vars(error))
+
+
+# -- wiring ------------------------------------------------------------------------------
+
+
+def test_build_providers_builds_anthropic_clients(server: FakeAnthropic) -> None:
+    registry = Registry.model_validate(
+        {
+            "providers": {
+                "anth": {"kind": "anthropic", "base_url": server.url, "api_key_env": KEY_ENV},
+                "local": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"},
+            },
+            "models": {"claude": {"provider": "anth", "model": "claude-x"}},
+            "routes": [{"name": "r", "examples": ["hello"], "target": "claude"}],
+            "default": {"target": "claude"},
+        }
+    )
+    providers = build_providers(registry, environ={KEY_ENV: SECRET})
+    assert isinstance(providers["anth"], AnthropicProvider)
+    assert type(providers["local"]).__name__ == "OpenAICompatProvider"
+
+    async def run() -> dict[str, Any]:
+        try:
+            return await providers["anth"].complete(
+                "claude-x", {"messages": user("wired")}, timeouts=TIMEOUTS
+            )
+        finally:
+            for provider in providers.values():
+                await provider.aclose()
+
+    assert asyncio.run(run())["choices"][0]["message"]["content"] == "echo: wired"

@@ -1,0 +1,284 @@
+"""A fake Anthropic Messages API: a real HTTP server on 127.0.0.1 in a thread.
+
+It records every request and answers ``POST /v1/messages`` the way the real API does:
+a ``message`` object, or with ``stream: true`` the event sequence message_start,
+content_block_start/delta/stop per block (with a ping), message_delta (stop_reason and
+cumulative usage), message_stop. The reply echoes the last user text; when the request
+has tools (and tool_choice is not none) it also calls the first tool with
+``{"query": <last user text>}``, the JSON streamed in pieces as input_json_delta.
+
+Faults and variants are chosen by the model name, ``NAME?k=v&...``:
+
+- ``status=429|400|500|529...`` answer with that status and Anthropic's error body
+  (``retry_after=S`` adds ``Retry-After: S``); ``context=1`` answers 400 "prompt is too
+  long"; ``echo_key=1`` answers 400 with the received x-api-key in its message;
+- ``reset=1`` closes the connection without an answer; ``mid=1`` breaks a stream after
+  its first text delta; ``error_event=1`` sends an ``overloaded_error`` event mid-stream;
+  ``truncate=1`` ends a stream cleanly after its first text delta (no message_stop);
+- ``stop=max_tokens|stop_sequence|refusal|...`` sets the stop_reason; ``thinking=1``
+  puts a thinking block first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+USAGE = {
+    "input_tokens": 10,
+    "cache_creation_input_tokens": 2,
+    "cache_read_input_tokens": 3,
+    "output_tokens": 7,
+}
+MESSAGE_ID = "msg_01FakeAnthropic"
+TOOL_ID = "toolu_01FakeTool"
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeAnthropic:
+    url: str
+    requests: list[Recorded] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def last(self) -> Recorded:
+        return self.requests[-1]
+
+
+def faults_of(model: str) -> dict[str, str]:
+    _, _, query = model.partition("?")
+    return {k: v[-1] for k, v in parse_qs(query).items()}
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages", [])):
+        if message.get("role") != "user":
+            continue
+        content = message["content"]
+        if isinstance(content, str):
+            return content
+        texts = [b["text"] for b in content if b.get("type") == "text"]
+        if texts:
+            return texts[-1]
+    return ""
+
+
+def reply_blocks(body: dict[str, Any], faults: dict[str, str]) -> list[dict[str, Any]]:
+    """The content blocks of the reply to `body`."""
+    text = _last_user_text(body)
+    blocks: list[dict[str, Any]] = []
+    if "thinking" in faults:
+        blocks.append({"type": "thinking", "thinking": "Let me think.", "signature": "sig=="})
+    blocks.append({"type": "text", "text": f"echo: {text}"})
+    tools = body.get("tools") or []
+    if tools and (body.get("tool_choice") or {}).get("type") != "none":
+        blocks.append(
+            {"type": "tool_use", "id": TOOL_ID, "name": tools[0]["name"], "input": {"query": text}}
+        )
+    return blocks
+
+
+def _stop_reason(blocks: list[dict[str, Any]], faults: dict[str, str]) -> str:
+    if "stop" in faults:
+        return faults["stop"]
+    return "tool_use" if blocks[-1]["type"] == "tool_use" else "end_turn"
+
+
+def _message(model: str, blocks: list[dict[str, Any]], stop: str | None) -> dict[str, Any]:
+    return {
+        "id": MESSAGE_ID,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": blocks,
+        "stop_reason": stop,
+        "stop_sequence": "STOP" if stop == "stop_sequence" else None,
+        "usage": USAGE,
+    }
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
+
+
+def _block_events(index: int, block: dict[str, Any]) -> list[bytes]:
+    """content_block_start, its deltas (text and JSON in pieces) and content_block_stop."""
+    if block["type"] == "text":
+        start = {"type": "text", "text": ""}
+        words = block["text"].split(" ")
+        pieces = [w + " " for w in words[:-1]] + [words[-1]]
+        deltas = [{"type": "text_delta", "text": p} for p in pieces]
+    elif block["type"] == "tool_use":
+        start = {**block, "input": {}}
+        raw = json.dumps(block["input"])
+        deltas = [
+            {"type": "input_json_delta", "partial_json": raw[i : i + 7]}
+            for i in range(0, len(raw), 7)
+        ]
+        deltas.insert(0, {"type": "input_json_delta", "partial_json": ""})
+    else:
+        start = {"type": "thinking", "thinking": ""}
+        deltas = [
+            {"type": "thinking_delta", "thinking": block["thinking"]},
+            {"type": "signature_delta", "signature": block["signature"]},
+        ]
+    events = [_event("content_block_start", {"index": index, "content_block": start})]
+    events += [_event("content_block_delta", {"index": index, "delta": d}) for d in deltas]
+    events.append(_event("content_block_stop", {"index": index}))
+    return events
+
+
+def stream_events(model: str, blocks: list[dict[str, Any]], stop: str) -> list[bytes]:
+    """The whole SSE sequence of a streamed reply."""
+    start = _message(model, [], None)
+    start["usage"] = {**USAGE, "output_tokens": 1}
+    events = [_event("message_start", {"message": start}), _event("ping", {})]
+    for index, block in enumerate(blocks):
+        events += _block_events(index, block)
+    delta = {"stop_reason": stop, "stop_sequence": "STOP" if stop == "stop_sequence" else None}
+    events.append(
+        _event(
+            "message_delta", {"delta": delta, "usage": {"output_tokens": USAGE["output_tokens"]}}
+        )
+    )
+    events.append(_event("message_stop", {}))
+    return events
+
+
+def _error(kind: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+_KINDS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+def _fault_reply(
+    faults: dict[str, str], headers: dict[str, str]
+) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+    """The error answer (status, body, extra headers) the faults ask for, if any."""
+    if "context" in faults:
+        message = "prompt is too long: 208721 tokens > 200000 maximum"
+        return 400, _error("invalid_request_error", message), {}
+    if "echo_key" in faults:
+        message = f"invalid value in request made with key {headers.get('x-api-key')}"
+        return 400, _error("invalid_request_error", message), {}
+    if "status" in faults:
+        status = int(faults["status"])
+        extra = {"retry-after": faults["retry_after"]} if "retry_after" in faults else {}
+        kind = _KINDS.get(status, "api_error")
+        message = "Overloaded" if status == 529 else f"{kind} from the fake"
+        return status, _error(kind, message), extra
+    return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    upstream: FakeAnthropic  # set on the subclass each server gets
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def handle(self) -> None:
+        # a client that hung up mid-stream (the tests of broken streams do) is no error
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            super().handle()
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length", "0"))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        with self.upstream.lock:
+            self.upstream.requests.append(Recorded(self.path, headers, body))
+        model = str(body.get("model", ""))
+        faults = faults_of(model)
+        if self.path != "/v1/messages":
+            self._send_json(404, _error("not_found_error", f"no route {self.path}"))
+            return
+        if "reset" in faults:
+            self.close_connection = True  # no status line at all
+            return
+        fault = _fault_reply(faults, headers)
+        if fault is not None:
+            self._send_json(*fault)
+            return
+        blocks = reply_blocks(body, faults)
+        stop = _stop_reason(blocks, faults)
+        if body.get("stream") is True:
+            self._stream(stream_events(model, blocks, stop), faults)
+        else:
+            self._send_json(200, _message(model, blocks, stop))
+
+    def _send_json(
+        self, status: int, data: dict[str, Any], extra: dict[str, str] | None = None
+    ) -> None:
+        raw = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(raw)))
+        self.send_header("request-id", "req_fake")
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _write_chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _stream(self, events: list[bytes], faults: dict[str, str]) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        if "mid" in faults or "error_event" in faults or "truncate" in faults:
+            events = events[:4]  # message_start, ping, content_block_start, the first delta
+        for event in events:
+            self._write_chunk(event)
+        if "mid" in faults:
+            self.close_connection = True  # chunked body cut off: a broken stream
+            return
+        if "error_event" in faults:
+            error = _error("overloaded_error", "Overloaded")["error"]
+            self._write_chunk(_event("error", {"error": error}))
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+@contextmanager
+def fake_anthropic() -> Iterator[FakeAnthropic]:
+    upstream = FakeAnthropic(url="")
+    handler = type("Handler", (_Handler,), {"upstream": upstream})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    upstream.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield upstream
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
