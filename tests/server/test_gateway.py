@@ -438,3 +438,35 @@ def test_anthropic_tool_calls_and_streams_through_the_openai_client(
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "echo: one two"
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_every_openai_parameter_reaches_the_upstream_untouched(
+    gateway: Gateway, client: openai.OpenAI
+) -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},
+        }
+    ]
+    client.chat.completions.create(
+        model="small",
+        messages=_user("hi"),
+        tools=tools,  # type: ignore[arg-type]
+        tool_choice="auto",
+        response_format={"type": "json_object"},
+        n=2,
+        logprobs=True,
+        top_logprobs=2,
+        seed=7,
+        user="u-1",
+        stop=["\n\n"],
+        max_tokens=12,
+        extra_body={"top_k": 5, "repetition_penalty": 1.1},
+    )
+    sent = gateway.upstream.requests[-1].body
+    assert sent["tools"] == tools and sent["tool_choice"] == "auto"
+    assert sent["response_format"] == {"type": "json_object"}
+    assert (sent["n"], sent["logprobs"], sent["top_logprobs"], sent["seed"]) == (2, True, 2, 7)
+    assert (sent["user"], sent["stop"], sent["max_tokens"]) == ("u-1", ["\n\n"], 12)
+    assert (sent["top_k"], sent["repetition_penalty"]) == (5, 1.1)  # unknown keys too

@@ -27,9 +27,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
+
+from fake_upstream import QuietServer
 
 USAGE = {
     "input_tokens": 10,
@@ -271,7 +273,7 @@ class _Handler(BaseHTTPRequestHandler):
 def fake_anthropic() -> Iterator[FakeAnthropic]:
     upstream = FakeAnthropic(url="")
     handler = type("Handler", (_Handler,), {"upstream": upstream})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = QuietServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     upstream.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})

@@ -20,6 +20,7 @@ Faults are chosen by the upstream model name, so a registry can point models at 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections import Counter
@@ -62,6 +63,15 @@ class FakeUpstream:
 
     def calls_to(self, model: str) -> list[Recorded]:
         return [r for r in self.requests if r.body.get("model") == model]
+
+
+class QuietServer(ThreadingHTTPServer):
+    """Clients that hang up early (timeouts, closed streams) are expected here: no
+    tracebacks for them on stderr."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def faults_of(model: str) -> dict[str, str]:
@@ -232,7 +242,7 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
 @contextmanager
 def fake_upstream() -> Iterator[FakeUpstream]:
     upstream = FakeUpstream(url="")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(upstream))
+    server = QuietServer(("127.0.0.1", 0), _handler(upstream))
     server.daemon_threads = True
     upstream.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})

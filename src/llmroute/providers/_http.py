@@ -1,5 +1,5 @@
-"""What every HTTP provider shares: timeouts, server-sent events, and the one place
-where httpx errors and upstream error statuses become `llmroute.errors.ProviderError`s."""
+"""What every HTTP provider shares: server-sent event framing, and the one place where
+transport errors and upstream error statuses become `llmroute.errors.ProviderError`s."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
-import httpx
+import aiohttp
 
 from llmroute.errors import (
     ContextWindowExceeded,
@@ -18,11 +18,9 @@ from llmroute.errors import (
     RateLimited,
     UpstreamRejected,
 )
-from llmroute.providers.base import Timeouts
 
 __all__ = [
     "error_from_response",
-    "httpx_timeout",
     "iter_sse_events",
     "network_error",
     "parse_retry_after",
@@ -41,10 +39,6 @@ _SECRETISH = re.compile(
 _MAX_MESSAGE = 300
 
 
-def httpx_timeout(timeouts: Timeouts) -> httpx.Timeout:
-    return httpx.Timeout(timeouts.total_s, connect=timeouts.connect_s)
-
-
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
     if not value:
@@ -61,19 +55,23 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, seconds) if seconds == seconds else None  # NaN → None
 
 
-def network_error(provider: str, exc: httpx.HTTPError) -> ProviderError:
-    """No response: the class name only, since httpx messages can carry the URL and a URL
-    can carry credentials."""
-    if isinstance(exc, httpx.TimeoutException):
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+
+
+def network_error(provider: str, exc: BaseException) -> ProviderError:
+    """No (complete) response: the class name only, since transport messages can carry
+    the URL and a URL can carry credentials."""
+    if isinstance(exc, TimeoutError):
         return ProviderTimeout(provider, f"upstream timed out ({type(exc).__name__})")
     return ProviderError(provider, f"upstream request failed ({type(exc).__name__})")
 
 
-def error_from_response(provider: str, response: httpx.Response) -> ProviderError:
-    """The error for an upstream error status; the body must have been read."""
-    status = response.status_code
-    message, code = _upstream_message(response)
-    retry_after = parse_retry_after(response.headers.get("retry-after"))
+def error_from_response(
+    provider: str, status: int, headers: Mapping[str, str], body: bytes
+) -> ProviderError:
+    """The error for an upstream error status, from its headers and whole body."""
+    message, code = _upstream_message(body)
+    retry_after = parse_retry_after(headers.get("retry-after"))
     if status == 429:
         return RateLimited(
             provider,
@@ -108,11 +106,11 @@ def error_from_response(provider: str, response: httpx.Response) -> ProviderErro
     )
 
 
-def _upstream_message(response: httpx.Response) -> tuple[str, str | None]:
+def _upstream_message(body: bytes) -> tuple[str, str | None]:
     """``": <message>"`` from an OpenAI- or Anthropic-style error body (scrubbed and
     shortened), and its code; empty when the body says nothing usable."""
     try:
-        data = json.loads(response.content)
+        data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return "", None
     error = data.get("error") if isinstance(data, dict) else None
@@ -130,17 +128,23 @@ def _upstream_message(response: httpx.Response) -> tuple[str, str | None]:
     return f": {text}", code
 
 
-async def iter_sse_events(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The response's server-sent events, one complete event (ending ``\\n\\n``) at a
-    time, whatever chunks the bytes arrived in. A final event with no blank line after
-    it is still yielded."""
-    pending: list[str] = []
-    async for line in response.aiter_lines():
-        if line:
-            pending.append(line)
-            continue
-        if pending:
-            yield ("\n".join(pending) + "\n\n").encode()
-            pending.clear()
+async def iter_sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Server-sent events, one complete event (ending ``\n\n``) at a time, whatever
+    chunks the bytes arrived in; ``\r\n`` line ends are accepted. A final event with no
+    blank line after it is still yielded."""
+    buffer = b""
+    pending: list[bytes] = []
+    async for chunk in chunks:
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            line = line.rstrip(b"\r")
+            if line:
+                pending.append(line)
+            elif pending:
+                yield b"\n".join(pending) + b"\n\n"
+                pending.clear()
+    if buffer.rstrip(b"\r"):
+        pending.append(buffer.rstrip(b"\r"))
     if pending:
-        yield ("\n".join(pending) + "\n\n").encode()
+        yield b"\n".join(pending) + b"\n\n"

@@ -9,8 +9,6 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
-
 from llmroute.errors import ProviderError, RateLimited
 from llmroute.providers._anthropic_convert import (
     finish_reason,
@@ -19,12 +17,7 @@ from llmroute.providers._anthropic_convert import (
     tool_call,
     usage_of,
 )
-from llmroute.providers._http import (
-    error_from_response,
-    httpx_timeout,
-    iter_sse_events,
-    network_error,
-)
+from llmroute.providers._transport import HttpTransport
 from llmroute.providers.base import Timeouts
 from llmroute.registry.schema import Provider
 
@@ -44,19 +37,14 @@ _STREAM_ERROR_STATUS = {
 
 
 class AnthropicProvider:
-    """A pooled `httpx.AsyncClient` for one provider of kind ``anthropic``.
+    """One pooled HTTP session for a provider of kind ``anthropic``.
 
     The API key is read once, here, from the environment variable the registry names;
     it only ever travels in the ``x-api-key`` header.
     """
 
     def __init__(
-        self,
-        name: str,
-        spec: Provider,
-        *,
-        environ: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, name: str, spec: Provider, *, environ: Mapping[str, str] | None = None
     ) -> None:
         self.name = name
         env = os.environ if environ is None else environ
@@ -67,33 +55,13 @@ class AnthropicProvider:
         base_url = spec.base_url.rstrip("/")
         if base_url.endswith("/v1"):  # the path below adds it
             base_url = base_url[: -len("/v1")]
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            headers=headers,
-            timeout=httpx.Timeout(spec.timeout_s, connect=spec.connect_timeout_s),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-            transport=transport,
-        )
+        self._http = HttpTransport(name, base_url, headers)
 
     async def complete(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]:
         payload = to_messages_request(self.name, model, body)
-        try:
-            response = await self._client.post(
-                _MESSAGES, json=payload, timeout=httpx_timeout(timeouts)
-            )
-        except httpx.HTTPError as exc:
-            raise network_error(self.name, exc) from None
-        if response.is_error:
-            raise error_from_response(self.name, response)
-        try:
-            data = json.loads(response.content)
-        except (ValueError, UnicodeDecodeError):
-            raise ProviderError(self.name, "upstream returned a body that is not JSON") from None
-        if not isinstance(data, dict):
-            raise ProviderError(self.name, "upstream returned JSON that is not an object")
-        return to_chat_completion(data)
+        return to_chat_completion(await self._http.post_json(_MESSAGES, payload, timeouts))
 
     async def stream(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
@@ -102,30 +70,15 @@ class AnthropicProvider:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         translator = StreamTranslator(self.name, include_usage=include_usage)
-        request = self._client.build_request(
-            "POST", _MESSAGES, json=payload, timeout=httpx_timeout(timeouts)
-        )
-        try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise network_error(self.name, exc) from None
-        try:
-            if response.is_error:
-                await response.aread()
-                raise error_from_response(self.name, response)
-            try:
-                async for event in iter_sse_events(response):
-                    for chunk in translator.feed(event):
-                        yield chunk
-            except httpx.HTTPError as exc:
-                raise network_error(self.name, exc) from None
-            if not translator.done:
-                raise ProviderError(self.name, "upstream stream ended before message_stop")
-        finally:
-            await response.aclose()
+        async with self._http.events(_MESSAGES, payload, timeouts) as events:
+            async for event in events:
+                for chunk in translator.feed(event):
+                    yield chunk
+        if not translator.done:
+            raise ProviderError(self.name, "upstream stream ended before message_stop")
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
 
 
 def _parse_event(event: bytes) -> dict[str, Any] | None:
