@@ -31,10 +31,14 @@ log = logging.getLogger(__name__)
 _HEAD_FORMAT = 1
 
 
-def build_encoder(registry: Registry) -> Encoder:
+def build_encoder(registry: Registry, *, threads: int | None = None) -> Encoder:
+    """The registry's encoder; `threads` caps a built-in encoder's threads per call
+    (default: up to four cores; a gateway worker uses one)."""
     spec = registry.encoder
     if isinstance(spec, BuiltinEncoderSpec):
-        return load_builtin(spec.name, max_tokens=spec.max_tokens, truncate=spec.truncate)
+        return load_builtin(
+            spec.name, max_tokens=spec.max_tokens, truncate=spec.truncate, threads=threads
+        )
     return RemoteEncoder(
         base_url=str(spec.base_url),
         model=spec.model,

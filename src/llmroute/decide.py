@@ -47,13 +47,18 @@ class Router:
         encoder: Encoder | None = None,
         layers: Sequence[DecisionLayer] | None = None,
         cache_dir: Path | None = None,
+        encoder_threads: int | None = None,
     ) -> None:
         # Imported here so `import llmroute` stays light: assembling pulls in the encoder
         # stack (onnx, tokenizers, httpx), which a caller passing `layers=` never needs.
         from llmroute.assemble import build_encoder, default_layers
 
         self.loaded = loaded
-        self.encoder = encoder if encoder is not None else build_encoder(loaded.registry)
+        self.encoder = (
+            encoder
+            if encoder is not None
+            else build_encoder(loaded.registry, threads=encoder_threads)
+        )
         self.layers: tuple[DecisionLayer, ...] = tuple(
             layers
             if layers is not None
@@ -73,8 +78,16 @@ class Router:
         *,
         encoder: Encoder | None = None,
         cache_dir: Path | None = None,
+        encoder_threads: int | None = None,
     ) -> Router:
-        return cls(load_registry(path), encoder=encoder, cache_dir=cache_dir)
+        """`encoder_threads` caps a built-in encoder's threads per call (default: up to
+        four cores)."""
+        return cls(
+            load_registry(path),
+            encoder=encoder,
+            cache_dir=cache_dir,
+            encoder_threads=encoder_threads,
+        )
 
     @property
     def version(self) -> str:

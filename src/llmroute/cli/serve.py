@@ -11,11 +11,11 @@ import typer
 from llmroute.cli._app import RegistryOption, app, resolve_registry
 from llmroute.registry import load_registry
 from llmroute.server.settings import (
+    DEFAULT_ENCODER_THREADS,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_RELOAD_INTERVAL_S,
-    MAX_BODY_ENV,
     REGISTRY_ENV,
-    RELOAD_INTERVAL_ENV,
+    ServeSettings,
 )
 
 
@@ -35,6 +35,10 @@ def serve(
             min=0,
         ),
     ] = DEFAULT_RELOAD_INTERVAL_S,
+    encoder_threads: Annotated[
+        int,
+        typer.Option(help="Threads each worker's encoder uses per request.", min=1),
+    ] = DEFAULT_ENCODER_THREADS,
 ) -> None:
     """Serve /v1/chat/completions: each request is routed, then sent to its model.
 
@@ -46,12 +50,12 @@ def serve(
     path = resolve_registry(registry)
     load_registry(path)  # a bad registry fails here with one clean line, not a traceback
     log_config = _log_config(uvicorn.config.LOGGING_CONFIG)
+    settings = ServeSettings(max_body_bytes, reload_interval, encoder_threads)
     if workers > 1:
         # Worker processes import the factory by name and read their settings from the
         # environment they inherit.
         os.environ[REGISTRY_ENV] = str(path)
-        os.environ[MAX_BODY_ENV] = str(max_body_bytes)
-        os.environ[RELOAD_INTERVAL_ENV] = str(reload_interval)
+        os.environ.update(settings.to_env())
         uvicorn.run(
             "llmroute.server.app:app_from_env",
             factory=True,
@@ -63,7 +67,7 @@ def serve(
         return
     from llmroute.server.app import create_app
 
-    app = create_app(str(path), max_body_bytes=max_body_bytes, reload_interval_s=reload_interval)
+    app = create_app(str(path), settings)
     uvicorn.run(app, host=host, port=port, log_config=log_config)
 
 

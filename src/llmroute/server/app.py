@@ -28,31 +28,19 @@ from llmroute.server.errors import (
 )
 from llmroute.server.meta import health, list_models, ready
 from llmroute.server.reload import reloading
-from llmroute.server.settings import (
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_RELOAD_INTERVAL_S,
-    MAX_BODY_ENV,
-    REGISTRY_ENV,
-    RELOAD_INTERVAL_ENV,
-)
+from llmroute.server.settings import REGISTRY_ENV, ServeSettings
 from llmroute.server.state import PinGateway
 
 __all__ = ["app_from_env", "create_app"]
 
 
-def create_app(
-    registry_path: str,
-    *,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    reload_interval_s: float = DEFAULT_RELOAD_INTERVAL_S,
-) -> Starlette:
-    """The gateway for the registry at `registry_path`, reloaded when the file changes
-    (polled every `reload_interval_s` seconds; 0: only on SIGHUP)."""
-    interval = reload_interval_s if reload_interval_s > 0 else None
+def create_app(registry_path: str, settings: ServeSettings | None = None) -> Starlette:
+    """The gateway for the registry at `registry_path`, reloaded when the file changes."""
+    serve_settings = settings or ServeSettings()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with reloading(app.state, registry_path, max_body_bytes, interval):
+        async with reloading(app.state, registry_path, serve_settings):
             yield
 
     app = Starlette(
@@ -79,12 +67,5 @@ def create_app(
 
 def app_from_env() -> Starlette:
     """Factory for ``uvicorn --factory`` and multi-worker serving: the registry path comes
-    from ``$LLMROUTE_REGISTRY``, the body limit from ``$LLMROUTE_MAX_BODY_BYTES``, the
-    reload poll interval from ``$LLMROUTE_RELOAD_INTERVAL``."""
-    limit = os.environ.get(MAX_BODY_ENV)
-    interval = os.environ.get(RELOAD_INTERVAL_ENV)
-    return create_app(
-        os.environ[REGISTRY_ENV],
-        max_body_bytes=int(limit) if limit else DEFAULT_MAX_BODY_BYTES,
-        reload_interval_s=float(interval) if interval else DEFAULT_RELOAD_INTERVAL_S,
-    )
+    from ``$LLMROUTE_REGISTRY``, the rest from `ServeSettings.from_env`."""
+    return create_app(os.environ[REGISTRY_ENV], ServeSettings.from_env())

@@ -35,6 +35,7 @@ from llmroute.errors import ConfigError, LlmrouteError
 from llmroute.providers import build_providers
 from llmroute.providers.base import ChatProvider
 from llmroute.registry import load_registry
+from llmroute.server.settings import ServeSettings
 from llmroute.server.state import Gateway
 
 __all__ = ["Fingerprint", "Reloader", "fingerprint", "reloading"]
@@ -65,7 +66,7 @@ def fingerprint(path: str, previous: Fingerprint | None = None) -> Fingerprint |
         return None
 
 
-def build(path: str, current: Router | None = None) -> Built | None:
+def build(path: str, threads: int | None, current: Router | None = None) -> Built | None:
     """Load, validate and assemble the registry at `path` (blocking: run it in a worker
     thread). None when its version equals `current`'s: nothing to swap. The encoder is
     reused when the registry's encoder settings are unchanged."""
@@ -76,7 +77,7 @@ def build(path: str, current: Router | None = None) -> Built | None:
             return None
         if loaded.registry.encoder == current.loaded.registry.encoder:
             encoder = current.encoder
-    router = Router(loaded, encoder=encoder)
+    router = Router(loaded, encoder=encoder, encoder_threads=threads)
     return router, build_providers(router.loaded.registry)
 
 
@@ -103,13 +104,12 @@ class Reloader:
     """Keeps ``state.gateway`` in step with the registry file at `path`; polls every
     `interval_s` seconds (None: only on SIGHUP, via `kick`)."""
 
-    def __init__(
-        self, state: State, path: str, max_body_bytes: int, interval_s: float | None
-    ) -> None:
+    def __init__(self, state: State, path: str, settings: ServeSettings) -> None:
         self._state = state
         self._path = path
-        self._max_body_bytes = max_body_bytes
-        self._interval_s = interval_s
+        self._max_body_bytes = settings.max_body_bytes
+        self._threads = settings.encoder_threads
+        self._interval_s = settings.reload_interval_s or None
         self._kicked = asyncio.Event()
         self._seen: Fingerprint | None = None
         self._retiring: list[Gateway] = []
@@ -123,7 +123,7 @@ class Reloader:
     async def load_first(self) -> None:
         """The startup load: an invalid registry raises, and the server does not start."""
         self._seen = await anyio.to_thread.run_sync(fingerprint, self._path)
-        built = await anyio.to_thread.run_sync(build, self._path)
+        built = await anyio.to_thread.run_sync(build, self._path, self._threads)
         assert built is not None
         self._state.gateway = await open_gateway(built, self._max_body_bytes)
 
@@ -145,7 +145,7 @@ class Reloader:
     async def reload(self, reason: str, tasks: TaskGroup) -> None:
         old = self.current
         try:
-            built = await anyio.to_thread.run_sync(build, self._path, old.router)
+            built = await anyio.to_thread.run_sync(build, self._path, self._threads, old.router)
         except LlmrouteError as exc:
             log.error(
                 "registry reload (%s) rejected, still serving version %s: %s",
@@ -228,12 +228,10 @@ def on_sighup(callback: Callable[[], None]) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def reloading(
-    state: State, path: str, max_body_bytes: int, interval_s: float | None
-) -> AsyncIterator[Reloader]:
+async def reloading(state: State, path: str, settings: ServeSettings) -> AsyncIterator[Reloader]:
     """Load the registry into ``state.gateway`` and keep it current until exit; then
     close every gateway's clients."""
-    reloader = Reloader(state, path, max_body_bytes, interval_s)
+    reloader = Reloader(state, path, settings)
     await reloader.load_first()
     try:
         async with anyio.create_task_group() as tasks:
