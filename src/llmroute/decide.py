@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from llmroute.decision import Decision, LayerSignal, Outcome, Verdict, new_decision_id
 from llmroute.encoders.base import Encoder
 from llmroute.layers.base import DecisionContext, DecisionLayer, LayerResult
+from llmroute.layers.difficulty import DifficultyLayer
 from llmroute.registry import LoadedRegistry, load_registry
 from llmroute.request import RouteRequest
 
@@ -131,12 +132,26 @@ class Router:
         return RouteRequest.from_input(request, headers=headers, window=self._window)
 
     def decide(
-        self, request: RequestInput, *, headers: Mapping[str, str] | None = None
+        self,
+        request: RequestInput,
+        *,
+        headers: Mapping[str, str] | None = None,
+        layers: Sequence[DecisionLayer] | None = None,
     ) -> Decision:
-        """Route one request (a string, an OpenAI chat body, or a `RouteRequest`)."""
+        """Route one request (a string, an OpenAI chat body, or a `RouteRequest`);
+        `layers` replaces the pipeline for this call (``router-<name>-<t>`` models)."""
         start = time.perf_counter_ns()
         ctx = DecisionContext(self.request(request, headers=headers), self.encoder.encode)
-        return run_pipeline(ctx, self.layers, self._default, self.version, start)
+        pipeline = self.layers if layers is None else layers
+        return run_pipeline(ctx, pipeline, self._default, self.version, start)
+
+    @property
+    def difficulty(self) -> DifficultyLayer | None:
+        """The pipeline's difficulty layer, when the registry declares one."""
+        for layer in self.layers:
+            if isinstance(layer, DifficultyLayer):
+                return layer
+        return None
 
     def decide_many(
         self, requests: Sequence[RequestInput], *, headers: Mapping[str, str] | None = None

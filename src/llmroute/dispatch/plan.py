@@ -6,6 +6,7 @@ pins that model. Anything else raises `ModelNotFound`.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,8 +17,11 @@ from llmroute.decision import Decision, new_decision_id
 from llmroute.errors import ModelNotFound, RoutingError
 from llmroute.registry.schema import Route, RoutePolicy
 
-__all__ = ["AUTO", "PINNED", "Plan", "plan_request"]
+__all__ = ["AUTO", "PINNED", "Plan", "difficulty_model", "plan_request"]
 
+_ROUTER_MODEL = re.compile(
+    r"^router-(?P<name>.+?)-(?P<threshold>-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$"
+)
 AUTO = "auto"
 PINNED = "pinned"  # the layer, and the route of a request that pins a pool model
 
@@ -61,13 +65,39 @@ def _decide(
     if model is not None:
         raise ModelNotFound(f"{requested!r} is an embedding model; use POST /v1/embeddings")
     if requested.startswith("router-"):
-        raise ModelNotFound(
-            f"the model {requested!r} names a difficulty router, and this registry "
-            "declares none (difficulty routers are not available yet)"
-        )
+        return _difficulty(router, requested, body, headers)
     raise ModelNotFound(
         f"the model {requested!r} does not exist: use 'auto', a route or a pool model "
         "(GET /v1/models lists them)"
+    )
+
+
+def difficulty_model(router: Router) -> str | None:
+    """The ``router-<name>-<threshold>`` model at the registry's own threshold."""
+    layer = router.difficulty
+    if layer is None:
+        return None
+    return f"router-{layer.router.name}-{layer.threshold:.6g}"
+
+
+def _difficulty(
+    router: Router, requested: str, body: Mapping[str, Any], headers: Mapping[str, str]
+) -> Decision:
+    """``router-<name>-<threshold>``: the difficulty router alone, at that threshold."""
+    layer = router.difficulty
+    match = _ROUTER_MODEL.match(requested)
+    if layer is None:
+        raise ModelNotFound(
+            f"the model {requested!r} names a difficulty router, and this registry declares "
+            "none (default.difficulty)"
+        )
+    if match is None or match["name"] != layer.router.name:
+        raise ModelNotFound(
+            f"the model {requested!r} is not 'router-{layer.router.name}-<threshold>', the "
+            "difficulty router this registry declares"
+        )
+    return router.decide(
+        body, headers=headers, layers=(layer.with_threshold(float(match["threshold"])),)
     )
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "BuiltinEncoderSpec",
     "Default",
     "Deployment",
+    "Difficulty",
     "DispatchSettings",
     "EncoderSpec",
     "IntentSettings",
@@ -327,11 +328,32 @@ class Route(_Frozen):
         return value
 
 
+class Difficulty(_Frozen):
+    """A difficulty router for requests no rule or route claims: the strong model when
+    its score reaches `threshold` (or the threshold that sends `strong_share` of the
+    router's validation prompts there), else the weak one. `router` is the directory
+    written by ``llmroute train difficulty``, relative to the registry file."""
+
+    router: str = Field(min_length=1)
+    strong: str
+    weak: str
+    threshold: float | None = Field(default=None, allow_inf_nan=False)
+    strong_share: float | None = Field(default=None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_dial(self) -> Self:
+        if (self.threshold is None) == (self.strong_share is None):
+            raise PathProblems([((), "set exactly one of 'threshold' or 'strong_share'")])
+        return self
+
+
 class Default(_Frozen):
-    """The model that serves requests no rule or route claims."""
+    """The model that serves requests no rule or route claims (or, with `difficulty`,
+    the strong or weak model by predicted difficulty)."""
 
     target: str
     description: str | None = None
+    difficulty: Difficulty | None = None
 
 
 # -- rules -------------------------------------------------------------------------------
@@ -536,6 +558,11 @@ class Registry(_Frozen):
                 )
         if (message := self._unknown_model(self.default.target)) is not None:
             yield ("default", "target"), message
+        difficulty = self.default.difficulty
+        if difficulty is not None:
+            for key, wanted in (("strong", difficulty.strong), ("weak", difficulty.weak)):
+                if (message := self._unknown_model(wanted)) is not None:
+                    yield ("default", "difficulty", key), message
 
     def _route_problems(self) -> Iterator[Problem]:
         first: dict[str, int] = {}

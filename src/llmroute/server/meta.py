@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from llmroute.dispatch import AUTO
+from llmroute.dispatch.plan import difficulty_model
 from llmroute.server.state import gateway_of
 
 __all__ = ["health", "list_models", "ready"]
@@ -16,6 +17,8 @@ async def list_models(request: Request) -> Response:
     registry = gateway_of(request).router.loaded.registry
     entries = [(AUTO, "llmroute")]
     entries += [(route.name, "llmroute") for route in registry.routes]
+    if (router_model := difficulty_model(gateway_of(request).router)) is not None:
+        entries.append((router_model, "llmroute"))
     entries += [(name, ",".join(model.provider_names())) for name, model in registry.models.items()]
     data = [{"id": i, "object": "model", "created": 0, "owned_by": o} for i, o in entries]
     return JSONResponse({"object": "list", "data": data})
