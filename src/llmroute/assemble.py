@@ -19,6 +19,7 @@ import numpy as np
 from llmroute.encoders import CachedEncoder, RemoteEncoder, default_cache_dir, load_builtin
 from llmroute.encoders.base import Encoder
 from llmroute.layers.base import DecisionLayer
+from llmroute.layers.difficulty import DifficultyLayer
 from llmroute.layers.intent import IntentLayer
 from llmroute.layers.rules import RulesLayer
 from llmroute.registry import BuiltinEncoderSpec, Registry
@@ -51,14 +52,38 @@ def build_encoder(registry: Registry, *, threads: int | None = None) -> Encoder:
 
 
 def default_layers(
-    registry: Registry, encoder: Encoder, *, cache_dir: Path | None = None
+    registry: Registry,
+    encoder: Encoder,
+    *,
+    cache_dir: Path | None = None,
+    base_dir: Path | None = None,
 ) -> tuple[DecisionLayer, ...]:
-    """The standard pipeline for a registry: rules (when it has any), then intent."""
+    """The standard pipeline for a registry: rules (when it has any), intent, then the
+    difficulty router for what intent leaves to the default (when one is declared)."""
     layers: list[DecisionLayer] = []
     if registry.rules:
         layers.append(RulesLayer(registry))
     layers.append(build_intent_layer(registry, encoder, cache_dir=cache_dir))
+    if registry.default.difficulty is not None:
+        layers.append(build_difficulty_layer(registry, encoder, base_dir or Path.cwd()))
     return tuple(layers)
+
+
+def build_difficulty_layer(registry: Registry, encoder: Encoder, base_dir: Path) -> DifficultyLayer:
+    """The `default.difficulty` router, loaded from its directory (relative to the
+    registry file) and refused when it was trained with another encoder."""
+    from llmroute.difficulty.artifact import load_router, read_meta
+    from llmroute.difficulty.calibration import threshold_from
+
+    spec = registry.default.difficulty
+    assert spec is not None
+    directory = base_dir / spec.router
+    router = load_router(directory, encoder_identity=encoder.identity)
+    threshold = spec.threshold
+    if threshold is None:
+        assert spec.strong_share is not None
+        threshold = threshold_from(read_meta(directory), spec.strong_share)
+    return DifficultyLayer(router, strong=spec.strong, weak=spec.weak, threshold=threshold)
 
 
 def build_intent_layer(

@@ -63,7 +63,9 @@ class Router:
         self.layers: tuple[DecisionLayer, ...] = tuple(
             layers
             if layers is not None
-            else default_layers(loaded.registry, self.encoder, cache_dir=cache_dir)
+            else default_layers(
+                loaded.registry, self.encoder, cache_dir=cache_dir, base_dir=loaded.base_dir
+            )
         )
         default = loaded.registry.default
         self._default = Verdict(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from llmroute.cli import evaluate as _evaluate  # noqa: F401  (registers commands)
+from llmroute.cli import difficulty as _difficulty  # noqa: F401  (registers commands)
+from llmroute.cli import evaluate as _evaluate  # noqa: F401
 from llmroute.cli import registry as _registry  # noqa: F401
 from llmroute.cli import route as _route  # noqa: F401
 from llmroute.cli import serve as _serve  # noqa: F401

@@ -89,12 +89,13 @@ def run(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
+        # click's exceptions, whether from click itself or the copy newer typers vendor
+        # (typer._click): usage errors print their usage line, an abort is Ctrl-C.
+        if type(exc).__name__ == "Abort":
             return 130
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
+        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            return exit_code
         raise
     return code if isinstance(code, int) else 0

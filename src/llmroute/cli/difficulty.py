@@ -1,0 +1,241 @@
+"""`llmroute train difficulty`, `llmroute calibrate` and `llmroute bench`: win-rate
+routers that choose between a strong and a weak model (docs/difficulty.md)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from llmroute.cli._app import app, err_console, fail
+from llmroute.difficulty.calibration import Split, file_digest, held_out, quantiles_of
+from llmroute.encoders.base import Encoder
+
+__all__ = ["bench", "calibrate", "train_difficulty"]
+
+train_app = typer.Typer(help="Train routers.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+DataOption = Annotated[
+    Path,
+    typer.Option(
+        "--data", "-d", help="JSONL with prompt, weak_correct, strong_correct.", exists=True
+    ),
+]
+RouterOption = Annotated[
+    Path, typer.Option("--router", help="A router directory from `llmroute train difficulty`.")
+]
+SplitOption = Annotated[
+    str,
+    typer.Option(
+        help="Rows to use: auto (the held-out split when DATA is the training file, else all), "
+        "val, test or all."
+    ),
+]
+_SPLITS = ("auto", "val", "test", "all")
+_ENCODER_DEFAULT = "builtin:static"
+
+
+def _encoder(spec: str) -> Encoder:
+    from llmroute.encoders import CachedEncoder, default_cache_dir, load_builtin
+
+    kind, _, name = spec.partition(":")
+    if kind != "builtin" or not name:
+        fail(f"--encoder must be builtin:NAME (minilm, minilm-int8 or static), not {spec!r}")
+    return CachedEncoder(load_builtin(name), default_cache_dir() / "embeddings")
+
+
+def _split_choice(value: str) -> Split:
+    if value not in _SPLITS:
+        fail(f"--split must be one of {', '.join(_SPLITS)}, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+@train_app.command("difficulty")
+def train_difficulty(
+    data: DataOption,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")],
+    router: Annotated[
+        str | None, typer.Option("--router", help="random, linear, knn, mf or mlp.")
+    ] = None,
+    encoder: Annotated[
+        str, typer.Option(help="The encoder; it must match the registry's at serve time.")
+    ] = _ENCODER_DEFAULT,
+    seed: Annotated[int, typer.Option(help="Seed of the train/validation/test split.")] = 0,
+) -> None:
+    """Train a win-rate router: hyper-parameters are chosen on the validation split, the
+    test split is left alone for `llmroute bench`."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from llmroute.difficulty import DEFAULT_ROUTER, read_labels, save_router, split, train_router
+
+    kind = router or DEFAULT_ROUTER
+    labelled = read_labels(data)
+    train_idx, val_idx, test_idx = split(labelled, seed=seed)
+    enc = _encoder(encoder)
+    started = time.perf_counter()
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task(f"training {kind}", total=None)
+        trained, metrics = train_router(
+            kind,
+            labelled,
+            enc,
+            train_idx=train_idx,
+            val_idx=val_idx,
+            seed=seed,
+            progress=lambda message: progress.update(task, description=f"{kind}: {message}"),
+        )
+    val = labelled.subset(val_idx)
+    from llmroute.difficulty.train import embed
+
+    val_scores = trained.score(embed(enc, val.prompts), val.prompts)
+    trained_on = {
+        "file": data.name,
+        "sha256": file_digest(data),
+        "rows": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
+        "split": {"seed": seed, "fractions": [0.6, 0.2, 0.2]},
+        "encoder_spec": encoder,
+        "val_score_quantiles": quantiles_of(val_scores),
+    }
+    save_router(
+        trained, output, encoder_identity=enc.identity, trained_on=trained_on, metrics=metrics
+    )
+    seconds = time.perf_counter() - started
+    apgr = metrics.get("apgr", metrics.get("best_apgr"))
+    typer.echo(
+        f"trained {kind} on {len(train_idx)} rows in {seconds:.1f}s; validation APGR "
+        f"{apgr:.3f} ({len(val_idx)} rows); written to {output}"
+    )
+
+
+def _load(router: Path) -> tuple[Any, dict[str, Any], Encoder]:
+    from llmroute.difficulty.artifact import load_router, read_meta
+
+    meta = read_meta(router)
+    spec = meta.get("trained_on", {}).get("encoder_spec", _ENCODER_DEFAULT)
+    enc = _encoder(str(spec))
+    return load_router(router, encoder_identity=enc.identity), meta, enc
+
+
+def _scores(router: Path, data: Path, which: Split, default: Split) -> tuple[Any, ...]:
+    from llmroute.difficulty import read_labels
+    from llmroute.difficulty.train import embed
+
+    trained, meta, enc = _load(router)
+    labelled = read_labels(data)
+    rows, described = held_out(meta, labelled, data, which, default)
+    subset = labelled.subset(rows)
+    scores = trained.score(embed(enc, subset.prompts), subset.prompts)
+    return trained, subset, scores, described
+
+
+@app.command("calibrate")
+def calibrate(
+    router: RouterOption,
+    data: DataOption,
+    strong_share: Annotated[
+        float,
+        typer.Option(
+            help="Share of requests to send to the strong model, between 0 and 1 (exclusive)."
+        ),
+    ],
+    split: SplitOption = "auto",
+) -> None:
+    """Print the threshold that sends STRONG_SHARE of DATA's prompts to the strong model,
+    computed on rows the router was not trained on."""
+    from llmroute.difficulty import threshold_for_share
+
+    if not 0.0 < strong_share < 1.0:
+        raise typer.BadParameter(
+            f"must be between 0 and 1 (exclusive), got {strong_share}", param_hint="--strong-share"
+        )
+    trained, subset, scores, described = _scores(router, data, _split_choice(split), "val")
+    threshold = threshold_for_share(scores, strong_share)
+    actual = float(np.mean(scores >= threshold))
+    typer.echo(f"{threshold:.6g}")
+    err_console.print(
+        f"{trained.name}: threshold {threshold:.6g} sends {actual:.1%} of {len(subset)} prompts "
+        f"({described}) to the strong model; in a registry: "
+        f"default.difficulty.threshold: {threshold:.6g}, or the model "
+        f"router-{trained.name}-{threshold:.6g}"
+    )
+
+
+@app.command("bench")
+def bench(
+    router: RouterOption,
+    data: DataOption,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write the curve: .png, or .html (interactive).")
+    ] = None,
+    prices: Annotated[
+        str | None,
+        typer.Option(help="WEAK,STRONG: the cost of one request to each, for cost figures."),
+    ] = None,
+    split: SplitOption = "auto",
+) -> None:
+    """The quality vs strong-call-share curve and RouteLLM's metrics (APGR, CPT(50%),
+    CPT(80%)), beside the random and oracle routers."""
+    from llmroute.difficulty import oracle_curve, quality_curve, random_curve, report
+    from llmroute.difficulty.plot import plot_curves
+
+    trained, subset, scores, described = _scores(router, data, _split_choice(split), "test")
+    curve = quality_curve(trained.name, scores, subset.weak, subset.strong)
+    result = report(curve, subset.weak, subset.strong, prices=_prices(prices))
+    result["rows"] = described
+    if plot is not None:
+        curves = [
+            curve,
+            random_curve(subset.weak, subset.strong),
+            oracle_curve(subset.weak, subset.strong),
+        ]
+        plot_curves(
+            plot,
+            curves,
+            result["weak_accuracy"],
+            result["strong_accuracy"],
+            title=f"{trained.name} on {data.name} ({described})",
+        )
+    if as_json:
+        typer.echo(json.dumps(result, sort_keys=True))
+        return
+    _print_bench(Console(), result)
+
+
+def _prices(value: str | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    try:
+        weak, strong = (float(part) for part in value.split(","))
+    except ValueError:
+        raise typer.BadParameter("give two numbers: WEAK,STRONG", param_hint="--prices") from None
+    return weak, strong
+
+
+def _print_bench(console: Console, result: dict[str, Any]) -> None:
+    console.print(
+        f"{result['name']}: n={result['n']} ({result['rows']}); weak accuracy "
+        f"{result['weak_accuracy']:.1%}, strong {result['strong_accuracy']:.1%}"
+    )
+    table = Table("router", "APGR", "CPT(50%)", "CPT(80%)")
+    for name, row in (
+        (result["name"], result),
+        ("random", result["random"]),
+        ("oracle", result["oracle"]),
+    ):
+        table.add_row(name, f"{row['apgr']:.3f}", f"{row['cpt50']:.1%}", f"{row['cpt80']:.1%}")
+    console.print(table)
+    console.print(
+        f"knee: {result['knee_share']:.1%} strong calls for {result['knee_quality']:.1%} quality"
+    )
+    for key in ("cost_cpt50", "cost_cpt80", "cost_knee", "cost_all_strong"):
+        if key in result:
+            console.print(f"{key}: {result[key]:.6g} per request")

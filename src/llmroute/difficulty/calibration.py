@@ -1,0 +1,73 @@
+"""Thresholds from a share of strong calls, and which rows of a file a router may be
+calibrated or measured on.
+
+A router's artifact records the file it was trained on (its SHA-256) and the split
+recipe; run on that same file, calibration uses the validation rows and benchmarks use
+the test rows, so nothing is tuned or reported on rows the router was fitted to. Any
+other file is unseen data, and all of it is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from llmroute.difficulty.data import LabelledPrompts, split
+from llmroute.errors import ConfigError
+
+__all__ = ["QUANTILES", "Split", "file_digest", "held_out", "quantiles_of", "threshold_from"]
+
+QUANTILES = 101  # score quantiles stored with a router, for `strong_share` at load time
+Split = Literal["auto", "val", "test", "all"]
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def quantiles_of(scores: npt.ArrayLike) -> list[float]:
+    values = np.quantile(np.asarray(scores, dtype=np.float64), np.linspace(0, 1, QUANTILES))
+    return [float(v) for v in values]
+
+
+def threshold_from(meta: Mapping[str, Any], strong_share: float) -> float:
+    """The threshold that sent `strong_share` of the router's validation prompts to the
+    strong model (interpolated between the stored quantiles)."""
+    quantiles = meta.get("trained_on", {}).get("val_score_quantiles")
+    if not isinstance(quantiles, list) or len(quantiles) != QUANTILES:
+        raise ConfigError("the router artifact has no validation score quantiles; retrain it")
+    if not 0.0 < strong_share < 1.0:
+        raise ConfigError(f"strong_share must be between 0 and 1, got {strong_share}")
+    return float(np.interp(1.0 - strong_share, np.linspace(0, 1, QUANTILES), quantiles))
+
+
+def held_out(
+    meta: Mapping[str, Any], data: LabelledPrompts, path: Path, which: Split, default: Split
+) -> tuple[npt.NDArray[np.intp], str]:
+    """The rows of `data` to use, and a phrase saying which ones (for the output)."""
+    trained = meta.get("trained_on", {})
+    same_file = trained.get("sha256") == file_digest(path)
+    choice = default if which == "auto" else which
+    if not same_file or choice == "all":
+        if same_file:
+            return np.arange(len(data)), "all rows, including those it was trained on"
+        return np.arange(len(data)), "all rows (a file it was not trained on)"
+    recipe = trained.get("split", {})
+    parts = split(
+        data,
+        seed=int(recipe.get("seed", 0)),
+        fractions=tuple(recipe.get("fractions", (0.6, 0.2, 0.2))),
+    )
+    index = {"val": 1, "test": 2}[choice]
+    names = {"val": "validation", "test": "test"}
+    return parts[index], f"the {names[choice]} split of its training file"

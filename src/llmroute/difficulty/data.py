@@ -1,0 +1,188 @@
+"""Labelled difficulty data: which of two models answered each prompt correctly.
+
+Splits are assigned by a hash of a *group key* so they are fixed for a seed and do not
+move when rows are added, and so MMLU questions that share a reading passage never
+straddle train and test (that leaks the passage's difficulty, RESEARCH.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from llmroute.errors import DataError
+
+__all__ = ["PASSAGE_MIN_CHARS", "LabelledPrompts", "group_key", "read_labels", "split"]
+
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.intp]
+
+PASSAGE_MIN_CHARS = 200
+"""A prompt's text before its question line counts as a shared passage from this length."""
+
+_CHOICE = re.compile(r"^\(?[A-J][.)]\s")
+
+
+@dataclass(frozen=True)
+class LabelledPrompts:
+    """Prompts with per-model correctness; arrays are aligned with `prompts`."""
+
+    prompts: tuple[str, ...]
+    weak: BoolArray
+    strong: BoolArray
+    ids: tuple[str, ...]
+    domains: tuple[str | None, ...]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def subset(self, indices: Sequence[int] | IntArray) -> LabelledPrompts:
+        idx = np.asarray(indices, dtype=np.intp)
+        return LabelledPrompts(
+            prompts=tuple(self.prompts[i] for i in idx),
+            weak=self.weak[idx],
+            strong=self.strong[idx],
+            ids=tuple(self.ids[i] for i in idx),
+            domains=tuple(self.domains[i] for i in idx),
+        )
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def read_labels(path: str | os.PathLike[str]) -> LabelledPrompts:
+    """Read JSONL lines with `prompt`, `weak_correct`, `strong_correct` (JSON booleans);
+    `id` and `domain` are optional, other fields ignored, blank lines skipped. A bad line
+    raises `DataError` naming the file and line; so does a file with no rows."""
+    file = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read labelled data: {exc.strerror or exc}", file=file) from exc
+    rows = [
+        _parse_line(line, file, number)
+        for number, line in enumerate(raw.split(b"\n"), start=1)
+        if line.strip()
+    ]
+    if not rows:
+        raise DataError(
+            "no labelled rows (expected JSON lines with 'prompt', 'weak_correct' and "
+            "'strong_correct')",
+            file=file,
+        )
+    return LabelledPrompts(
+        prompts=tuple(r[0] for r in rows),
+        weak=np.array([r[1] for r in rows], dtype=np.bool_),
+        strong=np.array([r[2] for r in rows], dtype=np.bool_),
+        ids=tuple(r[3] for r in rows),
+        domains=tuple(r[4] for r in rows),
+    )
+
+
+def _parse_line(line: bytes, file: str, number: int) -> tuple[str, bool, bool, str, str | None]:
+    try:
+        record: Any = json.loads(line)
+    except UnicodeDecodeError as exc:
+        raise DataError("not valid UTF-8", file=file, line=number) from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(f"invalid JSON: {exc.msg}", file=file, line=number) from exc
+    if not isinstance(record, dict):
+        raise DataError("expected a JSON object", file=file, line=number)
+    for field in ("prompt", "weak_correct", "strong_correct"):
+        if field not in record or record[field] is None:
+            raise DataError(f"missing field '{field}'", file=file, line=number)
+    prompt = record["prompt"]
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise DataError("field 'prompt' must be a non-empty string", file=file, line=number)
+    labels = []
+    for field in ("weak_correct", "strong_correct"):
+        value = record[field]
+        if not isinstance(value, bool):  # 1/0 and "true" are refused: no silent coercion
+            got = json.dumps(value)
+            raise DataError(
+                f"field '{field}' must be true or false, got {got}", file=file, line=number
+            )
+        labels.append(value)
+    ident = record.get("id")
+    domain = record.get("domain")
+    return (
+        prompt,
+        labels[0],
+        labels[1],
+        str(ident) if ident is not None else _sha1(prompt)[:12],
+        str(domain) if domain is not None else None,
+    )
+
+
+def group_key(prompt: str) -> str:
+    """The key that keeps prompts sharing a passage together.
+
+    Rule: drop the trailing answer choices (lines like ``A. ...``) and the ``Answer:``
+    line, then the last remaining line (the question itself). If what is left is at least
+    `PASSAGE_MIN_CHARS` long, it is the passage and keys the group; otherwise the whole
+    prompt is its own group.
+    """
+    lines = prompt.strip().split("\n")
+    while lines and (not lines[-1].strip() or lines[-1].strip().lower() == "answer:"):
+        lines.pop()
+    while lines and _CHOICE.match(lines[-1].strip()):
+        lines.pop()
+    passage = "\n".join(lines[:-1]).strip()
+    if len(passage) >= PASSAGE_MIN_CHARS:
+        return "passage:" + _sha1(passage)
+    return "prompt:" + _sha1(prompt)
+
+
+def _unit(seed: int, key: str) -> float:
+    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") / 2.0**64
+
+
+def split(
+    data: LabelledPrompts,
+    *,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+) -> tuple[IntArray, IntArray, IntArray]:
+    """Fixed (train, val, test) row indices for `seed`.
+
+    Rows are grouped by `group_key`; each group gets a stratum (its rows' mean weak and
+    strong correctness, rounded to the four outcomes), and within a stratum groups are
+    ordered by a seeded hash of their key and cut at the cumulative `fractions` of rows.
+    So each side keeps about the same weak/strong accuracy, a passage's questions stay on
+    one side, and the assignment depends only on the seed and the group's own content.
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
+        raise ValueError(
+            f"fractions must be three non-negative numbers summing to 1, got {fractions}"
+        )
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, prompt in enumerate(data.prompts):
+        groups[group_key(prompt)].append(index)
+    strata: dict[tuple[bool, bool], list[str]] = defaultdict(list)
+    for key, rows in groups.items():
+        stratum = (bool(data.weak[rows].mean() >= 0.5), bool(data.strong[rows].mean() >= 0.5))
+        strata[stratum].append(key)
+    sides: list[list[int]] = [[], [], []]
+    cuts = np.cumsum(fractions)[:2]
+    for keys in strata.values():
+        keys.sort(key=lambda k: _unit(seed, k))
+        total = sum(len(groups[k]) for k in keys)
+        done = 0
+        for key in keys:
+            middle = (done + len(groups[key]) / 2) / total
+            sides[int(np.searchsorted(cuts, middle, side="right"))].extend(groups[key])
+            done += len(groups[key])
+    train, val, test = (np.array(sorted(s), dtype=np.intp) for s in sides)
+    return train, val, test

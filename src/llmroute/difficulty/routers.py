@@ -1,0 +1,295 @@
+"""Difficulty routers: score = predicted benefit of the strong model (higher → strong).
+
+Every router scores a batch from the request's embedding (shared with the other layers)
+and its text, in numpy only, and round-trips through `to_state`/`from_state` as plain
+arrays plus JSON metadata (no pickle). Training lives in `fit.py` and `train.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from llmroute.difficulty.features import FEATURE_NAMES, FeatureScaler
+
+__all__ = [
+    "ROUTER_KINDS",
+    "DifficultyRouter",
+    "KnnRouter",
+    "LinearRouter",
+    "MatrixFactorisationRouter",
+    "MlpRouter",
+    "RandomRouter",
+    "router_class",
+]
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+Arrays = dict[str, npt.NDArray[Any]]
+State = tuple[Arrays, dict[str, Any]]
+
+
+@runtime_checkable
+class DifficultyRouter(Protocol):
+    """Scores prompts; `embeddings` are the encoder's unit rows for `texts`."""
+
+    name: str
+
+    def score(self, embeddings: F32, texts: Sequence[str]) -> F64: ...
+
+    def to_state(self) -> State: ...
+
+    @classmethod
+    def from_state(cls, arrays: Arrays, meta: dict[str, Any]) -> DifficultyRouter: ...
+
+
+def _scaler_state(scaler: FeatureScaler | None) -> State:
+    if scaler is None:
+        return {}, {"features": None}
+    arrays: Arrays = {"feature_mean": scaler.mean, "feature_scale": scaler.scale}
+    return arrays, {"features": list(FEATURE_NAMES)}
+
+
+def _scaler_from(arrays: Arrays, meta: dict[str, Any]) -> FeatureScaler | None:
+    names = meta.get("features")
+    if names is None:
+        return None
+    if tuple(names) != FEATURE_NAMES:
+        raise ValueError(f"artifact features {names} differ from this version's {FEATURE_NAMES}")
+    return FeatureScaler(
+        np.asarray(arrays["feature_mean"], np.float64),
+        np.asarray(arrays["feature_scale"], np.float64),
+    )
+
+
+def _inputs(embeddings: F32, texts: Sequence[str], scaler: FeatureScaler | None) -> F32:
+    """The model input: embeddings, with standardised text features appended if used."""
+    x = np.asarray(embeddings, dtype=np.float32)
+    if scaler is None:
+        return x
+    return np.hstack([x, scaler.transform(texts).astype(np.float32)])
+
+
+class RandomRouter:
+    """A seeded hash of the text mapped to [0, 1): the baseline, repeatable per text."""
+
+    name: str = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def score(self, embeddings: F32, texts: Sequence[str]) -> F64:
+        out = np.empty(len(texts), dtype=np.float64)
+        for i, text in enumerate(texts):
+            digest = hashlib.blake2b(f"{self.seed}\0{text}".encode(), digest_size=8).digest()
+            out[i] = int.from_bytes(digest, "little") / 2.0**64
+        return out
+
+    def to_state(self) -> State:
+        return {}, {"seed": self.seed}
+
+    @classmethod
+    def from_state(cls, arrays: Arrays, meta: dict[str, Any]) -> RandomRouter:
+        return cls(int(meta["seed"]))
+
+
+class LinearRouter:
+    """Ridge regression of the gain (strong − weak correct) on [embedding, features]."""
+
+    name: str = "linear"
+
+    def __init__(self, weights: F32, bias: float, scaler: FeatureScaler | None, lam: float):
+        self.weights = np.ascontiguousarray(weights, dtype=np.float32)
+        self.bias = float(bias)
+        self.scaler = scaler
+        self.lam = lam
+
+    def score(self, embeddings: F32, texts: Sequence[str]) -> F64:
+        x = _inputs(embeddings, texts, self.scaler)
+        return (x @ self.weights).astype(np.float64) + self.bias
+
+    def to_state(self) -> State:
+        arrays, meta = _scaler_state(self.scaler)
+        arrays |= {"weights": self.weights, "bias": np.array([self.bias])}
+        return arrays, meta | {"lambda": self.lam}
+
+    @classmethod
+    def from_state(cls, arrays: Arrays, meta: dict[str, Any]) -> LinearRouter:
+        scaler = _scaler_from(arrays, meta)
+        return cls(arrays["weights"], float(arrays["bias"][0]), scaler, float(meta["lambda"]))
+
+
+def knn_combine(top_sims: F32, top_gains: F32, k: int, temperature: float) -> F64:
+    """Softmax(similarity / temperature)-weighted mean gain of the `k` nearest
+    (columns sorted by decreasing similarity); temperature 0 means an unweighted mean."""
+    sims = top_sims[:, :k].astype(np.float64)
+    gains = top_gains[:, :k].astype(np.float64)
+    if temperature <= 0:
+        return np.asarray(gains.mean(axis=1), dtype=np.float64)
+    w = np.exp((sims - sims[:, :1]) / temperature)
+    return np.asarray((w * gains).sum(axis=1) / w.sum(axis=1), dtype=np.float64)
+
+
+def knn_top(queries: F32, keys: F32, gains: F32, k: int, chunk: int = 1024) -> tuple[F32, F32]:
+    """The `k` largest cosine similarities of each query row and their gains, sorted."""
+    k = min(k, keys.shape[0])
+    sims_out = np.empty((queries.shape[0], k), dtype=np.float32)
+    gains_out = np.empty_like(sims_out)
+    for start in range(0, queries.shape[0], chunk):
+        sims = queries[start : start + chunk] @ keys.T
+        if k < keys.shape[0]:
+            part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        else:
+            part = np.broadcast_to(np.arange(k), sims.shape).copy()
+        top = np.take_along_axis(sims, part, axis=1)
+        order = np.argsort(-top, axis=1)
+        idx = np.take_along_axis(part, order, axis=1)
+        sims_out[start : start + chunk] = np.take_along_axis(top, order, axis=1)
+        gains_out[start : start + chunk] = gains[idx]
+    return sims_out, gains_out
+
+
+def unit_rows(x: npt.ArrayLike) -> F32:
+    """Rows scaled to unit L2 norm (zero rows stay zero), as contiguous float32."""
+    arr = np.array(x, dtype=np.float32)
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    np.divide(arr, norms, out=arr, where=norms > 0)
+    return np.ascontiguousarray(arr)
+
+
+class KnnRouter:
+    """Similarity-weighted mean gain of the k most similar training prompts."""
+
+    name: str = "knn"
+
+    def __init__(self, keys: F32, gains: F32, k: int, temperature: float) -> None:
+        self.keys = unit_rows(keys)
+        self.gains = np.asarray(gains, dtype=np.float32)
+        self.k = min(k, self.keys.shape[0])
+        self.temperature = temperature
+
+    def score(self, embeddings: F32, texts: Sequence[str]) -> F64:
+        queries = unit_rows(embeddings)
+        sims, gains = knn_top(queries, self.keys, self.gains, self.k)
+        return knn_combine(sims, gains, self.k, self.temperature)
+
+    def to_state(self) -> State:
+        arrays: Arrays = {"keys": self.keys, "gains": self.gains}
+        return arrays, {"k": self.k, "temperature": self.temperature}
+
+    @classmethod
+    def from_state(cls, arrays: Arrays, meta: dict[str, Any]) -> KnnRouter:
+        return cls(arrays["keys"], arrays["gains"], int(meta["k"]), float(meta["temperature"]))
+
+
+class MatrixFactorisationRouter:
+    """RouteLLM-style bilinear model: logit(model m correct | p) = w_mᵀ P e_p + b_m.
+
+    One vector per model, so it extends to more than two models; the score is
+    P(strong correct) − P(weak correct).
+    """
+
+    name: str = "mf"
+
+    def __init__(
+        self,
+        projection: F32,
+        model_vectors: F32,
+        model_bias: F32,
+        models: Sequence[str],
+        *,
+        weak: str = "weak",
+        strong: str = "strong",
+        hyper: dict[str, Any] | None = None,
+    ) -> None:
+        self.projection = np.ascontiguousarray(projection, dtype=np.float32)  # (d, k)
+        self.model_vectors = np.asarray(model_vectors, dtype=np.float32)  # (M, k)
+        self.model_bias = np.asarray(model_bias, dtype=np.float32)  # (M,)
+        self.models = tuple(models)
+        self.weak, self.strong = weak, strong
+        self.hyper = dict(hyper or {})
+        pair = [self.models.index(weak), self.models.index(strong)]
+        # Precompute P·w for the two routed models: one (d, 2) product per request.
+        self._head = np.ascontiguousarray(self.projection @ self.model_vectors[pair].T)
+        self._bias = self.model_bias[pair].astype(np.float64)
+
+    def score(self, embeddings: F32, texts: Sequence[str]) -> F64:
+        logits = (np.asarray(embeddings, dtype=np.float32) @ self._head) + self._bias
+        p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+        return np.asarray(p[:, 1] - p[:, 0], dtype=np.float64)
+
+    def to_state(self) -> State:
+        arrays: Arrays = {
+            "projection": self.projection,
+            "model_vectors": self.model_vectors,
+            "model_bias": self.model_bias,
+        }
+        meta = {"models": list(self.models), "weak": self.weak, "strong": self.strong}
+        return arrays, meta | {"hyper": self.hyper}
+
+    @classmethod
+    def from_state(cls, arrays: Arrays, meta: dict[str, Any]) -> MatrixFactorisationRouter:
+        return cls(
+            arrays["projection"],
+            arrays["model_vectors"],
+            arrays["model_bias"],
+            meta["models"],
+            weak=meta["weak"],
+            strong=meta["strong"],
+            hyper=meta.get("hyper"),
+        )
+
+
+class MlpRouter:
+    """One ReLU hidden layer regressing the gain; evaluated in numpy."""
+
+    name: str = "mlp"
+
+    def __init__(
+        self,
+        layers: tuple[F32, F32, F32, F32],
+        scaler: FeatureScaler | None,
+        hyper: dict[str, Any] | None = None,
+    ) -> None:
+        w1, b1, w2, b2 = (np.ascontiguousarray(a, dtype=np.float32) for a in layers)
+        self.w1, self.b1, self.w2, self.b2 = w1, b1, w2, b2
+        self.scaler = scaler
+        self.hyper = dict(hyper or {})
+
+    def score(self, embeddings: F32, texts: Sequence[str]) -> F64:
+        hidden = _inputs(embeddings, texts, self.scaler) @ self.w1 + self.b1
+        np.maximum(hidden, 0.0, out=hidden)
+        return (hidden @ self.w2 + self.b2).astype(np.float64)
+
+    def to_state(self) -> State:
+        arrays, meta = _scaler_state(self.scaler)
+        arrays |= {"w1": self.w1, "b1": self.b1, "w2": self.w2, "b2": self.b2}
+        return arrays, meta | {"hyper": self.hyper}
+
+    @classmethod
+    def from_state(cls, arrays: Arrays, meta: dict[str, Any]) -> MlpRouter:
+        layers = (arrays["w1"], arrays["b1"], arrays["w2"], arrays["b2"])
+        return cls(layers, _scaler_from(arrays, meta), meta.get("hyper"))
+
+
+ROUTER_KINDS: dict[str, type[DifficultyRouter]] = {
+    "random": RandomRouter,
+    "linear": LinearRouter,
+    "knn": KnnRouter,
+    "mf": MatrixFactorisationRouter,
+    "mlp": MlpRouter,
+}
+
+
+def router_class(kind: str) -> type[DifficultyRouter]:
+    """The router class for `kind`; ValueError lists the known kinds."""
+    try:
+        return ROUTER_KINDS[kind]
+    except KeyError:
+        raise ValueError(
+            f"unknown router kind {kind!r}; choose one of {sorted(ROUTER_KINDS)}"
+        ) from None

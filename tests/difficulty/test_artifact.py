@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmroute.difficulty.artifact import load_router, read_meta, save_router
+from llmroute.difficulty.train import Rows, fit_router
+from llmroute.errors import ConfigError
+
+
+@pytest.mark.parametrize("kind", ["linear", "knn", "mlp", "mf", "random"])
+def test_save_load_gives_identical_scores(
+    tmp_path: Path, kind: str, train_rows: Rows, val_rows: Rows
+) -> None:
+    router, metrics = fit_router(kind, train_rows, val_rows, seed=0)
+    save_router(
+        router,
+        tmp_path / kind,
+        encoder_identity="fake:32",
+        trained_on={"rows": 300},
+        metrics=metrics,
+    )
+    loaded = load_router(tmp_path / kind, encoder_identity="fake:32")
+    expected = router.score(val_rows.embeddings, val_rows.texts)
+    assert np.array_equal(loaded.score(val_rows.embeddings, val_rows.texts), expected)
+    meta = read_meta(tmp_path / kind)
+    assert meta["kind"] == kind and meta["encoder"] == "fake:32"
+    assert meta["trained_on"] == {"rows": 300} and "llmroute_version" in meta
+    assert meta["metrics"]["apgr"] == pytest.approx(metrics["apgr"])
+
+
+def test_wrong_encoder_is_refused_naming_both(
+    tmp_path: Path, train_rows: Rows, val_rows: Rows
+) -> None:
+    router, _ = fit_router("linear", train_rows, val_rows)
+    save_router(router, tmp_path, encoder_identity="builtin:static@abc", trained_on={})
+    with pytest.raises(ConfigError, match=r"builtin:static@abc.*builtin:minilm@def"):
+        load_router(tmp_path, encoder_identity="builtin:minilm@def")
+
+
+def test_missing_or_corrupt_artifact_names_the_path(
+    tmp_path: Path, train_rows: Rows, val_rows: Rows
+) -> None:
+    with pytest.raises(ConfigError, match=r"router\.json"):
+        load_router(tmp_path / "nothing")
+    router, _ = fit_router("linear", train_rows, val_rows)
+    save_router(router, tmp_path / "a", encoder_identity="e", trained_on={})
+    (tmp_path / "a" / "arrays.npz").write_bytes(b"garbage")
+    with pytest.raises(ConfigError, match=r"arrays\.npz"):
+        load_router(tmp_path / "a")
+    (tmp_path / "a" / "router.json").write_text("{oops", encoding="utf-8")
+    with pytest.raises(ConfigError, match="corrupt router artifact"):
+        load_router(tmp_path / "a")

@@ -1,0 +1,173 @@
+"""`llmroute train difficulty`, `calibrate` and `bench` as a user runs them, and a
+registry whose default is a difficulty router (pipeline, and the gateway's
+``router-<name>-<threshold>`` models through the planner)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from llmroute.cli._app import run
+from llmroute.decide import Router
+from llmroute.dispatch import plan_request
+from llmroute.errors import ConfigError, ModelNotFound
+
+EASY = ["what is {} plus {}?", "name a colour like {} or {}", "say hi to {} and {}"]
+HARD = [
+    "prove that the sequence {} converges and bound its limit by {} using induction",
+    "derive the closed form of the recurrence {} with initial value {} step by step",
+    "find every integer solution of {}x^3 - {}y^2 = 7 and justify each case",
+]
+
+
+def _rows(n: int, seed: int) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        hard = i % 2 == 0
+        template = rng.choice(HARD if hard else EASY)
+        prompt = template.format(rng.randint(1, 999), rng.randint(1, 999))
+        weak = (rng.random() < 0.15) if hard else (rng.random() < 0.9)
+        strong = (rng.random() < 0.85) if hard else (rng.random() < 0.92)
+        rows.append({"prompt": prompt, "weak_correct": weak, "strong_correct": strong})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("difficulty")
+    data = tmp / "labels.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _rows(400, 1)))
+    out = tmp / "router"
+    assert (
+        run(["train", "difficulty", "--data", str(data), "--router", "linear", "-o", str(out)]) == 0
+    )
+    assert (out / "router.json").exists() and (out / "arrays.npz").exists()
+    return data, out
+
+
+def test_train_then_bench_on_the_held_out_split(
+    trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, router = trained
+    capsys.readouterr()
+    assert run(["bench", "--router", str(router), "--data", str(data), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("apgr", "cpt50", "cpt80", "n", "weak_accuracy", "strong_accuracy"):
+        assert key in result
+    assert result["rows"] == "the test split of its training file"
+    assert 60 <= result["n"] <= 100  # about a fifth of 400
+    assert result["apgr"] > 0.6 > result["random"]["apgr"] - 0.05  # the task is learnable
+    assert 0 < result["cpt50"] < 0.5
+
+
+def test_calibrate_prints_a_threshold_for_the_share(
+    trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, router = trained
+    capsys.readouterr()
+    argv = ["calibrate", "--router", str(router), "--data", str(data), "--strong-share", "0.3"]
+    assert run(argv) == 0
+    captured = capsys.readouterr()
+    float(captured.out.strip())
+    assert "validation split" in captured.err
+
+
+def test_bench_plots_and_prices(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, router = trained
+    page = tmp_path / "curve.html"
+    argv = ["bench", "--router", str(router), "--data", str(data), "--plot", str(page)]
+    assert run([*argv, "--prices", "0.001,0.01"]) == 0
+    assert "<svg" in page.read_text()
+
+
+@pytest.mark.parametrize("share", ["0", "1", "1.5", "-0.2"])
+def test_a_share_outside_zero_one_is_a_usage_error(trained: tuple[Path, Path], share: str) -> None:
+    data, router = trained
+    argv = ["calibrate", "--router", str(router), "--data", str(data), "--strong-share", share]
+    assert run(argv) == 2
+
+
+def test_bad_labels_name_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "bad.jsonl"
+    good = json.dumps({"prompt": "x", "weak_correct": True, "strong_correct": False})
+    data.write_text(
+        good + "\n" + json.dumps({"prompt": "y", "weak_correct": 1, "strong_correct": True}) + "\n"
+    )
+    assert run(["train", "difficulty", "--data", str(data), "-o", str(tmp_path / "r")]) == 2
+    assert ":2:" in capsys.readouterr().err
+
+
+def test_too_few_rows_names_the_minimum(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "small.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _rows(60, 2)))
+    assert run(["train", "difficulty", "--data", str(data), "-o", str(tmp_path / "r")]) == 2
+    assert "200" in capsys.readouterr().err  # the default router (mlp) needs 200 rows
+
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  local: {kind: openai, base_url: "http://127.0.0.1:9/v1"}
+models:
+  small: {provider: local, model: s}
+  large: {provider: local, model: l}
+intent:
+  out_of_scope: ["what is 5 plus 7?", "prove that this series converges", "name a colour",
+                 "derive the closed form of a recurrence", "find integer solutions"]
+routes:
+  - {name: greet, examples: ["hello there", "good morning to you"], target: small}
+  - {name: thanks, examples: ["thank you so much", "thanks a lot!"], target: small}
+default:
+  target: small
+  difficulty: {router: %(router)s, strong: large, weak: small, %(dial)s}
+"""
+
+
+def _router(tmp_path: Path, router: Path, dial: str) -> Router:
+    path = tmp_path / "registry.yaml"
+    path.write_text(REGISTRY % {"router": router, "dial": dial})
+    return Router.from_yaml(path)
+
+
+def test_a_registry_default_splits_by_difficulty(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, artifact = trained
+    router = _router(tmp_path, artifact, "strong_share: 0.5")
+    hard = router.decide(
+        "prove that the sequence 3 converges and bound its limit by 4 using induction"
+    )
+    easy = router.decide("what is 12 plus 30?")
+    assert (hard.layer, hard.model) == ("difficulty", "large")
+    assert (easy.layer, easy.model) == ("difficulty", "small")
+    assert router.decide("hello there").route == "greet"  # intent still decides first
+
+
+def test_router_models_pick_their_own_threshold(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    _, artifact = trained
+    router = _router(tmp_path, artifact, "threshold: 0.0")
+    body = {"messages": [{"role": "user", "content": "what is 12 plus 30?"}]}
+    always_strong = plan_request(router, {**body, "model": "router-linear--1000"}, {})
+    never_strong = plan_request(router, {**body, "model": "router-linear-1000"}, {})
+    assert always_strong.decision.model == "large" and never_strong.decision.model == "small"
+    assert always_strong.chain == ("large",)
+    with pytest.raises(ModelNotFound):
+        plan_request(router, {**body, "model": "router-knn-0.5"}, {})
+
+
+def test_a_router_trained_with_another_encoder_is_refused(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, artifact = trained
+    path = tmp_path / "registry.yaml"
+    text = (REGISTRY % {"router": artifact, "dial": "threshold: 0.1"}).replace(
+        "builtin:static", "builtin:minilm-int8"
+    )
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        Router.from_yaml(path)
+    assert "static" in str(caught.value) and "minilm-int8" in str(caught.value)

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llmroute.difficulty.data import LabelledPrompts, split
+from llmroute.difficulty.train import DEFAULT_ROUTER, MIN_ROWS, train_router
+from llmroute.encoders.fake import FakeEncoder
+from llmroute.errors import DataError
+
+HARD = ["integral", "theorem", "proof", "lemma"]
+EASY = ["capital", "colour", "animal", "river"]
+
+
+def _data(n: int, seed: int = 0) -> LabelledPrompts:
+    """The weak model fails on prompts about hard topics; the strong one rarely fails."""
+    rng = np.random.default_rng(seed)
+    hard = rng.random(n) < 0.4
+    topics = [HARD[i % 4] if h else EASY[i % 4] for i, h in enumerate(hard)]
+    prompts = tuple(f"Question {i} about the {t} here?" for i, t in enumerate(topics))
+    weak = ~hard ^ (rng.random(n) < 0.1)
+    strong = rng.random(n) < 0.9
+    ids = tuple(str(i) for i in range(n))
+    return LabelledPrompts(prompts, weak, strong, ids, (None,) * n)
+
+
+def test_train_router_embeds_selects_and_beats_random() -> None:
+    data, encoder = _data(400), FakeEncoder(64)
+    train, val, _ = split(data)
+    messages: list[str] = []
+    _, metrics = train_router(
+        DEFAULT_ROUTER, data, encoder, train_idx=train, val_idx=val, progress=messages.append
+    )
+    assert metrics["apgr"] > 0.6 and metrics["encoder"] == "fake:64"
+    assert metrics["train_rows"] == len(train) and metrics["candidates"]
+    assert any("embedded" in m for m in messages)
+    assert encoder.texts_encoded == len(train) + len(val)
+
+
+def test_too_few_rows_names_the_minimum() -> None:
+    data = _data(300)
+    with pytest.raises(DataError, match=f"at least {MIN_ROWS['mlp']} training rows, got 100"):
+        train_router("mlp", data, FakeEncoder(16), train_idx=range(100), val_idx=range(100, 300))
+
+
+def test_unknown_kind_is_refused() -> None:
+    data = _data(100)
+    with pytest.raises(ValueError, match="unknown router kind"):
+        train_router("svm", data, FakeEncoder(16), train_idx=range(60), val_idx=range(60, 100))
