@@ -151,13 +151,13 @@ class Dispatcher:
     ) -> tuple[T, str, Deployment, tuple[str, ...]]:
         chain = list(plan.chain)
         failures: list[tuple[str, ProviderError]] = []
-        needed = prompt_chars(body) // _CHARS_PER_TOKEN
+        needed: list[int] = []  # the request's estimated tokens, counted on first need
         position = 0
         while position < len(chain):
             name = chain[position]
             position += 1
             try:
-                self._check_fits(name, needed)
+                self._check_fits(name, body, needed)
                 result, deployment = await self._retry(name, plan.policy, on)
             except ContextWindowExceeded as exc:
                 failures.append((name, exc))
@@ -173,12 +173,16 @@ class Dispatcher:
                 return result, name, deployment, tuple(_describe(f) for f in failures)
         raise _exhausted(failures)
 
-    def _check_fits(self, name: str, needed: int) -> None:
+    def _check_fits(self, name: str, body: dict[str, Any], needed: list[int]) -> None:
         window = self._registry.models[name].context_window
-        if window is not None and needed > window:
+        if window is None:
+            return
+        if not needed:
+            needed.append(prompt_chars(body) // _CHARS_PER_TOKEN)
+        if needed[0] > window:
             raise ContextWindowExceeded(
                 "llmroute",
-                f"about {needed} tokens, over the model's context window of {window}",
+                f"about {needed[0]} tokens, over the model's context window of {window}",
                 status=400,
                 code="context_length_exceeded",
             )
