@@ -1,0 +1,265 @@
+"""Difficulty (win-rate) routing on MMLU and GSM8K: every router kind and encoder.
+
+    .venv/bin/python benchmarks/bench_difficulty.py [--json | --markdown]
+
+Split (nothing is tuned on the rows it reports as test): `split(data, seed=0)`, 60/20/20,
+stratified by the weak/strong outcome, MMLU questions sharing a reading passage kept on
+one side. Each (kind, encoder) is trained on train with its hyper-parameters chosen on
+validation (`train_router`). Per dataset the best (kind, encoder) by validation APGR is
+selected, and only it and the default router (`llmroute train difficulty` without
+--router: DEFAULT_ROUTER on builtin:static) are scored on test, once.
+
+Transfer: the routers trained (and selected) on MMLU train/validation, scored on all of
+GSM8K (no GSM8K row is seen before).
+
+Timing: `train_s` is `train_router` for the default router on MMLU with the embedding
+cache warm (the cold first embedding of the file is excluded); scoring p50 is one
+`router.score` call per request with the embedding already computed.
+
+Embeddings go through the on-disk cache (LLMROUTE_CACHE_DIR or the user cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import DATA, dump_json, log, machine, percentiles
+
+from llmroute.difficulty import (
+    DEFAULT_ROUTER,
+    LabelledPrompts,
+    quality_curve,
+    read_labels,
+    report,
+    split,
+    train_router,
+)
+from llmroute.difficulty.routers import DifficultyRouter
+from llmroute.difficulty.train import embed
+from llmroute.encoders import CachedEncoder, default_cache_dir, load_builtin
+from llmroute.encoders.base import Encoder
+
+DATASETS = {
+    "mmlu": DATA / "mmlu" / "mmlu_dev.jsonl",
+    "gsm8k": DATA / "gsm8k" / "gsm8k_dev.jsonl",
+}
+KINDS = ("random", "linear", "knn", "mf", "mlp")
+ENCODERS = ("builtin:static", "builtin:minilm-int8")
+DEFAULT_ENCODER = "builtin:static"  # the CLI's --encoder default
+SEED = 0
+LATENCY_REQUESTS, LATENCY_WARMUP = 1000, 100
+
+# RouteLLM (Ong et al., 2024), published best routers, GPT-4 vs Mixtral on their test sets.
+ROUTELLM = {
+    "mmlu": "random 0.500; best 0.603 (SW ranking, MMLU-labelled augmentation); "
+    "CPT(50%) 35.4%, CPT(80%) 70.3%",
+    "gsm8k": "best APGR 0.622",
+}
+
+
+def load_encoder(spec: str) -> Encoder:
+    """Exactly as `llmroute train difficulty` builds it, so the embedding cache is hit."""
+    return CachedEncoder(
+        load_builtin(spec.removeprefix("builtin:")), default_cache_dir() / "embeddings"
+    )
+
+
+def summary(name: str, scores: np.ndarray, data: LabelledPrompts) -> dict[str, Any]:
+    curve = quality_curve(name, scores, data.weak, data.strong)
+    return report(curve, data.weak, data.strong)
+
+
+def score_rows(router: DifficultyRouter, encoder: Encoder, data: LabelledPrompts) -> np.ndarray:
+    return router.score(embed(encoder, data.prompts), data.prompts)
+
+
+def scoring_p50(router: DifficultyRouter, vectors: np.ndarray, texts: Sequence[str]) -> float:
+    """p50 microseconds of one `score` call on a single request's embedding and text."""
+    times = []
+    for i in range(LATENCY_WARMUP + LATENCY_REQUESTS):
+        j = i % len(texts)
+        row, text = vectors[j : j + 1], [texts[j]]
+        t0 = time.perf_counter_ns()
+        router.score(row, text)
+        times.append((time.perf_counter_ns() - t0) / 1000.0)
+    return percentiles(times[LATENCY_WARMUP:])["p50_us"]
+
+
+def run() -> dict[str, Any]:
+    encoders = {spec: load_encoder(spec) for spec in ENCODERS}
+    data = {name: read_labels(path) for name, path in DATASETS.items()}
+    results: dict[str, Any] = {"validation": [], "test": [], "transfer": [], "scoring": []}
+    trained: dict[tuple[str, str, str], DifficultyRouter] = {}
+    splits = {}
+    for name, labelled in data.items():
+        train_idx, val_idx, test_idx = split(labelled, seed=SEED)
+        splits[name] = (train_idx, val_idx, test_idx)
+        val = labelled.subset(val_idx)
+        results.setdefault("rows", {})[name] = {
+            "train": len(train_idx),
+            "val": len(val_idx),
+            "test": len(test_idx),
+        }
+        for spec, encoder in encoders.items():
+            for kind in KINDS:
+                log(f"{name} {spec} {kind} ...")
+                router, metrics = train_router(
+                    kind, labelled, encoder, train_idx=train_idx, val_idx=val_idx, seed=SEED
+                )
+                trained[name, spec, kind] = router
+                row = summary(kind, score_rows(router, encoder, val), val)
+                results["validation"].append(
+                    {
+                        "dataset": name,
+                        "encoder": spec,
+                        "kind": kind,
+                        "apgr": row["apgr"],
+                        "cpt50": row["cpt50"],
+                        "cpt80": row["cpt80"],
+                        "hyper": metrics["hyper"],
+                        "fit_s": metrics["fit_seconds"],
+                    }
+                )
+    # Selection on validation only, then test once for the selected and default routers.
+    for name, labelled in data.items():
+        rows = [r for r in results["validation"] if r["dataset"] == name and r["kind"] != "random"]
+        best = max(rows, key=lambda r: r["apgr"])
+        choices = [("selected", best["kind"], best["encoder"])]
+        choices.append(("default", DEFAULT_ROUTER, DEFAULT_ENCODER))
+        test = labelled.subset(splits[name][2])
+        for role, kind, spec in choices:
+            router = trained[name, spec, kind]
+            row = summary(kind, score_rows(router, encoders[spec], test), test)
+            rnd = trained[name, spec, "random"]
+            hashed = summary("random", score_rows(rnd, encoders[spec], test), test)
+            results["test"].append(
+                {"dataset": name, "role": role, "kind": kind, "encoder": spec}
+                | {k: row[k] for k in ("n", "weak_accuracy", "strong_accuracy", "apgr")}
+                | {k: row[k] for k in ("cpt50", "cpt80")}
+                | {"random_expected": row["random"], "random_hashed": _three(hashed)}
+                | {"oracle": row["oracle"]}
+            )
+    # Transfer: MMLU-trained routers on all of GSM8K.
+    gsm8k = data["gsm8k"]
+    for spec, encoder in encoders.items():
+        for kind in KINDS:
+            row = summary(kind, score_rows(trained["mmlu", spec, kind], encoder, gsm8k), gsm8k)
+            results["transfer"].append(
+                {"encoder": spec, "kind": kind, "n": row["n"]}
+                | _three(row)
+                | {"oracle": row["oracle"], "random_expected": row["random"]}
+            )
+    # Training time of the default router on MMLU (embedding cache warm: it was filled above).
+    mmlu = data["mmlu"]
+    train_idx, val_idx, _ = splits["mmlu"]
+    t0 = time.perf_counter()
+    train_router(
+        DEFAULT_ROUTER, mmlu, encoders[DEFAULT_ENCODER], train_idx=train_idx, val_idx=val_idx
+    )
+    results["train_default_mmlu_s"] = round(time.perf_counter() - t0, 2)
+    # Scoring latency per single request, on top of the embedding (MMLU test prompts).
+    test = mmlu.subset(splits["mmlu"][2])
+    for spec, encoder in encoders.items():
+        vectors = embed(encoder, test.prompts)
+        for kind in KINDS:
+            p50 = scoring_p50(trained["mmlu", spec, kind], vectors, test.prompts)
+            results["scoring"].append({"encoder": spec, "kind": kind, "p50_us": p50})
+    return results
+
+
+def _three(row: dict[str, Any]) -> dict[str, float]:
+    return {k: row[k] for k in ("apgr", "cpt50", "cpt80")}
+
+
+def _enc(spec: str) -> str:
+    return spec.removeprefix("builtin:")
+
+
+def _p(value: float) -> str:
+    return f"{value:.1%}"
+
+
+def tables(results: dict[str, Any]) -> list[str]:
+    """Markdown tables (also the plain-text output)."""
+    out = ["Validation (seed-0 split; hyper-parameters chosen on these rows):", ""]
+    out += ["| dataset | encoder | router | APGR | CPT(50%) | CPT(80%) | chosen hyper-parameters |"]
+    out += ["|---|---|---|---|---|---|---|"]
+    for r in results["validation"]:
+        hyper = ", ".join(f"{k}={v}" for k, v in r["hyper"].items())
+        out.append(
+            f"| {r['dataset']} | {_enc(r['encoder'])} | {r['kind']} | {r['apgr']:.3f} | "
+            f"{_p(r['cpt50'])} | {_p(r['cpt80'])} | {hyper} |"
+        )
+    out += ["", "Test (scored once, after selection):", ""]
+    out += ["| dataset | router | n | APGR | CPT(50%) | CPT(80%) | random (hashed) APGR | "]
+    out[-1] += "oracle APGR / CPT(50%) / CPT(80%) |"
+    out += ["|---|---|---|---|---|---|---|---|"]
+    for r in results["test"]:
+        o = r["oracle"]
+        out.append(
+            f"| {r['dataset']} | {r['role']}: {r['kind']} + {_enc(r['encoder'])} | {r['n']} | "
+            f"**{r['apgr']:.3f}** | {_p(r['cpt50'])} | {_p(r['cpt80'])} | "
+            f"{r['random_hashed']['apgr']:.3f} | {o['apgr']:.3f} / {_p(o['cpt50'])} / "
+            f"{_p(o['cpt80'])} |"
+        )
+    out += ["", "Transfer: trained on MMLU (train, selected on MMLU validation), scored on all "]
+    out[-1] += "GSM8K:"
+    out += ["", "| encoder | router | APGR | CPT(50%) | CPT(80%) |", "|---|---|---|---|---|"]
+    for r in results["transfer"]:
+        out.append(
+            f"| {_enc(r['encoder'])} | {r['kind']} | {r['apgr']:.3f} | {_p(r['cpt50'])} | "
+            f"{_p(r['cpt80'])} |"
+        )
+    out += ["", "Scoring one request on top of its embedding (p50, µs; MMLU routers):", ""]
+    out += ["| encoder | " + " | ".join(KINDS) + " |", "|---|" + "---|" * len(KINDS)]
+    for spec in ENCODERS:
+        cells = [
+            f"{r['p50_us']:.1f}"
+            for k in KINDS
+            for r in results["scoring"]
+            if r["encoder"] == spec and r["kind"] == k
+        ]
+        out.append(f"| {_enc(spec)} | " + " | ".join(cells) + " |")
+    out += ["", f"Training the default router ({DEFAULT_ROUTER}, static) on MMLU: "]
+    out[-1] += f"{results['train_default_mmlu_s']} s (embedding cache warm; cold cache excluded)."
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--json", action="store_true", help="print one JSON document")
+    mode.add_argument("--markdown", action="store_true", help="print the docs section")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in DATASETS.values() if not p.is_file()]
+    if missing:
+        print(
+            f"skipped: labelled data not found ({', '.join(missing)}); set LLMROUTE_DATA "
+            f"or put the shared data at {Path(DATA)}",
+            file=sys.stderr,
+        )
+        return 0
+    results = run()
+    info = machine()
+    if args.json:
+        dump_json({"machine": info, "seed": SEED, "routellm": ROUTELLM} | results)
+        return 0
+    if args.markdown:
+        print("## Difficulty routing (MMLU, GSM8K)\n")
+        print(
+            f"Measured {info['date']} on {info['nproc']} CPUs (nproc), {info['cpu']}, "
+            f"Python {info['python']}. Command: `.venv/bin/python {info['command']}`.\n"
+        )
+    for line in tables(results):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
