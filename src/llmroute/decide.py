@@ -99,7 +99,7 @@ class Router:
     @property
     def chat(self) -> Chat:
         """The OpenAI-style SDK: ``router.chat.completions.create(...)`` (docs/sdk.md)."""
-        # Imported here: the SDK pulls in dispatch and httpx, which `decide` never needs.
+        # Imported here: the SDK pulls in dispatch and aiohttp, which `decide` never needs.
         from llmroute.sdk.chat import Chat
 
         with _CHAT_LOCK:

@@ -1,6 +1,6 @@
 """`LoopClients`: one `Dispatcher` (with its own providers) per event loop.
 
-httpx's async clients are bound to the loop they first run on, so a dispatcher is never
+The providers' HTTP sessions are bound to the loop they first run on, so a dispatcher is never
 shared across loops. Each one is closed on its own loop: by `aclose_current`, or, when
 the loop is shut down by ``asyncio.run`` (or the SDK's own thread), through a parked
 async generator that the loop's ``shutdown_asyncgens`` finalizes.

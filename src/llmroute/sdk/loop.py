@@ -1,6 +1,6 @@
 """`LoopThread`: one event loop in a daemon thread, for the SDK's synchronous calls.
 
-httpx's async clients are bound to the loop they first run on, so every synchronous
+The providers' HTTP sessions are bound to the loop they first run on, so every synchronous
 call goes through this one loop (and its own providers) rather than a fresh
 ``asyncio.run`` per call, which would throw away pooled connections each time.
 """
