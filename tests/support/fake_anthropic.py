@@ -31,7 +31,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
 
-from fake_upstream import QuietServer
+from fake_upstream import serve_in_thread
 
 USAGE = {
     "input_tokens": 10,
@@ -273,14 +273,6 @@ class _Handler(BaseHTTPRequestHandler):
 def fake_anthropic() -> Iterator[FakeAnthropic]:
     upstream = FakeAnthropic(url="")
     handler = type("Handler", (_Handler,), {"upstream": upstream})
-    server = QuietServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    upstream.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with serve_in_thread(handler) as url:
+        upstream.url = url
         yield upstream
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

@@ -240,16 +240,23 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
 
 
 @contextmanager
-def fake_upstream() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream(url="")
-    server = QuietServer(("127.0.0.1", 0), _handler(upstream))
+def serve_in_thread(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A `QuietServer` on a free 127.0.0.1 port in a thread; yields ``http://host:port``."""
+    server = QuietServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    upstream.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
-        yield upstream
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@contextmanager
+def fake_upstream() -> Iterator[FakeUpstream]:
+    upstream = FakeUpstream(url="")
+    with serve_in_thread(_handler(upstream)) as url:
+        upstream.url = f"{url}/v1"
+        yield upstream
