@@ -35,7 +35,7 @@ VALID = textwrap.dedent(
         examples: ["write a Python function to parse JSON", "debug this SQL query"]
         target: small
         threshold: 0.55
-        policy: {timeout_s: 30, fallback: [large], safety: standard}
+        policy: {timeout_s: 30, fallback: [large], retries: 1}
       - name: chitchat
         examples: ["hi there!", "how are you today?"]
         target: small

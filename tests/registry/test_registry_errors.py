@@ -55,7 +55,7 @@ def test_unknown_key_suggests_the_closest() -> None:
         23,
         "routes[0].tresholds",
         "unknown key 'tresholds' (did you mean 'threshold'?)",
-        "allowed keys: name, description, examples, target, threshold, policy",
+        "allowed keys: name, description, examples, target, reasoning_target, threshold, policy",
     )
 
 

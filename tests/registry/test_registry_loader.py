@@ -46,7 +46,7 @@ def test_full_registry_loads_into_typed_models(tmp_path: Path) -> None:
     code = reg.route("code")
     assert code.examples == ("write a Python function to parse JSON", "debug this SQL query")
     assert (code.threshold, code.policy.timeout_s, code.policy.fallback) == (0.55, 30.0, ("large",))
-    assert code.policy.safety == "standard"
+    assert code.policy.retries == 1
     assert reg.threshold(reg.route("chitchat")) == 0.4 and reg.threshold(code) == 0.55
     assert reg.default.target == "small"
     tenant, traces = reg.rules
@@ -124,8 +124,8 @@ def test_openai_encoder_and_rule_conditions() -> None:
 
 def test_anchors_and_merge_keys() -> None:
     text = VALID.replace(
-        "    policy: {timeout_s: 30, fallback: [large], safety: standard}",
-        "    policy: &strict {timeout_s: 30, fallback: [large], safety: standard}",
+        "    policy: {timeout_s: 30, fallback: [large], retries: 1}",
+        "    policy: &strict {timeout_s: 30, fallback: [large], retries: 1}",
     ).replace(
         "    target: small\ndefault",
         "    target: small\n    policy: {<<: *strict, timeout_s: 5}\ndefault",

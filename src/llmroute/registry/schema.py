@@ -26,7 +26,10 @@ from llmroute.registry._paths import PathProblems, Problem, did_you_mean
 __all__ = [
     "BALANCE_STRATEGIES",
     "BUILTIN_ENCODERS",
+    "PII_TYPES",
     "RESERVED_ROUTE_NAMES",
+    "SCAN_ROLES",
+    "Action",
     "BreakerSettings",
     "BuiltinEncoderSpec",
     "Default",
@@ -34,18 +37,24 @@ __all__ = [
     "Difficulty",
     "DispatchSettings",
     "EncoderSpec",
+    "InjectionSettings",
     "IntentSettings",
     "Model",
     "OpenAIEncoderSpec",
+    "PiiSettings",
     "Price",
     "Provider",
     "Reasoning",
+    "ReasoningSettings",
     "Registry",
     "RetrySettings",
     "Route",
     "RoutePolicy",
+    "RouteTo",
     "Rule",
     "RuleWhen",
+    "SafetyProfile",
+    "SafetySettings",
 ]
 
 BUILTIN_ENCODERS = ("minilm", "minilm-int8", "static")
@@ -207,9 +216,19 @@ class Price(_Frozen):
 
 
 class Reasoning(_Frozen):
-    """Extended thinking for models that support it."""
+    """How a model does extended thinking, and the budget the reasoning gate turns on.
 
-    budget_tokens: int = Field(ge=1)
+    `param` picks the request parameter: ``reasoning_effort`` (OpenAI), ``thinking``
+    (Anthropic ``budget_tokens``), ``enable_thinking`` (vLLM/Qwen
+    ``chat_template_kwargs``); ``auto`` uses ``thinking`` on Anthropic providers and
+    ``reasoning_effort`` elsewhere. `off` says what a request the gate judges simple gets:
+    thinking turned off explicitly where the provider can (``true``), or nothing sent.
+    """
+
+    budget_tokens: int | None = Field(default=None, ge=1024)
+    effort: Literal["minimal", "low", "medium", "high"] | None = None
+    param: Literal["auto", "reasoning_effort", "thinking", "enable_thinking"] = "auto"
+    off: bool = True
 
 
 class Deployment(_Frozen):
@@ -311,6 +330,7 @@ class Route(_Frozen):
     description: str | None = None
     examples: tuple[str, ...] = Field(min_length=1)
     target: str
+    reasoning_target: str | None = None  # the route's reasoning tier, when the gate fires
     threshold: Unit | None = None
     policy: RoutePolicy = RoutePolicy()
 
@@ -354,6 +374,7 @@ class Default(_Frozen):
     target: str
     description: str | None = None
     difficulty: Difficulty | None = None
+    reasoning_target: str | None = None  # the reasoning tier, when the gate fires
 
 
 # -- rules -------------------------------------------------------------------------------
@@ -471,6 +492,166 @@ class DispatchSettings(_Frozen):
     balance: Balance = "weighted"
 
 
+# -- safety and the reasoning gate -------------------------------------------------------
+
+PII_TYPES = (
+    "EMAIL",
+    "PHONE",
+    "CARD",
+    "IBAN",
+    "US_SSN",
+    "IP_ADDRESS",
+    "SECRET",
+    "PERSON",
+    "LOCATION",
+)
+SCAN_ROLES = ("user", "system", "assistant", "tool")
+Role = Literal["user", "system", "assistant", "tool"]
+
+
+class RouteTo(_Frozen):
+    """The ``route: <model>`` safety action: send the request to that pool model instead
+    (a local or guarded model) and to no fallback."""
+
+    route: str
+
+
+SimpleAction = Literal["allow", "redact", "block"]
+Action = SimpleAction | RouteTo
+
+
+class InjectionSettings(_Frozen):
+    """The jailbreak / prompt-injection detector. `artifact` is ``builtin`` (trained on
+    the shipped data, for the built-in encoders) or a directory written by ``llmroute
+    train safety``, relative to the registry file. Long texts are scored in overlapping
+    windows of `window_chars`, at most `max_windows` per request; the worst window counts."""
+
+    enabled: bool = True
+    artifact: str = Field(default="builtin", min_length=1)
+    threshold: Unit | None = None  # default: the artifact's calibrated threshold
+    scan: tuple[Role, ...] = Field(default=("user", "tool"), min_length=1)
+    window_chars: int = Field(default=1000, ge=100)
+    stride_chars: int = Field(default=750, ge=50)
+    max_windows: int = Field(default=16, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _stride(self) -> Self:
+        if self.stride_chars > self.window_chars:
+            raise PathProblems(
+                [(("stride_chars",), "must not exceed window_chars (windows would leave gaps)")]
+            )
+        return self
+
+
+class PiiSettings(_Frozen):
+    """The PII detector. `entities` default to every pattern type; PERSON and LOCATION
+    need Presidio (the ``pii`` extra) and a spaCy model the operator installed
+    (`ner_model`: its name or directory)."""
+
+    enabled: bool = True
+    entities: tuple[str, ...] | None = None
+    phone_regions: tuple[str, ...] = ("US", "GB")
+    ner_model: str | None = None
+    scan: tuple[Role, ...] = Field(default=("user", "system", "assistant", "tool"), min_length=1)
+
+    @field_validator("entities")
+    @classmethod
+    def _known(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None:
+            PathProblems.raise_if_any(
+                [
+                    (
+                        (i,),
+                        f"unknown PII type {name!r}{did_you_mean(name, PII_TYPES)}; "
+                        f"types: {', '.join(PII_TYPES)}",
+                    )
+                    for i, name in enumerate(value)
+                    if name not in PII_TYPES
+                ]
+            )
+        return value
+
+
+class SafetyProfile(_Frozen):
+    """What happens when a detector fires: `injection` (allow | block | route), `pii`
+    (allow | redact | block | route, or per type with ``"*"`` for the rest), and
+    `unscanned` for text beyond `max_windows` (allow | block)."""
+
+    injection: Action = "block"
+    pii: Action | dict[str, Action] = "redact"
+    unscanned: Literal["allow", "block"] = "block"
+
+    @field_validator("injection")
+    @classmethod
+    def _no_redact(cls, value: Action) -> Action:
+        if value == "redact":
+            raise ValueError("an injection cannot be redacted; use allow, block or route")
+        return value
+
+    @field_validator("pii")
+    @classmethod
+    def _pii_types(cls, value: Action | dict[str, Action]) -> Action | dict[str, Action]:
+        if isinstance(value, dict):
+            known = (*PII_TYPES, "*")
+            PathProblems.raise_if_any(
+                [
+                    (
+                        (name,),
+                        f"unknown PII type {name!r}{did_you_mean(name, known)}; "
+                        f"types: {', '.join(known)}",
+                    )
+                    for name in value
+                    if name not in known
+                ]
+            )
+        return value
+
+    def pii_action(self, pii_type: str) -> Action:
+        if isinstance(self.pii, dict):
+            return self.pii.get(pii_type, self.pii.get("*", "allow"))
+        return self.pii
+
+
+class SafetySettings(_Frozen):
+    """The safety layer: detectors, named profiles, and the profile for requests whose
+    route names none (`profile`). Routes pick a profile with ``policy.safety``."""
+
+    injection: InjectionSettings = InjectionSettings()
+    pii: PiiSettings = PiiSettings()
+    profiles: dict[str, SafetyProfile] = Field(
+        default_factory=lambda: {"standard": SafetyProfile()}
+    )
+    profile: str = "standard"
+    log_blocked_text: bool = False  # operators may opt in to logging what was blocked
+
+
+class ReasoningSettings(_Frozen):
+    """The reasoning gate: `triggers` (case-insensitive regexes; the built-in list when
+    unset), questions with at least `min_parts` parts, requests over `long_tokens`, and a
+    learned `scorer` (``builtin``, a directory from ``llmroute train reasoning``, or
+    null for rules only) at `threshold` (default: the artifact's)."""
+
+    enabled: bool = True
+    triggers: tuple[str, ...] | None = None
+    min_parts: int = Field(default=3, ge=2)
+    long_tokens: int = Field(default=1500, ge=1)
+    scorer: str | None = "builtin"
+    threshold: Unit | None = None
+
+    @field_validator("triggers")
+    @classmethod
+    def _compiles(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None:
+            problems: list[Problem] = []
+            for i, pattern in enumerate(value):
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    problems.append(((i,), f"invalid regular expression {pattern!r}: {exc}"))
+            PathProblems.raise_if_any(problems)
+        return value
+
+
 # -- the registry ------------------------------------------------------------------------
 
 
@@ -486,6 +667,8 @@ class Registry(_Frozen):
     default: Default
     rules: tuple[Rule, ...] = ()
     dispatch: DispatchSettings = DispatchSettings()
+    safety: SafetySettings | None = None
+    reasoning: ReasoningSettings | None = None
 
     @field_validator("providers", "models")
     @classmethod
@@ -502,7 +685,12 @@ class Registry(_Frozen):
     @model_validator(mode="after")
     def _references(self) -> Self:
         PathProblems.raise_if_any(
-            [*self._model_problems(), *self._route_problems(), *self._rule_problems()]
+            [
+                *self._model_problems(),
+                *self._route_problems(),
+                *self._rule_problems(),
+                *self._guard_problems(),
+            ]
         )
         return self
 
@@ -604,3 +792,41 @@ class Registry(_Frozen):
                     f"unknown route {rule.route!r}{did_you_mean(rule.route, routes)}; "
                     f"routes: {', '.join(routes)}",
                 )
+
+    def _guard_problems(self) -> Iterator[Problem]:
+        """Safety profiles and reasoning tiers name things that must exist."""
+        for i, route in enumerate(self.routes):
+            tier = route.reasoning_target
+            if tier is not None and (message := self._unknown_model(tier)) is not None:
+                yield ("routes", i, "reasoning_target"), message
+        tier = self.default.reasoning_target
+        if tier is not None and (message := self._unknown_model(tier)) is not None:
+            yield ("default", "reasoning_target"), message
+        safety = self.safety
+        profiles = {} if safety is None else safety.profiles
+        for i, route in enumerate(self.routes):
+            wanted = route.policy.safety
+            if wanted is not None and wanted not in profiles:
+                yield ("routes", i, "policy", "safety"), self._unknown_profile(wanted, profiles)
+        if safety is None:
+            return
+        if safety.profile not in profiles:
+            yield ("safety", "profile"), self._unknown_profile(safety.profile, profiles)
+        for name, profile in profiles.items():
+            actions: list[tuple[tuple[str | int, ...], Action]] = [
+                (("injection",), profile.injection)
+            ]
+            if isinstance(profile.pii, dict):
+                actions.extend((("pii", k), v) for k, v in profile.pii.items())
+            else:
+                actions.append((("pii",), profile.pii))
+            for path, action in actions:
+                if isinstance(action, RouteTo) and (message := self._unknown_model(action.route)):
+                    yield ("safety", "profiles", name, *path, "route"), message
+
+    @staticmethod
+    def _unknown_profile(name: str, profiles: Mapping[str, SafetyProfile]) -> str:
+        if not profiles:
+            return f"safety profile {name!r} is named, and the registry has no 'safety' section"
+        known = ", ".join(sorted(profiles))
+        return f"unknown safety profile {name!r}{did_you_mean(name, profiles)}; profiles: {known}"
