@@ -69,6 +69,24 @@ def default_layers(
     return tuple(layers)
 
 
+def guard_layers(
+    registry: Registry, encoder: Encoder, *, base_dir: Path | None = None
+) -> tuple[DecisionLayer, ...]:
+    """The layers that run on every request after routing: safety, then the reasoning
+    gate, each when the registry has its section."""
+    layers: list[DecisionLayer] = []
+    base = base_dir or Path.cwd()
+    if registry.safety is not None:
+        from llmroute.layers.safety import build_safety_layer
+
+        layers.append(build_safety_layer(registry, encoder, base))
+    if registry.reasoning is not None and registry.reasoning.enabled:
+        from llmroute.layers.reasoning import build_reasoning_layer
+
+        layers.append(build_reasoning_layer(registry, encoder, base))
+    return tuple(layers)
+
+
 def build_difficulty_layer(registry: Registry, encoder: Encoder, base_dir: Path) -> DifficultyLayer:
     """The `default.difficulty` router, loaded from its directory (relative to the
     registry file) and refused when it was trained with another encoder."""

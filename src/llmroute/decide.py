@@ -1,9 +1,9 @@
 """`Router`: runs the decision pipeline and builds the `Decision`.
 
-The pipeline is an ordered tuple of layers (data, not control flow): the default is
-rules → intent, and later layers (safety, difficulty, reasoning, LLM fallback) are added
-to the tuple without touching this module. `decide` is pure: it never calls the network,
-so it can be unit-tested, benchmarked and replayed over logs.
+The pipeline is an ordered tuple of layers (data, not control flow): the routing layers
+(rules → intent → difficulty) and then the guards (safety → reasoning gate), which run on
+every request, pinned ones included, whatever the routing layers decided. `decide` is
+pure: it never calls the network, so it can be unit-tested, benchmarked and replayed.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Router:
     ) -> None:
         # Imported here so `import llmroute` stays light: assembling pulls in the encoder
         # stack (onnx, tokenizers, httpx), which a caller passing `layers=` never needs.
-        from llmroute.assemble import build_encoder, default_layers
+        from llmroute.assemble import build_encoder, default_layers, guard_layers
 
         self.loaded = loaded
         self.encoder = (
@@ -60,13 +60,16 @@ class Router:
             if encoder is not None
             else build_encoder(loaded.registry, threads=encoder_threads)
         )
-        self.layers: tuple[DecisionLayer, ...] = tuple(
-            layers
-            if layers is not None
-            else default_layers(
-                loaded.registry, self.encoder, cache_dir=cache_dir, base_dir=loaded.base_dir
+        if layers is not None:
+            self.routing: tuple[DecisionLayer, ...] = tuple(layers)
+            self.guards: tuple[DecisionLayer, ...] = ()
+        else:
+            base_dir = loaded.base_dir
+            self.routing = default_layers(
+                loaded.registry, self.encoder, cache_dir=cache_dir, base_dir=base_dir
             )
-        )
+            self.guards = guard_layers(loaded.registry, self.encoder, base_dir=base_dir)
+        self.layers: tuple[DecisionLayer, ...] = (*self.routing, *self.guards)
         default = loaded.registry.default
         self._default = Verdict(
             route=DEFAULT_LAYER, model=default.target, confidence=0.0, reason="no layer decided"
@@ -141,10 +144,11 @@ class Router:
         layers: Sequence[DecisionLayer] | None = None,
     ) -> Decision:
         """Route one request (a string, an OpenAI chat body, or a `RouteRequest`);
-        `layers` replaces the pipeline for this call (``router-<name>-<t>`` models)."""
+        `layers` replaces the routing layers for this call (a pinned model,
+        ``router-<name>-<t>``); the guards run either way."""
         start = time.perf_counter_ns()
         ctx = DecisionContext(self.request(request, headers=headers), self.encoder.encode)
-        pipeline = self.layers if layers is None else layers
+        pipeline = self.layers if layers is None else (*layers, *self.guards)
         return run_pipeline(ctx, pipeline, self._default, self.version, start)
 
     @property
@@ -189,7 +193,8 @@ def run_pipeline(
     """Run `layers` in order over `ctx` and build the Decision.
 
     The first verdict wins; later layers are skipped unless they `always_run`, in which
-    case their verdict overrides (safety). With no verdict, `default` applies.
+    case their verdict overrides. With no verdict, `default` applies. The guards' outcomes
+    then apply: the reasoning tier replaces the model, and a safety reroute replaces both.
     """
     signals: list[LayerSignal] = []
     decided_by: str | None = None
@@ -217,6 +222,7 @@ def run_pipeline(
         reason = default.reason if pass_reason is None else f"default: {pass_reason}"
         verdict = Verdict(default.route, default.model, 0.0, reason, pass_margin)
         decided_by = DEFAULT_LAYER
+    verdict = _guarded(verdict, ctx)
     return Decision(
         id=new_decision_id(),
         route=verdict.route,
@@ -229,7 +235,22 @@ def run_pipeline(
         signals=tuple(signals),
         encode_us=ctx.encode_us,
         total_us=(clock() - start_ns) / 1000.0,
+        safety=ctx.safety,
+        reasoning=ctx.reasoning,
     )
+
+
+def _guarded(verdict: Verdict, ctx: DecisionContext) -> Verdict:
+    """The verdict after the guards: a reasoning tier, then a safety reroute, win."""
+    model, reason = verdict.model, verdict.reason
+    if ctx.reasoning is not None and ctx.reasoning.tier is not None:
+        model, reason = ctx.reasoning.tier, f"{reason}; reasoning tier ({ctx.reasoning.reason})"
+    if ctx.safety is not None and ctx.safety.model is not None:
+        fired = ", ".join(ctx.safety.fired) or "policy"
+        model, reason = ctx.safety.model, f"{reason}; rerouted by safety ({fired})"
+    if model == verdict.model:
+        return verdict
+    return Verdict(verdict.route, model, verdict.confidence, reason, verdict.margin)
 
 
 def _signal(name: str, result: LayerResult, elapsed_us: float) -> LayerSignal:

@@ -15,9 +15,19 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["Decision", "LayerSignal", "Outcome", "RouteScore", "Verdict", "new_decision_id"]
+__all__ = [
+    "Decision",
+    "LayerSignal",
+    "Outcome",
+    "ReasoningOutcome",
+    "RouteScore",
+    "SafetyOutcome",
+    "Verdict",
+    "new_decision_id",
+]
 
 _NO_DETAIL: Mapping[str, Any] = MappingProxyType({})
+_NO_COUNTS: Mapping[str, int] = MappingProxyType({})
 
 
 def new_decision_id() -> str:
@@ -87,6 +97,67 @@ class LayerSignal:
 
 
 @dataclass(frozen=True, slots=True)
+class SafetyOutcome:
+    """What the safety layer found and did. It never holds the matched text: `findings`
+    are detector names and scores or PII types and counts, safe to log and return.
+
+    `action` is ``allow``, ``redact``, ``block`` or ``route`` (to `model`); `fired` names
+    every detector that found something, whatever its action (``injection``,
+    ``rule:<name>``, ``pii:EMAIL``, ``unscanned``).
+    `redacted_body` is the request body with PII replaced by placeholders, for dispatch
+    and telemetry; it is left out of `to_dict`.
+    """
+
+    profile: str
+    action: str
+    fired: tuple[str, ...] = ()
+    injection_score: float | None = None
+    pii: Mapping[str, int] = field(default_factory=lambda: _NO_COUNTS)
+    windows: int = 0
+    unscanned: bool = False
+    model: str | None = None
+    redacted_body: Mapping[str, Any] | None = None
+
+    @property
+    def blocked(self) -> bool:
+        return self.action == "block"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"profile": self.profile, "action": self.action}
+        if self.fired:
+            out["fired"] = list(self.fired)
+        if self.injection_score is not None:
+            out["injection_score"] = round(self.injection_score, 4)
+        if self.pii:
+            out["pii"] = dict(self.pii)
+        out["windows"] = self.windows
+        if self.unscanned:
+            out["unscanned"] = True
+        if self.model is not None:
+            out["model"] = self.model
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningOutcome:
+    """The reasoning gate's call: whether the request needs extended thinking, the
+    learned score when one ran, why, and the reasoning-tier model it switched to."""
+
+    needed: bool
+    reason: str
+    score: float | None = None
+    tier: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"needed": self.needed, "reason": self.reason}
+        if self.score is not None:
+            out["score"] = round(self.score, 4)
+        if self.tier is not None:
+            out["tier"] = self.tier
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The routing decision for one request.
 
@@ -106,6 +177,13 @@ class Decision:
     signals: tuple[LayerSignal, ...]
     encode_us: float
     total_us: float
+    safety: SafetyOutcome | None = None
+    reasoning: ReasoningOutcome | None = None
+
+    @property
+    def blocked(self) -> bool:
+        """Whether the safety layer refused the request."""
+        return self.safety is not None and self.safety.blocked
 
     @property
     def candidates(self) -> tuple[RouteScore, ...]:
@@ -129,4 +207,6 @@ class Decision:
             "candidates": [c.to_dict() for c in self.candidates],
             "timing_us": {"encode": round(self.encode_us, 1), "total": round(self.total_us, 1)},
             "layers": [s.to_dict() for s in self.signals],
+            "safety": None if self.safety is None else self.safety.to_dict(),
+            "reasoning": None if self.reasoning is None else self.reasoning.to_dict(),
         }

@@ -36,6 +36,7 @@ __all__ = [
     "EncoderUnavailable",
     "LlmrouteError",
     "ModelNotFound",
+    "PolicyViolation",
     "ProviderError",
     "ProviderTimeout",
     "RateLimited",
@@ -102,6 +103,21 @@ class RoutingError(LlmrouteError):
 
 class ModelNotFound(RoutingError):
     """The request's ``model`` is neither ``auto``, a route, a router nor a pool model."""
+
+
+class PolicyViolation(RoutingError):
+    """The safety layer blocked the request. The message names the profile and the
+    detectors that fired, never the text that made them fire."""
+
+    def __init__(self, profile: str, fired: tuple[str, ...], decision_id: str) -> None:
+        self.profile = profile
+        self.fired = fired
+        self.decision_id = decision_id
+        what = ", ".join(fired) or "policy"
+        super().__init__(
+            f"the request was blocked by the safety policy (profile {profile!r}: {what}); "
+            f"decision {decision_id}"
+        )
 
 
 class ProviderError(LlmrouteError):

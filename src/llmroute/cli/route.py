@@ -103,6 +103,17 @@ def _print_explain(decision: Decision) -> None:
         for cand in decision.candidates:
             top.add_row(cand.route, f"{cand.score:.3f}", f"{cand.threshold:.2f}")
         console.print(top)
+    if decision.safety is not None and decision.safety.action != "allow":
+        safety = decision.safety
+        console.print(
+            f"[bold]safety: {safety.action.upper()}[/] (profile {escape(safety.profile)}: "
+            f"{escape(', '.join(safety.fired))})"
+        )
+    if decision.reasoning is not None:
+        gate = decision.reasoning
+        tier = f", served by {gate.tier}" if gate.tier else ""
+        verdict = "needed" if gate.needed else "not needed"
+        console.print(f"reasoning: {verdict}{tier} ({escape(gate.reason)})")
     for signal in decision.signals:
         oos = signal.detail.get("out_of_scope")
         if isinstance(oos, float):
@@ -117,5 +128,8 @@ def _print_explain(decision: Decision) -> None:
 def _signal_text(reason: str | None, detail: Mapping[str, Any]) -> str:
     if reason:
         return reason
-    got = detail.get("reason")
-    return got if isinstance(got, str) else ""
+    for key in ("reason", "summary"):  # guards summarise in "summary" (not a pass reason)
+        got = detail.get(key)
+        if isinstance(got, str):
+            return got
+    return ""

@@ -18,6 +18,7 @@ event (after that the client has bytes). A failure that is the request's own fau
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 
 from llmroute.dispatch.deployments import Deployment, Deployments
 from llmroute.dispatch.plan import Plan
+from llmroute.dispatch.reasoning_params import with_reasoning
 from llmroute.dispatch.retry import backoff_delay
 from llmroute.dispatch.usage import StreamUsage, Usage, priced, prompt_chars
 from llmroute.errors import (
@@ -100,8 +102,11 @@ class Dispatcher:
         return self._registry
 
     async def complete(self, plan: Plan, body: dict[str, Any]) -> Served:
-        async def on(deployment: Deployment, timeouts: Timeouts) -> dict[str, Any]:
-            return await _complete_on(deployment, body, timeouts)
+        body = plan.outgoing(body)  # refuses a blocked request; applies redaction
+
+        async def on(name: str, deployment: Deployment, timeouts: Timeouts) -> dict[str, Any]:
+            sent = self._with_reasoning(plan, name, deployment, body)
+            return await _complete_on(deployment, sent, timeouts)
 
         data, name, deployment, attempts = await self._fall_back(plan, body, on)
         data["model"] = deployment.upstream
@@ -109,8 +114,11 @@ class Dispatcher:
         return Served(name, deployment.provider_name, data, usage, attempts)
 
     async def open_stream(self, plan: Plan, body: dict[str, Any]) -> Opened:
-        async def on(deployment: Deployment, timeouts: Timeouts) -> tuple[bytes, Any]:
-            return await _open_on(deployment, body, timeouts)
+        body = plan.outgoing(body)
+
+        async def on(name: str, deployment: Deployment, timeouts: Timeouts) -> tuple[bytes, Any]:
+            sent = self._with_reasoning(plan, name, deployment, body)
+            return await _open_on(deployment, sent, timeouts)
 
         (first, rest), name, deployment, attempts = await self._fall_back(plan, body, on)
         opened = Opened(name, deployment.provider_name, _empty(), attempts)
@@ -141,13 +149,24 @@ class Dispatcher:
         for provider in self._providers.values():
             await provider.aclose()
 
+    def _with_reasoning(
+        self, plan: Plan, name: str, deployment: Deployment, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The body with the reasoning gate's parameters for this model and provider
+        (per attempt: the fallbacks may be other providers)."""
+        gate = plan.decision.reasoning
+        if gate is None:
+            return body
+        kind = self._registry.providers[deployment.provider_name].kind
+        return with_reasoning(body, self._registry.models[name], kind, gate.needed)
+
     # -- stage 1: fallback ----------------------------------------------------------------
 
     async def _fall_back(
         self,
         plan: Plan,
         body: dict[str, Any],
-        on: Callable[[Deployment, Timeouts], Awaitable[T]],
+        on: Callable[[str, Deployment, Timeouts], Awaitable[T]],
     ) -> tuple[T, str, Deployment, tuple[str, ...]]:
         chain = list(plan.chain)
         failures: list[tuple[str, ProviderError]] = []
@@ -158,7 +177,9 @@ class Dispatcher:
             position += 1
             try:
                 self._check_fits(name, body, needed)
-                result, deployment = await self._retry(name, plan.policy, on)
+                result, deployment = await self._retry(
+                    name, plan.policy, functools.partial(on, name)
+                )
             except ContextWindowExceeded as exc:
                 failures.append((name, exc))
                 if not self._widen(chain, position, name, plan.policy):

@@ -7,14 +7,14 @@ pins that model. Anything else raises `ModelNotFound`.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from llmroute.decide import Router
-from llmroute.decision import Decision, new_decision_id
-from llmroute.errors import ModelNotFound, RoutingError
+from llmroute.decision import Decision
+from llmroute.errors import ModelNotFound, PolicyViolation, RoutingError
+from llmroute.layers.pin import PIN_LAYER, PinLayer
 from llmroute.registry.schema import Route, RoutePolicy
 
 __all__ = ["AUTO", "PINNED", "Plan", "difficulty_model", "plan_request"]
@@ -23,7 +23,7 @@ _ROUTER_MODEL = re.compile(
     r"^router-(?P<name>.+?)-(?P<threshold>-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$"
 )
 AUTO = "auto"
-PINNED = "pinned"  # the layer, and the route of a request that pins a pool model
+PINNED = PIN_LAYER  # the layer, and the route of a request that pins a pool model
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,18 @@ class Plan:
     chain: tuple[str, ...]
     policy: RoutePolicy | None = None
 
+    def outgoing(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body to send upstream: with PII redacted when the safety policy says so.
+        Raises `PolicyViolation` when it blocked the request."""
+        safety = self.decision.safety
+        if safety is None:
+            return body
+        if safety.blocked:
+            raise PolicyViolation(safety.profile, safety.fired, self.decision.id)
+        if safety.redacted_body is not None:
+            return dict(safety.redacted_body)
+        return body
+
 
 def plan_request(router: Router, body: Mapping[str, Any], headers: Mapping[str, str]) -> Plan:
     """Raises `RoutingError` for a body that cannot be routed, `ModelNotFound` for an
@@ -44,6 +56,9 @@ def plan_request(router: Router, body: Mapping[str, Any], headers: Mapping[str, 
         raise RoutingError("'model' must be a string")
     decision = _decide(router, requested, body, headers)
     route = _route(router, decision.route)
+    if decision.safety is not None and decision.safety.model is not None:
+        # Rerouted by safety to a guarded model: never fall back to an unguarded one.
+        return Plan(decision, (decision.model,), None if route is None else route.policy)
     if route is None:
         return Plan(decision, (decision.model,))
     fallbacks = tuple(m for m in route.policy.fallback if m != decision.model)
@@ -58,10 +73,10 @@ def _decide(
         return router.decide(body, headers=headers)
     route = _route(router, requested)
     if route is not None:
-        return _pinned(router, route.name, route.target, requested)
+        return _pinned(router, route.name, route.target, requested, body, headers)
     model = registry.models.get(requested)
     if model is not None and model.kind == "chat":
-        return _pinned(router, PINNED, requested, requested)
+        return _pinned(router, PINNED, requested, requested, body, headers)
     if model is not None:
         raise ModelNotFound(f"{requested!r} is an embedding model; use POST /v1/embeddings")
     if requested.startswith("router-"):
@@ -108,18 +123,13 @@ def _route(router: Router, name: str) -> Route | None:
         return None
 
 
-def _pinned(router: Router, route: str, model: str, requested: str) -> Decision:
-    start = time.perf_counter_ns()
-    return Decision(
-        id=new_decision_id(),
-        route=route,
-        model=model,
-        layer=PINNED,
-        confidence=1.0,
-        margin=None,
-        reason=f"pinned by the request's model {requested!r}",
-        registry_version=router.version,
-        signals=(),
-        encode_us=0.0,
-        total_us=(time.perf_counter_ns() - start) / 1000.0,
-    )
+def _pinned(
+    router: Router,
+    route: str,
+    model: str,
+    requested: str,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+) -> Decision:
+    """A pinned request skips routing; the guards (safety, reasoning) still run."""
+    return router.decide(body, headers=headers, layers=(PinLayer(route, model, requested),))

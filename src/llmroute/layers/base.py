@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from llmroute.decision import Outcome, RouteScore, Verdict
+from llmroute.decision import Outcome, ReasoningOutcome, RouteScore, SafetyOutcome, Verdict
 from llmroute.encoders.base import Embeddings
 from llmroute.request import RouteRequest
 
@@ -48,7 +48,16 @@ class DecisionContext:
     once per request whichever layers need it; a batch caller can pass it in ready-made.
     """
 
-    __slots__ = ("_embed", "_embedding", "encode_us", "request", "results", "verdict")
+    __slots__ = (
+        "_embed",
+        "_embedding",
+        "encode_us",
+        "reasoning",
+        "request",
+        "results",
+        "safety",
+        "verdict",
+    )
 
     def __init__(
         self,
@@ -62,6 +71,8 @@ class DecisionContext:
         self.encode_us = 0.0
         self.results: dict[str, LayerResult] = {}
         self.verdict: Verdict | None = None
+        self.safety: SafetyOutcome | None = None
+        self.reasoning: ReasoningOutcome | None = None
 
     @property
     def embedding(self) -> Embeddings:
@@ -69,8 +80,15 @@ class DecisionContext:
         if self._embedding is None:
             start = time.perf_counter_ns()
             self._embedding = np.ascontiguousarray(self._embed((self.request.text,))[0])
-            self.encode_us = (time.perf_counter_ns() - start) / 1000.0
+            self.encode_us += (time.perf_counter_ns() - start) / 1000.0
         return self._embedding
+
+    def encode(self, texts: Sequence[str]) -> Embeddings:
+        """Embed other texts (a long request's windows), charged to the encoder's time."""
+        start = time.perf_counter_ns()
+        vectors = self._embed(texts)
+        self.encode_us += (time.perf_counter_ns() - start) / 1000.0
+        return vectors
 
 
 class DecisionLayer(Protocol):

@@ -221,14 +221,15 @@ class Reasoning(_Frozen):
     `param` picks the request parameter: ``reasoning_effort`` (OpenAI), ``thinking``
     (Anthropic ``budget_tokens``), ``enable_thinking`` (vLLM/Qwen
     ``chat_template_kwargs``); ``auto`` uses ``thinking`` on Anthropic providers and
-    ``reasoning_effort`` elsewhere. `off` says what a request the gate judges simple gets:
-    thinking turned off explicitly where the provider can (``true``), or nothing sent.
+    ``reasoning_effort`` elsewhere. `turn_off` says what a request the gate judges simple
+    gets: thinking turned off explicitly where the provider can (``true``), or nothing
+    sent. (Not ``off``: YAML 1.1 reads an ``off:`` key as the boolean false.)
     """
 
     budget_tokens: int | None = Field(default=None, ge=1024)
     effort: Literal["minimal", "low", "medium", "high"] | None = None
     param: Literal["auto", "reasoning_effort", "thinking", "enable_thinking"] = "auto"
-    off: bool = True
+    turn_off: bool = True
 
 
 class Deployment(_Frozen):
@@ -530,6 +531,7 @@ class InjectionSettings(_Frozen):
     artifact: str = Field(default="builtin", min_length=1)
     threshold: Unit | None = None  # default: the artifact's calibrated threshold
     scan: tuple[Role, ...] = Field(default=("user", "tool"), min_length=1)
+    history: bool = False  # also rescan turns before the last assistant message
     window_chars: int = Field(default=1000, ge=100)
     stride_chars: int = Field(default=750, ge=50)
     max_windows: int = Field(default=16, ge=1, le=1024)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from llmroute.decide import Router
 from llmroute.decision import Decision
 from llmroute.dispatch import Opened, plan_request
 from llmroute.errors import LlmrouteError, ProviderError
@@ -37,6 +40,8 @@ async def chat_completions(request: Request) -> Response:
     require_messages(body)
     plan = plan_request(gateway.router, body, request.headers)
     headers = decision_headers(plan.decision)
+    if plan.decision.blocked:
+        log_blocked(gateway.router, plan.decision, body)
     try:
         if body.get("stream") is True:
             opened = await gateway.dispatcher.open_stream(plan, body)
@@ -52,6 +57,21 @@ async def chat_completions(request: Request) -> Response:
     except LlmrouteError as exc:
         raise gateway_error(exc, headers) from None
     return JSONResponse(served.data, headers=decision_headers(plan.decision, served.model))
+
+
+def log_blocked(router: Router, decision: Decision, body: Mapping[str, Any]) -> None:
+    """One line per blocked request, without its text unless the operator opted in
+    (``safety.log_blocked_text``)."""
+    safety = decision.safety
+    assert safety is not None
+    settings = router.loaded.registry.safety
+    line = (
+        f"blocked request {decision.id}: route {decision.route!r}, profile {safety.profile!r}, "
+        f"fired {', '.join(safety.fired) or 'policy'}"
+    )
+    if settings is not None and settings.log_blocked_text:
+        line += f", messages {json.dumps(body.get('messages'))[:4000]}"
+    log.warning("%s", line)
 
 
 async def route_only(request: Request) -> Response:

@@ -14,6 +14,7 @@ from llmroute.errors import (
     CircuitOpen,
     LlmrouteError,
     ModelNotFound,
+    PolicyViolation,
     ProviderError,
     ProviderTimeout,
     RoutingError,
@@ -86,6 +87,10 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
     """The HTTP answer to a library error: the one place the mapping lives."""
     if isinstance(exc, ModelNotFound):
         return GatewayError(404, str(exc), param="model", code="model_not_found", headers=headers)
+    if isinstance(exc, PolicyViolation):
+        return GatewayError(
+            400, str(exc), param="messages", code="content_policy_violation", headers=headers
+        )
     if isinstance(exc, RoutingError):
         return GatewayError(400, str(exc), param="messages", headers=headers)
     if isinstance(exc, AllFallbacksFailed):

@@ -1,0 +1,54 @@
+"""Rebuild the shipped jailbreak / prompt-injection detectors and print validation numbers.
+
+    python benchmarks/train_safety_artifacts.py [--data-dir /work/shared/data] [--out DIR]
+
+Trains one detector per built-in encoder (``builtin:static``, ``builtin:minilm-int8``) on
+jailbreak/train.jsonl + prompt_injection/train.jsonl (the group split of
+`llmroute.safety.injection.split_sides`, seed 0: train < 60, validation < 80, test the
+rest), writes them to src/llmroute/safety/data/injection-<encoder>/ (or under --out) and
+prints each one's candidates and validation metrics. Test rows are not scored here: see
+benchmarks/bench_safety.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from llmroute.encoders.builtin import load_builtin
+from llmroute.encoders.cached import CachedEncoder
+from llmroute.safety.injection import read_safety_data, save_detector, train_detector
+
+ROOT = Path(__file__).resolve().parents[1]
+ENCODERS = ("static", "minilm-int8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("/work/shared/data"))
+    parser.add_argument("--out", type=Path, default=ROOT / "src/llmroute/safety/data")
+    parser.add_argument("--encoders", nargs="*", default=list(ENCODERS))
+    args = parser.parse_args()
+    data = read_safety_data(
+        args.data_dir / "jailbreak/train.jsonl", args.data_dir / "prompt_injection/train.jsonl"
+    )
+    cache = Path("~/.cache/llmroute/embeddings").expanduser()
+    for name in args.encoders:
+        encoder = CachedEncoder(load_builtin(name), cache)
+        detector, report = train_detector(data, encoder, progress=print)
+        folder = save_detector(detector, args.out / f"injection-{name}")
+        validation = report.validation.to_dict()
+        print(f"== {name}: {encoder.identity} -> {folder}")
+        print(json.dumps({"hyper": report.hyper, "rows": report.rows}, sort_keys=True))
+        keys = ("n", "n_attack", "tpr", "fpr", "precision", "auc", "threshold")
+        print(json.dumps({k: validation[k] for k in keys}))
+        hard = (validation["hard_negative_n"], validation["hard_negative_fpr"])
+        print(f"hard negatives: n={hard[0]} fpr={hard[1]:.4f}")
+        print("other labels:", json.dumps(validation["other_labels"]))
+        print("per source:", json.dumps(validation["per_source"]))
+        print("rule hits:", json.dumps(validation["rule_hits"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""`llmroute train safety` and `llmroute eval-safety`: the jailbreak / prompt-injection
+detector (docs/safety.md)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from llmroute.cli._app import app, err_console, fail
+from llmroute.cli.difficulty import train_app
+from llmroute.encoders.base import Encoder
+
+__all__ = ["eval_safety", "train_safety"]
+
+DataOption = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        "-d",
+        help="JSONL with text and label (jailbreak, injection or benign; others are "
+        "reported apart).",
+        exists=True,
+    ),
+]
+EncoderOption = Annotated[
+    str,
+    typer.Option(help="The encoder; it must match the registry's at serve time."),
+]
+_ENCODER_DEFAULT = "builtin:static"
+
+
+def _encoder(spec: str) -> Encoder:
+    from llmroute.encoders import CachedEncoder, default_cache_dir, load_builtin
+
+    kind, _, name = spec.partition(":")
+    if kind != "builtin" or not name:
+        fail(f"--encoder must be builtin:NAME (minilm, minilm-int8 or static), not {spec!r}")
+    return CachedEncoder(load_builtin(name), default_cache_dir() / "embeddings")
+
+
+@train_app.command("safety")
+def train_safety(
+    data: DataOption,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")],
+    encoder: EncoderOption = _ENCODER_DEFAULT,
+    seed: Annotated[int, typer.Option(help="Seed of the train/validation/test split.")] = 0,
+) -> None:
+    """Train a jailbreak / prompt-injection detector: fitted on the training split, its
+    settings and threshold chosen on the validation split; the test split is left for
+    `llmroute eval-safety --split test`."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from llmroute.safety.injection import read_safety_data, save_detector, train_detector
+
+    rows = read_safety_data(data)
+    enc = _encoder(encoder)
+    started = time.perf_counter()
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("training the safety detector", total=None)
+        detector, report = train_detector(
+            rows,
+            enc,
+            seed=seed,
+            progress=lambda message: progress.update(task, description=message),
+        )
+    save_detector(detector, output)
+    seconds = time.perf_counter() - started
+    err_console.print(f"wrote {output} in {seconds:.1f} s")
+    print(json.dumps(report.to_dict(), ensure_ascii=False))
+
+
+@app.command("eval-safety")
+def eval_safety(
+    data: DataOption,
+    artifact: Annotated[
+        str,
+        typer.Option(help="A directory from `llmroute train safety`, or builtin."),
+    ] = "builtin",
+    encoder: EncoderOption = _ENCODER_DEFAULT,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Score threshold (default: the artifact's calibrated one).", min=0, max=1
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """TPR, FPR, precision and ROC-AUC of the detector on labelled data: jailbreak and
+    injection rows are positives, benign rows negatives, other labels reported apart."""
+    from llmroute.safety.injection import (
+        builtin_detector_dir,
+        evaluate_detector,
+        load_detector,
+        read_safety_data,
+    )
+
+    rows = read_safety_data(data)
+    enc = _encoder(encoder)
+    directory = builtin_detector_dir(enc.identity) if artifact == "builtin" else Path(artifact)
+    detector = load_detector(directory, encoder_identity=enc.identity)
+    report = evaluate_detector(detector, rows, enc, threshold=threshold)
+    out = report.to_dict()
+    if as_json:
+        print(json.dumps(out, ensure_ascii=False))
+        return
+    _print_report(out)
+
+
+def _print_report(out: dict[str, Any]) -> None:
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(
+        f"n {out['n']} ({out['n_attack']} attacks, {out['n_benign']} benign) · "
+        f"TPR {out['tpr']:.3f} · FPR {out['fpr']:.3f} · precision {out['precision']:.3f} · "
+        f"ROC-AUC {out['auc']:.4f} · threshold {out['threshold']:.4f}"
+    )
+    if out["hard_negative_n"]:
+        console.print(
+            f"hard negatives (benign look-alikes): {out['hard_negative_n']} rows, "
+            f"FPR {out['hard_negative_fpr']:.3f}"
+        )
+    for label, stats in out["other_labels"].items():
+        console.print(
+            f"other label {label!r}: {int(stats['n'])} rows, {stats['flagged']:.1%} flagged "
+            "(not counted in TPR/FPR)"
+        )
+    table = Table("threshold", "TPR", "FPR", "precision", box=None, pad_edge=False)
+    for row in out["table"]:
+        table.add_row(
+            f"{row['threshold']:.4f}",
+            f"{row['tpr']:.3f}",
+            f"{row['fpr']:.3f}",
+            f"{row['precision']:.3f}",
+        )
+    console.print(table)
+    if out["per_source"]:
+        sources = Table("source", "attacks", "TPR", box=None, pad_edge=False)
+        for source, stats in sorted(out["per_source"].items()):
+            sources.add_row(source, str(int(stats["n"])), f"{stats['tpr']:.3f}")
+        console.print(sources)
+    if out["rule_hits"]:
+        hits = ", ".join(f"{name} {count}" for name, count in sorted(out["rule_hits"].items()))
+        console.print(f"rule hits: {hits}")

@@ -1,0 +1,254 @@
+"""`SafetyLayer`: jailbreak / prompt-injection and PII checks, and the policy they trigger.
+
+It runs after the routing layers (the policy is the chosen route's safety profile) and on
+every request, pinned ones included; it may allow, redact, reroute to a guarded model or
+block, whatever routing decided. It reuses the shared request embedding when the text it
+scans is the routed text in one window; longer texts and tool results are scanned in
+overlapping windows, embedded in one batch, and the worst window counts.
+
+Nothing it records holds the matched text: findings are detector names, scores, PII
+types and counts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from llmroute.decision import SafetyOutcome
+from llmroute.encoders.base import Encoder
+from llmroute.errors import ConfigError
+from llmroute.layers.base import DecisionContext, LayerResult
+from llmroute.registry.schema import Action, Registry, RouteTo, SafetyProfile, SafetySettings
+from llmroute.safety.injection import InjectionDetector, builtin_detector_dir, load_detector
+from llmroute.safety.pii import PiiDetector, Redactor
+from llmroute.safety.segments import Segment, new_turn, replace_texts, segments_of
+from llmroute.safety.windows import windows
+
+__all__ = ["SAFETY_LAYER", "SafetyLayer", "build_safety_layer"]
+
+SAFETY_LAYER = "safety"
+log = logging.getLogger("llmroute.safety")
+
+# When several findings call for different actions, the strictest wins.
+_SEVERITY = {"allow": 0, "redact": 1, "route": 2, "block": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    action: str
+    fired: str
+    model: str | None = None
+
+
+def _call(action: Action, fired: str) -> _Call:
+    if isinstance(action, RouteTo):
+        return _Call("route", fired, action.route)
+    return _Call(action, fired)
+
+
+class SafetyLayer:
+    name = SAFETY_LAYER
+    always_runs = True
+
+    def __init__(
+        self,
+        settings: SafetySettings,
+        *,
+        route_profiles: Mapping[str, str],
+        detector: InjectionDetector | None,
+        pii: PiiDetector | None,
+    ) -> None:
+        self._settings = settings
+        self._injection = settings.injection
+        self._pii_settings = settings.pii
+        self._route_profiles = dict(route_profiles)
+        self._detector = detector
+        self._threshold = (
+            settings.injection.threshold
+            if settings.injection.threshold is not None or detector is None
+            else detector.threshold
+        )
+        self._pii = pii
+        self._scan_injection = frozenset(settings.injection.scan)
+        self._scan_pii = frozenset(settings.pii.scan)
+
+    @property
+    def threshold(self) -> float | None:
+        return self._threshold
+
+    def profile_for(self, ctx: DecisionContext) -> tuple[str, SafetyProfile]:
+        route = None if ctx.verdict is None else ctx.verdict.route
+        name = self._route_profiles.get(route or "", self._settings.profile)
+        return name, self._settings.profiles[name]
+
+    def evaluate(self, ctx: DecisionContext) -> LayerResult:
+        profile_name, profile = self.profile_for(ctx)
+        segments = segments_of(ctx.request)
+        calls: list[_Call] = []
+        detail: dict[str, Any] = {"profile": profile_name}
+
+        score, rule, n_windows, unscanned = self._scan_for_injection(ctx, segments)
+        if score is not None:
+            detail["injection_score"] = round(score, 4)
+            detail["threshold"] = self._threshold
+        if rule is not None:
+            calls.append(_call(profile.injection, f"rule:{rule}"))
+        elif score is not None and self._threshold is not None and score >= self._threshold:
+            calls.append(_call(profile.injection, "injection"))
+        if unscanned:
+            calls.append(_Call(profile.unscanned, "unscanned"))
+
+        counts, replacements = self._scan_for_pii(segments, profile, calls)
+        if counts:
+            detail["pii"] = dict(counts)
+
+        action, fired, model = self._resolve(calls)
+        redacted = None
+        if replacements and action != "block" and ctx.request.body is not None:
+            redacted = replace_texts(ctx.request.body, replacements)
+        ctx.safety = SafetyOutcome(
+            profile=profile_name,
+            action=action,
+            fired=fired,
+            injection_score=score,
+            pii=MappingProxyType(counts) if counts else MappingProxyType({}),
+            windows=n_windows,
+            unscanned=unscanned,
+            model=model,
+            redacted_body=redacted,
+        )
+        detail["action"] = action
+        if fired:
+            detail["fired"] = list(fired)
+        detail["summary"] = _summary(action, fired, score, self._threshold, counts, n_windows)
+        return LayerResult(annotated=True, detail=MappingProxyType(detail))
+
+    def _scan_for_injection(
+        self, ctx: DecisionContext, segments: Sequence[Segment]
+    ) -> tuple[float | None, str | None, int, bool]:
+        """(worst window's score, a rule that matched, windows scanned, text left over)."""
+        detector = self._detector
+        if detector is None:
+            return None, None, 0, False
+        settings = self._injection
+        scanned = segments if settings.history else new_turn(segments)
+        texts = [s.text for s in scanned if s.role in self._scan_injection]
+        if not texts:
+            return None, None, 0, False
+        for text in texts:
+            if (rule := detector.match_rules(text)) is not None:
+                return 1.0, rule, 0, False
+        budget = settings.max_windows
+        chunks: list[str] = []
+        unscanned = False
+        for text in texts:
+            if budget <= 0:
+                unscanned = True
+                break
+            parts, left = windows(text, settings.window_chars, settings.stride_chars, budget)
+            chunks.extend(parts)
+            budget -= len(parts)
+            unscanned = unscanned or left
+        if len(chunks) == 1 and chunks[0] == ctx.request.text:
+            vectors = ctx.embedding[np.newaxis, :]  # the shared embedding: no second encode
+        else:
+            vectors = ctx.encode(chunks)
+        scores = detector.score(chunks, vectors)
+        return float(np.max(scores)), None, len(chunks), unscanned
+
+    def _scan_for_pii(
+        self, segments: Sequence[Segment], profile: SafetyProfile, calls: list[_Call]
+    ) -> tuple[dict[str, int], dict[tuple[int, int | None], str]]:
+        """PII counts by type; the redacted text of each segment with a span to redact."""
+        detector = self._pii
+        counts: dict[str, int] = {}
+        replacements: dict[tuple[int, int | None], str] = {}
+        if detector is None:
+            return counts, replacements
+        redactor = Redactor()
+        called: set[str] = set()
+        for segment in segments:
+            if segment.role not in self._scan_pii:
+                continue
+            spans = detector.find(segment.text)
+            if not spans:
+                continue
+            to_redact = []
+            for span in spans:
+                counts[span.type] = counts.get(span.type, 0) + 1
+                action = profile.pii_action(span.type)
+                if action == "redact":
+                    to_redact.append(span)
+                if span.type not in called:
+                    called.add(span.type)
+                    calls.append(_call(action, f"pii:{span.type}"))
+            if to_redact:
+                replacements[(segment.message, segment.part)] = redactor.redact(
+                    segment.text, to_redact
+                )
+        return counts, replacements
+
+    @staticmethod
+    def _resolve(calls: Sequence[_Call]) -> tuple[str, tuple[str, ...], str | None]:
+        """The strictest action, every detector that found something (allowed or not),
+        and the model a reroute goes to (the first named, when several are)."""
+        if not calls:
+            return "allow", (), None
+        worst = max(calls, key=lambda c: _SEVERITY[c.action])
+        fired = tuple(dict.fromkeys(c.fired for c in calls))
+        model = worst.model if worst.action == "route" else None
+        return worst.action, fired, model
+
+
+def _summary(
+    action: str,
+    fired: Sequence[str],
+    score: float | None,
+    threshold: float | None,
+    counts: Mapping[str, int],
+    n_windows: int,
+) -> str:
+    """One line for ``--explain``: the action, then what the detectors saw."""
+    seen = []
+    if score is not None and threshold is not None:
+        cmp = "≥" if score >= threshold else "<"
+        where = f" in {n_windows} windows" if n_windows > 1 else ""
+        seen.append(f"injection {score:.3f} {cmp} {threshold:.3f}{where}")
+    seen.append("PII " + ", ".join(f"{k}×{v}" for k, v in counts.items()) if counts else "no PII")
+    head = action if not fired else f"{action} ({', '.join(fired)})"
+    return f"{head}: {'; '.join(seen)}"
+
+
+def build_safety_layer(registry: Registry, encoder: Encoder, base_dir: Path) -> SafetyLayer:
+    """The registry's safety layer: the injection artifact (``builtin`` resolves by the
+    encoder) and the PII detector, each when enabled."""
+    settings = registry.safety
+    assert settings is not None
+    detector = None
+    if settings.injection.enabled:
+        artifact = settings.injection.artifact
+        directory = (
+            builtin_detector_dir(encoder.identity)
+            if artifact == "builtin"
+            else (base_dir / artifact)
+        )
+        detector = load_detector(directory, encoder_identity=encoder.identity)
+    pii = None
+    if settings.pii.enabled:
+        pii = PiiDetector(
+            settings.pii.entities,
+            phone_regions=settings.pii.phone_regions,
+            ner_model=settings.pii.ner_model,
+        )
+    profiles = {r.name: r.policy.safety for r in registry.routes if r.policy.safety is not None}
+    for profile_name in (*profiles.values(), settings.profile):
+        if profile_name not in settings.profiles:  # the schema checks this; belt and braces
+            raise ConfigError(f"unknown safety profile {profile_name!r}")
+    return SafetyLayer(settings, route_profiles=profiles, detector=detector, pii=pii)

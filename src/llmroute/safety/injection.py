@@ -1,0 +1,786 @@
+"""Jailbreak and prompt-injection detection: one linear model over embedding + n-grams.
+
+The detector scores P(attack) for a text from two views: the request embedding the router
+computes anyway (what the text is about: role-play wrapper, harmful goal) and hashed word
+and character n-grams (`llmroute.safety.lexical`: template wording, instructions
+addressed to the assistant, adversarial token soup). One logistic regression over both
+beat either alone on validation (numbers: docs/benchmarks.md, "Safety detector").
+Serving it costs a dot product with the embedding and tens of microseconds of hashing.
+
+Data (`read_safety_data`): JSONL with ``text`` and ``label``; ``jailbreak`` and
+``injection`` are attacks, ``benign`` is not, any other label (``harmful``: a bare
+harmful request with no jailbreak wrapper) is kept apart and only reported. Rows carry a
+``group`` (else the SHA-1 of their normalised text); the split is by group:
+``sha1(f"s{seed}:{group}") % 100`` < 60 train, < 80 validation, else test. The test side
+is never read by training: the regularisation, the embedding's weight and the weight of
+the rare ``injection`` rows are chosen by 5-fold group cross-validation over train +
+validation, the threshold is calibrated on the chosen setting's out-of-fold scores, and
+the shipped model is fitted on train + validation; `evaluate_detector` on the test side
+gives the honest numbers.
+
+Long texts: the model is trained on each row's first window and a text is scored as the
+max over its `windows` (size 1000, stride 750, at most 16), so an injection buried in a
+long document is read at prompt size. An artifact is ``detector.json`` (encoder identity,
+threshold, metrics) and ``arrays.npz`` (float16 weights, loaded without pickle).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import re
+import tempfile
+import time
+import unicodedata
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from llmroute import __version__
+from llmroute.encoders.base import Encoder
+from llmroute.errors import ConfigError, DataError
+from llmroute.safety.lexical import DEFAULT_BUCKETS, hashed_ids, lexical_matrix
+from llmroute.safety.windows import windows
+from llmroute.scoring.logreg import fit_softmax
+
+__all__ = [
+    "ATTACK_LABELS",
+    "SAFETY_LABELS",
+    "WINDOW",
+    "InjectionDetector",
+    "SafetyData",
+    "SafetyReport",
+    "TrainReport",
+    "builtin_detector_dir",
+    "evaluate_detector",
+    "load_detector",
+    "read_safety_data",
+    "save_detector",
+    "score_texts",
+    "split_sides",
+    "train_detector",
+]
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.intp]
+Progress = Callable[[str], None]
+
+SAFETY_LABELS = ("jailbreak", "injection", "benign")
+"""The labels the detector learns; rows with any other label are reported apart."""
+ATTACK_LABELS = frozenset({"jailbreak", "injection"})
+WINDOW = (1000, 750, 16)
+"""(size, stride, max_windows) of the windows a long text is scored over."""
+TARGET_FPR = 0.015
+"""The threshold flags at most this share of the out-of-fold negatives: 1.5%, a margin
+under the 2% target so that the held-out false-positive rate stays below it."""
+HARD_NEGATIVE_SOURCES = ("InjecGuard/NotInject", "XSTest")
+C_VALUES = (30.0, 100.0)
+EMBEDDING_SCALES = (0.5, 1.0)
+INJECTION_WEIGHTS = (1.0, 3.0)
+"""Candidate weights of ``injection`` rows (a rare label: 6% of the shipped attacks)."""
+MIN_PER_CLASS = 10
+FOLDS = 5
+META_FILE = "detector.json"
+ARRAYS_FILE = "arrays.npz"
+FORMAT = 1
+_BUILTIN_DIRS = {
+    "builtin:static": "injection-static",
+    "builtin:minilm-int8": "injection-minilm-int8",
+}
+
+# High-precision markers of known attacks (measured: none fires on a benign row of the
+# shipped data, hard negatives included). The model scores every text anyway.
+_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "ignore-previous-instructions",
+        re.compile(
+            r"\b(?:ignore|disregard|forget)\s+(?:all\s+|any\s+)?(?:of\s+)?(?:the\s+|your\s+)?"
+            r"(?:previous|prior|above|preceding|earlier)\s+(?:instructions|prompts|directions)"
+        ),
+    ),
+    ("do-anything-now", re.compile(r"\bdo anything now\b")),
+    ("developer-mode", re.compile(r"\bdeveloper mode (?:enabled|output)\b")),
+    ("chat-role-tag", re.compile(r"<\|im_start\|>\s*system|\[/?inst\]|<<sys>>")),
+)
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class SafetyData:
+    """Labelled texts; `groups` keep near-duplicates on one side of the split."""
+
+    texts: tuple[str, ...]
+    labels: tuple[str, ...]
+    groups: tuple[str, ...]
+    sources: tuple[str, ...]
+    categories: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices: Sequence[int] | IntArray) -> SafetyData:
+        idx = [int(i) for i in indices]
+        pick: Callable[[tuple[str, ...]], tuple[str, ...]] = lambda xs: tuple(xs[i] for i in idx)  # noqa: E731
+        return SafetyData(
+            pick(self.texts),
+            pick(self.labels),
+            pick(self.groups),
+            pick(self.sources),
+            pick(self.categories),
+        )
+
+    @property
+    def is_detector_row(self) -> BoolArray:
+        return np.array([label in SAFETY_LABELS for label in self.labels], dtype=np.bool_)
+
+    @property
+    def is_attack(self) -> BoolArray:
+        return np.array([label in ATTACK_LABELS for label in self.labels], dtype=np.bool_)
+
+    @property
+    def is_hard_negative(self) -> BoolArray:
+        """Benign rows built to look like attacks: NotInject, XSTest, or tagged
+        ``category == "hard_negative_keyword"``."""
+        return np.array(
+            [
+                label == "benign"
+                and (source.startswith(HARD_NEGATIVE_SOURCES) or cat == "hard_negative_keyword")
+                for label, source, cat in zip(
+                    self.labels, self.sources, self.categories, strict=True
+                )
+            ],
+            dtype=np.bool_,
+        )
+
+
+def _normalised_sha1(text: str) -> str:
+    norm = " ".join(unicodedata.normalize("NFKC", text).lower().split())
+    return hashlib.sha1(norm.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def read_safety_data(path: str | os.PathLike[str], *more: str | os.PathLike[str]) -> SafetyData:
+    """Read JSONL lines with ``text`` (a string) and ``label`` (a non-empty string);
+    ``source``, ``category`` and ``group`` are optional (group: the SHA-1 of the NFKC
+    lower-cased, whitespace-collapsed text). Several files are concatenated. A bad line
+    raises `DataError` naming the file and line; so does a file with no rows."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    for one in (path, *more):
+        file = str(one)
+        try:
+            raw = Path(one).read_bytes()
+        except OSError as exc:
+            raise DataError(f"cannot read safety data: {exc.strerror or exc}", file=file) from exc
+        found = [
+            _parse_line(line, file, number)
+            for number, line in enumerate(raw.split(b"\n"), start=1)
+            if line.strip()
+        ]
+        if not found:
+            raise DataError("no rows (expected JSON lines with 'text' and 'label')", file=file)
+        rows.extend(found)
+    columns = list(zip(*rows, strict=True))
+    return SafetyData(*(tuple(col) for col in columns))
+
+
+def _parse_line(line: bytes, file: str, number: int) -> tuple[str, str, str, str, str]:
+    try:
+        record: Any = json.loads(line)
+    except UnicodeDecodeError as exc:
+        raise DataError("not valid UTF-8", file=file, line=number) from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(f"invalid JSON: {exc.msg}", file=file, line=number) from exc
+    if not isinstance(record, dict):
+        raise DataError("expected a JSON object", file=file, line=number)
+    for name in ("text", "label"):
+        if record.get(name) is None:
+            raise DataError(f"missing field '{name}'", file=file, line=number)
+    text, label = record["text"], record["label"]
+    if not isinstance(text, str):
+        raise DataError("field 'text' must be a string", file=file, line=number)
+    if not isinstance(label, str) or not label.strip():
+        raise DataError(
+            f"field 'label' must be a non-empty string (the detector learns "
+            f"{', '.join(SAFETY_LABELS)}), got {json.dumps(label)}",
+            file=file,
+            line=number,
+        )
+    group = record.get("group")
+    return (
+        text,
+        label.strip(),
+        str(group) if group is not None else _normalised_sha1(text),
+        str(record.get("source") or ""),
+        str(record.get("category") or ""),
+    )
+
+
+def split_sides(data: SafetyData, *, seed: int = 0) -> npt.NDArray[np.int8]:
+    """0 (train), 1 (validation) or 2 (test) for each row: ``sha1(f"s{seed}:{group}")``
+    mod 100 below 60, below 80, else. Fixed for a seed; a group never straddles sides."""
+    out = np.empty(len(data), dtype=np.int8)
+    for row, group in enumerate(data.groups):
+        digest = hashlib.sha1(f"s{seed}:{group}".encode(), usedforsecurity=False).hexdigest()
+        bucket = int(digest, 16) % 100
+        out[row] = 0 if bucket < 60 else (1 if bucket < 80 else 2)
+    return out
+
+
+# ---------------------------------------------------------------- the detector
+
+
+def _sigmoid(z: F64) -> F64:
+    out: F64 = 0.5 * (1.0 + np.tanh(0.5 * z))
+    return out
+
+
+@dataclass(frozen=True)
+class InjectionDetector:
+    """P(attack) = sigmoid(embedding · w_emb + lexical(text) · w_lex + bias).
+
+    Flag a text when `score` reaches `threshold`. `window` is the (size, stride,
+    max_windows) its long texts are scored over: ``max`` of the windows' scores.
+    """
+
+    encoder_identity: str
+    threshold: float
+    emb_weights: F32
+    lex_weights: F32
+    bias: float
+    window: tuple[int, int, int] = WINDOW
+    metrics: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def buckets(self) -> int:
+        return int(self.lex_weights.shape[0])
+
+    def lexical_logits(self, texts: Sequence[str]) -> F64:
+        out = np.empty(len(texts), dtype=np.float64)
+        for row, text in enumerate(texts):
+            counts = np.bincount(hashed_ids(text, self.buckets), minlength=self.buckets)
+            nonzero = np.flatnonzero(counts)
+            values = 1.0 + np.log(counts[nonzero])
+            norm = math.sqrt(float(values @ values))
+            out[row] = float(self.lex_weights[nonzero] @ values) / norm if norm else 0.0
+        return out
+
+    def score(self, texts: Sequence[str], embeddings: npt.NDArray[np.floating[Any]]) -> F64:
+        """P(attack) in [0, 1] for each text, given its embedding row (n, dim)."""
+        emb = np.asarray(embeddings, dtype=np.float32).reshape(len(texts), -1)
+        if emb.shape[1] != self.emb_weights.shape[0]:
+            raise ValueError(
+                f"embeddings have dim {emb.shape[1]}, the detector expects "
+                f"{self.emb_weights.shape[0]} (encoder {self.encoder_identity})"
+            )
+        logits = emb.astype(np.float64) @ self.emb_weights + self.lexical_logits(texts)
+        return _sigmoid(logits + self.bias)
+
+    def match_rules(self, text: str) -> str | None:
+        """The name of the first known-attack marker in `text`, else None."""
+        lowered = " ".join(text.lower().split())
+        for name, pattern in _RULES:
+            if pattern.search(lowered):
+                return name
+        return None
+
+
+def score_texts(
+    detector: InjectionDetector,
+    texts: Sequence[str],
+    encoder: Encoder,
+    *,
+    batch: int = 256,
+    progress: Progress | None = None,
+) -> F64:
+    """Each text's score: the max over its windows (one window for a short text)."""
+    size, stride, most = detector.window
+    pieces: list[str] = []
+    owner: list[int] = []
+    for row, text in enumerate(texts):
+        found, _ = windows(text, size, stride, most)
+        pieces.extend(found)
+        owner.extend([row] * len(found))
+    scores = np.empty(len(pieces), dtype=np.float64)
+    for start in range(0, len(pieces), batch):
+        chunk = pieces[start : start + batch]
+        scores[start : start + len(chunk)] = detector.score(chunk, encoder.encode(chunk))
+        if progress is not None:
+            progress(f"scored {start + len(chunk)}/{len(pieces)} windows")
+    out = np.full(len(texts), -np.inf)
+    np.maximum.at(out, np.asarray(owner, dtype=np.intp), scores)
+    return out
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _auc(scores: F64, positive: BoolArray) -> float:
+    """Area under the ROC curve (ties count half)."""
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    ranks[order] = np.arange(1, len(scores) + 1)
+    for value in np.unique(scores[np.r_[False, np.diff(scores[order]) == 0]]):
+        tied = scores == value
+        ranks[tied] = ranks[tied].mean()
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def threshold_at_fpr(scores: F64, positive: BoolArray, target: float) -> float:
+    """The lowest threshold (flag when score >= it) that flags at most `target` of the
+    negatives."""
+    negatives = np.sort(scores[~positive])[::-1]
+    allowed = math.floor(target * negatives.size + 1e-9)
+    if allowed >= negatives.size:
+        return float(negatives[-1]) if negatives.size else 0.5
+    return float(np.nextafter(negatives[allowed], np.inf))
+
+
+def _rates(scores: F64, positive: BoolArray, threshold: float) -> dict[str, float]:
+    flagged = scores >= threshold
+    tp = int((flagged & positive).sum())
+    fp = int((flagged & ~positive).sum())
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    return {
+        "threshold": threshold,
+        "tpr": tp / n_pos if n_pos else float("nan"),
+        "fpr": fp / n_neg if n_neg else float("nan"),
+        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+    }
+
+
+@dataclass(frozen=True)
+class SafetyReport:
+    """Detector metrics on one set of rows at `threshold` (shares as fractions 0..1)."""
+
+    n: int
+    n_attack: int
+    n_benign: int
+    tpr: float
+    fpr: float
+    precision: float
+    auc: float
+    threshold: float
+    table: tuple[dict[str, float], ...]
+    hard_negative_n: int
+    hard_negative_fpr: float
+    other_labels: dict[str, dict[str, float]]
+    per_source: dict[str, dict[str, float]]
+    rule_hits: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "n_attack": self.n_attack,
+            "n_benign": self.n_benign,
+            "tpr": self.tpr,
+            "fpr": self.fpr,
+            "precision": self.precision,
+            "auc": self.auc,
+            "threshold": self.threshold,
+            "table": list(self.table),
+            "hard_negative_n": self.hard_negative_n,
+            "hard_negative_fpr": self.hard_negative_fpr,
+            "other_labels": self.other_labels,
+            "per_source": self.per_source,
+            "rule_hits": self.rule_hits,
+        }
+
+
+def _report(
+    data: SafetyData, scores: F64, threshold: float, rules: Sequence[str | None]
+) -> SafetyReport:
+    detector_rows = data.is_detector_row
+    positive = data.is_attack[detector_rows]
+    det_scores = scores[detector_rows]
+    main = _rates(det_scores, positive, threshold)
+    hard = data.is_hard_negative
+    table = tuple(
+        _rates(det_scores, positive, float(t)) for t in (0.1, 0.3, 0.5, 0.7, 0.9, threshold)
+    )
+    other: dict[str, dict[str, float]] = {}
+    for label in sorted(set(data.labels) - set(SAFETY_LABELS)):
+        mine = np.array([lab == label for lab in data.labels])
+        other[label] = {"n": int(mine.sum()), "flagged": float((scores[mine] >= threshold).mean())}
+    per_source: dict[str, dict[str, float]] = {}
+    attack = data.is_attack
+    for source in sorted({s for s, a in zip(data.sources, attack, strict=True) if a}):
+        mine = attack & np.array([s == source for s in data.sources])
+        per_source[source] = {
+            "n": int(mine.sum()),
+            "tpr": float((scores[mine] >= threshold).mean()),
+        }
+    hits: dict[str, int] = {}
+    for name, label in zip(rules, data.labels, strict=True):
+        if name is not None:
+            key = f"{name}/{label}"
+            hits[key] = hits.get(key, 0) + 1
+    return SafetyReport(
+        n=int(detector_rows.sum()),
+        n_attack=int(positive.sum()),
+        n_benign=int((~positive).sum()),
+        tpr=main["tpr"],
+        fpr=main["fpr"],
+        precision=main["precision"],
+        auc=_auc(det_scores, positive),
+        threshold=threshold,
+        table=table,
+        hard_negative_n=int(hard.sum()),
+        hard_negative_fpr=float((scores[hard] >= threshold).mean()) if hard.any() else math.nan,
+        other_labels=other,
+        per_source=per_source,
+        rule_hits=hits,
+    )
+
+
+def evaluate_detector(
+    detector: InjectionDetector,
+    data: SafetyData,
+    encoder: Encoder,
+    *,
+    threshold: float | None = None,
+    progress: Progress | None = None,
+) -> SafetyReport:
+    """Score every row of `data` (max over windows) and report at `threshold` (default:
+    the detector's). Pass ``data.subset(...)`` to evaluate one side of the split."""
+    if encoder.identity != detector.encoder_identity:
+        raise ConfigError(
+            f"detector was trained with encoder {detector.encoder_identity!r}, but the "
+            f"encoder in use is {encoder.identity!r}"
+        )
+    scores = score_texts(detector, data.texts, encoder, progress=progress)
+    rules = [detector.match_rules(text) for text in data.texts]
+    return _report(data, scores, detector.threshold if threshold is None else threshold, rules)
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What training chose and why: every candidate's cross-validated numbers, and the
+    chosen model's out-of-fold report (`validation`) at the calibrated threshold."""
+
+    encoder_identity: str
+    hyper: dict[str, float]
+    validation: SafetyReport
+    candidates: tuple[dict[str, float], ...]
+    rows: dict[str, int]
+    fit_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "encoder": self.encoder_identity,
+            "hyper": self.hyper,
+            "validation": self.validation.to_dict(),
+            "candidates": list(self.candidates),
+            "rows": self.rows,
+            "fit_seconds": self.fit_seconds,
+        }
+
+
+@dataclass(frozen=True)
+class _Features:
+    """Every window of the training pool, embedded and hashed once: the first window of
+    each row is what the model is fitted on, all of them are what a row is scored by."""
+
+    emb: F32
+    lex: F32
+    owner: IntArray
+    first: IntArray
+
+
+def _features(encoder: Encoder, texts: Sequence[str], progress: Progress | None) -> _Features:
+    size, stride, most = WINDOW
+    pieces: list[str] = []
+    owner: list[int] = []
+    first: list[int] = []
+    for row, text in enumerate(texts):
+        found, _ = windows(text, size, stride, most)
+        first.append(len(pieces))
+        pieces.extend(found)
+        owner.extend([row] * len(found))
+    emb = np.empty((len(pieces), encoder.dim), dtype=np.float32)
+    for start in range(0, len(pieces), 256):
+        emb[start : start + 256] = encoder.encode(pieces[start : start + 256])
+        if progress is not None:
+            progress(f"embedded {min(start + 256, len(pieces))}/{len(pieces)} windows")
+    return _Features(
+        emb,
+        lexical_matrix(pieces, DEFAULT_BUCKETS),
+        np.asarray(owner, dtype=np.intp),
+        np.asarray(first, dtype=np.intp),
+    )
+
+
+def _fit(
+    feats: _Features, rows: IntArray, y: BoolArray, weights: F64, hyper: dict[str, float]
+) -> tuple[F32, F32, float]:
+    """Logistic regression on the first windows of `rows`; weights rounded to float16 as
+    stored, so validation scores what ships."""
+    scale = hyper["embedding_scale"]
+    x = np.hstack([feats.emb[feats.first[rows]] * np.float32(scale), feats.lex[feats.first[rows]]])
+    model = fit_softmax(x, y.astype(np.intp), 2, c=hyper["c"], sample_weight=weights)
+    w = (model.weights[:, 1] - model.weights[:, 0]).astype(np.float16).astype(np.float32)
+    bias = float(np.float16(model.bias[1] - model.bias[0]))
+    dim = feats.emb.shape[1]
+    return w[:dim] * np.float32(scale), w[dim:], bias
+
+
+def _window_max(feats: _Features, rows: IntArray, model: tuple[F32, F32, float]) -> F64:
+    """Each row's score: the max over its windows (as `score_texts` computes it)."""
+    mask = np.isin(feats.owner, rows)
+    logits = feats.emb[mask] @ model[0] + feats.lex[mask] @ model[1] + model[2]
+    out = np.full(int(feats.owner.max()) + 1, -np.inf)
+    np.maximum.at(out, feats.owner[mask], _sigmoid(logits.astype(np.float64)))
+    return out[rows]
+
+
+def _folds(groups: Sequence[str], seed: int) -> IntArray:
+    return np.array(
+        [
+            int(hashlib.sha1(f"f{seed}:{g}".encode(), usedforsecurity=False).hexdigest(), 16)
+            % FOLDS
+            for g in groups
+        ],
+        dtype=np.intp,
+    )
+
+
+def _out_of_fold(
+    feats: _Features, y: BoolArray, weights: F64, folds: IntArray, hyper: dict[str, float]
+) -> F64:
+    scores = np.empty(y.size, dtype=np.float64)
+    for fold in range(FOLDS):
+        fit_rows, held = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+        if held.size:
+            model = _fit(feats, fit_rows, y[fit_rows], weights[fit_rows], hyper)
+            scores[held] = _window_max(feats, held, model)
+    return scores
+
+
+def _check_counts(y: BoolArray) -> None:
+    if int(y.sum()) < MIN_PER_CLASS or int((~y).sum()) < MIN_PER_CLASS:
+        raise DataError(
+            f"training needs at least {MIN_PER_CLASS} attack and {MIN_PER_CLASS} benign rows "
+            f"outside the test split, got {int(y.sum())} and {int((~y).sum())}"
+        )
+
+
+def train_detector(
+    data: SafetyData,
+    encoder: Encoder,
+    *,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> tuple[InjectionDetector, TrainReport]:
+    """Choose C, the embedding's weight and the weight of ``injection`` rows by 5-fold
+    group cross-validation over the train + validation sides (out-of-fold TPR at
+    `TARGET_FPR`, then AUC), calibrate the threshold on the chosen setting's out-of-fold
+    scores, and fit the shipped model on train + validation. The test side is not read.
+
+    DataError when there are fewer than `MIN_PER_CLASS` rows of a class to learn from.
+    """
+    started = time.perf_counter()
+    sides = split_sides(data, seed=seed)
+    pool = data.subset(np.flatnonzero(data.is_detector_row & (sides < 2)))
+    y = pool.is_attack
+    _check_counts(y)
+    feats = _features(encoder, pool.texts, progress)
+    folds = _folds(pool.groups, seed)
+    labels = np.array(pool.labels)
+    best: tuple[tuple[float, float], dict[str, float], F64] | None = None
+    candidates = []
+    for c, scale, inject in itertools.product(C_VALUES, EMBEDDING_SCALES, INJECTION_WEIGHTS):
+        hyper = {"c": c, "embedding_scale": scale, "injection_weight": inject}
+        weights = np.where(labels == "injection", inject, 1.0)
+        scores = _out_of_fold(feats, y, weights, folds, hyper)
+        key = (_rates(scores, y, threshold_at_fpr(scores, y, TARGET_FPR))["tpr"], _auc(scores, y))
+        candidates.append({**hyper, "cv_tpr": key[0], "cv_auc": key[1]})
+        if progress is not None:
+            progress(f"{hyper}: CV TPR {key[0]:.4f} at FPR <= {TARGET_FPR}, AUC {key[1]:.4f}")
+        if best is None or key > best[0]:
+            best = (key, hyper, scores)
+    assert best is not None
+    _, hyper, oof = best
+    threshold = threshold_at_fpr(oof, y, TARGET_FPR)
+    weights = np.where(labels == "injection", hyper["injection_weight"], 1.0)
+    w_emb, w_lex, bias = _fit(feats, np.arange(len(pool)), y, weights, hyper)
+    detector = InjectionDetector(encoder.identity, threshold, w_emb, w_lex, bias)
+    others = data.subset(np.flatnonzero(~data.is_detector_row & (sides < 2)))
+    report_data = _concat(pool, others)
+    report_scores = np.concatenate([oof, score_texts(detector, others.texts, encoder)])
+    rules = [detector.match_rules(text) for text in report_data.texts]
+    report = TrainReport(
+        encoder_identity=encoder.identity,
+        hyper=hyper,
+        validation=_report(report_data, report_scores, threshold, rules),
+        candidates=tuple(candidates),
+        rows={
+            "train+validation": len(pool),
+            "test": int((data.is_detector_row & (sides == 2)).sum()),
+        },
+        fit_seconds=round(time.perf_counter() - started, 2),
+    )
+    summary = {"hyper": hyper, "rows": report.rows, "seed": seed, "folds": FOLDS}
+    summary["cross_validation"] = {
+        k: v for k, v in report.validation.to_dict().items() if k in {"n", "tpr", "fpr", "auc"}
+    }
+    return replace(detector, metrics=summary), report
+
+
+def _concat(a: SafetyData, b: SafetyData) -> SafetyData:
+    return SafetyData(
+        a.texts + b.texts,
+        a.labels + b.labels,
+        a.groups + b.groups,
+        a.sources + b.sources,
+        a.categories + b.categories,
+    )
+
+
+# ---------------------------------------------------------------- artifacts
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; an artifact is meant to be shared
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def save_detector(detector: InjectionDetector, directory: str | os.PathLike[str]) -> Path:
+    """Write ``detector.json`` + ``arrays.npz`` into `directory` (created if needed)."""
+    folder = Path(directory)
+    meta = {
+        "format": FORMAT,
+        "kind": "injection-linear",
+        "encoder": detector.encoder_identity,
+        "threshold": detector.threshold,
+        "bias": detector.bias,
+        "buckets": detector.buckets,
+        "window": list(detector.window),
+        "llmroute_version": __version__,
+        "metrics": detector.metrics,
+    }
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer,
+            emb_weights=detector.emb_weights.astype(np.float16),
+            lex_weights=detector.lex_weights.astype(np.float16),
+        )
+        _write_atomic(folder / ARRAYS_FILE, buffer.getvalue())
+        text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+        _write_atomic(folder / META_FILE, text.encode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot write safety artifact: {exc}", file=str(folder)) from exc
+    return folder
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            "no safety detector here (detector.json is missing)", file=str(path)
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"corrupt safety artifact: {exc}", file=str(path)) from exc
+    needed = {"encoder", "threshold", "bias", "buckets", "window"}
+    if not isinstance(meta, dict) or not needed <= meta.keys():
+        raise ConfigError(
+            f"corrupt safety artifact: needs {', '.join(sorted(needed))}", file=str(path)
+        )
+    if meta.get("kind", "injection-linear") != "injection-linear":
+        raise ConfigError(f"not an injection detector (kind {meta['kind']!r})", file=str(path))
+    return meta
+
+
+def load_detector(
+    directory: str | os.PathLike[str], *, encoder_identity: str | None
+) -> InjectionDetector:
+    """Load a saved detector. With `encoder_identity`, refuse (ConfigError naming both) an
+    artifact trained with another encoder; a missing, corrupt or incomplete artifact is a
+    ConfigError naming the path and what is wrong."""
+    meta_path = Path(directory) / META_FILE
+    meta = _read_meta(meta_path)
+    if encoder_identity is not None and meta["encoder"] != encoder_identity:
+        raise ConfigError(
+            f"safety detector was trained with encoder {meta['encoder']!r}, but the encoder "
+            f"in use is {encoder_identity!r}; train one with `llmroute train safety` or use "
+            "the same encoder",
+            file=str(meta_path),
+        )
+    npz = Path(directory) / ARRAYS_FILE
+    try:
+        with np.load(npz, allow_pickle=False) as stored:
+            emb = np.asarray(stored["emb_weights"], dtype=np.float32)
+            lex = np.asarray(stored["lex_weights"], dtype=np.float32)
+        size, stride, most = (int(v) for v in meta["window"])
+        detector = InjectionDetector(
+            encoder_identity=str(meta["encoder"]),
+            threshold=float(meta["threshold"]),
+            emb_weights=emb,
+            lex_weights=lex,
+            bias=float(meta["bias"]),
+            window=(size, stride, most),
+            metrics=dict(meta.get("metrics") or {}),
+        )
+    except FileNotFoundError:
+        raise ConfigError("safety detector arrays are missing", file=str(npz)) from None
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"corrupt safety artifact: {exc}", file=str(npz)) from exc
+    _check_loaded(detector, int(meta["buckets"]), npz)
+    return detector
+
+
+def _check_loaded(detector: InjectionDetector, buckets: int, npz: Path) -> None:
+    problem = None
+    if detector.emb_weights.ndim != 1 or detector.lex_weights.shape != (buckets,):
+        problem = f"weights have shapes {detector.emb_weights.shape}, {detector.lex_weights.shape}"
+    elif buckets < 2 or buckets & (buckets - 1):
+        problem = f"buckets must be a power of two, got {buckets}"
+    elif not (np.isfinite(detector.emb_weights).all() and np.isfinite(detector.lex_weights).all()):
+        problem = "weights are not finite"
+    elif not 0.0 <= detector.threshold <= 1.0:
+        problem = f"threshold {detector.threshold} is not in [0, 1]"
+    else:
+        try:
+            windows("", *detector.window)
+        except ValueError as exc:
+            problem = f"bad window: {exc}"
+    if problem is not None:
+        raise ConfigError(f"corrupt safety artifact: {problem}", file=str(npz))
+
+
+def builtin_detector_dir(encoder_identity: str) -> Path:
+    """The shipped detector for a built-in encoder (``builtin:static@…`` or
+    ``builtin:minilm-int8@…``); ConfigError for any other encoder."""
+    name = encoder_identity.split("@", 1)[0].split(";", 1)[0]
+    folder = _BUILTIN_DIRS.get(name)
+    if folder is None:
+        raise ConfigError(
+            f"no built-in safety artifact for encoder {encoder_identity}; train one with "
+            "`llmroute train safety`"
+        )
+    return Path(__file__).resolve().parent / "data" / folder

@@ -1,0 +1,279 @@
+"""The reasoning gate's provider parameters: the pure mapping per style, and the
+dispatcher applying it per attempted model (a fallback may be another provider)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fake_anthropic import FakeAnthropic, fake_anthropic
+from fake_upstream import FAIL_500, FakeUpstream, fake_upstream
+
+from llmroute.decision import Decision, ReasoningOutcome
+from llmroute.dispatch import Dispatcher, Plan
+from llmroute.dispatch.reasoning_params import (
+    budget_for,
+    client_chose,
+    effort_for,
+    with_reasoning,
+)
+from llmroute.providers import build_providers
+from llmroute.providers._anthropic_convert import to_chat_completion, to_messages_request
+from llmroute.registry import parse_registry
+from llmroute.registry.schema import Model, Reasoning
+
+
+def _model(**reasoning: Any) -> Model:
+    return Model(provider="p", model="m", reasoning=Reasoning(**reasoning))
+
+
+def _body(**extra: Any) -> dict[str, Any]:
+    return {"model": "auto", "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+# -- the mapping --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "effort"),
+    [
+        ({"effort": "high"}, "high"),
+        ({"effort": "minimal", "budget_tokens": 30000}, "minimal"),  # effort wins
+        ({"budget_tokens": 1024}, "low"),
+        ({"budget_tokens": 2048}, "low"),
+        ({"budget_tokens": 8000}, "medium"),
+        ({"budget_tokens": 8192}, "medium"),
+        ({"budget_tokens": 8193}, "high"),
+        ({}, "medium"),
+    ],
+)
+def test_openai_effort(reasoning: dict[str, Any], effort: str) -> None:
+    assert effort_for(Reasoning(**reasoning)) == effort
+    sent = with_reasoning(_body(), _model(**reasoning), "openai", True)
+    assert sent["reasoning_effort"] == effort
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "budget"),
+    [
+        ({"budget_tokens": 5000}, 5000),
+        ({"effort": "low"}, 2048),
+        ({"effort": "high"}, 24576),
+        ({}, 8192),
+    ],
+)
+def test_anthropic_budget(reasoning: dict[str, Any], budget: int) -> None:
+    assert budget_for(Reasoning(**reasoning)) == budget
+    sent = with_reasoning(_body(), _model(**reasoning), "anthropic", True)
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": budget}
+    assert sent["max_tokens"] == 4096 + budget  # the answer keeps its default room
+
+
+def test_anthropic_raises_the_clients_max_tokens_and_drops_what_thinking_refuses() -> None:
+    body = _body(max_completion_tokens=1000, temperature=0.2, top_k=5, top_p=0.5)
+    sent = with_reasoning(body, _model(budget_tokens=3000), "anthropic", True)
+    assert sent["max_completion_tokens"] == 4000
+    assert "temperature" not in sent and "top_k" not in sent and "top_p" not in sent
+    kept = with_reasoning(_body(max_tokens=500, top_p=0.97), _model(), "anthropic", True)
+    assert kept["max_tokens"] == 500 + 8192 and kept["top_p"] == 0.97
+    payload = to_messages_request("claude", "claude-x", sent)  # the converter forwards it
+    assert payload["thinking"] == {"type": "enabled", "budget_tokens": 3000}
+    assert payload["max_tokens"] == 4000
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tool_choice": "required"},
+        {"tool_choice": {"type": "function", "function": {"name": "f"}}},
+        {"messages": [{"role": "tool", "tool_call_id": "1", "content": "42"}]},
+    ],
+)
+def test_anthropic_thinking_is_not_forced_where_anthropic_refuses_it(
+    extra: dict[str, Any],
+) -> None:
+    body = _body(**extra)
+    assert with_reasoning(body, _model(), "anthropic", True) is body
+
+
+def test_qwen_enable_thinking_merges_template_kwargs() -> None:
+    model = _model(param="enable_thinking")
+    body = _body(chat_template_kwargs={"custom": 1})
+    on = with_reasoning(body, model, "openai", True)
+    assert on["chat_template_kwargs"] == {"custom": 1, "enable_thinking": True}
+    off = with_reasoning(body, model, "openai", False)
+    assert off["chat_template_kwargs"] == {"custom": 1, "enable_thinking": False}
+    assert body["chat_template_kwargs"] == {"custom": 1}
+
+
+def test_thinking_param_on_an_openai_compatible_provider() -> None:
+    sent = with_reasoning(_body(), _model(param="thinking", budget_tokens=2000), "openai", True)
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 2000}
+
+
+@pytest.mark.parametrize(
+    ("kind", "param", "key", "value"),
+    [
+        ("openai", "auto", "reasoning_effort", "low"),
+        ("openai", "reasoning_effort", "reasoning_effort", "low"),
+        ("anthropic", "auto", "thinking", {"type": "disabled"}),
+        ("openai", "thinking", "thinking", {"type": "disabled"}),
+        ("openai", "enable_thinking", "chat_template_kwargs", {"enable_thinking": False}),
+    ],
+)
+def test_off_turns_thinking_off_explicitly(kind: str, param: str, key: str, value: Any) -> None:
+    sent = with_reasoning(_body(), _model(param=param, turn_off=True), kind, False)
+    assert sent[key] == value
+
+
+def test_off_false_sends_nothing_when_not_needed() -> None:
+    body = _body()
+    assert with_reasoning(body, _model(turn_off=False), "openai", False) is body
+    assert with_reasoning(body, _model(turn_off=False), "anthropic", False) is body
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"reasoning_effort": "high"},
+        {"thinking": {"type": "enabled", "budget_tokens": 2048}},
+        {"reasoning": {"effort": "low"}},
+        {"chat_template_kwargs": {"enable_thinking": False}},
+    ],
+)
+@pytest.mark.parametrize("needed", [True, False])
+def test_client_choice_wins(extra: dict[str, Any], needed: bool) -> None:
+    body = _body(**extra)
+    assert client_chose(body)
+    for kind in ("openai", "anthropic"):
+        assert with_reasoning(body, _model(), kind, needed) is body
+
+
+def test_no_gate_or_no_reasoning_config_leaves_the_body() -> None:
+    body = _body()
+    assert with_reasoning(body, _model(), "openai", None) is body
+    plain = Model(provider="p", model="m")
+    assert with_reasoning(body, plain, "openai", True) is body
+    assert not client_chose(_body(chat_template_kwargs={"other": 1}))
+
+
+def test_the_callers_body_is_never_mutated() -> None:
+    body = _body(max_tokens=10, temperature=0.3, chat_template_kwargs={"a": 1})
+    before = copy.deepcopy(body)
+    for kind in ("openai", "anthropic"):
+        for param in ("auto", "reasoning_effort", "thinking", "enable_thinking"):
+            for needed in (True, False, None):
+                with_reasoning(body, _model(param=param), kind, needed)
+    assert body == before
+
+
+def test_thinking_blocks_in_responses_are_dropped() -> None:
+    data = {
+        "id": "m1",
+        "model": "claude-x",
+        "content": [
+            {"type": "thinking", "thinking": "hmm", "signature": "s"},
+            {"type": "redacted_thinking", "data": "opaque"},
+            {"type": "text", "text": "42"},
+        ],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 1, "output_tokens": 2},
+    }
+    message = to_chat_completion(data)["choices"][0]["message"]
+    assert message == {"role": "assistant", "content": "42"}
+
+
+# -- the dispatcher, per attempted model ------------------------------------------------
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  up: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+  claude: {kind: anthropic, base_url: "%(anthropic)s", timeout_s: 5}
+models:
+  broken: {provider: up, model: %(fail)s, reasoning: {effort: high}}
+  sonnet: {provider: claude, model: claude-x, reasoning: {budget_tokens: 2048}}
+  plain: {provider: up, model: plain}
+routes:
+  - {name: r, examples: [hello], target: broken, policy: {fallback: [sonnet]}}
+default: {target: plain}
+dispatch:
+  retries: {attempts: 0}
+  breaker: {enabled: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[tuple[FakeUpstream, FakeAnthropic]]:
+    with fake_upstream() as up, fake_anthropic() as anthropic:
+        yield up, anthropic
+
+
+def _plan(chain: tuple[str, ...], gate: ReasoningOutcome | None) -> Plan:
+    decision = Decision(
+        id="d",
+        route="r",
+        model=chain[0],
+        layer="test",
+        confidence=1.0,
+        margin=None,
+        reason="test",
+        registry_version="v",
+        signals=(),
+        encode_us=0.0,
+        total_us=0.0,
+        reasoning=gate,
+    )
+    return Plan(decision, chain)
+
+
+def _dispatch(servers: tuple[FakeUpstream, FakeAnthropic], plan: Plan, stream: bool) -> None:
+    up, anthropic = servers
+    text = REGISTRY % {"url": up.url, "anthropic": anthropic.url, "fail": FAIL_500}
+    registry = parse_registry(text).registry
+
+    async def main() -> None:
+        dispatcher = Dispatcher(registry, build_providers(registry))
+        try:
+            if stream:
+                opened = await dispatcher.open_stream(plan, _body(stream=True))
+                assert [e async for e in opened.events][-1].startswith(b"data: [DONE]")
+            else:
+                served = await dispatcher.complete(plan, _body())
+                assert served.model == "sonnet"
+        finally:
+            await dispatcher.aclose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_each_attempt_gets_its_own_providers_params(
+    servers: tuple[FakeUpstream, FakeAnthropic], stream: bool
+) -> None:
+    up, anthropic = servers
+    up.requests.clear()
+    anthropic.requests.clear()
+    _dispatch(servers, _plan(("broken", "sonnet"), ReasoningOutcome(True, "trigger")), stream)
+    assert up.requests[-1].body["reasoning_effort"] == "high"
+    sent = anthropic.requests[-1].body
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert sent["max_tokens"] == 4096 + 2048
+    assert "reasoning_effort" not in sent
+
+
+def test_not_needed_turns_thinking_off_and_no_gate_sends_nothing(
+    servers: tuple[FakeUpstream, FakeAnthropic],
+) -> None:
+    up, anthropic = servers
+    up.requests.clear()
+    anthropic.requests.clear()
+    _dispatch(servers, _plan(("broken", "sonnet"), ReasoningOutcome(False, "short")), False)
+    assert up.requests[-1].body["reasoning_effort"] == "low"
+    assert anthropic.requests[-1].body["thinking"] == {"type": "disabled"}
+    _dispatch(servers, _plan(("broken", "sonnet"), None), False)
+    assert "reasoning_effort" not in up.requests[-1].body
+    assert "thinking" not in anthropic.requests[-1].body
