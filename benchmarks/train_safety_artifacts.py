@@ -5,9 +5,11 @@
 Trains one detector per built-in encoder (``builtin:static``, ``builtin:minilm-int8``) on
 jailbreak/train.jsonl + prompt_injection/train.jsonl (the group split of
 `llmroute.safety.injection.split_sides`, seed 0: train < 60, validation < 80, test the
-rest), writes them to src/llmroute/safety/data/injection-<encoder>/ (or under --out) and
-prints each one's candidates and validation metrics. Test rows are not scored here: see
-benchmarks/bench_safety.py.
+rest): the settings are chosen by 5-fold group cross-validation over train + validation,
+the threshold is set on the out-of-fold scores (FPR <= 1.5%) and the model is fitted on
+train + validation. Writes them to src/llmroute/safety/data/injection-<encoder>/ (or
+under --out) and prints each one's candidates and out-of-fold metrics. Test rows are not
+read here: see benchmarks/bench_safety.py.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def main() -> None:
         detector, report = train_detector(data, encoder, progress=print)
         folder = save_detector(detector, args.out / f"injection-{name}")
         validation = report.validation.to_dict()
-        print(f"== {name}: {encoder.identity} -> {folder}")
+        print(f"== {name}: {encoder.identity} -> {folder} (out-of-fold numbers)")
         print(json.dumps({"hyper": report.hyper, "rows": report.rows}, sort_keys=True))
         keys = ("n", "n_attack", "tpr", "fpr", "precision", "auc", "threshold")
         print(json.dumps({k: validation[k] for k in keys}))

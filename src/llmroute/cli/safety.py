@@ -51,9 +51,9 @@ def train_safety(
     encoder: EncoderOption = _ENCODER_DEFAULT,
     seed: Annotated[int, typer.Option(help="Seed of the train/validation/test split.")] = 0,
 ) -> None:
-    """Train a jailbreak / prompt-injection detector: fitted on the training split, its
-    settings and threshold chosen on the validation split; the test split is left for
-    `llmroute eval-safety --split test`."""
+    """Train a jailbreak / prompt-injection detector: settings and threshold chosen by
+    5-fold group cross-validation over the train and validation sides of a group split,
+    then fitted on both; the test side is never read (`llmroute eval-safety --split test`)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from llmroute.safety.injection import read_safety_data, save_detector, train_detector
@@ -90,10 +90,20 @@ def eval_safety(
             help="Score threshold (default: the artifact's calibrated one).", min=0, max=1
         ),
     ] = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            help="all rows, or only the held-out test side of `llmroute train safety`'s "
+            "group split (use it on the data the artifact was trained from)."
+        ),
+    ] = "all",
+    seed: Annotated[int, typer.Option(help="Seed of that split.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """TPR, FPR, precision and ROC-AUC of the detector on labelled data: jailbreak and
     injection rows are positives, benign rows negatives, other labels reported apart."""
+    if split not in ("all", "test"):
+        fail(f"--split must be all or test, not {split!r}")
     from llmroute.safety.injection import (
         builtin_detector_dir,
         evaluate_detector,
@@ -102,6 +112,12 @@ def eval_safety(
     )
 
     rows = read_safety_data(data)
+    if split == "test":
+        import numpy as np
+
+        from llmroute.safety.injection import split_sides
+
+        rows = rows.subset(np.flatnonzero(split_sides(rows, seed=seed) == 2))
     enc = _encoder(encoder)
     directory = builtin_detector_dir(enc.identity) if artifact == "builtin" else Path(artifact)
     detector = load_detector(directory, encoder_identity=enc.identity)
