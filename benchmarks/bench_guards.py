@@ -98,10 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         ):
             if key in r:
                 p = r[key]
-                n = r.get("multi_window_requests", r["requests"]) if "multi" in key else ""
                 print(
-                    f"| {r['encoder']} | {label} | {n} | {p['p50']:.0f} | {p['p90']:.0f} "
-                    f"| {p['p99']:.0f} |"
+                    f"| {r['encoder']} | {label} | {p['n']} | {p['p50_us']:.0f} "
+                    f"| {p['p90_us']:.0f} | {p['p99_us']:.0f} |"
                 )
     return 0
 
