@@ -654,6 +654,58 @@ class ReasoningSettings(_Frozen):
         return value
 
 
+# -- telemetry, shadow routing, drift -------------------------------------------------
+
+
+PROMPT_MODES = ("off", "hash", "redacted", "full")
+
+
+class TelemetrySettings(_Frozen):
+    """The decision log. `url` is ``sqlite:///PATH`` (relative to the working directory)
+    or ``postgresql://...``; ``$LLMROUTE_TELEMETRY_URL`` overrides it (``off`` turns the
+    log off). `prompts` says what of the request text is stored: nothing, its SHA-256,
+    the text with PII replaced by placeholders (safety's redaction), or the text."""
+
+    enabled: bool = True
+    url: str = "sqlite:///llmroute-telemetry.db"
+    prompts: Literal["off", "hash", "redacted", "full"] = "hash"
+    queue_size: int = Field(default=10_000, ge=1)
+    batch_size: int = Field(default=500, ge=1)
+    flush_seconds: Seconds = 0.2
+    pool_size: int = Field(default=4, ge=1)  # PostgreSQL connections
+
+
+class JudgeSettings(_Frozen):
+    """How a shadow pair is judged: ``exact`` (normalised final answers match) or
+    ``model`` (the named pool model is asked whether the routed answer is as good)."""
+
+    kind: Literal["exact", "model"] = "model"
+    model: str | None = None
+    max_chars: int = Field(default=6000, ge=200)  # each answer, truncated for the judge
+
+
+class ShadowSettings(_Frozen):
+    """Shadow routing: a sampled share of requests also goes to `reference` in the
+    background; both answers are stored and judged."""
+
+    rate: Unit
+    reference: str
+    judge: JudgeSettings | None = None
+    routes: tuple[str, ...] | None = None  # only these routes (all when absent)
+    max_concurrency: int = Field(default=4, ge=1)
+    timeout: Seconds = 60.0
+
+
+class DriftSettings(_Frozen):
+    """Bounds beyond which `llmroute drift` flags a route."""
+
+    margin_drop: float = Field(default=0.05, ge=0)  # median margin fall, absolute
+    psi: float = Field(default=0.25, gt=0)  # population stability index of margins
+    ks_p: Unit = 0.01  # Kolmogorov–Smirnov p-value below which margins differ
+    default_rate_rise: Unit = 0.05  # rise in the share sent to the default route
+    min_requests: int = Field(default=30, ge=1)  # per route and window
+
+
 # -- the registry ------------------------------------------------------------------------
 
 
@@ -671,6 +723,9 @@ class Registry(_Frozen):
     dispatch: DispatchSettings = DispatchSettings()
     safety: SafetySettings | None = None
     reasoning: ReasoningSettings | None = None
+    telemetry: TelemetrySettings = TelemetrySettings()
+    shadow: ShadowSettings | None = None
+    drift: DriftSettings = DriftSettings()
 
     @field_validator("providers", "models")
     @classmethod
@@ -692,6 +747,7 @@ class Registry(_Frozen):
                 *self._route_problems(),
                 *self._rule_problems(),
                 *self._guard_problems(),
+                *self._shadow_problems(),
             ]
         )
         return self
@@ -794,6 +850,24 @@ class Registry(_Frozen):
                     f"unknown route {rule.route!r}{did_you_mean(rule.route, routes)}; "
                     f"routes: {', '.join(routes)}",
                 )
+
+    def _shadow_problems(self) -> Iterator[Problem]:
+        shadow = self.shadow
+        if shadow is None:
+            return
+        if (message := self._unknown_model(shadow.reference)) is not None:
+            yield ("shadow", "reference"), message
+        for i, name in enumerate(shadow.routes or ()):
+            names = [route.name for route in self.routes]
+            if name not in names:
+                hint = did_you_mean(name, names)
+                yield ("shadow", "routes", i), f"unknown route {name!r}{hint}"
+        judge = shadow.judge
+        if judge is not None and judge.kind == "model":
+            if judge.model is None:
+                yield ("shadow", "judge", "model"), "a model judge needs 'model'"
+            elif (message := self._unknown_model(judge.model)) is not None:
+                yield ("shadow", "judge", "model"), message
 
     def _guard_problems(self) -> Iterator[Problem]:
         """Safety profiles and reasoning tiers name things that must exist."""

@@ -1,0 +1,236 @@
+"""What the decision log stores: one `DecisionRecord` per request, `FeedbackRecord` and
+`ShadowRecord` beside it, and `LoggedDecision`, a stored decision read back.
+
+A `DecisionRecord` is built on the request path, so it only holds references (the
+`Decision`, the prompt text) and plain numbers; turning it into a row (JSON of the
+signals, hashing or redacting the prompt) is `to_row`'s job, which the batching writer
+runs off the request path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from llmroute.decision import Decision
+
+__all__ = [
+    "DECISION_COLUMNS",
+    "DecisionRecord",
+    "FeedbackRecord",
+    "LoggedDecision",
+    "PromptMode",
+    "ShadowRecord",
+    "prompt_hash",
+]
+
+PromptMode = Literal["off", "hash", "redacted", "full"]
+
+# The columns of the `decisions` table, in order; `to_row` returns them and
+# `LoggedDecision` has one field per column.
+DECISION_COLUMNS: tuple[str, ...] = (
+    "id",
+    "ts",
+    "registry_version",
+    "route",
+    "model",
+    "served_model",
+    "deployment",
+    "layer",
+    "confidence",
+    "margin",
+    "signals",  # JSON: the Decision's layers, candidates, timing, safety, reasoning
+    "status",
+    "error",
+    "latency_ms",
+    "ttft_ms",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "usage_estimated",
+    "attempts",  # JSON list of strings: failures/escalations before the answer
+    "cache_hit",
+    "stream",
+    "shadow",
+    "prompt_mode",
+    "prompt_hash",
+    "prompt",
+)
+
+
+def prompt_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """One request: its decision and its outcome.
+
+    `status` is the HTTP status the client got (200, or the error's status); `error` the
+    error code when it failed (``content_policy_violation``, ``upstream_error``, ...).
+    `ts` is the request's arrival (Unix seconds); `latency_ms` runs from arrival to the
+    last byte; `ttft_ms` to the first streamed event. `prompt` is the request text the
+    router saw and `redacted_prompt` the same with PII replaced (None when safety did not
+    redact); which of them is stored, if any, is `prompt_mode`'s call.
+    """
+
+    decision: Decision
+    ts: float
+    status: int
+    latency_ms: float
+    served_model: str | None = None
+    deployment: str | None = None
+    error: str | None = None
+    ttft_ms: float | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    usage_estimated: bool = False
+    attempts: tuple[str, ...] = ()
+    cache_hit: bool = False
+    stream: bool = False
+    shadow: bool = False
+    prompt_mode: PromptMode = "hash"
+    prompt: str | None = None
+    redacted_prompt: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.decision.id
+
+    def stored_prompt(self) -> tuple[str | None, str | None]:
+        """(prompt_hash, prompt) as `prompt_mode` stores them. ``redacted`` stores the
+        redacted text, or the text itself when safety found nothing to redact."""
+        text = self.prompt
+        if text is None or self.prompt_mode == "off":
+            return None, None
+        digest = prompt_hash(text)
+        if self.prompt_mode == "hash":
+            return digest, None
+        if self.prompt_mode == "redacted":
+            return digest, self.redacted_prompt if self.redacted_prompt is not None else text
+        return digest, text
+
+    def to_row(self) -> tuple[Any, ...]:
+        """The `DECISION_COLUMNS` values; JSON columns as text, booleans as bool."""
+        d = self.decision
+        detail = d.to_dict()
+        signals = {
+            "layers": detail["layers"],
+            "candidates": detail["candidates"],
+            "timing_us": detail["timing_us"],
+            "reason": detail["reason"],
+            "safety": detail["safety"],
+            "reasoning": detail["reasoning"],
+        }
+        digest, prompt = self.stored_prompt()
+        return (
+            d.id,
+            self.ts,
+            d.registry_version,
+            d.route,
+            d.model,
+            self.served_model,
+            self.deployment,
+            d.layer,
+            d.confidence,
+            d.margin,
+            json.dumps(signals, separators=(",", ":")),
+            self.status,
+            self.error,
+            self.latency_ms,
+            self.ttft_ms,
+            self.tokens_in,
+            self.tokens_out,
+            self.cost_usd,
+            self.usage_estimated,
+            json.dumps(list(self.attempts)),
+            self.cache_hit,
+            self.stream,
+            self.shadow,
+            self.prompt_mode,
+            digest,
+            prompt,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedDecision:
+    """A `decisions` row read back from the store (one field per `DECISION_COLUMNS`
+    entry; `signals` parsed, `attempts` a tuple)."""
+
+    id: str
+    ts: float
+    registry_version: str
+    route: str
+    model: str
+    served_model: str | None
+    deployment: str | None
+    layer: str
+    confidence: float
+    margin: float | None
+    signals: Mapping[str, Any]
+    status: int
+    error: str | None
+    latency_ms: float
+    ttft_ms: float | None
+    tokens_in: int | None
+    tokens_out: int | None
+    cost_usd: float | None
+    usage_estimated: bool
+    attempts: tuple[str, ...]
+    cache_hit: bool
+    stream: bool
+    shadow: bool
+    prompt_mode: str
+    prompt_hash: str | None
+    prompt: str | None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> LoggedDecision:
+        values = dict(zip(DECISION_COLUMNS, row, strict=True))
+        signals = values["signals"]
+        values["signals"] = json.loads(signals) if isinstance(signals, str) else signals or {}
+        attempts = values["attempts"]
+        attempts = json.loads(attempts) if isinstance(attempts, str) else attempts or []
+        values["attempts"] = tuple(attempts)
+        for flag in ("usage_estimated", "cache_hit", "stream", "shadow"):
+            values[flag] = bool(values[flag])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord:
+    """User feedback on a decision: a `score` in [0, 1] and/or thumbs (``up``/``down``),
+    with an optional comment."""
+
+    decision_id: str
+    ts: float
+    score: float | None = None
+    thumbs: Literal["up", "down"] | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowRecord:
+    """A shadowed request: the routed answer beside the reference model's, and the
+    judge's verdict. `routed_ok` is True when the routed answer was judged at least as
+    good as the reference, None when no judge ran or it failed (`judge_error`)."""
+
+    decision_id: str
+    ts: float
+    route: str
+    routed_model: str
+    reference_model: str
+    routed_answer: str | None
+    reference_answer: str | None
+    judge: str | None = None
+    routed_ok: bool | None = None
+    judge_score: float | None = None
+    judge_error: str | None = None
+    reference_latency_ms: float | None = None
+    reference_cost_usd: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)

@@ -1,0 +1,58 @@
+"""`Store`: what every decision-log backend (SQLite, PostgreSQL) offers.
+
+Stores are synchronous: the batching writer calls them from its own thread, and the
+gateway's feedback endpoint and the report CLIs call them through a thread
+(``asyncio.to_thread``), so nothing blocks the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from llmroute.telemetry.record import (
+    DecisionRecord,
+    FeedbackRecord,
+    LoggedDecision,
+    ShadowRecord,
+)
+
+__all__ = ["Store"]
+
+
+class Store(Protocol):
+    """A decision log. `url` is shown with any password masked."""
+
+    url: str
+
+    def migrate(self) -> int:
+        """Apply pending migrations; return the schema version now in place."""
+        ...
+
+    def schema_version(self) -> int:
+        """The applied schema version (0 for an empty database)."""
+        ...
+
+    def write_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        """Insert a batch in one transaction (a decision id seen twice is ignored)."""
+        ...
+
+    def write_feedback(self, feedback: FeedbackRecord) -> bool:
+        """Store feedback; False (nothing stored) when the decision id is unknown."""
+        ...
+
+    def write_shadow(self, record: ShadowRecord) -> None: ...
+
+    def has_decision(self, decision_id: str) -> bool: ...
+
+    def decisions(self, since: float, until: float | None = None) -> list[LoggedDecision]:
+        """Decisions with ``since <= ts < until`` (no upper bound when None), oldest first."""
+        ...
+
+    def feedback(self, since: float, until: float | None = None) -> list[FeedbackRecord]: ...
+
+    def shadows(self, since: float, until: float | None = None) -> list[ShadowRecord]: ...
+
+    def count_decisions(self) -> int: ...
+
+    def close(self) -> None: ...
