@@ -60,8 +60,10 @@ def test_unknown_key_suggests_the_closest() -> None:
 
 
 def test_unknown_key_without_near_miss_lists_allowed_keys() -> None:
-    error = one_error(VALID + "telemetry: {sink: sqlite}\n")
-    assert_points_at(error, 36, "telemetry", "unknown key 'telemetry'; allowed keys: version,")
+    error = one_error(VALID + "observability: {sink: sqlite}\n")
+    assert_points_at(
+        error, 36, "observability", "unknown key 'observability'; allowed keys: version,"
+    )
     assert "did you mean" not in error.message
 
 
