@@ -10,6 +10,7 @@ catch one class at the boundary::
     ├── EncoderError                  an encoder cannot be loaded or fails to encode
     │     └── EncoderUnavailable      its files or extra are not installed (says how to fix)
     ├── DataError (ValueError)        a labelled data file has a bad line
+    ├── TelemetryError                the decision log's database cannot be reached or used
     ├── RoutingError                  a request cannot be routed (bad request shape)
     │     └── ModelNotFound           the request names a model the registry lacks
     └── ProviderError                 an upstream model provider failed (carries `status`)
@@ -41,6 +42,7 @@ __all__ = [
     "ProviderTimeout",
     "RateLimited",
     "RoutingError",
+    "TelemetryError",
     "UpstreamRejected",
 ]
 
@@ -95,6 +97,12 @@ class EncoderError(LlmrouteError):
 class EncoderUnavailable(EncoderError):
     """The files or optional dependency an encoder needs are missing; the message says how
     to install them."""
+
+
+class TelemetryError(LlmrouteError):
+    """The decision log's database cannot be opened, migrated or written. The message
+    names the store by its masked URL (``postgresql://user:***@host/db``), never the
+    password."""
 
 
 class RoutingError(LlmrouteError):

@@ -1,0 +1,74 @@
+"""Column lists and row conversions shared by the SQL backends."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from llmroute.telemetry.record import DECISION_COLUMNS, FeedbackRecord, ShadowRecord
+
+__all__ = [
+    "DECISION_LIST",
+    "FEEDBACK_COLUMNS",
+    "FEEDBACK_LIST",
+    "SHADOW_COLUMNS",
+    "SHADOW_LIST",
+    "feedback_from_row",
+    "shadow_from_row",
+    "shadow_row",
+]
+
+DECISION_LIST = ", ".join(DECISION_COLUMNS)
+FEEDBACK_COLUMNS: tuple[str, ...] = ("decision_id", "ts", "score", "thumbs", "comment")
+FEEDBACK_LIST = ", ".join(FEEDBACK_COLUMNS)
+SHADOW_COLUMNS: tuple[str, ...] = (
+    "decision_id",
+    "ts",
+    "route",
+    "routed_model",
+    "reference_model",
+    "routed_answer",
+    "reference_answer",
+    "judge",
+    "routed_ok",
+    "judge_score",
+    "judge_error",
+    "reference_latency_ms",
+    "reference_cost_usd",
+    "extra",
+)
+SHADOW_LIST = ", ".join(SHADOW_COLUMNS)
+
+
+def shadow_row(record: ShadowRecord) -> tuple[Any, ...]:
+    """The `SHADOW_COLUMNS` values; `extra` as JSON text."""
+    return (
+        record.decision_id,
+        record.ts,
+        record.route,
+        record.routed_model,
+        record.reference_model,
+        record.routed_answer,
+        record.reference_answer,
+        record.judge,
+        record.routed_ok,
+        record.judge_score,
+        record.judge_error,
+        record.reference_latency_ms,
+        record.reference_cost_usd,
+        json.dumps(dict(record.extra), separators=(",", ":")),
+    )
+
+
+def shadow_from_row(row: tuple[Any, ...]) -> ShadowRecord:
+    values = dict(zip(SHADOW_COLUMNS, row, strict=True))
+    extra = values["extra"]
+    values["extra"] = json.loads(extra) if isinstance(extra, str) else extra or {}
+    if values["routed_ok"] is not None:
+        values["routed_ok"] = bool(values["routed_ok"])
+    return ShadowRecord(**values)
+
+
+def feedback_from_row(row: tuple[Any, ...]) -> FeedbackRecord:
+    decision_id, ts, score, thumbs, comment = row
+    return FeedbackRecord(decision_id, ts, score=score, thumbs=thumbs, comment=comment)

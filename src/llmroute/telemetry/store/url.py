@@ -1,0 +1,86 @@
+"""Telemetry URLs: which one applies (`resolve_telemetry_url`), how to show it without
+its password (`mask_url`), and which store opens it (`open_store`)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from llmroute.errors import ConfigError
+
+if TYPE_CHECKING:
+    from llmroute.registry.schema import TelemetrySettings
+    from llmroute.telemetry.store.base import Store
+
+__all__ = ["ENV_VAR", "mask_url", "open_store", "resolve_telemetry_url", "sqlite_path"]
+
+ENV_VAR = "LLMROUTE_TELEMETRY_URL"
+_OFF = frozenset({"", "off", "none"})
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@?#]*)@")
+_PASSWORD_PARAM = re.compile(r"(?i)\b(password|passwd)=[^&\s]*")
+_POSTGRES = ("postgresql://", "postgres://")
+
+
+def mask_url(url: str) -> str:
+    """`url` with any password replaced by ``***`` (userinfo and ``password=`` params)."""
+
+    def userinfo(match: re.Match[str]) -> str:
+        user, sep, _ = match.group(2).partition(":")
+        return f"{match.group(1)}{user}{':***' if sep else ''}@"
+
+    return _PASSWORD_PARAM.sub(r"\1=***", _USERINFO.sub(userinfo, url, count=1))
+
+
+def resolve_telemetry_url(
+    settings: TelemetrySettings, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The decision log's URL, or None when it is off.
+
+    ``$LLMROUTE_TELEMETRY_URL`` wins over ``settings.url`` (and over ``enabled: false``,
+    so an operator can turn the log on without editing the registry); its value
+    ``off``, ``none`` or blank turns the log off.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(ENV_VAR)
+    if value is None:
+        if not settings.enabled:
+            return None
+        value = settings.url
+    value = value.strip()
+    return None if value.lower() in _OFF else value
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a ``sqlite:///PATH`` URL: ``sqlite:///rel/path`` is relative to the
+    working directory, ``sqlite:////abs/path`` absolute, ``sqlite:///:memory:`` memory."""
+    if not url.startswith("sqlite:///"):
+        raise ConfigError(
+            f"a SQLite telemetry URL reads sqlite:///PATH (three slashes, then the path), "
+            f"not {mask_url(url)!r}"
+        )
+    path = url.removeprefix("sqlite:///").partition("?")[0]
+    if not path:
+        raise ConfigError("the SQLite telemetry URL names no file: use sqlite:///PATH")
+    return path
+
+
+def open_store(url: str, *, pool_size: int = 4) -> Store:
+    """The store a URL names: ``sqlite:///PATH`` or ``postgresql://...`` (``postgres://``
+    too). Opening is lazy for both: nothing connects until the first call."""
+    url = url.strip()
+    lowered = url.lower()
+    if lowered.startswith("sqlite:"):
+        from llmroute.telemetry.store.sqlite import SqliteStore
+
+        return SqliteStore(sqlite_path(url))
+    if lowered.startswith(_POSTGRES):
+        from llmroute.telemetry.store.postgres import PostgresStore
+
+        return PostgresStore(url, pool_size=pool_size)
+    raise ConfigError(
+        f"unsupported telemetry URL {mask_url(url)!r}: use sqlite:///PATH, "
+        "postgresql://USER@HOST/DB, or off",
+        field="telemetry.url",
+    )

@@ -1,0 +1,273 @@
+"""`TelemetryWriter`: decision records leave the request path through a bounded queue
+and reach the store in batches, from one daemon thread.
+
+`offer` never blocks: it appends to a deque and returns (about a microsecond). When the
+queue is full the record is dropped and counted; the gateway never waits for its log.
+
+The thread wakes when a batch is ready or every `flush_seconds`, and writes the queue in
+batches of up to `batch_size`, one transaction each. It also owns the store's start-up:
+`start` returns at once and the thread runs ``store.migrate()`` first, so a database that
+is down when the gateway starts does not stop it. Any store failure (migration or
+write) drops the batch in hand, counts it as ``store_error`` and backs off (0.5 s,
+doubling to 10 s): records arriving meanwhile are dropped without calling the store, so
+a dead database costs neither memory nor a blocked `flush`. The next attempt migrates
+again before writing (cheap when up to date; it also recreates a lost schema), and the
+first success resets the backoff: the log recovers by itself.
+
+Drops are reported three ways: the `dropped` counters, ``on_drop(n, reason)`` (reason
+``queue_full``, ``store_error`` or ``closed``) and a WARNING at most every 10 s per
+reason with the running count. Log lines carry the store's masked URL only.
+
+The writer does not own the store: closing the writer flushes and stops the thread;
+the caller closes the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+from llmroute.telemetry.record import DecisionRecord
+from llmroute.telemetry.store.base import Store
+
+__all__ = ["DropReason", "TelemetryWriter"]
+
+log = logging.getLogger("llmroute.telemetry")
+
+DropReason = str  # "queue_full" | "store_error" | "closed"
+QUEUE_FULL: Final = "queue_full"
+STORE_ERROR: Final = "store_error"
+CLOSED: Final = "closed"
+
+_LOG_EVERY_S = 10.0
+_BACKOFF_FIRST_S = 0.5
+_BACKOFF_MAX_S = 10.0
+
+
+class _Marker:
+    """Put in the queue by `flush`: set once everything queued before it is handled."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class TelemetryWriter:
+    """Batches `DecisionRecord`s into `store` from a daemon thread (see the module)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        queue_size: int = 10_000,
+        batch_size: int = 500,
+        flush_seconds: float = 0.2,
+        on_drop: Callable[[int, str], None] | None = None,
+    ) -> None:
+        if queue_size < 1 or batch_size < 1 or flush_seconds <= 0:
+            raise ValueError("queue_size and batch_size must be >= 1, flush_seconds > 0")
+        self.store = store
+        self.queue_size = queue_size
+        self.batch_size = batch_size
+        self.flush_seconds = flush_seconds
+        self._on_drop = on_drop
+        self._queue: deque[DecisionRecord | _Marker] = deque()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._state_lock = threading.Lock()  # start/close and drop counting, never offer
+        self._closing = False
+        self._written = 0
+        self._dropped: dict[str, int] = {QUEUE_FULL: 0, STORE_ERROR: 0, CLOSED: 0}
+        self._last_log: dict[str, float] = {}
+        self._ready = False  # migrated since the last store error
+        self._retry_at = 0.0  # monotonic time before which the store is not called
+        self._backoff = _BACKOFF_FIRST_S
+
+    # -- request path ----------------------------------------------------------------
+
+    def offer(self, record: DecisionRecord) -> bool:
+        """Queue `record` for writing; False (and counted as dropped) when the queue is
+        full or the writer is closed. Never blocks, never raises."""
+        queue = self._queue
+        if len(queue) >= self.queue_size or self._closing:
+            self._drop(1, CLOSED if self._closing else QUEUE_FULL)
+            return False
+        queue.append(record)
+        if len(queue) >= self.batch_size:
+            self._wake.set()
+        return True
+
+    # -- counters --------------------------------------------------------------------
+
+    @property
+    def written(self) -> int:
+        """Records the store has accepted (duplicates ignored by the store included)."""
+        return self._written
+
+    @property
+    def dropped(self) -> int:
+        """Records lost for any reason (`dropped_by_reason` splits them)."""
+        return sum(self._dropped.values())
+
+    @property
+    def dropped_by_reason(self) -> dict[str, int]:
+        return dict(self._dropped)
+
+    @property
+    def pending(self) -> int:
+        """Records queued and not yet handled (approximate)."""
+        return len(self._queue)
+
+    def _drop(self, n: int, reason: str, detail: str = "") -> None:
+        with self._state_lock:
+            self._dropped[reason] = total = self._dropped.get(reason, 0) + n
+            now = time.monotonic()
+            due = now - self._last_log.get(reason, -_LOG_EVERY_S) >= _LOG_EVERY_S
+            if due:
+                self._last_log[reason] = now
+        if due:
+            log.warning(
+                "telemetry %s: dropped %d decision record(s) (%s; %d %s so far)%s",
+                self.store.url,
+                n,
+                reason,
+                total,
+                reason,
+                f": {detail}" if detail else "",
+            )
+        if self._on_drop is not None:
+            try:
+                self._on_drop(n, reason)
+            except Exception:  # a metrics callback must not break the caller
+                log.exception("telemetry: the on_drop callback failed")
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> TelemetryWriter:
+        """Start the thread (once); it migrates the store before the first write."""
+        with self._state_lock:
+            if self._thread is None and not self._closing:
+                self._thread = threading.Thread(
+                    target=self._run, name="llmroute-telemetry-writer", daemon=True
+                )
+                self._thread.start()
+        return self
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record offered before this call is written or dropped;
+        False when `timeout` passed first (or the thread is not running)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return not self._queue
+        marker = _Marker()
+        self._queue.append(marker)
+        self._wake.set()
+        return marker.done.wait(timeout)
+
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Flush, then stop the thread (idempotent). Records offered afterwards are
+        dropped as ``closed``. True when everything was handled in time."""
+        with self._state_lock:
+            already = self._closing
+            self._closing = True
+            thread = self._thread
+        if thread is None:
+            left = sum(1 for item in self._queue if isinstance(item, DecisionRecord))
+            self._queue.clear()
+            if left and not already:
+                self._drop(left, CLOSED, "the writer was closed before it started")
+            return left == 0
+        self._wake.set()
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def __enter__(self) -> TelemetryWriter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writer thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        queue = self._queue
+        while True:
+            if len(queue) < self.batch_size and not self._closing:
+                self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            closing = self._closing
+            if not self._ready and time.monotonic() >= self._retry_at:
+                self._call_store(None)  # migrate at start-up, and retry it while idle
+            self._drain()
+            if closing and not queue:
+                return
+
+    def _drain(self) -> None:
+        """Handle everything queued now, in batches."""
+        queue = self._queue
+        batch: list[DecisionRecord] = []
+        while True:
+            try:
+                item = queue.popleft()
+            except IndexError:
+                break
+            if isinstance(item, _Marker):
+                self._handle(batch)
+                batch = []
+                item.done.set()
+                continue
+            batch.append(item)
+            if len(batch) >= self.batch_size:
+                self._handle(batch)
+                batch = []
+        self._handle(batch)
+
+    def _handle(self, batch: list[DecisionRecord]) -> None:
+        if not batch:
+            return
+        if time.monotonic() < self._retry_at:
+            self._drop(len(batch), STORE_ERROR, "the store is backing off after an error")
+            return
+        if self._call_store(batch):
+            self._written += len(batch)
+
+    def _call_store(self, batch: list[DecisionRecord] | None) -> bool:
+        """Migrate if needed, then write `batch` (None: only migrate). A failure drops
+        the batch and starts or extends the backoff."""
+        try:
+            if not self._ready:
+                self.store.migrate()
+                self._ready = True
+            if batch:
+                self.store.write_decisions(batch)
+        except Exception as exc:
+            self._ready = False
+            self._retry_at = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, _BACKOFF_MAX_S)
+            detail = _describe(exc)
+            if batch:
+                self._drop(len(batch), STORE_ERROR, detail)
+            else:
+                log.warning(
+                    "telemetry %s: cannot prepare the decision log: %s", self.store.url, detail
+                )
+            return False
+        if self._backoff != _BACKOFF_FIRST_S:
+            log.warning("telemetry: %s is back; writing decisions again", self.store.url)
+        self._backoff = _BACKOFF_FIRST_S
+        return True
+
+
+def _describe(exc: BaseException) -> str:
+    """One line about a store error. Our stores raise `TelemetryError` with the masked
+    URL; anything else is shown by type only, as its text might hold a secret."""
+    from llmroute.errors import TelemetryError
+
+    if isinstance(exc, TelemetryError):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return type(exc).__name__

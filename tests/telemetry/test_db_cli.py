@@ -1,0 +1,91 @@
+"""`llmroute db upgrade` and `llmroute db status`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmroute.cli._app import run
+from llmroute.telemetry.store import open_store
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "registry.yaml"
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = run(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_upgrade_then_status_sqlite(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["db", "status", "--url", sqlite_url], capsys)
+    assert code == 0
+    assert "schema version: 0" in out and "pending migrations: 0001_initial" in out
+    assert "decisions: -" in out
+
+    code, out, _ = _run(["db", "upgrade", "--url", sqlite_url], capsys)
+    assert code == 0 and "schema version 1 (upgraded from 0)" in out
+    code, out, _ = _run(["db", "upgrade", "--url", sqlite_url], capsys)
+    assert code == 0 and "schema version 1 (up to date)" in out
+
+    code, out, _ = _run(["db", "status", "--url", sqlite_url], capsys)
+    assert code == 0
+    assert out.splitlines() == [
+        f"url: {sqlite_url}",
+        "schema version: 1",
+        "pending migrations: none",
+        "decisions: 0",
+    ]
+
+
+def test_postgres_url_from_the_environment_is_masked(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # trust auth ignores the password; it must still never be printed
+    url = postgres_url.replace("postgres@", "postgres:hunter2@")
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", url)
+    code, out, _ = _run(["db", "upgrade"], capsys)
+    assert code == 0 and "schema version 1" in out
+    assert "hunter2" not in out and "postgres:***@" in out
+    code, out, _ = _run(["db", "status"], capsys)
+    assert code == 0 and "decisions: 0" in out and "hunter2" not in out
+
+
+def test_url_from_the_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("LLMROUTE_TELEMETRY_URL", raising=False)
+    db = tmp_path / "from-registry.db"
+    registry = tmp_path / "registry.yaml"
+    text = EXAMPLE.read_text(encoding="utf-8")
+    registry.write_text(f"{text}\ntelemetry:\n  url: sqlite:///{db}\n", encoding="utf-8")
+    code, out, err = _run(["db", "upgrade", "--registry", str(registry)], capsys)
+    assert code == 0, err
+    assert f"sqlite:///{db}: schema version 1" in out
+    store = open_store(f"sqlite:///{db}")
+    assert store.schema_version() == 1
+    store.close()
+
+
+def test_errors_are_one_clean_line(
+    closed_port: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", "off")
+    code, _, err = _run(["db", "upgrade"], capsys)
+    assert code == 2 and "decision log is off" in err
+
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", "mysql://u:pw@h/db")
+    code, _, err = _run(["db", "status"], capsys)
+    assert code == 2 and "unsupported telemetry URL" in err and ":pw@" not in err
+
+    monkeypatch.setattr(
+        "llmroute.telemetry.store.postgres.PostgresStore.__init__.__kwdefaults__",
+        {"timeout_s": 0.2, "connect_timeout_s": 2, "insert_method": "copy"},
+    )
+    url = f"postgresql://u:pw@127.0.0.1:{closed_port}/test"
+    code, _, err = _run(["db", "upgrade", "--url", url], capsys)
+    assert code == 2 and "no connection to PostgreSQL" in err
+    assert ":pw@" not in err and "u:***@" in err
+    assert "Traceback" not in err

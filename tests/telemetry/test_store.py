@@ -1,0 +1,367 @@
+"""Both decision-log backends against the `Store` contract: migrations, every field of a
+record round-tripping, feedback, shadow records, URLs and masking."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from conftest import MakeRecord, pg_execute
+
+from llmroute.errors import ConfigError, TelemetryError
+from llmroute.registry.schema import TelemetrySettings
+from llmroute.telemetry.record import (
+    DECISION_COLUMNS,
+    DecisionRecord,
+    FeedbackRecord,
+    LoggedDecision,
+    ShadowRecord,
+    prompt_hash,
+)
+from llmroute.telemetry.store import (
+    SqliteStore,
+    Store,
+    latest_version,
+    load_migrations,
+    mask_url,
+    open_store,
+    pending_migrations,
+    resolve_telemetry_url,
+)
+from llmroute.telemetry.store.postgres import PostgresStore
+
+BACKENDS = ("sqlite", "postgres")
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest) -> str:
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
+@pytest.fixture
+def fresh(store_url: str) -> Iterator[Store]:
+    """An empty, unmigrated store."""
+    store = open_store(store_url, pool_size=2)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def store(fresh: Store) -> Store:
+    fresh.migrate()
+    return fresh
+
+
+# -- migrations -------------------------------------------------------------------------
+
+
+def test_migrations_apply_from_empty_and_are_idempotent(fresh: Store) -> None:
+    assert fresh.schema_version() == 0
+    assert [m.label for m in pending_migrations(fresh)] == ["0001_initial"]
+    assert fresh.migrate() == latest_version("sqlite") == latest_version("postgres") == 1
+    assert fresh.schema_version() == 1
+    assert pending_migrations(fresh) == []
+    assert fresh.migrate() == 1  # a second run is a no-op
+    assert fresh.count_decisions() == 0
+
+
+def test_concurrent_migrations_do_not_race(store_url: str) -> None:
+    stores = [open_store(store_url) for _ in range(3)]
+    results: list[int | BaseException] = []
+
+    def run(s: Store) -> None:
+        try:
+            results.append(s.migrate())
+        except BaseException as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for s in stores:
+        s.close()
+    assert results == [1, 1, 1]
+
+
+def test_migration_files_ship_as_package_data() -> None:
+    root = resources.files("llmroute.telemetry.migrations")
+    for backend in ("sqlite", "postgres"):
+        assert root.joinpath(backend, "0001_initial.sql").is_file()
+        (first,) = load_migrations(backend)
+        assert first.version == 1 and first.name == "initial"
+        assert any(s.startswith("CREATE TABLE decisions") for s in first.statements())
+
+
+# -- decisions --------------------------------------------------------------------------
+
+
+def _check_round_trip(record: DecisionRecord, got: LoggedDecision) -> None:
+    d = record.decision
+    row = dict(zip(DECISION_COLUMNS, record.to_row(), strict=True))
+    assert got.id == d.id
+    assert got.ts == record.ts
+    assert got.registry_version == d.registry_version
+    assert got.route == d.route
+    assert got.model == d.model
+    assert got.served_model == record.served_model
+    assert got.deployment == record.deployment
+    assert got.layer == d.layer
+    assert got.confidence == d.confidence
+    assert got.margin == d.margin
+    assert dict(got.signals) == json.loads(row["signals"])
+    assert got.signals["safety"]["pii"] == {"EMAIL": 1}
+    assert got.signals["layers"][1]["detail"]["method"] == "linear"
+    assert got.status == record.status
+    assert got.error == record.error
+    assert got.latency_ms == record.latency_ms
+    assert got.ttft_ms == record.ttft_ms
+    assert got.tokens_in == record.tokens_in
+    assert got.tokens_out == record.tokens_out
+    assert got.cost_usd == record.cost_usd
+    assert got.usage_estimated is record.usage_estimated
+    assert got.attempts == record.attempts
+    assert got.cache_hit is record.cache_hit
+    assert got.stream is record.stream
+    assert got.shadow is record.shadow
+    assert got.prompt_mode == record.prompt_mode
+    assert got.prompt_hash == row["prompt_hash"]
+    assert got.prompt == row["prompt"]
+
+
+def test_every_field_round_trips(store: Store, make_record: MakeRecord) -> None:
+    records = [
+        make_record(0, prompt_mode="off"),
+        make_record(1, prompt_mode="hash"),
+        make_record(2, prompt_mode="redacted"),
+        make_record(3, prompt_mode="redacted", redacted_prompt=None),
+        make_record(4, prompt_mode="full"),
+        make_record(
+            5,
+            status=502,
+            error="upstream_error",
+            served_model=None,
+            deployment=None,
+            ttft_ms=None,
+            tokens_in=None,
+            tokens_out=None,
+            cost_usd=None,
+            usage_estimated=False,
+            attempts=(),
+            cache_hit=True,
+            stream=False,
+            shadow=True,
+            prompt=None,
+        ),
+    ]
+    store.write_decisions(records)
+    got = store.decisions(0.0)
+    assert [g.id for g in got] == [r.id for r in records]  # oldest first
+    for record, logged in zip(records, got, strict=True):
+        _check_round_trip(record, logged)
+    off, hashed, redacted, unredacted, full, failed = got
+    text = records[2].prompt
+    assert text is not None
+    assert (off.prompt_hash, off.prompt) == (None, None)
+    assert hashed.prompt_hash == prompt_hash(records[1].prompt or "") and hashed.prompt is None
+    assert redacted.prompt == "my email is <EMAIL>, request 2"
+    assert redacted.prompt_hash == prompt_hash(text)
+    assert unredacted.prompt == records[3].prompt
+    assert full.prompt == records[4].prompt
+    assert failed.error == "upstream_error" and failed.attempts == () and failed.shadow
+    assert failed.prompt_hash is None
+
+
+def test_duplicate_ids_are_ignored_and_time_windows_apply(
+    store: Store, make_record: MakeRecord
+) -> None:
+    records = [make_record(i) for i in range(10)]
+    store.write_decisions(records[:6])
+    store.write_decisions(records[4:])  # 4 and 5 again, in a batch with new ones
+    store.write_decisions([])
+    assert store.count_decisions() == 10
+    t0 = records[0].ts
+    assert [d.id for d in store.decisions(t0 + 2, t0 + 5)] == [r.id for r in records[2:5]]
+    assert len(store.decisions(t0 + 8)) == 2
+    assert store.has_decision(records[3].id)
+    assert not store.has_decision("nope")
+
+
+# -- feedback and shadow ----------------------------------------------------------------
+
+
+def test_feedback_for_known_and_unknown_ids(store: Store, make_record: MakeRecord) -> None:
+    record = make_record(0)
+    store.write_decisions([record])
+    first = FeedbackRecord(record.id, 1_700_000_100.0, score=0.75, thumbs="up", comment="ok")
+    second = FeedbackRecord(record.id, 1_700_000_200.0, thumbs="down")
+    assert store.write_feedback(first) is True
+    assert store.write_feedback(second) is True
+    assert store.write_feedback(FeedbackRecord("unknown", 1_700_000_300.0, score=1.0)) is False
+    assert store.feedback(0.0) == [first, second]
+    assert store.feedback(1_700_000_150.0) == [second]
+    assert store.feedback(0.0, 1_700_000_150.0) == [first]
+
+
+def test_shadow_records_round_trip(store: Store) -> None:
+    full = ShadowRecord(
+        decision_id="d1",
+        ts=1_700_000_000.5,
+        route="billing",
+        routed_model="small",
+        reference_model="big",
+        routed_answer="42",
+        reference_answer="forty-two",
+        judge="model:big",
+        routed_ok=True,
+        judge_score=0.9,
+        judge_error=None,
+        reference_latency_ms=1234.5,
+        reference_cost_usd=0.002,
+        extra={"tokens": [1, 2], "note": "ünïcode"},
+    )
+    bare = ShadowRecord("d2", 1_700_000_001.0, "math", "small", "big", None, None)
+    failed = ShadowRecord(
+        "d3", 1_700_000_002.0, "math", "s", "b", "x", "y", routed_ok=False, judge_error="boom"
+    )
+    for record in (full, bare, failed):
+        store.write_shadow(record)
+    assert store.shadows(0.0) == [full, bare, failed]
+    assert store.shadows(1_700_000_001.0, 1_700_000_002.0) == [bare]
+
+
+# -- failures ---------------------------------------------------------------------------
+
+
+def test_postgres_down_is_a_clear_error_without_the_password(closed_port: int) -> None:
+    url = f"postgresql://bob:s3cret-pw@127.0.0.1:{closed_port}/test"
+    store = PostgresStore(url, timeout_s=0.3)
+    assert store.url == f"postgresql://bob:***@127.0.0.1:{closed_port}/test"
+    with pytest.raises(TelemetryError) as info:
+        store.migrate()
+    store.close()
+    assert "s3cret-pw" not in str(info.value)
+    assert "bob:***@" in str(info.value)
+    store.close()  # idempotent
+
+
+def test_sqlite_error_is_a_telemetry_error(tmp_path: Path, make_record: MakeRecord) -> None:
+    store = SqliteStore(tmp_path / "t.db")
+    with pytest.raises(TelemetryError, match="no such table"):
+        store.write_decisions([make_record(0)])
+    store.close()
+    with pytest.raises(TelemetryError, match="closed"):
+        store.count_decisions()
+
+
+def test_sqlite_schema_survives_several_connections(
+    tmp_path: Path, make_record: MakeRecord
+) -> None:
+    """Gateway workers are separate processes with their own connections to one file."""
+    path = tmp_path / "shared.db"
+    stores = [SqliteStore(path) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def work(s: SqliteStore, k: int) -> None:
+        try:
+            s.migrate()
+            for j in range(20):
+                s.write_decisions([make_record(k * 1000 + j * 10 + n) for n in range(10)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s, k)) for k, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert stores[0].count_decisions() == 4 * 20 * 10
+    assert stores[0].decisions(0.0)[0].id
+    mode = stores[0]._select("PRAGMA journal_mode", (), "x")[0][0]
+    assert mode == "wal"
+    for s in stores:
+        s.close()
+
+
+def test_dropped_schema_is_an_error_then_migrate_recreates_it(
+    postgres_url: str, pg_schema: str, make_record: MakeRecord
+) -> None:
+    store = PostgresStore(postgres_url, pool_size=1)
+    store.migrate()
+    store.write_decisions([make_record(0)])
+    pg_execute(f"DROP SCHEMA {pg_schema} CASCADE; CREATE SCHEMA {pg_schema}")
+    with pytest.raises(TelemetryError, match="decisions"):
+        store.write_decisions([make_record(1)])
+    assert store.schema_version() == 0
+    assert store.migrate() == 1
+    store.write_decisions([make_record(2)])
+    assert store.count_decisions() == 1
+    store.close()
+
+
+# -- URLs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://u:pw@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgres://u:p%40ss@h/db?sslmode=require", "postgres://u:***@h/db?sslmode=require"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("postgresql://h/db?user=u&password=pw", "postgresql://h/db?user=u&password=***"),
+        ("sqlite:///a/b.db", "sqlite:///a/b.db"),
+    ],
+)
+def test_mask_url(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_open_store_by_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = open_store("sqlite:///sub/rel.db")
+    assert isinstance(relative, SqliteStore) and relative.path == "sub/rel.db"
+    relative.migrate()
+    assert (tmp_path / "sub" / "rel.db").is_file()
+    relative.close()
+    absolute = open_store(f"sqlite:///{tmp_path}/abs.db")
+    assert isinstance(absolute, SqliteStore) and absolute.path == f"{tmp_path}/abs.db"
+    memory = open_store("sqlite:///:memory:")
+    assert memory.migrate() == 1 and memory.count_decisions() == 0
+    pg = open_store("postgres://u:pw@127.0.0.1/db", pool_size=3)
+    assert isinstance(pg, PostgresStore) and pg.url == "postgres://u:***@127.0.0.1/db"
+    for store in (absolute, memory, pg):
+        store.close()
+    for bad in ("mysql://u:pw@h/db", "sqlite://relative.db", "sqlite:///", "off"):
+        with pytest.raises(ConfigError) as info:
+            open_store(bad)
+        assert "pw" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "settings", "expected"),
+    [
+        ({}, {}, "sqlite:///llmroute-telemetry.db"),
+        ({}, {"url": "postgresql://h/db"}, "postgresql://h/db"),
+        ({}, {"enabled": False}, None),
+        ({}, {"url": " off "}, None),
+        ({"LLMROUTE_TELEMETRY_URL": " sqlite:///x.db "}, {"enabled": False}, "sqlite:///x.db"),
+        ({"LLMROUTE_TELEMETRY_URL": "off"}, {}, None),
+        ({"LLMROUTE_TELEMETRY_URL": "NONE"}, {}, None),
+        ({"LLMROUTE_TELEMETRY_URL": "  "}, {"url": "postgresql://h/db"}, None),
+    ],
+)
+def test_resolve_telemetry_url(
+    env: dict[str, str], settings: dict[str, object], expected: str | None
+) -> None:
+    resolved = resolve_telemetry_url(TelemetrySettings.model_validate(settings), env)
+    assert resolved == expected

@@ -1,0 +1,216 @@
+"""`TelemetryWriter`: bursts arrive whole, `offer` never blocks, drops are counted and
+reported, and the writer recovers once the store is back."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import MakeRecord, pg_execute
+
+from llmroute.telemetry.record import DecisionRecord
+from llmroute.telemetry.store import SqliteStore, Store, open_store
+from llmroute.telemetry.store.postgres import PostgresStore
+from llmroute.telemetry.writer import TelemetryWriter
+
+N = 5_000
+
+
+@pytest.fixture(scope="module")
+def records() -> list[DecisionRecord]:
+    from conftest import _make_record
+
+    return [_make_record(i) for i in range(N)]
+
+
+@pytest.fixture(params=("sqlite", "postgres"))
+def healthy(request: pytest.FixtureRequest) -> Iterator[Store]:
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    store = open_store(request.getfixturevalue(fixture))
+    yield store
+    store.close()
+
+
+class Drops:
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    def __call__(self, n: int, reason: str) -> None:
+        self.calls[reason] += n
+
+
+def _offer_all(writer: TelemetryWriter, records: list[DecisionRecord]) -> float:
+    started = time.perf_counter()
+    for record in records:
+        writer.offer(record)
+    return time.perf_counter() - started
+
+
+def test_a_burst_is_written_whole(healthy: Store, records: list[DecisionRecord]) -> None:
+    drops = Drops()
+    with TelemetryWriter(
+        healthy, queue_size=10_000, batch_size=500, flush_seconds=0.05, on_drop=drops
+    ) as writer:
+        accepted = sum(writer.offer(r) for r in records)
+        assert writer.flush(30)
+        assert accepted == N
+        assert writer.written == N
+        assert writer.dropped == 0 and not drops.calls
+    assert healthy.count_decisions() == N
+    assert writer.close() is True  # idempotent
+    assert writer.offer(records[0]) is False
+    assert writer.dropped_by_reason["closed"] == 1 and drops.calls["closed"] == 1
+
+
+def test_offer_never_blocks_while_the_store_is_down(
+    closed_port: int, records: list[DecisionRecord], caplog: pytest.LogCaptureFixture
+) -> None:
+    """5,000 offers to a writer whose PostgreSQL is unreachable take about as long as
+    5,000 offers to a writer that is not running at all (pure queueing)."""
+    config = {"queue_size": 1_000, "batch_size": 100, "flush_seconds": 0.02}
+    idle = TelemetryWriter(SqliteStore(":memory:"), **config)  # type: ignore[arg-type]
+    baseline = min(_offer_all(idle, records) for _ in range(3))
+    idle.close()
+
+    store = PostgresStore(f"postgresql://u:pw@127.0.0.1:{closed_port}/test", timeout_s=0.2)
+    drops = Drops()
+    writer = TelemetryWriter(store, on_drop=drops, **config)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="llmroute.telemetry"):
+        caplog.clear()
+        writer.start()
+        elapsed = _offer_all(writer, records)
+        assert writer.flush(20)
+        writer.close()
+    store.close()
+
+    assert elapsed < 20 * baseline + 0.05, (elapsed, baseline)
+    assert writer.written == 0
+    assert writer.dropped == N
+    assert drops.calls["queue_full"] > 0 and drops.calls["store_error"] > 0
+    assert sum(drops.calls.values()) == N
+    warnings = [r.getMessage() for r in caplog.records if r.name == "llmroute.telemetry"]
+    assert any("store_error" in w for w in warnings)
+    assert len([w for w in warnings if "queue_full" in w]) == 1  # rate-limited
+    assert not any("pw" in w.replace("u:***", "") for w in warnings)
+
+
+def test_queue_full_drops_are_counted(tmp_path: Path, make_record: MakeRecord) -> None:
+    drops = Drops()
+    store = SqliteStore(tmp_path / "t.db")
+    writer = TelemetryWriter(store, queue_size=10, batch_size=5, flush_seconds=1, on_drop=drops)
+    results = [writer.offer(make_record(i)) for i in range(25)]  # not started: nothing drains
+    assert results == [True] * 10 + [False] * 15
+    assert writer.dropped == 15 == drops.calls["queue_full"]
+    writer.start()
+    assert writer.flush(10)
+    assert writer.written == 10 and store.count_decisions() == 10
+    writer.close()
+    store.close()
+
+
+def test_recovers_when_sqlite_is_unlocked(tmp_path: Path, make_record: MakeRecord) -> None:
+    """Another process holding the write lock past the busy timeout makes writes fail;
+    once it lets go, writing resumes without a restart."""
+    path = tmp_path / "t.db"
+    store = SqliteStore(path, busy_timeout_s=0.05)
+    drops = Drops()
+    writer = TelemetryWriter(store, batch_size=10, flush_seconds=0.02, on_drop=drops).start()
+    writer.offer(make_record(0))
+    assert writer.flush(10) and writer.written == 1
+
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    for i in range(1, 21):
+        writer.offer(make_record(i))
+    assert writer.flush(10)
+    assert drops.calls["store_error"] == 20 and writer.written == 1
+    other.execute("ROLLBACK")
+    other.close()
+
+    _wait_until_written(writer, [make_record(i) for i in range(100, 400)], more_than=1)
+    writer.close()
+    assert store.count_decisions() == writer.written
+    store.close()
+
+
+def test_recovers_after_postgres_connections_die_and_the_schema_is_lost(
+    postgres_url: str, pg_schema: str, make_record: MakeRecord
+) -> None:
+    """Server-side terminated connections are replaced by the pool; a lost schema is
+    recreated by the writer's next migration."""
+    store = PostgresStore(postgres_url, pool_size=2, timeout_s=2)
+    drops = Drops()
+    writer = TelemetryWriter(store, batch_size=10, flush_seconds=0.02, on_drop=drops).start()
+    writer.offer(make_record(0))
+    assert writer.flush(10) and writer.written == 1
+
+    pg_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE application_name = '{pg_schema}'"
+    )
+    writer.offer(make_record(1))
+    assert writer.flush(10)
+    assert writer.written == 2, drops.calls  # the pool checked and replaced the connection
+
+    pg_execute(f"DROP SCHEMA {pg_schema} CASCADE")
+    for i in range(2, 12):
+        writer.offer(make_record(i))
+    assert writer.flush(10)
+    assert drops.calls["store_error"] == 10
+    pg_execute(f"CREATE SCHEMA {pg_schema}")
+
+    _wait_until_written(writer, [make_record(i) for i in range(100, 400)], more_than=2)
+    writer.close()
+    assert store.count_decisions() == writer.written - 2  # the first two went with the schema
+    store.close()
+
+
+def _wait_until_written(
+    writer: TelemetryWriter, records: list[DecisionRecord], *, more_than: int
+) -> None:
+    """Offer a record every 20 ms until the writer writes again (its backoff ends)."""
+    for record in records:
+        writer.offer(record)
+        time.sleep(0.02)
+        if writer.written > more_than:
+            break
+    assert writer.flush(10)
+    assert writer.written > more_than, writer.dropped_by_reason
+
+
+def test_offer_is_cheap(make_record: MakeRecord) -> None:
+    """`offer` costs about what appending to a deque costs: compare it with a bare
+    ``deque.append`` loop rather than with an absolute time."""
+    from collections import deque
+
+    record = make_record(0)
+    writer = TelemetryWriter(SqliteStore(":memory:"), queue_size=200_000, batch_size=200_000)
+    n = 50_000
+    started = time.perf_counter()
+    for _ in range(n):
+        writer.offer(record)
+    cost = time.perf_counter() - started
+    bare: deque[DecisionRecord] = deque()
+    started = time.perf_counter()
+    for _ in range(n):
+        bare.append(record)
+    floor = time.perf_counter() - started
+    writer.close()
+    assert cost < 15 * floor + 0.02, (cost, floor)
+
+
+def test_close_before_start_drops_what_was_queued(make_record: MakeRecord) -> None:
+    drops = Drops()
+    writer = TelemetryWriter(SqliteStore(":memory:"), on_drop=drops)
+    writer.offer(make_record(0))
+    assert writer.flush(0.1) is False  # nothing is draining
+    assert writer.close() is False
+    assert writer.close() is True  # nothing left
+    assert drops.calls["closed"] == 1
+    with pytest.raises(ValueError):
+        TelemetryWriter(SqliteStore(":memory:"), queue_size=0)
