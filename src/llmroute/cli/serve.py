@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -56,19 +60,41 @@ def serve(
         # environment they inherit.
         os.environ[REGISTRY_ENV] = str(path)
         os.environ.update(settings.to_env())
-        uvicorn.run(
-            "llmroute.server.app:app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_config=log_config,
-        )
+        with _multiprocess_metrics():
+            uvicorn.run(
+                "llmroute.server.app:app_from_env",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_config=log_config,
+            )
         return
     from llmroute.server.app import create_app
 
     app = create_app(str(path), settings)
     uvicorn.run(app, host=host, port=port, log_config=log_config)
+
+
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multi-process directory
+
+
+@contextmanager
+def _multiprocess_metrics() -> Iterator[None]:
+    """Point the workers' Prometheus metrics at one directory, so that ``/metrics`` on
+    any worker answers for all: ``$PROMETHEUS_MULTIPROC_DIR`` when the user set it (and
+    keeps it), else a fresh temporary one, removed when the server stops. Set before
+    uvicorn starts the workers, which import prometheus_client after it."""
+    if os.environ.get(_MULTIPROC_ENV) or os.environ.get(_MULTIPROC_ENV.lower()):
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="llmroute-metrics-")
+    os.environ[_MULTIPROC_ENV] = path
+    try:
+        yield
+    finally:
+        os.environ.pop(_MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _log_config(base: dict[str, Any]) -> dict[str, Any]:

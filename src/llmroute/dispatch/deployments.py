@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TypeVar
 
 from llmroute.dispatch.balance import Balancer
@@ -19,7 +20,7 @@ from llmroute.errors import CircuitOpen, ProviderError, ProviderTimeout
 from llmroute.providers.base import ChatProvider
 from llmroute.registry.schema import Registry
 
-__all__ = ["Deployment", "DeploymentPool", "Deployments"]
+__all__ = ["Deployment", "DeploymentPool", "Deployments", "Observe"]
 
 T = TypeVar("T")
 
@@ -30,6 +31,10 @@ class Deployment:
     provider: ChatProvider
     upstream: str  # the provider's name for the model
     breaker: CircuitBreaker
+
+
+# Told of one call: the deployment, its seconds, and its error (None when it answered).
+Observe = Callable[["Deployment", float, BaseException | None], None]
 
 
 class DeploymentPool:
@@ -45,18 +50,22 @@ class DeploymentPool:
         self,
         attempt: Callable[[Deployment], Awaitable[T]],
         clock: Callable[[], float] = time.perf_counter,
+        observe: Observe | None = None,
     ) -> tuple[T, Deployment]:
         """`attempt` on the deployments in balancing order, skipping those whose breaker
         is open, until one answers. A failure another deployment could fix (no response,
         5xx, 429) moves on to the next deployment at once; a timeout or the request's own
-        fault is raised. Raises `CircuitOpen` when no breaker let a call through."""
+        fault is raised. Raises `CircuitOpen` when no breaker let a call through.
+
+        `observe`, when given, is told of every call made: the deployment, its seconds
+        and its error (None on success), after the breaker has counted it."""
         failure: ProviderError | None = None
         for index in self._balancer.order(self._indices):
             deployment = self.deployments[index]
             if not deployment.breaker.allow():
                 continue
             try:
-                return await self._one(index, deployment, attempt, clock), deployment
+                return await self._one(index, deployment, attempt, clock, observe), deployment
             except ProviderTimeout:
                 raise
             except ProviderError as exc:
@@ -74,6 +83,7 @@ class DeploymentPool:
         deployment: Deployment,
         attempt: Callable[[Deployment], Awaitable[T]],
         clock: Callable[[], float],
+        observe: Observe | None = None,
     ) -> T:
         """One call, with its outcome told to the balancer and the breaker. The request's
         own fault (or a cancellation) says nothing about the deployment's health."""
@@ -88,13 +98,20 @@ class DeploymentPool:
             else:
                 self._balancer.release(index)
                 deployment.breaker.release()
+            if observe is not None:
+                observe(deployment, clock() - started, exc)
             raise
-        except BaseException:
+        except BaseException as exc:
             self._balancer.release(index)
             deployment.breaker.release()
+            if observe is not None:
+                observe(deployment, clock() - started, exc)
             raise
-        self._balancer.finish(index, latency_s=clock() - started)
+        elapsed = clock() - started
+        self._balancer.finish(index, latency_s=elapsed)
         deployment.breaker.record_success()
+        if observe is not None:
+            observe(deployment, elapsed, None)
         return result
 
 
@@ -130,3 +147,7 @@ class Deployments:
 
     def pool(self, model: str) -> DeploymentPool:
         return self._pools[model]
+
+    def pools(self) -> Mapping[str, DeploymentPool]:
+        """Every pool model's `DeploymentPool`, by pool model name (read-only view)."""
+        return MappingProxyType(self._pools)

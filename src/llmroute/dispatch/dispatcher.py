@@ -13,6 +13,9 @@ Dispatch is a stack of small stages, outermost first (STYLE.md, recommendation 4
 Non-streaming requests may fall back at any point; streams only before their first
 event (after that the client has bytes). A failure that is the request's own fault
 (another 4xx) raises `UpstreamRejected` at once, untried elsewhere.
+
+An optional `DispatchObserver` (metrics, traces) is told of every upstream call
+(`Attempt`), every retry and every fallback; without one, dispatch pays nothing for it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from llmroute.dispatch.deployments import Deployment, Deployments
 from llmroute.dispatch.plan import Plan
@@ -43,7 +46,15 @@ from llmroute.errors import (
 from llmroute.providers.base import ChatProvider, EmbeddingProvider, Timeouts
 from llmroute.registry.schema import Registry, RoutePolicy
 
-__all__ = ["Dispatcher", "Opened", "Served"]
+__all__ = [
+    "Attempt",
+    "DispatchObserver",
+    "Dispatcher",
+    "Observers",
+    "Opened",
+    "Served",
+    "attempt_outcome",
+]
 
 log = logging.getLogger("llmroute.dispatch")
 
@@ -78,9 +89,108 @@ class Opened:
     usage: Usage | None = field(default=None)
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One upstream call, as told to a `DispatchObserver` once it has ended (and the
+    deployment's breaker has counted it).
+
+    `operation` is ``chat`` or ``embeddings``; `model` the pool model; `retry` 0 for the
+    first try of the model, n for its nth retry; `outcome` one of ``ok``, ``error`` (a
+    failure that may pass: no response, 5xx, 429), ``timeout``, ``rejected`` (the
+    request's own fault) or ``cancelled`` (`attempt_outcome`); `error` the exception.
+    `start_ns` is the wall clock (`time.time_ns`) when the call began and `elapsed_s` its
+    length: until the answer, or for a stream until its first event.
+    """
+
+    operation: str
+    model: str
+    deployment: Deployment
+    provider_kind: str  # the registry's provider kind: openai, anthropic
+    base_url: str
+    retry: int
+    outcome: str
+    error: BaseException | None
+    start_ns: int
+    elapsed_s: float
+    stream: bool = False
+
+    @property
+    def provider(self) -> str:
+        return self.deployment.provider_name
+
+    @property
+    def upstream(self) -> str:
+        return self.deployment.upstream
+
+
+def attempt_outcome(error: BaseException | None) -> str:
+    if error is None:
+        return "ok"
+    if isinstance(error, ProviderTimeout):
+        return "timeout"
+    if isinstance(error, ProviderError):
+        return "error" if error.retryable else "rejected"
+    if isinstance(error, Exception):
+        return "error"
+    return "cancelled"
+
+
+class DispatchObserver(Protocol):
+    """Told what dispatch does, on the request path: keep each call cheap. An exception
+    raised here is logged and swallowed; it never fails the request."""
+
+    def on_attempt(self, attempt: Attempt) -> None:
+        """An upstream call ended."""
+        ...
+
+    def on_retry(self, model: str, delay_s: float) -> None:
+        """`model` failed and is tried again after `delay_s` seconds."""
+        ...
+
+    def on_fallback(self, route: str, model: str, next_model: str) -> None:
+        """`model` failed for a request of `route`; `next_model` is tried next."""
+        ...
+
+
+class Observers:
+    """Several observers as one, told in order."""
+
+    def __init__(self, *observers: DispatchObserver) -> None:
+        self.observers = observers
+
+    @classmethod
+    def of(cls, *observers: DispatchObserver | None) -> DispatchObserver | None:
+        """The observers given (None ones left out) as one: None when there are none, the
+        observer itself when there is one."""
+        present = [o for o in observers if o is not None]
+        if not present:
+            return None
+        return present[0] if len(present) == 1 else cls(*present)
+
+    def on_attempt(self, attempt: Attempt) -> None:
+        for observer in self.observers:
+            _tell(observer.on_attempt, attempt)
+
+    def on_retry(self, model: str, delay_s: float) -> None:
+        for observer in self.observers:
+            _tell(observer.on_retry, model, delay_s)
+
+    def on_fallback(self, route: str, model: str, next_model: str) -> None:
+        for observer in self.observers:
+            _tell(observer.on_fallback, route, model, next_model)
+
+
+def _tell(method: Callable[..., None], *args: Any) -> None:
+    try:
+        method(*args)
+    except Exception:
+        log.exception("dispatch observer %r failed", method)
+
+
 class Dispatcher:
     """Sends planned requests to the registry's models through `providers`, which it
-    owns (`aclose` closes them). `rng`, `clock` and `sleep` are seams for tests."""
+    owns (`aclose` closes them). `rng`, `clock` and `sleep` are seams for tests.
+    `observer` (metrics, traces) is told of every upstream call, retry and fallback."""
 
     def __init__(
         self,
@@ -90,11 +200,13 @@ class Dispatcher:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        observer: DispatchObserver | None = None,
     ) -> None:
         self._registry = registry
         self._providers = providers
         self._rng = rng or random.Random()
         self._sleep = sleep
+        self.observer = observer
         self.deployments = Deployments(registry, providers, rng=self._rng, clock=clock)
 
     @property
@@ -108,7 +220,7 @@ class Dispatcher:
             sent = self._with_reasoning(plan, name, deployment, body)
             return await _complete_on(deployment, sent, timeouts)
 
-        data, name, deployment, attempts = await self._fall_back(plan, body, on)
+        data, name, deployment, attempts = await self._fall_back(plan, body, on, stream=False)
         data["model"] = deployment.upstream
         usage = priced(data, body, self._registry.models[name].price)
         return Served(name, deployment.provider_name, data, usage, attempts)
@@ -120,7 +232,9 @@ class Dispatcher:
             sent = self._with_reasoning(plan, name, deployment, body)
             return await _open_on(deployment, sent, timeouts)
 
-        (first, rest), name, deployment, attempts = await self._fall_back(plan, body, on)
+        (first, rest), name, deployment, attempts = await self._fall_back(
+            plan, body, on, stream=True
+        )
         opened = Opened(name, deployment.provider_name, _empty(), attempts)
         meter = StreamUsage(body, self._registry.models[name].price)
         opened.events = _metered(first, rest, meter, opened)
@@ -138,7 +252,7 @@ class Dispatcher:
                 return await provider.embed(deployment.upstream, body, timeouts=timeouts)
 
         try:
-            data, _ = await self._retry(name, None, on)
+            data, _ = await self._retry(name, None, on, operation="embeddings")
         except ProviderError as exc:
             exc.model = name
             raise
@@ -167,6 +281,8 @@ class Dispatcher:
         plan: Plan,
         body: dict[str, Any],
         on: Callable[[str, Deployment, Timeouts], Awaitable[T]],
+        *,
+        stream: bool,
     ) -> tuple[T, str, Deployment, tuple[str, ...]]:
         chain = list(plan.chain)
         failures: list[tuple[str, ProviderError]] = []
@@ -175,10 +291,12 @@ class Dispatcher:
         while position < len(chain):
             name = chain[position]
             position += 1
+            if failures and self.observer is not None:
+                _tell(self.observer.on_fallback, plan.decision.route, failures[-1][0], name)
             try:
                 self._check_fits(name, body, needed)
                 result, deployment = await self._retry(
-                    name, plan.policy, functools.partial(on, name)
+                    name, plan.policy, functools.partial(on, name), stream=stream
                 )
             except ContextWindowExceeded as exc:
                 failures.append((name, exc))
@@ -234,13 +352,24 @@ class Dispatcher:
         name: str,
         policy: RoutePolicy | None,
         on: Callable[[Deployment, Timeouts], Awaitable[T]],
+        *,
+        operation: str = "chat",
+        stream: bool = False,
     ) -> tuple[T, Deployment]:
         settings = self._registry.dispatch.retries
         retries = settings.attempts if policy is None or policy.retries is None else policy.retries
         pool = self.deployments.pool(name)
+        observer = self.observer
         for retry in range(retries + 1):
+            observe = None
+            if observer is not None:
+                observe = functools.partial(
+                    self._observed, observer, operation, name, retry, stream
+                )
             try:
-                return await pool.call(lambda d: on(d, self._timeouts(policy, name, d)))
+                return await pool.call(
+                    lambda d: on(d, self._timeouts(policy, name, d)), observe=observe
+                )
             except (CircuitOpen, ProviderTimeout, ContextWindowExceeded):
                 raise  # a slow, unreachable or too-small model: the fallback is faster
             except ProviderError as exc:
@@ -250,8 +379,37 @@ class Dispatcher:
                 if delay is None:
                     raise
                 log.info("retrying %s in %.2fs after: %s", name, delay, exc)
+                if observer is not None:
+                    _tell(observer.on_retry, name, delay)
                 await self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _observed(
+        self,
+        observer: DispatchObserver,
+        operation: str,
+        model: str,
+        retry: int,
+        stream: bool,
+        deployment: Deployment,
+        elapsed_s: float,
+        error: BaseException | None,
+    ) -> None:
+        spec = self._registry.providers[deployment.provider_name]
+        attempt = Attempt(
+            operation=operation,
+            model=model,
+            deployment=deployment,
+            provider_kind=spec.kind,
+            base_url=spec.base_url,
+            retry=retry,
+            outcome=attempt_outcome(error),
+            error=error,
+            start_ns=time.time_ns() - int(elapsed_s * 1e9),
+            elapsed_s=elapsed_s,
+            stream=stream,
+        )
+        _tell(observer.on_attempt, attempt)
 
     def _timeouts(self, policy: RoutePolicy | None, model: str, deployment: Deployment) -> Timeouts:
         """Route policy over model over provider, per limit."""

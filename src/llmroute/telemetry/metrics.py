@@ -1,0 +1,385 @@
+"""`GatewayMetrics`: the gateway's Prometheus metrics, on their own registry.
+
+One `GatewayMetrics` per process (``app.state.metrics``). The gateway tells it of
+every chat request once it is over (`observe`, from the request's `DecisionRecord`),
+of every ``/v1/route`` decision (`observe_decision`), of the decision log's drops
+(`on_drop`) and of shadow requests (`shadow`). Passed to the `Dispatcher` as its
+``observer``, it also counts upstream attempts, retries and fallbacks. `render` is the
+``/metrics`` body; circuit-breaker gauges are read from the current dispatcher then.
+
+Metrics (all prefixed ``llmroute_``):
+
+- ``requests_total{route, model, status}``: chat requests; `model` is the pool model
+  that served, else the decided one; `status` the HTTP status the client got;
+- ``decisions_total{route, layer}``: every routing decision (chat and ``/v1/route``);
+- ``decision_seconds{layer}``: each layer's time (skipped layers left out), plus
+  ``layer="encode"`` (when the request was encoded) and ``layer="total"``;
+- ``upstream_seconds{model}``: arrival to last byte of requests a model served;
+  ``ttft_seconds{model}``: arrival to first streamed event;
+- ``tokens_total{model, direction="in|out"}``, ``cost_usd_total{route, model}``;
+- ``upstream_attempts_total{model, deployment, outcome}``, ``retries_total{model}``,
+  ``fallbacks_total{route}``: from the dispatcher (zero unless it is observed);
+- ``breaker_open{model, deployment, upstream}``: 1 while a deployment's breaker is open
+  or half-open, 0 closed;
+- ``safety_actions_total{action}``, ``reasoning_total{needed="true|false"}``;
+- ``telemetry_dropped_total{reason}``, ``telemetry_queue_depth``, ``shadow_total{outcome}``.
+
+Multi-process mode: when ``$PROMETHEUS_MULTIPROC_DIR`` is set before prometheus_client
+is first imported (``llmroute serve --workers N`` does so), every worker writes its
+values to files there and `render` merges them with prometheus_client's
+`MultiProcessCollector`, whichever worker is scraped. Breaker gauges are then per
+worker, merged by max (an open breaker in any live worker reads 1), and refreshed when
+a worker makes an attempt or is scraped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from llmroute.decision import Decision, Outcome
+from llmroute.dispatch.breaker import BreakerState
+from llmroute.telemetry.record import DecisionRecord
+
+if TYPE_CHECKING:
+    from llmroute.dispatch.dispatcher import Attempt, Dispatcher
+
+__all__ = [
+    "DECISION_BUCKETS",
+    "TTFT_BUCKETS",
+    "UPSTREAM_BUCKETS",
+    "GatewayMetrics",
+    "multiprocess_dir",
+]
+
+log = logging.getLogger("llmroute.telemetry")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# 10 µs .. 100 ms: the router's layers and its whole decision.
+DECISION_BUCKETS: tuple[float, ...] = (
+    1e-5,
+    2.5e-5,
+    5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    1e-2,
+    2.5e-2,
+    5e-2,
+    0.1,
+)
+UPSTREAM_BUCKETS: tuple[float, ...] = (
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    4.0,
+    8.0,
+    15.0,
+    30.0,
+    60.0,
+    120.0,
+)
+TTFT_BUCKETS: tuple[float, ...] = (
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    4.0,
+    8.0,
+    15.0,
+    30.0,
+)
+
+_BREAKER_DOC = "1 while a deployment's circuit breaker is open or half-open, 0 when closed"
+_BREAKER_LABELS = ("model", "deployment", "upstream")
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+def multiprocess_dir() -> str | None:
+    """The multi-process directory when this process writes its metrics there: the
+    environment names one and prometheus_client was imported after it was set."""
+    path = os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower())
+    if not path:
+        return None
+    if values.ValueClass is values.MutexValue:
+        log.warning(
+            "%s is set but prometheus_client was imported before it: metrics stay per process",
+            MULTIPROC_ENV,
+        )
+        return None
+    return path
+
+
+class _Children(Generic[M]):
+    """A metric's labelled children, cached by label values: a dict lookup instead of
+    `labels`' validation and lock on every observation."""
+
+    __slots__ = ("_cache", "_metric")
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._cache: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *labels: str) -> M:
+        child = self._cache.get(labels)
+        if child is None:
+            child = self._cache[labels] = self._metric.labels(*labels)
+        return child
+
+
+class _BreakerCollector:
+    """``llmroute_breaker_open`` read from `dispatcher` at scrape time."""
+
+    def __init__(self) -> None:
+        self.dispatcher: Dispatcher | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily("llmroute_breaker_open", _BREAKER_DOC, labels=_BREAKER_LABELS)
+        if self.dispatcher is not None:
+            for labels, value in _breaker_states(self.dispatcher):
+                family.add_metric(labels, value)
+        return [family]
+
+
+def _breaker_states(dispatcher: Dispatcher) -> Iterable[tuple[Sequence[str], float]]:
+    for model, pool in dispatcher.deployments.pools().items():
+        for deployment in pool.deployments:
+            is_open = deployment.breaker.state is not BreakerState.CLOSED
+            yield (model, deployment.provider_name, deployment.upstream), float(is_open)
+
+
+_atexit_registered = False
+
+
+def _mark_dead_at_exit(path: str) -> None:
+    """Remove this process's live gauges from `path` when it exits cleanly."""
+    global _atexit_registered
+    if not _atexit_registered:
+        _atexit_registered = True
+        atexit.register(multiprocess.mark_process_dead, os.getpid(), path)
+
+
+class GatewayMetrics:
+    """The gateway's metrics. `registry` is its own (single-process mode); in
+    multi-process mode (`multiprocess_dir`) the metrics are registered nowhere and
+    `render` merges every worker's files."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir()
+        mp = self.multiprocess_dir is not None
+        self.registry = registry if registry is not None else CollectorRegistry()
+        reg = None if mp else self.registry
+
+        def counter(name: str, doc: str, labels: Sequence[str]) -> Counter:
+            return Counter(name, doc, labels, registry=reg)
+
+        def histogram(
+            name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]
+        ) -> Histogram:
+            return Histogram(name, doc, labels, registry=reg, buckets=buckets)
+
+        self._requests = _Children(
+            counter("llmroute_requests", "Chat requests", ("route", "model", "status"))
+        )
+        self._decisions = _Children(
+            counter("llmroute_decisions", "Routing decisions", ("route", "layer"))
+        )
+        self._decision_seconds = _Children(
+            histogram(
+                "llmroute_decision_seconds",
+                "Routing time per layer, encoding and in total",
+                ("layer",),
+                DECISION_BUCKETS,
+            )
+        )
+        self._upstream_seconds = _Children(
+            histogram(
+                "llmroute_upstream_seconds",
+                "Request latency, arrival to last byte, of requests a model served",
+                ("model",),
+                UPSTREAM_BUCKETS,
+            )
+        )
+        self._ttft_seconds = _Children(
+            histogram(
+                "llmroute_ttft_seconds",
+                "Streams: arrival to the first event",
+                ("model",),
+                TTFT_BUCKETS,
+            )
+        )
+        self._tokens = _Children(
+            counter("llmroute_tokens", "Tokens in and out", ("model", "direction"))
+        )
+        self._cost = _Children(counter("llmroute_cost_usd", "Cost in USD", ("route", "model")))
+        self._attempts = _Children(
+            counter(
+                "llmroute_upstream_attempts",
+                "Upstream calls by outcome: ok, error, timeout, rejected, cancelled",
+                ("model", "deployment", "outcome"),
+            )
+        )
+        self._retries = _Children(counter("llmroute_retries", "Retries of a model", ("model",)))
+        self._fallbacks = _Children(
+            counter("llmroute_fallbacks", "Falls back to the next model of a chain", ("route",))
+        )
+        self._safety = _Children(
+            counter("llmroute_safety_actions", "Safety layer actions", ("action",))
+        )
+        self._reasoning = _Children(
+            counter("llmroute_reasoning", "Reasoning gate calls", ("needed",))
+        )
+        self._dropped = _Children(
+            counter("llmroute_telemetry_dropped", "Decision-log records dropped", ("reason",))
+        )
+        self._shadow = _Children(
+            counter("llmroute_shadow", "Shadow requests by outcome", ("outcome",))
+        )
+        self._queue_depth = Gauge(
+            "llmroute_telemetry_queue_depth",
+            "Decision-log records waiting to be written",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self._breakers = _BreakerCollector()
+        self._breaker_gauge: _Children[Gauge] | None = None
+        self._breaker_set: set[tuple[str, ...]] = set()
+        if self.multiprocess_dir is not None:
+            self._breaker_gauge = _Children(
+                Gauge(
+                    "llmroute_breaker_open",
+                    _BREAKER_DOC,
+                    _BREAKER_LABELS,
+                    registry=None,
+                    multiprocess_mode="livemax",
+                )
+            )
+            _mark_dead_at_exit(self.multiprocess_dir)
+        else:
+            self.registry.register(self._breakers)
+
+    # -- the request path -------------------------------------------------------------------
+
+    def observe(self, record: DecisionRecord) -> None:
+        """One chat request, once it is over."""
+        decision = record.decision
+        served = record.served_model
+        model = served or decision.model
+        self._requests(decision.route, model, str(record.status)).inc()
+        self._observe_decision(decision)
+        if served is not None:
+            self._upstream_seconds(model).observe(record.latency_ms * 1e-3)
+        if record.ttft_ms is not None:
+            self._ttft_seconds(model).observe(record.ttft_ms * 1e-3)
+        if record.tokens_in:
+            self._tokens(model, "in").inc(record.tokens_in)
+        if record.tokens_out:
+            self._tokens(model, "out").inc(record.tokens_out)
+        if record.cost_usd:
+            self._cost(decision.route, model).inc(record.cost_usd)
+
+    def observe_decision(self, decision: Decision) -> None:
+        """A decision made without a request upstream (``/v1/route``)."""
+        self._observe_decision(decision)
+
+    def _observe_decision(self, decision: Decision) -> None:
+        self._decisions(decision.route, decision.layer).inc()
+        seconds = self._decision_seconds
+        for signal in decision.signals:
+            if signal.outcome is not Outcome.SKIPPED:
+                seconds(signal.layer).observe(signal.elapsed_us * 1e-6)
+        if decision.encode_us > 0:
+            seconds("encode").observe(decision.encode_us * 1e-6)
+        seconds("total").observe(decision.total_us * 1e-6)
+        if decision.safety is not None:
+            self._safety(decision.safety.action).inc()
+        if decision.reasoning is not None:
+            self._reasoning("true" if decision.reasoning.needed else "false").inc()
+
+    # -- the dispatcher's observer (`llmroute.dispatch.dispatcher.DispatchObserver`) --------
+
+    def on_attempt(self, attempt: Attempt) -> None:
+        deployment = attempt.deployment
+        self._attempts(attempt.model, deployment.provider_name, attempt.outcome).inc()
+        if self._breaker_gauge is not None:
+            is_open = deployment.breaker.state is not BreakerState.CLOSED
+            labels = (attempt.model, deployment.provider_name, deployment.upstream)
+            self._breaker_gauge(*labels).set(float(is_open))
+            self._breaker_set.add(labels)
+
+    def on_retry(self, model: str, delay_s: float) -> None:
+        self._retries(model).inc()
+
+    def on_fallback(self, route: str, model: str, next_model: str) -> None:
+        self._fallbacks(route).inc()
+
+    # -- telemetry and shadow ---------------------------------------------------------------
+
+    def on_drop(self, n: int, reason: str) -> None:
+        """The decision-log writer dropped `n` records (a full queue, a failed write)."""
+        self._dropped(reason).inc(n)
+
+    telemetry_dropped = on_drop  # the name `llmroute.telemetry.service` passes to the writer
+
+    def queue_depth(self, depth: int) -> None:
+        self._queue_depth.set(depth)
+
+    def shadow(self, outcome: str) -> None:
+        """A shadow request: ``sent``, ``dropped_saturated`` or ``error``."""
+        self._shadow(outcome).inc()
+
+    # -- scraping ---------------------------------------------------------------------------
+
+    def render(self, dispatcher: Dispatcher | None = None) -> tuple[bytes, str]:
+        """The ``/metrics`` body and its content type; breaker gauges from `dispatcher`
+        (the current gateway's), none when it is None."""
+        if self.multiprocess_dir is not None:
+            if dispatcher is not None:
+                self._refresh_breakers(dispatcher)
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+            return generate_latest(merged), CONTENT_TYPE_LATEST
+        self._breakers.dispatcher = dispatcher
+        try:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        finally:
+            self._breakers.dispatcher = None
+
+    def _refresh_breakers(self, dispatcher: Dispatcher) -> None:
+        """This worker's breaker gauges from `dispatcher`; ones it no longer has read 0."""
+        gauge = self._breaker_gauge
+        assert gauge is not None
+        current: set[tuple[str, ...]] = set()
+        for labels, value in _breaker_states(dispatcher):
+            key = tuple(labels)
+            gauge(*key).set(value)
+            current.add(key)
+        for key in self._breaker_set - current:
+            gauge(*key).set(0.0)
+        self._breaker_set = current

@@ -1,0 +1,379 @@
+"""Optional OpenTelemetry traces, after the GenAI semantic conventions.
+
+`Tracing` is a no-op (one attribute check per call) unless it was given a
+``TracerProvider`` or `tracing_from_env` enabled it: ``$LLMROUTE_OTEL`` is ``1``/``true``,
+or the standard ``OTEL_TRACES_EXPORTER`` / ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set, and opentelemetry-sdk is installed (the
+``otel`` extra). ``LLMROUTE_OTEL=0`` turns it off whatever else is set. Enabled, it
+builds its own ``TracerProvider`` (``service.name`` from ``$OTEL_SERVICE_NAME``, else
+``llmroute``; the global provider is left alone) with a ``BatchSpanProcessor`` and the
+OTLP/HTTP exporter (configured by the standard ``OTEL_EXPORTER_OTLP_*`` variables), or the
+console exporter when ``OTEL_TRACES_EXPORTER=console``.
+
+Each chat request gets a span ``chat {model}`` (kind SERVER) with one child per decision
+layer that ran (``llmroute.layer.<name>``, and ``llmroute.encode``), rebuilt after the
+fact from the decision's timings: the layers are laid end to end, ending when the request
+span is started (their order and lengths are exact, their placement approximate). Given
+to the `Dispatcher` as its observer, `Tracing` adds a child span per upstream call
+(``chat {upstream model}``, kind CLIENT) and an event per retry and fallback, under the
+request span that is current then (`RequestTrace.activate`).
+
+In the gateway::
+
+    trace = tracing.start_request(plan.decision)
+    with trace.activate():                      # attempts become its children
+        served = await dispatcher.complete(plan, body)
+    ...
+    trace.finish(record)                        # once the request is over, streams too
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from llmroute.decision import Decision, Outcome
+from llmroute.errors import ProviderError
+from llmroute.telemetry.record import DecisionRecord
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Span, Tracer
+
+    from llmroute.dispatch.dispatcher import Attempt
+
+__all__ = ["NO_TRACE", "OTEL_ENV", "RequestTrace", "Tracing", "tracing_from_env"]
+
+log = logging.getLogger("llmroute.telemetry")
+
+OTEL_ENV = "LLMROUTE_OTEL"
+_ON = frozenset({"1", "true", "yes", "on"})
+_OFF = frozenset({"0", "false", "no", "off"})
+_NULL_CONTEXT: AbstractContextManager[None] = contextlib.nullcontext()
+_INSTRUMENTATION = "llmroute"
+
+
+class RequestTrace:
+    """One request's span. This base class is the no-op one (`NO_TRACE`)."""
+
+    __slots__ = ()
+
+    def activate(self) -> AbstractContextManager[Any]:
+        """Make the request span current, so the dispatcher's attempt spans are its
+        children; it stays open on exit."""
+        return _NULL_CONTEXT
+
+    def finish(self, record: DecisionRecord | None = None) -> None:
+        """End the span, with the request's outcome from `record` (usage, served model,
+        status); the first call ends it, later ones do nothing."""
+
+    def fail(self, error: BaseException) -> None:
+        """End the span as failed by `error` (for a request that ends without a record)."""
+
+
+NO_TRACE = RequestTrace()
+
+
+class _SpanTrace(RequestTrace):
+    __slots__ = ("_ended", "span")
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+        self._ended = False
+
+    def activate(self) -> AbstractContextManager[Any]:
+        from opentelemetry import trace
+
+        return trace.use_span(
+            self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+        )
+
+    def finish(self, record: DecisionRecord | None = None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        span = self.span
+        if record is not None:
+            span.set_attributes(_outcome_attributes(record))
+            if record.status >= 400:
+                from opentelemetry.trace import Status, StatusCode
+
+                span.set_attribute("error.type", record.error or str(record.status))
+                span.set_status(Status(StatusCode.ERROR, record.error))
+        span.end()
+
+    def fail(self, error: BaseException) -> None:
+        if self._ended:
+            return
+        from opentelemetry.trace import Status, StatusCode
+
+        self.span.set_attribute("error.type", _error_type(error))
+        self.span.set_status(Status(StatusCode.ERROR, str(error)))
+        self.finish()
+
+
+class Tracing:
+    """The gateway's tracer: disabled (every call a no-op) without a `tracer_provider`.
+    `shutdown` flushes and closes a provider that `tracing_from_env` built."""
+
+    def __init__(self, tracer_provider: TracerProvider | None = None, *, owned: bool = False):
+        self._provider = tracer_provider
+        self._owned = owned
+        self._tracer: Tracer | None = (
+            None if tracer_provider is None else tracer_provider.get_tracer(_INSTRUMENTATION)
+        )
+        self.enabled = self._tracer is not None
+
+    @property
+    def observer(self) -> Tracing | None:
+        """This, for the dispatcher's ``observer``, when enabled; else None (zero cost)."""
+        return self if self.enabled else None
+
+    # -- the request span ---------------------------------------------------------------
+
+    def start_request(self, decision: Decision, *, start_ns: int | None = None) -> RequestTrace:
+        """Start the request's span (at `start_ns`, wall-clock nanoseconds, the request's
+        arrival, when given) with a child span per decision layer. Call it right after the
+        decision: the layers are placed to end now."""
+        tracer = self._tracer
+        if tracer is None:
+            return NO_TRACE
+        from opentelemetry import trace
+        from opentelemetry.trace import SpanKind
+
+        now = time.time_ns()
+        decided_at = now - int(decision.total_us * 1000)
+        start = decided_at if start_ns is None else min(start_ns, decided_at)
+        span = tracer.start_span(
+            f"chat {decision.model}",
+            kind=SpanKind.SERVER,
+            start_time=start,
+            attributes=_decision_attributes(decision),
+        )
+        _layer_spans(tracer, trace.set_span_in_context(span), decision, decided_at)
+        return _SpanTrace(span)
+
+    @contextlib.contextmanager
+    def request_span(
+        self, decision: Decision, *, start_ns: int | None = None
+    ) -> Iterator[RequestTrace]:
+        """`start_request` and `RequestTrace.activate` in one; the span ends on exit (as
+        failed when an exception escapes) unless `RequestTrace.finish` ended it first."""
+        request = self.start_request(decision, start_ns=start_ns)
+        if request is NO_TRACE:
+            yield request
+            return
+        try:
+            with request.activate():
+                yield request
+        except BaseException as exc:
+            request.fail(exc)
+            raise
+        request.finish()
+
+    # -- the dispatcher's observer (`llmroute.dispatch.dispatcher.DispatchObserver`) ----
+
+    def on_attempt(self, attempt: Attempt) -> None:
+        tracer = self._tracer
+        if tracer is None:
+            return
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        span = tracer.start_span(
+            f"{attempt.operation} {attempt.upstream}",
+            kind=SpanKind.CLIENT,
+            start_time=attempt.start_ns,
+            attributes=_attempt_attributes(attempt),
+        )
+        if attempt.error is not None:
+            span.set_status(Status(StatusCode.ERROR, str(attempt.error)))
+        span.end(end_time=attempt.start_ns + int(attempt.elapsed_s * 1e9))
+
+    def on_retry(self, model: str, delay_s: float) -> None:
+        if self._tracer is None:
+            return
+        from opentelemetry import trace
+
+        trace.get_current_span().add_event(
+            "llmroute.retry", {"llmroute.model": model, "llmroute.retry.delay_s": delay_s}
+        )
+
+    def on_fallback(self, route: str, model: str, next_model: str) -> None:
+        if self._tracer is None:
+            return
+        from opentelemetry import trace
+
+        trace.get_current_span().add_event(
+            "llmroute.fallback",
+            {"llmroute.route": route, "llmroute.model": model, "llmroute.next_model": next_model},
+        )
+
+    def shutdown(self) -> None:
+        """Flush pending spans and close the exporter, when this built the provider."""
+        if self._owned and self._provider is not None:
+            self._provider.shutdown()
+
+
+def tracing_from_env(environ: Mapping[str, str] | None = None) -> Tracing:
+    """`Tracing` as the environment asks (see the module docstring); disabled when it
+    does not ask, or the SDK or the exporter is missing (logged)."""
+    env = os.environ if environ is None else environ
+    flag = env.get(OTEL_ENV, "").strip().lower()
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if flag in _OFF or exporter == "none":
+        return Tracing()
+    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    if not (flag in _ON or exporter or endpoint):
+        return Tracing()
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+    except ImportError:
+        log.warning("tracing asked for, but opentelemetry-sdk is not installed (llmroute[otel])")
+        return Tracing()
+    span_exporter: SpanExporter
+    if exporter == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        span_exporter = ConsoleSpanExporter()
+    elif exporter in ("", "otlp"):
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError:
+            log.warning(
+                "tracing asked for, but opentelemetry-exporter-otlp-proto-http is not "
+                "installed (llmroute[otel])"
+            )
+            return Tracing()
+        span_exporter = OTLPSpanExporter()
+    else:
+        log.warning("OTEL_TRACES_EXPORTER=%s is not supported (otlp, console): no traces", exporter)
+        return Tracing()
+    name = env.get("OTEL_SERVICE_NAME") or "llmroute"
+    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    return Tracing(provider, owned=True)
+
+
+# -- attributes ---------------------------------------------------------------------------
+
+
+def _decision_attributes(decision: Decision) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": decision.model,
+        "llmroute.route": decision.route,
+        "llmroute.decision_id": decision.id,
+        "llmroute.layer": decision.layer,
+        "llmroute.confidence": decision.confidence,
+        "llmroute.registry_version": decision.registry_version,
+        "llmroute.decision_us": decision.total_us,
+    }
+    if decision.margin is not None:
+        attributes["llmroute.margin"] = decision.margin
+    if decision.safety is not None:
+        attributes["llmroute.safety.action"] = decision.safety.action
+    if decision.reasoning is not None:
+        attributes["llmroute.reasoning.needed"] = decision.reasoning.needed
+    return attributes
+
+
+def _outcome_attributes(record: DecisionRecord) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"http.response.status_code": record.status}
+    if record.served_model is not None:
+        attributes["gen_ai.response.model"] = record.served_model
+    if record.deployment is not None:
+        attributes["llmroute.deployment"] = record.deployment
+    if record.tokens_in is not None:
+        attributes["gen_ai.usage.input_tokens"] = record.tokens_in
+    if record.tokens_out is not None:
+        attributes["gen_ai.usage.output_tokens"] = record.tokens_out
+    if record.cost_usd is not None:
+        attributes["llmroute.cost_usd"] = record.cost_usd
+    if record.ttft_ms is not None:
+        attributes["llmroute.ttft_ms"] = record.ttft_ms
+    if record.attempts:
+        attributes["llmroute.failed_attempts"] = len(record.attempts)
+    if record.stream:
+        attributes["llmroute.stream"] = True
+    return attributes
+
+
+def _layer_spans(tracer: Tracer, parent: Any, decision: Decision, start_ns: int) -> None:
+    """The layers that ran, end to end from `start_ns`, the encoder's time first."""
+    cursor = start_ns
+    if decision.encode_us > 0:
+        cursor = _timed_span(
+            tracer, parent, "llmroute.encode", cursor, decision.encode_us, {"llmroute.encode": True}
+        )
+    for signal in decision.signals:
+        if signal.outcome is Outcome.SKIPPED:
+            continue
+        attributes: dict[str, Any] = {
+            "llmroute.layer.name": signal.layer,
+            "llmroute.layer.outcome": signal.outcome.value,
+            "llmroute.layer.elapsed_us": signal.elapsed_us,
+        }
+        verdict = signal.verdict
+        if verdict is not None:
+            attributes["llmroute.route"] = verdict.route
+            attributes["llmroute.model"] = verdict.model
+            attributes["llmroute.confidence"] = verdict.confidence
+        name = f"llmroute.layer.{signal.layer}"
+        cursor = _timed_span(tracer, parent, name, cursor, signal.elapsed_us, attributes)
+
+
+def _timed_span(
+    tracer: Tracer,
+    parent: Any,
+    name: str,
+    start_ns: int,
+    elapsed_us: float,
+    attributes: dict[str, Any],
+) -> int:
+    end_ns = start_ns + int(elapsed_us * 1000)
+    span = tracer.start_span(name, context=parent, start_time=start_ns, attributes=attributes)
+    span.end(end_time=end_ns)
+    return end_ns
+
+
+def _attempt_attributes(attempt: Attempt) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": attempt.operation,
+        "gen_ai.request.model": attempt.upstream,
+        "gen_ai.provider.name": attempt.provider_kind,
+        "gen_ai.system": attempt.provider_kind,
+        "llmroute.model": attempt.model,
+        "llmroute.deployment": attempt.provider,
+        "llmroute.retry": attempt.retry,
+        "llmroute.attempt.outcome": attempt.outcome,
+    }
+    url = urlsplit(attempt.base_url)
+    if url.hostname:
+        attributes["server.address"] = url.hostname
+        port = url.port or (443 if url.scheme == "https" else 80)
+        attributes["server.port"] = port
+    if attempt.stream:
+        attributes["llmroute.stream"] = True
+    error = attempt.error
+    if error is not None:
+        attributes["error.type"] = _error_type(error)
+        if isinstance(error, ProviderError) and error.status is not None:
+            attributes["http.response.status_code"] = error.status
+    return attributes
+
+
+def _error_type(error: BaseException) -> str:
+    """Low-cardinality, as the conventions ask: the HTTP status, else the class name."""
+    if isinstance(error, ProviderError) and error.status is not None:
+        return str(error.status)
+    return type(error).__name__

@@ -1,0 +1,375 @@
+"""`GatewayMetrics`: what one request's record counts, the dispatcher's retries,
+fallbacks and breakers (against a real fake upstream), ``/metrics`` and the
+multi-process mode (in subprocesses, since prometheus_client picks its mode at import)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_upstream import FakeUpstream, fake_upstream
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from llmroute.decision import (
+    Decision,
+    LayerSignal,
+    Outcome,
+    ReasoningOutcome,
+    SafetyOutcome,
+    Verdict,
+    new_decision_id,
+)
+from llmroute.dispatch import Dispatcher, Plan
+from llmroute.dispatch.breaker import BreakerState
+from llmroute.errors import AllFallbacksFailed
+from llmroute.providers import build_providers
+from llmroute.registry import parse_registry
+from llmroute.registry.schema import Registry
+from llmroute.server.metrics import metrics_endpoint
+from llmroute.telemetry.metrics import GatewayMetrics, multiprocess_dir
+from llmroute.telemetry.record import DecisionRecord
+
+ROOT = Path(__file__).resolve().parents[2]
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def decision(
+    route: str = "code",
+    model: str = "large",
+    *,
+    safety: str | None = "allow",
+    reasoning: bool | None = True,
+) -> Decision:
+    verdict = Verdict(route, model, 0.9, "intent match", margin=0.3)
+    return Decision(
+        id=new_decision_id(),
+        route=route,
+        model=model,
+        layer="intent",
+        confidence=0.9,
+        margin=0.3,
+        reason="intent match",
+        registry_version="v1",
+        signals=(
+            LayerSignal("rules", Outcome.PASSED, 4.0),
+            LayerSignal("intent", Outcome.DECIDED, 60.0, verdict=verdict),
+            LayerSignal("difficulty", Outcome.SKIPPED, 0.0),
+        ),
+        encode_us=900.0,
+        total_us=1_000.0,
+        safety=None if safety is None else SafetyOutcome("default", safety),
+        reasoning=None if reasoning is None else ReasoningOutcome(reasoning, "long"),
+    )
+
+
+def record(d: Decision | None = None, **over: Any) -> DecisionRecord:
+    fields: dict[str, Any] = {
+        "decision": d or decision(),
+        "ts": 1_700_000_000.0,
+        "status": 200,
+        "latency_ms": 1500.0,
+        "served_model": "large",
+        "deployment": "up",
+        "ttft_ms": 300.0,
+        "tokens_in": 100,
+        "tokens_out": 40,
+        "cost_usd": 0.002,
+    }
+    fields.update(over)
+    return DecisionRecord(**fields)
+
+
+def samples(text: str) -> Samples:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def scrape(metrics: GatewayMetrics, dispatcher: Dispatcher | None = None) -> Samples:
+    body, content_type = metrics.render(dispatcher)
+    assert content_type == CONTENT_TYPE_LATEST
+    return samples(body.decode())
+
+
+def value(found: Samples, name: str, **labels: str) -> float | None:
+    return found.get((name, tuple(sorted(labels.items()))))
+
+
+def test_a_served_request_counts_everywhere() -> None:
+    metrics = GatewayMetrics()
+    metrics.observe(record())
+    metrics.observe(record(stream=True))
+    s = scrape(metrics)
+    assert value(s, "llmroute_requests_total", route="code", model="large", status="200") == 2
+    assert value(s, "llmroute_decisions_total", route="code", layer="intent") == 2
+    for layer in ("rules", "intent", "encode", "total"):
+        assert value(s, "llmroute_decision_seconds_count", layer=layer) == 2
+    assert value(s, "llmroute_decision_seconds_count", layer="difficulty") is None  # skipped
+    assert value(s, "llmroute_decision_seconds_sum", layer="intent") == pytest.approx(120e-6)
+    assert value(s, "llmroute_decision_seconds_bucket", layer="rules", le="1e-05") == 2
+    assert value(s, "llmroute_decision_seconds_bucket", layer="total", le="0.001") == 2
+    assert value(s, "llmroute_upstream_seconds_sum", model="large") == pytest.approx(3.0)
+    assert value(s, "llmroute_upstream_seconds_bucket", model="large", le="2.0") == 2
+    assert value(s, "llmroute_ttft_seconds_sum", model="large") == pytest.approx(0.6)
+    assert value(s, "llmroute_tokens_total", model="large", direction="in") == 200
+    assert value(s, "llmroute_tokens_total", model="large", direction="out") == 80
+    assert value(s, "llmroute_cost_usd_total", route="code", model="large") == pytest.approx(0.004)
+    assert value(s, "llmroute_safety_actions_total", action="allow") == 2
+    assert value(s, "llmroute_reasoning_total", needed="true") == 2
+
+
+def test_a_failed_request_is_counted_under_the_decided_model() -> None:
+    metrics = GatewayMetrics()
+    metrics.observe(
+        record(
+            decision(safety="block", reasoning=False),
+            status=403,
+            error="content_policy_violation",
+            served_model=None,
+            deployment=None,
+            ttft_ms=None,
+            tokens_in=None,
+            tokens_out=None,
+            cost_usd=None,
+        )
+    )
+    s = scrape(metrics)
+    assert value(s, "llmroute_requests_total", route="code", model="large", status="403") == 1
+    assert value(s, "llmroute_upstream_seconds_count", model="large") is None
+    assert value(s, "llmroute_tokens_total", model="large", direction="in") is None
+    assert value(s, "llmroute_safety_actions_total", action="block") == 1
+    assert value(s, "llmroute_reasoning_total", needed="false") == 1
+
+
+def test_route_only_decisions_count_no_request() -> None:
+    metrics = GatewayMetrics()
+    metrics.observe_decision(decision("chat", "small", safety=None, reasoning=None))
+    s = scrape(metrics)
+    assert value(s, "llmroute_decisions_total", route="chat", layer="intent") == 1
+    assert value(s, "llmroute_decision_seconds_count", layer="total") == 1
+    assert not any(name == "llmroute_requests_total" for name, _ in s)
+
+
+def test_drops_shadow_and_queue_depth() -> None:
+    metrics = GatewayMetrics()
+    metrics.on_drop(3, "queue_full")
+    metrics.telemetry_dropped(2, "queue_full")
+    metrics.shadow("sent")
+    metrics.shadow("dropped_saturated")
+    metrics.queue_depth(7)
+    s = scrape(metrics)
+    assert value(s, "llmroute_telemetry_dropped_total", reason="queue_full") == 5
+    assert value(s, "llmroute_shadow_total", outcome="sent") == 1
+    assert value(s, "llmroute_shadow_total", outcome="dropped_saturated") == 1
+    assert value(s, "llmroute_telemetry_queue_depth") == 7
+
+
+def test_each_instance_has_its_own_registry() -> None:
+    one, two = GatewayMetrics(), GatewayMetrics()
+    one.observe(record())
+    assert (
+        value(scrape(two), "llmroute_requests_total", route="code", model="large", status="200")
+        is None
+    )
+    text = generate_latest(one.registry).decode()
+    assert 'llmroute_requests_total{model="large",route="code",status="200"} 1.0' in text
+    assert one.multiprocess_dir is None and multiprocess_dir() is None
+
+
+# -- the dispatcher, against a real fake upstream --------------------------------------------
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  up: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  a: {provider: up, model: 'a?status=500&times=1'}
+  bad: {provider: up, model: fail-500}
+  b: {provider: up, model: b}
+routes:
+  - {name: r, examples: [hello], target: a}
+default: {target: a}
+dispatch:
+  retries: {attempts: 2, backoff_s: 0.01, max_backoff_s: 0.01}
+  breaker: {failures: 3, cooldown_s: 300, window_s: 60, min_requests: 100}
+"""
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as up:
+        yield up
+
+
+@pytest.fixture
+def registry(upstream: FakeUpstream) -> Registry:
+    return parse_registry(REGISTRY % {"url": upstream.url}).registry
+
+
+def plan(*chain: str) -> Plan:
+    return Plan(decision("r", chain[0], safety=None, reasoning=None), chain)
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+def dispatcher(registry: Registry, metrics: GatewayMetrics) -> Dispatcher:
+    return Dispatcher(
+        registry,
+        build_providers(registry),
+        rng=random.Random(1),
+        sleep=_no_sleep,
+        observer=metrics,
+    )
+
+
+def test_attempts_retries_fallbacks_and_breakers_from_the_dispatcher(registry: Registry) -> None:
+    metrics = GatewayMetrics()
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+
+    async def main() -> Samples:
+        d = dispatcher(registry, metrics)
+        try:
+            served = await d.complete(plan("a"), dict(body))  # one 500, one retry, ok
+            assert served.model == "a"
+            served = await d.complete(plan("bad", "b"), dict(body))  # 3 x 500, then b
+            assert served.model == "b" and len(served.attempts) == 1
+            with pytest.raises(AllFallbacksFailed):  # bad's breaker is open now
+                await d.complete(plan("bad"), dict(body))
+            breaker = d.deployments.pool("bad").deployments[0].breaker
+            assert breaker.state is BreakerState.OPEN
+            return scrape(metrics, d)
+        finally:
+            await d.aclose()
+
+    s = asyncio.run(main())
+    attempts = "llmroute_upstream_attempts_total"
+    assert value(s, attempts, model="a", deployment="up", outcome="error") == 1
+    assert value(s, attempts, model="a", deployment="up", outcome="ok") == 1
+    assert value(s, attempts, model="bad", deployment="up", outcome="error") == 3
+    assert value(s, attempts, model="b", deployment="up", outcome="ok") == 1
+    assert value(s, "llmroute_retries_total", model="a") == 1
+    assert value(s, "llmroute_retries_total", model="bad") == 2
+    assert value(s, "llmroute_fallbacks_total", route="r") == 1
+    gauge = "llmroute_breaker_open"
+    assert value(s, gauge, model="bad", deployment="up", upstream="fail-500") == 1
+    assert value(s, gauge, model="b", deployment="up", upstream="b") == 0
+    assert value(s, gauge, model="a", deployment="up", upstream="a?status=500&times=1") == 0
+    # no dispatcher at scrape time (before the first registry loads): no breaker samples
+    assert not any(name == gauge for name, _ in scrape(metrics))
+
+
+def test_a_breaker_forced_open_reads_1_until_a_probe_closes_it(registry: Registry) -> None:
+    now = [1000.0]
+    metrics = GatewayMetrics()
+    d = Dispatcher(registry, build_providers(registry), clock=lambda: now[0], observer=metrics)
+    breaker = d.deployments.pool("b").deployments[0].breaker
+    for _ in range(breaker.settings.failures):
+        assert breaker.allow()
+        breaker.record_failure()
+    gauge = "llmroute_breaker_open"
+    labels = {"model": "b", "deployment": "up", "upstream": "b"}
+    assert value(scrape(metrics, d), gauge, **labels) == 1
+    now[0] += breaker.settings.cooldown_s
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert value(scrape(metrics, d), gauge, **labels) == 1
+    assert breaker.allow()
+    breaker.record_success()
+    assert value(scrape(metrics, d), gauge, **labels) == 0
+    asyncio.run(d.aclose())
+
+
+def test_the_metrics_endpoint() -> None:
+    metrics = GatewayMetrics()
+    metrics.observe(record())
+    app = Starlette(routes=[Route("/metrics", metrics_endpoint, methods=["GET"])])
+    with TestClient(app) as client:
+        assert client.get("/metrics").status_code == 503  # no app.state.metrics yet
+        app.state.metrics = metrics
+        app.state.gateway = None
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    s = samples(response.text)
+    assert value(s, "llmroute_requests_total", route="code", model="large", status="200") == 1
+
+
+# -- multi-process mode ------------------------------------------------------------------------
+
+WORKER = """
+import json, sys
+from tests.telemetry.test_gateway_metrics import decision, record
+from llmroute.telemetry.metrics import GatewayMetrics, multiprocess_dir
+
+metrics = GatewayMetrics()
+assert metrics.multiprocess_dir == multiprocess_dir() is not None
+for _ in range(int(sys.argv[1])):
+    metrics.observe(record())
+metrics.on_drop(1, "queue_full")
+metrics.queue_depth(int(sys.argv[1]))
+if sys.argv[2] == "render":
+    body, _ = metrics.render()
+    sys.stdout.write(body.decode())
+"""
+
+
+def _worker(env: dict[str, str], n: int, render: bool) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(WORKER), str(n), "render" if render else "-"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_multiprocess_mode_merges_the_workers(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "support")]),
+    }
+    _worker(env, 2, render=False)
+    _worker(env, 3, render=False)
+    assert any(p.name.startswith("counter_") for p in tmp_path.iterdir())
+    s = samples(_worker(env, 1, render=True))
+    assert value(s, "llmroute_requests_total", route="code", model="large", status="200") == 6
+    assert value(s, "llmroute_upstream_seconds_count", model="large") == 6
+    assert value(s, "llmroute_decision_seconds_count", layer="intent") == 6
+    assert value(s, "llmroute_telemetry_dropped_total", reason="queue_full") == 3
+    # a live gauge: the workers that exited took their queue depth with them
+    assert value(s, "llmroute_telemetry_queue_depth") == 1
+
+
+def test_single_process_mode_ignores_a_multiproc_dir_set_too_late(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert multiprocess_dir() is None  # prometheus_client was imported without it
+    metrics = GatewayMetrics()
+    metrics.observe(record())
+    assert metrics.multiprocess_dir is None
+    assert list(tmp_path.iterdir()) == []
+    assert "imported before" in caplog.text
+    s = scrape(metrics)  # as usual
+    assert value(s, "llmroute_requests_total", route="code", model="large", status="200") == 1

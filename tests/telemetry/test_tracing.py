@@ -1,0 +1,336 @@
+"""OpenTelemetry traces: the request span and its decision-layer children, and a span per
+upstream attempt from a real `Dispatcher` against a real fake upstream, with the GenAI
+semantic-convention attributes. Spans go to an in-memory exporter on a provider of the
+test's own (the global provider is never touched)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fake_upstream import FakeUpstream, fake_upstream
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from llmroute.decision import (
+    Decision,
+    LayerSignal,
+    Outcome,
+    ReasoningOutcome,
+    Verdict,
+    new_decision_id,
+)
+from llmroute.dispatch import Dispatcher, Plan
+from llmroute.dispatch.dispatcher import Observers
+from llmroute.providers import build_providers
+from llmroute.registry import parse_registry
+from llmroute.registry.schema import Registry
+from llmroute.telemetry.metrics import GatewayMetrics
+from llmroute.telemetry.record import DecisionRecord
+from llmroute.telemetry.tracing import NO_TRACE, Tracing, tracing_from_env
+
+
+def decision(model: str = "a", route: str = "r") -> Decision:
+    verdict = Verdict(route, model, 0.875, "intent match", margin=0.25)
+    return Decision(
+        id=new_decision_id(),
+        route=route,
+        model=model,
+        layer="intent",
+        confidence=0.875,
+        margin=0.25,
+        reason="intent match",
+        registry_version="v1",
+        signals=(
+            LayerSignal("rules", Outcome.PASSED, 20.0),
+            LayerSignal("intent", Outcome.DECIDED, 300.0, verdict=verdict),
+            LayerSignal("difficulty", Outcome.SKIPPED, 0.0),
+        ),
+        encode_us=500.0,
+        total_us=850.0,
+        reasoning=ReasoningOutcome(False, "short"),
+    )
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def tracing(exporter: InMemorySpanExporter) -> Iterator[Tracing]:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield Tracing(provider)
+    provider.shutdown()
+
+
+def by_name(spans: tuple[ReadableSpan, ...]) -> dict[str, list[ReadableSpan]]:
+    out: dict[str, list[ReadableSpan]] = {}
+    for span in spans:
+        out.setdefault(span.name, []).append(span)
+    return out
+
+
+def attrs(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+def test_disabled_tracing_does_nothing() -> None:
+    off = Tracing()
+    assert not off.enabled and off.observer is None
+    trace = off.start_request(decision())
+    assert trace is NO_TRACE
+    with trace.activate():
+        pass
+    trace.finish(None)
+    with off.request_span(decision()) as again:
+        assert again is NO_TRACE
+
+
+@pytest.mark.parametrize(
+    ("env", "enabled"),
+    [
+        ({}, False),
+        ({"LLMROUTE_OTEL": "0", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, False),
+        ({"OTEL_TRACES_EXPORTER": "none", "LLMROUTE_OTEL": "1"}, False),
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, False),
+        ({"LLMROUTE_OTEL": "true", "OTEL_TRACES_EXPORTER": "console"}, True),
+        ({"LLMROUTE_OTEL": "1"}, True),  # OTLP/HTTP, the default exporter
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, True),
+    ],
+)
+def test_enabled_from_the_environment(
+    env: dict[str, str], enabled: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    tracing = tracing_from_env(env)
+    try:
+        assert tracing.enabled is enabled
+        assert ("not supported" in caplog.text) is (env.get("OTEL_TRACES_EXPORTER") == "zipkin")
+    finally:
+        tracing.shutdown()  # nothing was recorded: nothing is exported
+
+
+def test_request_span_with_a_span_per_layer(
+    tracing: Tracing, exporter: InMemorySpanExporter
+) -> None:
+    d = decision()
+    trace = tracing.start_request(d)
+    trace.finish(
+        DecisionRecord(
+            d,
+            ts=0.0,
+            status=200,
+            latency_ms=12.0,
+            served_model="a",
+            deployment="up",
+            tokens_in=11,
+            tokens_out=7,
+            cost_usd=0.001,
+        )
+    )
+    trace.finish(None)  # a second finish does nothing
+    spans = by_name(exporter.get_finished_spans())
+    assert set(spans) == {
+        "chat a",
+        "llmroute.encode",
+        "llmroute.layer.rules",
+        "llmroute.layer.intent",
+    }
+    request = spans["chat a"][0]
+    assert request.kind is SpanKind.SERVER
+    assert attrs(request) == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "a",
+        "gen_ai.response.model": "a",
+        "gen_ai.usage.input_tokens": 11,
+        "gen_ai.usage.output_tokens": 7,
+        "llmroute.route": "r",
+        "llmroute.decision_id": d.id,
+        "llmroute.layer": "intent",
+        "llmroute.confidence": 0.875,
+        "llmroute.margin": 0.25,
+        "llmroute.registry_version": "v1",
+        "llmroute.decision_us": 850.0,
+        "llmroute.reasoning.needed": False,
+        "llmroute.deployment": "up",
+        "llmroute.cost_usd": 0.001,
+        "http.response.status_code": 200,
+    }
+    assert request.status.status_code is StatusCode.UNSET
+    encode = spans["llmroute.encode"][0]
+    rules = spans["llmroute.layer.rules"][0]
+    intent = spans["llmroute.layer.intent"][0]
+    assert request.context is not None and request.start_time is not None
+    for child in (encode, rules, intent):
+        assert child.parent is not None and child.parent.span_id == request.context.span_id
+        assert child.context is not None and child.context.trace_id == request.context.trace_id
+    # rebuilt end to end: encode, rules, intent, with their measured lengths
+    assert encode.end_time == rules.start_time and rules.end_time == intent.start_time
+    assert (rules.end_time or 0) - (rules.start_time or 0) == 20_000
+    assert (intent.end_time or 0) - (intent.start_time or 0) == 300_000
+    assert request.start_time <= (encode.start_time or 0)
+    assert (intent.end_time or 0) <= (request.end_time or 0)
+    assert attrs(intent)["llmroute.layer.outcome"] == "decided"
+    assert attrs(intent)["llmroute.model"] == "a"
+
+
+def test_a_failed_request_span(tracing: Tracing, exporter: InMemorySpanExporter) -> None:
+    d = decision()
+    tracing.start_request(d).finish(
+        DecisionRecord(d, ts=0.0, status=502, latency_ms=5.0, error="upstream_error")
+    )
+    with pytest.raises(RuntimeError), tracing.request_span(decision("b")):
+        raise RuntimeError("boom")
+    spans = by_name(exporter.get_finished_spans())
+    failed = spans["chat a"][0]
+    assert failed.status.status_code is StatusCode.ERROR
+    assert attrs(failed)["error.type"] == "upstream_error"
+    assert attrs(failed)["http.response.status_code"] == 502
+    raised = spans["chat b"][0]
+    assert raised.status.status_code is StatusCode.ERROR
+    assert attrs(raised)["error.type"] == "RuntimeError"
+
+
+# -- attempts, from a real dispatcher -----------------------------------------------------------
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  up: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  a: {provider: up, model: 'a?status=500&times=1'}
+  bad: {provider: up, model: 'bad?status=503'}
+  b: {provider: up, model: b-up}
+routes:
+  - {name: r, examples: [hello], target: a}
+default: {target: a}
+dispatch:
+  retries: {attempts: 1, backoff_s: 0.01, max_backoff_s: 0.01}
+"""
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as up:
+        yield up
+
+
+@pytest.fixture
+def registry(upstream: FakeUpstream) -> Registry:
+    return parse_registry(REGISTRY % {"url": upstream.url}).registry
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+def _run(registry: Registry, tracing: Tracing, chain: tuple[str, ...], stream: bool) -> None:
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    metrics = GatewayMetrics()
+
+    async def main() -> None:
+        dispatcher = Dispatcher(
+            registry,
+            build_providers(registry),
+            rng=random.Random(3),
+            sleep=_no_sleep,
+            observer=Observers.of(metrics, tracing.observer),
+        )
+        plan = Plan(decision(chain[0]), chain)
+        try:
+            with tracing.request_span(plan.decision) as trace:
+                if stream:
+                    opened = await dispatcher.open_stream(plan, body)
+                    async for _ in opened.events:
+                        pass
+                else:
+                    await dispatcher.complete(plan, body)
+                trace.finish(None)
+        finally:
+            await dispatcher.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_span_per_attempt_with_genai_attributes(
+    registry: Registry, upstream: FakeUpstream, tracing: Tracing, exporter: InMemorySpanExporter
+) -> None:
+    _run(registry, tracing, ("a",), stream=False)
+    spans = by_name(exporter.get_finished_spans())
+    request = spans["chat a"][0]
+    assert request.context is not None
+    attempts = sorted(spans["chat a?status=500&times=1"], key=lambda s: s.start_time or 0)
+    assert len(attempts) == 2
+    port = int(upstream.url.split(":")[2].split("/")[0])
+    for retry, span in enumerate(attempts):
+        assert span.kind is SpanKind.CLIENT
+        assert span.parent is not None and span.parent.span_id == request.context.span_id
+        a = attrs(span)
+        assert a["gen_ai.operation.name"] == "chat"
+        assert a["gen_ai.request.model"] == "a?status=500&times=1"
+        assert a["gen_ai.provider.name"] == a["gen_ai.system"] == "openai"
+        assert a["server.address"] == "127.0.0.1" and a["server.port"] == port
+        assert a["llmroute.model"] == "a" and a["llmroute.deployment"] == "up"
+        assert a["llmroute.retry"] == retry
+    failed, ok = attempts
+    assert attrs(failed)["error.type"] == "500"
+    assert attrs(failed)["http.response.status_code"] == 500
+    assert attrs(failed)["llmroute.attempt.outcome"] == "error"
+    assert failed.status.status_code is StatusCode.ERROR
+    assert "error.type" not in attrs(ok) and attrs(ok)["llmroute.attempt.outcome"] == "ok"
+    assert (failed.end_time or 0) <= (ok.start_time or 0) + 1_000_000  # 1 ms of clock slack
+    events = [e.name for e in request.events]
+    assert events == ["llmroute.retry"]
+
+
+def test_stream_attempts_and_a_fallback(
+    registry: Registry, tracing: Tracing, exporter: InMemorySpanExporter
+) -> None:
+    _run(registry, tracing, ("bad", "b"), stream=True)
+    spans = by_name(exporter.get_finished_spans())
+    request = spans["chat bad"][0]
+    bad = spans["chat bad?status=503"]
+    assert [attrs(s)["llmroute.retry"] for s in bad] == [0, 1]
+    assert all(attrs(s)["error.type"] == "503" for s in bad)
+    (served,) = spans["chat b-up"]
+    assert attrs(served)["llmroute.stream"] is True
+    assert attrs(served)["llmroute.attempt.outcome"] == "ok"
+    fallback = [e for e in request.events if e.name == "llmroute.fallback"]
+    assert len(fallback) == 1
+    assert dict(fallback[0].attributes or {}) == {
+        "llmroute.route": "r",
+        "llmroute.model": "bad",
+        "llmroute.next_model": "b",
+    }
+
+
+def test_an_embedding_attempt_is_named_after_its_operation(
+    upstream: FakeUpstream, tracing: Tracing, exporter: InMemorySpanExporter
+) -> None:
+    registry = parse_registry(
+        (REGISTRY % {"url": upstream.url}).replace(
+            "  b: {provider: up, model: b-up}",
+            "  b: {provider: up, model: b-up}\n  e: {provider: up, model: emb, kind: embedding}",
+        )
+    ).registry
+
+    async def main() -> None:
+        dispatcher = Dispatcher(registry, build_providers(registry), observer=tracing.observer)
+        try:
+            await dispatcher.embed("e", {"input": ["x"]})
+        finally:
+            await dispatcher.aclose()
+
+    asyncio.run(main())
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "embeddings emb"
+    assert attrs(span)["gen_ai.operation.name"] == "embeddings"
+    assert span.parent is None  # no request span was current
