@@ -1,0 +1,354 @@
+"""Shadow routing at run time: a sampled share of requests also goes, in the background,
+to the registry's reference model (``shadow.reference``); both answers are judged
+(`llmroute.telemetry.judge`) and stored as a `ShadowRecord`.
+
+The gateway calls `ShadowRunner.sampled` on the request path (cheap: a few comparisons
+and one random draw) and, once the routed answer is complete, `ShadowRunner.submit`,
+which schedules the reference call as an asyncio task and returns at once. The client's
+response never waits for a shadow, and a shadow never raises into the request.
+
+For a stream, the caller accumulates the streamed text (`StreamedAnswer` does it from
+the relayed SSE events) and calls `submit` after the stream has ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from llmroute.decision import Decision
+from llmroute.dispatch.plan import Plan
+from llmroute.errors import ConfigError, LlmrouteError
+from llmroute.registry.schema import Registry, RoutePolicy, ShadowSettings
+from llmroute.telemetry.judge import Judge, Judgement, judge_from_settings
+from llmroute.telemetry.record import ShadowRecord
+
+if TYPE_CHECKING:
+    from llmroute.dispatch.dispatcher import Dispatcher, Served
+
+__all__ = [
+    "OUTCOMES",
+    "ShadowRunner",
+    "StreamedAnswer",
+    "answer_text",
+    "shadow_body",
+]
+
+log = logging.getLogger("llmroute.shadow")
+
+# What `on_outcome` is called with: once per submitted shadow, "sent" (scheduled) or
+# "dropped_saturated" (max_concurrency already in flight); and "error" as well when
+# the reference call then failed or timed out.
+OUTCOMES = ("sent", "dropped_saturated", "error")
+_ERROR_CHARS = 200
+
+
+def answer_text(chat_completion: Mapping[str, Any]) -> str | None:
+    """The first choice's answer: its message content, then its tool calls as JSON
+    (``[{"name": ..., "arguments": ...}]``); None when it has neither."""
+    choices = chat_completion.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+        return None
+    message = choices[0].get("message")
+    if not isinstance(message, Mapping):
+        return None
+    parts: list[str] = []
+    content = message.get("content")
+    if isinstance(content, str) and content:
+        parts.append(content)
+    elif isinstance(content, list):
+        text = "".join(
+            str(p.get("text", "")) for p in content if isinstance(p, Mapping) and "text" in p
+        )
+        if text:
+            parts.append(text)
+    calls = _tool_calls(message.get("tool_calls"))
+    if calls:
+        parts.append(json.dumps(calls, ensure_ascii=False))
+    return "\n".join(parts) if parts else None
+
+
+def _tool_calls(raw: Any) -> list[dict[str, Any]]:
+    calls = []
+    for call in raw if isinstance(raw, list) else ():
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if isinstance(function, Mapping):
+            calls.append({"name": function.get("name"), "arguments": function.get("arguments")})
+    return calls
+
+
+class StreamedAnswer:
+    """Accumulates a relayed stream's answer (SSE events as `Opened.events` yields them):
+    the first choice's content deltas, and its tool-call deltas by index. `text()` is
+    what `answer_text` would give for the same answer unstreamed."""
+
+    def __init__(self) -> None:
+        self._content: list[str] = []
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def observe(self, event: bytes) -> None:
+        if not event.startswith(b"data: {"):
+            return
+        try:
+            chunk = json.loads(event[6:])
+        except ValueError:
+            return
+        for choice in chunk.get("choices") or () if isinstance(chunk, dict) else ():
+            if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, Mapping):
+                self._observe_delta(delta)
+
+    def _observe_delta(self, delta: Mapping[str, Any]) -> None:
+        content = delta.get("content")
+        if isinstance(content, str):
+            self._content.append(content)
+        for call in delta.get("tool_calls") or ():
+            if not isinstance(call, Mapping):
+                continue
+            index = call.get("index", 0)
+            slot = self._calls.setdefault(index if isinstance(index, int) else 0, {})
+            function = call.get("function")
+            if not isinstance(function, Mapping):
+                continue
+            if isinstance(function.get("name"), str):
+                slot["name"] = slot.get("name", "") + function["name"]
+            if isinstance(function.get("arguments"), str):
+                slot["arguments"] = slot.get("arguments", "") + function["arguments"]
+
+    def text(self) -> str | None:
+        message: dict[str, Any] = {"content": "".join(self._content)}
+        if self._calls:
+            message["tool_calls"] = [{"function": self._calls[i]} for i in sorted(self._calls)]
+        return answer_text({"choices": [{"message": message}]})
+
+
+def shadow_body(decision: Decision, body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the reference model is sent: the body as dispatch sends it (PII redacted
+    when the safety policy says so), unstreamed. Raises `PolicyViolation` for a blocked
+    request."""
+    sent = dict(Plan(decision, ()).outgoing(dict(body)))
+    sent.pop("stream", None)
+    sent.pop("stream_options", None)
+    return sent
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 1] + "…"
+
+
+class ShadowRunner:
+    """Sends a sampled share of requests to ``settings.reference`` in the background and
+    writes a judged `ShadowRecord` for each through `write`.
+
+    `write` is awaited on the event loop once per finished shadow (wrap a synchronous
+    store: ``lambda r: asyncio.to_thread(store.write_shadow, r)``); its errors are
+    logged, never raised. `on_outcome` is told what became of each submitted shadow
+    (`OUTCOMES`), for metrics. `rng` draws the samples (seed it in tests).
+
+    At most ``settings.max_concurrency`` shadows are in flight (reference call, judge and
+    write together); a shadow submitted beyond that is dropped, not queued. `aclose`
+    waits for the ones in flight, then cancels the rest.
+    """
+
+    def __init__(
+        self,
+        settings: ShadowSettings,
+        dispatcher: Dispatcher,
+        registry: Registry,
+        *,
+        write: Callable[[ShadowRecord], Awaitable[None]],
+        on_outcome: Callable[[str], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if settings.reference not in registry.models:  # the registry refuses this already
+            raise ConfigError(f"unknown model {settings.reference!r}", field="shadow.reference")
+        self.settings = settings
+        self._dispatcher = dispatcher
+        self._write = write
+        self._on_outcome = on_outcome
+        self._rng = rng or random.Random()
+        self._routes = None if settings.routes is None else frozenset(settings.routes)
+        self.judge: Judge | None = judge_from_settings(settings.judge, dispatcher)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def sampled(self, decision: Decision) -> bool:
+        """Whether to shadow this request: not blocked, not rerouted by safety to a
+        guarded model (its text must not reach another model), on a shadowed route,
+        routed to a model other than the reference, and drawn at ``settings.rate``."""
+        if self._closed or decision.blocked:
+            return False
+        if decision.safety is not None and decision.safety.model is not None:
+            return False
+        if self._routes is not None and decision.route not in self._routes:
+            return False
+        if decision.model == self.settings.reference:
+            return False
+        return self._rng.random() < self.settings.rate
+
+    def submit(
+        self,
+        decision: Decision,
+        body: Mapping[str, Any],
+        routed_model: str,
+        routed_answer: str | None,
+        started_ts: float,
+    ) -> bool:
+        """Schedule the shadow of one answered request; True when it was scheduled.
+
+        `body` is the request as sent upstream (the client's body is fine too: the
+        decision's redaction is applied again); `routed_model` the pool model that
+        answered (``Served.model``); `routed_answer` its text (`answer_text`, or
+        `StreamedAnswer.text` for a stream); `started_ts` the request's arrival (Unix
+        seconds), stored as the record's ``ts``. Never awaits the reference call and
+        never raises; must be called from the event loop's thread.
+        """
+        try:
+            return self._submit(decision, body, routed_model, routed_answer, started_ts)
+        except Exception:
+            log.exception("shadow of %s not scheduled", decision.id)
+            return False
+
+    def _submit(
+        self,
+        decision: Decision,
+        body: Mapping[str, Any],
+        routed_model: str,
+        routed_answer: str | None,
+        started_ts: float,
+    ) -> bool:
+        if self._closed or decision.blocked or routed_model == self.settings.reference:
+            return False
+        if len(self._tasks) >= self.settings.max_concurrency:
+            self._outcome("dropped_saturated")
+            return False
+        try:  # before the coroutine exists, so that none is left unawaited
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            log.warning("shadow of %s not scheduled: no running event loop", decision.id)
+            return False
+        sent = shadow_body(decision, body)
+        job = self._run(decision, sent, routed_model, routed_answer, started_ts)
+        task = loop.create_task(job, name=f"shadow-{decision.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._outcome("sent")
+        return True
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Stop taking shadows; wait up to `timeout` seconds for those in flight, then
+        cancel the rest (their records are not written)."""
+        self._closed = True
+        tasks = set(self._tasks)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.info("cancelled %d shadow request(s) still in flight", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- the background task ---------------------------------------------------------------
+
+    async def _run(
+        self,
+        decision: Decision,
+        sent: dict[str, Any],
+        routed_model: str,
+        routed_answer: str | None,
+        started_ts: float,
+    ) -> None:
+        started = time.perf_counter()
+        served, error = await self._reference(decision, sent)
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        reference_answer = None if served is None else answer_text(served.data)
+        judgement: Judgement | None = None
+        if error is not None:
+            self._outcome("error")
+        elif self.judge is not None:
+            judgement = await self._judge(sent, routed_answer, reference_answer)
+        extra: dict[str, Any] = {}
+        if served is not None and served.attempts:
+            extra["reference_attempts"] = list(served.attempts)
+        if judgement is not None:
+            extra.update(judgement.extra)
+        record = ShadowRecord(
+            decision_id=decision.id,
+            ts=started_ts,
+            route=decision.route,
+            routed_model=routed_model,
+            reference_model=self.settings.reference,
+            routed_answer=routed_answer,
+            reference_answer=reference_answer,
+            judge=None if self.judge is None else self.judge.name,
+            routed_ok=None if judgement is None else judgement.routed_ok,
+            judge_score=None if judgement is None else judgement.score,
+            judge_error=error if judgement is None else judgement.error,
+            reference_latency_ms=latency_ms if served is not None else None,
+            reference_cost_usd=None if served is None else served.usage.cost_usd,
+            extra=extra,
+        )
+        try:
+            await self._write(record)
+        except Exception:
+            log.exception("could not store the shadow of %s", decision.id)
+
+    async def _reference(
+        self, decision: Decision, sent: dict[str, Any]
+    ) -> tuple[Served | None, str | None]:
+        """The reference model's answer, or why there is none. The plan keeps the
+        decision's reasoning verdict (so the reference gets the same thinking settings)
+        but not its safety outcome: `sent` is already redacted."""
+        reference = self.settings.reference
+        plan = Plan(
+            dataclasses.replace(decision, model=reference, safety=None),
+            (reference,),
+            RoutePolicy(retries=0),
+        )
+        timeout = self.settings.timeout
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._dispatcher.complete(plan, sent), None
+        except TimeoutError:
+            return None, f"reference timed out after {timeout:g}s"
+        except LlmrouteError as exc:
+            return None, _short(f"reference failed: {exc}")
+        except Exception as exc:
+            log.exception("shadow reference call for %s failed", decision.id)
+            return None, f"reference failed: {type(exc).__name__}"
+
+    async def _judge(
+        self, sent: dict[str, Any], routed: str | None, reference: str | None
+    ) -> Judgement:
+        judge = self.judge
+        assert judge is not None
+        timeout = self.settings.timeout
+        try:
+            async with asyncio.timeout(timeout):
+                return await judge.judge(sent, routed, reference)
+        except TimeoutError:
+            return Judgement(judge.name, None, error=f"judge timed out after {timeout:g}s")
+        except Exception as exc:  # a judge should not raise; a bug must not lose the record
+            log.exception("shadow judge %s failed", judge.name)
+            return Judgement(judge.name, None, error=f"judge failed: {type(exc).__name__}")
+
+    def _outcome(self, outcome: str) -> None:
+        if self._on_outcome is None:
+            return
+        try:
+            self._on_outcome(outcome)
+        except Exception:
+            log.exception("shadow outcome callback failed")

@@ -1,0 +1,380 @@
+"""`ShadowRunner` against real fake upstreams on 127.0.0.1: sampling and its filters,
+background reference calls that never hold up the caller, bounded concurrency,
+reference failures and timeouts, shutdown, and the records written."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from fake_upstream import FakeUpstream, fake_upstream
+
+from llmroute.decision import Decision, SafetyOutcome
+from llmroute.dispatch import Dispatcher, Plan
+from llmroute.providers import build_providers
+from llmroute.registry import parse_registry
+from llmroute.registry.schema import JudgeSettings, Registry, ShadowSettings
+from llmroute.telemetry.record import ShadowRecord
+from llmroute.telemetry.shadow import ShadowRunner, StreamedAnswer, answer_text, shadow_body
+
+T = TypeVar("T")
+DELAY = 1.0  # seconds the slow reference takes
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  up: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+  down: {kind: openai, base_url: "%(dead)s", timeout_s: 5}
+models:
+  cheap: {provider: up, model: cheap}
+  ref: {provider: up, model: ref}
+  slow: {provider: up, model: 'slow?delay=%(delay)s'}
+  broken: {provider: up, model: 'broken?status=500'}
+  dead: {provider: down, model: dead}
+  judge: {provider: up, model: judge}
+routes:
+  - {name: maths, examples: [add these numbers], target: cheap}
+  - {name: chat, examples: [hello there], target: cheap}
+default: {target: cheap}
+"""
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as up:
+        yield up
+
+
+@pytest.fixture(scope="module")
+def registry(upstream: FakeUpstream) -> Registry:
+    text = REGISTRY % {
+        "url": upstream.url,
+        "dead": f"http://127.0.0.1:{_closed_port()}/v1",
+        "delay": DELAY,
+    }
+    return parse_registry(text).registry
+
+
+def _decision(
+    route: str = "maths", model: str = "cheap", safety: SafetyOutcome | None = None
+) -> Decision:
+    return Decision(
+        id=f"d-{route}-{model}",
+        route=route,
+        model=model,
+        layer="intent",
+        confidence=0.9,
+        margin=0.3,
+        reason="test",
+        registry_version="v1",
+        signals=(),
+        encode_us=0.0,
+        total_us=0.0,
+        safety=safety,
+    )
+
+
+BODY: dict[str, Any] = {
+    "model": "auto",
+    "messages": [{"role": "user", "content": "compute 40 + 2 = 42"}],
+    "stream": True,
+    "stream_options": {"include_usage": True},
+}
+
+
+class Run:
+    """A runner with its dispatcher, the records it wrote and the outcomes it told."""
+
+    def __init__(self, registry: Registry, **settings: Any) -> None:
+        self.settings = ShadowSettings(**{"rate": 1.0, "reference": "ref", **settings})
+        self.dispatcher = Dispatcher(registry, build_providers(registry))
+        self.records: list[ShadowRecord] = []
+        self.outcomes: list[str] = []
+        self.runner = ShadowRunner(
+            self.settings,
+            self.dispatcher,
+            registry,
+            write=self.write,
+            on_outcome=self.outcomes.append,
+            rng=random.Random(11),
+        )
+
+    async def write(self, record: ShadowRecord) -> None:
+        self.records.append(record)
+
+    def submit(self, decision: Decision | None = None, body: dict[str, Any] = BODY) -> bool:
+        return self.runner.submit(decision or _decision(), body, "cheap", "#### 42", 1234.5)
+
+
+def _run(registry: Registry, job: Callable[[Run], Awaitable[T]], **settings: Any) -> T:
+    async def main() -> T:
+        run = Run(registry, **settings)
+        try:
+            return await job(run)
+        finally:
+            await run.runner.aclose(5)
+            await run.dispatcher.aclose()
+
+    return asyncio.run(main())
+
+
+# -- sampling ------------------------------------------------------------------------------
+
+
+def test_the_sampling_rate_is_respected(registry: Registry) -> None:
+    async def job(run: Run) -> int:
+        return sum(run.runner.sampled(_decision()) for _ in range(2000))
+
+    assert abs(_run(registry, job, rate=0.2) / 2000 - 0.2) < 0.03
+    assert _run(registry, job, rate=0.0) == 0
+    assert _run(registry, job, rate=1.0) == 2000
+
+
+def test_sampling_filters(registry: Registry) -> None:
+    async def job(run: Run) -> dict[str, bool]:
+        sampled = run.runner.sampled
+        return {
+            "maths": sampled(_decision("maths")),
+            "chat": sampled(_decision("chat")),
+            "routed to the reference": sampled(_decision("maths", "ref")),
+            "blocked": sampled(_decision(safety=SafetyOutcome("strict", "block"))),
+            "rerouted by safety": sampled(
+                _decision(safety=SafetyOutcome("strict", "route", model="judge"))
+            ),
+            "redacted": sampled(_decision(safety=SafetyOutcome("strict", "redact"))),
+        }
+
+    assert _run(registry, job, routes=("maths",)) == {
+        "maths": True,
+        "chat": False,
+        "routed to the reference": False,
+        "blocked": False,
+        "rerouted by safety": False,
+        "redacted": True,
+    }
+    assert _run(registry, job)["chat"] is True  # no route filter: every route
+
+
+# -- submit --------------------------------------------------------------------------------
+
+
+def test_submit_returns_at_once_and_the_record_arrives_later(
+    registry: Registry, upstream: FakeUpstream
+) -> None:
+    async def job(run: Run) -> tuple[bool, float, int, list[ShadowRecord], list[str]]:
+        started = time.perf_counter()
+        scheduled = run.submit()
+        elapsed = time.perf_counter() - started
+        written_at_once = len(run.records)
+        await run.runner.aclose(5 * DELAY)
+        return scheduled, elapsed, written_at_once, run.records, run.outcomes
+
+    upstream.requests.clear()
+    judge = JudgeSettings(kind="exact")
+    scheduled, elapsed, written_at_once, records, outcomes = _run(
+        registry, job, reference="slow", judge=judge
+    )
+    assert outcomes == ["sent"]
+    assert scheduled and written_at_once == 0
+    assert elapsed < 0.05 * DELAY
+    [record] = records
+    assert (record.decision_id, record.ts, record.route) == ("d-maths-cheap", 1234.5, "maths")
+    assert (record.routed_model, record.reference_model) == ("cheap", "slow")
+    assert record.routed_answer == "#### 42"
+    assert record.reference_answer == "echo: compute 40 + 2 = 42"
+    assert record.judge == "exact" and record.routed_ok is True and record.judge_score == 1.0
+    assert record.judge_error is None
+    assert record.reference_latency_ms is not None and record.reference_latency_ms >= 900 * DELAY
+    assert record.reference_cost_usd is not None
+    # the reference got the request unstreamed
+    [sent] = upstream.calls_to(f"slow?delay={DELAY}")
+    assert "stream" not in sent.body and "stream_options" not in sent.body
+    assert sent.body["messages"] == BODY["messages"]
+
+
+def test_the_reference_gets_the_redacted_body(registry: Registry, upstream: FakeUpstream) -> None:
+    redacted = {"messages": [{"role": "user", "content": "mail <EMAIL_1> about 40 + 2"}]}
+    safety = SafetyOutcome("pii", "redact", fired=("pii:EMAIL",), redacted_body=redacted)
+    body = {"messages": [{"role": "user", "content": "mail ann@example.com about 40 + 2"}]}
+    upstream.requests.clear()
+
+    async def job(run: Run) -> list[ShadowRecord]:
+        assert run.submit(_decision(safety=safety), body)
+        await run.runner.aclose(5)
+        return run.records
+
+    [record] = _run(registry, job)
+    [sent] = upstream.calls_to("ref")
+    assert sent.body["messages"] == redacted["messages"]
+    assert record.reference_answer == "echo: mail <EMAIL_1> about 40 + 2"
+    assert record.judge is None and record.routed_ok is None and record.judge_error is None
+    assert shadow_body(_decision(safety=safety), body)["messages"] == redacted["messages"]
+
+
+def test_a_saturated_runner_drops_and_counts(registry: Registry) -> None:
+    async def job(run: Run) -> tuple[list[bool], list[str], int]:
+        results = [run.submit(), run.submit()]
+        outcomes = list(run.outcomes)
+        in_flight = run.runner.in_flight
+        await run.runner.aclose(5 * DELAY)
+        assert len(run.records) == 1
+        return results, outcomes, in_flight
+
+    results, outcomes, in_flight = _run(registry, job, reference="slow", max_concurrency=1)
+    assert results == [True, False]
+    assert outcomes == ["sent", "dropped_saturated"]
+    assert in_flight == 1
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [("broken", "reference failed: "), ("dead", "reference failed: ")],
+)
+def test_a_failing_reference_is_recorded_as_an_error(
+    registry: Registry, reference: str, expected: str
+) -> None:
+    async def job(run: Run) -> tuple[list[ShadowRecord], list[str]]:
+        assert run.submit()
+        await run.runner.aclose(5)
+        return run.records, run.outcomes
+
+    [record], outcomes = _run(registry, job, reference=reference, judge=JudgeSettings(kind="exact"))
+    assert outcomes == ["sent", "error"]
+    assert record.reference_answer is None and record.routed_answer == "#### 42"
+    assert record.routed_ok is None and record.judge_score is None
+    assert record.judge_error is not None and record.judge_error.startswith(expected)
+    assert len(record.judge_error) <= 200
+    assert record.reference_cost_usd is None
+
+
+def test_a_slow_reference_times_out(registry: Registry) -> None:
+    async def job(run: Run) -> tuple[list[ShadowRecord], list[str]]:
+        assert run.submit()
+        await run.runner.aclose(5)
+        return run.records, run.outcomes
+
+    [record], outcomes = _run(registry, job, reference="slow", timeout=0.1 * DELAY)
+    assert outcomes == ["sent", "error"]
+    assert record.judge_error == f"reference timed out after {0.1 * DELAY:g}s"
+
+
+def test_aclose_cancels_what_is_still_in_flight(registry: Registry) -> None:
+    async def job(run: Run) -> tuple[float, list[ShadowRecord]]:
+        assert run.submit()
+        started = time.perf_counter()
+        await run.runner.aclose(0.05 * DELAY)
+        elapsed = time.perf_counter() - started
+        assert run.runner.in_flight == 0
+        assert not run.submit()  # closed: nothing more is taken
+        assert not run.runner.sampled(_decision())
+        return elapsed, run.records
+
+    elapsed, records = _run(registry, job, reference="slow")
+    assert elapsed < 0.5 * DELAY and records == []
+
+
+def test_a_failing_write_is_logged_not_raised(
+    registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def job(run: Run) -> None:
+        async def broken(record: ShadowRecord) -> None:
+            raise OSError("disk full")
+
+        run.runner._write = broken  # the seam under test: the write callback
+        assert run.submit()
+        await run.runner.aclose(5)
+
+    _run(registry, job)
+    assert "could not store the shadow of d-maths-cheap" in caplog.text
+
+
+def test_a_model_judge_that_cannot_answer_leaves_the_pair_unjudged(registry: Registry) -> None:
+    """The fake upstream echoes the prompt back, which is no JSON verdict."""
+
+    async def job(run: Run) -> list[ShadowRecord]:
+        assert run.submit()
+        await run.runner.aclose(5)
+        return run.records
+
+    [record] = _run(registry, job, judge=JudgeSettings(kind="model", model="judge"))
+    assert record.judge == "model:judge" and record.routed_ok is None
+    assert record.judge_error == "the judge's reply is not a JSON verdict"
+    assert record.reference_answer == "echo: compute 40 + 2 = 42"
+    assert record.extra["routed_position"] in ("A", "B")
+
+
+def test_submit_skips_an_answer_from_the_reference_itself(registry: Registry) -> None:
+    async def job(run: Run) -> bool:
+        return run.runner.submit(_decision(), BODY, "ref", "x", 0.0)
+
+    assert _run(registry, job) is False
+
+
+def test_submit_outside_an_event_loop_does_not_raise(registry: Registry) -> None:
+    run = Run(registry)
+    assert run.submit() is False
+    assert run.outcomes == []
+    asyncio.run(run.dispatcher.aclose())
+
+
+# -- answers -------------------------------------------------------------------------------
+
+
+def test_answer_text() -> None:
+    def completion(message: dict[str, Any]) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "message": message}]}
+
+    assert answer_text(completion({"role": "assistant", "content": "42"})) == "42"
+    assert answer_text(completion({"content": None})) is None
+    assert answer_text({"choices": []}) is None
+    call = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a":1}'}}
+    text = answer_text(completion({"content": None, "tool_calls": [call]}))
+    assert text is not None and json.loads(text) == [{"name": "add", "arguments": '{"a":1}'}]
+    parts = completion({"content": [{"type": "text", "text": "4"}, {"type": "text", "text": "2"}]})
+    assert answer_text(parts) == "42"
+
+
+def test_streamed_answer_accumulates_a_real_stream(registry: Registry) -> None:
+    async def job(run: Run) -> tuple[str | None, str | None]:
+        plan = Plan(_decision(), ("cheap",))
+        opened = await run.dispatcher.open_stream(plan, dict(BODY))
+        streamed = StreamedAnswer()
+        async for event in opened.events:
+            streamed.observe(event)
+        served = await run.dispatcher.complete(plan, {**BODY, "stream": False})
+        return streamed.text(), answer_text(served.data)
+
+    streamed, whole = _run(registry, job)
+    assert streamed is not None and whole is not None
+    assert streamed.split() == whole.split()  # the fake streams word by word
+
+
+def test_streamed_answer_joins_tool_call_deltas() -> None:
+    def event(delta: dict[str, Any]) -> bytes:
+        chunk = {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        return f"data: {json.dumps(chunk)}\n\n".encode()
+
+    streamed = StreamedAnswer()
+    for delta in (
+        {"role": "assistant", "content": None},
+        {"tool_calls": [{"index": 0, "function": {"name": "add", "arguments": '{"a"'}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]},
+    ):
+        streamed.observe(event(delta))
+    streamed.observe(b"data: [DONE]\n\n")
+    text = streamed.text()
+    assert text is not None and json.loads(text) == [{"name": "add", "arguments": '{"a":1}'}]
+    assert StreamedAnswer().text() is None
