@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from llmroute.cli import db as _db  # noqa: F401  (registers commands)
 from llmroute.cli import difficulty as _difficulty  # noqa: F401  (registers commands)
 from llmroute.cli import evaluate as _evaluate  # noqa: F401
 from llmroute.cli import reasoning as _reasoning  # noqa: F401
@@ -11,6 +12,7 @@ from llmroute.cli import registry as _registry  # noqa: F401
 from llmroute.cli import route as _route  # noqa: F401
 from llmroute.cli import safety as _safety  # noqa: F401
 from llmroute.cli import serve as _serve  # noqa: F401
+from llmroute.cli import telemetry as _telemetry  # noqa: F401
 from llmroute.cli._app import app
 
 __all__ = ["app", "main"]

@@ -1,0 +1,500 @@
+"""Analysis over the decision log: `llmroute drift`, `llmroute refresh`, `llmroute report`
+and `llmroute report shadow`.
+
+The log is found by ``--url``, else ``$LLMROUTE_TELEMETRY_URL``, else the registry's
+``telemetry.url``; any password in it is masked in what is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from llmroute.cli._app import RegistryOption, app, fail, resolve_registry
+from llmroute.telemetry.windows import Window, WindowError, parse_window
+
+if TYPE_CHECKING:
+    from llmroute.registry import LoadedRegistry
+    from llmroute.telemetry.drift import DriftReport
+    from llmroute.telemetry.refresh import RefreshProposal, RoutingChange
+    from llmroute.telemetry.report import GroupStats, Report
+    from llmroute.telemetry.shadow_report import ShadowReport
+    from llmroute.telemetry.store import Store
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="Decision log URL (default: $LLMROUTE_TELEMETRY_URL, else the registry's "
+        "telemetry.url).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+report_app = typer.Typer(
+    help="What routing did over a window of the decision log (see also: report shadow).",
+    invoke_without_command=True,
+)
+app.add_typer(report_app, name="report")
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value * 100:.{digits}f}%"
+
+
+def _num(value: float | None, fmt: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def _window(text: str, option: str) -> Window:
+    try:
+        return parse_window(text)
+    except WindowError as exc:
+        fail(f"{option}: {exc}")
+
+
+# -- finding the log ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    store: Store
+    shown: str  # the URL, password masked
+    empty_reason: str | None  # why there is nothing to read, when there is nothing
+
+
+def _load(registry: Path | None) -> LoadedRegistry:
+    from llmroute.registry import load_registry
+
+    return load_registry(resolve_registry(registry))
+
+
+def _url(url: str | None, loaded: LoadedRegistry | None) -> str:
+    from llmroute.registry.schema import TelemetrySettings
+    from llmroute.telemetry.store import ENV_VAR, resolve_telemetry_url
+
+    if url is not None and url.strip():
+        return url.strip()
+    settings = loaded.registry.telemetry if loaded is not None else TelemetrySettings()
+    if loaded is None and not os.environ.get(ENV_VAR):
+        fail(f"no decision log given: pass --url URL, set {ENV_VAR}, or pass --registry FILE")
+    resolved = resolve_telemetry_url(settings)
+    if resolved is None:
+        fail(
+            f"the decision log is off (telemetry.enabled is false, or {ENV_VAR} is off): "
+            "pass --url URL"
+        )
+    return resolved
+
+
+@contextmanager
+def _open_log(url: str) -> Iterator[Log]:
+    from llmroute.telemetry.store import mask_url, open_store
+    from llmroute.telemetry.store.url import sqlite_path
+
+    shown = mask_url(url)
+    reason = None
+    if url.lower().startswith("sqlite:"):
+        path = sqlite_path(url)
+        if path != ":memory:" and not Path(path).exists():
+            reason = f"no decision log at {path} yet"
+    store = open_store(url)
+    try:
+        if reason is None and store.schema_version() == 0:
+            reason = "the decision log has no tables yet (run `llmroute db upgrade`)"
+        yield Log(store, shown, reason)
+    finally:
+        store.close()
+
+
+def _empty(log: Log, what: str, as_json: bool, payload: dict[str, Any] | None = None) -> None:
+    message = f"{log.empty_reason or 'no decisions'} in {what}"
+    if as_json:
+        print(json.dumps({"url": log.shown, "empty": True, "message": message, **(payload or {})}))
+    else:
+        _console().print(f"{escape(log.shown)}: {escape(message)}; nothing to report")
+
+
+# -- drift --------------------------------------------------------------------------------
+
+
+@app.command("drift")
+def drift_command(
+    registry: RegistryOption = None,
+    url: UrlOption = None,
+    baseline: Annotated[
+        str, typer.Option("--baseline", help="The reference window, e.g. 14d..7d.")
+    ] = "14d..7d",
+    recent: Annotated[str, typer.Option("--recent", help="The window to check, e.g. 7d.")] = "7d",
+    as_json: JsonOption = False,
+) -> None:
+    """Flag routes whose margins decayed between two windows (exit 1 when any did)."""
+    from llmroute.telemetry.drift import drift_report
+
+    old, new = _window(baseline, "--baseline"), _window(recent, "--recent")
+    loaded = _load(registry)
+    with _open_log(_url(url, loaded)) as log:
+        if log.empty_reason is not None:
+            _empty(log, "either window", as_json, {"flagged": False, "enough_data": False})
+            return
+        report = drift_report(
+            log.store.decisions(old.since, old.until),
+            log.store.decisions(new.since, new.until),
+            loaded.registry.drift,
+        )
+    if as_json:
+        payload = report.to_dict()
+        payload.update(url=log.shown, baseline=old.to_dict(), recent=new.to_dict())
+        print(json.dumps(payload))
+    else:
+        _print_drift(_console(), report, old, new, log.shown)
+    if report.flagged:
+        raise typer.Exit(1)
+
+
+def _print_drift(
+    console: Console, report: DriftReport, old: Window, new: Window, shown: str
+) -> None:
+    console.print(f"[bold]drift[/] in {escape(shown)}")
+    console.print(f"baseline {escape(old.describe())}: {report.n_baseline} requests")
+    console.print(f"recent   {escape(new.describe())}: {report.n_recent} requests")
+    if not report.enough_data:
+        console.print(
+            f"not enough data: each window needs at least {report.settings.min_requests} "
+            "requests (drift.min_requests); nothing flagged"
+        )
+        return
+    table = Table(
+        "route", "status", "n base", "n recent", "share", "median margin", "shift", "PSI", "KS p",
+        box=None, pad_edge=False,
+    )  # fmt: skip
+    styles = {"flagged": "[bold red]flagged[/]", "ok": "[green]ok[/]"}
+    for r in report.routes:
+        share = f"{_pct(r.share_baseline)} → {_pct(r.share_recent)}"
+        median = f"{_num(r.median_baseline)} → {_num(r.median_recent)}"
+        shift = _num(r.median_shift, "+.3f")
+        table.add_row(
+            escape(r.route), styles.get(r.status, "insufficient"), str(r.n_baseline),
+            str(r.n_recent), share, median, shift, _num(r.psi), _num(r.ks_p, ".2g"),
+        )  # fmt: skip
+    console.print(table)
+    for r in report.routes:
+        if r.flagged:
+            console.print(f"[bold red]{escape(r.route)}[/]: {escape('; '.join(r.reasons))}")
+    rise = report.default_rate_rise
+    verdict = "[bold red]flagged[/]" if report.default_flagged else "ok"
+    console.print(
+        f"default rate {_pct(report.default_rate_baseline)} → {_pct(report.default_rate_recent)}"
+        f" ({_num(None if rise is None else rise * 100, '+.1f')} points, bound "
+        f"{report.settings.default_rate_rise * 100:g}): {verdict}"
+    )
+    console.print(f"route mix: total variation {_num(report.mix_tv)}, PSI {_num(report.mix_psi)}")
+    if not report.flagged:
+        console.print("[green]no drift flagged[/]")
+
+
+# -- refresh ------------------------------------------------------------------------------
+
+
+@app.command("refresh")
+def refresh_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Candidate registry to write.")],
+    registry: RegistryOption = None,
+    url: UrlOption = None,
+    since: Annotated[str, typer.Option("--since", help="The window to mine, e.g. 7d.")] = "7d",
+    eval_data: Annotated[
+        Path | None,
+        typer.Option("--eval-data", help="Labelled JSONL to compare candidate vs current on."),
+    ] = None,
+    max_margin: Annotated[
+        float, typer.Option("--max-margin", min=0.0, help="Mine routed requests below this margin.")
+    ] = 0.1,
+    min_cluster: Annotated[
+        int, typer.Option("--min-cluster", min=2, help="Smallest cluster to propose.")
+    ] = 5,
+    similarity: Annotated[
+        float,
+        typer.Option(
+            "--cluster-similarity", min=-1.0, max=1.0, help="Mean cosine similarity to merge at."
+        ),
+    ] = 0.5,
+    as_json: JsonOption = False,
+) -> None:
+    """Propose new examples and candidate routes from low-margin and default traffic."""
+    from llmroute.decide import Router
+    from llmroute.telemetry.refresh import RefreshConfig, propose
+
+    window = _window(since, "--since")
+    path = resolve_registry(registry)
+    if output.resolve() == path.resolve():
+        fail("--output must not be the live registry; write the candidate elsewhere")
+    loaded = _load(path)
+    with _open_log(_url(url, loaded)) as log:
+        if log.empty_reason is not None:
+            _empty(log, window.text, as_json)
+            return
+        decisions = log.store.decisions(window.since, window.until)
+    if not decisions:
+        _empty(Log(log.store, log.shown, None), f"the last {window.text}", as_json)
+        return
+    router = Router(loaded)
+    config = RefreshConfig(
+        max_margin=max_margin, min_cluster=min_cluster, cluster_similarity=similarity
+    )
+    proposal = propose(decisions, router, config)  # NoPrompts: a clean error, exit 2
+    output.write_text(proposal.yaml_text, encoding="utf-8")
+    candidate = Router(proposal.candidate, encoder=router.encoder)
+    mined_change = _routing_change(router, candidate, proposal.mined)
+    mined_set = set(proposal.mined)
+    others = list(
+        dict.fromkeys(d.prompt for d in decisions if d.prompt and d.prompt not in mined_set)
+    )
+    held_change = _routing_change(router, candidate, others[:1000])
+    comparison = None
+    if eval_data is not None:
+        comparison = _compare(path, output, eval_data)
+    if as_json:
+        payload = proposal.to_dict()
+        payload.update(
+            url=log.shown,
+            window=window.to_dict(),
+            output=str(output),
+            mined_routing=mined_change.to_dict(),
+            other_routing=held_change.to_dict(),
+        )
+        if comparison is not None:
+            payload["compare"] = comparison.to_dict()
+        print(json.dumps(payload, ensure_ascii=False))
+        return
+    console = _console()
+    _print_refresh(console, proposal, output)
+    _print_change(console, "mined prompts", mined_change)
+    _print_change(console, "other logged prompts (should barely move)", held_change)
+    if comparison is not None:
+        from llmroute.cli.evaluate import _print_comparison
+
+        _print_comparison(console, comparison, path)
+
+
+def _routing_change(current: Any, candidate: Any, texts: list[str]) -> RoutingChange:
+    from llmroute.telemetry.refresh import routing_change
+
+    return routing_change(current, candidate, texts)
+
+
+def _compare(current: Path, candidate: Path, data: Path) -> Any:
+    from llmroute.cli.evaluate import _evaluate
+    from llmroute.evaluate.data import read_labelled
+    from llmroute.evaluate.run import compare_reports
+
+    rows = read_labelled(data)
+    new = _evaluate(candidate, rows, None, "evaluating the candidate")
+    old = _evaluate(current, rows, None, "evaluating the current registry")
+    return compare_reports(new, old)
+
+
+def _print_refresh(console: Console, proposal: RefreshProposal, output: Path) -> None:
+    console.print(
+        f"{proposal.n_decisions} decisions, {proposal.n_with_prompt} with a stored prompt; "
+        f"{proposal.n_mined} unique low-margin or default prompts mined, "
+        f"{proposal.n_clustered} in {len(proposal.clusters)} clusters"
+    )
+    if not proposal.clusters:
+        console.print("no cluster large enough: the candidate equals the current registry")
+    for c in proposal.clusters:
+        what = (
+            f"[bold]new route {escape(c.route)}[/] (nearest {escape(str(c.nearest_route))}, "
+            f"similarity {c.similarity:.2f} < {c.bound:.2f})"
+            if c.new
+            else f"examples for [bold]{escape(c.route)}[/] (similarity {c.similarity:.2f} "
+            f">= {c.bound:.2f})"
+        )
+        console.print(f"- {c.size} prompts → {what}")
+        for sample in c.samples:
+            console.print(f"    {escape(sample)}")
+    console.print(f"candidate registry written to {escape(str(output))}")
+
+
+def _print_change(console: Console, label: str, change: RoutingChange) -> None:
+    if not change.n:
+        return
+    console.print(
+        f"routing of {label}: {change.changed} of {change.n} change route "
+        f"({_pct(change.changed_share)})"
+    )
+    for before, after, count in change.transitions[:10]:
+        console.print(f"    {escape(before)} → {escape(after)}: {count}")
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+@report_app.callback()
+def report_command(
+    ctx: typer.Context,
+    registry: RegistryOption = None,
+    url: UrlOption = None,
+    since: Annotated[str, typer.Option("--since", help="The window, e.g. 24h, 7d.")] = "24h",
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Write charts to an .html page or a .png.", show_default=False),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Route mix, cost vs the strongest model, fallbacks, latency, errors, feedback and
+    shadow quality over a window."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from llmroute.telemetry.report import build_report
+
+    window = _window(since, "--since")
+    if plot is not None and plot.suffix.lower() not in (".html", ".png"):
+        fail(f"--plot must end in .html or .png, got {plot}")
+    loaded = _load(registry)
+    with _open_log(_url(url, loaded)) as log:
+        if log.empty_reason is not None:
+            _empty(log, f"the last {window.text}", as_json)
+            return
+        decisions = log.store.decisions(window.since, window.until)
+        feedback = log.store.feedback(window.since, window.until)
+        shadows = log.store.shadows(window.since, window.until)
+    if not decisions:
+        _empty(Log(log.store, log.shown, None), f"the last {window.text}", as_json)
+        return
+    report = build_report(decisions, loaded.registry, feedback=feedback, shadows=shadows)
+    if plot is not None:
+        from llmroute.telemetry.report_plot import plot_report
+
+        plot_report(report, plot, title=f"llmroute report: {window.describe()}")
+    if as_json:
+        payload = report.to_dict()
+        payload.update(url=log.shown, window=window.to_dict())
+        print(json.dumps(payload))
+        return
+    console = _console()
+    _print_report(console, report, window, log.shown)
+    if plot is not None:
+        console.print(f"charts written to {escape(str(plot))}")
+
+
+def _group_table(title: str, groups: list[GroupStats], strongest: str | None) -> Table:
+    columns = [title, "n", "share", "errors", "fallback", "p50 ms", "p99 ms", "cost $"]
+    if strongest is not None:
+        columns += [f"always {strongest} $", "saved"]
+    table = Table(*columns, box=None, pad_edge=False)
+    for g in groups:
+        row = [
+            escape(g.name), str(g.n), _pct(g.share), _pct(g.error_rate), _pct(g.fallback_rate),
+            _num(g.p50_ms, ".0f"), _num(g.p99_ms, ".0f"), f"{g.cost_usd:.4f}",
+        ]  # fmt: skip
+        if strongest is not None:
+            row += [_num(g.counterfactual_usd, ".4f"), _pct(g.savings)]
+        table.add_row(*row)
+    return table
+
+
+def _print_report(console: Console, report: Report, window: Window, shown: str) -> None:
+    total = report.total
+    console.print(f"[bold]report[/] of {escape(shown)}, {escape(window.describe())}")
+    console.print(
+        f"{total.n} requests; errors {_pct(total.error_rate)}, fallbacks "
+        f"{_pct(total.fallback_rate)}, escalations {_pct(total.escalation_rate)}, cache hits "
+        f"{total.cache_hits}; latency p50 {_num(total.p50_ms, '.0f')} ms, p99 "
+        f"{_num(total.p99_ms, '.0f')} ms"
+    )
+    if report.strongest is not None:
+        console.print(
+            f"cost ${total.cost_usd:.4f} vs ${_num(total.counterfactual_usd, '.4f')} always on "
+            f"{escape(report.strongest)} (the most expensive chat model): saved "
+            f"{_pct(total.savings)}"
+            + (f"; {total.unpriced} without token counts" * bool(total.unpriced))
+        )
+    else:
+        console.print(f"cost ${total.cost_usd:.4f} (no model has a price: no counterfactual)")
+    console.print()
+    console.print(_group_table("route", report.routes, report.strongest))
+    console.print()
+    console.print(_group_table("model", report.models, None))
+    if report.feedback:
+        table = Table(
+            "route", "feedback", "mean score", "thumbs", "thumbs up", box=None, pad_edge=False
+        )
+        for f in report.feedback:
+            table.add_row(
+                escape(f.route), str(f.n), _num(f.mean_score, ".2f"), str(f.thumbs),
+                _pct(f.thumbs_up_share),
+            )  # fmt: skip
+        console.print()
+        console.print(table)
+    if report.shadow.overall.pairs:
+        console.print()
+        _print_shadow(console, report.shadow)
+
+
+# -- report shadow ------------------------------------------------------------------------
+
+
+@report_app.command("shadow")
+def shadow_command(
+    registry: RegistryOption = None,
+    url: UrlOption = None,
+    since: Annotated[str, typer.Option("--since", help="The window, e.g. 7d.")] = "7d",
+    as_json: JsonOption = False,
+) -> None:
+    """Per route: how often the routed answer was judged worse than the reference's."""
+    from llmroute.telemetry.shadow_report import shadow_report
+    from llmroute.telemetry.store import ENV_VAR
+
+    window = _window(since, "--since")
+    need_registry = url is None and not os.environ.get(ENV_VAR)
+    loaded = _load(registry) if need_registry or registry is not None else None
+    with _open_log(_url(url, loaded)) as log:
+        if log.empty_reason is not None:
+            _empty(log, f"the last {window.text}", as_json)
+            return
+        records = log.store.shadows(window.since, window.until)
+    if not records:
+        message = f"no shadow records in the last {window.text} (is shadow routing on?)"
+        if as_json:
+            print(json.dumps({"url": log.shown, "empty": True, "message": message}))
+        else:
+            _console().print(f"{escape(log.shown)}: {escape(message)}")
+        return
+    report = shadow_report(records)
+    if as_json:
+        print(json.dumps({"url": log.shown, "window": window.to_dict(), **report.to_dict()}))
+        return
+    console = _console()
+    console.print(f"[bold]shadow report[/] of {escape(log.shown)}, {escape(window.describe())}")
+    _print_shadow(console, report)
+
+
+def _print_shadow(console: Console, report: ShadowReport) -> None:
+    table = Table(
+        "route", "pairs", "judged", "lost quality", "95% CI", "judge errors", "unjudged",
+        box=None, pad_edge=False,
+    )  # fmt: skip
+    for r in [*report.routes, report.overall]:
+        interval = r.interval
+        ci = "n/a" if interval is None else f"{_pct(interval[0])} – {_pct(interval[1])}"
+        table.add_row(
+            escape(r.route), str(r.pairs), str(r.judged), f"{r.lost} ({_pct(r.lost_share)})",
+            ci, str(r.judge_errors), str(r.unjudged),
+        )  # fmt: skip
+    console.print("shadow quality (routed answer judged worse than the reference):")
+    console.print(table)

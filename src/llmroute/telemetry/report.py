@@ -1,0 +1,290 @@
+"""`llmroute report`: what routing did over a window of the decision log.
+
+Route mix; cost against always calling the strongest model (the registry's most
+expensive chat model by input + output price per million tokens: the counterfactual
+prices each request's logged tokens at that model); fallback rate (requests with failed
+attempts before the answer) and escalation rate (attempts that mention an escalation);
+p50/p99 latency per route and per model; error rate; user feedback and shadow quality
+per route.
+
+A request's cost is its logged `cost_usd`, else its tokens priced at its model's
+registry price; requests without token counts are left out of both cost columns (so
+the savings compare like with like) and counted in `unpriced`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from llmroute.registry.schema import Price, Registry
+from llmroute.telemetry.record import FeedbackRecord, LoggedDecision, ShadowRecord
+from llmroute.telemetry.shadow_report import ShadowReport, shadow_report
+
+__all__ = [
+    "ESCALATION_MARKERS",
+    "FeedbackStats",
+    "GroupStats",
+    "Report",
+    "build_report",
+    "is_error",
+    "strongest_model",
+]
+
+ESCALATION_MARKERS = ("escalat", "cascade")  # matched case-insensitively in attempts
+
+
+def strongest_model(registry: Registry) -> tuple[str, Price] | None:
+    """The most expensive chat model (input + output price; ties by name), or None when
+    no chat model has a price."""
+    priced = [
+        (m.price.input + m.price.output, name, m.price)
+        for name, m in registry.models.items()
+        if m.kind == "chat" and (m.price.input > 0 or m.price.output > 0)
+    ]
+    if not priced:
+        return None
+    _, name, price = max(priced, key=lambda item: (item[0], item[1]))
+    return name, price
+
+
+def _priced(d: LoggedDecision, price: Price) -> float | None:
+    if d.tokens_in is None and d.tokens_out is None:
+        return None
+    return ((d.tokens_in or 0) * price.input + (d.tokens_out or 0) * price.output) / 1e6
+
+
+def is_error(d: LoggedDecision) -> bool:
+    return d.status >= 400 or d.error is not None
+
+
+def is_escalation(d: LoggedDecision) -> bool:
+    return any(m in a.lower() for a in d.attempts for m in ESCALATION_MARKERS)
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else None
+
+
+def _rate(count: int, n: int) -> float | None:
+    return count / n if n else None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStats:
+    """The requests of one route or one model."""
+
+    name: str
+    n: int
+    share: float
+    errors: int
+    fallbacks: int
+    escalations: int
+    cache_hits: int
+    p50_ms: float | None
+    p99_ms: float | None
+    cost_usd: float  # over the priced requests
+    counterfactual_usd: float | None  # the same requests on the strongest model
+    unpriced: int
+
+    @property
+    def error_rate(self) -> float | None:
+        return _rate(self.errors, self.n)
+
+    @property
+    def fallback_rate(self) -> float | None:
+        return _rate(self.fallbacks, self.n)
+
+    @property
+    def escalation_rate(self) -> float | None:
+        return _rate(self.escalations, self.n)
+
+    @property
+    def savings(self) -> float | None:
+        if not self.counterfactual_usd:
+            return None
+        return 1.0 - self.cost_usd / self.counterfactual_usd
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "n": self.n,
+            "share": self.share,
+            "errors": self.errors,
+            "error_rate": self.error_rate,
+            "fallbacks": self.fallbacks,
+            "fallback_rate": self.fallback_rate,
+            "escalations": self.escalations,
+            "escalation_rate": self.escalation_rate,
+            "cache_hits": self.cache_hits,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "cost_usd": self.cost_usd,
+            "counterfactual_usd": self.counterfactual_usd,
+            "savings": self.savings,
+            "unpriced": self.unpriced,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackStats:
+    route: str
+    n: int  # feedback records
+    scores: int
+    mean_score: float | None
+    thumbs: int
+    thumbs_up_share: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "n": self.n,
+            "scores": self.scores,
+            "mean_score": self.mean_score,
+            "thumbs": self.thumbs,
+            "thumbs_up_share": self.thumbs_up_share,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    strongest: str | None
+    total: GroupStats
+    routes: list[GroupStats]
+    models: list[GroupStats]
+    feedback: list[FeedbackStats]
+    feedback_unmatched: int  # feedback on decisions outside the window
+    shadow: ShadowReport
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return self.total.n == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "strongest_model": self.strongest,
+            "total": self.total.to_dict(),
+            "routes": [r.to_dict() for r in self.routes],
+            "models": [m.to_dict() for m in self.models],
+            "feedback": [f.to_dict() for f in self.feedback],
+            "feedback_unmatched": self.feedback_unmatched,
+            "shadow": self.shadow.to_dict(),
+            **self.extra,
+        }
+
+
+def _group(
+    name: str,
+    decisions: Sequence[LoggedDecision],
+    total: int,
+    cost_of: Callable[[LoggedDecision], float | None],
+    strongest: Price | None,
+) -> GroupStats:
+    cost = counterfactual = 0.0
+    unpriced = 0
+    for d in decisions:
+        actual = cost_of(d)
+        reference = _priced(d, strongest) if strongest is not None else None
+        if actual is None or (strongest is not None and reference is None):
+            unpriced += 1
+            continue
+        cost += actual
+        counterfactual += reference or 0.0
+    latencies = [d.latency_ms for d in decisions]
+    return GroupStats(
+        name=name,
+        n=len(decisions),
+        share=len(decisions) / total if total else 0.0,
+        errors=sum(map(is_error, decisions)),
+        fallbacks=sum(1 for d in decisions if d.attempts),
+        escalations=sum(map(is_escalation, decisions)),
+        cache_hits=sum(1 for d in decisions if d.cache_hit),
+        p50_ms=_percentile(latencies, 50),
+        p99_ms=_percentile(latencies, 99),
+        cost_usd=cost,
+        counterfactual_usd=counterfactual if strongest is not None else None,
+        unpriced=unpriced,
+    )
+
+
+def _grouped(
+    decisions: Iterable[LoggedDecision], key: Callable[[LoggedDecision], str]
+) -> dict[str, list[LoggedDecision]]:
+    groups: dict[str, list[LoggedDecision]] = defaultdict(list)
+    for d in decisions:
+        groups[key(d)].append(d)
+    return dict(sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])))
+
+
+def _feedback(
+    decisions: Sequence[LoggedDecision], feedback: Sequence[FeedbackRecord]
+) -> tuple[list[FeedbackStats], int]:
+    route_of = {d.id: d.route for d in decisions}
+    per_route: dict[str, list[FeedbackRecord]] = defaultdict(list)
+    unmatched = 0
+    for f in feedback:
+        route = route_of.get(f.decision_id)
+        if route is None:
+            unmatched += 1
+        else:
+            per_route[route].append(f)
+    stats = []
+    for route in sorted(per_route):
+        records = per_route[route]
+        scores = [f.score for f in records if f.score is not None]
+        thumbs = [f.thumbs for f in records if f.thumbs is not None]
+        stats.append(
+            FeedbackStats(
+                route=route,
+                n=len(records),
+                scores=len(scores),
+                mean_score=float(np.mean(scores)) if scores else None,
+                thumbs=len(thumbs),
+                thumbs_up_share=_rate(thumbs.count("up"), len(thumbs)),
+            )
+        )
+    return stats, unmatched
+
+
+def build_report(
+    decisions: Sequence[LoggedDecision],
+    registry: Registry | None,
+    *,
+    feedback: Sequence[FeedbackRecord] = (),
+    shadows: Sequence[ShadowRecord] = (),
+) -> Report:
+    """The report over one window (see the module docstring)."""
+    strongest = strongest_model(registry) if registry is not None else None
+    reference = strongest[1] if strongest is not None else None
+    prices = {name: m.price for name, m in registry.models.items()} if registry else {}
+
+    def cost_of(d: LoggedDecision) -> float | None:
+        if d.cost_usd is not None:
+            return d.cost_usd
+        price = prices.get(d.model)
+        return _priced(d, price) if price is not None else None
+
+    n = len(decisions)
+    routes = [
+        _group(name, group, n, cost_of, reference)
+        for name, group in _grouped(decisions, lambda d: d.route).items()
+    ]
+    models = [
+        _group(name, group, n, cost_of, reference)
+        for name, group in _grouped(decisions, lambda d: d.model).items()
+    ]
+    feedback_stats, unmatched = _feedback(decisions, feedback)
+    return Report(
+        strongest=strongest[0] if strongest is not None else None,
+        total=_group("(all)", decisions, n, cost_of, reference),
+        routes=routes,
+        models=models,
+        feedback=feedback_stats,
+        feedback_unmatched=unmatched,
+        shadow=shadow_report(shadows),
+    )

@@ -1,0 +1,105 @@
+"""The report over a window: mix, cost vs the strongest model, rates, latency, feedback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from log_factory import logged
+
+from llmroute.registry import parse_registry
+from llmroute.telemetry.record import FeedbackRecord, LoggedDecision, ShadowRecord
+from llmroute.telemetry.report import build_report, strongest_model
+from llmroute.telemetry.report_plot import plot_report
+
+REGISTRY = parse_registry(
+    """
+encoder: builtin:static
+providers:
+  local: {kind: openai, base_url: "http://127.0.0.1:8001/v1"}
+models:
+  small: {provider: local, model: s, price: {input: 1, output: 2}}
+  large: {provider: local, model: l, price: {input: 10, output: 30}}
+  embed: {provider: local, model: e, kind: embedding, price: {input: 100}}
+routes:
+  - {name: code, target: large, examples: [write code]}
+  - {name: chat, target: small, examples: [hello there]}
+default: {target: small}
+"""
+).registry
+
+
+def decisions() -> list[LoggedDecision]:
+    out = [
+        logged("chat", model="small", tokens_in=1000, tokens_out=1000, latency_ms=float(ms))
+        for ms in range(1, 101)
+    ]  # 100 requests at 0.003 $ each, 0.04 $ on the strongest model
+    out += [logged("code", model="large", tokens_in=1000, tokens_out=1000, cost_usd=0.05)] * 20
+    out[0] = logged("chat", model="small", attempts=("large (timeout)",), status=502, error="x")
+    out[1] = logged("chat", model="small", attempts=("escalated: low confidence",))
+    return out
+
+
+def test_strongest_is_the_most_expensive_chat_model() -> None:
+    name, price = strongest_model(REGISTRY) or ("", None)
+    assert name == "large" and price is not None and price.output == 30
+
+
+def test_mix_cost_rates_and_latency() -> None:
+    report = build_report(decisions(), REGISTRY)
+    routes = {r.name: r for r in report.routes}
+    assert [r.name for r in report.routes] == ["chat", "code"]
+    assert routes["chat"].share == pytest.approx(100 / 120)
+    chat = routes["chat"]
+    assert chat.unpriced == 2  # no token counts: left out of both cost columns
+    assert chat.cost_usd == pytest.approx(98 * 0.003)
+    assert chat.counterfactual_usd == pytest.approx(98 * 0.04)
+    assert chat.savings == pytest.approx(1 - 0.003 / 0.04)
+    assert routes["code"].savings == pytest.approx(1 - 0.05 / 0.04)  # logged cost wins
+    assert chat.fallbacks == 2 and chat.escalations == 1 and chat.errors == 1
+    assert report.total.error_rate == pytest.approx(1 / 120)
+    assert chat.p50_ms is not None and 40 < chat.p50_ms < 60
+    assert chat.p99_ms is not None and chat.p99_ms > 95
+    models = {m.name: m for m in report.models}
+    assert models["large"].n == 20 and models["small"].n == 100
+    assert report.to_dict()["strongest_model"] == "large"
+
+
+def test_feedback_and_shadow_per_route() -> None:
+    log = decisions()
+    feedback = [
+        FeedbackRecord(log[5].id, 1.0, score=1.0, thumbs="up"),
+        FeedbackRecord(log[6].id, 1.0, score=0.5, thumbs="down"),
+        FeedbackRecord(log[-1].id, 1.0, thumbs="up"),
+        FeedbackRecord("unknown", 1.0, score=0.0),
+    ]
+    shadows = [
+        ShadowRecord(log[5].id, 1.0, "chat", "small", "large", "a", "b", routed_ok=False),
+        ShadowRecord(log[6].id, 1.0, "chat", "small", "large", "a", "b", routed_ok=True),
+    ]
+    report = build_report(log, REGISTRY, feedback=feedback, shadows=shadows)
+    stats = {f.route: f for f in report.feedback}
+    assert stats["chat"].n == 2 and stats["chat"].mean_score == pytest.approx(0.75)
+    assert stats["chat"].thumbs_up_share == pytest.approx(0.5)
+    assert stats["code"].mean_score is None and stats["code"].thumbs_up_share == 1.0
+    assert report.feedback_unmatched == 1
+    assert report.shadow.overall.lost == 1
+
+
+def test_no_prices_means_no_counterfactual() -> None:
+    report = build_report(decisions(), None)
+    assert report.strongest is None and report.total.counterfactual_usd is None
+    assert report.total.cost_usd == pytest.approx(20 * 0.05)
+
+
+@pytest.mark.parametrize("suffix", [".html", ".png"])
+def test_plot(tmp_path: Path, suffix: str) -> None:
+    if suffix == ".png":
+        pytest.importorskip("matplotlib")
+    path = tmp_path / f"report{suffix}"
+    plot_report(build_report(decisions(), REGISTRY), path, title="t")
+    assert path.stat().st_size > 500
+    if suffix == ".html":
+        page = path.read_text(encoding="utf-8")
+        assert "<svg" in page and "route mix" in page and "always large" in page
+        assert "http" not in page.replace("http://www.w3.org", "")

@@ -1,0 +1,210 @@
+"""`llmroute drift`, `refresh`, `report` and `report shadow` over a real SQLite log."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from test_refresh import PASSPORT, REGISTRY, WEATHER_LIKE
+
+from llmroute.cli._app import run
+from llmroute.decision import Decision, new_decision_id
+from llmroute.telemetry.record import DecisionRecord, FeedbackRecord, ShadowRecord
+from llmroute.telemetry.store import open_store
+
+DAY = 86400.0
+
+
+def record(
+    route: str, margin: float | None, ts: float, prompt: str | None = None, **fields: object
+) -> DecisionRecord:
+    decision = Decision(
+        id=new_decision_id(),
+        route=route,
+        model="large" if route == "code" else "small",
+        layer="default" if route == "default" else "intent",
+        confidence=0.9,
+        margin=margin,
+        reason="test",
+        registry_version="v1",
+        signals=(),
+        encode_us=0.0,
+        total_us=0.0,
+    )
+    mode = "full" if prompt is not None else "hash"
+    return DecisionRecord(
+        decision=decision, ts=ts, status=200, latency_ms=50.0, prompt_mode=mode, prompt=prompt,
+        **fields,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def traffic(ts: float, rng: np.random.Generator, shift: float = 0.0) -> list[DecisionRecord]:
+    out = []
+    for route in ("code", "weather", "cooking"):
+        drop = shift if route == "weather" else 0.0
+        for m in np.clip(rng.beta(4, 3, size=120) - drop, 0, 1):
+            out.append(record(route, float(m), ts, tokens_in=100, tokens_out=100))
+    out += [record("default", 0.05, ts) for _ in range(30)]
+    return out
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Path:
+    path = tmp_path / "registry.yaml"
+    data = yaml.safe_load(REGISTRY)
+    data["telemetry"] = {"url": f"sqlite:///{tmp_path / 'log.db'}", "prompts": "full"}
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def fill(registry: Path, records: list[DecisionRecord]) -> None:
+    store = open_store(f"sqlite:///{registry.parent / 'log.db'}")
+    try:
+        store.migrate()
+        store.write_decisions(records)
+    finally:
+        store.close()
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    code = run([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(autouse=True)
+def _no_env_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LLMROUTE_TELEMETRY_URL", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+def test_drift_flags_the_shifted_route(registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    now, rng = time.time(), np.random.default_rng(0)
+    fill(registry, traffic(now - 10 * DAY, rng) + traffic(now - DAY, rng, shift=0.2))
+    code, out, _ = cli(capsys, "drift", "-r", registry, "--json")
+    payload = json.loads(out)
+    assert code == 1 and payload["flagged_routes"] == ["weather"]
+    assert payload["n_baseline"] == 390 and not payload["default_flagged"]
+    code, out, _ = cli(capsys, "drift", "-r", registry)
+    assert code == 1 and "flagged" in out and "weather" in out
+
+
+def test_drift_quiet_and_empty(registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "drift", "-r", registry)
+    assert code == 0 and "no decision log" in out
+    now, rng = time.time(), np.random.default_rng(1)
+    fill(registry, traffic(now - 10 * DAY, rng) + traffic(now - DAY, rng))
+    code, out, _ = cli(capsys, "drift", "-r", registry)
+    assert code == 0 and "no drift flagged" in out
+    code, out, _ = cli(capsys, "drift", "-r", registry, "--baseline", "60d..50d")
+    assert code == 0 and "not enough data" in out
+    code, _, err = cli(capsys, "drift", "-r", registry, "--recent", "7x")
+    assert code == 2 and "--recent" in err
+
+
+def test_report_and_plot(
+    registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = time.time()
+    records = traffic(now - 3600, np.random.default_rng(2))
+    fill(registry, records)
+    store = open_store(f"sqlite:///{tmp_path / 'log.db'}")
+    try:
+        store.write_feedback(FeedbackRecord(records[0].id, now, score=1.0, thumbs="up"))
+        store.write_shadow(
+            ShadowRecord(records[0].id, now, "code", "large", "large", "a", "a", routed_ok=True)
+        )
+    finally:
+        store.close()
+    plot = tmp_path / "report.html"
+    code, out, _ = cli(capsys, "report", "-r", registry, "--json", "--plot", plot)
+    payload = json.loads(out)
+    assert code == 0 and payload["total"]["n"] == 390
+    assert payload["strongest_model"] == "large"
+    assert {r["name"] for r in payload["routes"]} == {"code", "weather", "cooking", "default"}
+    assert payload["feedback"][0]["route"] == "code"
+    assert payload["shadow"]["overall"]["judged"] == 1
+    assert "<svg" in plot.read_text(encoding="utf-8")
+    code, out, _ = cli(capsys, "report", "-r", registry)
+    assert code == 0 and "always on large" in out and "shadow quality" in out
+    code, out, _ = cli(capsys, "report", "-r", registry, "--since", "30m")
+    assert code == 0 and "no decisions" in out
+
+
+def test_report_shadow(registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    now = time.time()
+    records = [record("code", 0.5, now - 60) for _ in range(4)]
+    fill(registry, records)
+    store = open_store(f"sqlite:///{registry.parent / 'log.db'}")
+    try:
+        for i, r in enumerate(records):
+            ok = None if i == 3 else i != 0
+            error = "timeout" if i == 3 else None
+            store.write_shadow(
+                ShadowRecord(
+                    r.id,
+                    now - 60,
+                    "code",
+                    "large",
+                    "ref",
+                    "a",
+                    "b",
+                    routed_ok=ok,
+                    judge_error=error,
+                )
+            )
+    finally:
+        store.close()
+    code, out, _ = cli(capsys, "report", "shadow", "-r", registry, "--json")
+    payload = json.loads(out)
+    assert code == 0 and payload["overall"]["judged"] == 3 and payload["overall"]["lost"] == 1
+    assert payload["routes"][0]["judge_errors"] == 1
+    code, out, _ = cli(
+        capsys, "report", "shadow", "--url", f"sqlite:///{registry.parent / 'log.db'}"
+    )
+    assert code == 0 and "lost quality" in out
+
+
+def test_password_is_masked(registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(capsys, "report", "-r", registry, "--url", "mysql://bob:s3cret@db/x")
+    assert code == 2 and "s3cret" not in out + err and "bob:***" in out + err
+
+
+def test_refresh(registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    now = time.time()
+    fill(registry, [record("default", 0.01, now - 60) for _ in range(3)])
+    out_path = tmp_path / "candidate.yaml"
+    code, _, err = cli(capsys, "refresh", "-r", registry, "-o", out_path)
+    assert code == 2 and "telemetry.prompts: full or redacted" in err
+    records = [record("default", 0.05, now - 60, p) for p in PASSPORT]
+    records += [record("weather", 0.04, now - 60, p) for p in WEATHER_LIKE]
+    records += [record("cooking", 0.9, now - 60, "recipe for banana bread")]
+    fill(registry, records)
+    before = registry.read_text(encoding="utf-8")
+    code, out, _ = cli(capsys, "refresh", "-r", registry, "-o", out_path, "--since", "1h")
+    assert code == 0, out
+    assert "new route candidate-1" in out and "examples for weather" in out
+    assert "routing of mined prompts" in out
+    candidate = yaml.safe_load(out_path.read_text(encoding="utf-8"))
+    assert "candidate-1" in [r["name"] for r in candidate["routes"]]
+    assert registry.read_text(encoding="utf-8") == before
+    code, _, err = cli(capsys, "refresh", "-r", registry, "-o", registry)
+    assert code == 2 and "live registry" in err
+
+
+def test_refresh_with_eval_data(
+    registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = time.time()
+    fill(registry, [record("default", 0.05, now - 60, p) for p in PASSPORT])
+    data = tmp_path / "eval.jsonl"
+    rows = [{"text": "recipe for apple pie", "intent": "cooking"}]
+    rows += [{"text": "will it rain in berlin", "intent": "weather"}]
+    data.write_text("\n".join(map(json.dumps, rows)) + "\n", encoding="utf-8")
+    out_path = tmp_path / "candidate.yaml"
+    code, out, _ = cli(capsys, "refresh", "-r", registry, "-o", out_path, "--eval-data", data)
+    assert code == 0 and "accuracy" in out and "vs baseline" in out
