@@ -11,6 +11,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -26,10 +27,15 @@ from llmroute.server.errors import (
     handle_http,
     handle_llmroute_error,
 )
+from llmroute.server.feedback import feedback
 from llmroute.server.meta import health, list_models, ready
+from llmroute.server.metrics import metrics_endpoint
 from llmroute.server.reload import reloading
 from llmroute.server.settings import REGISTRY_ENV, ServeSettings
 from llmroute.server.state import PinGateway
+from llmroute.telemetry.metrics import GatewayMetrics
+from llmroute.telemetry.service import Telemetry
+from llmroute.telemetry.tracing import tracing_from_env
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -40,14 +46,28 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with reloading(app.state, registry_path, serve_settings):
-            yield
+        app.state.metrics = metrics = GatewayMetrics()
+        app.state.tracing = tracing = tracing_from_env()
+        try:
+            async with reloading(app.state, registry_path, serve_settings) as reloader:
+                settings = reloader.current.router.loaded.registry.telemetry
+                app.state.telemetry = telemetry = await anyio.to_thread.run_sync(
+                    Telemetry.open, settings, metrics
+                )
+                try:
+                    yield
+                finally:
+                    await telemetry.aclose()
+        finally:
+            tracing.shutdown()
 
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/route", route_only, methods=["POST"]),
+            Route("/v1/feedback", feedback, methods=["POST"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
@@ -62,6 +82,7 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
         lifespan=lifespan,
     )
     app.state.gateway = None
+    app.state.telemetry = None
     return app
 
 

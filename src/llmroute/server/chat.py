@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -12,11 +13,15 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from llmroute.decide import Router
 from llmroute.decision import Decision
-from llmroute.dispatch import Opened, plan_request
+from llmroute.dispatch import Opened, Plan, plan_request
 from llmroute.errors import LlmrouteError, ProviderError
 from llmroute.server.body import read_json_object, require_messages
 from llmroute.server.errors import gateway_error
-from llmroute.server.state import gateway_of
+from llmroute.server.state import Gateway, gateway_of
+from llmroute.telemetry.recorder import Recorder
+from llmroute.telemetry.service import Telemetry
+from llmroute.telemetry.shadow import answer_text
+from llmroute.telemetry.tracing import RequestTrace, Tracing
 
 __all__ = ["chat_completions", "decision_headers", "route_only"]
 
@@ -35,6 +40,7 @@ def decision_headers(decision: Decision, model: str | None = None) -> dict[str, 
 
 
 async def chat_completions(request: Request) -> Response:
+    ts, started_ns = time.time(), time.perf_counter_ns()
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
     require_messages(body)
@@ -42,21 +48,128 @@ async def chat_completions(request: Request) -> Response:
     headers = decision_headers(plan.decision)
     if plan.decision.blocked:
         log_blocked(gateway.router, plan.decision, body)
+    recorder = recorder_of(request)
+    shadow = gateway.shadow is not None and gateway.shadow.sampled(plan.decision)
+    stream = body.get("stream") is True
+    trace = tracing_of(request).start_request(plan.decision, start_ns=int(ts * 1e9))
     try:
-        if body.get("stream") is True:
-            opened = await gateway.dispatcher.open_stream(plan, body)
+        if stream:
+            with trace.activate():
+                opened = await gateway.dispatcher.open_stream(plan, body)
+            ttft_ms = (time.perf_counter_ns() - started_ns) / 1e6
+            done = _stream_done(
+                gateway, recorder, trace, plan, body, ts, started_ns, ttft_ms, shadow
+            )
             return StreamingResponse(
-                relay(opened),
+                relay(opened, done, collect=shadow),
                 media_type="text/event-stream",
                 headers={
                     **decision_headers(plan.decision, opened.model),
                     "cache-control": "no-cache",
                 },
             )
-        served = await gateway.dispatcher.complete(plan, body)
+        with trace.activate():
+            served = await gateway.dispatcher.complete(plan, body)
     except LlmrouteError as exc:
-        raise gateway_error(exc, headers) from None
+        error = gateway_error(exc, headers)
+        failed = None
+        if recorder is not None:
+            failed = recorder.finished(
+                gateway.router,
+                plan.decision,
+                body,
+                ts=ts,
+                started_ns=started_ns,
+                status=error.status,
+                error=error.code or "error",
+                attempts=error.attempts,
+                stream=stream,
+            )
+        if failed is not None:
+            trace.finish(failed)
+        else:
+            trace.fail(exc)
+        raise error from None
+    except BaseException as exc:
+        trace.fail(exc)
+        raise
+    record = None
+    if recorder is not None:
+        record = recorder.finished(
+            gateway.router,
+            plan.decision,
+            body,
+            ts=ts,
+            started_ns=started_ns,
+            status=200,
+            served_model=served.model,
+            deployment=served.deployment,
+            usage=served.usage,
+            attempts=served.attempts,
+            shadow=shadow,
+        )
+    trace.finish(record)
+    if shadow and gateway.shadow is not None:
+        gateway.shadow.submit(
+            plan.decision, plan.outgoing(body), served.model, answer_text(served.data), ts
+        )
     return JSONResponse(served.data, headers=decision_headers(plan.decision, served.model))
+
+
+def recorder_of(request: Request) -> Recorder | None:
+    telemetry = getattr(request.app.state, "telemetry", None)
+    return telemetry.recorder if isinstance(telemetry, Telemetry) else None
+
+
+_NO_TRACING = Tracing()
+
+
+def tracing_of(request: Request) -> Tracing:
+    tracing = getattr(request.app.state, "tracing", None)
+    return tracing if isinstance(tracing, Tracing) else _NO_TRACING
+
+
+StreamDone = Callable[[Opened, str | None, str], None]
+
+
+def _stream_done(
+    gateway: Gateway,
+    recorder: Recorder | None,
+    trace: RequestTrace,
+    plan: Plan,
+    body: dict[str, Any],
+    ts: float,
+    started_ns: int,
+    ttft_ms: float,
+    shadow: bool,
+) -> StreamDone:
+    """What to do when a stream has ended: record it, and hand a sampled one's answer to
+    shadow routing. `error` is None for a complete stream."""
+
+    def done(opened: Opened, error: str | None, text: str) -> None:
+        record = None
+        if recorder is not None:
+            record = recorder.finished(
+                gateway.router,
+                plan.decision,
+                body,
+                ts=ts,
+                started_ns=started_ns,
+                status=200,
+                served_model=opened.model,
+                deployment=opened.deployment,
+                error=error,
+                usage=opened.usage,
+                attempts=opened.attempts,
+                stream=True,
+                ttft_ms=ttft_ms,
+                shadow=shadow,
+            )
+        trace.finish(record)
+        if shadow and error is None and gateway.shadow is not None:
+            gateway.shadow.submit(plan.decision, plan.outgoing(body), opened.model, text, ts)
+
+    return done
 
 
 def log_blocked(router: Router, decision: Decision, body: Mapping[str, Any]) -> None:
@@ -79,17 +192,52 @@ async def route_only(request: Request) -> Response:
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
     plan = plan_request(gateway.router, body, request.headers)
+    telemetry = getattr(request.app.state, "telemetry", None)
+    if isinstance(telemetry, Telemetry):
+        telemetry.metrics.observe_decision(plan.decision)
     return JSONResponse(plan.decision.to_dict(), headers=decision_headers(plan.decision))
 
 
-async def relay(opened: Opened) -> AsyncIterator[bytes]:
+async def relay(
+    opened: Opened, done: StreamDone | None = None, collect: bool = False
+) -> AsyncIterator[bytes]:
     """The stream's events; an upstream failure mid-stream ends it with an error event
-    and ``[DONE]`` (the status line has gone out, so nothing is retried silently)."""
+    and ``[DONE]`` (the status line has gone out, so nothing is retried silently).
+    `done` is told how it ended (``stream_interrupted`` upstream, ``client_disconnected``
+    when the client went away) with the streamed text when `collect` is set."""
+    error: str | None = "client_disconnected"
+    parts: list[str] = []
     try:
         async for event in opened.events:
+            if collect:
+                parts.append(_delta_text(event))
             yield event
+        error = None
     except ProviderError as exc:
+        error = "stream_interrupted"
         log.warning("stream from %s broke off: %s", opened.model, exc)
         yield b'data: {"error": {"message": "the upstream stream broke off", '
         yield b'"type": "server_error", "param": null, "code": "upstream_error"}}\n\n'
         yield b"data: [DONE]\n\n"
+    finally:
+        if done is not None:
+            try:
+                done(opened, error, "".join(parts))
+            except Exception:
+                log.exception("recording the stream of %s failed", opened.model)
+
+
+def _delta_text(event: bytes) -> str:
+    """The content of one SSE chunk's first choice (empty for anything else)."""
+    text: list[str] = []
+    for line in event.splitlines():
+        if not line.startswith(b"data:") or line.endswith(b"[DONE]"):
+            continue
+        try:
+            chunk = json.loads(line[5:])
+            content = chunk["choices"][0]["delta"].get("content")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            continue
+        if isinstance(content, str):
+            text.append(content)
+    return "".join(text)

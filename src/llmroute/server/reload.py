@@ -31,12 +31,18 @@ from starlette.datastructures import State
 
 from llmroute.decide import Router
 from llmroute.dispatch import Dispatcher
+from llmroute.dispatch.dispatcher import Observers
 from llmroute.errors import ConfigError, LlmrouteError
 from llmroute.providers import build_providers
 from llmroute.providers.base import ChatProvider
 from llmroute.registry import load_registry
 from llmroute.server.settings import ServeSettings
 from llmroute.server.state import Gateway
+from llmroute.telemetry.metrics import GatewayMetrics
+from llmroute.telemetry.record import ShadowRecord
+from llmroute.telemetry.service import Telemetry
+from llmroute.telemetry.shadow import ShadowRunner
+from llmroute.telemetry.tracing import Tracing
 
 __all__ = ["Fingerprint", "Reloader", "fingerprint", "reloading"]
 
@@ -81,15 +87,42 @@ def build(path: str, threads: int | None, current: Router | None = None) -> Buil
     return router, build_providers(router.loaded.registry)
 
 
-async def open_gateway(built: Built, max_body_bytes: int) -> Gateway:
+async def open_gateway(built: Built, max_body_bytes: int, state: State | None = None) -> Gateway:
+    """The gateway for a freshly built router; with `state` (the app's), its shadow
+    runner stores what it judged in the app's decision log and counts in its metrics."""
     router, providers = built
+    metrics = getattr(state, "metrics", None)
+    tracing = getattr(state, "tracing", None)
+    observer = Observers.of(
+        metrics if isinstance(metrics, GatewayMetrics) else None,
+        tracing.observer if isinstance(tracing, Tracing) else None,
+    )
     try:
-        dispatcher = Dispatcher(router.loaded.registry, providers)
+        dispatcher = Dispatcher(router.loaded.registry, providers, observer=observer)
     except BaseException:
         for provider in providers.values():
             await provider.aclose()
         raise
-    return Gateway(router, dispatcher, max_body_bytes)
+    return Gateway(router, dispatcher, max_body_bytes, _shadow_runner(router, dispatcher, state))
+
+
+def _shadow_runner(
+    router: Router, dispatcher: Dispatcher, state: State | None
+) -> ShadowRunner | None:
+    settings = router.loaded.registry.shadow
+    if settings is None or state is None:
+        return None
+
+    async def write(record: ShadowRecord) -> None:
+        telemetry = getattr(state, "telemetry", None)
+        if isinstance(telemetry, Telemetry):
+            await telemetry.add_shadow(record)
+
+    metrics = getattr(state, "metrics", None)
+    on_outcome = metrics.shadow if isinstance(metrics, GatewayMetrics) else None
+    return ShadowRunner(
+        settings, dispatcher, router.loaded.registry, write=write, on_outcome=on_outcome
+    )
 
 
 def one_line(exc: LlmrouteError) -> str:
@@ -125,7 +158,7 @@ class Reloader:
         self._seen = await anyio.to_thread.run_sync(fingerprint, self._path)
         built = await anyio.to_thread.run_sync(build, self._path, self._threads)
         assert built is not None
-        self._state.gateway = await open_gateway(built, self._max_body_bytes)
+        self._state.gateway = await open_gateway(built, self._max_body_bytes, self._state)
 
     def kick(self) -> None:
         """Reload now (the SIGHUP handler), whether or not the file looks changed."""
@@ -157,7 +190,7 @@ class Reloader:
         if built is None:
             log.info("registry reload (%s): version %s unchanged", reason, old.version)
             return
-        new = await open_gateway(built, self._max_body_bytes)
+        new = await open_gateway(built, self._max_body_bytes, self._state)
         self._state.gateway = new  # the swap: requests from now on get `new`
         log.info("registry reloaded (%s): version %s → %s", reason, old.version, new.version)
         self._retiring.append(old)
@@ -170,7 +203,7 @@ class Reloader:
         self._state.gateway = None
         for gateway in gateways:
             if isinstance(gateway, Gateway):
-                await gateway.dispatcher.aclose()
+                await gateway.aclose()
 
     async def _wait(self) -> bool:
         """Sleep one interval or until kicked; True when kicked."""
@@ -196,7 +229,7 @@ class Reloader:
             return  # closed at shutdown
         self._retiring.remove(old)
         with anyio.CancelScope(shield=True):
-            await old.dispatcher.aclose()
+            await old.aclose()
         log.info(
             "registry version %s retired: its last request finished, its clients are closed",
             old.version,

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from llmroute.decide import Router
 from llmroute.dispatch import Dispatcher
 from llmroute.server.errors import GatewayError
+from llmroute.telemetry.shadow import ShadowRunner
 
 __all__ = ["Gateway", "InFlight", "PinGateway", "gateway_of"]
 
@@ -55,7 +56,14 @@ class Gateway:
     router: Router
     dispatcher: Dispatcher
     max_body_bytes: int
+    shadow: ShadowRunner | None = None
     inflight: InFlight = field(default_factory=InFlight, repr=False)
+
+    async def aclose(self) -> None:
+        """Let in-flight shadow requests finish (briefly), then close the clients."""
+        if self.shadow is not None:
+            await self.shadow.aclose(5.0)
+        await self.dispatcher.aclose()
 
     @property
     def version(self) -> str:

@@ -1,0 +1,101 @@
+"""``POST /v1/feedback``: a user's verdict on a decision, stored beside it.
+
+Body: ``{"decision_id": str, "score": number in [0, 1] | "thumbs": "up" | "down",
+"comment": str}`` (score or thumbs, or both; comment optional). The decision id is the
+``x-llmroute-decision-id`` header of the response being judged. 200 ``{"ok": true}``;
+404 for an id the log does not hold; 503 when the decision log is off or unreachable.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from llmroute.server.body import read_json_object
+from llmroute.server.errors import GatewayError
+from llmroute.telemetry.record import FeedbackRecord
+from llmroute.telemetry.service import Telemetry
+
+__all__ = ["feedback", "parse_feedback"]
+
+log = logging.getLogger("llmroute.server")
+
+MAX_COMMENT_CHARS = 4000
+_MAX_BODY = 64 * 1024
+_KEYS = frozenset({"decision_id", "score", "thumbs", "comment"})
+
+
+def parse_feedback(body: dict[str, Any], now: float) -> FeedbackRecord:
+    """Validate the body; a `GatewayError` 400 names the field at fault."""
+    unknown = sorted(set(body) - _KEYS)
+    if unknown:
+        raise _invalid(
+            unknown[0], f"unknown field {unknown[0]!r}; fields: {', '.join(sorted(_KEYS))}"
+        )
+    decision_id = body.get("decision_id")
+    if not isinstance(decision_id, str) or not decision_id.strip() or len(decision_id) > 128:
+        raise _invalid(
+            "decision_id",
+            "'decision_id' is required: the x-llmroute-decision-id header of the response",
+        )
+    score = body.get("score")
+    if score is not None and (
+        isinstance(score, bool)
+        or not isinstance(score, int | float)
+        or not math.isfinite(score)
+        or not 0 <= score <= 1
+    ):
+        raise _invalid("score", "'score' must be a number from 0 to 1")
+    thumbs = body.get("thumbs")
+    if thumbs is not None and thumbs not in ("up", "down"):
+        raise _invalid("thumbs", '\'thumbs\' must be "up" or "down"')
+    if score is None and thumbs is None:
+        raise _invalid("score", "give 'score' (0 to 1) or 'thumbs' (\"up\" or \"down\")")
+    comment = body.get("comment")
+    if comment is not None and (not isinstance(comment, str) or len(comment) > MAX_COMMENT_CHARS):
+        raise _invalid(
+            "comment", f"'comment' must be a string of at most {MAX_COMMENT_CHARS} characters"
+        )
+    return FeedbackRecord(
+        decision_id=decision_id.strip(),
+        ts=now,
+        score=None if score is None else float(score),
+        thumbs=thumbs,
+        comment=comment,
+    )
+
+
+async def feedback(request: Request) -> Response:
+    body = await read_json_object(request, _MAX_BODY)
+    record = parse_feedback(body, time.time())
+    telemetry = getattr(request.app.state, "telemetry", None)
+    if not isinstance(telemetry, Telemetry) or not telemetry.enabled:
+        raise GatewayError(
+            503,
+            "feedback needs the decision log, and it is off (telemetry.url)",
+            code="telemetry_disabled",
+        )
+    try:
+        stored = await telemetry.add_feedback(record)
+    except Exception as exc:
+        log.warning("feedback for %s not stored: %s", record.decision_id, type(exc).__name__)
+        raise GatewayError(
+            503, "the decision log is unavailable; try again later", code="telemetry_unavailable"
+        ) from None
+    if not stored:
+        raise GatewayError(
+            404,
+            f"no decision {record.decision_id!r} in the log",
+            param="decision_id",
+            code="decision_not_found",
+        )
+    return JSONResponse({"ok": True, "decision_id": record.decision_id})
+
+
+def _invalid(param: str, message: str) -> GatewayError:
+    return GatewayError(400, message, param=param, code="invalid_feedback")

@@ -1,0 +1,133 @@
+"""`Recorder`: turns one request's decision and outcome into a `DecisionRecord` and hands
+it to the decision log's writer and to the metrics.
+
+This runs on the request path, so it does as little as it can: it keeps references, reads
+a few numbers and prepares the prompt only as far as the `prompts` setting asks; the
+JSON and hashing happen in the writer's thread (`DecisionRecord.to_row`). ``redacted``
+stores safety's redaction when it redacted the request, else the text passed through
+the PII detector here: whatever the route's safety policy, a redacted log never holds
+a recognised email, phone number, card or key.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from functools import cache
+from typing import Any, Protocol
+
+from llmroute.decide import Router
+from llmroute.decision import Decision
+from llmroute.dispatch.usage import Usage
+from llmroute.safety.pii import PiiDetector, Redactor
+from llmroute.telemetry.record import DecisionRecord, PromptMode
+
+__all__ = ["Observer", "Recorder", "Sink"]
+
+log = logging.getLogger("llmroute.telemetry")
+
+
+class Sink(Protocol):
+    """The decision log's writer: `offer` never blocks; False when the record was dropped."""
+
+    def offer(self, record: DecisionRecord) -> bool: ...
+
+
+class Observer(Protocol):
+    """The metrics: one call per finished request."""
+
+    def observe(self, record: DecisionRecord) -> None: ...
+
+
+@cache
+def _pii() -> PiiDetector:
+    return PiiDetector()
+
+
+def redact_text(text: str) -> str:
+    """`text` with every PII span the default detector finds replaced by placeholders."""
+    spans = _pii().find(text)
+    return Redactor().redact(text, spans) if spans else text
+
+
+class Recorder:
+    """Builds the record of each finished request and passes it on (to the writer when
+    the log is on, to the metrics always)."""
+
+    __slots__ = ("metrics", "prompts", "sink")
+
+    def __init__(self, sink: Sink | None, metrics: Observer | None, prompts: PromptMode) -> None:
+        self.sink = sink
+        self.metrics = metrics
+        self.prompts: PromptMode = prompts
+
+    def finished(
+        self,
+        router: Router,
+        decision: Decision,
+        body: Mapping[str, Any],
+        *,
+        ts: float,
+        started_ns: int,
+        status: int,
+        served_model: str | None = None,
+        deployment: str | None = None,
+        error: str | None = None,
+        usage: Usage | None = None,
+        attempts: tuple[str, ...] = (),
+        stream: bool = False,
+        ttft_ms: float | None = None,
+        shadow: bool = False,
+    ) -> DecisionRecord:
+        """Record one request; `ts` is its arrival (Unix seconds), `started_ns` the
+        ``perf_counter_ns`` then."""
+        latency_ms = (time.perf_counter_ns() - started_ns) / 1e6
+        prompt, redacted = self._prompt(router, decision, body)
+        record = DecisionRecord(
+            decision=decision,
+            ts=ts,
+            status=status,
+            latency_ms=latency_ms,
+            served_model=served_model,
+            deployment=deployment,
+            error=error,
+            ttft_ms=ttft_ms,
+            tokens_in=None if usage is None else usage.prompt_tokens,
+            tokens_out=None if usage is None else usage.completion_tokens,
+            cost_usd=None if usage is None else usage.cost_usd,
+            usage_estimated=False if usage is None else usage.estimated,
+            attempts=attempts,
+            stream=stream,
+            shadow=shadow,
+            prompt_mode=self.prompts,
+            prompt=prompt,
+            redacted_prompt=redacted,
+        )
+        if self.sink is not None:
+            self.sink.offer(record)
+        if self.metrics is not None:
+            try:
+                self.metrics.observe(record)
+            except Exception:  # metrics must never fail a request
+                log.exception("metrics failed to observe decision %s", decision.id)
+        return record
+
+    def _prompt(
+        self, router: Router, decision: Decision, body: Mapping[str, Any]
+    ) -> tuple[str | None, str | None]:
+        """(prompt, redacted prompt) as the setting needs them: nothing for ``off`` (or
+        when the log is off), the router's text otherwise, plus its redaction for
+        ``redacted``."""
+        if self.prompts == "off" or self.sink is None:
+            return None, None
+        try:
+            text = router.request(body).text
+        except Exception:  # the body was routed already; be safe anyway
+            return None, None
+        if self.prompts != "redacted":
+            return text, None
+        safety = decision.safety
+        if safety is not None and safety.redacted_body is not None:
+            return text, router.request(safety.redacted_body).text
+        return text, redact_text(text)

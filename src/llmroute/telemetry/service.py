@@ -1,0 +1,108 @@
+"""`Telemetry`: the process's decision log (store + batching writer), metrics and
+recorder, opened once at gateway start-up and closed at shutdown.
+
+The store is chosen by ``$LLMROUTE_TELEMETRY_URL`` or the registry's ``telemetry.url``
+when the gateway starts; a registry reload that changes it takes effect on restart (the
+log line says so). A store that is down at start-up does not stop the gateway: the
+writer keeps trying in its thread and counts what it drops meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+import anyio.to_thread
+
+from llmroute.registry.schema import TelemetrySettings
+from llmroute.telemetry.metrics import GatewayMetrics
+from llmroute.telemetry.record import FeedbackRecord, ShadowRecord
+from llmroute.telemetry.recorder import Recorder
+from llmroute.telemetry.store import mask_url, open_store, resolve_telemetry_url
+from llmroute.telemetry.store.base import Store
+from llmroute.telemetry.writer import TelemetryWriter
+
+__all__ = ["Telemetry"]
+
+log = logging.getLogger("llmroute.telemetry")
+
+
+class Telemetry:
+    """What a gateway process records with. `store` and `writer` are None when the
+    decision log is off; `metrics` always exists."""
+
+    def __init__(
+        self,
+        settings: TelemetrySettings,
+        metrics: GatewayMetrics,
+        store: Store | None = None,
+        writer: TelemetryWriter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.store = store
+        self.writer = writer
+        self.recorder = Recorder(writer, metrics, settings.prompts)
+
+    @classmethod
+    def open(
+        cls,
+        settings: TelemetrySettings,
+        metrics: GatewayMetrics,
+        environ: Mapping[str, str] | None = None,
+    ) -> Telemetry:
+        """Open the store named by the environment or `settings` and start its writer
+        (which applies migrations in its own thread)."""
+        url = resolve_telemetry_url(settings, os.environ if environ is None else environ)
+        if url is None:
+            log.info("decision log off")
+            return cls(settings, metrics)
+        store = open_store(url, pool_size=settings.pool_size)
+        writer = TelemetryWriter(
+            store,
+            queue_size=settings.queue_size,
+            batch_size=settings.batch_size,
+            flush_seconds=settings.flush_seconds,
+            on_drop=metrics.telemetry_dropped,
+        )
+        writer.start()
+        log.info("decision log: %s (prompts: %s)", mask_url(url), settings.prompts)
+        return cls(settings, metrics, store, writer)
+
+    @property
+    def enabled(self) -> bool:
+        return self.store is not None
+
+    async def add_feedback(self, feedback: FeedbackRecord) -> bool:
+        """Store feedback; False when the decision is unknown. A decision still in the
+        writer's queue is flushed first, so feedback right after a response works."""
+        store, writer = self.store, self.writer
+        assert store is not None and writer is not None
+
+        def add() -> bool:
+            if store.has_decision(feedback.decision_id):
+                return store.write_feedback(feedback)
+            writer.flush(2.0)
+            return store.write_feedback(feedback)
+
+        return await anyio.to_thread.run_sync(add)
+
+    async def add_shadow(self, record: ShadowRecord) -> None:
+        store, writer = self.store, self.writer
+        if store is None or writer is None:
+            return
+
+        def add() -> None:
+            if not store.has_decision(record.decision_id):
+                writer.flush(2.0)  # the shadow row refers to its decision
+            store.write_shadow(record)
+
+        await anyio.to_thread.run_sync(add)
+
+    async def aclose(self) -> None:
+        writer, store = self.writer, self.store
+        if writer is not None:
+            await anyio.to_thread.run_sync(writer.close, 10.0)
+        if store is not None:
+            await anyio.to_thread.run_sync(store.close)

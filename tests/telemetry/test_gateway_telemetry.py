@@ -1,0 +1,285 @@
+"""The decision log, feedback and metrics end to end: `llmroute serve` as a subprocess
+writing to a real SQLite file or the real PostgreSQL, a fake OpenAI upstream (a real
+HTTP server) behind it, the official `openai` client and httpx in front."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from fake_upstream import FAIL_500, FakeUpstream, fake_upstream
+from gateway_proc import free_port, serve, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+
+from llmroute.telemetry.record import LoggedDecision
+from llmroute.telemetry.store import open_store
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: up-small, price: {input: 1, output: 2}}
+  large: {provider: fake, model: up-large, price: {input: 10, output: 30}}
+  broken: {provider: fake, model: %(fail_500)s}
+routes:
+  - name: code
+    examples: ["write a Python function to parse JSON", "debug this SQL query"]
+    target: large
+    policy: {fallback: [small]}
+  - name: chitchat
+    examples: ["hi there!", "how are you today?"]
+    target: small
+  - name: doomed
+    examples: ["plan a trip to Rome", "book a hotel in Paris"]
+    target: broken
+default: {target: small}
+dispatch:
+  retries: {attempts: 1, backoff_s: 0.01, max_backoff_s: 0.02}
+  breaker: {enabled: false}
+telemetry:
+  prompts: %(prompts)s
+  flush_seconds: 0.05
+"""
+
+
+@dataclass
+class Running:
+    url: str
+    store_url: str
+    upstream: FakeUpstream
+    log: Path
+
+
+def _registry(tmp: Path, upstream: FakeUpstream, prompts: str = "full") -> Path:
+    path = tmp / "registry.yaml"
+    path.write_text(REGISTRY % {"url": upstream.url, "fail_500": FAIL_500, "prompts": prompts})
+    return path
+
+
+@pytest.fixture(scope="module")
+def sqlite_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    tmp = tmp_path_factory.mktemp("telemetry-gateway")
+    store_url = f"sqlite:///{tmp / 'log.db'}"
+    with fake_upstream() as upstream:
+        registry = _registry(tmp, upstream)
+        env = {"LLMROUTE_TELEMETRY_URL": store_url}
+        with serve(registry, tmp / "serve.log", env=env) as served:
+            yield Running(served.url, store_url, upstream, tmp / "serve.log")
+
+
+def _logged(store_url: str, decision_id: str, timeout: float = 10) -> LoggedDecision:
+    """The decision's row, once the writer has flushed it (bounded wait)."""
+    store = open_store(store_url)
+    found: list[LoggedDecision] = []
+
+    def check() -> bool:
+        found[:] = [d for d in store.decisions(0) if d.id == decision_id]
+        return bool(found)
+
+    try:
+        wait_for(f"decision {decision_id} in the log", check, timeout)
+    finally:
+        store.close()
+    return found[0]
+
+
+def _metrics(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return out
+
+
+def test_every_field_of_a_served_request_is_logged(sqlite_gateway: Running) -> None:
+    with openai.OpenAI(base_url=f"{sqlite_gateway.url}/v1", api_key="x", max_retries=0) as c:
+        raw = c.chat.completions.with_raw_response.create(
+            model="auto",
+            messages=[{"role": "user", "content": "write a Python function to parse YAML"}],
+        )
+    decision_id = raw.headers["x-llmroute-decision-id"]
+    row = _logged(sqlite_gateway.store_url, decision_id)
+    assert (row.route, row.model, row.served_model) == ("code", "large", "large")
+    assert row.deployment == "fake"
+    assert row.layer == "intent" and 0 < row.confidence <= 1 and row.margin is not None
+    assert row.status == 200 and row.error is None
+    assert row.latency_ms > 0 and row.ttft_ms is None and not row.stream
+    assert row.tokens_in and row.tokens_out and row.cost_usd and row.cost_usd > 0
+    assert row.attempts == () and not row.cache_hit
+    assert row.prompt == "write a Python function to parse YAML"
+    assert row.prompt_mode == "full" and row.prompt_hash and len(row.prompt_hash) == 64
+    layers = [layer["layer"] for layer in row.signals["layers"]]
+    assert "intent" in layers
+    assert row.registry_version and time.time() - 60 < row.ts <= time.time()
+
+
+def test_a_stream_is_logged_with_its_time_to_first_token(sqlite_gateway: Running) -> None:
+    with openai.OpenAI(base_url=f"{sqlite_gateway.url}/v1", api_key="x", max_retries=0) as c:
+        raw = c.chat.completions.with_raw_response.create(
+            model="chitchat",
+            messages=[{"role": "user", "content": "hi there, how are you?"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        text = "".join(
+            chunk.choices[0].delta.content or "" for chunk in raw.parse() if chunk.choices
+        )
+    assert text
+    row = _logged(sqlite_gateway.store_url, raw.headers["x-llmroute-decision-id"])
+    assert row.stream and row.status == 200 and row.error is None
+    assert row.ttft_ms is not None and 0 < row.ttft_ms <= row.latency_ms
+    assert row.layer == "pinned" and row.served_model == "small"
+    assert row.tokens_out
+
+
+def test_a_failed_request_is_logged_with_its_status_and_attempts(sqlite_gateway: Running) -> None:
+    response = httpx.post(
+        f"{sqlite_gateway.url}/v1/chat/completions",
+        json={"model": "doomed", "messages": [{"role": "user", "content": "x"}]},
+        timeout=10,
+    )
+    assert response.status_code == 502
+    row = _logged(sqlite_gateway.store_url, response.headers["x-llmroute-decision-id"])
+    assert row.status == 502 and row.error == "upstream_error"
+    assert row.served_model is None and row.attempts and "broken" in row.attempts[0]
+
+
+def test_feedback_is_stored_and_checked(sqlite_gateway: Running) -> None:
+    url = sqlite_gateway.url
+    served = httpx.post(
+        f"{url}/v1/chat/completions",
+        json={"model": "auto", "messages": [{"role": "user", "content": "hi there!"}]},
+        timeout=10,
+    )
+    decision_id = served.headers["x-llmroute-decision-id"]
+    # Straight after the response: the decision may still be in the writer's queue.
+    ok = httpx.post(
+        f"{url}/v1/feedback",
+        json={"decision_id": decision_id, "thumbs": "up", "score": 0.75, "comment": "good"},
+        timeout=10,
+    )
+    assert ok.status_code == 200, ok.text
+    store = open_store(sqlite_gateway.store_url)
+    try:
+        stored = [f for f in store.feedback(0) if f.decision_id == decision_id]
+    finally:
+        store.close()
+    assert [(f.thumbs, f.score, f.comment) for f in stored] == [("up", 0.75, "good")]
+
+    unknown = httpx.post(
+        f"{url}/v1/feedback", json={"decision_id": "nope", "thumbs": "down"}, timeout=10
+    )
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "decision_not_found"
+    for bad, param in (
+        ({"thumbs": "up"}, "decision_id"),
+        ({"decision_id": decision_id, "score": 7}, "score"),
+        ({"decision_id": decision_id, "thumbs": "sideways"}, "thumbs"),
+        ({"decision_id": decision_id}, "score"),
+        ({"decision_id": decision_id, "thumbs": "up", "rating": 5}, "rating"),
+    ):
+        response = httpx.post(f"{url}/v1/feedback", json=bad, timeout=10)
+        assert response.status_code == 400, bad
+        assert response.json()["error"]["param"] == param
+    assert httpx.post(f"{url}/v1/feedback", content=b"{", timeout=10).status_code == 400
+
+
+def test_metrics_count_requests_by_route_model_and_status(sqlite_gateway: Running) -> None:
+    httpx.post(
+        f"{sqlite_gateway.url}/v1/chat/completions",
+        json={"model": "chitchat", "messages": [{"role": "user", "content": "hello"}]},
+        timeout=10,
+    )
+    samples = _metrics(sqlite_gateway.url)
+    served = [
+        value
+        for labels, value in samples["llmroute_requests_total"]
+        if labels == {"route": "chitchat", "model": "small", "status": "200"}
+    ]
+    assert served and served[0] >= 1
+    assert any(
+        labels.get("layer") == "intent"
+        for labels, _ in samples.get("llmroute_decision_seconds_count", [])
+    )
+
+
+def test_a_burst_of_5000_requests_loses_no_record(tmp_path: Path, postgres_url: str) -> None:
+    """5,000 requests, 32 at a time, through the gateway into PostgreSQL: every one is
+    logged (counted in the database)."""
+    total, concurrency = 5000, 32
+    with fake_upstream() as upstream:
+        registry = _registry(tmp_path, upstream, prompts="hash")
+        env = {"LLMROUTE_TELEMETRY_URL": postgres_url}
+        with serve(registry, tmp_path / "serve.log", env=env) as served:
+            statuses = asyncio.run(_burst(served.url, total, concurrency))
+            assert statuses == {200: total}
+            store = open_store(postgres_url)
+            try:
+                wait_for(
+                    "all 5,000 decisions in PostgreSQL",
+                    lambda: store.count_decisions() >= total,
+                    60,
+                    tmp_path / "serve.log",
+                )
+                assert store.count_decisions() == total
+            finally:
+                store.close()
+            dropped = _metrics(served.url).get("llmroute_telemetry_dropped_total", [])
+            assert sum(value for _, value in dropped) == 0
+
+
+async def _burst(url: str, total: int, concurrency: int) -> dict[int, int]:
+    statuses: dict[int, int] = {}
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(total):
+        queue.put_nowait(i)
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+
+        async def worker() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                response = await client.post(
+                    "/v1/chat/completions",
+                    json={"model": "small", "messages": [{"role": "user", "content": f"n {i}"}]},
+                )
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return statuses
+
+
+def test_with_the_store_down_requests_succeed_and_drops_are_counted(tmp_path: Path) -> None:
+    closed = free_port()  # nothing listens there
+    store_url = f"postgresql://postgres@127.0.0.1:{closed}/test"
+    with fake_upstream() as upstream:
+        registry = _registry(tmp_path, upstream)
+        env = {"LLMROUTE_TELEMETRY_URL": store_url}
+        with serve(registry, tmp_path / "serve.log", env=env) as served:
+            for i in range(40):
+                response = httpx.post(
+                    f"{served.url}/v1/chat/completions",
+                    json={"model": "small", "messages": [{"role": "user", "content": f"{i}"}]},
+                    timeout=10,
+                )
+                assert response.status_code == 200
+
+            def dropped() -> float:
+                samples = _metrics(served.url).get("llmroute_telemetry_dropped_total", [])
+                return sum(value for _, value in samples)
+
+            wait_for("40 dropped records", lambda: dropped() >= 40, 30, tmp_path / "serve.log")
+            feedback = httpx.post(
+                f"{served.url}/v1/feedback", json={"decision_id": "x", "thumbs": "up"}, timeout=10
+            )
+            assert feedback.status_code == 503
+        log = (tmp_path / "serve.log").read_text()
+        assert "dropped" in log
