@@ -60,7 +60,9 @@ def test_url_from_the_registry(
     db = tmp_path / "from-registry.db"
     registry = tmp_path / "registry.yaml"
     text = EXAMPLE.read_text(encoding="utf-8")
-    registry.write_text(f"{text}\ntelemetry:\n  url: sqlite:///{db}\n", encoding="utf-8")
+    shipped = "url: sqlite:///llmroute-telemetry.db"
+    assert shipped in text
+    registry.write_text(text.replace(shipped, f"url: sqlite:///{db}"), encoding="utf-8")
     code, out, err = _run(["db", "upgrade", "--registry", str(registry)], capsys)
     assert code == 0, err
     assert f"sqlite:///{db}: schema version 1" in out

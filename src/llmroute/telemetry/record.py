@@ -73,8 +73,9 @@ class DecisionRecord:
     error code when it failed (``content_policy_violation``, ``upstream_error``, ...).
     `ts` is the request's arrival (Unix seconds); `latency_ms` runs from arrival to the
     last byte; `ttft_ms` to the first streamed event. `prompt` is the request text the
-    router saw and `redacted_prompt` the same with PII replaced (None when safety did not
-    redact); which of them is stored, if any, is `prompt_mode`'s call.
+    router saw (safety's redaction when it redacted the request) and `redacted_prompt`
+    the same with PII replaced (None when not computed); which of them is stored, if
+    any, is `prompt_mode`'s call.
     """
 
     decision: Decision

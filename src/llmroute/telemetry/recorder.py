@@ -3,10 +3,10 @@ it to the decision log's writer and to the metrics.
 
 This runs on the request path, so it does as little as it can: it keeps references, reads
 a few numbers and prepares the prompt only as far as the `prompts` setting asks; the
-JSON and hashing happen in the writer's thread (`DecisionRecord.to_row`). ``redacted``
-stores safety's redaction when it redacted the request, else the text passed through
-the PII detector here: whatever the route's safety policy, a redacted log never holds
-a recognised email, phone number, card or key.
+JSON and hashing happen in the writer's thread (`DecisionRecord.to_row`). A request
+that safety redacted is logged (and hashed) redacted, whatever the mode; ``redacted``
+also passes any other text through the PII detector here, so that a redacted log never
+holds a recognised email, phone number, card or key, whatever the route's policy.
 """
 
 from __future__ import annotations
@@ -117,17 +117,20 @@ class Recorder:
         self, router: Router, decision: Decision, body: Mapping[str, Any]
     ) -> tuple[str | None, str | None]:
         """(prompt, redacted prompt) as the setting needs them: nothing for ``off`` (or
-        when the log is off), the router's text otherwise, plus its redaction for
-        ``redacted``."""
+        when the log is off), else the router's text. When safety redacted the request,
+        that redaction is what every mode stores (and hashes): the log never holds text
+        the policy kept from the model. ``redacted`` also runs the PII detector over
+        text that safety did not redact."""
         if self.prompts == "off" or self.sink is None:
             return None, None
+        safety = decision.safety
         try:
+            if safety is not None and safety.redacted_body is not None:
+                text = router.request(safety.redacted_body).text
+                return text, text
             text = router.request(body).text
         except Exception:  # the body was routed already; be safe anyway
             return None, None
         if self.prompts != "redacted":
             return text, None
-        safety = decision.safety
-        if safety is not None and safety.redacted_body is not None:
-            return text, router.request(safety.redacted_body).text
         return text, redact_text(text)

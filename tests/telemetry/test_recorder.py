@@ -1,0 +1,95 @@
+"""What the recorder keeps of the prompt, per `telemetry.prompts`, and that a request
+safety redacted is never logged unredacted."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from llmroute.decide import Router
+from llmroute.registry import parse_registry
+from llmroute.telemetry.record import DecisionRecord, PromptMode, prompt_hash
+from llmroute.telemetry.recorder import Recorder
+
+REGISTRY = """
+encoder: builtin:static
+providers: {p: {kind: openai, base_url: "http://127.0.0.1:9/v1"}}
+models: {small: {provider: p, model: s}}
+routes:
+  - {name: chat, examples: ["hi there", "how are you"], target: small}
+  - {name: mail, examples: ["write an email to my boss"], target: small,
+     policy: {safety: open}}
+default: {target: small}
+safety:
+  profiles:
+    standard: {injection: block, pii: redact}
+    open: {injection: block, pii: allow}
+  profile: standard
+"""
+
+EMAIL = "my address is jane.doe@example.com, say hi"
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.records: list[DecisionRecord] = []
+
+    def offer(self, record: DecisionRecord) -> bool:
+        self.records.append(record)
+        return True
+
+
+@pytest.fixture(scope="module")
+def router() -> Router:
+    return Router(parse_registry(REGISTRY))
+
+
+def _stored(
+    router: Router, mode: PromptMode, text: str, model: str = "auto"
+) -> tuple[str | None, str | None]:
+    body = {"model": model, "messages": [{"role": "user", "content": text}]}
+    sink = ListSink()
+    recorder = Recorder(sink, None, mode)
+    decision = router.decide(body)
+    recorder.finished(
+        router, decision, body, ts=time.time(), started_ns=time.perf_counter_ns(), status=200
+    )
+    (record,) = sink.records
+    return record.stored_prompt()
+
+
+def test_modes_store_nothing_a_hash_or_the_text(router: Router) -> None:
+    text = "hi there, how are you"
+    assert _stored(router, "off", text) == (None, None)
+    assert _stored(router, "hash", text) == (prompt_hash(text), None)
+    assert _stored(router, "full", text) == (prompt_hash(text), text)
+    assert _stored(router, "redacted", text) == (prompt_hash(text), text)
+
+
+@pytest.mark.parametrize("mode", ["full", "redacted", "hash"])
+def test_a_request_safety_redacted_is_logged_redacted_in_every_mode(
+    router: Router, mode: PromptMode
+) -> None:
+    digest, prompt = _stored(router, mode, EMAIL)
+    redacted = "my address is <EMAIL_1>, say hi"
+    assert digest == prompt_hash(redacted)
+    assert prompt == (None if mode == "hash" else redacted)
+
+
+def test_redacted_mode_redacts_what_the_policy_let_through(router: Router) -> None:
+    # The `mail` route's profile allows PII: the model sees the address, the log does not.
+    text = "write an email to my boss at jane.doe@example.com"
+    assert _stored(router, "full", text, model="mail")[1] == text
+    assert _stored(router, "redacted", text, model="mail")[1] == (
+        "write an email to my boss at <EMAIL_1>"
+    )
+
+
+def test_without_a_sink_nothing_of_the_prompt_is_computed(router: Router) -> None:
+    body = {"messages": [{"role": "user", "content": EMAIL}]}
+    recorder = Recorder(None, None, "full")
+    record = recorder.finished(
+        router, router.decide(body), body, ts=0.0, started_ns=time.perf_counter_ns(), status=200
+    )
+    assert record.prompt is None and record.latency_ms >= 0
