@@ -93,7 +93,7 @@ class SqliteStore:
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            self._wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")  # durable across app crashes in WAL
             conn.execute("PRAGMA foreign_keys = ON")
         except BaseException:
@@ -101,6 +101,19 @@ class SqliteStore:
             raise
         self._conn = conn
         return conn
+
+    def _wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL. The switch takes an exclusive lock and SQLite does not
+        wait for it (no busy handler), so workers opening a new file together retry."""
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     @contextmanager
     def _session(self, what: str) -> Iterator[sqlite3.Connection]:
