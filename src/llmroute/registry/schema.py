@@ -332,6 +332,7 @@ class Route(_Frozen):
     examples: tuple[str, ...] = Field(min_length=1)
     target: str
     reasoning_target: str | None = None  # the route's reasoning tier, when the gate fires
+    cascade: Cascade | None = None
     threshold: Unit | None = None
     policy: RoutePolicy = RoutePolicy()
 
@@ -654,6 +655,88 @@ class ReasoningSettings(_Frozen):
         return value
 
 
+# -- cascade and the LLM router -----------------------------------------------------------
+
+
+GateKind = Literal["heuristic", "learned", "self_consistency", "verifier"]
+
+
+class Gate(_Frozen):
+    """A quality gate a cascade tier's answer must pass, or the request escalates.
+
+    Only the keys of its `kind` apply: ``heuristic`` (refusals and hedging, an empty or
+    truncated answer, JSON that does not parse or match the requested schema, length
+    bounds); ``learned`` (a scorer over the embedding of prompt and answer, from
+    ``llmroute train gate``: `artifact`, `threshold`); ``self_consistency`` (`samples`
+    answers from the tier, escalate when fewer than `agreement` of them share the final
+    answer); ``verifier`` (`model` is asked whether the answer is correct; escalate
+    below `threshold`).
+    """
+
+    kind: GateKind = "heuristic"
+    refusal: bool = True
+    truncated: bool = True
+    json_format: bool = True
+    min_chars: int = Field(default=1, ge=0)
+    max_chars: int | None = Field(default=None, ge=1)
+    artifact: str = "builtin"
+    threshold: Unit | None = None
+    samples: int = Field(default=3, ge=2, le=10)
+    agreement: Unit = 0.6
+    model: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"kind": data} if isinstance(data, str) else data
+
+
+class CascadeTier(_Frozen):
+    """One tier: its model and, optionally, its own gates (else the cascade's)."""
+
+    model: str
+    gates: tuple[Gate, ...] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"model": data} if isinstance(data, str) else data
+
+
+class Cascade(_Frozen):
+    """Try the tiers in order; each answer but the last tier's must pass the gates.
+
+    ``cascade: [small, mid, large]`` is short for ``{tiers: [small, mid, large]}``. With
+    `stream` ``buffer`` a streaming client gets the accepted tier's stream, replayed once
+    its gates passed; ``passthrough`` streams the first tier without gating.
+    """
+
+    tiers: tuple[CascadeTier, ...] = Field(min_length=2)
+    gates: tuple[Gate, ...] = (Gate(),)
+    stream: Literal["buffer", "passthrough"] = "buffer"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"tiers": data} if isinstance(data, list | tuple) else data
+
+    def gates_of(self, tier: CascadeTier) -> tuple[Gate, ...]:
+        return self.gates if tier.gates is None else tier.gates
+
+
+class LlmFallback(_Frozen):
+    """The LLM router: when the intent layer's margin is below `margin`, `model` picks
+    the route from the route names and descriptions, within `timeout_s`, else the
+    intent layer's best guess stands."""
+
+    enabled: bool = True
+    model: str
+    margin: Unit = 0.1
+    timeout_s: Seconds = 0.3
+    max_chars: int = Field(default=2000, ge=100)  # the request, truncated for the prompt
+    max_concurrency: int = Field(default=4, ge=1)
+
+
 # -- telemetry, shadow routing, drift -------------------------------------------------
 
 
@@ -723,6 +806,7 @@ class Registry(_Frozen):
     dispatch: DispatchSettings = DispatchSettings()
     safety: SafetySettings | None = None
     reasoning: ReasoningSettings | None = None
+    llm_fallback: LlmFallback | None = None
     telemetry: TelemetrySettings = TelemetrySettings()
     shadow: ShadowSettings | None = None
     drift: DriftSettings = DriftSettings()
@@ -748,6 +832,7 @@ class Registry(_Frozen):
                 *self._rule_problems(),
                 *self._guard_problems(),
                 *self._shadow_problems(),
+                *self._cascade_problems(),
             ]
         )
         return self
@@ -850,6 +935,52 @@ class Registry(_Frozen):
                     f"unknown route {rule.route!r}{did_you_mean(rule.route, routes)}; "
                     f"routes: {', '.join(routes)}",
                 )
+
+    def _cascade_problems(self) -> Iterator[Problem]:
+        """Cascade tiers, verifier models and the LLM router name chat models; a route's
+        target is its cascade's first tier."""
+        for i, route in enumerate(self.routes):
+            cascade = route.cascade
+            if cascade is None:
+                continue
+            where = ("routes", i, "cascade")
+            if cascade.tiers[0].model != route.target:
+                yield (
+                    (*where, "tiers", 0),
+                    (
+                        f"the first tier must be the route's target {route.target!r}, "
+                        f"not {cascade.tiers[0].model!r}"
+                    ),
+                )
+            for j, tier in enumerate(cascade.tiers):
+                if (message := self._unknown_model(tier.model)) is not None:
+                    yield (*where, "tiers", j, "model"), message
+                if tier.model in (t.model for t in cascade.tiers[:j]):
+                    yield (
+                        (*where, "tiers", j, "model"),
+                        f"model {tier.model!r} is twice in the cascade",
+                    )
+            yield from self._verifier_problems(where, cascade)
+        fallback = self.llm_fallback
+        if fallback is not None and (message := self._unknown_model(fallback.model)) is not None:
+            yield ("llm_fallback", "model"), message
+
+    def _verifier_problems(
+        self, where: tuple[str | int, ...], cascade: Cascade
+    ) -> Iterator[Problem]:
+        gate_lists = [((*where, "gates"), cascade.gates)] + [
+            ((*where, "tiers", j, "gates"), tier.gates)
+            for j, tier in enumerate(cascade.tiers)
+            if tier.gates is not None
+        ]
+        for path, gates in gate_lists:
+            for k, gate in enumerate(gates):
+                if gate.kind != "verifier":
+                    continue
+                if gate.model is None:
+                    yield (*path, k, "model"), "a verifier gate needs 'model'"
+                elif (message := self._unknown_model(gate.model)) is not None:
+                    yield (*path, k, "model"), message
 
     def _shadow_problems(self) -> Iterator[Problem]:
         shadow = self.shadow
