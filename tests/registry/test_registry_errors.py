@@ -55,7 +55,8 @@ def test_unknown_key_suggests_the_closest() -> None:
         23,
         "routes[0].tresholds",
         "unknown key 'tresholds' (did you mean 'threshold'?)",
-        "allowed keys: name, description, examples, target, reasoning_target, threshold, policy",
+        "allowed keys: name, description, examples, target, reasoning_target, cascade, "
+        "threshold, policy",
     )
 
 
