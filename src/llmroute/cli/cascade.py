@@ -1,0 +1,301 @@
+"""`llmroute train gate` and `llmroute bench-cascade`: the learned cascade gate and the
+offline evaluation of a cascade (weak model first, strong one when the gate rejects)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from llmroute.cli._app import app, err_console, fail
+from llmroute.cli.difficulty import _encoder, train_app
+from llmroute.encoders.base import Encoder
+
+__all__ = ["bench_cascade", "train_gate"]
+
+GateDataOption = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        "-d",
+        help="JSONL with prompt, weak_response, weak_correct (and strong_correct to bench).",
+        exists=True,
+    ),
+]
+_ENCODER_DEFAULT = "builtin:static"
+_GATES = ("learned", "random", "oracle", "heuristic")
+
+
+def _progress_columns() -> tuple[Any, ...]:
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    return (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+
+
+@train_app.command("gate")
+def train_gate(
+    data: GateDataOption,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")],
+    encoder: Annotated[
+        str, typer.Option(help="The encoder; the gate only loads with the same one.")
+    ] = _ENCODER_DEFAULT,
+    seed: Annotated[int, typer.Option(help="Seed of the train/validation/test split.")] = 0,
+    refit: Annotated[
+        bool,
+        typer.Option(
+            help="Refit the validation-chosen settings on train + validation (the threshold "
+            "chosen on validation is kept)."
+        ),
+    ] = True,
+) -> None:
+    """Train a learned cascade gate: P(the weak answer is acceptable). Settings and the
+    threshold are chosen on the validation split; the test split is left alone for
+    `llmroute bench-cascade`."""
+    from rich.progress import Progress
+
+    from llmroute.difficulty.calibration import file_digest
+    from llmroute.gates.gate_train import read_gate_data
+    from llmroute.gates.gate_train import train_gate as fit
+
+    rows = read_gate_data(data)
+    enc = _encoder(encoder)
+    started = time.perf_counter()
+    with Progress(*_progress_columns(), console=err_console, transient=True) as progress:
+        task = progress.add_task("training the gate", total=None)
+        model, metrics = fit(
+            rows,
+            enc,
+            seed=seed,
+            refit=refit,
+            progress=lambda message: progress.update(task, description=f"gate: {message}"),
+        )
+    model.meta["trained_on"] = {
+        "file": data.name,
+        "sha256": file_digest(data),
+        "encoder_spec": encoder,
+        **{k: metrics[k] for k in ("rows", "split", "fitted_on")},
+    }
+    model.save(output)
+    seconds = time.perf_counter() - started
+    typer.echo(
+        f"trained a gate ({'+'.join(model.parts)}, c={metrics['c']:g}) on "
+        f"{metrics['fitted_on']} in {seconds:.1f}s; validation AUC {metrics['val_auc']:.3f}, "
+        f"threshold {model.threshold:.3f}; written to {output}"
+    )
+
+
+def _prices(
+    price_weak: float | None,
+    price_strong: float | None,
+    registry: Path | None,
+    weak: str | None,
+    strong: str | None,
+) -> tuple[float, float] | None:
+    if (price_weak is None) != (price_strong is None):
+        fail("give both --price-weak and --price-strong, or neither")
+    if price_weak is not None and price_strong is not None:
+        if registry is not None:
+            fail("give prices either as --price-weak/--price-strong or from --registry, not both")
+        if price_weak < 0 or price_strong <= 0:
+            fail("prices must be >= 0 (weak) and > 0 (strong)")
+        return price_weak, price_strong
+    if registry is None:
+        if weak is not None or strong is not None:
+            fail("--weak and --strong name models of a --registry")
+        return None
+    if weak is None or strong is None:
+        fail("with --registry, name the models with --weak and --strong")
+    from llmroute.registry.loader import load_registry
+
+    models = load_registry(registry).registry.models
+    found = []
+    for name in (weak, strong):
+        if name not in models:
+            fail(f"model {name!r} is not in {registry}; models: {', '.join(sorted(models))}")
+        price = models[name].price
+        found.append(price.input + price.output)  # per 1M input + 1M output tokens
+    if found[1] <= 0:
+        fail(f"the strong model {strong!r} has no price in {registry}")
+    return found[0], found[1]
+
+
+def _accept(
+    gate: str, artifact: str, enc: Encoder, prompts: tuple[str, ...], answers: tuple[str, ...]
+) -> tuple[np.ndarray[Any, np.dtype[np.float64]], float | None]:
+    from llmroute.gates.cascade_bench import heuristic_accept, random_accept
+    from llmroute.gates.learned import LearnedGateModel
+
+    if gate == "learned":
+        model = LearnedGateModel.load(artifact, enc)
+        return model.score(prompts, answers), model.threshold
+    if gate == "random":
+        return random_accept(prompts), None
+    if gate == "heuristic":
+        return heuristic_accept(prompts, answers), 0.5
+    return np.zeros(len(prompts)), None  # oracle: replaced by the labels by the caller
+
+
+def _artifact_encoder(artifact: str, fallback: str) -> str:
+    if artifact == "builtin":
+        return fallback
+    from llmroute.gates.learned import read_gate_meta
+
+    meta = read_gate_meta(Path(artifact))
+    return str(meta.get("trained_on", {}).get("encoder_spec", fallback))
+
+
+def _router_scores(
+    kind: str, rows: Any, enc: Encoder, train_idx: Any, val_idx: Any, eval_idx: Any
+) -> tuple[Any, str] | None:
+    """Train a difficulty router on the same train split (selected on validation) and score
+    the evaluated rows; None (with a note) when there are too few rows."""
+    from llmroute.difficulty.data import LabelledPrompts
+    from llmroute.difficulty.train import embed, train_router
+    from llmroute.errors import DataError
+
+    labelled = LabelledPrompts(
+        rows.prompts,
+        rows.weak,
+        rows.strong,
+        tuple(str(i) for i in range(len(rows))),
+        (None,) * len(rows),
+    )
+    try:
+        router, _ = train_router(kind, labelled, enc, train_idx=train_idx, val_idx=val_idx)
+    except DataError as exc:
+        err_console.print(f"no router comparison: {exc}")
+        return None
+    subset = labelled.subset(eval_idx)
+    return router.score(embed(enc, subset.prompts), subset.prompts), f"router:{kind}"
+
+
+@app.command("bench-cascade")
+def bench_cascade(
+    data: GateDataOption,
+    gate: Annotated[str, typer.Option(help="learned, random, oracle or heuristic.")] = "learned",
+    artifact: Annotated[
+        str, typer.Option(help="A gate directory from `llmroute train gate`, or builtin.")
+    ] = "builtin",
+    encoder: Annotated[
+        str, typer.Option(help="Encoder of the builtin gate and of the router comparison.")
+    ] = _ENCODER_DEFAULT,
+    split: Annotated[str, typer.Option(help="test (the held-out 20%) or all.")] = "test",
+    price_weak: Annotated[float | None, typer.Option(help="Cost of one weak call.")] = None,
+    price_strong: Annotated[float | None, typer.Option(help="Cost of one strong call.")] = None,
+    registry: Annotated[
+        Path | None, typer.Option(help="Take prices from this registry's --weak/--strong.")
+    ] = None,
+    weak: Annotated[str | None, typer.Option(help="The weak model's name in --registry.")] = None,
+    strong: Annotated[
+        str | None, typer.Option(help="The strong model's name in --registry.")
+    ] = None,
+    router: Annotated[
+        str,
+        typer.Option(help="Difficulty router to compare with (trained on the train split), none."),
+    ] = "mlp",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write the curves: .png, or .html (interactive).")
+    ] = None,
+) -> None:
+    """Escalation rate vs accuracy and cost of a cascade gated by GATE, beside random
+    escalation, the oracle gate and a routing-only difficulty router; APGR, the escalation
+    reaching 95% of the strong model's accuracy and the break-even escalation rate.
+    Without prices the relative prices are 1 (weak) and 10 (strong)."""
+    from llmroute.gates.cascade_bench import evaluate_cascade, oracle_accept
+    from llmroute.gates.gate_train import gate_split, read_gate_data
+
+    if gate not in _GATES:
+        fail(f"--gate must be one of {', '.join(_GATES)}, not {gate!r}")
+    if split not in ("test", "all"):
+        fail(f"--split must be test or all, not {split!r}")
+    prices = _prices(price_weak, price_strong, registry, weak, strong)
+    rows = read_gate_data(data, need_strong=True)
+    assert rows.strong is not None
+    train_idx, val_idx, test_idx = gate_split(rows)
+    idx = test_idx if split == "test" else np.arange(len(rows))
+    if idx.size == 0:
+        fail(f"no {split} rows in {data} ({len(rows)} rows)")
+    prompts = tuple(rows.prompts[i] for i in idx)
+    answers = tuple(rows.answers[i] for i in idx)
+    w, s = rows.weak[idx], rows.strong[idx]
+    if w.mean() == s.mean():
+        fail("weak and strong accuracy are equal on these rows: the gap is undefined")
+    enc = _encoder(_artifact_encoder(artifact, encoder) if gate == "learned" else encoder)
+    accept, threshold = _accept(gate, artifact, enc, prompts, answers)
+    if gate == "oracle":
+        accept = oracle_accept(w)
+    compared = (
+        None if router == "none" else _router_scores(router, rows, enc, train_idx, val_idx, idx)
+    )
+    result = evaluate_cascade(
+        gate,
+        accept,
+        w,
+        s,
+        prices=prices,
+        router_scores=None if compared is None else compared[0],
+        router_name="router" if compared is None else compared[1],
+    )
+    curves = result.pop("curves")
+    result["rows"] = f"{split} split ({idx.size} of {len(rows)})"
+    if threshold is not None:
+        escalate = accept < threshold
+        result["at_gate_threshold"] = {
+            "threshold": threshold,
+            "escalation": float(escalate.mean()),
+            "accuracy": float(np.where(escalate, s, w).mean()),
+        }
+    if plot is not None:
+        from llmroute.difficulty.plot import plot_curves
+
+        title = f"cascade ({gate} gate) on {data.name}, {result['rows']}; x = strong-call share"
+        plot_curves(plot, curves, result["weak_accuracy"], result["strong_accuracy"], title=title)
+    if as_json:
+        typer.echo(json.dumps(result, sort_keys=True))
+        return
+    _print(Console(), result)
+
+
+def _print(console: Console, result: dict[str, Any]) -> None:
+    prices = result["prices"]
+    note = " (default relative prices)" if prices["default"] else ""
+    console.print(
+        f"{result['gate']} gate: n={result['n']} ({result['rows']}); weak accuracy "
+        f"{result['weak_accuracy']:.1%}, strong {result['strong_accuracy']:.1%}; prices weak "
+        f"{prices['weak']:g}, strong {prices['strong']:g}{note}"
+    )
+    table = Table("threshold", "escalation", "accuracy", "cost", "random escalation accuracy")
+    for row in result["table"]:
+        table.add_row(
+            f"{row['threshold']:.2f}",
+            f"{row['escalation']:.1%}",
+            f"{row['accuracy']:.1%}",
+            f"{row['cost']:.3g}",
+            f"{row['random_accuracy']:.1%}",
+        )
+    console.print(table)
+    ci = result.get("apgr_ci95")
+    ci_text = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
+    console.print(
+        f"APGR {result['apgr']:.3f}{ci_text}; random {result['random']['apgr']:.3f}, "
+        f"oracle gate {result['oracle']['apgr']:.3f}"
+    )
+    console.print(
+        f"escalation at 95% of strong accuracy: {result['escalation_at_95pct_quality']:.1%} "
+        f"(cost {result['cost_at_95pct_quality']:.3g}; random "
+        f"{result['random']['escalation_at_95pct_quality']:.1%}); break-even escalation "
+        f"{result['break_even_escalation']:.1%}"
+    )
+    if "router" in result:
+        r = result["router"]
+        console.print(
+            f"{r['name']}: APGR {r['apgr']:.3f}; strong-call share at 95% of strong accuracy "
+            f"{r['strong_share_at_95pct_quality']:.1%} (cost {r['cost_at_95pct_quality']:.3g})"
+        )

@@ -1,0 +1,115 @@
+"""`llmroute train gate` and `llmroute bench-cascade` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from llmroute.cli._app import run
+
+
+def _rows(n: int, seed: int) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        correct = rng.random() < 0.6
+        if correct:
+            answer = f"Multiply: <<{a}*{b}={a * b}>>{a * b}.\n#### {a * b}"
+        else:
+            answer = f"Maybe we add, roughly <<{a}+{b}={a + b + 1}>>{a + b + 1} I guess"
+        rows.append(
+            {
+                "prompt": f"Question {i}: what is {a} times {b}?",
+                "weak_response": answer,
+                "weak_correct": correct,
+                "strong_correct": correct or rng.random() < 0.8,
+                "strong_response": "ignored",
+            }
+        )
+    return rows
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cascade") / "answers.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _rows(150, seed=0)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(data_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cascade") / "gate"
+    assert run(["train", "gate", "--data", str(data_file), "-o", str(out)]) == 0
+    return out
+
+
+def test_train_gate_writes_an_artifact(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    meta = json.loads((trained / "gate.json").read_text())
+    assert meta["encoder"].startswith("builtin:static")
+    assert meta["trained_on"]["fitted_on"] == "train+val"
+    assert meta["metrics"]["val_auc"] > 0.9
+    assert (trained / "weights.npz").exists()
+
+
+def test_bench_cascade_json(
+    data_file: Path, trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    args = ["bench-cascade", "--data", str(data_file), "--artifact", str(trained), "--json"]
+    assert run([*args, "--router", "none"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 30 and result["apgr"] > 0.7  # the oracle's here is ~0.78
+    assert 0.0 <= result["escalation_at_95pct_quality"] <= 1.0
+    assert result["prices"]["default"] and result["break_even_escalation"] == pytest.approx(0.9)
+    assert "at_gate_threshold" in result
+
+
+def test_bench_cascade_other_gates_prices_and_table(
+    data_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["bench-cascade", "--data", str(data_file), "--router", "none", "--split", "all"]
+    assert (
+        run([*base, "--gate", "oracle", "--json", "--price-weak", "1", "--price-strong", "4"]) == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 150 and result["break_even_escalation"] == pytest.approx(0.75)
+    # Strong is right wherever weak is, so the oracle only recovers the whole gap.
+    assert result["apgr"] > 0.7 and result["min_lift_over_random"] > 0
+    assert result["escalation_at_95pct_quality"] <= 1.0 - result["weak_accuracy"]
+    plot = tmp_path / "curves.html"
+    assert run([*base, "--gate", "heuristic", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "escalation at 95% of strong accuracy" in out and "default relative prices" in out
+    assert plot.read_text().startswith("<!DOCTYPE html>") or "<svg" in plot.read_text()
+
+
+def test_bad_input_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "weak_response": "r", "weak_correct": "no"}) + "\n")
+    assert run(["train", "gate", "--data", str(path), "-o", str(tmp_path / "g")]) == 2
+    assert "bad.jsonl:1: field 'weak_correct' must be true or false" in capsys.readouterr().err
+    path.write_text("".join(json.dumps(r) + "\n" for r in _rows(10, seed=1)))
+    assert run(["train", "gate", "--data", str(path), "-o", str(tmp_path / "g")]) == 2
+    assert "at least 50 rows, got 10" in capsys.readouterr().err
+    assert run(["bench-cascade", "--data", str(path), "--price-weak", "1"]) == 2
+    assert "both --price-weak and --price-strong" in capsys.readouterr().err
+
+
+def test_bench_cascade_against_a_router_with_registry_prices(
+    data_file: Path, trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = Path(__file__).resolve().parents[2] / "examples" / "registry.yaml"
+    args = ["bench-cascade", "--data", str(data_file), "--artifact", str(trained), "--json"]
+    prices = ["--registry", str(registry), "--weak", "small", "--strong", "large"]
+    assert run([*args, *prices, "--router", "linear"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["prices"] == {"weak": 0.2, "strong": 10.0, "default": False}
+    router = result["router"]
+    assert router["name"] == "router:linear" and 0.0 <= router["apgr"] <= 2.0
+    share = router["strong_share_at_95pct_quality"]
+    assert router["cost_at_95pct_quality"] == pytest.approx((1 - share) * 0.2 + share * 10.0)
+    assert isinstance(result["fewer_strong_calls_than_router"], bool)
