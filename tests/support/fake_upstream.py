@@ -15,11 +15,20 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   waits S seconds before its first event; ``reset=1`` close the connection without an
   answer; ``mid=1`` a stream breaks after its first event; ``context=1`` answer 400
   ``context_length_exceeded``; ``nousage=1`` leave ``usage`` out.
+
+Answers can be scripted the same way (for cascade gates): ``reply=TEXT`` (URL-encoded)
+answer TEXT instead of the echo; ``vary=1`` append `` #N`` to it, N counting this model
+name's answers (choices); ``multi=1`` honour the request's ``n`` with that many
+choices; ``finish=REASON`` end with that finish reason (``length``); ``p_yes=P`` when
+the request asks for ``logprobs``, send first-token ``top_logprobs`` giving "yes"
+probability P and "no" 1-P; ``nologprobs=1`` answer 400 to a request asking for them;
+``gap=S`` a stream waits S seconds before each word.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 import time
@@ -56,6 +65,7 @@ class FakeUpstream:
     url: str
     requests: list[Recorded] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    answers: Counter[str] = field(default_factory=Counter)  # for ``vary``
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def models_called(self) -> list[str]:
@@ -95,23 +105,68 @@ def _usage() -> dict[str, int]:
     return {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
 
 
-def _completion(model: str, text: str, usage: bool) -> dict[str, Any]:
+def _completion(
+    model: str,
+    text: str,
+    usage: bool,
+    *,
+    texts: list[str] | None = None,
+    finish: str = "stop",
+    logprobs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    choices: list[dict[str, Any]] = [
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": t},
+            "finish_reason": finish,
+        }
+        for i, t in enumerate(texts or [text])
+    ]
+    if logprobs is not None:
+        choices[0]["logprobs"] = logprobs
     data: dict[str, Any] = {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": 1,
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": "stop",
-            }
-        ],
+        "choices": choices,
     }
     if usage:
         data["usage"] = _usage()
     return data
+
+
+_SCRIPTED = ("reply", "vary", "multi", "finish", "p_yes", "nologprobs", "gap")
+
+
+def _scripted_texts(
+    upstream: FakeUpstream, model: str, body: dict[str, Any], faults: dict[str, str]
+) -> list[str]:
+    """The answer's choices: the echo, or ``reply``; ``n`` of them with ``multi``; each
+    numbered with ``vary``."""
+    base = faults.get("reply", _reply_text(body))
+    n = body.get("n") if "multi" in faults else 1
+    texts = []
+    for _ in range(n if isinstance(n, int) and n > 1 else 1):
+        text = base
+        if "vary" in faults:
+            with upstream.lock:
+                upstream.answers[model] += 1
+                text = f"{base} #{upstream.answers[model]}"
+        texts.append(text)
+    return texts
+
+
+def _logprobs(faults: dict[str, str], body: dict[str, Any]) -> dict[str, Any] | None:
+    if body.get("logprobs") is not True or "p_yes" not in faults:
+        return None
+    p = min(max(float(faults["p_yes"]), 1e-6), 1 - 1e-6)
+    top = [
+        {"token": "yes", "logprob": math.log(p), "bytes": None},
+        {"token": "no", "logprob": math.log(1 - p), "bytes": None},
+    ]
+    best = top[0] if p >= 0.5 else top[1]
+    return {"content": [{**best, "top_logprobs": top}]}
 
 
 def _chunk(
@@ -151,7 +206,8 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 count = upstream.counts[model]
             faults = faults_of(model)
             if "times" in faults and count > int(faults["times"]):
-                faults = {k: v for k, v in faults.items() if k in ("delay", "nousage")}
+                kept = ("delay", "nousage", *_SCRIPTED)
+                faults = {k: v for k, v in faults.items() if k in kept}
             if "delay" in faults:
                 time.sleep(float(faults["delay"]))
             if self._fail(faults):
@@ -159,13 +215,26 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             if self.path.endswith("/embeddings"):
                 self._embeddings(model, body)
                 return
-            text = _reply_text(body)
+            if "nologprobs" in faults and body.get("logprobs") is True:
+                error = {"message": "logprobs are not supported", "type": "invalid_request_error"}
+                self._send_json(400, {"error": error})
+                return
+            texts = _scripted_texts(upstream, model, body, faults)
+            text = texts[0]
             usage = "nousage" not in faults
             if body.get("stream") is True:
                 include = bool((body.get("stream_options") or {}).get("include_usage"))
                 self._stream(model, text, faults, usage and include)
             else:
-                self._send_json(200, _completion(model, text, usage))
+                data = _completion(
+                    model,
+                    text,
+                    usage,
+                    texts=texts,
+                    finish=faults.get("finish", "stop"),
+                    logprobs=_logprobs(faults, body),
+                )
+                self._send_json(200, data)
 
         def _fail(self, faults: dict[str, str]) -> bool:
             if "reset" in faults:
@@ -228,8 +297,10 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 self.close_connection = True
                 return
             for word in text.split(" "):
+                if "gap" in faults:
+                    time.sleep(float(faults["gap"]))
                 self._write_chunk(_chunk(model, {"content": word + " "}, None))
-            self._write_chunk(_chunk(model, {}, "stop"))
+            self._write_chunk(_chunk(model, {}, faults.get("finish", "stop")))
             if usage:
                 self._write_chunk(_chunk(model, None, None, usage=True))
             self._write_chunk(b"data: [DONE]\n\n")

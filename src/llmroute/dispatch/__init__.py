@@ -1,7 +1,18 @@
 """Dispatch: send a planned request to its model with timeouts, retries, fallbacks,
 circuit breakers and balancing across deployments. Used by the gateway and the SDK."""
 
+from llmroute.dispatch.cascade import TierStep, cascade_header
 from llmroute.dispatch.dispatcher import Dispatcher, Opened, Served
 from llmroute.dispatch.plan import AUTO, PINNED, Plan, plan_request
 
-__all__ = ["AUTO", "PINNED", "Dispatcher", "Opened", "Plan", "Served", "plan_request"]
+__all__ = [
+    "AUTO",
+    "PINNED",
+    "Dispatcher",
+    "Opened",
+    "Plan",
+    "Served",
+    "TierStep",
+    "cascade_header",
+    "plan_request",
+]

@@ -14,6 +14,9 @@ Non-streaming requests may fall back at any point; streams only before their fir
 event (after that the client has bytes). A failure that is the request's own fault
 (another 4xx) raises `UpstreamRejected` at once, untried elsewhere.
 
+A plan with a cascade (`Plan.cascade`) runs its tiers instead of the chain
+(`llmroute.dispatch.cascade`), each tier through stages 2-4 for its one model.
+
 An optional `DispatchObserver` (metrics, traces) is told of every upstream call
 (`Attempt`), every retry and every fallback; without one, dispatch pays nothing for it.
 """
@@ -27,7 +30,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from llmroute.dispatch.deployments import Deployment, Deployments
 from llmroute.dispatch.plan import Plan
@@ -45,6 +48,10 @@ from llmroute.errors import (
 )
 from llmroute.providers.base import ChatProvider, EmbeddingProvider, Timeouts
 from llmroute.registry.schema import Registry, RoutePolicy
+
+if TYPE_CHECKING:
+    from llmroute.dispatch.cascade import TierStep
+    from llmroute.gates.build import GateFactory
 
 __all__ = [
     "Attempt",
@@ -74,6 +81,7 @@ class Served:
     data: dict[str, Any]
     usage: Usage
     attempts: tuple[str, ...] = ()
+    cascade: tuple[TierStep, ...] = ()  # the cascade's tiers, when the route has one
 
 
 @dataclass(slots=True)
@@ -87,6 +95,7 @@ class Opened:
     events: AsyncIterator[bytes]
     attempts: tuple[str, ...] = ()
     usage: Usage | None = field(default=None)
+    cascade: tuple[TierStep, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +114,7 @@ class Attempt:
     operation: str
     model: str
     deployment: Deployment
-    provider_kind: str  # the registry's provider kind: openai, anthropic
+    provider_kind: str  # the registry's provider kind: openai, anthropic, llamacpp
     base_url: str
     retry: int
     outcome: str
@@ -190,7 +199,9 @@ def _tell(method: Callable[..., None], *args: Any) -> None:
 class Dispatcher:
     """Sends planned requests to the registry's models through `providers`, which it
     owns (`aclose` closes them). `rng`, `clock` and `sleep` are seams for tests.
-    `observer` (metrics, traces) is told of every upstream call, retry and fallback."""
+    `observer` (metrics, traces) is told of every upstream call, retry and fallback.
+    `gates` builds a cascade's quality gates (give it the router's encoder and the
+    registry's directory for learned gates)."""
 
     def __init__(
         self,
@@ -201,20 +212,40 @@ class Dispatcher:
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         observer: DispatchObserver | None = None,
+        gates: GateFactory | None = None,
     ) -> None:
         self._registry = registry
         self._providers = providers
         self._rng = rng or random.Random()
         self._sleep = sleep
         self.observer = observer
+        self._gates = gates
         self.deployments = Deployments(registry, providers, rng=self._rng, clock=clock)
 
     @property
     def registry(self) -> Registry:
         return self._registry
 
+    @property
+    def gates(self) -> GateFactory:
+        """Builds cascade gates; without one given, a factory with no encoder (learned
+        gates then fail, and their tier escalates)."""
+        if self._gates is None:
+            from llmroute.gates.build import GateFactory
+
+            self._gates = GateFactory(self._registry)
+        return self._gates
+
     async def complete(self, plan: Plan, body: dict[str, Any]) -> Served:
         body = plan.outgoing(body)  # refuses a blocked request; applies redaction
+        if plan.cascade is not None:
+            from llmroute.dispatch.cascade import complete_cascade
+
+            return await complete_cascade(self, plan, body)
+        return await self.complete_chain(plan, body)
+
+    async def complete_chain(self, plan: Plan, body: dict[str, Any]) -> Served:
+        """`complete` along the plan's chain, for a body already made `Plan.outgoing`."""
 
         async def on(name: str, deployment: Deployment, timeouts: Timeouts) -> dict[str, Any]:
             sent = self._with_reasoning(plan, name, deployment, body)
@@ -227,6 +258,14 @@ class Dispatcher:
 
     async def open_stream(self, plan: Plan, body: dict[str, Any]) -> Opened:
         body = plan.outgoing(body)
+        if plan.cascade is not None:
+            from llmroute.dispatch.cascade import open_cascade
+
+            return await open_cascade(self, plan, body)
+        return await self.open_chain(plan, body)
+
+    async def open_chain(self, plan: Plan, body: dict[str, Any]) -> Opened:
+        """`open_stream` along the plan's chain, for a body already made outgoing."""
 
         async def on(name: str, deployment: Deployment, timeouts: Timeouts) -> tuple[bytes, Any]:
             sent = self._with_reasoning(plan, name, deployment, body)
@@ -401,7 +440,7 @@ class Dispatcher:
             model=model,
             deployment=deployment,
             provider_kind=spec.kind,
-            base_url=spec.base_url,
+            base_url=spec.base_url or "",  # "" for in-process (llamacpp) providers
             retry=retry,
             outcome=attempt_outcome(error),
             error=error,

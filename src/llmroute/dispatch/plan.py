@@ -2,6 +2,11 @@
 
 ``auto`` (or no model) runs the router; a route name pins that route; a pool model name
 pins that model. Anything else raises `ModelNotFound`.
+
+A route with a ``cascade`` (requested by ``auto`` or by its name) puts it in the plan,
+unless safety rerouted the request to a guarded model or another layer (the reasoning
+gate) chose a model other than the cascade's first tier; dispatch then runs the tiers
+(`llmroute.dispatch.cascade`) instead of the chain.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from llmroute.decide import Router
 from llmroute.decision import Decision
 from llmroute.errors import ModelNotFound, PolicyViolation, RoutingError
 from llmroute.layers.pin import PIN_LAYER, PinLayer
-from llmroute.registry.schema import Route, RoutePolicy
+from llmroute.registry.schema import Cascade, Route, RoutePolicy
 
 __all__ = ["AUTO", "PINNED", "Plan", "difficulty_model", "plan_request"]
 
@@ -29,11 +34,13 @@ PINNED = PIN_LAYER  # the layer, and the route of a request that pins a pool mod
 @dataclass(frozen=True, slots=True)
 class Plan:
     """The decision, then the pool models to try: the target first, then its fallbacks;
-    and the route's policy (timeouts, retries, context fallback), when a route decided."""
+    and the route's policy (timeouts, retries, context fallback), when a route decided;
+    and the route's `cascade`, when it has one and the request should run it."""
 
     decision: Decision
     chain: tuple[str, ...]
     policy: RoutePolicy | None = None
+    cascade: Cascade | None = None
 
     def outgoing(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body to send upstream: with PII redacted when the safety policy says so.
@@ -62,7 +69,10 @@ def plan_request(router: Router, body: Mapping[str, Any], headers: Mapping[str, 
     if route is None:
         return Plan(decision, (decision.model,))
     fallbacks = tuple(m for m in route.policy.fallback if m != decision.model)
-    return Plan(decision, (decision.model, *fallbacks), route.policy)
+    cascade = route.cascade
+    if cascade is not None and cascade.tiers[0].model != decision.model:
+        cascade = None  # another layer chose the model: serve that one
+    return Plan(decision, (decision.model, *fallbacks), route.policy, cascade)
 
 
 def _decide(

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from llmroute.decide import Router
 from llmroute.decision import Decision
-from llmroute.dispatch import Opened, Plan, plan_request
+from llmroute.dispatch import Opened, Plan, TierStep, cascade_header, plan_request
 from llmroute.errors import LlmrouteError, ProviderError
 from llmroute.server.body import read_json_object, require_messages
 from llmroute.server.errors import gateway_error
@@ -65,6 +65,7 @@ async def chat_completions(request: Request) -> Response:
                 media_type="text/event-stream",
                 headers={
                     **decision_headers(plan.decision, opened.model),
+                    **_cascade_headers(opened.cascade),
                     "cache-control": "no-cache",
                 },
             )
@@ -113,7 +114,18 @@ async def chat_completions(request: Request) -> Response:
         gateway.shadow.submit(
             plan.decision, plan.outgoing(body), served.model, answer_text(served.data), ts
         )
-    return JSONResponse(served.data, headers=decision_headers(plan.decision, served.model))
+    return JSONResponse(
+        served.data,
+        headers={
+            **decision_headers(plan.decision, served.model),
+            **_cascade_headers(served.cascade),
+        },
+    )
+
+
+def _cascade_headers(steps: tuple[TierStep, ...]) -> dict[str, str]:
+    """``x-llmroute-cascade``: each tier tried and its gates' verdict, when a cascade ran."""
+    return {"x-llmroute-cascade": cascade_header(steps)} if steps else {}
 
 
 def recorder_of(request: Request) -> Recorder | None:

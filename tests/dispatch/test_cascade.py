@@ -1,0 +1,455 @@
+"""The cascade at dispatch time, against a real fake upstream on 127.0.0.1: escalation
+on a gate's rejection or a tier's failure, the attempt path and its header, summed
+usage, buffered and passthrough streams, gates that raise or hang, the learned gate's
+adapter, and which plans carry a cascade."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+from fake_upstream import FakeUpstream, fake_upstream
+
+import llmroute.dispatch.cascade as cascade_module
+from llmroute.decide import Router
+from llmroute.decision import Decision
+from llmroute.dispatch import Dispatcher, Opened, Plan, cascade_header, plan_request
+from llmroute.encoders.fake import FakeEncoder
+from llmroute.errors import AllFallbacksFailed, UpstreamRejected
+from llmroute.gates.base import GateVerdict, ModelCall, QualityGate, TierAnswer
+from llmroute.gates.build import GateFactory
+from llmroute.providers import build_providers
+from llmroute.registry import parse_registry
+from llmroute.registry.schema import Gate, Registry
+
+T = TypeVar("T")
+
+REFUSAL = quote("I'm sorry, but I can't help with that.")
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  up: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+%(models)s
+routes:
+  - name: r
+    examples: [hello]
+    target: small
+    cascade: %(cascade)s
+  - name: plain
+    examples: [goodbye]
+    target: large
+default: {target: large}
+dispatch:
+  retries: {attempts: 0}
+  breaker: {enabled: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def upstream_module() -> Iterator[FakeUpstream]:
+    with fake_upstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def upstream(upstream_module: FakeUpstream) -> FakeUpstream:
+    upstream_module.requests.clear()
+    upstream_module.counts.clear()
+    upstream_module.answers.clear()
+    return upstream_module
+
+
+def registry(
+    upstream: FakeUpstream,
+    small: str = "small",
+    large: str = "large",
+    cascade: str = "[small, large]",
+    mid: str | None = None,
+) -> Registry:
+    models = [
+        f"  small: {{provider: up, model: '{small}', price: {{input: 1, output: 2}}}}",
+        f"  large: {{provider: up, model: '{large}', price: {{input: 10, output: 20}}}}",
+    ]
+    if mid is not None:
+        models.append(f"  mid: {{provider: up, model: '{mid}'}}")
+    text = REGISTRY % {"url": upstream.url, "models": "\n".join(models), "cascade": cascade}
+    return parse_registry(text).registry
+
+
+def plan_of(reg: Registry) -> Plan:
+    decision = Decision(
+        id="d",
+        route="r",
+        model="small",
+        layer="test",
+        confidence=1.0,
+        margin=None,
+        reason="test",
+        registry_version="v",
+        signals=(),
+        encode_us=0.0,
+        total_us=0.0,
+    )
+    route = reg.route("r")
+    return Plan(decision, ("small",), route.policy, route.cascade)
+
+
+def body(text: str = "hi", **extra: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": text}], **extra}
+
+
+def run(
+    reg: Registry,
+    job: Callable[[Dispatcher], Awaitable[T]],
+    gates: GateFactory | None = None,
+) -> T:
+    async def main() -> T:
+        dispatcher = Dispatcher(reg, build_providers(reg), gates=gates)
+        try:
+            return await job(dispatcher)
+        finally:
+            await dispatcher.aclose()
+
+    return asyncio.run(main())
+
+
+def content(data: Mapping[str, Any]) -> str:
+    text: str = data["choices"][0]["message"]["content"]
+    return text
+
+
+# -- non-streaming -----------------------------------------------------------------------
+
+
+def test_a_refusal_escalates_and_the_second_tier_answers(upstream: FakeUpstream) -> None:
+    reg = registry(upstream, small=f"small?reply={REFUSAL}")
+    served = run(reg, lambda d: d.complete(plan_of(reg), body()))
+    assert served.model == "large" and content(served.data) == "echo: hi"
+    assert [s.outcome for s in served.cascade] == ["escalate", "accept"]
+    assert served.cascade[0].verdicts[0].reason == "refusal"
+    assert served.cascade[1].gated is False
+    assert served.attempts == ("small escalated: heuristic (refusal)",)
+    assert cascade_header(served.cascade) == "small:escalate(heuristic:refusal),large:accept"
+
+
+def test_a_good_first_answer_is_served_and_the_next_tier_never_called(
+    upstream: FakeUpstream,
+) -> None:
+    reg = registry(upstream)
+    served = run(reg, lambda d: d.complete(plan_of(reg), body()))
+    assert served.model == "small" and content(served.data) == "echo: hi"
+    assert served.attempts == () and cascade_header(served.cascade) == "small:accept"
+    assert upstream.models_called() == ["small"]
+
+
+def test_usage_of_every_tier_is_summed(upstream: FakeUpstream) -> None:
+    reg = registry(upstream, small="small?finish=length")
+    served = run(reg, lambda d: d.complete(plan_of(reg), body()))
+    assert served.model == "large"
+    assert served.attempts == ("small escalated: heuristic (truncated)",)
+    small_cost, large_cost = (3 * 1 + 3 * 2) / 1e6, (3 * 10 + 3 * 20) / 1e6
+    assert served.cascade[0].usage is not None
+    assert served.cascade[0].usage.cost_usd == pytest.approx(small_cost)
+    assert served.usage.prompt_tokens == 6 and served.usage.completion_tokens == 6
+    assert served.usage.cost_usd == pytest.approx(small_cost + large_cost)
+    assert served.data["usage"]["cost_usd"] == pytest.approx(small_cost + large_cost)
+    assert served.data["usage"]["total_tokens"] == 12
+
+
+def test_a_failing_tier_escalates(upstream: FakeUpstream) -> None:
+    reg = registry(upstream, small="small?status=500", cascade="[small, mid, large]", mid="mid")
+    served = run(reg, lambda d: d.complete(plan_of(reg), body()))
+    assert served.model == "mid"
+    assert served.attempts == ("small failed: small via up (upstream returned HTTP 500)",)
+    assert cascade_header(served.cascade) == "small:error,mid:accept"
+
+
+def test_every_tier_failing_is_all_fallbacks_failed_with_the_attempts(
+    upstream: FakeUpstream,
+) -> None:
+    reg = registry(upstream, small=f"small?reply={REFUSAL}", large="large?status=503")
+    reg_fail = registry(upstream, small="small?status=500", large="large?status=503")
+    with pytest.raises(AllFallbacksFailed) as caught:
+        run(reg_fail, lambda d: d.complete(plan_of(reg_fail), body()))
+    assert caught.value.status == 502
+    assert caught.value.attempts == (
+        "small failed: small via up (upstream returned HTTP 500)",
+        "large failed: large via up (upstream returned HTTP 503)",
+    )
+    # an earlier tier that answered (and escalated) beats an error from the last one
+    served = run(reg, lambda d: d.complete(plan_of(reg), body()))
+    assert served.model == "small" and content(served.data).startswith("I'm sorry")
+    assert cascade_header(served.cascade) == "small:escalate(heuristic:refusal),large:error"
+
+
+def test_every_tier_timing_out_is_504(upstream: FakeUpstream) -> None:
+    text = REGISTRY.replace("timeout_s: 5", "timeout_s: 0.1")
+    reg = parse_registry(
+        text
+        % {
+            "url": upstream.url,
+            "models": "  small: {provider: up, model: 'small?delay=0.5'}\n"
+            "  large: {provider: up, model: 'large?delay=0.5'}",
+            "cascade": "[small, large]",
+        }
+    ).registry
+    with pytest.raises(AllFallbacksFailed) as caught:
+        run(reg, lambda d: d.complete(plan_of(reg), body()))
+    assert caught.value.status == 504 and len(caught.value.attempts) == 2
+
+
+def test_a_request_every_tier_rejects_keeps_its_4xx(upstream: FakeUpstream) -> None:
+    reg = registry(upstream, small="small?status=400", large="large?status=400")
+    with pytest.raises(UpstreamRejected) as caught:
+        run(reg, lambda d: d.complete(plan_of(reg), body()))
+    assert caught.value.status == 400 and caught.value.model == "large"
+
+
+def test_json_mode_escalates_an_answer_that_is_not_json(upstream: FakeUpstream) -> None:
+    reg = registry(upstream, small=f"small?reply={quote('{bad')}", large="large?reply=%7B%7D")
+    served = run(
+        reg,
+        lambda d: d.complete(plan_of(reg), body(response_format={"type": "json_object"})),
+    )
+    assert served.model == "large" and content(served.data) == "{}"
+    assert served.attempts == ("small escalated: heuristic (json)",)
+
+
+def test_per_tier_gates_override_the_cascade_gates(upstream: FakeUpstream) -> None:
+    tiers = "{tiers: [{model: small, gates: [{kind: heuristic, min_chars: 50}]}, large]}"
+    reg = registry(upstream, cascade=tiers)
+    served = run(reg, lambda d: d.complete(plan_of(reg), body()))
+    assert served.model == "large" and served.attempts == (
+        "small escalated: heuristic (too_short)",
+    )
+
+
+# -- gates that fail ------------------------------------------------------------------------
+
+
+class Boom:
+    name = "boom"
+
+    async def check(self, request: Mapping[str, Any], answer: TierAnswer) -> GateVerdict:
+        raise KeyError(answer.text)  # the answer must not reach the WARNING log
+
+
+class Hang:
+    name = "hang"
+
+    async def check(self, request: Mapping[str, Any], answer: TierAnswer) -> GateVerdict:
+        await asyncio.sleep(10)
+        raise AssertionError("unreachable")
+
+
+class Factory(GateFactory):
+    def __init__(self, reg: Registry, gate: QualityGate) -> None:
+        super().__init__(reg)
+        self.gate = gate
+
+    def build(self, spec: Gate, call: ModelCall) -> QualityGate:
+        return self.gate
+
+
+def test_a_gate_that_raises_escalates_and_logs_no_answer(
+    upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    reg = registry(upstream, small="small?reply=SECRET-ANSWER")
+    served = run(reg, lambda d: d.complete(plan_of(reg), body()), Factory(reg, Boom()))
+    assert served.model == "large"
+    assert served.attempts == ("small escalated: boom (error (KeyError))",)
+    assert cascade_header(served.cascade) == "small:escalate(boom:error),large:accept"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings and not any("SECRET-ANSWER" in w for w in warnings)
+
+
+def test_a_gate_that_hangs_escalates(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cascade_module, "GATE_TIMEOUT_S", 0.05)
+    reg = registry(upstream)
+    served = run(reg, lambda d: d.complete(plan_of(reg), body()), Factory(reg, Hang()))
+    assert served.model == "large" and served.attempts == ("small escalated: hang (timeout)",)
+
+
+# -- the learned gate's adapter --------------------------------------------------------------
+
+
+class FakeLearned:
+    threshold = 0.5
+
+    def __init__(self, score: float) -> None:
+        self.value = score
+        self.seen: list[tuple[list[str], list[str]]] = []
+
+    def score(self, prompts: list[str], answers: list[str]) -> np.ndarray:
+        self.seen.append((list(prompts), list(answers)))
+        return np.array([self.value])
+
+
+@pytest.mark.parametrize(("score", "served_by"), [(0.9, "small"), (0.2, "large")])
+def test_the_learned_gate_scores_prompt_and_answer_in_a_thread(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, score: float, served_by: str
+) -> None:
+    reg = registry(upstream, cascade="{tiers: [small, large], gates: [learned]}")
+    model = FakeLearned(score)
+    factory = GateFactory(reg, encoder=FakeEncoder(), base_dir=Path("/nowhere"))  # type: ignore[arg-type]
+    monkeypatch.setattr(factory, "_load_model", lambda artifact: model)
+    served = run(reg, lambda d: d.complete(plan_of(reg), body("what is 2+2?")), factory)
+    assert served.model == served_by
+    assert model.seen == [(["what is 2+2?"], ["echo: what is 2+2?"])]
+    verdict = served.cascade[0].verdicts[0]
+    assert verdict.gate == "learned" and verdict.score == pytest.approx(score)
+
+
+def test_a_learned_gate_loads_its_artifact_relative_to_the_registry_once(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from llmroute.gates import learned
+
+    loads: list[Any] = []
+
+    def load(path: Any, encoder: Any) -> FakeLearned:
+        loads.append(path)
+        return FakeLearned(0.9)
+
+    monkeypatch.setattr(learned.LearnedGateModel, "load", staticmethod(load))
+    gates = "[{kind: learned, artifact: gates/mine, threshold: 0.95}]"
+    reg = registry(upstream, cascade=f"{{tiers: [small, large], gates: {gates}}}")
+    factory = GateFactory(reg, encoder=FakeEncoder(), base_dir=tmp_path)  # type: ignore[arg-type]
+
+    async def twice(d: Dispatcher) -> list[str]:
+        return [(await d.complete(plan_of(reg), body())).model for _ in range(2)]
+
+    assert run(reg, twice, factory) == ["large", "large"]  # 0.9 < the gate's own 0.95
+    assert loads == [tmp_path / "gates/mine"]
+
+
+def test_a_learned_gate_without_an_encoder_escalates(upstream: FakeUpstream) -> None:
+    reg = registry(upstream, cascade="{tiers: [small, large], gates: [learned]}")
+    served = run(reg, lambda d: d.complete(plan_of(reg), body()))
+    assert served.model == "large"
+    assert served.attempts == ("small escalated: learned (error (RuntimeError))",)
+
+
+# -- streams ------------------------------------------------------------------------------
+
+
+async def drain(opened: Opened) -> tuple[str, list[dict[str, Any]]]:
+    text, chunks = [], []
+    async for event in opened.events:
+        if event.startswith(b"data: {"):
+            chunk = json.loads(event[6:])
+            chunks.append(chunk)
+            for choice in chunk.get("choices") or ():
+                text.append(choice["delta"].get("content") or "")
+    return "".join(text), chunks
+
+
+def stream_body() -> dict[str, Any]:
+    return body(stream=True, stream_options={"include_usage": True})
+
+
+def test_a_buffered_stream_replays_the_accepted_tier(upstream: FakeUpstream) -> None:
+    reg = registry(upstream, small="small?reply=fine%20answer", large="large")
+
+    async def job(d: Dispatcher) -> tuple[Opened, str, list[dict[str, Any]]]:
+        opened = await d.open_stream(plan_of(reg), stream_body())
+        text, chunks = await drain(opened)
+        return opened, text, chunks
+
+    opened, text, _ = run(reg, job)
+    assert opened.model == "small" and text.strip() == "fine answer"
+    assert cascade_header(opened.cascade) == "small:accept"
+    assert opened.usage is not None and opened.usage.completion_tokens == 3
+    assert [m.partition("?")[0] for m in upstream.models_called()] == ["small"]
+
+
+def test_a_buffered_stream_escalates_and_streams_the_last_tier_live(
+    upstream: FakeUpstream,
+) -> None:
+    reg = registry(upstream, small=f"small?reply={REFUSAL}")
+
+    async def job(d: Dispatcher) -> tuple[Opened, str, list[dict[str, Any]]]:
+        opened = await d.open_stream(plan_of(reg), stream_body())
+        text, chunks = await drain(opened)
+        return opened, text, chunks
+
+    opened, text, chunks = run(reg, job)
+    assert opened.model == "large" and text.strip() == "echo: hi"
+    assert opened.attempts == ("small escalated: heuristic (refusal)",)
+    total = (3 * 1 + 3 * 2) / 1e6 + (3 * 10 + 3 * 20) / 1e6
+    assert opened.usage is not None and opened.usage.cost_usd == pytest.approx(total)
+    usage_chunks = [c["usage"] for c in chunks if c.get("usage")]
+    assert usage_chunks and usage_chunks[-1]["cost_usd"] == pytest.approx(total)
+    assert usage_chunks[-1]["prompt_tokens"] == 6
+
+
+def test_a_stream_over_the_buffer_limit_escalates(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cascade_module, "MAX_BUFFER_BYTES", 200)
+    reg = registry(upstream, small="small?reply=" + quote(" ".join(["word"] * 50)))
+
+    async def job(d: Dispatcher) -> tuple[Opened, str]:
+        opened = await d.open_stream(plan_of(reg), body(stream=True))
+        return opened, (await drain(opened))[0]
+
+    opened, text = run(reg, job)
+    assert opened.model == "large" and text.strip() == "echo: hi"
+    assert opened.attempts == ("small escalated: buffer (buffer_limit)",)
+
+
+def test_a_stream_broken_mid_way_escalates(upstream: FakeUpstream) -> None:
+    reg = registry(upstream, small="small?mid=1")
+
+    async def job(d: Dispatcher) -> tuple[Opened, str]:
+        opened = await d.open_stream(plan_of(reg), body(stream=True))
+        return opened, (await drain(opened))[0]
+
+    opened, text = run(reg, job)
+    assert opened.model == "large" and text.strip() == "echo: hi"
+    assert cascade_header(opened.cascade) == "small:error,large:accept"
+
+
+def test_passthrough_streams_the_first_tier_ungated(upstream: FakeUpstream) -> None:
+    reg = registry(
+        upstream,
+        small=f"small?reply={REFUSAL}",
+        cascade="{tiers: [small, large], stream: passthrough}",
+    )
+
+    async def job(d: Dispatcher) -> tuple[Opened, str]:
+        opened = await d.open_stream(plan_of(reg), body(stream=True))
+        return opened, (await drain(opened))[0]
+
+    opened, text = run(reg, job)
+    assert opened.model == "small" and text.startswith("I'm sorry")
+    assert cascade_header(opened.cascade) == "small:accept"
+    assert [m.partition("?")[0] for m in upstream.models_called()] == ["small"]
+
+
+# -- plans ---------------------------------------------------------------------------------
+
+
+def test_plans_carry_the_cascade_of_the_deciding_route(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    text = REGISTRY % {
+        "url": upstream.url,
+        "models": "  small: {provider: up, model: small}\n  large: {provider: up, model: large}",
+        "cascade": "[small, large]",
+    }
+    router = Router(parse_registry(text), encoder=FakeEncoder(), cache_dir=tmp_path)  # type: ignore[arg-type]
+    by_route = plan_request(router, {"model": "r", **body()}, {})
+    assert by_route.cascade is not None and by_route.cascade.tiers[1].model == "large"
+    assert plan_request(router, {"model": "small", **body()}, {}).cascade is None
+    assert plan_request(router, {"model": "plain", **body()}, {}).cascade is None
