@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -16,6 +18,9 @@ from rich.table import Table
 from llmroute.cli._app import RegistryOption, app, err_console, fail, resolve_registry
 from llmroute.decide import Router
 from llmroute.decision import Decision, Outcome
+from llmroute.registry.schema import LlmFallback
+
+Refine = Callable[[Decision, str], Decision]
 
 _BATCH = 64
 _PROGRESS_AFTER = 200
@@ -32,30 +37,75 @@ def route(
     explain: Annotated[
         bool, typer.Option("--explain", help="Show each layer, the top routes and the margin.")
     ] = False,
+    no_llm: Annotated[
+        bool,
+        typer.Option("--no-llm", help="Skip the LLM router (llm_fallback): decide offline."),
+    ] = False,
 ) -> None:
-    """Decide which route and model would serve a prompt (no model is called)."""
+    """Decide which route and model would serve a prompt. No model is called, except the
+    registry's LLM router (llm_fallback) when the intent layer is unsure; --no-llm skips it."""
     router = Router.from_yaml(resolve_registry(registry))
-    if text is None or text == "-":
-        _route_stdin(router, explain)
-        return
-    decision = router.decide(text)
+    llm = None if no_llm else _llm_settings(router)
+    with _llm_refiner(router, llm) as refine:
+        if text is None or text == "-":
+            _route_stdin(router, explain, refine, llm)
+            return
+        decision = router.decide(text)
+        if refine is not None:
+            decision = refine(decision, text)
     if as_json:
         print(json.dumps(decision.to_dict(), ensure_ascii=False))
     elif explain:
-        _print_explain(decision)
+        _print_explain(decision, llm)
     else:
         print(_one_line(decision))
 
 
-def _route_stdin(router: Router, explain: bool) -> None:
+def _llm_settings(router: Router) -> LlmFallback | None:
+    settings = router.loaded.registry.llm_fallback
+    return settings if settings is not None and settings.enabled else None
+
+
+@contextmanager
+def _llm_refiner(router: Router, settings: LlmFallback | None) -> Iterator[Refine | None]:
+    """With `settings`, a function that refines a decision with the LLM router (its own
+    providers and dispatcher, on one event loop kept for every prompt); else None."""
+    if settings is None:
+        yield None
+        return
+    # Imported here: providers and dispatch are only needed with an LLM router.
+    from llmroute.dispatch import Dispatcher
+    from llmroute.layers.llm_router import LlmRouter, refine_decision
+    from llmroute.providers import build_providers
+
+    loaded = router.loaded
+    registry = loaded.registry
+
+    async def start() -> LlmRouter:
+        providers = build_providers(registry, base_dir=loaded.base_dir)
+        return LlmRouter(settings, registry, Dispatcher(registry, providers))
+
+    with asyncio.Runner() as runner:
+        llm = runner.run(start())
+        try:
+            yield lambda decision, text: runner.run(refine_decision(llm, router, decision, text))
+        finally:
+            runner.run(llm.dispatcher.aclose())
+
+
+def _route_stdin(
+    router: Router, explain: bool, refine: Refine | None, llm: LlmFallback | None
+) -> None:
     prompts = _read_stdin_lines()
     show_progress = len(prompts) >= _PROGRESS_AFTER and err_console.is_terminal
     with Progress(console=err_console, transient=True, disable=not show_progress) as progress:
         task = progress.add_task("routing", total=len(prompts))
         for chunk in _chunks(prompts, _BATCH):
-            for decision in router.decide_many(chunk):
+            for text, decision in zip(chunk, router.decide_many(chunk), strict=True):
+                if refine is not None:
+                    decision = refine(decision, text)
                 if explain:
-                    _print_explain(decision)
+                    _print_explain(decision, llm)
                 else:
                     sys.stdout.write(json.dumps(decision.to_dict(), ensure_ascii=False) + "\n")
             progress.advance(task, len(chunk))
@@ -85,7 +135,7 @@ def _one_line(decision: Decision) -> str:
     )
 
 
-def _print_explain(decision: Decision) -> None:
+def _print_explain(decision: Decision, llm: LlmFallback | None = None) -> None:
     console = Console(highlight=False, soft_wrap=True)
     console.print(f"[bold]{escape(_one_line(decision))}[/]")
     console.print(f"reason: {escape(decision.reason)}")
@@ -118,11 +168,30 @@ def _print_explain(decision: Decision) -> None:
         oos = signal.detail.get("out_of_scope")
         if isinstance(oos, float):
             console.print(f"out-of-scope class score {oos:.3f} (a route must beat it)")
+    if llm is not None:
+        console.print(escape(_llm_line(decision, llm)))
     margin = "n/a" if decision.margin is None else f"{decision.margin:.3f}"
     console.print(
         f"margin {margin} · encode {decision.encode_us:.0f} µs · total "
         f"{decision.total_us:.0f} µs · registry {decision.registry_version} · id {decision.id}"
     )
+
+
+def _llm_line(decision: Decision, llm: LlmFallback) -> str:
+    """Whether the LLM router was asked, and what came of it."""
+    for signal in decision.signals:
+        if signal.layer == "llm_router":
+            outcome = signal.detail.get("outcome")
+            answer = signal.detail.get("answer")
+            said = "" if answer is None else f", answered {answer!r}"
+            return f"llm router ({llm.model}): {outcome}{said} in {signal.elapsed_us / 1000:.0f} ms"
+    if decision.layer == "intent" and decision.margin is not None:
+        why = f"margin {decision.margin:.3f} >= {llm.margin:g}"
+    elif decision.layer == "default":
+        why = "no route near its threshold, or out of scope"
+    else:
+        why = f"decided by {decision.layer}"
+    return f"llm router ({llm.model}): not asked ({why})"
 
 
 def _signal_text(reason: str | None, detail: Mapping[str, Any]) -> str:

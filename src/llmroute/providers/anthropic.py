@@ -52,7 +52,7 @@ class AnthropicProvider:
         key = env.get(spec.api_key_env) if spec.api_key_env else None
         if key:
             headers["x-api-key"] = key
-        base_url = spec.base_url.rstrip("/")
+        base_url = spec.http_url.rstrip("/")
         if base_url.endswith("/v1"):  # the path below adds it
             base_url = base_url[: -len("/v1")]
         self._http = HttpTransport(name, base_url, headers)

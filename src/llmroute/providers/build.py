@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from llmroute.providers.anthropic import AnthropicProvider
 from llmroute.providers.base import ChatProvider
@@ -13,13 +14,31 @@ __all__ = ["build_providers"]
 
 
 def build_providers(
-    registry: Registry, environ: Mapping[str, str] | None = None
+    registry: Registry,
+    environ: Mapping[str, str] | None = None,
+    *,
+    base_dir: Path | None = None,
 ) -> dict[str, ChatProvider]:
-    """A client for every provider: OpenAI-compatible or Anthropic, by its `kind`."""
-    return {name: _build(name, spec, environ) for name, spec in registry.providers.items()}
+    """A client for every provider: OpenAI-compatible, Anthropic or in-process llama.cpp,
+    by its `kind`. llama.cpp providers load their GGUF files here (blocking; paths are
+    relative to `base_dir`, the registry file's directory, default the working one)."""
+    return {
+        name: _build(name, spec, registry, environ, base_dir)
+        for name, spec in registry.providers.items()
+    }
 
 
-def _build(name: str, spec: Provider, environ: Mapping[str, str] | None) -> ChatProvider:
+def _build(
+    name: str,
+    spec: Provider,
+    registry: Registry,
+    environ: Mapping[str, str] | None,
+    base_dir: Path | None,
+) -> ChatProvider:
+    if spec.kind == "llamacpp":
+        from llmroute.providers.llamacpp import build_llamacpp
+
+        return build_llamacpp(name, spec, registry, base_dir)
     if spec.kind == "anthropic":
         return AnthropicProvider(name, spec, environ=environ)
     return OpenAICompatProvider(name, spec, environ=environ)

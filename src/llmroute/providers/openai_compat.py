@@ -33,7 +33,7 @@ class OpenAICompatProvider:
         key = env.get(spec.api_key_env) if spec.api_key_env else None
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        self._http = HttpTransport(name, spec.base_url, headers)
+        self._http = HttpTransport(name, spec.http_url, headers)
 
     async def complete(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts

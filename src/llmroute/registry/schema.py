@@ -188,15 +188,29 @@ EncoderSpec = Annotated[
 
 
 class Provider(_Frozen):
-    """Where models are served. The key is read from `api_key_env`, never from the file."""
+    """Where models are served. The key is read from `api_key_env`, never from the file.
 
-    kind: Literal["openai", "anthropic"]
-    base_url: Url
+    Kinds ``openai`` and ``anthropic`` are HTTP APIs at `base_url` (defaulted to the
+    vendor's). Kind ``llamacpp`` runs GGUF models in this process with llama.cpp (the
+    ``local`` extra, docs/local.md): it has no `base_url`; its models name their GGUF file
+    in ``model``; `n_ctx`, `n_threads`, `max_concurrency`, `chat_format`, `max_tokens`
+    and `temperature` apply to it alone.
+    """
+
+    kind: Literal["openai", "anthropic", "llamacpp"]
+    base_url: Url | None = None  # set (or defaulted) for the HTTP kinds; None for llamacpp
     api_key_env: EnvName | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: Seconds = 60.0  # the whole request (a stream: until its last byte)
     connect_timeout_s: Seconds = 5.0
     first_token_timeout_s: Seconds | None = None  # streams: until the first event
+    # kind llamacpp only:
+    n_ctx: int = Field(default=4096, ge=256)  # the context window, in tokens
+    n_threads: int | None = Field(default=None, ge=1)  # default: the cores this process may use
+    max_concurrency: int = Field(default=1, ge=1)  # generations at once, per loaded model
+    chat_format: str | None = Field(default=None, min_length=1)  # default: the GGUF's template
+    max_tokens: int = Field(default=512, ge=1)  # the longest answer (also the default)
+    temperature: float | None = Field(default=None, ge=0, le=2)  # when the request sets none
 
     @model_validator(mode="before")
     @classmethod
@@ -206,6 +220,32 @@ class Provider(_Frozen):
             if url is not None:
                 return {**data, "base_url": url}
         return data
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> Self:
+        local = self.kind == "llamacpp"
+        wrong = _HTTP_ONLY if local else _LOCAL_ONLY
+        problems: list[Problem] = [
+            ((key,), f"{key!r} is not used by a {self.kind} provider" + (" (in-process)" * local))
+            for key in sorted(wrong & self.model_fields_set)
+        ]
+        if not local and self.base_url is None:
+            problems.append((("base_url",), f"a {self.kind} provider needs a base_url"))
+        PathProblems.raise_if_any(problems)
+        return self
+
+    @property
+    def http_url(self) -> str:
+        """`base_url`, for the HTTP kinds (which always have one)."""
+        if self.base_url is None:
+            raise ValueError(f"a {self.kind} provider has no base_url")
+        return self.base_url
+
+
+_HTTP_ONLY = frozenset({"base_url", "api_key_env", "headers", "connect_timeout_s"})
+_LOCAL_ONLY = frozenset(
+    {"n_ctx", "n_threads", "max_concurrency", "chat_format", "max_tokens", "temperature"}
+)
 
 
 class Price(_Frozen):

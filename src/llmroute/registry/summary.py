@@ -44,7 +44,14 @@ def _key(env: str | None) -> str:
 def _providers(registry: Registry) -> list[str]:
     lines = [f"providers: {len(registry.providers)}"]
     for name, p in registry.providers.items():
-        lines.append(f"  {name}: {p.kind} {p.base_url}{_key(p.api_key_env)}")
+        if p.kind == "llamacpp":
+            threads = p.n_threads or "all cores"
+            lines.append(
+                f"  {name}: llamacpp in-process (n_ctx {p.n_ctx}, threads {threads}, "
+                f"{p.max_concurrency} at once, max_tokens {p.max_tokens})"
+            )
+        else:
+            lines.append(f"  {name}: {p.kind} {p.base_url}{_key(p.api_key_env)}")
     return lines
 
 

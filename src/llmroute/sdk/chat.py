@@ -1,7 +1,8 @@
 """``router.chat.completions``: the OpenAI client's chat API, served in-process.
 
-Each call is routed (`plan_request`) and dispatched (`Dispatcher`) exactly as the
-gateway does it, without an HTTP hop. Synchronous calls run on one event loop in a
+Each call is routed (`plan_request`, then the LLM router when the registry has
+``llm_fallback`` and the intent layer is unsure) and dispatched (`Dispatcher`) exactly as
+the gateway does it, without an HTTP hop. Synchronous calls run on one event loop in a
 daemon thread owned by the router (started on first use, stopped by ``close()``);
 asynchronous calls run on the caller's loop, with a dispatcher for that loop.
 """
@@ -10,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections.abc import Coroutine, Iterable
 from typing import Any, Literal, TypeVar, overload
 
 from llmroute.decide import Router
 from llmroute.dispatch import AUTO, Dispatcher, Plan, plan_request
 from llmroute.errors import ProviderTimeout, RoutingError
+from llmroute.gates.build import GateFactory
+from llmroute.layers.llm_router import LlmRouter, refine_plan
 from llmroute.sdk.clients import LoopClients
 from llmroute.sdk.convert import as_completion, jsonable, routing_info
 from llmroute.sdk.loop import LoopThread
@@ -83,9 +87,14 @@ class _Engine:
 
     def __init__(self, router: Router) -> None:
         self.router = router
-        self._clients = LoopClients(router.loaded.registry)
+        loaded = router.loaded
+        gates = GateFactory(loaded.registry, encoder=router.encoder, base_dir=loaded.base_dir)
+        self._clients = LoopClients(loaded.registry, gates=gates, base_dir=loaded.base_dir)
         self._lock = threading.Lock()
         self._thread: LoopThread | None = None
+        self._llm_routers: weakref.WeakKeyDictionary[Dispatcher, LlmRouter] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def thread(self) -> LoopThread:
         with self._lock:
@@ -96,8 +105,22 @@ class _Engine:
     async def dispatcher(self) -> Dispatcher:
         return await self._clients.get()
 
+    async def refined(self, request: _Request, plan: Plan, dispatcher: Dispatcher) -> Plan:
+        """`plan` after the LLM router (one per dispatcher, so per loop), when the
+        registry configures one and it applies."""
+        settings = self.router.loaded.registry.llm_fallback
+        if settings is None or not settings.enabled:
+            return plan
+        with self._lock:
+            llm = self._llm_routers.get(dispatcher)
+            if llm is None:
+                llm = LlmRouter(settings, self.router.loaded.registry, dispatcher)
+                self._llm_routers[dispatcher] = llm
+        return await refine_plan(llm, self.router, plan, request.body, request.headers)
+
     async def complete(self, request: _Request, plan: Plan) -> Any:
         dispatcher = await self.dispatcher()
+        plan = await self.refined(request, plan, dispatcher)
         served = await _limited(dispatcher.complete(plan, request.body), request.timeout)
         info = routing_info(plan.decision, served.model, served.deployment, served.attempts)
         info["cost_usd"] = served.usage.cost_usd
@@ -105,6 +128,7 @@ class _Engine:
 
     async def open(self, request: _Request, plan: Plan) -> AsyncStream:
         dispatcher = await self.dispatcher()
+        plan = await self.refined(request, plan, dispatcher)
         opened = await _limited(dispatcher.open_stream(plan, request.body), request.timeout)
         info = routing_info(plan.decision, opened.model, opened.deployment, opened.attempts)
         return AsyncStream(opened, info, request.timeout)

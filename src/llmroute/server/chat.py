@@ -15,6 +15,7 @@ from llmroute.decide import Router
 from llmroute.decision import Decision
 from llmroute.dispatch import Opened, Plan, TierStep, cascade_header, plan_request
 from llmroute.errors import LlmrouteError, ProviderError
+from llmroute.layers.llm_router import refine_plan
 from llmroute.server.body import read_json_object, require_messages
 from llmroute.server.errors import gateway_error
 from llmroute.server.state import Gateway, gateway_of
@@ -45,6 +46,7 @@ async def chat_completions(request: Request) -> Response:
     body = await read_json_object(request, gateway.max_body_bytes)
     require_messages(body)
     plan = plan_request(gateway.router, body, request.headers)
+    plan = await refine_plan(gateway.llm_router, gateway.router, plan, body, request.headers)
     headers = decision_headers(plan.decision)
     if plan.decision.blocked:
         log_blocked(gateway.router, plan.decision, body)
@@ -200,10 +202,12 @@ def log_blocked(router: Router, decision: Decision, body: Mapping[str, Any]) -> 
 
 
 async def route_only(request: Request) -> Response:
-    """The decision alone: nothing is sent upstream."""
+    """The decision alone: no answer is asked for. (The LLM router, when the registry
+    has one and the intent layer is unsure, is part of the decision and is called.)"""
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
     plan = plan_request(gateway.router, body, request.headers)
+    plan = await refine_plan(gateway.llm_router, gateway.router, plan, body, request.headers)
     telemetry = getattr(request.app.state, "telemetry", None)
     if isinstance(telemetry, Telemetry):
         telemetry.metrics.observe_decision(plan.decision)

@@ -33,6 +33,8 @@ from llmroute.decide import Router
 from llmroute.dispatch import Dispatcher
 from llmroute.dispatch.dispatcher import Observers
 from llmroute.errors import ConfigError, LlmrouteError
+from llmroute.gates.build import GateFactory
+from llmroute.layers.llm_router import LlmRouter
 from llmroute.providers import build_providers
 from llmroute.providers.base import ChatProvider
 from llmroute.registry import load_registry
@@ -48,7 +50,7 @@ __all__ = ["Fingerprint", "Reloader", "fingerprint", "reloading"]
 
 log = logging.getLogger("llmroute.server")
 
-Built = tuple[Router, dict[str, ChatProvider]]
+Built = tuple[Router, dict[str, ChatProvider], GateFactory]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +86,16 @@ def build(path: str, threads: int | None, current: Router | None = None) -> Buil
         if loaded.registry.encoder == current.loaded.registry.encoder:
             encoder = current.encoder
     router = Router(loaded, encoder=encoder, encoder_threads=threads)
-    return router, build_providers(router.loaded.registry)
+    # Learned cascade gates load here, so a bad artifact rejects the registry.
+    gates = GateFactory(loaded.registry, encoder=router.encoder, base_dir=loaded.base_dir)
+    gates.preload()
+    return router, build_providers(loaded.registry, base_dir=loaded.base_dir), gates
 
 
 async def open_gateway(built: Built, max_body_bytes: int, state: State | None = None) -> Gateway:
     """The gateway for a freshly built router; with `state` (the app's), its shadow
     runner stores what it judged in the app's decision log and counts in its metrics."""
-    router, providers = built
+    router, providers, gates = built
     metrics = getattr(state, "metrics", None)
     tracing = getattr(state, "tracing", None)
     observer = Observers.of(
@@ -98,12 +103,26 @@ async def open_gateway(built: Built, max_body_bytes: int, state: State | None = 
         tracing.observer if isinstance(tracing, Tracing) else None,
     )
     try:
-        dispatcher = Dispatcher(router.loaded.registry, providers, observer=observer)
+        dispatcher = Dispatcher(router.loaded.registry, providers, observer=observer, gates=gates)
     except BaseException:
         for provider in providers.values():
             await provider.aclose()
         raise
-    return Gateway(router, dispatcher, max_body_bytes, _shadow_runner(router, dispatcher, state))
+    return Gateway(
+        router,
+        dispatcher,
+        max_body_bytes,
+        _shadow_runner(router, dispatcher, state),
+        _llm_router(router, dispatcher, metrics),
+    )
+
+
+def _llm_router(router: Router, dispatcher: Dispatcher, metrics: object) -> LlmRouter | None:
+    settings = router.loaded.registry.llm_fallback
+    if settings is None or not settings.enabled:
+        return None
+    on_outcome = metrics.llm_router if isinstance(metrics, GatewayMetrics) else None
+    return LlmRouter(settings, router.loaded.registry, dispatcher, on_outcome=on_outcome)
 
 
 def _shadow_runner(

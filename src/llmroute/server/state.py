@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmroute.decide import Router
 from llmroute.dispatch import Dispatcher
+from llmroute.layers.llm_router import LlmRouter
 from llmroute.server.errors import GatewayError
 from llmroute.telemetry.shadow import ShadowRunner
 
@@ -57,6 +58,7 @@ class Gateway:
     dispatcher: Dispatcher
     max_body_bytes: int
     shadow: ShadowRunner | None = None
+    llm_router: LlmRouter | None = None
     inflight: InFlight = field(default_factory=InFlight, repr=False)
 
     async def aclose(self) -> None:

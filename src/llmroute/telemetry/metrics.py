@@ -22,7 +22,8 @@ Metrics (all prefixed ``llmroute_``):
 - ``breaker_open{model, deployment, upstream}``: 1 while a deployment's breaker is open
   or half-open, 0 closed;
 - ``safety_actions_total{action}``, ``reasoning_total{needed="true|false"}``;
-- ``telemetry_dropped_total{reason}``, ``telemetry_queue_depth``, ``shadow_total{outcome}``.
+- ``telemetry_dropped_total{reason}``, ``telemetry_queue_depth``, ``shadow_total{outcome}``;
+- ``llm_router_total{outcome}``: LLM router calls (llmroute.layers.llm_router).
 
 Multi-process mode: when ``$PROMETHEUS_MULTIPROC_DIR`` is set before prometheus_client
 is first imported (``llmroute serve --workers N`` does so), every worker writes its
@@ -261,6 +262,9 @@ class GatewayMetrics:
         self._shadow = _Children(
             counter("llmroute_shadow", "Shadow requests by outcome", ("outcome",))
         )
+        self._llm_router = _Children(
+            counter("llmroute_llm_router", "LLM router calls by outcome", ("outcome",))
+        )
         self._queue_depth = Gauge(
             "llmroute_telemetry_queue_depth",
             "Decision-log records waiting to be written",
@@ -353,6 +357,10 @@ class GatewayMetrics:
     def shadow(self, outcome: str) -> None:
         """A shadow request: ``sent``, ``dropped_saturated`` or ``error``."""
         self._shadow(outcome).inc()
+
+    def llm_router(self, outcome: str) -> None:
+        """An LLM router call: ``chosen``, ``kept``, ``timeout``, ``error`` or ``saturated``."""
+        self._llm_router(outcome).inc()
 
     # -- scraping ---------------------------------------------------------------------------
 

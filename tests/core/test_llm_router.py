@@ -1,0 +1,513 @@
+"""The LLM router against a scripted OpenAI-protocol server (real HTTP on 127.0.0.1)
+that answers ``{"route": ...}`` by the request's text and records what it was sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from fake_upstream import serve_in_thread
+
+from llmroute.decide import Router
+from llmroute.decision import Decision, Outcome, SafetyOutcome
+from llmroute.dispatch import Dispatcher, plan_request
+from llmroute.encoders.fake import FakeEncoder
+from llmroute.layers.llm_router import (
+    LLM_ROUTER_LAYER,
+    LlmRouter,
+    parse_answer,
+    refine_decision,
+    refine_plan,
+    response_format,
+)
+from llmroute.providers import build_providers
+from llmroute.registry import parse_registry
+from llmroute.registry.schema import LlmFallback
+from llmroute.telemetry.metrics import GatewayMetrics
+
+T = TypeVar("T")
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s/v1", timeout_s: 10}
+models:
+  small: {provider: fake, model: up-small}
+  large: {provider: fake, model: up-large}
+  backup: {provider: fake, model: up-backup}
+  thinker: {provider: fake, model: up-thinker, reasoning: {effort: high}}
+  picker: {provider: fake, model: up-picker}
+intent:
+  threshold: %(threshold)s
+routes:
+  - name: code
+    description: programming, debugging and code review
+    target: large
+    reasoning_target: thinker
+    policy: {fallback: [backup]}
+    examples:
+      - write a python function to parse json
+      - fix this python bug in my function
+      - refactor this javascript class
+  - name: weather
+    target: small
+    examples:
+      - what is the weather tomorrow
+      - will it rain today in paris
+      - weather forecast for the weekend
+  - name: cooking
+    target: small
+    examples:
+      - recipe for chocolate cake
+      - how long to boil an egg
+      - cooking pasta with garlic sauce
+default: {target: small}
+rules:
+  - name: tenant
+    when: {header: {x-tenant: acme}}
+    target: large
+reasoning: {scorer: null, triggers: ["step by step"]}
+llm_fallback:
+  model: picker
+  margin: %(margin)s
+  timeout_s: %(timeout)s
+  max_chars: 100
+  max_concurrency: %(concurrency)s
+"""
+
+WEATHER = "what is the weather tomorrow"
+NO_DISPATCHER: Any = None  # `applies` never calls the model
+
+
+@dataclass
+class Script:
+    """What the scripted server answers: by a substring of the user's message, a reply
+    text and a delay; `requests` records every body it was sent."""
+
+    replies: dict[str, str] = field(default_factory=dict)
+    delays: dict[str, float] = field(default_factory=dict)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    reject_schema: bool = False  # answer 400 to a request with response_format
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def answer(self, body: dict[str, Any]) -> tuple[str, float]:
+        text = str(body["messages"][-1]["content"])
+        reply = next((r for key, r in self.replies.items() if key in text), '{"route": "none"}')
+        delay = next((d for key, d in self.delays.items() if key in text), 0.0)
+        return reply, delay
+
+
+def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
+            with script.lock:
+                script.requests.append(body)
+            reply, delay = script.answer(body)
+            time.sleep(delay)
+            if script.reject_schema and "response_format" in body:
+                self._send(400, {"error": {"message": "no json_schema", "type": "invalid"}})
+                return
+            raw = {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 1,
+                "model": body.get("model"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": reply},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+            self._send(200, raw)
+
+        def _send(self, status: int, data: Any) -> None:
+            raw = json.dumps(data).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+    return Handler
+
+
+@pytest.fixture
+def script() -> Script:
+    return Script()
+
+
+@pytest.fixture
+def url(script: Script) -> Iterator[str]:
+    with serve_in_thread(_handler(script)) as base:
+        yield base
+
+
+MakeRouter = Callable[..., Router]
+
+
+@pytest.fixture
+def make(url: str, tmp_path: Path) -> MakeRouter:
+    def build(
+        margin: float = 1.0, threshold: float = 0.3, timeout: float = 5.0, concurrency: int = 4
+    ) -> Router:
+        text = REGISTRY % {
+            "url": url,
+            "margin": margin,
+            "threshold": threshold,
+            "timeout": timeout,
+            "concurrency": concurrency,
+        }
+        return Router(
+            parse_registry(text, source="t.yaml"), encoder=FakeEncoder(), cache_dir=tmp_path
+        )
+
+    return build
+
+
+def settings(router: Router) -> LlmFallback:
+    fallback = router.loaded.registry.llm_fallback
+    assert fallback is not None
+    return fallback
+
+
+def run_with(router: Router, work: Callable[[LlmRouter], Awaitable[T]], **kwargs: Any) -> T:
+    """Run `work` with an LLM router (and its dispatcher) on a fresh loop, then close."""
+
+    async def main() -> T:
+        registry = router.loaded.registry
+        dispatcher = Dispatcher(registry, build_providers(registry))
+        try:
+            return await work(LlmRouter(settings(router), registry, dispatcher, **kwargs))
+        finally:
+            await dispatcher.aclose()
+
+    return asyncio.run(main())
+
+
+def intent_decision(router: Router, text: str = WEATHER) -> Decision:
+    decision = router.decide(text)
+    assert decision.layer == "intent", decision.reason
+    assert decision.margin is not None
+    return decision
+
+
+def llm_signal(decision: Decision) -> Any:
+    signals = [s for s in decision.signals if s.layer == LLM_ROUTER_LAYER]
+    assert len(signals) == 1
+    return signals[0]
+
+
+# -- applies -----------------------------------------------------------------------------
+
+
+def test_applies_only_below_the_margin(make: MakeRouter) -> None:
+    router = make()
+    decision = intent_decision(router)
+    assert decision.margin is not None
+    above = settings(router).model_copy(update={"margin": decision.margin + 1e-3})
+    below = settings(router).model_copy(update={"margin": max(decision.margin - 1e-3, 0.0)})
+    registry = router.loaded.registry
+    dispatcher = NO_DISPATCHER
+    assert LlmRouter(above, registry, dispatcher).applies(decision)
+    assert not LlmRouter(below, registry, dispatcher).applies(decision)
+    disabled = above.model_copy(update={"enabled": False})
+    assert not LlmRouter(disabled, registry, dispatcher).applies(decision)
+
+
+def test_never_for_rules_pinned_or_guarded_requests(make: MakeRouter) -> None:
+    router = make(margin=1.0)
+    registry = router.loaded.registry
+    llm = LlmRouter(settings(router), registry, NO_DISPATCHER)
+    ruled = router.decide(WEATHER, headers={"x-tenant": "acme"})
+    assert ruled.layer == "rules" and not llm.applies(ruled)
+    body = {"model": "weather", "messages": [{"role": "user", "content": WEATHER}]}
+    pinned = plan_request(router, body, {}).decision
+    assert pinned.layer == "pinned" and not llm.applies(pinned)
+    decision = intent_decision(router)
+    assert llm.applies(decision)
+    blocked = replace(decision, safety=SafetyOutcome(profile="p", action="block"))
+    assert not llm.applies(blocked)
+    rerouted = replace(decision, safety=SafetyOutcome(profile="p", action="route", model="large"))
+    assert not llm.applies(rerouted)
+
+
+def test_default_below_threshold_applies_when_near(make: MakeRouter) -> None:
+    near = make(margin=1.0, threshold=0.999)
+    decision = near.decide(WEATHER)
+    assert decision.layer == "default" and "below its threshold" in decision.reason
+    registry = near.loaded.registry
+    assert LlmRouter(settings(near), registry, NO_DISPATCHER).applies(decision)
+    far = settings(near).model_copy(update={"margin": 0.0})
+    assert not LlmRouter(far, registry, NO_DISPATCHER).applies(decision)
+    empty = near.decide("   ")  # passes for an empty prompt: nothing to ask about
+    assert not LlmRouter(settings(near), registry, NO_DISPATCHER).applies(empty)
+
+
+# -- refine ------------------------------------------------------------------------------
+
+
+def test_chosen_route_replaces_the_decision(make: MakeRouter, script: Script) -> None:
+    router = make()
+    decision = intent_decision(router)
+    assert decision.route == "weather"
+    script.replies[WEATHER] = '{"route": "cooking"}'
+    outcomes: list[str] = []
+    refined = run_with(
+        router, lambda llm: llm.refine(decision, WEATHER), on_outcome=outcomes.append
+    )
+    assert (refined.route, refined.model, refined.layer) == ("cooking", "small", "llm_router")
+    assert refined.confidence == 1.0 and refined.margin is None
+    assert refined.id == decision.id and refined.registry_version == decision.registry_version
+    assert refined.signals[:-1] == decision.signals
+    signal = llm_signal(refined)
+    assert signal.outcome is Outcome.DECIDED
+    assert dict(signal.detail) == {"answer": "cooking", "outcome": "chosen"}
+    assert signal.elapsed_us > 0
+    assert outcomes == ["chosen"]
+    # What was sent: the constrained answer, temperature 0, the routes and descriptions.
+    (sent,) = script.requests
+    assert sent["model"] == "up-picker" and sent["temperature"] == 0
+    assert sent["max_tokens"] <= 32
+    assert sent["response_format"] == response_format(("code", "weather", "cooking", "none"))
+    schema = sent["response_format"]["json_schema"]
+    assert schema["strict"] is True
+    assert schema["schema"]["properties"]["route"]["enum"] == [
+        "code",
+        "weather",
+        "cooking",
+        "none",
+    ]
+    system = sent["messages"][0]["content"]
+    assert "- code: programming, debugging and code review" in system
+    assert '- weather: requests like "what is the weather tomorrow"' in system
+    assert sent["messages"][-1] == {"role": "user", "content": WEATHER}
+
+
+def test_request_is_truncated_to_max_chars(make: MakeRouter, script: Script) -> None:
+    router = make()
+    decision = intent_decision(router)
+    long_text = WEATHER + " " + "x" * 500
+    run_with(router, lambda llm: llm.refine(decision, long_text))
+    sent = script.requests[0]["messages"][-1]["content"]
+    assert len(sent) < 120 and sent.startswith(WEATHER)
+
+
+def test_none_means_the_default(make: MakeRouter, script: Script) -> None:
+    router = make()
+    decision = intent_decision(router, "write a python function to parse json")
+    assert decision.route == "code"
+    script.replies["python"] = '{"route": "none"}'
+    refined = run_with(router, lambda llm: llm.refine(decision, "write a python function"))
+    assert (refined.route, refined.model, refined.layer) == ("default", "small", "llm_router")
+
+
+@pytest.mark.parametrize(
+    "reply", ["garbage", '{"route": "Cooking"}', '{"route": "pizza"}', '{"x": 1}', "", "[1]"]
+)
+def test_garbage_keeps_the_decision(make: MakeRouter, script: Script, reply: str) -> None:
+    router = make()
+    decision = intent_decision(router)
+    script.replies[WEATHER] = reply
+    outcomes: list[str] = []
+    kept = run_with(router, lambda llm: llm.refine(decision, WEATHER), on_outcome=outcomes.append)
+    assert (kept.route, kept.model, kept.layer) == (decision.route, decision.model, "intent")
+    assert kept.margin == decision.margin and kept.confidence == decision.confidence
+    signal = llm_signal(kept)
+    assert signal.outcome is Outcome.PASSED and signal.detail["outcome"] == "kept"
+    assert outcomes == ["kept"]
+
+
+def test_parse_answer_is_strict() -> None:
+    names = ("code", "weather", "none")
+    assert parse_answer('{"route": "code"}', names) == "code"
+    assert parse_answer(' {"route":"none"}\n', names) == "none"
+    assert parse_answer("weather", names) == "weather"
+    assert parse_answer('"weather"', names) == "weather"
+    assert parse_answer('```json\n{"route": "code"}\n```', names) == "code"
+    for bad in ("Weather", "the weather route", '{"route": "pizza"}', '{"route": 1}', None):
+        assert parse_answer(bad, names) is None
+
+
+def test_timeout_keeps_the_decision_and_returns_in_time(make: MakeRouter, script: Script) -> None:
+    timeout, delay = 0.3, 3.0
+    router = make(timeout=timeout)
+    decision = intent_decision(router)
+    script.replies[WEATHER] = '{"route": "cooking"}'
+    script.delays[WEATHER] = delay
+    outcomes: list[str] = []
+
+    async def timed(llm: LlmRouter) -> tuple[Decision, float]:
+        start = time.perf_counter()
+        refined = await llm.refine(decision, WEATHER)
+        return refined, time.perf_counter() - start
+
+    kept, elapsed = run_with(router, timed, on_outcome=outcomes.append)
+    assert kept.route == "weather" and kept.layer == "intent"
+    assert llm_signal(kept).detail["outcome"] == "timeout"
+    assert outcomes == ["timeout"]
+    assert elapsed < delay / 3  # the timeout fired, not the server's answer
+    assert elapsed >= timeout * 0.9
+
+
+def test_saturated_keeps_the_decision(make: MakeRouter, script: Script) -> None:
+    router = make(concurrency=1)
+    decision = intent_decision(router)
+    script.replies[WEATHER] = '{"route": "cooking"}'
+    script.delays[WEATHER] = 0.5
+    outcomes: list[str] = []
+
+    async def two(llm: LlmRouter) -> tuple[Decision, Decision]:
+        first = asyncio.create_task(llm.refine(decision, WEATHER))
+        while llm.in_flight == 0:
+            await asyncio.sleep(0.001)
+        second = await llm.refine(decision, WEATHER)
+        return await first, second
+
+    first, second = run_with(router, two, on_outcome=outcomes.append)
+    assert first.route == "cooking" and first.layer == "llm_router"
+    assert second.route == "weather" and llm_signal(second).detail["outcome"] == "saturated"
+    assert sorted(outcomes) == ["chosen", "saturated"]
+    assert len(script.requests) == 1
+
+
+def test_error_keeps_the_decision(make: MakeRouter) -> None:
+    router = make()
+    decision = intent_decision(router)
+    registry = router.loaded.registry
+    dead = registry.model_copy(
+        update={
+            "providers": {
+                "fake": registry.providers["fake"].model_copy(
+                    update={"base_url": "http://127.0.0.1:9/v1"}
+                )
+            }
+        }
+    )
+
+    async def main() -> Decision:
+        dispatcher = Dispatcher(dead, build_providers(dead))
+        try:
+            return await LlmRouter(settings(router), dead, dispatcher).refine(decision, WEATHER)
+        finally:
+            await dispatcher.aclose()
+
+    kept = asyncio.run(main())
+    assert kept.route == "weather" and llm_signal(kept).detail["outcome"] == "error"
+
+
+# -- guards and plans --------------------------------------------------------------------
+
+
+def test_a_new_route_gets_its_reasoning_tier(make: MakeRouter, script: Script) -> None:
+    router = make()
+    text = "what is the weather tomorrow, step by step"
+    body = {"model": "auto", "messages": [{"role": "user", "content": text}]}
+    plan = plan_request(router, body, {})
+    assert plan.decision.route == "weather" and plan.decision.reasoning is not None
+    assert plan.decision.reasoning.needed and plan.decision.reasoning.tier is None
+    script.replies["step by step"] = '{"route": "code"}'
+
+    async def work(llm: LlmRouter) -> Any:
+        return await refine_plan(llm, router, plan, body, {})
+
+    new = run_with(router, work)
+    decision = new.decision
+    assert (decision.route, decision.layer) == ("code", "llm_router")
+    assert decision.reasoning is not None and decision.reasoning.tier == "thinker"
+    assert decision.model == "thinker"
+    assert new.chain == ("thinker", "backup")
+    assert new.policy is not None and new.policy.fallback == ("backup",)
+    layers = [s.layer for s in decision.signals]
+    assert layers.count("reasoning") == 1 and layers.count(LLM_ROUTER_LAYER) == 1
+    assert layers.index(LLM_ROUTER_LAYER) < layers.index("reasoning")
+    assert decision.id == plan.decision.id
+
+
+def test_refine_plan_keeps_a_plan_it_does_not_change(make: MakeRouter, script: Script) -> None:
+    router = make(margin=0.0)
+    body = {"model": "auto", "messages": [{"role": "user", "content": WEATHER}]}
+    plan = plan_request(router, body, {})
+
+    async def work(llm: LlmRouter) -> Any:
+        return await refine_plan(llm, router, plan, body, {})
+
+    assert run_with(router, work) is plan
+    assert script.requests == []
+
+    async def without(llm: LlmRouter) -> Any:
+        return await refine_decision(None, router, plan.decision, body)
+
+    assert run_with(router, without) is plan.decision
+
+
+def test_metrics_counter() -> None:
+    metrics = GatewayMetrics()
+    metrics.llm_router("chosen")
+    metrics.llm_router("chosen")
+    metrics.llm_router("timeout")
+    text = metrics.render()[0].decode()
+    assert 'llmroute_llm_router_total{outcome="chosen"} 2.0' in text
+    assert 'llmroute_llm_router_total{outcome="timeout"} 1.0' in text
+
+
+def test_a_server_without_schema_mode_is_asked_plainly(make: MakeRouter, script: Script) -> None:
+    router = make()
+    decision = intent_decision(router)
+    script.replies[WEATHER] = '{"route": "cooking"}'
+    script.reject_schema = True
+
+    async def twice(llm: LlmRouter) -> list[Decision]:
+        return [await llm.refine(decision, WEATHER) for _ in range(2)]
+
+    refined = run_with(router, twice)
+    assert [d.route for d in refined] == ["cooking", "cooking"]
+    assert ["response_format" in r for r in script.requests] == [True, False, False]
+
+
+def test_anthropic_models_get_the_plain_prompt(make: MakeRouter) -> None:
+    router = make()
+    registry = router.loaded.registry
+    claude = registry.model_copy(
+        update={
+            "providers": {
+                **registry.providers,
+                "claude": registry.providers["fake"].model_copy(update={"kind": "anthropic"}),
+            },
+            "models": {
+                **registry.models,
+                "picker": registry.models["picker"].model_copy(update={"provider": "claude"}),
+            },
+        }
+    )
+    names = ("code", "none")
+    assert "response_format" in LlmRouter(settings(router), registry, NO_DISPATCHER).body(
+        names, "x"
+    )
+    plain = LlmRouter(settings(router), claude, NO_DISPATCHER).body(names, "x")
+    assert "response_format" not in plain
+    assert '{"route": "<name>"}' in plain["messages"][0]["content"]
+
+
+def test_top_k_lists_the_best_candidates(make: MakeRouter) -> None:
+    router = make()
+    decision = intent_decision(router)
+    llm = LlmRouter(settings(router), router.loaded.registry, NO_DISPATCHER, top_k=2)
+    names = llm.names(decision)
+    assert names == (*(c.route for c in decision.candidates[:2]), "none")

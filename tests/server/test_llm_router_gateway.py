@@ -1,0 +1,240 @@
+"""The LLM router wired in: the gateway's step (`refine_plan` after `plan_request`, then
+dispatch), the SDK and ``llmroute route``, against a scripted OpenAI-protocol server
+(real HTTP on 127.0.0.1) whose router model answers ``{"route": ...}`` by the request's
+text and whose other models answer ``served by <model>``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_upstream import serve_in_thread
+
+from llmroute.decide import Router
+from llmroute.dispatch import Dispatcher, Served, plan_request
+from llmroute.layers.llm_router import LlmRouter, refine_plan
+from llmroute.providers import build_providers
+
+LLMROUTE = str(Path(sys.executable).parent / "llmroute")
+PICKER = "up-picker"
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s/v1", timeout_s: 10}
+models:
+  small: {provider: fake, model: up-small}
+  large: {provider: fake, model: up-large}
+  backup: {provider: fake, model: up-backup}
+  picker: {provider: fake, model: up-picker}
+intent:
+  threshold: 0.05
+routes:
+  - name: code
+    description: programming and debugging
+    target: large
+    policy: {fallback: [backup]}
+    examples:
+      - write a python function to parse json
+      - fix this python bug in my function
+      - refactor this javascript class
+  - name: weather
+    target: small
+    examples:
+      - what is the weather tomorrow
+      - will it rain today in paris
+      - weather forecast for the weekend
+default: {target: small}
+llm_fallback: {model: picker, margin: 1.0, timeout_s: 5}
+"""
+
+WEATHER = "what is the weather tomorrow"
+
+
+@dataclass
+class Script:
+    replies: dict[str, str] = field(default_factory=dict)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reply(self, body: dict[str, Any]) -> str:
+        if body.get("model") != PICKER:
+            return f"served by {body.get('model')}"
+        text = str(body["messages"][-1]["content"])
+        return next((r for key, r in self.replies.items() if key in text), '{"route": "none"}')
+
+    def picker_calls(self) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r.get("model") == PICKER]
+
+
+def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
+            with script.lock:
+                script.requests.append(body)
+            message = {"role": "assistant", "content": script.reply(body)}
+            raw = json.dumps(
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 1,
+                    "model": body.get("model"),
+                    "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+    return Handler
+
+
+@pytest.fixture
+def script() -> Script:
+    return Script()
+
+
+@pytest.fixture
+def registry(script: Script, tmp_path: Path) -> Iterator[Path]:
+    with serve_in_thread(_handler(script)) as url:
+        path = tmp_path / "registry.yaml"
+        path.write_text(REGISTRY % {"url": url})
+        yield path
+
+
+def _body(text: str) -> dict[str, Any]:
+    return {"model": "auto", "messages": [{"role": "user", "content": text}]}
+
+
+def test_gateway_step_serves_the_chosen_route(registry: Path, script: Script) -> None:
+    """What server/chat.py does: plan, refine the plan, dispatch it."""
+    router = Router.from_yaml(registry)
+    script.replies[WEATHER] = '{"route": "code"}'
+    body = _body(WEATHER)
+
+    async def main() -> tuple[Any, Served]:
+        loaded = router.loaded.registry
+        assert loaded.llm_fallback is not None
+        dispatcher = Dispatcher(loaded, build_providers(loaded))
+        try:
+            llm = LlmRouter(loaded.llm_fallback, loaded, dispatcher)
+            plan = plan_request(router, body, {})
+            assert (plan.decision.route, plan.decision.layer) == ("weather", "intent")
+            plan = await refine_plan(llm, router, plan, body, {})
+            return plan, await dispatcher.complete(plan, body)
+        finally:
+            await dispatcher.aclose()
+
+    plan, served = asyncio.run(main())
+    assert (plan.decision.route, plan.decision.layer) == ("code", "llm_router")
+    assert plan.chain == ("large", "backup")
+    assert served.model == "large"
+    assert served.data["choices"][0]["message"]["content"] == "served by up-large"
+    assert [r["model"] for r in script.requests] == [PICKER, "up-large"]
+    picker = script.requests[0]
+    assert picker["response_format"]["json_schema"]["schema"]["properties"]["route"]["enum"] == [
+        "code",
+        "weather",
+        "none",
+    ]
+
+
+def test_sdk_applies_the_llm_router(registry: Path, script: Script) -> None:
+    script.replies[WEATHER] = '{"route": "code"}'
+    with Router.from_yaml(registry) as router:
+        reply = router.chat.completions.create(messages=_body(WEATHER)["messages"])
+        info = reply["llmroute"] if isinstance(reply, dict) else reply.llmroute
+        assert (info["route"], info["layer"], info["model"]) == ("code", "llm_router", "large")
+
+        async def acreate() -> Any:
+            try:
+                return await router.chat.completions.acreate(messages=_body(WEATHER)["messages"])
+            finally:
+                await router.aclose()
+
+        reply = asyncio.run(acreate())
+        info = reply["llmroute"] if isinstance(reply, dict) else reply.llmroute
+        assert info["route"] == "code"
+    assert len(script.picker_calls()) == 2
+
+
+def _llmroute(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [LLMROUTE, *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_cli_route_explain_shows_the_llm_router(registry: Path, script: Script) -> None:
+    script.replies[WEATHER] = '{"route": "code"}'
+    out = _llmroute("route", "--registry", str(registry), "--explain", WEATHER)
+    assert out.returncode == 0, out.stderr
+    assert "code -> large  (llm_router, confidence 1.00)" in out.stdout
+    assert "llm router (picker): chosen, answered 'code'" in out.stdout
+    assert len(script.picker_calls()) == 1
+
+    out = _llmroute("route", "--registry", str(registry), "--json", WEATHER)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert (data["route"], data["layer"]) == ("code", "llm_router")
+    assert data["layers"][-1]["layer"] == "llm_router"
+    assert data["layers"][-1]["detail"] == {"answer": "code", "outcome": "chosen"}
+
+    out = _llmroute("route", "--registry", str(registry), "--explain", "--no-llm", WEATHER)
+    assert out.returncode == 0, out.stderr
+    assert "weather -> small  (intent" in out.stdout and "llm router" not in out.stdout
+    assert len(script.picker_calls()) == 2
+
+
+def test_gateway_over_http_serves_the_chosen_route_and_counts_it(
+    registry: Path, script: Script, tmp_path: Path
+) -> None:
+    """`llmroute serve` as a subprocess, the official client in front of it."""
+    import httpx
+    import openai
+    from gateway_proc import serve
+
+    script.replies[WEATHER] = '{"route": "code"}'
+    with serve(registry, tmp_path / "serve.log") as served:
+        with openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0) as c:
+            raw = c.chat.completions.with_raw_response.create(
+                model="auto", messages=_body(WEATHER)["messages"]
+            )
+        assert raw.headers["x-llmroute-route"] == "code"
+        assert raw.headers["x-llmroute-layer"] == "llm_router"
+        assert raw.headers["x-llmroute-model"] == "large"
+        assert raw.parse().choices[0].message.content == "served by up-large"
+
+        # The router model's own failure keeps the intent decision.
+        script.replies[WEATHER] = "I think it is about the weather"
+        decision = httpx.post(f"{served.url}/v1/route", json=_body(WEATHER), timeout=10).json()
+        assert (decision["route"], decision["layer"]) == ("weather", "intent")
+        assert decision["layers"][-1]["detail"]["outcome"] == "kept"
+
+        metrics = httpx.get(f"{served.url}/metrics", timeout=10).text
+    assert 'llmroute_llm_router_total{outcome="chosen"} 1.0' in metrics
+    assert 'llmroute_llm_router_total{outcome="kept"} 1.0' in metrics
+    assert [r["model"] for r in script.requests] == [PICKER, "up-large", PICKER]
