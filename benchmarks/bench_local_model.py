@@ -5,7 +5,7 @@ Measures, with `--threads` threads (default 2):
 * prompt evaluation and generation speed, in tokens per second;
 * the latency of a router-style call through `LlamaCppProvider`: a ~150-token prompt
   listing 10 route names, a ``json_schema`` answer whose ``enum`` is the route names
-  (enforced by llama.cpp's grammar), ``max_tokens`` 16; p50 / p99 over `--calls` calls.
+  (enforced by the provider's logit mask), ``max_tokens`` 16; p50 / p99 over `--calls` calls.
 
 Needs the ``local`` extra: ``pip install 'llmroute[local]'``. Run:
 

@@ -20,6 +20,7 @@ from llmroute.decide import Router
 from llmroute.decision import Decision, Outcome, SafetyOutcome
 from llmroute.dispatch import Dispatcher, plan_request
 from llmroute.encoders.fake import FakeEncoder
+from llmroute.errors import ConfigError
 from llmroute.layers.llm_router import (
     LLM_ROUTER_LAYER,
     LlmRouter,
@@ -511,3 +512,30 @@ def test_top_k_lists_the_best_candidates(make: MakeRouter) -> None:
     llm = LlmRouter(settings(router), router.loaded.registry, NO_DISPATCHER, top_k=2)
     names = llm.names(decision)
     assert names == (*(c.route for c in decision.candidates[:2]), "none")
+
+
+def test_top_k_comes_from_the_registry_settings(make: MakeRouter) -> None:
+    router = make()
+    decision = intent_decision(router)
+    from_registry = settings(router).model_copy(update={"top_k": 2})
+    llm = LlmRouter(from_registry, router.loaded.registry, NO_DISPATCHER)
+    assert llm.names(decision) == (*(c.route for c in decision.candidates[:2]), "none")
+    assert (
+        len(LlmRouter(settings(router), router.loaded.registry, NO_DISPATCHER).names(decision))
+        == len(router.loaded.registry.routes) + 1
+    )
+
+
+def test_top_k_below_two_is_a_registry_error_naming_line_and_field() -> None:
+    text = REGISTRY % {
+        "url": "http://127.0.0.1:9/v1",
+        "margin": 0.1,
+        "threshold": 0.3,
+        "timeout": 1.0,
+        "concurrency": 1,
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_registry(text + "  top_k: 1\n", source="t.yaml")
+    message = str(info.value)
+    assert "t.yaml" in message and "llm_fallback.top_k" in message
+    assert f":{text.count(chr(10)) + 1}" in message

@@ -151,8 +151,9 @@ def _intent_pass(decision: Decision) -> LayerSignal | None:
 class LlmRouter:
     """See the module docstring. `on_outcome` is told each call's outcome (``chosen``,
     ``kept``, ``timeout``, ``error``, ``saturated``): `GatewayMetrics.llm_router`.
-    `top_k`, when set, lists only the intent layer's best `top_k` candidates (and
-    ``none``) instead of every route: a shorter prompt for a small model."""
+    `top_k` (default: the settings' ``top_k``), when set, lists only the intent layer's
+    best `top_k` candidates (and ``none``) instead of every route: a shorter prompt for
+    a small model."""
 
     name = LLM_ROUTER_LAYER
 
@@ -169,7 +170,7 @@ class LlmRouter:
         self.registry = registry
         self.dispatcher = dispatcher
         self.on_outcome = on_outcome
-        self.top_k = top_k
+        self.top_k = settings.top_k if top_k is None else top_k
         self._routes = {route.name: route for route in registry.routes}
         self._lines = {name: f"- {name}: {describe(r)}" for name, r in self._routes.items()}
         self._schema_mode = not _anthropic_only(registry, settings.model)

@@ -22,6 +22,7 @@ context for the next request.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import importlib
 import json
@@ -165,6 +166,15 @@ class _Pool:
             self._free.append(llama)
             self._cond.notify()
 
+    def close_idle(self) -> None:
+        """Free the contexts no generation holds (a busy one is left to its thread)."""
+        with self._cond:
+            idle, self._free = self._free, []
+            self._size -= len(idle)
+        for llama in idle:
+            with contextlib.suppress(Exception):
+                llama.close()
+
 
 def _load(key: _Key) -> Any:
     llama_cpp = _llama_cpp()
@@ -198,6 +208,17 @@ def _load(key: _Key) -> Any:
 
 _pools: dict[_Key, _Pool] = {}
 _pools_lock = threading.Lock()
+
+
+@atexit.register
+def _close_pools() -> None:
+    """Free the loaded models before the interpreter tears down the modules that
+    llama-cpp-python's finalisers need (else each prints a TypeError at exit)."""
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.close_idle()
 
 
 def _pool(key: _Key, size: int) -> _Pool:

@@ -767,7 +767,9 @@ class Cascade(_Frozen):
 class LlmFallback(_Frozen):
     """The LLM router: when the intent layer's margin is below `margin`, `model` picks
     the route from the route names and descriptions, within `timeout_s`, else the
-    intent layer's best guess stands."""
+    intent layer's best guess stands. `top_k` offers the model only the intent layer's
+    best `top_k` routes (and ``none``) instead of every route: a short prompt and an
+    easier choice for a small model."""
 
     enabled: bool = True
     model: str
@@ -775,6 +777,7 @@ class LlmFallback(_Frozen):
     timeout_s: Seconds = 0.3
     max_chars: int = Field(default=2000, ge=100)  # the request, truncated for the prompt
     max_concurrency: int = Field(default=4, ge=1)
+    top_k: int | None = Field(default=None, ge=2)
 
 
 # -- telemetry, shadow routing, drift -------------------------------------------------
