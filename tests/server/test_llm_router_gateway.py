@@ -209,6 +209,25 @@ def test_cli_route_explain_shows_the_llm_router(registry: Path, script: Script) 
     assert len(script.picker_calls()) == 2
 
 
+def test_cli_route_explain_on_stdin_prints_the_llm_router_share(
+    registry: Path, script: Script
+) -> None:
+    script.replies[WEATHER] = '{"route": "code"}'
+    out = subprocess.run(
+        [LLMROUTE, "route", "--registry", str(registry), "--explain"],
+        input=f"{WEATHER}\n\n{WEATHER}\n",
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert out.returncode == 0, out.stderr
+    # the empty prompt is served by the default without asking the model
+    assert "llm router (picker) asked for 2 of 3 requests (66.7%): chosen 2" in out.stdout
+    assert len(script.picker_calls()) == 2
+
+
 def test_gateway_over_http_serves_the_chosen_route_and_counts_it(
     registry: Path, script: Script, tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -98,18 +99,43 @@ def _route_stdin(
 ) -> None:
     prompts = _read_stdin_lines()
     show_progress = len(prompts) >= _PROGRESS_AFTER and err_console.is_terminal
+    outcomes: Counter[str] = Counter()
     with Progress(console=err_console, transient=True, disable=not show_progress) as progress:
         task = progress.add_task("routing", total=len(prompts))
         for chunk in _chunks(prompts, _BATCH):
             for text, decision in zip(chunk, router.decide_many(chunk), strict=True):
                 if refine is not None:
                     decision = refine(decision, text)
+                    outcome = _llm_outcome(decision)
+                    if outcome is not None:
+                        outcomes[outcome] += 1
                 if explain:
                     _print_explain(decision, llm)
                 else:
                     sys.stdout.write(json.dumps(decision.to_dict(), ensure_ascii=False) + "\n")
             progress.advance(task, len(chunk))
+    if explain and llm is not None and prompts:
+        Console(highlight=False, soft_wrap=True).print(
+            escape(_llm_share(llm, outcomes, len(prompts)))
+        )
     sys.stdout.flush()
+
+
+def _llm_outcome(decision: Decision) -> str | None:
+    for signal in decision.signals:
+        if signal.layer == "llm_router":
+            return str(signal.detail.get("outcome"))
+    return None
+
+
+def _llm_share(llm: LlmFallback, outcomes: Counter[str], total: int) -> str:
+    """The share of the requests that reached the LLM router, and what came of them."""
+    asked = sum(outcomes.values())
+    detail = ", ".join(f"{name} {n}" for name, n in sorted(outcomes.items()))
+    return (
+        f"llm router ({llm.model}) asked for {asked} of {total} requests "
+        f"({asked / total:.1%})" + (f": {detail}" if detail else "")
+    )
 
 
 def _read_stdin_lines() -> list[str]:
