@@ -205,8 +205,9 @@ def test_corrupt_file_is_a_startup_error_naming_it(tmp_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF not really a model" * 10)
     loaded = parse_registry(_registry("bad.gguf"), source="r.yaml", base_dir=tmp_path)
-    with pytest.raises(ConfigError, match=r"bad\.gguf"):
+    with pytest.raises(ConfigError, match=r"bad\.gguf") as info:
         build_providers(loaded.registry, base_dir=tmp_path)
+    assert "llmroute[local]" in str(info.value)
 
 
 def test_schema_keeps_kinds_apart() -> None:

