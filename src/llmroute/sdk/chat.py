@@ -4,7 +4,8 @@ Each call is routed (`plan_request`, then the LLM router when the registry has
 ``llm_fallback`` and the intent layer is unsure) and dispatched (`Dispatcher`) exactly as
 the gateway does it, without an HTTP hop. Synchronous calls run on one event loop in a
 daemon thread owned by the router (started on first use, stopped by ``close()``);
-asynchronous calls run on the caller's loop, with a dispatcher for that loop.
+asynchronous calls run on the caller's loop, with a dispatcher for that loop. Every call
+is written to the decision log as a gateway request is (`SdkDecisionLog`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from collections.abc import Coroutine, Iterable
 from typing import Any, Literal, TypeVar, overload
 
 from llmroute.decide import Router
-from llmroute.dispatch import AUTO, Dispatcher, Plan, plan_request
+from llmroute.dispatch import AUTO, Dispatcher, Opened, Plan, plan_request
 from llmroute.errors import ProviderTimeout, RoutingError
 from llmroute.gates.build import GateFactory
 from llmroute.layers.llm_router import LlmRouter, refine_plan
 from llmroute.sdk.clients import LoopClients
 from llmroute.sdk.convert import as_completion, jsonable, routing_info
+from llmroute.sdk.decision_log import CallClock, SdkDecisionLog, record_failure, record_success
 from llmroute.sdk.loop import LoopThread
 from llmroute.sdk.streams import AsyncStream, Stream
 
@@ -95,6 +97,7 @@ class _Engine:
         self._llm_routers: weakref.WeakKeyDictionary[Dispatcher, LlmRouter] = (
             weakref.WeakKeyDictionary()
         )
+        self.log = SdkDecisionLog(loaded.registry.telemetry)
 
     def thread(self) -> LoopThread:
         with self._lock:
@@ -118,20 +121,64 @@ class _Engine:
                 self._llm_routers[dispatcher] = llm
         return await refine_plan(llm, self.router, plan, request.body, request.headers)
 
-    async def complete(self, request: _Request, plan: Plan) -> Any:
-        dispatcher = await self.dispatcher()
-        plan = await self.refined(request, plan, dispatcher)
-        served = await _limited(dispatcher.complete(plan, request.body), request.timeout)
+    async def complete(self, request: _Request, plan: Plan, clock: CallClock) -> Any:
+        recorder = await self.log.arecorder()
+        try:
+            dispatcher = await self.dispatcher()
+            plan = await self.refined(request, plan, dispatcher)
+            served = await _limited(dispatcher.complete(plan, request.body), request.timeout)
+        except Exception as exc:
+            record_failure(
+                recorder, self.router, plan.decision, request.body, clock, exc, stream=False
+            )
+            raise
+        record_success(
+            recorder,
+            self.router,
+            plan.decision,
+            request.body,
+            clock,
+            model=served.model,
+            deployment=served.deployment,
+            usage=served.usage,
+            attempts=served.attempts,
+        )
         info = routing_info(plan.decision, served.model, served.deployment, served.attempts)
         info["cost_usd"] = served.usage.cost_usd
         return as_completion(served.data, info)
 
-    async def open(self, request: _Request, plan: Plan) -> AsyncStream:
-        dispatcher = await self.dispatcher()
-        plan = await self.refined(request, plan, dispatcher)
-        opened = await _limited(dispatcher.open_stream(plan, request.body), request.timeout)
-        info = routing_info(plan.decision, opened.model, opened.deployment, opened.attempts)
-        return AsyncStream(opened, info, request.timeout)
+    async def open(self, request: _Request, plan: Plan, clock: CallClock) -> AsyncStream:
+        recorder = await self.log.arecorder()
+        try:
+            dispatcher = await self.dispatcher()
+            plan = await self.refined(request, plan, dispatcher)
+            opened = await _limited(dispatcher.open_stream(plan, request.body), request.timeout)
+        except Exception as exc:
+            record_failure(
+                recorder, self.router, plan.decision, request.body, clock, exc, stream=True
+            )
+            raise
+        ttft_ms = clock.elapsed_ms()
+        decision = plan.decision
+
+        def ended(opened: Opened, error: str | None) -> None:
+            record_success(
+                recorder,
+                self.router,
+                decision,
+                request.body,
+                clock,
+                model=opened.model,
+                deployment=opened.deployment,
+                usage=opened.usage,
+                attempts=opened.attempts,
+                stream=True,
+                error=error,
+                ttft_ms=ttft_ms,
+            )
+
+        info = routing_info(decision, opened.model, opened.deployment, opened.attempts)
+        return AsyncStream(opened, info, request.timeout, on_end=ended)
 
     def stop_thread(self) -> None:
         with self._lock:
@@ -142,11 +189,13 @@ class _Engine:
     def close(self) -> None:
         self.stop_thread()
         self._clients.release_others()
+        self.log.close()
 
     async def aclose(self) -> None:
         await self._clients.aclose_current()
         await asyncio.to_thread(self.stop_thread)
         self._clients.release_others()
+        await asyncio.to_thread(self.log.close)
 
 
 class Completions:
@@ -177,12 +226,13 @@ class Completions:
         """A ``ChatCompletion`` (a dict without ``openai``), or with ``stream=True`` a
         `Stream` of chunks. The decision runs in the calling thread; the upstream call
         on the router's loop thread."""
+        clock = CallClock()
         request = _Request(model, messages, stream, params)
         plan = request.plan(self._engine.router)
         thread = self._engine.thread()
         if not stream:
-            return thread.run(self._engine.complete(request, plan))
-        return Stream(thread.run(self._engine.open(request, plan)), thread)
+            return thread.run(self._engine.complete(request, plan, clock))
+        return Stream(thread.run(self._engine.open(request, plan, clock)), thread)
 
     @overload
     async def acreate(
@@ -203,11 +253,12 @@ class Completions:
         self, *, messages: Iterable[Any], model: str = AUTO, stream: bool = False, **params: Any
     ) -> Any:
         """As `create`, on the running loop; a stream is an `AsyncStream`."""
+        clock = CallClock()
         request = _Request(model, messages, stream, params)
         plan = request.plan(self._engine.router)  # ~ms of CPU, on the caller's loop
         if not stream:
-            return await self._engine.complete(request, plan)
-        return await self._engine.open(request, plan)
+            return await self._engine.complete(request, plan, clock)
+        return await self._engine.open(request, plan, clock)
 
 
 class Chat:

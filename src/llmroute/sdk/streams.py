@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -16,31 +17,65 @@ from llmroute.errors import ProviderTimeout
 from llmroute.sdk.convert import as_chunk, event_json
 from llmroute.sdk.loop import LoopThread
 
-__all__ = ["AsyncStream", "Stream"]
+__all__ = ["AsyncStream", "Stream", "StreamEnd"]
+
+log = logging.getLogger("llmroute.sdk")
 
 
-async def _chunks(opened: Opened, info: dict[str, Any]) -> AsyncGenerator[Any, None]:
+StreamEnd = Callable[[Opened, str | None], None]
+"""Told once how a stream ended: None when complete, else ``stream_interrupted`` (the
+upstream broke off) or ``client_disconnected`` (the caller stopped reading)."""
+
+
+async def _chunks(
+    opened: Opened, info: dict[str, Any], on_end: StreamEnd | None
+) -> AsyncGenerator[Any, None]:
     """Parsed chunks; the upstream stream is closed however this one ends."""
+    error: str | None = "client_disconnected"
     try:
         async for event in opened.events:
             data = event_json(event, opened.deployment)
             if data is not None:
                 yield as_chunk(data, info)
+        error = None
+    except Exception:
+        error = "stream_interrupted"
+        raise
     finally:
         aclose = getattr(opened.events, "aclose", None)
         if aclose is not None:
             await aclose()
+        if on_end is not None:
+            try:
+                on_end(opened, error)
+            except Exception:  # logging must never fail the caller's stream
+                log.exception("recording the stream's end failed")
 
 
 class AsyncStream:
     """``chat.completion.chunk`` objects (openai's ``ChatCompletionChunk``, or dicts),
     each carrying the ``llmroute`` field, also kept here as `llmroute`."""
 
-    def __init__(self, opened: Opened, info: dict[str, Any], timeout: float | None) -> None:
+    def __init__(
+        self,
+        opened: Opened,
+        info: dict[str, Any],
+        timeout: float | None,
+        on_end: StreamEnd | None = None,
+    ) -> None:
         self.llmroute = info
         self._opened = opened
-        self._chunks = _chunks(opened, info)
+        self._on_end = on_end
+        self._ended = on_end is None
+        self._chunks = _chunks(opened, info, self._end)
         self._timeout = timeout
+
+    def _end(self, opened: Opened, error: str | None) -> None:
+        """`on_end`, once (a stream closed before its first chunk never runs `_chunks`)."""
+        if self._ended or self._on_end is None:
+            return
+        self._ended = True
+        self._on_end(opened, error)
 
     @property
     def usage(self) -> Usage | None:
@@ -55,6 +90,7 @@ class AsyncStream:
             async with asyncio.timeout(self._timeout):
                 return await anext(self._chunks)
         except TimeoutError:
+            self._end(self._opened, "timeout")
             await self.aclose()
             raise ProviderTimeout(
                 self._opened.deployment, f"no stream event within {self._timeout:g}s"
@@ -62,6 +98,7 @@ class AsyncStream:
 
     async def aclose(self) -> None:
         await self._chunks.aclose()
+        self._end(self._opened, "client_disconnected")
 
     async def __aenter__(self) -> AsyncStream:
         return self

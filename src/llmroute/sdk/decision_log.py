@@ -1,0 +1,181 @@
+"""`SdkDecisionLog`: in-process calls are logged as the gateway logs its requests.
+
+Same store (the registry's ``telemetry`` section, or ``$LLMROUTE_TELEMETRY_URL``, which
+wins), same records, written by the same batching `TelemetryWriter` thread, so
+``llmroute report``, ``drift``, ``refresh`` and feedback see SDK traffic too. The store
+is opened on the first call (off the event loop), never at import or construction, and
+flushed and closed with the router. A store that is slow or down never fails a call:
+records are dropped and counted, as in the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from llmroute.decide import Router
+from llmroute.decision import Decision
+from llmroute.dispatch.usage import Usage
+from llmroute.errors import LlmrouteError
+from llmroute.registry.schema import TelemetrySettings
+from llmroute.telemetry.recorder import Recorder
+from llmroute.telemetry.store import mask_url, open_store, resolve_telemetry_url
+from llmroute.telemetry.store.base import Store
+from llmroute.telemetry.writer import TelemetryWriter
+
+__all__ = ["CallClock", "SdkDecisionLog"]
+
+log = logging.getLogger("llmroute.telemetry")
+
+
+class CallClock:
+    """When a call started: its wall time (the record's ``ts``) and a monotonic start."""
+
+    __slots__ = ("started_ns", "ts")
+
+    def __init__(self) -> None:
+        self.ts = time.time()
+        self.started_ns = time.perf_counter_ns()
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter_ns() - self.started_ns) / 1e6
+
+
+class SdkDecisionLog:
+    """The decision log of one SDK router (see the module docstring)."""
+
+    def __init__(
+        self, settings: TelemetrySettings, environ: Mapping[str, str] | None = None
+    ) -> None:
+        self._settings = settings
+        self._environ = environ
+        self._lock = threading.Lock()
+        self._opened = False
+        self._store: Store | None = None
+        self._writer: TelemetryWriter | None = None
+        self._recorder: Recorder | None = None
+
+    @property
+    def writer(self) -> TelemetryWriter | None:
+        return self._writer
+
+    def recorder(self) -> Recorder | None:
+        """The recorder, opening the store on first use (blocking; None when off)."""
+        if self._opened:
+            return self._recorder
+        with self._lock:
+            if not self._opened:
+                self._open()
+                self._opened = True
+            return self._recorder
+
+    async def arecorder(self) -> Recorder | None:
+        """`recorder` for the event loop: the first call opens the store in a thread."""
+        if self._opened:
+            return self._recorder
+        return await asyncio.to_thread(self.recorder)
+
+    def _open(self) -> None:
+        settings = self._settings
+        environ = os.environ if self._environ is None else self._environ
+        url = resolve_telemetry_url(settings, environ)
+        if url is None:
+            return
+        try:
+            store = open_store(url, pool_size=settings.pool_size)
+        except Exception as exc:  # a bad URL must not fail the caller's request
+            log.warning("SDK decision log off: cannot open %s (%s)", mask_url(url), exc)
+            return
+        writer = TelemetryWriter(
+            store,
+            queue_size=settings.queue_size,
+            batch_size=settings.batch_size,
+            flush_seconds=settings.flush_seconds,
+        )
+        writer.start()
+        self._store, self._writer = store, writer
+        self._recorder = Recorder(writer, None, settings.prompts)
+        log.info("SDK decision log: %s (prompts: %s)", mask_url(url), settings.prompts)
+
+    def close(self) -> None:
+        """Flush what is queued and close the store; a later call opens it again."""
+        with self._lock:
+            writer, store = self._writer, self._store
+            self._writer = self._store = self._recorder = None
+            self._opened = False
+        if writer is not None:
+            writer.close(10.0)
+        if store is not None:
+            store.close()
+
+
+def record_success(
+    recorder: Recorder | None,
+    router: Router,
+    decision: Decision,
+    body: Mapping[str, Any],
+    clock: CallClock,
+    *,
+    model: str,
+    deployment: str,
+    usage: Usage | None,
+    attempts: tuple[str, ...],
+    stream: bool = False,
+    error: str | None = None,
+    ttft_ms: float | None = None,
+) -> None:
+    if recorder is None:
+        return
+    recorder.finished(
+        router,
+        decision,
+        body,
+        ts=clock.ts,
+        started_ns=clock.started_ns,
+        status=200,
+        served_model=model,
+        deployment=deployment,
+        error=error,
+        usage=usage,
+        attempts=attempts,
+        stream=stream,
+        ttft_ms=ttft_ms,
+    )
+
+
+def record_failure(
+    recorder: Recorder | None,
+    router: Router,
+    decision: Decision,
+    body: Mapping[str, Any],
+    clock: CallClock,
+    exc: BaseException,
+    *,
+    stream: bool,
+) -> None:
+    """Log a call that raised, with the status and code the gateway would have sent."""
+    if recorder is None:
+        return
+    status, code = 500, type(exc).__name__
+    attempts: tuple[str, ...] = ()
+    if isinstance(exc, LlmrouteError):
+        from llmroute.server.errors import gateway_error
+
+        error = gateway_error(exc)
+        status, code, attempts = error.status, error.code or "error", tuple(error.attempts)
+    recorder.finished(
+        router,
+        decision,
+        body,
+        ts=clock.ts,
+        started_ns=clock.started_ns,
+        status=status,
+        error=code,
+        attempts=attempts,
+        stream=stream,
+    )

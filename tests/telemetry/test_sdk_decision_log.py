@@ -1,0 +1,174 @@
+"""The SDK's decision log: ``router.chat.completions`` calls (sync, async, streamed,
+failed) are written to the same store as gateway requests, read back from a real SQLite
+file and a real PostgreSQL schema. Upstream: the fake OpenAI server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fake_upstream import FAIL_500, FakeUpstream, fake_upstream
+
+from llmroute import Router
+from llmroute.errors import ProviderError
+from llmroute.telemetry.record import LoggedDecision
+from llmroute.telemetry.store import open_store
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: up-small, price: {input: 1.0, output: 2.0}}
+  large: {provider: fake, model: up-large}
+  broken: {provider: fake, model: %(fail_500)s}
+  halfway: {provider: fake, model: fail-mid}
+routes:
+  - name: code
+    examples: ["write a Python function to parse JSON", "debug this SQL query"]
+    target: large
+  - name: chitchat
+    examples: ["hi there!", "how are you today?"]
+    target: small
+default: {target: small}
+dispatch:
+  retries: {attempts: 1, backoff_s: 0.01, max_backoff_s: 0.02}
+  breaker: {enabled: false}
+telemetry:
+  prompts: full
+%(telemetry)s
+"""
+
+CODE = [{"role": "user", "content": "write a Python function to parse JSON"}]
+HELLO = [{"role": "user", "content": "hi there!"}]
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as server:
+        yield server
+
+
+def _registry(tmp_path: Path, upstream: FakeUpstream, telemetry: str = "") -> Path:
+    path = tmp_path / "registry.yaml"
+    path.write_text(REGISTRY % {"url": upstream.url, "fail_500": FAIL_500, "telemetry": telemetry})
+    return path
+
+
+def _logged(url: str) -> list[LoggedDecision]:
+    store = open_store(url)
+    try:
+        return sorted(store.decisions(0.0), key=lambda d: d.ts)
+    finally:
+        store.close()
+
+
+def _exercise(router: Router) -> list[str]:
+    """One call of each kind; the decision ids of the five that answered, in order."""
+    ids = []
+    done = router.chat.completions.create(messages=CODE)
+    ids.append(done.llmroute["decision_id"])
+    with router.chat.completions.create(messages=HELLO, stream=True) as stream:
+        chunks = list(stream)
+    assert chunks
+    ids.append(stream.llmroute["decision_id"])
+    cut = router.chat.completions.create(messages=HELLO, model="halfway", stream=True)
+    with cut, pytest.raises(ProviderError):
+        list(cut)
+    ids.append(cut.llmroute["decision_id"])
+    with router.chat.completions.create(messages=CODE, stream=True) as early:
+        next(iter(early))
+    ids.append(early.llmroute["decision_id"])
+    with pytest.raises(ProviderError):
+        router.chat.completions.create(messages=HELLO, model="broken")
+
+    async def acreate() -> str:
+        reply = await router.chat.completions.acreate(messages=HELLO)
+        return str(reply.llmroute["decision_id"])
+
+    ids.append(asyncio.run(acreate()))
+    return ids
+
+
+def _check(rows: list[LoggedDecision], ids: list[str]) -> None:
+    assert len(rows) == 6
+    by_id = {row.id: row for row in rows}
+    assert set(ids) <= set(by_id)
+
+    plain = by_id[ids[0]]
+    assert (plain.route, plain.model, plain.served_model, plain.layer) == (
+        "code",
+        "large",
+        "large",
+        "intent",
+    )
+    assert plain.status == 200 and plain.error is None and not plain.stream
+    assert plain.tokens_in and plain.tokens_out and plain.latency_ms > 0
+    assert plain.prompt == "write a Python function to parse JSON"
+    assert plain.margin is not None
+    assert [layer["layer"] for layer in plain.signals["layers"]][-1] == "intent"
+
+    streamed = by_id[ids[1]]
+    assert (streamed.route, streamed.stream, streamed.error) == ("chitchat", True, None)
+    assert streamed.ttft_ms is not None and streamed.ttft_ms <= streamed.latency_ms
+    assert streamed.cost_usd is not None  # small has a price
+
+    assert by_id[ids[2]].error == "stream_interrupted"
+    assert by_id[ids[3]].error == "client_disconnected"
+
+    failed = [row for row in rows if row.status >= 500]
+    assert len(failed) == 1 and failed[0].error == "upstream_error"
+    assert failed[0].model == "broken" and failed[0].attempts
+
+    assert by_id[ids[4]].status == 200 and by_id[ids[4]].route == "chitchat"
+
+
+def test_sdk_calls_are_logged_to_sqlite(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'sdk.db'}"
+    monkeypatch.delenv("LLMROUTE_TELEMETRY_URL")
+    registry = _registry(tmp_path, upstream, f"  url: {url}")
+    with Router.from_yaml(registry) as router:
+        ids = _exercise(router)
+    _check(_logged(url), ids)  # close() flushed the writer
+
+
+def test_sdk_calls_are_logged_to_postgresql(
+    tmp_path: Path, upstream: FakeUpstream, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the environment variable wins over the registry, as for the gateway
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", postgres_url)
+    registry = _registry(tmp_path, upstream, "  url: sqlite:///never-used.db")
+    with Router.from_yaml(registry) as router:
+        ids = _exercise(router)
+    _check(_logged(postgres_url), ids)
+    assert not (tmp_path / "never-used.db").exists()
+
+
+def test_no_log_when_telemetry_is_off(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LLMROUTE_TELEMETRY_URL")
+    monkeypatch.chdir(tmp_path)
+    registry = _registry(tmp_path, upstream, "  enabled: false")
+    with Router.from_yaml(registry) as router:
+        router.chat.completions.create(messages=CODE)
+    assert list(tmp_path.glob("*.db")) == []
+
+
+def test_a_failing_store_never_fails_a_call(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "not-a-dir").write_text("")  # the database would have to live inside it
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{tmp_path / 'not-a-dir' / 'x.db'}")
+    with Router.from_yaml(_registry(tmp_path, upstream)) as router:
+        for _ in range(3):
+            done = router.chat.completions.create(messages=HELLO)
+            assert done.choices[0].message.content
+        writer = router.chat._engine.log.writer
+        assert writer is not None
+        writer.flush(5.0)
+        assert writer.dropped == 3 and writer.written == 0  # counted, never raised
