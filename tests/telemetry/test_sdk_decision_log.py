@@ -172,3 +172,40 @@ def test_a_failing_store_never_fails_a_call(
         assert writer is not None
         writer.flush(5.0)
         assert writer.dropped == 3 and writer.written == 0  # counted, never raised
+
+
+def test_feedback_on_an_sdk_answer_is_stored_beside_its_decision(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'fb.db'}"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", url)
+    with Router.from_yaml(_registry(tmp_path, upstream)) as router:
+        done = router.chat.completions.create(messages=CODE)
+        decision_id = done.llmroute["decision_id"]
+        # right after the answer: the decision may still be in the writer's queue
+        assert router.chat.feedback(decision_id, thumbs="down", comment="wrong language")
+        assert router.chat.feedback(decision_id, score=0.25)
+        assert not router.chat.feedback("no-such-decision", thumbs="up")
+        with pytest.raises(ValueError, match="score"):
+            router.chat.feedback(decision_id, score=2)
+        with pytest.raises(ValueError, match="thumbs"):
+            router.chat.feedback(decision_id)
+    store = open_store(url)
+    try:
+        stored = store.feedback(0.0)
+    finally:
+        store.close()
+    assert [(f.decision_id, f.thumbs, f.score, f.comment) for f in stored] == [
+        (decision_id, "down", None, "wrong language"),
+        (decision_id, None, 0.25, None),
+    ]
+
+
+def test_feedback_without_a_decision_log_says_so(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", "off")
+    with Router.from_yaml(_registry(tmp_path, upstream)) as router:
+        done = router.chat.completions.create(messages=CODE)
+        with pytest.raises(RuntimeError, match="decision log"):
+            router.chat.feedback(done.llmroute["decision_id"], thumbs="up")

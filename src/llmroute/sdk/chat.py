@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import weakref
 from collections.abc import Coroutine, Iterable
 from typing import Any, Literal, TypeVar, overload
@@ -267,6 +268,30 @@ class Chat:
     def __init__(self, router: Router) -> None:
         self._engine = _Engine(router)
         self.completions = Completions(self._engine)
+
+    def feedback(
+        self,
+        decision_id: str,
+        *,
+        score: float | None = None,
+        thumbs: Literal["up", "down"] | None = None,
+        comment: str | None = None,
+    ) -> bool:
+        """A user's verdict on an answer (its ``llmroute["decision_id"]``), stored beside
+        the decision as ``POST /v1/feedback`` does: `score` in [0, 1] and/or `thumbs`.
+        False when the log holds no such decision; `ValueError` for bad values;
+        `RuntimeError` when the decision log is off. Blocking (a store round trip)."""
+        from llmroute.server.errors import GatewayError
+        from llmroute.server.feedback import parse_feedback
+
+        body: dict[str, Any] = {"decision_id": decision_id, "score": score, "thumbs": thumbs}
+        if comment is not None:
+            body["comment"] = comment
+        try:
+            record = parse_feedback(body, time.time())
+        except GatewayError as exc:
+            raise ValueError(exc.message) from None
+        return self._engine.log.add_feedback(record)
 
     def close(self) -> None:
         """Stop the loop thread (closing its connections) and release the dispatchers

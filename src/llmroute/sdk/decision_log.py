@@ -23,6 +23,7 @@ from llmroute.decision import Decision
 from llmroute.dispatch.usage import Usage
 from llmroute.errors import LlmrouteError
 from llmroute.registry.schema import TelemetrySettings
+from llmroute.telemetry.record import FeedbackRecord
 from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.store import mask_url, open_store, resolve_telemetry_url
 from llmroute.telemetry.store.base import Store
@@ -101,6 +102,21 @@ class SdkDecisionLog:
         self._store, self._writer = store, writer
         self._recorder = Recorder(writer, None, settings.prompts)
         log.info("SDK decision log: %s (prompts: %s)", mask_url(url), settings.prompts)
+
+    def add_feedback(self, feedback: FeedbackRecord) -> bool:
+        """Store feedback (blocking); False when the log holds no such decision. The
+        writer is flushed first (it also prepares the schema of a store opened moments
+        ago), so feedback right after an answer finds its decision. Raises
+        `RuntimeError` when the decision log is off."""
+        self.recorder()
+        store, writer = self._store, self._writer
+        if store is None or writer is None:
+            raise RuntimeError(
+                "feedback needs the decision log, and it is off (telemetry.url, "
+                "$LLMROUTE_TELEMETRY_URL)"
+            )
+        writer.flush(5.0)
+        return store.write_feedback(feedback)
 
     def close(self) -> None:
         """Flush what is queued and close the store; a later call opens it again."""
