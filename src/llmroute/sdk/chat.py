@@ -14,7 +14,7 @@ import asyncio
 import threading
 import time
 import weakref
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Literal, TypeVar, overload
 
 from llmroute.decide import Router
@@ -27,6 +27,7 @@ from llmroute.sdk.convert import as_completion, jsonable, routing_info
 from llmroute.sdk.decision_log import CallClock, SdkDecisionLog, record_failure, record_success
 from llmroute.sdk.loop import LoopThread
 from llmroute.sdk.streams import AsyncStream, Stream
+from llmroute.telemetry.recorder import Recorder
 
 __all__ = ["Chat", "Completions"]
 
@@ -122,17 +123,35 @@ class _Engine:
                 self._llm_routers[dispatcher] = llm
         return await refine_plan(llm, self.router, plan, request.body, request.headers)
 
-    async def complete(self, request: _Request, plan: Plan, clock: CallClock) -> Any:
+    async def _send(
+        self,
+        request: _Request,
+        plan: Plan,
+        clock: CallClock,
+        send: Callable[[Dispatcher, Plan], Coroutine[Any, Any, T]],
+    ) -> tuple[Recorder | None, Plan, T]:
+        """Refine `plan` and `send` it within the call's timeout; a failure is logged
+        (with the status the gateway would answer) and raised."""
         recorder = await self.log.arecorder()
         try:
             dispatcher = await self.dispatcher()
             plan = await self.refined(request, plan, dispatcher)
-            served = await _limited(dispatcher.complete(plan, request.body), request.timeout)
+            result = await _limited(send(dispatcher, plan), request.timeout)
         except Exception as exc:
+            stream = request.body.get("stream") is True
             record_failure(
-                recorder, self.router, plan.decision, request.body, clock, exc, stream=False
+                recorder, self.router, plan.decision, request.body, clock, exc, stream=stream
             )
             raise
+        return recorder, plan, result
+
+    async def complete(self, request: _Request, plan: Plan, clock: CallClock) -> Any:
+        recorder, plan, served = await self._send(
+            request,
+            plan,
+            clock,
+            lambda dispatcher, refined: dispatcher.complete(refined, request.body),
+        )
         record_success(
             recorder,
             self.router,
@@ -149,16 +168,12 @@ class _Engine:
         return as_completion(served.data, info)
 
     async def open(self, request: _Request, plan: Plan, clock: CallClock) -> AsyncStream:
-        recorder = await self.log.arecorder()
-        try:
-            dispatcher = await self.dispatcher()
-            plan = await self.refined(request, plan, dispatcher)
-            opened = await _limited(dispatcher.open_stream(plan, request.body), request.timeout)
-        except Exception as exc:
-            record_failure(
-                recorder, self.router, plan.decision, request.body, clock, exc, stream=True
-            )
-            raise
+        recorder, plan, opened = await self._send(
+            request,
+            plan,
+            clock,
+            lambda dispatcher, refined: dispatcher.open_stream(refined, request.body),
+        )
         ttft_ms = clock.elapsed_ms()
         decision = plan.decision
 

@@ -145,23 +145,23 @@ def record_success(
     error: str | None = None,
     ttft_ms: float | None = None,
 ) -> None:
-    if recorder is None:
-        return
-    recorder.finished(
-        router,
-        decision,
-        body,
-        ts=clock.ts,
-        started_ns=clock.started_ns,
-        status=200,
-        served_model=model,
-        deployment=deployment,
-        error=error,
-        usage=usage,
-        attempts=attempts,
-        stream=stream,
-        ttft_ms=ttft_ms,
-    )
+    """Log a call that was answered (a stream: once it ended, `error` saying how)."""
+    if recorder is not None:
+        recorder.finished(
+            router,
+            decision,
+            body,
+            ts=clock.ts,
+            started_ns=clock.started_ns,
+            status=200,
+            served_model=model,
+            deployment=deployment,
+            error=error,
+            usage=usage,
+            attempts=attempts,
+            stream=stream,
+            ttft_ms=ttft_ms,
+        )
 
 
 def record_failure(
