@@ -56,12 +56,15 @@ def serve(
     """Serve /v1/chat/completions: each request is routed, then sent to its model.
 
     The registry is reloaded when its file changes or on SIGHUP; an invalid one is
-    logged and the running one kept. With --workers, each worker reloads on its own.
+    logged and the running one kept. With --workers, each worker reloads on its own
+    (SIGHUP to the main process reaches them all), each listens on a socket of its own
+    (SO_REUSEPORT, on Linux) and a worker that dies is restarted.
     """
     import uvicorn
 
     path = _demo_registry(registry) if demo else resolve_registry(registry)
     loaded = load_registry(path)  # a bad registry fails here with one clean line
+    _check_telemetry_url(loaded)
     _load_local_models(loaded, load=workers == 1)
     log_config = _log_config(uvicorn.config.LOGGING_CONFIG)
     settings = ServeSettings(max_body_bytes, reload_interval, encoder_threads)
@@ -70,20 +73,41 @@ def serve(
         # environment they inherit.
         os.environ[REGISTRY_ENV] = str(path)
         os.environ.update(settings.to_env())
+        from llmroute.server.workers import APP, reuse_port_supported, serve_workers
+
         with _multiprocess_metrics():
-            uvicorn.run(
-                "llmroute.server.app:app_from_env",
-                factory=True,
-                host=host,
-                port=port,
-                workers=workers,
-                log_config=log_config,
-            )
+            if not reuse_port_supported():  # uvicorn's workers share one socket
+                uvicorn.run(
+                    APP, factory=True, host=host, port=port, workers=workers, log_config=log_config
+                )
+                return
+            try:
+                status = serve_workers(host, port, workers, log_config)
+            except OSError as exc:
+                fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        if status:
+            raise typer.Exit(status)
         return
     from llmroute.server.app import create_app
 
     app = create_app(str(path), settings)
     uvicorn.run(app, host=host, port=port, log_config=log_config)
+
+
+def _check_telemetry_url(loaded: LoadedRegistry) -> None:
+    """Fail now, with one line, on a decision-log URL no store can open (a typo, or the
+    ``postgres`` extra missing), rather than in each worker's start-up. Nothing connects:
+    a database that is down is the writer's business, not a reason not to start."""
+    from llmroute.errors import ConfigError
+    from llmroute.telemetry.store import open_store, resolve_telemetry_url
+
+    url = resolve_telemetry_url(loaded.registry.telemetry)
+    if url is None:
+        return
+    try:
+        open_store(url).close()
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 def _demo_registry(registry: Path | None) -> Path:

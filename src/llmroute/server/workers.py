@@ -1,0 +1,236 @@
+"""`serve_workers`: ``llmroute serve --workers N``, N gateway processes on one port, each
+with a listening socket of its own (``SO_REUSEPORT``), so the kernel spreads new
+connections across them.
+
+Why not uvicorn's own ``--workers``: its workers share one listening socket, and the
+event loop that wakes first accepts every pending connection at once. A burst of
+keep-alive connections (a proxy's connection pool, a load generator) then lands on one
+worker and stays there: in benchmarks/gateway_overhead.py runs, two workers used one
+core about one run in four. With a socket per worker, each new connection is hashed to
+one of them.
+
+The parent only supervises. It checks that the port is free (binding it plainly, so an
+address in use fails at once instead of silently sharing the port with another
+``SO_REUSEPORT`` listener), opens one listening socket per worker, starts the workers
+(spawned, each in its own process group, each handed its socket),
+forwards SIGHUP (each worker reloads its registry, as a single-process gateway does),
+and on SIGINT or SIGTERM asks them to stop and waits for them (killing what is left after
+`GRACE_S`). A worker that exits after it started serving is restarted; one that exits
+before, stops everything with exit status 1 (the port or the application is broken, and
+restarting would loop). A worker whose parent has gone stops too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import logging.config
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from types import FrameType
+from typing import Any
+
+__all__ = ["GRACE_S", "Supervisor", "reuse_port_supported", "serve_workers"]
+
+log = logging.getLogger("llmroute.server")
+
+APP = "llmroute.server.app:app_from_env"
+GRACE_S = 30.0  # how long stopping workers get before they are killed
+_BACKLOG = 2048  # uvicorn's default
+_POLL_S = 0.2
+
+
+def reuse_port_supported() -> bool:
+    """``SO_REUSEPORT`` balances connections across listeners on Linux (only)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _free_port(host: str, port: int) -> int:
+    """`port` (or, for 0, a free one), checked free with a plain bind."""
+    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        bound: int = probe.getsockname()[1]
+        return bound
+
+
+def _listener(host: str, port: int) -> socket.socket:
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _worker(sock: socket.socket, log_config: dict[str, Any], ready: Connection) -> None:
+    """One worker process: one uvicorn server on `sock` (a socket of its own); it sends
+    one message on `ready` once it serves. (A pipe, not a multiprocessing Event: no
+    semaphore to track.)"""
+    os.setpgrp()  # the terminal's Ctrl-C reaches the parent, which stops each worker once
+    parent = os.getppid()
+    import uvicorn
+
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(APP, factory=True, host=host, port=port, log_config=log_config)
+    server = uvicorn.Server(config)
+
+    def watch() -> None:
+        told = False
+        while True:
+            if server.started and not told:
+                ready.send(True)
+                told = True
+            if os.getppid() != parent:  # the supervisor is gone: do not serve on alone
+                server.should_exit = True
+                return
+            time.sleep(_POLL_S)
+
+    threading.Thread(target=watch, name="llmroute-worker-watch", daemon=True).start()
+    server.run(sockets=[sock])
+    sys.exit(0 if server.started else 3)
+
+
+@dataclass
+class _Slot:
+    process: multiprocessing.process.BaseProcess
+    pipe: Connection
+    started: bool = False
+
+    def serving(self) -> bool:
+        """Whether the worker has said it serves (reads its pipe without blocking)."""
+        if not self.started and self.pipe.poll():
+            with contextlib.suppress(EOFError, OSError):
+                self.started = bool(self.pipe.recv())
+        return self.started
+
+
+Target = Callable[[socket.socket, dict[str, Any], Connection], None]
+
+
+class Supervisor:
+    """Starts, watches and stops one worker per socket of `sockets` (see the module
+    docstring). `target` is the worker's entry point, ``target(sock, log_config,
+    ready_pipe)``: it must send one message on the pipe once it serves."""
+
+    def __init__(
+        self,
+        sockets: list[socket.socket],
+        log_config: dict[str, Any],
+        target: Target | None = None,
+    ) -> None:
+        self.sockets, self.log_config = sockets, log_config
+        self.target = _worker if target is None else target
+        self.context = multiprocessing.get_context("spawn")
+        self.stop = threading.Event()
+        self.slots: list[_Slot] = []
+        self.failed = False
+
+    def start_one(self, i: int) -> _Slot:
+        receive, send = self.context.Pipe(duplex=False)
+        process = self.context.Process(
+            target=self.target,
+            args=(self.sockets[i], self.log_config, send),
+            name=f"llmroute-worker-{i}",
+        )
+        process.start()
+        send.close()  # the worker holds its end
+        return _Slot(process, receive)
+
+    def signal_all(self, signum: int) -> None:
+        for slot in self.slots:
+            if slot.process.pid is not None and slot.process.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.process.pid, signum)
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            log.info("SIGHUP: each worker reloads its registry")
+            self.signal_all(signal.SIGHUP)
+        else:
+            self.stop.set()
+
+    def run(self) -> int:
+        """Serve until SIGINT/SIGTERM (or a worker that fails to start); the exit status."""
+        handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        previous = {signum: signal.signal(signum, self.on_signal) for signum in handled}
+        try:
+            return self._run()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _run(self) -> int:
+        self.slots = [self.start_one(i) for i in range(len(self.sockets))]
+        host, port = self.sockets[0].getsockname()[:2]
+        log.info(
+            "llmroute: %d workers on http://%s:%d, one socket each (SO_REUSEPORT)",
+            len(self.sockets),
+            f"[{host}]" if ":" in host else host,
+            port,
+        )
+        while not self.stop.wait(_POLL_S):
+            self.keep_alive()
+        self.shutdown()
+        return 1 if self.failed else 0
+
+    def keep_alive(self) -> None:
+        for i, slot in enumerate(self.slots):
+            if slot.process.is_alive():
+                continue
+            code = slot.process.exitcode
+            if not slot.serving():
+                log.error(
+                    "a worker exited with status %s before serving (see its error above); stopping",
+                    code,
+                )
+                self.failed = True
+                self.stop.set()
+                return
+            log.warning("worker %s exited with status %s; starting another", slot.process.pid, code)
+            slot.pipe.close()
+            self.slots[i] = self.start_one(i)
+
+    def shutdown(self) -> None:
+        self.signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + GRACE_S
+        for slot in self.slots:
+            slot.process.join(max(0.0, deadline - time.monotonic()))
+        for slot in self.slots:
+            if slot.process.is_alive():
+                log.warning(
+                    "worker %s did not stop within %gs; killing it", slot.process.pid, GRACE_S
+                )
+                slot.process.kill()
+                slot.process.join(5)
+
+
+def serve_workers(host: str, port: int, workers: int, log_config: dict[str, Any]) -> int:
+    """Run `workers` gateway processes on `host`:`port` until SIGINT/SIGTERM; the exit
+    status. The app comes from `APP` (the registry and settings from the environment).
+    Raises `OSError` when the port is not free.
+
+    Every socket listens before any worker starts, so connections that arrive while the
+    workers start are spread and queued, not all given to the first worker up; a worker
+    that is replaced hands its socket, with what is queued on it, to the next."""
+    port = _free_port(host, port)
+    sockets = [_listener(host, port) for _ in range(workers)]
+    try:
+        for sock in sockets:
+            sock.listen(_BACKLOG)
+        logging.config.dictConfig(log_config)  # the parent's own lines, as the workers'
+        return Supervisor(sockets, log_config).run()
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -1,0 +1,227 @@
+"""``llmroute serve --workers 2`` end to end: the workers each listen on a socket of their
+own, so a burst of keep-alive connections is spread across them (checked through
+/proc: which worker holds which connection); a worker that dies is replaced; SIGHUP
+reaches every worker; SIGTERM stops them all; a port in use is a clean error.
+Linux only (SO_REUSEPORT balancing)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fake_upstream import FakeUpstream, fake_upstream
+from gateway_proc import BIN, serve, wait_for
+
+from llmroute.server.workers import Supervisor, reuse_port_supported
+
+pytestmark = pytest.mark.skipif(
+    not reuse_port_supported(), reason="SO_REUSEPORT balancing is Linux's"
+)
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: up-small}
+routes:
+  - name: chitchat
+    examples: ["hi there!", "how are you today?"]
+    target: small
+default: {target: small}
+"""
+
+BODY = json.dumps({"model": "small", "messages": [{"role": "user", "content": "hi"}]})
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as server:
+        yield server
+
+
+def _workers(parent: int) -> set[int]:
+    """The worker processes of the supervisor `parent` (not multiprocessing's tracker)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and b"spawn_main" in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in (Path("/proc") / str(pid) / "fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        match = re.fullmatch(r"socket:\[(\d+)\]", target)
+        if match:
+            inodes.add(match.group(1))
+    return inodes
+
+
+def _server_side_inodes(server_port: int, client_ports: set[int]) -> set[str]:
+    """Inodes of the gateway's ends of the connections from `client_ports`."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].split(":")[1], 16)
+        remote_port = int(fields[2].split(":")[1], 16)
+        if local_port == server_port and remote_port in client_ports:
+            inodes.add(fields[9])
+    return inodes
+
+
+def _request(conn: http.client.HTTPConnection) -> int:
+    conn.request("POST", "/v1/chat/completions", BODY, {"content-type": "application/json"})
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+def test_workers_share_the_connections_restart_reload_and_stop(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(REGISTRY % {"url": upstream.url})
+    log = tmp_path / "serve.log"
+    env = {"LLMROUTE_TELEMETRY_URL": "off"}
+    with serve(registry, log, ["--workers", "2"], env=env) as served:
+        parent = served.proc.pid
+        workers = _workers(parent)
+        assert len(workers) == 2
+        port = int(served.url.rsplit(":", 1)[1])
+
+        # a burst of keep-alive connections, as a proxy's pool opens them, as soon as the
+        # first worker answers (the other may still be starting: its socket listens
+        # already, and what it is given waits in its queue)
+        conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(16)]
+        try:
+            for conn in conns:
+                conn.connect()
+            assert all(_request(conn) == 200 for conn in conns for _ in range(3))
+            client_ports = {conn.sock.getsockname()[1] for conn in conns}
+            ends = _server_side_inodes(port, client_ports)
+            assert len(ends) == 16
+            held = {pid: len(ends & _socket_inodes(pid)) for pid in workers}
+            assert sum(held.values()) == 16, held
+            assert all(n > 0 for n in held.values()), f"one worker took every connection: {held}"
+        finally:
+            for conn in conns:
+                conn.close()
+
+        # SIGHUP to the supervisor reaches every worker
+        os.kill(parent, signal.SIGHUP)
+        wait_for(
+            "both workers reloaded", lambda: log.read_text().count("reload (SIGHUP)") >= 2, 30, log
+        )
+
+        # a worker that dies is replaced, and the port keeps answering
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(
+            "a replacement worker",
+            lambda: len(_workers(parent)) == 2 and victim not in _workers(parent),
+            60,
+            log,
+        )
+        wait_for("three startups", lambda: log.read_text().count("startup complete") >= 3, 60, log)
+        for _ in range(10):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                assert _request(conn) == 200
+            finally:
+                conn.close()
+        assert "exited with status -9; starting another" in log.read_text()
+
+        # SIGTERM stops the workers and the supervisor
+        alive = _workers(parent)
+        served.proc.terminate()
+        assert served.proc.wait(timeout=60) == 0
+        assert not any(Path(f"/proc/{pid}").exists() and _zombie_or_alive(pid) for pid in alive)
+
+
+def _zombie_or_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_port_in_use_is_a_clean_error(tmp_path: Path, upstream: FakeUpstream) -> None:
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(REGISTRY % {"url": upstream.url})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [str(BIN / "llmroute"), "serve", "--registry", str(registry)]
+        done = subprocess.run(
+            [*command, "--port", str(port), "--workers", "2"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, "LLMROUTE_TELEMETRY_URL": "off"},
+        )
+    assert done.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_worker_that_cannot_start_stops_the_server(caplog: pytest.LogCaptureFixture) -> None:
+    """A worker that exits before it serves ends the server with status 1 at once, not a
+    restart loop (its error is in its own output)."""
+    from worker_targets import fails_at_startup
+
+    handler = signal.getsignal(signal.SIGINT)
+    sockets = [socket.socket(), socket.socket()]
+    try:
+        supervisor = Supervisor(sockets, {"version": 1}, target=fails_at_startup)
+        started = time.monotonic()
+        assert supervisor.run() == 1
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert time.monotonic() - started < 60
+    assert "before serving" in caplog.text and "starting another" not in caplog.text
+    assert all(not slot.process.is_alive() for slot in supervisor.slots)
+    assert signal.getsignal(signal.SIGINT) is handler  # the caller's handlers are back
+
+
+def test_a_bad_telemetry_url_fails_before_any_worker_starts(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(REGISTRY % {"url": upstream.url})
+    done = subprocess.run(
+        [str(BIN / "llmroute"), "serve", "--registry", str(registry), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "LLMROUTE_TELEMETRY_URL": "bogus://nowhere"},
+    )
+    assert done.returncode != 0
+    assert "unsupported telemetry URL 'bogus://nowhere'" in done.stderr
+    assert "Traceback" not in done.stderr
