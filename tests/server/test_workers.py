@@ -104,7 +104,9 @@ def test_workers_share_the_connections_restart_reload_and_stop(
     registry = tmp_path / "registry.yaml"
     registry.write_text(REGISTRY % {"url": upstream.url})
     log = tmp_path / "serve.log"
-    env = {"LLMROUTE_TELEMETRY_URL": "off"}
+    prom = tmp_path / "prom"
+    prom.mkdir()
+    env = {"LLMROUTE_TELEMETRY_URL": "off", "PROMETHEUS_MULTIPROC_DIR": str(prom)}
     with serve(registry, log, ["--workers", "2"], env=env) as served:
         parent = served.proc.pid
         workers = _workers(parent)
@@ -152,6 +154,9 @@ def test_workers_share_the_connections_restart_reload_and_stop(
             finally:
                 conn.close()
         assert "exited with status -9; starting another" in log.read_text()
+        # the killed worker's live gauges are gone (it could not remove them itself)
+        assert any(f"_{victim}.db" in p.name for p in prom.iterdir() if "live" not in p.name)
+        assert not [p.name for p in prom.iterdir() if "live" in p.name and f"_{victim}." in p.name]
 
         # SIGTERM stops the workers and the supervisor
         alive = _workers(parent)

@@ -102,6 +102,18 @@ def _worker(sock: socket.socket, log_config: dict[str, Any], ready: Connection) 
     sys.exit(0 if server.started else 3)
 
 
+def _forget_metrics(pid: int | None) -> None:
+    """Drop the live gauges of a worker that died without its exit handlers (killed), as
+    prometheus_client's multi-process mode asks of whoever manages the workers."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if pid is None or not directory:
+        return
+    from prometheus_client import multiprocess
+
+    with contextlib.suppress(OSError):
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
 @dataclass
 class _Slot:
     process: multiprocessing.process.BaseProcess
@@ -199,6 +211,7 @@ class Supervisor:
                 self.stop.set()
                 return
             log.warning("worker %s exited with status %s; starting another", slot.process.pid, code)
+            _forget_metrics(slot.process.pid)
             slot.pipe.close()
             self.slots[i] = self.start_one(i)
 
