@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,6 +213,30 @@ def test_a_worker_that_cannot_start_stops_the_server(caplog: pytest.LogCaptureFi
     assert "before serving" in caplog.text and "starting another" not in caplog.text
     assert all(not slot.process.is_alive() for slot in supervisor.slots)
     assert signal.getsignal(signal.SIGINT) is handler  # the caller's handlers are back
+
+
+def test_a_crash_looping_worker_is_restarted_after_growing_pauses(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Workers that serve, then die at once, are restarted after 1 s, 2 s, ... (not in a
+    tight loop that would spend a core on start-ups)."""
+    from worker_targets import serves_then_exits
+
+    caplog.set_level("WARNING", logger="llmroute.server")
+    sockets = [socket.socket(), socket.socket()]
+    supervisor = Supervisor(sockets, {"version": 1}, target=serves_then_exits)
+    timer = threading.Timer(4.0, supervisor.stop.set)
+    timer.start()
+    try:
+        assert supervisor.run() == 0
+    finally:
+        timer.cancel()
+        for sock in sockets:
+            sock.close()
+    # without pauses each worker would restart every few hundred ms (about 16 starts)
+    assert supervisor.starts <= 8, supervisor.starts
+    assert "starting another in 1s" in caplog.text
+    assert "starting another in 2s" in caplog.text
 
 
 def test_a_bad_telemetry_url_fails_before_any_worker_starts(

@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
@@ -45,6 +45,8 @@ log = logging.getLogger("llmroute.server")
 APP = "llmroute.server.app:app_from_env"
 GRACE_S = 30.0  # how long stopping workers get before they are killed
 _BACKLOG = 2048  # uvicorn's default
+_STABLE_S = 10.0  # a worker that dies younger than this is restarted after a growing pause
+_BACKOFF_MAX_S = 30.0
 _POLL_S = 0.2
 
 
@@ -119,6 +121,7 @@ class _Slot:
     process: multiprocessing.process.BaseProcess
     pipe: Connection
     started: bool = False
+    born: float = field(default_factory=time.monotonic)
 
     def serving(self) -> bool:
         """Whether the worker has said it serves (reads its pipe without blocking)."""
@@ -148,6 +151,9 @@ class Supervisor:
         self.stop = threading.Event()
         self.slots: list[_Slot] = []
         self.failed = False
+        self.backoff = [0.0] * len(sockets)  # per worker: the pause before its next start
+        self.due: dict[int, float] = {}  # workers waiting to be restarted: when
+        self.starts = 0
 
     def start_one(self, i: int) -> _Slot:
         receive, send = self.context.Pipe(duplex=False)
@@ -158,6 +164,7 @@ class Supervisor:
         )
         process.start()
         send.close()  # the worker holds its end
+        self.starts += 1
         return _Slot(process, receive)
 
     def signal_all(self, signum: int) -> None:
@@ -198,8 +205,13 @@ class Supervisor:
         return 1 if self.failed else 0
 
     def keep_alive(self) -> None:
+        now = time.monotonic()
+        for i, when in list(self.due.items()):
+            if now >= when:
+                del self.due[i]
+                self.slots[i] = self.start_one(i)
         for i, slot in enumerate(self.slots):
-            if slot.process.is_alive():
+            if i in self.due or slot.process.is_alive():
                 continue
             code = slot.process.exitcode
             if not slot.serving():
@@ -210,10 +222,17 @@ class Supervisor:
                 self.failed = True
                 self.stop.set()
                 return
-            log.warning("worker %s exited with status %s; starting another", slot.process.pid, code)
             _forget_metrics(slot.process.pid)
             slot.pipe.close()
-            self.slots[i] = self.start_one(i)
+            young = now - slot.born < _STABLE_S
+            self.backoff[i] = min(max(1.0, 2 * self.backoff[i]), _BACKOFF_MAX_S) if young else 0.0
+            log.warning(
+                "worker %s exited with status %s; starting another%s",
+                slot.process.pid,
+                code,
+                f" in {self.backoff[i]:g}s" if self.backoff[i] else "",
+            )
+            self.due[i] = now + self.backoff[i]
 
     def shutdown(self) -> None:
         self.signal_all(signal.SIGTERM)
