@@ -25,9 +25,9 @@ from llmroute.errors import LlmrouteError
 from llmroute.registry.schema import TelemetrySettings
 from llmroute.telemetry.record import FeedbackRecord
 from llmroute.telemetry.recorder import Recorder
-from llmroute.telemetry.store import mask_url, open_store, resolve_telemetry_url
+from llmroute.telemetry.store import mask_url, resolve_telemetry_url
 from llmroute.telemetry.store.base import Store
-from llmroute.telemetry.writer import TelemetryWriter
+from llmroute.telemetry.writer import TelemetryWriter, start_writer
 
 __all__ = ["CallClock", "SdkDecisionLog"]
 
@@ -88,17 +88,10 @@ class SdkDecisionLog:
         if url is None:
             return
         try:
-            store = open_store(url, pool_size=settings.pool_size)
+            store, writer = start_writer(url, settings)
         except Exception as exc:  # a bad URL must not fail the caller's request
             log.warning("SDK decision log off: cannot open %s (%s)", mask_url(url), exc)
             return
-        writer = TelemetryWriter(
-            store,
-            queue_size=settings.queue_size,
-            batch_size=settings.batch_size,
-            flush_seconds=settings.flush_seconds,
-        )
-        writer.start()
         self._store, self._writer = store, writer
         self._recorder = Recorder(writer, None, settings.prompts)
         log.info("SDK decision log: %s (prompts: %s)", mask_url(url), settings.prompts)

@@ -19,9 +19,9 @@ from llmroute.registry.schema import TelemetrySettings
 from llmroute.telemetry.metrics import GatewayMetrics
 from llmroute.telemetry.record import FeedbackRecord, ShadowRecord
 from llmroute.telemetry.recorder import Recorder
-from llmroute.telemetry.store import mask_url, open_store, resolve_telemetry_url
+from llmroute.telemetry.store import mask_url, resolve_telemetry_url
 from llmroute.telemetry.store.base import Store
-from llmroute.telemetry.writer import TelemetryWriter
+from llmroute.telemetry.writer import TelemetryWriter, start_writer
 
 __all__ = ["Telemetry"]
 
@@ -58,15 +58,7 @@ class Telemetry:
         if url is None:
             log.info("decision log off")
             return cls(settings, metrics)
-        store = open_store(url, pool_size=settings.pool_size)
-        writer = TelemetryWriter(
-            store,
-            queue_size=settings.queue_size,
-            batch_size=settings.batch_size,
-            flush_seconds=settings.flush_seconds,
-            on_drop=metrics.telemetry_dropped,
-        )
-        writer.start()
+        store, writer = start_writer(url, settings, on_drop=metrics.telemetry_dropped)
         log.info("decision log: %s (prompts: %s)", mask_url(url), settings.prompts)
         return cls(settings, metrics, store, writer)
 

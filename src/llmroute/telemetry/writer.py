@@ -31,10 +31,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
+from llmroute.registry.schema import TelemetrySettings
 from llmroute.telemetry.record import DecisionRecord
+from llmroute.telemetry.store import open_store
 from llmroute.telemetry.store.base import Store
 
-__all__ = ["DropReason", "TelemetryWriter"]
+__all__ = ["DropReason", "TelemetryWriter", "start_writer"]
 
 log = logging.getLogger("llmroute.telemetry")
 
@@ -271,3 +273,21 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, TelemetryError):
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return type(exc).__name__
+
+
+def start_writer(
+    url: str, settings: TelemetrySettings, on_drop: Callable[[int, str], None] | None = None
+) -> tuple[Store, TelemetryWriter]:
+    """The store at `url` (opened lazily: nothing connects yet) and its batching writer,
+    started (its thread applies the migrations first). A URL no store can open raises
+    `ConfigError`."""
+    store = open_store(url, pool_size=settings.pool_size)
+    writer = TelemetryWriter(
+        store,
+        queue_size=settings.queue_size,
+        batch_size=settings.batch_size,
+        flush_seconds=settings.flush_seconds,
+        on_drop=on_drop,
+    )
+    writer.start()
+    return store, writer
