@@ -28,7 +28,7 @@ upstream broke off) or ``client_disconnected`` (the caller stopped reading)."""
 
 
 async def _chunks(
-    opened: Opened, info: dict[str, Any], on_end: StreamEnd | None
+    opened: Opened, info: dict[str, Any], on_end: StreamEnd
 ) -> AsyncGenerator[Any, None]:
     """Parsed chunks; the upstream stream is closed however this one ends."""
     error: str | None = "client_disconnected"
@@ -45,11 +45,7 @@ async def _chunks(
         aclose = getattr(opened.events, "aclose", None)
         if aclose is not None:
             await aclose()
-        if on_end is not None:
-            try:
-                on_end(opened, error)
-            except Exception:  # logging must never fail the caller's stream
-                log.exception("recording the stream's end failed")
+        on_end(opened, error)
 
 
 class AsyncStream:
@@ -66,16 +62,20 @@ class AsyncStream:
         self.llmroute = info
         self._opened = opened
         self._on_end = on_end
-        self._ended = on_end is None
+        self._ended = False
         self._chunks = _chunks(opened, info, self._end)
         self._timeout = timeout
 
     def _end(self, opened: Opened, error: str | None) -> None:
-        """`on_end`, once (a stream closed before its first chunk never runs `_chunks`)."""
+        """`on_end`, once, whichever path ends the stream first (a stream closed before
+        its first chunk never runs `_chunks`); its failure never fails the stream."""
         if self._ended or self._on_end is None:
             return
         self._ended = True
-        self._on_end(opened, error)
+        try:
+            self._on_end(opened, error)
+        except Exception:  # logging must never fail the caller's stream
+            log.exception("recording the stream's end failed")
 
     @property
     def usage(self) -> Usage | None:
