@@ -46,7 +46,7 @@ from llmroute.dispatch import Dispatcher
 from llmroute.encoders import CachedEncoder, default_cache_dir, load_builtin
 from llmroute.evaluate.data import LabelledRow, read_labelled
 from llmroute.evaluate.from_examples import FromExamplesConfig, registry_from_examples
-from llmroute.layers.llm_router import LLM_ROUTER_LAYER, LlmRouter
+from llmroute.layers.llm_router import LlmRouter, llm_router_signal
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import LlmFallback
@@ -174,10 +174,10 @@ def correct(decision: Decision, gold: str) -> bool:
 
 
 def llm_outcome(decision: Decision) -> tuple[str, float]:
-    for signal in decision.signals:
-        if signal.layer == LLM_ROUTER_LAYER:
-            return str(signal.detail.get("outcome")), signal.elapsed_us
-    return "not asked", 0.0
+    signal = llm_router_signal(decision)
+    if signal is None:
+        return "not asked", 0.0
+    return str(signal.detail.get("outcome")), signal.elapsed_us
 
 
 async def ask_all(

@@ -122,10 +122,10 @@ def _route_stdin(
 
 
 def _llm_outcome(decision: Decision) -> str | None:
-    for signal in decision.signals:
-        if signal.layer == "llm_router":
-            return str(signal.detail.get("outcome"))
-    return None
+    from llmroute.layers.llm_router import llm_router_signal
+
+    signal = llm_router_signal(decision)
+    return None if signal is None else str(signal.detail.get("outcome"))
 
 
 def _llm_share(llm: LlmFallback, outcomes: Counter[str], total: int) -> str:
@@ -205,12 +205,14 @@ def _print_explain(decision: Decision, llm: LlmFallback | None = None) -> None:
 
 def _llm_line(decision: Decision, llm: LlmFallback) -> str:
     """Whether the LLM router was asked, and what came of it."""
-    for signal in decision.signals:
-        if signal.layer == "llm_router":
-            outcome = signal.detail.get("outcome")
-            answer = signal.detail.get("answer")
-            said = "" if answer is None else f", answered {answer!r}"
-            return f"llm router ({llm.model}): {outcome}{said} in {signal.elapsed_us / 1000:.0f} ms"
+    from llmroute.layers.llm_router import llm_router_signal
+
+    signal = llm_router_signal(decision)
+    if signal is not None:
+        outcome = signal.detail.get("outcome")
+        answer = signal.detail.get("answer")
+        said = "" if answer is None else f", answered {answer!r}"
+        return f"llm router ({llm.model}): {outcome}{said} in {signal.elapsed_us / 1000:.0f} ms"
     if decision.layer == "intent" and decision.margin is not None:
         why = f"margin {decision.margin:.3f} >= {llm.margin:g}"
     elif decision.layer == "default":

@@ -65,6 +65,7 @@ __all__ = [
     "MAX_TOKENS",
     "NONE",
     "LlmRouter",
+    "llm_router_signal",
     "parse_answer",
     "refine_decision",
     "refine_plan",
@@ -134,6 +135,11 @@ def _reply_text(data: Mapping[str, Any]) -> str | None:
         return None
     content = message.get("content")
     return content if isinstance(content, str) else None
+
+
+def llm_router_signal(decision: Decision) -> LayerSignal | None:
+    """The LLM router's signal in `decision`, when it was asked (or tried to be)."""
+    return next((s for s in decision.signals if s.layer == LLM_ROUTER_LAYER), None)
 
 
 def _intent_pass(decision: Decision) -> LayerSignal | None:
