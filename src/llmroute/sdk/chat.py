@@ -152,17 +152,7 @@ class _Engine:
             clock,
             lambda dispatcher, refined: dispatcher.complete(refined, request.body),
         )
-        record_success(
-            recorder,
-            self.router,
-            plan.decision,
-            request.body,
-            clock,
-            model=served.model,
-            deployment=served.deployment,
-            usage=served.usage,
-            attempts=served.attempts,
-        )
+        record_success(recorder, self.router, plan.decision, request.body, clock, served)
         info = routing_info(plan.decision, served.model, served.deployment, served.attempts)
         info["cost_usd"] = served.usage.cost_usd
         return as_completion(served.data, info)
@@ -184,11 +174,7 @@ class _Engine:
                 decision,
                 request.body,
                 clock,
-                model=opened.model,
-                deployment=opened.deployment,
-                usage=opened.usage,
-                attempts=opened.attempts,
-                stream=True,
+                opened,
                 error=error,
                 ttft_ms=ttft_ms,
             )

@@ -20,7 +20,7 @@ from typing import Any
 
 from llmroute.decide import Router
 from llmroute.decision import Decision
-from llmroute.dispatch.usage import Usage
+from llmroute.dispatch import Opened, Served
 from llmroute.errors import LlmrouteError
 from llmroute.registry.schema import TelemetrySettings
 from llmroute.telemetry.record import FeedbackRecord
@@ -129,16 +129,13 @@ def record_success(
     decision: Decision,
     body: Mapping[str, Any],
     clock: CallClock,
+    answer: Served | Opened,
     *,
-    model: str,
-    deployment: str,
-    usage: Usage | None,
-    attempts: tuple[str, ...],
-    stream: bool = False,
     error: str | None = None,
     ttft_ms: float | None = None,
 ) -> None:
-    """Log a call that was answered (a stream: once it ended, `error` saying how)."""
+    """Log a call that was answered: a completion, or a stream once it ended (`error`
+    saying how)."""
     if recorder is not None:
         recorder.finished(
             router,
@@ -147,12 +144,12 @@ def record_success(
             ts=clock.ts,
             started_ns=clock.started_ns,
             status=200,
-            served_model=model,
-            deployment=deployment,
+            served_model=answer.model,
+            deployment=answer.deployment,
             error=error,
-            usage=usage,
-            attempts=attempts,
-            stream=stream,
+            usage=answer.usage,
+            attempts=answer.attempts,
+            stream=isinstance(answer, Opened),
             ttft_ms=ttft_ms,
         )
 
