@@ -14,8 +14,11 @@ only when `is_possible_number` holds under their locale (Faker also emits string
 ``00008063608`` that no numbering plan allows).
 
 Honest split: frames, entity phrases and negative phrases are split in two disjoint
-halves. DEV (seed 1, even-indexed templates) was looked at and tuned on; TEST (seed 2,
-odd-indexed templates) is scored once, at the end.
+halves. DEV (seed 1, even-indexed templates) was looked at and tuned on; TEST (seed 3,
+odd-indexed templates) is scored once, at the end. The first test set (seed 2, before the
+twelve negatives marked below existed) was scored on 2026-11-25 and its IP_ADDRESS false
+positives (`section 10.4.10.10`) led to the numbering-word list in `_pii_patterns`; seed 3
+is the fresh set that replaced it (docs/benchmarks.md says so).
 
 Scores per type: precision, recall, F1 and support (gold count), by exact span match and
 by overlap match (a prediction of the right type overlapping a gold span). Timing: p50/p99
@@ -46,7 +49,7 @@ from llmroute.safety.pii import PiiDetector, PiiSpan
 TYPES = ("EMAIL", "PHONE", "CARD", "IBAN", "US_SSN", "IP_ADDRESS", "SECRET")
 LOCALES = {"en_US": "US", "en_GB": "GB", "de_DE": "DE", "fr_FR": "FR"}
 IBAN_LOCALES = ("en_GB", "de_DE", "fr_FR", "nl_NL", "es_ES", "it_IT")
-SEEDS = {"dev": 1, "test": 2}
+SEEDS = {"dev": 1, "test": 3}
 CLEAN_300 = (
     "Hi there, I am trying to write a function that merges two sorted lists in Python. "
     "It should run in linear time and handle empty lists gracefully. Can you also explain "
@@ -191,6 +194,19 @@ NEGATIVES = (
     "call ended at {time} on {date}",
     "total {price} for {count} items",
     "see RFC {count} section {version}",
+    # Added 2026-12-02 with the fresh test set (seed 3), written before it was scored.
+    "per clause {version} of the agreement",
+    "as described in chapter {version}",
+    "follow step {version} in the runbook",
+    "paragraph {version} applies here",
+    "the SNMP OID {oid} returns nothing",
+    "the office is at {coords}",
+    "see § {version} of the spec",
+    "upgrade from {version} to {version}",
+    "Figure {version} shows the latency",
+    "walk {oid} with snmpwalk",
+    "lat {lat}, lon {lon}",
+    "we pinned numpy {version} and scipy {version}",
 )
 
 
@@ -351,6 +367,12 @@ class Generator:
             "badcard": lambda: bad,
             "count": lambda: str(rng.choice((4096, 8192, 32000, 128000, 2616, 7231))),
             "longnum": lambda: _rand(rng, digits, rng.randint(11, 20)),
+            "oid": lambda: (
+                "1.3.6.1." + ".".join(str(rng.randint(1, 30)) for _ in range(rng.randint(2, 6)))
+            ),
+            "coords": lambda: f"{fake.latitude()}, {fake.longitude()}",
+            "lat": lambda: str(fake.latitude()),
+            "lon": lambda: str(fake.longitude()),
         }
         return re.sub(r"\{(\w+)\}", lambda m: fields[m.group(1)](), template)
 

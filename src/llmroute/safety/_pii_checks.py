@@ -5,6 +5,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+NUMBERING_WORDS = (
+    r"ver|version|release|rel|build|rev|revision|section|sec|chapter|clause|article|paragraph"
+    r"|para|figure|fig|step|appendix|part|page|footnote|equation|eq|lemma|theorem|oid"
+)
+"""Words that number a release or a document part: a dotted number right after one is a
+version or a section (`section 10.4.10.10`), not a host or a phone. Words that also precede
+hosts (`rule`, `table` as in routing table) are left out."""
+
 # IBAN length by country (SWIFT IBAN registry): a candidate of another length is not an IBAN.
 IBAN_LENGTHS: dict[str, int] = {
     "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22,

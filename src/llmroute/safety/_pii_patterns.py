@@ -9,7 +9,13 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from llmroute.safety._pii_checks import IBAN_LENGTHS, card_ok, iban_ok, ssn_ok
+from llmroute.safety._pii_checks import (
+    IBAN_LENGTHS,
+    NUMBERING_WORDS,
+    card_ok,
+    iban_ok,
+    ssn_ok,
+)
 from llmroute.safety._pii_span import PiiSpan
 
 _EMAIL = re.compile(
@@ -29,7 +35,7 @@ _IPV4 = re.compile(
     r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
     r"(?![\w]|\.\d)"
 )
-_VERSION_BEFORE = re.compile(r"(?i)(?:\bv|\bversion\s*|\brelease\s*|\bbuild\s*)$")
+_NUMBERING_BEFORE = re.compile(rf"(?i)(?:\bv|(?:\b(?:{NUMBERING_WORDS})\.?|§)\s*[:#]?\s*)$")
 _IPV6 = re.compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?"
     r"(?![\w:])"
@@ -95,7 +101,7 @@ def find_ips(text: str) -> list[PiiSpan]:
     out = []
     if "." in text:
         for m in _IPV4.finditer(text):
-            if _VERSION_BEFORE.search(text, max(0, m.start() - 10), m.start()):
+            if _NUMBERING_BEFORE.search(text, max(0, m.start() - 16), m.start()):
                 continue
             out.append(PiiSpan("IP_ADDRESS", m.start(), m.end(), 0.9))
     if text.count(":") >= 2:

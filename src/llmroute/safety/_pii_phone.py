@@ -14,6 +14,7 @@ import phonenumbers
 from phonenumbers import Leniency, PhoneNumberMatcher
 
 from llmroute.errors import ConfigError
+from llmroute.safety._pii_checks import NUMBERING_WORDS
 from llmroute.safety._pii_span import PiiSpan
 
 _DIGIT_RUN = re.compile(r"\d(?:[\s.()/-]{0,3}\d){6,}")
@@ -25,6 +26,9 @@ _OTHER_LABEL = re.compile(
     r"(?i)(?:\b(?:order|invoice|inv|ref|reference|isbn|tracking|ticket|id|account|acct|"
     r"sku|serial|case|commit|sha|version|release|build|v)\s*(?:no\.?|number|nr\.?)?\s*[:#]?\s*|#\s*)$"
 )
+_NUMBERED_BEFORE = re.compile(rf"(?i)(?:\b(?:{NUMBERING_WORDS})\.?|§)\s*[:#]?\s*$")
+"""Only for dotted candidates (`clause 17.20.10.18`): "page 212-555-0123" is a phone."""
+_DECIMAL = re.compile(r"\d+\.\d+")  # 63.8600505: a measurement; dotted phones have 2+ dots
 _VERSION = re.compile(r"(?:\d+\.)*\d\.\d+(?:\.\d+)*|\d+(?:\.\d+)+\.\d")  # a 1-digit part
 _FRAGMENT_BEFORE = re.compile(r"(?<![\d.])\d{2,4}[ -]$")
 _FRAGMENT_AFTER = re.compile(r"[ -]\d{2,4}(?![\d.])")
@@ -68,10 +72,13 @@ class PhoneFinder:
 
 
 def _plausible(text: str, start: int, end: int) -> bool:
-    """Rejects dates, over-long digit runs, labelled identifiers and glued fragments."""
+    """Rejects dates, decimals, over-long digit runs, labelled identifiers and glued
+    fragments."""
     raw = text[start:end]
     digits = sum(c.isdigit() for c in raw)
-    if digits < MIN_DIGITS or digits > 15 or _DATE.fullmatch(raw) or _VERSION.fullmatch(raw):
+    if digits < MIN_DIGITS or digits > 15:
+        return False
+    if _DATE.fullmatch(raw) or _VERSION.fullmatch(raw) or _DECIMAL.fullmatch(raw):
         return False
     before = text[start - 1] if start else " "
     if before.isalnum() or before in _GLUED_BEFORE:
@@ -81,4 +88,6 @@ def _plausible(text: str, start: int, end: int) -> bool:
         return False
     if _FRAGMENT_BEFORE.search(text, max(0, start - 5), start) or _FRAGMENT_AFTER.match(text, end):
         return False  # a piece of a longer digit run (a card that failed Luhn)
+    if "." in raw and _NUMBERED_BEFORE.search(text, max(0, start - 16), start):
+        return False
     return _OTHER_LABEL.search(text, max(0, start - 24), start) is None
