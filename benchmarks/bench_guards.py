@@ -34,7 +34,8 @@ GUARDS = ("safety", "reasoning")
 def _router(encoder: str) -> Router:
     loaded = load_registry(EXAMPLE)
     spec = {"kind": "builtin", "name": encoder.removeprefix("builtin:")}
-    registry = loaded.registry.model_validate({**loaded.registry.model_dump(), "encoder": spec})
+    dumped = loaded.registry.model_dump(exclude_unset=True)
+    registry = loaded.registry.model_validate({**dumped, "encoder": spec})
     from llmroute.registry.loader import LoadedRegistry
 
     swapped = LoadedRegistry(registry, loaded.version, loaded.source, loaded.base_dir)
