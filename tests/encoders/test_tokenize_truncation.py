@@ -83,3 +83,24 @@ class _Cache(dict[tuple[str, int], WordPiece]):
 
 
 _WP = _Cache()
+
+
+def test_shared_tokeniser_reuses_the_last_call_per_thread() -> None:
+    import threading
+
+    from llmroute.encoders.tokenize import shared_wordpiece
+
+    wp = shared_wordpiece(TOKENIZER, 64, "head")
+    assert shared_wordpiece(TOKENIZER, 64, "head") is wp
+    assert shared_wordpiece(TOKENIZER, 32, "head") is not wp
+    first = wp.encode(["merge two sorted lists", "hello"])
+    again = wp.encode(("merge two sorted lists", "hello"))  # equal texts: the memo
+    assert again is first
+    other = wp.encode(["merge two sorted lists", "goodbye"])
+    assert other is not first and other[1] != first[1]
+    assert wp.encode(["hello"])[0] == first[1] == full_ids("hello")
+    seen: list[list[list[int]]] = []
+    worker = threading.Thread(target=lambda: seen.append(wp.encode(["hello"])))
+    worker.start()
+    worker.join()
+    assert seen[0] == [full_ids("hello")]

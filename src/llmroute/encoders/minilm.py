@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmroute.encoders.base import Embeddings
-from llmroute.encoders.tokenize import Truncate, WordPiece
+from llmroute.encoders.tokenize import Truncate, shared_wordpiece
 from llmroute.errors import ConfigError, EncoderError
 
 __all__ = ["MAX_POSITIONS", "MiniLMEncoder", "normalise_rows"]
@@ -59,7 +59,7 @@ class MiniLMEncoder:
             raise ConfigError(f"max_tokens must be in 3..{MAX_POSITIONS}, not {max_tokens}")
         import onnxruntime as ort
 
-        self._wp = WordPiece(tokenizer_json, max_tokens - 2, truncate)
+        self._wp = shared_wordpiece(tokenizer_json, max_tokens - 2, truncate)
         self._cls, self._sep = self._wp.token_id("[CLS]"), self._wp.token_id("[SEP]")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -11,6 +11,7 @@ character, so a tight window is what keeps the static encoder fast on long promp
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, cast, get_args
@@ -21,7 +22,7 @@ from tokenizers import Tokenizer
 
 from llmroute.errors import ConfigError, EncoderError
 
-__all__ = ["CHARS_PER_TOKEN", "Truncate", "WordPiece", "check_truncate"]
+__all__ = ["CHARS_PER_TOKEN", "Truncate", "WordPiece", "check_truncate", "shared_wordpiece"]
 
 Truncate = Literal["head", "tail", "head_tail"]
 CHARS_PER_TOKEN = 6
@@ -80,6 +81,7 @@ class WordPiece:
         self.truncate: Truncate = check_truncate(truncate)
         self.vocab_size = tok.get_vocab_size()
         self._head = budget - budget // 2 if truncate == "head_tail" else budget
+        self._memo = threading.local()
 
     def token_id(self, token: str) -> int:
         found = self._tok.token_to_id(token)
@@ -136,7 +138,23 @@ class WordPiece:
         return self._cut(parts)  # pathological text (no split point): approximate cut
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Truncated id lists; texts that fit the window in one piece are batched."""
+        """Truncated id lists; texts that fit the window in one piece are batched.
+
+        The last call's texts and ids are kept per thread: the encoder and the safety
+        layer's token view tokenise the same request one after the other, and the second
+        call is a lookup. Callers must not modify the lists returned."""
+        last: tuple[tuple[str, ...], list[list[int]]] | None = getattr(self._memo, "last", None)
+        if (
+            last is not None
+            and len(last[0]) == len(texts)
+            and all(a is b or a == b for a, b in zip(last[0], texts, strict=True))
+        ):
+            return last[1]
+        out = self._encode(texts)
+        self._memo.last = (tuple(texts), out)
+        return out
+
+    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         chars = self.budget * CHARS_PER_TOKEN
         short = [i for i, t in enumerate(texts) if len(t) <= chars]
         out: list[list[int]] = [[] for _ in texts]
@@ -152,3 +170,18 @@ class WordPiece:
     def encode_array(self, text: str) -> npt.NDArray[np.int64]:
         """Batch-1 fast path as a numpy array."""
         return np.asarray(self.encode([text])[0], dtype=np.int64)
+
+
+_SHARED: dict[tuple[str, int, str], WordPiece] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_wordpiece(tokenizer_json: Path, budget: int, truncate: Truncate) -> WordPiece:
+    """One `WordPiece` per (file, budget, truncation) in the process, so that components
+    tokenising the same text with the same settings share `encode`'s memo."""
+    key = (str(Path(tokenizer_json).resolve()), budget, truncate)
+    with _SHARED_LOCK:
+        found = _SHARED.get(key)
+        if found is None:
+            found = _SHARED[key] = WordPiece(tokenizer_json, budget, truncate)
+        return found
