@@ -2,7 +2,8 @@
 
     python benchmarks/train_safety_artifacts.py [--data-dir /work/shared/data] [--out DIR]
 
-Trains one detector per built-in encoder (``builtin:static``, ``builtin:minilm-int8``) on
+Trains one detector per built-in encoder (``builtin:static``, ``builtin:minilm-int8``, the
+latter with the MiniLM token-bag view of `llmroute.safety.token_bag`) on
 jailbreak/train.jsonl + prompt_injection/train.jsonl (the group split of
 `llmroute.safety.injection.split_sides`, seed 0: train < 60, validation < 80, test the
 rest): the settings are chosen by 5-fold group cross-validation over train + validation,
@@ -21,6 +22,7 @@ from pathlib import Path
 from llmroute.encoders.builtin import load_builtin
 from llmroute.encoders.cached import CachedEncoder
 from llmroute.safety.injection import read_safety_data, save_detector, train_detector
+from llmroute.safety.token_bag import load_token_bag
 
 ROOT = Path(__file__).resolve().parents[1]
 ENCODERS = ("static", "minilm-int8")
@@ -38,7 +40,8 @@ def main() -> None:
     cache = Path("~/.cache/llmroute/embeddings").expanduser()
     for name in args.encoders:
         encoder = CachedEncoder(load_builtin(name), cache)
-        detector, report = train_detector(data, encoder, progress=print)
+        bag = load_token_bag() if name.startswith("minilm") else None
+        detector, report = train_detector(data, encoder, token_bag=bag, progress=print)
         folder = save_detector(detector, args.out / f"injection-{name}")
         validation = report.validation.to_dict()
         print(f"== {name}: {encoder.identity} -> {folder} (out-of-fold numbers)")

@@ -50,6 +50,14 @@ def train_safety(
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")],
     encoder: EncoderOption = _ENCODER_DEFAULT,
     seed: Annotated[int, typer.Option(help="Seed of the train/validation/test split.")] = 0,
+    token_bag: Annotated[
+        bool | None,
+        typer.Option(
+            "--token-bag/--no-token-bag",
+            help="Also use MiniLM's averaged input token vectors (docs/safety.md); needs the "
+            "MiniLM weights package. Default: on with a builtin:minilm encoder, off otherwise.",
+        ),
+    ] = None,
 ) -> None:
     """Train a jailbreak / prompt-injection detector: settings and threshold chosen by
     5-fold group cross-validation over the train and validation sides of a group split,
@@ -57,9 +65,13 @@ def train_safety(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from llmroute.safety.injection import read_safety_data, save_detector, train_detector
+    from llmroute.safety.token_bag import load_token_bag
 
     rows = read_safety_data(data)
     enc = _encoder(encoder)
+    if token_bag is None:
+        token_bag = encoder.startswith("builtin:minilm")
+    bag = load_token_bag() if token_bag else None
     started = time.perf_counter()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
@@ -67,6 +79,7 @@ def train_safety(
         detector, report = train_detector(
             rows,
             enc,
+            token_bag=bag,
             seed=seed,
             progress=lambda message: progress.update(task, description=message),
         )

@@ -49,6 +49,7 @@ from llmroute import __version__
 from llmroute.encoders.base import Encoder
 from llmroute.errors import ConfigError, DataError
 from llmroute.safety.lexical import DEFAULT_BUCKETS, hashed_ids, lexical_matrix
+from llmroute.safety.token_bag import TokenBag, load_token_bag
 from llmroute.safety.windows import windows
 from llmroute.scoring.logreg import fit_softmax
 
@@ -248,7 +249,8 @@ def _sigmoid(z: F64) -> F64:
 
 @dataclass(frozen=True)
 class InjectionDetector:
-    """P(attack) = sigmoid(embedding · w_emb + lexical(text) · w_lex + bias).
+    """P(attack) = sigmoid(embedding · w_emb [+ tokens(text) · w_tok] + lexical(text) · w_lex
+    + bias), where tokens is the optional `TokenBag` view (MiniLM's input token vectors).
 
     Flag a text when `score` reaches `threshold`. `window` is the (size, stride,
     max_windows) its long texts are scored over: ``max`` of the windows' scores.
@@ -261,6 +263,8 @@ class InjectionDetector:
     bias: float
     window: tuple[int, int, int] = WINDOW
     metrics: dict[str, Any] = field(default_factory=dict, compare=False)
+    token_weights: F32 | None = None
+    token_bag: TokenBag | None = field(default=None, compare=False, repr=False)
 
     @property
     def buckets(self) -> int:
@@ -285,6 +289,8 @@ class InjectionDetector:
                 f"{self.emb_weights.shape[0]} (encoder {self.encoder_identity})"
             )
         logits = emb.astype(np.float64) @ self.emb_weights + self.lexical_logits(texts)
+        if self.token_bag is not None and self.token_weights is not None:
+            logits += self.token_bag.features(texts) @ self.token_weights
         return _sigmoid(logits + self.bias)
 
     def match_rules(self, text: str) -> str | None:
@@ -499,12 +505,15 @@ class _Features:
     each row is what the model is fitted on, all of them are what a row is scored by."""
 
     emb: F32
+    """The encoder's embedding, with the token-bag view appended when one is used."""
     lex: F32
     owner: IntArray
     first: IntArray
 
 
-def _features(encoder: Encoder, texts: Sequence[str], progress: Progress | None) -> _Features:
+def _features(
+    encoder: Encoder, token_bag: TokenBag | None, texts: Sequence[str], progress: Progress | None
+) -> _Features:
     size, stride, most = WINDOW
     pieces: list[str] = []
     owner: list[int] = []
@@ -514,9 +523,13 @@ def _features(encoder: Encoder, texts: Sequence[str], progress: Progress | None)
         first.append(len(pieces))
         pieces.extend(found)
         owner.extend([row] * len(found))
-    emb = np.empty((len(pieces), encoder.dim), dtype=np.float32)
+    dim = encoder.dim + (token_bag.dim if token_bag is not None else 0)
+    emb = np.empty((len(pieces), dim), dtype=np.float32)
     for start in range(0, len(pieces), 256):
-        emb[start : start + 256] = encoder.encode(pieces[start : start + 256])
+        chunk = pieces[start : start + 256]
+        emb[start : start + 256, : encoder.dim] = encoder.encode(chunk)
+        if token_bag is not None:
+            emb[start : start + 256, encoder.dim :] = token_bag.features(chunk)
         if progress is not None:
             progress(f"embedded {min(start + 256, len(pieces))}/{len(pieces)} windows")
     return _Features(
@@ -585,6 +598,7 @@ def train_detector(
     data: SafetyData,
     encoder: Encoder,
     *,
+    token_bag: TokenBag | None = None,
     seed: int = 0,
     progress: Progress | None = None,
 ) -> tuple[InjectionDetector, TrainReport]:
@@ -600,7 +614,7 @@ def train_detector(
     pool = data.subset(np.flatnonzero(data.is_detector_row & (sides < 2)))
     y = pool.is_attack
     _check_counts(y)
-    feats = _features(encoder, pool.texts, progress)
+    feats = _features(encoder, token_bag, pool.texts, progress)
     folds = _folds(pool.groups, seed)
     labels = np.array(pool.labels)
     best: tuple[tuple[float, float], dict[str, float], F64] | None = None
@@ -620,7 +634,15 @@ def train_detector(
     threshold = threshold_at_fpr(oof, y, TARGET_FPR)
     weights = np.where(labels == "injection", hyper["injection_weight"], 1.0)
     w_emb, w_lex, bias = _fit(feats, np.arange(len(pool)), y, weights, hyper)
-    detector = InjectionDetector(encoder.identity, threshold, w_emb, w_lex, bias)
+    detector = InjectionDetector(
+        encoder.identity,
+        threshold,
+        w_emb[: encoder.dim],
+        w_lex,
+        bias,
+        token_weights=w_emb[encoder.dim :] if token_bag is not None else None,
+        token_bag=token_bag,
+    )
     others = data.subset(np.flatnonzero(~data.is_detector_row & (sides < 2)))
     report_data = _concat(pool, others)
     report_scores = np.concatenate([oof, score_texts(detector, others.texts, encoder)])
@@ -636,7 +658,7 @@ def train_detector(
         },
         fit_seconds=round(time.perf_counter() - started, 2),
     )
-    summary = {"hyper": hyper, "rows": report.rows, "seed": seed, "folds": FOLDS}
+    summary: dict[str, Any] = {"hyper": hyper, "rows": report.rows, "seed": seed, "folds": FOLDS}
     summary["cross_validation"] = {
         k: v for k, v in report.validation.to_dict().items() if k in {"n", "tpr", "fpr", "auc"}
     }
@@ -678,17 +700,20 @@ def save_detector(detector: InjectionDetector, directory: str | os.PathLike[str]
         "bias": detector.bias,
         "buckets": detector.buckets,
         "window": list(detector.window),
+        "token_bag": detector.token_bag.identity if detector.token_bag is not None else None,
         "llmroute_version": __version__,
         "metrics": detector.metrics,
     }
     try:
         folder.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
-        np.savez_compressed(
-            buffer,
-            emb_weights=detector.emb_weights.astype(np.float16),
-            lex_weights=detector.lex_weights.astype(np.float16),
-        )
+        arrays: dict[str, Any] = {
+            "emb_weights": detector.emb_weights.astype(np.float16),
+            "lex_weights": detector.lex_weights.astype(np.float16),
+        }
+        if detector.token_weights is not None:
+            arrays["token_weights"] = detector.token_weights.astype(np.float16)
+        np.savez_compressed(buffer, **arrays)
         _write_atomic(folder / ARRAYS_FILE, buffer.getvalue())
         text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
         _write_atomic(folder / META_FILE, text.encode("utf-8"))
@@ -736,6 +761,11 @@ def load_detector(
         with np.load(npz, allow_pickle=False) as stored:
             emb = np.asarray(stored["emb_weights"], dtype=np.float32)
             lex = np.asarray(stored["lex_weights"], dtype=np.float32)
+            tok = (
+                np.asarray(stored["token_weights"], dtype=np.float32)
+                if meta.get("token_bag")
+                else None
+            )
         size, stride, most = (int(v) for v in meta["window"])
         detector = InjectionDetector(
             encoder_identity=str(meta["encoder"]),
@@ -745,13 +775,26 @@ def load_detector(
             bias=float(meta["bias"]),
             window=(size, stride, most),
             metrics=dict(meta.get("metrics") or {}),
+            token_weights=tok,
         )
     except FileNotFoundError:
         raise ConfigError("safety detector arrays are missing", file=str(npz)) from None
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         raise ConfigError(f"corrupt safety artifact: {exc}", file=str(npz)) from exc
     _check_loaded(detector, int(meta["buckets"]), npz)
-    return detector
+    if tok is None:
+        return detector
+    bag = load_token_bag()
+    if bag.identity != meta["token_bag"] or tok.shape != (bag.dim,):
+        raise ConfigError(
+            f"safety detector was trained with token view {meta['token_bag']!r}, but the "
+            f"installed MiniLM weights give {bag.identity!r}; retrain it with "
+            "`llmroute train safety`",
+            file=str(meta_path),
+        )
+    if not np.isfinite(tok).all():
+        raise ConfigError("corrupt safety artifact: token weights are not finite", file=str(npz))
+    return replace(detector, token_bag=bag)
 
 
 def _check_loaded(detector: InjectionDetector, buckets: int, npz: Path) -> None:
