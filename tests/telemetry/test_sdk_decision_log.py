@@ -5,8 +5,10 @@ file and a real PostgreSQL schema. Upstream: the fake OpenAI server on 127.0.0.1
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_upstream import FAIL_500, FakeUpstream, fake_upstream
@@ -199,6 +201,44 @@ def test_feedback_on_an_sdk_answer_is_stored_beside_its_decision(
         (decision_id, "down", None, "wrong language"),
         (decision_id, None, 0.25, None),
     ]
+
+
+def test_async_feedback_runs_off_the_loop_and_is_stored(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'afb.db'}"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", url)
+
+    async def main(router: Router) -> tuple[str, list[bool], int]:
+        done = await router.chat.completions.acreate(messages=CODE)
+        decision_id = done.llmroute["decision_id"]
+        loop_thread = threading.get_ident()
+        seen: list[int] = []
+        original = router.chat.feedback
+
+        def spy(*args: Any, **kwargs: Any) -> bool:
+            seen.append(threading.get_ident())
+            return original(*args, **kwargs)
+
+        router.chat.feedback = spy  # type: ignore[method-assign]
+        results = [
+            await router.chat.afeedback(decision_id, thumbs="up", comment="async"),
+            await router.chat.afeedback("no-such-decision", score=0.5),
+        ]
+        with pytest.raises(ValueError, match="score"):
+            await router.chat.afeedback(decision_id, score=-1)
+        assert seen and loop_thread not in seen
+        return decision_id, results, len(seen)
+
+    with Router.from_yaml(_registry(tmp_path, upstream)) as router:
+        decision_id, results, calls = asyncio.run(main(router))
+    assert results == [True, False] and calls == 3
+    store = open_store(url)
+    try:
+        stored = store.feedback(0.0)
+    finally:
+        store.close()
+    assert [(f.decision_id, f.thumbs, f.comment) for f in stored] == [(decision_id, "up", "async")]
 
 
 def test_feedback_without_a_decision_log_says_so(

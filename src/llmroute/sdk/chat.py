@@ -294,6 +294,20 @@ class Chat:
             raise ValueError(exc.message) from None
         return self._engine.log.add_feedback(record)
 
+    async def afeedback(
+        self,
+        decision_id: str,
+        *,
+        score: float | None = None,
+        thumbs: Literal["up", "down"] | None = None,
+        comment: str | None = None,
+    ) -> bool:
+        """`feedback` for async code: the store round trip runs in a worker thread, off
+        the event loop."""
+        return await asyncio.to_thread(
+            self.feedback, decision_id, score=score, thumbs=thumbs, comment=comment
+        )
+
     def close(self) -> None:
         """Stop the loop thread (closing its connections) and release the dispatchers
         of other loops; a later call starts afresh."""
