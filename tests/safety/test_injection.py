@@ -278,9 +278,10 @@ def test_detector_with_token_bag_round_trips_and_checks_the_weights(
     )
     # the view's contribution is real: without it the scores change
     emb = encoder.encode(texts)
-    assert not np.allclose(
-        loaded.score(texts, emb), replace(loaded, token_bag=None).score(texts, emb)
-    )
+    blind = replace(loaded, token_weights=None, token_bag=None)
+    assert not np.allclose(loaded.score(texts, emb), blind.score(texts, emb))
+    with pytest.raises(ValueError, match="token view"):
+        replace(loaded, token_bag=None).score(texts, emb)
 
     meta["token_bag"] = f"{TOKEN_BAG_NAME}@000000000000"
     (folder / "detector.json").write_text(json.dumps(meta), encoding="utf-8")
@@ -291,6 +292,9 @@ def test_detector_with_token_bag_round_trips_and_checks_the_weights(
         kept = {k: stored[k] for k in ("emb_weights", "lex_weights")}
     np.savez(folder / "arrays.npz", **kept)  # token weights lost
     with pytest.raises(ConfigError, match="corrupt"):
+        load_detector(folder, encoder_identity=None)
+    np.savez(folder / "arrays.npz", **kept, token_weights=np.zeros(5, np.float16))
+    with pytest.raises(ConfigError, match=r"corrupt safety artifact: token weights \(5,\)"):
         load_detector(folder, encoder_identity=None)
 
 

@@ -289,7 +289,9 @@ class InjectionDetector:
                 f"{self.emb_weights.shape[0]} (encoder {self.encoder_identity})"
             )
         logits = emb.astype(np.float64) @ self.emb_weights + self.lexical_logits(texts)
-        if self.token_bag is not None and self.token_weights is not None:
+        if self.token_weights is not None:
+            if self.token_bag is None:
+                raise ValueError("this detector was trained with a token view; load it with one")
             logits += self.token_bag.features(texts) @ self.token_weights
         return _sigmoid(logits + self.bias)
 
@@ -785,15 +787,15 @@ def load_detector(
     if tok is None:
         return detector
     bag = load_token_bag()
-    if bag.identity != meta["token_bag"] or tok.shape != (bag.dim,):
+    if tok.shape != (bag.dim,) or not np.isfinite(tok).all():
+        raise ConfigError(f"corrupt safety artifact: token weights {tok.shape}", file=str(npz))
+    if bag.identity != meta["token_bag"]:
         raise ConfigError(
             f"safety detector was trained with token view {meta['token_bag']!r}, but the "
             f"installed MiniLM weights give {bag.identity!r}; retrain it with "
             "`llmroute train safety`",
             file=str(meta_path),
         )
-    if not np.isfinite(tok).all():
-        raise ConfigError("corrupt safety artifact: token weights are not finite", file=str(npz))
     return replace(detector, token_bag=bag)
 
 
