@@ -251,6 +251,15 @@ def test_view_is_the_mean_of_minilm_input_vectors_per_token() -> None:
     assert bag.features([]).shape == (0, 384)
 
 
+def test_unreadable_weights_are_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    source = minilm_model_dir()
+    for name in ("config.json", "tokenizer.json"):
+        (tmp_path / name).write_bytes((source / name).read_bytes())
+    (tmp_path / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    with pytest.raises(ConfigError, match=r"model\.safetensors.*embedding layer"):
+        load_token_bag(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def trained_with_bag(tmp_path_factory: pytest.TempPathFactory) -> InjectionDetector:
     path = _write(tmp_path_factory.mktemp("data") / "tiny.jsonl", _fixture_rows())

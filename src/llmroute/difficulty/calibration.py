@@ -9,8 +9,6 @@ other file is unseen data, and all of it is used.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -19,20 +17,13 @@ import numpy as np
 import numpy.typing as npt
 
 from llmroute.difficulty.data import LabelledPrompts, split
+from llmroute.encoders.paths import file_digest
 from llmroute.errors import ConfigError
 
 __all__ = ["QUANTILES", "Split", "file_digest", "held_out", "quantiles_of", "threshold_from"]
 
 QUANTILES = 101  # score quantiles stored with a router, for `strong_share` at load time
 Split = Literal["auto", "val", "test", "all"]
-
-
-def file_digest(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def quantiles_of(scores: npt.ArrayLike) -> list[float]:

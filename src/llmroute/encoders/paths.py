@@ -6,6 +6,7 @@ sentence-transformers (and torch) through its `__init__`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -46,7 +47,16 @@ def minilm_model_dir() -> Path:
     return folder
 
 
-def file_digest(path: Path) -> str:
-    """Hex sha256 of a file (keys exported graphs, so new weights re-export)."""
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file (keys exported graphs, so new weights re-export). Remembered
+    per (path, size, mtime) in this process: the MiniLM encoder and the safety layer's token
+    view both key on the same 90 MB weights file."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return _digest(resolved, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _digest(path: Path, size: int, mtime_ns: int) -> str:
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()

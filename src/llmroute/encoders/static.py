@@ -21,7 +21,7 @@ from llmroute.encoders.minilm import normalise_rows
 from llmroute.encoders.tokenize import Truncate, WordPiece
 from llmroute.errors import ConfigError, EncoderUnavailable
 
-__all__ = ["DATA_DIR", "StaticEncoder"]
+__all__ = ["DATA_DIR", "StaticEncoder", "sum_token_rows"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 TABLE_FILE = "static_minilm.npy"
@@ -79,13 +79,18 @@ class StaticEncoder:
         if len(texts) == 1:
             return self._encode_one(texts[0])
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
-        tokens = self._wp.encode(texts)
-        lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
-        live = np.flatnonzero(lengths)
-        if live.size:
-            flat = np.fromiter(
-                (i for t in tokens for i in t), dtype=np.int64, count=int(lengths.sum())
-            )
-            starts = np.concatenate(([0], np.cumsum(lengths[live])[:-1]))
-            out[live] = np.add.reduceat(self._table[flat], starts, axis=0)
+        sum_token_rows(self._table, self._wp.encode(texts), out)
         return normalise_rows(out)
+
+
+def sum_token_rows(
+    table: npt.NDArray[np.float32], tokens: Sequence[Sequence[int]], out: npt.NDArray[np.float32]
+) -> None:
+    """``out[i] = sum(table[tokens[i]])`` in one gather and one segmented sum (rows of
+    texts without tokens are left as they are)."""
+    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+    live = np.flatnonzero(lengths)
+    if live.size:
+        flat = np.fromiter((i for t in tokens for i in t), dtype=np.int64, count=int(lengths.sum()))
+        starts = np.concatenate(([0], np.cumsum(lengths[live])[:-1]))
+        out[live] = np.add.reduceat(table[flat], starts, axis=0)

@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from llmroute.encoders.minilm import normalise_rows
 from llmroute.encoders.paths import file_digest, minilm_model_dir
+from llmroute.encoders.static import sum_token_rows
 from llmroute.encoders.tokenize import WordPiece, shared_wordpiece
 from llmroute.errors import ConfigError
 
@@ -63,13 +64,7 @@ class TokenBag:
             np.sum(self._table[ids], axis=0, out=out[0])
             out[0] += self._ends
             return normalise_rows(out)
-        lengths = np.fromiter((len(t) for t in tokens), dtype=np.intp, count=len(tokens))
-        flat = np.fromiter((i for t in tokens for i in t), dtype=np.intp, count=int(lengths.sum()))
-        live = np.flatnonzero(lengths)
-        if live.size:
-            starts = np.zeros(live.size, dtype=np.intp)
-            np.cumsum(lengths[live][:-1], out=starts[1:])
-            out[live] = np.add.reduceat(self._table[flat], starts, axis=0)
+        sum_token_rows(self._table, tokens, out)
         out += self._ends
         return normalise_rows(out)
 
@@ -89,7 +84,7 @@ def load_token_bag(model_dir: Path | None = None) -> TokenBag:
     """The view over the installed all-MiniLM-L6-v2 weights (loaded once per process).
 
     EncoderUnavailable (naming the install command) when the weights package is missing."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     folder = model_dir or minilm_model_dir()
     weights = folder / "model.safetensors"
@@ -104,7 +99,7 @@ def load_token_bag(model_dir: Path | None = None) -> TokenBag:
                 tensors.get_tensor(p + "LayerNorm.bias").astype(np.float32),
                 float(config.get("layer_norm_eps", 1e-12)),
             )
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
         raise ConfigError(
             f"cannot read MiniLM's embedding layer: {exc}", file=str(weights)
         ) from exc
