@@ -260,6 +260,39 @@ def test_unreadable_weights_are_a_config_error_naming_the_file(tmp_path: Path) -
         load_token_bag(tmp_path)
 
 
+def _weights_dir(folder: Path) -> Path:
+    """The MiniLM files under another folder name (a fresh `load_token_bag` cache key)."""
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.json", "model.safetensors"):
+        (folder / name).symlink_to(minilm_model_dir() / name)
+    return folder
+
+
+def test_table_is_cached_memory_mapped_and_rebuilt_when_corrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMROUTE_CACHE_DIR", str(tmp_path / "cache"))
+    first = load_token_bag(_weights_dir(tmp_path / "a"))
+    (cached,) = (tmp_path / "cache").glob("token-bag-*.npy")
+    assert isinstance(first._table, np.memmap)
+    expected = first.features([ATTACK, BENIGN])
+    cached.write_bytes(b"not an array")
+    again = load_token_bag(_weights_dir(tmp_path / "b"))
+    assert np.allclose(again.features([ATTACK, BENIGN]), expected)
+    assert np.load(cached).shape == (30522, 384)
+
+
+def test_unwritable_cache_keeps_the_table_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "plain-file").write_text("not a folder")
+    monkeypatch.setenv("LLMROUTE_CACHE_DIR", str(tmp_path / "plain-file" / "cache"))
+    with caplog.at_level("WARNING", logger="llmroute.safety"):
+        bag = load_token_bag(_weights_dir(tmp_path / "c"))
+    assert not isinstance(bag._table, np.memmap) and bag._table.shape == (30522, 384)
+    assert "keeping it in memory" in caplog.text
+
+
 @pytest.fixture(scope="module")
 def trained_with_bag(tmp_path_factory: pytest.TempPathFactory) -> InjectionDetector:
     path = _write(tmp_path_factory.mktemp("data") / "tiny.jsonl", _fixture_rows())
