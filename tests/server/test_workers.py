@@ -239,6 +239,33 @@ def test_a_crash_looping_worker_is_restarted_after_growing_pauses(
     assert "starting another in 2s" in caplog.text
 
 
+def test_a_replacement_that_cannot_start_is_retried_while_the_others_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a worker served and died, a replacement that fails before serving does not
+    take the healthy workers down: it is retried after growing pauses."""
+    from worker_targets import second_worker_breaks_after_one_run
+
+    monkeypatch.setenv("WORKER_MARKERS", str(tmp_path))
+    caplog.set_level("WARNING", logger="llmroute.server")
+    sockets = [socket.socket(), socket.socket()]
+    supervisor = Supervisor(sockets, {"version": 1}, target=second_worker_breaks_after_one_run)
+    timer = threading.Timer(4.0, supervisor.stop.set)
+    timer.start()
+    try:
+        assert supervisor.run() == 0
+    finally:
+        timer.cancel()
+        for sock in sockets:
+            sock.close()
+    healthy = supervisor.slots[0].process
+    assert healthy.name == "llmroute-worker-0" and 0 not in supervisor.replaced
+    assert "starting another in 1s" in caplog.text  # the first run of worker 1 served
+    assert "replacement worker exited with status 3 before serving" in caplog.text
+    assert "trying again in 2s" in caplog.text and "stopping" not in caplog.text
+    assert 3 <= supervisor.starts <= 6, supervisor.starts  # 2, then 1 s, 2 s pauses
+
+
 def test_a_bad_telemetry_url_fails_before_any_worker_starts(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:

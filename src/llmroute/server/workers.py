@@ -15,9 +15,11 @@ address in use fails at once instead of silently sharing the port with another
 (spawned, each in its own process group, each handed its socket),
 forwards SIGHUP (each worker reloads its registry, as a single-process gateway does),
 and on SIGINT or SIGTERM asks them to stop and waits for them (killing what is left after
-`GRACE_S`). A worker that exits after it started serving is restarted; one that exits
-before, stops everything with exit status 1 (the port or the application is broken, and
-restarting would loop). A worker whose parent has gone stops too.
+`GRACE_S`). A worker that exits after it started serving is restarted; one of the first
+workers that exits before, stops everything with exit status 1 (the port or the
+application is broken, and restarting would loop). A replacement that exits before serving
+(say the registry on disk became invalid since) is retried after the same growing pauses,
+while the other workers keep serving. A worker whose parent has gone stops too.
 """
 
 from __future__ import annotations
@@ -153,6 +155,7 @@ class Supervisor:
         self.failed = False
         self.backoff = [0.0] * len(sockets)  # per worker: the pause before its next start
         self.due: dict[int, float] = {}  # workers waiting to be restarted: when
+        self.replaced: set[int] = set()  # workers whose first process served, then died
         self.starts = 0
 
     def start_one(self, i: int) -> _Slot:
@@ -214,7 +217,8 @@ class Supervisor:
             if i in self.due or slot.process.is_alive():
                 continue
             code = slot.process.exitcode
-            if not slot.serving():
+            served = slot.serving()
+            if not served and i not in self.replaced:
                 log.error(
                     "a worker exited with status %s before serving (see its error above); stopping",
                     code,
@@ -226,12 +230,22 @@ class Supervisor:
             slot.pipe.close()
             young = now - slot.born < _STABLE_S
             self.backoff[i] = min(max(1.0, 2 * self.backoff[i]), _BACKOFF_MAX_S) if young else 0.0
-            log.warning(
-                "worker %s exited with status %s; starting another%s",
-                slot.process.pid,
-                code,
-                f" in {self.backoff[i]:g}s" if self.backoff[i] else "",
-            )
+            pause = f" in {self.backoff[i]:g}s" if self.backoff[i] else ""
+            if served:
+                log.warning(
+                    "worker %s exited with status %s; starting another%s",
+                    slot.process.pid,
+                    code,
+                    pause,
+                )
+            else:
+                log.error(
+                    "a replacement worker exited with status %s before serving (see its error "
+                    "above); trying again%s while the other workers serve",
+                    code,
+                    pause,
+                )
+            self.replaced.add(i)
             self.due[i] = now + self.backoff[i]
 
     def shutdown(self) -> None:
