@@ -22,7 +22,7 @@ import pytest
 from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import BIN, serve, wait_for
 
-from llmroute.server.workers import Supervisor, reuse_port_supported
+from llmroute.server.workers import Supervisor, Target, reuse_port_supported
 
 pytestmark = pytest.mark.skipif(
     not reuse_port_supported(), reason="SO_REUSEPORT balancing is Linux's"
@@ -215,16 +215,10 @@ def test_a_worker_that_cannot_start_stops_the_server(caplog: pytest.LogCaptureFi
     assert signal.getsignal(signal.SIGINT) is handler  # the caller's handlers are back
 
 
-def test_a_crash_looping_worker_is_restarted_after_growing_pauses(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """Workers that serve, then die at once, are restarted after 1 s, 2 s, ... (not in a
-    tight loop that would spend a core on start-ups)."""
-    from worker_targets import serves_then_exits
-
-    caplog.set_level("WARNING", logger="llmroute.server")
+def _run_two_workers_for_4s(target: Target) -> Supervisor:
+    """Two workers on unbound sockets, supervised for 4 s, then stopped (status 0)."""
     sockets = [socket.socket(), socket.socket()]
-    supervisor = Supervisor(sockets, {"version": 1}, target=serves_then_exits)
+    supervisor = Supervisor(sockets, {"version": 1}, target=target)
     timer = threading.Timer(4.0, supervisor.stop.set)
     timer.start()
     try:
@@ -233,6 +227,18 @@ def test_a_crash_looping_worker_is_restarted_after_growing_pauses(
         timer.cancel()
         for sock in sockets:
             sock.close()
+    return supervisor
+
+
+def test_a_crash_looping_worker_is_restarted_after_growing_pauses(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Workers that serve, then die at once, are restarted after 1 s, 2 s, ... (not in a
+    tight loop that would spend a core on start-ups)."""
+    from worker_targets import serves_then_exits
+
+    caplog.set_level("WARNING", logger="llmroute.server")
+    supervisor = _run_two_workers_for_4s(serves_then_exits)
     # without pauses each worker would restart every few hundred ms (about 16 starts)
     assert supervisor.starts <= 8, supervisor.starts
     assert "starting another in 1s" in caplog.text
@@ -248,16 +254,7 @@ def test_a_replacement_that_cannot_start_is_retried_while_the_others_serve(
 
     monkeypatch.setenv("WORKER_MARKERS", str(tmp_path))
     caplog.set_level("WARNING", logger="llmroute.server")
-    sockets = [socket.socket(), socket.socket()]
-    supervisor = Supervisor(sockets, {"version": 1}, target=second_worker_breaks_after_one_run)
-    timer = threading.Timer(4.0, supervisor.stop.set)
-    timer.start()
-    try:
-        assert supervisor.run() == 0
-    finally:
-        timer.cancel()
-        for sock in sockets:
-            sock.close()
+    supervisor = _run_two_workers_for_4s(second_worker_breaks_after_one_run)
     healthy = supervisor.slots[0].process
     assert healthy.name == "llmroute-worker-0" and 0 not in supervisor.replaced
     assert "starting another in 1s" in caplog.text  # the first run of worker 1 served

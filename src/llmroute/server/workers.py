@@ -40,7 +40,7 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
-__all__ = ["GRACE_S", "Supervisor", "reuse_port_supported", "serve_workers"]
+__all__ = ["GRACE_S", "Supervisor", "Target", "reuse_port_supported", "serve_workers"]
 
 log = logging.getLogger("llmroute.server")
 
