@@ -32,6 +32,7 @@ __all__ = [
     "Action",
     "BreakerSettings",
     "BuiltinEncoderSpec",
+    "CacheSettings",
     "Default",
     "Deployment",
     "Difficulty",
@@ -822,6 +823,44 @@ class ShadowSettings(_Frozen):
     timeout: Seconds = 60.0
 
 
+# -- response cache -----------------------------------------------------------------
+
+
+CACHE_SCHEMES = ("memory", "redis://", "rediss://", "unix://")
+
+
+class CacheSettings(_Frozen):
+    """The response cache: a request identical to an earlier one (same routing decision,
+    same body as sent upstream) is answered from the cache within `ttl_s`, without an
+    upstream call. `url` is ``memory`` (per process, least recently used entries dropped
+    beyond `max_entries` or `max_bytes`) or ``redis://...`` (shared by every gateway that
+    points at it); ``$LLMROUTE_CACHE_URL`` overrides it (``off`` turns the cache off).
+    Answers over `max_entry_bytes` are not stored; `streams` also stores and replays
+    streamed answers; `routes` caches only those routes (all when absent). A Redis call
+    slower than `timeout_s`, or a Redis that is down, is a miss, never an error."""
+
+    enabled: bool = True
+    url: str = "memory"
+    ttl_s: Seconds = 600.0
+    max_entries: int = Field(default=10_000, ge=1)
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    max_entry_bytes: int = Field(default=1024 * 1024, ge=1024)
+    streams: bool = True
+    routes: tuple[str, ...] | None = None
+    timeout_s: Seconds = 0.05
+    namespace: str = Field(default="llmroute", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(CACHE_SCHEMES[1:]):
+            raise ValueError(
+                "must be 'memory' or a redis://, rediss:// or unix:// URL "
+                f"(got {value.split('://')[0]!r})"
+            )
+        return value
+
+
 class DriftSettings(_Frozen):
     """Bounds beyond which `llmroute drift` flags a route."""
 
@@ -853,6 +892,7 @@ class Registry(_Frozen):
     telemetry: TelemetrySettings = TelemetrySettings()
     shadow: ShadowSettings | None = None
     drift: DriftSettings = DriftSettings()
+    cache: CacheSettings | None = None
 
     @field_validator("providers", "models")
     @classmethod
@@ -876,6 +916,7 @@ class Registry(_Frozen):
                 *self._guard_problems(),
                 *self._shadow_problems(),
                 *self._cascade_problems(),
+                *self._cache_problems(),
             ]
         )
         return self
@@ -1024,6 +1065,16 @@ class Registry(_Frozen):
                     yield (*path, k, "model"), "a verifier gate needs 'model'"
                 elif (message := self._unknown_model(gate.model)) is not None:
                     yield (*path, k, "model"), message
+
+    def _cache_problems(self) -> Iterator[Problem]:
+        if self.cache is None or self.cache.routes is None:
+            return
+        names = [route.name for route in self.routes]
+        known = [*names, "default", "pinned"]
+        for i, name in enumerate(self.cache.routes):
+            if name not in known:
+                hint = did_you_mean(name, known)
+                yield ("cache", "routes", i), f"unknown route {name!r}{hint}"
 
     def _shadow_problems(self) -> Iterator[Problem]:
         shadow = self.shadow

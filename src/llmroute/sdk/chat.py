@@ -15,7 +15,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, Literal, TypeVar, overload
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from llmroute.decide import Router
 from llmroute.dispatch import AUTO, Dispatcher, Opened, Plan, plan_request
@@ -24,9 +25,16 @@ from llmroute.gates.build import GateFactory
 from llmroute.layers.llm_router import LlmRouter, refine_plan
 from llmroute.sdk.clients import LoopClients
 from llmroute.sdk.convert import as_completion, jsonable, routing_info
-from llmroute.sdk.decision_log import CallClock, SdkDecisionLog, record_failure, record_success
+from llmroute.sdk.decision_log import (
+    CallClock,
+    SdkDecisionLog,
+    record_cache_hit,
+    record_failure,
+    record_success,
+)
 from llmroute.sdk.loop import LoopThread
 from llmroute.sdk.streams import AsyncStream, Stream
+from llmroute.state import CachedAnswer, CacheLookup, look_up, replay
 from llmroute.telemetry.recorder import Recorder
 
 __all__ = ["Chat", "Completions"]
@@ -86,6 +94,29 @@ async def _limited(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
         raise ProviderTimeout("llmroute", f"no answer within {timeout:g}s") from None
 
 
+@dataclass(frozen=True, slots=True)
+class _Sent(Generic[T]):
+    """A call that was looked up and, unless the cache answered, sent: `result` is None
+    on a cache hit (the answer is `lookup.answer`)."""
+
+    recorder: Recorder | None
+    plan: Plan
+    lookup: CacheLookup | None
+    result: T | None
+
+    def hit(self) -> CachedAnswer:
+        assert self.lookup is not None and self.lookup.answer is not None
+        return self.lookup.answer
+
+
+def _cache_state(lookup: CacheLookup | None) -> str | None:
+    """The ``cache`` field for an answer from upstream, as ``x-llmroute-cache`` says it:
+    ``miss``, ``bypass``, or None when the request is not cached."""
+    if lookup is None:
+        return None
+    return "miss" if lookup.directives.lookup else "bypass"
+
+
 class _Engine:
     """Owns the loop thread and the per-loop dispatchers of one router."""
 
@@ -93,7 +124,9 @@ class _Engine:
         self.router = router
         loaded = router.loaded
         gates = GateFactory(loaded.registry, encoder=router.encoder, base_dir=loaded.base_dir)
-        self._clients = LoopClients(loaded.registry, gates=gates, base_dir=loaded.base_dir)
+        self._clients = LoopClients(
+            loaded.registry, gates=gates, base_dir=loaded.base_dir, version=router.version
+        )
         self._lock = threading.Lock()
         self._thread: LoopThread | None = None
         self._llm_routers: weakref.WeakKeyDictionary[Dispatcher, LlmRouter] = (
@@ -129,43 +162,71 @@ class _Engine:
         plan: Plan,
         clock: CallClock,
         send: Callable[[Dispatcher, Plan], Coroutine[Any, Any, T]],
-    ) -> tuple[Recorder | None, Plan, T]:
-        """Refine `plan` and `send` it within the call's timeout; a failure is logged
-        (with the status the gateway would answer) and raised."""
+    ) -> _Sent[T]:
+        """Refine `plan`, look it up in the response cache, and on a miss `send` it
+        within the call's timeout; a failure is logged (with the status the gateway
+        would answer) and raised."""
         recorder = await self.log.arecorder()
+        stream = request.body.get("stream") is True
         try:
             dispatcher = await self.dispatcher()
             plan = await self.refined(request, plan, dispatcher)
+            cache = self._clients.cache()
+            lookup = await look_up(cache, plan, request.body, stream, request.headers)
+            if lookup is not None and lookup.answer is not None:
+                return _Sent(recorder, plan, lookup, None)
             result = await _limited(send(dispatcher, plan), request.timeout)
         except Exception as exc:
-            stream = request.body.get("stream") is True
             record_failure(
                 recorder, self.router, plan.decision, request.body, clock, exc, stream=stream
             )
             raise
-        return recorder, plan, result
+        return _Sent(recorder, plan, lookup, result)
 
     async def complete(self, request: _Request, plan: Plan, clock: CallClock) -> Any:
-        recorder, plan, served = await self._send(
+        sent = await self._send(
             request,
             plan,
             clock,
             lambda dispatcher, refined: dispatcher.complete(refined, request.body),
         )
-        record_success(recorder, self.router, plan.decision, request.body, clock, served)
-        info = routing_info(plan.decision, served.model, served.deployment, served.attempts)
+        decision = sent.plan.decision
+        if sent.result is None:
+            answer = sent.hit()
+            record_cache_hit(sent.recorder, self.router, decision, request.body, clock, answer)
+            info = routing_info(decision, answer.model, answer.deployment, ())
+            info["cost_usd"] = 0.0
+            info["cache"] = "hit"
+            return as_completion(answer.data(), info)
+        served = sent.result
+        if sent.lookup is not None:
+            sent.lookup.store(served)
+        record_success(sent.recorder, self.router, decision, request.body, clock, served)
+        info = routing_info(decision, served.model, served.deployment, served.attempts)
         info["cost_usd"] = served.usage.cost_usd
+        info["cache"] = _cache_state(sent.lookup)
         return as_completion(served.data, info)
 
     async def open(self, request: _Request, plan: Plan, clock: CallClock) -> AsyncStream:
-        recorder, plan, opened = await self._send(
+        sent = await self._send(
             request,
             plan,
             clock,
             lambda dispatcher, refined: dispatcher.open_stream(refined, request.body),
         )
         ttft_ms = clock.elapsed_ms()
-        decision = plan.decision
+        decision = sent.plan.decision
+        recorder = sent.recorder
+        if sent.result is None:
+            answer = sent.hit()
+            record_cache_hit(recorder, self.router, decision, request.body, clock, answer)
+            opened = Opened(answer.model, answer.deployment, replay(answer))
+            info = routing_info(decision, answer.model, answer.deployment, ())
+            info["cache"] = "hit"
+            return AsyncStream(opened, info, request.timeout)
+        opened = sent.result
+        if sent.lookup is not None:
+            opened.events = sent.lookup.tee(opened)
 
         def ended(opened: Opened, error: str | None) -> None:
             record_success(
@@ -180,6 +241,7 @@ class _Engine:
             )
 
         info = routing_info(decision, opened.model, opened.deployment, opened.attempts)
+        info["cache"] = _cache_state(sent.lookup)
         return AsyncStream(opened, info, request.timeout, on_end=ended)
 
     def stop_thread(self) -> None:

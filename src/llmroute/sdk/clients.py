@@ -1,9 +1,11 @@
-"""`LoopClients`: one `Dispatcher` (with its own providers) per event loop.
+"""`LoopClients`: one `Dispatcher` (with its own providers) per event loop, and the
+response cache that goes with it.
 
 The providers' HTTP sessions are bound to the loop they first run on, so a dispatcher is never
 shared across loops. Each one is closed on its own loop: by `aclose_current`, or, when
 the loop is shut down by ``asyncio.run`` (or the SDK's own thread), through a parked
-async generator that the loop's ``shutdown_asyncgens`` finalizes.
+async generator that the loop's ``shutdown_asyncgens`` finalizes. So is a Redis cache's
+client; a memory cache's entries are one store shared by every loop.
 """
 
 from __future__ import annotations
@@ -17,17 +19,23 @@ from llmroute.dispatch import Dispatcher
 from llmroute.gates.build import GateFactory
 from llmroute.providers.build import build_providers
 from llmroute.registry.schema import Registry
+from llmroute.state import MemoryStore, ResponseCache, open_store, resolve_cache_url
 
 __all__ = ["LoopClients"]
 
-_Entry = tuple[Dispatcher, AsyncGenerator[None, None]]
+_Entry = tuple[Dispatcher, ResponseCache | None, AsyncGenerator[None, None]]
 
 
-async def _keeper(dispatcher: Dispatcher) -> AsyncGenerator[None, None]:
-    """Parked at its ``yield`` until closed; closing it closes the dispatcher."""
+async def _keeper(
+    dispatcher: Dispatcher, cache: ResponseCache | None
+) -> AsyncGenerator[None, None]:
+    """Parked at its ``yield`` until closed; closing it closes the dispatcher (and the
+    cache's client)."""
     try:
         yield
     finally:
+        if cache is not None:
+            await cache.aclose()
         await dispatcher.aclose()
 
 
@@ -42,8 +50,17 @@ class LoopClients:
         *,
         gates: GateFactory | None = None,
         base_dir: Path | None = None,
+        version: str = "",
     ) -> None:
         self._registry = registry
+        self._version = version
+        settings = registry.cache
+        self._cache_url = None if settings is None else resolve_cache_url(settings)
+        self._memory = (
+            MemoryStore(settings.max_entries, settings.max_bytes)
+            if settings is not None and self._cache_url == "memory"
+            else None
+        )
         self._gates = gates if gates is not None else GateFactory(registry, base_dir=base_dir)
         self._base_dir = base_dir
         self._local = any(p.kind == "llamacpp" for p in registry.providers.values())
@@ -66,10 +83,11 @@ class LoopClients:
             if entry is not None:
                 return entry[0]
             self._prune()
+            cache = self._new_cache()
             providers = build_providers(self._registry, base_dir=self._base_dir)
             dispatcher = Dispatcher(self._registry, providers, gates=self._gates)
-            keeper = _keeper(dispatcher)
-            self._by_loop[loop] = (dispatcher, keeper)
+            keeper = _keeper(dispatcher, cache)
+            self._by_loop[loop] = (dispatcher, cache, keeper)
         await anext(keeper)  # first iteration registers it with the loop's shutdown
         return dispatcher
 
@@ -78,16 +96,29 @@ class LoopClients:
         with self._lock:
             entry = self._by_loop.pop(asyncio.get_running_loop(), None)
         if entry is not None:
-            await entry[1].aclose()
+            await entry[2].aclose()
 
     def release_others(self) -> None:
         """Close the dispatchers of loops running elsewhere (scheduled, not awaited) and
         forget those of loops that are closed or stopped."""
         with self._lock:
             entries, self._by_loop = self._by_loop, {}
-        for loop, (_, keeper) in entries.items():
+        for loop, (_, _, keeper) in entries.items():
             if loop.is_running():
                 asyncio.run_coroutine_threadsafe(keeper.aclose(), loop)
+
+    def cache(self) -> ResponseCache | None:
+        """The running loop's response cache (after `get`); None without one."""
+        with self._lock:
+            entry = self._by_loop.get(asyncio.get_running_loop())
+        return None if entry is None else entry[1]
+
+    def _new_cache(self) -> ResponseCache | None:
+        settings = self._registry.cache
+        if settings is None or self._cache_url is None:
+            return None
+        store = self._memory if self._memory is not None else open_store(self._cache_url, settings)
+        return ResponseCache(settings, store, self._version)
 
     def _load_local(self) -> None:
         from llmroute.providers.llamacpp import build_llamacpp

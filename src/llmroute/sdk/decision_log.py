@@ -23,6 +23,7 @@ from llmroute.decision import Decision
 from llmroute.dispatch import Opened, Served
 from llmroute.errors import LlmrouteError
 from llmroute.registry.schema import TelemetrySettings
+from llmroute.state import CachedAnswer
 from llmroute.telemetry.record import FeedbackRecord
 from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.store import mask_url, resolve_telemetry_url
@@ -151,6 +152,31 @@ def record_success(
             attempts=answer.attempts,
             stream=isinstance(answer, Opened),
             ttft_ms=ttft_ms,
+        )
+
+
+def record_cache_hit(
+    recorder: Recorder | None,
+    router: Router,
+    decision: Decision,
+    body: Mapping[str, Any],
+    clock: CallClock,
+    answer: CachedAnswer,
+) -> None:
+    """Log a call answered from the response cache: no upstream call, no tokens spent."""
+    if recorder is not None:
+        recorder.finished(
+            router,
+            decision,
+            body,
+            ts=clock.ts,
+            started_ns=clock.started_ns,
+            status=200,
+            served_model=answer.model,
+            deployment=answer.deployment,
+            stream=answer.stream,
+            ttft_ms=clock.elapsed_ms() if answer.stream else None,
+            cache_hit=True,
         )
 
 

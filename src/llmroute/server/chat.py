@@ -17,8 +17,10 @@ from llmroute.dispatch import Opened, Plan, TierStep, cascade_header, plan_reque
 from llmroute.errors import LlmrouteError, ProviderError
 from llmroute.layers.llm_router import refine_plan
 from llmroute.server.body import read_json_object, require_messages
+from llmroute.server.cached import cache_headers, hit_headers
 from llmroute.server.errors import gateway_error
 from llmroute.server.state import Gateway, gateway_of
+from llmroute.state import CachedAnswer, look_up, replay
 from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.service import Telemetry
 from llmroute.telemetry.shadow import answer_text
@@ -51,14 +53,19 @@ async def chat_completions(request: Request) -> Response:
     if plan.decision.blocked:
         log_blocked(gateway.router, plan.decision, body)
     recorder = recorder_of(request)
-    shadow = gateway.shadow is not None and gateway.shadow.sampled(plan.decision)
     stream = body.get("stream") is True
     trace = tracing_of(request).start_request(plan.decision, start_ns=int(ts * 1e9))
     try:
+        lookup = await look_up(gateway.cache, plan, body, stream, request.headers)
+        if lookup is not None and lookup.answer is not None:
+            return _from_cache(gateway, recorder, trace, plan, body, lookup.answer, ts, started_ns)
+        shadow = gateway.shadow is not None and gateway.shadow.sampled(plan.decision)
         if stream:
             with trace.activate():
                 opened = await gateway.dispatcher.open_stream(plan, body)
             ttft_ms = (time.perf_counter_ns() - started_ns) / 1e6
+            if lookup is not None:
+                opened.events = lookup.tee(opened)
             done = _stream_done(
                 gateway, recorder, trace, plan, body, ts, started_ns, ttft_ms, shadow
             )
@@ -68,6 +75,7 @@ async def chat_completions(request: Request) -> Response:
                 headers={
                     **decision_headers(plan.decision, opened.model),
                     **_cascade_headers(opened.cascade),
+                    **cache_headers(lookup),
                     "cache-control": "no-cache",
                 },
             )
@@ -96,6 +104,8 @@ async def chat_completions(request: Request) -> Response:
     except BaseException as exc:
         trace.fail(exc)
         raise
+    if lookup is not None:
+        lookup.store(served)
     record = None
     if recorder is not None:
         record = recorder.finished(
@@ -121,8 +131,50 @@ async def chat_completions(request: Request) -> Response:
         headers={
             **decision_headers(plan.decision, served.model),
             **_cascade_headers(served.cascade),
+            **cache_headers(lookup),
         },
     )
+
+
+def _from_cache(
+    gateway: Gateway,
+    recorder: Recorder | None,
+    trace: RequestTrace,
+    plan: Plan,
+    body: dict[str, Any],
+    answer: CachedAnswer,
+    ts: float,
+    started_ns: int,
+) -> Response:
+    """The stored answer, recorded as a cache hit: no upstream call, no tokens spent."""
+    elapsed_ms = (time.perf_counter_ns() - started_ns) / 1e6
+    headers = {**decision_headers(plan.decision, answer.model), **hit_headers(answer)}
+    response: Response
+    if answer.stream:
+        response = StreamingResponse(
+            replay(answer),
+            media_type="text/event-stream",
+            headers={**headers, "cache-control": "no-cache"},
+        )
+    else:
+        response = Response(answer.payload, media_type="application/json", headers=headers)
+    record = None
+    if recorder is not None:
+        record = recorder.finished(
+            gateway.router,
+            plan.decision,
+            body,
+            ts=ts,
+            started_ns=started_ns,
+            status=200,
+            served_model=answer.model,
+            deployment=answer.deployment,
+            stream=answer.stream,
+            ttft_ms=elapsed_ms if answer.stream else None,
+            cache_hit=True,
+        )
+    trace.finish(record)
+    return response
 
 
 def _cascade_headers(steps: tuple[TierStep, ...]) -> dict[str, str]:

@@ -40,6 +40,7 @@ from llmroute.providers.base import ChatProvider
 from llmroute.registry import load_registry
 from llmroute.server.settings import ServeSettings
 from llmroute.server.state import Gateway
+from llmroute.state import ResponseCache
 from llmroute.telemetry.metrics import GatewayMetrics
 from llmroute.telemetry.record import ShadowRecord
 from llmroute.telemetry.service import Telemetry
@@ -108,12 +109,22 @@ async def open_gateway(built: Built, max_body_bytes: int, state: State | None = 
         for provider in providers.values():
             await provider.aclose()
         raise
+    try:
+        cache = ResponseCache.open(
+            router.loaded.registry,
+            router.version,
+            on_result=metrics.cache if isinstance(metrics, GatewayMetrics) else None,
+        )
+    except BaseException:
+        await dispatcher.aclose()
+        raise
     return Gateway(
         router,
         dispatcher,
         max_body_bytes,
         _shadow_runner(router, dispatcher, state),
         _llm_router(router, dispatcher, metrics),
+        cache,
     )
 
 

@@ -19,6 +19,7 @@ from llmroute.decide import Router
 from llmroute.dispatch import Dispatcher
 from llmroute.layers.llm_router import LlmRouter
 from llmroute.server.errors import GatewayError
+from llmroute.state import ResponseCache
 from llmroute.telemetry.shadow import ShadowRunner
 
 __all__ = ["Gateway", "InFlight", "PinGateway", "gateway_of"]
@@ -59,12 +60,16 @@ class Gateway:
     max_body_bytes: int
     shadow: ShadowRunner | None = None
     llm_router: LlmRouter | None = None
+    cache: ResponseCache | None = None
     inflight: InFlight = field(default_factory=InFlight, repr=False)
 
     async def aclose(self) -> None:
-        """Let in-flight shadow requests finish (briefly), then close the clients."""
+        """Let in-flight shadow requests and cache writes finish (briefly), then close
+        the clients."""
         if self.shadow is not None:
             await self.shadow.aclose(5.0)
+        if self.cache is not None:
+            await self.cache.aclose()
         await self.dispatcher.aclose()
 
     @property

@@ -23,7 +23,9 @@ Metrics (all prefixed ``llmroute_``):
   or half-open, 0 closed;
 - ``safety_actions_total{action}``, ``reasoning_total{needed="true|false"}``;
 - ``telemetry_dropped_total{reason}``, ``telemetry_queue_depth``, ``shadow_total{outcome}``;
-- ``llm_router_total{outcome}``: LLM router calls (llmroute.layers.llm_router).
+- ``llm_router_total{outcome}``: LLM router calls (llmroute.layers.llm_router);
+- ``cache_total{result}``: response cache lookups and writes (llmroute.state):
+  ``hit``, ``miss``, ``bypass``, ``stored``, ``too_large``, ``error``.
 
 Multi-process mode: when ``$PROMETHEUS_MULTIPROC_DIR`` is set before prometheus_client
 is first imported (``llmroute serve --workers N`` does so), every worker writes its
@@ -265,6 +267,9 @@ class GatewayMetrics:
         self._llm_router = _Children(
             counter("llmroute_llm_router", "LLM router calls by outcome", ("outcome",))
         )
+        self._cache = _Children(
+            counter("llmroute_cache", "Response cache lookups and writes by result", ("result",))
+        )
         self._queue_depth = Gauge(
             "llmroute_telemetry_queue_depth",
             "Decision-log records waiting to be written",
@@ -361,6 +366,11 @@ class GatewayMetrics:
     def llm_router(self, outcome: str) -> None:
         """An LLM router call: ``chosen``, ``kept``, ``timeout``, ``error`` or ``saturated``."""
         self._llm_router(outcome).inc()
+
+    def cache(self, result: str) -> None:
+        """A response cache result: ``hit``, ``miss``, ``bypass``, ``stored``,
+        ``too_large`` or ``error``."""
+        self._cache(result).inc()
 
     # -- scraping ---------------------------------------------------------------------------
 

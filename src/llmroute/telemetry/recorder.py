@@ -79,6 +79,7 @@ class Recorder:
         stream: bool = False,
         ttft_ms: float | None = None,
         shadow: bool = False,
+        cache_hit: bool = False,
     ) -> DecisionRecord:
         """Record one request; `ts` is its arrival (Unix seconds), `started_ns` the
         ``perf_counter_ns`` then."""
@@ -100,6 +101,7 @@ class Recorder:
             attempts=attempts,
             stream=stream,
             shadow=shadow,
+            cache_hit=cache_hit,
             prompt_mode=self.prompts,
             prompt=prompt,
             redacted_prompt=redacted,

@@ -1,0 +1,65 @@
+"""One request's way through the response cache, shared by the gateway and the SDK:
+look it up (`look_up`), replay a stored answer (`replay`), or store the fresh one
+(`CacheLookup.store`, `CacheLookup.tee`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llmroute.state.response_cache import CachedAnswer, CacheDirectives, ResponseCache
+
+if TYPE_CHECKING:
+    from llmroute.dispatch import Opened, Plan, Served
+
+__all__ = ["CacheLookup", "look_up", "replay"]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheLookup:
+    """A cacheable request: its key, what its client allows, and the stored answer when
+    there was one."""
+
+    cache: ResponseCache
+    key: str
+    directives: CacheDirectives
+    answer: CachedAnswer | None
+
+    def store(self, served: Served) -> None:
+        """Store a completion (in the background)."""
+        self.cache.put_completion(
+            self.key, self.directives, served.model, served.deployment, served.data
+        )
+
+    def tee(self, opened: Opened) -> AsyncIterator[bytes]:
+        """The stream's events, stored once they have all gone out."""
+        return self.cache.tee_stream(
+            self.key, self.directives, opened.model, opened.deployment, opened.events
+        )
+
+
+async def look_up(
+    cache: ResponseCache | None,
+    plan: Plan,
+    body: Mapping[str, Any],
+    stream: bool,
+    headers: Mapping[str, str],
+) -> CacheLookup | None:
+    """None when there is no cache or this request is not cached. Raises
+    `PolicyViolation` for a blocked request."""
+    if cache is None:
+        return None
+    key = cache.key(plan, body, stream)
+    if key is None:
+        return None
+    directives = CacheDirectives.from_headers(headers)
+    return CacheLookup(cache, key, directives, await cache.get(key, directives))
+
+
+async def replay(answer: CachedAnswer) -> AsyncIterator[bytes]:
+    """A stored stream's events, one at a time, as they were sent (dispatch ends every
+    event with a blank line)."""
+    for event in answer.payload.split(b"\n\n"):
+        if event:
+            yield event + b"\n\n"

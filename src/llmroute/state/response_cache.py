@@ -1,0 +1,308 @@
+"""`ResponseCache`: answers to requests seen before, without an upstream call.
+
+The key is a SHA-256 over what decides the answer: the registry version (a registry
+change starts a fresh cache, so an edited model or prompt never serves stale answers),
+the decision (route, the chain of models, cascade, the reasoning gate's verdict), whether
+the client streams, and the body as it is sent upstream (after safety's redaction),
+less the fields that do not change the answer (``model``, ``user``, ``metadata``,
+``stream``). A blocked request never reaches the cache.
+
+Clients steer it with the request's ``Cache-Control``: ``no-cache`` (ask upstream, then
+store), ``no-store`` (neither read nor write), ``max-age=N`` (only answers at most N
+seconds old). Writes happen in the background after the answer has gone out; a store
+that fails turns into misses for a second, then is tried again, and is logged at most
+once a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llmroute.state.stores import KeyValueStore, StoreUnavailable, open_store, resolve_cache_url
+
+if TYPE_CHECKING:
+    from llmroute.dispatch.plan import Plan
+    from llmroute.registry.schema import CacheSettings, Registry
+
+__all__ = ["CacheDirectives", "CachedAnswer", "ResponseCache"]
+
+log = logging.getLogger("llmroute.cache")
+
+# Request fields that do not change the answer: left out of the key.
+_NOT_IN_KEY = frozenset({"model", "user", "metadata", "stream"})
+_KEY_VERSION = "v1"
+_RETRY_AFTER_S = 1.0  # a failed store is skipped this long before it is tried again
+_LOG_EVERY_S = 60.0
+_DONE = b"data: [DONE]"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheDirectives:
+    """What the client's ``Cache-Control`` allows: reading the cache (`lookup`), writing
+    the answer to it (`store`), and the oldest answer it accepts (`max_age_s`)."""
+
+    lookup: bool = True
+    store: bool = True
+    max_age_s: float | None = None
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> CacheDirectives:
+        value = headers.get("cache-control")
+        if value is None and isinstance(headers, dict):  # the SDK's extra_headers
+            value = next((v for k, v in headers.items() if k.lower() == "cache-control"), None)
+        if not value:
+            return _DEFAULT_DIRECTIVES
+        lookup, store, max_age = True, True, None
+        for part in value.lower().split(","):
+            name, _, arg = part.strip().partition("=")
+            if name == "no-cache":
+                lookup = False
+            elif name == "no-store":
+                lookup = store = False
+            elif name == "max-age":
+                try:
+                    max_age = max(0.0, float(arg.strip().strip('"')))
+                except ValueError:
+                    continue  # an unreadable max-age is ignored, as HTTP caches do
+        return cls(lookup, store, max_age)
+
+
+_DEFAULT_DIRECTIVES = CacheDirectives()
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """A stored answer: the pool model and deployment that gave it, when (Unix seconds),
+    and its bytes: the ``chat.completion`` JSON, or the SSE events of a stream."""
+
+    model: str
+    deployment: str
+    stored_at: float
+    stream: bool
+    payload: bytes
+
+    def age_s(self, now: float) -> float:
+        return max(0.0, now - self.stored_at)
+
+    def data(self) -> dict[str, Any]:
+        value = json.loads(self.payload)
+        if not isinstance(value, dict):
+            raise ValueError("a cached completion is not a JSON object")
+        return value
+
+    def encode(self) -> bytes:
+        head = json.dumps(
+            {"m": self.model, "d": self.deployment, "t": self.stored_at, "s": self.stream},
+            separators=(",", ":"),
+        )
+        return head.encode() + b"\n" + self.payload
+
+    @classmethod
+    def decode(cls, raw: bytes) -> CachedAnswer | None:
+        """None for bytes that are not an entry (another program's key, a torn write):
+        a completion must be a JSON object, a stream must end with ``[DONE]``."""
+        head, sep, payload = raw.partition(b"\n")
+        if not sep:
+            return None
+        try:
+            meta = json.loads(head)
+            answer = cls(str(meta["m"]), str(meta["d"]), float(meta["t"]), bool(meta["s"]), payload)
+        except (ValueError, KeyError, TypeError):
+            return None
+        whole = _DONE in payload[-64:] if answer.stream else payload[:1] == b"{"
+        return answer if whole else None
+
+
+Observe = Callable[[str], None]
+
+
+class ResponseCache:
+    """The cache in front of dispatch. `on_result` is told ``hit``, ``miss``,
+    ``bypass`` (the client's Cache-Control), ``stored``, ``too_large`` or ``error``."""
+
+    def __init__(
+        self,
+        settings: CacheSettings,
+        store: KeyValueStore,
+        registry_version: str,
+        *,
+        on_result: Observe | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self._prefix = f"{settings.namespace}:resp:{_KEY_VERSION}:{registry_version}:"
+        self._routes = None if settings.routes is None else frozenset(settings.routes)
+        self._on_result = on_result
+        self._clock = clock
+        self._down_until = 0.0
+        self._logged_at = -_LOG_EVERY_S
+        self._writes: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def open(
+        cls,
+        registry: Registry,
+        registry_version: str,
+        *,
+        on_result: Observe | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> ResponseCache | None:
+        """The registry's cache, or None when it has none or it is turned off."""
+        settings = registry.cache
+        if settings is None:
+            return None
+        url = resolve_cache_url(settings, environ)
+        if url is None:
+            return None
+        store = open_store(url, settings)
+        log.info("response cache: %s, ttl %.0f s", store.url, settings.ttl_s)
+        return cls(settings, store, registry_version, on_result=on_result)
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def key(self, plan: Plan, body: Mapping[str, Any], stream: bool) -> str | None:
+        """The request's key, or None when this request is not cached (its route is not
+        listed, or it streams and streams are not cached). Raises `PolicyViolation` for
+        a blocked request, as dispatch would."""
+        decision = plan.decision
+        if self._routes is not None and decision.route not in self._routes:
+            return None
+        if stream and not self.settings.streams:
+            return None
+        sent = plan.outgoing(dict(body))
+        material = {
+            "route": decision.route,
+            "chain": plan.chain,
+            "cascade": plan.cascade is not None,
+            "reasoning": None if decision.reasoning is None else decision.reasoning.needed,
+            "stream": stream,
+            "body": {k: v for k, v in sent.items() if k not in _NOT_IN_KEY},
+        }
+        text = json.dumps(
+            material, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+        )
+        return self._prefix + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def get(self, key: str, directives: CacheDirectives) -> CachedAnswer | None:
+        """The stored answer the client accepts, or None (a miss, a bypass, a store that
+        is down)."""
+        if not directives.lookup:
+            self._count("bypass")
+            return None
+        if self._clock() < self._down_until:
+            self._count("error")
+            return None
+        try:
+            raw = await self.store.get(key)
+        except StoreUnavailable as exc:
+            self._failed(exc)
+            return None
+        answer = None if raw is None else CachedAnswer.decode(raw)
+        max_age = directives.max_age_s
+        if answer is not None and max_age is not None and answer.age_s(self._clock()) > max_age:
+            answer = None
+        self._count("miss" if answer is None else "hit")
+        return answer
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def put_completion(
+        self, key: str, directives: CacheDirectives, model: str, deployment: str, data: Any
+    ) -> None:
+        """Store a ``chat.completion`` in the background."""
+        if not directives.store:
+            return
+        payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        self._put_later(key, CachedAnswer(model, deployment, self._clock(), False, payload))
+
+    def tee_stream(
+        self,
+        key: str,
+        directives: CacheDirectives,
+        model: str,
+        deployment: str,
+        events: AsyncIterator[bytes],
+    ) -> AsyncIterator[bytes]:
+        """`events`, unchanged; once they have all gone out and ended with ``[DONE]``,
+        they are stored (not when the stream broke, the client left, or they outgrew
+        ``max_entry_bytes``)."""
+        if not directives.store:
+            return events
+        return self._tee(key, model, deployment, events)
+
+    async def _tee(
+        self, key: str, model: str, deployment: str, events: AsyncIterator[bytes]
+    ) -> AsyncIterator[bytes]:
+        limit = self.settings.max_entry_bytes
+        parts: list[bytes] | None = []
+        size = 0
+        try:
+            async for event in events:
+                if parts is not None:
+                    size += len(event)
+                    if size > limit:
+                        parts = None
+                        self._count("too_large")
+                    else:
+                        parts.append(event)
+                yield event
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if parts is not None:
+            payload = b"".join(parts)
+            if _DONE in payload[-64:]:
+                self._put_later(key, CachedAnswer(model, deployment, self._clock(), True, payload))
+
+    def _put_later(self, key: str, answer: CachedAnswer) -> None:
+        if len(answer.payload) > self.settings.max_entry_bytes:
+            self._count("too_large")
+            return
+        if self._clock() < self._down_until:
+            return
+        task = asyncio.get_running_loop().create_task(self._put(key, answer))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _put(self, key: str, answer: CachedAnswer) -> None:
+        try:
+            await self.store.set(key, answer.encode(), self.settings.ttl_s)
+        except StoreUnavailable as exc:
+            self._failed(exc)
+            return
+        self._count("stored")
+
+    async def flush(self, timeout_s: float = 2.0) -> None:
+        """Wait (at most `timeout_s`) for the writes in flight."""
+        if self._writes:
+            await asyncio.wait(set(self._writes), timeout=timeout_s)
+
+    async def aclose(self, timeout_s: float = 2.0) -> None:
+        """Let pending writes finish (briefly), then close the store."""
+        await self.flush(timeout_s)
+        await self.store.aclose()
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _failed(self, exc: StoreUnavailable) -> None:
+        now = self._clock()
+        self._down_until = now + _RETRY_AFTER_S
+        self._count("error")
+        if now - self._logged_at >= _LOG_EVERY_S:
+            self._logged_at = now
+            log.warning("response cache unavailable, serving without it: %s", exc)
+
+    def _count(self, result: str) -> None:
+        if self._on_result is not None:
+            self._on_result(result)

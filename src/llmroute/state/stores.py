@@ -1,0 +1,185 @@
+"""Key-value stores with expiry for the response cache: `MemoryStore` (this process,
+least recently used first out) and `RedisStore` (shared by every gateway pointed at
+it). Both are async so the gateway can await either; neither blocks the event loop.
+
+A store that cannot answer raises `StoreUnavailable` with the URL's password masked;
+the cache above it turns that into a miss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Protocol
+
+from llmroute.errors import ConfigError
+from llmroute.telemetry.store.url import mask_url
+
+if TYPE_CHECKING:
+    from llmroute.registry.schema import CacheSettings
+
+__all__ = [
+    "CACHE_ENV_VAR",
+    "KeyValueStore",
+    "MemoryStore",
+    "RedisStore",
+    "StoreUnavailable",
+    "open_store",
+    "resolve_cache_url",
+]
+
+CACHE_ENV_VAR = "LLMROUTE_CACHE_URL"
+_OFF = frozenset({"", "off", "none"})
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer (down, slow, refused); the message holds no secret."""
+
+
+class KeyValueStore(Protocol):
+    url: str  # for logs: any password masked
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class MemoryStore:
+    """Entries in insertion/use order; the least recently used go first once there are
+    more than `max_entries` or their values add up to more than `max_bytes`. Safe to
+    share between event loops in different threads (the SDK's)."""
+
+    url = "memory"
+
+    def __init__(
+        self, max_entries: int, max_bytes: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    async def get(self, key: str) -> bytes | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            expires, value = entry
+            if expires <= self._clock():
+                self._drop(key)
+                return None
+            self._entries.move_to_end(key)
+            return value
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        if len(value) > self._max_bytes:
+            return
+        with self._lock:
+            if key in self._entries:
+                self._drop(key)
+            self._entries[key] = (self._clock() + ttl_s, value)
+            self._bytes += len(value)
+            while len(self._entries) > self._max_entries or self._bytes > self._max_bytes:
+                self._drop(next(iter(self._entries)))
+
+    async def aclose(self) -> None:
+        """Nothing to release; the entries stay for whoever else holds the store."""
+
+    def _drop(self, key: str) -> None:
+        _, value = self._entries.pop(key)
+        self._bytes -= len(value)
+
+
+class RedisStore:
+    """Redis ``GET`` / ``SET PX`` on one pooled async client. Every call is bounded by
+    `timeout_s` (connect included); a failure raises `StoreUnavailable`."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        try:
+            import redis.asyncio as redis
+        except ImportError:  # pragma: no cover - the extra is part of the test install
+            raise ConfigError(
+                "cache.url is a Redis URL but the redis client is not installed; "
+                "install it with: pip install 'llmroute[redis]'"
+            ) from None
+        self.url = mask_url(url)
+        try:
+            self._client = redis.Redis.from_url(
+                url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+            )
+        except ValueError as exc:
+            raise ConfigError(f"cache.url {self.url}: {_masked(exc, url, self.url)}") from None
+        self._errors: tuple[type[BaseException], ...] = (
+            redis.RedisError,
+            OSError,
+            TimeoutError,
+        )
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            value = await self._client.get(key)
+        except self._errors as exc:
+            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
+        return value if isinstance(value, bytes) else None
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        try:
+            await self._client.set(key, value, px=max(1, round(ttl_s * 1000)))
+        except self._errors as exc:
+            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(*self._errors):
+            await self._client.aclose()
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception's kind and first line; redis-py's messages name host and port but
+    not the password."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _masked(exc: BaseException, url: str, masked: str) -> str:
+    return str(exc).replace(url, masked)
+
+
+def resolve_cache_url(
+    settings: CacheSettings, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The cache's URL, or None when it is off: ``$LLMROUTE_CACHE_URL`` wins over the
+    registry (``off``, ``none`` or blank turns it off; it cannot turn on a cache the
+    registry does not configure, since the registry says what may be cached)."""
+    env = os.environ if environ is None else environ
+    override = env.get(CACHE_ENV_VAR)
+    if override is not None:
+        return None if override.strip().lower() in _OFF else override.strip()
+    return settings.url if settings.enabled else None
+
+
+def open_store(url: str, settings: CacheSettings) -> KeyValueStore:
+    """The store behind `url` (``memory`` or a Redis URL). Opening a Redis store does
+    not connect: a Redis that is down makes misses, not a gateway that will not start."""
+    if url == "memory":
+        return MemoryStore(settings.max_entries, settings.max_bytes)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisStore(url, settings.timeout_s)
+    raise ConfigError(
+        f"{CACHE_ENV_VAR}={mask_url(url)}: must be 'memory', 'off' or a redis://, "
+        "rediss:// or unix:// URL"
+    )

@@ -1,0 +1,48 @@
+"""The registry's ``cache`` section: defaults, and mistakes named by file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmroute.errors import ConfigError
+from llmroute.registry import load_registry, parse_registry
+
+BASE = """encoder: builtin:static
+providers:
+  up: {kind: openai, base_url: "http://127.0.0.1:9/v1"}
+models:
+  small: {provider: up, model: small}
+routes:
+  - {name: chat, examples: ["hello there"], target: small}
+default: {target: small}
+"""
+
+
+def test_no_section_means_no_cache_and_an_empty_one_means_memory() -> None:
+    assert parse_registry(BASE).registry.cache is None
+    cache = parse_registry(BASE + "cache: {}\n").registry.cache
+    assert cache is not None and cache.url == "memory" and cache.ttl_s == 600
+    routes = parse_registry(BASE + "cache: {routes: [chat, default, pinned]}\n").registry.cache
+    assert routes is not None and routes.routes == ("chat", "default", "pinned")
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "field", "message"),
+    [
+        ("cache:\n  url: memcached://h:1\n", 10, "cache.url", "must be 'memory' or a redis://"),
+        ("cache:\n  routes: [chta]\n", 10, "cache.routes[0]", "unknown route 'chta'"),
+        ("cache:\n  ttl_s: 0\n", 10, "cache.ttl_s", "greater than 0"),
+        ("cache:\n  tll_s: 5\n", 10, "cache.tll_s", "ttl_s"),
+    ],
+)
+def test_mistakes_name_file_line_and_field(
+    tmp_path: Path, section: str, line: int, field: str, message: str
+) -> None:
+    path = tmp_path / "registry.yaml"
+    path.write_text(BASE + section)
+    with pytest.raises(ConfigError) as caught:
+        load_registry(path)
+    text = str(caught.value)
+    assert f"registry.yaml:{line}" in text and field in text and message in text

@@ -1,0 +1,208 @@
+"""The response cache through the gateway, end to end: `llmroute serve` as a
+subprocess, the official `openai` client in front, a fake upstream behind (it numbers
+its answers, so a repeated answer is a cached one). In memory for one gateway, and in a
+real Redis shared by two gateways."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from fake_upstream import FakeUpstream, fake_upstream
+from gateway_proc import Served, serve, wait_for
+from redis_service import REDIS_URL
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: 'small?vary=1', price: {input: 1, output: 2}}
+  large: {provider: fake, model: 'large?vary=1', price: {input: 10, output: 20}}
+routes:
+  - {name: code, examples: ["write a python function", "fix the bug in my code"], target: large}
+  - {name: chat, examples: ["hello there", "how are you today"], target: small}
+default: {target: small}
+dispatch:
+  retries: {attempts: 0}
+cache: %(cache)s
+"""
+
+
+def _messages(text: str) -> Any:
+    return [{"role": "user", "content": text}]
+
+
+def _registry(tmp: Path, upstream: FakeUpstream, cache: str) -> Path:
+    path = tmp / "registry.yaml"
+    path.write_text(REGISTRY % {"url": upstream.url, "cache": cache})
+    return path
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[openai.OpenAI, FakeUpstream, Served, Path]]:
+    tmp = tmp_path_factory.mktemp("cache-gateway")
+    db = tmp / "decisions.db"
+    with fake_upstream() as upstream:
+        registry = _registry(tmp, upstream, "{ttl_s: 300}")
+        env = {"LLMROUTE_TELEMETRY_URL": f"sqlite:///{db}"}
+        with (
+            serve(registry, tmp / "serve.log", env=env) as served,
+            openai.OpenAI(base_url=f"{served.url}/v1", api_key="-", max_retries=0) as c,
+        ):
+            yield c, upstream, served, db
+
+
+def test_a_repeated_request_is_answered_from_the_cache(
+    gateway: tuple[openai.OpenAI, FakeUpstream, Served, Path],
+) -> None:
+    c, upstream, _, _ = gateway
+    before = len(upstream.requests)
+    ask = {"model": "auto", "messages": _messages("write a python function to sort a list")}
+    first = c.chat.completions.with_raw_response.create(**ask)
+    second = c.chat.completions.with_raw_response.create(**ask)
+    assert first.headers["x-llmroute-cache"] == "miss"
+    assert second.headers["x-llmroute-cache"] == "hit"
+    assert int(second.headers["age"]) >= 0
+    assert second.headers["x-llmroute-model"] == "large"
+    assert second.headers["x-llmroute-route"] == "code"
+    assert first.headers["x-llmroute-decision-id"] != second.headers["x-llmroute-decision-id"]
+    answer = first.parse().choices[0].message.content
+    assert answer is not None and " #" in answer
+    assert second.parse().choices[0].message.content == answer
+    assert second.parse().model_dump() == first.parse().model_dump()
+    assert len(upstream.requests) == before + 1
+    # Asking for the route by name is the same request: still a hit.
+    third = c.chat.completions.with_raw_response.create(**{**ask, "model": "code"})
+    assert third.headers["x-llmroute-cache"] == "hit"
+    assert len(upstream.requests) == before + 1
+
+
+def test_other_parameters_miss_and_cache_control_bypasses(
+    gateway: tuple[openai.OpenAI, FakeUpstream, Served, Path],
+) -> None:
+    c, upstream, _, _ = gateway
+    ask = {"model": "auto", "messages": _messages("hello there, how is the weather")}
+    c.chat.completions.create(**ask)
+    before = len(upstream.requests)
+    warmer = c.chat.completions.with_raw_response.create(**ask, temperature=1.5)
+    assert warmer.headers["x-llmroute-cache"] == "miss"
+    fresh = c.chat.completions.with_raw_response.create(
+        **ask, extra_headers={"Cache-Control": "no-cache"}
+    )
+    assert fresh.headers["x-llmroute-cache"] == "bypass"
+    assert len(upstream.requests) == before + 2
+    # no-cache stored its fresh answer: the next plain request gets that one.
+    again = c.chat.completions.create(**ask)
+    assert again.choices[0].message.content == fresh.parse().choices[0].message.content
+    private = c.chat.completions.with_raw_response.create(
+        model="auto",
+        messages=_messages("hello there, a secret question"),
+        extra_headers={"Cache-Control": "no-store"},
+    )
+    assert private.headers["x-llmroute-cache"] == "bypass"
+    after = c.chat.completions.with_raw_response.create(
+        model="auto", messages=_messages("hello there, a secret question")
+    )
+    assert after.headers["x-llmroute-cache"] == "miss"  # no-store kept it out
+    assert len(upstream.requests) == before + 4
+
+
+def test_a_stream_is_replayed(
+    gateway: tuple[openai.OpenAI, FakeUpstream, Served, Path],
+) -> None:
+    c, upstream, _, _ = gateway
+    ask = {"model": "auto", "messages": _messages("fix the bug in my code please"), "stream": True}
+
+    def text(raw: Any) -> str:
+        return "".join(ch.choices[0].delta.content or "" for ch in raw.parse() if ch.choices)
+
+    first = c.chat.completions.with_raw_response.create(**ask)
+    first_text = text(first)
+    wait_for("the stream to be stored", lambda: _hit(c, ask), 10)
+    before = len(upstream.requests)
+    second = c.chat.completions.with_raw_response.create(**ask)
+    assert second.headers["x-llmroute-cache"] == "hit"
+    assert second.headers["content-type"].startswith("text/event-stream")
+    assert text(second) == first_text and " #" in first_text  # numbered: one answer
+    assert len(upstream.requests) == before
+    # A streamed answer is not served to a request that does not stream, and back.
+    plain = c.chat.completions.with_raw_response.create(**{**ask, "stream": False})
+    assert plain.headers["x-llmroute-cache"] == "miss"
+
+
+def _hit(c: openai.OpenAI, ask: dict[str, Any]) -> bool:
+    raw = c.chat.completions.with_raw_response.create(**ask)
+    hit = raw.headers["x-llmroute-cache"] == "hit"
+    parsed = raw.parse()
+    if isinstance(parsed, openai.Stream):
+        parsed.close()
+    return hit
+
+
+def test_metrics_and_the_decision_log_count_hits(
+    gateway: tuple[openai.OpenAI, FakeUpstream, Served, Path],
+) -> None:
+    c, _, served, db = gateway
+    ask = {"model": "auto", "messages": _messages("hello there, count me")}
+    c.chat.completions.create(**ask)
+    hit = c.chat.completions.with_raw_response.create(**ask)
+    decision_id = hit.headers["x-llmroute-decision-id"]
+    metrics = httpx.get(f"{served.url}/metrics", timeout=5).text
+    assert 'llmroute_cache_total{result="hit"}' in metrics
+    assert 'llmroute_cache_total{result="stored"}' in metrics
+
+    def logged() -> bool:
+        with sqlite3.connect(db) as conn:
+            row = conn.execute(
+                "SELECT cache_hit, served_model, cost_usd FROM decisions WHERE id = ?",
+                (decision_id,),
+            ).fetchone()
+        return row is not None and row == (1, "small", None)
+
+    wait_for("the hit in the decision log", logged, 10)
+
+
+def test_two_gateways_share_a_redis_cache(tmp_path: Path, redis_namespace: str) -> None:
+    cache = f"{{url: '{REDIS_URL}', namespace: {redis_namespace}, timeout_s: 2}}"
+    with fake_upstream() as upstream:
+        registry = _registry(tmp_path, upstream, cache)
+        with (
+            serve(registry, tmp_path / "a.log") as a,
+            serve(registry, tmp_path / "b.log") as b,
+        ):
+            ask = {"model": "auto", "messages": _messages("write a python function, shared")}
+            with (
+                openai.OpenAI(base_url=f"{a.url}/v1", api_key="-", max_retries=0) as ca,
+                openai.OpenAI(base_url=f"{b.url}/v1", api_key="-", max_retries=0) as cb,
+            ):
+                first = ca.chat.completions.with_raw_response.create(**ask)
+                assert first.headers["x-llmroute-cache"] == "miss"
+                wait_for("gateway b to hit a's answer", lambda: _hit(cb, ask), 10)
+                answer = cb.chat.completions.create(**ask).choices[0].message.content
+                assert answer == first.parse().choices[0].message.content
+            assert len(upstream.requests) == 1
+
+
+def test_a_redis_that_is_down_only_costs_misses(tmp_path: Path, closed_port: int) -> None:
+    cache = f"{{url: 'redis://:hunter2@127.0.0.1:{closed_port}/0', timeout_s: 0.2}}"
+    with fake_upstream() as upstream:
+        registry = _registry(tmp_path, upstream, cache)
+        with serve(registry, tmp_path / "serve.log") as served:
+            with openai.OpenAI(base_url=f"{served.url}/v1", api_key="-", max_retries=0) as c:
+                for _ in range(3):
+                    raw = c.chat.completions.with_raw_response.create(
+                        model="auto", messages=_messages("hello there")
+                    )
+                    assert raw.headers["x-llmroute-cache"] == "miss"
+            log = served.log_text()
+    assert len(upstream.requests) == 3
+    assert "response cache unavailable" in log
+    assert "hunter2" not in log

@@ -1,0 +1,97 @@
+"""The response cache in the SDK: ``router.chat.completions`` in-process against a fake
+upstream that numbers its answers, with the cache in memory (shared by the SDK's own
+loop and the caller's) and in a real Redis (shared by two routers)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_upstream import FakeUpstream, fake_upstream
+from redis_service import REDIS_URL
+
+from llmroute import Router
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: 'small?vary=1', price: {input: 1.0, output: 2.0}}
+routes:
+  - {name: chat, examples: ["hi there!", "how are you today?"], target: small}
+default: {target: small}
+cache: %(cache)s
+"""
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as server:
+        yield server
+
+
+def _router(tmp: Path, upstream: FakeUpstream, cache: str, name: str = "r.yaml") -> Router:
+    path = tmp / name
+    path.write_text(REGISTRY % {"url": upstream.url, "cache": cache})
+    return Router.from_yaml(path)
+
+
+def _ask(text: str) -> dict[str, Any]:
+    return {"model": "auto", "messages": [{"role": "user", "content": text}]}
+
+
+def test_sync_and_async_calls_share_the_memory_cache(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    with _router(tmp_path, upstream, "{ttl_s: 60}") as router:
+        before = len(upstream.requests)
+        first = router.chat.completions.create(**_ask("hi there, sdk"))
+        second = router.chat.completions.create(**_ask("hi there, sdk"))
+        assert first.llmroute["cache"] == "miss"
+        assert second.llmroute["cache"] == "hit" and second.llmroute["cost_usd"] == 0.0
+        assert second.choices[0].message.content == first.choices[0].message.content
+        third = asyncio.run(router.chat.completions.acreate(**_ask("hi there, sdk")))
+        assert third.llmroute["cache"] == "hit"
+        fresh = router.chat.completions.create(
+            **_ask("hi there, sdk"), extra_headers={"Cache-Control": "no-cache"}
+        )
+        assert fresh.llmroute["cache"] == "bypass"
+        assert fresh.choices[0].message.content != first.choices[0].message.content
+        assert len(upstream.requests) == before + 2
+
+
+def test_a_stream_is_replayed_chunk_by_chunk(tmp_path: Path, upstream: FakeUpstream) -> None:
+    with _router(tmp_path, upstream, "{ttl_s: 60}") as router:
+        ask = {**_ask("how are you today, streaming?"), "stream": True}
+        first = router.chat.completions.create(**ask)
+        first_chunks = [c.choices[0].delta.content for c in first if c.choices]
+        assert first.llmroute["cache"] == "miss"
+        before = len(upstream.requests)
+        for _ in range(50):  # the write happens in the background after the stream ends
+            second = router.chat.completions.create(**ask)
+            chunks = [c.choices[0].delta.content for c in second if c.choices]
+            if second.llmroute["cache"] == "hit":
+                break
+        assert second.llmroute["cache"] == "hit"
+        assert chunks == first_chunks and len(chunks) > 1
+        assert len(upstream.requests) <= before + 1
+
+
+def test_two_routers_share_a_redis_cache(
+    tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    cache = f"{{url: '{REDIS_URL}', namespace: {redis_namespace}, timeout_s: 2}}"
+    before = len(upstream.requests)
+    with _router(tmp_path, upstream, cache, "a.yaml") as a:
+        first = a.chat.completions.create(**_ask("hi there, redis"))
+        assert first.llmroute["cache"] == "miss"
+    # Closing the router waited for the write; a second router (same registry) hits.
+    with _router(tmp_path, upstream, cache, "b.yaml") as b:
+        second = asyncio.run(b.chat.completions.acreate(**_ask("hi there, redis")))
+        assert second.llmroute["cache"] == "hit"
+        assert second.choices[0].message.content == first.choices[0].message.content
+    assert len(upstream.requests) == before + 1

@@ -1,0 +1,222 @@
+"""`ResponseCache` on its own: what goes into the key, what the client's Cache-Control
+allows, stored completions and streams, and a store that is down."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from llmroute.decide import Router
+from llmroute.dispatch import Plan, plan_request
+from llmroute.errors import PolicyViolation
+from llmroute.registry import parse_registry
+from llmroute.registry.schema import CacheSettings
+from llmroute.state import CachedAnswer, CacheDirectives, MemoryStore, RedisStore, ResponseCache
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  up: {kind: openai, base_url: "http://127.0.0.1:9/v1"}
+models:
+  small: {provider: up, model: small}
+  large: {provider: up, model: large}
+routes:
+  - {name: code, examples: ["write a python function", "fix this bug in my code"], target: large}
+  - {name: chat, examples: ["hello there", "how are you today"], target: small}
+default: {target: small}
+cache: {ttl_s: 60%(extra)s}
+%(safety)s
+"""
+
+
+def router(extra: str = "", safety: str = "") -> Router:
+    return Router(parse_registry(REGISTRY % {"extra": extra, "safety": safety}))
+
+
+ROUTER = router()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def body(text: str = "write a python function that adds", **over: Any) -> dict[str, Any]:
+    return {"model": "auto", "messages": [{"role": "user", "content": text}], **over}
+
+
+def plan(b: dict[str, Any], r: Router = ROUTER, headers: dict[str, str] | None = None) -> Plan:
+    return plan_request(r, b, headers or {})
+
+
+def cache_for(r: Router = ROUTER, **kw: Any) -> tuple[ResponseCache, list[str], Clock]:
+    results: list[str] = []
+    clock = Clock()
+    settings = r.loaded.registry.cache
+    assert settings is not None
+    store = kw.pop("store", None) or MemoryStore(100, 1_000_000)
+    cache = ResponseCache(settings, store, r.version, on_result=results.append, clock=clock)
+    return cache, results, clock
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, CacheDirectives(True, True, None)),
+        ("no-cache", CacheDirectives(False, True, None)),
+        ("No-Store", CacheDirectives(False, False, None)),
+        ("max-age=30", CacheDirectives(True, True, 30.0)),
+        ('max-age="5", no-cache', CacheDirectives(False, True, 5.0)),
+        ("max-age=soon", CacheDirectives(True, True, None)),
+        ("private", CacheDirectives(True, True, None)),
+    ],
+)
+def test_directives(header: str | None, expected: CacheDirectives) -> None:
+    headers = {} if header is None else {"cache-control": header}
+    assert CacheDirectives.from_headers(headers) == expected
+
+
+def test_an_answer_round_trips_and_garbage_is_no_answer() -> None:
+    answer = CachedAnswer("small", "up", 12.5, True, b"data: {}\n\ndata: [DONE]\n\n")
+    assert CachedAnswer.decode(answer.encode()) == answer
+    assert CachedAnswer.decode(b"no newline") is None
+    assert CachedAnswer.decode(b'{"m": 1}\npayload') is None
+    assert CachedAnswer.decode(b"not json\npayload") is None
+    completion = CachedAnswer("small", "up", 1.0, False, b'{"id": "x"}')
+    assert CachedAnswer.decode(completion.encode()) == completion
+    not_an_object = CachedAnswer("small", "up", 1.0, False, b"[1, 2]")
+    assert CachedAnswer.decode(not_an_object.encode()) is None
+    cut = CachedAnswer("small", "up", 1.0, True, b"data: {}\n\n")
+    assert CachedAnswer.decode(cut.encode()) is None  # a stream without its end
+
+
+def test_the_key_follows_what_changes_the_answer() -> None:
+    cache, _, _ = cache_for()
+    base = cache.key(plan(body()), body(), stream=False)
+    assert base is not None and base.startswith(f"llmroute:resp:v1:{ROUTER.version}:")
+    # The same request, however it names the route or who sends it: the same key.
+    assert cache.key(plan(body(model="code")), body(model="code"), False) == base
+    same = body(user="alice", metadata={"team": "x"})
+    assert cache.key(plan(same), same, False) == base
+    # What the model sees or how it answers: another key.
+    for other in (
+        body(temperature=0.5),
+        body(max_tokens=10),
+        body("write a python function that subtracts"),
+        body(model="small"),  # pinned to another model
+    ):
+        assert cache.key(plan(other), other, False) != base
+    assert cache.key(plan(body()), body(), stream=True) != base
+    # Another registry version: another namespace.
+    other_router = router(extra=", max_entries: 5")
+    other_cache, _, _ = cache_for(other_router)
+    assert other_cache.key(plan(body(), other_router), body(), False) != base
+
+
+def test_routes_and_streams_can_be_left_out() -> None:
+    r = router(extra=", routes: [chat], streams: false")
+    cache, _, _ = cache_for(r)
+    assert cache.key(plan(body(), r), body(), False) is None  # the code route
+    hello = body("hello there")
+    assert cache.key(plan(hello, r), hello, False) is not None
+    assert cache.key(plan(hello, r), hello, True) is None
+
+
+def test_redacted_requests_share_a_key_and_blocked_ones_raise() -> None:
+    r = router(safety="safety: {injection: {enabled: false}}")
+    cache, _, _ = cache_for(r)
+    a = body("email bob@example.com about the python function")
+    b = body("email eve@example.org about the python function")
+    key_a = cache.key(plan(a, r), a, False)
+    assert key_a is not None and key_a == cache.key(plan(b, r), b, False)
+    blocking = router(
+        safety="safety: {injection: {enabled: false}, profiles: {standard: {pii: block}}}"
+    )
+    blocking_cache, _, _ = cache_for(blocking)
+    with pytest.raises(PolicyViolation):
+        blocking_cache.key(plan(a, blocking), a, False)
+
+
+def test_store_then_hit_and_what_the_client_allows() -> None:
+    cache, results, clock = cache_for()
+    key = cache.key(plan(body()), body(), False)
+    assert key is not None
+    allow = CacheDirectives()
+    data = {"id": "c1", "object": "chat.completion", "choices": [{"message": {"content": "hi"}}]}
+
+    async def go() -> None:
+        assert await cache.get(key, allow) is None
+        cache.put_completion(key, allow, "large", "up", data)
+        await cache.flush()
+        hit = await cache.get(key, allow)
+        assert hit is not None and hit.data() == data and hit.model == "large"
+        assert not hit.stream and hit.deployment == "up"
+        assert await cache.get(key, CacheDirectives(lookup=False)) is None
+        clock.now += 30
+        assert await cache.get(key, CacheDirectives(max_age_s=10)) is None
+        assert await cache.get(key, CacheDirectives(max_age_s=60)) is not None
+        cache.put_completion("other", CacheDirectives(False, False), "large", "up", data)
+        await cache.flush()
+        assert await cache.store.get("other") is None
+
+    asyncio.run(go())
+    assert results == ["miss", "stored", "hit", "bypass", "miss", "hit"]
+
+
+async def _events(*events: bytes) -> AsyncIterator[bytes]:
+    for event in events:
+        yield event
+
+
+STREAM = (b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n', b"data: [DONE]\n\n")
+
+
+def test_streams_are_stored_only_when_complete_and_small_enough() -> None:
+    settings = CacheSettings(max_entry_bytes=1024)
+    results: list[str] = []
+    cache = ResponseCache(settings, MemoryStore(10, 100_000), "v", on_result=results.append)
+    allow = CacheDirectives()
+
+    async def drain(events: AsyncIterator[bytes]) -> bytes:
+        return b"".join([event async for event in events])
+
+    async def go() -> None:
+        sent = await drain(cache.tee_stream("done", allow, "small", "up", _events(*STREAM)))
+        assert sent == b"".join(STREAM)
+        await drain(cache.tee_stream("cut", allow, "small", "up", _events(STREAM[0])))
+        big = (b"data: " + b"x" * 2000 + b"\n\n", STREAM[1])
+        await drain(cache.tee_stream("big", allow, "small", "up", _events(*big)))
+        await cache.flush()
+        stored = await cache.get("done", allow)
+        assert stored is not None and stored.stream and stored.payload == b"".join(STREAM)
+        assert await cache.store.get("cut") is None
+        assert await cache.store.get("big") is None
+        events = _events(*STREAM)
+        assert cache.tee_stream("x", CacheDirectives(False, False), "s", "u", events) is events
+
+    asyncio.run(go())
+    assert results.count("too_large") == 1 and results.count("stored") == 1
+
+
+def test_a_store_that_is_down_is_a_miss_and_rested(closed_port: int) -> None:
+    store = RedisStore(f"redis://127.0.0.1:{closed_port}/0", timeout_s=0.5)
+    cache, results, clock = cache_for(store=store)
+    allow = CacheDirectives()
+
+    async def go() -> None:
+        assert await cache.get("k", allow) is None  # tried: refused
+        assert await cache.get("k", allow) is None  # within a second: not tried
+        cache.put_completion("k", allow, "small", "up", {"a": 1})  # skipped while down
+        assert not cache._writes
+        clock.now += 1.5
+        assert await cache.get("k", allow) is None  # tried again
+        await cache.aclose()
+
+    asyncio.run(go())
+    assert results == ["error", "error", "error"]

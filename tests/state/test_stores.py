@@ -1,0 +1,129 @@
+"""The cache's stores: memory (expiry, least-recently-used eviction by count and by
+bytes) and Redis over a real connection, including one that is not there."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from redis_service import REDIS_URL
+
+from llmroute.errors import ConfigError
+from llmroute.registry.schema import CacheSettings
+from llmroute.state import (
+    MemoryStore,
+    RedisStore,
+    StoreUnavailable,
+    open_store,
+    resolve_cache_url,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_memory_entries_expire() -> None:
+    clock = Clock()
+    store = MemoryStore(10, 10_000, clock)
+
+    async def go() -> None:
+        await store.set("a", b"1", ttl_s=5)
+        assert await store.get("a") == b"1"
+        clock.now += 4.9
+        assert await store.get("a") == b"1"
+        clock.now += 0.2
+        assert await store.get("a") is None
+        assert len(store) == 0 and store.size_bytes == 0
+
+    run(go())
+
+
+def test_memory_evicts_the_least_recently_used_by_count() -> None:
+    store = MemoryStore(2, 10_000)
+
+    async def go() -> None:
+        await store.set("a", b"1", 60)
+        await store.set("b", b"2", 60)
+        assert await store.get("a") == b"1"  # a is now the most recently used
+        await store.set("c", b"3", 60)
+        assert await store.get("b") is None
+        assert await store.get("a") == b"1"
+        assert await store.get("c") == b"3"
+
+    run(go())
+
+
+def test_memory_evicts_by_bytes_and_skips_values_larger_than_the_whole_store() -> None:
+    store = MemoryStore(100, 10)
+
+    async def go() -> None:
+        await store.set("a", b"aaaa", 60)
+        await store.set("b", b"bbbb", 60)
+        await store.set("c", b"cccc", 60)  # 12 bytes > 10: a goes
+        assert await store.get("a") is None
+        assert store.size_bytes == 8
+        await store.set("huge", b"x" * 11, 60)
+        assert await store.get("huge") is None
+        assert store.size_bytes == 8
+        await store.set("b", b"B", 60)  # replacing counts the new size only
+        assert store.size_bytes == 5
+
+    run(go())
+
+
+def test_redis_round_trip_with_expiry(redis_namespace: str) -> None:
+    async def go() -> None:
+        store = RedisStore(REDIS_URL, timeout_s=2)
+        try:
+            key = f"{redis_namespace}:k"
+            assert await store.get(key) is None
+            await store.set(key, b"\x00value\xff", ttl_s=0.2)
+            assert await store.get(key) == b"\x00value\xff"
+            await asyncio.sleep(0.35)
+            assert await store.get(key) is None
+        finally:
+            await store.aclose()
+
+    run(go())
+
+
+def test_redis_that_is_not_there_raises_quickly_without_the_password(closed_port: int) -> None:
+    url = f"redis://user:s3cret-pass@127.0.0.1:{closed_port}/0"
+
+    async def go() -> None:
+        store = RedisStore(url, timeout_s=0.5)
+        assert "s3cret-pass" not in store.url
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as caught:
+            await store.get("k")
+        assert time.monotonic() - started < 5  # bounded by the timeout, not a hang
+        with pytest.raises(StoreUnavailable):
+            await store.set("k", b"v", 1)
+        assert "s3cret-pass" not in str(caught.value)
+        assert str(closed_port) in str(caught.value)
+        await store.aclose()
+
+    run(go())
+
+
+def test_open_store_and_the_env_override() -> None:
+    settings = CacheSettings()
+    assert isinstance(open_store("memory", settings), MemoryStore)
+    assert isinstance(open_store("redis://127.0.0.1:6379/0", settings), RedisStore)
+    with pytest.raises(ConfigError, match="must be 'memory'") as caught:
+        open_store("memcached://user:pw@host", settings)
+    assert "pw" not in str(caught.value)
+    assert resolve_cache_url(settings, {}) == "memory"
+    assert resolve_cache_url(settings, {"LLMROUTE_CACHE_URL": "off"}) is None
+    assert resolve_cache_url(settings, {"LLMROUTE_CACHE_URL": " redis://h:1/2 "}) == "redis://h:1/2"
+    assert resolve_cache_url(CacheSettings(enabled=False), {}) is None
