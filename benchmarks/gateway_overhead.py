@@ -229,10 +229,13 @@ def measure(
     args: argparse.Namespace,
     pid: int,
     upstream_pid: int,
+    headers: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """One closed-loop run against `url`; the CPU time of process tree `pid` (and of the
-    upstream) in the measured window."""
+    """One closed-loop run against `url` (each request with `headers`, ``"name: value"``);
+    the CPU time of process tree `pid` (and of the upstream) in the measured window."""
     command = [sys.executable, str(HELPER), "load", f"{url}/v1/chat/completions", str(body_file)]
+    for header in headers:
+        command += ["--header", header]
     command += ["--concurrency", str(concurrency), "--duration", str(args.duration)]
     command += ["--max-requests", str(args.max_requests)]
     command += ["--warmup", str(max(50, 5 * concurrency))]

@@ -77,7 +77,12 @@ def test_a_repeated_request_is_answered_from_the_cache(
     answer = first.parse().choices[0].message.content
     assert answer is not None and " #" in answer
     assert second.parse().choices[0].message.content == answer
-    assert second.parse().model_dump() == first.parse().model_dump()
+    first_usage, second_usage = first.parse().usage, second.parse().usage
+    assert first_usage is not None and second_usage is not None
+    assert second.parse().id == first.parse().id
+    assert second_usage.total_tokens == first_usage.total_tokens
+    assert (first_usage.model_extra or {})["cost_usd"] > 0
+    assert (second_usage.model_extra or {})["cost_usd"] == 0.0  # the hit cost nothing
     assert len(upstream.requests) == before + 1
     # Asking for the route by name is the same request: still a hit.
     third = c.chat.completions.with_raw_response.create(**{**ask, "model": "code"})

@@ -148,14 +148,23 @@ def test_store_then_hit_and_what_the_client_allows() -> None:
     key = cache.key(plan(body()), body(), False)
     assert key is not None
     allow = CacheDirectives()
-    data = {"id": "c1", "object": "chat.completion", "choices": [{"message": {"content": "hi"}}]}
+    usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4, "cost_usd": 0.5}
+    data = {
+        "id": "c1",
+        "object": "chat.completion",
+        "choices": [{"message": {"content": "hi"}}],
+        "usage": usage,
+    }
 
     async def go() -> None:
         assert await cache.get(key, allow) is None
         cache.put_completion(key, allow, "large", "up", data)
         await cache.flush()
         hit = await cache.get(key, allow)
-        assert hit is not None and hit.data() == data and hit.model == "large"
+        assert hit is not None and hit.model == "large"
+        # The same answer and token counts; the hit itself cost nothing.
+        assert hit.data() == {**data, "usage": {**usage, "cost_usd": 0.0}}
+        assert data["usage"]["cost_usd"] == 0.5  # the caller's answer is left alone
         assert not hit.stream and hit.deployment == "up"
         assert await cache.get(key, CacheDirectives(lookup=False)) is None
         clock.now += 30
@@ -175,6 +184,7 @@ async def _events(*events: bytes) -> AsyncIterator[bytes]:
 
 
 STREAM = (b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n', b"data: [DONE]\n\n")
+USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":3,"cost_usd":0.25}}\n\n'
 
 
 def test_streams_are_stored_only_when_complete_and_small_enough() -> None:
@@ -199,9 +209,17 @@ def test_streams_are_stored_only_when_complete_and_small_enough() -> None:
         assert await cache.store.get("big") is None
         events = _events(*STREAM)
         assert cache.tee_stream("x", CacheDirectives(False, False), "s", "u", events) is events
+        priced = (STREAM[0], USAGE, STREAM[1])
+        sent = await drain(cache.tee_stream("priced", allow, "small", "up", _events(*priced)))
+        assert sent == b"".join(priced)  # the client got the cost
+        await cache.flush()
+        replayed = await cache.get("priced", allow)
+        assert replayed is not None
+        assert b'"cost_usd":0.0' in replayed.payload and b"0.25" not in replayed.payload
+        assert replayed.payload.startswith(STREAM[0]) and replayed.payload.endswith(STREAM[1])
 
     asyncio.run(go())
-    assert results.count("too_large") == 1 and results.count("stored") == 1
+    assert results.count("too_large") == 1 and results.count("stored") == 2
 
 
 def test_a_store_that_is_down_is_a_miss_and_rested(closed_port: int) -> None:

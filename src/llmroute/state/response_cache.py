@@ -219,10 +219,11 @@ class ResponseCache:
     def put_completion(
         self, key: str, directives: CacheDirectives, model: str, deployment: str, data: Any
     ) -> None:
-        """Store a ``chat.completion`` in the background."""
+        """Store a ``chat.completion`` in the background (its ``usage.cost_usd`` set to 0:
+        what a hit costs)."""
         if not directives.store:
             return
-        payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        payload = json.dumps(_free(data), separators=(",", ":"), ensure_ascii=False).encode()
         self._put_later(key, CachedAnswer(model, deployment, self._clock(), False, payload))
 
     def tee_stream(
@@ -261,7 +262,7 @@ class ResponseCache:
             if aclose is not None:
                 await aclose()
         if parts is not None:
-            payload = b"".join(parts)
+            payload = b"".join(_free_event(event) for event in parts)
             if _DONE in payload[-64:]:
                 self._put_later(key, CachedAnswer(model, deployment, self._clock(), True, payload))
 
@@ -306,3 +307,29 @@ class ResponseCache:
     def _count(self, result: str) -> None:
         if self._on_result is not None:
             self._on_result(result)
+
+
+def _free(data: Any) -> Any:
+    """`data` with ``usage.cost_usd`` 0.0, where it has one: a hit costs nothing (the
+    token counts stay: they describe the answer)."""
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict) or "cost_usd" not in usage:
+        return data
+    return {**data, "usage": {**usage, "cost_usd": 0.0}}
+
+
+def _free_event(event: bytes) -> bytes:
+    """A stream's usage chunk with ``cost_usd`` 0.0 (`_free`); other events unchanged."""
+    if b'"cost_usd"' not in event:
+        return event
+    _, sep, payload = event.partition(b"data:")
+    try:
+        chunk = json.loads(payload) if sep else None
+    except ValueError:
+        return event
+    freed = _free(chunk)
+    if freed is chunk:
+        return event
+    return (
+        b"data: " + json.dumps(freed, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    )
