@@ -1,11 +1,14 @@
-"""What the response cache costs and saves.
+"""What the response cache costs and saves (and what a deployment's rpm limit costs).
 
     .venv/bin/python benchmarks/bench_cache.py [--duration 3] [--rounds 5] [--encoder static]
-        [--redis redis://127.0.0.1:6379/15] [--json] [--markdown]
+        [--redis redis://127.0.0.1:6379/15] [--json]
+
+Prints a "## Response cache" section for docs/benchmarks.md (--json: the numbers).
 
 Part 1, in-process: the key of one request (the body as sent upstream, canonical JSON,
 SHA-256) for a short chat request and a long one (8 kB of messages), and one get and
-one set on each store (memory; Redis on 127.0.0.1 when reachable), p50 over 2,000 calls.
+one set on each store (memory; Redis on 127.0.0.1 when reachable), and one rpm-limit
+check (llmroute.state.limits) in memory and in Redis; 2,000 calls each.
 
 Part 2, through `llmroute serve` (processes and load generator of
 benchmarks/gateway_overhead.py: an instant fake upstream, one keep-alive connection,
@@ -39,7 +42,14 @@ from gateway_overhead import bench_registry, bodies, gateway, measure, upstream
 from llmroute.decide import Router
 from llmroute.dispatch import plan_request
 from llmroute.registry import parse_registry
-from llmroute.state import CacheDirectives, MemoryStore, RedisStore, ResponseCache
+from llmroute.state import (
+    CacheDirectives,
+    MemoryLimits,
+    MemoryStore,
+    RedisLimits,
+    RedisStore,
+    ResponseCache,
+)
 
 PROMPTS = ROOT / "examples" / "eval.jsonl"
 CALLS = 2000
@@ -129,6 +139,23 @@ def in_process(redis_url: str | None) -> dict[str, Any]:
 
         sets, gets = asyncio.run(both())
         out["redis_set"], out["redis_get"] = percentiles(sets), percentiles(gets)
+    limits = MemoryLimits()
+    out["limit_memory_acquire"] = _timed_async(lambda i: limits.acquire(f"p:m{i % 8}", 10**9))
+    if redis_url is not None:
+
+        async def acquire() -> list[float]:
+            shared = RedisLimits(redis_url, 1.0, f"llmroute-bench-{uuid.uuid4().hex[:8]}")
+            samples = []
+            try:
+                for i in range(CALLS):
+                    start = time.perf_counter_ns()
+                    await shared.acquire(f"p:m{i % 8}", 10**9)
+                    samples.append((time.perf_counter_ns() - start) / 1e3)
+            finally:
+                await shared.aclose()
+            return samples
+
+        out["limit_redis_acquire"] = percentiles(asyncio.run(acquire()))
     return out
 
 
@@ -235,7 +262,6 @@ def main() -> None:
     parser.add_argument("--encoder", default="static", choices=["static", "minilm-int8"])
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     redis_url = args.redis if args.redis and _redis_ok(args.redis) else None
     if redis_url is None:

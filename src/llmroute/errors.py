@@ -18,6 +18,7 @@ catch one class at the boundary::
           ├── RateLimited             HTTP 429; `retry_after_s` from ``Retry-After``
           ├── ContextWindowExceeded   the request is longer than the model's context
           ├── CircuitOpen             every deployment's breaker is open; nothing was sent
+          │     └── LimitReached      every deployment is at its rpm limit (or open)
           ├── UpstreamRejected        a 4xx other than 408/409/429: the request's fault
           └── AllFallbacksFailed      every model in the chain failed (`attempts`)
 
@@ -35,6 +36,7 @@ __all__ = [
     "DataError",
     "EncoderError",
     "EncoderUnavailable",
+    "LimitReached",
     "LlmrouteError",
     "ModelNotFound",
     "PolicyViolation",
@@ -185,6 +187,12 @@ class UpstreamRejected(ProviderError):
 
 class CircuitOpen(ProviderError):
     """Every deployment of the model has an open circuit breaker; nothing was sent."""
+
+
+class LimitReached(CircuitOpen):
+    """Every deployment of the model is at its requests-per-minute limit (those that
+    are not have an open breaker); nothing was sent. Handled as `CircuitOpen`: the
+    fallback is tried at once, and with none left the answer is 503."""
 
 
 class AllFallbacksFailed(ProviderError):

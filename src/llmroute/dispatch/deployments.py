@@ -1,8 +1,9 @@
 """The innermost stages of dispatch: pick a deployment of a model (balancing), skip the
-ones whose circuit breaker is open, and call it with its time limit (transport).
+ones whose circuit breaker is open or that are at their requests-per-minute limit, and
+call it with its time limit (transport).
 
-A deployment is one (provider, upstream model) pair. Its breaker is shared by every
-pool model served there, since they fail together.
+A deployment is one (provider, upstream model) pair. Its breaker and its request limit
+are shared by every pool model served there, since they fail (and are metered) together.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import TypeVar
 
 from llmroute.dispatch.balance import Balancer
 from llmroute.dispatch.breaker import CircuitBreaker
-from llmroute.errors import CircuitOpen, ProviderError, ProviderTimeout
+from llmroute.errors import CircuitOpen, LimitReached, ProviderError, ProviderTimeout
 from llmroute.providers.base import ChatProvider
 from llmroute.registry.schema import Registry
+from llmroute.state.limits import RateLimits
 
 __all__ = ["Deployment", "DeploymentPool", "Deployments", "Observe"]
 
@@ -31,6 +33,14 @@ class Deployment:
     provider: ChatProvider
     upstream: str  # the provider's name for the model
     breaker: CircuitBreaker
+    rpm: int | None = None  # requests per minute it may be sent
+    limits: RateLimits | None = None  # where `rpm` is counted
+
+    async def acquire(self) -> bool:
+        """Take one request from the deployment's limit; False when it is at the limit."""
+        if self.rpm is None or self.limits is None:
+            return True
+        return await self.limits.acquire(f"{self.provider_name}:{self.upstream}", self.rpm)
 
 
 # Told of one call: the deployment, its seconds, and its error (None when it answered).
@@ -53,16 +63,23 @@ class DeploymentPool:
         observe: Observe | None = None,
     ) -> tuple[T, Deployment]:
         """`attempt` on the deployments in balancing order, skipping those whose breaker
-        is open, until one answers. A failure another deployment could fix (no response,
-        5xx, 429) moves on to the next deployment at once; a timeout or the request's own
-        fault is raised. Raises `CircuitOpen` when no breaker let a call through.
+        is open or whose request limit is reached, until one answers. A failure another
+        deployment could fix (no response, 5xx, 429) moves on to the next deployment at
+        once; a timeout or the request's own fault is raised. Raises `LimitReached` when
+        a limit stopped every call that a breaker allowed, else `CircuitOpen` when no
+        breaker let a call through.
 
         `observe`, when given, is told of every call made: the deployment, its seconds
         and its error (None on success), after the breaker has counted it."""
         failure: ProviderError | None = None
+        limited = False
         for index in self._balancer.order(self._indices):
             deployment = self.deployments[index]
             if not deployment.breaker.allow():
+                continue
+            if not await deployment.acquire():
+                deployment.breaker.release()
+                limited = True
                 continue
             try:
                 return await self._one(index, deployment, attempt, clock, observe), deployment
@@ -75,6 +92,8 @@ class DeploymentPool:
         if failure is not None:
             raise failure
         names = ", ".join(d.provider_name for d in self.deployments)
+        if limited:
+            raise LimitReached(names, "at its requests-per-minute limit; not called")
         raise CircuitOpen(names, "circuit open after recent failures; not called")
 
     async def _one(
@@ -125,6 +144,7 @@ class Deployments:
         *,
         rng: random.Random,
         clock: Callable[[], float] = time.monotonic,
+        limits: RateLimits | None = None,
     ) -> None:
         breakers: dict[tuple[str, str], CircuitBreaker] = {}
         settings = registry.dispatch
@@ -138,7 +158,11 @@ class Deployments:
                 if key not in breakers:
                     breakers[key] = CircuitBreaker(settings.breaker, clock=clock)
                 provider = providers[target.provider]
-                deployments.append(Deployment(target.provider, provider, upstream, breakers[key]))
+                deployments.append(
+                    Deployment(
+                        target.provider, provider, upstream, breakers[key], target.rpm, limits
+                    )
+                )
             balancer = Balancer(
                 [t.weight for t in targets], model.balance or settings.balance, rng=rng
             )

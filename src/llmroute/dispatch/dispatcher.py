@@ -48,6 +48,7 @@ from llmroute.errors import (
 )
 from llmroute.providers.base import ChatProvider, EmbeddingProvider, Timeouts
 from llmroute.registry.schema import Registry, RoutePolicy
+from llmroute.state.limits import RateLimits, open_limits
 
 if TYPE_CHECKING:
     from llmroute.dispatch.cascade import TierStep
@@ -220,7 +221,10 @@ class Dispatcher:
         self._sleep = sleep
         self.observer = observer
         self._gates = gates
-        self.deployments = Deployments(registry, providers, rng=self._rng, clock=clock)
+        self._limits = _limits(registry)
+        self.deployments = Deployments(
+            registry, providers, rng=self._rng, clock=clock, limits=self._limits
+        )
 
     @property
     def registry(self) -> Registry:
@@ -301,6 +305,8 @@ class Dispatcher:
     async def aclose(self) -> None:
         for provider in self._providers.values():
             await provider.aclose()
+        if self._limits is not None:
+            await self._limits.aclose()
 
     def _with_reasoning(
         self, plan: Plan, name: str, deployment: Deployment, body: dict[str, Any]
@@ -526,6 +532,15 @@ async def _metered(
         opened.usage = meter.finish()
     finally:
         await _close(rest)
+
+
+def _limits(registry: Registry) -> RateLimits | None:
+    """Where the deployments' ``rpm`` limits are counted; None when no deployment has
+    one (nothing to count, no Redis client to open)."""
+    if not any(t.rpm is not None for m in registry.models.values() for t in m.targets()):
+        return None
+    settings = registry.dispatch.limits
+    return open_limits(settings.url, settings.timeout_s, settings.namespace)
 
 
 async def _empty() -> AsyncIterator[bytes]:

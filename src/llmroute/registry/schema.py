@@ -40,6 +40,7 @@ __all__ = [
     "EncoderSpec",
     "InjectionSettings",
     "IntentSettings",
+    "LimitSettings",
     "Model",
     "OpenAIEncoderSpec",
     "PiiSettings",
@@ -279,6 +280,7 @@ class Deployment(_Frozen):
     provider: str
     model: str | None = Field(default=None, min_length=1)  # default: the model's `model`
     weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    rpm: int | None = Field(default=None, ge=1)  # requests per minute sent here at most
 
 
 class Model(_Frozen):
@@ -300,6 +302,7 @@ class Model(_Frozen):
     timeout_s: Seconds | None = None
     connect_timeout_s: Seconds | None = None
     first_token_timeout_s: Seconds | None = None
+    rpm: int | None = Field(default=None, ge=1)  # its one provider's limit (no deployments)
 
     @model_validator(mode="after")
     def _one_way_to_serve(self) -> Self:
@@ -317,7 +320,7 @@ class Model(_Frozen):
                 for d in self.deployments
             )
         assert self.provider is not None
-        return (Deployment(provider=self.provider, model=self.model),)
+        return (Deployment(provider=self.provider, model=self.model, rpm=self.rpm),)
 
     def provider_names(self) -> tuple[str, ...]:
         return tuple(d.provider for d in self.targets())
@@ -527,12 +530,34 @@ class BreakerSettings(_Frozen):
     half_open_probes: int = Field(default=1, ge=1)
 
 
+class LimitSettings(_Frozen):
+    """Where the deployments' ``rpm`` limits are counted: ``memory`` (this process) or
+    ``redis://...`` (shared by every gateway and SDK pointed at it); a Redis call slower
+    than `timeout_s` lets the request through."""
+
+    url: str = "memory"
+    timeout_s: Seconds = 0.05
+    namespace: str = Field(default="llmroute", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "must be 'memory' or a redis://, rediss:// or unix:// URL "
+                f"(got {value.split('://')[0]!r})"
+            )
+        return value
+
+
 class DispatchSettings(_Frozen):
-    """How requests reach models: retries, circuit breakers and balancing."""
+    """How requests reach models: retries, circuit breakers, balancing and where the
+    deployments' request limits are counted."""
 
     retries: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
     balance: Balance = "weighted"
+    limits: LimitSettings = LimitSettings()
 
 
 # -- safety and the reasoning gate -------------------------------------------------------
@@ -962,6 +987,11 @@ class Registry(_Frozen):
             for i, deployment in enumerate(model.deployments):
                 if (message := self._unknown_provider(deployment.provider)) is not None:
                     yield ("models", name, "deployments", i, "provider"), message
+            if model.rpm is not None and model.deployments:
+                yield (
+                    ("models", name, "rpm"),
+                    "a model with deployments takes 'rpm' on each deployment",
+                )
             if model.kind == "embedding" and any(
                 self.providers[d.provider].kind != "openai"
                 for d in model.targets()

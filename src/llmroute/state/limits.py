@@ -1,0 +1,159 @@
+"""Requests-per-minute limits of upstream deployments, counted in this process or in
+Redis (shared by every gateway and SDK pointed at it).
+
+Both count a sliding window the way most rate limiters do: per-minute buckets by the
+wall clock, the previous minute's count weighted by how much of it still lies inside
+the last 60 seconds. ``acquire`` takes one request from the limit when there is room.
+Wall-clock buckets let replicas on different machines agree on the minute.
+
+A Redis that cannot answer lets the request through (a limit exists to spare the
+upstream's quota, and the upstream still answers 429 past its own): the failure is
+logged at most once a minute and Redis is left alone for a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from llmroute.errors import ConfigError
+from llmroute.telemetry.store.url import mask_url
+
+__all__ = ["MemoryLimits", "RateLimits", "RedisLimits", "open_limits", "process_limits"]
+
+log = logging.getLogger("llmroute.limits")
+
+WINDOW_S = 60.0
+_RETRY_AFTER_S = 1.0
+_LOG_EVERY_S = 60.0
+
+# KEYS[1] this minute's counter, KEYS[2] the previous minute's; ARGV[1] the limit,
+# ARGV[2] the previous minute's weight. 1 when taken, 0 when at the limit.
+_ACQUIRE = """
+local curr = tonumber(redis.call('GET', KEYS[1]) or '0')
+local prev = tonumber(redis.call('GET', KEYS[2]) or '0')
+if prev * tonumber(ARGV[2]) + curr >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], 130)
+return 1
+"""
+
+
+class RateLimits(Protocol):
+    url: str
+
+    async def acquire(self, key: str, per_minute: int) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _window(now: float) -> tuple[int, float]:
+    """This minute's index and the weight of the previous minute's count."""
+    minute = int(now // WINDOW_S)
+    return minute, 1.0 - (now - minute * WINDOW_S) / WINDOW_S
+
+
+class MemoryLimits:
+    """Counts in this process; thread-safe (the SDK's loops share it)."""
+
+    url = "memory"
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._counts: dict[str, tuple[int, int, int]] = {}  # key → (minute, this, previous)
+
+    async def acquire(self, key: str, per_minute: int) -> bool:
+        minute, weight = _window(self._clock())
+        with self._lock:
+            seen, this, previous = self._counts.get(key, (minute, 0, 0))
+            if seen != minute:
+                previous = this if seen == minute - 1 else 0
+                this = 0
+            if previous * weight + this >= per_minute:
+                self._counts[key] = (minute, this, previous)
+                return False
+            self._counts[key] = (minute, this + 1, previous)
+            return True
+
+    async def aclose(self) -> None:
+        """Nothing to release: the counts outlive a registry reload."""
+
+
+_PROCESS = MemoryLimits()
+
+
+def process_limits() -> MemoryLimits:
+    """This process's counts, shared by every dispatcher in it, so a registry reload or
+    a second SDK loop does not start a fresh minute."""
+    return _PROCESS
+
+
+class RedisLimits:
+    """Counts in Redis with one atomic script per request (one round trip)."""
+
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float,
+        namespace: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        try:
+            import redis.asyncio as redis
+        except ImportError:  # pragma: no cover - the extra is part of the test install
+            raise ConfigError(
+                "dispatch.limits.url is a Redis URL but the redis client is not installed; "
+                "install it with: pip install 'llmroute[redis]'"
+            ) from None
+        self.url = mask_url(url)
+        try:
+            self._client: Any = redis.Redis.from_url(
+                url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+            )
+        except ValueError as exc:
+            raise ConfigError(f"dispatch.limits.url {self.url}: {exc}") from None
+        self._script = self._client.register_script(_ACQUIRE)
+        self._prefix = f"{namespace}:rpm:"
+        self._clock = clock
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError, TimeoutError)
+        self._down_until = 0.0
+        self._logged_at = -_LOG_EVERY_S
+
+    async def acquire(self, key: str, per_minute: int) -> bool:
+        now = self._clock()
+        if now < self._down_until:
+            return True
+        minute, weight = _window(now)
+        keys = [f"{self._prefix}{key}:{minute}", f"{self._prefix}{key}:{minute - 1}"]
+        try:
+            taken = await self._script(keys=keys, args=[per_minute, f"{weight:.6f}"])
+        except self._errors as exc:
+            self._down_until = now + _RETRY_AFTER_S
+            if now - self._logged_at >= _LOG_EVERY_S:
+                self._logged_at = now
+                log.warning(
+                    "rate limits unavailable at redis %s, letting requests through: %s",
+                    self.url,
+                    type(exc).__name__,
+                )
+            return True
+        return bool(taken)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(*self._errors):
+            await self._client.aclose()
+
+
+def open_limits(url: str, timeout_s: float, namespace: str) -> RateLimits:
+    """``memory`` (this process's shared counts) or a Redis URL. Opening Redis does not
+    connect: a Redis that is down lets requests through rather than stopping startup."""
+    if url == "memory":
+        return process_limits()
+    return RedisLimits(url, timeout_s, namespace)

@@ -1,0 +1,232 @@
+"""Requests-per-minute limits: the sliding window in memory, the same window in a real
+Redis shared by two counters, a Redis that is not there, and dispatch honouring the
+limits (skip a full deployment, fall back, 503 when nothing is left) end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fake_upstream import FakeUpstream, fake_upstream
+from gateway_proc import serve
+from redis_service import REDIS_URL
+
+from llmroute.decision import Decision
+from llmroute.dispatch import Dispatcher, Plan
+from llmroute.errors import ConfigError, ProviderError
+from llmroute.providers import build_providers
+from llmroute.registry import parse_registry
+from llmroute.state import MemoryLimits, RedisLimits
+
+
+class Clock:
+    def __init__(self, now: float = 6000.0) -> None:  # the start of a minute
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _takes(limits: MemoryLimits | RedisLimits, key: str, rpm: int, n: int) -> list[bool]:
+    async def go() -> list[bool]:
+        return [await limits.acquire(key, rpm) for _ in range(n)]
+
+    return asyncio.run(go())
+
+
+def test_memory_window_slides() -> None:
+    clock = Clock()
+    limits = MemoryLimits(clock)
+    assert _takes(limits, "a", 4, 5) == [True, True, True, True, False]
+    assert _takes(limits, "b", 4, 1) == [True]  # keys are counted apart
+    clock.now += 60  # next minute, its start: the last minute still weighs fully
+    assert _takes(limits, "a", 4, 1) == [False]
+    clock.now += 30  # half way: 4 * 0.5 = 2 in the window, room for 2
+    assert _takes(limits, "a", 4, 3) == [True, True, False]
+    clock.now += 120  # two quiet minutes: nothing left
+    assert _takes(limits, "a", 4, 5) == [True, True, True, True, False]
+
+
+def test_redis_counts_are_shared(redis_namespace: str) -> None:
+    clock = Clock(time_now := 1_800_000_000.0)
+    assert time_now % 60 == 0
+
+    async def go() -> list[bool]:
+        one = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)
+        two = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)
+        try:
+            taken = [await one.acquire("k", 3), await two.acquire("k", 3)]
+            taken += [await one.acquire("k", 3), await two.acquire("k", 3)]
+            clock.now += 60 + 30  # half the last minute left: 3 / 2 = 1.5 counted
+            taken += [await two.acquire("k", 3), await one.acquire("k", 3)]
+            taken.append(await one.acquire("k", 3))
+            return taken
+        finally:
+            await one.aclose()
+            await two.aclose()
+
+    assert asyncio.run(go()) == [True, True, True, False, True, True, False]
+
+
+def test_a_redis_that_is_not_there_lets_requests_through(
+    closed_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"redis://:p4ssw0rd@127.0.0.1:{closed_port}/0"
+
+    async def go() -> list[bool]:
+        limits = RedisLimits(url, 0.5, "ns")
+        try:
+            return [await limits.acquire("k", 1) for _ in range(3)]
+        finally:
+            await limits.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="llmroute.limits"):
+        assert asyncio.run(go()) == [True, True, True]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "letting requests through" in warnings[0]
+    assert "p4ssw0rd" not in warnings[0]
+
+
+# -- dispatch ---------------------------------------------------------------------------
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  up: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+  up2: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+%(models)s
+routes:
+  - {name: r, examples: [hello], target: %(first)s}
+default: {target: %(first)s}
+dispatch:
+  retries: {attempts: 2, backoff_s: 0.01}
+%(limits)s
+"""
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as server:
+        yield server
+
+
+def _plan(*chain: str) -> Plan:
+    decision = Decision(
+        id="d",
+        route="r",
+        model=chain[0],
+        layer="test",
+        confidence=1.0,
+        margin=None,
+        reason="test",
+        registry_version="v",
+        signals=(),
+        encode_us=0.0,
+        total_us=0.0,
+    )
+    return Plan(decision, chain)
+
+
+def _served(
+    upstream: FakeUpstream,
+    models: str,
+    first: str,
+    chain: tuple[str, ...],
+    n: int,
+    limits: str = "",
+) -> list[str]:
+    """The pool model and deployment that served each of `n` requests (or the error)."""
+    text = REGISTRY % {"url": upstream.url, "models": models, "first": first, "limits": limits}
+    registry = parse_registry(text).registry
+
+    async def go() -> list[str]:
+        dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        out = []
+        try:
+            for _ in range(n):
+                body = {"messages": [{"role": "user", "content": "hello"}]}
+                try:
+                    served = await dispatcher.complete(_plan(*chain), body)
+                    out.append(f"{served.model}@{served.deployment}")
+                except ProviderError as exc:  # one model's LimitReached, as the chain's
+                    assert exc.status == 503 and "requests-per-minute limit" in str(exc)
+                    out.append("limited")
+        finally:
+            await dispatcher.aclose()
+        return out
+
+    return asyncio.run(go())
+
+
+def test_a_full_deployment_is_skipped_then_the_fallback_serves(upstream: FakeUpstream) -> None:
+    tag = uuid.uuid4().hex[:8]  # the process-wide counts are keyed by the upstream name
+    models = f"""
+  small: {{provider: up, model: small-{tag}, rpm: 2}}
+  large: {{provider: up, model: large-{tag}}}
+"""
+    served = _served(upstream, models, "small", ("small", "large"), 4)
+    assert served == ["small@up", "small@up", "large@up", "large@up"]
+    assert len(upstream.calls_to(f"small-{tag}")) == 2
+
+
+def test_deployments_share_the_load_then_limit_reached(upstream: FakeUpstream) -> None:
+    tag = uuid.uuid4().hex[:8]
+    models = f"""
+  m:
+    model: m-{tag}
+    deployments: [{{provider: up, rpm: 1}}, {{provider: up2, rpm: 1}}]
+"""
+    served = _served(upstream, models, "m", ("m",), 3)
+    assert sorted(served[:2]) == ["m@up", "m@up2"]
+    assert served[2] == "limited"  # not retried: the limit is not a transient failure
+    assert len(upstream.calls_to(f"m-{tag}")) == 2
+
+
+def test_limits_counted_in_redis_are_shared_by_dispatchers(
+    upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    models = f"  a: {{provider: up, model: a-{tag}, rpm: 3}}"
+    limits = f"  limits: {{url: '{REDIS_URL}', namespace: {redis_namespace}, timeout_s: 2}}"
+    first = _served(upstream, models, "a", ("a",), 2, limits)
+    second = _served(upstream, models, "a", ("a",), 2, limits)  # another dispatcher
+    assert first == ["a@up", "a@up"] and second == ["a@up", "limited"]
+
+
+def test_registry_mistakes() -> None:
+    base = REGISTRY % {"url": "http://127.0.0.1:9/v1", "first": "m", "limits": "%s", "models": "%s"}
+    with pytest.raises(ConfigError, match=r"models\.m\.rpm: a model with deployments"):
+        parse_registry(base % ("  m: {model: x, rpm: 5, deployments: [{provider: up}]}", ""))
+    with pytest.raises(ConfigError, match=r"rpm: Input should be greater than or equal to 1"):
+        parse_registry(base % ("  m: {provider: up, model: x, rpm: 0}", ""))
+    with pytest.raises(ConfigError, match=r"dispatch\.limits\.url: must be 'memory'"):
+        parse_registry(base % ("  m: {provider: up, model: x}", "  limits: {url: 'x://y'}"))
+
+
+def test_the_gateway_answers_503_once_every_model_is_at_its_limit(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    models = f"  solo: {{provider: up, model: solo-{tag}, rpm: 1}}"
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(
+        REGISTRY % {"url": upstream.url, "models": models, "first": "solo", "limits": ""}
+    )
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hello"}]}
+    with serve(registry, tmp_path / "serve.log") as served:
+        url = f"{served.url}/v1/chat/completions"
+        assert httpx.post(url, json=body, timeout=10).status_code == 200
+        refused = httpx.post(url, json=body, timeout=10)
+    assert refused.status_code == 503
+    error = refused.json()["error"]
+    assert error["code"] == "upstream_error"
+    assert "requests-per-minute limit" in error["message"]
+    assert refused.headers["x-llmroute-model"] == "solo"
+    assert len(upstream.calls_to(f"solo-{tag}")) == 1
