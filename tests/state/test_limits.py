@@ -15,10 +15,10 @@ import httpx
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import serve
+from plans import plan_for
 from redis_service import REDIS_URL
 
-from llmroute.decision import Decision
-from llmroute.dispatch import Dispatcher, Plan
+from llmroute.dispatch import Dispatcher
 from llmroute.errors import ConfigError, ProviderError
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
@@ -117,23 +117,6 @@ def upstream() -> Iterator[FakeUpstream]:
         yield server
 
 
-def _plan(*chain: str) -> Plan:
-    decision = Decision(
-        id="d",
-        route="r",
-        model=chain[0],
-        layer="test",
-        confidence=1.0,
-        margin=None,
-        reason="test",
-        registry_version="v",
-        signals=(),
-        encode_us=0.0,
-        total_us=0.0,
-    )
-    return Plan(decision, chain)
-
-
 def _served(
     upstream: FakeUpstream,
     models: str,
@@ -153,7 +136,7 @@ def _served(
             for _ in range(n):
                 body = {"messages": [{"role": "user", "content": "hello"}]}
                 try:
-                    served = await dispatcher.complete(_plan(*chain), body)
+                    served = await dispatcher.complete(plan_for(*chain), body)
                     out.append(f"{served.model}@{served.deployment}")
                 except ProviderError as exc:  # one model's LimitReached, as the chain's
                     assert exc.status == 503 and "requests-per-minute limit" in str(exc)
