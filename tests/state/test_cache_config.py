@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +49,17 @@ def test_mistakes_name_file_line_and_field(
         load_registry(path)
     text = str(caught.value)
     assert f"registry.yaml:{line}" in text and field in text and message in text
+
+
+def test_serve_refuses_a_cache_url_it_cannot_use_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "registry.yaml"
+    path.write_text(BASE + "cache: {}\ntelemetry: {enabled: false}\n")
+    env = {**os.environ, "LLMROUTE_CACHE_URL": "memcached://u:s3cret@h:1"}
+    command = [str(Path(sys.executable).parent / "llmroute"), "serve", "--registry", str(path)]
+    done = subprocess.run(
+        [*command, "--port", "9"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    out = done.stdout + done.stderr
+    assert "LLMROUTE_CACHE_URL=memcached://u:***@h:1: must be 'memory'" in out
+    assert "Traceback" not in out and "s3cret" not in out

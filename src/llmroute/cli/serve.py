@@ -65,6 +65,7 @@ def serve(
     path = _demo_registry(registry) if demo else resolve_registry(registry)
     loaded = load_registry(path)  # a bad registry fails here with one clean line
     _check_telemetry_url(loaded)
+    _check_state_urls(loaded)
     _load_local_models(loaded, load=workers == 1)
     log_config = _log_config(uvicorn.config.LOGGING_CONFIG)
     settings = ServeSettings(max_body_bytes, reload_interval, encoder_threads)
@@ -106,6 +107,23 @@ def _check_telemetry_url(loaded: LoadedRegistry) -> None:
         return
     try:
         open_store(url).close()
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _check_state_urls(loaded: LoadedRegistry) -> None:
+    """Fail now, with one line, on a response-cache or request-limit URL that cannot be
+    used (``$LLMROUTE_CACHE_URL`` mistyped, the redis client missing). Nothing connects:
+    a Redis that is down costs cache misses and unenforced limits, not the start."""
+    from llmroute.errors import ConfigError
+    from llmroute.state.stores import CACHE_ENV_VAR, check_url, resolve_cache_url
+
+    registry = loaded.registry
+    try:
+        if registry.cache is not None and (url := resolve_cache_url(registry.cache)):
+            check_url(url, CACHE_ENV_VAR if CACHE_ENV_VAR in os.environ else "cache.url")
+        if any(t.rpm is not None for m in registry.models.values() for t in m.targets()):
+            check_url(registry.dispatch.limits.url, "dispatch.limits.url")
     except ConfigError as exc:
         fail(str(exc))
 

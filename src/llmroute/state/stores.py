@@ -28,6 +28,7 @@ __all__ = [
     "MemoryStore",
     "RedisStore",
     "StoreUnavailable",
+    "check_url",
     "open_store",
     "resolve_cache_url",
 ]
@@ -172,14 +173,29 @@ def resolve_cache_url(
     return settings.url if settings.enabled else None
 
 
+def check_url(url: str, what: str) -> None:
+    """Raise `ConfigError` (one line, password masked) for a URL no store can open: an
+    unknown scheme, or Redis without its client installed. Nothing connects."""
+    if url == "memory":
+        return
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"{what}={mask_url(url)}: must be 'memory', 'off' or a redis://, rediss:// or "
+            "unix:// URL"
+        )
+    try:
+        import redis.asyncio  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            f"{what} is a Redis URL but the redis client is not installed; "
+            "install it with: pip install 'llmroute[redis]'"
+        ) from None
+
+
 def open_store(url: str, settings: CacheSettings) -> KeyValueStore:
     """The store behind `url` (``memory`` or a Redis URL). Opening a Redis store does
     not connect: a Redis that is down makes misses, not a gateway that will not start."""
+    check_url(url, CACHE_ENV_VAR)
     if url == "memory":
         return MemoryStore(settings.max_entries, settings.max_bytes)
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisStore(url, settings.timeout_s)
-    raise ConfigError(
-        f"{CACHE_ENV_VAR}={mask_url(url)}: must be 'memory', 'off' or a redis://, "
-        "rediss:// or unix:// URL"
-    )
+    return RedisStore(url, settings.timeout_s)
