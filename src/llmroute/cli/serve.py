@@ -116,14 +116,10 @@ def _check_state_urls(loaded: LoadedRegistry) -> None:
     used (``$LLMROUTE_CACHE_URL`` mistyped, the redis client missing). Nothing connects:
     a Redis that is down costs cache misses and unenforced limits, not the start."""
     from llmroute.errors import ConfigError
-    from llmroute.state.stores import CACHE_ENV_VAR, check_url, resolve_cache_url
+    from llmroute.state.stores import check_registry_urls
 
-    registry = loaded.registry
     try:
-        if registry.cache is not None and (url := resolve_cache_url(registry.cache)):
-            check_url(url, CACHE_ENV_VAR if CACHE_ENV_VAR in os.environ else "cache.url")
-        if any(t.rpm is not None for m in registry.models.values() for t in m.targets()):
-            check_url(registry.dispatch.limits.url, "dispatch.limits.url")
+        check_registry_urls(loaded.registry)
     except ConfigError as exc:
         fail(str(exc))
 

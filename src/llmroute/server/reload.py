@@ -41,6 +41,7 @@ from llmroute.registry import load_registry
 from llmroute.server.settings import ServeSettings
 from llmroute.server.state import Gateway
 from llmroute.state import ResponseCache
+from llmroute.state.stores import check_registry_urls
 from llmroute.telemetry.metrics import GatewayMetrics
 from llmroute.telemetry.record import ShadowRecord
 from llmroute.telemetry.service import Telemetry
@@ -80,6 +81,7 @@ def build(path: str, threads: int | None, current: Router | None = None) -> Buil
     thread). None when its version equals `current`'s: nothing to swap. The encoder is
     reused when the registry's encoder settings are unchanged."""
     loaded = load_registry(path)
+    check_registry_urls(loaded.registry)  # one line, before anything is opened
     encoder = None
     if current is not None:
         if loaded.version == current.version:

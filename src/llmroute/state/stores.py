@@ -20,7 +20,7 @@ from llmroute.errors import ConfigError
 from llmroute.telemetry.store.url import mask_url
 
 if TYPE_CHECKING:
-    from llmroute.registry.schema import CacheSettings
+    from llmroute.registry.schema import CacheSettings, Registry
 
 __all__ = [
     "CACHE_ENV_VAR",
@@ -28,6 +28,7 @@ __all__ = [
     "MemoryStore",
     "RedisStore",
     "StoreUnavailable",
+    "check_registry_urls",
     "check_url",
     "open_store",
     "resolve_cache_url",
@@ -190,6 +191,16 @@ def check_url(url: str, what: str) -> None:
             f"{what} is a Redis URL but the redis client is not installed; "
             "install it with: pip install 'llmroute[redis]'"
         ) from None
+
+
+def check_registry_urls(registry: Registry, environ: Mapping[str, str] | None = None) -> None:
+    """`check_url` for the registry's cache (as ``$LLMROUTE_CACHE_URL`` may override it)
+    and, when a deployment has an ``rpm``, for where limits are counted."""
+    env = os.environ if environ is None else environ
+    if registry.cache is not None and (url := resolve_cache_url(registry.cache, env)):
+        check_url(url, CACHE_ENV_VAR if CACHE_ENV_VAR in env else "cache.url")
+    if any(t.rpm is not None for m in registry.models.values() for t in m.targets()):
+        check_url(registry.dispatch.limits.url, "dispatch.limits.url")
 
 
 def open_store(url: str, settings: CacheSettings) -> KeyValueStore:
