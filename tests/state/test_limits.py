@@ -1,6 +1,7 @@
-"""Requests-per-minute limits: the sliding window in memory, the same window in a real
-Redis shared by two counters, a Redis that is not there, and dispatch honouring the
-limits (skip a full deployment, fall back, 503 when nothing is left) end to end."""
+"""Requests-per-minute limits and budgets: the sliding window and the spending per
+period in memory, the same in a real Redis shared by two counters, a Redis that is not
+there, and dispatch honouring them (skip a full deployment or a model over budget, fall
+back, 503 when nothing is left) end to end."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from llmroute.errors import ConfigError, ProviderError
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.state import MemoryLimits, RedisLimits
+from llmroute.state.limits import budget_period
 
 
 class Clock:
@@ -93,6 +95,52 @@ def test_a_redis_that_is_not_there_lets_requests_through(
     assert "p4ssw0rd" not in warnings[0]
 
 
+def test_budget_periods_are_utc_calendar_periods() -> None:
+    now = 1_764_633_600.0  # 2025-12-02 00:00:00 UTC
+    assert budget_period("hour", now) == (f"h{int(now // 3600)}", 7200.0)
+    assert budget_period("day", now)[0] == f"d{int(now // 86400)}"
+    assert budget_period("day", now - 1)[0] != budget_period("day", now)[0]
+    assert budget_period("month", now)[0] == "m202512"
+    assert budget_period("month", now - 86400 * 2)[0] == "m202511"
+
+
+def test_memory_spending_starts_again_each_period() -> None:
+    clock = Clock(86400.0 * 20_000)  # a midnight
+
+    async def go() -> list[float]:
+        limits = MemoryLimits(clock)
+        await limits.charge("m", "day", 0.25)
+        await limits.charge("m", "day", 0.5)
+        seen = [await limits.spent("m", "day"), await limits.spent("other", "day")]
+        clock.now += 86400
+        seen.append(await limits.spent("m", "day"))
+        await limits.charge("m", "day", 0.125)
+        seen.append(await limits.spent("m", "day"))
+        return seen
+
+    assert asyncio.run(go()) == [0.75, 0.0, 0.0, 0.125]
+
+
+def test_redis_spending_is_shared(redis_namespace: str) -> None:
+    clock = Clock(86400.0 * 20_000 + 10)
+
+    async def go() -> list[float]:
+        one = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)
+        two = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)
+        try:
+            await one.charge("m", "day", 0.25)
+            await two.charge("m", "day", 0.5)
+            seen = [await one.spent("m", "day"), await two.spent("m", "month")]
+            clock.now += 86400
+            seen.append(await two.spent("m", "day"))
+            return seen
+        finally:
+            await one.aclose()
+            await two.aclose()
+
+    assert asyncio.run(go()) == [0.75, 0.0, 0.0]
+
+
 # -- dispatch ---------------------------------------------------------------------------
 
 REGISTRY = """
@@ -139,7 +187,7 @@ def _served(
                     served = await dispatcher.complete(plan_for(*chain), body)
                     out.append(f"{served.model}@{served.deployment}")
                 except ProviderError as exc:  # one model's LimitReached, as the chain's
-                    assert exc.status == 503 and "requests-per-minute limit" in str(exc)
+                    assert exc.status == 503 and "; not called" in str(exc)
                     out.append("limited")
         finally:
             await dispatcher.aclose()
@@ -183,12 +231,64 @@ def test_limits_counted_in_redis_are_shared_by_dispatchers(
     assert first == ["a@up", "a@up"] and second == ["a@up", "limited"]
 
 
+def test_a_model_over_its_budget_is_skipped(upstream: FakeUpstream) -> None:
+    tag = uuid.uuid4().hex[:8]
+    # Each answer costs a few USD (input price 1e6 per million tokens, a few tokens);
+    # the budget is spent after the first, and the chain's next model serves.
+    models = f"""
+  pricey:
+    provider: up
+    model: pricey-{tag}
+    price: {{input: 1000000}}
+    budget: {{usd: 1.0, period: day}}
+  cheap: {{provider: up, model: cheap-{tag}}}
+"""
+    served = _served(upstream, models, "pricey", ("pricey", "cheap"), 3)
+    assert served == ["pricey@up", "cheap@up", "cheap@up"]
+    alone = _served(upstream, models, "pricey", ("pricey",), 1)
+    assert alone == ["limited"]  # over budget, nothing else in the chain: 503
+
+
+def test_a_finished_stream_is_charged(upstream: FakeUpstream) -> None:
+    tag = uuid.uuid4().hex[:8]
+    models = f"""
+  pricey:
+    provider: up
+    model: pricey-{tag}
+    price: {{input: 1000000}}
+    budget: {{usd: 1.0, period: hour}}
+  cheap: {{provider: up, model: cheap-{tag}}}
+"""
+    text = REGISTRY % {"url": upstream.url, "models": models, "first": "pricey", "limits": ""}
+    registry = parse_registry(text).registry
+
+    async def go() -> list[str]:
+        dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        body = {"messages": [{"role": "user", "content": "hello"}], "stream": True}
+        served = []
+        try:
+            for _ in range(2):
+                opened = await dispatcher.open_stream(plan_for("pricey", "cheap"), body)
+                async for _event in opened.events:
+                    pass
+                served.append(opened.model)
+        finally:
+            await dispatcher.aclose()
+        return served
+
+    assert asyncio.run(go()) == ["pricey", "cheap"]
+
+
 def test_registry_mistakes() -> None:
     base = REGISTRY % {"url": "http://127.0.0.1:9/v1", "first": "m", "limits": "%s", "models": "%s"}
     with pytest.raises(ConfigError, match=r"models\.m\.rpm: a model with deployments"):
         parse_registry(base % ("  m: {model: x, rpm: 5, deployments: [{provider: up}]}", ""))
     with pytest.raises(ConfigError, match=r"rpm: Input should be greater than or equal to 1"):
         parse_registry(base % ("  m: {provider: up, model: x, rpm: 0}", ""))
+    with pytest.raises(ConfigError, match=r"models\.m\.budget\.usd: Input should be greater"):
+        parse_registry(base % ("  m: {provider: up, model: x, budget: {usd: 0}}", ""))
+    with pytest.raises(ConfigError, match=r"models\.m\.budget\.period"):
+        parse_registry(base % ("  m: {provider: up, model: x, budget: {usd: 1, period: week}}", ""))
     with pytest.raises(ConfigError, match=r"dispatch\.limits\.url: must be 'memory'"):
         parse_registry(base % ("  m: {provider: up, model: x}", "  limits: {url: 'x://y'}"))
 

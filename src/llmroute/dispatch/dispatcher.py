@@ -41,6 +41,7 @@ from llmroute.errors import (
     AllFallbacksFailed,
     CircuitOpen,
     ContextWindowExceeded,
+    LimitReached,
     ProviderError,
     ProviderTimeout,
     RateLimited,
@@ -49,6 +50,7 @@ from llmroute.errors import (
 from llmroute.providers.base import ChatProvider, EmbeddingProvider, Timeouts
 from llmroute.registry.schema import Registry, RoutePolicy
 from llmroute.state.limits import RateLimits, open_limits
+from llmroute.state.stores import has_limits
 
 if TYPE_CHECKING:
     from llmroute.dispatch.cascade import TierStep
@@ -69,6 +71,7 @@ log = logging.getLogger("llmroute.dispatch")
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 _CHARS_PER_TOKEN = 4  # the cheap pre-flight estimate against context windows
+_PER = {"hour": "hourly", "day": "daily", "month": "monthly"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +261,7 @@ class Dispatcher:
         data, name, deployment, attempts = await self._fall_back(plan, body, on, stream=False)
         data["model"] = deployment.upstream
         usage = priced(data, body, self._registry.models[name].price)
+        await self._charge(name, usage)
         return Served(name, deployment.provider_name, data, usage, attempts)
 
     async def open_stream(self, plan: Plan, body: dict[str, Any]) -> Opened:
@@ -280,7 +284,8 @@ class Dispatcher:
         )
         opened = Opened(name, deployment.provider_name, _empty(), attempts)
         meter = StreamUsage(body, self._registry.models[name].price)
-        opened.events = _metered(first, rest, meter, opened)
+        charge = functools.partial(self._charge, name)
+        opened.events = _metered(first, rest, meter, opened, charge)
         return opened
 
     async def embed(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -339,6 +344,7 @@ class Dispatcher:
             if failures and self.observer is not None:
                 _tell(self.observer.on_fallback, plan.decision.route, failures[-1][0], name)
             try:
+                await self._check_budget(name)
                 self._check_fits(name, body, needed)
                 result, deployment = await self._retry(
                     name, plan.policy, functools.partial(on, name), stream=stream
@@ -356,6 +362,26 @@ class Dispatcher:
             else:
                 return result, name, deployment, tuple(_describe(f) for f in failures)
         raise _exhausted(failures)
+
+    async def _check_budget(self, name: str) -> None:
+        """Raise `LimitReached` when the model has spent its budget for this period."""
+        budget = self._registry.models[name].budget
+        if budget is None or self._limits is None:
+            return
+        spent = await self._limits.spent(f"budget:{name}", budget.period)
+        if spent >= budget.usd:
+            raise LimitReached(
+                "llmroute",
+                f"over its {_PER[budget.period]} budget (${spent:.4f} of ${budget.usd:g}); "
+                "not called",
+            )
+
+    async def _charge(self, name: str, usage: Usage | None) -> None:
+        """Count a served request's cost against its model's budget."""
+        budget = self._registry.models[name].budget
+        if budget is None or self._limits is None or usage is None or usage.cost_usd <= 0:
+            return
+        await self._limits.charge(f"budget:{name}", budget.period, usage.cost_usd)
 
     def _check_fits(self, name: str, body: dict[str, Any], needed: list[int]) -> None:
         window = self._registry.models[name].context_window
@@ -515,10 +541,15 @@ async def _open_on(
 
 
 async def _metered(
-    first: bytes, rest: AsyncIterator[bytes], meter: StreamUsage, opened: Opened
+    first: bytes,
+    rest: AsyncIterator[bytes],
+    meter: StreamUsage,
+    opened: Opened,
+    charge: Callable[[Usage | None], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
     """The stream with its usage priced; a usage chunk is added before ``[DONE]`` when
-    the client asked for one and the upstream sent none."""
+    the client asked for one and the upstream sent none. At the end the usage is
+    `charge`d (to the model's budget)."""
     try:
         yield meter.observe(first)
         async for event in rest:
@@ -530,14 +561,16 @@ async def _metered(
                 continue
             yield meter.observe(event)
         opened.usage = meter.finish()
+        if charge is not None:
+            await charge(opened.usage)
     finally:
         await _close(rest)
 
 
 def _limits(registry: Registry) -> RateLimits | None:
-    """Where the deployments' ``rpm`` limits are counted; None when no deployment has
-    one (nothing to count, no Redis client to open)."""
-    if not any(t.rpm is not None for m in registry.models.values() for t in m.targets()):
+    """Where the deployments' ``rpm`` limits and the models' budgets are counted; None
+    when there are none (nothing to count, no Redis client to open)."""
+    if not has_limits(registry):
         return None
     settings = registry.dispatch.limits
     return open_limits(settings.url, settings.timeout_s, settings.namespace)

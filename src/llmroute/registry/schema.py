@@ -31,6 +31,7 @@ __all__ = [
     "SCAN_ROLES",
     "Action",
     "BreakerSettings",
+    "Budget",
     "BuiltinEncoderSpec",
     "CacheSettings",
     "Default",
@@ -274,6 +275,14 @@ class Reasoning(_Frozen):
     turn_off: bool = True
 
 
+class Budget(_Frozen):
+    """At most `usd` spent on the model per calendar `period` (UTC); past it the model is
+    skipped (the chain's next model serves) until the next period begins."""
+
+    usd: float = Field(gt=0, allow_inf_nan=False)
+    period: Literal["hour", "day", "month"] = "day"
+
+
 class Deployment(_Frozen):
     """One place a model is served. Several deployments of a model share its traffic."""
 
@@ -303,6 +312,7 @@ class Model(_Frozen):
     connect_timeout_s: Seconds | None = None
     first_token_timeout_s: Seconds | None = None
     rpm: int | None = Field(default=None, ge=1)  # its one provider's limit (no deployments)
+    budget: Budget | None = None
 
     @model_validator(mode="after")
     def _one_way_to_serve(self) -> Self:
@@ -531,7 +541,8 @@ class BreakerSettings(_Frozen):
 
 
 class LimitSettings(_Frozen):
-    """Where the deployments' ``rpm`` limits are counted: ``memory`` (this process) or
+    """Where the deployments' ``rpm`` limits and the models' budgets are counted:
+    ``memory`` (this process) or
     ``redis://...`` (shared by every gateway and SDK pointed at it); a Redis call slower
     than `timeout_s` lets the request through."""
 

@@ -1,14 +1,17 @@
-"""Requests-per-minute limits of upstream deployments, counted in this process or in
-Redis (shared by every gateway and SDK pointed at it).
+"""Limits of the pool, counted in this process or in Redis (shared by every gateway
+and SDK pointed at it): requests per minute of upstream deployments, and money spent per
+hour, day or month on pool models (budgets).
 
-Both count a sliding window the way most rate limiters do: per-minute buckets by the
-wall clock, the previous minute's count weighted by how much of it still lies inside
-the last 60 seconds. ``acquire`` takes one request from the limit when there is room.
-Wall-clock buckets let replicas on different machines agree on the minute.
+Requests are counted over a sliding window the way most rate limiters do it: per-minute
+buckets by the wall clock, the previous minute's count weighted by how much of it still
+lies inside the last 60 seconds. ``acquire`` takes one request from the limit when there
+is room. Spending is summed per calendar period (UTC): ``spent`` reads it, ``charge``
+adds a request's cost once it is known. Wall-clock periods let replicas on different
+machines agree.
 
-A Redis that cannot answer lets the request through (a limit exists to spare the
-upstream's quota, and the upstream still answers 429 past its own): the failure is
-logged at most once a minute and Redis is left alone for a second.
+A Redis that cannot answer lets requests through (a limit exists to spare a quota or a
+budget, and the upstream still enforces its own quota): spending is then not counted,
+the failure is logged at most once a minute and Redis is left alone for a second.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ from typing import Any, Protocol
 from llmroute.errors import ConfigError
 from llmroute.telemetry.store.url import mask_url
 
-__all__ = ["MemoryLimits", "RateLimits", "RedisLimits", "open_limits", "process_limits"]
+__all__ = [
+    "MemoryLimits",
+    "RateLimits",
+    "RedisLimits",
+    "budget_period",
+    "open_limits",
+    "process_limits",
+]
 
 log = logging.getLogger("llmroute.limits")
 
@@ -50,7 +60,24 @@ class RateLimits(Protocol):
 
     async def acquire(self, key: str, per_minute: int) -> bool: ...
 
+    async def spent(self, key: str, period: str) -> float: ...
+
+    async def charge(self, key: str, period: str, usd: float) -> None: ...
+
     async def aclose(self) -> None: ...
+
+
+def budget_period(period: str, now: float) -> tuple[str, float]:
+    """The calendar period (UTC) `now` falls in, as a key suffix, and how long its sum
+    must be kept (the period, twice over)."""
+    if period == "hour":
+        return f"h{int(now // 3600)}", 7200.0
+    if period == "day":
+        return f"d{int(now // 86400)}", 172800.0
+    if period == "month":
+        t = time.gmtime(now)
+        return f"m{t.tm_year:04d}{t.tm_mon:02d}", 64 * 86400.0
+    raise ValueError(f"unknown budget period {period!r}")
 
 
 def _window(now: float) -> tuple[int, float]:
@@ -68,6 +95,7 @@ class MemoryLimits:
         self._clock = clock
         self._lock = threading.Lock()
         self._counts: dict[str, tuple[int, int, int]] = {}  # key → (minute, this, previous)
+        self._spent: dict[str, tuple[str, float]] = {}  # key → (period, USD)
 
     async def acquire(self, key: str, per_minute: int) -> bool:
         minute, weight = _window(self._clock())
@@ -81,6 +109,18 @@ class MemoryLimits:
                 return False
             self._counts[key] = (minute, this + 1, previous)
             return True
+
+    async def spent(self, key: str, period: str) -> float:
+        window, _ = budget_period(period, self._clock())
+        with self._lock:
+            seen, usd = self._spent.get(key, (window, 0.0))
+        return usd if seen == window else 0.0
+
+    async def charge(self, key: str, period: str, usd: float) -> None:
+        window, _ = budget_period(period, self._clock())
+        with self._lock:
+            seen, total = self._spent.get(key, (window, 0.0))
+            self._spent[key] = (window, (total if seen == window else 0.0) + usd)
 
     async def aclose(self) -> None:
         """Nothing to release: the counts outlive a registry reload."""
@@ -121,6 +161,7 @@ class RedisLimits:
             raise ConfigError(f"dispatch.limits.url {self.url}: {exc}") from None
         self._script = self._client.register_script(_ACQUIRE)
         self._prefix = f"{namespace}:rpm:"
+        self._budget_prefix = f"{namespace}:usd:"
         self._clock = clock
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError, TimeoutError)
         self._down_until = 0.0
@@ -135,16 +176,48 @@ class RedisLimits:
         try:
             taken = await self._script(keys=keys, args=[per_minute, f"{weight:.6f}"])
         except self._errors as exc:
-            self._down_until = now + _RETRY_AFTER_S
-            if now - self._logged_at >= _LOG_EVERY_S:
-                self._logged_at = now
-                log.warning(
-                    "rate limits unavailable at redis %s, letting requests through: %s",
-                    self.url,
-                    type(exc).__name__,
-                )
+            self._failed(now, exc)
             return True
         return bool(taken)
+
+    async def spent(self, key: str, period: str) -> float:
+        now = self._clock()
+        if now < self._down_until:
+            return 0.0
+        window, _ = budget_period(period, now)
+        try:
+            value = await self._client.get(f"{self._budget_prefix}{key}:{window}")
+        except self._errors as exc:
+            self._failed(now, exc)
+            return 0.0
+        try:
+            return float(value) if value is not None else 0.0
+        except ValueError:
+            return 0.0
+
+    async def charge(self, key: str, period: str, usd: float) -> None:
+        now = self._clock()
+        if now < self._down_until or usd <= 0:
+            return
+        window, keep_s = budget_period(period, now)
+        name = f"{self._budget_prefix}{key}:{window}"
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.incrbyfloat(name, usd)
+                pipe.expire(name, int(keep_s))
+                await pipe.execute()
+        except self._errors as exc:
+            self._failed(now, exc)
+
+    def _failed(self, now: float, exc: BaseException) -> None:
+        self._down_until = now + _RETRY_AFTER_S
+        if now - self._logged_at >= _LOG_EVERY_S:
+            self._logged_at = now
+            log.warning(
+                "limits unavailable at redis %s, letting requests through: %s",
+                self.url,
+                type(exc).__name__,
+            )
 
     async def aclose(self) -> None:
         with contextlib.suppress(*self._errors):

@@ -30,6 +30,7 @@ __all__ = [
     "StoreUnavailable",
     "check_registry_urls",
     "check_url",
+    "has_limits",
     "open_store",
     "resolve_cache_url",
 ]
@@ -195,12 +196,22 @@ def check_url(url: str, what: str) -> None:
 
 def check_registry_urls(registry: Registry, environ: Mapping[str, str] | None = None) -> None:
     """`check_url` for the registry's cache (as ``$LLMROUTE_CACHE_URL`` may override it)
-    and, when a deployment has an ``rpm``, for where limits are counted."""
+    and, when a deployment has an ``rpm`` or a model a ``budget``, for where limits are
+    counted."""
     env = os.environ if environ is None else environ
     if registry.cache is not None and (url := resolve_cache_url(registry.cache, env)):
         check_url(url, CACHE_ENV_VAR if CACHE_ENV_VAR in env else "cache.url")
-    if any(t.rpm is not None for m in registry.models.values() for t in m.targets()):
+    if has_limits(registry):
         check_url(registry.dispatch.limits.url, "dispatch.limits.url")
+
+
+def has_limits(registry: Registry) -> bool:
+    """Whether any deployment has an ``rpm`` or any model a ``budget``: something for
+    `llmroute.state.limits` to count."""
+    return any(
+        m.budget is not None or any(t.rpm is not None for t in m.targets())
+        for m in registry.models.values()
+    )
 
 
 def open_store(url: str, settings: CacheSettings) -> KeyValueStore:
