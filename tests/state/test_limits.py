@@ -25,6 +25,7 @@ from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.state import MemoryLimits, RedisLimits
 from llmroute.state.limits import budget_period
+from llmroute.telemetry.metrics import GatewayMetrics
 
 
 class Clock:
@@ -172,13 +173,16 @@ def _served(
     chain: tuple[str, ...],
     n: int,
     limits: str = "",
+    metrics: GatewayMetrics | None = None,
 ) -> list[str]:
     """The pool model and deployment that served each of `n` requests (or the error)."""
     text = REGISTRY % {"url": upstream.url, "models": models, "first": first, "limits": limits}
     registry = parse_registry(text).registry
 
     async def go() -> list[str]:
-        dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        dispatcher = Dispatcher(
+            registry, build_providers(registry), rng=random.Random(1), observer=metrics
+        )
         out = []
         try:
             for _ in range(n):
@@ -243,8 +247,11 @@ def test_a_model_over_its_budget_is_skipped(upstream: FakeUpstream) -> None:
     budget: {{usd: 1.0, period: day}}
   cheap: {{provider: up, model: cheap-{tag}}}
 """
-    served = _served(upstream, models, "pricey", ("pricey", "cheap"), 3)
+    metrics = GatewayMetrics()
+    served = _served(upstream, models, "pricey", ("pricey", "cheap"), 3, metrics=metrics)
     assert served == ["pricey@up", "cheap@up", "cheap@up"]
+    body, _ = metrics.render()
+    assert b'llmroute_limited_total{limit="budget",model="pricey"} 2.0' in body
     alone = _served(upstream, models, "pricey", ("pricey",), 1)
     assert alone == ["limited"]  # over budget, nothing else in the chain: 503
 
@@ -307,6 +314,8 @@ def test_the_gateway_answers_503_once_every_model_is_at_its_limit(
         url = f"{served.url}/v1/chat/completions"
         assert httpx.post(url, json=body, timeout=10).status_code == 200
         refused = httpx.post(url, json=body, timeout=10)
+        metrics = httpx.get(f"{served.url}/metrics", timeout=10).text
+    assert 'llmroute_limited_total{limit="rpm",model="solo"} 1.0' in metrics
     assert refused.status_code == 503
     error = refused.json()["error"]
     assert error["code"] == "upstream_error"

@@ -192,6 +192,19 @@ class Observers:
         for observer in self.observers:
             _tell(observer.on_fallback, route, model, next_model)
 
+    def on_limited(self, model: str, limit: str) -> None:
+        for observer in self.observers:
+            _tell_limited(observer, model, limit)
+
+
+def _tell_limited(observer: DispatchObserver, model: str, limit: str) -> None:
+    """``on_limited(model, limit)``, for observers that have it (it came after the
+    protocol's first three methods): `model` was skipped at its ``rpm`` limit or over
+    its ``budget``."""
+    method = getattr(observer, "on_limited", None)
+    if method is not None:
+        _tell(method, model, limit)
+
 
 def _tell(method: Callable[..., None], *args: Any) -> None:
     try:
@@ -370,6 +383,8 @@ class Dispatcher:
             return
         spent = await self._limits.spent(f"budget:{name}", budget.period)
         if spent >= budget.usd:
+            if self.observer is not None:
+                _tell_limited(self.observer, name, "budget")
             raise LimitReached(
                 "llmroute",
                 f"over its {_PER[budget.period]} budget (${spent:.4f} of ${budget.usd:g}); "
@@ -441,6 +456,10 @@ class Dispatcher:
                 return await pool.call(
                     lambda d: on(d, self._timeouts(policy, name, d)), observe=observe
                 )
+            except LimitReached:
+                if observer is not None:
+                    _tell_limited(observer, name, "rpm")
+                raise  # every deployment at its limit: the fallback is free now
             except (CircuitOpen, ProviderTimeout, ContextWindowExceeded):
                 raise  # a slow, unreachable or too-small model: the fallback is faster
             except ProviderError as exc:

@@ -18,7 +18,8 @@ Metrics (all prefixed ``llmroute_``):
   ``ttft_seconds{model}``: arrival to first streamed event;
 - ``tokens_total{model, direction="in|out"}``, ``cost_usd_total{route, model}``;
 - ``upstream_attempts_total{model, deployment, outcome}``, ``retries_total{model}``,
-  ``fallbacks_total{route}``: from the dispatcher (zero unless it is observed);
+  ``fallbacks_total{route}``, ``limited_total{model, limit="rpm|budget"}``: from the
+  dispatcher (zero unless it is observed);
 - ``breaker_open{model, deployment, upstream}``: 1 while a deployment's breaker is open
   or half-open, 0 closed;
 - ``safety_actions_total{action}``, ``reasoning_total{needed="true|false"}``;
@@ -252,6 +253,13 @@ class GatewayMetrics:
         self._fallbacks = _Children(
             counter("llmroute_fallbacks", "Falls back to the next model of a chain", ("route",))
         )
+        self._limited = _Children(
+            counter(
+                "llmroute_limited",
+                "Models skipped at their request limit or over their budget",
+                ("model", "limit"),
+            )
+        )
         self._safety = _Children(
             counter("llmroute_safety_actions", "Safety layer actions", ("action",))
         )
@@ -347,6 +355,10 @@ class GatewayMetrics:
 
     def on_fallback(self, route: str, model: str, next_model: str) -> None:
         self._fallbacks(route).inc()
+
+    def on_limited(self, model: str, limit: str) -> None:
+        """`model` was skipped: every deployment at its ``rpm``, or over its ``budget``."""
+        self._limited(model, limit).inc()
 
     # -- telemetry and shadow ---------------------------------------------------------------
 
