@@ -15,10 +15,10 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
+from plans import plan_for
 
 import llmroute.dispatch.cascade as cascade_module
 from llmroute.decide import Router
-from llmroute.decision import Decision
 from llmroute.dispatch import Dispatcher, Opened, Plan, cascade_header, plan_request
 from llmroute.encoders.fake import FakeEncoder
 from llmroute.errors import AllFallbacksFailed, UpstreamRejected
@@ -85,21 +85,8 @@ def registry(
 
 
 def plan_of(reg: Registry) -> Plan:
-    decision = Decision(
-        id="d",
-        route="r",
-        model="small",
-        layer="test",
-        confidence=1.0,
-        margin=None,
-        reason="test",
-        registry_version="v",
-        signals=(),
-        encode_us=0.0,
-        total_us=0.0,
-    )
     route = reg.route("r")
-    return Plan(decision, ("small",), route.policy, route.cascade)
+    return plan_for("small", policy=route.policy, cascade=route.cascade)
 
 
 def body(text: str = "hi", **extra: Any) -> dict[str, Any]:

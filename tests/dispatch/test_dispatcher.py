@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
+from plans import plan_for
 
-from llmroute.decision import Decision
-from llmroute.dispatch import Dispatcher, Plan
+from llmroute.dispatch import Dispatcher
 from llmroute.errors import (
     AllFallbacksFailed,
     ContextWindowExceeded,
@@ -104,30 +104,13 @@ def h(upstreams: tuple[FakeUpstream, FakeUpstream]) -> Harness:
     return Harness(one, two)
 
 
-def _plan(*chain: str, policy: RoutePolicy | None = None) -> Plan:
-    decision = Decision(
-        id="d",
-        route="r",
-        model=chain[0],
-        layer="test",
-        confidence=1.0,
-        margin=None,
-        reason="test",
-        registry_version="v",
-        signals=(),
-        encode_us=0.0,
-        total_us=0.0,
-    )
-    return Plan(decision, chain, policy)
-
-
 def _body(text: str = "hi", **extra: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": text}], **extra}
 
 
 def test_a_5xx_is_retried_with_growing_jittered_backoff_then_succeeds(h: Harness) -> None:
     registry = h.registry("  a: {provider: up, model: 'a?status=500&times=2'}", "a")
-    served = h.run(registry, lambda d: d.complete(_plan("a"), _body()))
+    served = h.run(registry, lambda d: d.complete(plan_for("a"), _body()))
     assert served.model == "a" and served.data["choices"][0]["message"]["content"] == "echo: hi"
     assert len(h.upstream.calls_to("a?status=500&times=2")) == 3
     assert len(h.sleeps) == 2
@@ -136,7 +119,7 @@ def test_a_5xx_is_retried_with_growing_jittered_backoff_then_succeeds(h: Harness
 
 def test_429_honours_retry_after(h: Harness) -> None:
     registry = h.registry("  a: {provider: up, model: 'a?status=429&times=1&retry_after=3'}", "a")
-    h.run(registry, lambda d: d.complete(_plan("a"), _body()))
+    h.run(registry, lambda d: d.complete(plan_for("a"), _body()))
     assert len(h.sleeps) == 1 and 3.0 <= h.sleeps[0] <= 3.3
 
 
@@ -145,7 +128,7 @@ def test_a_retry_after_too_long_goes_to_the_fallback_at_once(h: Harness) -> None
         "  a: {provider: up, model: 'a?status=429&retry_after=120'}\n  b: {provider: up, model: b}"
     )
     registry = h.registry(models, "a")
-    served = h.run(registry, lambda d: d.complete(_plan("a", "b"), _body()))
+    served = h.run(registry, lambda d: d.complete(plan_for("a", "b"), _body()))
     assert served.model == "b" and h.sleeps == []
     assert len(served.attempts) == 1 and "429" in served.attempts[0]
 
@@ -154,7 +137,7 @@ def test_other_4xx_is_never_retried_nor_fallen_back(h: Harness) -> None:
     models = "  a: {provider: up, model: 'a?status=422'}\n  b: {provider: up, model: b}"
     registry = h.registry(models, "a")
     with pytest.raises(UpstreamRejected) as caught:
-        h.run(registry, lambda d: d.complete(_plan("a", "b"), _body()))
+        h.run(registry, lambda d: d.complete(plan_for("a", "b"), _body()))
     assert caught.value.model == "a" and caught.value.status == 422
     assert h.upstream.models_called() == ["a?status=422"]
 
@@ -162,14 +145,14 @@ def test_other_4xx_is_never_retried_nor_fallen_back(h: Harness) -> None:
 def test_route_policy_retries_override_the_default(h: Harness) -> None:
     registry = h.registry("  a: {provider: up, model: 'a?status=503'}", "a")
     with pytest.raises(AllFallbacksFailed) as caught:
-        h.run(registry, lambda d: d.complete(_plan("a", policy=RoutePolicy(retries=0)), _body()))
+        h.run(registry, lambda d: d.complete(plan_for("a", policy=RoutePolicy(retries=0)), _body()))
     assert len(h.upstream.requests) == 1 and caught.value.status == 502
 
 
 def test_breaker_opens_then_half_opens_then_closes(h: Harness) -> None:
     models = "  a: {provider: up, model: 'a?status=500&times=3'}\n  b: {provider: up, model: b}"
     registry = h.registry(models, "a")
-    plan = _plan("a", "b", policy=RoutePolicy(retries=0))
+    plan = plan_for("a", "b", policy=RoutePolicy(retries=0))
 
     async def job(d: Dispatcher) -> list[str]:
         served = [(await d.complete(plan, _body())).model for _ in range(5)]
@@ -185,7 +168,7 @@ def test_breaker_opens_then_half_opens_then_closes(h: Harness) -> None:
 
 def test_an_open_breaker_on_the_only_model_is_503(h: Harness) -> None:
     registry = h.registry("  a: {provider: up, model: 'a?status=500'}", "a")
-    plan = _plan("a", policy=RoutePolicy(retries=0))
+    plan = plan_for("a", policy=RoutePolicy(retries=0))
 
     async def job(d: Dispatcher) -> AllFallbacksFailed:
         for _ in range(3):
@@ -207,7 +190,7 @@ def test_deployments_share_traffic_and_route_around_a_dead_one(h: Harness) -> No
       - {provider: up, weight: 1}
       - {provider: up2, model: 'm?status=500', weight: 1}"""
     registry = h.registry(models, "a")
-    plan = _plan("a")
+    plan = plan_for("a")
 
     async def job(d: Dispatcher) -> None:
         for _ in range(20):
@@ -229,7 +212,7 @@ def test_weighted_deployments_split_by_weight(h: Harness) -> None:
 
     async def job(d: Dispatcher) -> None:
         for _ in range(200):
-            await d.complete(_plan("a"), _body())
+            await d.complete(plan_for("a"), _body())
 
     h.run(registry, job)
     share = len(h.upstream.requests) / 200
@@ -241,7 +224,7 @@ def test_total_timeout_falls_back(h: Harness) -> None:
         "  a: {provider: up, model: 'a?delay=2', timeout_s: 0.3}\n  b: {provider: up, model: b}"
     )
     registry = h.registry(models, "a")
-    served = h.run(registry, lambda d: d.complete(_plan("a", "b"), _body()))
+    served = h.run(registry, lambda d: d.complete(plan_for("a", "b"), _body()))
     assert served.model == "b" and "0.3s" in served.attempts[0]
     assert h.sleeps == []  # a timeout is not retried on the same model
 
@@ -254,7 +237,7 @@ def test_time_to_first_token_limit_falls_back_before_any_byte(h: Harness) -> Non
     registry = h.registry(models, "a")
 
     async def job(d: Dispatcher) -> tuple[str, list[bytes]]:
-        opened = await d.open_stream(_plan("a", "b"), _body(stream=True))
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
         return opened.model, [e async for e in opened.events]
 
     model, events = h.run(registry, job)
@@ -264,7 +247,7 @@ def test_time_to_first_token_limit_falls_back_before_any_byte(h: Harness) -> Non
 def test_all_timeouts_is_504(h: Harness) -> None:
     registry = h.registry("  a: {provider: up, model: 'a?delay=2', timeout_s: 0.2}", "a")
     with pytest.raises(AllFallbacksFailed) as caught:
-        h.run(registry, lambda d: d.complete(_plan("a"), _body()))
+        h.run(registry, lambda d: d.complete(plan_for("a"), _body()))
     assert caught.value.status == 504
 
 
@@ -273,7 +256,7 @@ def test_a_mid_stream_failure_is_not_retried(h: Harness) -> None:
     registry = h.registry(models, "a")
 
     async def job(d: Dispatcher) -> list[bytes]:
-        opened = await d.open_stream(_plan("a", "b"), _body(stream=True))
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
         got: list[bytes] = []
         with pytest.raises(ProviderError):
             async for event in opened.events:
@@ -292,7 +275,7 @@ def test_a_context_length_error_goes_to_the_larger_model(h: Harness) -> None:
     )
     registry = h.registry(models, "a")
     policy = RoutePolicy(context_fallback="big")
-    served = h.run(registry, lambda d: d.complete(_plan("a", "mid", policy=policy), _body()))
+    served = h.run(registry, lambda d: d.complete(plan_for("a", "mid", policy=policy), _body()))
     assert served.model == "big" and h.sleeps == []
     assert "context" in served.attempts[0]
 
@@ -305,7 +288,7 @@ def test_an_over_long_request_skips_small_models_without_sending(h: Harness) -> 
     )
     registry = h.registry(models, "small")
     served = h.run(
-        registry, lambda d: d.complete(_plan("small", "other", "big"), _body("x " * 400))
+        registry, lambda d: d.complete(plan_for("small", "other", "big"), _body("x " * 400))
     )
     assert served.model == "big"
     assert h.upstream.models_called() == ["big"]
@@ -314,7 +297,7 @@ def test_an_over_long_request_skips_small_models_without_sending(h: Harness) -> 
 def test_no_larger_model_is_a_context_error(h: Harness) -> None:
     registry = h.registry("  a: {provider: up, model: 'a?context=1', context_window: 8192}", "a")
     with pytest.raises(ContextWindowExceeded) as caught:
-        h.run(registry, lambda d: d.complete(_plan("a"), _body()))
+        h.run(registry, lambda d: d.complete(plan_for("a"), _body()))
     assert caught.value.code == "context_length_exceeded" and caught.value.model == "a"
 
 
@@ -324,11 +307,11 @@ def test_usage_is_priced_and_estimated_when_missing(h: Harness) -> None:
         "  n: {provider: up, model: 'n?nousage=1', price: {input: 2, output: 8}}"
     )
     registry = h.registry(models, "a")
-    served = h.run(registry, lambda d: d.complete(_plan("a"), _body()))
+    served = h.run(registry, lambda d: d.complete(plan_for("a"), _body()))
     usage = served.data["usage"]
     assert usage["prompt_tokens"] == 3 and usage["estimated"] is False
     assert usage["cost_usd"] == pytest.approx((3 * 2 + 3 * 8) / 1e6)
-    served = h.run(registry, lambda d: d.complete(_plan("n"), _body("hello there")))
+    served = h.run(registry, lambda d: d.complete(plan_for("n"), _body("hello there")))
     assert served.usage.estimated and served.data["usage"]["estimated"] is True
     assert served.usage.prompt_tokens > 0 and served.usage.completion_tokens > 0
 
@@ -341,7 +324,7 @@ def _stream_usage(h: Harness, model: str, include: bool) -> tuple[list[dict[str,
         body["stream_options"] = {"include_usage": True}
 
     async def job(d: Dispatcher) -> tuple[list[dict[str, Any]], Any]:
-        opened = await d.open_stream(_plan("a"), body)
+        opened = await d.open_stream(plan_for("a"), body)
         events = [e async for e in opened.events]
         assert events[-1] == b"data: [DONE]\n\n"
         return [json.loads(e[6:]) for e in events[:-1]], opened.usage

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from fake_anthropic import FakeAnthropic, fake_anthropic
 from fake_upstream import FAIL_500, FakeUpstream, fake_upstream
+from plans import plan_for
 
-from llmroute.decision import Decision, ReasoningOutcome
+from llmroute.decision import ReasoningOutcome
 from llmroute.dispatch import Dispatcher, Plan
 from llmroute.dispatch.reasoning_params import (
     budget_for,
@@ -213,21 +214,7 @@ def servers() -> Iterator[tuple[FakeUpstream, FakeAnthropic]]:
 
 
 def _plan(chain: tuple[str, ...], gate: ReasoningOutcome | None) -> Plan:
-    decision = Decision(
-        id="d",
-        route="r",
-        model=chain[0],
-        layer="test",
-        confidence=1.0,
-        margin=None,
-        reason="test",
-        registry_version="v",
-        signals=(),
-        encode_us=0.0,
-        total_us=0.0,
-        reasoning=gate,
-    )
-    return Plan(decision, chain)
+    return plan_for(*chain, reasoning=gate)
 
 
 def _dispatch(servers: tuple[FakeUpstream, FakeAnthropic], plan: Plan, stream: bool) -> None:
