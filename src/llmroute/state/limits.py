@@ -16,15 +16,13 @@ the failure is logged at most once a minute and Redis is left alone for a second
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from llmroute.errors import ConfigError
-from llmroute.telemetry.store.url import mask_url
+from llmroute.state.redis_conn import Outage, connect
 
 __all__ = [
     "MemoryLimits",
@@ -38,8 +36,6 @@ __all__ = [
 log = logging.getLogger("llmroute.limits")
 
 WINDOW_S = 60.0
-_RETRY_AFTER_S = 1.0
-_LOG_EVERY_S = 60.0
 
 # KEYS[1] this minute's counter, KEYS[2] the previous minute's; ARGV[1] the limit,
 # ARGV[2] the previous minute's weight. 1 when taken, 0 when at the limit.
@@ -145,50 +141,35 @@ class RedisLimits:
         namespace: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        try:
-            import redis.asyncio as redis
-        except ImportError:  # pragma: no cover - the extra is part of the test install
-            raise ConfigError(
-                "dispatch.limits.url is a Redis URL but the redis client is not installed; "
-                "install it with: pip install 'llmroute[redis]'"
-            ) from None
-        self.url = mask_url(url)
-        try:
-            self._client: Any = redis.Redis.from_url(
-                url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-            )
-        except ValueError as exc:
-            raise ConfigError(f"dispatch.limits.url {self.url}: {exc}") from None
+        self._redis = connect(url, timeout_s, "dispatch.limits.url")
+        self.url = self._redis.url
+        self._client: Any = self._redis.client
         self._script = self._client.register_script(_ACQUIRE)
         self._prefix = f"{namespace}:rpm:"
         self._budget_prefix = f"{namespace}:usd:"
         self._clock = clock
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError, TimeoutError)
-        self._down_until = 0.0
-        self._logged_at = -_LOG_EVERY_S
+        self._outage = Outage(log, clock)
 
     async def acquire(self, key: str, per_minute: int) -> bool:
-        now = self._clock()
-        if now < self._down_until:
+        if self._outage.down():
             return True
-        minute, weight = _window(now)
+        minute, weight = _window(self._clock())
         keys = [f"{self._prefix}{key}:{minute}", f"{self._prefix}{key}:{minute - 1}"]
         try:
             taken = await self._script(keys=keys, args=[per_minute, f"{weight:.6f}"])
-        except self._errors as exc:
-            self._failed(now, exc)
+        except self._redis.errors as exc:
+            self._failed(exc)
             return True
         return bool(taken)
 
     async def spent(self, key: str, period: str) -> float:
-        now = self._clock()
-        if now < self._down_until:
+        if self._outage.down():
             return 0.0
-        window, _ = budget_period(period, now)
+        window, _ = budget_period(period, self._clock())
         try:
             value = await self._client.get(f"{self._budget_prefix}{key}:{window}")
-        except self._errors as exc:
-            self._failed(now, exc)
+        except self._redis.errors as exc:
+            self._failed(exc)
             return 0.0
         try:
             return float(value) if value is not None else 0.0
@@ -196,32 +177,27 @@ class RedisLimits:
             return 0.0
 
     async def charge(self, key: str, period: str, usd: float) -> None:
-        now = self._clock()
-        if now < self._down_until or usd <= 0:
+        if self._outage.down() or usd <= 0:
             return
-        window, keep_s = budget_period(period, now)
+        window, keep_s = budget_period(period, self._clock())
         name = f"{self._budget_prefix}{key}:{window}"
         try:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.incrbyfloat(name, usd)
                 pipe.expire(name, int(keep_s))
                 await pipe.execute()
-        except self._errors as exc:
-            self._failed(now, exc)
+        except self._redis.errors as exc:
+            self._failed(exc)
 
-    def _failed(self, now: float, exc: BaseException) -> None:
-        self._down_until = now + _RETRY_AFTER_S
-        if now - self._logged_at >= _LOG_EVERY_S:
-            self._logged_at = now
-            log.warning(
-                "limits unavailable at redis %s, letting requests through: %s",
-                self.url,
-                type(exc).__name__,
-            )
+    def _failed(self, exc: BaseException) -> None:
+        self._outage.failed(
+            "limits unavailable at redis %s, letting requests through: %s",
+            self.url,
+            type(exc).__name__,
+        )
 
     async def aclose(self) -> None:
-        with contextlib.suppress(*self._errors):
-            await self._client.aclose()
+        await self._redis.aclose()
 
 
 def open_limits(url: str, timeout_s: float, namespace: str) -> RateLimits:

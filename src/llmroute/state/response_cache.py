@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llmroute.state.redis_conn import Outage
 from llmroute.state.stores import KeyValueStore, StoreUnavailable, open_store, resolve_cache_url
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ log = logging.getLogger("llmroute.cache")
 # Request fields that do not change the answer: left out of the key.
 _NOT_IN_KEY = frozenset({"model", "user", "metadata", "stream"})
 _KEY_VERSION = "v1"
-_RETRY_AFTER_S = 1.0  # a failed store is skipped this long before it is tried again
-_LOG_EVERY_S = 60.0
 _DONE = b"data: [DONE]"
 
 
@@ -142,8 +141,7 @@ class ResponseCache:
         self._routes = None if settings.routes is None else frozenset(settings.routes)
         self._on_result = on_result
         self._clock = clock
-        self._down_until = 0.0
-        self._logged_at = -_LOG_EVERY_S
+        self._outage = Outage(log, clock)
         self._writes: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -199,7 +197,7 @@ class ResponseCache:
         if not directives.lookup:
             self._count("bypass")
             return None
-        if self._clock() < self._down_until:
+        if self._outage.down():
             self._count("error")
             return None
         try:
@@ -270,7 +268,7 @@ class ResponseCache:
         if len(answer.payload) > self.settings.max_entry_bytes:
             self._count("too_large")
             return
-        if self._clock() < self._down_until:
+        if self._outage.down():
             return
         task = asyncio.get_running_loop().create_task(self._put(key, answer))
         self._writes.add(task)
@@ -297,12 +295,8 @@ class ResponseCache:
     # -- bookkeeping ----------------------------------------------------------------------
 
     def _failed(self, exc: StoreUnavailable) -> None:
-        now = self._clock()
-        self._down_until = now + _RETRY_AFTER_S
         self._count("error")
-        if now - self._logged_at >= _LOG_EVERY_S:
-            self._logged_at = now
-            log.warning("response cache unavailable, serving without it: %s", exc)
+        self._outage.failed("response cache unavailable, serving without it: %s", exc)
 
     def _count(self, result: str) -> None:
         if self._on_result is not None:

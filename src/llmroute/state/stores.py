@@ -8,7 +8,6 @@ the cache above it turns that into a miss.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -17,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from llmroute.errors import ConfigError
+from llmroute.state.redis_conn import connect
 from llmroute.telemetry.store.url import mask_url
 
 if TYPE_CHECKING:
@@ -113,42 +113,24 @@ class RedisStore:
     `timeout_s` (connect included); a failure raises `StoreUnavailable`."""
 
     def __init__(self, url: str, timeout_s: float) -> None:
-        try:
-            import redis.asyncio as redis
-        except ImportError:  # pragma: no cover - the extra is part of the test install
-            raise ConfigError(
-                "cache.url is a Redis URL but the redis client is not installed; "
-                "install it with: pip install 'llmroute[redis]'"
-            ) from None
-        self.url = mask_url(url)
-        try:
-            self._client = redis.Redis.from_url(
-                url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-            )
-        except ValueError as exc:
-            raise ConfigError(f"cache.url {self.url}: {_masked(exc, url, self.url)}") from None
-        self._errors: tuple[type[BaseException], ...] = (
-            redis.RedisError,
-            OSError,
-            TimeoutError,
-        )
+        self._redis = connect(url, timeout_s, "cache.url")
+        self.url = self._redis.url
 
     async def get(self, key: str) -> bytes | None:
         try:
-            value = await self._client.get(key)
-        except self._errors as exc:
+            value = await self._redis.client.get(key)
+        except self._redis.errors as exc:
             raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
         return value if isinstance(value, bytes) else None
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         try:
-            await self._client.set(key, value, px=max(1, round(ttl_s * 1000)))
-        except self._errors as exc:
+            await self._redis.client.set(key, value, px=max(1, round(ttl_s * 1000)))
+        except self._redis.errors as exc:
             raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
 
     async def aclose(self) -> None:
-        with contextlib.suppress(*self._errors):
-            await self._client.aclose()
+        await self._redis.aclose()
 
 
 def _describe(exc: BaseException) -> str:
@@ -156,10 +138,6 @@ def _describe(exc: BaseException) -> str:
     not the password."""
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _masked(exc: BaseException, url: str, masked: str) -> str:
-    return str(exc).replace(url, masked)
 
 
 def resolve_cache_url(
