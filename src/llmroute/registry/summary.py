@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from llmroute.registry.loader import LoadedRegistry
 from llmroute.registry.schema import BuiltinEncoderSpec, Model, Registry, Rule, RuleWhen
+from llmroute.state.stores import has_limits
+from llmroute.telemetry.store.url import mask_url
 
 __all__ = ["describe_when", "summarize"]
 
 
 def summarize(loaded: LoadedRegistry) -> list[str]:
-    """Lines describing file, version, encoder, providers, models, routes, rules, default."""
+    """Lines describing file, version, encoder, providers, models, routes, rules, the
+    response cache and request limits (when configured), default."""
     registry = loaded.registry
     return [
         f"file: {loaded.source}",
@@ -25,6 +28,7 @@ def summarize(loaded: LoadedRegistry) -> list[str]:
         _intent(registry),
         *_routes(registry),
         *_rules(registry),
+        *_state(registry),
         f"default -> {registry.default.target}",
     ]
 
@@ -70,6 +74,11 @@ def _model_extras(model: Model) -> str:
         parts.append(f"context {model.context_window}")
     if model.reasoning is not None:
         parts.append(f"reasoning budget {model.reasoning.budget_tokens} tokens")
+    rpm = [t.rpm for t in model.targets()]
+    if any(r is not None for r in rpm):
+        parts.append("rpm " + "/".join("-" if r is None else str(r) for r in rpm))
+    if model.budget is not None:
+        parts.append(f"budget ${model.budget.usd:g} per {model.budget.period}")
     return ", ".join(parts)
 
 
@@ -89,6 +98,20 @@ def _routes(registry: Registry) -> list[str]:
             f"  {route.name} -> {route.target}  threshold {registry.threshold(route):g}, "
             f"{len(route.examples)} examples{chain}"
         )
+    return lines
+
+
+def _state(registry: Registry) -> list[str]:
+    """The response cache and where limits are counted, when the registry has them (URLs
+    with their passwords masked; ``$LLMROUTE_CACHE_URL`` may override the cache's)."""
+    lines = []
+    cache = registry.cache
+    if cache is not None:
+        where = mask_url(cache.url) if cache.enabled else "off"
+        routes = f", routes {', '.join(cache.routes)}" if cache.routes is not None else ""
+        lines.append(f"cache: {where}, ttl {cache.ttl_s:g} s{routes}")
+    if has_limits(registry):
+        lines.append(f"limits counted in: {mask_url(registry.dispatch.limits.url)}")
     return lines
 
 
