@@ -196,6 +196,21 @@ def test_duplicate_ids_are_ignored_and_time_windows_apply(
     assert not store.has_decision("nope")
 
 
+def test_bounded_reads_take_the_newest_rows_oldest_first(
+    store: Store, make_record: MakeRecord
+) -> None:
+    records = [make_record(i) for i in range(10)]
+    store.write_decisions(records)
+    t0 = records[0].ts
+    assert [d.id for d in store.decisions(t0, newest=3)] == [r.id for r in records[7:]]
+    assert [d.id for d in store.decisions(t0 + 1, t0 + 6, newest=2)] == [r.id for r in records[4:6]]
+    assert store.decisions(t0, newest=0) == []
+    assert len(store.decisions(t0, newest=50)) == 10
+    assert store.count_decisions(t0 + 2, t0 + 5) == 3
+    assert store.count_decisions(t0 + 8) == 2
+    assert store.count_decisions(until=t0 + 1) == 1
+
+
 # -- feedback and shadow ----------------------------------------------------------------
 
 

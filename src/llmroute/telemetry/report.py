@@ -31,6 +31,7 @@ __all__ = [
     "GroupStats",
     "Report",
     "build_report",
+    "cost_function",
     "is_error",
     "strongest_model",
 ]
@@ -212,6 +213,20 @@ def _group(
     )
 
 
+def cost_function(registry: Registry | None) -> Callable[[LoggedDecision], float | None]:
+    """A request's cost: its logged `cost_usd`, else its tokens at its model's registry
+    price, else None."""
+    prices = {name: m.price for name, m in registry.models.items()} if registry else {}
+
+    def cost_of(d: LoggedDecision) -> float | None:
+        if d.cost_usd is not None:
+            return d.cost_usd
+        price = prices.get(d.model)
+        return _priced(d, price) if price is not None else None
+
+    return cost_of
+
+
 def _grouped(
     decisions: Iterable[LoggedDecision], key: Callable[[LoggedDecision], str]
 ) -> dict[str, list[LoggedDecision]]:
@@ -261,14 +276,7 @@ def build_report(
     """The report over one window (see the module docstring)."""
     strongest = strongest_model(registry) if registry is not None else None
     reference = strongest[1] if strongest is not None else None
-    prices = {name: m.price for name, m in registry.models.items()} if registry else {}
-
-    def cost_of(d: LoggedDecision) -> float | None:
-        if d.cost_usd is not None:
-            return d.cost_usd
-        price = prices.get(d.model)
-        return _priced(d, price) if price is not None else None
-
+    cost_of = cost_function(registry)
     n = len(decisions)
     routes = [
         _group(name, group, n, cost_of, reference)

@@ -239,9 +239,17 @@ class PostgresStore:
         sql = "SELECT 1 FROM decisions WHERE id = %s"
         return bool(self._select(sql, (decision_id,), "read decisions"))
 
-    def decisions(self, since: float, until: float | None = None) -> list[LoggedDecision]:
+    def decisions(
+        self, since: float, until: float | None = None, *, newest: int | None = None
+    ) -> list[LoggedDecision]:
         where, params = _between(since, until)
         sql = f"SELECT {DECISION_LIST} FROM decisions WHERE {where} ORDER BY ts, id"
+        if newest is not None:
+            sql = (
+                f"SELECT * FROM (SELECT {DECISION_LIST} FROM decisions WHERE {where} "
+                f"ORDER BY ts DESC, id DESC LIMIT %s) AS newest ORDER BY ts, id"
+            )
+            params = (*params, max(0, int(newest)))
         return [LoggedDecision.from_row(r) for r in self._select(sql, params, "read decisions")]
 
     def feedback(self, since: float, until: float | None = None) -> list[FeedbackRecord]:
@@ -254,8 +262,13 @@ class PostgresStore:
         sql = f"SELECT {SHADOW_LIST} FROM shadow WHERE {where} ORDER BY ts, id"
         return [shadow_from_row(r) for r in self._select(sql, params, "read shadow records")]
 
-    def count_decisions(self) -> int:
-        rows = self._select("SELECT count(*) FROM decisions", (), "count decisions")
+    def count_decisions(self, since: float | None = None, until: float | None = None) -> int:
+        if since is None and until is None:
+            rows = self._select("SELECT count(*) FROM decisions", (), "count decisions")
+        else:
+            where, params = _between(since if since is not None else float("-inf"), until)
+            sql = f"SELECT count(*) FROM decisions WHERE {where}"
+            rows = self._select(sql, params, "count decisions")
         return int(rows[0][0])
 
     def close(self) -> None:
