@@ -1,0 +1,193 @@
+"""The dashboard's payload over synthetic decision-log rows (no server)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from log_factory import logged
+
+from llmroute.registry import parse_registry
+from llmroute.telemetry.dashboard import (
+    SERIES_ROUTES,
+    Rows,
+    baseline_window,
+    bucket_step,
+    dashboard_data,
+    empty_dashboard,
+)
+from llmroute.telemetry.record import FeedbackRecord, ShadowRecord
+from llmroute.telemetry.windows import parse_window
+
+REGISTRY = parse_registry(
+    """
+encoder: builtin:static
+providers:
+  local: {kind: openai, base_url: "http://127.0.0.1:8001/v1"}
+models:
+  small: {provider: local, model: s, price: {input: 1, output: 2}}
+  large: {provider: local, model: l, price: {input: 10, output: 30}}
+routes:
+  - {name: code, target: large, examples: [write code]}
+  - {name: chat, target: small, examples: [hello there]}
+default: {target: small}
+"""
+).registry
+NOW = 1_800_000_000.0
+HOUR = parse_window("1h", now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("span", "step"),
+    [
+        (900, 15),
+        (3600, 60),
+        (6 * 3600, 600),
+        (86400, 1800),
+        (7 * 86400, 10800),
+        (90 * 86400, 172800),
+    ],
+)
+def test_bucket_steps_are_round_and_give_at_most_sixty_buckets(span: float, step: int) -> None:
+    assert bucket_step(span) == step
+    assert span / step <= 60
+
+
+def test_the_baseline_is_the_window_just_before() -> None:
+    before = baseline_window(HOUR)
+    assert (before.since, before.until) == (NOW - 7200, NOW - 3600)
+    assert before.text == "previous 1h"
+
+
+def _hour_of_traffic() -> list:
+    rows = []
+    for i in range(40):  # code: one every 60 s, margins around 0.5
+        rows.append(
+            logged(
+                "code",
+                ts=NOW - 3600 + 60 * i + 1,
+                margin=0.5 + (i % 5) / 100,
+                latency_ms=100.0 + i,
+                tokens_in=1000,
+                tokens_out=1000,
+                model="small",
+                prompt=f"secret prompt {i}",
+            )
+        )
+    for i in range(10):
+        rows.append(
+            logged(
+                "chat",
+                ts=NOW - 1800 + 30 * i,
+                model="large",
+                cost_usd=0.01,
+                cache_hit=i < 3,
+                status=502 if i == 9 else 200,
+                error="upstream_error" if i == 9 else None,
+                attempts=("large: 503",) if i == 8 else (),
+            )
+        )
+    rows += [logged("default", ts=NOW - 600 + i, margin=None, model="small") for i in range(5)]
+    return sorted(rows, key=lambda d: d.ts)
+
+
+def test_payload_summarises_the_window() -> None:
+    rows = _hour_of_traffic()
+    previous = [logged("code", ts=NOW - 5000 + i, margin=0.9) for i in range(40)]
+    feedback = [FeedbackRecord(rows[0].id, NOW - 10, score=0.5, thumbs="up")]
+    shadows = [
+        ShadowRecord("x", NOW - 5, "chat", "large", "ref", None, None, routed_ok=False),
+        ShadowRecord("y", NOW - 4, "chat", "large", "ref", None, None, routed_ok=True),
+    ]
+    data = dashboard_data(
+        Rows(rows, len(rows), feedback, shadows),
+        Rows(previous, len(previous)),
+        REGISTRY,
+        window=HOUR,
+        url="sqlite:///x.db",
+    )
+    summary = data["summary"]
+    assert summary["requests"] == 55
+    assert summary["rate_per_s"] == pytest.approx(55 / 3600)
+    assert summary["error_rate"] == pytest.approx(1 / 55)
+    assert summary["cache_hit_rate"] == pytest.approx(3 / 55)
+    assert summary["default_rate"] == pytest.approx(5 / 55)
+    assert summary["fallback_rate"] == pytest.approx(1 / 55)
+    assert data["sample"] == {"rows": 55, "in_window": 55, "truncated": False, "max_rows": 20000}
+
+    series = data["series"]
+    assert series["step_s"] == 60 and len(series["t"]) in (60, 61)
+    assert sum(series["requests"]) == 55
+    assert sum(series["errors"]) == 1 and sum(series["cache_hits"]) == 3
+    assert sum(series["routes"]["code"]) == 40 and sum(series["routes"]["chat"]) == 10
+    assert list(series["routes"])[:2] == ["code", "chat"]
+    assert "other" not in series["routes"]
+    assert sum(series["cost_usd"]) == pytest.approx(summary["spend_usd"])
+    assert summary["spend_usd"] == pytest.approx(40 * 0.003 + 10 * 0.01)
+    # cost and savings compare like with like: the chat rows have no tokens to reprice
+    assert summary["cost_usd"] == pytest.approx(40 * 0.003) and summary["unpriced"] == 15
+    assert summary["savings"] == pytest.approx(1 - 3 / 40)
+    busy = [p for p in series["p50_ms"] if p is not None]
+    assert busy and any(p is None for p in series["p50_ms"])  # empty buckets are gaps
+    for key in ("requests", "errors", "cache_hits", "p50_ms", "p99_ms", "cost_usd"):
+        assert len(series[key]) == len(series["t"])
+
+    routes = {r["name"]: r for r in data["routes"]}
+    assert [r["name"] for r in data["routes"]] == ["code", "chat", "default"]
+    assert routes["code"]["median_margin"] == pytest.approx(0.52)
+    assert routes["code"]["drift"] == "flagged"  # margins fell from 0.9 to about 0.5
+    assert routes["code"]["drift_reasons"]
+    assert routes["default"]["drift"] is None
+    assert routes["chat"]["shadow_lost_share"] == pytest.approx(0.5)
+    assert routes["code"]["feedback_mean_score"] == 0.5
+    assert routes["code"]["thumbs_up_share"] == 1.0
+    assert data["drift"]["flagged_routes"] == ["code"]
+    assert data["drift"]["baseline"]["until"] == HOUR.since
+    assert {m["name"] for m in data["models"]} == {"small", "large"}
+    assert data["layers"][0] == {"name": "intent", "n": 50, "share": pytest.approx(50 / 55)}
+
+    recent = data["recent"]
+    assert len(recent) == 25 and recent[0]["ts"] >= recent[-1]["ts"]
+    text = json.dumps(data, allow_nan=False)  # what Starlette sends; NaN would fail here
+    assert "secret prompt" not in text and "prompt" not in recent[0]
+
+
+def test_a_truncated_read_says_so_and_counts_the_whole_window() -> None:
+    rows = _hour_of_traffic()
+    data = dashboard_data(
+        Rows(rows[-10:], 5000), Rows([], 0), REGISTRY, window=HOUR, url="u", max_rows=10
+    )
+    assert data["sample"] == {"rows": 10, "in_window": 5000, "truncated": True, "max_rows": 10}
+    assert data["summary"]["requests"] == 5000
+    assert sum(data["series"]["requests"]) == 10
+
+
+def test_routes_beyond_the_chart_limit_are_drawn_as_other() -> None:
+    rows = [
+        logged(f"r{i}", ts=NOW - 100 + i * 2 + j * 0.1)
+        for i in range(SERIES_ROUTES + 2)
+        for j in range(SERIES_ROUTES + 2 - i)
+    ]
+    data = dashboard_data(Rows(rows, len(rows)), Rows([], 0), REGISTRY, window=HOUR, url="u")
+    routes = data["series"]["routes"]
+    assert list(routes)[-1] == "other" and len(routes) == SERIES_ROUTES + 1
+    assert sum(routes["other"]) == 2 + 1  # the two smallest routes
+
+
+def test_non_finite_numbers_become_null() -> None:
+    rows = [logged("code", ts=NOW - 10, margin=math.inf, cost_usd=math.nan)]
+    data = dashboard_data(Rows(rows, 1), Rows([], 0), REGISTRY, window=HOUR, url="u")
+    json.dumps(data, allow_nan=False)
+    assert data["routes"][0]["median_margin"] is None
+    assert data["recent"][0]["margin"] is None
+
+
+def test_an_empty_window_has_a_message_and_empty_series() -> None:
+    data = dashboard_data(Rows([], 0), Rows([], 0), REGISTRY, window=HOUR, url="u")
+    assert data["summary"] is None and data["routes"] == []
+    assert data["log"] == {"enabled": True, "url": "u", "message": "no decisions in the last 1h"}
+    assert set(data["series"]["requests"]) == {0}
+    off = empty_dashboard(HOUR, url=None, message="the decision log is off")
+    assert off["log"]["enabled"] is False
+    json.dumps(off, allow_nan=False)
