@@ -209,6 +209,12 @@ def test_bounded_reads_take_the_newest_rows_oldest_first(
     assert store.count_decisions(t0 + 2, t0 + 5) == 3
     assert store.count_decisions(t0 + 8) == 2
     assert store.count_decisions(until=t0 + 1) == 1
+    light = store.decisions(t0, newest=2, details=False)
+    full = store.decisions(t0, newest=2)
+    assert [d.id for d in light] == [d.id for d in full]
+    assert full[0].signals and full[0].prompt_hash
+    assert light[0].signals == {} and light[0].prompt is None
+    assert light[0].prompt_hash == full[0].prompt_hash and light[0].margin == full[0].margin
 
 
 # -- feedback and shadow ----------------------------------------------------------------

@@ -13,12 +13,18 @@ __all__ = [
     "FEEDBACK_LIST",
     "SHADOW_COLUMNS",
     "SHADOW_LIST",
+    "SUMMARY_LIST",
     "feedback_from_row",
     "shadow_from_row",
     "shadow_row",
 ]
 
 DECISION_LIST = ", ".join(DECISION_COLUMNS)
+# The same columns with the heavy ones (signals JSON, prompt text) read as NULL: what
+# aggregate readers such as the dashboard load.
+SUMMARY_LIST = ", ".join(
+    f"NULL AS {c}" if c in ("signals", "prompt") else c for c in DECISION_COLUMNS
+)
 FEEDBACK_COLUMNS: tuple[str, ...] = ("decision_id", "ts", "score", "thumbs", "comment")
 FEEDBACK_LIST = ", ".join(FEEDBACK_COLUMNS)
 SHADOW_COLUMNS: tuple[str, ...] = (

@@ -46,10 +46,16 @@ class Store(Protocol):
     def has_decision(self, decision_id: str) -> bool: ...
 
     def decisions(
-        self, since: float, until: float | None = None, *, newest: int | None = None
+        self,
+        since: float,
+        until: float | None = None,
+        *,
+        newest: int | None = None,
+        details: bool = True,
     ) -> list[LoggedDecision]:
         """Decisions with ``since <= ts < until`` (no upper bound when None), oldest first;
-        with `newest`, only the last `newest` of them (a bounded read for the dashboard)."""
+        with `newest`, only the last `newest` of them (a bounded read for the dashboard).
+        Without `details`, `signals` is empty and `prompt` None (not read at all)."""
         ...
 
     def feedback(self, since: float, until: float | None = None) -> list[FeedbackRecord]: ...

@@ -30,6 +30,7 @@ from llmroute.telemetry.store._sql import (
     FEEDBACK_LIST,
     SHADOW_COLUMNS,
     SHADOW_LIST,
+    SUMMARY_LIST,
     feedback_from_row,
     shadow_from_row,
     shadow_row,
@@ -206,13 +207,19 @@ class SqliteStore:
         return bool(self._select(sql, (decision_id,), "read decisions"))
 
     def decisions(
-        self, since: float, until: float | None = None, *, newest: int | None = None
+        self,
+        since: float,
+        until: float | None = None,
+        *,
+        newest: int | None = None,
+        details: bool = True,
     ) -> list[LoggedDecision]:
         where, params = _between(since, until)
-        sql = f"SELECT {DECISION_LIST} FROM decisions WHERE {where} ORDER BY ts, id"
+        columns = DECISION_LIST if details else SUMMARY_LIST
+        sql = f"SELECT {columns} FROM decisions WHERE {where} ORDER BY ts, id"
         if newest is not None:
             sql = (
-                f"SELECT * FROM (SELECT {DECISION_LIST} FROM decisions WHERE {where} "
+                f"SELECT * FROM (SELECT {columns} FROM decisions WHERE {where} "
                 f"ORDER BY ts DESC, id DESC LIMIT ?) AS newest ORDER BY ts, id"
             )
             params = (*params, max(0, int(newest)))
