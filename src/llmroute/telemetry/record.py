@@ -196,8 +196,9 @@ class LoggedDecision:
         signals = values["signals"]
         values["signals"] = json.loads(signals) if isinstance(signals, str) else signals or {}
         attempts = values["attempts"]
-        attempts = json.loads(attempts) if isinstance(attempts, str) else attempts or []
-        values["attempts"] = tuple(attempts)
+        if isinstance(attempts, str):  # most rows hold "[]": skip the parser for them
+            attempts = json.loads(attempts) if attempts != "[]" else ()
+        values["attempts"] = tuple(attempts or ())
         for flag in ("usage_estimated", "cache_hit", "stream", "shadow"):
             values[flag] = bool(values[flag])
         return cls(**values)

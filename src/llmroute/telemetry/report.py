@@ -64,7 +64,7 @@ def is_error(d: LoggedDecision) -> bool:
 
 
 def is_escalation(d: LoggedDecision) -> bool:
-    return any(m in a.lower() for a in d.attempts for m in ESCALATION_MARKERS)
+    return bool(d.attempts) and any(m in a.lower() for a in d.attempts for m in ESCALATION_MARKERS)
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
