@@ -44,6 +44,14 @@ def serve(
         int,
         typer.Option(help="Threads each worker's encoder uses per request.", min=1),
     ] = DEFAULT_ENCODER_THREADS,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--dashboard/--no-dashboard",
+            help="Serve the web dashboard at /dashboard (aggregates from the decision log "
+            "and this process's breakers; no prompt text).",
+        ),
+    ] = True,
     demo: Annotated[
         bool,
         typer.Option(
@@ -68,7 +76,9 @@ def serve(
     _check_state_urls(loaded)
     _load_local_models(loaded, load=workers == 1)
     log_config = _log_config(uvicorn.config.LOGGING_CONFIG)
-    settings = ServeSettings(max_body_bytes, reload_interval, encoder_threads)
+    settings = ServeSettings(
+        max_body_bytes, reload_interval, encoder_threads, dashboard=dashboard, workers=workers
+    )
     if workers > 1:
         # Worker processes import the factory by name and read their settings from the
         # environment they inherit.

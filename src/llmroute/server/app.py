@@ -8,6 +8,7 @@ The lifespan loads the router and opens one pooled client per provider; both liv
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,6 +20,7 @@ from starlette.routing import Route
 
 from llmroute.errors import LlmrouteError
 from llmroute.server.chat import chat_completions, route_only
+from llmroute.server.dashboard import Dashboard, gateway_live, gateway_log_view
 from llmroute.server.embeddings import embeddings
 from llmroute.server.errors import (
     GatewayError,
@@ -61,17 +63,20 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
         finally:
             tracing.shutdown()
 
+    routes = [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/route", route_only, methods=["POST"]),
+        Route("/v1/feedback", feedback, methods=["POST"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+    ]
+    if serve_settings.dashboard:
+        routes += Dashboard(gateway_log_view, gateway_live).routes()
     app = Starlette(
-        routes=[
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-            Route("/v1/embeddings", embeddings, methods=["POST"]),
-            Route("/v1/route", route_only, methods=["POST"]),
-            Route("/v1/feedback", feedback, methods=["POST"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
-            Route("/v1/models", list_models, methods=["GET"]),
-            Route("/health", health, methods=["GET"]),
-            Route("/ready", ready, methods=["GET"]),
-        ],
+        routes=routes,
         exception_handlers={
             GatewayError: handle_gateway_error,
             LlmrouteError: handle_llmroute_error,
@@ -83,6 +88,8 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
     )
     app.state.gateway = None
     app.state.telemetry = None
+    app.state.serve_settings = serve_settings
+    app.state.started_at = time.time()
     return app
 
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "DASHBOARD_ENV",
     "DEFAULT_ENCODER_THREADS",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_RELOAD_INTERVAL_S",
@@ -15,6 +16,7 @@ __all__ = [
     "MAX_BODY_ENV",
     "REGISTRY_ENV",
     "RELOAD_INTERVAL_ENV",
+    "WORKERS_ENV",
     "ServeSettings",
 ]
 
@@ -27,21 +29,28 @@ REGISTRY_ENV = "LLMROUTE_REGISTRY"  # read by the app factory of multi-worker se
 MAX_BODY_ENV = "LLMROUTE_MAX_BODY_BYTES"
 RELOAD_INTERVAL_ENV = "LLMROUTE_RELOAD_INTERVAL"
 ENCODER_THREADS_ENV = "LLMROUTE_ENCODER_THREADS"
+DASHBOARD_ENV = "LLMROUTE_DASHBOARD"  # "0" leaves /dashboard out
+WORKERS_ENV = "LLMROUTE_WORKERS"  # so a worker's dashboard can say its live state is its own
 
 
 @dataclass(frozen=True, slots=True)
 class ServeSettings:
-    """`reload_interval_s` 0 means: reload on SIGHUP only."""
+    """`reload_interval_s` 0 means: reload on SIGHUP only. `workers` is how many
+    processes serve (each holds its own breakers and in-flight count)."""
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     reload_interval_s: float = DEFAULT_RELOAD_INTERVAL_S
     encoder_threads: int = DEFAULT_ENCODER_THREADS
+    dashboard: bool = True
+    workers: int = 1
 
     def to_env(self) -> dict[str, str]:
         return {
             MAX_BODY_ENV: str(self.max_body_bytes),
             RELOAD_INTERVAL_ENV: str(self.reload_interval_s),
             ENCODER_THREADS_ENV: str(self.encoder_threads),
+            DASHBOARD_ENV: "1" if self.dashboard else "0",
+            WORKERS_ENV: str(self.workers),
         }
 
     @classmethod
@@ -51,4 +60,6 @@ class ServeSettings:
             max_body_bytes=int(env.get(MAX_BODY_ENV) or DEFAULT_MAX_BODY_BYTES),
             reload_interval_s=float(env.get(RELOAD_INTERVAL_ENV) or DEFAULT_RELOAD_INTERVAL_S),
             encoder_threads=int(env.get(ENCODER_THREADS_ENV) or DEFAULT_ENCODER_THREADS),
+            dashboard=(env.get(DASHBOARD_ENV) or "1").strip().lower() not in ("0", "false", "off"),
+            workers=int(env.get(WORKERS_ENV) or 1),
         )

@@ -1,0 +1,54 @@
+"""`llmroute dashboard`: the web dashboard over a decision log, without a gateway.
+
+Useful where many gateway replicas write one PostgreSQL log, or to look at a SQLite
+log copied off a machine. `llmroute serve` serves the same page at /dashboard, with
+its own live state (breakers, requests in flight) added.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llmroute.cli._app import RegistryOption, app, fail
+from llmroute.cli.telemetry import UrlOption, _url
+
+
+@app.command("dashboard")
+def dashboard_command(
+    registry: RegistryOption = None,
+    url: UrlOption = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8100,
+) -> None:
+    """Serve the web dashboard at http://HOST:PORT/dashboard over a decision log: traffic,
+    route mix, latency, cost vs the strongest model, drift and shadow quality. The
+    registry (optional) prices the models and sets the drift bounds."""
+    import uvicorn
+
+    from llmroute.errors import ConfigError
+    from llmroute.registry import LoadedRegistry, load_registry
+    from llmroute.server.dashboard import create_log_dashboard
+
+    loaded: LoadedRegistry | None = None
+    path = registry or _default_registry()
+    if path is not None:
+        loaded = load_registry(path)
+    try:
+        web = create_log_dashboard(_url(url, loaded), loaded.registry if loaded else None)
+    except ConfigError as exc:
+        fail(str(exc))
+    shown = web.state.log_url
+    typer.echo(f"dashboard: http://{host}:{port}/dashboard (decision log: {shown})")
+    uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
+def _default_registry() -> Path | None:
+    env = os.environ.get("LLMROUTE_REGISTRY")
+    if env:
+        return Path(env)
+    local = Path("registry.yaml")
+    return local if local.exists() else None

@@ -1,0 +1,292 @@
+"""The web dashboard: ``GET /dashboard`` (the page), ``/dashboard/app.js``,
+``/dashboard/app.css`` and ``/dashboard/data?since=1h`` (its JSON).
+
+The same `Dashboard` serves inside the gateway (the decision log it writes, plus the
+live state of this process: registry version, requests in flight, circuit breakers)
+and on its own (`llmroute dashboard`: any decision log, no live state), through the
+two callables it is given. The page is static and self-contained (no CDN, no inline
+script: it runs under ``Content-Security-Policy: default-src 'self'``).
+
+Reading the log and building the payload run in a worker thread; one payload per
+(window, log, registry version) is kept for `ttl_s` seconds, so several open pages
+cost one read. No prompt text is served (see `llmroute.telemetry.dashboard`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.resources
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from llmroute.errors import TelemetryError
+from llmroute.registry.schema import Registry
+from llmroute.server.errors import GatewayError, handle_any, handle_gateway_error, handle_http
+from llmroute.server.settings import ServeSettings
+from llmroute.server.state import gateway_of
+from llmroute.state.stores import MemoryStore
+from llmroute.telemetry.dashboard import (
+    DEFAULT_MAX_ROWS,
+    Rows,
+    baseline_window,
+    dashboard_data,
+    empty_dashboard,
+)
+from llmroute.telemetry.service import Telemetry
+from llmroute.telemetry.store.base import Store
+from llmroute.telemetry.windows import Window, WindowError, parse_window
+
+__all__ = [
+    "Dashboard",
+    "LogView",
+    "breaker_rows",
+    "create_log_dashboard",
+    "gateway_live",
+    "gateway_log_view",
+    "missing_log",
+]
+
+DEFAULT_TTL_S = 5.0
+_LOG_OFF = "the decision log is off (telemetry.enabled is false, or $LLMROUTE_TELEMETRY_URL is off)"
+_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+_ASSETS = {"app.js": ("dashboard.js", "text/javascript"), "app.css": ("dashboard.css", "text/css")}
+
+
+@dataclass(frozen=True, slots=True)
+class LogView:
+    """What the dashboard reads: the store (None with `message` saying why there is
+    none), its URL with any password masked, and the registry that prices models and
+    sets the drift bounds (None: no prices, default bounds)."""
+
+    store: Store | None
+    url: str | None
+    registry: Registry | None
+    message: str | None = None
+
+
+@functools.cache
+def _static(name: str) -> str:
+    return (importlib.resources.files("llmroute.server") / "static" / name).read_text("utf-8")
+
+
+def missing_log(store: Store) -> str | None:
+    """Why `store` has nothing to read yet (a SQLite file not created, no tables), or
+    None. Checking a SQLite file does not create it."""
+    path = getattr(store, "path", None)
+    if isinstance(path, str) and path != ":memory:" and not Path(path).exists():
+        return f"no decision log at {path} yet"
+    if store.schema_version() == 0:
+        return "the decision log has no tables yet (run `llmroute db upgrade`)"
+    return None
+
+
+def breaker_rows(pools: Any) -> list[dict[str, Any]]:
+    """One row per (model, deployment) from a dispatcher's `Deployments.pools()`."""
+    rows = []
+    for model, pool in pools.items():
+        for deployment in pool.deployments:
+            snapshot = deployment.breaker.snapshot()
+            rows.append(
+                {
+                    "model": model,
+                    "provider": deployment.provider_name,
+                    "upstream": deployment.upstream,
+                    "state": snapshot["state"],
+                    "consecutive_failures": snapshot["consecutive_failures"],
+                    "window_requests": snapshot["window_requests"],
+                    "window_failures": snapshot["window_failures"],
+                }
+            )
+    return rows
+
+
+def _read(view: LogView, window: Window, max_rows: int) -> dict[str, Any]:
+    """Read both windows and build the payload (runs in a worker thread)."""
+    store = view.store
+    assert store is not None
+    why = missing_log(store)
+    if why is not None:
+        return empty_dashboard(window, url=view.url, message=why, max_rows=max_rows)
+    previous = baseline_window(window)
+
+    def rows(w: Window, *, details: bool) -> Rows:
+        decisions = store.decisions(w.since, w.until, newest=max_rows, details=False)
+        in_window = max(len(decisions), store.count_decisions(w.since, w.until))
+        if not details:
+            return Rows(decisions, in_window)
+        return Rows(
+            decisions, in_window, store.feedback(w.since, w.until), store.shadows(w.since, w.until)
+        )
+
+    return dashboard_data(
+        rows(window, details=True),
+        rows(previous, details=False),
+        view.registry,
+        window=window,
+        url=view.url or store.url,
+        max_rows=max_rows,
+    )
+
+
+class Dashboard:
+    """The dashboard's routes, reading through `log_view` and `live` per request."""
+
+    def __init__(
+        self,
+        log_view: Callable[[Request], LogView],
+        live: Callable[[Request], dict[str, Any] | None],
+        *,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        ttl_s: float = DEFAULT_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log_view = log_view
+        self._live = live
+        self._max_rows = max_rows
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._cached: dict[tuple[object, ...], tuple[float, dict[str, Any]]] = {}
+        self._lock = asyncio.Lock()
+
+    def routes(self, prefix: str = "/dashboard") -> list[Route]:
+        return [
+            Route(prefix, self.page, methods=["GET"]),
+            Route(f"{prefix}/", self.page, methods=["GET"]),
+            Route(f"{prefix}/data", self.data, methods=["GET"]),
+            Route(f"{prefix}/{{asset}}", self.asset, methods=["GET"]),
+        ]
+
+    async def page(self, request: Request) -> Response:
+        base = request.scope.get("root_path", "") + request.url.path.rstrip("/")
+        html = _static("dashboard.html").replace("{{ASSET_BASE}}", base)
+        html = html.replace("{{DATA_URL}}", f"{base}/data")
+        return Response(html, media_type="text/html", headers=_HEADERS)
+
+    async def asset(self, request: Request) -> Response:
+        found = _ASSETS.get(request.path_params["asset"])
+        if found is None:
+            raise GatewayError(404, f"no such dashboard file: {request.url.path}")
+        name, media_type = found
+        return Response(_static(name), media_type=media_type, headers=_HEADERS)
+
+    async def data(self, request: Request) -> Response:
+        since = request.query_params.get("since", "1h")
+        try:
+            window = parse_window(since)
+        except WindowError as exc:
+            raise GatewayError(400, str(exc), param="since", code="invalid_window") from None
+        view = self._log_view(request)
+        payload = dict(await self._payload(view, window))
+        payload["generated_at"] = time.time()
+        payload["live"] = self._live(request)
+        return JSONResponse(payload, headers={"Cache-Control": "no-store"})
+
+    async def _payload(self, view: LogView, window: Window) -> dict[str, Any]:
+        if view.store is None:
+            message = view.message or "the decision log is off"
+            return empty_dashboard(window, url=None, message=message, max_rows=self._max_rows)
+        key = (window.text, id(view.store), id(view.registry))
+        async with self._lock:  # one read at a time; the pages waiting share its result
+            hit = self._cached.get(key)
+            if hit is not None and self._clock() - hit[0] < self._ttl_s:
+                return hit[1]
+            try:
+                payload = await anyio.to_thread.run_sync(_read, view, window, self._max_rows)
+            except TelemetryError as exc:
+                raise GatewayError(503, str(exc), code="telemetry_unavailable") from None
+            now = self._clock()
+            self._cached = {k: v for k, v in self._cached.items() if now - v[0] < self._ttl_s}
+            self._cached[key] = (now, payload)
+            return payload
+
+
+def gateway_log_view(request: Request) -> LogView:
+    """The gateway's own decision log and the registry of the request's gateway."""
+    registry = gateway_of(request).router.loaded.registry
+    telemetry = getattr(request.app.state, "telemetry", None)
+    store = telemetry.store if isinstance(telemetry, Telemetry) else None
+    if store is None:
+        return LogView(None, None, registry, _LOG_OFF)
+    return LogView(store, store.url, registry)
+
+
+def _cache_facts(store: object) -> dict[str, Any]:
+    if isinstance(store, MemoryStore):
+        return {
+            "store": "memory",
+            "url": "memory",
+            "entries": len(store),
+            "bytes": store.size_bytes,
+        }
+    return {"store": "redis", "url": getattr(store, "url", None)}
+
+
+def gateway_live(request: Request) -> dict[str, Any]:
+    """This process's side of the gateway: what no log holds."""
+    gateway = gateway_of(request)
+    settings = getattr(request.app.state, "serve_settings", None)
+    cache = gateway.cache
+    return {
+        "registry_version": gateway.version,
+        "pid": os.getpid(),
+        "started_at": getattr(request.app.state, "started_at", None),
+        "in_flight": max(0, gateway.inflight.count - 1),  # not this request
+        "workers": settings.workers if isinstance(settings, ServeSettings) else 1,
+        "cache": None if cache is None else _cache_facts(cache.store),
+        "breakers": breaker_rows(gateway.dispatcher.deployments.pools()),
+    }
+
+
+def create_log_dashboard(url: str, registry: Registry | None) -> Starlette:
+    """`llmroute dashboard`: the page over the decision log at `url`, with no gateway
+    (``live`` is null). The store is opened lazily and closed at shutdown."""
+    from llmroute.telemetry.store import open_store
+
+    store = open_store(url)
+    view = LogView(store, store.url, registry)
+
+    async def home(request: Request) -> Response:
+        return RedirectResponse("/dashboard")
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(store.close)
+
+    dashboard = Dashboard(lambda request: view, lambda request: None)
+    web = Starlette(
+        routes=[Route("/", home), Route("/health", health), *dashboard.routes()],
+        exception_handlers={
+            GatewayError: handle_gateway_error,
+            HTTPException: handle_http,
+            Exception: handle_any,
+        },
+        lifespan=lifespan,
+    )
+    web.state.log_url = store.url
+    return web

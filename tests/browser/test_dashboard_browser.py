@@ -1,0 +1,193 @@
+"""The dashboard page in real headless Chromium (Debian's ``chromium`` package), against a
+real `llmroute serve` and a real `llmroute dashboard` on 127.0.0.1.
+
+Not part of the default run (the ``browser`` marker is deselected in pyproject.toml,
+since the suite's install command cannot install a browser). Run it with::
+
+    apt-get install -y chromium     # once, as root
+    pytest -m browser
+
+Here a missing Chromium fails the test rather than skipping it: asking for the
+browser tests and getting none is not a pass. ``$LLMROUTE_CHROMIUM`` names another
+binary. Chromium runs the page's script and we read the DOM it leaves
+(``--dump-dom``, with a virtual-time budget so the data fetch completes) and its
+console (``--enable-logging=stderr``) for script errors and CSP violations.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from fake_upstream import FakeUpstream, fake_upstream
+from gateway_proc import Served, free_port, serve, wait_for
+
+pytestmark = pytest.mark.browser
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: small, price: {input: 1, output: 2}}
+  large: {provider: fake, model: large, price: {input: 10, output: 20}}
+  broken: {provider: fake, model: 'broken?status=503', price: {input: 1, output: 1}}
+routes:
+  - {name: code, examples: ["write a python function", "fix the bug in my code"], target: large}
+  - {name: chat, examples: ["hello there", "how are you today"], target: small}
+  - name: ops
+    examples: ["restart the database server", "page the on-call engineer"]
+    target: broken
+    policy: {fallback: [small]}
+default: {target: small}
+dispatch:
+  retries: {attempts: 0}
+  breaker: {failures: 2, cooldown_s: 600}
+"""
+PROBLEMS = re.compile(r"Uncaught|Content Security Policy|Refused to", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    found = os.environ.get("LLMROUTE_CHROMIUM") or next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
+    if not found:
+        pytest.fail("no Chromium: apt-get install -y chromium (or set $LLMROUTE_CHROMIUM)")
+    return found
+
+
+def render(chromium: str, url: str, tmp: Path, *, screenshot: Path | None = None) -> str:
+    """The DOM after the page's script ran; fails on a script error or CSP violation."""
+    profile = tmp / f"profile-{free_port()}"
+    common = [
+        chromium,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=10000",
+    ]
+    done = subprocess.run(
+        [*common, "--enable-logging=stderr", "--v=0", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    problems = [line for line in done.stderr.splitlines() if PROBLEMS.search(line)]
+    assert not problems, "\n".join(problems)
+    if screenshot is not None:
+        size = ["--hide-scrollbars", "--window-size=1280,2200"]
+        subprocess.run(
+            [*common, *size, f"--screenshot={screenshot}", url],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+    return done.stdout
+
+
+def _cell_text(dom: str, element_id: str) -> str:
+    """The text of the `.value` element inside the element with `element_id`."""
+    start = dom.index(f'id="{element_id}"')
+    match = re.search(r'class="value[^"]*">([^<]*)<', dom[start:])
+    assert match is not None, f"no .value in #{element_id}"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream
+) -> Iterator[tuple[Served, Path]]:
+    """A gateway with seven logged requests (three fell back from the broken model,
+    whose breaker is open)."""
+    tmp = tmp_path_factory.mktemp("browser")
+    (tmp / "registry.yaml").write_text(REGISTRY % {"url": upstream.url})
+    db = tmp / "decisions.db"
+    env = {"LLMROUTE_TELEMETRY_URL": f"sqlite:///{db}"}
+    with serve(tmp / "registry.yaml", tmp / "serve.log", env=env) as served:
+        with openai.OpenAI(base_url=f"{served.url}/v1", api_key="-", max_retries=0) as client:
+            prompts = ["write a python function", "fix the bug in my code", "hello there"]
+            prompts += ["how are you today"] + [f"restart the database {i}" for i in range(3)]
+            for text in prompts:
+                client.chat.completions.create(
+                    model="auto", messages=[{"role": "user", "content": text}]
+                )
+
+        def logged() -> bool:
+            data = httpx.get(f"{served.url}/dashboard/data?since=15m", timeout=10).json()
+            return (data.get("summary") or {}).get("requests") == 7
+
+        wait_for("seven logged decisions", logged, 20, served.log)
+        yield served, db
+
+
+def test_the_dashboard_renders_the_gateway_in_chromium(
+    chromium: str, gateway: tuple[Served, Path], tmp_path: Path
+) -> None:
+    served, _ = gateway
+    shot = tmp_path / "dashboard.png"
+    dom = render(chromium, f"{served.url}/dashboard#since=15m", tmp_path, screenshot=shot)
+    assert 'data-state="ready"' in dom
+    assert _cell_text(dom, "tile-requests") == "7"
+    for route in ("code", "chat", "ops"):
+        assert f'data-route="{route}"' in dom
+    assert 'data-state="open"' in dom and 'data-state="closed"' in dom  # the breakers
+    assert served.version() in dom  # the registry version in the header
+    assert dom.count("<svg") >= 4  # the four charts drew
+    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+    sys.stdout.write(f"screenshot: {shot}\n")
+
+
+def test_a_bad_window_shows_its_error_beside_the_selector(
+    chromium: str, gateway: tuple[Served, Path], tmp_path: Path
+) -> None:
+    served, _ = gateway
+    dom = render(chromium, f"{served.url}/dashboard#since=yesterday", tmp_path)
+    match = re.search(r'id="window-error"[^>]*>([^<]*)<', dom)
+    assert match is not None and "invalid time 'yesterday'" in match.group(1)
+
+
+def test_the_log_only_dashboard_renders_without_live_state(
+    chromium: str, gateway: tuple[Served, Path], tmp_path: Path
+) -> None:
+    _, db = gateway
+    port = free_port()
+    log = tmp_path / "dashboard.log"
+    command = [str(Path(sys.executable).parent / "llmroute"), "dashboard"]
+    command += ["--url", f"sqlite:///{db}", "--port", str(port)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{base}/health", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for("llmroute dashboard", up, 30, log)
+        dom = render(chromium, f"{base}/dashboard#since=1h", tmp_path)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert 'data-state="ready"' in dom
+    assert _cell_text(dom, "tile-requests") == "7"
+    assert re.search(r'id="breakers-section"[^>]*hidden', dom)

@@ -1,0 +1,187 @@
+"""The web dashboard served by `llmroute serve` (a real process on 127.0.0.1): the page
+and its assets under a strict CSP, the JSON over the decision log the gateway writes,
+this process's circuit breakers, bad windows, and the switches that turn it off."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from fake_upstream import FakeUpstream, fake_upstream
+from gateway_proc import Served, serve, wait_for
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: small, price: {input: 1, output: 2}}
+  large: {provider: fake, model: large, price: {input: 10, output: 20}}
+  broken: {provider: fake, model: 'broken?status=503', price: {input: 1, output: 1}}
+routes:
+  - {name: code, examples: ["write a python function", "fix the bug in my code"], target: large}
+  - {name: chat, examples: ["hello there", "how are you today"], target: small}
+  - name: ops
+    examples: ["restart the database server", "page the on-call engineer"]
+    target: broken
+    policy: {fallback: [small]}
+default: {target: small}
+dispatch:
+  retries: {attempts: 0}
+  breaker: {failures: 2, cooldown_s: 600}
+"""
+SECRET = "my password is hunter2, write a python function"
+
+
+def _registry(tmp: Path, upstream: FakeUpstream) -> Path:
+    path = tmp / "registry.yaml"
+    path.write_text(REGISTRY % {"url": upstream.url})
+    return path
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("dashboard")
+    env = {"LLMROUTE_TELEMETRY_URL": f"sqlite:///{tmp / 'decisions.db'}"}
+    with serve(_registry(tmp, upstream), tmp / "serve.log", env=env) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def traffic(gateway: Served) -> dict[str, Any]:
+    """Eight requests: three to code (one of them streamed), two to chat and three to
+    ops, whose model always answers 503 (its breaker opens after two; chat's model
+    answers instead). Returns the dashboard's data once all eight are logged."""
+    ids = []
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="-", max_retries=0) as client:
+        for text in [SECRET, "fix the bug in my code please", "hello there", "how are you"]:
+            raw = client.chat.completions.with_raw_response.create(
+                model="auto", messages=[{"role": "user", "content": text}]
+            )
+            ids.append(raw.headers["x-llmroute-decision-id"])
+        for i in range(3):
+            client.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": f"restart the database {i}"}]
+            )
+        stream = client.chat.completions.create(
+            model="auto",
+            messages=[{"role": "user", "content": "write a python function to add"}],
+            stream=True,
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    found: dict[str, Any] = {}
+
+    def logged() -> bool:
+        found.update(_data(gateway, "15m"))
+        summary = found.get("summary")
+        return summary is not None and summary["requests"] == 8
+
+    wait_for("eight logged decisions on the dashboard", logged, 20, gateway.log)
+    found["ids"] = ids
+    return found
+
+
+def _data(gateway: Served, since: str) -> dict[str, Any]:
+    response = httpx.get(f"{gateway.url}/dashboard/data", params={"since": since}, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def test_the_page_and_its_assets_are_served_under_a_strict_csp(gateway: Served) -> None:
+    page = httpx.get(f"{gateway.url}/dashboard", timeout=10)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert 'src="/dashboard/app.js"' in page.text and 'href="/dashboard/app.css"' in page.text
+    assert 'content="/dashboard/data"' in page.text
+    assert "{{" not in page.text
+    assert "<script>" not in page.text and "style=" not in page.text  # nothing inline
+    assert httpx.get(f"{gateway.url}/dashboard/", timeout=10).text == page.text
+    script = httpx.get(f"{gateway.url}/dashboard/app.js", timeout=10)
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert "fetch(" in script.text
+    style = httpx.get(f"{gateway.url}/dashboard/app.css", timeout=10)
+    assert style.status_code == 200 and style.headers["content-type"].startswith("text/css")
+    missing = httpx.get(f"{gateway.url}/dashboard/secrets.txt", timeout=10)
+    assert missing.status_code == 404 and "error" in missing.json()
+
+
+def test_the_data_shows_the_logged_traffic(traffic: dict[str, Any]) -> None:
+    summary = traffic["summary"]
+    assert summary["requests"] == 8
+    assert summary["error_rate"] == 0
+    assert summary["fallback_rate"] == pytest.approx(3 / 8)  # every ops request fell back
+    assert summary["strongest_model"] == "large"
+    assert summary["spend_usd"] > 0 and summary["savings"] is not None
+    routes = {r["name"]: r for r in traffic["routes"]}
+    assert {"code", "chat", "ops"} <= set(routes)
+    assert routes["code"]["n"] == 3 and routes["ops"]["n"] == 3
+    assert routes["code"]["median_margin"] is not None
+    assert sum(traffic["series"]["requests"]) == 8
+    assert {m["name"] for m in traffic["models"]} >= {"large", "small", "broken"}
+    recent = traffic["recent"]
+    assert len(recent) == 8 and set(traffic["ids"]) <= {r["id"] for r in recent}
+    assert recent[0]["stream"] is True  # newest first: the streamed request came last
+    assert traffic["log"]["enabled"] and traffic["log"]["message"] is None
+    assert "hunter2" not in json.dumps(traffic)  # aggregates and ids only, never prompts
+
+
+def test_live_state_shows_this_process_and_its_breakers(
+    gateway: Served, traffic: dict[str, Any]
+) -> None:
+    live = traffic["live"]
+    assert live["registry_version"] == gateway.version()
+    assert live["workers"] == 1 and live["in_flight"] == 0 and live["pid"] > 0
+    assert live["cache"] is None  # no cache: in the registry
+    states = {(b["model"], b["upstream"]): b for b in live["breakers"]}
+    broken = states[("broken", "broken?status=503")]
+    assert broken["state"] == "open" and broken["consecutive_failures"] >= 2
+    assert states[("small", "small")]["state"] == "closed"
+
+
+@pytest.mark.parametrize(
+    ("since", "message"),
+    [("bad", "invalid time 'bad'"), ("2099-01-01", "starts in the future"), ("1h..2h", "ends")],
+)
+def test_a_bad_window_is_an_openai_style_400(gateway: Served, since: str, message: str) -> None:
+    response = httpx.get(f"{gateway.url}/dashboard/data", params={"since": since}, timeout=10)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_window" and error["param"] == "since"
+    assert message in error["message"]
+
+
+def test_an_empty_window_has_a_message(gateway: Served, traffic: dict[str, Any]) -> None:
+    data = _data(gateway, "2h..1h")
+    assert data["summary"] is None and data["routes"] == []
+    assert data["log"]["message"] == "no decisions in the last 2h..1h"
+    assert data["live"]["registry_version"] == gateway.version()
+
+
+def test_the_dashboard_can_be_turned_off_and_works_without_a_log(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    registry = _registry(tmp_path, upstream)
+    with serve(registry, tmp_path / "off.log", ["--no-dashboard"]) as served:
+        assert httpx.get(f"{served.url}/dashboard", timeout=10).status_code == 404
+        assert httpx.get(f"{served.url}/dashboard/data", timeout=10).status_code == 404
+    env = {"LLMROUTE_TELEMETRY_URL": "off"}
+    with serve(registry, tmp_path / "nolog.log", env=env) as served:
+        data = _data(served, "1h")
+        assert data["log"]["enabled"] is False and "decision log is off" in data["log"]["message"]
+        assert data["live"]["breakers"]

@@ -1,0 +1,109 @@
+"""`llmroute dashboard`: the web dashboard over a decision log with no gateway, as a real
+process on 127.0.0.1, over SQLite and the real PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import MakeRecord
+from gateway_proc import free_port, wait_for
+
+from llmroute.telemetry.store import open_store
+
+BIN = Path(sys.executable).parent
+
+
+@contextmanager
+def dashboard(url: str, log: Path) -> Iterator[str]:
+    port = free_port()
+    command = [str(BIN / "llmroute"), "dashboard", "--url", url, "--port", str(port)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"llmroute dashboard exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            return httpx.get(f"{base}/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for("llmroute dashboard", up, 30, log)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _fill(url: str, make_record: MakeRecord, n: int) -> None:
+    store = open_store(url)
+    try:
+        store.migrate()
+        now = time.time()
+        store.write_decisions([make_record(i, ts=now - 60 - i) for i in range(n)])
+        store.write_decisions([make_record(100, ts=now - 3 * 86400)])  # outside 24h
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_dashboard_reads_any_decision_log(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, make_record: MakeRecord
+) -> None:
+    url: str = request.getfixturevalue(f"{backend}_url")
+    _fill(url, make_record, 12)
+    with dashboard(url, tmp_path / "dashboard.log") as base:
+        home = httpx.get(base, timeout=10)
+        assert home.status_code == 307 and home.headers["location"] == "/dashboard"
+        page = httpx.get(f"{base}/dashboard", timeout=10)
+        assert page.status_code == 200 and "/dashboard/app.js" in page.text
+        data = httpx.get(f"{base}/dashboard/data", params={"since": "24h"}, timeout=10).json()
+    assert data["live"] is None  # no gateway behind this one
+    assert data["summary"]["requests"] == 12
+    assert [r["name"] for r in data["routes"]] == ["billing"]
+    assert data["recent"][0]["model"] == "small-model"
+    assert "alice@example.com" not in str(data)
+    assert "dashboard: http://127.0.0.1:" in (tmp_path / "dashboard.log").read_text()
+
+
+def test_a_log_not_written_yet_is_a_message_not_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "none.db"
+    with dashboard(f"sqlite:///{path}", tmp_path / "dashboard.log") as base:
+        response = httpx.get(f"{base}/dashboard/data", timeout=10)
+    assert response.status_code == 200
+    assert response.json()["log"]["message"] == f"no decision log at {path} yet"
+    assert not path.exists()  # looking does not create it
+
+
+def test_an_unreadable_log_is_a_503_with_the_password_masked(
+    tmp_path: Path, closed_port: int
+) -> None:
+    pytest.importorskip("psycopg")
+    url = f"postgresql://bob:s3cret@127.0.0.1:{closed_port}/nope?connect_timeout=1"
+    with dashboard(url, tmp_path / "dashboard.log") as base:
+        response = httpx.get(f"{base}/dashboard/data", timeout=30)
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "telemetry_unavailable" and "bob:***@" in error["message"]
+    assert "s3cret" not in response.text
+    assert "s3cret" not in (tmp_path / "dashboard.log").read_text()
+
+
+def test_an_unusable_url_fails_in_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(BIN / "llmroute"), "dashboard", "--url", "mysql://x/y"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "mysql://x/y" in done.stderr
