@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import BIN, serve, wait_for
@@ -113,6 +114,8 @@ def test_workers_share_the_connections_restart_reload_and_stop(
         workers = _workers(parent)
         assert len(workers) == 2
         port = int(served.url.rsplit(":", 1)[1])
+        live = httpx.get(f"{served.url}/dashboard/data", timeout=10).json()["live"]
+        assert live["workers"] == 2 and live["pid"] in workers  # the page says whose it is
 
         # a burst of keep-alive connections, as a proxy's pool opens them, as soon as the
         # first worker answers (the other may still be starting: its socket listens

@@ -11,7 +11,9 @@ from log_factory import logged
 from llmroute.registry import parse_registry
 from llmroute.telemetry.dashboard import (
     SERIES_ROUTES,
+    Grid,
     Rows,
+    aggregate,
     baseline_window,
     bucket_step,
     dashboard_data,
@@ -114,7 +116,7 @@ def test_payload_summarises_the_window() -> None:
     assert summary["cache_hit_rate"] == pytest.approx(3 / 55)
     assert summary["default_rate"] == pytest.approx(5 / 55)
     assert summary["fallback_rate"] == pytest.approx(1 / 55)
-    assert data["sample"] == {"rows": 55, "in_window": 55, "truncated": False, "max_rows": 20000}
+    assert data["sample"] == {"rows": 55, "in_window": 55, "truncated": False, "max_rows": 5000}
 
     series = data["series"]
     assert series["step_s"] == 60 and len(series["t"]) in (60, 61)
@@ -153,14 +155,32 @@ def test_payload_summarises_the_window() -> None:
     assert "secret prompt" not in text and "prompt" not in recent[0]
 
 
-def test_a_truncated_read_says_so_and_counts_the_whole_window() -> None:
+def test_a_truncated_read_keeps_exact_counts_from_the_buckets() -> None:
     rows = _hour_of_traffic()
+    grid = Grid.of(HOUR)
+    newest = rows[-10:]  # what a read of at most 10 rows returns
     data = dashboard_data(
-        Rows(rows[-10:], 5000), Rows([], 0), REGISTRY, window=HOUR, url="u", max_rows=10
+        Rows(newest, 55, buckets=aggregate(rows, grid)),
+        Rows([], 0),
+        REGISTRY,
+        window=HOUR,
+        url="u",
+        max_rows=10,
     )
-    assert data["sample"] == {"rows": 10, "in_window": 5000, "truncated": True, "max_rows": 10}
-    assert data["summary"]["requests"] == 5000
-    assert sum(data["series"]["requests"]) == 10
+    assert data["sample"] == {"rows": 10, "in_window": 55, "truncated": True, "max_rows": 10}
+    summary = data["summary"]
+    assert summary["requests"] == 55 and summary["error_rate"] == pytest.approx(1 / 55)
+    assert summary["cache_hit_rate"] == pytest.approx(3 / 55)
+    assert summary["spend_usd"] == pytest.approx(40 * 0.003 + 10 * 0.01)
+    series = data["series"]
+    assert sum(series["requests"]) == 55  # the whole hour is drawn, not the newest rows
+    assert series["requests"][1] == 1 and series["p50_ms"][1] is None  # counted, not read
+    routes = {r["name"]: r for r in data["routes"]}
+    assert routes["code"]["n"] == 40 and routes["code"]["p50_ms"] is not None
+    assert routes["chat"]["n"] == 10 and routes["chat"]["p50_ms"] is None  # none read
+    assert routes["chat"]["error_rate"] == pytest.approx(0.1)  # counted all the same
+    assert routes["default"]["p50_ms"] == pytest.approx(100.0)
+    assert len(data["recent"]) == 10
 
 
 def test_routes_beyond_the_chart_limit_are_drawn_as_other() -> None:

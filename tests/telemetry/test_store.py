@@ -3,6 +3,7 @@ record round-tripping, feedback, shadow records, URLs and masking."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from conftest import MakeRecord, pg_execute
 
 from llmroute.errors import ConfigError, TelemetryError
 from llmroute.registry.schema import TelemetrySettings
+from llmroute.telemetry.dashboard import Grid, aggregate
 from llmroute.telemetry.record import (
     DECISION_COLUMNS,
     DecisionRecord,
@@ -215,6 +217,38 @@ def test_bounded_reads_take_the_newest_rows_oldest_first(
     assert full[0].signals and full[0].prompt_hash
     assert light[0].signals == {} and light[0].prompt is None
     assert light[0].prompt_hash == full[0].prompt_hash and light[0].margin == full[0].margin
+
+
+def test_the_database_counts_buckets_as_the_dashboard_would(
+    store: Store, make_record: MakeRecord
+) -> None:
+    t0 = 1_700_000_000.0
+    records = [
+        make_record(
+            i,
+            ts=t0 + 7 * i,
+            status=502 if i % 5 == 0 else 200,
+            error="upstream_error" if i % 5 == 0 else None,
+            cache_hit=i % 3 == 0,
+            attempts=("big (timeout)",) if i % 4 == 0 else (),
+            cost_usd=0.01 if i % 2 else None,
+            tokens_in=None if i == 9 else 100 + i,
+        )
+        for i in range(30)
+    ]
+    records = [
+        dataclasses.replace(r, decision=dataclasses.replace(r.decision, route=f"r{i % 3}"))
+        for i, r in enumerate(records)
+    ]
+    store.write_decisions(records)
+    grid = Grid(start=t0 - 10, step=30, count=10)
+    got = store.decision_buckets(t0, t0 + 200, grid.start, grid.step)
+    expected = aggregate(store.decisions(t0, t0 + 200), grid)
+    got, expected = sorted(got), sorted(expected)
+    assert [b._replace(cost_usd=0.0) for b in got] == [b._replace(cost_usd=0.0) for b in expected]
+    assert [b.cost_usd for b in got] == pytest.approx([b.cost_usd for b in expected])
+    assert sum(b.requests for b in got) == 29  # ts t0 + 203 is outside
+    assert {b.bucket for b in got} == set(range(7))
 
 
 # -- feedback and shadow ----------------------------------------------------------------

@@ -40,6 +40,7 @@ from llmroute.server.state import gateway_of
 from llmroute.state.stores import MemoryStore
 from llmroute.telemetry.dashboard import (
     DEFAULT_MAX_ROWS,
+    Grid,
     Rows,
     baseline_window,
     dashboard_data,
@@ -128,19 +129,20 @@ def _read(view: LogView, window: Window, max_rows: int) -> dict[str, Any]:
     if why is not None:
         return empty_dashboard(window, url=view.url, message=why, max_rows=max_rows)
     previous = baseline_window(window)
-
-    def rows(w: Window, *, details: bool) -> Rows:
-        decisions = store.decisions(w.since, w.until, newest=max_rows, details=False)
-        in_window = max(len(decisions), store.count_decisions(w.since, w.until))
-        if not details:
-            return Rows(decisions, in_window)
-        return Rows(
-            decisions, in_window, store.feedback(w.since, w.until), store.shadows(w.since, w.until)
-        )
-
+    grid = Grid.of(window)
+    buckets = store.decision_buckets(window.since, window.until, grid.start, grid.step)
+    current = Rows(
+        store.decisions(window.since, window.until, newest=max_rows, details=False),
+        sum(b.requests for b in buckets),
+        store.feedback(window.since, window.until),
+        store.shadows(window.since, window.until),
+        buckets,
+    )
+    before = store.decisions(previous.since, previous.until, newest=max_rows, details=False)
+    in_before = max(len(before), store.count_decisions(previous.since, previous.until))
     return dashboard_data(
-        rows(window, details=True),
-        rows(previous, details=False),
+        current,
+        Rows(before, in_before),
         view.registry,
         window=window,
         url=view.url or store.url,

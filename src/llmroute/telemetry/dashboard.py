@@ -5,9 +5,12 @@ to draw: time buckets (requests per route, errors, cache hits, latency percentil
 cost), per-route margins and confidence, which layer decided, and the newest decisions.
 Drift compares the window with the one just before it, of the same length.
 
-Reads are bounded: at most `max_rows` of the newest decisions of each window are loaded
-(`sample` says how many the window holds), so a busy week cannot exhaust the process.
-No prompt text ever leaves this module: the dashboard is aggregates and decision ids.
+Reads are bounded. The database counts requests, errors, fallbacks, cache hits and
+spend per (time bucket, route, model) over the whole window (`Store.decision_buckets`),
+so the charts and counts are exact for a week of traffic; percentiles, margins,
+savings, drift and the newest decisions come from at most `max_rows` of the newest
+rows of each window (`sample` says how many the window holds). No prompt text is read:
+the dashboard is aggregates and decision ids.
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ import numpy as np
 from llmroute.registry.schema import DriftSettings, Registry
 from llmroute.telemetry.drift import DEFAULT_ROUTE, drift_report, is_default
 from llmroute.telemetry.record import FeedbackRecord, LoggedDecision, ShadowRecord
-from llmroute.telemetry.report import build_report, cost_function, is_error
+from llmroute.telemetry.report import build_report, is_error
+from llmroute.telemetry.store.base import DecisionBucket
 from llmroute.telemetry.windows import Window
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
     "RECENT_ROWS",
     "SERIES_ROUTES",
+    "Grid",
     "Rows",
+    "aggregate",
     "baseline_window",
     "bucket_step",
     "dashboard_data",
@@ -38,7 +44,7 @@ __all__ = [
     "json_safe",
 ]
 
-DEFAULT_MAX_ROWS = 20_000  # per window; ~1 s of parsing on this project's 2-core machine
+DEFAULT_MAX_ROWS = 5_000  # rows read per window; ~0.2 s on this project's 2-core machine
 RECENT_ROWS = 25
 SERIES_ROUTES = 6  # routes drawn on their own in the request chart; the rest are "other"
 _TARGET_BUCKETS = 60
@@ -47,13 +53,16 @@ _STEPS_S = (10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 
 
 @dataclass(frozen=True, slots=True)
 class Rows:
-    """One window's rows as read: `decisions` are the newest `len(decisions)` of the
-    `in_window` the log holds between the window's bounds."""
+    """One window as read: `decisions` are the newest `len(decisions)` of the
+    `in_window` the log holds between the window's bounds; `buckets` the database's
+    exact counts over all of them on the window's `Grid` (None: counted from
+    `decisions`, which is exact only when they are all of the window's)."""
 
     decisions: Sequence[LoggedDecision]
     in_window: int
     feedback: Sequence[FeedbackRecord] = ()
     shadows: Sequence[ShadowRecord] = ()
+    buckets: Sequence[DecisionBucket] | None = None
 
 
 def bucket_step(span_s: float, target: int = _TARGET_BUCKETS) -> int:
@@ -65,10 +74,52 @@ def bucket_step(span_s: float, target: int = _TARGET_BUCKETS) -> int:
     return 86400 * math.ceil(span_s / (86400 * target))
 
 
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """The time buckets of a window: `count` buckets of `step` seconds from `start`
+    (a multiple of `step`, so the edges are round clock times)."""
+
+    start: float
+    step: int
+    count: int
+
+    @classmethod
+    def of(cls, window: Window) -> Grid:
+        step = bucket_step(window.end - window.since)
+        start = math.floor(window.since / step) * step
+        return cls(float(start), step, max(1, math.ceil((window.end - start) / step)))
+
+    def times(self) -> list[float]:
+        return [self.start + i * self.step for i in range(self.count)]
+
+
 def baseline_window(window: Window) -> Window:
     """The window of the same length that ends where `window` starts."""
     span = window.end - window.since
     return Window(since=window.since - span, until=window.since, text=f"previous {window.text}")
+
+
+def aggregate(decisions: Sequence[LoggedDecision], grid: Grid) -> list[DecisionBucket]:
+    """What `Store.decision_buckets` counts in SQL, computed from rows in memory: the
+    reference the stores are tested against, and the counts when no store is at hand."""
+    groups: dict[tuple[int, str, str], list[LoggedDecision]] = defaultdict(list)
+    for d in decisions:
+        groups[(math.floor((d.ts - grid.start) / grid.step), d.route, d.model)].append(d)
+    return [
+        DecisionBucket(
+            bucket,
+            route,
+            model,
+            len(rows),
+            sum(map(is_error, rows)),
+            sum(1 for d in rows if d.cache_hit),
+            sum(1 for d in rows if d.attempts),
+            math.fsum(d.cost_usd for d in rows if d.cost_usd is not None),
+            sum(d.tokens_in or 0 for d in rows if d.cost_usd is None),
+            sum(d.tokens_out or 0 for d in rows if d.cost_usd is None),
+        )
+        for (bucket, route, model), rows in groups.items()
+    ]
 
 
 def json_safe(value: Any) -> Any:
@@ -91,63 +142,103 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _costs(decisions: Sequence[LoggedDecision], registry: Registry | None) -> list[float]:
-    """Each request's known cost (0 when neither logged nor priceable)."""
-    cost_of = cost_function(registry)
-    return [cost_of(d) or 0.0 for d in decisions]
+def _rate(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
 
 
-def _series(
-    decisions: Sequence[LoggedDecision], window: Window, costs: Sequence[float]
-) -> dict[str, Any]:
-    step = bucket_step(window.end - window.since)
-    start = math.floor(window.since / step) * step
-    count = max(1, math.ceil((window.end - start) / step))
-    out: dict[str, Any] = {"step_s": step, "t": [float(start + i * step) for i in range(count)]}
+@dataclass(slots=True)
+class _Counts:
+    """Exact counts of one group (the window, a route, a model) from the buckets."""
+
+    requests: int = 0
+    errors: int = 0
+    cache_hits: int = 0
+    fallbacks: int = 0
+    spend_usd: float = 0.0
+
+    def add(self, b: DecisionBucket, spend: float) -> None:
+        self.requests += b.requests
+        self.errors += b.errors
+        self.cache_hits += b.cache_hits
+        self.fallbacks += b.fallbacks
+        self.spend_usd += spend
+
+    def to_dict(self, total: int) -> dict[str, Any]:
+        return {
+            "n": self.requests,
+            "share": _rate(self.requests, total),
+            "error_rate": _rate(self.errors, self.requests),
+            "fallback_rate": _rate(self.fallbacks, self.requests),
+            "cache_hits": self.cache_hits,
+            "spend_usd": self.spend_usd,
+        }
+
+
+@dataclass
+class _Tally:
+    """The buckets folded into per-bucket series and per-route / per-model counts."""
+
+    grid: Grid
+    total: _Counts
+    routes: dict[str, _Counts]
+    models: dict[str, _Counts]
+    series: dict[str, Any]
+
+
+def _tally(buckets: Sequence[DecisionBucket], grid: Grid, registry: Registry | None) -> _Tally:
+    prices = {name: m.price for name, m in registry.models.items()} if registry else {}
+    n = grid.count
+    requests, errors, cache_hits = [0] * n, [0] * n, [0] * n
+    spend = [0.0] * n
+    per_route: dict[str, list[int]] = defaultdict(lambda: [0] * n)
+    total = _Counts()
+    routes: defaultdict[str, _Counts] = defaultdict(_Counts)
+    models: defaultdict[str, _Counts] = defaultdict(_Counts)
+    for b in buckets:
+        i = min(max(b.bucket, 0), n - 1)
+        price = prices.get(b.model)
+        priced = (b.tokens_in * price.input + b.tokens_out * price.output) / 1e6 if price else 0.0
+        cost = b.cost_usd + priced
+        requests[i] += b.requests
+        errors[i] += b.errors
+        cache_hits[i] += b.cache_hits
+        spend[i] += cost
+        per_route[b.route][i] += b.requests
+        for counts in (total, routes[b.route], models[b.model]):
+            counts.add(b, cost)
+    ranked = sorted(routes, key=lambda r: (-routes[r].requests, r))
+    shown = {name: per_route[name] for name in ranked[:SERIES_ROUTES]}
+    rest = [sum(per_route[r][i] for r in ranked[SERIES_ROUTES:]) for i in range(n)]
+    if any(rest):
+        shown["other"] = rest
+    series = {
+        "step_s": grid.step,
+        "t": grid.times(),
+        "requests": requests,
+        "errors": errors,
+        "cache_hits": cache_hits,
+        "cost_usd": spend,
+        "routes": shown,
+    }
+    return _Tally(grid, total, dict(routes), dict(models), series)
+
+
+def _latency_series(decisions: Sequence[LoggedDecision], grid: Grid) -> dict[str, list[Any]]:
+    """p50 and p99 per bucket, from the rows read (None where a bucket has none)."""
+    none: list[float | None] = [None] * grid.count
     if not decisions:
-        zeros = [0] * count
-        out.update(
-            requests=zeros,
-            errors=zeros,
-            cache_hits=zeros,
-            p50_ms=[None] * count,
-            p99_ms=[None] * count,
-            cost_usd=[0.0] * count,
-            routes={},
-        )
-        return out
+        return {"p50_ms": none, "p99_ms": list(none)}
     ts = np.fromiter((d.ts for d in decisions), dtype=np.float64, count=len(decisions))
-    index = np.clip(((ts - start) // step).astype(np.int64), 0, count - 1)
-    flags = np.array([(is_error(d), d.cache_hit) for d in decisions], dtype=bool)
-    out["requests"] = np.bincount(index, minlength=count).tolist()
-    out["errors"] = np.bincount(index, weights=flags[:, 0], minlength=count).astype(int).tolist()
-    out["cache_hits"] = (
-        np.bincount(index, weights=flags[:, 1], minlength=count).astype(int).tolist()
-    )
-    weights = np.asarray(costs, dtype=np.float64)
-    out["cost_usd"] = np.bincount(index, weights=weights, minlength=count).tolist()
-    latency = np.array([d.latency_ms for d in decisions], dtype=np.float64)
+    index = np.clip(((ts - grid.start) // grid.step).astype(np.int64), 0, grid.count - 1)
+    latency = np.fromiter((d.latency_ms for d in decisions), np.float64, len(decisions))
     order = np.argsort(index, kind="stable")
-    bounds = np.searchsorted(index[order], np.arange(count + 1))
-    p50: list[float | None] = []
-    p99: list[float | None] = []
-    for i in range(count):
+    bounds = np.searchsorted(index[order], np.arange(grid.count + 1))
+    p50, p99 = list(none), list(none)
+    for i in range(grid.count):
         chunk = latency[order[bounds[i] : bounds[i + 1]]]
-        p50.append(float(np.percentile(chunk, 50)) if chunk.size else None)
-        p99.append(float(np.percentile(chunk, 99)) if chunk.size else None)
-    out["p50_ms"], out["p99_ms"] = p50, p99
-    totals = Counter(d.route for d in decisions)
-    shown = [name for name, _ in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))]
-    shown = shown[:SERIES_ROUTES]
-    codes = {name: i for i, name in enumerate(shown)}
-    route_index = np.array([codes.get(d.route, len(shown)) for d in decisions], dtype=np.int64)
-    per_route = np.zeros((len(shown) + 1, count), dtype=np.int64)
-    np.add.at(per_route, (route_index, index), 1)
-    routes = {name: per_route[i].tolist() for i, name in enumerate(shown)}
-    if per_route[len(shown)].any():
-        routes["other"] = per_route[len(shown)].tolist()
-    out["routes"] = routes
-    return out
+        if chunk.size:
+            p50[i], p99[i] = (float(v) for v in np.percentile(chunk, [50, 99]))
+    return {"p50_ms": p50, "p99_ms": p99}
 
 
 def _route_extras(decisions: Sequence[LoggedDecision]) -> dict[str, dict[str, float | None]]:
@@ -184,12 +275,11 @@ def _recent(decisions: Sequence[LoggedDecision]) -> list[dict[str, Any]]:
     ]
 
 
-def _sample(rows: Rows, max_rows: int) -> dict[str, Any]:
-    shown = len(rows.decisions)
+def _sample(rows: int, in_window: int, max_rows: int) -> dict[str, Any]:
     return {
-        "rows": shown,
-        "in_window": rows.in_window,
-        "truncated": rows.in_window > shown,
+        "rows": rows,
+        "in_window": in_window,
+        "truncated": in_window > rows,
         "max_rows": max_rows,
     }
 
@@ -198,12 +288,14 @@ def empty_dashboard(
     window: Window, *, url: str | None, message: str, max_rows: int = DEFAULT_MAX_ROWS
 ) -> dict[str, Any]:
     """The payload when there is nothing to show (log off, empty, not migrated)."""
+    grid = Grid.of(window)
+    series = _tally((), grid, None).series | _latency_series((), grid)
     return {
         "window": window.to_dict(),
         "log": {"enabled": url is not None, "url": url, "message": message},
-        "sample": {"rows": 0, "in_window": 0, "truncated": False, "max_rows": max_rows},
+        "sample": _sample(0, 0, max_rows),
         "summary": None,
-        "series": _series((), window, ()),
+        "series": series,
         "routes": [],
         "models": [],
         "layers": [],
@@ -222,10 +314,18 @@ def dashboard_data(
     url: str,
     max_rows: int = DEFAULT_MAX_ROWS,
 ) -> dict[str, Any]:
-    """The dashboard payload for `window` (see docs/telemetry.md#dashboard for the
-    fields). `previous` is the `baseline_window` of `window`, for drift."""
+    """The dashboard payload for `window` (fields: docs/telemetry.md#dashboard).
+
+    Counts, error / fallback / cache-hit rates and spend come from `current.buckets`,
+    exact over the whole window; latency percentiles, margins, savings, drift, layers
+    and the newest decisions from the rows read (`sample` says whether they were all
+    of the window's). `previous` is the `baseline_window`, for drift."""
+    grid = Grid.of(window)
     decisions = current.decisions
-    if not decisions:
+    buckets = current.buckets if current.buckets is not None else aggregate(decisions, grid)
+    tally = _tally(buckets, grid, registry)
+    n = tally.total.requests
+    if not n:
         return empty_dashboard(
             window, url=url, message=f"no decisions in the last {window.text}", max_rows=max_rows
         )
@@ -235,31 +335,29 @@ def dashboard_data(
     drift_of = {r.route: r for r in drift.routes}
     shadow_of = {s.route: s for s in report.shadow.routes}
     feedback_of = {f.route: f for f in report.feedback}
+    sampled_routes = {g.name: g for g in report.routes}
+    sampled_models = {g.name: g for g in report.models}
     extras = _route_extras(decisions)
     total = report.total
-    span = max(window.end - window.since, 1e-9)
     margins = [d.margin for d in decisions if d.margin is not None]
-    costs = _costs(decisions, registry)
 
     routes = []
-    for group in report.routes:
-        route_drift = drift_of.get(group.name)
-        shadow = shadow_of.get(group.name)
-        feedback = feedback_of.get(group.name)
+    for name, counts in sorted(tally.routes.items(), key=lambda kv: (-kv[1].requests, kv[0])):
+        group = sampled_routes.get(name)
+        route_drift = drift_of.get(name)
+        shadow = shadow_of.get(name)
+        feedback = feedback_of.get(name)
         routes.append(
             {
-                "name": group.name,
-                "n": group.n,
-                "share": group.share,
-                "error_rate": group.error_rate,
-                "fallback_rate": group.fallback_rate,
-                "escalation_rate": group.escalation_rate,
-                "cache_hits": group.cache_hits,
-                "p50_ms": group.p50_ms,
-                "p99_ms": group.p99_ms,
-                "cost_usd": group.cost_usd,
-                "savings": group.savings,
-                **extras.get(group.name, {}),
+                "name": name,
+                **counts.to_dict(n),
+                "escalation_rate": group.escalation_rate if group else None,
+                "p50_ms": group.p50_ms if group else None,
+                "p99_ms": group.p99_ms if group else None,
+                "cost_usd": group.cost_usd if group else None,
+                "savings": group.savings if group else None,
+                "median_margin": extras.get(name, {}).get("median_margin"),
+                "mean_confidence": extras.get(name, {}).get("mean_confidence"),
                 "drift": route_drift.status if route_drift is not None else None,
                 "drift_reasons": list(route_drift.reasons) if route_drift is not None else [],
                 "shadow_lost_share": shadow.lost_share if shadow is not None else None,
@@ -267,37 +365,35 @@ def dashboard_data(
                 "thumbs_up_share": feedback.thumbs_up_share if feedback is not None else None,
             }
         )
-    models = [
-        {
-            "name": group.name,
-            "n": group.n,
-            "share": group.share,
-            "error_rate": group.error_rate,
-            "fallback_rate": group.fallback_rate,
-            "p50_ms": group.p50_ms,
-            "p99_ms": group.p99_ms,
-            "cost_usd": group.cost_usd,
-        }
-        for group in report.models
-    ]
+    models = []
+    for name, counts in sorted(tally.models.items(), key=lambda kv: (-kv[1].requests, kv[0])):
+        group = sampled_models.get(name)
+        models.append(
+            {
+                "name": name,
+                **counts.to_dict(n),
+                "p50_ms": group.p50_ms if group else None,
+                "p99_ms": group.p99_ms if group else None,
+            }
+        )
     layers = Counter(d.layer for d in decisions)
-    previous_window = baseline_window(window)
+    span = max(window.end - window.since, 1e-9)
     payload: dict[str, Any] = json_safe(
         {
             "window": window.to_dict(),
             "log": {"enabled": True, "url": url, "message": None},
-            "sample": _sample(current, max_rows),
+            "sample": _sample(len(decisions), n, max_rows),
             "summary": {
-                "requests": current.in_window,
-                "rate_per_s": current.in_window / span,
-                "error_rate": total.error_rate,
-                "fallback_rate": total.fallback_rate,
+                "requests": n,
+                "rate_per_s": n / span,
+                "error_rate": _rate(tally.total.errors, n),
+                "fallback_rate": _rate(tally.total.fallbacks, n),
+                "cache_hit_rate": _rate(tally.total.cache_hits, n),
+                "spend_usd": tally.total.spend_usd,
                 "escalation_rate": total.escalation_rate,
-                "cache_hit_rate": total.cache_hits / total.n,
-                "default_rate": sum(map(is_default, decisions)) / total.n,
+                "default_rate": _rate(sum(map(is_default, decisions)), len(decisions)),
                 "p50_ms": total.p50_ms,
                 "p99_ms": total.p99_ms,
-                "spend_usd": math.fsum(costs),
                 "cost_usd": total.cost_usd,
                 "counterfactual_usd": total.counterfactual_usd,
                 "savings": total.savings,
@@ -306,16 +402,16 @@ def dashboard_data(
                 "mean_confidence": _mean([d.confidence for d in decisions]),
                 "unpriced": total.unpriced,
             },
-            "series": _series(decisions, window, costs),
+            "series": tally.series | _latency_series(decisions, grid),
             "routes": routes,
             "models": models,
             "layers": [
-                {"name": name, "n": n, "share": n / total.n}
-                for name, n in sorted(layers.items(), key=lambda kv: (-kv[1], kv[0]))
+                {"name": name, "n": count, "share": count / len(decisions)}
+                for name, count in sorted(layers.items(), key=lambda kv: (-kv[1], kv[0]))
             ],
             "drift": {
-                "baseline": previous_window.to_dict(),
-                "baseline_sample": _sample(previous, max_rows),
+                "baseline": baseline_window(window).to_dict(),
+                "baseline_sample": _sample(len(previous.decisions), previous.in_window, max_rows),
                 "flagged": drift.flagged,
                 "flagged_routes": drift.flagged_routes,
                 "enough_data": drift.enough_data,

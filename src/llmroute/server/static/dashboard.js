@@ -326,7 +326,7 @@
       col("Errors", (r) => fmtPct(r.error_rate), true, "error rate"),
       col("Fallback", (r) => fmtPct(r.fallback_rate), true, "fallback rate"),
       col("Cache hits", (r) => fmtInt(r.cache_hits)),
-      col("Cost", (r) => fmtMoney(r.cost_usd)),
+      col("Spend", (r) => fmtMoney(isNum(r.spend_usd) ? r.spend_usd : r.cost_usd), true, "logged cost, else tokens at the registry price"),
       col("Savings", (r) => fmtPct(r.savings), true, "saved vs the strongest model"),
       col("Margin", (r) => fmtDec(r.median_margin), true, "median margin"),
       col("Confidence", (r) => fmtDec(r.mean_confidence), true, "mean confidence"),
@@ -345,7 +345,7 @@
       col("Fallback", (r) => fmtPct(r.fallback_rate), true, "fallback rate"),
       col("p50", (r) => fmtMs(r.p50_ms)),
       col("p99", (r) => fmtMs(r.p99_ms)),
-      col("Cost", (r) => fmtMoney(r.cost_usd)),
+      col("Spend", (r) => fmtMoney(isNum(r.spend_usd) ? r.spend_usd : r.cost_usd)),
     ], rows);
   }
 
@@ -453,7 +453,7 @@
     const spend = isNum(s.spend_usd) ? s.spend_usd : s.cost_usd;
     tile("tile-cost", fmtMoney(spend), num0(s.unpriced) > 0 ? `savings exclude ${fmtInt(s.unpriced)} requests without tokens` : "every request priced");
     const strongest = s.strongest_model == null ? "the strongest model" : s.strongest_model;
-    tile("tile-savings", fmtPct(s.savings), `vs all on ${strongest} (${fmtMoney(s.counterfactual_usd)})`);
+    tile("tile-savings", fmtPct(s.savings), `${fmtMoney(s.cost_usd)} vs ${fmtMoney(s.counterfactual_usd)} all on ${strongest}`);
     const cache = live && live.cache;
     const cacheNote = !cache || typeof cache !== "object" ? (live ? "no response cache" : "")
       : isNum(cache.entries) ? `${text(cache.store)} store, ${fmtInt(cache.entries)} entries` : `${text(cache.store)} store`;
@@ -491,7 +491,7 @@
     if (state.renderError) msgs.push(["error", `render error: ${state.renderError}`]);
     if (d && d.log && d.log.message) msgs.push(["info", String(d.log.message)]);
     if (d && d.sample && d.sample.truncated) {
-      msgs.push(["warn", `Showing the newest ${fmtInt(d.sample.rows)} of ${fmtInt(d.sample.in_window)} requests in this window; figures are computed from that sample.`]);
+      msgs.push(["warn", `Counts, rates, spend and the request charts cover all ${fmtInt(d.sample.in_window)} requests; latency, margins, savings, drift and layers come from the newest ${fmtInt(d.sample.rows)}.`]);
     }
     const banner = $("banner");
     banner.replaceChildren(...msgs.map(([kind, msg]) => el("div", { class: `msg msg-${kind}` }, msg)));

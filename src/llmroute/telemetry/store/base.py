@@ -8,7 +8,7 @@ gateway's feedback endpoint and the report CLIs call them through a thread
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from llmroute.telemetry.record import (
     DecisionRecord,
@@ -17,7 +17,26 @@ from llmroute.telemetry.record import (
     ShadowRecord,
 )
 
-__all__ = ["Store"]
+__all__ = ["DecisionBucket", "Store"]
+
+
+class DecisionBucket(NamedTuple):
+    """The decisions of one (time bucket, route, model), counted by the database: exact
+    over a whole window however many rows it holds. `bucket` is ``floor((ts - start) /
+    step)``; an error is a status >= 400 or an error code, a fallback a non-empty attempt
+    path; `cost_usd` sums the logged costs and `tokens_in`/`tokens_out` the tokens of
+    the rows without one (priced afterwards at the model's registry price)."""
+
+    bucket: int
+    route: str
+    model: str
+    requests: int
+    errors: int
+    cache_hits: int
+    fallbacks: int
+    cost_usd: float
+    tokens_in: int
+    tokens_out: int
 
 
 class Store(Protocol):
@@ -61,6 +80,12 @@ class Store(Protocol):
     def feedback(self, since: float, until: float | None = None) -> list[FeedbackRecord]: ...
 
     def shadows(self, since: float, until: float | None = None) -> list[ShadowRecord]: ...
+
+    def decision_buckets(
+        self, since: float, until: float | None, start: float, step: float
+    ) -> list[DecisionBucket]:
+        """`DecisionBucket` rows for the decisions in ``since <= ts < until``."""
+        ...
 
     def count_decisions(self, since: float | None = None, until: float | None = None) -> int:
         """All decisions, or those in ``since <= ts < until`` when either bound is given."""

@@ -38,6 +38,7 @@ from llmroute.telemetry.store._sql import (
     shadow_from_row,
     shadow_row,
 )
+from llmroute.telemetry.store.base import DecisionBucket
 from llmroute.telemetry.store.migrate import Backend, pending
 from llmroute.telemetry.store.url import mask_url
 
@@ -77,6 +78,18 @@ _LOCK = (
 )
 
 INSTALL_HINT = "PostgreSQL telemetry needs the postgres extra: pip install 'llmroute[postgres]'"
+
+
+_BUCKETS = (
+    "SELECT floor((ts - %s) / %s)::bigint AS bucket, route, model, count(*), "
+    "sum(CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END), "
+    "sum(CASE WHEN cache_hit THEN 1 ELSE 0 END), "
+    "sum(CASE WHEN jsonb_array_length(attempts) > 0 THEN 1 ELSE 0 END), "
+    "coalesce(sum(cost_usd), 0), "
+    "coalesce(sum(CASE WHEN cost_usd IS NULL THEN tokens_in END), 0), "
+    "coalesce(sum(CASE WHEN cost_usd IS NULL THEN tokens_out END), 0) "
+    "FROM decisions WHERE {where} GROUP BY bucket, route, model"
+)
 
 
 def _between(since: float, until: float | None) -> tuple[str, tuple[float, ...]]:
@@ -268,6 +281,17 @@ class PostgresStore:
         where, params = _between(since, until)
         sql = f"SELECT {SHADOW_LIST} FROM shadow WHERE {where} ORDER BY ts, id"
         return [shadow_from_row(r) for r in self._select(sql, params, "read shadow records")]
+
+    def decision_buckets(
+        self, since: float, until: float | None, start: float, step: float
+    ) -> list[DecisionBucket]:
+        where, params = _between(since, until)
+        sql = _BUCKETS.format(where=where)
+        rows = self._select(sql, (start, step, *params), "count decisions")
+        return [
+            DecisionBucket(int(b), r, m, int(n), int(e), int(c), int(f), float(u), int(i), int(o))
+            for b, r, m, n, e, c, f, u, i, o in rows
+        ]
 
     def count_decisions(self, since: float | None = None, until: float | None = None) -> int:
         if since is None and until is None:

@@ -35,6 +35,7 @@ from llmroute.telemetry.store._sql import (
     shadow_from_row,
     shadow_row,
 )
+from llmroute.telemetry.store.base import DecisionBucket
 from llmroute.telemetry.store.migrate import Backend, pending
 
 __all__ = ["SqliteStore"]
@@ -49,6 +50,18 @@ _INSERT_SHADOW = (
 _INSERT_FEEDBACK = (
     f"INSERT INTO feedback ({FEEDBACK_LIST}) SELECT ?, ?, ?, ?, ? "
     "WHERE EXISTS (SELECT 1 FROM decisions WHERE id = ?)"
+)
+
+
+_BUCKETS = (
+    "SELECT CAST((ts - ?) / ? AS INTEGER) AS bucket, route, model, count(*), "
+    "sum(CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END), "
+    "sum(CASE WHEN cache_hit THEN 1 ELSE 0 END), "
+    "sum(CASE WHEN attempts <> '[]' THEN 1 ELSE 0 END), "
+    "coalesce(sum(cost_usd), 0), "
+    "coalesce(sum(CASE WHEN cost_usd IS NULL THEN tokens_in END), 0), "
+    "coalesce(sum(CASE WHEN cost_usd IS NULL THEN tokens_out END), 0) "
+    "FROM decisions WHERE {where} GROUP BY bucket, route, model"
 )
 
 
@@ -234,6 +247,17 @@ class SqliteStore:
         where, params = _between(since, until)
         sql = f"SELECT {SHADOW_LIST} FROM shadow WHERE {where} ORDER BY ts, id"
         return [shadow_from_row(r) for r in self._select(sql, params, "read shadow records")]
+
+    def decision_buckets(
+        self, since: float, until: float | None, start: float, step: float
+    ) -> list[DecisionBucket]:
+        where, params = _between(since, until)
+        sql = _BUCKETS.format(where=where)
+        rows = self._select(sql, (start, step, *params), "count decisions")
+        return [
+            DecisionBucket(int(b), r, m, int(n), int(e), int(c), int(f), float(u), int(i), int(o))
+            for b, r, m, n, e, c, f, u, i, o in rows
+        ]
 
     def count_decisions(self, since: float | None = None, until: float | None = None) -> int:
         if since is None and until is None:
