@@ -1,14 +1,17 @@
-"""What the response cache costs and saves (and what a deployment's rpm limit costs).
+"""What the response cache costs and saves (and what a deployment's rpm limit and a
+shared breaker cost).
 
     .venv/bin/python benchmarks/bench_cache.py [--duration 3] [--rounds 5] [--encoder static]
-        [--redis redis://127.0.0.1:6379/15] [--json]
+        [--redis redis://127.0.0.1:6379/15] [--in-process-only] [--json]
 
 Prints a "## Response cache" section for docs/benchmarks.md (--json: the numbers).
 
 Part 1, in-process: the key of one request (the body as sent upstream, canonical JSON,
 SHA-256) for a short chat request and a long one (8 kB of messages), and one get and
-one set on each store (memory; Redis on 127.0.0.1 when reachable), and one rpm-limit
-check (llmroute.state.limits) in memory and in Redis; 2,000 calls each.
+one set on each store (memory; Redis on 127.0.0.1 when reachable), one rpm-limit
+check (llmroute.state.limits) in memory and in Redis, and a deployment's shared-breaker
+check before a call (`BreakerLink.sync`) within ``sync_s`` of the last read (no Redis
+call) and when due (one Redis read); 2,000 calls each.
 
 Part 2, through `llmroute serve` (processes and load generator of
 benchmarks/gateway_overhead.py: an instant fake upstream, one keep-alive connection,
@@ -41,11 +44,15 @@ from gateway_overhead import bench_registry, bodies, gateway, measure, upstream
 
 from llmroute.decide import Router
 from llmroute.dispatch import plan_request
+from llmroute.dispatch.breaker import CircuitBreaker
+from llmroute.dispatch.deployments import BreakerLink
 from llmroute.registry import parse_registry
+from llmroute.registry.schema import BreakerSettings
 from llmroute.state import (
     CacheDirectives,
     MemoryLimits,
     MemoryStore,
+    RedisBreakers,
     RedisLimits,
     RedisStore,
     ResponseCache,
@@ -156,7 +163,26 @@ def in_process(redis_url: str | None) -> dict[str, Any]:
             return samples
 
         out["limit_redis_acquire"] = percentiles(asyncio.run(acquire()))
+        out["breaker_sync_not_due"] = percentiles(asyncio.run(_breaker_sync(redis_url, 3600)))
+        out["breaker_sync_due"] = percentiles(asyncio.run(_breaker_sync(redis_url, 1e-9)))
     return out
+
+
+async def _breaker_sync(redis_url: str, sync_s: float) -> list[float]:
+    """`BreakerLink.sync` timed, with the shared opening read every `sync_s` seconds."""
+    settings = BreakerSettings(url=redis_url, sync_s=sync_s)
+    shared = RedisBreakers(redis_url, 1.0, f"llmroute-bench-{uuid.uuid4().hex[:8]}")
+    link = BreakerLink(CircuitBreaker(settings), shared, "p:m")
+    samples = []
+    try:
+        await link.sync()  # the first read is due whatever sync_s says
+        for _ in range(CALLS):
+            start = time.perf_counter_ns()
+            await link.sync()
+            samples.append((time.perf_counter_ns() - start) / 1e3)
+    finally:
+        await shared.aclose()
+    return samples
 
 
 def _redis_ok(url: str) -> bool:
@@ -262,6 +288,7 @@ def main() -> None:
     parser.add_argument("--encoder", default="static", choices=["static", "minilm-int8"])
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--in-process-only", action="store_true", help="skip part 2")
     args = parser.parse_args()
     redis_url = args.redis if args.redis and _redis_ok(args.redis) else None
     if redis_url is None:
@@ -269,7 +296,7 @@ def main() -> None:
     log("in-process")
     out = {"encoder": args.encoder, "in_process": in_process(redis_url)}
     log("through the gateway")
-    out["gateway"] = through_gateway(args, redis_url)
+    out["gateway"] = [] if args.in_process_only else through_gateway(args, redis_url)
     info = machine()
     if args.json:
         dump_json({"machine": info, **out})

@@ -66,6 +66,7 @@ def test_summary_shows_cache_limits_and_budgets_without_passwords() -> None:
     text = VALID.replace(small, small[:-1] + ", rpm: 600, budget: {usd: 25, period: month}}", 1)
     text += "cache: {url: 'redis://:hunter2@cache:6379/0', ttl_s: 60, routes: [code]}\n"
     text += "dispatch:\n  limits: {url: 'redis://:hunter2@limits:6379/1'}\n"
+    text += "  breaker: {url: 'redis://:hunter2@limits:6379/2'}\n"
     lines = summarize(parse_registry(text))
     joined = "\n".join(lines)
     assert "hunter2" not in joined
@@ -73,4 +74,5 @@ def test_summary_shows_cache_limits_and_budgets_without_passwords() -> None:
     assert small.endswith("rpm 600, budget $25 per month"), small
     assert "cache: redis://:***@cache:6379/0, ttl 60 s, routes code" in lines
     assert "limits counted in: redis://:***@limits:6379/1" in lines
+    assert "breaker openings shared in: redis://:***@limits:6379/2" in lines
     assert lines[-1] == "default -> small"

@@ -135,20 +135,36 @@ class CircuitBreaker:
             self._consecutive = 0
             self._window.add(self._clock(), ok=True)
 
-    def record_failure(self) -> None:
+    def record_failure(self) -> bool:
         """An allowed call failed in a way that speaks of the deployment's health (no
         response, a timeout, 5xx, 429): a half-open breaker reopens; a closed one opens
-        when either threshold is crossed."""
+        when either threshold is crossed. True when this failure opened it."""
         if not self._settings.enabled:
-            return
+            return False
         state = self.state
         if state is BreakerState.HALF_OPEN:
             self._open()
-        elif state is BreakerState.CLOSED:
+            return True
+        if state is BreakerState.CLOSED:
             self._consecutive += 1
             self._window.add(self._clock(), ok=False)
             if self._tripped():
                 self._open()
+                return True
+        return False
+
+    def open_elsewhere(self, remaining_s: float) -> None:
+        """Another process opened this deployment's breaker and it stays open for
+        `remaining_s` more: stay off it as long (never shorter than this breaker's own
+        cooldown, when it is open already)."""
+        if not self._settings.enabled or remaining_s <= 0:
+            return
+        opened_at = self._clock() - self._settings.cooldown_s + remaining_s
+        if self.state is BreakerState.OPEN and self._opened_at is not None:
+            opened_at = max(opened_at, self._opened_at)
+        self._state = BreakerState.OPEN
+        self._opened_at = opened_at
+        self._probes = 0
 
     def release(self) -> None:
         """An allowed call ended saying nothing about the deployment's health (the

@@ -4,10 +4,15 @@ call it with its time limit (transport).
 
 A deployment is one (provider, upstream model) pair. Its breaker and its request limit
 are shared by every pool model served there, since they fail (and are metered) together.
+With ``dispatch.breaker.url`` in Redis, a `BreakerLink` also shares its breaker's
+openings with other processes (`llmroute.state.breakers`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,11 +25,54 @@ from llmroute.dispatch.breaker import CircuitBreaker
 from llmroute.errors import CircuitOpen, LimitReached, ProviderError, ProviderTimeout
 from llmroute.providers.base import ChatProvider
 from llmroute.registry.schema import Registry
+from llmroute.state.breakers import RedisBreakers
 from llmroute.state.limits import RateLimits
 
-__all__ = ["Deployment", "DeploymentPool", "Deployments", "Observe"]
+__all__ = ["BreakerLink", "Deployment", "DeploymentPool", "Deployments", "Observe"]
 
 T = TypeVar("T")
+
+
+class BreakerLink:
+    """One deployment's breaker tied to the openings other processes share: `sync`
+    reads them (at most every ``sync_s``, so a request rarely waits on Redis) and
+    `opened` announces this breaker's, in the background."""
+
+    def __init__(
+        self,
+        breaker: CircuitBreaker,
+        shared: RedisBreakers,
+        key: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.breaker = breaker
+        self._shared = shared
+        self._key = key
+        self._clock = clock
+        self._checked_at = -math.inf
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def sync(self) -> None:
+        now = self._clock()
+        if now - self._checked_at < self.breaker.settings.sync_s:
+            return
+        self._checked_at = now  # before the await: concurrent requests do not pile up
+        remaining = await self._shared.open_for(self._key)
+        if remaining is not None:
+            self.breaker.open_elsewhere(remaining)
+
+    def opened(self) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._shared.opened(self._key, self.breaker.settings.cooldown_s)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        """Let announcements still in flight finish (each is bounded by the timeout)."""
+        if self._tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +83,7 @@ class Deployment:
     breaker: CircuitBreaker
     rpm: int | None = None  # requests per minute it may be sent
     limits: RateLimits | None = None  # where `rpm` is counted
+    link: BreakerLink | None = None  # the breaker's shared openings, when shared
 
     async def acquire(self) -> bool:
         """Take one request from the deployment's limit; False when it is at the limit."""
@@ -75,6 +124,8 @@ class DeploymentPool:
         limited = False
         for index in self._balancer.order(self._indices):
             deployment = self.deployments[index]
+            if deployment.link is not None:
+                await deployment.link.sync()
             if not deployment.breaker.allow():
                 continue
             if not await deployment.acquire():
@@ -113,7 +164,8 @@ class DeploymentPool:
         except ProviderError as exc:
             if exc.retryable:
                 self._balancer.finish(index, latency_s=None)
-                deployment.breaker.record_failure()
+                if deployment.breaker.record_failure() and deployment.link is not None:
+                    deployment.link.opened()
             else:
                 self._balancer.release(index)
                 deployment.breaker.release()
@@ -145,8 +197,10 @@ class Deployments:
         rng: random.Random,
         clock: Callable[[], float] = time.monotonic,
         limits: RateLimits | None = None,
+        shared: RedisBreakers | None = None,
     ) -> None:
         breakers: dict[tuple[str, str], CircuitBreaker] = {}
+        links: dict[tuple[str, str], BreakerLink] = {}
         settings = registry.dispatch
         self._pools: dict[str, DeploymentPool] = {}
         for name, model in registry.models.items():
@@ -157,10 +211,19 @@ class Deployments:
                 key = (target.provider, upstream)
                 if key not in breakers:
                     breakers[key] = CircuitBreaker(settings.breaker, clock=clock)
+                    if shared is not None:
+                        shared_key = f"{target.provider}:{upstream}"
+                        links[key] = BreakerLink(breakers[key], shared, shared_key, clock)
                 provider = providers[target.provider]
                 deployments.append(
                     Deployment(
-                        target.provider, provider, upstream, breakers[key], target.rpm, limits
+                        target.provider,
+                        provider,
+                        upstream,
+                        breakers[key],
+                        target.rpm,
+                        limits,
+                        links.get(key),
                     )
                 )
             balancer = Balancer(
@@ -168,6 +231,7 @@ class Deployments:
             )
             self._pools[name] = DeploymentPool(name, deployments, balancer)
         self.breakers = breakers
+        self.links = links
 
     def pool(self, model: str) -> DeploymentPool:
         return self._pools[model]

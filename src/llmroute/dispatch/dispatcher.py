@@ -49,6 +49,7 @@ from llmroute.errors import (
 )
 from llmroute.providers.base import ChatProvider, EmbeddingProvider, Timeouts
 from llmroute.registry.schema import Registry, RoutePolicy
+from llmroute.state.breakers import open_breakers
 from llmroute.state.limits import RateLimits, open_limits
 from llmroute.state.stores import has_limits
 
@@ -238,8 +239,14 @@ class Dispatcher:
         self.observer = observer
         self._gates = gates
         self._limits = _limits(registry)
+        self._shared_breakers = open_breakers(registry.dispatch.breaker)
         self.deployments = Deployments(
-            registry, providers, rng=self._rng, clock=clock, limits=self._limits
+            registry,
+            providers,
+            rng=self._rng,
+            clock=clock,
+            limits=self._limits,
+            shared=self._shared_breakers,
         )
 
     @property
@@ -325,6 +332,10 @@ class Dispatcher:
             await provider.aclose()
         if self._limits is not None:
             await self._limits.aclose()
+        if self._shared_breakers is not None:
+            for link in self.deployments.links.values():
+                await link.aclose()
+            await self._shared_breakers.aclose()
 
     def _with_reasoning(
         self, plan: Plan, name: str, deployment: Deployment, body: dict[str, Any]

@@ -525,11 +525,28 @@ class RetrySettings(_Frozen):
     max_retry_after_s: Seconds = 30.0  # a longer Retry-After goes to the fallback at once
 
 
+def _state_url(value: str) -> str:
+    if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(
+            "must be 'memory' or a redis://, rediss:// or unix:// URL "
+            f"(got {value.split('://')[0]!r})"
+        )
+    return value
+
+
+_NAMESPACE = r"^[A-Za-z0-9_.:-]+$"
+
+
 class BreakerSettings(_Frozen):
     """A circuit breaker per deployment: open after `failures` consecutive failures, or
     when the error rate over `window_s` exceeds `error_rate` (with at least
     `min_requests`); after `cooldown_s`, let `half_open_probes` requests through; close
-    on their success, reopen on a failure."""
+    on their success, reopen on a failure.
+
+    `url` ``memory`` keeps each process's breakers to itself; a ``redis://`` URL shares
+    an opening: a process whose breaker opens says so in Redis for `cooldown_s`, and
+    every process reads that at most every `sync_s` per deployment and stays off the
+    deployment too. A Redis call slower than `timeout_s` is skipped."""
 
     enabled: bool = True
     failures: int = Field(default=5, ge=1)
@@ -538,6 +555,12 @@ class BreakerSettings(_Frozen):
     min_requests: int = Field(default=10, ge=1)
     cooldown_s: Seconds = 30.0
     half_open_probes: int = Field(default=1, ge=1)
+    url: str = "memory"
+    sync_s: Seconds = 0.5
+    timeout_s: Seconds = 0.05
+    namespace: str = Field(default="llmroute", min_length=1, pattern=_NAMESPACE)
+
+    _url = field_validator("url")(_state_url)
 
 
 class LimitSettings(_Frozen):
@@ -548,17 +571,9 @@ class LimitSettings(_Frozen):
 
     url: str = "memory"
     timeout_s: Seconds = 0.05
-    namespace: str = Field(default="llmroute", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    namespace: str = Field(default="llmroute", min_length=1, pattern=_NAMESPACE)
 
-    @field_validator("url")
-    @classmethod
-    def _scheme(cls, value: str) -> str:
-        if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(
-                "must be 'memory' or a redis://, rediss:// or unix:// URL "
-                f"(got {value.split('://')[0]!r})"
-            )
-        return value
+    _url = field_validator("url")(_state_url)
 
 
 class DispatchSettings(_Frozen):

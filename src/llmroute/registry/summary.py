@@ -102,8 +102,9 @@ def _routes(registry: Registry) -> list[str]:
 
 
 def _state(registry: Registry) -> list[str]:
-    """The response cache and where limits are counted, when the registry has them (URLs
-    with their passwords masked; ``$LLMROUTE_CACHE_URL`` may override the cache's)."""
+    """The response cache, where limits are counted and where breaker openings are
+    shared, when the registry has them (URLs with their passwords masked;
+    ``$LLMROUTE_CACHE_URL`` may override the cache's)."""
     lines = []
     cache = registry.cache
     if cache is not None:
@@ -112,6 +113,9 @@ def _state(registry: Registry) -> list[str]:
         lines.append(f"cache: {where}, ttl {cache.ttl_s:g} s{routes}")
     if has_limits(registry):
         lines.append(f"limits counted in: {mask_url(registry.dispatch.limits.url)}")
+    breaker = registry.dispatch.breaker
+    if breaker.enabled and breaker.url != "memory":
+        lines.append(f"breaker openings shared in: {mask_url(breaker.url)}")
     return lines
 
 

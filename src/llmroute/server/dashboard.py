@@ -179,7 +179,7 @@ class Dashboard:
         ]
 
     async def page(self, request: Request) -> Response:
-        base = request.scope.get("root_path", "") + request.url.path.rstrip("/")
+        base = request.url.path.rstrip("/")  # ASGI's path includes any root path
         html = _static("dashboard.html").replace("{{ASSET_BASE}}", base)
         html = html.replace("{{DATA_URL}}", f"{base}/data")
         return Response(html, media_type="text/html", headers=_HEADERS)

@@ -1,6 +1,8 @@
-"""State that outlives one request: the response cache and the deployments' request
-limits, in this process by default or in Redis to share them between gateways."""
+"""State that outlives one request: the response cache, the deployments' request
+limits and budgets, and circuit-breaker openings, in this process by default or in
+Redis to share them between gateways."""
 
+from llmroute.state.breakers import RedisBreakers, open_breakers
 from llmroute.state.limits import MemoryLimits, RateLimits, RedisLimits, open_limits
 from llmroute.state.lookup import CacheLookup, look_up, replay
 from llmroute.state.response_cache import CachedAnswer, CacheDirectives, ResponseCache
@@ -23,11 +25,13 @@ __all__ = [
     "MemoryLimits",
     "MemoryStore",
     "RateLimits",
+    "RedisBreakers",
     "RedisLimits",
     "RedisStore",
     "ResponseCache",
     "StoreUnavailable",
     "look_up",
+    "open_breakers",
     "open_limits",
     "open_store",
     "replay",
