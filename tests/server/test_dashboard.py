@@ -152,6 +152,7 @@ def test_live_state_shows_this_process_and_its_breakers(
     broken = states[("broken", "broken?status=503")]
     assert broken["state"] == "open" and broken["consecutive_failures"] >= 2
     assert states[("small", "small")]["state"] == "closed"
+    assert live["breakers_shared"] is None  # each process's own
 
 
 @pytest.mark.parametrize(

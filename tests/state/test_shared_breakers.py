@@ -220,3 +220,4 @@ def test_two_gateways_share_an_opening(
         live = httpx.get(f"{b.url}/dashboard/data", timeout=10).json()["live"]
         states = {row["model"]: row["state"] for row in live["breakers"]}
         assert states == {"broken": "open", "small": "closed"}
+        assert live["breakers_shared"] == REDIS_URL

@@ -48,6 +48,7 @@ from llmroute.telemetry.dashboard import (
 )
 from llmroute.telemetry.service import Telemetry
 from llmroute.telemetry.store.base import Store
+from llmroute.telemetry.store.url import mask_url
 from llmroute.telemetry.windows import Window, WindowError, parse_window
 
 __all__ = [
@@ -256,7 +257,14 @@ def gateway_live(request: Request) -> dict[str, Any]:
         "workers": settings.workers if isinstance(settings, ServeSettings) else 1,
         "cache": None if cache is None else _cache_facts(cache.store),
         "breakers": breaker_rows(gateway.dispatcher.deployments.pools()),
+        "breakers_shared": _shared_breakers(gateway.router.loaded.registry),
     }
+
+
+def _shared_breakers(registry: Registry) -> str | None:
+    """Where breaker openings are shared (password masked), or None."""
+    breaker = registry.dispatch.breaker
+    return mask_url(breaker.url) if breaker.enabled and breaker.url != "memory" else None
 
 
 def create_log_dashboard(url: str, registry: Registry | None) -> Starlette:

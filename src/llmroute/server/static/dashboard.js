@@ -387,6 +387,9 @@
       col("Window req.", (r) => fmtInt(r.window_requests)),
       col("Window fail.", (r) => fmtInt(r.window_failures)),
     ], arr(live.breakers), (r) => ({ "data-state": text(r.state) }), "no breakers");
+    $("breakers-note").textContent = live.breakers_shared
+      ? `openings shared through ${live.breakers_shared}`
+      : "this process's own (not shared)";
   }
 
   function statusCell(r) {
