@@ -74,6 +74,7 @@ def serve(
     loaded = load_registry(path)  # a bad registry fails here with one clean line
     _check_telemetry_url(loaded)
     _check_state_urls(loaded)
+    _check_auth(loaded)
     _load_local_models(loaded, load=workers == 1)
     log_config = _log_config(uvicorn.config.LOGGING_CONFIG)
     settings = ServeSettings(
@@ -130,6 +131,20 @@ def _check_state_urls(loaded: LoadedRegistry) -> None:
 
     try:
         check_registry_urls(loaded.registry)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _check_auth(loaded: LoadedRegistry) -> None:
+    """Fail now, with one line naming the variable, when a client key's environment
+    variable is unset, rather than serving a gateway nobody can call."""
+    from llmroute.errors import ConfigError
+    from llmroute.server.auth import KeyTable
+
+    if loaded.registry.auth is None:
+        return
+    try:
+        KeyTable.build(loaded.registry.auth)
     except ConfigError as exc:
         fail(str(exc))
 

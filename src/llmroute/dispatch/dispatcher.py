@@ -250,6 +250,11 @@ class Dispatcher:
         )
 
     @property
+    def limits(self) -> RateLimits | None:
+        """Where rpm limits and budgets are counted (None when the registry sets none)."""
+        return self._limits
+
+    @property
     def registry(self) -> Registry:
         return self._registry
 

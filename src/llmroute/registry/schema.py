@@ -30,6 +30,8 @@ __all__ = [
     "RESERVED_ROUTE_NAMES",
     "SCAN_ROLES",
     "Action",
+    "ApiKey",
+    "AuthSettings",
     "BreakerSettings",
     "Budget",
     "BuiltinEncoderSpec",
@@ -877,6 +879,44 @@ class ShadowSettings(_Frozen):
 # -- response cache -----------------------------------------------------------------
 
 
+class ApiKey(_Frozen):
+    """One client key of the gateway. The key itself never sits in the file: either
+    `key_env` names the environment variable holding it, or `sha256` is the hex SHA-256
+    of it (``printf %s "$KEY" | sha256sum``). `admin` keys may also read /dashboard and
+    /metrics; `rpm` caps the key's requests per minute (counted where
+    ``dispatch.limits`` says)."""
+
+    name: Name
+    key_env: EnvName | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    admin: bool = False
+    rpm: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.key_env is None) == (self.sha256 is None):
+            raise ValueError("give exactly one of key_env (a variable holding it) or sha256")
+        return self
+
+
+class AuthSettings(_Frozen):
+    """Client authentication for the gateway: every request but /health and /ready
+    must carry one of `keys` (``Authorization: Bearer KEY``, as OpenAI clients send
+    their api_key). `public_metrics` lets /metrics be scraped without a key."""
+
+    keys: tuple[ApiKey, ...] = Field(min_length=1)
+    public_metrics: bool = False
+
+    @field_validator("keys")
+    @classmethod
+    def _unique(cls, value: tuple[ApiKey, ...]) -> tuple[ApiKey, ...]:
+        names = [k.name for k in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"key names must be unique; repeated: {', '.join(twice)}")
+        return value
+
+
 CACHE_SCHEMES = ("memory", "redis://", "rediss://", "unix://")
 
 
@@ -944,6 +984,7 @@ class Registry(_Frozen):
     shadow: ShadowSettings | None = None
     drift: DriftSettings = DriftSettings()
     cache: CacheSettings | None = None
+    auth: AuthSettings | None = None
 
     @field_validator("providers", "models")
     @classmethod

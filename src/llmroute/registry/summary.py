@@ -116,6 +116,13 @@ def _state(registry: Registry) -> list[str]:
     breaker = registry.dispatch.breaker
     if breaker.enabled and breaker.url != "memory":
         lines.append(f"breaker openings shared in: {mask_url(breaker.url)}")
+    if registry.auth is not None:
+        keys = [
+            k.name + (" (admin)" if k.admin else "") + (f" rpm {k.rpm}" if k.rpm else "")
+            for k in registry.auth.keys
+        ]
+        public = ", /metrics public" if registry.auth.public_metrics else ""
+        lines.append(f"client keys: {', '.join(keys)}{public}")
     return lines
 
 

@@ -19,6 +19,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from llmroute.errors import LlmrouteError
+from llmroute.server.auth import RequireKey
 from llmroute.server.chat import chat_completions, route_only
 from llmroute.server.dashboard import Dashboard, gateway_live, gateway_log_view
 from llmroute.server.embeddings import embeddings
@@ -83,7 +84,7 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
             HTTPException: handle_http,
             Exception: handle_any,
         },
-        middleware=[Middleware(PinGateway)],
+        middleware=[Middleware(PinGateway), Middleware(RequireKey)],  # outermost first
         lifespan=lifespan,
     )
     app.state.gateway = None

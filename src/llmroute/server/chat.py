@@ -16,6 +16,7 @@ from llmroute.decision import Decision
 from llmroute.dispatch import Opened, Plan, TierStep, cascade_header, plan_request
 from llmroute.errors import LlmrouteError, ProviderError
 from llmroute.layers.llm_router import refine_plan
+from llmroute.server.auth import key_of
 from llmroute.server.body import read_json_object, require_messages
 from llmroute.server.cached import cache_headers, hit_headers
 from llmroute.server.errors import gateway_error
@@ -56,7 +57,9 @@ async def chat_completions(request: Request) -> Response:
     stream = body.get("stream") is True
     trace = tracing_of(request).start_request(plan.decision, start_ns=int(ts * 1e9))
     try:
-        lookup = await look_up(gateway.cache, plan, body, stream, request.headers)
+        lookup = await look_up(
+            gateway.cache, plan, body, stream, request.headers, key_of(request.scope)
+        )
         if lookup is not None and lookup.answer is not None:
             return _from_cache(gateway, recorder, trace, plan, body, lookup.answer, ts, started_ns)
         shadow = gateway.shadow is not None and gateway.shadow.sampled(plan.decision)

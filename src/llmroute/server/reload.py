@@ -38,6 +38,7 @@ from llmroute.layers.llm_router import LlmRouter
 from llmroute.providers import build_providers
 from llmroute.providers.base import ChatProvider
 from llmroute.registry import load_registry
+from llmroute.server.auth import KeyTable
 from llmroute.server.settings import ServeSettings
 from llmroute.server.state import Gateway
 from llmroute.state import ResponseCache
@@ -111,9 +112,11 @@ async def open_gateway(built: Built, max_body_bytes: int, state: State | None = 
         for provider in providers.values():
             await provider.aclose()
         raise
+    registry = router.loaded.registry
     try:
+        auth = KeyTable.build(registry.auth) if registry.auth is not None else None
         cache = ResponseCache.open(
-            router.loaded.registry,
+            registry,
             router.version,
             on_result=metrics.cache if isinstance(metrics, GatewayMetrics) else None,
         )
@@ -127,6 +130,7 @@ async def open_gateway(built: Built, max_body_bytes: int, state: State | None = 
         _shadow_runner(router, dispatcher, state),
         _llm_router(router, dispatcher, metrics),
         cache,
+        auth,
     )
 
 

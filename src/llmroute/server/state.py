@@ -18,11 +18,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from llmroute.decide import Router
 from llmroute.dispatch import Dispatcher
 from llmroute.layers.llm_router import LlmRouter
+from llmroute.server.auth import KeyTable
 from llmroute.server.errors import GatewayError
 from llmroute.state import ResponseCache
 from llmroute.telemetry.shadow import ShadowRunner
 
-__all__ = ["Gateway", "InFlight", "PinGateway", "gateway_of"]
+__all__ = ["Gateway", "InFlight", "PinGateway", "gateway_of", "pinned"]
 
 _SCOPE_KEY = "llmroute.gateway"  # the request's pinned gateway, in its ASGI scope
 
@@ -61,6 +62,7 @@ class Gateway:
     shadow: ShadowRunner | None = None
     llm_router: LlmRouter | None = None
     cache: ResponseCache | None = None
+    auth: KeyTable | None = None
     inflight: InFlight = field(default_factory=InFlight, repr=False)
 
     async def aclose(self) -> None:
@@ -97,6 +99,12 @@ class PinGateway:
             return
         with gateway.inflight:
             await self.app(scope, receive, send)
+
+
+def pinned(scope: Scope) -> Gateway | None:
+    """The gateway a request was pinned to (None before the first registry loaded)."""
+    gateway = scope.get(_SCOPE_KEY)
+    return gateway if isinstance(gateway, Gateway) else None
 
 
 def gateway_of(request: Request) -> Gateway:

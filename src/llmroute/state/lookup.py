@@ -45,12 +45,13 @@ async def look_up(
     body: Mapping[str, Any],
     stream: bool,
     headers: Mapping[str, str],
+    partition: str | None = None,
 ) -> CacheLookup | None:
     """None when there is no cache or this request is not cached. Raises
-    `PolicyViolation` for a blocked request."""
+    `PolicyViolation` for a blocked request. `partition`: see `ResponseCache.key`."""
     if cache is None:
         return None
-    key = cache.key(plan, body, stream)
+    key = cache.key(plan, body, stream, partition)
     if key is None:
         return None
     directives = CacheDirectives.from_headers(headers)

@@ -166,10 +166,13 @@ class ResponseCache:
 
     # -- keys -----------------------------------------------------------------------------
 
-    def key(self, plan: Plan, body: Mapping[str, Any], stream: bool) -> str | None:
+    def key(
+        self, plan: Plan, body: Mapping[str, Any], stream: bool, partition: str | None = None
+    ) -> str | None:
         """The request's key, or None when this request is not cached (its route is not
-        listed, or it streams and streams are not cached). Raises `PolicyViolation` for
-        a blocked request, as dispatch would."""
+        listed, or it streams and streams are not cached). `partition` (the gateway
+        client key's name) keeps each client's answers to itself. Raises
+        `PolicyViolation` for a blocked request, as dispatch would."""
         decision = plan.decision
         if self._routes is not None and decision.route not in self._routes:
             return None
@@ -184,6 +187,8 @@ class ResponseCache:
             "stream": stream,
             "body": {k: v for k, v in sent.items() if k not in _NOT_IN_KEY},
         }
+        if partition is not None:
+            material["partition"] = partition
         text = json.dumps(
             material, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
         )

@@ -26,7 +26,9 @@ Metrics (all prefixed ``llmroute_``):
 - ``telemetry_dropped_total{reason}``, ``telemetry_queue_depth``, ``shadow_total{outcome}``;
 - ``llm_router_total{outcome}``: LLM router calls (llmroute.layers.llm_router);
 - ``cache_total{result}``: response cache lookups and writes (llmroute.state):
-  ``hit``, ``miss``, ``bypass``, ``stored``, ``too_large``, ``error``.
+  ``hit``, ``miss``, ``bypass``, ``stored``, ``too_large``, ``error``;
+- ``auth_rejected_total{reason}``: requests the client-key check turned away:
+  ``missing``, ``invalid``, ``forbidden``, ``rate_limited`` (llmroute.server.auth).
 
 Multi-process mode: when ``$PROMETHEUS_MULTIPROC_DIR`` is set before prometheus_client
 is first imported (``llmroute serve --workers N`` does so), every worker writes its
@@ -278,6 +280,9 @@ class GatewayMetrics:
         self._cache = _Children(
             counter("llmroute_cache", "Response cache lookups and writes by result", ("result",))
         )
+        self._auth = _Children(
+            counter("llmroute_auth_rejected", "Requests turned away by the key check", ("reason",))
+        )
         self._queue_depth = Gauge(
             "llmroute_telemetry_queue_depth",
             "Decision-log records waiting to be written",
@@ -383,6 +388,11 @@ class GatewayMetrics:
         """A response cache result: ``hit``, ``miss``, ``bypass``, ``stored``,
         ``too_large`` or ``error``."""
         self._cache(result).inc()
+
+    def auth_rejected(self, reason: str) -> None:
+        """A request the client-key check turned away: ``missing``, ``invalid``,
+        ``forbidden`` or ``rate_limited``."""
+        self._auth(reason).inc()
 
     # -- scraping ---------------------------------------------------------------------------
 

@@ -1,0 +1,183 @@
+"""Client keys for the gateway (the registry's ``auth:`` section).
+
+`KeyTable` holds the SHA-256 of each key (read from its environment variable when the
+registry loads, or given as ``sha256`` in the file); a presented key is hashed and looked
+up, so no key is kept or compared in the clear. `RequireKey` is the ASGI middleware that
+runs after `PinGateway` and checks every request against the table of the gateway it
+was pinned to, so a registry reload that adds or removes a key applies to the next
+request. Without an ``auth:`` section nothing is checked.
+
+Where a key may be presented: ``Authorization: Bearer KEY`` (what OpenAI clients send),
+``x-api-key: KEY`` (Anthropic's clients) or ``Authorization: Basic`` with the key as
+password (what a browser sends after its login prompt, for the dashboard). /health and
+/ready never need one; /dashboard and /metrics need an ``admin`` key (``public_metrics``
+opens /metrics). A key with ``rpm`` is limited to that many requests a minute on the
+/v1 endpoints, counted where ``dispatch.limits`` says (429 beyond, with Retry-After).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from llmroute.errors import ConfigError
+from llmroute.registry.schema import ApiKey, AuthSettings
+from llmroute.server.errors import GatewayError
+from llmroute.telemetry.metrics import GatewayMetrics
+
+if TYPE_CHECKING:
+    from llmroute.server.state import Gateway
+
+__all__ = ["KeyTable", "RequireKey", "key_of", "presented_key"]
+
+PUBLIC_PATHS = frozenset({"/health", "/ready"})
+ADMIN_PREFIXES = ("/dashboard", "/metrics")
+_SCOPE_KEY = "llmroute.api_key"  # the name of the request's key, in its ASGI scope
+_REASONS = {403: "forbidden", 429: "rate_limited"}
+
+
+def _reason(error: GatewayError) -> str:
+    """The ``auth_rejected_total`` label of a rejection."""
+    if error.status == 401:
+        return "missing" if error.message.startswith("missing") else "invalid"
+    return _REASONS.get(error.status, "invalid")
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyTable:
+    settings: AuthSettings
+    by_digest: Mapping[bytes, ApiKey]
+
+    @classmethod
+    def build(cls, settings: AuthSettings, environ: Mapping[str, str] | None = None) -> KeyTable:
+        """Hash every key; `ConfigError` (one line, naming the variable, never a value)
+        when a ``key_env`` variable is unset or empty."""
+        env = os.environ if environ is None else environ
+        table: dict[bytes, ApiKey] = {}
+        for key in settings.keys:
+            if key.key_env is not None:
+                value = env.get(key.key_env, "").strip()
+                if not value:
+                    raise ConfigError(
+                        f"auth.keys {key.name!r}: environment variable {key.key_env} is not "
+                        "set (or empty); set it to the key, or give the key's sha256 instead"
+                    )
+                digest = _digest(value)
+            else:
+                assert key.sha256 is not None
+                digest = bytes.fromhex(key.sha256)
+            if digest in table:
+                raise ConfigError(
+                    f"auth.keys {key.name!r} has the same key as {table[digest].name!r}"
+                )
+            table[digest] = key
+        return cls(settings, table)
+
+    def find(self, presented: str) -> ApiKey | None:
+        return self.by_digest.get(_digest(presented))
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key a request carries, if any (see the module docstring for where)."""
+    authorization = headers.get("authorization", "").strip()
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if scheme.lower() == "basic" and value.strip():
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        password = decoded.partition(":")[2]
+        return password or None
+    api_key = headers.get("x-api-key", "").strip()
+    return api_key or None
+
+
+def key_of(scope: Scope) -> str | None:
+    """The name of the key the request was let in with (None without auth)."""
+    name = scope.get(_SCOPE_KEY)
+    return name if isinstance(name, str) else None
+
+
+class RequireKey:
+    """ASGI middleware: 401 without a known key, 403 for a non-admin key on an admin
+    path, 429 past the key's ``rpm``; OpenAI's error format in every case."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        from llmroute.server.state import pinned
+
+        gateway = pinned(scope)
+        table = gateway.auth if gateway is not None else None
+        if (
+            gateway is None
+            or table is None
+            or (scope["path"].startswith("/metrics") and table.settings.public_metrics)
+        ):
+            await self.app(scope, receive, send)
+            return
+        try:
+            key = await self._check(scope, table, gateway)
+        except GatewayError as error:
+            metrics = getattr(scope["app"].state, "metrics", None)
+            if isinstance(metrics, GatewayMetrics):
+                metrics.auth_rejected(_reason(error))
+            await error.response()(scope, receive, send)
+            return
+        scope[_SCOPE_KEY] = key.name
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _check(scope: Scope, table: KeyTable, gateway: Gateway) -> ApiKey:
+        path: str = scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        admin_path = path.startswith(ADMIN_PREFIXES)
+        challenge = 'Basic realm="llmroute"' if admin_path else "Bearer"
+        presented = presented_key(headers)
+        if presented is None:
+            raise GatewayError(
+                401,
+                "missing API key: send it as Authorization: Bearer <key>",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": challenge},
+            )
+        key = table.find(presented)
+        if key is None:
+            raise GatewayError(
+                401,
+                "invalid API key",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": challenge},
+            )
+        if admin_path and not key.admin:
+            raise GatewayError(
+                403, f"key {key.name!r} may not read {path}: it needs admin: true", code="forbidden"
+            )
+        limits = gateway.dispatcher.limits
+        if key.rpm is None or limits is None or not path.startswith("/v1/"):
+            return key
+        if not await limits.acquire(f"apikey:{key.name}", key.rpm):
+            raise GatewayError(
+                429,
+                f"key {key.name!r} is at its limit of {key.rpm} requests per minute",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": "1"},
+            )
+        return key

@@ -1,0 +1,182 @@
+"""Client keys on `llmroute serve` (a real process on 127.0.0.1, the official openai
+client in front, the fake upstream behind): who gets in, who may read the dashboard and
+metrics, a key's requests-per-minute limit, reloads, and keys never logged."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from fake_upstream import FakeUpstream, fake_upstream
+from gateway_proc import BIN, Served, serve, wait_for
+
+TEAM_KEY = "sk-team-0123456789"
+OPS_KEY = "ops-secret-9876"
+LIMITED_KEY = "sk-limited-5555"
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: small}
+routes:
+  - {name: chat, examples: ["hello there", "how are you today"], target: small}
+default: {target: small}
+cache: {ttl_s: 300}
+auth:
+  keys:
+    - {name: team, key_env: LLMROUTE_TEST_TEAM_KEY}
+    - {name: ops, sha256: "%(ops)s", admin: true}
+    - {name: limited, key_env: LLMROUTE_TEST_LIMITED_KEY, rpm: 2}
+%(extra)s
+"""
+ENV = {
+    "LLMROUTE_TEST_TEAM_KEY": TEAM_KEY,
+    "LLMROUTE_TEST_LIMITED_KEY": LIMITED_KEY,
+    "LLMROUTE_TELEMETRY_URL": "off",
+}
+ASK = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
+
+
+def _registry(path: Path, upstream: FakeUpstream, extra: str = "") -> Path:
+    ops = hashlib.sha256(OPS_KEY.encode()).hexdigest()
+    path.write_text(REGISTRY % {"url": upstream.url, "ops": ops, "extra": extra})
+    return path
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("auth")
+    registry = _registry(tmp / "registry.yaml", upstream)
+    with serve(registry, tmp / "serve.log", ["--reload-interval", "0.2"], env=ENV) as served:
+        yield served
+
+
+def _client(gateway: Served, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
+
+
+def test_probes_need_no_key(gateway: Served) -> None:
+    assert httpx.get(f"{gateway.url}/health", timeout=5).status_code == 200
+    assert httpx.get(f"{gateway.url}/ready", timeout=5).status_code == 200
+
+
+def test_a_request_without_a_known_key_is_a_401(gateway: Served) -> None:
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=ASK, timeout=10)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    error = response.json()["error"]
+    assert error["code"] == "invalid_api_key" and "Authorization: Bearer" in error["message"]
+    with _client(gateway, "sk-wrong") as client, pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(**ASK)
+    for path in ("/v1/models", "/v1/route"):
+        assert httpx.get(f"{gateway.url}{path}", timeout=5).status_code == 401
+
+
+def test_a_known_key_gets_in_by_any_usual_header(gateway: Served) -> None:
+    with _client(gateway, TEAM_KEY) as client:
+        answer = client.chat.completions.create(**ASK)
+        assert answer.choices[0].message.content
+        assert next(m.id for m in client.models.list()) == "auto"
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions", json=ASK, headers={"x-api-key": TEAM_KEY}
+    )
+    assert response.status_code == 200
+
+
+def test_only_admin_keys_read_the_dashboard_and_metrics(gateway: Served) -> None:
+    page = httpx.get(f"{gateway.url}/dashboard", timeout=10)
+    assert page.status_code == 401
+    assert page.headers["www-authenticate"] == 'Basic realm="llmroute"'  # a browser prompts
+    team = {"Authorization": f"Bearer {TEAM_KEY}"}
+    forbidden = httpx.get(f"{gateway.url}/metrics", headers=team, timeout=10)
+    assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "forbidden"
+    assert httpx.get(f"{gateway.url}/dashboard/data", headers=team).status_code == 403
+    # a browser's login prompt: any user name, the key as password
+    assert httpx.get(f"{gateway.url}/dashboard", auth=("me", OPS_KEY)).status_code == 200
+    ops = {"Authorization": f"Bearer {OPS_KEY}"}
+    assert httpx.get(f"{gateway.url}/dashboard/data", headers=ops).status_code == 200
+    metrics = httpx.get(f"{gateway.url}/metrics", headers=ops)
+    assert metrics.status_code == 200
+    assert 'llmroute_auth_rejected_total{reason="forbidden"}' in metrics.text
+    assert 'llmroute_auth_rejected_total{reason="missing"}' in metrics.text
+
+
+def test_a_key_over_its_rpm_gets_a_429(gateway: Served, upstream: FakeUpstream) -> None:
+    with _client(gateway, LIMITED_KEY) as client:
+        for _ in range(2):
+            client.chat.completions.create(**ASK)
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(**ASK)
+    assert caught.value.response.headers["retry-after"] == "1"
+    assert caught.value.code == "rate_limit_exceeded"
+    with _client(gateway, TEAM_KEY) as client:  # other keys are not affected
+        client.chat.completions.create(**ASK)
+
+
+def test_each_key_has_its_own_cached_answers(gateway: Served) -> None:
+    ask = {"model": "auto", "messages": [{"role": "user", "content": "how are you today?"}]}
+    url = f"{gateway.url}/v1/chat/completions"
+
+    def cache(key: str) -> str:
+        response = httpx.post(url, json=ask, headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 200
+        return response.headers["x-llmroute-cache"]
+
+    assert [cache(TEAM_KEY), cache(TEAM_KEY)] == ["miss", "hit"]
+    assert [cache(OPS_KEY), cache(OPS_KEY)] == ["miss", "hit"]  # not the team's answer
+
+
+def test_keys_are_never_logged(gateway: Served) -> None:
+    with _client(gateway, "sk-not-a-key-4242") as client, pytest.raises(openai.APIError):
+        client.chat.completions.create(**ASK)
+    log = gateway.log_text()
+    for secret in (TEAM_KEY, OPS_KEY, LIMITED_KEY, "sk-not-a-key-4242"):
+        assert secret not in log
+
+
+def test_a_reload_adds_a_key(tmp_path: Path, upstream: FakeUpstream) -> None:
+    registry = _registry(tmp_path / "registry.yaml", upstream)
+    with serve(registry, tmp_path / "serve.log", ["--reload-interval", "0.2"], env=ENV) as served:
+        new = "sk-new-key-777"
+        headers = {"Authorization": f"Bearer {new}"}
+        url = f"{served.url}/v1/chat/completions"
+        assert httpx.post(url, json=ASK, headers=headers).status_code == 401
+        extra = f'    - {{name: new, sha256: "{hashlib.sha256(new.encode()).hexdigest()}"}}'
+        _registry(registry, upstream, extra)
+        wait_for(
+            "the new key",
+            lambda: httpx.post(url, json=ASK, headers=headers).status_code == 200,
+            20,
+            served.log,
+        )
+
+
+def test_a_key_variable_not_set_stops_serve_in_one_line(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    registry = _registry(tmp_path / "registry.yaml", upstream)
+    env = {k: v for k, v in ENV.items() if k != "LLMROUTE_TEST_LIMITED_KEY"}
+    done = subprocess.run(
+        [str(BIN / "llmroute"), "serve", "--registry", str(registry)],
+        env={**{k: v for k, v in os.environ.items() if "_TEST_" not in k}, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    message = done.stderr.strip()
+    assert message.count("\n") == 0 and "LLMROUTE_TEST_LIMITED_KEY is not set" in message
+    assert TEAM_KEY not in message
