@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +20,13 @@ from gateway_proc import BIN, Served, serve, wait_for
 TEAM_KEY = "sk-team-0123456789"
 OPS_KEY = "ops-secret-9876"
 LIMITED_KEY = "sk-limited-5555"
+CAPPED_KEY = "sk-capped-3141"
 REGISTRY = """
 encoder: builtin:static
 providers:
   fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
 models:
-  small: {provider: fake, model: small}
+  small: {provider: fake, model: small, price: {input: 1, output: 2}}
 routes:
   - {name: chat, examples: ["hello there", "how are you today"], target: small}
 default: {target: small}
@@ -34,6 +36,7 @@ auth:
     - {name: team, key_env: LLMROUTE_TEST_TEAM_KEY}
     - {name: ops, sha256: "%(ops)s", admin: true}
     - {name: limited, key_env: LLMROUTE_TEST_LIMITED_KEY, rpm: 2}
+    - {name: capped, sha256: "%(capped)s", budget: {usd: 0.000001, period: day}}
 %(extra)s
 """
 ENV = {
@@ -46,7 +49,9 @@ ASK = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]
 
 def _registry(path: Path, upstream: FakeUpstream, extra: str = "") -> Path:
     ops = hashlib.sha256(OPS_KEY.encode()).hexdigest()
-    path.write_text(REGISTRY % {"url": upstream.url, "ops": ops, "extra": extra})
+    capped = hashlib.sha256(CAPPED_KEY.encode()).hexdigest()
+    text = REGISTRY % {"url": upstream.url, "ops": ops, "capped": capped, "extra": extra}
+    path.write_text(text)
     return path
 
 
@@ -57,10 +62,15 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[Served]:
-    tmp = tmp_path_factory.mktemp("auth")
+def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("auth")
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp: Path, upstream: FakeUpstream) -> Iterator[Served]:
     registry = _registry(tmp / "registry.yaml", upstream)
-    with serve(registry, tmp / "serve.log", ["--reload-interval", "0.2"], env=ENV) as served:
+    env = {**ENV, "LLMROUTE_TELEMETRY_URL": f"sqlite:///{tmp / 'decisions.db'}"}
+    with serve(registry, tmp / "serve.log", ["--reload-interval", "0.2"], env=env) as served:
         yield served
 
 
@@ -137,6 +147,36 @@ def test_each_key_has_its_own_cached_answers(gateway: Served) -> None:
 
     assert [cache(TEAM_KEY), cache(TEAM_KEY)] == ["miss", "hit"]
     assert [cache(OPS_KEY), cache(OPS_KEY)] == ["miss", "hit"]  # not the team's answer
+
+
+def test_a_key_over_its_budget_gets_a_429(gateway: Served) -> None:
+    with _client(gateway, CAPPED_KEY) as client:
+        first = client.chat.completions.create(**ASK)  # costs more than the whole budget
+        assert first.usage is not None
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(**ASK)
+    assert caught.value.code == "insufficient_quota"
+    assert "budget of $1e-06 this day" in caught.value.message
+
+
+def test_the_decision_log_names_the_key(gateway: Served, tmp: Path) -> None:
+    with _client(gateway, TEAM_KEY) as client:
+        answer = client.chat.completions.with_raw_response.create(**ASK)
+    decision_id = answer.headers["x-llmroute-decision-id"]
+    db = tmp / "decisions.db"
+
+    def logged() -> str | None:
+        with sqlite3.connect(db) as conn:
+            row = conn.execute("SELECT client FROM decisions WHERE id = ?", (decision_id,))
+            found = row.fetchone()
+        return found[0] if found else None
+
+    wait_for("the decision in the log", lambda: logged() is not None, 10, gateway.log)
+    assert logged() == "team"
+    ops = {"Authorization": f"Bearer {OPS_KEY}"}
+    data = httpx.get(f"{gateway.url}/dashboard/data?since=15m", headers=ops, timeout=10).json()
+    clients = {c["name"]: c for c in data["clients"]}
+    assert clients["team"]["n"] >= 1 and clients["team"]["spend_usd"] > 0
 
 
 def test_keys_are_never_logged(gateway: Served) -> None:

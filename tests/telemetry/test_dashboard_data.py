@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -16,6 +17,7 @@ from llmroute.telemetry.dashboard import (
     aggregate,
     baseline_window,
     bucket_step,
+    client_totals,
     dashboard_data,
     empty_dashboard,
 )
@@ -181,6 +183,25 @@ def test_a_truncated_read_keeps_exact_counts_from_the_buckets() -> None:
     assert routes["chat"]["error_rate"] == pytest.approx(0.1)  # counted all the same
     assert routes["default"]["p50_ms"] == pytest.approx(100.0)
     assert len(data["recent"]) == 10
+
+
+def test_spend_per_client_key_is_exact_and_absent_without_keys() -> None:
+    rows = _hour_of_traffic()
+    assert (
+        dashboard_data(Rows(rows, 55), Rows([], 0), REGISTRY, window=HOUR, url="u")["clients"] == []
+    )
+    keyed = [dataclasses.replace(d, client="team-a" if d.route == "code" else None) for d in rows]
+    data = dashboard_data(
+        Rows(keyed[-5:], 55, clients=client_totals(keyed)),
+        Rows([], 0),
+        REGISTRY,
+        window=HOUR,
+        url="u",
+    )
+    clients = {c["name"]: c for c in data["clients"]}
+    assert clients["team-a"]["n"] == 40 and clients["(no key)"]["n"] == 15
+    assert clients["team-a"]["spend_usd"] == pytest.approx(40 * 0.003)
+    assert clients["(no key)"]["error_rate"] == pytest.approx(1 / 15)
 
 
 def test_routes_beyond_the_chart_limit_are_drawn_as_other() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,18 @@ def test_feedback_and_shadow_per_route() -> None:
     assert stats["code"].mean_score is None and stats["code"].thumbs_up_share == 1.0
     assert report.feedback_unmatched == 1
     assert report.shadow.overall.lost == 1
+
+
+def test_client_keys_get_their_own_rows() -> None:
+    assert build_report(decisions(), REGISTRY).clients == []  # no keys: no table
+    keyed = [
+        dataclasses.replace(d, client="team-a" if d.route == "code" else None) for d in decisions()
+    ]
+    report = build_report(keyed, REGISTRY)
+    clients = {c.name: c for c in report.clients}
+    assert clients["team-a"].n == 20 and clients["(no key)"].n == 100
+    assert clients["team-a"].cost_usd == pytest.approx(20 * 0.05)
+    assert report.to_dict()["clients"][0]["name"] == "(no key)"
 
 
 def test_no_prices_means_no_counterfactual() -> None:

@@ -15,7 +15,7 @@ from conftest import MakeRecord, pg_execute
 
 from llmroute.errors import ConfigError, TelemetryError
 from llmroute.registry.schema import TelemetrySettings
-from llmroute.telemetry.dashboard import Grid, aggregate
+from llmroute.telemetry.dashboard import Grid, aggregate, client_totals
 from llmroute.telemetry.record import (
     DECISION_COLUMNS,
     DecisionRecord,
@@ -67,12 +67,43 @@ def store(fresh: Store) -> Store:
 
 def test_migrations_apply_from_empty_and_are_idempotent(fresh: Store) -> None:
     assert fresh.schema_version() == 0
-    assert [m.label for m in pending_migrations(fresh)] == ["0001_initial"]
-    assert fresh.migrate() == latest_version("sqlite") == latest_version("postgres") == 1
-    assert fresh.schema_version() == 1
+    assert [m.label for m in pending_migrations(fresh)] == ["0001_initial", "0002_client"]
+    assert fresh.migrate() == latest_version("sqlite") == latest_version("postgres") == 2
+    assert fresh.schema_version() == 2
     assert pending_migrations(fresh) == []
-    assert fresh.migrate() == 1  # a second run is a no-op
+    assert fresh.migrate() == 2  # a second run is a no-op
     assert fresh.count_decisions() == 0
+
+
+def test_a_log_at_version_1_keeps_its_rows_when_upgraded(
+    store_url: str, make_record: MakeRecord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log written before the client column existed: migration 0002 adds it, the old
+    rows read back with no client, and new rows carry theirs."""
+    from llmroute.telemetry.store import migrate
+
+    shipped = migrate.load_migrations
+    monkeypatch.setattr(migrate, "load_migrations", lambda backend: shipped(backend)[:1])
+    store = open_store(store_url)
+    try:
+        assert store.migrate() == 1  # the schema as version 1 of the code left it
+        old_columns = [c for c in DECISION_COLUMNS if c != "client"]
+        row = make_record(0).to_row()[: len(old_columns)]
+        sql = f"INSERT INTO decisions ({', '.join(old_columns)}) VALUES "
+        if isinstance(store, SqliteStore):
+            with store._transaction("insert a version-1 row") as conn:
+                conn.execute(sql + f"({', '.join('?' * len(row))})", row)
+        else:
+            with store._connection("insert a version-1 row") as conn:
+                conn.execute((sql + f"({', '.join(['%s'] * len(row))})").encode(), row)
+        monkeypatch.setattr(migrate, "load_migrations", shipped)
+        assert store.migrate() == 2
+        (old,) = store.decisions(0.0)
+        assert old.id == row[0] and old.client is None
+        store.write_decisions([make_record(1, client="team-a")])
+        assert [d.client for d in store.decisions(0.0)] == [None, "team-a"]
+    finally:
+        store.close()
 
 
 def test_concurrent_migrations_do_not_race(store_url: str) -> None:
@@ -92,16 +123,17 @@ def test_concurrent_migrations_do_not_race(store_url: str) -> None:
         t.join(30)
     for s in stores:
         s.close()
-    assert results == [1, 1, 1]
+    assert results == [2, 2, 2]
 
 
 def test_migration_files_ship_as_package_data() -> None:
     root = resources.files("llmroute.telemetry.migrations")
     for backend in ("sqlite", "postgres"):
         assert root.joinpath(backend, "0001_initial.sql").is_file()
-        (first,) = load_migrations(backend)
+        first, second = load_migrations(backend)
         assert first.version == 1 and first.name == "initial"
         assert any(s.startswith("CREATE TABLE decisions") for s in first.statements())
+        assert (second.version, second.name) == (2, "client")
 
 
 # -- decisions --------------------------------------------------------------------------
@@ -233,6 +265,7 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
             attempts=("big (timeout)",) if i % 4 == 0 else (),
             cost_usd=0.01 if i % 2 else None,
             tokens_in=None if i == 9 else 100 + i,
+            client="team-a" if i % 2 else None,
         )
         for i in range(30)
     ]
@@ -249,6 +282,14 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
     assert [b.cost_usd for b in got] == pytest.approx([b.cost_usd for b in expected])
     assert sum(b.requests for b in got) == 29  # ts t0 + 203 is outside
     assert {b.bucket for b in got} == set(range(7))
+
+    clients = sorted(store.client_totals(t0, t0 + 200), key=str)
+    reference = sorted(client_totals(store.decisions(t0, t0 + 200)), key=str)
+    assert [c._replace(cost_usd=0.0) for c in clients] == [
+        c._replace(cost_usd=0.0) for c in reference
+    ]
+    assert [c.cost_usd for c in clients] == pytest.approx([c.cost_usd for c in reference])
+    assert {c.client for c in clients} == {None, "team-a"}
 
 
 # -- feedback and shadow ----------------------------------------------------------------
@@ -358,7 +399,7 @@ def test_dropped_schema_is_an_error_then_migrate_recreates_it(
     with pytest.raises(TelemetryError, match="decisions"):
         store.write_decisions([make_record(1)])
     assert store.schema_version() == 0
-    assert store.migrate() == 1
+    assert store.migrate() == 2
     store.write_decisions([make_record(2)])
     assert store.count_decisions() == 1
     store.close()
@@ -391,7 +432,7 @@ def test_open_store_by_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     absolute = open_store(f"sqlite:///{tmp_path}/abs.db")
     assert isinstance(absolute, SqliteStore) and absolute.path == f"{tmp_path}/abs.db"
     memory = open_store("sqlite:///:memory:")
-    assert memory.migrate() == 1 and memory.count_decisions() == 0
+    assert memory.migrate() == 2 and memory.count_decisions() == 0
     pg = open_store("postgres://u:pw@127.0.0.1/db", pool_size=3)
     assert isinstance(pg, PostgresStore) and pg.url == "postgres://u:***@127.0.0.1/db"
     for store in (absolute, memory, pg):

@@ -430,6 +430,9 @@ def _print_report(console: Console, report: Report, window: Window, shown: str) 
     console.print(_group_table("route", report.routes, report.strongest))
     console.print()
     console.print(_group_table("model", report.models, None))
+    if report.clients:
+        console.print()
+        console.print(_group_table("client key", report.clients, report.strongest))
     if report.feedback:
         table = Table(
             "route", "feedback", "mean score", "thumbs", "thumbs up", box=None, pad_edge=False

@@ -883,14 +883,15 @@ class ApiKey(_Frozen):
     """One client key of the gateway. The key itself never sits in the file: either
     `key_env` names the environment variable holding it, or `sha256` is the hex SHA-256
     of it (``printf %s "$KEY" | sha256sum``). `admin` keys may also read /dashboard and
-    /metrics; `rpm` caps the key's requests per minute (counted where
-    ``dispatch.limits`` says)."""
+    /metrics; `rpm` caps the key's requests per minute and `budget` what its requests
+    may cost per calendar period (both counted where ``dispatch.limits`` says)."""
 
     name: Name
     key_env: EnvName | None = None
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     admin: bool = False
     rpm: int | None = Field(default=None, ge=1)
+    budget: Budget | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:

@@ -17,11 +17,12 @@ opens /metrics). A key with ``rpm`` is limited to that many requests a minute on
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,12 +31,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from llmroute.errors import ConfigError
 from llmroute.registry.schema import ApiKey, AuthSettings
 from llmroute.server.errors import GatewayError
+from llmroute.state.limits import RateLimits
 from llmroute.telemetry.metrics import GatewayMetrics
+from llmroute.telemetry.record import DecisionRecord
 
 if TYPE_CHECKING:
     from llmroute.server.state import Gateway
 
-__all__ = ["KeyTable", "RequireKey", "key_of", "presented_key"]
+__all__ = ["Charges", "KeyTable", "RequireKey", "api_key_of", "key_of", "presented_key"]
 
 PUBLIC_PATHS = frozenset({"/health", "/ready"})
 ADMIN_PREFIXES = ("/dashboard", "/metrics")
@@ -105,10 +108,16 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return api_key or None
 
 
+def api_key_of(scope: Scope) -> ApiKey | None:
+    """The key the request was let in with (None without auth)."""
+    key = scope.get(_SCOPE_KEY)
+    return key if isinstance(key, ApiKey) else None
+
+
 def key_of(scope: Scope) -> str | None:
     """The name of the key the request was let in with (None without auth)."""
-    name = scope.get(_SCOPE_KEY)
-    return name if isinstance(name, str) else None
+    key = api_key_of(scope)
+    return key.name if key is not None else None
 
 
 class RequireKey:
@@ -141,7 +150,7 @@ class RequireKey:
                 metrics.auth_rejected(_reason(error))
             await error.response()(scope, receive, send)
             return
-        scope[_SCOPE_KEY] = key.name
+        scope[_SCOPE_KEY] = key
         await self.app(scope, receive, send)
 
     @staticmethod
@@ -171,9 +180,17 @@ class RequireKey:
                 403, f"key {key.name!r} may not read {path}: it needs admin: true", code="forbidden"
             )
         limits = gateway.dispatcher.limits
-        if key.rpm is None or limits is None or not path.startswith("/v1/"):
+        if limits is None or not path.startswith("/v1/"):
             return key
-        if not await limits.acquire(f"apikey:{key.name}", key.rpm):
+        budget = key.budget
+        if budget is not None and await limits.spent(_account(key), budget.period) >= budget.usd:
+            raise GatewayError(
+                429,
+                f"key {key.name!r} has spent its budget of ${budget.usd:g} this "
+                f"{budget.period} (UTC)",
+                code="insufficient_quota",
+            )
+        if key.rpm is not None and not await limits.acquire(_account(key), key.rpm):
             raise GatewayError(
                 429,
                 f"key {key.name!r} is at its limit of {key.rpm} requests per minute",
@@ -181,3 +198,38 @@ class RequireKey:
                 headers={"Retry-After": "1"},
             )
         return key
+
+
+def _account(key: ApiKey) -> str:
+    """Where a key's requests and spending are counted."""
+    return f"apikey:{key.name}"
+
+
+class Charges:
+    """Charges each finished request of a key with a budget to that key, in the
+    background (the record is made on the request path; the count may be in Redis)."""
+
+    def __init__(self, limits: RateLimits) -> None:
+        self._limits = limits
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def charger(self, key: ApiKey) -> Callable[[DecisionRecord], None] | None:
+        budget = key.budget
+        if budget is None:
+            return None
+        account = _account(key)
+
+        def charge(record: DecisionRecord) -> None:
+            if record.cost_usd is None or record.cost_usd <= 0:
+                return
+            task = asyncio.get_running_loop().create_task(
+                self._limits.charge(account, budget.period, record.cost_usd)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return charge
+
+    async def aclose(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -16,7 +16,7 @@ from llmroute.decision import Decision
 from llmroute.dispatch import Opened, Plan, TierStep, cascade_header, plan_request
 from llmroute.errors import LlmrouteError, ProviderError
 from llmroute.layers.llm_router import refine_plan
-from llmroute.server.auth import key_of
+from llmroute.server.auth import api_key_of, key_of
 from llmroute.server.body import read_json_object, require_messages
 from llmroute.server.cached import cache_headers, hit_headers
 from llmroute.server.errors import gateway_error
@@ -186,8 +186,11 @@ def _cascade_headers(steps: tuple[TierStep, ...]) -> dict[str, str]:
 
 
 def recorder_of(request: Request) -> Recorder | None:
+    """The process's recorder, for the request's client key when it came with one."""
     telemetry = getattr(request.app.state, "telemetry", None)
-    return telemetry.recorder if isinstance(telemetry, Telemetry) else None
+    if not isinstance(telemetry, Telemetry):
+        return None
+    return gateway_of(request).recorder_for(telemetry.recorder, api_key_of(request.scope))
 
 
 _NO_TRACING = Tracing()

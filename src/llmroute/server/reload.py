@@ -38,7 +38,7 @@ from llmroute.layers.llm_router import LlmRouter
 from llmroute.providers import build_providers
 from llmroute.providers.base import ChatProvider
 from llmroute.registry import load_registry
-from llmroute.server.auth import KeyTable
+from llmroute.server.auth import Charges, KeyTable
 from llmroute.server.settings import ServeSettings
 from llmroute.server.state import Gateway
 from llmroute.state import ResponseCache
@@ -123,6 +123,8 @@ async def open_gateway(built: Built, max_body_bytes: int, state: State | None = 
     except BaseException:
         await dispatcher.aclose()
         raise
+    budgets = registry.auth is not None and any(k.budget for k in registry.auth.keys)
+    limits = dispatcher.limits
     return Gateway(
         router,
         dispatcher,
@@ -131,6 +133,7 @@ async def open_gateway(built: Built, max_body_bytes: int, state: State | None = 
         _llm_router(router, dispatcher, metrics),
         cache,
         auth,
+        Charges(limits) if budgets and limits is not None else None,
     )
 
 

@@ -18,9 +18,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from llmroute.decide import Router
 from llmroute.dispatch import Dispatcher
 from llmroute.layers.llm_router import LlmRouter
-from llmroute.server.auth import KeyTable
+from llmroute.registry.schema import ApiKey
+from llmroute.server.auth import Charges, KeyTable
 from llmroute.server.errors import GatewayError
 from llmroute.state import ResponseCache
+from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.shadow import ShadowRunner
 
 __all__ = ["Gateway", "InFlight", "PinGateway", "gateway_of", "pinned"]
@@ -63,16 +65,31 @@ class Gateway:
     llm_router: LlmRouter | None = None
     cache: ResponseCache | None = None
     auth: KeyTable | None = None
+    charges: Charges | None = None
     inflight: InFlight = field(default_factory=InFlight, repr=False)
+    recorders: dict[str, Recorder] = field(default_factory=dict, repr=False)  # per client key
 
     async def aclose(self) -> None:
-        """Let in-flight shadow requests and cache writes finish (briefly), then close
-        the clients."""
+        """Let in-flight shadow requests, cache writes and budget charges finish
+        (briefly), then close the clients."""
         if self.shadow is not None:
             await self.shadow.aclose(5.0)
         if self.cache is not None:
             await self.cache.aclose()
+        if self.charges is not None:
+            await self.charges.aclose()
         await self.dispatcher.aclose()
+
+    def recorder_for(self, base: Recorder, key: ApiKey | None) -> Recorder:
+        """`base` for a request made with `key`: its records name the key, and charge
+        its budget when it has one."""
+        if key is None:
+            return base
+        recorder = self.recorders.get(key.name)
+        if recorder is None:
+            charge = self.charges.charger(key) if self.charges is not None else None
+            recorder = self.recorders[key.name] = base.for_client(key.name, charge)
+        return recorder
 
     @property
     def version(self) -> str:

@@ -27,7 +27,7 @@ from llmroute.registry.schema import DriftSettings, Registry
 from llmroute.telemetry.drift import DEFAULT_ROUTE, drift_report, is_default
 from llmroute.telemetry.record import FeedbackRecord, LoggedDecision, ShadowRecord
 from llmroute.telemetry.report import build_report, is_error
-from llmroute.telemetry.store.base import DecisionBucket
+from llmroute.telemetry.store.base import ClientTotal, DecisionBucket
 from llmroute.telemetry.windows import Window
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "aggregate",
     "baseline_window",
     "bucket_step",
+    "client_totals",
     "dashboard_data",
     "empty_dashboard",
     "json_safe",
@@ -63,6 +64,7 @@ class Rows:
     feedback: Sequence[FeedbackRecord] = ()
     shadows: Sequence[ShadowRecord] = ()
     buckets: Sequence[DecisionBucket] | None = None
+    clients: Sequence[ClientTotal] | None = None  # None: counted from `decisions`
 
 
 def bucket_step(span_s: float, target: int = _TARGET_BUCKETS) -> int:
@@ -119,6 +121,52 @@ def aggregate(decisions: Sequence[LoggedDecision], grid: Grid) -> list[DecisionB
             sum(d.tokens_out or 0 for d in rows if d.cost_usd is None),
         )
         for (bucket, route, model), rows in groups.items()
+    ]
+
+
+def client_totals(decisions: Sequence[LoggedDecision]) -> list[ClientTotal]:
+    """What `Store.client_totals` counts in SQL, from rows in memory (the reference)."""
+    groups: dict[tuple[str | None, str], list[LoggedDecision]] = defaultdict(list)
+    for d in decisions:
+        groups[(d.client, d.model)].append(d)
+    return [
+        ClientTotal(
+            client,
+            model,
+            len(rows),
+            sum(map(is_error, rows)),
+            math.fsum(d.cost_usd for d in rows if d.cost_usd is not None),
+            sum(d.tokens_in or 0 for d in rows if d.cost_usd is None),
+            sum(d.tokens_out or 0 for d in rows if d.cost_usd is None),
+        )
+        for (client, model), rows in groups.items()
+    ]
+
+
+def _clients(totals: Sequence[ClientTotal], registry: Registry | None) -> list[dict[str, Any]]:
+    """Requests, errors and spend per gateway client key (empty when no request came
+    with a key)."""
+    if all(t.client is None for t in totals):
+        return []
+    prices = {name: m.price for name, m in registry.models.items()} if registry else {}
+    n = sum(t.requests for t in totals)
+    per: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    for t in totals:
+        price = prices.get(t.model)
+        priced = (t.tokens_in * price.input + t.tokens_out * price.output) / 1e6 if price else 0.0
+        row = per["(no key)" if t.client is None else t.client]
+        row[0] += t.requests
+        row[1] += t.errors
+        row[2] += t.cost_usd + priced
+    return [
+        {
+            "name": name,
+            "n": int(requests),
+            "share": _rate(int(requests), n),
+            "error_rate": _rate(int(errors), int(requests)),
+            "spend_usd": spend,
+        }
+        for name, (requests, errors, spend) in sorted(per.items(), key=lambda kv: -kv[1][2])
     ]
 
 
@@ -298,6 +346,7 @@ def empty_dashboard(
         "series": series,
         "routes": [],
         "models": [],
+        "clients": [],
         "layers": [],
         "drift": None,
         "shadow": None,
@@ -405,6 +454,10 @@ def dashboard_data(
             "series": tally.series | _latency_series(decisions, grid),
             "routes": routes,
             "models": models,
+            "clients": _clients(
+                current.clients if current.clients is not None else client_totals(decisions),
+                registry,
+            ),
             "layers": [
                 {"name": name, "n": count, "share": count / len(decisions)}
                 for name, count in sorted(layers.items(), key=lambda kv: (-kv[1], kv[0]))

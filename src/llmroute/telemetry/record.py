@@ -58,6 +58,7 @@ DECISION_COLUMNS: tuple[str, ...] = (
     "prompt_mode",
     "prompt_hash",
     "prompt",
+    "client",  # the gateway client key's name (migration 0002); None without auth
 )
 
 
@@ -75,7 +76,8 @@ class DecisionRecord:
     last byte; `ttft_ms` to the first streamed event. `prompt` is the request text the
     router saw (safety's redaction when it redacted the request) and `redacted_prompt`
     the same with PII replaced (None when not computed); which of them is stored, if
-    any, is `prompt_mode`'s call.
+    any, is `prompt_mode`'s call. `client` is the name of the gateway client key the
+    request came with (None without ``auth``).
     """
 
     decision: Decision
@@ -97,6 +99,7 @@ class DecisionRecord:
     prompt_mode: PromptMode = "hash"
     prompt: str | None = None
     redacted_prompt: str | None = None
+    client: str | None = None
 
     @property
     def id(self) -> str:
@@ -155,6 +158,7 @@ class DecisionRecord:
             self.prompt_mode,
             digest,
             prompt,
+            self.client,
         )
 
 
@@ -189,6 +193,7 @@ class LoggedDecision:
     prompt_mode: str
     prompt_hash: str | None
     prompt: str | None
+    client: str | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> LoggedDecision:

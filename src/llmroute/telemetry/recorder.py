@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any, Protocol
 
@@ -55,12 +55,28 @@ class Recorder:
     """Builds the record of each finished request and passes it on (to the writer when
     the log is on, to the metrics always)."""
 
-    __slots__ = ("metrics", "prompts", "sink")
+    __slots__ = ("client", "metrics", "on_record", "prompts", "sink")
 
-    def __init__(self, sink: Sink | None, metrics: Observer | None, prompts: PromptMode) -> None:
+    def __init__(
+        self,
+        sink: Sink | None,
+        metrics: Observer | None,
+        prompts: PromptMode,
+        client: str | None = None,
+        on_record: Callable[[DecisionRecord], None] | None = None,
+    ) -> None:
         self.sink = sink
         self.metrics = metrics
         self.prompts: PromptMode = prompts
+        self.client = client
+        self.on_record = on_record
+
+    def for_client(
+        self, client: str, on_record: Callable[[DecisionRecord], None] | None = None
+    ) -> Recorder:
+        """This recorder for one request of a gateway client key: its records name the
+        key, and `on_record` sees each (to charge the key's budget)."""
+        return Recorder(self.sink, self.metrics, self.prompts, client, on_record)
 
     def finished(
         self,
@@ -105,9 +121,15 @@ class Recorder:
             prompt_mode=self.prompts,
             prompt=prompt,
             redacted_prompt=redacted,
+            client=self.client,
         )
         if self.sink is not None:
             self.sink.offer(record)
+        if self.on_record is not None:
+            try:
+                self.on_record(record)
+            except Exception:  # accounting must never fail a request
+                log.exception("charging decision %s failed", decision.id)
         if self.metrics is not None:
             try:
                 self.metrics.observe(record)

@@ -1,8 +1,9 @@
 """`llmroute report`: what routing did over a window of the decision log.
 
-Route mix; cost against always calling the strongest model (the registry's most
-expensive chat model by input + output price per million tokens: the counterfactual
-prices each request's logged tokens at that model); fallback rate (requests with failed
+Route mix (and, when requests came with gateway client keys, the same per key); cost
+against always calling the strongest model (the registry's most expensive chat model
+by input + output price per million tokens: the counterfactual prices each request's
+logged tokens at that model); fallback rate (requests with failed
 attempts before the answer) and escalation rate (attempts that mention an escalation);
 p50/p99 latency per route and per model; error rate; user feedback and shadow quality
 per route.
@@ -160,6 +161,7 @@ class Report:
     feedback: list[FeedbackStats]
     feedback_unmatched: int  # feedback on decisions outside the window
     shadow: ShadowReport
+    clients: list[GroupStats] = field(default_factory=list)  # per gateway client key
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -175,6 +177,7 @@ class Report:
             "feedback": [f.to_dict() for f in self.feedback],
             "feedback_unmatched": self.feedback_unmatched,
             "shadow": self.shadow.to_dict(),
+            "clients": [c.to_dict() for c in self.clients],
             **self.extra,
         }
 
@@ -286,6 +289,12 @@ def build_report(
         _group(name, group, n, cost_of, reference)
         for name, group in _grouped(decisions, lambda d: d.model).items()
     ]
+    clients = []
+    if any(d.client is not None for d in decisions):
+        clients = [
+            _group(name, group, n, cost_of, reference)
+            for name, group in _grouped(decisions, lambda d: d.client or "(no key)").items()
+        ]
     feedback_stats, unmatched = _feedback(decisions, feedback)
     return Report(
         strongest=strongest[0] if strongest is not None else None,
@@ -295,4 +304,5 @@ def build_report(
         feedback=feedback_stats,
         feedback_unmatched=unmatched,
         shadow=shadow_report(shadows),
+        clients=clients,
     )

@@ -349,6 +349,18 @@
     ], rows);
   }
 
+  function renderClients(rows) {
+    $("clients-section").hidden = !rows.length;
+    if (!rows.length) return;
+    table("clients-table", [
+      col("Key", (r) => text(r.name), false),
+      col("Requests", (r) => fmtInt(r.n)),
+      col("Share", (r) => fmtPct(r.share)),
+      col("Errors", (r) => fmtPct(r.error_rate), true, "error rate"),
+      col("Spend", (r) => fmtMoney(r.spend_usd)),
+    ], rows, (r) => ({ "data-client": text(r.name) }));
+  }
+
   function renderLayers(rows) {
     table("layers-table", [
       col("Layer", (r) => text(r.name), false),
@@ -520,6 +532,7 @@
     renderCharts(d.series);
     renderRoutes(arr(d.routes));
     renderModels(arr(d.models));
+    renderClients(arr(d.clients));
     renderLayers(arr(d.layers));
     renderShadow(d.shadow);
     renderBreakers(d.live);

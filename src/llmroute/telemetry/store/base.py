@@ -17,7 +17,7 @@ from llmroute.telemetry.record import (
     ShadowRecord,
 )
 
-__all__ = ["DecisionBucket", "Store"]
+__all__ = ["ClientTotal", "DecisionBucket", "Store"]
 
 
 class DecisionBucket(NamedTuple):
@@ -34,6 +34,20 @@ class DecisionBucket(NamedTuple):
     errors: int
     cache_hits: int
     fallbacks: int
+    cost_usd: float
+    tokens_in: int
+    tokens_out: int
+
+
+class ClientTotal(NamedTuple):
+    """The decisions of one (gateway client key, model) over a window, counted by the
+    database; `client` is None for requests made without a key. The fields mean what
+    `DecisionBucket`'s do."""
+
+    client: str | None
+    model: str
+    requests: int
+    errors: int
     cost_usd: float
     tokens_in: int
     tokens_out: int
@@ -85,6 +99,10 @@ class Store(Protocol):
         self, since: float, until: float | None, start: float, step: float
     ) -> list[DecisionBucket]:
         """`DecisionBucket` rows for the decisions in ``since <= ts < until``."""
+        ...
+
+    def client_totals(self, since: float, until: float | None) -> list[ClientTotal]:
+        """`ClientTotal` rows for the decisions in ``since <= ts < until``."""
         ...
 
     def count_decisions(self, since: float | None = None, until: float | None = None) -> int:

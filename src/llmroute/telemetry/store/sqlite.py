@@ -35,7 +35,7 @@ from llmroute.telemetry.store._sql import (
     shadow_from_row,
     shadow_row,
 )
-from llmroute.telemetry.store.base import DecisionBucket
+from llmroute.telemetry.store.base import ClientTotal, DecisionBucket
 from llmroute.telemetry.store.migrate import Backend, pending
 
 __all__ = ["SqliteStore"]
@@ -62,6 +62,16 @@ _BUCKETS = (
     "coalesce(sum(CASE WHEN cost_usd IS NULL THEN tokens_in END), 0), "
     "coalesce(sum(CASE WHEN cost_usd IS NULL THEN tokens_out END), 0) "
     "FROM decisions WHERE {where} GROUP BY bucket, route, model"
+)
+
+
+_CLIENTS = (
+    "SELECT client, model, count(*), "
+    "sum(CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END), "
+    "coalesce(sum(cost_usd), 0), "
+    "coalesce(sum(CASE WHEN cost_usd IS NULL THEN tokens_in END), 0), "
+    "coalesce(sum(CASE WHEN cost_usd IS NULL THEN tokens_out END), 0) "
+    "FROM decisions WHERE {where} GROUP BY client, model"
 )
 
 
@@ -257,6 +267,14 @@ class SqliteStore:
         return [
             DecisionBucket(int(b), r, m, int(n), int(e), int(c), int(f), float(u), int(i), int(o))
             for b, r, m, n, e, c, f, u, i, o in rows
+        ]
+
+    def client_totals(self, since: float, until: float | None) -> list[ClientTotal]:
+        where, params = _between(since, until)
+        rows = self._select(_CLIENTS.format(where=where), params, "count decisions")
+        return [
+            ClientTotal(c, m, int(n), int(e), float(u), int(i), int(o))
+            for c, m, n, e, u, i, o in rows
         ]
 
     def count_decisions(self, since: float | None = None, until: float | None = None) -> int:

@@ -1,0 +1,2 @@
+-- Which client key of the gateway made the request (auth.keys[].name); NULL without auth.
+ALTER TABLE decisions ADD COLUMN client text;
