@@ -9,7 +9,8 @@ Prints a "## Response cache" section for docs/benchmarks.md (--json: the numbers
 Part 1, in-process: the key of one request (the body as sent upstream, canonical JSON,
 SHA-256) for a short chat request and a long one (8 kB of messages), and one get and
 one set on each store (memory; Redis on 127.0.0.1 when reachable), one rpm-limit
-check (llmroute.state.limits) in memory and in Redis, and a deployment's shared-breaker
+check (llmroute.state.limits) in memory and in Redis, the gateway's client-key check
+(``auth:`` with 50 keys), and a deployment's shared-breaker
 check before a call (`BreakerLink.sync`) within ``sync_s`` of the last read (no Redis
 call) and when due (one Redis read); 2,000 calls each.
 
@@ -47,7 +48,8 @@ from llmroute.dispatch import plan_request
 from llmroute.dispatch.breaker import CircuitBreaker
 from llmroute.dispatch.deployments import BreakerLink
 from llmroute.registry import parse_registry
-from llmroute.registry.schema import BreakerSettings
+from llmroute.registry.schema import ApiKey, AuthSettings, BreakerSettings
+from llmroute.server.auth import KeyTable, presented_key
 from llmroute.state import (
     CacheDirectives,
     MemoryLimits,
@@ -146,6 +148,7 @@ def in_process(redis_url: str | None) -> dict[str, Any]:
 
         sets, gets = asyncio.run(both())
         out["redis_set"], out["redis_get"] = percentiles(sets), percentiles(gets)
+    out["auth_key_check"] = _timed(_key_check())
     limits = MemoryLimits()
     out["limit_memory_acquire"] = _timed_async(lambda i: limits.acquire(f"p:m{i % 8}", 10**9))
     if redis_url is not None:
@@ -166,6 +169,29 @@ def in_process(redis_url: str | None) -> dict[str, Any]:
         out["breaker_sync_not_due"] = percentiles(asyncio.run(_breaker_sync(redis_url, 3600)))
         out["breaker_sync_due"] = percentiles(asyncio.run(_breaker_sync(redis_url, 1e-9)))
     return out
+
+
+def _key_check() -> Any:
+    """What the gateway's client-key check does per request (auth: with 50 keys): read
+    the ASGI headers (10 here), take the presented key, hash it, look it up."""
+    keys = tuple(ApiKey(name=f"k{i}", key_env=f"K{i}") for i in range(50))
+    env = {f"K{i}": f"sk-key-{i:04d}-abcdefghijklmnop" for i in range(50)}
+    table = KeyTable.build(AuthSettings(keys=keys), env)
+    headers = {
+        "authorization": "Bearer sk-key-0042-abcdefghijklmnop",
+        "content-type": "application/json",
+        "host": "127.0.0.1:8000",
+        "user-agent": "OpenAI/Python 1.99.0",
+        "accept": "application/json",
+    }
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()] * 2
+
+    def check() -> None:
+        found = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
+        presented = presented_key(found)
+        assert presented is not None and table.find(presented) is not None
+
+    return check
 
 
 async def _breaker_sync(redis_url: str, sync_s: float) -> list[float]:
