@@ -17,9 +17,13 @@ import pytest
 from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import BIN, Served, serve, wait_for
 
+from llmroute.errors import ConfigError
+from llmroute.registry.schema import ApiKey, AuthSettings
+from llmroute.server.auth import KeyTable
+
 TEAM_KEY = "sk-team-0123456789"
 OPS_KEY = "ops-secret-9876"
-LIMITED_KEY = "sk-limited-5555"
+LIMITED_KEY = "sk-limited-5555-5555"
 CAPPED_KEY = "sk-capped-3141"
 REGISTRY = """
 encoder: builtin:static
@@ -202,6 +206,13 @@ def test_a_reload_adds_a_key(tmp_path: Path, upstream: FakeUpstream) -> None:
             20,
             served.log,
         )
+
+
+def test_a_short_key_is_refused() -> None:
+    keys = AuthSettings(keys=(ApiKey(name="weak", key_env="WEAK"),))
+    with pytest.raises(ConfigError, match="shorter than 16 characters"):
+        KeyTable.build(keys, {"WEAK": "password"})
+    assert KeyTable.build(keys, {"WEAK": "x" * 16}).find("x" * 16) is not None
 
 
 def test_a_key_variable_not_set_stops_serve_in_one_line(

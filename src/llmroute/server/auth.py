@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["Charges", "KeyTable", "RequireKey", "api_key_of", "key_of", "presented_key"]
 
 PUBLIC_PATHS = frozenset({"/health", "/ready"})
+MIN_KEY_LENGTH = 16  # keys are hashed without salt: a short one is guessable from its hash
 ADMIN_PREFIXES = ("/dashboard", "/metrics")
 _SCOPE_KEY = "llmroute.api_key"  # the name of the request's key, in its ASGI scope
 _REASONS = {403: "forbidden", 429: "rate_limited"}
@@ -75,6 +76,12 @@ class KeyTable:
                     raise ConfigError(
                         f"auth.keys {key.name!r}: environment variable {key.key_env} is not "
                         "set (or empty); set it to the key, or give the key's sha256 instead"
+                    )
+                if len(value) < MIN_KEY_LENGTH:
+                    raise ConfigError(
+                        f"auth.keys {key.name!r}: the key in {key.key_env} is shorter than "
+                        f"{MIN_KEY_LENGTH} characters; use a random one "
+                        "(e.g. openssl rand -hex 24)"
                     )
                 digest = _digest(value)
             else:
