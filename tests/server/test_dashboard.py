@@ -12,29 +12,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from dashboard_registry import DASHBOARD_REGISTRY
 from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import Served, serve, wait_for
 
-REGISTRY = """
-encoder: builtin:static
-providers:
-  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
-models:
-  small: {provider: fake, model: small, price: {input: 1, output: 2}}
-  large: {provider: fake, model: large, price: {input: 10, output: 20}}
-  broken: {provider: fake, model: 'broken?status=503', price: {input: 1, output: 1}}
-routes:
-  - {name: code, examples: ["write a python function", "fix the bug in my code"], target: large}
-  - {name: chat, examples: ["hello there", "how are you today"], target: small}
-  - name: ops
-    examples: ["restart the database server", "page the on-call engineer"]
-    target: broken
-    policy: {fallback: [small]}
-default: {target: small}
-dispatch:
-  retries: {attempts: 0}
-  breaker: {failures: 2, cooldown_s: 600}
-"""
+REGISTRY = DASHBOARD_REGISTRY
 SECRET = "my password is hunter2, write a python function"
 
 

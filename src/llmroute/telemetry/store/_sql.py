@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from llmroute.telemetry.record import DECISION_COLUMNS, FeedbackRecord, ShadowRecord
+from llmroute.telemetry.store.base import ClientTotal, DecisionBucket
 
 __all__ = [
     "DECISION_LIST",
@@ -14,6 +15,10 @@ __all__ = [
     "SHADOW_COLUMNS",
     "SHADOW_LIST",
     "SUMMARY_LIST",
+    "buckets_from_rows",
+    "buckets_sql",
+    "client_totals_from_rows",
+    "clients_sql",
     "feedback_from_row",
     "shadow_from_row",
     "shadow_row",
@@ -78,3 +83,45 @@ def shadow_from_row(row: tuple[Any, ...]) -> ShadowRecord:
 def feedback_from_row(row: tuple[Any, ...]) -> FeedbackRecord:
     decision_id, ts, score, thumbs, comment = row
     return FeedbackRecord(decision_id, ts, score=score, thumbs=thumbs, comment=comment)
+
+
+# What the dashboard's counts take from each group of decisions: requests, errors, and
+# spending (logged costs; the tokens of rows without one, priced afterwards).
+_ERRORS = "sum(CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END)"
+_SPEND = (
+    "coalesce(sum(cost_usd), 0), "
+    "coalesce(sum(CASE WHEN cost_usd IS NULL THEN tokens_in END), 0), "
+    "coalesce(sum(CASE WHEN cost_usd IS NULL THEN tokens_out END), 0)"
+)
+
+
+def buckets_sql(bucket: str, fell_back: str, where: str) -> str:
+    """`DecisionBucket` rows; `bucket` and `fell_back` are the backend's expressions for
+    ``floor((ts - start) / step)`` and for a non-empty attempt path."""
+    return (
+        f"SELECT {bucket} AS bucket, route, model, count(*), {_ERRORS}, "
+        f"sum(CASE WHEN cache_hit THEN 1 ELSE 0 END), "
+        f"sum(CASE WHEN {fell_back} THEN 1 ELSE 0 END), {_SPEND} "
+        f"FROM decisions WHERE {where} GROUP BY bucket, route, model"
+    )
+
+
+def clients_sql(where: str) -> str:
+    """`ClientTotal` rows."""
+    return (
+        f"SELECT client, model, count(*), {_ERRORS}, {_SPEND} "
+        f"FROM decisions WHERE {where} GROUP BY client, model"
+    )
+
+
+def buckets_from_rows(rows: list[tuple[Any, ...]]) -> list[DecisionBucket]:
+    return [
+        DecisionBucket(int(b), r, m, int(n), int(e), int(c), int(f), float(u), int(i), int(o))
+        for b, r, m, n, e, c, f, u, i, o in rows
+    ]
+
+
+def client_totals_from_rows(rows: list[tuple[Any, ...]]) -> list[ClientTotal]:
+    return [
+        ClientTotal(c, m, int(n), int(e), float(u), int(i), int(o)) for c, m, n, e, u, i, o in rows
+    ]

@@ -34,6 +34,10 @@ from llmroute.telemetry.store._sql import (
     SHADOW_COLUMNS,
     SHADOW_LIST,
     SUMMARY_LIST,
+    buckets_from_rows,
+    buckets_sql,
+    client_totals_from_rows,
+    clients_sql,
     feedback_from_row,
     shadow_from_row,
     shadow_row,
@@ -80,26 +84,8 @@ _LOCK = (
 INSTALL_HINT = "PostgreSQL telemetry needs the postgres extra: pip install 'llmroute[postgres]'"
 
 
-_BUCKETS = (
-    "SELECT floor((ts - %s) / %s)::bigint AS bucket, route, model, count(*), "
-    "sum(CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END), "
-    "sum(CASE WHEN cache_hit THEN 1 ELSE 0 END), "
-    "sum(CASE WHEN jsonb_array_length(attempts) > 0 THEN 1 ELSE 0 END), "
-    "coalesce(sum(cost_usd), 0), "
-    "coalesce(sum(CASE WHEN cost_usd IS NULL THEN tokens_in END), 0), "
-    "coalesce(sum(CASE WHEN cost_usd IS NULL THEN tokens_out END), 0) "
-    "FROM decisions WHERE {where} GROUP BY bucket, route, model"
-)
-
-
-_CLIENTS = (
-    "SELECT client, model, count(*), "
-    "sum(CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END), "
-    "coalesce(sum(cost_usd), 0), "
-    "coalesce(sum(CASE WHEN cost_usd IS NULL THEN tokens_in END), 0), "
-    "coalesce(sum(CASE WHEN cost_usd IS NULL THEN tokens_out END), 0) "
-    "FROM decisions WHERE {where} GROUP BY client, model"
-)
+_BUCKET = "floor((ts - %s) / %s)::bigint"  # the dashboard's time bucket of a row
+_FELL_BACK = "jsonb_array_length(attempts) > 0"  # the row's attempt path is not empty
 
 
 def _between(since: float, until: float | None) -> tuple[str, tuple[float, ...]]:
@@ -296,20 +282,12 @@ class PostgresStore:
         self, since: float, until: float | None, start: float, step: float
     ) -> list[DecisionBucket]:
         where, params = _between(since, until)
-        sql = _BUCKETS.format(where=where)
-        rows = self._select(sql, (start, step, *params), "count decisions")
-        return [
-            DecisionBucket(int(b), r, m, int(n), int(e), int(c), int(f), float(u), int(i), int(o))
-            for b, r, m, n, e, c, f, u, i, o in rows
-        ]
+        sql = buckets_sql(_BUCKET, _FELL_BACK, where)
+        return buckets_from_rows(self._select(sql, (start, step, *params), "count decisions"))
 
     def client_totals(self, since: float, until: float | None) -> list[ClientTotal]:
         where, params = _between(since, until)
-        rows = self._select(_CLIENTS.format(where=where), params, "count decisions")
-        return [
-            ClientTotal(c, m, int(n), int(e), float(u), int(i), int(o))
-            for c, m, n, e, u, i, o in rows
-        ]
+        return client_totals_from_rows(self._select(clients_sql(where), params, "count decisions"))
 
     def count_decisions(self, since: float | None = None, until: float | None = None) -> int:
         if since is None and until is None:
