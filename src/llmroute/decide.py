@@ -24,6 +24,8 @@ from llmroute.registry import LoadedRegistry, load_registry
 from llmroute.request import RouteRequest
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from llmroute.sdk.chat import Chat
 
 __all__ = ["DEFAULT_LAYER", "Router", "run_pipeline"]
@@ -49,6 +51,7 @@ class Router:
         layers: Sequence[DecisionLayer] | None = None,
         cache_dir: Path | None = None,
         encoder_threads: int | None = None,
+        metrics: CollectorRegistry | None = None,
     ) -> None:
         # Imported here so `import llmroute` stays light: assembling pulls in the encoder
         # stack (onnx, tokenizers, httpx), which a caller passing `layers=` never needs.
@@ -76,6 +79,8 @@ class Router:
         )
         self._window = loaded.registry.intent.window
         self._chat: Chat | None = None
+        # The SDK's Prometheus metrics go to this registry (docs/sdk.md#metrics).
+        self.metrics_registry = metrics
 
     @classmethod
     def from_yaml(
@@ -85,14 +90,17 @@ class Router:
         encoder: Encoder | None = None,
         cache_dir: Path | None = None,
         encoder_threads: int | None = None,
+        metrics: CollectorRegistry | None = None,
     ) -> Router:
         """`encoder_threads` caps a built-in encoder's threads per call (default: up to
-        four cores)."""
+        four cores). `metrics`: a ``prometheus_client.CollectorRegistry`` that the SDK's
+        calls are counted in (the gateway's ``llmroute_*`` metrics)."""
         return cls(
             load_registry(path),
             encoder=encoder,
             cache_dir=cache_dir,
             encoder_threads=encoder_threads,
+            metrics=metrics,
         )
 
     @property

@@ -286,3 +286,26 @@ def test_without_openai_the_results_are_dicts(registry: Path) -> None:
     assert reply["model"] == "up-small" and reply["llmroute"]["route"] == "chitchat"
     assert chunks and all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert all(c["llmroute"]["model"] == "small" for c in chunks)
+
+
+def test_metrics_go_to_the_callers_prometheus_registry(
+    registry: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Router.from_yaml(..., metrics=CollectorRegistry())`: the SDK's calls are counted in
+    the caller's registry as the gateway counts its requests, with the decision log off."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", "off")
+    prometheus = CollectorRegistry()
+    with Router.from_yaml(registry, metrics=prometheus) as router:
+        router.chat.completions.create(model="auto", messages=CODE)
+        router.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "tell me about volcanoes"}]
+        )
+    with Router.from_yaml(registry, metrics=prometheus) as second:  # the same registry
+        second.chat.completions.create(model="auto", messages=CODE)
+    text = generate_latest(prometheus).decode()
+    assert 'llmroute_requests_total{model="large",route="code",status="200"} 2.0' in text
+    assert 'llmroute_fallbacks_total{route="flaky"} 1.0' in text  # broken -> small
+    assert 'llmroute_upstream_attempts_total{deployment="fake",model="broken"' in text
+    assert "llmroute_decision_seconds_count" in text

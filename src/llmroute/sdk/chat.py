@@ -124,15 +124,24 @@ class _Engine:
         self.router = router
         loaded = router.loaded
         gates = GateFactory(loaded.registry, encoder=router.encoder, base_dir=loaded.base_dir)
+        metrics = None
+        if router.metrics_registry is not None:
+            from llmroute.telemetry.metrics import metrics_for
+
+            metrics = metrics_for(router.metrics_registry)
         self._clients = LoopClients(
-            loaded.registry, gates=gates, base_dir=loaded.base_dir, version=router.version
+            loaded.registry,
+            gates=gates,
+            base_dir=loaded.base_dir,
+            version=router.version,
+            metrics=metrics,
         )
         self._lock = threading.Lock()
         self._thread: LoopThread | None = None
         self._llm_routers: weakref.WeakKeyDictionary[Dispatcher, LlmRouter] = (
             weakref.WeakKeyDictionary()
         )
-        self.log = SdkDecisionLog(loaded.registry.telemetry)
+        self.log = SdkDecisionLog(loaded.registry.telemetry, metrics=metrics)
 
     def thread(self) -> LoopThread:
         with self._lock:

@@ -20,6 +20,7 @@ from llmroute.gates.build import GateFactory
 from llmroute.providers.build import build_providers
 from llmroute.registry.schema import Registry
 from llmroute.state import MemoryStore, ResponseCache, open_store, resolve_cache_url
+from llmroute.telemetry.metrics import GatewayMetrics
 
 __all__ = ["LoopClients"]
 
@@ -51,9 +52,11 @@ class LoopClients:
         gates: GateFactory | None = None,
         base_dir: Path | None = None,
         version: str = "",
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self._registry = registry
         self._version = version
+        self._metrics = metrics
         settings = registry.cache
         self._cache_url = None if settings is None else resolve_cache_url(settings)
         self._memory = (
@@ -85,7 +88,9 @@ class LoopClients:
             self._prune()
             cache = self._new_cache()
             providers = build_providers(self._registry, base_dir=self._base_dir)
-            dispatcher = Dispatcher(self._registry, providers, gates=self._gates)
+            dispatcher = Dispatcher(
+                self._registry, providers, gates=self._gates, observer=self._metrics
+            )
             keeper = _keeper(dispatcher, cache)
             self._by_loop[loop] = (dispatcher, cache, keeper)
         await anext(keeper)  # first iteration registers it with the loop's shutdown
@@ -118,7 +123,8 @@ class LoopClients:
         if settings is None or self._cache_url is None:
             return None
         store = self._memory if self._memory is not None else open_store(self._cache_url, settings)
-        return ResponseCache(settings, store, self._version)
+        on_result = self._metrics.cache if self._metrics is not None else None
+        return ResponseCache(settings, store, self._version, on_result=on_result)
 
     def _load_local(self) -> None:
         from llmroute.providers.llamacpp import build_llamacpp

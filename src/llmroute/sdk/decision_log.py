@@ -25,7 +25,7 @@ from llmroute.errors import LlmrouteError
 from llmroute.registry.schema import TelemetrySettings
 from llmroute.state import CachedAnswer
 from llmroute.telemetry.record import FeedbackRecord
-from llmroute.telemetry.recorder import Recorder
+from llmroute.telemetry.recorder import Observer, Recorder
 from llmroute.telemetry.store import mask_url, resolve_telemetry_url
 from llmroute.telemetry.store.base import Store
 from llmroute.telemetry.writer import TelemetryWriter, start_writer
@@ -52,10 +52,14 @@ class SdkDecisionLog:
     """The decision log of one SDK router (see the module docstring)."""
 
     def __init__(
-        self, settings: TelemetrySettings, environ: Mapping[str, str] | None = None
+        self,
+        settings: TelemetrySettings,
+        environ: Mapping[str, str] | None = None,
+        metrics: Observer | None = None,
     ) -> None:
         self._settings = settings
         self._environ = environ
+        self._metrics = metrics
         self._lock = threading.Lock()
         self._opened = False
         self._store: Store | None = None
@@ -86,15 +90,19 @@ class SdkDecisionLog:
         settings = self._settings
         environ = os.environ if self._environ is None else self._environ
         url = resolve_telemetry_url(settings, environ)
+        # With metrics but no log, records are still made, for the metrics alone.
+        metrics_only = Recorder(None, self._metrics, "off") if self._metrics else None
         if url is None:
+            self._recorder = metrics_only
             return
         try:
             store, writer = start_writer(url, settings)
         except Exception as exc:  # a bad URL must not fail the caller's request
             log.warning("SDK decision log off: cannot open %s (%s)", mask_url(url), exc)
+            self._recorder = metrics_only
             return
         self._store, self._writer = store, writer
-        self._recorder = Recorder(writer, None, settings.prompts)
+        self._recorder = Recorder(writer, self._metrics, settings.prompts)
         log.info("SDK decision log: %s (prompts: %s)", mask_url(url), settings.prompts)
 
     def add_feedback(self, feedback: FeedbackRecord) -> bool:

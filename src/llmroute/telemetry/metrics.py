@@ -43,6 +43,8 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -70,6 +72,7 @@ __all__ = [
     "TTFT_BUCKETS",
     "UPSTREAM_BUCKETS",
     "GatewayMetrics",
+    "metrics_for",
     "multiprocess_dir",
 ]
 
@@ -189,6 +192,21 @@ def _mark_dead_at_exit(path: str) -> None:
     if not _atexit_registered:
         _atexit_registered = True
         atexit.register(multiprocess.mark_process_dead, os.getpid(), path)
+
+
+_SHARED: weakref.WeakKeyDictionary[CollectorRegistry, GatewayMetrics] = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def metrics_for(registry: CollectorRegistry) -> GatewayMetrics:
+    """The one `GatewayMetrics` registered in `registry` (created on first use), so two
+    SDK routers given the same registry count into the same metrics instead of
+    registering them twice."""
+    with _SHARED_LOCK:
+        metrics = _SHARED.get(registry)
+        if metrics is None:
+            metrics = _SHARED[registry] = GatewayMetrics(registry)
+        return metrics
 
 
 class GatewayMetrics:
