@@ -322,3 +322,16 @@ def test_the_gateway_answers_503_once_every_model_is_at_its_limit(
     assert "requests-per-minute limit" in error["message"]
     assert refused.headers["x-llmroute-model"] == "solo"
     assert len(upstream.calls_to(f"solo-{tag}")) == 1
+
+
+def test_one_provider_name_at_two_endpoints_is_counted_apart(upstream: FakeUpstream) -> None:
+    """Two registries in one process (two SDK routers, say) that give the name `up` to
+    different endpoints: their rpm counts are apart (the key names the base URL)."""
+    tag = uuid.uuid4().hex[:8]
+    models = f"  a: {{provider: up, model: a-{tag}, rpm: 1}}"
+    with fake_upstream() as other:
+        first = _served(upstream, models, "a", ("a",), 1)
+        second = _served(other, models, "a", ("a",), 1)
+        again = _served(other, models, "a", ("a",), 1)
+    assert first == second == ["a@up"]
+    assert again == ["limited"]  # the same endpoint's count does carry over

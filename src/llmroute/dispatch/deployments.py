@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import math
 import random
 import time
@@ -28,7 +29,14 @@ from llmroute.registry.schema import Registry
 from llmroute.state.breakers import RedisBreakers
 from llmroute.state.limits import RateLimits
 
-__all__ = ["BreakerLink", "Deployment", "DeploymentPool", "Deployments", "Observe"]
+__all__ = [
+    "BreakerLink",
+    "Deployment",
+    "DeploymentPool",
+    "Deployments",
+    "Observe",
+    "deployment_key",
+]
 
 T = TypeVar("T")
 
@@ -84,12 +92,21 @@ class Deployment:
     rpm: int | None = None  # requests per minute it may be sent
     limits: RateLimits | None = None  # where `rpm` is counted
     link: BreakerLink | None = None  # the breaker's shared openings, when shared
+    key: str = ""  # where its limit and shared breaker are counted (`deployment_key`)
 
     async def acquire(self) -> bool:
         """Take one request from the deployment's limit; False when it is at the limit."""
         if self.rpm is None or self.limits is None:
             return True
-        return await self.limits.acquire(f"{self.provider_name}:{self.upstream}", self.rpm)
+        return await self.limits.acquire(self.key, self.rpm)
+
+
+def deployment_key(provider: str, upstream: str, base_url: str | None) -> str:
+    """A deployment's name in shared counts: provider and upstream model, and a short
+    hash of the provider's base URL, so that two registries that give one provider name
+    to different endpoints (two SDK routers in a process, say) never share a count."""
+    where = hashlib.sha256((base_url or "").encode()).hexdigest()[:8]
+    return f"{provider}@{where}:{upstream}"
 
 
 # Told of one call: the deployment, its seconds, and its error (None when it answered).
@@ -209,11 +226,13 @@ class Deployments:
             for target in targets:
                 upstream = target.model or model.model
                 key = (target.provider, upstream)
+                counted = deployment_key(
+                    target.provider, upstream, registry.providers[target.provider].base_url
+                )
                 if key not in breakers:
                     breakers[key] = CircuitBreaker(settings.breaker, clock=clock)
                     if shared is not None:
-                        shared_key = f"{target.provider}:{upstream}"
-                        links[key] = BreakerLink(breakers[key], shared, shared_key, clock)
+                        links[key] = BreakerLink(breakers[key], shared, counted, clock)
                 provider = providers[target.provider]
                 deployments.append(
                     Deployment(
@@ -224,6 +243,7 @@ class Deployments:
                         target.rpm,
                         limits,
                         links.get(key),
+                        counted,
                     )
                 )
             balancer = Balancer(
