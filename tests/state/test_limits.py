@@ -286,6 +286,40 @@ def test_a_finished_stream_is_charged(upstream: FakeUpstream) -> None:
     assert asyncio.run(go()) == ["pricey", "cheap"]
 
 
+def test_a_stream_broken_midway_is_charged_what_it_streamed(upstream: FakeUpstream) -> None:
+    tag = uuid.uuid4().hex[:8]
+    models = f"""
+  broke-{tag}:  # budgets are counted per model name, process-wide
+    provider: up
+    model: 'broke-{tag}?mid=1'
+    price: {{input: 1000000, output: 1000000}}
+    budget: {{usd: 1.0, period: hour}}
+  cheap: {{provider: up, model: cheap-{tag}}}
+"""
+    text = REGISTRY % {"url": upstream.url, "models": models, "first": f"broke-{tag}", "limits": ""}
+    registry = parse_registry(text).registry
+
+    async def go() -> tuple[float | None, str]:
+        dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        body = {"messages": [{"role": "user", "content": "hello"}], "stream": True}
+        try:
+            opened = await dispatcher.open_stream(plan_for(f"broke-{tag}", "cheap"), body)
+            with pytest.raises(ProviderError):
+                async for _event in opened.events:
+                    pass
+            usage = opened.usage
+            again = await dispatcher.open_stream(plan_for(f"broke-{tag}", "cheap"), body)
+            async for _event in again.events:
+                pass
+        finally:
+            await dispatcher.aclose()
+        return (usage.cost_usd if usage is not None else None), again.model
+
+    cost, next_model = asyncio.run(go())
+    assert cost is not None and cost > 1.0  # estimated from the prompt and the one event
+    assert next_model == "cheap"  # the broken stream spent the budget
+
+
 def test_registry_mistakes() -> None:
     base = REGISTRY % {"url": "http://127.0.0.1:9/v1", "first": "m", "limits": "%s", "models": "%s"}
     with pytest.raises(ConfigError, match=r"models\.m\.rpm: a model with deployments"):

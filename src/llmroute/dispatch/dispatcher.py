@@ -583,8 +583,10 @@ async def _metered(
     charge: Callable[[Usage | None], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
     """The stream with its usage priced; a usage chunk is added before ``[DONE]`` when
-    the client asked for one and the upstream sent none. At the end the usage is
-    `charge`d (to the model's budget)."""
+    the client asked for one and the upstream sent none. When it ends, completely or
+    not (broken by the upstream, closed by the client), its usage (reported, else
+    estimated from what was streamed) is `charge`d to the model's budget: a stream cut
+    short was paid for as far as it went."""
     try:
         yield meter.observe(first)
         async for event in rest:
@@ -595,11 +597,13 @@ async def _metered(
                 yield event
                 continue
             yield meter.observe(event)
-        opened.usage = meter.finish()
-        if charge is not None:
-            await charge(opened.usage)
     finally:
-        await _close(rest)
+        try:
+            opened.usage = meter.finish()
+            if charge is not None:
+                await charge(opened.usage)
+        finally:
+            await _close(rest)
 
 
 def _limits(registry: Registry) -> RateLimits | None:
