@@ -132,15 +132,16 @@ class RequireKey:
     path, 429 past the key's ``rpm``; OpenAI's error format in every case."""
 
     def __init__(self, app: ASGIApp) -> None:
+        from llmroute.server.state import pinned  # here: server.state imports this module
+
         self.app = app
+        self._pinned = pinned
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        from llmroute.server.state import pinned
-
-        gateway = pinned(scope)
+        gateway = self._pinned(scope)
         table = gateway.auth if gateway is not None else None
         if (
             gateway is None
