@@ -208,6 +208,24 @@ def test_a_reload_adds_a_key(tmp_path: Path, upstream: FakeUpstream) -> None:
         )
 
 
+def test_a_reload_naming_an_unset_key_variable_is_rejected(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    registry = _registry(tmp_path / "registry.yaml", upstream)
+    with serve(registry, tmp_path / "serve.log", ["--reload-interval", "0.2"], env=ENV) as served:
+        _registry(registry, upstream, "    - {name: ghost, key_env: LLMROUTE_TEST_UNSET_KEY}")
+        wait_for(
+            "the reload rejected",
+            lambda: "rejected" in served.log_text(),
+            20,
+            served.log,
+        )
+        log = served.log_text()
+        assert "LLMROUTE_TEST_UNSET_KEY is not set" in log and "Traceback" not in log
+        with _client(served, TEAM_KEY) as client:  # the running registry still serves
+            assert client.chat.completions.create(**ASK).choices
+
+
 def test_a_short_key_is_refused() -> None:
     keys = AuthSettings(keys=(ApiKey(name="weak", key_env="WEAK"),))
     with pytest.raises(ConfigError, match="shorter than 16 characters"):

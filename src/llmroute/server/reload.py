@@ -229,7 +229,16 @@ class Reloader:
         if built is None:
             log.info("registry reload (%s): version %s unchanged", reason, old.version)
             return
-        new = await open_gateway(built, self._max_body_bytes, self._state)
+        try:
+            new = await open_gateway(built, self._max_body_bytes, self._state)
+        except LlmrouteError as exc:  # e.g. a client key's variable unset
+            log.error(
+                "registry reload (%s) rejected, still serving version %s: %s",
+                reason,
+                old.version,
+                one_line(exc),
+            )
+            return
         self._state.gateway = new  # the swap: requests from now on get `new`
         log.info("registry reloaded (%s): version %s → %s", reason, old.version, new.version)
         self._retiring.append(old)
