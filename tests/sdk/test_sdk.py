@@ -18,6 +18,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from llmroute import Router
 from llmroute.errors import ModelNotFound, ProviderError, RoutingError, UpstreamRejected
+from llmroute.telemetry.store import open_store
 
 REGISTRY = """
 encoder: builtin:static
@@ -309,3 +310,15 @@ def test_metrics_go_to_the_callers_prometheus_registry(
     assert 'llmroute_fallbacks_total{route="flaky"} 1.0' in text  # broken -> small
     assert 'llmroute_upstream_attempts_total{deployment="fake",model="broken"' in text
     assert "llmroute_decision_seconds_count" in text
+
+    db = registry.parent / "metrics-and-log.db"  # the decision log on as well
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
+    with Router.from_yaml(registry, metrics=prometheus) as third:
+        third.chat.completions.create(model="auto", messages=CODE)
+    text = generate_latest(prometheus).decode()
+    assert 'llmroute_requests_total{model="large",route="code",status="200"} 3.0' in text
+    store = open_store(f"sqlite:///{db}")
+    try:
+        assert store.count_decisions() == 1
+    finally:
+        store.close()
