@@ -170,7 +170,7 @@ class Dashboard:
         self._ttl_s = ttl_s
         self._clock = clock
         self._cached: dict[tuple[object, ...], tuple[float, dict[str, Any]]] = {}
-        self._lock = asyncio.Lock()
+        self._locks: dict[tuple[object, ...], asyncio.Lock] = {}
 
     def routes(self, prefix: str = "/dashboard") -> list[Route]:
         return [
@@ -210,7 +210,8 @@ class Dashboard:
             message = view.message or "the decision log is off"
             return empty_dashboard(window, url=None, message=message, max_rows=self._max_rows)
         key = (window.text, id(view.store), id(view.registry))
-        async with self._lock:  # one read at a time; the pages waiting share its result
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:  # one read per window at a time; pages waiting share its result
             hit = self._cached.get(key)
             if hit is not None and self._clock() - hit[0] < self._ttl_s:
                 return hit[1]
@@ -221,6 +222,7 @@ class Dashboard:
             now = self._clock()
             self._cached = {k: v for k, v in self._cached.items() if now - v[0] < self._ttl_s}
             self._cached[key] = (now, payload)
+            self._locks = {k: v for k, v in self._locks.items() if k in self._cached or v.locked()}
             return payload
 
 
