@@ -215,7 +215,9 @@ def test_with_client_keys_the_page_takes_an_admin_key(
         without = render(chromium, f"{served.url}/dashboard", tmp_path, problems_ok=True)
         assert 'data-state="ready"' not in without  # 401: the page is not served
         base = served.url.replace("http://", f"http://ops:{admin}@")
-        dom = render(chromium, f"{base}/dashboard#since=15m", tmp_path)
+        shot = tmp_path / "dashboard-keys.png"
+        dom = render(chromium, f"{base}/dashboard#since=15m", tmp_path, screenshot=shot)
     assert 'data-state="ready"' in dom
     assert 'data-client="team"' in dom
+    assert shot.stat().st_size > 20_000
     assert _cell_text(dom, "tile-requests") == "1"

@@ -254,7 +254,8 @@
   function chartCost(s, t) {
     const cost = arr(s.cost_usd);
     const top = Math.max(0, ...cost.map(num0));
-    const f = frame(t, top, fmtMoney, false);
+    const axis = (v) => (top >= 0.01 || v === 0 ? fmtMoney(v) : `$${v.toExponential(1)}`);
+    const f = frame(t, top, axis, false);
     t.forEach((_, i) => bar(f, i, 0, num0(cost[i]), COLORS.cost));
     if (!(top > 0)) emptyNote(f, "no priced requests");
     hoverColumns(f, t, (i) => `cost ${fmtMoney(cost[i])}`);
