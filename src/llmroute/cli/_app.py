@@ -47,15 +47,21 @@ RegistryOption = Annotated[
 ]
 
 
-def resolve_registry(path: Path | None) -> Path:
+def find_registry(path: Path | None) -> Path | None:
+    """`path`, else ``$LLMROUTE_REGISTRY``, else ``./registry.yaml`` when it exists."""
     if path is not None:
         return path
     env = os.environ.get("LLMROUTE_REGISTRY")
     if env:
         return Path(env)
     local = Path("registry.yaml")
-    if local.exists():
-        return local
+    return local if local.exists() else None
+
+
+def resolve_registry(path: Path | None) -> Path:
+    found = find_registry(path)
+    if found is not None:
+        return found
     fail(
         "no registry given: pass --registry FILE or set LLMROUTE_REGISTRY "
         "(the example is examples/registry.yaml)"

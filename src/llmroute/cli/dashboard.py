@@ -7,13 +7,11 @@ its own live state (breakers, requests in flight) added.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from llmroute.cli._app import RegistryOption, app, fail
+from llmroute.cli._app import RegistryOption, app, fail, find_registry
 from llmroute.cli.telemetry import UrlOption, _url
 
 
@@ -34,7 +32,7 @@ def dashboard_command(
     from llmroute.server.dashboard import create_log_dashboard
 
     loaded: LoadedRegistry | None = None
-    path = registry or _default_registry()
+    path = find_registry(registry)
     if path is not None:
         loaded = load_registry(path)
     try:
@@ -44,11 +42,3 @@ def dashboard_command(
     shown = web.state.log_url
     typer.echo(f"dashboard: http://{host}:{port}/dashboard (decision log: {shown})")
     uvicorn.run(web, host=host, port=port, log_level="warning")
-
-
-def _default_registry() -> Path | None:
-    env = os.environ.get("LLMROUTE_REGISTRY")
-    if env:
-        return Path(env)
-    local = Path("registry.yaml")
-    return local if local.exists() else None

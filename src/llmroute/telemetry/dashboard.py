@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,6 +124,22 @@ def aggregate(decisions: Sequence[LoggedDecision], grid: Grid) -> list[DecisionB
     ]
 
 
+def _spender(registry: Registry | None) -> Callable[[DecisionBucket | ClientTotal], float]:
+    """What a group of decisions cost: its logged costs, plus the tokens of those without
+    one at the model's registry price."""
+    prices = {name: m.price for name, m in registry.models.items()} if registry else {}
+
+    def spend(group: DecisionBucket | ClientTotal) -> float:
+        price = prices.get(group.model)
+        if price is None:
+            return group.cost_usd
+        return (
+            group.cost_usd + (group.tokens_in * price.input + group.tokens_out * price.output) / 1e6
+        )
+
+    return spend
+
+
 def client_totals(decisions: Sequence[LoggedDecision]) -> list[ClientTotal]:
     """What `Store.client_totals` counts in SQL, from rows in memory (the reference)."""
     groups: dict[tuple[str | None, str], list[LoggedDecision]] = defaultdict(list)
@@ -148,16 +164,14 @@ def _clients(totals: Sequence[ClientTotal], registry: Registry | None) -> list[d
     with a key)."""
     if all(t.client is None for t in totals):
         return []
-    prices = {name: m.price for name, m in registry.models.items()} if registry else {}
+    spend_of = _spender(registry)
     n = sum(t.requests for t in totals)
     per: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0])
     for t in totals:
-        price = prices.get(t.model)
-        priced = (t.tokens_in * price.input + t.tokens_out * price.output) / 1e6 if price else 0.0
         row = per["(no key)" if t.client is None else t.client]
         row[0] += t.requests
         row[1] += t.errors
-        row[2] += t.cost_usd + priced
+        row[2] += spend_of(t)
     return [
         {
             "name": name,
@@ -234,7 +248,7 @@ class _Tally:
 
 
 def _tally(buckets: Sequence[DecisionBucket], grid: Grid, registry: Registry | None) -> _Tally:
-    prices = {name: m.price for name, m in registry.models.items()} if registry else {}
+    spend_of = _spender(registry)
     n = grid.count
     requests, errors, cache_hits = [0] * n, [0] * n, [0] * n
     spend = [0.0] * n
@@ -244,9 +258,7 @@ def _tally(buckets: Sequence[DecisionBucket], grid: Grid, registry: Registry | N
     models: defaultdict[str, _Counts] = defaultdict(_Counts)
     for b in buckets:
         i = min(max(b.bucket, 0), n - 1)
-        price = prices.get(b.model)
-        priced = (b.tokens_in * price.input + b.tokens_out * price.output) / 1e6 if price else 0.0
-        cost = b.cost_usd + priced
+        cost = spend_of(b)
         requests[i] += b.requests
         errors[i] += b.errors
         cache_hits[i] += b.cache_hits
