@@ -14,13 +14,16 @@ import asyncio
 import threading
 from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmroute.dispatch import Dispatcher
 from llmroute.gates.build import GateFactory
 from llmroute.providers.build import build_providers
 from llmroute.registry.schema import Registry
 from llmroute.state import MemoryStore, ResponseCache, open_store, resolve_cache_url
-from llmroute.telemetry.metrics import GatewayMetrics
+
+if TYPE_CHECKING:
+    from llmroute.telemetry.metrics import GatewayMetrics
 
 __all__ = ["LoopClients"]
 
