@@ -18,6 +18,7 @@ from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import BIN, Served, serve, wait_for
 
 from llmroute.errors import ConfigError
+from llmroute.registry import ConfigErrors, parse_registry
 from llmroute.registry.schema import ApiKey, AuthSettings
 from llmroute.server.auth import KeyTable
 
@@ -41,9 +42,12 @@ auth:
     - {name: ops, sha256: "%(ops)s", admin: true}
     - {name: limited, key_env: LLMROUTE_TEST_LIMITED_KEY, rpm: 2}
     - {name: capped, sha256: "%(capped)s", budget: {usd: 0.000001, period: day}}
+    - {name: narrow, key_env: LLMROUTE_TEST_NARROW_KEY, models: [chat, small]}
 %(extra)s
 """
+NARROW_KEY = "sk-narrow-2718281828"
 ENV = {
+    "LLMROUTE_TEST_NARROW_KEY": NARROW_KEY,
     "LLMROUTE_TEST_TEAM_KEY": TEAM_KEY,
     "LLMROUTE_TEST_LIMITED_KEY": LIMITED_KEY,
     "LLMROUTE_TELEMETRY_URL": "off",
@@ -138,6 +142,36 @@ def test_a_key_over_its_rpm_gets_a_429(gateway: Served, upstream: FakeUpstream) 
     assert caught.value.code == "rate_limit_exceeded"
     with _client(gateway, TEAM_KEY) as client:  # other keys are not affected
         client.chat.completions.create(**ASK)
+
+
+def test_a_key_with_models_may_ask_only_for_those(gateway: Served) -> None:
+    with _client(gateway, NARROW_KEY) as client:
+        assert [m.id for m in client.models.list()] == ["chat", "small"]
+        answer = client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hello there"}]
+        )
+        assert answer.choices[0].message.content
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            client.chat.completions.create(**ASK)  # model "auto"
+    assert caught.value.code == "model_not_allowed"
+    assert "may use: chat, small" in caught.value.message
+    denied = httpx.post(
+        f"{gateway.url}/v1/route",
+        json={"messages": ASK["messages"]},
+        headers={"Authorization": f"Bearer {NARROW_KEY}"},
+    )
+    assert denied.status_code == 403 and denied.json()["error"]["param"] == "model"
+
+
+def test_a_key_naming_an_unknown_model_is_a_registry_error(upstream: FakeUpstream) -> None:
+    text = REGISTRY % {
+        "url": upstream.url,
+        "ops": "0" * 64,
+        "capped": "1" * 64,
+        "extra": "    - {name: typo, sha256: '%s', models: [chta]}" % ("2" * 64),
+    }
+    with pytest.raises(ConfigErrors, match=r"auth\.keys\[5\]\.models\[0\]: unknown model 'chta'"):
+        parse_registry(text)
 
 
 def test_each_key_has_its_own_cached_answers(gateway: Served) -> None:

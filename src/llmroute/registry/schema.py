@@ -884,7 +884,9 @@ class ApiKey(_Frozen):
     `key_env` names the environment variable holding it, or `sha256` is the hex SHA-256
     of it (``printf %s "$KEY" | sha256sum``). `admin` keys may also read /dashboard and
     /metrics; `rpm` caps the key's requests per minute and `budget` what its requests
-    may cost per calendar period (both counted where ``dispatch.limits`` says)."""
+    may cost per calendar period (both counted where ``dispatch.limits`` says);
+    `models` lists the ``model`` values it may send (``auto``, route names, pool
+    model names, ``router-*``)."""
 
     name: Name
     key_env: EnvName | None = None
@@ -892,6 +894,7 @@ class ApiKey(_Frozen):
     admin: bool = False
     rpm: int | None = Field(default=None, ge=1)
     budget: Budget | None = None
+    models: tuple[str, ...] | None = None  # what it may ask for; None: anything
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -1010,6 +1013,7 @@ class Registry(_Frozen):
                 *self._shadow_problems(),
                 *self._cascade_problems(),
                 *self._cache_problems(),
+                *self._auth_problems(),
             ]
         )
         return self
@@ -1173,6 +1177,16 @@ class Registry(_Frozen):
             if name not in known:
                 hint = did_you_mean(name, known)
                 yield ("cache", "routes", i), f"unknown route {name!r}{hint}"
+
+    def _auth_problems(self) -> Iterator[Problem]:
+        if self.auth is None:
+            return
+        known = ["auto", *(route.name for route in self.routes), *self.models]
+        for i, key in enumerate(self.auth.keys):
+            for j, name in enumerate(key.models or ()):
+                if name not in known and not name.startswith("router-"):
+                    hint = did_you_mean(name, known)
+                    yield ("auth", "keys", i, "models", j), f"unknown model {name!r}{hint}"
 
     def _shadow_problems(self) -> Iterator[Problem]:
         shadow = self.shadow

@@ -38,7 +38,15 @@ from llmroute.telemetry.record import DecisionRecord
 if TYPE_CHECKING:
     from llmroute.server.state import Gateway
 
-__all__ = ["Charges", "KeyTable", "RequireKey", "api_key_of", "key_of", "presented_key"]
+__all__ = [
+    "Charges",
+    "KeyTable",
+    "RequireKey",
+    "api_key_of",
+    "check_model",
+    "key_of",
+    "presented_key",
+]
 
 PUBLIC_PATHS = frozenset({"/health", "/ready"})
 MIN_KEY_LENGTH = 16  # keys are hashed without salt: a short one is guessable from its hash
@@ -206,6 +214,23 @@ class RequireKey:
                 headers={"Retry-After": "1"},
             )
         return key
+
+
+def check_model(scope: Scope, model: object) -> None:
+    """403 ``model_not_allowed`` when the request's key lists the ``model`` values it
+    may send and `model` is not one of them (no ``model`` counts as ``auto``)."""
+    key = api_key_of(scope)
+    if key is None or key.models is None:
+        return
+    name = model if isinstance(model, str) and model else "auto"
+    if name not in key.models:
+        allowed = ", ".join(key.models)
+        raise GatewayError(
+            403,
+            f"key {key.name!r} may not use model {name!r}; it may use: {allowed}",
+            param="model",
+            code="model_not_allowed",
+        )
 
 
 def _account(key: ApiKey) -> str:

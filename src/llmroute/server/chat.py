@@ -16,7 +16,7 @@ from llmroute.decision import Decision
 from llmroute.dispatch import Opened, Plan, TierStep, cascade_header, plan_request
 from llmroute.errors import LlmrouteError, ProviderError
 from llmroute.layers.llm_router import refine_plan
-from llmroute.server.auth import api_key_of, key_of
+from llmroute.server.auth import api_key_of, check_model, key_of
 from llmroute.server.body import read_json_object, require_messages
 from llmroute.server.cached import cache_headers, hit_headers
 from llmroute.server.errors import gateway_error
@@ -48,6 +48,7 @@ async def chat_completions(request: Request) -> Response:
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
     require_messages(body)
+    check_model(request.scope, body.get("model"))
     plan = plan_request(gateway.router, body, request.headers)
     plan = await refine_plan(gateway.llm_router, gateway.router, plan, body, request.headers)
     headers = decision_headers(plan.decision)
@@ -264,6 +265,7 @@ async def route_only(request: Request) -> Response:
     has one and the intent layer is unsure, is part of the decision and is called.)"""
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
+    check_model(request.scope, body.get("model"))
     plan = plan_request(gateway.router, body, request.headers)
     plan = await refine_plan(gateway.llm_router, gateway.router, plan, body, request.headers)
     telemetry = getattr(request.app.state, "telemetry", None)

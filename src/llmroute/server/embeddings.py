@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from llmroute.errors import LlmrouteError
+from llmroute.server.auth import check_model
 from llmroute.server.body import read_json_object
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.state import Gateway, gateway_of
@@ -23,6 +24,7 @@ async def embeddings(request: Request) -> Response:
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
     name = embedding_model(gateway, body.get("model"))
+    check_model(request.scope, name)
     require_input(body)
     headers = {"x-llmroute-model": name}
     try:

@@ -7,19 +7,24 @@ from starlette.responses import JSONResponse, Response
 
 from llmroute.dispatch import AUTO
 from llmroute.dispatch.plan import difficulty_model
+from llmroute.server.auth import api_key_of
 from llmroute.server.state import gateway_of
 
 __all__ = ["health", "list_models", "ready"]
 
 
 async def list_models(request: Request) -> Response:
-    """OpenAI's list format: ``auto``, then each route, then each pool model."""
+    """OpenAI's list format: ``auto``, then each route, then each pool model (for a
+    client key with ``models``, only those)."""
     registry = gateway_of(request).router.loaded.registry
     entries = [(AUTO, "llmroute")]
     entries += [(route.name, "llmroute") for route in registry.routes]
     if (router_model := difficulty_model(gateway_of(request).router)) is not None:
         entries.append((router_model, "llmroute"))
     entries += [(name, ",".join(model.provider_names())) for name, model in registry.models.items()]
+    key = api_key_of(request.scope)
+    if key is not None and key.models is not None:  # only what this client may ask for
+        entries = [(i, o) for i, o in entries if i in key.models]
     data = [{"id": i, "object": "model", "created": 0, "owned_by": o} for i, o in entries]
     return JSONResponse({"object": "list", "data": data})
 
