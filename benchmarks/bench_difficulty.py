@@ -1,16 +1,22 @@
 """Difficulty (win-rate) routing on MMLU and GSM8K: every router kind and encoder.
 
     .venv/bin/python benchmarks/bench_difficulty.py [--json | --markdown]
+    .venv/bin/python benchmarks/bench_difficulty.py --compare-recipes [--json]
 
 Split (nothing is tuned on the rows it reports as test): `split(data, seed=0)`, 60/20/20,
 stratified by the weak/strong outcome, MMLU questions sharing a reading passage kept on
-one side. Each (kind, encoder) is trained on train with its hyper-parameters chosen on
-validation (`train_router`). Per dataset the best (kind, encoder) by validation APGR is
-selected, and only it and the default router (`llmroute train difficulty` without
---router: DEFAULT_ROUTER on builtin:static) are scored on test, once.
+one side. Each (kind, encoder) is trained as `llmroute train difficulty` trains it
+(`train_router`): hyper-parameters chosen by 10-fold group cross-validation over train +
+validation, then refitted on those rows. Per dataset the best (kind, encoder) by
+cross-validated APGR is selected, and only it and the default router (DEFAULT_ROUTER on
+builtin:static) are scored on test, once.
 
-Transfer: the routers trained (and selected) on MMLU train/validation, scored on all of
+Transfer: the routers trained (and selected) on MMLU train + validation, scored on all of
 GSM8K (no GSM8K row is seen before).
+
+--compare-recipes: the default router trained with the cross-validated recipe against
+the hold-out one (fit on train, choose on validation), on five re-splits of the seed-0
+train + validation rows (60/20/20 inside them, seeds 1-5): the test side is not read.
 
 Timing: `train_s` is `train_router` for the default router on MMLU with the embedding
 cache warm (the cold first embedding of the file is excluded); scoring p50 is one
@@ -94,13 +100,12 @@ def scoring_p50(router: DifficultyRouter, vectors: np.ndarray, texts: Sequence[s
 def run() -> dict[str, Any]:
     encoders = {spec: load_encoder(spec) for spec in ENCODERS}
     data = {name: read_labels(path) for name, path in DATASETS.items()}
-    results: dict[str, Any] = {"validation": [], "test": [], "transfer": [], "scoring": []}
+    results: dict[str, Any] = {"selection": [], "test": [], "transfer": [], "scoring": []}
     trained: dict[tuple[str, str, str], DifficultyRouter] = {}
     splits = {}
     for name, labelled in data.items():
         train_idx, val_idx, test_idx = split(labelled, seed=SEED)
         splits[name] = (train_idx, val_idx, test_idx)
-        val = labelled.subset(val_idx)
         results.setdefault("rows", {})[name] = {
             "train": len(train_idx),
             "val": len(val_idx),
@@ -113,22 +118,21 @@ def run() -> dict[str, Any]:
                     kind, labelled, encoder, train_idx=train_idx, val_idx=val_idx, seed=SEED
                 )
                 trained[name, spec, kind] = router
-                row = summary(kind, score_rows(router, encoder, val), val)
-                results["validation"].append(
+                results["selection"].append(
                     {
                         "dataset": name,
                         "encoder": spec,
                         "kind": kind,
-                        "apgr": row["apgr"],
-                        "cpt50": row["cpt50"],
-                        "cpt80": row["cpt80"],
+                        "apgr": metrics["apgr"],
+                        "fold_sd": metrics["apgr_fold_sd"],
+                        "folds": metrics["folds"],
                         "hyper": metrics["hyper"],
                         "fit_s": metrics["fit_seconds"],
                     }
                 )
-    # Selection on validation only, then test once for the selected and default routers.
+    # Selection by cross-validated APGR only, then test once for the selected and default.
     for name, labelled in data.items():
-        rows = [r for r in results["validation"] if r["dataset"] == name and r["kind"] != "random"]
+        rows = [r for r in results["selection"] if r["dataset"] == name and r["kind"] != "random"]
         best = max(rows, key=lambda r: r["apgr"])
         choices = [("selected", best["kind"], best["encoder"])]
         choices.append(("default", DEFAULT_ROUTER, DEFAULT_ENCODER))
@@ -173,6 +177,68 @@ def run() -> dict[str, Any]:
     return results
 
 
+RESPLITS = (1, 2, 3, 4, 5)
+SHARES = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def compare_recipes() -> dict[str, Any]:
+    """Cross-validated vs hold-out training of the default router on re-splits of the
+    seed-0 train + validation rows (the test side is never read)."""
+    encoder = load_encoder(DEFAULT_ENCODER)
+    out: dict[str, Any] = {"router": DEFAULT_ROUTER, "encoder": DEFAULT_ENCODER, "rows": []}
+    for name, path in DATASETS.items():
+        labelled = read_labels(path)
+        train_idx, val_idx, _ = split(labelled, seed=SEED)
+        inner = labelled.subset(np.sort(np.concatenate([train_idx, val_idx])))
+        for resplit in RESPLITS:
+            a, b, c = split(inner, seed=resplit)
+            held = inner.subset(c)
+            row: dict[str, Any] = {"dataset": name, "resplit": resplit, "n": len(c)}
+            for recipe, folds in (("holdout", 1), ("crossfit", 10)):
+                log(f"{name} re-split {resplit} {recipe} ...")
+                router, _ = train_router(
+                    DEFAULT_ROUTER, inner, encoder, train_idx=a, val_idx=b, folds=folds, seed=SEED
+                )
+                scores = score_rows(router, encoder, held)
+                row[recipe] = summary(recipe, scores, held)["apgr"]
+            # What `strong_share` sends on unseen rows when its threshold comes, as for a
+            # cross-validated artifact, from the router's scores on its own rows.
+            seen = score_rows(router, encoder, inner.subset(np.concatenate([a, b])))
+            row["shares"] = {
+                share: float(np.mean(scores >= np.quantile(seen, 1.0 - share))) for share in SHARES
+            }
+            out["rows"].append(row)
+    return out
+
+
+def recipe_table(results: dict[str, Any]) -> list[str]:
+    out = [
+        "| dataset | re-split | held-out rows | hold-out recipe | cross-validated | difference |"
+    ]
+    out += ["|---|---|---|---|---|---|"]
+    for name in DATASETS:
+        rows = [r for r in results["rows"] if r["dataset"] == name]
+        for r in rows:
+            out.append(
+                f"| {name} | {r['resplit']} | {r['n']} | {r['holdout']:.3f} | "
+                f"{r['crossfit']:.3f} | {r['crossfit'] - r['holdout']:+.3f} |"
+            )
+        diff = np.array([r["crossfit"] - r["holdout"] for r in rows])
+        means = (np.mean([r["holdout"] for r in rows]), np.mean([r["crossfit"] for r in rows]))
+        out.append(
+            f"| {name} | mean | | {means[0]:.3f} | {means[1]:.3f} | "
+            f"{diff.mean():+.3f} ± {diff.std(ddof=1):.3f} (SD) |"
+        )
+    out += ["", "Share sent to the strong model on the held-out rows by the cross-validated "]
+    out[-1] += "router's `strong_share` threshold (from its scores on its own rows):"
+    out += ["", "| dataset | re-split | " + " | ".join(f"asked {s:.0%}" for s in SHARES) + " |"]
+    out += ["|---|---|" + "---|" * len(SHARES)]
+    for r in results["rows"]:
+        cells = " | ".join(f"{r['shares'][s]:.1%}" for s in SHARES)
+        out.append(f"| {r['dataset']} | {r['resplit']} | {cells} |")
+    return out
+
+
 def _three(row: dict[str, Any]) -> dict[str, float]:
     return {k: row[k] for k in ("apgr", "cpt50", "cpt80")}
 
@@ -187,14 +253,15 @@ def _p(value: float) -> str:
 
 def tables(results: dict[str, Any]) -> list[str]:
     """Markdown tables (also the plain-text output)."""
-    out = ["Validation (seed-0 split; hyper-parameters chosen on these rows):", ""]
-    out += ["| dataset | encoder | router | APGR | CPT(50%) | CPT(80%) | chosen hyper-parameters |"]
-    out += ["|---|---|---|---|---|---|---|"]
-    for r in results["validation"]:
+    out = ["Selection (seed-0 split; 10-fold group cross-validation over train + validation: "]
+    out[-1] += "mean APGR of the held-out folds, the folds' SD, the chosen hyper-parameters):"
+    out += ["", "| dataset | encoder | router | CV APGR | fold SD | chosen hyper-parameters |"]
+    out += ["|---|---|---|---|---|---|"]
+    for r in results["selection"]:
         hyper = ", ".join(f"{k}={v}" for k, v in r["hyper"].items())
         out.append(
             f"| {r['dataset']} | {_enc(r['encoder'])} | {r['kind']} | {r['apgr']:.3f} | "
-            f"{_p(r['cpt50'])} | {_p(r['cpt80'])} | {hyper} |"
+            f"{r['fold_sd']:.3f} | {hyper} |"
         )
     out += ["", "Test (scored once, after selection):", ""]
     out += ["| dataset | router | n | APGR | CPT(50%) | CPT(80%) | random (hashed) APGR | "]
@@ -208,7 +275,7 @@ def tables(results: dict[str, Any]) -> list[str]:
             f"{r['random_hashed']['apgr']:.3f} | {o['apgr']:.3f} / {_p(o['cpt50'])} / "
             f"{_p(o['cpt80'])} |"
         )
-    out += ["", "Transfer: trained on MMLU (train, selected on MMLU validation), scored on all "]
+    out += ["", "Transfer: trained on MMLU (train + validation, cross-validated), scored on all "]
     out[-1] += "GSM8K:"
     out += ["", "| encoder | router | APGR | CPT(50%) | CPT(80%) |", "|---|---|---|---|---|"]
     for r in results["transfer"]:
@@ -236,6 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--json", action="store_true", help="print one JSON document")
     mode.add_argument("--markdown", action="store_true", help="print the docs section")
+    parser.add_argument(
+        "--compare-recipes",
+        action="store_true",
+        help="cross-validated vs hold-out training on re-splits of train + validation",
+    )
     args = parser.parse_args(argv)
     missing = [str(p) for p in DATASETS.values() if not p.is_file()]
     if missing:
@@ -245,8 +317,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 0
-    results = run()
     info = machine()
+    if args.compare_recipes:
+        compared = compare_recipes()
+        if args.json:
+            dump_json({"machine": info} | compared)
+        else:
+            print("\n".join(recipe_table(compared)))
+        return 0
+    results = run()
     if args.json:
         dump_json({"machine": info, "seed": SEED, "routellm": ROUTELLM} | results)
         return 0

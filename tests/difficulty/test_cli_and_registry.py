@@ -73,7 +73,32 @@ def test_calibrate_prints_a_threshold_for_the_share(
     assert run(argv) == 0
     captured = capsys.readouterr()
     float(captured.out.strip())
-    assert "validation split" in captured.err
+    # Cross-fitted (the default), the router has seen the validation rows: test ones.
+    assert "test split" in captured.err
+
+
+def test_train_cross_validates_by_default_and_holds_out_with_one_fold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "labels.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _rows(400, 3)))
+    crossed, held = tmp_path / "crossed", tmp_path / "held"
+    argv = ["train", "difficulty", "--data", str(data), "--router", "linear"]
+    capsys.readouterr()
+    assert run([*argv, "-o", str(crossed)]) == 0
+    said = capsys.readouterr().out
+    assert "10-fold cross-validated APGR" in said and "test rows left out" in said
+    meta = json.loads((crossed / "router.json").read_text())
+    assert meta["trained_on"]["fitted_on"] == "train+val" and meta["metrics"]["folds"] == 10
+
+    assert run([*argv, "--folds", "1", "-o", str(held)]) == 0
+    assert "validation APGR" in capsys.readouterr().out
+    assert json.loads((held / "router.json").read_text())["trained_on"]["fitted_on"] == "train"
+    calibrate = ["calibrate", "--data", str(data), "--strong-share", "0.3"]
+    assert run([*calibrate, "--router", str(held)]) == 0
+    assert "validation split" in capsys.readouterr().err
+    assert run([*calibrate, "--router", str(crossed), "--split", "val"]) == 0
+    assert "rows it was fitted on" in capsys.readouterr().err
 
 
 def test_bench_plots_and_prices(trained: tuple[Path, Path], tmp_path: Path) -> None:
@@ -171,3 +196,24 @@ def test_a_router_trained_with_another_encoder_is_refused(
     with pytest.raises(ConfigError) as caught:
         Router.from_yaml(path)
     assert "static" in str(caught.value) and "minilm-int8" in str(caught.value)
+
+
+def test_all_rows_fits_on_every_row_and_then_has_no_held_out_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, other = tmp_path / "labels.jsonl", tmp_path / "other.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _rows(300, 4)))
+    other.write_text("".join(json.dumps(r) + "\n" for r in _rows(200, 5)))
+    out = tmp_path / "router"
+    argv = ["train", "difficulty", "--data", str(data), "--router", "linear", "-o", str(out)]
+    assert run([*argv, "--all-rows", "--folds", "1"]) == 2
+    capsys.readouterr()
+    assert run([*argv, "--all-rows"]) == 0
+    assert "on 300 rows (every row)" in capsys.readouterr().out
+    assert json.loads((out / "router.json").read_text())["trained_on"]["fitted_on"] == "all"
+
+    assert run(["bench", "--router", str(out), "--data", str(data)]) == 2
+    assert "fitted on every row of labels.jsonl" in capsys.readouterr().err
+    assert run(["bench", "--router", str(out), "--data", str(other), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 200
+    assert run(["bench", "--router", str(out), "--data", str(data), "--split", "all"]) == 0

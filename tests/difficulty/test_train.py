@@ -32,15 +32,28 @@ def test_train_router_embeds_selects_and_beats_random() -> None:
         DEFAULT_ROUTER, data, encoder, train_idx=train, val_idx=val, progress=messages.append
     )
     assert metrics["apgr"] > 0.6 and metrics["encoder"] == "fake:64"
-    assert metrics["train_rows"] == len(train) and metrics["candidates"]
-    assert any("embedded" in m for m in messages)
+    # The default recipe cross-validates over train + validation and refits on both.
+    assert metrics["folds"] == 10 and metrics["train_rows"] == len(train) + len(val)
+    assert metrics["candidates"] and any("embedded" in m for m in messages)
     assert encoder.texts_encoded == len(train) + len(val)
+
+
+def test_one_fold_fits_on_train_and_chooses_on_validation() -> None:
+    data, encoder = _data(400), FakeEncoder(64)
+    train, val, _ = split(data)
+    _, metrics = train_router("linear", data, encoder, train_idx=train, val_idx=val, folds=1)
+    assert "folds" not in metrics and metrics["train_rows"] == len(train)
+    assert metrics["val_rows"] == len(val) and metrics["apgr"] > 0.6
 
 
 def test_too_few_rows_names_the_minimum() -> None:
     data = _data(300)
     with pytest.raises(DataError, match=f"at least {MIN_ROWS['mlp']} training rows, got 100"):
-        train_router("mlp", data, FakeEncoder(16), train_idx=range(100), val_idx=range(100, 300))
+        train_router(
+            "mlp", data, FakeEncoder(16), train_idx=range(100), val_idx=range(100, 300), folds=1
+        )
+    with pytest.raises(DataError, match=f"at least {MIN_ROWS['mlp']} training rows in every fold"):
+        train_router("mlp", data, FakeEncoder(16), train_idx=range(100), val_idx=range(100, 200))
 
 
 def test_unknown_kind_is_refused() -> None:

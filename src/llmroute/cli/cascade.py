@@ -153,7 +153,7 @@ def _artifact_encoder(artifact: str, fallback: str) -> str:
 def _router_scores(
     kind: str, rows: Any, enc: Encoder, train_idx: Any, val_idx: Any, eval_idx: Any
 ) -> tuple[Any, str] | None:
-    """Train a difficulty router on the same train split (selected on validation) and score
+    """Train a difficulty router on the same train and validation splits and score
     the evaluated rows; None (with a note) when there are too few rows."""
     from llmroute.difficulty.data import LabelledPrompts
     from llmroute.difficulty.train import embed, train_router

@@ -68,16 +68,37 @@ def train_difficulty(
         str, typer.Option(help="The encoder; it must match the registry's at serve time.")
     ] = _ENCODER_DEFAULT,
     seed: Annotated[int, typer.Option(help="Seed of the train/validation/test split.")] = 0,
+    folds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Cross-validation folds over train + validation; the chosen router is then "
+            "fitted on all those rows. 1: fit on train, choose on validation.",
+        ),
+    ] = 10,
+    all_rows: Annotated[
+        bool,
+        typer.Option(
+            "--all-rows",
+            help="Cross-validate and fit on every row, the test split too: for the router "
+            "you ship once its numbers are measured (bench it on other data then).",
+        ),
+    ] = False,
 ) -> None:
-    """Train a win-rate router: hyper-parameters are chosen on the validation split, the
-    test split is left alone for `llmroute bench`."""
+    """Train a win-rate router: hyper-parameters are chosen by cross-validation over the
+    train and validation splits, the test split is left alone for `llmroute bench`."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from llmroute.difficulty import DEFAULT_ROUTER, read_labels, save_router, split, train_router
+    from llmroute.difficulty.train import embed
 
     kind = router or DEFAULT_ROUTER
+    if all_rows and folds < 2:
+        raise typer.BadParameter("--all-rows needs cross-validation (2 folds or more)")
     labelled = read_labels(data)
     train_idx, val_idx, test_idx = split(labelled, seed=seed)
+    if all_rows:  # the test rows join the training side; none are left out
+        train_idx, test_idx = np.sort(np.concatenate([train_idx, test_idx])), test_idx[:0]
     enc = _encoder(encoder)
     started = time.perf_counter()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
@@ -89,30 +110,42 @@ def train_difficulty(
             enc,
             train_idx=train_idx,
             val_idx=val_idx,
+            folds=folds,
             seed=seed,
             progress=lambda message: progress.update(task, description=f"{kind}: {message}"),
         )
-    val = labelled.subset(val_idx)
-    from llmroute.difficulty.train import embed
-
-    val_scores = trained.score(embed(enc, val.prompts), val.prompts)
+    cross = "folds" in metrics
+    # Quantiles for `strong_share`: a cross-fitted router has seen every non-test row, so
+    # they come from its own (in-sample) scores there; otherwise from validation.
+    scored = labelled.subset(np.concatenate([train_idx, val_idx]) if cross else val_idx)
+    scores = trained.score(embed(enc, scored.prompts), scored.prompts)
     trained_on = {
         "file": data.name,
         "sha256": file_digest(data),
         "rows": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
         "split": {"seed": seed, "fractions": [0.6, 0.2, 0.2]},
+        "fitted_on": ("all" if all_rows else "train+val") if cross else "train",
         "encoder_spec": encoder,
-        "val_score_quantiles": quantiles_of(val_scores),
+        "val_score_quantiles": quantiles_of(scores),
     }
     save_router(
         trained, output, encoder_identity=enc.identity, trained_on=trained_on, metrics=metrics
     )
     seconds = time.perf_counter() - started
-    apgr = metrics.get("apgr", metrics.get("best_apgr"))
-    typer.echo(
-        f"trained {kind} on {len(train_idx)} rows in {seconds:.1f}s; validation APGR "
-        f"{apgr:.3f} ({len(val_idx)} rows); written to {output}"
-    )
+    if cross:
+        chosen = f"{metrics['folds']}-fold cross-validated APGR {metrics['apgr']:.3f}"
+        rows = len(train_idx) + len(val_idx)
+        which = "every row" if all_rows else "train + validation"
+        left = "no test rows left out" if all_rows else f"{len(test_idx)} test rows left out"
+        typer.echo(
+            f"trained {kind} on {rows} rows ({which}) in {seconds:.1f}s; {chosen}; "
+            f"{left}; written to {output}"
+        )
+    else:
+        typer.echo(
+            f"trained {kind} on {len(train_idx)} rows in {seconds:.1f}s; validation APGR "
+            f"{metrics['apgr']:.3f} ({len(val_idx)} rows); written to {output}"
+        )
 
 
 def _load(router: Path) -> tuple[Any, dict[str, Any], Encoder]:

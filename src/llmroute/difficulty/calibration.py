@@ -2,9 +2,11 @@
 calibrated or measured on.
 
 A router's artifact records the file it was trained on (its SHA-256) and the split
-recipe; run on that same file, calibration uses the validation rows and benchmarks use
-the test rows, so nothing is tuned or reported on rows the router was fitted to. Any
-other file is unseen data, and all of it is used.
+recipe; run on that same file, benchmarks use the test rows and calibration the
+validation rows, or the test rows too when the router was fitted on train + validation
+(cross-validated, the default): calibration picks a threshold, it does not change the
+curve a benchmark reports. So nothing is tuned or reported on rows the router was fitted
+to. Any other file is unseen data, and all of it is used.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ def quantiles_of(scores: npt.ArrayLike) -> list[float]:
 
 
 def threshold_from(meta: Mapping[str, Any], strong_share: float) -> float:
-    """The threshold that sent `strong_share` of the router's validation prompts to the
-    strong model (interpolated between the stored quantiles)."""
+    """The threshold that sent `strong_share` of the router's held-out (or, cross-fitted,
+    its own train + validation) prompts to the strong model, interpolated between the
+    stored quantiles."""
     quantiles = meta.get("trained_on", {}).get("val_score_quantiles")
     if not isinstance(quantiles, list) or len(quantiles) != QUANTILES:
         raise ConfigError("the router artifact has no validation score quantiles; retrain it")
@@ -48,7 +51,15 @@ def held_out(
     """The rows of `data` to use, and a phrase saying which ones (for the output)."""
     trained = meta.get("trained_on", {})
     same_file = trained.get("sha256") == file_digest(path)
+    fitted_on_val = trained.get("fitted_on") == "train+val"
     choice = default if which == "auto" else which
+    if which == "auto" and choice == "val" and fitted_on_val:
+        choice = "test"
+    if same_file and trained.get("fitted_on") == "all" and choice != "all":
+        raise ConfigError(
+            f"this router was fitted on every row of {path.name} (--all-rows): it has no "
+            "held-out rows there; use other data, or --split all to score it on its own rows"
+        )
     if not same_file or choice == "all":
         if same_file:
             return np.arange(len(data)), "all rows, including those it was trained on"
@@ -61,4 +72,5 @@ def held_out(
     )
     index = {"val": 1, "test": 2}[choice]
     names = {"val": "validation", "test": "test"}
-    return parts[index], f"the {names[choice]} split of its training file"
+    seen = " (rows it was fitted on)" if choice == "val" and fitted_on_val else ""
+    return parts[index], f"the {names[choice]} split of its training file{seen}"

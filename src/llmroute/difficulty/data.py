@@ -22,7 +22,14 @@ import numpy.typing as npt
 
 from llmroute.errors import DataError
 
-__all__ = ["PASSAGE_MIN_CHARS", "LabelledPrompts", "group_key", "read_labels", "split"]
+__all__ = [
+    "PASSAGE_MIN_CHARS",
+    "LabelledPrompts",
+    "cv_folds",
+    "group_key",
+    "read_labels",
+    "split",
+]
 
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.intp]
@@ -186,3 +193,28 @@ def split(
             done += len(groups[key])
     train, val, test = (np.array(sorted(s), dtype=np.intp) for s in sides)
     return train, val, test
+
+
+def cv_folds(
+    prompts: Sequence[str], weak: BoolArray, strong: BoolArray, n_folds: int, *, seed: int = 0
+) -> IntArray:
+    """The cross-validation fold of each row, 0 .. n_folds − 1.
+
+    As in `split`: a passage's questions share a fold, and groups are ordered by outcome
+    stratum, then by a seeded hash of their key, and dealt round-robin, so every fold
+    gets about the same number of groups and the same weak/strong accuracy.
+    """
+    if n_folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got {n_folds}")
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, prompt in enumerate(prompts):
+        groups[group_key(prompt)].append(index)
+
+    def order(key: str) -> tuple[bool, bool, float]:
+        rows = groups[key]
+        return bool(weak[rows].mean() >= 0.5), bool(strong[rows].mean() >= 0.5), _unit(seed, key)
+
+    folds = np.empty(len(prompts), dtype=np.intp)
+    for position, key in enumerate(sorted(groups, key=order)):
+        folds[groups[key]] = position % n_folds
+    return folds

@@ -7,15 +7,24 @@ layer), and training on ~6k MMLU rows takes seconds on a CPU.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Adam", "fit_mf", "fit_mlp", "ridge_path"]
+__all__ = ["Adam", "Fitted", "fit_mf", "fit_mlp", "ridge_path"]
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 Params = dict[str, F64]
+
+
+class Fitted(NamedTuple):
+    """The kept parameters and how many epochs produced them, so that a refit on more
+    rows (no validation left to stop on) can run the same number."""
+
+    params: Params
+    epochs: int
 
 
 def ridge_path(x: F32, y: F64, lams: list[float]) -> Iterator[tuple[float, F64, float]]:
@@ -56,20 +65,34 @@ class Adam:
 
 
 def _early_stop(
-    step: Callable[[], None], loss: Callable[[], float], params: Params, epochs: int, patience: int
-) -> Params:
-    """Run `step` per epoch; keep the parameters with the lowest validation `loss`."""
-    best, best_params, waited = np.inf, {k: v.copy() for k, v in params.items()}, 0
-    for _ in range(epochs):
+    step: Callable[[], None],
+    loss: Callable[[], float] | None,
+    params: Params,
+    epochs: int,
+    patience: int,
+) -> Fitted:
+    """Run `step` per epoch; keep the parameters with the lowest validation `loss`, or,
+    with no `loss`, run exactly `epochs` and keep the last."""
+    if loss is None:
+        for _ in range(epochs):
+            step()
+        return Fitted(params, epochs)
+    best, best_params, best_epoch, waited = np.inf, {k: v.copy() for k, v in params.items()}, 0, 0
+    for epoch in range(1, epochs + 1):
         step()
         current = loss()
         if current < best - 1e-6:
-            best, best_params, waited = current, {k: v.copy() for k, v in params.items()}, 0
+            best, best_params, best_epoch, waited = (
+                current,
+                {k: v.copy() for k, v in params.items()},
+                epoch,
+                0,
+            )
         else:
             waited += 1
             if waited >= patience:
                 break
-    return best_params
+    return Fitted(best_params, best_epoch)
 
 
 def _mf_forward(p: Params, x: F64) -> F64:
@@ -83,17 +106,19 @@ def _logloss(logits: F64, labels: F64) -> float:
 def fit_mf(
     x: F32,
     labels: F64,
-    val: tuple[F32, F64],
+    val: tuple[F32, F64] | None,
     *,
     dim: int,
     l2: float,
     seed: int = 0,
     epochs: int = 400,
-) -> Params:
+) -> Fitted:
     """Fit logit(model m correct | x) = w_mᵀ(P x) + b_m by full-batch Adam on the logistic
-    loss of every (prompt, model) label; early stopping on the validation loss."""
+    loss of every (prompt, model) label; early stopping on the validation loss (`val`
+    None: exactly `epochs`)."""
     rng = np.random.default_rng(seed)
-    xd, xv = np.asarray(x, np.float64), np.asarray(val[0], np.float64)
+    xd = np.asarray(x, np.float64)
+    xv = None if val is None else np.asarray(val[0], np.float64)
     n, d = xd.shape
     params: Params = {
         "proj": rng.normal(0.0, 1.0 / np.sqrt(d), (d, dim)),
@@ -112,26 +137,29 @@ def fit_mf(
         }
         opt.step(grads, decay=("proj", "models"))
 
-    return _early_stop(
-        step, lambda: _logloss(_mf_forward(params, xv), val[1]), params, epochs, patience=20
-    )
+    def val_loss() -> float:
+        assert xv is not None and val is not None
+        return _logloss(_mf_forward(params, xv), val[1])
+
+    return _early_stop(step, None if val is None else val_loss, params, epochs, patience=20)
 
 
 def fit_mlp(
     x: F32,
     y: F64,
-    val: tuple[F32, F64],
+    val: tuple[F32, F64] | None,
     *,
     hidden: int,
     weight_decay: float,
     seed: int = 0,
     epochs: int = 200,
     batch: int = 128,
-) -> Params:
+) -> Fitted:
     """One ReLU layer regressing `y` (MSE) by minibatch AdamW; early stopping on the
-    validation MSE (patience 8 epochs)."""
+    validation MSE (patience 8 epochs; `val` None: exactly `epochs`)."""
     rng = np.random.default_rng(seed)
-    xd, xv = np.asarray(x, np.float64), np.asarray(val[0], np.float64)
+    xd = np.asarray(x, np.float64)
+    xv = None if val is None else np.asarray(val[0], np.float64)
     n, d = xd.shape
     params: Params = {
         "w1": rng.normal(0.0, np.sqrt(2.0 / d), (d, hidden)),
@@ -160,7 +188,8 @@ def fit_mlp(
             batch_step(order[start : start + batch])
 
     def val_loss() -> float:
+        assert xv is not None and val is not None
         h = np.maximum(xv @ params["w1"] + params["b1"], 0.0)
         return float(np.mean((h @ params["w2"] + params["b2"] - val[1]) ** 2))
 
-    return _early_stop(epoch, val_loss, params, epochs, patience=8)
+    return _early_stop(epoch, None if val is None else val_loss, params, epochs, patience=8)

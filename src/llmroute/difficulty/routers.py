@@ -265,6 +265,20 @@ class MlpRouter:
         np.maximum(hidden, 0.0, out=hidden)
         return (hidden @ self.w2 + self.b2).astype(np.float64)
 
+    @classmethod
+    def average(cls, routers: Sequence[MlpRouter], hyper: dict[str, Any]) -> MlpRouter:
+        """One network whose score is the mean of `routers`' scores: their hidden layers
+        side by side, output weights divided by their number (exact, since the output is
+        linear in the hidden units). They must share one feature scaler."""
+        if not routers or any(r.scaler is not routers[0].scaler for r in routers):
+            raise ValueError("averaged MLP routers must share one feature scaler")
+        n = len(routers)
+        w1 = np.hstack([r.w1 for r in routers])
+        b1 = np.concatenate([r.b1 for r in routers])
+        w2 = (np.concatenate([r.w2 for r in routers]) / n).astype(np.float32)
+        b2 = np.mean([r.b2 for r in routers], axis=0).astype(np.float32)
+        return cls((w1, b1, w2, b2), routers[0].scaler, hyper)
+
     def to_state(self) -> State:
         arrays, meta = _scaler_state(self.scaler)
         arrays |= {"w1": self.w1, "b1": self.b1, "w2": self.w2, "b2": self.b2}
