@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_difficulty.py [--json | --markdown]
     .venv/bin/python benchmarks/bench_difficulty.py --compare-recipes [--json]
+    .venv/bin/python benchmarks/bench_difficulty.py --timing [--json]
 
 Split (nothing is tuned on the rows it reports as test): `split(data, seed=0)`, 60/20/20,
 stratified by the weak/strong outcome, MMLU questions sharing a reading passage kept on
@@ -159,21 +160,7 @@ def run() -> dict[str, Any]:
                 | _three(row)
                 | {"oracle": row["oracle"], "random_expected": row["random"]}
             )
-    # Training time of the default router on MMLU (embedding cache warm: it was filled above).
-    mmlu = data["mmlu"]
-    train_idx, val_idx, _ = splits["mmlu"]
-    t0 = time.perf_counter()
-    train_router(
-        DEFAULT_ROUTER, mmlu, encoders[DEFAULT_ENCODER], train_idx=train_idx, val_idx=val_idx
-    )
-    results["train_default_mmlu_s"] = round(time.perf_counter() - t0, 2)
-    # Scoring latency per single request, on top of the embedding (MMLU test prompts).
-    test = mmlu.subset(splits["mmlu"][2])
-    for spec, encoder in encoders.items():
-        vectors = embed(encoder, test.prompts)
-        for kind in KINDS:
-            p50 = scoring_p50(trained["mmlu", spec, kind], vectors, test.prompts)
-            results["scoring"].append({"encoder": spec, "kind": kind, "p50_us": p50})
+    results |= timing(data["mmlu"], splits["mmlu"], encoders, trained)
     return results
 
 
@@ -239,6 +226,61 @@ def recipe_table(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def timing(
+    mmlu: LabelledPrompts,
+    parts: tuple[np.ndarray, np.ndarray, np.ndarray],
+    encoders: dict[str, Encoder],
+    trained: dict[tuple[str, str, str], DifficultyRouter],
+) -> dict[str, Any]:
+    """Training time of the default router on MMLU (embedding cache warm) and the scoring
+    latency of every MMLU router on single test prompts."""
+    train_idx, val_idx, test_idx = parts
+    t0 = time.perf_counter()
+    train_router(
+        DEFAULT_ROUTER, mmlu, encoders[DEFAULT_ENCODER], train_idx=train_idx, val_idx=val_idx
+    )
+    out: dict[str, Any] = {"train_default_mmlu_s": round(time.perf_counter() - t0, 2)}
+    out["scoring"] = []
+    test = mmlu.subset(test_idx)
+    for spec, encoder in encoders.items():
+        vectors = embed(encoder, test.prompts)
+        for kind in KINDS:
+            p50 = scoring_p50(trained["mmlu", spec, kind], vectors, test.prompts)
+            out["scoring"].append({"encoder": spec, "kind": kind, "p50_us": p50})
+    return out
+
+
+def timing_only() -> dict[str, Any]:
+    """`timing` alone: the MMLU routers trained as in `run`, nothing scored on test."""
+    encoders = {spec: load_encoder(spec) for spec in ENCODERS}
+    mmlu = read_labels(DATASETS["mmlu"])
+    parts = split(mmlu, seed=SEED)
+    trained: dict[tuple[str, str, str], DifficultyRouter] = {}
+    for spec, encoder in encoders.items():
+        for kind in KINDS:
+            log(f"mmlu {spec} {kind} ...")
+            trained["mmlu", spec, kind], _ = train_router(
+                kind, mmlu, encoder, train_idx=parts[0], val_idx=parts[1], seed=SEED
+            )
+    return timing(mmlu, parts, encoders, trained)
+
+
+def timing_table(results: dict[str, Any]) -> list[str]:
+    out = ["Scoring one request on top of its embedding (p50, µs; MMLU routers):", ""]
+    out += ["| encoder | " + " | ".join(KINDS) + " |", "|---|" + "---|" * len(KINDS)]
+    for spec in ENCODERS:
+        cells = [
+            f"{r['p50_us']:.1f}"
+            for k in KINDS
+            for r in results["scoring"]
+            if r["encoder"] == spec and r["kind"] == k
+        ]
+        out.append(f"| {_enc(spec)} | " + " | ".join(cells) + " |")
+    out += ["", f"Training the default router ({DEFAULT_ROUTER}, static) on MMLU: "]
+    out[-1] += f"{results['train_default_mmlu_s']} s (embedding cache warm; cold cache excluded)."
+    return out
+
+
 def _three(row: dict[str, Any]) -> dict[str, float]:
     return {k: row[k] for k in ("apgr", "cpt50", "cpt80")}
 
@@ -283,18 +325,7 @@ def tables(results: dict[str, Any]) -> list[str]:
             f"| {_enc(r['encoder'])} | {r['kind']} | {r['apgr']:.3f} | {_p(r['cpt50'])} | "
             f"{_p(r['cpt80'])} |"
         )
-    out += ["", "Scoring one request on top of its embedding (p50, µs; MMLU routers):", ""]
-    out += ["| encoder | " + " | ".join(KINDS) + " |", "|---|" + "---|" * len(KINDS)]
-    for spec in ENCODERS:
-        cells = [
-            f"{r['p50_us']:.1f}"
-            for k in KINDS
-            for r in results["scoring"]
-            if r["encoder"] == spec and r["kind"] == k
-        ]
-        out.append(f"| {_enc(spec)} | " + " | ".join(cells) + " |")
-    out += ["", f"Training the default router ({DEFAULT_ROUTER}, static) on MMLU: "]
-    out[-1] += f"{results['train_default_mmlu_s']} s (embedding cache warm; cold cache excluded)."
+    out += ["", *timing_table(results)]
     return out
 
 
@@ -303,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--json", action="store_true", help="print one JSON document")
     mode.add_argument("--markdown", action="store_true", help="print the docs section")
+    parser.add_argument(
+        "--timing", action="store_true", help="training time and scoring latency only"
+    )
     parser.add_argument(
         "--compare-recipes",
         action="store_true",
@@ -318,6 +352,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     info = machine()
+    if args.timing:
+        timed = timing_only()
+        if args.json:
+            dump_json({"machine": info} | timed)
+        else:
+            print(f"Measured {info['date']} on {info['nproc']} CPUs, {info['cpu']}.\n")
+            print("\n".join(timing_table(timed)))
+        return 0
     if args.compare_recipes:
         compared = compare_recipes()
         if args.json:

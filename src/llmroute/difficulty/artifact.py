@@ -1,7 +1,7 @@
 """Save and load trained difficulty routers: ``router.json`` + ``arrays.npz``.
 
 The JSON says what the router is and how it was trained (kind, encoder identity,
-hyper-parameters, features, data summary, version, validation metrics); the npz holds
+hyper-parameters, features, data summary, version, selection metrics); the npz holds
 its arrays, read with ``allow_pickle=False`` so loading an artifact never runs code.
 A router's scores only mean something for the encoder it was trained with, so loading
 with another encoder identity is refused.
