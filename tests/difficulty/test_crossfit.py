@@ -3,10 +3,13 @@ and the averaged network that the default router ships as."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import synthetic_rows
 
+from llmroute.difficulty.artifact import load_router, save_router
 from llmroute.difficulty.data import cv_folds
 from llmroute.difficulty.features import FeatureScaler
 from llmroute.difficulty.fit import fit_mlp
@@ -71,6 +74,16 @@ def test_an_averaged_network_scores_the_mean_of_its_members() -> None:
     alien = MlpRouter((members[0].w1, members[0].b1, members[0].w2, members[0].b2), None)
     with pytest.raises(ValueError, match="share one feature scaler"):
         MlpRouter.average([members[0], alien], {})
+
+
+def test_an_averaged_network_survives_its_artifact(tmp_path: Path) -> None:
+    rows = synthetic_rows(400, seed=7)
+    router, metrics = crossfit_router("mlp", rows, _folds(rows, 4))
+    save_router(router, tmp_path / "r", encoder_identity="fake:32", trained_on={}, metrics=metrics)
+    again = load_router(tmp_path / "r", encoder_identity="fake:32")
+    assert isinstance(again, MlpRouter) and again.hyper["averaged"] == 4
+    expected = router.score(rows.embeddings, rows.texts)
+    assert np.array_equal(again.score(rows.embeddings, rows.texts), expected)
 
 
 def test_too_few_rows_for_cross_validation_names_the_minimum() -> None:
