@@ -96,8 +96,9 @@ def validation(data: GateData) -> dict[str, Any]:
         routers = {}
         for kind in KINDS:
             log(f"{spec}: router {kind}")
+            # Fitted on train only (folds=1): routers are compared on validation scores below.
             router, rmetrics = train_router(
-                kind, labelled, enc, train_idx=train_idx, val_idx=val_idx, seed=SEED
+                kind, labelled, enc, train_idx=train_idx, val_idx=val_idx, folds=1, seed=SEED
             )
             sub = labelled.subset(val_idx)
             scores = router.score(embed(enc, sub.prompts), sub.prompts)
