@@ -14,11 +14,14 @@ only when `is_possible_number` holds under their locale (Faker also emits string
 ``00008063608`` that no numbering plan allows).
 
 Honest split: frames, entity phrases and negative phrases are split in two disjoint
-halves. DEV (seed 1, even-indexed templates) was looked at and tuned on; TEST (seed 3,
+halves. DEV (seed 1, even-indexed templates) was looked at and tuned on; TEST (seed 4,
 odd-indexed templates) is scored once, at the end. The first test set (seed 2, before the
 twelve negatives marked below existed) was scored on 2026-11-25 and its IP_ADDRESS false
-positives (`section 10.4.10.10`) led to the numbering-word list in `_pii_patterns`; seed 3
-is the fresh set that replaced it (docs/benchmarks.md says so).
+positives (`section 10.4.10.10`) led to the numbering-word list in `_pii_patterns`; the
+second (seed 3, scored 2026-12-02) flagged versions after release verbs (`upgrade from
+...`, `we pinned numpy ...`), which led to the release-clause rule in `_pii_context`.
+Seed 4 with the templates marked 2026-12-03 is the fresh set that replaced them
+(docs/benchmarks.md says so).
 
 Scores per type: precision, recall, F1 and support (gold count), by exact span match and
 by overlap match (a prediction of the right type overlapping a gold span). Timing: p50/p99
@@ -49,7 +52,7 @@ from llmroute.safety.pii import PiiDetector, PiiSpan
 TYPES = ("EMAIL", "PHONE", "CARD", "IBAN", "US_SSN", "IP_ADDRESS", "SECRET")
 LOCALES = {"en_US": "US", "en_GB": "GB", "de_DE": "DE", "fr_FR": "FR"}
 IBAN_LOCALES = ("en_GB", "de_DE", "fr_FR", "nl_NL", "es_ES", "it_IT")
-SEEDS = {"dev": 1, "test": 3}
+SEEDS = {"dev": 1, "test": 4}
 CLEAN_300 = (
     "Hi there, I am trying to write a function that merges two sorted lists in Python. "
     "It should run in linear time and handle empty lists gracefully. Can you also explain "
@@ -150,6 +153,11 @@ PHRASES: dict[str, tuple[str, ...]] = {
         "client_ip={v} status=403",
         "ping {v} times out",
         "the request came from {v}, then stopped",
+        # Added 2026-12-03 (dev, test alternate): hosts near release words.
+        "update the firewall to allow {v}",
+        "after the upgrade the host {v} is unreachable",
+        "install nginx on {v}",
+        "we pinned the resolver at {v}",
     ),
     "SECRET": (
         "here is my key {v}",
@@ -207,6 +215,16 @@ NEGATIVES = (
     "walk {oid} with snmpwalk",
     "lat {lat}, lon {lon}",
     "we pinned numpy {version} and scipy {version}",
+    # Added 2026-12-03 with the second fresh test set (seed 4), written before it was scored:
+    # version numbers after release words, as in the seed-3 false positives (see the docs).
+    "bumped requests to {version} last week",
+    "downgraded the driver to {version} and rebooted",
+    "pip install somepkg=={version}",
+    "installed openssl {version} from source",
+    "rolled back the agent to {version} after the crash",
+    "released {version} yesterday, changelog attached",
+    "after the update to {version} nothing works",
+    "requirements: django>={version}",
 )
 
 

@@ -48,6 +48,13 @@ def found(text: str, detector: PiiDetector = DETECTOR) -> list[tuple[str, str]]:
         ("add a firewall rule for 10.0.0.1", [("IP_ADDRESS", "10.0.0.1")]),
         ("host 2001:db8::8a2e:370:7334 down", [("IP_ADDRESS", "2001:db8::8a2e:370:7334")]),
         ("loopback ::1 and fe80::1", [("IP_ADDRESS", "::1"), ("IP_ADDRESS", "fe80::1")]),
+        # Release words nearby, but a host word, a place preposition or a port says host.
+        ("after the upgrade the host 10.2.3.4 is down", [("IP_ADDRESS", "10.2.3.4")]),
+        ("install nginx on 10.2.3.4", [("IP_ADDRESS", "10.2.3.4")]),
+        ("bumped the agent, it talks to 10.2.3.4:8443", [("IP_ADDRESS", "10.2.3.4")]),
+        ("updated the allowlist: 10.2.3.0/24", [("IP_ADDRESS", "10.2.3.0")]),
+        ("we upgraded. Now 10.2.3.4 answers", [("IP_ADDRESS", "10.2.3.4")]),
+        ("upgraded, so call 01.42.68.53.00", [("PHONE", "01.42.68.53.00")]),
     ],
 )
 def test_finds_each_pattern_type(text: str, expected: list[tuple[str, str]]) -> None:
@@ -94,6 +101,8 @@ def test_pem_block_and_assignment_value_only() -> None:
         "upgrade to 1.2.3.4.5 or v1.2.3.4 or version 10.0.0.1",
         "see RFC 791 section 10.4.10.10, § 2.1.3.4 and clause 17.20.10.18",
         "the office is at lat 63.8600505, lon -35.5216135",
+        "upgrade from 1.2.3.4 to 1.2.3.5; we pinned numpy 1.12.4.10 and scipy 17.16.17.16.16",
+        "pip install pkg==1.2.3.4, pkg>=4.3.2.1, rolled back the agent to 0.0.0.20",
         "octets 256.1.1.1 and 1.2.3",
         "meeting on 2024-03-15 at 12:30:45, 15.03.2024, 03/15/2024",
         "it costs $1,299.99 or €49,90 for 4096 tokens",

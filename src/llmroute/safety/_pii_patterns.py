@@ -16,6 +16,7 @@ from llmroute.safety._pii_checks import (
     iban_ok,
     ssn_ok,
 )
+from llmroute.safety._pii_context import HOST_WORDS, is_release_number
 from llmroute.safety._pii_span import PiiSpan
 
 _EMAIL = re.compile(
@@ -36,6 +37,7 @@ _IPV4 = re.compile(
     r"(?![\w]|\.\d)"
 )
 _NUMBERING_BEFORE = re.compile(rf"(?i)(?:\bv|(?:\b(?:{NUMBERING_WORDS})\.?|§)\s*[:#]?\s*)$")
+_HOST_SUFFIX = re.compile(r"[:/]\d")  # 10.0.0.5:8080, 10.0.0.0/24
 _IPV6 = re.compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?"
     r"(?![\w:])"
@@ -102,6 +104,10 @@ def find_ips(text: str) -> list[PiiSpan]:
     if "." in text:
         for m in _IPV4.finditer(text):
             if _NUMBERING_BEFORE.search(text, max(0, m.start() - 16), m.start()):
+                continue
+            if _HOST_SUFFIX.match(text, m.end()) is None and is_release_number(
+                text, m.start(), HOST_WORDS
+            ):
                 continue
             out.append(PiiSpan("IP_ADDRESS", m.start(), m.end(), 0.9))
     if text.count(":") >= 2:

@@ -15,6 +15,7 @@ from phonenumbers import Leniency, PhoneNumberMatcher
 
 from llmroute.errors import ConfigError
 from llmroute.safety._pii_checks import NUMBERING_WORDS
+from llmroute.safety._pii_context import PHONE_WORDS, is_release_number
 from llmroute.safety._pii_span import PiiSpan
 
 _DIGIT_RUN = re.compile(r"\d(?:[\s.()/-]{0,3}\d){6,}")
@@ -88,6 +89,9 @@ def _plausible(text: str, start: int, end: int) -> bool:
         return False
     if _FRAGMENT_BEFORE.search(text, max(0, start - 5), start) or _FRAGMENT_AFTER.match(text, end):
         return False  # a piece of a longer digit run (a card that failed Luhn)
-    if "." in raw and _NUMBERED_BEFORE.search(text, max(0, start - 16), start):
+    if "." in raw and (
+        _NUMBERED_BEFORE.search(text, max(0, start - 16), start)
+        or is_release_number(text, start, PHONE_WORDS)
+    ):
         return False
     return _OTHER_LABEL.search(text, max(0, start - 24), start) is None
