@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from llmroute.difficulty.features import FEATURE_NAMES, FeatureScaler, text_features
-from llmroute.difficulty.routers import ROUTER_KINDS, DifficultyRouter, RandomRouter
+from llmroute.difficulty.routers import (
+    ROUTER_KINDS,
+    DifficultyRouter,
+    KnnRouter,
+    RandomRouter,
+    top_k_indices,
+)
 from llmroute.difficulty.train import Rows, fit_router, val_apgr
 
 
@@ -55,3 +61,30 @@ def test_mf_router_keeps_model_names(train_rows: Rows, val_rows: Rows) -> None:
     router, _ = fit_router("mf", train_rows, val_rows, seed=0)
     _, meta = router.to_state()
     assert meta["models"] == ["weak", "strong"] and meta["strong"] == "strong"
+
+
+@pytest.mark.parametrize("k", [1, 7, 45, 46, 200, 2999, 3000, 5000])
+def test_top_k_indices_finds_the_k_largest(k: int) -> None:
+    rng = np.random.default_rng(k)
+    # Clustered rows with exact duplicates, as in real prompt sets, so ties occur.
+    sims = np.round(rng.standard_normal(3000), 2).astype(np.float32)
+    got = top_k_indices(sims, k)
+    want = min(k, sims.shape[0])
+    assert got.shape == (want,) and len(set(got.tolist())) == want
+    assert np.array_equal(np.sort(sims[got]), np.sort(sims)[sims.shape[0] - want :])
+
+
+def test_knn_single_request_path_matches_the_batch_path() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((20, 32))
+    keys = (centres[rng.integers(0, 20, 4000)] + 0.5 * rng.standard_normal((4000, 32))).astype(
+        np.float32
+    )
+    queries = (centres[rng.integers(0, 20, 50)] + 0.5 * rng.standard_normal((50, 32))).astype(
+        np.float32
+    )
+    for k, temperature in ((16, 0.05), (40, 0.0)):
+        router = KnnRouter(keys, rng.random(4000).astype(np.float32), k, temperature)
+        batch = router.score(queries, [""] * 50)
+        one_by_one = [router.score(queries[i : i + 1], [""])[0] for i in range(50)]
+        assert np.allclose(one_by_one, batch, atol=1e-6)
