@@ -275,9 +275,12 @@ def _check_folds(kind: str, rows: Rows, folds: npt.NDArray[np.intp]) -> int:
     n_folds = int(folds.max()) + 1 if folds.size else 0
     sizes = np.bincount(folds, minlength=n_folds)
     if n_folds < 2 or sizes.min() < MIN_VAL_ROWS:
+        got = f"got {len(rows.texts)} rows"
+        if n_folds >= 2:
+            got += f"; the smallest of {n_folds} folds has {int(sizes.min())}"
         raise DataError(
             f"cross-validation needs at least 2 folds of {MIN_VAL_ROWS} rows "
-            f"({2 * MIN_VAL_ROWS} rows), got {len(rows.texts)} rows in {n_folds} folds"
+            f"({2 * MIN_VAL_ROWS} rows), {got}"
         )
     smallest = len(rows.texts) - int(sizes.max())
     if smallest < MIN_ROWS[kind]:
