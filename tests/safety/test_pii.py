@@ -55,6 +55,10 @@ def found(text: str, detector: PiiDetector = DETECTOR) -> list[tuple[str, str]]:
         ("updated the allowlist: 10.2.3.0/24", [("IP_ADDRESS", "10.2.3.0")]),
         ("we upgraded. Now 10.2.3.4 answers", [("IP_ADDRESS", "10.2.3.4")]),
         ("upgraded, so call 01.42.68.53.00", [("PHONE", "01.42.68.53.00")]),
+        (
+            "reach <10.2.3.4> or\n> 10.2.3.5",
+            [("IP_ADDRESS", "10.2.3.4"), ("IP_ADDRESS", "10.2.3.5")],
+        ),
     ],
 )
 def test_finds_each_pattern_type(text: str, expected: list[tuple[str, str]]) -> None:
@@ -103,6 +107,7 @@ def test_pem_block_and_assignment_value_only() -> None:
         "the office is at lat 63.8600505, lon -35.5216135",
         "upgrade from 1.2.3.4 to 1.2.3.5; we pinned numpy 1.12.4.10 and scipy 17.16.17.16.16",
         "pip install pkg==1.2.3.4, pkg>=4.3.2.1, rolled back the agent to 0.0.0.20",
+        'npm pins "left-pad": "^1.2.3.4" and "~4.3.2.1"',
         "octets 256.1.1.1 and 1.2.3",
         "meeting on 2024-03-15 at 12:30:45, 15.03.2024, 03/15/2024",
         "it costs $1,299.99 or €49,90 for 4096 tokens",

@@ -17,7 +17,8 @@ _RELEASE_WORDS = re.compile(
     r"(?i)\b(?:upgrad|downgrad|updat|bump|pin(?:s|ned|ning)?\b|install|uninstall|releas"
     r"|roll(?:ed|ing)?[ -]?back|rollback|changelog|semver|requirements?\b)"
 )
-_PIN_OPERATOR = re.compile(r"(?:[=<>~!]=|[<>^~])\s*$")
+# pip's ==, >=, ~=, !=; npm's ^ and ~. A lone < or > is left out: <10.0.0.1>, "> quoted".
+_PIN_OPERATOR = re.compile(r"(?:[=<>~!]=|[\^~])\s*$")
 _PLACE_BEFORE = re.compile(r"(?i)\b(?:on|at|onto|via|behind|against)\s+$")
 HOST_WORDS = re.compile(
     r"(?i)\b(?:ips?|ipv4|hosts?|hostname|servers?|address(?:es)?|addr|ssh|ping|subnet|cidr"
