@@ -1,11 +1,16 @@
-"""Column lists and row conversions shared by the SQL backends."""
+"""Column lists, row conversions and the read queries shared by the SQL backends."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
-from llmroute.telemetry.record import DECISION_COLUMNS, FeedbackRecord, ShadowRecord
+from llmroute.telemetry.record import (
+    DECISION_COLUMNS,
+    FeedbackRecord,
+    LoggedDecision,
+    ShadowRecord,
+)
 from llmroute.telemetry.store.base import ClientTotal, DecisionBucket
 
 __all__ = [
@@ -15,6 +20,7 @@ __all__ = [
     "SHADOW_COLUMNS",
     "SHADOW_LIST",
     "SUMMARY_LIST",
+    "SqlReads",
     "buckets_from_rows",
     "buckets_sql",
     "client_totals_from_rows",
@@ -125,3 +131,73 @@ def client_totals_from_rows(rows: list[tuple[Any, ...]]) -> list[ClientTotal]:
     return [
         ClientTotal(c, m, int(n), int(e), float(u), int(i), int(o)) for c, m, n, e, u, i, o in rows
     ]
+
+
+class SqlReads:
+    """The read side of a SQL store, written once: a backend names its parameter marker
+    and two expressions, and runs a query in `_select`."""
+
+    _marker: ClassVar[str]  # the driver's parameter placeholder: "%s" or "?"
+    _bucket: ClassVar[str]  # floor((ts - start) / step) as an integer, start and step bound
+    _fell_back: ClassVar[str]  # true when the row's attempt path is not empty
+
+    def _select(self, sql: str, params: tuple[Any, ...], what: str) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _between(self, since: float, until: float | None) -> tuple[str, tuple[float, ...]]:
+        if until is None:
+            return f"ts >= {self._marker}", (since,)
+        return f"ts >= {self._marker} AND ts < {self._marker}", (since, until)
+
+    def has_decision(self, decision_id: str) -> bool:
+        sql = f"SELECT 1 FROM decisions WHERE id = {self._marker}"
+        return bool(self._select(sql, (decision_id,), "read decisions"))
+
+    def decisions(
+        self,
+        since: float,
+        until: float | None = None,
+        *,
+        newest: int | None = None,
+        details: bool = True,
+    ) -> list[LoggedDecision]:
+        where, params = self._between(since, until)
+        columns = DECISION_LIST if details else SUMMARY_LIST
+        sql = f"SELECT {columns} FROM decisions WHERE {where} ORDER BY ts, id"
+        if newest is not None:
+            sql = (
+                f"SELECT * FROM (SELECT {columns} FROM decisions WHERE {where} "
+                f"ORDER BY ts DESC, id DESC LIMIT {self._marker}) AS newest ORDER BY ts, id"
+            )
+            params = (*params, max(0, int(newest)))
+        return [LoggedDecision.from_row(r) for r in self._select(sql, params, "read decisions")]
+
+    def feedback(self, since: float, until: float | None = None) -> list[FeedbackRecord]:
+        where, params = self._between(since, until)
+        sql = f"SELECT {FEEDBACK_LIST} FROM feedback WHERE {where} ORDER BY ts, id"
+        return [feedback_from_row(r) for r in self._select(sql, params, "read feedback")]
+
+    def shadows(self, since: float, until: float | None = None) -> list[ShadowRecord]:
+        where, params = self._between(since, until)
+        sql = f"SELECT {SHADOW_LIST} FROM shadow WHERE {where} ORDER BY ts, id"
+        return [shadow_from_row(r) for r in self._select(sql, params, "read shadow records")]
+
+    def decision_buckets(
+        self, since: float, until: float | None, start: float, step: float
+    ) -> list[DecisionBucket]:
+        where, params = self._between(since, until)
+        sql = buckets_sql(self._bucket, self._fell_back, where)
+        return buckets_from_rows(self._select(sql, (start, step, *params), "count decisions"))
+
+    def client_totals(self, since: float, until: float | None) -> list[ClientTotal]:
+        where, params = self._between(since, until)
+        return client_totals_from_rows(self._select(clients_sql(where), params, "count decisions"))
+
+    def count_decisions(self, since: float | None = None, until: float | None = None) -> int:
+        if since is None and until is None:
+            rows = self._select("SELECT count(*) FROM decisions", (), "count decisions")
+        else:
+            where, params = self._between(since if since is not None else float("-inf"), until)
+            sql = f"SELECT count(*) FROM decisions WHERE {where}"
+            rows = self._select(sql, params, "count decisions")
+        return int(rows[0][0])

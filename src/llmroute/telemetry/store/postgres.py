@@ -25,7 +25,6 @@ from llmroute.telemetry.record import (
     DECISION_COLUMNS,
     DecisionRecord,
     FeedbackRecord,
-    LoggedDecision,
     ShadowRecord,
 )
 from llmroute.telemetry.store._sql import (
@@ -33,16 +32,9 @@ from llmroute.telemetry.store._sql import (
     FEEDBACK_LIST,
     SHADOW_COLUMNS,
     SHADOW_LIST,
-    SUMMARY_LIST,
-    buckets_from_rows,
-    buckets_sql,
-    client_totals_from_rows,
-    clients_sql,
-    feedback_from_row,
-    shadow_from_row,
+    SqlReads,
     shadow_row,
 )
-from llmroute.telemetry.store.base import ClientTotal, DecisionBucket
 from llmroute.telemetry.store.migrate import Backend, pending
 from llmroute.telemetry.store.url import mask_url
 
@@ -84,17 +76,7 @@ _LOCK = (
 INSTALL_HINT = "PostgreSQL telemetry needs the postgres extra: pip install 'llmroute[postgres]'"
 
 
-_BUCKET = "floor((ts - %s) / %s)::bigint"  # the dashboard's time bucket of a row
-_FELL_BACK = "jsonb_array_length(attempts) > 0"  # the row's attempt path is not empty
-
-
-def _between(since: float, until: float | None) -> tuple[str, tuple[float, ...]]:
-    if until is None:
-        return "ts >= %s", (since,)
-    return "ts >= %s AND ts < %s", (since, until)
-
-
-class PostgresStore:
+class PostgresStore(SqlReads):
     """A decision log in the PostgreSQL database at `url` (libpq URL syntax; a
     ``?options=-csearch_path%3Dname`` parameter selects a schema).
 
@@ -103,6 +85,9 @@ class PostgresStore:
     """
 
     backend: Backend = "postgres"
+    _marker = "%s"
+    _bucket = "floor((ts - %s) / %s)::bigint"
+    _fell_back = "jsonb_array_length(attempts) > 0"
 
     def __init__(
         self,
@@ -244,59 +229,6 @@ class PostgresStore:
     def _select(self, sql: str, params: tuple[Any, ...], what: str) -> list[tuple[Any, ...]]:
         with self._connection(what) as conn:
             return conn.execute(sql.encode(), params).fetchall()
-
-    def has_decision(self, decision_id: str) -> bool:
-        sql = "SELECT 1 FROM decisions WHERE id = %s"
-        return bool(self._select(sql, (decision_id,), "read decisions"))
-
-    def decisions(
-        self,
-        since: float,
-        until: float | None = None,
-        *,
-        newest: int | None = None,
-        details: bool = True,
-    ) -> list[LoggedDecision]:
-        where, params = _between(since, until)
-        columns = DECISION_LIST if details else SUMMARY_LIST
-        sql = f"SELECT {columns} FROM decisions WHERE {where} ORDER BY ts, id"
-        if newest is not None:
-            sql = (
-                f"SELECT * FROM (SELECT {columns} FROM decisions WHERE {where} "
-                f"ORDER BY ts DESC, id DESC LIMIT %s) AS newest ORDER BY ts, id"
-            )
-            params = (*params, max(0, int(newest)))
-        return [LoggedDecision.from_row(r) for r in self._select(sql, params, "read decisions")]
-
-    def feedback(self, since: float, until: float | None = None) -> list[FeedbackRecord]:
-        where, params = _between(since, until)
-        sql = f"SELECT {FEEDBACK_LIST} FROM feedback WHERE {where} ORDER BY ts, id"
-        return [feedback_from_row(r) for r in self._select(sql, params, "read feedback")]
-
-    def shadows(self, since: float, until: float | None = None) -> list[ShadowRecord]:
-        where, params = _between(since, until)
-        sql = f"SELECT {SHADOW_LIST} FROM shadow WHERE {where} ORDER BY ts, id"
-        return [shadow_from_row(r) for r in self._select(sql, params, "read shadow records")]
-
-    def decision_buckets(
-        self, since: float, until: float | None, start: float, step: float
-    ) -> list[DecisionBucket]:
-        where, params = _between(since, until)
-        sql = buckets_sql(_BUCKET, _FELL_BACK, where)
-        return buckets_from_rows(self._select(sql, (start, step, *params), "count decisions"))
-
-    def client_totals(self, since: float, until: float | None) -> list[ClientTotal]:
-        where, params = _between(since, until)
-        return client_totals_from_rows(self._select(clients_sql(where), params, "count decisions"))
-
-    def count_decisions(self, since: float | None = None, until: float | None = None) -> int:
-        if since is None and until is None:
-            rows = self._select("SELECT count(*) FROM decisions", (), "count decisions")
-        else:
-            where, params = _between(since if since is not None else float("-inf"), until)
-            sql = f"SELECT count(*) FROM decisions WHERE {where}"
-            rows = self._select(sql, params, "count decisions")
-        return int(rows[0][0])
 
     def close(self) -> None:
         with self._open_lock:
