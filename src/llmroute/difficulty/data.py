@@ -14,13 +14,14 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from llmroute.errors import DataError
+from llmroute.jsonl import read_jsonl
+from llmroute.splits import grouped_split, unit_hash
 
 __all__ = [
     "PASSAGE_MIN_CHARS",
@@ -72,22 +73,13 @@ def read_labels(path: str | os.PathLike[str]) -> LabelledPrompts:
     """Read JSONL lines with `prompt`, `weak_correct`, `strong_correct` (JSON booleans);
     `id` and `domain` are optional, other fields ignored, blank lines skipped. A bad line
     raises `DataError` naming the file and line; so does a file with no rows."""
-    file = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read labelled data: {exc.strerror or exc}", file=file) from exc
-    rows = [
-        _parse_line(line, file, number)
-        for number, line in enumerate(raw.split(b"\n"), start=1)
-        if line.strip()
-    ]
-    if not rows:
-        raise DataError(
-            "no labelled rows (expected JSON lines with 'prompt', 'weak_correct' and "
-            "'strong_correct')",
-            file=file,
-        )
+    rows = read_jsonl(
+        path,
+        _parse_line,
+        what="labelled data",
+        empty="no labelled rows (expected JSON lines with 'prompt', 'weak_correct' and "
+        "'strong_correct')",
+    )
     return LabelledPrompts(
         prompts=tuple(r[0] for r in rows),
         weak=np.array([r[1] for r in rows], dtype=np.bool_),
@@ -97,15 +89,9 @@ def read_labels(path: str | os.PathLike[str]) -> LabelledPrompts:
     )
 
 
-def _parse_line(line: bytes, file: str, number: int) -> tuple[str, bool, bool, str, str | None]:
-    try:
-        record: Any = json.loads(line)
-    except UnicodeDecodeError as exc:
-        raise DataError("not valid UTF-8", file=file, line=number) from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON: {exc.msg}", file=file, line=number) from exc
-    if not isinstance(record, dict):
-        raise DataError("expected a JSON object", file=file, line=number)
+def _parse_line(
+    record: dict[str, Any], file: str, number: int
+) -> tuple[str, bool, bool, str, str | None]:
     for field in ("prompt", "weak_correct", "strong_correct"):
         if field not in record or record[field] is None:
             raise DataError(f"missing field '{field}'", file=file, line=number)
@@ -151,11 +137,6 @@ def group_key(prompt: str) -> str:
     return "prompt:" + _sha1(prompt)
 
 
-def _unit(seed: int, key: str) -> float:
-    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") / 2.0**64
-
-
 def split(
     data: LabelledPrompts,
     *,
@@ -170,29 +151,14 @@ def split(
     So each side keeps about the same weak/strong accuracy, a passage's questions stay on
     one side, and the assignment depends only on the seed and the group's own content.
     """
-    if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
-        raise ValueError(
-            f"fractions must be three non-negative numbers summing to 1, got {fractions}"
-        )
     groups: dict[str, list[int]] = defaultdict(list)
     for index, prompt in enumerate(data.prompts):
         groups[group_key(prompt)].append(index)
-    strata: dict[tuple[bool, bool], list[str]] = defaultdict(list)
-    for key, rows in groups.items():
-        stratum = (bool(data.weak[rows].mean() >= 0.5), bool(data.strong[rows].mean() >= 0.5))
-        strata[stratum].append(key)
-    sides: list[list[int]] = [[], [], []]
-    cuts = np.cumsum(fractions)[:2]
-    for keys in strata.values():
-        keys.sort(key=lambda k: _unit(seed, k))
-        total = sum(len(groups[k]) for k in keys)
-        done = 0
-        for key in keys:
-            middle = (done + len(groups[key]) / 2) / total
-            sides[int(np.searchsorted(cuts, middle, side="right"))].extend(groups[key])
-            done += len(groups[key])
-    train, val, test = (np.array(sorted(s), dtype=np.intp) for s in sides)
-    return train, val, test
+
+    def stratum(rows: Sequence[int]) -> tuple[bool, bool]:
+        return bool(data.weak[rows].mean() >= 0.5), bool(data.strong[rows].mean() >= 0.5)
+
+    return grouped_split(groups, stratum, fractions, seed)
 
 
 def cv_folds(
@@ -212,7 +178,11 @@ def cv_folds(
 
     def order(key: str) -> tuple[bool, bool, float]:
         rows = groups[key]
-        return bool(weak[rows].mean() >= 0.5), bool(strong[rows].mean() >= 0.5), _unit(seed, key)
+        return (
+            bool(weak[rows].mean() >= 0.5),
+            bool(strong[rows].mean() >= 0.5),
+            unit_hash(seed, key),
+        )
 
     folds = np.empty(len(prompts), dtype=np.intp)
     for position, key in enumerate(sorted(groups, key=order)):

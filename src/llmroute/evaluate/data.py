@@ -8,16 +8,16 @@ seeded from (seed, label), so adding a label never moves the rows of another.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from llmroute.errors import DataError
+from llmroute.jsonl import read_jsonl
 
 __all__ = [
     "LabelledRow",
@@ -37,31 +37,15 @@ class LabelledRow:
 def read_labelled(path: str | os.PathLike[str]) -> list[LabelledRow]:
     """Read `{"text": ..., "intent": ...}` lines; other fields are ignored, blank lines
     skipped. A bad line raises `DataError` naming the file and the line."""
-    file = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read labelled data: {exc.strerror or exc}", file=file) from exc
-    rows: list[LabelledRow] = []
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        if line.strip():
-            rows.append(_parse_line(line, file, number))
-    if not rows:
-        raise DataError(
-            "no labelled rows (expected JSON lines with 'text' and 'intent')", file=file
-        )
-    return rows
+    return read_jsonl(
+        path,
+        _parse_line,
+        what="labelled data",
+        empty="no labelled rows (expected JSON lines with 'text' and 'intent')",
+    )
 
 
-def _parse_line(line: bytes, file: str, number: int) -> LabelledRow:
-    try:
-        record = json.loads(line)
-    except UnicodeDecodeError as exc:
-        raise DataError("not valid UTF-8", file=file, line=number) from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON: {exc.msg}", file=file, line=number) from exc
-    if not isinstance(record, dict):
-        raise DataError("expected a JSON object", file=file, line=number)
+def _parse_line(record: dict[str, Any], file: str, number: int) -> LabelledRow:
     values = []
     for field in ("text", "intent"):
         value = record.get(field)

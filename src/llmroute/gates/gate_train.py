@@ -23,7 +23,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from llmroute.difficulty.data import LabelledPrompts, split
 from llmroute.encoders.base import Encoder
 from llmroute.errors import DataError
 from llmroute.gates.learned import LearnedGateModel, checks_matrix, design_matrix
+from llmroute.jsonl import read_jsonl
 from llmroute.scoring.logreg import fit_softmax
 
 __all__ = [
@@ -82,15 +82,7 @@ class GateData:
         return len(self.prompts)
 
 
-def _record(line: bytes, file: str, number: int) -> dict[str, Any]:
-    try:
-        record: Any = json.loads(line)
-    except UnicodeDecodeError as exc:
-        raise DataError("not valid UTF-8", file=file, line=number) from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON: {exc.msg}", file=file, line=number) from exc
-    if not isinstance(record, dict):
-        raise DataError("expected a JSON object", file=file, line=number)
+def _record(record: dict[str, Any], file: str, number: int) -> dict[str, Any]:
     for field in ("prompt", "weak_response", "weak_correct"):
         if record.get(field) is None:
             raise DataError(f"missing field '{field}'", file=file, line=number)
@@ -111,24 +103,19 @@ def _record(line: bytes, file: str, number: int) -> dict[str, Any]:
 def read_gate_data(path: str | os.PathLike[str], *, need_strong: bool = False) -> GateData:
     """Read the JSONL; a bad line raises DataError naming the file and line. `strong` is
     kept only when every row has ``strong_correct`` (required with `need_strong`)."""
-    file = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read gate data: {exc.strerror or exc}", file=file) from exc
-    rows = []
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        record = _record(line, file, number)
+
+    def parse(record: dict[str, Any], file: str, number: int) -> dict[str, Any]:
+        record = _record(record, file, number)
         if need_strong and record.get("strong_correct") is None:
             raise DataError("missing field 'strong_correct'", file=file, line=number)
-        rows.append(record)
-    if not rows:
-        raise DataError(
-            "no rows (expected JSON lines with 'prompt', 'weak_response' and 'weak_correct')",
-            file=file,
-        )
+        return record
+
+    rows = read_jsonl(
+        path,
+        parse,
+        what="gate data",
+        empty="no rows (expected JSON lines with 'prompt', 'weak_response' and 'weak_correct')",
+    )
     has_strong = all(r.get("strong_correct") is not None for r in rows)
     return GateData(
         prompts=tuple(r["prompt"] for r in rows),

@@ -10,13 +10,11 @@ file and line.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +22,8 @@ import numpy.typing as npt
 
 from llmroute.difficulty.data import group_key
 from llmroute.errors import DataError
+from llmroute.jsonl import read_jsonl
+from llmroute.splits import grouped_split
 
 __all__ = ["LABELS", "ReasoningData", "read_reasoning", "split_reasoning"]
 
@@ -59,17 +59,12 @@ def read_reasoning(path: str | os.PathLike[str]) -> ReasoningData:
     """Read a labelled JSONL file; `DataError` (file:line) for a bad line, a file with no
     rows, or a file with only one label."""
     file = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read labelled data: {exc.strerror or exc}", file=file) from exc
-    rows = [
-        _parse_line(line, file, number)
-        for number, line in enumerate(raw.split(b"\n"), start=1)
-        if line.strip()
-    ]
-    if not rows:
-        raise DataError("no labelled rows (expected JSON lines with 'text' and 'label')", file=file)
+    rows = read_jsonl(
+        path,
+        _parse_line,
+        what="labelled data",
+        empty="no labelled rows (expected JSON lines with 'text' and 'label')",
+    )
     labels = np.array([r[1] for r in rows], dtype=np.intp)
     if labels.min() == labels.max():
         raise DataError(
@@ -83,15 +78,7 @@ def read_reasoning(path: str | os.PathLike[str]) -> ReasoningData:
     )
 
 
-def _parse_line(line: bytes, file: str, number: int) -> tuple[str, int, str, str | None]:
-    try:
-        record: Any = json.loads(line)
-    except UnicodeDecodeError as exc:
-        raise DataError("not valid UTF-8", file=file, line=number) from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON: {exc.msg}", file=file, line=number) from exc
-    if not isinstance(record, dict):
-        raise DataError("expected a JSON object", file=file, line=number)
+def _parse_line(record: dict[str, Any], file: str, number: int) -> tuple[str, int, str, str | None]:
     text = record.get("text")
     if not isinstance(text, str) or not text.strip():
         raise DataError("field 'text' must be a non-empty string", file=file, line=number)
@@ -112,11 +99,6 @@ def _parse_line(line: bytes, file: str, number: int) -> tuple[str, int, str, str
     )
 
 
-def _unit(seed: int, key: str) -> float:
-    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") / 2.0**64
-
-
 def split_reasoning(
     data: ReasoningData,
     *,
@@ -127,25 +109,9 @@ def split_reasoning(
     label (a group's majority label) groups are ordered by a seeded hash of their key and
     cut at the cumulative `fractions` of rows, so each side keeps the label balance and a
     row's side depends only on the seed and its group."""
-    if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
-        raise ValueError(
-            f"fractions must be three non-negative numbers summing to 1, got {fractions}"
-        )
     groups: dict[str, list[int]] = defaultdict(list)
     for index, key in enumerate(data.groups):
         groups[key].append(index)
-    strata: dict[bool, list[str]] = defaultdict(list)
-    for key, rows in groups.items():
-        strata[bool(data.labels[rows].mean() >= 0.5)].append(key)
-    sides: list[list[int]] = [[], [], []]
-    cuts = np.cumsum(fractions)[:2]
-    for keys in strata.values():
-        keys.sort(key=lambda k: _unit(seed, k))
-        total = sum(len(groups[k]) for k in keys)
-        done = 0
-        for key in keys:
-            middle = (done + len(groups[key]) / 2) / total
-            sides[int(np.searchsorted(cuts, middle, side="right"))].extend(groups[key])
-            done += len(groups[key])
-    train, val, test = (np.array(sorted(s), dtype=np.intp) for s in sides)
-    return train, val, test
+    return grouped_split(
+        groups, lambda rows: bool(data.labels[rows].mean() >= 0.5), fractions, seed
+    )

@@ -48,6 +48,7 @@ import numpy.typing as npt
 from llmroute import __version__
 from llmroute.encoders.base import Encoder
 from llmroute.errors import ConfigError, DataError
+from llmroute.jsonl import read_jsonl
 from llmroute.safety.lexical import DEFAULT_BUCKETS, hashed_ids, lexical_matrix
 from llmroute.safety.token_bag import TokenBag, load_token_bag
 from llmroute.safety.windows import windows
@@ -179,32 +180,17 @@ def read_safety_data(path: str | os.PathLike[str], *more: str | os.PathLike[str]
     raises `DataError` naming the file and line; so does a file with no rows."""
     rows: list[tuple[str, str, str, str, str]] = []
     for one in (path, *more):
-        file = str(one)
-        try:
-            raw = Path(one).read_bytes()
-        except OSError as exc:
-            raise DataError(f"cannot read safety data: {exc.strerror or exc}", file=file) from exc
-        found = [
-            _parse_line(line, file, number)
-            for number, line in enumerate(raw.split(b"\n"), start=1)
-            if line.strip()
-        ]
-        if not found:
-            raise DataError("no rows (expected JSON lines with 'text' and 'label')", file=file)
-        rows.extend(found)
+        rows += read_jsonl(
+            one,
+            _parse_line,
+            what="safety data",
+            empty="no rows (expected JSON lines with 'text' and 'label')",
+        )
     columns = list(zip(*rows, strict=True))
     return SafetyData(*(tuple(col) for col in columns))
 
 
-def _parse_line(line: bytes, file: str, number: int) -> tuple[str, str, str, str, str]:
-    try:
-        record: Any = json.loads(line)
-    except UnicodeDecodeError as exc:
-        raise DataError("not valid UTF-8", file=file, line=number) from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON: {exc.msg}", file=file, line=number) from exc
-    if not isinstance(record, dict):
-        raise DataError("expected a JSON object", file=file, line=number)
+def _parse_line(record: dict[str, Any], file: str, number: int) -> tuple[str, str, str, str, str]:
     for name in ("text", "label"):
         if record.get(name) is None:
             raise DataError(f"missing field '{name}'", file=file, line=number)

@@ -1,0 +1,54 @@
+"""JSONL training and evaluation files, read one way by every trainer: one JSON object a
+line, blank lines skipped; an unreadable file, a bad line (named by file and line number)
+or a file without rows is a `DataError`."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from llmroute.errors import DataError
+
+__all__ = ["json_object", "read_jsonl"]
+
+T = TypeVar("T")
+
+
+def read_jsonl(
+    path: str | os.PathLike[str],
+    parse: Callable[[dict[str, Any], str, int], T],
+    *,
+    what: str,
+    empty: str,
+) -> list[T]:
+    """`parse(object, file, line)` of every non-blank line. `what` names the data in the
+    unreadable-file error, `empty` is the error for a file without rows."""
+    file = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {what}: {exc.strerror or exc}", file=file) from exc
+    rows = [
+        parse(json_object(line, file, number), file, number)
+        for number, line in enumerate(raw.split(b"\n"), start=1)
+        if line.strip()
+    ]
+    if not rows:
+        raise DataError(empty, file=file)
+    return rows
+
+
+def json_object(line: bytes, file: str, number: int) -> dict[str, Any]:
+    """One line as a JSON object, or a `DataError` saying why it is not one."""
+    try:
+        record: Any = json.loads(line)
+    except UnicodeDecodeError as exc:
+        raise DataError("not valid UTF-8", file=file, line=number) from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(f"invalid JSON: {exc.msg}", file=file, line=number) from exc
+    if not isinstance(record, dict):
+        raise DataError("expected a JSON object", file=file, line=number)
+    return record
