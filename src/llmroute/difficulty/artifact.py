@@ -9,10 +9,8 @@ with another encoder identity is refused.
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from llmroute import __version__
+from llmroute.artifact_files import write_artifact
 from llmroute.difficulty.routers import DifficultyRouter, router_class
 from llmroute.errors import ConfigError
 
@@ -28,16 +27,6 @@ __all__ = ["ARRAYS_FILE", "FORMAT", "META_FILE", "load_router", "read_meta", "sa
 META_FILE = "router.json"
 ARRAYS_FILE = "arrays.npz"
 FORMAT = 1
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def save_router(
@@ -60,17 +49,15 @@ def save_router(
         "trained_on": trained_on,
         "metrics": metrics or {},
     }
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        savez: Any = np.savez  # the stubs reject ** of arrays (a key could be allow_pickle)
-        savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
-        _write_atomic(folder / ARRAYS_FILE, buffer.getvalue())
-        text = json.dumps(meta, indent=2, sort_keys=True, default=_jsonable) + "\n"
-        _write_atomic(folder / META_FILE, text.encode("utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot write router artifact: {exc}", file=str(folder)) from exc
-    return folder
+    return write_artifact(
+        folder,
+        arrays_file=ARRAYS_FILE,
+        arrays=arrays,
+        meta_file=META_FILE,
+        meta=meta,
+        what="router artifact",
+        default=_jsonable,
+    )
 
 
 def _jsonable(value: object) -> object:

@@ -21,13 +21,11 @@ after ``;`` in the identity only change how much of a long text is read).
 from __future__ import annotations
 
 import ast
-import io
 import json
 import math
 import operator
 import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmroute import __version__
+from llmroute.artifact_files import write_artifact
 from llmroute.encoders.base import Encoder
 from llmroute.errors import ConfigError
 
@@ -381,33 +380,20 @@ class LearnedGateModel:
             "threshold": self.threshold,
             "llmroute_version": __version__,
         }
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            buffer = io.BytesIO()
-            np.savez(
-                buffer,
-                weights=self.weights.astype(np.float32),
-                bias=np.array([self.bias], dtype=np.float64),
-                check_mean=self.mean.astype(np.float64),
-                check_scale=self.scale.astype(np.float64),
-            )
-            _write_atomic(folder / ARRAYS_FILE, buffer.getvalue())
-            text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
-            _write_atomic(folder / META_FILE, text.encode("utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot write learned gate: {exc}", file=str(folder)) from exc
-        return folder
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; an artifact is meant to be shared
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        arrays = {
+            "weights": self.weights.astype(np.float32),
+            "bias": np.array([self.bias], dtype=np.float64),
+            "check_mean": self.mean.astype(np.float64),
+            "check_scale": self.scale.astype(np.float64),
+        }
+        return write_artifact(
+            folder,
+            arrays_file=ARRAYS_FILE,
+            arrays=arrays,
+            meta_file=META_FILE,
+            meta=meta,
+            what="learned gate",
+        )
 
 
 def read_gate_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:

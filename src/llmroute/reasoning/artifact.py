@@ -12,11 +12,9 @@ much of a long text is read, not what a vector means.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmroute import __version__
+from llmroute.artifact_files import write_artifact
 from llmroute.errors import ConfigError
 
 __all__ = [
@@ -100,17 +99,6 @@ def builtin_scorer_dir(encoder_identity: str) -> tuple[Path, str]:
     return BUILTIN_DIR / folder, expected
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; an artifact is meant to be shared
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def save_scorer(
     scorer: ReasoningScorer,
     directory: str | os.PathLike[str],
@@ -132,20 +120,18 @@ def save_scorer(
         "trained_on": trained_on,
         "metrics": metrics,
     }
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        np.savez(
-            buffer,
-            weights=scorer.weights.astype(np.float32),
-            bias=np.array([scorer.bias], dtype=np.float64),
-        )
-        _write_atomic(folder / ARRAYS_FILE, buffer.getvalue())
-        text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
-        _write_atomic(folder / META_FILE, text.encode("utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot write reasoning scorer: {exc}", file=str(folder)) from exc
-    return folder
+    arrays = {
+        "weights": scorer.weights.astype(np.float32),
+        "bias": np.array([scorer.bias], dtype=np.float64),
+    }
+    return write_artifact(
+        folder,
+        arrays_file=ARRAYS_FILE,
+        arrays=arrays,
+        meta_file=META_FILE,
+        meta=meta,
+        what="reasoning scorer",
+    )
 
 
 def read_scorer_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:

@@ -27,13 +27,11 @@ threshold, metrics) and ``arrays.npz`` (float16 weights, loaded without pickle).
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import json
 import math
 import os
 import re
-import tempfile
 import time
 import unicodedata
 import zipfile
@@ -46,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmroute import __version__
+from llmroute.artifact_files import write_artifact
 from llmroute.encoders.base import Encoder
 from llmroute.errors import ConfigError, DataError
 from llmroute.jsonl import read_jsonl
@@ -666,17 +665,6 @@ def _concat(a: SafetyData, b: SafetyData) -> SafetyData:
 # ---------------------------------------------------------------- artifacts
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; an artifact is meant to be shared
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def save_detector(detector: InjectionDetector, directory: str | os.PathLike[str]) -> Path:
     """Write ``detector.json`` + ``arrays.npz`` into `directory` (created if needed)."""
     folder = Path(directory)
@@ -692,22 +680,21 @@ def save_detector(detector: InjectionDetector, directory: str | os.PathLike[str]
         "llmroute_version": __version__,
         "metrics": detector.metrics,
     }
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        arrays: dict[str, Any] = {
-            "emb_weights": detector.emb_weights.astype(np.float16),
-            "lex_weights": detector.lex_weights.astype(np.float16),
-        }
-        if detector.token_weights is not None:
-            arrays["token_weights"] = detector.token_weights.astype(np.float16)
-        np.savez_compressed(buffer, **arrays)
-        _write_atomic(folder / ARRAYS_FILE, buffer.getvalue())
-        text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
-        _write_atomic(folder / META_FILE, text.encode("utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot write safety artifact: {exc}", file=str(folder)) from exc
-    return folder
+    arrays: dict[str, Any] = {
+        "emb_weights": detector.emb_weights.astype(np.float16),
+        "lex_weights": detector.lex_weights.astype(np.float16),
+    }
+    if detector.token_weights is not None:
+        arrays["token_weights"] = detector.token_weights.astype(np.float16)
+    return write_artifact(
+        folder,
+        arrays_file=ARRAYS_FILE,
+        arrays=arrays,
+        meta_file=META_FILE,
+        meta=meta,
+        what="safety artifact",
+        compressed=True,
+    )
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

@@ -1,0 +1,62 @@
+"""Writing a trained artifact's files (an ``.npz`` of arrays and a JSON description) so
+that a reader never sees half of one: each goes to a temporary name beside it and is then
+renamed over the old file. Shared by the difficulty router, reasoning scorer, learned gate
+and safety detector artifacts."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmroute.errors import ConfigError
+
+__all__ = ["write_artifact", "write_atomic"]
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` in one rename; readable by all (an artifact is meant to
+    be shared with the service that loads it, and mkstemp would leave it private)."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_artifact(
+    directory: str | os.PathLike[str],
+    *,
+    arrays_file: str,
+    arrays: Mapping[str, Any],
+    meta_file: str,
+    meta: Mapping[str, Any],
+    what: str,
+    compressed: bool = False,
+    default: Callable[[Any], Any] | None = None,
+) -> Path:
+    """Write `arrays` (npz, no pickles) and then `meta` (sorted, indented JSON; `default`
+    as in `json.dumps`) into `directory`, created if needed; a ConfigError naming `what`
+    and the folder when it cannot be written. Returns the folder."""
+    folder = Path(directory)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        # The stubs reject ** of arrays (a key could be allow_pickle).
+        savez: Any = np.savez_compressed if compressed else np.savez
+        savez(buffer, **{name: np.asarray(value) for name, value in arrays.items()})
+        write_atomic(folder / arrays_file, buffer.getvalue())
+        text = json.dumps(dict(meta), indent=2, sort_keys=True, default=default) + "\n"
+        write_atomic(folder / meta_file, text.encode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot write {what}: {exc}", file=str(folder)) from exc
+    return folder
