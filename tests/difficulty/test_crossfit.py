@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_rows
+from difficulty_rows import synthetic_rows
 
 from llmroute.difficulty.artifact import load_router, save_router
 from llmroute.difficulty.data import cv_folds

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MakeRecord
 from gateway_proc import free_port, wait_for
+from telemetry_records import MakeRecord
 
 from llmroute.telemetry.store import open_store
 

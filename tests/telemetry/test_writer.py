@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MakeRecord, pg_execute
+from telemetry_records import MakeRecord, build_record, pg_execute
 
 from llmroute.telemetry.record import DecisionRecord
 from llmroute.telemetry.store import SqliteStore, Store, open_store
@@ -23,9 +23,7 @@ N = 5_000
 
 @pytest.fixture(scope="module")
 def records() -> list[DecisionRecord]:
-    from conftest import _make_record
-
-    return [_make_record(i) for i in range(N)]
+    return [build_record(i) for i in range(N)]
 
 
 @pytest.fixture(params=("sqlite", "postgres"))
