@@ -36,7 +36,7 @@ from llmroute.difficulty.routers import (
     router_class,
     unit_rows,
 )
-from llmroute.encoders.base import Encoder
+from llmroute.encoders.base import Encoder, encode_batches
 from llmroute.errors import DataError
 
 __all__ = [
@@ -92,16 +92,7 @@ class Rows:
         return Rows(self.embeddings[index], texts, self.weak[index], self.strong[index])
 
 
-def embed(
-    encoder: Encoder, texts: Sequence[str], *, batch: int = 256, progress: Progress | None = None
-) -> F32:
-    """Embed in batches (a CachedEncoder makes reruns cheap), reporting progress."""
-    out = np.empty((len(texts), encoder.dim), dtype=np.float32)
-    for start in range(0, len(texts), batch):
-        out[start : start + batch] = encoder.encode(list(texts[start : start + batch]))
-        if progress is not None:
-            progress(f"embedded {min(start + batch, len(texts))}/{len(texts)}")
-    return out
+embed = encode_batches  # kept under the name the CLI and benchmarks import
 
 
 def val_apgr(scores: F64, rows: Rows) -> float:

@@ -7,13 +7,13 @@ should make batch-1 calls cheap (no per-call allocation that can be hoisted).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Embeddings", "Encoder"]
+__all__ = ["Embeddings", "Encoder", "encode_batches"]
 
 Embeddings = npt.NDArray[np.float32]
 """A (n, dim) float32 matrix whose rows have unit L2 norm (zero rows for empty text)."""
@@ -35,3 +35,20 @@ class Encoder(Protocol):
     def dim(self) -> int: ...
 
     def encode(self, texts: Sequence[str]) -> Embeddings: ...
+
+
+def encode_batches(
+    encoder: Encoder,
+    texts: Sequence[str],
+    *,
+    batch: int = 256,
+    progress: Callable[[str], None] | None = None,
+) -> Embeddings:
+    """Embed a training set in batches (a CachedEncoder makes reruns cheap), reporting
+    ``embedded i/n`` after each one."""
+    out = np.empty((len(texts), encoder.dim), dtype=np.float32)
+    for start in range(0, len(texts), batch):
+        out[start : start + batch] = encoder.encode(list(texts[start : start + batch]))
+        if progress is not None:
+            progress(f"embedded {min(start + batch, len(texts))}/{len(texts)}")
+    return out

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from llmroute.encoders.base import Encoder
+from llmroute.encoders.base import Encoder, encode_batches
 from llmroute.errors import DataError
 from llmroute.reasoning.artifact import ReasoningScorer
 from llmroute.reasoning.labelled import ReasoningData, split_reasoning
@@ -44,16 +44,7 @@ DEFAULT_MAX_FPR = 0.05
 MIN_ROWS_PER_LABEL = 10
 
 
-def embed_texts(
-    encoder: Encoder, texts: Sequence[str], *, batch: int = 256, progress: Progress | None = None
-) -> F32:
-    """Embed in batches (a CachedEncoder makes reruns cheap), reporting progress."""
-    out = np.empty((len(texts), encoder.dim), dtype=np.float32)
-    for start in range(0, len(texts), batch):
-        out[start : start + batch] = encoder.encode(list(texts[start : start + batch]))
-        if progress is not None:
-            progress(f"embedded {min(start + batch, len(texts))}/{len(texts)}")
-    return out
+embed_texts = encode_batches  # kept under the name the CLI and benchmarks import
 
 
 def roc_auc(scores: F64, labels: Ints) -> float:

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from llmroute.registry._paths import PathProblems, Problem, did_you_mean
+from llmroute.safety._pii_span import PII_TYPES
 
 __all__ = [
     "BALANCE_STRATEGIES",
@@ -590,17 +591,6 @@ class DispatchSettings(_Frozen):
 
 # -- safety and the reasoning gate -------------------------------------------------------
 
-PII_TYPES = (
-    "EMAIL",
-    "PHONE",
-    "CARD",
-    "IBAN",
-    "US_SSN",
-    "IP_ADDRESS",
-    "SECRET",
-    "PERSON",
-    "LOCATION",
-)
 SCAN_ROLES = ("user", "system", "assistant", "tool")
 Role = Literal["user", "system", "assistant", "tool"]
 

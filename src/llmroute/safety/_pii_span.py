@@ -5,6 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+PII_TYPES: tuple[str, ...] = (
+    "EMAIL",
+    "PHONE",
+    "CARD",
+    "IBAN",
+    "US_SSN",
+    "IP_ADDRESS",
+    "SECRET",
+    "PERSON",
+    "LOCATION",
+)
+"""Every type the detector can report, in the order docs and errors list them (the
+registry's schema validates policy keys against it without importing the detector)."""
+
 # Highest first: a specific, checksummed or keyword-anchored type beats a looser one.
 PRIORITY: tuple[str, ...] = (
     "SECRET",

@@ -20,21 +20,10 @@ from llmroute.safety._pii_ner import NER_TYPES, NerFinder
 from llmroute.safety._pii_patterns import find_cards, find_emails, find_ibans, find_ips, find_ssns
 from llmroute.safety._pii_phone import PhoneFinder
 from llmroute.safety._pii_secrets import find_secrets
-from llmroute.safety._pii_span import PiiSpan, resolve_overlaps
+from llmroute.safety._pii_span import PII_TYPES, PiiSpan, resolve_overlaps
 
 __all__ = ["PII_TYPES", "PiiDetector", "PiiSpan", "Redactor"]
 
-PII_TYPES: tuple[str, ...] = (
-    "EMAIL",
-    "PHONE",
-    "CARD",
-    "IBAN",
-    "US_SSN",
-    "IP_ADDRESS",
-    "SECRET",
-    "PERSON",
-    "LOCATION",
-)
 PATTERN_TYPES: tuple[str, ...] = tuple(t for t in PII_TYPES if t not in NER_TYPES)
 
 _FINDERS: dict[str, Callable[[str], list[PiiSpan]]] = {
