@@ -43,11 +43,15 @@ auth:
     - {name: limited, key_env: LLMROUTE_TEST_LIMITED_KEY, rpm: 2}
     - {name: capped, sha256: "%(capped)s", budget: {usd: 0.000001, period: day}}
     - {name: narrow, key_env: LLMROUTE_TEST_NARROW_KEY, models: [chat, small]}
+    - {name: rotating, key_env: [LLMROUTE_TEST_OLD_KEY, LLMROUTE_TEST_NEW_KEY], rpm: 3}
 %(extra)s
 """
 NARROW_KEY = "sk-narrow-2718281828"
+OLD_KEY, NEW_KEY = "sk-rotating-old-1111", "sk-rotating-new-2222"
 ENV = {
     "LLMROUTE_TEST_NARROW_KEY": NARROW_KEY,
+    "LLMROUTE_TEST_OLD_KEY": OLD_KEY,
+    "LLMROUTE_TEST_NEW_KEY": NEW_KEY,
     "LLMROUTE_TEST_TEAM_KEY": TEAM_KEY,
     "LLMROUTE_TEST_LIMITED_KEY": LIMITED_KEY,
     "LLMROUTE_TELEMETRY_URL": "off",
@@ -144,6 +148,15 @@ def test_a_key_over_its_rpm_gets_a_429(gateway: Served, upstream: FakeUpstream) 
         client.chat.completions.create(**ASK)
 
 
+def test_a_rotated_key_lets_both_values_in_as_one_account(gateway: Served) -> None:
+    with _client(gateway, OLD_KEY) as old, _client(gateway, NEW_KEY) as new:
+        old.chat.completions.create(**ASK)
+        new.chat.completions.create(**ASK)
+        old.chat.completions.create(**ASK)
+        with pytest.raises(openai.RateLimitError):  # rpm 3 is shared by both values
+            new.chat.completions.create(**ASK)
+
+
 def test_a_key_with_models_may_ask_only_for_those(gateway: Served) -> None:
     with _client(gateway, NARROW_KEY) as client:
         assert [m.id for m in client.models.list()] == ["chat", "small"]
@@ -170,7 +183,7 @@ def test_a_key_naming_an_unknown_model_is_a_registry_error(upstream: FakeUpstrea
         "capped": "1" * 64,
         "extra": "    - {name: typo, sha256: '%s', models: [chta]}" % ("2" * 64),
     }
-    with pytest.raises(ConfigErrors, match=r"auth\.keys\[5\]\.models\[0\]: unknown model 'chta'"):
+    with pytest.raises(ConfigErrors, match=r"auth\.keys\[6\]\.models\[0\]: unknown model 'chta'"):
         parse_registry(text)
 
 
@@ -258,6 +271,18 @@ def test_a_reload_naming_an_unset_key_variable_is_rejected(
         assert "LLMROUTE_TEST_UNSET_KEY is not set" in log and "Traceback" not in log
         with _client(served, TEAM_KEY) as client:  # the running registry still serves
             assert client.chat.completions.create(**ASK).choices
+
+
+def test_a_key_listed_twice_is_refused_and_lists_need_an_entry() -> None:
+    twice = AuthSettings(keys=(ApiKey(name="a", key_env=["ONE", "TWO"]),))
+    with pytest.raises(ConfigError, match="'a' lists the same key twice"):
+        KeyTable.build(twice, {"ONE": "x" * 16, "TWO": "x" * 16})
+    digest = hashlib.sha256(b"y" * 16).hexdigest()
+    shared = AuthSettings(keys=(ApiKey(name="a", sha256=digest), ApiKey(name="b", sha256=[digest])))
+    with pytest.raises(ConfigError, match="'b' has the same key as 'a'"):
+        KeyTable.build(shared, {})
+    with pytest.raises(ValueError, match="at least 1"):
+        ApiKey(name="a", sha256=[])
 
 
 def test_a_short_key_is_refused() -> None:

@@ -136,6 +136,9 @@ Unit = Annotated[float, AfterValidator(_check_unit)]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Url = Annotated[str, AfterValidator(_check_url)]
 EnvName = Annotated[str, AfterValidator(_check_env_name)]
+EnvNames = Annotated[tuple[EnvName, ...], BeforeValidator(_one_or_many), Field(min_length=1)]
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Sha256s = Annotated[tuple[Sha256Hex, ...], BeforeValidator(_one_or_many), Field(min_length=1)]
 Text = Annotated[str, BeforeValidator(_scalar_text)]
 Patterns = Annotated[tuple[str, ...], BeforeValidator(_one_or_many), Field(min_length=1)]
 
@@ -872,15 +875,17 @@ class ShadowSettings(_Frozen):
 class ApiKey(_Frozen):
     """One client key of the gateway. The key itself never sits in the file: either
     `key_env` names the environment variable holding it, or `sha256` is the hex SHA-256
-    of it (``printf %s "$KEY" | sha256sum``). `admin` keys may also read /dashboard and
-    /metrics; `rpm` caps the key's requests per minute and `budget` what its requests
-    may cost per calendar period (both counted where ``dispatch.limits`` says);
-    `models` lists the ``model`` values it may send (``auto``, route names, pool
-    model names, ``router-*``)."""
+    of it (``printf %s "$KEY" | sha256sum``). Either may be a list, so a key can be
+    rotated without downtime: list the new one beside the old, move the clients, drop the
+    old; both count as this one name (its rpm, budget and telemetry). `admin` keys may
+    also read /dashboard and /metrics; `rpm` caps the key's requests per minute and
+    `budget` what its requests may cost per calendar period (both counted where
+    ``dispatch.limits`` says); `models` lists the ``model`` values it may send (``auto``,
+    route names, pool model names, ``router-*``)."""
 
     name: Name
-    key_env: EnvName | None = None
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    key_env: EnvNames | None = None
+    sha256: Sha256s | None = None
     admin: bool = False
     rpm: int | None = Field(default=None, ge=1)
     budget: Budget | None = None

@@ -78,32 +78,40 @@ class KeyTable:
         env = os.environ if environ is None else environ
         table: dict[bytes, ApiKey] = {}
         for key in settings.keys:
-            if key.key_env is not None:
-                value = env.get(key.key_env, "").strip()
-                if not value:
+            for digest in _digests(key, env):
+                if digest in table:
+                    other = table[digest].name
                     raise ConfigError(
-                        f"auth.keys {key.name!r}: environment variable {key.key_env} is not "
-                        "set (or empty); set it to the key, or give the key's sha256 instead"
+                        f"auth.keys {key.name!r} lists the same key twice"
+                        if other == key.name
+                        else f"auth.keys {key.name!r} has the same key as {other!r}"
                     )
-                if len(value) < MIN_KEY_LENGTH:
-                    raise ConfigError(
-                        f"auth.keys {key.name!r}: the key in {key.key_env} is shorter than "
-                        f"{MIN_KEY_LENGTH} characters; use a random one "
-                        "(e.g. openssl rand -hex 24)"
-                    )
-                digest = _digest(value)
-            else:
-                assert key.sha256 is not None
-                digest = bytes.fromhex(key.sha256)
-            if digest in table:
-                raise ConfigError(
-                    f"auth.keys {key.name!r} has the same key as {table[digest].name!r}"
-                )
-            table[digest] = key
+                table[digest] = key
         return cls(settings, table)
 
     def find(self, presented: str) -> ApiKey | None:
         return self.by_digest.get(_digest(presented))
+
+
+def _digests(key: ApiKey, env: Mapping[str, str]) -> list[bytes]:
+    """The SHA-256 of each of the key's values (several while it is being rotated)."""
+    if key.sha256 is not None:
+        return [bytes.fromhex(h) for h in key.sha256]
+    out = []
+    for name in key.key_env or ():
+        value = env.get(name, "").strip()
+        if not value:
+            raise ConfigError(
+                f"auth.keys {key.name!r}: environment variable {name} is not set (or "
+                "empty); set it to the key, or give the key's sha256 instead"
+            )
+        if len(value) < MIN_KEY_LENGTH:
+            raise ConfigError(
+                f"auth.keys {key.name!r}: the key in {name} is shorter than "
+                f"{MIN_KEY_LENGTH} characters; use a random one (e.g. openssl rand -hex 24)"
+            )
+        out.append(_digest(value))
+    return out
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
