@@ -54,6 +54,8 @@ def found(text: str, detector: PiiDetector = DETECTOR) -> list[tuple[str, str]]:
         ("bumped the agent, it talks to 10.2.3.4:8443", [("IP_ADDRESS", "10.2.3.4")]),
         ("updated the allowlist: 10.2.3.0/24", [("IP_ADDRESS", "10.2.3.0")]),
         ("we upgraded. Now 10.2.3.4 answers", [("IP_ADDRESS", "10.2.3.4")]),
+        ("update the config: server_ip = 10.2.3.4", [("IP_ADDRESS", "10.2.3.4")]),
+        ("after the upgrade set DB_HOST=10.2.3.4", [("IP_ADDRESS", "10.2.3.4")]),
         ("upgraded, so call 01.42.68.53.00", [("PHONE", "01.42.68.53.00")]),
         (
             "reach <10.2.3.4> or\n> 10.2.3.5",

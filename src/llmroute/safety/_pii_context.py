@@ -20,15 +20,18 @@ _RELEASE_WORDS = re.compile(
 # pip's ==, >=, ~=, !=; npm's ^ and ~. A lone < or > is left out: <10.0.0.1>, "> quoted".
 _PIN_OPERATOR = re.compile(r"(?:[=<>~!]=|[\^~])\s*$")
 _PLACE_BEFORE = re.compile(r"(?i)\b(?:on|at|onto|via|behind|against)\s+$")
+# Role words match inside identifiers too (server_ip, DB_HOST, clientAddr): only a letter
+# right before or after ends them.
 HOST_WORDS = re.compile(
-    r"(?i)\b(?:ips?|ipv4|hosts?|hostname|servers?|address(?:es)?|addr|ssh|ping|subnet|cidr"
-    r"|gateway|dns|resolver|firewall|allow(?:list)?|whitelist|blocklist|blacklist|proxy|vpn"
-    r"|router|nat|port|client|peer|nodes?|endpoint|traffic|connect\w*|curl|nslookup"
-    r"|traceroute)\b"
+    r"(?i)(?<![a-z])(?:ips?|ipv4|hosts?|hostname|servers?|address(?:es)?|addr|ssh|ping|subnet"
+    r"|cidr|gateway|dns|resolver|firewall|allow(?:list)?|whitelist|blocklist|blacklist|proxy"
+    r"|vpn|router|nat|port|client|peer|nodes?|endpoint|traffic|connect[a-z]*|curl|nslookup"
+    r"|traceroute|upstream|backend|bind|listen|netmask|network|interface|lan|wan|vm|instance"
+    r"|machine|db|database)(?![a-z])"
 )
 PHONE_WORDS = re.compile(
-    r"(?i)\b(?:call\w*|phone|tel|telephone|mobile|cell|fax|text|sms|whatsapp|ring|dial"
-    r"|hotline|contact)\b"
+    r"(?i)(?<![a-z])(?:call[a-z]*|phone|tel|telephone|mobile|cell|fax|text|sms|whatsapp|ring"
+    r"|dial|hotline|contact)(?![a-z])"
 )
 
 
