@@ -35,11 +35,11 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def write_artifact(
     directory: str | os.PathLike[str],
-    *,
     arrays_file: str,
     arrays: Mapping[str, Any],
     meta_file: str,
     meta: Mapping[str, Any],
+    *,
     what: str,
     compressed: bool = False,
     default: Callable[[Any], Any] | None = None,

@@ -14,10 +14,10 @@ from llmroute.errors import ConfigError
 def test_writes_both_files_readable_by_all(tmp_path: Path) -> None:
     folder = write_artifact(
         tmp_path / "new" / "artifact",
-        arrays_file="arrays.npz",
-        arrays={"w": np.arange(3, dtype=np.float32)},
-        meta_file="meta.json",
-        meta={"b": np.float64(0.5), "a": 1},
+        "arrays.npz",
+        {"w": np.arange(3, dtype=np.float32)},
+        "meta.json",
+        {"b": np.float64(0.5), "a": 1},
         what="test artifact",
         compressed=True,
         default=lambda v: v.item(),
@@ -37,10 +37,10 @@ def test_an_unwritable_folder_is_a_config_error_naming_it(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="cannot write test artifact") as info:
         write_artifact(
             blocker / "artifact",
-            arrays_file="a.npz",
-            arrays={},
-            meta_file="m.json",
-            meta={},
+            "a.npz",
+            {},
+            "m.json",
+            {},
             what="test artifact",
         )
     assert str(blocker / "artifact") in str(info.value)

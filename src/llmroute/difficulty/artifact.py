@@ -50,13 +50,7 @@ def save_router(
         "metrics": metrics or {},
     }
     return write_artifact(
-        folder,
-        arrays_file=ARRAYS_FILE,
-        arrays=arrays,
-        meta_file=META_FILE,
-        meta=meta,
-        what="router artifact",
-        default=_jsonable,
+        folder, ARRAYS_FILE, arrays, META_FILE, meta, what="router artifact", default=_jsonable
     )
 
 

@@ -386,14 +386,7 @@ class LearnedGateModel:
             "check_mean": self.mean.astype(np.float64),
             "check_scale": self.scale.astype(np.float64),
         }
-        return write_artifact(
-            folder,
-            arrays_file=ARRAYS_FILE,
-            arrays=arrays,
-            meta_file=META_FILE,
-            meta=meta,
-            what="learned gate",
-        )
+        return write_artifact(folder, ARRAYS_FILE, arrays, META_FILE, meta, what="learned gate")
 
 
 def read_gate_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:

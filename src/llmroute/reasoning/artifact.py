@@ -124,14 +124,7 @@ def save_scorer(
         "weights": scorer.weights.astype(np.float32),
         "bias": np.array([scorer.bias], dtype=np.float64),
     }
-    return write_artifact(
-        folder,
-        arrays_file=ARRAYS_FILE,
-        arrays=arrays,
-        meta_file=META_FILE,
-        meta=meta,
-        what="reasoning scorer",
-    )
+    return write_artifact(folder, ARRAYS_FILE, arrays, META_FILE, meta, what="reasoning scorer")
 
 
 def read_scorer_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:

@@ -687,13 +687,7 @@ def save_detector(detector: InjectionDetector, directory: str | os.PathLike[str]
     if detector.token_weights is not None:
         arrays["token_weights"] = detector.token_weights.astype(np.float16)
     return write_artifact(
-        folder,
-        arrays_file=ARRAYS_FILE,
-        arrays=arrays,
-        meta_file=META_FILE,
-        meta=meta,
-        what="safety artifact",
-        compressed=True,
+        folder, ARRAYS_FILE, arrays, META_FILE, meta, what="safety artifact", compressed=True
     )
 
 
