@@ -157,6 +157,26 @@ def test_payload_summarises_the_window() -> None:
     assert "secret prompt" not in text and "prompt" not in recent[0]
 
 
+def test_route_only_decisions_are_counted_but_not_timed() -> None:
+    """A ``/v1/route`` decision is a request of the window (and shown as such in the
+    recent table), but its decision-only latency stays out of the latency series."""
+    rows = _hour_of_traffic()
+    only = [
+        logged("code", ts=NOW - 3600 + 60 * i + 2, latency_ms=0.1, route_only=True)
+        for i in range(40)
+    ]
+    plain = dashboard_data(Rows(rows, len(rows)), Rows([], 0), REGISTRY, window=HOUR, url="x")
+    mixed_rows = sorted(rows + only, key=lambda d: d.ts)
+    data = dashboard_data(
+        Rows(mixed_rows, len(mixed_rows)), Rows([], 0), REGISTRY, window=HOUR, url="x"
+    )
+    assert data["summary"]["requests"] == 95 and data["summary"]["route_only"] == 40
+    assert data["series"]["p50_ms"] == plain["series"]["p50_ms"]
+    assert data["summary"]["p50_ms"] == plain["summary"]["p50_ms"]
+    assert data["summary"]["unpriced"] == plain["summary"]["unpriced"]
+    assert sum(r["route_only"] for r in data["recent"]) > 0
+
+
 def test_a_truncated_read_keeps_exact_counts_from_the_buckets() -> None:
     rows = _hour_of_traffic()
     grid = Grid.of(HOUR)

@@ -197,6 +197,50 @@ def test_feedback_is_stored_and_checked(sqlite_gateway: Running) -> None:
     assert httpx.post(f"{url}/v1/feedback", content=b"{", timeout=10).status_code == 400
 
 
+def test_a_route_only_decision_is_logged_and_takes_feedback(sqlite_gateway: Running) -> None:
+    """``/v1/route`` dispatches nothing, but its decision is logged (marked route_only),
+    so a client that calls the model itself can still send feedback on it; the metrics
+    count it as a decision, not a request."""
+    url = sqlite_gateway.url
+    prompt = "debug this SQL query that never returns"
+
+    def counts() -> tuple[float, float]:
+        samples = _metrics(url)
+        requests = sum(
+            v
+            for labels, v in samples.get("llmroute_requests_total", [])
+            if labels["route"] == "code"
+        )
+        decisions = sum(
+            v
+            for labels, v in samples.get("llmroute_decisions_total", [])
+            if labels["route"] == "code"
+        )
+        return requests, decisions
+
+    before, upstream_calls = counts(), len(sqlite_gateway.upstream.requests)
+    decided = httpx.post(
+        f"{url}/v1/route",
+        json={"model": "auto", "messages": [{"role": "user", "content": prompt}]},
+        timeout=10,
+    )
+    assert decided.status_code == 200, decided.text
+    decision_id = decided.headers["x-llmroute-decision-id"]
+    assert decided.json()["id"] == decision_id
+    ok = httpx.post(
+        f"{url}/v1/feedback", json={"decision_id": decision_id, "thumbs": "down"}, timeout=10
+    )
+    assert ok.status_code == 200, ok.text
+    row = _logged(sqlite_gateway.store_url, decision_id)
+    assert row.route_only and (row.route, row.model) == ("code", "large")
+    assert row.status == 200 and row.served_model is None and row.deployment is None
+    assert row.tokens_in is None and row.cost_usd is None and row.ttft_ms is None
+    assert row.prompt == prompt  # the registry logs prompts in full
+    assert len(sqlite_gateway.upstream.requests) == upstream_calls
+    after = counts()
+    assert after[0] == before[0] and after[1] == before[1] + 1
+
+
 def test_metrics_count_requests_by_route_model_and_status(sqlite_gateway: Running) -> None:
     httpx.post(
         f"{sqlite_gateway.url}/v1/chat/completions",

@@ -116,3 +116,23 @@ def test_plot(tmp_path: Path, suffix: str) -> None:
         page = path.read_text(encoding="utf-8")
         assert "<svg" in page and "route mix" in page and "always large" in page
         assert "http" not in page.replace("http://www.w3.org", "")
+
+
+def test_route_only_decisions_count_in_the_mix_not_in_latency_or_cost() -> None:
+    """``/v1/route`` decisions dispatched nothing: they are part of the route mix (and
+    of `n`), but their decision-only latency and missing tokens must not pull the
+    latency down or count as unpriced requests."""
+    only = [
+        logged("code", model="large", route_only=True, latency_ms=0.2, tokens_in=None)
+        for _ in range(30)
+    ]
+    report = build_report(decisions() + only, REGISTRY)
+    plain = build_report(decisions(), REGISTRY)
+    code = {r.name: r for r in report.routes}["code"]
+    assert code.n == 50 and code.route_only == 30 and code.unpriced == 0
+    assert code.cost_usd == pytest.approx(20 * 0.05)
+    assert (code.p50_ms, code.p99_ms) == (100.0, 100.0)
+    assert report.total.n == 150 and report.total.route_only == 30
+    assert report.total.p50_ms == plain.total.p50_ms
+    assert report.total.unpriced == plain.total.unpriced
+    assert report.to_dict()["total"]["route_only"] == 30

@@ -67,19 +67,21 @@ def store(fresh: Store) -> Store:
 
 def test_migrations_apply_from_empty_and_are_idempotent(fresh: Store) -> None:
     assert fresh.schema_version() == 0
-    assert [m.label for m in pending_migrations(fresh)] == ["0001_initial", "0002_client"]
-    assert fresh.migrate() == latest_version("sqlite") == latest_version("postgres") == 2
-    assert fresh.schema_version() == 2
+    labels = [m.label for m in pending_migrations(fresh)]
+    assert labels == ["0001_initial", "0002_client", "0003_route_only"]
+    assert fresh.migrate() == latest_version("sqlite") == latest_version("postgres") == 3
+    assert fresh.schema_version() == 3
     assert pending_migrations(fresh) == []
-    assert fresh.migrate() == 2  # a second run is a no-op
+    assert fresh.migrate() == 3  # a second run is a no-op
     assert fresh.count_decisions() == 0
 
 
 def test_a_log_at_version_1_keeps_its_rows_when_upgraded(
     store_url: str, make_record: MakeRecord, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A log written before the client column existed: migration 0002 adds it, the old
-    rows read back with no client, and new rows carry theirs."""
+    """A log written before the client and route_only columns existed: migrations 0002
+    and 0003 add them, the old rows read back with no client and as dispatched requests,
+    and new rows carry theirs."""
     from llmroute.telemetry.store import migrate
 
     shipped = migrate.load_migrations
@@ -87,7 +89,7 @@ def test_a_log_at_version_1_keeps_its_rows_when_upgraded(
     store = open_store(store_url)
     try:
         assert store.migrate() == 1  # the schema as version 1 of the code left it
-        old_columns = [c for c in DECISION_COLUMNS if c != "client"]
+        old_columns = [c for c in DECISION_COLUMNS if c not in ("client", "route_only")]
         row = make_record(0).to_row()[: len(old_columns)]
         sql = f"INSERT INTO decisions ({', '.join(old_columns)}) VALUES "
         if isinstance(store, SqliteStore):
@@ -97,11 +99,19 @@ def test_a_log_at_version_1_keeps_its_rows_when_upgraded(
             with store._connection("insert a version-1 row") as conn:
                 conn.execute((sql + f"({', '.join(['%s'] * len(row))})").encode(), row)
         monkeypatch.setattr(migrate, "load_migrations", shipped)
-        assert store.migrate() == 2
+        assert store.migrate() == 3
         (old,) = store.decisions(0.0)
-        assert old.id == row[0] and old.client is None
-        store.write_decisions([make_record(1, client="team-a")])
-        assert [d.client for d in store.decisions(0.0)] == [None, "team-a"]
+        assert old.id == row[0] and old.client is None and old.route_only is False
+        store.write_decisions(
+            [make_record(1, client="team-a"), make_record(2, client="team-b", route_only=True)]
+        )
+        rows = store.decisions(0.0)
+        assert [(d.client, d.route_only) for d in rows] == [
+            (None, False),
+            ("team-a", False),
+            ("team-b", True),
+        ]
+        assert [d.route_only for d in store.decisions(0.0, details=False)] == [False, False, True]
     finally:
         store.close()
 
@@ -123,17 +133,17 @@ def test_concurrent_migrations_do_not_race(store_url: str) -> None:
         t.join(30)
     for s in stores:
         s.close()
-    assert results == [2, 2, 2]
+    assert results == [3, 3, 3]
 
 
 def test_migration_files_ship_as_package_data() -> None:
     root = resources.files("llmroute.telemetry.migrations")
     for backend in ("sqlite", "postgres"):
         assert root.joinpath(backend, "0001_initial.sql").is_file()
-        first, second = load_migrations(backend)
+        first, *rest = load_migrations(backend)
         assert first.version == 1 and first.name == "initial"
         assert any(s.startswith("CREATE TABLE decisions") for s in first.statements())
-        assert (second.version, second.name) == (2, "client")
+        assert [(m.version, m.name) for m in rest] == [(2, "client"), (3, "route_only")]
 
 
 # -- decisions --------------------------------------------------------------------------
@@ -399,7 +409,7 @@ def test_dropped_schema_is_an_error_then_migrate_recreates_it(
     with pytest.raises(TelemetryError, match="decisions"):
         store.write_decisions([make_record(1)])
     assert store.schema_version() == 0
-    assert store.migrate() == 2
+    assert store.migrate() == latest_version("postgres")
     store.write_decisions([make_record(2)])
     assert store.count_decisions() == 1
     store.close()
@@ -432,7 +442,7 @@ def test_open_store_by_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     absolute = open_store(f"sqlite:///{tmp_path}/abs.db")
     assert isinstance(absolute, SqliteStore) and absolute.path == f"{tmp_path}/abs.db"
     memory = open_store("sqlite:///:memory:")
-    assert memory.migrate() == 2 and memory.count_decisions() == 0
+    assert memory.migrate() == latest_version("sqlite") and memory.count_decisions() == 0
     pg = open_store("postgres://u:pw@127.0.0.1/db", pool_size=3)
     assert isinstance(pg, PostgresStore) and pg.url == "postgres://u:***@127.0.0.1/db"
     for store in (absolute, memory, pg):

@@ -416,6 +416,10 @@ def _print_report(console: Console, report: Report, window: Window, shown: str) 
         f"{_pct(total.fallback_rate)}, escalations {_pct(total.escalation_rate)}, cache hits "
         f"{total.cache_hits}; latency p50 {_num(total.p50_ms, '.0f')} ms, p99 "
         f"{_num(total.p99_ms, '.0f')} ms"
+        + (
+            f"; {total.route_only} of them decisions only (/v1/route: no latency or cost)"
+            * bool(total.route_only)
+        )
     )
     if report.strongest is not None:
         console.print(

@@ -262,15 +262,17 @@ def log_blocked(router: Router, decision: Decision, body: Mapping[str, Any]) -> 
 
 async def route_only(request: Request) -> Response:
     """The decision alone: no answer is asked for. (The LLM router, when the registry
-    has one and the intent layer is unsure, is part of the decision and is called.)"""
+    has one and the intent layer is unsure, is part of the decision and is called.)
+    The decision is logged (``route_only``) so that feedback can name its id."""
+    ts, started_ns = time.time(), time.perf_counter_ns()
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
     check_model(request.scope, body.get("model"))
     plan = plan_request(gateway.router, body, request.headers)
     plan = await refine_plan(gateway.llm_router, gateway.router, plan, body, request.headers)
-    telemetry = getattr(request.app.state, "telemetry", None)
-    if isinstance(telemetry, Telemetry):
-        telemetry.metrics.observe_decision(plan.decision)
+    recorder = recorder_of(request)
+    if recorder is not None:
+        recorder.decided(gateway.router, plan.decision, body, ts=ts, started_ns=started_ns)
     return JSONResponse(plan.decision.to_dict(), headers=decision_headers(plan.decision))
 
 

@@ -284,8 +284,10 @@ def _tally(buckets: Sequence[DecisionBucket], grid: Grid, registry: Registry | N
 
 
 def _latency_series(decisions: Sequence[LoggedDecision], grid: Grid) -> dict[str, list[Any]]:
-    """p50 and p99 per bucket, from the rows read (None where a bucket has none)."""
+    """p50 and p99 per bucket, from the rows read (None where a bucket has none);
+    ``/v1/route`` decisions dispatched nothing and are left out."""
     none: list[float | None] = [None] * grid.count
+    decisions = [d for d in decisions if not d.route_only]
     if not decisions:
         return {"p50_ms": none, "p99_ms": list(none)}
     ts = np.fromiter((d.ts for d in decisions), dtype=np.float64, count=len(decisions))
@@ -330,6 +332,7 @@ def _recent(decisions: Sequence[LoggedDecision]) -> list[dict[str, Any]]:
             "latency_ms": d.latency_ms,
             "cache_hit": d.cache_hit,
             "stream": d.stream,
+            "route_only": d.route_only,
         }
         for d in reversed(decisions[-RECENT_ROWS:])
     ]
@@ -462,6 +465,7 @@ def dashboard_data(
                 "median_margin": _median(margins),
                 "mean_confidence": _mean([d.confidence for d in decisions]),
                 "unpriced": total.unpriced,
+                "route_only": total.route_only,  # of the rows read
             },
             "series": tally.series | _latency_series(decisions, grid),
             "routes": routes,

@@ -59,6 +59,7 @@ DECISION_COLUMNS: tuple[str, ...] = (
     "prompt_hash",
     "prompt",
     "client",  # the gateway client key's name (migration 0002); None without auth
+    "route_only",  # a ``/v1/route`` decision: nothing was dispatched (migration 0003)
 )
 
 
@@ -77,7 +78,9 @@ class DecisionRecord:
     router saw (safety's redaction when it redacted the request) and `redacted_prompt`
     the same with PII replaced (None when not computed); which of them is stored, if
     any, is `prompt_mode`'s call. `client` is the name of the gateway client key the
-    request came with (None without ``auth``).
+    request came with (None without ``auth``). `route_only` marks a ``/v1/route``
+    decision: nothing was dispatched, so no served model, tokens or cost, and
+    `latency_ms` is the decision's own time.
     """
 
     decision: Decision
@@ -100,6 +103,7 @@ class DecisionRecord:
     prompt: str | None = None
     redacted_prompt: str | None = None
     client: str | None = None
+    route_only: bool = False
 
     @property
     def id(self) -> str:
@@ -159,6 +163,7 @@ class DecisionRecord:
             digest,
             prompt,
             self.client,
+            self.route_only,
         )
 
 
@@ -194,6 +199,7 @@ class LoggedDecision:
     prompt_hash: str | None
     prompt: str | None
     client: str | None = None
+    route_only: bool = False
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> LoggedDecision:
@@ -204,7 +210,7 @@ class LoggedDecision:
         if isinstance(attempts, str):  # most rows hold "[]": skip the parser for them
             attempts = json.loads(attempts) if attempts != "[]" else ()
         values["attempts"] = tuple(attempts or ())
-        for flag in ("usage_estimated", "cache_hit", "stream", "shadow"):
+        for flag in ("usage_estimated", "cache_hit", "stream", "shadow", "route_only"):
             values[flag] = bool(values[flag])
         return cls(**values)
 

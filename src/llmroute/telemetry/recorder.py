@@ -35,9 +35,12 @@ class Sink(Protocol):
 
 
 class Observer(Protocol):
-    """The metrics: one call per finished request."""
+    """The metrics: one call per finished request, or per decision that dispatched
+    nothing (``/v1/route``)."""
 
     def observe(self, record: DecisionRecord) -> None: ...
+
+    def observe_decision(self, decision: Decision) -> None: ...
 
 
 @cache
@@ -133,6 +136,40 @@ class Recorder:
         if self.metrics is not None:
             try:
                 self.metrics.observe(record)
+            except Exception:  # metrics must never fail a request
+                log.exception("metrics failed to observe decision %s", decision.id)
+        return record
+
+    def decided(
+        self,
+        router: Router,
+        decision: Decision,
+        body: Mapping[str, Any],
+        *,
+        ts: float,
+        started_ns: int,
+    ) -> DecisionRecord:
+        """Record a decision that dispatched nothing (``/v1/route``): logged like a
+        request, so feedback can name it and reports and drift see it, but it has no
+        served model, tokens or cost, nothing to charge, and the metrics count it as a
+        decision, not a request."""
+        prompt, redacted = self._prompt(router, decision, body)
+        record = DecisionRecord(
+            decision=decision,
+            ts=ts,
+            status=200,
+            latency_ms=(time.perf_counter_ns() - started_ns) / 1e6,
+            prompt_mode=self.prompts,
+            prompt=prompt,
+            redacted_prompt=redacted,
+            client=self.client,
+            route_only=True,
+        )
+        if self.sink is not None:
+            self.sink.offer(record)
+        if self.metrics is not None:
+            try:
+                self.metrics.observe_decision(decision)
             except Exception:  # metrics must never fail a request
                 log.exception("metrics failed to observe decision %s", decision.id)
         return record

@@ -10,7 +10,9 @@ per route.
 
 A request's cost is its logged `cost_usd`, else its tokens priced at its model's
 registry price; requests without token counts are left out of both cost columns (so
-the savings compare like with like) and counted in `unpriced`.
+the savings compare like with like) and counted in `unpriced`. Decisions asked for
+through ``/v1/route`` (`route_only`) count in the route mix and its shares, but not in
+latency or cost: nothing was dispatched.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class GroupStats:
     cost_usd: float  # over the priced requests
     counterfactual_usd: float | None  # the same requests on the strongest model
     unpriced: int
+    route_only: int = 0  # /v1/route decisions: counted in n, not in latency or cost
 
     @property
     def error_rate(self) -> float | None:
@@ -129,6 +132,7 @@ class GroupStats:
             "counterfactual_usd": self.counterfactual_usd,
             "savings": self.savings,
             "unpriced": self.unpriced,
+            "route_only": self.route_only,
         }
 
 
@@ -190,8 +194,13 @@ def _group(
     strongest: Price | None,
 ) -> GroupStats:
     cost = counterfactual = 0.0
-    unpriced = 0
+    unpriced = route_only = 0
+    latencies = []
     for d in decisions:
+        if d.route_only:  # nothing dispatched: no cost, and only the decision's time
+            route_only += 1
+            continue
+        latencies.append(d.latency_ms)
         actual = cost_of(d)
         reference = _priced(d, strongest) if strongest is not None else None
         if actual is None or (strongest is not None and reference is None):
@@ -199,7 +208,6 @@ def _group(
             continue
         cost += actual
         counterfactual += reference or 0.0
-    latencies = [d.latency_ms for d in decisions]
     return GroupStats(
         name=name,
         n=len(decisions),
@@ -213,6 +221,7 @@ def _group(
         cost_usd=cost,
         counterfactual_usd=counterfactual if strongest is not None else None,
         unpriced=unpriced,
+        route_only=route_only,
     )
 
 

@@ -417,7 +417,9 @@
       col("Time", (r) => fmtTime(r.ts), false),
       col("Route", (r) => text(r.route), false),
       col("Model", (r) => text(r.model), false),
-      col("Served", (r) => (r.served_model && r.served_model !== r.model
+      col("Served", (r) => (r.route_only
+        ? el("span", { title: "decision only (/v1/route): nothing was dispatched" }, "route only")
+        : r.served_model && r.served_model !== r.model
         ? el("span", { class: "fallback", title: "served by another model (fallback)" }, text(r.served_model))
         : text(r.served_model)), false),
       col("Layer", (r) => text(r.layer), false),

@@ -1,0 +1,3 @@
+-- Decisions asked for through /v1/route: nothing was dispatched, so they carry no served
+-- model, tokens or cost, and their latency is the decision's alone.
+ALTER TABLE decisions ADD COLUMN route_only boolean NOT NULL DEFAULT false;
