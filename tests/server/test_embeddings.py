@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ import openai
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import serve
+from prometheus_client.parser import text_string_to_metric_families
 
 KEY_ENV = "LLMROUTE_TEST_UPSTREAM_KEY"
 SECRET = "sk-test-SECRET-embed-1a2b3c4d5e6f"
@@ -140,3 +142,89 @@ def test_upstream_failures_map_to_gateway_errors(gateway: Gateway) -> None:
     assert "embed-picky" in picky.json()["error"]["message"]
     for response in (down, picky):
         assert SECRET not in response.text
+
+
+SPEND_REGISTRY = """\
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: up-small}
+  embed: {provider: fake, model: up-embed, kind: embedding, price: {input: 100000}}
+  embed-capped:
+    provider: fake
+    model: up-embed-capped
+    kind: embedding
+    price: {input: 100000}
+    budget: {usd: 0.15, period: day}
+routes:
+  - {name: chitchat, examples: ["hi there!", "how are you today?"], target: small}
+default: {target: small}
+auth:
+  keys:
+    - {name: team, key_env: LLMROUTE_TEST_TEAM_KEY, budget: {usd: 0.25, period: day}}
+    - {name: open, key_env: LLMROUTE_TEST_OPEN_KEY, admin: true}
+"""
+TEAM_KEY, OPEN_KEY = "sk-team-embed-0987654321", "sk-open-embed-1234567890"
+
+
+def test_embedding_spend_counts_against_budgets_and_in_metrics(
+    tmp_path: Path,
+) -> None:
+    """An embeddings answer is priced (the fake upstream reports one token per input at
+    $0.10 a token here), charged to the client key's budget and to the model's, and
+    counted in the cost metrics: a key cannot spend past its budget on embeddings."""
+    with fake_upstream() as upstream:
+        registry = tmp_path / "registry.yaml"
+        registry.write_text(SPEND_REGISTRY % {"url": upstream.url})
+        env = {
+            "LLMROUTE_TEST_TEAM_KEY": TEAM_KEY,
+            "LLMROUTE_TEST_OPEN_KEY": OPEN_KEY,
+            "LLMROUTE_TELEMETRY_URL": "off",
+        }
+        with serve(registry, tmp_path / "serve.log", env=env) as served:
+
+            def embed(key: str, model: str = "embed") -> httpx.Response:
+                return httpx.post(
+                    f"{served.url}/v1/embeddings",
+                    json={"model": model, "input": ["one", "two"]},
+                    headers={"authorization": f"Bearer {key}"},
+                    timeout=10,
+                )
+
+            first = embed(TEAM_KEY)
+            assert first.status_code == 200, first.text
+            usage = first.json()["usage"]
+            assert usage["prompt_tokens"] == usage["total_tokens"] == 2
+            assert usage["cost_usd"] == pytest.approx(0.2) and usage["estimated"] is False
+
+            # $0.20 of $0.25 spent: one more is let in, then the key is over its budget
+            # (charges land in the background: allow one more call for that).
+            assert embed(TEAM_KEY).status_code == 200
+            statuses = [embed(TEAM_KEY) for _ in range(2)]
+            over = next(r for r in statuses if r.status_code != 200)
+            assert over.status_code == 429, over.text
+            assert over.json()["error"]["code"] == "insufficient_quota"
+            team_calls = 2 + sum(r.status_code == 200 for r in statuses)
+            assert embed(OPEN_KEY).status_code == 200  # another key's spending is its own
+
+            # The model's own budget ($0.15): the first call spends $0.20, the next is
+            # refused without calling upstream.
+            assert embed(OPEN_KEY, "embed-capped").status_code == 200
+            calls = len(upstream.calls_to("up-embed-capped"))
+            refused = embed(OPEN_KEY, "embed-capped")
+            assert refused.status_code == 503 and "budget" in refused.json()["error"]["message"]
+            assert len(upstream.calls_to("up-embed-capped")) == calls
+
+            text = httpx.get(
+                f"{served.url}/metrics", headers={"authorization": f"Bearer {OPEN_KEY}"}
+            ).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    cost = samples[("llmroute_cost_usd_total", (("model", "embed"), ("route", "(embeddings)")))]
+    assert cost == pytest.approx(0.2 * (team_calls + 1))
+    tokens = samples[("llmroute_tokens_total", (("direction", "in"), ("model", "embed")))]
+    assert tokens == 2 * (team_calls + 1)

@@ -36,7 +36,7 @@ from llmroute.dispatch.deployments import Deployment, Deployments
 from llmroute.dispatch.plan import Plan
 from llmroute.dispatch.reasoning_params import with_reasoning
 from llmroute.dispatch.retry import backoff_delay
-from llmroute.dispatch.usage import StreamUsage, Usage, priced, prompt_chars
+from llmroute.dispatch.usage import StreamUsage, Usage, priced, priced_embedding, prompt_chars
 from llmroute.errors import (
     AllFallbacksFailed,
     CircuitOpen,
@@ -313,9 +313,11 @@ class Dispatcher:
         opened.events = _metered(first, rest, meter, opened, charge)
         return opened
 
-    async def embed(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def embed(self, name: str, body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
         """``POST /embeddings`` on the embedding model `name` (a pool model of kind
-        ``embedding``); its ``model`` is set back to `name`. Retried, not fallen back."""
+        ``embedding``); its ``model`` is set back to `name`. Retried, not fallen back.
+        Priced like a completion and charged to the model's budget, which is checked
+        first."""
 
         async def on(deployment: Deployment, timeouts: Timeouts) -> dict[str, Any]:
             provider = deployment.provider
@@ -325,12 +327,15 @@ class Dispatcher:
                 return await provider.embed(deployment.upstream, body, timeouts=timeouts)
 
         try:
+            await self._check_budget(name)
             data, _ = await self._retry(name, None, on, operation="embeddings")
         except ProviderError as exc:
             exc.model = name
             raise
         data["model"] = name
-        return data
+        usage = priced_embedding(data, body, self._registry.models[name].price)
+        await self._charge(name, usage)
+        return data, usage
 
     async def aclose(self) -> None:
         for provider in self._providers.values():

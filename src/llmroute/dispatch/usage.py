@@ -20,7 +20,15 @@ from tokenizers import Tokenizer
 
 from llmroute.registry.schema import Price
 
-__all__ = ["StreamUsage", "Usage", "count_tokens", "priced", "prompt_chars", "prompt_text"]
+__all__ = [
+    "StreamUsage",
+    "Usage",
+    "count_tokens",
+    "priced",
+    "priced_embedding",
+    "prompt_chars",
+    "prompt_text",
+]
 
 _PER_MESSAGE = 4  # role and separators, as chat templates add them
 
@@ -139,6 +147,39 @@ def priced(
     reported_usage = data.get("usage")
     extra: dict[str, Any] = reported_usage if isinstance(reported_usage, dict) else {}
     data["usage"] = {**extra, **usage.to_dict()}
+    return usage
+
+
+def _input_tokens(value: Any) -> int:
+    """Tokens of an embeddings ``input``: text counted, token arrays by length."""
+    if isinstance(value, str):
+        return count_tokens(value)
+    if not isinstance(value, list):
+        return 0
+    return sum(
+        count_tokens(item) if isinstance(item, str) else len(item) if isinstance(item, list) else 1
+        for item in value
+    )
+
+
+def priced_embedding(data: dict[str, Any], body: Mapping[str, Any], price: Price) -> Usage:
+    """The usage of an embeddings answer (its reported ``prompt_tokens``, else the input
+    counted) with its cost, written into ``data["usage"]`` like a completion's."""
+    reported = data.get("usage")
+    extra: dict[str, Any] = reported if isinstance(reported, dict) else {}
+    reported_tokens = extra.get("prompt_tokens")
+    if isinstance(reported_tokens, int) and not isinstance(reported_tokens, bool):
+        tokens, estimated = max(reported_tokens, 0), False
+    else:
+        tokens, estimated = _input_tokens(body.get("input")), True
+    usage = Usage(tokens, 0, _cost(price, tokens, 0), estimated)
+    data["usage"] = {
+        **extra,
+        "prompt_tokens": usage.prompt_tokens,
+        "total_tokens": usage.prompt_tokens,
+        "cost_usd": usage.cost_usd,
+        "estimated": usage.estimated,
+    }
     return usage
 
 

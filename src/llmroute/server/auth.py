@@ -255,21 +255,25 @@ class Charges:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def charger(self, key: ApiKey) -> Callable[[DecisionRecord], None] | None:
-        budget = key.budget
-        if budget is None:
+        if key.budget is None:
             return None
-        account = _account(key)
 
         def charge(record: DecisionRecord) -> None:
-            if record.cost_usd is None or record.cost_usd <= 0:
-                return
-            task = asyncio.get_running_loop().create_task(
-                self._limits.charge(account, budget.period, record.cost_usd)
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if record.cost_usd is not None:
+                self.charge(key, record.cost_usd)
 
         return charge
+
+    def charge(self, key: ApiKey, usd: float) -> None:
+        """Add `usd` to the key's spending this period (nothing without a budget)."""
+        budget = key.budget
+        if budget is None or usd <= 0:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._limits.charge(_account(key), budget.period, usd)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
         if self._tasks:

@@ -1,7 +1,9 @@
 """``POST /v1/embeddings``: passed through to a pool model of kind ``embedding``.
 
 Nothing is routed: embeddings are asked of a named model, and a chat model or a route
-cannot answer them.
+cannot answer them. Their cost (the model's input price) counts against the model's and
+the client key's budgets and in the cost metrics; the decision log, which records
+routing decisions, does not hold them.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from llmroute.errors import LlmrouteError
-from llmroute.server.auth import check_model
+from llmroute.server.auth import api_key_of, check_model
 from llmroute.server.body import read_json_object
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.state import Gateway, gateway_of
+from llmroute.telemetry.service import Telemetry
 
 __all__ = ["embeddings"]
 
@@ -28,9 +31,15 @@ async def embeddings(request: Request) -> Response:
     require_input(body)
     headers = {"x-llmroute-model": name}
     try:
-        data = await gateway.dispatcher.embed(name, body)
+        data, usage = await gateway.dispatcher.embed(name, body)
     except LlmrouteError as exc:
         raise gateway_error(exc, headers) from None
+    key = api_key_of(request.scope)
+    if key is not None and gateway.charges is not None:
+        gateway.charges.charge(key, usage.cost_usd)
+    telemetry = getattr(request.app.state, "telemetry", None)
+    if isinstance(telemetry, Telemetry):
+        telemetry.metrics.observe_embedding(name, usage)
     return JSONResponse(data, headers=headers)
 
 

@@ -66,9 +66,11 @@ from llmroute.telemetry.record import DecisionRecord
 
 if TYPE_CHECKING:
     from llmroute.dispatch.dispatcher import Attempt, Dispatcher
+    from llmroute.dispatch.usage import Usage
 
 __all__ = [
     "DECISION_BUCKETS",
+    "EMBEDDINGS_ROUTE",
     "TTFT_BUCKETS",
     "UPSTREAM_BUCKETS",
     "GatewayMetrics",
@@ -79,6 +81,7 @@ __all__ = [
 log = logging.getLogger("llmroute.telemetry")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+EMBEDDINGS_ROUTE = "(embeddings)"  # the route label of embeddings' cost: no route name has "("
 
 # 10 µs .. 100 ms: the router's layers and its whole decision.
 DECISION_BUCKETS: tuple[float, ...] = (
@@ -343,6 +346,14 @@ class GatewayMetrics:
             self._tokens(model, "out").inc(record.tokens_out)
         if record.cost_usd:
             self._cost(decision.route, model).inc(record.cost_usd)
+
+    def observe_embedding(self, model: str, usage: Usage) -> None:
+        """One ``/v1/embeddings`` answer: its tokens and cost (route ``(embeddings)``:
+        nothing was routed)."""
+        if usage.prompt_tokens:
+            self._tokens(model, "in").inc(usage.prompt_tokens)
+        if usage.cost_usd:
+            self._cost(EMBEDDINGS_ROUTE, model).inc(usage.cost_usd)
 
     def observe_decision(self, decision: Decision) -> None:
         """A decision made without a request upstream (``/v1/route``)."""

@@ -1,0 +1,60 @@
+"""Pricing an upstream answer's usage: reported tokens win, else the packaged tokenizer
+counts them; the cost is written into the answer like a provider's usage field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from llmroute.dispatch.usage import count_tokens, priced, priced_embedding
+from llmroute.registry.schema import Price
+
+PRICE = Price(input=2.0, output=8.0)  # $ per million tokens
+
+
+def test_a_completion_with_reported_usage_keeps_it_and_adds_its_cost() -> None:
+    data: dict[str, Any] = {
+        "choices": [],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "x": 1},
+    }
+    usage = priced(data, {"messages": []}, PRICE)
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.estimated) == (1000, 500, False)
+    assert usage.cost_usd == pytest.approx((1000 * 2 + 500 * 8) / 1e6)
+    assert data["usage"]["x"] == 1 and data["usage"]["cost_usd"] == usage.cost_usd
+
+
+def test_embeddings_use_reported_prompt_tokens() -> None:
+    data: dict[str, Any] = {"data": [], "usage": {"prompt_tokens": 7, "total_tokens": 7}}
+    usage = priced_embedding(data, {"input": "ignored when reported"}, PRICE)
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.estimated) == (7, 0, False)
+    assert usage.cost_usd == pytest.approx(7 * 2 / 1e6)
+    assert data["usage"] == {
+        "prompt_tokens": 7,
+        "total_tokens": 7,
+        "cost_usd": usage.cost_usd,
+        "estimated": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "tokens"),
+    [
+        ("hello world", count_tokens("hello world")),
+        (["hello world", "again"], count_tokens("hello world") + count_tokens("again")),
+        ([101, 7592, 102], 3),  # one token array
+        ([[1, 2], [3]], 3),  # several
+    ],
+)
+def test_embeddings_without_usage_are_counted(value: object, tokens: int) -> None:
+    data: dict[str, Any] = {"data": []}
+    usage = priced_embedding(data, {"input": value}, PRICE)
+    assert usage.prompt_tokens == tokens > 0 and usage.estimated
+    assert usage.cost_usd == pytest.approx(tokens * 2 / 1e6)
+
+
+def test_a_bogus_reported_count_is_not_trusted() -> None:
+    for bogus in (True, "12", None, 1.5):
+        data: dict[str, Any] = {"usage": {"prompt_tokens": bogus}}
+        usage = priced_embedding(data, {"input": "two words"}, PRICE)
+        assert usage.estimated and usage.prompt_tokens == count_tokens("two words")
