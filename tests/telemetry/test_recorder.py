@@ -23,9 +23,10 @@ routes:
 default: {target: small}
 safety:
   profiles:
-    standard: {injection: block, pii: redact}
+    standard: {injection: block, pii: {SECRET: block, "*": redact}}
     open: {injection: block, pii: allow}
   profile: standard
+%(extra)s
 """
 
 EMAIL = "my address is jane.doe@example.com, say hi"
@@ -42,12 +43,10 @@ class ListSink:
 
 @pytest.fixture(scope="module")
 def router() -> Router:
-    return Router(parse_registry(REGISTRY))
+    return Router(parse_registry(REGISTRY % {"extra": ""}))
 
 
-def _stored(
-    router: Router, mode: PromptMode, text: str, model: str = "auto"
-) -> tuple[str | None, str | None]:
+def _record(router: Router, mode: PromptMode, text: str, model: str = "auto") -> DecisionRecord:
     body = {"model": model, "messages": [{"role": "user", "content": text}]}
     sink = ListSink()
     recorder = Recorder(sink, None, mode)
@@ -56,7 +55,13 @@ def _stored(
         router, decision, body, ts=time.time(), started_ns=time.perf_counter_ns(), status=200
     )
     (record,) = sink.records
-    return record.stored_prompt()
+    return record
+
+
+def _stored(
+    router: Router, mode: PromptMode, text: str, model: str = "auto"
+) -> tuple[str | None, str | None]:
+    return _record(router, mode, text, model).stored_prompt()
 
 
 def test_modes_store_nothing_a_hash_or_the_text(router: Router) -> None:
@@ -93,3 +98,26 @@ def test_without_a_sink_nothing_of_the_prompt_is_computed(router: Router) -> Non
         router, router.decide(body), body, ts=0.0, started_ns=time.perf_counter_ns(), status=200
     )
     assert record.prompt is None and record.latency_ms >= 0
+
+
+SECRET = "deploy with this key ghp_0123456789abcdefABCDEF0123456789abcd please"
+
+
+@pytest.mark.parametrize("mode", ["full", "redacted"])
+def test_a_blocked_request_is_stored_as_a_hash_unless_the_operator_opts_in(
+    router: Router, mode: PromptMode
+) -> None:
+    """The standard profile blocks secrets: what was refused (a live key here) must not
+    land in the decision log because prompts are logged in full, only its hash; the
+    row says so. ``safety.log_blocked_text`` is the operator's opt-in to keep it."""
+    record = _record(router, mode, SECRET)
+    assert record.decision.blocked
+    assert record.prompt_mode == "hash"
+    assert record.stored_prompt() == (prompt_hash(SECRET), None)
+    assert "ghp_" not in repr(record.to_row())
+
+    opted_in = Router(parse_registry(REGISTRY % {"extra": "  log_blocked_text: true"}))
+    record = _record(opted_in, mode, SECRET)
+    assert record.decision.blocked and record.prompt_mode == mode
+    stored = record.stored_prompt()[1]
+    assert stored is not None and ("ghp_" in stored) == (mode == "full")

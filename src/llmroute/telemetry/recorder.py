@@ -103,7 +103,7 @@ class Recorder:
         """Record one request; `ts` is its arrival (Unix seconds), `started_ns` the
         ``perf_counter_ns`` then."""
         latency_ms = (time.perf_counter_ns() - started_ns) / 1e6
-        prompt, redacted = self._prompt(router, decision, body)
+        mode, prompt, redacted = self._prompt(router, decision, body)
         record = DecisionRecord(
             decision=decision,
             ts=ts,
@@ -121,7 +121,7 @@ class Recorder:
             stream=stream,
             shadow=shadow,
             cache_hit=cache_hit,
-            prompt_mode=self.prompts,
+            prompt_mode=mode,
             prompt=prompt,
             redacted_prompt=redacted,
             client=self.client,
@@ -153,13 +153,13 @@ class Recorder:
         request, so feedback can name it and reports and drift see it, but it has no
         served model, tokens or cost, nothing to charge, and the metrics count it as a
         decision, not a request."""
-        prompt, redacted = self._prompt(router, decision, body)
+        mode, prompt, redacted = self._prompt(router, decision, body)
         record = DecisionRecord(
             decision=decision,
             ts=ts,
             status=200,
             latency_ms=(time.perf_counter_ns() - started_ns) / 1e6,
-            prompt_mode=self.prompts,
+            prompt_mode=mode,
             prompt=prompt,
             redacted_prompt=redacted,
             client=self.client,
@@ -176,22 +176,33 @@ class Recorder:
 
     def _prompt(
         self, router: Router, decision: Decision, body: Mapping[str, Any]
-    ) -> tuple[str | None, str | None]:
-        """(prompt, redacted prompt) as the setting needs them: nothing for ``off`` (or
-        when the log is off), else the router's text. When safety redacted the request,
-        that redaction is what every mode stores (and hashes): the log never holds text
-        the policy kept from the model. ``redacted`` also runs the PII detector over
-        text that safety did not redact."""
-        if self.prompts == "off" or self.sink is None:
-            return None, None
+    ) -> tuple[PromptMode, str | None, str | None]:
+        """(mode, prompt, redacted prompt) as the setting needs them: nothing for ``off``
+        (or when the log is off), else the router's text. When safety redacted the
+        request, that redaction is what every mode stores (and hashes): the log never
+        holds text the policy kept from the model. ``redacted`` also runs the PII
+        detector over text that safety did not redact. A blocked request is stored as
+        its hash alone (the mode says ``hash``) unless the operator opted in with
+        ``safety.log_blocked_text``: its text is what safety refused to pass on, such as
+        a secret key."""
+        mode = self.prompts
+        if mode == "off" or self.sink is None:
+            return mode, None, None
+        if mode != "hash" and decision.blocked and not _log_blocked_text(router):
+            mode = "hash"
         safety = decision.safety
         try:
             if safety is not None and safety.redacted_body is not None:
                 text = router.request(safety.redacted_body).text
-                return text, text
+                return mode, text, text
             text = router.request(body).text
         except Exception:  # the body was routed already; be safe anyway
-            return None, None
-        if self.prompts != "redacted":
-            return text, None
-        return text, redact_text(text)
+            return mode, None, None
+        if mode != "redacted":
+            return mode, text, None
+        return mode, text, redact_text(text)
+
+
+def _log_blocked_text(router: Router) -> bool:
+    settings = router.loaded.registry.safety
+    return settings is not None and settings.log_blocked_text
