@@ -9,6 +9,7 @@ import asyncio
 import json
 import random
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
@@ -278,6 +279,23 @@ def test_a_context_length_error_goes_to_the_larger_model(h: Harness) -> None:
     served = h.run(registry, lambda d: d.complete(plan_for("a", "mid", policy=policy), _body()))
     assert served.model == "big" and h.sleeps == []
     assert "context" in served.attempts[0]
+
+
+def test_a_context_fallback_outside_the_plans_pool_is_not_tried(h: Harness) -> None:
+    """A client key's pool bounds the context fallback too: the route's `big` is left
+    out, the larger model still in the chain serves."""
+    models = (
+        "  a: {provider: up, model: 'a?context=1', context_window: 8192}\n"
+        "  mid: {provider: up, model: mid, context_window: 16000}\n"
+        "  big: {provider: up, model: big, context_window: 200000}"
+    )
+    registry = h.registry(models, "a")
+    plan = replace(
+        plan_for("a", "mid", policy=RoutePolicy(context_fallback="big")),
+        pool=frozenset({"a", "mid"}),
+    )
+    served = h.run(registry, lambda d: d.complete(plan, _body()))
+    assert served.model == "mid" and "big" not in h.upstream.models_called()
 
 
 def test_an_over_long_request_skips_small_models_without_sending(h: Harness) -> None:

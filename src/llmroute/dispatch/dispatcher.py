@@ -385,7 +385,7 @@ class Dispatcher:
                 )
             except ContextWindowExceeded as exc:
                 failures.append((name, exc))
-                if not self._widen(chain, position, name, plan.policy):
+                if not self._widen(chain, position, name, plan.policy, plan.pool):
                     exc.model = name
                     raise
             except ProviderError as exc:
@@ -434,15 +434,22 @@ class Dispatcher:
             )
 
     def _widen(
-        self, chain: list[str], position: int, name: str, policy: RoutePolicy | None
+        self,
+        chain: list[str],
+        position: int,
+        name: str,
+        policy: RoutePolicy | None,
+        pool: frozenset[str] | None = None,
     ) -> bool:
         """Put a model with a larger context window than `name` next in `chain`: the
-        route's ``context_fallback``, else the smallest larger one still in the chain.
-        False when there is none."""
+        route's ``context_fallback`` (when inside `pool`), else the smallest larger one
+        still in the chain. False when there is none."""
         window = self._registry.models[name].context_window or 0
         rest = chain[position:]
         wider = [m for m in rest if (self._registry.models[m].context_window or 0) > window]
         pick = policy.context_fallback if policy is not None else None
+        if pick is not None and pool is not None and pick not in pool:
+            pick = None
         if pick is None or pick in chain[:position]:
             if not wider:
                 return False

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from llmroute.decide import Router
@@ -22,7 +22,7 @@ from llmroute.errors import ModelNotFound, PolicyViolation, RoutingError
 from llmroute.layers.pin import PIN_LAYER, PinLayer
 from llmroute.registry.schema import Cascade, Route, RoutePolicy
 
-__all__ = ["AUTO", "PINNED", "Plan", "difficulty_model", "plan_request"]
+__all__ = ["AUTO", "PINNED", "Plan", "difficulty_model", "plan_request", "within_pool"]
 
 _ROUTER_MODEL = re.compile(
     r"^router-(?P<name>.+?)-(?P<threshold>-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$"
@@ -35,12 +35,15 @@ PINNED = PIN_LAYER  # the layer, and the route of a request that pins a pool mod
 class Plan:
     """The decision, then the pool models to try: the target first, then its fallbacks;
     and the route's policy (timeouts, retries, context fallback), when a route decided;
-    and the route's `cascade`, when it has one and the request should run it."""
+    and the route's `cascade`, when it has one and the request should run it. `pool`,
+    when set, is every model the request may reach (`within_pool`): a context fallback
+    outside it is not tried."""
 
     decision: Decision
     chain: tuple[str, ...]
     policy: RoutePolicy | None = None
     cascade: Cascade | None = None
+    pool: frozenset[str] | None = None
 
     def outgoing(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body to send upstream: with PII redacted when the safety policy says so.
@@ -53,6 +56,35 @@ class Plan:
         if safety.redacted_body is not None:
             return dict(safety.redacted_body)
         return body
+
+
+def within_pool(plan: Plan, pool: frozenset[str], why: str) -> Plan | None:
+    """`plan` kept inside `pool`: its chain without the models outside it, the decision's
+    model the first one left (`why` is added to its reason when that changed it), its
+    cascade only when every tier and every verifier gate's model is inside. None when
+    no model of the chain is."""
+    chain = tuple(m for m in plan.chain if m in pool)
+    if not chain:
+        return None
+    decision = plan.decision
+    if chain[0] != decision.model:
+        decision = replace(
+            decision, model=chain[0], reason=f"{decision.reason}; {decision.model} {why}"
+        )
+    cascade = plan.cascade
+    if cascade is not None and not _cascade_within(cascade, pool):
+        cascade = None
+    return Plan(decision, chain, plan.policy, cascade, pool)
+
+
+def _cascade_within(cascade: Cascade, pool: frozenset[str]) -> bool:
+    for tier in cascade.tiers:
+        if tier.model not in pool:
+            return False
+        for gate in cascade.gates_of(tier):
+            if gate.kind == "verifier" and gate.model is not None and gate.model not in pool:
+                return False
+    return True
 
 
 def plan_request(router: Router, body: Mapping[str, Any], headers: Mapping[str, str]) -> Plan:

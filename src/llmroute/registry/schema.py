@@ -881,7 +881,9 @@ class ApiKey(_Frozen):
     also read /dashboard and /metrics; `rpm` caps the key's requests per minute and
     `budget` what its requests may cost per calendar period (both counted where
     ``dispatch.limits`` says); `models` lists the ``model`` values it may send (``auto``,
-    route names, pool model names, ``router-*``)."""
+    route names, pool model names, ``router-*``); `pool` lists the pool models its
+    requests may reach at all (serving, fallbacks, cascade tiers and gates, the LLM
+    router, shadow copies, embeddings): routing then stays inside it."""
 
     name: Name
     key_env: EnvNames | None = None
@@ -890,6 +892,7 @@ class ApiKey(_Frozen):
     rpm: int | None = Field(default=None, ge=1)
     budget: Budget | None = None
     models: tuple[str, ...] | None = None  # what it may ask for; None: anything
+    pool: tuple[str, ...] | None = Field(default=None, min_length=1)  # None: every model
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -1182,6 +1185,19 @@ class Registry(_Frozen):
                 if name not in known and not name.startswith("router-"):
                     hint = did_you_mean(name, known)
                     yield ("auth", "keys", i, "models", j), f"unknown model {name!r}{hint}"
+                elif key.pool is not None and name in self.models and name not in key.pool:
+                    yield (
+                        ("auth", "keys", i, "models", j),
+                        f"{name!r} is not in this key's pool ({', '.join(key.pool)})",
+                    )
+            for j, name in enumerate(key.pool or ()):
+                if name not in self.models:  # chat and embedding models both belong here
+                    hint = did_you_mean(name, self.models)
+                    models = ", ".join(sorted(self.models))
+                    yield (
+                        ("auth", "keys", i, "pool", j),
+                        f"unknown model {name!r}{hint}; models: {models}",
+                    )
 
     def _shadow_problems(self) -> Iterator[Problem]:
         shadow = self.shadow

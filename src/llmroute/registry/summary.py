@@ -118,7 +118,10 @@ def _state(registry: Registry) -> list[str]:
         lines.append(f"breaker openings shared in: {mask_url(breaker.url)}")
     if registry.auth is not None:
         keys = [
-            k.name + (" (admin)" if k.admin else "") + (f" rpm {k.rpm}" if k.rpm else "")
+            k.name
+            + (" (admin)" if k.admin else "")
+            + (f" rpm {k.rpm}" if k.rpm else "")
+            + (f" pool [{', '.join(k.pool)}]" if k.pool else "")
             for k in registry.auth.keys
         ]
         public = ", /metrics public" if registry.auth.public_metrics else ""

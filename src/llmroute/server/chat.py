@@ -20,6 +20,7 @@ from llmroute.server.auth import api_key_of, check_model, key_of
 from llmroute.server.body import read_json_object, require_messages
 from llmroute.server.cached import cache_headers, hit_headers
 from llmroute.server.errors import gateway_error
+from llmroute.server.pool import keep_in_pool, may_reach
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.state import CachedAnswer, look_up, replay
 from llmroute.telemetry.recorder import Recorder
@@ -49,8 +50,7 @@ async def chat_completions(request: Request) -> Response:
     body = await read_json_object(request, gateway.max_body_bytes)
     require_messages(body)
     check_model(request.scope, body.get("model"))
-    plan = plan_request(gateway.router, body, request.headers)
-    plan = await refine_plan(gateway.llm_router, gateway.router, plan, body, request.headers)
+    plan = await _plan(request, gateway, body)
     headers = decision_headers(plan.decision)
     if plan.decision.blocked:
         log_blocked(gateway.router, plan.decision, body)
@@ -63,7 +63,11 @@ async def chat_completions(request: Request) -> Response:
         )
         if lookup is not None and lookup.answer is not None:
             return _from_cache(gateway, recorder, trace, plan, body, lookup.answer, ts, started_ns)
-        shadow = gateway.shadow is not None and gateway.shadow.sampled(plan.decision)
+        shadow = (
+            gateway.shadow is not None
+            and all(may_reach(request.scope, m) for m in gateway.shadow.models)
+            and gateway.shadow.sampled(plan.decision)
+        )
         if stream:
             with trace.activate():
                 opened = await gateway.dispatcher.open_stream(plan, body)
@@ -138,6 +142,17 @@ async def chat_completions(request: Request) -> Response:
             **cache_headers(lookup),
         },
     )
+
+
+async def _plan(request: Request, gateway: Gateway, body: dict[str, Any]) -> Plan:
+    """The request's plan: routed, refined by the LLM router when it applies (and its
+    model is one the client key may reach), kept inside the key's pool."""
+    plan = plan_request(gateway.router, body, request.headers)
+    llm_router = gateway.llm_router
+    if llm_router is not None and not may_reach(request.scope, llm_router.settings.model):
+        llm_router = None
+    plan = await refine_plan(llm_router, gateway.router, plan, body, request.headers)
+    return keep_in_pool(request.scope, plan)
 
 
 def _from_cache(
@@ -268,8 +283,7 @@ async def route_only(request: Request) -> Response:
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
     check_model(request.scope, body.get("model"))
-    plan = plan_request(gateway.router, body, request.headers)
-    plan = await refine_plan(gateway.llm_router, gateway.router, plan, body, request.headers)
+    plan = await _plan(request, gateway, body)
     recorder = recorder_of(request)
     if recorder is not None:
         recorder.decided(gateway.router, plan.decision, body, ts=ts, started_ns=started_ns)

@@ -17,6 +17,7 @@ from llmroute.errors import LlmrouteError
 from llmroute.server.auth import api_key_of, check_model
 from llmroute.server.body import read_json_object
 from llmroute.server.errors import GatewayError, gateway_error
+from llmroute.server.pool import check_pool
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.telemetry.service import Telemetry
 
@@ -28,6 +29,7 @@ async def embeddings(request: Request) -> Response:
     body = await read_json_object(request, gateway.max_body_bytes)
     name = embedding_model(gateway, body.get("model"))
     check_model(request.scope, name)
+    check_pool(request.scope, name)
     require_input(body)
     headers = {"x-llmroute-model": name}
     try:

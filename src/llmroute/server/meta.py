@@ -15,7 +15,7 @@ __all__ = ["health", "list_models", "ready"]
 
 async def list_models(request: Request) -> Response:
     """OpenAI's list format: ``auto``, then each route, then each pool model (for a
-    client key with ``models``, only those)."""
+    client key with ``models``, only those; with a ``pool``, no model outside it)."""
     registry = gateway_of(request).router.loaded.registry
     entries = [(AUTO, "llmroute")]
     entries += [(route.name, "llmroute") for route in registry.routes]
@@ -25,6 +25,8 @@ async def list_models(request: Request) -> Response:
     key = api_key_of(request.scope)
     if key is not None and key.models is not None:  # only what this client may ask for
         entries = [(i, o) for i, o in entries if i in key.models]
+    if key is not None and key.pool is not None:  # and no pool model it may not reach
+        entries = [(i, o) for i, o in entries if i not in registry.models or i in key.pool]
     data = [{"id": i, "object": "model", "created": 0, "owned_by": o} for i, o in entries]
     return JSONResponse({"object": "list", "data": data})
 

@@ -184,6 +184,15 @@ class ShadowRunner:
     def in_flight(self) -> int:
         return len(self._tasks)
 
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every pool model a shadowed request's text goes to: the reference, and the
+        judge's model when one judges."""
+        judge = self.settings.judge
+        if judge is not None and judge.kind == "model" and judge.model is not None:
+            return (self.settings.reference, judge.model)
+        return (self.settings.reference,)
+
     def sampled(self, decision: Decision) -> bool:
         """Whether to shadow this request: not blocked, not rerouted by safety to a
         guarded model (its text must not reach another model), on a shadowed route,

@@ -1,0 +1,55 @@
+"""A client key's ``pool``: the models its requests may reach at all.
+
+``keys[].models`` limits what a client may *ask for*; ``pool`` limits where its text may
+*go*, whatever it asked: routing (``auto``, a route, the difficulty router), fallbacks,
+context fallbacks, cascade tiers and their verifier gates, the LLM router, shadow copies
+and embeddings. A decision whose model is outside the pool is served by the first model
+of its chain inside it (the decision says so in its reason); with none inside, the
+request is refused with 403 ``model_not_allowed`` before anything is sent.
+"""
+
+from __future__ import annotations
+
+from starlette.types import Scope
+
+from llmroute.dispatch.plan import Plan, within_pool
+from llmroute.server.auth import api_key_of
+from llmroute.server.errors import GatewayError
+
+__all__ = ["check_pool", "keep_in_pool", "may_reach"]
+
+
+def may_reach(scope: Scope, model: str) -> bool:
+    """Whether the request's key lets its text go to `model` (True without a pool)."""
+    key = api_key_of(scope)
+    return key is None or key.pool is None or model in key.pool
+
+
+def keep_in_pool(scope: Scope, plan: Plan) -> Plan:
+    """`plan` kept inside the request's key's pool (itself without one)."""
+    key = api_key_of(scope)
+    if key is None or key.pool is None:
+        return plan
+    kept = within_pool(plan, frozenset(key.pool), f"is outside key {key.name!r}'s pool")
+    if kept is None:
+        tried = ", ".join(plan.chain)
+        raise GatewayError(
+            403,
+            f"key {key.name!r} may not be served by {tried} (route {plan.decision.route!r}); "
+            f"its pool: {', '.join(key.pool)}",
+            param="model",
+            code="model_not_allowed",
+        )
+    return kept
+
+
+def check_pool(scope: Scope, model: str) -> None:
+    """403 ``model_not_allowed`` when the key's pool leaves `model` out."""
+    key = api_key_of(scope)
+    if key is not None and key.pool is not None and model not in key.pool:
+        raise GatewayError(
+            403,
+            f"key {key.name!r} may not use model {model!r}; its pool: {', '.join(key.pool)}",
+            param="model",
+            code="model_not_allowed",
+        )
