@@ -474,8 +474,8 @@ def test_a_server_without_schema_mode_is_asked_plainly(make: MakeRouter, script:
     script.replies[WEATHER] = '{"route": "cooking"}'
     script.reject_schema = True
 
-    async def twice(llm: LlmRouter) -> list[Decision]:
-        return [await llm.refine(decision, WEATHER) for _ in range(2)]
+    async def twice(llm: LlmRouter) -> list[Decision]:  # two texts: no memo hit
+        return [await llm.refine(decision, text) for text in (WEATHER, WEATHER + " please")]
 
     refined = run_with(router, twice)
     assert [d.route for d in refined] == ["cooking", "cooking"]
@@ -539,3 +539,76 @@ def test_top_k_below_two_is_a_registry_error_naming_line_and_field() -> None:
     message = str(info.value)
     assert "t.yaml" in message and "llm_fallback.top_k" in message
     assert f":{text.count(chr(10)) + 1}" in message
+
+
+def test_a_repeated_request_is_decided_from_the_memo(make: MakeRouter, script: Script) -> None:
+    """The model's verdict on a request is reused for the same text and offered routes:
+    one call, the second decision says ``memo``. Failures are not remembered, and
+    another text is asked again."""
+    router = make()
+    decision = intent_decision(router)
+    script.replies[WEATHER] = '{"route": "cooking"}'
+    outcomes: list[str] = []
+
+    async def work(llm: LlmRouter) -> list[Decision]:
+        first = await llm.refine(decision, WEATHER)
+        again = await llm.refine(decision, WEATHER)
+        other = await llm.refine(decision, WEATHER + " in rome")
+        return [first, again, other]
+
+    first, again, other = run_with(router, work, on_outcome=outcomes.append)
+    assert [d.route for d in (first, again, other)] == ["cooking"] * 3
+    assert again.layer == "llm_router" and again.id == decision.id
+    assert dict(llm_signal(again).detail) == {"answer": "cooking", "outcome": "memo"}
+    assert outcomes == ["chosen", "memo", "chosen"]
+    assert len(script.requests) == 2
+
+    script.requests.clear()
+    script.replies[WEATHER] = "garbage"
+    kept: list[str] = []
+
+    async def unparseable(llm: LlmRouter) -> None:
+        for _ in range(2):
+            await llm.refine(decision, WEATHER)
+
+    run_with(router, unparseable, on_outcome=kept.append)
+    assert kept == ["kept", "kept"] and len(script.requests) == 2
+
+
+def test_the_memo_expires_forgets_the_oldest_and_can_be_off(
+    make: MakeRouter, script: Script, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    router = make()
+    decision = intent_decision(router)
+    script.replies[WEATHER] = '{"route": "cooking"}'
+    base = settings(router)
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    def calls(settings_: LlmFallback, texts: list[str], step: float = 0.0) -> int:
+        script.requests.clear()
+
+        async def work(llm: LlmRouter) -> None:
+            for text in texts:
+                await llm.refine(decision, text)
+                clock[0] += step
+
+        async def main() -> None:
+            registry = router.loaded.registry
+            dispatcher = Dispatcher(registry, build_providers(registry))
+            try:
+                await work(LlmRouter(settings_, registry, dispatcher))
+            finally:
+                await dispatcher.aclose()
+
+        asyncio.run(main())
+        return len(script.requests)
+
+    a, b, c = WEATHER, WEATHER + " b", WEATHER + " c"
+    short = base.model_copy(update={"memo_ttl_s": 10.0})
+    assert calls(short, [a, a, a], step=6.0) == 2  # the third comes 12 s after the first
+    two = base.model_copy(update={"memo": 2})
+    assert calls(two, [a, b, c, a]) == 4  # a was the oldest of three: forgotten
+    assert calls(two, [a, b, a, c, a]) == 3  # a was used again, so b went
+    off = base.model_copy(update={"memo": 0})
+    assert calls(off, [a, a]) == 2

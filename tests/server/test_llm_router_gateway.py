@@ -224,8 +224,9 @@ def test_cli_route_explain_on_stdin_prints_the_llm_router_share(
     )
     assert out.returncode == 0, out.stderr
     # the empty prompt is served by the default without asking the model
-    assert "llm router (picker) asked for 2 of 3 requests (66.7%): chosen 2" in out.stdout
-    assert len(script.picker_calls()) == 2
+    # the repeat is decided from the memo: one call for two requests
+    assert "llm router (picker) asked for 2 of 3 requests (66.7%): chosen 1, memo 1" in out.stdout
+    assert len(script.picker_calls()) == 1
 
 
 def test_gateway_over_http_serves_the_chosen_route_and_counts_it(
@@ -248,12 +249,19 @@ def test_gateway_over_http_serves_the_chosen_route_and_counts_it(
         assert raw.parse().choices[0].message.content == "served by up-large"
 
         # The router model's own failure keeps the intent decision.
-        script.replies[WEATHER] = "I think it is about the weather"
-        decision = httpx.post(f"{served.url}/v1/route", json=_body(WEATHER), timeout=10).json()
+        rain = "will it rain today in paris or not"
+        script.replies[rain] = "I think it is about the weather"
+        decision = httpx.post(f"{served.url}/v1/route", json=_body(rain), timeout=10).json()
         assert (decision["route"], decision["layer"]) == ("weather", "intent")
         assert decision["layers"][-1]["detail"]["outcome"] == "kept"
+
+        # The first request again: decided from the memo, no call to the router model.
+        decision = httpx.post(f"{served.url}/v1/route", json=_body(WEATHER), timeout=10).json()
+        assert (decision["route"], decision["layer"]) == ("code", "llm_router")
+        assert decision["layers"][-1]["detail"]["outcome"] == "memo"
 
         metrics = httpx.get(f"{served.url}/metrics", timeout=10).text
     assert 'llmroute_llm_router_total{outcome="chosen"} 1.0' in metrics
     assert 'llmroute_llm_router_total{outcome="kept"} 1.0' in metrics
+    assert 'llmroute_llm_router_total{outcome="memo"} 1.0' in metrics
     assert [r["model"] for r in script.requests] == [PICKER, "up-large", PICKER]

@@ -32,6 +32,13 @@ more signal: ``LayerSignal("llm_router", DECIDED|PASSED, detail={"answer", "outc
 with outcome ``chosen``, ``kept`` (unparseable or unknown answer), ``timeout``,
 ``error`` or ``saturated``. A decision that was kept keeps its layer and route.
 
+Memo: a verdict the model gave (``chosen``) is remembered, per process, for the same
+offered routes and the same (truncated) request text, by digest: the last
+``llm_fallback.memo`` of them, each for ``memo_ttl_s`` seconds. A repeat is decided from
+the memo without a call (outcome ``memo``), so a request the response cache answers, or
+a popular prompt, pays the model once. A registry reload builds a new LLM router and so
+starts an empty memo.
+
 Guards: safety profiles and reasoning tiers belong to routes, so when the chosen route
 differs, `refine_decision` runs the guards again for it (`Router.decide` with a single
 layer that returns the chosen verdict, as a pinned request does): the new route's safety
@@ -44,9 +51,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
@@ -182,6 +191,7 @@ class LlmRouter:
         self._schema_mode = not _anthropic_only(registry, settings.model)
         self._in_flight = 0
         self._lock = threading.Lock()
+        self._memo: OrderedDict[tuple[tuple[str, ...], bytes], tuple[float, str]] = OrderedDict()
         self._plan = Plan(
             _llm_decision(settings.model),
             (settings.model,),
@@ -246,6 +256,11 @@ class LlmRouter:
         if not self.applies(decision):
             return decision
         start = time.perf_counter_ns()
+        names = self.names(decision)
+        key = (names, self._digest(request_text))
+        remembered = self._recall(key)
+        if remembered is not None:
+            return self._chosen(decision, remembered, start, outcome="memo")
         with self._lock:
             saturated = self._in_flight >= self.settings.max_concurrency
             if not saturated:
@@ -253,14 +268,43 @@ class LlmRouter:
         if saturated:
             return self._kept(decision, "saturated", None, start)
         try:
-            names = self.names(decision)
             outcome, answer = await self._ask(names, request_text)
         finally:
             with self._lock:
                 self._in_flight -= 1
         if outcome != "chosen" or answer is None:
             return self._kept(decision, outcome, answer, start)
+        self._remember(key, answer)
         return self._chosen(decision, answer, start)
+
+    def _digest(self, request_text: str) -> bytes:
+        """The memo's key for a request: what the model is shown of it."""
+        shown = request_text[: self.settings.max_chars]
+        return hashlib.blake2b(shown.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def _recall(self, key: tuple[tuple[str, ...], bytes]) -> str | None:
+        if self.settings.memo == 0:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            entry = self._memo.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= now:
+                del self._memo[key]
+                return None
+            self._memo.move_to_end(key)
+            return entry[1]
+
+    def _remember(self, key: tuple[tuple[str, ...], bytes], answer: str) -> None:
+        if self.settings.memo == 0:
+            return
+        expires = time.monotonic() + self.settings.memo_ttl_s
+        with self._lock:
+            self._memo[key] = (expires, answer)
+            self._memo.move_to_end(key)
+            while len(self._memo) > self.settings.memo:
+                self._memo.popitem(last=False)
 
     async def _ask(self, names: Sequence[str], text: str) -> tuple[str, str | None]:
         """(outcome, the parsed answer or the raw reply)."""
@@ -305,8 +349,10 @@ class LlmRouter:
             total_us=decision.total_us + elapsed,
         )
 
-    def _chosen(self, decision: Decision, answer: str, start: int) -> Decision:
-        self._count("chosen")
+    def _chosen(
+        self, decision: Decision, answer: str, start: int, outcome: str = "chosen"
+    ) -> Decision:
+        self._count(outcome)
         elapsed = (time.perf_counter_ns() - start) / 1000.0
         if answer == NONE:
             route, model = DEFAULT_LAYER, self.registry.default.target
@@ -318,7 +364,7 @@ class LlmRouter:
         if route == decision.route:
             reason = f"llm router ({self.settings.model}) confirmed {decision.route!r}"
         verdict = Verdict(route, model, 1.0, reason)
-        detail = MappingProxyType({"answer": answer, "outcome": "chosen"})
+        detail = MappingProxyType({"answer": answer, "outcome": outcome})
         signal = LayerSignal(LLM_ROUTER_LAYER, Outcome.DECIDED, elapsed, verdict, detail=detail)
         return replace(
             decision,

@@ -816,7 +816,9 @@ class LlmFallback(_Frozen):
     the route from the route names and descriptions, within `timeout_s`, else the
     intent layer's best guess stands. `top_k` offers the model only the intent layer's
     best `top_k` routes (and ``none``) instead of every route: a short prompt and an
-    easier choice for a small model."""
+    easier choice for a small model. The model's verdicts on the last `memo` distinct
+    requests are reused for `memo_ttl_s` seconds: a repeated request does not pay the
+    call again."""
 
     enabled: bool = True
     model: str
@@ -825,6 +827,8 @@ class LlmFallback(_Frozen):
     max_chars: int = Field(default=2000, ge=100)  # the request, truncated for the prompt
     max_concurrency: int = Field(default=4, ge=1)
     top_k: int | None = Field(default=None, ge=2)
+    memo: int = Field(default=4096, ge=0)  # verdicts remembered per process; 0: none
+    memo_ttl_s: Seconds = 600.0
 
 
 # -- telemetry, shadow routing, drift -------------------------------------------------
