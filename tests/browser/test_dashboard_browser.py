@@ -106,8 +106,8 @@ def upstream() -> Iterator[FakeUpstream]:
 def gateway(
     tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream
 ) -> Iterator[tuple[Served, Path]]:
-    """A gateway with seven logged requests (three fell back from the broken model,
-    whose breaker is open)."""
+    """A gateway with eight logged decisions: seven requests (three fell back from the
+    broken model, whose breaker is open) and one ``/v1/route`` decision."""
     tmp = tmp_path_factory.mktemp("browser")
     (tmp / "registry.yaml").write_text(REGISTRY % {"url": upstream.url})
     db = tmp / "decisions.db"
@@ -120,12 +120,18 @@ def gateway(
                 client.chat.completions.create(
                     model="auto", messages=[{"role": "user", "content": text}]
                 )
+        decided = httpx.post(
+            f"{served.url}/v1/route",
+            json={"messages": [{"role": "user", "content": "hello there"}]},
+            timeout=10,
+        )
+        assert decided.status_code == 200
 
         def logged() -> bool:
             data = httpx.get(f"{served.url}/dashboard/data?since=15m", timeout=10).json()
-            return (data.get("summary") or {}).get("requests") == 7
+            return (data.get("summary") or {}).get("requests") == 8
 
-        wait_for("seven logged decisions", logged, 20, served.log)
+        wait_for("eight logged decisions", logged, 20, served.log)
         yield served, db
 
 
@@ -136,7 +142,8 @@ def test_the_dashboard_renders_the_gateway_in_chromium(
     shot = tmp_path / "dashboard.png"
     dom = render(chromium, f"{served.url}/dashboard#since=15m", tmp_path, screenshot=shot)
     assert 'data-state="ready"' in dom
-    assert _cell_text(dom, "tile-requests") == "7"
+    assert _cell_text(dom, "tile-requests") == "8"
+    assert "route only" in dom  # the /v1/route decision in the newest decisions
     for route in ("code", "chat", "ops"):
         assert f'data-route="{route}"' in dom
     assert 'data-state="open"' in dom and 'data-state="closed"' in dom  # the breakers
@@ -180,7 +187,7 @@ def test_the_log_only_dashboard_renders_without_live_state(
         proc.terminate()
         proc.wait(timeout=10)
     assert 'data-state="ready"' in dom
-    assert _cell_text(dom, "tile-requests") == "7"
+    assert _cell_text(dom, "tile-requests") == "8"
     assert re.search(r'id="breakers-section"[^>]*hidden', dom)
 
 
