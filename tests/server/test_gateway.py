@@ -300,6 +300,20 @@ def test_models_lists_auto_routes_and_pool(client: openai.OpenAI) -> None:
     assert {"code", "chitchat", "flaky", "doomed", "small", "large", "claude"} <= set(ids)
 
 
+def test_models_retrieve_answers_for_each_listed_model(client: openai.OpenAI) -> None:
+    """``client.models.retrieve`` (GET /v1/models/{id}): what the list holds, in its
+    shape; anything else is OpenAI's 404, which the client raises as NotFoundError."""
+    listed = {m.id: m for m in client.models.list()}
+    for name in ("auto", "code", "large"):
+        got = client.models.retrieve(name)
+        assert got == listed[name] and got.object == "model"
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("gpt-9")
+    assert missing.value.code == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("vendor/with-a-slash")
+
+
 def test_health_ready_and_unknown_paths(gateway: Gateway) -> None:
     assert httpx.get(f"{gateway.url}/health", timeout=5).status_code == 200
     ready = httpx.get(f"{gateway.url}/ready", timeout=5)

@@ -126,6 +126,10 @@ def test_models_and_embeddings_outside_the_pool_are_not_offered(gateway: Served)
     listed = httpx.get(f"{gateway.url}/v1/models", headers=headers, timeout=10).json()
     ids = [m["id"] for m in listed["data"]]
     assert ids == ["auto", "code", "legal", "small", "embed"]
+    one = httpx.get(f"{gateway.url}/v1/models/small", headers=headers, timeout=10)
+    assert one.status_code == 200 and one.json()["id"] == "small"
+    hidden = httpx.get(f"{gateway.url}/v1/models/large", headers=headers, timeout=10)
+    assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "model_not_found"
     ok = _post(gateway, "/v1/embeddings", INTERNAL_KEY, {"model": "embed", "input": "hi"})
     assert ok.status_code == 200
     refused = _post(gateway, "/v1/embeddings", INTERNAL_KEY, {"model": "embed-ext", "input": "x"})

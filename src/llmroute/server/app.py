@@ -31,7 +31,7 @@ from llmroute.server.errors import (
     handle_llmroute_error,
 )
 from llmroute.server.feedback import feedback
-from llmroute.server.meta import health, list_models, ready
+from llmroute.server.meta import health, list_models, ready, retrieve_model
 from llmroute.server.metrics import metrics_endpoint
 from llmroute.server.reload import reloading
 from llmroute.server.settings import REGISTRY_ENV, ServeSettings
@@ -71,6 +71,7 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
         Route("/v1/feedback", feedback, methods=["POST"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
     ]

@@ -1,4 +1,4 @@
-"""``GET /v1/models``, ``GET /health`` and ``GET /ready``."""
+"""``GET /v1/models`` (and ``/v1/models/{id}``), ``GET /health`` and ``GET /ready``."""
 
 from __future__ import annotations
 
@@ -8,14 +8,36 @@ from starlette.responses import JSONResponse, Response
 from llmroute.dispatch import AUTO
 from llmroute.dispatch.plan import difficulty_model
 from llmroute.server.auth import api_key_of
+from llmroute.server.errors import GatewayError
 from llmroute.server.state import gateway_of
 
-__all__ = ["health", "list_models", "ready"]
+__all__ = ["health", "list_models", "ready", "retrieve_model"]
 
 
 async def list_models(request: Request) -> Response:
     """OpenAI's list format: ``auto``, then each route, then each pool model (for a
     client key with ``models``, only those; with a ``pool``, no model outside it)."""
+    data = [_model_object(i, o) for i, o in _entries(request)]
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def retrieve_model(request: Request) -> Response:
+    """``GET /v1/models/{id}``: one entry of the list (404 ``model_not_found`` for a name
+    the list does not hold for this client), as OpenAI's ``models.retrieve`` expects."""
+    wanted = request.path_params["model"]
+    owner = dict(_entries(request)).get(wanted)
+    if owner is None:
+        raise GatewayError(
+            404,
+            f"the model {wanted!r} does not exist: GET /v1/models lists what you may use",
+            param="model",
+            code="model_not_found",
+        )
+    return JSONResponse(_model_object(wanted, owner))
+
+
+def _entries(request: Request) -> list[tuple[str, str]]:
+    """(id, owner) of every model value this request's client may send."""
     registry = gateway_of(request).router.loaded.registry
     entries = [(AUTO, "llmroute")]
     entries += [(route.name, "llmroute") for route in registry.routes]
@@ -27,8 +49,11 @@ async def list_models(request: Request) -> Response:
         entries = [(i, o) for i, o in entries if i in key.models]
     if key is not None and key.pool is not None:  # and no pool model it may not reach
         entries = [(i, o) for i, o in entries if i not in registry.models or i in key.pool]
-    data = [{"id": i, "object": "model", "created": 0, "owned_by": o} for i, o in entries]
-    return JSONResponse({"object": "list", "data": data})
+    return entries
+
+
+def _model_object(model_id: str, owner: str) -> dict[str, object]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
 
 
 async def health(request: Request) -> Response:
