@@ -33,6 +33,11 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("/work/shared/data"))
     parser.add_argument("--out", type=Path, default=ROOT / "src/llmroute/safety/data")
     parser.add_argument("--encoders", nargs="*", default=list(ENCODERS))
+    parser.add_argument(
+        "--neighbours",
+        action="store_true",
+        help="let cross-validation try the nearest-known-text columns (not shipped)",
+    )
     args = parser.parse_args()
     data = read_safety_data(
         args.data_dir / "jailbreak/train.jsonl", args.data_dir / "prompt_injection/train.jsonl"
@@ -41,7 +46,9 @@ def main() -> None:
     for name in args.encoders:
         encoder = CachedEncoder(load_builtin(name), cache)
         bag = load_token_bag() if name.startswith("minilm") else None
-        detector, report = train_detector(data, encoder, token_bag=bag, progress=print)
+        detector, report = train_detector(
+            data, encoder, token_bag=bag, neighbours=args.neighbours, progress=print
+        )
         folder = save_detector(detector, args.out / f"injection-{name}")
         validation = report.validation.to_dict()
         print(f"== {name}: {encoder.identity} -> {folder} (out-of-fold numbers)")

@@ -58,6 +58,20 @@ def test_train_then_eval_with_and_without_the_token_bag(tmp_path: Path) -> None:
     assert human.returncode == 0 and "TPR" in human.stdout and "harmful" in human.stdout
 
 
+def test_neighbours_are_tried_only_when_asked(tmp_path: Path) -> None:
+    data = _data(tmp_path / "labelled.jsonl")
+    for flag, scales in (("--no-neighbours", {0.0}), ("--neighbours", {0.0, 1.0})):
+        out = tmp_path / f"det{flag}"
+        trained = llmroute("train", "safety", "--data", data, "-o", out, flag, "--no-token-bag")
+        assert trained.returncode == 0, trained.stderr
+        report = json.loads(trained.stdout)
+        assert {c["neighbour_scale"] for c in report["candidates"]} == scales
+        meta = json.loads((out / "detector.json").read_text(encoding="utf-8"))
+        assert bool(meta["neighbours"]) is (report["hyper"]["neighbour_scale"] > 0)
+        evaluated = llmroute("eval-safety", "--data", data, "--artifact", out, "--json")
+        assert evaluated.returncode == 0, evaluated.stderr
+
+
 def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "hi", "label": "benign"}\n{"text": "x", "label": 3}\n')

@@ -58,6 +58,15 @@ def train_safety(
             "MiniLM weights package. Default: on with a builtin:minilm encoder, off otherwise.",
         ),
     ] = None,
+    neighbours: Annotated[
+        bool,
+        typer.Option(
+            "--neighbours/--no-neighbours",
+            help="Let cross-validation also try the nearest-known-text columns (similarity "
+            "to the closest training attack and benign text; docs/safety.md): better on "
+            "variants of the attacks you train on, possibly worse on new ones.",
+        ),
+    ] = False,
 ) -> None:
     """Train a jailbreak / prompt-injection detector: settings and threshold chosen by
     5-fold group cross-validation over the train and validation sides of a group split,
@@ -81,6 +90,7 @@ def train_safety(
             enc,
             token_bag=bag,
             seed=seed,
+            neighbours=neighbours,
             progress=lambda message: progress.update(task, description=message),
         )
     save_detector(detector, output)

@@ -5,7 +5,9 @@ computes anyway (what the text is about: role-play wrapper, harmful goal) and ha
 and character n-grams (`llmroute.safety.lexical`: template wording, instructions
 addressed to the assistant, adversarial token soup). One logistic regression over both
 beat either alone on validation (numbers: docs/benchmarks.md, "Safety detector").
-Serving it costs a dot product with the embedding and tens of microseconds of hashing.
+Serving it costs a dot product with the embedding and tens of microseconds of hashing;
+with the nearest-known-text columns (`llmroute.safety.neighbours`, when cross-validation
+chooses them) one more product with the training rows' embeddings.
 
 Data (`read_safety_data`): JSONL with ``text`` and ``label``; ``jailbreak`` and
 ``injection`` are attacks, ``benign`` is not, any other label (``harmful``: a bare
@@ -21,7 +23,8 @@ gives the honest numbers.
 Long texts: the model is trained on each row's first window and a text is scored as the
 max over its `windows` (size 1000, stride 750, at most 16), so an injection buried in a
 long document is read at prompt size. An artifact is ``detector.json`` (encoder identity,
-threshold, metrics) and ``arrays.npz`` (float16 weights, loaded without pickle).
+threshold, metrics) and ``arrays.npz`` (float16 weights and neighbour references, loaded
+without pickle).
 """
 
 from __future__ import annotations
@@ -49,6 +52,12 @@ from llmroute.encoders.base import Encoder
 from llmroute.errors import ConfigError, DataError
 from llmroute.jsonl import read_jsonl
 from llmroute.safety.lexical import DEFAULT_BUCKETS, hashed_ids, lexical_matrix
+from llmroute.safety.neighbours import (
+    Neighbours,
+    reference_rows,
+    similarity_columns,
+    unit_rows,
+)
 from llmroute.safety.token_bag import TokenBag, load_token_bag
 from llmroute.safety.windows import windows
 from llmroute.scoring.logreg import fit_softmax
@@ -90,6 +99,11 @@ C_VALUES = (30.0, 100.0)
 EMBEDDING_SCALES = (0.5, 1.0)
 INJECTION_WEIGHTS = (1.0, 3.0)
 """Candidate weights of ``injection`` rows (a rare label: 6% of the shipped attacks)."""
+NEIGHBOUR_SCALES = (0.0, 1.0)
+"""Candidate scales of the nearest-known-text columns (`llmroute.safety.neighbours`) when
+training is asked to try them; 0 leaves them out. Off by default: they raised the
+out-of-fold TPR on the shipped data but flagged fewer hand-written injections unlike its
+templates (docs/benchmarks.md, "Safety detector")."""
 MIN_PER_CLASS = 10
 FOLDS = 5
 META_FILE = "detector.json"
@@ -234,8 +248,10 @@ def _sigmoid(z: F64) -> F64:
 
 @dataclass(frozen=True)
 class InjectionDetector:
-    """P(attack) = sigmoid(embedding · w_emb [+ tokens(text) · w_tok] + lexical(text) · w_lex
-    + bias), where tokens is the optional `TokenBag` view (MiniLM's input token vectors).
+    """P(attack) = sigmoid(embedding · w_emb [+ tokens(text) · w_tok] [+ neighbours] +
+    lexical(text) · w_lex + bias), where tokens is the optional `TokenBag` view (MiniLM's
+    input token vectors) and neighbours the optional similarity to the nearest known
+    attack and benign text (`Neighbours`).
 
     Flag a text when `score` reaches `threshold`. `window` is the (size, stride,
     max_windows) its long texts are scored over: ``max`` of the windows' scores.
@@ -250,6 +266,7 @@ class InjectionDetector:
     metrics: dict[str, Any] = field(default_factory=dict, compare=False)
     token_weights: F32 | None = None
     token_bag: TokenBag | None = field(default=None, compare=False, repr=False)
+    neighbours: Neighbours | None = field(default=None, compare=False, repr=False)
 
     @property
     def buckets(self) -> int:
@@ -278,6 +295,8 @@ class InjectionDetector:
             if self.token_bag is None:
                 raise ValueError("this detector was trained with a token view; load it with one")
             logits += self.token_bag.features(texts) @ self.token_weights
+        if self.neighbours is not None:
+            logits += self.neighbours.logits(emb)
         return _sigmoid(logits + self.bias)
 
     def match_rules(self, text: str) -> str | None:
@@ -496,10 +515,18 @@ class _Features:
     lex: F32
     owner: IntArray
     first: IntArray
+    unit: F32
+    """The encoder's embedding alone, unit rows: what neighbours are found by."""
+    group: IntArray
+    """Each row's group, as an integer: neighbours of a row's own group are skipped."""
 
 
 def _features(
-    encoder: Encoder, token_bag: TokenBag | None, texts: Sequence[str], progress: Progress | None
+    encoder: Encoder,
+    token_bag: TokenBag | None,
+    texts: Sequence[str],
+    groups: Sequence[str],
+    progress: Progress | None,
 ) -> _Features:
     size, stride, most = WINDOW
     pieces: list[str] = []
@@ -519,32 +546,77 @@ def _features(
             emb[start : start + 256, encoder.dim :] = token_bag.features(chunk)
         if progress is not None:
             progress(f"embedded {min(start + 256, len(pieces))}/{len(pieces)} windows")
+    ids = {g: i for i, g in enumerate(dict.fromkeys(groups))}
     return _Features(
         emb,
         lexical_matrix(pieces, DEFAULT_BUCKETS),
         np.asarray(owner, dtype=np.intp),
         np.asarray(first, dtype=np.intp),
+        unit_rows(emb[:, : encoder.dim]),
+        np.asarray([ids[g] for g in groups], dtype=np.intp),
+    )
+
+
+@dataclass(frozen=True)
+class _Model:
+    """One fitted candidate: the weights as stored (float16-rounded) and, when the
+    neighbour columns are in, the training rows they are measured against."""
+
+    emb: F32
+    lex: F32
+    bias: float
+    references: IntArray | None = None
+    neighbour_weights: F32 | None = None
+
+
+def _neighbour_columns(
+    feats: _Features, window_rows: IntArray, references: IntArray, y: BoolArray
+) -> F32:
+    """The windows' similarity to the nearest attack and benign reference (first windows
+    of `references`), a window's own group left out."""
+    return similarity_columns(
+        feats.unit[window_rows],
+        feats.unit[feats.first[references]],
+        y[references],
+        feats.group[feats.owner[window_rows]],
+        feats.group[references],
     )
 
 
 def _fit(
-    feats: _Features, rows: IntArray, y: BoolArray, weights: F64, hyper: dict[str, float]
-) -> tuple[F32, F32, float]:
+    feats: _Features,
+    rows: IntArray,
+    y: BoolArray,
+    weights: F64,
+    hyper: dict[str, float],
+    seed: int = 0,
+) -> _Model:
     """Logistic regression on the first windows of `rows`; weights rounded to float16 as
-    stored, so validation scores what ships."""
+    stored, so validation scores what ships. `y` and `weights` are indexed by row."""
     scale = hyper["embedding_scale"]
-    x = np.hstack([feats.emb[feats.first[rows]] * np.float32(scale), feats.lex[feats.first[rows]]])
-    model = fit_softmax(x, y.astype(np.intp), 2, c=hyper["c"], sample_weight=weights)
+    near = hyper.get("neighbour_scale", 0.0)
+    first = feats.first[rows]
+    columns = [feats.emb[first] * np.float32(scale), feats.lex[first]]
+    references = None
+    if near > 0:
+        references = reference_rows(rows, y, seed)
+        columns.append(_neighbour_columns(feats, first, references, y) * np.float32(near))
+    x = np.hstack(columns)
+    model = fit_softmax(x, y[rows].astype(np.intp), 2, c=hyper["c"], sample_weight=weights[rows])
     w = (model.weights[:, 1] - model.weights[:, 0]).astype(np.float16).astype(np.float32)
     bias = float(np.float16(model.bias[1] - model.bias[0]))
-    dim = feats.emb.shape[1]
-    return w[:dim] * np.float32(scale), w[dim:], bias
+    dim, lex = feats.emb.shape[1], feats.lex.shape[1]
+    neighbour = w[dim + lex :] * np.float32(near) if references is not None else None
+    return _Model(w[:dim] * np.float32(scale), w[dim : dim + lex], bias, references, neighbour)
 
 
-def _window_max(feats: _Features, rows: IntArray, model: tuple[F32, F32, float]) -> F64:
+def _window_max(feats: _Features, rows: IntArray, model: _Model, y: BoolArray) -> F64:
     """Each row's score: the max over its windows (as `score_texts` computes it)."""
     mask = np.isin(feats.owner, rows)
-    logits = feats.emb[mask] @ model[0] + feats.lex[mask] @ model[1] + model[2]
+    logits = feats.emb[mask] @ model.emb + feats.lex[mask] @ model.lex + model.bias
+    if model.references is not None and model.neighbour_weights is not None:
+        near = _neighbour_columns(feats, np.flatnonzero(mask), model.references, y)
+        logits = logits + near @ model.neighbour_weights
     out = np.full(int(feats.owner.max()) + 1, -np.inf)
     np.maximum.at(out, feats.owner[mask], _sigmoid(logits.astype(np.float64)))
     return out[rows]
@@ -562,14 +634,19 @@ def _folds(groups: Sequence[str], seed: int) -> IntArray:
 
 
 def _out_of_fold(
-    feats: _Features, y: BoolArray, weights: F64, folds: IntArray, hyper: dict[str, float]
+    feats: _Features,
+    y: BoolArray,
+    weights: F64,
+    folds: IntArray,
+    hyper: dict[str, float],
+    seed: int,
 ) -> F64:
     scores = np.empty(y.size, dtype=np.float64)
     for fold in range(FOLDS):
         fit_rows, held = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
         if held.size:
-            model = _fit(feats, fit_rows, y[fit_rows], weights[fit_rows], hyper)
-            scores[held] = _window_max(feats, held, model)
+            model = _fit(feats, fit_rows, y, weights, hyper, seed)
+            scores[held] = _window_max(feats, held, model, y)
     return scores
 
 
@@ -587,12 +664,14 @@ def train_detector(
     *,
     token_bag: TokenBag | None = None,
     seed: int = 0,
+    neighbours: bool = False,
     progress: Progress | None = None,
 ) -> tuple[InjectionDetector, TrainReport]:
-    """Choose C, the embedding's weight and the weight of ``injection`` rows by 5-fold
-    group cross-validation over the train + validation sides (out-of-fold TPR at
-    `TARGET_FPR`, then AUC), calibrate the threshold on the chosen setting's out-of-fold
-    scores, and fit the shipped model on train + validation. The test side is not read.
+    """Choose C, the embedding's weight and the weight of ``injection`` rows (and, with
+    `neighbours`, whether to add the nearest-known-text columns) by 5-fold group
+    cross-validation over the train + validation sides (out-of-fold TPR at `TARGET_FPR`,
+    then AUC), calibrate the threshold on the chosen setting's out-of-fold scores, and
+    fit the shipped model on train + validation. The test side is not read.
 
     DataError when there are fewer than `MIN_PER_CLASS` rows of a class to learn from.
     """
@@ -601,15 +680,22 @@ def train_detector(
     pool = data.subset(np.flatnonzero(data.is_detector_row & (sides < 2)))
     y = pool.is_attack
     _check_counts(y)
-    feats = _features(encoder, token_bag, pool.texts, progress)
+    feats = _features(encoder, token_bag, pool.texts, pool.groups, progress)
     folds = _folds(pool.groups, seed)
     labels = np.array(pool.labels)
     best: tuple[tuple[float, float], dict[str, float], F64] | None = None
     candidates = []
-    for c, scale, inject in itertools.product(C_VALUES, EMBEDDING_SCALES, INJECTION_WEIGHTS):
-        hyper = {"c": c, "embedding_scale": scale, "injection_weight": inject}
+    near_scales = NEIGHBOUR_SCALES if neighbours else (0.0,)
+    grid = itertools.product(C_VALUES, EMBEDDING_SCALES, INJECTION_WEIGHTS, near_scales)
+    for c, scale, inject, near in grid:
+        hyper = {
+            "c": c,
+            "embedding_scale": scale,
+            "injection_weight": inject,
+            "neighbour_scale": near,
+        }
         weights = np.where(labels == "injection", inject, 1.0)
-        scores = _out_of_fold(feats, y, weights, folds, hyper)
+        scores = _out_of_fold(feats, y, weights, folds, hyper, seed)
         key = (_rates(scores, y, threshold_at_fpr(scores, y, TARGET_FPR))["tpr"], _auc(scores, y))
         candidates.append({**hyper, "cv_tpr": key[0], "cv_auc": key[1]})
         if progress is not None:
@@ -620,15 +706,24 @@ def train_detector(
     _, hyper, oof = best
     threshold = threshold_at_fpr(oof, y, TARGET_FPR)
     weights = np.where(labels == "injection", hyper["injection_weight"], 1.0)
-    w_emb, w_lex, bias = _fit(feats, np.arange(len(pool)), y, weights, hyper)
+    model = _fit(feats, np.arange(len(pool), dtype=np.intp), y, weights, hyper, seed)
+    references = None
+    if model.references is not None and model.neighbour_weights is not None:
+        refs = model.references
+        references = Neighbours(
+            attacks=feats.unit[feats.first[refs[y[refs]]]].astype(np.float16).astype(np.float32),
+            benign=feats.unit[feats.first[refs[~y[refs]]]].astype(np.float16).astype(np.float32),
+            weights=model.neighbour_weights,
+        )
     detector = InjectionDetector(
         encoder.identity,
         threshold,
-        w_emb[: encoder.dim],
-        w_lex,
-        bias,
-        token_weights=w_emb[encoder.dim :] if token_bag is not None else None,
+        model.emb[: encoder.dim],
+        model.lex,
+        model.bias,
+        token_weights=model.emb[encoder.dim :] if token_bag is not None else None,
         token_bag=token_bag,
+        neighbours=references,
     )
     others = data.subset(np.flatnonzero(~data.is_detector_row & (sides < 2)))
     report_data = _concat(pool, others)
@@ -677,6 +772,7 @@ def save_detector(detector: InjectionDetector, directory: str | os.PathLike[str]
         "buckets": detector.buckets,
         "window": list(detector.window),
         "token_bag": detector.token_bag.identity if detector.token_bag is not None else None,
+        "neighbours": _neighbour_counts(detector.neighbours),
         "llmroute_version": __version__,
         "metrics": detector.metrics,
     }
@@ -686,9 +782,39 @@ def save_detector(detector: InjectionDetector, directory: str | os.PathLike[str]
     }
     if detector.token_weights is not None:
         arrays["token_weights"] = detector.token_weights.astype(np.float16)
+    if detector.neighbours is not None:
+        arrays["neighbour_attacks"] = detector.neighbours.attacks.astype(np.float16)
+        arrays["neighbour_benign"] = detector.neighbours.benign.astype(np.float16)
+        arrays["neighbour_weights"] = detector.neighbours.weights.astype(np.float16)
     return write_artifact(
         folder, ARRAYS_FILE, arrays, META_FILE, meta, what="safety artifact", compressed=True
     )
+
+
+def _neighbour_counts(neighbours: Neighbours | None) -> dict[str, int] | None:
+    if neighbours is None:
+        return None
+    return {"attacks": len(neighbours.attacks), "benign": len(neighbours.benign)}
+
+
+def _load_neighbours(stored: Any, meta: dict[str, Any], dim: int) -> Neighbours | None:
+    """The stored references, checked against what the meta says and the embedding's
+    dim; ValueError (a corrupt artifact) when they do not agree."""
+    counts = meta.get("neighbours")
+    if not counts:
+        return None
+    neighbours = Neighbours(
+        attacks=np.asarray(stored["neighbour_attacks"], dtype=np.float32),
+        benign=np.asarray(stored["neighbour_benign"], dtype=np.float32),
+        weights=np.asarray(stored["neighbour_weights"], dtype=np.float32),
+    )
+    shapes = (neighbours.attacks.shape, neighbours.benign.shape, neighbours.weights.shape)
+    if shapes != ((counts["attacks"], dim), (counts["benign"], dim), (2,)):
+        raise ValueError(f"neighbour arrays have shapes {shapes}")
+    arrays = (neighbours.attacks, neighbours.benign, neighbours.weights)
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise ValueError("neighbour arrays are not finite")
+    return neighbours
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -735,6 +861,7 @@ def load_detector(
                 if meta.get("token_bag")
                 else None
             )
+            neighbours = _load_neighbours(stored, meta, emb.shape[0])
         size, stride, most = (int(v) for v in meta["window"])
         detector = InjectionDetector(
             encoder_identity=str(meta["encoder"]),
@@ -745,6 +872,7 @@ def load_detector(
             window=(size, stride, most),
             metrics=dict(meta.get("metrics") or {}),
             token_weights=tok,
+            neighbours=neighbours,
         )
     except FileNotFoundError:
         raise ConfigError("safety detector arrays are missing", file=str(npz)) from None
