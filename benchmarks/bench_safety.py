@@ -10,10 +10,11 @@ per-source TPR; then p50/p99 of featurise + score for one ~300-character text an
 20,000-character document through `windows` (embedding excluded: the router computes it
 anyway), and of `match_rules`.
 
-Also, always: the model (rules aside) on benchmarks/data/handwritten_safety.jsonl, 12
-hand-written injections unlike the data's templates and 12 benign look-alikes, a check
-of how the detector does outside the distribution it was trained and tested on (it
-decided against the nearest-known-text columns: docs/benchmarks.md). `--artifacts DIR`
+Also, always: the model, the rules and the two together on a hand-written set
+(`--handwritten`; default benchmarks/data/handwritten_safety.jsonl, 12 injections unlike
+the data's templates and 12 benign look-alikes, the dev set the 2026-12-03 rules were
+written from; data/handwritten_safety_holdout.jsonl, 20 + 20, is for a final check), a
+look at the detector outside the distribution it was trained and tested on. `--artifacts DIR`
 scores DIR/injection-<encoder> instead of the shipped artifacts (a candidate from
 `train_safety_artifacts.py --out DIR`); `--handwritten-only` skips the test side, so a
 candidate can be checked without another look at it.
@@ -65,24 +66,28 @@ def _percentiles(fn: Callable[[], object], runs: int) -> dict[str, float]:
     return {"p50_ms": round(float(p50), 4), "p99_ms": round(float(p99), 4)}
 
 
-def handwritten(detector: InjectionDetector, encoder: Encoder) -> dict[str, Any]:
-    """The model alone on the hand-written set: how many of each class it flags."""
-    data = read_safety_data(HANDWRITTEN)
+def handwritten(detector: InjectionDetector, encoder: Encoder, path: Path) -> dict[str, Any]:
+    """A hand-written set: how many of each class the model flags, the rules match, and
+    the two together (what the safety layer flags)."""
+    data = read_safety_data(path)
     scores = score_texts(detector, data.texts, encoder)
     flagged = scores >= detector.threshold
+    ruled = np.array([detector.match_rules(t) is not None for t in data.texts])
     attack = data.is_attack
     return {
         "attacks": int(attack.sum()),
         "attacks_flagged": int(flagged[attack].sum()),
         "benign": int((~attack).sum()),
         "benign_flagged": int(flagged[~attack].sum()),
-        "rule_hits": sum(detector.match_rules(t) is not None for t in data.texts),
+        "attacks_ruled": int(ruled[attack].sum()),
+        "benign_ruled": int(ruled[~attack].sum()),
+        "attacks_flagged_or_ruled": int((flagged | ruled)[attack].sum()),
         "score_over_threshold": [round(float(x), 2) for x in scores / detector.threshold],
     }
 
 
 def bench(
-    name: str, data_dir: Path, artifacts: Path | None, test_side: bool = True
+    name: str, data_dir: Path, artifacts: Path | None, sets: Path, test_side: bool = True
 ) -> dict[str, Any]:
     encoder = CachedEncoder(load_builtin(name), Path("~/.cache/llmroute/embeddings").expanduser())
     folder = (
@@ -92,7 +97,7 @@ def bench(
     )
     detector = load_detector(folder, encoder_identity=encoder.identity)
     if not test_side:
-        return {"encoder": encoder.identity, "handwritten": handwritten(detector, encoder)}
+        return {"encoder": encoder.identity, "handwritten": handwritten(detector, encoder, sets)}
     data = read_safety_data(
         data_dir / "jailbreak/train.jsonl", data_dir / "prompt_injection/train.jsonl"
     )
@@ -117,7 +122,7 @@ def bench(
         "match_rules_20k": _percentiles(lambda: detector.match_rules(long_doc), 300),
     }
     report["encoder"] = encoder.identity
-    report["handwritten"] = handwritten(detector, encoder)
+    report["handwritten"] = handwritten(detector, encoder, sets)
     return report
 
 
@@ -129,9 +134,18 @@ def main() -> None:
     parser.add_argument(
         "--handwritten-only", action="store_true", help="skip the test side of the data"
     )
+    parser.add_argument(
+        "--handwritten",
+        type=Path,
+        default=HANDWRITTEN,
+        help="the hand-written set (default: the dev set; data/handwritten_safety_holdout"
+        ".jsonl is kept for a final check)",
+    )
     args = parser.parse_args()
     results = {
-        name: bench(name, args.data_dir, args.artifacts, not args.handwritten_only)
+        name: bench(
+            name, args.data_dir, args.artifacts, args.handwritten, not args.handwritten_only
+        )
         for name in ENCODERS
     }
     if args.json:
@@ -140,9 +154,11 @@ def main() -> None:
     for name, r in results.items():
         h = r["handwritten"]
         print(
-            f"== {name}: hand-written set, model alone: {h['attacks_flagged']}/{h['attacks']} "
-            f"injections, {h['benign_flagged']}/{h['benign']} benign flagged "
-            f"(rules fire on {h['rule_hits']}); score / threshold {h['score_over_threshold']}"
+            f"== {name}: {args.handwritten.name}: model {h['attacks_flagged']}/{h['attacks']} "
+            f"attacks, {h['benign_flagged']}/{h['benign']} benign; rules "
+            f"{h['attacks_ruled']}/{h['attacks']}, {h['benign_ruled']}/{h['benign']}; model "
+            f"or rule {h['attacks_flagged_or_ruled']}/{h['attacks']}; score / threshold "
+            f"{h['score_over_threshold']}"
         )
         if args.handwritten_only:
             continue
@@ -162,6 +178,11 @@ def main() -> None:
                 f"precision {row['precision']:.4f}"
             )
         print("rule hits:", json.dumps(r["rule_hits"], sort_keys=True))
+        w = r["with_rules"]
+        print(
+            f"model or rule (what the layer flags): TPR {w['tpr']:.4f}  FPR {w['fpr']:.4f}  "
+            f"hard-negative FPR {w['hard_negative_fpr']:.4f}"
+        )
         print("latency (ms, embedding excluded):", json.dumps(r["latency"]))
 
 

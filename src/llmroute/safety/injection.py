@@ -34,7 +34,6 @@ import itertools
 import json
 import math
 import os
-import re
 import time
 import unicodedata
 import zipfile
@@ -51,6 +50,7 @@ from llmroute.artifact_files import write_artifact
 from llmroute.encoders.base import Encoder
 from llmroute.errors import ConfigError, DataError
 from llmroute.jsonl import read_jsonl
+from llmroute.safety.attack_rules import match_rules
 from llmroute.safety.lexical import DEFAULT_BUCKETS, hashed_ids, lexical_matrix
 from llmroute.safety.neighbours import (
     Neighbours,
@@ -113,22 +113,6 @@ _BUILTIN_DIRS = {
     "builtin:static": "injection-static",
     "builtin:minilm-int8": "injection-minilm-int8",
 }
-
-# High-precision markers of known attacks (measured: none fires on a benign row of the
-# shipped data, hard negatives included). The model scores every text anyway.
-_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    (
-        "ignore-previous-instructions",
-        re.compile(
-            r"\b(?:ignore|disregard|forget)\s+(?:all\s+|any\s+)?(?:of\s+)?(?:the\s+|your\s+)?"
-            r"(?:previous|prior|above|preceding|earlier)\s+(?:instructions|prompts|directions)"
-        ),
-    ),
-    ("do-anything-now", re.compile(r"\bdo anything now\b")),
-    ("developer-mode", re.compile(r"\bdeveloper mode (?:enabled|output)\b")),
-    ("chat-role-tag", re.compile(r"<\|im_start\|>\s*system|\[/?inst\]|<<sys>>")),
-)
-
 
 # ---------------------------------------------------------------- data
 
@@ -300,12 +284,9 @@ class InjectionDetector:
         return _sigmoid(logits + self.bias)
 
     def match_rules(self, text: str) -> str | None:
-        """The name of the first known-attack marker in `text`, else None."""
-        lowered = " ".join(text.lower().split())
-        for name, pattern in _RULES:
-            if pattern.search(lowered):
-                return name
-        return None
+        """The name of the first known-attack marker in `text`, else None
+        (`llmroute.safety.attack_rules`)."""
+        return match_rules(text)
 
 
 def score_texts(
@@ -393,6 +374,9 @@ class SafetyReport:
     other_labels: dict[str, dict[str, float]]
     per_source: dict[str, dict[str, float]]
     rule_hits: dict[str, int]
+    with_rules: dict[str, float] = field(default_factory=dict)
+    """TPR, FPR and hard-negative FPR of what the safety layer flags: the model at the
+    threshold or any rule (`llmroute.safety.attack_rules`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -410,6 +394,7 @@ class SafetyReport:
             "other_labels": self.other_labels,
             "per_source": self.per_source,
             "rule_hits": self.rule_hits,
+            "with_rules": self.with_rules,
         }
 
 
@@ -441,6 +426,13 @@ def _report(
         if name is not None:
             key = f"{name}/{label}"
             hits[key] = hits.get(key, 0) + 1
+    ruled = np.array([name is not None for name in rules], dtype=np.bool_)
+    flagged = (scores >= threshold) | ruled
+    with_rules = {
+        "tpr": float(flagged[detector_rows][positive].mean()) if positive.any() else math.nan,
+        "fpr": float(flagged[detector_rows][~positive].mean()) if (~positive).any() else math.nan,
+        "hard_negative_fpr": float(flagged[hard].mean()) if hard.any() else math.nan,
+    }
     return SafetyReport(
         n=int(detector_rows.sum()),
         n_attack=int(positive.sum()),
@@ -456,6 +448,7 @@ def _report(
         other_labels=other,
         per_source=per_source,
         rule_hits=hits,
+        with_rules=with_rules,
     )
 
 

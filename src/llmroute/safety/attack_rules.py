@@ -1,0 +1,126 @@
+"""High-precision markers of known attacks, checked before the injection model.
+
+A text (lower-cased, whitespace collapsed) that matches one is an attack whatever the
+model scores: the safety layer reports ``rule:<name>``. The first four mark well-known
+templates (2026-11-25). The rest (2026-12-03) mark the direct injections that the
+training data barely holds, whose templates are role-play jailbreaks and injections
+hidden in emails and code: instructions overridden ("disregard the above and ...",
+"ignore your safety settings"), the system prompt asked for, a note addressed to the AI
+in a document, a forced "Sure, here is" opening. Each was written from the hand-written
+dev set (benchmarks/data/handwritten_safety.jsonl) and the attack literature, and kept
+only if it fires on no benign row of the shipped data's train + validation sides (2,470
+rows, hard negatives included, which are built to contain words like "ignore" and
+"pretend"); numbers in docs/benchmarks.md, "Safety detector".
+
+A user correcting themselves ("ignore my previous question") is not an attack: the
+override rules name the assistant's instructions (``the``/``your``, not ``my``).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["RULES", "match_rules"]
+
+_QUALIFIER = r"(?:previous|prior|above|preceding|earlier|original|initial|system|safety)"
+
+RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "ignore-previous-instructions",
+        re.compile(
+            r"\b(?:ignore|disregard|forget)\s+(?:all\s+|any\s+)?(?:of\s+)?(?:the\s+|your\s+)?"
+            r"(?:previous|prior|above|preceding|earlier)\s+(?:instructions|prompts|directions)"
+        ),
+    ),
+    ("do-anything-now", re.compile(r"\bdo anything now\b")),
+    ("developer-mode", re.compile(r"\bdeveloper mode (?:enabled|output)\b")),
+    ("chat-role-tag", re.compile(r"<\|im_start\|>\s*system|\[/?inst\]|<<sys>>")),
+    (
+        # "ignore your/all/the previous instructions", not "ignore the instructions on the
+        # box": without "your" or "all" the instructions must be qualified (previous,
+        # system, safety, ...).
+        "override-instructions",
+        re.compile(
+            r"\b(?:ignore|disregard|forget|override|bypass)\s+"
+            r"(?:(?:all|any|every)\s+(?:of\s+)?(?:the\s+|your\s+|these\s+|those\s+)?(?:"
+            + _QUALIFIER
+            + r"\s+)?|your\s+(?:"
+            + _QUALIFIER
+            + r"\s+)?|(?:the\s+)?"
+            + _QUALIFIER
+            + r"\s+)"
+            r"(?:instructions|directions|guidelines|directives|programming|prompt"
+            r"|settings|content polic(?:y|ies))\b"
+        ),
+    ),
+    (
+        "disregard-the-above",
+        re.compile(
+            r"\b(?:ignore|disregard|forget)\s+(?:all\s+|everything\s+)?(?:of\s+)?"
+            r"(?:the\s+|what(?:'s| is| was)\s+)?(?:above|previous|preceding|prior)"
+            r"(?:\s+(?:text|message|messages|context|content|conversation))?"
+            r"\s*(?:,|\.|;|:|and)\s*"
+            r"(?:instead|now|from now on|your new|you (?:are|will|must|should))\b"
+        ),
+    ),
+    (
+        "prompt-leak",
+        re.compile(
+            r"\b(?:reveal|print|repeat|output|show|display|tell me|give me|write out|dump|leak"
+            r"|disclose)\b[^.?!\n]{0,40}?\b(?:your|the)\s+"
+            r"(?:(?:system|initial|original|hidden|secret|confidential|full)\s+)+"
+            r"(?:prompt|instructions|configuration|context(?: documents)?|rules)\b"
+        ),
+    ),
+    (
+        "repeat-verbatim",
+        re.compile(
+            r"\b(?:print|repeat|output|copy|write)\b[^.\n]{0,40}"
+            r"\b(?:above|before this|at the (?:very )?beginning)\b[^.\n]{0,40}"
+            r"\b(?:verbatim|word for word|starting with)\b"
+        ),
+    ),
+    (
+        "note-to-the-ai",
+        re.compile(
+            r"\b(?:note|message|instructions?|attention|p\.?s\.?)\s*(?:to|for|,)?\s*(?:the\s+)?"
+            r"(?:ai|a\.i\.|llm|language model|ai assistant|chatbot)\b\s*(?:reading|:|,|-)"
+        ),
+    ),
+    (
+        "new-instructions-from",
+        re.compile(
+            r"\bnew\s+instructions?\s+from\s+(?:your|the)\s+(?:developers?|creators?"
+            r"|admin(?:istrator)?s?|system|operators?)\b"
+        ),
+    ),
+    (
+        "sure-here-is",
+        re.compile(
+            r"\b(?:begin|start)\s+your\s+(?:reply|response|answer)\s+with\s+[\"'“]?sure,?\s+here"
+        ),
+    ),
+    (
+        "no-longer-an-assistant",
+        re.compile(
+            r"\byou\s+are\s+no\s+longer\s+(?:an?\s+)?(?:ai|assistant|chatgpt|language model"
+            r"|bound|restricted)\b"
+        ),
+    ),
+    (
+        "pretend-no-rules",
+        re.compile(
+            r"\bpretend\s+(?:that\s+)?you\s+(?:have|had)\s+no\s+(?:content\s+polic(?:y|ies)"
+            r"|rules|restrictions|guidelines|filters|limits)\b"
+        ),
+    ),
+)
+
+
+def match_rules(text: str) -> str | None:
+    """The name of the first rule `text` matches, else None."""
+    lowered = " ".join(text.lower().split())
+    for name, pattern in RULES:
+        if pattern.search(lowered):
+            return name
+    return None
