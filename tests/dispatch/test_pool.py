@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from plans import plan_for
 
+from llmroute.decision import SafetyOutcome
 from llmroute.dispatch.plan import within_pool
 from llmroute.registry.schema import Cascade
 
@@ -49,3 +50,9 @@ def test_a_cascade_runs_only_when_every_tier_and_verifier_is_inside() -> None:
     assert kept is not None and kept.cascade is None
     kept = within_pool(plan, frozenset({"small", "large", "judge"}), WHY)
     assert kept is not None and kept.cascade is verified
+
+
+def test_a_blocked_plan_is_left_for_the_policy_to_refuse() -> None:
+    blocked = plan_for("large", safety=SafetyOutcome("standard", "block", fired=("injection",)))
+    kept = within_pool(blocked, frozenset({"small"}), WHY)
+    assert kept is not None and kept.decision is blocked.decision and kept.chain == ("large",)

@@ -62,7 +62,10 @@ def within_pool(plan: Plan, pool: frozenset[str], why: str) -> Plan | None:
     """`plan` kept inside `pool`: its chain without the models outside it, the decision's
     model the first one left (`why` is added to its reason when that changed it), its
     cascade only when every tier and every verifier gate's model is inside. None when
-    no model of the chain is."""
+    no model of the chain is. A blocked plan is returned as it is: nothing will be sent,
+    and the client should hear why (the policy), not where it may not go."""
+    if plan.decision.blocked:
+        return replace(plan, pool=pool)
     chain = tuple(m for m in plan.chain if m in pool)
     if not chain:
         return None
