@@ -14,6 +14,9 @@ rows, hard negatives included, which are built to contain words like "ignore" an
 
 A user correcting themselves ("ignore my previous question") is not an attack: the
 override rules name the assistant's instructions (``the``/``your``, not ``my``).
+
+Each rule is (name, words, pattern): every match of the pattern contains one of the
+words, so a text holding none of them skips the regex (most texts, for most rules).
 """
 
 from __future__ import annotations
@@ -24,22 +27,28 @@ __all__ = ["RULES", "match_rules"]
 
 _QUALIFIER = r"(?:previous|prior|above|preceding|earlier|original|initial|system|safety)"
 
-RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+RULES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
     (
         "ignore-previous-instructions",
+        ("ignore", "disregard", "forget"),
         re.compile(
             r"\b(?:ignore|disregard|forget)\s+(?:all\s+|any\s+)?(?:of\s+)?(?:the\s+|your\s+)?"
             r"(?:previous|prior|above|preceding|earlier)\s+(?:instructions|prompts|directions)"
         ),
     ),
-    ("do-anything-now", re.compile(r"\bdo anything now\b")),
-    ("developer-mode", re.compile(r"\bdeveloper mode (?:enabled|output)\b")),
-    ("chat-role-tag", re.compile(r"<\|im_start\|>\s*system|\[/?inst\]|<<sys>>")),
+    ("do-anything-now", ("do anything now",), re.compile(r"\bdo anything now\b")),
+    ("developer-mode", ("developer mode",), re.compile(r"\bdeveloper mode (?:enabled|output)\b")),
+    (
+        "chat-role-tag",
+        ("<|im_start|>", "[inst]", "[/inst]", "<<sys>>"),
+        re.compile(r"<\|im_start\|>\s*system|\[/?inst\]|<<sys>>"),
+    ),
     (
         # "ignore your/all/the previous instructions", not "ignore the instructions on the
         # box": without "your" or "all" the instructions must be qualified (previous,
         # system, safety, ...).
         "override-instructions",
+        ("ignore", "disregard", "forget", "override", "bypass"),
         re.compile(
             r"\b(?:ignore|disregard|forget|override|bypass)\s+"
             r"(?:(?:all|any|every)\s+(?:of\s+)?(?:the\s+|your\s+|these\s+|those\s+)?(?:"
@@ -55,6 +64,7 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "disregard-the-above",
+        ("ignore", "disregard", "forget"),
         re.compile(
             r"\b(?:ignore|disregard|forget)\s+(?:all\s+|everything\s+)?(?:of\s+)?"
             r"(?:the\s+|what(?:'s| is| was)\s+)?(?:above|previous|preceding|prior)"
@@ -65,6 +75,20 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "prompt-leak",
+        (
+            "reveal",
+            "print",
+            "repeat",
+            "output",
+            "show",
+            "display",
+            "tell me",
+            "give me",
+            "write out",
+            "dump",
+            "leak",
+            "disclose",
+        ),
         re.compile(
             r"\b(?:reveal|print|repeat|output|show|display|tell me|give me|write out|dump|leak"
             r"|disclose)\b[^.?!\n]{0,40}?\b(?:your|the)\s+"
@@ -74,6 +98,7 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "repeat-verbatim",
+        ("verbatim", "word for word", "starting with"),
         re.compile(
             r"\b(?:print|repeat|output|copy|write)\b[^.\n]{0,40}"
             r"\b(?:above|before this|at the (?:very )?beginning)\b[^.\n]{0,40}"
@@ -82,6 +107,7 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "note-to-the-ai",
+        ("ai", "a.i.", "llm", "language model", "chatbot"),
         re.compile(
             r"\b(?:note|message|instructions?|attention|p\.?s\.?)\s*(?:to|for|,)?\s*(?:the\s+)?"
             r"(?:ai|a\.i\.|llm|language model|ai assistant|chatbot)\b\s*(?:reading|:|,|-)"
@@ -89,6 +115,7 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "new-instructions-from",
+        ("new instruction",),
         re.compile(
             r"\bnew\s+instructions?\s+from\s+(?:your|the)\s+(?:developers?|creators?"
             r"|admin(?:istrator)?s?|system|operators?)\b"
@@ -96,12 +123,14 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "sure-here-is",
+        ("sure",),
         re.compile(
             r"\b(?:begin|start)\s+your\s+(?:reply|response|answer)\s+with\s+[\"'“]?sure,?\s+here"
         ),
     ),
     (
         "no-longer-an-assistant",
+        ("no longer",),
         re.compile(
             r"\byou\s+are\s+no\s+longer\s+(?:an?\s+)?(?:ai|assistant|chatgpt|language model"
             r"|bound|restricted)\b"
@@ -109,6 +138,7 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "pretend-no-rules",
+        ("pretend",),
         re.compile(
             r"\bpretend\s+(?:that\s+)?you\s+(?:have|had)\s+no\s+(?:content\s+polic(?:y|ies)"
             r"|rules|restrictions|guidelines|filters|limits)\b"
@@ -117,10 +147,15 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
+def _lowered(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
 def match_rules(text: str) -> str | None:
-    """The name of the first rule `text` matches, else None."""
-    lowered = " ".join(text.lower().split())
-    for name, pattern in RULES:
-        if pattern.search(lowered):
+    """The name of the first rule `text` matches, else None. Each rule names words any
+    match must contain; a substring test on them spares most texts the regex scan."""
+    lowered = _lowered(text)
+    for name, words, pattern in RULES:
+        if any(word in lowered for word in words) and pattern.search(lowered):
             return name
     return None
