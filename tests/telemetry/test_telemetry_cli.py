@@ -135,6 +135,30 @@ def test_report_and_plot(
     assert code == 0 and "no decisions" in out
 
 
+def test_report_from_the_log_alone(
+    registry: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--url`` without a registry (none in the directory either): the log alone makes
+    the report, without prices or a counterfactual."""
+    fill(registry, traffic(time.time() - 3600, np.random.default_rng(3)))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("LLMROUTE_REGISTRY", raising=False)
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    code, out, err = cli(capsys, "report", "--url", url, "--json")
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload["total"]["n"] == 390 and payload["strongest_model"] is None
+    code, out, _ = cli(capsys, "report", "--url", url)
+    assert code == 0 and "no registry" in out
+    code, _, err = cli(capsys, "report")  # neither a log nor a registry
+    assert code == 2 and "no registry given" in err
+
+
 def test_report_shadow(registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
     now = time.time()
     records = [record("code", 0.5, now - 60) for _ in range(4)]

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llmroute.cli._app import RegistryOption, app, fail, resolve_registry
+from llmroute.cli._app import RegistryOption, app, fail, find_registry, resolve_registry
 from llmroute.telemetry.windows import Window, WindowError, parse_window
 
 if TYPE_CHECKING:
@@ -82,6 +82,18 @@ def _load(registry: Path | None) -> LoadedRegistry:
     from llmroute.registry import load_registry
 
     return load_registry(resolve_registry(registry))
+
+
+def _load_for_log(registry: Path | None, url: str | None) -> LoadedRegistry | None:
+    """The registry, when the log is found without one (``--url`` or the environment)
+    only if it is given or found (``$LLMROUTE_REGISTRY``, ``./registry.yaml``): it prices
+    the models and names the strongest, and the log alone still makes a report."""
+    from llmroute.telemetry.store import ENV_VAR
+
+    if registry is not None or (url is None and not os.environ.get(ENV_VAR)):
+        return _load(registry)
+    found = find_registry(None)
+    return _load(found) if found is not None else None
 
 
 def _url(url: str | None, loaded: LoadedRegistry | None) -> str:
@@ -365,7 +377,7 @@ def report_command(
     window = _window(since, "--since")
     if plot is not None and plot.suffix.lower() not in (".html", ".png"):
         fail(f"--plot must end in .html or .png, got {plot}")
-    loaded = _load(registry)
+    loaded = _load_for_log(registry, url)
     with _open_log(_url(url, loaded)) as log:
         if log.empty_reason is not None:
             _empty(log, f"the last {window.text}", as_json)
@@ -376,7 +388,12 @@ def report_command(
     if not decisions:
         _empty(Log(log.store, log.shown, None), f"the last {window.text}", as_json)
         return
-    report = build_report(decisions, loaded.registry, feedback=feedback, shadows=shadows)
+    report = build_report(
+        decisions,
+        loaded.registry if loaded is not None else None,
+        feedback=feedback,
+        shadows=shadows,
+    )
     if plot is not None:
         from llmroute.telemetry.report_plot import plot_report
 
@@ -429,7 +446,9 @@ def _print_report(console: Console, report: Report, window: Window, shown: str) 
             + (f"; {total.unpriced} without token counts" * bool(total.unpriced))
         )
     else:
-        console.print(f"cost ${total.cost_usd:.4f} (no model has a price: no counterfactual)")
+        console.print(
+            f"cost ${total.cost_usd:.4f} (no priced model, or no registry: no counterfactual)"
+        )
     console.print()
     console.print(_group_table("route", report.routes, report.strongest))
     console.print()
@@ -465,11 +484,9 @@ def shadow_command(
 ) -> None:
     """Per route: how often the routed answer was judged worse than the reference's."""
     from llmroute.telemetry.shadow_report import shadow_report
-    from llmroute.telemetry.store import ENV_VAR
 
     window = _window(since, "--since")
-    need_registry = url is None and not os.environ.get(ENV_VAR)
-    loaded = _load(registry) if need_registry or registry is not None else None
+    loaded = _load_for_log(registry, url)
     with _open_log(_url(url, loaded)) as log:
         if log.empty_reason is not None:
             _empty(log, f"the last {window.text}", as_json)
