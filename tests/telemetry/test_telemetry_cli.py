@@ -155,6 +155,8 @@ def test_report_from_the_log_alone(
     assert payload["total"]["n"] == 390 and payload["strongest_model"] is None
     code, out, _ = cli(capsys, "report", "--url", url)
     assert code == 0 and "no registry" in out
+    code, out, _ = cli(capsys, "drift", "--url", url, "--json")
+    assert code in (0, 1) and "enough_data" in json.loads(out)
     code, _, err = cli(capsys, "report")  # neither a log nor a registry
     assert code == 2 and "no registry given" in err
 

@@ -87,7 +87,8 @@ def _load(registry: Path | None) -> LoadedRegistry:
 def _load_for_log(registry: Path | None, url: str | None) -> LoadedRegistry | None:
     """The registry, when the log is found without one (``--url`` or the environment)
     only if it is given or found (``$LLMROUTE_REGISTRY``, ``./registry.yaml``): it prices
-    the models and names the strongest, and the log alone still makes a report."""
+    the models, names the strongest and sets the drift bounds; the log alone still makes
+    a report (defaults for the bounds)."""
     from llmroute.telemetry.store import ENV_VAR
 
     if registry is not None or (url is None and not os.environ.get(ENV_VAR)):
@@ -156,10 +157,12 @@ def drift_command(
     as_json: JsonOption = False,
 ) -> None:
     """Flag routes whose margins decayed between two windows (exit 1 when any did)."""
+    from llmroute.registry.schema import DriftSettings
     from llmroute.telemetry.drift import drift_report
 
     old, new = _window(baseline, "--baseline"), _window(recent, "--recent")
-    loaded = _load(registry)
+    loaded = _load_for_log(registry, url)
+    settings = loaded.registry.drift if loaded is not None else DriftSettings()
     with _open_log(_url(url, loaded)) as log:
         if log.empty_reason is not None:
             _empty(log, "either window", as_json, {"flagged": False, "enough_data": False})
@@ -167,7 +170,7 @@ def drift_command(
         report = drift_report(
             log.store.decisions(old.since, old.until),
             log.store.decisions(new.since, new.until),
-            loaded.registry.drift,
+            settings,
         )
     if as_json:
         payload = report.to_dict()
