@@ -44,9 +44,11 @@ auth:
     - {name: capped, sha256: "%(capped)s", budget: {usd: 0.000001, period: day}}
     - {name: narrow, key_env: LLMROUTE_TEST_NARROW_KEY, models: [chat, small]}
     - {name: rotating, key_env: [LLMROUTE_TEST_OLD_KEY, LLMROUTE_TEST_NEW_KEY], rpm: 3}
+    - {name: thrifty, key_env: LLMROUTE_TEST_THRIFTY_KEY, tpm: 10}
 %(extra)s
 """
 NARROW_KEY = "sk-narrow-2718281828"
+THRIFTY_KEY = "sk-thrifty-1618033988"
 OLD_KEY, NEW_KEY = "sk-rotating-old-1111", "sk-rotating-new-2222"
 ENV = {
     "LLMROUTE_TEST_NARROW_KEY": NARROW_KEY,
@@ -54,6 +56,7 @@ ENV = {
     "LLMROUTE_TEST_NEW_KEY": NEW_KEY,
     "LLMROUTE_TEST_TEAM_KEY": TEAM_KEY,
     "LLMROUTE_TEST_LIMITED_KEY": LIMITED_KEY,
+    "LLMROUTE_TEST_THRIFTY_KEY": THRIFTY_KEY,
     "LLMROUTE_TELEMETRY_URL": "off",
 }
 ASK = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
@@ -148,6 +151,25 @@ def test_a_key_over_its_rpm_gets_a_429(gateway: Served, upstream: FakeUpstream) 
         client.chat.completions.create(**ASK)
 
 
+def test_a_key_over_its_tpm_gets_a_429(gateway: Served) -> None:
+    """tpm 10: each answer here uses 6 tokens (3 in, 3 out), counted as it finishes, so
+    the second request is let in (6 < 10) and the next is refused; others go on."""
+    statuses = []
+    with _client(gateway, THRIFTY_KEY) as client:
+        for i in range(4):  # distinct prompts: a cache hit spends no tokens
+            ask = {**ASK, "messages": [{"role": "user", "content": f"hello there {i}"}]}
+            try:
+                client.chat.completions.create(**ask)
+                statuses.append(200)
+            except openai.RateLimitError as exc:
+                statuses.append(429)
+                assert exc.code == "rate_limit_exceeded" and "10 tokens per minute" in exc.message
+                assert exc.response.headers["retry-after"] == "5"
+    assert statuses[:2] == [200, 200] and 429 in statuses
+    with _client(gateway, TEAM_KEY) as client:
+        client.chat.completions.create(**ASK)
+
+
 def test_a_rotated_key_lets_both_values_in_as_one_account(gateway: Served) -> None:
     with _client(gateway, OLD_KEY) as old, _client(gateway, NEW_KEY) as new:
         old.chat.completions.create(**ASK)
@@ -183,7 +205,7 @@ def test_a_key_naming_an_unknown_model_is_a_registry_error(upstream: FakeUpstrea
         "capped": "1" * 64,
         "extra": "    - {name: typo, sha256: '%s', models: [chta]}" % ("2" * 64),
     }
-    with pytest.raises(ConfigErrors, match=r"auth\.keys\[6\]\.models\[0\]: unknown model 'chta'"):
+    with pytest.raises(ConfigErrors, match=r"auth\.keys\[7\]\.models\[0\]: unknown model 'chta'"):
         parse_registry(text)
 
 

@@ -96,6 +96,39 @@ def test_a_redis_that_is_not_there_lets_requests_through(
     assert "p4ssw0rd" not in warnings[0]
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_tokens_per_minute_slide_like_requests(backend: str, redis_namespace: str) -> None:
+    """A key's tokens: added as requests finish, read over the same sliding minute
+    (the previous minute weighted by what is left of it), shared through Redis."""
+    clock = Clock(1_800_000_000.0)
+
+    async def go() -> list[float]:
+        if backend == "memory":
+            one: MemoryLimits | RedisLimits = MemoryLimits(clock)
+            two = one
+        else:
+            one = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)
+            two = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)
+        try:
+            await one.add_tokens("k", 300)
+            await two.add_tokens("k", 200)
+            await one.add_tokens("k", 0)  # nothing to add
+            seen = [await two.tokens("k"), await one.tokens("other")]
+            clock.now += 60 + 15  # a quarter of the last minute gone: 500 * 0.75
+            seen.append(await one.tokens("k"))
+            await two.add_tokens("k", 100)
+            seen.append(await one.tokens("k"))
+            clock.now += 120  # two quiet minutes
+            seen.append(await two.tokens("k"))
+            return seen
+        finally:
+            await one.aclose()
+            if two is not one:
+                await two.aclose()
+
+    assert asyncio.run(go()) == [500.0, 0.0, 375.0, 475.0, 0.0]
+
+
 def test_budget_periods_are_utc_calendar_periods() -> None:
     now = 1_764_633_600.0  # 2025-12-02 00:00:00 UTC
     assert budget_period("hour", now) == (f"h{int(now // 3600)}", 7200.0)

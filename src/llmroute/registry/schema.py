@@ -882,8 +882,9 @@ class ApiKey(_Frozen):
     of it (``printf %s "$KEY" | sha256sum``). Either may be a list, so a key can be
     rotated without downtime: list the new one beside the old, move the clients, drop the
     old; both count as this one name (its rpm, budget and telemetry). `admin` keys may
-    also read /dashboard and /metrics; `rpm` caps the key's requests per minute and
-    `budget` what its requests may cost per calendar period (both counted where
+    also read /dashboard and /metrics; `rpm` caps the key's requests per minute, `tpm`
+    its tokens per minute (prompt and completion, counted as requests finish) and
+    `budget` what its requests may cost per calendar period (all counted where
     ``dispatch.limits`` says); `models` lists the ``model`` values it may send (``auto``,
     route names, pool model names, ``router-*``); `pool` lists the pool models its
     requests may reach at all (serving, fallbacks, cascade tiers and gates, the LLM
@@ -894,6 +895,7 @@ class ApiKey(_Frozen):
     sha256: Sha256s | None = None
     admin: bool = False
     rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
     budget: Budget | None = None
     models: tuple[str, ...] | None = None  # what it may ask for; None: anything
     pool: tuple[str, ...] | None = Field(default=None, min_length=1)  # None: every model

@@ -121,6 +121,7 @@ def _state(registry: Registry) -> list[str]:
             k.name
             + (" (admin)" if k.admin else "")
             + (f" rpm {k.rpm}" if k.rpm else "")
+            + (f" tpm {k.tpm}" if k.tpm else "")
             + (f" pool [{', '.join(k.pool)}]" if k.pool else "")
             for k in registry.auth.keys
         ]

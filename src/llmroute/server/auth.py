@@ -12,7 +12,8 @@ Where a key may be presented: ``Authorization: Bearer KEY`` (what OpenAI clients
 password (what a browser sends after its login prompt, for the dashboard). /health and
 /ready never need one; /dashboard and /metrics need an ``admin`` key (``public_metrics``
 opens /metrics). A key with ``rpm`` is limited to that many requests a minute on the
-/v1 endpoints, counted where ``dispatch.limits`` says (429 beyond, with Retry-After).
+/v1 endpoints, one with ``tpm`` to that many tokens a minute, counted where
+``dispatch.limits`` says (429 beyond, with Retry-After).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import base64
 import binascii
 import hashlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -221,6 +222,13 @@ class RequireKey:
                 code="rate_limit_exceeded",
                 headers={"Retry-After": "1"},
             )
+        if key.tpm is not None and await limits.tokens(_account(key)) >= key.tpm:
+            raise GatewayError(
+                429,
+                f"key {key.name!r} is at its limit of {key.tpm} tokens per minute",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": "5"},
+            )
         return key
 
 
@@ -247,31 +255,36 @@ def _account(key: ApiKey) -> str:
 
 
 class Charges:
-    """Charges each finished request of a key with a budget to that key, in the
-    background (the record is made on the request path; the count may be in Redis)."""
+    """Charges each finished request of a key with a budget or a tpm to that key (its
+    cost, its tokens), in the background (the record is made on the request path; the
+    counts may be in Redis)."""
 
     def __init__(self, limits: RateLimits) -> None:
         self._limits = limits
         self._tasks: set[asyncio.Task[None]] = set()
 
     def charger(self, key: ApiKey) -> Callable[[DecisionRecord], None] | None:
-        if key.budget is None:
+        if key.budget is None and key.tpm is None:
             return None
 
         def charge(record: DecisionRecord) -> None:
-            if record.cost_usd is not None:
-                self.charge(key, record.cost_usd)
+            tokens = (record.tokens_in or 0) + (record.tokens_out or 0)
+            self.charge(key, record.cost_usd or 0.0, tokens)
 
         return charge
 
-    def charge(self, key: ApiKey, usd: float) -> None:
-        """Add `usd` to the key's spending this period (nothing without a budget)."""
+    def charge(self, key: ApiKey, usd: float, tokens: int = 0) -> None:
+        """Add `usd` to the key's spending this period and `tokens` to its minute
+        (each only when the key has a budget or a tpm)."""
+        account = _account(key)
         budget = key.budget
-        if budget is None or usd <= 0:
-            return
-        task = asyncio.get_running_loop().create_task(
-            self._limits.charge(_account(key), budget.period, usd)
-        )
+        if budget is not None and usd > 0:
+            self._start(self._limits.charge(account, budget.period, usd))
+        if key.tpm is not None and tokens > 0:
+            self._start(self._limits.add_tokens(account, tokens))
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

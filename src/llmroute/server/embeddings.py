@@ -38,7 +38,7 @@ async def embeddings(request: Request) -> Response:
         raise gateway_error(exc, headers) from None
     key = api_key_of(request.scope)
     if key is not None and gateway.charges is not None:
-        gateway.charges.charge(key, usage.cost_usd)
+        gateway.charges.charge(key, usage.cost_usd, usage.prompt_tokens)
     telemetry = getattr(request.app.state, "telemetry", None)
     if isinstance(telemetry, Telemetry):
         telemetry.metrics.observe_embedding(name, usage)

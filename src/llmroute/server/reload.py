@@ -123,7 +123,9 @@ async def open_gateway(built: Built, max_body_bytes: int, state: State | None = 
     except BaseException:
         await dispatcher.aclose()
         raise
-    budgets = registry.auth is not None and any(k.budget for k in registry.auth.keys)
+    budgets = registry.auth is not None and any(
+        k.budget is not None or k.tpm is not None for k in registry.auth.keys
+    )
     limits = dispatcher.limits
     return Gateway(
         router,

@@ -5,9 +5,10 @@ hour, day or month on pool models (budgets).
 Requests are counted over a sliding window the way most rate limiters do it: per-minute
 buckets by the wall clock, the previous minute's count weighted by how much of it still
 lies inside the last 60 seconds. ``acquire`` takes one request from the limit when there
-is room. Spending is summed per calendar period (UTC): ``spent`` reads it, ``charge``
-adds a request's cost once it is known. Wall-clock periods let replicas on different
-machines agree.
+is room. Tokens (a client key's ``tpm``) use the same window: ``tokens`` reads the
+weighted count, ``add_tokens`` adds a finished request's tokens. Spending is summed per
+calendar period (UTC): ``spent`` reads it, ``charge`` adds a request's cost once it is
+known. Wall-clock periods let replicas on different machines agree.
 
 A Redis that cannot answer lets requests through (a limit exists to spare a quota or a
 budget, and the upstream still enforces its own quota): spending is then not counted,
@@ -60,6 +61,10 @@ class RateLimits(Protocol):
 
     async def charge(self, key: str, period: str, usd: float) -> None: ...
 
+    async def tokens(self, key: str) -> float: ...
+
+    async def add_tokens(self, key: str, count: int) -> None: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -92,6 +97,7 @@ class MemoryLimits:
         self._lock = threading.Lock()
         self._counts: dict[str, tuple[int, int, int]] = {}  # key → (minute, this, previous)
         self._spent: dict[str, tuple[str, float]] = {}  # key → (period, USD)
+        self._tokens: dict[str, tuple[int, int, int]] = {}  # key → (minute, this, previous)
 
     async def acquire(self, key: str, per_minute: int) -> bool:
         minute, weight = _window(self._clock())
@@ -117,6 +123,25 @@ class MemoryLimits:
         with self._lock:
             seen, total = self._spent.get(key, (window, 0.0))
             self._spent[key] = (window, (total if seen == window else 0.0) + usd)
+
+    async def tokens(self, key: str) -> float:
+        minute, weight = _window(self._clock())
+        with self._lock:
+            seen, this, previous = self._tokens.get(key, (minute, 0, 0))
+        if seen == minute:
+            return previous * weight + this
+        return this * weight if seen == minute - 1 else 0.0
+
+    async def add_tokens(self, key: str, count: int) -> None:
+        if count <= 0:
+            return
+        minute, _ = _window(self._clock())
+        with self._lock:
+            seen, this, previous = self._tokens.get(key, (minute, 0, 0))
+            if seen != minute:
+                previous = this if seen == minute - 1 else 0
+                this = 0
+            self._tokens[key] = (minute, this + count, previous)
 
     async def aclose(self) -> None:
         """Nothing to release: the counts outlive a registry reload."""
@@ -147,6 +172,7 @@ class RedisLimits:
         self._script = self._client.register_script(_ACQUIRE)
         self._prefix = f"{namespace}:rpm:"
         self._budget_prefix = f"{namespace}:usd:"
+        self._tokens_prefix = f"{namespace}:tpm:"
         self._clock = clock
         self._outage = Outage(log, clock)
 
@@ -185,6 +211,34 @@ class RedisLimits:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.incrbyfloat(name, usd)
                 pipe.expire(name, int(keep_s))
+                await pipe.execute()
+        except self._redis.errors as exc:
+            self._failed(exc)
+
+    async def tokens(self, key: str) -> float:
+        if self._outage.down():
+            return 0.0
+        minute, weight = _window(self._clock())
+        names = [f"{self._tokens_prefix}{key}:{minute}", f"{self._tokens_prefix}{key}:{minute - 1}"]
+        try:
+            this, previous = await self._client.mget(names)
+        except self._redis.errors as exc:
+            self._failed(exc)
+            return 0.0
+        try:
+            return float(previous or 0) * weight + float(this or 0)
+        except ValueError:
+            return 0.0
+
+    async def add_tokens(self, key: str, count: int) -> None:
+        if self._outage.down() or count <= 0:
+            return
+        minute, _ = _window(self._clock())
+        name = f"{self._tokens_prefix}{key}:{minute}"
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.incrby(name, count)
+                pipe.expire(name, 130)
                 await pipe.execute()
         except self._redis.errors as exc:
             self._failed(exc)
