@@ -244,6 +244,31 @@ def test_a_full_deployment_is_skipped_then_the_fallback_serves(upstream: FakeUps
     assert len(upstream.calls_to(f"small-{tag}")) == 2
 
 
+def test_a_deployment_at_its_token_limit_is_skipped(upstream: FakeUpstream) -> None:
+    """tpm 10 and 6 tokens an answer (3 in, 3 out): the deployment takes two requests,
+    then the other deployment of the model takes over, then the fallback model."""
+    tag = uuid.uuid4().hex[:8]
+    models = f"""
+  m:
+    model: m-{tag}
+    deployments: [{{provider: up, tpm: 10, weight: 1000}}, {{provider: up2, tpm: 6}}]
+  spare: {{provider: up, model: spare-{tag}}}
+"""
+    served = _served(upstream, models, "m", ("m", "spare"), 5)
+    assert served == ["m@up", "m@up", "m@up2", "spare@up", "spare@up"]
+
+
+def test_tpm_on_a_model_with_deployments_is_a_registry_error() -> None:
+    text = REGISTRY % {
+        "url": "http://127.0.0.1:9/v1",
+        "models": "  m: {model: x, tpm: 5, deployments: [{provider: up}]}",
+        "first": "m",
+        "limits": "",
+    }
+    with pytest.raises(ConfigError, match=r"models\.m\.tpm: a model with deployments takes 'tpm'"):
+        parse_registry(text)
+
+
 def test_deployments_share_the_load_then_limit_reached(upstream: FakeUpstream) -> None:
     tag = uuid.uuid4().hex[:8]
     models = f"""

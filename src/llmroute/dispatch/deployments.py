@@ -1,6 +1,6 @@
 """The innermost stages of dispatch: pick a deployment of a model (balancing), skip the
-ones whose circuit breaker is open or that are at their requests-per-minute limit, and
-call it with its time limit (transport).
+ones whose circuit breaker is open or that are at their requests- or tokens-per-minute
+limit, and call it with its time limit (transport).
 
 A deployment is one (provider, upstream model) pair. Its breaker and its request limit
 are shared by every pool model served there, since they fail (and are metered) together.
@@ -90,15 +90,26 @@ class Deployment:
     upstream: str  # the provider's name for the model
     breaker: CircuitBreaker
     rpm: int | None = None  # requests per minute it may be sent
-    limits: RateLimits | None = None  # where `rpm` is counted
+    limits: RateLimits | None = None  # where `rpm` and `tpm` are counted
     link: BreakerLink | None = None  # the breaker's shared openings, when shared
     key: str = ""  # where its limit and shared breaker are counted (`deployment_key`)
+    tpm: int | None = None  # tokens per minute it may answer
 
     async def acquire(self) -> bool:
-        """Take one request from the deployment's limit; False when it is at the limit."""
-        if self.rpm is None or self.limits is None:
+        """Take one request from the deployment's limits; False when it is at its token
+        limit for this minute or at its request limit (no request is taken then)."""
+        if self.limits is None:
+            return True
+        if self.tpm is not None and await self.limits.tokens(self.key) >= self.tpm:
+            return False
+        if self.rpm is None:
             return True
         return await self.limits.acquire(self.key, self.rpm)
+
+    async def used(self, tokens: int) -> None:
+        """Count an answer's tokens against the deployment's `tpm`."""
+        if self.tpm is not None and self.limits is not None and tokens > 0:
+            await self.limits.add_tokens(self.key, tokens)
 
 
 def deployment_key(provider: str, upstream: str, base_url: str | None) -> str:
@@ -161,7 +172,9 @@ class DeploymentPool:
             raise failure
         names = ", ".join(d.provider_name for d in self.deployments)
         if limited:
-            raise LimitReached(names, "at its requests-per-minute limit; not called")
+            raise LimitReached(
+                names, "at its requests-per-minute limit or tokens-per-minute limit; not called"
+            )
         raise CircuitOpen(names, "circuit open after recent failures; not called")
 
     async def _one(
@@ -244,6 +257,7 @@ class Deployments:
                         limits,
                         links.get(key),
                         counted,
+                        target.tpm,
                     )
                 )
             balancer = Balancer(

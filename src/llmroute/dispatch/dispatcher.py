@@ -286,7 +286,7 @@ class Dispatcher:
         data, name, deployment, attempts = await self._fall_back(plan, body, on, stream=False)
         data["model"] = deployment.upstream
         usage = priced(data, body, self._registry.models[name].price)
-        await self._charge(name, usage)
+        await self._charge(name, usage, deployment)
         return Served(name, deployment.provider_name, data, usage, attempts)
 
     async def open_stream(self, plan: Plan, body: dict[str, Any]) -> Opened:
@@ -309,7 +309,7 @@ class Dispatcher:
         )
         opened = Opened(name, deployment.provider_name, _empty(), attempts)
         meter = StreamUsage(body, self._registry.models[name].price)
-        charge = functools.partial(self._charge, name)
+        charge = functools.partial(self._charge, name, deployment=deployment)
         opened.events = _metered(first, rest, meter, opened, charge)
         return opened
 
@@ -328,13 +328,13 @@ class Dispatcher:
 
         try:
             await self._check_budget(name)
-            data, _ = await self._retry(name, None, on, operation="embeddings")
+            data, deployment = await self._retry(name, None, on, operation="embeddings")
         except ProviderError as exc:
             exc.model = name
             raise
         data["model"] = name
         usage = priced_embedding(data, body, self._registry.models[name].price)
-        await self._charge(name, usage)
+        await self._charge(name, usage, deployment)
         return data, usage
 
     async def aclose(self) -> None:
@@ -412,10 +412,17 @@ class Dispatcher:
                 "not called",
             )
 
-    async def _charge(self, name: str, usage: Usage | None) -> None:
-        """Count a served request's cost against its model's budget."""
+    async def _charge(
+        self, name: str, usage: Usage | None, deployment: Deployment | None = None
+    ) -> None:
+        """Count a served request's cost against its model's budget, and its tokens
+        against the `deployment`'s ``tpm``."""
+        if usage is None:
+            return
+        if deployment is not None:
+            await deployment.used(usage.total_tokens)
         budget = self._registry.models[name].budget
-        if budget is None or self._limits is None or usage is None or usage.cost_usd <= 0:
+        if budget is None or self._limits is None or usage.cost_usd <= 0:
             return
         await self._limits.charge(f"budget:{name}", budget.period, usage.cost_usd)
 

@@ -296,6 +296,7 @@ class Deployment(_Frozen):
     model: str | None = Field(default=None, min_length=1)  # default: the model's `model`
     weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     rpm: int | None = Field(default=None, ge=1)  # requests per minute sent here at most
+    tpm: int | None = Field(default=None, ge=1)  # tokens per minute answered here at most
 
 
 class Model(_Frozen):
@@ -318,6 +319,7 @@ class Model(_Frozen):
     connect_timeout_s: Seconds | None = None
     first_token_timeout_s: Seconds | None = None
     rpm: int | None = Field(default=None, ge=1)  # its one provider's limit (no deployments)
+    tpm: int | None = Field(default=None, ge=1)  # its one provider's token limit
     budget: Budget | None = None
 
     @model_validator(mode="after")
@@ -336,7 +338,7 @@ class Model(_Frozen):
                 for d in self.deployments
             )
         assert self.provider is not None
-        return (Deployment(provider=self.provider, model=self.model, rpm=self.rpm),)
+        return (Deployment(provider=self.provider, model=self.model, rpm=self.rpm, tpm=self.tpm),)
 
     def provider_names(self) -> tuple[str, ...]:
         return tuple(d.provider for d in self.targets())
@@ -1063,11 +1065,12 @@ class Registry(_Frozen):
             for i, deployment in enumerate(model.deployments):
                 if (message := self._unknown_provider(deployment.provider)) is not None:
                     yield ("models", name, "deployments", i, "provider"), message
-            if model.rpm is not None and model.deployments:
-                yield (
-                    ("models", name, "rpm"),
-                    "a model with deployments takes 'rpm' on each deployment",
-                )
+            for limit in ("rpm", "tpm"):
+                if getattr(model, limit) is not None and model.deployments:
+                    yield (
+                        ("models", name, limit),
+                        f"a model with deployments takes '{limit}' on each deployment",
+                    )
             if model.kind == "embedding" and any(
                 self.providers[d.provider].kind != "openai"
                 for d in model.targets()

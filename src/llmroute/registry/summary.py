@@ -74,9 +74,10 @@ def _model_extras(model: Model) -> str:
         parts.append(f"context {model.context_window}")
     if model.reasoning is not None:
         parts.append(f"reasoning budget {model.reasoning.budget_tokens} tokens")
-    rpm = [t.rpm for t in model.targets()]
-    if any(r is not None for r in rpm):
-        parts.append("rpm " + "/".join("-" if r is None else str(r) for r in rpm))
+    for limit in ("rpm", "tpm"):
+        values = [getattr(t, limit) for t in model.targets()]
+        if any(v is not None for v in values):
+            parts.append(f"{limit} " + "/".join("-" if v is None else str(v) for v in values))
     if model.budget is not None:
         parts.append(f"budget ${model.budget.usd:g} per {model.budget.period}")
     return ", ".join(parts)
