@@ -292,7 +292,7 @@ def test_a_context_fallback_outside_the_plans_pool_is_not_tried(h: Harness) -> N
     registry = h.registry(models, "a")
     plan = replace(
         plan_for("a", "mid", policy=RoutePolicy(context_fallback="big")),
-        pool=frozenset({"a", "mid"}),
+        pool=("a", "mid"),
     )
     served = h.run(registry, lambda d: d.complete(plan, _body()))
     assert served.model == "mid" and "big" not in h.upstream.models_called()

@@ -9,22 +9,23 @@ from llmroute.dispatch.plan import within_pool
 from llmroute.registry.schema import Cascade
 
 WHY = "is outside key 'team''s pool"
+OWNER = "team"
 
 
 def test_a_plan_inside_the_pool_is_unchanged_but_carries_it() -> None:
     plan = plan_for("small", "mid")
-    kept = within_pool(plan, frozenset({"small", "mid", "large"}), WHY)
+    kept = within_pool(plan, ("small", "mid", "large"), OWNER)
     assert kept is not None
     assert (kept.decision, kept.chain, kept.pool) == (
         plan.decision,
         ("small", "mid"),
-        frozenset({"small", "mid", "large"}),
+        ("small", "mid", "large"),
     )
 
 
 def test_a_target_outside_the_pool_gives_way_to_the_first_fallback_inside() -> None:
     plan = plan_for("large", "mid", "small")
-    kept = within_pool(plan, frozenset({"small", "mid"}), WHY)
+    kept = within_pool(plan, ("small", "mid"), OWNER)
     assert kept is not None
     assert kept.chain == ("mid", "small") and kept.decision.model == "mid"
     assert kept.decision.reason == f"test; large {WHY}"
@@ -32,27 +33,27 @@ def test_a_target_outside_the_pool_gives_way_to_the_first_fallback_inside() -> N
 
 
 def test_no_model_inside_the_pool_is_none() -> None:
-    assert within_pool(plan_for("large", "huge"), frozenset({"small"}), WHY) is None
+    assert within_pool(plan_for("large", "huge"), ("small",), OWNER) is None
 
 
 def test_a_cascade_runs_only_when_every_tier_and_verifier_is_inside() -> None:
     cascade = Cascade.model_validate({"tiers": ["small", "large"]})
     plan = plan_for("small", cascade=cascade)
-    inside = within_pool(plan, frozenset({"small", "large"}), WHY)
+    inside = within_pool(plan, ("small", "large"), OWNER)
     assert inside is not None and inside.cascade is cascade
-    outside = within_pool(plan, frozenset({"small"}), WHY)
+    outside = within_pool(plan, ("small",), OWNER)
     assert outside is not None and outside.cascade is None and outside.chain == ("small",)
     verified = Cascade.model_validate(
         {"tiers": ["small", "large"], "gates": [{"kind": "verifier", "model": "judge"}]}
     )
     plan = plan_for("small", cascade=verified)
-    kept = within_pool(plan, frozenset({"small", "large"}), WHY)
+    kept = within_pool(plan, ("small", "large"), OWNER)
     assert kept is not None and kept.cascade is None
-    kept = within_pool(plan, frozenset({"small", "large", "judge"}), WHY)
+    kept = within_pool(plan, ("small", "large", "judge"), OWNER)
     assert kept is not None and kept.cascade is verified
 
 
 def test_a_blocked_plan_is_left_for_the_policy_to_refuse() -> None:
     blocked = plan_for("large", safety=SafetyOutcome("standard", "block", fired=("injection",)))
-    kept = within_pool(blocked, frozenset({"small"}), WHY)
+    kept = within_pool(blocked, ("small",), OWNER)
     assert kept is not None and kept.decision is blocked.decision and kept.chain == ("large",)

@@ -446,7 +446,7 @@ class Dispatcher:
         position: int,
         name: str,
         policy: RoutePolicy | None,
-        pool: frozenset[str] | None = None,
+        pool: tuple[str, ...] | None = None,
     ) -> bool:
         """Put a model with a larger context window than `name` next in `chain`: the
         route's ``context_fallback`` (when inside `pool`), else the smallest larger one

@@ -43,7 +43,7 @@ class Plan:
     chain: tuple[str, ...]
     policy: RoutePolicy | None = None
     cascade: Cascade | None = None
-    pool: frozenset[str] | None = None
+    pool: tuple[str, ...] | None = None
 
     def outgoing(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body to send upstream: with PII redacted when the safety policy says so.
@@ -58,12 +58,13 @@ class Plan:
         return body
 
 
-def within_pool(plan: Plan, pool: frozenset[str], why: str) -> Plan | None:
-    """`plan` kept inside `pool`: its chain without the models outside it, the decision's
-    model the first one left (`why` is added to its reason when that changed it), its
-    cascade only when every tier and every verifier gate's model is inside. None when
-    no model of the chain is. A blocked plan is returned as it is: nothing will be sent,
-    and the client should hear why (the policy), not where it may not go."""
+def within_pool(plan: Plan, pool: tuple[str, ...], owner: str) -> Plan | None:
+    """`plan` kept inside `pool`, the models client key `owner` may reach: its chain
+    without the models outside it, the decision's model the first one left (its reason
+    says so when that changed it), its cascade only when every tier and every verifier
+    gate's model is inside. None when no model of the chain is. A blocked plan is
+    returned as it is: nothing will be sent, and the client should hear why (the
+    policy), not where it may not go."""
     if plan.decision.blocked:
         return replace(plan, pool=pool)
     chain = tuple(m for m in plan.chain if m in pool)
@@ -71,16 +72,15 @@ def within_pool(plan: Plan, pool: frozenset[str], why: str) -> Plan | None:
         return None
     decision = plan.decision
     if chain[0] != decision.model:
-        decision = replace(
-            decision, model=chain[0], reason=f"{decision.reason}; {decision.model} {why}"
-        )
+        reason = f"{decision.reason}; {decision.model} is outside key {owner!r}'s pool"
+        decision = replace(decision, model=chain[0], reason=reason)
     cascade = plan.cascade
     if cascade is not None and not _cascade_within(cascade, pool):
         cascade = None
     return Plan(decision, chain, plan.policy, cascade, pool)
 
 
-def _cascade_within(cascade: Cascade, pool: frozenset[str]) -> bool:
+def _cascade_within(cascade: Cascade, pool: tuple[str, ...]) -> bool:
     for tier in cascade.tiers:
         if tier.model not in pool:
             return False

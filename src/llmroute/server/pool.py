@@ -30,7 +30,7 @@ def keep_in_pool(scope: Scope, plan: Plan) -> Plan:
     key = api_key_of(scope)
     if key is None or key.pool is None:
         return plan
-    kept = within_pool(plan, frozenset(key.pool), f"is outside key {key.name!r}'s pool")
+    kept = within_pool(plan, key.pool, key.name)
     if kept is None:
         tried = ", ".join(plan.chain)
         raise GatewayError(
