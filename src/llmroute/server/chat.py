@@ -28,7 +28,7 @@ from llmroute.telemetry.service import Telemetry
 from llmroute.telemetry.shadow import answer_text
 from llmroute.telemetry.tracing import RequestTrace, Tracing
 
-__all__ = ["chat_completions", "decision_headers", "route_only"]
+__all__ = ["chat_completions", "decision_headers", "route_only", "serve_chat"]
 
 log = logging.getLogger("llmroute.server")
 
@@ -49,6 +49,16 @@ async def chat_completions(request: Request) -> Response:
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
     require_messages(body)
+    return await serve_chat(request, gateway, body, ts, started_ns)
+
+
+async def serve_chat(
+    request: Request, gateway: Gateway, body: dict[str, Any], ts: float, started_ns: int
+) -> Response:
+    """Route, dispatch, cache, record and trace one chat-completions `body`; the answer
+    in OpenAI's format (a JSON response, or a stream of its chunks). Errors are raised
+    (`GatewayError`, `LlmrouteError`) for the caller's front to render. `ts` and
+    `started_ns` are the request's arrival."""
     check_model(request.scope, body.get("model"))
     plan = await _plan(request, gateway, body)
     headers = decision_headers(plan.decision)

@@ -1,0 +1,80 @@
+"""``POST /v1/messages``: the Anthropic Messages API in front of the same router.
+
+Clients built on Anthropic's SDKs (and tools that speak its API) send their requests
+here: each is converted to a chat-completions body (`llmroute.server.messages_convert`),
+routed, dispatched, cached, recorded and traced exactly as ``/v1/chat/completions``
+serves it (`serve_chat`), and the answer converted back: a Messages object, or a
+Messages event stream. Errors come in Anthropic's format (``{"type": "error", "error":
+{"type", "message"}}``) with the same status codes; the decision headers
+(``x-llmroute-*``) come with every answer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from llmroute.errors import LlmrouteError
+from llmroute.server.body import read_json_object
+from llmroute.server.chat import serve_chat
+from llmroute.server.errors import GatewayError, gateway_error
+from llmroute.server.messages_convert import (
+    StreamTranslator,
+    error_body,
+    to_chat_body,
+    to_message,
+)
+from llmroute.server.state import gateway_of
+
+__all__ = ["messages"]
+
+
+async def messages(request: Request) -> Response:
+    ts, started_ns = time.time(), time.perf_counter_ns()
+    gateway = gateway_of(request)
+    try:
+        body = await read_json_object(request, gateway.max_body_bytes)
+        chat = to_chat_body(body)
+        answer = await serve_chat(request, gateway, chat, ts, started_ns)
+    except GatewayError as exc:
+        return _error(exc)
+    except LlmrouteError as exc:
+        return _error(gateway_error(exc))
+    headers = _passed_on(answer.headers)
+    model = answer.headers.get("x-llmroute-model", str(chat["model"]))
+    if isinstance(answer, StreamingResponse):
+        events = _translated(answer.body_iterator, StreamTranslator(model))
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers=headers, status_code=answer.status_code
+        )
+    data = json.loads(bytes(answer.body))
+    return JSONResponse(to_message(data, model), headers=headers)
+
+
+def _passed_on(headers: Mapping[str, str]) -> dict[str, str]:
+    """The decision, cache and cascade headers of the chat answer."""
+    kept = {k: v for k, v in headers.items() if k.startswith("x-llmroute-")}
+    if "cache-control" in headers:
+        kept["cache-control"] = headers["cache-control"]
+    return kept
+
+
+async def _translated(
+    events: AsyncIterable[str | bytes | memoryview], translator: StreamTranslator
+) -> AsyncIterator[bytes]:
+    async for event in events:
+        raw = event.encode() if isinstance(event, str) else bytes(event)
+        for out in translator.feed(raw):
+            yield out
+    for out in translator.close():
+        yield out
+
+
+def _error(exc: GatewayError) -> JSONResponse:
+    return JSONResponse(
+        error_body(exc.status, exc.message), status_code=exc.status, headers=exc.headers
+    )

@@ -1,0 +1,409 @@
+"""Anthropic Messages ⇄ OpenAI chat completions, for the gateway's ``POST /v1/messages``
+front, without I/O so each rule is testable alone.
+
+A Messages request becomes the chat body the router and the dispatcher already serve
+(`to_chat_body`); the OpenAI answer becomes a Messages answer (`to_message`), and an
+OpenAI stream a Messages event stream (`StreamTranslator`). What cannot be carried is
+refused with a 400 naming the field (server tools, documents, ...); what is only a hint
+for Anthropic's own servers is dropped (``cache_control``, ``thinking``, ``top_k``,
+earlier ``thinking`` blocks): docs/gateway.md lists both.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from llmroute.server.errors import GatewayError
+
+__all__ = ["StreamTranslator", "error_body", "to_chat_body", "to_message"]
+
+_STOP = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def _bad(param: str, message: str) -> GatewayError:
+    return GatewayError(400, message, param=param)
+
+
+# ---------------------------------------------------------------- requests
+
+
+def to_chat_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The chat-completions body for a Messages request; 400 (`GatewayError`) naming the
+    field for anything malformed or that cannot be carried."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("model", "'model' is required: auto, a route or a pool model")
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise _bad("max_tokens", "'max_tokens' is required and must be a positive integer")
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise _bad("messages", "'messages' is required and must be a non-empty list")
+    messages = _system(body.get("system"))
+    for i, message in enumerate(raw):
+        messages.extend(_message(message, f"messages[{i}]"))
+    chat: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens}
+    for key in ("temperature", "top_p"):
+        if body.get(key) is not None:
+            chat[key] = body[key]
+    chat.update(_stops(body.get("stop_sequences")))
+    if body.get("stream") is True:
+        chat["stream"] = True
+        chat["stream_options"] = {"include_usage": True}
+    if body.get("tools") is not None:
+        chat["tools"] = _tools(body["tools"])
+    if body.get("tool_choice") is not None:
+        chat.update(_tool_choice(body["tool_choice"]))
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
+        chat["user"] = metadata["user_id"]
+    return chat
+
+
+def _stops(stops: Any) -> dict[str, Any]:
+    if stops is None:
+        return {}
+    if not isinstance(stops, list) or not all(isinstance(x, str) for x in stops):
+        raise _bad("stop_sequences", "'stop_sequences' must be a list of strings")
+    return {"stop": stops}
+
+
+def _system(system: Any) -> list[dict[str, Any]]:
+    if system is None:
+        return []
+    if isinstance(system, str):
+        return [{"role": "system", "content": system}] if system else []
+    if isinstance(system, list):
+        texts = [_text_of(block, f"system[{i}]") for i, block in enumerate(system)]
+        return [{"role": "system", "content": "\n\n".join(texts)}] if texts else []
+    raise _bad("system", "'system' must be a string or a list of text blocks")
+
+
+def _text_of(block: Any, where: str) -> str:
+    if not isinstance(block, dict) or block.get("type") != "text":
+        raise _bad(where, f"{where} must be a text block")
+    text = block.get("text")
+    if not isinstance(text, str):
+        raise _bad(where, f"{where}.text must be a string")
+    return text
+
+
+def _message(message: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+        raise _bad(where, f"{where} must be an object with role 'user' or 'assistant'")
+    role, content = message["role"], message.get("content")
+    if isinstance(content, str):
+        return [{"role": role, "content": content}]
+    if not isinstance(content, list):
+        raise _bad(where, f"{where}.content must be a string or a list of content blocks")
+    if role == "assistant":
+        return [_assistant(content, where)]
+    return _user(content, where)
+
+
+def _assistant(blocks: list[Any], where: str) -> dict[str, Any]:
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for i, block in enumerate(blocks):
+        at = f"{where}.content[{i}]"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            texts.append(_text_of(block, at))
+        elif kind == "tool_use":
+            name, call_id = block.get("name"), block.get("id")
+            if not isinstance(name, str) or not isinstance(call_id, str):
+                raise _bad(at, f"{at} needs a string 'id' and 'name'")
+            arguments = json.dumps(block.get("input") or {}, ensure_ascii=False)
+            calls.append(
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments},
+                }
+            )
+        elif kind in ("thinking", "redacted_thinking"):
+            continue  # the model's earlier reasoning: other models cannot read it back
+        else:
+            raise _bad(at, f"{at}: content block type {kind!r} is not supported here")
+    out: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    if calls:
+        out["tool_calls"] = calls
+    return out
+
+
+def _user(blocks: list[Any], where: str) -> list[dict[str, Any]]:
+    """Tool results become ``tool`` messages (first, as OpenAI wants them right after the
+    assistant's calls); text and images stay one user message."""
+    tools: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    for i, block in enumerate(blocks):
+        at = f"{where}.content[{i}]"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            parts.append({"type": "text", "text": _text_of(block, at)})
+        elif kind == "image":
+            parts.append({"type": "image_url", "image_url": {"url": _image_url(block, at)}})
+        elif kind == "tool_result":
+            tools.append(_tool_result(block, at))
+        else:
+            raise _bad(at, f"{at}: content block type {kind!r} is not supported here")
+    out = list(tools)
+    if parts:
+        only_text = all(p["type"] == "text" for p in parts)
+        content: Any = "\n".join(p["text"] for p in parts) if only_text else parts
+        out.append({"role": "user", "content": content})
+    return out
+
+
+def _image_url(block: dict[str, Any], where: str) -> str:
+    source = block.get("source")
+    if isinstance(source, dict) and source.get("type") == "base64":
+        media, data = source.get("media_type"), source.get("data")
+        if isinstance(media, str) and isinstance(data, str):
+            return f"data:{media};base64,{data}"
+    if isinstance(source, dict) and source.get("type") == "url":
+        url = source.get("url")
+        if isinstance(url, str):
+            return url
+    raise _bad(where, f"{where}.source must be a base64 image or a url")
+
+
+def _tool_result(block: dict[str, Any], where: str) -> dict[str, Any]:
+    call_id = block.get("tool_use_id")
+    if not isinstance(call_id, str):
+        raise _bad(where, f"{where}.tool_use_id must be a string")
+    content = block.get("content", "")
+    if isinstance(content, list):
+        content = "\n".join(_text_of(b, f"{where}.content[{j}]") for j, b in enumerate(content))
+    elif not isinstance(content, str):
+        raise _bad(where, f"{where}.content must be a string or a list of text blocks")
+    if block.get("is_error") is True:
+        content = f"Error: {content}"
+    return {"role": "tool", "tool_call_id": call_id, "content": content}
+
+
+def _tools(tools: Any) -> list[dict[str, Any]]:
+    if not isinstance(tools, list):
+        raise _bad("tools", "'tools' must be a list")
+    out = []
+    for i, tool in enumerate(tools):
+        at = f"tools[{i}]"
+        if not isinstance(tool, dict) or tool.get("type") not in (None, "custom"):
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            raise _bad(at, f"{at}: tool type {kind!r} is not supported (only client tools)")
+        name, schema = tool.get("name"), tool.get("input_schema")
+        if not isinstance(name, str) or not isinstance(schema, dict):
+            raise _bad(at, f"{at} needs a string 'name' and an object 'input_schema'")
+        function: dict[str, Any] = {"name": name, "parameters": schema}
+        if isinstance(tool.get("description"), str):
+            function["description"] = tool["description"]
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _tool_choice(choice: Any) -> dict[str, Any]:
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    mapped: Any
+    if kind == "auto":
+        mapped = "auto"
+    elif kind == "any":
+        mapped = "required"
+    elif kind == "none":
+        mapped = "none"
+    elif kind == "tool" and isinstance(choice.get("name"), str):
+        mapped = {"type": "function", "function": {"name": choice["name"]}}
+    else:
+        raise _bad("tool_choice", "'tool_choice' must be auto, any, none or a named tool")
+    out: dict[str, Any] = {"tool_choice": mapped}
+    if choice.get("disable_parallel_tool_use") is True and kind != "none":
+        out["parallel_tool_calls"] = False
+    return out
+
+
+# ---------------------------------------------------------------- answers
+
+
+def _input(arguments: Any) -> Any:
+    if not isinstance(arguments, str) or not arguments:
+        return {}
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return {"arguments": arguments}  # not JSON: handed over rather than lost
+
+
+def to_message(data: dict[str, Any], model: str) -> dict[str, Any]:
+    """The Messages answer for an OpenAI chat completion; `model` is the pool model that
+    served it."""
+    choice = (data.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    blocks: list[dict[str, Any]] = []
+    if isinstance(message.get("content"), str) and message["content"]:
+        blocks.append({"type": "text", "text": message["content"]})
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id") or "",
+                "name": function.get("name") or "",
+                "input": _input(function.get("arguments")),
+            }
+        )
+    usage = data.get("usage") or {}
+    return {
+        "id": f"msg_{data.get('id') or ''}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": blocks,
+        "stop_reason": _STOP.get(choice.get("finish_reason") or "stop", "end_turn"),
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": int(usage.get("prompt_tokens") or 0),
+            "output_tokens": int(usage.get("completion_tokens") or 0),
+        },
+    }
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    """Anthropic's error JSON for a status."""
+    kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _event(kind: str, payload: dict[str, Any]) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **payload})}\n\n".encode()
+
+
+class StreamTranslator:
+    """OpenAI chat-completion chunks in, Messages stream events out. Feed each SSE event
+    (bytes, as the gateway relays them) to `feed`; `close` ends the message if the
+    stream stopped without ``[DONE]``."""
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._started = False
+        self._done = False
+        self._index = -1  # the open content block, -1 when none
+        self._kind: str | None = None  # its type: "text" or "tool_use"
+        self._tools: dict[int, int] = {}  # OpenAI tool-call index -> our block index
+        self._stop = "end_turn"
+        self._usage = {"input_tokens": 0, "output_tokens": 0}
+
+    def feed(self, event: bytes) -> Iterator[bytes]:
+        for line in event.splitlines():
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                yield from self.close()
+                continue
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                continue
+            if isinstance(chunk, dict):
+                yield from self._chunk(chunk)
+
+    def _chunk(self, chunk: dict[str, Any]) -> Iterator[bytes]:
+        if "error" in chunk:
+            error = chunk["error"] if isinstance(chunk["error"], dict) else {}
+            message = str(error.get("message") or "the upstream stream broke off")
+            yield _event("error", {"error": {"type": "api_error", "message": message}})
+            self._done = True
+            return
+        yield from self._start(chunk)
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._usage = {
+                "input_tokens": int(usage.get("prompt_tokens") or 0),
+                "output_tokens": int(usage.get("completion_tokens") or 0),
+            }
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                if self._kind != "text":
+                    yield from self._open({"type": "text", "text": ""}, "text")
+                delta_text = {"type": "text_delta", "text": text}
+                yield _event("content_block_delta", {"index": self._index, "delta": delta_text})
+            for call in delta.get("tool_calls") or ():
+                yield from self._tool_delta(call)
+            if choice.get("finish_reason"):
+                self._stop = _STOP.get(choice["finish_reason"], "end_turn")
+
+    def _start(self, chunk: dict[str, Any]) -> Iterator[bytes]:
+        if self._started:
+            return
+        self._started = True
+        message: dict[str, Any] = {
+            "id": f"msg_{chunk.get('id') or ''}",
+            "type": "message",
+            "role": "assistant",
+            "model": self._model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        yield _event("message_start", {"message": message})
+
+    def _open(self, block: dict[str, Any], kind: str) -> Iterator[bytes]:
+        yield from self._close_block()
+        self._index += 1
+        self._kind = kind
+        yield _event("content_block_start", {"index": self._index, "content_block": block})
+
+    def _close_block(self) -> Iterator[bytes]:
+        if self._kind is not None:
+            yield _event("content_block_stop", {"index": self._index})
+            self._kind = None
+
+    def _tool_delta(self, call: dict[str, Any]) -> Iterator[bytes]:
+        position = call.get("index", 0)
+        function = call.get("function") or {}
+        if position not in self._tools:
+            block: dict[str, Any] = {
+                "type": "tool_use",
+                "id": call.get("id") or "",
+                "name": function.get("name") or "",
+                "input": {},
+            }
+            yield from self._open(block, "tool_use")
+            self._tools[position] = self._index
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            index = self._tools[position]
+            delta = {"type": "input_json_delta", "partial_json": arguments}
+            yield _event("content_block_delta", {"index": index, "delta": delta})
+
+    def close(self) -> Iterator[bytes]:
+        if self._done:
+            return
+        yield from self._start({})
+        yield from self._close_block()
+        self._done = True
+        delta = {"stop_reason": self._stop, "stop_sequence": None}
+        yield _event(
+            "message_delta",
+            {"delta": delta, "usage": {"output_tokens": self._usage["output_tokens"]}},
+        )
+        yield _event("message_stop", {})

@@ -1,0 +1,171 @@
+"""``POST /v1/messages`` end to end: `llmroute serve` as a subprocess, the official
+`anthropic` client in front of it, the fake OpenAI-protocol upstream behind it: the same
+routing, the Messages shapes back (one message or its event stream), Anthropic's error
+format, and a tool call's round trip."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import anthropic
+import httpx
+import pytest
+from fake_upstream import FakeUpstream, fake_upstream
+from gateway_proc import Served, serve
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: up-small, price: {input: 1, output: 2}}
+  large: {provider: fake, model: up-large, price: {input: 10, output: 30}}
+routes:
+  - name: code
+    examples: ["write a Python function to parse JSON", "debug this SQL query"]
+    target: large
+  - name: chitchat
+    examples: ["hi there!", "how are you today?"]
+    target: small
+default: {target: small}
+"""
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("messages")
+    registry = tmp / "registry.yaml"
+    registry.write_text(REGISTRY % {"url": upstream.url})
+    with serve(registry, tmp / "serve.log", env={"LLMROUTE_TELEMETRY_URL": "off"}) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def client(gateway: Served) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0) as c:
+        yield c
+
+
+def test_a_message_is_routed_and_answered_in_messages_shape(
+    client: anthropic.Anthropic, upstream: FakeUpstream
+) -> None:
+    raw = client.messages.with_raw_response.create(
+        model="auto",
+        max_tokens=64,
+        system="You are terse.",
+        messages=[{"role": "user", "content": "write a Python function to parse YAML"}],
+    )
+    assert raw.headers["x-llmroute-route"] == "code"
+    assert raw.headers["x-llmroute-model"] == "large"
+    message = raw.parse()
+    assert message.type == "message" and message.role == "assistant"
+    assert message.model == "large" and message.stop_reason == "end_turn"
+    assert message.content[0].type == "text" and message.content[0].text
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    sent = upstream.requests[-1].body
+    assert sent["model"] == "up-large" and sent["max_tokens"] == 64
+    assert sent["messages"][0] == {"role": "system", "content": "You are terse."}
+
+
+def test_a_stream_arrives_as_messages_events(client: anthropic.Anthropic) -> None:
+    with client.messages.stream(
+        model="chitchat", max_tokens=32, messages=[{"role": "user", "content": "hi there!"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text and final.content[0].type == "text" and final.content[0].text == text
+    assert final.model == "small" and final.stop_reason == "end_turn"
+    assert final.usage.output_tokens > 0
+
+
+def test_tool_use_and_results_cross_both_ways(
+    client: anthropic.Anthropic, upstream: FakeUpstream
+) -> None:
+    tools = [
+        {
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+        }
+    ]
+    history = [
+        {"role": "user", "content": "what is the weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Let me look."},
+                {
+                    "type": "tool_use",
+                    "id": "call_1",
+                    "name": "get_weather",
+                    "input": {"city": "Paris"},
+                },
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "call_1", "content": "sunny, 21 C"},
+                {"type": "text", "text": "and tomorrow?"},
+            ],
+        },
+    ]
+    message = client.messages.create(
+        model="small",
+        max_tokens=32,
+        tools=tools,  # type: ignore[arg-type]
+        tool_choice={"type": "auto"},
+        messages=history,  # type: ignore[arg-type]
+    )
+    assert message.content and message.stop_reason == "end_turn"
+    sent = upstream.requests[-1].body
+    assert sent["tools"][0]["function"]["name"] == "get_weather"
+    assert sent["tools"][0]["function"]["parameters"]["properties"]["city"]["type"] == "string"
+    assert sent["tool_choice"] == "auto"
+    roles = [m["role"] for m in sent["messages"]]
+    assert roles == ["user", "assistant", "tool", "user"]
+    call = sent["messages"][1]["tool_calls"][0]
+    assert call["id"] == "call_1" and call["function"]["name"] == "get_weather"
+    assert sent["messages"][2] == {
+        "role": "tool",
+        "tool_call_id": "call_1",
+        "content": "sunny, 21 C",
+    }
+
+
+def test_errors_come_in_anthropic_format(gateway: Served, client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        client.messages.create(
+            model="claude-nonexistent", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        client.messages.create(
+            model="auto",
+            max_tokens=8,
+            messages=[{"role": "user", "content": [{"type": "document", "source": {}}]}],  # type: ignore[list-item]
+        )
+    assert "document" in bad.value.message
+    for body, param in (
+        ({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}, "max_tokens"),
+        ({"model": "auto", "max_tokens": 8, "messages": []}, "messages"),
+        ({"max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}, "model"),
+    ):
+        response = httpx.post(f"{gateway.url}/v1/messages", json=body, timeout=10)
+        assert response.status_code == 400
+        payload = response.json()
+        assert payload["type"] == "error" and payload["error"]["type"] == "invalid_request_error"
+        assert param in payload["error"]["message"]
+    broken = httpx.post(f"{gateway.url}/v1/messages", content=b"{", timeout=10)
+    assert broken.status_code == 400 and broken.json()["type"] == "error"
+
+
+def test_the_serve_log_holds_no_traceback(gateway: Served, tmp_path: Path) -> None:
+    assert "Traceback" not in gateway.log.read_text()

@@ -1,0 +1,179 @@
+"""The Messages ⇄ chat-completions conversion alone: answers with tool calls, a stream
+with text and tool-call deltas, images, and what is refused."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from llmroute.server.errors import GatewayError
+from llmroute.server.messages_convert import StreamTranslator, to_chat_body, to_message
+
+
+def _chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any) -> bytes:
+    data: dict[str, Any] = {"id": "c1", "choices": [], **extra}
+    if delta is not None or finish is not None:
+        data["choices"] = [{"index": 0, "delta": delta or {}, "finish_reason": finish}]
+    return f"data: {json.dumps(data)}\n\n".encode()
+
+
+def _events(raw: list[bytes]) -> list[dict[str, Any]]:
+    out = []
+    for event in raw:
+        kind, data = event.decode().strip().split("\n")
+        payload = json.loads(data.removeprefix("data: "))
+        assert kind == f"event: {payload['type']}"
+        out.append(payload)
+    return out
+
+
+def test_an_answer_with_tool_calls_becomes_tool_use_blocks() -> None:
+    data = {
+        "id": "x1",
+        "choices": [
+            {
+                "finish_reason": "tool_calls",
+                "message": {
+                    "content": "Checking.",
+                    "tool_calls": [
+                        {"id": "t1", "function": {"name": "f", "arguments": '{"a": 1}'}},
+                        {"id": "t2", "function": {"name": "g", "arguments": "not json"}},
+                    ],
+                },
+            }
+        ],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 5},
+    }
+    message = to_message(data, "large")
+    assert message["stop_reason"] == "tool_use" and message["model"] == "large"
+    assert message["content"] == [
+        {"type": "text", "text": "Checking."},
+        {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}},
+        {"type": "tool_use", "id": "t2", "name": "g", "input": {"arguments": "not json"}},
+    ]
+    assert message["usage"] == {"input_tokens": 7, "output_tokens": 5}
+    assert (
+        to_message({"choices": [{"finish_reason": "length", "message": {}}]}, "m")["stop_reason"]
+        == "max_tokens"
+    )
+
+
+def test_a_stream_of_text_then_a_tool_call_becomes_messages_events() -> None:
+    translator = StreamTranslator("small")
+    raw: list[bytes] = []
+    for event in (
+        _chunk({"role": "assistant", "content": "Hel"}),
+        _chunk({"content": "lo"}),
+        _chunk(
+            {"tool_calls": [{"index": 0, "id": "t1", "function": {"name": "f", "arguments": ""}}]}
+        ),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a":'}}]}),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": " 1}"}}]}),
+        _chunk(finish="tool_calls"),
+        _chunk(usage={"prompt_tokens": 4, "completion_tokens": 9}),
+        b"data: [DONE]\n\n",
+    ):
+        raw.extend(translator.feed(event))
+    raw.extend(translator.close())  # after [DONE]: nothing more
+    events = _events(raw)
+    assert [e["type"] for e in events] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert events[0]["message"]["model"] == "small"
+    assert events[2]["delta"] == {"type": "text_delta", "text": "Hel"}
+    assert events[5]["content_block"] == {"type": "tool_use", "id": "t1", "name": "f", "input": {}}
+    assert events[5]["index"] == 1
+    joined = "".join(e["delta"]["partial_json"] for e in events[6:8])
+    assert json.loads(joined) == {"a": 1}
+    assert events[9]["delta"]["stop_reason"] == "tool_use"
+    assert events[9]["usage"] == {"output_tokens": 9}
+
+
+def test_a_broken_stream_ends_with_an_error_event() -> None:
+    translator = StreamTranslator("small")
+    raw = list(translator.feed(_chunk({"content": "Hi"})))
+    raw += translator.feed(b'data: {"error": {"message": "the upstream stream broke off"}}\n\n')
+    raw += translator.feed(b"data: [DONE]\n\n")
+    events = _events(raw)
+    assert events[-1] == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "the upstream stream broke off"},
+    }
+
+
+def test_images_and_tool_results_map_to_chat_shapes() -> None:
+    body = {
+        "model": "auto",
+        "max_tokens": 10,
+        "stop_sequences": ["END"],
+        "metadata": {"user_id": "u-1"},
+        "tool_choice": {"type": "tool", "name": "f", "disable_parallel_tool_use": True},
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "text",
+                        "text": "what is this?",
+                        "cache_control": {"type": "ephemeral"},
+                    },
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": "AAA"},
+                    },
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "content": [{"type": "text", "text": "boom"}],
+                        "is_error": True,
+                    },
+                ],
+            }
+        ],
+    }
+    chat = to_chat_body(body)
+    assert chat["stop"] == ["END"] and chat["user"] == "u-1"
+    assert chat["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    assert chat["parallel_tool_calls"] is False
+    tool, user = chat["messages"]
+    assert tool == {"role": "tool", "tool_call_id": "t1", "content": "Error: boom"}
+    assert user["content"][1] == {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64,AAA"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0]"),
+        ({"tool_choice": {"type": "sometimes"}}, "tool_choice"),
+        ({"system": 5}, "system"),
+        ({"stop_sequences": "END"}, "stop_sequences"),
+        ({"messages": [{"role": "system", "content": "x"}]}, "messages[0]"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]},
+            "messages[0].content[0]",
+        ),
+        ({"max_tokens": True}, "max_tokens"),
+    ],
+)
+def test_what_cannot_be_carried_is_a_400_naming_the_field(
+    change: dict[str, Any], param: str
+) -> None:
+    body = {"model": "auto", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(GatewayError) as caught:
+        to_chat_body({**body, **change})
+    assert caught.value.status == 400 and caught.value.param == param
