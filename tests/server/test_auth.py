@@ -110,6 +110,30 @@ def test_a_request_without_a_known_key_is_a_401(gateway: Served) -> None:
         assert httpx.get(f"{gateway.url}{path}", timeout=5).status_code == 401
 
 
+def test_the_messages_front_takes_the_key_and_answers_in_anthropics_format(
+    gateway: Served,
+) -> None:
+    """Anthropic's clients send the key as ``x-api-key``; the key check's rejections on
+    ``/v1/messages`` come in Anthropic's error format."""
+    import anthropic
+
+    def client(key: str) -> anthropic.Anthropic:
+        return anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
+
+    ask = {"model": "auto", "max_tokens": 16, "messages": ASK["messages"]}
+    with client(TEAM_KEY) as team:
+        assert team.messages.create(**ask).content[0].type == "text"  # type: ignore[call-overload]
+    with client("sk-wrong") as stranger, pytest.raises(anthropic.AuthenticationError) as caught:
+        stranger.messages.create(**ask)  # type: ignore[call-overload]
+    body = caught.value.body
+    assert isinstance(body, dict) and body["type"] == "error"
+    assert body["error"]["type"] == "authentication_error"
+    with client(NARROW_KEY) as narrow, pytest.raises(anthropic.PermissionDeniedError) as denied:
+        narrow.messages.create(**ask)  # type: ignore[call-overload]  # auto is not allowed
+    body = denied.value.body
+    assert isinstance(body, dict) and body["error"]["type"] == "permission_error"
+
+
 def test_a_known_key_gets_in_by_any_usual_header(gateway: Served) -> None:
     with _client(gateway, TEAM_KEY) as client:
         answer = client.chat.completions.create(**ASK)

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from llmroute.errors import ConfigError
 from llmroute.registry.schema import ApiKey, AuthSettings
 from llmroute.server.errors import GatewayError
+from llmroute.server.messages_convert import MESSAGES_PATH, error_response
 from llmroute.state.limits import RateLimits
 from llmroute.telemetry.metrics import GatewayMetrics
 from llmroute.telemetry.record import DecisionRecord
@@ -146,7 +147,8 @@ def key_of(scope: Scope) -> str | None:
 
 class RequireKey:
     """ASGI middleware: 401 without a known key, 403 for a non-admin key on an admin
-    path, 429 past the key's ``rpm``; OpenAI's error format in every case."""
+    path, 429 past the key's ``rpm`` or ``tpm``; OpenAI's error format, Anthropic's on
+    ``/v1/messages``."""
 
     def __init__(self, app: ASGIApp) -> None:
         from llmroute.server.state import pinned  # here: server.state imports this module
@@ -173,7 +175,10 @@ class RequireKey:
             metrics = getattr(scope["app"].state, "metrics", None)
             if isinstance(metrics, GatewayMetrics):
                 metrics.auth_rejected(_reason(error))
-            await error.response()(scope, receive, send)
+            if scope["path"] == MESSAGES_PATH:
+                await error_response(error)(scope, receive, send)
+            else:
+                await error.response()(scope, receive, send)
             return
         scope[_SCOPE_KEY] = key
         await self.app(scope, receive, send)

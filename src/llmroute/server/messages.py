@@ -5,8 +5,8 @@ here: each is converted to a chat-completions body (`llmroute.server.messages_co
 routed, dispatched, cached, recorded and traced exactly as ``/v1/chat/completions``
 serves it (`serve_chat`), and the answer converted back: a Messages object, or a
 Messages event stream. Errors come in Anthropic's format (``{"type": "error", "error":
-{"type", "message"}}``) with the same status codes; the decision headers
-(``x-llmroute-*``) come with every answer.
+{"type", "message"}}``) with the same status codes, the client-key check's included
+(`llmroute.server.auth`); the decision headers (``x-llmroute-*``) come with every answer.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from llmroute.server.chat import serve_chat
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.messages_convert import (
     StreamTranslator,
-    error_body,
+    error_response,
     to_chat_body,
     to_message,
 )
@@ -41,9 +41,9 @@ async def messages(request: Request) -> Response:
         chat = to_chat_body(body)
         answer = await serve_chat(request, gateway, chat, ts, started_ns)
     except GatewayError as exc:
-        return _error(exc)
+        return error_response(exc)
     except LlmrouteError as exc:
-        return _error(gateway_error(exc))
+        return error_response(gateway_error(exc))
     headers = _passed_on(answer.headers)
     model = answer.headers.get("x-llmroute-model", str(chat["model"]))
     if isinstance(answer, StreamingResponse):
@@ -72,9 +72,3 @@ async def _translated(
             yield out
     for out in translator.close():
         yield out
-
-
-def _error(exc: GatewayError) -> JSONResponse:
-    return JSONResponse(
-        error_body(exc.status, exc.message), status_code=exc.status, headers=exc.headers
-    )

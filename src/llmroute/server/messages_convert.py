@@ -15,9 +15,20 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from starlette.responses import JSONResponse
+
 from llmroute.server.errors import GatewayError
 
-__all__ = ["StreamTranslator", "error_body", "to_chat_body", "to_message"]
+__all__ = [
+    "MESSAGES_PATH",
+    "StreamTranslator",
+    "error_body",
+    "error_response",
+    "to_chat_body",
+    "to_message",
+]
+
+MESSAGES_PATH = "/v1/messages"
 
 _STOP = {
     "stop": "end_turn",
@@ -287,6 +298,13 @@ def error_body(status: int, message: str) -> dict[str, Any]:
     """Anthropic's error JSON for a status."""
     kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def error_response(exc: GatewayError) -> JSONResponse:
+    """`exc` as Anthropic's clients expect it: its status and headers, their error body."""
+    return JSONResponse(
+        error_body(exc.status, exc.message), status_code=exc.status, headers=exc.headers
+    )
 
 
 def _event(kind: str, payload: dict[str, Any]) -> bytes:
