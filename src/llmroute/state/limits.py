@@ -87,6 +87,17 @@ def _window(now: float) -> tuple[int, float]:
     return minute, 1.0 - (now - minute * WINDOW_S) / WINDOW_S
 
 
+def _rolled(entry: tuple[int, int, int] | None, minute: int) -> tuple[int, int]:
+    """(this minute's count, the previous minute's) from a (minute, this, previous)
+    entry last written in any minute."""
+    if entry is None:
+        return 0, 0
+    seen, this, previous = entry
+    if seen == minute:
+        return this, previous
+    return 0, this if seen == minute - 1 else 0
+
+
 class MemoryLimits:
     """Counts in this process; thread-safe (the SDK's loops share it)."""
 
@@ -102,10 +113,7 @@ class MemoryLimits:
     async def acquire(self, key: str, per_minute: int) -> bool:
         minute, weight = _window(self._clock())
         with self._lock:
-            seen, this, previous = self._counts.get(key, (minute, 0, 0))
-            if seen != minute:
-                previous = this if seen == minute - 1 else 0
-                this = 0
+            this, previous = _rolled(self._counts.get(key), minute)
             if previous * weight + this >= per_minute:
                 self._counts[key] = (minute, this, previous)
                 return False
@@ -127,20 +135,15 @@ class MemoryLimits:
     async def tokens(self, key: str) -> float:
         minute, weight = _window(self._clock())
         with self._lock:
-            seen, this, previous = self._tokens.get(key, (minute, 0, 0))
-        if seen == minute:
-            return previous * weight + this
-        return this * weight if seen == minute - 1 else 0.0
+            this, previous = _rolled(self._tokens.get(key), minute)
+        return previous * weight + this
 
     async def add_tokens(self, key: str, count: int) -> None:
         if count <= 0:
             return
         minute, _ = _window(self._clock())
         with self._lock:
-            seen, this, previous = self._tokens.get(key, (minute, 0, 0))
-            if seen != minute:
-                previous = this if seen == minute - 1 else 0
-                this = 0
+            this, previous = _rolled(self._tokens.get(key), minute)
             self._tokens[key] = (minute, this + count, previous)
 
     async def aclose(self) -> None:
