@@ -169,3 +169,20 @@ def test_errors_come_in_anthropic_format(gateway: Served, client: anthropic.Anth
 
 def test_the_serve_log_holds_no_traceback(gateway: Served, tmp_path: Path) -> None:
     assert "Traceback" not in gateway.log.read_text()
+
+
+def test_count_tokens_estimates_without_calling_upstream(
+    client: anthropic.Anthropic, upstream: FakeUpstream
+) -> None:
+    before = len(upstream.requests)
+    ask = [{"role": "user", "content": "write a Python function to parse YAML"}]
+    plain = client.messages.count_tokens(model="auto", messages=ask)  # type: ignore[arg-type]
+    longer = client.messages.count_tokens(
+        model="auto",
+        system="You are a careful senior engineer who explains every step.",
+        messages=ask,  # type: ignore[arg-type]
+    )
+    assert 0 < plain.input_tokens < longer.input_tokens
+    assert len(upstream.requests) == before
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.count_tokens(model="auto", messages=[])

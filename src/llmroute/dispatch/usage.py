@@ -28,6 +28,7 @@ __all__ = [
     "priced_embedding",
     "prompt_chars",
     "prompt_text",
+    "prompt_tokens",
 ]
 
 _PER_MESSAGE = 4  # role and separators, as chat templates add them
@@ -99,6 +100,12 @@ def prompt_text(body: Mapping[str, Any]) -> str:
 def prompt_chars(body: Mapping[str, Any]) -> int:
     """The length of `prompt_text` without building it (on every request)."""
     return sum(len(piece) + 1 for piece in _prompt_pieces(body))
+
+
+def prompt_tokens(body: Mapping[str, Any]) -> int:
+    """A chat body's prompt tokens as `count_tokens` estimates them (messages, tool
+    definitions, and the separators chat templates add)."""
+    return _prompt_tokens(body)
 
 
 def _prompt_tokens(body: Mapping[str, Any]) -> int:

@@ -31,8 +31,8 @@ from llmroute.server.errors import (
     handle_llmroute_error,
 )
 from llmroute.server.feedback import feedback
-from llmroute.server.messages import messages
-from llmroute.server.messages_convert import MESSAGES_PATH
+from llmroute.server.messages import count_tokens, messages
+from llmroute.server.messages_convert import COUNT_TOKENS_PATH, MESSAGES_PATH
 from llmroute.server.meta import health, list_models, ready, retrieve_model
 from llmroute.server.metrics import metrics_endpoint
 from llmroute.server.reload import reloading
@@ -70,6 +70,7 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route(MESSAGES_PATH, messages, methods=["POST"]),
+        Route(COUNT_TOKENS_PATH, count_tokens, methods=["POST"]),
         Route("/v1/route", route_only, methods=["POST"]),
         Route("/v1/feedback", feedback, methods=["POST"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

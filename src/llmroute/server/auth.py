@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from llmroute.errors import ConfigError
 from llmroute.registry.schema import ApiKey, AuthSettings
 from llmroute.server.errors import GatewayError
-from llmroute.server.messages_convert import MESSAGES_PATH, error_response
+from llmroute.server.messages_convert import COUNT_TOKENS_PATH, MESSAGES_PATH, error_response
 from llmroute.state.limits import RateLimits
 from llmroute.telemetry.metrics import GatewayMetrics
 from llmroute.telemetry.record import DecisionRecord
@@ -175,7 +175,7 @@ class RequireKey:
             metrics = getattr(scope["app"].state, "metrics", None)
             if isinstance(metrics, GatewayMetrics):
                 metrics.auth_rejected(_reason(error))
-            if scope["path"] == MESSAGES_PATH:
+            if scope["path"] in (MESSAGES_PATH, COUNT_TOKENS_PATH):
                 await error_response(error)(scope, receive, send)
             else:
                 await error.response()(scope, receive, send)

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 from llmroute.server.errors import GatewayError
 
 __all__ = [
+    "COUNT_TOKENS_PATH",
     "MESSAGES_PATH",
     "StreamTranslator",
     "error_body",
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 
 _STOP = {
     "stop": "end_turn",
@@ -55,13 +57,14 @@ def _bad(param: str, message: str) -> GatewayError:
 # ---------------------------------------------------------------- requests
 
 
-def to_chat_body(body: dict[str, Any]) -> dict[str, Any]:
+def to_chat_body(body: dict[str, Any], *, counting: bool = False) -> dict[str, Any]:
     """The chat-completions body for a Messages request; 400 (`GatewayError`) naming the
-    field for anything malformed or that cannot be carried."""
+    field for anything malformed or that cannot be carried. `counting` (for
+    ``count_tokens``) does not ask for ``max_tokens``."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("model", "'model' is required: auto, a route or a pool model")
-    max_tokens = body.get("max_tokens")
+    max_tokens = body.get("max_tokens", 1 if counting else None)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise _bad("max_tokens", "'max_tokens' is required and must be a positive integer")
     raw = body.get("messages")
