@@ -188,3 +188,60 @@ def test_in_flight_requests_finish_on_the_registry_they_started_with(
     missing = _chat(url, "slow")
     assert missing.status_code == 404  # new requests see the new registry
     assert missing.json()["error"]["code"] == "model_not_found"
+
+
+def test_a_new_decision_log_takes_over_without_losing_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``telemetry.url`` edited under a running gateway: requests from then on are
+    logged to the new log; a request in flight across the reload still lands (in one
+    log or the other, not lost), and the old log is closed once it is done."""
+    from llmroute.telemetry.store import open_store
+
+    monkeypatch.delenv("LLMROUTE_TELEMETRY_URL", raising=False)  # the registry decides
+    first, second = tmp_path / "first.db", tmp_path / "second.db"
+    registry = tmp_path / "registry.yaml"
+
+    def write(log: Path) -> None:
+        settings = f"telemetry: {{url: 'sqlite:///{log}', flush_seconds: 0.05}}\n"
+        scratch = registry.with_suffix(".tmp")
+        scratch.write_text(_registry(upstream) + settings)
+        os.replace(scratch, registry)
+
+    def ids(log: Path) -> set[str]:
+        if not log.exists():
+            return set()
+        store = open_store(f"sqlite:///{log}")
+        try:
+            return {d.id for d in store.decisions(0)}
+        except Exception:  # the writer has not created the tables yet
+            return set()
+        finally:
+            store.close()
+
+    with fake_upstream() as upstream:
+        write(first)
+        args = ["--reload-interval", "0.1"]
+        with serve(registry, tmp_path / "serve.log", args, env={KEY_ENV: SECRET}) as served:
+            before = _chat(served.url, "small").headers["x-llmroute-decision-id"]
+            wait_for("the first record", lambda: before in ids(first), 10, served.log)
+            in_flight: list[httpx.Response] = []
+            thread = threading.Thread(target=lambda: in_flight.append(_chat(served.url, "slow")))
+            thread.start()
+            time.sleep(0.5)  # the slow request is upstream now
+            old = served.version()
+            write(second)
+            wait_for("a reload", lambda: served.version() != old, 15, served.log)
+            after = _chat(served.url, "small").headers["x-llmroute-decision-id"]
+            thread.join(20)
+            slow = in_flight[0].headers["x-llmroute-decision-id"]
+            wait_for("the new log", lambda: after in ids(second), 10, served.log)
+            wait_for("the slow record", lambda: slow in ids(first) | ids(second), 10, served.log)
+            assert after not in ids(first)
+            wait_for(
+                "the old log closed",
+                lambda: "registry version" in served.log_text() and "retired" in served.log_text(),
+                15,
+                served.log,
+            )
+            assert "decision log settings changed" in served.log_text()

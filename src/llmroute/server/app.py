@@ -56,13 +56,13 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
         try:
             async with reloading(app.state, registry_path, serve_settings) as reloader:
                 settings = reloader.current.router.loaded.registry.telemetry
-                app.state.telemetry = telemetry = await anyio.to_thread.run_sync(
+                app.state.telemetry = await anyio.to_thread.run_sync(
                     Telemetry.open, settings, metrics
                 )
                 try:
                     yield
-                finally:
-                    await telemetry.aclose()
+                finally:  # the current log: a reload may have replaced the first
+                    await app.state.telemetry.aclose()
         finally:
             tracing.shutdown()
 

@@ -38,6 +38,7 @@ from llmroute.layers.llm_router import LlmRouter
 from llmroute.providers import build_providers
 from llmroute.providers.base import ChatProvider
 from llmroute.registry import load_registry
+from llmroute.registry.schema import TelemetrySettings
 from llmroute.server.auth import Charges, KeyTable
 from llmroute.server.settings import ServeSettings
 from llmroute.server.state import Gateway
@@ -187,6 +188,7 @@ class Reloader:
         self._kicked = asyncio.Event()
         self._seen: Fingerprint | None = None
         self._retiring: list[Gateway] = []
+        self._retiring_logs: dict[Gateway, Telemetry] = {}  # closed when their gateway is
 
     @property
     def current(self) -> Gateway:
@@ -241,19 +243,45 @@ class Reloader:
                 one_line(exc),
             )
             return
+        settings = new.router.loaded.registry.telemetry
+        if settings != old.router.loaded.registry.telemetry:
+            retired_log = await self._swap_telemetry(settings)
+            if retired_log is not None:
+                self._retiring_logs[old] = retired_log
         self._state.gateway = new  # the swap: requests from now on get `new`
         log.info("registry reloaded (%s): version %s → %s", reason, old.version, new.version)
         self._retiring.append(old)
         tasks.start_soon(self._retire, old)
 
+    async def _swap_telemetry(self, settings: TelemetrySettings) -> Telemetry | None:
+        """Open the decision log the reloaded registry asks for and make it current; the
+        one it replaces (returned) is closed once the old gateway's requests are done,
+        so none of their records is lost. A log that cannot be opened keeps the old."""
+        current = getattr(self._state, "telemetry", None)
+        metrics = getattr(self._state, "metrics", None)
+        if not isinstance(current, Telemetry) or not isinstance(metrics, GatewayMetrics):
+            return None
+        try:
+            fresh = await anyio.to_thread.run_sync(Telemetry.open, settings, metrics)
+        except LlmrouteError as exc:
+            log.error("decision log settings not applied, still logging as before: %s", exc)
+            return None
+        self._state.telemetry = fresh
+        log.info("decision log settings changed: the new log takes the next requests")
+        return current
+
     async def aclose(self) -> None:
-        """Close every gateway still open: the current one and any still retiring."""
+        """Close every gateway still open (the current one and any still retiring) and
+        the decision logs retiring with them."""
         gateways = [*self._retiring, self._state.gateway]
         self._retiring.clear()
         self._state.gateway = None
         for gateway in gateways:
             if isinstance(gateway, Gateway):
                 await gateway.aclose()
+                retired_log = self._retiring_logs.pop(gateway, None)
+                if retired_log is not None:
+                    await retired_log.aclose()
 
     async def _wait(self) -> bool:
         """Sleep one interval or until kicked; True when kicked."""
@@ -278,8 +306,11 @@ class Reloader:
         if old not in self._retiring:
             return  # closed at shutdown
         self._retiring.remove(old)
+        retired_log = self._retiring_logs.pop(old, None)
         with anyio.CancelScope(shield=True):
             await old.aclose()
+            if retired_log is not None:
+                await retired_log.aclose()
         log.info(
             "registry version %s retired: its last request finished, its clients are closed",
             old.version,
