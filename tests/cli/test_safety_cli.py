@@ -56,6 +56,7 @@ def test_train_then_eval_with_and_without_the_token_bag(tmp_path: Path) -> None:
         assert report["other_labels"]["harmful"]["n"] == 60
     human = llmroute("eval-safety", "--data", data, "--artifact", tmp_path / "det--token-bag")
     assert human.returncode == 0 and "TPR" in human.stdout and "harmful" in human.stdout
+    assert "model or rule (what the safety layer flags): TPR" in human.stdout
 
 
 def test_neighbours_are_tried_only_when_asked(tmp_path: Path) -> None:
@@ -84,3 +85,17 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
     result = llmroute("eval-safety", "--data", data, "--artifact", tmp_path / "missing")
     assert result.returncode != 0 and "detector.json is missing" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_json_has_no_nan_where_a_rate_is_undefined(tmp_path: Path) -> None:
+    """Data without hard negatives: their FPR is undefined, and the JSON says null
+    (strict parsers reject a bare NaN)."""
+    data = _data(tmp_path / "labelled.jsonl")
+    out = tmp_path / "det"
+    assert llmroute("train", "safety", "--data", data, "-o", out, "--no-token-bag").returncode == 0
+    evaluated = llmroute("eval-safety", "--data", data, "--artifact", out, "--json")
+    assert evaluated.returncode == 0 and "NaN" not in evaluated.stdout
+    report = json.loads(evaluated.stdout)
+    assert report["hard_negative_fpr"] is None and report["with_rules"]["hard_negative_fpr"] is None
+    human = llmroute("eval-safety", "--data", data, "--artifact", out)
+    assert human.returncode == 0 and "hard-negative FPR n/a" in human.stdout

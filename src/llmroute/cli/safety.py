@@ -4,6 +4,7 @@ detector (docs/safety.md)."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +16,7 @@ from rich.table import Table
 from llmroute.cli._app import app, err_console, fail
 from llmroute.cli.difficulty import train_app
 from llmroute.encoders.base import Encoder
+from llmroute.json_values import json_safe
 
 __all__ = ["eval_safety", "train_safety"]
 
@@ -147,7 +149,7 @@ def eval_safety(
     report = evaluate_detector(detector, rows, enc, threshold=threshold)
     out = report.to_dict()
     if as_json:
-        print(json.dumps(out, ensure_ascii=False))
+        print(json.dumps(json_safe(out), ensure_ascii=False, allow_nan=False))
         return
     _print_report(out)
 
@@ -186,3 +188,13 @@ def _print_report(out: dict[str, Any]) -> None:
     if out["rule_hits"]:
         hits = ", ".join(f"{name} {count}" for name, count in sorted(out["rule_hits"].items()))
         console.print(f"rule hits: {hits}")
+    both = out.get("with_rules") or {}
+    if both:
+        console.print(
+            f"model or rule (what the safety layer flags): TPR {_share(both['tpr'])} · "
+            f"FPR {_share(both['fpr'])} · hard-negative FPR {_share(both['hard_negative_fpr'])}"
+        )
+
+
+def _share(value: float) -> str:
+    return f"{value:.3f}" if math.isfinite(value) else "n/a"

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from llmroute.json_values import json_safe
 from llmroute.registry.schema import DriftSettings, Registry
 from llmroute.telemetry.drift import DEFAULT_ROUTE, drift_report, is_default
 from llmroute.telemetry.record import FeedbackRecord, LoggedDecision, ShadowRecord
@@ -182,17 +183,6 @@ def _clients(totals: Sequence[ClientTotal], registry: Registry | None) -> list[d
         }
         for name, (requests, errors, spend) in sorted(per.items(), key=lambda kv: -kv[1][2])
     ]
-
-
-def json_safe(value: Any) -> Any:
-    """`value` with NaN and infinities as None: browsers' JSON.parse rejects them."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def _median(values: list[float]) -> float | None:
