@@ -92,7 +92,9 @@ def test_json_has_no_nan_where_a_rate_is_undefined(tmp_path: Path) -> None:
     (strict parsers reject a bare NaN)."""
     data = _data(tmp_path / "labelled.jsonl")
     out = tmp_path / "det"
-    assert llmroute("train", "safety", "--data", data, "-o", out, "--no-token-bag").returncode == 0
+    trained = llmroute("train", "safety", "--data", data, "-o", out, "--no-token-bag")
+    assert trained.returncode == 0 and "NaN" not in trained.stdout
+    assert json.loads(trained.stdout)["validation"]["hard_negative_fpr"] is None
     evaluated = llmroute("eval-safety", "--data", data, "--artifact", out, "--json")
     assert evaluated.returncode == 0 and "NaN" not in evaluated.stdout
     report = json.loads(evaluated.stdout)

@@ -98,7 +98,7 @@ def train_safety(
     save_detector(detector, output)
     seconds = time.perf_counter() - started
     err_console.print(f"wrote {output} in {seconds:.1f} s")
-    print(json.dumps(report.to_dict(), ensure_ascii=False))
+    print(json.dumps(json_safe(report.to_dict()), ensure_ascii=False, allow_nan=False))
 
 
 @app.command("eval-safety")
