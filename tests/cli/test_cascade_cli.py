@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+from strict_json import loads_strict
 
 from llmroute.cli._app import run
 
@@ -61,7 +62,7 @@ def test_bench_cascade_json(
     capsys.readouterr()
     args = ["bench-cascade", "--data", str(data_file), "--artifact", str(trained), "--json"]
     assert run([*args, "--router", "none"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    result = loads_strict(capsys.readouterr().out)
     assert result["n"] == 30 and result["apgr"] > 0.7  # the oracle's here is ~0.78
     assert 0.0 <= result["escalation_at_95pct_quality"] <= 1.0
     assert result["prices"]["default"] and result["break_even_escalation"] == pytest.approx(0.9)
@@ -75,7 +76,7 @@ def test_bench_cascade_other_gates_prices_and_table(
     assert (
         run([*base, "--gate", "oracle", "--json", "--price-weak", "1", "--price-strong", "4"]) == 0
     )
-    result = json.loads(capsys.readouterr().out)
+    result = loads_strict(capsys.readouterr().out)
     assert result["n"] == 150 and result["break_even_escalation"] == pytest.approx(0.75)
     # Strong is right wherever weak is, so the oracle only recovers the whole gap.
     assert result["apgr"] > 0.7 and result["min_lift_over_random"] > 0
@@ -106,7 +107,7 @@ def test_bench_cascade_against_a_router_with_registry_prices(
     args = ["bench-cascade", "--data", str(data_file), "--artifact", str(trained), "--json"]
     prices = ["--registry", str(registry), "--weak", "small", "--strong", "large"]
     assert run([*args, *prices, "--router", "linear"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    result = loads_strict(capsys.readouterr().out)
     assert result["prices"] == {"weak": 0.2, "strong": 10.0, "default": False}
     router = result["router"]
     assert router["name"] == "router:linear" and 0.0 <= router["apgr"] <= 2.0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from strict_json import loads_strict
 
 LLMROUTE = Path(sys.executable).parent / "llmroute"
 COMMAND = (
@@ -90,7 +91,7 @@ def test_eval_json_has_the_headline_keys(workdir: Path) -> None:
         "--json", "--oos-label", "oos",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    payload = json.loads(done.stdout)
+    payload = loads_strict(done.stdout)
     for key in ("accuracy", "in_scope_accuracy", "oos_recall", "oos_precision"):
         assert 0.0 <= payload[key] <= 1.0
     assert payload["n"] == 4 * 8 + 8
@@ -118,15 +119,15 @@ def test_compare_gate(workdir: Path) -> None:
     args = ("eval", "-d", workdir / "test.jsonl", "--json")
     worse = llmroute(*args, "-r", workdir / "worse.yaml", "--compare", workdir / "good.yaml")
     assert worse.returncode == 1, worse.stderr
-    gate = json.loads(worse.stdout)["compare"]
+    gate = loads_strict(worse.stdout)["compare"]
     assert gate["passed"] is False
     assert gate["delta_points"] < -0.5
-    assert gate["baseline_accuracy"] > json.loads(worse.stdout)["accuracy"]
+    assert gate["baseline_accuracy"] > loads_strict(worse.stdout)["accuracy"]
     assert gate["per_route"]["weather"]["delta_f1"] < 0
 
     same = llmroute(*args, "-r", workdir / "good.yaml", "--compare", workdir / "good.yaml")
     assert same.returncode == 0, same.stderr
-    gate = json.loads(same.stdout)["compare"]
+    gate = loads_strict(same.stdout)["compare"]
     assert (gate["passed"], gate["delta_points"]) == (True, 0.0)
 
     better = llmroute("eval", "-d", workdir / "test.jsonl", "-r", workdir / "good.yaml",

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from strict_json import loads_strict
+
 LLMROUTE = Path(sys.executable).parent / "llmroute"
 COMMAND = (
     [str(LLMROUTE)]
@@ -45,12 +47,12 @@ def test_train_then_eval_with_and_without_the_token_bag(tmp_path: Path) -> None:
         out = tmp_path / f"det{flag}"
         trained = llmroute("train", "safety", "--data", data, "-o", out, flag)
         assert trained.returncode == 0, trained.stderr
-        assert "validation" in json.loads(trained.stdout)
+        assert "validation" in loads_strict(trained.stdout)
         meta = json.loads((out / "detector.json").read_text(encoding="utf-8"))
         assert bool(meta["token_bag"]) is expect_bag
         evaluated = llmroute("eval-safety", "--data", data, "--artifact", out, "--json")
         assert evaluated.returncode == 0, evaluated.stderr
-        report = json.loads(evaluated.stdout)
+        report = loads_strict(evaluated.stdout)
         assert {"tpr", "fpr", "auc", "threshold", "n"} <= report.keys()
         assert report["n"] == 120 and report["auc"] > 0.9
         assert report["other_labels"]["harmful"]["n"] == 60
@@ -65,7 +67,7 @@ def test_neighbours_are_tried_only_when_asked(tmp_path: Path) -> None:
         out = tmp_path / f"det{flag}"
         trained = llmroute("train", "safety", "--data", data, "-o", out, flag, "--no-token-bag")
         assert trained.returncode == 0, trained.stderr
-        report = json.loads(trained.stdout)
+        report = loads_strict(trained.stdout)
         assert {c["neighbour_scale"] for c in report["candidates"]} == scales
         meta = json.loads((out / "detector.json").read_text(encoding="utf-8"))
         assert bool(meta["neighbours"]) is (report["hyper"]["neighbour_scale"] > 0)
@@ -94,10 +96,10 @@ def test_json_has_no_nan_where_a_rate_is_undefined(tmp_path: Path) -> None:
     out = tmp_path / "det"
     trained = llmroute("train", "safety", "--data", data, "-o", out, "--no-token-bag")
     assert trained.returncode == 0 and "NaN" not in trained.stdout
-    assert json.loads(trained.stdout)["validation"]["hard_negative_fpr"] is None
+    assert loads_strict(trained.stdout)["validation"]["hard_negative_fpr"] is None
     evaluated = llmroute("eval-safety", "--data", data, "--artifact", out, "--json")
     assert evaluated.returncode == 0 and "NaN" not in evaluated.stdout
-    report = json.loads(evaluated.stdout)
+    report = loads_strict(evaluated.stdout)
     assert report["hard_negative_fpr"] is None and report["with_rules"]["hard_negative_fpr"] is None
     human = llmroute("eval-safety", "--data", data, "--artifact", out)
     assert human.returncode == 0 and "hard-negative FPR n/a" in human.stdout

@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
+from strict_json import loads_strict
 
 from llmroute.cli._app import run
 from llmroute.decide import Router
@@ -55,7 +56,7 @@ def test_train_then_bench_on_the_held_out_split(
     data, router = trained
     capsys.readouterr()
     assert run(["bench", "--router", str(router), "--data", str(data), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    result = loads_strict(capsys.readouterr().out)
     for key in ("apgr", "cpt50", "cpt80", "n", "weak_accuracy", "strong_accuracy"):
         assert key in result
     assert result["rows"] == "the test split of its training file"
@@ -215,5 +216,5 @@ def test_all_rows_fits_on_every_row_and_then_has_no_held_out_rows(
     assert run(["bench", "--router", str(out), "--data", str(data)]) == 2
     assert "fitted on every row of labels.jsonl" in capsys.readouterr().err
     assert run(["bench", "--router", str(out), "--data", str(other), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["n"] == 200
+    assert loads_strict(capsys.readouterr().out)["n"] == 200
     assert run(["bench", "--router", str(out), "--data", str(data), "--split", "all"]) == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from strict_json import loads_strict
 from test_refresh import PASSPORT, REGISTRY, WEATHER_LIKE
 
 from llmroute.cli._app import run
@@ -86,7 +87,7 @@ def test_drift_flags_the_shifted_route(registry: Path, capsys: pytest.CaptureFix
     now, rng = time.time(), np.random.default_rng(0)
     fill(registry, traffic(now - 10 * DAY, rng) + traffic(now - DAY, rng, shift=0.2))
     code, out, _ = cli(capsys, "drift", "-r", registry, "--json")
-    payload = json.loads(out)
+    payload = loads_strict(out)
     assert code == 1 and payload["flagged_routes"] == ["weather"]
     assert payload["n_baseline"] == 390 and not payload["default_flagged"]
     code, out, _ = cli(capsys, "drift", "-r", registry)
@@ -122,7 +123,7 @@ def test_report_and_plot(
         store.close()
     plot = tmp_path / "report.html"
     code, out, _ = cli(capsys, "report", "-r", registry, "--json", "--plot", plot)
-    payload = json.loads(out)
+    payload = loads_strict(out)
     assert code == 0 and payload["total"]["n"] == 390
     assert payload["strongest_model"] == "large"
     assert {r["name"] for r in payload["routes"]} == {"code", "weather", "cooking", "default"}
@@ -151,12 +152,12 @@ def test_report_from_the_log_alone(
     url = f"sqlite:///{tmp_path / 'log.db'}"
     code, out, err = cli(capsys, "report", "--url", url, "--json")
     assert code == 0, err
-    payload = json.loads(out)
+    payload = loads_strict(out)
     assert payload["total"]["n"] == 390 and payload["strongest_model"] is None
     code, out, _ = cli(capsys, "report", "--url", url)
     assert code == 0 and "no registry" in out
     code, out, _ = cli(capsys, "drift", "--url", url, "--json")
-    assert code in (0, 1) and "enough_data" in json.loads(out)
+    assert code in (0, 1) and "enough_data" in loads_strict(out)
     code, _, err = cli(capsys, "report")  # neither a log nor a registry
     assert code == 2 and "no registry given" in err
 
@@ -186,7 +187,7 @@ def test_report_shadow(registry: Path, capsys: pytest.CaptureFixture[str]) -> No
     finally:
         store.close()
     code, out, _ = cli(capsys, "report", "shadow", "-r", registry, "--json")
-    payload = json.loads(out)
+    payload = loads_strict(out)
     assert code == 0 and payload["overall"]["judged"] == 3 and payload["overall"]["lost"] == 1
     assert payload["routes"][0]["judge_errors"] == 1
     code, out, _ = cli(

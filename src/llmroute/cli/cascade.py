@@ -16,6 +16,7 @@ from rich.table import Table
 from llmroute.cli._app import app, err_console, fail
 from llmroute.cli.difficulty import _encoder, train_app
 from llmroute.encoders.base import Encoder
+from llmroute.json_values import json_safe
 
 __all__ = ["bench_cascade", "train_gate"]
 
@@ -258,7 +259,7 @@ def bench_cascade(
         title = f"cascade ({gate} gate) on {data.name}, {result['rows']}; x = strong-call share"
         plot_curves(plot, curves, result["weak_accuracy"], result["strong_accuracy"], title=title)
     if as_json:
-        typer.echo(json.dumps(result, sort_keys=True))
+        typer.echo(json.dumps(json_safe(result), sort_keys=True, allow_nan=False))
         return
     _print(Console(), result)
 

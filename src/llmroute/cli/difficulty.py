@@ -16,6 +16,7 @@ from rich.table import Table
 from llmroute.cli._app import app, err_console, fail
 from llmroute.difficulty.calibration import Split, file_digest, held_out, quantiles_of
 from llmroute.encoders.base import Encoder
+from llmroute.json_values import json_safe
 
 __all__ = ["bench", "calibrate", "train_difficulty"]
 
@@ -238,7 +239,7 @@ def bench(
             title=f"{trained.name} on {data.name} ({described})",
         )
     if as_json:
-        typer.echo(json.dumps(result, sort_keys=True))
+        typer.echo(json.dumps(json_safe(result), sort_keys=True, allow_nan=False))
         return
     _print_bench(Console(), result)
 

@@ -20,6 +20,7 @@ from llmroute.decide import Router
 from llmroute.evaluate.data import LabelledRow, read_labelled
 from llmroute.evaluate.intent_metrics import DEFAULT, IntentReport, top_confusions
 from llmroute.evaluate.run import Comparison, compare_reports, evaluate_router
+from llmroute.json_values import json_safe
 
 _PROGRESS_AFTER = 500
 _FULL_MATRIX_UP_TO = 10  # labels (default included); beyond: the most frequent confusions
@@ -91,7 +92,7 @@ def eval_command(
         payload.update(registry=str(path), data=str(data))
         if comparison is not None:
             payload["compare"] = {"baseline": str(compare), **comparison.to_dict()}
-        print(json.dumps(payload, ensure_ascii=False))
+        print(json.dumps(json_safe(payload), ensure_ascii=False, allow_nan=False))
     else:
         console = Console(highlight=False, soft_wrap=True)
         _print_report(console, report, path, data)

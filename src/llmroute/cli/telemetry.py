@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from llmroute.cli._app import RegistryOption, app, fail, find_registry, resolve_registry
+from llmroute.json_values import json_safe
 from llmroute.telemetry.windows import Window, WindowError, parse_window
 
 if TYPE_CHECKING:
@@ -51,6 +52,11 @@ app.add_typer(report_app, name="report")
 
 def _console() -> Console:
     return Console(highlight=False, soft_wrap=True)
+
+
+def _print_json(payload: dict[str, Any]) -> None:
+    """One JSON object on stdout; an undefined rate is written as null, not a bare NaN."""
+    print(json.dumps(json_safe(payload), ensure_ascii=False, allow_nan=False))
 
 
 def _pct(value: float | None, digits: int = 1) -> str:
@@ -138,7 +144,7 @@ def _open_log(url: str) -> Iterator[Log]:
 def _empty(log: Log, what: str, as_json: bool, payload: dict[str, Any] | None = None) -> None:
     message = f"{log.empty_reason or 'no decisions'} in {what}"
     if as_json:
-        print(json.dumps({"url": log.shown, "empty": True, "message": message, **(payload or {})}))
+        _print_json({"url": log.shown, "empty": True, "message": message, **(payload or {})})
     else:
         _console().print(f"{escape(log.shown)}: {escape(message)}; nothing to report")
 
@@ -175,7 +181,7 @@ def drift_command(
     if as_json:
         payload = report.to_dict()
         payload.update(url=log.shown, baseline=old.to_dict(), recent=new.to_dict())
-        print(json.dumps(payload))
+        _print_json(payload)
     else:
         _print_drift(_console(), report, old, new, log.shown)
     if report.flagged:
@@ -294,7 +300,7 @@ def refresh_command(
         )
         if comparison is not None:
             payload["compare"] = comparison.to_dict()
-        print(json.dumps(payload, ensure_ascii=False))
+        _print_json(payload)
         return
     console = _console()
     _print_refresh(console, proposal, output)
@@ -404,7 +410,7 @@ def report_command(
     if as_json:
         payload = report.to_dict()
         payload.update(url=log.shown, window=window.to_dict())
-        print(json.dumps(payload))
+        _print_json(payload)
         return
     console = _console()
     _print_report(console, report, window, log.shown)
@@ -498,13 +504,13 @@ def shadow_command(
     if not records:
         message = f"no shadow records in the last {window.text} (is shadow routing on?)"
         if as_json:
-            print(json.dumps({"url": log.shown, "empty": True, "message": message}))
+            _print_json({"url": log.shown, "empty": True, "message": message})
         else:
             _console().print(f"{escape(log.shown)}: {escape(message)}")
         return
     report = shadow_report(records)
     if as_json:
-        print(json.dumps({"url": log.shown, "window": window.to_dict(), **report.to_dict()}))
+        _print_json({"url": log.shown, "window": window.to_dict(), **report.to_dict()})
         return
     console = _console()
     console.print(f"[bold]shadow report[/] of {escape(log.shown)}, {escape(window.describe())}")
