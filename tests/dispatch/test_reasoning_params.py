@@ -264,3 +264,29 @@ def test_not_needed_turns_thinking_off_and_no_gate_sends_nothing(
     _dispatch(servers, _plan(("broken", "sonnet"), None), False)
     assert "reasoning_effort" not in up.requests[-1].body
     assert "thinking" not in anthropic.requests[-1].body
+
+
+@pytest.mark.parametrize("gate", [None, ReasoningOutcome(False, "short")])
+def test_the_clients_own_choice_reaches_each_attempt_in_its_dialect(
+    servers: tuple[FakeUpstream, FakeAnthropic], gate: ReasoningOutcome | None
+) -> None:
+    up, anthropic = servers
+    up.requests.clear()
+    anthropic.requests.clear()
+    text = REGISTRY % {"url": up.url, "anthropic": anthropic.url, "fail": FAIL_500}
+    registry = parse_registry(text).registry
+
+    async def main() -> None:
+        dispatcher = Dispatcher(registry, build_providers(registry))
+        try:
+            body = _body(reasoning_effort="high", max_tokens=100)
+            served = await dispatcher.complete(_plan(("broken", "sonnet"), gate), body)
+            assert served.model == "sonnet"
+        finally:
+            await dispatcher.aclose()
+
+    asyncio.run(main())
+    assert up.requests[-1].body["reasoning_effort"] == "high"  # its own dialect: as it came
+    sent = anthropic.requests[-1].body
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 24576}
+    assert sent["max_tokens"] == 100 + 24576

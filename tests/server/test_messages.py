@@ -21,6 +21,7 @@ providers:
 models:
   small: {provider: fake, model: up-small, price: {input: 1, output: 2}}
   large: {provider: fake, model: up-large, price: {input: 10, output: 30}}
+  thinker: {provider: fake, model: up-thinker, reasoning: {effort: medium}}
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -138,6 +139,38 @@ def test_tool_use_and_results_cross_both_ways(
         "tool_call_id": "call_1",
         "content": "sunny, 21 C",
     }
+
+
+def test_thinking_is_said_in_the_serving_models_dialect(
+    client: anthropic.Anthropic, upstream: FakeUpstream
+) -> None:
+    ask = [{"role": "user", "content": "prove that the square root of 2 is irrational"}]
+    client.messages.create(
+        model="thinker",
+        max_tokens=16000,
+        thinking={"type": "enabled", "budget_tokens": 10000},
+        messages=ask,  # type: ignore[arg-type]
+    )
+    sent = upstream.requests[-1].body
+    assert sent["model"] == "up-thinker" and sent["reasoning_effort"] == "high"
+    assert "thinking" not in sent and sent["max_tokens"] == 16000
+    client.messages.create(
+        model="small",  # not known to think: OpenAI servers refuse Anthropic's parameter
+        max_tokens=4096,
+        thinking={"type": "enabled", "budget_tokens": 2048},
+        messages=ask,  # type: ignore[arg-type]
+    )
+    sent = upstream.requests[-1].body
+    assert sent["model"] == "up-small"
+    assert "thinking" not in sent and "reasoning_effort" not in sent
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        client.messages.create(
+            model="auto",
+            max_tokens=1024,
+            thinking={"type": "enabled", "budget_tokens": 2048},
+            messages=ask,  # type: ignore[arg-type]
+        )
+    assert "budget_tokens" in bad.value.message
 
 
 def test_errors_come_in_anthropic_format(gateway: Served, client: anthropic.Anthropic) -> None:

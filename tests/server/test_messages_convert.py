@@ -168,6 +168,9 @@ def test_images_and_tool_results_map_to_chat_shapes() -> None:
             "messages[0].content[0]",
         ),
         ({"max_tokens": True}, "max_tokens"),
+        ({"thinking": {"type": "sometimes"}}, "thinking"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 500}}, "thinking.budget_tokens"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 2048}}, "thinking.budget_tokens"),
     ],
 )
 def test_what_cannot_be_carried_is_a_400_naming_the_field(
@@ -177,3 +180,17 @@ def test_what_cannot_be_carried_is_a_400_naming_the_field(
     with pytest.raises(GatewayError) as caught:
         to_chat_body({**body, **change})
     assert caught.value.status == 400 and caught.value.param == param
+
+
+def test_thinking_is_kept_for_dispatch_to_say_in_the_models_dialect() -> None:
+    body = {
+        "model": "auto",
+        "max_tokens": 4096,
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "messages": [{"role": "user", "content": "prove it"}],
+    }
+    assert to_chat_body(body)["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    off = to_chat_body({**body, "thinking": {"type": "disabled"}})
+    assert off["thinking"] == {"type": "disabled"}
+    counted = {k: v for k, v in body.items() if k != "max_tokens"}
+    assert to_chat_body(counted, counting=True)["thinking"]["budget_tokens"] == 2048

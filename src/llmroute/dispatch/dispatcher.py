@@ -32,9 +32,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from llmroute.dispatch.client_reasoning import in_dialect
 from llmroute.dispatch.deployments import Deployment, Deployments
 from llmroute.dispatch.plan import Plan
-from llmroute.dispatch.reasoning_params import with_reasoning
+from llmroute.dispatch.reasoning_params import client_chose, with_reasoning
 from llmroute.dispatch.retry import backoff_delay
 from llmroute.dispatch.usage import StreamUsage, Usage, priced, priced_embedding, prompt_chars
 from llmroute.errors import (
@@ -350,13 +351,17 @@ class Dispatcher:
     def _with_reasoning(
         self, plan: Plan, name: str, deployment: Deployment, body: dict[str, Any]
     ) -> dict[str, Any]:
-        """The body with the reasoning gate's parameters for this model and provider
-        (per attempt: the fallbacks may be other providers)."""
+        """The body with this model's thinking parameters for its provider (per attempt:
+        the fallbacks may be other providers): the client's own choice in the model's
+        dialect, else the reasoning gate's verdict."""
+        model = self._registry.models[name]
+        kind = self._registry.providers[deployment.provider_name].kind
+        if client_chose(body):
+            return in_dialect(body, model, kind)
         gate = plan.decision.reasoning
         if gate is None:
             return body
-        kind = self._registry.providers[deployment.provider_name].kind
-        return with_reasoning(body, self._registry.models[name], kind, gate.needed)
+        return with_reasoning(body, model, kind, gate.needed)
 
     # -- stage 1: fallback ----------------------------------------------------------------
 

@@ -33,6 +33,9 @@ __all__ = [
     "client_chose",
     "effort_for",
     "style_for",
+    "thinking_allowed",
+    "turn_off",
+    "turn_on",
     "with_reasoning",
 ]
 
@@ -98,18 +101,18 @@ def with_reasoning(
         return body
     style = style_for(reasoning, provider_kind)
     if needed:
-        return _turn_on(body, reasoning, style)
+        return turn_on(body, reasoning, style)
     if reasoning.turn_off:
-        return _turn_off(body, style)
+        return turn_off(body, style)
     return body
 
 
-def _turn_on(body: dict[str, Any], reasoning: Reasoning, style: Style) -> dict[str, Any]:
+def turn_on(body: dict[str, Any], reasoning: Reasoning, style: Style) -> dict[str, Any]:
     if style == "reasoning_effort":
         return {**body, "reasoning_effort": effort_for(reasoning)}
     if style == "enable_thinking":
         return _template_kwargs(body, True)
-    if not _thinking_allowed(body):
+    if not thinking_allowed(body):
         return body
     budget = budget_for(reasoning)
     out = {k: v for k, v in body.items() if k not in _NOT_WITH_THINKING}
@@ -124,7 +127,7 @@ def _turn_on(body: dict[str, Any], reasoning: Reasoning, style: Style) -> dict[s
     return out
 
 
-def _thinking_allowed(body: Mapping[str, Any]) -> bool:
+def thinking_allowed(body: Mapping[str, Any]) -> bool:
     """Anthropic refuses extended thinking with a forced tool choice, and in the middle of
     a tool loop (the last assistant turn would need the thinking blocks the OpenAI format
     cannot carry back)."""
@@ -137,7 +140,7 @@ def _thinking_allowed(body: Mapping[str, Any]) -> bool:
     return True
 
 
-def _turn_off(body: dict[str, Any], style: Style) -> dict[str, Any]:
+def turn_off(body: dict[str, Any], style: Style) -> dict[str, Any]:
     if style == "reasoning_effort":
         return {**body, "reasoning_effort": OFF_EFFORT}
     if style == "enable_thinking":

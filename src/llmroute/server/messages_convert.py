@@ -5,8 +5,9 @@ A Messages request becomes the chat body the router and the dispatcher already s
 (`to_chat_body`); the OpenAI answer becomes a Messages answer (`to_message`), and an
 OpenAI stream a Messages event stream (`StreamTranslator`). What cannot be carried is
 refused with a 400 naming the field (server tools, documents, ...); what is only a hint
-for Anthropic's own servers is dropped (``cache_control``, ``thinking``, ``top_k``,
-earlier ``thinking`` blocks): docs/gateway.md lists both.
+for Anthropic's own servers is dropped (``cache_control``, ``top_k``, earlier
+``thinking`` blocks): docs/gateway.md lists both. ``thinking`` itself is kept: dispatch
+says it in the serving model's own dialect.
 """
 
 from __future__ import annotations
@@ -88,7 +89,28 @@ def to_chat_body(body: dict[str, Any], *, counting: bool = False) -> dict[str, A
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
         chat["user"] = metadata["user_id"]
+    if body.get("thinking") is not None:
+        chat["thinking"] = _thinking(body["thinking"], None if counting else max_tokens)
     return chat
+
+
+def _thinking(thinking: Any, max_tokens: int | None) -> dict[str, Any]:
+    """The client's thinking choice, checked as Anthropic checks it; dispatch says it in
+    the dialect of the model that serves (llmroute.dispatch.client_reasoning)."""
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if kind == "disabled":
+        return {"type": "disabled"}
+    if kind != "enabled":
+        raise _bad("thinking", "'thinking.type' must be 'enabled' or 'disabled'")
+    budget = thinking.get("budget_tokens")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1024:
+        raise _bad("thinking.budget_tokens", "'thinking.budget_tokens' must be at least 1024")
+    if max_tokens is not None and budget >= max_tokens:
+        raise _bad(
+            "thinking.budget_tokens",
+            f"'max_tokens' ({max_tokens}) must be greater than 'thinking.budget_tokens' ({budget})",
+        )
+    return {"type": "enabled", "budget_tokens": budget}
 
 
 def _stops(stops: Any) -> dict[str, Any]:

@@ -1,0 +1,186 @@
+"""A client's own thinking parameters, said in the dialect of the model that serves the
+request (docs/reasoning.md, "The client's choice").
+
+A routed client does not know which model answers, so it says "think hard" the way its
+own API does: OpenAI ``reasoning_effort``, Anthropic ``thinking`` (which
+``POST /v1/messages`` carries through), OpenRouter-style ``reasoning: {effort |
+max_tokens | enabled}``, or vLLM/Qwen ``chat_template_kwargs.enable_thinking``. For a
+model with a ``reasoning`` entry, the request is sent with that model's own parameter
+instead, holding the same intent:
+
+- an effort becomes a budget by `EFFORT_BUDGET` (minimal 1024 … high 24576) and a budget
+  an effort by the gate's thresholds (≤ 2048 low, ≤ 8192 medium, more high);
+- "off" (``thinking.type: disabled``, ``reasoning_effort: none``, ``enable_thinking:
+  false``, ``reasoning.enabled: false``) becomes ``thinking: {type: disabled}``,
+  ``enable_thinking: false`` or the lowest effort every OpenAI reasoning model accepts
+  (``low``);
+- Anthropic-style thinking that Anthropic would refuse (a forced tool choice, or the
+  turn after a tool result, whose thinking blocks the chat format cannot carry back) is
+  left out rather than sent to a certain 400.
+
+A model without a ``reasoning`` entry is not known to think: the body goes as it came,
+except that Anthropic's ``thinking`` is not sent to a non-Anthropic provider (OpenAI
+refuses parameters it does not know). The body is never mutated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from llmroute.dispatch.reasoning_params import (
+    EFFORT_BUDGET,
+    effort_for,
+    style_for,
+    thinking_allowed,
+    turn_off,
+    turn_on,
+)
+from llmroute.registry.schema import Model, Reasoning
+
+__all__ = ["ClientIntent", "in_dialect", "intent_of"]
+
+_KEYS = ("reasoning_effort", "thinking", "reasoning")
+
+
+class ClientIntent(NamedTuple):
+    """What the client asked for: thinking on or off, and how much if it said."""
+
+    on: bool
+    effort: str | None = None
+    budget: int | None = None
+
+
+def _budget(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _effort(effort: Any) -> ClientIntent | None:
+    if not isinstance(effort, str):
+        return None
+    return ClientIntent(False) if effort == "none" else ClientIntent(True, effort=effort)
+
+
+def _from_effort(body: Mapping[str, Any]) -> ClientIntent | None:
+    return _effort(body.get("reasoning_effort"))
+
+
+def _from_thinking(body: Mapping[str, Any]) -> ClientIntent | None:
+    thinking = body.get("thinking")
+    if not isinstance(thinking, Mapping):
+        return None
+    if thinking.get("type") == "disabled":
+        return ClientIntent(False)
+    return ClientIntent(True, budget=_budget(thinking.get("budget_tokens")))
+
+
+def _from_reasoning(body: Mapping[str, Any]) -> ClientIntent | None:
+    reasoning = body.get("reasoning")
+    if not isinstance(reasoning, Mapping):
+        return None
+    if reasoning.get("enabled") is False:
+        return ClientIntent(False)
+    effort = _effort(reasoning.get("effort"))
+    if effort is not None:
+        return effort
+    return ClientIntent(True, budget=_budget(reasoning.get("max_tokens")))
+
+
+def _from_template(body: Mapping[str, Any]) -> ClientIntent | None:
+    kwargs = body.get("chat_template_kwargs")
+    if isinstance(kwargs, Mapping) and isinstance(kwargs.get("enable_thinking"), bool):
+        return ClientIntent(kwargs["enable_thinking"])
+    return None
+
+
+_Reader = Callable[[Mapping[str, Any]], "ClientIntent | None"]
+_READERS: tuple[tuple[str, _Reader], ...] = (
+    ("reasoning_effort", _from_effort),
+    ("thinking", _from_thinking),
+    ("reasoning", _from_reasoning),
+    ("enable_thinking", _from_template),
+)
+
+
+def intent_of(body: Mapping[str, Any], prefer: str | None = None) -> ClientIntent | None:
+    """The client's thinking intent, read from `prefer`'s parameter first (the target's
+    own, when the client set several), else the first one set; None when it set none
+    that can be read."""
+    for _, read in sorted(_READERS, key=lambda pair: pair[0] != prefer):
+        intent = read(body)
+        if intent is not None:
+            return intent
+    return None
+
+
+def _without_client_keys(body: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in body.items() if k not in _KEYS}
+    kwargs = body.get("chat_template_kwargs")
+    if isinstance(kwargs, Mapping) and "enable_thinking" in kwargs:
+        rest = {k: v for k, v in kwargs.items() if k != "enable_thinking"}
+        if rest:
+            out["chat_template_kwargs"] = rest
+        else:
+            del out["chat_template_kwargs"]
+    return out
+
+
+def in_dialect(body: dict[str, Any], model: Model, provider_kind: str) -> dict[str, Any]:
+    """`body`, whose client set a thinking parameter itself, as `model` on a provider of
+    `provider_kind` takes it. Returns `body` itself when nothing changes."""
+    reasoning = model.reasoning
+    if reasoning is None:
+        return _as_it_came(body, provider_kind)
+    style = style_for(reasoning, provider_kind)
+    intent = intent_of(body, prefer=style)
+    if intent is None:
+        return body
+    if style == "thinking" and intent.on and not thinking_allowed(body):
+        return _without_client_keys(body)
+    if _already_said(body, style):
+        return body
+    plain = _without_client_keys(body)
+    if not intent.on:
+        return turn_off(plain, style)
+    wanted = Reasoning(
+        effort=_known_effort(intent.effort),
+        budget_tokens=_budget_or_none(intent),
+        param=reasoning.param,
+    )
+    if style == "reasoning_effort":
+        effort = intent.effort or effort_for(wanted)
+        return {**plain, "reasoning_effort": effort}
+    return turn_on(plain, wanted, style)
+
+
+def _as_it_came(body: dict[str, Any], provider_kind: str) -> dict[str, Any]:
+    """For a model not known to think: the body unchanged, but Anthropic's ``thinking``
+    only to an Anthropic provider, and not where Anthropic would refuse it."""
+    if body.get("thinking") is None:
+        return body
+    intent = _from_thinking(body)
+    refused = intent is not None and intent.on and not thinking_allowed(body)
+    if provider_kind == "anthropic" and not refused:
+        return body
+    return {k: v for k, v in body.items() if k != "thinking"}
+
+
+def _already_said(body: Mapping[str, Any], style: str) -> bool:
+    """Whether the client used the target's own parameter: then it goes as it came."""
+    if style == "enable_thinking":
+        return _from_template(body) is not None
+    return body.get(style) is not None
+
+
+def _known_effort(effort: str | None) -> Any:
+    return effort if effort in EFFORT_BUDGET else None
+
+
+def _budget_or_none(intent: ClientIntent) -> int | None:
+    """A budget Anthropic accepts (at least 1024 tokens), from the client's budget or,
+    for an effort outside the four known ones (``xhigh``), the high budget."""
+    if intent.budget is not None:
+        return max(intent.budget, EFFORT_BUDGET["minimal"])
+    if intent.effort is not None and intent.effort not in EFFORT_BUDGET:
+        return EFFORT_BUDGET["high"]
+    return None
