@@ -95,6 +95,19 @@ def test_routing_stays_inside_the_keys_pool(gateway: Served, upstream: FakeUpstr
     assert decision["model"] == "small" and "outside key 'internal''s pool" in decision["reason"]
 
 
+def test_a_routed_request_whose_route_has_no_model_inside_goes_to_the_default(
+    gateway: Served, upstream: FakeUpstream
+) -> None:
+    before = len(upstream.requests)
+    answer = _post(gateway, "/v1/chat/completions", INTERNAL_KEY, _chat(LEGAL))
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-llmroute-route"] == "legal"
+    assert answer.headers["x-llmroute-model"] == "small"
+    assert [r.body.get("model") for r in upstream.requests[before:]] == ["up-small"]
+    decision = _post(gateway, "/v1/route", INTERNAL_KEY, _chat(LEGAL)).json()
+    assert decision["model"] == "small" and "served by the default" in decision["reason"]
+
+
 def test_the_same_request_from_a_key_without_a_pool_reaches_every_model(
     gateway: Served, upstream: FakeUpstream
 ) -> None:
@@ -112,7 +125,7 @@ def test_a_request_with_no_model_inside_the_pool_is_refused_before_sending(
     gateway: Served, upstream: FakeUpstream
 ) -> None:
     before = len(upstream.requests)
-    for body in (_chat(LEGAL), _chat(CODE, model="large"), _chat(CODE, model="legal")):
+    for body in (_chat(CODE, model="large"), _chat(LEGAL, model="legal")):
         refused = _post(gateway, "/v1/chat/completions", INTERNAL_KEY, body)
         assert refused.status_code == 403, (body, refused.text)
         error = refused.json()["error"]

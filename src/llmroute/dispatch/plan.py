@@ -58,19 +58,31 @@ class Plan:
         return body
 
 
-def within_pool(plan: Plan, pool: tuple[str, ...], owner: str) -> Plan | None:
+def within_pool(
+    plan: Plan, pool: tuple[str, ...], owner: str, default: str | None = None
+) -> Plan | None:
     """`plan` kept inside `pool`, the models client key `owner` may reach: its chain
     without the models outside it, the decision's model the first one left (its reason
     says so when that changed it), its cascade only when every tier and every verifier
-    gate's model is inside. None when no model of the chain is. A blocked plan is
+    gate's model is inside.
+
+    With no model of the chain inside, a *routed* request (not one that named a route or
+    a model, nor one safety sent to a guarded model) is served by `default`, the
+    registry's default target, when that is inside; else None. A blocked plan is
     returned as it is: nothing will be sent, and the client should hear why (the
     policy), not where it may not go."""
     if plan.decision.blocked:
         return replace(plan, pool=pool)
     chain = tuple(m for m in plan.chain if m in pool)
-    if not chain:
-        return None
     decision = plan.decision
+    if not chain:
+        if default is None or default not in pool or not _rerouteable(decision):
+            return None
+        reason = (
+            f"{decision.reason}; route {decision.route!r} has no model in key {owner!r}'s "
+            f"pool: served by the default, {default}"
+        )
+        return Plan(replace(decision, model=default, reason=reason), (default,), None, None, pool)
     if chain[0] != decision.model:
         reason = f"{decision.reason}; {decision.model} is outside key {owner!r}'s pool"
         decision = replace(decision, model=chain[0], reason=reason)
@@ -78,6 +90,15 @@ def within_pool(plan: Plan, pool: tuple[str, ...], owner: str) -> Plan | None:
     if cascade is not None and not _cascade_within(cascade, pool):
         cascade = None
     return Plan(decision, chain, plan.policy, cascade, pool)
+
+
+def _rerouteable(decision: Decision) -> bool:
+    """Whether the router chose the route (the client asked for ``auto`` or a difficulty
+    router), so that another model may serve: not a route or model the client named
+    (`PinLayer`), and not a guarded model safety chose."""
+    if decision.layer == PIN_LAYER:
+        return False
+    return decision.safety is None or decision.safety.model is None
 
 
 def _cascade_within(cascade: Cascade, pool: tuple[str, ...]) -> bool:

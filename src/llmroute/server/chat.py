@@ -162,7 +162,8 @@ async def _plan(request: Request, gateway: Gateway, body: dict[str, Any]) -> Pla
     if llm_router is not None and not may_reach(request.scope, llm_router.settings.model):
         llm_router = None
     plan = await refine_plan(llm_router, gateway.router, plan, body, request.headers)
-    return keep_in_pool(request.scope, plan)
+    default = gateway.router.loaded.registry.default.target
+    return keep_in_pool(request.scope, plan, default)
 
 
 def _from_cache(

@@ -4,8 +4,11 @@
 *go*, whatever it asked: routing (``auto``, a route, the difficulty router), fallbacks,
 context fallbacks, cascade tiers and their verifier gates, the LLM router, shadow copies
 and embeddings. A decision whose model is outside the pool is served by the first model
-of its chain inside it (the decision says so in its reason); with none inside, the
-request is refused with 403 ``model_not_allowed`` before anything is sent.
+of its chain inside it (the decision says so in its reason); with none inside, a routed
+request (``auto``, a difficulty router) is served by the registry's default target when
+the pool holds it, and any other request — one that named a route or a model, or one
+safety sent to a guarded model — is refused with 403 ``model_not_allowed`` before
+anything is sent.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ def may_reach(scope: Scope, model: str) -> bool:
     return key is None or key.pool is None or model in key.pool
 
 
-def keep_in_pool(scope: Scope, plan: Plan) -> Plan:
-    """`plan` kept inside the request's key's pool (itself without one)."""
+def keep_in_pool(scope: Scope, plan: Plan, default: str | None = None) -> Plan:
+    """`plan` kept inside the request's key's pool (itself without one); a routed request
+    with no chain model inside goes to `default` (the registry's) when that is inside."""
     key = api_key_of(scope)
     if key is None or key.pool is None:
         return plan
-    kept = within_pool(plan, key.pool, key.name)
+    kept = within_pool(plan, key.pool, key.name, default)
     if kept is None:
         tried = ", ".join(plan.chain)
         raise GatewayError(
