@@ -285,7 +285,12 @@ def test_response_becomes_a_chat_completion() -> None:
             }
         ],
     }
-    assert completion["usage"] == {"prompt_tokens": 8, "completion_tokens": 4, "total_tokens": 12}
+    assert completion["usage"] == {
+        "prompt_tokens": 8,
+        "completion_tokens": 4,
+        "total_tokens": 12,
+        "prompt_tokens_details": {"cached_tokens": 2},
+    }
 
 
 def test_a_tool_only_response_has_null_content() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import anthropic
 import httpx
 import pytest
+from fake_anthropic import USAGE, FakeAnthropic, fake_anthropic
 from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import Served, serve
 
@@ -18,10 +19,14 @@ REGISTRY = """
 encoder: builtin:static
 providers:
   fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+  relay: {kind: openai, base_url: "%(url)s", timeout_s: 5, cache_control: send}
+  claude: {kind: anthropic, base_url: "%(anthropic)s", timeout_s: 5}
 models:
   small: {provider: fake, model: up-small, price: {input: 1, output: 2}}
   large: {provider: fake, model: up-large, price: {input: 10, output: 30}}
   thinker: {provider: fake, model: up-thinker, reasoning: {effort: medium}}
+  sonnet: {provider: claude, model: claude-x}
+  routed: {provider: relay, model: up-routed}
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -40,10 +45,18 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[Served]:
+def claude() -> Iterator[FakeAnthropic]:
+    with fake_anthropic() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, claude: FakeAnthropic
+) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("messages")
     registry = tmp / "registry.yaml"
-    registry.write_text(REGISTRY % {"url": upstream.url})
+    registry.write_text(REGISTRY % {"url": upstream.url, "anthropic": claude.url})
     with serve(registry, tmp / "serve.log", env={"LLMROUTE_TELEMETRY_URL": "off"}) as served:
         yield served
 
@@ -171,6 +184,56 @@ def test_thinking_is_said_in_the_serving_models_dialect(
             messages=ask,  # type: ignore[arg-type]
         )
     assert "budget_tokens" in bad.value.message
+
+
+MARK = {"type": "ephemeral"}
+CACHED_ASK: list[dict[str, object]] = [
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "summarise the shared context", "cache_control": MARK}
+        ],
+    }
+]
+CACHED_SYSTEM: list[dict[str, object]] = [
+    {"type": "text", "text": "You are terse."},
+    {"type": "text", "text": "A long shared context.", "cache_control": MARK},
+]
+
+
+def test_prompt_cache_markers_reach_a_claude_model_as_breakpoints(
+    client: anthropic.Anthropic, claude: FakeAnthropic
+) -> None:
+    message = client.messages.create(
+        model="sonnet",
+        max_tokens=64,
+        system=CACHED_SYSTEM,  # type: ignore[arg-type]
+        messages=CACHED_ASK,  # type: ignore[arg-type]
+    )
+    sent = claude.requests[-1].body
+    assert sent["system"] == CACHED_SYSTEM
+    assert sent["messages"][0]["content"][0]["cache_control"] == MARK
+    read = USAGE["cache_read_input_tokens"]
+    assert message.usage.cache_read_input_tokens == read
+    assert message.usage.input_tokens == (
+        USAGE["input_tokens"] + USAGE["cache_creation_input_tokens"]
+    )
+
+
+def test_prompt_cache_markers_are_dropped_for_openai_unless_the_provider_sends_them(
+    client: anthropic.Anthropic, upstream: FakeUpstream
+) -> None:
+    for model, kept in (("small", False), ("routed", True)):
+        client.messages.create(
+            model=model,
+            max_tokens=64,
+            system=CACHED_SYSTEM,  # type: ignore[arg-type]
+            messages=CACHED_ASK,  # type: ignore[arg-type]
+        )
+        sent = upstream.requests[-1].body
+        assert ("cache_control" in str(sent)) is kept, model
+        texts = [p["text"] for p in sent["messages"][0]["content"]]
+        assert texts == ["You are terse.", "A long shared context."]
 
 
 def test_errors_come_in_anthropic_format(gateway: Served, client: anthropic.Anthropic) -> None:

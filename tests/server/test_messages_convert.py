@@ -72,7 +72,13 @@ def test_a_stream_of_text_then_a_tool_call_becomes_messages_events() -> None:
         _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a":'}}]}),
         _chunk({"tool_calls": [{"index": 0, "function": {"arguments": " 1}"}}]}),
         _chunk(finish="tool_calls"),
-        _chunk(usage={"prompt_tokens": 4, "completion_tokens": 9}),
+        _chunk(
+            usage={
+                "prompt_tokens": 4,
+                "completion_tokens": 9,
+                "prompt_tokens_details": {"cached_tokens": 3},
+            }
+        ),
         b"data: [DONE]\n\n",
     ):
         raw.extend(translator.feed(event))
@@ -98,7 +104,12 @@ def test_a_stream_of_text_then_a_tool_call_becomes_messages_events() -> None:
     joined = "".join(e["delta"]["partial_json"] for e in events[6:8])
     assert json.loads(joined) == {"a": 1}
     assert events[9]["delta"]["stop_reason"] == "tool_use"
-    assert events[9]["usage"] == {"output_tokens": 9}
+    # tokens read from the prompt cache counted apart from input_tokens, as Anthropic does
+    assert events[9]["usage"] == {
+        "input_tokens": 1,
+        "output_tokens": 9,
+        "cache_read_input_tokens": 3,
+    }
 
 
 def test_a_broken_stream_ends_with_an_error_event() -> None:

@@ -48,14 +48,15 @@ def to_messages_request(provider: str, model: str, body: dict[str, Any]) -> dict
     the caller sets it)."""
     _refuse_unsupported(provider, body)
     system, messages = _convert_messages(provider, body.get("messages"))
-    system.extend(_response_format_instructions(provider, body.get("response_format")))
+    for text in _response_format_instructions(provider, body.get("response_format")):
+        system.append({"type": "text", "text": text})
     payload: dict[str, Any] = {
         "model": model,
         "max_tokens": _max_tokens(body),
         "messages": messages,
     }
     if system:
-        payload["system"] = "\n\n".join(system)
+        payload["system"] = _system(system)
     _copy_sampling(body, payload)
     _convert_tools(provider, body, payload)
     if isinstance(body.get("user"), str) and body["user"]:
@@ -115,25 +116,35 @@ def _response_format_instructions(provider: str, fmt: Any) -> list[str]:
 # -- messages ----------------------------------------------------------------------------
 
 
-def _convert_messages(provider: str, messages: Any) -> tuple[list[str], list[Message]]:
-    """System texts, and the user/assistant turns with same-role neighbours merged
-    (Anthropic needs the roles to alternate)."""
+def _system(blocks: list[Block]) -> Any:
+    """One string, or the text blocks themselves when one carries a cache marker."""
+    if any("cache_control" in block for block in blocks):
+        return blocks
+    return "\n\n".join(block["text"] for block in blocks)
+
+
+def _convert_messages(provider: str, messages: Any) -> tuple[list[Block], list[Message]]:
+    """System text blocks, and the user/assistant turns with same-role neighbours merged
+    (Anthropic needs the roles to alternate). A ``cache_control`` marker on a content part,
+    a tool or a whole message (on its last block) is carried over."""
     if not isinstance(messages, list) or not messages:
         raise _reject(provider, "'messages' must be a non-empty list")
-    system: list[str] = []
+    system: list[Block] = []
     turns: list[Message] = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise _reject(provider, f"messages[{index}] is not an object")
         role = message.get("role")
         if role in ("system", "developer"):
-            text = _text_of(provider, message.get("content"), f"messages[{index}]")
-            if text:
-                system.append(text)
+            where = f"messages[{index}]"
+            texts = _text_blocks(provider, message.get("content"), where)
+            _mark_last(texts, message)
+            system.extend(texts)
             continue
         blocks = _blocks_of(provider, role, message, index)
         if not blocks:
             continue
+        _mark_last(blocks, message)
         anthropic_role = "assistant" if role == "assistant" else "user"
         if turns and turns[-1]["role"] == anthropic_role:
             turns[-1]["content"].extend(blocks)
@@ -152,23 +163,38 @@ def _blocks_of(provider: str, role: Any, message: dict[str, Any], index: int) ->
             blocks.append(_tool_use(provider, call, where))
         return blocks
     if role == "tool":
+        parts = _text_blocks(provider, message.get("content"), where)
         result: Block = {
             "type": "tool_result",
             "tool_use_id": message.get("tool_call_id", ""),
-            "content": _text_of(provider, message.get("content"), where),
+            "content": "\n".join(part["text"] for part in parts),
         }
+        markers = [part["cache_control"] for part in parts if "cache_control" in part]
+        if markers:
+            result["cache_control"] = markers[-1]
         return [result]
     raise _reject(provider, f"{where}: role {role!r} is not supported by Anthropic models")
 
 
-def _text_of(provider: str, content: Any, where: str) -> str:
-    """The text of a message whose parts may only be text (system, tool results)."""
-    if content is None or isinstance(content, str):
-        return content or ""
+def _text_blocks(provider: str, content: Any, where: str) -> list[Block]:
+    """The text blocks of a message whose parts may only be text (system, tool results)."""
     parts = _content_blocks(provider, content, where)
     if any(part["type"] != "text" for part in parts):
         raise _reject(provider, f"{where}: only text content is supported here")
-    return "\n".join(part["text"] for part in parts)
+    return parts
+
+
+def _marker(part: Any) -> dict[str, Any]:
+    marker = part.get("cache_control") if isinstance(part, dict) else None
+    return {"cache_control": marker} if isinstance(marker, dict) else {}
+
+
+def _mark_last(blocks: list[Block], message: dict[str, Any]) -> None:
+    """A message-level ``cache_control`` (as some OpenAI-format clients send it) goes on
+    the message's last block, where Anthropic's cache breakpoint means the same."""
+    marker = _marker(message)
+    if marker and blocks:
+        blocks[-1] = blocks[-1] | marker
 
 
 def _content_blocks(provider: str, content: Any, where: str) -> list[Block]:
@@ -185,9 +211,9 @@ def _content_blocks(provider: str, content: Any, where: str) -> list[Block]:
         if kind in ("text", "refusal"):
             text = part.get(kind)
             if isinstance(text, str) and text:
-                blocks.append({"type": "text", "text": text})
+                blocks.append({"type": "text", "text": text, **_marker(part)})
         elif kind == "image_url":
-            blocks.append(_image(provider, part.get("image_url"), where))
+            blocks.append(_image(provider, part.get("image_url"), where) | _marker(part))
         else:
             raise _reject(provider, f"{where}: content part {kind!r} is not supported by Anthropic")
     return blocks
@@ -254,7 +280,7 @@ def _tool(provider: str, tool: Any) -> Block:
     }
     if function.get("description"):
         converted["description"] = function["description"]
-    return converted
+    return converted | _marker(tool)
 
 
 def _tool_choice(provider: str, choice: Any) -> dict[str, Any]:
@@ -279,8 +305,10 @@ def finish_reason(stop_reason: Any) -> str | None:
     return _FINISH.get(str(stop_reason), "stop")
 
 
-def usage_of(usage: Any) -> dict[str, int]:
-    """OpenAI usage; cached and cache-written input tokens count as prompt tokens."""
+def usage_of(usage: Any) -> dict[str, Any]:
+    """OpenAI usage; cached and cache-written input tokens count as prompt tokens, the
+    cached ones also as ``prompt_tokens_details.cached_tokens`` (as OpenAI reports its own
+    prompt cache)."""
     usage = usage if isinstance(usage, dict) else {}
 
     def count(key: str) -> int:
@@ -293,11 +321,14 @@ def usage_of(usage: Any) -> dict[str, int]:
         + count("cache_read_input_tokens")
     )
     completion = count("output_tokens")
-    return {
+    out: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+    if count("cache_read_input_tokens") or count("cache_creation_input_tokens"):
+        out["prompt_tokens_details"] = {"cached_tokens": count("cache_read_input_tokens")}
+    return out
 
 
 def to_chat_completion(data: dict[str, Any]) -> dict[str, Any]:

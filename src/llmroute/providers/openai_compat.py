@@ -9,6 +9,7 @@ from typing import Any
 
 from llmroute.providers._transport import HttpTransport
 from llmroute.providers.base import Timeouts
+from llmroute.providers.cache_markers import without_cache_markers
 from llmroute.registry.schema import Provider
 
 __all__ = ["OpenAICompatProvider"]
@@ -34,11 +35,16 @@ class OpenAICompatProvider:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         self._http = HttpTransport(name, spec.http_url, headers)
+        self._send_markers = spec.cache_control == "send"
+
+    def _chat(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
+        sent = body if self._send_markers else without_cache_markers(body)
+        return {**sent, "model": model}
 
     async def complete(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]:
-        return await self._http.post_json(_CHAT, {**body, "model": model}, timeouts)
+        return await self._http.post_json(_CHAT, self._chat(model, body), timeouts)
 
     async def embed(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
@@ -48,7 +54,7 @@ class OpenAICompatProvider:
     async def stream(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> AsyncIterator[bytes]:
-        async with self._http.events(_CHAT, {**body, "model": model}, timeouts) as events:
+        async with self._http.events(_CHAT, self._chat(model, body), timeouts) as events:
             async for event in events:
                 yield event
 

@@ -213,6 +213,8 @@ class Provider(_Frozen):
     timeout_s: Seconds = 60.0  # the whole request (a stream: until its last byte)
     connect_timeout_s: Seconds = 5.0
     first_token_timeout_s: Seconds | None = None  # streams: until the first event
+    # kind openai only: Anthropic-style cache_control markers sent on, or dropped
+    cache_control: Literal["drop", "send"] = "drop"
     # kind llamacpp only:
     n_ctx: int = Field(default=4096, ge=256)  # the context window, in tokens
     n_threads: int | None = Field(default=None, ge=1)  # default: the cores this process may use
@@ -240,6 +242,14 @@ class Provider(_Frozen):
         ]
         if not local and self.base_url is None:
             problems.append((("base_url",), f"a {self.kind} provider needs a base_url"))
+        if self.kind != "openai" and "cache_control" in self.model_fields_set:
+            problems.append(
+                (
+                    ("cache_control",),
+                    "'cache_control' is for openai providers (anthropic ones always send "
+                    "the markers, llamacpp has no prompt cache to mark)",
+                )
+            )
         PathProblems.raise_if_any(problems)
         return self
 

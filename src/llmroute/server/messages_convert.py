@@ -5,9 +5,10 @@ A Messages request becomes the chat body the router and the dispatcher already s
 (`to_chat_body`); the OpenAI answer becomes a Messages answer (`to_message`), and an
 OpenAI stream a Messages event stream (`StreamTranslator`). What cannot be carried is
 refused with a 400 naming the field (server tools, documents, ...); what is only a hint
-for Anthropic's own servers is dropped (``cache_control``, ``top_k``, earlier
-``thinking`` blocks): docs/gateway.md lists both. ``thinking`` itself is kept: dispatch
-says it in the serving model's own dialect.
+for Anthropic's own servers is dropped (``top_k``, earlier ``thinking`` blocks):
+docs/gateway.md lists both. ``thinking`` is kept (dispatch says it in the serving model's
+own dialect), and so are ``cache_control`` markers, on the chat shapes' content parts and
+tools, where an Anthropic provider reads them back (others drop them unless told).
 """
 
 from __future__ import annotations
@@ -127,9 +128,32 @@ def _system(system: Any) -> list[dict[str, Any]]:
     if isinstance(system, str):
         return [{"role": "system", "content": system}] if system else []
     if isinstance(system, list):
-        texts = [_text_of(block, f"system[{i}]") for i, block in enumerate(system)]
-        return [{"role": "system", "content": "\n\n".join(texts)}] if texts else []
+        parts = [_text_part(block, f"system[{i}]") for i, block in enumerate(system)]
+        return [{"role": "system", "content": _joined(parts, "\n\n")}] if parts else []
     raise _bad("system", "'system' must be a string or a list of text blocks")
+
+
+def _cache(block: dict[str, Any], where: str) -> dict[str, Any]:
+    """The block's ``cache_control`` marker, as the chat part carries it ({} if none)."""
+    marker = block.get("cache_control")
+    if marker is None:
+        return {}
+    if not isinstance(marker, dict) or not isinstance(marker.get("type"), str):
+        raise _bad(f"{where}.cache_control", f"{where}.cache_control must be an object with a type")
+    return {"cache_control": marker}
+
+
+def _text_part(block: Any, where: str) -> dict[str, Any]:
+    text = _text_of(block, where)
+    return {"type": "text", "text": text, **_cache(block, where)}
+
+
+def _joined(parts: list[dict[str, Any]], sep: str) -> Any:
+    """Text parts as one string, or the parts themselves when one carries a cache marker
+    or is not text (the marker needs its part)."""
+    if all(p["type"] == "text" and "cache_control" not in p for p in parts):
+        return sep.join(p["text"] for p in parts)
+    return parts
 
 
 def _text_of(block: Any, where: str) -> str:
@@ -155,13 +179,13 @@ def _message(message: Any, where: str) -> list[dict[str, Any]]:
 
 
 def _assistant(blocks: list[Any], where: str) -> dict[str, Any]:
-    texts: list[str] = []
+    texts: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
     for i, block in enumerate(blocks):
         at = f"{where}.content[{i}]"
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
-            texts.append(_text_of(block, at))
+            texts.append(_text_part(block, at))
         elif kind == "tool_use":
             name, call_id = block.get("name"), block.get("id")
             if not isinstance(name, str) or not isinstance(call_id, str):
@@ -178,7 +202,7 @@ def _assistant(blocks: list[Any], where: str) -> dict[str, Any]:
             continue  # the model's earlier reasoning: other models cannot read it back
         else:
             raise _bad(at, f"{at}: content block type {kind!r} is not supported here")
-    out: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    out: dict[str, Any] = {"role": "assistant", "content": _joined(texts, "") or None}
     if calls:
         out["tool_calls"] = calls
     return out
@@ -193,18 +217,17 @@ def _user(blocks: list[Any], where: str) -> list[dict[str, Any]]:
         at = f"{where}.content[{i}]"
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
-            parts.append({"type": "text", "text": _text_of(block, at)})
+            parts.append(_text_part(block, at))
         elif kind == "image":
-            parts.append({"type": "image_url", "image_url": {"url": _image_url(block, at)}})
+            image = {"type": "image_url", "image_url": {"url": _image_url(block, at)}}
+            parts.append(image | _cache(block, at))
         elif kind == "tool_result":
             tools.append(_tool_result(block, at))
         else:
             raise _bad(at, f"{at}: content block type {kind!r} is not supported here")
     out = list(tools)
     if parts:
-        only_text = all(p["type"] == "text" for p in parts)
-        content: Any = "\n".join(p["text"] for p in parts) if only_text else parts
-        out.append({"role": "user", "content": content})
+        out.append({"role": "user", "content": _joined(parts, "\n")})
     return out
 
 
@@ -226,13 +249,18 @@ def _tool_result(block: dict[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(call_id, str):
         raise _bad(where, f"{where}.tool_use_id must be a string")
     content = block.get("content", "")
-    if isinstance(content, list):
-        content = "\n".join(_text_of(b, f"{where}.content[{j}]") for j, b in enumerate(content))
-    elif not isinstance(content, str):
+    if isinstance(content, str):
+        parts = [{"type": "text", "text": content}]
+    elif isinstance(content, list):
+        parts = [_text_part(b, f"{where}.content[{j}]") for j, b in enumerate(content)]
+    else:
         raise _bad(where, f"{where}.content must be a string or a list of text blocks")
+    if not parts:
+        parts = [{"type": "text", "text": ""}]
     if block.get("is_error") is True:
-        content = f"Error: {content}"
-    return {"role": "tool", "tool_call_id": call_id, "content": content}
+        parts[0] = {**parts[0], "text": f"Error: {parts[0]['text']}"}
+    parts[-1] = parts[-1] | _cache(block, where)  # the result's own marker: on its end
+    return {"role": "tool", "tool_call_id": call_id, "content": _joined(parts, "\n")}
 
 
 def _tools(tools: Any) -> list[dict[str, Any]]:
@@ -250,7 +278,7 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
         function: dict[str, Any] = {"name": name, "parameters": schema}
         if isinstance(tool.get("description"), str):
             function["description"] = tool["description"]
-        out.append({"type": "function", "function": function})
+        out.append({"type": "function", "function": function, **_cache(tool, at)})
     return out
 
 
@@ -312,11 +340,21 @@ def to_message(data: dict[str, Any], model: str) -> dict[str, Any]:
         "content": blocks,
         "stop_reason": _STOP.get(choice.get("finish_reason") or "stop", "end_turn"),
         "stop_sequence": None,
-        "usage": {
-            "input_tokens": int(usage.get("prompt_tokens") or 0),
-            "output_tokens": int(usage.get("completion_tokens") or 0),
-        },
+        "usage": _usage(usage),
     }
+
+
+def _usage(usage: dict[str, Any]) -> dict[str, int]:
+    """Anthropic's usage for OpenAI's: tokens read from the prompt cache are counted apart
+    from ``input_tokens``, as Anthropic counts them."""
+    prompt = int(usage.get("prompt_tokens") or 0)
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    out = {"input_tokens": prompt, "output_tokens": int(usage.get("completion_tokens") or 0)}
+    if isinstance(cached, int) and 0 < cached <= prompt:
+        out["input_tokens"] = prompt - cached
+        out["cache_read_input_tokens"] = cached
+    return out
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
@@ -376,10 +414,7 @@ class StreamTranslator:
         yield from self._start(chunk)
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            self._usage = {
-                "input_tokens": int(usage.get("prompt_tokens") or 0),
-                "output_tokens": int(usage.get("completion_tokens") or 0),
-            }
+            self._usage = _usage(usage)
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             text = delta.get("content")
@@ -445,8 +480,6 @@ class StreamTranslator:
         yield from self._close_block()
         self._done = True
         delta = {"stop_reason": self._stop, "stop_sequence": None}
-        yield _event(
-            "message_delta",
-            {"delta": delta, "usage": {"output_tokens": self._usage["output_tokens"]}},
-        )
+        # the whole usage: the input side is known only now (message_start went out first)
+        yield _event("message_delta", {"delta": delta, "usage": dict(self._usage)})
         yield _event("message_stop", {})
