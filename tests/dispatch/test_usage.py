@@ -24,6 +24,23 @@ def test_a_completion_with_reported_usage_keeps_it_and_adds_its_cost() -> None:
     assert data["usage"]["x"] == 1 and data["usage"]["cost_usd"] == usage.cost_usd
 
 
+def test_cached_prompt_tokens_cost_the_cached_price_when_there_is_one() -> None:
+    usage = {
+        "prompt_tokens": 1000,
+        "completion_tokens": 500,
+        "prompt_tokens_details": {"cached_tokens": 800},
+    }
+    cheap = priced({"usage": dict(usage)}, {}, Price(input=2.0, output=8.0, cached_input=0.2))
+    assert cheap.cost_usd == pytest.approx((200 * 2 + 800 * 0.2 + 500 * 8) / 1e6)
+    # without cached_input they cost the input price, as before
+    full = priced({"usage": dict(usage)}, {}, PRICE)
+    assert full.cost_usd == pytest.approx((1000 * 2 + 500 * 8) / 1e6)
+    # a count above the prompt's is capped at it
+    odd = {**usage, "prompt_tokens_details": {"cached_tokens": 5000}}
+    capped = priced({"usage": odd}, {}, Price(input=2.0, output=8.0, cached_input=0.0))
+    assert capped.cost_usd == pytest.approx(500 * 8 / 1e6)
+
+
 def test_embeddings_use_reported_prompt_tokens() -> None:
     data: dict[str, Any] = {"data": [], "usage": {"prompt_tokens": 7, "total_tokens": 7}}
     usage = priced_embedding(data, {"input": "ignored when reported"}, PRICE)

@@ -134,8 +134,19 @@ def _reported(usage: Any) -> tuple[int, int] | None:
     return None
 
 
-def _cost(price: Price, prompt: int, completion: int) -> float:
-    return round((prompt * price.input + completion * price.output) / 1e6, 10)
+def _cached(usage: Any) -> int:
+    """Prompt tokens the provider read from its prompt cache (0 when it says nothing)."""
+    details = usage.get("prompt_tokens_details") if isinstance(usage, Mapping) else None
+    cached = details.get("cached_tokens") if isinstance(details, Mapping) else None
+    return cached if isinstance(cached, int) and not isinstance(cached, bool) else 0
+
+
+def _cost(price: Price, prompt: int, completion: int, cached: int = 0) -> float:
+    cached = min(max(cached, 0), prompt) if price.cached_input is not None else 0
+    dollars = (prompt - cached) * price.input + completion * price.output
+    if cached:
+        dollars += cached * (price.cached_input or 0.0)
+    return round(dollars / 1e6, 10)
 
 
 def priced(
@@ -145,12 +156,14 @@ def priced(
     ``data["usage"]`` (reported fields kept) and returned. `completion` is the generated
     text when `data` has no choices (a stream's last chunk)."""
     reported = _reported(data.get("usage"))
+    cached = 0
     if reported is None:
         text = _completion_text(data) if completion is None else completion
         prompt, generated, estimated = _prompt_tokens(body), count_tokens(text), True
     else:
         (prompt, generated), estimated = reported, False
-    usage = Usage(prompt, generated, _cost(price, prompt, generated), estimated)
+        cached = _cached(data.get("usage"))
+    usage = Usage(prompt, generated, _cost(price, prompt, generated, cached), estimated)
     reported_usage = data.get("usage")
     extra: dict[str, Any] = reported_usage if isinstance(reported_usage, dict) else {}
     data["usage"] = {**extra, **usage.to_dict()}

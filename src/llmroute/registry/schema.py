@@ -268,10 +268,13 @@ _LOCAL_ONLY = frozenset(
 
 
 class Price(_Frozen):
-    """USD per million tokens."""
+    """USD per million tokens. `cached_input` prices the prompt tokens the provider read
+    from its prompt cache (``usage.prompt_tokens_details.cached_tokens``); without it they
+    cost `input`."""
 
     input: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     output: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    cached_input: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class Reasoning(_Frozen):
