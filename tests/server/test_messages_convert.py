@@ -205,3 +205,33 @@ def test_thinking_is_kept_for_dispatch_to_say_in_the_models_dialect() -> None:
     assert off["thinking"] == {"type": "disabled"}
     counted = {k: v for k, v in body.items() if k != "max_tokens"}
     assert to_chat_body(counted, counting=True)["thinking"]["budget_tokens"] == 2048
+
+
+def test_a_tool_results_images_open_the_user_message_after_the_tool_messages() -> None:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "B"}}
+    body = {
+        "model": "auto",
+        "max_tokens": 10,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "content": [{"type": "text", "text": "a screenshot"}, image],
+                    },
+                    {"type": "tool_result", "tool_use_id": "t2", "content": "plain"},
+                    {"type": "text", "text": "what do you see?"},
+                ],
+            }
+        ],
+    }
+    first, second, user = to_chat_body(body)["messages"]
+    assert first == {"role": "tool", "tool_call_id": "t1", "content": "a screenshot"}
+    assert second == {"role": "tool", "tool_call_id": "t2", "content": "plain"}
+    assert user["role"] == "user" and user["content"] == [
+        {"type": "text", "text": "[images returned by tool call t1]"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,B"}},
+        {"type": "text", "text": "what do you see?"},
+    ]

@@ -210,8 +210,11 @@ def _assistant(blocks: list[Any], where: str) -> dict[str, Any]:
 
 def _user(blocks: list[Any], where: str) -> list[dict[str, Any]]:
     """Tool results become ``tool`` messages (first, as OpenAI wants them right after the
-    assistant's calls); text and images stay one user message."""
+    assistant's calls); text and images stay one user message. A ``tool`` message holds
+    text only, so a result's images (a screenshot, a file a tool read) open that user
+    message, each after a line naming its result."""
     tools: list[dict[str, Any]] = []
+    tool_images: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     for i, block in enumerate(blocks):
         at = f"{where}.content[{i}]"
@@ -219,13 +222,17 @@ def _user(blocks: list[Any], where: str) -> list[dict[str, Any]]:
         if kind == "text":
             parts.append(_text_part(block, at))
         elif kind == "image":
-            image = {"type": "image_url", "image_url": {"url": _image_url(block, at)}}
-            parts.append(image | _cache(block, at))
+            parts.append(_image_part(block, at))
         elif kind == "tool_result":
-            tools.append(_tool_result(block, at))
+            message, images = _tool_result(block, at)
+            tools.append(message)
+            if images:
+                label = f"[images returned by tool call {message['tool_call_id']}]"
+                tool_images.extend([{"type": "text", "text": label}, *images])
         else:
             raise _bad(at, f"{at}: content block type {kind!r} is not supported here")
     out = list(tools)
+    parts = tool_images + parts
     if parts:
         out.append({"role": "user", "content": _joined(parts, "\n")})
     return out
@@ -244,23 +251,36 @@ def _image_url(block: dict[str, Any], where: str) -> str:
     raise _bad(where, f"{where}.source must be a base64 image or a url")
 
 
-def _tool_result(block: dict[str, Any], where: str) -> dict[str, Any]:
+def _image_part(block: dict[str, Any], where: str) -> dict[str, Any]:
+    image = {"type": "image_url", "image_url": {"url": _image_url(block, where)}}
+    return image | _cache(block, where)
+
+
+def _tool_result(block: dict[str, Any], where: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ``tool`` message, and the result's images (for the user message after it)."""
     call_id = block.get("tool_use_id")
     if not isinstance(call_id, str):
         raise _bad(where, f"{where}.tool_use_id must be a string")
     content = block.get("content", "")
+    images: list[dict[str, Any]] = []
     if isinstance(content, str):
         parts = [{"type": "text", "text": content}]
     elif isinstance(content, list):
-        parts = [_text_part(b, f"{where}.content[{j}]") for j, b in enumerate(content)]
+        parts = []
+        for j, inner in enumerate(content):
+            at = f"{where}.content[{j}]"
+            if isinstance(inner, dict) and inner.get("type") == "image":
+                images.append(_image_part(inner, at))
+            else:
+                parts.append(_text_part(inner, at))
     else:
-        raise _bad(where, f"{where}.content must be a string or a list of text blocks")
+        raise _bad(where, f"{where}.content must be a string or a list of text and image blocks")
     if not parts:
         parts = [{"type": "text", "text": ""}]
     if block.get("is_error") is True:
         parts[0] = {**parts[0], "text": f"Error: {parts[0]['text']}"}
     parts[-1] = parts[-1] | _cache(block, where)  # the result's own marker: on its end
-    return {"role": "tool", "tool_call_id": call_id, "content": _joined(parts, "\n")}
+    return {"role": "tool", "tool_call_id": call_id, "content": _joined(parts, "\n")}, images
 
 
 def _tools(tools: Any) -> list[dict[str, Any]]:
