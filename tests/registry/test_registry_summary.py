@@ -80,3 +80,9 @@ def test_summary_shows_cache_limits_and_budgets_without_passwords() -> None:
     assert "breaker openings shared in: redis://:***@limits:6379/2" in lines
     assert "client keys: ops (admin), team-a rpm 60 tpm 900 pool [small], /metrics public" in lines
     assert lines[-1] == "default -> small"
+
+
+def test_summary_lists_aliases() -> None:
+    text = VALID + 'aliases:\n  gpt-4o: auto\n  "claude-*": code\n'
+    lines = summarize(parse_registry(text, source="reg.yaml"))
+    assert "aliases: gpt-4o -> auto, claude-* -> code" in lines

@@ -137,12 +137,16 @@ def _decide(
     registry = router.loaded.registry
     if requested == AUTO:
         return router.decide(body, headers=headers)
+    asked, requested = requested, registry.resolve_alias(requested)
+    if requested == AUTO:  # an alias of auto
+        return router.decide(body, headers=headers)
+    alias_of = requested if requested != asked else None
     route = _route(router, requested)
     if route is not None:
-        return _pinned(router, route.name, route.target, requested, body, headers)
+        return _pinned(router, PinLayer(route.name, route.target, asked, alias_of), body, headers)
     model = registry.models.get(requested)
     if model is not None and model.kind == "chat":
-        return _pinned(router, PINNED, requested, requested, body, headers)
+        return _pinned(router, PinLayer(PINNED, requested, asked, alias_of), body, headers)
     if model is not None:
         raise ModelNotFound(f"{requested!r} is an embedding model; use POST /v1/embeddings")
     if requested.startswith("router-"):
@@ -190,12 +194,7 @@ def _route(router: Router, name: str) -> Route | None:
 
 
 def _pinned(
-    router: Router,
-    route: str,
-    model: str,
-    requested: str,
-    body: Mapping[str, Any],
-    headers: Mapping[str, str],
+    router: Router, pin: PinLayer, body: Mapping[str, Any], headers: Mapping[str, str]
 ) -> Decision:
     """A pinned request skips routing; the guards (safety, reasoning) still run."""
-    return router.decide(body, headers=headers, layers=(PinLayer(route, model, requested),))
+    return router.decide(body, headers=headers, layers=(pin,))

@@ -18,10 +18,11 @@ class PinLayer:
     name = PIN_LAYER
     always_runs = False
 
-    def __init__(self, route: str, model: str, requested: str) -> None:
-        self._result = LayerResult(
-            Verdict(route, model, 1.0, f"pinned by the request's model {requested!r}")
-        )
+    def __init__(self, route: str, model: str, requested: str, alias_of: str | None = None) -> None:
+        reason = f"pinned by the request's model {requested!r}"
+        if alias_of is not None:
+            reason += f" (an alias of {alias_of!r})"
+        self._result = LayerResult(Verdict(route, model, 1.0, reason))
 
     def evaluate(self, ctx: DecisionContext) -> LayerResult:
         return self._result

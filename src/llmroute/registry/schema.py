@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -82,6 +83,10 @@ def _check_name(value: str) -> str:
             "starting with a letter or digit"
         )
     return value
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
 
 
 def _check_unit(value: float) -> float:
@@ -1008,6 +1013,7 @@ class Registry(_Frozen):
     drift: DriftSettings = DriftSettings()
     cache: CacheSettings | None = None
     auth: AuthSettings | None = None
+    aliases: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("providers", "models")
     @classmethod
@@ -1033,9 +1039,38 @@ class Registry(_Frozen):
                 *self._cascade_problems(),
                 *self._cache_problems(),
                 *self._auth_problems(),
+                *self._alias_problems(),
             ]
         )
         return self
+
+    def _is_name(self, name: str) -> bool:
+        """Whether `name` is a ``model`` value without aliases: ``auto``, a route, a pool
+        model or a difficulty router string."""
+        return (
+            name == "auto"
+            or name in self.models
+            or name.startswith("router-")
+            or any(route.name == name for route in self.routes)
+        )
+
+    def exact_aliases(self) -> dict[str, str]:
+        """The aliases that name one ``model`` value (not glob patterns)."""
+        return {alias: t for alias, t in self.aliases.items() if not _is_glob(alias)}
+
+    def resolve_alias(self, name: str) -> str:
+        """The ``model`` value `name` stands for: an exact alias's target, else `name`
+        itself when it names something, else the first glob alias (file order) it
+        matches; `name` unchanged when none does (it is then unknown)."""
+        exact = self.aliases.get(name)
+        if exact is not None:
+            return exact
+        if not self.aliases or self._is_name(name):
+            return name
+        for pattern, target in self.aliases.items():
+            if _is_glob(pattern) and fnmatchcase(name, pattern):
+                return target
+        return name
 
     def route(self, name: str) -> Route:
         """The route called `name`; KeyError when there is none."""
@@ -1198,10 +1233,29 @@ class Registry(_Frozen):
                 hint = did_you_mean(name, known)
                 yield ("cache", "routes", i), f"unknown route {name!r}{hint}"
 
+    def _alias_problems(self) -> Iterator[Problem]:
+        for alias, target in self.aliases.items():
+            path = ("aliases", alias)
+            if not alias or not target:
+                yield path, "an alias and its target must be non-empty"
+            elif not _is_glob(alias) and self._is_name(alias):
+                yield path, f"alias {alias!r} would hide the route or model of that name"
+            elif target in self.aliases:
+                yield path, f"target {target!r} is itself an alias: aliases do not chain"
+            elif not self._is_name(target):
+                known = ["auto", *(route.name for route in self.routes), *self.models]
+                hint = did_you_mean(target, known)
+                yield (
+                    path,
+                    f"unknown target {target!r}{hint}: use auto, a route, a pool model "
+                    "or a router-<name>-<threshold> model",
+                )
+
     def _auth_problems(self) -> Iterator[Problem]:
         if self.auth is None:
             return
         known = ["auto", *(route.name for route in self.routes), *self.models]
+        known += [alias for alias in self.aliases if not _is_glob(alias)]
         for i, key in enumerate(self.auth.keys):
             for j, name in enumerate(key.models or ()):
                 if name not in known and not name.startswith("router-"):

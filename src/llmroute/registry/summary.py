@@ -17,7 +17,7 @@ __all__ = ["describe_when", "summarize"]
 
 def summarize(loaded: LoadedRegistry) -> list[str]:
     """Lines describing file, version, encoder, providers, models, routes, rules, the
-    response cache and request limits (when configured), default."""
+    response cache, request limits, client keys and aliases (when configured), default."""
     registry = loaded.registry
     return [
         f"file: {loaded.source}",
@@ -128,6 +128,9 @@ def _state(registry: Registry) -> list[str]:
         ]
         public = ", /metrics public" if registry.auth.public_metrics else ""
         lines.append(f"client keys: {', '.join(keys)}{public}")
+    if registry.aliases:
+        pairs = ", ".join(f"{alias} -> {target}" for alias, target in registry.aliases.items())
+        lines.append(f"aliases: {pairs}")
     return lines
 
 

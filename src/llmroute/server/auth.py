@@ -237,14 +237,15 @@ class RequireKey:
         return key
 
 
-def check_model(scope: Scope, model: object) -> None:
+def check_model(scope: Scope, model: object, resolved: str | None = None) -> None:
     """403 ``model_not_allowed`` when the request's key lists the ``model`` values it
-    may send and `model` is not one of them (no ``model`` counts as ``auto``)."""
+    may send and `model` is not one of them (no ``model`` counts as ``auto``); an alias
+    passes when its target, `resolved`, is listed."""
     key = api_key_of(scope)
     if key is None or key.models is None:
         return
     name = model if isinstance(model, str) and model else "auto"
-    if name not in key.models:
+    if name not in key.models and resolved not in key.models:
         allowed = ", ".join(key.models)
         raise GatewayError(
             403,

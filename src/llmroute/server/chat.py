@@ -59,7 +59,7 @@ async def serve_chat(
     in OpenAI's format (a JSON response, or a stream of its chunks). Errors are raised
     (`GatewayError`, `LlmrouteError`) for the caller's front to render. `ts` and
     `started_ns` are the request's arrival."""
-    check_model(request.scope, body.get("model"))
+    _check_model(request, gateway, body)
     plan = await _plan(request, gateway, body)
     headers = decision_headers(plan.decision)
     if plan.decision.blocked:
@@ -152,6 +152,14 @@ async def serve_chat(
             **cache_headers(lookup),
         },
     )
+
+
+def _check_model(request: Request, gateway: Gateway, body: dict[str, Any]) -> None:
+    """The key's allow-list, for the ``model`` asked for or the alias's target."""
+    asked = body.get("model")
+    registry = gateway.router.loaded.registry
+    resolved = registry.resolve_alias(asked) if isinstance(asked, str) else None
+    check_model(request.scope, asked, resolved)
 
 
 async def _plan(request: Request, gateway: Gateway, body: dict[str, Any]) -> Plan:
@@ -293,7 +301,7 @@ async def route_only(request: Request) -> Response:
     ts, started_ns = time.time(), time.perf_counter_ns()
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
-    check_model(request.scope, body.get("model"))
+    _check_model(request, gateway, body)
     plan = await _plan(request, gateway, body)
     recorder = recorder_of(request)
     if recorder is not None:

@@ -28,7 +28,7 @@ async def embeddings(request: Request) -> Response:
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
     name = embedding_model(gateway, body.get("model"))
-    check_model(request.scope, name)
+    check_model(request.scope, body.get("model"), name)
     check_pool(request.scope, name)
     require_input(body)
     headers = {"x-llmroute-model": name}
@@ -46,11 +46,13 @@ async def embeddings(request: Request) -> Response:
 
 
 def embedding_model(gateway: Gateway, name: object) -> str:
-    """`name` when it is a pool model of kind ``embedding``: else 400, or 404 when the
-    registry has no such model."""
+    """The pool model of kind ``embedding`` that `name` names (itself, or an alias's
+    target): else 400, or 404 when the registry has no such model."""
     if not isinstance(name, str) or not name:
         raise GatewayError(400, "'model' is required and must be a string", param="model")
-    models = gateway.router.loaded.registry.models
+    registry = gateway.router.loaded.registry
+    name = registry.resolve_alias(name)
+    models = registry.models
     known = ", ".join(sorted(n for n, m in models.items() if m.kind == "embedding")) or "none"
     model = models.get(name)
     if model is None:

@@ -44,11 +44,19 @@ def _entries(request: Request) -> list[tuple[str, str]]:
     if (router_model := difficulty_model(gateway_of(request).router)) is not None:
         entries.append((router_model, "llmroute"))
     entries += [(name, ",".join(model.provider_names())) for name, model in registry.models.items()]
+    aliases = registry.exact_aliases()
+    entries += [(alias, "llmroute") for alias in aliases]
     key = api_key_of(request.scope)
     if key is not None and key.models is not None:  # only what this client may ask for
-        entries = [(i, o) for i, o in entries if i in key.models]
+        allowed = key.models
+        entries = [(i, o) for i, o in entries if i in allowed or aliases.get(i) in allowed]
     if key is not None and key.pool is not None:  # and no pool model it may not reach
-        entries = [(i, o) for i, o in entries if i not in registry.models or i in key.pool]
+        pool = key.pool
+        entries = [
+            (i, o)
+            for i, o in entries
+            if (target := aliases.get(i, i)) not in registry.models or target in pool
+        ]
     return entries
 
 

@@ -1,0 +1,51 @@
+"""``aliases``: the model names clients hard-code (``gpt-4o``, ``claude-*``) mapped to
+``auto``, a route or a pool model; checked like every other reference."""
+
+from __future__ import annotations
+
+import pytest
+from registry_helpers import VALID, assert_points_at, one_error
+
+from llmroute.registry import parse_registry
+
+ALIASES = """aliases:
+  gpt-4o: auto
+  gpt-4o-mini: chitchat
+  "claude-*": code
+  "o[34]*": large
+  "*": auto
+"""
+
+
+def test_exact_then_names_then_globs_in_file_order() -> None:
+    registry = parse_registry(VALID + ALIASES).registry
+    resolve = registry.resolve_alias
+    assert resolve("gpt-4o") == "auto" and resolve("gpt-4o-mini") == "chitchat"
+    assert resolve("claude-sonnet-4-5-20250929") == "code"
+    assert resolve("o3-mini") == "large" and resolve("o4") == "large"
+    assert resolve("anything-else") == "auto"  # the catch-all, last
+    for name in ("auto", "code", "small", "large", "router-mlp-0.5"):
+        assert resolve(name) == name  # what exists is never redirected by a glob
+    assert registry.exact_aliases() == {"gpt-4o": "auto", "gpt-4o-mini": "chitchat"}
+
+
+def test_without_aliases_every_name_is_itself() -> None:
+    registry = parse_registry(VALID).registry
+    assert registry.resolve_alias("gpt-4o") == "gpt-4o"
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ("code: small", "would hide the route or model of that name"),
+        ("small: auto", "would hide the route or model of that name"),
+        ("gpt-4o: gpt-4o-mini", "is itself an alias"),
+        ("gpt-4: lage", "unknown target 'lage' (did you mean 'large'?)"),
+        ('"x": ""', "must be non-empty"),
+    ],
+)
+def test_a_bad_alias_names_its_line(entry: str, words: str) -> None:
+    text = VALID + f"aliases:\n  gpt-4o-mini: auto\n  {entry}\n"
+    error = one_error(text)
+    alias = entry.split(":")[0].strip('"')
+    assert_points_at(error, VALID.count("\n") + 3, f"aliases.{alias}", words)
