@@ -31,7 +31,7 @@ from llmroute.server.messages_convert import (
 )
 from llmroute.server.state import gateway_of
 
-__all__ = ["count_tokens", "messages"]
+__all__ = ["count_tokens", "messages", "passed_on"]
 
 
 async def messages(request: Request) -> Response:
@@ -45,7 +45,7 @@ async def messages(request: Request) -> Response:
         return error_response(exc)
     except LlmrouteError as exc:
         return error_response(gateway_error(exc))
-    headers = _passed_on(answer.headers)
+    headers = passed_on(answer.headers)
     model = answer.headers.get("x-llmroute-model", str(chat["model"]))
     if isinstance(answer, StreamingResponse):
         events = _translated(answer.body_iterator, StreamTranslator(model))
@@ -69,7 +69,7 @@ async def count_tokens(request: Request) -> Response:
     return JSONResponse({"input_tokens": prompt_tokens(chat)})
 
 
-def _passed_on(headers: Mapping[str, str]) -> dict[str, str]:
+def passed_on(headers: Mapping[str, str]) -> dict[str, str]:
     """The decision, cache and cascade headers of the chat answer."""
     kept = {k: v for k, v in headers.items() if k.startswith("x-llmroute-")}
     if "cache-control" in headers:

@@ -1,0 +1,57 @@
+"""``POST /v1/responses``: OpenAI's Responses API in front of the same router.
+
+Clients built on it (the ``openai`` SDK's ``client.responses``, agents and coding tools
+that speak only this API) send their requests here: each is converted to a
+chat-completions body (`llmroute.server.responses_convert`), routed, dispatched,
+cached, recorded and traced exactly as ``/v1/chat/completions`` serves it
+(`serve_chat`), and the answer converted back: a ``response`` object, or a Responses
+event stream (`llmroute.server.responses_stream`). Errors are OpenAI's error JSON with
+the usual status codes; the decision headers (``x-llmroute-*``) come with every answer.
+The gateway stores nothing: ``store`` is answered ``false``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from llmroute.server.body import read_json_object
+from llmroute.server.chat import serve_chat
+from llmroute.server.messages import passed_on
+from llmroute.server.responses_convert import to_chat_body, to_response
+from llmroute.server.responses_stream import ResponsesStream
+from llmroute.server.state import gateway_of
+
+__all__ = ["responses"]
+
+
+async def responses(request: Request) -> Response:
+    ts, started_ns = time.time(), time.perf_counter_ns()
+    gateway = gateway_of(request)
+    body = await read_json_object(request, gateway.max_body_bytes)
+    chat = to_chat_body(body)
+    answer = await serve_chat(request, gateway, chat, ts, started_ns)
+    headers = passed_on(answer.headers)
+    model = answer.headers.get("x-llmroute-model", str(chat["model"]))
+    if isinstance(answer, StreamingResponse):
+        events = _translated(answer.body_iterator, ResponsesStream(model, body))
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers=headers, status_code=answer.status_code
+        )
+    data = json.loads(bytes(answer.body))
+    return JSONResponse(to_response(data, model, body), headers=headers)
+
+
+async def _translated(
+    events: AsyncIterable[str | bytes | memoryview], translator: ResponsesStream
+) -> AsyncIterator[bytes]:
+    async for event in events:
+        raw = event.encode() if isinstance(event, str) else bytes(event)
+        for out in translator.feed(raw):
+            yield out
+    for out in translator.close():
+        yield out

@@ -1,0 +1,334 @@
+"""OpenAI Responses API ⇄ chat completions, for the gateway's ``POST /v1/responses``
+front, without I/O so each rule is testable alone.
+
+The gateway keeps no state: a request carries its whole conversation in ``input``
+(messages, earlier ``function_call`` items and their ``function_call_output``), as
+clients do with ``store: false``; ``previous_response_id`` and ``conversation`` are
+refused with a 400 that says so. Only function tools are carried; hosted tools
+(web search, file search, code interpreter ...) are refused naming the field. The answer
+is a ``response`` object (`to_response`); streams are translated by
+`llmroute.server.responses_stream`. docs/gateway.md lists every mapping.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from llmroute.server.errors import GatewayError
+
+__all__ = [
+    "INCOMPLETE_REASONS",
+    "RESPONSES_PATH",
+    "echoed",
+    "output_items",
+    "response_usage",
+    "to_chat_body",
+    "to_response",
+]
+
+RESPONSES_PATH = "/v1/responses"
+
+_STATELESS = (
+    "this gateway keeps no responses: send the whole conversation in 'input' "
+    "(earlier messages, function_call and function_call_output items)"
+)
+
+
+def _bad(param: str, message: str) -> GatewayError:
+    return GatewayError(400, message, param=param)
+
+
+# ---------------------------------------------------------------- requests
+
+
+def to_chat_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The chat-completions body for a Responses request; 400 (`GatewayError`) naming the
+    field for anything malformed or that cannot be carried."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("model", "'model' is required: auto, a route or a pool model")
+    for key in ("previous_response_id", "conversation"):
+        if body.get(key) is not None:
+            raise _bad(key, f"'{key}' is not supported: {_STATELESS}")
+    messages: list[dict[str, Any]] = []
+    instructions = body.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        messages.append({"role": "system", "content": instructions})
+    elif instructions is not None and not isinstance(instructions, str):
+        raise _bad("instructions", "'instructions' must be a string")
+    messages.extend(_input(body.get("input")))
+    chat: dict[str, Any] = {"model": model, "messages": messages}
+    _copy(body, chat)
+    if body.get("tools"):
+        chat["tools"] = _tools(body["tools"])
+    if body.get("tool_choice") is not None:
+        chat["tool_choice"] = _tool_choice(body["tool_choice"])
+    if body.get("stream") is True:
+        chat["stream"] = True
+        chat["stream_options"] = {"include_usage": True}
+    return chat
+
+
+def _copy(body: dict[str, Any], chat: dict[str, Any]) -> None:
+    for key in ("temperature", "top_p", "parallel_tool_calls"):
+        if body.get(key) is not None:
+            chat[key] = body[key]
+    limit = body.get("max_output_tokens")
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise _bad("max_output_tokens", "'max_output_tokens' must be a positive integer")
+        chat["max_tokens"] = limit
+    user = body.get("safety_identifier") or body.get("user")
+    if isinstance(user, str) and user:
+        chat["user"] = user
+    reasoning = body.get("reasoning")
+    if isinstance(reasoning, dict) and isinstance(reasoning.get("effort"), str):
+        chat["reasoning_effort"] = reasoning["effort"]  # said in the model's dialect later
+    fmt = _format(body.get("text"))
+    if fmt is not None:
+        chat["response_format"] = fmt
+
+
+def _format(text: Any) -> dict[str, Any] | None:
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema" and isinstance(fmt.get("schema"), dict):
+        spec = {"name": fmt.get("name") or "response", "schema": fmt["schema"]}
+        if isinstance(fmt.get("strict"), bool):
+            spec["strict"] = fmt["strict"]
+        return {"type": "json_schema", "json_schema": spec}
+    raise _bad("text.format", "'text.format' must be text, json_object or json_schema")
+
+
+def _input(items: Any) -> list[dict[str, Any]]:
+    if isinstance(items, str):
+        if not items:
+            raise _bad("input", "'input' is empty: there is nothing to answer")
+        return [{"role": "user", "content": items}]
+    if not isinstance(items, list) or not items:
+        raise _bad("input", "'input' is required: a string or a non-empty list of items")
+    out: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        at = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise _bad(at, f"{at} must be an object")
+        kind = item.get("type", "message")
+        if kind == "message":
+            out.append(_message(item, at))
+        elif kind == "function_call":
+            _function_call(out, item, at)
+        elif kind == "function_call_output":
+            out.append(_function_output(item, at))
+        elif kind == "reasoning":
+            continue  # the model's earlier reasoning: other models cannot read it back
+        elif kind == "item_reference":
+            raise _bad(at, f"{at}: item references are not supported: {_STATELESS}")
+        else:
+            raise _bad(at, f"{at}: item type {kind!r} is not supported here")
+    return out
+
+
+_ROLES = ("user", "assistant", "system", "developer")
+
+
+def _message(item: dict[str, Any], where: str) -> dict[str, Any]:
+    role = item.get("role")
+    if role not in _ROLES:
+        raise _bad(f"{where}.role", f"{where}.role must be one of {', '.join(_ROLES)}")
+    content = item.get("content")
+    if isinstance(content, str):
+        return {"role": role, "content": content}
+    if not isinstance(content, list):
+        raise _bad(f"{where}.content", f"{where}.content must be a string or a list of parts")
+    parts = [_part(part, f"{where}.content[{j}]") for j, part in enumerate(content)]
+    if all(p["type"] == "text" for p in parts):
+        return {"role": role, "content": "\n".join(p["text"] for p in parts)}
+    if role != "user":
+        raise _bad(f"{where}.content", f"{where}: only a user message may carry images")
+    return {"role": role, "content": parts}
+
+
+def _part(part: Any, where: str) -> dict[str, Any]:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind in ("input_text", "output_text", "text"):
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise _bad(where, f"{where}.text must be a string")
+        return {"type": "text", "text": text}
+    if kind == "refusal" and isinstance(part.get("refusal"), str):
+        return {"type": "text", "text": part["refusal"]}
+    if kind == "input_image":
+        url = part.get("image_url")
+        if not isinstance(url, str) or not url:
+            raise _bad(where, f"{where}: only images given by 'image_url' are supported")
+        image: dict[str, Any] = {"url": url}
+        if isinstance(part.get("detail"), str):
+            image["detail"] = part["detail"]
+        return {"type": "image_url", "image_url": image}
+    raise _bad(where, f"{where}: content part type {kind!r} is not supported here")
+
+
+def _function_call(out: list[dict[str, Any]], item: dict[str, Any], where: str) -> None:
+    """An earlier call joins the assistant message just before it (one turn may call
+    several tools), or opens one."""
+    call_id, name = item.get("call_id"), item.get("name")
+    if not isinstance(call_id, str) or not isinstance(name, str):
+        raise _bad(where, f"{where} needs a string 'call_id' and 'name'")
+    arguments = item.get("arguments", "{}")
+    if not isinstance(arguments, str):
+        raise _bad(where, f"{where}.arguments must be a JSON string")
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    last = out[-1] if out else None
+    if last is not None and last["role"] == "assistant":
+        last.setdefault("tool_calls", []).append(call)
+    else:
+        out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+
+
+def _function_output(item: dict[str, Any], where: str) -> dict[str, Any]:
+    call_id, output = item.get("call_id"), item.get("output")
+    if not isinstance(call_id, str):
+        raise _bad(where, f"{where}.call_id must be a string")
+    if isinstance(output, list):
+        texts = [_part(part, f"{where}.output[{j}]") for j, part in enumerate(output)]
+        if any(t["type"] != "text" for t in texts):
+            raise _bad(where, f"{where}.output: only text is supported in a tool's output")
+        output = "\n".join(t["text"] for t in texts)
+    if not isinstance(output, str):
+        raise _bad(where, f"{where}.output must be a string or a list of text parts")
+    return {"role": "tool", "tool_call_id": call_id, "content": output}
+
+
+def _tools(tools: Any) -> list[dict[str, Any]]:
+    if not isinstance(tools, list):
+        raise _bad("tools", "'tools' must be a list")
+    out = []
+    for i, tool in enumerate(tools):
+        at = f"tools[{i}]"
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind != "function":
+            raise _bad(at, f"{at}: tool type {kind!r} is not supported (function tools only)")
+        name = tool.get("name")
+        if not isinstance(name, str) or not name:
+            raise _bad(at, f"{at} needs a string 'name'")
+        function: dict[str, Any] = {
+            "name": name,
+            "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
+        }
+        for key in ("description", "strict"):
+            if tool.get(key) is not None:
+                function[key] = tool[key]
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _tool_choice(choice: Any) -> Any:
+    if choice in ("auto", "none", "required"):
+        return choice
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        name = choice.get("name")
+        if isinstance(name, str) and name:
+            return {"type": "function", "function": {"name": name}}
+    raise _bad("tool_choice", "'tool_choice' must be auto, none, required or a function")
+
+
+# ---------------------------------------------------------------- answers
+
+
+def response_usage(usage: Any) -> dict[str, Any]:
+    """The Responses usage for a chat completion's."""
+    usage = usage if isinstance(usage, dict) else {}
+    prompt = int(usage.get("prompt_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or 0)
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    done = usage.get("completion_tokens_details")
+    reasoning = done.get("reasoning_tokens") if isinstance(done, dict) else None
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": cached if isinstance(cached, int) else 0},
+        "output_tokens": completion,
+        "output_tokens_details": {
+            "reasoning_tokens": reasoning if isinstance(reasoning, int) else 0
+        },
+        "total_tokens": prompt + completion,
+    }
+
+
+def echoed(body: dict[str, Any]) -> dict[str, Any]:
+    """The request's settings a response object repeats."""
+    return {
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "metadata": body.get("metadata") if isinstance(body.get("metadata"), dict) else {},
+        "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
+        "previous_response_id": None,
+        "reasoning": body.get("reasoning"),
+        "store": False,
+        "temperature": body.get("temperature"),
+        "text": body.get("text") or {"format": {"type": "text"}},
+        "tool_choice": body.get("tool_choice") or "auto",
+        "tools": body.get("tools") or [],
+        "top_p": body.get("top_p"),
+        "user": body.get("user"),
+    }
+
+
+INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+def output_items(message: dict[str, Any], item_id: str) -> list[dict[str, Any]]:
+    """The ``output`` items for an assistant message: its text, then its tool calls."""
+    items: list[dict[str, Any]] = []
+    text = message.get("content")
+    if isinstance(text, str) and text:
+        items.append(
+            {
+                "type": "message",
+                "id": f"msg_{item_id}",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        )
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        call_id = call.get("id") or ""
+        items.append(
+            {
+                "type": "function_call",
+                "id": f"fc_{call_id}",
+                "call_id": call_id,
+                "name": function.get("name") or "",
+                "arguments": function.get("arguments") or "",
+                "status": "completed",
+            }
+        )
+    return items
+
+
+def to_response(data: dict[str, Any], model: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The ``response`` object for a chat completion `data` served by pool model `model`,
+    answering Responses request `body`."""
+    choice = (data.get("choices") or [{}])[0]
+    reason = INCOMPLETE_REASONS.get(choice.get("finish_reason") or "stop")
+    chat_id = str(data.get("id") or "")
+    return {
+        "id": f"resp_{chat_id}",
+        "object": "response",
+        "created_at": data.get("created") or int(time.time()),
+        "status": "incomplete" if reason else "completed",
+        "incomplete_details": {"reason": reason} if reason else None,
+        "error": None,
+        "model": model,
+        "output": output_items(choice.get("message") or {}, chat_id),
+        "usage": response_usage(data.get("usage")),
+        **echoed(body),
+    }

@@ -1,0 +1,216 @@
+"""OpenAI chat-completion chunks in, Responses API stream events out (``POST
+/v1/responses`` with ``stream: true``).
+
+The events follow OpenAI's order: ``response.created``, ``response.in_progress``; per
+output item ``response.output_item.added``, then for a message
+``response.content_part.added``, ``response.output_text.delta``…,
+``response.output_text.done``, ``response.content_part.done``, and for a function call
+``response.function_call_arguments.delta``…, ``response.function_call_arguments.done``;
+``response.output_item.done``; finally ``response.completed`` (``response.incomplete``
+when the answer was cut by ``max_output_tokens``) with the whole response. An upstream
+that breaks off mid-stream ends it with ``response.failed``. Every event carries its
+``sequence_number``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from llmroute.server.responses_convert import INCOMPLETE_REASONS, echoed, response_usage
+
+__all__ = ["ResponsesStream"]
+
+
+class ResponsesStream:
+    """Feed each SSE event of the chat stream (bytes, as the gateway relays them) to
+    `feed`; `close` finishes the response if the stream stopped without ``[DONE]``."""
+
+    def __init__(self, model: str, body: dict[str, Any]) -> None:
+        self._model = model
+        self._body = body
+        self._sequence = 0
+        self._id = ""
+        self._created = int(time.time())
+        self._started = False
+        self._done = False
+        self._items: list[dict[str, Any]] = []  # output items, in order
+        self._text_item: int | None = None  # the open message item's position
+        self._calls: dict[int, int] = {}  # chat tool-call index -> item position
+        self._finish: str | None = None
+        self._usage: dict[str, Any] = response_usage(None)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _event(self, kind: str, payload: dict[str, Any]) -> bytes:
+        data = {"type": kind, "sequence_number": self._sequence, **payload}
+        self._sequence += 1
+        return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+    def _response(self, status: str, **extra: Any) -> dict[str, Any]:
+        reason = INCOMPLETE_REASONS.get(self._finish or "stop") if status != "in_progress" else None
+        return {
+            "id": f"resp_{self._id}",
+            "object": "response",
+            "created_at": self._created,
+            "status": "incomplete" if reason else status,
+            "incomplete_details": {"reason": reason} if reason else None,
+            "error": None,
+            "model": self._model,
+            "output": self._items if status != "in_progress" else [],
+            "usage": self._usage if status != "in_progress" else None,
+            **echoed(self._body),
+            **extra,
+        }
+
+    # -- input ----------------------------------------------------------------------------
+
+    def feed(self, event: bytes) -> Iterator[bytes]:
+        for line in event.splitlines():
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                yield from self.close()
+                continue
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                continue
+            if isinstance(chunk, dict) and not self._done:
+                yield from self._chunk(chunk)
+
+    def _chunk(self, chunk: dict[str, Any]) -> Iterator[bytes]:
+        yield from self._start(chunk)
+        if "error" in chunk:
+            error = chunk["error"] if isinstance(chunk["error"], dict) else {}
+            message = str(error.get("message") or "the upstream stream broke off")
+            failed = self._response("failed", error={"code": "server_error", "message": message})
+            failed["status"], failed["incomplete_details"] = "failed", None
+            yield self._event("response.failed", {"response": failed})
+            self._done = True
+            return
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = response_usage(chunk["usage"])
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                yield from self._text(text)
+            for call in delta.get("tool_calls") or ():
+                yield from self._call(call)
+            if choice.get("finish_reason"):
+                self._finish = choice["finish_reason"]
+
+    def _start(self, chunk: dict[str, Any]) -> Iterator[bytes]:
+        if self._started:
+            return
+        self._started = True
+        self._id = str(chunk.get("id") or "")
+        created = chunk.get("created")
+        if isinstance(created, int):
+            self._created = created
+        yield self._event("response.created", {"response": self._response("in_progress")})
+        yield self._event("response.in_progress", {"response": self._response("in_progress")})
+
+    # -- a message item -------------------------------------------------------------------
+
+    def _text(self, text: str) -> Iterator[bytes]:
+        if self._text_item is None:
+            self._text_item = len(self._items)
+            item: dict[str, Any] = {
+                "type": "message",
+                "id": f"msg_{self._id}_{self._text_item}",
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
+            }
+            self._items.append(item)
+            yield self._event(
+                "response.output_item.added", {"output_index": self._text_item, "item": item}
+            )
+            part: dict[str, Any] = {"type": "output_text", "text": "", "annotations": []}
+            yield self._event("response.content_part.added", self._at(part=dict(part)))
+            item["content"].append(part)
+        self._items[self._text_item]["content"][0]["text"] += text
+        yield self._event("response.output_text.delta", self._at(delta=text, logprobs=[]))
+
+    def _at(self, **payload: Any) -> dict[str, Any]:
+        assert self._text_item is not None
+        item = self._items[self._text_item]
+        return {
+            "item_id": item["id"],
+            "output_index": self._text_item,
+            "content_index": 0,
+            **payload,
+        }
+
+    def _close_text(self) -> Iterator[bytes]:
+        if self._text_item is None:
+            return
+        item = self._items[self._text_item]
+        part = item["content"][0]
+        yield self._event("response.output_text.done", self._at(text=part["text"], logprobs=[]))
+        yield self._event("response.content_part.done", self._at(part=part))
+        item["status"] = "completed"
+        yield self._event(
+            "response.output_item.done", {"output_index": self._text_item, "item": item}
+        )
+        self._text_item = None
+
+    # -- function-call items --------------------------------------------------------------
+
+    def _call(self, call: dict[str, Any]) -> Iterator[bytes]:
+        index = call.get("index", 0)
+        function = call.get("function") or {}
+        position = self._calls.get(index)
+        if position is None:
+            yield from self._close_text()
+            position = self._calls[index] = len(self._items)
+            call_id = call.get("id") or f"call_{self._id}_{index}"
+            item = {
+                "type": "function_call",
+                "id": f"fc_{call_id}",
+                "call_id": call_id,
+                "name": function.get("name") or "",
+                "arguments": "",
+                "status": "in_progress",
+            }
+            self._items.append(item)
+            yield self._event(
+                "response.output_item.added", {"output_index": position, "item": dict(item)}
+            )
+        item = self._items[position]
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            item["arguments"] += arguments
+            yield self._event(
+                "response.function_call_arguments.delta",
+                {"item_id": item["id"], "output_index": position, "delta": arguments},
+            )
+
+    def _close_calls(self) -> Iterator[bytes]:
+        for position in self._calls.values():
+            item = self._items[position]
+            yield self._event(
+                "response.function_call_arguments.done",
+                {"item_id": item["id"], "output_index": position, "arguments": item["arguments"]},
+            )
+            item["status"] = "completed"
+            yield self._event("response.output_item.done", {"output_index": position, "item": item})
+        self._calls = {}
+
+    # -- the end --------------------------------------------------------------------------
+
+    def close(self) -> Iterator[bytes]:
+        if self._done:
+            return
+        yield from self._start({})
+        yield from self._close_text()
+        yield from self._close_calls()
+        self._done = True
+        final = self._response("completed")
+        kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
+        yield self._event(kind, {"response": final})

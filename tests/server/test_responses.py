@@ -1,0 +1,190 @@
+"""``POST /v1/responses`` end to end: `llmroute serve` as a subprocess, the official
+`openai` client's ``responses`` API in front of it, the fake OpenAI and Anthropic
+upstreams behind it: the same routing, response objects and Responses event streams
+back (text and function calls), a tool round trip, and OpenAI's error format."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from fake_anthropic import TOOL_ID, FakeAnthropic, fake_anthropic
+from fake_upstream import FakeUpstream, fake_upstream
+from gateway_proc import Served, serve
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+  claude: {kind: anthropic, base_url: "%(anthropic)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: up-small}
+  large: {provider: fake, model: up-large}
+  cut: {provider: fake, model: "up-cut?finish=length"}
+  sonnet: {provider: claude, model: claude-x}
+routes:
+  - name: code
+    examples: ["write a Python function to parse JSON", "debug this SQL query"]
+    target: large
+  - name: chitchat
+    examples: ["hi there!", "how are you today?"]
+    target: small
+default: {target: small}
+"""
+
+WEATHER = [
+    {
+        "type": "function",
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+    }
+]
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def claude() -> Iterator[FakeAnthropic]:
+    with fake_anthropic() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, claude: FakeAnthropic
+) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("responses")
+    registry = tmp / "registry.yaml"
+    registry.write_text(REGISTRY % {"url": upstream.url, "anthropic": claude.url})
+    with serve(registry, tmp / "serve.log", env={"LLMROUTE_TELEMETRY_URL": "off"}) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def client(gateway: Served) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0) as c:
+        yield c
+
+
+def test_a_response_is_routed_and_answered(client: openai.OpenAI, upstream: FakeUpstream) -> None:
+    raw = client.responses.with_raw_response.create(
+        model="auto",
+        instructions="You are terse.",
+        input="write a Python function to parse YAML",
+        max_output_tokens=64,
+    )
+    assert raw.headers["x-llmroute-route"] == "code"
+    response = raw.parse()
+    assert response.object == "response" and response.status == "completed"
+    assert response.model == "large" and response.store is False
+    assert "parse YAML" in response.output_text
+    assert response.usage is not None and response.usage.input_tokens > 0
+    assert response.usage.total_tokens == (
+        response.usage.input_tokens + response.usage.output_tokens
+    )
+    sent = upstream.requests[-1].body
+    assert sent["model"] == "up-large" and sent["max_tokens"] == 64
+    assert sent["messages"] == [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "write a Python function to parse YAML"},
+    ]
+
+
+def test_a_stream_arrives_as_responses_events(client: openai.OpenAI) -> None:
+    with client.responses.stream(model="chitchat", input="hi there!") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [e.type for e in events]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text and final.output_text == text and final.model == "small"
+    assert final.usage is not None and final.usage.output_tokens > 0
+
+
+def test_a_cut_answer_is_incomplete(client: openai.OpenAI) -> None:
+    response = client.responses.create(model="cut", input="tell me a long story")
+    assert response.status == "incomplete"
+    assert response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_function_call_and_its_output_cross_both_ways(
+    client: openai.OpenAI, claude: FakeAnthropic, stream: bool
+) -> None:
+    ask = "what is the weather in Paris?"
+    if stream:
+        with client.responses.stream(model="sonnet", input=ask, tools=WEATHER) as events:
+            kinds = [e.type for e in events]
+            first = events.get_final_response()
+        assert "response.function_call_arguments.delta" in kinds
+    else:
+        first = client.responses.create(model="sonnet", input=ask, tools=WEATHER)  # type: ignore[arg-type]
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert len(calls) == 1 and calls[0].call_id == TOOL_ID and calls[0].name == "get_weather"
+    assert json.loads(calls[0].arguments) == {"query": ask}
+    sent = claude.requests[-1].body
+    assert sent["tools"][0]["name"] == "get_weather"
+
+    followup = client.responses.create(
+        model="sonnet",
+        tools=WEATHER,  # type: ignore[arg-type]
+        input=[
+            {"role": "user", "content": ask},
+            {
+                "type": "function_call",
+                "call_id": TOOL_ID,
+                "name": "get_weather",
+                "arguments": calls[0].arguments,
+            },
+            {"type": "function_call_output", "call_id": TOOL_ID, "output": "sunny, 21 C"},
+        ],
+    )
+    assert followup.status == "completed"
+    turns = claude.requests[-1].body["messages"]
+    assert [t["role"] for t in turns] == ["user", "assistant", "user"]
+    assert turns[1]["content"][-1]["type"] == "tool_use"
+    result = turns[2]["content"][0]
+    assert result["type"] == "tool_result" and result["tool_use_id"] == TOOL_ID
+    assert result["content"] == "sunny, 21 C"
+
+
+def test_what_cannot_be_carried_is_a_400_naming_the_field(client: openai.OpenAI) -> None:
+    cases: list[tuple[dict[str, object], str]] = [
+        ({"previous_response_id": "resp_1"}, "previous_response_id"),
+        ({"tools": [{"type": "web_search"}]}, "tools[0]"),
+        ({"max_output_tokens": 0}, "max_output_tokens"),
+        ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0]"),
+    ]
+    for change, param in cases:
+        body: dict[str, object] = {"model": "auto", "input": "hi", **change}
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.post("/responses", body=body, cast_to=object)
+        error = caught.value.body
+        assert isinstance(error, dict) and error["param"] == param, (change, error)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="no-such-model", input="hi")
+
+
+def test_the_serve_log_holds_no_traceback(gateway: Served, tmp_path: Path) -> None:
+    assert "Traceback" not in gateway.log.read_text()

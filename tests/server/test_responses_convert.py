@@ -1,0 +1,154 @@
+"""The Responses ⇄ chat-completions conversion alone: input items, formats, and the
+stream translation's order, a break and parallel tool calls."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from llmroute.server.errors import GatewayError
+from llmroute.server.responses_convert import to_chat_body, to_response
+from llmroute.server.responses_stream import ResponsesStream
+
+
+def test_input_items_become_chat_messages() -> None:
+    body = {
+        "model": "auto",
+        "reasoning": {"effort": "high", "summary": "auto"},
+        "text": {"format": {"type": "json_schema", "name": "w", "schema": {"type": "object"}}},
+        "input": [
+            {"role": "developer", "content": "be brief"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "what is in this picture?"},
+                    {"type": "input_image", "image_url": "data:image/png;base64,AA"},
+                ],
+            },
+            {"type": "reasoning", "id": "rs_1", "summary": []},
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "Let me look."}],
+            },
+            {"type": "function_call", "call_id": "c1", "name": "zoom", "arguments": "{}"},
+            {"type": "function_call", "call_id": "c2", "name": "crop", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "zoomed"},
+            {"type": "function_call_output", "call_id": "c2", "output": "cropped"},
+        ],
+    }
+    chat = to_chat_body(body)
+    assert chat["reasoning_effort"] == "high"
+    assert chat["response_format"]["json_schema"] == {"name": "w", "schema": {"type": "object"}}
+    developer, user, assistant, first, second = chat["messages"]
+    assert developer == {"role": "developer", "content": "be brief"}
+    assert user["content"][1] == {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64,AA"},
+    }
+    assert assistant["content"] == "Let me look."
+    assert [c["id"] for c in assistant["tool_calls"]] == ["c1", "c2"]  # one turn, two calls
+    assert (first["tool_call_id"], second["content"]) == ("c1", "cropped")
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"conversation": "conv_1"}, "conversation"),
+        ({"input": []}, "input"),
+        ({"input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
+        ({"input": [{"role": "user", "content": [{"type": "input_file"}]}]}, "input[0].content[0]"),
+        ({"tool_choice": {"type": "web_search"}}, "tool_choice"),
+        ({"text": {"format": {"type": "yaml"}}}, "text.format"),
+    ],
+)
+def test_what_cannot_be_carried_is_a_400_naming_the_field(
+    change: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(GatewayError) as caught:
+        to_chat_body({"model": "auto", "input": "hi", **change})
+    assert caught.value.status == 400 and caught.value.param == param
+
+
+def test_a_completion_becomes_a_response_with_its_tool_calls() -> None:
+    data = {
+        "id": "c9",
+        "created": 7,
+        "choices": [
+            {
+                "message": {
+                    "content": "Checking.",
+                    "tool_calls": [
+                        {"id": "t1", "function": {"name": "f", "arguments": '{"a": 1}'}}
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3},
+    }
+    response = to_response(data, "small", {"model": "auto", "input": "x", "tools": []})
+    assert response["id"] == "resp_c9" and response["status"] == "completed"
+    message, call = response["output"]
+    assert message["content"][0] == {"type": "output_text", "text": "Checking.", "annotations": []}
+    assert call == {
+        "type": "function_call",
+        "id": "fc_t1",
+        "call_id": "t1",
+        "name": "f",
+        "arguments": '{"a": 1}',
+        "status": "completed",
+    }
+    assert response["usage"]["total_tokens"] == 8 and response["store"] is False
+
+
+def _chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any) -> bytes:
+    data: dict[str, Any] = {"id": "c1", "choices": [], **extra}
+    if delta is not None or finish is not None:
+        data["choices"] = [{"index": 0, "delta": delta or {}, "finish_reason": finish}]
+    return f"data: {json.dumps(data)}\n\n".encode()
+
+
+def _events(stream: ResponsesStream, chunks: list[bytes]) -> list[dict[str, Any]]:
+    out = [e for chunk in chunks for e in stream.feed(chunk)] + list(stream.close())
+    parsed = []
+    for event in out:
+        kind, data = event.decode().strip().split("\n")
+        payload = json.loads(data.removeprefix("data: "))
+        assert kind == f"event: {payload['type']}"
+        parsed.append(payload)
+    return parsed
+
+
+def test_parallel_tool_calls_stream_as_two_items() -> None:
+    calls = [
+        {"index": 0, "id": "a", "function": {"name": "f", "arguments": '{"x":'}},
+        {"index": 1, "id": "b", "function": {"name": "g", "arguments": "{}"}},
+    ]
+    events = _events(
+        ResponsesStream("small", {"model": "auto", "input": "x"}),
+        [
+            _chunk({"tool_calls": calls}),
+            _chunk({"tool_calls": [{"index": 0, "function": {"arguments": " 1}"}}]}),
+            _chunk(finish="tool_calls"),
+            b"data: [DONE]\n\n",
+        ],
+    )
+    done = [e for e in events if e["type"] == "response.function_call_arguments.done"]
+    assert [(e["output_index"], e["arguments"]) for e in done] == [(0, '{"x": 1}'), (1, "{}")]
+    final = events[-1]
+    assert final["type"] == "response.completed"
+    assert [i["call_id"] for i in final["response"]["output"]] == ["a", "b"]
+
+
+def test_a_broken_stream_ends_with_response_failed() -> None:
+    events = _events(
+        ResponsesStream("small", {"model": "auto", "input": "x"}),
+        [_chunk({"content": "Hel"}), b'data: {"error": {"message": "upstream went away"}}\n\n'],
+    )
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["status"] == "failed"
+    assert events[-1]["response"]["error"]["message"] == "upstream went away"
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
