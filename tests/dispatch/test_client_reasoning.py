@@ -144,3 +144,13 @@ def test_the_callers_body_is_never_mutated() -> None:
         for param in ("auto", "reasoning_effort", "thinking", "enable_thinking"):
             in_dialect(body, _model(param=param), kind)
     assert body == before
+
+
+def test_with_several_spellings_the_models_own_goes_and_the_others_do_not() -> None:
+    thinking = {"type": "enabled", "budget_tokens": 2048}
+    body = _body(max_tokens=5000, reasoning_effort="high", thinking=thinking)
+    to_openai = in_dialect(body, _model(), "openai")
+    assert to_openai["reasoning_effort"] == "high" and "thinking" not in to_openai
+    to_claude = in_dialect(body, _model(), "anthropic")
+    assert to_claude["thinking"] == thinking and "reasoning_effort" not in to_claude
+    assert to_claude["max_tokens"] == 5000  # the client's own thinking: as it came

@@ -138,7 +138,7 @@ def in_dialect(body: dict[str, Any], model: Model, provider_kind: str) -> dict[s
     if style == "thinking" and intent.on and not thinking_allowed(body):
         return _without_client_keys(body)
     if _already_said(body, style):
-        return body
+        return _own_only(body, style)
     plain = _without_client_keys(body)
     if not intent.on:
         return turn_off(plain, style)
@@ -163,6 +163,17 @@ def _as_it_came(body: dict[str, Any], provider_kind: str) -> dict[str, Any]:
     if provider_kind == "anthropic" and not refused:
         return body
     return {k: v for k, v in body.items() if k != "thinking"}
+
+
+def _own_only(body: dict[str, Any], style: str) -> dict[str, Any]:
+    """`body` with the client's other spellings removed, its own (`style`) kept; `body`
+    itself when it has no other."""
+    keep = _without_client_keys(body)
+    if style == "enable_thinking":
+        keep["chat_template_kwargs"] = body["chat_template_kwargs"]
+    else:
+        keep[style] = body[style]
+    return body if keep == body else keep
 
 
 def _already_said(body: Mapping[str, Any], style: str) -> bool:

@@ -39,6 +39,8 @@ class ResponsesStream:
         self._items: list[dict[str, Any]] = []  # output items, in order
         self._text_item: int | None = None  # the open message item's position
         self._calls: dict[int, int] = {}  # chat tool-call index -> item position
+        # deltas kept as pieces, joined when their item is done (no quadratic appends)
+        self._pieces: dict[int, list[str]] = {}  # item position -> text or arguments
         self._finish: str | None = None
         self._usage: dict[str, Any] = response_usage(None)
 
@@ -134,7 +136,7 @@ class ResponsesStream:
             part: dict[str, Any] = {"type": "output_text", "text": "", "annotations": []}
             yield self._event("response.content_part.added", self._at(part=dict(part)))
             item["content"].append(part)
-        self._items[self._text_item]["content"][0]["text"] += text
+        self._pieces.setdefault(self._text_item, []).append(text)
         yield self._event("response.output_text.delta", self._at(delta=text, logprobs=[]))
 
     def _at(self, **payload: Any) -> dict[str, Any]:
@@ -152,6 +154,7 @@ class ResponsesStream:
             return
         item = self._items[self._text_item]
         part = item["content"][0]
+        part["text"] = "".join(self._pieces.pop(self._text_item, ()))
         yield self._event("response.output_text.done", self._at(text=part["text"], logprobs=[]))
         yield self._event("response.content_part.done", self._at(part=part))
         item["status"] = "completed"
@@ -185,7 +188,7 @@ class ResponsesStream:
         item = self._items[position]
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
-            item["arguments"] += arguments
+            self._pieces.setdefault(position, []).append(arguments)
             yield self._event(
                 "response.function_call_arguments.delta",
                 {"item_id": item["id"], "output_index": position, "delta": arguments},
@@ -194,6 +197,7 @@ class ResponsesStream:
     def _close_calls(self) -> Iterator[bytes]:
         for position in self._calls.values():
             item = self._items[position]
+            item["arguments"] = "".join(self._pieces.pop(position, ()))
             yield self._event(
                 "response.function_call_arguments.done",
                 {"item_id": item["id"], "output_index": position, "arguments": item["arguments"]},
