@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import Mapping
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -22,6 +22,7 @@ from llmroute.dispatch.usage import prompt_tokens
 from llmroute.errors import LlmrouteError
 from llmroute.server.body import read_json_object
 from llmroute.server.chat import serve_chat
+from llmroute.server.chunk_translation import translated
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.messages_convert import (
     StreamTranslator,
@@ -48,7 +49,7 @@ async def messages(request: Request) -> Response:
     headers = passed_on(answer.headers)
     model = answer.headers.get("x-llmroute-model", str(chat["model"]))
     if isinstance(answer, StreamingResponse):
-        events = _translated(answer.body_iterator, StreamTranslator(model))
+        events = translated(answer.body_iterator, StreamTranslator(model))
         return StreamingResponse(
             events, media_type="text/event-stream", headers=headers, status_code=answer.status_code
         )
@@ -75,14 +76,3 @@ def passed_on(headers: Mapping[str, str]) -> dict[str, str]:
     if "cache-control" in headers:
         kept["cache-control"] = headers["cache-control"]
     return kept
-
-
-async def _translated(
-    events: AsyncIterable[str | bytes | memoryview], translator: StreamTranslator
-) -> AsyncIterator[bytes]:
-    async for event in events:
-        raw = event.encode() if isinstance(event, str) else bytes(event)
-        for out in translator.feed(raw):
-            yield out
-    for out in translator.close():
-        yield out

@@ -19,6 +19,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from llmroute.server.chunk_translation import ChunkTranslator
 from llmroute.server.errors import GatewayError
 
 __all__ = [
@@ -394,7 +395,7 @@ def _event(kind: str, payload: dict[str, Any]) -> bytes:
     return f"event: {kind}\ndata: {json.dumps({'type': kind, **payload})}\n\n".encode()
 
 
-class StreamTranslator:
+class StreamTranslator(ChunkTranslator):
     """OpenAI chat-completion chunks in, Messages stream events out. Feed each SSE event
     (bytes, as the gateway relays them) to `feed`; `close` ends the message if the
     stream stopped without ``[DONE]``."""
@@ -408,21 +409,6 @@ class StreamTranslator:
         self._tools: dict[int, int] = {}  # OpenAI tool-call index -> our block index
         self._stop = "end_turn"
         self._usage = {"input_tokens": 0, "output_tokens": 0}
-
-    def feed(self, event: bytes) -> Iterator[bytes]:
-        for line in event.splitlines():
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                yield from self.close()
-                continue
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                continue
-            if isinstance(chunk, dict):
-                yield from self._chunk(chunk)
 
     def _chunk(self, chunk: dict[str, Any]) -> Iterator[bytes]:
         if "error" in chunk:

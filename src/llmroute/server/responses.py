@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterable, AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from llmroute.server.body import read_json_object
 from llmroute.server.chat import serve_chat
+from llmroute.server.chunk_translation import translated
 from llmroute.server.messages import passed_on
 from llmroute.server.responses_convert import to_chat_body, to_response
 from llmroute.server.responses_stream import ResponsesStream
@@ -38,20 +38,9 @@ async def responses(request: Request) -> Response:
     headers = passed_on(answer.headers)
     model = answer.headers.get("x-llmroute-model", str(chat["model"]))
     if isinstance(answer, StreamingResponse):
-        events = _translated(answer.body_iterator, ResponsesStream(model, body))
+        events = translated(answer.body_iterator, ResponsesStream(model, body))
         return StreamingResponse(
             events, media_type="text/event-stream", headers=headers, status_code=answer.status_code
         )
     data = json.loads(bytes(answer.body))
     return JSONResponse(to_response(data, model, body), headers=headers)
-
-
-async def _translated(
-    events: AsyncIterable[str | bytes | memoryview], translator: ResponsesStream
-) -> AsyncIterator[bytes]:
-    async for event in events:
-        raw = event.encode() if isinstance(event, str) else bytes(event)
-        for out in translator.feed(raw):
-            yield out
-    for out in translator.close():
-        yield out

@@ -19,12 +19,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from llmroute.server.chunk_translation import ChunkTranslator
 from llmroute.server.responses_convert import INCOMPLETE_REASONS, echoed, response_usage
 
 __all__ = ["ResponsesStream"]
 
 
-class ResponsesStream:
+class ResponsesStream(ChunkTranslator):
     """Feed each SSE event of the chat stream (bytes, as the gateway relays them) to
     `feed`; `close` finishes the response if the stream stopped without ``[DONE]``."""
 
@@ -68,21 +69,6 @@ class ResponsesStream:
         }
 
     # -- input ----------------------------------------------------------------------------
-
-    def feed(self, event: bytes) -> Iterator[bytes]:
-        for line in event.splitlines():
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                yield from self.close()
-                continue
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                continue
-            if isinstance(chunk, dict) and not self._done:
-                yield from self._chunk(chunk)
 
     def _chunk(self, chunk: dict[str, Any]) -> Iterator[bytes]:
         yield from self._start(chunk)
