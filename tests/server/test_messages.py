@@ -35,6 +35,8 @@ routes:
     examples: ["hi there!", "how are you today?"]
     target: small
 default: {target: small}
+aliases:
+  "claude-*": sonnet
 """
 
 
@@ -239,7 +241,7 @@ def test_prompt_cache_markers_are_dropped_for_openai_unless_the_provider_sends_t
 def test_errors_come_in_anthropic_format(gateway: Served, client: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.NotFoundError) as missing:
         client.messages.create(
-            model="claude-nonexistent", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+            model="mistral-nonexistent", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
         )
     assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
     with pytest.raises(anthropic.BadRequestError) as bad:
@@ -282,3 +284,62 @@ def test_count_tokens_estimates_without_calling_upstream(
     assert len(upstream.requests) == before
     with pytest.raises(anthropic.BadRequestError):
         client.messages.count_tokens(model="auto", messages=[])
+
+
+def test_a_coding_agents_turn_composes_alias_thinking_cache_and_tools(
+    client: anthropic.Anthropic, claude: FakeAnthropic
+) -> None:
+    """What a coding agent sends on one turn: its own model name, thinking, cache
+    markers on the system prompt and tools, a tool loop, a stream."""
+    tools = [
+        {
+            "name": "read_file",
+            "description": "Read a file",
+            "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}},
+            "cache_control": MARK,
+        }
+    ]
+    ask = "read the file setup.py"
+    with client.messages.stream(
+        model="claude-sonnet-4-5-20250929",
+        max_tokens=16000,
+        thinking={"type": "enabled", "budget_tokens": 4096},
+        system=CACHED_SYSTEM,  # type: ignore[arg-type]
+        tools=tools,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": ask}],
+    ) as stream:
+        final = stream.get_final_message()
+    sent = claude.requests[-1].body
+    assert sent["model"] == "claude-x" and sent["stream"] is True
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+    assert sent["system"] == CACHED_SYSTEM and sent["tools"][0]["cache_control"] == MARK
+    call = next(block for block in final.content if block.type == "tool_use")
+    assert call.name == "read_file" and call.input == {"query": ask}
+
+    # the next turn answers the call: Anthropic would refuse thinking without the
+    # earlier thinking blocks the chat format cannot carry, so it goes without
+    client.messages.create(
+        model="claude-sonnet-4-5-20250929",
+        max_tokens=16000,
+        thinking={"type": "enabled", "budget_tokens": 4096},
+        tools=tools,  # type: ignore[arg-type]
+        messages=[
+            {"role": "user", "content": ask},
+            {"role": "assistant", "content": [call.model_dump()]},
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": call.id,
+                        "content": "from setuptools import setup",
+                        "cache_control": MARK,
+                    }
+                ],
+            },
+        ],
+    )
+    sent = claude.requests[-1].body
+    assert "thinking" not in sent
+    result = sent["messages"][-1]["content"][0]
+    assert result["type"] == "tool_result" and result["cache_control"] == MARK
