@@ -186,5 +186,13 @@ def test_what_cannot_be_carried_is_a_400_naming_the_field(client: openai.OpenAI)
         client.responses.create(model="no-such-model", input="hi")
 
 
+def test_nothing_is_stored_to_retrieve(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.retrieve("resp_123")
+    assert "stores no responses" in caught.value.message
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete("resp_123")
+
+
 def test_the_serve_log_holds_no_traceback(gateway: Served, tmp_path: Path) -> None:
     assert "Traceback" not in gateway.log.read_text()

@@ -36,7 +36,7 @@ from llmroute.server.messages_convert import COUNT_TOKENS_PATH, MESSAGES_PATH
 from llmroute.server.meta import health, list_models, ready, retrieve_model
 from llmroute.server.metrics import metrics_endpoint
 from llmroute.server.reload import reloading
-from llmroute.server.responses import responses
+from llmroute.server.responses import responses, stored_response
 from llmroute.server.responses_convert import RESPONSES_PATH
 from llmroute.server.settings import REGISTRY_ENV, ServeSettings
 from llmroute.server.state import PinGateway
@@ -74,6 +74,7 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
         Route(MESSAGES_PATH, messages, methods=["POST"]),
         Route(COUNT_TOKENS_PATH, count_tokens, methods=["POST"]),
         Route(RESPONSES_PATH, responses, methods=["POST"]),
+        Route(RESPONSES_PATH + "/{rest:path}", stored_response, methods=["GET", "POST", "DELETE"]),
         Route("/v1/route", route_only, methods=["POST"]),
         Route("/v1/feedback", feedback, methods=["POST"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -21,12 +21,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from llmroute.server.body import read_json_object
 from llmroute.server.chat import serve_chat
 from llmroute.server.chunk_translation import translated
+from llmroute.server.errors import GatewayError
 from llmroute.server.messages import passed_on
 from llmroute.server.responses_convert import to_chat_body, to_response
 from llmroute.server.responses_stream import ResponsesStream
 from llmroute.server.state import gateway_of
 
-__all__ = ["responses"]
+__all__ = ["responses", "stored_response"]
 
 
 async def responses(request: Request) -> Response:
@@ -44,3 +45,14 @@ async def responses(request: Request) -> Response:
         )
     data = json.loads(bytes(answer.body))
     return JSONResponse(to_response(data, model, body), headers=headers)
+
+
+async def stored_response(request: Request) -> Response:
+    """``GET`` / ``DELETE /v1/responses/{id}`` (and ``…/cancel``, ``…/input_items``): the
+    gateway stores no response, so there is none to return, delete or cancel."""
+    raise GatewayError(
+        404,
+        "this gateway stores no responses (every answer says store: false): "
+        "keep the response you received, and send the whole conversation in 'input'",
+        code="response_not_found",
+    )
