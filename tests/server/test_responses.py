@@ -169,6 +169,19 @@ def test_a_function_call_and_its_output_cross_both_ways(
     assert result["content"] == "sunny, 21 C"
 
 
+def test_a_custom_tool_call_streams_to_the_official_client(client: openai.OpenAI) -> None:
+    patch = {"type": "custom", "name": "apply_patch", "description": "Apply a patch."}
+    ask = "fix the typo in README"
+    with client.responses.stream(model="sonnet", input=ask, tools=[patch]) as stream:  # type: ignore[list-item]
+        kinds = [e.type for e in stream]
+        final = stream.get_final_response()
+    assert "response.custom_tool_call_input.done" in kinds
+    (call,) = [item for item in final.output if item.type == "custom_tool_call"]
+    assert call.name == "apply_patch" and call.call_id == TOOL_ID
+    # the fake upstream answers with its own JSON, not {"input": ...}: passed on as it came
+    assert json.loads(call.input) == {"query": ask}
+
+
 def test_what_cannot_be_carried_is_a_400_naming_the_field(client: openai.OpenAI) -> None:
     cases: list[tuple[dict[str, object], str]] = [
         ({"previous_response_id": "resp_1"}, "previous_response_id"),

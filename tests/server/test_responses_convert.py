@@ -152,3 +152,57 @@ def test_a_broken_stream_ends_with_response_failed() -> None:
     assert events[-1]["response"]["status"] == "failed"
     assert events[-1]["response"]["error"]["message"] == "upstream went away"
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
+
+
+PATCH_TOOL = {
+    "type": "custom",
+    "name": "apply_patch",
+    "description": "Apply a patch.",
+    "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"},
+}
+
+
+def test_a_custom_tool_is_a_function_of_one_string() -> None:
+    chat = to_chat_body(
+        {
+            "model": "auto",
+            "tools": [PATCH_TOOL],
+            "tool_choice": {"type": "custom", "name": "apply_patch"},
+            "input": [
+                {"role": "user", "content": "fix the bug"},
+                {"type": "custom_tool_call", "call_id": "p1", "name": "apply_patch", "input": "*x"},
+                {"type": "custom_tool_call_output", "call_id": "p1", "output": "applied"},
+            ],
+        }
+    )
+    function = chat["tools"][0]["function"]
+    assert function["name"] == "apply_patch"
+    assert function["parameters"]["required"] == ["input"]
+    assert "lark grammar:\nstart: /.+/" in function["description"]
+    assert chat["tool_choice"] == {"type": "function", "function": {"name": "apply_patch"}}
+    _, assistant, tool = chat["messages"]
+    assert json.loads(assistant["tool_calls"][0]["function"]["arguments"]) == {"input": "*x"}
+    assert tool == {"role": "tool", "tool_call_id": "p1", "content": "applied"}
+
+
+def test_a_custom_tools_call_comes_back_as_its_input() -> None:
+    call = {"id": "p2", "function": {"name": "apply_patch", "arguments": '{"input": "*** Begin"}'}}
+    choice = {"message": {"tool_calls": [call]}, "finish_reason": "tool_calls"}
+    data = {"id": "c", "choices": [choice]}
+    body = {"model": "auto", "input": "x", "tools": [PATCH_TOOL]}
+    (item,) = to_response(data, "small", body)["output"]
+    assert (item["type"], item["call_id"], item["input"]) == ("custom_tool_call", "p2", "*** Begin")
+    first_piece = {"name": "apply_patch", "arguments": '{"inp'}
+    events = _events(
+        ResponsesStream("small", body),
+        [
+            _chunk({"tool_calls": [{"index": 0, "id": "p2", "function": first_piece}]}),
+            _chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'ut": "*** Begin"}'}}]}),
+            b"data: [DONE]\n\n",
+        ],
+    )
+    kinds = [e["type"] for e in events]
+    assert "response.function_call_arguments.delta" not in kinds
+    done = next(e for e in events if e["type"] == "response.custom_tool_call_input.done")
+    assert done["input"] == "*** Begin"
+    assert events[-1]["response"]["output"][0]["input"] == "*** Begin"

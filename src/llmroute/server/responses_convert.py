@@ -4,14 +4,16 @@ front, without I/O so each rule is testable alone.
 The gateway keeps no state: a request carries its whole conversation in ``input``
 (messages, earlier ``function_call`` items and their ``function_call_output``), as
 clients do with ``store: false``; ``previous_response_id`` and ``conversation`` are
-refused with a 400 that says so. Only function tools are carried; hosted tools
-(web search, file search, code interpreter ...) are refused naming the field. The answer
+refused with a 400 that says so. Function tools are carried, and custom (free-form)
+tools as functions of one string; hosted tools (web search, file search, code
+interpreter ...) are refused naming the field. The answer
 is a ``response`` object (`to_response`); streams are translated by
 `llmroute.server.responses_stream`. docs/gateway.md lists every mapping.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -20,6 +22,9 @@ from llmroute.server.errors import GatewayError
 __all__ = [
     "INCOMPLETE_REASONS",
     "RESPONSES_PATH",
+    "call_item",
+    "custom_input",
+    "custom_tools",
     "echoed",
     "output_items",
     "response_usage",
@@ -124,7 +129,9 @@ def _input(items: Any) -> list[dict[str, Any]]:
             out.append(_message(item, at))
         elif kind == "function_call":
             _function_call(out, item, at)
-        elif kind == "function_call_output":
+        elif kind == "custom_tool_call":
+            _function_call(out, _as_function_call(item, at), at)
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             out.append(_function_output(item, at))
         elif kind == "reasoning":
             continue  # the model's earlier reasoning: other models cannot read it back
@@ -192,6 +199,14 @@ def _function_call(out: list[dict[str, Any]], item: dict[str, Any], where: str) 
         out.append({"role": "assistant", "content": None, "tool_calls": [call]})
 
 
+def _as_function_call(item: dict[str, Any], where: str) -> dict[str, Any]:
+    """A custom tool's earlier call, as the function call it was sent as."""
+    text = item.get("input")
+    if not isinstance(text, str):
+        raise _bad(where, f"{where}.input must be a string")
+    return {**item, "arguments": json.dumps({_CUSTOM_INPUT: text}, ensure_ascii=False)}
+
+
 def _function_output(item: dict[str, Any], where: str) -> dict[str, Any]:
     call_id, output = item.get("call_id"), item.get("output")
     if not isinstance(call_id, str):
@@ -213,11 +228,14 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
     for i, tool in enumerate(tools):
         at = f"tools[{i}]"
         kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind != "function":
-            raise _bad(at, f"{at}: tool type {kind!r} is not supported (function tools only)")
+        if kind not in ("function", "custom"):
+            raise _bad(at, f"{at}: tool type {kind!r} is not supported (function and custom tools)")
         name = tool.get("name")
         if not isinstance(name, str) or not name:
             raise _bad(at, f"{at} needs a string 'name'")
+        if kind == "custom":
+            out.append({"type": "function", "function": _custom(tool, name)})
+            continue
         function: dict[str, Any] = {
             "name": name,
             "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
@@ -229,14 +247,56 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
     return out
 
 
+_CUSTOM_INPUT = "input"
+
+
+def _custom(tool: dict[str, Any], name: str) -> dict[str, Any]:
+    """A custom (free-form) tool as a function of one string, ``input``: every chat model
+    can call that. A grammar cannot be enforced on other models; it is shown to them in
+    the description instead."""
+    given = tool.get("description")
+    description = given if isinstance(given, str) else ""
+    fmt = tool.get("format")
+    if isinstance(fmt, dict) and fmt.get("type") == "grammar":
+        syntax, definition = fmt.get("syntax") or "lark", fmt.get("definition") or ""
+        description += f"\n\nThe input must follow this {syntax} grammar:\n{definition}"
+    parameters = {
+        "type": "object",
+        "properties": {_CUSTOM_INPUT: {"type": "string", "description": "the tool's input"}},
+        "required": [_CUSTOM_INPUT],
+    }
+    return {"name": name, "description": description.strip(), "parameters": parameters}
+
+
+def custom_tools(body: dict[str, Any]) -> frozenset[str]:
+    """The names of the request's custom tools: their calls go back as
+    ``custom_tool_call`` items."""
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return frozenset()
+    return frozenset(t["name"] for t in tools if isinstance(t, dict) and t.get("type") == "custom")
+
+
+def custom_input(arguments: str) -> str:
+    """A custom tool's input from the function arguments it was called with (the raw
+    arguments when the model did not send the one-string object)."""
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return arguments
+    if isinstance(parsed, dict) and isinstance(parsed.get(_CUSTOM_INPUT), str):
+        return str(parsed[_CUSTOM_INPUT])
+    return arguments
+
+
 def _tool_choice(choice: Any) -> Any:
     if choice in ("auto", "none", "required"):
         return choice
-    if isinstance(choice, dict) and choice.get("type") == "function":
+    if isinstance(choice, dict) and choice.get("type") in ("function", "custom"):
         name = choice.get("name")
         if isinstance(name, str) and name:
             return {"type": "function", "function": {"name": name}}
-    raise _bad("tool_choice", "'tool_choice' must be auto, none, required or a function")
+    raise _bad("tool_choice", "'tool_choice' must be auto, none, required or a named tool")
 
 
 # ---------------------------------------------------------------- answers
@@ -284,7 +344,30 @@ def echoed(body: dict[str, Any]) -> dict[str, Any]:
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
-def output_items(message: dict[str, Any], item_id: str) -> list[dict[str, Any]]:
+def call_item(call_id: str, name: str, arguments: str, custom: frozenset[str]) -> dict[str, Any]:
+    """The ``output`` item of one tool call: ``custom_tool_call`` for a custom tool."""
+    if name in custom:
+        return {
+            "type": "custom_tool_call",
+            "id": f"ctc_{call_id}",
+            "call_id": call_id,
+            "name": name,
+            "input": custom_input(arguments),
+            "status": "completed",
+        }
+    return {
+        "type": "function_call",
+        "id": f"fc_{call_id}",
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": "completed",
+    }
+
+
+def output_items(
+    message: dict[str, Any], item_id: str, custom: frozenset[str] = frozenset()
+) -> list[dict[str, Any]]:
     """The ``output`` items for an assistant message: its text, then its tool calls."""
     items: list[dict[str, Any]] = []
     text = message.get("content")
@@ -300,17 +383,8 @@ def output_items(message: dict[str, Any], item_id: str) -> list[dict[str, Any]]:
         )
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
-        call_id = call.get("id") or ""
-        items.append(
-            {
-                "type": "function_call",
-                "id": f"fc_{call_id}",
-                "call_id": call_id,
-                "name": function.get("name") or "",
-                "arguments": function.get("arguments") or "",
-                "status": "completed",
-            }
-        )
+        name, arguments = function.get("name") or "", function.get("arguments") or ""
+        items.append(call_item(call.get("id") or "", name, arguments, custom))
     return items
 
 
@@ -328,7 +402,7 @@ def to_response(data: dict[str, Any], model: str, body: dict[str, Any]) -> dict[
         "incomplete_details": {"reason": reason} if reason else None,
         "error": None,
         "model": model,
-        "output": output_items(choice.get("message") or {}, chat_id),
+        "output": output_items(choice.get("message") or {}, chat_id, custom_tools(body)),
         "usage": response_usage(data.get("usage")),
         **echoed(body),
     }

@@ -5,7 +5,9 @@ The events follow OpenAI's order: ``response.created``, ``response.in_progress``
 output item ``response.output_item.added``, then for a message
 ``response.content_part.added``, ``response.output_text.delta``…,
 ``response.output_text.done``, ``response.content_part.done``, and for a function call
-``response.function_call_arguments.delta``…, ``response.function_call_arguments.done``;
+``response.function_call_arguments.delta``…, ``response.function_call_arguments.done``
+(for a custom tool ``response.custom_tool_call_input.delta`` and ``.done``, its input
+whole at the item's end: it arrives inside JSON arguments);
 ``response.output_item.done``; finally ``response.completed`` (``response.incomplete``
 when the answer was cut by ``max_output_tokens``) with the whole response. An upstream
 that breaks off mid-stream ends it with ``response.failed``. Every event carries its
@@ -20,7 +22,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from llmroute.server.chunk_translation import ChunkTranslator
-from llmroute.server.responses_convert import INCOMPLETE_REASONS, echoed, response_usage
+from llmroute.server.responses_convert import (
+    INCOMPLETE_REASONS,
+    call_item,
+    custom_input,
+    custom_tools,
+    echoed,
+    response_usage,
+)
 
 __all__ = ["ResponsesStream"]
 
@@ -42,6 +51,7 @@ class ResponsesStream(ChunkTranslator):
         self._calls: dict[int, int] = {}  # chat tool-call index -> item position
         # deltas kept as pieces, joined when their item is done (no quadratic appends)
         self._pieces: dict[int, list[str]] = {}  # item position -> text or arguments
+        self._custom = custom_tools(body)  # their calls stream as custom_tool_call items
         self._finish: str | None = None
         self._usage: dict[str, Any] = response_usage(None)
 
@@ -159,14 +169,8 @@ class ResponsesStream(ChunkTranslator):
             yield from self._close_text()
             position = self._calls[index] = len(self._items)
             call_id = call.get("id") or f"call_{self._id}_{index}"
-            item = {
-                "type": "function_call",
-                "id": f"fc_{call_id}",
-                "call_id": call_id,
-                "name": function.get("name") or "",
-                "arguments": "",
-                "status": "in_progress",
-            }
+            item = call_item(call_id, function.get("name") or "", "", self._custom)
+            item["status"] = "in_progress"
             self._items.append(item)
             yield self._event(
                 "response.output_item.added", {"output_index": position, "item": dict(item)}
@@ -175,6 +179,8 @@ class ResponsesStream(ChunkTranslator):
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
             self._pieces.setdefault(position, []).append(arguments)
+            if item["type"] == "custom_tool_call":
+                return  # its input is inside the JSON arguments: sent whole at the end
             yield self._event(
                 "response.function_call_arguments.delta",
                 {"item_id": item["id"], "output_index": position, "delta": arguments},
@@ -183,11 +189,18 @@ class ResponsesStream(ChunkTranslator):
     def _close_calls(self) -> Iterator[bytes]:
         for position in self._calls.values():
             item = self._items[position]
-            item["arguments"] = "".join(self._pieces.pop(position, ()))
-            yield self._event(
-                "response.function_call_arguments.done",
-                {"item_id": item["id"], "output_index": position, "arguments": item["arguments"]},
-            )
+            arguments = "".join(self._pieces.pop(position, ()))
+            at = {"item_id": item["id"], "output_index": position}
+            if item["type"] == "custom_tool_call":
+                item["input"] = custom_input(arguments)
+                delta = {**at, "delta": item["input"]}
+                yield self._event("response.custom_tool_call_input.delta", delta)
+                done = {**at, "input": item["input"]}
+                yield self._event("response.custom_tool_call_input.done", done)
+            else:
+                item["arguments"] = arguments
+                done = {**at, "arguments": arguments}
+                yield self._event("response.function_call_arguments.done", done)
             item["status"] = "completed"
             yield self._event("response.output_item.done", {"output_index": position, "item": item})
         self._calls = {}
