@@ -10,7 +10,75 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import Any
 
-__all__ = ["ChunkTranslator", "translated"]
+__all__ = ["ChunkTranslator", "clean_chunk", "translated"]
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _usage(usage: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "prompt_tokens": _int(usage.get("prompt_tokens")),
+        "completion_tokens": _int(usage.get("completion_tokens")),
+    }
+    for key, inner in (
+        ("prompt_tokens_details", "cached_tokens"),
+        ("completion_tokens_details", "reasoning_tokens"),
+    ):
+        details = usage.get(key)
+        if isinstance(details, dict):
+            out[key] = {inner: _int(details.get(inner))}
+    return out
+
+
+def _call(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function")
+    function = function if isinstance(function, dict) else {}
+    out: dict[str, Any] = {
+        "index": _int(call.get("index")),
+        "function": {
+            k: v for k in ("name", "arguments") if (v := _str(function.get(k))) is not None
+        },
+    }
+    if (call_id := _str(call.get("id"))) is not None:
+        out["id"] = call_id
+    return out
+
+
+def _choice(choice: dict[str, Any]) -> dict[str, Any]:
+    delta = choice.get("delta")
+    delta = delta if isinstance(delta, dict) else {}
+    clean: dict[str, Any] = {}
+    if (content := _str(delta.get("content"))) is not None:
+        clean["content"] = content
+    calls = delta.get("tool_calls")
+    if isinstance(calls, list):
+        clean["tool_calls"] = [_call(c) for c in calls if isinstance(c, dict)]
+    return {"delta": clean, "finish_reason": _str(choice.get("finish_reason"))}
+
+
+def clean_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
+    """`chunk` with only the fields translators read, each of the type they expect: an
+    upstream's stream is not ours to trust, and an odd chunk must not break a client's
+    stream halfway (a field of the wrong type is left out)."""
+    out: dict[str, Any] = {"id": _str(chunk.get("id")) or ""}
+    if isinstance(chunk.get("created"), int):
+        out["created"] = chunk["created"]
+    if "error" in chunk:
+        error = chunk["error"]
+        message = _str(error.get("message")) if isinstance(error, dict) else None
+        out["error"] = {"message": message or "the upstream stream broke off"}
+    if isinstance(chunk.get("usage"), dict):
+        out["usage"] = _usage(chunk["usage"])
+    choices = chunk.get("choices")
+    if isinstance(choices, list):
+        out["choices"] = [_choice(c) for c in choices if isinstance(c, dict)]
+    return out
 
 
 class ChunkTranslator(ABC):
@@ -30,7 +98,7 @@ class ChunkTranslator(ABC):
             except ValueError:
                 continue
             if isinstance(chunk, dict) and not self._done:
-                yield from self._chunk(chunk)
+                yield from self._chunk(clean_chunk(chunk))
 
     @abstractmethod
     def _chunk(self, chunk: dict[str, Any]) -> Iterator[bytes]: ...

@@ -1,0 +1,152 @@
+"""Whatever a client sends, the Messages and Responses converters answer with a chat
+body or a 400 naming a field (`GatewayError`): never another exception, which the
+gateway would turn into a 500. Bodies are random JSON built from each API's own keys
+and values, so most of them get deep into the conversion before they fail."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmroute.dispatch.client_reasoning import in_dialect
+from llmroute.errors import UpstreamRejected
+from llmroute.providers._anthropic_convert import to_messages_request
+from llmroute.providers.cache_markers import without_cache_markers
+from llmroute.registry.schema import Model, Reasoning
+from llmroute.server import messages_convert, responses_convert
+from llmroute.server.errors import GatewayError
+from llmroute.server.messages_convert import StreamTranslator
+from llmroute.server.responses_stream import ResponsesStream
+
+THINKER = Model(provider="p", model="m", reasoning=Reasoning())
+
+_KEYS = [
+    "model", "input", "instructions", "messages", "role", "content", "type", "text",
+    "tools", "tool_choice", "name", "call_id", "arguments", "output", "input_schema",
+    "parameters", "max_tokens", "max_output_tokens", "thinking", "budget_tokens",
+    "cache_control", "source", "media_type", "data", "url", "image_url", "tool_use_id",
+    "is_error", "system", "stop_sequences", "format", "schema", "reasoning", "effort",
+    "id", "stream", "metadata", "user_id", "previous_response_id",
+]  # fmt: skip
+_WORDS = [
+    "auto", "user", "assistant", "system", "developer", "tool", "text", "image",
+    "tool_use", "tool_result", "thinking", "enabled", "disabled", "message",
+    "function_call", "function_call_output", "custom", "custom_tool_call", "input_text",
+    "input_image", "output_text", "function", "json_schema", "json_object", "base64",
+    "url", "ephemeral", "reasoning", "any", "none", "required", "",
+]  # fmt: skip
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-5, max_value=5000),
+    st.sampled_from(_WORDS),
+    st.text(max_size=8),
+)
+_json = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.sampled_from(_KEYS), inner, max_size=6),
+    ),
+    max_leaves=30,
+)
+_short = st.one_of(st.text(max_size=6), _scalars)
+_part = st.fixed_dictionaries(
+    {"type": st.sampled_from(_WORDS)},
+    optional={
+        "text": _short,
+        "cache_control": st.one_of(st.just({"type": "ephemeral"}), _json),
+        "source": st.one_of(
+            st.just({"type": "base64", "media_type": "image/png", "data": "AA"}), _json
+        ),
+        "image_url": _short,
+        "tool_use_id": _short,
+        "content": st.one_of(_short, st.lists(_json, max_size=2)),
+        "id": _short,
+        "name": _short,
+        "input": _json,
+        "is_error": _scalars,
+    },
+)
+_item = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "assistant", "system", "developer", "tool", "x"])},
+    optional={
+        "content": st.one_of(_short, st.lists(_part, max_size=3)),
+        "type": st.sampled_from(_WORDS),
+        "call_id": _short,
+        "name": _short,
+        "arguments": st.one_of(st.just("{}"), _short),
+        "output": st.one_of(_short, st.lists(_part, max_size=2)),
+        "input": _short,
+        "cache_control": _json,
+    },
+)
+_OTHER_KEYS = [k for k in _KEYS if k not in ("model", "max_tokens", "messages", "input")]
+# A valid model and max_tokens and a list of message-like items, so that bodies get
+# past the first checks and into the conversion of every part.
+_bodies = st.builds(
+    lambda extra, items: {"model": "auto", "max_tokens": 4000, "messages": items,
+                          "input": items, **extra},
+    st.dictionaries(st.sampled_from(_OTHER_KEYS), _json, max_size=4),
+    st.lists(_item, min_size=1, max_size=4),
+)  # fmt: skip
+
+
+def _converts_or_400(convert: Any, body: dict[str, Any]) -> None:
+    try:
+        out = convert(body)
+    except GatewayError as exc:
+        assert exc.status == 400 and exc.message
+        return
+    assert isinstance(out, dict) and isinstance(out["messages"], list)
+    # ... and what it converted goes on without a crash: to an OpenAI-protocol server
+    # (markers removed), to Anthropic (converted again, or refused with a 400), and
+    # with thinking said in each dialect
+    without_cache_markers(out)
+    try:
+        to_messages_request("claude", "claude-x", out)
+    except UpstreamRejected as exc:
+        assert exc.status == 400
+    for kind in ("openai", "anthropic"):
+        in_dialect(out, THINKER, kind)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_bodies)
+def test_any_messages_body_converts_or_is_a_400(body: dict[str, Any]) -> None:
+    _converts_or_400(messages_convert.to_chat_body, body)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_bodies)
+def test_any_responses_body_converts_or_is_a_400(body: dict[str, Any]) -> None:
+    _converts_or_400(responses_convert.to_chat_body, body)
+
+
+_CHUNK_KEYS = ["id", "choices", "delta", "content", "tool_calls", "index", "function",
+               "name", "arguments", "finish_reason", "usage", "prompt_tokens",
+               "completion_tokens", "error", "message", "created"]  # fmt: skip
+_chunk_json = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(_CHUNK_KEYS), inner, max_size=5),
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(_CHUNK_KEYS), _chunk_json, max_size=4)))
+def test_any_upstream_chunks_translate_without_a_crash(chunks: list[dict[str, Any]]) -> None:
+    """An upstream's stream is not ours to trust: odd chunks are skipped or carried,
+    never an exception in the middle of a client's stream."""
+    body = {"model": "auto", "input": "x", "tools": [{"type": "custom", "name": "p"}]}
+    for translator in (StreamTranslator("small"), ResponsesStream("small", body)):
+        for chunk in chunks:
+            list(translator.feed(f"data: {json.dumps(chunk)}\n\n".encode()))
+        list(translator.close())
