@@ -150,3 +150,14 @@ def test_any_upstream_chunks_translate_without_a_crash(chunks: list[dict[str, An
         for chunk in chunks:
             list(translator.feed(f"data: {json.dumps(chunk)}\n\n".encode()))
         list(translator.close())
+
+
+_ANSWER_KEYS = [*_CHUNK_KEYS, "message", "tool_calls", "role", "prompt_tokens_details"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(_ANSWER_KEYS), _chunk_json, max_size=5))
+def test_any_upstream_answer_converts_without_a_crash(data: dict[str, Any]) -> None:
+    body = {"model": "auto", "input": "x", "tools": [{"type": "custom", "name": "p"}]}
+    assert messages_convert.to_message(data, "small")["type"] == "message"
+    assert responses_convert.to_response(data, "small", body)["object"] == "response"

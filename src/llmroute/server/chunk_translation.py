@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import Any
 
-__all__ = ["ChunkTranslator", "clean_chunk", "translated"]
+__all__ = ["ChunkTranslator", "clean_chunk", "clean_completion", "translated"]
 
 
 def _int(value: Any) -> int:
@@ -78,6 +78,33 @@ def clean_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
     choices = chunk.get("choices")
     if isinstance(choices, list):
         out["choices"] = [_choice(c) for c in choices if isinstance(c, dict)]
+    return out
+
+
+def _message(message: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"content": _str(message.get("content"))}
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):
+        out["tool_calls"] = [_call(c) for c in calls if isinstance(c, dict)]
+    return out
+
+
+def clean_completion(data: dict[str, Any]) -> dict[str, Any]:
+    """A whole chat completion, cleaned as `clean_chunk` cleans a chunk: what the fronts
+    read of an upstream's answer, each field of the expected type or left out."""
+    out: dict[str, Any] = {"id": _str(data.get("id")) or ""}
+    if isinstance(data.get("created"), int):
+        out["created"] = data["created"]
+    out["usage"] = _usage(data["usage"]) if isinstance(data.get("usage"), dict) else {}
+    choices = data.get("choices")
+    out["choices"] = [
+        {
+            "message": _message(c["message"] if isinstance(c.get("message"), dict) else {}),
+            "finish_reason": _str(c.get("finish_reason")),
+        }
+        for c in (choices if isinstance(choices, list) else ())
+        if isinstance(c, dict)
+    ]
     return out
 
 

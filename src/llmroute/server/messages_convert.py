@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from llmroute.server.chunk_translation import ChunkTranslator
+from llmroute.server.chunk_translation import ChunkTranslator, clean_completion
 from llmroute.server.errors import GatewayError
 
 __all__ = [
@@ -337,7 +337,8 @@ def _input(arguments: Any) -> Any:
 def to_message(data: dict[str, Any], model: str) -> dict[str, Any]:
     """The Messages answer for an OpenAI chat completion; `model` is the pool model that
     served it."""
-    choice = (data.get("choices") or [{}])[0]
+    data = clean_completion(data)
+    choice = (data["choices"] or [{}])[0]
     message = choice.get("message") or {}
     blocks: list[dict[str, Any]] = []
     if isinstance(message.get("content"), str) and message["content"]:

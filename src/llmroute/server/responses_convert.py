@@ -17,6 +17,7 @@ import json
 import time
 from typing import Any
 
+from llmroute.server.chunk_translation import clean_completion
 from llmroute.server.errors import GatewayError
 
 __all__ = [
@@ -391,7 +392,8 @@ def output_items(
 def to_response(data: dict[str, Any], model: str, body: dict[str, Any]) -> dict[str, Any]:
     """The ``response`` object for a chat completion `data` served by pool model `model`,
     answering Responses request `body`."""
-    choice = (data.get("choices") or [{}])[0]
+    data = clean_completion(data)
+    choice = (data["choices"] or [{}])[0]
     reason = INCOMPLETE_REASONS.get(choice.get("finish_reason") or "stop")
     chat_id = str(data.get("id") or "")
     return {
