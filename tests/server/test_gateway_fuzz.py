@@ -43,7 +43,14 @@ dispatch:
   breaker: {enabled: false}
 """
 
-ENDPOINTS = ["/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/route"]
+ENDPOINTS = [
+    "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/responses",
+    "/v1/route",
+    "/v1/embeddings",
+]
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +75,15 @@ def http(gateway: Served) -> Iterator[httpx.Client]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(body=_bodies, model=st.sampled_from(["auto", "code", "small", "sonnet", "gpt-4o", "x"]))
+@given(
+    body=_bodies, model=st.sampled_from(["auto", "code", "small", "sonnet", "gpt-4o", "embed", "x"])
+)
 def test_no_body_is_a_500(http: httpx.Client, path: str, body: dict[str, Any], model: str) -> None:
     response = http.post(path, json={**body, "model": model})
     assert response.status_code in (200, 400, 404, 413, 422, 502), (path, body, response.text)
     if response.status_code >= 400:
         error = response.json()
-        if path == "/v1/messages":
+        if path.startswith("/v1/messages"):
             assert error["type"] == "error" and error["error"]["message"]
         else:
             assert error["error"]["message"]
