@@ -5,6 +5,7 @@ and values, so most of them get deep into the conversion before they fail."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -12,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmroute.dispatch.client_reasoning import in_dialect
-from llmroute.errors import UpstreamRejected
-from llmroute.providers._anthropic_convert import to_messages_request
+from llmroute.errors import ProviderError, UpstreamRejected
+from llmroute.providers._anthropic_convert import to_chat_completion, to_messages_request
+from llmroute.providers.anthropic import StreamTranslator as AnthropicStream
 from llmroute.providers.cache_markers import without_cache_markers
 from llmroute.registry.schema import Model, Reasoning
 from llmroute.server import messages_convert, responses_convert
@@ -161,3 +163,41 @@ def test_any_upstream_answer_converts_without_a_crash(data: dict[str, Any]) -> N
     body = {"model": "auto", "input": "x", "tools": [{"type": "custom", "name": "p"}]}
     assert messages_convert.to_message(data, "small")["type"] == "message"
     assert responses_convert.to_response(data, "small", body)["object"] == "response"
+
+
+_ANTHROPIC_KEYS = ["type", "message", "index", "content_block", "delta", "text", "id",
+                   "name", "input", "partial_json", "usage", "input_tokens",
+                   "output_tokens", "stop_reason", "content", "model", "error",
+                   "cache_read_input_tokens", "thinking"]  # fmt: skip
+_ANTHROPIC_WORDS = ["message_start", "content_block_start", "content_block_delta",
+                    "message_delta", "message_stop", "text", "tool_use", "text_delta",
+                    "input_json_delta", "thinking", "end_turn", "tool_use", "error"]  # fmt: skip
+_anthropic_json = st.recursive(
+    st.one_of(_scalars, st.sampled_from(_ANTHROPIC_WORDS)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(_ANTHROPIC_KEYS), inner, max_size=5),
+    ),
+    max_leaves=25,
+)
+_anthropic_events = st.dictionaries(
+    st.sampled_from(_ANTHROPIC_KEYS), _anthropic_json, max_size=5
+).map(lambda d: d if "type" in d else {**d, "type": "content_block_delta"})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_anthropic_events, max_size=6))
+def test_any_anthropic_answer_or_stream_converts_or_is_an_upstream_error(
+    events: list[dict[str, Any]],
+) -> None:
+    """What an Anthropic upstream sends is not ours to trust either: a provider error
+    (which dispatch turns into a fallback or a 502) at worst, never a crash."""
+    for data in events:
+        with contextlib.suppress(ProviderError):
+            to_chat_completion(data)
+    translator = AnthropicStream("claude", include_usage=True)
+    try:
+        for data in events:
+            translator.feed(f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode())
+    except ProviderError:
+        pass

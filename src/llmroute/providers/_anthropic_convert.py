@@ -336,7 +336,8 @@ def to_chat_completion(data: dict[str, Any]) -> dict[str, Any]:
     out: OpenAI's format has no place for them."""
     texts: list[str] = []
     tool_calls: list[dict[str, Any]] = []
-    for block in data.get("content") or ():
+    content = data.get("content")
+    for block in content if isinstance(content, list) else ():
         if not isinstance(block, dict):
             continue
         if block.get("type") == "text":

@@ -163,7 +163,7 @@ class StreamTranslator:
         if block.get("type") != "tool_use":
             return []
         index = len(self._tool_index)
-        self._tool_index[int(data.get("index", -1))] = index
+        self._tool_index[_block_index(data)] = index
         call = {"index": index, **tool_call(block, "")}
         return [self._chunk({"tool_calls": [call]})]
 
@@ -173,7 +173,7 @@ class StreamTranslator:
             return []
         if delta.get("type") == "text_delta" and delta.get("text"):
             return [self._chunk({"content": delta["text"]})]
-        index = self._tool_index.get(int(data.get("index", -1)))
+        index = self._tool_index.get(_block_index(data))
         if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
             if index is None:
                 return []
@@ -192,6 +192,12 @@ class StreamTranslator:
         self.done = True
         usage = [self._chunk(None)] if self.include_usage else []
         return [*usage, _DONE]
+
+
+def _block_index(data: dict[str, Any]) -> int:
+    """The event's content-block index (-1 when it has none that is an integer)."""
+    index = data.get("index")
+    return index if isinstance(index, int) and not isinstance(index, bool) else -1
 
 
 def _stream_error(provider: str, error: Any) -> ProviderError:
