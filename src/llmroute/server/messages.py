@@ -11,19 +11,14 @@ Messages event stream. Errors come in Anthropic's format (``{"type": "error", "e
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Mapping
-
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from llmroute.dispatch.usage import prompt_tokens
 from llmroute.errors import LlmrouteError
 from llmroute.server.body import read_json_object
-from llmroute.server.chat import serve_chat
-from llmroute.server.chunk_translation import translated
 from llmroute.server.errors import GatewayError, gateway_error
+from llmroute.server.fronts import serve_converted
 from llmroute.server.messages_convert import (
     StreamTranslator,
     error_response,
@@ -32,29 +27,21 @@ from llmroute.server.messages_convert import (
 )
 from llmroute.server.state import gateway_of
 
-__all__ = ["count_tokens", "messages", "passed_on"]
+__all__ = ["count_tokens", "messages"]
 
 
 async def messages(request: Request) -> Response:
-    ts, started_ns = time.time(), time.perf_counter_ns()
-    gateway = gateway_of(request)
     try:
-        body = await read_json_object(request, gateway.max_body_bytes)
-        chat = to_chat_body(body)
-        answer = await serve_chat(request, gateway, chat, ts, started_ns)
+        return await serve_converted(
+            request,
+            to_chat_body,
+            lambda model, body: StreamTranslator(model),
+            lambda data, model, body: to_message(data, model),
+        )
     except GatewayError as exc:
         return error_response(exc)
     except LlmrouteError as exc:
         return error_response(gateway_error(exc))
-    headers = passed_on(answer.headers)
-    model = answer.headers.get("x-llmroute-model", str(chat["model"]))
-    if isinstance(answer, StreamingResponse):
-        events = translated(answer.body_iterator, StreamTranslator(model))
-        return StreamingResponse(
-            events, media_type="text/event-stream", headers=headers, status_code=answer.status_code
-        )
-    data = json.loads(bytes(answer.body))
-    return JSONResponse(to_message(data, model), headers=headers)
 
 
 async def count_tokens(request: Request) -> Response:
@@ -68,11 +55,3 @@ async def count_tokens(request: Request) -> Response:
     except GatewayError as exc:
         return error_response(exc)
     return JSONResponse({"input_tokens": prompt_tokens(chat)})
-
-
-def passed_on(headers: Mapping[str, str]) -> dict[str, str]:
-    """The decision, cache and cascade headers of the chat answer."""
-    kept = {k: v for k, v in headers.items() if k.startswith("x-llmroute-")}
-    if "cache-control" in headers:
-        kept["cache-control"] = headers["cache-control"]
-    return kept

@@ -12,39 +12,19 @@ The gateway stores nothing: ``store`` is answered ``false``.
 
 from __future__ import annotations
 
-import json
-import time
-
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response
 
-from llmroute.server.body import read_json_object
-from llmroute.server.chat import serve_chat
-from llmroute.server.chunk_translation import translated
 from llmroute.server.errors import GatewayError
-from llmroute.server.messages import passed_on
+from llmroute.server.fronts import serve_converted
 from llmroute.server.responses_convert import to_chat_body, to_response
 from llmroute.server.responses_stream import ResponsesStream
-from llmroute.server.state import gateway_of
 
 __all__ = ["responses", "stored_response"]
 
 
 async def responses(request: Request) -> Response:
-    ts, started_ns = time.time(), time.perf_counter_ns()
-    gateway = gateway_of(request)
-    body = await read_json_object(request, gateway.max_body_bytes)
-    chat = to_chat_body(body)
-    answer = await serve_chat(request, gateway, chat, ts, started_ns)
-    headers = passed_on(answer.headers)
-    model = answer.headers.get("x-llmroute-model", str(chat["model"]))
-    if isinstance(answer, StreamingResponse):
-        events = translated(answer.body_iterator, ResponsesStream(model, body))
-        return StreamingResponse(
-            events, media_type="text/event-stream", headers=headers, status_code=answer.status_code
-        )
-    data = json.loads(bytes(answer.body))
-    return JSONResponse(to_response(data, model, body), headers=headers)
+    return await serve_converted(request, to_chat_body, ResponsesStream, to_response)
 
 
 async def stored_response(request: Request) -> Response:
