@@ -230,10 +230,12 @@ def measure(
     pid: int,
     upstream_pid: int,
     headers: tuple[str, ...] = (),
+    path: str = "/v1/chat/completions",
 ) -> dict[str, Any]:
-    """One closed-loop run against `url` (each request with `headers`, ``"name: value"``);
-    the CPU time of process tree `pid` (and of the upstream) in the measured window."""
-    command = [sys.executable, str(HELPER), "load", f"{url}/v1/chat/completions", str(body_file)]
+    """One closed-loop run against `url` + `path` (each request with `headers`,
+    ``"name: value"``); the CPU time of process tree `pid` (and of the upstream) in the
+    measured window."""
+    command = [sys.executable, str(HELPER), "load", f"{url}{path}", str(body_file)]
     for header in headers:
         command += ["--header", header]
     command += ["--concurrency", str(concurrency), "--duration", str(args.duration)]

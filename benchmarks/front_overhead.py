@@ -1,0 +1,102 @@
+"""The API fronts' cost: the same requests through ``/v1/chat/completions``,
+``/v1/messages`` (Anthropic Messages) and ``/v1/responses`` (OpenAI Responses) of one
+`llmroute serve`, in front of the fast fake upstream of gateway_overhead.py.
+
+    .venv/bin/python benchmarks/front_overhead.py [--duration 5] [--concurrency 1,16]
+        [--encoder static] [--json]
+
+Each prompt of examples/eval.jsonl is sent in each API's own shape with a pool model
+name (routing off, so the fronts' conversion is not hidden behind the encoder) and with
+``auto``. The fronts take turns per point, so they share the machine's load; CPU time
+per request is the gateway process tree's, as in gateway_overhead.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from _common import log, machine
+from gateway_overhead import PROMPTS, bench_registry, gateway, measure, upstream
+
+FRONTS = {
+    "chat": "/v1/chat/completions",
+    "messages": "/v1/messages",
+    "responses": "/v1/responses",
+}
+
+
+def _body(front: str, model: str, text: str) -> dict[str, Any]:
+    if front == "messages":
+        return {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": text}]}
+    if front == "responses":
+        return {"model": model, "input": text, "max_output_tokens": 64}
+    return {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": text}]}
+
+
+def bodies(tmp: Path, front: str, model: str) -> Path:
+    texts = [json.loads(line)["text"] for line in PROMPTS.read_text().splitlines() if line]
+    path = tmp / f"bodies-{front}-{model}.jsonl"
+    path.write_text("".join(json.dumps(_body(front, model, t)) + "\n" for t in texts))
+    return path
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="llmroute-fronts-"))
+    try:
+        with upstream() as (up_url, up_pid):
+            registry = tmp / "registry.yaml"
+            bench_registry(registry, up_url, args.encoder)
+            with gateway(registry, 1, tmp) as (gw_url, gw_pid):
+                for model in ("small", "auto"):
+                    for c in (int(x) for x in args.concurrency.split(",")):
+                        for front, path in FRONTS.items():
+                            body = bodies(tmp, front, model)
+                            r = measure(gw_url, body, c, args, gw_pid, up_pid, path=path)
+                            row = {"front": front, "model": model, "c": c}
+                            row |= {k: r.get(k) for k in ("p50_ms", "p99_ms", "rps", "errors")}
+                            row["cpu_ms_per_req"] = r["cpu_ms_per_req"]
+                            log(f"  {front:<9} {model:<5} c={c:<3} p50 {r['p50_ms']:.2f} ms "
+                                f"{r['rps']:.0f} req/s cpu {r['cpu_ms_per_req']:.3f} ms/req "
+                                f"err={r['errors']}")  # fmt: skip
+                            rows.append(row)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| model | C | front | p50 ms | p99 ms | req/s | gateway CPU ms/req | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['c']} | {r['front']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+            f"| {r['rps']:.0f} | {r['cpu_ms_per_req']:.3f} | {r['errors']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per point")
+    parser.add_argument("--concurrency", default="1,16", help="comma-separated C values")
+    parser.add_argument("--encoder", default="static", help="builtin encoder for auto")
+    parser.add_argument("--max-requests", type=int, default=100_000, help="cap per point")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args()
+    rows = run(args)
+    if args.json:
+        print(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+    else:
+        print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
