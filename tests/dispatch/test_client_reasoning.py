@@ -132,6 +132,22 @@ def test_a_model_not_known_to_think_gets_the_body_as_it_came() -> None:
     assert "thinking" not in in_dialect(thinking, plain, "openai")
 
 
+def test_a_model_declared_not_to_think_gets_no_thinking_parameter() -> None:
+    silent = Model(provider="p", model="m", reasoning=False)
+    for extra in (
+        {"reasoning_effort": "high"},
+        {"reasoning": {"effort": "low"}},
+        {"thinking": {"type": "enabled", "budget_tokens": 2048}},
+        {"chat_template_kwargs": {"enable_thinking": True}},
+    ):
+        for kind in ("openai", "anthropic"):
+            assert in_dialect(_body(**extra), silent, kind) == _body()
+    kept = _body(reasoning_effort="none", chat_template_kwargs={"enable_thinking": False, "a": 1})
+    assert in_dialect(kept, silent, "openai") == _body(chat_template_kwargs={"a": 1})
+    plain = _body()
+    assert in_dialect(plain, silent, "openai") is plain
+
+
 def test_the_callers_body_is_never_mutated() -> None:
     body = _body(
         max_tokens=10,

@@ -158,6 +158,9 @@ def test_no_gate_or_no_reasoning_config_leaves_the_body() -> None:
     assert with_reasoning(body, _model(), "openai", None) is body
     plain = Model(provider="p", model="m")
     assert with_reasoning(body, plain, "openai", True) is body
+    silent = Model(provider="p", model="m", reasoning=False)
+    for needed in (True, False):
+        assert with_reasoning(body, silent, "anthropic", needed) is body
     assert not client_chose(_body(chat_template_kwargs={"other": 1}))
 
 

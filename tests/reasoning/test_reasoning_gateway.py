@@ -20,6 +20,7 @@ providers:
 models:
   mini: {provider: fake, model: up-mini, reasoning: {effort: high, turn_off: true}}
   o3: {provider: fake, model: up-o3, reasoning: {effort: high}}
+  plain: {provider: fake, model: up-plain, reasoning: false}
 routes:
   - name: chitchat
     examples: ["hi there!", "how are you today?", "good morning"]
@@ -76,6 +77,23 @@ def test_a_pinned_model_keeps_its_model(gateway: tuple[str, FakeUpstream]) -> No
     assert response.status_code == 200, response.text
     sent = upstream.requests[-1].body
     assert sent["model"] == "up-mini" and sent["reasoning_effort"] == "high"
+
+
+def test_a_model_that_does_not_think_gets_no_client_thinking(
+    gateway: tuple[str, FakeUpstream],
+) -> None:
+    url, upstream = gateway
+    body = {
+        "model": "plain",
+        "reasoning_effort": "high",
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "messages": [{"role": "user", "content": "what is the capital of France?"}],
+    }
+    response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=20)
+    assert response.status_code == 200, response.text
+    sent = upstream.requests[-1].body
+    assert sent["model"] == "up-plain"
+    assert "reasoning_effort" not in sent and "thinking" not in sent
 
 
 def test_streams_get_the_params_too(gateway: tuple[str, FakeUpstream]) -> None:

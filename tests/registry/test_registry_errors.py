@@ -111,6 +111,13 @@ def test_fallback_to_the_route_target_is_an_error() -> None:
     assert_points_at(error, 24, "routes[0].policy.fallback[1]", "route's own target")
 
 
+def test_a_reasoning_tier_declared_not_to_think_is_an_error() -> None:
+    text = replace_line(VALID, 13, "reasoning: false")
+    text = replace_line(text, 28, "default: {target: small, reasoning_target: large}")
+    error = one_error(text)
+    assert_points_at(error, 28, "default.reasoning_target", "'reasoning: false'")
+
+
 def test_unknown_provider() -> None:
     error = one_error(replace_line(VALID, 9, "provider: opnai"))
     assert_points_at(

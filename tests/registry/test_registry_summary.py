@@ -86,3 +86,15 @@ def test_summary_lists_aliases() -> None:
     text = VALID + 'aliases:\n  gpt-4o: auto\n  "claude-*": code\n'
     lines = summarize(parse_registry(text, source="reg.yaml"))
     assert "aliases: gpt-4o -> auto, claude-* -> code" in lines
+
+
+def test_summary_says_how_each_model_thinks() -> None:
+    text = replace_line(VALID, 13, "reasoning: {effort: low}")
+    text = replace_line(text, 7, "small: {provider: local, model: q, reasoning: false}")
+    lines = summarize(parse_registry(text, source="reg.yaml"))
+    assert "  large: openai/gpt-4.1  $2/$8, context 1047576, reasoning effort low" in lines
+    assert "  small: local/q  $0/$0, does not think" in lines
+    shorthand = replace_line(VALID, 13, "reasoning: true")
+    model = parse_registry(shorthand, source="reg.yaml").registry.models["large"]
+    assert model.reasoning is not False and model.reasoning is not None
+    assert model.reasoning.effort is None and model.reasoning.turn_off

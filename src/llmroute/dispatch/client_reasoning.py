@@ -18,6 +18,8 @@ instead, holding the same intent:
   turn after a tool result, whose thinking blocks the chat format cannot carry back) is
   left out rather than sent to a certain 400.
 
+A model declared ``reasoning: false`` does not think: every spelling is removed (the
+client asked of the route, not of this model, and such models refuse the parameters).
 A model without a ``reasoning`` entry is not known to think: the body goes as it came,
 except that Anthropic's ``thinking`` is not sent to a non-Anthropic provider (OpenAI
 refuses parameters it does not know). The body is never mutated.
@@ -129,6 +131,9 @@ def in_dialect(body: dict[str, Any], model: Model, provider_kind: str) -> dict[s
     """`body`, whose client set a thinking parameter itself, as `model` on a provider of
     `provider_kind` takes it. Returns `body` itself when nothing changes."""
     reasoning = model.reasoning
+    if reasoning is False:
+        plain = _without_client_keys(body)
+        return body if plain == body else plain
     if reasoning is None:
         return _as_it_came(body, provider_kind)
     style = style_for(reasoning, provider_kind)

@@ -3,7 +3,8 @@ pool model, its provider's kind and the gate's verdict (docs/reasoning.md).
 
 - The client's own choice wins: a body that sets ``reasoning_effort``, ``thinking``,
   ``reasoning`` or ``chat_template_kwargs.enable_thinking`` is sent as it is; so is any
-  body for a model without a ``reasoning`` entry, or when no gate ran (``needed=None``).
+  body for a model without a ``reasoning`` entry (or with ``reasoning: false``), or when
+  no gate ran (``needed=None``).
 - Needed: OpenAI ``reasoning_effort`` (the model's ``effort``, else derived from
   ``budget_tokens``: ≤ 2048 → low, ≤ 8192 → medium, more → high; neither → medium);
   Anthropic ``thinking: {type: enabled, budget_tokens}`` (the model's budget, else
@@ -97,7 +98,7 @@ def with_reasoning(
     """The body to send to `model` on a provider of `provider_kind`, given the gate's
     `needed` (None: no gate ran). Returns `body` itself when nothing changes."""
     reasoning = model.reasoning
-    if needed is None or reasoning is None or client_chose(body):
+    if needed is None or not isinstance(reasoning, Reasoning) or client_chose(body):
         return body
     style = style_for(reasoning, provider_kind)
     if needed:

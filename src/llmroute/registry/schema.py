@@ -332,13 +332,20 @@ class Model(_Frozen):
     price: Price = Price()
     context_window: int | None = Field(default=None, gt=0)
     description: str | None = None
-    reasoning: Reasoning | None = None
+    # None: not known to think; False: does not think (thinking parameters removed)
+    reasoning: Reasoning | Literal[False] | None = None
     timeout_s: Seconds | None = None
     connect_timeout_s: Seconds | None = None
     first_token_timeout_s: Seconds | None = None
     rpm: int | None = Field(default=None, ge=1)  # its one provider's limit (no deployments)
     tpm: int | None = Field(default=None, ge=1)  # its one provider's token limit
     budget: Budget | None = None
+
+    @field_validator("reasoning", mode="before")
+    @classmethod
+    def _reasoning_shorthand(cls, value: Any) -> Any:
+        """``reasoning: true`` thinks with the defaults; ``false`` says it does not."""
+        return {} if value is True else value
 
     @model_validator(mode="after")
     def _one_way_to_serve(self) -> Self:
@@ -1099,6 +1106,14 @@ class Registry(_Frozen):
             return f"model {name!r} is an embedding model; chat requests need a chat model"
         return None
 
+    def _not_a_tier(self, name: str) -> str | None:
+        """Why `name` cannot be a reasoning tier, or None when it can."""
+        if (message := self._unknown_model(name)) is not None:
+            return message
+        if self.models[name].reasoning is False:
+            return f"model {name!r} is declared 'reasoning: false'; a reasoning tier must think"
+        return None
+
     def _unknown_provider(self, name: str) -> str | None:
         if name in self.providers:
             return None
@@ -1297,10 +1312,10 @@ class Registry(_Frozen):
         """Safety profiles and reasoning tiers name things that must exist."""
         for i, route in enumerate(self.routes):
             tier = route.reasoning_target
-            if tier is not None and (message := self._unknown_model(tier)) is not None:
+            if tier is not None and (message := self._not_a_tier(tier)) is not None:
                 yield ("routes", i, "reasoning_target"), message
         tier = self.default.reasoning_target
-        if tier is not None and (message := self._unknown_model(tier)) is not None:
+        if tier is not None and (message := self._not_a_tier(tier)) is not None:
             yield ("default", "reasoning_target"), message
         safety = self.safety
         profiles = {} if safety is None else safety.profiles

@@ -8,7 +8,14 @@ may carry credentials.
 from __future__ import annotations
 
 from llmroute.registry.loader import LoadedRegistry
-from llmroute.registry.schema import BuiltinEncoderSpec, Model, Registry, Rule, RuleWhen
+from llmroute.registry.schema import (
+    BuiltinEncoderSpec,
+    Model,
+    Reasoning,
+    Registry,
+    Rule,
+    RuleWhen,
+)
 from llmroute.state.stores import has_limits
 from llmroute.telemetry.store.url import mask_url
 
@@ -72,8 +79,10 @@ def _model_extras(model: Model) -> str:
     parts = [f"${model.price.input:g}/${model.price.output:g}"]
     if model.context_window is not None:
         parts.append(f"context {model.context_window}")
-    if model.reasoning is not None:
-        parts.append(f"reasoning budget {model.reasoning.budget_tokens} tokens")
+    if model.reasoning is False:
+        parts.append("does not think")
+    elif model.reasoning is not None:
+        parts.append(_reasoning_summary(model.reasoning))
     for limit in ("rpm", "tpm"):
         values = [getattr(t, limit) for t in model.targets()]
         if any(v is not None for v in values):
@@ -81,6 +90,12 @@ def _model_extras(model: Model) -> str:
     if model.budget is not None:
         parts.append(f"budget ${model.budget.usd:g} per {model.budget.period}")
     return ", ".join(parts)
+
+
+def _reasoning_summary(reasoning: Reasoning) -> str:
+    if reasoning.budget_tokens is not None:
+        return f"reasoning budget {reasoning.budget_tokens} tokens"
+    return f"reasoning effort {reasoning.effort or 'medium'}"
 
 
 def _intent(registry: Registry) -> str:
