@@ -8,7 +8,9 @@ import hashlib
 import os
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -32,6 +34,7 @@ providers:
   fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
 models:
   small: {provider: fake, model: small, price: {input: 1, output: 2}}
+  slow: {provider: fake, model: "slow?delay=1.5"}
 routes:
   - {name: chat, examples: ["hello there", "how are you today"], target: small}
 default: {target: small}
@@ -45,10 +48,12 @@ auth:
     - {name: narrow, key_env: LLMROUTE_TEST_NARROW_KEY, models: [chat, small]}
     - {name: rotating, key_env: [LLMROUTE_TEST_OLD_KEY, LLMROUTE_TEST_NEW_KEY], rpm: 3}
     - {name: thrifty, key_env: LLMROUTE_TEST_THRIFTY_KEY, tpm: 10}
+    - {name: bursty, key_env: LLMROUTE_TEST_BURSTY_KEY, tpm: 1000}
 %(extra)s
 """
 NARROW_KEY = "sk-narrow-2718281828"
 THRIFTY_KEY = "sk-thrifty-1618033988"
+BURSTY_KEY = "sk-bursty-1414213562"
 OLD_KEY, NEW_KEY = "sk-rotating-old-1111", "sk-rotating-new-2222"
 ENV = {
     "LLMROUTE_TEST_NARROW_KEY": NARROW_KEY,
@@ -57,6 +62,7 @@ ENV = {
     "LLMROUTE_TEST_TEAM_KEY": TEAM_KEY,
     "LLMROUTE_TEST_LIMITED_KEY": LIMITED_KEY,
     "LLMROUTE_TEST_THRIFTY_KEY": THRIFTY_KEY,
+    "LLMROUTE_TEST_BURSTY_KEY": BURSTY_KEY,
     "LLMROUTE_TELEMETRY_URL": "off",
 }
 ASK = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
@@ -194,6 +200,47 @@ def test_a_key_over_its_tpm_gets_a_429(gateway: Served) -> None:
         client.chat.completions.create(**ASK)
 
 
+def test_concurrent_requests_hold_their_prompt_against_the_tpm(gateway: Served) -> None:
+    """tpm 1000 and five requests of about 400 prompt tokens at once, against a model
+    that takes 1.5 s: none has finished when the others arrive, so counting only
+    finished requests would let all five through. Each holds its estimate while in
+    flight: the first two fit (800), the other three are refused before anything is
+    sent upstream."""
+    prompt = "please summarise this paragraph of notes. " * 40  # 1,680 characters
+    bodies = [
+        {"model": "slow", "messages": [{"role": "user", "content": f"{i} {prompt}"}]}
+        for i in range(5)
+    ]
+    headers = {"Authorization": f"Bearer {BURSTY_KEY}"}
+    url = f"{gateway.url}/v1/chat/completions"
+
+    def post(body: dict[str, object]) -> httpx.Response:
+        return httpx.post(url, json=body, headers=headers, timeout=20)
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        responses = list(pool.map(post, bodies))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 200, 429, 429, 429], [r.text for r in responses]
+    refused = next(r for r in responses if r.status_code == 429)
+    error = refused.json()["error"]
+    assert error["code"] == "rate_limit_exceeded" and "needs about 420 more" in error["message"]
+    assert refused.headers["retry-after"] == "5"
+    # A stream gives its hold back when it ends: after one of ~900 tokens, a ~420 one
+    # fits beside the real tokens counted so far (it would not beside a hold left over).
+    long = {"role": "user", "content": "x " * 1800}
+    stream = {
+        "model": "small",
+        "stream": True,
+        "stream_options": {"include_usage": True},  # the fake upstream reports 6 tokens
+        "messages": [long],
+    }
+    with httpx.stream("POST", url, json=stream, headers=headers, timeout=20) as answer:
+        assert answer.status_code == 200 and "[DONE]" in answer.read().decode()
+    time.sleep(0.2)  # the release is counted in the background
+    after = post(bodies[0])
+    assert after.status_code == 200, after.text
+
+
 def test_a_rotated_key_lets_both_values_in_as_one_account(gateway: Served) -> None:
     with _client(gateway, OLD_KEY) as old, _client(gateway, NEW_KEY) as new:
         old.chat.completions.create(**ASK)
@@ -229,7 +276,7 @@ def test_a_key_naming_an_unknown_model_is_a_registry_error(upstream: FakeUpstrea
         "capped": "1" * 64,
         "extra": "    - {name: typo, sha256: '%s', models: [chta]}" % ("2" * 64),
     }
-    with pytest.raises(ConfigErrors, match=r"auth\.keys\[7\]\.models\[0\]: unknown model 'chta'"):
+    with pytest.raises(ConfigErrors, match=r"auth\.keys\[8\]\.models\[0\]: unknown model 'chta'"):
         parse_registry(text)
 
 

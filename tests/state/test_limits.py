@@ -129,6 +129,49 @@ def test_tokens_per_minute_slide_like_requests(backend: str, redis_namespace: st
     assert asyncio.run(go()) == [500.0, 0.0, 375.0, 475.0, 0.0]
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_held_tokens_count_until_released_from_their_own_minute(
+    backend: str, redis_namespace: str
+) -> None:
+    """A request in flight holds its estimated tokens: others see them at once, one that
+    would pass the limit is refused (never the first in an empty window), and a release
+    takes them out of the minute they went into, even once the next has begun."""
+    clock = Clock(1_800_000_000.0)
+
+    async def go() -> list[object]:
+        if backend == "memory":
+            one: MemoryLimits | RedisLimits = MemoryLimits(clock)
+            two = one
+        else:
+            one = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)
+            two = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)
+        try:
+            first = await one.hold_tokens("k", 5000, 1000)  # alone: let through
+            seen: list[object] = [first is not None, await two.tokens("k")]
+            seen.append(await two.hold_tokens("k", 10, 1000))  # the window is over
+            assert first is not None
+            await two.release_tokens("k", first, 5000)
+            seen.append(await one.tokens("k"))
+            second = await one.hold_tokens("k", 600, 1000)
+            third = await two.hold_tokens("k", 600, 1000)  # 1200 > 1000
+            seen += [second is not None, third]
+            await one.add_tokens("k", 300)  # a finished request's real tokens
+            clock.now += 60  # the next minute: the hold sits in the previous one
+            assert second is not None
+            await two.release_tokens("k", second, 600)
+            seen.append(round(await one.tokens("k")))
+            clock.now += 180  # long gone: a late release takes nothing below zero
+            await one.release_tokens("k", second, 600)
+            seen.append(await two.tokens("k"))
+            return seen
+        finally:
+            await one.aclose()
+            if two is not one:
+                await two.aclose()
+
+    assert asyncio.run(go()) == [True, 5000.0, None, 0.0, True, None, 300, 0.0]
+
+
 def test_budget_periods_are_utc_calendar_periods() -> None:
     now = 1_764_633_600.0  # 2025-12-02 00:00:00 UTC
     assert budget_period("hour", now) == (f"h{int(now // 3600)}", 7200.0)

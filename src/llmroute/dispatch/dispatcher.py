@@ -37,7 +37,13 @@ from llmroute.dispatch.deployments import Deployment, Deployments
 from llmroute.dispatch.plan import Plan
 from llmroute.dispatch.reasoning_params import client_chose, with_reasoning
 from llmroute.dispatch.retry import backoff_delay
-from llmroute.dispatch.usage import StreamUsage, Usage, priced, priced_embedding, prompt_chars
+from llmroute.dispatch.usage import (
+    StreamUsage,
+    Usage,
+    estimated_prompt_tokens,
+    priced,
+    priced_embedding,
+)
 from llmroute.errors import (
     AllFallbacksFailed,
     CircuitOpen,
@@ -72,7 +78,6 @@ log = logging.getLogger("llmroute.dispatch")
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
-_CHARS_PER_TOKEN = 4  # the cheap pre-flight estimate against context windows
 _PER = {"hour": "hourly", "day": "daily", "month": "monthly"}
 
 
@@ -436,7 +441,7 @@ class Dispatcher:
         if window is None:
             return
         if not needed:
-            needed.append(prompt_chars(body) // _CHARS_PER_TOKEN)
+            needed.append(estimated_prompt_tokens(body))
         if needed[0] > window:
             raise ContextWindowExceeded(
                 "llmroute",

@@ -24,6 +24,7 @@ __all__ = [
     "StreamUsage",
     "Usage",
     "count_tokens",
+    "estimated_prompt_tokens",
     "priced",
     "priced_embedding",
     "prompt_chars",
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 _PER_MESSAGE = 4  # role and separators, as chat templates add them
+_CHARS_PER_TOKEN = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,12 @@ def prompt_text(body: Mapping[str, Any]) -> str:
 def prompt_chars(body: Mapping[str, Any]) -> int:
     """The length of `prompt_text` without building it (on every request)."""
     return sum(len(piece) + 1 for piece in _prompt_pieces(body))
+
+
+def estimated_prompt_tokens(body: Mapping[str, Any]) -> int:
+    """The cheap pre-flight estimate (four characters a token) that context windows and
+    a key's held ``tpm`` use; `prompt_tokens` is the finer one ``count_tokens`` reports."""
+    return prompt_chars(body) // _CHARS_PER_TOKEN
 
 
 def prompt_tokens(body: Mapping[str, Any]) -> int:

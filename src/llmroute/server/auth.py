@@ -289,6 +289,33 @@ class Charges:
         if key.tpm is not None and tokens > 0:
             self._start(self._limits.add_tokens(account, tokens))
 
+    async def hold(self, key: ApiKey, tokens: int) -> Callable[[], None] | None:
+        """Count a request's estimated `tokens` against the key's ``tpm`` while it is in
+        flight: 429 when they would pass it (the middleware only saw the window before
+        this request). Returns what gives them back (once; the finished request's real
+        tokens are charged apart), None for a key without a tpm."""
+        if key.tpm is None or tokens <= 0:
+            return None
+        account = _account(key)
+        minute = await self._limits.hold_tokens(account, tokens, key.tpm)
+        if minute is None:
+            raise GatewayError(
+                429,
+                f"key {key.name!r} is at its limit of {key.tpm} tokens per minute "
+                f"(this request needs about {tokens} more)",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": "5"},
+            )
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._start(self._limits.release_tokens(account, minute, tokens))
+
+        return release
+
     def _start(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from llmroute.decide import Router
 from llmroute.decision import Decision
 from llmroute.dispatch import Opened, Plan, TierStep, cascade_header, plan_request
+from llmroute.dispatch.usage import estimated_prompt_tokens
 from llmroute.errors import LlmrouteError, ProviderError
 from llmroute.layers.llm_router import refine_plan
 from llmroute.server.auth import api_key_of, check_model, key_of
@@ -61,6 +62,40 @@ async def serve_chat(
     `started_ns` are the request's arrival."""
     _check_model(request, gateway, body)
     plan = await _plan(request, gateway, body)
+    release = await _hold_tokens(request, gateway, body)
+    handed = False  # a stream gives the tokens back when it ends
+    try:
+        response, handed = await _serve_planned(
+            request, gateway, plan, body, ts, started_ns, release
+        )
+    finally:
+        if release is not None and not handed:
+            release()
+    return response
+
+
+async def _hold_tokens(
+    request: Request, gateway: Gateway, body: dict[str, Any]
+) -> Callable[[], None] | None:
+    """The request's estimated prompt held against its key's ``tpm`` while it runs, so
+    that concurrent requests count each other (429 when it would pass the limit)."""
+    key = api_key_of(request.scope)
+    if key is None or key.tpm is None or gateway.charges is None:
+        return None
+    return await gateway.charges.hold(key, estimated_prompt_tokens(body))
+
+
+async def _serve_planned(
+    request: Request,
+    gateway: Gateway,
+    plan: Plan,
+    body: dict[str, Any],
+    ts: float,
+    started_ns: int,
+    release: Callable[[], None] | None,
+) -> tuple[Response, bool]:
+    """The answer to a planned request, and whether it is a stream that gives the held
+    tokens back itself when it ends."""
     headers = decision_headers(plan.decision)
     if plan.decision.blocked:
         log_blocked(gateway.router, plan.decision, body)
@@ -72,7 +107,8 @@ async def serve_chat(
             gateway.cache, plan, body, stream, request.headers, key_of(request.scope)
         )
         if lookup is not None and lookup.answer is not None:
-            return _from_cache(gateway, recorder, trace, plan, body, lookup.answer, ts, started_ns)
+            hit = _from_cache(gateway, recorder, trace, plan, body, lookup.answer, ts, started_ns)
+            return hit, False
         shadow = (
             gateway.shadow is not None
             and all(may_reach(request.scope, m) for m in gateway.shadow.models)
@@ -85,9 +121,9 @@ async def serve_chat(
             if lookup is not None:
                 opened.events = lookup.tee(opened)
             done = _stream_done(
-                gateway, recorder, trace, plan, body, ts, started_ns, ttft_ms, shadow
+                gateway, recorder, trace, plan, body, ts, started_ns, ttft_ms, shadow, release
             )
-            return StreamingResponse(
+            streamed = StreamingResponse(
                 relay(opened, done, collect=shadow),
                 media_type="text/event-stream",
                 headers={
@@ -97,6 +133,7 @@ async def serve_chat(
                     "cache-control": "no-cache",
                 },
             )
+            return streamed, True
         with trace.activate():
             served = await gateway.dispatcher.complete(plan, body)
     except LlmrouteError as exc:
@@ -144,7 +181,7 @@ async def serve_chat(
         gateway.shadow.submit(
             plan.decision, plan.outgoing(body), served.model, answer_text(served.data), ts
         )
-    return JSONResponse(
+    answer = JSONResponse(
         served.data,
         headers={
             **decision_headers(plan.decision, served.model),
@@ -152,6 +189,7 @@ async def serve_chat(
             **cache_headers(lookup),
         },
     )
+    return answer, False
 
 
 def _check_model(request: Request, gateway: Gateway, body: dict[str, Any]) -> None:
@@ -249,11 +287,15 @@ def _stream_done(
     started_ns: int,
     ttft_ms: float,
     shadow: bool,
+    release: Callable[[], None] | None,
 ) -> StreamDone:
-    """What to do when a stream has ended: record it, and hand a sampled one's answer to
-    shadow routing. `error` is None for a complete stream."""
+    """What to do when a stream has ended: give back the tokens it held, record it, and
+    hand a sampled one's answer to shadow routing. `error` is None for a complete
+    stream."""
 
     def done(opened: Opened, error: str | None, text: str) -> None:
+        if release is not None:
+            release()
         record = None
         if recorder is not None:
             record = recorder.finished(

@@ -6,7 +6,10 @@ Requests are counted over a sliding window the way most rate limiters do it: per
 buckets by the wall clock, the previous minute's count weighted by how much of it still
 lies inside the last 60 seconds. ``acquire`` takes one request from the limit when there
 is room. Tokens (a client key's ``tpm``) use the same window: ``tokens`` reads the
-weighted count, ``add_tokens`` adds a finished request's tokens. Spending is summed per
+weighted count, ``add_tokens`` adds a finished request's tokens, and ``hold_tokens``
+counts a request's estimated prompt while it is in flight (refused when it would pass
+the limit) until ``release_tokens`` takes it back out of the minute it went into, so
+concurrent requests see each other before any has finished. Spending is summed per
 calendar period (UTC): ``spent`` reads it, ``charge`` adds a request's cost once it is
 known. Wall-clock periods let replicas on different machines agree.
 
@@ -26,6 +29,7 @@ from typing import Any, Protocol
 from llmroute.state.redis_conn import Outage, connect
 
 __all__ = [
+    "NOT_HELD",
     "MemoryLimits",
     "RateLimits",
     "RedisLimits",
@@ -37,6 +41,7 @@ __all__ = [
 log = logging.getLogger("llmroute.limits")
 
 WINDOW_S = 60.0
+NOT_HELD = -1  # `hold_tokens` let the request through without counting it (Redis down)
 
 # KEYS[1] this minute's counter, KEYS[2] the previous minute's; ARGV[1] the limit,
 # ARGV[2] the previous minute's weight. 1 when taken, 0 when at the limit.
@@ -49,6 +54,30 @@ end
 redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], 130)
 return 1
+"""
+
+# KEYS[1] this minute's token counter, KEYS[2] the previous minute's; ARGV[1] the tokens
+# to hold, ARGV[2] the limit, ARGV[3] the previous minute's weight. 1 when held, 0 when
+# they would pass the limit (a first request in an empty window is always held).
+_HOLD = """
+local curr = tonumber(redis.call('GET', KEYS[1]) or '0')
+local prev = tonumber(redis.call('GET', KEYS[2]) or '0')
+local used = math.max(prev * tonumber(ARGV[3]) + curr, 0)
+if used > 0 and used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], 130)
+return 1
+"""
+
+# KEYS[1] the minute's token counter a hold went into; ARGV[1] the tokens held. A
+# counter that has expired is not recreated below zero.
+_RELEASE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('DECRBY', KEYS[1], ARGV[1])
+end
+return 0
 """
 
 
@@ -64,6 +93,10 @@ class RateLimits(Protocol):
     async def tokens(self, key: str) -> float: ...
 
     async def add_tokens(self, key: str, count: int) -> None: ...
+
+    async def hold_tokens(self, key: str, count: int, per_minute: int) -> int | None: ...
+
+    async def release_tokens(self, key: str, minute: int, count: int) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -136,7 +169,7 @@ class MemoryLimits:
         minute, weight = _window(self._clock())
         with self._lock:
             this, previous = _rolled(self._tokens.get(key), minute)
-        return previous * weight + this
+        return max(previous * weight + this, 0.0)
 
     async def add_tokens(self, key: str, count: int) -> None:
         if count <= 0:
@@ -145,6 +178,29 @@ class MemoryLimits:
         with self._lock:
             this, previous = _rolled(self._tokens.get(key), minute)
             self._tokens[key] = (minute, this + count, previous)
+
+    async def hold_tokens(self, key: str, count: int, per_minute: int) -> int | None:
+        """Count `count` tokens now, unless the window already holds some and they would
+        pass `per_minute`: the minute they went into, or None when refused."""
+        minute, weight = _window(self._clock())
+        with self._lock:
+            this, previous = _rolled(self._tokens.get(key), minute)
+            used = max(previous * weight + this, 0.0)
+            if used > 0 and used + count > per_minute:
+                return None
+            self._tokens[key] = (minute, this + count, previous)
+        return minute
+
+    async def release_tokens(self, key: str, minute: int, count: int) -> None:
+        """Take a hold back out of the minute it went into (nothing once that minute has
+        left the window)."""
+        now, _ = _window(self._clock())
+        with self._lock:
+            this, previous = _rolled(self._tokens.get(key), now)
+            if minute == now:
+                self._tokens[key] = (now, this - count, previous)
+            elif minute == now - 1:
+                self._tokens[key] = (now, this, previous - count)
 
     async def aclose(self) -> None:
         """Nothing to release: the counts outlive a registry reload."""
@@ -173,6 +229,8 @@ class RedisLimits:
         self.url = self._redis.url
         self._client: Any = self._redis.client
         self._script = self._client.register_script(_ACQUIRE)
+        self._hold = self._client.register_script(_HOLD)
+        self._release = self._client.register_script(_RELEASE)
         self._prefix = f"{namespace}:rpm:"
         self._budget_prefix = f"{namespace}:usd:"
         self._tokens_prefix = f"{namespace}:tpm:"
@@ -229,7 +287,7 @@ class RedisLimits:
             self._failed(exc)
             return 0.0
         try:
-            return float(previous or 0) * weight + float(this or 0)
+            return max(float(previous or 0) * weight + float(this or 0), 0.0)
         except ValueError:
             return 0.0
 
@@ -243,6 +301,26 @@ class RedisLimits:
                 pipe.incrby(name, count)
                 pipe.expire(name, 130)
                 await pipe.execute()
+        except self._redis.errors as exc:
+            self._failed(exc)
+
+    async def hold_tokens(self, key: str, count: int, per_minute: int) -> int | None:
+        minute, weight = _window(self._clock())
+        if self._outage.down():
+            return NOT_HELD
+        keys = [f"{self._tokens_prefix}{key}:{minute}", f"{self._tokens_prefix}{key}:{minute - 1}"]
+        try:
+            held = await self._hold(keys=keys, args=[count, per_minute, f"{weight:.6f}"])
+        except self._redis.errors as exc:
+            self._failed(exc)
+            return NOT_HELD
+        return minute if held else None
+
+    async def release_tokens(self, key: str, minute: int, count: int) -> None:
+        if self._outage.down() or minute == NOT_HELD:
+            return
+        try:
+            await self._release(keys=[f"{self._tokens_prefix}{key}:{minute}"], args=[count])
         except self._redis.errors as exc:
             self._failed(exc)
 
