@@ -470,3 +470,38 @@ def test_one_provider_name_at_two_endpoints_is_counted_apart(upstream: FakeUpstr
         again = _served(other, models, "a", ("a",), 1)
     assert first == second == ["a@up"]
     assert again == ["limited"]  # the same endpoint's count does carry over
+
+
+def test_concurrent_calls_hold_their_prompt_against_a_deployments_tpm(
+    upstream: FakeUpstream,
+) -> None:
+    """tpm 1000 and four calls of about 420 prompt tokens at once to a deployment that
+    takes half a second: none has finished when the others are sent, so counting only
+    answers would send all four there. Each holds its estimate while it runs: two fit,
+    the other two go to the fallback, and once they have finished the holds are gone
+    (6 real tokens an answer are left)."""
+    tag = uuid.uuid4().hex[:8]
+    models = f"""
+  m: {{model: "m-{tag}?delay=0.5", deployments: [{{provider: up, tpm: 1000}}]}}
+  spare: {{provider: up, model: spare-{tag}}}
+"""
+    text = REGISTRY % {"url": upstream.url, "models": models, "first": "m", "limits": ""}
+    registry = parse_registry(text).registry
+    prompt = "please summarise this paragraph of notes. " * 40
+
+    async def go() -> tuple[list[str], float]:
+        dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        try:
+            bodies = [
+                {"messages": [{"role": "user", "content": f"{i} {prompt}"}]} for i in range(4)
+            ]
+            served = await asyncio.gather(
+                *(dispatcher.complete(plan_for("m", "spare"), body) for body in bodies)
+            )
+            pool = dispatcher.deployments.pool("m").deployments[0]
+            assert pool.limits is not None
+            return sorted(s.model for s in served), await pool.limits.tokens(pool.key)
+        finally:
+            await dispatcher.aclose()
+
+    assert asyncio.run(go()) == (["m", "m", "spare", "spare"], 12.0)

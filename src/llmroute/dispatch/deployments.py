@@ -27,7 +27,7 @@ from llmroute.errors import CircuitOpen, LimitReached, ProviderError, ProviderTi
 from llmroute.providers.base import ChatProvider
 from llmroute.registry.schema import Registry
 from llmroute.state.breakers import RedisBreakers
-from llmroute.state.limits import RateLimits
+from llmroute.state.limits import NOT_HELD, RateLimits
 
 __all__ = [
     "BreakerLink",
@@ -95,16 +95,31 @@ class Deployment:
     key: str = ""  # where its limit and shared breaker are counted (`deployment_key`)
     tpm: int | None = None  # tokens per minute it may answer
 
-    async def acquire(self) -> bool:
-        """Take one request from the deployment's limits; False when it is at its token
-        limit for this minute or at its request limit (no request is taken then)."""
+    async def acquire(self, tokens: int = 0) -> int | None:
+        """Take one request from the deployment's limits, holding its estimated prompt
+        `tokens` against its `tpm` until `release`: the minute they went into
+        (`NOT_HELD` when none were), or None when it is at either limit (nothing is
+        taken then)."""
         if self.limits is None:
-            return True
-        if self.tpm is not None and await self.limits.tokens(self.key) >= self.tpm:
-            return False
-        if self.rpm is None:
-            return True
-        return await self.limits.acquire(self.key, self.rpm)
+            return NOT_HELD
+        held = NOT_HELD
+        if self.tpm is not None:
+            if tokens > 0:
+                held_in = await self.limits.hold_tokens(self.key, tokens, self.tpm)
+                if held_in is None:
+                    return None
+                held = held_in
+            elif await self.limits.tokens(self.key) >= self.tpm:
+                return None
+        if self.rpm is None or await self.limits.acquire(self.key, self.rpm):
+            return held
+        await self.release(held, tokens)
+        return None
+
+    async def release(self, held: int, tokens: int) -> None:
+        """Give back what `acquire` held (the answer's real tokens are counted apart)."""
+        if held != NOT_HELD and self.limits is not None:
+            await self.limits.release_tokens(self.key, held, tokens)
 
     async def used(self, tokens: int) -> None:
         """Count an answer's tokens against the deployment's `tpm`."""
@@ -131,6 +146,8 @@ class DeploymentPool:
         self.model = model
         self.deployments = deployments
         self._balancer = balancer
+        # whether a call's estimated prompt is worth computing (a deployment has a tpm)
+        self.holds_tokens = any(d.tpm is not None and d.limits is not None for d in deployments)
         self._indices = range(len(deployments))
 
     async def call(
@@ -138,6 +155,7 @@ class DeploymentPool:
         attempt: Callable[[Deployment], Awaitable[T]],
         clock: Callable[[], float] = time.perf_counter,
         observe: Observe | None = None,
+        tokens: int = 0,
     ) -> tuple[T, Deployment]:
         """`attempt` on the deployments in balancing order, skipping those whose breaker
         is open or whose request limit is reached, until one answers. A failure another
@@ -147,7 +165,9 @@ class DeploymentPool:
         breaker let a call through.
 
         `observe`, when given, is told of every call made: the deployment, its seconds
-        and its error (None on success), after the breaker has counted it."""
+        and its error (None on success), after the breaker has counted it. `tokens`, the
+        request's estimated prompt, is held against a deployment's ``tpm`` while the call
+        runs (a stream: until its first event)."""
         failure: ProviderError | None = None
         limited = False
         for index in self._balancer.order(self._indices):
@@ -156,7 +176,8 @@ class DeploymentPool:
                 await deployment.link.sync()
             if not deployment.breaker.allow():
                 continue
-            if not await deployment.acquire():
+            held = await deployment.acquire(tokens)
+            if held is None:
                 deployment.breaker.release()
                 limited = True
                 continue
@@ -168,6 +189,8 @@ class DeploymentPool:
                 if not exc.retryable:
                     raise
                 failure = exc
+            finally:
+                await deployment.release(held, tokens)
         if failure is not None:
             raise failure
         names = ", ".join(d.provider_name for d in self.deployments)

@@ -391,7 +391,11 @@ class Dispatcher:
                 await self._check_budget(name)
                 self._check_fits(name, body, needed)
                 result, deployment = await self._retry(
-                    name, plan.policy, functools.partial(on, name), stream=stream
+                    name,
+                    plan.policy,
+                    functools.partial(on, name),
+                    stream=stream,
+                    tokens=self._held_tokens(name, body, needed),
                 )
             except ContextWindowExceeded as exc:
                 failures.append((name, exc))
@@ -435,6 +439,15 @@ class Dispatcher:
         if budget is None or self._limits is None or usage.cost_usd <= 0:
             return
         await self._limits.charge(f"budget:{name}", budget.period, usage.cost_usd)
+
+    def _held_tokens(self, name: str, body: dict[str, Any], needed: list[int]) -> int:
+        """The request's estimated prompt, held against the deployments' ``tpm`` while
+        a call runs; 0 (not computed) when no deployment of `name` has one."""
+        if not self.deployments.pool(name).holds_tokens:
+            return 0
+        if not needed:
+            needed.append(estimated_prompt_tokens(body))
+        return needed[0]
 
     def _check_fits(self, name: str, body: dict[str, Any], needed: list[int]) -> None:
         window = self._registry.models[name].context_window
@@ -486,6 +499,7 @@ class Dispatcher:
         *,
         operation: str = "chat",
         stream: bool = False,
+        tokens: int = 0,
     ) -> tuple[T, Deployment]:
         settings = self._registry.dispatch.retries
         retries = settings.attempts if policy is None or policy.retries is None else policy.retries
@@ -499,7 +513,9 @@ class Dispatcher:
                 )
             try:
                 return await pool.call(
-                    lambda d: on(d, self._timeouts(policy, name, d)), observe=observe
+                    lambda d: on(d, self._timeouts(policy, name, d)),
+                    observe=observe,
+                    tokens=tokens,
                 )
             except LimitReached:
                 if observer is not None:
