@@ -245,6 +245,7 @@ def run_pipeline(
         total_us=(clock() - start_ns) / 1000.0,
         safety=ctx.safety,
         reasoning=ctx.reasoning,
+        embedding=ctx.embedded,
     )
 
 

@@ -179,6 +179,9 @@ class Decision:
     total_us: float
     safety: SafetyOutcome | None = None
     reasoning: ReasoningOutcome | None = None
+    # the request text's unit-norm embedding when a layer computed it (the semantic
+    # cache reuses it); not part of the decision's record
+    embedding: Any = field(default=None, repr=False, compare=False)
 
     @property
     def blocked(self) -> bool:

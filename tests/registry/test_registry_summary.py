@@ -64,7 +64,8 @@ def test_summary_shows_cache_limits_and_budgets_without_passwords() -> None:
     small = "price: {input: 0.1, output: 0.1}}"
     assert small in VALID
     text = VALID.replace(small, small[:-1] + ", rpm: 600, budget: {usd: 25, period: month}}", 1)
-    text += "cache: {url: 'redis://:hunter2@cache:6379/0', ttl_s: 60, routes: [code]}\n"
+    text += "cache: {url: 'redis://:hunter2@cache:6379/0', ttl_s: 60, routes: [code],"
+    text += " semantic: {threshold: 0.97}}\n"
     text += "dispatch:\n  limits: {url: 'redis://:hunter2@limits:6379/1'}\n"
     text += "  breaker: {url: 'redis://:hunter2@limits:6379/2'}\n"
     text += "auth: {keys: [{name: ops, key_env: OPS_KEY, admin: true}, "
@@ -75,7 +76,7 @@ def test_summary_shows_cache_limits_and_budgets_without_passwords() -> None:
     assert "hunter2" not in joined
     small = next(line for line in lines if line.startswith("  small:"))
     assert small.endswith("rpm 600, budget $25 per month"), small
-    assert "cache: redis://:***@cache:6379/0, ttl 60 s, routes code" in lines
+    assert "cache: redis://:***@cache:6379/0, ttl 60 s, routes code, semantic >= 0.97" in lines
     assert "limits counted in: redis://:***@limits:6379/1" in lines
     assert "breaker openings shared in: redis://:***@limits:6379/2" in lines
     assert "client keys: ops (admin), team-a rpm 60 tpm 900 pool [small], /metrics public" in lines

@@ -29,6 +29,10 @@ def test_no_section_means_no_cache_and_an_empty_one_means_memory() -> None:
     assert cache is not None and cache.url == "memory" and cache.ttl_s == 600
     routes = parse_registry(BASE + "cache: {routes: [chat, default, pinned]}\n").registry.cache
     assert routes is not None and routes.routes == ("chat", "default", "pinned")
+    assert routes.semantic is None  # the lookup by meaning is asked for, never assumed
+    semantic = parse_registry(BASE + "cache: {semantic: {}}\n").registry.cache
+    assert semantic is not None and semantic.semantic is not None
+    assert semantic.semantic.threshold == 0.95
 
 
 @pytest.mark.parametrize(
@@ -38,6 +42,12 @@ def test_no_section_means_no_cache_and_an_empty_one_means_memory() -> None:
         ("cache:\n  routes: [chta]\n", 10, "cache.routes[0]", "unknown route 'chta'"),
         ("cache:\n  ttl_s: 0\n", 10, "cache.ttl_s", "greater than 0"),
         ("cache:\n  tll_s: 5\n", 10, "cache.tll_s", "ttl_s"),
+        (
+            "cache:\n  semantic:\n    threshold: 1.5\n",
+            11,
+            "cache.semantic.threshold",
+            "less than or equal to 1",
+        ),
     ],
 )
 def test_mistakes_name_file_line_and_field(

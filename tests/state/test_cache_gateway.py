@@ -175,6 +175,81 @@ def test_metrics_and_the_decision_log_count_hits(
     wait_for("the hit in the decision log", logged, 10)
 
 
+SEMANTIC = "{ttl_s: 300, semantic: {threshold: 0.95}}"
+FRANCE = "What is the capital of France?"
+
+
+def test_a_request_close_in_meaning_is_answered_from_the_cache(tmp_path: Path) -> None:
+    """With the builtin static encoder "what is the capital of france" is at cosine
+    0.977 from the stored question (a hit at 0.95), "... of Spain?" at 0.905 (a miss).
+    Everything else about the request must match exactly: another system prompt or
+    temperature misses, however close the message."""
+    with fake_upstream() as upstream:
+        registry = _registry(tmp_path, upstream, SEMANTIC)
+        with (
+            serve(registry, tmp_path / "serve.log") as served,
+            openai.OpenAI(base_url=f"{served.url}/v1", api_key="-", max_retries=0) as c,
+        ):
+            first = c.chat.completions.with_raw_response.create(
+                model="auto", messages=_messages(FRANCE)
+            )
+            assert first.headers["x-llmroute-cache"] == "miss"
+            ask = {"model": "auto", "messages": _messages("what is the capital of france")}
+            wait_for("the answer to be stored", lambda: _stored(served), 10)
+            close = c.chat.completions.with_raw_response.create(**ask)
+            assert close.headers["x-llmroute-cache"] == "hit"
+            assert 0.95 <= float(close.headers["x-llmroute-cache-similarity"]) < 1.0
+            answer = first.parse().choices[0].message.content
+            assert close.parse().choices[0].message.content == answer
+            spain = c.chat.completions.with_raw_response.create(
+                model="auto", messages=_messages("What is the capital of Spain?")
+            )
+            assert spain.headers["x-llmroute-cache"] == "miss"
+            assert "x-llmroute-cache-similarity" not in spain.headers
+            system = [{"role": "system", "content": "Answer in French."}, *_messages(FRANCE)]
+            other_system = c.chat.completions.with_raw_response.create(
+                model="auto", messages=system
+            )
+            warmer = c.chat.completions.with_raw_response.create(**ask, temperature=1.5)
+            assert other_system.headers["x-llmroute-cache"] == "miss"
+            assert warmer.headers["x-llmroute-cache"] == "miss"
+            assert len(upstream.requests) == 4  # France, Spain, the system prompt, warmer
+            metrics = httpx.get(f"{served.url}/metrics", timeout=5).text
+            assert 'llmroute_cache_total{result="semantic_hit"}' in metrics
+            assert 'llmroute_cache_total{result="semantic_miss"}' in metrics
+
+
+def test_two_gateways_share_the_semantic_index_in_redis(
+    tmp_path: Path, redis_namespace: str
+) -> None:
+    cache = (
+        f"{{url: '{REDIS_URL}', namespace: {redis_namespace}, timeout_s: 2, "
+        "semantic: {threshold: 0.95}}"
+    )
+    with fake_upstream() as upstream:
+        registry = _registry(tmp_path, upstream, cache)
+        with (
+            serve(registry, tmp_path / "a.log") as a,
+            serve(registry, tmp_path / "b.log") as b,
+            openai.OpenAI(base_url=f"{a.url}/v1", api_key="-", max_retries=0) as ca,
+            openai.OpenAI(base_url=f"{b.url}/v1", api_key="-", max_retries=0) as cb,
+        ):
+            first = ca.chat.completions.create(model="auto", messages=_messages(FRANCE))
+            ask = {"model": "auto", "messages": _messages("what is the capital of france")}
+            wait_for("gateway a to store its answer", lambda: _stored(a), 10)
+            close = cb.chat.completions.with_raw_response.create(**ask)
+            assert close.headers["x-llmroute-cache"] == "hit"
+            assert "x-llmroute-cache-similarity" in close.headers
+            assert close.parse().choices[0].message.content == first.choices[0].message.content
+            assert len(upstream.requests) == 1
+
+
+def _stored(served: Served) -> bool:
+    """Whether the gateway has written an answer (a probe request would write its own)."""
+    metrics = httpx.get(f"{served.url}/metrics", timeout=5).text
+    return 'llmroute_cache_total{result="stored"}' in metrics
+
+
 def test_two_gateways_share_a_redis_cache(tmp_path: Path, redis_namespace: str) -> None:
     cache = f"{{url: '{REDIS_URL}', namespace: {redis_namespace}, timeout_s: 2}}"
     with fake_upstream() as upstream:

@@ -95,3 +95,34 @@ def test_two_routers_share_a_redis_cache(
         assert second.llmroute["cache"] == "hit"
         assert second.choices[0].message.content == first.choices[0].message.content
     assert len(upstream.requests) == before + 1
+
+
+def test_the_sdk_answers_a_request_close_in_meaning(tmp_path: Path, upstream: FakeUpstream) -> None:
+    with _router(tmp_path, upstream, "{ttl_s: 60, semantic: {threshold: 0.95}}") as router:
+        before = len(upstream.requests)
+        first = router.chat.completions.create(**_ask("What is the capital of France?"))
+        close = router.chat.completions.create(**_ask("what is the capital of france"))
+        assert first.llmroute["cache"] == "miss" and "cache_similarity" not in first.llmroute
+        assert close.llmroute["cache"] == "hit"
+        assert 0.95 <= close.llmroute["cache_similarity"] < 1.0
+        assert close.choices[0].message.content == first.choices[0].message.content
+        spain = router.chat.completions.create(**_ask("What is the capital of Spain?"))
+        assert spain.llmroute["cache"] == "miss"
+        assert len(upstream.requests) == before + 2
+
+
+def test_two_routers_share_the_semantic_index_in_redis(
+    tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    cache = (
+        f"{{url: '{REDIS_URL}', namespace: {redis_namespace}, timeout_s: 2, "
+        "semantic: {threshold: 0.95}}"
+    )
+    before = len(upstream.requests)
+    with _router(tmp_path, upstream, cache, "a.yaml") as a:
+        first = a.chat.completions.create(**_ask("What is the capital of France?"))
+    with _router(tmp_path, upstream, cache, "b.yaml") as b:
+        close = asyncio.run(b.chat.completions.acreate(**_ask("what is the capital of france")))
+        assert close.llmroute["cache"] == "hit" and "cache_similarity" in close.llmroute
+        assert close.choices[0].message.content == first.choices[0].message.content
+    assert len(upstream.requests) == before + 1

@@ -75,6 +75,11 @@ class DecisionContext:
         self.reasoning: ReasoningOutcome | None = None
 
     @property
+    def embedded(self) -> Embeddings | None:
+        """The embedding if a layer has computed it, without computing it."""
+        return self._embedding
+
+    @property
     def embedding(self) -> Embeddings:
         """The request text's unit-norm embedding, shape (dim,)."""
         if self._embedding is None:

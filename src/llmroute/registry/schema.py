@@ -955,6 +955,19 @@ class AuthSettings(_Frozen):
 CACHE_SCHEMES = ("memory", "redis://", "rediss://", "unix://")
 
 
+class SemanticCacheSettings(_Frozen):
+    """The response cache's semantic lookup: a request that misses the exact key, whose
+    conversation context (system prompt, earlier turns, parameters, routing decision,
+    client key) matches a stored one exactly and whose last user message embeds within
+    cosine `threshold` of that one's, is answered with the stored answer. Each context
+    keeps its `max_per_context` latest messages; the memory store keeps `max_contexts`
+    contexts, least recently used first out."""
+
+    threshold: float = Field(default=0.95, gt=0, le=1)
+    max_per_context: int = Field(default=256, ge=1, le=4096)
+    max_contexts: int = Field(default=10_000, ge=1)
+
+
 class CacheSettings(_Frozen):
     """The response cache: a request identical to an earlier one (same routing decision,
     same body as sent upstream) is answered from the cache within `ttl_s`, without an
@@ -962,7 +975,8 @@ class CacheSettings(_Frozen):
     beyond `max_entries` or `max_bytes`) or ``redis://...`` (shared by every gateway that
     points at it); ``$LLMROUTE_CACHE_URL`` overrides it (``off`` turns the cache off).
     Answers over `max_entry_bytes` are not stored; `streams` also stores and replays
-    streamed answers; `routes` caches only those routes (all when absent). A Redis call
+    streamed answers; `routes` caches only those routes (all when absent); `semantic`
+    adds the lookup by meaning (`SemanticCacheSettings`, off when absent). A Redis call
     slower than `timeout_s`, or a Redis that is down, is a miss, never an error."""
 
     enabled: bool = True
@@ -973,6 +987,7 @@ class CacheSettings(_Frozen):
     max_entry_bytes: int = Field(default=1024 * 1024, ge=1024)
     streams: bool = True
     routes: tuple[str, ...] | None = None
+    semantic: SemanticCacheSettings | None = None
     timeout_s: Seconds = 0.05
     namespace: str = Field(default="llmroute", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
 

@@ -126,7 +126,9 @@ def _state(registry: Registry) -> list[str]:
     if cache is not None:
         where = mask_url(cache.url) if cache.enabled else "off"
         routes = f", routes {', '.join(cache.routes)}" if cache.routes is not None else ""
-        lines.append(f"cache: {where}, ttl {cache.ttl_s:g} s{routes}")
+        semantic = cache.semantic
+        meaning = "" if semantic is None else f", semantic >= {semantic.threshold:g}"
+        lines.append(f"cache: {where}, ttl {cache.ttl_s:g} s{routes}{meaning}")
     if has_limits(registry):
         lines.append(f"limits counted in: {mask_url(registry.dispatch.limits.url)}")
     breaker = registry.dispatch.breaker

@@ -109,6 +109,13 @@ class _Sent(Generic[T]):
         return self.lookup.answer
 
 
+def _hit_info(info: dict[str, Any], lookup: CacheLookup | None) -> None:
+    """``cache: hit``, and the stored request's similarity after a semantic lookup."""
+    info["cache"] = "hit"
+    if lookup is not None and lookup.similarity is not None:
+        info["cache_similarity"] = round(lookup.similarity, 4)
+
+
 def _cache_state(lookup: CacheLookup | None) -> str | None:
     """The ``cache`` field for an answer from upstream, as ``x-llmroute-cache`` says it:
     ``miss``, ``bypass``, or None when the request is not cached."""
@@ -205,7 +212,7 @@ class _Engine:
             record_cache_hit(sent.recorder, self.router, decision, request.body, clock, answer)
             info = routing_info(decision, answer.model, answer.deployment, ())
             info["cost_usd"] = 0.0
-            info["cache"] = "hit"
+            _hit_info(info, sent.lookup)
             return as_completion(answer.data(), info)
         served = sent.result
         if sent.lookup is not None:
@@ -231,7 +238,7 @@ class _Engine:
             record_cache_hit(recorder, self.router, decision, request.body, clock, answer)
             opened = Opened(answer.model, answer.deployment, replay(answer))
             info = routing_info(decision, answer.model, answer.deployment, ())
-            info["cache"] = "hit"
+            _hit_info(info, sent.lookup)
             return AsyncStream(opened, info, request.timeout)
         opened = sent.result
         if sent.lookup is not None:

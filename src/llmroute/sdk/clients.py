@@ -20,7 +20,14 @@ from llmroute.dispatch import Dispatcher
 from llmroute.gates.build import GateFactory
 from llmroute.providers.build import build_providers
 from llmroute.registry.schema import Registry
-from llmroute.state import MemoryStore, ResponseCache, open_store, resolve_cache_url
+from llmroute.state import (
+    KeyValueStore,
+    MemoryStore,
+    ResponseCache,
+    open_store,
+    resolve_cache_url,
+)
+from llmroute.state.response_cache import open_semantic_index
 
 if TYPE_CHECKING:
     from llmroute.telemetry.metrics import GatewayMetrics
@@ -64,6 +71,12 @@ class LoopClients:
         self._cache_url = None if settings is None else resolve_cache_url(settings)
         self._memory = (
             MemoryStore(settings.max_entries, settings.max_bytes)
+            if settings is not None and self._cache_url == "memory"
+            else None
+        )
+        # the semantic index beside the memory store is shared by every loop, as it is
+        self._memory_index = (
+            open_semantic_index("memory", settings)
             if settings is not None and self._cache_url == "memory"
             else None
         )
@@ -125,9 +138,14 @@ class LoopClients:
         settings = self._registry.cache
         if settings is None or self._cache_url is None:
             return None
-        store = self._memory if self._memory is not None else open_store(self._cache_url, settings)
+        if self._memory is not None:
+            store: KeyValueStore = self._memory
+            index = self._memory_index
+        else:
+            store = open_store(self._cache_url, settings)
+            index = open_semantic_index(self._cache_url, settings)
         on_result = self._metrics.cache if self._metrics is not None else None
-        return ResponseCache(settings, store, self._version, on_result=on_result)
+        return ResponseCache(settings, store, self._version, on_result=on_result, semantic=index)
 
     def _load_local(self) -> None:
         from llmroute.providers.llamacpp import build_llamacpp

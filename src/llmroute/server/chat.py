@@ -23,7 +23,7 @@ from llmroute.server.cached import cache_headers, hit_headers
 from llmroute.server.errors import gateway_error
 from llmroute.server.pool import keep_in_pool, may_reach
 from llmroute.server.state import Gateway, gateway_of
-from llmroute.state import CachedAnswer, look_up, replay
+from llmroute.state import CacheLookup, look_up, replay
 from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.service import Telemetry
 from llmroute.telemetry.shadow import answer_text
@@ -107,7 +107,7 @@ async def _serve_planned(
             gateway.cache, plan, body, stream, request.headers, key_of(request.scope)
         )
         if lookup is not None and lookup.answer is not None:
-            hit = _from_cache(gateway, recorder, trace, plan, body, lookup.answer, ts, started_ns)
+            hit = _from_cache(gateway, recorder, trace, plan, body, lookup, ts, started_ns)
             return hit, False
         shadow = (
             gateway.shadow is not None
@@ -218,13 +218,18 @@ def _from_cache(
     trace: RequestTrace,
     plan: Plan,
     body: dict[str, Any],
-    answer: CachedAnswer,
+    lookup: CacheLookup,
     ts: float,
     started_ns: int,
 ) -> Response:
     """The stored answer, recorded as a cache hit: no upstream call, no tokens spent."""
+    answer = lookup.answer
+    assert answer is not None
     elapsed_ms = (time.perf_counter_ns() - started_ns) / 1e6
-    headers = {**decision_headers(plan.decision, answer.model), **hit_headers(answer)}
+    headers = {
+        **decision_headers(plan.decision, answer.model),
+        **hit_headers(answer, lookup.similarity),
+    }
     response: Response
     if answer.stream:
         response = StreamingResponse(

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmroute.state.response_cache import CachedAnswer, CacheDirectives, ResponseCache
+from llmroute.state.response_cache import CachedAnswer, CacheDirectives, CacheKeys, ResponseCache
 
 if TYPE_CHECKING:
     from llmroute.dispatch import Opened, Plan, Served
@@ -18,24 +18,29 @@ __all__ = ["CacheLookup", "look_up", "replay"]
 
 @dataclass(frozen=True, slots=True)
 class CacheLookup:
-    """A cacheable request: its key, what its client allows, and the stored answer when
-    there was one."""
+    """A cacheable request: its keys, what its client allows, and the stored answer when
+    there was one (`similarity` set when it came from the semantic lookup)."""
 
     cache: ResponseCache
-    key: str
+    keys: CacheKeys
     directives: CacheDirectives
     answer: CachedAnswer | None
+    similarity: float | None = None
+
+    @property
+    def key(self) -> str:
+        return self.keys.exact
 
     def store(self, served: Served) -> None:
         """Store a completion (in the background)."""
         self.cache.put_completion(
-            self.key, self.directives, served.model, served.deployment, served.data
+            self.keys, self.directives, served.model, served.deployment, served.data
         )
 
     def tee(self, opened: Opened) -> AsyncIterator[bytes]:
         """The stream's events, stored once they have all gone out."""
         return self.cache.tee_stream(
-            self.key, self.directives, opened.model, opened.deployment, opened.events
+            self.keys, self.directives, opened.model, opened.deployment, opened.events
         )
 
 
@@ -51,11 +56,16 @@ async def look_up(
     `PolicyViolation` for a blocked request. `partition`: see `ResponseCache.key`."""
     if cache is None:
         return None
-    key = cache.key(plan, body, stream, partition)
-    if key is None:
+    keys = cache.keys(plan, body, stream, partition)
+    if keys is None:
         return None
     directives = CacheDirectives.from_headers(headers)
-    return CacheLookup(cache, key, directives, await cache.get(key, directives))
+    answer = await cache.get(keys.exact, directives)
+    if answer is None and keys.context is not None:
+        similar = await cache.get_similar(keys, directives)
+        if similar is not None:
+            return CacheLookup(cache, keys, directives, similar[0], similar[1])
+    return CacheLookup(cache, keys, directives, answer)
 
 
 async def replay(answer: CachedAnswer) -> AsyncIterator[bytes]:

@@ -12,6 +12,14 @@ store), ``no-store`` (neither read nor write), ``max-age=N`` (only answers at mo
 seconds old). Writes happen in the background after the answer has gone out; a store
 that fails turns into misses for a second, then is tried again, and is logged at most
 once a minute.
+
+With ``semantic`` set, a request that misses its exact key is looked up by meaning: its
+*context* key hashes the same material with the last user message left out, and the
+`SemanticIndex` holds, per context, the embeddings of the last user messages whose
+answers were stored (the routing decision's own embedding: nothing is encoded twice).
+The nearest one at or above the threshold names the stored answer. Requests whose text
+safety redacted are not looked up or indexed that way (their embedding is of the text
+before redaction).
 """
 
 from __future__ import annotations
@@ -25,14 +33,22 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from llmroute.state.redis_conn import Outage
+from llmroute.state.semantic_index import (
+    F32,
+    MemorySemanticIndex,
+    RedisSemanticIndex,
+    SemanticIndex,
+)
 from llmroute.state.stores import KeyValueStore, StoreUnavailable, open_store, resolve_cache_url
 
 if TYPE_CHECKING:
     from llmroute.dispatch.plan import Plan
     from llmroute.registry.schema import CacheSettings, Registry
 
-__all__ = ["CacheDirectives", "CachedAnswer", "ResponseCache"]
+__all__ = ["CacheDirectives", "CacheKeys", "CachedAnswer", "ResponseCache", "open_semantic_index"]
 
 log = logging.getLogger("llmroute.cache")
 
@@ -122,6 +138,16 @@ class CachedAnswer:
 Observe = Callable[[str], None]
 
 
+@dataclass(frozen=True, slots=True)
+class CacheKeys:
+    """A cacheable request's exact key and, for the semantic lookup, its context key and
+    the embedding of its last user message (both None when that lookup does not apply)."""
+
+    exact: str
+    context: str | None = None
+    vector: F32 | None = None
+
+
 class ResponseCache:
     """The cache in front of dispatch. `on_result` is told ``hit``, ``miss``,
     ``bypass`` (the client's Cache-Control), ``stored``, ``too_large`` or ``error``."""
@@ -134,9 +160,11 @@ class ResponseCache:
         *,
         on_result: Observe | None = None,
         clock: Callable[[], float] = time.time,
+        semantic: SemanticIndex | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.semantic = semantic if settings.semantic is not None else None
         self._prefix = f"{settings.namespace}:resp:{_KEY_VERSION}:{registry_version}:"
         self._routes = None if settings.routes is None else frozenset(settings.routes)
         self._on_result = on_result
@@ -162,7 +190,8 @@ class ResponseCache:
             return None
         store = open_store(url, settings)
         log.info("response cache: %s, ttl %.0f s", store.url, settings.ttl_s)
-        return cls(settings, store, registry_version, on_result=on_result)
+        semantic = open_semantic_index(url, settings)
+        return cls(settings, store, registry_version, on_result=on_result, semantic=semantic)
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -173,12 +202,37 @@ class ResponseCache:
         listed, or it streams and streams are not cached). `partition` (the gateway
         client key's name) keeps each client's answers to itself. Raises
         `PolicyViolation` for a blocked request, as dispatch would."""
+        keys = self.keys(plan, body, stream, partition)
+        return None if keys is None else keys.exact
+
+    def keys(
+        self, plan: Plan, body: Mapping[str, Any], stream: bool, partition: str | None = None
+    ) -> CacheKeys | None:
+        """`key`, with the context key and embedding of the semantic lookup when it
+        applies (a semantic section, an embedding, a last user message, no redaction)."""
         decision = plan.decision
         if self._routes is not None and decision.route not in self._routes:
             return None
         if stream and not self.settings.streams:
             return None
         sent = plan.outgoing(dict(body))
+        material = self._material(plan, sent, stream, partition)
+        exact = self._prefix + _digest(material)
+        vector = decision.embedding
+        if self.semantic is None or not isinstance(vector, np.ndarray):
+            return CacheKeys(exact)
+        if decision.safety is not None and decision.safety.redacted_body is not None:
+            return CacheKeys(exact)
+        context_body = _without_last_user_text(material["body"])
+        if context_body is None:
+            return CacheKeys(exact)
+        context = _digest({**material, "body": context_body, "semantic": True})
+        return CacheKeys(exact, context, vector)
+
+    def _material(
+        self, plan: Plan, sent: Mapping[str, Any], stream: bool, partition: str | None
+    ) -> dict[str, Any]:
+        decision = plan.decision
         material = {
             "route": decision.route,
             "chain": plan.chain,
@@ -189,10 +243,7 @@ class ResponseCache:
         }
         if partition is not None:
             material["partition"] = partition
-        text = json.dumps(
-            material, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
-        )
-        return self._prefix + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        return material
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -217,13 +268,49 @@ class ResponseCache:
         self._count("miss" if answer is None else "hit")
         return answer
 
+    async def get_similar(
+        self, keys: CacheKeys, directives: CacheDirectives
+    ) -> tuple[CachedAnswer, float] | None:
+        """After an exact miss: the stored answer to the nearest message of the same
+        context at or above the threshold, and its similarity; counted as
+        ``semantic_hit`` or ``semantic_miss``."""
+        settings = self.settings.semantic
+        index = self.semantic
+        if index is None or settings is None or keys.context is None or keys.vector is None:
+            return None
+        if not directives.lookup or self._outage.down():
+            return None
+        try:
+            found = await index.nearest(keys.context, keys.vector, settings.threshold)
+            raw = None if found is None else await self.store.get(self._prefix + found[0])
+        except StoreUnavailable as exc:
+            self._failed(exc)
+            return None
+        except Exception as exc:  # the index's Redis client
+            self._failed(StoreUnavailable(f"semantic index {index.url}: {type(exc).__name__}"))
+            return None
+        answer = None if raw is None else CachedAnswer.decode(raw)
+        max_age = directives.max_age_s
+        if answer is not None and max_age is not None and answer.age_s(self._clock()) > max_age:
+            answer = None
+        if answer is None or found is None:
+            self._count("semantic_miss")
+            return None
+        self._count("semantic_hit")
+        return answer, found[1]
+
     # -- writes ---------------------------------------------------------------------------
 
     def put_completion(
-        self, key: str, directives: CacheDirectives, model: str, deployment: str, data: Any
+        self,
+        key: str | CacheKeys,
+        directives: CacheDirectives,
+        model: str,
+        deployment: str,
+        data: Any,
     ) -> None:
         """Store a ``chat.completion`` in the background (its ``usage.cost_usd`` set to 0:
-        what a hit costs)."""
+        what a hit costs), and index it for the semantic lookup when `key` says how."""
         if not directives.store:
             return
         payload = json.dumps(_free(data), separators=(",", ":"), ensure_ascii=False).encode()
@@ -231,7 +318,7 @@ class ResponseCache:
 
     def tee_stream(
         self,
-        key: str,
+        key: str | CacheKeys,
         directives: CacheDirectives,
         model: str,
         deployment: str,
@@ -245,7 +332,7 @@ class ResponseCache:
         return self._tee(key, model, deployment, events)
 
     async def _tee(
-        self, key: str, model: str, deployment: str, events: AsyncIterator[bytes]
+        self, key: str | CacheKeys, model: str, deployment: str, events: AsyncIterator[bytes]
     ) -> AsyncIterator[bytes]:
         limit = self.settings.max_entry_bytes
         parts: list[bytes] | None = []
@@ -269,22 +356,32 @@ class ResponseCache:
             if _DONE in payload[-64:]:
                 self._put_later(key, CachedAnswer(model, deployment, self._clock(), True, payload))
 
-    def _put_later(self, key: str, answer: CachedAnswer) -> None:
+    def _put_later(self, key: str | CacheKeys, answer: CachedAnswer) -> None:
         if len(answer.payload) > self.settings.max_entry_bytes:
             self._count("too_large")
             return
         if self._outage.down():
             return
-        task = asyncio.get_running_loop().create_task(self._put(key, answer))
+        keys = key if isinstance(key, CacheKeys) else CacheKeys(key)
+        task = asyncio.get_running_loop().create_task(self._put(keys, answer))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def _put(self, key: str, answer: CachedAnswer) -> None:
+    async def _put(self, keys: CacheKeys, answer: CachedAnswer) -> None:
+        ttl_s = self.settings.ttl_s
         try:
-            await self.store.set(key, answer.encode(), self.settings.ttl_s)
+            await self.store.set(keys.exact, answer.encode(), ttl_s)
         except StoreUnavailable as exc:
             self._failed(exc)
             return
+        index = self.semantic
+        if index is not None and keys.context is not None and keys.vector is not None:
+            digest = keys.exact[len(self._prefix) :]
+            try:
+                await index.add(keys.context, keys.vector, digest, ttl_s)
+            except Exception as exc:  # the index's Redis client
+                self._failed(StoreUnavailable(f"semantic index {index.url}: {type(exc).__name__}"))
+                return
         self._count("stored")
 
     async def flush(self, timeout_s: float = 2.0) -> None:
@@ -293,9 +390,11 @@ class ResponseCache:
             await asyncio.wait(set(self._writes), timeout=timeout_s)
 
     async def aclose(self, timeout_s: float = 2.0) -> None:
-        """Let pending writes finish (briefly), then close the store."""
+        """Let pending writes finish (briefly), then close the store (and the index)."""
         await self.flush(timeout_s)
         await self.store.aclose()
+        if self.semantic is not None:
+            await self.semantic.aclose()
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -306,6 +405,38 @@ class ResponseCache:
     def _count(self, result: str) -> None:
         if self._on_result is not None:
             self._on_result(result)
+
+
+def open_semantic_index(url: str, settings: CacheSettings) -> SemanticIndex | None:
+    """The index beside the store at `url` (``memory`` or Redis), when the registry asks
+    for the semantic lookup."""
+    semantic = settings.semantic
+    if semantic is None:
+        return None
+    if url == "memory":
+        return MemorySemanticIndex(semantic.max_per_context, semantic.max_contexts)
+    return RedisSemanticIndex(url, settings.timeout_s, settings.namespace, semantic.max_per_context)
+
+
+def _digest(material: Mapping[str, Any]) -> str:
+    text = json.dumps(
+        material, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _without_last_user_text(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`body` with its last message's content left out when that message is the user's
+    (what the semantic lookup compares by meaning); None when it is not (a tool result,
+    an assistant prefill: those are matched exactly)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    last = messages[-1]
+    if not isinstance(last, Mapping) or last.get("role") != "user":
+        return None
+    rest = {k: v for k, v in last.items() if k != "content"}
+    return {**body, "messages": [*messages[:-1], rest]}
 
 
 def _free(data: Any) -> Any:

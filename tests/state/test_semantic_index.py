@@ -1,0 +1,109 @@
+"""The semantic cache's index, in memory and in a real Redis: the nearest stored message
+of a context at or above the threshold, expiry, the per-context ring, and vectors of
+another dimension ignored."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from redis_service import REDIS_URL
+
+from llmroute.state.semantic_index import F32, MemorySemanticIndex, RedisSemanticIndex
+
+DIGEST_A, DIGEST_B, DIGEST_C = ("a" * 64, "b" * 64, "c" * 64)
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _unit(*values: float) -> F32:
+    vector = np.array(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def _index(
+    backend: str, namespace: str, clock: Callable[[], float], capacity: int = 4
+) -> MemorySemanticIndex | RedisSemanticIndex:
+    if backend == "memory":
+        return MemorySemanticIndex(capacity, max_contexts=2, clock=clock)
+    return RedisSemanticIndex(REDIS_URL, 2.0, namespace, capacity, clock=clock)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> tuple[str, str]:
+    if request.param == "memory":
+        return "memory", ""
+    return "redis", request.getfixturevalue("redis_namespace")
+
+
+def test_the_nearest_message_of_the_context_at_or_above_the_threshold(
+    backend: tuple[str, str],
+) -> None:
+    clock = Clock(1_800_000_000.0)
+    index = _index(backend[0], backend[1], clock)
+
+    async def go() -> list[object]:
+        try:
+            await index.add("ctx", _unit(1, 0, 0), DIGEST_A, 60)
+            await index.add("ctx", _unit(0, 1, 0), DIGEST_B, 60)
+            await index.add("other", _unit(1, 1, 0), DIGEST_C, 60)
+            near_a = await index.nearest("ctx", _unit(1, 0.1, 0), 0.9)
+            between = await index.nearest("ctx", _unit(1, 1, 0), 0.9)  # 0.707 from each
+            elsewhere = await index.nearest("nowhere", _unit(1, 0, 0), 0.1)
+            other_dim = await index.nearest("ctx", _unit(1, 0, 0, 0), 0.1)
+            clock.now += 61  # both expired
+            expired = await index.nearest("ctx", _unit(1, 0, 0), 0.1)
+            return [near_a, between, elsewhere, other_dim, expired]
+        finally:
+            await index.aclose()
+
+    near_a, between, elsewhere, other_dim, expired = asyncio.run(go())
+    assert isinstance(near_a, tuple) and near_a[0] == DIGEST_A
+    assert near_a[1] == pytest.approx(0.995, abs=2e-3)  # float16 in Redis
+    assert between is None and elsewhere is None and other_dim is None and expired is None
+
+
+def test_a_full_context_overwrites_its_oldest_message(backend: tuple[str, str]) -> None:
+    clock = Clock(1_800_000_000.0)
+    index = _index(backend[0], backend[1], clock, capacity=2)
+
+    async def go() -> list[object]:
+        try:
+            await index.add("ctx", _unit(1, 0, 0), DIGEST_A, 60)
+            await index.add("ctx", _unit(0, 1, 0), DIGEST_B, 60)
+            await index.add("ctx", _unit(0, 0, 1), DIGEST_C, 60)  # A is dropped
+            return [
+                await index.nearest("ctx", _unit(1, 0, 0), 0.5),
+                await index.nearest("ctx", _unit(0, 1, 0), 0.5),
+                await index.nearest("ctx", _unit(0, 0, 1), 0.5),
+            ]
+        finally:
+            await index.aclose()
+
+    first, second, third = asyncio.run(go())
+    assert first is None
+    assert isinstance(second, tuple) and second[0] == DIGEST_B
+    assert isinstance(third, tuple) and third[0] == DIGEST_C
+
+
+def test_memory_keeps_the_most_recently_used_contexts() -> None:
+    index = MemorySemanticIndex(4, max_contexts=2)
+
+    async def go() -> list[object]:
+        await index.add("one", _unit(1, 0), DIGEST_A, 60)
+        await index.add("two", _unit(1, 0), DIGEST_B, 60)
+        await index.nearest("one", _unit(1, 0), 0.5)  # "one" used last
+        await index.add("three", _unit(1, 0), DIGEST_C, 60)  # "two" goes
+        return [await index.nearest(c, _unit(1, 0), 0.5) for c in ("one", "two", "three")]
+
+    one, two, three = asyncio.run(go())
+    assert len(index) == 2
+    assert isinstance(one, tuple) and two is None and isinstance(three, tuple)
