@@ -246,6 +246,7 @@ def run_pipeline(
         safety=ctx.safety,
         reasoning=ctx.reasoning,
         embedding=ctx.embedded,
+        embedded_chars=len(ctx.request.text),
     )
 
 

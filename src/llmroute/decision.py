@@ -179,9 +179,10 @@ class Decision:
     total_us: float
     safety: SafetyOutcome | None = None
     reasoning: ReasoningOutcome | None = None
-    # the request text's unit-norm embedding when a layer computed it (the semantic
-    # cache reuses it); not part of the decision's record
+    # the request text's unit-norm embedding when a layer computed it, and the length of
+    # that text (the semantic cache reuses them); not part of the decision's record
     embedding: Any = field(default=None, repr=False, compare=False)
+    embedded_chars: int = field(default=0, repr=False, compare=False)
 
     @property
     def blocked(self) -> bool:

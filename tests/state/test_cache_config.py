@@ -32,7 +32,7 @@ def test_no_section_means_no_cache_and_an_empty_one_means_memory() -> None:
     assert routes.semantic is None  # the lookup by meaning is asked for, never assumed
     semantic = parse_registry(BASE + "cache: {semantic: {}}\n").registry.cache
     assert semantic is not None and semantic.semantic is not None
-    assert semantic.semantic.threshold == 0.95
+    assert semantic.semantic.threshold == 0.97
 
 
 @pytest.mark.parametrize(
@@ -47,6 +47,12 @@ def test_no_section_means_no_cache_and_an_empty_one_means_memory() -> None:
             11,
             "cache.semantic.threshold",
             "less than or equal to 1",
+        ),
+        (
+            "cache:\n  semantic: {max_chars: 1000}\n",
+            10,
+            "cache.semantic.max_chars",
+            "more than the encoder sees for sure (254 characters",
         ),
     ],
 )

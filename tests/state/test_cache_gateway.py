@@ -214,6 +214,33 @@ def test_a_request_close_in_meaning_is_answered_from_the_cache(tmp_path: Path) -
             assert other_system.headers["x-llmroute-cache"] == "miss"
             assert warmer.headers["x-llmroute-cache"] == "miss"
             assert len(upstream.requests) == 4  # France, Spain, the system prompt, warmer
+            # Numbers must be equal: these two are at 0.983 but ask about other times.
+            nine = _messages("book a room between 9 and 10:30")
+            c.chat.completions.create(model="auto", messages=nine)
+            wait_for("the booking to be stored", lambda: _stored_count(served) >= 5, 10)
+            other_time = c.chat.completions.with_raw_response.create(
+                model="auto", messages=_messages("book a room between 9:30 and 10:30")
+            )
+            assert other_time.headers["x-llmroute-cache"] == "miss"
+            # An image is not embedded: the same words about another picture are not a hit.
+            for url in ("https://example.com/a.png", "https://example.com/b.png"):
+                picture = [
+                    {"type": "text", "text": "what is in this picture?"},
+                    {"type": "image_url", "image_url": {"url": url}},
+                ]
+                seen = c.chat.completions.with_raw_response.create(
+                    model="auto", messages=[{"role": "user", "content": picture}]
+                )
+                assert seen.headers["x-llmroute-cache"] == "miss"
+            # Past max_chars (254: what the encoder surely sees whole) only exact hits.
+            notes = "here are my meeting notes from the planning session. " * 5
+            for ending in ("summarise them.", "translate them."):
+                long = c.chat.completions.with_raw_response.create(
+                    model="auto", messages=_messages(notes + ending)
+                )
+                assert long.headers["x-llmroute-cache"] == "miss"
+                wait_for("it to be stored", lambda: _stored_count(served) >= 6, 10)
+            assert len(upstream.requests) == 10
             metrics = httpx.get(f"{served.url}/metrics", timeout=5).text
             assert 'llmroute_cache_total{result="semantic_hit"}' in metrics
             assert 'llmroute_cache_total{result="semantic_miss"}' in metrics
@@ -246,8 +273,15 @@ def test_two_gateways_share_the_semantic_index_in_redis(
 
 def _stored(served: Served) -> bool:
     """Whether the gateway has written an answer (a probe request would write its own)."""
+    return _stored_count(served) > 0
+
+
+def _stored_count(served: Served) -> float:
     metrics = httpx.get(f"{served.url}/metrics", timeout=5).text
-    return 'llmroute_cache_total{result="stored"}' in metrics
+    for line in metrics.splitlines():
+        if line.startswith('llmroute_cache_total{result="stored"}'):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def test_two_gateways_share_a_redis_cache(tmp_path: Path, redis_namespace: str) -> None:

@@ -959,12 +959,17 @@ class SemanticCacheSettings(_Frozen):
     """The response cache's semantic lookup: a request that misses the exact key, whose
     conversation context (system prompt, earlier turns, parameters, routing decision,
     client key) matches a stored one exactly and whose last user message embeds within
-    cosine `threshold` of that one's, is answered with the stored answer. Each context
+    cosine `threshold` of that one's (and whose numbers are the same), is answered with
+    the stored answer. Each context
     keeps its `max_per_context` latest messages; the memory store keeps `max_contexts`
-    contexts, least recently used first out."""
+    contexts, least recently used first out. Only texts of at most `max_chars`
+    characters are looked up by meaning: the encoder sees at most ``max_tokens`` tokens
+    (a token is at least one character), and two longer texts that share their first
+    ones would embed the same."""
 
-    threshold: float = Field(default=0.95, gt=0, le=1)
-    max_per_context: int = Field(default=256, ge=1, le=4096)
+    threshold: float = Field(default=0.97, gt=0, le=1)
+    max_chars: int = Field(default=254, ge=1)
+    max_per_context: int = Field(default=64, ge=1, le=4096)
     max_contexts: int = Field(default=10_000, ge=1)
 
 
@@ -1254,7 +1259,21 @@ class Registry(_Frozen):
                     yield (*path, k, "model"), message
 
     def _cache_problems(self) -> Iterator[Problem]:
-        if self.cache is None or self.cache.routes is None:
+        if self.cache is None:
+            return
+        semantic = self.cache.semantic
+        seen = self.encoder.max_tokens - 2 if isinstance(self.encoder, BuiltinEncoderSpec) else None
+        if semantic is not None and seen is not None and semantic.max_chars > seen:
+            yield (
+                ("cache", "semantic", "max_chars"),
+                (
+                    f"{semantic.max_chars} is more than the encoder sees for sure ({seen} "
+                    "characters: max_tokens less [CLS] and [SEP]); two longer messages that "
+                    "share their first ones would embed the same. Lower it, or raise "
+                    "encoder.max_tokens"
+                ),
+            )
+        if self.cache.routes is None:
             return
         names = [route.name for route in self.routes]
         known = [*names, "default", "pinned"]

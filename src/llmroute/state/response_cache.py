@@ -28,6 +28,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -165,6 +166,7 @@ class ResponseCache:
         self.settings = settings
         self.store = store
         self.semantic = semantic if settings.semantic is not None else None
+        self._semantic_chars = 0 if settings.semantic is None else settings.semantic.max_chars
         self._prefix = f"{settings.namespace}:resp:{_KEY_VERSION}:{registry_version}:"
         self._routes = None if settings.routes is None else frozenset(settings.routes)
         self._on_result = on_result
@@ -223,10 +225,13 @@ class ResponseCache:
             return CacheKeys(exact)
         if decision.safety is not None and decision.safety.redacted_body is not None:
             return CacheKeys(exact)
-        context_body = _without_last_user_text(material["body"])
-        if context_body is None:
+        if decision.embedded_chars > self._semantic_chars:
+            return CacheKeys(exact)  # the encoder may have cut it: its tail is unseen
+        split = _split_last_user_text(material["body"])
+        if split is None:
             return CacheKeys(exact)
-        context = _digest({**material, "body": context_body, "semantic": True})
+        context_body, numbers = split
+        context = _digest({**material, "body": context_body, "numbers": numbers, "semantic": True})
         return CacheKeys(exact, context, vector)
 
     def _material(
@@ -425,18 +430,40 @@ def _digest(material: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _without_last_user_text(body: Mapping[str, Any]) -> dict[str, Any] | None:
-    """`body` with its last message's content left out when that message is the user's
-    (what the semantic lookup compares by meaning); None when it is not (a tool result,
-    an assistant prefill: those are matched exactly)."""
+_NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
+
+
+def _split_last_user_text(body: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]] | None:
+    """`body` with the text of its last message left out, and the numbers in that text,
+    when that message is the user's and holds text only: what the semantic lookup
+    compares by meaning, and what it still requires to be equal (an embedding barely
+    tells "17 * 23" from "17 * 24"). None otherwise (a tool result, an assistant
+    prefill, an image: matched exactly only)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return None
     last = messages[-1]
     if not isinstance(last, Mapping) or last.get("role") != "user":
         return None
+    text = _text_only(last.get("content"))
+    if text is None:
+        return None
     rest = {k: v for k, v in last.items() if k != "content"}
-    return {**body, "messages": [*messages[:-1], rest]}
+    return {**body, "messages": [*messages[:-1], rest]}, _NUMBER.findall(text)
+
+
+def _text_only(content: Any) -> str | None:
+    """A message content's text; None when it holds anything else (an image, a file)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    texts = []
+    for part in content:
+        if not isinstance(part, Mapping) or part.get("type") != "text":
+            return None
+        texts.append(str(part.get("text", "")))
+    return "\n".join(texts)
 
 
 def _free(data: Any) -> Any:

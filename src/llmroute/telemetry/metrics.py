@@ -26,7 +26,8 @@ Metrics (all prefixed ``llmroute_``):
 - ``telemetry_dropped_total{reason}``, ``telemetry_queue_depth``, ``shadow_total{outcome}``;
 - ``llm_router_total{outcome}``: LLM router calls (llmroute.layers.llm_router);
 - ``cache_total{result}``: response cache lookups and writes (llmroute.state):
-  ``hit``, ``miss``, ``bypass``, ``stored``, ``too_large``, ``error``;
+  ``hit``, ``miss``, ``bypass``, ``semantic_hit``, ``semantic_miss``, ``stored``,
+  ``too_large``, ``error``;
 - ``auth_rejected_total{reason}``: requests the client-key check turned away:
   ``missing``, ``invalid``, ``forbidden``, ``rate_limited`` (llmroute.server.auth).
 
@@ -414,8 +415,8 @@ class GatewayMetrics:
         self._llm_router(outcome).inc()
 
     def cache(self, result: str) -> None:
-        """A response cache result: ``hit``, ``miss``, ``bypass``, ``stored``,
-        ``too_large`` or ``error``."""
+        """A response cache result: ``hit``, ``miss``, ``bypass``, ``semantic_hit``,
+        ``semantic_miss``, ``stored``, ``too_large`` or ``error``."""
         self._cache(result).inc()
 
     def auth_rejected(self, reason: str) -> None:
