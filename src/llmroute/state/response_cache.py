@@ -151,7 +151,8 @@ class CacheKeys:
 
 class ResponseCache:
     """The cache in front of dispatch. `on_result` is told ``hit``, ``miss``,
-    ``bypass`` (the client's Cache-Control), ``stored``, ``too_large`` or ``error``."""
+    ``bypass`` (the client's Cache-Control), ``semantic_hit`` or ``semantic_miss`` (the
+    lookup by meaning after an exact miss), ``stored``, ``too_large`` or ``error``."""
 
     def __init__(
         self,
@@ -167,7 +168,10 @@ class ResponseCache:
         self.store = store
         self.semantic = semantic if settings.semantic is not None else None
         self._semantic_chars = 0 if settings.semantic is None else settings.semantic.max_chars
+        # the index's own failures (a Redis client's), turned into misses like the store's
+        self._index_errors: tuple[type[BaseException], ...] = getattr(semantic, "errors", ())
         self._prefix = f"{settings.namespace}:resp:{_KEY_VERSION}:{registry_version}:"
+        self._context_prefix = f"{_KEY_VERSION}:{registry_version}:"
         self._routes = None if settings.routes is None else frozenset(settings.routes)
         self._on_result = on_result
         self._clock = clock
@@ -231,8 +235,8 @@ class ResponseCache:
         if split is None:
             return CacheKeys(exact)
         context_body, numbers = split
-        context = _digest({**material, "body": context_body, "numbers": numbers, "semantic": True})
-        return CacheKeys(exact, context, vector)
+        context = _digest({**material, "body": context_body, "numbers": numbers})
+        return CacheKeys(exact, self._context_prefix + context, vector)
 
     def _material(
         self, plan: Plan, sent: Mapping[str, Any], stream: bool, partition: str | None
@@ -291,7 +295,7 @@ class ResponseCache:
         except StoreUnavailable as exc:
             self._failed(exc)
             return None
-        except Exception as exc:  # the index's Redis client
+        except self._index_errors as exc:
             self._failed(StoreUnavailable(f"semantic index {index.url}: {type(exc).__name__}"))
             return None
         answer = None if raw is None else CachedAnswer.decode(raw)
@@ -384,7 +388,7 @@ class ResponseCache:
             digest = keys.exact[len(self._prefix) :]
             try:
                 await index.add(keys.context, keys.vector, digest, ttl_s)
-            except Exception as exc:  # the index's Redis client
+            except self._index_errors as exc:
                 self._failed(StoreUnavailable(f"semantic index {index.url}: {type(exc).__name__}"))
                 return
         self._count("stored")

@@ -108,10 +108,11 @@ class MemorySemanticIndex:
 
 
 class RedisSemanticIndex:
-    """One Redis list per context (``{namespace}:sem:{context}``): ``LRANGE`` to look up,
-    ``LPUSH`` + ``LTRIM`` + ``PEXPIRE`` in one transaction to add. Records whose size
-    does not match the query's dimension (another encoder) are ignored. Errors propagate
-    as the client's exceptions (`errors`); the cache turns them into misses."""
+    """One Redis list per context (``{namespace}:sem:{context}``; the context key carries
+    the registry version): ``LRANGE`` to look up, ``LPUSH`` + ``LTRIM`` + ``PEXPIRE`` in
+    one transaction to add. Records whose size does not match the query's dimension
+    (another encoder) are ignored. Errors propagate as the client's exceptions
+    (`errors`); the cache turns them into misses."""
 
     def __init__(
         self,
