@@ -107,3 +107,37 @@ def test_memory_keeps_the_most_recently_used_contexts() -> None:
     one, two, three = asyncio.run(go())
     assert len(index) == 2
     assert isinstance(one, tuple) and two is None and isinstance(three, tuple)
+
+
+def test_an_index_in_a_redis_that_is_down_costs_misses_not_answers(closed_port: int) -> None:
+    """The answers' store works, the index's Redis does not: the lookup by meaning is a
+    miss, the exact answer is still stored and served, and both failures are counted."""
+    from llmroute.registry.schema import CacheSettings, SemanticCacheSettings
+    from llmroute.state import CacheDirectives, MemoryStore, ResponseCache
+    from llmroute.state.response_cache import CacheKeys
+
+    settings = CacheSettings(semantic=SemanticCacheSettings(), timeout_s=0.2)
+    index = RedisSemanticIndex(f"redis://127.0.0.1:{closed_port}/0", 0.2, "t", 64)
+    seen: list[str] = []
+    clock = Clock(1_800_000_000.0)
+    cache = ResponseCache(
+        settings, MemoryStore(10, 10**6), "v", on_result=seen.append, clock=clock, semantic=index
+    )
+    exact = "llmroute:resp:v1:v:" + DIGEST_A
+    keys = CacheKeys(exact, "v1:v:" + DIGEST_B, _unit(1, 0, 0))
+
+    async def go() -> list[object]:
+        try:
+            similar = await cache.get_similar(keys, CacheDirectives())
+            clock.now += 2  # past the second a failed backend is left alone
+            cache.put_completion(keys, CacheDirectives(), "m", "d", {"id": "x", "choices": []})
+            await cache.flush()
+            clock.now += 2
+            return [similar, await cache.get(exact, CacheDirectives())]
+        finally:
+            await cache.aclose()
+
+    similar, answer = asyncio.run(go())
+    assert similar is None and answer is not None and answer.model == "m"
+    # the failed lookup, the write whose index step failed (so not counted as stored)
+    assert seen == ["error", "error", "hit"]
