@@ -241,6 +241,25 @@ def test_a_request_close_in_meaning_is_answered_from_the_cache(tmp_path: Path) -
                 assert long.headers["x-llmroute-cache"] == "miss"
                 wait_for("it to be stored", lambda: _stored_count(served) >= 6, 10)
             assert len(upstream.requests) == 10
+            # Streams are looked up by meaning too (among streams).
+            joke = {"model": "auto", "stream": True}
+            first_stream = c.chat.completions.with_raw_response.create(
+                **joke, messages=_messages("tell me a joke about cats")
+            )
+            first_text = "".join(
+                ch.choices[0].delta.content or "" for ch in first_stream.parse() if ch.choices
+            )
+            wait_for("the stream to be stored", lambda: _stored_count(served) >= 8, 10)
+            again = c.chat.completions.with_raw_response.create(
+                **joke, messages=_messages("Tell me a joke about cats!")
+            )
+            again_text = "".join(
+                ch.choices[0].delta.content or "" for ch in again.parse() if ch.choices
+            )
+            assert again.headers["x-llmroute-cache"] == "hit"
+            assert "x-llmroute-cache-similarity" in again.headers
+            assert again_text == first_text
+            assert len(upstream.requests) == 11
             metrics = httpx.get(f"{served.url}/metrics", timeout=5).text
             assert 'llmroute_cache_total{result="semantic_hit"}' in metrics
             assert 'llmroute_cache_total{result="semantic_miss"}' in metrics
