@@ -6,10 +6,11 @@ back, 503 when nothing is left) end to end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -96,6 +97,24 @@ def test_a_redis_that_is_not_there_lets_requests_through(
     assert "p4ssw0rd" not in warnings[0]
 
 
+@contextlib.asynccontextmanager
+async def _two_views(
+    backend: str, namespace: str, clock: Clock
+) -> AsyncIterator[tuple[MemoryLimits | RedisLimits, MemoryLimits | RedisLimits]]:
+    """Two processes' views of the counts: one memory object, or two Redis clients."""
+    if backend == "memory":
+        memory = MemoryLimits(clock)
+        yield memory, memory
+        return
+    one = RedisLimits(REDIS_URL, 2.0, namespace, clock)
+    two = RedisLimits(REDIS_URL, 2.0, namespace, clock)
+    try:
+        yield one, two
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 def test_tokens_per_minute_slide_like_requests(backend: str, redis_namespace: str) -> None:
     """A key's tokens: added as requests finish, read over the same sliding minute
@@ -103,13 +122,7 @@ def test_tokens_per_minute_slide_like_requests(backend: str, redis_namespace: st
     clock = Clock(1_800_000_000.0)
 
     async def go() -> list[float]:
-        if backend == "memory":
-            one: MemoryLimits | RedisLimits = MemoryLimits(clock)
-            two = one
-        else:
-            one = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)
-            two = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)
-        try:
+        async with _two_views(backend, redis_namespace, clock) as (one, two):
             await one.add_tokens("k", 300)
             await two.add_tokens("k", 200)
             await one.add_tokens("k", 0)  # nothing to add
@@ -121,10 +134,6 @@ def test_tokens_per_minute_slide_like_requests(backend: str, redis_namespace: st
             clock.now += 120  # two quiet minutes
             seen.append(await two.tokens("k"))
             return seen
-        finally:
-            await one.aclose()
-            if two is not one:
-                await two.aclose()
 
     assert asyncio.run(go()) == [500.0, 0.0, 375.0, 475.0, 0.0]
 
@@ -139,13 +148,7 @@ def test_held_tokens_count_until_released_from_their_own_minute(
     clock = Clock(1_800_000_000.0)
 
     async def go() -> list[object]:
-        if backend == "memory":
-            one: MemoryLimits | RedisLimits = MemoryLimits(clock)
-            two = one
-        else:
-            one = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)
-            two = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)
-        try:
+        async with _two_views(backend, redis_namespace, clock) as (one, two):
             first = await one.hold_tokens("k", 5000, 1000)  # alone: let through
             seen: list[object] = [first is not None, await two.tokens("k")]
             seen.append(await two.hold_tokens("k", 10, 1000))  # the window is over
@@ -164,10 +167,6 @@ def test_held_tokens_count_until_released_from_their_own_minute(
             await one.release_tokens("k", second, 600)
             seen.append(await two.tokens("k"))
             return seen
-        finally:
-            await one.aclose()
-            if two is not one:
-                await two.aclose()
 
     assert asyncio.run(go()) == [True, 5000.0, None, 0.0, True, None, 300, 0.0]
 
