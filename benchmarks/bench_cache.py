@@ -9,7 +9,8 @@ Prints a "## Response cache" section for docs/benchmarks.md (--json: the numbers
 Part 1, in-process: the key of one request (the body as sent upstream, canonical JSON,
 SHA-256) for a short chat request and a long one (8 kB of messages), and one get and
 one set on each store (memory; Redis on 127.0.0.1 when reachable), one rpm-limit
-check (llmroute.state.limits) in memory and in Redis, the gateway's client-key check
+check (llmroute.state.limits) in memory and in Redis, a client key's tpm hold and its
+release (one request's two calls), the gateway's client-key check
 (``auth:`` with 50 keys), and a deployment's shared-breaker
 check before a call (`BreakerLink.sync`) within ``sync_s`` of the last read (no Redis
 call) and when due (one Redis read); 2,000 calls each.
@@ -151,6 +152,7 @@ def in_process(redis_url: str | None) -> dict[str, Any]:
     out["auth_key_check"] = _timed(_key_check())
     limits = MemoryLimits()
     out["limit_memory_acquire"] = _timed_async(lambda i: limits.acquire(f"p:m{i % 8}", 10**9))
+    out["tpm_memory_hold_release"] = _timed_async(lambda i: _hold_release(limits, i))
     if redis_url is not None:
 
         async def acquire() -> list[float]:
@@ -166,9 +168,31 @@ def in_process(redis_url: str | None) -> dict[str, Any]:
             return samples
 
         out["limit_redis_acquire"] = percentiles(asyncio.run(acquire()))
+
+        async def hold_release() -> list[float]:
+            shared = RedisLimits(redis_url, 1.0, f"llmroute-bench-{uuid.uuid4().hex[:8]}")
+            samples = []
+            try:
+                for i in range(CALLS):
+                    start = time.perf_counter_ns()
+                    await _hold_release(shared, i)
+                    samples.append((time.perf_counter_ns() - start) / 1e3)
+            finally:
+                await shared.aclose()
+            return samples
+
+        out["tpm_redis_hold_release"] = percentiles(asyncio.run(hold_release()))
         out["breaker_sync_not_due"] = percentiles(asyncio.run(_breaker_sync(redis_url, 3600)))
         out["breaker_sync_due"] = percentiles(asyncio.run(_breaker_sync(redis_url, 1e-9)))
     return out
+
+
+async def _hold_release(limits: MemoryLimits | RedisLimits, i: int) -> None:
+    """A key's tpm hold for one request and its release (two calls on the request path)."""
+    key = f"apikey:k{i % 8}"
+    minute = await limits.hold_tokens(key, 400, 10**9)
+    assert minute is not None
+    await limits.release_tokens(key, minute, 400)
 
 
 def _key_check() -> Any:
