@@ -38,6 +38,7 @@ routes:
 default: {target: small}
 aliases: {"gpt-*": auto}
 safety: {}
+cache: {semantic: {threshold: 0.9}}
 dispatch:
   retries: {attempts: 0}
   breaker: {enabled: false}
