@@ -170,32 +170,46 @@ def test_only_admin_keys_read_the_dashboard_and_metrics(gateway: Served) -> None
 
 
 def test_a_key_over_its_rpm_gets_a_429(gateway: Served, upstream: FakeUpstream) -> None:
+    """rpm 2: two requests, then a 429; OpenAI's x-ratelimit-* headers say what is left."""
     with _client(gateway, LIMITED_KEY) as client:
+        left = []
         for _ in range(2):
-            client.chat.completions.create(**ASK)
+            raw = client.chat.completions.with_raw_response.create(**ASK)
+            assert raw.headers["x-ratelimit-limit-requests"] == "2"
+            left.append(raw.headers["x-ratelimit-remaining-requests"])
+        assert left == ["1", "0"]
+        assert "x-ratelimit-limit-tokens" not in raw.headers  # no tpm on this key
         with pytest.raises(openai.RateLimitError) as caught:
             client.chat.completions.create(**ASK)
-    assert caught.value.response.headers["retry-after"] == "1"
+    headers = caught.value.response.headers
+    assert headers["retry-after"] == "1" and headers["x-ratelimit-remaining-requests"] == "0"
     assert caught.value.code == "rate_limit_exceeded"
     with _client(gateway, TEAM_KEY) as client:  # other keys are not affected
-        client.chat.completions.create(**ASK)
+        raw = client.chat.completions.with_raw_response.create(**ASK)
+        assert not any(name.startswith("x-ratelimit") for name in raw.headers)
 
 
 def test_a_key_over_its_tpm_gets_a_429(gateway: Served) -> None:
     """tpm 10: each answer here uses 6 tokens (3 in, 3 out), counted as it finishes, so
     the second request is let in (6 < 10) and the next is refused; others go on."""
-    statuses = []
+    statuses, left = [], []
     with _client(gateway, THRIFTY_KEY) as client:
         for i in range(4):  # distinct prompts: a cache hit spends no tokens
             ask = {**ASK, "messages": [{"role": "user", "content": f"hello there {i}"}]}
             try:
-                client.chat.completions.create(**ask)
+                raw = client.chat.completions.with_raw_response.create(**ask)
                 statuses.append(200)
+                assert raw.headers["x-ratelimit-limit-tokens"] == "10"
+                left.append(raw.headers["x-ratelimit-remaining-tokens"])
             except openai.RateLimitError as exc:
                 statuses.append(429)
                 assert exc.code == "rate_limit_exceeded" and "10 tokens per minute" in exc.message
                 assert exc.response.headers["retry-after"] == "5"
+                assert exc.response.headers["x-ratelimit-remaining-tokens"] == "0"
     assert statuses[:2] == [200, 200] and 429 in statuses
+    # what was left when each was let in, less its own held estimate (3 tokens): 10 - 3,
+    # then 10 - 6 (the first answer's real tokens) - 3
+    assert left[:2] == ["7", "1"]
     with _client(gateway, TEAM_KEY) as client:
         client.chat.completions.create(**ASK)
 

@@ -13,7 +13,8 @@ password (what a browser sends after its login prompt, for the dashboard). /heal
 /ready never need one; /dashboard and /metrics need an ``admin`` key (``public_metrics``
 opens /metrics). A key with ``rpm`` is limited to that many requests a minute on the
 /v1 endpoints, one with ``tpm`` to that many tokens a minute, counted where
-``dispatch.limits`` says (429 beyond, with Retry-After).
+``dispatch.limits`` says (429 beyond, with Retry-After); their responses carry OpenAI's
+``x-ratelimit-*`` headers.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmroute.errors import ConfigError
 from llmroute.registry.schema import ApiKey, AuthSettings
@@ -175,13 +176,14 @@ class RequireKey:
             metrics = getattr(scope["app"].state, "metrics", None)
             if isinstance(metrics, GatewayMetrics):
                 metrics.auth_rejected(_reason(error))
+            send = _with_limit_headers(scope, send)
             if scope["path"] in (MESSAGES_PATH, COUNT_TOKENS_PATH):
                 await error_response(error)(scope, receive, send)
             else:
                 await error.response()(scope, receive, send)
             return
         scope[_SCOPE_KEY] = key
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, _with_limit_headers(scope, send))
 
     @staticmethod
     async def _check(scope: Scope, table: KeyTable, gateway: Gateway) -> ApiKey:
@@ -220,21 +222,65 @@ class RequireKey:
                 f"{budget.period} (UTC)",
                 code="insufficient_quota",
             )
-        if key.rpm is not None and not await limits.acquire(_account(key), key.rpm):
-            raise GatewayError(
-                429,
-                f"key {key.name!r} is at its limit of {key.rpm} requests per minute",
-                code="rate_limit_exceeded",
-                headers={"Retry-After": "1"},
-            )
-        if key.tpm is not None and await limits.tokens(_account(key)) >= key.tpm:
-            raise GatewayError(
-                429,
-                f"key {key.name!r} is at its limit of {key.tpm} tokens per minute",
-                code="rate_limit_exceeded",
-                headers={"Retry-After": "5"},
-            )
+        left: dict[str, int] = {}
+        if key.rpm is not None or key.tpm is not None:
+            scope[_LIMITS_KEY] = left
+        if key.rpm is not None:
+            taken = await limits.take(_account(key), key.rpm)
+            left[LIMIT_REQUESTS] = key.rpm
+            left[REMAINING_REQUESTS] = 0 if taken is None else max(0, int(key.rpm - taken))
+            if taken is None:
+                raise GatewayError(
+                    429,
+                    f"key {key.name!r} is at its limit of {key.rpm} requests per minute",
+                    code="rate_limit_exceeded",
+                    headers={"Retry-After": "1"},
+                )
+        if key.tpm is not None:
+            used = await limits.tokens(_account(key))
+            left[LIMIT_TOKENS] = key.tpm
+            left[REMAINING_TOKENS] = max(0, int(key.tpm - used))
+            if used >= key.tpm:
+                raise GatewayError(
+                    429,
+                    f"key {key.name!r} is at its limit of {key.tpm} tokens per minute",
+                    code="rate_limit_exceeded",
+                    headers={"Retry-After": "5"},
+                )
         return key
+
+
+LIMIT_REQUESTS, REMAINING_REQUESTS = "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests"
+LIMIT_TOKENS, REMAINING_TOKENS = "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens"
+_LIMITS_KEY = "llmroute.rate_limits"  # what is left of the key's limits, in the scope
+
+
+def _with_limit_headers(scope: Scope, send: Send) -> Send:
+    """`send`, adding OpenAI's ``x-ratelimit-*`` headers (what is left of the key's rpm
+    and tpm, read when the response starts) for a key with limits."""
+    if _LIMITS_KEY not in scope:
+        return send
+
+    async def sending(message: Message) -> None:
+        left = scope.get(_LIMITS_KEY)
+        if message["type"] == "http.response.start" and left:
+            headers = [*message.get("headers", ()), *_encoded(left)]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return sending
+
+
+def _encoded(left: Mapping[str, int]) -> list[tuple[bytes, bytes]]:
+    return [(name.encode(), str(value).encode()) for name, value in left.items()]
+
+
+def tokens_held(scope: Scope, tokens: int | None) -> None:
+    """Lower the reported ``x-ratelimit-remaining-tokens`` by a request's held estimate
+    (None: the hold was refused, nothing is left)."""
+    left = scope.get(_LIMITS_KEY)
+    if isinstance(left, dict) and REMAINING_TOKENS in left:
+        left[REMAINING_TOKENS] = 0 if tokens is None else max(0, left[REMAINING_TOKENS] - tokens)
 
 
 def check_model(scope: Scope, model: object, resolved: str | None = None) -> None:

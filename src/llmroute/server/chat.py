@@ -17,10 +17,10 @@ from llmroute.dispatch import Opened, Plan, TierStep, cascade_header, plan_reque
 from llmroute.dispatch.usage import estimated_prompt_tokens
 from llmroute.errors import LlmrouteError, ProviderError
 from llmroute.layers.llm_router import refine_plan
-from llmroute.server.auth import api_key_of, check_model, key_of
+from llmroute.server.auth import api_key_of, check_model, key_of, tokens_held
 from llmroute.server.body import read_json_object, require_messages
 from llmroute.server.cached import cache_headers, hit_headers
-from llmroute.server.errors import gateway_error
+from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.pool import keep_in_pool, may_reach
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.state import CacheLookup, look_up, replay
@@ -82,7 +82,14 @@ async def _hold_tokens(
     key = api_key_of(request.scope)
     if key is None or key.tpm is None or gateway.charges is None:
         return None
-    return await gateway.charges.hold(key, estimated_prompt_tokens(body))
+    tokens = estimated_prompt_tokens(body)
+    try:
+        release = await gateway.charges.hold(key, tokens)
+    except GatewayError:
+        tokens_held(request.scope, None)
+        raise
+    tokens_held(request.scope, tokens)
+    return release
 
 
 async def _serve_planned(

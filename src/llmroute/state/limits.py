@@ -44,16 +44,18 @@ WINDOW_S = 60.0
 NOT_HELD = -1  # `hold_tokens` let the request through without counting it (Redis down)
 
 # KEYS[1] this minute's counter, KEYS[2] the previous minute's; ARGV[1] the limit,
-# ARGV[2] the previous minute's weight. 1 when taken, 0 when at the limit.
+# ARGV[2] the previous minute's weight. The weighted count with this request, as a
+# string (a Lua number would be cut to an integer), when taken; false (nil) at the limit.
 _ACQUIRE = """
 local curr = tonumber(redis.call('GET', KEYS[1]) or '0')
 local prev = tonumber(redis.call('GET', KEYS[2]) or '0')
-if prev * tonumber(ARGV[2]) + curr >= tonumber(ARGV[1]) then
-  return 0
+local used = prev * tonumber(ARGV[2]) + curr
+if used >= tonumber(ARGV[1]) then
+  return false
 end
 redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], 130)
-return 1
+return tostring(used + 1)
 """
 
 # KEYS[1] this minute's token counter, KEYS[2] the previous minute's; ARGV[1] the tokens
@@ -85,6 +87,8 @@ class RateLimits(Protocol):
     url: str
 
     async def acquire(self, key: str, per_minute: int) -> bool: ...
+
+    async def take(self, key: str, per_minute: int) -> float | None: ...
 
     async def spent(self, key: str, period: str) -> float: ...
 
@@ -144,14 +148,20 @@ class MemoryLimits:
         self._tokens: dict[str, tuple[int, int, int]] = {}  # key → (minute, this, previous)
 
     async def acquire(self, key: str, per_minute: int) -> bool:
+        return await self.take(key, per_minute) is not None
+
+    async def take(self, key: str, per_minute: int) -> float | None:
+        """`acquire`, saying how many requests the window holds with this one (None when
+        it was at the limit): what the rate-limit headers report."""
         minute, weight = _window(self._clock())
         with self._lock:
             this, previous = _rolled(self._counts.get(key), minute)
-            if previous * weight + this >= per_minute:
+            used = previous * weight + this
+            if used >= per_minute:
                 self._counts[key] = (minute, this, previous)
-                return False
+                return None
             self._counts[key] = (minute, this + 1, previous)
-            return True
+            return used + 1
 
     async def spent(self, key: str, period: str) -> float:
         window, _ = budget_period(period, self._clock())
@@ -238,16 +248,24 @@ class RedisLimits:
         self._outage = Outage(log, clock)
 
     async def acquire(self, key: str, per_minute: int) -> bool:
+        return await self.take(key, per_minute) is not None
+
+    async def take(self, key: str, per_minute: int) -> float | None:
         if self._outage.down():
-            return True
+            return 0.0  # let through, count unknown
         minute, weight = _window(self._clock())
         keys = [f"{self._prefix}{key}:{minute}", f"{self._prefix}{key}:{minute - 1}"]
         try:
             taken = await self._script(keys=keys, args=[per_minute, f"{weight:.6f}"])
         except self._redis.errors as exc:
             self._failed(exc)
-            return True
-        return bool(taken)
+            return 0.0
+        if taken is None:
+            return None
+        try:
+            return float(taken)
+        except (TypeError, ValueError):
+            return 0.0
 
     async def spent(self, key: str, period: str) -> float:
         if self._outage.down():
