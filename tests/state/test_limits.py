@@ -504,3 +504,20 @@ def test_concurrent_calls_hold_their_prompt_against_a_deployments_tpm(
             await dispatcher.aclose()
 
     assert asyncio.run(go()) == (["m", "m", "spare", "spare"], 12.0)
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_take_says_how_many_requests_the_window_holds(backend: str, redis_namespace: str) -> None:
+    """What the x-ratelimit-remaining-requests header is made of: the sliding count with
+    this request, or None at the limit; the previous minute weighted as for `acquire`."""
+    clock = Clock(1_800_000_000.0)
+
+    async def go() -> list[float | None]:
+        async with _two_views(backend, redis_namespace, clock) as (one, two):
+            seen = [await one.take("k", 3), await two.take("k", 3), await one.take("k", 3)]
+            seen.append(await two.take("k", 3))  # the fourth: refused
+            clock.now += 60 + 30  # half of the last minute left: 3 * 0.5 + 1
+            seen.append(await one.take("k", 3))
+            return seen
+
+    assert asyncio.run(go()) == [1.0, 2.0, 3.0, None, 2.5]
