@@ -197,6 +197,29 @@ def test_feedback_is_stored_and_checked(sqlite_gateway: Running) -> None:
     assert httpx.post(f"{url}/v1/feedback", content=b"{", timeout=10).status_code == 400
 
 
+def test_feedback_on_the_first_decision_of_a_fresh_log(tmp_path: Path) -> None:
+    """A new SQLite log has no tables until the writer's first pass: feedback straight
+    after the first answer waits for it instead of failing with a 503 (it did)."""
+    with fake_upstream() as upstream:
+        registry = tmp_path / "registry.yaml"
+        text = REGISTRY % {"url": upstream.url, "fail_500": FAIL_500, "prompts": "hash"}
+        registry.write_text(text.replace("flush_seconds: 0.05", "flush_seconds: 1.0"))
+        env = {"LLMROUTE_TELEMETRY_URL": f"sqlite:///{tmp_path / 'fresh.db'}"}
+        with serve(registry, tmp_path / "serve.log", env=env) as served:
+            answer = httpx.post(
+                f"{served.url}/v1/chat/completions",
+                json={"model": "auto", "messages": [{"role": "user", "content": "hi there!"}]},
+                timeout=10,
+            )
+            decision_id = answer.headers["x-llmroute-decision-id"]
+            feedback = httpx.post(
+                f"{served.url}/v1/feedback",
+                json={"decision_id": decision_id, "thumbs": "up"},
+                timeout=10,
+            )
+    assert feedback.status_code == 200, feedback.text
+
+
 def test_a_route_only_decision_is_logged_and_takes_feedback(sqlite_gateway: Running) -> None:
     """``/v1/route`` dispatches nothing, but its decision is logged (marked route_only),
     so a client that calls the model itself can still send feedback on it; the metrics
