@@ -15,7 +15,6 @@ from collections.abc import Mapping
 
 import anyio.to_thread
 
-from llmroute.errors import TelemetryError
 from llmroute.registry.schema import TelemetrySettings
 from llmroute.telemetry.metrics import GatewayMetrics
 from llmroute.telemetry.record import FeedbackRecord, ShadowRecord
@@ -74,7 +73,9 @@ class Telemetry:
         assert store is not None and writer is not None
 
         def add() -> bool:
-            if _has_decision(store, feedback.decision_id):
+            if not writer.migrated:
+                writer.flush(2.0)  # a fresh log has no tables until the writer's first pass
+            if store.has_decision(feedback.decision_id):
                 return store.write_feedback(feedback)
             writer.flush(2.0)
             return store.write_feedback(feedback)
@@ -87,7 +88,7 @@ class Telemetry:
             return
 
         def add() -> None:
-            if not _has_decision(store, record.decision_id):
+            if not writer.migrated or not store.has_decision(record.decision_id):
                 writer.flush(2.0)  # the shadow row refers to its decision
             store.write_shadow(record)
 
@@ -99,12 +100,3 @@ class Telemetry:
             await anyio.to_thread.run_sync(writer.close, 10.0)
         if store is not None:
             await anyio.to_thread.run_sync(store.close)
-
-
-def _has_decision(store: Store, decision_id: str) -> bool:
-    """Whether the decision is stored; False too while a fresh log has no tables yet (the
-    writer creates them in its thread, and a flush waits for that)."""
-    try:
-        return store.has_decision(decision_id)
-    except TelemetryError:
-        return False

@@ -160,6 +160,12 @@ class TelemetryWriter:
                 self._thread.start()
         return self
 
+    @property
+    def migrated(self) -> bool:
+        """Whether the store's tables are known to exist (migrated since the last store
+        error): until then a read may find none."""
+        return self._ready
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record offered before this call is written or dropped;
         False when `timeout` passed first (or the thread is not running)."""
