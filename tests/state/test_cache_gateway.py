@@ -175,6 +175,32 @@ def test_metrics_and_the_decision_log_count_hits(
     wait_for("the hit in the decision log", logged, 10)
 
 
+def test_negative_feedback_evicts_the_answer_it_judged(
+    gateway: tuple[openai.OpenAI, FakeUpstream, Served, Path],
+) -> None:
+    """A thumbs down on a cached answer (here on the decision a hit served) drops it:
+    the next request gets a fresh answer. Thumbs up keeps it."""
+    c, _, served, _ = gateway
+    ask = {"model": "auto", "messages": _messages("hello there, is this answer any good")}
+    first = c.chat.completions.create(**ask)
+    wait_for("the answer to be stored", lambda: _hit(c, ask), 10)
+    hit = c.chat.completions.with_raw_response.create(**ask)
+    decision_id = hit.headers["x-llmroute-decision-id"]
+    url = f"{served.url}/v1/feedback"
+    up = httpx.post(url, json={"decision_id": decision_id, "thumbs": "up"}, timeout=10)
+    assert up.status_code == 200 and "cache_evicted" not in up.json(), up.text
+    assert _hit(c, ask)
+    down = httpx.post(url, json={"decision_id": decision_id, "thumbs": "down"}, timeout=10)
+    assert down.json() == {"ok": True, "decision_id": decision_id, "cache_evicted": True}
+    fresh = c.chat.completions.with_raw_response.create(**ask)
+    assert fresh.headers["x-llmroute-cache"] == "miss"
+    assert fresh.parse().choices[0].message.content != first.choices[0].message.content
+    again = httpx.post(url, json={"decision_id": decision_id, "score": 0.1}, timeout=10)
+    assert again.json()["cache_evicted"] is False  # already gone
+    metrics = httpx.get(f"{served.url}/metrics", timeout=5).text
+    assert 'llmroute_cache_total{result="evicted"} 1.0' in metrics
+
+
 SEMANTIC = "{ttl_s: 300, semantic: {threshold: 0.95}}"
 FRANCE = "What is the capital of France?"
 

@@ -97,6 +97,29 @@ def test_redis_round_trip_with_expiry(redis_namespace: str) -> None:
     run(go())
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_delete_says_whether_the_entry_was_there(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """What feedback's eviction uses: a deleted answer is gone, a second delete finds
+    nothing."""
+
+    async def go() -> list[object]:
+        if backend == "memory":
+            store: MemoryStore | RedisStore = MemoryStore(10, 1000)
+            key = "k"
+        else:
+            store = RedisStore(REDIS_URL, timeout_s=2)
+            key = f"{request.getfixturevalue('redis_namespace')}:k"
+        try:
+            await store.set(key, b"answer", ttl_s=60)
+            return [await store.delete(key), await store.get(key), await store.delete(key)]
+        finally:
+            await store.aclose()
+
+    assert run(go()) == [True, None, False]
+
+
 def test_redis_that_is_not_there_raises_quickly_without_the_password(closed_port: int) -> None:
     url = f"redis://user:s3cret-pass@127.0.0.1:{closed_port}/0"
 

@@ -981,7 +981,9 @@ class CacheSettings(_Frozen):
     points at it); ``$LLMROUTE_CACHE_URL`` overrides it (``off`` turns the cache off).
     Answers over `max_entry_bytes` are not stored; `streams` also stores and replays
     streamed answers; `routes` caches only those routes (all when absent); `semantic`
-    adds the lookup by meaning (`SemanticCacheSettings`, off when absent). A Redis call
+    adds the lookup by meaning (`SemanticCacheSettings`, off when absent);
+    `evict_on_feedback` drops an answer a user judged wrong (thumbs down, or a score
+    under 0.5, on ``POST /v1/feedback``) so that nobody is served it again. A Redis call
     slower than `timeout_s`, or a Redis that is down, is a miss, never an error."""
 
     enabled: bool = True
@@ -993,6 +995,7 @@ class CacheSettings(_Frozen):
     streams: bool = True
     routes: tuple[str, ...] | None = None
     semantic: SemanticCacheSettings | None = None
+    evict_on_feedback: bool = True
     timeout_s: Seconds = 0.05
     namespace: str = Field(default="llmroute", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
 

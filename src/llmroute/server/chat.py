@@ -110,9 +110,7 @@ async def _serve_planned(
     stream = body.get("stream") is True
     trace = tracing_of(request).start_request(plan.decision, start_ns=int(ts * 1e9))
     try:
-        lookup = await look_up(
-            gateway.cache, plan, body, stream, request.headers, key_of(request.scope)
-        )
+        lookup = await _look_up(request, gateway, plan, body, stream)
         if lookup is not None and lookup.answer is not None:
             hit = _from_cache(gateway, recorder, trace, plan, body, lookup, ts, started_ns)
             return hit, False
@@ -276,6 +274,24 @@ def recorder_of(request: Request) -> Recorder | None:
     if not isinstance(telemetry, Telemetry):
         return None
     return gateway_of(request).recorder_for(telemetry.recorder, api_key_of(request.scope))
+
+
+async def _look_up(
+    request: Request, gateway: Gateway, plan: Plan, body: dict[str, Any], stream: bool
+) -> CacheLookup | None:
+    """The request in the response cache (its client key's part of it). Where feedback
+    can be given, the answer it gets or stores is noted against the decision, so that
+    negative feedback can evict it."""
+    cache = gateway.cache
+    telemetry = getattr(request.app.state, "telemetry", None)
+    evictable = (
+        cache is not None
+        and cache.settings.evict_on_feedback
+        and isinstance(telemetry, Telemetry)
+        and telemetry.enabled  # feedback needs the decision log
+    )
+    partition = key_of(request.scope)
+    return await look_up(cache, plan, body, stream, request.headers, partition, evictable=evictable)
 
 
 _NO_TRACING = Tracing()

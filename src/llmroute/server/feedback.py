@@ -4,6 +4,9 @@ Body: ``{"decision_id": str, "score": number in [0, 1] | "thumbs": "up" | "down"
 "comment": str}`` (score or thumbs, or both; comment optional). The decision id is the
 ``x-llmroute-decision-id`` header of the response being judged. 200 ``{"ok": true}``;
 404 for an id the log does not hold; 503 when the decision log is off or unreachable.
+Negative feedback (thumbs down, a score under 0.5) on an answer that came from, or went
+into, the response cache drops it there (``cache.evict_on_feedback``), and the answer
+says so (``"cache_evicted": true``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from llmroute.server.body import read_json_object
 from llmroute.server.errors import GatewayError
+from llmroute.server.state import gateway_of
 from llmroute.telemetry.record import FeedbackRecord
 from llmroute.telemetry.service import Telemetry
 
@@ -94,7 +98,16 @@ async def feedback(request: Request) -> Response:
             param="decision_id",
             code="decision_not_found",
         )
-    return JSONResponse({"ok": True, "decision_id": record.decision_id})
+    answer: dict[str, Any] = {"ok": True, "decision_id": record.decision_id}
+    cache = gateway_of(request).cache
+    if cache is not None and cache.settings.evict_on_feedback and _negative(record):
+        answer["cache_evicted"] = await cache.evict(record.decision_id)
+    return JSONResponse(answer)
+
+
+def _negative(record: FeedbackRecord) -> bool:
+    """A user said the answer was wrong: thumbs down, or a score under one half."""
+    return record.thumbs == "down" or (record.score is not None and record.score < 0.5)
 
 
 def _invalid(param: str, message: str) -> GatewayError:

@@ -5,7 +5,7 @@ look it up (`look_up`), replay a stored answer (`replay`), or store the fresh on
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from llmroute.state.response_cache import CachedAnswer, CacheDirectives, CacheKeys, ResponseCache
@@ -26,6 +26,7 @@ class CacheLookup:
     directives: CacheDirectives
     answer: CachedAnswer | None
     similarity: float | None = None
+    found_under: str | None = None  # a semantic hit's key (an exact hit's is `key`)
 
     @property
     def key(self) -> str:
@@ -51,21 +52,31 @@ async def look_up(
     stream: bool,
     headers: Mapping[str, str],
     partition: str | None = None,
+    *,
+    evictable: bool = False,
 ) -> CacheLookup | None:
     """None when there is no cache or this request is not cached. Raises
-    `PolicyViolation` for a blocked request. `partition`: see `ResponseCache.key`."""
+    `PolicyViolation` for a blocked request. `partition`: see `ResponseCache.key`.
+    `evictable`: note which stored answer serves the plan's decision (the one found, or
+    the one this request will store), so that negative feedback on it can evict it."""
     if cache is None:
         return None
     keys = cache.keys(plan, body, stream, partition)
     if keys is None:
         return None
+    if evictable:
+        keys = replace(keys, decision=plan.decision.id)
     directives = CacheDirectives.from_headers(headers)
-    answer = await cache.get(keys.exact, directives)
-    if answer is None and keys.context is not None:
+    lookup = CacheLookup(cache, keys, directives, await cache.get(keys.exact, directives))
+    if lookup.answer is None and keys.context is not None:
         similar = await cache.get_similar(keys, directives)
         if similar is not None:
-            return CacheLookup(cache, keys, directives, similar[0], similar[1])
-    return CacheLookup(cache, keys, directives, answer)
+            answer, similarity, found_under = similar
+            lookup = CacheLookup(cache, keys, directives, answer, similarity, found_under)
+    if evictable and lookup.answer is not None:
+        where = lookup.found_under or keys.exact
+        cache.remember(plan.decision.id, where, lookup.answer.stored_at)
+    return lookup
 
 
 async def replay(answer: CachedAnswer) -> AsyncIterator[bytes]:

@@ -142,17 +142,20 @@ Observe = Callable[[str], None]
 @dataclass(frozen=True, slots=True)
 class CacheKeys:
     """A cacheable request's exact key and, for the semantic lookup, its context key and
-    the embedding of its last user message (both None when that lookup does not apply)."""
+    the embedding of its last user message (both None when that lookup does not apply);
+    `decision` when negative feedback on it may evict the answer."""
 
     exact: str
     context: str | None = None
     vector: F32 | None = None
+    decision: str | None = None  # the decision the answer serves, for feedback to evict
 
 
 class ResponseCache:
     """The cache in front of dispatch. `on_result` is told ``hit``, ``miss``,
     ``bypass`` (the client's Cache-Control), ``semantic_hit`` or ``semantic_miss`` (the
-    lookup by meaning after an exact miss), ``stored``, ``too_large`` or ``error``."""
+    lookup by meaning after an exact miss), ``stored``, ``too_large``, ``evicted`` (by
+    negative feedback) or ``error``."""
 
     def __init__(
         self,
@@ -279,9 +282,9 @@ class ResponseCache:
 
     async def get_similar(
         self, keys: CacheKeys, directives: CacheDirectives
-    ) -> tuple[CachedAnswer, float] | None:
+    ) -> tuple[CachedAnswer, float, str] | None:
         """After an exact miss: the stored answer to the nearest message of the same
-        context at or above the threshold, and its similarity; counted as
+        context at or above the threshold, its similarity and its key; counted as
         ``semantic_hit`` or ``semantic_miss``."""
         settings = self.settings.semantic
         index = self.semantic
@@ -291,7 +294,8 @@ class ResponseCache:
             return None
         try:
             found = await index.nearest(keys.context, keys.vector, settings.threshold)
-            raw = None if found is None else await self.store.get(self._prefix + found[0])
+            key = None if found is None else self._prefix + found[0]
+            raw = None if key is None else await self.store.get(key)
         except StoreUnavailable as exc:
             self._failed(exc)
             return None
@@ -302,11 +306,11 @@ class ResponseCache:
         max_age = directives.max_age_s
         if answer is not None and max_age is not None and answer.age_s(self._clock()) > max_age:
             answer = None
-        if answer is None or found is None:
+        if answer is None or found is None or key is None:
             self._count("semantic_miss")
             return None
         self._count("semantic_hit")
-        return answer, found[1]
+        return answer, found[1], key
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -392,6 +396,56 @@ class ResponseCache:
                 self._failed(StoreUnavailable(f"semantic index {index.url}: {type(exc).__name__}"))
                 return
         self._count("stored")
+        if keys.decision is not None:
+            await self._remember(keys.decision, keys.exact, answer.stored_at)
+
+    # -- what answered a decision, for feedback ------------------------------------------
+
+    def remember(self, decision_id: str, key: str, stored_at: float) -> None:
+        """Note, in the background, that the answer stored under `key` at `stored_at`
+        served `decision_id` (kept as long as answers are), so that feedback on the
+        decision can `evict` that answer."""
+        if self._outage.down():
+            return
+        work = self._remember(decision_id, key, stored_at)
+        task = asyncio.get_running_loop().create_task(work)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _remember(self, decision_id: str, key: str, stored_at: float) -> None:
+        note = f"{stored_at!r} {key}".encode()
+        try:
+            await self.store.set(self._served_key(decision_id), note, self.settings.ttl_s)
+        except StoreUnavailable as exc:
+            self._failed(exc)
+
+    async def evict(self, decision_id: str) -> bool:
+        """Drop the stored answer that served `decision_id` (a user judged it wrong), so
+        that no later request, exact or by meaning, gets it; whether it was still there
+        (an answer stored since under the same key is another answer, and stays)."""
+        if self._outage.down():
+            return False
+        try:
+            note = await self.store.get(self._served_key(decision_id))
+            stored_at, _, key = (note or b"").decode().partition(" ")
+            raw = await self.store.get(key) if key else None
+            answer = None if raw is None else CachedAnswer.decode(raw)
+            evicted = (
+                answer is not None
+                and repr(answer.stored_at) == stored_at
+                and await self.store.delete(key)
+            )
+        except StoreUnavailable as exc:
+            self._failed(exc)
+            return False
+        except UnicodeDecodeError:
+            return False
+        if evicted:
+            self._count("evicted")
+        return evicted
+
+    def _served_key(self, decision_id: str) -> str:
+        return f"{self._prefix}served:{decision_id}"
 
     async def flush(self, timeout_s: float = 2.0) -> None:
         """Wait (at most `timeout_s`) for the writes in flight."""

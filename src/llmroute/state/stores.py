@@ -50,6 +50,8 @@ class KeyValueStore(Protocol):
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
 
+    async def delete(self, key: str) -> bool: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -100,6 +102,14 @@ class MemoryStore:
             while len(self._entries) > self._max_entries or self._bytes > self._max_bytes:
                 self._drop(next(iter(self._entries)))
 
+    async def delete(self, key: str) -> bool:
+        """Drop `key`; whether it was there."""
+        with self._lock:
+            if key not in self._entries:
+                return False
+            self._drop(key)
+            return True
+
     async def aclose(self) -> None:
         """Nothing to release; the entries stay for whoever else holds the store."""
 
@@ -126,6 +136,12 @@ class RedisStore:
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         try:
             await self._redis.client.set(key, value, px=max(1, round(ttl_s * 1000)))
+        except self._redis.errors as exc:
+            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
+
+    async def delete(self, key: str) -> bool:
+        try:
+            return bool(await self._redis.client.delete(key))
         except self._redis.errors as exc:
             raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
 

@@ -27,7 +27,7 @@ Metrics (all prefixed ``llmroute_``):
 - ``llm_router_total{outcome}``: LLM router calls (llmroute.layers.llm_router);
 - ``cache_total{result}``: response cache lookups and writes (llmroute.state):
   ``hit``, ``miss``, ``bypass``, ``semantic_hit``, ``semantic_miss``, ``stored``,
-  ``too_large``, ``error``;
+  ``too_large``, ``evicted``, ``error``;
 - ``auth_rejected_total{reason}``: requests the client-key check turned away:
   ``missing``, ``invalid``, ``forbidden``, ``rate_limited`` (llmroute.server.auth).
 
@@ -416,7 +416,7 @@ class GatewayMetrics:
 
     def cache(self, result: str) -> None:
         """A response cache result: ``hit``, ``miss``, ``bypass``, ``semantic_hit``,
-        ``semantic_miss``, ``stored``, ``too_large`` or ``error``."""
+        ``semantic_miss``, ``stored``, ``too_large``, ``evicted`` or ``error``."""
         self._cache(result).inc()
 
     def auth_rejected(self, reason: str) -> None:
