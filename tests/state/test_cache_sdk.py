@@ -126,3 +126,18 @@ def test_two_routers_share_the_semantic_index_in_redis(
         assert close.llmroute["cache"] == "hit" and "cache_similarity" in close.llmroute
         assert close.choices[0].message.content == first.choices[0].message.content
     assert len(upstream.requests) == before + 1
+
+
+def test_negative_feedback_through_the_sdk_evicts_the_cached_answer(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    log = f"sqlite:///{tmp_path / 'decisions.db'}"
+    cache = f"{{ttl_s: 60}}\ntelemetry: {{url: '{log}'}}"
+    with _router(tmp_path, upstream, cache) as router:
+        first = router.chat.completions.create(**_ask("hi there, judge me"))
+        hit = router.chat.completions.create(**_ask("hi there, judge me"))
+        assert hit.llmroute["cache"] == "hit"
+        assert router.chat.feedback(hit.llmroute["decision_id"], thumbs="down")
+        fresh = router.chat.completions.create(**_ask("hi there, judge me"))
+        assert fresh.llmroute["cache"] == "miss"
+        assert fresh.choices[0].message.content != first.choices[0].message.content

@@ -159,6 +159,14 @@ class _Engine:
     async def dispatcher(self) -> Dispatcher:
         return await self._clients.get()
 
+    async def evict(self, decision_id: str) -> bool:
+        """Drop the cached answer that served `decision_id` (negative feedback)."""
+        await self._clients.get()  # this loop's cache
+        cache = self._clients.cache()
+        if cache is None or not cache.settings.evict_on_feedback:
+            return False
+        return await cache.evict(decision_id)
+
     async def refined(self, request: _Request, plan: Plan, dispatcher: Dispatcher) -> Plan:
         """`plan` after the LLM router (one per dispatcher, so per loop), when the
         registry configures one and it applies."""
@@ -188,7 +196,10 @@ class _Engine:
             dispatcher = await self.dispatcher()
             plan = await self.refined(request, plan, dispatcher)
             cache = self._clients.cache()
-            lookup = await look_up(cache, plan, request.body, stream, request.headers)
+            evictable = cache is not None and cache.settings.evict_on_feedback and self.log.enabled
+            lookup = await look_up(
+                cache, plan, request.body, stream, request.headers, evictable=evictable
+            )
             if lookup is not None and lookup.answer is not None:
                 return _Sent(recorder, plan, lookup, None)
             result = await _limited(send(dispatcher, plan), request.timeout)
@@ -359,9 +370,11 @@ class Chat:
         """A user's verdict on an answer (its ``llmroute["decision_id"]``), stored beside
         the decision as ``POST /v1/feedback`` does: `score` in [0, 1] and/or `thumbs`.
         False when the log holds no such decision; `ValueError` for bad values;
-        `RuntimeError` when the decision log is off. Blocking (a store round trip)."""
+        `RuntimeError` when the decision log is off. Blocking (a store round trip).
+        Negative feedback (thumbs down, a score under 0.5) also drops the cached answer
+        that served the decision (``cache.evict_on_feedback``), as the gateway does."""
         from llmroute.server.errors import GatewayError
-        from llmroute.server.feedback import parse_feedback
+        from llmroute.server.feedback import negative_feedback, parse_feedback
 
         body: dict[str, Any] = {"decision_id": decision_id, "score": score, "thumbs": thumbs}
         if comment is not None:
@@ -370,7 +383,10 @@ class Chat:
             record = parse_feedback(body, time.time())
         except GatewayError as exc:
             raise ValueError(exc.message) from None
-        return self._engine.log.add_feedback(record)
+        stored = self._engine.log.add_feedback(record)
+        if stored and negative_feedback(record):
+            self._engine.thread().run(self._engine.evict(record.decision_id))
+        return stored
 
     async def afeedback(
         self,

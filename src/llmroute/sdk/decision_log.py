@@ -105,6 +105,11 @@ class SdkDecisionLog:
         self._recorder = Recorder(writer, self._metrics, settings.prompts)
         log.info("SDK decision log: %s (prompts: %s)", mask_url(url), settings.prompts)
 
+    @property
+    def enabled(self) -> bool:
+        """Whether decisions are stored (after the first `recorder` call opened the log)."""
+        return self._store is not None
+
     def add_feedback(self, feedback: FeedbackRecord) -> bool:
         """Store feedback (blocking); False when the log holds no such decision. The
         writer is flushed first (it also prepares the schema of a store opened moments

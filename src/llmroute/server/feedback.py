@@ -25,7 +25,7 @@ from llmroute.server.state import gateway_of
 from llmroute.telemetry.record import FeedbackRecord
 from llmroute.telemetry.service import Telemetry
 
-__all__ = ["feedback", "parse_feedback"]
+__all__ = ["feedback", "negative_feedback", "parse_feedback"]
 
 log = logging.getLogger("llmroute.server")
 
@@ -100,12 +100,12 @@ async def feedback(request: Request) -> Response:
         )
     answer: dict[str, Any] = {"ok": True, "decision_id": record.decision_id}
     cache = gateway_of(request).cache
-    if cache is not None and cache.settings.evict_on_feedback and _negative(record):
+    if cache is not None and cache.settings.evict_on_feedback and negative_feedback(record):
         answer["cache_evicted"] = await cache.evict(record.decision_id)
     return JSONResponse(answer)
 
 
-def _negative(record: FeedbackRecord) -> bool:
+def negative_feedback(record: FeedbackRecord) -> bool:
     """A user said the answer was wrong: thumbs down, or a score under one half."""
     return record.thumbs == "down" or (record.score is not None and record.score < 0.5)
 
