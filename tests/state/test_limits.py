@@ -25,7 +25,7 @@ from llmroute.errors import ConfigError, ProviderError
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.state import MemoryLimits, RedisLimits
-from llmroute.state.limits import budget_period
+from llmroute.state.limits import budget_period, seconds_until_below
 from llmroute.telemetry.metrics import GatewayMetrics
 
 
@@ -521,3 +521,39 @@ def test_take_says_how_many_requests_the_window_holds(backend: str, redis_namesp
             return seen
 
     assert asyncio.run(go()) == [1.0, 2.0, 3.0, None, 2.5]
+
+
+@pytest.mark.parametrize(
+    ("previous", "this", "offset_s", "target", "wait_s"),
+    [
+        (0, 0, 30, 5, 0.0),  # an empty window has room
+        (2, 1, 30, 5, 0.0),  # 2 * 0.5 + 1 = 2 < 5
+        (10, 2, 30, 5, 12.0),  # 10 * (0.5 - 0.2) + 2 = 5: the previous minute decays
+        (0, 8, 30, 5, 52.5),  # this minute is over: wait for it to become the previous
+        (4, 0, 45, 0, 15.0),  # until empty: the previous minute leaves in 15 s
+        (4, 3, 45, -1, 75.0),  # ... and this one a minute later
+    ],
+)
+def test_seconds_until_below(
+    previous: int, this: int, offset_s: float, target: float, wait_s: float
+) -> None:
+    now = 1_800_000_000.0 + offset_s  # 1.8e9 starts a minute
+    assert seconds_until_below(previous, this, now, target) == pytest.approx(wait_s)
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_retry_after_reads_the_same_window(backend: str, redis_namespace: str) -> None:
+    clock = Clock(1_800_000_000.0 + 30)
+
+    async def go() -> list[float]:
+        async with _two_views(backend, redis_namespace, clock) as (one, two):
+            for _ in range(3):
+                await one.take("k", 3)
+            await one.add_tokens("k", 800)
+            return [
+                await two.retry_after("k", 3),  # full until this minute ends (30 s)
+                await two.retry_after("k", 1000, tokens=True),  # 800 < 1000: room now
+                await two.retry_after("k", 400, tokens=True),  # 30 + 60 * (1 - 0.5)
+            ]
+
+    assert asyncio.run(go()) == pytest.approx([30.0, 0.0, 60.0])

@@ -23,6 +23,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import math
 import os
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -230,24 +231,37 @@ class RequireKey:
             left[LIMIT_REQUESTS] = key.rpm
             left[REMAINING_REQUESTS] = 0 if taken is None else max(0, int(key.rpm - taken))
             if taken is None:
+                wait = await limits.retry_after(_account(key), key.rpm)
                 raise GatewayError(
                     429,
                     f"key {key.name!r} is at its limit of {key.rpm} requests per minute",
                     code="rate_limit_exceeded",
-                    headers={"Retry-After": "1"},
+                    headers=retry_headers(wait),
                 )
         if key.tpm is not None:
             used = await limits.tokens(_account(key))
             left[LIMIT_TOKENS] = key.tpm
             left[REMAINING_TOKENS] = max(0, int(key.tpm - used))
             if used >= key.tpm:
+                wait = await limits.retry_after(_account(key), key.tpm, tokens=True)
                 raise GatewayError(
                     429,
                     f"key {key.name!r} is at its limit of {key.tpm} tokens per minute",
                     code="rate_limit_exceeded",
-                    headers={"Retry-After": "5"},
+                    headers=retry_headers(wait),
                 )
         return key
+
+
+def retry_headers(wait_s: float) -> dict[str, str]:
+    """A 429's ``Retry-After`` (whole seconds, at least 1) and ``retry-after-ms`` (what
+    OpenAI's clients read first): when the sliding window will have room again, if
+    nothing else arrives."""
+    wait_s = max(wait_s, 0.0)
+    return {
+        "Retry-After": str(max(1, math.ceil(wait_s))),
+        "retry-after-ms": str(max(1, math.ceil(wait_s * 1000))),
+    }
 
 
 LIMIT_REQUESTS, REMAINING_REQUESTS = "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests"
@@ -345,12 +359,15 @@ class Charges:
         account = _account(key)
         minute = await self._limits.hold_tokens(account, tokens, key.tpm)
         if minute is None:
+            # room for this request: the count at most tpm - tokens (or an empty window)
+            room = key.tpm - tokens + 1e-9
+            wait = await self._limits.retry_after(account, room, tokens=True)
             raise GatewayError(
                 429,
                 f"key {key.name!r} is at its limit of {key.tpm} tokens per minute "
                 f"(this request needs about {tokens} more)",
                 code="rate_limit_exceeded",
-                headers={"Retry-After": "5"},
+                headers=retry_headers(wait),
             )
         released = False
 

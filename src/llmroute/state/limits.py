@@ -36,6 +36,7 @@ __all__ = [
     "budget_period",
     "open_limits",
     "process_limits",
+    "seconds_until_below",
 ]
 
 log = logging.getLogger("llmroute.limits")
@@ -100,6 +101,8 @@ class RateLimits(Protocol):
 
     async def hold_tokens(self, key: str, count: int, per_minute: int) -> int | None: ...
 
+    async def retry_after(self, key: str, target: float, *, tokens: bool = False) -> float: ...
+
     async def release_tokens(self, key: str, minute: int, count: int) -> None: ...
 
     async def aclose(self) -> None: ...
@@ -122,6 +125,23 @@ def _window(now: float) -> tuple[int, float]:
     """This minute's index and the weight of the previous minute's count."""
     minute = int(now // WINDOW_S)
     return minute, 1.0 - (now - minute * WINDOW_S) / WINDOW_S
+
+
+def seconds_until_below(previous: float, this: float, now: float, target: float) -> float:
+    """How long until the sliding count (``previous`` weighted by what is left of the last
+    minute, plus ``this``) falls below `target`, with nothing more added: what a 429's
+    ``Retry-After`` says. `target` <= 0 means until the window is empty."""
+    weight = _window(now)[1]
+    left_s = weight * WINDOW_S  # of this minute
+    previous, this = max(previous, 0.0), max(this, 0.0)
+    if target <= 0:
+        return left_s + (WINDOW_S if this > 0 else 0.0) if previous > 0 or this > 0 else 0.0
+    if previous * weight + this < target:
+        return 0.0
+    if this < target:  # within this minute, as the previous minute's share decays
+        return max(0.0, WINDOW_S * (weight - (target - this) / previous))
+    # next minute: this minute's count becomes the previous one and decays
+    return left_s + WINDOW_S * (1.0 - target / this)
 
 
 def _rolled(entry: tuple[int, int, int] | None, minute: int) -> tuple[int, int]:
@@ -211,6 +231,15 @@ class MemoryLimits:
                 self._tokens[key] = (now, this - count, previous)
             elif minute == now - 1:
                 self._tokens[key] = (now, this, previous - count)
+
+    async def retry_after(self, key: str, target: float, *, tokens: bool = False) -> float:
+        """Seconds until `key`'s requests (or `tokens`) fall below `target`."""
+        now = self._clock()
+        minute, _ = _window(now)
+        with self._lock:
+            entry = (self._tokens if tokens else self._counts).get(key)
+            this, previous = _rolled(entry, minute)
+        return seconds_until_below(previous, this, now, target)
 
     async def aclose(self) -> None:
         """Nothing to release: the counts outlive a registry reload."""
@@ -341,6 +370,22 @@ class RedisLimits:
             await self._release(keys=[f"{self._tokens_prefix}{key}:{minute}"], args=[count])
         except self._redis.errors as exc:
             self._failed(exc)
+
+    async def retry_after(self, key: str, target: float, *, tokens: bool = False) -> float:
+        now = self._clock()
+        if self._outage.down():
+            return 1.0
+        minute, _ = _window(now)
+        prefix = self._tokens_prefix if tokens else self._prefix
+        names = [f"{prefix}{key}:{minute}", f"{prefix}{key}:{minute - 1}"]
+        try:
+            this, previous = await self._client.mget(names)
+            return seconds_until_below(float(previous or 0), float(this or 0), now, target)
+        except self._redis.errors as exc:
+            self._failed(exc)
+        except ValueError:
+            pass
+        return 1.0
 
     def _failed(self, exc: BaseException) -> None:
         self._outage.failed(
