@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,37 +155,31 @@ def in_process(redis_url: str | None) -> dict[str, Any]:
     out["limit_memory_acquire"] = _timed_async(lambda i: limits.acquire(f"p:m{i % 8}", 10**9))
     out["tpm_memory_hold_release"] = _timed_async(lambda i: _hold_release(limits, i))
     if redis_url is not None:
-
-        async def acquire() -> list[float]:
-            shared = RedisLimits(redis_url, 1.0, f"llmroute-bench-{uuid.uuid4().hex[:8]}")
-            samples = []
-            try:
-                for i in range(CALLS):
-                    start = time.perf_counter_ns()
-                    await shared.acquire(f"p:m{i % 8}", 10**9)
-                    samples.append((time.perf_counter_ns() - start) / 1e3)
-            finally:
-                await shared.aclose()
-            return samples
-
-        out["limit_redis_acquire"] = percentiles(asyncio.run(acquire()))
-
-        async def hold_release() -> list[float]:
-            shared = RedisLimits(redis_url, 1.0, f"llmroute-bench-{uuid.uuid4().hex[:8]}")
-            samples = []
-            try:
-                for i in range(CALLS):
-                    start = time.perf_counter_ns()
-                    await _hold_release(shared, i)
-                    samples.append((time.perf_counter_ns() - start) / 1e3)
-            finally:
-                await shared.aclose()
-            return samples
-
-        out["tpm_redis_hold_release"] = percentiles(asyncio.run(hold_release()))
+        out["limit_redis_acquire"] = percentiles(
+            asyncio.run(_on_redis_limits(redis_url, lambda r, i: r.acquire(f"p:m{i % 8}", 10**9)))
+        )
+        out["tpm_redis_hold_release"] = percentiles(
+            asyncio.run(_on_redis_limits(redis_url, _hold_release))
+        )
         out["breaker_sync_not_due"] = percentiles(asyncio.run(_breaker_sync(redis_url, 3600)))
         out["breaker_sync_due"] = percentiles(asyncio.run(_breaker_sync(redis_url, 1e-9)))
     return out
+
+
+async def _on_redis_limits(
+    redis_url: str, call: Callable[[RedisLimits, int], Awaitable[object]]
+) -> list[float]:
+    """`call` timed CALLS times on a fresh Redis limits namespace (µs)."""
+    shared = RedisLimits(redis_url, 1.0, f"llmroute-bench-{uuid.uuid4().hex[:8]}")
+    samples = []
+    try:
+        for i in range(CALLS):
+            start = time.perf_counter_ns()
+            await call(shared, i)
+            samples.append((time.perf_counter_ns() - start) / 1e3)
+    finally:
+        await shared.aclose()
+    return samples
 
 
 async def _hold_release(limits: MemoryLimits | RedisLimits, i: int) -> None:
