@@ -25,6 +25,9 @@ script replays real user queries through such a cache, with nothing but distinct
   so its label says nothing about whether two queries ask the same thing).
 - Example hit pairs (seeded choice) at 0.95 and 0.97, so a reader can judge whether
   same-intent hits really ask the same question.
+- The same replay with the cache's word-pair guard (`min_word_overlap`, as shipped):
+  the nearest earlier query among those sharing at least that Jaccard share of their
+  word-bigram signatures (`llmroute.state.semantic_index.word_pairs`).
 - Lookup cost of the cache's nearest-neighbour search in numpy: one float32 query
   against N cached vectors (``sims = M @ q; argmax``), N in 64..4096, with M held as
   float32 and as float16 converted per call; 2,000 timed calls after 200 warm-up.
@@ -48,6 +51,8 @@ import numpy.typing as npt
 from _common import BANKING, CLINC, dump_json, log, machine, percentiles
 
 from llmroute.encoders.builtin import load_builtin
+from llmroute.registry.schema import SemanticCacheSettings
+from llmroute.state.semantic_index import word_pairs
 
 Matrix = npt.NDArray[np.float32]
 
@@ -58,6 +63,7 @@ DATASETS: dict[str, tuple[Path, int | None]] = {
 ENCODER_NAMES = ("static", "minilm-int8")
 THRESHOLDS = (0.80, 0.85, 0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99)
 EXAMPLE_THRESHOLDS = (0.95, 0.97)
+GUARD = SemanticCacheSettings().min_word_overlap  # the word-pair guard, as shipped
 EXAMPLES = 8
 OOS = "oos"
 SEED = 0
@@ -154,16 +160,32 @@ def embed(encoder_name: str, dataset: Dataset) -> tuple[Matrix, dict[str, Any]]:
     return out, info
 
 
-def nearest_earlier(vectors: Matrix) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    """For each row i > 0, the max cosine to any row j < i and that j (row 0: -inf, -1)."""
+def pair_bits(texts: list[str]) -> npt.NDArray[np.float32]:
+    """Each text's word-pair signature as the cache computes it (`word_pairs`), unpacked
+    to 0/1 columns."""
+    packed = np.stack([word_pairs(t) for t in texts])
+    return np.unpackbits(packed, axis=1).astype(np.float32)
+
+
+def nearest_earlier(
+    vectors: Matrix, pairs: npt.NDArray[np.float32] | None = None, min_overlap: float = 0.0
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """For each row i > 0, the max cosine to any row j < i and that j (row 0: -inf, -1);
+    with `pairs`, only among rows whose word pairs overlap row i's by `min_overlap`
+    (Jaccard), as the cache's guard allows."""
     n = len(vectors)
     best = np.full(n, -np.inf, dtype=np.float32)
     arg = np.full(n, -1, dtype=np.int64)
+    sizes = None if pairs is None else pairs.sum(axis=1)
     for lo in range(1, n, SIM_BLOCK):
         hi = min(lo + SIM_BLOCK, n)
         sims = vectors[lo:hi] @ vectors[:hi].T
         rows = np.arange(lo, hi)[:, None]
         sims[np.arange(hi)[None, :] >= rows] = -np.inf  # only strictly earlier queries
+        if pairs is not None and sizes is not None and min_overlap > 0:
+            shared = pairs[lo:hi] @ pairs[:hi].T
+            union = sizes[lo:hi, None] + sizes[None, :hi] - shared
+            sims[shared < min_overlap * np.maximum(union, 1)] = -np.inf
         arg[lo:hi] = np.argmax(sims, axis=1)
         best[lo:hi] = sims[np.arange(hi - lo), arg[lo:hi]]
     return best, arg
@@ -177,8 +199,9 @@ class Replay:
     oos: npt.NDArray[np.bool_]
 
 
-def replay(vectors: Matrix, dataset: Dataset) -> Replay:
-    best, arg = nearest_earlier(vectors)
+def replay(vectors: Matrix, dataset: Dataset, min_overlap: float = 0.0) -> Replay:
+    pairs = pair_bits(dataset.texts) if min_overlap > 0 else None
+    best, arg = nearest_earlier(vectors, pairs, min_overlap)
     intents = np.asarray(dataset.intents, dtype=object)
     partner = intents[np.maximum(arg, 0)]
     same = (intents == partner) & (arg >= 0)
@@ -255,10 +278,15 @@ def run_dataset(dataset: Dataset, encoders: list[str]) -> dict[str, Any]:
         info["nearest_sim"] = {
             f"p{q}": round(float(np.percentile(sims, q)), 4) for q in (50, 90, 99)
         } | {"max": round(float(sims.max()), 4)}
+        guarded = replay(vectors, dataset, GUARD)
         per_encoder[name] = {
             **info,
             "thresholds": threshold_rows(result),
+            "thresholds_guarded": threshold_rows(guarded),
             "examples": {str(t): pick_examples(result, dataset, t) for t in EXAMPLE_THRESHOLDS},
+            "examples_guarded": {
+                str(t): pick_examples(guarded, dataset, t) for t in EXAMPLE_THRESHOLDS
+            },
         }
     intents = dataset.intents
     return {
@@ -311,7 +339,7 @@ def cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def threshold_table(data: dict[str, Any], has_oos: bool) -> list[str]:
+def threshold_table(data: dict[str, Any], has_oos: bool, key: str = "thresholds") -> list[str]:
     names = list(data["encoders"])
     header = ["threshold"]
     for name in names:
@@ -321,7 +349,7 @@ def threshold_table(data: dict[str, Any], has_oos: bool) -> list[str]:
     for row_index, threshold in enumerate(THRESHOLDS):
         row = [f"{threshold:.2f}"]
         for name in names:
-            r = data["encoders"][name]["thresholds"][row_index]
+            r = data["encoders"][name][key][row_index]
             row += [
                 f"{fmt(r['hit_rate'])} ({r['hits']}/{r['queries']})",
                 f"{fmt(r['different_share'])} ({r['different_intent']})",
@@ -332,15 +360,15 @@ def threshold_table(data: dict[str, Any], has_oos: bool) -> list[str]:
     return lines
 
 
-def example_lines(data: dict[str, Any]) -> list[str]:
+def example_lines(data: dict[str, Any], key: str = "examples", label: str = "") -> list[str]:
     lines: list[str] = []
     for name, enc in data["encoders"].items():
-        for threshold, kinds in enc["examples"].items():
+        for threshold, kinds in enc[key].items():
             for kind, found in kinds.items():
                 shown = len(found["pairs"])
                 lines += [
                     "",
-                    f"{name}, similarity >= {threshold}, {kind.replace('_', ' ')}: "
+                    f"{name}{label}, similarity >= {threshold}, {kind.replace('_', ' ')}: "
                     f"{shown} of {found['available']} hits",
                 ]
                 if not shown:
@@ -385,8 +413,16 @@ def dataset_section(name: str, data: dict[str, Any]) -> list[str]:
         "",
         *threshold_table(data, has_oos),
         "",
+        f"With the cache's word-pair guard (`min_word_overlap` {GUARD:g}, as shipped: the "
+        "nearest earlier query among those sharing that share of their word bigrams):",
+        "",
+        *threshold_table(data, has_oos, "thresholds_guarded"),
+        "",
         "#### Example hit pairs",
         *example_lines(data),
+        "",
+        "#### Example hit pairs with the word-pair guard",
+        *example_lines(data, "examples_guarded", " + guard"),
     ]
     return lines
 

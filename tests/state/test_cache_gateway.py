@@ -286,6 +286,17 @@ def test_a_request_close_in_meaning_is_answered_from_the_cache(tmp_path: Path) -
             assert "x-llmroute-cache-similarity" in again.headers
             assert again_text == first_text
             assert len(upstream.requests) == 11
+            # Who does what to whom: the same words in another order embed alike (1.000
+            # with this encoder), their word pairs do not.
+            c.chat.completions.create(
+                model="auto", messages=_messages("send a transfer from alice to bob")
+            )
+            wait_for("the transfer to be stored", lambda: _stored_count(served) >= 9, 10)
+            swapped = c.chat.completions.with_raw_response.create(
+                model="auto", messages=_messages("send a transfer from bob to alice")
+            )
+            assert swapped.headers["x-llmroute-cache"] == "miss"
+            assert len(upstream.requests) == 13
             metrics = httpx.get(f"{served.url}/metrics", timeout=5).text
             assert 'llmroute_cache_total{result="semantic_hit"}' in metrics
             assert 'llmroute_cache_total{result="semantic_miss"}' in metrics

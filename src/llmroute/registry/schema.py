@@ -959,8 +959,9 @@ class SemanticCacheSettings(_Frozen):
     """The response cache's semantic lookup: a request that misses the exact key, whose
     conversation context (system prompt, earlier turns, parameters, routing decision,
     client key) matches a stored one exactly and whose last user message embeds within
-    cosine `threshold` of that one's (and whose numbers are the same), is answered with
-    the stored answer. Each context
+    cosine `threshold` of that one's (whose numbers are the same, and which share at
+    least `min_word_overlap` of their word pairs: embeddings do not see who does what to
+    whom), is answered with the stored answer. Each context
     keeps its `max_per_context` latest messages; the memory store keeps `max_contexts`
     contexts, least recently used first out. Only texts of at most `max_chars`
     characters are looked up by meaning: the encoder sees at most ``max_tokens`` tokens
@@ -968,6 +969,7 @@ class SemanticCacheSettings(_Frozen):
     ones would embed the same."""
 
     threshold: float = Field(default=0.97, gt=0, le=1)
+    min_word_overlap: float = Field(default=0.5, ge=0, le=1)
     max_chars: int = Field(default=254, ge=1)
     max_per_context: int = Field(default=64, ge=1, le=4096)
     max_contexts: int = Field(default=10_000, ge=1)

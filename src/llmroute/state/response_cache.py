@@ -39,9 +39,12 @@ import numpy as np
 from llmroute.state.redis_conn import Outage
 from llmroute.state.semantic_index import (
     F32,
+    U8,
     MemorySemanticIndex,
+    Query,
     RedisSemanticIndex,
     SemanticIndex,
+    word_pairs,
 )
 from llmroute.state.stores import KeyValueStore, StoreUnavailable, open_store, resolve_cache_url
 
@@ -148,6 +151,7 @@ class CacheKeys:
     exact: str
     context: str | None = None
     vector: F32 | None = None
+    pairs: U8 | None = None  # the last user message's word pairs (`word_pairs`)
     decision: str | None = None  # the decision the answer serves, for feedback to evict
 
 
@@ -237,9 +241,10 @@ class ResponseCache:
         split = _split_last_user_text(material["body"])
         if split is None:
             return CacheKeys(exact)
-        context_body, numbers = split
+        context_body, text = split
+        numbers = _NUMBER.findall(text)
         context = _digest({**material, "body": context_body, "numbers": numbers})
-        return CacheKeys(exact, self._context_prefix + context, vector)
+        return CacheKeys(exact, self._context_prefix + context, vector, word_pairs(text))
 
     def _material(
         self, plan: Plan, sent: Mapping[str, Any], stream: bool, partition: str | None
@@ -288,12 +293,15 @@ class ResponseCache:
         ``semantic_hit`` or ``semantic_miss``."""
         settings = self.settings.semantic
         index = self.semantic
-        if index is None or settings is None or keys.context is None or keys.vector is None:
+        if index is None or settings is None or keys.context is None:
+            return None
+        if keys.vector is None or keys.pairs is None:
             return None
         if not directives.lookup or self._outage.down():
             return None
+        query = Query(keys.vector, keys.pairs, settings.threshold, settings.min_word_overlap)
         try:
-            found = await index.nearest(keys.context, keys.vector, settings.threshold)
+            found = await index.nearest(keys.context, query)
             key = None if found is None else self._prefix + found[0]
             raw = None if key is None else await self.store.get(key)
         except StoreUnavailable as exc:
@@ -387,11 +395,11 @@ class ResponseCache:
         except StoreUnavailable as exc:
             self._failed(exc)
             return
-        index = self.semantic
-        if index is not None and keys.context is not None and keys.vector is not None:
+        index, context, vector, pairs = self.semantic, keys.context, keys.vector, keys.pairs
+        if index is not None and context is not None and vector is not None and pairs is not None:
             digest = keys.exact[len(self._prefix) :]
             try:
-                await index.add(keys.context, keys.vector, digest, ttl_s)
+                await index.add(context, vector, pairs, digest, ttl_s)
             except self._index_errors as exc:
                 self._failed(StoreUnavailable(f"semantic index {index.url}: {type(exc).__name__}"))
                 return
@@ -491,12 +499,12 @@ def _digest(material: Mapping[str, Any]) -> str:
 _NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
 
 
-def _split_last_user_text(body: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]] | None:
-    """`body` with the text of its last message left out, and the numbers in that text,
-    when that message is the user's and holds text only: what the semantic lookup
-    compares by meaning, and what it still requires to be equal (an embedding barely
-    tells "17 * 23" from "17 * 24"). None otherwise (a tool result, an assistant
-    prefill, an image: matched exactly only)."""
+def _split_last_user_text(body: Mapping[str, Any]) -> tuple[dict[str, Any], str] | None:
+    """`body` with the text of its last message left out, and that text, when that
+    message is the user's and holds text only: what the semantic lookup compares by
+    meaning (its numbers must still be equal: an embedding barely tells "17 * 23" from
+    "17 * 24"). None otherwise (a tool result, an assistant prefill, an image: matched
+    exactly only)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return None
@@ -507,7 +515,7 @@ def _split_last_user_text(body: Mapping[str, Any]) -> tuple[dict[str, Any], list
     if text is None:
         return None
     rest = {k: v for k, v in last.items() if k != "content"}
-    return {**body, "messages": [*messages[:-1], rest]}, _NUMBER.findall(text)
+    return {**body, "messages": [*messages[:-1], rest]}, text
 
 
 def _text_only(content: Any) -> str | None:
