@@ -11,7 +11,7 @@ import anthropic
 import httpx
 import openai
 import pytest
-from fake_upstream import FakeUpstream, fake_upstream
+from fake_upstream import FakeUpstream
 from gateway_proc import Served, serve
 
 KEY = "sk-alias-test-1234567890"
@@ -43,12 +43,6 @@ auth:
     - {name: tool, key_env: LLMROUTE_TEST_ALIAS_KEY, models: [auto, embed]}
     - {name: open, key_env: LLMROUTE_TEST_ALIAS_OPEN}
 """
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with fake_upstream() as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from fake_upstream import FakeUpstream, fake_upstream
+from fake_upstream import FakeUpstream
 from gateway_proc import BIN, Served, serve, wait_for
 
 from llmroute.errors import ConfigError
@@ -74,12 +74,6 @@ def _registry(path: Path, upstream: FakeUpstream, extra: str = "") -> Path:
     text = REGISTRY % {"url": upstream.url, "ops": ops, "capped": capped, "extra": extra}
     path.write_text(text)
     return path
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with fake_upstream() as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 from dashboard_registry import DASHBOARD_REGISTRY
-from fake_upstream import FakeUpstream, fake_upstream
+from fake_upstream import FakeUpstream
 from gateway_proc import Served, serve, wait_for
 
 REGISTRY = DASHBOARD_REGISTRY
@@ -24,12 +24,6 @@ def _registry(tmp: Path, upstream: FakeUpstream) -> Path:
     path = tmp / "registry.yaml"
     path.write_text(REGISTRY % {"url": upstream.url})
     return path
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with fake_upstream() as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fake_upstream import FakeUpstream, fake_upstream
+from fake_upstream import FakeUpstream
 from gateway_proc import Served, serve
 
 from llmroute.registry import ConfigErrors, parse_registry
@@ -49,12 +49,6 @@ auth:
 
 CODE = "write a Python function to parse YAML"
 LEGAL = "review this contract clause about liability"
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with fake_upstream() as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from pathlib import Path
 import anthropic
 import httpx
 import pytest
-from fake_anthropic import USAGE, FakeAnthropic, fake_anthropic
-from fake_upstream import FakeUpstream, fake_upstream
+from fake_anthropic import USAGE, FakeAnthropic
+from fake_upstream import FakeUpstream
 from gateway_proc import Served, serve
 
 REGISTRY = """
@@ -38,18 +38,6 @@ default: {target: small}
 aliases:
   "claude-*": sonnet
 """
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with fake_upstream() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def claude() -> Iterator[FakeAnthropic]:
-    with fake_anthropic() as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module")

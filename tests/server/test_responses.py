@@ -11,8 +11,8 @@ from pathlib import Path
 
 import openai
 import pytest
-from fake_anthropic import TOOL_ID, FakeAnthropic, fake_anthropic
-from fake_upstream import FakeUpstream, fake_upstream
+from fake_anthropic import TOOL_ID, FakeAnthropic
+from fake_upstream import FakeUpstream
 from gateway_proc import Served, serve
 
 REGISTRY = """
@@ -43,18 +43,6 @@ WEATHER = [
         "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
     }
 ]
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with fake_upstream() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def claude() -> Iterator[FakeAnthropic]:
-    with fake_anthropic() as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module")

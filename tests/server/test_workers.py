@@ -15,12 +15,11 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from fake_upstream import FakeUpstream, fake_upstream
+from fake_upstream import FakeUpstream
 from gateway_proc import BIN, serve, wait_for
 
 from llmroute.server.workers import Supervisor, Target, reuse_port_supported
@@ -43,12 +42,6 @@ default: {target: small}
 """
 
 BODY = json.dumps({"model": "small", "messages": [{"role": "user", "content": "hi"}]})
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with fake_upstream() as server:
-        yield server
 
 
 def _workers(parent: int) -> set[int]:
