@@ -13,7 +13,10 @@ from llmroute.encoders.builtin import load_builtin
 from llmroute.encoders.paths import minilm_model_dir
 from llmroute.errors import ConfigError, DataError
 from llmroute.safety.injection import (
+    WINDOW,
     InjectionDetector,
+    _features,
+    _training_windows,
     builtin_detector_dir,
     evaluate_detector,
     load_detector,
@@ -350,3 +353,22 @@ def test_shipped_minilm_artifact_uses_the_view_and_catches_a_gcg_suffix() -> Non
     scores = detector.score(texts, encoder.encode(texts))
     assert min(scores[0], scores[1]) >= detector.threshold > scores[2]
     assert scores[3] >= detector.threshold  # the suffix from the GCG paper
+
+
+def test_training_reads_an_attacks_first_window_and_every_benign_window() -> None:
+    """A text is scored by its worst window, so each window of a benign text is a chance of
+    a false positive and is trained on; a long attack's later windows may be plain text."""
+    size = WINDOW[0]
+    long_text = " ".join(f"word{i}" for i in range(size // 2))  # about 3.4 windows
+    texts = [long_text, "short attack", long_text + " benign", "short benign", long_text]
+    attack = np.array([True, True, False, False, True])
+    feats = _features(load_builtin("static"), None, texts, [str(i) for i in range(5)], None)
+    counts = np.bincount(feats.owner)
+    assert counts[0] > 2 and counts[2] > 2
+    rows = np.array([0, 1, 2, 3], dtype=np.intp)  # row 4 is held out
+    windows, owner = _training_windows(feats, rows, attack)
+    assert owner.tolist().count(0) == 1 and feats.first[0] in windows
+    assert owner.tolist().count(1) == 1
+    assert owner.tolist().count(2) == counts[2] and owner.tolist().count(3) == 1
+    assert 4 not in owner.tolist()
+    assert (feats.owner[windows] == owner).all()

@@ -20,11 +20,13 @@ validation, the threshold is calibrated on the chosen setting's out-of-fold scor
 the shipped model is fitted on train + validation; `evaluate_detector` on the test side
 gives the honest numbers.
 
-Long texts: the model is trained on each row's first window and a text is scored as the
-max over its `windows` (size 1000, stride 750, at most 16), so an injection buried in a
-long document is read at prompt size. An artifact is ``detector.json`` (encoder identity,
-threshold, metrics) and ``arrays.npz`` (float16 weights and neighbour references, loaded
-without pickle).
+Long texts: a text is scored as the max over its `windows` (size 1000, stride 750, at
+most 16), so an injection buried in a long document is read at prompt size. The model is
+trained on each attack's first window (a long jailbreak's later windows need not hold the
+attack) and on every window of each benign text (each is a window the max can flag).
+
+An artifact is ``detector.json`` (encoder identity, threshold, metrics) and
+``arrays.npz`` (float16 weights and neighbour references, loaded without pickle).
 """
 
 from __future__ import annotations
@@ -500,8 +502,8 @@ class TrainReport:
 
 @dataclass(frozen=True)
 class _Features:
-    """Every window of the training pool, embedded and hashed once: the first window of
-    each row is what the model is fitted on, all of them are what a row is scored by."""
+    """Every window of the training pool, embedded and hashed once: what a row is scored
+    by, and (`_training_windows`) what the model is fitted on."""
 
     emb: F32
     """The encoder's embedding, with the token-bag view appended when one is used."""
@@ -576,6 +578,18 @@ def _neighbour_columns(
     )
 
 
+def _training_windows(feats: _Features, rows: IntArray, y: BoolArray) -> tuple[IntArray, IntArray]:
+    """The windows of `rows` a model is fitted on, and the row of each: an attack's first
+    window only (a long jailbreak's later windows may be plain text that happens to follow
+    it), every window of a benign text, since a text is scored by the max over its windows
+    and each benign window is a chance of a false positive. Against first windows only this
+    raised the out-of-fold TPR at FPR <= 1.5% by 0.007 on average (docs/benchmarks.md)."""
+    window_rows = np.flatnonzero(np.isin(feats.owner, rows))
+    owner = feats.owner[window_rows]
+    keep = (window_rows == feats.first[owner]) | ~y[owner]
+    return window_rows[keep], owner[keep]
+
+
 def _fit(
     feats: _Features,
     rows: IntArray,
@@ -584,18 +598,20 @@ def _fit(
     hyper: dict[str, float],
     seed: int = 0,
 ) -> _Model:
-    """Logistic regression on the first windows of `rows`; weights rounded to float16 as
-    stored, so validation scores what ships. `y` and `weights` are indexed by row."""
+    """Logistic regression on the `_training_windows` of `rows`; weights rounded to float16
+    as stored, so validation scores what ships. `y` and `weights` are indexed by row."""
     scale = hyper["embedding_scale"]
     near = hyper.get("neighbour_scale", 0.0)
-    first = feats.first[rows]
-    columns = [feats.emb[first] * np.float32(scale), feats.lex[first]]
+    window_rows, owner = _training_windows(feats, rows, y)
+    columns = [feats.emb[window_rows] * np.float32(scale), feats.lex[window_rows]]
     references = None
     if near > 0:
         references = reference_rows(rows, y, seed)
-        columns.append(_neighbour_columns(feats, first, references, y) * np.float32(near))
+        near_columns = _neighbour_columns(feats, window_rows, references, y)
+        columns.append(near_columns * np.float32(near))
     x = np.hstack(columns)
-    model = fit_softmax(x, y[rows].astype(np.intp), 2, c=hyper["c"], sample_weight=weights[rows])
+    labels = y[owner].astype(np.intp)
+    model = fit_softmax(x, labels, 2, c=hyper["c"], sample_weight=weights[owner])
     w = (model.weights[:, 1] - model.weights[:, 0]).astype(np.float16).astype(np.float32)
     bias = float(np.float16(model.bias[1] - model.bias[0]))
     dim, lex = feats.emb.shape[1], feats.lex.shape[1]
