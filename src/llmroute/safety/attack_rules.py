@@ -10,7 +10,11 @@ in a document, a forced "Sure, here is" opening. Each was written from the hand-
 dev set (benchmarks/data/handwritten_safety.jsonl) and the attack literature, and kept
 only if it fires on no benign row of the shipped data's train + validation sides (2,470
 rows, hard negatives included, which are built to contain words like "ignore" and
-"pretend"); numbers in docs/benchmarks.md, "Safety detector".
+"pretend"); numbers in docs/benchmarks.md, "Safety detector". Two more (later on
+2026-12-03) mark jailbreak personas the model missed out of fold on train + validation:
+a persona "not bound by any rules", the "Aligned: / Unaligned:" double answer; they fire
+on none of those benign rows nor on 38,775 benign user queries and exam questions
+(CLINC150, Banking77, MMLU, GSM8K).
 
 A user correcting themselves ("ignore my previous question") is not an attack: the
 override rules name the assistant's instructions (``the``/``your``, not ``my``).
@@ -135,6 +139,27 @@ RULES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
             r"\byou\s+are\s+no\s+longer\s+(?:an?\s+)?(?:ai|assistant|chatgpt|language model"
             r"|bound|restricted)\b"
         ),
+    ),
+    (
+        # A persona declared free of its rules: "an AI that is not bound by any rules",
+        # "you are not restricted by OpenAI's policies". The subject must be the assistant
+        # or a model: a court "is not bound by the rules of evidence".
+        "unbound-persona",
+        ("bound", "restricted", "limited", "constrained"),
+        re.compile(
+            r"\b(?:you(?:'re|\s+are)?|(?:ai|bot|model|assistant|chatbot|gpt|character)"
+            r"\s+(?:that|which|who)\s+(?:is|are))\s+(?:not|never|no longer)\s+(?:bound"
+            r"|restricted|limited|constrained)\s+by\s+(?:any\s+|the\s+)?(?:rules|restrictions"
+            r"|guidelines|ethics|ethical|moral|morals|policies|limitations|laws|openai"
+            r"|content polic)"
+        ),
+    ),
+    (
+        # The "alignment benchmarking mode" template: every answer twice, headed
+        # "Aligned:" and "Unaligned:".
+        "unaligned-output",
+        ("unaligned:",),
+        re.compile(r"\baligned:.{0,300}\bunaligned:"),
     ),
     (
         "pretend-no-rules",
