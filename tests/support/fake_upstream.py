@@ -22,7 +22,8 @@ name's answers (choices); ``multi=1`` honour the request's ``n`` with that many
 choices; ``finish=REASON`` end with that finish reason (``length``); ``p_yes=P`` when
 the request asks for ``logprobs``, send first-token ``top_logprobs`` giving "yes"
 probability P and "no" 1-P; ``nologprobs=1`` answer 400 to a request asking for them;
-``gap=S`` a stream waits S seconds before each word.
+``gap=S`` a stream waits S seconds before each word. A stream whose reader hangs up
+is recorded in ``cut`` with the words it had sent.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class FakeUpstream:
     requests: list[Recorded] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     answers: Counter[str] = field(default_factory=Counter)  # for ``vary``
+    cut: list[tuple[str, int]] = field(default_factory=list)
+    """(model, words sent) of each stream whose reader hung up before its end."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def models_called(self) -> list[str]:
@@ -296,16 +299,23 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 self._write_chunk(_chunk(model, {"content": "partial "}, None))
                 self.close_connection = True
                 return
-            for word in text.split(" "):
-                if "gap" in faults:
-                    time.sleep(float(faults["gap"]))
-                self._write_chunk(_chunk(model, {"content": word + " "}, None))
-            self._write_chunk(_chunk(model, {}, faults.get("finish", "stop")))
-            if usage:
-                self._write_chunk(_chunk(model, None, None, usage=True))
-            self._write_chunk(b"data: [DONE]\n\n")
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
+            sent = 0
+            try:
+                for word in text.split(" "):
+                    if "gap" in faults:
+                        time.sleep(float(faults["gap"]))
+                    self._write_chunk(_chunk(model, {"content": word + " "}, None))
+                    sent += 1
+                self._write_chunk(_chunk(model, {}, faults.get("finish", "stop")))
+                if usage:
+                    self._write_chunk(_chunk(model, None, None, usage=True))
+                self._write_chunk(b"data: [DONE]\n\n")
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                with upstream.lock:
+                    upstream.cut.append((model, sent))
+                self.close_connection = True
 
     return Handler
 

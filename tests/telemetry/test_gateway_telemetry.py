@@ -30,6 +30,7 @@ models:
   small: {provider: fake, model: up-small, price: {input: 1, output: 2}}
   large: {provider: fake, model: up-large, price: {input: 10, output: 30}}
   broken: {provider: fake, model: %(fail_500)s}
+  slow: {provider: fake, model: "slow?gap=0.05"}
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -362,3 +363,30 @@ def test_with_the_store_down_requests_succeed_and_drops_are_counted(tmp_path: Pa
             assert feedback.status_code == 503
         log = (tmp_path / "serve.log").read_text()
         assert "dropped" in log
+
+
+def test_a_client_that_hangs_up_mid_stream_stops_the_upstream_stream(
+    sqlite_gateway: Running,
+) -> None:
+    """The gateway closes its upstream stream when the caller goes away, so the provider
+    stops generating (and billing) the rest, and logs the request as cut off."""
+    words = 400  # 20 s at 0.05 s a word if nothing closed the upstream stream
+    prompt = " ".join(f"w{i}" for i in range(words))
+    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("POST", f"{sqlite_gateway.url}/v1/chat/completions", json=body) as reply,
+    ):
+        assert reply.status_code == 200
+        decision_id = reply.headers["x-llmroute-decision-id"]
+        contents = 0
+        for line in reply.iter_lines():
+            contents += line.startswith("data: ") and '"content"' in line
+            if contents >= 3:
+                break  # leaving the block closes the connection mid-stream
+    upstream = sqlite_gateway.upstream
+    wait_for("the upstream stream closed", lambda: bool(upstream.cut), 10)
+    model, sent = upstream.cut[-1]
+    assert model == "slow?gap=0.05" and sent < words // 2
+    row = _logged(sqlite_gateway.store_url, decision_id)
+    assert row.stream and row.error == "client_disconnected" and row.served_model == "slow"
