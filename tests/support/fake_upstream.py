@@ -23,13 +23,16 @@ choices; ``finish=REASON`` end with that finish reason (``length``); ``p_yes=P``
 the request asks for ``logprobs``, send first-token ``top_logprobs`` giving "yes"
 probability P and "no" 1-P; ``nologprobs=1`` answer 400 to a request asking for them;
 ``gap=S`` a stream waits S seconds before each word. A stream whose reader hangs up
-is recorded in ``cut`` with the words it had sent.
+is recorded in ``cut`` with the words it had sent, a request whose client hangs up
+during its ``delay`` with 0.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import select
+import socket
 import sys
 import threading
 import time
@@ -211,8 +214,11 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             if "times" in faults and count > int(faults["times"]):
                 kept = ("delay", "nousage", *_SCRIPTED)
                 faults = {k: v for k, v in faults.items() if k in kept}
-            if "delay" in faults:
-                time.sleep(float(faults["delay"]))
+            if "delay" in faults and not self._wait(float(faults["delay"])):
+                with upstream.lock:
+                    upstream.cut.append((model, 0))
+                self.close_connection = True
+                return
             if self._fail(faults):
                 return
             if self.path.endswith("/embeddings"):
@@ -238,6 +244,17 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                     logprobs=_logprobs(faults, body),
                 )
                 self._send_json(200, data)
+
+        def _wait(self, seconds: float) -> bool:
+            """Sleep `seconds`; False as soon as the client hangs up instead."""
+            end = time.monotonic() + seconds
+            while (left := end - time.monotonic()) > 0:
+                readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+                if readable and not self.connection.recv(1, socket.MSG_PEEK):
+                    return False
+                if readable:  # the next request, pipelined: nothing to learn here
+                    time.sleep(min(left, 0.05))
+            return True
 
         def _fail(self, faults: dict[str, str]) -> bool:
             if "reset" in faults:

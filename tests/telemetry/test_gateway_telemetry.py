@@ -31,6 +31,7 @@ models:
   large: {provider: fake, model: up-large, price: {input: 10, output: 30}}
   broken: {provider: fake, model: %(fail_500)s}
   slow: {provider: fake, model: "slow?gap=0.05"}
+  hung: {provider: fake, model: "hung?delay=4"}
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -390,3 +391,40 @@ def test_a_client_that_hangs_up_mid_stream_stops_the_upstream_stream(
     assert model == "slow?gap=0.05" and sent < words // 2
     row = _logged(sqlite_gateway.store_url, decision_id)
     assert row.stream and row.error == "client_disconnected" and row.served_model == "slow"
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses"])
+def test_a_client_that_times_out_stops_the_upstream_call(
+    sqlite_gateway: Running, path: str
+) -> None:
+    """A whole (not streamed) answer is cancelled when its client hangs up first (a
+    client-side timeout here): the upstream call is closed instead of running to its end
+    for nobody, and the decision is logged with status 499."""
+    upstream = sqlite_gateway.upstream
+    before = len(upstream.cut)
+    text = f"anyone there {path}?"
+    body: dict[str, object] = {"model": "hung"}
+    if path == "/v1/responses":
+        body["input"] = text
+    else:
+        body["messages"] = [{"role": "user", "content": text}]
+    if path == "/v1/messages":
+        body["max_tokens"] = 64
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{sqlite_gateway.url}{path}", json=body, timeout=0.5)
+    # the upstream answers after 4 s; the gateway's own limit is 5 s
+    wait_for("the upstream call closed", lambda: len(upstream.cut) > before, 10)
+    assert upstream.cut[-1] == ("hung?delay=4", 0)
+    store = open_store(sqlite_gateway.store_url)
+    try:
+        rows: list[LoggedDecision] = []
+
+        def logged() -> bool:
+            rows[:] = [d for d in store.decisions(0) if d.prompt == text]
+            return bool(rows)
+
+        wait_for("the cut-off request in the log", logged, 10)
+    finally:
+        store.close()
+    assert rows[0].status == 499 and rows[0].error == "client_disconnected"
+    assert rows[0].model == "hung" and rows[0].served_model is None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -24,14 +26,60 @@ from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.pool import keep_in_pool, may_reach
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.state import CacheLookup, look_up, replay
+from llmroute.telemetry.record import DecisionRecord
 from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.service import Telemetry
 from llmroute.telemetry.shadow import answer_text
 from llmroute.telemetry.tracing import RequestTrace, Tracing
 
-__all__ = ["chat_completions", "decision_headers", "route_only", "serve_chat"]
+__all__ = ["CLIENT_CLOSED", "chat_completions", "decision_headers", "route_only", "serve_chat"]
 
 log = logging.getLogger("llmroute.server")
+
+CLIENT_CLOSED = 499
+"""The status a request is logged with when its client hung up before the answer (nginx's
+"client closed request"); nobody receives it."""
+
+T = TypeVar("T")
+
+
+class _ClientGone(Exception):
+    """The client disconnected while its answer was being made."""
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has hung up (the body has been read: what the server
+    delivers next is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """`work`, cancelled when the client disconnects first: a whole (not streamed) answer
+    the caller gave up on (its timeout, a closed tab) stops upstream instead of running,
+    billed, to its end. A stream is stopped the same way by its response. `work` runs in
+    this task (one watcher task a request, ~6 µs)."""
+    current = asyncio.current_task()
+    assert current is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await _disconnected(request)
+        gone = True
+        current.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+    finally:
+        watcher.cancel()
+        if gone:
+            current.uncancel()
+    raise _ClientGone
 
 
 def decision_headers(decision: Decision, model: str | None = None) -> dict[str, str]:
@@ -140,22 +188,15 @@ async def _serve_planned(
             )
             return streamed, True
         with trace.activate():
-            served = await gateway.dispatcher.complete(plan, body)
+            served = await _unless_client_leaves(request, gateway.dispatcher.complete(plan, body))
+    except _ClientGone:
+        unserved = _Unserved(gateway.router, recorder, plan.decision, body, ts, started_ns)
+        trace.finish(unserved.record(CLIENT_CLOSED, "client_disconnected", (), stream))
+        return Response(status_code=CLIENT_CLOSED), False
     except LlmrouteError as exc:
         error = gateway_error(exc, headers)
-        failed = None
-        if recorder is not None:
-            failed = recorder.finished(
-                gateway.router,
-                plan.decision,
-                body,
-                ts=ts,
-                started_ns=started_ns,
-                status=error.status,
-                error=error.code or "error",
-                attempts=error.attempts,
-                stream=stream,
-            )
+        unserved = _Unserved(gateway.router, recorder, plan.decision, body, ts, started_ns)
+        failed = unserved.record(error.status, error.code or "error", error.attempts, stream)
         if failed is not None:
             trace.finish(failed)
         else:
@@ -195,6 +236,35 @@ async def _serve_planned(
         },
     )
     return answer, False
+
+
+@dataclass(frozen=True)
+class _Unserved:
+    """A request that got no answer, for the decision log (None without one)."""
+
+    router: Router
+    recorder: Recorder | None
+    decision: Decision
+    body: dict[str, Any]
+    ts: float
+    started_ns: int
+
+    def record(
+        self, status: int, error: str, attempts: tuple[str, ...], stream: bool
+    ) -> DecisionRecord | None:
+        if self.recorder is None:
+            return None
+        return self.recorder.finished(
+            self.router,
+            self.decision,
+            self.body,
+            ts=self.ts,
+            started_ns=self.started_ns,
+            status=status,
+            error=error,
+            attempts=attempts,
+            stream=stream,
+        )
 
 
 def _check_model(request: Request, gateway: Gateway, body: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from llmroute.server.body import read_json_object
-from llmroute.server.chat import serve_chat
+from llmroute.server.chat import CLIENT_CLOSED, serve_chat
 from llmroute.server.chunk_translation import ChunkTranslator, translated
 from llmroute.server.state import gateway_of
 
@@ -42,6 +42,8 @@ async def serve_converted(
     body = await read_json_object(request, gateway.max_body_bytes)
     chat = to_chat(body)
     answer = await serve_chat(request, gateway, chat, ts, started_ns)
+    if answer.status_code == CLIENT_CLOSED:
+        return answer  # nobody to convert it for
     headers = passed_on(answer.headers)
     model = answer.headers.get("x-llmroute-model", str(chat["model"]))
     if isinstance(answer, StreamingResponse):
