@@ -24,7 +24,7 @@ the request asks for ``logprobs``, send first-token ``top_logprobs`` giving "yes
 probability P and "no" 1-P; ``nologprobs=1`` answer 400 to a request asking for them;
 ``gap=S`` a stream waits S seconds before each word. A stream whose reader hangs up
 is recorded in ``cut`` with the words it had sent, a request whose client hangs up
-during its ``delay`` with 0.
+during its ``delay`` or ``ttft`` with 0.
 """
 
 from __future__ import annotations
@@ -308,8 +308,11 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             self.send_header("content-type", "text/event-stream")
             self.send_header("transfer-encoding", "chunked")
             self.end_headers()
-            if "ttft" in faults:
-                time.sleep(float(faults["ttft"]))
+            if "ttft" in faults and not self._wait(float(faults["ttft"])):
+                with upstream.lock:
+                    upstream.cut.append((model, 0))
+                self.close_connection = True
+                return
             self._write_chunk(_chunk(model, {"role": "assistant", "content": ""}, None))
             if "mid" in faults:
                 # chunked transfer cut off before its last chunk: a real broken stream

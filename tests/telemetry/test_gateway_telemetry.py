@@ -32,6 +32,7 @@ models:
   broken: {provider: fake, model: %(fail_500)s}
   slow: {provider: fake, model: "slow?gap=0.05"}
   hung: {provider: fake, model: "hung?delay=4"}
+  thinking: {provider: fake, model: "thinking?ttft=4"}
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -78,20 +79,24 @@ def sqlite_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
             yield Running(served.url, store_url, upstream, tmp / "serve.log")
 
 
-def _logged(store_url: str, decision_id: str, timeout: float = 10) -> LoggedDecision:
-    """The decision's row, once the writer has flushed it (bounded wait)."""
+def _logged(
+    store_url: str, decision_id: str | None = None, timeout: float = 10, *, prompt: str = ""
+) -> LoggedDecision:
+    """The row of the decision (or of the request with that `prompt`), once the writer
+    has flushed it (bounded wait)."""
     store = open_store(store_url)
     found: list[LoggedDecision] = []
 
     def check() -> bool:
         try:
-            found[:] = [d for d in store.decisions(0) if d.id == decision_id]
+            decisions = store.decisions(0)
         except TelemetryError:  # the writer has not created the tables yet
             return False
+        found[:] = [d for d in decisions if d.id == decision_id or (prompt and d.prompt == prompt)]
         return bool(found)
 
     try:
-        wait_for(f"decision {decision_id} in the log", check, timeout)
+        wait_for(f"decision {decision_id or prompt} in the log", check, timeout)
     finally:
         store.close()
     return found[0]
@@ -415,16 +420,23 @@ def test_a_client_that_times_out_stops_the_upstream_call(
     # the upstream answers after 4 s; the gateway's own limit is 5 s
     wait_for("the upstream call closed", lambda: len(upstream.cut) > before, 10)
     assert upstream.cut[-1] == ("hung?delay=4", 0)
-    store = open_store(sqlite_gateway.store_url)
-    try:
-        rows: list[LoggedDecision] = []
+    row = _logged(sqlite_gateway.store_url, prompt=text)
+    assert row.status == 499 and row.error == "client_disconnected"
+    assert row.model == "hung" and row.served_model is None
 
-        def logged() -> bool:
-            rows[:] = [d for d in store.decisions(0) if d.prompt == text]
-            return bool(rows)
 
-        wait_for("the cut-off request in the log", logged, 10)
-    finally:
-        store.close()
-    assert rows[0].status == 499 and rows[0].error == "client_disconnected"
-    assert rows[0].model == "hung" and rows[0].served_model is None
+def test_a_client_that_leaves_before_the_first_token_stops_the_stream(
+    sqlite_gateway: Running,
+) -> None:
+    """A stream whose client leaves while the model has not sent its first event (a
+    reasoning model thinking) is cancelled then, not when the first event arrives."""
+    upstream = sqlite_gateway.upstream
+    before = len(upstream.cut)
+    text = "think before you answer"
+    body = {"model": "thinking", "stream": True, "messages": [{"role": "user", "content": text}]}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{sqlite_gateway.url}/v1/chat/completions", json=body, timeout=0.5)
+    wait_for("the upstream stream closed", lambda: len(upstream.cut) > before, 10)
+    assert upstream.cut[-1] == ("thinking?ttft=4", 0)
+    row = _logged(sqlite_gateway.store_url, prompt=text)
+    assert row.stream and row.status == 499 and row.error == "client_disconnected"

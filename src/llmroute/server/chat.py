@@ -55,10 +55,11 @@ async def _disconnected(request: Request) -> None:
 
 
 async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
-    """`work`, cancelled when the client disconnects first: a whole (not streamed) answer
-    the caller gave up on (its timeout, a closed tab) stops upstream instead of running,
-    billed, to its end. A stream is stopped the same way by its response. `work` runs in
-    this task (one watcher task a request, ~6 µs)."""
+    """`work`, cancelled when the client disconnects first: an answer the caller gave up
+    on (its timeout, a closed tab) stops upstream instead of running, billed, to its
+    end for nobody. `work` runs in
+    this task (one watcher task a request, ~6 µs). A stream is watched until its first
+    event (a reasoning model may think for a minute before it), then by its response."""
     current = asyncio.current_task()
     assert current is not None
     gone = False
@@ -169,7 +170,9 @@ async def _serve_planned(
         )
         if stream:
             with trace.activate():
-                opened = await gateway.dispatcher.open_stream(plan, body)
+                opened = await _unless_client_leaves(
+                    request, gateway.dispatcher.open_stream(plan, body)
+                )
             ttft_ms = (time.perf_counter_ns() - started_ns) / 1e6
             if lookup is not None:
                 opened.events = lookup.tee(opened)
