@@ -56,8 +56,8 @@ async def _disconnected(request: Request) -> None:
 
 async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
     """`work`, cancelled when the client disconnects first: an answer the caller gave up
-    on (its timeout, a closed tab) stops upstream instead of running, billed, to its
-    end for nobody. `work` runs in
+    on (its timeout, a closed tab) closes its upstream call and tries nothing more (a
+    server that aborts on a closed connection stops generating). `work` runs in
     this task (one watcher task a request, ~6 µs). A stream is watched until its first
     event (a reasoning model may think for a minute before it), then by its response."""
     current = asyncio.current_task()
