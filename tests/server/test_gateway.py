@@ -124,6 +124,7 @@ def test_auto_routes_then_serves_and_says_why(gateway: Gateway, client: openai.O
     for name in HEADERS:
         assert raw.headers.get(f"x-llmroute-{name}"), name
     completion = raw.parse()
+    assert completion._request_id == raw.headers["x-llmroute-decision-id"]
     served = raw.headers["x-llmroute-model"]
     assert completion.model == UPSTREAM_NAMES[served]
     assert completion.choices[0].message.content == (
@@ -249,6 +250,7 @@ def test_every_model_failing_is_502_naming_the_attempts(gateway: Gateway) -> Non
         response = _post(gateway, "/v1/chat/completions", json=body)
         assert response.status_code == 502
         assert response.headers["x-llmroute-route"] == "doomed"
+        assert response.headers["x-request-id"] == response.headers["x-llmroute-decision-id"]
         error = response.json()["error"]
         assert error["code"] == "upstream_error"
         assert [a.split()[0] for a in error["attempts"]] == ["broken", "closer"]

@@ -69,6 +69,8 @@ def test_a_message_is_routed_and_answered_in_messages_shape(
     assert raw.headers["x-llmroute-route"] == "code"
     assert raw.headers["x-llmroute-model"] == "large"
     message = raw.parse()
+    assert message._request_id == raw.headers["x-llmroute-decision-id"]  # `request-id`
+    assert raw.headers["x-request-id"] == message._request_id
     assert message.type == "message" and message.role == "assistant"
     assert message.model == "large" and message.stop_reason == "end_turn"
     assert message.content[0].type == "text" and message.content[0].text

@@ -204,6 +204,21 @@ def test_feedback_is_stored_and_checked(sqlite_gateway: Running) -> None:
     assert httpx.post(f"{url}/v1/feedback", content=b"{", timeout=10).status_code == 400
 
 
+def test_feedback_takes_the_request_id_openais_client_exposes(sqlite_gateway: Running) -> None:
+    """``x-request-id`` is the decision id, so `completion._request_id` is what feedback
+    takes: no raw-response call needed."""
+    url = sqlite_gateway.url
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as client:
+        completion = client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "how are you today?"}]
+        )
+    assert completion._request_id
+    row = _logged(sqlite_gateway.store_url, completion._request_id)
+    assert row.route == "chitchat"
+    feedback = {"decision_id": completion._request_id, "thumbs": "up"}
+    assert httpx.post(f"{url}/v1/feedback", json=feedback, timeout=10).status_code == 200
+
+
 def test_feedback_on_the_first_decision_of_a_fresh_log(tmp_path: Path) -> None:
     """A new SQLite log has no tables until the writer's first pass: feedback straight
     after the first answer waits for it instead of failing with a 503 (it did)."""

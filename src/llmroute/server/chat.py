@@ -84,8 +84,11 @@ async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
 
 
 def decision_headers(decision: Decision, model: str | None = None) -> dict[str, str]:
-    """The ``x-llmroute-*`` headers; `model` is the pool model that served, when known."""
+    """The ``x-llmroute-*`` headers; `model` is the pool model that served, when known.
+    ``x-request-id`` is the decision id too: OpenAI's clients expose it as a response's
+    ``_request_id``, which is what ``/v1/feedback`` takes."""
     return {
+        "x-request-id": decision.id,
         "x-llmroute-decision-id": decision.id,
         "x-llmroute-route": decision.route,
         "x-llmroute-model": model or decision.model,

@@ -57,7 +57,7 @@ async def serve_converted(
 
 def passed_on(headers: Mapping[str, str]) -> dict[str, str]:
     """The decision, cache and cascade headers of the chat answer."""
-    kept = {k: v for k, v in headers.items() if k.startswith("x-llmroute-")}
+    kept = {k: v for k, v in headers.items() if k.startswith("x-llmroute-") or k == "x-request-id"}
     if "cache-control" in headers:
         kept["cache-control"] = headers["cache-control"]
     return kept

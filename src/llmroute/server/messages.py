@@ -32,16 +32,20 @@ __all__ = ["count_tokens", "messages"]
 
 async def messages(request: Request) -> Response:
     try:
-        return await serve_converted(
+        answer = await serve_converted(
             request,
             to_chat_body,
             lambda model, body: StreamTranslator(model),
             lambda data, model, body: to_message(data, model),
         )
     except GatewayError as exc:
-        return error_response(exc)
+        answer = error_response(exc)
     except LlmrouteError as exc:
-        return error_response(gateway_error(exc))
+        answer = error_response(gateway_error(exc))
+    decision_id = answer.headers.get("x-request-id")
+    if decision_id is not None:  # Anthropic's clients read ``request-id`` as `_request_id`
+        answer.headers["request-id"] = decision_id
+    return answer
 
 
 async def count_tokens(request: Request) -> Response:
