@@ -254,6 +254,7 @@ def test_every_model_failing_is_502_naming_the_attempts(gateway: Gateway) -> Non
         error = response.json()["error"]
         assert error["code"] == "upstream_error"
         assert [a.split()[0] for a in error["attempts"]] == ["broken", "closer"]
+        assert "[upstream request req_fake" in error["attempts"][0]  # for its support
         assert "broken" in error["message"] and "closer" in error["message"]
         assert "fake" in error["message"]  # the provider is named
 

@@ -284,6 +284,7 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(raw)))
+            self.send_header("x-request-id", f"req_fake{len(upstream.requests)}")
             for name, value in (extra or {}).items():
                 self.send_header(name, value)
             self.end_headers()

@@ -37,6 +37,9 @@ _SECRETISH = re.compile(
     r"(bearer\s+\S+|\b(sk|key|api|tok)[-_][A-Za-z0-9_*.-]{6,}|\b[A-Za-z0-9_-]{32,})", re.IGNORECASE
 )
 _MAX_MESSAGE = 300
+# OpenAI's ``x-request-id`` (req_ + 32 hex), Anthropic's ``request-id`` (req_...): kept
+# for the provider's support; anything else a header could hold is not repeated.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}")
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -69,13 +72,16 @@ def network_error(provider: str, exc: BaseException) -> ProviderError:
 def error_from_response(
     provider: str, status: int, headers: Mapping[str, str], body: bytes
 ) -> ProviderError:
-    """The error for an upstream error status, from its headers and whole body."""
+    """The error for an upstream error status, from its headers and whole body. Its
+    message ends with the upstream's request id when it sent one (what the provider's
+    support asks for), so the attempts in the error and the decision log carry it."""
     message, code = _upstream_message(body)
+    note = _request_id_note(headers)
     retry_after = parse_retry_after(headers.get("retry-after"))
     if status == 429:
         return RateLimited(
             provider,
-            f"upstream rate limited (HTTP 429){message}",
+            f"upstream rate limited (HTTP 429){message}{note}",
             status=429,
             retry_after_s=retry_after,
             code=code,
@@ -87,23 +93,31 @@ def error_from_response(
     ):
         return ContextWindowExceeded(
             provider,
-            f"the request is longer than the model's context window{message}",
+            f"the request is longer than the model's context window{message}{note}",
             status=status,
             code="context_length_exceeded",
         )
     if 400 <= status < 500 and status not in (408, 409):
         shown = "" if status in (401, 403) else message  # auth messages may echo key parts
         return UpstreamRejected(
-            provider, f"upstream returned HTTP {status}{shown}", status=status, code=code
+            provider, f"upstream returned HTTP {status}{shown}{note}", status=status, code=code
         )
     overloaded = " (overloaded)" if status == 529 or code == "overloaded_error" else ""
     return ProviderError(
         provider,
-        f"upstream returned HTTP {status}{overloaded}",
+        f"upstream returned HTTP {status}{overloaded}{note}",
         status=status,
         retry_after_s=retry_after,
         code=code,
     )
+
+
+def _request_id_note(headers: Mapping[str, str]) -> str:
+    """``" [upstream request <id>]"`` from ``x-request-id`` / ``request-id``, or ""."""
+    value = headers.get("x-request-id") or headers.get("request-id")
+    if value is None or _REQUEST_ID.fullmatch(value.strip()) is None:
+        return ""
+    return f" [upstream request {value.strip()}]"
 
 
 def _upstream_message(body: bytes) -> tuple[str, str | None]:
