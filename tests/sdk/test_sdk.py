@@ -94,6 +94,7 @@ def test_create_routes_and_returns_an_openai_completion(router: Router) -> None:
     info = completion.llmroute  # type: ignore[attr-defined]
     assert info["route"] == "code" and info["model"] == "large"
     assert info["layer"] == "intent" and info["decision_id"]
+    assert completion._request_id == info["decision_id"]  # as the gateway's x-request-id
     assert 0.0 < info["confidence"] <= 1.0
     assert completion.model_dump()["llmroute"] == info
 

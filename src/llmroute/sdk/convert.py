@@ -52,7 +52,12 @@ def _build(type_name: str, data: dict[str, Any]) -> Any:
 
 
 def as_completion(data: Mapping[str, Any], info: dict[str, Any]) -> Any:
-    return _build("ChatCompletion", {**data, FIELD: info})
+    """The completion; with ``openai``, its ``_request_id`` is the decision id, as the
+    gateway's ``x-request-id`` makes it for a client there."""
+    completion = _build("ChatCompletion", {**data, FIELD: info})
+    if not isinstance(completion, dict):
+        completion._request_id = info["decision_id"]
+    return completion
 
 
 def as_chunk(data: Mapping[str, Any], info: dict[str, Any]) -> Any:
