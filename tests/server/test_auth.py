@@ -49,11 +49,13 @@ auth:
     - {name: rotating, key_env: [LLMROUTE_TEST_OLD_KEY, LLMROUTE_TEST_NEW_KEY], rpm: 3}
     - {name: thrifty, key_env: LLMROUTE_TEST_THRIFTY_KEY, tpm: 10}
     - {name: bursty, key_env: LLMROUTE_TEST_BURSTY_KEY, tpm: 1000}
+    - {name: leaver, key_env: LLMROUTE_TEST_LEAVER_KEY, tpm: 1000}
 %(extra)s
 """
 NARROW_KEY = "sk-narrow-2718281828"
 THRIFTY_KEY = "sk-thrifty-1618033988"
 BURSTY_KEY = "sk-bursty-1414213562"
+LEAVER_KEY = "sk-leaver-1732050807"
 OLD_KEY, NEW_KEY = "sk-rotating-old-1111", "sk-rotating-new-2222"
 ENV = {
     "LLMROUTE_TEST_NARROW_KEY": NARROW_KEY,
@@ -63,6 +65,7 @@ ENV = {
     "LLMROUTE_TEST_LIMITED_KEY": LIMITED_KEY,
     "LLMROUTE_TEST_THRIFTY_KEY": THRIFTY_KEY,
     "LLMROUTE_TEST_BURSTY_KEY": BURSTY_KEY,
+    "LLMROUTE_TEST_LEAVER_KEY": LEAVER_KEY,
     "LLMROUTE_TELEMETRY_URL": "off",
 }
 ASK = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
@@ -257,6 +260,22 @@ def test_concurrent_requests_hold_their_prompt_against_the_tpm(gateway: Served) 
     assert after.status_code == 200, after.text
 
 
+def test_a_request_whose_client_hangs_up_gives_its_hold_back(gateway: Served) -> None:
+    """tpm 1000: a request holding ~900 prompt tokens whose client times out is
+    cancelled, and its hold is given back then, so a ~420-token request fits at once
+    (beside a hold left over, or one kept while the call ran on, it would get a 429)."""
+    url = f"{gateway.url}/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {LEAVER_KEY}"}
+    big = {"model": "slow", "messages": [{"role": "user", "content": "y " * 1800}]}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url, json=big, headers=headers, timeout=0.3)
+    time.sleep(0.4)  # the gateway sees the hang-up; the release is counted in the background
+    prompt = "please summarise this paragraph of notes. " * 40  # ~420 tokens
+    small = {"model": "small", "messages": [{"role": "user", "content": prompt}]}
+    after = httpx.post(url, json=small, headers=headers, timeout=10)
+    assert after.status_code == 200, after.text
+
+
 def test_a_rotated_key_lets_both_values_in_as_one_account(gateway: Served) -> None:
     with _client(gateway, OLD_KEY) as old, _client(gateway, NEW_KEY) as new:
         old.chat.completions.create(**ASK)
@@ -292,7 +311,7 @@ def test_a_key_naming_an_unknown_model_is_a_registry_error(upstream: FakeUpstrea
         "capped": "1" * 64,
         "extra": "    - {name: typo, sha256: '%s', models: [chta]}" % ("2" * 64),
     }
-    with pytest.raises(ConfigErrors, match=r"auth\.keys\[8\]\.models\[0\]: unknown model 'chta'"):
+    with pytest.raises(ConfigErrors, match=r"auth\.keys\[9\]\.models\[0\]: unknown model 'chta'"):
         parse_registry(text)
 
 
