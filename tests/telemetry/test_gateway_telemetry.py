@@ -386,27 +386,34 @@ def test_with_the_store_down_requests_succeed_and_drops_are_counted(tmp_path: Pa
         assert "dropped" in log
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses"])
 def test_a_client_that_hangs_up_mid_stream_stops_the_upstream_stream(
-    sqlite_gateway: Running,
+    sqlite_gateway: Running, path: str
 ) -> None:
     """The gateway closes its upstream stream when the caller goes away, so the provider
-    stops generating (and billing) the rest, and logs the request as cut off."""
+    stops generating (and billing) the rest, and logs the request as cut off; through
+    each front, whose translated stream must pass the close on."""
     words = 400  # 20 s at 0.05 s a word if nothing closed the upstream stream
-    prompt = " ".join(f"w{i}" for i in range(words))
-    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    prompt = " ".join(f"w{i}" for i in range(words)) + f" {path}"
+    body: dict[str, object] = {"model": "slow", "stream": True}
+    if path == "/v1/responses":
+        body["input"] = prompt
+    else:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    if path == "/v1/messages":
+        body["max_tokens"] = 1000
+    upstream = sqlite_gateway.upstream
+    before = len(upstream.cut)
     with (
         httpx.Client(timeout=10) as client,
-        client.stream("POST", f"{sqlite_gateway.url}/v1/chat/completions", json=body) as reply,
+        client.stream("POST", f"{sqlite_gateway.url}{path}", json=body) as reply,
     ):
         assert reply.status_code == 200
         decision_id = reply.headers["x-llmroute-decision-id"]
-        contents = 0
-        for line in reply.iter_lines():
-            contents += line.startswith("data: ") and '"content"' in line
-            if contents >= 3:
+        for seen, _ in enumerate(reply.iter_lines()):
+            if seen >= 8:
                 break  # leaving the block closes the connection mid-stream
-    upstream = sqlite_gateway.upstream
-    wait_for("the upstream stream closed", lambda: bool(upstream.cut), 10)
+    wait_for("the upstream stream closed", lambda: len(upstream.cut) > before, 10)
     model, sent = upstream.cut[-1]
     assert model == "slow?gap=0.05" and sent < words // 2
     row = _logged(sqlite_gateway.store_url, decision_id)

@@ -138,10 +138,17 @@ class ChunkTranslator(ABC):
 async def translated(
     events: AsyncIterable[str | bytes | memoryview], translator: ChunkTranslator
 ) -> AsyncIterator[bytes]:
-    """The chat stream `events` translated, closed at its end."""
-    async for event in events:
-        raw = event.encode() if isinstance(event, str) else bytes(event)
-        for out in translator.feed(raw):
+    """The chat stream `events` translated, closed at its end. When the client goes
+    away first, `events` is closed here at once (not whenever it is collected), so the
+    upstream stream stops and the request is logged."""
+    try:
+        async for event in events:
+            raw = event.encode() if isinstance(event, str) else bytes(event)
+            for out in translator.feed(raw):
+                yield out
+        for out in translator.close():
             yield out
-    for out in translator.close():
-        yield out
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
