@@ -10,7 +10,7 @@ from log_factory import logged
 
 from llmroute.registry import parse_registry
 from llmroute.telemetry.record import FeedbackRecord, LoggedDecision, ShadowRecord
-from llmroute.telemetry.report import build_report, strongest_model
+from llmroute.telemetry.report import build_report, is_error, strongest_model
 from llmroute.telemetry.report_plot import plot_report
 
 REGISTRY = parse_registry(
@@ -136,3 +136,10 @@ def test_route_only_decisions_count_in_the_mix_not_in_latency_or_cost() -> None:
     assert report.total.p50_ms == plain.total.p50_ms
     assert report.total.unpriced == plain.total.unpriced
     assert report.to_dict()["total"]["route_only"] == 30
+
+
+def test_a_client_that_hung_up_is_no_error() -> None:
+    assert not is_error(logged("chat", status=499, error="client_disconnected"))
+    assert not is_error(logged("chat", status=200, error="client_disconnected"))  # a stream
+    assert is_error(logged("chat", status=502, error="upstream_error"))
+    assert is_error(logged("chat", status=200, error="stream_interrupted"))

@@ -269,8 +269,14 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
         make_record(
             i,
             ts=t0 + 7 * i,
-            status=502 if i % 5 == 0 else 200,
-            error="upstream_error" if i % 5 == 0 else None,
+            status=502 if i % 5 == 0 else 499 if i % 7 == 3 else 200,
+            error=(
+                "upstream_error"
+                if i % 5 == 0
+                else "client_disconnected"  # a client that hung up: no error
+                if i % 7 in (3, 4)
+                else None
+            ),
             cache_hit=i % 3 == 0,
             attempts=("big (timeout)",) if i % 4 == 0 else (),
             cost_usd=0.01 if i % 2 else None,
@@ -291,6 +297,7 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
     assert [b._replace(cost_usd=0.0) for b in got] == [b._replace(cost_usd=0.0) for b in expected]
     assert [b.cost_usd for b in got] == pytest.approx([b.cost_usd for b in expected])
     assert sum(b.requests for b in got) == 29  # ts t0 + 203 is outside
+    assert sum(b.errors for b in got) == 6  # the upstream errors, i = 0, 5, ..., 25
     assert {b.bucket for b in got} == set(range(7))
 
     clients = sorted(store.client_totals(t0, t0 + 200), key=str)

@@ -62,7 +62,15 @@ def _priced(d: LoggedDecision, price: Price) -> float | None:
     return ((d.tokens_in or 0) * price.input + (d.tokens_out or 0) * price.output) / 1e6
 
 
+CLIENT_DISCONNECTED = "client_disconnected"
+
+
 def is_error(d: LoggedDecision) -> bool:
+    """A failure of the gateway or its models. A client that hung up (status 499, or a
+    stream it stopped reading) is not one: that was its choice, and
+    ``llmroute_requests_total{status="499"}`` counts it."""
+    if d.error == CLIENT_DISCONNECTED:
+        return False
     return d.status >= 400 or d.error is not None
 
 

@@ -91,9 +91,13 @@ def feedback_from_row(row: tuple[Any, ...]) -> FeedbackRecord:
     return FeedbackRecord(decision_id, ts, score=score, thumbs=thumbs, comment=comment)
 
 
-# What the dashboard's counts take from each group of decisions: requests, errors, and
-# spending (logged costs; the tokens of rows without one, priced afterwards).
-_ERRORS = "sum(CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END)"
+# What the dashboard's counts take from each group of decisions: requests, errors (as
+# `report.is_error` counts them: a client that hung up is none), and spending (logged
+# costs; the tokens of rows without one, priced afterwards).
+_ERRORS = (
+    "sum(CASE WHEN (status >= 400 OR error IS NOT NULL)"
+    " AND coalesce(error, '') <> 'client_disconnected' THEN 1 ELSE 0 END)"
+)
 _SPEND = (
     "coalesce(sum(cost_usd), 0), "
     "coalesce(sum(CASE WHEN cost_usd IS NULL THEN tokens_in END), 0), "
