@@ -199,6 +199,24 @@ def test_a_failed_request_span(tracing: Tracing, exporter: InMemorySpanExporter)
     assert attrs(raised)["error.type"] == "RuntimeError"
 
 
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(400, "content_policy_violation"), (429, "rate_limit_exceeded"), (499, "client_disconnected")],
+)
+def test_a_refused_or_abandoned_request_is_no_span_error(
+    tracing: Tracing, exporter: InMemorySpanExporter, status: int, error: str
+) -> None:
+    """OpenTelemetry's HTTP server convention: a 4xx leaves the span status unset (the
+    client's request, not the server, was at fault); the code is still on the span."""
+    d = decision()
+    record = DecisionRecord(d, ts=0.0, status=status, latency_ms=1.0, error=error)
+    tracing.start_request(d).finish(record)
+    (span,) = by_name(exporter.get_finished_spans())["chat a"]
+    assert span.status.status_code is StatusCode.UNSET
+    assert "error.type" not in attrs(span) and attrs(span)["llmroute.error"] == error
+    assert attrs(span)["http.response.status_code"] == status
+
+
 # -- attempts, from a real dispatcher -----------------------------------------------------------
 
 REGISTRY = """

@@ -95,17 +95,23 @@ class _SpanTrace(RequestTrace):
         )
 
     def finish(self, record: DecisionRecord | None = None) -> None:
+        """End the request's span with its outcome. A 5xx is a span error; a 4xx (the
+        client's request refused: a bad body, a key over its limit, a blocked prompt) or
+        a client that hung up (499) leaves the status unset, as OpenTelemetry's HTTP
+        server convention says, and its code goes to ``llmroute.error``."""
         if self._ended:
             return
         self._ended = True
         span = self.span
         if record is not None:
             span.set_attributes(_outcome_attributes(record))
-            if record.status >= 400:
+            if record.status >= 500:
                 from opentelemetry.trace import Status, StatusCode
 
                 span.set_attribute("error.type", record.error or str(record.status))
                 span.set_status(Status(StatusCode.ERROR, record.error))
+            elif record.error is not None:
+                span.set_attribute("llmroute.error", record.error)
         span.end()
 
     def fail(self, error: BaseException) -> None:
