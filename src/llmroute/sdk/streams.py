@@ -16,6 +16,7 @@ from llmroute.dispatch.usage import Usage
 from llmroute.errors import ProviderTimeout
 from llmroute.sdk.convert import as_chunk, event_json
 from llmroute.sdk.loop import LoopThread
+from llmroute.telemetry.record import CLIENT_DISCONNECTED
 
 __all__ = ["AsyncStream", "Stream", "StreamEnd"]
 
@@ -31,7 +32,7 @@ async def _chunks(
     opened: Opened, info: dict[str, Any], on_end: StreamEnd
 ) -> AsyncGenerator[Any, None]:
     """Parsed chunks; the upstream stream is closed however this one ends."""
-    error: str | None = "client_disconnected"
+    error: str | None = CLIENT_DISCONNECTED
     try:
         async for event in opened.events:
             data = event_json(event, opened.deployment)
@@ -98,7 +99,7 @@ class AsyncStream:
 
     async def aclose(self) -> None:
         await self._chunks.aclose()
-        self._end(self._opened, "client_disconnected")
+        self._end(self._opened, CLIENT_DISCONNECTED)
 
     async def __aenter__(self) -> AsyncStream:
         return self

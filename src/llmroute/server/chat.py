@@ -26,7 +26,7 @@ from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.pool import keep_in_pool, may_reach
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.state import CacheLookup, look_up, replay
-from llmroute.telemetry.record import DecisionRecord
+from llmroute.telemetry.record import CLIENT_DISCONNECTED, DecisionRecord
 from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.service import Telemetry
 from llmroute.telemetry.shadow import answer_text
@@ -197,7 +197,7 @@ async def _serve_planned(
             served = await _unless_client_leaves(request, gateway.dispatcher.complete(plan, body))
     except _ClientGone:
         unserved = _Unserved(gateway.router, recorder, plan.decision, body, ts, started_ns)
-        trace.finish(unserved.record(CLIENT_CLOSED, "client_disconnected", (), stream))
+        trace.finish(unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), stream))
         return Response(status_code=CLIENT_CLOSED), False
     except LlmrouteError as exc:
         error = gateway_error(exc, headers)
@@ -462,7 +462,7 @@ async def relay(
     and ``[DONE]`` (the status line has gone out, so nothing is retried silently).
     `done` is told how it ended (``stream_interrupted`` upstream, ``client_disconnected``
     when the client went away) with the streamed text when `collect` is set."""
-    error: str | None = "client_disconnected"
+    error: str | None = CLIENT_DISCONNECTED
     parts: list[str] = []
     try:
         async for event in opened.events:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from llmroute.decision import Decision
 
 __all__ = [
+    "CLIENT_DISCONNECTED",
     "DECISION_COLUMNS",
     "DecisionRecord",
     "FeedbackRecord",
@@ -28,6 +29,10 @@ __all__ = [
 ]
 
 PromptMode = Literal["off", "hash", "redacted", "full"]
+
+CLIENT_DISCONNECTED = "client_disconnected"
+"""The `error` of a request whose client hung up (status 499, or a stream it stopped
+reading): logged, but no failure of the gateway or its models."""
 
 # The columns of the `decisions` table, in order; `to_row` returns them and
 # `LoggedDecision` has one field per column.

@@ -25,7 +25,12 @@ from typing import Any
 import numpy as np
 
 from llmroute.registry.schema import Price, Registry
-from llmroute.telemetry.record import FeedbackRecord, LoggedDecision, ShadowRecord
+from llmroute.telemetry.record import (
+    CLIENT_DISCONNECTED,
+    FeedbackRecord,
+    LoggedDecision,
+    ShadowRecord,
+)
 from llmroute.telemetry.shadow_report import ShadowReport, shadow_report
 
 __all__ = [
@@ -60,9 +65,6 @@ def _priced(d: LoggedDecision, price: Price) -> float | None:
     if d.tokens_in is None and d.tokens_out is None:
         return None
     return ((d.tokens_in or 0) * price.input + (d.tokens_out or 0) * price.output) / 1e6
-
-
-CLIENT_DISCONNECTED = "client_disconnected"
 
 
 def is_error(d: LoggedDecision) -> bool:

@@ -6,6 +6,7 @@ import json
 from typing import Any, ClassVar
 
 from llmroute.telemetry.record import (
+    CLIENT_DISCONNECTED,
     DECISION_COLUMNS,
     FeedbackRecord,
     LoggedDecision,
@@ -96,7 +97,7 @@ def feedback_from_row(row: tuple[Any, ...]) -> FeedbackRecord:
 # costs; the tokens of rows without one, priced afterwards).
 _ERRORS = (
     "sum(CASE WHEN (status >= 400 OR error IS NOT NULL)"
-    " AND coalesce(error, '') <> 'client_disconnected' THEN 1 ELSE 0 END)"
+    f" AND coalesce(error, '') <> '{CLIENT_DISCONNECTED}' THEN 1 ELSE 0 END)"
 )
 _SPEND = (
     "coalesce(sum(cost_usd), 0), "
