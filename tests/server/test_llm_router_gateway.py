@@ -265,3 +265,48 @@ def test_gateway_over_http_serves_the_chosen_route_and_counts_it(
     assert 'llmroute_llm_router_total{outcome="kept"} 1.0' in metrics
     assert 'llmroute_llm_router_total{outcome="memo"} 1.0' in metrics
     assert [r["model"] for r in script.requests] == [PICKER, "up-large", PICKER]
+
+
+HUNG_PICKER_REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 10}
+models:
+  small: {provider: fake, model: up-small}
+  picker: {provider: fake, model: "picker?delay=4"}
+routes:
+  - name: code
+    target: small
+    examples: ["write a python function to parse json", "fix this python bug"]
+  - name: weather
+    target: small
+    examples: ["what is the weather tomorrow", "will it rain today in paris"]
+default: {target: small}
+llm_fallback: {model: picker, margin: 1.0, timeout_s: 8}
+"""
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/route"])
+def test_a_client_that_hangs_up_while_the_llm_router_thinks_stops_it(
+    tmp_path: Path, path: str
+) -> None:
+    """The LLM router's own call is cancelled when the client leaves during it (here a
+    client timeout of 0.5 s against a router model that answers after 4 s): the router
+    model's connection is closed, no model is asked for the answer, and the request is
+    counted under status 499."""
+    import httpx
+    from fake_upstream import fake_upstream
+    from gateway_proc import serve, wait_for
+
+    with fake_upstream() as upstream:
+        registry = tmp_path / "registry.yaml"
+        registry.write_text(HUNG_PICKER_REGISTRY % {"url": upstream.url})
+        with serve(registry, tmp_path / "serve.log") as served:
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(f"{served.url}{path}", json=_body(WEATHER), timeout=0.5)
+            wait_for("the router model's call closed", lambda: bool(upstream.cut), 10)
+            metrics = httpx.get(f"{served.url}/metrics", timeout=10).text
+    assert upstream.cut == [("picker?delay=4", 0)]
+    assert upstream.models_called() == ["picker?delay=4"]
+    if path == "/v1/chat/completions":
+        assert 'status="499"' in metrics

@@ -47,6 +47,15 @@ class _ClientGone(Exception):
     """The client disconnected while its answer was being made."""
 
 
+class _GoneWhilePlanning(Exception):
+    """The client disconnected while the LLM router was being asked; `plan` is the plan
+    before it, what the request is logged with."""
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__()
+        self.plan = plan
+
+
 async def _disconnected(request: Request) -> None:
     """Returns once the client has hung up (the body has been read: what the server
     delivers next is the disconnect)."""
@@ -113,7 +122,17 @@ async def serve_chat(
     (`GatewayError`, `LlmrouteError`) for the caller's front to render. `ts` and
     `started_ns` are the request's arrival."""
     _check_model(request, gateway, body)
-    plan = await _plan(request, gateway, body)
+    try:
+        plan = await _plan(request, gateway, body)
+    except _GoneWhilePlanning as gone:
+        unserved = _Unserved(
+            gateway.router, recorder_of(request), gone.plan.decision, body, ts, started_ns
+        )
+        trace = tracing_of(request).start_request(gone.plan.decision, start_ns=int(ts * 1e9))
+        trace.finish(
+            unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), body.get("stream") is True)
+        )
+        return Response(status_code=CLIENT_CLOSED)
     release = await _hold_tokens(request, gateway, body)
     handed = False  # a stream gives the tokens back when it ends
     try:
@@ -283,12 +302,20 @@ def _check_model(request: Request, gateway: Gateway, body: dict[str, Any]) -> No
 
 async def _plan(request: Request, gateway: Gateway, body: dict[str, Any]) -> Plan:
     """The request's plan: routed, refined by the LLM router when it applies (and its
-    model is one the client key may reach), kept inside the key's pool."""
+    model is one the client key may reach), kept inside the key's pool. The LLM router's
+    call is cancelled when the client hangs up during it (`_GoneWhilePlanning`)."""
     plan = plan_request(gateway.router, body, request.headers)
     llm_router = gateway.llm_router
-    if llm_router is not None and not may_reach(request.scope, llm_router.settings.model):
-        llm_router = None
-    plan = await refine_plan(llm_router, gateway.router, plan, body, request.headers)
+    if (
+        llm_router is not None
+        and llm_router.applies(plan.decision)
+        and may_reach(request.scope, llm_router.settings.model)
+    ):
+        refining = refine_plan(llm_router, gateway.router, plan, body, request.headers)
+        try:
+            plan = await _unless_client_leaves(request, refining)
+        except _ClientGone:
+            raise _GoneWhilePlanning(plan) from None
     default = gateway.router.loaded.registry.default.target
     return keep_in_pool(request.scope, plan, default)
 
@@ -448,11 +475,16 @@ async def route_only(request: Request) -> Response:
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
     _check_model(request, gateway, body)
-    plan = await _plan(request, gateway, body)
+    try:
+        plan = await _plan(request, gateway, body)
+    except _GoneWhilePlanning as gone:
+        plan, answer = gone.plan, Response(status_code=CLIENT_CLOSED)
+    else:
+        answer = JSONResponse(plan.decision.to_dict(), headers=decision_headers(plan.decision))
     recorder = recorder_of(request)
     if recorder is not None:
         recorder.decided(gateway.router, plan.decision, body, ts=ts, started_ns=started_ns)
-    return JSONResponse(plan.decision.to_dict(), headers=decision_headers(plan.decision))
+    return answer
 
 
 async def relay(
