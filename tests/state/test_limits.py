@@ -420,6 +420,43 @@ def test_a_stream_broken_midway_is_charged_what_it_streamed(upstream: FakeUpstre
     assert next_model == "cheap"  # the broken stream spent the budget
 
 
+def test_a_call_whose_client_left_is_charged_its_prompt(upstream: FakeUpstream) -> None:
+    """The gateway cancels a call whose client hung up; the prompt it sent may still be
+    billed, so `charge_abandoned` counts it (estimated) against the model's budget: the
+    next request goes to the chain's next model."""
+    tag = uuid.uuid4().hex[:8]
+    models = f"""
+  slow-{tag}:
+    provider: up
+    model: 'slow-{tag}?delay=4'
+    price: {{input: 1000000, output: 1000000}}
+    budget: {{usd: 1.0, period: hour}}
+  cheap: {{provider: up, model: cheap-{tag}}}
+"""
+    text = REGISTRY % {"url": upstream.url, "models": models, "first": f"slow-{tag}", "limits": ""}
+    registry = parse_registry(text).registry
+
+    async def go() -> tuple[float, bool, int, str]:
+        dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        body = {"messages": [{"role": "user", "content": "hello"}]}
+        plan = plan_for(f"slow-{tag}", "cheap")
+        try:
+            call = asyncio.ensure_future(dispatcher.complete(plan, body))
+            await asyncio.sleep(0.3)
+            call.cancel()  # what the gateway does when the client hangs up
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            usage = await dispatcher.charge_abandoned(plan, body)
+            again = await dispatcher.complete(plan, body)
+        finally:
+            await dispatcher.aclose()
+        return usage.cost_usd, usage.estimated, usage.completion_tokens, again.model
+
+    cost, estimated, completion, next_model = asyncio.run(go())
+    assert cost > 1.0 and estimated and completion == 0  # "hello" and the message's overhead
+    assert next_model == "cheap"
+
+
 def test_registry_mistakes() -> None:
     base = REGISTRY % {"url": "http://127.0.0.1:9/v1", "first": "m", "limits": "%s", "models": "%s"}
     with pytest.raises(ConfigError, match=r"models\.m\.rpm: a model with deployments"):

@@ -31,7 +31,7 @@ models:
   large: {provider: fake, model: up-large, price: {input: 10, output: 30}}
   broken: {provider: fake, model: %(fail_500)s}
   slow: {provider: fake, model: "slow?gap=0.05"}
-  hung: {provider: fake, model: "hung?delay=4"}
+  hung: {provider: fake, model: "hung?delay=4", price: {input: 5, output: 15}}
   thinking: {provider: fake, model: "thinking?ttft=4"}
 routes:
   - name: code
@@ -445,6 +445,9 @@ def test_a_client_that_times_out_stops_the_upstream_call(
     row = _logged(sqlite_gateway.store_url, prompt=text)
     assert row.status == 499 and row.error == "client_disconnected"
     assert row.model == "hung" and row.served_model is None
+    # the prompt was sent and may be billed: counted (estimated), priced, no completion
+    assert row.usage_estimated and row.tokens_out == 0 and row.tokens_in
+    assert row.cost_usd == pytest.approx(row.tokens_in * 5 / 1e6)
 
 
 def test_a_client_that_leaves_before_the_first_token_stops_the_stream(

@@ -426,6 +426,18 @@ class Dispatcher:
                 "not called",
             )
 
+    async def charge_abandoned(self, plan: Plan, body: dict[str, Any]) -> Usage:
+        """The usage of a request whose client hung up before its answer: its prompt,
+        counted and marked estimated, on the model it was sent to first (the chain's or
+        the cascade's first), which a hosted API may bill though nobody reads the answer.
+        Charged to that model's budget; returned for the client key's. Conservative: the
+        call may have been cut before the prompt was read, or on a fallback."""
+        name = plan.cascade.tiers[0].model if plan.cascade is not None else plan.chain[0]
+        sent = body if plan.decision.blocked else plan.outgoing(body)
+        usage = priced({}, sent, self._registry.models[name].price, completion="")
+        await self._charge(name, usage)
+        return usage
+
     async def _charge(
         self, name: str, usage: Usage | None, deployment: Deployment | None = None
     ) -> None:

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from llmroute.decide import Router
 from llmroute.decision import Decision
 from llmroute.dispatch import Opened, Plan, TierStep, cascade_header, plan_request
-from llmroute.dispatch.usage import estimated_prompt_tokens
+from llmroute.dispatch.usage import Usage, estimated_prompt_tokens
 from llmroute.errors import LlmrouteError, ProviderError
 from llmroute.layers.llm_router import refine_plan
 from llmroute.server.auth import api_key_of, check_model, key_of, tokens_held
@@ -215,8 +215,9 @@ async def _serve_planned(
         with trace.activate():
             served = await _unless_client_leaves(request, gateway.dispatcher.complete(plan, body))
     except _ClientGone:
+        usage = await gateway.dispatcher.charge_abandoned(plan, body)
         unserved = _Unserved(gateway.router, recorder, plan.decision, body, ts, started_ns)
-        trace.finish(unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), stream))
+        trace.finish(unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), stream, usage))
         return Response(status_code=CLIENT_CLOSED), False
     except LlmrouteError as exc:
         error = gateway_error(exc, headers)
@@ -275,7 +276,12 @@ class _Unserved:
     started_ns: int
 
     def record(
-        self, status: int, error: str, attempts: tuple[str, ...], stream: bool
+        self,
+        status: int,
+        error: str,
+        attempts: tuple[str, ...],
+        stream: bool,
+        usage: Usage | None = None,
     ) -> DecisionRecord | None:
         if self.recorder is None:
             return None
@@ -289,6 +295,7 @@ class _Unserved:
             error=error,
             attempts=attempts,
             stream=stream,
+            usage=usage,
         )
 
 
