@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from fake_upstream import FAIL_500, FakeUpstream, fake_upstream
+from gateway_proc import wait_for
 
 from llmroute import Router
 from llmroute.errors import ProviderError
@@ -27,6 +28,7 @@ models:
   large: {provider: fake, model: up-large}
   broken: {provider: fake, model: %(fail_500)s}
   halfway: {provider: fake, model: fail-mid}
+  hung: {provider: fake, model: "hung?delay=4", price: {input: 5.0, output: 15.0}}
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -148,6 +150,36 @@ def test_sdk_calls_are_logged_to_postgresql(
         ids = _exercise(router)
     _check(_logged(postgres_url), ids)
     assert not (tmp_path / "never-used.db").exists()
+
+
+def test_an_async_call_its_caller_cancels_is_logged_and_charged(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``asyncio.wait_for`` giving up on ``acreate`` cancels the upstream call, and the call
+    is logged as the gateway logs a client that hung up: 499 ``client_disconnected``,
+    with the prompt it sent as its (estimated) usage."""
+    url = f"sqlite:///{tmp_path / 'sdk.db'}"
+    monkeypatch.delenv("LLMROUTE_TELEMETRY_URL")
+    registry = _registry(tmp_path, upstream, f"  url: {url}")
+    before = len(upstream.cut)
+    with Router.from_yaml(registry) as router:
+
+        async def impatient() -> None:
+            try:
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(
+                        router.chat.completions.acreate(messages=HELLO, model="hung"), 0.3
+                    )
+            finally:
+                await router.aclose()
+
+        asyncio.run(impatient())
+    (row,) = [r for r in _logged(url) if r.model == "hung"]
+    assert (row.status, row.error, row.served_model) == (499, "client_disconnected", None)
+    assert row.usage_estimated and row.tokens_out == 0 and row.tokens_in
+    assert row.cost_usd == pytest.approx(row.tokens_in * 5.0 / 1e6)
+    wait_for("the upstream call closed", lambda: len(upstream.cut) > before, 10)
+    assert upstream.cut[before:] == [("hung?delay=4", 0)]
 
 
 def test_no_log_when_telemetry_is_off(

@@ -11,6 +11,7 @@ is written to the decision log as a gateway request is (`SdkDecisionLog`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import weakref
@@ -28,6 +29,7 @@ from llmroute.sdk.convert import as_completion, jsonable, routing_info
 from llmroute.sdk.decision_log import (
     CallClock,
     SdkDecisionLog,
+    record_abandoned,
     record_cache_hit,
     record_failure,
     record_success,
@@ -192,6 +194,7 @@ class _Engine:
         would answer) and raised."""
         recorder = await self.log.arecorder()
         stream = request.body.get("stream") is True
+        sending: Dispatcher | None = None
         try:
             dispatcher = await self.dispatcher()
             plan = await self.refined(request, plan, dispatcher)
@@ -202,7 +205,19 @@ class _Engine:
             )
             if lookup is not None and lookup.answer is not None:
                 return _Sent(recorder, plan, lookup, None)
+            sending = dispatcher
             result = await _limited(send(dispatcher, plan), request.timeout)
+        except asyncio.CancelledError:
+            # The caller gave up (a wait_for timeout, a cancelled task): logged and, once
+            # the prompt was sent, charged as the gateway does for a client that hangs up.
+            usage = None
+            if sending is not None:
+                with contextlib.suppress(Exception):
+                    usage = await sending.charge_abandoned(plan, request.body)
+            record_abandoned(
+                recorder, self.router, plan.decision, request.body, clock, usage, stream=stream
+            )
+            raise
         except Exception as exc:
             record_failure(
                 recorder, self.router, plan.decision, request.body, clock, exc, stream=stream

@@ -21,10 +21,11 @@ from typing import Any
 from llmroute.decide import Router
 from llmroute.decision import Decision
 from llmroute.dispatch import Opened, Served
+from llmroute.dispatch.usage import Usage
 from llmroute.errors import LlmrouteError
 from llmroute.registry.schema import TelemetrySettings
 from llmroute.state import CachedAnswer
-from llmroute.telemetry.record import FeedbackRecord
+from llmroute.telemetry.record import CLIENT_CLOSED, CLIENT_DISCONNECTED, FeedbackRecord
 from llmroute.telemetry.recorder import Observer, Recorder
 from llmroute.telemetry.store import mask_url, resolve_telemetry_url
 from llmroute.telemetry.store.base import Store
@@ -190,6 +191,34 @@ def record_cache_hit(
             stream=answer.stream,
             ttft_ms=clock.elapsed_ms() if answer.stream else None,
             cache_hit=True,
+        )
+
+
+def record_abandoned(
+    recorder: Recorder | None,
+    router: Router,
+    decision: Decision,
+    body: Mapping[str, Any],
+    clock: CallClock,
+    usage: Usage | None,
+    *,
+    stream: bool,
+) -> None:
+    """Log a call its caller cancelled before the answer (``asyncio.wait_for``'s timeout,
+    a cancelled task) as the gateway logs a client that hung up: status 499,
+    ``client_disconnected``, with the prompt it had sent as its usage (None when nothing
+    had been sent)."""
+    if recorder is not None:
+        recorder.finished(
+            router,
+            decision,
+            body,
+            ts=clock.ts,
+            started_ns=clock.started_ns,
+            status=CLIENT_CLOSED,
+            error=CLIENT_DISCONNECTED,
+            usage=usage,
+            stream=stream,
         )
 
 

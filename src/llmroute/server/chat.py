@@ -26,7 +26,7 @@ from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.pool import keep_in_pool, may_reach
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.state import CacheLookup, look_up, replay
-from llmroute.telemetry.record import CLIENT_DISCONNECTED, DecisionRecord
+from llmroute.telemetry.record import CLIENT_CLOSED, CLIENT_DISCONNECTED, DecisionRecord
 from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.service import Telemetry
 from llmroute.telemetry.shadow import answer_text
@@ -35,10 +35,6 @@ from llmroute.telemetry.tracing import RequestTrace, Tracing
 __all__ = ["CLIENT_CLOSED", "chat_completions", "decision_headers", "route_only", "serve_chat"]
 
 log = logging.getLogger("llmroute.server")
-
-CLIENT_CLOSED = 499
-"""The status a request is logged with when its client hung up before the answer (nginx's
-"client closed request"); nobody receives it."""
 
 T = TypeVar("T")
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from llmroute.decision import Decision
 
 __all__ = [
+    "CLIENT_CLOSED",
     "CLIENT_DISCONNECTED",
     "DECISION_COLUMNS",
     "DecisionRecord",
@@ -29,6 +30,10 @@ __all__ = [
 ]
 
 PromptMode = Literal["off", "hash", "redacted", "full"]
+
+CLIENT_CLOSED = 499
+"""The status a request is logged with when its client hung up (or its caller cancelled
+it) before the answer (nginx's "client closed request"); nobody receives it."""
 
 CLIENT_DISCONNECTED = "client_disconnected"
 """The `error` of a request whose client hung up (status 499, or a stream it stopped
