@@ -29,7 +29,6 @@ from llmroute.sdk.convert import as_completion, jsonable, routing_info
 from llmroute.sdk.decision_log import (
     CallClock,
     SdkDecisionLog,
-    record_abandoned,
     record_cache_hit,
     record_failure,
     record_success,
@@ -207,15 +206,22 @@ class _Engine:
                 return _Sent(recorder, plan, lookup, None)
             sending = dispatcher
             result = await _limited(send(dispatcher, plan), request.timeout)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             # The caller gave up (a wait_for timeout, a cancelled task): logged and, once
             # the prompt was sent, charged as the gateway does for a client that hangs up.
             usage = None
             if sending is not None:
                 with contextlib.suppress(Exception):
                     usage = await sending.charge_abandoned(plan, request.body)
-            record_abandoned(
-                recorder, self.router, plan.decision, request.body, clock, usage, stream=stream
+            record_failure(
+                recorder,
+                self.router,
+                plan.decision,
+                request.body,
+                clock,
+                exc,
+                stream=stream,
+                usage=usage,
             )
             raise
         except Exception as exc:

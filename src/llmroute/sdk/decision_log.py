@@ -194,34 +194,6 @@ def record_cache_hit(
         )
 
 
-def record_abandoned(
-    recorder: Recorder | None,
-    router: Router,
-    decision: Decision,
-    body: Mapping[str, Any],
-    clock: CallClock,
-    usage: Usage | None,
-    *,
-    stream: bool,
-) -> None:
-    """Log a call its caller cancelled before the answer (``asyncio.wait_for``'s timeout,
-    a cancelled task) as the gateway logs a client that hung up: status 499,
-    ``client_disconnected``, with the prompt it had sent as its usage (None when nothing
-    had been sent)."""
-    if recorder is not None:
-        recorder.finished(
-            router,
-            decision,
-            body,
-            ts=clock.ts,
-            started_ns=clock.started_ns,
-            status=CLIENT_CLOSED,
-            error=CLIENT_DISCONNECTED,
-            usage=usage,
-            stream=stream,
-        )
-
-
 def record_failure(
     recorder: Recorder | None,
     router: Router,
@@ -231,13 +203,19 @@ def record_failure(
     exc: BaseException,
     *,
     stream: bool,
+    usage: Usage | None = None,
 ) -> None:
-    """Log a call that raised, with the status and code the gateway would have sent."""
+    """Log a call that raised, with the status and code the gateway would have sent; one
+    its caller cancelled (`asyncio.CancelledError`: ``wait_for``'s timeout, a cancelled
+    task) as the gateway logs a client that hung up, 499 ``client_disconnected``, with
+    `usage` the prompt it had sent (None when nothing had been sent)."""
     if recorder is None:
         return
     status, code = 500, type(exc).__name__
     attempts: tuple[str, ...] = ()
-    if isinstance(exc, LlmrouteError):
+    if isinstance(exc, asyncio.CancelledError):
+        status, code = CLIENT_CLOSED, CLIENT_DISCONNECTED
+    elif isinstance(exc, LlmrouteError):
         from llmroute.server.errors import gateway_error
 
         error = gateway_error(exc)
@@ -252,4 +230,5 @@ def record_failure(
         error=code,
         attempts=attempts,
         stream=stream,
+        usage=usage,
     )
