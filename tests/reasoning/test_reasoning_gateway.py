@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
-from gateway_proc import serve
+from gateway_proc import serve_text
 
 from llmroute import Router
 
@@ -34,11 +34,11 @@ reasoning: {scorer: builtin}
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, FakeUpstream]]:
     tmp = tmp_path_factory.mktemp("reasoning-gateway")
-    with fake_upstream() as upstream:
-        registry = tmp / "registry.yaml"
-        registry.write_text(REGISTRY % {"url": upstream.url})
-        with serve(registry, tmp / "serve.log") as served:
-            yield served.url, upstream
+    with (
+        fake_upstream() as upstream,
+        serve_text(REGISTRY % {"url": upstream.url}, tmp) as served,
+    ):
+        yield served.url, upstream
 
 
 def _ask(url: str, text: str, **extra: object) -> httpx.Response:

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
-from gateway_proc import serve
+from gateway_proc import serve_text
 
 pytestmark = pytest.mark.slow
 
@@ -54,12 +54,11 @@ class Gateway:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("safety-gateway")
-    with fake_upstream() as upstream:
-        registry = tmp / "registry.yaml"
-        registry.write_text(REGISTRY % {"url": upstream.url})
-        log = tmp / "serve.log"
-        with serve(registry, log) as served:
-            yield Gateway(served.url, upstream, log)
+    with (
+        fake_upstream() as upstream,
+        serve_text(REGISTRY % {"url": upstream.url}, tmp) as served,
+    ):
+        yield Gateway(served.url, upstream, served.log)
 
 
 @pytest.fixture(scope="module")

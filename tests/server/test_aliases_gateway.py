@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 from fake_upstream import FakeUpstream
-from gateway_proc import Served, serve
+from gateway_proc import Served, serve_text
 
 KEY = "sk-alias-test-1234567890"
 OPEN_KEY = "sk-alias-open-0987654321"
@@ -48,14 +48,12 @@ auth:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("aliases")
-    registry = tmp / "registry.yaml"
-    registry.write_text(REGISTRY % {"url": upstream.url})
     env = {
         "LLMROUTE_TEST_ALIAS_KEY": KEY,
         "LLMROUTE_TEST_ALIAS_OPEN": OPEN_KEY,
         "LLMROUTE_TELEMETRY_URL": "off",
     }
-    with serve(registry, tmp / "serve.log", env=env) as served:
+    with serve_text(REGISTRY % {"url": upstream.url}, tmp, env=env) as served:
         yield served
 
 

@@ -5,13 +5,12 @@ refuses, the second answers, and the decision headers say who served."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import quote
 
 import openai
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
-from gateway_proc import serve
+from gateway_proc import serve_text
 
 REFUSAL = quote("I'm sorry, but I can't help with that.")
 
@@ -38,13 +37,13 @@ def client(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[openai.OpenAI, FakeUpstream]]:
     tmp = tmp_path_factory.mktemp("cascade-gateway")
-    with fake_upstream() as upstream:
-        registry = tmp / "registry.yaml"
-        registry.write_text(REGISTRY % {"url": upstream.url, "refusal": REFUSAL})
-        with serve(registry, Path(tmp / "serve.log")) as served:
-            base = f"{served.url}/v1"
-            with openai.OpenAI(base_url=base, api_key="unused", max_retries=0) as c:
-                yield c, upstream
+    with (
+        fake_upstream() as upstream,
+        serve_text(REGISTRY % {"url": upstream.url, "refusal": REFUSAL}, tmp) as served,
+    ):
+        base = f"{served.url}/v1"
+        with openai.OpenAI(base_url=base, api_key="unused", max_retries=0) as c:
+            yield c, upstream
 
 
 def _messages(text: str) -> list[dict[str, str]]:

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
-from gateway_proc import serve
+from gateway_proc import serve_text
 from prometheus_client.parser import text_string_to_metric_families
 
 KEY_ENV = "LLMROUTE_TEST_UPSTREAM_KEY"
@@ -48,12 +48,10 @@ class Gateway:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("embeddings")
     with fake_upstream() as upstream:
-        registry = tmp / "registry.yaml"
-        registry.write_text(REGISTRY % {"url": upstream.url, "key_env": KEY_ENV})
-        log = tmp / "serve.log"
-        with serve(registry, log, env={KEY_ENV: SECRET}) as served:
+        text = REGISTRY % {"url": upstream.url, "key_env": KEY_ENV}
+        with serve_text(text, tmp, env={KEY_ENV: SECRET}) as served:
             yield Gateway(served.url, upstream)
-        assert SECRET not in log.read_text()
+        assert SECRET not in served.log_text()
 
 
 @pytest.fixture(scope="module")
@@ -175,14 +173,12 @@ def test_embedding_spend_counts_against_budgets_and_in_metrics(
     $0.10 a token here), charged to the client key's budget and to the model's, and
     counted in the cost metrics: a key cannot spend past its budget on embeddings."""
     with fake_upstream() as upstream:
-        registry = tmp_path / "registry.yaml"
-        registry.write_text(SPEND_REGISTRY % {"url": upstream.url})
         env = {
             "LLMROUTE_TEST_TEAM_KEY": TEAM_KEY,
             "LLMROUTE_TEST_OPEN_KEY": OPEN_KEY,
             "LLMROUTE_TELEMETRY_URL": "off",
         }
-        with serve(registry, tmp_path / "serve.log", env=env) as served:
+        with serve_text(SPEND_REGISTRY % {"url": upstream.url}, tmp_path, env=env) as served:
 
             def embed(key: str, model: str = "embed") -> httpx.Response:
                 return httpx.post(

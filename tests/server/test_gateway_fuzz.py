@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fake_anthropic import fake_anthropic
 from fake_upstream import fake_upstream
-from gateway_proc import Served, serve
+from gateway_proc import Served, serve_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_front_fuzz import _bodies
@@ -58,9 +58,8 @@ ENDPOINTS = [
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("fuzz")
     with fake_upstream() as up, fake_anthropic() as claude:
-        registry = tmp / "registry.yaml"
-        registry.write_text(REGISTRY % {"url": up.url, "anthropic": claude.url})
-        with serve(registry, tmp / "serve.log", env={"LLMROUTE_TELEMETRY_URL": "off"}) as s:
+        text = REGISTRY % {"url": up.url, "anthropic": claude.url}
+        with serve_text(text, tmp, env={"LLMROUTE_TELEMETRY_URL": "off"}) as s:
             yield s
 
 

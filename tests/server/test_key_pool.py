@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fake_upstream import FakeUpstream
-from gateway_proc import Served, serve
+from gateway_proc import Served, serve_text
 
 from llmroute.registry import ConfigErrors, parse_registry
 
@@ -54,14 +54,12 @@ LEGAL = "review this contract clause about liability"
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("key-pool")
-    registry = tmp / "registry.yaml"
-    registry.write_text(REGISTRY % {"url": upstream.url})
     env = {
         "LLMROUTE_TEST_INTERNAL_KEY": INTERNAL_KEY,
         "LLMROUTE_TEST_OPEN_KEY": OPEN_KEY,
         "LLMROUTE_TELEMETRY_URL": "off",
     }
-    with serve(registry, tmp / "serve.log", env=env) as served:
+    with serve_text(REGISTRY % {"url": upstream.url}, tmp, env=env) as served:
         yield served
 
 

@@ -296,16 +296,16 @@ def test_a_client_that_hangs_up_while_the_llm_router_thinks_stops_it(
     counted under status 499."""
     import httpx
     from fake_upstream import fake_upstream
-    from gateway_proc import serve, wait_for
+    from gateway_proc import serve_text, wait_for
 
-    with fake_upstream() as upstream:
-        registry = tmp_path / "registry.yaml"
-        registry.write_text(HUNG_PICKER_REGISTRY % {"url": upstream.url})
-        with serve(registry, tmp_path / "serve.log") as served:
-            with pytest.raises(httpx.ReadTimeout):
-                httpx.post(f"{served.url}{path}", json=_body(WEATHER), timeout=0.5)
-            wait_for("the router model's call closed", lambda: bool(upstream.cut), 10)
-            metrics = httpx.get(f"{served.url}/metrics", timeout=10).text
+    with (
+        fake_upstream() as upstream,
+        serve_text(HUNG_PICKER_REGISTRY % {"url": upstream.url}, tmp_path) as served,
+    ):
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{served.url}{path}", json=_body(WEATHER), timeout=0.5)
+        wait_for("the router model's call closed", lambda: bool(upstream.cut), 10)
+        metrics = httpx.get(f"{served.url}/metrics", timeout=10).text
     assert upstream.cut == [("picker?delay=4", 0)]
     assert upstream.models_called() == ["picker?delay=4"]
     if path == "/v1/chat/completions":

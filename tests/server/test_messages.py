@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fake_anthropic import USAGE, FakeAnthropic
 from fake_upstream import FakeUpstream
-from gateway_proc import Served, serve
+from gateway_proc import Served, serve_text
 
 REGISTRY = """
 encoder: builtin:static
@@ -45,9 +45,8 @@ def gateway(
     tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, claude: FakeAnthropic
 ) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("messages")
-    registry = tmp / "registry.yaml"
-    registry.write_text(REGISTRY % {"url": upstream.url, "anthropic": claude.url})
-    with serve(registry, tmp / "serve.log", env={"LLMROUTE_TELEMETRY_URL": "off"}) as served:
+    text = REGISTRY % {"url": upstream.url, "anthropic": claude.url}
+    with serve_text(text, tmp, env={"LLMROUTE_TELEMETRY_URL": "off"}) as served:
         yield served
 
 

@@ -96,3 +96,15 @@ def serve(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@contextmanager
+def serve_text(
+    text: str, folder: Path, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> Iterator[Served]:
+    """`serve` the registry `text`, written to FOLDER/registry.yaml; the log is
+    FOLDER/serve.log (``Served.log``)."""
+    registry = folder / "registry.yaml"
+    registry.write_text(text)
+    with serve(registry, folder / "serve.log", args, env) as served:
+        yield served
