@@ -15,7 +15,9 @@ from llmroute.cli import route as _route  # noqa: F401
 from llmroute.cli import safety as _safety  # noqa: F401
 from llmroute.cli import serve as _serve  # noqa: F401
 from llmroute.cli import telemetry as _telemetry  # noqa: F401
-from llmroute.cli._app import app
+from llmroute.cli._app import app, reflow_help
+
+reflow_help(app)
 
 __all__ = ["app", "main"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ __all__ = [
     "err_console",
     "fail",
     "print_error",
+    "reflow_help",
     "registry_app",
     "resolve_registry",
     "run",
@@ -33,6 +35,57 @@ app = typer.Typer(
 )
 registry_app = typer.Typer(help="Validate and build route registries.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from llmroute import __version__
+
+        typer.echo(f"llmroute {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """The options before a command (``llmroute --version``)."""
+
+
+def _reflowed(doc: str) -> str:
+    """`doc` with each paragraph's lines joined, so that help is wrapped to the terminal
+    rather than at the docstring's line ends; list items and indented lines keep their
+    own line."""
+    paragraphs = []
+    for paragraph in doc.strip().split("\n\n"):
+        lines = paragraph.splitlines()
+        out = lines[:1]
+        for line in lines[1:]:
+            kept = line.startswith((" ", "-", "*")) or line[:1].isdigit()
+            if kept:
+                out.append(line)
+            else:
+                out[-1] = f"{out[-1]} {line}"
+        paragraphs.append("\n".join(out))
+    return "\n\n".join(paragraphs)
+
+
+def reflow_help(group: typer.Typer) -> None:
+    """Give every command of `group` (and of its sub-groups) its docstring, reflowed, as
+    its help: Typer shows a docstring's line breaks as they are."""
+    for command in group.registered_commands:
+        doc = inspect.getdoc(command.callback) if command.callback is not None else None
+        if command.help is None and doc:
+            command.help = _reflowed(doc)
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            reflow_help(sub.typer_instance)
+
 
 err_console = Console(stderr=True, highlight=False)
 
