@@ -1,5 +1,6 @@
 """Whatever a client sends, the Messages and Responses converters answer with a chat
-body or a 400 naming a field (`GatewayError`): never another exception, which the
+body or a 400 naming a field (`GatewayError`), and what the gateway does with a chat
+body itself ends in a body or an `LlmrouteError`: never another exception, which the
 gateway would turn into a 500. Bodies are random JSON built from each API's own keys
 and values, so most of them get deep into the conversion before they fail."""
 
@@ -9,11 +10,12 @@ import contextlib
 import json
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from llmroute.dispatch.client_reasoning import in_dialect
-from llmroute.errors import ProviderError, UpstreamRejected
+from llmroute.dispatch.usage import estimated_prompt_tokens, prompt_tokens
+from llmroute.errors import LlmrouteError, ProviderError, UpstreamRejected
 from llmroute.providers._anthropic_convert import to_chat_completion, to_messages_request
 from llmroute.providers.anthropic import StreamTranslator as AnthropicStream
 from llmroute.providers.cache_markers import without_cache_markers
@@ -201,3 +203,141 @@ def test_any_anthropic_answer_or_stream_converts_or_is_an_upstream_error(
             translator.feed(f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode())
     except ProviderError:
         pass
+
+
+_CHAT_KEYS = [
+    "role", "content", "type", "text", "image_url", "url", "detail", "tool_calls", "id",
+    "function", "name", "arguments", "tool_call_id", "parameters", "description",
+    "json_schema", "schema", "strict", "input_audio", "file", "file_data", "refusal",
+    "cache_control", "reasoning_effort", "thinking", "budget_tokens",
+]  # fmt: skip
+_CHAT_WORDS = [
+    "user", "assistant", "system", "developer", "tool", "function", "text", "image_url",
+    "input_audio", "file", "auto", "none", "required", "json_object", "json_schema",
+    "data:image/png;base64,AA", "https://x/y.png", "{}", "{\"a\": 1}", "low", "high", "",
+]  # fmt: skip
+_chat_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-3, max_value=5000),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.sampled_from(_CHAT_WORDS),
+    st.text(max_size=6),
+)
+_chat_json = st.recursive(
+    _chat_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(_CHAT_KEYS), inner, max_size=5)
+    ),
+    max_leaves=25,
+)
+_chat_call = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": _chat_scalars,
+        "type": st.sampled_from(["function", "custom", "x"]),
+        "function": st.one_of(
+            st.fixed_dictionaries(
+                {},
+                optional={"name": _chat_scalars, "arguments": st.one_of(_chat_scalars, _chat_json)},
+            ),
+            _chat_json,
+        ),
+    },
+)
+_chat_part = st.one_of(
+    _chat_json,
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(_CHAT_WORDS)},
+        optional={
+            "text": _chat_scalars,
+            "image_url": st.one_of(_chat_json, st.fixed_dictionaries({"url": _chat_scalars})),
+            "cache_control": _chat_json,
+        },
+    ),
+)
+_chat_message = st.fixed_dictionaries(
+    {
+        "role": st.sampled_from(
+            ["user", "assistant", "system", "developer", "tool", "function", "x"]
+        )
+    },
+    optional={
+        "content": st.one_of(_chat_scalars, st.lists(_chat_part, max_size=3)),
+        "tool_calls": st.one_of(_chat_json, st.lists(_chat_call, max_size=2)),
+        "tool_call_id": _chat_scalars,
+        "name": _chat_scalars,
+        "cache_control": _chat_json,
+    },
+)
+_chat_tool = st.one_of(
+    _chat_json,
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["function", "x"])},
+        optional={
+            "function": st.one_of(
+                _chat_json,
+                st.fixed_dictionaries(
+                    {"name": _chat_scalars},
+                    optional={"parameters": _chat_json, "description": _chat_scalars},
+                ),
+            )
+        },
+    ),
+)
+_CHAT_TOP = {
+    "tools": st.one_of(_chat_json, st.lists(_chat_tool, max_size=2)),
+    "tool_choice": st.one_of(
+        _chat_json, st.fixed_dictionaries({"type": st.just("function"), "function": _chat_json})
+    ),
+    "response_format": st.one_of(
+        _chat_json,
+        st.fixed_dictionaries(
+            {"type": st.sampled_from(_CHAT_WORDS)}, optional={"json_schema": _chat_json}
+        ),
+    ),
+    "stop": _chat_json,
+    "n": _chat_scalars,
+    "logprobs": _chat_scalars,
+    "audio": _chat_json,
+    "temperature": _chat_scalars,
+    "top_p": _chat_scalars,
+    "max_tokens": _chat_scalars,
+    "max_completion_tokens": _chat_scalars,
+    "parallel_tool_calls": _chat_scalars,
+    "user": _chat_scalars,
+    "reasoning_effort": _chat_scalars,
+    "thinking": _chat_json,
+    "metadata": _chat_json,
+    "stream_options": _chat_json,
+    "seed": _chat_scalars,
+}
+_chat_bodies = st.builds(
+    lambda messages, extra: {"model": "claude", "messages": messages, **extra},
+    st.lists(_chat_message, min_size=1, max_size=4),
+    st.fixed_dictionaries({}, optional=_CHAT_TOP),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_chat_bodies)
+@example({"model": "claude", "messages": [{"role": "user"}], "tools": True})
+@example({"model": "c", "messages": [{"role": "assistant", "content": None, "tool_calls": 1}]})
+def test_any_chat_body_is_handled_or_refused(body: dict[str, Any]) -> None:
+    """What the gateway itself does with a client's chat body (counting its prompt,
+    removing cache markers for an OpenAI-protocol server, saying thinking in a model's
+    dialect, converting it for an Anthropic model) ends in a body or an `LlmrouteError`
+    (the gateway's error JSON), never another exception: a 500. The two examples were
+    500s found by a longer run of this test and of the gateway's own fuzz test."""
+    for kind in ("openai", "anthropic"):  # a client's thinking said in each dialect
+        with contextlib.suppress(LlmrouteError):  # rendered as the gateway's error JSON
+            in_dialect(body, THINKER, kind)
+    without_cache_markers(json.loads(json.dumps(body)))  # for an OpenAI-protocol server
+    assert estimated_prompt_tokens(body) >= 0 and prompt_tokens(body) >= 0  # tpm holds, usage
+    try:
+        out = to_messages_request("claude", "claude-x", body)
+    except UpstreamRejected as exc:
+        assert exc.status == 400
+        return
+    assert isinstance(out["messages"], list)
+    json.dumps(out)

@@ -101,7 +101,7 @@ def _reply_text(body: dict[str, Any]) -> str:
     users = [m for m in body.get("messages", []) if m.get("role") == "user"]
     if not users:
         return "echo:"
-    content = users[-1]["content"]
+    content = users[-1].get("content", "")
     if isinstance(content, list):
         content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
     return f"echo: {content}"

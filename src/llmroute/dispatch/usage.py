@@ -83,13 +83,20 @@ def _content_text(content: Any) -> Iterable[str]:
                 yield part["text"]
 
 
+def _calls(holder: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+    """The tool calls of a message, whatever a client or upstream put there."""
+    calls = holder.get("tool_calls")
+    if isinstance(calls, list):
+        yield from (call for call in calls if isinstance(call, Mapping))
+
+
 def _prompt_pieces(body: Mapping[str, Any]) -> Iterable[str]:
-    for message in body.get("messages") or ():
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
         if isinstance(message, Mapping):
             yield from _content_text(message.get("content"))
-            for call in message.get("tool_calls") or ():
-                if isinstance(call, Mapping):
-                    yield json.dumps(call.get("function", {}))
+            for call in _calls(message):
+                yield json.dumps(call.get("function", {}))
     if body.get("tools"):
         yield json.dumps(body["tools"])
 
@@ -117,19 +124,19 @@ def prompt_tokens(body: Mapping[str, Any]) -> int:
 
 
 def _prompt_tokens(body: Mapping[str, Any]) -> int:
-    messages = body.get("messages") or ()
-    return count_tokens(prompt_text(body)) + _PER_MESSAGE * len(messages)
+    messages = body.get("messages")
+    turns = len(messages) if isinstance(messages, list) else 0
+    return count_tokens(prompt_text(body)) + _PER_MESSAGE * turns
 
 
 def _completion_text(data: Mapping[str, Any]) -> str:
     pieces: list[str] = []
-    for choice in data.get("choices") or ():
+    choices = data.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
         message = choice.get("message") if isinstance(choice, Mapping) else None
         if isinstance(message, Mapping):
             pieces.extend(_content_text(message.get("content")))
-            for call in message.get("tool_calls") or ():
-                if isinstance(call, Mapping):
-                    pieces.append(json.dumps(call.get("function", {})))
+            pieces.extend(json.dumps(call.get("function", {})) for call in _calls(message))
     return "\n".join(pieces)
 
 
@@ -237,7 +244,8 @@ class StreamUsage:
         if not isinstance(chunk, dict):
             return event
         self._last = chunk
-        for choice in chunk.get("choices") or ():
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             delta = choice.get("delta") if isinstance(choice, Mapping) else None
             if isinstance(delta, Mapping) and isinstance(delta.get("content"), str):
                 self._text.append(delta["content"])

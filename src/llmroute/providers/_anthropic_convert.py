@@ -159,8 +159,10 @@ def _blocks_of(provider: str, role: Any, message: dict[str, Any], index: int) ->
         return _content_blocks(provider, message.get("content"), where)
     if role == "assistant":
         blocks = _content_blocks(provider, message.get("content"), where)
-        for call in message.get("tool_calls") or ():
-            blocks.append(_tool_use(provider, call, where))
+        calls = message.get("tool_calls") or []
+        if not isinstance(calls, list):
+            raise _reject(provider, f"{where}: 'tool_calls' must be a list")
+        blocks.extend(_tool_use(provider, call, where) for call in calls)
         return blocks
     if role == "tool":
         parts = _text_blocks(provider, message.get("content"), where)
@@ -262,6 +264,8 @@ def _convert_tools(provider: str, body: dict[str, Any], payload: dict[str, Any])
     tools = body.get("tools")
     if not tools:
         return  # a tool_choice without tools means nothing
+    if not isinstance(tools, list):
+        raise _reject(provider, "'tools' must be a list of tools")
     payload["tools"] = [_tool(provider, tool) for tool in tools]
     choice = _tool_choice(provider, body.get("tool_choice"))
     if body.get("parallel_tool_calls") is False and choice.get("type") != "none":

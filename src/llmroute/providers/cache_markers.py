@@ -22,13 +22,14 @@ def _marked(item: Any) -> bool:
 
 def has_cache_markers(body: Mapping[str, Any]) -> bool:
     """Whether a message, a content part or a tool carries a marker."""
-    for message in body.get("messages") or ():
+    messages, tools = body.get("messages"), body.get("tools")
+    for message in messages if isinstance(messages, list) else ():
         if _marked(message):
             return True
         content = message.get("content") if isinstance(message, Mapping) else None
         if isinstance(content, list) and any(_marked(part) for part in content):
             return True
-    return any(_marked(tool) for tool in body.get("tools") or ())
+    return isinstance(tools, list) and any(_marked(tool) for tool in tools)
 
 
 def _unmarked(item: Any) -> Any:
