@@ -71,7 +71,7 @@ def http(gateway: Served) -> Iterator[httpx.Client]:
 
 @pytest.mark.parametrize("path", ENDPOINTS)
 @settings(
-    max_examples=60,
+    max_examples=120,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
