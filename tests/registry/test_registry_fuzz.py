@@ -1,0 +1,88 @@
+"""A registry file with any one thing wrong in it is refused with `ConfigError`s that
+name the file and a line, never another exception (a traceback for the operator). The
+mutations start from the shipped example registry: a value replaced by a random YAML
+value, a key dropped, or an unknown key added, anywhere in the tree."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmroute.errors import ConfigError
+from llmroute.registry import parse_registry
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "registry.yaml"
+BASE = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-10, max_value=10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["", "auto", "small", "large", "builtin:static", "0.5", "-1", "1e9", "x y"]),
+    st.text(max_size=8),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(
+            st.one_of(st.text(max_size=6), st.sampled_from(["model", "target"])), inner, max_size=3
+        ),
+    ),
+    max_leaves=10,
+)
+
+
+def _places(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path to a value in the tree."""
+    found = [path]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += _places(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _places(value, (*path, index))
+    return found
+
+
+PLACES = _places(BASE)[1:]
+
+
+def _mutated(place: tuple[Any, ...], kind: str, value: Any) -> Any:
+    tree = copy.deepcopy(BASE)
+    parent = tree
+    for step in place[:-1]:
+        parent = parent[step]
+    last = place[-1]
+    if kind == "replace":
+        parent[last] = value
+    elif kind == "drop":
+        del parent[last]
+    elif isinstance(parent, dict):
+        parent[f"unknown_{last}"] = value
+    return tree
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from(PLACES),
+    st.sampled_from(["replace", "drop", "add"]),
+    _values,
+)
+def test_a_broken_registry_is_a_config_error_naming_file_and_line(
+    place: tuple[Any, ...], kind: str, value: Any
+) -> None:
+    text = yaml.safe_dump(_mutated(place, kind, value), sort_keys=False, allow_unicode=True)
+    try:
+        parse_registry(text, source="registry.yaml")
+    except ConfigError as exc:
+        rendered = str(exc)
+        assert rendered.startswith("registry.yaml"), rendered
+        errors = getattr(exc, "errors", (exc,))
+        assert all(error.line is not None for error in errors), rendered
