@@ -211,7 +211,7 @@ async def _serve_planned(
         with trace.activate():
             served = await _unless_client_leaves(request, gateway.dispatcher.complete(plan, body))
     except _ClientGone:
-        usage = await gateway.dispatcher.charge_abandoned(plan, body)
+        usage = await _charged_abandoned(gateway, plan, body)
         unserved = _Unserved(gateway.router, recorder, plan.decision, body, ts, started_ns)
         trace.finish(unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), stream, usage))
         return Response(status_code=CLIENT_CLOSED), False
@@ -258,6 +258,16 @@ async def _serve_planned(
         },
     )
     return answer, False
+
+
+async def _charged_abandoned(gateway: Gateway, plan: Plan, body: dict[str, Any]) -> Usage | None:
+    """The prompt a request whose client hung up had sent, charged to the budgets (None
+    when that fails: the request is logged all the same)."""
+    try:
+        return await gateway.dispatcher.charge_abandoned(plan, body)
+    except Exception as exc:
+        log.warning("could not charge a cancelled request's prompt: %s", type(exc).__name__)
+        return None
 
 
 @dataclass(frozen=True)
