@@ -46,7 +46,15 @@ __all__ = [
     "RoutingError",
     "TelemetryError",
     "UpstreamRejected",
+    "shown",
 ]
+
+
+def shown(value: str, limit: int = 80) -> str:
+    """`value` quoted for an error message, cut to `limit` characters: a client's string
+    (a model name) is echoed, not a 4 MB body's worth of it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 class LlmrouteError(Exception):

@@ -196,6 +196,19 @@ def test_unknown_model_is_404_model_not_found(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model="gpt-nope", messages=_user("hi"))
     assert caught.value.code == "model_not_found"
+    assert "the model 'gpt-nope' does not exist" in caught.value.message
+
+
+def test_a_long_model_name_is_cut_short_in_the_error(client: openai.OpenAI) -> None:
+    """The error names what the client sent, not all 20,000 characters of it."""
+    long = "x" * 20_000
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model=long, messages=_user("hi"))
+    with pytest.raises(openai.NotFoundError) as retrieved:
+        client.models.retrieve(long[:5000])
+    for error in (caught.value, retrieved.value):
+        assert error.code == "model_not_found" and "'xxxx" in error.message
+        assert len(error.message) < 300, len(error.message)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from typing import Any
 
 from llmroute.decide import Router
 from llmroute.decision import Decision
-from llmroute.errors import ModelNotFound, PolicyViolation, RoutingError
+from llmroute.errors import ModelNotFound, PolicyViolation, RoutingError, shown
 from llmroute.layers.pin import PIN_LAYER, PinLayer
 from llmroute.registry.schema import Cascade, Route, RoutePolicy
 
@@ -148,11 +148,11 @@ def _decide(
     if model is not None and model.kind == "chat":
         return _pinned(router, PinLayer(PINNED, requested, asked, alias_of), body, headers)
     if model is not None:
-        raise ModelNotFound(f"{requested!r} is an embedding model; use POST /v1/embeddings")
+        raise ModelNotFound(f"{shown(requested)} is an embedding model; use POST /v1/embeddings")
     if requested.startswith("router-"):
         return _difficulty(router, requested, body, headers)
     raise ModelNotFound(
-        f"the model {requested!r} does not exist: use 'auto', a route or a pool model "
+        f"the model {shown(requested)} does not exist: use 'auto', a route or a pool model "
         "(GET /v1/models lists them)"
     )
 
@@ -173,12 +173,12 @@ def _difficulty(
     match = _ROUTER_MODEL.match(requested)
     if layer is None:
         raise ModelNotFound(
-            f"the model {requested!r} names a difficulty router, and this registry declares "
+            f"the model {shown(requested)} names a difficulty router, and this registry declares "
             "none (default.difficulty)"
         )
     if match is None or match["name"] != layer.router.name:
         raise ModelNotFound(
-            f"the model {requested!r} is not 'router-{layer.router.name}-<threshold>', the "
+            f"the model {shown(requested)} is not 'router-{layer.router.name}-<threshold>', the "
             "difficulty router this registry declares"
         )
     return router.decide(

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llmroute.errors import ConfigError
+from llmroute.errors import ConfigError, shown
 from llmroute.registry.schema import ApiKey, AuthSettings
 from llmroute.server.errors import GatewayError
 from llmroute.server.messages_convert import COUNT_TOKENS_PATH, MESSAGES_PATH, error_response
@@ -309,7 +309,7 @@ def check_model(scope: Scope, model: object, resolved: str | None = None) -> Non
         allowed = ", ".join(key.models)
         raise GatewayError(
             403,
-            f"key {key.name!r} may not use model {name!r}; it may use: {allowed}",
+            f"key {key.name!r} may not use model {shown(name)}; it may use: {allowed}",
             param="model",
             code="model_not_allowed",
         )

@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from llmroute.errors import LlmrouteError
+from llmroute.errors import LlmrouteError, shown
 from llmroute.server.auth import api_key_of, check_model
 from llmroute.server.body import read_json_object
 from llmroute.server.errors import GatewayError, gateway_error
@@ -58,14 +58,14 @@ def embedding_model(gateway: Gateway, name: object) -> str:
     if model is None:
         raise GatewayError(
             404,
-            f"no embedding model named {name!r}; embedding models: {known}",
+            f"no embedding model named {shown(name)}; embedding models: {known}",
             param="model",
             code="model_not_found",
         )
     if model.kind != "embedding":
         raise GatewayError(
             400,
-            f"model {name!r} is a {model.kind} model; embedding models: {known}",
+            f"model {shown(name)} is a {model.kind} model; embedding models: {known}",
             param="model",
             code="model_not_embedding",
         )

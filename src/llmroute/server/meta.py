@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse, Response
 
 from llmroute.dispatch import AUTO
 from llmroute.dispatch.plan import difficulty_model
+from llmroute.errors import shown
 from llmroute.server.auth import api_key_of
 from llmroute.server.errors import GatewayError
 from llmroute.server.state import gateway_of
@@ -29,7 +30,7 @@ async def retrieve_model(request: Request) -> Response:
     if owner is None:
         raise GatewayError(
             404,
-            f"the model {wanted!r} does not exist: GET /v1/models lists what you may use",
+            f"the model {shown(wanted)} does not exist: GET /v1/models lists what you may use",
             param="model",
             code="model_not_found",
         )
