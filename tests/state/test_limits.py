@@ -21,6 +21,7 @@ from plans import plan_for
 from redis_service import REDIS_URL
 
 from llmroute.dispatch import Dispatcher
+from llmroute.dispatch.spend import Spend, tracked
 from llmroute.errors import ConfigError, ProviderError
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
@@ -440,13 +441,20 @@ def test_a_call_whose_client_left_is_charged_its_prompt(upstream: FakeUpstream) 
         dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
         body = {"messages": [{"role": "user", "content": "hello"}]}
         plan = plan_for(f"slow-{tag}", "cheap")
+        spend = Spend()
+
+        async def request() -> None:
+            with tracked(spend):
+                await dispatcher.complete(plan, body)
+
         try:
-            call = asyncio.ensure_future(dispatcher.complete(plan, body))
+            call = asyncio.ensure_future(request())
             await asyncio.sleep(0.3)
             call.cancel()  # what the gateway does when the client hangs up
             with pytest.raises(asyncio.CancelledError):
                 await call
-            usage = await dispatcher.charge_abandoned(plan, body)
+            usage = await dispatcher.charge_abandoned(spend)
+            assert usage is not None
             again = await dispatcher.complete(plan, body)
         finally:
             await dispatcher.aclose()

@@ -17,6 +17,7 @@ from fake_upstream import FAIL_500, FakeUpstream, fake_upstream
 from gateway_proc import free_port, serve, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
+from llmroute.dispatch.usage import prompt_tokens
 from llmroute.errors import TelemetryError
 from llmroute.telemetry.record import LoggedDecision
 from llmroute.telemetry.store import open_store
@@ -33,6 +34,7 @@ models:
   slow: {provider: fake, model: "slow?gap=0.05"}
   hung: {provider: fake, model: "hung?delay=4", price: {input: 5, output: 15}}
   thinking: {provider: fake, model: "thinking?ttft=4"}
+  cutoff: {provider: fake, model: "cutoff?finish=length", price: {input: 1, output: 2}}
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -44,6 +46,10 @@ routes:
   - name: doomed
     examples: ["plan a trip to Rome", "book a hotel in Paris"]
     target: broken
+  - name: escalating
+    examples: ["summarise the quarterly report"]
+    target: cutoff
+    cascade: [cutoff, hung]
 default: {target: small}
 dispatch:
   retries: {attempts: 1, backoff_s: 0.01, max_backoff_s: 0.02}
@@ -448,6 +454,31 @@ def test_a_client_that_times_out_stops_the_upstream_call(
     # the prompt was sent and may be billed: counted (estimated), priced, no completion
     assert row.usage_estimated and row.tokens_out == 0 and row.tokens_in
     assert row.cost_usd == pytest.approx(row.tokens_in * 5 / 1e6)
+
+
+def test_a_cascade_left_on_its_second_tier_logs_the_first_answer_and_the_cut_prompt(
+    sqlite_gateway: Running,
+) -> None:
+    """The first tier answered (cut off, so escalated) and the second hangs until the
+    client leaves: the request cost the first answer, as the upstream reported it, and
+    the prompt sent to the second tier, counted; the log holds both, priced on each
+    tier's model."""
+    upstream = sqlite_gateway.upstream
+    before = len(upstream.cut)
+    body = {
+        "model": "escalating",
+        "messages": [{"role": "user", "content": "summarise the board's quarterly report"}],
+    }
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{sqlite_gateway.url}/v1/chat/completions", json=body, timeout=1.0)
+    wait_for("the upstream call closed", lambda: len(upstream.cut) > before, 10)
+    assert upstream.cut[-1] == ("hung?delay=4", 0)
+    row = _logged(sqlite_gateway.store_url, prompt=body["messages"][0]["content"])
+    assert row.status == 499 and row.error == "client_disconnected"
+    cut = prompt_tokens(body)  # the second tier's prompt, counted: 5 $/M input
+    assert row.usage_estimated
+    assert (row.tokens_in, row.tokens_out) == (3 + cut, 3)  # the fake upstream reports 3 / 3
+    assert row.cost_usd == pytest.approx((3 * 1 + 3 * 2 + cut * 5) / 1e6)
 
 
 def test_a_client_that_leaves_before_the_first_token_stops_the_stream(

@@ -19,6 +19,9 @@ A plan with a cascade (`Plan.cascade`) runs its tiers instead of the chain
 
 An optional `DispatchObserver` (metrics, traces) is told of every upstream call
 (`Attempt`), every retry and every fallback; without one, dispatch pays nothing for it.
+Inside `llmroute.dispatch.spend.tracked`, every call also notes what it sent and what it
+got, so that a request its caller abandons is charged what it had cost
+(`Dispatcher.charge_abandoned`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from llmroute.dispatch.deployments import Deployment, Deployments
 from llmroute.dispatch.plan import Plan
 from llmroute.dispatch.reasoning_params import client_chose, with_reasoning
 from llmroute.dispatch.retry import backoff_delay
+from llmroute.dispatch.spend import Spend, answered, sending
 from llmroute.dispatch.usage import (
     StreamUsage,
     Usage,
@@ -54,6 +58,7 @@ from llmroute.errors import (
     RateLimited,
     UpstreamRejected,
 )
+from llmroute.gates.base import total_usage
 from llmroute.providers.base import ChatProvider, EmbeddingProvider, Timeouts
 from llmroute.registry.schema import Registry, RoutePolicy
 from llmroute.state.breakers import open_breakers
@@ -287,12 +292,13 @@ class Dispatcher:
 
         async def on(name: str, deployment: Deployment, timeouts: Timeouts) -> dict[str, Any]:
             sent = self._with_reasoning(plan, name, deployment, body)
-            return await _complete_on(deployment, sent, timeouts)
+            with sending(name, sent):
+                return await _complete_on(deployment, sent, timeouts)
 
         data, name, deployment, attempts = await self._fall_back(plan, body, on, stream=False)
         data["model"] = deployment.upstream
         usage = priced(data, body, self._registry.models[name].price)
-        await self._charge(name, usage, deployment)
+        await self._charge_answer(name, usage, deployment)
         return Served(name, deployment.provider_name, data, usage, attempts)
 
     async def open_stream(self, plan: Plan, body: dict[str, Any]) -> Opened:
@@ -308,14 +314,15 @@ class Dispatcher:
 
         async def on(name: str, deployment: Deployment, timeouts: Timeouts) -> tuple[bytes, Any]:
             sent = self._with_reasoning(plan, name, deployment, body)
-            return await _open_on(deployment, sent, timeouts)
+            with sending(name, sent):
+                return await _open_on(deployment, sent, timeouts)
 
         (first, rest), name, deployment, attempts = await self._fall_back(
             plan, body, on, stream=True
         )
         opened = Opened(name, deployment.provider_name, _empty(), attempts)
         meter = StreamUsage(body, self._registry.models[name].price)
-        charge = functools.partial(self._charge, name, deployment=deployment)
+        charge = functools.partial(self._charge_answer, name, deployment=deployment)
         opened.events = _metered(first, rest, meter, opened, charge)
         return opened
 
@@ -426,17 +433,26 @@ class Dispatcher:
                 "not called",
             )
 
-    async def charge_abandoned(self, plan: Plan, body: dict[str, Any]) -> Usage:
-        """The usage of a request whose client hung up before its answer: its prompt,
-        counted and marked estimated, on the model it was sent to first (the chain's or
-        the cascade's first), which a hosted API may bill though nobody reads the answer.
-        Charged to that model's budget; returned for the client key's. Conservative: the
-        call may have been cut before the prompt was read, or on a fallback."""
-        name = plan.cascade.tiers[0].model if plan.cascade is not None else plan.chain[0]
-        sent = body if plan.decision.blocked else plan.outgoing(body)
-        usage = priced({}, sent, self._registry.models[name].price, completion="")
-        await self._charge(name, usage)
-        return usage
+    async def charge_abandoned(self, spend: Spend) -> Usage | None:
+        """What a request whose caller gave up had cost (None: nothing): the answers it
+        got, already charged, and the prompts of its calls that were cut, counted and
+        marked estimated, charged now to the budgets of the models they were sent to (a
+        hosted API may bill a prompt it received). Returned for the client key's
+        budget and tpm, and the decision log. Errs high when a call was cut before its
+        prompt was read."""
+        cut = []
+        for name, sent in list(spend.unanswered.values()):
+            usage = priced({}, sent, self._registry.models[name].price, completion="")
+            await self._charge(name, usage)
+            cut.append(usage)
+        return total_usage([*spend.answered, *cut])
+
+    async def _charge_answer(
+        self, name: str, usage: Usage | None, deployment: Deployment | None = None
+    ) -> None:
+        """`_charge` an answer's usage, and count it as the request's (`spend`)."""
+        await self._charge(name, usage, deployment)
+        answered(usage)
 
     async def _charge(
         self, name: str, usage: Usage | None, deployment: Deployment | None = None

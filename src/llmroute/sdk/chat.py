@@ -21,6 +21,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 
 from llmroute.decide import Router
 from llmroute.dispatch import AUTO, Dispatcher, Opened, Plan, plan_request
+from llmroute.dispatch.spend import Spend, tracked
 from llmroute.errors import ProviderTimeout, RoutingError
 from llmroute.gates.build import GateFactory
 from llmroute.layers.llm_router import LlmRouter, refine_plan
@@ -194,6 +195,7 @@ class _Engine:
         recorder = await self.log.arecorder()
         stream = request.body.get("stream") is True
         sending: Dispatcher | None = None
+        spend = Spend()
         try:
             dispatcher = await self.dispatcher()
             plan = await self.refined(request, plan, dispatcher)
@@ -205,14 +207,15 @@ class _Engine:
             if lookup is not None and lookup.answer is not None:
                 return _Sent(recorder, plan, lookup, None)
             sending = dispatcher
-            result = await _limited(send(dispatcher, plan), request.timeout)
+            with tracked(spend):
+                result = await _limited(send(dispatcher, plan), request.timeout)
         except asyncio.CancelledError as exc:
-            # The caller gave up (a wait_for timeout, a cancelled task): logged and, once
-            # the prompt was sent, charged as the gateway does for a client that hangs up.
+            # The caller gave up (a wait_for timeout, a cancelled task): logged and
+            # charged what it had cost, as the gateway does for a client that hangs up.
             usage = None
             if sending is not None:
                 with contextlib.suppress(Exception):
-                    usage = await sending.charge_abandoned(plan, request.body)
+                    usage = await sending.charge_abandoned(spend)
             record_failure(
                 recorder,
                 self.router,

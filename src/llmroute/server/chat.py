@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from llmroute.decide import Router
 from llmroute.decision import Decision
 from llmroute.dispatch import Opened, Plan, TierStep, cascade_header, plan_request
+from llmroute.dispatch.spend import Spend, tracked
 from llmroute.dispatch.usage import Usage, estimated_prompt_tokens
 from llmroute.errors import LlmrouteError, ProviderError
 from llmroute.layers.llm_router import refine_plan
@@ -176,6 +177,7 @@ async def _serve_planned(
     recorder = recorder_of(request)
     stream = body.get("stream") is True
     trace = tracing_of(request).start_request(plan.decision, start_ns=int(ts * 1e9))
+    spend = Spend()
     try:
         lookup = await _look_up(request, gateway, plan, body, stream)
         if lookup is not None and lookup.answer is not None:
@@ -187,7 +189,7 @@ async def _serve_planned(
             and gateway.shadow.sampled(plan.decision)
         )
         if stream:
-            with trace.activate():
+            with trace.activate(), tracked(spend):
                 opened = await _unless_client_leaves(
                     request, gateway.dispatcher.open_stream(plan, body)
                 )
@@ -208,10 +210,10 @@ async def _serve_planned(
                 },
             )
             return streamed, True
-        with trace.activate():
+        with trace.activate(), tracked(spend):
             served = await _unless_client_leaves(request, gateway.dispatcher.complete(plan, body))
     except _ClientGone:
-        usage = await _charged_abandoned(gateway, plan, body)
+        usage = await _charged_abandoned(gateway, spend)
         unserved = _Unserved(gateway.router, recorder, plan.decision, body, ts, started_ns)
         trace.finish(unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), stream, usage))
         return Response(status_code=CLIENT_CLOSED), False
@@ -260,11 +262,12 @@ async def _serve_planned(
     return answer, False
 
 
-async def _charged_abandoned(gateway: Gateway, plan: Plan, body: dict[str, Any]) -> Usage | None:
-    """The prompt a request whose client hung up had sent, charged to the budgets (None
-    when that fails: the request is logged all the same)."""
+async def _charged_abandoned(gateway: Gateway, spend: Spend) -> Usage | None:
+    """What a request whose client hung up had cost, its cut calls charged to the
+    budgets (None when nothing, or when charging fails: the request is logged all the
+    same)."""
     try:
-        return await gateway.dispatcher.charge_abandoned(plan, body)
+        return await gateway.dispatcher.charge_abandoned(spend)
     except Exception as exc:
         log.warning("could not charge a cancelled request's prompt: %s", type(exc).__name__)
         return None
