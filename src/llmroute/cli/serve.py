@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from llmroute.cli._app import RegistryOption, app, fail, resolve_registry
 from llmroute.registry import LoadedRegistry, load_registry
+from llmroute.server import logs
 from llmroute.server.settings import (
     DEFAULT_ENCODER_THREADS,
     DEFAULT_MAX_BODY_BYTES,
@@ -22,6 +23,18 @@ from llmroute.server.settings import (
     REGISTRY_ENV,
     ServeSettings,
 )
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
 
 
 @app.command()
@@ -52,6 +65,30 @@ def serve(
             "and this process's breakers; no prompt text).",
         ),
     ] = True,
+    log_level: Annotated[
+        LogLevel,
+        typer.Option(
+            help="Least severe log lines written (warning and above drop the access lines).",
+            envvar="LLMROUTE_LOG_LEVEL",
+            case_sensitive=False,
+        ),
+    ] = LogLevel.info,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            help="Log lines as text, or as one JSON object a line (time, level, logger, "
+            "message; access lines also client, method, path, status).",
+            envvar="LLMROUTE_LOG_FORMAT",
+            case_sensitive=False,
+        ),
+    ] = LogFormat.text,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="Log one line a request (uvicorn's access log).",
+        ),
+    ] = True,
     demo: Annotated[
         bool,
         typer.Option(
@@ -76,7 +113,12 @@ def serve(
     _check_state_urls(loaded)
     _check_auth(loaded)
     _load_local_models(loaded, load=workers == 1)
-    log_config = _log_config(uvicorn.config.LOGGING_CONFIG)
+    log_config = logs.log_config(
+        uvicorn.config.LOGGING_CONFIG,
+        level=log_level.value,
+        fmt=log_format.value,
+        access_log=access_log,
+    )
     settings = ServeSettings(
         max_body_bytes, reload_interval, encoder_threads, dashboard=dashboard, workers=workers
     )
@@ -194,11 +236,3 @@ def _multiprocess_metrics() -> Iterator[None]:
     finally:
         os.environ.pop(_MULTIPROC_ENV, None)
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _log_config(base: dict[str, Any]) -> dict[str, Any]:
-    """uvicorn's logging, with llmroute's own loggers (reloads, retries) at INFO on the
-    same handler, so they are not dropped for want of one."""
-    config = copy.deepcopy(base)
-    config["loggers"]["llmroute"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    return config

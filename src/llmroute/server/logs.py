@@ -1,0 +1,79 @@
+"""The gateway's log lines: uvicorn's and llmroute's own, as text or one JSON object a
+line (for Loki, Elasticsearch, Cloud Logging and the like), at the level asked for.
+
+The configuration is a `logging.config.dictConfig` dict, so worker processes apply the
+same one; the JSON formatter is named by its import path for that reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from typing import Any
+
+__all__ = ["LOG_FORMATS", "LOG_LEVELS", "JsonFormatter", "log_config"]
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+_ACCESS_ARGS = 5  # uvicorn's access record: client, method, path, HTTP version, status
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``time`` (UTC, ISO 8601, milliseconds), ``level``,
+    ``logger``, ``message``, and ``exception`` when there is one. uvicorn's access lines
+    also carry ``client``, ``method``, ``path`` and ``status`` as fields, so a log
+    store can filter on them without parsing the message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": _iso(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        args = record.args
+        access = record.name == "uvicorn.access"
+        if access and isinstance(args, tuple) and len(args) == _ACCESS_ARGS:
+            client, method, path, _version, status = args
+            line.update(client=client, method=method, path=path, status=status)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            line["exception"] = record.exc_text
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def _iso(created: float) -> str:
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    return f"{seconds}.{int(created % 1 * 1000):03d}Z"
+
+
+def log_config(
+    base: dict[str, Any],
+    *,
+    level: str = "info",
+    fmt: str = "text",
+    access_log: bool = True,
+) -> dict[str, Any]:
+    """uvicorn's logging config `base`, with llmroute's own loggers (reloads, retries,
+    refusals) on the same handler so they are not dropped for want of one, everything
+    at `level`, in `fmt`, and the access lines (one a request) only with `access_log`."""
+    if level not in LOG_LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
+    config = copy.deepcopy(base)
+    upper = level.upper()
+    loggers = config.setdefault("loggers", {})
+    loggers["llmroute"] = {"handlers": ["default"], "level": upper, "propagate": False}
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        loggers.setdefault(name, {})["level"] = upper
+    if not access_log:
+        loggers["uvicorn.access"] = {"handlers": [], "level": upper, "propagate": False}
+    if fmt == "json":
+        json_formatter = {"()": f"{__name__}.JsonFormatter"}
+        config["formatters"] = {"default": json_formatter, "access": json_formatter}
+    return config

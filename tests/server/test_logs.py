@@ -1,0 +1,143 @@
+"""The gateway's log lines: ``--log-format json`` (one object a line, access lines with
+their fields, llmroute's own warnings among them, no secret), ``--log-level`` and
+``--no-access-log``, end to end with `llmroute serve` as a subprocess in front of a fake
+upstream; and the JSON formatter's fields on their own."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fake_upstream import FAIL_500, FakeUpstream, fake_upstream
+from gateway_proc import serve_text, wait_for
+
+from llmroute.server.logs import JsonFormatter, log_config
+
+KEY_ENV = "LLMROUTE_TEST_UPSTREAM_KEY"
+SECRET = "sk-test-SECRET-logs-9f8e7d6c5b4a"
+
+REGISTRY = """\
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", api_key_env: %(key_env)s, timeout_s: 5}
+models:
+  broken: {provider: fake, model: %(fail)s}
+  small: {provider: fake, model: up-small}
+routes:
+  - name: chitchat
+    examples: ["hi there!", "how are you today?"]
+    target: broken
+    policy: {fallback: [small]}
+default: {target: small}
+dispatch:
+  retries: {attempts: 0}
+  breaker: {enabled: false}
+telemetry: {enabled: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as server:
+        yield server
+
+
+def _requests(url: str) -> None:
+    """A routed request whose first model fails (a WARNING from llmroute, then the
+    fallback answers) and a body that is not JSON (400)."""
+    chat = f"{url}/v1/chat/completions"
+    ask = {"model": "auto", "messages": [{"role": "user", "content": "hi there!"}]}
+    assert httpx.post(chat, json=ask, timeout=10).status_code == 200
+    assert httpx.post(chat, content=b"{bad", timeout=10).status_code == 400
+
+
+def _lines(log: Path) -> list[str]:
+    return [line for line in log.read_text().splitlines() if line.strip()]
+
+
+def test_json_lines_carry_the_access_fields_and_llmroute_warnings(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    text = REGISTRY % {"url": upstream.url, "key_env": KEY_ENV, "fail": FAIL_500}
+    env = {KEY_ENV: SECRET}
+    with serve_text(text, tmp_path, ["--log-format", "json"], env) as served:
+        _requests(served.url)
+        wait_for("the access lines", lambda: "/v1/chat/completions" in served.log_text(), 10)
+    lines = _lines(served.log)
+    records: list[dict[str, Any]] = [json.loads(line) for line in lines]  # every line parses
+    assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+    assert all(r["time"].endswith("Z") and r["level"] in {"info", "warning"} for r in records)
+    access = [r for r in records if r["logger"] == "uvicorn.access"]
+    posts = [(r["method"], r["path"], r["status"]) for r in access if r["method"] == "POST"]
+    assert posts == [("POST", "/v1/chat/completions", 200), ("POST", "/v1/chat/completions", 400)]
+    failed = [r for r in records if r["logger"].startswith("llmroute") and "broken" in r["message"]]
+    assert failed and failed[0]["level"] == "warning"
+    assert SECRET not in served.log.read_text()
+
+
+def test_a_warning_level_without_access_lines_keeps_only_warnings(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    text = REGISTRY % {"url": upstream.url, "key_env": KEY_ENV, "fail": FAIL_500}
+    args = ["--log-level", "warning", "--no-access-log"]
+    with serve_text(text, tmp_path, args, {KEY_ENV: SECRET}) as served:
+        _requests(served.url)
+        wait_for("the fallback's warning", lambda: "broken" in served.log_text(), 10)
+    lines = _lines(served.log)
+    assert lines and all(line.startswith("WARNING") for line in lines), lines
+    assert not any("/v1/chat/completions" in line for line in lines)  # no access line
+
+
+def test_the_environment_sets_the_format(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """``LLMROUTE_LOG_FORMAT`` / ``LLMROUTE_LOG_LEVEL`` for containers, any case."""
+    text = REGISTRY % {"url": upstream.url, "key_env": KEY_ENV, "fail": FAIL_500}
+    env = {KEY_ENV: SECRET, "LLMROUTE_LOG_FORMAT": "JSON", "LLMROUTE_LOG_LEVEL": "Error"}
+    with serve_text(text, tmp_path, (), env) as served:
+        _requests(served.url)
+    assert _lines(served.log) == []  # nothing at error level happened
+
+
+def _record(name: str, msg: str, args: Any = (), exc: bool = False) -> logging.LogRecord:
+    exc_info = None
+    if exc:
+        try:
+            raise ValueError("bad value")
+        except ValueError:
+            exc_info = sys.exc_info()
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, args, exc_info)
+
+
+def test_the_json_formatter_fields() -> None:
+    formatter = JsonFormatter()
+    access = json.loads(
+        formatter.format(
+            _record(
+                "uvicorn.access",
+                '%s - "%s %s HTTP/%s" %d',
+                ("10.0.0.1:5000", "GET", "/v1/models", "1.1", 200),
+            )
+        )
+    )
+    assert access["message"] == '10.0.0.1:5000 - "GET /v1/models HTTP/1.1" 200'
+    assert (access["client"], access["method"], access["path"], access["status"]) == (
+        "10.0.0.1:5000",
+        "GET",
+        "/v1/models",
+        200,
+    )
+    failed = json.loads(formatter.format(_record("llmroute.server", "café %s", ("ü",), True)))
+    assert failed["message"] == "café ü" and failed["level"] == "error"
+    assert "ValueError: bad value" in failed["exception"] and "client" not in failed
+
+
+def test_log_config_refuses_unknown_levels_and_formats() -> None:
+    with pytest.raises(ValueError, match="log level must be one of"):
+        log_config({}, level="loud")
+    with pytest.raises(ValueError, match="log format must be one of"):
+        log_config({}, fmt="xml")
