@@ -1,7 +1,8 @@
 """OpenTelemetry traces: the request span and its decision-layer children, and a span per
 upstream attempt from a real `Dispatcher` against a real fake upstream, with the GenAI
-semantic-convention attributes. Spans go to an in-memory exporter on a provider of the
-test's own (the global provider is never touched)."""
+semantic-convention attributes, and the trace context read from a client and sent
+upstream. Spans go to an in-memory exporter on a provider of the test's own (the global
+provider is never touched); the gateway test runs `llmroute serve` as a subprocess."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import asyncio
 import logging
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
+from gateway_proc import serve_text
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -307,6 +311,83 @@ def test_a_span_per_attempt_with_genai_attributes(
     assert (failed.end_time or 0) <= (ok.start_time or 0) + 1_000_000  # 1 ms of clock slack
     events = [e.name for e in request.events]
     assert events == ["llmroute.retry"]
+
+
+def _traceparent(span: ReadableSpan) -> str:
+    assert span.context is not None
+    context = span.context
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_calls_carry_the_request_spans_trace(
+    registry: Registry,
+    upstream: FakeUpstream,
+    tracing: Tracing,
+    exporter: InMemorySpanExporter,
+    stream: bool,
+) -> None:
+    """A model server that traces puts its spans under the gateway's request span:
+    every call, retries included, carries the request span's ``traceparent``."""
+    before = len(upstream.requests)
+    _run(registry, tracing, ("bad", "b"), stream=stream)
+    (request,) = by_name(exporter.get_finished_spans())["chat bad"]
+    sent = [r.headers.get("traceparent") for r in upstream.requests[before:]]
+    assert len(sent) == 3  # bad, its retry, then b
+    assert sent == [_traceparent(request)] * 3
+
+
+def test_without_tracing_no_trace_header_is_sent(
+    registry: Registry, upstream: FakeUpstream
+) -> None:
+    before = len(upstream.requests)
+    _run(registry, Tracing(), ("b",), stream=False)
+    assert [r.headers.get("traceparent") for r in upstream.requests[before:]] == [None]
+
+
+def test_the_request_span_continues_the_callers_trace(
+    tracing: Tracing, exporter: InMemorySpanExporter
+) -> None:
+    """A client's ``traceparent`` makes the request span its child, in its trace; a
+    malformed one starts a new trace."""
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    caller = {"traceparent": f"00-{trace_id}-{parent_id}-01", "content-type": "x"}
+    tracing.start_request(decision("a"), headers=caller).finish()
+    tracing.start_request(decision("b"), headers={"traceparent": "00-nonsense-01"}).finish()
+    tracing.start_request(decision("c"), headers=None).finish()
+    spans = by_name(exporter.get_finished_spans())
+    (joined,) = spans["chat a"]
+    assert joined.context is not None and joined.parent is not None
+    assert f"{joined.context.trace_id:032x}" == trace_id
+    assert f"{joined.parent.span_id:016x}" == parent_id and joined.parent.is_remote
+    for name in ("chat b", "chat c"):
+        (fresh,) = spans[name]
+        assert fresh.parent is None and fresh.context is not None
+        assert f"{fresh.context.trace_id:032x}" != trace_id
+
+
+def test_the_gateway_carries_a_clients_trace_to_the_upstream(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """End to end: a client's ``traceparent`` reaches the model server in the same
+    trace, with the gateway's request span as its parent (spans exported to stdout)."""
+    trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    text = REGISTRY % {"url": upstream.url}
+    env = {"LLMROUTE_OTEL": "1", "OTEL_TRACES_EXPORTER": "console"}
+    with serve_text(text, tmp_path, env=env) as served:
+        before = len(upstream.requests)
+        reply = httpx.post(
+            f"{served.url}/v1/chat/completions",
+            json={"model": "b", "messages": [{"role": "user", "content": "hello"}]},
+            headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+            timeout=10,
+        )
+        assert reply.status_code == 200, reply.text
+        (call,) = upstream.requests[before:]
+    version, sent_trace, sent_parent, _flags = call.headers["traceparent"].split("-")
+    assert (version, sent_trace) == ("00", trace_id)
+    assert sent_parent != parent_id  # the gateway's request span, not the client's
+    assert f'"span_id": "0x{sent_parent}"' in served.log_text()  # that span, exported
 
 
 def test_stream_attempts_and_a_fallback(

@@ -25,6 +25,7 @@ from llmroute.providers._http import (
     network_error,
 )
 from llmroute.providers.base import Timeouts
+from llmroute.telemetry.propagation import upstream_headers
 
 __all__ = ["HttpTransport"]
 
@@ -64,7 +65,10 @@ class HttpTransport:
         timeout = aiohttp.ClientTimeout(total=timeouts.total_s, connect=timeouts.connect_s)
         try:
             async with self._client().post(
-                self._base_url + path, data=_dumps(payload), timeout=timeout
+                self._base_url + path,
+                data=_dumps(payload),
+                timeout=timeout,
+                headers=upstream_headers(),
             ) as response:
                 body = await response.read()
                 if response.status >= 400:
@@ -99,7 +103,10 @@ class HttpTransport:
         )
         try:
             response = await self._client().post(
-                self._base_url + path, data=_dumps(payload), timeout=timeout
+                self._base_url + path,
+                data=_dumps(payload),
+                timeout=timeout,
+                headers=upstream_headers(),
             )
         except TRANSPORT_ERRORS as exc:
             raise network_error(self._provider, exc) from None

@@ -125,7 +125,9 @@ async def serve_chat(
         unserved = _Unserved(
             gateway.router, recorder_of(request), gone.plan.decision, body, ts, started_ns
         )
-        trace = tracing_of(request).start_request(gone.plan.decision, start_ns=int(ts * 1e9))
+        trace = tracing_of(request).start_request(
+            gone.plan.decision, start_ns=int(ts * 1e9), headers=request.headers
+        )
         trace.finish(
             unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), body.get("stream") is True)
         )
@@ -176,7 +178,9 @@ async def _serve_planned(
         log_blocked(gateway.router, plan.decision, body)
     recorder = recorder_of(request)
     stream = body.get("stream") is True
-    trace = tracing_of(request).start_request(plan.decision, start_ns=int(ts * 1e9))
+    trace = tracing_of(request).start_request(
+        plan.decision, start_ns=int(ts * 1e9), headers=request.headers
+    )
     spend = Spend()
     try:
         lookup = await _look_up(request, gateway, plan, body, stream)

@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 from llmroute.decision import Decision, Outcome
 from llmroute.errors import ProviderError
+from llmroute.telemetry.propagation import caller_context, upstream_trace
 from llmroute.telemetry.record import DecisionRecord
 
 if TYPE_CHECKING:
@@ -87,12 +88,18 @@ class _SpanTrace(RequestTrace):
         self.span = span
         self._ended = False
 
-    def activate(self) -> AbstractContextManager[Any]:
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[Any]:
+        """The span current, and carried on the upstream calls made meanwhile."""
         from opentelemetry import trace
 
-        return trace.use_span(
-            self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-        )
+        with (
+            trace.use_span(
+                self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+            ),
+            upstream_trace(self.span),
+        ):
+            yield self.span
 
     def finish(self, record: DecisionRecord | None = None) -> None:
         """End the request's span with its outcome. A 5xx is a span error; a 4xx (the
@@ -143,10 +150,17 @@ class Tracing:
 
     # -- the request span ---------------------------------------------------------------
 
-    def start_request(self, decision: Decision, *, start_ns: int | None = None) -> RequestTrace:
+    def start_request(
+        self,
+        decision: Decision,
+        *,
+        start_ns: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> RequestTrace:
         """Start the request's span (at `start_ns`, wall-clock nanoseconds, the request's
-        arrival, when given) with a child span per decision layer. Call it right after the
-        decision: the layers are placed to end now."""
+        arrival, when given) with a child span per decision layer, in the trace the
+        client's request `headers` carry (``traceparent``), if any. Call it right after
+        the decision: the layers are placed to end now."""
         tracer = self._tracer
         if tracer is None:
             return NO_TRACE
@@ -158,6 +172,7 @@ class Tracing:
         start = decided_at if start_ns is None else min(start_ns, decided_at)
         span = tracer.start_span(
             f"chat {decision.model}",
+            context=caller_context(headers),
             kind=SpanKind.SERVER,
             start_time=start,
             attributes=_decision_attributes(decision),
