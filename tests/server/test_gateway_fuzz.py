@@ -18,6 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_front_fuzz import _bodies
 
+from llmroute.server.body import MAX_DEPTH
+
 REGISTRY = """
 encoder: builtin:static
 providers:
@@ -27,6 +29,7 @@ models:
   small: {provider: fake, model: up-small}
   sonnet: {provider: claude, model: claude-x, reasoning: {effort: low}}
   embed: {provider: fake, model: up-embed, kind: embedding}
+  broken: {provider: fake, model: "broken?deep=100000"}
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -87,6 +90,56 @@ def test_no_body_is_a_500(http: httpx.Client, path: str, body: dict[str, Any], m
             assert error["type"] == "error" and error["error"]["message"]
         else:
             assert error["error"]["message"]
+
+
+def _nested(levels: int) -> str:
+    """A chat body whose ``metadata`` makes it nest `levels` deep in all."""
+    inner = "[" * (levels - 2) + "]" * (levels - 2)
+    chat = '"model": "auto", "messages": [{"role": "user", "content": "hi"}]'
+    return "{" + chat + ', "metadata": {"x": ' + inner + "}}"
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_a_body_nested_too_deep_is_a_400(http: httpx.Client, path: str) -> None:
+    """Nesting past what the parser can take (100,000 levels: Python's own recursion
+    limit) or past `MAX_DEPTH`, which the walks after it can take, is refused with the
+    API's own 400; a body exactly `MAX_DEPTH` deep is not refused for its depth."""
+    for levels in (100_000, MAX_DEPTH + 1):
+        response = http.post(path, content=_nested(levels))
+        assert response.status_code == 400, (path, levels, response.text)
+        error = response.json()["error"]
+        assert f"more than {MAX_DEPTH} levels deep" in error["message"]
+        if path.startswith("/v1/messages"):
+            assert response.json()["type"] == "error"
+    deepest = http.post(path, content=_nested(MAX_DEPTH))
+    assert "levels deep" not in deepest.text
+
+
+def test_json_too_deep_in_a_tool_call_or_an_upstream_answer_is_no_500(
+    http: httpx.Client,
+) -> None:
+    """Nesting too deep inside a string the gateway parses (a client's tool-call
+    arguments, sent on to an Anthropic model) is the client's 400; an upstream that
+    answers with such JSON is a 502, through each front."""
+    deep = "[" * 100_000 + "]" * 100_000
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": deep}}
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "done"},
+    ]
+    sent = http.post("/v1/chat/completions", json={"model": "sonnet", "messages": messages})
+    assert sent.status_code == 400, sent.text
+    assert "arguments" in sent.json()["error"]["message"]
+    ask = [{"role": "user", "content": "hi"}]
+    chat = http.post("/v1/chat/completions", json={"model": "broken", "messages": ask})
+    assert chat.status_code == 502 and "not JSON" in chat.json()["error"]["message"]
+    messages_front = http.post(
+        "/v1/messages", json={"model": "broken", "max_tokens": 10, "messages": ask}
+    )
+    assert messages_front.status_code == 502 and messages_front.json()["type"] == "error"
+    responses = http.post("/v1/responses", json={"model": "broken", "input": "hi"})
+    assert responses.status_code == 502 and responses.json()["error"]["message"]
 
 
 def test_the_serve_log_holds_no_traceback(gateway: Served) -> None:

@@ -14,7 +14,8 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   ``Retry-After: S``; ``delay=S`` wait S seconds before answering; ``ttft=S`` a stream
   waits S seconds before its first event; ``reset=1`` close the connection without an
   answer; ``mid=1`` a stream breaks after its first event; ``context=1`` answer 400
-  ``context_length_exceeded``; ``nousage=1`` leave ``usage`` out.
+  ``context_length_exceeded``; ``nousage=1`` leave ``usage`` out; ``deep=N`` answer 200
+  with JSON nested N levels deep.
 
 Answers can be scripted the same way (for cascade gates): ``reply=TEXT`` (URL-encoded)
 answer TEXT instead of the echo; ``vary=1`` append `` #N`` to it, N counting this model
@@ -267,6 +268,15 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                     "code": "context_length_exceeded",
                 }
                 self._send_json(400, {"error": error})
+                return True
+            if "deep" in faults:  # a 200 whose JSON nests DEEP levels: a broken upstream
+                levels = int(faults["deep"])
+                raw = b'{"choices": ' + b"[" * levels + b"]" * levels + b"}"
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
                 return True
             if "status" in faults:
                 status = int(faults["status"])

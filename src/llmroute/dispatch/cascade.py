@@ -51,6 +51,7 @@ from llmroute.errors import (
 )
 from llmroute.gates.base import Called, GateVerdict, ModelCall, QualityGate, TierAnswer, total_usage
 from llmroute.registry.schema import Cascade, CascadeTier, RoutePolicy
+from llmroute.untrusted_json import loads
 
 __all__ = [
     "GATE_TIMEOUT_S",
@@ -448,7 +449,7 @@ def _rewrite_usage(event: bytes, total: Callable[[Usage | None], Usage | None]) 
     if b'"usage"' not in event or not event.startswith(b"data: {"):
         return event
     try:
-        chunk = json.loads(event[6:])
+        chunk = loads(event[6:])
     except ValueError:
         return event
     usage = chunk.get("usage") if isinstance(chunk, dict) else None
@@ -534,7 +535,7 @@ def assemble_stream(events: Iterable[bytes], model: str) -> TierAnswer:
             if not line.startswith(b"data:") or line.rstrip().endswith(b"[DONE]"):
                 continue
             try:
-                chunk = json.loads(line[5:])
+                chunk = loads(line[5:])
             except ValueError:
                 continue
             if isinstance(chunk, dict):

@@ -19,6 +19,7 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from llmroute.registry.schema import Price
+from llmroute.untrusted_json import loads
 
 __all__ = [
     "StreamUsage",
@@ -238,7 +239,7 @@ class StreamUsage:
         if not event.startswith(b"data: {"):
             return event
         try:
-            chunk = json.loads(event[6:])
+            chunk = loads(event[6:])
         except ValueError:
             return event
         if not isinstance(chunk, dict):

@@ -21,13 +21,13 @@ Each check can be switched off by the gate's settings (`refusal`, `truncated`,
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from llmroute.gates.base import GateVerdict, TierAnswer
 from llmroute.registry.schema import Gate
+from llmroute.untrusted_json import loads
 
 __all__ = ["HEDGES", "OPENING_CHARS", "REFUSALS", "HeuristicGate", "schema_problem"]
 
@@ -102,7 +102,7 @@ def _format_problem(response_format: Any, text: str) -> str | None:
         return None
     fenced = _FENCE_RE.match(text)
     try:
-        value = json.loads(fenced.group(1) if fenced else text)
+        value = loads(fenced.group(1) if fenced else text)
     except ValueError:
         return "json"
     if not isinstance(value, dict):

@@ -52,7 +52,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import threading
 import time
 from collections import OrderedDict
@@ -68,6 +67,7 @@ from llmroute.dispatch.plan import Plan, plan_request
 from llmroute.errors import LlmrouteError, ProviderError, ProviderTimeout, UpstreamRejected
 from llmroute.layers.base import DecisionContext, LayerResult
 from llmroute.registry.schema import LlmFallback, Registry, Route, RoutePolicy
+from llmroute.untrusted_json import loads
 
 __all__ = [
     "LLM_ROUTER_LAYER",
@@ -123,7 +123,7 @@ def parse_answer(reply: str | None, names: Sequence[str]) -> str | None:
     if text.startswith("```"):  # a fenced JSON block
         text = text.strip("`").removeprefix("json").strip()
     try:
-        data = json.loads(text)
+        data = loads(text)
     except ValueError:
         data = text
     if isinstance(data, dict):

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from llmroute.errors import UpstreamRejected
+from llmroute.untrusted_json import MAX_DEPTH, loads
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -241,7 +242,7 @@ def _tool_use(provider: str, call: Any, where: str) -> Block:
         raise _reject(provider, f"{where}: a tool call has no function name")
     raw = function.get("arguments") or "{}"
     try:
-        arguments = json.loads(raw) if isinstance(raw, str) else raw
+        arguments = loads(raw, max_depth=MAX_DEPTH) if isinstance(raw, str) else raw
     except ValueError:
         arguments = None
     if not isinstance(arguments, dict):

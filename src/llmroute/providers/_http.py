@@ -4,7 +4,6 @@ transport errors and upstream error statuses become `llmroute.errors.ProviderErr
 from __future__ import annotations
 
 import email.utils
-import json
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -18,6 +17,7 @@ from llmroute.errors import (
     RateLimited,
     UpstreamRejected,
 )
+from llmroute.untrusted_json import loads
 
 __all__ = [
     "error_from_response",
@@ -124,7 +124,7 @@ def _upstream_message(body: bytes) -> tuple[str, str | None]:
     """``": <message>"`` from an OpenAI- or Anthropic-style error body (scrubbed and
     shortened), and its code; empty when the body says nothing usable."""
     try:
-        data = json.loads(body)
+        data = loads(body)
     except (ValueError, UnicodeDecodeError):
         return "", None
     error = data.get("error") if isinstance(data, dict) else None

@@ -26,6 +26,7 @@ from llmroute.providers._http import (
 )
 from llmroute.providers.base import Timeouts
 from llmroute.telemetry.propagation import upstream_headers
+from llmroute.untrusted_json import loads
 
 __all__ = ["HttpTransport"]
 
@@ -82,7 +83,7 @@ class HttpTransport:
         except TRANSPORT_ERRORS as exc:
             raise network_error(self._provider, exc) from None
         try:
-            data = json.loads(body)
+            data = loads(body)
         except (ValueError, UnicodeDecodeError):
             raise ProviderError(
                 self._provider, "upstream returned a body that is not JSON"

@@ -20,6 +20,7 @@ from llmroute.providers._anthropic_convert import (
 from llmroute.providers._transport import HttpTransport
 from llmroute.providers.base import Timeouts
 from llmroute.registry.schema import Provider
+from llmroute.untrusted_json import loads
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicProvider"]
 
@@ -88,7 +89,7 @@ def _parse_event(event: bytes) -> dict[str, Any] | None:
     if not data:
         return None
     try:
-        parsed = json.loads(data)
+        parsed = loads(data)
     except ValueError:
         return None
     return parsed if isinstance(parsed, dict) else None

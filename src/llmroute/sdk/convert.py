@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import functools
 import importlib
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llmroute.decision import Decision
 from llmroute.errors import ProviderError
+from llmroute.untrusted_json import loads
 
 __all__ = ["as_chunk", "as_completion", "event_json", "jsonable", "routing_info"]
 
@@ -73,7 +73,7 @@ def event_json(event: bytes, provider: str) -> dict[str, Any] | None:
     if not payload or payload == "[DONE]":
         return None
     try:
-        data = json.loads(payload)
+        data = loads(payload)
     except ValueError:
         raise ProviderError(provider, "the stream sent an event that is not JSON") from None
     if not isinstance(data, dict):

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
 
 from llmroute.server.errors import GatewayError
 from llmroute.server.settings import DEFAULT_MAX_BODY_BYTES
+from llmroute.untrusted_json import MAX_DEPTH, TooDeep, loads
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "read_json_object", "require_messages"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "MAX_DEPTH", "read_json_object", "require_messages"]
 
 _DRAIN_FACTOR = 16  # read (and drop) this many limits' worth before giving up on a body
 
@@ -33,7 +33,11 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     if size > limit:
         raise _too_large(limit)
     try:
-        data = json.loads(b"".join(chunks))
+        data = loads(b"".join(chunks), max_depth=MAX_DEPTH)
+    except TooDeep:
+        raise GatewayError(
+            400, f"the request body nests arrays and objects more than {MAX_DEPTH} levels deep"
+        ) from None
     except (ValueError, UnicodeDecodeError):
         raise GatewayError(400, "the request body is not valid JSON") from None
     if not isinstance(data, dict):

@@ -32,6 +32,7 @@ from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.service import Telemetry
 from llmroute.telemetry.shadow import answer_text
 from llmroute.telemetry.tracing import RequestTrace, Tracing
+from llmroute.untrusted_json import loads
 
 __all__ = ["CLIENT_CLOSED", "chat_completions", "decision_headers", "route_only", "serve_chat"]
 
@@ -543,7 +544,7 @@ def _delta_text(event: bytes) -> str:
         if not line.startswith(b"data:") or line.endswith(b"[DONE]"):
             continue
         try:
-            chunk = json.loads(line[5:])
+            chunk = loads(line[5:])
             content = chunk["choices"][0]["delta"].get("content")
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             continue

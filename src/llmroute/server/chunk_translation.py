@@ -5,10 +5,11 @@ one chunk becomes (`_chunk`) and how the stream ends (`close`)."""
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import Any
+
+from llmroute.untrusted_json import loads
 
 __all__ = ["ChunkTranslator", "clean_chunk", "clean_completion", "translated"]
 
@@ -121,7 +122,7 @@ class ChunkTranslator(ABC):
                 yield from self.close()
                 continue
             try:
-                chunk = json.loads(data)
+                chunk = loads(data)
             except ValueError:
                 continue
             if isinstance(chunk, dict) and not self._done:

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse
 
 from llmroute.server.chunk_translation import ChunkTranslator, clean_completion
 from llmroute.server.errors import GatewayError
+from llmroute.untrusted_json import MAX_DEPTH, loads
 
 __all__ = [
     "COUNT_TOKENS_PATH",
@@ -329,7 +330,7 @@ def _input(arguments: Any) -> Any:
     if not isinstance(arguments, str) or not arguments:
         return {}
     try:
-        return json.loads(arguments)
+        return loads(arguments, max_depth=MAX_DEPTH)
     except ValueError:
         return {"arguments": arguments}  # not JSON: handed over rather than lost
 

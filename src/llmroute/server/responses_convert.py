@@ -19,6 +19,7 @@ from typing import Any
 
 from llmroute.server.chunk_translation import clean_completion
 from llmroute.server.errors import GatewayError
+from llmroute.untrusted_json import loads
 
 __all__ = [
     "INCOMPLETE_REASONS",
@@ -282,7 +283,7 @@ def custom_input(arguments: str) -> str:
     """A custom tool's input from the function arguments it was called with (the raw
     arguments when the model did not send the one-string object)."""
     try:
-        parsed = json.loads(arguments)
+        parsed = loads(arguments)
     except ValueError:
         return arguments
     if isinstance(parsed, dict) and isinstance(parsed.get(_CUSTOM_INPUT), str):

@@ -47,6 +47,7 @@ from llmroute.state.semantic_index import (
     word_pairs,
 )
 from llmroute.state.stores import KeyValueStore, StoreUnavailable, open_store, resolve_cache_url
+from llmroute.untrusted_json import loads
 
 if TYPE_CHECKING:
     from llmroute.dispatch.plan import Plan
@@ -547,7 +548,7 @@ def _free_event(event: bytes) -> bytes:
         return event
     _, sep, payload = event.partition(b"data:")
     try:
-        chunk = json.loads(payload) if sep else None
+        chunk = loads(payload) if sep else None
     except ValueError:
         return event
     freed = _free(chunk)

@@ -16,7 +16,6 @@ or the request.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import time
@@ -29,6 +28,7 @@ from llmroute.decision import Decision, new_decision_id
 from llmroute.dispatch.plan import Plan
 from llmroute.errors import ConfigError, LlmrouteError, UpstreamRejected
 from llmroute.registry.schema import JudgeSettings, RoutePolicy
+from llmroute.untrusted_json import loads
 
 if TYPE_CHECKING:
     from llmroute.dispatch.dispatcher import Dispatcher
@@ -264,7 +264,7 @@ def parse_verdict(content: str) -> Literal["A", "B", "tie"] | None:
     if fenced is not None:
         text = fenced.group(1)
     try:
-        data = json.loads(text)
+        data = loads(text)
     except ValueError:
         return None
     if not isinstance(data, dict):

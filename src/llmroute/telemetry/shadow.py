@@ -28,6 +28,7 @@ from llmroute.errors import ConfigError, LlmrouteError
 from llmroute.registry.schema import Registry, RoutePolicy, ShadowSettings
 from llmroute.telemetry.judge import Judge, Judgement, judge_from_settings
 from llmroute.telemetry.record import ShadowRecord
+from llmroute.untrusted_json import loads
 
 if TYPE_CHECKING:
     from llmroute.dispatch.dispatcher import Dispatcher, Served
@@ -96,7 +97,7 @@ class StreamedAnswer:
         if not event.startswith(b"data: {"):
             return
         try:
-            chunk = json.loads(event[6:])
+            chunk = loads(event[6:])
         except ValueError:
             return
         for choice in chunk.get("choices") or () if isinstance(chunk, dict) else ():

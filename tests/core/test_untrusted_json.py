@@ -1,0 +1,36 @@
+"""`llmroute.untrusted_json`: JSON from outside, with nesting bounded."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmroute.untrusted_json import TooDeep, deeper_than, loads
+
+
+def test_nesting_past_the_parser_is_a_value_error() -> None:
+    text = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(ValueError, match="too deeply to parse"):
+        loads(text)
+    with pytest.raises(TooDeep):
+        loads(text.encode())
+
+
+def test_max_depth_counts_arrays_and_objects() -> None:
+    assert loads('{"a": [{"b": [1]}]}', max_depth=4) == {"a": [{"b": [1]}]}
+    with pytest.raises(TooDeep, match="more than 3 levels deep"):
+        loads('{"a": [{"b": [1]}]}', max_depth=3)
+    assert loads('"[[[[[["', max_depth=1) == "[[[[[["  # brackets in a string are text
+    assert loads("7", max_depth=0) == 7
+
+
+def test_deeper_than_looks_at_every_branch() -> None:
+    wide = {"x": [1, 2, {"y": {}}], "z": [[[[]]]]}  # the deepest branch is the last one
+    assert deeper_than(wide, 4)
+    assert not deeper_than(wide, 5)
+    assert not deeper_than("text", 0) and not deeper_than(None, 0)
+
+
+def test_ordinary_errors_stay_value_errors() -> None:
+    with pytest.raises(ValueError) as caught:
+        loads("{not json")
+    assert not isinstance(caught.value, TooDeep)
