@@ -3,7 +3,7 @@ circuit breakers and balancing across deployments. Used by the gateway and the S
 
 from llmroute.dispatch.cascade import TierStep, cascade_header
 from llmroute.dispatch.dispatcher import Dispatcher, Opened, Served
-from llmroute.dispatch.plan import AUTO, PINNED, Plan, plan_request
+from llmroute.dispatch.plan import AUTO, PINNED, Plan, aplan_request, plan_request
 
 __all__ = [
     "AUTO",
@@ -13,6 +13,7 @@ __all__ = [
     "Plan",
     "Served",
     "TierStep",
+    "aplan_request",
     "cascade_header",
     "plan_request",
 ]

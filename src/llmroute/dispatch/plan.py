@@ -11,6 +11,7 @@ gate) chose a model other than the cascade's first tier; dispatch then runs the 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -18,11 +19,28 @@ from typing import Any
 
 from llmroute.decide import Router
 from llmroute.decision import Decision
+from llmroute.dispatch.usage import prompt_chars
 from llmroute.errors import ModelNotFound, PolicyViolation, RoutingError, shown
 from llmroute.layers.pin import PIN_LAYER, PinLayer
 from llmroute.registry.schema import Cascade, Route, RoutePolicy
 
-__all__ = ["AUTO", "PINNED", "Plan", "difficulty_model", "plan_request", "within_pool"]
+__all__ = [
+    "AUTO",
+    "OFF_LOOP_CHARS",
+    "PINNED",
+    "Plan",
+    "aplan_request",
+    "difficulty_model",
+    "plan_request",
+    "within_pool",
+]
+
+OFF_LOOP_CHARS = 8_000
+"""Prompt text past which `aplan_request` routes in a worker thread: such a decision
+embeds up to the safety layer's `max_windows` windows and scans PII over all of the
+text (about a second for a pasted 600 kB document on two cores), which must not stall
+every other request on the event loop. Shorter ones take about a millisecond, less
+than the thread hop."""
 
 _ROUTER_MODEL = re.compile(
     r"^router-(?P<name>.+?)-(?P<threshold>-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$"
@@ -109,6 +127,17 @@ def _cascade_within(cascade: Cascade, pool: tuple[str, ...]) -> bool:
             if gate.kind == "verifier" and gate.model is not None and gate.model not in pool:
                 return False
     return True
+
+
+async def aplan_request(
+    router: Router, body: Mapping[str, Any], headers: Mapping[str, str]
+) -> Plan:
+    """`plan_request` for an event loop: on it for an ordinary request, in a worker
+    thread for one with more than `OFF_LOOP_CHARS` of prompt text (the decision is
+    thread-safe; the encoders release the GIL while they run)."""
+    if prompt_chars(body) > OFF_LOOP_CHARS:
+        return await asyncio.to_thread(plan_request, router, body, headers)
+    return plan_request(router, body, headers)
 
 
 def plan_request(router: Router, body: Mapping[str, Any], headers: Mapping[str, str]) -> Plan:

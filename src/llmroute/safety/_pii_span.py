@@ -60,13 +60,18 @@ def _beats(a: PiiSpan, b: PiiSpan) -> bool:
 
 
 def resolve_overlaps(spans: Iterable[PiiSpan]) -> list[PiiSpan]:
-    """Keep a non-overlapping subset, sorted by start. Candidates are few (a handful per
-    message), so the quadratic sweep is cheaper than anything clever."""
+    """Keep a non-overlapping subset, sorted by start (empty spans are dropped).
+
+    Candidates come in order of start and the kept spans never overlap, so their ends
+    grow too and only a suffix of them can overlap the next candidate: n log n however
+    many candidates there are (a pasted log of 100,000 phone numbers), where comparing
+    each with every kept span was quadratic."""
     kept: list[PiiSpan] = []
-    for span in sorted(set(spans), key=lambda s: (s.start, -s.end)):
-        clash = [k for k in kept if k.start < span.end and span.start < k.end]
-        if all(_beats(span, k) for k in clash):
-            kept = [k for k in kept if k not in clash]
+    for span in sorted({s for s in spans if s.end > s.start}, key=lambda s: (s.start, -s.end)):
+        first = len(kept)
+        while first > 0 and kept[first - 1].end > span.start:
+            first -= 1
+        if all(_beats(span, k) for k in kept[first:]):
+            del kept[first:]
             kept.append(span)
-    kept.sort(key=lambda s: s.start)
     return kept

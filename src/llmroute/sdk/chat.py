@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from llmroute.decide import Router
-from llmroute.dispatch import AUTO, Dispatcher, Opened, Plan, plan_request
+from llmroute.dispatch import AUTO, Dispatcher, Opened, Plan, aplan_request, plan_request
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.errors import ProviderTimeout, RoutingError
 from llmroute.gates.build import GateFactory
@@ -72,6 +72,9 @@ class _Request:
 
     def plan(self, router: Router) -> Plan:
         return plan_request(router, self.body, self.headers)
+
+    async def aplan(self, router: Router) -> Plan:
+        return await aplan_request(router, self.body, self.headers)
 
 
 def _omitted(value: Any) -> bool:
@@ -370,7 +373,8 @@ class Completions:
         """As `create`, on the running loop; a stream is an `AsyncStream`."""
         clock = CallClock()
         request = _Request(model, messages, stream, params)
-        plan = request.plan(self._engine.router)  # ~ms of CPU, on the caller's loop
+        # ~ms of CPU on the caller's loop; a long prompt's in a worker thread
+        plan = await request.aplan(self._engine.router)
         if not stream:
             return await self._engine.complete(request, plan, clock)
         return await self._engine.open(request, plan, clock)

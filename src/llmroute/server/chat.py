@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from llmroute.decide import Router
 from llmroute.decision import Decision
-from llmroute.dispatch import Opened, Plan, TierStep, cascade_header, plan_request
+from llmroute.dispatch import Opened, Plan, TierStep, aplan_request, cascade_header
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.dispatch.usage import Usage, estimated_prompt_tokens
 from llmroute.errors import LlmrouteError, ProviderError
@@ -325,7 +325,7 @@ async def _plan(request: Request, gateway: Gateway, body: dict[str, Any]) -> Pla
     """The request's plan: routed, refined by the LLM router when it applies (and its
     model is one the client key may reach), kept inside the key's pool. The LLM router's
     call is cancelled when the client hangs up during it (`_GoneWhilePlanning`)."""
-    plan = plan_request(gateway.router, body, request.headers)
+    plan = await aplan_request(gateway.router, body, request.headers)
     llm_router = gateway.llm_router
     if (
         llm_router is not None
