@@ -67,12 +67,27 @@ def _tokenizer() -> Tokenizer:
     return tokenizer
 
 
+_EXACT_UP_TO = 65_536  # characters counted whole; a longer text is sampled
+_SAMPLES = 64
+
+
 def count_tokens(text: str) -> int:
     """Tokens in `text` by the packaged WordPiece tokenizer: within about 15 % of the
-    BPE tokenizers of hosted models on English text; an estimate, never billing."""
+    BPE tokenizers of hosted models on English text; an estimate, never billing.
+
+    A text over 64 KiB is counted on 64 evenly spaced 1 KiB slices and scaled by its
+    length (within 1 % on this project's docs, code and JSONL data), because counting
+    costs ~1 µs a character on the event loop: a 3.9 MB prompt took 6 s whole, 0.05 s so."""
     if not text:
         return 0
-    return len(_tokenizer().encode(text, add_special_tokens=False).ids)
+    encode = _tokenizer().encode
+    if len(text) <= _EXACT_UP_TO:
+        return len(encode(text, add_special_tokens=False).ids)
+    width = _EXACT_UP_TO // _SAMPLES
+    step = (len(text) - width) / (_SAMPLES - 1)
+    starts = (round(i * step) for i in range(_SAMPLES))
+    sampled = sum(len(encode(text[a : a + width], add_special_tokens=False).ids) for a in starts)
+    return round(sampled * len(text) / (width * _SAMPLES))
 
 
 def _content_text(content: Any) -> Iterable[str]:
