@@ -1,5 +1,8 @@
 """Suite-wide settings: offline, and one shared cache so the ONNX export and example
-embeddings are computed once per machine, not once per test."""
+embeddings are computed once per machine, not once per test. Redis for the tests that
+need it: 127.0.0.1:6379 (``$LLMROUTE_TEST_REDIS_URL``), a fresh key namespace per test
+(`redis_namespace`), its keys deleted afterwards; without a reachable server those tests
+skip, except under ``CI=true``, where they fail."""
 
 from __future__ import annotations
 
@@ -8,7 +11,11 @@ import os
 import shutil
 import sys
 import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".pytest_cache" / "llmroute"
@@ -24,3 +31,41 @@ atexit.register(shutil.rmtree, _TELEMETRY, ignore_errors=True)
 
 # Fake upstream servers (real HTTP servers on 127.0.0.1) shared by several test folders.
 sys.path.insert(0, str(ROOT / "tests" / "support"))
+
+from redis_service import REDIS_URL  # noqa: E402  (tests/support is on the path now)
+
+
+def _redis_reachable() -> str | None:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2).ping()
+    except (redis.RedisError, OSError) as exc:
+        return f"Redis at {REDIS_URL} is unreachable: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def _redis_available() -> None:
+    why = _redis_reachable()
+    if why is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {why}")
+    pytest.skip(why)
+
+
+@pytest.fixture
+def redis_namespace(_redis_available: None) -> Iterator[str]:
+    """A key namespace of this test's own; its keys are deleted afterwards."""
+    import redis
+
+    namespace = f"llmroute-test-{uuid.uuid4().hex[:12]}"
+    yield namespace
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

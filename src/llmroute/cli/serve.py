@@ -18,6 +18,7 @@ from llmroute.registry import LoadedRegistry, load_registry
 from llmroute.server import logs
 from llmroute.server.settings import (
     DEFAULT_ENCODER_THREADS,
+    DEFAULT_GRACEFUL_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_RELOAD_INTERVAL_S,
     REGISTRY_ENV,
@@ -65,6 +66,14 @@ def serve(
             "and this process's breakers; no prompt text).",
         ),
     ] = True,
+    graceful_timeout: Annotated[
+        int,
+        typer.Option(
+            help="Seconds requests in flight get to finish after SIGTERM or Ctrl-C; "
+            "then they are cancelled (logged, charged) and the decision log is flushed.",
+            min=0,
+        ),
+    ] = DEFAULT_GRACEFUL_TIMEOUT_S,
     log_level: Annotated[
         LogLevel,
         typer.Option(
@@ -120,7 +129,12 @@ def serve(
         access_log=access_log,
     )
     settings = ServeSettings(
-        max_body_bytes, reload_interval, encoder_threads, dashboard=dashboard, workers=workers
+        max_body_bytes,
+        reload_interval,
+        encoder_threads,
+        dashboard=dashboard,
+        workers=workers,
+        graceful_timeout_s=graceful_timeout,
     )
     if workers > 1:
         # Worker processes import the factory by name and read their settings from the
@@ -132,11 +146,17 @@ def serve(
         with _multiprocess_metrics():
             if not reuse_port_supported():  # uvicorn's workers share one socket
                 uvicorn.run(
-                    APP, factory=True, host=host, port=port, workers=workers, log_config=log_config
+                    APP,
+                    factory=True,
+                    host=host,
+                    port=port,
+                    workers=workers,
+                    log_config=log_config,
+                    timeout_graceful_shutdown=graceful_timeout,
                 )
                 return
             try:
-                status = serve_workers(host, port, workers, log_config)
+                status = serve_workers(host, port, workers, log_config, graceful_timeout)
             except OSError as exc:
                 fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
         if status:
@@ -145,7 +165,9 @@ def serve(
     from llmroute.server.app import create_app
 
     app = create_app(str(path), settings)
-    uvicorn.run(app, host=host, port=port, log_config=log_config)
+    uvicorn.run(
+        app, host=host, port=port, log_config=log_config, timeout_graceful_shutdown=graceful_timeout
+    )
 
 
 def _check_telemetry_url(loaded: LoadedRegistry) -> None:

@@ -39,12 +39,14 @@ from llmroute.server.reload import reloading
 from llmroute.server.responses import responses, stored_response
 from llmroute.server.responses_convert import RESPONSES_PATH
 from llmroute.server.settings import REGISTRY_ENV, ServeSettings
-from llmroute.server.state import PinGateway
+from llmroute.server.state import Gateway, PinGateway
 from llmroute.telemetry.metrics import GatewayMetrics
 from llmroute.telemetry.service import Telemetry
 from llmroute.telemetry.tracing import tracing_from_env
 
 __all__ = ["app_from_env", "create_app"]
+
+_UNWIND_S = 5.0
 
 
 def create_app(registry_path: str, settings: ServeSettings | None = None) -> Starlette:
@@ -64,6 +66,7 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
                 try:
                     yield
                 finally:  # the current log: a reload may have replaced the first
+                    await _unwound(app.state.gateway)
                     await app.state.telemetry.aclose()
         finally:
             tracing.shutdown()
@@ -101,6 +104,16 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
     app.state.serve_settings = serve_settings
     app.state.started_at = time.time()
     return app
+
+
+async def _unwound(gateway: Gateway | None) -> None:
+    """Wait (a few seconds at most) for the requests that uvicorn cancelled when its
+    graceful timeout ran out to finish unwinding: each logs itself and charges what it
+    cost on its way out, and the decision log must still be open for that."""
+    if gateway is None:
+        return
+    with anyio.move_on_after(_UNWIND_S):
+        await gateway.inflight.wait_idle()
 
 
 def app_from_env() -> Starlette:

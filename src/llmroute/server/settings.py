@@ -10,9 +10,11 @@ from dataclasses import dataclass
 __all__ = [
     "DASHBOARD_ENV",
     "DEFAULT_ENCODER_THREADS",
+    "DEFAULT_GRACEFUL_TIMEOUT_S",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_RELOAD_INTERVAL_S",
     "ENCODER_THREADS_ENV",
+    "GRACEFUL_TIMEOUT_ENV",
     "MAX_BODY_ENV",
     "REGISTRY_ENV",
     "RELOAD_INTERVAL_ENV",
@@ -25,24 +27,30 @@ DEFAULT_RELOAD_INTERVAL_S = 1.0  # how often the registry file is checked for ch
 # One encoder thread per worker: requests and workers give the parallelism, and a
 # second thread per request cost 55% more CPU for 1 ms less latency (docs/benchmarks.md).
 DEFAULT_ENCODER_THREADS = 1
+# What requests in flight get to finish after SIGTERM / SIGINT; then they are cancelled
+# and the decision log is flushed. Under Kubernetes' default 30 s grace period.
+DEFAULT_GRACEFUL_TIMEOUT_S = 25
 REGISTRY_ENV = "LLMROUTE_REGISTRY"  # read by the app factory of multi-worker serving
 MAX_BODY_ENV = "LLMROUTE_MAX_BODY_BYTES"
 RELOAD_INTERVAL_ENV = "LLMROUTE_RELOAD_INTERVAL"
 ENCODER_THREADS_ENV = "LLMROUTE_ENCODER_THREADS"
 DASHBOARD_ENV = "LLMROUTE_DASHBOARD"  # "0" leaves /dashboard out
 WORKERS_ENV = "LLMROUTE_WORKERS"  # so a worker's dashboard can say its live state is its own
+GRACEFUL_TIMEOUT_ENV = "LLMROUTE_GRACEFUL_TIMEOUT"
 
 
 @dataclass(frozen=True, slots=True)
 class ServeSettings:
     """`reload_interval_s` 0 means: reload on SIGHUP only. `workers` is how many
-    processes serve (each holds its own breakers and in-flight count)."""
+    processes serve (each holds its own breakers and in-flight count).
+    `graceful_timeout_s` is how long requests in flight get to finish on shutdown."""
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     reload_interval_s: float = DEFAULT_RELOAD_INTERVAL_S
     encoder_threads: int = DEFAULT_ENCODER_THREADS
     dashboard: bool = True
     workers: int = 1
+    graceful_timeout_s: int = DEFAULT_GRACEFUL_TIMEOUT_S
 
     def to_env(self) -> dict[str, str]:
         return {
@@ -51,6 +59,7 @@ class ServeSettings:
             ENCODER_THREADS_ENV: str(self.encoder_threads),
             DASHBOARD_ENV: "1" if self.dashboard else "0",
             WORKERS_ENV: str(self.workers),
+            GRACEFUL_TIMEOUT_ENV: str(self.graceful_timeout_s),
         }
 
     @classmethod
@@ -62,4 +71,5 @@ class ServeSettings:
             encoder_threads=int(env.get(ENCODER_THREADS_ENV) or DEFAULT_ENCODER_THREADS),
             dashboard=(env.get(DASHBOARD_ENV) or "1").strip().lower() not in ("0", "false", "off"),
             workers=int(env.get(WORKERS_ENV) or 1),
+            graceful_timeout_s=int(env.get(GRACEFUL_TIMEOUT_ENV) or DEFAULT_GRACEFUL_TIMEOUT_S),
         )

@@ -14,12 +14,14 @@ address in use fails at once instead of silently sharing the port with another
 ``SO_REUSEPORT`` listener), opens one listening socket per worker, starts the workers
 (spawned, each in its own process group, each handed its socket),
 forwards SIGHUP (each worker reloads its registry, as a single-process gateway does),
-and on SIGINT or SIGTERM asks them to stop and waits for them (killing what is left after
-`GRACE_S`). A worker that exits after it started serving is restarted; one of the first
-workers that exits before, stops everything with exit status 1 (the port or the
-application is broken, and restarting would loop). A replacement that exits before serving
-(say the registry on disk became invalid since) is retried after the same growing pauses,
-while the other workers keep serving. A worker whose parent has gone stops too.
+and on SIGINT or SIGTERM asks them to stop and waits for them: each gives its requests in
+flight the graceful timeout, then flushes its decision log; what is still running
+`KILL_MARGIN_S` after that is killed. A worker that exits after it started serving is
+restarted; one of the first workers that exits before, stops everything with exit status
+1 (the port or the application is broken, and restarting would loop). A replacement that
+exits before serving (say the registry on disk became invalid since) is retried after the
+same growing pauses, while the other workers keep serving. A worker whose parent has gone
+stops too.
 """
 
 from __future__ import annotations
@@ -40,12 +42,20 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
-__all__ = ["GRACE_S", "Supervisor", "Target", "reuse_port_supported", "serve_workers"]
+from llmroute.server.settings import DEFAULT_GRACEFUL_TIMEOUT_S, ServeSettings
+
+__all__ = [
+    "KILL_MARGIN_S",
+    "Supervisor",
+    "Target",
+    "reuse_port_supported",
+    "serve_workers",
+]
 
 log = logging.getLogger("llmroute.server")
 
 APP = "llmroute.server.app:app_from_env"
-GRACE_S = 30.0  # how long stopping workers get before they are killed
+KILL_MARGIN_S = 10.0  # past the graceful timeout, for a worker's shutdown (the log's flush)
 _BACKLOG = 2048  # uvicorn's default
 _STABLE_S = 10.0  # a worker that dies younger than this is restarted after a growing pause
 _BACKOFF_MAX_S = 30.0
@@ -87,7 +97,14 @@ def _worker(sock: socket.socket, log_config: dict[str, Any], ready: Connection) 
     import uvicorn
 
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(APP, factory=True, host=host, port=port, log_config=log_config)
+    config = uvicorn.Config(
+        APP,
+        factory=True,
+        host=host,
+        port=port,
+        log_config=log_config,
+        timeout_graceful_shutdown=ServeSettings.from_env().graceful_timeout_s,
+    )
     server = uvicorn.Server(config)
 
     def watch() -> None:
@@ -146,8 +163,10 @@ class Supervisor:
         sockets: list[socket.socket],
         log_config: dict[str, Any],
         target: Target | None = None,
+        graceful_timeout_s: int = DEFAULT_GRACEFUL_TIMEOUT_S,
     ) -> None:
         self.sockets, self.log_config = sockets, log_config
+        self.grace_s = graceful_timeout_s + KILL_MARGIN_S
         self.target = _worker if target is None else target
         self.context = multiprocessing.get_context("spawn")
         self.stop = threading.Event()
@@ -250,19 +269,25 @@ class Supervisor:
 
     def shutdown(self) -> None:
         self.signal_all(signal.SIGTERM)
-        deadline = time.monotonic() + GRACE_S
+        deadline = time.monotonic() + self.grace_s
         for slot in self.slots:
             slot.process.join(max(0.0, deadline - time.monotonic()))
         for slot in self.slots:
             if slot.process.is_alive():
                 log.warning(
-                    "worker %s did not stop within %gs; killing it", slot.process.pid, GRACE_S
+                    "worker %s did not stop within %gs; killing it", slot.process.pid, self.grace_s
                 )
                 slot.process.kill()
                 slot.process.join(5)
 
 
-def serve_workers(host: str, port: int, workers: int, log_config: dict[str, Any]) -> int:
+def serve_workers(
+    host: str,
+    port: int,
+    workers: int,
+    log_config: dict[str, Any],
+    graceful_timeout_s: int = DEFAULT_GRACEFUL_TIMEOUT_S,
+) -> int:
     """Run `workers` gateway processes on `host`:`port` until SIGINT/SIGTERM; the exit
     status. The app comes from `APP` (the registry and settings from the environment).
     Raises `OSError` when the port is not free.
@@ -276,7 +301,7 @@ def serve_workers(host: str, port: int, workers: int, log_config: dict[str, Any]
         for sock in sockets:
             sock.listen(_BACKLOG)
         logging.config.dictConfig(log_config)  # the parent's own lines, as the workers'
-        return Supervisor(sockets, log_config).run()
+        return Supervisor(sockets, log_config, graceful_timeout_s=graceful_timeout_s).run()
     finally:
         for sock in sockets:
             sock.close()

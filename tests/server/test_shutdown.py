@@ -1,0 +1,77 @@
+"""Stopping `llmroute serve` (SIGTERM, as Kubernetes and systemd stop it) while a long
+stream is in flight: the stream gets ``--graceful-timeout`` seconds, is then cancelled,
+and its decision is still in the log, which the process flushes before it exits; with
+one process and with two workers."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fake_upstream import fake_upstream
+from gateway_proc import serve_text, wait_for
+from redis_service import REDIS_URL
+
+from llmroute.telemetry.store import open_store
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 120}
+models:
+  slow:
+    provider: fake
+    model: "slow?gap=0.2"
+    price: {input: 1, output: 1}
+    budget: {usd: 1000, period: day}  # charged in Redis: the log waits for that
+routes:
+  - {name: chat, examples: [hello there], target: slow}
+default: {target: slow}
+dispatch:
+  limits: {url: "%(redis)s", namespace: "%(namespace)s"}
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_cuts_a_long_stream_after_the_grace_and_logs_it(
+    tmp_path: Path, workers: int, redis_namespace: str
+) -> None:
+    store_url = f"sqlite:///{tmp_path / 'log.db'}"
+    words = " ".join(f"w{i}" for i in range(300))  # 60 s of stream at 0.2 s a word
+    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": words}]}
+    lines: list[str] = []
+    args = ["--graceful-timeout", "1", "--workers", str(workers)]
+    env = {"LLMROUTE_TELEMETRY_URL": store_url}
+    with fake_upstream() as upstream:
+        text = REGISTRY % {"url": upstream.url, "redis": REDIS_URL, "namespace": redis_namespace}
+        with serve_text(text, tmp_path, args, env) as served:
+
+            def read() -> None:
+                url = f"{served.url}/v1/chat/completions"
+                try:
+                    with httpx.stream("POST", url, json=body, timeout=90) as reply:
+                        lines.extend(reply.iter_lines())
+                except httpx.HTTPError:
+                    lines.append("cut")
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            wait_for("the stream's first words", lambda: len(lines) >= 3, 20)
+            sent = time.monotonic()
+            served.proc.send_signal(signal.SIGTERM)
+            served.proc.wait(timeout=30)
+            stopped_s = time.monotonic() - sent
+            reader.join(timeout=30)
+    assert stopped_s < 15, f"took {stopped_s:.1f} s to stop: {served.log_text()[-2000:]}"
+    assert "data: [DONE]" not in lines  # cut, not finished
+    store = open_store(store_url)
+    try:
+        (row,) = store.decisions(0)
+    finally:
+        store.close()
+    assert row.stream and row.served_model == "slow" and row.error is not None
+    assert row.tokens_out and row.tokens_out < 300  # charged what it had streamed
