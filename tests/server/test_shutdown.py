@@ -1,10 +1,11 @@
 """Stopping `llmroute serve` (SIGTERM, as Kubernetes and systemd stop it) while a long
-stream is in flight: the stream gets ``--graceful-timeout`` seconds, is then cancelled,
-and its decision is still in the log, which the process flushes before it exits; with
-one process and with two workers."""
+stream and a slow answer are in flight: they get ``--graceful-timeout`` seconds, are then
+cancelled, and their decisions are in the log (``server_shutdown``, charged what they
+cost), which the process flushes before it exits; with one process and two workers."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -28,6 +29,7 @@ models:
     model: "slow?gap=0.2"
     price: {input: 1, output: 1}
     budget: {usd: 1000, period: day}  # charged in Redis: the log waits for that
+  hung: {provider: fake, model: "hung?delay=60", price: {input: 1, output: 1}}
 routes:
   - {name: chat, examples: [hello there], target: slow}
 default: {target: slow}
@@ -58,20 +60,34 @@ def test_sigterm_cuts_a_long_stream_after_the_grace_and_logs_it(
                 except httpx.HTTPError:
                     lines.append("cut")
 
+            def ask() -> None:
+                url = f"{served.url}/v1/chat/completions"
+                with contextlib.suppress(httpx.HTTPError):
+                    httpx.post(url, json={**body, "model": "hung", "stream": False}, timeout=90)
+
             reader = threading.Thread(target=read)
             reader.start()
+            asker = threading.Thread(target=ask)
+            asker.start()
             wait_for("the stream's first words", lambda: len(lines) >= 3, 20)
+            wait_for("the slow call upstream", lambda: upstream.counts["hung?delay=60"], 20)
             sent = time.monotonic()
             served.proc.send_signal(signal.SIGTERM)
             served.proc.wait(timeout=30)
             stopped_s = time.monotonic() - sent
             reader.join(timeout=30)
+            asker.join(timeout=30)
     assert stopped_s < 15, f"took {stopped_s:.1f} s to stop: {served.log_text()[-2000:]}"
     assert "data: [DONE]" not in lines  # cut, not finished
     store = open_store(store_url)
     try:
-        (row,) = store.decisions(0)
+        rows = {row.model: row for row in store.decisions(0)}
     finally:
         store.close()
-    assert row.stream and row.served_model == "slow" and row.error is not None
-    assert row.tokens_out and row.tokens_out < 300  # charged what it had streamed
+    cut = rows["slow"]
+    assert cut.stream and cut.served_model == "slow" and cut.status == 200
+    assert cut.error == "server_shutdown"  # not a client that hung up
+    assert cut.tokens_out and cut.tokens_out < 300  # charged what it had streamed
+    waiting = rows["hung"]
+    assert (waiting.status, waiting.error, waiting.served_model) == (503, "server_shutdown", None)
+    assert waiting.tokens_in and waiting.usage_estimated  # its prompt, sent: charged

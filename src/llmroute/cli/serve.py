@@ -165,9 +165,15 @@ def serve(
     from llmroute.server.app import create_app
 
     app = create_app(str(path), settings)
-    uvicorn.run(
+    from llmroute.server.shutdown import Server
+
+    config = uvicorn.Config(
         app, host=host, port=port, log_config=log_config, timeout_graceful_shutdown=graceful_timeout
     )
+    server = Server(config)
+    server.run()
+    if not server.started:
+        raise typer.Exit(3)  # uvicorn has logged why (the port in use, a failed start-up)
 
 
 def _check_telemetry_url(loaded: LoadedRegistry) -> None:

@@ -25,9 +25,15 @@ from llmroute.server.body import read_json_object, require_messages
 from llmroute.server.cached import cache_headers, hit_headers
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.pool import keep_in_pool, may_reach
+from llmroute.server.shutdown import stopping
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.state import CacheLookup, look_up, replay
-from llmroute.telemetry.record import CLIENT_CLOSED, CLIENT_DISCONNECTED, DecisionRecord
+from llmroute.telemetry.record import (
+    CLIENT_CLOSED,
+    CLIENT_DISCONNECTED,
+    SERVER_SHUTDOWN,
+    DecisionRecord,
+)
 from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.service import Telemetry
 from llmroute.telemetry.shadow import answer_text
@@ -183,6 +189,7 @@ async def _serve_planned(
         plan.decision, start_ns=int(ts * 1e9), headers=request.headers
     )
     spend = Spend()
+    unserved = _Unserved(gateway.router, recorder, plan.decision, body, ts, started_ns)
     try:
         lookup = await _look_up(request, gateway, plan, body, stream)
         if lookup is not None and lookup.answer is not None:
@@ -219,12 +226,10 @@ async def _serve_planned(
             served = await _unless_client_leaves(request, gateway.dispatcher.complete(plan, body))
     except _ClientGone:
         usage = await _charged_abandoned(gateway, spend)
-        unserved = _Unserved(gateway.router, recorder, plan.decision, body, ts, started_ns)
         trace.finish(unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), stream, usage))
         return Response(status_code=CLIENT_CLOSED), False
     except LlmrouteError as exc:
         error = gateway_error(exc, headers)
-        unserved = _Unserved(gateway.router, recorder, plan.decision, body, ts, started_ns)
         failed = unserved.record(error.status, error.code or "error", error.attempts, stream)
         if failed is not None:
             trace.finish(failed)
@@ -232,7 +237,7 @@ async def _serve_planned(
             trace.fail(exc)
         raise error from None
     except BaseException as exc:
-        trace.fail(exc)
+        await _ended_otherwise(gateway, spend, trace, unserved, stream, exc)
         raise
     if lookup is not None:
         lookup.store(served)
@@ -265,6 +270,24 @@ async def _serve_planned(
         },
     )
     return answer, False
+
+
+async def _ended_otherwise(
+    gateway: Gateway,
+    spend: Spend,
+    trace: RequestTrace,
+    unserved: _Unserved,
+    stream: bool,
+    exc: BaseException,
+) -> None:
+    """A request ended by anything but an answer, a hang-up or an error of ours: a
+    failed span; one the gateway cancelled because it is stopping (after the graceful
+    timeout) is also logged, 503 ``server_shutdown``, and charged what it cost."""
+    if isinstance(exc, asyncio.CancelledError) and stopping():
+        usage = await _charged_abandoned(gateway, spend)
+        trace.finish(unserved.record(503, SERVER_SHUTDOWN, (), stream, usage))
+    else:
+        trace.fail(exc)
 
 
 async def _charged_abandoned(gateway: Gateway, spend: Spend) -> Usage | None:
@@ -514,7 +537,8 @@ async def relay(
     """The stream's events; an upstream failure mid-stream ends it with an error event
     and ``[DONE]`` (the status line has gone out, so nothing is retried silently).
     `done` is told how it ended (``stream_interrupted`` upstream, ``client_disconnected``
-    when the client went away) with the streamed text when `collect` is set."""
+    when the client went away, ``server_shutdown`` when the gateway stopped) with the
+    streamed text when `collect` is set."""
     error: str | None = CLIENT_DISCONNECTED
     parts: list[str] = []
     try:
@@ -530,6 +554,8 @@ async def relay(
         yield b'"type": "server_error", "param": null, "code": "upstream_error"}}\n\n'
         yield b"data: [DONE]\n\n"
     finally:
+        if error == CLIENT_DISCONNECTED and stopping():
+            error = SERVER_SHUTDOWN
         if done is not None:
             try:
                 done(opened, error, "".join(parts))

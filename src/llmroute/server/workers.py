@@ -43,6 +43,7 @@ from types import FrameType
 from typing import Any
 
 from llmroute.server.settings import DEFAULT_GRACEFUL_TIMEOUT_S, ServeSettings
+from llmroute.server.shutdown import Server
 
 __all__ = [
     "KILL_MARGIN_S",
@@ -105,7 +106,7 @@ def _worker(sock: socket.socket, log_config: dict[str, Any], ready: Connection) 
         log_config=log_config,
         timeout_graceful_shutdown=ServeSettings.from_env().graceful_timeout_s,
     )
-    server = uvicorn.Server(config)
+    server = Server(config)
 
     def watch() -> None:
         told = False

@@ -21,6 +21,7 @@ __all__ = [
     "CLIENT_CLOSED",
     "CLIENT_DISCONNECTED",
     "DECISION_COLUMNS",
+    "SERVER_SHUTDOWN",
     "DecisionRecord",
     "FeedbackRecord",
     "LoggedDecision",
@@ -38,6 +39,11 @@ it) before the answer (nginx's "client closed request"); nobody receives it."""
 CLIENT_DISCONNECTED = "client_disconnected"
 """The `error` of a request whose client hung up (status 499, or a stream it stopped
 reading): logged, but no failure of the gateway or its models."""
+
+SERVER_SHUTDOWN = "server_shutdown"
+"""The `error` of a request the gateway cut because it was stopping (SIGTERM, after the
+graceful timeout): status 503, or the 200 of a stream it cut; a failure, unlike
+`CLIENT_DISCONNECTED`."""
 
 # The columns of the `decisions` table, in order; `to_row` returns them and
 # `LoggedDecision` has one field per column.

@@ -1,0 +1,31 @@
+"""Whether this process is stopping, and the uvicorn server that says so.
+
+After SIGTERM (or Ctrl-C) uvicorn gives requests in flight the graceful timeout, then
+cancels them. A cancelled request looks the same as one whose client hung up; `stopping`
+tells them apart, so such a request is logged as cut by the shutdown
+(``server_shutdown``, an error of the gateway's) rather than as a client's choice.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import FrameType
+
+import uvicorn
+
+__all__ = ["Server", "stopping"]
+
+_STOPPING = threading.Event()
+
+
+def stopping() -> bool:
+    """Whether SIGTERM or SIGINT has reached this process's server."""
+    return _STOPPING.is_set()
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, noting the signal that stops it (`stopping`)."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        _STOPPING.set()
+        super().handle_exit(sig, frame)
