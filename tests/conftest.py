@@ -33,6 +33,7 @@ atexit.register(shutil.rmtree, _TELEMETRY, ignore_errors=True)
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from redis_service import REDIS_URL  # noqa: E402  (tests/support is on the path now)
+from services import require  # noqa: E402
 
 
 def _redis_reachable() -> str | None:
@@ -47,12 +48,7 @@ def _redis_reachable() -> str | None:
 
 @pytest.fixture(scope="session")
 def _redis_available() -> None:
-    why = _redis_reachable()
-    if why is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and {why}")
-    pytest.skip(why)
+    require(_redis_reachable())
 
 
 @pytest.fixture

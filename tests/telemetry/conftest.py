@@ -5,13 +5,13 @@ file per test and a PostgreSQL schema per test (127.0.0.1:5432, database ``test`
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from services import require
 from telemetry_records import PG_BASE, PG_HOST, PG_PORT, MakeRecord, build_record, pg_execute
 
 
@@ -39,12 +39,7 @@ def _pg_reachable() -> str | None:
 
 @pytest.fixture(scope="session")
 def _pg_available() -> None:
-    why = _pg_reachable()
-    if why is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and {why}")
-    pytest.skip(why)
+    require(_pg_reachable())
 
 
 @pytest.fixture
