@@ -392,6 +392,28 @@ def test_with_the_store_down_requests_succeed_and_drops_are_counted(tmp_path: Pa
         assert "dropped" in log
 
 
+def test_requests_in_flight_are_a_gauge(sqlite_gateway: Running) -> None:
+    """``llmroute_requests_in_flight`` counts the API requests being served (a stream
+    until it ends), not the scrape that reads it."""
+
+    def in_flight() -> float:
+        (sample,) = _metrics(sqlite_gateway.url)["llmroute_requests_in_flight"]
+        return sample[1]
+
+    assert in_flight() == 0
+    prompt = " ".join(f"w{i}" for i in range(200)) + " in flight"
+    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("POST", f"{sqlite_gateway.url}/v1/chat/completions", json=body) as reply,
+    ):
+        lines = reply.iter_lines()  # kept: a generator dropped mid-way closes the stream
+        for _ in range(4):
+            next(lines)
+        assert in_flight() == 1
+    wait_for("the stream's end", lambda: in_flight() == 0, 10)
+
+
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses"])
 def test_a_client_that_hangs_up_mid_stream_stops_the_upstream_stream(
     sqlite_gateway: Running, path: str

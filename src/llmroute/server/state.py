@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -24,6 +25,9 @@ from llmroute.server.errors import GatewayError
 from llmroute.state import ResponseCache
 from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.shadow import ShadowRunner
+
+if TYPE_CHECKING:
+    from prometheus_client import Gauge
 
 __all__ = ["Gateway", "InFlight", "PinGateway", "gateway_of", "pinned"]
 
@@ -114,8 +118,21 @@ class PinGateway:
         if not isinstance(gateway, Gateway):
             await self.app(scope, receive, send)
             return
-        with gateway.inflight:
+        gauge = _in_flight_gauge(scope)
+        if gauge is None:
+            with gateway.inflight:
+                await self.app(scope, receive, send)
+            return
+        with gateway.inflight, gauge.track_inprogress():
             await self.app(scope, receive, send)
+
+
+def _in_flight_gauge(scope: Scope) -> Gauge | None:
+    """``llmroute_requests_in_flight`` for an API request (not the probes and scrapes)."""
+    if not scope.get("path", "").startswith("/v1/"):
+        return None
+    metrics = getattr(scope["app"].state, "metrics", None)
+    return metrics.in_flight if metrics is not None else None
 
 
 def pinned(scope: Scope) -> Gateway | None:

@@ -305,6 +305,12 @@ class GatewayMetrics:
         self._auth = _Children(
             counter("llmroute_auth_rejected", "Requests turned away by the key check", ("reason",))
         )
+        self.in_flight = Gauge(
+            "llmroute_requests_in_flight",
+            "API requests (/v1/...) being served now",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
         self._queue_depth = Gauge(
             "llmroute_telemetry_queue_depth",
             "Decision-log records waiting to be written",
