@@ -1,20 +1,25 @@
 """Parsing JSON that came from outside: a client's body or tool-call arguments, an
 upstream's answer or stream events, a model's reply.
 
-`json.loads` raises `RecursionError`, not `ValueError`, on arrays or objects nested past
-Python's recursion limit (``[[[[...]]]]`` 100,000 deep is a few hundred kilobytes), so
-every ``except ValueError`` around it let such a text escape as a crash. `loads` makes it
-a `ValueError` like any other text that is not usable JSON; with `max_depth`, it also
-refuses what parses but nests deeper than the code after it (each recursive walk, the
-encoder that sends it on) can safely take.
+Two things `json.loads` lets through that crash the code after it, so `loads` raises
+them as `ValueError`s like any other text that is not usable JSON:
+
+- arrays or objects nested past Python's recursion limit (``[[[[...]]]]`` 100,000 deep
+  is a few hundred kilobytes) raise `RecursionError`, which no ``except ValueError``
+  caught; with `max_depth`, what parses but nests deeper than the code after it (each
+  recursive walk, the encoder that sends it on) can safely take is refused too;
+- an unpaired UTF-16 surrogate (``"\\ud800"``, or its bytes) parses into a string that
+  is not Unicode: every later encode to UTF-8 (the tokenizer, a hash, the upstream
+  request) fails. Pairs (``"\\ud83d\\ude00"``, an emoji) are fine.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "TooDeep", "deeper_than", "loads"]
+__all__ = ["MAX_DEPTH", "NotUnicode", "TooDeep", "deeper_than", "loads"]
 
 MAX_DEPTH = 100  # levels of arrays and objects; a tool schema nested ten deep uses ~25
 
@@ -23,16 +28,49 @@ class TooDeep(ValueError):
     """JSON nested deeper than allowed."""
 
 
+class NotUnicode(ValueError):
+    """JSON whose strings hold an unpaired UTF-16 surrogate."""
+
+
+# Where a surrogate can come from: a \uD800-\uDFFF escape, or its three bytes (json
+# decodes bytes with "surrogatepass"). Only texts with one are walked.
+_HINT_BYTES = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+_HINT_TEXT = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
 def loads(text: str | bytes, *, max_depth: int | None = None) -> Any:
     """`json.loads`, with nesting too deep for the parser, or past `max_depth`, raised
-    as `TooDeep` (a `ValueError`)."""
+    as `TooDeep`, and an unpaired surrogate in a string as `NotUnicode` (both
+    `ValueError`s)."""
     try:
         value = json.loads(text)
     except RecursionError:
         raise TooDeep("nested too deeply to parse") from None
     if max_depth is not None and deeper_than(value, max_depth):
         raise TooDeep(f"nested more than {max_depth} levels deep")
+    if isinstance(text, bytes):
+        hinted = _HINT_BYTES.search(text) is not None
+    else:
+        hinted = _HINT_TEXT.search(text) is not None
+    if hinted and _has_surrogate(value):
+        raise NotUnicode("a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)")
     return value
+
+
+def _has_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item) is not None:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def deeper_than(value: Any, limit: int) -> bool:

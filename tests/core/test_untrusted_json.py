@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmroute.untrusted_json import TooDeep, deeper_than, loads
+from llmroute.untrusted_json import NotUnicode, TooDeep, deeper_than, loads
 
 
 def test_nesting_past_the_parser_is_a_value_error() -> None:
@@ -34,3 +34,27 @@ def test_ordinary_errors_stay_value_errors() -> None:
     with pytest.raises(ValueError) as caught:
         loads("{not json")
     assert not isinstance(caught.value, TooDeep)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"content": "hello \\ud800 world"}',  # an escape without its pair
+        '{"content": "\\udc00"}',  # a low one alone
+        '{"\\ud83d": 1}',  # in a key
+        '["ok", ["\\ude00\\ud83d"]]',  # a pair in the wrong order
+    ],
+)
+def test_an_unpaired_surrogate_is_not_unicode(text: str) -> None:
+    with pytest.raises(NotUnicode):
+        loads(text)
+    with pytest.raises(NotUnicode):
+        loads(text.encode())
+    assert isinstance(NotUnicode(), ValueError)
+
+
+def test_surrogate_bytes_and_pairs() -> None:
+    with pytest.raises(NotUnicode):
+        loads(b'"\xed\xa0\x80"')  # a surrogate's own three bytes, which json lets through
+    assert loads('"\\ud83d\\ude00"') == "\U0001f600"  # a pair is one character
+    assert loads('"\U0001f600 caf\\u00e9"'.encode()) == "\U0001f600 café"

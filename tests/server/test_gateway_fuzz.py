@@ -142,5 +142,17 @@ def test_json_too_deep_in_a_tool_call_or_an_upstream_answer_is_no_500(
     assert responses.status_code == 502 and responses.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_a_string_that_is_not_unicode_is_a_400(http: httpx.Client, path: str) -> None:
+    """An unpaired UTF-16 surrogate (``\\ud800``) parses into a string no encoder takes;
+    it is the client's 400 in the API's own format, while a pair (an emoji) is text."""
+    broken = b'{"model": "auto", "messages": [{"role": "user", "content": "hi \\ud800"}]}'
+    response = http.post(path, content=broken)
+    assert response.status_code == 400, (path, response.text)
+    assert "unpaired UTF-16 surrogate" in response.json()["error"]["message"]
+    paired = broken.replace(b"\\ud800", b"\\ud83d\\ude00")
+    assert "surrogate" not in http.post(path, content=paired).text
+
+
 def test_the_serve_log_holds_no_traceback(gateway: Served) -> None:
     assert "Traceback" not in gateway.log.read_text()

@@ -8,7 +8,7 @@ from starlette.requests import Request
 
 from llmroute.server.errors import GatewayError
 from llmroute.server.settings import DEFAULT_MAX_BODY_BYTES
-from llmroute.untrusted_json import MAX_DEPTH, TooDeep, loads
+from llmroute.untrusted_json import MAX_DEPTH, NotUnicode, TooDeep, loads
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "MAX_DEPTH", "read_json_object", "require_messages"]
 
@@ -37,6 +37,12 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     except TooDeep:
         raise GatewayError(
             400, f"the request body nests arrays and objects more than {MAX_DEPTH} levels deep"
+        ) from None
+    except NotUnicode:
+        raise GatewayError(
+            400,
+            "the request body is not valid Unicode: a string holds an unpaired UTF-16 "
+            "surrogate (a \\ud800-\\udfff escape without its pair)",
         ) from None
     except (ValueError, UnicodeDecodeError):
         raise GatewayError(400, "the request body is not valid JSON") from None
