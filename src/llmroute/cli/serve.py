@@ -74,6 +74,14 @@ def serve(
             min=0,
         ),
     ] = DEFAULT_GRACEFUL_TIMEOUT_S,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A browser origin allowed to call the API (CORS), e.g. "
+            "https://chat.example.com; repeat for several, '*' for any. Default: none.",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[
         LogLevel,
         typer.Option(
@@ -135,6 +143,7 @@ def serve(
         dashboard=dashboard,
         workers=workers,
         graceful_timeout_s=graceful_timeout,
+        cors_origins=tuple(_origins(cors_origin or [])),
     )
     if workers > 1:
         # Worker processes import the factory by name and read their settings from the
@@ -174,6 +183,24 @@ def serve(
     server.run()
     if not server.started:
         raise typer.Exit(3)  # uvicorn has logged why (the port in use, a failed start-up)
+
+
+def _origins(values: list[str]) -> list[str]:
+    """The CORS origins, checked: ``*``, or ``scheme://host[:port]`` with no path (what
+    a browser sends as ``Origin``); a mistake fails the start with one line."""
+    origins = []
+    for value in values:
+        origin = value.strip().rstrip("/")
+        scheme, sep, rest = origin.partition("://")
+        if origin != "*" and (
+            not sep or scheme not in ("http", "https") or not rest or "/" in rest or "," in rest
+        ):
+            fail(
+                f"--cors-origin {value!r}: give an origin such as https://app.example.com "
+                "(scheme and host, no path), or '*'"
+            )
+        origins.append(origin)
+    return origins
 
 
 def _check_telemetry_url(loaded: LoadedRegistry) -> None:

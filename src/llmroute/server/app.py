@@ -16,6 +16,7 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from llmroute.errors import LlmrouteError
@@ -96,7 +97,7 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
             HTTPException: handle_http,
             Exception: handle_any,
         },
-        middleware=[Middleware(PinGateway), Middleware(RequireKey)],  # outermost first
+        middleware=[*_cors(serve_settings), Middleware(PinGateway), Middleware(RequireKey)],
         lifespan=lifespan,
     )
     app.state.gateway = None
@@ -104,6 +105,47 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
     app.state.serve_settings = serve_settings
     app.state.started_at = time.time()
     return app
+
+
+# What a browser script may read of an answer: the decision, the request id, the limits.
+_EXPOSED = (
+    "x-llmroute-decision-id",
+    "x-llmroute-route",
+    "x-llmroute-model",
+    "x-llmroute-confidence",
+    "x-llmroute-layer",
+    "x-llmroute-cache",
+    "x-llmroute-cache-similarity",
+    "x-llmroute-cascade",
+    "age",
+    "x-request-id",
+    "request-id",
+    "retry-after",
+    "retry-after-ms",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+)
+
+
+def _cors(settings: ServeSettings) -> list[Middleware]:
+    """CORS for `settings.cors_origins`, outermost, so a browser's preflight is answered
+    before the key check (a preflight carries no key); none without origins."""
+    if not settings.cors_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["*"],
+            expose_headers=list(_EXPOSED),
+            max_age=600,
+        )
+    ]
 
 
 async def _unwound(gateway: Gateway | None) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "CORS_ORIGINS_ENV",
     "DASHBOARD_ENV",
     "DEFAULT_ENCODER_THREADS",
     "DEFAULT_GRACEFUL_TIMEOUT_S",
@@ -37,13 +38,15 @@ ENCODER_THREADS_ENV = "LLMROUTE_ENCODER_THREADS"
 DASHBOARD_ENV = "LLMROUTE_DASHBOARD"  # "0" leaves /dashboard out
 WORKERS_ENV = "LLMROUTE_WORKERS"  # so a worker's dashboard can say its live state is its own
 GRACEFUL_TIMEOUT_ENV = "LLMROUTE_GRACEFUL_TIMEOUT"
+CORS_ORIGINS_ENV = "LLMROUTE_CORS_ORIGINS"  # comma-separated
 
 
 @dataclass(frozen=True, slots=True)
 class ServeSettings:
     """`reload_interval_s` 0 means: reload on SIGHUP only. `workers` is how many
     processes serve (each holds its own breakers and in-flight count).
-    `graceful_timeout_s` is how long requests in flight get to finish on shutdown."""
+    `graceful_timeout_s` is how long requests in flight get to finish on shutdown.
+    `cors_origins` are the browser origins allowed to call the API (``*``: any)."""
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     reload_interval_s: float = DEFAULT_RELOAD_INTERVAL_S
@@ -51,6 +54,7 @@ class ServeSettings:
     dashboard: bool = True
     workers: int = 1
     graceful_timeout_s: int = DEFAULT_GRACEFUL_TIMEOUT_S
+    cors_origins: tuple[str, ...] = ()
 
     def to_env(self) -> dict[str, str]:
         return {
@@ -60,6 +64,7 @@ class ServeSettings:
             DASHBOARD_ENV: "1" if self.dashboard else "0",
             WORKERS_ENV: str(self.workers),
             GRACEFUL_TIMEOUT_ENV: str(self.graceful_timeout_s),
+            CORS_ORIGINS_ENV: ",".join(self.cors_origins),
         }
 
     @classmethod
@@ -72,4 +77,5 @@ class ServeSettings:
             dashboard=(env.get(DASHBOARD_ENV) or "1").strip().lower() not in ("0", "false", "off"),
             workers=int(env.get(WORKERS_ENV) or 1),
             graceful_timeout_s=int(env.get(GRACEFUL_TIMEOUT_ENV) or DEFAULT_GRACEFUL_TIMEOUT_S),
+            cors_origins=tuple(o for o in (env.get(CORS_ORIGINS_ENV) or "").split(",") if o),
         )

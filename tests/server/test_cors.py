@@ -1,0 +1,124 @@
+"""``--cors-origin``: a browser page on an allowed origin may call the gateway (its
+preflight answered before the key check, the decision headers readable by its script);
+other origins get no CORS grant, and without the option no CORS header is sent. End to
+end: `llmroute serve` as a subprocess, a fake upstream behind it."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fake_upstream import fake_upstream
+from gateway_proc import BIN, Served, serve_text
+
+from llmroute.server.settings import ServeSettings
+
+KEY = "sk-browser-0123456789"
+APP = "https://chat.example.com"
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: small}
+routes:
+  - {name: chat, examples: ["hello there"], target: small}
+default: {target: small}
+auth:
+  keys:
+    - {name: web, key_env: LLMROUTE_TEST_WEB_KEY}
+"""
+ASK = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
+ENV = {"LLMROUTE_TEST_WEB_KEY": KEY, "LLMROUTE_TELEMETRY_URL": "off"}
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("cors")
+    with fake_upstream() as upstream:
+        text = REGISTRY % {"url": upstream.url}
+        with serve_text(text, tmp, ["--cors-origin", APP], ENV) as served:
+            yield served
+
+
+def _preflight(url: str, origin: str) -> httpx.Response:
+    return httpx.options(
+        f"{url}/v1/chat/completions",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+        timeout=5,
+    )
+
+
+def test_an_allowed_origins_preflight_passes_before_the_key_check(gateway: Served) -> None:
+    reply = _preflight(gateway.url, APP)  # a preflight never carries the key
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["access-control-allow-origin"] == APP
+    assert "POST" in reply.headers["access-control-allow-methods"]
+    assert "authorization" in reply.headers["access-control-allow-headers"].lower()
+
+
+def test_the_answer_grants_the_origin_and_exposes_the_decision(gateway: Served) -> None:
+    reply = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json=ASK,
+        headers={"Origin": APP, "Authorization": f"Bearer {KEY}"},
+        timeout=10,
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["access-control-allow-origin"] == APP
+    exposed = reply.headers["access-control-expose-headers"].lower()
+    for name in ("x-llmroute-route", "x-llmroute-model", "x-request-id"):
+        assert name in exposed and name in reply.headers
+    refused = httpx.post(f"{gateway.url}/v1/chat/completions", json=ASK, headers={"Origin": APP})
+    assert refused.status_code == 401  # CORS is no way around the key
+    assert refused.headers["access-control-allow-origin"] == APP  # the page can read why
+
+
+def test_another_origin_gets_no_grant(gateway: Served) -> None:
+    reply = _preflight(gateway.url, "https://evil.example.net")
+    assert reply.status_code == 400
+    assert "access-control-allow-origin" not in reply.headers
+
+
+def test_without_the_option_no_cors_header_is_sent(tmp_path: Path) -> None:
+    with (
+        fake_upstream() as upstream,
+        serve_text(REGISTRY % {"url": upstream.url}, tmp_path, (), ENV) as served,
+    ):
+        reply = httpx.post(
+            f"{served.url}/v1/chat/completions",
+            json=ASK,
+            headers={"Origin": APP, "Authorization": f"Bearer {KEY}"},
+            timeout=10,
+        )
+        assert reply.status_code == 200
+        assert not any(h.startswith("access-control-") for h in reply.headers)
+        assert _preflight(served.url, APP).status_code in (401, 405)  # no preflight answered
+
+
+@pytest.mark.parametrize("origin", ["chat.example.com", "https://chat.example.com/app", "ftp://x"])
+def test_a_malformed_origin_stops_the_start_with_one_line(origin: str, tmp_path: Path) -> None:
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(REGISTRY % {"url": "http://127.0.0.1:9/v1"})
+    done = subprocess.run(
+        [str(BIN / "llmroute"), "serve", "-r", str(registry), "--cors-origin", origin],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**ENV, "PATH": str(BIN)},
+    )
+    assert done.returncode == 2
+    assert f"--cors-origin {origin!r}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_origins_reach_the_workers_through_the_environment() -> None:
+    settings = ServeSettings(cors_origins=(APP, "http://localhost:3000"), workers=2)
+    assert ServeSettings.from_env(settings.to_env()) == settings
+    assert ServeSettings.from_env({}).cors_origins == ()
