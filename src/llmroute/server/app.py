@@ -16,12 +16,12 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from llmroute.errors import LlmrouteError
 from llmroute.server.auth import RequireKey
 from llmroute.server.chat import chat_completions, route_only
+from llmroute.server.cors import cors_middleware
 from llmroute.server.dashboard import Dashboard, gateway_live, gateway_log_view
 from llmroute.server.embeddings import embeddings
 from llmroute.server.errors import (
@@ -97,7 +97,11 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
             HTTPException: handle_http,
             Exception: handle_any,
         },
-        middleware=[*_cors(serve_settings), Middleware(PinGateway), Middleware(RequireKey)],
+        middleware=[
+            *cors_middleware(serve_settings.cors_origins),  # outermost first
+            Middleware(PinGateway),
+            Middleware(RequireKey),
+        ],
         lifespan=lifespan,
     )
     app.state.gateway = None
@@ -105,47 +109,6 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
     app.state.serve_settings = serve_settings
     app.state.started_at = time.time()
     return app
-
-
-# What a browser script may read of an answer: the decision, the request id, the limits.
-_EXPOSED = (
-    "x-llmroute-decision-id",
-    "x-llmroute-route",
-    "x-llmroute-model",
-    "x-llmroute-confidence",
-    "x-llmroute-layer",
-    "x-llmroute-cache",
-    "x-llmroute-cache-similarity",
-    "x-llmroute-cascade",
-    "age",
-    "x-request-id",
-    "request-id",
-    "retry-after",
-    "retry-after-ms",
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-reset-requests",
-    "x-ratelimit-limit-tokens",
-    "x-ratelimit-remaining-tokens",
-    "x-ratelimit-reset-tokens",
-)
-
-
-def _cors(settings: ServeSettings) -> list[Middleware]:
-    """CORS for `settings.cors_origins`, outermost, so a browser's preflight is answered
-    before the key check (a preflight carries no key); none without origins."""
-    if not settings.cors_origins:
-        return []
-    return [
-        Middleware(
-            CORSMiddleware,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["*"],
-            expose_headers=list(_EXPOSED),
-            max_age=600,
-        )
-    ]
 
 
 async def _unwound(gateway: Gateway | None) -> None:
