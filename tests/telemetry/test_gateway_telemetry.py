@@ -401,6 +401,8 @@ def test_requests_in_flight_are_a_gauge(sqlite_gateway: Running) -> None:
         return sample[1]
 
     assert in_flight() == 0
+    upstream = sqlite_gateway.upstream
+    before = len(upstream.cut)
     prompt = " ".join(f"w{i}" for i in range(200)) + " in flight"
     body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": prompt}]}
     with (
@@ -412,6 +414,8 @@ def test_requests_in_flight_are_a_gauge(sqlite_gateway: Running) -> None:
             next(lines)
         assert in_flight() == 1
     wait_for("the stream's end", lambda: in_flight() == 0, 10)
+    # and its upstream stream closed, so that the next tests see only their own cuts
+    wait_for("the upstream stream closed", lambda: len(upstream.cut) > before, 10)
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses"])
