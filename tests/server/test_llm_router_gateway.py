@@ -310,3 +310,41 @@ def test_a_client_that_hangs_up_while_the_llm_router_thinks_stops_it(
     assert upstream.models_called() == ["picker?delay=4"]
     if path == "/v1/chat/completions":
         assert 'status="499"' in metrics
+
+
+def test_the_router_models_call_is_charged_to_the_client_key(
+    script: Script, tmp_path: Path
+) -> None:
+    """The LLM router's call is made for the client's request, so its cost counts
+    against the client key's budget: here the routed models are free and only the
+    router model is priced ($2 a call), so one routed request spends a $1 budget."""
+    import httpx
+    from gateway_proc import serve
+
+    script.replies[WEATHER] = '{"route": "code"}'
+    priced = REGISTRY.replace(
+        "picker: {provider: fake, model: up-picker}",
+        "picker: {provider: fake, model: up-picker, price: {input: 1000000, output: 1000000}}",
+    )
+    auth = "auth:\n  keys:\n    - {name: app, key_env: LLMROUTE_TEST_APP_KEY, budget: {usd: 1}}\n"
+    with serve_in_thread(_handler(script)) as url:
+        path = tmp_path / "registry.yaml"
+        path.write_text(priced % {"url": url} + auth)
+        env = {"LLMROUTE_TEST_APP_KEY": "sk-app-0123456789", "LLMROUTE_TELEMETRY_URL": "off"}
+        with serve(path, tmp_path / "serve.log", env=env) as served:
+            headers = {"Authorization": "Bearer sk-app-0123456789"}
+            url_chat = f"{served.url}/v1/chat/completions"
+            first = httpx.post(url_chat, json=_body(WEATHER), headers=headers, timeout=10)
+            assert first.status_code == 200, first.text
+            assert first.headers["x-llmroute-layer"] == "llm_router"
+            assert "cost_usd" in first.json()["usage"]
+            assert first.json()["usage"]["cost_usd"] == 0  # the routed answer is free
+
+            def over_budget() -> bool:
+                again = httpx.post(url_chat, json=_body("hello"), headers=headers, timeout=10)
+                return again.status_code == 429
+
+            from gateway_proc import wait_for
+
+            wait_for("the key over its budget", over_budget, 10)
+    assert len(script.picker_calls()) >= 1

@@ -19,6 +19,7 @@ from llmroute.dispatch import Opened, Plan, TierStep, aplan_request, cascade_hea
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.dispatch.usage import Usage, estimated_prompt_tokens
 from llmroute.errors import LlmrouteError, ProviderError
+from llmroute.gates.base import total_usage
 from llmroute.layers.llm_router import refine_plan
 from llmroute.server.auth import api_key_of, check_model, key_of, tokens_held
 from llmroute.server.body import read_json_object, require_messages
@@ -272,6 +273,15 @@ async def _serve_planned(
     return answer, False
 
 
+def _charge_key(request: Request, gateway: Gateway, usage: Usage | None) -> None:
+    """Charge the LLM router's call, made for this request, to the client key's budget
+    and tpm (the routed answer is charged apart, through its decision record)."""
+    key = api_key_of(request.scope)
+    if usage is None or key is None or gateway.charges is None:
+        return
+    gateway.charges.charge(key, usage.cost_usd, usage.total_tokens)
+
+
 async def _ended_otherwise(
     gateway: Gateway,
     spend: Spend,
@@ -356,10 +366,14 @@ async def _plan(request: Request, gateway: Gateway, body: dict[str, Any]) -> Pla
         and may_reach(request.scope, llm_router.settings.model)
     ):
         refining = refine_plan(llm_router, gateway.router, plan, body, request.headers)
+        spend = Spend()
         try:
-            plan = await _unless_client_leaves(request, refining)
+            with tracked(spend):
+                plan = await _unless_client_leaves(request, refining)
         except _ClientGone:
+            _charge_key(request, gateway, await _charged_abandoned(gateway, spend))
             raise _GoneWhilePlanning(plan) from None
+        _charge_key(request, gateway, total_usage(spend.answered))
     default = gateway.router.loaded.registry.default.target
     return keep_in_pool(request.scope, plan, default)
 
