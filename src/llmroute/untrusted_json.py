@@ -19,7 +19,7 @@ import json
 import re
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "NotUnicode", "TooDeep", "deeper_than", "loads"]
+__all__ = ["MAX_DEPTH", "NotUnicode", "TooDeep", "deeper_than", "has_surrogate", "loads"]
 
 MAX_DEPTH = 100  # levels of arrays and objects; a tool schema nested ten deep uses ~25
 
@@ -53,12 +53,14 @@ def loads(text: str | bytes, *, max_depth: int | None = None) -> Any:
         hinted = _HINT_BYTES.search(text) is not None
     else:
         hinted = _HINT_TEXT.search(text) is not None
-    if hinted and _has_surrogate(value):
+    if hinted and has_surrogate(value):
         raise NotUnicode("a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)")
     return value
 
 
-def _has_surrogate(value: Any) -> bool:
+def has_surrogate(value: Any) -> bool:
+    """Whether a string in `value` (keys of objects included) holds an unpaired
+    surrogate, which no UTF-8 encoder takes."""
     stack = [value]
     while stack:
         item = stack.pop()

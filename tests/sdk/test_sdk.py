@@ -162,6 +162,9 @@ def test_errors_are_the_library_s(router: Router) -> None:
         router.chat.completions.create(model="gpt-nope", messages=HELLO)
     with pytest.raises(RoutingError):
         router.chat.completions.create(messages=[])
+    broken = [{"role": "user", "content": "bytes read with surrogateescape: \udcff"}]
+    with pytest.raises(RoutingError, match="not valid Unicode"):
+        router.chat.completions.create(messages=broken)
 
 
 def test_sync_stream_yields_chunks_with_the_decision(router: Router) -> None:

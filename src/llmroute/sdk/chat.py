@@ -38,6 +38,7 @@ from llmroute.sdk.loop import LoopThread
 from llmroute.sdk.streams import AsyncStream, Stream
 from llmroute.state import CachedAnswer, CacheLookup, look_up, replay
 from llmroute.telemetry.recorder import Recorder
+from llmroute.untrusted_json import has_surrogate
 
 __all__ = ["Chat", "Completions"]
 
@@ -66,6 +67,11 @@ class _Request:
         body |= jsonable(dict(extra_body))
         if not isinstance(body["messages"], list) or not body["messages"]:
             raise RoutingError("'messages' is required and must be a non-empty list")
+        if has_surrogate(body):  # no encoder takes it: say so here, not from the tokenizer
+            raise RoutingError(
+                "a string in the request is not valid Unicode: it holds an unpaired UTF-16 "
+                "surrogate (text decoded with errors='surrogateescape'?)"
+            )
         self.body = body
         self.headers = {str(k): str(v) for k, v in dict(extra_headers).items()}
         self.timeout = None if _omitted(timeout) else _seconds(timeout)
