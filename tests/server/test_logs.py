@@ -141,3 +141,35 @@ def test_log_config_refuses_unknown_levels_and_formats() -> None:
         log_config({}, level="loud")
     with pytest.raises(ValueError, match="log format must be one of"):
         log_config({}, fmt="xml")
+
+
+def test_log_requests_writes_one_line_a_request_with_its_decision(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """``--log-requests``: the decision and outcome as fields of one JSON line a request
+    (the decision id is the response's), never the prompt; off by default (above)."""
+    text = REGISTRY % {"url": upstream.url, "key_env": KEY_ENV, "fail": FAIL_500}
+    args = ["--log-format", "json", "--log-requests", "--no-access-log"]
+    secret_prompt = "hi there! my locker code is 4417"
+    ask = {"model": "auto", "messages": [{"role": "user", "content": secret_prompt}]}
+    with serve_text(text, tmp_path, args, {KEY_ENV: SECRET}) as served:
+        reply = httpx.post(f"{served.url}/v1/chat/completions", json=ask, timeout=10)
+        assert reply.status_code == 200
+        wait_for("the request line", lambda: "llmroute.requests" in served.log_text(), 10)
+    records = [json.loads(line) for line in _lines(served.log)]
+    (line,) = [r for r in records if r["logger"] == "llmroute.requests"]
+    assert line["decision_id"] == reply.headers["x-llmroute-decision-id"]
+    assert (line["route"], line["model"], line["served_model"]) == ("chitchat", "broken", "small")
+    assert line["status"] == 200 and line["error"] is None and line["attempts"] == 1
+    assert line["tokens_in"] and line["latency_ms"] > 0 and line["stream"] is False
+    assert "4417" not in served.log.read_text()  # no prompt text
+
+
+def test_without_log_requests_no_request_line_is_written(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    text = REGISTRY % {"url": upstream.url, "key_env": KEY_ENV, "fail": FAIL_500}
+    with serve_text(text, tmp_path, ["--log-format", "json"], {KEY_ENV: SECRET}) as served:
+        _requests(served.url)
+        wait_for("the access lines", lambda: "/v1/chat/completions" in served.log_text(), 10)
+    assert "llmroute.requests" not in served.log.read_text()

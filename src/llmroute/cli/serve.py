@@ -106,6 +106,15 @@ def serve(
             help="Log one line a request (uvicorn's access log).",
         ),
     ] = True,
+    log_requests: Annotated[
+        bool,
+        typer.Option(
+            "--log-requests/--no-log-requests",
+            help="Log one line a finished request with its decision and outcome (route, "
+            "model, status, latency, tokens, cost; no prompt text).",
+            envvar="LLMROUTE_LOG_REQUESTS",
+        ),
+    ] = False,
     demo: Annotated[
         bool,
         typer.Option(
@@ -135,6 +144,7 @@ def serve(
         level=log_level.value,
         fmt=log_format.value,
         access_log=access_log,
+        requests=log_requests,
     )
     settings = ServeSettings(
         max_body_bytes,

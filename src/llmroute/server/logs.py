@@ -13,6 +13,8 @@ import logging
 import time
 from typing import Any
 
+from llmroute.telemetry.request_log import REQUESTS_LOGGER
+
 __all__ = ["LOG_FORMATS", "LOG_LEVELS", "JsonFormatter", "log_config"]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -24,8 +26,9 @@ _ACCESS_ARGS = 5  # uvicorn's access record: client, method, path, HTTP version,
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: ``time`` (UTC, ISO 8601, milliseconds), ``level``,
     ``logger``, ``message``, and ``exception`` when there is one. uvicorn's access lines
-    also carry ``client``, ``method``, ``path`` and ``status`` as fields, so a log
-    store can filter on them without parsing the message."""
+    also carry ``client``, ``method``, ``path`` and ``status`` as fields, and request
+    lines (``--log-requests``) the decision's and outcome's, so a log store can filter
+    on them without parsing the message."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -39,6 +42,9 @@ class JsonFormatter(logging.Formatter):
         if access and isinstance(args, tuple) and len(args) == _ACCESS_ARGS:
             client, method, path, _version, status = args
             line.update(client=client, method=method, path=path, status=status)
+        fields = getattr(record, "request", None)
+        if isinstance(fields, dict):  # a request line (`request_log`): its fields as keys
+            line.update(fields)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
@@ -57,10 +63,13 @@ def log_config(
     level: str = "info",
     fmt: str = "text",
     access_log: bool = True,
+    requests: bool = False,
 ) -> dict[str, Any]:
     """uvicorn's logging config `base`, with llmroute's own loggers (reloads, retries,
     refusals) on the same handler so they are not dropped for want of one, everything
-    at `level`, in `fmt`, and the access lines (one a request) only with `access_log`."""
+    at `level`, in `fmt`, the access lines (one a request) only with `access_log`, and
+    with `requests` one line a finished request with its decision and outcome
+    (`llmroute.telemetry.request_log`; asked for explicitly, so whatever `level`)."""
     if level not in LOG_LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
     if fmt not in LOG_FORMATS:
@@ -73,6 +82,11 @@ def log_config(
         loggers.setdefault(name, {})["level"] = upper
     if not access_log:
         loggers["uvicorn.access"] = {"handlers": [], "level": upper, "propagate": False}
+    loggers[REQUESTS_LOGGER] = {
+        "handlers": ["default"],
+        "level": "INFO" if requests else "WARNING",
+        "propagate": False,
+    }
     if fmt == "json":
         json_formatter = {"()": f"{__name__}.JsonFormatter"}
         config["formatters"] = {"default": json_formatter, "access": json_formatter}

@@ -1,5 +1,6 @@
 """`Recorder`: turns one request's decision and outcome into a `DecisionRecord` and hands
-it to the decision log's writer and to the metrics.
+it to the decision log's writer, to the metrics and to the request log line
+(`llmroute.telemetry.request_log`, when it is on).
 
 This runs on the request path, so it does as little as it can: it keeps references, reads
 a few numbers and prepares the prompt only as far as the `prompts` setting asks; the
@@ -22,6 +23,7 @@ from llmroute.decision import Decision
 from llmroute.dispatch.usage import Usage
 from llmroute.safety.pii import PiiDetector, Redactor
 from llmroute.telemetry.record import DecisionRecord, PromptMode
+from llmroute.telemetry.request_log import log_request
 
 __all__ = ["Observer", "Recorder", "Sink"]
 
@@ -138,6 +140,7 @@ class Recorder:
                 self.metrics.observe(record)
             except Exception:  # metrics must never fail a request
                 log.exception("metrics failed to observe decision %s", decision.id)
+        log_request(record)
         return record
 
     def decided(

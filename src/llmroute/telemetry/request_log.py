@@ -1,0 +1,66 @@
+"""One log line a finished request, on the ``llmroute.requests`` logger: the decision
+and its outcome as fields (no prompt text), for log pipelines that do not read the
+decision log's database.
+
+Off unless that logger is enabled at INFO: ``llmroute serve --log-requests`` does it
+(with ``--log-format json`` the fields become the JSON object's keys); an SDK user
+turns it on with ``logging.getLogger("llmroute.requests").setLevel(logging.INFO)`` and a
+handler. When it is off, a request pays one cached level check.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from llmroute.telemetry.record import DecisionRecord
+
+__all__ = ["REQUESTS_LOGGER", "log_request"]
+
+REQUESTS_LOGGER = "llmroute.requests"
+_log = logging.getLogger(REQUESTS_LOGGER)
+
+
+def log_request(record: DecisionRecord) -> None:
+    """Log `record` (a finished request) when the requests logger is on."""
+    if not _log.isEnabledFor(logging.INFO):
+        return
+    fields = request_fields(record)
+    _log.info(
+        "%s route=%s model=%s served=%s status=%s error=%s latency_ms=%s cost_usd=%s",
+        fields["decision_id"],
+        fields["route"],
+        fields["model"],
+        fields["served_model"],
+        fields["status"],
+        fields["error"],
+        fields["latency_ms"],
+        fields["cost_usd"],
+        extra={"request": fields},
+    )
+
+
+def request_fields(record: DecisionRecord) -> dict[str, Any]:
+    """The line's fields: what the decision log's row holds, less the prompt."""
+    decision = record.decision
+    return {
+        "decision_id": decision.id,
+        "route": decision.route,
+        "model": decision.model,
+        "layer": decision.layer,
+        "confidence": round(decision.confidence, 4),
+        "served_model": record.served_model,
+        "deployment": record.deployment,
+        "status": record.status,
+        "error": record.error,
+        "latency_ms": round(record.latency_ms, 1),
+        "ttft_ms": None if record.ttft_ms is None else round(record.ttft_ms, 1),
+        "tokens_in": record.tokens_in,
+        "tokens_out": record.tokens_out,
+        "cost_usd": record.cost_usd,
+        "stream": record.stream,
+        "cache_hit": record.cache_hit,
+        "attempts": len(record.attempts),
+        "client": record.client,
+        "registry_version": decision.registry_version,
+    }
