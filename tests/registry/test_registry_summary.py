@@ -99,3 +99,22 @@ def test_summary_says_how_each_model_thinks() -> None:
     model = parse_registry(shorthand, source="reg.yaml").registry.models["large"]
     assert model.reasoning is not False and model.reasoning is not None
     assert model.reasoning.effort is None and model.reasoning.turn_off
+
+
+def test_headline_is_one_line_with_the_features_on() -> None:
+    """What `llmroute serve` logs when it starts serving a registry."""
+    from pathlib import Path
+
+    from llmroute.registry import load_registry
+    from llmroute.registry.summary import headline
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "registry.yaml"
+    loaded = load_registry(example)
+    registry = loaded.registry
+    line = headline(loaded)
+    assert "\n" not in line and line.startswith(f"registry {example} version {loaded.version}: ")
+    counts = f"{len(registry.routes)} routes, {len(registry.models)} models"
+    assert counts in line and "encoder builtin:minilm-int8; " in line
+    assert line.endswith("safety, reasoning gate")  # what the example turns on
+    plain = headline(parse_registry(VALID, source="reg.yaml"))
+    assert plain.startswith("registry reg.yaml version ") and "encoder builtin:static" in plain

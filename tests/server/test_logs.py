@@ -76,6 +76,9 @@ def test_json_lines_carry_the_access_fields_and_llmroute_warnings(
     access = [r for r in records if r["logger"] == "uvicorn.access"]
     posts = [(r["method"], r["path"], r["status"]) for r in access if r["method"] == "POST"]
     assert posts == [("POST", "/v1/chat/completions", 200), ("POST", "/v1/chat/completions", 400)]
+    (serving,) = [r for r in records if r["message"].startswith("serving registry")]
+    assert serving["logger"] == "llmroute.server"
+    assert "1 route, 2 models, 0 rules, encoder builtin:static" in serving["message"]
     failed = [r for r in records if r["logger"].startswith("llmroute") and "broken" in r["message"]]
     assert failed and failed[0]["level"] == "warning"
     assert SECRET not in served.log.read_text()

@@ -19,7 +19,7 @@ from llmroute.registry.schema import (
 from llmroute.state.stores import has_limits
 from llmroute.telemetry.store.url import mask_url
 
-__all__ = ["describe_when", "summarize"]
+__all__ = ["describe_when", "headline", "summarize"]
 
 
 def summarize(loaded: LoadedRegistry) -> list[str]:
@@ -38,6 +38,38 @@ def summarize(loaded: LoadedRegistry) -> list[str]:
         *_state(registry),
         f"default -> {registry.default.target}",
     ]
+
+
+def headline(loaded: LoadedRegistry) -> str:
+    """One line for a server's start-up log: the file, its version, the pool's size and
+    which layers and features are on (`summarize` has the rest)."""
+    registry = loaded.registry
+    encoder = registry.encoder
+    name = f"builtin:{encoder.name}" if isinstance(encoder, BuiltinEncoderSpec) else encoder.model
+    on = [
+        label
+        for label, present in (
+            ("safety", registry.safety is not None),
+            ("reasoning gate", registry.reasoning is not None),
+            ("LLM router", registry.llm_fallback is not None and registry.llm_fallback.enabled),
+            ("cascades", any(r.cascade is not None for r in registry.routes)),
+            ("response cache", registry.cache is not None and registry.cache.enabled),
+            ("client keys", registry.auth is not None),
+            ("shadow", registry.shadow is not None),
+        )
+        if present
+    ]
+    counts = ", ".join(
+        f"{n} {word}{'' if n == 1 else 's'}"
+        for n, word in (
+            (len(registry.routes), "route"),
+            (len(registry.models), "model"),
+            (len(registry.rules), "rule"),
+        )
+    )
+    return f"registry {loaded.source} version {loaded.version}: {counts}, encoder {name}" + (
+        f"; {', '.join(on)}" if on else ""
+    )
 
 
 def _encoder(registry: Registry) -> str:

@@ -39,6 +39,7 @@ from llmroute.providers import build_providers
 from llmroute.providers.base import ChatProvider
 from llmroute.registry import load_registry
 from llmroute.registry.schema import TelemetrySettings
+from llmroute.registry.summary import headline
 from llmroute.server.auth import Charges, KeyTable
 from llmroute.server.settings import ServeSettings
 from llmroute.server.state import Gateway
@@ -202,6 +203,7 @@ class Reloader:
         built = await anyio.to_thread.run_sync(build, self._path, self._threads)
         assert built is not None
         self._state.gateway = await open_gateway(built, self._max_body_bytes, self._state)
+        log.info("serving %s", headline(built[0].loaded))
 
     def kick(self) -> None:
         """Reload now (the SIGHUP handler), whether or not the file looks changed."""
