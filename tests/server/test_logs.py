@@ -158,9 +158,13 @@ def test_log_requests_writes_one_line_a_request_with_its_decision(
     with serve_text(text, tmp_path, args, {KEY_ENV: SECRET}) as served:
         reply = httpx.post(f"{served.url}/v1/chat/completions", json=ask, timeout=10)
         assert reply.status_code == 200
-        wait_for("the request line", lambda: "llmroute.requests" in served.log_text(), 10)
+        routed = httpx.post(f"{served.url}/v1/route", json=ask, timeout=10)
+        assert routed.status_code == 200
+        wait_for("two request lines", lambda: served.log_text().count("llmroute.requests") == 2, 10)
     records = [json.loads(line) for line in _lines(served.log)]
-    (line,) = [r for r in records if r["logger"] == "llmroute.requests"]
+    line, route_only = [r for r in records if r["logger"] == "llmroute.requests"]
+    assert route_only["route_only"] is True and route_only["served_model"] is None
+    assert route_only["decision_id"] == routed.json()["id"] and line["route_only"] is False
     assert line["decision_id"] == reply.headers["x-llmroute-decision-id"]
     assert (line["route"], line["model"], line["served_model"]) == ("chitchat", "broken", "small")
     assert line["status"] == 200 and line["error"] is None and line["attempts"] == 1

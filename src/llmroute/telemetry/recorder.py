@@ -175,6 +175,7 @@ class Recorder:
                 self.metrics.observe_decision(decision)
             except Exception:  # metrics must never fail a request
                 log.exception("metrics failed to observe decision %s", decision.id)
+        log_request(record)
         return record
 
     def _prompt(
