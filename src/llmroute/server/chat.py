@@ -301,9 +301,9 @@ async def _ended_otherwise(
 
 
 async def _charged_abandoned(gateway: Gateway, spend: Spend) -> Usage | None:
-    """What a request whose client hung up had cost, its cut calls charged to the
-    budgets (None when nothing, or when charging fails: the request is logged all the
-    same)."""
+    """What a cancelled request (its client hung up, or the gateway is stopping) had
+    cost, its cut calls charged to the budgets (None when nothing, or when charging
+    fails: the request is logged all the same)."""
     try:
         return await gateway.dispatcher.charge_abandoned(spend)
     except Exception as exc:
