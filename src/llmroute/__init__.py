@@ -16,6 +16,7 @@ from llmroute.errors import (
     EncoderUnavailable,
     LlmrouteError,
     RoutingError,
+    UnencodableText,
 )
 from llmroute.layers.base import DecisionContext, DecisionLayer, LayerResult
 from llmroute.registry import LoadedRegistry, load_registry
@@ -41,6 +42,7 @@ __all__ = [
     "RouteScore",
     "Router",
     "RoutingError",
+    "UnencodableText",
     "Verdict",
     "__version__",
     "load_registry",

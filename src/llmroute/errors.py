@@ -8,7 +8,8 @@ catch one class at the boundary::
     │     carries `file`, `line` and `field` when they are known
     │     └── ConfigErrors              several at once (llmroute.registry; `.errors`)
     ├── EncoderError                  an encoder cannot be loaded or fails to encode
-    │     └── EncoderUnavailable      its files or extra are not installed (says how to fix)
+    │     ├── EncoderUnavailable      its files or extra are not installed (says how to fix)
+    │     └── UnencodableText (ValueError)  a text holds an unpaired UTF-16 surrogate
     ├── DataError (ValueError)        a labelled data file has a bad line
     ├── TelemetryError                the decision log's database cannot be reached or used
     ├── RoutingError                  a request cannot be routed (bad request shape)
@@ -45,6 +46,7 @@ __all__ = [
     "RateLimited",
     "RoutingError",
     "TelemetryError",
+    "UnencodableText",
     "UpstreamRejected",
     "shown",
 ]
@@ -107,6 +109,12 @@ class EncoderError(LlmrouteError):
 class EncoderUnavailable(EncoderError):
     """The files or optional dependency an encoder needs are missing; the message says how
     to install them."""
+
+
+class UnencodableText(EncoderError, ValueError):
+    """A text no encoder can take: it holds an unpaired UTF-16 surrogate (a lone
+    ``"\\ud800"`` from JSON, or undecodable bytes Python kept as ``surrogateescape``),
+    which is not Unicode and has no UTF-8 form."""
 
 
 class TelemetryError(LlmrouteError):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from llmroute.errors import DataError
+from llmroute.untrusted_json import NotUnicode, TooDeep, loads
 
 __all__ = ["json_object", "read_jsonl"]
 
@@ -44,9 +45,17 @@ def read_jsonl(
 def json_object(line: bytes, file: str, number: int) -> dict[str, Any]:
     """One line as a JSON object, or a `DataError` saying why it is not one."""
     try:
-        record: Any = json.loads(line)
+        record: Any = loads(line)
     except UnicodeDecodeError as exc:
         raise DataError("not valid UTF-8", file=file, line=number) from exc
+    except NotUnicode as exc:
+        raise DataError(
+            "not valid Unicode: a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)",
+            file=file,
+            line=number,
+        ) from exc
+    except TooDeep as exc:
+        raise DataError(f"invalid JSON: {exc}", file=file, line=number) from exc
     except json.JSONDecodeError as exc:
         raise DataError(f"invalid JSON: {exc.msg}", file=file, line=number) from exc
     if not isinstance(record, dict):

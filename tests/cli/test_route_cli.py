@@ -76,6 +76,14 @@ def test_non_utf8_stdin_is_a_clear_error(static_registry: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_undecodable_prompt_argument_is_a_clear_error(static_registry: Path) -> None:
+    # "\udcff" is how Python holds the argv byte 0xff; subprocess sends the byte back.
+    result = llmroute("route", "-r", str(static_registry), "bad \udcff byte")
+    assert result.returncode == 2
+    assert "the prompt is not valid UTF-8" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_huge_prompt_is_truncated_not_fatal(static_registry: Path) -> None:
     huge = ("please summarise this long report about quarterly sales. " * 20_000).encode()
     assert len(huge) > 1_000_000

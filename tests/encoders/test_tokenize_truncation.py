@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from llmroute.encoders.static import DATA_DIR
 from llmroute.encoders.tokenize import CHARS_PER_TOKEN, WordPiece
+from llmroute.errors import UnencodableText
 
 TOKENIZER = DATA_DIR / "tokenizer.json"
 
@@ -104,3 +105,15 @@ def test_shared_tokeniser_reuses_the_last_call_per_thread() -> None:
     worker.start()
     worker.join()
     assert seen[0] == [full_ids("hello")]
+
+
+def test_an_unpaired_surrogate_is_named_not_a_tokenizer_type_error() -> None:
+    piece = WordPiece(TOKENIZER, 64, "head")
+    with pytest.raises(UnencodableText, match=r"not valid Unicode.*U\+D800"):
+        piece.encode(["hello \ud800 world"])
+    with pytest.raises(UnencodableText, match=r"text 2 of 2 .*U\+DCFF"):
+        piece.encode(["fine", "undecodable byte \udcff"])
+    long_text = "word " * 5_000 + "\udc80"  # past the character window: the slow path
+    with pytest.raises(UnencodableText):
+        WordPiece(TOKENIZER, 64, "tail").encode([long_text])
+    assert piece.encode(["an emoji \U0001f600 is a pair, not a surrogate"])[0]

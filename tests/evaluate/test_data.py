@@ -37,6 +37,8 @@ def test_reads_rows_ignoring_extra_fields_and_blank_lines(tmp_path: Path) -> Non
         ('{"text": 3, "intent": "a"}', "field 'text' must be a string, got int"),
         ('{"text": "x", "intent": null}', "missing field 'intent'"),
         ('{"text": "  ", "intent": "a"}', "field 'text' is empty"),
+        ('{"text": "x \\ud800", "intent": "a"}', "not valid Unicode"),
+        ("[" * 100_000 + "]" * 100_000, "invalid JSON: nested too deeply"),
     ],
 )
 def test_bad_line_names_file_and_line(tmp_path: Path, bad: str, message: str) -> None:

@@ -20,6 +20,7 @@ from llmroute.cli._app import RegistryOption, app, err_console, fail, resolve_re
 from llmroute.decide import Router
 from llmroute.decision import Decision, Outcome
 from llmroute.registry.schema import LlmFallback
+from llmroute.untrusted_json import has_surrogate
 
 Refine = Callable[[Decision, str], Decision]
 
@@ -45,6 +46,8 @@ def route(
 ) -> None:
     """Decide which route and model would serve a prompt. No model is called, except the
     registry's LLM router (llm_fallback) when the intent layer is unsure; --no-llm skips it."""
+    if text is not None and has_surrogate(text):  # argv bytes Python could not decode
+        fail("the prompt is not valid UTF-8; convert it first")
     router = Router.from_yaml(resolve_registry(registry))
     llm = None if no_llm else _llm_settings(router)
     with _llm_refiner(router, llm) as refine:

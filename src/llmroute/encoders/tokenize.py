@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
-from llmroute.errors import ConfigError, EncoderError
+from llmroute.errors import ConfigError, EncoderError, UnencodableText
 
 __all__ = ["CHARS_PER_TOKEN", "Truncate", "WordPiece", "check_truncate", "shared_wordpiece"]
 
@@ -58,6 +58,23 @@ def _tail_cut(text: str, chars: int) -> tuple[str, bool]:
     return (piece[found.start() :], True) if found else (piece, False)
 
 
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def unencodable(texts: Sequence[str]) -> Exception:
+    """Why the tokenizer refused `texts`: `UnencodableText` naming the first unpaired
+    surrogate (the only str the tokenizer cannot take), else an `EncoderError`."""
+    for n, text in enumerate(texts):
+        found = _SURROGATE.search(text)
+        if found is not None:
+            which = f"text {n + 1} of {len(texts)}" if len(texts) > 1 else "the text"
+            return UnencodableText(
+                f"{which} is not valid Unicode: it holds an unpaired UTF-16 surrogate, "
+                f"U+{ord(found.group()):04X}"
+            )
+    return EncoderError("the tokenizer refused the text")
+
+
 def check_truncate(value: str) -> Truncate:
     if value not in get_args(Truncate):
         raise ConfigError(f"truncate must be one of head, tail, head_tail, not {value!r}")
@@ -90,9 +107,12 @@ class WordPiece:
         return int(found)
 
     def _ids(self, texts: Sequence[str]) -> list[list[int]]:
-        if len(texts) == 1:
-            return [self._tok.encode(texts[0], add_special_tokens=False).ids]
-        encs = self._tok.encode_batch(list(texts), add_special_tokens=False)
+        try:
+            if len(texts) == 1:
+                return [self._tok.encode(texts[0], add_special_tokens=False).ids]
+            encs = self._tok.encode_batch(list(texts), add_special_tokens=False)
+        except TypeError as exc:  # the Rust side takes only strings with a UTF-8 form
+            raise unencodable(texts) from exc
         return [e.ids for e in encs]
 
     def _window(self, text: str, chars: int) -> tuple[list[str], bool]:
