@@ -110,6 +110,19 @@ def test_bench_plots_and_prices(trained: tuple[Path, Path], tmp_path: Path) -> N
     assert "<svg" in page.read_text()
 
 
+def test_a_plot_it_cannot_write_is_one_line_not_a_traceback(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, router = trained
+    argv = ["bench", "--router", str(router), "--data", str(data), "--plot"]
+    capsys.readouterr()
+    assert run([*argv, str(tmp_path / "curve.txt")]) == 2
+    assert "--plot must end in .png or .html, got" in capsys.readouterr().err
+    missing = tmp_path / "no-such-folder" / "curve.html"
+    assert run([*argv, str(missing)]) == 2
+    assert f"{missing}: No such file or directory" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("share", ["0", "1", "1.5", "-0.2"])
 def test_a_share_outside_zero_one_is_a_usage_error(trained: tuple[Path, Path], share: str) -> None:
     data, router = trained
@@ -125,6 +138,9 @@ def test_bad_labels_name_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     )
     assert run(["train", "difficulty", "--data", str(data), "-o", str(tmp_path / "r")]) == 2
     assert ":2:" in capsys.readouterr().err
+    data.write_text(good + "\n" + good.replace('"x"', '"x \\ud800"') + "\n")
+    assert run(["train", "difficulty", "--data", str(data), "-o", str(tmp_path / "r")]) == 2
+    assert ":2: not valid Unicode" in capsys.readouterr().err
 
 
 def test_too_few_rows_names_the_minimum(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,6 +17,7 @@ from llmroute.errors import LlmrouteError
 __all__ = [
     "RegistryOption",
     "app",
+    "check_plot_path",
     "err_console",
     "fail",
     "print_error",
@@ -121,6 +122,15 @@ def resolve_registry(path: Path | None) -> Path:
     )
 
 
+def check_plot_path(path: Path | None, suffixes: tuple[str, ...]) -> None:
+    """Refuse a --plot file of a format the command cannot write, before any work."""
+    if path is not None and path.suffix.lower() not in suffixes:
+        allowed = (
+            " or ".join((", ".join(suffixes[:-1]), suffixes[-1])) if suffixes[1:] else suffixes[0]
+        )
+        fail(f"--plot must end in {allowed}, got {path}")
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     print_error(message)
     raise typer.Exit(code)
@@ -131,7 +141,8 @@ def print_error(message: str) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI; our own errors print one clean line (no traceback) and exit 2."""
+    """Run the CLI; our own errors and those of the files it reads or writes print one
+    clean line (no traceback) and exit 2."""
     try:
         # Without standalone mode click returns the code of a `typer.Exit` instead of
         # exiting, and lets our own exceptions through to the handlers below.
@@ -147,6 +158,12 @@ def run(argv: list[str] | None = None) -> int:
         # Output piped into `head` and closed early: not an error.
         sys.stderr.close()
         return 0
+    except OSError as exc:
+        # A file the command was told to read or write (`-o`, `--plot`): a missing
+        # folder, no permission, a full disk. Say which, without a traceback.
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print_error(f"{where}{exc.strerror or exc}")
+        return 2
     except Exception as exc:
         # click's exceptions, whether from click itself or the copy newer typers vendor
         # (typer._click): usage errors print their usage line, an abort is Ctrl-C.

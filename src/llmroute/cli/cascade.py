@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmroute.cli._app import app, err_console, fail
+from llmroute.cli._app import app, check_plot_path, err_console, fail
 from llmroute.cli.difficulty import _encoder, train_app
 from llmroute.encoders.base import Encoder
 from llmroute.json_values import json_safe
@@ -209,11 +209,13 @@ def bench_cascade(
     escalation, the oracle gate and a routing-only difficulty router; APGR, the escalation
     reaching 95% of the strong model's accuracy and the break-even escalation rate.
     Without prices the relative prices are 1 (weak) and 10 (strong)."""
+    from llmroute.difficulty.plot import SUFFIXES
     from llmroute.gates.cascade_bench import evaluate_cascade, oracle_accept
     from llmroute.gates.gate_train import gate_split, read_gate_data
 
     if gate not in _GATES:
         fail(f"--gate must be one of {', '.join(_GATES)}, not {gate!r}")
+    check_plot_path(plot, SUFFIXES)
     if split not in ("test", "all"):
         fail(f"--split must be test or all, not {split!r}")
     prices = _prices(price_weak, price_strong, registry, weak, strong)

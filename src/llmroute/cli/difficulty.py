@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmroute.cli._app import app, err_console, fail
+from llmroute.cli._app import app, check_plot_path, err_console, fail
 from llmroute.difficulty.calibration import Split, file_digest, held_out, quantiles_of
 from llmroute.encoders.base import Encoder
 from llmroute.json_values import json_safe
@@ -219,8 +219,9 @@ def bench(
     """The quality vs strong-call-share curve and RouteLLM's metrics (APGR, CPT(50%),
     CPT(80%)), beside the random and oracle routers."""
     from llmroute.difficulty import oracle_curve, quality_curve, random_curve, report
-    from llmroute.difficulty.plot import plot_curves
+    from llmroute.difficulty.plot import SUFFIXES, plot_curves
 
+    check_plot_path(plot, SUFFIXES)
     trained, subset, scores, described = _scores(router, data, _split_choice(split), "test")
     curve = quality_curve(trained.name, scores, subset.weak, subset.strong)
     result = report(curve, subset.weak, subset.strong, prices=_prices(prices))

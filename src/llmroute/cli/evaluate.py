@@ -15,7 +15,14 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from llmroute.cli._app import RegistryOption, app, err_console, registry_app, resolve_registry
+from llmroute.cli._app import (
+    RegistryOption,
+    app,
+    check_plot_path,
+    err_console,
+    registry_app,
+    resolve_registry,
+)
 from llmroute.decide import Router
 from llmroute.evaluate.data import LabelledRow, read_labelled
 from llmroute.evaluate.intent_metrics import DEFAULT, IntentReport, top_confusions
@@ -71,11 +78,13 @@ def eval_command(
         typer.Option("--max-drop", min=0.0, help="Allowed accuracy drop vs --compare, points."),
     ] = 0.5,
     plot: Annotated[
-        Path | None, typer.Option("--plot", help="Write a confusion heatmap PNG here.")
+        Path | None,
+        typer.Option("--plot", help="Write a confusion heatmap here: .png, .svg or .pdf."),
     ] = None,
     oos_label: OosOption = None,
 ) -> None:
     """Route accuracy of a registry on labelled data (confusion, per-route P/R/F1)."""
+    check_plot_path(plot, (".png", ".svg", ".pdf"))
     rows = read_labelled(data)
     path = resolve_registry(registry)
     report = _evaluate(path, rows, oos_label, "evaluating")

@@ -20,7 +20,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llmroute.cli._app import RegistryOption, app, fail, find_registry, resolve_registry
+from llmroute.cli._app import (
+    RegistryOption,
+    app,
+    check_plot_path,
+    fail,
+    find_registry,
+    resolve_registry,
+)
 from llmroute.json_values import json_safe
 from llmroute.telemetry.windows import Window, WindowError, parse_window
 
@@ -384,8 +391,7 @@ def report_command(
     from llmroute.telemetry.report import build_report
 
     window = _window(since, "--since")
-    if plot is not None and plot.suffix.lower() not in (".html", ".png"):
-        fail(f"--plot must end in .html or .png, got {plot}")
+    check_plot_path(plot, (".html", ".png"))
     loaded = _load_for_log(registry, url)
     with _open_log(_url(url, loaded)) as log:
         if log.empty_reason is not None:
