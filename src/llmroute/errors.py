@@ -18,6 +18,7 @@ catch one class at the boundary::
           ├── ProviderTimeout         no answer (or no first token) in time
           ├── RateLimited             HTTP 429; `retry_after_s` from ``Retry-After``
           ├── ContextWindowExceeded   the request is longer than the model's context
+          ├── ImagesNotSupported      the request holds images; the model declares vision: false
           ├── CircuitOpen             every deployment's breaker is open; nothing was sent
           │     └── LimitReached      every deployment is at its rpm limit (or open)
           ├── UpstreamRejected        a 4xx other than 408/409/429: the request's fault
@@ -37,6 +38,7 @@ __all__ = [
     "DataError",
     "EncoderError",
     "EncoderUnavailable",
+    "ImagesNotSupported",
     "LimitReached",
     "LlmrouteError",
     "ModelNotFound",
@@ -191,6 +193,16 @@ class RateLimited(ProviderError):
 class ContextWindowExceeded(ProviderError):
     """The request does not fit the model's context window (upstream said so, or the
     estimate is over the registry's ``context_window``); a larger model may take it."""
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
+class ImagesNotSupported(ProviderError):
+    """The request holds images and the model declares ``vision: false``: it is not sent
+    there, and the chain's next model serves. Raised to the caller (400) when no model
+    of the chain takes images."""
 
     @property
     def retryable(self) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 from llmroute.errors import RoutingError
 
-__all__ = ["RouteRequest", "estimate_tokens"]
+__all__ = ["RouteRequest", "estimate_tokens", "holds_images"]
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -28,6 +28,21 @@ def estimate_tokens(text: str) -> int:
     enough for "is this a long-context request" conditions.
     """
     return math.ceil(len(text) / 4)
+
+
+def holds_images(messages: object) -> bool:
+    """Whether a chat body's `messages` carry an image (an ``image_url`` content part,
+    in any turn: earlier turns' images are sent to the model too). The Anthropic and
+    Responses fronts convert their image blocks to such parts first."""
+    if not isinstance(messages, list):
+        return False
+    for message in messages:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, Mapping) and part.get("type") == "image_url":
+                    return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +59,7 @@ class RouteRequest:
     has_tools: bool = False
     requested_model: str | None = None
     body: Mapping[str, Any] | None = None
+    has_images: bool = False
 
     @property
     def estimated_tokens(self) -> int:
@@ -70,6 +86,7 @@ class RouteRequest:
                 request.has_tools,
                 request.requested_model,
                 request.body,
+                request.has_images,
             )
         if isinstance(request, str):
             return cls(text=request, headers=hdrs)
@@ -97,6 +114,7 @@ class RouteRequest:
             has_tools=bool(body.get("tools") or body.get("functions")),
             requested_model=model if isinstance(model, str) else None,
             body=body,
+            has_images=holds_images(body.get("messages")),
         )
 
 

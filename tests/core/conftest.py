@@ -50,6 +50,9 @@ rules:
   - name: tools
     when: {has_tools: true}
     route: code
+  - name: images
+    when: {has_images: true}
+    target: large
   - name: trace
     when: {regex: 'Traceback \\(most recent call last\\)', min_tokens: 3}
     route: code

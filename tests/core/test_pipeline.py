@@ -62,6 +62,15 @@ def test_rules_win_before_intent_and_skip_it(router: Router) -> None:
     assert d.encode_us == 0.0  # the encoder never ran
 
 
+def test_a_has_images_rule_routes_a_picture(router: Router) -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    content = [{"type": "text", "text": "recipe for this dish?"}, image]
+    d = router.decide({"messages": [{"role": "user", "content": content}]})
+    assert (d.model, d.layer, d.reason) == ("large", "rules", "rule 'images'")
+    text_only = router.decide({"messages": [{"role": "user", "content": "recipe for dinner"}]})
+    assert text_only.layer == "intent"
+
+
 def test_regex_and_keyword_rules(router: Router) -> None:
     trace = 'Traceback (most recent call last):\n  File "x.py", line 1'
     assert router.decide(trace).route == "code"

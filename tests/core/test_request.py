@@ -49,6 +49,21 @@ def test_content_parts_keep_text_and_drop_images() -> None:
         ]
     }
     assert RouteRequest.from_input(body).text == "what is in\nthis picture"
+    assert RouteRequest.from_input(body).has_images
+
+
+def test_images_in_any_turn_count_and_text_does_not() -> None:
+    image = {"type": "image_url", "image_url": {"url": "data:..."}}
+    earlier = [
+        {"role": "user", "content": [{"type": "text", "text": "look"}, image]},
+        {"role": "assistant", "content": "a cat"},
+        {"role": "user", "content": "what colour is it?"},
+    ]
+    assert RouteRequest.from_input({"messages": earlier}).has_images  # sent again
+    text = [{"role": "user", "content": [{"type": "text", "text": "image_url"}]}]
+    assert not RouteRequest.from_input({"messages": text}).has_images
+    assert not RouteRequest.from_input({"messages": [{"role": "user", "content": "x"}]}).has_images
+    assert not RouteRequest.from_input("a picture of a cat").has_images
 
 
 def test_no_user_turn_routes_on_last_message() -> None:

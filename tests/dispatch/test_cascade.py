@@ -165,6 +165,22 @@ def test_a_failing_tier_escalates(upstream: FakeUpstream) -> None:
     assert cascade_header(served.cascade) == "small:error,mid:accept"
 
 
+def test_an_image_skips_a_tier_without_vision(upstream: FakeUpstream) -> None:
+    models = (
+        "  small: {provider: up, model: small, vision: false}\n"
+        "  large: {provider: up, model: large}"
+    )
+    text = REGISTRY % {"url": upstream.url, "models": models, "cascade": "[small, large]"}
+    reg = parse_registry(text).registry
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    picture = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, image]}]}
+    served = run(reg, lambda d: d.complete(plan_of(reg), picture))
+    assert served.model == "large" and upstream.models_called() == ["large"]
+    assert "vision: false" in served.attempts[0]
+    served = run(reg, lambda d: d.complete(plan_of(reg), body()))  # text: the first tier
+    assert served.model == "small"
+
+
 def test_every_tier_failing_is_all_fallbacks_failed_with_the_attempts(
     upstream: FakeUpstream,
 ) -> None:

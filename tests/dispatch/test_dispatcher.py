@@ -20,6 +20,7 @@ from llmroute.dispatch import Dispatcher
 from llmroute.errors import (
     AllFallbacksFailed,
     ContextWindowExceeded,
+    ImagesNotSupported,
     ProviderError,
     UpstreamRejected,
 )
@@ -362,3 +363,54 @@ def test_stream_usage_is_estimated_and_added_when_asked_for(h: Harness) -> None:
     chunks, usage = _stream_usage(h, "a?nousage=1", include=False)
     assert all("usage" not in c for c in chunks)
     assert usage is not None and usage.estimated
+
+
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+
+
+def _image_body(**extra: Any) -> dict[str, Any]:
+    content = [{"type": "text", "text": "what is in this picture?"}, IMAGE]
+    return {"messages": [{"role": "user", "content": content}], **extra}
+
+
+VISION_MODELS = (
+    "  text: {provider: up, model: text, vision: false}\n"
+    "  seer: {provider: up, model: seer, vision: true}\n"
+    "  other: {provider: up, model: other}"
+)
+
+
+def test_images_skip_the_models_that_declare_no_vision(h: Harness) -> None:
+    registry = h.registry(VISION_MODELS, "text")
+    served = h.run(registry, lambda d: d.complete(plan_for("text", "seer"), _image_body()))
+    assert served.model == "seer" and h.upstream.models_called() == ["seer"]
+    assert len(served.attempts) == 1 and "vision: false" in served.attempts[0]
+    assert h.sleeps == []
+
+
+def test_a_text_request_is_served_by_a_model_without_vision(h: Harness) -> None:
+    registry = h.registry(VISION_MODELS, "text")
+    served = h.run(registry, lambda d: d.complete(plan_for("text", "seer"), _body()))
+    assert served.model == "text" and served.attempts == ()
+
+
+def test_an_image_stream_skips_them_too(h: Harness) -> None:
+    registry = h.registry(VISION_MODELS, "text")
+
+    async def job(d: Dispatcher) -> tuple[str, list[bytes]]:
+        opened = await d.open_stream(plan_for("text", "other"), _image_body(stream=True))
+        return opened.model, [event async for event in opened.events]
+
+    model, events = h.run(registry, job)
+    assert model == "other" and events[-1].strip() == b"data: [DONE]"
+    assert h.upstream.models_called() == ["other"]
+
+
+def test_no_model_taking_images_is_a_400_before_anything_is_sent(h: Harness) -> None:
+    models = VISION_MODELS + "\n  text2: {provider: up, model: text2, vision: false}"
+    registry = h.registry(models, "text")
+    with pytest.raises(ImagesNotSupported) as caught:
+        h.run(registry, lambda d: d.complete(plan_for("text", "text2"), _image_body()))
+    assert caught.value.status == 400 and caught.value.code == "images_not_supported"
+    assert "text, text2" in caught.value.message
+    assert h.upstream.models_called() == []

@@ -3,7 +3,8 @@
 Dispatch is a stack of small stages, outermost first (STYLE.md, recommendation 4):
 
 1. fallback (`_fall_back`): the route's chain, in order; a request longer than a
-   model's context window skips to a larger-context model;
+   model's context window skips to a larger-context model, one holding images skips
+   the models that declare ``vision: false``;
 2. retry (`_retry`): the same model again after a jittered backoff, honouring
    ``Retry-After``, on retryable failures only (no response, 5xx, 408, 409, 429);
 3. balance and breaker (`DeploymentPool.call`): a deployment of the model whose circuit
@@ -52,6 +53,7 @@ from llmroute.errors import (
     AllFallbacksFailed,
     CircuitOpen,
     ContextWindowExceeded,
+    ImagesNotSupported,
     LimitReached,
     ProviderError,
     ProviderTimeout,
@@ -61,6 +63,7 @@ from llmroute.errors import (
 from llmroute.gates.base import total_usage
 from llmroute.providers.base import ChatProvider, EmbeddingProvider, Timeouts
 from llmroute.registry.schema import Registry, RoutePolicy
+from llmroute.request import holds_images
 from llmroute.state.breakers import open_breakers
 from llmroute.state.limits import RateLimits, open_limits
 from llmroute.state.stores import has_limits
@@ -388,6 +391,7 @@ class Dispatcher:
         chain = list(plan.chain)
         failures: list[tuple[str, ProviderError]] = []
         needed: list[int] = []  # the request's estimated tokens, counted on first need
+        images: list[bool] = []  # whether it holds images, looked at on first need
         position = 0
         while position < len(chain):
             name = chain[position]
@@ -395,6 +399,7 @@ class Dispatcher:
             if failures and self.observer is not None:
                 _tell(self.observer.on_fallback, plan.decision.route, failures[-1][0], name)
             try:
+                self._check_images(name, body, images)
                 await self._check_budget(name)
                 self._check_fits(name, body, needed)
                 result, deployment = await self._retry(
@@ -409,6 +414,8 @@ class Dispatcher:
                 if not self._widen(chain, position, name, plan.policy, plan.pool):
                     exc.model = name
                     raise
+            except ImagesNotSupported as exc:
+                failures.append((name, exc))
             except ProviderError as exc:
                 if not exc.retryable:
                     exc.model = name
@@ -476,6 +483,21 @@ class Dispatcher:
         if not needed:
             needed.append(estimated_prompt_tokens(body))
         return needed[0]
+
+    def _check_images(self, name: str, body: dict[str, Any], images: list[bool]) -> None:
+        """Raise `ImagesNotSupported` when the request holds images and the model
+        declares ``vision: false`` (its upstream would refuse them)."""
+        if self._registry.models[name].vision is not False:
+            return
+        if not images:
+            images.append(holds_images(body.get("messages")))
+        if images[0]:
+            raise ImagesNotSupported(
+                "llmroute",
+                "the request holds images and the model declares vision: false; not sent",
+                status=400,
+                code="images_not_supported",
+            )
 
     def _check_fits(self, name: str, body: dict[str, Any], needed: list[int]) -> None:
         window = self._registry.models[name].context_window
@@ -701,15 +723,29 @@ async def _close(events: AsyncIterator[bytes]) -> None:
 
 def _describe(failure: tuple[str, ProviderError]) -> str:
     name, exc = failure
-    log.warning("model %s failed: %s", name, exc)
+    if isinstance(exc, ImagesNotSupported):  # skipped by its declaration, not a failure
+        log.info("model %s skipped: %s", name, exc.message)
+    else:
+        log.warning("model %s failed: %s", name, exc)
     return f"{name} via {exc.provider} ({exc.message})"
 
 
 def _exhausted(failures: list[tuple[str, ProviderError]]) -> ProviderError:
-    """What to raise when the chain is exhausted: 504 when every model timed out, 503
-    when every one was unavailable (breaker open or rate limited), else 502."""
-    errors = [exc for _, exc in failures]
+    """What to raise when the chain is exhausted: `ImagesNotSupported` (400) when every
+    model was skipped for the request's images; else, of the models tried, 504 when every
+    one timed out, 503 when every one was unavailable (breaker open or rate limited),
+    else 502."""
     attempts = [_describe(f) for f in failures]
+    errors = [exc for _, exc in failures if not isinstance(exc, ImagesNotSupported)]
+    if not errors and failures:
+        names = ", ".join(name for name, _ in failures)
+        return ImagesNotSupported(
+            "llmroute",
+            f"the request holds images and no model of its chain takes them ({names}: "
+            "vision: false)",
+            status=400,
+            code="images_not_supported",
+        )
     if all(isinstance(e, ProviderTimeout) for e in errors):
         status = 504
     elif all(isinstance(e, CircuitOpen | RateLimited) for e in errors):

@@ -76,6 +76,9 @@ def _predicates(when: RuleWhen) -> tuple[Predicate, ...]:
     if when.has_tools is not None:
         wanted = when.has_tools
         preds.append(lambda r: r.has_tools is wanted)
+    if when.has_images is not None:
+        images = when.has_images
+        preds.append(lambda r: r.has_images is images)
     if when.min_tokens is not None:
         low = when.min_tokens
         preds.append(lambda r: r.estimated_tokens >= low)

@@ -331,6 +331,8 @@ class Model(_Frozen):
     kind: Literal["chat", "embedding"] = "chat"
     price: Price = Price()
     context_window: int | None = Field(default=None, gt=0)
+    # None: not said (images are sent); False: never sent a request holding images
+    vision: bool | None = None
     description: str | None = None
     # None: not known to think; False: does not think (thinking parameters removed)
     reasoning: Reasoning | Literal[False] | None = None
@@ -477,6 +479,7 @@ class RuleWhen(_Frozen):
     header: dict[str, Text] | None = Field(default=None, min_length=1)
     metadata: dict[str, Text] | None = Field(default=None, min_length=1)
     has_tools: bool | None = None
+    has_images: bool | None = None
     min_tokens: int | None = Field(default=None, ge=0)
     max_tokens: int | None = Field(default=None, ge=1)
 

@@ -111,6 +111,8 @@ def _model_extras(model: Model) -> str:
     parts = [f"${model.price.input:g}/${model.price.output:g}"]
     if model.context_window is not None:
         parts.append(f"context {model.context_window}")
+    if model.vision is False:
+        parts.append("no images")
     if model.reasoning is False:
         parts.append("does not think")
     elif model.reasoning is not None:
@@ -208,6 +210,8 @@ def describe_when(when: RuleWhen) -> str:
             parts.append(f"{label} {key} present" if value == "*" else f"{label} {key}={value}")
     if when.has_tools is not None:
         parts.append("has_tools" if when.has_tools else "no tools")
+    if when.has_images is not None:
+        parts.append("has_images" if when.has_images else "no images")
     if when.min_tokens is not None:
         parts.append(f">= {when.min_tokens} tokens")
     if when.max_tokens is not None:

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from llmroute.errors import (
     AllFallbacksFailed,
     CircuitOpen,
+    ImagesNotSupported,
     LlmrouteError,
     ModelNotFound,
     PolicyViolation,
@@ -93,6 +94,10 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
         )
     if isinstance(exc, RoutingError):
         return GatewayError(400, str(exc), param="messages", headers=headers)
+    if isinstance(exc, ImagesNotSupported):
+        return GatewayError(
+            400, exc.message, param="messages", code="images_not_supported", headers=headers
+        )
     if isinstance(exc, AllFallbacksFailed):
         return GatewayError(
             exc.status or 502,
