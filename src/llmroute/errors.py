@@ -18,7 +18,7 @@ catch one class at the boundary::
           ├── ProviderTimeout         no answer (or no first token) in time
           ├── RateLimited             HTTP 429; `retry_after_s` from ``Retry-After``
           ├── ContextWindowExceeded   the request is longer than the model's context
-          ├── ImagesNotSupported      the request holds images; the model declares vision: false
+          ├── UnsupportedRequest      images for a `vision: false` model, tools for `tools: false`
           ├── CircuitOpen             every deployment's breaker is open; nothing was sent
           │     └── LimitReached      every deployment is at its rpm limit (or open)
           ├── UpstreamRejected        a 4xx other than 408/409/429: the request's fault
@@ -38,7 +38,6 @@ __all__ = [
     "DataError",
     "EncoderError",
     "EncoderUnavailable",
-    "ImagesNotSupported",
     "LimitReached",
     "LlmrouteError",
     "ModelNotFound",
@@ -49,6 +48,7 @@ __all__ = [
     "RoutingError",
     "TelemetryError",
     "UnencodableText",
+    "UnsupportedRequest",
     "UpstreamRejected",
     "shown",
 ]
@@ -199,10 +199,11 @@ class ContextWindowExceeded(ProviderError):
         return False
 
 
-class ImagesNotSupported(ProviderError):
-    """The request holds images and the model declares ``vision: false``: it is not sent
-    there, and the chain's next model serves. Raised to the caller (400) when no model
-    of the chain takes images."""
+class UnsupportedRequest(ProviderError):
+    """The request needs what the model declares it lacks (an image and ``vision:
+    false``, tools and ``tools: false``): it is not sent there, and the chain's next model
+    serves. Raised to the caller (400; `code` ``images_not_supported`` or
+    ``tools_not_supported``) when no model of the chain takes the request."""
 
     @property
     def retryable(self) -> bool:

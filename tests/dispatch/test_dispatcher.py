@@ -20,8 +20,8 @@ from llmroute.dispatch import Dispatcher
 from llmroute.errors import (
     AllFallbacksFailed,
     ContextWindowExceeded,
-    ImagesNotSupported,
     ProviderError,
+    UnsupportedRequest,
     UpstreamRejected,
 )
 from llmroute.providers import build_providers
@@ -376,8 +376,10 @@ def _image_body(**extra: Any) -> dict[str, Any]:
 VISION_MODELS = (
     "  text: {provider: up, model: text, vision: false}\n"
     "  seer: {provider: up, model: seer, vision: true}\n"
-    "  other: {provider: up, model: other}"
+    "  other: {provider: up, model: other}\n"
+    "  chat: {provider: up, model: chat, tools: false}"
 )
+TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
 
 
 def test_images_skip_the_models_that_declare_no_vision(h: Harness) -> None:
@@ -409,8 +411,28 @@ def test_an_image_stream_skips_them_too(h: Harness) -> None:
 def test_no_model_taking_images_is_a_400_before_anything_is_sent(h: Harness) -> None:
     models = VISION_MODELS + "\n  text2: {provider: up, model: text2, vision: false}"
     registry = h.registry(models, "text")
-    with pytest.raises(ImagesNotSupported) as caught:
+    with pytest.raises(UnsupportedRequest) as caught:
         h.run(registry, lambda d: d.complete(plan_for("text", "text2"), _image_body()))
     assert caught.value.status == 400 and caught.value.code == "images_not_supported"
-    assert "text, text2" in caught.value.message
+    message = caught.value.message
+    assert "text: holds images" in message and "text2: holds images" in message
     assert h.upstream.models_called() == []
+
+
+def test_tools_skip_the_models_that_declare_none(h: Harness) -> None:
+    registry = h.registry(VISION_MODELS, "chat")
+    served = h.run(registry, lambda d: d.complete(plan_for("chat", "other"), _body(tools=TOOLS)))
+    assert served.model == "other" and h.upstream.models_called() == ["other"]
+    assert "tools: false" in served.attempts[0]
+    served = h.run(registry, lambda d: d.complete(plan_for("chat", "other"), _body()))
+    assert served.model == "chat"
+
+
+def test_a_chain_refusing_for_different_reasons_is_one_400(h: Harness) -> None:
+    registry = h.registry(VISION_MODELS, "text")
+    body = _image_body(tools=TOOLS)
+    with pytest.raises(UnsupportedRequest) as caught:
+        h.run(registry, lambda d: d.complete(plan_for("text", "chat"), body))
+    assert caught.value.code == "unsupported_request"
+    assert "text: holds images" in caught.value.message
+    assert "chat: has tools" in caught.value.message

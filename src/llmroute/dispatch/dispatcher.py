@@ -3,8 +3,8 @@
 Dispatch is a stack of small stages, outermost first (STYLE.md, recommendation 4):
 
 1. fallback (`_fall_back`): the route's chain, in order; a request longer than a
-   model's context window skips to a larger-context model, one holding images skips
-   the models that declare ``vision: false``;
+   model's context window skips to a larger-context model, one holding images or
+   tools skips the models that declare ``vision: false`` or ``tools: false``;
 2. retry (`_retry`): the same model again after a jittered backoff, honouring
    ``Retry-After``, on retryable failures only (no response, 5xx, 408, 409, 429);
 3. balance and breaker (`DeploymentPool.call`): a deployment of the model whose circuit
@@ -53,11 +53,11 @@ from llmroute.errors import (
     AllFallbacksFailed,
     CircuitOpen,
     ContextWindowExceeded,
-    ImagesNotSupported,
     LimitReached,
     ProviderError,
     ProviderTimeout,
     RateLimited,
+    UnsupportedRequest,
     UpstreamRejected,
 )
 from llmroute.gates.base import total_usage
@@ -399,7 +399,7 @@ class Dispatcher:
             if failures and self.observer is not None:
                 _tell(self.observer.on_fallback, plan.decision.route, failures[-1][0], name)
             try:
-                self._check_images(name, body, images)
+                self._check_supported(name, body, images)
                 await self._check_budget(name)
                 self._check_fits(name, body, needed)
                 result, deployment = await self._retry(
@@ -414,7 +414,7 @@ class Dispatcher:
                 if not self._widen(chain, position, name, plan.policy, plan.pool):
                     exc.model = name
                     raise
-            except ImagesNotSupported as exc:
+            except UnsupportedRequest as exc:
                 failures.append((name, exc))
             except ProviderError as exc:
                 if not exc.retryable:
@@ -484,19 +484,27 @@ class Dispatcher:
             needed.append(estimated_prompt_tokens(body))
         return needed[0]
 
-    def _check_images(self, name: str, body: dict[str, Any], images: list[bool]) -> None:
-        """Raise `ImagesNotSupported` when the request holds images and the model
-        declares ``vision: false`` (its upstream would refuse them)."""
-        if self._registry.models[name].vision is not False:
-            return
-        if not images:
-            images.append(holds_images(body.get("messages")))
-        if images[0]:
-            raise ImagesNotSupported(
+    def _check_supported(self, name: str, body: dict[str, Any], images: list[bool]) -> None:
+        """Raise `UnsupportedRequest` when the request holds images and the model declares
+        ``vision: false``, or has tools and it declares ``tools: false`` (its upstream
+        would refuse them)."""
+        model = self._registry.models[name]
+        if model.vision is False:
+            if not images:
+                images.append(holds_images(body.get("messages")))
+            if images[0]:
+                raise UnsupportedRequest(
+                    "llmroute",
+                    "holds images, and the model declares vision: false; not sent",
+                    status=400,
+                    code="images_not_supported",
+                )
+        if model.tools is False and (body.get("tools") or body.get("functions")):
+            raise UnsupportedRequest(
                 "llmroute",
-                "the request holds images and the model declares vision: false; not sent",
+                "has tools, and the model declares tools: false; not sent",
                 status=400,
-                code="images_not_supported",
+                code="tools_not_supported",
             )
 
     def _check_fits(self, name: str, body: dict[str, Any], needed: list[int]) -> None:
@@ -723,28 +731,30 @@ async def _close(events: AsyncIterator[bytes]) -> None:
 
 def _describe(failure: tuple[str, ProviderError]) -> str:
     name, exc = failure
-    if isinstance(exc, ImagesNotSupported):  # skipped by its declaration, not a failure
-        log.info("model %s skipped: %s", name, exc.message)
+    if isinstance(exc, UnsupportedRequest):  # skipped by its declaration, not a failure
+        log.info("model %s skipped: the request %s", name, exc.message)
     else:
         log.warning("model %s failed: %s", name, exc)
     return f"{name} via {exc.provider} ({exc.message})"
 
 
 def _exhausted(failures: list[tuple[str, ProviderError]]) -> ProviderError:
-    """What to raise when the chain is exhausted: `ImagesNotSupported` (400) when every
-    model was skipped for the request's images; else, of the models tried, 504 when every
-    one timed out, 503 when every one was unavailable (breaker open or rate limited),
-    else 502."""
+    """What to raise when the chain is exhausted: `UnsupportedRequest` (400) when every
+    model was skipped for what the request holds; else, of the models tried, 504 when
+    every one timed out, 503 when every one was unavailable (breaker open or rate
+    limited), else 502."""
     attempts = [_describe(f) for f in failures]
-    errors = [exc for _, exc in failures if not isinstance(exc, ImagesNotSupported)]
+    errors = [exc for _, exc in failures if not isinstance(exc, UnsupportedRequest)]
     if not errors and failures:
-        names = ", ".join(name for name, _ in failures)
-        return ImagesNotSupported(
+        why = "; ".join(
+            f"{name}: {exc.message.removesuffix('; not sent')}" for name, exc in failures
+        )
+        codes = {exc.code for _, exc in failures}
+        return UnsupportedRequest(
             "llmroute",
-            f"the request holds images and no model of its chain takes them ({names}: "
-            "vision: false)",
+            f"no model of the chain takes this request ({why})",
             status=400,
-            code="images_not_supported",
+            code=codes.pop() if len(codes) == 1 else "unsupported_request",
         )
     if all(isinstance(e, ProviderTimeout) for e in errors):
         status = 504

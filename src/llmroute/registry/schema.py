@@ -331,8 +331,9 @@ class Model(_Frozen):
     kind: Literal["chat", "embedding"] = "chat"
     price: Price = Price()
     context_window: int | None = Field(default=None, gt=0)
-    # None: not said (images are sent); False: never sent a request holding images
+    # None: not said (sent anyway); False: never sent a request holding images / tools
     vision: bool | None = None
+    tools: bool | None = None
     description: str | None = None
     # None: not known to think; False: does not think (thinking parameters removed)
     reasoning: Reasoning | Literal[False] | None = None

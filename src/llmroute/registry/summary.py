@@ -113,6 +113,8 @@ def _model_extras(model: Model) -> str:
         parts.append(f"context {model.context_window}")
     if model.vision is False:
         parts.append("no images")
+    if model.tools is False:
+        parts.append("no tools")
     if model.reasoning is False:
         parts.append("does not think")
     elif model.reasoning is not None:

@@ -12,13 +12,13 @@ from starlette.responses import JSONResponse, Response
 from llmroute.errors import (
     AllFallbacksFailed,
     CircuitOpen,
-    ImagesNotSupported,
     LlmrouteError,
     ModelNotFound,
     PolicyViolation,
     ProviderError,
     ProviderTimeout,
     RoutingError,
+    UnsupportedRequest,
 )
 
 __all__ = [
@@ -94,10 +94,9 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
         )
     if isinstance(exc, RoutingError):
         return GatewayError(400, str(exc), param="messages", headers=headers)
-    if isinstance(exc, ImagesNotSupported):
-        return GatewayError(
-            400, exc.message, param="messages", code="images_not_supported", headers=headers
-        )
+    if isinstance(exc, UnsupportedRequest):
+        param = "tools" if exc.code == "tools_not_supported" else "messages"
+        return GatewayError(400, exc.message, param=param, code=exc.code, headers=headers)
     if isinstance(exc, AllFallbacksFailed):
         return GatewayError(
             exc.status or 502,
