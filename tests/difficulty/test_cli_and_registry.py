@@ -123,6 +123,24 @@ def test_a_plot_it_cannot_write_is_one_line_not_a_traceback(
     assert f"{missing}: No such file or directory" in capsys.readouterr().err
 
 
+def test_calibrate_needs_prompts_only(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, router = trained
+    traffic = tmp_path / "traffic.jsonl"
+    prompts = [r["prompt"] for r in _rows(40, 9)]
+    traffic.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    argv = ["calibrate", "--router", str(router), "--data", str(traffic)]
+    capsys.readouterr()
+    assert run([*argv, "--strong-share", "0.25"]) == 0
+    out = capsys.readouterr()
+    float(out.out)  # the threshold alone on stdout
+    assert "25.0% of 40 prompts" in out.err
+    # bench needs the outcomes
+    assert run(["bench", "--router", str(router), "--data", str(traffic)]) == 2
+    assert "traffic.jsonl:1: missing field 'weak_correct'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("share", ["0", "1", "1.5", "-0.2"])
 def test_a_share_outside_zero_one_is_a_usage_error(trained: tuple[Path, Path], share: str) -> None:
     data, router = trained

@@ -158,12 +158,14 @@ def _load(router: Path) -> tuple[Any, dict[str, Any], Encoder]:
     return load_router(router, encoder_identity=enc.identity), meta, enc
 
 
-def _scores(router: Path, data: Path, which: Split, default: Split) -> tuple[Any, ...]:
+def _scores(
+    router: Path, data: Path, which: Split, default: Split, *, prompts_only: bool = False
+) -> tuple[Any, ...]:
     from llmroute.difficulty import read_labels
     from llmroute.difficulty.train import embed
 
     trained, meta, enc = _load(router)
-    labelled = read_labels(data)
+    labelled = read_labels(data, prompts_only=prompts_only)
     rows, described = held_out(meta, labelled, data, which, default)
     subset = labelled.subset(rows)
     scores = trained.score(embed(enc, subset.prompts), subset.prompts)
@@ -173,7 +175,15 @@ def _scores(router: Path, data: Path, which: Split, default: Split) -> tuple[Any
 @app.command("calibrate")
 def calibrate(
     router: RouterOption,
-    data: DataOption,
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            "-d",
+            help="JSONL with prompt (weak_correct, strong_correct not needed).",
+            exists=True,
+        ),
+    ],
     strong_share: Annotated[
         float,
         typer.Option(
@@ -183,14 +193,17 @@ def calibrate(
     split: SplitOption = "auto",
 ) -> None:
     """Print the threshold that sends STRONG_SHARE of DATA's prompts to the strong model,
-    computed on rows the router was not trained on."""
+    computed on rows the router was not trained on. DATA needs only `prompt`: a sample of
+    your own traffic calibrates the share for that traffic."""
     from llmroute.difficulty import threshold_for_share
 
     if not 0.0 < strong_share < 1.0:
         raise typer.BadParameter(
             f"must be between 0 and 1 (exclusive), got {strong_share}", param_hint="--strong-share"
         )
-    trained, subset, scores, described = _scores(router, data, _split_choice(split), "val")
+    trained, subset, scores, described = _scores(
+        router, data, _split_choice(split), "val", prompts_only=True
+    )
     threshold = threshold_for_share(scores, strong_share)
     actual = float(np.mean(scores >= threshold))
     typer.echo(f"{threshold:.6g}")

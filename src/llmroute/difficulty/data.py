@@ -7,6 +7,7 @@ straddle train and test (that leaks the passage's difficulty, RESEARCH.md).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -69,13 +70,16 @@ def _sha1(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
-def read_labels(path: str | os.PathLike[str]) -> LabelledPrompts:
+def read_labels(path: str | os.PathLike[str], *, prompts_only: bool = False) -> LabelledPrompts:
     """Read JSONL lines with `prompt`, `weak_correct`, `strong_correct` (JSON booleans);
     `id` and `domain` are optional, other fields ignored, blank lines skipped. A bad line
-    raises `DataError` naming the file and line; so does a file with no rows."""
+    raises `DataError` naming the file and line; so does a file with no rows.
+
+    With `prompts_only` (what a threshold for a share needs: no outcomes), a line may
+    carry neither label; it reads as both wrong."""
     rows = read_jsonl(
         path,
-        _parse_line,
+        functools.partial(_parse_line, prompts_only=prompts_only),
         what="labelled data",
         empty="no labelled rows (expected JSON lines with 'prompt', 'weak_correct' and "
         "'strong_correct')",
@@ -90,8 +94,10 @@ def read_labels(path: str | os.PathLike[str]) -> LabelledPrompts:
 
 
 def _parse_line(
-    record: dict[str, Any], file: str, number: int
+    record: dict[str, Any], file: str, number: int, *, prompts_only: bool = False
 ) -> tuple[str, bool, bool, str, str | None]:
+    if prompts_only and all(record.get(f) is None for f in ("weak_correct", "strong_correct")):
+        record = {**record, "weak_correct": False, "strong_correct": False}
     for field in ("prompt", "weak_correct", "strong_correct"):
         if field not in record or record[field] is None:
             raise DataError(f"missing field '{field}'", file=file, line=number)
