@@ -1,13 +1,15 @@
-"""`llmroute registry check`: validate a registry and print what it holds."""
+"""`llmroute registry check` (validate a registry and print what it holds) and
+`llmroute registry test` (run its routing cases)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from llmroute.cli._app import registry_app
+from llmroute.cli._app import RegistryOption, registry_app, resolve_registry
 from llmroute.registry import load_registry, summarize
 
 
@@ -20,3 +22,46 @@ def check(
     for line in summarize(loaded):
         print(line)
     print("ok")
+
+
+@registry_app.command("test")
+def test(
+    cases: Annotated[Path, typer.Argument(help="YAML of routing cases (docs/registry.md).")],
+    registry: RegistryOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Run routing cases against a registry: each request and what its decision must be
+    (route, model, layer, rule, safety action, reasoning, confidence). Offline: no model
+    is called. Exit 1 when a case fails, 2 when a file is invalid."""
+    from llmroute.decide import Router
+    from llmroute.evaluate.cases import run_cases
+    from llmroute.registry.cases import load_cases
+
+    router = Router.from_yaml(resolve_registry(registry))
+    loaded = load_cases(cases, router.loaded.registry)
+    results = run_cases(router, loaded)
+    failed = [r for r in results if not r.passed]
+    if as_json:
+        payload = {
+            "registry": router.loaded.source,
+            "registry_version": router.version,
+            "passed": len(results) - len(failed),
+            "failed": len(failed),
+            "cases": [r.to_dict() for r in results],
+        }
+        print(json.dumps(payload, ensure_ascii=False))
+    else:
+        for result in results:
+            if result.passed:
+                print(f"PASS  {result.label}")
+                continue
+            at = f"{loaded.source}:{result.line}"
+            print(f"FAIL  {result.label}" + ("" if result.label == at else f" ({at})"))
+            for failure in result.failures:
+                print(f"      {failure}")
+            if result.decision is not None:
+                d = result.decision
+                print(f"      decided: {d.route} -> {d.model} by {d.layer} ({d.reason})")
+        print(f"{len(results) - len(failed)} of {len(results)} cases passed")
+    if failed:
+        raise typer.Exit(1)

@@ -54,8 +54,11 @@ class ConfigErrors(ConfigError):
         return "\n".join(str(error) for error in self.errors)
 
 
-def problems_from(exc: ValidationError) -> list[tuple[Path, str, bool]]:
-    """(path, message, is_unknown_key) for every error, with cross-field problems expanded."""
+def problems_from(
+    exc: ValidationError, root: type[BaseModel] = Registry
+) -> list[tuple[Path, str, bool]]:
+    """(path, message, is_unknown_key) for every error of validating `root`, with
+    cross-field problems expanded."""
     out: list[tuple[Path, str, bool]] = []
     for error in exc.errors(include_url=False):
         loc = _clean_loc(error["loc"])
@@ -65,7 +68,7 @@ def problems_from(exc: ValidationError) -> list[tuple[Path, str, bool]]:
         if isinstance(found, PathProblems):
             out.extend(((*loc, *sub), message, False) for sub, message in found.problems)
         elif error["type"] == "extra_forbidden":
-            out.append((loc, _unknown_key(tuple(error["loc"])), True))
+            out.append((loc, _unknown_key(tuple(error["loc"]), root), True))
         else:
             out.append((loc, _message(error, loc), False))
     return out
@@ -144,9 +147,9 @@ def _message(error: ErrorDetails, loc: Path) -> str:
     return message
 
 
-def _unknown_key(loc: Path) -> str:
+def _unknown_key(loc: Path, root: type[BaseModel]) -> str:
     key = str(loc[-1]) if loc else "?"
-    allowed = _allowed_keys(loc[:-1])
+    allowed = _allowed_keys(loc[:-1], root)
     if key.lower().replace("-", "_") in _SECRET_KEYS and "api_key_env" in allowed:
         return (
             f"{key!r} is not allowed: never put secrets in the registry. Put the key in an "
@@ -157,9 +160,9 @@ def _unknown_key(loc: Path) -> str:
     return f"unknown key {key!r}{did_you_mean(key, allowed)}; allowed keys: {', '.join(allowed)}"
 
 
-def _allowed_keys(loc: Path) -> list[str]:
+def _allowed_keys(loc: Path, root: type[BaseModel]) -> list[str]:
     """The field names of the model at `loc` (a pydantic loc, union tags included)."""
-    current: Any = Registry
+    current: Any = root
     for part in loc:
         current = _step(current, part)
         if current is None:

@@ -47,17 +47,22 @@ class LoadedRegistry:
 def load_registry(path: str | os.PathLike[str]) -> LoadedRegistry:
     """Read and validate a registry file; any problem raises `ConfigError` naming it."""
     source = os.fspath(path)
+    text = read_text(source, "the registry")
+    return parse_registry(text, source=source, base_dir=Path(source).resolve().parent)
+
+
+def read_text(source: str, what: str) -> str:
+    """A UTF-8 file's text; `ConfigError` naming it (and the line of a bad byte)."""
     try:
         raw = Path(source).read_bytes()
     except OSError as exc:
         reason = exc.strerror or exc.__class__.__name__
-        raise ConfigError(f"cannot read the registry: {reason}", file=source) from exc
+        raise ConfigError(f"cannot read {what}: {reason}", file=source) from exc
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError("the file is not valid UTF-8", file=source, line=line) from exc
-    return parse_registry(text, source=source, base_dir=Path(source).resolve().parent)
 
 
 def parse_registry(
@@ -85,14 +90,31 @@ def parse_registry(
 
 
 def version_of(registry: Registry) -> str:
-    """First 12 hex digits of the SHA-256 of the model's canonical JSON."""
+    """First 12 hex digits of the SHA-256 of the model's canonical JSON. Values equal to
+    their defaults are left out, so a key a newer llmroute adds (unset in the file) does
+    not change the version of a registry that does not use it."""
     canonical = json.dumps(
-        registry.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        registry.model_dump(mode="json", exclude_defaults=True),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
 
 
 def _document(text: str, source: str) -> Document:
+    return parse_document(
+        text,
+        source,
+        empty="the registry is empty; it needs at least providers, models, routes and default",
+        top="a mapping of sections (providers, models, routes, ...)",
+    )
+
+
+def parse_document(text: str, source: str, *, empty: str, top: str) -> Document:
+    """YAML text → a `Document` whose top level is a mapping; `ConfigError` naming
+    `source` and the line for YAML that does not parse, with `empty` for an empty file and
+    `top` (what the top level must be) for one that is not a mapping."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         document = compose(node) if node is not None else None
@@ -106,16 +128,11 @@ def _document(text: str, source: str) -> Document:
     except TooLarge as exc:
         raise ConfigError(str(exc), file=source) from exc
     if document is None or document.data is None:
-        raise ConfigError(
-            "the registry is empty; it needs at least providers, models, routes and default",
-            file=source,
-            line=1,
-        )
+        raise ConfigError(empty, file=source, line=1)
     if not isinstance(document.data, dict):
         kind = type(document.data).__name__
         raise ConfigError(
-            f"the top level must be a mapping of sections (providers, models, routes, ...), "
-            f"not a {kind}",
+            f"the top level must be {top}, not a {kind}",
             file=source,
             line=document.value_lines.get((), 1),
         )

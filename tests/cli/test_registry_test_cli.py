@@ -1,0 +1,73 @@
+"""`llmroute registry test`, run as a user runs it: the example cases pass against the
+example registry, a failing case exits 1 saying what was decided, a bad file exits 2 with
+one line per problem."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "registry.yaml"
+CASES = ROOT / "examples" / "cases.yaml"
+LLMROUTE = str(Path(sys.executable).parent / "llmroute")
+
+
+def llmroute(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [LLMROUTE, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_the_example_cases_pass() -> None:
+    result = llmroute("registry", "test", CASES, "-r", EXAMPLE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "12 of 12 cases passed"
+    assert all(line.startswith("PASS  ") for line in lines[:-1])
+
+
+def test_a_failing_case_exits_1_and_says_what_was_decided(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        "cases:\n"
+        "  - name: code must go to the small model\n"
+        "    prompt: write a Python function that merges two sorted lists\n"
+        "    expect: {model: small}\n"
+        "  - prompt: hi! how are you doing today?\n"
+        "    expect: {route: chitchat}\n"
+    )
+    result = llmroute("registry", "test", cases, "-r", EXAMPLE)
+    assert result.returncode == 1, result.stderr
+    out = result.stdout
+    assert "FAIL  code must go to the small model (" in out
+    assert "model small expected, got medium" in out
+    assert "decided: code -> medium by intent" in out
+    assert f"PASS  {cases}:5" in out and out.rstrip().endswith("1 of 2 cases passed")
+    as_json = llmroute("registry", "test", cases, "-r", EXAMPLE, "--json")
+    assert as_json.returncode == 1
+    payload = json.loads(as_json.stdout)
+    assert (payload["passed"], payload["failed"]) == (1, 1)
+    assert payload["cases"][0]["decision"]["model"] == "medium"
+
+
+def test_a_bad_cases_file_exits_2_naming_each_problem(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        "cases:\n"
+        "  - {prompt: hi, expect: {route: chitchatt}}\n"
+        "  - {prompt: hi, expect: {model: gigantic}}\n"
+    )
+    result = llmroute("registry", "test", cases, "-r", EXAMPLE)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{cases}:2: cases[0].expect.route: unknown route 'chitchatt'" in result.stderr
+    assert f"{cases}:3: cases[1].expect.model: unknown model 'gigantic'" in result.stderr
