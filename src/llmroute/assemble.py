@@ -18,11 +18,13 @@ import numpy as np
 
 from llmroute.encoders import CachedEncoder, RemoteEncoder, default_cache_dir, load_builtin
 from llmroute.encoders.base import Encoder
+from llmroute.errors import ConfigError
 from llmroute.layers.base import DecisionLayer
 from llmroute.layers.difficulty import DifficultyLayer
 from llmroute.layers.intent import IntentLayer
 from llmroute.layers.rules import RulesLayer
 from llmroute.registry import BuiltinEncoderSpec, Registry
+from llmroute.registry.schema import env_headers, unset_credentials
 from llmroute.scoring.heads import CentroidHead, IntentHead, KnnHead, LinearHead, labels_from
 from llmroute.scoring.logreg import SoftmaxModel
 
@@ -40,11 +42,14 @@ def build_encoder(registry: Registry, *, threads: int | None = None) -> Encoder:
         return load_builtin(
             spec.name, max_tokens=spec.max_tokens, truncate=spec.truncate, threads=threads
         )
+    unset = unset_credentials(None, spec.headers_env, os.environ)
+    if unset:  # as for its api_key_env: an encoder without its credentials answers nothing
+        raise ConfigError(f"environment variable {unset[0]} (an encoder header) is not set")
     return RemoteEncoder(
         base_url=str(spec.base_url),
         model=spec.model,
         api_key_env=spec.api_key_env,
-        headers=dict(spec.headers),
+        headers={**spec.headers, **env_headers(spec.headers_env, os.environ)},
         batch_size=spec.batch_size,
         timeout=spec.timeout_s,
         dimensions=spec.dimensions,

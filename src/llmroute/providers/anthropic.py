@@ -19,7 +19,7 @@ from llmroute.providers._anthropic_convert import (
 )
 from llmroute.providers._transport import HttpTransport
 from llmroute.providers.base import Timeouts
-from llmroute.registry.schema import Provider
+from llmroute.registry.schema import Provider, env_headers
 from llmroute.untrusted_json import loads
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicProvider"]
@@ -49,7 +49,11 @@ class AnthropicProvider:
     ) -> None:
         self.name = name
         env = os.environ if environ is None else environ
-        headers = {"anthropic-version": ANTHROPIC_VERSION, **spec.headers}
+        headers = {
+            "anthropic-version": ANTHROPIC_VERSION,
+            **spec.headers,
+            **env_headers(spec.headers_env, env),
+        }
         key = env.get(spec.api_key_env) if spec.api_key_env else None
         if key:
             headers["x-api-key"] = key

@@ -10,7 +10,7 @@ from typing import Any
 from llmroute.providers._transport import HttpTransport
 from llmroute.providers.base import Timeouts
 from llmroute.providers.cache_markers import without_cache_markers
-from llmroute.registry.schema import Provider
+from llmroute.registry.schema import Provider, env_headers
 
 __all__ = ["OpenAICompatProvider"]
 
@@ -22,7 +22,8 @@ class OpenAICompatProvider:
     """One pooled HTTP session for a provider of kind ``openai``.
 
     The API key is read once, here, from the environment variable the registry names;
-    it only ever travels in the ``Authorization`` header.
+    it only ever travels in the ``Authorization`` header (`headers_env` values likewise
+    in theirs).
     """
 
     def __init__(
@@ -30,7 +31,7 @@ class OpenAICompatProvider:
     ) -> None:
         self.name = name
         env = os.environ if environ is None else environ
-        headers = dict(spec.headers)
+        headers = {**spec.headers, **env_headers(spec.headers_env, env)}
         key = env.get(spec.api_key_env) if spec.api_key_env else None
         if key:
             headers["Authorization"] = f"Bearer {key}"

@@ -172,9 +172,38 @@ class OpenAIEncoderSpec(_Frozen):
     model: str = Field(min_length=1)
     api_key_env: EnvName | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    headers_env: dict[str, EnvName] = Field(default_factory=dict)  # header -> variable
     batch_size: int = Field(default=64, ge=1)
     timeout_s: Seconds = 10.0
     dimensions: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _headers_once(self) -> Self:
+        PathProblems.raise_if_any(_header_clashes(self.headers, self.headers_env))
+        return self
+
+
+def _header_clashes(headers: Mapping[str, str], from_env: Mapping[str, str]) -> list[Problem]:
+    """A header set both in `headers` and in `headers_env` (names ignore case)."""
+    plain = {name.lower() for name in headers}
+    return [
+        (("headers_env", name), f"header {name!r} is also set in 'headers'; set it in one")
+        for name in from_env
+        if name.lower() in plain
+    ]
+
+
+def env_headers(from_env: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
+    """`headers_env` resolved: each header whose variable is set (and not empty)."""
+    return {name: environ[var] for name, var in from_env.items() if environ.get(var)}
+
+
+def unset_credentials(
+    api_key_env: str | None, from_env: Mapping[str, str], environ: Mapping[str, str]
+) -> list[str]:
+    """The variables an HTTP client's credentials name that are unset or empty."""
+    names = ([api_key_env] if api_key_env else []) + list(from_env.values())
+    return [name for name in names if not environ.get(name)]
 
 
 def _encoder_shorthand(value: Any) -> Any:
@@ -215,6 +244,8 @@ class Provider(_Frozen):
     base_url: Url | None = None  # set (or defaulted) for the HTTP kinds; None for llamacpp
     api_key_env: EnvName | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    # header -> the environment variable holding its value (a secret a proxy wants)
+    headers_env: dict[str, EnvName] = Field(default_factory=dict)
     timeout_s: Seconds = 60.0  # the whole request (a stream: until its last byte)
     connect_timeout_s: Seconds = 5.0
     first_token_timeout_s: Seconds | None = None  # streams: until the first event
@@ -247,6 +278,7 @@ class Provider(_Frozen):
         ]
         if not local and self.base_url is None:
             problems.append((("base_url",), f"a {self.kind} provider needs a base_url"))
+        problems.extend(_header_clashes(self.headers, self.headers_env))
         if self.kind != "openai" and "cache_control" in self.model_fields_set:
             problems.append(
                 (
@@ -266,7 +298,7 @@ class Provider(_Frozen):
         return self.base_url
 
 
-_HTTP_ONLY = frozenset({"base_url", "api_key_env", "headers", "connect_timeout_s"})
+_HTTP_ONLY = frozenset({"base_url", "api_key_env", "headers", "headers_env", "connect_timeout_s"})
 _LOCAL_ONLY = frozenset(
     {"n_ctx", "n_threads", "max_concurrency", "chat_format", "max_tokens", "temperature"}
 )

@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,7 @@ from llmroute.layers.llm_router import LlmRouter
 from llmroute.providers import build_providers
 from llmroute.providers.base import ChatProvider
 from llmroute.registry import load_registry
-from llmroute.registry.schema import TelemetrySettings
+from llmroute.registry.schema import Registry, TelemetrySettings, unset_credentials
 from llmroute.registry.summary import headline
 from llmroute.server.auth import Charges, KeyTable
 from llmroute.server.settings import ServeSettings
@@ -96,6 +96,24 @@ def build(path: str, threads: int | None, current: Router | None = None) -> Buil
     gates = GateFactory(loaded.registry, encoder=router.encoder, base_dir=loaded.base_dir)
     gates.preload()
     return router, build_providers(loaded.registry, base_dir=loaded.base_dir), gates
+
+
+def warn_unset_credentials(registry: Registry, environ: Mapping[str, str] | None = None) -> None:
+    """One warning per HTTP provider whose `api_key_env` or `headers_env` names a
+    variable that is unset: its requests would go without that credential (and come
+    back 401) while the rest of the pool works, so the gateway starts and says so."""
+    env = os.environ if environ is None else environ
+    for name, spec in registry.providers.items():
+        if spec.kind == "llamacpp":
+            continue
+        unset = unset_credentials(spec.api_key_env, spec.headers_env, env)
+        if unset:
+            log.warning(
+                "provider %r: environment variable%s %s not set; its requests go without it",
+                name,
+                "s" * (len(unset) > 1),
+                ", ".join(unset) + (" are" if len(unset) > 1 else " is"),
+            )
 
 
 async def open_gateway(built: Built, max_body_bytes: int, state: State | None = None) -> Gateway:
@@ -204,6 +222,7 @@ class Reloader:
         assert built is not None
         self._state.gateway = await open_gateway(built, self._max_body_bytes, self._state)
         log.info("serving %s", headline(built[0].loaded))
+        warn_unset_credentials(built[0].loaded.registry)
 
     def kick(self) -> None:
         """Reload now (the SIGHUP handler), whether or not the file looks changed."""
@@ -252,6 +271,7 @@ class Reloader:
                 self._retiring_logs[old] = retired_log
         self._state.gateway = new  # the swap: requests from now on get `new`
         log.info("registry reloaded (%s): version %s → %s", reason, old.version, new.version)
+        warn_unset_credentials(new.router.loaded.registry)
         self._retiring.append(old)
         tasks.start_soon(self._retire, old)
 
