@@ -41,7 +41,7 @@ def test_a_failing_case_exits_1_and_says_what_was_decided(tmp_path: Path) -> Non
         "cases:\n"
         "  - name: code must go to the small model\n"
         "    prompt: write a Python function that merges two sorted lists\n"
-        "    expect: {model: small}\n"
+        "    expect: {model: small, chain: [small]}\n"
         "  - prompt: hi! how are you doing today?\n"
         "    expect: {route: chitchat}\n"
     )
@@ -50,6 +50,7 @@ def test_a_failing_case_exits_1_and_says_what_was_decided(tmp_path: Path) -> Non
     out = result.stdout
     assert "FAIL  code must go to the small model (" in out
     assert "model small expected, got medium" in out
+    assert "chain small expected, got medium -> large" in out
     assert "decided: code -> medium by intent" in out
     assert f"PASS  {cases}:5" in out and out.rstrip().endswith("1 of 2 cases passed")
     as_json = llmroute("registry", "test", cases, "-r", EXAMPLE, "--json")

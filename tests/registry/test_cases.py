@@ -46,6 +46,11 @@ def test_cases_load_with_their_lines_and_labels() -> None:
         ),
         ("{prompt: hi, expect: {rule: nope}}", 2, "cases[0].expect.rule: unknown rule 'nope'"),
         (
+            "{prompt: hi, expect: {chain: [small, larg]}}",
+            2,
+            "cases[0].expect.chain[1]: unknown model 'larg' (did you mean 'large'?)",
+        ),
+        (
             "{prompt: hi, expect: {modle: small}}",
             2,
             "cases[0].expect.modle: unknown key 'modle' (did you mean 'model'?)",

@@ -31,8 +31,8 @@ def test(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Run routing cases against a registry: each request and what its decision must be
-    (route, model, layer, rule, safety action, reasoning, confidence). Offline: no model
-    is called. Exit 1 when a case fails, 2 when a file is invalid."""
+    (route, model, layer, rule, safety action, reasoning, confidence, fallback chain).
+    Offline: no model is called. Exit 1 when a case fails, 2 when a file is invalid."""
     from llmroute.decide import Router
     from llmroute.evaluate.cases import run_cases
     from llmroute.registry.cases import load_cases

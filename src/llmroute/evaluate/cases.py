@@ -57,11 +57,15 @@ def run_cases(router: Router, cases: LoadedCases) -> list[CaseResult]:
     for index, (case, line) in enumerate(cases):
         label = cases.label(index)
         try:
-            decision = plan_request(router, _body(case), case.headers or {}).decision
+            plan = plan_request(router, _body(case), case.headers or {})
         except RoutingError as exc:  # ModelNotFound too: the request itself is refused
             results.append(CaseResult(label, line, (f"not routed: {exc}",), None))
             continue
-        results.append(CaseResult(label, line, tuple(check(case.expect, decision)), decision))
+        failures = check(case.expect, plan.decision)
+        if case.expect.chain is not None and plan.chain != case.expect.chain:
+            wanted, got = " -> ".join(case.expect.chain), " -> ".join(plan.chain)
+            failures.append(f"chain {wanted} expected, got {got}")
+        results.append(CaseResult(label, line, tuple(failures), plan.decision))
     return results
 
 

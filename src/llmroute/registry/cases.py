@@ -53,6 +53,7 @@ class Expect(_Frozen):
     safety: Literal["allow", "redact", "route", "block"] | None = None
     reasoning: bool | None = None  # whether the reasoning gate asked for extended thinking
     min_confidence: Unit | None = None
+    chain: tuple[str, ...] | None = Field(default=None, min_length=1)  # models, in order
 
     @field_validator("route", "model", "layer", mode="before")
     @classmethod
@@ -151,15 +152,16 @@ def _unknown_names(cases: Cases, registry: Registry) -> Iterator[tuple[Path, str
         "rule": [r.name for r in registry.rules],
     }
     for i, case in enumerate(cases.cases):
-        for key, names in (
-            ("route", _names(case.expect.route)),
-            ("model", _names(case.expect.model)),
-            ("rule", _names(case.expect.rule)),
+        for field, key, names in (
+            ("route", "route", _names(case.expect.route)),
+            ("model", "model", _names(case.expect.model)),
+            ("rule", "rule", _names(case.expect.rule)),
+            ("chain", "model", case.expect.chain or ()),
         ):
             for j, name in enumerate(names):
                 if name not in known[key]:
-                    at: Path = ("cases", i, "expect", key)
-                    if not isinstance(getattr(case.expect, key), str):
+                    at: Path = ("cases", i, "expect", field)
+                    if not isinstance(getattr(case.expect, field), str):
                         at = (*at, j)
                     choices = ", ".join(known[key]) or "none"
                     yield (
