@@ -62,6 +62,8 @@ def test_cases_load_with_their_lines_and_labels() -> None:
             "cases[0].expect.layer: unknown layer 'intnet' (did you mean 'intent'?)",
         ),
         ("{prompt: hi, expect: {safety: maybe}}", 2, "cases[0].expect.safety"),
+        ("{prompt: hi, expect: {safety: block}}", 2, "the registry has no safety section"),
+        ("{prompt: hi, expect: {reasoning: true}}", 2, "the registry has no reasoning section"),
         (
             "{prompt: hi, request: {messages: []}, expect: {route: chitchat}}",
             2,

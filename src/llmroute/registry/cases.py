@@ -133,7 +133,7 @@ def parse_cases(text: str, registry: Registry, *, source: str = "<string>") -> L
     except ValidationError as exc:
         problems.extend(problems_from(exc, Cases))
     if cases is not None:
-        problems.extend((path, message, False) for path, message in _unknown_names(cases, registry))
+        problems.extend((path, message, False) for path, message in _mismatches(cases, registry))
     if problems or cases is None:
         raise ConfigErrors(to_config_errors(problems, document, source))
     lines = tuple(_line(document, ("cases", i)) for i in range(len(cases.cases)))
@@ -144,8 +144,9 @@ def _line(document: Document, path: Path) -> int:
     return document.value_lines.get(path, 0)
 
 
-def _unknown_names(cases: Cases, registry: Registry) -> Iterator[tuple[Path, str]]:
-    """Expected routes, models and rules the registry does not have."""
+def _mismatches(cases: Cases, registry: Registry) -> Iterator[tuple[Path, str]]:
+    """Expected routes, models and rules the registry does not have, and expectations
+    on a layer it does not run (a case that could never pass)."""
     known = {
         "route": ["default", *(r.name for r in registry.routes)],
         "model": list(registry.models),
@@ -171,3 +172,20 @@ def _unknown_names(cases: Cases, registry: Registry) -> Iterator[tuple[Path, str
                             f"the registry's {key}s: {choices}"
                         ),
                     )
+        expect = case.expect
+        if expect.safety not in (None, "allow") and registry.safety is None:
+            yield (
+                ("cases", i, "expect", "safety"),
+                (
+                    f"the registry has no safety section, so the action is always allow, not "
+                    f"{expect.safety}"
+                ),
+            )
+        if expect.reasoning and registry.reasoning is None:
+            yield (
+                ("cases", i, "expect", "reasoning"),
+                (
+                    "the registry has no reasoning section: no request is ever found to need "
+                    "extended thinking"
+                ),
+            )
