@@ -436,3 +436,37 @@ def test_a_chain_refusing_for_different_reasons_is_one_400(h: Harness) -> None:
     assert caught.value.code == "unsupported_request"
     assert "text: holds images" in caught.value.message
     assert "chat: has tools" in caught.value.message
+
+
+def test_a_models_params_fill_what_the_request_leaves_unset(h: Harness) -> None:
+    models = (
+        "  a: {provider: up, model: 'a?status=500', params: {temperature: 0.2}}\n"
+        "  b: {provider: up, model: b, params: {temperature: 0.7, max_tokens: 100, top_k: 20,"
+        " chat_template_kwargs: {enable_thinking: false, mode: x}}}"
+    )
+    registry = h.registry(models, "a")
+    body = _body(temperature=0.9, chat_template_kwargs={"mode": "mine"})
+    served = h.run(registry, lambda d: d.complete(plan_for("a", "b"), body))
+    assert served.model == "b"
+    sent_a = h.upstream.calls_to("a?status=500")[0].body
+    assert sent_a["temperature"] == 0.9 and "max_tokens" not in sent_a  # a's own params only
+    sent = h.upstream.calls_to("b")[0].body
+    assert (sent["temperature"], sent["max_tokens"], sent["top_k"]) == (0.9, 100, 20)
+    assert sent["chat_template_kwargs"] == {"enable_thinking": False, "mode": "mine"}
+    assert body == _body(temperature=0.9, chat_template_kwargs={"mode": "mine"})  # untouched
+
+
+def test_params_may_not_default_what_the_request_asks() -> None:
+    from llmroute.errors import ConfigError
+
+    text = BASE % {
+        "url": "http://127.0.0.1:9",
+        "url2": "http://127.0.0.1:9",
+        "models": "  a: {provider: up, model: a, params: {messages: [], stream: true}}",
+        "first": "a",
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_registry(text, source="r.yaml")
+    message = str(caught.value)
+    assert "models.a.params.messages: 'messages' is the request's own" in message
+    assert "models.a.params.stream" in message

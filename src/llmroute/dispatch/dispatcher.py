@@ -294,7 +294,7 @@ class Dispatcher:
         """`complete` along the plan's chain, for a body already made `Plan.outgoing`."""
 
         async def on(name: str, deployment: Deployment, timeouts: Timeouts) -> dict[str, Any]:
-            sent = self._with_reasoning(plan, name, deployment, body)
+            sent = self._for_model(plan, name, deployment, body)
             with sending(name, sent):
                 return await _complete_on(deployment, sent, timeouts)
 
@@ -316,7 +316,7 @@ class Dispatcher:
         """`open_stream` along the plan's chain, for a body already made outgoing."""
 
         async def on(name: str, deployment: Deployment, timeouts: Timeouts) -> tuple[bytes, Any]:
-            sent = self._with_reasoning(plan, name, deployment, body)
+            sent = self._for_model(plan, name, deployment, body)
             with sending(name, sent):
                 return await _open_on(deployment, sent, timeouts)
 
@@ -363,20 +363,22 @@ class Dispatcher:
                 await link.aclose()
             await self._shared_breakers.aclose()
 
-    def _with_reasoning(
+    def _for_model(
         self, plan: Plan, name: str, deployment: Deployment, body: dict[str, Any]
     ) -> dict[str, Any]:
-        """The body with this model's thinking parameters for its provider (per attempt:
-        the fallbacks may be other providers): the client's own choice in the model's
-        dialect, else the reasoning gate's verdict."""
+        """The body as this model gets it (per attempt: the fallbacks may be other
+        models and providers): its thinking parameters for its provider (the client's own
+        choice in the model's dialect, else the reasoning gate's verdict), then its
+        `params` for what the request leaves unset."""
         model = self._registry.models[name]
         kind = self._registry.providers[deployment.provider_name].kind
         if client_chose(body):
-            return in_dialect(body, model, kind)
-        gate = plan.decision.reasoning
-        if gate is None:
-            return body
-        return with_reasoning(body, model, kind, gate.needed)
+            sent = in_dialect(body, model, kind)
+        elif plan.decision.reasoning is None:
+            sent = body
+        else:
+            sent = with_reasoning(body, model, kind, plan.decision.reasoning.needed)
+        return with_defaults(sent, model.params) if model.params else sent
 
     # -- stage 1: fallback ----------------------------------------------------------------
 
@@ -727,6 +729,20 @@ async def _close(events: AsyncIterator[bytes]) -> None:
     aclose = getattr(events, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def with_defaults(body: dict[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """`body` with each of `params` it does not set (a shallow copy; never mutated). An
+    object the body does set gets the keys it lacks (``chat_template_kwargs``,
+    ``extra_body``): what the request says always wins."""
+    out = dict(body)
+    for key, value in params.items():
+        given = out.get(key)
+        if given is None:
+            out[key] = value
+        elif isinstance(given, Mapping) and isinstance(value, Mapping):
+            out[key] = {**value, **given}
+    return out
 
 
 def _describe(failure: tuple[str, ProviderError]) -> str:

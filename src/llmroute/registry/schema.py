@@ -349,6 +349,12 @@ class Deployment(_Frozen):
     tpm: int | None = Field(default=None, ge=1)  # tokens per minute answered here at most
 
 
+_REQUEST_OWN = frozenset(
+    {"model", "messages", "prompt", "input", "stream", "stream_options", "tools", "functions"}
+)
+"""Body keys that say what is asked, not how: a model's `params` may not default them."""
+
+
 class Model(_Frozen):
     """One entry of the pool: a provider's model under a name routes can target.
 
@@ -366,6 +372,8 @@ class Model(_Frozen):
     # None: not said (sent anyway); False: never sent a request holding images / tools
     vision: bool | None = None
     tools: bool | None = None
+    # request parameters sent to this model when the request does not set them
+    params: dict[str, Any] = Field(default_factory=dict)
     description: str | None = None
     # None: not known to think; False: does not think (thinking parameters removed)
     reasoning: Reasoning | Literal[False] | None = None
@@ -375,6 +383,18 @@ class Model(_Frozen):
     rpm: int | None = Field(default=None, ge=1)  # its one provider's limit (no deployments)
     tpm: int | None = Field(default=None, ge=1)  # its one provider's token limit
     budget: Budget | None = None
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        PathProblems.raise_if_any(
+            [
+                ((key,), f"{key!r} is the request's own, not a parameter to default")
+                for key in value
+                if key in _REQUEST_OWN
+            ]
+        )
+        return value
 
     @field_validator("reasoning", mode="before")
     @classmethod
