@@ -8,20 +8,31 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from llmroute.cli._app import RegistryOption, registry_app, resolve_registry
+from llmroute.cli._app import RegistryOption, err_console, registry_app, resolve_registry
 from llmroute.registry import load_registry, summarize
+from llmroute.registry.lint import lint
 
 
 @registry_app.command("check")
 def check(
     path: Annotated[Path, typer.Argument(help="The registry YAML to validate.")],
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 when there are warnings (for CI).")
+    ] = False,
 ) -> None:
-    """Validate a registry (schema and references) and print a summary."""
+    """Validate a registry (schema and references), print a summary, and warn about what
+    is valid but probably unmeant (the same example taught as two routes)."""
     loaded = load_registry(path)
     for line in summarize(loaded):
         print(line)
-    print("ok")
+    warnings = lint(loaded.registry)
+    for warning in warnings:
+        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    print(f"ok ({len(warnings)} warning{'s' * (len(warnings) != 1)})" if warnings else "ok")
+    if warnings and strict:
+        raise typer.Exit(1)
 
 
 @registry_app.command("test")

@@ -1,0 +1,57 @@
+"""`registry check`'s warnings: what is valid but probably unmeant."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from llmroute.registry import load_registry, parse_registry
+from llmroute.registry.lint import lint
+
+ROOT = Path(__file__).resolve().parents[2]
+LLMROUTE = str(Path(sys.executable).parent / "llmroute")
+
+TEXT = """
+encoder: builtin:static
+providers: {p: {kind: openai, base_url: "http://127.0.0.1:9/v1"}}
+models: {m: {provider: p, model: m}}
+intent: {out_of_scope: ["“Hello  there”", what time is it]}
+routes:
+  - {name: a, examples: [hello there, fix my bug], target: m}
+  - {name: b, examples: ["Hello there!", what is love, fix my bug., "what is love?"], target: m}
+default: {target: m}
+"""
+
+
+def test_an_example_taught_as_two_labels_is_a_warning() -> None:
+    warnings = lint(parse_registry(TEXT).registry)
+    assert [w.split(":")[0] for w in warnings] == [
+        "routes[1].examples[0]",
+        "routes[1].examples[2]",
+        "intent.out_of_scope[0]",
+    ]
+    assert "is also an example of route 'a' (routes[0].examples[0])" in warnings[0]
+    # the same text twice in one route is not a conflict of labels
+    assert not any("what is love" in w for w in warnings)
+
+
+def test_the_example_registry_has_none() -> None:
+    assert lint(load_registry(ROOT / "examples" / "registry.yaml").registry) == []
+
+
+def test_check_prints_them_and_strict_fails(tmp_path: Path) -> None:
+    path = tmp_path / "registry.yaml"
+    path.write_text(TEXT)
+    plain = subprocess.run(
+        [LLMROUTE, "registry", "check", str(path)], capture_output=True, text=True, check=False
+    )
+    assert plain.returncode == 0 and plain.stdout.rstrip().endswith("ok (3 warnings)")
+    assert plain.stderr.count("warning: ") == 3
+    strict = subprocess.run(
+        [LLMROUTE, "registry", "check", "--strict", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert strict.returncode == 1
