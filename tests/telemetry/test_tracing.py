@@ -327,14 +327,22 @@ def test_upstream_calls_carry_the_request_spans_trace(
     exporter: InMemorySpanExporter,
     stream: bool,
 ) -> None:
-    """A model server that traces puts its spans under the gateway's request span:
-    every call, retries included, carries the request span's ``traceparent``."""
+    """A model server that traces puts its spans under the gateway's span for that very
+    call: every call, retries and fallbacks included, carries its own attempt span's
+    ``traceparent``, and each attempt span is a child of the request span."""
     before = len(upstream.requests)
     _run(registry, tracing, ("bad", "b"), stream=stream)
-    (request,) = by_name(exporter.get_finished_spans())["chat bad"]
+    spans = by_name(exporter.get_finished_spans())
+    (request,) = spans["chat bad"]
+    assert request.context is not None
+    attempts = sorted(
+        [*spans["chat bad?status=503"], *spans["chat b-up"]], key=lambda s: s.start_time or 0
+    )
     sent = [r.headers.get("traceparent") for r in upstream.requests[before:]]
-    assert len(sent) == 3  # bad, its retry, then b
-    assert sent == [_traceparent(request)] * 3
+    assert len(sent) == len(attempts) == 3  # bad, its retry, then b
+    assert sent == [_traceparent(span) for span in attempts]
+    for span in attempts:
+        assert span.parent is not None and span.parent.span_id == request.context.span_id
 
 
 def test_without_tracing_no_trace_header_is_sent(
@@ -370,7 +378,8 @@ def test_the_gateway_carries_a_clients_trace_to_the_upstream(
     upstream: FakeUpstream, tmp_path: Path
 ) -> None:
     """End to end: a client's ``traceparent`` reaches the model server in the same
-    trace, with the gateway's request span as its parent (spans exported to stdout)."""
+    trace, with the gateway's span for that call as its parent (spans exported to
+    stdout)."""
     trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
     text = REGISTRY % {"url": upstream.url}
     env = {"LLMROUTE_OTEL": "1", "OTEL_TRACES_EXPORTER": "console"}
@@ -386,7 +395,7 @@ def test_the_gateway_carries_a_clients_trace_to_the_upstream(
         (call,) = upstream.requests[before:]
     version, sent_trace, sent_parent, _flags = call.headers["traceparent"].split("-")
     assert (version, sent_trace) == ("00", trace_id)
-    assert sent_parent != parent_id  # the gateway's request span, not the client's
+    assert sent_parent != parent_id  # the gateway's attempt span, not the client's
     assert f'"span_id": "0x{sent_parent}"' in served.log_text()  # that span, exported
 
 

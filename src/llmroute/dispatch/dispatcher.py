@@ -179,6 +179,10 @@ class DispatchObserver(Protocol):
         """`model` failed for a request of `route`; `next_model` is tried next."""
         ...
 
+    # Optional: ``attempt_starting(operation, deployment)``, told just before each upstream
+    # call (`on_attempt` follows when it ends), for an observer that must act while the
+    # call runs (tracing: the call carries its own span's context).
+
 
 class Observers:
     """Several observers as one, told in order."""
@@ -198,6 +202,12 @@ class Observers:
     def on_attempt(self, attempt: Attempt) -> None:
         for observer in self.observers:
             _tell(observer.on_attempt, attempt)
+
+    def attempt_starting(self, operation: str, deployment: Deployment) -> None:
+        for observer in self.observers:
+            method = getattr(observer, "attempt_starting", None)
+            if method is not None:
+                _tell(method, operation, deployment)
 
     def on_retry(self, model: str, delay_s: float) -> None:
         for observer in self.observers:
@@ -565,6 +575,13 @@ class Dispatcher:
         retries = settings.attempts if policy is None or policy.retries is None else policy.retries
         pool = self.deployments.pool(name)
         observer = self.observer
+        starting = None if observer is None else getattr(observer, "attempt_starting", None)
+
+        async def call(deployment: Deployment) -> T:
+            if starting is not None:
+                _tell(starting, operation, deployment)
+            return await on(deployment, self._timeouts(policy, name, deployment))
+
         for retry in range(retries + 1):
             observe = None
             if observer is not None:
@@ -572,11 +589,7 @@ class Dispatcher:
                     self._observed, observer, operation, name, retry, stream
                 )
             try:
-                return await pool.call(
-                    lambda d: on(d, self._timeouts(policy, name, d)),
-                    observe=observe,
-                    tokens=tokens,
-                )
+                return await pool.call(call, observe=observe, tokens=tokens)
             except LimitReached:
                 if observer is not None:
                     _tell_limited(observer, name, "rpm")

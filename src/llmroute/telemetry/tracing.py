@@ -15,8 +15,9 @@ layer that ran (``llmroute.layer.<name>``, and ``llmroute.encode``), rebuilt aft
 fact from the decision's timings: the layers are laid end to end, ending when the request
 span is started (their order and lengths are exact, their placement approximate). Given
 to the `Dispatcher` as its observer, `Tracing` adds a child span per upstream call
-(``chat {upstream model}``, kind CLIENT) and an event per retry and fallback, under the
-request span that is current then (`RequestTrace.activate`).
+(``chat {upstream model}``, kind CLIENT; begun as the call starts, so the call carries
+its context) and an event per retry and fallback, under the request span that is current
+then (`RequestTrace.activate`).
 
 In the gateway::
 
@@ -35,18 +36,20 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from llmroute.decision import Decision, Outcome
 from llmroute.errors import ProviderError
-from llmroute.telemetry.propagation import caller_context, upstream_trace
+from llmroute.telemetry.propagation import caller_context, carry, upstream_trace
 from llmroute.telemetry.record import DecisionRecord
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span, Tracer
 
+    from llmroute.dispatch.deployments import Deployment
     from llmroute.dispatch.dispatcher import Attempt
 
 __all__ = ["NO_TRACE", "OTEL_ENV", "RequestTrace", "Tracing", "tracing_from_env"]
@@ -58,6 +61,9 @@ _ON = frozenset({"1", "true", "yes", "on"})
 _OFF = frozenset({"0", "false", "no", "off"})
 _NULL_CONTEXT: AbstractContextManager[None] = contextlib.nullcontext()
 _INSTRUMENTATION = "llmroute"
+# The upstream call in flight in this task: its span, begun by `attempt_starting`, and
+# the deployment it went to (so that `on_attempt` ends that span and no other).
+_LIVE: ContextVar[tuple[Span, object] | None] = ContextVar("llmroute_live_attempt", default=None)
 
 
 class RequestTrace:
@@ -200,21 +206,44 @@ class Tracing:
 
     # -- the dispatcher's observer (`llmroute.dispatch.dispatcher.DispatchObserver`) ----
 
+    def attempt_starting(self, operation: str, deployment: Deployment) -> None:
+        """Start the call's span now, under the request span, and make the call carry
+        its context, so that a model server that traces nests its spans under this
+        attempt (a retry's, a fallback's), not under the request as a whole."""
+        tracer = self._tracer
+        if tracer is None:
+            return
+        from opentelemetry.trace import SpanKind
+
+        span = tracer.start_span(f"{operation} {deployment.upstream}", kind=SpanKind.CLIENT)
+        carry(span)
+        _LIVE.set((span, deployment))
+
     def on_attempt(self, attempt: Attempt) -> None:
+        """End the call's span (the one `attempt_starting` began, else one made now from
+        the attempt's times) with what became of it."""
         tracer = self._tracer
         if tracer is None:
             return
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
-        span = tracer.start_span(
-            f"{attempt.operation} {attempt.upstream}",
-            kind=SpanKind.CLIENT,
-            start_time=attempt.start_ns,
-            attributes=_attempt_attributes(attempt),
-        )
+        live = _LIVE.get()
+        end_ns = attempt.start_ns + int(attempt.elapsed_s * 1e9)
+        if live is not None and live[1] is attempt.deployment and live[0].is_recording():
+            _LIVE.set(None)
+            span = live[0]
+            span.set_attributes(_attempt_attributes(attempt))
+            end_ns = time.time_ns()
+        else:
+            span = tracer.start_span(
+                f"{attempt.operation} {attempt.upstream}",
+                kind=SpanKind.CLIENT,
+                start_time=attempt.start_ns,
+                attributes=_attempt_attributes(attempt),
+            )
         if attempt.error is not None:
             span.set_status(Status(StatusCode.ERROR, str(attempt.error)))
-        span.end(end_time=attempt.start_ns + int(attempt.elapsed_s * 1e9))
+        span.end(end_time=end_ns)
 
     def on_retry(self, model: str, delay_s: float) -> None:
         if self._tracer is None:
