@@ -4,6 +4,7 @@ metrics, a key's requests-per-minute limit, reloads, and keys never logged."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -344,6 +346,40 @@ def test_a_key_over_its_budget_gets_a_429(gateway: Served) -> None:
             client.chat.completions.create(**ASK)
     assert caught.value.code == "insufficient_quota"
     assert "budget of $1e-06 this day" in caught.value.message
+
+
+def _key_info(gateway: Served, key: str) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"}
+    return httpx.get(f"{gateway.url}/v1/key", headers=headers, timeout=10)
+
+
+def test_a_key_sees_its_limits_and_spending_even_over_budget(gateway: Served) -> None:
+    with _client(gateway, CAPPED_KEY) as client:
+        with contextlib.suppress(openai.RateLimitError):  # spent already by another test
+            client.chat.completions.create(**ASK)  # costs more than the whole budget
+        budget: dict[str, Any] = {}
+        for _ in range(50):  # the charge is counted off the request path
+            budget = _key_info(gateway, CAPPED_KEY).json()["budget"]
+            if budget["spent_usd"]:
+                break
+            time.sleep(0.05)
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(**ASK)
+    assert (budget["usd"], budget["period"], budget["remaining_usd"]) == (1e-06, "day", 0.0)
+    assert budget["spent_usd"] >= 1e-06
+    info = _key_info(gateway, CAPPED_KEY).json()
+    assert (info["object"], info["name"], info["admin"]) == ("llmroute.key", "capped", False)
+    narrow = _key_info(gateway, NARROW_KEY).json()
+    assert (narrow["models"], narrow["pool"], narrow["budget"]) == (["chat", "small"], None, None)
+    thrifty = _key_info(gateway, THRIFTY_KEY).json()
+    assert thrifty["tpm"]["limit"] == 10 and isinstance(thrifty["tpm"]["used_last_minute"], int)
+    assert _key_info(gateway, "sk-nobody-0000000000").status_code == 401
+
+
+def test_key_info_does_not_use_up_the_rpm(gateway: Served) -> None:
+    for _ in range(4):  # the limited key may send 2 requests a minute
+        reply = _key_info(gateway, LIMITED_KEY)
+        assert reply.status_code == 200 and reply.json()["rpm"] == {"limit": 2}
 
 
 def test_the_decision_log_names_the_key(gateway: Served, tmp: Path) -> None:

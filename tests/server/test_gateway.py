@@ -316,6 +316,13 @@ def test_models_lists_auto_routes_and_pool(client: openai.OpenAI) -> None:
     assert {"code", "chitchat", "flaky", "doomed", "small", "large", "claude"} <= set(ids)
 
 
+def test_key_info_without_client_keys_is_a_404(gateway: Gateway) -> None:
+    reply = httpx.get(f"{gateway.url}/v1/key", timeout=10)
+    assert reply.status_code == 404
+    assert reply.json()["error"]["code"] == "not_found"
+    assert "no auth section" in reply.json()["error"]["message"]
+
+
 def test_models_retrieve_answers_for_each_listed_model(client: openai.OpenAI) -> None:
     """``client.models.retrieve`` (GET /v1/models/{id}): what the list holds, in its
     shape; anything else is OpenAI's 404, which the client raises as NotFoundError."""

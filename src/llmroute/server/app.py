@@ -19,7 +19,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from llmroute.errors import LlmrouteError
-from llmroute.server.auth import RequireKey
+from llmroute.server.auth import KEY_INFO_PATH, RequireKey
 from llmroute.server.chat import chat_completions, route_only
 from llmroute.server.cors import cors_middleware
 from llmroute.server.dashboard import Dashboard, gateway_live, gateway_log_view
@@ -34,7 +34,7 @@ from llmroute.server.errors import (
 from llmroute.server.feedback import feedback
 from llmroute.server.messages import count_tokens, messages
 from llmroute.server.messages_convert import COUNT_TOKENS_PATH, MESSAGES_PATH
-from llmroute.server.meta import health, list_models, ready, retrieve_model
+from llmroute.server.meta import health, key, list_models, ready, retrieve_model
 from llmroute.server.metrics import metrics_endpoint
 from llmroute.server.reload import reloading
 from llmroute.server.responses import responses, stored_response
@@ -83,6 +83,7 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
         Route("/v1/feedback", feedback, methods=["POST"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/v1/models", list_models, methods=["GET"]),
+        Route(KEY_INFO_PATH, key, methods=["GET"]),
         Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),

@@ -55,6 +55,7 @@ __all__ = [
 PUBLIC_PATHS = frozenset({"/health", "/ready"})
 MIN_KEY_LENGTH = 16  # keys are hashed without salt: a short one is guessable from its hash
 ADMIN_PREFIXES = ("/dashboard", "/metrics")
+KEY_INFO_PATH = "/v1/key"  # a key's own limits and spending: counted against neither
 _SCOPE_KEY = "llmroute.api_key"  # the name of the request's key, in its ASGI scope
 _REASONS = {403: "forbidden", 429: "rate_limited"}
 
@@ -213,7 +214,7 @@ class RequireKey:
                 403, f"key {key.name!r} may not read {path}: it needs admin: true", code="forbidden"
             )
         limits = gateway.dispatcher.limits
-        if limits is None or not path.startswith("/v1/"):
+        if limits is None or not path.startswith("/v1/") or path == KEY_INFO_PATH:
             return key
         budget = key.budget
         if budget is not None and await limits.spent(_account(key), budget.period) >= budget.usd:
@@ -313,6 +314,36 @@ def check_model(scope: Scope, model: object, resolved: str | None = None) -> Non
             param="model",
             code="model_not_allowed",
         )
+
+
+async def key_info(key: ApiKey, limits: RateLimits | None) -> dict[str, Any]:
+    """What a client may know of its own key: its name, what it may ask for and reach,
+    its limits, and what it has used of them (tokens this minute, spending this period;
+    None when nothing counts them)."""
+    account = _account(key)
+    info: dict[str, Any] = {
+        "object": "llmroute.key",
+        "name": key.name,
+        "admin": key.admin,
+        "models": None if key.models is None else list(key.models),
+        "pool": None if key.pool is None else list(key.pool),
+        "rpm": None if key.rpm is None else {"limit": key.rpm},
+        "tpm": None,
+        "budget": None,
+    }
+    if key.tpm is not None:
+        used = None if limits is None else int(await limits.tokens(account))
+        info["tpm"] = {"limit": key.tpm, "used_last_minute": used}
+    if key.budget is not None:
+        budget = key.budget
+        spent = None if limits is None else await limits.spent(account, budget.period)
+        info["budget"] = {
+            "usd": budget.usd,
+            "period": budget.period,
+            "spent_usd": None if spent is None else round(spent, 6),
+            "remaining_usd": None if spent is None else round(max(0.0, budget.usd - spent), 6),
+        }
+    return info
 
 
 def _account(key: ApiKey) -> str:

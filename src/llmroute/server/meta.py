@@ -1,4 +1,5 @@
-"""``GET /v1/models`` (and ``/v1/models/{id}``), ``GET /health`` and ``GET /ready``."""
+"""``GET /v1/models`` (and ``/v1/models/{id}``), ``GET /v1/key``, ``GET /health`` and
+``GET /ready``."""
 
 from __future__ import annotations
 
@@ -8,11 +9,27 @@ from starlette.responses import JSONResponse, Response
 from llmroute.dispatch import AUTO
 from llmroute.dispatch.plan import difficulty_model
 from llmroute.errors import shown
-from llmroute.server.auth import api_key_of
+from llmroute.server.auth import api_key_of, key_info
 from llmroute.server.errors import GatewayError
 from llmroute.server.state import gateway_of
 
-__all__ = ["health", "list_models", "ready", "retrieve_model"]
+__all__ = ["health", "key", "list_models", "ready", "retrieve_model"]
+
+
+async def key(request: Request) -> Response:
+    """``GET /v1/key``: the presented client key's name, what it may ask for and reach,
+    its limits and what it has used of them (its spending this period: how much budget
+    is left). Counted against neither its rpm nor its budget, so a client over its
+    budget can still see why."""
+    presented = api_key_of(request.scope)
+    if presented is None:
+        raise GatewayError(
+            404,
+            "this gateway has no client keys (its registry has no auth section)",
+            code="not_found",
+        )
+    limits = gateway_of(request).dispatcher.limits
+    return JSONResponse(await key_info(presented, limits))
 
 
 async def list_models(request: Request) -> Response:
