@@ -85,6 +85,22 @@ def test_from_examples_output_passes_registry_check(workdir: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_from_examples_warns_about_a_text_labelled_twice(tmp_path: Path) -> None:
+    data = labelled(tmp_path / "noisy.jsonl", seed=3)
+    first = json.loads(data.read_text().splitlines()[0])
+    other = next(t for t in TOPICS if t != first["intent"])
+    with data.open("a", encoding="utf-8") as out:
+        out.write(json.dumps({"text": first["text"].upper() + "?", "intent": other}) + "\n")
+    done = llmroute(
+        "registry", "from-examples", data, "-o", tmp_path / "noisy.yaml",
+        "--oos-label", "oos", "--encoder", "builtin:static", "--oos-recall", "0.8",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "warning: " in done.stderr and f"is also an example of route {first['intent']!r}" in (
+        done.stderr
+    )
+
+
 def test_eval_json_has_the_headline_keys(workdir: Path) -> None:
     done = llmroute(
         "eval", "--registry", workdir / "good.yaml", "--data", workdir / "test.jsonl",

@@ -272,3 +272,7 @@ def from_examples(
     for line in result.summary():
         print(line)
     print(f"wrote {output}")
+    from llmroute.registry.lint import lint
+
+    for warning in lint(load_registry(output).registry):  # noisy labels: said, not hidden
+        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
