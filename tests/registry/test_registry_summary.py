@@ -47,14 +47,17 @@ def test_summary_of_remote_encoder_and_other_conditions() -> None:
         "has_tools: false, has_images: true, max_tokens: 50}",
     )
     small = "price: {input: 0.1, output: 0.1}}"
-    text = text.replace(small, small[:-1] + ", vision: false, tools: false}", 1)
+    text = text.replace(
+        small, small[:-1] + ", vision: false, tools: false, params: {top_k: 20}}", 1
+    )
     lines = summarize(parse_registry(text))
     assert "encoder: bge at http://e:8080/v1, dimensions 256 (no key)" in lines
     assert (
         "  traces: keywords k8s, helm and header x-beta present and metadata tier=gold"
         " and no tools and has_images and <= 50 tokens -> route code"
     ) in lines
-    assert any(line.startswith("  small:") and "no images, no tools" in line for line in lines)
+    small_line = next(line for line in lines if line.startswith("  small:"))
+    assert small_line.endswith("no images, no tools, params top_k"), small_line
     assert "s3cret" not in "\n".join(lines)
 
 

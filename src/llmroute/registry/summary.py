@@ -115,6 +115,8 @@ def _model_extras(model: Model) -> str:
         parts.append("no images")
     if model.tools is False:
         parts.append("no tools")
+    if model.params:
+        parts.append("params " + ", ".join(model.params))
     if model.reasoning is False:
         parts.append("does not think")
     elif model.reasoning is not None:
