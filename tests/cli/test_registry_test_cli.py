@@ -72,3 +72,27 @@ def test_a_bad_cases_file_exits_2_naming_each_problem(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert f"{cases}:2: cases[0].expect.route: unknown route 'chitchatt'" in result.stderr
     assert f"{cases}:3: cases[1].expect.model: unknown model 'gigantic'" in result.stderr
+
+
+def test_record_pins_todays_decisions_and_they_pass(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(
+        "write a python function to sort a list\n\nhi!\n"
+        'charge my card 4111 1111 1111 1111\nwhat "quotes" and \\backslashes\\ do\n'
+    )
+    cases = tmp_path / "cases.yaml"
+    done = llmroute("registry", "record", prompts, "-o", cases, "-r", EXAMPLE)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("recorded 4 cases in")
+    text = cases.read_text()
+    assert '{route: "code", model: "medium"}' in text
+    assert 'safety: "redact"' in text and '\\"quotes\\"' in text
+    checked = llmroute("registry", "test", cases, "-r", EXAMPLE)
+    assert checked.returncode == 0, checked.stdout
+    assert checked.stdout.rstrip().endswith("4 of 4 cases passed")
+    again = llmroute("registry", "record", prompts, "-o", cases, "-r", EXAMPLE)
+    assert again.returncode == 2 and "exists; pass --force" in again.stderr
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text('{"prompt": "hi!"}\n{"text": "translate hello into French"}\n{"x": 1}\n')
+    bad = llmroute("registry", "record", jsonl, "-o", tmp_path / "c2.yaml", "-r", EXAMPLE)
+    assert bad.returncode == 2 and "prompts.jsonl:3: needs a non-empty 'prompt'" in bad.stderr

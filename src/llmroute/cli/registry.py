@@ -1,16 +1,18 @@
-"""`llmroute registry check` (validate a registry and print what it holds) and
-`llmroute registry test` (run its routing cases)."""
+"""`llmroute registry check` (validate a registry and print what it holds),
+`llmroute registry test` (run its routing cases) and `llmroute registry record` (write
+cases that pin today's decisions)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from llmroute.cli._app import RegistryOption, err_console, registry_app, resolve_registry
+from llmroute.cli._app import RegistryOption, err_console, fail, registry_app, resolve_registry
+from llmroute.errors import DataError
 from llmroute.registry import load_registry, summarize
 from llmroute.registry.lint import lint
 
@@ -76,3 +78,62 @@ def test(
         print(f"{len(results) - len(failed)} of {len(results)} cases passed")
     if failed:
         raise typer.Exit(1)
+
+
+@registry_app.command("record")
+def record(
+    prompts: Annotated[
+        Path,
+        typer.Argument(help="Prompts: one a line, or JSONL with 'prompt' or 'text'."),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Cases YAML to write.")],
+    registry: RegistryOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT.")] = False,
+) -> None:
+    """Write routing cases that pin today's decisions for PROMPTS (route, model, and the
+    rule, safety action and reasoning where they acted): a start for `registry test`,
+    to keep what works from changing unnoticed. Review them before committing."""
+    from llmroute.decide import Router
+    from llmroute.dispatch.plan import plan_request
+    from llmroute.registry.cases import render_cases
+
+    if output.exists() and not force:
+        fail(f"{output} exists; pass --force to overwrite it")
+    texts = _prompts(prompts)
+    path = resolve_registry(registry)
+    router = Router.from_yaml(path)
+    decisions = []
+    for text in texts:
+        body = {"messages": [{"role": "user", "content": text}]}
+        decisions.append(plan_request(router, body, {}).decision)
+    header = (
+        f"Recorded by `llmroute registry record {prompts.name}` against "
+        f"{router.loaded.source} version {router.version}: what it decided then."
+    )
+    output.write_text(render_cases(header, texts, decisions), encoding="utf-8")
+    print(
+        f"recorded {len(texts)} cases in {output}; run: llmroute registry test {output} -r {path}"
+    )
+
+
+def _prompts(path: Path) -> list[str]:
+    """Non-blank lines of a text file, or the `prompt` / `text` of each JSONL object."""
+    from llmroute.jsonl import read_jsonl
+
+    if path.suffix == ".jsonl":
+        return read_jsonl(path, _prompt_of, what="prompts", empty="no prompts in the file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"{path}: cannot read the prompts: {exc}")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        fail(f"{path}: no prompts in the file")
+    return lines
+
+
+def _prompt_of(record: dict[str, Any], file: str, line: int) -> str:
+    value = record.get("prompt", record.get("text"))
+    if not isinstance(value, str) or not value.strip():
+        raise DataError("needs a non-empty 'prompt' (or 'text') string", file=file, line=line)
+    return value

@@ -11,13 +11,16 @@ typo is an error naming file and line, not a case that can never pass.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from llmroute.decision import Decision
 from llmroute.registry._errors import (
     ConfigErrors,
     problems_from,
@@ -29,7 +32,7 @@ from llmroute.registry._yaml import Document
 from llmroute.registry.loader import parse_document, read_text
 from llmroute.registry.schema import Registry, Text, Unit, _Frozen
 
-__all__ = ["Case", "Cases", "Expect", "LoadedCases", "load_cases", "parse_cases"]
+__all__ = ["Case", "Cases", "Expect", "LoadedCases", "load_cases", "parse_cases", "render_cases"]
 
 Names = str | tuple[str, ...]  # one name, or any of several
 
@@ -189,3 +192,27 @@ def _mismatches(cases: Cases, registry: Registry) -> Iterator[tuple[Path, str]]:
                     "extended thinking"
                 ),
             )
+
+
+def render_cases(header: str, prompts: Sequence[str], decisions: Sequence[Decision]) -> str:
+    """A cases file expecting `decisions` for `prompts`: route and model always, and the
+    rule, the safety action and extended reasoning where they acted. Strings are written
+    as JSON (valid YAML double-quoted scalars), so any prompt round-trips."""
+    lines = [f"# {header}", "cases:"]
+    for prompt, decision in zip(prompts, decisions, strict=True):
+        expect: dict[str, Any] = {"route": decision.route, "model": decision.model}
+        if decision.layer == "rules" and (rule := _RULE.match(decision.reason)) is not None:
+            expect["rule"] = rule.group(1)
+        if decision.safety is not None and decision.safety.action != "allow":
+            expect["safety"] = decision.safety.action
+        if decision.reasoning is not None and decision.reasoning.needed:
+            expect["reasoning"] = True
+        pairs = ", ".join(f"{key}: {json.dumps(value)}" for key, value in expect.items())
+        lines += [
+            f"  - prompt: {json.dumps(prompt, ensure_ascii=False)}",
+            f"    expect: {{{pairs}}}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+_RULE = re.compile(r"rule '([^']+)'")
