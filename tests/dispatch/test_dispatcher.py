@@ -470,3 +470,14 @@ def test_params_may_not_default_what_the_request_asks() -> None:
     message = str(caught.value)
     assert "models.a.params.messages: 'messages' is the request's own" in message
     assert "models.a.params.stream" in message
+
+
+def test_a_routes_params_come_before_the_models(h: Harness) -> None:
+    models = "  b: {provider: up, model: b, params: {temperature: 0.7, top_k: 20}}"
+    registry = h.registry(models, "b")
+    policy = RoutePolicy(params={"temperature": 0.0, "seed": 7})
+    h.run(registry, lambda d: d.complete(plan_for("b", policy=policy), _body()))
+    sent = h.upstream.calls_to("b")[-1].body
+    assert (sent["temperature"], sent["seed"], sent["top_k"]) == (0.0, 7, 20)
+    h.run(registry, lambda d: d.complete(plan_for("b", policy=policy), _body(temperature=1.2)))
+    assert h.upstream.calls_to("b")[-1].body["temperature"] == 1.2  # the request's own wins

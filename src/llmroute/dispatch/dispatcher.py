@@ -378,8 +378,8 @@ class Dispatcher:
     ) -> dict[str, Any]:
         """The body as this model gets it (per attempt: the fallbacks may be other
         models and providers): its thinking parameters for its provider (the client's own
-        choice in the model's dialect, else the reasoning gate's verdict), then its
-        `params` for what the request leaves unset."""
+        choice in the model's dialect, else the reasoning gate's verdict), then for what
+        the request leaves unset the route's `params`, then the model's."""
         model = self._registry.models[name]
         kind = self._registry.providers[deployment.provider_name].kind
         if client_chose(body):
@@ -388,6 +388,8 @@ class Dispatcher:
             sent = body
         else:
             sent = with_reasoning(body, model, kind, plan.decision.reasoning.needed)
+        if plan.policy is not None and plan.policy.params:
+            sent = with_defaults(sent, plan.policy.params)
         return with_defaults(sent, model.params) if model.params else sent
 
     # -- stage 1: fallback ----------------------------------------------------------------

@@ -355,6 +355,17 @@ _REQUEST_OWN = frozenset(
 """Body keys that say what is asked, not how: a model's `params` may not default them."""
 
 
+def _check_params(value: dict[str, Any]) -> dict[str, Any]:
+    PathProblems.raise_if_any(
+        [
+            ((key,), f"{key!r} is the request's own, not a parameter to default")
+            for key in value
+            if key in _REQUEST_OWN
+        ]
+    )
+    return value
+
+
 class Model(_Frozen):
     """One entry of the pool: a provider's model under a name routes can target.
 
@@ -387,14 +398,7 @@ class Model(_Frozen):
     @field_validator("params")
     @classmethod
     def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
-        PathProblems.raise_if_any(
-            [
-                ((key,), f"{key!r} is the request's own, not a parameter to default")
-                for key in value
-                if key in _REQUEST_OWN
-            ]
-        )
-        return value
+        return _check_params(value)
 
     @field_validator("reasoning", mode="before")
     @classmethod
@@ -444,7 +448,8 @@ class IntentSettings(_Frozen):
 
 
 class RoutePolicy(_Frozen):
-    """What dispatch does for a route: timeouts, retries, fallbacks and safety profile."""
+    """What dispatch does for a route: timeouts, retries, fallbacks, safety profile and
+    request parameters."""
 
     timeout_s: Seconds | None = None
     connect_timeout_s: Seconds | None = None
@@ -453,6 +458,14 @@ class RoutePolicy(_Frozen):
     fallback: tuple[str, ...] = ()
     context_fallback: str | None = None  # a larger-context model for over-long requests
     safety: str | None = None
+    # request parameters this route's requests get when they do not set them (before the
+    # model's own `params`)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_params(value)
 
     @field_validator("fallback")
     @classmethod
