@@ -10,6 +10,7 @@ prices (USD per million tokens). Both land in the response's ``usage`` as extra 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -68,16 +69,21 @@ def _tokenizer() -> Tokenizer:
 
 
 _EXACT_UP_TO = 65_536  # characters counted whole; a longer text is sampled
-_SAMPLES = 64
+_SAMPLES = 128
+_ALIGN = re.compile(r"\s")
+_ALIGN_LOOK = 64  # characters searched for a space to start or end a slice at
 
 
 def count_tokens(text: str) -> int:
     """Tokens in `text` by the packaged WordPiece tokenizer: within about 15 % of the
     BPE tokenizers of hosted models on English text; an estimate, never billing.
 
-    A text over 64 KiB is counted on 64 evenly spaced 1 KiB slices and scaled by its
-    length (within 1 % on this project's docs, code and JSONL data), because counting
-    costs ~1 µs a character on the event loop: a 3.9 MB prompt took 6 s whole, 0.05 s so."""
+    A text over 64 KiB is counted on 128 evenly spaced slices of about 512 characters,
+    each started and ended at a space where one is near (a word cut in two counts as
+    more tokens), and scaled by its length, because counting costs ~1 µs a character on
+    the event loop: a 3.9 MB prompt took 6 s whole, 0.05 s so. Over 55 windows of
+    100-400 kB of this project's docs, code and the MMLU file, the estimate stayed within
+    2 % of the exact count (docs/benchmarks.md)."""
     if not text:
         return 0
     encode = _tokenizer().encode
@@ -85,9 +91,22 @@ def count_tokens(text: str) -> int:
         return len(encode(text, add_special_tokens=False).ids)
     width = _EXACT_UP_TO // _SAMPLES
     step = (len(text) - width) / (_SAMPLES - 1)
-    starts = (round(i * step) for i in range(_SAMPLES))
-    sampled = sum(len(encode(text[a : a + width], add_special_tokens=False).ids) for a in starts)
-    return round(sampled * len(text) / (width * _SAMPLES))
+    sampled = chars = 0
+    for i in range(_SAMPLES):
+        start = _aligned(text, round(i * step))
+        piece = text[start : _aligned(text, max(start, round(i * step)) + width)]
+        sampled += len(encode(piece, add_special_tokens=False).ids)
+        chars += len(piece)
+    return round(sampled * len(text) / max(chars, 1))
+
+
+def _aligned(text: str, at: int) -> int:
+    """`at`, moved just past the next whitespace within `_ALIGN_LOOK` characters (or
+    left where it is: a text with no spaces there, dense code or base64)."""
+    if at <= 0 or at >= len(text) or text[at - 1].isspace():
+        return min(max(at, 0), len(text))
+    found = _ALIGN.search(text, at, at + _ALIGN_LOOK)
+    return found.end() if found is not None else at
 
 
 def _content_text(content: Any) -> Iterable[str]:
