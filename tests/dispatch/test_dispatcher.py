@@ -481,3 +481,15 @@ def test_a_routes_params_come_before_the_models(h: Harness) -> None:
     assert (sent["temperature"], sent["seed"], sent["top_k"]) == (0.0, 7, 20)
     h.run(registry, lambda d: d.complete(plan_for("b", policy=policy), _body(temperature=1.2)))
     assert h.upstream.calls_to("b")[-1].body["temperature"] == 1.2  # the request's own wins
+
+
+def test_an_embedding_models_params_fill_the_request(h: Harness) -> None:
+    models = (
+        "  a: {provider: up, model: a}\n"
+        "  e: {provider: up, model: emb, kind: embedding, params: {dimensions: 8}}"
+    )
+    registry = h.registry(models, "a")
+    h.run(registry, lambda d: d.embed("e", {"input": "hello"}))
+    assert h.upstream.calls_to("emb")[-1].body["dimensions"] == 8
+    h.run(registry, lambda d: d.embed("e", {"input": "hello", "dimensions": 4}))
+    assert h.upstream.calls_to("emb")[-1].body["dimensions"] == 4

@@ -341,16 +341,20 @@ class Dispatcher:
 
     async def embed(self, name: str, body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
         """``POST /embeddings`` on the embedding model `name` (a pool model of kind
-        ``embedding``); its ``model`` is set back to `name`. Retried, not fallen back.
+        ``embedding``; its `params` fill what the request leaves unset, ``dimensions``
+        for one); its ``model`` is set back to `name`. Retried, not fallen back.
         Priced like a completion and charged to the model's budget, which is checked
         first."""
+
+        params = self._registry.models[name].params
+        sent = with_defaults(body, params) if params else body
 
         async def on(deployment: Deployment, timeouts: Timeouts) -> dict[str, Any]:
             provider = deployment.provider
             if not isinstance(provider, EmbeddingProvider):
                 raise UpstreamRejected(deployment.provider_name, "serves no embeddings")
             async with asyncio.timeout(timeouts.total_s):
-                return await provider.embed(deployment.upstream, body, timeouts=timeouts)
+                return await provider.embed(deployment.upstream, sent, timeouts=timeouts)
 
         try:
             await self._check_budget(name)
