@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
-from gateway_proc import Served, serve, wait_for
+from gateway_proc import BIN, Served, serve, wait_for
 
 KEY_ENV = "LLMROUTE_TEST_UPSTREAM_KEY"
 SECRET = "sk-test-SECRET-reload-77aa66bb55cc"
@@ -245,3 +246,47 @@ def test_a_new_decision_log_takes_over_without_losing_records(
                 served.log,
             )
             assert "decision log settings changed" in served.log_text()
+
+
+def test_with_cases_a_registry_that_fails_one_is_not_served(tmp_path: Path) -> None:
+    """`--cases`: a reload whose registry breaks a routing case is rejected like an
+    invalid one, and the running registry keeps serving; at start, serve refuses."""
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        "cases:\n  - name: small talk stays small\n    prompt: hi there!\n"
+        "    expect: {route: chitchat, model: small}\n"
+    )
+    registry = tmp_path / "registry.yaml"
+    with fake_upstream() as upstream:
+        registry.write_text(_registry(upstream))
+        args = ["--reload-interval", "0.1", "--cases", str(cases)]
+        with serve(registry, tmp_path / "serve.log", args, env={KEY_ENV: SECRET}) as served:
+            gateway = Reloading(served, registry, upstream)
+            old = served.version()
+            broken = _registry(upstream).replace("    target: small\n", "    target: slow\n", 1)
+            scratch = registry.with_suffix(".tmp")
+            scratch.write_text(broken)
+            os.replace(scratch, registry)
+            gateway.wait_log("1 of 1 routing cases fail: small talk stays small")
+            line = next(x for x in served.log_text().splitlines() if "routing cases fail" in x)
+            assert line.startswith("ERROR") and f"still serving version {old}" in line
+            assert "model small expected, got slow" in line
+            assert served.version() == old
+            gateway.write(MATHS)  # a change that keeps the case
+            gateway.wait_version(old)
+        refused = subprocess.run(
+            [str(BIN / "llmroute"), "serve", "-r", str(registry), "--port", "9", "--cases",
+             str(tmp_path / "missing.yaml")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert refused.returncode == 2 and "missing.yaml" in refused.stderr
+        registry.write_text(broken)
+        refused = subprocess.run(
+            [str(BIN / "llmroute"), "serve", "-r", str(registry), "--port", "9", "--cases",
+             str(cases)],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, KEY_ENV: SECRET},
+        )  # fmt: skip
+        assert refused.returncode == 2, refused.stderr
+        assert "1 of 1 routing cases fail" in refused.stderr
+        assert "Traceback" not in refused.stderr

@@ -82,6 +82,17 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    cases: Annotated[
+        Path | None,
+        typer.Option(
+            help="Routing cases (`llmroute registry test`) the registry must pass: at "
+            "start, or serve does not start; on each reload, or the running registry is "
+            "kept.",
+            exists=True,
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[
         LogLevel,
         typer.Option(
@@ -138,6 +149,8 @@ def serve(
     _check_telemetry_url(loaded)
     _check_state_urls(loaded)
     _check_auth(loaded)
+    if cases is not None:
+        _check_cases(loaded, cases)
     _load_local_models(loaded, load=workers == 1)
     log_config = logs.log_config(
         uvicorn.config.LOGGING_CONFIG,
@@ -154,6 +167,7 @@ def serve(
         workers=workers,
         graceful_timeout_s=graceful_timeout,
         cors_origins=tuple(_origins(cors_origin or [])),
+        cases=None if cases is None else str(cases.resolve()),
     )
     if workers > 1:
         # Worker processes import the factory by name and read their settings from the
@@ -253,6 +267,19 @@ def _check_auth(loaded: LoadedRegistry) -> None:
     try:
         KeyTable.build(loaded.registry.auth)
     except ConfigError as exc:
+        fail(str(exc))
+
+
+def _check_cases(loaded: LoadedRegistry, cases: Path) -> None:
+    """Fail now, with one line, when the registry does not pass its routing cases (the
+    app checks again at each load; this is the same check, said before uvicorn starts)."""
+    from llmroute.decide import Router
+    from llmroute.errors import LlmrouteError
+    from llmroute.server.reload import check_cases
+
+    try:
+        check_cases(Router(loaded), str(cases))
+    except LlmrouteError as exc:
         fail(str(exc))
 
 

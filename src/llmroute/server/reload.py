@@ -79,10 +79,13 @@ def fingerprint(path: str, previous: Fingerprint | None = None) -> Fingerprint |
         return None
 
 
-def build(path: str, threads: int | None, current: Router | None = None) -> Built | None:
+def build(
+    path: str, threads: int | None, current: Router | None = None, cases: str | None = None
+) -> Built | None:
     """Load, validate and assemble the registry at `path` (blocking: run it in a worker
     thread). None when its version equals `current`'s: nothing to swap. The encoder is
-    reused when the registry's encoder settings are unchanged."""
+    reused when the registry's encoder settings are unchanged. With `cases`, a routing
+    cases file, a registry that fails one is refused (`ConfigError`)."""
     loaded = load_registry(path)
     check_registry_urls(loaded.registry)  # one line, before anything is opened
     encoder = None
@@ -92,10 +95,29 @@ def build(path: str, threads: int | None, current: Router | None = None) -> Buil
         if loaded.registry.encoder == current.loaded.registry.encoder:
             encoder = current.encoder
     router = Router(loaded, encoder=encoder, encoder_threads=threads)
+    if cases is not None:
+        check_cases(router, cases)
     # Learned cascade gates load here, so a bad artifact rejects the registry.
     gates = GateFactory(loaded.registry, encoder=router.encoder, base_dir=loaded.base_dir)
     gates.preload()
     return router, build_providers(loaded.registry, base_dir=loaded.base_dir), gates
+
+
+def check_cases(router: Router, path: str) -> None:
+    """Run the routing cases at `path` against `router`; `ConfigError` naming the
+    failures when any fails (a registry that breaks its own policy is not served)."""
+    from llmroute.evaluate.cases import run_cases
+    from llmroute.registry.cases import load_cases
+
+    results = run_cases(router, load_cases(path, router.loaded.registry))
+    failed = [r for r in results if not r.passed]
+    if failed:
+        shown_cases = "; ".join(f"{r.label}: {r.failures[0]}" for r in failed[:3])
+        more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+        raise ConfigError(
+            f"{len(failed)} of {len(results)} routing cases fail: {shown_cases}{more}",
+            file=path,
+        )
 
 
 def warn_unset_credentials(registry: Registry, environ: Mapping[str, str] | None = None) -> None:
@@ -204,6 +226,7 @@ class Reloader:
         self._max_body_bytes = settings.max_body_bytes
         self._threads = settings.encoder_threads
         self._interval_s = settings.reload_interval_s or None
+        self._cases = settings.cases
         self._kicked = asyncio.Event()
         self._seen: Fingerprint | None = None
         self._retiring: list[Gateway] = []
@@ -218,7 +241,7 @@ class Reloader:
     async def load_first(self) -> None:
         """The startup load: an invalid registry raises, and the server does not start."""
         self._seen = await anyio.to_thread.run_sync(fingerprint, self._path)
-        built = await anyio.to_thread.run_sync(build, self._path, self._threads)
+        built = await anyio.to_thread.run_sync(build, self._path, self._threads, None, self._cases)
         assert built is not None
         self._state.gateway = await open_gateway(built, self._max_body_bytes, self._state)
         log.info("serving %s", headline(built[0].loaded))
@@ -242,7 +265,9 @@ class Reloader:
     async def reload(self, reason: str, tasks: TaskGroup) -> None:
         old = self.current
         try:
-            built = await anyio.to_thread.run_sync(build, self._path, self._threads, old.router)
+            built = await anyio.to_thread.run_sync(
+                build, self._path, self._threads, old.router, self._cases
+            )
         except LlmrouteError as exc:
             log.error(
                 "registry reload (%s) rejected, still serving version %s: %s",

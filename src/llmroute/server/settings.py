@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "CASES_ENV",
     "CORS_ORIGINS_ENV",
     "DASHBOARD_ENV",
     "DEFAULT_ENCODER_THREADS",
@@ -39,6 +40,7 @@ DASHBOARD_ENV = "LLMROUTE_DASHBOARD"  # "0" leaves /dashboard out
 WORKERS_ENV = "LLMROUTE_WORKERS"  # so a worker's dashboard can say its live state is its own
 GRACEFUL_TIMEOUT_ENV = "LLMROUTE_GRACEFUL_TIMEOUT"
 CORS_ORIGINS_ENV = "LLMROUTE_CORS_ORIGINS"  # comma-separated
+CASES_ENV = "LLMROUTE_CASES"  # routing cases every load of the registry must pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +48,10 @@ class ServeSettings:
     """`reload_interval_s` 0 means: reload on SIGHUP only. `workers` is how many
     processes serve (each holds its own breakers and in-flight count).
     `graceful_timeout_s` is how long requests in flight get to finish on shutdown.
-    `cors_origins` are the browser origins allowed to call the API (``*``: any)."""
+    `cors_origins` are the browser origins allowed to call the API (``*``: any).
+    `cases`, a routing cases file (``llmroute registry test``) every load of the
+    registry must pass: at start, or the server does not start; on reload, or the running
+    registry is kept."""
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     reload_interval_s: float = DEFAULT_RELOAD_INTERVAL_S
@@ -55,6 +60,7 @@ class ServeSettings:
     workers: int = 1
     graceful_timeout_s: int = DEFAULT_GRACEFUL_TIMEOUT_S
     cors_origins: tuple[str, ...] = ()
+    cases: str | None = None
 
     def to_env(self) -> dict[str, str]:
         return {
@@ -65,6 +71,7 @@ class ServeSettings:
             WORKERS_ENV: str(self.workers),
             GRACEFUL_TIMEOUT_ENV: str(self.graceful_timeout_s),
             CORS_ORIGINS_ENV: ",".join(self.cors_origins),
+            CASES_ENV: self.cases or "",
         }
 
     @classmethod
@@ -78,4 +85,5 @@ class ServeSettings:
             workers=int(env.get(WORKERS_ENV) or 1),
             graceful_timeout_s=int(env.get(GRACEFUL_TIMEOUT_ENV) or DEFAULT_GRACEFUL_TIMEOUT_S),
             cors_origins=tuple(o for o in (env.get(CORS_ORIGINS_ENV) or "").split(",") if o),
+            cases=env.get(CASES_ENV) or None,
         )
