@@ -59,7 +59,12 @@ class RouteRequest:
     has_tools: bool = False
     requested_model: str | None = None
     body: Mapping[str, Any] | None = None
-    has_images: bool = False
+
+    @property
+    def has_images(self) -> bool:
+        """Whether the body's messages carry an image; walked when asked (a `has_images`
+        rule), not for every request."""
+        return self.body is not None and holds_images(self.body.get("messages"))
 
     @property
     def estimated_tokens(self) -> int:
@@ -86,7 +91,6 @@ class RouteRequest:
                 request.has_tools,
                 request.requested_model,
                 request.body,
-                request.has_images,
             )
         if isinstance(request, str):
             return cls(text=request, headers=hdrs)
@@ -114,7 +118,6 @@ class RouteRequest:
             has_tools=bool(body.get("tools") or body.get("functions")),
             requested_model=model if isinstance(model, str) else None,
             body=body,
-            has_images=holds_images(body.get("messages")),
         )
 
 
