@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from llmroute.registry import load_registry, parse_registry
 from llmroute.registry.lint import lint
@@ -55,3 +58,12 @@ def test_check_prints_them_and_strict_fails(tmp_path: Path) -> None:
         check=False,
     )
     assert strict.returncode == 1
+
+
+def test_serve_logs_them_at_each_load(caplog: pytest.LogCaptureFixture) -> None:
+    from llmroute.server.reload import warn_registry
+
+    with caplog.at_level(logging.WARNING):
+        warn_registry(parse_registry(TEXT).registry)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("registry: ")]
+    assert len(lines) == 3 and lines[0].startswith("registry: routes[1].examples[0]: ")

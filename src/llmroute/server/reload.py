@@ -38,6 +38,7 @@ from llmroute.layers.llm_router import LlmRouter
 from llmroute.providers import build_providers
 from llmroute.providers.base import ChatProvider
 from llmroute.registry import load_registry
+from llmroute.registry.lint import lint
 from llmroute.registry.schema import Registry, TelemetrySettings, unset_credentials
 from llmroute.registry.summary import headline
 from llmroute.server.auth import Charges, KeyTable
@@ -136,6 +137,14 @@ def warn_unset_credentials(registry: Registry, environ: Mapping[str, str] | None
                 "s" * (len(unset) > 1),
                 ", ".join(unset) + (" are" if len(unset) > 1 else " is"),
             )
+
+
+def warn_registry(registry: Registry) -> None:
+    """The load's warnings: provider credentials that are unset, and what
+    `llmroute registry check` warns about (an example taught as two routes)."""
+    warn_unset_credentials(registry)
+    for warning in lint(registry):
+        log.warning("registry: %s", warning)
 
 
 async def open_gateway(built: Built, max_body_bytes: int, state: State | None = None) -> Gateway:
@@ -245,7 +254,7 @@ class Reloader:
         assert built is not None
         self._state.gateway = await open_gateway(built, self._max_body_bytes, self._state)
         log.info("serving %s", headline(built[0].loaded))
-        warn_unset_credentials(built[0].loaded.registry)
+        warn_registry(built[0].loaded.registry)
 
     def kick(self) -> None:
         """Reload now (the SIGHUP handler), whether or not the file looks changed."""
@@ -296,7 +305,7 @@ class Reloader:
                 self._retiring_logs[old] = retired_log
         self._state.gateway = new  # the swap: requests from now on get `new`
         log.info("registry reloaded (%s): version %s → %s", reason, old.version, new.version)
-        warn_unset_credentials(new.router.loaded.registry)
+        warn_registry(new.router.loaded.registry)
         self._retiring.append(old)
         tasks.start_soon(self._retire, old)
 
