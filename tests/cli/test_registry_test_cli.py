@@ -31,7 +31,7 @@ def test_the_example_cases_pass() -> None:
     result = llmroute("registry", "test", CASES, "-r", EXAMPLE)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert lines[-1] == "12 of 12 cases passed"
+    assert lines[-1] == "13 of 13 cases passed"
     assert all(line.startswith("PASS  ") for line in lines[:-1])
 
 

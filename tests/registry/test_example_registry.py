@@ -44,6 +44,7 @@ def test_example_rules() -> None:
     assert any(r.when.header for r in reg.rules)
     assert any(r.when.regex for r in reg.rules)
     assert any(r.when.has_tools for r in reg.rules)
+    assert reg.models["small"].vision is False
 
 
 def test_example_summary_mentions_every_route() -> None:
