@@ -19,7 +19,15 @@ import json
 import re
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "NotUnicode", "TooDeep", "deeper_than", "has_surrogate", "loads"]
+__all__ = [
+    "MAX_DEPTH",
+    "NotUnicode",
+    "TooDeep",
+    "deeper_than",
+    "first_surrogate",
+    "has_surrogate",
+    "loads",
+]
 
 MAX_DEPTH = 100  # levels of arrays and objects; a tool schema nested ten deep uses ~25
 
@@ -56,6 +64,12 @@ def loads(text: str | bytes, *, max_depth: int | None = None) -> Any:
     if hinted and has_surrogate(value):
         raise NotUnicode("a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)")
     return value
+
+
+def first_surrogate(text: str) -> str | None:
+    """The first unpaired surrogate in `text`, or None."""
+    found = _SURROGATE.search(text)
+    return None if found is None else found.group()
 
 
 def has_surrogate(value: Any) -> bool:

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from tokenizers import Tokenizer
 
 from llmroute.errors import ConfigError, EncoderError, UnencodableText
+from llmroute.untrusted_json import first_surrogate
 
 __all__ = ["CHARS_PER_TOKEN", "Truncate", "WordPiece", "check_truncate", "shared_wordpiece"]
 
@@ -58,19 +59,16 @@ def _tail_cut(text: str, chars: int) -> tuple[str, bool]:
     return (piece[found.start() :], True) if found else (piece, False)
 
 
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
-
-
 def unencodable(texts: Sequence[str]) -> Exception:
     """Why the tokenizer refused `texts`: `UnencodableText` naming the first unpaired
     surrogate (the only str the tokenizer cannot take), else an `EncoderError`."""
     for n, text in enumerate(texts):
-        found = _SURROGATE.search(text)
+        found = first_surrogate(text)
         if found is not None:
             which = f"text {n + 1} of {len(texts)}" if len(texts) > 1 else "the text"
             return UnencodableText(
                 f"{which} is not valid Unicode: it holds an unpaired UTF-16 surrogate, "
-                f"U+{ord(found.group()):04X}"
+                f"U+{ord(found):04X}"
             )
     return EncoderError("the tokenizer refused the text")
 

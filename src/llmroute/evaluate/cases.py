@@ -11,7 +11,7 @@ from llmroute.decide import Router
 from llmroute.decision import Decision
 from llmroute.dispatch.plan import plan_request
 from llmroute.errors import RoutingError
-from llmroute.registry.cases import Case, Expect, LoadedCases
+from llmroute.registry.cases import Case, Expect, LoadedCases, names_of
 
 __all__ = ["CaseResult", "check", "run_cases"]
 
@@ -86,7 +86,7 @@ def check(expect: Expect, decision: Decision) -> list[str]:
         wanted = getattr(expect, key)
         if wanted is None:
             continue
-        names = (wanted,) if isinstance(wanted, str) else wanted
+        names = names_of(wanted)
         if got not in names:
             failures.append(f"{key} {' or '.join(names)} expected, got {got}")
     if expect.rule is not None:

@@ -32,14 +32,24 @@ from llmroute.registry._yaml import Document
 from llmroute.registry.loader import parse_document, read_text
 from llmroute.registry.schema import Registry, Text, Unit, _Frozen
 
-__all__ = ["Case", "Cases", "Expect", "LoadedCases", "load_cases", "parse_cases", "render_cases"]
+__all__ = [
+    "Case",
+    "Cases",
+    "Expect",
+    "LoadedCases",
+    "load_cases",
+    "names_of",
+    "parse_cases",
+    "render_cases",
+]
 
 Names = str | tuple[str, ...]  # one name, or any of several
 
 LAYERS = ("rules", "intent", "difficulty", "default", "pinned", "llm_router")
 
 
-def _names(value: Names | None) -> tuple[str, ...]:
+def names_of(value: Names | None) -> tuple[str, ...]:
+    """An expectation's names: one, several, or none when unset."""
     if value is None:
         return ()
     return (value,) if isinstance(value, str) else value
@@ -68,7 +78,7 @@ class Expect(_Frozen):
         if all(getattr(self, name) is None for name in type(self).model_fields):
             keys = ", ".join(type(self).model_fields)
             raise PathProblems([((), f"expect needs at least one key ({keys})")])
-        for name in _names(self.layer):
+        for name in names_of(self.layer):
             if name not in LAYERS:
                 problem = f"unknown layer {name!r}{did_you_mean(name, LAYERS)}"
                 raise PathProblems([(("layer",), f"{problem}; layers: {', '.join(LAYERS)}")])
@@ -157,9 +167,9 @@ def _mismatches(cases: Cases, registry: Registry) -> Iterator[tuple[Path, str]]:
     }
     for i, case in enumerate(cases.cases):
         for field, key, names in (
-            ("route", "route", _names(case.expect.route)),
-            ("model", "model", _names(case.expect.model)),
-            ("rule", "rule", _names(case.expect.rule)),
+            ("route", "route", names_of(case.expect.route)),
+            ("model", "model", names_of(case.expect.model)),
+            ("rule", "rule", names_of(case.expect.rule)),
             ("chain", "model", case.expect.chain or ()),
         ):
             for j, name in enumerate(names):
