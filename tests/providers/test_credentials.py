@@ -143,3 +143,13 @@ default: {{target: m}}
     finally:
         encoder.close()
     assert upstream.requests[-1].headers["x-embed-key"] == SECRET
+
+
+def test_credentials_in_the_base_url_become_a_basic_auth_header(upstream: FakeUpstream) -> None:
+    import base64
+
+    base = upstream.url.replace("http://", "http://svc:p%40ss@")
+    _complete(OpenAICompatProvider("p", Provider(kind="openai", base_url=base)))
+    sent = upstream.requests[-1]
+    assert sent.headers["authorization"] == "Basic " + base64.b64encode(b"svc:p@ss").decode()
+    assert sent.path == "/v1/chat/completions"

@@ -9,6 +9,7 @@ sessions belong to one loop), and every failure leaves here as a `ProviderError`
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -41,8 +42,8 @@ class HttpTransport:
         url = URL(base_url.rstrip("/"))
         if url.user is not None:  # credentials in the URL become a header, never a log line
             if not any(name.lower() == "authorization" for name in self._headers):
-                auth = aiohttp.BasicAuth(url.user, url.password or "")
-                self._headers["Authorization"] = auth.encode()
+                pair = f"{url.user}:{url.password or ''}".encode()
+                self._headers["Authorization"] = f"Basic {base64.b64encode(pair).decode()}"
             url = url.with_user(None)
         self._base_url = str(url)
         self._session: aiohttp.ClientSession | None = None
