@@ -42,3 +42,41 @@ def test_every_kind_of_error_keeps_it() -> None:
 def test_a_header_that_is_no_request_id_is_not_repeated(value: str) -> None:
     error = error_from_response("up", 502, {"x-request-id": value}, BODY)
     assert str(error).endswith("upstream returned HTTP 502")
+
+
+def test_transport_failures_say_what_failed_and_never_where() -> None:
+    """A real refused connection and a real hang-up (fake upstream, 127.0.0.1): the
+    reason in fixed words and the class name, no URL, host or port."""
+    import asyncio
+    import socket
+
+    from fake_upstream import FAIL_CLOSE, fake_upstream
+
+    from llmroute.errors import ProviderError
+    from llmroute.providers.base import Timeouts
+    from llmroute.providers.openai_compat import OpenAICompatProvider
+    from llmroute.registry.schema import Provider
+
+    async def error_of(base_url: str, model: str) -> ProviderError:
+        provider = OpenAICompatProvider("p", Provider(kind="openai", base_url=base_url))
+        body = {"messages": [{"role": "user", "content": "hi"}]}
+        try:
+            await provider.complete(model, body, timeouts=Timeouts(total_s=5, connect_s=2))
+        except ProviderError as exc:
+            return exc
+        finally:
+            await provider.aclose()
+        raise AssertionError("no error")
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    refused = asyncio.run(error_of(f"http://user:pw@127.0.0.1:{port}/v1", "m"))
+    assert refused.message == "upstream request failed: connection refused (ClientConnectorError)"
+    with fake_upstream() as upstream:
+        closed = asyncio.run(error_of(upstream.url, FAIL_CLOSE))
+    assert closed.message == (
+        "upstream request failed: the server closed the connection (ServerDisconnectedError)"
+    )
+    for error in (refused, closed):
+        assert "127.0.0.1" not in str(error) and "pw" not in str(error)

@@ -231,3 +231,18 @@ def test_a_gemma_gguf_without_a_template_gets_gemma_turns() -> None:
         assert llama.chat_format == "gemma"
     finally:
         built._pools[GEMMA].release(llama)
+
+
+@needs_local
+def test_probe_checks_the_file_then_loads_and_asks_the_model() -> None:
+    from llmroute.providers.probe import probe_pool
+
+    loaded = parse_registry(_registry(), source="t.yaml", base_dir=Path.cwd())
+    registry, base = loaded.registry, loaded.base_dir
+    [listed] = _run(probe_pool(registry, environ={}, base_dir=base, timeout_s=60))
+    assert listed.status == "ok"
+    assert listed.detail == "in-process (llama.cpp): the GGUF file is present"
+    assert listed.where.endswith(".gguf")
+    [asked] = _run(probe_pool(registry, chat=True, environ={}, base_dir=base, timeout_s=60))
+    assert asked.status == "ok", asked.detail
+    assert asked.detail.startswith("answered (") and "loading included" in asked.detail

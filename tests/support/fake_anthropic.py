@@ -1,6 +1,7 @@
 """A fake Anthropic Messages API: a real HTTP server on 127.0.0.1 in a thread.
 
-It records every request and answers ``POST /v1/messages`` the way the real API does:
+It records every request and answers ``POST /v1/messages`` the way the real API does
+(and ``GET /v1/models`` with `FakeAnthropic.listed`):
 a ``message`` object, or with ``stream: true`` the event sequence message_start,
 content_block_start/delta/stop per block (with a ping), message_delta (stop_reason and
 cumulative usage), message_stop. The reply echoes the last user text; when the request
@@ -55,6 +56,7 @@ class FakeAnthropic:
     url: str
     requests: list[Recorded] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    listed: tuple[str, ...] = ()  # what ``GET /v1/models`` lists
 
     @property
     def last(self) -> Recorded:
@@ -207,6 +209,18 @@ class _Handler(BaseHTTPRequestHandler):
         # a client that hung up mid-stream (the tests of broken streams do) is no error
         with contextlib.suppress(ConnectionResetError, BrokenPipeError):
             super().handle()
+
+    def do_GET(self) -> None:
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        with self.upstream.lock:
+            self.upstream.requests.append(Recorded(self.path, headers, {}))
+        if self.path.partition("?")[0] != "/v1/models":
+            self._send_json(404, _error("not_found_error", f"no route {self.path}"))
+            return
+        data = [{"type": "model", "id": m, "display_name": m} for m in self.upstream.listed]
+        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+        page = {"data": data, "has_more": False, "first_id": first, "last_id": last}
+        self._send_json(200, page)
 
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length", "0"))

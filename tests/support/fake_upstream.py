@@ -3,7 +3,7 @@
 It records every request, answers ``/chat/completions`` with the model it was asked for
 and the last user message (SSE chunks ending in ``data: [DONE]`` when ``stream`` is
 true, with a usage chunk when ``stream_options.include_usage`` is), and ``/embeddings``
-with small deterministic vectors.
+with small deterministic vectors; ``GET /models`` lists `FakeUpstream.listed`.
 
 Faults are chosen by the upstream model name, so a registry can point models at them:
 
@@ -73,6 +73,10 @@ class FakeUpstream:
     answers: Counter[str] = field(default_factory=Counter)  # for ``vary``
     cut: list[tuple[str, int]] = field(default_factory=list)
     """(model, words sent) of each stream whose reader hung up before its end."""
+    listed: list[str] | None = None
+    """What ``GET /models`` lists; None: it answers 404, as a server that lists nothing."""
+    key: str | None = None
+    """When set, ``GET /models`` answers 401 unless sent ``Authorization: Bearer KEY``."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def models_called(self) -> list[str]:
@@ -201,6 +205,21 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
+
+        def do_GET(self) -> None:
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            with upstream.lock:
+                upstream.requests.append(Recorded(self.path, headers, {}, time.monotonic()))
+            if not self.path.endswith("/models") or upstream.listed is None:
+                self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
+            elif upstream.key is not None and headers.get("authorization") != (
+                f"Bearer {upstream.key}"
+            ):
+                error = {"message": "Incorrect API key provided", "type": "invalid_api_key"}
+                self._send_json(401, {"error": error})
+            else:
+                data = [{"id": m, "object": "model", "owned_by": "fake"} for m in upstream.listed]
+                self._send_json(200, {"object": "list", "data": data})
 
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length", "0"))

@@ -1,12 +1,13 @@
 """`llmroute registry check` (validate a registry and print what it holds),
-`llmroute registry test` (run its routing cases) and `llmroute registry record` (write
-cases that pin today's decisions)."""
+`llmroute registry test` (run its routing cases), `llmroute registry record` (write
+cases that pin today's decisions) and `llmroute registry probe` (ask its models' servers
+whether they can serve)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -15,6 +16,9 @@ from llmroute.cli._app import RegistryOption, err_console, fail, registry_app, r
 from llmroute.errors import DataError
 from llmroute.registry import load_registry, summarize
 from llmroute.registry.lint import lint
+
+if TYPE_CHECKING:
+    from llmroute.providers.probe import Probe
 
 
 @registry_app.command("check")
@@ -114,6 +118,98 @@ def record(
     print(
         f"recorded {len(texts)} cases in {output}; run: llmroute registry test {output} -r {path}"
     )
+
+
+@registry_app.command("probe")
+def probe(
+    models: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Pool models to probe (default: all, and a remote encoder).",
+            metavar="MODEL",
+            show_default=False,
+        ),
+    ] = None,
+    registry: RegistryOption = None,
+    chat: Annotated[
+        bool,
+        typer.Option(
+            "--chat",
+            help="Also ask each model one short question (a one-word answer): proves it "
+            "answers; spends a few tokens.",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds each call may take.")
+    ] = 30.0,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 on warnings too (a model not listed).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Check that the registry's models can be reached before they serve: each
+    provider's server answers, its credentials are accepted, and it lists each model's
+    name (GET /models, which costs nothing); with --chat each model is also asked one
+    short question. Exit 1 when a model fails (with --strict, also when one is only
+    warned about), 2 when the registry is invalid."""
+    import asyncio
+    import os
+
+    from llmroute.providers.probe import probe_pool
+
+    loaded = load_registry(resolve_registry(registry))
+    names = list(dict.fromkeys(models or []))
+    unknown = [name for name in names if name not in loaded.registry.models]
+    if unknown:
+        fail(
+            f"not a pool model of {loaded.source}: {', '.join(unknown)} "
+            f"(it has {', '.join(loaded.registry.models)})"
+        )
+    results = asyncio.run(
+        probe_pool(
+            loaded.registry,
+            models=names,
+            chat=chat,
+            timeout_s=timeout,
+            environ=os.environ,
+            base_dir=loaded.base_dir,
+        )
+    )
+    counts = {status: sum(r.status == status for r in results) for status in ("ok", "warn", "fail")}
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "registry": loaded.source,
+                    "chat": chat,
+                    **counts,
+                    "probes": [r.as_json() for r in results],
+                },
+                indent=2,
+            )
+        )
+    else:
+        _print_probes(results)
+        print(f"{counts['ok']} ok, {counts['warn']} warned, {counts['fail']} failed")
+    if counts["fail"] or (strict and counts["warn"]):
+        raise typer.Exit(1)
+
+
+def _print_probes(results: list[Probe]) -> None:
+    """Two lines a probe: the status, model and where it is served; then what happened
+    (indented), which stays readable in a narrow terminal."""
+    from rich.console import Console
+
+    style = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+    console = Console(highlight=False, soft_wrap=True)
+    width = max(len(r.model) for r in results) if results else 0
+    for r in results:
+        served_as = f" (answered as {r.served_as})" if r.served_as else ""
+        console.print(
+            f"[{style[r.status]}]{r.status:<4}[/]  {escape(r.model.ljust(width))}  "
+            f"{escape(r.provider)} / {escape(r.upstream)} at {escape(r.where)}"
+        )
+        console.print(f"      {escape(r.detail + served_as)}")
 
 
 def _prompts(path: Path) -> list[str]:

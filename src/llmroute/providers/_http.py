@@ -62,11 +62,35 @@ TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
 def network_error(provider: str, exc: BaseException) -> ProviderError:
-    """No (complete) response: the class name only, since transport messages can carry
-    the URL and a URL can carry credentials."""
+    """No (complete) response: what went wrong in a few fixed words and the class name,
+    never the exception's message, since transport messages can carry the URL and a URL
+    can carry credentials."""
     if isinstance(exc, TimeoutError):
         return ProviderTimeout(provider, f"upstream timed out ({type(exc).__name__})")
-    return ProviderError(provider, f"upstream request failed ({type(exc).__name__})")
+    reason = _transport_reason(exc)
+    return ProviderError(
+        provider, f"upstream request failed{f': {reason}' if reason else ''} ({type(exc).__name__})"
+    )
+
+
+def _transport_reason(exc: BaseException) -> str:
+    """The kind of transport failure, as an operator would look for it."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "host name not resolved"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "TLS certificate not trusted"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "could not connect"
+    return ""
 
 
 def error_from_response(

@@ -64,11 +64,21 @@ class HttpTransport:
     ) -> dict[str, Any]:
         """POST `payload`; the answer's JSON object. Error statuses, transport failures
         and bodies that are not a JSON object raise `ProviderError`s."""
+        return await self._json("POST", path, _dumps(payload), timeouts)
+
+    async def get_json(self, path: str, timeouts: Timeouts) -> dict[str, Any]:
+        """GET `path`; the answer's JSON object, failures raised as by `post_json`."""
+        return await self._json("GET", path, None, timeouts)
+
+    async def _json(
+        self, method: str, path: str, data: bytes | None, timeouts: Timeouts
+    ) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=timeouts.total_s, connect=timeouts.connect_s)
         try:
-            async with self._client().post(
+            async with self._client().request(
+                method,
                 self._base_url + path,
-                data=_dumps(payload),
+                data=data,
                 timeout=timeout,
                 headers=upstream_headers(),
             ) as response:
@@ -84,14 +94,14 @@ class HttpTransport:
         except TRANSPORT_ERRORS as exc:
             raise network_error(self._provider, exc) from None
         try:
-            data = loads(body)
+            parsed = loads(body)
         except (ValueError, UnicodeDecodeError):
             raise ProviderError(
                 self._provider, "upstream returned a body that is not JSON"
             ) from None
-        if not isinstance(data, dict):
+        if not isinstance(parsed, dict):
             raise ProviderError(self._provider, "upstream returned JSON that is not an object")
-        return data
+        return parsed
 
     @asynccontextmanager
     async def events(

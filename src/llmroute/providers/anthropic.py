@@ -18,7 +18,7 @@ from llmroute.providers._anthropic_convert import (
     usage_of,
 )
 from llmroute.providers._transport import HttpTransport
-from llmroute.providers.base import Timeouts
+from llmroute.providers.base import Timeouts, model_ids
 from llmroute.registry.schema import Provider, env_headers
 from llmroute.untrusted_json import loads
 
@@ -26,6 +26,7 @@ __all__ = ["ANTHROPIC_VERSION", "AnthropicProvider"]
 
 ANTHROPIC_VERSION = "2023-06-01"
 _MESSAGES = "/v1/messages"
+_MODELS = "/v1/models?limit=1000"
 _DONE = b"data: [DONE]\n\n"
 # Statuses for error events inside a stream, which arrive after a 200.
 _STREAM_ERROR_STATUS = {
@@ -67,6 +68,10 @@ class AnthropicProvider:
     ) -> dict[str, Any]:
         payload = to_messages_request(self.name, model, body)
         return to_chat_completion(await self._http.post_json(_MESSAGES, payload, timeouts))
+
+    async def list_models(self, *, timeouts: Timeouts) -> list[str]:
+        """The ids ``GET /v1/models`` lists (its first 1,000)."""
+        return model_ids(await self._http.get_json(_MODELS, timeouts))
 
     async def stream(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["ChatProvider", "EmbeddingProvider", "Timeouts"]
+__all__ = ["ChatProvider", "EmbeddingProvider", "ModelLister", "Timeouts", "model_ids"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,3 +60,23 @@ class EmbeddingProvider(Protocol):
     async def embed(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ModelLister(Protocol):
+    """A provider whose server lists the models it serves (``GET /models``)."""
+
+    name: str
+
+    async def list_models(self, *, timeouts: Timeouts) -> list[str]: ...
+
+
+def model_ids(listing: dict[str, Any]) -> list[str]:
+    """The ids of an OpenAI- or Anthropic-style model list (``{"data": [{"id": ..}]}``);
+    entries without a string id are skipped."""
+    data = listing.get("data")
+    if not isinstance(data, list):
+        return []
+    return [
+        item["id"] for item in data if isinstance(item, dict) and isinstance(item.get("id"), str)
+    ]

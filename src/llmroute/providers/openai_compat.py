@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from llmroute.providers._transport import HttpTransport
-from llmroute.providers.base import Timeouts
+from llmroute.providers.base import Timeouts, model_ids
 from llmroute.providers.cache_markers import without_cache_markers
 from llmroute.registry.schema import Provider, env_headers
 
@@ -16,6 +16,7 @@ __all__ = ["OpenAICompatProvider"]
 
 _CHAT = "/chat/completions"
 _EMBEDDINGS = "/embeddings"
+_MODELS = "/models"
 
 
 class OpenAICompatProvider:
@@ -51,6 +52,11 @@ class OpenAICompatProvider:
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]:
         return await self._http.post_json(_EMBEDDINGS, {**body, "model": model}, timeouts)
+
+    async def list_models(self, *, timeouts: Timeouts) -> list[str]:
+        """The ids ``GET /models`` lists (what `llmroute registry probe` checks names
+        against)."""
+        return model_ids(await self._http.get_json(_MODELS, timeouts))
 
     async def stream(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts

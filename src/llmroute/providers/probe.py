@@ -1,0 +1,405 @@
+"""Ask each model of a registry's pool once, before it serves traffic: is its server
+reachable, are the credentials accepted, does the server know the model's name, and
+(with `chat`) does the model answer. What `llmroute registry probe` prints.
+
+A listing (``GET /models``) costs nothing and catches the common mistakes: a wrong
+``base_url``, an unset or refused key, a model name the server does not have. Only
+`chat` spends tokens: one short request per model and deployment, thinking turned off
+where the registry says how.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from yarl import URL
+
+from llmroute.errors import LlmrouteError, ProviderError, UpstreamRejected
+from llmroute.providers.anthropic import AnthropicProvider
+from llmroute.providers.base import (
+    ChatProvider,
+    EmbeddingProvider,
+    ModelLister,
+    Timeouts,
+)
+from llmroute.providers.openai_compat import OpenAICompatProvider
+from llmroute.registry.schema import (
+    Model,
+    OpenAIEncoderSpec,
+    Provider,
+    Registry,
+    unset_credentials,
+)
+
+__all__ = ["PROBE_MAX_TOKENS", "PROBE_PROMPT", "Probe", "Status", "probe_pool"]
+
+Status = Literal["ok", "warn", "fail"]
+PROBE_PROMPT = "Reply with the single word OK."
+PROBE_MAX_TOKENS = 16
+ENCODER_ROW = "(encoder)"  # the row of a registry's remote routing encoder
+_CONCURRENCY = 8
+_MAX_SUGGESTIONS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One pool model on one deployment: what was asked and what came back."""
+
+    model: str  # the pool model's name (`ENCODER_ROW` for the routing encoder)
+    provider: str
+    upstream: str  # the provider's name for the model
+    where: str  # the base URL without credentials or query; a GGUF's path
+    status: Status
+    detail: str
+    listed: bool | None = None  # in the server's model list; None: not listed or not asked
+    latency_ms: float | None = None  # of the chat call (with `chat`) or of the listing
+    served_as: str | None = None  # the answer's ``model`` when it names another
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    ids: frozenset[str] | None  # None: the server answered but lists nothing we can read
+    error: ProviderError | None
+    latency_ms: float
+
+
+async def probe_pool(
+    registry: Registry,
+    *,
+    models: Sequence[str] = (),
+    chat: bool = False,
+    timeout_s: float = 30.0,
+    environ: Mapping[str, str],
+    base_dir: Path,
+) -> list[Probe]:
+    """One `Probe` per (pool model, deployment) of `models` (default: every model, and
+    then a remote routing encoder), in that order."""
+    names = list(models) or list(registry.models)
+    providers: dict[str, ChatProvider] = {}
+    try:
+        listings = await _listings(registry, names, providers, environ, timeout_s)
+        jobs: list[Callable[[], Awaitable[Probe]]] = []
+        for name in names:
+            model = registry.models[name]
+            for target in model.targets():
+                assert target.model is not None
+                spec = registry.providers[target.provider]
+                if spec.kind == "llamacpp":
+                    row = _Row(name, model, target.provider, spec, target.model, "")
+                    jobs.append(_local_job(row, registry, chat, timeout_s, base_dir))
+                    continue
+                where = _where(spec.base_url)
+                row = _Row(name, model, target.provider, spec, target.model, where)
+                jobs.append(_job(row, listings.get(target.provider), providers, chat, timeout_s))
+        if not models and isinstance(registry.encoder, OpenAIEncoderSpec):
+            jobs.append(_encoder_job(registry, timeout_s, environ))
+        gate = asyncio.Semaphore(_CONCURRENCY)
+
+        async def bounded(job: Callable[[], Awaitable[Probe]]) -> Probe:
+            async with gate:
+                return await job()
+
+        return list(await asyncio.gather(*(bounded(job) for job in jobs)))
+    finally:
+        await asyncio.gather(
+            *(provider.aclose() for provider in providers.values()), return_exceptions=True
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    model_name: str
+    model: Model
+    provider_name: str
+    spec: Provider
+    upstream: str
+    where: str
+
+    def probe(self, status: Status, detail: str, **more: Any) -> Probe:
+        return Probe(
+            self.model_name, self.provider_name, self.upstream, self.where, status, detail, **more
+        )
+
+
+async def _listings(
+    registry: Registry,
+    names: Sequence[str],
+    providers: dict[str, ChatProvider],
+    environ: Mapping[str, str],
+    timeout_s: float,
+) -> dict[str, _Listing | str]:
+    """Each HTTP provider the models use, listed once: its `_Listing`, or the first
+    unset credential variable (then it is not called at all)."""
+    used = dict.fromkeys(
+        target.provider for name in names for target in registry.models[name].targets()
+    )
+    out: dict[str, _Listing | str] = {}
+    pending: dict[str, Awaitable[_Listing]] = {}
+    for provider_name in used:
+        spec = registry.providers[provider_name]
+        if spec.kind == "llamacpp":
+            continue
+        unset = unset_credentials(spec.api_key_env, spec.headers_env, environ)
+        if unset:
+            out[provider_name] = unset[0]
+            continue
+        client: ChatProvider = (
+            AnthropicProvider(provider_name, spec, environ=environ)
+            if spec.kind == "anthropic"
+            else OpenAICompatProvider(provider_name, spec, environ=environ)
+        )
+        providers[provider_name] = client
+        pending[provider_name] = _list(client, _timeouts(spec, timeout_s))
+    for provider_name, listing in zip(
+        pending, await asyncio.gather(*pending.values()), strict=True
+    ):
+        out[provider_name] = listing
+    return out
+
+
+async def _list(client: ChatProvider, timeouts: Timeouts) -> _Listing:
+    started = time.perf_counter()
+    if not isinstance(client, ModelLister):
+        return _Listing(None, None, 0.0)
+    try:
+        async with asyncio.timeout(timeouts.total_s):
+            ids = await client.list_models(timeouts=timeouts)
+    except TimeoutError:
+        return _Listing(None, _timed_out(client.name, timeouts), _ms(started))
+    except ProviderError as exc:
+        return _Listing(None, exc, _ms(started))
+    return _Listing(frozenset(ids) or None, None, _ms(started))
+
+
+def _job(
+    row: _Row,
+    listing: _Listing | str | None,
+    providers: Mapping[str, ChatProvider],
+    chat: bool,
+    timeout_s: float,
+) -> Callable[[], Awaitable[Probe]]:
+    async def run() -> Probe:
+        if isinstance(listing, str) or listing is None:
+            return row.probe("fail", f"{listing or 'a credential'} is not set; nothing was sent")
+        refused = _refusal(row, listing.error)
+        if refused is not None:
+            return refused
+        listed, note = _listed(row.upstream, listing)
+        if not chat:
+            return row.probe(
+                "ok" if listed else "warn",
+                note,
+                listed=listed,
+                latency_ms=listing.latency_ms,
+            )
+        return await _chat(row, providers[row.provider_name], timeout_s, listed, note)
+
+    return run
+
+
+def _refusal(row: _Row, error: ProviderError | None) -> Probe | None:
+    """A listing that failed in a way a chat call would fail too: the row's failure."""
+    if error is None:
+        return None
+    if isinstance(error, UpstreamRejected) and error.status in (401, 403):
+        key = row.spec.api_key_env or "no api_key_env"
+        return row.probe(
+            "fail", f"credentials refused (HTTP {error.status}); the key comes from {key}"
+        )
+    if isinstance(error, UpstreamRejected):
+        return None  # listing refused for another reason (404: the server lists nothing)
+    return row.probe("fail", error.message)
+
+
+def _listed(upstream: str, listing: _Listing) -> tuple[bool | None, str]:
+    """Whether the server lists the model, and a note saying so for the operator."""
+    if listing.error is not None:
+        status = getattr(listing.error, "status", None)
+        return None, f"reachable; the server does not list its models (HTTP {status})"
+    if listing.ids is None:
+        return None, "reachable; the server listed no models"
+    names = {_bare(name): name for name in listing.ids}
+    if _bare(upstream) in names:
+        return True, "listed by the server"
+    close = difflib.get_close_matches(_bare(upstream), list(names), n=_MAX_SUGGESTIONS)
+    hint = f"; closest: {', '.join(names[c] for c in close)}" if close else ""
+    return False, f"not among the {len(names)} models the server lists{hint}"
+
+
+def _bare(model_id: str) -> str:
+    """A model id as servers list it in several spellings: Gemini's ``models/`` prefix
+    and Ollama's ``:latest`` tag removed."""
+    bare = model_id.removeprefix("models/")
+    return bare.removesuffix(":latest")
+
+
+async def _chat(
+    row: _Row, provider: ChatProvider, timeout_s: float, listed: bool | None, note: str
+) -> Probe:
+    timeouts = _timeouts(row.spec, timeout_s)
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeouts.total_s):
+            if row.model.kind == "embedding":
+                answer = await _embed(row, provider, timeouts)
+            else:
+                answer = await provider.complete(row.upstream, probe_body(row), timeouts=timeouts)
+    except TimeoutError:
+        return row.probe(
+            "fail", f"{_timed_out(row.provider_name, timeouts).message}; {note}", listed=listed
+        )
+    except ProviderError as exc:
+        return row.probe("fail", f"{exc.message}; {note}", listed=listed)
+    elapsed = _ms(started)
+    served = answer.get("model")
+    served_as = served if isinstance(served, str) and served != row.upstream else None
+    said = _answered(row.model, answer)
+    return row.probe(
+        "ok",
+        f"{said} in {elapsed:.0f} ms; {note}",
+        listed=listed,
+        latency_ms=elapsed,
+        served_as=served_as,
+    )
+
+
+async def _embed(row: _Row, provider: ChatProvider, timeouts: Timeouts) -> dict[str, Any]:
+    if not isinstance(provider, EmbeddingProvider):
+        raise UpstreamRejected(
+            row.provider_name, f"a {row.spec.kind} provider serves no embeddings"
+        )
+    body = {**row.model.params, "input": [PROBE_PROMPT]}
+    return await provider.embed(row.upstream, body, timeouts=timeouts)
+
+
+def probe_body(row: _Row) -> dict[str, Any]:
+    """The chat request sent to a model: a one-word question, the model's `params`, a
+    short answer (unless its params set the length), thinking off where it can be."""
+    from llmroute.dispatch.dispatcher import with_defaults
+    from llmroute.dispatch.reasoning_params import with_reasoning
+
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": PROBE_PROMPT}]}
+    body = with_reasoning(body, row.model, row.spec.kind, False)
+    if row.model.params:
+        body = with_defaults(body, row.model.params)
+    if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
+        body["max_tokens"] = PROBE_MAX_TOKENS
+    return body
+
+
+def _answered(model: Model, answer: Mapping[str, Any]) -> str:
+    """`answered` with what came back: the embedding's size, or the reply's tokens."""
+    if model.kind == "embedding":
+        data = answer.get("data")
+        first = data[0] if isinstance(data, list) and data else None
+        vector = first.get("embedding") if isinstance(first, dict) else None
+        return f"embedded ({len(vector)} dimensions)" if isinstance(vector, list) else "embedded"
+    usage = answer.get("usage")
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return f"answered ({tokens} tokens)" if isinstance(tokens, int) else "answered"
+
+
+def _local_job(
+    row: _Row, registry: Registry, chat: bool, timeout_s: float, base_dir: Path
+) -> Callable[[], Awaitable[Probe]]:
+    """A llama.cpp model: the provider's GGUF files are checked (one missing stops the
+    gateway from building the provider); with `chat` it is loaded (in a thread:
+    seconds) and asked."""
+
+    async def run() -> Probe:
+        from llmroute.providers.llamacpp import build_llamacpp, check_llamacpp, resolve_gguf
+
+        at = row
+        try:
+            at = replace(row, where=str(resolve_gguf(row.upstream, base_dir)))
+            await asyncio.to_thread(check_llamacpp, row.provider_name, registry, base_dir)
+        except LlmrouteError as exc:
+            return at.probe("fail", str(exc))
+        if not chat:
+            return at.probe("ok", "in-process (llama.cpp): the GGUF file is present")
+        started = time.perf_counter()
+        try:
+            provider = await asyncio.to_thread(
+                build_llamacpp, row.provider_name, row.spec, registry, base_dir
+            )
+            try:
+                answer = await provider.complete(
+                    row.upstream, probe_body(row), timeouts=_timeouts(row.spec, timeout_s)
+                )
+            finally:
+                await provider.aclose()
+        except ProviderError as exc:
+            return at.probe("fail", exc.message)
+        except LlmrouteError as exc:
+            return at.probe("fail", str(exc))
+        elapsed = _ms(started)
+        said = _answered(row.model, answer)
+        return at.probe("ok", f"{said} in {elapsed:.0f} ms, loading included", latency_ms=elapsed)
+
+    return run
+
+
+def _encoder_job(
+    registry: Registry, timeout_s: float, environ: Mapping[str, str]
+) -> Callable[[], Awaitable[Probe]]:
+    """The registry's remote embeddings endpoint, which routing itself calls: one text."""
+    spec = registry.encoder
+    assert isinstance(spec, OpenAIEncoderSpec)
+
+    async def run() -> Probe:
+        where = _where(spec.base_url)
+
+        def probe(status: Status, detail: str, **more: Any) -> Probe:
+            return Probe(ENCODER_ROW, "encoder", spec.model, where, status, detail, **more)
+
+        unset = unset_credentials(spec.api_key_env, spec.headers_env, environ)
+        if unset:
+            return probe("fail", f"{unset[0]} is not set; nothing was sent")
+        from llmroute.assemble import build_encoder
+
+        started = time.perf_counter()
+        try:
+            encoder = build_encoder(registry)
+            try:
+                async with asyncio.timeout(timeout_s):
+                    vectors = await asyncio.to_thread(encoder.encode, [PROBE_PROMPT])
+            finally:
+                close = getattr(encoder, "close", None)
+                if callable(close):
+                    close()
+        except TimeoutError:
+            return probe("fail", f"no answer within {timeout_s:g}s")
+        except LlmrouteError as exc:
+            return probe("fail", str(exc))
+        elapsed = _ms(started)
+        dims = vectors.shape[1] if vectors.ndim == 2 else 0
+        return probe("ok", f"embedded ({dims} dimensions) in {elapsed:.0f} ms", latency_ms=elapsed)
+
+    return run
+
+
+def _timeouts(spec: Provider, timeout_s: float) -> Timeouts:
+    return Timeouts(connect_s=min(spec.connect_timeout_s, timeout_s), total_s=timeout_s)
+
+
+def _timed_out(provider: str, timeouts: Timeouts) -> ProviderError:
+    return ProviderError(provider, f"no answer within {timeouts.total_s:g}s")
+
+
+def _where(base_url: object) -> str:
+    """A base URL as it may be printed: no user, password, query or fragment."""
+    url = URL(str(base_url))
+    return str(url.with_user(None).with_query(None).with_fragment(None))
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

@@ -1,0 +1,236 @@
+"""`probe_pool`: each pool model asked of its real server (fake OpenAI and Anthropic
+upstreams on 127.0.0.1): reachable, credentials accepted, model listed, and with `chat`
+answering; what it says for each way that goes wrong, and that nothing is sent where a
+credential is missing."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fake_anthropic import FakeAnthropic, fake_anthropic
+from fake_upstream import FakeUpstream, fake_upstream
+
+from llmroute.providers.probe import (
+    ENCODER_ROW,
+    PROBE_MAX_TOKENS,
+    PROBE_PROMPT,
+    Probe,
+    probe_pool,
+)
+from llmroute.registry import parse_registry
+from llmroute.registry.schema import Registry
+
+KEY = "sk-probe-0123456789abcdef"
+
+
+@pytest.fixture
+def openai_up() -> Iterator[FakeUpstream]:
+    with fake_upstream() as server:
+        server.listed = ["qwen2.5-7b-instruct", "bge-small", "models/gemini-2.0-flash"]
+        yield server
+
+
+@pytest.fixture
+def anthropic_up() -> Iterator[FakeAnthropic]:
+    with fake_anthropic() as server:
+        server.listed = ("claude-sonnet-4-6", "claude-haiku-4-5")
+        yield server
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _registry(openai_up: FakeUpstream, anthropic_up: FakeAnthropic, extra: str = "") -> Registry:
+    text = f"""
+encoder: builtin:static
+providers:
+  local: {{kind: openai, base_url: "{openai_up.url}", api_key_env: PROBE_LOCAL_KEY}}
+  claude: {{kind: anthropic, base_url: "{anthropic_up.url}", api_key_env: PROBE_CLAUDE_KEY}}
+  gone: {{kind: openai, base_url: "http://127.0.0.1:{_closed_port()}/v1"}}
+  hosted: {{kind: openai, base_url: "{openai_up.url}", api_key_env: PROBE_UNSET_KEY}}
+models:
+  small:
+    provider: local
+    model: qwen2.5-7b-instruct
+    params: {{temperature: 0.2}}
+  typo: {{provider: local, model: qwen2.5-7b-instructt}}
+  gemini: {{provider: local, model: gemini-2.0-flash}}
+  embed: {{provider: local, model: bge-small, kind: embedding}}
+  sonnet: {{provider: claude, model: claude-sonnet-4-6}}
+  offline: {{provider: gone, model: m}}
+  nokey: {{provider: hosted, model: qwen2.5-7b-instruct}}
+{extra}routes:
+  - {{name: r, examples: [hi], target: small}}
+default: {{target: small}}
+"""
+    return parse_registry(text, source="probe.yaml").registry
+
+
+ENV = {"PROBE_LOCAL_KEY": KEY, "PROBE_CLAUDE_KEY": KEY}
+
+
+def _probe(registry: Registry, **kwargs: object) -> dict[str, Probe]:
+    results = asyncio.run(
+        probe_pool(registry, environ=ENV, base_dir=Path.cwd(), **kwargs)  # type: ignore[arg-type]
+    )
+    return {r.model: r for r in results}
+
+
+def test_a_listing_checks_reach_keys_and_names_without_spending_tokens(
+    openai_up: FakeUpstream, anthropic_up: FakeAnthropic
+) -> None:
+    got = _probe(_registry(openai_up, anthropic_up), timeout_s=5.0)
+    assert list(got) == ["small", "typo", "gemini", "embed", "sonnet", "offline", "nokey"]
+    status = {name: probe.status for name, probe in got.items()}
+    assert status == {
+        "small": "ok",
+        "typo": "warn",
+        "gemini": "ok",  # Gemini lists "models/gemini-2.0-flash"
+        "embed": "ok",
+        "sonnet": "ok",
+        "offline": "fail",
+        "nokey": "fail",
+    }
+    assert got["small"].listed is True and got["small"].detail == "listed by the server"
+    assert got["typo"].listed is False
+    assert got["typo"].detail == (
+        "not among the 3 models the server lists; closest: qwen2.5-7b-instruct"
+    )
+    assert got["offline"].detail.startswith("upstream request failed: connection refused")
+    assert got["nokey"].detail == "PROBE_UNSET_KEY is not set; nothing was sent"
+    assert got["sonnet"].where == anthropic_up.url
+    # one listing per provider, with the key; no completion was asked for
+    assert [(r.path, r.headers.get("authorization")) for r in openai_up.requests] == [
+        ("/v1/models", f"Bearer {KEY}")
+    ]
+    assert [(r.path, r.headers.get("x-api-key")) for r in anthropic_up.requests] == [
+        ("/v1/models?limit=1000", KEY)
+    ]
+
+
+def test_chat_asks_each_model_once_with_its_params(
+    openai_up: FakeUpstream, anthropic_up: FakeAnthropic
+) -> None:
+    registry = _registry(openai_up, anthropic_up)
+    got = _probe(registry, models=["small", "typo", "embed", "sonnet"], chat=True, timeout_s=5.0)
+    assert {name: probe.status for name, probe in got.items()} == dict.fromkeys(
+        ["small", "typo", "embed", "sonnet"], "ok"
+    )
+    # the server answers a name it does not list: the answer settles it
+    assert got["typo"].listed is False and got["typo"].detail.startswith("answered")
+    assert got["small"].detail.startswith("answered (")
+    assert got["embed"].detail.startswith("embedded (")
+    assert got["sonnet"].latency_ms is not None
+    sent = openai_up.calls_to("qwen2.5-7b-instruct")[0]
+    assert sent.path == "/v1/chat/completions"
+    assert sent.body["messages"] == [{"role": "user", "content": PROBE_PROMPT}]
+    assert sent.body["max_tokens"] == PROBE_MAX_TOKENS
+    assert sent.body["temperature"] == 0.2  # the model's params, as the gateway sends them
+    assert openai_up.calls_to("bge-small")[0].path == "/v1/embeddings"
+    assert anthropic_up.requests[-1].path == "/v1/messages"
+    assert anthropic_up.requests[-1].body["max_tokens"] == PROBE_MAX_TOKENS
+
+
+def test_a_refused_key_is_named_and_never_shown(
+    openai_up: FakeUpstream, anthropic_up: FakeAnthropic
+) -> None:
+    openai_up.key = "sk-the-right-one-0123456789"
+    got = _probe(_registry(openai_up, anthropic_up), models=["small"], chat=True, timeout_s=5.0)
+    probe = got["small"]
+    assert probe.status == "fail"
+    assert probe.detail == "credentials refused (HTTP 401); the key comes from PROBE_LOCAL_KEY"
+    assert KEY not in repr(probe)
+    # the refused listing settles it: no completion is sent
+    assert [r.path for r in openai_up.requests] == ["/v1/models"]
+
+
+def test_a_server_that_lists_nothing_is_a_warning_until_a_chat_answers(
+    openai_up: FakeUpstream, anthropic_up: FakeAnthropic
+) -> None:
+    openai_up.listed = None  # GET /models answers 404
+    registry = _registry(openai_up, anthropic_up)
+    listed = _probe(registry, models=["small"], timeout_s=5.0)["small"]
+    assert (listed.status, listed.listed) == ("warn", None)
+    assert listed.detail == "reachable; the server does not list its models (HTTP 404)"
+    asked = _probe(registry, models=["small"], chat=True, timeout_s=5.0)["small"]
+    assert asked.status == "ok"
+    assert asked.detail.endswith("; reachable; the server does not list its models (HTTP 404)")
+
+
+def test_a_model_that_fails_or_hangs_fails_its_probe_in_bounded_time(
+    openai_up: FakeUpstream, anthropic_up: FakeAnthropic
+) -> None:
+    openai_up.listed = ["broken?status=500", "slow?delay=10"]
+    extra = """  broken: {provider: local, model: "broken?status=500"}
+  slow: {provider: local, model: "slow?delay=10"}
+"""
+    registry = _registry(openai_up, anthropic_up, extra)
+    got, seconds = asyncio.run(_timed(registry))
+    assert got["broken"].status == "fail"
+    assert got["broken"].detail.startswith("upstream returned HTTP 500")
+    assert got["slow"].status == "fail"
+    assert got["slow"].detail == "no answer within 0.5s; listed by the server"
+    assert seconds < 5  # the hanging model did not hold the probe for its 10 s
+
+
+async def _timed(registry: Registry) -> tuple[dict[str, Probe], float]:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    results = await probe_pool(
+        registry,
+        models=["broken", "slow"],
+        chat=True,
+        timeout_s=0.5,
+        environ=ENV,
+        base_dir=Path.cwd(),
+    )
+    return {r.model: r for r in results}, loop.time() - started
+
+
+def test_a_remote_routing_encoder_is_probed_too(openai_up: FakeUpstream) -> None:
+    text = f"""
+encoder: {{kind: openai, base_url: "{openai_up.url}", model: bge-small}}
+providers:
+  local: {{kind: openai, base_url: "{openai_up.url}"}}
+models:
+  small: {{provider: local, model: qwen2.5-7b-instruct}}
+routes:
+  - {{name: r, examples: [hi], target: small}}
+default: {{target: small}}
+"""
+    registry = parse_registry(text, source="probe.yaml").registry
+    results = asyncio.run(probe_pool(registry, environ={}, base_dir=Path.cwd(), timeout_s=5.0))
+    encoder = results[-1]
+    assert (encoder.model, encoder.upstream, encoder.status) == (ENCODER_ROW, "bge-small", "ok")
+    assert encoder.detail.startswith("embedded (")
+    # asked for named models only, the encoder is left out
+    named = asyncio.run(
+        probe_pool(registry, models=["small"], environ={}, base_dir=Path.cwd(), timeout_s=5.0)
+    )
+    assert [r.model for r in named] == ["small"]
+
+
+def test_a_missing_gguf_file_fails_without_loading_anything(tmp_path: Path) -> None:
+    text = """
+encoder: builtin:static
+providers:
+  inproc: {kind: llamacpp}
+models:
+  tiny: {provider: inproc, model: models/missing.gguf}
+routes:
+  - {name: r, examples: [hi], target: tiny}
+default: {target: tiny}
+"""
+    registry = parse_registry(text, source="probe.yaml", base_dir=tmp_path).registry
+    [probe] = asyncio.run(probe_pool(registry, environ={}, base_dir=tmp_path, timeout_s=5.0))
+    assert probe.status == "fail"
+    assert probe.where == str(tmp_path / "models" / "missing.gguf")
+    # without the local extra the message names it; with it, the missing file
+    assert "llama-cpp-python" in probe.detail or "GGUF file not found" in probe.detail
