@@ -292,6 +292,82 @@ def test_a_route_only_decision_is_logged_and_takes_feedback(sqlite_gateway: Runn
     assert after[0] == before[0] and after[1] == before[1] + 1
 
 
+def test_tags_and_the_end_user_are_logged_and_reported(sqlite_gateway: Running) -> None:
+    """``x-llmroute-tags`` and the end user the request names (OpenAI's ``user`` /
+    ``safety_identifier``, Anthropic's ``metadata.user_id``) reach the decision log and
+    `llmroute report`, per tag and per end user; a malformed header is a 400 with
+    nothing dispatched."""
+    import json
+    import subprocess
+    import sys
+
+    url = sqlite_gateway.url
+    tags = {"x-llmroute-tags": "team:search, app=web,team:search"}
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as c:
+        raw = c.chat.completions.with_raw_response.create(
+            model="auto",
+            messages=[{"role": "user", "content": "write a Python function to sort tags"}],
+            user="user-7",
+            extra_headers=tags,
+        )
+        streamed = c.chat.completions.with_raw_response.create(
+            model="chitchat",
+            messages=[{"role": "user", "content": "hi there, tag me"}],
+            stream=True,
+            extra_body={"safety_identifier": "hashed-42"},
+            extra_headers={"x-llmroute-tags": "team:ads"},
+        )
+        list(streamed.parse())
+        before = len(sqlite_gateway.upstream.requests)
+        with pytest.raises(openai.BadRequestError) as refused:
+            c.chat.completions.create(
+                model="auto",
+                messages=[{"role": "user", "content": "hi"}],
+                extra_headers={"x-llmroute-tags": "team search"},
+            )
+    assert refused.value.status_code == 400
+    assert refused.value.body["param"] == "x-llmroute-tags"  # type: ignore[index]
+    assert "letters, digits" in refused.value.body["message"]  # type: ignore[index]
+    assert len(sqlite_gateway.upstream.requests) == before
+    messages = httpx.post(
+        f"{url}/v1/messages",
+        json={
+            "model": "chitchat",
+            "max_tokens": 20,
+            "messages": [{"role": "user", "content": "hi from claude code"}],
+            "metadata": {"user_id": "claude-user"},
+        },
+        headers={"x-llmroute-tags": "app=cli"},
+        timeout=10,
+    )
+    assert messages.status_code == 200, messages.text
+    row = _logged(sqlite_gateway.store_url, raw.headers["x-llmroute-decision-id"])
+    assert (row.end_user, row.tags) == ("user-7", ("team:search", "app=web"))
+    row = _logged(sqlite_gateway.store_url, streamed.headers["x-llmroute-decision-id"])
+    assert (row.end_user, row.tags) == ("hashed-42", ("team:ads",))
+    row = _logged(sqlite_gateway.store_url, messages.headers["x-llmroute-decision-id"])
+    assert (row.end_user, row.tags) == ("claude-user", ("app=cli",))
+
+    def report(*args: str) -> dict[str, object]:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "llmroute"), "report", "--url",
+             sqlite_gateway.store_url, "--since", "1h", "--json", *args],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        payload: dict[str, object] = json.loads(done.stdout)
+        return payload
+
+    everything = report()
+    by_tag = {t["name"]: t["n"] for t in everything["tags"]}  # type: ignore[attr-defined]
+    assert by_tag["team:search"] == by_tag["app=web"] == 1 and by_tag["team:ads"] == 1
+    assert set(by_tag) - {"(untagged)"} == {"team:search", "app=web", "team:ads", "app=cli"}
+    users = {u["name"] for u in everything["users"]}  # type: ignore[attr-defined]
+    assert {"user-7", "hashed-42", "claude-user"} <= users
+    search = report("--tag", "team:search")
+    assert search["tag"] == "team:search" and search["total"]["n"] == 1  # type: ignore[index]
+    assert [r["name"] for r in search["routes"]] == ["code"]  # type: ignore[attr-defined]
+
+
 def test_metrics_count_requests_by_route_model_and_status(sqlite_gateway: Running) -> None:
     httpx.post(
         f"{sqlite_gateway.url}/v1/chat/completions",

@@ -99,6 +99,29 @@ def test_client_keys_get_their_own_rows() -> None:
     assert report.to_dict()["clients"][0]["name"] == "(no key)"
 
 
+def test_tags_and_end_users_get_their_own_rows() -> None:
+    report = build_report(decisions(), REGISTRY)
+    assert (report.tags, report.users, report.user_count) == ([], [], 0)  # none: no tables
+    tagged = []
+    for i, d in enumerate(decisions()):
+        tags = ("team:a", "app=web") if d.route == "code" else ("team:b",) if i % 2 else ()
+        tagged.append(dataclasses.replace(d, tags=tags, end_user=f"u{i % 30}"))
+    report = build_report(tagged, REGISTRY)
+    tags = {t.name: t for t in report.tags}
+    assert set(tags) == {"team:a", "app=web", "team:b", "(untagged)"}
+    assert tags["team:a"].n == tags["app=web"].n == 20  # a request counts under each tag
+    assert tags["team:b"].n == tags["(untagged)"].n == 50
+    assert tags["team:a"].cost_usd == pytest.approx(20 * 0.05)
+    assert report.user_count == 30 and len(report.users) == 20  # the 20 costliest
+    costs = [u.cost_usd for u in report.users]
+    assert costs == sorted(costs, reverse=True)
+    # u10..u19 made the 20 code requests (i = 100..119) at 0.05 $ each: they cost most
+    assert {u.name for u in report.users[:10]} == {f"u{i}" for i in range(10, 20)}
+    payload = report.to_dict()
+    assert payload["user_count"] == 30 and len(payload["users"]) == 20
+    assert {t["name"] for t in payload["tags"]} == set(tags)
+
+
 def test_no_prices_means_no_counterfactual() -> None:
     report = build_report(decisions(), None)
     assert report.strongest is None and report.total.counterfactual_usd is None

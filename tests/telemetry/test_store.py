@@ -68,20 +68,20 @@ def store(fresh: Store) -> Store:
 def test_migrations_apply_from_empty_and_are_idempotent(fresh: Store) -> None:
     assert fresh.schema_version() == 0
     labels = [m.label for m in pending_migrations(fresh)]
-    assert labels == ["0001_initial", "0002_client", "0003_route_only"]
-    assert fresh.migrate() == latest_version("sqlite") == latest_version("postgres") == 3
-    assert fresh.schema_version() == 3
+    assert labels == ["0001_initial", "0002_client", "0003_route_only", "0004_attribution"]
+    assert fresh.migrate() == latest_version("sqlite") == latest_version("postgres") == 4
+    assert fresh.schema_version() == 4
     assert pending_migrations(fresh) == []
-    assert fresh.migrate() == 3  # a second run is a no-op
+    assert fresh.migrate() == 4  # a second run is a no-op
     assert fresh.count_decisions() == 0
 
 
 def test_a_log_at_version_1_keeps_its_rows_when_upgraded(
     store_url: str, make_record: MakeRecord, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A log written before the client and route_only columns existed: migrations 0002
-    and 0003 add them, the old rows read back with no client and as dispatched requests,
-    and new rows carry theirs."""
+    """A log written before the client, route_only, end_user and tags columns existed:
+    migrations 0002 to 0004 add them, the old rows read back with no client, user or tags
+    and as dispatched requests, and new rows carry theirs."""
     from llmroute.telemetry.store import migrate
 
     shipped = migrate.load_migrations
@@ -89,7 +89,8 @@ def test_a_log_at_version_1_keeps_its_rows_when_upgraded(
     store = open_store(store_url)
     try:
         assert store.migrate() == 1  # the schema as version 1 of the code left it
-        old_columns = [c for c in DECISION_COLUMNS if c not in ("client", "route_only")]
+        added = ("client", "route_only", "end_user", "tags")
+        old_columns = [c for c in DECISION_COLUMNS if c not in added]
         row = make_record(0).to_row()[: len(old_columns)]
         sql = f"INSERT INTO decisions ({', '.join(old_columns)}) VALUES "
         if isinstance(store, SqliteStore):
@@ -99,18 +100,24 @@ def test_a_log_at_version_1_keeps_its_rows_when_upgraded(
             with store._connection("insert a version-1 row") as conn:
                 conn.execute((sql + f"({', '.join(['%s'] * len(row))})").encode(), row)
         monkeypatch.setattr(migrate, "load_migrations", shipped)
-        assert store.migrate() == 3
+        assert store.migrate() == 4
         (old,) = store.decisions(0.0)
         assert old.id == row[0] and old.client is None and old.route_only is False
+        assert (old.end_user, old.tags) == (None, ())
         store.write_decisions(
-            [make_record(1, client="team-a"), make_record(2, client="team-b", route_only=True)]
+            [
+                make_record(1, client="team-a", end_user="u-1", tags=("team:search", "app=web")),
+                make_record(2, client="team-b", route_only=True),
+            ]
         )
         rows = store.decisions(0.0)
-        assert [(d.client, d.route_only) for d in rows] == [
-            (None, False),
-            ("team-a", False),
-            ("team-b", True),
+        assert [(d.client, d.route_only, d.end_user, d.tags) for d in rows] == [
+            (None, False, None, ()),
+            ("team-a", False, "u-1", ("team:search", "app=web")),
+            ("team-b", True, None, ()),
         ]
+        summary = store.decisions(0.0, details=False)
+        assert [d.tags for d in summary] == [(), ("team:search", "app=web"), ()]
         assert [d.route_only for d in store.decisions(0.0, details=False)] == [False, False, True]
     finally:
         store.close()
@@ -133,7 +140,7 @@ def test_concurrent_migrations_do_not_race(store_url: str) -> None:
         t.join(30)
     for s in stores:
         s.close()
-    assert results == [3, 3, 3]
+    assert results == [4, 4, 4]
 
 
 def test_migration_files_ship_as_package_data() -> None:
@@ -143,7 +150,11 @@ def test_migration_files_ship_as_package_data() -> None:
         first, *rest = load_migrations(backend)
         assert first.version == 1 and first.name == "initial"
         assert any(s.startswith("CREATE TABLE decisions") for s in first.statements())
-        assert [(m.version, m.name) for m in rest] == [(2, "client"), (3, "route_only")]
+        assert [(m.version, m.name) for m in rest] == [
+            (2, "client"),
+            (3, "route_only"),
+            (4, "attribution"),
+        ]
 
 
 # -- decisions --------------------------------------------------------------------------

@@ -382,10 +382,21 @@ def report_command(
         Path | None,
         typer.Option("--plot", help="Write charts to an .html page or a .png.", show_default=False),
     ] = None,
+    tag: Annotated[
+        str | None,
+        typer.Option(
+            "--tag", help="Only requests with this x-llmroute-tags tag.", show_default=False
+        ),
+    ] = None,
+    client: Annotated[
+        str | None,
+        typer.Option("--client", help="Only requests of this client key.", show_default=False),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Route mix, cost vs the strongest model, fallbacks, latency, errors, feedback and
-    shadow quality over a window."""
+    shadow quality over a window; per client key, tag and costliest end users when the
+    requests carried them."""
     if ctx.invoked_subcommand is not None:
         return
     from llmroute.telemetry.report import build_report
@@ -400,8 +411,20 @@ def report_command(
         decisions = log.store.decisions(window.since, window.until)
         feedback = log.store.feedback(window.since, window.until)
         shadows = log.store.shadows(window.since, window.until)
+    scope = ""
+    if tag is not None or client is not None:
+        decisions = [
+            d
+            for d in decisions
+            if (tag is None or tag in d.tags) and (client is None or d.client == client)
+        ]
+        scope = (
+            " with"
+            + f" tag {tag}" * (tag is not None)
+            + f" client key {client}" * (client is not None)
+        )
     if not decisions:
-        _empty(Log(log.store, log.shown, None), f"the last {window.text}", as_json)
+        _empty(Log(log.store, log.shown, None), f"the last {window.text}{scope}", as_json)
         return
     report = build_report(
         decisions,
@@ -415,11 +438,11 @@ def report_command(
         plot_report(report, plot, title=f"llmroute report: {window.describe()}")
     if as_json:
         payload = report.to_dict()
-        payload.update(url=log.shown, window=window.to_dict())
+        payload.update(url=log.shown, window=window.to_dict(), tag=tag, client=client)
         _print_json(payload)
         return
     console = _console()
-    _print_report(console, report, window, log.shown)
+    _print_report(console, report, window, log.shown + scope)
     if plot is not None:
         console.print(f"charts written to {escape(str(plot))}")
 
@@ -471,6 +494,17 @@ def _print_report(console: Console, report: Report, window: Window, shown: str) 
     if report.clients:
         console.print()
         console.print(_group_table("client key", report.clients, report.strongest))
+    if report.tags:
+        console.print()
+        console.print(_group_table("tag", report.tags, report.strongest))
+    if report.users:
+        listed = len(report.users)
+        console.print()
+        console.print(
+            f"end users: {report.user_count}"
+            + f", the {listed} that cost the most" * (listed < report.user_count)
+        )
+        console.print(_group_table("end user", report.users, report.strongest))
     if report.feedback:
         table = Table(
             "route", "feedback", "mean score", "thumbs", "thumbs up", box=None, pad_edge=False

@@ -29,6 +29,7 @@ from llmroute.server.pool import keep_in_pool, may_reach
 from llmroute.server.shutdown import stopping
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.state import CacheLookup, look_up, replay
+from llmroute.telemetry.attribution import TAGS_HEADER, parse_tags
 from llmroute.telemetry.record import (
     CLIENT_CLOSED,
     CLIENT_DISCONNECTED,
@@ -126,6 +127,7 @@ async def serve_chat(
     in OpenAI's format (a JSON response, or a stream of its chunks). Errors are raised
     (`GatewayError`, `LlmrouteError`) for the caller's front to render. `ts` and
     `started_ns` are the request's arrival."""
+    request_tags(request)  # a malformed header is refused before any work
     _check_model(request, gateway, body)
     try:
         plan = await _plan(request, gateway, body)
@@ -430,11 +432,21 @@ def _cascade_headers(steps: tuple[TierStep, ...]) -> dict[str, str]:
 
 
 def recorder_of(request: Request) -> Recorder | None:
-    """The process's recorder, for the request's client key when it came with one."""
+    """The process's recorder, for the request's client key when it came with one, and
+    its tags."""
     telemetry = getattr(request.app.state, "telemetry", None)
     if not isinstance(telemetry, Telemetry):
         return None
-    return gateway_of(request).recorder_for(telemetry.recorder, api_key_of(request.scope))
+    recorder = gateway_of(request).recorder_for(telemetry.recorder, api_key_of(request.scope))
+    return recorder.with_tags(request_tags(request))
+
+
+def request_tags(request: Request) -> tuple[str, ...]:
+    """The request's ``x-llmroute-tags``; a header that breaks their rules is a 400."""
+    try:
+        return parse_tags(request.headers.get(TAGS_HEADER))
+    except ValueError as exc:
+        raise GatewayError(400, f"{TAGS_HEADER}: {exc}", param=TAGS_HEADER) from None
 
 
 async def _look_up(
@@ -532,6 +544,7 @@ async def route_only(request: Request) -> Response:
     ts, started_ns = time.time(), time.perf_counter_ns()
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
+    request_tags(request)
     _check_model(request, gateway, body)
     try:
         plan = await _plan(request, gateway, body)

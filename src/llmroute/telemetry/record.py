@@ -76,6 +76,8 @@ DECISION_COLUMNS: tuple[str, ...] = (
     "prompt",
     "client",  # the gateway client key's name (migration 0002); None without auth
     "route_only",  # a ``/v1/route`` decision: nothing was dispatched (migration 0003)
+    "end_user",  # the request's own user id (``safety_identifier`` / ``user``; migration 0004)
+    "tags",  # JSON list of the request's ``x-llmroute-tags``, NULL without (migration 0004)
 )
 
 
@@ -96,7 +98,9 @@ class DecisionRecord:
     any, is `prompt_mode`'s call. `client` is the name of the gateway client key the
     request came with (None without ``auth``). `route_only` marks a ``/v1/route``
     decision: nothing was dispatched, so no served model, tokens or cost, and
-    `latency_ms` is the decision's own time.
+    `latency_ms` is the decision's own time. `end_user` is the end user the request
+    named (its ``safety_identifier`` or ``user``), `tags` what its ``x-llmroute-tags``
+    header said: who and what a request's cost is attributed to.
     """
 
     decision: Decision
@@ -120,6 +124,8 @@ class DecisionRecord:
     redacted_prompt: str | None = None
     client: str | None = None
     route_only: bool = False
+    end_user: str | None = None
+    tags: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -180,6 +186,8 @@ class DecisionRecord:
             prompt,
             self.client,
             self.route_only,
+            self.end_user,
+            json.dumps(list(self.tags)) if self.tags else None,
         )
 
 
@@ -216,6 +224,8 @@ class LoggedDecision:
     prompt: str | None
     client: str | None = None
     route_only: bool = False
+    end_user: str | None = None
+    tags: tuple[str, ...] = ()
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> LoggedDecision:
@@ -226,6 +236,8 @@ class LoggedDecision:
         if isinstance(attempts, str):  # most rows hold "[]": skip the parser for them
             attempts = json.loads(attempts) if attempts != "[]" else ()
         values["attempts"] = tuple(attempts or ())
+        tags = values["tags"]
+        values["tags"] = tuple(json.loads(tags) if isinstance(tags, str) else tags or ())
         for flag in ("usage_estimated", "cache_hit", "stream", "shadow", "route_only"):
             values[flag] = bool(values[flag])
         return cls(**values)

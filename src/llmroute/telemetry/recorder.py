@@ -22,6 +22,7 @@ from llmroute.decide import Router
 from llmroute.decision import Decision
 from llmroute.dispatch.usage import Usage
 from llmroute.safety.pii import PiiDetector, Redactor
+from llmroute.telemetry.attribution import end_user_of
 from llmroute.telemetry.record import DecisionRecord, PromptMode
 from llmroute.telemetry.request_log import log_request
 
@@ -60,7 +61,7 @@ class Recorder:
     """Builds the record of each finished request and passes it on (to the writer when
     the log is on, to the metrics always)."""
 
-    __slots__ = ("client", "metrics", "on_record", "prompts", "sink")
+    __slots__ = ("client", "metrics", "on_record", "prompts", "sink", "tags")
 
     def __init__(
         self,
@@ -69,12 +70,14 @@ class Recorder:
         prompts: PromptMode,
         client: str | None = None,
         on_record: Callable[[DecisionRecord], None] | None = None,
+        tags: tuple[str, ...] = (),
     ) -> None:
         self.sink = sink
         self.metrics = metrics
         self.prompts: PromptMode = prompts
         self.client = client
         self.on_record = on_record
+        self.tags = tags
 
     def for_client(
         self, client: str, on_record: Callable[[DecisionRecord], None] | None = None
@@ -82,6 +85,12 @@ class Recorder:
         """This recorder for one request of a gateway client key: its records name the
         key, and `on_record` sees each (to charge the key's budget)."""
         return Recorder(self.sink, self.metrics, self.prompts, client, on_record)
+
+    def with_tags(self, tags: tuple[str, ...]) -> Recorder:
+        """This recorder for one request that came with `tags` (``x-llmroute-tags``)."""
+        if not tags:
+            return self
+        return Recorder(self.sink, self.metrics, self.prompts, self.client, self.on_record, tags)
 
     def finished(
         self,
@@ -127,6 +136,8 @@ class Recorder:
             prompt=prompt,
             redacted_prompt=redacted,
             client=self.client,
+            end_user=end_user_of(body),
+            tags=self.tags,
         )
         if self.sink is not None:
             self.sink.offer(record)
@@ -167,6 +178,8 @@ class Recorder:
             redacted_prompt=redacted,
             client=self.client,
             route_only=True,
+            end_user=end_user_of(body),
+            tags=self.tags,
         )
         if self.sink is not None:
             self.sink.offer(record)

@@ -1,6 +1,7 @@
 """`llmroute report`: what routing did over a window of the decision log.
 
-Route mix (and, when requests came with gateway client keys, the same per key); cost
+Route mix (and, when requests came with gateway client keys, tags or end users, the same
+per key, per tag and for the end users who cost the most); cost
 against always calling the strongest model (the registry's most expensive chat model
 by input + output price per million tokens: the counterfactual prices each request's
 logged tokens at that model); fallback rate (requests with failed
@@ -35,6 +36,8 @@ from llmroute.telemetry.shadow_report import ShadowReport, shadow_report
 
 __all__ = [
     "ESCALATION_MARKERS",
+    "TOP_USERS",
+    "UNTAGGED",
     "FeedbackStats",
     "GroupStats",
     "Report",
@@ -45,6 +48,8 @@ __all__ = [
 ]
 
 ESCALATION_MARKERS = ("escalat", "cascade")  # matched case-insensitively in attempts
+TOP_USERS = 20  # end users listed, by cost then requests
+UNTAGGED = "(untagged)"
 
 
 def strongest_model(registry: Registry) -> tuple[str, Price] | None:
@@ -176,6 +181,9 @@ class Report:
     feedback_unmatched: int  # feedback on decisions outside the window
     shadow: ShadowReport
     clients: list[GroupStats] = field(default_factory=list)  # per gateway client key
+    tags: list[GroupStats] = field(default_factory=list)  # per x-llmroute-tags tag
+    users: list[GroupStats] = field(default_factory=list)  # the costliest end users
+    user_count: int = 0  # distinct end users in the window (`users` holds the top ones)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -192,6 +200,9 @@ class Report:
             "feedback_unmatched": self.feedback_unmatched,
             "shadow": self.shadow.to_dict(),
             "clients": [c.to_dict() for c in self.clients],
+            "tags": [t.to_dict() for t in self.tags],
+            "users": [u.to_dict() for u in self.users],
+            "user_count": self.user_count,
             **self.extra,
         }
 
@@ -314,6 +325,16 @@ def build_report(
             _group(name, group, n, cost_of, reference)
             for name, group in _grouped(decisions, lambda d: d.client or "(no key)").items()
         ]
+    tags = [
+        _group(name, group, n, cost_of, reference) for name, group in _by_tag(decisions).items()
+    ]
+    users = [
+        _group(name, group, n, cost_of, reference)
+        for name, group in _grouped(
+            (d for d in decisions if d.end_user is not None), lambda d: d.end_user or ""
+        ).items()
+    ]
+    users.sort(key=lambda g: (-g.cost_usd, -g.n, g.name))
     feedback_stats, unmatched = _feedback(decisions, feedback)
     return Report(
         strongest=strongest[0] if strongest is not None else None,
@@ -324,4 +345,19 @@ def build_report(
         feedback_unmatched=unmatched,
         shadow=shadow_report(shadows),
         clients=clients,
+        tags=tags,
+        users=users[:TOP_USERS],
+        user_count=len(users),
     )
+
+
+def _by_tag(decisions: Sequence[LoggedDecision]) -> dict[str, list[LoggedDecision]]:
+    """Each tag's requests (a request with two tags counts in both), and the untagged
+    ones apart; nothing when no request had a tag."""
+    if not any(d.tags for d in decisions):
+        return {}
+    groups: dict[str, list[LoggedDecision]] = defaultdict(list)
+    for d in decisions:
+        for tag in d.tags or (UNTAGGED,):
+            groups[tag].append(d)
+    return dict(sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])))

@@ -63,5 +63,7 @@ def request_fields(record: DecisionRecord) -> dict[str, Any]:
         "cache_hit": record.cache_hit,
         "attempts": len(record.attempts),
         "client": record.client,
+        "end_user": record.end_user,
+        "tags": list(record.tags),
         "registry_version": decision.registry_version,
     }
