@@ -20,6 +20,7 @@ import openai
 import pytest
 from fake_upstream import FakeUpstream
 from gateway_proc import BIN, Served, serve, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmroute.dispatch.usage import estimated_prompt_tokens, prompt_tokens
 from llmroute.errors import ConfigError
@@ -195,6 +196,28 @@ def test_a_key_over_its_rpm_gets_a_429(gateway: Served, upstream: FakeUpstream) 
     with _client(gateway, TEAM_KEY) as client:  # other keys are not affected
         raw = client.chat.completions.with_raw_response.create(**ASK)
         assert not any(name.startswith("x-ratelimit") for name in raw.headers)
+    # /metrics counts each key's requests, its refusals among them, and what they cost
+    ops = {"Authorization": f"Bearer {OPS_KEY}"}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(
+            httpx.get(f"{gateway.url}/metrics", headers=ops, timeout=10).text
+        )
+        for s in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert value("llmroute_client_requests_total", client="limited", status="200") == 2
+    assert value("llmroute_client_requests_total", client="limited", status="429") >= 1
+    assert value("llmroute_client_tokens_total", client="limited", direction="in") > 0
+    assert value("llmroute_client_cost_usd_total", client="limited") > 0
+    assert value("llmroute_client_requests_total", client="team", status="200") >= 1
+    assert not any(
+        name == "llmroute_client_requests_total" and dict(labels)["client"] == "ops"
+        for name, labels in samples
+    )  # ops only read /metrics: no chat request, no refusal
 
 
 def test_a_key_over_its_tpm_gets_a_429(gateway: Served) -> None:

@@ -177,7 +177,9 @@ class RequireKey:
         except GatewayError as error:
             metrics = getattr(scope["app"].state, "metrics", None)
             if isinstance(metrics, GatewayMetrics):
-                metrics.auth_rejected(_reason(error))
+                known = scope.pop(_SCOPE_KEY, None)  # set once the key was found
+                client = known.name if isinstance(known, ApiKey) else None
+                metrics.auth_rejected(_reason(error), client, error.status)
             send = _with_limit_headers(scope, send)
             if scope["path"] in (MESSAGES_PATH, COUNT_TOKENS_PATH):
                 await error_response(error)(scope, receive, send)
@@ -209,6 +211,7 @@ class RequireKey:
                 code="invalid_api_key",
                 headers={"WWW-Authenticate": challenge},
             )
+        scope[_SCOPE_KEY] = key  # for the metrics, should a check below refuse it
         if admin_path and not key.admin:
             raise GatewayError(
                 403, f"key {key.name!r} may not read {path}: it needs admin: true", code="forbidden"

@@ -29,7 +29,11 @@ Metrics (all prefixed ``llmroute_``):
   ``hit``, ``miss``, ``bypass``, ``semantic_hit``, ``semantic_miss``, ``stored``,
   ``too_large``, ``evicted``, ``error``;
 - ``auth_rejected_total{reason}``: requests the client-key check turned away:
-  ``missing``, ``invalid``, ``forbidden``, ``rate_limited`` (llmroute.server.auth).
+  ``missing``, ``invalid``, ``forbidden``, ``rate_limited`` (llmroute.server.auth);
+- per gateway client key (``auth``; the keys are the registry's, so the label is
+  bounded): ``client_requests_total{client, status}``, chat requests of the key and those
+  the key check turned away (403, 429); ``client_tokens_total{client, direction}`` and
+  ``client_cost_usd_total{client}``, what its chat requests used and cost.
 
 Multi-process mode: when ``$PROMETHEUS_MULTIPROC_DIR`` is set before prometheus_client
 is first imported (``llmroute serve --workers N`` does so), every worker writes its
@@ -305,6 +309,25 @@ class GatewayMetrics:
         self._auth = _Children(
             counter("llmroute_auth_rejected", "Requests turned away by the key check", ("reason",))
         )
+        self._client_requests = _Children(
+            counter(
+                "llmroute_client_requests",
+                "Chat requests of a client key, and those its key check refused",
+                ("client", "status"),
+            )
+        )
+        self._client_tokens = _Children(
+            counter(
+                "llmroute_client_tokens",
+                "Tokens of a client key's requests",
+                ("client", "direction"),
+            )
+        )
+        self._client_cost = _Children(
+            counter(
+                "llmroute_client_cost_usd", "Cost in USD of a client key's requests", ("client",)
+            )
+        )
         self.in_flight = Gauge(
             "llmroute_requests_in_flight",
             "API requests (/v1/...) being served now",
@@ -353,6 +376,15 @@ class GatewayMetrics:
             self._tokens(model, "out").inc(record.tokens_out)
         if record.cost_usd:
             self._cost(decision.route, model).inc(record.cost_usd)
+        client = record.client
+        if client is not None:
+            self._client_requests(client, str(record.status)).inc()
+            if record.tokens_in:
+                self._client_tokens(client, "in").inc(record.tokens_in)
+            if record.tokens_out:
+                self._client_tokens(client, "out").inc(record.tokens_out)
+            if record.cost_usd:
+                self._client_cost(client).inc(record.cost_usd)
 
     def observe_embedding(self, model: str, usage: Usage) -> None:
         """One ``/v1/embeddings`` answer: its tokens and cost (route ``(embeddings)``:
@@ -425,10 +457,13 @@ class GatewayMetrics:
         ``semantic_miss``, ``stored``, ``too_large``, ``evicted`` or ``error``."""
         self._cache(result).inc()
 
-    def auth_rejected(self, reason: str) -> None:
+    def auth_rejected(self, reason: str, client: str | None = None, status: int = 0) -> None:
         """A request the client-key check turned away: ``missing``, ``invalid``,
-        ``forbidden`` or ``rate_limited``."""
+        ``forbidden`` or ``rate_limited``; `client` the key's name when it was a known
+        key (refused for its path or its limits) and `status` the answer's."""
         self._auth(reason).inc()
+        if client is not None:
+            self._client_requests(client, str(status)).inc()
 
     # -- scraping ---------------------------------------------------------------------------
 
