@@ -234,3 +234,22 @@ default: {target: tiny}
     assert probe.where == str(tmp_path / "models" / "missing.gguf")
     # without the local extra the message names it; with it, the missing file
     assert "llama-cpp-python" in probe.detail or "GGUF file not found" in probe.detail
+
+
+def test_each_deployment_of_a_model_gets_its_own_row(
+    openai_up: FakeUpstream, anthropic_up: FakeAnthropic
+) -> None:
+    """A model balanced over two servers: the one down is named, the other passes."""
+    extra = """  balanced:
+    model: qwen2.5-7b-instruct
+    deployments: [{provider: local}, {provider: gone}]
+"""
+    registry = _registry(openai_up, anthropic_up, extra)
+    rows = asyncio.run(
+        probe_pool(registry, models=["balanced"], environ=ENV, base_dir=Path.cwd(), timeout_s=5)
+    )
+    assert [(r.model, r.provider, r.status) for r in rows] == [
+        ("balanced", "local", "ok"),
+        ("balanced", "gone", "fail"),
+    ]
+    assert rows[1].detail.startswith("upstream request failed: connection refused")

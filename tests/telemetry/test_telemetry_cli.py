@@ -162,6 +162,44 @@ def test_report_from_the_log_alone(
     assert code == 2 and "no registry given" in err
 
 
+def test_report_by_tag_end_user_and_key(registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The tables a team reads its spend from, and --tag / --client narrowing the whole
+    report (an empty narrowing is a message, exit 0)."""
+    now = time.time() - 600
+    records = []
+    for i in range(40):
+        tags = ("team:search", "app=web") if i % 4 == 0 else ("team:ads",) if i % 4 == 1 else ()
+        records.append(
+            record(
+                "code" if i % 2 else "weather",
+                0.5,
+                now,
+                tokens_in=100,
+                tokens_out=100,
+                tags=tags,
+                end_user=f"user-{i % 25}",
+                client="svc-a" if i < 30 else "svc-b",
+            )
+        )
+    fill(registry, records)
+    code, out, err = cli(capsys, "report", "-r", registry)
+    assert code == 0, err
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["tag", "n"])
+    rows = {line.split()[0]: int(line.split()[1]) for line in lines[header + 1 : header + 5]}
+    assert rows == {"(untagged)": 20, "team:search": 10, "app=web": 10, "team:ads": 10}
+    assert "end users: 25, the 20 that cost the most" in out
+    assert any(line.split()[:2] == ["client", "key"] for line in lines)
+    code, out, _ = cli(capsys, "report", "-r", registry, "--tag", "team:ads", "--json")
+    payload = loads_strict(out)
+    assert code == 0 and payload["total"]["n"] == 10 and payload["tag"] == "team:ads"
+    assert {r["name"] for r in payload["routes"]} == {"code"}  # i % 4 == 1: odd i
+    code, out, _ = cli(capsys, "report", "-r", registry, "--client", "svc-b", "--json")
+    assert loads_strict(out)["total"]["n"] == 10
+    code, out, _ = cli(capsys, "report", "-r", registry, "--tag", "team:none")
+    assert code == 0 and "no decisions in the last 24h with tag team:none" in out
+
+
 def test_report_shadow(registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
     now = time.time()
     records = [record("code", 0.5, now - 60) for _ in range(4)]
