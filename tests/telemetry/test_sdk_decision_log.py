@@ -15,7 +15,7 @@ from fake_upstream import FAIL_500, FakeUpstream, fake_upstream
 from gateway_proc import wait_for
 
 from llmroute import Router
-from llmroute.errors import ProviderError
+from llmroute.errors import ProviderError, RoutingError
 from llmroute.telemetry.record import LoggedDecision
 from llmroute.telemetry.store import open_store
 
@@ -72,8 +72,12 @@ def _logged(url: str) -> list[LoggedDecision]:
 def _exercise(router: Router) -> list[str]:
     """One call of each kind; the decision ids of the five that answered, in order."""
     ids = []
-    done = router.chat.completions.create(messages=CODE)
+    done = router.chat.completions.create(
+        messages=CODE, user="user-1", extra_headers={"X-LLMRoute-Tags": "team:search,app=sdk"}
+    )
     ids.append(done.llmroute["decision_id"])
+    with pytest.raises(RoutingError, match=r"x-llmroute-tags: .*letters, digits"):
+        router.chat.completions.create(messages=CODE, extra_headers={"x-llmroute-tags": "a b"})
     with router.chat.completions.create(messages=HELLO, stream=True) as stream:
         chunks = list(stream)
     assert chunks
@@ -112,6 +116,8 @@ def _check(rows: list[LoggedDecision], ids: list[str]) -> None:
     assert plain.tokens_in and plain.tokens_out and plain.latency_ms > 0
     assert plain.prompt == "write a Python function to parse JSON"
     assert plain.margin is not None
+    assert (plain.end_user, plain.tags) == ("user-1", ("team:search", "app=sdk"))
+    assert all(row.tags == () for row in rows if row.id != plain.id)
     assert [layer["layer"] for layer in plain.signals["layers"]][-1] == "intent"
 
     streamed = by_id[ids[1]]

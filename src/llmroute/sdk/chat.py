@@ -37,6 +37,7 @@ from llmroute.sdk.decision_log import (
 from llmroute.sdk.loop import LoopThread
 from llmroute.sdk.streams import AsyncStream, Stream
 from llmroute.state import CachedAnswer, CacheLookup, look_up, replay
+from llmroute.telemetry.attribution import TAGS_HEADER, parse_tags
 from llmroute.telemetry.recorder import Recorder
 from llmroute.untrusted_json import has_surrogate
 
@@ -75,6 +76,11 @@ class _Request:
         self.body = body
         self.headers = {str(k): str(v) for k, v in dict(extra_headers).items()}
         self.timeout = None if _omitted(timeout) else _seconds(timeout)
+        tags = [v for k, v in self.headers.items() if k.lower() == TAGS_HEADER]
+        try:
+            self.tags = parse_tags(",".join(tags) if tags else None)
+        except ValueError as exc:
+            raise RoutingError(f"{TAGS_HEADER}: {exc}") from None
 
     def plan(self, router: Router) -> Plan:
         return plan_request(router, self.body, self.headers)
@@ -202,6 +208,8 @@ class _Engine:
         within the call's timeout; a failure is logged (with the status the gateway
         would answer) and raised."""
         recorder = await self.log.arecorder()
+        if recorder is not None:
+            recorder = recorder.with_tags(request.tags)
         stream = request.body.get("stream") is True
         sending: Dispatcher | None = None
         spend = Spend()
