@@ -196,7 +196,7 @@ def test_with_client_keys_the_page_takes_an_admin_key(
 ) -> None:
     """With ``auth:``, a browser reaches the page with an admin key as its Basic password
     (here in the URL, as a login prompt would send it); the page's data requests reuse
-    it, and the per-key table shows who spent what."""
+    it, and the per-key and per-tag tables show who spent what."""
     admin, team = "ops-key-1234", "team-key-5678"
     registry = tmp_path / "registry.yaml"
     digest = {key: hashlib.sha256(key.encode()).hexdigest() for key in (admin, team)}
@@ -210,13 +210,15 @@ def test_with_client_keys_the_page_takes_an_admin_key(
     with serve(registry, tmp_path / "serve.log", env=env) as served:
         with openai.OpenAI(base_url=f"{served.url}/v1", api_key=team, max_retries=0) as client:
             client.chat.completions.create(
-                model="auto", messages=[{"role": "user", "content": "hello there"}]
+                model="auto",
+                messages=[{"role": "user", "content": "hello there"}],
+                extra_headers={"x-llmroute-tags": "team:search"},
             )
         ops = {"Authorization": f"Bearer {admin}"}
 
         def logged() -> bool:
             data = httpx.get(f"{served.url}/dashboard/data", headers=ops, timeout=10).json()
-            return bool(data.get("clients"))
+            return bool(data.get("clients")) and bool(data.get("tags"))
 
         wait_for("the keyed request in the log", logged, 20, served.log)
         without = render(chromium, f"{served.url}/dashboard", tmp_path, problems_ok=True)
@@ -226,5 +228,6 @@ def test_with_client_keys_the_page_takes_an_admin_key(
         dom = render(chromium, f"{base}/dashboard#since=15m", tmp_path, screenshot=shot)
     assert 'data-state="ready"' in dom
     assert 'data-client="team"' in dom
+    assert 'data-tag="team:search"' in dom  # and the spend per tag
     assert shot.stat().st_size > 20_000
     assert _cell_text(dom, "tile-requests") == "1"

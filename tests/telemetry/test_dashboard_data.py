@@ -20,6 +20,7 @@ from llmroute.telemetry.dashboard import (
     client_totals,
     dashboard_data,
     empty_dashboard,
+    tag_totals,
 )
 from llmroute.telemetry.record import FeedbackRecord, ShadowRecord
 from llmroute.telemetry.windows import parse_window
@@ -222,6 +223,27 @@ def test_spend_per_client_key_is_exact_and_absent_without_keys() -> None:
     assert clients["team-a"]["n"] == 40 and clients["(no key)"]["n"] == 15
     assert clients["team-a"]["spend_usd"] == pytest.approx(40 * 0.003)
     assert clients["(no key)"]["error_rate"] == pytest.approx(1 / 15)
+
+
+def test_spend_per_tag_counts_a_request_under_each_of_its_tags() -> None:
+    rows = _hour_of_traffic()
+    assert dashboard_data(Rows(rows, 55), Rows([], 0), REGISTRY, window=HOUR, url="u")["tags"] == []
+    tagged = [
+        dataclasses.replace(d, tags=("team:a", "app=web") if d.route == "code" else ())
+        for d in rows
+    ]
+    data = dashboard_data(
+        Rows(tagged[-5:], 55, tags=tag_totals(tagged)),
+        Rows([], 0),
+        REGISTRY,
+        window=HOUR,
+        url="u",
+    )
+    tags = {t["name"]: t for t in data["tags"]}
+    assert set(tags) == {"team:a", "app=web", "(untagged)"}
+    assert tags["team:a"]["n"] == tags["app=web"]["n"] == 40 and tags["(untagged)"]["n"] == 15
+    assert tags["team:a"]["share"] == pytest.approx(40 / 55)
+    assert tags["team:a"]["spend_usd"] == pytest.approx(40 * 0.003)
 
 
 def test_routes_beyond_the_chart_limit_are_drawn_as_other() -> None:

@@ -15,7 +15,7 @@ from telemetry_records import MakeRecord, pg_execute
 
 from llmroute.errors import ConfigError, TelemetryError
 from llmroute.registry.schema import TelemetrySettings
-from llmroute.telemetry.dashboard import Grid, aggregate, client_totals
+from llmroute.telemetry.dashboard import Grid, aggregate, client_totals, tag_totals
 from llmroute.telemetry.record import (
     DECISION_COLUMNS,
     DecisionRecord,
@@ -293,6 +293,7 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
             cost_usd=0.01 if i % 2 else None,
             tokens_in=None if i == 9 else 100 + i,
             client="team-a" if i % 2 else None,
+            tags=("team:a", "app=x") if i % 3 == 0 else ("team:b",) if i % 3 == 1 else (),
         )
         for i in range(30)
     ]
@@ -318,6 +319,16 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
     ]
     assert [c.cost_usd for c in clients] == pytest.approx([c.cost_usd for c in reference])
     assert {c.client for c in clients} == {None, "team-a"}
+
+    tags = sorted(store.tag_totals(t0, t0 + 200), key=str)
+    reference_tags = sorted(tag_totals(store.decisions(t0, t0 + 200)), key=str)
+    assert [t._replace(cost_usd=0.0) for t in tags] == [
+        t._replace(cost_usd=0.0) for t in reference_tags
+    ]
+    assert [t.cost_usd for t in tags] == pytest.approx([t.cost_usd for t in reference_tags])
+    assert {t.tag for t in tags} == {None, "team:a", "app=x", "team:b"}
+    per_tag = {tag: sum(t.requests for t in tags if t.tag == tag) for tag in ("team:a", None)}
+    assert per_tag == {"team:a": 10, None: 9}  # i % 3 == 0 of 29; i % 3 == 2 untagged
 
 
 # -- feedback and shadow ----------------------------------------------------------------

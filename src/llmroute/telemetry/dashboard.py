@@ -28,7 +28,7 @@ from llmroute.registry.schema import DriftSettings, Registry
 from llmroute.telemetry.drift import DEFAULT_ROUTE, drift_report, is_default
 from llmroute.telemetry.record import FeedbackRecord, LoggedDecision, ShadowRecord
 from llmroute.telemetry.report import build_report, is_error
-from llmroute.telemetry.store.base import ClientTotal, DecisionBucket
+from llmroute.telemetry.store.base import ClientTotal, DecisionBucket, TagTotal
 from llmroute.telemetry.windows import Window
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "dashboard_data",
     "empty_dashboard",
     "json_safe",
+    "tag_totals",
 ]
 
 DEFAULT_MAX_ROWS = 5_000  # rows read per window; ~0.2 s on this project's 2-core machine
@@ -66,6 +67,7 @@ class Rows:
     shadows: Sequence[ShadowRecord] = ()
     buckets: Sequence[DecisionBucket] | None = None
     clients: Sequence[ClientTotal] | None = None  # None: counted from `decisions`
+    tags: Sequence[TagTotal] | None = None  # None: counted from `decisions`
 
 
 def bucket_step(span_s: float, target: int = _TARGET_BUCKETS) -> int:
@@ -125,12 +127,14 @@ def aggregate(decisions: Sequence[LoggedDecision], grid: Grid) -> list[DecisionB
     ]
 
 
-def _spender(registry: Registry | None) -> Callable[[DecisionBucket | ClientTotal], float]:
+def _spender(
+    registry: Registry | None,
+) -> Callable[[DecisionBucket | ClientTotal | TagTotal], float]:
     """What a group of decisions cost: its logged costs, plus the tokens of those without
     one at the model's registry price."""
     prices = {name: m.price for name, m in registry.models.items()} if registry else {}
 
-    def spend(group: DecisionBucket | ClientTotal) -> float:
+    def spend(group: DecisionBucket | ClientTotal | TagTotal) -> float:
         price = prices.get(group.model)
         if price is None:
             return group.cost_usd
@@ -160,16 +164,52 @@ def client_totals(decisions: Sequence[LoggedDecision]) -> list[ClientTotal]:
     ]
 
 
+def tag_totals(decisions: Sequence[LoggedDecision]) -> list[TagTotal]:
+    """What `Store.tag_totals` counts in SQL, from rows in memory (the reference)."""
+    groups: dict[tuple[str | None, str], list[LoggedDecision]] = defaultdict(list)
+    for d in decisions:
+        for tag in d.tags or (None,):
+            groups[(tag, d.model)].append(d)
+    return [
+        TagTotal(
+            tag,
+            model,
+            len(rows),
+            sum(map(is_error, rows)),
+            math.fsum(d.cost_usd for d in rows if d.cost_usd is not None),
+            sum(d.tokens_in or 0 for d in rows if d.cost_usd is None),
+            sum(d.tokens_out or 0 for d in rows if d.cost_usd is None),
+        )
+        for (tag, model), rows in groups.items()
+    ]
+
+
 def _clients(totals: Sequence[ClientTotal], registry: Registry | None) -> list[dict[str, Any]]:
     """Requests, errors and spend per gateway client key (empty when no request came
     with a key)."""
-    if all(t.client is None for t in totals):
+    n = sum(t.requests for t in totals)
+    return _spend_rows([(t.client, t) for t in totals], "(no key)", n, registry)
+
+
+def _tags(totals: Sequence[TagTotal], n: int, registry: Registry | None) -> list[dict[str, Any]]:
+    """Requests, errors and spend per tag (empty when no request had one); `share` is of
+    the window's `n` requests, so a request with two tags makes the shares sum past 1."""
+    return _spend_rows([(t.tag, t) for t in totals], "(untagged)", n, registry)
+
+
+def _spend_rows(
+    named: Sequence[tuple[str | None, ClientTotal | TagTotal]],
+    unnamed: str,
+    n: int,
+    registry: Registry | None,
+) -> list[dict[str, Any]]:
+    """One row per name (None counted as `unnamed`), costliest first."""
+    if all(name is None for name, _ in named):
         return []
     spend_of = _spender(registry)
-    n = sum(t.requests for t in totals)
     per: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0])
-    for t in totals:
-        row = per["(no key)" if t.client is None else t.client]
+    for name, t in named:
+        row = per[unnamed if name is None else name]
         row[0] += t.requests
         row[1] += t.errors
         row[2] += spend_of(t)
@@ -352,6 +392,7 @@ def empty_dashboard(
         "routes": [],
         "models": [],
         "clients": [],
+        "tags": [],
         "layers": [],
         "drift": None,
         "shadow": None,
@@ -462,6 +503,11 @@ def dashboard_data(
             "models": models,
             "clients": _clients(
                 current.clients if current.clients is not None else client_totals(decisions),
+                registry,
+            ),
+            "tags": _tags(
+                current.tags if current.tags is not None else tag_totals(decisions),
+                current.in_window,
                 registry,
             ),
             "layers": [

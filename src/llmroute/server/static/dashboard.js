@@ -362,6 +362,18 @@
     ], rows, (r) => ({ "data-client": text(r.name) }));
   }
 
+  function renderTags(rows) {
+    $("tags-section").hidden = !rows.length;
+    if (!rows.length) return;
+    table("tags-table", [
+      col("Tag", (r) => text(r.name), false),
+      col("Requests", (r) => fmtInt(r.n)),
+      col("Share", (r) => fmtPct(r.share)),
+      col("Errors", (r) => fmtPct(r.error_rate), true, "error rate"),
+      col("Spend", (r) => fmtMoney(r.spend_usd)),
+    ], rows, (r) => ({ "data-tag": text(r.name) }));
+  }
+
   function renderLayers(rows) {
     table("layers-table", [
       col("Layer", (r) => text(r.name), false),
@@ -536,6 +548,7 @@
     renderRoutes(arr(d.routes));
     renderModels(arr(d.models));
     renderClients(arr(d.clients));
+    renderTags(arr(d.tags));
     renderLayers(arr(d.layers));
     renderShadow(d.shadow);
     renderBreakers(d.live);

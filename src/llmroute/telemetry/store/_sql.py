@@ -12,7 +12,7 @@ from llmroute.telemetry.record import (
     LoggedDecision,
     ShadowRecord,
 )
-from llmroute.telemetry.store.base import ClientTotal, DecisionBucket
+from llmroute.telemetry.store.base import ClientTotal, DecisionBucket, TagTotal
 
 __all__ = [
     "DECISION_LIST",
@@ -29,6 +29,8 @@ __all__ = [
     "feedback_from_row",
     "shadow_from_row",
     "shadow_row",
+    "tag_totals_from_rows",
+    "tags_sql",
 ]
 
 DECISION_LIST = ", ".join(DECISION_COLUMNS)
@@ -125,6 +127,18 @@ def clients_sql(where: str) -> str:
     )
 
 
+def tags_sql(where: str, each_tag: str) -> str:
+    """`TagTotal` rows: one group per (tag, model) over the rows' tags (`each_tag` is the
+    backend's table function yielding a row's tags as ``j.value``), then the untagged
+    rows as tag NULL. `where` appears twice: its parameters are bound twice."""
+    return (
+        f"SELECT j.value, model, count(*), {_ERRORS}, {_SPEND} "
+        f"FROM decisions, {each_tag} WHERE {where} GROUP BY j.value, model "
+        f"UNION ALL SELECT NULL, model, count(*), {_ERRORS}, {_SPEND} "
+        f"FROM decisions WHERE {where} AND tags IS NULL GROUP BY model"
+    )
+
+
 def buckets_from_rows(rows: list[tuple[Any, ...]]) -> list[DecisionBucket]:
     return [
         DecisionBucket(int(b), r, m, int(n), int(e), int(c), int(f), float(u), int(i), int(o))
@@ -138,6 +152,12 @@ def client_totals_from_rows(rows: list[tuple[Any, ...]]) -> list[ClientTotal]:
     ]
 
 
+def tag_totals_from_rows(rows: list[tuple[Any, ...]]) -> list[TagTotal]:
+    return [
+        TagTotal(t, m, int(n), int(e), float(u), int(i), int(o)) for t, m, n, e, u, i, o in rows
+    ]
+
+
 class SqlReads:
     """The read side of a SQL store, written once: a backend names its parameter marker
     and two expressions, and runs a query in `_select`."""
@@ -145,6 +165,7 @@ class SqlReads:
     _marker: ClassVar[str]  # the driver's parameter placeholder: "%s" or "?"
     _bucket: ClassVar[str]  # floor((ts - start) / step) as an integer, start and step bound
     _fell_back: ClassVar[str]  # true when the row's attempt path is not empty
+    _each_tag: ClassVar[str]  # a FROM item yielding the row's tags as j.value
 
     def _select(self, sql: str, params: tuple[Any, ...], what: str) -> list[tuple[Any, ...]]:
         raise NotImplementedError
@@ -197,6 +218,11 @@ class SqlReads:
     def client_totals(self, since: float, until: float | None) -> list[ClientTotal]:
         where, params = self._between(since, until)
         return client_totals_from_rows(self._select(clients_sql(where), params, "count decisions"))
+
+    def tag_totals(self, since: float, until: float | None) -> list[TagTotal]:
+        where, params = self._between(since, until)
+        sql = tags_sql(where, self._each_tag)
+        return tag_totals_from_rows(self._select(sql, params * 2, "count decisions"))
 
     def count_decisions(self, since: float | None = None, until: float | None = None) -> int:
         if since is None and until is None:

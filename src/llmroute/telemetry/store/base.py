@@ -17,7 +17,7 @@ from llmroute.telemetry.record import (
     ShadowRecord,
 )
 
-__all__ = ["ClientTotal", "DecisionBucket", "Store"]
+__all__ = ["ClientTotal", "DecisionBucket", "Store", "TagTotal"]
 
 
 class DecisionBucket(NamedTuple):
@@ -46,6 +46,20 @@ class ClientTotal(NamedTuple):
     `DecisionBucket`'s do."""
 
     client: str | None
+    model: str
+    requests: int
+    errors: int
+    cost_usd: float
+    tokens_in: int
+    tokens_out: int
+
+
+class TagTotal(NamedTuple):
+    """The decisions of one (``x-llmroute-tags`` tag, model) over a window, counted by the
+    database: a request with two tags counts under each; `tag` is None for requests
+    without any. The fields mean what `DecisionBucket`'s do."""
+
+    tag: str | None
     model: str
     requests: int
     errors: int
@@ -104,6 +118,10 @@ class Store(Protocol):
 
     def client_totals(self, since: float, until: float | None) -> list[ClientTotal]:
         """`ClientTotal` rows for the decisions in ``since <= ts < until``."""
+        ...
+
+    def tag_totals(self, since: float, until: float | None) -> list[TagTotal]:
+        """`TagTotal` rows for the decisions in ``since <= ts < until``."""
         ...
 
     def count_decisions(self, since: float | None = None, until: float | None = None) -> int:

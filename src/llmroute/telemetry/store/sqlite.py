@@ -60,6 +60,7 @@ class SqliteStore(SqlReads):
     _marker = "?"
     _bucket = "CAST((ts - ?) / ? AS INTEGER)"
     _fell_back = "attempts <> '[]'"
+    _each_tag = "json_each(decisions.tags) AS j"
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0) -> None:
         self.path = str(path)
