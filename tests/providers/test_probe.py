@@ -253,3 +253,25 @@ def test_each_deployment_of_a_model_gets_its_own_row(
         ("balanced", "gone", "fail"),
     ]
     assert rows[1].detail.startswith("upstream request failed: connection refused")
+
+
+def test_a_refusal_without_any_credential_configured_says_so(
+    openai_up: FakeUpstream, anthropic_up: FakeAnthropic
+) -> None:
+    openai_up.key = "sk-the-right-one-0123456789"
+    text = f"""
+encoder: builtin:static
+providers:
+  open: {{kind: openai, base_url: "{openai_up.url}"}}
+models:
+  m: {{provider: open, model: qwen2.5-7b-instruct}}
+routes:
+  - {{name: r, examples: [hi], target: m}}
+default: {{target: m}}
+"""
+    registry = parse_registry(text, source="probe.yaml").registry
+    [probe] = asyncio.run(probe_pool(registry, environ={}, base_dir=Path.cwd(), timeout_s=5.0))
+    assert probe.detail == (
+        "credentials refused (HTTP 401); "
+        "the registry gives this provider no api_key_env or headers_env"
+    )

@@ -211,10 +211,14 @@ def _refusal(row: _Row, error: ProviderError | None) -> Probe | None:
     if error is None:
         return None
     if isinstance(error, UpstreamRejected) and error.status in (401, 403):
-        key = row.spec.api_key_env or "no api_key_env"
-        return row.probe(
-            "fail", f"credentials refused (HTTP {error.status}); the key comes from {key}"
+        sources = [row.spec.api_key_env, *row.spec.headers_env.values()]
+        named = ", ".join(name for name in sources if name)
+        said = (
+            f"the key comes from {named}"
+            if named
+            else "the registry gives this provider no api_key_env or headers_env"
         )
+        return row.probe("fail", f"credentials refused (HTTP {error.status}); {said}")
     if isinstance(error, UpstreamRejected):
         return None  # listing refused for another reason (404: the server lists nothing)
     return row.probe("fail", error.message)
