@@ -45,7 +45,7 @@ default: {target: small}
 cache: {ttl_s: 300}
 auth:
   keys:
-    - {name: team, key_env: LLMROUTE_TEST_TEAM_KEY}
+    - {name: team, key_env: LLMROUTE_TEST_TEAM_KEY, tags: ["team:core"]}
     - {name: ops, sha256: "%(ops)s", admin: true}
     - {name: limited, key_env: LLMROUTE_TEST_LIMITED_KEY, rpm: 2}
     - {name: capped, sha256: "%(capped)s", budget: {usd: 0.000001, period: day}}
@@ -394,6 +394,7 @@ def test_a_key_sees_its_limits_and_spending_even_over_budget(gateway: Served) ->
     assert (info["object"], info["name"], info["admin"]) == ("llmroute.key", "capped", False)
     narrow = _key_info(gateway, NARROW_KEY).json()
     assert (narrow["models"], narrow["pool"], narrow["budget"]) == (["chat", "small"], None, None)
+    assert narrow["tags"] == [] and _key_info(gateway, TEAM_KEY).json()["tags"] == ["team:core"]
     thrifty = _key_info(gateway, THRIFTY_KEY).json()
     assert thrifty["tpm"]["limit"] == 10 and isinstance(thrifty["tpm"]["used_last_minute"], int)
     assert _key_info(gateway, "sk-nobody-0000000000").status_code == 401
@@ -406,19 +407,22 @@ def test_key_info_does_not_use_up_the_rpm(gateway: Served) -> None:
 
 
 def test_the_decision_log_names_the_key(gateway: Served, tmp: Path) -> None:
+    """And carries the key's tags before the request's own."""
     with _client(gateway, TEAM_KEY) as client:
-        answer = client.chat.completions.with_raw_response.create(**ASK)
+        answer = client.chat.completions.with_raw_response.create(
+            **ASK, extra_headers={"x-llmroute-tags": "app=web,team:core"}
+        )
     decision_id = answer.headers["x-llmroute-decision-id"]
     db = tmp / "decisions.db"
 
-    def logged() -> str | None:
+    def logged() -> tuple[str, str] | None:
         with sqlite3.connect(db) as conn:
-            row = conn.execute("SELECT client FROM decisions WHERE id = ?", (decision_id,))
+            row = conn.execute("SELECT client, tags FROM decisions WHERE id = ?", (decision_id,))
             found = row.fetchone()
-        return found[0] if found else None
+        return (found[0], found[1]) if found else None
 
     wait_for("the decision in the log", lambda: logged() is not None, 10, gateway.log)
-    assert logged() == "team"
+    assert logged() == ("team", '["team:core", "app=web"]')
     ops = {"Authorization": f"Bearer {OPS_KEY}"}
     data = httpx.get(f"{gateway.url}/dashboard/data?since=15m", headers=ops, timeout=10).json()
     clients = {c["name"]: c for c in data["clients"]}
@@ -478,6 +482,25 @@ def test_a_key_listed_twice_is_refused_and_lists_need_an_entry() -> None:
         KeyTable.build(shared, {})
     with pytest.raises(ValueError, match="at least 1"):
         ApiKey(name="a", sha256=[])
+
+
+def test_a_key_tag_that_breaks_the_rules_is_a_registry_error() -> None:
+    for tags, said in (
+        ('["team core"]', "letters, digits"),
+        ('["a,b"]', "one tag per entry"),
+    ):
+        with pytest.raises(ConfigErrors) as caught:
+            parse_registry(
+                "encoder: builtin:static\n"
+                "providers: {p: {kind: openai, base_url: 'http://127.0.0.1:9/v1'}}\n"
+                "models: {m: {provider: p, model: m}}\n"
+                "routes: [{name: r, examples: [hi], target: m}]\n"
+                "default: {target: m}\n"
+                f"auth: {{keys: [{{name: k, sha256: '{'0' * 64}', tags: {tags}}}]}}\n",
+                source="r.yaml",
+            )
+        message = str(caught.value)
+        assert "r.yaml:6" in message and "auth.keys[0].tags" in message and said in message
 
 
 def test_a_short_key_is_refused() -> None:

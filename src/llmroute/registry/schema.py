@@ -984,7 +984,9 @@ class ApiKey(_Frozen):
     ``dispatch.limits`` says); `models` lists the ``model`` values it may send (``auto``,
     route names, pool model names, ``router-*``); `pool` lists the pool models its
     requests may reach at all (serving, fallbacks, cascade tiers and gates, the LLM
-    router, shadow copies, embeddings): routing then stays inside it."""
+    router, shadow copies, embeddings): routing then stays inside it. `tags` are added
+    to every request of the key in the decision log (the operator's, where a request's own
+    ``x-llmroute-tags`` are what its client asserts)."""
 
     name: Name
     key_env: EnvNames | None = None
@@ -995,6 +997,18 @@ class ApiKey(_Frozen):
     budget: Budget | None = None
     models: tuple[str, ...] | None = None  # what it may ask for; None: anything
     pool: tuple[str, ...] | None = Field(default=None, min_length=1)  # None: every model
+    # tags every request of the key is attributed to, beside its x-llmroute-tags
+    tags: tuple[str, ...] = ()
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from llmroute.telemetry.attribution import parse_tags
+
+        for tag in value:
+            if "," in tag or tag != tag.strip():
+                raise ValueError(f"tag {tag!r}: one tag per entry, without spaces around it")
+        return parse_tags(",".join(value)) if value else ()
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:

@@ -330,6 +330,7 @@ async def key_info(key: ApiKey, limits: RateLimits | None) -> dict[str, Any]:
         "admin": key.admin,
         "models": None if key.models is None else list(key.models),
         "pool": None if key.pool is None else list(key.pool),
+        "tags": list(key.tags),
         "rpm": None if key.rpm is None else {"limit": key.rpm},
         "tpm": None,
         "budget": None,

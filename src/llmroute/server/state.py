@@ -92,7 +92,7 @@ class Gateway:
         recorder = self.recorders.get(key.name)
         if recorder is None:
             charge = self.charges.charger(key) if self.charges is not None else None
-            recorder = self.recorders[key.name] = base.for_client(key.name, charge)
+            recorder = self.recorders[key.name] = base.for_client(key.name, charge, key.tags)
         return recorder
 
     @property

@@ -80,17 +80,22 @@ class Recorder:
         self.tags = tags
 
     def for_client(
-        self, client: str, on_record: Callable[[DecisionRecord], None] | None = None
+        self,
+        client: str,
+        on_record: Callable[[DecisionRecord], None] | None = None,
+        tags: tuple[str, ...] = (),
     ) -> Recorder:
-        """This recorder for one request of a gateway client key: its records name the
-        key, and `on_record` sees each (to charge the key's budget)."""
-        return Recorder(self.sink, self.metrics, self.prompts, client, on_record)
+        """This recorder for the requests of a gateway client key: its records name the
+        key and carry its `tags`, and `on_record` sees each (to charge the key's budget)."""
+        return Recorder(self.sink, self.metrics, self.prompts, client, on_record, tags)
 
     def with_tags(self, tags: tuple[str, ...]) -> Recorder:
-        """This recorder for one request that came with `tags` (``x-llmroute-tags``)."""
+        """This recorder for one request that came with `tags` (``x-llmroute-tags``),
+        after any the recorder has (its key's)."""
         if not tags:
             return self
-        return Recorder(self.sink, self.metrics, self.prompts, self.client, self.on_record, tags)
+        merged = tuple(dict.fromkeys((*self.tags, *tags)))
+        return Recorder(self.sink, self.metrics, self.prompts, self.client, self.on_record, merged)
 
     def finished(
         self,
