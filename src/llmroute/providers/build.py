@@ -7,6 +7,7 @@ from pathlib import Path
 
 from llmroute.providers.anthropic import AnthropicProvider
 from llmroute.providers.base import ChatProvider
+from llmroute.providers.echo import EchoProvider
 from llmroute.providers.openai_compat import OpenAICompatProvider
 from llmroute.registry.schema import Provider, Registry
 
@@ -19,8 +20,8 @@ def build_providers(
     *,
     base_dir: Path | None = None,
 ) -> dict[str, ChatProvider]:
-    """A client for every provider: OpenAI-compatible, Anthropic or in-process llama.cpp,
-    by its `kind`. llama.cpp providers load their GGUF files here (blocking; paths are
+    """A client for every provider: OpenAI-compatible, Anthropic, in-process llama.cpp or
+    echo, by its `kind`. llama.cpp providers load their GGUF files here (blocking; paths are
     relative to `base_dir`, the registry file's directory, default the working one)."""
     return {
         name: _build(name, spec, registry, environ, base_dir)
@@ -41,4 +42,6 @@ def _build(
         return build_llamacpp(name, spec, registry, base_dir)
     if spec.kind == "anthropic":
         return AnthropicProvider(name, spec, environ=environ)
+    if spec.kind == "echo":
+        return EchoProvider(name, spec)
     return OpenAICompatProvider(name, spec, environ=environ)

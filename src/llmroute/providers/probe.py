@@ -97,6 +97,10 @@ async def probe_pool(
                     row = _Row(name, model, target.provider, spec, target.model, "")
                     jobs.append(_local_job(row, registry, chat, timeout_s, base_dir))
                     continue
+                if spec.kind == "echo":
+                    row = _Row(name, model, target.provider, spec, target.model, "(in-process)")
+                    jobs.append(_echo_job(row, chat, timeout_s))
+                    continue
                 where = _where(spec.base_url)
                 row = _Row(name, model, target.provider, spec, target.model, where)
                 jobs.append(_job(row, listings.get(target.provider), providers, chat, timeout_s))
@@ -146,7 +150,7 @@ async def _listings(
     pending: dict[str, Awaitable[_Listing]] = {}
     for provider_name in used:
         spec = registry.providers[provider_name]
-        if spec.kind == "llamacpp":
+        if spec.kind in ("llamacpp", "echo"):
             continue
         unset = unset_credentials(spec.api_key_env, spec.headers_env, environ)
         if unset:
@@ -348,6 +352,20 @@ def _local_job(
         elapsed = _ms(started)
         said = _answered(row.model, answer)
         return at.probe("ok", f"{said} in {elapsed:.0f} ms, loading included", latency_ms=elapsed)
+
+    return run
+
+
+def _echo_job(row: _Row, chat: bool, timeout_s: float) -> Callable[[], Awaitable[Probe]]:
+    """An echo model: nothing to reach; with `chat` it is asked like any other."""
+    note = "in-process echo: answers without a model"
+
+    async def run() -> Probe:
+        if not chat:
+            return row.probe("ok", note)
+        from llmroute.providers.echo import EchoProvider
+
+        return await _chat(row, EchoProvider(row.provider_name, row.spec), timeout_s, None, note)
 
     return run
 

@@ -237,11 +237,13 @@ class Provider(_Frozen):
     vendor's). Kind ``llamacpp`` runs GGUF models in this process with llama.cpp (the
     ``local`` extra, docs/local.md): it has no `base_url`; its models name their GGUF file
     in ``model``; `n_ctx`, `n_threads`, `max_concurrency`, `chat_format`, `max_tokens`
-    and `temperature` apply to it alone.
+    and `temperature` apply to it alone. Kind ``echo`` answers in this process without any
+    model (the last user message, or `reply`, after `delay_s`): for trying the gateway
+    and testing client applications without a model server or tokens spent.
     """
 
-    kind: Literal["openai", "anthropic", "llamacpp"]
-    base_url: Url | None = None  # set (or defaulted) for the HTTP kinds; None for llamacpp
+    kind: Literal["openai", "anthropic", "llamacpp", "echo"]
+    base_url: Url | None = None  # set (or defaulted) for the HTTP kinds; None in-process
     api_key_env: EnvName | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     # header -> the environment variable holding its value (a secret a proxy wants)
@@ -258,6 +260,9 @@ class Provider(_Frozen):
     chat_format: str | None = Field(default=None, min_length=1)  # default: the GGUF's template
     max_tokens: int = Field(default=512, ge=1)  # the longest answer (also the default)
     temperature: float | None = Field(default=None, ge=0, le=2)  # when the request sets none
+    # kind echo only:
+    reply: str | None = None  # the answer; None: the last user message, echoed
+    delay_s: float = Field(default=0.0, ge=0, le=600)  # before the answer (a stream: each word)
 
     @model_validator(mode="before")
     @classmethod
@@ -270,8 +275,11 @@ class Provider(_Frozen):
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> Self:
-        local = self.kind == "llamacpp"
-        wrong = _HTTP_ONLY if local else _LOCAL_ONLY
+        local = self.kind in ("llamacpp", "echo")
+        wrong = {
+            "llamacpp": _HTTP_ONLY | _ECHO_ONLY,
+            "echo": _HTTP_ONLY | _LOCAL_ONLY,
+        }.get(self.kind, _LOCAL_ONLY | _ECHO_ONLY)
         problems: list[Problem] = [
             ((key,), f"{key!r} is not used by a {self.kind} provider" + (" (in-process)" * local))
             for key in sorted(wrong & self.model_fields_set)
@@ -284,7 +292,7 @@ class Provider(_Frozen):
                 (
                     ("cache_control",),
                     "'cache_control' is for openai providers (anthropic ones always send "
-                    "the markers, llamacpp has no prompt cache to mark)",
+                    "the markers, in-process ones have no prompt cache to mark)",
                 )
             )
         PathProblems.raise_if_any(problems)
@@ -302,6 +310,7 @@ _HTTP_ONLY = frozenset({"base_url", "api_key_env", "headers", "headers_env", "co
 _LOCAL_ONLY = frozenset(
     {"n_ctx", "n_threads", "max_concurrency", "chat_format", "max_tokens", "temperature"}
 )
+_ECHO_ONLY = frozenset({"reply", "delay_s"})
 
 
 class Price(_Frozen):
@@ -1243,13 +1252,13 @@ class Registry(_Frozen):
                         f"a model with deployments takes '{limit}' on each deployment",
                     )
             if model.kind == "embedding" and any(
-                self.providers[d.provider].kind != "openai"
+                self.providers[d.provider].kind not in ("openai", "echo")
                 for d in model.targets()
                 if d.provider in self.providers
             ):
                 yield (
                     ("models", name, "kind"),
-                    "embedding models must be served by an OpenAI-compatible provider",
+                    "embedding models must be served by an OpenAI-compatible (or echo) provider",
                 )
         if (message := self._unknown_model(self.default.target)) is not None:
             yield ("default", "target"), message

@@ -93,6 +93,10 @@ def _providers(registry: Registry) -> list[str]:
                 f"  {name}: llamacpp in-process (n_ctx {p.n_ctx}, threads {threads}, "
                 f"{p.max_concurrency} at once, max_tokens {p.max_tokens})"
             )
+        elif p.kind == "echo":
+            said = "a fixed reply" if p.reply is not None else "the last user message"
+            delay = f" after {p.delay_s:g} s" if p.delay_s else ""
+            lines.append(f"  {name}: echo in-process (no model: answers {said}{delay})")
         else:
             lines.append(f"  {name}: {p.kind} {p.base_url}{_key(p.api_key_env)}")
     return lines

@@ -1,0 +1,178 @@
+"""`EchoProvider`: a provider of kind ``echo``, which answers in this process without any
+model. It says the request's last user message back (or the provider's `reply`), in
+OpenAI's wire format, with token counts from the packaged tokenizer, after `delay_s`.
+
+What it is for: trying the gateway and the SDK end to end before any model server
+exists, and testing client applications (streams, tool loops that end, retries against a
+slow model) without spending tokens. It never pretends to be a model: every answer names
+the pool model's ``model`` as given in the registry, and ``system_fingerprint`` says
+``llmroute-echo``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from llmroute.dispatch.usage import count_tokens, prompt_tokens
+from llmroute.errors import UpstreamRejected
+from llmroute.providers.base import Timeouts
+from llmroute.registry.schema import Provider
+
+__all__ = ["ECHO_DIMENSIONS", "EchoProvider"]
+
+ECHO_DIMENSIONS = 64  # embedding size when the request does not ask for `dimensions`
+_FINGERPRINT = "llmroute-echo"
+_DONE = b"data: [DONE]\n\n"
+
+
+class EchoProvider:
+    """One in-process echo for a provider of kind ``echo``."""
+
+    def __init__(self, name: str, spec: Provider) -> None:
+        self.name = name
+        self._reply = spec.reply
+        self._delay_s = spec.delay_s
+
+    async def complete(
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
+    ) -> dict[str, Any]:
+        words, finish = self._answer(body)
+        await asyncio.sleep(self._delay_s)
+        text = "".join(words)
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish,
+                "logprobs": None,
+            }
+            for i in range(_choices(body))
+        ]
+        return {
+            "id": f"chatcmpl-echo-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": _FINGERPRINT,
+            "choices": choices,
+            "usage": _usage(body, text, len(choices)),
+        }
+
+    async def stream(
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
+    ) -> AsyncIterator[bytes]:
+        """One chunk a word, each after `delay_s` (the first too): a slow model's stream."""
+        words, finish = self._answer(body)
+        base = {
+            "id": f"chatcmpl-echo-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": _FINGERPRINT,
+        }
+
+        def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}
+            return _event({**base, "choices": [choice]})
+
+        await asyncio.sleep(self._delay_s)
+        yield chunk({"role": "assistant", "content": ""})
+        for i, word in enumerate(words):
+            if i:
+                await asyncio.sleep(self._delay_s)
+            yield chunk({"content": word})
+        yield chunk({}, finish)
+        options = body.get("stream_options")
+        if isinstance(options, Mapping) and options.get("include_usage") is True:
+            yield _event({**base, "choices": [], "usage": _usage(body, "".join(words), 1)})
+        yield _DONE
+
+    async def embed(
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
+    ) -> dict[str, Any]:
+        """Deterministic unit vectors, one per input text (the same text, the same
+        vector), `dimensions` long when the request asks."""
+        given = body.get("input")
+        texts = [given] if isinstance(given, str) else given
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise UpstreamRejected(
+                self.name, "the echo provider embeds a string or a list of strings", status=400
+            )
+        size = body.get("dimensions")
+        dims = size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+        await asyncio.sleep(self._delay_s)
+        data = [
+            {"object": "embedding", "index": i, "embedding": _vector(t, dims or ECHO_DIMENSIONS)}
+            for i, t in enumerate(texts)
+        ]
+        tokens = sum(count_tokens(t) for t in texts)
+        return {
+            "object": "list",
+            "model": model,
+            "data": data,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    async def aclose(self) -> None:
+        return None
+
+    def _answer(self, body: Mapping[str, Any]) -> tuple[list[str], str]:
+        """The answer's words (each with the space before it) and its finish reason:
+        ``length`` when the request's ``max_tokens`` (or ``max_completion_tokens``) cut it."""
+        text = self._reply if self._reply is not None else _last_user_text(body)
+        words = [w if i == 0 else f" {w}" for i, w in enumerate(text.split())]
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < len(words):
+            return words[:limit], "length"
+        return words, "stop"
+
+
+def _last_user_text(body: Mapping[str, Any]) -> str:
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return ""
+    for message in reversed(messages):
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(
+                    part["text"]
+                    for part in content
+                    if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+                )
+    return ""
+
+
+def _choices(body: Mapping[str, Any]) -> int:
+    n = body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 16 else 1
+
+
+def _usage(body: Mapping[str, Any], text: str, choices: int) -> dict[str, int]:
+    prompt = prompt_tokens(body)
+    completion = count_tokens(text) * choices if text else 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _vector(text: str, dims: int) -> list[float]:
+    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8", "replace")).digest()[:8], "big")
+    vector = np.random.default_rng(seed).standard_normal(dims)
+    return [float(x) for x in vector / np.linalg.norm(vector)]
+
+
+def _event(data: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"

@@ -1,0 +1,117 @@
+"""Kind ``echo``: examples/echo.yaml served by a real `llmroute serve`, driven by the
+official openai and anthropic clients as a user would try the gateway before any model
+server exists; the same registry through the SDK; and the provider's own rules (word
+streams, max_tokens, n, embeddings, delay)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anthropic
+import openai
+import pytest
+from gateway_proc import Served, serve
+
+from llmroute import Router
+from llmroute.errors import UpstreamRejected
+from llmroute.providers.base import Timeouts
+from llmroute.providers.echo import ECHO_DIMENSIONS, EchoProvider
+from llmroute.registry import parse_registry
+from llmroute.registry.schema import Provider
+
+ROOT = Path(__file__).resolve().parents[2]
+ECHO = ROOT / "examples" / "echo.yaml"
+CODE = "write a Python function that reverses a string"
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("echo")
+    with serve(ECHO, tmp / "serve.log") as served:
+        yield served
+
+
+def test_the_example_answers_through_the_openai_client(gateway: Served) -> None:
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0) as c:
+        raw = c.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": CODE}]
+        )
+        reply = raw.parse()
+        assert raw.headers["x-llmroute-route"] == "code"
+        assert raw.headers["x-llmroute-model"] == "large"
+        assert reply.choices[0].message.content == CODE
+        assert reply.model == "echo-large" and reply.system_fingerprint == "llmroute-echo"
+        assert reply.usage is not None and reply.usage.completion_tokens > 0
+        started = time.perf_counter()
+        stream = c.chat.completions.create(
+            model="auto",
+            messages=[{"role": "user", "content": CODE}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = list(stream)
+        elapsed = time.perf_counter() - started
+        text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        assert text == CODE
+        assert chunks[-1].usage is not None and chunks[-1].choices == []
+        assert elapsed >= 0.05 * len(CODE.split())  # the slow provider: 50 ms a word
+        cut = c.chat.completions.create(
+            model="chitchat", messages=[{"role": "user", "content": "hi there friend"}],
+            max_tokens=2, n=2,
+        )  # fmt: skip
+        assert [ch.message.content for ch in cut.choices] == ["hi there", "hi there"]
+        assert {ch.finish_reason for ch in cut.choices} == {"length"}
+        vectors = c.embeddings.create(model="embed", input=["a", "b", "a"])
+        assert [len(v.embedding) for v in vectors.data] == [ECHO_DIMENSIONS] * 3
+        assert vectors.data[0].embedding == vectors.data[2].embedding
+        assert vectors.data[0].embedding != vectors.data[1].embedding
+
+
+def test_the_anthropic_client_is_answered_too(gateway: Served) -> None:
+    with anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0) as c:
+        message = c.messages.create(
+            model="auto", max_tokens=50, messages=[{"role": "user", "content": "hello there"}]
+        )
+    assert message.content[0].type == "text" and message.content[0].text == "hello there"
+
+
+def test_the_sdk_serves_the_same_registry_in_process() -> None:
+    with Router.from_yaml(ECHO) as router:
+        reply = router.chat.completions.create(messages=[{"role": "user", "content": CODE}])
+    assert reply.llmroute["route"] == "code"
+    assert reply.choices[0].message.content == CODE
+
+
+def _provider(**settings: object) -> EchoProvider:
+    return EchoProvider("e", Provider.model_validate({"kind": "echo", **settings}))
+
+
+def test_a_fixed_reply_and_the_delay() -> None:
+    provider = _provider(reply="It is sunny.", delay_s=0.2)
+    body = {"messages": [{"role": "user", "content": "weather?"}]}
+    started = time.perf_counter()
+    data = asyncio.run(provider.complete("m", body, timeouts=Timeouts()))
+    assert time.perf_counter() - started >= 0.2
+    assert data["choices"][0]["message"]["content"] == "It is sunny."
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "a b"}]}]}
+    no_delay = _provider()
+    assert (
+        asyncio.run(no_delay.complete("m", parts, timeouts=Timeouts()))["choices"][0]["message"][
+            "content"
+        ]
+        == "a b"
+    )
+    with pytest.raises(UpstreamRejected):
+        asyncio.run(no_delay.embed("m", {"input": [1, 2]}, timeouts=Timeouts()))
+
+
+def test_echo_settings_belong_to_echo_providers() -> None:
+    with pytest.raises(ValueError, match="'reply' is not used by a openai provider"):
+        Provider.model_validate({"kind": "openai", "reply": "x"})
+    with pytest.raises(ValueError, match="'base_url' is not used by a echo provider"):
+        Provider.model_validate({"kind": "echo", "base_url": "http://127.0.0.1:9/v1"})
+    loaded = parse_registry(ECHO.read_text(), source="echo.yaml")
+    assert loaded.registry.providers["slow"].delay_s == 0.05
