@@ -68,11 +68,17 @@ def store(fresh: Store) -> Store:
 def test_migrations_apply_from_empty_and_are_idempotent(fresh: Store) -> None:
     assert fresh.schema_version() == 0
     labels = [m.label for m in pending_migrations(fresh)]
-    assert labels == ["0001_initial", "0002_client", "0003_route_only", "0004_attribution"]
-    assert fresh.migrate() == latest_version("sqlite") == latest_version("postgres") == 4
-    assert fresh.schema_version() == 4
+    assert labels == [
+        "0001_initial",
+        "0002_client",
+        "0003_route_only",
+        "0004_attribution",
+        "0005_response",
+    ]
+    assert fresh.migrate() == latest_version("sqlite") == latest_version("postgres") == 5
+    assert fresh.schema_version() == 5
     assert pending_migrations(fresh) == []
-    assert fresh.migrate() == 4  # a second run is a no-op
+    assert fresh.migrate() == 5  # a second run is a no-op
     assert fresh.count_decisions() == 0
 
 
@@ -89,7 +95,7 @@ def test_a_log_at_version_1_keeps_its_rows_when_upgraded(
     store = open_store(store_url)
     try:
         assert store.migrate() == 1  # the schema as version 1 of the code left it
-        added = ("client", "route_only", "end_user", "tags")
+        added = ("client", "route_only", "end_user", "tags", "response")
         old_columns = [c for c in DECISION_COLUMNS if c not in added]
         row = make_record(0).to_row()[: len(old_columns)]
         sql = f"INSERT INTO decisions ({', '.join(old_columns)}) VALUES "
@@ -100,13 +106,20 @@ def test_a_log_at_version_1_keeps_its_rows_when_upgraded(
             with store._connection("insert a version-1 row") as conn:
                 conn.execute((sql + f"({', '.join(['%s'] * len(row))})").encode(), row)
         monkeypatch.setattr(migrate, "load_migrations", shipped)
-        assert store.migrate() == 4
+        assert store.migrate() == 5
         (old,) = store.decisions(0.0)
         assert old.id == row[0] and old.client is None and old.route_only is False
-        assert (old.end_user, old.tags) == (None, ())
+        assert (old.end_user, old.tags, old.response) == (None, (), None)
         store.write_decisions(
             [
-                make_record(1, client="team-a", end_user="u-1", tags=("team:search", "app=web")),
+                make_record(
+                    1,
+                    client="team-a",
+                    end_user="u-1",
+                    tags=("team:search", "app=web"),
+                    response="the answer",
+                    response_mode="full",
+                ),
                 make_record(2, client="team-b", route_only=True),
             ]
         )
@@ -116,8 +129,10 @@ def test_a_log_at_version_1_keeps_its_rows_when_upgraded(
             ("team-a", False, "u-1", ("team:search", "app=web")),
             ("team-b", True, None, ()),
         ]
+        assert [d.response for d in rows] == [None, "the answer", None]
         summary = store.decisions(0.0, details=False)
         assert [d.tags for d in summary] == [(), ("team:search", "app=web"), ()]
+        assert [d.response for d in summary] == [None, None, None]  # a heavy column
         assert [d.route_only for d in store.decisions(0.0, details=False)] == [False, False, True]
     finally:
         store.close()
@@ -140,7 +155,7 @@ def test_concurrent_migrations_do_not_race(store_url: str) -> None:
         t.join(30)
     for s in stores:
         s.close()
-    assert results == [4, 4, 4]
+    assert results == [5, 5, 5]
 
 
 def test_migration_files_ship_as_package_data() -> None:
@@ -154,6 +169,7 @@ def test_migration_files_ship_as_package_data() -> None:
             (2, "client"),
             (3, "route_only"),
             (4, "attribution"),
+            (5, "response"),
         ]
 
 

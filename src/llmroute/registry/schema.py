@@ -946,11 +946,23 @@ class TelemetrySettings(_Frozen):
     """The decision log. `url` is ``sqlite:///PATH`` (relative to the working directory)
     or ``postgresql://...``; ``$LLMROUTE_TELEMETRY_URL`` overrides it (``off`` turns the
     log off). `prompts` says what of the request text is stored: nothing, its SHA-256,
-    the text with PII replaced by placeholders (safety's redaction), or the text."""
+    the text with PII replaced by placeholders (safety's redaction), or the text;
+    `responses` the same for the answers (off unless asked: they can be long and hold
+    whatever the model said)."""
 
     enabled: bool = True
     url: str = "sqlite:///llmroute-telemetry.db"
     prompts: Literal["off", "hash", "redacted", "full"] = "hash"
+    # the answers: not stored, stored with PII replaced by placeholders, or stored
+    responses: Literal["off", "redacted", "full"] = "off"
+    max_response_chars: int = Field(default=32_000, ge=100)  # longer answers are cut
+
+    @field_validator("prompts", "responses", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        """YAML 1.1 reads an unquoted ``off`` as false: it means "off" here."""
+        return "off" if value is False else value
+
     queue_size: int = Field(default=10_000, ge=1)
     batch_size: int = Field(default=500, ge=1)
     flush_seconds: Seconds = 0.2

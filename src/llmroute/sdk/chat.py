@@ -296,7 +296,7 @@ class _Engine:
         if sent.lookup is not None:
             opened.events = sent.lookup.tee(opened)
 
-        def ended(opened: Opened, error: str | None) -> None:
+        def ended(opened: Opened, error: str | None, text: str) -> None:
             record_success(
                 recorder,
                 self.router,
@@ -306,11 +306,13 @@ class _Engine:
                 opened,
                 error=error,
                 ttft_ms=ttft_ms,
+                text=text or None,
             )
 
         info = routing_info(decision, opened.model, opened.deployment, opened.attempts)
         info["cache"] = _cache_state(sent.lookup)
-        return AsyncStream(opened, info, request.timeout, on_end=ended)
+        keep = recorder is not None and recorder.wants_answers
+        return AsyncStream(opened, info, request.timeout, on_end=ended, collect=keep)
 
     def stop_thread(self) -> None:
         with self._lock:

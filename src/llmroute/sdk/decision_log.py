@@ -25,6 +25,7 @@ from llmroute.dispatch.usage import Usage
 from llmroute.errors import LlmrouteError
 from llmroute.registry.schema import TelemetrySettings
 from llmroute.state import CachedAnswer
+from llmroute.telemetry.answers import answer_text, cached_text
 from llmroute.telemetry.record import CLIENT_CLOSED, CLIENT_DISCONNECTED, FeedbackRecord
 from llmroute.telemetry.recorder import Observer, Recorder
 from llmroute.telemetry.store import mask_url, resolve_telemetry_url
@@ -103,7 +104,13 @@ class SdkDecisionLog:
             self._recorder = metrics_only
             return
         self._store, self._writer = store, writer
-        self._recorder = Recorder(writer, self._metrics, settings.prompts)
+        self._recorder = Recorder(
+            writer,
+            self._metrics,
+            settings.prompts,
+            responses=settings.responses,
+            max_response_chars=settings.max_response_chars,
+        )
         log.info("SDK decision log: %s (prompts: %s)", mask_url(url), settings.prompts)
 
     @property
@@ -148,10 +155,13 @@ def record_success(
     *,
     error: str | None = None,
     ttft_ms: float | None = None,
+    text: str | None = None,
 ) -> None:
     """Log a call that was answered: a completion, or a stream once it ended (`error`
-    saying how)."""
+    saying how; `text` what it streamed, when collected)."""
     if recorder is not None:
+        if isinstance(answer, Served) and recorder.wants_answers:
+            text = answer_text(answer.data)
         recorder.finished(
             router,
             decision,
@@ -166,6 +176,7 @@ def record_success(
             attempts=answer.attempts,
             stream=isinstance(answer, Opened),
             ttft_ms=ttft_ms,
+            answer=text,
         )
 
 
@@ -191,6 +202,7 @@ def record_cache_hit(
             stream=answer.stream,
             ttft_ms=clock.elapsed_ms() if answer.stream else None,
             cache_hit=True,
+            answer=cached_text(answer) if recorder.wants_answers else None,
         )
 
 

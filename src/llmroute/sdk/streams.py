@@ -23,20 +23,27 @@ __all__ = ["AsyncStream", "Stream", "StreamEnd"]
 log = logging.getLogger("llmroute.sdk")
 
 
-StreamEnd = Callable[[Opened, str | None], None]
+StreamEnd = Callable[[Opened, str | None, str], None]
 """Told once how a stream ended: None when complete, else ``stream_interrupted`` (the
-upstream broke off) or ``client_disconnected`` (the caller stopped reading)."""
+upstream broke off) or ``client_disconnected`` (the caller stopped reading); and the
+text streamed until then (empty unless the stream was asked to collect it)."""
 
 
 async def _chunks(
-    opened: Opened, info: dict[str, Any], on_end: StreamEnd
+    opened: Opened,
+    info: dict[str, Any],
+    on_end: Callable[[Opened, str | None], None],
+    parts: list[str] | None,
 ) -> AsyncGenerator[Any, None]:
-    """Parsed chunks; the upstream stream is closed however this one ends."""
+    """Parsed chunks; the upstream stream is closed however this one ends. With
+    `parts`, each chunk's text is appended to it."""
     error: str | None = CLIENT_DISCONNECTED
     try:
         async for event in opened.events:
             data = event_json(event, opened.deployment)
             if data is not None:
+                if parts is not None:
+                    parts.append(_delta_text(data))
                 yield as_chunk(data, info)
         error = None
     except Exception:
@@ -49,6 +56,15 @@ async def _chunks(
         on_end(opened, error)
 
 
+def _delta_text(chunk: dict[str, Any]) -> str:
+    """The text of a chunk's first choice (empty for anything else)."""
+    try:
+        content = chunk["choices"][0]["delta"].get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ""
+    return content if isinstance(content, str) else ""
+
+
 class AsyncStream:
     """``chat.completion.chunk`` objects (openai's ``ChatCompletionChunk``, or dicts),
     each carrying the ``llmroute`` field, also kept here as `llmroute`."""
@@ -59,12 +75,15 @@ class AsyncStream:
         info: dict[str, Any],
         timeout: float | None,
         on_end: StreamEnd | None = None,
+        *,
+        collect: bool = False,
     ) -> None:
         self.llmroute = info
         self._opened = opened
         self._on_end = on_end
         self._ended = False
-        self._chunks = _chunks(opened, info, self._end)
+        self._parts: list[str] | None = [] if collect else None
+        self._chunks = _chunks(opened, info, self._end, self._parts)
         self._timeout = timeout
 
     def _end(self, opened: Opened, error: str | None) -> None:
@@ -74,7 +93,7 @@ class AsyncStream:
             return
         self._ended = True
         try:
-            self._on_end(opened, error)
+            self._on_end(opened, error, "".join(self._parts or ()))
         except Exception:  # logging must never fail the caller's stream
             log.exception("recording the stream's end failed")
 

@@ -29,6 +29,7 @@ from llmroute.server.pool import keep_in_pool, may_reach
 from llmroute.server.shutdown import stopping
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.state import CacheLookup, look_up, replay
+from llmroute.telemetry.answers import cached_text
 from llmroute.telemetry.attribution import TAGS_HEADER, parse_tags
 from llmroute.telemetry.record import (
     CLIENT_CLOSED,
@@ -214,8 +215,9 @@ async def _serve_planned(
             done = _stream_done(
                 gateway, recorder, trace, plan, body, ts, started_ns, ttft_ms, shadow, release
             )
+            keep = shadow or (recorder is not None and recorder.wants_answers)
             streamed = StreamingResponse(
-                relay(opened, done, collect=shadow),
+                relay(opened, done, collect=keep),
                 media_type="text/event-stream",
                 headers={
                     **decision_headers(plan.decision, opened.model),
@@ -258,6 +260,7 @@ async def _serve_planned(
             usage=served.usage,
             attempts=served.attempts,
             shadow=shadow,
+            answer=answer_text(served.data) if recorder.wants_answers else None,
         )
     trace.finish(record)
     if shadow and gateway.shadow is not None:
@@ -421,6 +424,7 @@ def _from_cache(
             stream=answer.stream,
             ttft_ms=elapsed_ms if answer.stream else None,
             cache_hit=True,
+            answer=cached_text(answer) if recorder.wants_answers else None,
         )
     trace.finish(record)
     return response
@@ -514,6 +518,7 @@ def _stream_done(
                 stream=True,
                 ttft_ms=ttft_ms,
                 shadow=shadow,
+                answer=text or None,
             )
         trace.finish(record)
         if shadow and error is None and gateway.shadow is not None:

@@ -26,11 +26,13 @@ __all__ = [
     "FeedbackRecord",
     "LoggedDecision",
     "PromptMode",
+    "ResponseMode",
     "ShadowRecord",
     "prompt_hash",
 ]
 
 PromptMode = Literal["off", "hash", "redacted", "full"]
+ResponseMode = Literal["off", "redacted", "full"]
 
 CLIENT_CLOSED = 499
 """The status a request is logged with when its client hung up (or its caller cancelled
@@ -78,6 +80,7 @@ DECISION_COLUMNS: tuple[str, ...] = (
     "route_only",  # a ``/v1/route`` decision: nothing was dispatched (migration 0003)
     "end_user",  # the request's own user id (``safety_identifier`` / ``user``; migration 0004)
     "tags",  # JSON list of the request's ``x-llmroute-tags``, NULL without (migration 0004)
+    "response",  # the answer's text as `telemetry.responses` says, else NULL (migration 0005)
 )
 
 
@@ -126,6 +129,8 @@ class DecisionRecord:
     route_only: bool = False
     end_user: str | None = None
     tags: tuple[str, ...] = ()
+    response: str | None = None  # the answer's text, already cut; None when not kept
+    response_mode: ResponseMode = "off"
 
     @property
     def id(self) -> str:
@@ -188,7 +193,19 @@ class DecisionRecord:
             self.route_only,
             self.end_user,
             json.dumps(list(self.tags)) if self.tags else None,
+            self.stored_response(),
         )
+
+    def stored_response(self) -> str | None:
+        """The answer as `response_mode` stores it; ``redacted`` runs the PII detector
+        here, in the writer's thread, not on the request path."""
+        if self.response is None or self.response_mode == "off":
+            return None
+        if self.response_mode == "redacted":
+            from llmroute.telemetry.recorder import redact_text
+
+            return redact_text(self.response)
+        return self.response
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +243,7 @@ class LoggedDecision:
     route_only: bool = False
     end_user: str | None = None
     tags: tuple[str, ...] = ()
+    response: str | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> LoggedDecision:

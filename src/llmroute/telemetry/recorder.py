@@ -23,7 +23,7 @@ from llmroute.decision import Decision
 from llmroute.dispatch.usage import Usage
 from llmroute.safety.pii import PiiDetector, Redactor
 from llmroute.telemetry.attribution import end_user_of
-from llmroute.telemetry.record import DecisionRecord, PromptMode
+from llmroute.telemetry.record import DecisionRecord, PromptMode, ResponseMode
 from llmroute.telemetry.request_log import log_request
 
 __all__ = ["Observer", "Recorder", "Sink"]
@@ -61,7 +61,16 @@ class Recorder:
     """Builds the record of each finished request and passes it on (to the writer when
     the log is on, to the metrics always)."""
 
-    __slots__ = ("client", "metrics", "on_record", "prompts", "sink", "tags")
+    __slots__ = (
+        "client",
+        "max_response_chars",
+        "metrics",
+        "on_record",
+        "prompts",
+        "responses",
+        "sink",
+        "tags",
+    )
 
     def __init__(
         self,
@@ -71,6 +80,9 @@ class Recorder:
         client: str | None = None,
         on_record: Callable[[DecisionRecord], None] | None = None,
         tags: tuple[str, ...] = (),
+        *,
+        responses: ResponseMode = "off",
+        max_response_chars: int = 32_000,
     ) -> None:
         self.sink = sink
         self.metrics = metrics
@@ -78,6 +90,30 @@ class Recorder:
         self.client = client
         self.on_record = on_record
         self.tags = tags
+        self.responses: ResponseMode = responses
+        self.max_response_chars = max_response_chars
+
+    @property
+    def wants_answers(self) -> bool:
+        """Whether the decision log keeps answers: a stream's text is then collected."""
+        return self.responses != "off" and self.sink is not None
+
+    def _copy(
+        self,
+        client: str | None,
+        on_record: Callable[[DecisionRecord], None] | None,
+        tags: tuple[str, ...],
+    ) -> Recorder:
+        return Recorder(
+            self.sink,
+            self.metrics,
+            self.prompts,
+            client,
+            on_record,
+            tags,
+            responses=self.responses,
+            max_response_chars=self.max_response_chars,
+        )
 
     def for_client(
         self,
@@ -87,15 +123,14 @@ class Recorder:
     ) -> Recorder:
         """This recorder for the requests of a gateway client key: its records name the
         key and carry its `tags`, and `on_record` sees each (to charge the key's budget)."""
-        return Recorder(self.sink, self.metrics, self.prompts, client, on_record, tags)
+        return self._copy(client, on_record, tags)
 
     def with_tags(self, tags: tuple[str, ...]) -> Recorder:
         """This recorder for one request that came with `tags` (``x-llmroute-tags``),
         after any the recorder has (its key's)."""
         if not tags:
             return self
-        merged = tuple(dict.fromkeys((*self.tags, *tags)))
-        return Recorder(self.sink, self.metrics, self.prompts, self.client, self.on_record, merged)
+        return self._copy(self.client, self.on_record, tuple(dict.fromkeys((*self.tags, *tags))))
 
     def finished(
         self,
@@ -115,9 +150,10 @@ class Recorder:
         ttft_ms: float | None = None,
         shadow: bool = False,
         cache_hit: bool = False,
+        answer: str | None = None,
     ) -> DecisionRecord:
         """Record one request; `ts` is its arrival (Unix seconds), `started_ns` the
-        ``perf_counter_ns`` then."""
+        ``perf_counter_ns`` then; `answer` its text (kept when `responses` asks)."""
         latency_ms = (time.perf_counter_ns() - started_ns) / 1e6
         mode, prompt, redacted = self._prompt(router, decision, body)
         record = DecisionRecord(
@@ -143,6 +179,8 @@ class Recorder:
             client=self.client,
             end_user=end_user_of(body),
             tags=self.tags,
+            response=answer[: self.max_response_chars] if answer and self.wants_answers else None,
+            response_mode=self.responses,
         )
         if self.sink is not None:
             self.sink.offer(record)

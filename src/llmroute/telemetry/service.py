@@ -43,7 +43,13 @@ class Telemetry:
         self.metrics = metrics
         self.store = store
         self.writer = writer
-        self.recorder = Recorder(writer, metrics, settings.prompts)
+        self.recorder = Recorder(
+            writer,
+            metrics,
+            settings.prompts,
+            responses=settings.responses,
+            max_response_chars=settings.max_response_chars,
+        )
 
     @classmethod
     def open(

@@ -34,10 +34,10 @@ __all__ = [
 ]
 
 DECISION_LIST = ", ".join(DECISION_COLUMNS)
-# The same columns with the heavy ones (signals JSON, prompt text) read as NULL: what
+# The same columns with the heavy ones (signals JSON, prompt and answer text) read as NULL: what
 # aggregate readers such as the dashboard load.
 SUMMARY_LIST = ", ".join(
-    f"NULL AS {c}" if c in ("signals", "prompt") else c for c in DECISION_COLUMNS
+    f"NULL AS {c}" if c in ("signals", "prompt", "response") else c for c in DECISION_COLUMNS
 )
 FEEDBACK_COLUMNS: tuple[str, ...] = ("decision_id", "ts", "score", "thumbs", "comment")
 FEEDBACK_LIST = ", ".join(FEEDBACK_COLUMNS)

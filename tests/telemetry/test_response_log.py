@@ -1,0 +1,115 @@
+"""`telemetry.responses`: the answers in the decision log, through a real `llmroute
+serve` (echo models: the answer is the request's text, so what is stored can be checked
+word for word) and through the SDK; answers, streamed ones, cache hits; redacted and cut
+as the registry says, and absent unless asked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from gateway_proc import Served, serve_text, wait_for
+
+from llmroute import Router
+from llmroute.telemetry.record import LoggedDecision
+from llmroute.telemetry.store import open_store
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  echo: {kind: echo}
+models:
+  small: {provider: echo, model: echo-small}
+routes:
+  - {name: chat, examples: ["hello there"], target: small}
+default: {target: small}
+cache: {ttl_s: 60}
+telemetry:
+  url: "sqlite:///%(db)s"
+  prompts: hash
+  responses: %(mode)s   # unquoted off: YAML's false, read as "off"
+  max_response_chars: 120
+  flush_seconds: 0.05
+"""
+SECRET = "write to alice@example.com about the invoice"
+
+
+def _rows(db: Path, n: int) -> list[LoggedDecision]:
+    found: list[LoggedDecision] = []
+
+    def enough() -> bool:
+        store = open_store(f"sqlite:///{db}")
+        try:
+            found[:] = store.decisions(0.0)
+        except Exception:
+            return False
+        finally:
+            store.close()
+        return len(found) >= n
+
+    wait_for(f"{n} decisions in the log", enough, 15)
+    return sorted(found, key=lambda d: d.ts)
+
+
+@pytest.fixture
+def redacted(tmp_path: Path) -> Iterator[tuple[Served, Path]]:
+    db = tmp_path / "log.db"
+    with serve_text(REGISTRY % {"db": db, "mode": "redacted"}, tmp_path, env={
+        "LLMROUTE_TELEMETRY_URL": f"sqlite:///{db}"
+    }) as served:  # fmt: skip
+        yield served, db
+
+
+def test_answers_are_stored_redacted_streamed_or_not(redacted: tuple[Served, Path]) -> None:
+    served, db = redacted
+    long = "word " * 100
+    with openai.OpenAI(base_url=f"{served.url}/v1", api_key="x", max_retries=0) as client:
+        client.chat.completions.create(model="auto", messages=[{"role": "user", "content": SECRET}])
+        chunks = client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "hello there friend"}],
+            stream=True,
+        )  # fmt: skip
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        client.chat.completions.create(model="auto", messages=[{"role": "user", "content": long}])
+        client.chat.completions.create(  # the same request again: a cache hit
+            model="auto", messages=[{"role": "user", "content": SECRET}]
+        )
+    rows = _rows(db, 4)
+    assert [r.response for r in rows[:2]] == [
+        "write to <EMAIL_1> about the invoice",  # PII replaced before it is stored
+        "hello there friend",
+    ]
+    assert rows[2].response == long.strip()[:120]  # cut at max_response_chars
+    assert rows[3].cache_hit and rows[3].response == "write to <EMAIL_1> about the invoice"
+    assert all(r.prompt is None for r in rows)  # prompts: hash keeps no text
+
+
+def test_answers_are_not_stored_unless_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "log.db"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")  # it wins over the file
+    registry = tmp_path / "r.yaml"
+    registry.write_text(REGISTRY % {"db": db, "mode": "off"})
+    with Router.from_yaml(registry) as router:
+        router.chat.completions.create(messages=[{"role": "user", "content": SECRET}])
+    assert _rows(db, 1)[0].response is None
+
+
+def test_the_sdk_stores_answers_and_streams_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "log.db"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
+    registry = tmp_path / "r.yaml"
+    registry.write_text(REGISTRY % {"db": db, "mode": "full"})
+    with Router.from_yaml(registry) as router:
+        router.chat.completions.create(messages=[{"role": "user", "content": SECRET}])
+        with router.chat.completions.create(
+            messages=[{"role": "user", "content": "stream me back"}], stream=True
+        ) as stream:
+            assert list(stream)
+    rows = _rows(db, 2)
+    assert [r.response for r in rows] == [SECRET, "stream me back"]
