@@ -200,6 +200,44 @@ def test_report_by_tag_end_user_and_key(registry: Path, capsys: pytest.CaptureFi
     assert code == 0 and "no decisions in the last 24h with tag team:none" in out
 
 
+def test_export_writes_the_log_as_jsonl_that_other_commands_read(
+    registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The exported prompts feed `registry record` as they are; filters narrow the rows;
+    feedback rides along; an existing file is not overwritten without --force."""
+    now = time.time() - 600
+    records = [
+        record("weather", 0.5, now, prompt="will it rain in Paris tomorrow?", tags=("app=web",)),
+        record("cooking", 0.5, now + 1, prompt="how long do I boil an egg?"),
+        record("weather", 0.5, now + 2),  # prompts: hash at the time: no text
+    ]
+    fill(registry, records)
+    store = open_store(f"sqlite:///{registry.parent / 'log.db'}")
+    try:
+        store.write_feedback(FeedbackRecord(records[0].id, now + 5, thumbs="down"))
+    finally:
+        store.close()
+    out = tmp_path / "traffic.jsonl"
+    code, _, err = cli(capsys, "export", "-r", registry, "-o", out)
+    assert code == 0 and "wrote 3 of the 3 requests" in err
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["route"] for r in rows] == ["weather", "cooking", "weather"]
+    assert rows[0]["prompt"] == "will it rain in Paris tomorrow?" and rows[2]["prompt"] is None
+    assert rows[0]["tags"] == ["app=web"] and rows[0]["feedback"][0]["thumbs"] == "down"
+    code, _, err = cli(capsys, "export", "-r", registry, "-o", out)
+    assert code == 2 and "--force" in err
+    code, stdout, _ = cli(capsys, "export", "-r", registry, "--with-text", "--route", "weather")
+    assert [json.loads(line)["id"] for line in stdout.splitlines()] == [records[0].id]
+    texts = tmp_path / "texts.jsonl"
+    code, _, _ = cli(capsys, "export", "-r", registry, "--with-text", "-o", texts)
+    cases = tmp_path / "cases.yaml"
+    code, stdout, err = cli(capsys, "registry", "record", texts, "-o", cases, "-r", registry)
+    assert code == 0, err
+    assert "recorded 2 cases" in stdout
+    code, stdout, err = cli(capsys, "registry", "test", cases, "-r", registry)
+    assert code == 0 and stdout.splitlines()[-1] == "2 of 2 cases passed", stdout + err
+
+
 def test_report_shadow(registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
     now = time.time()
     records = [record("code", 0.5, now - 60) for _ in range(4)]

@@ -24,6 +24,7 @@ from llmroute.cli._app import (
     RegistryOption,
     app,
     check_plot_path,
+    err_console,
     fail,
     find_registry,
     resolve_registry,
@@ -367,6 +368,79 @@ def _print_change(console: Console, label: str, change: RoutingChange) -> None:
     )
     for before, after, count in change.transitions[:10]:
         console.print(f"    {escape(before)} → {escape(after)}: {count}")
+
+
+# -- export -------------------------------------------------------------------------------
+
+
+@app.command("export")
+def export_command(
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="JSONL file to write (default: stdout).", show_default=False
+        ),
+    ] = None,
+    registry: RegistryOption = None,
+    url: UrlOption = None,
+    since: Annotated[str, typer.Option("--since", help="The window, e.g. 24h, 7d.")] = "24h",
+    route: Annotated[
+        str | None, typer.Option("--route", help="Only this route's requests.", show_default=False)
+    ] = None,
+    tag: Annotated[
+        str | None,
+        typer.Option("--tag", help="Only requests with this tag.", show_default=False),
+    ] = None,
+    client: Annotated[
+        str | None,
+        typer.Option("--client", help="Only requests of this client key.", show_default=False),
+    ] = None,
+    with_text: Annotated[
+        bool,
+        typer.Option(
+            "--with-text", help="Only requests whose prompt the log kept (telemetry.prompts)."
+        ),
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT.")] = False,
+) -> None:
+    """Write the decision log's requests as JSON lines: the decision, its outcome, cost,
+    key, end user and tags, the prompt and the answer where the log kept them
+    (telemetry.prompts / responses), and the feedback given. The `prompt` field feeds
+    `llmroute calibrate` and `registry record` as it is."""
+    from llmroute.telemetry.export import export_rows
+
+    if output is not None and output.exists() and not force:
+        fail(f"{output} exists; pass --force to overwrite it")
+    window = _window(since, "--since")
+    loaded = _load_for_log(registry, url)
+    with _open_log(_url(url, loaded)) as log:
+        if log.empty_reason is not None:
+            fail(f"{log.shown}: {log.empty_reason}")
+        decisions = log.store.decisions(window.since, window.until)
+        feedback = log.store.feedback(window.since, None)
+    picked = [
+        d
+        for d in decisions
+        if (route is None or d.route == route)
+        and (tag is None or tag in d.tags)
+        and (client is None or d.client == client)
+        and (not with_text or d.prompt is not None)
+    ]
+    lines = (
+        json.dumps(json_safe(row), ensure_ascii=False) for row in export_rows(picked, feedback)
+    )
+    if output is None:
+        for line in lines:
+            print(line)
+        return
+    with output.open("w", encoding="utf-8") as out:
+        for line in lines:
+            out.write(line + "\n")
+    err_console.print(
+        f"wrote {len(picked)} of the {len(decisions)} requests of the last {window.text} "
+        f"to {escape(str(output))}",
+        soft_wrap=True,
+    )
 
 
 # -- report -------------------------------------------------------------------------------
