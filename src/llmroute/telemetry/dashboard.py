@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,32 +147,26 @@ def _spender(
 
 def client_totals(decisions: Sequence[LoggedDecision]) -> list[ClientTotal]:
     """What `Store.client_totals` counts in SQL, from rows in memory (the reference)."""
-    groups: dict[tuple[str | None, str], list[LoggedDecision]] = defaultdict(list)
-    for d in decisions:
-        groups[(d.client, d.model)].append(d)
-    return [
-        ClientTotal(
-            client,
-            model,
-            len(rows),
-            sum(map(is_error, rows)),
-            math.fsum(d.cost_usd for d in rows if d.cost_usd is not None),
-            sum(d.tokens_in or 0 for d in rows if d.cost_usd is None),
-            sum(d.tokens_out or 0 for d in rows if d.cost_usd is None),
-        )
-        for (client, model), rows in groups.items()
-    ]
+    return [ClientTotal(*row) for row in _totals((d.client, d) for d in decisions)]
 
 
 def tag_totals(decisions: Sequence[LoggedDecision]) -> list[TagTotal]:
     """What `Store.tag_totals` counts in SQL, from rows in memory (the reference)."""
+    named = ((tag, d) for d in decisions for tag in d.tags or (None,))
+    return [TagTotal(*row) for row in _totals(named)]
+
+
+def _totals(
+    named: Iterable[tuple[str | None, LoggedDecision]],
+) -> list[tuple[str | None, str, int, int, float, int, int]]:
+    """Per (name, model): requests, errors, logged cost, and the tokens of the rows
+    without a cost (priced afterwards)."""
     groups: dict[tuple[str | None, str], list[LoggedDecision]] = defaultdict(list)
-    for d in decisions:
-        for tag in d.tags or (None,):
-            groups[(tag, d.model)].append(d)
+    for name, d in named:
+        groups[(name, d.model)].append(d)
     return [
-        TagTotal(
-            tag,
+        (
+            name,
             model,
             len(rows),
             sum(map(is_error, rows)),
@@ -180,7 +174,7 @@ def tag_totals(decisions: Sequence[LoggedDecision]) -> list[TagTotal]:
             sum(d.tokens_in or 0 for d in rows if d.cost_usd is None),
             sum(d.tokens_out or 0 for d in rows if d.cost_usd is None),
         )
-        for (tag, model), rows in groups.items()
+        for (name, model), rows in groups.items()
     ]
 
 
