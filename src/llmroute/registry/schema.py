@@ -956,17 +956,16 @@ class TelemetrySettings(_Frozen):
     # the answers: not stored, stored with PII replaced by placeholders, or stored
     responses: Literal["off", "redacted", "full"] = "off"
     max_response_chars: int = Field(default=32_000, ge=100)  # longer answers are cut
+    queue_size: int = Field(default=10_000, ge=1)
+    batch_size: int = Field(default=500, ge=1)
+    flush_seconds: Seconds = 0.2
+    pool_size: int = Field(default=4, ge=1)  # PostgreSQL connections
 
     @field_validator("prompts", "responses", mode="before")
     @classmethod
     def _off(cls, value: Any) -> Any:
         """YAML 1.1 reads an unquoted ``off`` as false: it means "off" here."""
         return "off" if value is False else value
-
-    queue_size: int = Field(default=10_000, ge=1)
-    batch_size: int = Field(default=500, ge=1)
-    flush_seconds: Seconds = 0.2
-    pool_size: int = Field(default=4, ge=1)  # PostgreSQL connections
 
 
 class JudgeSettings(_Frozen):
