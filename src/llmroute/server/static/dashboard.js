@@ -350,28 +350,17 @@
     ], rows);
   }
 
-  function renderClients(rows) {
-    $("clients-section").hidden = !rows.length;
+  // Requests, share, errors and spend per name (client key or tag): hidden when empty.
+  function renderSpend(kind, label, rows) {
+    $(kind + "-section").hidden = !rows.length;
     if (!rows.length) return;
-    table("clients-table", [
-      col("Key", (r) => text(r.name), false),
+    table(kind + "-table", [
+      col(label, (r) => text(r.name), false),
       col("Requests", (r) => fmtInt(r.n)),
       col("Share", (r) => fmtPct(r.share)),
       col("Errors", (r) => fmtPct(r.error_rate), true, "error rate"),
       col("Spend", (r) => fmtMoney(r.spend_usd)),
-    ], rows, (r) => ({ "data-client": text(r.name) }));
-  }
-
-  function renderTags(rows) {
-    $("tags-section").hidden = !rows.length;
-    if (!rows.length) return;
-    table("tags-table", [
-      col("Tag", (r) => text(r.name), false),
-      col("Requests", (r) => fmtInt(r.n)),
-      col("Share", (r) => fmtPct(r.share)),
-      col("Errors", (r) => fmtPct(r.error_rate), true, "error rate"),
-      col("Spend", (r) => fmtMoney(r.spend_usd)),
-    ], rows, (r) => ({ "data-tag": text(r.name) }));
+    ], rows, (r) => ({ ["data-" + kind.replace(/s$/, "")]: text(r.name) }));
   }
 
   function renderLayers(rows) {
@@ -547,8 +536,8 @@
     renderCharts(d.series);
     renderRoutes(arr(d.routes));
     renderModels(arr(d.models));
-    renderClients(arr(d.clients));
-    renderTags(arr(d.tags));
+    renderSpend("clients", "Key", arr(d.clients));
+    renderSpend("tags", "Tag", arr(d.tags));
     renderLayers(arr(d.layers));
     renderShadow(d.shadow);
     renderBreakers(d.live);
