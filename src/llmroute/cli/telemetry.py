@@ -35,6 +35,7 @@ from llmroute.telemetry.windows import Window, WindowError, parse_window
 if TYPE_CHECKING:
     from llmroute.registry import LoadedRegistry
     from llmroute.telemetry.drift import DriftReport
+    from llmroute.telemetry.record import LoggedDecision
     from llmroute.telemetry.refresh import RefreshProposal, RoutingChange
     from llmroute.telemetry.report import GroupStats, Report
     from llmroute.telemetry.shadow_report import ShadowReport
@@ -50,6 +51,14 @@ UrlOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+TagOption = Annotated[
+    str | None,
+    typer.Option("--tag", help="Only requests with this x-llmroute-tags tag.", show_default=False),
+]
+ClientOption = Annotated[
+    str | None,
+    typer.Option("--client", help="Only requests of this client key.", show_default=False),
+]
 
 report_app = typer.Typer(
     help="What routing did over a window of the decision log (see also: report shadow).",
@@ -147,6 +156,17 @@ def _open_log(url: str) -> Iterator[Log]:
         yield Log(store, shown, reason)
     finally:
         store.close()
+
+
+def _narrowed(
+    decisions: list[LoggedDecision], tag: str | None, client: str | None
+) -> list[LoggedDecision]:
+    """The decisions with `tag` among their tags and of the key `client` (None: any)."""
+    return [
+        d
+        for d in decisions
+        if (tag is None or tag in d.tags) and (client is None or d.client == client)
+    ]
 
 
 def _empty(log: Log, what: str, as_json: bool, payload: dict[str, Any] | None = None) -> None:
@@ -387,14 +407,8 @@ def export_command(
     route: Annotated[
         str | None, typer.Option("--route", help="Only this route's requests.", show_default=False)
     ] = None,
-    tag: Annotated[
-        str | None,
-        typer.Option("--tag", help="Only requests with this tag.", show_default=False),
-    ] = None,
-    client: Annotated[
-        str | None,
-        typer.Option("--client", help="Only requests of this client key.", show_default=False),
-    ] = None,
+    tag: TagOption = None,
+    client: ClientOption = None,
     with_text: Annotated[
         bool,
         typer.Option(
@@ -420,11 +434,8 @@ def export_command(
         feedback = log.store.feedback(window.since, None)
     picked = [
         d
-        for d in decisions
-        if (route is None or d.route == route)
-        and (tag is None or tag in d.tags)
-        and (client is None or d.client == client)
-        and (not with_text or d.prompt is not None)
+        for d in _narrowed(decisions, tag, client)
+        if (route is None or d.route == route) and (not with_text or d.prompt is not None)
     ]
     lines = (
         json.dumps(json_safe(row), ensure_ascii=False) for row in export_rows(picked, feedback)
@@ -456,16 +467,8 @@ def report_command(
         Path | None,
         typer.Option("--plot", help="Write charts to an .html page or a .png.", show_default=False),
     ] = None,
-    tag: Annotated[
-        str | None,
-        typer.Option(
-            "--tag", help="Only requests with this x-llmroute-tags tag.", show_default=False
-        ),
-    ] = None,
-    client: Annotated[
-        str | None,
-        typer.Option("--client", help="Only requests of this client key.", show_default=False),
-    ] = None,
+    tag: TagOption = None,
+    client: ClientOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Route mix, cost vs the strongest model, fallbacks, latency, errors, feedback and
@@ -487,11 +490,7 @@ def report_command(
         shadows = log.store.shadows(window.since, window.until)
     scope = ""
     if tag is not None or client is not None:
-        decisions = [
-            d
-            for d in decisions
-            if (tag is None or tag in d.tags) and (client is None or d.client == client)
-        ]
+        decisions = _narrowed(decisions, tag, client)
         scope = (
             " with"
             + f" tag {tag}" * (tag is not None)
