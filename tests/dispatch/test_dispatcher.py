@@ -493,3 +493,78 @@ def test_an_embedding_models_params_fill_the_request(h: Harness) -> None:
     assert h.upstream.calls_to("emb")[-1].body["dimensions"] == 8
     h.run(registry, lambda d: d.embed("e", {"input": "hello", "dimensions": 4}))
     assert h.upstream.calls_to("emb")[-1].body["dimensions"] == 4
+
+
+REASONER = "o4?unsupported=max_tokens,temperature"
+FITTED = (
+    f"  o: {{provider: up, model: '{REASONER}', params: {{max_tokens: 500}},"
+    " rename_params: {max_tokens: max_completion_tokens}, drop_params: [temperature, top_p]}\n"
+)
+
+
+def test_a_parameter_a_routed_to_model_refuses_is_a_400_until_the_registry_fits_it(
+    h: Harness,
+) -> None:
+    """The client cannot know the router will pick a reasoning model: its ``max_tokens``
+    and ``temperature`` are that model's 400 (never fallen back) unless the model's
+    `rename_params` / `drop_params` fit the body; the model after it still gets them."""
+    bare = h.registry(
+        f"  o: {{provider: up, model: '{REASONER}'}}\n  b: {{provider: up, model: b}}", "o"
+    )
+    body = _body(max_tokens=100, temperature=0.2)
+    with pytest.raises(UpstreamRejected) as caught:
+        h.run(bare, lambda d: d.complete(plan_for("o", "b"), body))
+    assert "Unsupported parameter: 'max_tokens'" in caught.value.message
+    assert h.upstream.calls_to("b") == []
+
+    fitted = h.registry(FITTED + "  b: {provider: up, model: b}", "o")
+    served = h.run(fitted, lambda d: d.complete(plan_for("o", "b"), body))
+    assert served.model == "o"
+    sent = h.upstream.calls_to(REASONER)[-1].body
+    # the request's max_tokens renamed, and winning over the model's params under the old name
+    assert sent["max_completion_tokens"] == 100
+    assert "max_tokens" not in sent and "temperature" not in sent
+    assert body == _body(max_tokens=100, temperature=0.2)  # untouched
+
+    h.run(fitted, lambda d: d.complete(plan_for("o", "b"), _body()))
+    assert h.upstream.calls_to(REASONER)[-1].body["max_completion_tokens"] == 500  # params
+
+
+def test_a_fallback_gets_what_the_model_before_it_dropped(h: Harness) -> None:
+    failing = FITTED.replace(REASONER, REASONER + "&status=500")
+    registry = h.registry(failing + "  b: {provider: up, model: b}", "o")
+    served = h.run(
+        registry, lambda d: d.complete(plan_for("o", "b"), _body(temperature=0.2, top_p=0.9))
+    )
+    assert served.model == "b"
+    sent = h.upstream.calls_to("b")[-1].body
+    assert (sent["temperature"], sent["top_p"], sent.get("max_completion_tokens")) == (
+        0.2,
+        0.9,
+        None,
+    )
+
+
+def test_a_stream_is_fitted_too(h: Harness) -> None:
+    registry = h.registry(FITTED, "o")
+
+    async def job(d: Dispatcher) -> list[bytes]:
+        opened = await d.open_stream(
+            plan_for("o"), _body(stream=True, max_tokens=20, temperature=0)
+        )
+        return [event async for event in opened.events]
+
+    events = h.run(registry, job)
+    assert events[-1] == b"data: [DONE]\n\n"
+    sent = h.upstream.calls_to(REASONER)[-1].body
+    assert sent["max_completion_tokens"] == 20 and "temperature" not in sent
+
+
+def test_an_embedding_models_dropped_parameters(h: Harness) -> None:
+    models = (
+        "  a: {provider: up, model: a}\n"
+        "  e: {provider: up, model: emb, kind: embedding, drop_params: [dimensions]}"
+    )
+    registry = h.registry(models, "a")
+    h.run(registry, lambda d: d.embed("e", {"input": "hello", "dimensions": 4}))
+    assert "dimensions" not in h.upstream.calls_to("emb")[-1].body

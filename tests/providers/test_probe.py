@@ -138,6 +138,27 @@ def test_chat_asks_each_model_once_with_its_params(
     assert anthropic_up.requests[-1].body["max_tokens"] == PROBE_MAX_TOKENS
 
 
+def test_chat_fits_its_question_to_a_reasoning_model(
+    openai_up: FakeUpstream, anthropic_up: FakeAnthropic
+) -> None:
+    """A model that refuses ``max_tokens`` (OpenAI's reasoning models) is asked as the
+    gateway would ask it, with its `rename_params`; without them it fails."""
+    upstream = "o4-mini?unsupported=max_tokens,temperature"
+    openai_up.listed = [upstream]
+    thinker = f"  thinker: {{provider: local, model: '{upstream}'"
+    renames = ", rename_params: {max_tokens: max_completion_tokens}"
+    registry = _registry(openai_up, anthropic_up, extra=f"{thinker}{renames}}}\n")
+    got = _probe(registry, models=["thinker"], chat=True, timeout_s=5.0)["thinker"]
+    assert got.status == "ok", got.detail
+    sent = openai_up.calls_to(upstream)[0].body
+    assert sent["max_completion_tokens"] == PROBE_MAX_TOKENS and "max_tokens" not in sent
+
+    bare = _registry(openai_up, anthropic_up, extra=f"{thinker}}}\n")
+    refused = _probe(bare, models=["thinker"], chat=True, timeout_s=5.0)["thinker"]
+    assert refused.status == "fail"
+    assert "Unsupported parameter: 'max_tokens'" in refused.detail
+
+
 def test_a_refused_key_is_named_and_never_shown(
     openai_up: FakeUpstream, anthropic_up: FakeAnthropic
 ) -> None:

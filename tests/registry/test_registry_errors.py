@@ -118,6 +118,50 @@ def test_a_reasoning_tier_declared_not_to_think_is_an_error() -> None:
     assert_points_at(error, 28, "default.reasoning_target", "'reasoning: false'")
 
 
+@pytest.mark.parametrize(
+    ("new", "field", "words"),
+    [
+        (
+            "drop_params: [temperature, messages]",
+            "drop_params[1]",
+            "'messages' is the request's own",
+        ),
+        ("drop_params: ['']", "drop_params[0]", "an empty name"),
+        (
+            "rename_params: {max_tokens: stream}",
+            "rename_params.max_tokens",
+            "'stream' is the request",
+        ),
+        (
+            "rename_params: {max_tokens: max_tokens}",
+            "rename_params.max_tokens",
+            "renamed to itself",
+        ),
+        ("rename_params: {a: b, b: c}", "rename_params.a", "renamed to 'b', which is renamed too"),
+        (
+            "params: {top_p: 1}\n    drop_params: [top_p]",
+            "drop_params[0]",
+            "dropped but set in params",
+        ),
+        (
+            "rename_params: {max_tokens: max_completion_tokens}\n    drop_params: [max_tokens]",
+            "drop_params[0]",
+            "dropped and renamed",
+        ),
+        (
+            "rename_params: {max_tokens: max_completion_tokens}\n"
+            "    drop_params: [max_completion_tokens]",
+            "drop_params[0]",
+            "dropped but 'max_tokens' is renamed to it",
+        ),
+    ],
+)
+def test_renamed_and_dropped_parameters_are_checked(new: str, field: str, words: str) -> None:
+    error = one_error(replace_line(VALID, 12, new))
+    assert error.field == f"models.large.{field}", str(error)
+    assert words in error.message and error.line is not None and error.line >= 12
+
+
 def test_unknown_provider() -> None:
     error = one_error(replace_line(VALID, 9, "provider: opnai"))
     assert_points_at(

@@ -48,7 +48,10 @@ def test_summary_of_remote_encoder_and_other_conditions() -> None:
     )
     small = "price: {input: 0.1, output: 0.1}}"
     text = text.replace(
-        small, small[:-1] + ", vision: false, tools: false, params: {top_k: 20}}", 1
+        small,
+        small[:-1] + ", vision: false, tools: false, params: {top_k: 20},"
+        " rename_params: {max_tokens: max_completion_tokens}, drop_params: [logprobs]}",
+        1,
     )
     lines = summarize(parse_registry(text))
     assert "encoder: bge at http://e:8080/v1, dimensions 256 (no key)" in lines
@@ -57,7 +60,10 @@ def test_summary_of_remote_encoder_and_other_conditions() -> None:
         " and no tools and has_images and <= 50 tokens -> route code"
     ) in lines
     small_line = next(line for line in lines if line.startswith("  small:"))
-    assert small_line.endswith("no images, no tools, params top_k"), small_line
+    assert small_line.endswith(
+        "no images, no tools, params top_k, renames max_tokens->max_completion_tokens,"
+        " drops logprobs"
+    ), small_line
     assert "s3cret" not in "\n".join(lines)
 
 

@@ -23,6 +23,8 @@ name's answers (choices); ``multi=1`` honour the request's ``n`` with that many
 choices; ``finish=REASON`` end with that finish reason (``length``); ``p_yes=P`` when
 the request asks for ``logprobs``, send first-token ``top_logprobs`` giving "yes"
 probability P and "no" 1-P; ``nologprobs=1`` answer 400 to a request asking for them;
+``unsupported=A,B`` answer 400 ``unsupported_parameter`` (OpenAI's reasoning models'
+error) to a request that sets parameter A or B;
 ``gap=S`` a stream waits S seconds before each word. A stream whose reader hangs up
 is recorded in ``cut`` with the words it had sent, a request whose client hangs up
 during its ``delay`` or ``ttft`` with 0.
@@ -147,7 +149,7 @@ def _completion(
     return data
 
 
-_SCRIPTED = ("reply", "vary", "multi", "finish", "p_yes", "nologprobs", "gap")
+_SCRIPTED = ("reply", "vary", "multi", "finish", "p_yes", "nologprobs", "unsupported", "gap")
 
 
 def _scripted_texts(
@@ -243,6 +245,17 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 return
             if self.path.endswith("/embeddings"):
                 self._embeddings(model, body)
+                return
+            refused = [p for p in faults.get("unsupported", "").split(",") if p and p in body]
+            if refused:
+                error = {
+                    "message": f"Unsupported parameter: '{refused[0]}' is not supported "
+                    "with this model.",
+                    "type": "invalid_request_error",
+                    "param": refused[0],
+                    "code": "unsupported_parameter",
+                }
+                self._send_json(400, {"error": error})
                 return
             if "nologprobs" in faults and body.get("logprobs") is True:
                 error = {"message": "logprobs are not supported", "type": "invalid_request_error"}

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from llmroute.dispatch.client_reasoning import in_dialect
 from llmroute.dispatch.deployments import Deployment, Deployments
+from llmroute.dispatch.model_params import for_model
 from llmroute.dispatch.plan import Plan
 from llmroute.dispatch.reasoning_params import client_chose, with_reasoning
 from llmroute.dispatch.retry import backoff_delay
@@ -346,8 +347,7 @@ class Dispatcher:
         Priced like a completion and charged to the model's budget, which is checked
         first."""
 
-        params = self._registry.models[name].params
-        sent = with_defaults(body, params) if params else body
+        sent = for_model(body, self._registry.models[name])
 
         async def on(deployment: Deployment, timeouts: Timeouts) -> dict[str, Any]:
             provider = deployment.provider
@@ -383,7 +383,8 @@ class Dispatcher:
         """The body as this model gets it (per attempt: the fallbacks may be other
         models and providers): its thinking parameters for its provider (the client's own
         choice in the model's dialect, else the reasoning gate's verdict), then for what
-        the request leaves unset the route's `params`, then the model's."""
+        the request leaves unset the route's `params`, then the model's, with the model's
+        renamed and dropped parameters (`model_params.for_model`)."""
         model = self._registry.models[name]
         kind = self._registry.providers[deployment.provider_name].kind
         if client_chose(body):
@@ -392,9 +393,7 @@ class Dispatcher:
             sent = body
         else:
             sent = with_reasoning(body, model, kind, plan.decision.reasoning.needed)
-        if plan.policy is not None and plan.policy.params:
-            sent = with_defaults(sent, plan.policy.params)
-        return with_defaults(sent, model.params) if model.params else sent
+        return for_model(sent, model, plan.policy.params if plan.policy is not None else None)
 
     # -- stage 1: fallback ----------------------------------------------------------------
 
@@ -748,20 +747,6 @@ async def _close(events: AsyncIterator[bytes]) -> None:
     aclose = getattr(events, "aclose", None)
     if aclose is not None:
         await aclose()
-
-
-def with_defaults(body: dict[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """`body` with each of `params` it does not set (a shallow copy; never mutated). An
-    object the body does set gets the keys it lacks (``chat_template_kwargs``,
-    ``extra_body``): what the request says always wins."""
-    out = dict(body)
-    for key, value in params.items():
-        given = out.get(key)
-        if given is None:
-            out[key] = value
-        elif isinstance(given, Mapping) and isinstance(value, Mapping):
-            out[key] = {**value, **given}
-    return out
 
 
 def _describe(failure: tuple[str, ProviderError]) -> str:

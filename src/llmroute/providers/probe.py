@@ -285,22 +285,23 @@ async def _embed(row: _Row, provider: ChatProvider, timeouts: Timeouts) -> dict[
         raise UpstreamRejected(
             row.provider_name, f"a {row.spec.kind} provider serves no embeddings"
         )
-    body = {**row.model.params, "input": [PROBE_PROMPT]}
+    from llmroute.dispatch.model_params import for_model
+
+    body = for_model({"input": [PROBE_PROMPT]}, row.model)
     return await provider.embed(row.upstream, body, timeouts=timeouts)
 
 
 def probe_body(row: _Row) -> dict[str, Any]:
     """The chat request sent to a model: a one-word question, the model's `params`, a
-    short answer (unless its params set the length), thinking off where it can be."""
-    from llmroute.dispatch.dispatcher import with_defaults
+    short answer (unless its params set the length), thinking off where it can be, the
+    model's renamed and dropped parameters as the gateway would send them."""
+    from llmroute.dispatch.model_params import for_model
     from llmroute.dispatch.reasoning_params import with_reasoning
 
     body: dict[str, Any] = {"messages": [{"role": "user", "content": PROBE_PROMPT}]}
-    body = with_reasoning(body, row.model, row.spec.kind, False)
-    if row.model.params:
-        body = with_defaults(body, row.model.params)
+    body = for_model(with_reasoning(body, row.model, row.spec.kind, False), row.model)
     if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
-        body["max_tokens"] = PROBE_MAX_TOKENS
+        body = for_model({**body, "max_tokens": PROBE_MAX_TOKENS}, row.model)
     return body
 
 

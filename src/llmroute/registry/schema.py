@@ -394,6 +394,10 @@ class Model(_Frozen):
     tools: bool | None = None
     # request parameters sent to this model when the request does not set them
     params: dict[str, Any] = Field(default_factory=dict)
+    # what this model's API calls otherwise (max_tokens -> max_completion_tokens) ...
+    rename_params: dict[str, str] = Field(default_factory=dict)
+    # ... and what it refuses: removed from every body it is sent
+    drop_params: tuple[str, ...] = ()
     description: str | None = None
     # None: not known to think; False: does not think (thinking parameters removed)
     reasoning: Reasoning | Literal[False] | None = None
@@ -408,6 +412,54 @@ class Model(_Frozen):
     @classmethod
     def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
         return _check_params(value)
+
+    @field_validator("rename_params")
+    @classmethod
+    def _renames(cls, value: dict[str, str]) -> dict[str, str]:
+        problems: list[Problem] = []
+        for key, new in value.items():
+            for name in (key, new):
+                if name in _REQUEST_OWN:
+                    problems.append(((key,), f"{name!r} is the request's own, not a parameter"))
+            if not new:
+                problems.append(((key,), "the new name is empty"))
+            elif new == key:
+                problems.append(((key,), "renamed to itself"))
+            elif new in value:
+                problems.append(((key,), f"renamed to {new!r}, which is renamed too"))
+        PathProblems.raise_if_any(problems)
+        return value
+
+    @field_validator("drop_params")
+    @classmethod
+    def _drops(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        PathProblems.raise_if_any(
+            [
+                ((i,), f"{name!r} is the request's own, not a parameter to drop")
+                if name in _REQUEST_OWN
+                else ((i,), "an empty name")
+                for i, name in enumerate(value)
+                if name in _REQUEST_OWN or not name
+            ]
+        )
+        return value
+
+    @model_validator(mode="after")
+    def _params_consistent(self) -> Self:
+        """A parameter both set and dropped, or dropped and renamed, says two things."""
+        problems: list[Problem] = []
+        for i, name in enumerate(self.drop_params):
+            if name in self.params:
+                problems.append((("drop_params", i), f"{name!r} is dropped but set in params"))
+            if name in self.rename_params:
+                problems.append((("drop_params", i), f"{name!r} is dropped and renamed"))
+            sources = [old for old, new in self.rename_params.items() if new == name]
+            if sources:
+                problems.append(
+                    (("drop_params", i), f"{name!r} is dropped but {sources[0]!r} is renamed to it")
+                )
+        PathProblems.raise_if_any(problems)
+        return self
 
     @field_validator("reasoning", mode="before")
     @classmethod

@@ -121,6 +121,10 @@ def _model_extras(model: Model) -> str:
         parts.append("no tools")
     if model.params:
         parts.append("params " + ", ".join(model.params))
+    if model.rename_params:
+        parts.append("renames " + ", ".join(f"{a}->{b}" for a, b in model.rename_params.items()))
+    if model.drop_params:
+        parts.append("drops " + ", ".join(model.drop_params))
     if model.reasoning is False:
         parts.append("does not think")
     elif model.reasoning is not None:
