@@ -67,3 +67,58 @@ def test_serve_logs_them_at_each_load(caplog: pytest.LogCaptureFixture) -> None:
         warn_registry(parse_registry(TEXT).registry)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("registry: ")]
     assert len(lines) == 3 and lines[0].startswith("registry: routes[1].examples[0]: ")
+
+
+POOL = """
+encoder: builtin:static
+providers: {p: {kind: openai, base_url: "http://127.0.0.1:9/v1"}}
+models:
+  text: {provider: p, model: t, vision: false}
+  plain: {provider: p, model: t2, vision: false, tools: false}
+  seer: {provider: p, model: s}
+  emb: {provider: p, model: e, kind: embedding}
+routes:
+  - {name: a, examples: [hello there], target: text, policy: {fallback: [seer]}}
+  - {name: b, examples: [fix my bug], target: text}
+default: {target: plain}
+"""
+
+
+def test_a_route_no_model_of_which_takes_images_is_a_warning() -> None:
+    warnings = lint(parse_registry(POOL).registry)
+    assert [w.split(":")[0] for w in warnings] == ["routes[1]", "default", "default"]
+    assert warnings[0] == (
+        "routes[1]: none of its models (text) takes images (vision: false): a request with "
+        "images sent here gets a 400, though seer would take it; add one to its "
+        "policy.fallback, or route them with a rule (when: {has_images: true})"
+    )
+    assert "takes tools (tools: false)" in warnings[2] and "seer, text would" in warnings[2]
+
+
+def test_a_rule_taking_every_such_request_closes_the_gap() -> None:
+    rules = "rules:\n  - {name: pictures, when: {has_images: true}, target: seer}\n"
+    warnings = lint(parse_registry(POOL + rules).registry)
+    assert [w.split(":")[0] for w in warnings] == ["default"]  # tools only
+
+
+def test_a_rule_sending_them_where_they_are_refused_is_a_warning() -> None:
+    rules = (
+        "rules:\n"
+        "  - {name: some, when: {has_images: true, keywords: [scan]}, target: text}\n"
+        "  - {name: all, when: {has_images: true}, route: a}\n"
+    )
+    warnings = lint(parse_registry(POOL + rules).registry)
+    assert (
+        warnings[0] == "rules[0]: sends requests with images to text, which declares vision: false"
+    )
+    # rule 1 sends them to route a, whose fallback takes them: only the tools gap is left
+    assert [w.split(":")[0] for w in warnings] == ["rules[0]", "default"]
+
+
+def test_a_pool_that_takes_no_images_says_so_on_purpose() -> None:
+    text = POOL.replace("  seer: {provider: p, model: s}\n", "").replace(
+        "policy: {fallback: [seer]}", "policy: {}"
+    )
+    warnings = lint(parse_registry(text).registry)
+    assert [w.split(":")[0] for w in warnings] == ["default"]
+    assert "takes tools" in warnings[0]  # text takes tools; no model takes images

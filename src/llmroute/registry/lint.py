@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from llmroute.registry.schema import Registry
+from llmroute.registry.schema import Default, Registry, Route, Rule
 
 __all__ = ["lint"]
 
@@ -25,8 +25,94 @@ def _key(text: str) -> str:
 
 
 def lint(registry: Registry) -> list[str]:
-    """Every warning, in file order."""
-    return _example_conflicts(registry)
+    """Every warning: examples, then what requests with images or tools may reach."""
+    return _example_conflicts(registry) + _capability_gaps(registry)
+
+
+# (what the request holds, the model's flag, the rule condition that routes on it)
+_CAPABILITIES = (("images", "vision", "has_images"), ("tools", "tools", "has_tools"))
+
+
+def _capability_gaps(registry: Registry) -> list[str]:
+    """A route (or the default) none of whose models take images (or tools), in a pool
+    where some model does: dispatch only skips within the chain, so such a request routed
+    there is refused with a 400 that another model of the pool would have answered. A rule
+    that sends every such request elsewhere closes the gap; a rule that sends them to a
+    model declaring it takes none is a mistake of its own."""
+    out: list[str] = []
+    routes = {route.name: route for route in registry.routes}
+    for holds, flag, condition in _CAPABILITIES:
+        takes = {
+            name
+            for name, model in registry.models.items()
+            if model.kind == "chat" and getattr(model, flag) is not False
+        }
+        if not takes:
+            continue  # the pool takes none: refusing them is what the registry says
+        covered = False
+        for i, rule in enumerate(registry.rules):
+            if getattr(rule.when, condition) is not True:
+                continue
+            reach = _rule_reach(rule, routes)
+            if not reach & takes:
+                out.append(
+                    f"rules[{i}]: sends requests with {holds} to {_names(reach)}, which "
+                    f"declare{'s' if len(reach) == 1 else ''} {flag}: false"
+                )
+            elif _only_condition(rule, condition):
+                covered = True
+        if covered:
+            continue
+        rule_hint = f"a rule (when: {{{condition}: true}})"
+        places: list[tuple[str, Route | Default, str]] = [
+            (
+                f"routes[{i}]",
+                route,
+                f"add one to its policy.fallback, or route them with {rule_hint}",
+            )
+            for i, route in enumerate(registry.routes)
+        ]
+        places.append(("default", registry.default, f"route them with {rule_hint}"))
+        for where, place, hint in places:
+            reach = _reach(place)
+            if not reach & takes:
+                out.append(
+                    f"{where}: none of its models ({_names(reach)}) takes {holds} ({flag}: "
+                    f"false): a request with {holds} sent here gets a 400, though "
+                    f"{_names(takes)} would take it; {hint}"
+                )
+    return out
+
+
+def _reach(place: Route | Default) -> set[str]:
+    """Every model a route (or the default) may send a request to."""
+    names = {place.target}
+    if place.reasoning_target is not None:
+        names.add(place.reasoning_target)
+    if isinstance(place, Route):
+        names.update(place.policy.fallback)
+        if place.policy.context_fallback is not None:
+            names.add(place.policy.context_fallback)
+        if place.cascade is not None:
+            names.update(tier.model for tier in place.cascade.tiers)
+    elif place.difficulty is not None:
+        names.update((place.difficulty.strong, place.difficulty.weak))
+    return names
+
+
+def _rule_reach(rule: Rule, routes: dict[str, Route]) -> set[str]:
+    if rule.target is not None:
+        return {rule.target}
+    return _reach(routes[rule.route]) if rule.route in routes else set()
+
+
+def _only_condition(rule: Rule, condition: str) -> bool:
+    """Whether the rule takes every request that meets `condition`, whatever else it says."""
+    return all(value is None for name, value in rule.when if name != condition)
+
+
+def _names(names: set[str]) -> str:
+    return ", ".join(sorted(names))
 
 
 def _example_conflicts(registry: Registry) -> list[str]:
