@@ -238,6 +238,61 @@ def test_export_writes_the_log_as_jsonl_that_other_commands_read(
     assert code == 0 and stdout.splitlines()[-1] == "2 of 2 cases passed", stdout + err
 
 
+def test_registry_diff_replays_the_exported_traffic(
+    registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a user runs before merging a registry change: the log's traffic, exported,
+    routed by both registries; the moves, shares and cost; --max-moved for CI."""
+    now = time.time() - 600
+    rain = "will it rain in Paris tomorrow?"
+    fill(
+        registry,
+        [
+            record("weather", 0.5, now, prompt=rain, tokens_in=100, tokens_out=200),
+            record("cooking", 0.5, now + 1, prompt="how long do I boil an egg?"),
+            record("weather", 0.5, now + 2, tokens_in=5, tokens_out=5),  # hash only
+        ],
+    )
+    out = tmp_path / "traffic.jsonl"
+    assert cli(capsys, "export", "-r", registry, "-o", out)[0] == 0
+    new = tmp_path / "registry.new.yaml"
+    data = yaml.safe_load(registry.read_text(encoding="utf-8"))
+    data["routes"][1]["target"] = "large"  # weather to the large model
+    new.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+    code, stdout, err = cli(capsys, "registry", "diff", registry, new, "-d", out)
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert lines[2] == (
+        f"2 requests from {out} (1 not replayed: 1 without a stored prompt, "
+        "0 pinned by the client to a route or model)"
+    )
+    assert "route changed: 0 (0.0%)" in lines and "model changed: 1 (50.0%)" in lines
+    assert "  small -> large: 1" in lines and f'      "{rain}"' in lines
+    # 100 in and 200 out at 0.1 / 0.4 on small, then at 3 / 15 on large
+    assert (
+        "cost of the 1 requests with token counts: $0.0001 -> $0.0033 (+3566.7%) "
+        "(their logged token counts at each registry's prices)"
+    ) in lines
+
+    code, stdout, err = cli(
+        capsys, "registry", "diff", registry, new, "-d", out, "--json", "--max-moved", "0.25"
+    )
+    assert code == 1 and "50.0% of the requests would be served by another model" in err
+    payload = loads_strict(stdout)
+    assert payload["skipped"] == {"without_text": 1, "pinned": 0}
+    assert payload["model_moves"] == [
+        {"from": "small", "to": "large", "count": 1, "examples": [rain]}
+    ]
+    assert payload["cost_after_usd"] == pytest.approx((100 * 3 + 200 * 15) / 1e6)
+    assert cli(capsys, "registry", "diff", registry, new, "-d", out, "--max-moved", "0.5")[0] == 0
+
+    hashed = tmp_path / "hashed.jsonl"
+    hashed.write_text('{"prompt": null}\n', encoding="utf-8")
+    code, _, err = cli(capsys, "registry", "diff", registry, new, "-d", hashed)
+    assert code == 2 and "none of its rows can be replayed (1 without a stored prompt" in err
+
+
 def test_report_shadow(registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
     now = time.time()
     records = [record("code", 0.5, now - 60) for _ in range(4)]

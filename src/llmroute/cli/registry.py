@@ -1,7 +1,8 @@
 """`llmroute registry check` (validate a registry and print what it holds),
 `llmroute registry test` (run its routing cases), `llmroute registry record` (write
-cases that pin today's decisions) and `llmroute registry probe` (ask its models' servers
-whether they can serve)."""
+cases that pin today's decisions), `llmroute registry diff` (what a change would do to
+real traffic) and `llmroute registry probe` (ask its models' servers whether they can
+serve)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from llmroute.registry import load_registry, summarize
 from llmroute.registry.lint import lint
 
 if TYPE_CHECKING:
+    from llmroute.evaluate.registry_diff import RegistryDiff, TrafficFile
     from llmroute.providers.probe import Probe
 
 
@@ -29,7 +31,8 @@ def check(
     ] = False,
 ) -> None:
     """Validate a registry (schema and references), print a summary, and warn about what
-    is valid but probably unmeant (the same example taught as two routes)."""
+    is valid but probably unmeant (the same example taught as two routes; a route whose
+    models take no images or tools that another model of the pool would)."""
     loaded = load_registry(path)
     for line in summarize(loaded):
         print(line)
@@ -118,6 +121,123 @@ def record(
     print(
         f"recorded {len(texts)} cases in {output}; run: llmroute registry test {output} -r {path}"
     )
+
+
+@registry_app.command("diff")
+def diff(
+    base: Annotated[Path, typer.Argument(help="The registry as it is (e.g. from main).")],
+    new: Annotated[Path, typer.Argument(help="The registry as it would be.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Requests: one a line, or JSONL with 'prompt' and optionally 'tokens_in' "
+            "/ 'tokens_out' (what `llmroute export` writes).",
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    examples: Annotated[
+        int,
+        typer.Option(
+            "--examples", min=0, help="Requests shown per move, cut to 80 characters (0: none)."
+        ),
+    ] = 2,
+    max_moved: Annotated[
+        float | None,
+        typer.Option(
+            "--max-moved",
+            min=0.0,
+            max=1.0,
+            help="Exit 1 when a larger share of the requests would be served by another "
+            "model (for CI).",
+        ),
+    ] = None,
+) -> None:
+    """What a registry change would do to real traffic: route both registries over the
+    same requests (offline; no model is called) and show the requests that move between
+    routes and models, each model's share, what safety and the reasoning gate would do
+    differently, and the cost at each registry's prices where token counts are given."""
+    from llmroute.decide import Router
+    from llmroute.evaluate.registry_diff import diff_registries, read_traffic
+
+    traffic = read_traffic(data)
+    if not traffic.requests:
+        fail(f"{data}: none of its rows can be replayed ({_unreplayed(traffic)})")
+    with Router.from_yaml(base) as before, Router.from_yaml(new) as after:
+        result = diff_registries(before, after, traffic.requests, examples=examples)
+        if as_json:
+            payload = {
+                "base": {"registry": before.loaded.source, "version": before.version},
+                "new": {"registry": after.loaded.source, "version": after.version},
+                "skipped": {"without_text": traffic.without_text, "pinned": traffic.pinned},
+                **result.to_dict(),
+            }
+            print(json.dumps(payload, ensure_ascii=False))
+        else:
+            print(f"base: {before.loaded.source} (version {before.version})")
+            print(f"new:  {after.loaded.source} (version {after.version})")
+            _print_diff(result, traffic, data)
+    if max_moved is not None and result.model_changed_share > max_moved:
+        err_console.print(
+            f"{result.model_changed_share:.1%} of the requests would be served by another "
+            f"model (--max-moved {max_moved:.1%})"
+        )
+        raise typer.Exit(1)
+
+
+def _unreplayed(traffic: TrafficFile) -> str:
+    return (
+        f"{traffic.without_text} without a stored prompt, {traffic.pinned} pinned by the "
+        "client to a route or model"
+    )
+
+
+def _print_diff(result: RegistryDiff, traffic: TrafficFile, data: Path) -> None:
+    skipped = traffic.without_text + traffic.pinned
+    print(
+        f"{result.n} requests from {data}"
+        + (f" ({skipped} not replayed: {_unreplayed(traffic)})" if skipped else "")
+    )
+
+    def share(count: int) -> str:
+        return f"{count} ({count / result.n:.1%})"
+
+    print(f"route changed: {share(result.route_changed)}")
+    print(f"model changed: {share(result.model_changed)}")
+    for title, moves in (("routes", result.route_moves), ("models", result.model_moves)):
+        if not moves:
+            continue
+        print(f"{title} moved (base -> new):")
+        for move in moves:
+            print(f"  {move.before} -> {move.after}: {move.count}")
+            for example in move.examples:
+                print(f"      {json.dumps(example, ensure_ascii=False)}")
+    names = list(dict.fromkeys([*result.models_before, *result.models_after]))
+    width = max(len("model"), *(len(n) for n in names))
+    print("share of the requests:")
+    print(f"  {'model':<{width}}    base     new")
+    for name in names:
+        b, a = result.models_before.get(name, 0), result.models_after.get(name, 0)
+        print(f"  {name:<{width}}  {b / result.n:6.1%}  {a / result.n:6.1%}")
+    if result.safety_before != result.safety_after:
+        actions = list(dict.fromkeys([*result.safety_before, *result.safety_after]))
+        changes = ", ".join(
+            f"{a} {result.safety_before.get(a, 0)} -> {result.safety_after.get(a, 0)}"
+            for a in actions
+        )
+        print(f"safety: {changes}")
+    if result.thinking_before != result.thinking_after:
+        print(f"extended thinking: {result.thinking_before} -> {result.thinking_after}")
+    if result.priced:
+        before, after = result.cost_before_usd, result.cost_after_usd
+        change = f" ({(after - before) / before:+.1%})" if before else ""
+        print(
+            f"cost of the {result.priced} requests with token counts: ${before:.4f} -> "
+            f"${after:.4f}{change} (their logged token counts at each registry's prices)"
+        )
+    else:
+        print("cost: no token counts in the data (tokens_in / tokens_out)")
 
 
 @registry_app.command("probe")
