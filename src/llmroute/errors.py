@@ -219,9 +219,13 @@ class CircuitOpen(ProviderError):
 
 
 class LimitReached(CircuitOpen):
-    """Every deployment of the model is at its requests-per-minute limit (those that
-    are not have an open breaker); nothing was sent. Handled as `CircuitOpen`: the
-    fallback is tried at once, and with none left the answer is 503."""
+    """Every deployment of the model is at its requests- or tokens-per-minute limit or
+    its ``max_in_flight`` (those that are not have an open breaker); nothing was sent.
+    Handled as `CircuitOpen`: the fallback is tried at once, and with none left the
+    answer is 503. `limit` says which kind stopped it: ``rpm`` (a rate) or
+    ``in_flight``."""
+
+    limit: str = "rpm"
 
 
 class AllFallbacksFailed(ProviderError):

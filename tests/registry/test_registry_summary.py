@@ -75,7 +75,9 @@ def test_summary_without_rules() -> None:
 def test_summary_shows_cache_limits_and_budgets_without_passwords() -> None:
     small = "price: {input: 0.1, output: 0.1}}"
     assert small in VALID
-    text = VALID.replace(small, small[:-1] + ", rpm: 600, budget: {usd: 25, period: month}}", 1)
+    text = VALID.replace(
+        small, small[:-1] + ", rpm: 600, max_in_flight: 8, budget: {usd: 25, period: month}}", 1
+    )
     text += "cache: {url: 'redis://:hunter2@cache:6379/0', ttl_s: 60, routes: [code],"
     text += " semantic: {threshold: 0.97}}\n"
     text += "dispatch:\n  limits: {url: 'redis://:hunter2@limits:6379/1'}\n"
@@ -87,7 +89,7 @@ def test_summary_shows_cache_limits_and_budgets_without_passwords() -> None:
     joined = "\n".join(lines)
     assert "hunter2" not in joined
     small = next(line for line in lines if line.startswith("  small:"))
-    assert small.endswith("rpm 600, budget $25 per month"), small
+    assert small.endswith("rpm 600, in flight 8, budget $25 per month"), small
     assert "cache: redis://:***@cache:6379/0, ttl 60 s, routes code, semantic >= 0.97" in lines
     assert "limits counted in: redis://:***@limits:6379/1" in lines
     assert "breaker openings shared in: redis://:***@limits:6379/2" in lines

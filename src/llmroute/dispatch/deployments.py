@@ -1,6 +1,7 @@
 """The innermost stages of dispatch: pick a deployment of a model (balancing), skip the
-ones whose circuit breaker is open or that are at their requests- or tokens-per-minute
-limit, and call it with its time limit (transport).
+ones whose circuit breaker is open, that are at their requests- or tokens-per-minute
+limit or that have their ``max_in_flight`` requests running, and call it with its time
+limit (transport).
 
 A deployment is one (provider, upstream model) pair. Its breaker and its request limit
 are shared by every pool model served there, since they fail (and are metered) together.
@@ -27,7 +28,7 @@ from llmroute.errors import CircuitOpen, LimitReached, ProviderError, ProviderTi
 from llmroute.providers.base import ChatProvider
 from llmroute.registry.schema import Registry
 from llmroute.state.breakers import RedisBreakers
-from llmroute.state.limits import NOT_HELD, RateLimits
+from llmroute.state.limits import NOT_HELD, UNCOUNTED_SLOT, RateLimits
 
 __all__ = [
     "BreakerLink",
@@ -35,7 +36,9 @@ __all__ = [
     "DeploymentPool",
     "Deployments",
     "Observe",
+    "Slot",
     "deployment_key",
+    "give_back",
 ]
 
 T = TypeVar("T")
@@ -94,6 +97,18 @@ class Deployment:
     link: BreakerLink | None = None  # the breaker's shared openings, when shared
     key: str = ""  # where its limit and shared breaker are counted (`deployment_key`)
     tpm: int | None = None  # tokens per minute it may answer
+    max_in_flight: int | None = None  # requests it may have running at once
+
+    async def take_slot(self) -> str | None:
+        """One of its `max_in_flight` slots (`UNCOUNTED_SLOT` when it has no such limit),
+        or None when every slot is taken."""
+        if self.max_in_flight is None or self.limits is None:
+            return UNCOUNTED_SLOT
+        return await self.limits.take_slot(self.key, self.max_in_flight)
+
+    async def give_slot(self, slot: str) -> None:
+        if slot != UNCOUNTED_SLOT and self.limits is not None:
+            await self.limits.give_slot(self.key, slot)
 
     async def acquire(self, tokens: int = 0) -> int | None:
         """Take one request from the deployment's limits, holding its estimated prompt
@@ -138,6 +153,16 @@ def deployment_key(provider: str, upstream: str, base_url: str | None) -> str:
 # Told of one call: the deployment, its seconds, and its error (None when it answered).
 Observe = Callable[["Deployment", float, BaseException | None], None]
 
+# A stream's slot, held past the call until its last event: the deployment and the slot.
+Slot = tuple[Deployment, str]
+
+
+async def give_back(slots: list[Slot]) -> None:
+    """Give back the slots a stream held (`DeploymentPool.call`'s ``slots``)."""
+    while slots:
+        deployment, slot = slots.pop()
+        await deployment.give_slot(slot)
+
 
 class DeploymentPool:
     """The deployments of one pool model and the balancer that orders them."""
@@ -156,33 +181,38 @@ class DeploymentPool:
         clock: Callable[[], float] = time.perf_counter,
         observe: Observe | None = None,
         tokens: int = 0,
+        slots: list[Slot] | None = None,
     ) -> tuple[T, Deployment]:
         """`attempt` on the deployments in balancing order, skipping those whose breaker
-        is open or whose request limit is reached, until one answers. A failure another
-        deployment could fix (no response, 5xx, 429) moves on to the next deployment at
-        once; a timeout or the request's own fault is raised. Raises `LimitReached` when
-        a limit stopped every call that a breaker allowed, else `CircuitOpen` when no
-        breaker let a call through.
+        is open, whose request limit is reached or whose `max_in_flight` slots are all
+        taken, until one answers. A failure another deployment could fix (no response,
+        5xx, 429) moves on to the next deployment at once; a timeout or the request's own
+        fault is raised. Raises `LimitReached` when a limit stopped every call that a
+        breaker allowed, else `CircuitOpen` when no breaker let a call through.
 
         `observe`, when given, is told of every call made: the deployment, its seconds
         and its error (None on success), after the breaker has counted it. `tokens`, the
         request's estimated prompt, is held against a deployment's ``tpm`` while the call
-        runs (a stream: until its first event)."""
+        runs (a stream: until its first event). The call holds a slot of the
+        deployment's `max_in_flight` while it runs; with `slots` (a stream) the slot of
+        the call that answered is put there instead, to be given back (`give_back`)
+        when the stream ends."""
         failure: ProviderError | None = None
-        limited = False
+        stopped: set[str] = set()  # why deployments were passed over: "busy", "limited"
         for index in self._balancer.order(self._indices):
             deployment = self.deployments[index]
-            if deployment.link is not None:
-                await deployment.link.sync()
-            if not deployment.breaker.allow():
+            admitted = await _admit(deployment, tokens)
+            if isinstance(admitted, str):
+                stopped.add(admitted)
                 continue
-            held = await deployment.acquire(tokens)
-            if held is None:
-                deployment.breaker.release()
-                limited = True
-                continue
+            slot, held = admitted
+            kept = False
             try:
-                return await self._one(index, deployment, attempt, clock, observe), deployment
+                result = await self._one(index, deployment, attempt, clock, observe)
+                if slots is not None and slot != UNCOUNTED_SLOT:
+                    slots.append((deployment, slot))
+                    kept = True
+                return result, deployment
             except ProviderTimeout:
                 raise
             except ProviderError as exc:
@@ -191,13 +221,16 @@ class DeploymentPool:
                 failure = exc
             finally:
                 await deployment.release(held, tokens)
+                if not kept:
+                    await deployment.give_slot(slot)
         if failure is not None:
             raise failure
         names = ", ".join(d.provider_name for d in self.deployments)
-        if limited:
-            raise LimitReached(
-                names, "at its requests-per-minute limit or tokens-per-minute limit; not called"
-            )
+        limited, busy = "limited" in stopped, "busy" in stopped
+        if limited or busy:
+            reached = LimitReached(names, _limited_reason(limited, busy))
+            reached.limit = "rpm" if limited else "in_flight"
+            raise reached
         raise CircuitOpen(names, "circuit open after recent failures; not called")
 
     async def _one(
@@ -237,6 +270,34 @@ class DeploymentPool:
         if observe is not None:
             observe(deployment, elapsed, None)
         return result
+
+
+async def _admit(deployment: Deployment, tokens: int) -> tuple[str, int] | str:
+    """Whether a call may go to `deployment` now: its in-flight slot and its held
+    tokens, or why not (``open`` breaker, ``busy``: every slot taken, ``limited``: at its
+    rpm or tpm). What was taken for a refused call is given back."""
+    if deployment.link is not None:
+        await deployment.link.sync()
+    if not deployment.breaker.allow():
+        return "open"
+    slot = await deployment.take_slot()
+    if slot is None:
+        deployment.breaker.release()
+        return "busy"
+    held = await deployment.acquire(tokens)
+    if held is None:
+        deployment.breaker.release()
+        await deployment.give_slot(slot)
+        return "limited"
+    return slot, held
+
+
+def _limited_reason(limited: bool, busy: bool) -> str:
+    if limited and busy:
+        return "at its request, token or in-flight limits; not called"
+    if busy:
+        return "at its max_in_flight requests running; not called"
+    return "at its requests-per-minute limit or tokens-per-minute limit; not called"
 
 
 class Deployments:
@@ -281,6 +342,7 @@ class Deployments:
                         links.get(key),
                         counted,
                         target.tpm,
+                        target.max_in_flight,
                     )
                 )
             balancer = Balancer(

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from llmroute.dispatch.client_reasoning import in_dialect
-from llmroute.dispatch.deployments import Deployment, Deployments
+from llmroute.dispatch.deployments import Deployment, Deployments, Slot, give_back
 from llmroute.dispatch.model_params import for_model
 from llmroute.dispatch.plan import Plan
 from llmroute.dispatch.reasoning_params import client_chose, with_reasoning
@@ -331,13 +331,18 @@ class Dispatcher:
             with sending(name, sent):
                 return await _open_on(deployment, sent, timeouts)
 
-        (first, rest), name, deployment, attempts = await self._fall_back(
-            plan, body, on, stream=True
-        )
+        slots: list[Slot] = []  # the answering deployment's in-flight slot, held to the end
+        try:
+            (first, rest), name, deployment, attempts = await self._fall_back(
+                plan, body, on, stream=True, slots=slots
+            )
+        except BaseException:
+            await give_back(slots)
+            raise
         opened = Opened(name, deployment.provider_name, _empty(), attempts)
         meter = StreamUsage(body, self._registry.models[name].price)
         charge = functools.partial(self._charge_answer, name, deployment=deployment)
-        opened.events = _metered(first, rest, meter, opened, charge)
+        opened.events = _metered(first, rest, meter, opened, charge, slots)
         return opened
 
     async def embed(self, name: str, body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
@@ -404,6 +409,7 @@ class Dispatcher:
         on: Callable[[str, Deployment, Timeouts], Awaitable[T]],
         *,
         stream: bool,
+        slots: list[Slot] | None = None,
     ) -> tuple[T, str, Deployment, tuple[str, ...]]:
         chain = list(plan.chain)
         failures: list[tuple[str, ProviderError]] = []
@@ -425,6 +431,7 @@ class Dispatcher:
                     functools.partial(on, name),
                     stream=stream,
                     tokens=self._held_tokens(name, body, needed),
+                    slots=slots,
                 )
             except ContextWindowExceeded as exc:
                 failures.append((name, exc))
@@ -575,6 +582,7 @@ class Dispatcher:
         operation: str = "chat",
         stream: bool = False,
         tokens: int = 0,
+        slots: list[Slot] | None = None,
     ) -> tuple[T, Deployment]:
         settings = self._registry.dispatch.retries
         retries = settings.attempts if policy is None or policy.retries is None else policy.retries
@@ -594,10 +602,10 @@ class Dispatcher:
                     self._observed, observer, operation, name, retry, stream
                 )
             try:
-                return await pool.call(call, observe=observe, tokens=tokens)
-            except LimitReached:
+                return await pool.call(call, observe=observe, tokens=tokens, slots=slots)
+            except LimitReached as exc:
                 if observer is not None:
-                    _tell_limited(observer, name, "rpm")
+                    _tell_limited(observer, name, exc.limit)
                 raise  # every deployment at its limit: the fallback is free now
             except (CircuitOpen, ProviderTimeout, ContextWindowExceeded):
                 raise  # a slow, unreachable or too-small model: the fallback is faster
@@ -704,12 +712,14 @@ async def _metered(
     meter: StreamUsage,
     opened: Opened,
     charge: Callable[[Usage | None], Awaitable[None]] | None = None,
+    slots: list[Slot] | None = None,
 ) -> AsyncIterator[bytes]:
     """The stream with its usage priced; a usage chunk is added before ``[DONE]`` when
     the client asked for one and the upstream sent none. When it ends, completely or
     not (broken by the upstream, closed by the client), its usage (reported, else
     estimated from what was streamed) is `charge`d to the model's budget: a stream cut
-    short was paid for as far as it went."""
+    short was paid for as far as it went; and the deployment's in-flight `slots` are
+    given back."""
     try:
         yield meter.observe(first)
         async for event in rest:
@@ -726,7 +736,11 @@ async def _metered(
             if charge is not None:
                 await charge(opened.usage)
         finally:
-            await _close(rest)
+            try:
+                await _close(rest)
+            finally:
+                if slots:
+                    await give_back(slots)
 
 
 def _limits(registry: Registry) -> RateLimits | None:

@@ -356,6 +356,9 @@ class Deployment(_Frozen):
     weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     rpm: int | None = Field(default=None, ge=1)  # requests per minute sent here at most
     tpm: int | None = Field(default=None, ge=1)  # tokens per minute answered here at most
+    # requests in flight here at most (a stream until it ends): past it, the next
+    # deployment or the fallback serves
+    max_in_flight: int | None = Field(default=None, ge=1)
 
 
 _REQUEST_OWN = frozenset(
@@ -406,6 +409,7 @@ class Model(_Frozen):
     first_token_timeout_s: Seconds | None = None
     rpm: int | None = Field(default=None, ge=1)  # its one provider's limit (no deployments)
     tpm: int | None = Field(default=None, ge=1)  # its one provider's token limit
+    max_in_flight: int | None = Field(default=None, ge=1)  # its one provider's concurrency
     budget: Budget | None = None
 
     @field_validator("params")
@@ -483,7 +487,15 @@ class Model(_Frozen):
                 for d in self.deployments
             )
         assert self.provider is not None
-        return (Deployment(provider=self.provider, model=self.model, rpm=self.rpm, tpm=self.tpm),)
+        return (
+            Deployment(
+                provider=self.provider,
+                model=self.model,
+                rpm=self.rpm,
+                tpm=self.tpm,
+                max_in_flight=self.max_in_flight,
+            ),
+        )
 
     def provider_names(self) -> tuple[str, ...]:
         return tuple(d.provider for d in self.targets())
@@ -727,8 +739,8 @@ class BreakerSettings(_Frozen):
 
 
 class LimitSettings(_Frozen):
-    """Where the deployments' ``rpm`` limits and the models' budgets are counted:
-    ``memory`` (this process) or
+    """Where the deployments' ``rpm``, ``tpm`` and ``max_in_flight`` limits and the models'
+    budgets are counted: ``memory`` (this process) or
     ``redis://...`` (shared by every gateway and SDK pointed at it); a Redis call slower
     than `timeout_s` lets the request through."""
 
@@ -1308,7 +1320,7 @@ class Registry(_Frozen):
             for i, deployment in enumerate(model.deployments):
                 if (message := self._unknown_provider(deployment.provider)) is not None:
                     yield ("models", name, "deployments", i, "provider"), message
-            for limit in ("rpm", "tpm"):
+            for limit in ("rpm", "tpm", "max_in_flight"):
                 if getattr(model, limit) is not None and model.deployments:
                     yield (
                         ("models", name, limit),

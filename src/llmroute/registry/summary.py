@@ -129,10 +129,10 @@ def _model_extras(model: Model) -> str:
         parts.append("does not think")
     elif model.reasoning is not None:
         parts.append(_reasoning_summary(model.reasoning))
-    for limit in ("rpm", "tpm"):
+    for limit, shown in (("rpm", "rpm"), ("tpm", "tpm"), ("max_in_flight", "in flight")):
         values = [getattr(t, limit) for t in model.targets()]
         if any(v is not None for v in values):
-            parts.append(f"{limit} " + "/".join("-" if v is None else str(v) for v in values))
+            parts.append(f"{shown} " + "/".join("-" if v is None else str(v) for v in values))
     if model.budget is not None:
         parts.append(f"budget ${model.budget.usd:g} per {model.budget.period}")
     return ", ".join(parts)

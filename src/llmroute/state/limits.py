@@ -9,7 +9,11 @@ is room. Tokens (a client key's ``tpm``) use the same window: ``tokens`` reads t
 weighted count, ``add_tokens`` adds a finished request's tokens, and ``hold_tokens``
 counts a request's estimated prompt while it is in flight (refused when it would pass
 the limit) until ``release_tokens`` takes it back out of the minute it went into, so
-concurrent requests see each other before any has finished. Spending is summed per
+concurrent requests see each other before any has finished. Requests in flight (a
+deployment's ``max_in_flight``) are slots: ``take_slot`` takes one when fewer than the cap
+are taken, ``give_slot`` gives it back when the request (a stream: its last event) ends;
+in Redis each slot is a lease that lapses after `SLOT_LEASE_S`, so a process that dies
+holding slots does not shrink the deployment for good. Spending is summed per
 calendar period (UTC): ``spent`` reads it, ``charge`` adds a request's cost once it is
 known. Wall-clock periods let replicas on different machines agree.
 
@@ -21,6 +25,7 @@ the failure is logged at most once a minute and Redis is left alone for a second
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +35,8 @@ from llmroute.state.redis_conn import Outage, connect
 
 __all__ = [
     "NOT_HELD",
+    "SLOT_LEASE_S",
+    "UNCOUNTED_SLOT",
     "MemoryLimits",
     "RateLimits",
     "RedisLimits",
@@ -43,6 +50,21 @@ log = logging.getLogger("llmroute.limits")
 
 WINDOW_S = 60.0
 NOT_HELD = -1  # `hold_tokens` let the request through without counting it (Redis down)
+UNCOUNTED_SLOT = ""  # `take_slot` let the request through without counting it (Redis down)
+SLOT_LEASE_S = 600.0  # a slot in Redis lapses after this, given back or not
+
+# KEYS[1] the deployment's slots (member: a slot, score: when its lease lapses); ARGV[1]
+# now, ARGV[2] the cap, ARGV[3] the new slot's lapse, ARGV[4] its name, ARGV[5] the
+# set's expiry. Lapsed leases go first; 1 when taken, 0 at the cap.
+_TAKE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
 
 # KEYS[1] this minute's counter, KEYS[2] the previous minute's; ARGV[1] the limit,
 # ARGV[2] the previous minute's weight. The weighted count with this request, as a
@@ -105,6 +127,10 @@ class RateLimits(Protocol):
 
     async def release_tokens(self, key: str, minute: int, count: int) -> None: ...
 
+    async def take_slot(self, key: str, cap: int) -> str | None: ...
+
+    async def give_slot(self, key: str, slot: str) -> None: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -166,6 +192,8 @@ class MemoryLimits:
         self._counts: dict[str, tuple[int, int, int]] = {}  # key → (minute, this, previous)
         self._spent: dict[str, tuple[str, float]] = {}  # key → (period, USD)
         self._tokens: dict[str, tuple[int, int, int]] = {}  # key → (minute, this, previous)
+        self._slots: dict[str, dict[int, float]] = {}  # key → {slot: when its lease lapses}
+        self._next_slot = 0
 
     async def acquire(self, key: str, per_minute: int) -> bool:
         return await self.take(key, per_minute) is not None
@@ -241,6 +269,34 @@ class MemoryLimits:
             this, previous = _rolled(entry, minute)
         return seconds_until_below(previous, this, now, target)
 
+    async def take_slot(self, key: str, cap: int) -> str | None:
+        """One of `cap` slots of `key`, or None when all are taken. Leased like Redis's,
+        so a stream nobody ever read or closed cannot hold its slot for good."""
+        now = self._clock()
+        with self._lock:
+            slots = self._slots.setdefault(key, {})
+            if len(slots) >= cap:
+                for slot, lapses in list(slots.items()):
+                    if lapses <= now:
+                        del slots[slot]
+                if len(slots) >= cap:
+                    return None
+            self._next_slot += 1
+            slots[self._next_slot] = now + SLOT_LEASE_S
+            return str(self._next_slot)
+
+    async def give_slot(self, key: str, slot: str) -> None:
+        if slot == UNCOUNTED_SLOT:
+            return
+        with self._lock:
+            self._slots.get(key, {}).pop(int(slot), None)
+
+    def slots_taken(self, key: str) -> int:
+        """Slots of `key` taken and not lapsed (for tests and metrics)."""
+        now = self._clock()
+        with self._lock:
+            return sum(lapses > now for lapses in self._slots.get(key, {}).values())
+
     async def aclose(self) -> None:
         """Nothing to release: the counts outlive a registry reload."""
 
@@ -270,7 +326,9 @@ class RedisLimits:
         self._script = self._client.register_script(_ACQUIRE)
         self._hold = self._client.register_script(_HOLD)
         self._release = self._client.register_script(_RELEASE)
+        self._take_slot = self._client.register_script(_TAKE_SLOT)
         self._prefix = f"{namespace}:rpm:"
+        self._slots_prefix = f"{namespace}:inflight:"
         self._budget_prefix = f"{namespace}:usd:"
         self._tokens_prefix = f"{namespace}:tpm:"
         self._clock = clock
@@ -386,6 +444,27 @@ class RedisLimits:
         except ValueError:
             pass
         return 1.0
+
+    async def take_slot(self, key: str, cap: int) -> str | None:
+        if self._outage.down():
+            return UNCOUNTED_SLOT
+        now = self._clock()
+        slot = os.urandom(8).hex()
+        args = [f"{now:.3f}", cap, f"{now + SLOT_LEASE_S:.3f}", slot, int(SLOT_LEASE_S) + 60]
+        try:
+            taken = await self._take_slot(keys=[f"{self._slots_prefix}{key}"], args=args)
+        except self._redis.errors as exc:
+            self._failed(exc)
+            return UNCOUNTED_SLOT
+        return slot if taken else None
+
+    async def give_slot(self, key: str, slot: str) -> None:
+        if slot == UNCOUNTED_SLOT or self._outage.down():
+            return  # a slot not given back lapses with its lease
+        try:
+            await self._client.zrem(f"{self._slots_prefix}{key}", slot)
+        except self._redis.errors as exc:
+            self._failed(exc)
 
     def _failed(self, exc: BaseException) -> None:
         self._outage.failed(

@@ -202,13 +202,17 @@ def check_registry_urls(registry: Registry, environ: Mapping[str, str] | None = 
 
 
 def has_limits(registry: Registry) -> bool:
-    """Whether any deployment has an ``rpm`` or a ``tpm``, any model a ``budget``, or any client key
-    an ``rpm``, a ``tpm`` or a ``budget``: something for `llmroute.state.limits` to
-    count."""
+    """Whether any deployment has an ``rpm``, a ``tpm`` or a ``max_in_flight``, any model
+    a ``budget``, or any client key an ``rpm``, a ``tpm`` or a ``budget``: something for
+    `llmroute.state.limits` to count."""
     keys = registry.auth.keys if registry.auth is not None else ()
     counted = (k.rpm is not None or k.tpm is not None or k.budget is not None for k in keys)
     return any(counted) or any(
-        m.budget is not None or any(t.rpm is not None or t.tpm is not None for t in m.targets())
+        m.budget is not None
+        or any(
+            t.rpm is not None or t.tpm is not None or t.max_in_flight is not None
+            for t in m.targets()
+        )
         for m in registry.models.values()
     )
 

@@ -18,7 +18,7 @@ Metrics (all prefixed ``llmroute_``):
   ``ttft_seconds{model}``: arrival to first streamed event;
 - ``tokens_total{model, direction="in|out"}``, ``cost_usd_total{route, model}``;
 - ``upstream_attempts_total{model, deployment, outcome}``, ``retries_total{model}``,
-  ``fallbacks_total{route}``, ``limited_total{model, limit="rpm|budget"}``: from the
+  ``fallbacks_total{route}``, ``limited_total{model, limit="rpm|in_flight|budget"}``: from the
   dispatcher (zero unless it is observed);
 - ``breaker_open{model, deployment, upstream}``: 1 while a deployment's breaker is open
   or half-open, 0 closed;
