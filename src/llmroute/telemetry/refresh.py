@@ -37,7 +37,7 @@ import yaml
 
 from llmroute.decide import Router
 from llmroute.errors import ConfigError, LlmrouteError
-from llmroute.evaluate.run import predicted_route
+from llmroute.evaluate.registry_diff import Traffic, diff_registries
 from llmroute.registry import LoadedRegistry, dump_registry, parse_registry
 from llmroute.telemetry.drift import is_default
 from llmroute.telemetry.record import LoggedDecision, prompt_hash
@@ -411,8 +411,6 @@ def routing_change(current: Router, candidate: Router, texts: Sequence[str]) -> 
     first. ``default`` stands for the registry default."""
     if not texts:
         return RoutingChange(0, 0, [])
-    before = [predicted_route(d) for d in current.decide_many(list(texts))]
-    after = [predicted_route(d) for d in candidate.decide_many(list(texts))]
-    moves = Counter((a, b) for a, b in zip(before, after, strict=True) if a != b)
-    transitions = [(a, b, k) for (a, b), k in sorted(moves.items(), key=lambda i: (-i[1], i[0]))]
-    return RoutingChange(len(texts), sum(moves.values()), transitions)
+    diff = diff_registries(current, candidate, [Traffic(t) for t in texts], examples=0)
+    moves = [(m.before, m.after, m.count) for m in diff.route_moves]
+    return RoutingChange(diff.n, diff.route_changed, moves)
