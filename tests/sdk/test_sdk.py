@@ -326,3 +326,24 @@ def test_metrics_go_to_the_callers_prometheus_registry(
         assert store.count_decisions() == 1
     finally:
         store.close()
+
+
+def test_affinity_keeps_a_conversation_on_its_model(upstream: FakeUpstream, tmp_path: Path) -> None:
+    path = tmp_path / "affinity.yaml"
+    registry = REGISTRY % {"url": upstream.url, "fail_500": FAIL_500, "fail_400": FAIL_400}
+    path.write_text(registry + "affinity: {mode: keep}\n")  # large has no price here
+    later = [*CODE, {"role": "assistant", "content": "def parse(s): ..."}, *HELLO]
+    with Router.from_yaml(path) as router:
+        first = router.chat.completions.create(messages=CODE)
+        kept = router.chat.completions.create(messages=later)
+        chunks = list(router.chat.completions.create(messages=later, stream=True))
+
+        async def in_a_loop() -> Any:
+            return await router.chat.completions.acreate(messages=later)
+
+        awaited = asyncio.run(in_a_loop())
+    assert first.llmroute["model"] == "large"  # type: ignore[attr-defined]
+    info = kept.llmroute  # type: ignore[attr-defined]
+    assert (info["route"], info["model"], info["layer"]) == ("chitchat", "large", "affinity")
+    assert kept.model == "up-large" and chunks[0].model == "up-large"
+    assert awaited.llmroute["model"] == "large"  # another loop, the same process's memory

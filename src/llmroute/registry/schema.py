@@ -1053,6 +1053,27 @@ class ShadowSettings(_Frozen):
     timeout: Seconds = 60.0
 
 
+class AffinitySettings(_Frozen):
+    """Conversation affinity: the later turns of a conversation go to the model its
+    earlier turns went to, instead of each turn being routed on its own text (a model
+    switched mid-conversation loses the provider's prompt cache and answers in another
+    voice). `mode` ``upgrade`` (default) keeps the remembered model unless the turn's own
+    decision costs more, which then becomes the conversation's model (never downgrade);
+    ``keep`` always keeps it. A conversation is named by the ``x-llmroute-session``
+    header, else by its opening (system prompt and first user message), within one
+    client key and end user; it is remembered for `ttl_s` after its last turn, in
+    memory (this process, at most `max_entries`) or in Redis (every gateway)."""
+
+    mode: Literal["upgrade", "keep"] = "upgrade"
+    ttl_s: Seconds = 3600.0
+    url: str = "memory"
+    max_entries: int = Field(default=100_000, ge=1)
+    timeout_s: Seconds = 0.05
+    namespace: str = Field(default="llmroute", min_length=1, pattern=_NAMESPACE)
+
+    _url = field_validator("url")(_state_url)
+
+
 # -- response cache -----------------------------------------------------------------
 
 
@@ -1207,6 +1228,7 @@ class Registry(_Frozen):
     safety: SafetySettings | None = None
     reasoning: ReasoningSettings | None = None
     llm_fallback: LlmFallback | None = None
+    affinity: AffinitySettings | None = None
     telemetry: TelemetrySettings = TelemetrySettings()
     shadow: ShadowSettings | None = None
     drift: DriftSettings = DriftSettings()

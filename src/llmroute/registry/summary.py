@@ -54,6 +54,7 @@ def headline(loaded: LoadedRegistry) -> str:
             ("LLM router", registry.llm_fallback is not None and registry.llm_fallback.enabled),
             ("cascades", any(r.cascade is not None for r in registry.routes)),
             ("response cache", registry.cache is not None and registry.cache.enabled),
+            ("conversation affinity", registry.affinity is not None),
             ("client keys", registry.auth is not None),
             ("shadow", registry.shadow is not None),
         )
@@ -177,6 +178,12 @@ def _state(registry: Registry) -> list[str]:
         lines.append(f"cache: {where}, ttl {cache.ttl_s:g} s{routes}{meaning}")
     if has_limits(registry):
         lines.append(f"limits counted in: {mask_url(registry.dispatch.limits.url)}")
+    affinity = registry.affinity
+    if affinity is not None:
+        lines.append(
+            f"conversation affinity: {affinity.mode}, kept {affinity.ttl_s:g} s, "
+            f"in {mask_url(affinity.url)}"
+        )
     breaker = registry.dispatch.breaker
     if breaker.enabled and breaker.url != "memory":
         lines.append(f"breaker openings shared in: {mask_url(breaker.url)}")

@@ -186,16 +186,19 @@ class _Engine:
 
     async def refined(self, request: _Request, plan: Plan, dispatcher: Dispatcher) -> Plan:
         """`plan` after the LLM router (one per dispatcher, so per loop), when the
-        registry configures one and it applies."""
+        registry configures one and it applies, then after conversation affinity."""
         settings = self.router.loaded.registry.llm_fallback
-        if settings is None or not settings.enabled:
-            return plan
-        with self._lock:
-            llm = self._llm_routers.get(dispatcher)
-            if llm is None:
-                llm = LlmRouter(settings, self.router.loaded.registry, dispatcher)
-                self._llm_routers[dispatcher] = llm
-        return await refine_plan(llm, self.router, plan, request.body, request.headers)
+        if settings is not None and settings.enabled:
+            with self._lock:
+                llm = self._llm_routers.get(dispatcher)
+                if llm is None:
+                    llm = LlmRouter(settings, self.router.loaded.registry, dispatcher)
+                    self._llm_routers[dispatcher] = llm
+            plan = await refine_plan(llm, self.router, plan, request.body, request.headers)
+        affinity = self._clients.affinity()
+        if affinity is not None:
+            plan = await affinity.apply(plan, request.body, request.headers)
+        return plan
 
     async def _send(
         self,

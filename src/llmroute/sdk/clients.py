@@ -1,11 +1,12 @@
 """`LoopClients`: one `Dispatcher` (with its own providers) per event loop, and the
-response cache that goes with it.
+response cache and conversation affinity that go with it.
 
 The providers' HTTP sessions are bound to the loop they first run on, so a dispatcher is never
 shared across loops. Each one is closed on its own loop: by `aclose_current`, or, when
 the loop is shut down by ``asyncio.run`` (or the SDK's own thread), through a parked
 async generator that the loop's ``shutdown_asyncgens`` finalizes. So is a Redis cache's
-client; a memory cache's entries are one store shared by every loop.
+(or affinity's) client; a memory cache's entries are one store shared by every loop, and
+so are the process's remembered conversations.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmroute.dispatch import Dispatcher
+from llmroute.dispatch.affinity import Affinity
 from llmroute.gates.build import GateFactory
 from llmroute.providers.build import build_providers
 from llmroute.registry.schema import Registry
@@ -34,19 +36,21 @@ if TYPE_CHECKING:
 
 __all__ = ["LoopClients"]
 
-_Entry = tuple[Dispatcher, ResponseCache | None, AsyncGenerator[None, None]]
+_Entry = tuple[Dispatcher, ResponseCache | None, Affinity | None, AsyncGenerator[None, None]]
 
 
 async def _keeper(
-    dispatcher: Dispatcher, cache: ResponseCache | None
+    dispatcher: Dispatcher, cache: ResponseCache | None, affinity: Affinity | None
 ) -> AsyncGenerator[None, None]:
     """Parked at its ``yield`` until closed; closing it closes the dispatcher (and the
-    cache's client)."""
+    cache's and affinity's clients)."""
     try:
         yield
     finally:
         if cache is not None:
             await cache.aclose()
+        if affinity is not None:
+            await affinity.aclose()
         await dispatcher.aclose()
 
 
@@ -107,8 +111,9 @@ class LoopClients:
             dispatcher = Dispatcher(
                 self._registry, providers, gates=self._gates, observer=self._metrics
             )
-            keeper = _keeper(dispatcher, cache)
-            self._by_loop[loop] = (dispatcher, cache, keeper)
+            affinity = Affinity.open(self._registry)
+            keeper = _keeper(dispatcher, cache, affinity)
+            self._by_loop[loop] = (dispatcher, cache, affinity, keeper)
         await anext(keeper)  # first iteration registers it with the loop's shutdown
         return dispatcher
 
@@ -117,14 +122,14 @@ class LoopClients:
         with self._lock:
             entry = self._by_loop.pop(asyncio.get_running_loop(), None)
         if entry is not None:
-            await entry[2].aclose()
+            await entry[3].aclose()
 
     def release_others(self) -> None:
         """Close the dispatchers of loops running elsewhere (scheduled, not awaited) and
         forget those of loops that are closed or stopped."""
         with self._lock:
             entries, self._by_loop = self._by_loop, {}
-        for loop, (_, _, keeper) in entries.items():
+        for loop, (_, _, _, keeper) in entries.items():
             if loop.is_running():
                 asyncio.run_coroutine_threadsafe(keeper.aclose(), loop)
 
@@ -133,6 +138,12 @@ class LoopClients:
         with self._lock:
             entry = self._by_loop.get(asyncio.get_running_loop())
         return None if entry is None else entry[1]
+
+    def affinity(self) -> Affinity | None:
+        """The running loop's conversation affinity (after `get`); None without one."""
+        with self._lock:
+            entry = self._by_loop.get(asyncio.get_running_loop())
+        return None if entry is None else entry[2]
 
     def _new_cache(self) -> ResponseCache | None:
         settings = self._registry.cache

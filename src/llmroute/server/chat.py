@@ -379,6 +379,10 @@ async def _plan(request: Request, gateway: Gateway, body: dict[str, Any]) -> Pla
             _charge_key(request, gateway, await _charged_abandoned(gateway, spend))
             raise _GoneWhilePlanning(plan) from None
         _charge_key(request, gateway, total_usage(spend.answered))
+    if gateway.affinity is not None:
+        key = api_key_of(request.scope)
+        client = key.name if key is not None else None
+        plan = await gateway.affinity.apply(plan, body, request.headers, client)
     default = gateway.router.loaded.registry.default.target
     return keep_in_pool(request.scope, plan, default)
 

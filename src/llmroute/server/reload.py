@@ -31,6 +31,7 @@ from starlette.datastructures import State
 
 from llmroute.decide import Router
 from llmroute.dispatch import Dispatcher
+from llmroute.dispatch.affinity import Affinity
 from llmroute.dispatch.dispatcher import Observers
 from llmroute.errors import ConfigError, LlmrouteError
 from llmroute.gates.build import GateFactory
@@ -171,6 +172,7 @@ async def open_gateway(built: Built, max_body_bytes: int, state: State | None = 
             router.version,
             on_result=metrics.cache if isinstance(metrics, GatewayMetrics) else None,
         )
+        affinity = Affinity.open(registry)
     except BaseException:
         await dispatcher.aclose()
         raise
@@ -187,6 +189,7 @@ async def open_gateway(built: Built, max_body_bytes: int, state: State | None = 
         cache,
         auth,
         Charges(limits) if budgets and limits is not None else None,
+        affinity=affinity,
     )
 
 

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmroute.decide import Router
 from llmroute.dispatch import Dispatcher
+from llmroute.dispatch.affinity import Affinity
 from llmroute.layers.llm_router import LlmRouter
 from llmroute.registry.schema import ApiKey
 from llmroute.server.auth import Charges, KeyTable
@@ -72,6 +73,7 @@ class Gateway:
     charges: Charges | None = None
     inflight: InFlight = field(default_factory=InFlight, repr=False)
     recorders: dict[str, Recorder] = field(default_factory=dict, repr=False)  # per client key
+    affinity: Affinity | None = None
 
     async def aclose(self) -> None:
         """Let in-flight shadow requests, cache writes and budget charges finish
@@ -82,6 +84,8 @@ class Gateway:
             await self.cache.aclose()
         if self.charges is not None:
             await self.charges.aclose()
+        if self.affinity is not None:
+            await self.affinity.aclose()
         await self.dispatcher.aclose()
 
     def recorder_for(self, base: Recorder, key: ApiKey | None) -> Recorder:

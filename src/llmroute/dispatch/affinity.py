@@ -1,0 +1,199 @@
+"""Conversation affinity: a conversation's later turns go to the model its earlier turns
+went to (registry ``affinity``; docs/dispatch.md).
+
+Routing looks at each request's own text, so a conversation that opened with a hard
+question and goes on with "thanks, and in Python?" would move to a cheap model midway:
+another voice, and the provider's prompt cache of the conversation so far lost (cached
+input costs a tenth of fresh input on the large hosted APIs). Affinity remembers, per
+conversation, the model it was sent to and applies it to the plan after routing.
+
+A conversation is named by the ``x-llmroute-session`` header when the client sends
+one, else by its opening: the system prompt and the first user message, which every
+later turn repeats. Either is hashed together with the client key and end user, so
+nobody else's conversation shares it and no text is stored. Only requests that carry an
+earlier answer (an assistant turn) look the conversation up, or any request that names
+its session; every routed request records its model.
+
+Requests pinned by the client (a model or route name), blocked by safety or rerouted by
+it to a guarded model are left alone. The store is a `KeyValueStore`: memory (this
+process, shared by every registry it loads) or Redis (every gateway); one that does not
+answer leaves the plan as routed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from llmroute.dispatch.plan import PINNED, Plan
+from llmroute.registry.schema import AffinitySettings, Registry
+from llmroute.state.redis_conn import Outage
+from llmroute.state.stores import KeyValueStore, MemoryStore, StoreUnavailable, open_store
+from llmroute.telemetry.attribution import end_user_of
+
+__all__ = ["AFFINITY_LAYER", "SESSION_HEADER", "Affinity", "conversation_key"]
+
+log = logging.getLogger("llmroute.affinity")
+
+SESSION_HEADER = "x-llmroute-session"
+AFFINITY_LAYER = "affinity"
+_MAX_SESSION = 256  # characters of a session header that count
+_MEMORY_BYTES = 64 * 1024 * 1024
+
+_memory: dict[int, MemoryStore] = {}
+_memory_lock = threading.Lock()
+
+
+def _process_store(max_entries: int) -> MemoryStore:
+    """This process's conversations (one store per size), kept across registry
+    reloads so that a reload does not move every open conversation."""
+    with _memory_lock:
+        store = _memory.get(max_entries)
+        if store is None:
+            store = _memory[max_entries] = MemoryStore(max_entries, _MEMORY_BYTES)
+        return store
+
+
+def conversation_key(
+    body: Mapping[str, Any], headers: Mapping[str, str], client: str | None
+) -> tuple[str, bool] | None:
+    """The conversation's name (a hash) and whether to look it up (it names a session,
+    or carries an earlier answer); None for a request with no user message."""
+    session = _header(headers, SESSION_HEADER)
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return None
+    opening: list[Any] = []  # the system prompt(s) up to and with the first user message
+    opened = later = False
+    for message in messages:
+        if not isinstance(message, Mapping):
+            continue
+        role = message.get("role")
+        if not opened and role in ("system", "developer", "user"):
+            opening.append({"role": role, "content": message.get("content")})
+            opened = role == "user"
+        elif role == "assistant":
+            later = True
+    if session is None and not opened:
+        return None
+    named: Any = {"session": session[:_MAX_SESSION]} if session is not None else opening
+    material = json.dumps(
+        [client, end_user_of(body), named], ensure_ascii=False, sort_keys=True, default=str
+    )
+    digest = hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return digest, later or session is not None
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:  # a plain dict from the SDK's extra_headers
+        value = next((v for k, v in headers.items() if k.lower() == name), None)
+    return value.strip() or None if isinstance(value, str) else None
+
+
+class Affinity:
+    """Applies the registry's `AffinitySettings` to plans."""
+
+    def __init__(
+        self, settings: AffinitySettings, registry: Registry, store: KeyValueStore
+    ) -> None:
+        self.settings = settings
+        self._registry = registry
+        self._store = store
+        self._prefix = f"{settings.namespace}:affinity:"
+        self._outage = Outage(log)
+
+    @classmethod
+    def open(cls, registry: Registry) -> Affinity | None:
+        """The registry's affinity, or None when it has none."""
+        settings = registry.affinity
+        if settings is None:
+            return None
+        if settings.url == "memory":
+            store: KeyValueStore = _process_store(settings.max_entries)
+        else:
+            store = _redis_store(settings)
+        return cls(settings, registry, store)
+
+    async def apply(
+        self,
+        plan: Plan,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        client: str | None = None,
+    ) -> Plan:
+        """`plan` with the conversation's model, remembered for its next turn."""
+        decision = plan.decision
+        if decision.layer == PINNED or decision.blocked:
+            return plan
+        if decision.safety is not None and decision.safety.model is not None:
+            return plan
+        named = conversation_key(body, headers, client)
+        if named is None:
+            return plan
+        key, look_up = named
+        remembered = await self._get(key) if look_up else None
+        chosen = self._choose(decision.model, remembered)
+        await self._set(key, chosen)  # also slides the conversation's expiry
+        if chosen == decision.model:
+            return plan
+        kept = replace(
+            decision,
+            model=chosen,
+            layer=AFFINITY_LAYER,
+            reason=(
+                f"the conversation stays on {chosen} ({self.settings.mode}); "
+                f"{decision.layer} chose {decision.model}: {decision.reason}"
+            ),
+        )
+        chain = (chosen, *(m for m in plan.chain if m != chosen))
+        return replace(plan, decision=kept, chain=chain, cascade=None)
+
+    def _choose(self, decided: str, remembered: str | None) -> str:
+        model = self._registry.models.get(remembered) if remembered is not None else None
+        if remembered is None or model is None or model.kind != "chat":
+            return decided  # a first turn, or a model since removed from the pool
+        if self.settings.mode == "keep":
+            return remembered
+        current = self._registry.models[decided].price
+        return (
+            remembered
+            if (model.price.output, model.price.input)
+            > (
+                current.output,
+                current.input,
+            )
+            else decided
+        )
+
+    async def _get(self, key: str) -> str | None:
+        if self._outage.down():
+            return None
+        try:
+            value = await self._store.get(self._prefix + key)
+        except StoreUnavailable as exc:
+            self._outage.failed("affinity: %s; turns are routed on their own meanwhile", exc)
+            return None
+        return value.decode("utf-8", "replace") if value is not None else None
+
+    async def _set(self, key: str, model: str) -> None:
+        if self._outage.down():
+            return
+        try:
+            await self._store.set(self._prefix + key, model.encode(), self.settings.ttl_s)
+        except StoreUnavailable as exc:
+            self._outage.failed("affinity: %s; turns are routed on their own meanwhile", exc)
+
+    async def aclose(self) -> None:
+        await self._store.aclose()
+
+
+def _redis_store(settings: AffinitySettings) -> KeyValueStore:
+    from llmroute.registry.schema import CacheSettings
+
+    return open_store(settings.url, CacheSettings(url=settings.url, timeout_s=settings.timeout_s))

@@ -1,0 +1,215 @@
+"""Conversation affinity: the conversation's name, the plan it gives a later turn
+(upgrade and keep), what it leaves alone, a store shared through a real Redis, a store
+that does not answer, and the gateway end to end with the official openai client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from fake_upstream import FakeUpstream, fake_upstream
+from gateway_proc import serve_text
+from redis_service import REDIS_URL
+
+from llmroute.decide import Router
+from llmroute.dispatch.affinity import AFFINITY_LAYER, Affinity, conversation_key
+from llmroute.dispatch.plan import Plan, plan_request
+from llmroute.encoders import load_builtin
+from llmroute.registry import parse_registry
+from llmroute.state.stores import MemoryStore
+
+REGISTRY = """
+encoder: builtin:static
+providers: {p: {kind: openai, base_url: "%(url)s", timeout_s: 5}}
+models:
+  small: {provider: p, model: up-small, price: {input: 0.1, output: 0.4}}
+  large: {provider: p, model: up-large, price: {input: 3, output: 15}}
+routes:
+  - name: proofs
+    examples: [prove that this theorem holds, derive the formula step by step]
+    target: large
+    threshold: 0.6
+    policy: {fallback: [small]}
+  - name: chitchat
+    examples: [thanks a lot, hello there, great thank you]
+    target: small
+    threshold: 0.6
+default: {target: small}
+affinity: %(affinity)s
+"""
+PROOF = "prove that this theorem holds for every prime"
+THANKS = "thanks a lot"
+
+
+def _turns(*texts: str, system: str | None = None) -> dict[str, Any]:
+    """A conversation: user turns with an answer after each but the last."""
+    messages: list[dict[str, str]] = (
+        [] if system is None else [{"role": "system", "content": system}]
+    )
+    for i, text in enumerate(texts):
+        messages.append({"role": "user", "content": text})
+        if i < len(texts) - 1:
+            messages.append({"role": "assistant", "content": f"answer {i}"})
+    return {"model": "auto", "messages": messages}
+
+
+def _setup(tmp_path: Path, affinity: str = "{}") -> tuple[Router, Affinity]:
+    text = REGISTRY % {"url": "http://127.0.0.1:9/v1", "affinity": affinity}
+    router = Router(parse_registry(text), encoder=load_builtin("static"), cache_dir=tmp_path)
+    registry = router.loaded.registry
+    assert registry.affinity is not None
+    return router, Affinity(registry.affinity, registry, MemoryStore(100, 1 << 20))
+
+
+def _served(
+    router: Router, affinity: Affinity, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Plan:
+    plan = plan_request(router, body, headers or {})
+    return asyncio.run(affinity.apply(plan, body, headers or {}, "team-a"))
+
+
+def test_a_conversation_is_named_by_its_opening_or_its_session() -> None:
+    first = conversation_key(_turns(PROOF, system="be brief"), {}, "team-a")
+    third = conversation_key(_turns(PROOF, THANKS, "and for 3?", system="be brief"), {}, "team-a")
+    assert first is not None and third is not None
+    assert first[0] == third[0] and (first[1], third[1]) == (False, True)
+    assert conversation_key(_turns(PROOF, THANKS), {}, "team-b")[0] != third[0]  # type: ignore[index]
+    other_user = {**_turns(PROOF, THANKS, system="be brief"), "user": "u-2"}
+    assert conversation_key(other_user, {}, "team-a")[0] != third[0]  # type: ignore[index]
+    by_header = conversation_key(_turns(THANKS), {"x-llmroute-session": "s-1"}, None)
+    assert by_header is not None and by_header[1]  # a named session is always looked up
+    assert by_header[0] == conversation_key(_turns(PROOF), {"X-LLMRoute-Session": "s-1"}, None)[0]  # type: ignore[index]
+    assert conversation_key({"messages": [{"role": "system", "content": "x"}]}, {}, None) is None
+
+
+def test_upgrade_keeps_the_costlier_model_and_never_downgrades(tmp_path: Path) -> None:
+    router, affinity = _setup(tmp_path)
+    opened = _served(router, affinity, _turns(PROOF))
+    assert (opened.decision.model, opened.decision.layer) == ("large", "intent")
+    later = _served(router, affinity, _turns(PROOF, THANKS))
+    assert later.decision.route == "chitchat"  # routed on its own text ...
+    assert (later.decision.model, later.decision.layer) == ("large", AFFINITY_LAYER)  # ... kept
+    assert later.chain == ("large", "small")
+    assert "the conversation stays on large (upgrade); intent chose small" in later.decision.reason
+    # a conversation that opened cheap moves up when a turn needs more, and stays there
+    assert _served(router, affinity, _turns(THANKS)).decision.model == "small"
+    assert _served(router, affinity, _turns(THANKS, PROOF)).decision.model == "large"
+    assert _served(router, affinity, _turns(THANKS, PROOF, THANKS)).decision.model == "large"
+
+
+def test_keep_holds_the_first_model_and_a_first_turn_is_routed_on_its_own(
+    tmp_path: Path,
+) -> None:
+    router, affinity = _setup(tmp_path, "{mode: keep}")
+    assert _served(router, affinity, _turns(THANKS)).decision.model == "small"
+    assert _served(router, affinity, _turns(THANKS, PROOF)).decision.model == "small"
+    # the same opening alone is another single-turn request, not a later turn
+    _served(router, affinity, _turns(PROOF))  # remembers large under PROOF's opening
+    fresh = _served(router, affinity, _turns(PROOF))
+    assert (fresh.decision.model, fresh.decision.layer) == ("large", "intent")
+
+
+def test_the_summary_says_so(tmp_path: Path) -> None:
+    from llmroute.registry.summary import summarize
+
+    text = REGISTRY % {"url": "http://127.0.0.1:9/v1", "affinity": "{mode: keep, ttl_s: 600}"}
+    lines = summarize(parse_registry(text))
+    assert "conversation affinity: keep, kept 600 s, in memory" in lines
+
+
+def test_pinned_requests_are_left_alone(tmp_path: Path) -> None:
+    router, affinity = _setup(tmp_path)
+    _served(router, affinity, _turns(PROOF))
+    pinned = {**_turns(PROOF, THANKS), "model": "small"}
+    assert _served(router, affinity, pinned).decision.model == "small"
+
+
+def test_a_store_shared_through_redis(tmp_path: Path, redis_namespace: str) -> None:
+    """Two gateways: the conversation opened on one goes on on the other."""
+    affinity = f"{{url: '{REDIS_URL}', namespace: {redis_namespace}, timeout_s: 2}}"
+    text = REGISTRY % {"url": "http://127.0.0.1:9/v1", "affinity": affinity}
+    router = Router(parse_registry(text), encoder=load_builtin("static"), cache_dir=tmp_path)
+
+    async def go() -> list[str]:
+        one, two = Affinity.open(router.loaded.registry), Affinity.open(router.loaded.registry)
+        assert one is not None and two is not None
+        try:
+            out = []
+            for gateway, body in ((one, _turns(PROOF)), (two, _turns(PROOF, THANKS))):
+                plan = plan_request(router, body, {})
+                out.append((await gateway.apply(plan, body, {}, "k")).decision.model)
+            return out
+        finally:
+            await one.aclose()
+            await two.aclose()
+
+    assert asyncio.run(go()) == ["large", "large"]
+
+
+def test_a_store_that_does_not_answer_routes_turns_on_their_own(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]  # nothing listens there once it is closed
+    affinity = f"{{url: 'redis://:s3cret@127.0.0.1:{closed_port}/0', timeout_s: 0.2}}"
+    text = REGISTRY % {"url": "http://127.0.0.1:9/v1", "affinity": affinity}
+    router = Router(parse_registry(text), encoder=load_builtin("static"), cache_dir=tmp_path)
+
+    async def go() -> list[str]:
+        gateway = Affinity.open(router.loaded.registry)
+        assert gateway is not None
+        try:
+            out = []
+            for body in (_turns(PROOF), _turns(PROOF, THANKS), _turns(PROOF, THANKS, THANKS)):
+                plan = plan_request(router, body, {})
+                out.append((await gateway.apply(plan, body, {})).decision.model)
+            return out
+        finally:
+            await gateway.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="llmroute.affinity"):
+        assert asyncio.run(go()) == ["large", "small", "small"]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "turns are routed on their own" in warnings[0]
+    assert "s3cret" not in warnings[0]
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as server:
+        yield server
+
+
+def test_the_gateway_keeps_a_conversation_on_its_model(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    text = REGISTRY % {"url": upstream.url, "affinity": "{}"}
+    with (
+        serve_text(text, tmp_path) as served,
+        openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0) as client,
+    ):
+        first = client.chat.completions.with_raw_response.create(**_turns(PROOF))
+        later = client.chat.completions.with_raw_response.create(**_turns(PROOF, THANKS))
+        alone = client.chat.completions.with_raw_response.create(**_turns(THANKS))
+        session = {"x-llmroute-session": "conv-42"}
+        named = [
+            client.chat.completions.with_raw_response.create(**_turns(text), extra_headers=session)
+            for text in (PROOF, THANKS)  # a client that sends only the new turn
+        ]
+    headers = [r.headers for r in (first, later, alone, *named)]
+    assert [h["x-llmroute-model"] for h in headers] == ["large", "large", "small", "large", "large"]
+    assert [h["x-llmroute-layer"] for h in headers] == [
+        "intent",
+        AFFINITY_LAYER,
+        "intent",
+        "intent",
+        AFFINITY_LAYER,
+    ]
+    assert later.parse().model == "up-large"
