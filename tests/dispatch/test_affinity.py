@@ -88,6 +88,22 @@ def test_a_conversation_is_named_by_its_opening_or_its_session() -> None:
     assert conversation_key({"messages": [{"role": "system", "content": "x"}]}, {}, None) is None
 
 
+def test_a_picture_in_the_opening_is_named_by_its_ends() -> None:
+    def opening(data: str) -> dict[str, Any]:
+        image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}
+        return {
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "what?"}, image]}]
+        }
+
+    big = "A" * 3_000_000
+    first, again = (
+        conversation_key(opening(big), {}, None),
+        conversation_key(opening(big), {}, None),
+    )
+    other = conversation_key(opening("B" + big[1:]), {}, None)
+    assert first == again and first != other
+
+
 def test_upgrade_keeps_the_costlier_model_and_never_downgrades(tmp_path: Path) -> None:
     router, affinity = _setup(tmp_path)
     opened = _served(router, affinity, _turns(PROOF))

@@ -43,6 +43,7 @@ log = logging.getLogger("llmroute.affinity")
 SESSION_HEADER = "x-llmroute-session"
 AFFINITY_LAYER = "affinity"
 _MAX_SESSION = 256  # characters of a session header that count
+_LONG = 4096  # characters of a string in the opening hashed in full
 _MEMORY_BYTES = 64 * 1024 * 1024
 
 _memory: dict[int, MemoryStore] = {}
@@ -75,7 +76,7 @@ def conversation_key(
             continue
         role = message.get("role")
         if not opened and role in ("system", "developer", "user"):
-            opening.append({"role": role, "content": message.get("content")})
+            opening.append({"role": role, "content": _bounded(message.get("content"))})
             opened = role == "user"
         elif role == "assistant":
             later = True
@@ -87,6 +88,22 @@ def conversation_key(
     )
     digest = hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return digest, later or session is not None
+
+
+def _bounded(value: Any) -> Any:
+    """`value` with each string over `_LONG` characters reduced to its length, head and
+    tail: an image's data URL in the opening must not cost milliseconds of hashing on
+    every turn. Two openings that differ only inside such a string share a name."""
+    if isinstance(value, str):
+        if len(value) <= _LONG:
+            return value
+        half = _LONG // 2
+        return f"{len(value)}:{value[:half]}:{value[-half:]}"
+    if isinstance(value, list):
+        return [_bounded(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _bounded(v) for k, v in value.items()}
+    return value
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -161,15 +178,8 @@ class Affinity:
         if self.settings.mode == "keep":
             return remembered
         current = self._registry.models[decided].price
-        return (
-            remembered
-            if (model.price.output, model.price.input)
-            > (
-                current.output,
-                current.input,
-            )
-            else decided
-        )
+        costlier = (model.price.output, model.price.input) > (current.output, current.input)
+        return remembered if costlier else decided
 
     async def _get(self, key: str) -> str | None:
         if self._outage.down():
