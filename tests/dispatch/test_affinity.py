@@ -18,7 +18,7 @@ from gateway_proc import serve_text
 from redis_service import REDIS_URL
 
 from llmroute.decide import Router
-from llmroute.dispatch.affinity import AFFINITY_LAYER, Affinity, conversation_key
+from llmroute.dispatch.affinity import AFFINITY_LAYER, Affinity, conversation_key, prefix_key
 from llmroute.dispatch.plan import Plan, plan_request
 from llmroute.encoders import load_builtin
 from llmroute.registry import parse_registry
@@ -86,6 +86,16 @@ def test_a_conversation_is_named_by_its_opening_or_its_session() -> None:
     assert by_header is not None and by_header[1]  # a named session is always looked up
     assert by_header[0] == conversation_key(_turns(PROOF), {"X-LLMRoute-Session": "s-1"}, None)[0]  # type: ignore[index]
     assert conversation_key({"messages": [{"role": "system", "content": "x"}]}, {}, None) is None
+
+
+def test_a_prompt_prefix_is_named_whoever_sends_it() -> None:
+    """What ``sticky`` balancing keys on: the opening alone, so that every turn of a
+    conversation, and every client with that opening, shares one deployment's cache."""
+    first = prefix_key(_turns(PROOF, system="be brief"))
+    assert first is not None and first == prefix_key(_turns(PROOF, THANKS, system="be brief"))
+    assert first == prefix_key({**_turns(PROOF, system="be brief"), "user": "u-9"})
+    assert first != prefix_key(_turns(PROOF, system="be verbose"))
+    assert prefix_key({"messages": [{"role": "system", "content": "x"}]}) is None
 
 
 def test_a_picture_in_the_opening_is_named_by_its_ends() -> None:

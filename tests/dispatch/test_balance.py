@@ -221,3 +221,34 @@ def test_latency_ignores_non_finite_samples_and_clamps_negative_ones() -> None:
     assert balancer.latency(0) is None
     balancer.finish(0, latency_s=-1.0)
     assert balancer.latency(0) == 0.0
+
+
+# -- sticky --------------------------------------------------------------------------------
+
+
+def test_sticky_sends_a_conversation_to_one_deployment() -> None:
+    one, other = _balancer([1, 1, 1], "sticky", 1), _balancer([1, 1, 1], "sticky", 2)
+    orders = {tuple(one.order([0, 1, 2], "conv-7")) for _ in range(20)}
+    assert len(orders) == 1  # the same order every time ...
+    assert tuple(other.order([0, 1, 2], "conv-7")) in orders  # ... in every process
+
+
+def test_sticky_spreads_conversations_by_weight() -> None:
+    balancer = _balancer([3, 1], "sticky")
+    firsts = Counter(balancer.order([0, 1], f"conv-{i}")[0] for i in range(4000))
+    assert 0.72 < firsts[0] / 4000 < 0.78
+
+
+def test_sticky_moves_only_the_conversations_of_a_deployment_that_leaves() -> None:
+    balancer = _balancer([1, 1, 1], "sticky")
+    keys = [f"conv-{i}" for i in range(600)]
+    before = {k: balancer.order([0, 1, 2], k)[0] for k in keys}
+    after = {k: balancer.order([0, 2], k)[0] for k in keys}  # 1 is skipped (breaker)
+    assert all(after[k] == before[k] for k in keys if before[k] != 1)
+    moved = [after[k] for k in keys if before[k] == 1]
+    assert set(moved) == {0, 2}  # its conversations spread over the rest
+
+
+def test_sticky_without_a_conversation_is_weighted() -> None:
+    firsts = _firsts(_balancer([3, 1], "sticky"), [0, 1], 4000)
+    assert 0.72 < firsts[0] / 4000 < 0.78

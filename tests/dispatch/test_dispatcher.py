@@ -568,3 +568,37 @@ def test_an_embedding_models_dropped_parameters(h: Harness) -> None:
     registry = h.registry(models, "a")
     h.run(registry, lambda d: d.embed("e", {"input": "hello", "dimensions": 4}))
     assert "dimensions" not in h.upstream.calls_to("emb")[-1].body
+
+
+def _conversation(opening: str, *later: str) -> dict[str, Any]:
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": opening}]
+    for text in later:
+        messages += [{"role": "assistant", "content": "ok"}, {"role": "user", "content": text}]
+    return {"messages": messages}
+
+
+def test_sticky_keeps_each_conversation_on_one_deployment(h: Harness) -> None:
+    """Three turns of each of 12 conversations: every conversation on one deployment (its
+    prefix cache), the conversations on both; a failing deployment hands its
+    conversations over to the other."""
+    models = (
+        "  m:\n    model: m\n    balance: sticky\n"
+        "    deployments: [{provider: up}, {provider: up2}]"
+    )
+    registry = h.registry(models, "m")
+
+    async def job(d: Dispatcher) -> dict[int, set[str]]:
+        where: dict[int, set[str]] = {}
+        for n in range(12):
+            for turn in range(3):
+                body = _conversation(f"question {n}", *(f"more {t}" for t in range(turn)))
+                served = await d.complete(plan_for("m"), body)
+                where.setdefault(n, set()).add(served.deployment)
+        return where
+
+    where = h.run(registry, job)
+    assert all(len(places) == 1 for places in where.values())
+    assert {p for places in where.values() for p in places} == {"up", "up2"}
+    failing = models.replace("{provider: up}", "{provider: up, model: 'm?status=500'}")
+    where = h.run(h.registry(failing, "m"), job)
+    assert all(places == {"up2"} for places in where.values())

@@ -36,7 +36,7 @@ from llmroute.state.redis_conn import Outage
 from llmroute.state.stores import KeyValueStore, MemoryStore, StoreUnavailable, open_store
 from llmroute.telemetry.attribution import end_user_of
 
-__all__ = ["AFFINITY_LAYER", "SESSION_HEADER", "Affinity", "conversation_key"]
+__all__ = ["AFFINITY_LAYER", "SESSION_HEADER", "Affinity", "conversation_key", "prefix_key"]
 
 log = logging.getLogger("llmroute.affinity")
 
@@ -66,10 +66,32 @@ def conversation_key(
     """The conversation's name (a hash) and whether to look it up (it names a session,
     or carries an earlier answer); None for a request with no user message."""
     session = _header(headers, SESSION_HEADER)
+    opened = _opening(body)
+    if opened is None:
+        return None
+    opening, later = opened
+    if session is None and not opening:
+        return None
+    named: Any = {"session": session[:_MAX_SESSION]} if session is not None else opening
+    return _digest([client, end_user_of(body), named]), later or session is not None
+
+
+def prefix_key(body: Mapping[str, Any]) -> str | None:
+    """The name of the request's prompt prefix, its opening (system prompt and first
+    user message), whoever sends it: what ``sticky`` balancing keeps on one deployment,
+    whose server then has that prefix cached. None without a user message."""
+    opened = _opening(body)
+    return _digest(opened[0]) if opened is not None and opened[0] else None
+
+
+def _opening(body: Mapping[str, Any]) -> tuple[list[Any], bool] | None:
+    """The system prompt(s) up to and with the first user message (empty without a user
+    message), and whether an answer came before (a later turn); None when there are no
+    messages."""
     messages = body.get("messages")
     if not isinstance(messages, list):
         return None
-    opening: list[Any] = []  # the system prompt(s) up to and with the first user message
+    opening: list[Any] = []
     opened = later = False
     for message in messages:
         if not isinstance(message, Mapping):
@@ -80,14 +102,12 @@ def conversation_key(
             opened = role == "user"
         elif role == "assistant":
             later = True
-    if session is None and not opened:
-        return None
-    named: Any = {"session": session[:_MAX_SESSION]} if session is not None else opening
-    material = json.dumps(
-        [client, end_user_of(body), named], ensure_ascii=False, sort_keys=True, default=str
-    )
-    digest = hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    return digest, later or session is not None
+    return (opening if opened else []), later
+
+
+def _digest(material: Any) -> str:
+    text = json.dumps(material, ensure_ascii=False, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _bounded(value: Any) -> Any:

@@ -6,7 +6,11 @@ breaker) or fails, so every strategy returns a full preference order, not one pi
 - ``weighted``: a weighted random permutation (Efraimidis–Spirakis), so deployment i
   comes first with probability w_i / Σw and the rest follow in weighted order too;
 - ``least_in_flight``: fewest requests in flight per unit of weight first;
-- ``latency``: lowest moving average (EWMA) of observed latency first.
+- ``latency``: lowest moving average (EWMA) of observed latency first;
+- ``sticky``: by the request's conversation (`order`'s `key`), with rendezvous hashing
+  weighted like ``weighted``: every request of a conversation prefers the same deployment
+  (a self-hosted server keeps its prompt-prefix cache), conversations spread by weight,
+  and one deployment leaving moves only its own conversations. Without a key, weighted.
 
 Ties are broken at random so equal deployments share traffic instead of the first one
 taking it all. Randomness comes from the injected `rng`, so tests are reproducible.
@@ -14,6 +18,7 @@ taking it all. Randomness comes from the injected `rng`, so tests are reproducib
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -55,6 +60,7 @@ class Balancer:
             "weighted": self._weighted,
             "least_in_flight": self._least_in_flight,
             "latency": self._fastest,
+            "sticky": self._weighted,  # the keyed order is `_rendezvous`
         }
         if strategy not in self._orderers:
             raise ValueError(f"unknown balance strategy {strategy!r}")
@@ -63,11 +69,26 @@ class Balancer:
     def strategy(self) -> Balance:
         return self._strategy
 
-    def order(self, candidates: Sequence[int]) -> list[int]:
-        """`candidates` (deployment indices) in the order to try them."""
+    def order(self, candidates: Sequence[int], key: str | None = None) -> list[int]:
+        """`candidates` (deployment indices) in the order to try them; `key` names the
+        request's conversation for ``sticky``."""
         if len(candidates) == 1:  # the common case: one deployment, nothing to order
             return [candidates[0]]
+        if key is not None and self._strategy == "sticky":
+            return self._rendezvous(candidates, key)
         return self._orderers[self._strategy](candidates)
+
+    def _rendezvous(self, candidates: Sequence[int], key: str) -> list[int]:
+        """Weighted rendezvous hashing: a deterministic u in (0, 1) per (key, deployment)
+        ranked as `_weighted` ranks random ones, so deployment i comes first for a share
+        w_i / Σw of keys."""
+
+        def rank(i: int) -> float:
+            digest = hashlib.blake2b(f"{key}:{i}".encode(), digest_size=8).digest()
+            u = (int.from_bytes(digest, "big") + 1) / (2**64 + 1)
+            return math.log(u) / self._weights[i]
+
+        return sorted(candidates, key=rank, reverse=True)
 
     def start(self, index: int) -> None:
         """A request to deployment `index` began."""

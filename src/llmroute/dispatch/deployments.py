@@ -173,6 +173,8 @@ class DeploymentPool:
         self._balancer = balancer
         # whether a call's estimated prompt is worth computing (a deployment has a tpm)
         self.holds_tokens = any(d.tpm is not None and d.limits is not None for d in deployments)
+        # whether a request's conversation is worth naming (sticky, several deployments)
+        self.sticky = balancer.strategy == "sticky" and len(deployments) > 1
         self._indices = range(len(deployments))
 
     async def call(
@@ -182,6 +184,7 @@ class DeploymentPool:
         observe: Observe | None = None,
         tokens: int = 0,
         slots: list[Slot] | None = None,
+        key: str | None = None,
     ) -> tuple[T, Deployment]:
         """`attempt` on the deployments in balancing order, skipping those whose breaker
         is open, whose request limit is reached or whose `max_in_flight` slots are all
@@ -196,10 +199,11 @@ class DeploymentPool:
         runs (a stream: until its first event). The call holds a slot of the
         deployment's `max_in_flight` while it runs; with `slots` (a stream) the slot of
         the call that answered is put there instead, to be given back (`give_back`)
-        when the stream ends."""
+        when the stream ends. `key` names the request's conversation, for ``sticky``
+        balancing."""
         failure: ProviderError | None = None
         stopped: set[str] = set()  # why deployments were passed over: "busy", "limited"
-        for index in self._balancer.order(self._indices):
+        for index in self._balancer.order(self._indices, key):
             deployment = self.deployments[index]
             admitted = await _admit(deployment, tokens)
             if isinstance(admitted, str):

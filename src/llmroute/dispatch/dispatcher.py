@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from llmroute.dispatch.affinity import prefix_key
 from llmroute.dispatch.client_reasoning import in_dialect
 from llmroute.dispatch.deployments import Deployment, Deployments, Slot, give_back
 from llmroute.dispatch.model_params import for_model
@@ -415,6 +416,7 @@ class Dispatcher:
         failures: list[tuple[str, ProviderError]] = []
         needed: list[int] = []  # the request's estimated tokens, counted on first need
         images: list[bool] = []  # whether it holds images, looked at on first need
+        prefix: list[str | None] = []  # its prompt prefix's name, on first need
         position = 0
         while position < len(chain):
             name = chain[position]
@@ -432,6 +434,7 @@ class Dispatcher:
                     stream=stream,
                     tokens=self._held_tokens(name, body, needed),
                     slots=slots,
+                    key=self._sticky_key(name, body, prefix),
                 )
             except ContextWindowExceeded as exc:
                 failures.append((name, exc))
@@ -508,6 +511,15 @@ class Dispatcher:
             needed.append(estimated_prompt_tokens(body))
         return needed[0]
 
+    def _sticky_key(self, name: str, body: dict[str, Any], prefix: list[str | None]) -> str | None:
+        """The request's prompt prefix name, for a model balanced ``sticky`` over several
+        deployments; None (not computed) otherwise."""
+        if not self.deployments.pool(name).sticky:
+            return None
+        if not prefix:
+            prefix.append(prefix_key(body))
+        return prefix[0]
+
     def _check_supported(self, name: str, body: dict[str, Any], images: list[bool]) -> None:
         """Raise `UnsupportedRequest` when the request holds images and the model declares
         ``vision: false``, or has tools and it declares ``tools: false`` (its upstream
@@ -583,6 +595,7 @@ class Dispatcher:
         stream: bool = False,
         tokens: int = 0,
         slots: list[Slot] | None = None,
+        key: str | None = None,
     ) -> tuple[T, Deployment]:
         settings = self._registry.dispatch.retries
         retries = settings.attempts if policy is None or policy.retries is None else policy.retries
@@ -602,7 +615,7 @@ class Dispatcher:
                     self._observed, observer, operation, name, retry, stream
                 )
             try:
-                return await pool.call(call, observe=observe, tokens=tokens, slots=slots)
+                return await pool.call(call, observe=observe, tokens=tokens, slots=slots, key=key)
             except LimitReached as exc:
                 if observer is not None:
                     _tell_limited(observer, name, exc.limit)

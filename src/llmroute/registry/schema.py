@@ -65,8 +65,8 @@ __all__ = [
 ]
 
 BUILTIN_ENCODERS = ("minilm", "minilm-int8", "static")
-BALANCE_STRATEGIES = ("weighted", "least_in_flight", "latency")
-Balance = Literal["weighted", "least_in_flight", "latency"]
+BALANCE_STRATEGIES = ("weighted", "least_in_flight", "latency", "sticky")
+Balance = Literal["weighted", "least_in_flight", "latency", "sticky"]
 RESERVED_ROUTE_NAMES = frozenset({"auto", "default"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
