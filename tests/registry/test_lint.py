@@ -122,3 +122,15 @@ def test_a_pool_that_takes_no_images_says_so_on_purpose() -> None:
     warnings = lint(parse_registry(text).registry)
     assert [w.split(":")[0] for w in warnings] == ["default"]
     assert "takes tools" in warnings[0]  # text takes tools; no model takes images
+
+
+def test_upgrade_affinity_with_unpriced_models_is_a_warning() -> None:
+    priced = POOL.replace("model: s}", "model: s, price: {input: 1, output: 2}}")
+    warnings = lint(parse_registry(priced + "affinity: {}\n").registry)
+    assert warnings[-1] == (
+        "affinity: mode upgrade keeps the costlier model, but plain, text have no price "
+        "(counted as free); give every chat model a price, or use mode: keep"
+    )
+    assert not any("affinity" in w for w in lint(parse_registry(POOL + "affinity: {}\n").registry))
+    keep = priced + "affinity: {mode: keep}\n"
+    assert not any("affinity" in w for w in lint(parse_registry(keep).registry))

@@ -25,8 +25,28 @@ def _key(text: str) -> str:
 
 
 def lint(registry: Registry) -> list[str]:
-    """Every warning: examples, then what requests with images or tools may reach."""
-    return _example_conflicts(registry) + _capability_gaps(registry)
+    """Every warning: examples, what requests with images or tools may reach, and
+    conversation affinity without the prices it compares."""
+    return _example_conflicts(registry) + _capability_gaps(registry) + _unpriced_affinity(registry)
+
+
+def _unpriced_affinity(registry: Registry) -> list[str]:
+    """``affinity.mode: upgrade`` keeps the costlier of two models by price: a chat model
+    without one counts as free, so a conversation never moves up to it and always moves
+    off it. Warned when some models are priced and others not (a pool priced nowhere is
+    a choice: upgrade then keeps the first model)."""
+    settings = registry.affinity
+    if settings is None or settings.mode != "upgrade":
+        return []
+    chat = {name: m.price for name, m in registry.models.items() if m.kind == "chat"}
+    free = sorted(name for name, p in chat.items() if p.input == 0 and p.output == 0)
+    if not free or len(free) == len(chat):
+        return []
+    return [
+        f"affinity: mode upgrade keeps the costlier model, but {', '.join(free)} "
+        f"{'has' if len(free) == 1 else 'have'} no price (counted as free); give "
+        "every chat model a price, or use mode: keep"
+    ]
 
 
 # (what the request holds, the model's flag, the rule condition that routes on it)
