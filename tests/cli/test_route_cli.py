@@ -109,6 +109,21 @@ def test_registry_check_summarises() -> None:
     assert result.stdout.strip().endswith("ok")
 
 
+def test_llmroute_debug_shows_the_traceback_before_the_line(tmp_path: Path) -> None:
+    plain = llmroute("registry", "check", str(tmp_path / "nope.yaml"))
+    assert "Traceback" not in plain.stderr
+    debugging = subprocess.run(
+        [LLMROUTE, "registry", "check", str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "LLMROUTE_DEBUG": "1"},
+    )
+    assert debugging.returncode == 2
+    assert debugging.stderr.startswith("Traceback (most recent call last):")
+    assert debugging.stderr.rstrip().splitlines()[-1] == plain.stderr.rstrip().splitlines()[-1]
+
+
 def test_missing_registry_is_a_clear_error(tmp_path: Path) -> None:
     result = subprocess.run(
         [LLMROUTE, "route", "hi"],

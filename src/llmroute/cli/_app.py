@@ -140,9 +140,21 @@ def print_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
 
 
+DEBUG_ENV = "LLMROUTE_DEBUG"
+
+
+def _traceback_if_debugging() -> None:
+    """With ``LLMROUTE_DEBUG=1`` the one-line errors below come with their traceback
+    first: a bug that surfaces as an `OSError` or one of ours is then not hidden."""
+    if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
+        import traceback
+
+        traceback.print_exc()
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI; our own errors and those of the files it reads or writes print one
-    clean line (no traceback) and exit 2."""
+    clean line (no traceback, unless ``LLMROUTE_DEBUG`` is set) and exit 2."""
     try:
         # Without standalone mode click returns the code of a `typer.Exit` instead of
         # exiting, and lets our own exceptions through to the handlers below.
@@ -150,6 +162,7 @@ def run(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return int(exc.exit_code)
     except LlmrouteError as exc:
+        _traceback_if_debugging()
         print_error(str(exc))
         return 2
     except KeyboardInterrupt:
@@ -161,6 +174,7 @@ def run(argv: list[str] | None = None) -> int:
     except OSError as exc:
         # A file the command was told to read or write (`-o`, `--plot`): a missing
         # folder, no permission, a full disk. Say which, without a traceback.
+        _traceback_if_debugging()
         where = f"{exc.filename}: " if exc.filename is not None else ""
         print_error(f"{where}{exc.strerror or exc}")
         return 2
