@@ -239,3 +239,17 @@ def test_the_gateway_keeps_a_conversation_on_its_model(
         AFFINITY_LAYER,
     ]
     assert later.parse().model == "up-large"
+
+
+def test_memory_affinity_with_several_workers_is_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from llmroute.server.reload import warn_registry
+
+    registry = parse_registry(REGISTRY % {"url": "http://127.0.0.1:9/v1", "affinity": "{}"})
+    with caplog.at_level(logging.WARNING):
+        warn_registry(registry.registry, workers=1)
+        assert not [r for r in caplog.records if "affinity" in r.getMessage()]
+        warn_registry(registry.registry, workers=4)
+    (line,) = [r.getMessage() for r in caplog.records if "affinity" in r.getMessage()]
+    assert "each of the 4 workers remembers conversations in its own memory" in line

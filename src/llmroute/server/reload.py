@@ -140,12 +140,19 @@ def warn_unset_credentials(registry: Registry, environ: Mapping[str, str] | None
             )
 
 
-def warn_registry(registry: Registry) -> None:
-    """The load's warnings: provider credentials that are unset, and what
-    `llmroute registry check` warns about (an example taught as two routes)."""
+def warn_registry(registry: Registry, workers: int = 1) -> None:
+    """The load's warnings: provider credentials that are unset, what `llmroute registry
+    check` warns about (an example taught as two routes), and conversation affinity kept
+    in each of several workers' memory (a conversation's turns reach any worker)."""
     warn_unset_credentials(registry)
     for warning in lint(registry):
         log.warning("registry: %s", warning)
+    if workers > 1 and registry.affinity is not None and registry.affinity.url == "memory":
+        log.warning(
+            "registry: affinity: each of the %d workers remembers conversations in its own "
+            "memory, and a conversation's turns reach any of them; give affinity a Redis url",
+            workers,
+        )
 
 
 async def open_gateway(built: Built, max_body_bytes: int, state: State | None = None) -> Gateway:
@@ -239,6 +246,7 @@ class Reloader:
         self._threads = settings.encoder_threads
         self._interval_s = settings.reload_interval_s or None
         self._cases = settings.cases
+        self._workers = settings.workers
         self._kicked = asyncio.Event()
         self._seen: Fingerprint | None = None
         self._retiring: list[Gateway] = []
@@ -257,7 +265,7 @@ class Reloader:
         assert built is not None
         self._state.gateway = await open_gateway(built, self._max_body_bytes, self._state)
         log.info("serving %s", headline(built[0].loaded))
-        warn_registry(built[0].loaded.registry)
+        warn_registry(built[0].loaded.registry, self._workers)
 
     def kick(self) -> None:
         """Reload now (the SIGHUP handler), whether or not the file looks changed."""
@@ -308,7 +316,7 @@ class Reloader:
                 self._retiring_logs[old] = retired_log
         self._state.gateway = new  # the swap: requests from now on get `new`
         log.info("registry reloaded (%s): version %s → %s", reason, old.version, new.version)
-        warn_registry(new.router.loaded.registry)
+        warn_registry(new.router.loaded.registry, self._workers)
         self._retiring.append(old)
         tasks.start_soon(self._retire, old)
 
