@@ -9,7 +9,7 @@ where labelled data exists)."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,16 +144,18 @@ class RegistryDiff:
 
     @property
     def model_changed_share(self) -> float:
-        return self.model_changed / self.n if self.n else 0.0
+        return self._share(self.model_changed)
+
+    def _share(self, count: int) -> float:
+        return count / self.n if self.n else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        share = (lambda k: k / self.n) if self.n else (lambda k: 0.0)
         return {
             "n": self.n,
             "route_changed": self.route_changed,
-            "route_changed_share": share(self.route_changed),
+            "route_changed_share": self._share(self.route_changed),
             "model_changed": self.model_changed,
-            "model_changed_share": share(self.model_changed),
+            "model_changed_share": self.model_changed_share,
             "route_moves": [m.to_dict() for m in self.route_moves],
             "model_moves": [m.to_dict() for m in self.model_moves],
             "models": {
@@ -257,7 +259,7 @@ def _clip(text: str) -> str:
     return flat if len(flat) <= _EXAMPLE_CHARS else flat[: _EXAMPLE_CHARS - 1] + "…"
 
 
-def _counted(names: Any) -> dict[str, int]:
+def _counted(names: Iterable[str]) -> dict[str, int]:
     counts = Counter(names)
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
