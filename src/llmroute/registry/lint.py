@@ -127,7 +127,8 @@ def _rule_reach(rule: Rule, routes: dict[str, Route]) -> set[str]:
 
 
 def _only_condition(rule: Rule, condition: str) -> bool:
-    """Whether the rule takes every request that meets `condition`, whatever else it says."""
+    """Whether `condition` is the rule's only condition, so it takes every request that
+    meets it."""
     return all(value is None for name, value in rule.when if name != condition)
 
 
