@@ -127,11 +127,13 @@ def test_report_and_plot(
     assert code == 0 and payload["total"]["n"] == 390
     assert payload["strongest_model"] == "large"
     assert {r["name"] for r in payload["routes"]} == {"code", "weather", "cooking", "default"}
+    assert [(g["name"], g["n"]) for g in payload["layers"]] == [("intent", 360), ("default", 30)]
     assert payload["feedback"][0]["route"] == "code"
     assert payload["shadow"]["overall"]["judged"] == 1
     assert "<svg" in plot.read_text(encoding="utf-8")
     code, out, _ = cli(capsys, "report", "-r", registry)
     assert code == 0 and "always on large" in out and "shadow quality" in out
+    assert "deciding layer" in out
     code, out, _ = cli(capsys, "report", "-r", registry, "--since", "30m")
     assert code == 0 and "no decisions" in out
 

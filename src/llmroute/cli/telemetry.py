@@ -564,6 +564,8 @@ def _print_report(console: Console, report: Report, window: Window, shown: str) 
     console.print(_group_table("route", report.routes, report.strongest))
     console.print()
     console.print(_group_table("model", report.models, None))
+    console.print()
+    console.print(_group_table("deciding layer", report.layers, report.strongest))
     if report.clients:
         console.print()
         console.print(_group_table("client key", report.clients, report.strongest))

@@ -1,7 +1,8 @@
 """`llmroute report`: what routing did over a window of the decision log.
 
-Route mix (and, when requests came with gateway client keys, tags or end users, the same
-per key, per tag and for the end users who cost the most); cost
+Route mix, and the same per model and per deciding layer (rules, intent, default,
+difficulty, the LLM router, affinity ...; and, when requests came with gateway client
+keys, tags or end users, per key, per tag and for the end users who cost the most); cost
 against always calling the strongest model (the registry's most expensive chat model
 by input + output price per million tokens: the counterfactual prices each request's
 logged tokens at that model); fallback rate (requests with failed
@@ -184,6 +185,7 @@ class Report:
     tags: list[GroupStats] = field(default_factory=list)  # per x-llmroute-tags tag
     users: list[GroupStats] = field(default_factory=list)  # the costliest end users
     user_count: int = 0  # distinct end users in the window (`users` holds the top ones)
+    layers: list[GroupStats] = field(default_factory=list)  # per deciding layer
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -196,6 +198,7 @@ class Report:
             "total": self.total.to_dict(),
             "routes": [r.to_dict() for r in self.routes],
             "models": [m.to_dict() for m in self.models],
+            "layers": [g.to_dict() for g in self.layers],
             "feedback": [f.to_dict() for f in self.feedback],
             "feedback_unmatched": self.feedback_unmatched,
             "shadow": self.shadow.to_dict(),
@@ -319,6 +322,10 @@ def build_report(
         _group(name, group, n, cost_of, reference)
         for name, group in _grouped(decisions, lambda d: d.model).items()
     ]
+    layers = [
+        _group(name, group, n, cost_of, reference)
+        for name, group in _grouped(decisions, lambda d: d.layer).items()
+    ]
     clients = []
     if any(d.client is not None for d in decisions):
         clients = [
@@ -348,6 +355,7 @@ def build_report(
         tags=tags,
         users=users[:TOP_USERS],
         user_count=len(users),
+        layers=layers,
     )
 
 
