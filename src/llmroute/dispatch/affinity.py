@@ -3,9 +3,10 @@ went to (registry ``affinity``; docs/dispatch.md).
 
 Routing looks at each request's own text, so a conversation that opened with a hard
 question and goes on with "thanks, and in Python?" would move to a cheap model midway:
-another voice, and the provider's prompt cache of the conversation so far lost (cached
-input costs a tenth of fresh input on the large hosted APIs). Affinity remembers, per
-conversation, the model it was sent to and applies it to the plan after routing.
+another voice, and the provider's prompt cache of the conversation so far lost (the
+large hosted APIs bill cached input at a tenth to a half of the fresh price). Affinity
+remembers, per conversation, the model it was sent to and applies it to the plan after
+routing.
 
 A conversation is named by the ``x-llmroute-session`` header when the client sends
 one, else by its opening: the system prompt and the first user message, which every
