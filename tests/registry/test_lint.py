@@ -134,3 +134,34 @@ def test_upgrade_affinity_with_unpriced_models_is_a_warning() -> None:
     assert not any("affinity" in w for w in lint(parse_registry(POOL + "affinity: {}\n").registry))
     keep = priced + "affinity: {mode: keep}\n"
     assert not any("affinity" in w for w in lint(parse_registry(keep).registry))
+
+
+OPENAI = """
+encoder: builtin:static
+providers:
+  openai: {kind: openai, base_url: https://api.openai.com/v1, api_key_env: OPENAI_API_KEY}
+  local: {kind: openai, base_url: "http://127.0.0.1:9/v1"}
+models:
+  thinker: {provider: openai, model: o4-mini}
+  dated: {provider: openai, model: gpt-5-mini-2025-08-07}
+  fitted:
+    provider: openai
+    model: o3
+    rename_params: {max_tokens: max_completion_tokens}
+    drop_params: [temperature, top_p]
+  chat: {provider: openai, model: gpt-4.1}
+  self-hosted: {provider: local, model: o3}
+routes:
+  - {name: a, examples: [hello there], target: chat}
+default: {target: chat}
+"""
+
+
+def test_an_openai_reasoning_model_sent_what_it_refuses_is_a_warning() -> None:
+    warnings = lint(parse_registry(OPENAI).registry)
+    assert [w.split(":")[0] for w in warnings] == ["models.thinker", "models.dated"]
+    assert warnings[0] == (
+        "models.thinker: o4-mini on OpenAI's API refuses max_tokens, temperature and top_p, "
+        "which clients send to the router: add rename_params: {max_tokens: "
+        "max_completion_tokens} and drop_params: [temperature, top_p]"
+    )

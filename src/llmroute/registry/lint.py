@@ -25,9 +25,48 @@ def _key(text: str) -> str:
 
 
 def lint(registry: Registry) -> list[str]:
-    """Every warning: examples, what requests with images or tools may reach, and
-    conversation affinity without the prices it compares."""
-    return _example_conflicts(registry) + _capability_gaps(registry) + _unpriced_affinity(registry)
+    """Every warning: examples, what requests with images or tools may reach, OpenAI
+    reasoning models sent parameters they refuse, and conversation affinity without the
+    prices it compares."""
+    return (
+        _example_conflicts(registry)
+        + _capability_gaps(registry)
+        + _unfitted_reasoning_models(registry)
+        + _unpriced_affinity(registry)
+    )
+
+
+# OpenAI's reasoning models (o1, o3, o4-mini, gpt-5 ..., dated or not) refuse max_tokens
+# (they take max_completion_tokens) and any temperature or top_p but the default.
+_OPENAI_REASONING = re.compile(r"^(o\d+|gpt-5)(-(mini|nano|pro))?(-\d{4}-\d{2}-\d{2})?$")
+_OPENAI_HOST = "api.openai.com"
+
+
+def _unfitted_reasoning_models(registry: Registry) -> list[str]:
+    """A pool model on OpenAI's own API that is one of its reasoning models, with no
+    ``rename_params`` for ``max_tokens``: a client's ``max_tokens``, sent to the router
+    that then picks this model, is a 400 the client could not have avoided."""
+    out = []
+    for name, model in registry.models.items():
+        if model.kind != "chat" or "max_tokens" in model.rename_params:
+            continue
+        for target in model.targets():
+            spec = registry.providers.get(target.provider)
+            upstream = target.model or model.model
+            if (
+                spec is not None
+                and spec.kind == "openai"
+                and _OPENAI_HOST in (spec.base_url or "")
+                and _OPENAI_REASONING.match(upstream)
+            ):
+                out.append(
+                    f"models.{name}: {upstream} on OpenAI's API refuses max_tokens, "
+                    "temperature and top_p, which clients send to the router: add "
+                    "rename_params: {max_tokens: max_completion_tokens} and drop_params: "
+                    "[temperature, top_p]"
+                )
+                break
+    return out
 
 
 def _unpriced_affinity(registry: Registry) -> list[str]:
