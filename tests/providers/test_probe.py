@@ -157,6 +157,7 @@ def test_chat_fits_its_question_to_a_reasoning_model(
     refused = _probe(bare, models=["thinker"], chat=True, timeout_s=5.0)["thinker"]
     assert refused.status == "fail"
     assert "Unsupported parameter: 'max_tokens'" in refused.detail
+    assert "(the model's rename_params / drop_params fit what it is sent)" in refused.detail
 
 
 def test_a_refused_key_is_named_and_never_shown(

@@ -266,7 +266,7 @@ async def _chat(
             "fail", f"{_timed_out(row.provider_name, timeouts).message}; {note}", listed=listed
         )
     except ProviderError as exc:
-        return row.probe("fail", f"{exc.message}; {note}", listed=listed)
+        return row.probe("fail", f"{exc.message}{_hint(exc)}; {note}", listed=listed)
     elapsed = _ms(started)
     served = answer.get("model")
     served_as = served if isinstance(served, str) and served != row.upstream else None
@@ -289,6 +289,13 @@ async def _embed(row: _Row, provider: ChatProvider, timeouts: Timeouts) -> dict[
 
     body = for_model({"input": [PROBE_PROMPT]}, row.model)
     return await provider.embed(row.upstream, body, timeouts=timeouts)
+
+
+def _hint(exc: ProviderError) -> str:
+    """What to change when the server refused a parameter the gateway would send too."""
+    if exc.status == 400 and "unsupported" in exc.message.lower():
+        return " (the model's rename_params / drop_params fit what it is sent)"
+    return ""
 
 
 def probe_body(row: _Row) -> dict[str, Any]:
