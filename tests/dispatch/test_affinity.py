@@ -147,6 +147,14 @@ def test_the_summary_says_so(tmp_path: Path) -> None:
     text = REGISTRY % {"url": "http://127.0.0.1:9/v1", "affinity": "{mode: keep, ttl_s: 600}"}
     lines = summarize(parse_registry(text))
     assert "conversation affinity: keep, kept 600 s, in memory" in lines
+    sticky = text.replace(
+        "  large: {provider: p, model: up-large, price: {input: 3, output: 15}}",
+        "  large:\n    model: up-large\n    price: {input: 3, output: 15}\n"
+        "    balance: sticky\n    deployments: [{provider: p}, {provider: p, model: other}]",
+    )
+    assert sticky != text
+    (large,) = [line for line in summarize(parse_registry(sticky)) if line.startswith("  large:")]
+    assert large.endswith("balance sticky"), large
 
 
 def test_pinned_requests_are_left_alone(tmp_path: Path) -> None:

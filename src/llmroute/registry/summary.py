@@ -112,6 +112,18 @@ def _models(registry: Registry) -> list[str]:
     return lines
 
 
+def _param_extras(model: Model) -> list[str]:
+    """The request parameters the model is given, renamed or spared."""
+    parts = []
+    if model.params:
+        parts.append("params " + ", ".join(model.params))
+    if model.rename_params:
+        parts.append("renames " + ", ".join(f"{a}->{b}" for a, b in model.rename_params.items()))
+    if model.drop_params:
+        parts.append("drops " + ", ".join(model.drop_params))
+    return parts
+
+
 def _model_extras(model: Model) -> str:
     parts = [f"${model.price.input:g}/${model.price.output:g}"]
     if model.context_window is not None:
@@ -120,12 +132,7 @@ def _model_extras(model: Model) -> str:
         parts.append("no images")
     if model.tools is False:
         parts.append("no tools")
-    if model.params:
-        parts.append("params " + ", ".join(model.params))
-    if model.rename_params:
-        parts.append("renames " + ", ".join(f"{a}->{b}" for a, b in model.rename_params.items()))
-    if model.drop_params:
-        parts.append("drops " + ", ".join(model.drop_params))
+    parts += _param_extras(model)
     if model.reasoning is False:
         parts.append("does not think")
     elif model.reasoning is not None:
@@ -134,6 +141,8 @@ def _model_extras(model: Model) -> str:
         values = [getattr(t, limit) for t in model.targets()]
         if any(v is not None for v in values):
             parts.append(f"{shown} " + "/".join("-" if v is None else str(v) for v in values))
+    if model.balance is not None and len(model.targets()) > 1:
+        parts.append(f"balance {model.balance}")
     if model.budget is not None:
         parts.append(f"budget ${model.budget.usd:g} per {model.budget.period}")
     return ", ".join(parts)
