@@ -18,7 +18,7 @@ from redis_service import REDIS_URL
 from test_limits import REGISTRY, Clock, _two_views
 
 from llmroute.dispatch import Dispatcher
-from llmroute.errors import ConfigError, ProviderError
+from llmroute.errors import ProviderError
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.state import RedisLimits
@@ -196,14 +196,3 @@ def test_slots_counted_in_redis_are_shared_by_dispatchers(
             await two.aclose()
 
     assert asyncio.run(go()) == ["b", "a"]
-
-
-def test_max_in_flight_on_a_model_with_deployments_is_a_registry_error() -> None:
-    text = REGISTRY % {
-        "url": "http://127.0.0.1:9/v1",
-        "models": "  m: {model: x, max_in_flight: 5, deployments: [{provider: up}]}",
-        "first": "m",
-        "limits": "",
-    }
-    with pytest.raises(ConfigError, match=r"models\.m\.max_in_flight: a model with deployments"):
-        parse_registry(text)

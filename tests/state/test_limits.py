@@ -301,14 +301,16 @@ def test_a_deployment_at_its_token_limit_is_skipped(upstream: FakeUpstream) -> N
     assert served == ["m@up", "m@up", "m@up2", "spare@up", "spare@up"]
 
 
-def test_tpm_on_a_model_with_deployments_is_a_registry_error() -> None:
+@pytest.mark.parametrize("limit", ["tpm", "max_in_flight"])
+def test_a_limit_on_a_model_with_deployments_is_a_registry_error(limit: str) -> None:
     text = REGISTRY % {
         "url": "http://127.0.0.1:9/v1",
-        "models": "  m: {model: x, tpm: 5, deployments: [{provider: up}]}",
+        "models": f"  m: {{model: x, {limit}: 5, deployments: [{{provider: up}}]}}",
         "first": "m",
         "limits": "",
     }
-    with pytest.raises(ConfigError, match=r"models\.m\.tpm: a model with deployments takes 'tpm'"):
+    expected = rf"models\.m\.{limit}: a model with deployments takes '{limit}'"
+    with pytest.raises(ConfigError, match=expected):
         parse_registry(text)
 
 
