@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
@@ -59,12 +60,16 @@ def _turns(*texts: str, system: str | None = None) -> dict[str, Any]:
     return {"model": "auto", "messages": messages}
 
 
-def _setup(tmp_path: Path, affinity: str = "{}") -> tuple[Router, Affinity]:
+def _setup(
+    tmp_path: Path, affinity: str = "{}", outcomes: list[str] | None = None
+) -> tuple[Router, Affinity]:
     text = REGISTRY % {"url": "http://127.0.0.1:9/v1", "affinity": affinity}
     router = Router(parse_registry(text), encoder=load_builtin("static"), cache_dir=tmp_path)
     registry = router.loaded.registry
     assert registry.affinity is not None
-    return router, Affinity(registry.affinity, registry, MemoryStore(100, 1 << 20))
+    store = MemoryStore(100, 1 << 20)
+    told = outcomes.append if outcomes is not None else None
+    return router, Affinity(registry.affinity, registry, store, told)
 
 
 def _served(
@@ -115,7 +120,8 @@ def test_a_picture_in_the_opening_is_named_by_its_ends() -> None:
 
 
 def test_upgrade_keeps_the_costlier_model_and_never_downgrades(tmp_path: Path) -> None:
-    router, affinity = _setup(tmp_path)
+    outcomes: list[str] = []
+    router, affinity = _setup(tmp_path, outcomes=outcomes)
     opened = _served(router, affinity, _turns(PROOF))
     assert (opened.decision.model, opened.decision.layer) == ("large", "intent")
     later = _served(router, affinity, _turns(PROOF, THANKS))
@@ -127,6 +133,9 @@ def test_upgrade_keeps_the_costlier_model_and_never_downgrades(tmp_path: Path) -
     assert _served(router, affinity, _turns(THANKS)).decision.model == "small"
     assert _served(router, affinity, _turns(THANKS, PROOF)).decision.model == "large"
     assert _served(router, affinity, _turns(THANKS, PROOF, THANKS)).decision.model == "large"
+    _served(router, affinity, _turns("where were we?", THANKS))  # never seen: forgotten
+    _served(router, affinity, _turns(PROOF, "prove the converse"))  # large anyway
+    assert outcomes == ["first", "kept", "first", "upgraded", "kept", "unknown", "same"]
 
 
 def test_keep_holds_the_first_model_and_a_first_turn_is_routed_on_its_own(
@@ -237,6 +246,13 @@ def test_the_gateway_keeps_a_conversation_on_its_model(
             client.chat.completions.with_raw_response.create(**_turns(text), extra_headers=session)
             for text in (PROOF, THANKS)  # a client that sends only the new turn
         ]
+        metrics = httpx.get(f"{served.url}/metrics", timeout=10).text
+    kept = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith("llmroute_affinity_total") and 'outcome="kept"' in line
+    )
+    assert kept.endswith(" 2.0"), kept
     headers = [r.headers for r in (first, later, alone, *named)]
     assert [h["x-llmroute-model"] for h in headers] == ["large", "large", "small", "large", "large"]
     assert [h["x-llmroute-layer"] for h in headers] == [

@@ -23,11 +23,12 @@ answer leaves the plan as routed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -138,17 +139,25 @@ class Affinity:
     """Applies the registry's `AffinitySettings` to plans."""
 
     def __init__(
-        self, settings: AffinitySettings, registry: Registry, store: KeyValueStore
+        self,
+        settings: AffinitySettings,
+        registry: Registry,
+        store: KeyValueStore,
+        on_outcome: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self._registry = registry
         self._store = store
         self._prefix = f"{settings.namespace}:affinity:"
         self._outage = Outage(log)
+        self._on_outcome = on_outcome
 
     @classmethod
-    def open(cls, registry: Registry) -> Affinity | None:
-        """The registry's affinity, or None when it has none."""
+    def open(
+        cls, registry: Registry, on_outcome: Callable[[str], None] | None = None
+    ) -> Affinity | None:
+        """The registry's affinity, or None when it has none. `on_outcome` is told what
+        each request it applied to came to (`apply`)."""
         settings = registry.affinity
         if settings is None:
             return None
@@ -156,7 +165,7 @@ class Affinity:
             store: KeyValueStore = _process_store(settings.max_entries)
         else:
             store = _redis_store(settings)
-        return cls(settings, registry, store)
+        return cls(settings, registry, store, on_outcome)
 
     async def apply(
         self,
@@ -165,7 +174,11 @@ class Affinity:
         headers: Mapping[str, str],
         client: str | None = None,
     ) -> Plan:
-        """`plan` with the conversation's model, remembered for its next turn."""
+        """`plan` with the conversation's model, remembered for its next turn. The
+        outcome told to `on_outcome`: ``first`` (a first turn, remembered), ``unknown``
+        (a later turn whose conversation is not remembered: expired, evicted, or
+        remembered by another worker), ``same`` (routed to its model anyway), ``kept``
+        (moved back to its model), ``upgraded`` (moved up to a costlier one)."""
         decision = plan.decision
         if decision.layer == PINNED or decision.blocked:
             return plan
@@ -178,6 +191,7 @@ class Affinity:
         remembered = await self._get(key) if look_up else None
         chosen = self._choose(decision.model, remembered)
         await self._set(key, chosen)  # also slides the conversation's expiry
+        self._count(look_up, remembered, decision.model, chosen)
         if chosen == decision.model:
             return plan
         kept = replace(
@@ -191,6 +205,18 @@ class Affinity:
         )
         chain = (chosen, *(m for m in plan.chain if m != chosen))
         return replace(plan, decision=kept, chain=chain, cascade=None)
+
+    def _count(self, looked: bool, remembered: str | None, decided: str, chosen: str) -> None:
+        if self._on_outcome is None:
+            return
+        if remembered is None:
+            outcome = "unknown" if looked else "first"
+        elif remembered == decided:
+            outcome = "same"
+        else:
+            outcome = "kept" if chosen == remembered else "upgraded"
+        with contextlib.suppress(Exception):  # a metric must never fail a request
+            self._on_outcome(outcome)
 
     def _choose(self, decided: str, remembered: str | None) -> str:
         model = self._registry.models.get(remembered) if remembered is not None else None

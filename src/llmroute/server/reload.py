@@ -179,7 +179,9 @@ async def open_gateway(built: Built, max_body_bytes: int, state: State | None = 
             router.version,
             on_result=metrics.cache if isinstance(metrics, GatewayMetrics) else None,
         )
-        affinity = Affinity.open(registry)
+        affinity = Affinity.open(
+            registry, metrics.affinity if isinstance(metrics, GatewayMetrics) else None
+        )
     except BaseException:
         await dispatcher.aclose()
         raise

@@ -25,6 +25,8 @@ Metrics (all prefixed ``llmroute_``):
 - ``safety_actions_total{action}``, ``reasoning_total{needed="true|false"}``;
 - ``telemetry_dropped_total{reason}``, ``telemetry_queue_depth``, ``shadow_total{outcome}``;
 - ``llm_router_total{outcome}``: LLM router calls (llmroute.layers.llm_router);
+- ``affinity_total{outcome}``: requests conversation affinity applied to
+  (llmroute.dispatch.affinity);
 - ``cache_total{result}``: response cache lookups and writes (llmroute.state):
   ``hit``, ``miss``, ``bypass``, ``semantic_hit``, ``semantic_miss``, ``stored``,
   ``too_large``, ``evicted``, ``error``;
@@ -303,6 +305,9 @@ class GatewayMetrics:
         self._llm_router = _Children(
             counter("llmroute_llm_router", "LLM router calls by outcome", ("outcome",))
         )
+        self._affinity = _Children(
+            counter("llmroute_affinity", "Conversation affinity by outcome", ("outcome",))
+        )
         self._cache = _Children(
             counter("llmroute_cache", "Response cache lookups and writes by result", ("result",))
         )
@@ -451,6 +456,11 @@ class GatewayMetrics:
     def llm_router(self, outcome: str) -> None:
         """An LLM router call: ``chosen``, ``kept``, ``timeout``, ``error`` or ``saturated``."""
         self._llm_router(outcome).inc()
+
+    def affinity(self, outcome: str) -> None:
+        """A request conversation affinity applied to: ``first``, ``unknown``, ``same``,
+        ``kept`` or ``upgraded`` (llmroute.dispatch.affinity)."""
+        self._affinity(outcome).inc()
 
     def cache(self, result: str) -> None:
         """A response cache result: ``hit``, ``miss``, ``bypass``, ``semantic_hit``,
