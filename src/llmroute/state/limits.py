@@ -291,12 +291,6 @@ class MemoryLimits:
         with self._lock:
             self._slots.get(key, {}).pop(int(slot), None)
 
-    def slots_taken(self, key: str) -> int:
-        """Slots of `key` taken and not lapsed (for tests and metrics)."""
-        now = self._clock()
-        with self._lock:
-            return sum(lapses > now for lapses in self._slots.get(key, {}).values())
-
     async def aclose(self) -> None:
         """Nothing to release: the counts outlive a registry reload."""
 
