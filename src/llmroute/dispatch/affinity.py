@@ -35,7 +35,13 @@ from typing import Any
 from llmroute.dispatch.plan import PINNED, Plan
 from llmroute.registry.schema import AffinitySettings, Registry
 from llmroute.state.redis_conn import Outage
-from llmroute.state.stores import KeyValueStore, MemoryStore, StoreUnavailable, open_store
+from llmroute.state.stores import (
+    KeyValueStore,
+    MemoryStore,
+    RedisStore,
+    StoreUnavailable,
+    check_url,
+)
 from llmroute.telemetry.attribution import end_user_of
 
 __all__ = ["AFFINITY_LAYER", "SESSION_HEADER", "Affinity", "conversation_key", "prefix_key"]
@@ -251,6 +257,6 @@ class Affinity:
 
 
 def _redis_store(settings: AffinitySettings) -> KeyValueStore:
-    from llmroute.registry.schema import CacheSettings
-
-    return open_store(settings.url, CacheSettings(url=settings.url, timeout_s=settings.timeout_s))
+    """Redis, checked first so that a missing client is named by ``affinity.url``."""
+    check_url(settings.url, "affinity.url")
+    return RedisStore(settings.url, settings.timeout_s)
