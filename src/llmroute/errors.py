@@ -32,6 +32,7 @@ from __future__ import annotations
 
 __all__ = [
     "AllFallbacksFailed",
+    "BeyondModel",
     "CircuitOpen",
     "ConfigError",
     "ContextWindowExceeded",
@@ -212,6 +213,15 @@ class UnsupportedRequest(ProviderError):
 
 class UpstreamRejected(ProviderError):
     """A 4xx other than 408/409/429: the request itself is at fault; never retried."""
+
+
+class BeyondModel(UpstreamRejected):
+    """What the request asks for is beyond this model's API (Anthropic: ``n`` > 1,
+    ``logprobs``, ``audio`` output, an audio or file part; llama.cpp: tools): refused by
+    the provider adapter before anything is sent. The request is not malformed and
+    another model of the chain may honour it, so dispatch hands over to the next one, as
+    for a declared capability (`UnsupportedRequest`); with none left it is the 400 it
+    is."""
 
 
 class CircuitOpen(ProviderError):

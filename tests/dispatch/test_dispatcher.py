@@ -19,6 +19,7 @@ from plans import plan_for
 from llmroute.dispatch import Dispatcher
 from llmroute.errors import (
     AllFallbacksFailed,
+    BeyondModel,
     ContextWindowExceeded,
     ProviderError,
     UnsupportedRequest,
@@ -35,6 +36,7 @@ encoder: builtin:static
 providers:
   up: {kind: openai, base_url: "%(url)s", timeout_s: 5}
   up2: {kind: openai, base_url: "%(url2)s", timeout_s: 5}
+  an: {kind: anthropic, base_url: "http://127.0.0.1:9", timeout_s: 5}  # nothing listens
 models:
 %(models)s
 routes:
@@ -426,6 +428,68 @@ def test_tools_skip_the_models_that_declare_none(h: Harness) -> None:
     assert "tools: false" in served.attempts[0]
     served = h.run(registry, lambda d: d.complete(plan_for("chat", "other"), _body()))
     assert served.model == "chat"
+
+
+BEYOND_MODELS = (
+    "  claude: {provider: an, model: claude-x}\n"
+    "  claude2: {provider: an, model: claude-y}\n"
+    "  other: {provider: up, model: other, vision: false}"
+)
+
+
+@pytest.mark.parametrize(
+    "extra", [{"n": 2}, {"logprobs": True, "top_logprobs": 2}], ids=["n", "logprobs"]
+)
+def test_what_a_models_api_cannot_give_goes_to_the_next_model_unsent(
+    h: Harness, extra: dict[str, Any]
+) -> None:
+    """Anthropic returns one choice and no logprobs: the router picked it, the client could
+    not know, and the next model of the chain can answer, so it does (nothing reaches
+    Anthropic; its base URL has no server)."""
+    registry = h.registry(BEYOND_MODELS, "claude")
+    served = h.run(registry, lambda d: d.complete(plan_for("claude", "other"), _body(**extra)))
+    assert served.model == "other" and h.upstream.models_called() == ["other"]
+    assert len(served.attempts) == 1 and served.attempts[0].startswith("claude via an (")
+
+    async def job(d: Dispatcher) -> str:
+        opened = await d.open_stream(plan_for("claude", "other"), _body(stream=True, **extra))
+        assert [e async for e in opened.events][-1].strip() == b"data: [DONE]"
+        return opened.model
+
+    assert h.run(registry, job) == "other"
+
+
+def test_a_model_alone_refuses_what_its_api_cannot_give_as_before(h: Harness) -> None:
+    registry = h.registry(BEYOND_MODELS, "claude")
+    with pytest.raises(BeyondModel, match="'n' = 2") as caught:
+        h.run(registry, lambda d: d.complete(plan_for("claude"), _body(n=2)))
+    assert isinstance(caught.value, UpstreamRejected) and caught.value.status == 400
+    assert caught.value.model == "claude"
+
+
+def test_a_chain_none_of_whose_models_can_take_it_is_one_400_unsent(h: Harness) -> None:
+    registry = h.registry(BEYOND_MODELS, "claude")
+    with pytest.raises(UnsupportedRequest) as caught:
+        h.run(registry, lambda d: d.complete(plan_for("claude", "claude2"), _body(n=2)))
+    assert caught.value.status == 400 and caught.value.code == "unsupported_parameter"
+    assert "claude: 'n' = 2" in caught.value.message
+    assert "claude2: 'n' = 2" in caught.value.message
+    body = _image_body(n=2)
+    with pytest.raises(UnsupportedRequest) as mixed:
+        h.run(registry, lambda d: d.complete(plan_for("claude", "other"), body))
+    assert mixed.value.code == "unsupported_request"
+    assert h.upstream.models_called() == []
+
+
+def test_a_malformed_request_is_not_handed_on(h: Harness) -> None:
+    """A refusal any model would make is the client's 400 at once, not a tour of the
+    chain."""
+    registry = h.registry(BEYOND_MODELS, "claude")
+    body = _body(tool_choice="sometimes", tools=TOOLS)
+    with pytest.raises(UpstreamRejected, match="tool_choice") as caught:
+        h.run(registry, lambda d: d.complete(plan_for("claude", "other"), body))
+    assert not isinstance(caught.value, BeyondModel)
+    assert h.upstream.models_called() == []
 
 
 def test_a_chain_refusing_for_different_reasons_is_one_400(h: Harness) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from llmroute.errors import UpstreamRejected
+from llmroute.errors import BeyondModel, UpstreamRejected
 from llmroute.providers._anthropic_convert import (
     DEFAULT_MAX_TOKENS,
     finish_reason,
@@ -212,26 +212,38 @@ def test_max_tokens_and_stop_lists() -> None:
     assert "tool_choice" not in convert({"messages": user("hi"), "tool_choice": "auto"})
 
 
+AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+
+
 @pytest.mark.parametrize(
-    ("extra", "names"),
+    ("extra", "names", "beyond"),
     [
-        ({"n": 2}, "'n'"),
-        ({"logprobs": True, "top_logprobs": 3}, "'logprobs'"),
-        ({"response_format": {"type": "grammar"}}, "'response_format'"),
+        ({"n": 2}, "'n'", True),
+        ({"logprobs": True, "top_logprobs": 3}, "'logprobs'", True),
+        ({"audio": {"voice": "alloy", "format": "wav"}}, "'audio'", True),
+        ({"messages": [{"role": "user", "content": [AUDIO]}]}, "'input_audio'", True),
+        ({"response_format": {"type": "grammar"}}, "'response_format'", False),
         (
             {
                 "tool_choice": "sometimes",
                 "tools": [{"type": "function", "function": {"name": "f"}}],
             },
             "'tool_choice'",
+            False,
         ),
-        ({"tools": [{"type": "code_interpreter"}]}, "'tools'"),
+        ({"tools": [{"type": "code_interpreter"}]}, "'tools'", False),
+        ({"messages": [{"role": "user", "content": [{"type": "nonsense"}]}]}, "nonsense", False),
     ],
 )
-def test_what_cannot_be_honoured_is_rejected(extra: dict[str, Any], names: str) -> None:
+def test_what_cannot_be_honoured_is_rejected(
+    extra: dict[str, Any], names: str, beyond: bool
+) -> None:
+    """`BeyondModel` (another model may honour it: dispatch hands over) or a plain
+    `UpstreamRejected` (no model would)."""
     with pytest.raises(UpstreamRejected, match=names) as caught:
         convert({"messages": user("hi"), **extra})
     assert caught.value.status == 400
+    assert isinstance(caught.value, BeyondModel) is beyond
 
 
 def test_json_modes_become_a_system_instruction() -> None:

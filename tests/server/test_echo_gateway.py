@@ -68,6 +68,11 @@ def test_the_example_answers_through_the_openai_client(gateway: Served) -> None:
         assert [len(v.embedding) for v in vectors.data] == [ECHO_DIMENSIONS] * 3
         assert vectors.data[0].embedding == vectors.data[2].embedding
         assert vectors.data[0].embedding != vectors.data[1].embedding
+        short = c.embeddings.create(model="embed", input="a", dimensions=8)
+        assert len(short.data[0].embedding) == 8
+        for dimensions in (10**30, 0, 100_000):  # a huge ask once allocated, then a 500
+            with pytest.raises(openai.BadRequestError, match="dimensions"):
+                c.embeddings.create(model="embed", input="a", dimensions=dimensions)
 
 
 def test_the_anthropic_client_is_answered_too(gateway: Served) -> None:

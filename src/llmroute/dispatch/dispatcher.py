@@ -4,7 +4,9 @@ Dispatch is a stack of small stages, outermost first (STYLE.md, recommendation 4
 
 1. fallback (`_fall_back`): the route's chain, in order; a request longer than a
    model's context window skips to a larger-context model, one holding images or
-   tools skips the models that declare ``vision: false`` or ``tools: false``;
+   tools skips the models that declare ``vision: false`` or ``tools: false``, and one
+   asking what a model's API cannot give (`BeyondModel`: Anthropic and ``n`` > 1) skips
+   that model;
 2. retry (`_retry`): the same model again after a jittered backoff, honouring
    ``Retry-After``, on retryable failures only (no response, 5xx, 408, 409, 429);
 3. balance and breaker (`DeploymentPool.call`): a deployment of the model whose circuit
@@ -53,6 +55,7 @@ from llmroute.dispatch.usage import (
 )
 from llmroute.errors import (
     AllFallbacksFailed,
+    BeyondModel,
     CircuitOpen,
     ContextWindowExceeded,
     LimitReached,
@@ -443,6 +446,11 @@ class Dispatcher:
                     raise
             except UnsupportedRequest as exc:
                 failures.append((name, exc))
+            except BeyondModel as exc:
+                exc.model = name
+                if position == len(chain) and not failures:
+                    raise  # the only model: its own refusal, as the caller may expect
+                failures.append((name, exc))
             except ProviderError as exc:
                 if not exc.retryable:
                     exc.model = name
@@ -780,6 +788,8 @@ def _describe(failure: tuple[str, ProviderError]) -> str:
     name, exc = failure
     if isinstance(exc, UnsupportedRequest):  # skipped by its declaration, not a failure
         log.info("model %s skipped: the request %s", name, exc.message)
+    elif isinstance(exc, BeyondModel):  # skipped by its API's limits, nothing sent
+        log.info("model %s skipped: %s; not sent", name, exc.message)
     else:
         log.warning("model %s failed: %s", name, exc)
     return f"{name} via {exc.provider} ({exc.message})"
@@ -791,7 +801,7 @@ def _exhausted(failures: list[tuple[str, ProviderError]]) -> ProviderError:
     every one timed out, 503 when every one was unavailable (breaker open or rate
     limited), else 502."""
     attempts = [_describe(f) for f in failures]
-    errors = [exc for _, exc in failures if not isinstance(exc, UnsupportedRequest)]
+    errors = [exc for _, exc in failures if not isinstance(exc, UnsupportedRequest | BeyondModel)]
     if not errors and failures:
         why = "; ".join(
             f"{name}: {exc.message.removesuffix('; not sent')}" for name, exc in failures

@@ -8,7 +8,7 @@ import json
 import time
 from typing import Any
 
-from llmroute.errors import UpstreamRejected
+from llmroute.errors import BeyondModel, UpstreamRejected
 from llmroute.untrusted_json import MAX_DEPTH, loads
 
 __all__ = [
@@ -40,8 +40,16 @@ Message = dict[str, Any]
 Block = dict[str, Any]
 
 
+_OPENAI_ONLY_PARTS = ("input_audio", "file")  # parts OpenAI's models read and Anthropic's not
+
+
 def _reject(provider: str, message: str) -> UpstreamRejected:
     return UpstreamRejected(provider, message, status=400, code="unsupported_parameter")
+
+
+def _beyond(provider: str, message: str) -> BeyondModel:
+    """A refusal that another model of the chain may not need to make."""
+    return BeyondModel(provider, message, status=400, code="unsupported_parameter")
 
 
 def to_messages_request(provider: str, model: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -71,11 +79,11 @@ def to_messages_request(provider: str, model: str, body: dict[str, Any]) -> dict
 def _refuse_unsupported(provider: str, body: dict[str, Any]) -> None:
     n = body.get("n")
     if n is not None and n != 1:
-        raise _reject(provider, f"'n' = {n} is not supported: Anthropic returns one choice")
+        raise _beyond(provider, f"'n' = {n} is not supported: Anthropic returns one choice")
     if body.get("logprobs") is True:
-        raise _reject(provider, "'logprobs' is not supported by Anthropic models")
+        raise _beyond(provider, "'logprobs' is not supported by Anthropic models")
     if body.get("audio") is not None:
-        raise _reject(provider, "'audio' output is not supported by Anthropic models")
+        raise _beyond(provider, "'audio' output is not supported by Anthropic models")
 
 
 def _max_tokens(body: dict[str, Any]) -> Any:
@@ -218,7 +226,8 @@ def _content_blocks(provider: str, content: Any, where: str) -> list[Block]:
         elif kind == "image_url":
             blocks.append(_image(provider, part.get("image_url"), where) | _marker(part))
         else:
-            raise _reject(provider, f"{where}: content part {kind!r} is not supported by Anthropic")
+            refuse = _beyond if kind in _OPENAI_ONLY_PARTS else _reject
+            raise refuse(provider, f"{where}: content part {kind!r} is not supported by Anthropic")
     return blocks
 
 

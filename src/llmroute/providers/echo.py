@@ -29,6 +29,7 @@ from llmroute.registry.schema import Provider
 __all__ = ["ECHO_DIMENSIONS", "EchoProvider"]
 
 ECHO_DIMENSIONS = 64  # embedding size when the request does not ask for `dimensions`
+_MAX_DIMENSIONS = 8192  # OpenAI's largest embedding has 3,072; a bigger ask is a mistake
 _FINGERPRINT = "llmroute-echo"
 _DONE = b"data: [DONE]\n\n"
 
@@ -106,11 +107,16 @@ class EchoProvider:
             raise UpstreamRejected(
                 self.name, "the echo provider embeds a string or a list of strings", status=400
             )
-        size = body.get("dimensions")
-        dims = size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+        size = body.get("dimensions", ECHO_DIMENSIONS)
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= _MAX_DIMENSIONS:
+            raise UpstreamRejected(
+                self.name,
+                f"'dimensions' must be an integer from 1 to {_MAX_DIMENSIONS}",
+                status=400,
+            )
         await asyncio.sleep(self._delay_s)
         data = [
-            {"object": "embedding", "index": i, "embedding": _vector(t, dims or ECHO_DIMENSIONS)}
+            {"object": "embedding", "index": i, "embedding": _vector(t, size)}
             for i, t in enumerate(texts)
         ]
         tokens = sum(count_tokens(t) for t in texts)

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from llmroute.errors import (
+    BeyondModel,
     ConfigError,
     ContextWindowExceeded,
     ProviderError,
@@ -348,9 +349,16 @@ def _stop(body: Mapping[str, Any]) -> list[str]:
 def _arguments(body: Mapping[str, Any], spec: Provider, provider: str) -> dict[str, Any]:
     """``create_chat_completion`` keyword arguments for an OpenAI chat body."""
     if body.get("tools") or body.get("functions"):
-        raise UpstreamRejected(provider, "tools are not supported by llamacpp", status=400)
+        raise BeyondModel(
+            provider,
+            "tools are not supported by llamacpp",
+            status=400,
+            code="unsupported_parameter",
+        )
     if body.get("n") not in (None, 1):
-        raise UpstreamRejected(provider, "only n=1 is supported by llamacpp", status=400)
+        raise BeyondModel(
+            provider, "only n=1 is supported by llamacpp", status=400, code="unsupported_parameter"
+        )
     wanted = body.get("max_completion_tokens") or body.get("max_tokens")
     limit = spec.max_tokens if not isinstance(wanted, int) else min(wanted, spec.max_tokens)
     temperature = body.get("temperature")
