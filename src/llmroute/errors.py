@@ -35,6 +35,7 @@ __all__ = [
     "BeyondModel",
     "CircuitOpen",
     "ConfigError",
+    "ContentRefused",
     "ContextWindowExceeded",
     "DataError",
     "EncoderError",
@@ -213,6 +214,13 @@ class UnsupportedRequest(ProviderError):
 
 class UpstreamRejected(ProviderError):
     """A 4xx other than 408/409/429: the request itself is at fault; never retried."""
+
+
+class ContentRefused(UpstreamRejected):
+    """The upstream's own content filter refused the request (Azure OpenAI's
+    ``content_filter``, OpenAI's ``invalid_prompt``, Anthropic's "blocked by content
+    filtering policy"). Another provider's filter may let it through: a route's
+    ``policy.content_fallback`` gets it next; without one it is the client's 400."""
 
 
 class BeyondModel(UpstreamRejected):

@@ -20,6 +20,7 @@ from llmroute.dispatch import Dispatcher
 from llmroute.errors import (
     AllFallbacksFailed,
     BeyondModel,
+    ContentRefused,
     ContextWindowExceeded,
     ProviderError,
     UnsupportedRequest,
@@ -299,6 +300,58 @@ def test_a_context_fallback_outside_the_plans_pool_is_not_tried(h: Harness) -> N
     )
     served = h.run(registry, lambda d: d.complete(plan, _body()))
     assert served.model == "mid" and "big" not in h.upstream.models_called()
+
+
+FILTERED = (
+    "  a: {provider: up, model: 'a?filter=1'}\n"
+    "  b: {provider: up, model: b}\n"
+    "  guarded: {provider: up2, model: guarded}\n"
+    "  strict: {provider: up2, model: 'strict?filter=1'}"
+)
+
+
+def test_a_content_filters_refusal_goes_to_the_content_fallback(h: Harness) -> None:
+    """Azure's filter refused the prompt: the route's `content_fallback` (another
+    provider) answers, at once and without a retry; the chain's own fallbacks are
+    skipped (the same provider's filter would refuse them too)."""
+    registry = h.registry(FILTERED, "a")
+    plan = plan_for("a", "b", policy=RoutePolicy(fallback=("b",), content_fallback="guarded"))
+    served = h.run(registry, lambda d: d.complete(plan, _body()))
+    assert served.model == "guarded" and h.sleeps == []
+    assert h.upstream.models_called() == ["a?filter=1"]
+    assert h.upstream2.models_called() == ["guarded"]
+    assert "content filter" in served.attempts[0]
+
+    async def job(d: Dispatcher) -> str:
+        opened = await d.open_stream(plan, _body(stream=True))
+        assert [e async for e in opened.events][-1].strip() == b"data: [DONE]"
+        return opened.model
+
+    assert h.run(registry, job) == "guarded"
+
+
+def test_without_a_content_fallback_the_refusal_is_the_clients_400(h: Harness) -> None:
+    registry = h.registry(FILTERED, "a")
+    plan = plan_for("a", "b", policy=RoutePolicy(fallback=("b",)))
+    with pytest.raises(ContentRefused) as caught:
+        h.run(registry, lambda d: d.complete(plan, _body()))
+    assert caught.value.status == 400 and caught.value.code == "content_filter"
+    assert caught.value.model == "a" and h.upstream.models_called() == ["a?filter=1"]
+
+
+def test_a_content_fallback_that_refuses_too_or_is_outside_the_pool(h: Harness) -> None:
+    registry = h.registry(FILTERED, "a")
+    refusing = plan_for("a", policy=RoutePolicy(content_fallback="strict"))
+    with pytest.raises(ContentRefused) as caught:
+        h.run(registry, lambda d: d.complete(refusing, _body()))
+    assert caught.value.model == "strict"  # tried once, then its own refusal stands
+    assert h.upstream2.models_called() == ["strict?filter=1"]
+    kept_out = replace(
+        plan_for("a", "b", policy=RoutePolicy(content_fallback="guarded")), pool=("a", "b")
+    )
+    with pytest.raises(ContentRefused):
+        h.run(registry, lambda d: d.complete(kept_out, _body()))
+    assert "guarded" not in h.upstream2.models_called()
 
 
 def test_an_over_long_request_skips_small_models_without_sending(h: Harness) -> None:

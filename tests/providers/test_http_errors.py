@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from llmroute.errors import RateLimited, UpstreamRejected
+from llmroute.errors import ContentRefused, RateLimited, UpstreamRejected
 from llmroute.providers._http import error_from_response
 
 BODY = json.dumps({"error": {"message": "boom", "type": "server_error"}}).encode()
@@ -34,6 +34,47 @@ def test_every_kind_of_error_keeps_it() -> None:
     denied = error_from_response("up", 401, headers, secret)
     assert isinstance(denied, UpstreamRejected)
     assert "[upstream request req_abc]" in str(denied) and "sk-" not in str(denied)
+
+
+def _error(message: str, code: str | None = None, kind: str = "invalid_request_error") -> bytes:
+    return json.dumps({"error": {"message": message, "type": kind, "code": code}}).encode()
+
+
+AZURE = (
+    "The response was filtered due to the prompt triggering Azure OpenAI's content "
+    "management policy. Please modify your prompt and retry."
+)
+OPENAI = "Invalid prompt: your prompt was flagged as potentially violating our usage policy."
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (400, _error(AZURE, "content_filter", kind="")),
+        (400, _error(OPENAI, "invalid_prompt")),
+        (400, _error("Output blocked by content filtering policy")),  # Anthropic
+        (422, _error("refused", "content_policy_violation")),
+    ],
+    ids=["azure", "openai", "anthropic", "code-only"],
+)
+def test_a_content_filters_refusal_is_content_refused(status: int, body: bytes) -> None:
+    error = error_from_response("up", status, {}, body)
+    assert isinstance(error, ContentRefused) and isinstance(error, UpstreamRejected)
+    assert error.status == status and not error.retryable
+    assert "content filter refused the request" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (400, _error("Unsupported parameter: 'max_tokens'", "unsupported_parameter")),
+        (401, _error(AZURE, "content_filter")),  # a key problem first, whatever it says
+        (500, _error(AZURE, "content_filter")),
+        (400, _error("the content of message 2 is empty")),
+    ],
+)
+def test_other_errors_are_not_content_refusals(status: int, body: bytes) -> None:
+    assert not isinstance(error_from_response("up", status, {}, body), ContentRefused)
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,8 @@ def test_secret_in_a_wrongly_typed_key_is_not_echoed() -> None:
     [
         (22, "target: smal", "routes[0].target"),
         (24, "policy: {fallback: [smal]}", "routes[0].policy.fallback[0]"),
+        (24, "policy: {context_fallback: smal}", "routes[0].policy.context_fallback"),
+        (24, "policy: {content_fallback: smal}", "routes[0].policy.content_fallback"),
         (28, "default: {target: smal}", "default.target"),
         (32, "target: smal", "rules[0].target"),
     ],

@@ -132,3 +132,14 @@ def test_headline_is_one_line_with_the_features_on() -> None:
     assert line.endswith("safety, reasoning gate")  # what the example turns on
     plain = headline(parse_registry(VALID, source="reg.yaml"))
     assert plain.startswith("registry reg.yaml version ") and "encoder builtin:static" in plain
+
+
+def test_summary_shows_a_routes_content_fallback() -> None:
+    text = VALID.replace(
+        "fallback: [large], retries: 1", "fallback: [large], content_fallback: large"
+    )
+    lines = summarize(parse_registry(text))
+    assert (
+        "  code -> small  threshold 0.55, 2 examples, fallback large, content refused -> large"
+        in lines
+    )

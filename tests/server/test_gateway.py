@@ -45,6 +45,7 @@ models:
   picky: {provider: fake, model: %(fail_400)s}
   halfway: {provider: fake, model: %(fail_mid)s}
   claude: {provider: anth, model: claude-x}
+  filtered: {provider: fake, model: "azure?filter=1"}
   leaky: {provider: anth, model: "c?echo_key=1"}  # its 400 error repeats the key
 routes:
   - name: code
@@ -66,6 +67,14 @@ routes:
     examples: ["plan a trip to Rome", "book a hotel in Paris"]
     target: broken
     policy: {fallback: [closer]}
+  - name: sensitive
+    examples: ["summarise this court ruling", "describe the battle in detail"]
+    target: filtered
+    policy: {fallback: [small], content_fallback: claude}
+  - name: sensitive-strict
+    examples: ["summarise this police report", "describe the crime scene"]
+    target: filtered
+    policy: {fallback: [small]}
 default: {target: small}
 dispatch:
   retries: {attempts: 1, backoff_s: 0.01, max_backoff_s: 0.02}
@@ -284,6 +293,27 @@ def test_an_upstream_4xx_goes_back_to_the_client_without_fallback(gateway: Gatew
         assert "picky" in error["message"] and "HTTP 400" in error["message"]
         # the fallback model (small) was never tried: a bad request stays bad
         assert gateway.upstream.models_called()[before:] == [FAIL_400]
+
+
+def test_a_content_filters_refusal_goes_to_the_routes_content_fallback(
+    gateway: Gateway, client: openai.OpenAI
+) -> None:
+    """Azure's content filter refused the prompt: the route's `content_fallback` (an
+    Anthropic model) answers, through the official client; without one the client gets
+    the filter's 400 and its code, and the route's plain fallback is not tried."""
+    before = len(gateway.upstream.requests), len(gateway.anthropic.requests)
+    raw = client.chat.completions.with_raw_response.create(
+        model="sensitive", messages=_user("the ruling")
+    )
+    assert raw.headers["x-llmroute-model"] == "claude"
+    assert raw.parse().choices[0].message.content == "echo: the ruling"
+    assert gateway.upstream.models_called()[before[0] :] == ["azure?filter=1"]
+    assert len(gateway.anthropic.requests) == before[1] + 1
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="sensitive-strict", messages=_user("the report"))
+    assert caught.value.code == "content_filter"
+    assert "content filter refused the request" in caught.value.message
+    assert gateway.upstream.models_called()[-1] == "azure?filter=1"  # small never tried
 
 
 def test_a_stream_that_breaks_midway_ends_with_an_error_event_and_done(gateway: Gateway) -> None:

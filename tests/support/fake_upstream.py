@@ -14,7 +14,8 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   ``Retry-After: S``; ``delay=S`` wait S seconds before answering; ``ttft=S`` a stream
   waits S seconds before its first event; ``reset=1`` close the connection without an
   answer; ``mid=1`` a stream breaks after its first event; ``context=1`` answer 400
-  ``context_length_exceeded``; ``nousage=1`` leave ``usage`` out; ``deep=N`` answer 200
+  ``context_length_exceeded``; ``filter=1`` answer Azure OpenAI's 400
+  ``content_filter``; ``nousage=1`` leave ``usage`` out; ``deep=N`` answer 200
   with JSON nested N levels deep.
 
 Answers can be scripted the same way (for cascade gates): ``reply=TEXT`` (URL-encoded)
@@ -293,6 +294,18 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             if "reset" in faults:
                 self.close_connection = True
                 return True  # no status line at all
+            if "filter" in faults:  # Azure OpenAI's content filter refusing the prompt
+                error = {
+                    "message": "The response was filtered due to the prompt triggering Azure "
+                    "OpenAI's content management policy. Please modify your prompt and retry.",
+                    "type": None,
+                    "param": "prompt",
+                    "code": "content_filter",
+                    "status": 400,
+                    "innererror": {"code": "ResponsibleAIPolicyViolation"},
+                }
+                self._send_json(400, {"error": error})
+                return True
             if "context" in faults:
                 error = {
                     "message": "This model's maximum context length is 8192 tokens.",

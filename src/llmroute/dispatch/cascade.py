@@ -169,9 +169,13 @@ async def _checked(
 
 
 def _tier_policy(policy: RoutePolicy | None) -> RoutePolicy | None:
-    if policy is None or (not policy.fallback and policy.context_fallback is None):
+    if policy is None or (
+        not policy.fallback and policy.context_fallback is None and policy.content_fallback is None
+    ):
         return policy
-    return policy.model_copy(update={"fallback": (), "context_fallback": None})
+    return policy.model_copy(
+        update={"fallback": (), "context_fallback": None, "content_fallback": None}
+    )
 
 
 def _ms(started: float) -> float:

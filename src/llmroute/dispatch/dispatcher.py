@@ -57,6 +57,7 @@ from llmroute.errors import (
     AllFallbacksFailed,
     BeyondModel,
     CircuitOpen,
+    ContentRefused,
     ContextWindowExceeded,
     LimitReached,
     ProviderError,
@@ -439,18 +440,13 @@ class Dispatcher:
                     slots=slots,
                     key=self._sticky_key(name, body, prefix),
                 )
-            except ContextWindowExceeded as exc:
-                failures.append((name, exc))
-                if not self._widen(chain, position, name, plan.policy, plan.pool):
-                    exc.model = name
-                    raise
             except UnsupportedRequest as exc:
                 failures.append((name, exc))
-            except BeyondModel as exc:
-                exc.model = name
-                if position == len(chain) and not failures:
-                    raise  # the only model: its own refusal, as the caller may expect
+            except (ContextWindowExceeded, ContentRefused, BeyondModel) as exc:
                 failures.append((name, exc))
+                if not self._hand_on(exc, name, chain, position, plan, len(failures)):
+                    exc.model = name
+                    raise
             except ProviderError as exc:
                 if not exc.retryable:
                     exc.model = name
@@ -587,6 +583,42 @@ class Dispatcher:
                 return False
             pick = min(wider, key=lambda m: self._registry.models[m].context_window or 0)
         if pick in rest:
+            chain.remove(pick)
+        chain.insert(position, pick)
+        return True
+
+    def _hand_on(
+        self,
+        exc: ProviderError,
+        name: str,
+        chain: list[str],
+        position: int,
+        plan: Plan,
+        failed: int,
+    ) -> bool:
+        """Whether the request goes on to another model after a refusal another model
+        may not make (the chain is rearranged for it): too long for this model's
+        context window (`_widen`), refused by its provider's content filter
+        (`_refuge`), or beyond its API (the chain's next model, unless this was the
+        only one: its own refusal is what a caller pinning it expects)."""
+        if isinstance(exc, ContextWindowExceeded):
+            return self._widen(chain, position, name, plan.policy, plan.pool)
+        if isinstance(exc, ContentRefused):
+            return self._refuge(chain, position, plan.policy, plan.pool)
+        return position < len(chain) or failed > 1
+
+    @staticmethod
+    def _refuge(
+        chain: list[str], position: int, policy: RoutePolicy | None, pool: tuple[str, ...] | None
+    ) -> bool:
+        """Put the route's ``content_fallback`` next in `chain` (when set, inside `pool`
+        and not tried yet): another provider's content filter may let the request
+        through. False when there is none; the chain's own fallbacks are not tried,
+        since one provider's filter refusing usually means its other models do too."""
+        pick = policy.content_fallback if policy is not None else None
+        if pick is None or (pool is not None and pick not in pool) or pick in chain[:position]:
+            return False
+        if pick in chain[position:]:
             chain.remove(pick)
         chain.insert(position, pick)
         return True

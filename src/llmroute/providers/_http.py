@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 import aiohttp
 
 from llmroute.errors import (
+    ContentRefused,
     ContextWindowExceeded,
     ProviderError,
     ProviderTimeout,
@@ -30,6 +31,14 @@ _CONTEXT_HINTS = re.compile(
     r"context[ _-]?(length|window)|maximum context|prompt is too long|too many tokens"
     r"|reduce the length",
     re.IGNORECASE,
+)
+# An upstream content filter's refusal: Azure OpenAI ("...triggering Azure OpenAI's
+# content management policy", code content_filter), OpenAI's reasoning models ("Invalid
+# prompt: your prompt was flagged as potentially violating our usage policy", code
+# invalid_prompt), Anthropic ("Output blocked by content filtering policy").
+_CONTENT_CODES = frozenset({"content_filter", "content_policy_violation", "invalid_prompt"})
+_CONTENT_HINTS = re.compile(
+    r"content (management|filtering) policy|flagged as potentially violating", re.IGNORECASE
 )
 # Anything that looks like a credential is cut from upstream messages before they are
 # shown: bearer tokens, sk-/key- prefixed keys, long opaque tokens.
@@ -120,6 +129,17 @@ def error_from_response(
             f"the request is longer than the model's context window{message}{note}",
             status=status,
             code="context_length_exceeded",
+        )
+    if (
+        400 <= status < 500
+        and status not in (401, 403, 408, 409)
+        and (code in _CONTENT_CODES or _CONTENT_HINTS.search(message))
+    ):
+        return ContentRefused(
+            provider,
+            f"the upstream's content filter refused the request{message}{note}",
+            status=status,
+            code=code or "content_filter",
         )
     if 400 <= status < 500 and status not in (408, 409):
         shown = "" if status in (401, 403) else message  # auth messages may echo key parts

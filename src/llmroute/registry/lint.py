@@ -150,8 +150,9 @@ def _reach(place: Route | Default) -> set[str]:
         names.add(place.reasoning_target)
     if isinstance(place, Route):
         names.update(place.policy.fallback)
-        if place.policy.context_fallback is not None:
-            names.add(place.policy.context_fallback)
+        for other in (place.policy.context_fallback, place.policy.content_fallback):
+            if other is not None:
+                names.add(other)
         if place.cascade is not None:
             names.update(tier.model for tier in place.cascade.tiers)
     elif place.difficulty is not None:

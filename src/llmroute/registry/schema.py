@@ -530,6 +530,7 @@ class RoutePolicy(_Frozen):
     retries: int | None = Field(default=None, ge=0, le=10)  # default: dispatch.retries
     fallback: tuple[str, ...] = ()
     context_fallback: str | None = None  # a larger-context model for over-long requests
+    content_fallback: str | None = None  # the model a request refused by a filter goes to
     safety: str | None = None
     # request parameters this route's requests get when they do not set them (before the
     # model's own `params`)
@@ -1383,9 +1384,10 @@ class Registry(_Frozen):
                     yield path, message
                 elif name == route.target:
                     yield path, f"{name!r} is the route's own target; fallbacks are other models"
-            wider = route.policy.context_fallback
-            if wider is not None and (message := self._unknown_model(wider)) is not None:
-                yield ("routes", i, "policy", "context_fallback"), message
+            for field in ("context_fallback", "content_fallback"):
+                other = getattr(route.policy, field)
+                if other is not None and (message := self._unknown_model(other)) is not None:
+                    yield ("routes", i, "policy", field), message
 
     def _rule_problems(self) -> Iterator[Problem]:
         first: dict[str, int] = {}

@@ -166,6 +166,8 @@ def _routes(registry: Registry) -> list[str]:
     for route in registry.routes:
         fallback = route.policy.fallback
         chain = f", fallback {' > '.join(fallback)}" if fallback else ""
+        if route.policy.content_fallback is not None:
+            chain += f", content refused -> {route.policy.content_fallback}"
         lines.append(
             f"  {route.name} -> {route.target}  threshold {registry.threshold(route):g}, "
             f"{len(route.examples)} examples{chain}"
