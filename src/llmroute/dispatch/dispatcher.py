@@ -822,6 +822,8 @@ def _describe(failure: tuple[str, ProviderError]) -> str:
         log.info("model %s skipped: the request %s", name, exc.message)
     elif isinstance(exc, BeyondModel):  # skipped by its API's limits, nothing sent
         log.info("model %s skipped: %s; not sent", name, exc.message)
+    elif isinstance(exc, LimitReached):  # at a cap set to spill over: counted by a metric
+        log.info("model %s skipped: %s", name, exc)
     else:
         log.warning("model %s failed: %s", name, exc)
     return f"{name} via {exc.provider} ({exc.message})"
