@@ -105,7 +105,9 @@ class SafetyOutcome:
     every detector that found something, whatever its action (``injection``,
     ``rule:<name>``, ``pii:EMAIL``, ``unscanned``).
     `redacted_body` is the request body with PII replaced by placeholders, for dispatch
-    and telemetry; it is left out of `to_dict`.
+    and telemetry; `restore` maps each placeholder to the value it replaced, for the
+    answer the client gets when the profile restores (`llmroute.safety.restore`). Both
+    are left out of `to_dict` and of the repr.
     """
 
     profile: str
@@ -116,7 +118,8 @@ class SafetyOutcome:
     windows: int = 0
     unscanned: bool = False
     model: str | None = None
-    redacted_body: Mapping[str, Any] | None = None
+    redacted_body: Mapping[str, Any] | None = field(default=None, repr=False)
+    restore: Mapping[str, str] | None = field(default=None, repr=False)
 
     @property
     def blocked(self) -> bool:

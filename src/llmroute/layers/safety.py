@@ -105,14 +105,15 @@ class SafetyLayer:
         if unscanned:
             calls.append(_Call(profile.unscanned, "unscanned"))
 
-        counts, replacements = self._scan_for_pii(segments, profile, calls)
+        counts, replacements, originals = self._scan_for_pii(segments, profile, calls)
         if counts:
             detail["pii"] = dict(counts)
 
         action, fired, model = self._resolve(calls)
-        redacted = None
+        redacted = restore = None
         if replacements and action != "block" and ctx.request.body is not None:
             redacted = replace_texts(ctx.request.body, replacements)
+            restore = MappingProxyType(originals) if profile.restore else None
         ctx.safety = SafetyOutcome(
             profile=profile_name,
             action=action,
@@ -123,6 +124,7 @@ class SafetyLayer:
             unscanned=unscanned,
             model=model,
             redacted_body=redacted,
+            restore=restore,
         )
         detail["action"] = action
         if fired:
@@ -165,13 +167,14 @@ class SafetyLayer:
 
     def _scan_for_pii(
         self, segments: Sequence[Segment], profile: SafetyProfile, calls: list[_Call]
-    ) -> tuple[dict[str, int], dict[tuple[int, int | None], str]]:
-        """PII counts by type; the redacted text of each segment with a span to redact."""
+    ) -> tuple[dict[str, int], dict[tuple[int, int | None], str], dict[str, str]]:
+        """PII counts by type; the redacted text of each segment with a span to redact;
+        each placeholder issued, with the value it replaced."""
         detector = self._pii
         counts: dict[str, int] = {}
         replacements: dict[tuple[int, int | None], str] = {}
         if detector is None:
-            return counts, replacements
+            return counts, replacements, {}
         redactor = Redactor()
         called: set[str] = set()
         for segment in segments:
@@ -193,7 +196,7 @@ class SafetyLayer:
                 replacements[(segment.message, segment.part)] = redactor.redact(
                     segment.text, to_redact
                 )
-        return counts, replacements
+        return counts, replacements, redactor.originals
 
     @staticmethod
     def _resolve(calls: Sequence[_Call]) -> tuple[str, tuple[str, ...], str | None]:

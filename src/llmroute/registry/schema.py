@@ -835,11 +835,13 @@ class PiiSettings(_Frozen):
 class SafetyProfile(_Frozen):
     """What happens when a detector fires: `injection` (allow | block | route), `pii`
     (allow | redact | block | route, or per type with ``"*"`` for the rest), and
-    `unscanned` for text beyond `max_windows` (allow | block)."""
+    `unscanned` for text beyond `max_windows` (allow | block). `restore`: the answer's
+    placeholders go back to the client as the values they replaced."""
 
     injection: Action = "block"
     pii: Action | dict[str, Action] = "redact"
     unscanned: Literal["allow", "block"] = "block"
+    restore: bool = False
 
     @field_validator("injection")
     @classmethod

@@ -113,6 +113,7 @@ class Redactor:
     def __init__(self) -> None:
         self._ids: dict[tuple[str, str], str] = {}
         self._counts: dict[str, int] = {}
+        self._originals: dict[str, str] = {}
 
     def placeholder(self, kind: str, value: str) -> str:
         """The placeholder of one value, allocating the next number on first sight."""
@@ -121,6 +122,7 @@ class Redactor:
         if tag is None:
             self._counts[kind] = self._counts.get(kind, 0) + 1
             tag = self._ids[key] = f"<{kind}_{self._counts[kind]}>"
+            self._originals[tag] = value
         return tag
 
     def redact(self, text: str, spans: Sequence[PiiSpan]) -> str:
@@ -137,6 +139,11 @@ class Redactor:
             pos = span.end
         parts.append(text[pos:])
         return "".join(parts)
+
+    @property
+    def originals(self) -> dict[str, str]:
+        """Each placeholder issued, with the value it replaced (as first written)."""
+        return dict(self._originals)
 
     @property
     def counts(self) -> dict[str, int]:

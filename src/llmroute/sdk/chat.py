@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from llmroute.decide import Router
+from llmroute.decision import Decision
 from llmroute.dispatch import AUTO, Dispatcher, Opened, Plan, aplan_request, plan_request
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.errors import ProviderTimeout, RoutingError
 from llmroute.gates.build import GateFactory
 from llmroute.layers.llm_router import LlmRouter, refine_plan
+from llmroute.safety.restore import restore_completion
 from llmroute.sdk.clients import LoopClients
 from llmroute.sdk.convert import as_completion, jsonable, routing_info
 from llmroute.sdk.decision_log import (
@@ -87,6 +90,21 @@ class _Request:
 
     async def aplan(self, router: Router) -> Plan:
         return await aplan_request(router, self.body, self.headers)
+
+
+def _restore_of(decision: Decision) -> Mapping[str, str] | None:
+    """The placeholders to swap back in the answer (a profile's ``restore``), if any."""
+    return decision.safety.restore if decision.safety is not None else None
+
+
+def _restored(data: dict[str, Any], decision: Decision) -> dict[str, Any]:
+    """`data` as the caller gets it: a copy with the redaction's placeholders swapped
+    back when the profile restores (the cache and the decision log keep the original)."""
+    restore = _restore_of(decision)
+    if not restore:
+        return data
+    restored: dict[str, Any] = restore_completion(copy.deepcopy(data), restore)
+    return restored
 
 
 def _omitted(value: Any) -> bool:
@@ -268,7 +286,7 @@ class _Engine:
             info = routing_info(decision, answer.model, answer.deployment, ())
             info["cost_usd"] = 0.0
             _hit_info(info, sent.lookup)
-            return as_completion(answer.data(), info)
+            return as_completion(_restored(answer.data(), decision), info)
         served = sent.result
         if sent.lookup is not None:
             sent.lookup.store(served)
@@ -276,7 +294,7 @@ class _Engine:
         info = routing_info(decision, served.model, served.deployment, served.attempts)
         info["cost_usd"] = served.usage.cost_usd
         info["cache"] = _cache_state(sent.lookup)
-        return as_completion(served.data, info)
+        return as_completion(_restored(served.data, decision), info)
 
     async def open(self, request: _Request, plan: Plan, clock: CallClock) -> AsyncStream:
         sent = await self._send(
@@ -294,7 +312,7 @@ class _Engine:
             opened = Opened(answer.model, answer.deployment, replay(answer))
             info = routing_info(decision, answer.model, answer.deployment, ())
             _hit_info(info, sent.lookup)
-            return AsyncStream(opened, info, request.timeout)
+            return AsyncStream(opened, info, request.timeout, restore=_restore_of(decision))
         opened = sent.result
         if sent.lookup is not None:
             opened.events = sent.lookup.tee(opened)
@@ -315,7 +333,14 @@ class _Engine:
         info = routing_info(decision, opened.model, opened.deployment, opened.attempts)
         info["cache"] = _cache_state(sent.lookup)
         keep = recorder is not None and recorder.wants_answers
-        return AsyncStream(opened, info, request.timeout, on_end=ended, collect=keep)
+        return AsyncStream(
+            opened,
+            info,
+            request.timeout,
+            on_end=ended,
+            collect=keep,
+            restore=_restore_of(decision),
+        )
 
     def stop_thread(self) -> None:
         with self._lock:

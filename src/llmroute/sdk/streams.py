@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
 from llmroute.dispatch import Opened
 from llmroute.dispatch.usage import Usage
 from llmroute.errors import ProviderTimeout
+from llmroute.safety.restore import StreamRestorer
 from llmroute.sdk.convert import as_chunk, event_json
 from llmroute.sdk.loop import LoopThread
 from llmroute.telemetry.record import CLIENT_DISCONNECTED
@@ -34,16 +35,26 @@ async def _chunks(
     info: dict[str, Any],
     on_end: Callable[[Opened, str | None], None],
     parts: list[str] | None,
+    restorer: StreamRestorer | None = None,
 ) -> AsyncGenerator[Any, None]:
     """Parsed chunks; the upstream stream is closed however this one ends. With
-    `parts`, each chunk's text is appended to it."""
+    `parts`, each chunk's text is appended to it (as the provider wrote it); with
+    `restorer`, the chunks yielded have their placeholders restored."""
     error: str | None = CLIENT_DISCONNECTED
     try:
         async for event in opened.events:
             data = event_json(event, opened.deployment)
-            if data is not None:
-                if parts is not None:
-                    parts.append(_delta_text(data))
+            if data is not None and parts is not None:
+                parts.append(_delta_text(data))
+            if restorer is None:
+                if data is not None:
+                    yield as_chunk(data, info)
+                continue
+            for restored in restorer.feed(event):
+                if (data := event_json(restored, opened.deployment)) is not None:
+                    yield as_chunk(data, info)
+        for restored in restorer.close() if restorer is not None else ():
+            if (data := event_json(restored, opened.deployment)) is not None:
                 yield as_chunk(data, info)
         error = None
     except Exception:
@@ -77,13 +88,15 @@ class AsyncStream:
         on_end: StreamEnd | None = None,
         *,
         collect: bool = False,
+        restore: Mapping[str, str] | None = None,
     ) -> None:
         self.llmroute = info
         self._opened = opened
         self._on_end = on_end
         self._ended = False
         self._parts: list[str] | None = [] if collect else None
-        self._chunks = _chunks(opened, info, self._end, self._parts)
+        restorer = StreamRestorer(restore) if restore else None
+        self._chunks = _chunks(opened, info, self._end, self._parts, restorer)
         self._timeout = timeout
 
     def _end(self, opened: Opened, error: str | None) -> None:

@@ -21,9 +21,11 @@ from llmroute.dispatch.usage import Usage, estimated_prompt_tokens
 from llmroute.errors import LlmrouteError, ProviderError
 from llmroute.gates.base import total_usage
 from llmroute.layers.llm_router import refine_plan
+from llmroute.safety.restore import StreamRestorer, restore_completion
 from llmroute.server.auth import api_key_of, check_model, key_of, tokens_held
 from llmroute.server.body import read_json_object, require_messages
 from llmroute.server.cached import cache_headers, hit_headers
+from llmroute.server.chunk_translation import translated
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.pool import keep_in_pool, may_reach
 from llmroute.server.shutdown import stopping
@@ -152,7 +154,24 @@ async def serve_chat(
     finally:
         if release is not None and not handed:
             release()
+    safety = plan.decision.safety
+    if safety is not None and safety.restore:
+        return _restored(response, safety.restore)
     return response
+
+
+def _restored(response: Response, values: Mapping[str, str]) -> Response:
+    """`response` with the placeholders of this request's redaction swapped back for
+    their values (the profile's ``restore``). Only here, on the way to the client: the
+    cache, the decision log and the shadow judge keep the answer the provider wrote."""
+    headers = {k: v for k, v in response.headers.items() if k != "content-length"}
+    if isinstance(response, StreamingResponse):
+        events = translated(response.body_iterator, StreamRestorer(values))
+        return StreamingResponse(events, status_code=response.status_code, headers=headers)
+    if response.status_code != 200:
+        return response
+    data = restore_completion(loads(bytes(response.body)), values)
+    return JSONResponse(data, status_code=response.status_code, headers=headers)
 
 
 async def _hold_tokens(

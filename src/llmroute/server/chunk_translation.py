@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from llmroute.untrusted_json import loads
 
-__all__ = ["ChunkTranslator", "clean_chunk", "clean_completion", "translated"]
+__all__ = ["ChunkTranslator", "EventFilter", "clean_chunk", "clean_completion", "translated"]
 
 
 def _int(value: Any) -> int:
@@ -136,8 +136,17 @@ class ChunkTranslator(ABC):
         """The closing events, once (also when the stream stopped without ``[DONE]``)."""
 
 
+class EventFilter(Protocol):
+    """What `translated` runs a stream through: a `ChunkTranslator`, or any object that
+    turns each piece of the stream into events and says how it ends."""
+
+    def feed(self, event: bytes) -> Iterator[bytes]: ...
+
+    def close(self) -> Iterator[bytes]: ...
+
+
 async def translated(
-    events: AsyncIterable[str | bytes | memoryview], translator: ChunkTranslator
+    events: AsyncIterable[str | bytes | memoryview], translator: EventFilter
 ) -> AsyncIterator[bytes]:
     """The chat stream `events` translated, closed at its end. When the client goes
     away first, `events` is closed here at once (not whenever it is collected), so the
