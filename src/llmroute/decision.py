@@ -13,7 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llmroute.safety.answer_pii import AnswerMask
 
 __all__ = [
     "Decision",
@@ -106,8 +109,9 @@ class SafetyOutcome:
     ``rule:<name>``, ``pii:EMAIL``, ``unscanned``).
     `redacted_body` is the request body with PII replaced by placeholders, for dispatch
     and telemetry; `restore` maps each placeholder to the value it replaced, for the
-    answer the client gets when the profile restores (`llmroute.safety.restore`). Both
-    are left out of `to_dict` and of the repr.
+    answer the client gets when the profile restores (`llmroute.safety.restore`);
+    `answer_mask` redacts PII in that answer when the profile says so. They are left out
+    of `to_dict` and of the repr.
     """
 
     profile: str
@@ -120,6 +124,7 @@ class SafetyOutcome:
     model: str | None = None
     redacted_body: Mapping[str, Any] | None = field(default=None, repr=False)
     restore: Mapping[str, str] | None = field(default=None, repr=False)
+    answer_mask: AnswerMask | None = field(default=None, repr=False)
 
     @property
     def blocked(self) -> bool:

@@ -37,12 +37,17 @@ routes:
     examples: ["what is the capital of France", "how tall is Everest"]
     target: small
     policy: {safety: plain}
+  - name: calls
+    examples: ["call the plumber tomorrow", "phone my dentist"]
+    target: small
+    policy: {safety: masking}
 default: {target: small}
 safety:
   pii: {entities: [EMAIL, PHONE]}
   profiles:
     restoring: {injection: block, pii: redact, restore: true}
     plain: {injection: block, pii: redact}
+    masking: {pii: {EMAIL: redact, "*": allow}, restore: true, answer_pii: {PHONE: redact}}
   profile: restoring
 cache: {ttl_s: 60}
 telemetry: {url: "sqlite:///%(db)s", prompts: full, responses: full}
@@ -122,6 +127,24 @@ def test_a_profile_without_restore_answers_in_placeholders(client: openai.OpenAI
     )
 
 
+def test_pii_the_model_writes_is_redacted_and_the_clients_own_restored(
+    gateway: Gateway, client: openai.OpenAI
+) -> None:
+    """The phone number is allowed out, so the (echoing) model writes it in its answer,
+    where `answer_pii` redacts it; the e-mail address was redacted on the way out and
+    comes back. Streamed, the answer is the same."""
+    ask = f"call the plumber at +1 415 555 0100 and mail {JANE}"
+    want = f"echo: call the plumber at <PHONE> and mail {JANE}"
+    reply = client.chat.completions.create(model="calls", messages=_user(ask))
+    assert reply.choices[0].message.content == want
+    sent = gateway.upstream.requests[-1].body["messages"][-1]["content"]
+    assert "+1 415 555 0100" in sent and JANE not in sent
+    stream = client.chat.completions.create(model="calls", messages=_user(ask), stream=True)
+    with stream:
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text.rstrip() == want
+
+
 def test_the_messages_front_restores_too(gateway: Gateway) -> None:
     with anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0) as c:
         message = c.messages.create(
@@ -148,7 +171,7 @@ def test_the_decision_log_keeps_the_providers_text(gateway: Gateway) -> None:
     assert not any(JANE in t or BOB in t for t in texts)
 
 
-def test_the_sdk_restores_the_same_way() -> None:
+def test_the_sdk_redacts_and_restores_the_same_way() -> None:
     with fake_upstream() as upstream:
         text = REGISTRY.replace("cache: {ttl_s: 60}\n", "") % {"url": upstream.url, "db": "x"}
         registry = parse_registry(text.replace('url: "sqlite:///x"', "enabled: false"))
@@ -161,4 +184,13 @@ def test_the_sdk_restores_the_same_way() -> None:
             )
             streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
             assert streamed.rstrip() == f"echo: {ask}"
+            call = f"call the plumber at +1 415 555 0100 and mail {JANE}"
+            want = f"echo: call the plumber at <PHONE> and mail {JANE}"
+            reply = router.chat.completions.create(model="calls", messages=_user(call))
+            assert reply.choices[0].message.content == want
+            chunks = router.chat.completions.create(
+                model="calls", messages=_user(call), stream=True
+            )
+            streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            assert streamed.rstrip() == want
         assert all(JANE not in str(r.body) for r in upstream.requests)

@@ -26,6 +26,7 @@ from llmroute.encoders.base import Encoder
 from llmroute.errors import ConfigError
 from llmroute.layers.base import DecisionContext, LayerResult
 from llmroute.registry.schema import Action, Registry, RouteTo, SafetyProfile, SafetySettings
+from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.injection import InjectionDetector, builtin_detector_dir, load_detector
 from llmroute.safety.pii import PiiDetector, Redactor
 from llmroute.safety.segments import Segment, new_turn, replace_texts, segments_of
@@ -76,6 +77,11 @@ class SafetyLayer:
             else detector.threshold
         )
         self._pii = pii
+        self._answer_masks = {
+            name: AnswerMask(pii, profile)
+            for name, profile in settings.profiles.items()
+            if pii is not None and profile.masks_answers
+        }
         self._scan_injection = frozenset(settings.injection.scan)
         self._scan_pii = frozenset(settings.pii.scan)
 
@@ -125,6 +131,7 @@ class SafetyLayer:
             model=model,
             redacted_body=redacted,
             restore=restore,
+            answer_mask=self._answer_masks.get(profile_name) if action != "block" else None,
         )
         detail["action"] = action
         if fired:

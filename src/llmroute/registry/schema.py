@@ -776,6 +776,7 @@ class RouteTo(_Frozen):
 
 
 SimpleAction = Literal["allow", "redact", "block"]
+AnswerAction = Literal["allow", "redact"]  # an answer's bytes may be on the wire already
 Action = SimpleAction | RouteTo
 
 
@@ -836,12 +837,14 @@ class SafetyProfile(_Frozen):
     """What happens when a detector fires: `injection` (allow | block | route), `pii`
     (allow | redact | block | route, or per type with ``"*"`` for the rest), and
     `unscanned` for text beyond `max_windows` (allow | block). `restore`: the answer's
-    placeholders go back to the client as the values they replaced."""
+    placeholders go back to the client as the values they replaced. `answer_pii`: what
+    happens to PII the model writes in its answer (allow | redact, or per type)."""
 
     injection: Action = "block"
     pii: Action | dict[str, Action] = "redact"
     unscanned: Literal["allow", "block"] = "block"
     restore: bool = False
+    answer_pii: AnswerAction | dict[str, AnswerAction] = "allow"
 
     @field_validator("injection")
     @classmethod
@@ -850,9 +853,9 @@ class SafetyProfile(_Frozen):
             raise ValueError("an injection cannot be redacted; use allow, block or route")
         return value
 
-    @field_validator("pii")
+    @field_validator("pii", "answer_pii")
     @classmethod
-    def _pii_types(cls, value: Action | dict[str, Action]) -> Action | dict[str, Action]:
+    def _pii_types(cls, value: Any) -> Any:
         if isinstance(value, dict):
             known = (*PII_TYPES, "*")
             PathProblems.raise_if_any(
@@ -872,6 +875,19 @@ class SafetyProfile(_Frozen):
         if isinstance(self.pii, dict):
             return self.pii.get(pii_type, self.pii.get("*", "allow"))
         return self.pii
+
+    def answer_action(self, pii_type: str) -> AnswerAction:
+        if isinstance(self.answer_pii, dict):
+            return self.answer_pii.get(pii_type, self.answer_pii.get("*", "allow"))
+        return self.answer_pii
+
+    @property
+    def masks_answers(self) -> bool:
+        """Whether any PII type in answers is redacted."""
+        kinds = (
+            self.answer_pii.values() if isinstance(self.answer_pii, dict) else (self.answer_pii,)
+        )
+        return "redact" in kinds
 
 
 class SafetySettings(_Frozen):
@@ -1560,16 +1576,23 @@ class Registry(_Frozen):
         if safety.profile not in profiles:
             yield ("safety", "profile"), self._unknown_profile(safety.profile, profiles)
         for name, profile in profiles.items():
-            actions: list[tuple[tuple[str | int, ...], Action]] = [
-                (("injection",), profile.injection)
-            ]
-            if isinstance(profile.pii, dict):
-                actions.extend((("pii", k), v) for k, v in profile.pii.items())
-            else:
-                actions.append((("pii",), profile.pii))
-            for path, action in actions:
-                if isinstance(action, RouteTo) and (message := self._unknown_model(action.route)):
-                    yield ("safety", "profiles", name, *path, "route"), message
+            yield from self._profile_problems(name, profile, safety.pii.enabled)
+
+    def _profile_problems(self, name: str, profile: SafetyProfile, pii: bool) -> Iterator[Problem]:
+        """A profile's reroutes name pool models; redacting answers needs the detector."""
+        actions: list[tuple[tuple[str | int, ...], Action]] = [(("injection",), profile.injection)]
+        if isinstance(profile.pii, dict):
+            actions.extend((("pii", k), v) for k, v in profile.pii.items())
+        else:
+            actions.append((("pii",), profile.pii))
+        for path, action in actions:
+            if isinstance(action, RouteTo) and (message := self._unknown_model(action.route)):
+                yield ("safety", "profiles", name, *path, "route"), message
+        if profile.masks_answers and not pii:
+            yield (
+                ("safety", "profiles", name, "answer_pii"),
+                "redacting answers needs the PII detector; safety.pii.enabled is false",
+            )
 
     @staticmethod
     def _unknown_profile(name: str, profiles: Mapping[str, SafetyProfile]) -> str:

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from llmroute.untrusted_json import loads
+from llmroute.safety.stream_edit import Key, StreamEdit
 
 __all__ = ["StreamRestorer", "restore_completion", "restore_text"]
 
@@ -78,108 +78,18 @@ def _functions(message: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
             yield function
 
 
-class StreamRestorer:
-    """Restores a chat-completions SSE stream event by event (`feed`, then `close`),
-    holding back a possible placeholder's start per choice and tool call. Events it
-    cannot read pass through unchanged."""
+class StreamRestorer(StreamEdit):
+    """Restores a chat-completions SSE stream, holding back a possible placeholder's
+    start per choice and tool call."""
 
     def __init__(self, values: Mapping[str, str]) -> None:
+        super().__init__()
         self._values = values
-        self._buffer = b""  # the start of an event whose end has not come yet
-        self._held: dict[tuple[int, str, int], str] = {}  # (choice, field, call) -> text
-        self._last: dict[str, Any] | None = None  # the last chunk, for a closing one
 
-    def feed(self, data: bytes) -> Iterator[bytes]:
-        """The restored events of `data`, a piece of the stream (whole events or not)."""
-        self._buffer += data
-        *events, self._buffer = self._buffer.split(b"\n\n")
-        for event in events:
-            yield from self._event(event)
-
-    def close(self) -> Iterator[bytes]:
-        """The end: a last chunk with whatever is still held (a stream that ended on
-        ``<EMA``), then the rest of an event that never ended, as it came."""
-        yield from self._release()
-        if self._buffer:
-            rest, self._buffer = self._buffer, b""
-            yield rest
-
-    def _event(self, event: bytes) -> Iterator[bytes]:
-        lines = event.split(b"\n")
-        for i, line in enumerate(lines):
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                yield from self._release()
-                continue
-            try:
-                chunk = loads(data)
-            except ValueError:
-                continue
-            if isinstance(chunk, dict):
-                self._chunk(chunk)
-                lines[i] = b"data: " + json.dumps(chunk, ensure_ascii=False).encode()
-        yield b"\n".join(lines) + b"\n\n"
-
-    def _release(self) -> Iterator[bytes]:
-        """A chunk with every held text, restored as it is (no more pieces will come)."""
-        if not self._held or self._last is None:
-            self._held.clear()
-            return
-        choices: dict[int, dict[str, Any]] = {}
-        for (index, field, call), text in sorted(self._held.items()):
-            delta = choices.setdefault(index, {"index": index, "delta": {}})["delta"]
-            restored = restore_text(text, self._values, in_json=field == "arguments")
-            if field == "arguments":
-                calls = delta.setdefault("tool_calls", [])
-                calls.append({"index": call, "function": {"arguments": restored}})
-            else:
-                delta[field] = restored
-        self._held.clear()
-        chunk: dict[str, Any] = {
-            k: self._last[k] for k in ("id", "object", "created", "model") if k in self._last
-        }
-        chunk["choices"] = list(choices.values())
-        yield b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
-
-    def _chunk(self, chunk: dict[str, Any]) -> None:
-        self._last = chunk
-        choices = chunk.get("choices")
-        for position, choice in enumerate(choices if isinstance(choices, list) else ()):
-            if not isinstance(choice, dict) or not isinstance(choice.get("delta"), dict):
-                continue
-            index = choice["index"] if isinstance(choice.get("index"), int) else position
-            final = choice.get("finish_reason") is not None
-            delta = choice["delta"]
-            for field in ("content", "refusal"):
-                if isinstance(delta.get(field), str) or (final and (index, field, 0) in self._held):
-                    delta[field] = self._pass((index, field, 0), delta.get(field) or "", final)
-            calls = delta.get("tool_calls")
-            for slot, call in enumerate(calls if isinstance(calls, list) else ()):
-                function = call.get("function") if isinstance(call, dict) else None
-                if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-                    number = call["index"] if isinstance(call.get("index"), int) else slot
-                    key = (index, "arguments", number)
-                    function["arguments"] = self._pass(key, function["arguments"], final)
-            if final:  # arguments still held for a call this chunk did not carry
-                self._flush_calls(index, delta)
-
-    def _pass(self, key: tuple[int, str, int], text: str, final: bool) -> str:
-        """What of `text` (after what was held for `key`) may go out now, restored."""
-        text = self._held.pop(key, "") + text
+    def _split(self, text: str, key: Key, final: bool) -> tuple[str, str]:
+        hold = ""
         if not final:
             tail = _OPEN_TAIL.search(text)
             if tail is not None and len(text) - tail.start() <= _MAX_PLACEHOLDER:
-                self._held[key] = text[tail.start() :]
-                text = text[: tail.start()]
-        return restore_text(text, self._values, in_json=key[1] == "arguments")
-
-    def _flush_calls(self, index: int, delta: dict[str, Any]) -> None:
-        held = sorted(k for k in self._held if k[0] == index and k[1] == "arguments")
-        if not held:
-            return
-        calls = delta.setdefault("tool_calls", [])
-        for key in held:
-            text = restore_text(self._held.pop(key), self._values, in_json=True)
-            calls.append({"index": key[2], "function": {"arguments": text}})
+                text, hold = text[: tail.start()], text[tail.start() :]
+        return restore_text(text, self._values, in_json=key[1] == "arguments"), hold

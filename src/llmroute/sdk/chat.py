@@ -23,10 +23,12 @@ from typing import Any, Generic, Literal, TypeVar, overload
 from llmroute.decide import Router
 from llmroute.decision import Decision
 from llmroute.dispatch import AUTO, Dispatcher, Opened, Plan, aplan_request, plan_request
+from llmroute.dispatch.plan import OFF_LOOP_CHARS
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.errors import ProviderTimeout, RoutingError
 from llmroute.gates.build import GateFactory
 from llmroute.layers.llm_router import LlmRouter, refine_plan
+from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.restore import restore_completion
 from llmroute.sdk.clients import LoopClients
 from llmroute.sdk.convert import as_completion, jsonable, routing_info
@@ -42,6 +44,7 @@ from llmroute.sdk.streams import AsyncStream, Stream
 from llmroute.state import CachedAnswer, CacheLookup, look_up, replay
 from llmroute.telemetry.attribution import TAGS_HEADER, parse_tags
 from llmroute.telemetry.recorder import Recorder
+from llmroute.telemetry.shadow import answer_text
 from llmroute.untrusted_json import has_surrogate
 
 __all__ = ["Chat", "Completions"]
@@ -92,19 +95,29 @@ class _Request:
         return await aplan_request(router, self.body, self.headers)
 
 
-def _restore_of(decision: Decision) -> Mapping[str, str] | None:
-    """The placeholders to swap back in the answer (a profile's ``restore``), if any."""
-    return decision.safety.restore if decision.safety is not None else None
+def _edits_of(decision: Decision) -> tuple[AnswerMask | None, Mapping[str, str] | None]:
+    """What the answer goes through on its way to the caller: the profile's
+    ``answer_pii`` redaction, then its ``restore`` of the request's placeholders."""
+    safety = decision.safety
+    return (None, None) if safety is None else (safety.answer_mask, safety.restore)
 
 
-def _restored(data: dict[str, Any], decision: Decision) -> dict[str, Any]:
-    """`data` as the caller gets it: a copy with the redaction's placeholders swapped
-    back when the profile restores (the cache and the decision log keep the original)."""
-    restore = _restore_of(decision)
-    if not restore:
+async def _restored(data: dict[str, Any], decision: Decision) -> dict[str, Any]:
+    """`data` as the caller gets it: a copy with PII the model wrote redacted and the
+    request's placeholders swapped back, as the profile says (the cache and the
+    decision log keep the provider's answer). A long answer is scanned in a worker
+    thread, off the caller's event loop."""
+    mask, values = _edits_of(decision)
+    if mask is None and not values:
         return data
-    restored: dict[str, Any] = restore_completion(copy.deepcopy(data), restore)
-    return restored
+    edited: dict[str, Any] = copy.deepcopy(data)
+    if mask is not None and len(answer_text(edited) or "") > OFF_LOOP_CHARS:
+        edited = await asyncio.to_thread(mask.completion, edited)
+    elif mask is not None:
+        edited = mask.completion(edited)
+    if values:
+        edited = restore_completion(edited, values)
+    return edited
 
 
 def _omitted(value: Any) -> bool:
@@ -286,7 +299,7 @@ class _Engine:
             info = routing_info(decision, answer.model, answer.deployment, ())
             info["cost_usd"] = 0.0
             _hit_info(info, sent.lookup)
-            return as_completion(_restored(answer.data(), decision), info)
+            return as_completion(await _restored(answer.data(), decision), info)
         served = sent.result
         if sent.lookup is not None:
             sent.lookup.store(served)
@@ -294,7 +307,7 @@ class _Engine:
         info = routing_info(decision, served.model, served.deployment, served.attempts)
         info["cost_usd"] = served.usage.cost_usd
         info["cache"] = _cache_state(sent.lookup)
-        return as_completion(_restored(served.data, decision), info)
+        return as_completion(await _restored(served.data, decision), info)
 
     async def open(self, request: _Request, plan: Plan, clock: CallClock) -> AsyncStream:
         sent = await self._send(
@@ -312,7 +325,7 @@ class _Engine:
             opened = Opened(answer.model, answer.deployment, replay(answer))
             info = routing_info(decision, answer.model, answer.deployment, ())
             _hit_info(info, sent.lookup)
-            return AsyncStream(opened, info, request.timeout, restore=_restore_of(decision))
+            return AsyncStream(opened, info, request.timeout, edits=_edits_of(decision))
         opened = sent.result
         if sent.lookup is not None:
             opened.events = sent.lookup.tee(opened)
@@ -339,7 +352,7 @@ class _Engine:
             request.timeout,
             on_end=ended,
             collect=keep,
-            restore=_restore_of(decision),
+            edits=_edits_of(decision),
         )
 
     def stop_thread(self) -> None:

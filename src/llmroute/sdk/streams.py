@@ -7,14 +7,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
 from typing import Any
 
 from llmroute.dispatch import Opened
 from llmroute.dispatch.usage import Usage
 from llmroute.errors import ProviderTimeout
+from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.restore import StreamRestorer
+from llmroute.safety.stream_edit import StreamEdit
 from llmroute.sdk.convert import as_chunk, event_json
 from llmroute.sdk.loop import LoopThread
 from llmroute.telemetry.record import CLIENT_DISCONNECTED
@@ -35,26 +45,26 @@ async def _chunks(
     info: dict[str, Any],
     on_end: Callable[[Opened, str | None], None],
     parts: list[str] | None,
-    restorer: StreamRestorer | None = None,
+    edits: Sequence[StreamEdit] = (),
 ) -> AsyncGenerator[Any, None]:
     """Parsed chunks; the upstream stream is closed however this one ends. With
-    `parts`, each chunk's text is appended to it (as the provider wrote it); with
-    `restorer`, the chunks yielded have their placeholders restored."""
+    `parts`, each chunk's text is appended to it (as the provider wrote it); the chunks
+    yielded have been through `edits`, in order (PII redacted, placeholders restored)."""
     error: str | None = CLIENT_DISCONNECTED
     try:
         async for event in opened.events:
             data = event_json(event, opened.deployment)
             if data is not None and parts is not None:
                 parts.append(_delta_text(data))
-            if restorer is None:
+            if not edits:
                 if data is not None:
                     yield as_chunk(data, info)
                 continue
-            for restored in restorer.feed(event):
-                if (data := event_json(restored, opened.deployment)) is not None:
+            for edited in _edited([event], edits):
+                if (data := event_json(edited, opened.deployment)) is not None:
                     yield as_chunk(data, info)
-        for restored in restorer.close() if restorer is not None else ():
-            if (data := event_json(restored, opened.deployment)) is not None:
+        for edited in _edited([], edits, closing=True):
+            if (data := event_json(edited, opened.deployment)) is not None:
                 yield as_chunk(data, info)
         error = None
     except Exception:
@@ -65,6 +75,18 @@ async def _chunks(
         if aclose is not None:
             await aclose()
         on_end(opened, error)
+
+
+def _edited(
+    events: Iterable[bytes], edits: Sequence[StreamEdit], *, closing: bool = False
+) -> Iterator[bytes]:
+    """`events` through each edit in turn; `closing`: each edit's end too."""
+    for edit in edits:
+        out: list[bytes] = [piece for event in events for piece in edit.feed(event)]
+        if closing:
+            out.extend(edit.close())
+        events = out
+    yield from events
 
 
 def _delta_text(chunk: dict[str, Any]) -> str:
@@ -88,15 +110,18 @@ class AsyncStream:
         on_end: StreamEnd | None = None,
         *,
         collect: bool = False,
-        restore: Mapping[str, str] | None = None,
+        edits: tuple[AnswerMask | None, Mapping[str, str] | None] = (None, None),
     ) -> None:
         self.llmroute = info
         self._opened = opened
         self._on_end = on_end
         self._ended = False
         self._parts: list[str] | None = [] if collect else None
-        restorer = StreamRestorer(restore) if restore else None
-        self._chunks = _chunks(opened, info, self._end, self._parts, restorer)
+        mask, values = edits
+        chain: list[StreamEdit] = [mask.stream()] if mask is not None else []
+        if values:
+            chain.append(StreamRestorer(values))
+        self._chunks = _chunks(opened, info, self._end, self._parts, chain)
         self._timeout = timeout
 
     def _end(self, opened: Opened, error: str | None) -> None:

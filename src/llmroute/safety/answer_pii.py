@@ -1,0 +1,94 @@
+"""PII the model writes in its answer, redacted on the way to the client (a safety
+profile's ``answer_pii``; docs/safety.md).
+
+Input redaction keeps what the client sent from the provider; this keeps what the model
+produces (an address from its training data, a customer's phone number from a tool
+result) from the client. Each span found in the answer's text or refusal is replaced by
+its type, ``<EMAIL>``, ``<PHONE>``: unnumbered, so that it is never taken for a
+placeholder the request issued (those, with ``restore``, go back as the client's own
+values afterwards). Tool-call arguments are left alone: an agent's ``send_email`` needs
+its address, and its tools are the operator's code.
+
+A stream holds back its last `HOLD` characters per choice, so that a span cut between
+two chunks is seen whole, and a span that reaches into them is held with them: the
+client reads the answer up to 256 characters later, and all of it by the finish reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from llmroute.registry.schema import SafetyProfile
+from llmroute.safety.pii import PiiDetector, PiiSpan
+from llmroute.safety.stream_edit import Key, StreamEdit
+
+__all__ = ["HOLD", "AnswerMask", "StreamMask"]
+
+HOLD = 256  # characters a stream holds back per choice: longer than any span's own text
+
+
+class AnswerMask:
+    """One profile's redaction of answers, with the gateway's PII detector."""
+
+    def __init__(self, detector: PiiDetector, profile: SafetyProfile) -> None:
+        self._detector = detector
+        self._profile = profile
+
+    def spans(self, text: str) -> list[PiiSpan]:
+        """The spans of `text` the profile redacts, in order."""
+        found = self._detector.find(text) if text.strip() else []
+        return sorted(
+            (s for s in found if self._profile.answer_action(s.type) == "redact"),
+            key=lambda s: s.start,
+        )
+
+    def text(self, text: str) -> str:
+        return _masked(text, self.spans(text))
+
+    def completion(self, data: Any) -> Any:
+        """A chat completion with its choices' content and refusal redacted, in place."""
+        choices = data.get("choices") if isinstance(data, dict) else None
+        for choice in choices if isinstance(choices, list) else ():
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if not isinstance(message, dict):
+                continue
+            for key in ("content", "refusal"):
+                if isinstance(message.get(key), str):
+                    message[key] = self.text(message[key])
+        return data
+
+    def stream(self) -> StreamMask:
+        return StreamMask(self)
+
+
+def _masked(text: str, spans: Sequence[PiiSpan]) -> str:
+    parts: list[str] = []
+    pos = 0
+    for span in spans:
+        if span.start < pos:
+            continue  # overlapping spans after the first
+        parts += [text[pos : span.start], f"<{span.type}>"]
+        pos = span.end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+class StreamMask(StreamEdit):
+    """`AnswerMask` over a chat-completions SSE stream."""
+
+    edits_arguments = False
+
+    def __init__(self, mask: AnswerMask) -> None:
+        super().__init__()
+        self._mask = mask
+
+    def _split(self, text: str, key: Key, final: bool) -> tuple[str, str]:
+        if not final and len(text) <= HOLD:
+            return "", text
+        spans = self._mask.spans(text)
+        cut = len(text) if final else len(text) - HOLD
+        for span in spans:  # never cut a span in two: it goes out whole, later
+            if span.start < cut < span.end:
+                cut = span.start
+        return _masked(text[:cut], [s for s in spans if s.end <= cut]), text[cut:]
