@@ -49,7 +49,7 @@ auth:
     - {name: ops, sha256: "%(ops)s", admin: true}
     - {name: limited, key_env: LLMROUTE_TEST_LIMITED_KEY, rpm: 2}
     - {name: capped, sha256: "%(capped)s", budget: {usd: 0.000001, period: day}}
-    - {name: narrow, key_env: LLMROUTE_TEST_NARROW_KEY, models: [chat, small]}
+    - {name: narrow, key_env: LLMROUTE_TEST_NARROW_KEY, models: [chat, small], header_tags: false}
     - {name: rotating, key_env: [LLMROUTE_TEST_OLD_KEY, LLMROUTE_TEST_NEW_KEY], rpm: 3}
     - {name: thrifty, key_env: LLMROUTE_TEST_THRIFTY_KEY, tpm: 10}
     - {name: bursty, key_env: LLMROUTE_TEST_BURSTY_KEY, tpm: 1000}
@@ -395,6 +395,7 @@ def test_a_key_sees_its_limits_and_spending_even_over_budget(gateway: Served) ->
     narrow = _key_info(gateway, NARROW_KEY).json()
     assert (narrow["models"], narrow["pool"], narrow["budget"]) == (["chat", "small"], None, None)
     assert narrow["tags"] == [] and _key_info(gateway, TEAM_KEY).json()["tags"] == ["team:core"]
+    assert narrow["header_tags"] is False and info["header_tags"] is True
     thrifty = _key_info(gateway, THRIFTY_KEY).json()
     assert thrifty["tpm"]["limit"] == 10 and isinstance(thrifty["tpm"]["used_last_minute"], int)
     assert _key_info(gateway, "sk-nobody-0000000000").status_code == 401
@@ -404,6 +405,19 @@ def test_key_info_does_not_use_up_the_rpm(gateway: Served) -> None:
     for _ in range(4):  # the limited key may send 2 requests a minute
         reply = _key_info(gateway, LIMITED_KEY)
         assert reply.status_code == 200 and reply.json()["rpm"] == {"limit": 2}
+
+
+def test_a_key_without_header_tags_may_not_send_them(gateway: Served) -> None:
+    """Its spend must rest on the key's own tags: a request asserting others is refused
+    before any work, with an OpenAI-style 403; without the header it is served."""
+    with _client(gateway, NARROW_KEY) as client:
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            client.chat.completions.create(
+                model="chat", messages=ASK["messages"], extra_headers={"x-llmroute-tags": "team:x"}
+            )
+        assert caught.value.code == "tags_not_allowed"
+        assert "narrow" in caught.value.message and "header_tags: false" in caught.value.message
+        assert client.chat.completions.create(model="chat", messages=ASK["messages"]).choices
 
 
 def test_the_decision_log_names_the_key(gateway: Served, tmp: Path) -> None:

@@ -1110,7 +1110,8 @@ class ApiKey(_Frozen):
     requests may reach at all (serving, fallbacks, cascade tiers and gates, the LLM
     router, shadow copies, embeddings): routing then stays inside it. `tags` are added
     to every request of the key in the decision log (the operator's, where a request's own
-    ``x-llmroute-tags`` are what its client asserts)."""
+    ``x-llmroute-tags`` are what its client asserts); with `header_tags` false the key's
+    requests may not carry their own (a chargeback resting on the key's tags alone)."""
 
     name: Name
     key_env: EnvNames | None = None
@@ -1123,6 +1124,7 @@ class ApiKey(_Frozen):
     pool: tuple[str, ...] | None = Field(default=None, min_length=1)  # None: every model
     # tags every request of the key is attributed to, beside its x-llmroute-tags
     tags: tuple[str, ...] = ()
+    header_tags: bool = True  # whether its requests may add x-llmroute-tags of their own
 
     @field_validator("tags")
     @classmethod

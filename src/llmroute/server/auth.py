@@ -331,6 +331,7 @@ async def key_info(key: ApiKey, limits: RateLimits | None) -> dict[str, Any]:
         "models": None if key.models is None else list(key.models),
         "pool": None if key.pool is None else list(key.pool),
         "tags": list(key.tags),
+        "header_tags": key.header_tags,
         "rpm": None if key.rpm is None else {"limit": key.rpm},
         "tpm": None,
         "budget": None,

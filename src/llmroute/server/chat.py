@@ -482,11 +482,22 @@ def recorder_of(request: Request) -> Recorder | None:
 
 
 def request_tags(request: Request) -> tuple[str, ...]:
-    """The request's ``x-llmroute-tags``; a header that breaks their rules is a 400."""
+    """The request's ``x-llmroute-tags``; a header that breaks their rules is a 400, one
+    from a key whose ``header_tags`` is false a 403."""
     try:
-        return parse_tags(request.headers.get(TAGS_HEADER))
+        tags = parse_tags(request.headers.get(TAGS_HEADER))
     except ValueError as exc:
         raise GatewayError(400, f"{TAGS_HEADER}: {exc}", param=TAGS_HEADER) from None
+    key = api_key_of(request.scope)
+    if tags and key is not None and not key.header_tags:
+        raise GatewayError(
+            403,
+            f"key {key.name!r} may not set {TAGS_HEADER}: its requests are attributed to "
+            "the key's own tags (header_tags: false)",
+            param=TAGS_HEADER,
+            code="tags_not_allowed",
+        )
+    return tags
 
 
 async def _look_up(
