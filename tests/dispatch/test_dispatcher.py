@@ -354,6 +354,33 @@ def test_a_content_fallback_that_refuses_too_or_is_outside_the_pool(h: Harness) 
     assert "guarded" not in h.upstream2.models_called()
 
 
+def test_an_answer_the_content_filter_withheld_goes_to_the_content_fallback(h: Harness) -> None:
+    """Azure's output filter answers 200 with finish_reason content_filter: with a
+    `content_fallback` (not tried yet) the request goes there, the withheld answer charged
+    to its model's budget all the same; without one the answer is what the client gets."""
+    models = (
+        "  a: {provider: up, model: 'a?finish=content_filter',"
+        " price: {input: 1, output: 1}, budget: {usd: 100, period: day}}\n"
+        "  guarded: {provider: up2, model: guarded}"
+    )
+    registry = h.registry(models + "\n  down: {provider: up2, model: 'down?status=500'}", "a")
+    plan = plan_for("a", policy=RoutePolicy(content_fallback="guarded"))
+
+    async def job(d: Dispatcher) -> tuple[Any, float]:
+        served = await d.complete(plan, _body())
+        assert d._limits is not None
+        return served, await d._limits.spent("budget:a", "day")
+
+    served, spent = h.run(registry, job)
+    assert served.model == "guarded" and "withheld" in served.attempts[0]
+    assert h.upstream.models_called() == ["a?finish=content_filter"] and spent > 0
+    plain = h.run(registry, lambda d: d.complete(plan_for("a"), _body()))
+    assert plain.model == "a" and plain.data["choices"][0]["finish_reason"] == "content_filter"
+    # the content fallback failed before: the filtered answer is the best there is
+    tried = plan_for("down", "a", policy=RoutePolicy(content_fallback="down"))
+    assert h.run(registry, lambda d: d.complete(tried, _body())).model == "a"
+
+
 def test_an_over_long_request_skips_small_models_without_sending(h: Harness) -> None:
     models = (
         "  small: {provider: up, model: small, context_window: 100}\n"

@@ -309,10 +309,24 @@ class Dispatcher:
     async def complete_chain(self, plan: Plan, body: dict[str, Any]) -> Served:
         """`complete` along the plan's chain, for a body already made `Plan.outgoing`."""
 
+        tried: set[str] = set()
+
         async def on(name: str, deployment: Deployment, timeouts: Timeouts) -> dict[str, Any]:
+            tried.add(name)
             sent = self._for_model(plan, name, deployment, body)
             with sending(name, sent):
-                return await _complete_on(deployment, sent, timeouts)
+                data = await _complete_on(deployment, sent, timeouts)
+            if _filtered(data) and self._may_refuge(plan, tried):
+                usage = priced(data, body, self._registry.models[name].price)
+                await self._charge_answer(name, usage, deployment)  # billed all the same
+                raise ContentRefused(
+                    deployment.provider_name,
+                    "the upstream's content filter withheld the answer (finish_reason "
+                    "content_filter)",
+                    status=400,
+                    code="content_filter",
+                )
+            return data
 
         data, name, deployment, attempts = await self._fall_back(plan, body, on, stream=False)
         data["model"] = deployment.upstream
@@ -608,6 +622,13 @@ class Dispatcher:
         return position < len(chain) or failed > 1
 
     @staticmethod
+    def _may_refuge(plan: Plan, tried: set[str]) -> bool:
+        """Whether the route's ``content_fallback`` is there to take a filtered answer's
+        request (set, inside the plan's pool, not tried yet): else the answer stands."""
+        pick = plan.policy.content_fallback if plan.policy is not None else None
+        return pick is not None and pick not in tried and (plan.pool is None or pick in plan.pool)
+
+    @staticmethod
     def _refuge(
         chain: list[str], position: int, policy: RoutePolicy | None, pool: tuple[str, ...] | None
     ) -> bool:
@@ -814,6 +835,17 @@ async def _close(events: AsyncIterator[bytes]) -> None:
     aclose = getattr(events, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def _filtered(data: Any) -> bool:
+    """Whether every choice of a completion ended because the provider's content filter
+    stopped it (Azure OpenAI's output filter; Anthropic's ``refusal`` stop reason)."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    return (
+        isinstance(choices, list)
+        and bool(choices)
+        and all(isinstance(c, dict) and c.get("finish_reason") == "content_filter" for c in choices)
+    )
 
 
 def _describe(failure: tuple[str, ProviderError]) -> str:
