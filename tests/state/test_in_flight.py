@@ -196,3 +196,45 @@ def test_slots_counted_in_redis_are_shared_by_dispatchers(
             await two.aclose()
 
     assert asyncio.run(go()) == ["b", "a"]
+
+
+def test_cancelled_callers_give_every_redis_slot_back(
+    upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    """Callers that give up at any moment (a client hanging up cancels its request
+    task) while slots are taken and given back over the network: afterwards every slot
+    is free, not held until its 10-minute lease lapses."""
+    tag = uuid.uuid4().hex[:8]
+    models = f"""
+  a: {{provider: up, model: 'a-{tag}?delay=0.05', max_in_flight: 3}}
+  b: {{provider: up, model: b-{tag}}}
+"""
+    limits = f"  limits: {{url: '{REDIS_URL}', namespace: {redis_namespace}, timeout_s: 2}}"
+    rng = random.Random(3)
+
+    async def go() -> list[str]:
+        dispatcher = _dispatcher(upstream, models, "a", limits)
+        plan = plan_for("a", "b")
+
+        async def one(i: int) -> None:
+            if i % 2:
+                await dispatcher.complete(plan, _body())
+                return
+            opened = await dispatcher.open_stream(plan, {**_body(), "stream": True})
+            async for _ in opened.events:
+                await asyncio.sleep(0)
+
+        try:
+            for _ in range(8):
+                tasks = [asyncio.create_task(one(i)) for i in range(12)]
+                await asyncio.sleep(rng.uniform(0.0, 0.08))
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.sleep(0.3)  # what was still giving slots back finishes
+            served = await asyncio.gather(*(dispatcher.complete(plan, _body()) for _ in range(3)))
+            return [s.model for s in served]
+        finally:
+            await dispatcher.aclose()
+
+    assert asyncio.run(go()) == ["a", "a", "a"]

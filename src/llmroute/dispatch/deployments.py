@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from llmroute.dispatch.balance import Balancer
 from llmroute.dispatch.breaker import CircuitBreaker
@@ -99,6 +99,13 @@ class Deployment:
     tpm: int | None = None  # tokens per minute it may answer
     max_in_flight: int | None = None  # requests it may have running at once
 
+    @property
+    def remote(self) -> bool:
+        """Whether it holds something (a tpm hold, an in-flight slot) that is given back
+        over the network (Redis), where a cancellation can cut the call giving it back."""
+        holds = self.tpm is not None or self.max_in_flight is not None
+        return holds and self.limits is not None and self.limits.remote
+
     async def take_slot(self) -> str | None:
         """One of its `max_in_flight` slots (`UNCOUNTED_SLOT` when it has no such limit),
         or None when every slot is taken."""
@@ -158,10 +165,43 @@ Slot = tuple[Deployment, str]
 
 
 async def give_back(slots: list[Slot]) -> None:
-    """Give back the slots a stream held (`DeploymentPool.call`'s ``slots``)."""
-    while slots:
-        deployment, slot = slots.pop()
+    """Give back the slots a stream held (`DeploymentPool.call`'s ``slots``), to the
+    end even when the caller is cancelled meanwhile (`_settled`)."""
+    held, slots[:] = list(slots), []
+    if held:
+        await _settled(_give_slots(held), remote=any(d.remote for d, _ in held))
+
+
+async def _give_slots(held: list[Slot]) -> None:
+    for deployment, slot in held:
         await deployment.give_slot(slot)
+
+
+_settling: set[asyncio.Future[Any]] = set()  # work that outlives its cancelled caller
+
+
+async def _settled(work: Awaitable[T], *, remote: bool) -> T:
+    """`work` (giving back a slot or a token hold) run to its end even when the calling
+    task is cancelled meanwhile, as a client hanging up cancels its request: given back
+    over the network, a cut call would leave the slot taken until its lease lapses (10
+    minutes of a deployment's capacity). The caller still sees its cancellation. Counts
+    in this process never wait (`remote` false), so they are awaited as they are."""
+    if not remote:
+        return await work
+    task = asyncio.ensure_future(work)
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)
+    return await asyncio.shield(task)
+
+
+async def _after_call(deployment: Deployment, held: int, tokens: int, slot: str | None) -> None:
+    """Give back what admitting a call took: its token hold and (unless a stream keeps
+    it) its slot."""
+    try:
+        await deployment.release(held, tokens)
+    finally:
+        if slot is not None:
+            await deployment.give_slot(slot)
 
 
 class DeploymentPool:
@@ -205,7 +245,7 @@ class DeploymentPool:
         stopped: set[str] = set()  # why deployments were passed over: "busy", "limited"
         for index in self._balancer.order(self._indices, key):
             deployment = self.deployments[index]
-            admitted = await _admit(deployment, tokens)
+            admitted = await _admitted(deployment, tokens)
             if isinstance(admitted, str):
                 stopped.add(admitted)
                 continue
@@ -224,9 +264,8 @@ class DeploymentPool:
                     raise
                 failure = exc
             finally:
-                await deployment.release(held, tokens)
-                if not kept:
-                    await deployment.give_slot(slot)
+                cleanup = _after_call(deployment, held, tokens, None if kept else slot)
+                await _settled(cleanup, remote=deployment.remote)
         if failure is not None:
             raise failure
         names = ", ".join(d.provider_name for d in self.deployments)
@@ -274,6 +313,35 @@ class DeploymentPool:
         if observe is not None:
             observe(deployment, elapsed, None)
         return result
+
+
+async def _admitted(deployment: Deployment, tokens: int) -> tuple[str, int] | str:
+    """`_admit`, whose slot and token hold are given back if the caller is cancelled
+    while Redis answers (the admission finishes on its own, then is undone)."""
+    if not deployment.remote:
+        return await _admit(deployment, tokens)
+    task = asyncio.ensure_future(_admit(deployment, tokens))
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(lambda done: _undo(deployment, tokens, done))
+        raise
+
+
+def _undo(deployment: Deployment, tokens: int, done: asyncio.Future[tuple[str, int] | str]) -> None:
+    """Give back what an admission whose caller was cancelled took."""
+    if done.cancelled() or done.exception() is not None:
+        return
+    admitted = done.result()
+    if isinstance(admitted, str):
+        return
+    slot, held = admitted
+    deployment.breaker.release()
+    task = asyncio.ensure_future(_after_call(deployment, held, tokens, slot))
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)
 
 
 async def _admit(deployment: Deployment, tokens: int) -> tuple[str, int] | str:

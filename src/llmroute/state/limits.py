@@ -108,6 +108,7 @@ return 0
 
 class RateLimits(Protocol):
     url: str
+    remote: bool  # whether its calls wait on the network (a cancellation can cut them)
 
     async def acquire(self, key: str, per_minute: int) -> bool: ...
 
@@ -185,6 +186,7 @@ class MemoryLimits:
     """Counts in this process; thread-safe (the SDK's loops share it)."""
 
     url = "memory"
+    remote = False
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
@@ -306,6 +308,8 @@ def process_limits() -> MemoryLimits:
 
 class RedisLimits:
     """Counts in Redis with one atomic script per request (one round trip)."""
+
+    remote = True
 
     def __init__(
         self,
