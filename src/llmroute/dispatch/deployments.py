@@ -180,6 +180,14 @@ async def _give_slots(held: list[Slot]) -> None:
 _settling: set[asyncio.Future[Any]] = set()  # work that outlives its cancelled caller
 
 
+def _kept(work: Awaitable[T]) -> asyncio.Future[T]:
+    """`work` as a task referenced until it is done (the loop holds tasks weakly)."""
+    task = asyncio.ensure_future(work)
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)
+    return task
+
+
 async def _settled(work: Awaitable[T], *, remote: bool) -> T:
     """`work` (giving back a slot or a token hold) run to its end even when the calling
     task is cancelled meanwhile, as a client hanging up cancels its request: given back
@@ -188,10 +196,7 @@ async def _settled(work: Awaitable[T], *, remote: bool) -> T:
     in this process never wait (`remote` false), so they are awaited as they are."""
     if not remote:
         return await work
-    task = asyncio.ensure_future(work)
-    _settling.add(task)
-    task.add_done_callback(_settling.discard)
-    return await asyncio.shield(task)
+    return await asyncio.shield(_kept(work))
 
 
 async def _after_call(deployment: Deployment, held: int, tokens: int, slot: str | None) -> None:
@@ -320,9 +325,7 @@ async def _admitted(deployment: Deployment, tokens: int) -> tuple[str, int] | st
     while Redis answers (the admission finishes on its own, then is undone)."""
     if not deployment.remote:
         return await _admit(deployment, tokens)
-    task = asyncio.ensure_future(_admit(deployment, tokens))
-    _settling.add(task)
-    task.add_done_callback(_settling.discard)
+    task = _kept(_admit(deployment, tokens))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -339,9 +342,7 @@ def _undo(deployment: Deployment, tokens: int, done: asyncio.Future[tuple[str, i
         return
     slot, held = admitted
     deployment.breaker.release()
-    task = asyncio.ensure_future(_after_call(deployment, held, tokens, slot))
-    _settling.add(task)
-    task.add_done_callback(_settling.discard)
+    _kept(_after_call(deployment, held, tokens, slot))
 
 
 async def _admit(deployment: Deployment, tokens: int) -> tuple[str, int] | str:
