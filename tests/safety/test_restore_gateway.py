@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anthropic
+import httpx
 import openai
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
@@ -143,6 +144,8 @@ def test_pii_the_model_writes_is_redacted_and_the_clients_own_restored(
     with stream:
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text.rstrip() == want
+    metrics = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    assert 'llmroute_answer_pii_total{type="PHONE"} 2.0' in metrics
 
 
 def test_the_messages_front_restores_too(gateway: Gateway) -> None:

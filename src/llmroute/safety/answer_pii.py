@@ -16,16 +16,19 @@ client reads the answer up to 256 characters later, and all of it by the finish 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from llmroute.registry.schema import SafetyProfile
 from llmroute.safety.pii import PiiDetector, PiiSpan
 from llmroute.safety.stream_edit import Key, StreamEdit
 
-__all__ = ["HOLD", "AnswerMask", "StreamMask"]
+__all__ = ["HOLD", "AnswerMask", "Counted", "StreamMask"]
 
 HOLD = 256  # characters a stream holds back per choice: longer than any span's own text
+
+
+Counted = Callable[[str], None]  # told the type of each span redacted (a metric)
 
 
 class AnswerMask:
@@ -43,10 +46,10 @@ class AnswerMask:
             key=lambda s: s.start,
         )
 
-    def text(self, text: str) -> str:
-        return _masked(text, self.spans(text))
+    def text(self, text: str, counted: Counted | None = None) -> str:
+        return _masked(text, self.spans(text), counted)
 
-    def completion(self, data: Any) -> Any:
+    def completion(self, data: Any, counted: Counted | None = None) -> Any:
         """A chat completion with its choices' content and refusal redacted, in place."""
         choices = data.get("choices") if isinstance(data, dict) else None
         for choice in choices if isinstance(choices, list) else ():
@@ -55,14 +58,14 @@ class AnswerMask:
                 continue
             for key in ("content", "refusal"):
                 if isinstance(message.get(key), str):
-                    message[key] = self.text(message[key])
+                    message[key] = self.text(message[key], counted)
         return data
 
-    def stream(self) -> StreamMask:
-        return StreamMask(self)
+    def stream(self, counted: Counted | None = None) -> StreamMask:
+        return StreamMask(self, counted)
 
 
-def _masked(text: str, spans: Sequence[PiiSpan]) -> str:
+def _masked(text: str, spans: Sequence[PiiSpan], counted: Counted | None = None) -> str:
     parts: list[str] = []
     pos = 0
     for span in spans:
@@ -70,6 +73,8 @@ def _masked(text: str, spans: Sequence[PiiSpan]) -> str:
             continue  # overlapping spans after the first
         parts += [text[pos : span.start], f"<{span.type}>"]
         pos = span.end
+        if counted is not None:
+            counted(span.type)
     parts.append(text[pos:])
     return "".join(parts)
 
@@ -79,9 +84,10 @@ class StreamMask(StreamEdit):
 
     edits_arguments = False
 
-    def __init__(self, mask: AnswerMask) -> None:
+    def __init__(self, mask: AnswerMask, counted: Counted | None = None) -> None:
         super().__init__()
         self._mask = mask
+        self._counted = counted
 
     def _split(self, text: str, key: Key, final: bool) -> tuple[str, str]:
         if not final and len(text) <= HOLD:
@@ -91,4 +97,5 @@ class StreamMask(StreamEdit):
         for span in spans:  # never cut a span in two: it goes out whole, later
             if span.start < cut < span.end:
                 cut = span.start
-        return _masked(text[:cut], [s for s in spans if s.end <= cut]), text[cut:]
+        done = [s for s in spans if s.end <= cut]
+        return _masked(text[:cut], done, self._counted), text[cut:]

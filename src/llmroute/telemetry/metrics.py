@@ -23,6 +23,8 @@ Metrics (all prefixed ``llmroute_``):
 - ``breaker_open{model, deployment, upstream}``: 1 while a deployment's breaker is open
   or half-open, 0 closed;
 - ``safety_actions_total{action}``, ``reasoning_total{needed="true|false"}``;
+- ``answer_pii_total{type}``: PII spans redacted from answers on their way to the
+  client (a safety profile's ``answer_pii``; llmroute.safety.answer_pii);
 - ``telemetry_dropped_total{reason}``, ``telemetry_queue_depth``, ``shadow_total{outcome}``;
 - ``llm_router_total{outcome}``: LLM router calls (llmroute.layers.llm_router);
 - ``affinity_total{outcome}``: requests conversation affinity applied to
@@ -308,6 +310,9 @@ class GatewayMetrics:
         self._affinity = _Children(
             counter("llmroute_affinity", "Conversation affinity by outcome", ("outcome",))
         )
+        self._answer_pii = _Children(
+            counter("llmroute_answer_pii", "PII spans redacted from answers by type", ("type",))
+        )
         self._cache = _Children(
             counter("llmroute_cache", "Response cache lookups and writes by result", ("result",))
         )
@@ -461,6 +466,10 @@ class GatewayMetrics:
         """A request conversation affinity applied to: ``first``, ``unknown``, ``same``,
         ``kept`` or ``upgraded`` (llmroute.dispatch.affinity)."""
         self._affinity(outcome).inc()
+
+    def answer_pii(self, pii_type: str) -> None:
+        """A PII span of `pii_type` redacted from an answer (a profile's ``answer_pii``)."""
+        self._answer_pii(pii_type).inc()
 
     def cache(self, result: str) -> None:
         """A response cache result: ``hit``, ``miss``, ``bypass``, ``semantic_hit``,
