@@ -121,4 +121,8 @@ def test_usage_errors_exit_2(tmp_path: Path, upstream: FakeUpstream) -> None:
     bad.write_text("models: [\n", encoding="utf-8")
     assert llmroute("registry", "probe", "-r", bad).returncode == 2
     assert llmroute("registry", "probe", "-r", registry, "--timeout", "0").returncode == 2
+    # the file where `registry check FILE` takes it: named, with the command that works
+    mistaken = llmroute("registry", "probe", registry)
+    assert mistaken.returncode == 2
+    assert f"probe --registry {registry}" in mistaken.stderr
     assert upstream.requests == []

@@ -277,8 +277,14 @@ def probe(
 
     from llmroute.providers.probe import probe_pool
 
-    loaded = load_registry(resolve_registry(registry))
     names = list(dict.fromkeys(models or []))
+    files = [n for n in names if n.endswith((".yaml", ".yml"))]
+    if files:  # `registry check FILE` takes the file as its argument; probe takes models
+        fail(
+            f"{files[0]!r} is a file, and probe's arguments are model names: "
+            f"llmroute registry probe --registry {files[0]} [MODEL...]"
+        )
+    loaded = load_registry(resolve_registry(registry))
     unknown = [name for name in names if name not in loaded.registry.models]
     if unknown:
         fail(
