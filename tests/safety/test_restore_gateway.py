@@ -159,6 +159,11 @@ def test_the_messages_front_restores_too(gateway: Gateway) -> None:
     assert message.content[0].text == f"echo: draft an email to {BOB} now"
 
 
+def test_the_responses_front_restores_too(client: openai.OpenAI) -> None:
+    response = client.responses.create(model="letters", input=f"write a letter to {BOB}")
+    assert response.output_text == f"echo: write a letter to {BOB}"
+
+
 def test_the_decision_log_keeps_the_providers_text(gateway: Gateway) -> None:
     deadline = time.monotonic() + 15
     rows: list[tuple[str | None]] = []
