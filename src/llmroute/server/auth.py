@@ -363,7 +363,7 @@ class Charges:
 
     def __init__(self, limits: RateLimits) -> None:
         self._limits = limits
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     def charger(self, key: ApiKey) -> Callable[[DecisionRecord], None] | None:
         if key.budget is None and key.tpm is None:
@@ -393,7 +393,7 @@ class Charges:
         if key.tpm is None or tokens <= 0:
             return None
         account = _account(key)
-        minute = await self._limits.hold_tokens(account, tokens, key.tpm)
+        minute = await self._held(account, tokens, key.tpm)
         if minute is None:
             # room for this request: the count at most tpm - tokens (or an empty window)
             room = key.tpm - tokens + 1e-9
@@ -414,6 +414,28 @@ class Charges:
                 self._start(self._limits.release_tokens(account, minute, tokens))
 
         return release
+
+    async def _held(self, account: str, tokens: int, tpm: int) -> int | None:
+        """`hold_tokens`; in Redis, a hold whose request is cancelled while Redis answers
+        (its client hung up) is given back once it is known, not left counted against
+        the key for the rest of its minute."""
+        if not self._limits.remote:
+            return await self._limits.hold_tokens(account, tokens, tpm)
+        holding = asyncio.ensure_future(self._limits.hold_tokens(account, tokens, tpm))
+        self._tasks.add(holding)
+        holding.add_done_callback(self._tasks.discard)
+        try:
+            return await asyncio.shield(holding)
+        except asyncio.CancelledError:
+            holding.add_done_callback(lambda done: self._unhold(done, account, tokens))
+            raise
+
+    def _unhold(self, done: asyncio.Future[int | None], account: str, tokens: int) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        minute = done.result()
+        if minute is not None:
+            self._start(self._limits.release_tokens(account, minute, tokens))
 
     def _start(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
