@@ -164,6 +164,26 @@ def test_the_responses_front_restores_too(client: openai.OpenAI) -> None:
     assert response.output_text == f"echo: write a letter to {BOB}"
 
 
+def test_the_other_fronts_stream_the_redacted_answer_whole(
+    gateway: Gateway, client: openai.OpenAI
+) -> None:
+    """The held-back text reaches the Messages and Responses streams with the finish."""
+    ask = f"call the plumber at +1 415 555 0100 and mail {JANE}"
+    want = f"echo: call the plumber at <PHONE> and mail {JANE}"
+    c = anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0)
+    with (
+        c,
+        c.messages.stream(
+            model="calls", max_tokens=100, messages=[{"role": "user", "content": ask}]
+        ) as stream,
+    ):
+        text = "".join(stream.text_stream)
+    assert text.rstrip() == want
+    events = client.responses.create(model="calls", input=ask, stream=True)
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert "".join(deltas).rstrip() == want
+
+
 def test_the_decision_log_keeps_the_providers_text(gateway: Gateway) -> None:
     deadline = time.monotonic() + 15
     rows: list[tuple[str | None]] = []
