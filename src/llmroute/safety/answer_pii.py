@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from llmroute.registry.schema import SafetyProfile
-from llmroute.safety.pii import PiiDetector, PiiSpan
+from llmroute.safety.pii import PiiDetector, PiiSpan, replace_spans
 from llmroute.safety.stream_edit import Key, StreamEdit
 
 __all__ = ["HOLD", "AnswerMask", "Counted", "StreamMask"]
@@ -66,17 +66,12 @@ class AnswerMask:
 
 
 def _masked(text: str, spans: Sequence[PiiSpan], counted: Counted | None = None) -> str:
-    parts: list[str] = []
-    pos = 0
-    for span in spans:
-        if span.start < pos:
-            continue  # overlapping spans after the first
-        parts += [text[pos : span.start], f"<{span.type}>"]
-        pos = span.end
+    def label(span: PiiSpan, _value: str) -> str:
         if counted is not None:
             counted(span.type)
-    parts.append(text[pos:])
-    return "".join(parts)
+        return f"<{span.type}>"
+
+    return replace_spans(text, spans, label)
 
 
 class StreamMask(StreamEdit):

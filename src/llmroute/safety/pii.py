@@ -22,7 +22,7 @@ from llmroute.safety._pii_phone import PhoneFinder
 from llmroute.safety._pii_secrets import find_secrets
 from llmroute.safety._pii_span import PII_TYPES, PiiSpan, resolve_overlaps
 
-__all__ = ["PII_TYPES", "PiiDetector", "PiiSpan", "Redactor"]
+__all__ = ["PII_TYPES", "PiiDetector", "PiiSpan", "Redactor", "replace_spans"]
 
 PATTERN_TYPES: tuple[str, ...] = tuple(t for t in PII_TYPES if t not in NER_TYPES)
 
@@ -105,6 +105,20 @@ def _canonical(kind: str, value: str) -> str:
     return value
 
 
+def replace_spans(text: str, spans: Sequence[PiiSpan], label: Callable[[PiiSpan, str], str]) -> str:
+    """`text` with each span replaced by `label(span, its text)`, in order of position;
+    a span overlapping one already replaced is left out."""
+    parts: list[str] = []
+    pos = 0
+    for span in sorted(spans, key=lambda s: s.start):
+        if span.start < pos:
+            continue
+        parts += [text[pos : span.start], label(span, text[span.start : span.end])]
+        pos = span.end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
 class Redactor:
     """Replaces spans with numbered placeholders like ``<EMAIL_1>``; the same value gets
     the same placeholder across all texts of one request (one Redactor per request), so a
@@ -127,18 +141,7 @@ class Redactor:
 
     def redact(self, text: str, spans: Sequence[PiiSpan]) -> str:
         """`text` with each span replaced; overlapping spans after the first are ignored."""
-        parts: list[str] = []
-        pos = 0
-        for span in sorted(spans, key=lambda s: s.start):
-            if span.start < pos:
-                continue
-            parts += [
-                text[pos : span.start],
-                self.placeholder(span.type, text[span.start : span.end]),
-            ]
-            pos = span.end
-        parts.append(text[pos:])
-        return "".join(parts)
+        return replace_spans(text, spans, lambda span, value: self.placeholder(span.type, value))
 
     @property
     def originals(self) -> dict[str, str]:
