@@ -1,0 +1,265 @@
+"""Chaos run of `llmroute serve`: many concurrent requests that hang up midway (streams
+cut after a few events, clients that give up after a few milliseconds), while the
+registry is reloaded (SIGHUP and file rewrites, one of them invalid), in front of a slow
+fake upstream whose model has `max_in_flight` set. Then it checks what must hold after:
+
+- nothing in flight (`llmroute_requests_in_flight` 0) and every in-flight slot given
+  back (a burst of streams held open fills exactly the cap, the next spills over; with
+  Redis limits, no slot left in Redis);
+- every request in the decision log (SQLite), none lost, whatever its ending;
+- no 5xx but the 503 of a pinned model at its cap, no traceback in the gateway's log.
+
+    .venv/bin/python benchmarks/chaos_gateway.py [--requests 300] [--concurrency 6]
+        [--limits memory|redis://127.0.0.1:6379/15] [--workers 1] [--seed 5] [--json]
+
+Everything runs on 127.0.0.1 and every loop is bounded; the exit status is 1 when an
+invariant failed. It found the Redis slot leak fixed on 2026-12-04 (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "support"))
+
+from fake_upstream import fake_upstream  # noqa: E402
+
+BIN = Path(sys.executable).parent
+CAP = 3
+REGISTRY = """
+encoder: builtin:static
+providers:
+  oa: {kind: openai, base_url: "%(url)s", timeout_s: 10}
+  ec: {kind: echo, delay_s: 0.01}
+models:
+  slow: {provider: oa, model: "slow?gap=0.03&delay=0.1", max_in_flight: %(cap)d,
+         price: {input: 1, output: 1}}
+  spill: {provider: ec, model: echo-spill, price: {input: 1, output: 1}}
+routes:
+  - name: r
+    examples: ["hello there", "tell me a story"]
+    target: %(target)s
+    policy: {fallback: [spill]}
+default: {target: slow}
+dispatch:
+  limits: {url: "%(limits)s", namespace: "%(namespace)s"}
+affinity: {mode: upgrade%(affinity)s}
+cache: {ttl_s: 30}
+telemetry: {url: "sqlite:///%(db)s", prompts: hash}
+# generation %(generation)s
+"""
+WORDS = " ".join(f"w{i}" for i in range(40))
+
+
+def _registry(url: str, db: Path, args: argparse.Namespace, namespace: str, gen: int) -> str:
+    redis = args.limits.startswith("redis")
+    return REGISTRY % {
+        "url": url,
+        "db": db,
+        "cap": CAP,
+        "target": "nope" if gen % 4 == 2 else "slow",  # every fourth rewrite is invalid
+        "limits": args.limits,
+        "namespace": namespace,
+        "affinity": f', url: "{args.limits}"' if redis else "",
+        "generation": gen,
+    }
+
+
+async def _one(client: httpx.AsyncClient, rng: random.Random, i: int) -> str:
+    """One request of a random kind; what became of it."""
+    kind = rng.random()
+    body: dict[str, Any] = {
+        "model": rng.choice(["auto", "slow", "r"]),
+        "messages": [{"role": "user", "content": f"{WORDS} {i if i % 5 else 0}"}],
+    }
+    try:
+        if kind < 0.6:
+            body["stream"] = True
+            cut = kind < 0.4  # most streams are cut after a few events
+            async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+                seen = 0
+                async for _ in r.aiter_lines():
+                    seen += 1
+                    if cut and seen > rng.randint(1, 10):
+                        return "stream cut"
+                return f"stream {r.status_code}"
+        timeout = rng.uniform(0.002, 0.2) if kind < 0.8 else 20.0
+        r = await client.post("/v1/chat/completions", json=body, timeout=timeout)
+        return str(r.status_code)
+    except httpx.TimeoutException:
+        return "gave up"
+
+
+async def _load(url: str, args: argparse.Namespace, reload: Any) -> Counter[str]:
+    rng = random.Random(args.seed)
+    limits = httpx.Limits(max_connections=args.concurrency + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=20, limits=limits) as client:
+        gate = asyncio.Semaphore(args.concurrency)
+
+        async def guarded(i: int) -> str:
+            async with gate:
+                return await _one(client, rng, i)
+
+        tasks = [asyncio.create_task(guarded(i)) for i in range(args.requests)]
+        for gen in range(1, 7):  # reloads while the load runs
+            await asyncio.sleep(0.7)
+            reload(gen)
+        return Counter(await asyncio.gather(*tasks))
+
+
+async def _burst(url: str) -> list[str]:
+    """CAP + 1 streams held open at once: which model served each."""
+    async with httpx.AsyncClient(base_url=url, timeout=20) as client:
+        hold = asyncio.Event()
+
+        async def one(n: int) -> str:
+            body = {
+                "model": "r",
+                "stream": True,
+                "messages": [{"role": "user", "content": f"{WORDS} burst {n}"}],
+            }
+            async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+                model = r.headers.get("x-llmroute-model", "?")
+                async for _ in r.aiter_lines():
+                    await hold.wait()
+                return model
+
+        tasks = [asyncio.create_task(one(n)) for n in range(CAP + 1)]
+        await asyncio.sleep(1.0)
+        hold.set()
+        return sorted(await asyncio.gather(*tasks))
+
+
+def _redis_slots(url: str, namespace: str) -> int | None:
+    if not url.startswith("redis"):
+        return None
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = client.keys(f"{namespace}:inflight:*")
+        return sum(int(client.zcard(k)) for k in keys)
+    finally:
+        client.close()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    namespace = f"chaos-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp, fake_upstream() as upstream:
+        folder = Path(tmp)
+        db, registry, log_path = folder / "log.db", folder / "registry.yaml", folder / "serve.log"
+        registry.write_text(_registry(upstream.url, db, args, namespace, 0))
+        port = 18000 + random.Random().randrange(2000)
+        url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "LLMROUTE_TELEMETRY_URL": f"sqlite:///{db}"}
+        command = [str(BIN / "llmroute"), "serve", "--registry", str(registry)]
+        command += ["--port", str(port), "--reload-interval", "0.5", "--workers", str(args.workers)]
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            for _ in range(240):
+                try:
+                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+            else:
+                raise SystemExit(f"the gateway did not start:\n{log_path.read_text()}")
+
+            def reload(gen: int) -> None:
+                if gen % 2:
+                    proc.send_signal(signal.SIGHUP)
+                    return
+                text = _registry(upstream.url, db, args, namespace, gen)
+                partial = registry.with_suffix(".tmp")
+                partial.write_text(text)
+                partial.replace(registry)
+
+            started = time.perf_counter()
+            outcomes = asyncio.run(_load(url, args, reload))
+            seconds = time.perf_counter() - started
+            time.sleep(3)  # the decision log's writer and any give-back finish
+            metrics = httpx.get(f"{url}/metrics", timeout=10).text
+            burst = asyncio.run(_burst(url))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        time.sleep(0.5)
+        in_flight = [
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("llmroute_requests_in_flight ")
+        ]
+        with sqlite3.connect(db) as conn:
+            logged = conn.execute("SELECT status, error, count(*) FROM decisions GROUP BY 1, 2")
+            log_rows = {f"{s} {e or ''}".strip(): n for s, e, n in logged.fetchall()}
+        server_log = log_path.read_text(errors="replace")
+    sent = args.requests + CAP + 1
+    statuses = {k: v for k, v in outcomes.items()}
+    bad_5xx = sum(v for k, v in log_rows.items() if k.startswith("5") and k != "503 upstream_error")
+    result: dict[str, Any] = {
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "limits": args.limits,
+        "workers": args.workers,
+        "seconds": round(seconds, 1),
+        "client_outcomes": statuses,
+        "decision_log": log_rows,
+        "in_flight_after": in_flight[0] if in_flight else None,
+        "redis_slots_left": _redis_slots(args.limits, namespace),
+        "burst_models": burst,
+        "tracebacks": server_log.count("Traceback"),
+    }
+    checks = {
+        "nothing in flight": result["in_flight_after"] == 0.0,
+        "every slot free": burst == sorted(["slow"] * CAP + ["spill"])
+        and result["redis_slots_left"] in (None, 0),
+        "every request logged": sum(log_rows.values()) == sent,
+        "no 5xx but a pinned model at its cap": bad_5xx == 0,
+        "no traceback": result["tracebacks"] == 0,
+    }
+    result["checks"] = checks
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=6)
+    parser.add_argument("--limits", default="memory", help="memory or a redis:// URL")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = run(args)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for key, value in result.items():
+            if key != "checks":
+                print(f"{key}: {value}")
+        for name, ok in result["checks"].items():
+            print(f"{'ok  ' if ok else 'FAIL'} {name}")
+    sys.exit(0 if all(result["checks"].values()) else 1)
+
+
+if __name__ == "__main__":
+    main()
