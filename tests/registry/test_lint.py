@@ -165,3 +165,18 @@ def test_an_openai_reasoning_model_sent_what_it_refuses_is_a_warning() -> None:
         "which clients send to the router: add rename_params: {max_tokens: "
         "max_completion_tokens} and drop_params: [temperature, top_p]"
     )
+
+
+def test_a_content_fallback_behind_the_same_filter_is_a_warning() -> None:
+    same = OPENAI.replace(
+        "{name: a, examples: [hello there], target: chat}",
+        "{name: a, examples: [hello there], target: chat, policy: {content_fallback: fitted}}",
+    )
+    warnings = [w for w in lint(parse_registry(same).registry) if w.startswith("routes")]
+    assert warnings == [
+        "routes[0] (a): content_fallback fitted is served at the endpoint of its target chat, "
+        "whose content filter is likely to refuse what it refused (unless it filters models "
+        "apart): a model of another provider is the usual choice"
+    ]
+    elsewhere = same.replace("content_fallback: fitted", "content_fallback: self-hosted")
+    assert not any(w.startswith("routes") for w in lint(parse_registry(elsewhere).registry))

@@ -26,14 +26,44 @@ def _key(text: str) -> str:
 
 def lint(registry: Registry) -> list[str]:
     """Every warning: examples, what requests with images or tools may reach, OpenAI
-    reasoning models sent parameters they refuse, and conversation affinity without the
-    prices it compares."""
+    reasoning models sent parameters they refuse, conversation affinity without the
+    prices it compares, and content fallbacks behind their target's own filter."""
     return (
         _example_conflicts(registry)
         + _capability_gaps(registry)
         + _unfitted_reasoning_models(registry)
         + _unpriced_affinity(registry)
+        + _same_filter_content_fallbacks(registry)
     )
+
+
+def _same_filter_content_fallbacks(registry: Registry) -> list[str]:
+    """A route's ``content_fallback`` served where its target is (the same endpoint):
+    the filter that refused the request sits in front of the fallback too."""
+    out = []
+    for i, route in enumerate(registry.routes):
+        fallback = route.policy.content_fallback
+        if fallback is None or fallback not in registry.models:
+            continue
+        target, other = (_endpoints(registry, m) for m in (route.target, fallback))
+        if other and other <= target:
+            out.append(
+                f"routes[{i}] ({route.name}): content_fallback {fallback} is served at the "
+                f"endpoint of its target {route.target}, whose content filter is likely to "
+                "refuse what it refused (unless it filters models apart): a model of "
+                "another provider is the usual choice"
+            )
+    return out
+
+
+def _endpoints(registry: Registry, model: str) -> set[tuple[str, str]]:
+    """Where a pool model is served: each provider's kind and base URL."""
+    found: set[tuple[str, str]] = set()
+    for name in registry.models[model].provider_names():
+        spec = registry.providers.get(name)
+        if spec is not None:
+            found.add((spec.kind, spec.base_url or name))
+    return found
 
 
 # OpenAI's reasoning models (o1, o3, o4-mini, gpt-5 ..., dated or not) refuse max_tokens
