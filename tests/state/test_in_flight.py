@@ -7,7 +7,9 @@ nothing left is a 503."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -48,12 +50,64 @@ def test_slots_up_to_the_cap_given_back_and_leased(backend: str, redis_namespace
     assert asyncio.run(go()) == [True, True, None, True, True, None, True]
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_a_lease_is_renewed_while_held_and_never_brought_back(
+    backend: str, redis_namespace: str
+) -> None:
+    """A slot renewed before it lapses stays taken past its first lease; one given back
+    (or lapsed and taken over) is not brought back by a late renewal; a longer lease
+    outlasts the shortest one."""
+    clock = Clock(1_800_000_000.0)
+
+    async def go() -> list[object]:
+        async with _two_views(backend, redis_namespace, clock) as (one, two):
+            slot = await one.take_slot("d", 1)
+            assert slot is not None
+            clock.now += SLOT_LEASE_S - 1
+            seen: list[object] = [await one.renew_slot("d", slot)]
+            clock.now += SLOT_LEASE_S - 1  # past the first lease, inside the renewed one
+            seen.append(await two.take_slot("d", 1))
+            await two.give_slot("d", slot)
+            seen.append(await one.renew_slot("d", slot))  # given back: stays free
+            taken = await two.take_slot("d", 1)
+            seen.append(taken is not None)
+            clock.now += SLOT_LEASE_S + 1  # lapsed, then taken over by another caller
+            other = await two.take_slot("d", 1)
+            seen.append(other is not None and await one.renew_slot("d", taken or ""))
+            long = await one.take_slot("long", 1, lease_s=3 * SLOT_LEASE_S)
+            clock.now += 2 * SLOT_LEASE_S
+            seen.append(long is not None and await two.take_slot("long", 1) is None)
+            return seen
+
+    assert asyncio.run(go()) == [True, None, False, True, False, True]
+
+
+def test_a_short_lease_taken_later_keeps_a_long_lease_in_redis(redis_namespace: str) -> None:
+    """The slots' set in Redis expires after its longest lease, not its latest."""
+    from redis.asyncio import Redis
+
+    async def go() -> int:
+        limits = RedisLimits(REDIS_URL, 2.0, redis_namespace)
+        client = Redis.from_url(REDIS_URL)
+        try:
+            await limits.take_slot("d", 3, lease_s=4 * SLOT_LEASE_S)
+            await limits.take_slot("d", 3)
+            await limits.renew_slot("d", "not-a-slot")
+            return int(await client.ttl(f"{redis_namespace}:inflight:d"))
+        finally:
+            await limits.aclose()
+            await client.aclose()
+
+    assert asyncio.run(go()) > 3 * SLOT_LEASE_S
+
+
 def test_a_redis_that_is_not_there_lets_every_request_through(closed_port: int) -> None:
     async def go() -> list[str | None]:
         limits = RedisLimits(f"redis://127.0.0.1:{closed_port}/0", 0.5, "ns")
         try:
             slots = [await limits.take_slot("d", 1) for _ in range(3)]
             await limits.give_slot("d", UNCOUNTED_SLOT)
+            assert await limits.renew_slot("d", "a-slot")  # nothing counted, nothing lapses
             return slots
         finally:
             await limits.aclose()
@@ -238,3 +292,98 @@ def test_cancelled_callers_give_every_redis_slot_back(
             await dispatcher.aclose()
 
     assert asyncio.run(go()) == ["a", "a", "a"]
+
+
+def _leases(namespace: str, key_part: str) -> list[float]:
+    """The lapse times of the slots held in Redis on the deployment named by `key_part`."""
+    from redis import Redis
+
+    client = Redis.from_url(REDIS_URL)
+    try:
+        keys = [k for k in client.scan_iter(f"{namespace}:inflight:*") if key_part in k.decode()]
+        return [score for key in keys for _, score in client.zrange(key, 0, -1, withscores=True)]
+    finally:
+        client.close()
+
+
+def test_a_slow_models_slot_is_leased_past_its_time_limit(
+    upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    """A model allowed 30 minutes per call holds its slot for that long (and a minute),
+    not the 10-minute lease that would let a second call in beside a slow one."""
+    tag = uuid.uuid4().hex[:8]
+    models = f"""
+  slow: {{provider: up, model: slow-{tag}, max_in_flight: 1, timeout_s: 1800}}
+  quick: {{provider: up, model: quick-{tag}, max_in_flight: 1}}
+"""
+    limits = f"  limits: {{url: '{REDIS_URL}', namespace: {redis_namespace}, timeout_s: 2}}"
+
+    async def go() -> list[float]:
+        dispatcher = _dispatcher(upstream, models, "slow", limits)
+        body = {**_body(), "stream": True}
+        try:
+            slow = await dispatcher.open_stream(plan_for("slow"), body)
+            quick = await dispatcher.open_stream(plan_for("quick"), body)
+            now = time.time()
+            held = [_leases(redis_namespace, f"slow-{tag}")[0] - now]
+            held.append(_leases(redis_namespace, f"quick-{tag}")[0] - now)
+            for opened in (slow, quick):
+                async for _ in opened.events:
+                    pass
+            return held
+        finally:
+            await dispatcher.aclose()
+
+    slow_s, quick_s = asyncio.run(go())
+    assert 1800 + 50 < slow_s <= 1800 + 60 and SLOT_LEASE_S - 10 < quick_s <= SLOT_LEASE_S
+    assert _leases(redis_namespace, tag) == []  # both given back at their last event
+
+
+def test_a_long_stream_renews_its_slot_and_says_when_it_lapsed(
+    upstream: FakeUpstream,
+    redis_namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stream still answering renews its slot's lease (here at every event instead of
+    every few minutes); a slot that lapsed meanwhile and went to another caller is
+    named in a warning and is not given back on that caller's behalf."""
+    from redis import Redis
+
+    from llmroute.dispatch import dispatcher as dispatcher_module
+
+    monkeypatch.setattr(dispatcher_module, "SLOT_RENEW_S", 0.0)
+    tag = uuid.uuid4().hex[:8]
+    models = f"  m: {{provider: up, model: 'm-{tag}?gap=0.05', max_in_flight: 1}}"
+    limits = f"  limits: {{url: '{REDIS_URL}', namespace: {redis_namespace}, timeout_s: 2}}"
+    words = {"messages": [{"role": "user", "content": "one two three four five six"}]}
+
+    async def go() -> tuple[list[float], list[float]]:
+        dispatcher = _dispatcher(upstream, models, "m", limits)
+        try:
+            opened = await dispatcher.open_stream(plan_for("m"), {**words, "stream": True})
+            events = aiter(opened.events)
+            await anext(events)
+            leases = [_leases(redis_namespace, tag)[0]]
+            for _ in range(3):
+                await anext(events)
+            leases.append(_leases(redis_namespace, tag)[0])
+            client = Redis.from_url(REDIS_URL)
+            try:  # as if it lapsed and another caller took the deployment's slot
+                (key,) = [k for k in client.scan_iter(f"{redis_namespace}:inflight:*")]
+                client.delete(key)
+                client.zadd(key, {"another-caller": time.time() + SLOT_LEASE_S})
+            finally:
+                client.close()
+            async for _ in events:
+                pass
+            return leases, _leases(redis_namespace, tag)
+        finally:
+            await dispatcher.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="llmroute.dispatch"):
+        (first, later), left = asyncio.run(go())
+    assert later > first  # renewed as the events came
+    assert len(left) == 1  # the other caller's slot: not given back by this stream
+    lapsed = [r.getMessage() for r in caplog.records if "lapsed" in r.getMessage()]
+    assert len(lapsed) == 1 and "the in-flight slot of up lapsed" in lapsed[0]

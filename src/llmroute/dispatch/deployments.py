@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import math
 import random
 import time
@@ -25,10 +26,10 @@ from typing import Any, TypeVar
 from llmroute.dispatch.balance import Balancer
 from llmroute.dispatch.breaker import CircuitBreaker
 from llmroute.errors import CircuitOpen, LimitReached, ProviderError, ProviderTimeout
-from llmroute.providers.base import ChatProvider
+from llmroute.providers.base import ChatProvider, Timeouts
 from llmroute.registry.schema import Registry
 from llmroute.state.breakers import RedisBreakers
-from llmroute.state.limits import NOT_HELD, UNCOUNTED_SLOT, RateLimits
+from llmroute.state.limits import NOT_HELD, SLOT_LEASE_S, UNCOUNTED_SLOT, RateLimits
 
 __all__ = [
     "BreakerLink",
@@ -39,9 +40,25 @@ __all__ = [
     "Slot",
     "deployment_key",
     "give_back",
+    "renew",
+    "slot_lease",
 ]
 
 T = TypeVar("T")
+
+log = logging.getLogger("llmroute.dispatch")
+
+SLOT_GRACE_S = 60.0  # a slot's lease outlasts the longest wait its call may make by this
+SLOT_RENEW_S = SLOT_LEASE_S / 3  # a stream still answering renews its slot this often
+
+
+def slot_lease(timeouts: Timeouts) -> float:
+    """How long a call's in-flight slot is leased: past the longest wait the call may
+    make (the whole answer; a stream's first event), so that a slow call's slot does not
+    lapse while it runs (which would let one call too many through), and never less
+    than `SLOT_LEASE_S`. A stream's later events each renew it (`renew`)."""
+    longest = max(timeouts.total_s, timeouts.first_token_s or 0.0)
+    return max(SLOT_LEASE_S, longest + SLOT_GRACE_S)
 
 
 class BreakerLink:
@@ -106,12 +123,18 @@ class Deployment:
         holds = self.tpm is not None or self.max_in_flight is not None
         return holds and self.limits is not None and self.limits.remote
 
-    async def take_slot(self) -> str | None:
-        """One of its `max_in_flight` slots (`UNCOUNTED_SLOT` when it has no such limit),
-        or None when every slot is taken."""
+    async def take_slot(self, lease_s: float = SLOT_LEASE_S) -> str | None:
+        """One of its `max_in_flight` slots, leased for `lease_s` (`UNCOUNTED_SLOT` when
+        it has no such limit), or None when every slot is taken."""
         if self.max_in_flight is None or self.limits is None:
             return UNCOUNTED_SLOT
-        return await self.limits.take_slot(self.key, self.max_in_flight)
+        return await self.limits.take_slot(self.key, self.max_in_flight, lease_s)
+
+    async def renew_slot(self, slot: str, lease_s: float) -> bool:
+        """Whether `slot` was still held; its lease then runs `lease_s` from now."""
+        if slot == UNCOUNTED_SLOT or self.limits is None:
+            return True
+        return await self.limits.renew_slot(self.key, slot, lease_s)
 
     async def give_slot(self, slot: str) -> None:
         if slot != UNCOUNTED_SLOT and self.limits is not None:
@@ -160,8 +183,9 @@ def deployment_key(provider: str, upstream: str, base_url: str | None) -> str:
 # Told of one call: the deployment, its seconds, and its error (None when it answered).
 Observe = Callable[["Deployment", float, BaseException | None], None]
 
-# A stream's slot, held past the call until its last event: the deployment and the slot.
-Slot = tuple[Deployment, str]
+# A stream's slot, held past the call until its last event: the deployment, the slot
+# and the length of its lease.
+Slot = tuple[Deployment, str, float]
 
 
 async def give_back(slots: list[Slot]) -> None:
@@ -169,12 +193,29 @@ async def give_back(slots: list[Slot]) -> None:
     end even when the caller is cancelled meanwhile (`_settled`)."""
     held, slots[:] = list(slots), []
     if held:
-        await _settled(_give_slots(held), remote=any(d.remote for d, _ in held))
+        await _settled(_give_slots(held), remote=any(d.remote for d, _, _ in held))
 
 
 async def _give_slots(held: list[Slot]) -> None:
-    for deployment, slot in held:
+    for deployment, slot, _ in held:
         await deployment.give_slot(slot)
+
+
+async def renew(slots: list[Slot]) -> None:
+    """Renew the leases of the slots a stream holds, as it goes on answering: a stream
+    may run for longer than any lease. A slot found lapsed (the stream went
+    `SLOT_LEASE_S` without an event) is dropped from `slots`: another call may hold
+    it now."""
+    for held in list(slots):
+        deployment, slot, lease_s = held
+        if not await deployment.renew_slot(slot, lease_s):
+            log.warning(
+                "the in-flight slot of %s lapsed while its stream was still answering; "
+                "it may run one request past its max_in_flight until the stream ends",
+                deployment.provider_name,
+            )
+            with contextlib.suppress(ValueError):
+                slots.remove(held)
 
 
 _settling: set[asyncio.Future[Any]] = set()  # work that outlives its cancelled caller
@@ -230,6 +271,7 @@ class DeploymentPool:
         tokens: int = 0,
         slots: list[Slot] | None = None,
         key: str | None = None,
+        lease: Callable[[Deployment], float] | None = None,
     ) -> tuple[T, Deployment]:
         """`attempt` on the deployments in balancing order, skipping those whose breaker
         is open, whose request limit is reached or whose `max_in_flight` slots are all
@@ -244,13 +286,17 @@ class DeploymentPool:
         runs (a stream: until its first event). The call holds a slot of the
         deployment's `max_in_flight` while it runs; with `slots` (a stream) the slot of
         the call that answered is put there instead, to be given back (`give_back`)
-        when the stream ends. `key` names the request's conversation, for ``sticky``
-        balancing."""
+        when the stream ends. `lease` says how long a deployment's slot is leased for
+        the call (`slot_lease` of its time limits; `SLOT_LEASE_S` without it). `key`
+        names the request's conversation, for ``sticky`` balancing."""
         failure: ProviderError | None = None
         stopped: set[str] = set()  # why deployments were passed over: "busy", "limited"
         for index in self._balancer.order(self._indices, key):
             deployment = self.deployments[index]
-            admitted = await _admitted(deployment, tokens)
+            lease_s = SLOT_LEASE_S
+            if lease is not None and deployment.max_in_flight is not None:
+                lease_s = lease(deployment)
+            admitted = await _admitted(deployment, tokens, lease_s)
             if isinstance(admitted, str):
                 stopped.add(admitted)
                 continue
@@ -259,7 +305,7 @@ class DeploymentPool:
             try:
                 result = await self._one(index, deployment, attempt, clock, observe)
                 if slots is not None and slot != UNCOUNTED_SLOT:
-                    slots.append((deployment, slot))
+                    slots.append((deployment, slot, lease_s))
                     kept = True
                 return result, deployment
             except ProviderTimeout:
@@ -320,12 +366,14 @@ class DeploymentPool:
         return result
 
 
-async def _admitted(deployment: Deployment, tokens: int) -> tuple[str, int] | str:
+async def _admitted(
+    deployment: Deployment, tokens: int, lease_s: float = SLOT_LEASE_S
+) -> tuple[str, int] | str:
     """`_admit`, whose slot and token hold are given back if the caller is cancelled
     while Redis answers (the admission finishes on its own, then is undone)."""
     if not deployment.remote:
-        return await _admit(deployment, tokens)
-    task = _kept(_admit(deployment, tokens))
+        return await _admit(deployment, tokens, lease_s)
+    task = _kept(_admit(deployment, tokens, lease_s))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -345,15 +393,18 @@ def _undo(deployment: Deployment, tokens: int, done: asyncio.Future[tuple[str, i
     _kept(_after_call(deployment, held, tokens, slot))
 
 
-async def _admit(deployment: Deployment, tokens: int) -> tuple[str, int] | str:
-    """Whether a call may go to `deployment` now: its in-flight slot and its held
-    tokens, or why not (``open`` breaker, ``busy``: every slot taken, ``limited``: at its
-    rpm or tpm). What was taken for a refused call is given back."""
+async def _admit(
+    deployment: Deployment, tokens: int, lease_s: float = SLOT_LEASE_S
+) -> tuple[str, int] | str:
+    """Whether a call may go to `deployment` now: its in-flight slot (leased for
+    `lease_s`) and its held tokens, or why not (``open`` breaker, ``busy``: every slot
+    taken, ``limited``: at its rpm or tpm). What was taken for a refused call is given
+    back."""
     if deployment.link is not None:
         await deployment.link.sync()
     if not deployment.breaker.allow():
         return "open"
-    slot = await deployment.take_slot()
+    slot = await deployment.take_slot(lease_s)
     if slot is None:
         deployment.breaker.release()
         return "busy"

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -40,7 +41,15 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from llmroute.dispatch.affinity import prefix_key
 from llmroute.dispatch.client_reasoning import in_dialect
-from llmroute.dispatch.deployments import Deployment, Deployments, Slot, give_back
+from llmroute.dispatch.deployments import (
+    SLOT_RENEW_S,
+    Deployment,
+    Deployments,
+    Slot,
+    give_back,
+    renew,
+    slot_lease,
+)
 from llmroute.dispatch.model_params import for_model
 from llmroute.dispatch.plan import Plan
 from llmroute.dispatch.reasoning_params import client_chose, with_reasoning
@@ -669,6 +678,8 @@ class Dispatcher:
                 _tell(starting, operation, deployment)
             return await on(deployment, self._timeouts(policy, name, deployment))
 
+        lease = functools.partial(self._lease, policy, name)
+
         for retry in range(retries + 1):
             observe = None
             if observer is not None:
@@ -676,7 +687,9 @@ class Dispatcher:
                     self._observed, observer, operation, name, retry, stream
                 )
             try:
-                return await pool.call(call, observe=observe, tokens=tokens, slots=slots, key=key)
+                return await pool.call(
+                    call, observe=observe, tokens=tokens, slots=slots, key=key, lease=lease
+                )
             except LimitReached as exc:
                 if observer is not None:
                     _tell_limited(observer, name, exc.limit)
@@ -721,6 +734,10 @@ class Dispatcher:
             stream=stream,
         )
         _tell(observer.on_attempt, attempt)
+
+    def _lease(self, policy: RoutePolicy | None, model: str, deployment: Deployment) -> float:
+        """How long a call's in-flight slot on `deployment` is leased (`slot_lease`)."""
+        return slot_lease(self._timeouts(policy, model, deployment))
 
     def _timeouts(self, policy: RoutePolicy | None, model: str, deployment: Deployment) -> Timeouts:
         """Route policy over model over provider, per limit."""
@@ -793,10 +810,14 @@ async def _metered(
     not (broken by the upstream, closed by the client), its usage (reported, else
     estimated from what was streamed) is `charge`d to the model's budget: a stream cut
     short was paid for as far as it went; and the deployment's in-flight `slots` are
-    given back."""
+    given back. While it goes on, their leases are renewed every `SLOT_RENEW_S`."""
+    renew_at = time.monotonic() + SLOT_RENEW_S if slots else math.inf
     try:
         yield meter.observe(first)
         async for event in rest:
+            if slots and time.monotonic() >= renew_at:
+                renew_at = time.monotonic() + SLOT_RENEW_S
+                await renew(slots)
             if event.startswith(b"data: [DONE]"):
                 extra = meter.final_event()
                 if extra is not None:

@@ -11,9 +11,11 @@ counts a request's estimated prompt while it is in flight (refused when it would
 the limit) until ``release_tokens`` takes it back out of the minute it went into, so
 concurrent requests see each other before any has finished. Requests in flight (a
 deployment's ``max_in_flight``) are slots: ``take_slot`` takes one when fewer than the cap
-are taken, ``give_slot`` gives it back when the request (a stream: its last event) ends;
-in Redis each slot is a lease that lapses after `SLOT_LEASE_S`, so a process that dies
-holding slots does not shrink the deployment for good. Spending is summed per
+are taken, ``give_slot`` gives it back when the request (a stream: its last event) ends.
+Each slot is a lease that lapses (after `SLOT_LEASE_S` unless the taker asks for longer),
+so a process that dies holding slots, or a stream nobody reads or closes, does not shrink
+the deployment for good; ``renew_slot`` extends a lease that is still held (a long
+stream, still answering, renews its own). Spending is summed per
 calendar period (UTC): ``spent`` reads it, ``charge`` adds a request's cost once it is
 known. Wall-clock periods let replicas on different machines agree.
 
@@ -25,6 +27,7 @@ the failure is logged at most once a minute and Redis is left alone for a second
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -51,18 +54,35 @@ log = logging.getLogger("llmroute.limits")
 WINDOW_S = 60.0
 NOT_HELD = -1  # `hold_tokens` let the request through without counting it (Redis down)
 UNCOUNTED_SLOT = ""  # `take_slot` let the request through without counting it (Redis down)
-SLOT_LEASE_S = 600.0  # a slot in Redis lapses after this, given back or not
+SLOT_LEASE_S = 600.0  # a slot lapses after this (the shortest lease), given back or not
 
 # KEYS[1] the deployment's slots (member: a slot, score: when its lease lapses); ARGV[1]
 # now, ARGV[2] the cap, ARGV[3] the new slot's lapse, ARGV[4] its name, ARGV[5] the
-# set's expiry. Lapsed leases go first; 1 when taken, 0 at the cap.
+# set's expiry. Lapsed leases go first; 1 when taken, 0 at the cap. The set's expiry is
+# only ever lengthened: a shorter lease taken later must not cut a longer one short.
 _TAKE_SLOT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
   return 0
 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[5]) then
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+end
+return 1
+"""
+
+# KEYS[1] the deployment's slots; ARGV[1] the slot's new lapse, ARGV[2] its name, ARGV[3]
+# the set's expiry. A slot no longer there (given back, or lapsed and taken over) is not
+# brought back: 0; else 1.
+_RENEW_SLOT = """
+if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[2])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
 return 1
 """
 
@@ -128,7 +148,9 @@ class RateLimits(Protocol):
 
     async def release_tokens(self, key: str, minute: int, count: int) -> None: ...
 
-    async def take_slot(self, key: str, cap: int) -> str | None: ...
+    async def take_slot(self, key: str, cap: int, lease_s: float = SLOT_LEASE_S) -> str | None: ...
+
+    async def renew_slot(self, key: str, slot: str, lease_s: float = SLOT_LEASE_S) -> bool: ...
 
     async def give_slot(self, key: str, slot: str) -> None: ...
 
@@ -271,9 +293,10 @@ class MemoryLimits:
             this, previous = _rolled(entry, minute)
         return seconds_until_below(previous, this, now, target)
 
-    async def take_slot(self, key: str, cap: int) -> str | None:
-        """One of `cap` slots of `key`, or None when all are taken. Leased like Redis's,
-        so a stream nobody ever read or closed cannot hold its slot for good."""
+    async def take_slot(self, key: str, cap: int, lease_s: float = SLOT_LEASE_S) -> str | None:
+        """One of `cap` slots of `key`, leased for `lease_s`, or None when all are taken.
+        Leased like Redis's, so a stream nobody ever read or closed cannot hold its slot
+        for good."""
         now = self._clock()
         with self._lock:
             slots = self._slots.setdefault(key, {})
@@ -284,8 +307,20 @@ class MemoryLimits:
                 if len(slots) >= cap:
                     return None
             self._next_slot += 1
-            slots[self._next_slot] = now + SLOT_LEASE_S
+            slots[self._next_slot] = now + lease_s
             return str(self._next_slot)
+
+    async def renew_slot(self, key: str, slot: str, lease_s: float = SLOT_LEASE_S) -> bool:
+        """Lease `slot` for `lease_s` from now, if it is still held (not given back, nor
+        lapsed and taken over)."""
+        if slot == UNCOUNTED_SLOT:
+            return True
+        with self._lock:
+            slots = self._slots.get(key, {})
+            if int(slot) not in slots:
+                return False
+            slots[int(slot)] = self._clock() + lease_s
+            return True
 
     async def give_slot(self, key: str, slot: str) -> None:
         if slot == UNCOUNTED_SLOT:
@@ -325,6 +360,7 @@ class RedisLimits:
         self._hold = self._client.register_script(_HOLD)
         self._release = self._client.register_script(_RELEASE)
         self._take_slot = self._client.register_script(_TAKE_SLOT)
+        self._renew_slot = self._client.register_script(_RENEW_SLOT)
         self._prefix = f"{namespace}:rpm:"
         self._slots_prefix = f"{namespace}:inflight:"
         self._budget_prefix = f"{namespace}:usd:"
@@ -443,18 +479,28 @@ class RedisLimits:
             pass
         return 1.0
 
-    async def take_slot(self, key: str, cap: int) -> str | None:
+    async def take_slot(self, key: str, cap: int, lease_s: float = SLOT_LEASE_S) -> str | None:
         if self._outage.down():
             return UNCOUNTED_SLOT
         now = self._clock()
         slot = os.urandom(8).hex()
-        args = [f"{now:.3f}", cap, f"{now + SLOT_LEASE_S:.3f}", slot, int(SLOT_LEASE_S) + 60]
+        args = [f"{now:.3f}", cap, f"{now + lease_s:.3f}", slot, math.ceil(lease_s) + 60]
         try:
             taken = await self._take_slot(keys=[f"{self._slots_prefix}{key}"], args=args)
         except self._redis.errors as exc:
             self._failed(exc)
             return UNCOUNTED_SLOT
         return slot if taken else None
+
+    async def renew_slot(self, key: str, slot: str, lease_s: float = SLOT_LEASE_S) -> bool:
+        if slot == UNCOUNTED_SLOT or self._outage.down():
+            return True  # not counted: nothing lapses
+        args = [f"{self._clock() + lease_s:.3f}", slot, math.ceil(lease_s) + 60]
+        try:
+            return bool(await self._renew_slot(keys=[f"{self._slots_prefix}{key}"], args=args))
+        except self._redis.errors as exc:
+            self._failed(exc)
+            return True
 
     async def give_slot(self, key: str, slot: str) -> None:
         if slot == UNCOUNTED_SLOT or self._outage.down():
