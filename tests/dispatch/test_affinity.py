@@ -48,7 +48,7 @@ PROOF = "prove that this theorem holds for every prime"
 THANKS = "thanks a lot"
 
 
-def _turns(*texts: str, system: str | None = None) -> dict[str, Any]:
+def _turns(*texts: str, system: str | None = None, said: str = "answer") -> dict[str, Any]:
     """A conversation: user turns with an answer after each but the last."""
     messages: list[dict[str, str]] = (
         [] if system is None else [{"role": "system", "content": system}]
@@ -56,7 +56,7 @@ def _turns(*texts: str, system: str | None = None) -> dict[str, Any]:
     for i, text in enumerate(texts):
         messages.append({"role": "user", "content": text})
         if i < len(texts) - 1:
-            messages.append({"role": "assistant", "content": f"answer {i}"})
+            messages.append({"role": "assistant", "content": f"{said} {i}"})
     return {"model": "auto", "messages": messages}
 
 
@@ -79,18 +79,51 @@ def _served(
     return asyncio.run(affinity.apply(plan, body, headers or {}, "team-a"))
 
 
-def test_a_conversation_is_named_by_its_opening_or_its_session() -> None:
+def _name(body: dict[str, Any], client: str | None = "team-a", **headers: str) -> str:
+    named = conversation_key(body, {k.replace("_", "-"): v for k, v in headers.items()}, client)
+    assert named is not None
+    return named.name
+
+
+def test_a_conversation_is_named_by_its_opening_and_first_answer_or_its_session() -> None:
     first = conversation_key(_turns(PROOF, system="be brief"), {}, "team-a")
+    second = conversation_key(_turns(PROOF, THANKS, system="be brief"), {}, "team-a")
     third = conversation_key(_turns(PROOF, THANKS, "and for 3?", system="be brief"), {}, "team-a")
-    assert first is not None and third is not None
-    assert first[0] == third[0] and (first[1], third[1]) == (False, True)
-    assert conversation_key(_turns(PROOF, THANKS), {}, "team-b")[0] != third[0]  # type: ignore[index]
+    assert first is not None and second is not None and third is not None
+    assert (first.look_up, first.opening) == (False, None)  # a first turn: remembered
+    assert second.name == third.name and second.look_up and third.look_up
+    assert second.opening == third.opening == first.name  # where the first turn went
+    alike = _turns(PROOF, THANKS, system="be brief", said="another reply")  # same opening
+    assert _name(alike) != second.name
+    assert _name(_turns(PROOF, THANKS, system="be brief"), "team-b") != third.name
     other_user = {**_turns(PROOF, THANKS, system="be brief"), "user": "u-2"}
-    assert conversation_key(other_user, {}, "team-a")[0] != third[0]  # type: ignore[index]
+    assert _name(other_user) != third.name
     by_header = conversation_key(_turns(THANKS), {"x-llmroute-session": "s-1"}, None)
-    assert by_header is not None and by_header[1]  # a named session is always looked up
-    assert by_header[0] == conversation_key(_turns(PROOF), {"X-LLMRoute-Session": "s-1"}, None)[0]  # type: ignore[index]
+    assert by_header is not None and by_header.look_up  # a named session is always looked up
+    assert by_header.name == _name(_turns(PROOF, THANKS), None, X_LLMRoute_Session="s-1")
     assert conversation_key({"messages": [{"role": "system", "content": "x"}]}, {}, None) is None
+    greeted = {"messages": [{"role": "assistant", "content": "Hi! Ask me anything."}]}
+    greeted["messages"].append({"role": "user", "content": PROOF})
+    named = conversation_key(greeted, {}, None)  # an assistant greeting is no answer
+    assert named is not None and not named.look_up
+
+
+def test_conversations_that_opened_alike_move_up_apart(tmp_path: Path) -> None:
+    """Two conversations open with the same suggested prompt (same key, no end user):
+    the one whose second turn needs the large model moves up; the other stays small,
+    and a third conversation opening alike still starts small."""
+    router, affinity = _setup(tmp_path)
+    one = _served(router, affinity, _turns(THANKS))
+    two = _served(router, affinity, _turns(THANKS))
+    assert one.decision.model == two.decision.model == "small"
+    moved = _served(router, affinity, _turns(THANKS, PROOF, said="one"))
+    assert moved.decision.model == "large"
+    later = _served(router, affinity, _turns(THANKS, PROOF, THANKS, said="one"))
+    assert later.decision.model == "large"  # and it stays up
+    other = _served(router, affinity, _turns(THANKS, THANKS, said="two"))
+    assert other.decision.model == "small" and other.decision.layer != AFFINITY_LAYER
+    third = _served(router, affinity, _turns(THANKS, THANKS, said="three"))
+    assert third.decision.model == "small"
 
 
 def test_a_prompt_prefix_is_named_whoever_sends_it() -> None:

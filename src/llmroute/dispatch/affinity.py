@@ -9,11 +9,16 @@ remembers, per conversation, the model it was sent to and applies it to the plan
 routing.
 
 A conversation is named by the ``x-llmroute-session`` header when the client sends
-one, else by its opening: the system prompt and the first user message, which every
-later turn repeats. Either is hashed together with the client key and end user, so
-nobody else's conversation shares it and no text is stored. Only requests that carry an
-earlier answer (an assistant turn) look the conversation up, or any request that names
-its session; every routed request records its model.
+one, else by what every later turn repeats: its opening (the system prompt and the first
+user message) and, from the second turn on, the first answer, which tells apart two
+conversations that opened alike (a suggested prompt, a canned greeting), so that one of
+them moving up does not move the others. A second turn not yet remembered under its
+full name takes the model its first turn was remembered with under the opening alone
+(the same text, routed the same way, whoever sent it). Each name is hashed together
+with the client key and end user, so nobody else's conversation shares it and no text
+is stored. Only requests that carry an earlier answer (an assistant turn) look the
+conversation up, or any request that names its session; every routed request records
+its model.
 
 Requests pinned by the client (a model or route name), blocked by safety or rerouted by
 it to a guarded model are left alone. The store is a `KeyValueStore`: memory (this
@@ -29,7 +34,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from llmroute.dispatch.plan import PINNED, Plan
@@ -44,7 +49,14 @@ from llmroute.state.stores import (
 )
 from llmroute.telemetry.attribution import end_user_of
 
-__all__ = ["AFFINITY_LAYER", "SESSION_HEADER", "Affinity", "conversation_key", "prefix_key"]
+__all__ = [
+    "AFFINITY_LAYER",
+    "SESSION_HEADER",
+    "Affinity",
+    "ConversationKey",
+    "conversation_key",
+    "prefix_key",
+]
 
 log = logging.getLogger("llmroute.affinity")
 
@@ -68,20 +80,36 @@ def _process_store(max_entries: int) -> MemoryStore:
         return store
 
 
+@dataclass(frozen=True, slots=True)
+class ConversationKey:
+    """Where a conversation's model is remembered (`name`, a hash), whether this turn
+    looks it up (`look_up`: it names a session, or carries an earlier answer), and
+    where its first turn's model was remembered (`opening`: a later turn's opening
+    alone, looked up when `name` is not known yet; None when `name` is that)."""
+
+    name: str
+    look_up: bool
+    opening: str | None = None
+
+
 def conversation_key(
     body: Mapping[str, Any], headers: Mapping[str, str], client: str | None
-) -> tuple[str, bool] | None:
-    """The conversation's name (a hash) and whether to look it up (it names a session,
-    or carries an earlier answer); None for a request with no user message."""
+) -> ConversationKey | None:
+    """The conversation's `ConversationKey`; None for a request with no user message."""
     session = _header(headers, SESSION_HEADER)
     opened = _opening(body)
     if opened is None:
         return None
-    opening, later = opened
-    if session is None and not opening:
+    opening, answer = opened
+    who = [client, end_user_of(body)]
+    if session is not None:
+        return ConversationKey(_digest([*who, {"session": session[:_MAX_SESSION]}]), True)
+    if not opening:
         return None
-    named: Any = {"session": session[:_MAX_SESSION]} if session is not None else opening
-    return _digest([client, end_user_of(body), named]), later or session is not None
+    first = _digest([*who, opening])
+    if answer is None:
+        return ConversationKey(first, False)
+    return ConversationKey(_digest([*who, opening, answer]), True, first)
 
 
 def prefix_key(body: Mapping[str, Any]) -> str | None:
@@ -92,15 +120,15 @@ def prefix_key(body: Mapping[str, Any]) -> str | None:
     return _digest(opened[0]) if opened is not None and opened[0] else None
 
 
-def _opening(body: Mapping[str, Any]) -> tuple[list[Any], bool] | None:
+def _opening(body: Mapping[str, Any]) -> tuple[list[Any], Any] | None:
     """The system prompt(s) up to and with the first user message (empty without a user
-    message), and whether an answer came before (a later turn); None when there are no
-    messages."""
+    message), and the first answer after it (its content and tool calls; None on a
+    first turn); None when there are no messages."""
     messages = body.get("messages")
     if not isinstance(messages, list):
         return None
     opening: list[Any] = []
-    opened = later = False
+    opened = False
     for message in messages:
         if not isinstance(message, Mapping):
             continue
@@ -108,9 +136,10 @@ def _opening(body: Mapping[str, Any]) -> tuple[list[Any], bool] | None:
         if not opened and role in ("system", "developer", "user"):
             opening.append({"role": role, "content": _bounded(message.get("content"))})
             opened = role == "user"
-        elif role == "assistant":
-            later = True
-    return (opening if opened else []), later
+        elif role == "assistant" and opened:  # one before any user message greets
+            answer = [_bounded(message.get("content")), _bounded(message.get("tool_calls"))]
+            return opening, answer
+    return (opening if opened else []), None
 
 
 def _digest(material: Any) -> str:
@@ -193,11 +222,12 @@ class Affinity:
         named = conversation_key(body, headers, client)
         if named is None:
             return plan
-        key, look_up = named
-        remembered = await self._get(key) if look_up else None
+        remembered = await self._get(named.name) if named.look_up else None
+        if remembered is None and named.look_up and named.opening is not None:
+            remembered = await self._get(named.opening)  # its second turn
         chosen = self._choose(decision.model, remembered)
-        await self._set(key, chosen)  # also slides the conversation's expiry
-        self._count(look_up, remembered, decision.model, chosen)
+        await self._set(named.name, chosen)  # also slides the conversation's expiry
+        self._count(named.look_up, remembered, decision.model, chosen)
         if chosen == decision.model:
             return plan
         kept = replace(
