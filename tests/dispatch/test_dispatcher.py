@@ -272,6 +272,57 @@ def test_a_mid_stream_failure_is_not_retried(h: Harness) -> None:
     assert h.upstream.models_called() == ["a?mid=1"]
 
 
+def test_an_error_sent_with_a_200_is_retried_then_falls_back(h: Harness) -> None:
+    """OpenRouter answers 200 with an error object once the model has started (a stream:
+    an error event first): a failure like a 502, retried, then handed to the fallback,
+    not passed to the client as an answer."""
+    models = "  a: {provider: up, model: 'a?inbody=502'}\n  b: {provider: up, model: b}"
+    registry = h.registry(models, "a")
+    served = h.run(registry, lambda d: d.complete(plan_for("a", "b"), _body()))
+    assert served.model == "b" and served.data["choices"][0]["message"]["content"] == "echo: hi"
+    assert len(h.upstream.calls_to("a?inbody=502")) == 3 and len(h.sleeps) == 2
+    assert "upstream answered with error 502" in served.attempts[0]
+
+    async def job(d: Dispatcher) -> tuple[str, list[bytes]]:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        return opened.model, [e async for e in opened.events]
+
+    model, events = h.run(registry, job)
+    assert model == "b" and events[-1] == b"data: [DONE]\n\n"
+    assert not any(b'"error"' in e for e in events)
+
+
+def test_an_error_with_a_200_that_blames_the_request_is_the_clients(h: Harness) -> None:
+    for fault in ("inbody=400", "inbody=old"):  # vLLM's error objects, new and old
+        name = f"a?{fault}"
+        registry = h.registry(
+            f"  a: {{provider: up, model: '{name}'}}\n  b: {{provider: up, model: b}}", "a"
+        )
+        with pytest.raises(UpstreamRejected) as caught:
+            h.run(registry, lambda d: d.complete(plan_for("a", "b"), _body()))
+        assert caught.value.status == 400 and "bad" in str(caught.value)
+        assert h.upstream.models_called()[-1] == name and "b" not in h.upstream.models_called()
+
+
+def test_an_error_event_mid_stream_ends_it_as_a_broken_stream(h: Harness) -> None:
+    """OpenRouter's mid-stream error chunk (``finish_reason: error``) after a word: the
+    stream raises there, as a broken connection does, and nothing is retried."""
+    models = "  a: {provider: up, model: 'a?inbody=502&late=1'}\n  b: {provider: up, model: b}"
+    registry = h.registry(models, "a")
+
+    async def job(d: Dispatcher) -> tuple[list[bytes], ProviderError]:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        got: list[bytes] = []
+        with pytest.raises(ProviderError) as caught:
+            async for event in opened.events:
+                got.append(event)
+        return got, caught.value
+
+    got, error = h.run(registry, job)
+    assert len(got) == 2 and b"partial" in got[1] and error.status == 502
+    assert h.upstream.models_called() == ["a?inbody=502&late=1"]
+
+
 def test_a_context_length_error_goes_to_the_larger_model(h: Harness) -> None:
     models = (
         "  a: {provider: up, model: 'a?context=1', context_window: 8192}\n"

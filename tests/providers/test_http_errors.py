@@ -7,8 +7,14 @@ import json
 
 import pytest
 
-from llmroute.errors import ContentRefused, RateLimited, UpstreamRejected
-from llmroute.providers._http import error_from_response
+from llmroute.errors import (
+    ContentRefused,
+    ContextWindowExceeded,
+    ProviderError,
+    RateLimited,
+    UpstreamRejected,
+)
+from llmroute.providers._http import error_from_response, error_in_answer, error_in_event
 
 BODY = json.dumps({"error": {"message": "boom", "type": "server_error"}}).encode()
 
@@ -121,3 +127,75 @@ def test_transport_failures_say_what_failed_and_never_where() -> None:
     )
     for error in (refused, closed):
         assert "127.0.0.1" not in str(error) and "pw" not in str(error)
+
+
+# -- errors inside a 200 --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "kind", "status"),
+    [  # OpenRouter once the model started: 200, the error's code its status
+        ({"error": {"code": 502, "message": "Provider returned error"}}, ProviderError, 502),
+        # the OpenAI API mid-stream: no code
+        ({"error": {"message": "The server had an error", "type": "server_error"}}, None, 502),
+        # vLLM in a stream, and its older bare error object
+        (
+            {"error": {"code": 400, "type": "BadRequestError", "message": "bad"}},
+            UpstreamRejected,
+            400,
+        ),
+        ({"object": "error", "message": "bad", "type": "BadRequestError", "code": 400}, None, 400),
+        ({"error": {"code": "429", "message": "slow down"}}, RateLimited, 429),
+        ({"error": {"code": "context_length_exceeded", "message": "too long"}}, None, 400),
+        ({"error": {"code": "content_filter", "message": "no"}}, ContentRefused, 400),
+        ({"error": "the model crashed"}, None, 502),
+        # OpenRouter mid-stream: a chunk that finishes with "error"
+        (
+            {"choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]},
+            None,
+            502,
+        ),
+    ],
+)
+def test_an_error_inside_a_200_is_raised_like_an_error_status(
+    data: dict[str, object], kind: type[ProviderError] | None, status: int
+) -> None:
+    error = error_in_answer("up", data)
+    assert error is not None and error.status == status
+    if kind is not None:
+        assert type(error) is kind
+    assert error.retryable == (status >= 500 or status == 429)
+    if type(error) in (ProviderError, UpstreamRejected):
+        assert f"upstream answered with error {status}" in str(error)
+        assert "HTTP" not in str(error)  # it came with a 200
+    if status == 400 and "context_length_exceeded" in json.dumps(data):
+        assert isinstance(error, ContextWindowExceeded)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"choices": [{"message": {"content": "an error in line 3"}, "finish_reason": "stop"}]},
+        {"choices": [], "error": None},
+        {"object": "chat.completion", "choices": [{"finish_reason": "length"}]},
+        ["error"],
+    ],
+)
+def test_an_answer_is_no_error(data: object) -> None:
+    assert error_in_answer("up", data) is None
+
+
+def test_a_streams_error_event_is_found_whatever_its_field() -> None:
+    def event(payload: object, field: str = "data") -> bytes:
+        return f"{field}: {json.dumps(payload)}\n\n".encode()
+
+    chunk = {"choices": [{"delta": {"content": 'the "error": field'}, "finish_reason": None}]}
+    assert error_in_event("up", event(chunk)) is None  # the word in the text is no error
+    assert error_in_event("up", b"data: [DONE]\n\n") is None
+    assert error_in_event("up", b"data: {not json error\n\n") is None
+    found = error_in_event("up", event({"error": {"message": "gone", "code": 503}}))
+    assert found is not None and found.status == 503
+    llama = error_in_event(
+        "up", event({"code": 500, "message": "x", "type": "server_error"}, "error")
+    )
+    assert llama is not None and llama.status == 500  # llama.cpp server's error field

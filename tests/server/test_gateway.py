@@ -47,6 +47,8 @@ models:
   claude: {provider: anth, model: claude-x}
   filtered: {provider: fake, model: "azure?filter=1"}
   leaky: {provider: anth, model: "c?echo_key=1"}  # its 400 error repeats the key
+  relayed: {provider: fake, model: "or?inbody=502"}  # errors with a 200, as OpenRouter
+  cutoff: {provider: fake, model: "or?inbody=502&late=1"}
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -71,6 +73,10 @@ routes:
     examples: ["summarise this court ruling", "describe the battle in detail"]
     target: filtered
     policy: {fallback: [small], content_fallback: claude}
+  - name: relayed-route
+    examples: ["write a limerick about cats", "compose a haiku about rain"]
+    target: relayed
+    policy: {fallback: [small]}
   - name: sensitive-strict
     examples: ["summarise this police report", "describe the crime scene"]
     target: filtered
@@ -327,6 +333,34 @@ def test_a_stream_that_breaks_midway_ends_with_an_error_event_and_done(gateway: 
     assert events[-1] == "data: [DONE]"
     # no silent retry after the first byte
     assert gateway.upstream.models_called()[before:] == [FAIL_MID]
+
+
+def test_an_error_inside_a_200_falls_back_or_breaks_the_stream(
+    gateway: Gateway, client: openai.OpenAI
+) -> None:
+    """An upstream that reports its failure inside a 200 (OpenRouter, vLLM and the OpenAI
+    API in streams) is failing, not answering: the route's fallback answers, streamed
+    or not; an error event after the first words ends the stream as a broken one, which
+    the official client raises."""
+    before = len(gateway.upstream.requests)
+    raw = client.chat.completions.with_raw_response.create(
+        model="relayed-route", messages=_user("hi")
+    )
+    assert raw.headers["x-llmroute-model"] == "small"
+    assert raw.parse().choices[0].message.content == "echo: hi"
+    with client.chat.completions.create(
+        model="relayed-route", messages=_user("a b"), stream=True
+    ) as stream:
+        assert {c.model for c in stream} == {"up-small"}
+    tried = ["or?inbody=502", "or?inbody=502", "up-small"]  # retried once, then the fallback
+    assert gateway.upstream.models_called()[before:] == tried * 2
+    texts: list[str] = []
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in client.chat.completions.create(
+            model="cutoff", messages=_user("hi"), stream=True
+        ):
+            texts.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
+    assert "".join(texts) == "partial " and "stream broke off" in caught.value.message
 
 
 def test_route_returns_the_decision_only(gateway: Gateway) -> None:

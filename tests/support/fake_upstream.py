@@ -16,7 +16,11 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   answer; ``mid=1`` a stream breaks after its first event; ``context=1`` answer 400
   ``context_length_exceeded``; ``filter=1`` answer Azure OpenAI's 400
   ``content_filter``; ``nousage=1`` leave ``usage`` out; ``deep=N`` answer 200
-  with JSON nested N levels deep.
+  with JSON nested N levels deep; ``inbody=CODE`` answer 200 with an error object whose
+  code is CODE instead of the answer (OpenRouter's way once the model started; a stream:
+  as its first event), with ``late=1`` a stream sends a word first, then OpenRouter's
+  mid-stream error chunk (``finish_reason: error``); ``inbody=old`` vLLM's older bare
+  error object (``"object": "error"``, code 400).
 
 Answers can be scripted the same way (for cascade gates): ``reply=TEXT`` (URL-encoded)
 answer TEXT instead of the echo; ``vary=1`` append `` #N`` to it, N counting this model
@@ -198,6 +202,14 @@ def _chunk(
     return f"data: {json.dumps(data)}\n\n".encode()
 
 
+def _error_in_body(code: str) -> dict[str, Any]:
+    """An error object sent with a 200: OpenRouter's shape, or vLLM's older bare one."""
+    if code == "old":
+        return {"object": "error", "message": "bad input", "type": "BadRequestError", "code": 400}
+    message = "Provider returned error" if code.startswith("5") else "bad request"
+    return {"error": {"code": int(code) if code.isdigit() else code, "message": message}}
+
+
 def _embedding(text: str) -> list[float]:
     return [((hash(text) >> shift) % 1000) / 1000.0 for shift in (0, 8, 16, 24)]
 
@@ -243,6 +255,12 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 self.close_connection = True
                 return
             if self._fail(faults):
+                return
+            if "inbody" in faults and not (body.get("stream") is True and "late" in faults):
+                if body.get("stream") is True:
+                    self._stream(model, "", faults, False)
+                else:
+                    self._send_json(200, _error_in_body(faults["inbody"]))
                 return
             if self.path.endswith("/embeddings"):
                 self._embeddings(model, body)
@@ -369,7 +387,23 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                     upstream.cut.append((model, 0))
                 self.close_connection = True
                 return
+            if "inbody" in faults and "late" not in faults:
+                error = _error_in_body(faults["inbody"])
+                self._write_chunk(f"data: {json.dumps(error)}\n\n".encode())
+                self._write_chunk(b"data: [DONE]\n\n")
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+                return
             self._write_chunk(_chunk(model, {"role": "assistant", "content": ""}, None))
+            if "late" in faults:
+                self._write_chunk(_chunk(model, {"content": "partial "}, None))
+                late = json.loads(_chunk(model, {"content": ""}, "error")[6:])
+                late["error"] = _error_in_body(faults.get("inbody", "502"))["error"]
+                self._write_chunk(f"data: {json.dumps(late)}\n\n".encode())
+                self._write_chunk(b"data: [DONE]\n\n")
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+                return
             if "mid" in faults:
                 # chunked transfer cut off before its last chunk: a real broken stream
                 self._write_chunk(_chunk(model, {"content": "partial "}, None))

@@ -4,9 +4,11 @@ transport errors and upstream error statuses become `llmroute.errors.ProviderErr
 from __future__ import annotations
 
 import email.utils
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
 
@@ -22,6 +24,8 @@ from llmroute.untrusted_json import loads
 
 __all__ = [
     "error_from_response",
+    "error_in_answer",
+    "error_in_event",
     "iter_sse_events",
     "network_error",
     "parse_retry_after",
@@ -103,18 +107,27 @@ def _transport_reason(exc: BaseException) -> str:
 
 
 def error_from_response(
-    provider: str, status: int, headers: Mapping[str, str], body: bytes
+    provider: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    in_answer: bool = False,
 ) -> ProviderError:
     """The error for an upstream error status, from its headers and whole body. Its
     message ends with the upstream's request id when it sent one (what the provider's
-    support asks for), so the attempts in the error and the decision log carry it."""
+    support asks for), so the attempts in the error and the decision log carry it.
+    `in_answer`: the status is the one an error inside a 200 answer gave
+    (`error_in_answer`), which the message says instead of an HTTP status."""
     message, code = _upstream_message(body)
     note = _request_id_note(headers)
     retry_after = parse_retry_after(headers.get("retry-after"))
+    said = f"answered with error {status}" if in_answer else f"returned HTTP {status}"
     if status == 429:
         return RateLimited(
             provider,
-            f"upstream rate limited (HTTP 429){message}{note}",
+            f"upstream rate limited ({'429 in its answer' if in_answer else 'HTTP 429'})"
+            f"{message}{note}",
             status=429,
             retry_after_s=retry_after,
             code=code,
@@ -143,17 +156,86 @@ def error_from_response(
         )
     if 400 <= status < 500 and status not in (408, 409):
         shown = "" if status in (401, 403) else message  # auth messages may echo key parts
-        return UpstreamRejected(
-            provider, f"upstream returned HTTP {status}{shown}{note}", status=status, code=code
-        )
+        return UpstreamRejected(provider, f"upstream {said}{shown}{note}", status=status, code=code)
     overloaded = " (overloaded)" if status == 529 or code == "overloaded_error" else ""
     return ProviderError(
         provider,
-        f"upstream returned HTTP {status}{overloaded}{note}",
+        f"upstream {said}{overloaded}{note}",
         status=status,
         retry_after_s=retry_after,
         code=code,
     )
+
+
+# Statuses for the string codes of errors reported inside a 200 (no number given).
+_CODE_STATUS = {
+    "context_length_exceeded": 400,
+    "rate_limit_exceeded": 429,
+    **{code: 400 for code in _CONTENT_CODES},
+}
+
+
+def error_in_answer(provider: str, data: Any) -> ProviderError | None:
+    """The error an upstream reported inside a 200 instead of answering, or None for an
+    answer: an ``error`` object in place of the choices (OpenRouter once the model has
+    started; the OpenAI API, vLLM and Ollama inside streams), vLLM's older bare error
+    object (``"object": "error"``), or a choice that finished with ``error`` (OpenRouter
+    mid-stream). Its status is the error's numeric ``code`` (or ``status``), else one
+    its string code implies, else 502: a failure another model may not have."""
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error")
+    if not error and data.get("object") == "error":
+        error = data
+    if not error:
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not any(
+            isinstance(c, dict) and c.get("finish_reason") == "error" for c in choices
+        ):
+            return None
+        error = {"message": "the model's answer ended with an error"}
+    if not isinstance(error, dict):
+        error = {"message": str(error)}
+    status = _status_number(error.get("code")) or _status_number(error.get("status"))
+    if status is None:
+        code = error.get("code") if isinstance(error.get("code"), str) else error.get("type")
+        status = _CODE_STATUS.get(code, 502) if isinstance(code, str) else 502
+    body = json.dumps({"error": error}, default=str).encode()
+    return error_from_response(provider, status, {}, body, in_answer=True)
+
+
+def error_in_event(provider: str, event: bytes) -> ProviderError | None:
+    """`error_in_answer` for one server-sent event of a chat-completions stream: its
+    ``data:`` (or llama.cpp server's ``error:``) JSON. Only an event with the word
+    ``error`` in it is parsed."""
+    if b"error" not in event:
+        return None
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            payload = line[5:].strip()
+        elif line.startswith(b"error:"):
+            payload = b'{"error": ' + line[6:].strip() + b"}"
+        else:
+            continue
+        if payload == b"[DONE]":
+            continue
+        try:
+            data = loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        failed = error_in_answer(provider, data)
+        if failed is not None:
+            return failed
+    return None
+
+
+def _status_number(value: Any) -> int | None:
+    """`value` as an HTTP error status (400-599), else None."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
+        return value
+    return None
 
 
 def _request_id_note(headers: Mapping[str, str]) -> str:

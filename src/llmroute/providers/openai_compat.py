@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from llmroute.providers._http import error_in_answer, error_in_event
 from llmroute.providers._transport import HttpTransport
 from llmroute.providers.base import Timeouts, model_ids
 from llmroute.providers.cache_markers import without_cache_markers
@@ -46,12 +47,21 @@ class OpenAICompatProvider:
     async def complete(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]:
-        return await self._http.post_json(_CHAT, self._chat(model, body), timeouts)
+        return self._answered(await self._http.post_json(_CHAT, self._chat(model, body), timeouts))
 
     async def embed(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]:
-        return await self._http.post_json(_EMBEDDINGS, {**body, "model": model}, timeouts)
+        data = await self._http.post_json(_EMBEDDINGS, {**body, "model": model}, timeouts)
+        return self._answered(data)
+
+    def _answered(self, data: dict[str, Any]) -> dict[str, Any]:
+        """`data`, unless it is an error the upstream sent with a 200 (`error_in_answer`):
+        then that error is raised, to be retried or fallen back from like any other."""
+        failed = error_in_answer(self.name, data)
+        if failed is not None:
+            raise failed
+        return data
 
     async def list_models(self, *, timeouts: Timeouts) -> list[str]:
         """The ids ``GET /models`` lists (what `llmroute registry probe` checks names
@@ -61,8 +71,14 @@ class OpenAICompatProvider:
     async def stream(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> AsyncIterator[bytes]:
+        """The answer's events. An error event (`error_in_event`) is raised: as the first
+        event it fails the call (retried, fallen back from); later, dispatch ends the
+        stream with an error event of its own, as when the connection breaks."""
         async with self._http.events(_CHAT, self._chat(model, body), timeouts) as events:
             async for event in events:
+                failed = error_in_event(self.name, event)
+                if failed is not None:  # before the first event: another model can answer
+                    raise failed
                 yield event
 
     async def aclose(self) -> None:
