@@ -292,6 +292,24 @@ def test_an_error_sent_with_a_200_is_retried_then_falls_back(h: Harness) -> None
     assert not any(b'"error"' in e for e in events)
 
 
+def test_a_keep_alive_comment_does_not_begin_a_stream(h: Harness) -> None:
+    """OpenRouter's ``: OPENROUTER PROCESSING`` comes before the model answers: the
+    error event after it still goes to the fallback, and a stream that does answer
+    starts with its first chunk, not with the comment."""
+    models = (
+        "  a: {provider: up, model: 'a?ping=1&inbody=502'}\n  b: {provider: up, model: 'b?ping=1'}"
+    )
+    registry = h.registry(models, "a")
+
+    async def job(d: Dispatcher) -> tuple[str, list[bytes]]:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        return opened.model, [e async for e in opened.events]
+
+    model, events = h.run(registry, job)
+    assert model == "b" and events[0].startswith(b"data: {") and events[-1] == b"data: [DONE]\n\n"
+    assert not any(e.startswith(b":") for e in events)
+
+
 def test_an_error_with_a_200_that_blames_the_request_is_the_clients(h: Harness) -> None:
     for fault in ("inbody=400", "inbody=old"):  # vLLM's error objects, new and old
         name = f"a?{fault}"

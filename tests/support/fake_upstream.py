@@ -20,7 +20,8 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   code is CODE instead of the answer (OpenRouter's way once the model started; a stream:
   as its first event), with ``late=1`` a stream sends a word first, then OpenRouter's
   mid-stream error chunk (``finish_reason: error``); ``inbody=old`` vLLM's older bare
-  error object (``"object": "error"``, code 400).
+  error object (``"object": "error"``, code 400); ``ping=1`` a stream opens with
+  OpenRouter's keep-alive comment (``: OPENROUTER PROCESSING``) before anything else.
 
 Answers can be scripted the same way (for cascade gates): ``reply=TEXT`` (URL-encoded)
 answer TEXT instead of the echo; ``vary=1`` append `` #N`` to it, N counting this model
@@ -382,6 +383,8 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             self.send_header("content-type", "text/event-stream")
             self.send_header("transfer-encoding", "chunked")
             self.end_headers()
+            if "ping" in faults:
+                self._write_chunk(b": OPENROUTER PROCESSING\n\n")
             if "ttft" in faults and not self._wait(float(faults["ttft"])):
                 with upstream.lock:
                     upstream.cut.append((model, 0))

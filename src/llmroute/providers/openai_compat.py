@@ -73,13 +73,25 @@ class OpenAICompatProvider:
     ) -> AsyncIterator[bytes]:
         """The answer's events. An error event (`error_in_event`) is raised: as the first
         event it fails the call (retried, fallen back from); later, dispatch ends the
-        stream with an error event of its own, as when the connection breaks."""
+        stream with an error event of its own, as when the connection breaks. Comments
+        before the first event (OpenRouter's ``: OPENROUTER PROCESSING`` keep-alives) are
+        dropped: the stream has not begun until the model sends something, and until
+        then a failure can still go to the fallback and the first-token limit runs."""
+        started = False
         async with self._http.events(_CHAT, self._chat(model, body), timeouts) as events:
             async for event in events:
+                if not started and _comment_only(event):
+                    continue  # a keep-alive while the model has not begun
                 failed = error_in_event(self.name, event)
                 if failed is not None:  # before the first event: another model can answer
                     raise failed
+                started = True
                 yield event
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _comment_only(event: bytes) -> bool:
+    """Whether a server-sent event holds nothing but comment lines (``: ...``)."""
+    return all(line.startswith(b":") for line in event.splitlines() if line)
