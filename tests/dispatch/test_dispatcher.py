@@ -310,6 +310,22 @@ def test_a_keep_alive_comment_does_not_begin_a_stream(h: Harness) -> None:
     assert not any(e.startswith(b":") for e in events)
 
 
+def test_an_error_right_after_the_role_chunk_still_falls_back(h: Harness) -> None:
+    """The role-only chunk that opens a stream gives the client nothing: an error event
+    right after it (before any words) hands the request to the fallback, which streams
+    from its own first chunk."""
+    models = "  a: {provider: up, model: 'a?inbody=503&early=1'}\n  b: {provider: up, model: b}"
+    registry = h.registry(models, "a")
+
+    async def job(d: Dispatcher) -> tuple[str, list[bytes]]:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        return opened.model, [e async for e in opened.events]
+
+    model, events = h.run(registry, job)
+    assert model == "b" and sum(b'"role"' in e for e in events) == 1
+    assert b'"content": "hi "' in b"".join(events) and b'"error"' not in b"".join(events)
+
+
 def test_an_error_with_a_200_that_blames_the_request_is_the_clients(h: Harness) -> None:
     for fault in ("inbody=400", "inbody=old"):  # vLLM's error objects, new and old
         name = f"a?{fault}"

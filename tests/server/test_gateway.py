@@ -49,6 +49,7 @@ models:
   leaky: {provider: anth, model: "c?echo_key=1"}  # its 400 error repeats the key
   relayed: {provider: fake, model: "or?inbody=502"}  # errors with a 200, as OpenRouter
   cutoff: {provider: fake, model: "or?inbody=502&late=1"}
+  busy-claude: {provider: anth, model: "claude-x?early_error=1"}  # overloaded at once
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -76,6 +77,10 @@ routes:
   - name: relayed-route
     examples: ["write a limerick about cats", "compose a haiku about rain"]
     target: relayed
+    policy: {fallback: [small]}
+  - name: busy
+    examples: ["recommend a sci-fi novel", "suggest a good fantasy book"]
+    target: busy-claude
     policy: {fallback: [small]}
   - name: sensitive-strict
     examples: ["summarise this police report", "describe the crime scene"]
@@ -361,6 +366,19 @@ def test_an_error_inside_a_200_falls_back_or_breaks_the_stream(
         ):
             texts.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
     assert "".join(texts) == "partial " and "stream broke off" in caught.value.message
+
+
+def test_anthropic_overloaded_before_its_first_words_falls_back(
+    gateway: Gateway, client: openai.OpenAI
+) -> None:
+    """Anthropic's ``overloaded_error`` event right after ``message_start`` (the stream
+    had said nothing yet): the route's fallback answers the stream, through the
+    official client, with one opening chunk and no error."""
+    with client.chat.completions.create(model="busy", messages=_user("a b"), stream=True) as stream:
+        chunks = list(stream)
+    assert {c.model for c in chunks} == {"up-small"}
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: a b "
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.role) == 1
 
 
 def test_route_returns_the_decision_only(gateway: Gateway) -> None:

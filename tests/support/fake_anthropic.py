@@ -15,6 +15,7 @@ Faults and variants are chosen by the model name, ``NAME?k=v&...``:
   long"; ``echo_key=1`` answers 400 with the received x-api-key in its message;
 - ``reset=1`` closes the connection without an answer; ``mid=1`` breaks a stream after
   its first text delta; ``error_event=1`` sends an ``overloaded_error`` event mid-stream;
+  ``early_error=1`` sends it after message_start and a ping, before any content;
   ``truncate=1`` ends a stream cleanly after its first text delta (no message_stop);
 - ``stop=max_tokens|stop_sequence|refusal|...`` sets the stop_reason; ``thinking=1``
   puts a thinking block first.
@@ -271,12 +272,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if "mid" in faults or "error_event" in faults or "truncate" in faults:
             events = events[:4]  # message_start, ping, content_block_start, the first delta
+        if "early_error" in faults:
+            events = events[:2]  # message_start, ping
         for event in events:
             self._write_chunk(event)
         if "mid" in faults:
             self.close_connection = True  # chunked body cut off: a broken stream
             return
-        if "error_event" in faults:
+        if "error_event" in faults or "early_error" in faults:
             error = _error("overloaded_error", "Overloaded")["error"]
             self._write_chunk(_event("error", {"error": error}))
         self.wfile.write(b"0\r\n\r\n")

@@ -19,7 +19,8 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   with JSON nested N levels deep; ``inbody=CODE`` answer 200 with an error object whose
   code is CODE instead of the answer (OpenRouter's way once the model started; a stream:
   as its first event), with ``late=1`` a stream sends a word first, then OpenRouter's
-  mid-stream error chunk (``finish_reason: error``); ``inbody=old`` vLLM's older bare
+  mid-stream error chunk (``finish_reason: error``), with ``early=1`` the error event
+  comes right after the opening role-only chunk; ``inbody=old`` vLLM's older bare
   error object (``"object": "error"``, code 400); ``ping=1`` a stream opens with
   OpenRouter's keep-alive comment (``: OPENROUTER PROCESSING``) before anything else.
 
@@ -257,7 +258,8 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 return
             if self._fail(faults):
                 return
-            if "inbody" in faults and not (body.get("stream") is True and "late" in faults):
+            streamed_late = "late" in faults or "early" in faults
+            if "inbody" in faults and not (body.get("stream") is True and streamed_late):
                 if body.get("stream") is True:
                     self._stream(model, "", faults, False)
                 else:
@@ -390,7 +392,7 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                     upstream.cut.append((model, 0))
                 self.close_connection = True
                 return
-            if "inbody" in faults and "late" not in faults:
+            if "inbody" in faults and "late" not in faults and "early" not in faults:
                 error = _error_in_body(faults["inbody"])
                 self._write_chunk(f"data: {json.dumps(error)}\n\n".encode())
                 self._write_chunk(b"data: [DONE]\n\n")
@@ -398,8 +400,9 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 self.wfile.flush()
                 return
             self._write_chunk(_chunk(model, {"role": "assistant", "content": ""}, None))
-            if "late" in faults:
-                self._write_chunk(_chunk(model, {"content": "partial "}, None))
+            if "late" in faults or "early" in faults:
+                if "late" in faults:
+                    self._write_chunk(_chunk(model, {"content": "partial "}, None))
                 late = json.loads(_chunk(model, {"content": ""}, "error")[6:])
                 late["error"] = _error_in_body(faults.get("inbody", "502"))["error"]
                 self._write_chunk(f"data: {json.dumps(late)}\n\n".encode())

@@ -55,6 +55,7 @@ from llmroute.dispatch.plan import Plan
 from llmroute.dispatch.reasoning_params import client_chose, with_reasoning
 from llmroute.dispatch.retry import backoff_delay
 from llmroute.dispatch.spend import Spend, answered, sending
+from llmroute.dispatch.stream_start import read_preamble
 from llmroute.dispatch.usage import (
     StreamUsage,
     Usage,
@@ -776,7 +777,9 @@ async def _complete_on(
 async def _open_on(
     deployment: Deployment, body: dict[str, Any], timeouts: Timeouts
 ) -> tuple[bytes, AsyncIterator[bytes]]:
-    """The stream's first event (within the first-token limit) and the stream."""
+    """The stream's first event (within the first-token limit) and the stream, read on
+    past the events that say nothing yet (`read_preamble`): a failure there still falls
+    back."""
     events = aiter(deployment.provider.stream(deployment.upstream, body, timeouts=timeouts))
     limit = timeouts.first_token_s or timeouts.total_s
     try:
@@ -794,7 +797,11 @@ async def _open_on(
     except BaseException:
         await _close(events)
         raise
-    return first, events
+    try:
+        return await read_preamble(first, events)
+    except BaseException:
+        await _close(events)
+        raise
 
 
 async def _metered(
