@@ -357,6 +357,28 @@ def test_an_error_event_mid_stream_ends_it_as_a_broken_stream(h: Harness) -> Non
     assert h.upstream.models_called() == ["a?inbody=502&late=1"]
 
 
+def test_a_stream_closed_cleanly_midway_is_a_broken_stream(h: Harness) -> None:
+    """No finish reason, no ``[DONE]``, then a clean end: the answer was cut short, so the
+    stream raises at its end (dispatch ends the client's stream with an error event)
+    instead of passing as whole; a whole stream does not."""
+    models = "  a: {provider: up, model: 'a?truncate=1'}\n  b: {provider: up, model: b}"
+    registry = h.registry(models, "a")
+
+    async def job(d: Dispatcher) -> tuple[list[bytes], str, list[bytes]]:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        got: list[bytes] = []
+        with pytest.raises(ProviderError) as caught:
+            async for event in opened.events:
+                got.append(event)
+        whole = await d.open_stream(plan_for("b"), _body(stream=True))
+        return got, str(caught.value), [e async for e in whole.events]
+
+    got, error, whole = h.run(registry, job)
+    assert len(got) == 2 and b"partial" in got[1] and "before its finish reason" in error
+    assert whole[-1] == b"data: [DONE]\n\n"
+    assert h.upstream.models_called() == ["a?truncate=1", "b"]
+
+
 def test_a_context_length_error_goes_to_the_larger_model(h: Harness) -> None:
     models = (
         "  a: {provider: up, model: 'a?context=1', context_window: 8192}\n"

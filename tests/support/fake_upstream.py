@@ -22,7 +22,9 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   mid-stream error chunk (``finish_reason: error``), with ``early=1`` the error event
   comes right after the opening role-only chunk; ``inbody=old`` vLLM's older bare
   error object (``"object": "error"``, code 400); ``ping=1`` a stream opens with
-  OpenRouter's keep-alive comment (``: OPENROUTER PROCESSING``) before anything else.
+  OpenRouter's keep-alive comment (``: OPENROUTER PROCESSING``) before anything else;
+  ``truncate=1`` a stream ends cleanly after its first word, with no finish reason and
+  no ``[DONE]`` (a proxy closing it midway).
 
 Answers can be scripted the same way (for cascade gates): ``reply=TEXT`` (URL-encoded)
 answer TEXT instead of the echo; ``vary=1`` append `` #N`` to it, N counting this model
@@ -407,6 +409,11 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 late["error"] = _error_in_body(faults.get("inbody", "502"))["error"]
                 self._write_chunk(f"data: {json.dumps(late)}\n\n".encode())
                 self._write_chunk(b"data: [DONE]\n\n")
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+                return
+            if "truncate" in faults:
+                self._write_chunk(_chunk(model, {"content": "partial "}, None))
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
                 return

@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from llmroute.errors import ProviderError
 from llmroute.providers._http import error_in_answer, error_in_event
 from llmroute.providers._transport import HttpTransport
 from llmroute.providers.base import Timeouts, model_ids
@@ -76,8 +77,11 @@ class OpenAICompatProvider:
         stream with an error event of its own, as when the connection breaks. Comments
         before the first event (OpenRouter's ``: OPENROUTER PROCESSING`` keep-alives) are
         dropped: the stream has not begun until the model sends something, and until
-        then a failure can still go to the fallback and the first-token limit runs."""
-        started = False
+        then a failure can still go to the fallback and the first-token limit runs. A
+        stream that ends after its first event with neither a finish reason nor
+        ``[DONE]`` (a proxy that closed it cleanly midway) raises too: the answer was
+        cut short, and the client is told so instead of taking it as whole."""
+        started = finished = False
         async with self._http.events(_CHAT, self._chat(model, body), timeouts) as events:
             async for event in events:
                 if not started and _comment_only(event):
@@ -86,7 +90,10 @@ class OpenAICompatProvider:
                 if failed is not None:  # before the first event: another model can answer
                     raise failed
                 started = True
+                finished = finished or _finishes(event)
                 yield event
+        if started and not finished:
+            raise ProviderError(self.name, "the stream ended before its finish reason or [DONE]")
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -95,3 +102,14 @@ class OpenAICompatProvider:
 def _comment_only(event: bytes) -> bool:
     """Whether a server-sent event holds nothing but comment lines (``: ...``)."""
     return all(line.startswith(b":") for line in event.splitlines() if line)
+
+
+def _finishes(event: bytes) -> bool:
+    """Whether an event ends the answer: ``[DONE]``, or a chunk with a finish reason."""
+    if b"[DONE]" in event:
+        return True
+    if b'"finish_reason"' not in event:
+        return False
+    return event.count(b'"finish_reason"') > event.count(b'"finish_reason":null') + event.count(
+        b'"finish_reason": null'
+    )
