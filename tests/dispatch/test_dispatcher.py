@@ -379,6 +379,30 @@ def test_a_stream_closed_cleanly_midway_is_a_broken_stream(h: Harness) -> None:
     assert h.upstream.models_called() == ["a?truncate=1", "b"]
 
 
+def test_a_stream_request_answered_with_json_is_a_failure(h: Harness) -> None:
+    """A server that does not stream (a JSON completion) or sends its error as JSON with
+    a 200: not passed on as if it were events; the fallback streams instead."""
+    models = (
+        "  a: {provider: up, model: 'a?nostream=1'}\n"
+        "  c: {provider: up, model: 'c?inbody=429&nostream=1'}\n"
+        "  b: {provider: up, model: b}"
+    )
+    registry = h.registry(models, "a")
+
+    async def job(d: Dispatcher) -> tuple[str, list[str], ProviderError]:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        async for _ in opened.events:
+            pass
+        with pytest.raises(ProviderError) as caught:
+            await d.open_stream(plan_for("c"), _body(stream=True))
+        return opened.model, list(opened.attempts), caught.value
+
+    model, attempts, limited = h.run(registry, job)
+    assert model == "b"
+    assert "answered a stream request with JSON, not events" in attempts[0]
+    assert "rate limited (429 in its answer)" in str(limited)  # its error, not "no events"
+
+
 def test_a_context_length_error_goes_to_the_larger_model(h: Harness) -> None:
     models = (
         "  a: {provider: up, model: 'a?context=1', context_window: 8192}\n"

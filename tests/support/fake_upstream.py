@@ -24,7 +24,8 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   error object (``"object": "error"``, code 400); ``ping=1`` a stream opens with
   OpenRouter's keep-alive comment (``: OPENROUTER PROCESSING``) before anything else;
   ``truncate=1`` a stream ends cleanly after its first word, with no finish reason and
-  no ``[DONE]`` (a proxy closing it midway).
+  no ``[DONE]`` (a proxy closing it midway); ``nostream=1`` answers a stream request
+  with the whole completion as JSON (a server that does not stream).
 
 Answers can be scripted the same way (for cascade gates): ``reply=TEXT`` (URL-encoded)
 answer TEXT instead of the echo; ``vary=1`` append `` #N`` to it, N counting this model
@@ -288,7 +289,7 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             texts = _scripted_texts(upstream, model, body, faults)
             text = texts[0]
             usage = "nousage" not in faults
-            if body.get("stream") is True:
+            if body.get("stream") is True and "nostream" not in faults:
                 include = bool((body.get("stream_options") or {}).get("include_usage"))
                 self._stream(model, text, faults, usage and include)
             else:

@@ -22,6 +22,7 @@ from llmroute.errors import ProviderError, ProviderTimeout
 from llmroute.providers._http import (
     TRANSPORT_ERRORS,
     error_from_response,
+    error_in_answer,
     iter_sse_events,
     network_error,
 )
@@ -129,9 +130,27 @@ class HttpTransport:
                 except TRANSPORT_ERRORS as exc:
                     raise network_error(self._provider, exc) from None
                 raise error_from_response(self._provider, response.status, response.headers, body)
+            if response.content_type == "application/json":
+                raise await self._json_not_events(response)
             yield self._read_events(response)
         finally:
             response.release()
+
+    async def _json_not_events(self, response: aiohttp.ClientResponse) -> ProviderError:
+        """The error for a stream request answered with one JSON document: the error it
+        holds (an error sent with a 200), else that the server did not stream (not
+        passed on: the client expects server-sent events)."""
+        try:
+            body = await response.read()
+        except TRANSPORT_ERRORS as exc:
+            return network_error(self._provider, exc)
+        try:
+            failed = error_in_answer(self._provider, loads(body))
+        except (ValueError, UnicodeDecodeError):
+            failed = None
+        return failed or ProviderError(
+            self._provider, "upstream answered a stream request with JSON, not events"
+        )
 
     async def _read_events(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         try:
