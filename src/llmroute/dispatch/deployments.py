@@ -203,9 +203,9 @@ async def _give_slots(held: list[Slot]) -> None:
 
 async def renew(slots: list[Slot]) -> None:
     """Renew the leases of the slots a stream holds, as it goes on answering: a stream
-    may run for longer than any lease. A slot found lapsed (the stream went
-    `SLOT_LEASE_S` without an event) is dropped from `slots`: another call may hold
-    it now."""
+    may run for longer than any lease. A slot found lapsed (the stream went a whole
+    lease without an event read) is dropped from `slots`: another call may hold it
+    now."""
     for held in list(slots):
         deployment, slot, lease_s = held
         if not await deployment.renew_slot(slot, lease_s):
