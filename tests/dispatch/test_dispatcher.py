@@ -147,6 +147,21 @@ def test_other_4xx_is_never_retried_nor_fallen_back(h: Harness) -> None:
     assert h.upstream.models_called() == ["a?status=422"]
 
 
+def test_an_upstream_refusing_the_gateway_falls_back_at_once(h: Harness) -> None:
+    """401 from the upstream (the registry's key for it is wrong): not the client's
+    fault, so the fallback answers, without retrying the model that refused; alone, the
+    model's refusal is a 502 naming it, never the upstream's 401."""
+    models = "  a: {provider: up, model: 'a?status=401'}\n  b: {provider: up, model: b}"
+    registry = h.registry(models, "a")
+    served = h.run(registry, lambda d: d.complete(plan_for("a", "b"), _body()))
+    assert served.model == "b" and h.sleeps == []
+    assert h.upstream.models_called() == ["a?status=401", "b"]
+    assert "refused the gateway's credentials" in served.attempts[0]
+    with pytest.raises(AllFallbacksFailed) as caught:
+        h.run(registry, lambda d: d.complete(plan_for("a"), _body()))
+    assert caught.value.status == 502
+
+
 def test_route_policy_retries_override_the_default(h: Harness) -> None:
     registry = h.registry("  a: {provider: up, model: 'a?status=503'}", "a")
     with pytest.raises(AllFallbacksFailed) as caught:

@@ -11,6 +11,7 @@ from llmroute.errors import (
     ContentRefused,
     ContextWindowExceeded,
     ProviderError,
+    ProviderMisconfigured,
     RateLimited,
     UpstreamRejected,
 )
@@ -38,7 +39,7 @@ def test_every_kind_of_error_keeps_it() -> None:
     assert isinstance(limited, RateLimited) and "[upstream request req_abc]" in str(limited)
     secret = json.dumps({"error": {"message": "bad key sk-abcdefghijklmnop"}}).encode()
     denied = error_from_response("up", 401, headers, secret)
-    assert isinstance(denied, UpstreamRejected)
+    assert isinstance(denied, ProviderMisconfigured)
     assert "[upstream request req_abc]" in str(denied) and "sk-" not in str(denied)
 
 
@@ -199,3 +200,27 @@ def test_a_streams_error_event_is_found_whatever_its_field() -> None:
         "up", event({"code": 500, "message": "x", "type": "server_error"}, "error")
     )
     assert llama is not None and llama.status == 500  # llama.cpp server's error field
+
+
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [
+        (401, "refused the gateway's credentials"),
+        (403, "refused the gateway access"),
+        (404, "has no such model or path"),
+    ],
+)
+def test_an_upstream_refusing_the_gateway_is_no_fault_of_the_request(
+    status: int, hint: str
+) -> None:
+    """401 / 403 / 404 from an upstream: its key, its access or its model name is wrong
+    in the registry, so another deployment or model may serve the request."""
+    body = _error("Incorrect API key provided: sk-abc***xyz", "invalid_api_key")
+    error = error_from_response("up", status, {}, body)
+    assert type(error) is ProviderMisconfigured and error.retryable and error.status == status
+    assert hint in str(error) and "sk-abc" not in str(error)
+
+
+def test_openrouters_moderation_403_is_the_requests_content() -> None:
+    body = _error("Your chosen model requires moderation and your input was flagged for hate")
+    assert isinstance(error_from_response("up", 403, {}, body), ContentRefused)

@@ -50,6 +50,7 @@ models:
   relayed: {provider: fake, model: "or?inbody=502"}  # errors with a 200, as OpenRouter
   cutoff: {provider: fake, model: "or?inbody=502&late=1"}
   busy-claude: {provider: anth, model: "claude-x?early_error=1"}  # overloaded at once
+  locked: {provider: fake, model: "locked?status=401"}  # the registry's key is wrong
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -379,6 +380,20 @@ def test_anthropic_overloaded_before_its_first_words_falls_back(
     assert {c.model for c in chunks} == {"up-small"}
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: a b "
     assert sum(1 for c in chunks if c.choices and c.choices[0].delta.role) == 1
+
+
+def test_an_upstream_refusing_the_gateways_key_is_a_502_not_the_clients_401(
+    gateway: Gateway, client: openai.OpenAI
+) -> None:
+    """The upstream's 401 is about the gateway's key: the official client must not take
+    it for its own (AuthenticationError); it gets a 502 naming the model that refused."""
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="locked", messages=_user("hi"))
+    assert caught.value.status_code == 502 and not isinstance(
+        caught.value, openai.AuthenticationError
+    )
+    assert "refused the gateway's credentials" in caught.value.message
+    assert SECRET not in caught.value.message
 
 
 def test_route_returns_the_decision_only(gateway: Gateway) -> None:

@@ -71,6 +71,7 @@ from llmroute.errors import (
     ContextWindowExceeded,
     LimitReached,
     ProviderError,
+    ProviderMisconfigured,
     ProviderTimeout,
     RateLimited,
     UnsupportedRequest,
@@ -695,8 +696,8 @@ class Dispatcher:
                 if observer is not None:
                     _tell_limited(observer, name, exc.limit)
                 raise  # every deployment at its limit: the fallback is free now
-            except (CircuitOpen, ProviderTimeout, ContextWindowExceeded):
-                raise  # a slow, unreachable or too-small model: the fallback is faster
+            except (CircuitOpen, ProviderTimeout, ContextWindowExceeded, ProviderMisconfigured):
+                raise  # a slow, unreachable, too-small or misset model: the fallback is faster
             except ProviderError as exc:
                 if not exc.retryable or retry == retries:
                     raise

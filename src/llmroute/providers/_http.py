@@ -16,6 +16,7 @@ from llmroute.errors import (
     ContentRefused,
     ContextWindowExceeded,
     ProviderError,
+    ProviderMisconfigured,
     ProviderTimeout,
     RateLimited,
     UpstreamRejected,
@@ -44,6 +45,15 @@ _CONTENT_CODES = frozenset({"content_filter", "content_policy_violation", "inval
 _CONTENT_HINTS = re.compile(
     r"content (management|filtering) policy|flagged as potentially violating", re.IGNORECASE
 )
+# OpenRouter answers 403 when a model that requires moderation flags the input: the
+# request's content, unlike any other 403 (the gateway's access).
+_MODERATION_HINTS = re.compile(r"moderation|flagged", re.IGNORECASE)
+# Why an upstream refused the gateway itself (`ProviderMisconfigured`).
+_MISCONFIGURED = {
+    401: "the provider refused the gateway's credentials",
+    403: "the provider refused the gateway access",
+    404: "the provider has no such model or path",
+}
 # Anything that looks like a credential is cut from upstream messages before they are
 # shown: bearer tokens, sk-/key- prefixed keys, long opaque tokens.
 _SECRETISH = re.compile(
@@ -143,7 +153,8 @@ def error_from_response(
             status=status,
             code="context_length_exceeded",
         )
-    if (
+    moderated = status == 403 and bool(_MODERATION_HINTS.search(message))
+    if moderated or (
         400 <= status < 500
         and status not in (401, 403, 408, 409)
         and (code in _CONTENT_CODES or _CONTENT_HINTS.search(message))
@@ -154,8 +165,16 @@ def error_from_response(
             status=status,
             code=code or "content_filter",
         )
-    if 400 <= status < 500 and status not in (408, 409):
+    if status in _MISCONFIGURED:
         shown = "" if status in (401, 403) else message  # auth messages may echo key parts
+        return ProviderMisconfigured(
+            provider,
+            f"upstream {said} ({_MISCONFIGURED[status]}){shown}{note}",
+            status=status,
+            code=code,
+        )
+    if 400 <= status < 500 and status not in (408, 409):
+        shown = message
         return UpstreamRejected(provider, f"upstream {said}{shown}{note}", status=status, code=code)
     overloaded = " (overloaded)" if status == 529 or code == "overloaded_error" else ""
     return ProviderError(

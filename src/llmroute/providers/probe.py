@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from yarl import URL
 
-from llmroute.errors import LlmrouteError, ProviderError, UpstreamRejected
+from llmroute.errors import LlmrouteError, ProviderError, ProviderMisconfigured, UpstreamRejected
 from llmroute.providers.anthropic import AnthropicProvider
 from llmroute.providers.base import (
     ChatProvider,
@@ -214,7 +214,8 @@ def _refusal(row: _Row, error: ProviderError | None) -> Probe | None:
     """A listing that failed in a way a chat call would fail too: the row's failure."""
     if error is None:
         return None
-    if isinstance(error, UpstreamRejected) and error.status in (401, 403):
+    refused = isinstance(error, UpstreamRejected | ProviderMisconfigured)
+    if refused and error.status in (401, 403):
         sources = [row.spec.api_key_env, *row.spec.headers_env.values()]
         named = ", ".join(name for name in sources if name)
         said = (
@@ -223,7 +224,7 @@ def _refusal(row: _Row, error: ProviderError | None) -> Probe | None:
             else "the registry gives this provider no api_key_env or headers_env"
         )
         return row.probe("fail", f"credentials refused (HTTP {error.status}); {said}")
-    if isinstance(error, UpstreamRejected):
+    if refused:
         return None  # listing refused for another reason (404: the server lists nothing)
     return row.probe("fail", error.message)
 
