@@ -113,6 +113,17 @@ def _body(text: str = "hi", **extra: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": text}], **extra}
 
 
+def _streamed(h: Harness, registry: Registry) -> tuple[str, list[bytes]]:
+    """A stream on the chain a → b, read to its end: the model that answered, and its
+    events."""
+
+    async def job(d: Dispatcher) -> tuple[str, list[bytes]]:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        return opened.model, [e async for e in opened.events]
+
+    return h.run(registry, job)
+
+
 def test_a_5xx_is_retried_with_growing_jittered_backoff_then_succeeds(h: Harness) -> None:
     registry = h.registry("  a: {provider: up, model: 'a?status=500&times=2'}", "a")
     served = h.run(registry, lambda d: d.complete(plan_for("a"), _body()))
@@ -256,11 +267,7 @@ def test_time_to_first_token_limit_falls_back_before_any_byte(h: Harness) -> Non
     )
     registry = h.registry(models, "a")
 
-    async def job(d: Dispatcher) -> tuple[str, list[bytes]]:
-        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
-        return opened.model, [e async for e in opened.events]
-
-    model, events = h.run(registry, job)
+    model, events = _streamed(h, registry)
     assert model == "b" and events[-1] == b"data: [DONE]\n\n"
 
 
@@ -298,11 +305,7 @@ def test_an_error_sent_with_a_200_is_retried_then_falls_back(h: Harness) -> None
     assert len(h.upstream.calls_to("a?inbody=502")) == 3 and len(h.sleeps) == 2
     assert "upstream answered with error 502" in served.attempts[0]
 
-    async def job(d: Dispatcher) -> tuple[str, list[bytes]]:
-        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
-        return opened.model, [e async for e in opened.events]
-
-    model, events = h.run(registry, job)
+    model, events = _streamed(h, registry)
     assert model == "b" and events[-1] == b"data: [DONE]\n\n"
     assert not any(b'"error"' in e for e in events)
 
@@ -316,11 +319,7 @@ def test_a_keep_alive_comment_does_not_begin_a_stream(h: Harness) -> None:
     )
     registry = h.registry(models, "a")
 
-    async def job(d: Dispatcher) -> tuple[str, list[bytes]]:
-        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
-        return opened.model, [e async for e in opened.events]
-
-    model, events = h.run(registry, job)
+    model, events = _streamed(h, registry)
     assert model == "b" and events[0].startswith(b"data: {") and events[-1] == b"data: [DONE]\n\n"
     assert not any(e.startswith(b":") for e in events)
 
@@ -332,11 +331,7 @@ def test_an_error_right_after_the_role_chunk_still_falls_back(h: Harness) -> Non
     models = "  a: {provider: up, model: 'a?inbody=503&early=1'}\n  b: {provider: up, model: b}"
     registry = h.registry(models, "a")
 
-    async def job(d: Dispatcher) -> tuple[str, list[bytes]]:
-        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
-        return opened.model, [e async for e in opened.events]
-
-    model, events = h.run(registry, job)
+    model, events = _streamed(h, registry)
     assert model == "b" and sum(b'"role"' in e for e in events) == 1
     assert b'"content": "hi "' in b"".join(events) and b'"error"' not in b"".join(events)
 
