@@ -174,8 +174,9 @@ def error_from_response(
             code=code,
         )
     if 400 <= status < 500 and status not in (408, 409):
-        shown = message
-        return UpstreamRejected(provider, f"upstream {said}{shown}{note}", status=status, code=code)
+        return UpstreamRejected(
+            provider, f"upstream {said}{message}{note}", status=status, code=code
+        )
     overloaded = " (overloaded)" if status == 529 or code == "overloaded_error" else ""
     return ProviderError(
         provider,
