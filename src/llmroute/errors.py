@@ -214,7 +214,8 @@ class UnsupportedRequest(ProviderError):
 
 
 class UpstreamRejected(ProviderError):
-    """A 4xx other than 408/409/429: the request itself is at fault; never retried."""
+    """A 4xx other than 401/403/404 (`ProviderMisconfigured`) and 408/409/429: the
+    request itself is at fault; never retried."""
 
 
 class ProviderMisconfigured(ProviderError):

@@ -14,8 +14,10 @@ Dispatch is a stack of small stages, outermost first (STYLE.md, recommendation 4
 4. transport (`_complete_on`, `_open_on`): the provider call under its time limit.
 
 Non-streaming requests may fall back at any point; streams only before their first
-event (after that the client has bytes). A failure that is the request's own fault
-(another 4xx) raises `UpstreamRejected` at once, untried elsewhere.
+event that says something (`stream_start`; after that the client has bytes). A failure
+that is the request's own fault (another 4xx) raises `UpstreamRejected` at once, untried
+elsewhere; one that is the deployment's setup (401/403/404: `ProviderMisconfigured`) goes
+on to the next deployment or model.
 
 A plan with a cascade (`Plan.cascade`) runs its tiers instead of the chain
 (`llmroute.dispatch.cascade`), each tier through stages 2-4 for its one model.
