@@ -15,7 +15,12 @@ from llmroute.errors import (
     RateLimited,
     UpstreamRejected,
 )
-from llmroute.providers._http import error_from_response, error_in_answer, error_in_event
+from llmroute.providers._http import (
+    error_from_response,
+    error_in_answer,
+    error_in_event,
+    retry_after_of,
+)
 
 BODY = json.dumps({"error": {"message": "boom", "type": "server_error"}}).encode()
 
@@ -224,3 +229,24 @@ def test_an_upstream_refusing_the_gateway_is_no_fault_of_the_request(
 def test_openrouters_moderation_403_is_the_requests_content() -> None:
     body = _error("Your chosen model requires moderation and your input was flagged for hate")
     assert isinstance(error_from_response("up", 403, {}, body), ContentRefused)
+
+
+def test_how_long_to_wait_reads_every_header_openai_sends() -> None:
+    """``retry-after-ms`` before ``Retry-After``; without either, a 429 waits for the
+    window of the limit OpenAI says is used up (a daily token limit: hours, which sends
+    the request to the fallback at once instead of retrying in vain)."""
+    assert retry_after_of({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert retry_after_of({"retry-after-ms": "soon", "retry-after": "9"}) == 9.0
+    spent = {
+        "x-ratelimit-remaining-requests": "12",
+        "x-ratelimit-reset-requests": "1s",
+        "x-ratelimit-remaining-tokens": "0",
+        "x-ratelimit-reset-tokens": "6h0m0s",
+    }
+    assert retry_after_of(spent) == 6 * 3600.0
+    assert retry_after_of({**spent, "x-ratelimit-remaining-requests": "0"}) == 6 * 3600.0
+    assert retry_after_of({**spent, "x-ratelimit-reset-tokens": "20ms"}) == 0.02
+    assert retry_after_of({**spent, "x-ratelimit-reset-tokens": "tomorrow"}) is None
+    assert retry_after_of(spent, limited=False) is None  # a 5xx: not about the limits
+    limited = error_from_response("up", 429, spent, BODY)
+    assert isinstance(limited, RateLimited) and limited.retry_after_s == 6 * 3600.0

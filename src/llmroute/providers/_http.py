@@ -30,6 +30,7 @@ __all__ = [
     "iter_sse_events",
     "network_error",
     "parse_retry_after",
+    "retry_after_of",
 ]
 
 _CONTEXT_HINTS = re.compile(
@@ -79,6 +80,47 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
     return max(0.0, seconds) if seconds == seconds else None  # NaN → None
+
+
+# OpenAI's rate-limit reset headers: Go-style durations ("1s", "6m0s", "20ms", "1h2m3.5s").
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def retry_after_of(headers: Mapping[str, str], *, limited: bool = True) -> float | None:
+    """Seconds to wait before trying the upstream again, from its answer's headers:
+    ``retry-after-ms`` (OpenAI, Azure OpenAI; the finer one), else ``Retry-After``, else
+    on a 429 (`limited`), for each limit OpenAI says is used up
+    (``x-ratelimit-remaining-requests`` / ``-tokens`` at 0), when its window resets
+    (``x-ratelimit-reset-requests`` / ``-tokens``), the later of them; None when nothing
+    says."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            value = float(millis) / 1000.0
+        except ValueError:
+            value = float("nan")
+        if value == value and value >= 0:
+            return value
+    said = parse_retry_after(headers.get("retry-after"))
+    if said is not None or not limited:
+        return said
+    resets = [
+        _duration_s(headers.get(f"x-ratelimit-reset-{kind}", ""))
+        for kind in ("requests", "tokens")
+        if headers.get(f"x-ratelimit-remaining-{kind}", "").strip() == "0"
+    ]
+    known = [r for r in resets if r is not None]
+    return max(known) if known else None
+
+
+def _duration_s(text: str) -> float | None:
+    """A Go-style duration in seconds ("6m0s" → 360.0); None when it is not one."""
+    text = text.strip()
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
 
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
@@ -131,7 +173,7 @@ def error_from_response(
     (`error_in_answer`), which the message says instead of an HTTP status."""
     message, code = _upstream_message(body)
     note = _request_id_note(headers)
-    retry_after = parse_retry_after(headers.get("retry-after"))
+    retry_after = retry_after_of(headers, limited=status == 429)
     said = f"answered with error {status}" if in_answer else f"returned HTTP {status}"
     if status == 429:
         return RateLimited(
