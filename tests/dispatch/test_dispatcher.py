@@ -409,6 +409,12 @@ def test_a_stream_request_answered_with_json_is_a_failure(h: Harness) -> None:
 
     model, attempts, limited = h.run(registry, job)
     assert model == "b"
+    mislabelled = h.registry(
+        "  a: {provider: up, model: 'a?jsonlabel=1'}\n  b: {provider: up, model: b}", "a"
+    )
+    model, events = _streamed(h, mislabelled)  # events labelled JSON: read as events
+    assert model == "a" and b'"content": "hi "' in b"".join(events)
+    assert events[-1] == b"data: [DONE]\n\n"
     assert "answered a stream request with JSON, not events" in attempts[0]
     assert "rate limited (429 in its answer)" in str(limited)  # its error, not "no events"
 

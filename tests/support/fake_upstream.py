@@ -25,7 +25,8 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   OpenRouter's keep-alive comment (``: OPENROUTER PROCESSING``) before anything else;
   ``truncate=1`` a stream ends cleanly after its first word, with no finish reason and
   no ``[DONE]`` (a proxy closing it midway); ``nostream=1`` answers a stream request
-  with the whole completion as JSON (a server that does not stream).
+  with the whole completion as JSON (a server that does not stream); ``jsonlabel=1``
+  streams its events labelled ``application/json``.
 
 Answers can be scripted the same way (for cascade gates): ``reply=TEXT`` (URL-encoded)
 answer TEXT instead of the echo; ``vary=1`` append `` #N`` to it, N counting this model
@@ -385,7 +386,8 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
 
         def _stream(self, model: str, text: str, faults: dict[str, str], usage: bool) -> None:
             self.send_response(200)
-            self.send_header("content-type", "text/event-stream")
+            label = "application/json" if "jsonlabel" in faults else "text/event-stream"
+            self.send_header("content-type", label)
             self.send_header("transfer-encoding", "chunked")
             self.end_headers()
             if "ping" in faults:

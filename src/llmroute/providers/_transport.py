@@ -130,18 +130,31 @@ class HttpTransport:
                 except TRANSPORT_ERRORS as exc:
                     raise network_error(self._provider, exc) from None
                 raise error_from_response(self._provider, response.status, response.headers, body)
+            head = b""
             if response.content_type == "application/json":
-                raise await self._json_not_events(response)
-            yield self._read_events(response)
+                head = await self._head(response)
+                if head.lstrip().startswith(b"{"):
+                    raise await self._json_not_events(response, head)
+            yield self._read_events(response, head)
         finally:
             response.release()
 
-    async def _json_not_events(self, response: aiohttp.ClientResponse) -> ProviderError:
-        """The error for a stream request answered with one JSON document: the error it
-        holds (an error sent with a 200), else that the server did not stream (not
-        passed on: the client expects server-sent events)."""
+    async def _head(self, response: aiohttp.ClientResponse) -> bytes:
+        """The body's first bytes: whether a stream labelled JSON is one JSON document,
+        or events with the wrong label (read as events all the same)."""
         try:
-            body = await response.read()
+            return await response.content.readany()
+        except TRANSPORT_ERRORS as exc:
+            raise network_error(self._provider, exc) from None
+
+    async def _json_not_events(
+        self, response: aiohttp.ClientResponse, head: bytes
+    ) -> ProviderError:
+        """The error for a stream request answered with one JSON document (whose first
+        bytes were `head`): the error it holds (an error sent with a 200), else that the
+        server did not stream (not passed on: the client expects server-sent events)."""
+        try:
+            body = head + await response.content.read()
         except TRANSPORT_ERRORS as exc:
             return network_error(self._provider, exc)
         try:
@@ -152,9 +165,13 @@ class HttpTransport:
             self._provider, "upstream answered a stream request with JSON, not events"
         )
 
-    async def _read_events(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async def _read_events(
+        self, response: aiohttp.ClientResponse, head: bytes = b""
+    ) -> AsyncIterator[bytes]:
+        """The response's events; `head`, bytes of it already read, come first."""
+        chunks = _after(head, response) if head else response.content.iter_chunked(_READ_CHUNK)
         try:
-            async for event in iter_sse_events(response.content.iter_chunked(_READ_CHUNK)):
+            async for event in iter_sse_events(chunks):
                 yield event
         except TRANSPORT_ERRORS as exc:
             raise network_error(self._provider, exc) from None
@@ -167,3 +184,11 @@ class HttpTransport:
 
 def _dumps(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+async def _after(head: bytes, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """`head`, then the rest of the response's body in chunks."""
+    if head:
+        yield head
+    async for chunk in response.content.iter_chunked(_READ_CHUNK):
+        yield chunk
