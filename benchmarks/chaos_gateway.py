@@ -9,8 +9,17 @@ fake upstream whose model has `max_in_flight` set. Then it checks what must hold
 - every request in the decision log (SQLite), none lost, whatever its ending;
 - no 5xx but the 503 of a pinned model at its cap, no traceback in the gateway's log.
 
+With ``--upstream-faults`` every fourth request goes instead (whole, patiently) to a
+route whose upstream misbehaves the way real ones do: an error object sent with a 200
+(OpenRouter), an overloaded error right after a keep-alive comment and the opening
+chunk (Anthropic-like), a 401 for the gateway's key, a stream closed cleanly midway, an
+error event after the first words. Checked too: each was answered by the route's
+fallback, or (the last two, streamed) ended with the gateway's error event, never
+passed on as an answer.
+
     .venv/bin/python benchmarks/chaos_gateway.py [--requests 300] [--concurrency 6]
-        [--limits memory|redis://127.0.0.1:6379/15] [--workers 1] [--seed 5] [--json]
+        [--limits memory|redis://127.0.0.1:6379/15] [--workers 1] [--seed 5]
+        [--upstream-faults] [--json]
 
 Everything runs on 127.0.0.1 and every loop is bounded; the exit status is 1 when an
 invariant failed. It found the Redis slot leak fixed on 2026-12-04 (docs/benchmarks.md).
@@ -52,12 +61,12 @@ models:
   slow: {provider: oa, model: "slow?gap=0.03&delay=0.1", max_in_flight: %(cap)d,
          price: {input: 1, output: 1}}
   spill: {provider: ec, model: echo-spill, price: {input: 1, output: 1}}
-routes:
+%(faulty_models)sroutes:
   - name: r
     examples: ["hello there", "tell me a story"]
     target: %(target)s
     policy: {fallback: [spill]}
-default: {target: slow}
+%(faulty_routes)sdefault: {target: slow}
 dispatch:
   limits: {url: "%(limits)s", namespace: "%(namespace)s"}
 affinity: {mode: upgrade%(affinity)s}
@@ -66,11 +75,32 @@ telemetry: {url: "sqlite:///%(db)s", prompts: hash}
 # generation %(generation)s
 """
 WORDS = " ".join(f"w{i}" for i in range(40))
+# Upstreams that misbehave, by fake-upstream fault: whether a stream of theirs ends broken
+# (the answer had begun) rather than being answered by the fallback. A stream cut
+# cleanly midway answers whole requests well; the others fail them, which opens their
+# breakers, after which the fallback answers their streams too.
+FAULTS = {
+    "or200": ("inbody=502", False),
+    "early": ("inbody=529&early=1&ping=1", False),
+    "locked": ("status=401", False),
+    "cut": ("truncate=1", True),
+    "late": ("inbody=502&late=1", True),
+}
 
 
 def _registry(url: str, db: Path, args: argparse.Namespace, namespace: str, gen: int) -> str:
     redis = args.limits.startswith("redis")
+    faulty = FAULTS if args.upstream_faults else {}
     return REGISTRY % {
+        "faulty_models": "".join(
+            f'  {name}: {{provider: oa, model: "{name}?{fault}"}}\n'
+            for name, (fault, _) in faulty.items()
+        ),
+        "faulty_routes": "".join(
+            f'  - {{name: f-{name}, examples: ["{name} {name}"], target: {name},'
+            " policy: {fallback: [spill]}}\n"
+            for name in faulty
+        ),
         "url": url,
         "db": db,
         "cap": CAP,
@@ -80,6 +110,30 @@ def _registry(url: str, db: Path, args: argparse.Namespace, namespace: str, gen:
         "affinity": f', url: "{args.limits}"' if redis else "",
         "generation": gen,
     }
+
+
+async def _faulty(client: httpx.AsyncClient, rng: random.Random, i: int) -> str:
+    """One whole request to a misbehaving upstream's route: ``fault NAME ok`` when it was
+    answered by the fallback, or (a stream that had begun) ended with the gateway's
+    error event; ``fault NAME wrong: ...`` otherwise."""
+    name = list(FAULTS)[i % len(FAULTS)]
+    broken_ok = FAULTS[name][1]
+    stream = rng.random() < 0.5
+    body = {"model": f"f-{name}", "messages": [{"role": "user", "content": f"{name} {i}"}]}
+    if not stream:
+        r = await client.post("/v1/chat/completions", json=body, timeout=20.0)
+        served = r.headers.get("x-llmroute-model")
+        expected = name if name == "cut" else "spill"
+        fine = r.status_code == 200 and served == expected and "choices" in r.json()
+        return f"fault {name} {'ok' if fine else f'wrong: {r.status_code} {served}'}"
+    async with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+        text = (await r.aread()).decode()
+    errored = '"error"' in text
+    served = r.headers.get("x-llmroute-model")
+    fine = r.status_code == 200 and text.rstrip().endswith("data: [DONE]")
+    fell_back = not errored and served == "spill"
+    fine = fine and (fell_back or (broken_ok and errored and served == name))
+    return f"fault {name} {'ok' if fine else f'wrong: stream {r.status_code} {served}'}"
 
 
 async def _one(client: httpx.AsyncClient, rng: random.Random, i: int) -> str:
@@ -115,6 +169,8 @@ async def _load(url: str, args: argparse.Namespace, reload: Any) -> Counter[str]
 
         async def guarded(i: int) -> str:
             async with gate:
+                if args.upstream_faults and i % 4 == 3:
+                    return await _faulty(client, rng, i)
                 return await _one(client, rng, i)
 
         tasks = [asyncio.create_task(guarded(i)) for i in range(args.requests)]
@@ -236,6 +292,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "no 5xx but a pinned model at its cap": bad_5xx == 0,
         "no traceback": result["tracebacks"] == 0,
     }
+    if args.upstream_faults:
+        faults = {k: v for k, v in outcomes.items() if k.startswith("fault ")}
+        checks["misbehaving upstreams fell back or broke the stream"] = bool(faults) and all(
+            k.endswith(" ok") for k in faults
+        )
     result["checks"] = checks
     return result
 
@@ -247,6 +308,9 @@ def main() -> None:
     parser.add_argument("--limits", default="memory", help="memory or a redis:// URL")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--upstream-faults", action="store_true", help="every fourth request to a bad upstream"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = run(args)
