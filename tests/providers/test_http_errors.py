@@ -250,3 +250,23 @@ def test_how_long_to_wait_reads_every_header_openai_sends() -> None:
     assert retry_after_of(spent, limited=False) is None  # a 5xx: not about the limits
     limited = error_from_response("up", 429, spent, BODY)
     assert isinstance(limited, RateLimited) and limited.retry_after_s == 6 * 3600.0
+
+
+def test_googles_error_list_is_read_like_an_error_object() -> None:
+    """Gemini's OpenAI-compatible endpoint answers ``[{"error": {...}}]``: its message
+    is shown, and a prompt over the context window is recognised as one."""
+    long = [
+        {
+            "error": {
+                "code": 400,
+                "message": "The input token count (1200000) exceeds the maximum number of "
+                "tokens allowed (1048576).",
+                "status": "INVALID_ARGUMENT",
+            }
+        }
+    ]
+    error = error_from_response("gemini", 400, {}, json.dumps(long).encode())
+    assert isinstance(error, ContextWindowExceeded) and "1048576" in str(error)
+    other = [{"error": {"code": 400, "message": "Invalid JSON payload", "status": "INVALID"}}]
+    rejected = error_from_response("gemini", 400, {}, json.dumps(other).encode())
+    assert type(rejected) is UpstreamRejected and "Invalid JSON payload" in str(rejected)

@@ -35,7 +35,7 @@ __all__ = [
 
 _CONTEXT_HINTS = re.compile(
     r"context[ _-]?(length|window)|maximum context|prompt is too long|too many tokens"
-    r"|reduce the length",
+    r"|reduce the length|exceeds the maximum number of tokens",
     re.IGNORECASE,
 )
 # An upstream content filter's refusal: Azure OpenAI ("...triggering Azure OpenAI's
@@ -310,11 +310,14 @@ def _request_id_note(headers: Mapping[str, str]) -> str:
 
 def _upstream_message(body: bytes) -> tuple[str, str | None]:
     """``": <message>"`` from an OpenAI- or Anthropic-style error body (scrubbed and
-    shortened), and its code; empty when the body says nothing usable."""
+    shortened), and its code; empty when the body says nothing usable. Google's
+    OpenAI-compatible endpoint wraps its error object in a list."""
     try:
         data = loads(body)
     except (ValueError, UnicodeDecodeError):
         return "", None
+    if isinstance(data, list) and data:
+        data = data[0]
     error = data.get("error") if isinstance(data, dict) else None
     if not isinstance(error, dict):
         return "", None
