@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from llmroute.server.errors import GatewayError
-from llmroute.server.responses_convert import to_chat_body, to_response
+from llmroute.server.responses_convert import input_items, to_chat_body, to_response
 from llmroute.server.responses_stream import ResponsesStream
 
 
@@ -206,3 +206,91 @@ def test_a_custom_tools_call_comes_back_as_its_input() -> None:
     done = next(e for e in events if e["type"] == "response.custom_tool_call_input.done")
     assert done["input"] == "*** Begin"
     assert events[-1]["response"]["output"][0]["input"] == "*** Begin"
+
+
+def test_a_continuation_carries_the_earlier_items_after_its_own_instructions() -> None:
+    earlier = [
+        {
+            "id": "i1",
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "hi"}],
+        },
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {
+            "type": "message",
+            "id": "m1",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "hello"}],
+        },
+        {"type": "function_call", "id": "fc_c1", "call_id": "c1", "name": "f", "arguments": "{}"},
+    ]
+    body = {
+        "model": "auto",
+        "instructions": "be brief",
+        "previous_response_id": "resp_1",
+        "input": [{"type": "function_call_output", "call_id": "c1", "output": "42"}],
+    }
+    chat = to_chat_body(body, earlier)
+    assert chat["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+        {
+            "role": "assistant",
+            "content": "hello",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "42"},
+    ]
+    with pytest.raises(GatewayError) as caught:  # where nothing is kept
+        to_chat_body(body)
+    assert caught.value.param == "previous_response_id"
+    with pytest.raises(GatewayError) as caught:  # the client's own input is checked first
+        to_chat_body({**body, "input": [{"role": "tool"}]}, earlier)
+    assert caught.value.param == "input[0].role"
+    with pytest.raises(GatewayError) as caught:
+        to_chat_body({**body, "store": "yes"}, earlier)
+    assert caught.value.param == "store"
+
+
+def test_the_input_is_kept_as_typed_items() -> None:
+    assert input_items({"input": "hi"}) == [
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+    ]
+    given = [
+        {"role": "assistant", "content": "before"},
+        {"type": "function_call_output", "call_id": "c", "output": "x"},
+    ]
+    assert input_items({"input": given}) == [
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "before"}],
+        },
+        given[1],
+    ]
+
+
+def test_a_kept_response_has_the_id_it_is_kept_under() -> None:
+    data = {"id": "c9", "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}]}
+    body = {"model": "auto", "input": "x", "previous_response_id": "resp_0"}
+    response = to_response(data, "small", body, "resp_abc", stored=True)
+    assert response["id"] == "resp_abc" and response["store"] is True
+    assert response["output"][0]["id"] == "msg_abc"
+    assert response["previous_response_id"] == "resp_0"
+    stream = ResponsesStream("small", body, "resp_abc", stored=True)
+    events = _events(
+        stream, [_chunk({"content": "hi"}), _chunk(finish="stop"), b"data: [DONE]\n\n"]
+    )
+    final = events[-1]["response"]
+    assert final["id"] == "resp_abc" and final["store"] is True
+    assert final["output"][0]["id"] == "msg_abc_0"
+    assert stream.final == final  # what the front keeps
+
+
+def test_a_failed_stream_leaves_nothing_to_keep() -> None:
+    stream = ResponsesStream("small", {"model": "auto", "input": "x"}, "resp_abc", stored=True)
+    _events(stream, [_chunk({"content": "Hel"}), b'data: {"error": {"message": "gone"}}\n\n'])
+    assert stream.final is None

@@ -54,6 +54,7 @@ __all__ = [
     "Reasoning",
     "ReasoningSettings",
     "Registry",
+    "ResponsesSettings",
     "RetrySettings",
     "Route",
     "RoutePolicy",
@@ -1093,6 +1094,26 @@ class AffinitySettings(_Frozen):
     _url = field_validator("url")(_state_url)
 
 
+class ResponsesSettings(_Frozen):
+    """Stored responses for the Responses API front (``POST /v1/responses``): with this
+    section a response is kept (unless its request says ``store: false``) so that a later
+    request can continue it by ``previous_response_id`` and ``GET`` / ``DELETE
+    /v1/responses/{id}`` find it. What is kept is the conversation's text as the client
+    sent and received it (the next turn needs it verbatim), for `ttl_s` after it was
+    answered, readable only with the client key that made it; in memory (this process,
+    at most `max_entries` / `max_bytes`, least recently used first out) or in Redis
+    (every gateway). Without this section nothing is stored."""
+
+    url: str = "memory"
+    ttl_s: Seconds = 86_400.0
+    max_entries: int = Field(default=10_000, ge=1)
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    timeout_s: Seconds = 1.0
+    namespace: str = Field(default="llmroute", min_length=1, pattern=_NAMESPACE)
+
+    _url = field_validator("url")(_state_url)
+
+
 # -- response cache -----------------------------------------------------------------
 
 
@@ -1250,6 +1271,7 @@ class Registry(_Frozen):
     reasoning: ReasoningSettings | None = None
     llm_fallback: LlmFallback | None = None
     affinity: AffinitySettings | None = None
+    responses: ResponsesSettings | None = None
     telemetry: TelemetrySettings = TelemetrySettings()
     shadow: ShadowSettings | None = None
     drift: DriftSettings = DriftSettings()

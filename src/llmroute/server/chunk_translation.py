@@ -6,7 +6,7 @@ one chunk becomes (`_chunk`) and how the stream ends (`close`)."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from llmroute.untrusted_json import loads
@@ -146,17 +146,30 @@ class EventFilter(Protocol):
 
 
 async def translated(
-    events: AsyncIterable[str | bytes | memoryview], translator: EventFilter
+    events: AsyncIterable[str | bytes | memoryview],
+    translator: EventFilter,
+    before_sending: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
     """The chat stream `events` translated, closed at its end. When the client goes
     away first, `events` is closed here at once (not whenever it is collected), so the
-    upstream stream stops and the request is logged."""
+    upstream stream stops and the request is logged. `before_sending`, when given, is
+    awaited before the events made of each piece go out (the Responses front keeps a
+    finished response before the client hears it finished)."""
     try:
         async for event in events:
             raw = event.encode() if isinstance(event, str) else bytes(event)
-            for out in translator.feed(raw):
+            if before_sending is None:
+                for out in translator.feed(raw):
+                    yield out
+                continue
+            made = list(translator.feed(raw))
+            await before_sending()
+            for out in made:
                 yield out
-        for out in translator.close():
+        made = list(translator.close())
+        if before_sending is not None:
+            await before_sending()
+        for out in made:
             yield out
     finally:
         aclose = getattr(events, "aclose", None)

@@ -2,9 +2,10 @@
 (`llmroute.server.messages`) and Responses (`llmroute.server.responses`) fronts share.
 
 The request is read and converted to a chat body, served by `serve_chat` exactly as
-``/v1/chat/completions`` serves it, and the answer converted back: a stream through the
-front's `ChunkTranslator`, a whole answer through its converter. The decision, cache and
-cascade headers come along. Errors are raised for the front to render in its API's
+``/v1/chat/completions`` serves it, and the answer converted back, each by the request's
+`Front`: `Stateless` for pure conversions (a `ChunkTranslator` for streams), or one that
+also reads and writes state (the Responses front's kept responses). The decision, cache
+and cascade headers come along. Errors are raised for the front to render in its API's
 format.
 """
 
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -23,36 +25,62 @@ from llmroute.server.chat import CLIENT_CLOSED, serve_chat
 from llmroute.server.chunk_translation import ChunkTranslator, translated
 from llmroute.server.state import gateway_of
 
-__all__ = ["passed_on", "serve_converted"]
+__all__ = ["Front", "Stateless", "passed_on", "serve_converted"]
 
 Body = dict[str, Any]
+Events = AsyncIterable[str | bytes | memoryview]
 
 
-async def serve_converted(
-    request: Request,
-    to_chat: Callable[[Body], Body],
-    stream_of: Callable[[str, Body], ChunkTranslator],
-    answer_of: Callable[[Body, str, Body], Body],
-) -> Response:
-    """`to_chat` converts the request body; `stream_of(model, body)` translates a stream
-    and `answer_of(data, model, body)` a whole answer, `model` being the pool model that
-    served."""
+class Front(Protocol):
+    """One request's conversion: its body to a chat body, and the chat answer back
+    (`model` is the pool model that served)."""
+
+    async def chat_body(self, body: Body) -> Body: ...
+
+    def stream(self, model: str, body: Body, events: Events) -> AsyncIterator[bytes]: ...
+
+    async def answer(self, data: Body, model: str, body: Body) -> Body: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Stateless:
+    """A `Front` made of three pure conversions: `to_chat` for the request body,
+    `stream_of(model, body)` translating a stream and `answer_of(data, model, body)` a
+    whole answer."""
+
+    to_chat: Callable[[Body], Body]
+    stream_of: Callable[[str, Body], ChunkTranslator]
+    answer_of: Callable[[Body, str, Body], Body]
+
+    async def chat_body(self, body: Body) -> Body:
+        return self.to_chat(body)
+
+    def stream(self, model: str, body: Body, events: Events) -> AsyncIterator[bytes]:
+        return translated(events, self.stream_of(model, body))
+
+    async def answer(self, data: Body, model: str, body: Body) -> Body:
+        return self.answer_of(data, model, body)
+
+
+async def serve_converted(request: Request, front: Front) -> Response:
+    """The request read, converted by `front`, served as a chat completion and its answer
+    converted back."""
     ts, started_ns = time.time(), time.perf_counter_ns()
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
-    chat = to_chat(body)
+    chat = await front.chat_body(body)
     answer = await serve_chat(request, gateway, chat, ts, started_ns)
     if answer.status_code == CLIENT_CLOSED:
         return answer  # nobody to convert it for
     headers = passed_on(answer.headers)
     model = answer.headers.get("x-llmroute-model", str(chat["model"]))
     if isinstance(answer, StreamingResponse):
-        events = translated(answer.body_iterator, stream_of(model, body))
+        events = front.stream(model, body, answer.body_iterator)
         return StreamingResponse(
             events, media_type="text/event-stream", headers=headers, status_code=answer.status_code
         )
     data = json.loads(bytes(answer.body))
-    return JSONResponse(answer_of(data, model, body), headers=headers)
+    return JSONResponse(await front.answer(data, model, body), headers=headers)
 
 
 def passed_on(headers: Mapping[str, str]) -> dict[str, str]:

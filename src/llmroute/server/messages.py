@@ -18,7 +18,7 @@ from llmroute.dispatch.usage import prompt_tokens
 from llmroute.errors import LlmrouteError
 from llmroute.server.body import read_json_object
 from llmroute.server.errors import GatewayError, gateway_error
-from llmroute.server.fronts import serve_converted
+from llmroute.server.fronts import Stateless, serve_converted
 from llmroute.server.messages_convert import (
     StreamTranslator,
     error_response,
@@ -29,15 +29,16 @@ from llmroute.server.state import gateway_of
 
 __all__ = ["count_tokens", "messages"]
 
+_FRONT = Stateless(
+    to_chat_body,
+    lambda model, body: StreamTranslator(model),
+    lambda data, model, body: to_message(data, model),
+)
+
 
 async def messages(request: Request) -> Response:
     try:
-        answer = await serve_converted(
-            request,
-            to_chat_body,
-            lambda model, body: StreamTranslator(model),
-            lambda data, model, body: to_message(data, model),
-        )
+        answer = await serve_converted(request, _FRONT)
     except GatewayError as exc:
         answer = error_response(exc)
     except LlmrouteError as exc:

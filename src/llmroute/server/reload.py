@@ -46,6 +46,7 @@ from llmroute.server.auth import Charges, KeyTable
 from llmroute.server.settings import ServeSettings
 from llmroute.server.state import Gateway
 from llmroute.state import ResponseCache
+from llmroute.state.stored_responses import ResponseStore
 from llmroute.state.stores import check_registry_urls
 from llmroute.telemetry.metrics import GatewayMetrics
 from llmroute.telemetry.record import ShadowRecord
@@ -142,8 +143,9 @@ def warn_unset_credentials(registry: Registry, environ: Mapping[str, str] | None
 
 def warn_registry(registry: Registry, workers: int = 1) -> None:
     """The load's warnings: provider credentials that are unset, what `llmroute registry
-    check` warns about (an example taught as two routes), and conversation affinity kept
-    in each of several workers' memory (a conversation's turns reach any worker)."""
+    check` warns about (an example taught as two routes), and conversation affinity or
+    responses kept in each of several workers' memory (a conversation's turns reach any
+    worker)."""
     warn_unset_credentials(registry)
     for warning in lint(registry):
         log.warning("registry: %s", warning)
@@ -151,6 +153,12 @@ def warn_registry(registry: Registry, workers: int = 1) -> None:
         log.warning(
             "registry: affinity: each of the %d workers remembers conversations in its own "
             "memory, and a conversation's turns reach any of them; give affinity a Redis url",
+            workers,
+        )
+    if workers > 1 and registry.responses is not None and registry.responses.url == "memory":
+        log.warning(
+            "registry: responses: each of the %d workers keeps responses in its own memory, "
+            "and a request continuing one may reach another worker; give responses a Redis url",
             workers,
         )
 
@@ -182,6 +190,7 @@ async def open_gateway(built: Built, max_body_bytes: int, state: State | None = 
         affinity = Affinity.open(
             registry, metrics.affinity if isinstance(metrics, GatewayMetrics) else None
         )
+        responses = ResponseStore.open(registry)
     except BaseException:
         await dispatcher.aclose()
         raise
@@ -199,6 +208,7 @@ async def open_gateway(built: Built, max_body_bytes: int, state: State | None = 
         auth,
         Charges(limits) if budgets and limits is not None else None,
         affinity=affinity,
+        responses=responses,
     )
 
 

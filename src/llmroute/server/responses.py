@@ -7,32 +7,223 @@ cached, recorded and traced exactly as ``/v1/chat/completions`` serves it
 (`serve_chat`), and the answer converted back: a ``response`` object, or a Responses
 event stream (`llmroute.server.responses_stream`). Errors are OpenAI's error JSON with
 the usual status codes; the decision headers (``x-llmroute-*``) come with every answer.
-The gateway stores nothing: ``store`` is answered ``false``.
+
+Where the registry keeps responses (``responses``, `llmroute.state.stored_responses`),
+an answer is kept unless its request says ``store: false`` (a stream's before its last
+event goes out, so a client that continues at once finds it), ``previous_response_id``
+continues a kept one, and ``GET`` / ``DELETE /v1/responses/{id}`` (and
+``…/input_items``) read and forget them, each client key only its own. Without it
+nothing is stored and ``store`` is answered ``false``.
 """
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import Response
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from llmroute.server.auth import key_of
+from llmroute.server.chunk_translation import translated
 from llmroute.server.errors import GatewayError
-from llmroute.server.fronts import serve_converted
-from llmroute.server.responses_convert import to_chat_body, to_response
+from llmroute.server.fronts import Events, Stateless, serve_converted
+from llmroute.server.responses_convert import input_items, to_chat_body, to_response
 from llmroute.server.responses_stream import ResponsesStream
+from llmroute.server.state import gateway_of
+from llmroute.state.stored_responses import (
+    ResponseStore,
+    StoredResponse,
+    new_response_id,
+    with_ids,
+)
+from llmroute.state.stores import StoreUnavailable
 
 __all__ = ["responses", "stored_response"]
 
+log = logging.getLogger("llmroute.server")
+
+_STATELESS = Stateless(to_chat_body, ResponsesStream, to_response)
+_LIST_LIMIT = 100  # input_items per page, at most (OpenAI's bound)
+
 
 async def responses(request: Request) -> Response:
-    return await serve_converted(request, to_chat_body, ResponsesStream, to_response)
+    store = gateway_of(request).responses
+    if store is None:
+        return await serve_converted(request, _STATELESS)
+    return await serve_converted(request, _Kept(store, key_of(request.scope) or ""))
+
+
+class _Kept:
+    """The Responses front where responses are kept: one request's conversion, which
+    reads the response it continues and keeps the one it answers."""
+
+    def __init__(self, store: ResponseStore, owner: str) -> None:
+        self._store = store
+        self._owner = owner
+        self._id = new_response_id()
+        self._keep = True
+        self._input: list[dict[str, Any]] = []
+        self._earlier: list[dict[str, Any]] = []
+
+    async def chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        previous = body.get("previous_response_id")
+        if previous is not None:
+            if not isinstance(previous, str) or not previous:
+                raise GatewayError(
+                    400, "'previous_response_id' must be a string", param="previous_response_id"
+                )
+            record = await _read(self._store, self._owner, previous)
+            if record is None:
+                raise GatewayError(
+                    400,
+                    f"Previous response with id '{_shown(previous)}' not found "
+                    "(never kept, expired, deleted, or made with another client key).",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
+            self._earlier = record.context()
+        chat = to_chat_body(body, self._earlier)
+        self._keep = body.get("store") is not False
+        if self._keep:
+            self._input = with_ids(input_items(body), self._id)
+        return chat
+
+    def stream(self, model: str, body: dict[str, Any], events: Events) -> AsyncIterator[bytes]:
+        translator = ResponsesStream(model, body, self._id, self._keep)
+        if not self._keep:
+            return translated(events, translator)
+        kept = False
+
+        async def keep_when_final() -> None:
+            nonlocal kept
+            if translator.final is not None and not kept:
+                kept = True
+                await self._put(translator.final)
+
+        return translated(events, translator, keep_when_final)
+
+    async def answer(self, data: dict[str, Any], model: str, body: dict[str, Any]) -> Any:
+        response = to_response(data, model, body, self._id, self._keep)
+        if self._keep and not await self._put(response):
+            response["store"] = False  # say so: it cannot be continued or read back
+        return response
+
+    async def _put(self, response: dict[str, Any]) -> bool:
+        record = StoredResponse(response, self._input, self._earlier)
+        try:
+            await self._store.put(self._owner, record)
+        except StoreUnavailable as exc:
+            log.warning("responses: response %s not kept: %s", self._id, exc)
+            return False
+        return True
+
+
+async def _read(store: ResponseStore, owner: str, response_id: str) -> StoredResponse | None:
+    try:
+        return await store.get(owner, response_id)
+    except StoreUnavailable as exc:
+        log.warning("responses: the response store did not answer: %s", exc)
+        raise GatewayError(
+            503,
+            "the response store did not answer; try again shortly",
+            code="store_unavailable",
+            headers={"retry-after": "1"},
+        ) from None
+
+
+def _shown(response_id: str) -> str:
+    """An id as an error may repeat it: bounded, printable."""
+    return response_id[:80] if response_id.isprintable() else "(unprintable)"
 
 
 async def stored_response(request: Request) -> Response:
-    """``GET`` / ``DELETE /v1/responses/{id}`` (and ``…/cancel``, ``…/input_items``): the
-    gateway stores no response, so there is none to return, delete or cancel."""
-    raise GatewayError(
+    """``GET`` / ``DELETE /v1/responses/{id}``, ``GET …/{id}/input_items`` and ``POST
+    …/{id}/cancel``: a kept response, read or forgotten by the client key that made it."""
+    store = gateway_of(request).responses
+    rest: str = request.path_params["rest"]
+    response_id, _, action = rest.partition("/")
+    if store is None:
+        raise GatewayError(
+            404,
+            "this gateway stores no responses (every answer says store: false): "
+            "keep the response you received, and send the whole conversation in 'input'",
+            code="response_not_found",
+        )
+    owner = key_of(request.scope) or ""
+    method = request.method
+    if (method, action) == ("DELETE", ""):
+        if not await _forget(store, owner, response_id):
+            raise _not_found(response_id)
+        return JSONResponse({"id": response_id, "object": "response", "deleted": True})
+    record = await _read(store, owner, response_id)
+    if record is None or (method, action) not in _READS:
+        if record is not None:
+            raise GatewayError(405, f"{method} {request.url.path} is not supported")
+        raise _not_found(response_id)
+    if action == "cancel":
+        raise GatewayError(
+            400,
+            "only a response made with background: true can be cancelled, and this gateway "
+            "answers every response before it returns it",
+            code="response_not_cancellable",
+        )
+    if action == "input_items":
+        return JSONResponse(_page(record, request))
+    return JSONResponse(record.response)
+
+
+_READS = {("GET", ""), ("GET", "input_items"), ("POST", "cancel")}
+
+
+async def _forget(store: ResponseStore, owner: str, response_id: str) -> bool:
+    try:
+        return await store.delete(owner, response_id)
+    except StoreUnavailable as exc:
+        log.warning("responses: the response store did not answer: %s", exc)
+        raise GatewayError(
+            503, "the response store did not answer; try again shortly", code="store_unavailable"
+        ) from None
+
+
+def _not_found(response_id: str) -> GatewayError:
+    return GatewayError(
         404,
-        "this gateway stores no responses (every answer says store: false): "
-        "keep the response you received, and send the whole conversation in 'input'",
+        f"Response with id '{_shown(response_id)}' not found.",
         code="response_not_found",
     )
+
+
+def _page(record: StoredResponse, request: Request) -> dict[str, Any]:
+    """One page of the items the response was made from (the earlier conversation and
+    its own input), as OpenAI lists them: newest first unless ``order=asc``, at most
+    ``limit`` (1–100, default 20), after the item named by ``after``."""
+    query = request.query_params
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise GatewayError(400, "'order' must be asc or desc", param="order")
+    try:
+        limit = int(query.get("limit", "20"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= _LIST_LIMIT:
+        message = f"'limit' must be an integer from 1 to {_LIST_LIMIT}"
+        raise GatewayError(400, message, param="limit")
+    items = with_ids([*record.earlier, *record.input], record.id)
+    if order == "desc":
+        items.reverse()
+    after = query.get("after")
+    if after is not None:
+        ids = [item["id"] for item in items]
+        if after not in ids:
+            raise GatewayError(400, "'after' names no item of this response", param="after")
+        items = items[ids.index(after) + 1 :]
+    page = items[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(items) > limit,
+    }

@@ -1,13 +1,14 @@
 """OpenAI Responses API ⇄ chat completions, for the gateway's ``POST /v1/responses``
 front, without I/O so each rule is testable alone.
 
-The gateway keeps no state: a request carries its whole conversation in ``input``
-(messages, earlier ``function_call`` items and their ``function_call_output``), as
-clients do with ``store: false``; ``previous_response_id`` and ``conversation`` are
-refused with a 400 that says so. Function tools are carried, and custom (free-form)
-tools as functions of one string; hosted tools (web search, file search, code
-interpreter ...) are refused naming the field. The answer
-is a ``response`` object (`to_response`); streams are translated by
+A request carries its conversation in ``input`` (messages, earlier ``function_call``
+items and their ``function_call_output``), as clients do with ``store: false``; where the
+registry keeps responses (``responses``), the items of the response named by
+``previous_response_id`` come before it (`to_chat_body`'s `earlier`), else that field is
+refused with a 400 that says so, as ``conversation`` always is. Function tools are
+carried, and custom (free-form) tools as functions of one string; hosted tools (web
+search, file search, code interpreter ...) are refused naming the field. The answer is
+a ``response`` object (`to_response`); streams are translated by
 `llmroute.server.responses_stream`. docs/gateway.md lists every mapping.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from llmroute.server.chunk_translation import clean_completion
@@ -28,6 +30,7 @@ __all__ = [
     "custom_input",
     "custom_tools",
     "echoed",
+    "input_items",
     "output_items",
     "response_usage",
     "to_chat_body",
@@ -40,6 +43,10 @@ _STATELESS = (
     "this gateway keeps no responses: send the whole conversation in 'input' "
     "(earlier messages, function_call and function_call_output items)"
 )
+_NO_CONVERSATIONS = (
+    "conversations are not kept: continue with 'previous_response_id' where the gateway "
+    "stores responses, or send the whole conversation in 'input'"
+)
 
 
 def _bad(param: str, message: str) -> GatewayError:
@@ -49,22 +56,33 @@ def _bad(param: str, message: str) -> GatewayError:
 # ---------------------------------------------------------------- requests
 
 
-def to_chat_body(body: dict[str, Any]) -> dict[str, Any]:
+def to_chat_body(
+    body: dict[str, Any], earlier: Sequence[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The chat-completions body for a Responses request; 400 (`GatewayError`) naming the
-    field for anything malformed or that cannot be carried."""
+    field for anything malformed or that cannot be carried. `earlier` is the
+    conversation ``previous_response_id`` continues (its items, as kept), None where no
+    responses are kept. The earlier ``instructions`` are not carried over (OpenAI's
+    rule): each request's own come first."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("model", "'model' is required: auto, a route or a pool model")
-    for key in ("previous_response_id", "conversation"):
-        if body.get(key) is not None:
-            raise _bad(key, f"'{key}' is not supported: {_STATELESS}")
+    if earlier is None and body.get("previous_response_id") is not None:
+        raise _bad("previous_response_id", f"'previous_response_id' is not supported: {_STATELESS}")
+    if body.get("conversation") is not None:
+        raise _bad("conversation", f"'conversation' is not supported: {_NO_CONVERSATIONS}")
+    if body.get("store") is not None and not isinstance(body.get("store"), bool):
+        raise _bad("store", "'store' must be true or false")
     messages: list[dict[str, Any]] = []
     instructions = body.get("instructions")
     if isinstance(instructions, str) and instructions:
         messages.append({"role": "system", "content": instructions})
     elif instructions is not None and not isinstance(instructions, str):
         raise _bad("instructions", "'instructions' must be a string")
-    messages.extend(_input(body.get("input")))
+    current = _input(body.get("input"))  # checked first: its errors name the client's field
+    if earlier:
+        messages.extend(_input(list(earlier)))
+    messages.extend(current)
     chat: dict[str, Any] = {"model": model, "messages": messages}
     _copy(body, chat)
     if body.get("tools"):
@@ -114,6 +132,30 @@ def _format(text: Any) -> dict[str, Any] | None:
     raise _bad("text.format", "'text.format' must be text, json_object or json_schema")
 
 
+def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's ``input`` as a list of items (a string is one user message), as it is
+    kept for the responses that continue it; call after `to_chat_body` checked it."""
+    given = body.get("input")
+    if isinstance(given, str):
+        return [_as_item({"role": "user", "content": given})]
+    return (
+        [_as_item(item) for item in given if isinstance(item, dict)]
+        if isinstance(given, list)
+        else []
+    )
+
+
+def _as_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A message item as OpenAI lists it: typed, its text as a list of parts."""
+    if item.get("type", "message") != "message":
+        return item
+    content = item.get("content")
+    if isinstance(content, str):
+        kind = "output_text" if item.get("role") == "assistant" else "input_text"
+        content = [{"type": kind, "text": content}]
+    return {**item, "type": "message", "content": content}
+
+
 def _input(items: Any) -> list[dict[str, Any]]:
     if isinstance(items, str):
         if not items:
@@ -138,7 +180,7 @@ def _input(items: Any) -> list[dict[str, Any]]:
         elif kind == "reasoning":
             continue  # the model's earlier reasoning: other models cannot read it back
         elif kind == "item_reference":
-            raise _bad(at, f"{at}: item references are not supported: {_STATELESS}")
+            raise _bad(at, f"{at}: item references are not supported: send the item itself")
         else:
             raise _bad(at, f"{at}: item type {kind!r} is not supported here")
     return out
@@ -324,16 +366,18 @@ def response_usage(usage: Any) -> dict[str, Any]:
     }
 
 
-def echoed(body: dict[str, Any]) -> dict[str, Any]:
-    """The request's settings a response object repeats."""
+def echoed(body: dict[str, Any], stored: bool = False) -> dict[str, Any]:
+    """The request's settings a response object repeats; `stored`: whether the gateway
+    keeps this response."""
+    previous = body.get("previous_response_id")
     return {
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),
         "metadata": body.get("metadata") if isinstance(body.get("metadata"), dict) else {},
         "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
-        "previous_response_id": None,
+        "previous_response_id": previous if isinstance(previous, str) else None,
         "reasoning": body.get("reasoning"),
-        "store": False,
+        "store": stored,
         "temperature": body.get("temperature"),
         "text": body.get("text") or {"format": {"type": "text"}},
         "tool_choice": body.get("tool_choice") or "auto",
@@ -390,22 +434,31 @@ def output_items(
     return items
 
 
-def to_response(data: dict[str, Any], model: str, body: dict[str, Any]) -> dict[str, Any]:
+def to_response(
+    data: dict[str, Any],
+    model: str,
+    body: dict[str, Any],
+    response_id: str | None = None,
+    stored: bool = False,
+) -> dict[str, Any]:
     """The ``response`` object for a chat completion `data` served by pool model `model`,
-    answering Responses request `body`."""
+    answering Responses request `body`: named `response_id` (``resp_`` and the chat
+    completion's id when None); `stored` as `echoed` says."""
     data = clean_completion(data)
     choice = (data["choices"] or [{}])[0]
     reason = INCOMPLETE_REASONS.get(choice.get("finish_reason") or "stop")
     chat_id = str(data.get("id") or "")
+    response_id = response_id or f"resp_{chat_id}"
+    item_id = response_id.removeprefix("resp_")
     return {
-        "id": f"resp_{chat_id}",
+        "id": response_id,
         "object": "response",
         "created_at": data.get("created") or int(time.time()),
         "status": "incomplete" if reason else "completed",
         "incomplete_details": {"reason": reason} if reason else None,
         "error": None,
         "model": model,
-        "output": output_items(choice.get("message") or {}, chat_id, custom_tools(body)),
+        "output": output_items(choice.get("message") or {}, item_id, custom_tools(body)),
         "usage": response_usage(data.get("usage")),
-        **echoed(body),
+        **echoed(body, stored),
     }

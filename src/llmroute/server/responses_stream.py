@@ -38,11 +38,22 @@ class ResponsesStream(ChunkTranslator):
     """Feed each SSE event of the chat stream (bytes, as the gateway relays them) to
     `feed`; `close` finishes the response if the stream stopped without ``[DONE]``."""
 
-    def __init__(self, model: str, body: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        model: str,
+        body: dict[str, Any],
+        response_id: str | None = None,
+        stored: bool = False,
+    ) -> None:
+        """`response_id` names the response (``resp_`` and the chat stream's id when
+        None); `stored` is what it says of ``store``."""
         self._model = model
         self._body = body
         self._sequence = 0
-        self._id = ""
+        self._given_id = response_id
+        self._stored = stored
+        self._id = ""  # what item ids are made from
+        self.final: dict[str, Any] | None = None  # the whole response, once it completed
         self._created = int(time.time())
         self._started = False
         self._done = False
@@ -65,7 +76,7 @@ class ResponsesStream(ChunkTranslator):
     def _response(self, status: str, **extra: Any) -> dict[str, Any]:
         reason = INCOMPLETE_REASONS.get(self._finish or "stop") if status != "in_progress" else None
         return {
-            "id": f"resp_{self._id}",
+            "id": self._given_id or f"resp_{self._id}",
             "object": "response",
             "created_at": self._created,
             "status": "incomplete" if reason else status,
@@ -74,7 +85,7 @@ class ResponsesStream(ChunkTranslator):
             "model": self._model,
             "output": self._items if status != "in_progress" else [],
             "usage": self._usage if status != "in_progress" else None,
-            **echoed(self._body),
+            **echoed(self._body, self._stored),
             **extra,
         }
 
@@ -106,7 +117,8 @@ class ResponsesStream(ChunkTranslator):
         if self._started:
             return
         self._started = True
-        self._id = str(chunk.get("id") or "")
+        given = self._given_id
+        self._id = given.removeprefix("resp_") if given else str(chunk.get("id") or "")
         created = chunk.get("created")
         if isinstance(created, int):
             self._created = created
@@ -214,6 +226,6 @@ class ResponsesStream(ChunkTranslator):
         yield from self._close_text()
         yield from self._close_calls()
         self._done = True
-        final = self._response("completed")
+        final = self.final = self._response("completed")
         kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
         yield self._event(kind, {"response": final})

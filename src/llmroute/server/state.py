@@ -24,6 +24,7 @@ from llmroute.registry.schema import ApiKey
 from llmroute.server.auth import Charges, KeyTable
 from llmroute.server.errors import GatewayError
 from llmroute.state import ResponseCache
+from llmroute.state.stored_responses import ResponseStore
 from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.shadow import ShadowRunner
 
@@ -74,6 +75,7 @@ class Gateway:
     inflight: InFlight = field(default_factory=InFlight, repr=False)
     recorders: dict[str, Recorder] = field(default_factory=dict, repr=False)  # per client key
     affinity: Affinity | None = None
+    responses: ResponseStore | None = None  # kept Responses-API responses
 
     async def aclose(self) -> None:
         """Let in-flight shadow requests, cache writes and budget charges finish
@@ -86,6 +88,8 @@ class Gateway:
             await self.charges.aclose()
         if self.affinity is not None:
             await self.affinity.aclose()
+        if self.responses is not None:
+            await self.responses.aclose()
         await self.dispatcher.aclose()
 
     def recorder_for(self, base: Recorder, key: ApiKey | None) -> Recorder:

@@ -1,0 +1,261 @@
+"""Kept responses on ``/v1/responses`` end to end: `llmroute serve` with a ``responses``
+section as a subprocess, the official `openai` client in front, the fake OpenAI and
+Anthropic upstreams behind. A response is kept and read back, continued by
+``previous_response_id`` (the upstream receives the whole conversation), streamed and
+continued at once, its tool call answered in the next request, listed, deleted; each
+client key sees only its own; ``store: false`` keeps nothing; two gateways share the
+responses kept in Redis."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from fake_anthropic import TOOL_ID, FakeAnthropic
+from fake_upstream import FakeUpstream
+from gateway_proc import Served, serve_text
+from redis_service import REDIS_URL
+
+TEAM_KEY = "sk-team-responses-0123"
+OTHER_KEY = "sk-other-responses-4567"
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+  claude: {kind: anthropic, base_url: "%(anthropic)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: up-small}
+  large: {provider: fake, model: up-large}
+  sonnet: {provider: claude, model: claude-x}
+routes:
+  - name: code
+    examples: ["write a Python function to parse JSON", "debug this SQL query"]
+    target: large
+  - name: chitchat
+    examples: ["hi there!", "how are you today?"]
+    target: small
+default: {target: small}
+responses: %(responses)s
+auth:
+  keys:
+    - {name: team, key_env: LLMROUTE_TEST_TEAM_KEY}
+    - {name: other, key_env: LLMROUTE_TEST_OTHER_KEY}
+"""
+KEYS = {"LLMROUTE_TEST_TEAM_KEY": TEAM_KEY, "LLMROUTE_TEST_OTHER_KEY": OTHER_KEY}
+WEATHER = [
+    {
+        "type": "function",
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+    }
+]
+
+
+def _registry(upstream: FakeUpstream, claude: FakeAnthropic, responses: str) -> str:
+    return REGISTRY % {"url": upstream.url, "anthropic": claude.url, "responses": responses}
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, claude: FakeAnthropic
+) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("kept")
+    text = _registry(upstream, claude, "{ttl_s: 600}")
+    with serve_text(text, tmp, env={"LLMROUTE_TELEMETRY_URL": "off", **KEYS}) as served:
+        yield served
+
+
+def _client(served: Served, key: str = TEAM_KEY) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{served.url}/v1", api_key=key, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def client(gateway: Served) -> Iterator[openai.OpenAI]:
+    with _client(gateway) as c:
+        yield c
+
+
+def test_a_response_is_kept_read_back_and_continued(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    first = client.responses.create(
+        model="auto", instructions="You are terse.", input="write a Python function to parse YAML"
+    )
+    assert first.store is True and first.id.startswith("resp_") and len(first.id) > 40
+    again = client.responses.retrieve(first.id)
+    assert again.id == first.id and again.output_text == first.output_text
+    assert again.model == "large"
+
+    second = client.responses.create(
+        model="large",
+        instructions="Answer in French.",
+        input="and now for TOML?",
+        previous_response_id=first.id,
+    )
+    assert second.previous_response_id == first.id and second.store is True
+    sent = upstream.requests[-1].body["messages"]
+    assert sent == [
+        {"role": "system", "content": "Answer in French."},  # the earlier instructions: not
+        {"role": "user", "content": "write a Python function to parse YAML"},
+        {"role": "assistant", "content": first.output_text},
+        {"role": "user", "content": "and now for TOML?"},
+    ]
+    third = client.responses.create(model="large", input="and INI?", previous_response_id=second.id)
+    assert [m["content"] for m in upstream.requests[-1].body["messages"]] == [
+        "write a Python function to parse YAML",
+        first.output_text,
+        "and now for TOML?",
+        second.output_text,
+        "and INI?",
+    ]
+    assert third.output_text == "echo: and INI?"
+
+
+def test_a_streamed_response_is_kept_before_it_is_told_complete(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    with client.responses.stream(model="chitchat", input="hi there!") as stream:
+        kinds = [e.type for e in stream]
+        final = stream.get_final_response()
+    assert kinds[-1] == "response.completed" and final.store is True
+    # continued the moment the stream said completed: it must be there already
+    with client.responses.stream(
+        model="chitchat", input="how are you?", previous_response_id=final.id
+    ) as stream:
+        list(stream)
+        second = stream.get_final_response()
+    assert [m["content"] for m in upstream.requests[-1].body["messages"]] == [
+        "hi there!",
+        final.output_text,
+        "how are you?",
+    ]
+    assert client.responses.retrieve(second.id).output_text == second.output_text
+
+
+def test_a_tool_call_is_answered_in_the_next_request(
+    client: openai.OpenAI, claude: FakeAnthropic
+) -> None:
+    ask = "what is the weather in Paris?"
+    first = client.responses.create(model="sonnet", input=ask, tools=WEATHER)  # type: ignore[arg-type]
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    assert call.call_id == TOOL_ID
+    client.responses.create(
+        model="sonnet",
+        tools=WEATHER,  # type: ignore[arg-type]
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": TOOL_ID, "output": "sunny, 21 C"}],
+    )
+    sent = claude.requests[-1].body["messages"]
+    assert sent[0]["role"] == "user" and sent[0]["content"][0]["text"] == ask
+    assert sent[1]["role"] == "assistant"
+    # the earlier answer whole: its words and its call, as one assistant turn
+    assert [b["type"] for b in sent[1]["content"]] == ["text", "tool_use"]
+    assert sent[1]["content"][1]["id"] == TOOL_ID
+    assert sent[2]["content"][0]["type"] == "tool_result"
+    assert sent[2]["content"][0]["tool_use_id"] == TOOL_ID
+
+
+def test_input_items_are_listed_newest_first_by_pages(client: openai.OpenAI) -> None:
+    first = client.responses.create(model="small", input="one")
+    second = client.responses.create(
+        model="small",
+        previous_response_id=first.id,
+        input=[{"role": "user", "content": "two"}, {"role": "user", "content": "three"}],
+    )
+    page = client.responses.input_items.list(second.id, limit=2)
+    texts = [item.content[0].text for item in page.data]  # type: ignore[union-attr]
+    assert texts == ["three", "two"] and page.has_more is True
+    everything = list(client.responses.input_items.list(second.id, order="asc"))
+    texts = [item.content[0].text for item in everything]  # type: ignore[union-attr]
+    assert texts == ["one", first.output_text, "two", "three"]
+    assert len({item.id for item in everything}) == 4
+
+
+def test_store_false_keeps_nothing_and_an_unknown_id_is_a_400(client: openai.OpenAI) -> None:
+    response = client.responses.create(model="small", input="hi there!", store=False)
+    assert response.store is False
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response.id)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="small", input="again", previous_response_id=response.id)
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["code"] == "previous_response_not_found"
+    assert error["param"] == "previous_response_id"
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.post(
+            "/responses", body={"model": "small", "input": "x", "store": "yes"}, cast_to=object
+        )
+    assert isinstance(bad.value.body, dict) and bad.value.body["param"] == "store"
+
+
+def test_a_deleted_response_is_gone(client: openai.OpenAI) -> None:
+    response = client.responses.create(model="small", input="forget me")
+    client.responses.delete(response.id)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.retrieve(response.id)
+    assert caught.value.body["code"] == "response_not_found"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete(response.id)
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="small", input="x", previous_response_id=response.id)
+
+
+def test_a_response_is_its_client_keys_alone(gateway: Served, client: openai.OpenAI) -> None:
+    mine = client.responses.create(model="small", input="my secret plan")
+    with _client(gateway, OTHER_KEY) as other:
+        with pytest.raises(openai.NotFoundError):
+            other.responses.retrieve(mine.id)
+        with pytest.raises(openai.NotFoundError):
+            other.responses.delete(mine.id)
+        with pytest.raises(openai.BadRequestError) as caught:
+            other.responses.create(model="small", input="tell me", previous_response_id=mine.id)
+        assert "my secret plan" not in str(caught.value.body)
+    assert client.responses.retrieve(mine.id).id == mine.id  # still there for its owner
+
+
+def test_cancel_is_refused_and_nothing_is_logged_amiss(
+    client: openai.OpenAI, gateway: Served
+) -> None:
+    response = client.responses.create(model="small", input="hi there!")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.cancel(response.id)
+    assert "background" in caught.value.message
+    headers = {"authorization": f"Bearer {TEAM_KEY}"}
+    listed = httpx.get(
+        f"{gateway.url}/v1/responses/{response.id}/input_items?limit=500", headers=headers
+    )
+    assert listed.status_code == 400 and listed.json()["error"]["param"] == "limit"
+    assert "Traceback" not in gateway.log_text()
+    assert TEAM_KEY not in gateway.log_text()
+
+
+def test_two_gateways_share_responses_kept_in_redis(
+    tmp_path: Path, upstream: FakeUpstream, claude: FakeAnthropic, redis_namespace: str
+) -> None:
+    kept = json.dumps({"url": REDIS_URL, "namespace": redis_namespace, "ttl_s": 60})
+    text = _registry(upstream, claude, kept)
+    env = {"LLMROUTE_TELEMETRY_URL": "off", **KEYS}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with (
+        serve_text(text, tmp_path / "a", env=env) as one,
+        serve_text(text, tmp_path / "b", env=env) as two,
+        _client(one) as first_client,
+        _client(two) as second_client,
+    ):
+        first = first_client.responses.create(model="small", input="remember 42")
+        second = second_client.responses.create(
+            model="small", input="what did I say?", previous_response_id=first.id
+        )
+        assert [m["content"] for m in upstream.requests[-1].body["messages"]] == [
+            "remember 42",
+            first.output_text,
+            "what did I say?",
+        ]
+        assert first_client.responses.retrieve(second.id).output_text == second.output_text
