@@ -206,6 +206,19 @@ def test_a_deleted_response_is_gone(client: openai.OpenAI) -> None:
         client.responses.create(model="small", input="x", previous_response_id=response.id)
 
 
+def test_a_conversation_whose_earlier_turn_was_deleted_cannot_go_on(
+    client: openai.OpenAI,
+) -> None:
+    first = client.responses.create(model="small", input="one")
+    second = client.responses.create(model="small", input="two", previous_response_id=first.id)
+    client.responses.delete(first.id)
+    assert client.responses.retrieve(second.id).id == second.id  # itself still there
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="small", input="three", previous_response_id=second.id)
+    assert caught.value.body["code"] == "previous_response_not_found"  # type: ignore[index]
+    assert first.id in caught.value.message
+
+
 def test_a_response_is_its_client_keys_alone(gateway: Served, client: openai.OpenAI) -> None:
     mine = client.responses.create(model="small", input="my secret plan")
     with _client(gateway, OTHER_KEY) as other:

@@ -1,6 +1,7 @@
 """Kept Responses-API responses (`ResponseStore`): per client key, in memory and in a
-real Redis (expiry, deletion, a record this version cannot read, a Redis that is not
-there), and the registry section that turns them on."""
+real Redis (a conversation read whole from its chain, expiry renewed by each turn,
+deletion, a record this version cannot read, one too large, a Redis that is not there),
+and the registry section that turns them on."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from llmroute.registry import ConfigErrors, parse_registry
 from llmroute.registry.schema import ResponsesSettings
 from llmroute.state import MemoryStore, RedisStore, StoreUnavailable
 from llmroute.state.stored_responses import (
+    BrokenChain,
     ResponseStore,
     StoredResponse,
     new_response_id,
@@ -25,6 +27,14 @@ from llmroute.state.stores import check_registry_urls
 T = TypeVar("T")
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def run(work: Awaitable[T]) -> T:
     async def go() -> T:
         return await work
@@ -32,12 +42,12 @@ def run(work: Awaitable[T]) -> T:
     return asyncio.run(go())
 
 
-def _record(text: str = "hello", earlier: list[dict[str, object]] | None = None) -> StoredResponse:
+def _record(text: str = "hello", chain: list[str] | None = None) -> StoredResponse:
     response_id = new_response_id()
-    output = [{"type": "message", "id": "msg_1", "role": "assistant", "content": []}]
+    output = [{"type": "message", "id": f"msg_{text}", "role": "assistant", "content": []}]
     response = {"id": response_id, "object": "response", "output": output}
     items = with_ids([{"type": "message", "role": "user", "content": text}], response_id)
-    return StoredResponse(response, items, earlier or [])
+    return StoredResponse(response, items, chain or [])
 
 
 def test_ids_are_fresh_and_unguessable() -> None:
@@ -45,13 +55,17 @@ def test_ids_are_fresh_and_unguessable() -> None:
     assert len(ids) == 1000 and all(i.startswith("resp_") and len(i) == 53 for i in ids)
 
 
-def test_a_record_gives_its_whole_conversation_back() -> None:
-    first = _record("one")
-    second = _record("two", first.context())
-    assert [item.get("content") for item in second.context()[::2]] == ["one", "two"]
-    assert second.context()[1]["id"] == "msg_1"
-    assert StoredResponse.from_bytes(second.to_bytes()) == second
-    for bad in (b"{", b"[]", b'{"v": 99}', b'{"v": 1, "response": {}, "input": [1]}'):
+def test_a_record_reads_back_and_a_strange_one_does_not() -> None:
+    record = _record("two", ["resp_a"])
+    assert [item["id"] for item in record.items()] == [record.input[0]["id"], "msg_two"]
+    assert StoredResponse.from_bytes(record.to_bytes()) == record
+    for bad in (
+        b"{",
+        b"[]",
+        b'{"v": 99}',
+        b'{"v": 1, "response": {}, "input": [1], "chain": []}',
+        b'{"v": 1, "response": {}, "input": [], "chain": [1]}',
+    ):
         assert StoredResponse.from_bytes(bad) is None
 
 
@@ -74,16 +88,73 @@ def test_a_response_is_kept_per_client_key_and_forgotten(redis_namespace: str) -
         record = _record()
 
         async def go(store: ResponseStore = store, record: StoredResponse = record) -> None:
-            await store.put("team", record)
+            assert await store.put("team", record)
             assert await store.get("team", record.id) == record
             assert await store.get("other", record.id) is None  # another key's: not there
             assert await store.get("", record.id) is None
+            assert await store.conversation("other", record.id) is None
             assert not await store.delete("other", record.id)
             assert await store.delete("team", record.id)
             assert await store.get("team", record.id) is None
             await store.aclose()
 
         run(go())
+
+
+def test_a_conversation_is_read_whole_from_its_chain(redis_namespace: str) -> None:
+    for store in _stores(redis_namespace):
+
+        async def go(store: ResponseStore = store) -> None:
+            first = _record("one")
+            await store.put("team", first)
+            turn = await store.conversation("team", first.id)
+            assert turn is not None and turn.earlier == [] and turn.chain() == [first.id]
+            second = _record("two", turn.chain())
+            await store.put("team", second)
+            turn = await store.conversation("team", second.id)
+            assert turn is not None and turn.chain() == [first.id, second.id]
+            third = _record("three", turn.chain())
+            await store.put("team", third)
+            whole = await store.conversation("team", third.id)
+            assert whole is not None
+            assert [i["id"] for i in whole.context()] == [
+                i["id"] for r in (first, second, third) for i in r.items()
+            ]
+            # each turn holds only its own items, not the conversation again
+            assert len(third.to_bytes()) < len(first.to_bytes()) + 200
+            await store.delete("team", second.id)
+            with pytest.raises(BrokenChain) as caught:
+                await store.conversation("team", third.id)
+            assert caught.value.missing == second.id
+            await store.aclose()
+
+        run(go())
+
+
+def test_a_new_turn_renews_its_chain_in_memory() -> None:
+    clock = Clock()
+    store = ResponseStore(ResponsesSettings(ttl_s=10), MemoryStore(100, 1 << 20, clock))
+
+    async def go() -> None:
+        first = _record("one")
+        await store.put("team", first)
+        clock.now += 8
+        second = _record("two", [first.id])
+        await store.put("team", second)
+        clock.now += 8  # 16 s after the first turn, 8 after the second
+        assert await store.conversation("team", second.id) is not None
+        clock.now += 3
+        assert await store.get("team", first.id) is None
+
+    run(go())
+
+
+def test_a_response_too_large_for_memory_is_not_kept(caplog: pytest.LogCaptureFixture) -> None:
+    store = ResponseStore(ResponsesSettings(max_bytes=1024), MemoryStore(100, 1024))
+    record = _record("x" * 2000)
+    assert not run(store.put("team", record))
+    assert run(store.get("team", record.id)) is None
+    assert "larger than responses.max_bytes" in caplog.text
 
 
 def test_redis_records_expire_and_hold_no_plain_key(redis_namespace: str) -> None:
@@ -98,6 +169,9 @@ def test_redis_records_expire_and_hold_no_plain_key(redis_namespace: str) -> Non
         (key,) = client.keys(f"{redis_namespace}:response:*")
         assert b"team" not in key and record.id.encode() not in key
         assert 0 < client.pttl(key) <= 1000
+        await asyncio.sleep(0.6)
+        await store.put("team", _record("next", [record.id]))
+        assert client.pttl(key) > 700  # renewed by the turn that continues it
         await asyncio.sleep(1.2)
         assert await store.get("team", record.id) is None
         await store.aclose()

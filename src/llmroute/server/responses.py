@@ -33,6 +33,8 @@ from llmroute.server.responses_convert import input_items, to_chat_body, to_resp
 from llmroute.server.responses_stream import ResponsesStream
 from llmroute.server.state import gateway_of
 from llmroute.state.stored_responses import (
+    BrokenChain,
+    Conversation,
     ResponseStore,
     StoredResponse,
     new_response_id,
@@ -65,17 +67,18 @@ class _Kept:
         self._id = new_response_id()
         self._keep = True
         self._input: list[dict[str, Any]] = []
-        self._earlier: list[dict[str, Any]] = []
+        self._chain: list[str] = []  # the responses this one continues, oldest first
 
     async def chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
         previous = body.get("previous_response_id")
+        earlier: list[dict[str, Any]] = []
         if previous is not None:
             if not isinstance(previous, str) or not previous:
                 raise GatewayError(
                     400, "'previous_response_id' must be a string", param="previous_response_id"
                 )
-            record = await _read(self._store, self._owner, previous)
-            if record is None:
+            conversation = await _conversation(self._store, self._owner, previous)
+            if conversation is None:
                 raise GatewayError(
                     400,
                     f"Previous response with id '{_shown(previous)}' not found "
@@ -83,8 +86,9 @@ class _Kept:
                     param="previous_response_id",
                     code="previous_response_not_found",
                 )
-            self._earlier = record.context()
-        chat = to_chat_body(body, self._earlier)
+            earlier = conversation.context()
+            self._chain = conversation.chain()
+        chat = to_chat_body(body, earlier)
         self._keep = body.get("store") is not False
         if self._keep:
             self._input = with_ids(input_items(body), self._id)
@@ -111,26 +115,46 @@ class _Kept:
         return response
 
     async def _put(self, response: dict[str, Any]) -> bool:
-        record = StoredResponse(response, self._input, self._earlier)
+        record = StoredResponse(response, self._input, self._chain)
         try:
-            await self._store.put(self._owner, record)
+            return await self._store.put(self._owner, record)
         except StoreUnavailable as exc:
             log.warning("responses: response %s not kept: %s", self._id, exc)
             return False
-        return True
 
 
 async def _read(store: ResponseStore, owner: str, response_id: str) -> StoredResponse | None:
     try:
         return await store.get(owner, response_id)
     except StoreUnavailable as exc:
-        log.warning("responses: the response store did not answer: %s", exc)
+        raise _unavailable(exc) from None
+
+
+async def _conversation(store: ResponseStore, owner: str, response_id: str) -> Conversation | None:
+    """The conversation up to `response_id`; 400 when an earlier turn is gone."""
+    try:
+        return await store.conversation(owner, response_id)
+    except StoreUnavailable as exc:
+        raise _unavailable(exc) from None
+    except BrokenChain as broken:
         raise GatewayError(
-            503,
-            "the response store did not answer; try again shortly",
-            code="store_unavailable",
-            headers={"retry-after": "1"},
+            400,
+            f"Response '{_shown(response_id)}' continues '{broken.missing}', which is no "
+            "longer kept (expired, evicted or deleted): its conversation cannot be given "
+            "whole; send it in 'input' instead",
+            param="previous_response_id",
+            code="previous_response_not_found",
         ) from None
+
+
+def _unavailable(exc: StoreUnavailable) -> GatewayError:
+    log.warning("responses: the response store did not answer: %s", exc)
+    return GatewayError(
+        503,
+        "the response store did not answer; try again shortly",
+        code="store_unavailable",
+        headers={"retry-after": "1"},
+    )
 
 
 def _shown(response_id: str) -> str:
@@ -170,7 +194,10 @@ async def stored_response(request: Request) -> Response:
             code="response_not_cancellable",
         )
     if action == "input_items":
-        return JSONResponse(_page(record, request))
+        conversation = await _conversation(store, owner, response_id)
+        if conversation is None:  # deleted meanwhile
+            raise _not_found(response_id)
+        return JSONResponse(_page(conversation, request))
     return JSONResponse(record.response)
 
 
@@ -181,10 +208,7 @@ async def _forget(store: ResponseStore, owner: str, response_id: str) -> bool:
     try:
         return await store.delete(owner, response_id)
     except StoreUnavailable as exc:
-        log.warning("responses: the response store did not answer: %s", exc)
-        raise GatewayError(
-            503, "the response store did not answer; try again shortly", code="store_unavailable"
-        ) from None
+        raise _unavailable(exc) from None
 
 
 def _not_found(response_id: str) -> GatewayError:
@@ -195,7 +219,7 @@ def _not_found(response_id: str) -> GatewayError:
     )
 
 
-def _page(record: StoredResponse, request: Request) -> dict[str, Any]:
+def _page(conversation: Conversation, request: Request) -> dict[str, Any]:
     """One page of the items the response was made from (the earlier conversation and
     its own input), as OpenAI lists them: newest first unless ``order=asc``, at most
     ``limit`` (1–100, default 20), after the item named by ``after``."""
@@ -210,7 +234,8 @@ def _page(record: StoredResponse, request: Request) -> dict[str, Any]:
     if not 1 <= limit <= _LIST_LIMIT:
         message = f"'limit' must be an integer from 1 to {_LIST_LIMIT}"
         raise GatewayError(400, message, param="limit")
-    items = with_ids([*record.earlier, *record.input], record.id)
+    last = conversation.last
+    items = with_ids([*conversation.earlier, *last.input], last.id)
     if order == "desc":
         items.reverse()
     after = query.get("after")

@@ -3,8 +3,11 @@
 A client of OpenAI's Responses API continues a conversation by naming the previous
 response (``previous_response_id``) instead of sending the conversation again, and reads
 or deletes a response by its id. For that the gateway keeps, per response, the response
-object it answered, the input items of its request and the conversation before them:
-one read gives a continuation its whole context, however long the chain.
+object it answered, the input items of its request and the ids of the responses it
+continues (its chain, oldest first): a turn stores only its own items, so a long
+conversation costs its size once, not once per turn, and a continuation reads the whole
+chain in one more round trip (`get_many`). Each new turn renews the expiry of the chain
+it continues: a conversation is kept `ttl_s` after its last turn.
 
 Each record is reachable only with the client key that made it (the key's name is
 hashed into the store key), and ids are 192 random bits. The text is kept verbatim, as
@@ -27,7 +30,14 @@ from typing import Any, TypeGuard
 from llmroute.registry.schema import Registry, ResponsesSettings
 from llmroute.state.stores import KeyValueStore, MemoryStore, RedisStore, check_url
 
-__all__ = ["ResponseStore", "StoredResponse", "new_response_id", "with_ids"]
+__all__ = [
+    "BrokenChain",
+    "Conversation",
+    "ResponseStore",
+    "StoredResponse",
+    "new_response_id",
+    "with_ids",
+]
 
 log = logging.getLogger("llmroute.responses")
 
@@ -44,29 +54,28 @@ def new_response_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
-    """One kept response: `response` as answered, the `input` items of its request
-    (each with an ``id``) and the items of the conversation before them (`earlier`)."""
+    """One kept response: `response` as answered, the `input` items of its request (each
+    with an ``id``) and the ids of the responses it continues (`chain`, oldest first)."""
 
     response: dict[str, Any]
     input: list[dict[str, Any]]
-    earlier: list[dict[str, Any]]
+    chain: list[str]
 
     @property
     def id(self) -> str:
         return str(self.response.get("id") or "")
 
-    def context(self) -> list[dict[str, Any]]:
-        """The conversation a continuation of this response carries on: what came
-        before, this request's input and this response's output."""
+    def items(self) -> list[dict[str, Any]]:
+        """This turn: its request's input, then its response's output."""
         output = self.response.get("output")
-        return [*self.earlier, *self.input, *(output if isinstance(output, list) else ())]
+        return [*self.input, *(output if isinstance(output, list) else ())]
 
     def to_bytes(self) -> bytes:
         record = {
             "v": _VERSION,
             "response": self.response,
             "input": self.input,
-            "earlier": self.earlier,
+            "chain": self.chain,
         }
         return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -79,15 +88,43 @@ class StoredResponse:
             return None
         if not isinstance(record, dict) or record.get("v") != _VERSION:
             return None
-        response, items = record.get("response"), record.get("input")
-        earlier = record.get("earlier")
-        if not (isinstance(response, dict) and _items(items) and _items(earlier)):
+        response, items, chain = record.get("response"), record.get("input"), record.get("chain")
+        if not (isinstance(response, dict) and _items(items) and _ids(chain)):
             return None
-        return cls(response, items, earlier)
+        return cls(response, items, chain)
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A kept response (`last`) with the items of every turn before it (`earlier`)."""
+
+    last: StoredResponse
+    earlier: list[dict[str, Any]]
+
+    def context(self) -> list[dict[str, Any]]:
+        """What a continuation of `last` carries on: every turn, `last`'s included."""
+        return [*self.earlier, *self.last.items()]
+
+    def chain(self) -> list[str]:
+        """The chain of a response that continues `last`."""
+        return [*self.last.chain, self.last.id]
+
+
+class BrokenChain(Exception):
+    """A response is kept but one it continues is not (expired, evicted or deleted):
+    its conversation cannot be given whole."""
+
+    def __init__(self, missing: str) -> None:
+        super().__init__(missing)
+        self.missing = missing
 
 
 def _items(value: Any) -> TypeGuard[list[dict[str, Any]]]:
     return isinstance(value, list) and all(isinstance(item, dict) for item in value)
+
+
+def _ids(value: Any) -> TypeGuard[list[str]]:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 class ResponseStore:
@@ -124,22 +161,52 @@ class ResponseStore:
 
     async def get(self, owner: str, response_id: str) -> StoredResponse | None:
         raw = await self._store.get(self._key(owner, response_id))
-        if raw is None:
-            return None
-        record = StoredResponse.from_bytes(raw)
-        if record is None or record.id != response_id:
-            log.warning("responses: the record of a response could not be read; ignored")
-            return None
-        return record
+        return None if raw is None else _read(raw, response_id)
 
-    async def put(self, owner: str, record: StoredResponse) -> None:
-        await self._store.set(self._key(owner, record.id), record.to_bytes(), self.settings.ttl_s)
+    async def conversation(self, owner: str, response_id: str) -> Conversation | None:
+        """The response and every turn before it; None when it is not kept;
+        `BrokenChain` when it is but an earlier turn is not."""
+        last = await self.get(owner, response_id)
+        if last is None:
+            return None
+        raws = await self._store.get_many([self._key(owner, i) for i in last.chain])
+        earlier: list[dict[str, Any]] = []
+        for earlier_id, raw in zip(last.chain, raws, strict=True):
+            turn = None if raw is None else _read(raw, earlier_id)
+            if turn is None:
+                raise BrokenChain(earlier_id)
+            earlier.extend(turn.items())
+        return Conversation(last, earlier)
+
+    async def put(self, owner: str, record: StoredResponse) -> bool:
+        """Keep `record` and renew its chain's expiry; False when it is too large for
+        the memory store to keep."""
+        value = record.to_bytes()
+        if self.url == "memory" and len(value) > self.settings.max_bytes:
+            log.warning(
+                "responses: response %s (%d bytes) is larger than responses.max_bytes; not kept",
+                record.id,
+                len(value),
+            )
+            return False
+        ttl_s = self.settings.ttl_s
+        await self._store.set(self._key(owner, record.id), value, ttl_s)
+        await self._store.touch([self._key(owner, i) for i in record.chain], ttl_s)
+        return True
 
     async def delete(self, owner: str, response_id: str) -> bool:
         return await self._store.delete(self._key(owner, response_id))
 
     async def aclose(self) -> None:
         await self._store.aclose()
+
+
+def _read(raw: bytes, response_id: str) -> StoredResponse | None:
+    record = StoredResponse.from_bytes(raw)
+    if record is None or record.id != response_id:
+        log.warning("responses: the record of a response could not be read; ignored")
+        return None
+    return record
 
 
 def _process_store(max_entries: int, max_bytes: int) -> MemoryStore:

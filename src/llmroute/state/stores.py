@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from llmroute.errors import ConfigError
@@ -51,6 +51,10 @@ class KeyValueStore(Protocol):
     async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
 
     async def delete(self, key: str) -> bool: ...
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+    async def touch(self, keys: Sequence[str], ttl_s: float) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -110,6 +114,19 @@ class MemoryStore:
             self._drop(key)
             return True
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [await self.get(key) for key in keys]
+
+    async def touch(self, keys: Sequence[str], ttl_s: float) -> None:
+        """Keep the entries of `keys` that are still there `ttl_s` from now."""
+        with self._lock:
+            now = self._clock()
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is not None and entry[0] > now:
+                    self._entries[key] = (now + ttl_s, entry[1])
+                    self._entries.move_to_end(key)
+
     async def aclose(self) -> None:
         """Nothing to release; the entries stay for whoever else holds the store."""
 
@@ -142,6 +159,28 @@ class RedisStore:
     async def delete(self, key: str) -> bool:
         try:
             return bool(await self._redis.client.delete(key))
+        except self._redis.errors as exc:
+            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """One ``MGET``."""
+        if not keys:
+            return []
+        try:
+            values = await self._redis.client.mget(keys)
+        except self._redis.errors as exc:
+            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
+        return [value if isinstance(value, bytes) else None for value in values]
+
+    async def touch(self, keys: Sequence[str], ttl_s: float) -> None:
+        """``PEXPIRE`` each of `keys` (one round trip; keys gone stay gone)."""
+        if not keys:
+            return
+        try:
+            async with self._redis.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.pexpire(key, max(1, round(ttl_s * 1000)))
+                await pipe.execute()
         except self._redis.errors as exc:
             raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
 
