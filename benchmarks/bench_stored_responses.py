@@ -1,4 +1,4 @@
-"""What kept Responses-API responses cost per turn (registry ``responses``): keeping a
+"""What kept Responses-API responses cost per turn (registry ``stored_responses``): keeping a
 response (`ResponseStore.put`: its turn serialised, set, its chain's expiry renewed) and
 reading the conversation a continuation carries on (`ResponseStore.conversation`: a GET,
 then one MGET of the turns before it, each parsed), at several conversation lengths,
@@ -22,7 +22,7 @@ from typing import Any
 
 from _common import dump_json, log, machine, percentiles
 
-from llmroute.registry.schema import ResponsesSettings
+from llmroute.registry.schema import StoredResponsesSettings
 from llmroute.state.stored_responses import (
     ResponseStore,
     StoredResponse,
@@ -93,12 +93,12 @@ async def _backend(
 
 
 async def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    settings = ResponsesSettings(ttl_s=600)
+    settings = StoredResponsesSettings(ttl_s=600)
     memory = ResponseStore(settings, MemoryStore(1_000_000, 1 << 31))
     rows = await _backend("memory", memory, args)
     if args.redis:
         namespace = f"llmroute-bench-{uuid.uuid4().hex[:8]}"
-        redis_settings = ResponsesSettings(url=args.redis, ttl_s=60, namespace=namespace)
+        redis_settings = StoredResponsesSettings(url=args.redis, ttl_s=60, namespace=namespace)
         redis = ResponseStore(redis_settings, RedisStore(args.redis, timeout_s=2.0))
         try:
             rows += await _backend("redis", redis, args)

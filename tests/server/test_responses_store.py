@@ -1,6 +1,6 @@
-"""Kept responses on ``/v1/responses`` end to end: `llmroute serve` with a ``responses``
-section as a subprocess, the official `openai` client in front, the fake OpenAI and
-Anthropic upstreams behind. A response is kept and read back, continued by
+"""Kept responses on ``/v1/responses`` end to end: `llmroute serve` with a
+``stored_responses`` section as a subprocess, the official `openai` client in front,
+the fake OpenAI and Anthropic upstreams behind. A response is kept and read back, continued by
 ``previous_response_id`` (the upstream receives the whole conversation), streamed and
 continued at once, its tool call answered in the next request, listed, deleted; each
 client key sees only its own; ``store: false`` keeps nothing; two gateways share the
@@ -39,7 +39,7 @@ routes:
     examples: ["hi there!", "how are you today?"]
     target: small
 default: {target: small}
-responses: %(responses)s
+stored_responses: %(responses)s
 auth:
   keys:
     - {name: team, key_env: LLMROUTE_TEST_TEAM_KEY}

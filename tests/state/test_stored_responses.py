@@ -6,6 +6,7 @@ and the registry section that turns them on."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -13,7 +14,7 @@ import pytest
 from redis_service import REDIS_URL
 
 from llmroute.registry import ConfigErrors, parse_registry
-from llmroute.registry.schema import ResponsesSettings
+from llmroute.registry.schema import StoredResponsesSettings
 from llmroute.state import MemoryStore, RedisStore, StoreUnavailable
 from llmroute.state.stored_responses import (
     BrokenChain,
@@ -75,9 +76,9 @@ def test_with_ids_keeps_given_ids_and_numbers_the_rest() -> None:
 
 
 def _stores(namespace: str) -> list[ResponseStore]:
-    memory = ResponseStore(ResponsesSettings(), MemoryStore(100, 1 << 20))
+    memory = ResponseStore(StoredResponsesSettings(), MemoryStore(100, 1 << 20))
     redis = ResponseStore(
-        ResponsesSettings(url=REDIS_URL, namespace=namespace, ttl_s=1.0),
+        StoredResponsesSettings(url=REDIS_URL, namespace=namespace, ttl_s=1.0),
         RedisStore(REDIS_URL, timeout_s=2.0),
     )
     return [memory, redis]
@@ -133,7 +134,7 @@ def test_a_conversation_is_read_whole_from_its_chain(redis_namespace: str) -> No
 
 def test_a_new_turn_renews_its_chain_in_memory() -> None:
     clock = Clock()
-    store = ResponseStore(ResponsesSettings(ttl_s=10), MemoryStore(100, 1 << 20, clock))
+    store = ResponseStore(StoredResponsesSettings(ttl_s=10), MemoryStore(100, 1 << 20, clock))
 
     async def go() -> None:
         first = _record("one")
@@ -150,11 +151,11 @@ def test_a_new_turn_renews_its_chain_in_memory() -> None:
 
 
 def test_a_response_too_large_for_memory_is_not_kept(caplog: pytest.LogCaptureFixture) -> None:
-    store = ResponseStore(ResponsesSettings(max_bytes=1024), MemoryStore(100, 1024))
+    store = ResponseStore(StoredResponsesSettings(max_bytes=1024), MemoryStore(100, 1024))
     record = _record("x" * 2000)
     assert not run(store.put("team", record))
     assert run(store.get("team", record.id)) is None
-    assert "larger than responses.max_bytes" in caplog.text
+    assert "larger than stored_responses.max_bytes" in caplog.text
 
 
 def test_redis_records_expire_and_hold_no_plain_key(redis_namespace: str) -> None:
@@ -184,7 +185,7 @@ def test_redis_records_expire_and_hold_no_plain_key(redis_namespace: str) -> Non
 
 def test_a_record_that_cannot_be_read_is_not_there(caplog: pytest.LogCaptureFixture) -> None:
     memory = MemoryStore(10, 1 << 20)
-    store = ResponseStore(ResponsesSettings(), memory)
+    store = ResponseStore(StoredResponsesSettings(), memory)
     record = _record()
     run(store.put("team", record))
     key = store._key("team", record.id)
@@ -195,7 +196,7 @@ def test_a_record_that_cannot_be_read_is_not_there(caplog: pytest.LogCaptureFixt
 
 def test_a_redis_that_is_not_there_raises_without_its_password(closed_port: int) -> None:
     url = f"redis://:hunter2@127.0.0.1:{closed_port}/0"
-    store = ResponseStore(ResponsesSettings(url=url), RedisStore(url, timeout_s=0.3))
+    store = ResponseStore(StoredResponsesSettings(url=url), RedisStore(url, timeout_s=0.3))
 
     async def go() -> None:
         with pytest.raises(StoreUnavailable) as caught:
@@ -219,12 +220,12 @@ default: {target: small}
 
 def test_the_registry_section_opens_a_store() -> None:
     assert ResponseStore.open(parse_registry(BASE).registry) is None
-    registry = parse_registry(BASE + "responses: {ttl_s: 120}\n").registry
+    registry = parse_registry(BASE + "stored_responses: {ttl_s: 120}\n").registry
     store = ResponseStore.open(registry)
     assert store is not None and store.url == "memory" and store.settings.ttl_s == 120
     from llmroute.registry.summary import headline, summarize
 
-    loaded = parse_registry(BASE + "responses: {ttl_s: 120}\n")
+    loaded = parse_registry(BASE + "stored_responses: {ttl_s: 120}\n")
     assert "responses kept 120 s, in memory" in summarize(loaded)
     assert "stored responses" in headline(loaded)
     # one memory store per process and size: a registry reload keeps what was kept
@@ -234,9 +235,26 @@ def test_the_registry_section_opens_a_store() -> None:
 
 def test_a_bad_section_names_its_field() -> None:
     with pytest.raises(ConfigErrors) as caught:
-        parse_registry(BASE + "responses: {url: 'postgres://x', ttl_s: 0}\n")
+        parse_registry(BASE + "stored_responses: {url: 'postgres://x', ttl_s: 0}\n")
     text = str(caught.value)
-    assert "responses.url" in text and "responses.ttl_s" in text
+    assert "stored_responses.url" in text and "stored_responses.ttl_s" in text
     assert "pw" not in text
-    registry = parse_registry(BASE + "responses: {url: 'redis://:pw@127.0.0.1:1/0'}\n").registry
+    registry = parse_registry(
+        BASE + "stored_responses: {url: 'redis://:pw@127.0.0.1:1/0'}\n"
+    ).registry
     check_registry_urls(registry)  # redis is installed, and nothing connects
+
+
+def test_memory_with_several_workers_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from llmroute.server.reload import warn_registry
+
+    registry = parse_registry(BASE + "stored_responses: {}\n").registry
+    with caplog.at_level(logging.WARNING):
+        warn_registry(registry, workers=1)
+        assert "stored_responses" not in caplog.text
+        warn_registry(registry, workers=3)
+    assert "each of the 3 workers keeps responses in its own memory" in caplog.text
+    caplog.clear()
+    shared = parse_registry(BASE + "stored_responses: {url: 'redis://127.0.0.1:6379/0'}\n")
+    warn_registry(shared.registry, workers=3)
+    assert "stored_responses" not in caplog.text

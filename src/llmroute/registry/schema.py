@@ -54,7 +54,6 @@ __all__ = [
     "Reasoning",
     "ReasoningSettings",
     "Registry",
-    "ResponsesSettings",
     "RetrySettings",
     "Route",
     "RoutePolicy",
@@ -63,6 +62,7 @@ __all__ = [
     "RuleWhen",
     "SafetyProfile",
     "SafetySettings",
+    "StoredResponsesSettings",
 ]
 
 BUILTIN_ENCODERS = ("minilm", "minilm-int8", "static")
@@ -1094,7 +1094,7 @@ class AffinitySettings(_Frozen):
     _url = field_validator("url")(_state_url)
 
 
-class ResponsesSettings(_Frozen):
+class StoredResponsesSettings(_Frozen):
     """Stored responses for the Responses API front (``POST /v1/responses``): with this
     section a response is kept (unless its request says ``store: false``) so that a later
     request can continue it by ``previous_response_id`` and ``GET`` / ``DELETE
@@ -1271,7 +1271,7 @@ class Registry(_Frozen):
     reasoning: ReasoningSettings | None = None
     llm_fallback: LlmFallback | None = None
     affinity: AffinitySettings | None = None
-    responses: ResponsesSettings | None = None
+    stored_responses: StoredResponsesSettings | None = None
     telemetry: TelemetrySettings = TelemetrySettings()
     shadow: ShadowSettings | None = None
     drift: DriftSettings = DriftSettings()

@@ -55,7 +55,7 @@ def headline(loaded: LoadedRegistry) -> str:
             ("cascades", any(r.cascade is not None for r in registry.routes)),
             ("response cache", registry.cache is not None and registry.cache.enabled),
             ("conversation affinity", registry.affinity is not None),
-            ("stored responses", registry.responses is not None),
+            ("stored responses", registry.stored_responses is not None),
             ("client keys", registry.auth is not None),
             ("shadow", registry.shadow is not None),
         )
@@ -196,7 +196,7 @@ def _state(registry: Registry) -> list[str]:
             f"conversation affinity: {affinity.mode}, kept {affinity.ttl_s:g} s, "
             f"in {mask_url(affinity.url)}"
         )
-    kept = registry.responses
+    kept = registry.stored_responses
     if kept is not None:
         lines.append(f"responses kept {kept.ttl_s:g} s, in {mask_url(kept.url)}")
     breaker = registry.dispatch.breaker

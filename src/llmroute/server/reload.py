@@ -155,10 +155,15 @@ def warn_registry(registry: Registry, workers: int = 1) -> None:
             "memory, and a conversation's turns reach any of them; give affinity a Redis url",
             workers,
         )
-    if workers > 1 and registry.responses is not None and registry.responses.url == "memory":
+    if (
+        workers > 1
+        and registry.stored_responses is not None
+        and registry.stored_responses.url == "memory"
+    ):
         log.warning(
-            "registry: responses: each of the %d workers keeps responses in its own memory, "
-            "and a request continuing one may reach another worker; give responses a Redis url",
+            "registry: stored_responses: each of the %d workers keeps responses in its own "
+            "memory, and a request continuing one may reach another worker; give "
+            "stored_responses a Redis url",
             workers,
         )
 

@@ -3,7 +3,7 @@ front, without I/O so each rule is testable alone.
 
 A request carries its conversation in ``input`` (messages, earlier ``function_call``
 items and their ``function_call_output``), as clients do with ``store: false``; where the
-registry keeps responses (``responses``), the items of the response named by
+registry keeps responses (``stored_responses``), the items of the response named by
 ``previous_response_id`` come before it (`to_chat_body`'s `earlier`), else that field is
 refused with a 400 that says so, as ``conversation`` always is. Function tools are
 carried, and custom (free-form) tools as functions of one string; hosted tools (web

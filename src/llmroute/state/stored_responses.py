@@ -1,4 +1,4 @@
-"""Responses kept for the Responses API front (registry ``responses``; docs/gateway.md).
+"""Responses kept for the Responses API front (registry ``stored_responses``; docs/gateway.md).
 
 A client of OpenAI's Responses API continues a conversation by naming the previous
 response (``previous_response_id``) instead of sending the conversation again, and reads
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from llmroute.registry.schema import Registry, ResponsesSettings
+from llmroute.registry.schema import Registry, StoredResponsesSettings
 from llmroute.state.stores import KeyValueStore, MemoryStore, RedisStore, check_url
 
 __all__ = [
@@ -132,7 +132,7 @@ class ResponseStore:
     keys). A store that does not answer raises `StoreUnavailable` (message without
     secrets) for the caller to turn into an error or a warning."""
 
-    def __init__(self, settings: ResponsesSettings, store: KeyValueStore) -> None:
+    def __init__(self, settings: StoredResponsesSettings, store: KeyValueStore) -> None:
         self.settings = settings
         self._store = store
         self._prefix = f"{settings.namespace}:response:"
@@ -141,13 +141,13 @@ class ResponseStore:
     def open(cls, registry: Registry) -> ResponseStore | None:
         """The registry's response store, or None when it keeps none. Opening Redis
         does not connect."""
-        settings = registry.responses
+        settings = registry.stored_responses
         if settings is None:
             return None
         if settings.url == "memory":
             store: KeyValueStore = _process_store(settings.max_entries, settings.max_bytes)
         else:
-            check_url(settings.url, "responses.url")
+            check_url(settings.url, "stored_responses.url")
             store = RedisStore(settings.url, settings.timeout_s)
         return cls(settings, store)
 
@@ -184,7 +184,8 @@ class ResponseStore:
         value = record.to_bytes()
         if self.url == "memory" and len(value) > self.settings.max_bytes:
             log.warning(
-                "responses: response %s (%d bytes) is larger than responses.max_bytes; not kept",
+                "responses: response %s (%d bytes) is larger than "
+                "stored_responses.max_bytes; not kept",
                 record.id,
                 len(value),
             )

@@ -231,7 +231,7 @@ def check_registry_urls(registry: Registry, environ: Mapping[str, str] | None = 
     """`check_url` for the registry's cache (as ``$LLMROUTE_CACHE_URL`` may override it),
     for where limits are counted (when a deployment has an ``rpm`` or a model a
     ``budget``), for where breaker openings are shared, for where conversations are
-    remembered (``affinity``) and for where responses are kept (``responses``)."""
+    remembered (``affinity``) and for where responses are kept (``stored_responses``)."""
     env = os.environ if environ is None else environ
     if registry.cache is not None and (url := resolve_cache_url(registry.cache, env)):
         check_url(url, CACHE_ENV_VAR if CACHE_ENV_VAR in env else "cache.url")
@@ -239,8 +239,8 @@ def check_registry_urls(registry: Registry, environ: Mapping[str, str] | None = 
         check_url(registry.dispatch.limits.url, "dispatch.limits.url")
     if registry.affinity is not None:
         check_url(registry.affinity.url, "affinity.url")
-    if registry.responses is not None:
-        check_url(registry.responses.url, "responses.url")
+    if registry.stored_responses is not None:
+        check_url(registry.stored_responses.url, "stored_responses.url")
     if registry.dispatch.breaker.enabled:
         check_url(registry.dispatch.breaker.url, "dispatch.breaker.url")
 
