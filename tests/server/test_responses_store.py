@@ -17,7 +17,7 @@ import openai
 import pytest
 from fake_anthropic import TOOL_ID, FakeAnthropic
 from fake_upstream import FakeUpstream
-from gateway_proc import Served, serve_text
+from gateway_proc import Served, free_port, serve_text
 from redis_service import REDIS_URL
 
 TEAM_KEY = "sk-team-responses-0123"
@@ -272,3 +272,28 @@ def test_two_gateways_share_responses_kept_in_redis(
             "what did I say?",
         ]
         assert first_client.responses.retrieve(second.id).output_text == second.output_text
+
+
+def test_a_store_that_does_not_answer_costs_the_keeping_not_the_answer(
+    tmp_path: Path, upstream: FakeUpstream, claude: FakeAnthropic
+) -> None:
+    down = json.dumps({"url": f"redis://:hunter2@127.0.0.1:{free_port()}/0", "timeout_s": 0.2})
+    text = _registry(upstream, claude, down)
+    with (
+        serve_text(text, tmp_path, env={"LLMROUTE_TELEMETRY_URL": "off", **KEYS}) as served,
+        _client(served) as client,
+    ):
+        answered = client.responses.create(model="small", input="hi there!")
+        assert answered.output_text == "echo: hi there!" and answered.store is False
+        with client.responses.stream(model="small", input="hi there!") as stream:
+            list(stream)
+            final = stream.get_final_response()
+        assert final.output_text.strip() == "echo: hi there!" and final.store is False
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.responses.create(model="small", input="more", previous_response_id=final.id)
+        assert caught.value.status_code == 503
+        assert caught.value.body["code"] == "store_unavailable"  # type: ignore[index]
+        with pytest.raises(openai.InternalServerError):
+            client.responses.retrieve(final.id)
+        log = served.log_text()
+    assert "not kept" in log and "hunter2" not in log and "Traceback" not in log

@@ -148,13 +148,14 @@ class EventFilter(Protocol):
 async def translated(
     events: AsyncIterable[str | bytes | memoryview],
     translator: EventFilter,
-    before_sending: Callable[[], Awaitable[None]] | None = None,
+    before_sending: Callable[[list[bytes]], Awaitable[list[bytes]]] | None = None,
 ) -> AsyncIterator[bytes]:
     """The chat stream `events` translated, closed at its end. When the client goes
     away first, `events` is closed here at once (not whenever it is collected), so the
     upstream stream stops and the request is logged. `before_sending`, when given, is
-    awaited before the events made of each piece go out (the Responses front keeps a
-    finished response before the client hears it finished)."""
+    awaited with the events made of each piece before they go out, and what it returns
+    goes out instead (the Responses front keeps a finished response before the client
+    hears it finished, and says whether it could)."""
     try:
         async for event in events:
             raw = event.encode() if isinstance(event, str) else bytes(event)
@@ -162,13 +163,11 @@ async def translated(
                 for out in translator.feed(raw):
                     yield out
                 continue
-            made = list(translator.feed(raw))
-            await before_sending()
-            for out in made:
+            for out in await before_sending(list(translator.feed(raw))):
                 yield out
         made = list(translator.close())
         if before_sending is not None:
-            await before_sending()
+            made = await before_sending(made)
         for out in made:
             yield out
     finally:

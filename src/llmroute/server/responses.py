@@ -8,7 +8,8 @@ cached, recorded and traced exactly as ``/v1/chat/completions`` serves it
 event stream (`llmroute.server.responses_stream`). Errors are OpenAI's error JSON with
 the usual status codes; the decision headers (``x-llmroute-*``) come with every answer.
 
-Where the registry keeps responses (``responses``, `llmroute.state.stored_responses`),
+Where the registry keeps responses (``stored_responses``,
+`llmroute.state.stored_responses`),
 an answer is kept unless its request says ``store: false`` (a stream's before its last
 event goes out, so a client that continues at once finds it), ``previous_response_id``
 continues a kept one, and ``GET`` / ``DELETE /v1/responses/{id}`` (and
@@ -100,11 +101,16 @@ class _Kept:
             return translated(events, translator)
         kept = False
 
-        async def keep_when_final() -> None:
+        async def keep_when_final(made: list[bytes]) -> list[bytes]:
             nonlocal kept
-            if translator.final is not None and not kept:
-                kept = True
-                await self._put(translator.final)
+            final = translator.final
+            if final is None or kept:
+                return made
+            kept = True  # the closing event is the last of `made`: it says whether it was
+            if not await self._put(final):
+                final["store"] = False
+                made[-1] = translator.final_event()
+            return made
 
         return translated(events, translator, keep_when_final)
 
@@ -181,10 +187,10 @@ async def stored_response(request: Request) -> Response:
         if not await _forget(store, owner, response_id):
             raise _not_found(response_id)
         return JSONResponse({"id": response_id, "object": "response", "deleted": True})
+    if (method, action) not in _READS:
+        raise GatewayError(404, f"{method} {request.url.path} is not an endpoint of this gateway")
     record = await _read(store, owner, response_id)
-    if record is None or (method, action) not in _READS:
-        if record is not None:
-            raise GatewayError(405, f"{method} {request.url.path} is not supported")
+    if record is None:
         raise _not_found(response_id)
     if action == "cancel":
         raise GatewayError(

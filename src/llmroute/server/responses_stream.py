@@ -54,6 +54,7 @@ class ResponsesStream(ChunkTranslator):
         self._stored = stored
         self._id = ""  # what item ids are made from
         self.final: dict[str, Any] | None = None  # the whole response, once it completed
+        self._final_event: tuple[str, int] = ("", 0)  # its event's kind and number
         self._created = int(time.time())
         self._started = False
         self._done = False
@@ -228,4 +229,12 @@ class ResponsesStream(ChunkTranslator):
         self._done = True
         final = self.final = self._response("completed")
         kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
+        self._final_event = (kind, self._sequence)
         yield self._event(kind, {"response": final})
+
+    def final_event(self) -> bytes:
+        """The closing event again, as `final` now says (``store`` turned false when the
+        response could not be kept after all)."""
+        kind, number = self._final_event
+        data = {"type": kind, "sequence_number": number, "response": self.final}
+        return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
