@@ -83,3 +83,74 @@ def test_a_failure_before_the_first_words_raises_while_opening() -> None:
 def test_a_stream_that_keeps_saying_nothing_counts_as_begun() -> None:
     first, rest = _read(*[ROLE] * (MAX_PREAMBLE + 5), WORDS)
     assert first == ROLE and len(rest) == MAX_PREAMBLE + 5
+
+
+def test_a_stream_that_thinks_long_is_handed_over_after_the_hold() -> None:
+    """A reasoning model's role chunk, then silence: the stream is handed over when the
+    hold runs out, and the read that was waiting goes on, its event not lost."""
+    closed: list[str] = []
+
+    async def thinking() -> AsyncIterator[bytes]:
+        try:
+            yield ROLE
+            await asyncio.sleep(0.5)
+            yield WORDS
+            yield b"data: [DONE]\n\n"
+        finally:
+            closed.append("upstream")
+
+    async def go() -> tuple[float, list[bytes]]:
+        loop = asyncio.get_running_loop()
+        events = aiter(thinking())
+        started = loop.time()
+        first = await anext(events)
+        first, rest = await read_preamble(first, events, within_s=0.1)
+        handed = loop.time() - started
+        assert first == ROLE
+        return handed, [e async for e in rest]
+
+    handed, rest = asyncio.run(go())
+    assert rest == [WORDS, b"data: [DONE]\n\n"]
+    assert handed < 0.4  # within the hold (0.1 s), well before the words (0.5 s)
+    assert closed == ["upstream"]
+
+
+def test_a_stream_closed_while_its_read_waits_closes_the_upstream() -> None:
+    closed: list[str] = []
+
+    async def thinking() -> AsyncIterator[bytes]:
+        try:
+            yield ROLE
+            await asyncio.sleep(30)
+            yield WORDS
+        finally:
+            closed.append("upstream")
+
+    async def go() -> None:
+        events = aiter(thinking())
+        first, rest = await read_preamble(await anext(events), events, within_s=0.05)
+        held = aiter(rest)
+        assert first == ROLE
+        reading = asyncio.create_task(anext(held))
+        await asyncio.sleep(0.05)
+        reading.cancel()  # the client went away
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        await held.aclose()  # type: ignore[attr-defined]
+
+    asyncio.run(asyncio.wait_for(go(), 5))
+    assert closed == ["upstream"]
+
+
+def test_a_failure_within_the_hold_still_raises_while_opening() -> None:
+    async def failing() -> AsyncIterator[bytes]:
+        yield ROLE
+        await asyncio.sleep(0.05)
+        raise ProviderError("up", "overloaded", status=529)
+
+    async def go() -> None:
+        events = aiter(failing())
+        await read_preamble(await anext(events), events, within_s=2.0)
+
+    with pytest.raises(ProviderError):
+        asyncio.run(go())

@@ -21,7 +21,9 @@ from llmroute.server.settings import (
     DEFAULT_GRACEFUL_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_RELOAD_INTERVAL_S,
+    DEFAULT_SSE_KEEPALIVE_S,
     REGISTRY_ENV,
+    SSE_KEEPALIVE_ENV,
     ServeSettings,
 )
 
@@ -74,6 +76,16 @@ def serve(
             min=0,
         ),
     ] = DEFAULT_GRACEFUL_TIMEOUT_S,
+    sse_keepalive: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a stream may go without sending anything before it gets a "
+            "keep-alive comment (so proxies do not close it while a model thinks); 0: "
+            "never.",
+            envvar=SSE_KEEPALIVE_ENV,
+            min=0,
+        ),
+    ] = DEFAULT_SSE_KEEPALIVE_S,
     cors_origin: Annotated[
         list[str] | None,
         typer.Option(
@@ -168,6 +180,7 @@ def serve(
         graceful_timeout_s=graceful_timeout,
         cors_origins=tuple(_origins(cors_origin or [])),
         cases=None if cases is None else str(cases.resolve()),
+        sse_keepalive_s=sse_keepalive,
     )
     if workers > 1:
         # Worker processes import the factory by name and read their settings from the

@@ -361,7 +361,9 @@ class Dispatcher:
         async def on(name: str, deployment: Deployment, timeouts: Timeouts) -> tuple[bytes, Any]:
             sent = self._for_model(plan, name, deployment, body)
             with sending(name, sent):
-                return await _open_on(deployment, sent, timeouts)
+                return await _open_on(deployment, sent, timeouts, hold_s)
+
+        hold_s = self._registry.dispatch.stream_hold_s
 
         slots: list[Slot] = []  # the answering deployment's in-flight slot, held to the end
         try:
@@ -778,11 +780,11 @@ async def _complete_on(
 
 
 async def _open_on(
-    deployment: Deployment, body: dict[str, Any], timeouts: Timeouts
+    deployment: Deployment, body: dict[str, Any], timeouts: Timeouts, hold_s: float
 ) -> tuple[bytes, AsyncIterator[bytes]]:
     """The stream's first event (within the first-token limit) and the stream, read on
-    past the events that say nothing yet (`read_preamble`): a failure there still falls
-    back."""
+    past the events that say nothing yet (`read_preamble`, for at most `hold_s`): a
+    failure there still falls back."""
     events = aiter(deployment.provider.stream(deployment.upstream, body, timeouts=timeouts))
     limit = timeouts.first_token_s or timeouts.total_s
     try:
@@ -801,7 +803,7 @@ async def _open_on(
         await _close(events)
         raise
     try:
-        return await read_preamble(first, events)
+        return await read_preamble(first, events, hold_s)
     except BaseException:
         await _close(events)
         raise

@@ -7,18 +7,27 @@ An upstream that fails right after (Anthropic's ``overloaded_error`` event, an e
 event in place of the first words) has then given the client nothing it could use, so
 the request may still go to its fallback. `read_preamble` reads on past such events
 before dispatch hands the stream over; the events it read are sent on as they came.
+
+It waits for the first words at most `PREAMBLE_S` (registry ``dispatch.stream_hold_s``):
+a reasoning model opens with its role and then thinks for minutes, and a client (or a
+proxy between) that hears nothing for that long, not even the status line, gives up.
+After that the stream is handed over as it is (the gateway's keep-alive comments then
+keep it open), the read in flight carried on, not cancelled.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from llmroute.untrusted_json import loads
 
-__all__ = ["MAX_PREAMBLE", "read_preamble", "says_nothing"]
+__all__ = ["MAX_PREAMBLE", "PREAMBLE_S", "read_preamble", "says_nothing"]
 
 MAX_PREAMBLE = 16  # events read past the first before a stream counts as begun anyway
+PREAMBLE_S = 5.0  # seconds waited for the first words before it counts as begun anyway
+# (the default of ``dispatch.stream_hold_s``)
 
 
 def says_nothing(event: bytes) -> bool:
@@ -48,30 +57,67 @@ def _empty(choice: Any) -> bool:
 
 
 async def read_preamble(
-    first: bytes, events: AsyncIterator[bytes]
+    first: bytes, events: AsyncIterator[bytes], within_s: float | None = None
 ) -> tuple[bytes, AsyncIterator[bytes]]:
     """`first` and the rest of the stream, read on past the events that say nothing yet
-    (`says_nothing`, at most `MAX_PREAMBLE`), so that an upstream failing before its
-    first words raises here, while the call can still fall back. The events read are
-    yielded again at the head of the stream returned."""
+    (`says_nothing`, at most `MAX_PREAMBLE`, for at most `within_s`, `PREAMBLE_S` by
+    default), so that an upstream failing before its first words raises here, while the
+    call can still fall back. The events read are yielded again at the head of the
+    stream returned, and a read still waiting when time ran out goes on there."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (PREAMBLE_S if within_s is None else within_s)
     held = [first]
-    while len(held) <= MAX_PREAMBLE and says_nothing(held[-1]):
-        try:
-            held.append(await anext(events))
-        except StopAsyncIteration:
-            break
-    if len(held) == 1:
+    pending: asyncio.Task[bytes | None] | None = None
+    try:
+        while len(held) <= MAX_PREAMBLE and says_nothing(held[-1]):
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            pending = asyncio.create_task(_next(events))
+            done, _ = await asyncio.wait({pending}, timeout=left)
+            if not done:
+                break  # still waiting: handed over with the stream
+            event, pending = pending.result(), None
+            if event is None:
+                break
+            held.append(event)
+    except BaseException:
+        await _stop(pending)
+        raise
+    if len(held) == 1 and pending is None:
         return first, events
-    return first, _prepended(held[1:], events)
+    return first, _prepended(held[1:], pending, events)
 
 
-async def _prepended(held: list[bytes], events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _next(events: AsyncIterator[bytes]) -> bytes | None:
+    """The next event; None at the end (a task cannot end in StopAsyncIteration)."""
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        return None
+
+
+async def _stop(pending: asyncio.Task[bytes | None] | None) -> None:
+    if pending is not None and not pending.done():
+        pending.cancel()
+        await asyncio.wait({pending})
+
+
+async def _prepended(
+    held: list[bytes], pending: asyncio.Task[bytes | None] | None, events: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
     try:
         for event in held:
             yield event
+        if pending is not None:
+            waited = await pending
+            if waited is None:
+                return
+            yield waited
         async for event in events:
             yield event
     finally:
+        await _stop(pending)
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -755,12 +755,15 @@ class LimitSettings(_Frozen):
 
 class DispatchSettings(_Frozen):
     """How requests reach models: retries, circuit breakers, balancing and where the
-    deployments' request limits are counted."""
+    deployments' request limits are counted. `stream_hold_s`: how long a stream is held
+    back (status line included) while it says nothing yet, so that a failure before its
+    first words can still fall back; then it is handed to the client as it is."""
 
     retries: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
     balance: Balance = "weighted"
     limits: LimitSettings = LimitSettings()
+    stream_hold_s: float = Field(default=5.0, ge=0, le=600, allow_inf_nan=False)
 
 
 # -- safety and the reasoning gate -------------------------------------------------------

@@ -29,6 +29,7 @@ from llmroute.server.body import read_json_object, require_messages
 from llmroute.server.cached import cache_headers, hit_headers
 from llmroute.server.chunk_translation import translated
 from llmroute.server.errors import GatewayError, gateway_error
+from llmroute.server.keepalive import keepalive_of, with_keepalive
 from llmroute.server.pool import keep_in_pool, may_reach
 from llmroute.server.shutdown import stopping
 from llmroute.server.state import Gateway, gateway_of
@@ -123,7 +124,8 @@ async def chat_completions(request: Request) -> Response:
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
     require_messages(body)
-    return await serve_chat(request, gateway, body, ts, started_ns)
+    answer = await serve_chat(request, gateway, body, ts, started_ns)
+    return with_keepalive(answer, keepalive_of(request))
 
 
 async def serve_chat(

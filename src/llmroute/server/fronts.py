@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from llmroute.server.body import read_json_object
 from llmroute.server.chat import CLIENT_CLOSED, serve_chat
 from llmroute.server.chunk_translation import ChunkTranslator, translated
+from llmroute.server.keepalive import keepalive_of, with_keepalive
 from llmroute.server.state import gateway_of
 
 __all__ = ["Front", "Stateless", "passed_on", "serve_converted"]
@@ -76,9 +77,10 @@ async def serve_converted(request: Request, front: Front) -> Response:
     model = answer.headers.get("x-llmroute-model", str(chat["model"]))
     if isinstance(answer, StreamingResponse):
         events = front.stream(model, body, answer.body_iterator)
-        return StreamingResponse(
+        streamed = StreamingResponse(
             events, media_type="text/event-stream", headers=headers, status_code=answer.status_code
         )
+        return with_keepalive(streamed, keepalive_of(request))
     data = json.loads(bytes(answer.body))
     return JSONResponse(await front.answer(data, model, body), headers=headers)
 

@@ -15,11 +15,13 @@ __all__ = [
     "DEFAULT_GRACEFUL_TIMEOUT_S",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_RELOAD_INTERVAL_S",
+    "DEFAULT_SSE_KEEPALIVE_S",
     "ENCODER_THREADS_ENV",
     "GRACEFUL_TIMEOUT_ENV",
     "MAX_BODY_ENV",
     "REGISTRY_ENV",
     "RELOAD_INTERVAL_ENV",
+    "SSE_KEEPALIVE_ENV",
     "WORKERS_ENV",
     "ServeSettings",
 ]
@@ -32,6 +34,9 @@ DEFAULT_ENCODER_THREADS = 1
 # What requests in flight get to finish after SIGTERM / SIGINT; then they are cancelled
 # and the decision log is flushed. Under Kubernetes' default 30 s grace period.
 DEFAULT_GRACEFUL_TIMEOUT_S = 25
+# A quiet stream gets an SSE comment this often: well under the 60 s after which common
+# proxies and load balancers close an idle connection.
+DEFAULT_SSE_KEEPALIVE_S = 15.0
 REGISTRY_ENV = "LLMROUTE_REGISTRY"  # read by the app factory of multi-worker serving
 MAX_BODY_ENV = "LLMROUTE_MAX_BODY_BYTES"
 RELOAD_INTERVAL_ENV = "LLMROUTE_RELOAD_INTERVAL"
@@ -41,6 +46,7 @@ WORKERS_ENV = "LLMROUTE_WORKERS"  # so a worker's dashboard can say its live sta
 GRACEFUL_TIMEOUT_ENV = "LLMROUTE_GRACEFUL_TIMEOUT"
 CORS_ORIGINS_ENV = "LLMROUTE_CORS_ORIGINS"  # comma-separated
 CASES_ENV = "LLMROUTE_CASES"  # routing cases every load of the registry must pass
+SSE_KEEPALIVE_ENV = "LLMROUTE_SSE_KEEPALIVE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +57,8 @@ class ServeSettings:
     `cors_origins` are the browser origins allowed to call the API (``*``: any).
     `cases`, a routing cases file (``llmroute registry test``) every load of the
     registry must pass: at start, or the server does not start; on reload, or the running
-    registry is kept."""
+    registry is kept. `sse_keepalive_s`: a stream that sent nothing for this long gets a
+    keep-alive comment (0: never)."""
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     reload_interval_s: float = DEFAULT_RELOAD_INTERVAL_S
@@ -61,6 +68,7 @@ class ServeSettings:
     graceful_timeout_s: int = DEFAULT_GRACEFUL_TIMEOUT_S
     cors_origins: tuple[str, ...] = ()
     cases: str | None = None
+    sse_keepalive_s: float = DEFAULT_SSE_KEEPALIVE_S
 
     def to_env(self) -> dict[str, str]:
         return {
@@ -72,6 +80,7 @@ class ServeSettings:
             GRACEFUL_TIMEOUT_ENV: str(self.graceful_timeout_s),
             CORS_ORIGINS_ENV: ",".join(self.cors_origins),
             CASES_ENV: self.cases or "",
+            SSE_KEEPALIVE_ENV: str(self.sse_keepalive_s),
         }
 
     @classmethod
@@ -86,4 +95,5 @@ class ServeSettings:
             graceful_timeout_s=int(env.get(GRACEFUL_TIMEOUT_ENV) or DEFAULT_GRACEFUL_TIMEOUT_S),
             cors_origins=tuple(o for o in (env.get(CORS_ORIGINS_ENV) or "").split(",") if o),
             cases=env.get(CASES_ENV) or None,
+            sse_keepalive_s=float(env.get(SSE_KEEPALIVE_ENV) or DEFAULT_SSE_KEEPALIVE_S),
         )
