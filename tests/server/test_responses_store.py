@@ -44,8 +44,14 @@ auth:
   keys:
     - {name: team, key_env: LLMROUTE_TEST_TEAM_KEY}
     - {name: other, key_env: LLMROUTE_TEST_OTHER_KEY}
+    - {name: ops, key_env: LLMROUTE_TEST_OPS_KEY, admin: true}
 """
-KEYS = {"LLMROUTE_TEST_TEAM_KEY": TEAM_KEY, "LLMROUTE_TEST_OTHER_KEY": OTHER_KEY}
+OPS_KEY = "sk-ops-responses-8910"
+KEYS = {
+    "LLMROUTE_TEST_TEAM_KEY": TEAM_KEY,
+    "LLMROUTE_TEST_OTHER_KEY": OTHER_KEY,
+    "LLMROUTE_TEST_OPS_KEY": OPS_KEY,
+}
 WEATHER = [
     {
         "type": "function",
@@ -246,6 +252,22 @@ def test_cancel_is_refused_and_nothing_is_logged_amiss(
     assert listed.status_code == 400 and listed.json()["error"]["param"] == "limit"
     assert "Traceback" not in gateway.log_text()
     assert TEAM_KEY not in gateway.log_text()
+
+
+def test_the_metrics_count_what_came_of_them(gateway: Served, client: openai.OpenAI) -> None:
+    first = client.responses.create(model="small", input="count me")
+    client.responses.create(model="small", input="again", previous_response_id=first.id)
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="small", input="x", previous_response_id="resp_nope")
+    headers = {"authorization": f"Bearer {OPS_KEY}"}
+    text = httpx.get(f"{gateway.url}/metrics", headers=headers, timeout=5).text
+    counts = {
+        outcome: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("llmroute_stored_responses_total{")
+        for outcome in [line.split('outcome="')[1].split('"')[0]]
+    }
+    assert counts["kept"] >= 2 and counts["continued"] >= 1 and counts["not_found"] >= 1
 
 
 def test_two_gateways_share_responses_kept_in_redis(

@@ -151,11 +151,34 @@ def test_a_new_turn_renews_its_chain_in_memory() -> None:
 
 
 def test_a_response_too_large_for_memory_is_not_kept(caplog: pytest.LogCaptureFixture) -> None:
-    store = ResponseStore(StoredResponsesSettings(max_bytes=1024), MemoryStore(100, 1024))
+    told: list[str] = []
+    settings = StoredResponsesSettings(max_bytes=1024)
+    store = ResponseStore(settings, MemoryStore(100, 1024), told.append)
     record = _record("x" * 2000)
     assert not run(store.put("team", record))
     assert run(store.get("team", record.id)) is None
     assert "larger than stored_responses.max_bytes" in caplog.text
+    assert told == ["too_large"]
+
+
+def test_each_outcome_is_told() -> None:
+    told: list[str] = []
+    store = ResponseStore(StoredResponsesSettings(), MemoryStore(100, 1 << 20), told.append)
+
+    async def go() -> None:
+        first = _record("one")
+        await store.put("team", first)
+        second = _record("two", [first.id])
+        await store.put("team", second)
+        await store.conversation("team", second.id)
+        await store.conversation("team", "resp_missing")
+        await store.conversation("team", second.id, counted=False)  # a listing
+        await store.delete("team", first.id)
+        with pytest.raises(BrokenChain):
+            await store.conversation("team", second.id)
+
+    run(go())
+    assert told == ["kept", "kept", "continued", "not_found", "broken"]
 
 
 def test_redis_records_expire_and_hold_no_plain_key(redis_namespace: str) -> None:
@@ -196,9 +219,13 @@ def test_a_record_that_cannot_be_read_is_not_there(caplog: pytest.LogCaptureFixt
 
 def test_a_redis_that_is_not_there_raises_without_its_password(closed_port: int) -> None:
     url = f"redis://:hunter2@127.0.0.1:{closed_port}/0"
-    store = ResponseStore(StoredResponsesSettings(url=url), RedisStore(url, timeout_s=0.3))
+    told: list[str] = []
+    settings = StoredResponsesSettings(url=url)
+    store = ResponseStore(settings, RedisStore(url, timeout_s=0.3), told.append)
 
     async def go() -> None:
+        with pytest.raises(StoreUnavailable):
+            await store.conversation("team", "resp_x")
         with pytest.raises(StoreUnavailable) as caught:
             await store.get("team", "resp_x")
         assert "hunter2" not in str(caught.value)
@@ -207,6 +234,7 @@ def test_a_redis_that_is_not_there_raises_without_its_password(closed_port: int)
         await store.aclose()
 
     run(go())
+    assert told == ["error", "error"]
 
 
 BASE = """

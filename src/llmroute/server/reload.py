@@ -195,7 +195,9 @@ async def open_gateway(built: Built, max_body_bytes: int, state: State | None = 
         affinity = Affinity.open(
             registry, metrics.affinity if isinstance(metrics, GatewayMetrics) else None
         )
-        responses = ResponseStore.open(registry)
+        responses = ResponseStore.open(
+            registry, metrics.stored_responses if isinstance(metrics, GatewayMetrics) else None
+        )
     except BaseException:
         await dispatcher.aclose()
         raise

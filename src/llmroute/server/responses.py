@@ -136,10 +136,12 @@ async def _read(store: ResponseStore, owner: str, response_id: str) -> StoredRes
         raise _unavailable(exc) from None
 
 
-async def _conversation(store: ResponseStore, owner: str, response_id: str) -> Conversation | None:
+async def _conversation(
+    store: ResponseStore, owner: str, response_id: str, counted: bool = True
+) -> Conversation | None:
     """The conversation up to `response_id`; 400 when an earlier turn is gone."""
     try:
-        return await store.conversation(owner, response_id)
+        return await store.conversation(owner, response_id, counted=counted)
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
     except BrokenChain as broken:
@@ -200,7 +202,7 @@ async def stored_response(request: Request) -> Response:
             code="response_not_cancellable",
         )
     if action == "input_items":
-        conversation = await _conversation(store, owner, response_id)
+        conversation = await _conversation(store, owner, response_id, counted=False)
         if conversation is None:  # deleted meanwhile
             raise _not_found(response_id)
         return JSONResponse(_page(conversation, request))

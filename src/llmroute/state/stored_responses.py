@@ -23,12 +23,18 @@ import json
 import logging
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from llmroute.registry.schema import Registry, StoredResponsesSettings
-from llmroute.state.stores import KeyValueStore, MemoryStore, RedisStore, check_url
+from llmroute.state.stores import (
+    KeyValueStore,
+    MemoryStore,
+    RedisStore,
+    StoreUnavailable,
+    check_url,
+)
 
 __all__ = [
     "BrokenChain",
@@ -132,15 +138,25 @@ class ResponseStore:
     keys). A store that does not answer raises `StoreUnavailable` (message without
     secrets) for the caller to turn into an error or a warning."""
 
-    def __init__(self, settings: StoredResponsesSettings, store: KeyValueStore) -> None:
+    def __init__(
+        self,
+        settings: StoredResponsesSettings,
+        store: KeyValueStore,
+        on_outcome: Callable[[str], None] | None = None,
+    ) -> None:
         self.settings = settings
         self._store = store
         self._prefix = f"{settings.namespace}:response:"
+        self._on_outcome = on_outcome
 
     @classmethod
-    def open(cls, registry: Registry) -> ResponseStore | None:
+    def open(
+        cls, registry: Registry, on_outcome: Callable[[str], None] | None = None
+    ) -> ResponseStore | None:
         """The registry's response store, or None when it keeps none. Opening Redis
-        does not connect."""
+        does not connect. `on_outcome` is told what came of each keeping and each
+        continuation (``kept``, ``too_large``, ``continued``, ``not_found``, ``broken``,
+        ``error``)."""
         settings = registry.stored_responses
         if settings is None:
             return None
@@ -149,7 +165,7 @@ class ResponseStore:
         else:
             check_url(settings.url, "stored_responses.url")
             store = RedisStore(settings.url, settings.timeout_s)
-        return cls(settings, store)
+        return cls(settings, store, on_outcome)
 
     @property
     def url(self) -> str:
@@ -163,19 +179,30 @@ class ResponseStore:
         raw = await self._store.get(self._key(owner, response_id))
         return None if raw is None else _read(raw, response_id)
 
-    async def conversation(self, owner: str, response_id: str) -> Conversation | None:
+    async def conversation(
+        self, owner: str, response_id: str, *, counted: bool = True
+    ) -> Conversation | None:
         """The response and every turn before it; None when it is not kept;
-        `BrokenChain` when it is but an earlier turn is not."""
-        last = await self.get(owner, response_id)
-        if last is None:
-            return None
-        raws = await self._store.get_many([self._key(owner, i) for i in last.chain])
+        `BrokenChain` when it is but an earlier turn is not. `counted`: told to
+        `on_outcome` (a continuation; not a listing)."""
+        tell = self._tell if counted else _silent
+        try:
+            last = await self.get(owner, response_id)
+            if last is None:
+                tell("not_found")
+                return None
+            raws = await self._store.get_many([self._key(owner, i) for i in last.chain])
+        except StoreUnavailable:
+            tell("error")
+            raise
         earlier: list[dict[str, Any]] = []
         for earlier_id, raw in zip(last.chain, raws, strict=True):
             turn = None if raw is None else _read(raw, earlier_id)
             if turn is None:
+                tell("broken")
                 raise BrokenChain(earlier_id)
             earlier.extend(turn.items())
+        tell("continued")
         return Conversation(last, earlier)
 
     async def put(self, owner: str, record: StoredResponse) -> bool:
@@ -189,17 +216,31 @@ class ResponseStore:
                 record.id,
                 len(value),
             )
+            self._tell("too_large")
             return False
         ttl_s = self.settings.ttl_s
-        await self._store.set(self._key(owner, record.id), value, ttl_s)
-        await self._store.touch([self._key(owner, i) for i in record.chain], ttl_s)
+        try:
+            await self._store.set(self._key(owner, record.id), value, ttl_s)
+            await self._store.touch([self._key(owner, i) for i in record.chain], ttl_s)
+        except StoreUnavailable:
+            self._tell("error")
+            raise
+        self._tell("kept")
         return True
+
+    def _tell(self, outcome: str) -> None:
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
 
     async def delete(self, owner: str, response_id: str) -> bool:
         return await self._store.delete(self._key(owner, response_id))
 
     async def aclose(self) -> None:
         await self._store.aclose()
+
+
+def _silent(outcome: str) -> None:
+    """An outcome nobody is told."""
 
 
 def _read(raw: bytes, response_id: str) -> StoredResponse | None:

@@ -29,6 +29,9 @@ Metrics (all prefixed ``llmroute_``):
 - ``llm_router_total{outcome}``: LLM router calls (llmroute.layers.llm_router);
 - ``affinity_total{outcome}``: requests conversation affinity applied to
   (llmroute.dispatch.affinity);
+- ``stored_responses_total{outcome}``: the Responses front's kept responses
+  (llmroute.state.stored_responses): ``kept``, ``too_large``, ``continued``,
+  ``not_found``, ``broken``, ``error``;
 - ``cache_total{result}``: response cache lookups and writes (llmroute.state):
   ``hit``, ``miss``, ``bypass``, ``semantic_hit``, ``semantic_miss``, ``stored``,
   ``too_large``, ``evicted``, ``error``;
@@ -310,6 +313,9 @@ class GatewayMetrics:
         self._affinity = _Children(
             counter("llmroute_affinity", "Conversation affinity by outcome", ("outcome",))
         )
+        self._stored_responses = _Children(
+            counter("llmroute_stored_responses", "Kept Responses-API responses", ("outcome",))
+        )
         self._answer_pii = _Children(
             counter("llmroute_answer_pii", "PII spans redacted from answers by type", ("type",))
         )
@@ -466,6 +472,12 @@ class GatewayMetrics:
         """A request conversation affinity applied to: ``first``, ``unknown``, ``same``,
         ``kept`` or ``upgraded`` (llmroute.dispatch.affinity)."""
         self._affinity(outcome).inc()
+
+    def stored_responses(self, outcome: str) -> None:
+        """A kept response: ``kept``, ``too_large`` (not kept), ``continued`` (a
+        ``previous_response_id`` found), ``not_found``, ``broken`` (an earlier turn gone)
+        or ``error`` (the store did not answer) (llmroute.state.stored_responses)."""
+        self._stored_responses(outcome).inc()
 
     def answer_pii(self, pii_type: str) -> None:
         """A PII span of `pii_type` redacted from an answer (a profile's ``answer_pii``)."""
