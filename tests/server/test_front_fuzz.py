@@ -131,6 +131,41 @@ def test_any_responses_body_converts_or_is_a_400(body: dict[str, Any]) -> None:
     _converts_or_400(responses_convert.to_chat_body, body)
 
 
+@settings(max_examples=400, deadline=None)
+@given(_bodies)
+@example({"model": "auto", "input": "hi"})
+@example(
+    {
+        "model": "auto",
+        "input": [
+            {"role": "developer", "content": [{"type": "input_text", "text": "be brief"}]},
+            {"role": "assistant", "content": "x"},
+            {"type": "function_call", "call_id": "c", "name": "f"},
+            {"type": "custom_tool_call", "call_id": "d", "name": "g", "input": "*"},
+            {"type": "function_call_output", "call_id": "c", "output": "y"},
+            {
+                "type": "custom_tool_call_output",
+                "call_id": "d",
+                "output": [{"type": "input_text", "text": "z"}],
+            },
+            {"type": "reasoning", "summary": []},
+        ],
+    }
+)
+def test_an_accepted_responses_input_can_be_continued(body: dict[str, Any]) -> None:
+    """Whatever input was accepted (and so kept, with stored responses) converts again
+    as the earlier turns of a continuation: a kept conversation never turns into a 400
+    on its next turn."""
+    try:
+        responses_convert.to_chat_body(body, [])
+    except GatewayError:
+        return
+    kept = responses_convert.input_items(body)
+    assert all(isinstance(item, dict) for item in kept)
+    later = responses_convert.to_chat_body({"model": "auto", "input": "and then?"}, kept)
+    assert later["messages"][-1] == {"role": "user", "content": "and then?"}
+
+
 _CHUNK_KEYS = ["id", "choices", "delta", "content", "tool_calls", "index", "function",
                "name", "arguments", "finish_reason", "usage", "prompt_tokens",
                "completion_tokens", "error", "message", "created"]  # fmt: skip
