@@ -179,8 +179,9 @@ async def stored_response(request: Request) -> Response:
     if store is None:
         raise GatewayError(
             404,
-            "this gateway stores no responses (every answer says store: false): "
-            "keep the response you received, and send the whole conversation in 'input'",
+            "this gateway stores no responses (every answer says store: false; its "
+            "registry has no stored_responses section): keep the response you received, "
+            "and send the whole conversation in 'input'",
             code="response_not_found",
         )
     owner = key_of(request.scope) or ""

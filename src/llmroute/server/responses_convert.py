@@ -40,8 +40,9 @@ __all__ = [
 RESPONSES_PATH = "/v1/responses"
 
 _STATELESS = (
-    "this gateway keeps no responses: send the whole conversation in 'input' "
-    "(earlier messages, function_call and function_call_output items)"
+    "this gateway keeps no responses (its registry has no stored_responses section): "
+    "send the whole conversation in 'input' (earlier messages, function_call and "
+    "function_call_output items)"
 )
 _NO_CONVERSATIONS = (
     "conversations are not kept: continue with 'previous_response_id' where the gateway "
