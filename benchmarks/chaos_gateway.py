@@ -17,9 +17,15 @@ error event after the first words. Checked too: each was answered by the route's
 fallback, or (the last two, streamed) ended with the gateway's error event, never
 passed on as an answer.
 
+With ``--responses`` every fourth request (another quarter) is instead a three-turn
+Responses-API conversation continued by ``previous_response_id`` (its second turn
+streamed), kept by ``stored_responses`` where ``--limits`` says (memory or Redis; with
+several workers use Redis: each worker's memory is its own). Checked too: every turn was
+answered and kept, and the last one lists the whole conversation.
+
     .venv/bin/python benchmarks/chaos_gateway.py [--requests 300] [--concurrency 6]
         [--limits memory|redis://127.0.0.1:6379/15] [--workers 1] [--seed 5]
-        [--upstream-faults] [--json]
+        [--upstream-faults] [--responses] [--json]
 
 Everything runs on 127.0.0.1 and every loop is bounded; the exit status is 1 when an
 invariant failed. It found the Redis slot leak fixed on 2026-12-04 (docs/benchmarks.md).
@@ -71,6 +77,7 @@ dispatch:
   limits: {url: "%(limits)s", namespace: "%(namespace)s"}
 affinity: {mode: upgrade%(affinity)s}
 cache: {ttl_s: 30}
+stored_responses: {url: "%(limits)s", namespace: "%(namespace)s"}
 telemetry: {url: "sqlite:///%(db)s", prompts: hash}
 # generation %(generation)s
 """
@@ -136,6 +143,44 @@ async def _faulty(client: httpx.AsyncClient, rng: random.Random, i: int) -> str:
     return f"fault {name} {'ok' if fine else f'wrong: stream {r.status_code} {served}'}"
 
 
+TURNS = 3
+
+
+async def _conversation(client: httpx.AsyncClient, i: int) -> str:
+    """A three-turn Responses conversation, each turn continuing the last by id (the
+    second streamed): ``conversation ok`` when every turn was answered and kept and the
+    last lists the whole conversation; ``conversation wrong: ...`` otherwise."""
+    previous: str | None = None
+    for turn in range(TURNS):
+        body: dict[str, Any] = {"model": "r", "input": f"{WORDS} conversation {i} turn {turn}"}
+        if previous is not None:
+            body["previous_response_id"] = previous
+        if turn == 1:
+            async with client.stream("POST", "/v1/responses", json={**body, "stream": True}) as r:
+                text = (await r.aread()).decode()
+            finals = [
+                json.loads(line[6:])["response"]
+                for line in text.splitlines()
+                if line.startswith("data: ") and '"response.completed"' in line
+            ]
+            if r.status_code != 200 or not finals:
+                return f"conversation wrong: turn {turn} stream {r.status_code}"
+            response = finals[0]
+        else:
+            r = await client.post("/v1/responses", json=body, timeout=20.0)
+            if r.status_code != 200:
+                return f"conversation wrong: turn {turn} {r.status_code}"
+            response = r.json()
+        if response.get("store") is not True:
+            return f"conversation wrong: turn {turn} not kept"
+        previous = response["id"]
+    listed = await client.get(f"/v1/responses/{previous}/input_items", params={"limit": 100})
+    items = listed.json().get("data", []) if listed.status_code == 200 else []
+    if len(items) != 2 * TURNS - 1:  # every input, and every output but the last
+        return f"conversation wrong: {len(items)} items listed ({listed.status_code})"
+    return "conversation ok"
+
+
 async def _one(client: httpx.AsyncClient, rng: random.Random, i: int) -> str:
     """One request of a random kind; what became of it."""
     kind = rng.random()
@@ -171,6 +216,8 @@ async def _load(url: str, args: argparse.Namespace, reload: Any) -> Counter[str]
             async with gate:
                 if args.upstream_faults and i % 4 == 3:
                     return await _faulty(client, rng, i)
+                if args.responses and i % 4 == 1:
+                    return await _conversation(client, i)
                 return await _one(client, rng, i)
 
         tasks = [asyncio.create_task(guarded(i)) for i in range(args.requests)]
@@ -268,7 +315,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             logged = conn.execute("SELECT status, error, count(*) FROM decisions GROUP BY 1, 2")
             log_rows = {f"{s} {e or ''}".strip(): n for s, e, n in logged.fetchall()}
         server_log = log_path.read_text(errors="replace")
-    sent = args.requests + CAP + 1
+    conversations = sum(1 for i in range(args.requests) if args.responses and i % 4 == 1)
+    sent = args.requests + CAP + 1 + (TURNS - 1) * conversations
     statuses = {k: v for k, v in outcomes.items()}
     bad_5xx = sum(v for k, v in log_rows.items() if k.startswith("5") and k != "503 upstream_error")
     result: dict[str, Any] = {
@@ -297,6 +345,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         checks["misbehaving upstreams fell back or broke the stream"] = bool(faults) and all(
             k.endswith(" ok") for k in faults
         )
+    if args.responses:
+        talks = {k: v for k, v in outcomes.items() if k.startswith("conversation ")}
+        checks["every conversation was kept and continued whole"] = bool(talks) and all(
+            k == "conversation ok" for k in talks
+        )
     result["checks"] = checks
     return result
 
@@ -310,6 +363,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument(
         "--upstream-faults", action="store_true", help="every fourth request to a bad upstream"
+    )
+    parser.add_argument(
+        "--responses",
+        action="store_true",
+        help="every fourth request a Responses conversation continued by id",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
