@@ -107,7 +107,7 @@ class _Kept:
             if final is None or kept:
                 return made
             kept = True  # the closing event is the last of `made`: it says whether it was
-            if not await self._put(final):
+            if not await self._put(final) and made:
                 final["store"] = False
                 made[-1] = translator.final_event()
             return made
