@@ -9,6 +9,8 @@ responses kept in Redis."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import openai
 import pytest
 from fake_anthropic import TOOL_ID, FakeAnthropic
 from fake_upstream import FakeUpstream
-from gateway_proc import Served, free_port, serve_text
+from gateway_proc import BIN, Served, free_port, serve_text
 from redis_service import REDIS_URL
 
 TEAM_KEY = "sk-team-responses-0123"
@@ -294,6 +296,37 @@ def test_two_gateways_share_responses_kept_in_redis(
             "what did I say?",
         ]
         assert first_client.responses.retrieve(second.id).output_text == second.output_text
+        # a client key's kept responses erased at once, from the command line
+        with _client(two, OTHER_KEY) as theirs:
+            other = theirs.responses.create(model="small", input="not mine")
+            done = _forget(tmp_path / "a" / "registry.yaml", "--client", "team")
+            assert done.returncode == 0, done.stderr
+            erased = "2 kept responses of client 'team' erased from redis://"
+            assert done.stdout.startswith(erased)
+            with pytest.raises(openai.NotFoundError):
+                first_client.responses.retrieve(second.id)
+            assert theirs.responses.retrieve(other.id).id == other.id  # not theirs to lose
+    refused = _forget(tmp_path / "a" / "registry.yaml", "--client", "nobody")
+    assert refused.returncode == 2 and "no client key 'nobody'" in refused.stderr
+
+
+def _forget(registry: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [str(BIN / "llmroute"), "responses", "forget", "-r", str(registry), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=_ENV)
+
+
+_ENV = {**os.environ, **KEYS, "COLUMNS": "200"}
+
+
+def test_forget_says_what_it_cannot_do(
+    tmp_path: Path, upstream: FakeUpstream, claude: FakeAnthropic
+) -> None:
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(_registry(upstream, claude, "{}"))
+    in_memory = _forget(registry, "--all")
+    assert in_memory.returncode == 2 and "only that process can forget them" in in_memory.stderr
+    neither = _forget(registry)
+    assert neither.returncode == 2 and "--client NAME, or pass --all" in neither.stderr
 
 
 def test_a_store_that_does_not_answer_costs_the_keeping_not_the_answer(

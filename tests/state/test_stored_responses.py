@@ -181,6 +181,26 @@ def test_each_outcome_is_told() -> None:
     assert told == ["kept", "kept", "continued", "not_found", "broken"]
 
 
+def test_a_client_keys_responses_are_forgotten_together(redis_namespace: str) -> None:
+    for store in _stores(redis_namespace):
+
+        async def go(store: ResponseStore = store) -> None:
+            mine = [_record("a"), _record("b")]
+            theirs = _record("c")
+            for record in mine:
+                await store.put("team", record)
+            await store.put("other", theirs)
+            assert await store.forget("team") == 2
+            assert [await store.get("team", r.id) for r in mine] == [None, None]
+            assert await store.get("other", theirs.id) == theirs
+            assert await store.forget("team") == 0
+            assert await store.forget(None) >= 1  # everyone's
+            assert await store.get("other", theirs.id) is None
+            await store.aclose()
+
+        run(go())
+
+
 def test_redis_records_expire_and_hold_no_plain_key(redis_namespace: str) -> None:
     import redis
 

@@ -11,6 +11,7 @@ from llmroute.cli import difficulty as _difficulty  # noqa: F401  (registers com
 from llmroute.cli import evaluate as _evaluate  # noqa: F401
 from llmroute.cli import reasoning as _reasoning  # noqa: F401
 from llmroute.cli import registry as _registry  # noqa: F401
+from llmroute.cli import responses as _responses  # noqa: F401
 from llmroute.cli import route as _route  # noqa: F401
 from llmroute.cli import safety as _safety  # noqa: F401
 from llmroute.cli import serve as _serve  # noqa: F401

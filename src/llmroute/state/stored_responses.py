@@ -173,7 +173,19 @@ class ResponseStore:
 
     def _key(self, owner: str, response_id: str) -> str:
         digest = hashlib.sha256(f"{owner}\0{response_id}".encode()).hexdigest()[:40]
-        return self._prefix + digest
+        return f"{self._owner_prefix(owner)}{digest}"
+
+    def _owner_prefix(self, owner: str) -> str:
+        """Where a client key's responses are kept: under a hash of its name, so that
+        they can be forgotten together (`forget`) without the name being readable."""
+        tag = hashlib.sha256(b"owner\0" + owner.encode()).hexdigest()[:16]
+        return f"{self._prefix}{tag}:"
+
+    async def forget(self, owner: str | None) -> int:
+        """Drop every response kept for client key `owner` (``""``: requests without
+        keys), or for everyone when None; how many records there were."""
+        prefix = self._prefix if owner is None else self._owner_prefix(owner)
+        return await self._store.delete_prefix(prefix)
 
     async def get(self, owner: str, response_id: str) -> StoredResponse | None:
         raw = await self._store.get(self._key(owner, response_id))

@@ -56,6 +56,8 @@ class KeyValueStore(Protocol):
 
     async def touch(self, keys: Sequence[str], ttl_s: float) -> None: ...
 
+    async def delete_prefix(self, prefix: str) -> int: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -127,6 +129,14 @@ class MemoryStore:
                     self._entries[key] = (now + ttl_s, entry[1])
                     self._entries.move_to_end(key)
 
+    async def delete_prefix(self, prefix: str) -> int:
+        """Drop every key that starts with `prefix`; how many there were."""
+        with self._lock:
+            gone = [key for key in self._entries if key.startswith(prefix)]
+            for key in gone:
+                self._drop(key)
+            return len(gone)
+
     async def aclose(self) -> None:
         """Nothing to release; the entries stay for whoever else holds the store."""
 
@@ -183,6 +193,24 @@ class RedisStore:
                 await pipe.execute()
         except self._redis.errors as exc:
             raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """``SCAN`` for the keys that start with `prefix` (its glob characters escaped)
+        and ``UNLINK`` them, a batch at a time; how many there were."""
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
+        gone = 0
+        try:
+            batch: list[bytes] = []
+            async for key in self._redis.client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    gone += int(await self._redis.client.unlink(*batch))
+                    batch.clear()
+            if batch:
+                gone += int(await self._redis.client.unlink(*batch))
+        except self._redis.errors as exc:
+            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
+        return gone
 
     async def aclose(self) -> None:
         await self._redis.aclose()
