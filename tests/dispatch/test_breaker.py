@@ -240,3 +240,15 @@ def test_disabled_breaker_always_allows() -> None:
     breaker.release()
     assert breaker.allow()
     assert breaker.snapshot()["state"] == "closed"
+
+
+def test_an_open_breaker_says_when_it_lets_a_probe_through() -> None:
+    breaker, clock = _breaker()
+    assert breaker.retry_in_s() == 0.0  # closed
+    for _ in range(3):
+        _call(breaker, ok=False)
+    assert breaker.state is OPEN and breaker.retry_in_s() == 30.0
+    clock.now += 12.5
+    assert breaker.retry_in_s() == 17.5
+    clock.now += 17.5
+    assert breaker.state is HALF_OPEN and breaker.retry_in_s() == 0.0

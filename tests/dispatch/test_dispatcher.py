@@ -29,6 +29,7 @@ from llmroute.errors import (
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import Registry, RoutePolicy
+from llmroute.server.errors import gateway_error
 
 T = TypeVar("T")
 
@@ -212,6 +213,9 @@ def test_an_open_breaker_on_the_only_model_is_503(h: Harness) -> None:
     error = h.run(registry, job)
     assert error.status == 503 and "circuit open" in error.message
     assert len(h.upstream.requests) == 3  # the fourth call sent nothing
+    assert error.retry_after_s == 30.0  # the breaker's cooldown (the clock stood still)
+    answer = gateway_error(error).response()
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "30"
 
 
 def test_deployments_share_traffic_and_route_around_a_dead_one(h: Harness) -> None:

@@ -211,6 +211,7 @@ def test_busy_deployments_then_nothing_left_is_a_503(upstream: FakeUpstream) -> 
         for r in results:
             if isinstance(r, ProviderError):
                 assert r.status == 503 and "max_in_flight requests running; not called" in str(r)
+                assert r.retry_after_s == 1.0  # a hint: calls end at their own pace
                 out.append("busy")
             else:
                 out.append(f"{r.model}@{r.deployment}")  # type: ignore[union-attr]

@@ -268,6 +268,8 @@ def _served(
                     out.append(f"{served.model}@{served.deployment}")
                 except ProviderError as exc:  # one model's LimitReached, as the chain's
                     assert exc.status == 503 and "; not called" in str(exc)
+                    if "budget" not in str(exc):  # a rate: free again within the minute
+                        assert exc.retry_after_s is not None and 0 < exc.retry_after_s <= 60
                     out.append("limited")
         finally:
             await dispatcher.aclose()

@@ -111,6 +111,12 @@ class CircuitBreaker:
             self._probes = 0
         return self._state
 
+    def retry_in_s(self) -> float:
+        """Seconds until an open breaker lets a probe through (0 unless open)."""
+        if self.state is not BreakerState.OPEN or self._opened_at is None:
+            return 0.0
+        return max(0.0, self._opened_at + self._settings.cooldown_s - self._clock())
+
     def allow(self) -> bool:
         """Whether a call may go out now. A True while half-open reserves a probe slot,
         which the call's `record_success`, `record_failure` or `release` gives back."""

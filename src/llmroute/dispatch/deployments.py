@@ -50,6 +50,7 @@ log = logging.getLogger("llmroute.dispatch")
 
 SLOT_GRACE_S = 60.0  # a slot's lease outlasts the longest wait its call may make by this
 SLOT_RENEW_S = SLOT_LEASE_S / 3  # a stream still answering renews its slot this often
+_BUSY_RETRY_S = 1.0  # the Retry-After hint for a deployment whose slots are all taken
 
 
 def slot_lease(timeouts: Timeouts) -> float:
@@ -324,8 +325,22 @@ class DeploymentPool:
         if limited or busy:
             reached = LimitReached(names, _limited_reason(limited, busy))
             reached.limit = "rpm" if limited else "in_flight"
+            reached.retry_after_s = self._retry_in_s(limited, busy)
             raise reached
-        raise CircuitOpen(names, "circuit open after recent failures; not called")
+        opened = CircuitOpen(names, "circuit open after recent failures; not called")
+        opened.retry_after_s = self._retry_in_s(False, False)
+        raise opened
+
+    def _retry_in_s(self, limited: bool, busy: bool) -> float | None:
+        """When a call could next go out (a hint for the client's ``Retry-After``): the
+        soonest of an open breaker's cooldown, the next minute of a per-minute limit and,
+        for a deployment at its ``max_in_flight``, a second (calls end at their own pace)."""
+        waits = [d.breaker.retry_in_s() for d in self.deployments if d.breaker.retry_in_s() > 0]
+        if limited:
+            waits.append(60.0 - time.time() % 60.0)  # limits count per calendar minute
+        if busy:
+            waits.append(_BUSY_RETRY_S)
+        return min(waits) if waits else None
 
     async def _one(
         self,

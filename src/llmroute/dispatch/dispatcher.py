@@ -918,4 +918,8 @@ def _exhausted(failures: list[tuple[str, ProviderError]]) -> ProviderError:
         status = 503
     else:
         status = 502
-    return AllFallbacksFailed(attempts, status=status)
+    exhausted = AllFallbacksFailed(attempts, status=status)
+    waits = [e.retry_after_s for e in errors if e.retry_after_s is not None]
+    if status == 503 and len(waits) == len(errors):  # when the first of them could answer
+        exhausted.retry_after_s = min(waits)
+    return exhausted

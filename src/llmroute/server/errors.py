@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 
 from starlette.exceptions import HTTPException
@@ -102,7 +103,7 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
             exc.status or 502,
             exc.message,
             code="upstream_error",
-            headers=headers,
+            headers=_with_retry_after(headers, exc),
             attempts=exc.attempts,
         )
     if isinstance(exc, ProviderError):
@@ -114,6 +115,8 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
                 if isinstance(exc, CircuitOpen)
                 else 502
             )
+            if status == 503:
+                headers = _with_retry_after(headers, exc)
             return GatewayError(status, str(exc), code="upstream_error", headers=headers)
         model = f"model {exc.model!r}" if exc.model else "the model"
         return GatewayError(
@@ -123,6 +126,18 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
             headers=headers,
         )
     return GatewayError(500, "internal server error", code="internal_error", headers=headers)
+
+
+def _with_retry_after(
+    headers: Mapping[str, str] | None, exc: ProviderError
+) -> Mapping[str, str] | None:
+    """`headers` with ``Retry-After`` (whole seconds, at least 1) when the gateway knows
+    when a model could next answer: an open breaker's cooldown, a per-minute limit's next
+    minute, an upstream's own ``Retry-After``; clients (the openai SDK among them) wait
+    that long before they try again."""
+    if exc.retry_after_s is None or exc.status not in (None, 429, 503):
+        return headers
+    return {**(headers or {}), "retry-after": str(max(1, math.ceil(exc.retry_after_s)))}
 
 
 async def handle_llmroute_error(request: Request, exc: Exception) -> Response:
