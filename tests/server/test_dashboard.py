@@ -162,3 +162,15 @@ def test_the_dashboard_can_be_turned_off_and_works_without_a_log(
         data = _data(served, "1h")
         assert data["log"]["enabled"] is False and "decision log is off" in data["log"]["message"]
         assert data["live"]["breakers"]
+
+
+def test_a_model_behind_an_open_breaker_says_when_to_retry(
+    gateway: Served, traffic: dict[str, Any]
+) -> None:
+    """Pinned to the model whose breaker the traffic opened: a 503 with ``Retry-After``,
+    the rest of its cooldown, which the openai client honours."""
+    body = {"model": "broken", "messages": [{"role": "user", "content": "restart it"}]}
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=10)
+    assert response.status_code == 503
+    assert "circuit open" in response.json()["error"]["message"]
+    assert 1 <= int(response.headers["retry-after"]) <= 30  # the default cooldown_s
