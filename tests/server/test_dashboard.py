@@ -173,4 +173,4 @@ def test_a_model_behind_an_open_breaker_says_when_to_retry(
     response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=10)
     assert response.status_code == 503
     assert "circuit open" in response.json()["error"]["message"]
-    assert 1 <= int(response.headers["retry-after"]) <= 30  # the default cooldown_s
+    assert 1 <= int(response.headers["retry-after"]) <= 600  # its cooldown_s
