@@ -192,6 +192,12 @@ def test_nothing_is_stored_to_retrieve(client: openai.OpenAI) -> None:
     assert "stores no responses" in caught.value.message
     with pytest.raises(openai.NotFoundError):
         client.responses.delete("resp_123")
+    with pytest.raises(openai.NotFoundError) as none:
+        client.conversations.create()
+    assert "keeps no conversations" in none.value.message
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="auto", input="hi", conversation="conv_1")
+    assert isinstance(refused.value.body, dict) and refused.value.body["param"] == "conversation"
 
 
 def test_the_serve_log_holds_no_traceback(gateway: Served, tmp_path: Path) -> None:

@@ -256,6 +256,76 @@ def test_cancel_is_refused_and_nothing_is_logged_amiss(
     assert TEAM_KEY not in gateway.log_text()
 
 
+def test_a_conversation_gathers_its_turns(client: openai.OpenAI, upstream: FakeUpstream) -> None:
+    conv = client.conversations.create(
+        items=[{"type": "message", "role": "user", "content": "my name is Ada"}],
+        metadata={"topic": "names"},
+    )
+    assert conv.id.startswith("conv_") and conv.metadata == {"topic": "names"}
+    first = client.responses.create(model="small", input="what is my name?", conversation=conv.id)
+    assert first.conversation is not None and first.conversation.id == conv.id
+    assert [m["content"] for m in upstream.requests[-1].body["messages"]] == [
+        "my name is Ada",
+        "what is my name?",
+    ]
+    with client.responses.stream(
+        model="small", input="and again?", conversation={"id": conv.id}
+    ) as stream:
+        list(stream)
+        second = stream.get_final_response()
+    assert [m["content"] for m in upstream.requests[-1].body["messages"]] == [
+        "my name is Ada",
+        "what is my name?",
+        first.output_text,
+        "and again?",
+    ]
+    listed = list(client.conversations.items.list(conv.id, order="asc"))
+    texts = [item.content[0].text for item in listed]  # type: ignore[union-attr]
+    assert texts == [
+        "my name is Ada",
+        "what is my name?",
+        first.output_text,
+        "and again?",
+        second.output_text,
+    ]
+    assert all(item.status == "completed" for item in listed)  # type: ignore[union-attr]
+    added = client.conversations.items.create(
+        conv.id, items=[{"type": "message", "role": "user", "content": "note this"}]
+    )
+    (note,) = added.data
+    assert client.conversations.items.retrieve(note.id, conversation_id=conv.id).id == note.id
+    assert client.conversations.items.delete(note.id, conversation_id=conv.id).id == conv.id
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.retrieve(note.id, conversation_id=conv.id)
+    renamed = client.conversations.update(conv.id, metadata={"topic": "people"})
+    assert client.conversations.retrieve(conv.id).metadata == renamed.metadata
+    with pytest.raises(openai.BadRequestError) as both:
+        client.responses.create(
+            model="small", input="x", conversation=conv.id, previous_response_id=first.id
+        )
+    assert isinstance(both.value.body, dict) and both.value.body["param"] == "conversation"
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.conversations.items.create(conv.id, items=[{"role": "tool", "content": "x"}])
+    assert isinstance(bad.value.body, dict) and bad.value.body["param"] == "items[0].role"
+    assert client.conversations.delete(conv.id).deleted is True
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve(conv.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="small", input="hello?", conversation=conv.id)
+
+
+def test_a_conversation_is_its_client_keys_alone(gateway: Served, client: openai.OpenAI) -> None:
+    conv = client.conversations.create(items=[{"role": "user", "content": "a secret"}])
+    with _client(gateway, OTHER_KEY) as other:
+        with pytest.raises(openai.NotFoundError):
+            other.conversations.retrieve(conv.id)
+        with pytest.raises(openai.NotFoundError):
+            other.conversations.items.list(conv.id)
+        with pytest.raises(openai.NotFoundError):
+            other.responses.create(model="small", input="tell me", conversation=conv.id)
+    assert client.conversations.retrieve(conv.id).id == conv.id
+
+
 def test_the_metrics_count_what_came_of_them(gateway: Served, client: openai.OpenAI) -> None:
     first = client.responses.create(model="small", input="count me")
     client.responses.create(model="small", input="again", previous_response_id=first.id)
@@ -301,7 +371,7 @@ def test_two_gateways_share_responses_kept_in_redis(
             other = theirs.responses.create(model="small", input="not mine")
             done = _forget(tmp_path / "a" / "registry.yaml", "--client", "team")
             assert done.returncode == 0, done.stderr
-            erased = "2 kept responses of client 'team' erased from redis://"
+            erased = "2 records (kept responses and conversations) of client 'team' erased"
             assert done.stdout.startswith(erased)
             with pytest.raises(openai.NotFoundError):
                 first_client.responses.retrieve(second.id)

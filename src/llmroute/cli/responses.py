@@ -1,6 +1,6 @@
-"""`llmroute responses forget`: erase the Responses-API responses the gateway keeps
-(registry ``stored_responses``) for one client key, or for everyone: what a request to
-erase a user's data needs, without waiting for ``ttl_s``.
+"""`llmroute responses forget`: erase the Responses-API responses and conversations the
+gateway keeps (registry ``stored_responses``) for one client key, or for everyone: what
+a request to erase a user's data needs, without waiting for ``ttl_s``.
 
 Only a Redis store can be reached from here; responses kept in memory live in the
 gateway process (restarting it forgets them).
@@ -75,4 +75,6 @@ def responses_forget(
     except StoreUnavailable as exc:
         fail(str(exc), code=1)
     whose = "every client" if everyone else f"client {client!r}"
-    typer.echo(f"{gone} kept responses of {whose} erased from {store.url}")
+    typer.echo(
+        f"{gone} records (kept responses and conversations) of {whose} erased from {store.url}"
+    )

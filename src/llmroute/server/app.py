@@ -21,6 +21,12 @@ from starlette.routing import Route
 from llmroute.errors import LlmrouteError
 from llmroute.server.auth import KEY_INFO_PATH, RequireKey
 from llmroute.server.chat import chat_completions, route_only
+from llmroute.server.conversations import (
+    CONVERSATIONS_PATH,
+    conversation,
+    conversation_item,
+    conversations,
+)
 from llmroute.server.cors import cors_middleware
 from llmroute.server.dashboard import Dashboard, gateway_live, gateway_log_view
 from llmroute.server.embeddings import embeddings
@@ -79,6 +85,20 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
         Route(COUNT_TOKENS_PATH, count_tokens, methods=["POST"]),
         Route(RESPONSES_PATH, responses, methods=["POST"]),
         Route(RESPONSES_PATH + "/{rest:path}", stored_response, methods=["GET", "POST", "DELETE"]),
+        Route(CONVERSATIONS_PATH, conversations, methods=["POST"]),
+        Route(
+            CONVERSATIONS_PATH + "/{conversation_id}",
+            conversation,
+            methods=["GET", "POST", "DELETE"],
+        ),
+        Route(
+            CONVERSATIONS_PATH + "/{conversation_id}/items", conversation, methods=["GET", "POST"]
+        ),
+        Route(
+            CONVERSATIONS_PATH + "/{conversation_id}/items/{item_id}",
+            conversation_item,
+            methods=["GET", "DELETE"],
+        ),
         Route("/v1/route", route_only, methods=["POST"]),
         Route("/v1/feedback", feedback, methods=["POST"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

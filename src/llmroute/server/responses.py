@@ -30,9 +30,16 @@ from llmroute.server.auth import key_of
 from llmroute.server.chunk_translation import translated
 from llmroute.server.errors import GatewayError
 from llmroute.server.fronts import Events, Stateless, serve_converted
-from llmroute.server.responses_convert import input_items, to_chat_body, to_response
+from llmroute.server.listing import page
+from llmroute.server.responses_convert import (
+    conversation_of,
+    input_items,
+    to_chat_body,
+    to_response,
+)
 from llmroute.server.responses_stream import ResponsesStream
 from llmroute.server.state import gateway_of
+from llmroute.state.conversations import ConversationStore
 from llmroute.state.stored_responses import (
     BrokenChain,
     Conversation,
@@ -48,7 +55,6 @@ __all__ = ["responses", "stored_response"]
 log = logging.getLogger("llmroute.server")
 
 _STATELESS = Stateless(to_chat_body, ResponsesStream, to_response)
-_LIST_LIMIT = 100  # input_items per page, at most (OpenAI's bound)
 
 
 async def responses(request: Request) -> Response:
@@ -69,10 +75,19 @@ class _Kept:
         self._keep = True
         self._input: list[dict[str, Any]] = []
         self._chain: list[str] = []  # the responses this one continues, oldest first
+        self._conversation: str | None = None  # the conversation it adds to
 
     async def chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
         previous = body.get("previous_response_id")
         earlier: list[dict[str, Any]] = []
+        if body.get("conversation") is not None:
+            if previous is not None:
+                raise GatewayError(
+                    400,
+                    "'previous_response_id' and 'conversation' cannot both be given",
+                    param="conversation",
+                )
+            earlier = await self._conversation_items(body)
         if previous is not None:
             if not isinstance(previous, str) or not previous:
                 raise GatewayError(
@@ -91,13 +106,34 @@ class _Kept:
             self._chain = conversation.chain()
         chat = to_chat_body(body, earlier)
         self._keep = body.get("store") is not False
-        if self._keep:
+        if self._keep or self._conversation is not None:
             self._input = with_ids(input_items(body), self._id)
         return chat
 
+    async def _conversation_items(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        named = conversation_of(body)
+        if named is None:
+            raise GatewayError(
+                400, "'conversation' must be an id or {\"id\": ...}", param="conversation"
+            )
+        store = ConversationStore(self._store)
+        try:
+            if await store.get(self._owner, named["id"]) is None:
+                raise GatewayError(
+                    404,
+                    f"Conversation with id '{_shown(named['id'])}' not found.",
+                    param="conversation",
+                    code="not_found",
+                )
+            items = await store.items(self._owner, named["id"])
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+        self._conversation = named["id"]
+        return items
+
     def stream(self, model: str, body: dict[str, Any], events: Events) -> AsyncIterator[bytes]:
         translator = ResponsesStream(model, body, self._id, self._keep)
-        if not self._keep:
+        if not self._keep and self._conversation is None:
             return translated(events, translator)
         kept = False
 
@@ -107,7 +143,8 @@ class _Kept:
             if final is None or kept:
                 return made
             kept = True  # the closing event is the last of `made`: it says whether it was
-            if not await self._put(final) and made:
+            await self._add_to_conversation(final)
+            if self._keep and not await self._put(final) and made:
                 final["store"] = False
                 made[-1] = translator.final_event()
             return made
@@ -116,9 +153,25 @@ class _Kept:
 
     async def answer(self, data: dict[str, Any], model: str, body: dict[str, Any]) -> Any:
         response = to_response(data, model, body, self._id, self._keep)
+        await self._add_to_conversation(response)
         if self._keep and not await self._put(response):
             response["store"] = False  # say so: it cannot be continued or read back
         return response
+
+    async def _add_to_conversation(self, response: dict[str, Any]) -> None:
+        """The request's input and the response's output, added to its conversation (a
+        store that does not answer loses them, with a warning: the answer still goes)."""
+        if self._conversation is None:
+            return
+        output = response.get("output")
+        items = [*self._input, *(output if isinstance(output, list) else ())]
+        for item in items:
+            if item.get("type", "message") == "message":
+                item.setdefault("status", "completed")
+        try:
+            await ConversationStore(self._store).add(self._owner, self._conversation, items)
+        except StoreUnavailable as exc:
+            log.warning("conversations: response %s not added: %s", self._id, exc)
 
     async def _put(self, response: dict[str, Any]) -> bool:
         record = StoredResponse(response, self._input, self._chain)
@@ -206,7 +259,9 @@ async def stored_response(request: Request) -> Response:
         conversation = await _conversation(store, owner, response_id, counted=False)
         if conversation is None:  # deleted meanwhile
             raise _not_found(response_id)
-        return JSONResponse(_page(conversation, request))
+        last = conversation.last
+        items = with_ids([*conversation.earlier, *last.input], last.id)
+        return JSONResponse(page(items, request, "this response"))
     return JSONResponse(record.response)
 
 
@@ -226,38 +281,3 @@ def _not_found(response_id: str) -> GatewayError:
         f"Response with id '{_shown(response_id)}' not found.",
         code="response_not_found",
     )
-
-
-def _page(conversation: Conversation, request: Request) -> dict[str, Any]:
-    """One page of the items the response was made from (the earlier conversation and
-    its own input), as OpenAI lists them: newest first unless ``order=asc``, at most
-    ``limit`` (1–100, default 20), after the item named by ``after``."""
-    query = request.query_params
-    order = query.get("order", "desc")
-    if order not in ("asc", "desc"):
-        raise GatewayError(400, "'order' must be asc or desc", param="order")
-    try:
-        limit = int(query.get("limit", "20"))
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= _LIST_LIMIT:
-        message = f"'limit' must be an integer from 1 to {_LIST_LIMIT}"
-        raise GatewayError(400, message, param="limit")
-    last = conversation.last
-    items = with_ids([*conversation.earlier, *last.input], last.id)
-    if order == "desc":
-        items.reverse()
-    after = query.get("after")
-    if after is not None:
-        ids = [item["id"] for item in items]
-        if after not in ids:
-            raise GatewayError(400, "'after' names no item of this response", param="after")
-        items = items[ids.index(after) + 1 :]
-    page = items[:limit]
-    return {
-        "object": "list",
-        "data": page,
-        "first_id": page[0]["id"] if page else None,
-        "last_id": page[-1]["id"] if page else None,
-        "has_more": len(items) > limit,
-    }

@@ -15,6 +15,7 @@ a ``response`` object (`to_response`); streams are translated by
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +28,8 @@ __all__ = [
     "INCOMPLETE_REASONS",
     "RESPONSES_PATH",
     "call_item",
+    "conversation_items",
+    "conversation_of",
     "custom_input",
     "custom_tools",
     "echoed",
@@ -45,8 +48,8 @@ _STATELESS = (
     "function_call_output items)"
 )
 _NO_CONVERSATIONS = (
-    "conversations are not kept: continue with 'previous_response_id' where the gateway "
-    "stores responses, or send the whole conversation in 'input'"
+    "this gateway keeps no conversations (its registry has no stored_responses section): "
+    "send the whole conversation in 'input'"
 )
 
 
@@ -70,7 +73,7 @@ def to_chat_body(
         raise _bad("model", "'model' is required: auto, a route or a pool model")
     if earlier is None and body.get("previous_response_id") is not None:
         raise _bad("previous_response_id", f"'previous_response_id' is not supported: {_STATELESS}")
-    if body.get("conversation") is not None:
+    if earlier is None and body.get("conversation") is not None:
         raise _bad("conversation", f"'conversation' is not supported: {_NO_CONVERSATIONS}")
     if body.get("store") is not None and not isinstance(body.get("store"), bool):
         raise _bad("store", "'store' must be true or false")
@@ -144,6 +147,34 @@ def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
         if isinstance(given, list)
         else []
     )
+
+
+_MAX_ADDED = 20  # items one request may add to a conversation (OpenAI's bound)
+_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
+
+
+def conversation_items(given: Any, param: str = "items") -> list[dict[str, Any]]:
+    """Items to add to a conversation, checked as ``input`` items are (a 400 naming
+    `param` for a bad one), typed, each with an ``id`` and a message with its
+    ``status``, as the Conversations API lists them."""
+    if not isinstance(given, list) or len(given) > _MAX_ADDED:
+        raise _bad(param, f"'{param}' must be a list of at most {_MAX_ADDED} items")
+    if not given:
+        return []
+    try:
+        _input(given)
+    except GatewayError as exc:
+        where = (exc.param or "input").replace("input", param, 1)
+        raise _bad(where, exc.message.replace("input[", f"{param}[")) from None
+    out = []
+    for item in input_items({"input": given}):
+        item = dict(item)
+        kind = item.get("type", "message")
+        item.setdefault("id", f"{_ID_PREFIX.get(kind, 'item')}_{secrets.token_hex(16)}")
+        if kind == "message":
+            item.setdefault("status", "completed")
+        out.append(item)
+    return out
 
 
 def _as_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -367,6 +398,14 @@ def response_usage(usage: Any) -> dict[str, Any]:
     }
 
 
+def conversation_of(body: dict[str, Any]) -> dict[str, str] | None:
+    """The request's ``conversation`` (an id, or ``{"id": ...}``) as a response names it."""
+    given = body.get("conversation")
+    if isinstance(given, dict):
+        given = given.get("id")
+    return {"id": given} if isinstance(given, str) and given else None
+
+
 def echoed(body: dict[str, Any], stored: bool = False) -> dict[str, Any]:
     """The request's settings a response object repeats; `stored`: whether the gateway
     keeps this response."""
@@ -377,6 +416,7 @@ def echoed(body: dict[str, Any], stored: bool = False) -> dict[str, Any]:
         "metadata": body.get("metadata") if isinstance(body.get("metadata"), dict) else {},
         "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
         "previous_response_id": previous if isinstance(previous, str) else None,
+        "conversation": conversation_of(body),
         "reasoning": body.get("reasoning"),
         "store": stored,
         "temperature": body.get("temperature"),

@@ -171,6 +171,15 @@ class ResponseStore:
     def url(self) -> str:
         return self._store.url
 
+    @property
+    def kv(self) -> KeyValueStore:
+        """The store below (conversations are kept there too)."""
+        return self._store
+
+    def key(self, owner: str, name: str) -> str:
+        """Where `owner`'s record `name` (a response's or conversation's id) is kept."""
+        return self._key(owner, name)
+
     def _key(self, owner: str, response_id: str) -> str:
         digest = hashlib.sha256(f"{owner}\0{response_id}".encode()).hexdigest()[:40]
         return f"{self._owner_prefix(owner)}{digest}"

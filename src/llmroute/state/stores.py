@@ -58,6 +58,8 @@ class KeyValueStore(Protocol):
 
     async def delete_prefix(self, prefix: str) -> int: ...
 
+    async def append(self, key: str, data: bytes, ttl_s: float) -> None: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -98,15 +100,19 @@ class MemoryStore:
             return value
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        with self._lock:
+            self._put(key, value, ttl_s)
+
+    def _put(self, key: str, value: bytes, ttl_s: float) -> None:
+        """Under the lock."""
+        if key in self._entries:
+            self._drop(key)
         if len(value) > self._max_bytes:
             return
-        with self._lock:
-            if key in self._entries:
-                self._drop(key)
-            self._entries[key] = (self._clock() + ttl_s, value)
-            self._bytes += len(value)
-            while len(self._entries) > self._max_entries or self._bytes > self._max_bytes:
-                self._drop(next(iter(self._entries)))
+        self._entries[key] = (self._clock() + ttl_s, value)
+        self._bytes += len(value)
+        while len(self._entries) > self._max_entries or self._bytes > self._max_bytes:
+            self._drop(next(iter(self._entries)))
 
     async def delete(self, key: str) -> bool:
         """Drop `key`; whether it was there."""
@@ -128,6 +134,14 @@ class MemoryStore:
                 if entry is not None and entry[0] > now:
                     self._entries[key] = (now + ttl_s, entry[1])
                     self._entries.move_to_end(key)
+
+    async def append(self, key: str, data: bytes, ttl_s: float) -> None:
+        """`data` added at the end of `key`'s value (created when absent, as when expired),
+        which then expires `ttl_s` from now: one step, whoever else appends."""
+        with self._lock:
+            entry = self._entries.get(key)
+            live = entry is not None and entry[0] > self._clock()
+            self._put(key, (entry[1] if entry is not None and live else b"") + data, ttl_s)
 
     async def delete_prefix(self, prefix: str) -> int:
         """Drop every key that starts with `prefix`; how many there were."""
@@ -190,6 +204,16 @@ class RedisStore:
             async with self._redis.client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.pexpire(key, max(1, round(ttl_s * 1000)))
+                await pipe.execute()
+        except self._redis.errors as exc:
+            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
+
+    async def append(self, key: str, data: bytes, ttl_s: float) -> None:
+        """``APPEND`` and ``PEXPIRE`` in one transaction."""
+        try:
+            async with self._redis.client.pipeline(transaction=True) as pipe:
+                pipe.append(key, data)
+                pipe.pexpire(key, max(1, round(ttl_s * 1000)))
                 await pipe.execute()
         except self._redis.errors as exc:
             raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
