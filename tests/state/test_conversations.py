@@ -1,6 +1,6 @@
 """Conversations (`ConversationStore`) in memory and in a real Redis: items added in
-parts and read back in order, concurrent additions all landing (the atomic append),
-an item deleted, a conversation deleted whole, each client key's own, and the expiry
+parts and read back in order, concurrent additions and deletions all landing (the
+atomic append), a conversation deleted whole, each client key's own, and the expiry
 renewed by use."""
 
 from __future__ import annotations
@@ -70,6 +70,12 @@ def test_items_are_kept_in_order_and_additions_at_once_all_land(redis_namespace:
             assert await store.delete_item("team", conv.id, "msg_b")
             assert not await store.delete_item("team", conv.id, "msg_b")
             assert [i["content"] for i in await store.items("team", conv.id)][:2] == ["a", "c"]
+            # deletions at once: each lands (appended, never a rewrite lost to another)
+            gone = [f"msg_x{n}" for n in range(10)]
+            done = await asyncio.gather(*(store.delete_item("team", conv.id, i) for i in gone))
+            assert all(done)
+            left = {i["id"] for i in await store.items("team", conv.id)}
+            assert not left & set(gone) and len(left) == 12
             assert await store.delete("team", conv.id)
             assert await store.get("team", conv.id) is None
             assert await store.items("team", conv.id) == []

@@ -2,12 +2,14 @@
 same store and under the same rules as `llmroute.state.stored_responses`: per client
 key, `ttl_s` after their last use, memory or Redis.
 
-A conversation is three kinds of record: its object (id, creation time, metadata), the
-list of its parts' ids, and the parts, each a batch of items (what one ``POST …/items``
-added, or one response's input and output). Adding items writes a new part and appends
-its id to the list in one atomic step (`KeyValueStore.append`), so two requests adding
-to one conversation at once both land, in the order they finished; reading gets the list
-and then every part in one round trip each.
+A conversation is four kinds of record: its object (id, creation time, metadata), the
+list of its parts' ids, the parts, each a batch of items (what one ``POST …/items``
+added, or one response's input and output), and the list of the items deleted from it.
+Adding items writes a new part and appends its id to the list in one atomic step
+(`KeyValueStore.append`), so two requests adding to one conversation at once both land,
+in the order they finished; deleting an item appends its id to the deleted list the same
+way, so no write is ever lost to another. Reading gets the lists and then every part,
+one round trip each.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = ["Conversation", "ConversationStore", "new_conversation_id"]
 
 _VERSION = 1
 _PARTS = "#parts"  # the key suffix of a conversation's list of parts
+_DELETED = "#deleted"  # the key suffix of the list of the items deleted from it
 
 
 def new_conversation_id() -> str:
@@ -86,19 +89,25 @@ class ConversationStore:
         parts = await self._parts(owner, conversation_id)
         for part in parts:
             await self._kv.delete(self._key(owner, part))
-        await self._kv.delete(self._key(owner, conversation_id + _PARTS))
+        for suffix in (_PARTS, _DELETED):
+            await self._kv.delete(self._key(owner, conversation_id + suffix))
         return await self._kv.delete(self._key(owner, conversation_id))
 
     async def items(self, owner: str, conversation_id: str) -> list[dict[str, Any]]:
-        """Every item, oldest first (a part gone missing is skipped)."""
+        """Every item, oldest first, but those deleted (a part gone missing is skipped)."""
         parts = await self._parts(owner, conversation_id)
+        deleted = set(await self._list(owner, conversation_id + _DELETED))
         raws = await self._kv.get_many([self._key(owner, part) for part in parts])
         items: list[dict[str, Any]] = []
         for raw in raws:
             record = _loads(raw)
             batch = record.get("items") if record is not None else None
             if isinstance(batch, list):
-                items.extend(item for item in batch if isinstance(item, dict))
+                items.extend(
+                    item
+                    for item in batch
+                    if isinstance(item, dict) and item.get("id") not in deleted
+                )
         return items
 
     async def add(self, owner: str, conversation_id: str, items: Sequence[dict[str, Any]]) -> None:
@@ -113,29 +122,29 @@ class ConversationStore:
 
     async def delete_item(self, owner: str, conversation_id: str, item_id: str) -> bool:
         """Drop the item `item_id`; whether it was there."""
-        for part in await self._parts(owner, conversation_id):
-            key = self._key(owner, part)
-            record = _loads(await self._kv.get(key))
-            batch = record.get("items") if record is not None else None
-            if not isinstance(batch, list):
-                continue
-            kept = [i for i in batch if not (isinstance(i, dict) and i.get("id") == item_id)]
-            if len(kept) != len(batch):
-                await self._kv.set(key, _dumps({"v": _VERSION, "items": kept}), self._ttl_s)
-                return True
-        return False
+        if "," in item_id or all(
+            i.get("id") != item_id for i in await self.items(owner, conversation_id)
+        ):
+            return False
+        await self._kv.append(
+            self._key(owner, conversation_id + _DELETED), f"{item_id},".encode(), self._ttl_s
+        )
+        return True
 
     async def _save(self, owner: str, conversation: Conversation) -> None:
         record = {"v": _VERSION, **conversation.to_json()}
         await self._kv.set(self._key(owner, conversation.id), _dumps(record), self._ttl_s)
 
     async def _parts(self, owner: str, conversation_id: str) -> list[str]:
-        raw = await self._kv.get(self._key(owner, conversation_id + _PARTS))
-        return [p for p in (raw or b"").decode("ascii", "replace").split(",") if p]
+        return await self._list(owner, conversation_id + _PARTS)
+
+    async def _list(self, owner: str, name: str) -> list[str]:
+        raw = await self._kv.get(self._key(owner, name))
+        return [p for p in (raw or b"").decode("utf-8", "replace").split(",") if p]
 
     async def _renew(self, owner: str, conversation_id: str, parts: Sequence[str]) -> None:
-        """Keep the conversation, its list and its parts `ttl_s` from now."""
-        keys = [conversation_id, conversation_id + _PARTS, *parts]
+        """Keep the conversation, its lists and its parts `ttl_s` from now."""
+        keys = [conversation_id, conversation_id + _PARTS, conversation_id + _DELETED, *parts]
         await self._kv.touch([self._key(owner, k) for k in keys], self._ttl_s)
 
 
