@@ -8,7 +8,8 @@ added, or one response's input and output), and the list of the items deleted fr
 Adding items writes a new part and appends its id to the list in one atomic step
 (`KeyValueStore.append`), so two requests adding to one conversation at once both land,
 in the order they finished; deleting an item appends its id to the deleted list the same
-way, so no write is ever lost to another. Reading gets the lists and then every part,
+way, so no deletion is ever lost to another (its text is then also taken out of its
+part). Reading gets the lists and then every part,
 one round trip each.
 """
 
@@ -129,7 +130,23 @@ class ConversationStore:
         await self._kv.append(
             self._key(owner, conversation_id + _DELETED), f"{item_id},".encode(), self._ttl_s
         )
+        await self._erase(owner, conversation_id, item_id)
         return True
+
+    async def _erase(self, owner: str, conversation_id: str, item_id: str) -> None:
+        """The deleted item's text taken out of its part too (a rewrite: one racing with
+        another deletion in the same part may put the other's text back, still hidden by
+        its entry in the deleted list, until the conversation goes)."""
+        for part in await self._parts(owner, conversation_id):
+            key = self._key(owner, part)
+            record = _loads(await self._kv.get(key))
+            batch = record.get("items") if record is not None else None
+            if not isinstance(batch, list):
+                continue
+            kept = [i for i in batch if not (isinstance(i, dict) and i.get("id") == item_id)]
+            if len(kept) != len(batch):
+                await self._kv.set(key, _dumps({"v": _VERSION, "items": kept}), self._ttl_s)
+                return
 
     async def _save(self, owner: str, conversation: Conversation) -> None:
         record = {"v": _VERSION, **conversation.to_json()}
