@@ -340,6 +340,11 @@ def test_the_metrics_count_what_came_of_them(gateway: Served, client: openai.Ope
         for outcome in [line.split('outcome="')[1].split('"')[0]]
     }
     assert counts["kept"] >= 2 and counts["continued"] >= 1 and counts["not_found"] >= 1
+    conv = client.conversations.create()
+    client.responses.create(model="small", input="count this", conversation=conv.id)
+    text = httpx.get(f"{gateway.url}/metrics", headers=headers, timeout=5).text
+    assert 'llmroute_conversations_total{outcome="created"}' in text
+    assert 'llmroute_conversations_total{outcome="turn_added"}' in text
 
 
 def test_two_gateways_share_responses_kept_in_redis(

@@ -24,6 +24,7 @@ from llmroute.server.responses_convert import conversation_items
 from llmroute.server.state import gateway_of
 from llmroute.state.conversations import Conversation, ConversationStore
 from llmroute.state.stores import StoreUnavailable
+from llmroute.telemetry.metrics import GatewayMetrics
 
 __all__ = ["CONVERSATIONS_PATH", "conversation", "conversation_item", "conversations"]
 
@@ -47,6 +48,13 @@ def store_of(request: Request) -> ConversationStore:
 
 def _owner(request: Request) -> str:
     return key_of(request.scope) or ""
+
+
+def counted(request: Request, outcome: str) -> None:
+    """`outcome` counted in ``llmroute_conversations_total``."""
+    metrics = getattr(request.app.state, "metrics", None)
+    if isinstance(metrics, GatewayMetrics):
+        metrics.conversations(outcome)
 
 
 def unavailable(exc: StoreUnavailable) -> GatewayError:
@@ -88,16 +96,18 @@ async def conversations(request: Request) -> Response:
     try:
         created = await store.create(_owner(request), metadata, items)
     except StoreUnavailable as exc:
+        counted(request, "error")
         raise unavailable(exc) from None
+    counted(request, "created")
     return JSONResponse(created.to_json())
 
 
-async def _found(store: ConversationStore, owner: str, conversation_id: str) -> Conversation:
-    try:
-        found = await store.get(owner, conversation_id)
-    except StoreUnavailable as exc:
-        raise unavailable(exc) from None
+async def _found(
+    request: Request, store: ConversationStore, owner: str, conversation_id: str
+) -> Conversation:
+    found = await store.get(owner, conversation_id)
     if found is None:
+        counted(request, "not_found")
         raise GatewayError(
             404,
             f"Conversation with id '{_shown(conversation_id)}' not found.",
@@ -116,11 +126,12 @@ async def conversation(request: Request) -> Response:
     store, owner = store_of(request), _owner(request)
     conversation_id: str = request.path_params["conversation_id"]
     try:
-        found = await _found(store, owner, conversation_id)
+        found = await _found(request, store, owner, conversation_id)
         if request.url.path.endswith("/items"):
             return await _items(request, store, owner, found)
         if request.method == "DELETE":
             await store.delete(owner, conversation_id)
+            counted(request, "deleted")
             return JSONResponse(
                 {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
             )
@@ -130,6 +141,7 @@ async def conversation(request: Request) -> Response:
             await store.update(owner, found)
         return JSONResponse(found.to_json())
     except StoreUnavailable as exc:
+        counted(request, "error")
         raise unavailable(exc) from None
 
 
@@ -140,6 +152,7 @@ async def _items(
         body = await read_json_object(request, gateway_of(request).max_body_bytes)
         added = conversation_items(body.get("items"), "items")
         await store.add(owner, found.id, added)
+        counted(request, "items_added")
         return JSONResponse(listed(added, has_more=False))
     items = await store.items(owner, found.id)
     return JSONResponse(page(items, request, "this conversation"))
@@ -151,7 +164,7 @@ async def conversation_item(request: Request) -> Response:
     conversation_id: str = request.path_params["conversation_id"]
     item_id: str = request.path_params["item_id"]
     try:
-        found = await _found(store, owner, conversation_id)
+        found = await _found(request, store, owner, conversation_id)
         if request.method == "DELETE":
             if not await store.delete_item(owner, conversation_id, item_id):
                 raise _no_item(item_id)
@@ -160,6 +173,7 @@ async def conversation_item(request: Request) -> Response:
             if item.get("id") == item_id:
                 return JSONResponse(item)
     except StoreUnavailable as exc:
+        counted(request, "error")
         raise unavailable(exc) from None
     raise _no_item(item_id)
 

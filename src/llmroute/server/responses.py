@@ -20,7 +20,8 @@ nothing is stored and ``store`` is answered ``false``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -28,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 
 from llmroute.server.auth import key_of
 from llmroute.server.chunk_translation import translated
+from llmroute.server.conversations import counted
 from llmroute.server.errors import GatewayError
 from llmroute.server.fronts import Events, Stateless, serve_converted
 from llmroute.server.listing import page
@@ -61,16 +63,20 @@ async def responses(request: Request) -> Response:
     store = gateway_of(request).responses
     if store is None:
         return await serve_converted(request, _STATELESS)
-    return await serve_converted(request, _Kept(store, key_of(request.scope) or ""))
+    owner = key_of(request.scope) or ""
+    return await serve_converted(request, _Kept(store, owner, partial(counted, request)))
 
 
 class _Kept:
     """The Responses front where responses are kept: one request's conversion, which
     reads the response it continues and keeps the one it answers."""
 
-    def __init__(self, store: ResponseStore, owner: str) -> None:
+    def __init__(
+        self, store: ResponseStore, owner: str, count: Callable[[str], None] = lambda _: None
+    ) -> None:
         self._store = store
         self._owner = owner
+        self._count = count  # conversation outcomes, to their metric
         self._id = new_response_id()
         self._keep = True
         self._input: list[dict[str, Any]] = []
@@ -119,6 +125,7 @@ class _Kept:
         store = ConversationStore(self._store)
         try:
             if await store.get(self._owner, named["id"]) is None:
+                self._count("not_found")
                 raise GatewayError(
                     404,
                     f"Conversation with id '{_shown(named['id'])}' not found.",
@@ -127,6 +134,7 @@ class _Kept:
                 )
             items = await store.items(self._owner, named["id"])
         except StoreUnavailable as exc:
+            self._count("error")
             raise _unavailable(exc) from None
         self._conversation = named["id"]
         return items
@@ -171,7 +179,10 @@ class _Kept:
         try:
             await ConversationStore(self._store).add(self._owner, self._conversation, items)
         except StoreUnavailable as exc:
+            self._count("error")
             log.warning("conversations: response %s not added: %s", self._id, exc)
+            return
+        self._count("turn_added")
 
     async def _put(self, response: dict[str, Any]) -> bool:
         record = StoredResponse(response, self._input, self._chain)

@@ -32,6 +32,9 @@ Metrics (all prefixed ``llmroute_``):
 - ``stored_responses_total{outcome}``: the Responses front's kept responses
   (llmroute.state.stored_responses): ``kept``, ``too_large``, ``continued``,
   ``not_found``, ``broken``, ``error``;
+- ``conversations_total{outcome}``: the Conversations API and Responses turns added to
+  a conversation (llmroute.server.conversations): ``created``, ``items_added``,
+  ``turn_added``, ``deleted``, ``not_found``, ``error``;
 - ``cache_total{result}``: response cache lookups and writes (llmroute.state):
   ``hit``, ``miss``, ``bypass``, ``semantic_hit``, ``semantic_miss``, ``stored``,
   ``too_large``, ``evicted``, ``error``;
@@ -313,6 +316,9 @@ class GatewayMetrics:
         self._affinity = _Children(
             counter("llmroute_affinity", "Conversation affinity by outcome", ("outcome",))
         )
+        self._conversations = _Children(
+            counter("llmroute_conversations", "Conversations by outcome", ("outcome",))
+        )
         self._stored_responses = _Children(
             counter("llmroute_stored_responses", "Kept Responses-API responses", ("outcome",))
         )
@@ -472,6 +478,11 @@ class GatewayMetrics:
         """A request conversation affinity applied to: ``first``, ``unknown``, ``same``,
         ``kept`` or ``upgraded`` (llmroute.dispatch.affinity)."""
         self._affinity(outcome).inc()
+
+    def conversations(self, outcome: str) -> None:
+        """A conversation request: ``created``, ``items_added``, ``turn_added`` (a
+        response's), ``deleted``, ``not_found`` or ``error`` (llmroute.server.conversations)."""
+        self._conversations(outcome).inc()
 
     def stored_responses(self, outcome: str) -> None:
         """A kept response: ``kept``, ``too_large`` (not kept), ``continued`` (a
