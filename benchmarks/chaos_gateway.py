@@ -18,10 +18,11 @@ fallback, or (the last two, streamed) ended with the gateway's error event, neve
 passed on as an answer.
 
 With ``--responses`` every fourth request (another quarter) is instead a three-turn
-Responses-API conversation continued by ``previous_response_id`` (its second turn
-streamed), kept by ``stored_responses`` where ``--limits`` says (memory or Redis; with
-several workers use Redis: each worker's memory is its own). Checked too: every turn was
-answered and kept, and the last one lists the whole conversation.
+Responses-API conversation continued by ``previous_response_id`` or, every other one,
+kept by the Conversations API (its second turn streamed), in ``stored_responses`` where
+``--limits`` says (memory or Redis; with several workers use Redis: each worker's memory
+is its own). Checked too: every turn was answered and kept, and the whole conversation is
+listed after.
 
     .venv/bin/python benchmarks/chaos_gateway.py [--requests 300] [--concurrency 6]
         [--limits memory|redis://127.0.0.1:6379/15] [--workers 1] [--seed 5]
@@ -147,13 +148,22 @@ TURNS = 3
 
 
 async def _conversation(client: httpx.AsyncClient, i: int) -> str:
-    """A three-turn Responses conversation, each turn continuing the last by id (the
-    second streamed): ``conversation ok`` when every turn was answered and kept and the
-    last lists the whole conversation; ``conversation wrong: ...`` otherwise."""
+    """A three-turn Responses conversation (the second turn streamed), each turn
+    continuing the last by id, or, every other time, kept by the Conversations API:
+    ``conversation ok`` when every turn was answered and kept and the whole conversation
+    is listed after; ``conversation wrong: ...`` otherwise."""
     previous: str | None = None
+    conversation: str | None = None
+    if i % 8 == 5:
+        made = await client.post("/v1/conversations", json={})
+        if made.status_code != 200:
+            return f"conversation wrong: create {made.status_code}"
+        conversation = made.json()["id"]
     for turn in range(TURNS):
         body: dict[str, Any] = {"model": "r", "input": f"{WORDS} conversation {i} turn {turn}"}
-        if previous is not None:
+        if conversation is not None:
+            body["conversation"] = conversation
+        elif previous is not None:
             body["previous_response_id"] = previous
         if turn == 1:
             async with client.stream("POST", "/v1/responses", json={**body, "stream": True}) as r:
@@ -174,9 +184,14 @@ async def _conversation(client: httpx.AsyncClient, i: int) -> str:
         if response.get("store") is not True:
             return f"conversation wrong: turn {turn} not kept"
         previous = response["id"]
-    listed = await client.get(f"/v1/responses/{previous}/input_items", params={"limit": 100})
+    if conversation is not None:
+        listed = await client.get(f"/v1/conversations/{conversation}/items")
+        expected = 2 * TURNS  # every input and every output
+    else:
+        listed = await client.get(f"/v1/responses/{previous}/input_items", params={"limit": 100})
+        expected = 2 * TURNS - 1  # every input, and every output but the last
     items = listed.json().get("data", []) if listed.status_code == 200 else []
-    if len(items) != 2 * TURNS - 1:  # every input, and every output but the last
+    if len(items) != expected:
         return f"conversation wrong: {len(items)} items listed ({listed.status_code})"
     return "conversation ok"
 
