@@ -10,7 +10,6 @@ why.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from starlette.requests import Request
@@ -18,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from llmroute.server.auth import key_of
 from llmroute.server.body import read_json_object
-from llmroute.server.errors import GatewayError
+from llmroute.server.errors import GatewayError, store_unavailable
 from llmroute.server.listing import listed, page
 from llmroute.server.responses_convert import conversation_items
 from llmroute.server.state import gateway_of
@@ -30,8 +29,6 @@ __all__ = ["CONVERSATIONS_PATH", "conversation", "conversation_item", "conversat
 
 CONVERSATIONS_PATH = "/v1/conversations"
 _METADATA_KEYS = 16
-
-log = logging.getLogger("llmroute.server")
 
 
 def store_of(request: Request) -> ConversationStore:
@@ -58,13 +55,7 @@ def counted(request: Request, outcome: str) -> None:
 
 
 def unavailable(exc: StoreUnavailable) -> GatewayError:
-    log.warning("conversations: the store did not answer: %s", exc)
-    return GatewayError(
-        503,
-        "the conversation store did not answer; try again shortly",
-        code="store_unavailable",
-        headers={"retry-after": "1"},
-    )
+    return store_unavailable("conversation", exc)
 
 
 def _metadata(value: Any) -> dict[str, str]:

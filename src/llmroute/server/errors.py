@@ -140,6 +140,19 @@ def _with_retry_after(
     return {**(headers or {}), "retry-after": str(max(1, math.ceil(exc.retry_after_s)))}
 
 
+def store_unavailable(what: str, exc: Exception) -> GatewayError:
+    """503 for a store that did not answer (the response store, the conversation store):
+    logged with its cause (no secret: `StoreUnavailable` masks passwords), retried by the
+    client after a second."""
+    log.warning("%s store did not answer: %s", what, exc)
+    return GatewayError(
+        503,
+        f"the {what} store did not answer; try again shortly",
+        code="store_unavailable",
+        headers={"retry-after": "1"},
+    )
+
+
 async def handle_llmroute_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LlmrouteError)
     return gateway_error(exc).response()

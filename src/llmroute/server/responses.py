@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 from llmroute.server.auth import key_of
 from llmroute.server.chunk_translation import translated
 from llmroute.server.conversations import counted
-from llmroute.server.errors import GatewayError
+from llmroute.server.errors import GatewayError, store_unavailable
 from llmroute.server.fronts import Events, Stateless, serve_converted
 from llmroute.server.listing import page
 from llmroute.server.responses_convert import (
@@ -220,13 +220,7 @@ async def _conversation(
 
 
 def _unavailable(exc: StoreUnavailable) -> GatewayError:
-    log.warning("responses: the response store did not answer: %s", exc)
-    return GatewayError(
-        503,
-        "the response store did not answer; try again shortly",
-        code="store_unavailable",
-        headers={"retry-after": "1"},
-    )
+    return store_unavailable("response", exc)
 
 
 def _shown(response_id: str) -> str:
