@@ -32,7 +32,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -42,10 +41,10 @@ from llmroute.registry.schema import AffinitySettings, Registry
 from llmroute.state.redis_conn import Outage
 from llmroute.state.stores import (
     KeyValueStore,
-    MemoryStore,
     RedisStore,
     StoreUnavailable,
     check_url,
+    process_store,
 )
 from llmroute.telemetry.attribution import end_user_of
 
@@ -65,19 +64,6 @@ AFFINITY_LAYER = "affinity"
 _MAX_SESSION = 256  # characters of a session header that count
 _LONG = 4096  # characters of a string in the opening hashed in full
 _MEMORY_BYTES = 64 * 1024 * 1024
-
-_memory: dict[int, MemoryStore] = {}
-_memory_lock = threading.Lock()
-
-
-def _process_store(max_entries: int) -> MemoryStore:
-    """This process's conversations (one store per size), kept across registry
-    reloads so that a reload does not move every open conversation."""
-    with _memory_lock:
-        store = _memory.get(max_entries)
-        if store is None:
-            store = _memory[max_entries] = MemoryStore(max_entries, _MEMORY_BYTES)
-        return store
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +183,9 @@ class Affinity:
         if settings is None:
             return None
         if settings.url == "memory":
-            store: KeyValueStore = _process_store(settings.max_entries)
+            # kept across registry reloads, so that a reload does not move every open
+            # conversation
+            store: KeyValueStore = process_store("affinity", settings.max_entries, _MEMORY_BYTES)
         else:
             store = _redis_store(settings)
         return cls(settings, registry, store, on_outcome)

@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import secrets
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -30,10 +29,10 @@ from typing import Any, TypeGuard
 from llmroute.registry.schema import Registry, StoredResponsesSettings
 from llmroute.state.stores import (
     KeyValueStore,
-    MemoryStore,
     RedisStore,
     StoreUnavailable,
     check_url,
+    process_store,
 )
 
 __all__ = [
@@ -48,8 +47,6 @@ __all__ = [
 log = logging.getLogger("llmroute.responses")
 
 _VERSION = 1
-_memory: dict[tuple[int, int], MemoryStore] = {}
-_memory_lock = threading.Lock()
 
 
 def new_response_id() -> str:
@@ -161,7 +158,9 @@ class ResponseStore:
         if settings is None:
             return None
         if settings.url == "memory":
-            store: KeyValueStore = _process_store(settings.max_entries, settings.max_bytes)
+            store: KeyValueStore = process_store(
+                "stored_responses", settings.max_entries, settings.max_bytes
+            )
         else:
             check_url(settings.url, "stored_responses.url")
             store = RedisStore(settings.url, settings.timeout_s)
@@ -270,15 +269,6 @@ def _read(raw: bytes, response_id: str) -> StoredResponse | None:
         log.warning("responses: the record of a response could not be read; ignored")
         return None
     return record
-
-
-def _process_store(max_entries: int, max_bytes: int) -> MemoryStore:
-    """This process's responses (one store per size), kept across registry reloads."""
-    with _memory_lock:
-        store = _memory.get((max_entries, max_bytes))
-        if store is None:
-            store = _memory[(max_entries, max_bytes)] = MemoryStore(max_entries, max_bytes)
-        return store
 
 
 def with_ids(items: Sequence[dict[str, Any]], response_id: str) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ __all__ = [
     "check_url",
     "has_limits",
     "open_store",
+    "process_store",
     "resolve_cache_url",
 ]
 
@@ -311,6 +312,22 @@ def has_limits(registry: Registry) -> bool:
         )
         for m in registry.models.values()
     )
+
+
+_process_stores: dict[tuple[str, int, int], MemoryStore] = {}
+_process_lock = threading.Lock()
+
+
+def process_store(purpose: str, max_entries: int, max_bytes: int) -> MemoryStore:
+    """This process's memory store for `purpose` (one per size), kept for the process's
+    life: a registry reload that builds new gateways finds what the old ones kept
+    (conversation affinity, stored responses) instead of forgetting it."""
+    with _process_lock:
+        found = _process_stores.get((purpose, max_entries, max_bytes))
+        if found is None:
+            found = MemoryStore(max_entries, max_bytes)
+            _process_stores[(purpose, max_entries, max_bytes)] = found
+        return found
 
 
 def open_store(url: str, settings: CacheSettings) -> KeyValueStore:
