@@ -44,7 +44,7 @@ from llmroute.server.state import gateway_of
 from llmroute.state.conversations import ConversationStore
 from llmroute.state.stored_responses import (
     BrokenChain,
-    Conversation,
+    ResponseChain,
     ResponseStore,
     StoredResponse,
     new_response_id,
@@ -202,7 +202,7 @@ async def _read(store: ResponseStore, owner: str, response_id: str) -> StoredRes
 
 async def _conversation(
     store: ResponseStore, owner: str, response_id: str, counted: bool = True
-) -> Conversation | None:
+) -> ResponseChain | None:
     """The conversation up to `response_id`; 400 when an earlier turn is gone."""
     try:
         return await store.conversation(owner, response_id, counted=counted)

@@ -37,7 +37,7 @@ from llmroute.state.stores import (
 
 __all__ = [
     "BrokenChain",
-    "Conversation",
+    "ResponseChain",
     "ResponseStore",
     "StoredResponse",
     "new_response_id",
@@ -98,7 +98,7 @@ class StoredResponse:
 
 
 @dataclass(frozen=True, slots=True)
-class Conversation:
+class ResponseChain:
     """A kept response (`last`) with the items of every turn before it (`earlier`)."""
 
     last: StoredResponse
@@ -201,7 +201,7 @@ class ResponseStore:
 
     async def conversation(
         self, owner: str, response_id: str, *, counted: bool = True
-    ) -> Conversation | None:
+    ) -> ResponseChain | None:
         """The response and every turn before it; None when it is not kept;
         `BrokenChain` when it is but an earlier turn is not. `counted`: told to
         `on_outcome` (a continuation; not a listing)."""
@@ -223,7 +223,7 @@ class ResponseStore:
                 raise BrokenChain(earlier_id)
             earlier.extend(turn.items())
         tell("continued")
-        return Conversation(last, earlier)
+        return ResponseChain(last, earlier)
 
     async def put(self, owner: str, record: StoredResponse) -> bool:
         """Keep `record` and renew its chain's expiry; False when it is too large for
