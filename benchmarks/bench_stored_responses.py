@@ -62,7 +62,7 @@ async def _time(store: ResponseStore, turns: int, chars: int, calls: int) -> dic
         await store.put("bench", record)
         puts.append((time.perf_counter() - started) * 1e6)
         started = time.perf_counter()
-        conversation = await store.conversation("bench", record.id)
+        conversation = await store.chain("bench", record.id)
         reads.append((time.perf_counter() - started) * 1e6)
         assert conversation is not None and len(conversation.earlier) == 2 * (turns - 1)
     return {

@@ -93,7 +93,7 @@ def test_a_response_is_kept_per_client_key_and_forgotten(redis_namespace: str) -
             assert await store.get("team", record.id) == record
             assert await store.get("other", record.id) is None  # another key's: not there
             assert await store.get("", record.id) is None
-            assert await store.conversation("other", record.id) is None
+            assert await store.chain("other", record.id) is None
             assert not await store.delete("other", record.id)
             assert await store.delete("team", record.id)
             assert await store.get("team", record.id) is None
@@ -108,15 +108,15 @@ def test_a_conversation_is_read_whole_from_its_chain(redis_namespace: str) -> No
         async def go(store: ResponseStore = store) -> None:
             first = _record("one")
             await store.put("team", first)
-            turn = await store.conversation("team", first.id)
-            assert turn is not None and turn.earlier == [] and turn.chain() == [first.id]
-            second = _record("two", turn.chain())
+            turn = await store.chain("team", first.id)
+            assert turn is not None and turn.earlier == [] and turn.continued_by() == [first.id]
+            second = _record("two", turn.continued_by())
             await store.put("team", second)
-            turn = await store.conversation("team", second.id)
-            assert turn is not None and turn.chain() == [first.id, second.id]
-            third = _record("three", turn.chain())
+            turn = await store.chain("team", second.id)
+            assert turn is not None and turn.continued_by() == [first.id, second.id]
+            third = _record("three", turn.continued_by())
             await store.put("team", third)
-            whole = await store.conversation("team", third.id)
+            whole = await store.chain("team", third.id)
             assert whole is not None
             assert [i["id"] for i in whole.context()] == [
                 i["id"] for r in (first, second, third) for i in r.items()
@@ -125,7 +125,7 @@ def test_a_conversation_is_read_whole_from_its_chain(redis_namespace: str) -> No
             assert len(third.to_bytes()) < len(first.to_bytes()) + 200
             await store.delete("team", second.id)
             with pytest.raises(BrokenChain) as caught:
-                await store.conversation("team", third.id)
+                await store.chain("team", third.id)
             assert caught.value.missing == second.id
             await store.aclose()
 
@@ -143,7 +143,7 @@ def test_a_new_turn_renews_its_chain_in_memory() -> None:
         second = _record("two", [first.id])
         await store.put("team", second)
         clock.now += 8  # 16 s after the first turn, 8 after the second
-        assert await store.conversation("team", second.id) is not None
+        assert await store.chain("team", second.id) is not None
         clock.now += 3
         assert await store.get("team", first.id) is None
 
@@ -170,12 +170,12 @@ def test_each_outcome_is_told() -> None:
         await store.put("team", first)
         second = _record("two", [first.id])
         await store.put("team", second)
-        await store.conversation("team", second.id)
-        await store.conversation("team", "resp_missing")
-        await store.conversation("team", second.id, counted=False)  # a listing
+        await store.chain("team", second.id)
+        await store.chain("team", "resp_missing")
+        await store.chain("team", second.id, counted=False)  # a listing
         await store.delete("team", first.id)
         with pytest.raises(BrokenChain):
-            await store.conversation("team", second.id)
+            await store.chain("team", second.id)
 
     run(go())
     assert told == ["kept", "kept", "continued", "not_found", "broken"]
@@ -245,7 +245,7 @@ def test_a_redis_that_is_not_there_raises_without_its_password(closed_port: int)
 
     async def go() -> None:
         with pytest.raises(StoreUnavailable):
-            await store.conversation("team", "resp_x")
+            await store.chain("team", "resp_x")
         with pytest.raises(StoreUnavailable) as caught:
             await store.get("team", "resp_x")
         assert "hunter2" not in str(caught.value)

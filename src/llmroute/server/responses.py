@@ -9,12 +9,13 @@ event stream (`llmroute.server.responses_stream`). Errors are OpenAI's error JSO
 the usual status codes; the decision headers (``x-llmroute-*``) come with every answer.
 
 Where the registry keeps responses (``stored_responses``,
-`llmroute.state.stored_responses`),
-an answer is kept unless its request says ``store: false`` (a stream's before its last
-event goes out, so a client that continues at once finds it), ``previous_response_id``
-continues a kept one, and ``GET`` / ``DELETE /v1/responses/{id}`` (and
-``…/input_items``) read and forget them, each client key only its own. Without it
-nothing is stored and ``store`` is answered ``false``.
+`llmroute.state.stored_responses`), an answer is kept unless its request says ``store:
+false`` (a stream's before its last event goes out, so a client that continues at once
+finds it), ``previous_response_id`` continues a kept one, ``conversation`` continues a
+conversation of the Conversations API (`llmroute.server.conversations`) and adds the
+turn to it, and ``GET`` / ``DELETE /v1/responses/{id}`` (and ``…/input_items``) read and
+forget them, each client key only its own. Without it nothing is stored and ``store``
+is answered ``false``.
 """
 
 from __future__ import annotations
@@ -99,8 +100,8 @@ class _Kept:
                 raise GatewayError(
                     400, "'previous_response_id' must be a string", param="previous_response_id"
                 )
-            conversation = await _conversation(self._store, self._owner, previous)
-            if conversation is None:
+            chain = await _chain_of(self._store, self._owner, previous)
+            if chain is None:
                 raise GatewayError(
                     400,
                     f"Previous response with id '{_shown(previous)}' not found "
@@ -108,8 +109,8 @@ class _Kept:
                     param="previous_response_id",
                     code="previous_response_not_found",
                 )
-            earlier = conversation.context()
-            self._chain = conversation.chain()
+            earlier = chain.context()
+            self._chain = chain.continued_by()
         chat = to_chat_body(body, earlier)
         self._keep = body.get("store") is not False
         if self._keep or self._conversation is not None:
@@ -200,12 +201,12 @@ async def _read(store: ResponseStore, owner: str, response_id: str) -> StoredRes
         raise _unavailable(exc) from None
 
 
-async def _conversation(
+async def _chain_of(
     store: ResponseStore, owner: str, response_id: str, counted: bool = True
 ) -> ResponseChain | None:
-    """The conversation up to `response_id`; 400 when an earlier turn is gone."""
+    """The turns up to `response_id`; 400 when an earlier one is gone."""
     try:
-        return await store.conversation(owner, response_id, counted=counted)
+        return await store.chain(owner, response_id, counted=counted)
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
     except BrokenChain as broken:
@@ -261,11 +262,10 @@ async def stored_response(request: Request) -> Response:
             code="response_not_cancellable",
         )
     if action == "input_items":
-        conversation = await _conversation(store, owner, response_id, counted=False)
-        if conversation is None:  # deleted meanwhile
+        chain = await _chain_of(store, owner, response_id, counted=False)
+        if chain is None:  # deleted meanwhile
             raise _not_found(response_id)
-        last = conversation.last
-        items = with_ids([*conversation.earlier, *last.input], last.id)
+        items = with_ids([*chain.earlier, *chain.last.input], chain.last.id)
         return JSONResponse(page(items, request, "this response"))
     return JSONResponse(record.response)
 

@@ -108,7 +108,7 @@ class ResponseChain:
         """What a continuation of `last` carries on: every turn, `last`'s included."""
         return [*self.earlier, *self.last.items()]
 
-    def chain(self) -> list[str]:
+    def continued_by(self) -> list[str]:
         """The chain of a response that continues `last`."""
         return [*self.last.chain, self.last.id]
 
@@ -199,7 +199,7 @@ class ResponseStore:
         raw = await self._store.get(self._key(owner, response_id))
         return None if raw is None else _read(raw, response_id)
 
-    async def conversation(
+    async def chain(
         self, owner: str, response_id: str, *, counted: bool = True
     ) -> ResponseChain | None:
         """The response and every turn before it; None when it is not kept;
