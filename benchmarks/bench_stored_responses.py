@@ -1,6 +1,6 @@
 """What kept Responses-API responses cost per turn (registry ``stored_responses``): keeping a
 response (`ResponseStore.put`: its turn serialised, set, its chain's expiry renewed) and
-reading the conversation a continuation carries on (`ResponseStore.conversation`: a GET,
+reading the conversation a continuation carries on (`ResponseStore.chain`: a GET,
 then one MGET of the turns before it, each parsed), at several conversation lengths,
 in memory and in Redis.
 
