@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from llmroute.server.errors import GatewayError
-from llmroute.server.responses_convert import input_items, to_chat_body, to_response
+from llmroute.server.responses_convert import input_items, resolved, to_chat_body, to_response
 from llmroute.server.responses_stream import ResponsesStream
 
 
@@ -294,3 +294,23 @@ def test_a_failed_stream_leaves_nothing_to_keep() -> None:
     stream = ResponsesStream("small", {"model": "auto", "input": "x"}, "resp_abc", stored=True)
     _events(stream, [_chunk({"content": "Hel"}), b'data: {"error": {"message": "gone"}}\n\n'])
     assert stream.final is None
+
+
+def test_an_item_reference_is_the_item_it_names_in_the_conversation() -> None:
+    earlier = [
+        {"id": "msg_1", "type": "message", "role": "user", "content": "hi"},
+        {"id": "fc_1", "type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+    ]
+    body = {
+        "model": "auto",
+        "input": [{"type": "item_reference", "id": "msg_1"}, {"role": "user", "content": "again"}],
+    }
+    again = resolved(body, earlier)
+    assert again["input"][0] == {"type": "message", "role": "user", "content": "hi"}
+    assert body["input"][0]["type"] == "item_reference"  # the request itself untouched
+    assert [m["content"] for m in to_chat_body(again, earlier)["messages"]][-2:] == ["hi", "again"]
+    plain = {"model": "auto", "input": "hi"}
+    assert resolved(plain, earlier) is plain
+    with pytest.raises(GatewayError) as caught:
+        resolved({**body, "input": [{"type": "item_reference", "id": "msg_9"}]}, earlier)
+    assert caught.value.param == "input[0]" and "msg_9" in caught.value.message

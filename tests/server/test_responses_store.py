@@ -124,6 +124,27 @@ def test_a_response_is_kept_read_back_and_continued(
     assert third.output_text == "echo: and INI?"
 
 
+def test_an_item_reference_names_an_item_of_the_conversation(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    first = client.responses.create(model="small", input="say hello")
+    answer = first.output[0].id
+    client.responses.create(
+        model="small",
+        previous_response_id=first.id,
+        input=[{"type": "item_reference", "id": answer}, {"role": "user", "content": "again"}],
+    )
+    sent = [m["content"] for m in upstream.requests[-1].body["messages"]]
+    assert sent == ["say hello", first.output_text, first.output_text, "again"]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(
+            model="small",
+            previous_response_id=first.id,
+            input=[{"type": "item_reference", "id": "msg_nowhere"}],
+        )
+    assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "input[0]"
+
+
 def test_a_streamed_response_is_kept_before_it_is_told_complete(
     client: openai.OpenAI, upstream: FakeUpstream
 ) -> None:

@@ -37,6 +37,7 @@ from llmroute.server.listing import page
 from llmroute.server.responses_convert import (
     conversation_of,
     input_items,
+    resolved,
     to_chat_body,
     to_response,
 )
@@ -111,6 +112,7 @@ class _Kept:
                 )
             earlier = chain.context()
             self._chain = chain.continued_by()
+        body = resolved(body, earlier)
         chat = to_chat_body(body, earlier)
         self._keep = body.get("store") is not False
         if self._keep or self._conversation is not None:

@@ -35,6 +35,7 @@ __all__ = [
     "echoed",
     "input_items",
     "output_items",
+    "resolved",
     "response_usage",
     "to_chat_body",
     "to_response",
@@ -136,6 +137,31 @@ def _format(text: Any) -> dict[str, Any] | None:
     raise _bad("text.format", "'text.format' must be text, json_object or json_schema")
 
 
+def resolved(body: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """`body` with each ``item_reference`` in its ``input`` replaced by the item it names
+    among `earlier` (the conversation it continues); a 400 naming the item for an id not
+    there. A body without references comes back as it is."""
+    given = body.get("input")
+    if not isinstance(given, list) or not any(
+        isinstance(item, dict) and item.get("type") == "item_reference" for item in given
+    ):
+        return body
+    known = {item.get("id"): item for item in earlier if isinstance(item.get("id"), str)}
+    items = []
+    for i, item in enumerate(given):
+        if isinstance(item, dict) and item.get("type") == "item_reference":
+            found = known.get(item.get("id"))
+            if found is None:
+                raise _bad(
+                    f"input[{i}]",
+                    f"input[{i}]: no item {str(item.get('id'))[:80]!r} in the conversation "
+                    "it continues",
+                )
+            item = {k: v for k, v in found.items() if k != "id"}  # a new occurrence
+        items.append(item)
+    return {**body, "input": items}
+
+
 def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
     """The request's ``input`` as a list of items (a string is one user message), as it is
     kept for the responses that continue it; call after `to_chat_body` checked it."""
@@ -212,7 +238,12 @@ def _input(items: Any) -> list[dict[str, Any]]:
         elif kind == "reasoning":
             continue  # the model's earlier reasoning: other models cannot read it back
         elif kind == "item_reference":
-            raise _bad(at, f"{at}: item references are not supported: send the item itself")
+            raise _bad(
+                at,
+                f"{at}: an item reference needs the conversation it refers to "
+                "('previous_response_id' or 'conversation', where responses are kept): "
+                "send the item itself",
+            )
         else:
             raise _bad(at, f"{at}: item type {kind!r} is not supported here")
     return out
