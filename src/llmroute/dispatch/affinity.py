@@ -41,10 +41,8 @@ from llmroute.registry.schema import AffinitySettings, Registry
 from llmroute.state.redis_conn import Outage
 from llmroute.state.stores import (
     KeyValueStore,
-    RedisStore,
     StoreUnavailable,
-    check_url,
-    process_store,
+    state_store,
 )
 from llmroute.telemetry.attribution import end_user_of
 
@@ -182,12 +180,11 @@ class Affinity:
         settings = registry.affinity
         if settings is None:
             return None
-        if settings.url == "memory":
-            # kept across registry reloads, so that a reload does not move every open
-            # conversation
-            store: KeyValueStore = process_store("affinity", settings.max_entries, _MEMORY_BYTES)
-        else:
-            store = _redis_store(settings)
+        # memory is kept across registry reloads, so that a reload does not move every
+        # open conversation
+        store = state_store(
+            "affinity", settings.url, settings.max_entries, _MEMORY_BYTES, settings.timeout_s
+        )
         return cls(settings, registry, store, on_outcome)
 
     async def apply(
@@ -272,9 +269,3 @@ class Affinity:
 
     async def aclose(self) -> None:
         await self._store.aclose()
-
-
-def _redis_store(settings: AffinitySettings) -> KeyValueStore:
-    """Redis, checked first so that a missing client is named by ``affinity.url``."""
-    check_url(settings.url, "affinity.url")
-    return RedisStore(settings.url, settings.timeout_s)

@@ -29,10 +29,8 @@ from typing import Any, TypeGuard
 from llmroute.registry.schema import Registry, StoredResponsesSettings
 from llmroute.state.stores import (
     KeyValueStore,
-    RedisStore,
     StoreUnavailable,
-    check_url,
-    process_store,
+    state_store,
 )
 
 __all__ = [
@@ -157,13 +155,13 @@ class ResponseStore:
         settings = registry.stored_responses
         if settings is None:
             return None
-        if settings.url == "memory":
-            store: KeyValueStore = process_store(
-                "stored_responses", settings.max_entries, settings.max_bytes
-            )
-        else:
-            check_url(settings.url, "stored_responses.url")
-            store = RedisStore(settings.url, settings.timeout_s)
+        store = state_store(
+            "stored_responses",
+            settings.url,
+            settings.max_entries,
+            settings.max_bytes,
+            settings.timeout_s,
+        )
         return cls(settings, store, on_outcome)
 
     @property

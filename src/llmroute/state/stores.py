@@ -34,6 +34,7 @@ __all__ = [
     "open_store",
     "process_store",
     "resolve_cache_url",
+    "state_store",
 ]
 
 CACHE_ENV_VAR = "LLMROUTE_CACHE_URL"
@@ -328,6 +329,18 @@ def process_store(purpose: str, max_entries: int, max_bytes: int) -> MemoryStore
             found = MemoryStore(max_entries, max_bytes)
             _process_stores[(purpose, max_entries, max_bytes)] = found
         return found
+
+
+def state_store(
+    setting: str, url: str, max_entries: int, max_bytes: int, timeout_s: float
+) -> KeyValueStore:
+    """The store a registry section's `url` names: ``memory`` is this process's
+    (`process_store`, one per section and size), anything else Redis, checked first so
+    that a bad URL or a missing client is named by ``SETTING.url``. Nothing connects."""
+    if url == "memory":
+        return process_store(setting, max_entries, max_bytes)
+    check_url(url, f"{setting}.url")
+    return RedisStore(url, timeout_s)
 
 
 def open_store(url: str, settings: CacheSettings) -> KeyValueStore:
