@@ -40,6 +40,7 @@ models:
   large: {provider: fake, model: up-large}
   limited: {provider: fake, model: "rl?status=429&times=1&retry_after=0.2"}
   quiet: {provider: fake, model: "quiet?nousage=1", price: {input: 1, output: 2}}
+  loose: {provider: fake, model: "loose?loose=1", price: {input: 1, output: 2}}
   broken: {provider: fake, model: %(fail_500)s}
   closer: {provider: fake, model: %(fail_close)s}
   picky: {provider: fake, model: %(fail_400)s}
@@ -509,6 +510,42 @@ def test_stream_include_usage_gets_a_priced_usage_chunk(client: openai.OpenAI) -
         last = chunks[-1]
         assert last.choices == [] and last.usage is not None
         assert (last.usage.model_extra or {})["cost_usd"] > 0, model
+
+
+def test_a_stream_in_looser_sse_is_read_whole_and_sent_on_plainly(
+    gateway: Gateway, client: openai.OpenAI
+) -> None:
+    """An upstream writing ``id:`` lines, comments, CRLF and JSON over several ``data:``
+    lines without a space (valid server-sent events): its usage is read and priced, not
+    estimated, and the client gets one plain ``data: {...}`` line an event."""
+    stream = client.chat.completions.create(
+        model="loose",
+        messages=_user("a b c"),
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    with stream:
+        chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo: a b c "
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    usage = chunks[-1].usage
+    assert usage is not None and usage.prompt_tokens == 3
+    extra = usage.model_extra or {}
+    assert extra["estimated"] is False
+    assert extra["cost_usd"] == pytest.approx((3 * 1 + 3 * 2) / 1e6)
+    body = {"model": "loose", "messages": _user("a b"), "stream": True}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body) as response:
+        raw = b"".join(response.iter_raw())
+    events = [e for e in raw.split(b"\n\n") if e and not e.startswith(b":")]
+    assert events[-1] == b"data: [DONE]"
+    for event in events:
+        assert event.startswith(b"data: ") and b"\n" not in event, event
+        assert b"\r" not in event and b"id:" not in event
+    reply = client.responses.create(model="loose", input="x y", stream=True)
+    with reply:
+        done = [e for e in reply if e.type == "response.completed"]
+    assert done and done[0].response.output_text == "echo: x y "
 
 
 def test_a_429_is_retried_after_its_retry_after(gateway: Gateway, client: openai.OpenAI) -> None:

@@ -26,7 +26,10 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   ``truncate=1`` a stream ends cleanly after its first word, with no finish reason and
   no ``[DONE]`` (a proxy closing it midway); ``nostream=1`` answers a stream request
   with the whole completion as JSON (a server that does not stream); ``jsonlabel=1``
-  streams its events labelled ``application/json``.
+  streams its events labelled ``application/json``; ``loose=1`` writes a stream's events
+  as looser, still valid server-sent events (an ``id:`` line, the JSON pretty-printed over
+  several ``data:`` lines with no space after the colon, CRLF line ends, a ``: ping``
+  comment before each), as some servers do.
 
 Answers can be scripted the same way (for cascade gates): ``reply=TEXT`` (URL-encoded)
 answer TEXT instead of the echo; ``vary=1`` append `` #N`` to it, N counting this model
@@ -208,6 +211,15 @@ def _chunk(
     return f"data: {json.dumps(data)}\n\n".encode()
 
 
+def _loose(event: bytes) -> bytes:
+    """`event` (``data: <json>\n\n``) as looser but valid server-sent events."""
+    payload = event[len(b"data: ") :].strip()
+    if payload != b"[DONE]":
+        payload = json.dumps(json.loads(payload), indent=1).encode()
+    lines = [b"id: 7", *(b"data:" + line for line in payload.split(b"\n"))]
+    return b": ping\r\n\r\n" + b"\r\n".join(lines) + b"\r\n\r\n"
+
+
 def _error_in_body(code: str) -> dict[str, Any]:
     """An error object sent with a 200: OpenRouter's shape, or vLLM's older bare one."""
     if code == "old":
@@ -381,11 +393,14 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             self._send_json(200, {"object": "list", "data": data, "model": model, "usage": usage})
 
         def _write_chunk(self, data: bytes) -> None:
+            if getattr(self, "loose", False) and data.startswith(b"data: "):
+                data = _loose(data)
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
 
         def _stream(self, model: str, text: str, faults: dict[str, str], usage: bool) -> None:
             self.send_response(200)
+            self.loose = "loose" in faults
             label = "application/json" if "jsonlabel" in faults else "text/event-stream"
             self.send_header("content-type", label)
             self.send_header("transfer-encoding", "chunked")

@@ -30,6 +30,7 @@ __all__ = [
     "iter_sse_events",
     "network_error",
     "parse_retry_after",
+    "plain_event",
     "retry_after_of",
 ]
 
@@ -353,3 +354,45 @@ async def iter_sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         pending.append(buffer.rstrip(b"\r"))
     if pending:
         yield b"\n".join(pending) + b"\n\n"
+
+
+def plain_event(event: bytes) -> bytes | None:
+    """`event` (one whole server-sent event, as `iter_sse_events` yields) as the one form
+    everything after the provider reads: a single ``data: <payload>\n\n`` line. A
+    server may write valid events otherwise (``id:``/``event:``/``retry:`` lines, no
+    space after the colon, the JSON spread over several ``data:`` lines); those are
+    joined per the SSE rules (their line breaks, which only JSON whitespace can hold,
+    become spaces). An event typed ``error`` whose JSON has no ``error`` member is
+    wrapped in one, so it reads as the error it is. None for an event with no data
+    (comments, a bare ``id:``)."""
+    if event.startswith(b"data: ") and event.find(b"\n") == len(event) - 2:
+        return event  # already plain: the usual case, one check
+    data: list[bytes] = []
+    kind = b""
+    for line in event.split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue
+        field, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if field == b"data":
+            data.append(value)
+        elif field == b"event":
+            kind = value
+    if not data:
+        return None
+    payload = b" ".join(data) if len(data) > 1 else data[0]
+    if kind == b"error":
+        payload = _as_error(payload)
+    return b"data: " + payload + b"\n\n"
+
+
+def _as_error(payload: bytes) -> bytes:
+    """An ``event: error`` event's data as ``{"error": ...}`` unless it says so itself."""
+    try:
+        data = loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        data = {"message": payload.decode("utf-8", "replace")}
+    if isinstance(data, dict) and "error" in data:
+        return payload
+    return json.dumps({"error": data}, separators=(",", ":"), ensure_ascii=False).encode()

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from llmroute.errors import ProviderError
-from llmroute.providers._http import error_in_answer, error_in_event
+from llmroute.providers._http import error_in_answer, error_in_event, plain_event
 from llmroute.providers._transport import HttpTransport
 from llmroute.providers.base import Timeouts, model_ids
 from llmroute.providers.cache_markers import without_cache_markers
@@ -74,21 +74,27 @@ class OpenAICompatProvider:
     ) -> AsyncIterator[bytes]:
         """The answer's events. An error event (`error_in_event`) is raised: as the first
         event it fails the call (retried, fallen back from); later, dispatch ends the
-        stream with an error event of its own, as when the connection breaks. Comments
-        before the first event (OpenRouter's ``: OPENROUTER PROCESSING`` keep-alives) are
-        dropped: the stream has not begun until the model sends something, and until
-        then a failure can still go to the fallback and the first-token limit runs. A
-        stream that ends after its first event with neither a finish reason nor
-        ``[DONE]`` (a proxy that closed it cleanly midway) raises too: the answer was
-        cut short, and the client is told so instead of taking it as whole."""
+        stream with an error event of its own, as when the connection breaks. Events
+        go on as `plain_event` makes them (one ``data:`` line each, whatever valid form
+        the server wrote), so usage, caches and front ends read every server's alike.
+        Events without data (comments such as OpenRouter's ``: OPENROUTER PROCESSING``
+        keep-alives) are dropped: the stream has not begun until the model sends
+        something, and until then a failure can still go to the fallback and the
+        first-token limit runs; the gateway sends keep-alives of its own. A stream that
+        ends after its first event with neither a finish reason nor ``[DONE]`` (a proxy
+        that closed it cleanly midway) raises too: the answer was cut short, and the
+        client is told so instead of taking it as whole."""
         started = finished = False
         async with self._http.events(_CHAT, self._chat(model, body), timeouts) as events:
-            async for event in events:
-                if not started and _comment_only(event):
-                    continue  # a keep-alive while the model has not begun
-                failed = error_in_event(self.name, event)
+            async for raw in events:
+                event = plain_event(raw)
+                failed = error_in_event(self.name, raw)  # llama.cpp server's error: lines
+                if failed is None and event is not None and event is not raw:
+                    failed = error_in_event(self.name, event)
                 if failed is not None:  # before the first event: another model can answer
                     raise failed
+                if event is None:
+                    continue  # a keep-alive, an id alone: nothing of the answer
                 started = True
                 finished = finished or _finishes(event)
                 yield event
@@ -97,11 +103,6 @@ class OpenAICompatProvider:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-
-def _comment_only(event: bytes) -> bool:
-    """Whether a server-sent event holds nothing but comment lines (``: ...``)."""
-    return all(line.startswith(b":") for line in event.splitlines() if line)
 
 
 def _finishes(event: bytes) -> bool:

@@ -1,0 +1,97 @@
+"""Server-sent events from an upstream: framed whatever chunks they arrive in, then made
+plain (one ``data:`` line an event) whatever valid form the server wrote them in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmroute.providers._http import error_in_event, iter_sse_events, plain_event
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=8,
+)
+
+
+def written(payload: object, *, indent: int | None, space: bool, eol: str, extra: bool) -> str:
+    """`payload` as one server-sent event, written in one of the forms servers use."""
+    text = json.dumps(payload, indent=indent)
+    colon = ": " if space else ":"
+    lines = [f"data{colon}{line}" for line in text.split("\n")]
+    if extra:
+        lines = [": keep-alive", "id: 42", "event: message", *lines, "retry: 1000"]
+    return eol.join(lines) + eol + eol
+
+
+async def _framed(chunks: list[bytes]) -> list[bytes]:
+    async def source() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    return [event async for event in iter_sse_events(source())]
+
+
+def test_a_plain_event_is_passed_on_as_it_is() -> None:
+    event = b'data: {"choices":[]}\n\n'
+    assert plain_event(event) is event
+    assert plain_event(b"data: [DONE]\n\n") == b"data: [DONE]\n\n"
+
+
+def test_looser_forms_become_one_data_line() -> None:
+    assert plain_event(b'data:{"a":1}\n\n') == b'data: {"a":1}\n\n'
+    assert plain_event(b'id: 7\ndata: {"a":1}\n\n') == b'data: {"a":1}\n\n'
+    assert plain_event(b'data: {\ndata:  "a": 1\ndata: }\n\n') == b'data: {  "a": 1 }\n\n'
+    assert plain_event(b"data:  two spaces\n\n") == b"data:  two spaces\n\n"  # one is eaten
+    assert plain_event(b"data\n\n") == b"data: \n\n"  # a bare field is empty data
+
+
+def test_an_event_without_data_is_none() -> None:
+    for event in (b": OPENROUTER PROCESSING\n\n", b"id: 3\n\n", b"retry: 10\n\n", b"\n\n"):
+        assert plain_event(event) is None, event
+
+
+def test_an_event_typed_error_reads_as_an_error() -> None:
+    event = plain_event(b'event: error\ndata: {"message": "overloaded", "code": 503}\n\n')
+    assert event is not None
+    assert json.loads(event[6:]) == {"error": {"message": "overloaded", "code": 503}}
+    failed = error_in_event("up", event)
+    assert failed is not None and failed.status == 503
+    said = b'event: error\ndata: {"error": {"message": "x"}}\n\n'
+    assert plain_event(said) == b'data: {"error": {"message": "x"}}\n\n'  # not wrapped twice
+    text = plain_event(b"event: error\ndata: the model fell over\n\n")
+    assert text is not None
+    assert json.loads(text[6:]) == {"error": {"message": "the model fell over"}}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    payloads=st.lists(JSON, min_size=1, max_size=4),
+    indent=st.sampled_from([None, 1, 2]),
+    space=st.booleans(),
+    eol=st.sampled_from(["\n", "\r\n"]),
+    extra=st.booleans(),
+    cuts=st.lists(st.integers(min_value=1, max_value=7), max_size=40),
+)
+def test_whatever_valid_form_and_chunking_the_payloads_come_through(
+    payloads: list[object], indent: int | None, space: bool, eol: str, extra: bool, cuts: list[int]
+) -> None:
+    body = "".join(
+        written(p, indent=indent, space=space, eol=eol, extra=extra) for p in payloads
+    ).encode()
+    chunks, at = [], 0
+    for cut in cuts:  # the bytes split anywhere, even inside a CRLF or a character
+        chunks.append(body[at : at + cut])
+        at += cut
+    chunks.append(body[at:])
+    events = [plain_event(e) for e in asyncio.run(_framed(chunks))]
+    plain = [e for e in events if e is not None]
+    assert [json.loads(e[6:]) for e in plain] == payloads
+    for event in plain:
+        assert event.startswith(b"data: ") and event.endswith(b"\n\n")
+        assert event.count(b"\n") == 2
