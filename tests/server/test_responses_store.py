@@ -4,14 +4,16 @@ the fake OpenAI and Anthropic upstreams behind. A response is kept and read back
 ``previous_response_id`` (the upstream receives the whole conversation), streamed and
 continued at once, its tool call answered in the next request, listed, deleted; each
 client key sees only its own; ``store: false`` keeps nothing; two gateways share the
-responses kept in Redis."""
+responses kept in Redis. A ``background: true`` request is polled until made, cancelled
+(its upstream call closed), kept failed when it fails or when its gateway stops."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -29,10 +31,14 @@ encoder: builtin:static
 providers:
   fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
   claude: {kind: anthropic, base_url: "%(anthropic)s", timeout_s: 5}
+  patient: {kind: openai, base_url: "%(url)s", timeout_s: 60}
 models:
   small: {provider: fake, model: up-small}
   large: {provider: fake, model: up-large}
   sonnet: {provider: claude, model: claude-x}
+  slow: {provider: fake, model: "slow?delay=1.5"}
+  slower: {provider: patient, model: "slower?delay=20"}
+  down: {provider: fake, model: "down?status=500"}
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -62,6 +68,27 @@ WEATHER = [
         "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
     }
 ]
+
+
+def _until(check: Callable[[], bool], within_s: float = 10.0) -> None:
+    """Wait (bounded) until `check()` holds."""
+    deadline = time.monotonic() + within_s
+    while not check():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.05)
+
+
+def _polled(client: openai.OpenAI, response_id: str) -> str:
+    """The response's status once it has left queued / in_progress (bounded)."""
+    status = ""
+
+    def ended() -> bool:
+        nonlocal status
+        status = str(client.responses.retrieve(response_id).status)
+        return status not in ("queued", "in_progress")
+
+    _until(ended)
+    return status
 
 
 def _registry(upstream: FakeUpstream, claude: FakeAnthropic, responses: str) -> str:
@@ -277,6 +304,62 @@ def test_cancel_is_refused_and_nothing_is_logged_amiss(
     assert TEAM_KEY not in gateway.log_text()
 
 
+def test_a_background_response_is_polled_until_it_is_made(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    started = client.responses.create(model="slow", input="think it over", background=True)
+    assert started.status == "in_progress" and started.background is True
+    assert started.output == [] and started.store is True
+    assert client.responses.retrieve(started.id).status == "in_progress"
+    with pytest.raises(openai.BadRequestError) as caught:  # not before it is made
+        client.responses.create(model="small", input="and?", previous_response_id=started.id)
+    assert "still in progress" in caught.value.message
+    assert _polled(client, started.id) == "completed"
+    made = client.responses.retrieve(started.id)
+    assert made.output_text == "echo: think it over" and made.background is True
+    assert made.usage is not None and made.usage.total_tokens > 0
+    later = client.responses.create(model="small", input="and?", previous_response_id=made.id)
+    sent = [m["content"] for m in upstream.requests[-1].body["messages"]]
+    assert sent == ["think it over", "echo: think it over", "and?"]
+    assert later.status == "completed"
+    # cancelling what has ended changes nothing: it is returned as it is
+    assert client.responses.cancel(made.id).status == "completed"
+
+
+def test_a_background_response_is_cancelled_and_its_upstream_call_closed(
+    client: openai.OpenAI, upstream: FakeUpstream, gateway: Served
+) -> None:
+    started = client.responses.create(model="slower", input="take your time", background=True)
+    _until(lambda: upstream.counts["slower?delay=20"] >= 1)  # its upstream call is open
+    cancelled = client.responses.cancel(started.id)
+    assert cancelled.status == "cancelled" and cancelled.id == started.id
+    _until(lambda: ("slower?delay=20", 0) in upstream.cut)  # the call was closed
+    assert client.responses.retrieve(started.id).status == "cancelled"
+    assert client.responses.cancel(started.id).status == "cancelled"  # again: the same
+    assert "Traceback" not in gateway.log_text()
+
+
+def test_a_failing_background_response_is_kept_failed(client: openai.OpenAI) -> None:
+    started = client.responses.create(model="down", input="hello", background=True)
+    assert _polled(client, started.id) == "failed"
+    failed = client.responses.retrieve(started.id)
+    assert failed.error is not None and failed.error.code == "server_error"
+    assert "500" in failed.error.message and failed.output == []
+
+
+def test_what_cannot_be_made_in_the_background_is_refused(client: openai.OpenAI) -> None:
+    refusals = [
+        ({"stream": True}, "background"),
+        ({"store": False}, "store"),
+        ({"background": "yes"}, "background"),
+    ]
+    for extra, param in refusals:
+        body = {"model": "small", "input": "hi", "background": True, **extra}
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.post("/responses", cast_to=object, body=body)
+        assert caught.value.body["param"] == param, extra  # type: ignore[index]
+
+
 def test_a_conversation_gathers_its_turns(client: openai.OpenAI, upstream: FakeUpstream) -> None:
     conv = client.conversations.create(
         items=[{"type": "message", "role": "user", "content": "my name is Ada"}],
@@ -366,6 +449,8 @@ def test_the_metrics_count_what_came_of_them(gateway: Served, client: openai.Ope
     text = httpx.get(f"{gateway.url}/metrics", headers=headers, timeout=5).text
     assert 'llmroute_conversations_total{outcome="created"}' in text
     assert 'llmroute_conversations_total{outcome="turn_added"}' in text
+    for outcome in ("started", "completed", "failed", "cancelled"):  # the tests above
+        assert f'llmroute_background_responses_total{{outcome="{outcome}"}}' in text, outcome
 
 
 def test_two_gateways_share_responses_kept_in_redis(
@@ -404,6 +489,37 @@ def test_two_gateways_share_responses_kept_in_redis(
             assert theirs.responses.retrieve(other.id).id == other.id  # not theirs to lose
     refused = _forget(tmp_path / "a" / "registry.yaml", "--client", "nobody")
     assert refused.returncode == 2 and "no client key 'nobody'" in refused.stderr
+
+
+def test_a_background_response_is_shared_and_stopped_across_gateways(
+    tmp_path: Path, upstream: FakeUpstream, claude: FakeAnthropic, redis_namespace: str
+) -> None:
+    """Kept in Redis, a background response made by one gateway is polled and cancelled
+    through another; one cut short by its gateway stopping is kept failed."""
+    kept = json.dumps({"url": REDIS_URL, "namespace": redis_namespace, "ttl_s": 60})
+    text = _registry(upstream, claude, kept)
+    env = {"LLMROUTE_TELEMETRY_URL": "off", **KEYS}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with serve_text(text, tmp_path / "b", env=env) as two, _client(two) as second:
+        with serve_text(text, tmp_path / "a", env=env) as one, _client(one) as first:
+            made = first.responses.create(model="slow", input="shared", background=True)
+            assert _polled(second, made.id) == "completed"
+            assert second.responses.retrieve(made.id).output_text == "echo: shared"
+
+            cut = len(upstream.cut)
+            long = first.responses.create(model="slower", input="stop me", background=True)
+            assert second.responses.cancel(long.id).status == "cancelled"
+            _until(lambda: ("slower?delay=20", 0) in upstream.cut[cut:])  # stopped by one
+            assert first.responses.retrieve(long.id).status == "cancelled"
+
+            left = first.responses.create(model="slower", input="never made", background=True)
+        # `one` has stopped (SIGTERM) while making `left`
+        failed = second.responses.retrieve(left.id)
+        assert failed.status == "failed" and failed.error is not None
+        assert "stopped" in failed.error.message
+        log = (tmp_path / "a" / "serve.log").read_text()
+    assert "background response(s) cut short" in log and "Traceback" not in log
 
 
 def _forget(registry: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -1105,7 +1105,8 @@ class StoredResponsesSettings(_Frozen):
     sent and received it (the next turn needs it verbatim), for `ttl_s` after it was
     answered, readable only with the client key that made it; in memory (this process,
     at most `max_entries` / `max_bytes`, least recently used first out) or in Redis
-    (every gateway). Without this section nothing is stored."""
+    (every gateway). Without this section nothing is stored. `max_background`: how many
+    ``background: true`` requests one gateway process answers at a time (0: none)."""
 
     url: str = "memory"
     ttl_s: Seconds = 86_400.0
@@ -1113,6 +1114,7 @@ class StoredResponsesSettings(_Frozen):
     max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     timeout_s: Seconds = 1.0
     namespace: str = Field(default="llmroute", min_length=1, pattern=_NAMESPACE)
+    max_background: int = Field(default=256, ge=0)
 
     _url = field_validator("url")(_state_url)
 

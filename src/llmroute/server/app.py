@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from llmroute.errors import LlmrouteError
 from llmroute.server.auth import KEY_INFO_PATH, RequireKey
+from llmroute.server.background import BackgroundRuns
 from llmroute.server.chat import chat_completions, route_only
 from llmroute.server.conversations import (
     CONVERSATIONS_PATH,
@@ -64,6 +65,7 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.metrics = metrics = GatewayMetrics()
         app.state.tracing = tracing = tracing_from_env()
+        app.state.background = runs = BackgroundRuns()
         try:
             async with reloading(app.state, registry_path, serve_settings) as reloader:
                 settings = reloader.current.router.loaded.registry.telemetry
@@ -73,6 +75,7 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
                 try:
                     yield
                 finally:  # the current log: a reload may have replaced the first
+                    await runs.aclose(_UNWIND_S)
                     await _unwound(app.state.gateway)
                     await app.state.telemetry.aclose()
         finally:

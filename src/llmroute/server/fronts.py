@@ -26,7 +26,7 @@ from llmroute.server.chunk_translation import ChunkTranslator, translated
 from llmroute.server.keepalive import keepalive_of, with_keepalive
 from llmroute.server.state import gateway_of
 
-__all__ = ["Front", "Stateless", "passed_on", "serve_converted"]
+__all__ = ["Front", "Stateless", "answer_converted", "passed_on", "serve_converted"]
 
 Body = dict[str, Any]
 Events = AsyncIterable[str | bytes | memoryview]
@@ -70,6 +70,15 @@ async def serve_converted(request: Request, front: Front) -> Response:
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
     chat = await front.chat_body(body)
+    return await answer_converted(request, front, body, chat, ts, started_ns)
+
+
+async def answer_converted(
+    request: Request, front: Front, body: Body, chat: Body, ts: float, started_ns: int
+) -> Response:
+    """`chat` (`front`'s conversion of `body`, received at `ts` / `started_ns`) served
+    as a chat completion, and its answer converted back."""
+    gateway = gateway_of(request)
     answer = await serve_chat(request, gateway, chat, ts, started_ns)
     if answer.status_code == CLIENT_CLOSED:
         return answer  # nobody to convert it for

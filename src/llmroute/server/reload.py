@@ -162,7 +162,8 @@ def warn_registry(registry: Registry, workers: int = 1) -> None:
     ):
         log.warning(
             "registry: stored_responses: each of the %d workers keeps responses in its own "
-            "memory, and a request continuing one may reach another worker; give "
+            "memory, and a request continuing one (or polling a background one) may reach "
+            "another worker; give "
             "stored_responses a Redis url",
             workers,
         )

@@ -14,13 +14,18 @@ false`` (a stream's before its last event goes out, so a client that continues a
 finds it), ``previous_response_id`` continues a kept one, ``conversation`` continues a
 conversation of the Conversations API (`llmroute.server.conversations`) and adds the
 turn to it, and ``GET`` / ``DELETE /v1/responses/{id}`` (and ``…/input_items``) read and
-forget them, each client key only its own. Without it nothing is stored and ``store``
-is answered ``false``.
+forget them, each client key only its own. A request with ``background: true`` is
+answered at once, ``in_progress``, and made in a task of this process
+(`llmroute.server.background`) while the client polls for it; ``POST …/{id}/cancel``
+stops it. Without the section nothing is stored, ``store`` is answered ``false`` and a
+background request is answered like any other.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
@@ -28,21 +33,25 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from llmroute.errors import LlmrouteError
 from llmroute.server.auth import key_of
+from llmroute.server.background import background_runs, detached
+from llmroute.server.body import read_json_object
 from llmroute.server.chunk_translation import translated
 from llmroute.server.conversations import counted
-from llmroute.server.errors import GatewayError, store_unavailable
-from llmroute.server.fronts import Events, Stateless, serve_converted
+from llmroute.server.errors import GatewayError, gateway_error, store_unavailable
+from llmroute.server.fronts import Events, Stateless, answer_converted, serve_converted
 from llmroute.server.listing import page
 from llmroute.server.responses_convert import (
     conversation_of,
+    echoed,
     input_items,
     resolved,
     to_chat_body,
     to_response,
 )
 from llmroute.server.responses_stream import ResponsesStream
-from llmroute.server.state import gateway_of
+from llmroute.server.state import Gateway, gateway_of
 from llmroute.state.conversations import ConversationStore
 from llmroute.state.stored_responses import (
     BrokenChain,
@@ -53,6 +62,7 @@ from llmroute.state.stored_responses import (
     with_ids,
 )
 from llmroute.state.stores import StoreUnavailable
+from llmroute.telemetry.metrics import GatewayMetrics
 
 __all__ = ["responses", "stored_response"]
 
@@ -61,12 +71,128 @@ log = logging.getLogger("llmroute.server")
 _STATELESS = Stateless(to_chat_body, ResponsesStream, to_response)
 
 
+_RUNNING = ("queued", "in_progress")
+_CANCEL_POLL_S = 1.0  # how often a background run looks for a cancel made elsewhere
+
+
 async def responses(request: Request) -> Response:
-    store = gateway_of(request).responses
+    gateway = gateway_of(request)
+    store = gateway.responses
     if store is None:
         return await serve_converted(request, _STATELESS)
-    owner = key_of(request.scope) or ""
-    return await serve_converted(request, _Kept(store, owner, partial(counted, request)))
+    ts, started_ns = time.time(), time.perf_counter_ns()
+    body = await read_json_object(request, gateway.max_body_bytes)
+    front = _Kept(store, key_of(request.scope) or "", partial(counted, request))
+    chat = await front.chat_body(body)
+    if front.background:
+        return await _start_in_background(request, gateway, front, body, chat, ts, started_ns)
+    return await answer_converted(request, front, body, chat, ts, started_ns)
+
+
+async def _start_in_background(
+    request: Request,
+    gateway: Gateway,
+    front: _Kept,
+    body: dict[str, Any],
+    chat: dict[str, Any],
+    ts: float,
+    started_ns: int,
+) -> Response:
+    """The response, ``in_progress`` and kept (so any gateway sharing the store can be
+    polled for it), answered now; the answer made in a task of this process."""
+    runs = background_runs(request)
+    limit = front.store.settings.max_background
+    if limit == 0:
+        raise GatewayError(
+            400,
+            "background responses are off on this gateway (stored_responses.max_background "
+            "is 0): send the request without 'background'",
+            param="background",
+        )
+    if len(runs) >= limit:
+        _counted(request, "refused")
+        raise GatewayError(
+            429,
+            f"this gateway is already making {limit} background responses, its limit "
+            "(stored_responses.max_background): try again shortly",
+            code="rate_limit_exceeded",
+            headers={"retry-after": "1"},
+        )
+    response = front.queued(body, ts)
+    try:
+        kept = await front.store.put(front.owner, front.record(response))
+    except StoreUnavailable as exc:
+        raise _unavailable(exc) from None
+    if not kept:
+        raise GatewayError(
+            400,
+            "a background response must be kept to be polled, and this request is too large "
+            "to keep (stored_responses.max_bytes): send it without 'background'",
+            param="background",
+        )
+    run = _answer_in_background(detached(request), gateway, front, body, chat, ts, started_ns)
+    runs.start(front.id, run)
+    _counted(request, "started")
+    return JSONResponse(response)
+
+
+def _counted(request: Request, outcome: str) -> None:
+    """`outcome` counted in ``llmroute_background_responses_total``."""
+    metrics = getattr(request.app.state, "metrics", None)
+    if isinstance(metrics, GatewayMetrics):
+        metrics.background_responses(outcome)
+
+
+async def _answer_in_background(
+    request: Request,
+    gateway: Gateway,
+    front: _Kept,
+    body: dict[str, Any],
+    chat: dict[str, Any],
+    ts: float,
+    started_ns: int,
+) -> None:
+    """Make the background response and keep it (`_Kept.answer`), or keep it failed; a
+    cancel (here, or seen in the store) stops it. Counted in flight, so a registry
+    reload keeps the clients it uses open until it ends."""
+    task = asyncio.current_task()
+    assert task is not None
+    watcher = asyncio.create_task(_cancel_when_asked(front, task))
+    outcome = "failed"
+    with gateway.inflight:
+        try:
+            await answer_converted(request, front, body, chat, ts, started_ns)
+            outcome = "completed"
+        except asyncio.CancelledError:
+            # by a client (kept as cancelled already: left so) or by the gateway stopping
+            stopped = "the gateway stopped before it made this response: send it again"
+            outcome = "failed" if await front.fail(503, stopped) else "cancelled"
+            raise
+        except GatewayError as exc:
+            await front.fail(exc.status, exc.message)
+        except LlmrouteError as exc:
+            error = gateway_error(exc)
+            await front.fail(error.status, error.message)
+        except Exception:
+            log.exception("background response %s", front.id)
+            await front.fail(500, "internal server error")
+        finally:
+            watcher.cancel()
+            _counted(request, outcome)
+
+
+async def _cancel_when_asked(front: _Kept, task: asyncio.Task[None]) -> None:
+    """Cancel `task` once its response is cancelled or deleted in the store (by a
+    request another gateway process took)."""
+    while True:
+        await asyncio.sleep(_CANCEL_POLL_S)
+        try:
+            status = await front.status()
+        except StoreUnavailable:
+            continue
+        if status is None or status == "cancelled":
+            task.cancel()
+            return
 
 
 class _Kept:
@@ -76,10 +202,11 @@ class _Kept:
     def __init__(
         self, store: ResponseStore, owner: str, count: Callable[[str], None] = lambda _: None
     ) -> None:
-        self._store = store
-        self._owner = owner
+        self.store = store
+        self.owner = owner
         self._count = count  # conversation outcomes, to their metric
-        self._id = new_response_id()
+        self.id = new_response_id()
+        self.background = False
         self._keep = True
         self._input: list[dict[str, Any]] = []
         self._chain: list[str] = []  # the responses this one continues, oldest first
@@ -101,7 +228,7 @@ class _Kept:
                 raise GatewayError(
                     400, "'previous_response_id' must be a string", param="previous_response_id"
                 )
-            chain = await _chain_of(self._store, self._owner, previous)
+            chain = await _chain_of(self.store, self.owner, previous)
             if chain is None:
                 raise GatewayError(
                     400,
@@ -110,13 +237,21 @@ class _Kept:
                     param="previous_response_id",
                     code="previous_response_not_found",
                 )
+            if chain.last.response.get("status") in _RUNNING:
+                raise GatewayError(
+                    400,
+                    f"Previous response '{_shown(previous)}' is still in progress: wait for "
+                    "it to complete",
+                    param="previous_response_id",
+                )
             earlier = chain.context()
             self._chain = chain.continued_by()
         body = resolved(body, earlier)
         chat = to_chat_body(body, earlier)
         self._keep = body.get("store") is not False
+        self.background = _background(body)
         if self._keep or self._conversation is not None:
-            self._input = with_ids(input_items(body), self._id)
+            self._input = with_ids(input_items(body), self.id)
         return chat
 
     async def _conversation_items(self, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -125,9 +260,9 @@ class _Kept:
             raise GatewayError(
                 400, "'conversation' must be an id or {\"id\": ...}", param="conversation"
             )
-        store = ConversationStore(self._store)
+        store = ConversationStore(self.store)
         try:
-            if await store.get(self._owner, named["id"]) is None:
+            if await store.get(self.owner, named["id"]) is None:
                 self._count("not_found")
                 raise GatewayError(
                     404,
@@ -135,7 +270,7 @@ class _Kept:
                     param="conversation",
                     code="not_found",
                 )
-            items = await store.items(self._owner, named["id"])
+            items = await store.items(self.owner, named["id"])
         except StoreUnavailable as exc:
             self._count("error")
             raise _unavailable(exc) from None
@@ -143,7 +278,7 @@ class _Kept:
         return items
 
     def stream(self, model: str, body: dict[str, Any], events: Events) -> AsyncIterator[bytes]:
-        translator = ResponsesStream(model, body, self._id, self._keep)
+        translator = ResponsesStream(model, body, self.id, self._keep)
         if not self._keep and self._conversation is None:
             return translated(events, translator)
         kept = False
@@ -163,7 +298,15 @@ class _Kept:
         return translated(events, translator, keep_when_final)
 
     async def answer(self, data: dict[str, Any], model: str, body: dict[str, Any]) -> Any:
-        response = to_response(data, model, body, self._id, self._keep)
+        response = to_response(data, model, body, self.id, self._keep)
+        if self.background:
+            response["background"] = True
+            try:
+                status = await self.status()
+            except StoreUnavailable:
+                status = "in_progress"  # keeping it fails the same way, with a warning
+            if status not in _RUNNING:
+                return response  # cancelled or deleted meanwhile: nobody wants it kept
         await self._add_to_conversation(response)
         if self._keep and not await self._put(response):
             response["store"] = False  # say so: it cannot be continued or read back
@@ -180,19 +323,64 @@ class _Kept:
             if item.get("type", "message") == "message":
                 item.setdefault("status", "completed")
         try:
-            await ConversationStore(self._store).add(self._owner, self._conversation, items)
+            await ConversationStore(self.store).add(self.owner, self._conversation, items)
         except StoreUnavailable as exc:
             self._count("error")
-            log.warning("conversations: response %s not added: %s", self._id, exc)
+            log.warning("conversations: response %s not added: %s", self.id, exc)
             return
         self._count("turn_added")
 
-    async def _put(self, response: dict[str, Any]) -> bool:
-        record = StoredResponse(response, self._input, self._chain)
+    def queued(self, body: dict[str, Any], ts: float) -> dict[str, Any]:
+        """The response of a background request, before its answer."""
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": int(ts),
+            "status": "in_progress",
+            "background": True,
+            "incomplete_details": None,
+            "error": None,
+            "model": body.get("model"),
+            "output": [],
+            "usage": None,
+            **echoed(body, True),
+        }
+
+    def record(self, response: dict[str, Any]) -> StoredResponse:
+        return StoredResponse(response, self._input, self._chain)
+
+    async def status(self) -> str | None:
+        """The kept response's status now; None when it is not kept (deleted)."""
+        record = await self.store.get(self.owner, self.id)
+        return None if record is None else str(record.response.get("status"))
+
+    async def fail(self, status: int, message: str) -> bool:
+        """Keep the background response as failed, unless it was cancelled or deleted
+        (then False)."""
+        code = (
+            "rate_limit_exceeded"
+            if status == 429
+            else "invalid_prompt"
+            if 400 <= status < 500
+            else "server_error"
+        )
         try:
-            return await self._store.put(self._owner, record)
+            record = await self.store.get(self.owner, self.id)
+            if record is None or record.response.get("status") not in _RUNNING:
+                return False
+            failed = {**record.response, "status": "failed"}
+            failed["error"] = {"code": code, "message": message}
+            await self.store.put(self.owner, StoredResponse(failed, record.input, record.chain))
         except StoreUnavailable as exc:
-            log.warning("responses: response %s not kept: %s", self._id, exc)
+            log.warning("responses: background response %s not marked failed: %s", self.id, exc)
+        return True
+
+    async def _put(self, response: dict[str, Any]) -> bool:
+        record = self.record(response)
+        try:
+            return await self.store.put(self.owner, record)
+        except StoreUnavailable as exc:
+            log.warning("responses: response %s not kept: %s", self.id, exc)
             return False
 
 
@@ -220,6 +408,31 @@ async def _chain_of(
             param="previous_response_id",
             code="previous_response_not_found",
         ) from None
+
+
+def _background(body: dict[str, Any]) -> bool:
+    """Whether the request asks to be made in the background; 400 where it cannot be."""
+    background = body.get("background")
+    if background is not None and not isinstance(background, bool):
+        raise GatewayError(400, "'background' must be true or false", param="background")
+    if background is not True:
+        return False
+    if body.get("stream") is True:
+        raise GatewayError(
+            400,
+            "'background' together with 'stream' is not supported by this gateway (a "
+            "background stream cannot be resumed here): poll a background response with "
+            "GET /v1/responses/{id}, or stream without 'background'",
+            param="background",
+        )
+    if body.get("store") is False:
+        raise GatewayError(
+            400,
+            "a background response is kept so that it can be polled: 'background' needs "
+            "'store' true",
+            param="store",
+        )
+    return True
 
 
 def _unavailable(exc: StoreUnavailable) -> GatewayError:
@@ -250,6 +463,7 @@ async def stored_response(request: Request) -> Response:
     if (method, action) == ("DELETE", ""):
         if not await _forget(store, owner, response_id):
             raise _not_found(response_id)
+        background_runs(request).cancel(response_id)  # nobody can read it any more
         return JSONResponse({"id": response_id, "object": "response", "deleted": True})
     if (method, action) not in _READS:
         raise GatewayError(404, f"{method} {request.url.path} is not an endpoint of this gateway")
@@ -257,12 +471,7 @@ async def stored_response(request: Request) -> Response:
     if record is None:
         raise _not_found(response_id)
     if action == "cancel":
-        raise GatewayError(
-            400,
-            "only a response made with background: true can be cancelled, and this gateway "
-            "answers every response before it returns it",
-            code="response_not_cancellable",
-        )
+        return JSONResponse(await _cancel(request, store, owner, record))
     if action == "input_items":
         chain = await _chain_of(store, owner, response_id, counted=False)
         if chain is None:  # deleted meanwhile
@@ -273,6 +482,30 @@ async def stored_response(request: Request) -> Response:
 
 
 _READS = {("GET", ""), ("GET", "input_items"), ("POST", "cancel")}
+
+
+async def _cancel(
+    request: Request, store: ResponseStore, owner: str, record: StoredResponse
+) -> dict[str, Any]:
+    """A background response cancelled: kept so (any gateway process polling or running
+    it sees that), and its run stopped here at once if this process has it (elsewhere
+    within a second). One that has already ended is returned as it is."""
+    response = record.response
+    if response.get("background") is not True:
+        raise GatewayError(
+            400,
+            "only a response made with background: true can be cancelled",
+            code="response_not_cancellable",
+        )
+    if response.get("status") not in _RUNNING:
+        return response
+    cancelled = {**response, "status": "cancelled"}
+    try:
+        await store.put(owner, StoredResponse(cancelled, record.input, record.chain))
+    except StoreUnavailable as exc:
+        raise _unavailable(exc) from None
+    background_runs(request).cancel(record.id)
+    return cancelled
 
 
 async def _forget(store: ResponseStore, owner: str, response_id: str) -> bool:

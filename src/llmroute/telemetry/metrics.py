@@ -35,6 +35,9 @@ Metrics (all prefixed ``llmroute_``):
 - ``conversations_total{outcome}``: the Conversations API and Responses turns added to
   a conversation (llmroute.server.conversations): ``created``, ``items_added``,
   ``turn_added``, ``deleted``, ``not_found``, ``error``;
+- ``background_responses_total{outcome}``: ``background: true`` Responses requests
+  (llmroute.server.responses): ``started``, ``completed``, ``failed``, ``cancelled``,
+  ``refused`` (over ``stored_responses.max_background``);
 - ``cache_total{result}``: response cache lookups and writes (llmroute.state):
   ``hit``, ``miss``, ``bypass``, ``semantic_hit``, ``semantic_miss``, ``stored``,
   ``too_large``, ``evicted``, ``error``;
@@ -322,6 +325,13 @@ class GatewayMetrics:
         self._stored_responses = _Children(
             counter("llmroute_stored_responses", "Kept Responses-API responses", ("outcome",))
         )
+        self._background = _Children(
+            counter(
+                "llmroute_background_responses",
+                "Background Responses-API requests by outcome",
+                ("outcome",),
+            )
+        )
         self._answer_pii = _Children(
             counter("llmroute_answer_pii", "PII spans redacted from answers by type", ("type",))
         )
@@ -489,6 +499,11 @@ class GatewayMetrics:
         ``previous_response_id`` found), ``not_found``, ``broken`` (an earlier turn gone)
         or ``error`` (the store did not answer) (llmroute.state.stored_responses)."""
         self._stored_responses(outcome).inc()
+
+    def background_responses(self, outcome: str) -> None:
+        """A background response ``started``, ``completed``, ``failed``, ``cancelled`` or
+        ``refused`` (llmroute.server.responses)."""
+        self._background(outcome).inc()
 
     def answer_pii(self, pii_type: str) -> None:
         """A PII span of `pii_type` redacted from an answer (a profile's ``answer_pii``)."""

@@ -1,0 +1,86 @@
+"""`BackgroundRuns`: the Responses API's ``background: true`` requests this process is
+answering, as tasks.
+
+Such a request is answered at once with its response ``in_progress``; the answer is made
+in a task while the client polls ``GET /v1/responses/{id}`` (OpenAI's background mode:
+a reasoning model may think longer than a proxy keeps a quiet connection open). The
+tasks are this process's (``stored_responses.max_background`` bounds how many); on
+shutdown those still running get `grace_s`, then are cancelled (each marks its response
+failed on the way out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from starlette.requests import Request
+
+__all__ = ["BackgroundRuns", "background_runs", "detached"]
+
+log = logging.getLogger("llmroute.server")
+
+
+class BackgroundRuns:
+    def __init__(self) -> None:
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def start(self, response_id: str, run: Coroutine[Any, Any, None]) -> None:
+        """Run `run` (which answers response `response_id`) in a task of its own."""
+        task = asyncio.create_task(run, name=f"llmroute background {response_id}")
+        self._tasks[response_id] = task
+        task.add_done_callback(lambda done: self._finished(response_id, done))
+
+    def _finished(self, response_id: str, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(response_id) is task:
+            del self._tasks[response_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background response %s failed", response_id, exc_info=task.exception())
+
+    def cancel(self, response_id: str) -> bool:
+        """Cancel the run answering `response_id` if this process has it."""
+        task = self._tasks.get(response_id)
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
+    async def aclose(self, grace_s: float) -> None:
+        """Give the runs `grace_s` to finish, then cancel the rest and wait for them to
+        mark their responses failed."""
+        if not self._tasks:
+            return
+        running = list(self._tasks.values())
+        _, late = await asyncio.wait(running, timeout=grace_s)
+        if late:
+            log.warning("stopping: %d background response(s) cut short", len(late))
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=grace_s)
+
+
+def background_runs(request: Request) -> BackgroundRuns:
+    """This process's runs (made by the app's lifespan; one for tests that skip it)."""
+    state = request.app.state
+    runs = getattr(state, "background", None)
+    if not isinstance(runs, BackgroundRuns):
+        runs = state.background = BackgroundRuns()
+    return runs
+
+
+def detached(request: Request) -> Request:
+    """`request` (its body read) for work that outlives its connection: what it receives
+    next never comes, so nothing takes the closed connection for a client that left."""
+    never = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    return Request(request.scope, receive)
