@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmroute.providers._http import error_in_event, iter_sse_events, plain_event
+from llmroute.sse import DONE, chunk_of, event_of
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
@@ -95,3 +96,18 @@ def test_whatever_valid_form_and_chunking_the_payloads_come_through(
     for event in plain:
         assert event.startswith(b"data: ") and event.endswith(b"\n\n")
         assert event.count(b"\n") == 2
+
+
+@settings(max_examples=100, deadline=None)
+@given(chunk=st.dictionaries(st.text(max_size=5), JSON, max_size=4))
+def test_what_the_gateway_writes_it_reads_back_and_passes_on_as_it_is(
+    chunk: dict[str, object],
+) -> None:
+    event = event_of(chunk)
+    assert chunk_of(event) == chunk
+    assert plain_event(event) is event  # nothing to make plain
+
+
+def test_only_an_object_is_a_chunk() -> None:
+    for event in (DONE, b": ping\n\n", b"data: [1, 2]\n\n", b"data: {oops\n\n"):
+        assert chunk_of(event) is None, event

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import re
 import time
@@ -51,6 +50,7 @@ from llmroute.errors import (
 )
 from llmroute.gates.base import Called, GateVerdict, ModelCall, QualityGate, TierAnswer, total_usage
 from llmroute.registry.schema import Cascade, CascadeTier, RoutePolicy
+from llmroute.sse import chunk_of, event_of
 from llmroute.untrusted_json import loads
 
 __all__ = [
@@ -450,20 +450,15 @@ async def _live(inner: Opened, prior: Usage | None, opened: Opened) -> AsyncIter
 
 def _rewrite_usage(event: bytes, total: Callable[[Usage | None], Usage | None]) -> bytes:
     """`event` with its usage chunk's usage replaced by `total(its usage)`."""
-    if b'"usage"' not in event or not event.startswith(b"data: {"):
-        return event
-    try:
-        chunk = loads(event[6:])
-    except ValueError:
-        return event
-    usage = chunk.get("usage") if isinstance(chunk, dict) else None
-    if not isinstance(usage, dict):
+    chunk = chunk_of(event) if b'"usage"' in event else None
+    usage = chunk.get("usage") if chunk is not None else None
+    if chunk is None or not isinstance(usage, dict):
         return event
     summed = total(_usage_of(usage))
     if summed is None:
         return event
     chunk["usage"] = {**usage, **summed.to_dict()}
-    return f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n".encode()
+    return event_of(chunk)
 
 
 def _usage_of(usage: Mapping[str, Any]) -> Usage | None:

@@ -20,7 +20,7 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from llmroute.registry.schema import Price
-from llmroute.untrusted_json import loads
+from llmroute.sse import chunk_of, event_of
 
 __all__ = [
     "StreamUsage",
@@ -270,13 +270,8 @@ class StreamUsage:
         self.usage: Usage | None = None
 
     def observe(self, event: bytes) -> bytes:
-        if not event.startswith(b"data: {"):
-            return event
-        try:
-            chunk = loads(event[6:])
-        except ValueError:
-            return event
-        if not isinstance(chunk, dict):
+        chunk = chunk_of(event)
+        if chunk is None:
             return event
         self._last = chunk
         choices = chunk.get("choices")
@@ -287,7 +282,7 @@ class StreamUsage:
         if _reported(chunk.get("usage")) is None:
             return event
         self.usage = priced(chunk, self._body, self._price)
-        return f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n".encode()
+        return event_of(chunk)
 
     def finish(self) -> Usage:
         """The usage once the stream has ended: reported, else estimated."""
@@ -309,4 +304,4 @@ class StreamUsage:
             "choices": [],
             "usage": usage.to_dict(),
         }
-        return f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n".encode()
+        return event_of(chunk)

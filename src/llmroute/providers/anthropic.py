@@ -3,7 +3,6 @@ chat-completions interface that dispatch and the gateway speak."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -20,6 +19,7 @@ from llmroute.providers._anthropic_convert import (
 from llmroute.providers._transport import HttpTransport
 from llmroute.providers.base import Timeouts, model_ids
 from llmroute.registry.schema import Provider, env_headers
+from llmroute.sse import DONE, event_of
 from llmroute.untrusted_json import loads
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicProvider"]
@@ -27,7 +27,6 @@ __all__ = ["ANTHROPIC_VERSION", "AnthropicProvider"]
 ANTHROPIC_VERSION = "2023-06-01"
 _MESSAGES = "/v1/messages"
 _MODELS = "/v1/models?limit=1000"
-_DONE = b"data: [DONE]\n\n"
 # Statuses for error events inside a stream, which arrive after a 200.
 _STREAM_ERROR_STATUS = {
     "overloaded_error": 529,
@@ -154,7 +153,7 @@ class StreamTranslator:
         }
         if delta is None:
             data["usage"] = usage_of(self._usage)
-        return f"data: {json.dumps(data)}\n\n".encode()
+        return event_of(data)
 
     def _start(self, message: Any) -> list[bytes]:
         message = message if isinstance(message, dict) else {}
@@ -201,7 +200,7 @@ class StreamTranslator:
     def _stop(self) -> list[bytes]:
         self.done = True
         usage = [self._chunk(None)] if self.include_usage else []
-        return [*usage, _DONE]
+        return [*usage, DONE]
 
 
 def _block_index(data: dict[str, Any]) -> int:

@@ -44,9 +44,10 @@ class ChatProvider(Protocol):
     def stream(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> AsyncIterator[bytes]:
-        """OpenAI ``chat.completion.chunk`` server-sent events, one complete event
-        (``data: {...}\n\n``) per item, ending with ``data: [DONE]\n\n``. An error
-        status raises before the first event is yielded."""
+        """OpenAI ``chat.completion.chunk`` server-sent events, one complete event per
+        item in the form everything after the provider reads (`llmroute.sse`: one line,
+        ``data: {...}\n\n``), ending with ``data: [DONE]\n\n``. An error status raises
+        before the first event is yielded."""
         ...
 
     async def aclose(self) -> None: ...

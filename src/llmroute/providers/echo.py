@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -25,13 +24,13 @@ from llmroute.dispatch.usage import count_tokens, prompt_tokens
 from llmroute.errors import UpstreamRejected
 from llmroute.providers.base import Timeouts
 from llmroute.registry.schema import Provider
+from llmroute.sse import DONE, event_of
 
 __all__ = ["ECHO_DIMENSIONS", "EchoProvider"]
 
 ECHO_DIMENSIONS = 64  # embedding size when the request does not ask for `dimensions`
 _MAX_DIMENSIONS = 8192  # OpenAI's largest embedding has 3,072; a bigger ask is a mistake
 _FINGERPRINT = "llmroute-echo"
-_DONE = b"data: [DONE]\n\n"
 
 
 class EchoProvider:
@@ -82,7 +81,7 @@ class EchoProvider:
 
         def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
             choice = {"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}
-            return _event({**base, "choices": [choice]})
+            return event_of({**base, "choices": [choice]})
 
         await asyncio.sleep(self._delay_s)
         yield chunk({"role": "assistant", "content": ""})
@@ -93,8 +92,8 @@ class EchoProvider:
         yield chunk({}, finish)
         options = body.get("stream_options")
         if isinstance(options, Mapping) and options.get("include_usage") is True:
-            yield _event({**base, "choices": [], "usage": _usage(body, "".join(words), 1)})
-        yield _DONE
+            yield event_of({**base, "choices": [], "usage": _usage(body, "".join(words), 1)})
+        yield DONE
 
     async def embed(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
@@ -178,7 +177,3 @@ def _vector(text: str, dims: int) -> list[float]:
     seed = int.from_bytes(hashlib.sha256(text.encode("utf-8", "replace")).digest()[:8], "big")
     vector = np.random.default_rng(seed).standard_normal(dims)
     return [float(x) for x in vector / np.linalg.norm(vector)]
-
-
-def _event(data: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"

@@ -48,6 +48,7 @@ from llmroute.errors import (
 )
 from llmroute.providers.base import Timeouts
 from llmroute.registry.schema import Provider, Registry
+from llmroute.sse import DONE, event_of
 
 __all__ = [
     "INSTALL_HINT",
@@ -526,11 +527,11 @@ class LlamaCppProvider:
                     ) from None
                 if kind == "chunk":
                     last = _chunk(value, model)
-                    yield _event(last)
+                    yield event_of(last)
                 elif kind == "end":
                     if include_usage:
-                        yield _event(_usage_chunk(last, model, *value))
-                    yield b"data: [DONE]\n\n"
+                        yield event_of(_usage_chunk(last, model, *value))
+                    yield DONE
                     return
                 else:
                     raise self._error(kind, value)
@@ -635,12 +636,6 @@ def _usage_chunk(
         "choices": [],
         "usage": _usage(prompt, completion),
     }
-
-
-def _event(chunk: Mapping[str, Any]) -> bytes:
-    return (
-        b"data: " + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
-    )
 
 
 # -- building ------------------------------------------------------------------------------

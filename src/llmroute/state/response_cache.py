@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from llmroute.sse import chunk_of, event_of
 from llmroute.state.redis_conn import Outage
 from llmroute.state.semantic_index import (
     F32,
@@ -47,7 +48,6 @@ from llmroute.state.semantic_index import (
     word_pairs,
 )
 from llmroute.state.stores import KeyValueStore, StoreUnavailable, open_store, resolve_cache_url
-from llmroute.untrusted_json import loads
 
 if TYPE_CHECKING:
     from llmroute.dispatch.plan import Plan
@@ -544,16 +544,6 @@ def _free(data: Any) -> Any:
 
 def _free_event(event: bytes) -> bytes:
     """A stream's usage chunk with ``cost_usd`` 0.0 (`_free`); other events unchanged."""
-    if b'"cost_usd"' not in event:
-        return event
-    _, sep, payload = event.partition(b"data:")
-    try:
-        chunk = loads(payload) if sep else None
-    except ValueError:
-        return event
+    chunk = chunk_of(event) if b'"cost_usd"' in event else None
     freed = _free(chunk)
-    if freed is chunk:
-        return event
-    return (
-        b"data: " + json.dumps(freed, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
-    )
+    return event if freed is chunk else event_of(freed)

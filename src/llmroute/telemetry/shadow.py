@@ -26,9 +26,9 @@ from llmroute.decision import Decision
 from llmroute.dispatch.plan import Plan
 from llmroute.errors import ConfigError, LlmrouteError
 from llmroute.registry.schema import Registry, RoutePolicy, ShadowSettings
+from llmroute.sse import chunk_of
 from llmroute.telemetry.judge import Judge, Judgement, judge_from_settings
 from llmroute.telemetry.record import ShadowRecord
-from llmroute.untrusted_json import loads
 
 if TYPE_CHECKING:
     from llmroute.dispatch.dispatcher import Dispatcher, Served
@@ -94,13 +94,8 @@ class StreamedAnswer:
         self._calls: dict[int, dict[str, Any]] = {}
 
     def observe(self, event: bytes) -> None:
-        if not event.startswith(b"data: {"):
-            return
-        try:
-            chunk = loads(event[6:])
-        except ValueError:
-            return
-        for choice in chunk.get("choices") or () if isinstance(chunk, dict) else ():
+        chunk = chunk_of(event)
+        for choice in chunk.get("choices") or () if chunk is not None else ():
             if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta")
