@@ -19,7 +19,8 @@ passed on as an answer.
 
 With ``--responses`` every fourth request (another quarter) is instead a three-turn
 Responses-API conversation continued by ``previous_response_id`` or, every other one,
-kept by the Conversations API (its second turn streamed), in ``stored_responses`` where
+kept by the Conversations API (its second turn streamed; the third of one continued by id
+made in the background and polled until done), in ``stored_responses`` where
 ``--limits`` says (memory or Redis; with several workers use Redis: each worker's memory
 is its own). Checked too: every turn was answered and kept, and the whole conversation is
 listed after.
@@ -166,21 +167,15 @@ async def _conversation(client: httpx.AsyncClient, i: int) -> str:
         elif previous is not None:
             body["previous_response_id"] = previous
         if turn == 1:
-            async with client.stream("POST", "/v1/responses", json={**body, "stream": True}) as r:
-                text = (await r.aread()).decode()
-            finals = [
-                json.loads(line[6:])["response"]
-                for line in text.splitlines()
-                if line.startswith("data: ") and '"response.completed"' in line
-            ]
-            if r.status_code != 200 or not finals:
-                return f"conversation wrong: turn {turn} stream {r.status_code}"
-            response = finals[0]
+            made = await _streamed(client, body)
+        elif turn == 2 and conversation is None:
+            made = await _in_background(client, body)
         else:
             r = await client.post("/v1/responses", json=body, timeout=20.0)
-            if r.status_code != 200:
-                return f"conversation wrong: turn {turn} {r.status_code}"
-            response = r.json()
+            made = r.json() if r.status_code == 200 else str(r.status_code)
+        if isinstance(made, str):
+            return f"conversation wrong: turn {turn} {made}"
+        response = made
         if response.get("store") is not True:
             return f"conversation wrong: turn {turn} not kept"
         previous = response["id"]
@@ -194,6 +189,41 @@ async def _conversation(client: httpx.AsyncClient, i: int) -> str:
     if len(items) != expected:
         return f"conversation wrong: {len(items)} items listed ({listed.status_code})"
     return "conversation ok"
+
+
+async def _streamed(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any] | str:
+    """`body` streamed: the response its ``response.completed`` event holds, or what went
+    wrong."""
+    async with client.stream("POST", "/v1/responses", json={**body, "stream": True}) as r:
+        text = (await r.aread()).decode()
+    finals = [
+        json.loads(line[6:])["response"]
+        for line in text.splitlines()
+        if line.startswith("data: ") and '"response.completed"' in line
+    ]
+    if r.status_code != 200 or not finals:
+        return f"stream {r.status_code}"
+    response: dict[str, Any] = finals[0]
+    return response
+
+
+async def _in_background(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any] | str:
+    """`body` made in the background, polled (bounded) until it is done: the response, or
+    what went wrong."""
+    r = await client.post("/v1/responses", json={**body, "background": True}, timeout=20.0)
+    if r.status_code != 200:
+        return f"background {r.status_code}"
+    response: dict[str, Any] = r.json()
+    for _ in range(400):
+        if response.get("status") not in ("queued", "in_progress"):
+            break
+        await asyncio.sleep(0.05)
+        r = await client.get(f"/v1/responses/{response['id']}")
+        if r.status_code != 200:
+            return f"background poll {r.status_code}"
+        response = r.json()
+    status = response.get("status")
+    return response if status == "completed" else f"background {status}"
 
 
 async def _one(client: httpx.AsyncClient, rng: random.Random, i: int) -> str:

@@ -430,9 +430,14 @@ def test_the_decision_log_names_the_key(gateway: Served, tmp: Path) -> None:
     db = tmp / "decisions.db"
 
     def logged() -> tuple[str, str] | None:
-        with sqlite3.connect(db) as conn:
-            row = conn.execute("SELECT client, tags FROM decisions WHERE id = ?", (decision_id,))
-            found = row.fetchone()
+        try:
+            with sqlite3.connect(db) as conn:
+                row = conn.execute(
+                    "SELECT client, tags FROM decisions WHERE id = ?", (decision_id,)
+                )
+                found = row.fetchone()
+        except sqlite3.OperationalError:  # the log's table is not made yet
+            return None
         return (found[0], found[1]) if found else None
 
     wait_for("the decision in the log", lambda: logged() is not None, 10, gateway.log)

@@ -165,11 +165,14 @@ def test_metrics_and_the_decision_log_count_hits(
     assert 'llmroute_cache_total{result="stored"}' in metrics
 
     def logged() -> bool:
-        with sqlite3.connect(db) as conn:
-            row = conn.execute(
-                "SELECT cache_hit, served_model, cost_usd FROM decisions WHERE id = ?",
-                (decision_id,),
-            ).fetchone()
+        try:
+            with sqlite3.connect(db) as conn:
+                row = conn.execute(
+                    "SELECT cache_hit, served_model, cost_usd FROM decisions WHERE id = ?",
+                    (decision_id,),
+                ).fetchone()
+        except sqlite3.OperationalError:  # the log's table is not made yet
+            return False
         return row is not None and row == (1, "small", None)
 
     wait_for("the hit in the decision log", logged, 10)

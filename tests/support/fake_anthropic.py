@@ -201,6 +201,7 @@ def _fault_reply(
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go in separate writes
     upstream: FakeAnthropic  # set on the subclass each server gets
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet

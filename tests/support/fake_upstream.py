@@ -104,7 +104,10 @@ class FakeUpstream:
 
 class QuietServer(ThreadingHTTPServer):
     """Clients that hang up early (timeouts, closed streams) are expected here: no
-    tracebacks for them on stderr."""
+    tracebacks for them on stderr. Many may connect at once (socketserver's backlog of
+    5 would leave the rest to retry their connection a second later)."""
+
+    request_queue_size = 128
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if not isinstance(sys.exc_info()[1], ConnectionError):
@@ -235,6 +238,7 @@ def _embedding(text: str) -> list[float]:
 def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C901
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go in separate writes
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
