@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from fake_upstream import fake_upstream  # noqa: E402
+from gateway_proc import serve_text  # noqa: E402
 
-BIN = Path(sys.executable).parent
 REGISTRY = """
 encoder: builtin:static
 providers:
@@ -98,30 +95,10 @@ async def _measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, fake_upstream() as upstream:
-        folder = Path(tmp)
-        registry, log_path = folder / "registry.yaml", folder / "serve.log"
         values = {"url": upstream.url, "delay": args.model_s, "store": args.store}
-        registry.write_text(REGISTRY % values)
-        port = 18000 + random.Random().randrange(2000)
-        url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "LLMROUTE_TELEMETRY_URL": "off"}
-        command = [str(BIN / "llmroute"), "serve", "--registry", str(registry), "--port", str(port)]
-        with log_path.open("wb") as out:
-            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-        try:
-            for _ in range(240):
-                try:
-                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
-            else:
-                raise SystemExit(f"the gateway did not start:\n{log_path.read_text()}")
-            result = asyncio.run(_measure(url, args))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+        env = {"LLMROUTE_TELEMETRY_URL": "off"}
+        with serve_text(REGISTRY % values, Path(tmp), env=env) as served:
+            result = asyncio.run(_measure(served.url, args))
     return {"machine": machine(), "model_s": args.model_s, "store": args.store, **result}
 
 

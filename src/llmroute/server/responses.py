@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -130,8 +130,8 @@ async def _start_in_background(
             "to keep (stored_responses.max_bytes): send it without 'background'",
             param="background",
         )
-    run = _answer_in_background(detached(request), gateway, front, body, chat, ts, started_ns)
-    runs.start(front.id, run)
+    answer = partial(answer_converted, detached(request), front, body, chat, ts, started_ns)
+    runs.start(front.id, _answer_in_background(answer, gateway, front, partial(_counted, request)))
     _counted(request, "started")
     return JSONResponse(response)
 
@@ -144,24 +144,22 @@ def _counted(request: Request, outcome: str) -> None:
 
 
 async def _answer_in_background(
-    request: Request,
+    answer: Callable[[], Awaitable[Response]],
     gateway: Gateway,
     front: _Kept,
-    body: dict[str, Any],
-    chat: dict[str, Any],
-    ts: float,
-    started_ns: int,
+    count: Callable[[str], None],
 ) -> None:
-    """Make the background response and keep it (`_Kept.answer`), or keep it failed; a
-    cancel (here, or seen in the store) stops it. Counted in flight, so a registry
-    reload keeps the clients it uses open until it ends."""
+    """`answer()` made, which keeps the background response (`_Kept.answer`), or the
+    response kept failed; a cancel (here, or seen in the store) stops it. Counted in
+    `gateway`'s flight, so a registry reload keeps the clients it uses open until it
+    ends; its outcome told to `count`."""
     task = asyncio.current_task()
     assert task is not None
     watcher = asyncio.create_task(_cancel_when_asked(front, task))
     outcome = "failed"
     with gateway.inflight:
         try:
-            await answer_converted(request, front, body, chat, ts, started_ns)
+            await answer()
             outcome = "completed"
         except asyncio.CancelledError:
             # by a client (kept as cancelled already: left so) or by the gateway stopping
@@ -178,7 +176,7 @@ async def _answer_in_background(
             await front.fail(500, "internal server error")
         finally:
             watcher.cancel()
-            _counted(request, outcome)
+            count(outcome)
 
 
 async def _cancel_when_asked(front: _Kept, task: asyncio.Task[None]) -> None:
