@@ -7,10 +7,16 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmroute.providers._http import error_in_event, iter_sse_events, plain_event
+from llmroute.providers._http import (
+    EventTooLarge,
+    error_in_event,
+    iter_sse_events,
+    plain_event,
+)
 from llmroute.sse import DONE, chunk_of, event_of
 
 JSON = st.recursive(
@@ -30,12 +36,12 @@ def written(payload: object, *, indent: int | None, space: bool, eol: str, extra
     return eol.join(lines) + eol + eol
 
 
-async def _framed(chunks: list[bytes]) -> list[bytes]:
+async def _framed(chunks: list[bytes], max_bytes: int = 1 << 20) -> list[bytes]:
     async def source() -> AsyncIterator[bytes]:
         for chunk in chunks:
             yield chunk
 
-    return [event async for event in iter_sse_events(source())]
+    return [event async for event in iter_sse_events(source(), max_bytes)]
 
 
 def test_a_plain_event_is_passed_on_as_it_is() -> None:
@@ -111,3 +117,14 @@ def test_what_the_gateway_writes_it_reads_back_and_passes_on_as_it_is(
 def test_only_an_object_is_a_chunk() -> None:
     for event in (DONE, b": ping\n\n", b"data: [1, 2]\n\n", b"data: {oops\n\n"):
         assert chunk_of(event) is None, event
+
+
+def test_an_event_that_grows_past_the_bound_is_refused() -> None:
+    line = [b"data: " + b"x" * 100] * 20  # one line, in many chunks
+    with pytest.raises(EventTooLarge):
+        asyncio.run(_framed(line, max_bytes=1000))
+    lines = [b"data: " + b"x" * 100 + b"\n"] * 20  # many lines, never a blank one
+    with pytest.raises(EventTooLarge):
+        asyncio.run(_framed(lines, max_bytes=1000))
+    events = [b"data: " + b"x" * 100 + b"\n\n"] * 20  # as much, in events that end
+    assert len(asyncio.run(_framed(events, max_bytes=1000))) == 20

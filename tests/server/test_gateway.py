@@ -45,6 +45,7 @@ models:
   closer: {provider: fake, model: %(fail_close)s}
   picky: {provider: fake, model: %(fail_400)s}
   halfway: {provider: fake, model: %(fail_mid)s}
+  endless: {provider: fake, model: "endless?huge=40"}  # an event past 32 MiB
   claude: {provider: anth, model: claude-x}
   filtered: {provider: fake, model: "azure?filter=1"}
   leaky: {provider: anth, model: "c?echo_key=1"}  # its 400 error repeats the key
@@ -340,6 +341,18 @@ def test_a_stream_that_breaks_midway_ends_with_an_error_event_and_done(gateway: 
     assert events[-1] == "data: [DONE]"
     # no silent retry after the first byte
     assert gateway.upstream.models_called()[before:] == [FAIL_MID]
+
+
+def test_an_upstream_event_that_grows_past_the_bound_breaks_the_stream(
+    gateway: Gateway,
+) -> None:
+    body = {"model": "endless", "messages": _user("hi"), "stream": True}
+    response = _post(gateway, "/v1/chat/completions", json=body)
+    events = [line for line in response.text.split("\n\n") if line.strip()]
+    assert '"partial "' in events[1]
+    assert '"code": "upstream_error"' in events[-2] and events[-1] == "data: [DONE]"
+    log = gateway.log.read_text()
+    assert "an event larger than 32 MiB" in log and "Traceback" not in log
 
 
 def test_an_error_inside_a_200_falls_back_or_breaks_the_stream(

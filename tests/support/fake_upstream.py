@@ -29,7 +29,8 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   streams its events labelled ``application/json``; ``loose=1`` writes a stream's events
   as looser, still valid server-sent events (an ``id:`` line, the JSON pretty-printed over
   several ``data:`` lines with no space after the colon, CRLF line ends, a ``: ping``
-  comment before each), as some servers do.
+  comment before each), as some servers do; ``huge=N`` a stream sends a word, then an
+  event of N MiB that never ends.
 
 Answers can be scripted the same way (for cascade gates): ``reply=TEXT`` (URL-encoded)
 answer TEXT instead of the echo; ``vary=1`` append `` #N`` to it, N counting this model
@@ -402,6 +403,28 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
 
+        def _cut_short(self, model: str, faults: dict[str, str]) -> bool:
+            """A stream that ends after its first word, when the faults say so: cleanly
+            (``truncate``), broken (``mid``) or in an event that never ends (``huge``)."""
+            if not {"truncate", "mid", "huge"} & faults.keys():
+                return False
+            self._write_chunk(_chunk(model, {"content": "partial "}, None))
+            if "truncate" in faults:
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+                return True
+            if "huge" in faults:
+                self._write_chunk(b'data: {"x": "')
+                piece = b"x" * (1 << 20)
+                try:
+                    for _ in range(int(faults["huge"])):
+                        self._write_chunk(piece)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+            # chunked transfer cut off before its last chunk: a real broken stream
+            self.close_connection = True
+            return True
+
         def _stream(self, model: str, text: str, faults: dict[str, str], usage: bool) -> None:
             self.send_response(200)
             self.loose = "loose" in faults
@@ -434,15 +457,7 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
                 return
-            if "truncate" in faults:
-                self._write_chunk(_chunk(model, {"content": "partial "}, None))
-                self.wfile.write(b"0\r\n\r\n")
-                self.wfile.flush()
-                return
-            if "mid" in faults:
-                # chunked transfer cut off before its last chunk: a real broken stream
-                self._write_chunk(_chunk(model, {"content": "partial "}, None))
-                self.close_connection = True
+            if self._cut_short(model, faults):
                 return
             sent = 0
             try:

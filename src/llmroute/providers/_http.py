@@ -24,6 +24,8 @@ from llmroute.errors import (
 from llmroute.untrusted_json import loads
 
 __all__ = [
+    "MAX_EVENT_BYTES",
+    "EventTooLarge",
     "error_from_response",
     "error_in_answer",
     "error_in_event",
@@ -334,24 +336,55 @@ def _upstream_message(body: bytes) -> tuple[str, str | None]:
     return f": {text}", code
 
 
-async def iter_sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+MAX_EVENT_BYTES = 32 * 1024 * 1024  # a chunk with an image in it is a few MB
+
+
+class EventTooLarge(ValueError):
+    """An upstream's event grew past `MAX_EVENT_BYTES` without ending."""
+
+
+async def iter_sse_events(
+    chunks: AsyncIterator[bytes], max_bytes: int = MAX_EVENT_BYTES
+) -> AsyncIterator[bytes]:
     """Server-sent events, one complete event (ending ``\n\n``) at a time, whatever
     chunks the bytes arrived in; ``\r\n`` line ends are accepted. A final event with no
-    blank line after it is still yielded."""
-    buffer = b""
-    pending: list[bytes] = []
+    blank line after it is still yielded. A long line costs time in proportion to its
+    size, however many chunks it comes in (a 16 MB event: tens of milliseconds, where
+    re-splitting all that had come at each chunk took most of a second); an event past
+    `max_bytes` raises `EventTooLarge` instead of growing."""
+    held: list[bytes] = []  # the line not yet ended, in the chunks it came in
+    held_bytes = 0
+    pending: list[bytes] = []  # the event's ended lines
+    size = 0
     async for chunk in chunks:
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
+        if b"\n" not in chunk:
+            held.append(chunk)
+            held_bytes += len(chunk)
+            if size + held_bytes > max_bytes:
+                raise EventTooLarge(f"an event larger than {max_bytes // (1 << 20)} MiB")
+            continue
+        if held:
+            held.append(chunk)
+            chunk = b"".join(held)
+            held.clear()
+        *ended, rest = chunk.split(b"\n")
+        for line in ended:
             line = line.rstrip(b"\r")
             if line:
                 pending.append(line)
+                size += len(line)
             elif pending:
                 yield b"\n".join(pending) + b"\n\n"
                 pending.clear()
-    if buffer.rstrip(b"\r"):
-        pending.append(buffer.rstrip(b"\r"))
+                size = 0
+        held_bytes = len(rest)
+        if rest:
+            held.append(rest)
+        if size + held_bytes > max_bytes:
+            raise EventTooLarge(f"an event larger than {max_bytes // (1 << 20)} MiB")
+    last = b"".join(held).rstrip(b"\r")
+    if last:
+        pending.append(last)
     if pending:
         yield b"\n".join(pending) + b"\n\n"
 

@@ -21,6 +21,7 @@ from yarl import URL
 from llmroute.errors import ProviderError, ProviderTimeout
 from llmroute.providers._http import (
     TRANSPORT_ERRORS,
+    EventTooLarge,
     error_from_response,
     error_in_answer,
     iter_sse_events,
@@ -175,6 +176,8 @@ class HttpTransport:
                 yield event
         except TRANSPORT_ERRORS as exc:
             raise network_error(self._provider, exc) from None
+        except EventTooLarge as exc:
+            raise ProviderError(self._provider, f"upstream sent {exc}") from None
 
     async def aclose(self) -> None:
         if self._session is not None:
