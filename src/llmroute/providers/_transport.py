@@ -35,6 +35,8 @@ __all__ = ["HttpTransport"]
 
 _JSON = {"content-type": "application/json"}
 _READ_CHUNK = 64 * 1024
+MAX_BODY_BYTES = 256 * 1024 * 1024  # a whole answer (2,048 large embeddings: ~120 MB)
+_MAX_ERROR_BYTES = 1024 * 1024  # an error body: its message is all that is read
 
 
 class HttpTransport:
@@ -84,7 +86,8 @@ class HttpTransport:
                 timeout=timeout,
                 headers=upstream_headers(),
             ) as response:
-                body = await response.read()
+                limit = _MAX_ERROR_BYTES if response.status >= 400 else MAX_BODY_BYTES
+                body = await self._body(response, limit)
                 if response.status >= 400:
                     raise error_from_response(
                         self._provider, response.status, response.headers, body
@@ -127,7 +130,7 @@ class HttpTransport:
         try:
             if response.status >= 400:
                 try:
-                    body = await response.read()
+                    body = await self._body(response, _MAX_ERROR_BYTES)
                 except TRANSPORT_ERRORS as exc:
                     raise network_error(self._provider, exc) from None
                 raise error_from_response(self._provider, response.status, response.headers, body)
@@ -155,9 +158,11 @@ class HttpTransport:
         bytes were `head`): the error it holds (an error sent with a 200), else that the
         server did not stream (not passed on: the client expects server-sent events)."""
         try:
-            body = head + await response.content.read()
+            body = head + await self._body(response, MAX_BODY_BYTES)
         except TRANSPORT_ERRORS as exc:
             return network_error(self._provider, exc)
+        except ProviderError as exc:
+            return exc
         try:
             failed = error_in_answer(self._provider, loads(body))
         except (ValueError, UnicodeDecodeError):
@@ -165,6 +170,21 @@ class HttpTransport:
         return failed or ProviderError(
             self._provider, "upstream answered a stream request with JSON, not events"
         )
+
+    async def _body(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
+        """The rest of the response's body; `ProviderError` past `limit` bytes (an error
+        body is cut there instead: only its message is wanted)."""
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(_READ_CHUNK):
+            body += chunk
+            if len(body) > limit:
+                if response.status >= 400:
+                    return bytes(body[:limit])
+                raise ProviderError(
+                    self._provider,
+                    f"upstream answered with more than {limit / (1 << 20):g} MiB",
+                )
+        return bytes(body)
 
     async def _read_events(
         self, response: aiohttp.ClientResponse, head: bytes = b""
