@@ -174,6 +174,9 @@ class HttpTransport:
     async def _body(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
         """The rest of the response's body; `ProviderError` past `limit` bytes (an error
         body is cut there instead: only its message is wanted)."""
+        length = response.content_length
+        if length is not None and length <= limit:
+            return await response.read()  # the usual case: one read, as long as it says
         body = bytearray()
         async for chunk in response.content.iter_chunked(_READ_CHUNK):
             body += chunk
