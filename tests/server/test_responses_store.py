@@ -324,6 +324,9 @@ def test_a_background_response_is_polled_until_it_is_made(
     assert later.status == "completed"
     # cancelling what has ended changes nothing: it is returned as it is
     assert client.responses.cancel(made.id).status == "completed"
+    with pytest.raises(openai.BadRequestError) as refused:  # no replay as a stream
+        client.responses.retrieve(made.id, stream=True)
+    assert refused.value.body["param"] == "stream"  # type: ignore[index]
 
 
 def test_a_background_response_is_cancelled_and_its_upstream_call_closed(

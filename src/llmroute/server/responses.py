@@ -465,6 +465,13 @@ async def stored_response(request: Request) -> Response:
         return JSONResponse({"id": response_id, "object": "response", "deleted": True})
     if (method, action) not in _READS:
         raise GatewayError(404, f"{method} {request.url.path} is not an endpoint of this gateway")
+    if action == "" and request.query_params.get("stream", "false").lower() not in ("false", "0"):
+        raise GatewayError(
+            400,
+            "a kept response is not streamed again by this gateway: GET it without "
+            "'stream' (and poll a background response until its status is final)",
+            param="stream",
+        )
     record = await _read(store, owner, response_id)
     if record is None:
         raise _not_found(response_id)
