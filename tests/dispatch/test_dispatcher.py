@@ -282,6 +282,32 @@ def test_all_timeouts_is_504(h: Harness) -> None:
     assert caught.value.status == 504
 
 
+def test_a_stream_failing_before_its_words_after_the_hold_goes_on_from_the_next_model(
+    h: Harness,
+) -> None:
+    models = "  a: {provider: up, model: 'a?early=1&pause=0.3'}\n  b: {provider: up, model: b}"
+    registry = h.registry(models, "a")
+    held = registry.dispatch.model_copy(update={"stream_hold_s": 0.05})
+    registry = registry.model_copy(update={"dispatch": held})
+    body = _body(stream=True, stream_options={"include_usage": True})
+
+    async def job(d: Dispatcher) -> tuple[Any, list[bytes]]:
+        opened = await d.open_stream(plan_for("a", "b"), body)
+        assert opened.model == "a"  # what the status line was sent with
+        return opened, [e async for e in opened.events]
+
+    opened, events = h.run(registry, job)
+    assert opened.model == "b" and opened.deployment == "up"
+    assert len(opened.attempts) == 1 and "502" in opened.attempts[0]
+    chunks = [json.loads(e[6:]) for e in events if e.startswith(b"data: {")]
+    assert [c["model"] for c in chunks[:2]] == ["a?early=1&pause=0.3", "b"]  # a's opening only
+    roles = [c for c in chunks if c["choices"] and "role" in c["choices"][0]["delta"]]
+    assert len(roles) == 1 and events[-1] == b"data: [DONE]\n\n"
+    assert opened.usage is not None and opened.usage.estimated  # both calls' prompts
+    assert opened.usage.prompt_tokens > chunks[-1]["usage"]["prompt_tokens"]
+    assert h.upstream.models_called() == ["a?early=1&pause=0.3", "b"]
+
+
 def test_a_mid_stream_failure_is_not_retried(h: Harness) -> None:
     models = "  a: {provider: up, model: 'a?mid=1'}\n  b: {provider: up, model: b}"
     registry = h.registry(models, "a")

@@ -78,8 +78,14 @@ providers:
   fake: {kind: openai, base_url: "%(url)s", timeout_s: 10}
 models:
   thinker: {provider: fake, model: "up-think?gap=0.6"}
+  giver-up: {provider: fake, model: "up-giveup?early=1&pause=0.5"}  # fails, thinking
+  quick: {provider: fake, model: up-quick}
 routes:
   - {name: chat, examples: ["hello there", "how are you today"], target: thinker}
+  - name: hard
+    examples: ["prove the theorem", "derive the formula"]
+    target: giver-up
+    policy: {fallback: [quick]}
 default: {target: thinker}
 dispatch: {stream_hold_s: 0.2}
 """
@@ -149,3 +155,30 @@ def test_a_client_leaving_a_quiet_stream_ends_it_cleanly(
     assert len(upstream.cut) > cut_before  # the upstream stream was closed too
     log = gateway.log_text()
     assert "Traceback" not in log and "never retrieved" not in log
+
+
+def test_a_stream_that_fails_before_its_words_after_the_hold_falls_back(
+    gateway: Served, upstream: FakeUpstream
+) -> None:
+    """The start went out after the hold; the model then gave up before any words: the
+    client has seen only the role chunk, so the route's fallback answers in the same
+    stream (its own opening left out), and the official client reads one whole answer."""
+    before = len(upstream.requests)
+    url = f"{gateway.url}/v1"
+    with openai.OpenAI(base_url=url, api_key="unused", max_retries=0) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="hard", stream=True, messages=[{"role": "user", "content": "a b"}]
+        )
+        assert raw.headers["x-llmroute-model"] == "giver-up"  # sent before it failed
+        chunks = list(raw.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo: a b "
+    roles = [c for c in chunks if c.choices and c.choices[0].delta.role]
+    assert len(roles) == 1  # one opening, the first model's
+    assert {c.model for c in chunks} == {"up-giveup?early=1&pause=0.5", "up-quick"}
+    called = [r.body["model"] for r in upstream.requests[before:]]
+    assert called == ["up-giveup?early=1&pause=0.5", "up-quick"]
+    metrics = httpx.get(f"{gateway.url}/metrics", timeout=5).text
+    assert 'llmroute_fallbacks_total{route="hard"} 1.0' in metrics
+    assert "Traceback" not in gateway.log_text()
+    assert "failed before its first words" in gateway.log_text()

@@ -30,7 +30,8 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   as looser, still valid server-sent events (an ``id:`` line, the JSON pretty-printed over
   several ``data:`` lines with no space after the colon, CRLF line ends, a ``: ping``
   comment before each), as some servers do; ``huge=N`` a stream sends a word, then an
-  event of N MiB that never ends.
+  event of N MiB that never ends; ``pause=S`` a stream waits S seconds after its opening
+  role-only chunk (with ``early=1``: then fails, as a model that gave up thinking).
 
 Answers can be scripted the same way (for cascade gates): ``reply=TEXT`` (URL-encoded)
 answer TEXT instead of the echo; ``vary=1`` append `` #N`` to it, N counting this model
@@ -403,6 +404,13 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
 
+        def _opening(self, model: str, faults: dict[str, str]) -> None:
+            """The role-only chunk a stream opens with; ``pause=S``: then S seconds of
+            nothing (a reasoning model thinking)."""
+            self._write_chunk(_chunk(model, {"role": "assistant", "content": ""}, None))
+            if "pause" in faults:
+                time.sleep(float(faults["pause"]))
+
         def _cut_short(self, model: str, faults: dict[str, str]) -> bool:
             """A stream that ends after its first word, when the faults say so: cleanly
             (``truncate``), broken (``mid``) or in an event that never ends (``huge``)."""
@@ -446,7 +454,7 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
                 return
-            self._write_chunk(_chunk(model, {"role": "assistant", "content": ""}, None))
+            self._opening(model, faults)
             if "late" in faults or "early" in faults:
                 if "late" in faults:
                     self._write_chunk(_chunk(model, {"content": "partial "}, None))

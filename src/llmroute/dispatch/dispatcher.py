@@ -32,6 +32,7 @@ got, so that a request its caller abandons is charged what it had cost
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import math
@@ -57,7 +58,7 @@ from llmroute.dispatch.plan import Plan
 from llmroute.dispatch.reasoning_params import client_chose, with_reasoning
 from llmroute.dispatch.retry import backoff_delay
 from llmroute.dispatch.spend import Spend, answered, sending
-from llmroute.dispatch.stream_start import read_preamble
+from llmroute.dispatch.stream_start import read_preamble, says_nothing
 from llmroute.dispatch.usage import (
     StreamUsage,
     Usage,
@@ -374,10 +375,68 @@ class Dispatcher:
             await give_back(slots)
             raise
         opened = Opened(name, deployment.provider_name, _empty(), attempts)
-        meter = StreamUsage(body, self._registry.models[name].price)
-        charge = functools.partial(self._charge_answer, name, deployment=deployment)
-        opened.events = _metered(first, rest, meter, opened, charge, slots)
+        opened.events = self._relayed(plan, body, on, opened, (first, rest), deployment, slots)
         return opened
+
+    async def _relayed(
+        self,
+        plan: Plan,
+        body: dict[str, Any],
+        on: Callable[[str, Deployment, Timeouts], Awaitable[tuple[bytes, Any]]],
+        opened: Opened,
+        stream: tuple[bytes, AsyncIterator[bytes]],
+        deployment: Deployment,
+        slots: list[Slot],
+    ) -> AsyncIterator[bytes]:
+        """`opened`'s events, metered (`_metered`). A stream that fails before its first
+        words, after its start went out (`stream_hold_s`: a reasoning model thinking for
+        long, then giving up), goes on from the models after it in the chain: the client
+        has seen only the opening role chunk, so the next model's answer (its own opening
+        left out) reads as the answer. `opened` then names the model that answered, and
+        its attempts the one that failed; the usage is both streams'."""
+        name, skip_opening = opened.model, False
+        spent: list[Usage | None] = []
+        try:
+            while True:
+                meter = StreamUsage(body, self._registry.models[name].price)
+                charge = functools.partial(self._charge_answer, name, deployment=deployment)
+                events = _metered(*stream, meter, opened, charge, slots)
+                said = False
+                try:
+                    async for event in events:
+                        if not said and says_nothing(event):
+                            if skip_opening:
+                                continue
+                        else:
+                            said = True
+                        yield event
+                    return
+                except ProviderError as exc:
+                    chain = plan.chain
+                    later = chain[chain.index(name) + 1 :] if name in chain else ()
+                    if said or not exc.retryable or not later:
+                        raise
+                    failure = (name, exc)
+                finally:
+                    await _close(events)  # charged and its slot given back, whatever came
+                spent.append(opened.usage)
+                log.warning("stream from %s failed before its first words: %s", *failure)
+                if self.observer is not None:
+                    _tell(self.observer.on_fallback, plan.decision.route, name, later[0])
+                slots = []
+                try:
+                    stream, name, deployment, attempts = await self._fall_back(
+                        dataclasses.replace(plan, chain=later), body, on, stream=True, slots=slots
+                    )
+                except BaseException:
+                    await give_back(slots)
+                    raise
+                opened.model, opened.deployment = name, deployment.provider_name
+                opened.attempts = (*opened.attempts, _describe(failure), *attempts)
+                skip_opening = True
+        finally:
+            if spent:
+                opened.usage = total_usage([*spent, opened.usage])
 
     async def embed(self, name: str, body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
         """``POST /embeddings`` on the embedding model `name` (a pool model of kind
