@@ -308,6 +308,32 @@ def test_a_stream_failing_before_its_words_after_the_hold_goes_on_from_the_next_
     assert h.upstream.models_called() == ["a?early=1&pause=0.3", "b"]
 
 
+def test_a_stream_whose_later_models_fail_too_ends_broken_and_counted_once(
+    h: Harness,
+) -> None:
+    models = "  a: {provider: up, model: 'a?early=1&pause=0.3'}\n"
+    models += "  c: {provider: up, model: 'c?status=500'}"
+    registry = h.registry(models, "a")
+    held = registry.dispatch.model_copy(update={"stream_hold_s": 0.05})
+    registry = registry.model_copy(update={"dispatch": held})
+
+    def broken(*chain: str) -> tuple[Any, int]:
+        async def job(d: Dispatcher) -> tuple[Any, int]:
+            opened = await d.open_stream(plan_for(*chain), _body(stream=True))
+            got = 0
+            with pytest.raises(ProviderError):
+                async for _ in opened.events:
+                    got += 1
+            return opened, got
+
+        return h.run(registry, job)
+
+    alone, seen_alone = broken("a")
+    after_c, seen = broken("a", "c")
+    assert seen == seen_alone == 1  # the opening, then the error
+    assert after_c.model == "a" and after_c.usage == alone.usage  # a's call, once
+
+
 def test_a_mid_stream_failure_is_not_retried(h: Harness) -> None:
     models = "  a: {provider: up, model: 'a?mid=1'}\n  b: {provider: up, model: b}"
     registry = h.registry(models, "a")

@@ -420,6 +420,7 @@ class Dispatcher:
                 finally:
                     await _close(events)  # charged and its slot given back, whatever came
                 spent.append(opened.usage)
+                opened.usage = None  # the next stream's, once it has ended
                 log.warning("stream from %s failed before its first words: %s", *failure)
                 if self.observer is not None:
                     _tell(self.observer.on_fallback, plan.decision.route, name, later[0])
