@@ -329,6 +329,18 @@ def test_a_background_response_is_polled_until_it_is_made(
     assert refused.value.body["param"] == "stream"  # type: ignore[index]
 
 
+def test_a_background_turn_joins_its_conversation_when_made(client: openai.OpenAI) -> None:
+    conv = client.conversations.create(items=[{"role": "user", "content": "remember 7"}])
+    started = client.responses.create(
+        model="slow", input="what number?", conversation=conv.id, background=True
+    )
+    assert len(list(client.conversations.items.list(conv.id))) == 1  # not before it is made
+    assert _polled(client, started.id) == "completed"
+    items = list(client.conversations.items.list(conv.id, order="asc"))
+    assert [i.type for i in items] == ["message"] * 3
+    assert items[-1].content[0].text == "echo: what number?"  # type: ignore[union-attr]
+
+
 def test_a_background_response_is_cancelled_and_its_upstream_call_closed(
     client: openai.OpenAI, upstream: FakeUpstream, gateway: Served
 ) -> None:
