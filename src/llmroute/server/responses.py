@@ -120,7 +120,7 @@ async def _start_in_background(
         )
     response = front.queued(body, ts)
     try:
-        kept = await front.store.put(front.owner, front.record(response))
+        kept = await front.store.put(front.owner, front.record(response), counted=False)
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
     if not kept:
@@ -368,7 +368,8 @@ class _Kept:
                 return False
             failed = {**record.response, "status": "failed"}
             failed["error"] = {"code": code, "message": message}
-            await self.store.put(self.owner, StoredResponse(failed, record.input, record.chain))
+            failed_record = StoredResponse(failed, record.input, record.chain)
+            await self.store.put(self.owner, failed_record, counted=False)
         except StoreUnavailable as exc:
             log.warning("responses: background response %s not marked failed: %s", self.id, exc)
         return True
@@ -506,7 +507,7 @@ async def _cancel(
         return response
     cancelled = {**response, "status": "cancelled"}
     try:
-        await store.put(owner, StoredResponse(cancelled, record.input, record.chain))
+        await store.put(owner, StoredResponse(cancelled, record.input, record.chain), counted=False)
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
     background_runs(request).cancel(record.id)

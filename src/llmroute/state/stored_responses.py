@@ -223,9 +223,10 @@ class ResponseStore:
         tell("continued")
         return ResponseChain(last, earlier)
 
-    async def put(self, owner: str, record: StoredResponse) -> bool:
+    async def put(self, owner: str, record: StoredResponse, *, counted: bool = True) -> bool:
         """Keep `record` and renew its chain's expiry; False when it is too large for
-        the memory store to keep."""
+        the memory store to keep. `counted`: told to `on_outcome` (not a background
+        response's status changing: it is counted once, when made)."""
         value = record.to_bytes()
         if self.url == "memory" and len(value) > self.settings.max_bytes:
             log.warning(
@@ -243,7 +244,8 @@ class ResponseStore:
         except StoreUnavailable:
             self._tell("error")
             raise
-        self._tell("kept")
+        if counted:
+            self._tell("kept")
         return True
 
     def _tell(self, outcome: str) -> None:
