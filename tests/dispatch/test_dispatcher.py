@@ -334,6 +334,52 @@ def test_a_stream_whose_later_models_fail_too_ends_broken_and_counted_once(
     assert after_c.model == "a" and after_c.usage == alone.usage  # a's call, once
 
 
+def test_a_breaker_hears_how_streams_ended_not_only_that_they_opened(h: Harness) -> None:
+    """Three streams that open and then break trip the breaker (3 failures in a row);
+    a whole stream counts as a success when it ends, resetting the count; streams the
+    client leaves count for nothing."""
+    models = "  a: {provider: up, model: 'a?mid=1'}\n  b: {provider: up, model: b}\n"
+    models += "  c: {provider: up, model: 'c?mid=1&times=2'}"  # two broken, then whole
+    registry = h.registry(models, "a")
+
+    async def job(d: Dispatcher) -> list[str]:
+        states = []
+
+        def counted(model: str) -> dict[str, object]:
+            return d.deployments.pool(model).deployments[0].breaker.snapshot()
+
+        async def one(model: str, leave: bool = False) -> None:
+            opened = await d.open_stream(plan_for(model), _body(stream=True))
+            events = opened.events
+            try:
+                async for _ in events:
+                    if leave:
+                        break
+            except ProviderError:
+                pass
+            finally:
+                await events.aclose()  # type: ignore[attr-defined]
+            states.append(d.deployments.pool(model).deployments[0].breaker.state.value)
+
+        for _ in range(5):
+            await one("b", leave=True)  # the client left: no failure, nothing opened
+        assert counted("b")["window_requests"] == 0
+        for _ in range(3):
+            await one("c")
+        assert counted("c")["consecutive_failures"] == 0  # reset by the whole stream
+        assert counted("c")["window_failures"] == 2
+        await one("a")
+        await one("a")
+        await one("b")  # another deployment: a's count stays
+        await one("a")
+        with pytest.raises(ProviderError):  # a is open now: not called
+            await d.open_stream(plan_for("a"), _body(stream=True))
+        return states
+
+    assert h.run(registry, job) == ["closed"] * 8 + ["closed", "closed", "closed", "open"]
+    assert h.upstream.models_called().count("a?mid=1") == 3
+
+
 def test_a_mid_stream_failure_is_not_retried(h: Harness) -> None:
     models = "  a: {provider: up, model: 'a?mid=1'}\n  b: {provider: up, model: b}"
     registry = h.registry(models, "a")

@@ -273,6 +273,7 @@ class DeploymentPool:
         slots: list[Slot] | None = None,
         key: str | None = None,
         lease: Callable[[Deployment], float] | None = None,
+        stream: bool = False,
     ) -> tuple[T, Deployment]:
         """`attempt` on the deployments in balancing order, skipping those whose breaker
         is open, whose request limit is reached or whose `max_in_flight` slots are all
@@ -289,7 +290,9 @@ class DeploymentPool:
         the call that answered is put there instead, to be given back (`give_back`)
         when the stream ends. `lease` says how long a deployment's slot is leased for
         the call (`slot_lease` of its time limits; `SLOT_LEASE_S` without it). `key`
-        names the request's conversation, for ``sticky`` balancing."""
+        names the request's conversation, for ``sticky`` balancing. With `stream`, a
+        call that opened is not yet a success for the breaker: the caller tells it how
+        the stream ended (`stream_ended`)."""
         failure: ProviderError | None = None
         stopped: set[str] = set()  # why deployments were passed over: "busy", "limited"
         for index in self._balancer.order(self._indices, key):
@@ -304,7 +307,7 @@ class DeploymentPool:
             slot, held = admitted
             kept = False
             try:
-                result = await self._one(index, deployment, attempt, clock, observe)
+                result = await self._one(index, deployment, attempt, clock, observe, stream)
                 if slots is not None and slot != UNCOUNTED_SLOT:
                     slots.append((deployment, slot, lease_s))
                     kept = True
@@ -349,9 +352,11 @@ class DeploymentPool:
         attempt: Callable[[Deployment], Awaitable[T]],
         clock: Callable[[], float],
         observe: Observe | None = None,
+        stream: bool = False,
     ) -> T:
-        """One call, with its outcome told to the balancer and the breaker. The request's
-        own fault (or a cancellation) says nothing about the deployment's health."""
+        """One call, with its outcome told to the balancer and the breaker (a stream's
+        success: when it ends, by `stream_ended`). The request's own fault (or a
+        cancellation) says nothing about the deployment's health."""
         self._balancer.start(index)
         started = clock()
         try:
@@ -375,10 +380,27 @@ class DeploymentPool:
             raise
         elapsed = clock() - started
         self._balancer.finish(index, latency_s=elapsed)
-        deployment.breaker.record_success()
+        if not stream:
+            deployment.breaker.record_success()
         if observe is not None:
             observe(deployment, elapsed, None)
         return result
+
+
+def stream_ended(deployment: Deployment, error: BaseException | None) -> None:
+    """How a stream `deployment` opened has ended, told to its breaker: whole (a success),
+    broken the way a deployment fails (no more events, a 5xx or 429 error event: a
+    failure, which may open it), or cut for another reason (the client left, the
+    request's own fault: nothing, its probe freed). A stream that opens and then always
+    breaks, or always gives up before its words, so trips the breaker."""
+    breaker = deployment.breaker
+    if error is None:
+        breaker.record_success()
+    elif isinstance(error, ProviderError) and error.retryable:
+        if breaker.record_failure() and deployment.link is not None:
+            deployment.link.opened()
+    else:
+        breaker.release()
 
 
 async def _admitted(

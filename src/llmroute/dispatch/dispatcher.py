@@ -52,6 +52,7 @@ from llmroute.dispatch.deployments import (
     give_back,
     renew,
     slot_lease,
+    stream_ended,
 )
 from llmroute.dispatch.model_params import for_model
 from llmroute.dispatch.plan import Plan
@@ -402,6 +403,7 @@ class Dispatcher:
                 charge = functools.partial(self._charge_answer, name, deployment=deployment)
                 events = _metered(*stream, meter, opened, charge, slots)
                 said = False
+                ended: BaseException | None = None
                 try:
                     async for event in events:
                         if not said and says_nothing(event):
@@ -412,13 +414,20 @@ class Dispatcher:
                         yield event
                     return
                 except ProviderError as exc:
+                    ended = exc
                     chain = plan.chain
                     later = chain[chain.index(name) + 1 :] if name in chain else ()
                     if said or not exc.retryable or not later:
                         raise
                     failure = (name, exc)
+                except BaseException as exc:
+                    ended = exc
+                    raise
                 finally:
-                    await _close(events)  # charged and its slot given back, whatever came
+                    try:
+                        await _close(events)  # charged, its slot given back, whatever came
+                    finally:
+                        stream_ended(deployment, ended)  # the breaker hears how it went
                 spent.append(opened.usage)
                 opened.usage = None  # the next stream's, once it has ended
                 log.warning("stream from %s failed before its first words: %s", *failure)
@@ -754,7 +763,13 @@ class Dispatcher:
                 )
             try:
                 return await pool.call(
-                    call, observe=observe, tokens=tokens, slots=slots, key=key, lease=lease
+                    call,
+                    observe=observe,
+                    tokens=tokens,
+                    slots=slots,
+                    key=key,
+                    lease=lease,
+                    stream=stream,
                 )
             except LimitReached as exc:
                 if observer is not None:
