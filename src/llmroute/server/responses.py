@@ -27,6 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -368,8 +369,7 @@ class _Kept:
                 return False
             failed = {**record.response, "status": "failed"}
             failed["error"] = {"code": code, "message": message}
-            failed_record = StoredResponse(failed, record.input, record.chain)
-            await self.store.put(self.owner, failed_record, counted=False)
+            await self.store.put(self.owner, replace(record, response=failed), counted=False)
         except StoreUnavailable as exc:
             log.warning("responses: background response %s not marked failed: %s", self.id, exc)
         return True
@@ -507,7 +507,7 @@ async def _cancel(
         return response
     cancelled = {**response, "status": "cancelled"}
     try:
-        await store.put(owner, StoredResponse(cancelled, record.input, record.chain), counted=False)
+        await store.put(owner, replace(record, response=cancelled), counted=False)
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
     background_runs(request).cancel(record.id)
