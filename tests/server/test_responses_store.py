@@ -537,6 +537,42 @@ def test_a_background_response_is_shared_and_stopped_across_gateways(
     assert "background response(s) cut short" in log and "Traceback" not in log
 
 
+def test_a_background_response_whose_gateway_died_is_kept_failed(
+    tmp_path: Path, upstream: FakeUpstream, claude: FakeAnthropic, redis_namespace: str
+) -> None:
+    """A gateway killed while it makes a background response (no chance to mark it)
+    stops renewing its lease: a read through another gateway, once the lease has lapsed,
+    finds it failed; a run that goes on renews its lease and stays in progress."""
+    kept = {"url": REDIS_URL, "namespace": redis_namespace, "ttl_s": 60, "lease_s": 1.5}
+    text = _registry(upstream, claude, json.dumps(kept))
+    env = {"LLMROUTE_TELEMETRY_URL": "off", **KEYS}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with serve_text(text, tmp_path / "b", env=env) as two, _client(two) as second:
+        with serve_text(text, tmp_path / "a", env=env) as one, _client(one) as first:
+            lost = first.responses.create(model="slower", input="lost", background=True)
+            alive = second.responses.create(model="slower", input="alive", background=True)
+            one.proc.kill()  # SIGKILL: nothing is marked on the way out
+            one.proc.wait(timeout=10)
+        killed_at = time.monotonic()
+        assert _polled(second, lost.id) == "failed"
+        assert time.monotonic() - killed_at > 0.5  # not before its lease lapsed
+        failed = second.responses.retrieve(lost.id)
+        assert failed.error is not None and failed.error.code == "server_error"
+        assert "lease" in failed.error.message
+        with pytest.raises(openai.BadRequestError) as caught:  # the live one: still running
+            second.responses.create(model="small", input="and?", previous_response_id=alive.id)
+        assert "still in progress" in caught.value.message
+        time.sleep(3 * 1.5)  # three leases: renewed, not lapsed
+        assert second.responses.retrieve(alive.id).status == "in_progress"
+        assert second.responses.cancel(alive.id).status == "cancelled"
+        metrics = httpx.get(
+            f"{two.url}/metrics", headers={"authorization": f"Bearer {OPS_KEY}"}
+        ).text
+        assert 'llmroute_background_responses_total{outcome="abandoned"} 1.0' in metrics
+        assert "Traceback" not in two.log_text()
+
+
 def _forget(registry: Path, *args: str) -> subprocess.CompletedProcess[str]:
     command = [str(BIN / "llmroute"), "responses", "forget", "-r", str(registry), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, env=_ENV)

@@ -1106,7 +1106,9 @@ class StoredResponsesSettings(_Frozen):
     answered, readable only with the client key that made it; in memory (this process,
     at most `max_entries` / `max_bytes`, least recently used first out) or in Redis
     (every gateway). Without this section nothing is stored. `max_background`: how many
-    ``background: true`` requests one gateway process answers at a time (0: none)."""
+    ``background: true`` requests one gateway process answers at a time (0: none);
+    `lease_s`: how long a background response stays ``in_progress`` once the process
+    making it has stopped renewing it (crashed, killed): the next read keeps it failed."""
 
     url: str = "memory"
     ttl_s: Seconds = 86_400.0
@@ -1115,6 +1117,7 @@ class StoredResponsesSettings(_Frozen):
     timeout_s: Seconds = 1.0
     namespace: str = Field(default="llmroute", min_length=1, pattern=_NAMESPACE)
     max_background: int = Field(default=256, ge=0)
+    lease_s: Seconds = Field(default=30.0, ge=1.0)
 
     _url = field_validator("url")(_state_url)
 

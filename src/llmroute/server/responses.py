@@ -83,7 +83,8 @@ async def responses(request: Request) -> Response:
         return await serve_converted(request, _STATELESS)
     ts, started_ns = time.time(), time.perf_counter_ns()
     body = await read_json_object(request, gateway.max_body_bytes)
-    front = _Kept(store, key_of(request.scope) or "", partial(counted, request))
+    owner = key_of(request.scope) or ""
+    front = _Kept(store, owner, partial(counted, request), partial(_counted, request, "abandoned"))
     chat = await front.chat_body(body)
     if front.background:
         return await _start_in_background(request, gateway, front, body, chat, ts, started_ns)
@@ -122,6 +123,8 @@ async def _start_in_background(
     response = front.queued(body, ts)
     try:
         kept = await front.store.put(front.owner, front.record(response), counted=False)
+        if kept:  # after the record: a process that dies in between leaves it abandoned
+            await front.store.hold(front.owner, front.id)
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
     if not kept:
@@ -156,7 +159,7 @@ async def _answer_in_background(
     ends; its outcome told to `count`."""
     task = asyncio.current_task()
     assert task is not None
-    watcher = asyncio.create_task(_cancel_when_asked(front, task))
+    watcher = asyncio.create_task(_watch(front, task))
     outcome = "failed"
     with gateway.inflight:
         try:
@@ -180,12 +183,19 @@ async def _answer_in_background(
             count(outcome)
 
 
-async def _cancel_when_asked(front: _Kept, task: asyncio.Task[None]) -> None:
-    """Cancel `task` once its response is cancelled or deleted in the store (by a
-    request another gateway process took)."""
+async def _watch(front: _Kept, task: asyncio.Task[None]) -> None:
+    """While `task` makes `front`'s response: renew its lease (a third of
+    ``stored_responses.lease_s`` at a time) and cancel the task once the response is
+    cancelled or deleted in the store (by a request another gateway process took)."""
+    lease_s = front.store.settings.lease_s
+    tick_s = min(_CANCEL_POLL_S, lease_s / 3)
+    renewed = time.monotonic()
     while True:
-        await asyncio.sleep(_CANCEL_POLL_S)
+        await asyncio.sleep(tick_s)
         try:
+            if time.monotonic() - renewed >= lease_s / 3:
+                await front.store.hold(front.owner, front.id)
+                renewed = time.monotonic()
             status = await front.status()
         except StoreUnavailable:
             continue
@@ -199,11 +209,16 @@ class _Kept:
     reads the response it continues and keeps the one it answers."""
 
     def __init__(
-        self, store: ResponseStore, owner: str, count: Callable[[str], None] = lambda _: None
+        self,
+        store: ResponseStore,
+        owner: str,
+        count: Callable[[str], None] = lambda _: None,
+        abandoned: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.owner = owner
         self._count = count  # conversation outcomes, to their metric
+        self._abandoned = abandoned  # a background response found abandoned, to its metric
         self.id = new_response_id()
         self.background = False
         self._keep = True
@@ -236,6 +251,9 @@ class _Kept:
                     param="previous_response_id",
                     code="previous_response_not_found",
                 )
+            if _running_in_background(chain.last):
+                last = await _read(self.store, self.owner, previous, self._abandoned)
+                chain = chain if last is None else replace(chain, last=last)
             if chain.last.response.get("status") in _RUNNING:
                 raise GatewayError(
                     400,
@@ -356,20 +374,11 @@ class _Kept:
     async def fail(self, status: int, message: str) -> bool:
         """Keep the background response as failed, unless it was cancelled or deleted
         (then False)."""
-        code = (
-            "rate_limit_exceeded"
-            if status == 429
-            else "invalid_prompt"
-            if 400 <= status < 500
-            else "server_error"
-        )
         try:
             record = await self.store.get(self.owner, self.id)
             if record is None or record.response.get("status") not in _RUNNING:
                 return False
-            failed = {**record.response, "status": "failed"}
-            failed["error"] = {"code": code, "message": message}
-            await self.store.put(self.owner, replace(record, response=failed), counted=False)
+            await self.store.put(self.owner, _failed(record, status, message), counted=False)
         except StoreUnavailable as exc:
             log.warning("responses: background response %s not marked failed: %s", self.id, exc)
         return True
@@ -383,11 +392,54 @@ class _Kept:
             return False
 
 
-async def _read(store: ResponseStore, owner: str, response_id: str) -> StoredResponse | None:
+def _failed(record: StoredResponse, status: int, message: str) -> StoredResponse:
+    """`record` kept failed with OpenAI's error for an answer of HTTP `status`."""
+    code = (
+        "rate_limit_exceeded"
+        if status == 429
+        else "invalid_prompt"
+        if 400 <= status < 500
+        else "server_error"
+    )
+    error = {"code": code, "message": message}
+    return replace(record, response={**record.response, "status": "failed", "error": error})
+
+
+_ABANDONED = (
+    "the gateway process making this response stopped without finishing it (its lease, "
+    "stored_responses.lease_s, lapsed): send it again"
+)
+
+
+async def _read(
+    store: ResponseStore,
+    owner: str,
+    response_id: str,
+    abandoned: Callable[[], None] = lambda: None,
+) -> StoredResponse | None:
+    """The kept response; a background one whose process stopped renewing its lease
+    (crashed, killed) kept failed first, and `abandoned()` told."""
     try:
-        return await store.get(owner, response_id)
+        record = await store.get(owner, response_id)
+        if record is None or not _running_in_background(record):
+            return record
+        if await store.held(owner, response_id):
+            return record
+        again = await store.get(owner, response_id)  # it may have ended meanwhile
+        if again is None or not _running_in_background(again):
+            return again
+        failed = _failed(again, 500, _ABANDONED)
+        await store.put(owner, failed, counted=False)
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
+    log.warning("responses: background response %s abandoned (lease lapsed)", response_id)
+    abandoned()
+    return failed
+
+
+def _running_in_background(record: StoredResponse) -> bool:
+    response = record.response
+    return response.get("background") is True and response.get("status") in _RUNNING
 
 
 async def _chain_of(
@@ -473,7 +525,7 @@ async def stored_response(request: Request) -> Response:
             "'stream' (and poll a background response until its status is final)",
             param="stream",
         )
-    record = await _read(store, owner, response_id)
+    record = await _read(store, owner, response_id, partial(_counted, request, "abandoned"))
     if record is None:
         raise _not_found(response_id)
     if action == "cancel":

@@ -255,6 +255,18 @@ class ResponseStore:
     async def delete(self, owner: str, response_id: str) -> bool:
         return await self._store.delete(self._key(owner, response_id))
 
+    async def hold(self, owner: str, response_id: str) -> None:
+        """Say for `settings.lease_s` more that a process is making background response
+        `response_id` (renewed while it does; lapsed, the response was abandoned)."""
+        await self._store.set(self._lease(owner, response_id), b"1", self.settings.lease_s)
+
+    async def held(self, owner: str, response_id: str) -> bool:
+        """Whether a process still says it is making `response_id` (`hold`)."""
+        return await self._store.get(self._lease(owner, response_id)) is not None
+
+    def _lease(self, owner: str, response_id: str) -> str:
+        return self._key(owner, f"lease\0{response_id}")
+
     async def aclose(self) -> None:
         await self._store.aclose()
 

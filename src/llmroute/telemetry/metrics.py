@@ -37,7 +37,8 @@ Metrics (all prefixed ``llmroute_``):
   ``turn_added``, ``deleted``, ``not_found``, ``error``;
 - ``background_responses_total{outcome}``: ``background: true`` Responses requests
   (llmroute.server.responses): ``started``, ``completed``, ``failed``, ``cancelled``,
-  ``refused`` (over ``stored_responses.max_background``);
+  ``refused`` (over ``stored_responses.max_background``), ``abandoned`` (found by a read
+  with its lease lapsed: the process making it died);
 - ``cache_total{result}``: response cache lookups and writes (llmroute.state):
   ``hit``, ``miss``, ``bypass``, ``semantic_hit``, ``semantic_miss``, ``stored``,
   ``too_large``, ``evicted``, ``error``;
@@ -501,8 +502,8 @@ class GatewayMetrics:
         self._stored_responses(outcome).inc()
 
     def background_responses(self, outcome: str) -> None:
-        """A background response ``started``, ``completed``, ``failed``, ``cancelled`` or
-        ``refused`` (llmroute.server.responses)."""
+        """A background response ``started``, ``completed``, ``failed``, ``cancelled``,
+        ``refused`` or ``abandoned`` (llmroute.server.responses)."""
         self._background(outcome).inc()
 
     def answer_pii(self, pii_type: str) -> None:
