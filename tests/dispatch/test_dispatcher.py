@@ -17,6 +17,7 @@ from fake_upstream import FakeUpstream, fake_upstream
 from plans import plan_for
 
 from llmroute.dispatch import Dispatcher
+from llmroute.dispatch.dispatcher import DispatchObserver
 from llmroute.errors import (
     AllFallbacksFailed,
     BeyondModel,
@@ -30,6 +31,7 @@ from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import Registry, RoutePolicy
 from llmroute.server.errors import gateway_error
+from llmroute.telemetry.metrics import GatewayMetrics
 
 T = TypeVar("T")
 
@@ -77,7 +79,12 @@ class Harness:
         }
         return parse_registry(text).registry
 
-    def run(self, registry: Registry, job: Callable[[Dispatcher], Awaitable[T]]) -> T:
+    def run(
+        self,
+        registry: Registry,
+        job: Callable[[Dispatcher], Awaitable[T]],
+        observer: DispatchObserver | None = None,
+    ) -> T:
         async def main() -> T:
             dispatcher = Dispatcher(
                 registry,
@@ -85,6 +92,7 @@ class Harness:
                 rng=random.Random(7),
                 clock=self.clock,
                 sleep=self.sleep,
+                observer=observer,
             )
             try:
                 return await job(dispatcher)
@@ -337,7 +345,7 @@ def test_a_stream_whose_later_models_fail_too_ends_broken_and_counted_once(
 def test_a_breaker_hears_how_streams_ended_not_only_that_they_opened(h: Harness) -> None:
     """Three streams that open and then break trip the breaker (3 failures in a row);
     a whole stream counts as a success when it ends, resetting the count; streams the
-    client leaves count for nothing."""
+    client leaves count for nothing. The metrics hear how each stream ended."""
     models = "  a: {provider: up, model: 'a?mid=1'}\n  b: {provider: up, model: b}\n"
     models += "  c: {provider: up, model: 'c?mid=1&times=2'}"  # two broken, then whole
     registry = h.registry(models, "a")
@@ -376,8 +384,20 @@ def test_a_breaker_hears_how_streams_ended_not_only_that_they_opened(h: Harness)
             await d.open_stream(plan_for("a"), _body(stream=True))
         return states
 
-    assert h.run(registry, job) == ["closed"] * 8 + ["closed", "closed", "closed", "open"]
+    metrics = GatewayMetrics()
+    states = h.run(registry, job, metrics)
+    assert states == ["closed"] * 8 + ["closed", "closed", "closed", "open"]
     assert h.upstream.models_called().count("a?mid=1") == 3
+
+    def streams(model: str, outcome: str) -> float | None:
+        labels = {"model": model, "deployment": "up", "outcome": outcome}
+        return metrics.registry.get_sample_value("llmroute_upstream_streams_total", labels)
+
+    assert streams("b", "cancelled") == 5 and streams("b", "ok") == 1
+    assert streams("c", "error") == 2 and streams("c", "ok") == 1
+    assert streams("a", "error") == 3 and streams("a", "ok") is None
+    attempts = {"model": "a", "deployment": "up", "outcome": "ok"}
+    assert metrics.registry.get_sample_value("llmroute_upstream_attempts_total", attempts) == 3
 
 
 def test_a_mid_stream_failure_is_not_retried(h: Harness) -> None:

@@ -202,7 +202,10 @@ class DispatchObserver(Protocol):
 
     # Optional: ``attempt_starting(operation, deployment)``, told just before each upstream
     # call (`on_attempt` follows when it ends), for an observer that must act while the
-    # call runs (tracing: the call carries its own span's context).
+    # call runs (tracing: the call carries its own span's context); ``on_stream_end(model,
+    # deployment, outcome, error)``, told when a stream whose call was told ``ok`` (it
+    # opened) ends: ``ok`` whole, else `attempt_outcome` of what ended it (``error``
+    # broken, ``cancelled`` left by its client).
 
 
 class Observers:
@@ -241,6 +244,23 @@ class Observers:
     def on_limited(self, model: str, limit: str) -> None:
         for observer in self.observers:
             _tell_limited(observer, model, limit)
+
+    def on_stream_end(
+        self, model: str, deployment: Deployment, outcome: str, error: BaseException | None
+    ) -> None:
+        for observer in self.observers:
+            method = getattr(observer, "on_stream_end", None)
+            if method is not None:
+                _tell(method, model, deployment, outcome, error)
+
+
+def _tell_stream_end(
+    observer: DispatchObserver, model: str, deployment: Deployment, error: BaseException | None
+) -> None:
+    """``on_stream_end(model, deployment, outcome, error)``, for observers that have it."""
+    method = getattr(observer, "on_stream_end", None)
+    if method is not None:
+        _tell(method, model, deployment, attempt_outcome(error), error)
 
 
 def _tell_limited(observer: DispatchObserver, model: str, limit: str) -> None:
@@ -428,6 +448,8 @@ class Dispatcher:
                         await _close(events)  # charged, its slot given back, whatever came
                     finally:
                         stream_ended(deployment, ended)  # the breaker hears how it went
+                        if self.observer is not None:
+                            _tell_stream_end(self.observer, name, deployment, ended)
                 spent.append(opened.usage)
                 opened.usage = None  # the next stream's, once it has ended
                 log.warning("stream from %s failed before its first words: %s", *failure)

@@ -17,7 +17,9 @@ Metrics (all prefixed ``llmroute_``):
 - ``upstream_seconds{model}``: arrival to last byte of requests a model served;
   ``ttft_seconds{model}``: arrival to first streamed event;
 - ``tokens_total{model, direction="in|out"}``, ``cost_usd_total{route, model}``;
-- ``upstream_attempts_total{model, deployment, outcome}``, ``retries_total{model}``,
+- ``upstream_attempts_total{model, deployment, outcome}``,
+  ``upstream_streams_total{model, deployment, outcome}`` (how a stream whose attempt was
+  ``ok`` ended), ``retries_total{model}``,
   ``fallbacks_total{route}``, ``limited_total{model, limit="rpm|in_flight|budget"}``: from the
   dispatcher (zero unless it is observed);
 - ``breaker_open{model, deployment, upstream}``: 1 while a deployment's breaker is open
@@ -84,6 +86,7 @@ from llmroute.dispatch.breaker import BreakerState
 from llmroute.telemetry.record import DecisionRecord
 
 if TYPE_CHECKING:
+    from llmroute.dispatch.deployments import Deployment
     from llmroute.dispatch.dispatcher import Attempt, Dispatcher
     from llmroute.dispatch.usage import Usage
 
@@ -291,6 +294,14 @@ class GatewayMetrics:
                 ("model", "deployment", "outcome"),
             )
         )
+        self._streams = _Children(
+            counter(
+                "llmroute_upstream_streams",
+                "Upstream streams that opened, by how they ended: ok, error, timeout, "
+                "rejected, cancelled",
+                ("model", "deployment", "outcome"),
+            )
+        )
         self._retries = _Children(counter("llmroute_retries", "Retries of a model", ("model",)))
         self._fallbacks = _Children(
             counter("llmroute_fallbacks", "Falls back to the next model of a chain", ("route",))
@@ -450,9 +461,21 @@ class GatewayMetrics:
     def on_attempt(self, attempt: Attempt) -> None:
         deployment = attempt.deployment
         self._attempts(attempt.model, deployment.provider_name, attempt.outcome).inc()
+        self._breaker_now(attempt.model, deployment)
+
+    def on_stream_end(
+        self, model: str, deployment: Deployment, outcome: str, error: BaseException | None
+    ) -> None:
+        """A stream that opened (its attempt counted ``ok``) ended: ``ok`` whole, else
+        broken (``error``, ``timeout``), ``rejected`` or ``cancelled`` (its client left);
+        its end may have opened the breaker."""
+        self._streams(model, deployment.provider_name, outcome).inc()
+        self._breaker_now(model, deployment)
+
+    def _breaker_now(self, model: str, deployment: Deployment) -> None:
         if self._breaker_gauge is not None:
             is_open = deployment.breaker.state is not BreakerState.CLOSED
-            labels = (attempt.model, deployment.provider_name, deployment.upstream)
+            labels = (model, deployment.provider_name, deployment.upstream)
             self._breaker_gauge(*labels).set(float(is_open))
             self._breaker_set.add(labels)
 
