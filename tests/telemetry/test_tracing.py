@@ -7,6 +7,7 @@ provider is never touched); the gateway test runs `llmroute serve` as a subproce
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from llmroute.decision import (
 )
 from llmroute.dispatch import Dispatcher, Plan
 from llmroute.dispatch.dispatcher import Observers
+from llmroute.errors import ProviderError
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import Registry
@@ -231,6 +233,8 @@ models:
   a: {provider: up, model: 'a?status=500&times=1'}
   bad: {provider: up, model: 'bad?status=503'}
   b: {provider: up, model: b-up}
+  slow: {provider: up, model: 'slow?gap=0.05'}
+  broken: {provider: up, model: 'broken?mid=1'}
 routes:
   - {name: r, examples: [hello], target: a}
 default: {target: a}
@@ -271,8 +275,9 @@ def _run(registry: Registry, tracing: Tracing, chain: tuple[str, ...], stream: b
             with tracing.request_span(plan.decision) as trace:
                 if stream:
                     opened = await dispatcher.open_stream(plan, body)
-                    async for _ in opened.events:
-                        pass
+                    with contextlib.suppress(ProviderError):  # a stream that breaks
+                        async for _ in opened.events:
+                            pass
                 else:
                     await dispatcher.complete(plan, body)
                 trace.finish(None)
@@ -418,6 +423,28 @@ def test_stream_attempts_and_a_fallback(
         "llmroute.model": "bad",
         "llmroute.next_model": "b",
     }
+
+
+def test_a_stream_calls_span_lasts_until_the_stream_ends(
+    registry: Registry, tracing: Tracing, exporter: InMemorySpanExporter
+) -> None:
+    """A stream's call span ends when the stream does (not at its first event), saying
+    how it ended and when its first event came; one that broke is a span error."""
+    _run(registry, tracing, ("slow",), stream=True)
+    _run(registry, tracing, ("broken",), stream=True)
+    spans = by_name(exporter.get_finished_spans())
+    (whole,) = spans["chat slow?gap=0.05"]
+    a = attrs(whole)
+    assert a["llmroute.stream.outcome"] == "ok" and a["llmroute.attempt.outcome"] == "ok"
+    lasted_s = ((whole.end_time or 0) - (whole.start_time or 0)) / 1e9
+    assert lasted_s > a["llmroute.ttft_s"]  # words come 50 ms apart after the first event
+    assert lasted_s >= 0.1 and whole.status.status_code is StatusCode.UNSET
+    (request,) = spans["chat slow"]
+    assert (whole.end_time or 0) <= (request.end_time or 0)  # within its request
+    (broke,) = spans["chat broken?mid=1"]
+    assert attrs(broke)["llmroute.stream.outcome"] == "error"
+    assert broke.status.status_code is StatusCode.ERROR
+    assert tracing._streams == {}  # nothing left open
 
 
 def test_an_embedding_attempt_is_named_after_its_operation(

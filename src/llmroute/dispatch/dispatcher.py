@@ -40,7 +40,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from llmroute.dispatch.affinity import prefix_key
 from llmroute.dispatch.client_reasoning import in_dialect
@@ -184,6 +184,17 @@ def attempt_outcome(error: BaseException | None) -> str:
     return "cancelled"
 
 
+class _Relay(NamedTuple):
+    """An opened stream as `Dispatcher._relayed` takes it over: its first event and the
+    rest, the deployment that opened it, its in-flight slots, and its call as told to
+    the observer (None without one)."""
+
+    stream: tuple[bytes, AsyncIterator[bytes]]
+    deployment: Deployment
+    slots: list[Slot]
+    told: Attempt | None
+
+
 class DispatchObserver(Protocol):
     """Told what dispatch does, on the request path: keep each call cheap. An exception
     raised here is logged and swallowed; it never fails the request."""
@@ -202,9 +213,9 @@ class DispatchObserver(Protocol):
 
     # Optional: ``attempt_starting(operation, deployment)``, told just before each upstream
     # call (`on_attempt` follows when it ends), for an observer that must act while the
-    # call runs (tracing: the call carries its own span's context); ``on_stream_end(model,
-    # deployment, outcome, error)``, told when a stream whose call was told ``ok`` (it
-    # opened) ends: ``ok`` whole, else `attempt_outcome` of what ended it (``error``
+    # call runs (tracing: the call carries its own span's context); ``on_stream_end(attempt,
+    # outcome, error)``, told when the stream that `attempt` (told ``ok``: it opened)
+    # opened ends: ``ok`` whole, else `attempt_outcome` of what ended it (``error``
     # broken, ``cancelled`` left by its client).
 
 
@@ -245,22 +256,20 @@ class Observers:
         for observer in self.observers:
             _tell_limited(observer, model, limit)
 
-    def on_stream_end(
-        self, model: str, deployment: Deployment, outcome: str, error: BaseException | None
-    ) -> None:
+    def on_stream_end(self, attempt: Attempt, outcome: str, error: BaseException | None) -> None:
         for observer in self.observers:
             method = getattr(observer, "on_stream_end", None)
             if method is not None:
-                _tell(method, model, deployment, outcome, error)
+                _tell(method, attempt, outcome, error)
 
 
 def _tell_stream_end(
-    observer: DispatchObserver, model: str, deployment: Deployment, error: BaseException | None
+    observer: DispatchObserver, attempt: Attempt, error: BaseException | None
 ) -> None:
-    """``on_stream_end(model, deployment, outcome, error)``, for observers that have it."""
+    """``on_stream_end(attempt, outcome, error)``, for observers that have it."""
     method = getattr(observer, "on_stream_end", None)
     if method is not None:
-        _tell(method, model, deployment, attempt_outcome(error), error)
+        _tell(method, attempt, attempt_outcome(error), error)
 
 
 def _tell_limited(observer: DispatchObserver, model: str, limit: str) -> None:
@@ -388,15 +397,17 @@ class Dispatcher:
         hold_s = self._registry.dispatch.stream_hold_s
 
         slots: list[Slot] = []  # the answering deployment's in-flight slot, held to the end
+        told: list[Attempt] = []  # the call that opened it, as told to the observer
         try:
             (first, rest), name, deployment, attempts = await self._fall_back(
-                plan, body, on, stream=True, slots=slots
+                plan, body, on, stream=True, slots=slots, told=told
             )
         except BaseException:
             await give_back(slots)
             raise
         opened = Opened(name, deployment.provider_name, _empty(), attempts)
-        opened.events = self._relayed(plan, body, on, opened, (first, rest), deployment, slots)
+        relay = _Relay((first, rest), deployment, slots, told[-1] if told else None)
+        opened.events = self._relayed(plan, body, on, opened, relay)
         return opened
 
     async def _relayed(
@@ -405,9 +416,7 @@ class Dispatcher:
         body: dict[str, Any],
         on: Callable[[str, Deployment, Timeouts], Awaitable[tuple[bytes, Any]]],
         opened: Opened,
-        stream: tuple[bytes, AsyncIterator[bytes]],
-        deployment: Deployment,
-        slots: list[Slot],
+        relay: _Relay,
     ) -> AsyncIterator[bytes]:
         """`opened`'s events, metered (`_metered`). A stream that fails before its first
         words, after its start went out (`stream_hold_s`: a reasoning model thinking for
@@ -416,6 +425,7 @@ class Dispatcher:
         left out) reads as the answer. `opened` then names the model that answered, and
         its attempts the one that failed; the usage is both streams'."""
         name, skip_opening = opened.model, False
+        stream, deployment, slots, told = relay
         spent: list[Usage | None] = []
         try:
             while True:
@@ -448,21 +458,28 @@ class Dispatcher:
                         await _close(events)  # charged, its slot given back, whatever came
                     finally:
                         stream_ended(deployment, ended)  # the breaker hears how it went
-                        if self.observer is not None:
-                            _tell_stream_end(self.observer, name, deployment, ended)
+                        if self.observer is not None and told is not None:
+                            _tell_stream_end(self.observer, told, ended)
                 spent.append(opened.usage)
                 opened.usage = None  # the next stream's, once it has ended
                 log.warning("stream from %s failed before its first words: %s", *failure)
                 if self.observer is not None:
                     _tell(self.observer.on_fallback, plan.decision.route, name, later[0])
                 slots = []
+                told_now: list[Attempt] = []
                 try:
                     stream, name, deployment, attempts = await self._fall_back(
-                        dataclasses.replace(plan, chain=later), body, on, stream=True, slots=slots
+                        dataclasses.replace(plan, chain=later),
+                        body,
+                        on,
+                        stream=True,
+                        slots=slots,
+                        told=told_now,
                     )
                 except BaseException:
                     await give_back(slots)
                     raise
+                told = told_now[-1] if told_now else None
                 opened.model, opened.deployment = name, deployment.provider_name
                 opened.attempts = (*opened.attempts, _describe(failure), *attempts)
                 skip_opening = True
@@ -535,6 +552,7 @@ class Dispatcher:
         *,
         stream: bool,
         slots: list[Slot] | None = None,
+        told: list[Attempt] | None = None,
     ) -> tuple[T, str, Deployment, tuple[str, ...]]:
         chain = list(plan.chain)
         failures: list[tuple[str, ProviderError]] = []
@@ -559,6 +577,7 @@ class Dispatcher:
                     tokens=self._held_tokens(name, body, needed),
                     slots=slots,
                     key=self._sticky_key(name, body, prefix),
+                    told=told,
                 )
             except UnsupportedRequest as exc:
                 failures.append((name, exc))
@@ -763,6 +782,7 @@ class Dispatcher:
         tokens: int = 0,
         slots: list[Slot] | None = None,
         key: str | None = None,
+        told: list[Attempt] | None = None,
     ) -> tuple[T, Deployment]:
         settings = self._registry.dispatch.retries
         retries = settings.attempts if policy is None or policy.retries is None else policy.retries
@@ -781,7 +801,7 @@ class Dispatcher:
             observe = None
             if observer is not None:
                 observe = functools.partial(
-                    self._observed, observer, operation, name, retry, stream
+                    self._observed, observer, operation, name, retry, stream, told
                 )
             try:
                 return await pool.call(
@@ -818,6 +838,7 @@ class Dispatcher:
         model: str,
         retry: int,
         stream: bool,
+        told: list[Attempt] | None,
         deployment: Deployment,
         elapsed_s: float,
         error: BaseException | None,
@@ -837,6 +858,8 @@ class Dispatcher:
             stream=stream,
         )
         _tell(observer.on_attempt, attempt)
+        if told is not None and error is None:
+            told.append(attempt)  # for `on_stream_end`, once the stream it opened ends
 
     def _lease(self, policy: RoutePolicy | None, model: str, deployment: Deployment) -> float:
         """How long a call's in-flight slot on `deployment` is leased (`slot_lease`)."""

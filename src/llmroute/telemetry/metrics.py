@@ -463,14 +463,13 @@ class GatewayMetrics:
         self._attempts(attempt.model, deployment.provider_name, attempt.outcome).inc()
         self._breaker_now(attempt.model, deployment)
 
-    def on_stream_end(
-        self, model: str, deployment: Deployment, outcome: str, error: BaseException | None
-    ) -> None:
-        """A stream that opened (its attempt counted ``ok``) ended: ``ok`` whole, else
-        broken (``error``, ``timeout``), ``rejected`` or ``cancelled`` (its client left);
-        its end may have opened the breaker."""
-        self._streams(model, deployment.provider_name, outcome).inc()
-        self._breaker_now(model, deployment)
+    def on_stream_end(self, attempt: Attempt, outcome: str, error: BaseException | None) -> None:
+        """The stream `attempt` opened (counted ``ok``) ended: ``ok`` whole, else broken
+        (``error``, ``timeout``), ``rejected`` or ``cancelled`` (its client left); its end
+        may have opened the breaker."""
+        deployment = attempt.deployment
+        self._streams(attempt.model, deployment.provider_name, outcome).inc()
+        self._breaker_now(attempt.model, deployment)
 
     def _breaker_now(self, model: str, deployment: Deployment) -> None:
         if self._breaker_gauge is not None:

@@ -16,8 +16,9 @@ fact from the decision's timings: the layers are laid end to end, ending when th
 span is started (their order and lengths are exact, their placement approximate). Given
 to the `Dispatcher` as its observer, `Tracing` adds a child span per upstream call
 (``chat {upstream model}``, kind CLIENT; begun as the call starts, so the call carries
-its context) and an event per retry and fallback, under the request span that is current
-then (`RequestTrace.activate`).
+its context; a stream's ends when the stream does, with ``llmroute.ttft_s`` and
+``llmroute.stream.outcome``) and an event per retry and fallback, under the request span
+that is current then (`RequestTrace.activate`).
 
 In the gateway::
 
@@ -64,6 +65,7 @@ _INSTRUMENTATION = "llmroute"
 # The upstream call in flight in this task: its span, begun by `attempt_starting`, and
 # the deployment it went to (so that `on_attempt` ends that span and no other).
 _LIVE: ContextVar[tuple[Span, object] | None] = ContextVar("llmroute_live_attempt", default=None)
+_MAX_OPEN_STREAMS = 10_000  # stream spans kept open at once (a stream never ended: bounded)
 
 
 class RequestTrace:
@@ -148,6 +150,8 @@ class Tracing:
             None if tracer_provider is None else tracer_provider.get_tracer(_INSTRUMENTATION)
         )
         self.enabled = self._tracer is not None
+        # the spans of calls whose streams are still going, by id of their `Attempt`
+        self._streams: dict[int, tuple[Attempt, Span]] = {}
 
     @property
     def observer(self) -> Tracing | None:
@@ -243,7 +247,36 @@ class Tracing:
             )
         if attempt.error is not None:
             span.set_status(Status(StatusCode.ERROR, str(attempt.error)))
+        elif attempt.stream:  # open until the stream ends (`on_stream_end`)
+            span.set_attribute("llmroute.ttft_s", attempt.elapsed_s)
+            self._keep_open(attempt, span)
+            return
         span.end(end_time=end_ns)
+
+    def _keep_open(self, attempt: Attempt, span: Span) -> None:
+        streams = self._streams
+        if len(streams) >= _MAX_OPEN_STREAMS:  # never told their end: end the oldest
+            key = next(iter(streams))
+            oldest = streams.pop(key)[1]
+            oldest.set_attribute("llmroute.stream.outcome", "unknown")
+            oldest.end()
+        streams[id(attempt)] = (attempt, span)
+
+    def on_stream_end(self, attempt: Attempt, outcome: str, error: BaseException | None) -> None:
+        """End the span of the call that opened the stream, now that the stream has
+        ended: a broken one (``error``, ``timeout``) or one the request's fault ended
+        (``rejected``) is a span error; one its client left (``cancelled``) is not."""
+        kept = self._streams.pop(id(attempt), None)
+        if kept is None:
+            return
+        span = kept[1]
+        span.set_attribute("llmroute.stream.outcome", outcome)
+        if error is not None and outcome != "cancelled":
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_attribute("error.type", _error_type(error))
+            span.set_status(Status(StatusCode.ERROR, str(error)))
+        span.end()
 
     def on_retry(self, model: str, delay_s: float) -> None:
         if self._tracer is None:
