@@ -27,6 +27,7 @@ models:
   thinker: {provider: fake, model: up-thinker, reasoning: {effort: medium}}
   sonnet: {provider: claude, model: claude-x}
   routed: {provider: relay, model: up-routed}
+  broken: {provider: fake, model: "up-broken?mid=1"}
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -88,6 +89,19 @@ def test_a_stream_arrives_as_messages_events(client: anthropic.Anthropic) -> Non
     assert text and final.content[0].type == "text" and final.content[0].text == text
     assert final.model == "small" and final.stop_reason == "end_turn"
     assert final.usage.output_tokens > 0
+
+
+def test_a_stream_that_breaks_ends_with_an_error_event(client: anthropic.Anthropic) -> None:
+    """The upstream stream breaks after its first words: Anthropic's client hears an
+    ``error`` event (and raises), not a ``message_stop`` after half an answer."""
+    with (
+        pytest.raises(anthropic.APIStatusError) as caught,
+        client.messages.stream(
+            model="broken", max_tokens=32, messages=[{"role": "user", "content": "hello"}]
+        ) as stream,
+    ):
+        list(stream)
+    assert "the upstream stream broke off" in str(caught.value)
 
 
 def test_tool_use_and_results_cross_both_ways(

@@ -24,6 +24,7 @@ models:
   small: {provider: fake, model: up-small}
   large: {provider: fake, model: up-large}
   cut: {provider: fake, model: "up-cut?finish=length"}
+  broken: {provider: fake, model: "up-broken?mid=1"}
   sonnet: {provider: claude, model: claude-x}
 routes:
   - name: code
@@ -106,6 +107,17 @@ def test_a_stream_arrives_as_responses_events(client: openai.OpenAI) -> None:
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert text and final.output_text == text and final.model == "small"
     assert final.usage is not None and final.usage.output_tokens > 0
+
+
+def test_a_stream_that_breaks_ends_failed_not_completed(client: openai.OpenAI) -> None:
+    """The upstream stream breaks after its first words: the client hears
+    ``response.failed``, not a ``response.completed`` holding half an answer."""
+    events = list(client.responses.create(model="broken", input="hello", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[-1] == "response.failed" and "response.completed" not in kinds
+    failed = events[-1].response  # type: ignore[union-attr]
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error.message == "the upstream stream broke off"
 
 
 def test_a_cut_answer_is_incomplete(client: openai.OpenAI) -> None:

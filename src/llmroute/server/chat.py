@@ -619,6 +619,12 @@ async def route_only(request: Request) -> Response:
     return answer
 
 
+_BROKE_OFF = (
+    b'data: {"error": {"message": "the upstream stream broke off", '
+    b'"type": "server_error", "param": null, "code": "upstream_error"}}\n\n'
+)
+
+
 async def relay(
     opened: Opened, done: StreamDone | None = None, collect: bool = False
 ) -> AsyncIterator[bytes]:
@@ -638,8 +644,7 @@ async def relay(
     except ProviderError as exc:
         error = "stream_interrupted"
         log.warning("stream from %s broke off: %s", opened.model, exc)
-        yield b'data: {"error": {"message": "the upstream stream broke off", '
-        yield b'"type": "server_error", "param": null, "code": "upstream_error"}}\n\n'
+        yield _BROKE_OFF  # one piece: the fronts translate event by event
         yield b"data: [DONE]\n\n"
     finally:
         if error == CLIENT_DISCONNECTED and stopping():
