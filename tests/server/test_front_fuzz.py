@@ -1,4 +1,4 @@
-"""Whatever a client sends, the Messages and Responses converters answer with a chat
+"""Whatever a client sends, the Messages, Responses and completions converters answer with a chat
 body or a 400 naming a field (`GatewayError`), and what the gateway does with a chat
 body itself ends in a body or an `LlmrouteError`: never another exception, which the
 gateway would turn into a 500. Bodies are random JSON built from each API's own keys
@@ -20,7 +20,8 @@ from llmroute.providers._anthropic_convert import to_chat_completion, to_message
 from llmroute.providers.anthropic import StreamTranslator as AnthropicStream
 from llmroute.providers.cache_markers import without_cache_markers
 from llmroute.registry.schema import Model, Reasoning
-from llmroute.server import messages_convert, responses_convert
+from llmroute.server import completions, messages_convert, responses_convert
+from llmroute.server.completions import CompletionStream
 from llmroute.server.errors import GatewayError
 from llmroute.server.messages_convert import StreamTranslator
 from llmroute.server.responses_stream import ResponsesStream
@@ -33,7 +34,8 @@ _KEYS = [
     "parameters", "max_tokens", "max_output_tokens", "thinking", "budget_tokens",
     "cache_control", "source", "media_type", "data", "url", "image_url", "tool_use_id",
     "is_error", "system", "stop_sequences", "format", "schema", "reasoning", "effort",
-    "id", "stream", "metadata", "user_id", "previous_response_id",
+    "id", "stream", "metadata", "user_id", "previous_response_id", "prompt", "suffix",
+    "echo", "logprobs", "best_of", "n", "stream_options", "include_usage",
 ]  # fmt: skip
 _WORDS = [
     "auto", "user", "assistant", "system", "developer", "tool", "text", "image",
@@ -131,6 +133,20 @@ def test_any_responses_body_converts_or_is_a_400(body: dict[str, Any]) -> None:
     _converts_or_400(responses_convert.to_chat_body, body)
 
 
+_completion_bodies = st.builds(
+    lambda extra, prompt: {"model": "auto", "prompt": prompt, **extra},
+    st.dictionaries(st.sampled_from(_KEYS), _json, max_size=5),
+    st.one_of(_short, st.lists(_short, max_size=2)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_completion_bodies)
+@example({"model": "auto", "prompt": ["hi"], "n": 2, "best_of": 2, "stream": True})
+def test_any_completions_body_converts_or_is_a_400(body: dict[str, Any]) -> None:
+    _converts_or_400(completions.to_chat_body, body)
+
+
 @settings(max_examples=400, deadline=None)
 @given(_bodies)
 @example({"model": "auto", "input": "hi"})
@@ -185,7 +201,13 @@ def test_any_upstream_chunks_translate_without_a_crash(chunks: list[dict[str, An
     """An upstream's stream is not ours to trust: odd chunks are skipped or carried,
     never an exception in the middle of a client's stream."""
     body = {"model": "auto", "input": "x", "tools": [{"type": "custom", "name": "p"}]}
-    for translator in (StreamTranslator("small"), ResponsesStream("small", body)):
+    wants_usage = {"stream_options": {"include_usage": True}}
+    translators = (
+        StreamTranslator("small"),
+        ResponsesStream("small", body),
+        CompletionStream("small", wants_usage),
+    )
+    for translator in translators:
         for chunk in chunks:
             list(translator.feed(f"data: {json.dumps(chunk)}\n\n".encode()))
         list(translator.close())
@@ -200,6 +222,7 @@ def test_any_upstream_answer_converts_without_a_crash(data: dict[str, Any]) -> N
     body = {"model": "auto", "input": "x", "tools": [{"type": "custom", "name": "p"}]}
     assert messages_convert.to_message(data, "small")["type"] == "message"
     assert responses_convert.to_response(data, "small", body)["object"] == "response"
+    assert completions.to_completion(data, "small", {})["object"] == "text_completion"
 
 
 _ANTHROPIC_KEYS = ["type", "message", "index", "content_block", "delta", "text", "id",

@@ -22,6 +22,7 @@ from llmroute.errors import LlmrouteError
 from llmroute.server.auth import KEY_INFO_PATH, RequireKey
 from llmroute.server.background import BackgroundRuns
 from llmroute.server.chat import chat_completions, route_only
+from llmroute.server.completions import completions
 from llmroute.server.conversations import (
     CONVERSATIONS_PATH,
     conversation,
@@ -84,6 +85,7 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
         Route(MESSAGES_PATH, messages, methods=["POST"]),
         Route(COUNT_TOKENS_PATH, count_tokens, methods=["POST"]),
         Route(RESPONSES_PATH, responses, methods=["POST"]),

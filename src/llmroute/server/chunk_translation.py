@@ -1,6 +1,7 @@
 """A chat-completions stream relayed as another API's event stream: the part the
-Messages (`llmroute.server.messages_convert.StreamTranslator`) and Responses
-(`llmroute.server.responses_stream.ResponsesStream`) fronts share. A subclass says what
+Messages (`llmroute.server.messages_convert.StreamTranslator`), Responses
+(`llmroute.server.responses_stream.ResponsesStream`) and completions
+(`llmroute.server.completions.CompletionStream`) fronts share. A subclass says what
 one chunk becomes (`_chunk`) and how the stream ends (`close`)."""
 
 from __future__ import annotations
@@ -60,7 +61,11 @@ def _choice(choice: dict[str, Any]) -> dict[str, Any]:
     calls = delta.get("tool_calls")
     if isinstance(calls, list):
         clean["tool_calls"] = [_call(c) for c in calls if isinstance(c, dict)]
-    return {"delta": clean, "finish_reason": _str(choice.get("finish_reason"))}
+    return {
+        "delta": clean,
+        "finish_reason": _str(choice.get("finish_reason")),
+        "index": _int(choice.get("index")),
+    }
 
 
 def clean_chunk(chunk: dict[str, Any]) -> dict[str, Any]:

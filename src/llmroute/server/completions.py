@@ -1,0 +1,214 @@
+"""``POST /v1/completions``: OpenAI's (legacy) text-completions API in front of the router.
+
+Clients that speak only this API (older SDK code, evaluation harnesses, scripts written
+for a vLLM or llama.cpp server) send a ``prompt`` and read ``choices[].text``. Each
+request is converted to a chat body (the prompt as one user message), routed,
+dispatched, cached, recorded and traced exactly as ``/v1/chat/completions`` serves it
+(`serve_chat`), and the answer converted back: a ``text_completion`` object, or its
+event stream. The pool's models are chat models (hosted ones serve nothing else), so
+what makes sense only for raw continuation is refused with a 400 naming the parameter
+rather than answered wrongly: ``suffix`` (fill in the middle), ``echo``, ``logprobs``,
+``best_of`` above ``n``, several prompts in one request, and prompts given as token
+ids. ``max_tokens`` defaults to 16, as the API says. Errors are OpenAI's error JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from llmroute.server.chunk_translation import ChunkTranslator, clean_completion
+from llmroute.server.errors import GatewayError
+from llmroute.server.fronts import Stateless, serve_converted
+
+__all__ = ["CompletionStream", "completions", "to_chat_body", "to_completion"]
+
+DEFAULT_MAX_TOKENS = 16  # the API's default: a client that leaves it out gets that many
+# what a chat completion cannot do: refused, naming the parameter
+_REFUSED = {
+    "suffix": "'suffix' (fill in the middle) needs a model that continues raw text; this "
+    "gateway serves completions with chat models: send the request without it",
+    "echo": "'echo' needs a model that continues raw text; this gateway serves completions "
+    "with chat models: send the request without it",
+    "logprobs": "'logprobs' is not served on /v1/completions by this gateway: ask "
+    "/v1/chat/completions with logprobs: true and top_logprobs",
+}
+# completions-only fields, handled here and not passed on as chat parameters
+_OWN = frozenset({"prompt", "max_tokens", "stream", "stream_options", "best_of", *_REFUSED})
+# chat finish reasons that mean nothing to a completions client
+_FINISH = {"tool_calls": "stop", "function_call": "stop"}
+
+
+def _bad(param: str, message: str) -> GatewayError:
+    return GatewayError(400, message, param=param)
+
+
+def _prompt(body: dict[str, Any]) -> str:
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        return prompt
+    if prompt is None:
+        raise _bad("prompt", "'prompt' is required: the text to complete")
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        raise _bad(
+            "prompt",
+            f"'prompt' holds {len(prompt)} prompts: this gateway routes each prompt on its "
+            "own, so send one prompt per request",
+        )
+    raise _bad(
+        "prompt",
+        "'prompt' must be a string: prompts given as token ids cannot be routed by their text",
+    )
+
+
+def _count(body: dict[str, Any], key: str, default: int) -> int:
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _bad(key, f"'{key}' must be a positive integer")
+    return value
+
+
+def to_chat_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The chat-completions body for a completions request; 400 (`GatewayError`) naming
+    the field for what is malformed or cannot be served by a chat model."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("model", "'model' is required: auto, a route or a pool model")
+    prompt = _prompt(body)
+    for key, message in _REFUSED.items():
+        value = body.get(key)
+        if value is not None and value is not False and not (key == "suffix" and value == ""):
+            raise _bad(key, message)
+    n = _count(body, "n", 1)
+    if _count(body, "best_of", n) != n:
+        raise _bad(
+            "best_of",
+            "'best_of' above 'n' asks the server to pick the best of several answers by "
+            "their logprobs, which this gateway does not: leave it out or equal to 'n'",
+        )
+    chat: dict[str, Any] = {k: v for k, v in body.items() if k not in _OWN}
+    chat["messages"] = [{"role": "user", "content": prompt}]
+    chat["max_tokens"] = _count(body, "max_tokens", DEFAULT_MAX_TOKENS)
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad("stream", "'stream' must be true or false")
+    if stream:
+        chat["stream"] = True
+        chat["stream_options"] = {"include_usage": True}  # the translator decides what goes out
+    return chat
+
+
+def _completion_id(chat_id: str) -> str:
+    return "cmpl-" + chat_id.removeprefix("chatcmpl-") if chat_id else "cmpl-llmroute"
+
+
+def _finish(reason: Any) -> str | None:
+    return None if reason is None else _FINISH.get(reason, reason)
+
+
+def to_completion(data: dict[str, Any], model: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A chat completion as the ``text_completion`` its client asked for."""
+    data = clean_completion(data)
+    usage = data.get("usage") or {}
+    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+    return {
+        "id": _completion_id(data["id"]),
+        "object": "text_completion",
+        "created": data.get("created", 0),
+        "model": model,
+        "choices": [
+            {
+                "text": choice["message"].get("content") or "",
+                "index": index,
+                "logprobs": None,
+                "finish_reason": _finish(choice["finish_reason"]),
+            }
+            for index, choice in enumerate(data["choices"])
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
+
+
+def _data(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+class CompletionStream(ChunkTranslator):
+    """A chat stream relayed as a completions stream: a ``text_completion`` chunk per
+    text delta (and per finish reason), the usage chunk when the client asked for it
+    (``stream_options.include_usage``), an error event if the stream broke, then
+    ``[DONE]``."""
+
+    def __init__(self, model: str, body: dict[str, Any]) -> None:
+        self._model = model
+        options = body.get("stream_options")
+        self._usage_wanted = isinstance(options, dict) and options.get("include_usage") is True
+        self._id = "cmpl-llmroute"
+        self._created = 0
+        self._usage: dict[str, Any] | None = None
+
+    def _chunk(self, chunk: dict[str, Any]) -> Iterator[bytes]:
+        if chunk["id"]:
+            self._id = _completion_id(chunk["id"])
+        self._created = chunk.get("created", self._created)
+        if "error" in chunk:
+            error = {"message": chunk["error"]["message"], "type": "server_error"}
+            yield _data({"error": {**error, "param": None, "code": "upstream_error"}})
+            yield from self.close()
+            return
+        if "usage" in chunk:
+            self._usage = chunk["usage"]
+        for choice in chunk.get("choices", ()):
+            text = choice["delta"].get("content")
+            finish = _finish(choice["finish_reason"])
+            if text or finish is not None:
+                yield self._event([self._choice(choice["index"], text or "", finish)])
+
+    def _choice(self, index: int, text: str, finish: str | None) -> dict[str, Any]:
+        return {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
+
+    def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return _data(
+            {
+                "id": self._id,
+                "object": "text_completion",
+                "created": self._created,
+                "model": self._model,
+                "choices": choices,
+                **extra,
+            }
+        )
+
+    def close(self) -> Iterator[bytes]:
+        if self._done:
+            return
+        self._done = True
+        if self._usage_wanted and self._usage is not None:
+            prompt = self._usage.get("prompt_tokens", 0)
+            completion = self._usage.get("completion_tokens", 0)
+            usage = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
+            yield self._event([], usage=usage)
+        yield b"data: [DONE]\n\n"
+
+
+_FRONT = Stateless(to_chat_body, CompletionStream, to_completion)
+
+
+async def completions(request: Request) -> Response:
+    return await serve_converted(request, _FRONT)

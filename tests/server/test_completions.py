@@ -1,0 +1,155 @@
+"""``POST /v1/completions`` end to end: `llmroute serve` as a subprocess, the official
+`openai` client's ``client.completions`` in front of it, the fake OpenAI-protocol
+upstream behind it: the prompt routed and sent as one user message, the answer and its
+stream in ``text_completion`` shape, usage only when asked for in a stream, what a chat
+model cannot do refused with a 400 naming the parameter, and a stream that breaks
+ending with an error event."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+from fake_upstream import FakeUpstream
+from gateway_proc import Served, serve_text
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: up-small, price: {input: 1, output: 2}}
+  large: {provider: fake, model: up-large, price: {input: 10, output: 30}}
+  many: {provider: fake, model: "up-many?multi=1&vary=1"}
+  broken: {provider: fake, model: "up-broken?mid=1"}
+  capped: {provider: fake, model: "up-capped?finish=length"}
+routes:
+  - name: code
+    examples: ["write a Python function to parse JSON", "debug this SQL query"]
+    target: large
+  - name: chitchat
+    examples: ["hi there!", "how are you today?"]
+    target: small
+default: {target: small}
+"""
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("completions")
+    text = REGISTRY % {"url": upstream.url}
+    with serve_text(text, tmp, env={"LLMROUTE_TELEMETRY_URL": "off"}) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def client(gateway: Served) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0) as c:
+        yield c
+
+
+def test_a_prompt_is_routed_and_answered_as_a_text_completion(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    raw = client.completions.with_raw_response.create(
+        model="auto", prompt="write a Python function to parse YAML", temperature=0.2, seed=7
+    )
+    assert raw.headers["x-llmroute-route"] == "code"
+    assert raw.headers["x-llmroute-model"] == "large"
+    completion = raw.parse()
+    assert completion.object == "text_completion" and completion.id.startswith("cmpl-")
+    assert completion.model == "large"
+    (choice,) = completion.choices
+    assert choice.text == "echo: write a Python function to parse YAML"
+    assert choice.index == 0 and choice.finish_reason == "stop" and choice.logprobs is None
+    assert completion.usage is not None and completion.usage.prompt_tokens > 0
+    assert completion.usage.total_tokens == (
+        completion.usage.prompt_tokens + completion.usage.completion_tokens
+    )
+    sent = upstream.requests[-1].body
+    assert sent["model"] == "up-large"
+    prompt = "write a Python function to parse YAML"
+    assert sent["messages"] == [{"role": "user", "content": prompt}]
+    assert sent["max_tokens"] == 16  # the API's default
+    assert sent["temperature"] == 0.2 and sent["seed"] == 7
+    assert "prompt" not in sent
+
+
+def test_several_choices_and_a_length_finish(client: openai.OpenAI) -> None:
+    many = client.completions.create(model="many", prompt=["hi there!"], n=2, max_tokens=40)
+    assert [c.index for c in many.choices] == [0, 1]
+    assert [c.text for c in many.choices] == ["echo: hi there! #1", "echo: hi there! #2"]
+    capped = client.completions.create(model="capped", prompt="hi", max_tokens=1)
+    assert capped.choices[0].finish_reason == "length"
+
+
+def test_a_completion_streams_with_usage_only_when_asked(client: openai.OpenAI) -> None:
+    chunks = list(client.completions.create(model="small", prompt="how are you?", stream=True))
+    assert all(c.object == "text_completion" for c in chunks)
+    assert "".join(c.choices[0].text for c in chunks if c.choices).strip() == "echo: how are you?"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert all(c.usage is None for c in chunks)
+    asked = list(
+        client.completions.create(
+            model="small",
+            prompt="how are you?",
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    last = asked[-1]
+    assert last.choices == [] and last.usage is not None and last.usage.completion_tokens > 0
+    assert len({c.id for c in asked}) == 1 and asked[0].id.startswith("cmpl-")
+
+
+def test_what_a_chat_model_cannot_do_is_refused_naming_the_parameter(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    before = len(upstream.requests)
+    refusals: list[tuple[dict[str, object], str]] = [
+        ({"suffix": "return x"}, "suffix"),
+        ({"echo": True}, "echo"),
+        ({"logprobs": 2}, "logprobs"),
+        ({"best_of": 3}, "best_of"),
+        ({"prompt": ["one", "two"]}, "prompt"),
+        ({"prompt": [1, 2, 3]}, "prompt"),
+        ({"prompt": None}, "prompt"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"n": "2"}, "n"),
+        ({"model": ""}, "model"),
+    ]
+    for extra, param in refusals:
+        body = {"model": "auto", "prompt": "hi", **extra}
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.post("/completions", cast_to=object, body=body)
+        error = caught.value.body
+        assert isinstance(error, dict) and error["param"] == param, extra
+        assert caught.value.status_code == 400
+    assert len(upstream.requests) == before  # nothing went upstream
+    fine = client.completions.create(model="small", prompt="hi", echo=False, suffix="", n=1)
+    assert fine.choices[0].text == "echo: hi"
+
+
+def test_a_stream_that_breaks_ends_with_an_error_event(gateway: Served) -> None:
+    body = {"model": "broken", "prompt": "hello", "stream": True, "max_tokens": 50}
+    with httpx.stream("POST", f"{gateway.url}/v1/completions", json=body, timeout=10) as response:
+        assert response.status_code == 200
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    error = json.loads(lines[-2].removeprefix("data: "))
+    assert error["error"]["code"] == "upstream_error"
+    assert "Traceback" not in gateway.log_text()
+
+
+def test_a_malformed_body_gets_openai_error_json(gateway: Served) -> None:
+    reply = httpx.post(
+        f"{gateway.url}/v1/completions",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
+    assert reply.status_code == 400
+    assert reply.json()["error"]["type"] == "invalid_request_error"
