@@ -1,6 +1,7 @@
 """The API fronts' cost: the same requests through ``/v1/chat/completions``,
-``/v1/messages`` (Anthropic Messages) and ``/v1/responses`` (OpenAI Responses) of one
-`llmroute serve`, in front of the fast fake upstream of gateway_overhead.py.
+``/v1/messages`` (Anthropic Messages), ``/v1/responses`` (OpenAI Responses) and
+``/v1/completions`` (legacy text completions) of one `llmroute serve`, in front of the
+fast fake upstream of gateway_overhead.py.
 
     .venv/bin/python benchmarks/front_overhead.py [--duration 5] [--concurrency 1,16]
         [--encoder static] [--json]
@@ -27,6 +28,7 @@ FRONTS = {
     "chat": "/v1/chat/completions",
     "messages": "/v1/messages",
     "responses": "/v1/responses",
+    "completions": "/v1/completions",
 }
 
 
@@ -35,6 +37,8 @@ def _body(front: str, model: str, text: str) -> dict[str, Any]:
         return {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": text}]}
     if front == "responses":
         return {"model": model, "input": text, "max_output_tokens": 64}
+    if front == "completions":
+        return {"model": model, "prompt": text, "max_tokens": 64}
     return {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": text}]}
 
 
