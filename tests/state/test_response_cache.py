@@ -187,6 +187,10 @@ STREAM = (b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n', b"data: [DONE]\
 USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":3,"cost_usd":0.25}}\n\n'
 
 
+def _small() -> tuple[str, str]:
+    return "small", "up"
+
+
 def test_streams_are_stored_only_when_complete_and_small_enough() -> None:
     settings = CacheSettings(max_entry_bytes=1024)
     results: list[str] = []
@@ -197,29 +201,37 @@ def test_streams_are_stored_only_when_complete_and_small_enough() -> None:
         return b"".join([event async for event in events])
 
     async def go() -> None:
-        sent = await drain(cache.tee_stream("done", allow, "small", "up", _events(*STREAM)))
+        sent = await drain(cache.tee_stream("done", allow, _small, _events(*STREAM)))
         assert sent == b"".join(STREAM)
-        await drain(cache.tee_stream("cut", allow, "small", "up", _events(STREAM[0])))
+        await drain(cache.tee_stream("cut", allow, _small, _events(STREAM[0])))
         big = (b"data: " + b"x" * 2000 + b"\n\n", STREAM[1])
-        await drain(cache.tee_stream("big", allow, "small", "up", _events(*big)))
+        await drain(cache.tee_stream("big", allow, _small, _events(*big)))
         await cache.flush()
         stored = await cache.get("done", allow)
         assert stored is not None and stored.stream and stored.payload == b"".join(STREAM)
         assert await cache.store.get("cut") is None
         assert await cache.store.get("big") is None
         events = _events(*STREAM)
-        assert cache.tee_stream("x", CacheDirectives(False, False), "s", "u", events) is events
+        assert cache.tee_stream("x", CacheDirectives(False, False), _small, events) is events
         priced = (STREAM[0], USAGE, STREAM[1])
-        sent = await drain(cache.tee_stream("priced", allow, "small", "up", _events(*priced)))
+        sent = await drain(cache.tee_stream("priced", allow, _small, _events(*priced)))
         assert sent == b"".join(priced)  # the client got the cost
         await cache.flush()
         replayed = await cache.get("priced", allow)
         assert replayed is not None
         assert b'"cost_usd":0.0' in replayed.payload and b"0.25" not in replayed.payload
         assert replayed.payload.startswith(STREAM[0]) and replayed.payload.endswith(STREAM[1])
+        # a stream that fell back to another model after it opened is stored as that one's
+        served = ["small", "up"]
+        tee = cache.tee_stream("fell", allow, lambda: (served[0], served[1]), _events(*STREAM))
+        async for _ in tee:
+            served[:] = ["large", "up2"]
+        await cache.flush()
+        fell = await cache.get("fell", allow)
+        assert fell is not None and (fell.model, fell.deployment) == ("large", "up2")
 
     asyncio.run(go())
-    assert results.count("too_large") == 1 and results.count("stored") == 2
+    assert results.count("too_large") == 1 and results.count("stored") == 3
 
 
 def test_a_store_that_is_down_is_a_miss_and_rested(closed_port: int) -> None:

@@ -41,7 +41,7 @@ class CacheLookup:
     def tee(self, opened: Opened) -> AsyncIterator[bytes]:
         """The stream's events, stored once they have all gone out."""
         return self.cache.tee_stream(
-            self.keys, self.directives, opened.model, opened.deployment, opened.events
+            self.keys, self.directives, lambda: (opened.model, opened.deployment), opened.events
         )
 
 

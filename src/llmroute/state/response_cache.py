@@ -342,19 +342,22 @@ class ResponseCache:
         self,
         key: str | CacheKeys,
         directives: CacheDirectives,
-        model: str,
-        deployment: str,
+        served_by: Callable[[], tuple[str, str]],
         events: AsyncIterator[bytes],
     ) -> AsyncIterator[bytes]:
         """`events`, unchanged; once they have all gone out and ended with ``[DONE]``,
         they are stored (not when the stream broke, the client left, or they outgrew
-        ``max_entry_bytes``)."""
+        ``max_entry_bytes``) as made by the model and deployment `served_by()` names
+        then (a stream may have fallen back to another model after it opened)."""
         if not directives.store:
             return events
-        return self._tee(key, model, deployment, events)
+        return self._tee(key, served_by, events)
 
     async def _tee(
-        self, key: str | CacheKeys, model: str, deployment: str, events: AsyncIterator[bytes]
+        self,
+        key: str | CacheKeys,
+        served_by: Callable[[], tuple[str, str]],
+        events: AsyncIterator[bytes],
     ) -> AsyncIterator[bytes]:
         limit = self.settings.max_entry_bytes
         parts: list[bytes] | None = []
@@ -376,6 +379,7 @@ class ResponseCache:
         if parts is not None:
             payload = b"".join(_free_event(event) for event in parts)
             if _DONE in payload[-64:]:
+                model, deployment = served_by()
                 self._put_later(key, CachedAnswer(model, deployment, self._clock(), True, payload))
 
     def _put_later(self, key: str | CacheKeys, answer: CachedAnswer) -> None:
