@@ -120,6 +120,27 @@ def test_a_stream_that_breaks_ends_failed_not_completed(client: openai.OpenAI) -
     assert failed.error.message == "the upstream stream broke off"
 
 
+def test_input_tokens_are_counted_without_calling_upstream(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    before = len(upstream.requests)
+    plain = client.responses.input_tokens.count(input="write a Python function to parse YAML")
+    longer = client.responses.input_tokens.count(
+        model="auto",
+        instructions="You are a careful senior engineer who explains every step.",
+        input="write a Python function to parse YAML",
+        tools=WEATHER,  # type: ignore[arg-type]
+    )
+    assert plain.object == "response.input_tokens"
+    assert 0 < plain.input_tokens < longer.input_tokens
+    assert len(upstream.requests) == before
+    with pytest.raises(openai.BadRequestError) as caught:  # nothing kept to continue here
+        client.responses.input_tokens.count(input="and?", previous_response_id="resp_x")
+    assert caught.value.body["param"] == "previous_response_id"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):  # OpenAI's own encrypted state: not served
+        client.post("/responses/compact", cast_to=object, body={"model": "auto", "input": "x"})
+
+
 def test_a_cut_answer_is_incomplete(client: openai.OpenAI) -> None:
     response = client.responses.create(model="cut", input="tell me a long story")
     assert response.status == "incomplete"

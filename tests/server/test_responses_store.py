@@ -304,6 +304,20 @@ def test_cancel_is_refused_and_nothing_is_logged_amiss(
     assert TEAM_KEY not in gateway.log_text()
 
 
+def test_input_tokens_count_the_turns_a_request_continues(client: openai.OpenAI) -> None:
+    first = client.responses.create(model="small", input="remember the number 42, please")
+    alone = client.responses.input_tokens.count(input="what was it?")
+    continued = client.responses.input_tokens.count(
+        input="what was it?", previous_response_id=first.id
+    )
+    assert alone.input_tokens < continued.input_tokens
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.input_tokens.count(input="x", previous_response_id="resp_nothing")
+    assert caught.value.body["code"] == "previous_response_not_found"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):  # not a kept response's id
+        client.responses.retrieve("input_tokens")
+
+
 def test_a_background_response_is_polled_until_it_is_made(
     client: openai.OpenAI, upstream: FakeUpstream
 ) -> None:

@@ -45,7 +45,7 @@ from llmroute.server.messages_convert import COUNT_TOKENS_PATH, MESSAGES_PATH
 from llmroute.server.meta import health, key, list_models, ready, retrieve_model
 from llmroute.server.metrics import metrics_endpoint
 from llmroute.server.reload import reloading
-from llmroute.server.responses import responses, stored_response
+from llmroute.server.responses import input_tokens, responses, stored_response
 from llmroute.server.responses_convert import RESPONSES_PATH
 from llmroute.server.settings import REGISTRY_ENV, ServeSettings
 from llmroute.server.state import Gateway, PinGateway
@@ -89,6 +89,7 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
         Route(MESSAGES_PATH, messages, methods=["POST"]),
         Route(COUNT_TOKENS_PATH, count_tokens, methods=["POST"]),
         Route(RESPONSES_PATH, responses, methods=["POST"]),
+        Route(RESPONSES_PATH + "/input_tokens", input_tokens, methods=["POST"]),
         Route(RESPONSES_PATH + "/{rest:path}", stored_response, methods=["GET", "POST", "DELETE"]),
         Route(CONVERSATIONS_PATH, conversations, methods=["POST"]),
         Route(

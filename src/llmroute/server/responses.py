@@ -34,6 +34,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from llmroute.dispatch.usage import prompt_tokens
 from llmroute.errors import LlmrouteError
 from llmroute.server.auth import key_of
 from llmroute.server.background import background_runs, detached
@@ -65,7 +66,7 @@ from llmroute.state.stored_responses import (
 from llmroute.state.stores import StoreUnavailable
 from llmroute.telemetry.metrics import GatewayMetrics
 
-__all__ = ["responses", "stored_response"]
+__all__ = ["input_tokens", "responses", "stored_response"]
 
 log = logging.getLogger("llmroute.server")
 
@@ -89,6 +90,23 @@ async def responses(request: Request) -> Response:
     if front.background:
         return await _start_in_background(request, gateway, front, body, chat, ts, started_ns)
     return await answer_converted(request, front, body, chat, ts, started_ns)
+
+
+async def input_tokens(request: Request) -> Response:
+    """``POST /v1/responses/input_tokens``: ``{"object": "response.input_tokens",
+    "input_tokens": n}`` for a Responses request, the turns it continues
+    (``previous_response_id``, ``conversation``, where responses are kept) included,
+    estimated with the packaged tokenizer as ``/v1/messages/count_tokens`` does; nothing
+    is routed, kept or sent upstream, and ``model`` may be left out."""
+    gateway = gateway_of(request)
+    body = await read_json_object(request, gateway.max_body_bytes)
+    body = {**body, "model": body.get("model") or "auto", "stream": False, "background": False}
+    store = gateway.responses
+    if store is None:
+        chat = to_chat_body(body)
+    else:
+        chat = await _Kept(store, key_of(request.scope) or "").chat_body(body)
+    return JSONResponse({"object": "response.input_tokens", "input_tokens": prompt_tokens(chat)})
 
 
 async def _start_in_background(
