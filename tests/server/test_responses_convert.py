@@ -290,10 +290,13 @@ def test_a_kept_response_has_the_id_it_is_kept_under() -> None:
     assert stream.final == final  # what the front keeps
 
 
-def test_a_failed_stream_leaves_nothing_to_keep() -> None:
+def test_a_failed_stream_is_kept_as_failed() -> None:
+    """As OpenAI keeps it: a later GET finds it failed, with what had come."""
     stream = ResponsesStream("small", {"model": "auto", "input": "x"}, "resp_abc", stored=True)
     _events(stream, [_chunk({"content": "Hel"}), b'data: {"error": {"message": "gone"}}\n\n'])
-    assert stream.final is None
+    assert stream.final is not None and stream.final["status"] == "failed"
+    assert stream.final["error"] == {"code": "server_error", "message": "gone"}
+    assert stream.final_event().startswith(b"event: response.failed\n")
 
 
 def test_an_item_reference_is_the_item_it_names_in_the_conversation() -> None:

@@ -39,6 +39,7 @@ models:
   slow: {provider: fake, model: "slow?delay=1.5"}
   slower: {provider: patient, model: "slower?delay=20"}
   down: {provider: fake, model: "down?status=500"}
+  broken: {provider: fake, model: "broken?mid=1"}
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -302,6 +303,21 @@ def test_cancel_is_refused_and_nothing_is_logged_amiss(
     assert listed.status_code == 400 and listed.json()["error"]["param"] == "limit"
     assert "Traceback" not in gateway.log_text()
     assert TEAM_KEY not in gateway.log_text()
+
+
+def test_a_stream_that_breaks_is_kept_failed_and_joins_no_conversation(
+    client: openai.OpenAI,
+) -> None:
+    conv = client.conversations.create(items=[{"role": "user", "content": "hello"}])
+    events = list(
+        client.responses.create(model="broken", input="go on", conversation=conv.id, stream=True)
+    )
+    assert events[-1].type == "response.failed"
+    failed_id = events[-1].response.id  # type: ignore[union-attr]
+    kept = client.responses.retrieve(failed_id)
+    assert kept.status == "failed" and kept.error is not None
+    assert kept.error.message == "the upstream stream broke off"
+    assert len(list(client.conversations.items.list(conv.id))) == 1  # not a finished turn
 
 
 def test_input_tokens_count_the_turns_a_request_continues(client: openai.OpenAI) -> None:

@@ -324,7 +324,8 @@ class _Kept:
             if final is None or kept:
                 return made
             kept = True  # the closing event is the last of `made`: it says whether it was
-            await self._add_to_conversation(final)
+            if final["status"] != "failed":  # a conversation gains only finished turns
+                await self._add_to_conversation(final)
             if self._keep and not await self._put(final) and made:
                 final["store"] = False
                 made[-1] = translator.final_event()

@@ -53,7 +53,8 @@ class ResponsesStream(ChunkTranslator):
         self._given_id = response_id
         self._stored = stored
         self._id = ""  # what item ids are made from
-        self.final: dict[str, Any] | None = None  # the whole response, once it completed
+        # the whole response, once it completed (or failed: the stream broke off)
+        self.final: dict[str, Any] | None = None
         self._final_event: tuple[str, int] = ("", 0)  # its event's kind and number
         self._created = int(time.time())
         self._started = False
@@ -99,6 +100,7 @@ class ResponsesStream(ChunkTranslator):
             message = str(error.get("message") or "the upstream stream broke off")
             failed = self._response("failed", error={"code": "server_error", "message": message})
             failed["status"], failed["incomplete_details"] = "failed", None
+            self.final, self._final_event = failed, ("response.failed", self._sequence)
             yield self._event("response.failed", {"response": failed})
             self._done = True
             return
