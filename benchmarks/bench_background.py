@@ -1,6 +1,8 @@
 """Background responses (``background: true`` on ``/v1/responses``, registry
 ``stored_responses``): how long the create call takes when the model takes seconds, how
-soon a poll sees the answer once the model has given it, and whether many run at once.
+soon a poll sees the answer once the model has given it, whether many run at once, and,
+with ``stream: true``, how soon the stream's first event and its last come and how long
+resuming a finished one takes.
 
     .venv/bin/python benchmarks/bench_background.py [--model-s 1.0] [--requests 40]
         [--store memory|redis://127.0.0.1:6379/15] [--json]
@@ -9,7 +11,9 @@ One `llmroute serve` in front of the fake OpenAI-compatible upstream of the test
 (tests/support/fake_upstream.py), whose model waits ``--model-s`` seconds before it
 answers. First ``--requests`` background requests one after another (the create call's
 latency; a plain request to an instant model beside it, for scale); then the same number
-at once, polled every 20 ms until all are done (the wall time against the model's).
+at once, polled every 20 ms until all are done (the wall time against the model's);
+then ``--requests`` background streams one after another (a model whose first event
+comes after ``--model-s``), each resumed after its second event once it has ended.
 Everything runs on 127.0.0.1; every loop is bounded.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
@@ -38,6 +43,7 @@ providers:
   oa: {kind: openai, base_url: "%(url)s", timeout_s: 60}
 models:
   thinker: {provider: oa, model: "thinker?delay=%(delay)s"}
+  streamer: {provider: oa, model: "streamer?ttft=%(delay)s"}
   instant: {provider: oa, model: instant}
 routes:
   - name: chitchat
@@ -85,11 +91,42 @@ async def _measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
         ids = [r.json()["id"] for r in made]
         await asyncio.gather(*(_until_done(client, i, args.model_s + 60) for i in ids))
         together_s = time.perf_counter() - started
+        streamed = await _streams(client, args)
     return {
+        **streamed,
         "create_us": percentiles(create_us),
         "plain_instant_request_us": percentiles(plain_us),
         "completion_seen_after_model_s": percentiles([s * 1e6 for s in seen_after_s]),
         "all_at_once_wall_s": round(together_s, 2),
+    }
+
+
+async def _streams(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[str, Any]:
+    body = {"model": "streamer", "input": "think it over", "background": True, "stream": True}
+    first_us, last_after_s, resume_us = [], [], []
+    for _ in range(args.requests):
+        started = time.perf_counter()
+        first, response_id, last = None, "", ""
+        async with client.stream("POST", "/v1/responses", json=body) as r:
+            async for line in r.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                last = line
+                if first is None:
+                    first = time.perf_counter()
+                    response_id = json.loads(line[6:])["response"]["id"]
+        assert first is not None and '"response.completed"' in last, last
+        last_after_s.append(time.perf_counter() - started - args.model_s)
+        first_us.append((first - started) * 1e6)
+        started = time.perf_counter()
+        params = {"stream": "true", "starting_after": "1"}
+        r = await client.get(f"/v1/responses/{response_id}", params=params)
+        assert r.status_code == 200 and "response.completed" in r.text, r.text
+        resume_us.append((time.perf_counter() - started) * 1e6)
+    return {
+        "stream_first_event_us": percentiles(first_us),
+        "stream_last_event_after_model_us": percentiles([s * 1e6 for s in last_after_s]),
+        "stream_resume_finished_us": percentiles(resume_us),
     }
 
 
@@ -126,6 +163,13 @@ def main() -> None:
         f"completion seen by a 20 ms poll after the model's time: p50 {seen['p50_us'] / 1e3:.0f} ms"
     )
     log(f"{args.requests} at once, all done after {result['all_at_once_wall_s']} s")
+    first = result["stream_first_event_us"]["p50_us"] / 1e3
+    last = result["stream_last_event_after_model_us"]["p50_us"] / 1e3
+    resumed = result["stream_resume_finished_us"]["p50_us"] / 1e3
+    log(
+        f"background stream: first event p50 {first:.2f} ms, last event {last:.0f} ms after "
+        f"the model's time; resuming a finished one p50 {resumed:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

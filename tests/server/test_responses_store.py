@@ -40,6 +40,8 @@ models:
   slower: {provider: patient, model: "slower?delay=20"}
   down: {provider: fake, model: "down?status=500"}
   broken: {provider: fake, model: "broken?mid=1"}
+  gappy: {provider: fake, model: "gappy?gap=0.2"}
+  dead: {provider: fake, model: "dead?status=500"}  # its own breaker: down's stays closed
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -384,6 +386,51 @@ def test_a_background_response_is_cancelled_and_its_upstream_call_closed(
     assert "Traceback" not in gateway.log_text()
 
 
+def test_a_background_stream_is_followed_and_resumed(
+    client: openai.OpenAI, gateway: Served
+) -> None:
+    """``background`` with ``stream``: the events come as made; the response is kept;
+    ``GET …?stream=true&starting_after=N`` gives the events after N again (OpenAI's
+    resumable stream), from the store once the run has ended."""
+    events = list(
+        client.responses.create(model="gappy", input="one two three", background=True, stream=True)
+    )
+    created = events[0]
+    assert created.type == "response.created" and created.response.background is True
+    assert created.response.status == "in_progress"
+    assert events[-1].type == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text.strip() == "echo: one two three"
+    kept = client.responses.retrieve(created.response.id)
+    assert kept.status == "completed" and kept.background is True
+    assert kept.output_text.strip() == "echo: one two three"
+    again = list(client.responses.retrieve(kept.id, stream=True, starting_after=3))
+    assert [(e.sequence_number, e.type) for e in again] == [
+        (e.sequence_number, e.type) for e in events[4:]
+    ]
+    headers = {"authorization": f"Bearer {TEAM_KEY}"}
+    url = f"{gateway.url}/v1/responses/{kept.id}"
+    bad = httpx.get(url, params={"stream": "true", "starting_after": "-1"}, headers=headers)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "starting_after"
+    plain = client.responses.create(model="slow", input="no stream", background=True)
+    assert _polled(client, plain.id) == "completed"
+    with pytest.raises(openai.BadRequestError) as caught:  # no events were kept for it
+        client.responses.retrieve(plain.id, stream=True)
+    assert caught.value.body["param"] == "stream"  # type: ignore[index]
+
+
+def test_a_background_stream_that_fails_first_ends_with_response_failed(
+    client: openai.OpenAI,
+) -> None:
+    events = list(client.responses.create(model="dead", input="hi", background=True, stream=True))
+    kinds = ["response.created", "response.in_progress", "response.failed"]
+    assert [e.type for e in events] == kinds
+    failed = events[-1].response  # type: ignore[union-attr]
+    assert failed.status == "failed" and failed.error is not None
+    assert "500" in failed.error.message
+
+
 def test_a_failing_background_response_is_kept_failed(client: openai.OpenAI) -> None:
     started = client.responses.create(model="down", input="hello", background=True)
     assert _polled(client, started.id) == "failed"
@@ -394,7 +441,6 @@ def test_a_failing_background_response_is_kept_failed(client: openai.OpenAI) -> 
 
 def test_what_cannot_be_made_in_the_background_is_refused(client: openai.OpenAI) -> None:
     refusals = [
-        ({"stream": True}, "background"),
         ({"store": False}, "store"),
         ({"background": "yes"}, "background"),
     ]
@@ -565,6 +611,48 @@ def test_a_background_response_is_shared_and_stopped_across_gateways(
         assert "stopped" in failed.error.message
         log = (tmp_path / "a" / "serve.log").read_text()
     assert "background response(s) cut short" in log and "Traceback" not in log
+
+
+def test_a_background_stream_left_on_one_gateway_is_resumed_on_another(
+    tmp_path: Path, upstream: FakeUpstream, claude: FakeAnthropic, redis_namespace: str
+) -> None:
+    """Kept in Redis: a client reads the first events of a background stream from one
+    gateway and hangs up; the run goes on; the client resumes through another gateway
+    after the last event it had, and gets the rest, to the end. A cancelled one's
+    follower ends."""
+    kept = json.dumps({"url": REDIS_URL, "namespace": redis_namespace, "ttl_s": 60})
+    text = _registry(upstream, claude, kept)
+    env = {"LLMROUTE_TELEMETRY_URL": "off", **KEYS}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    words = "one two three four five six seven eight"
+    with (
+        serve_text(text, tmp_path / "a", env=env) as one,
+        serve_text(text, tmp_path / "b", env=env) as two,
+        _client(one) as first,
+        _client(two) as second,
+    ):
+        stream = first.responses.create(model="gappy", input=words, background=True, stream=True)
+        had = []
+        for event in stream:
+            had.append(event)
+            if len(had) == 6:
+                break
+        stream.close()  # the client hangs up: the run goes on
+        response_id = had[0].response.id  # type: ignore[union-attr]
+        rest = list(second.responses.retrieve(response_id, stream=True, starting_after=5))
+        assert rest[0].sequence_number == 6 and rest[-1].type == "response.completed"
+        text_deltas = [e.delta for e in [*had, *rest] if e.type == "response.output_text.delta"]
+        assert "".join(text_deltas).strip() == f"echo: {words}"
+        assert second.responses.retrieve(response_id).status == "completed"
+
+        long = first.responses.create(model="slower", input="stop me", background=True, stream=True)
+        opened = next(iter(long))  # response.created: the run has begun
+        follower = second.responses.retrieve(opened.response.id, stream=True)  # type: ignore[union-attr]
+        assert second.responses.cancel(opened.response.id).status == "cancelled"  # type: ignore[union-attr]
+        assert [e.type for e in follower] == ["response.created", "response.in_progress"]
+        long.close()
+        assert "Traceback" not in one.log_text() + two.log_text()
 
 
 def test_a_background_response_whose_gateway_died_is_kept_failed(

@@ -3,8 +3,9 @@ answering, as tasks.
 
 Such a request is answered at once with its response ``in_progress``; the answer is made
 in a task while the client polls ``GET /v1/responses/{id}`` (OpenAI's background mode:
-a reasoning model may think longer than a proxy keeps a quiet connection open). The
-tasks are this process's (``stored_responses.max_background`` bounds how many); on
+a reasoning model may think longer than a proxy keeps a quiet connection open), or
+follows its events (``stream: true``: the run's `RunLog`, for followers in this
+process). The tasks are this process's (``stored_responses.max_background`` bounds how many); on
 shutdown those still running get `grace_s`, then are cancelled (each marks its response
 failed on the way out).
 """
@@ -18,6 +19,8 @@ from typing import Any
 
 from starlette.requests import Request
 
+from llmroute.server.background_stream import RunLog
+
 __all__ = ["BackgroundRuns", "background_runs", "detached"]
 
 log = logging.getLogger("llmroute.server")
@@ -26,19 +29,30 @@ log = logging.getLogger("llmroute.server")
 class BackgroundRuns:
     def __init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._logs: dict[str, RunLog] = {}  # the events of runs that stream, as made
 
     def __len__(self) -> int:
         return len(self._tasks)
 
-    def start(self, response_id: str, run: Coroutine[Any, Any, None]) -> None:
-        """Run `run` (which answers response `response_id`) in a task of its own."""
+    def start(
+        self, response_id: str, run: Coroutine[Any, Any, None], events: RunLog | None = None
+    ) -> None:
+        """Run `run` (which answers response `response_id`, its stream's events into
+        `events` if it streams) in a task of its own."""
         task = asyncio.create_task(run, name=f"llmroute background {response_id}")
         self._tasks[response_id] = task
+        if events is not None:
+            self._logs[response_id] = events
         task.add_done_callback(lambda done: self._finished(response_id, done))
+
+    def events(self, response_id: str) -> RunLog | None:
+        """The events made so far by this process's run of `response_id`, if it streams."""
+        return self._logs.get(response_id)
 
     def _finished(self, response_id: str, task: asyncio.Task[None]) -> None:
         if self._tasks.get(response_id) is task:
             del self._tasks[response_id]
+            self._logs.pop(response_id, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("background response %s failed", response_id, exc_info=task.exception())
 

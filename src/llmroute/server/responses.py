@@ -16,9 +16,11 @@ conversation of the Conversations API (`llmroute.server.conversations`) and adds
 turn to it, and ``GET`` / ``DELETE /v1/responses/{id}`` (and ``…/input_items``) read and
 forget them, each client key only its own. A request with ``background: true`` is
 answered at once, ``in_progress``, and made in a task of this process
-(`llmroute.server.background`) while the client polls for it; ``POST …/{id}/cancel``
-stops it. Without the section nothing is stored, ``store`` is answered ``false`` and a
-background request is answered like any other.
+(`llmroute.server.background`) while the client polls for it (with ``stream: true``
+its events are streamed as made and kept, so ``GET …/{id}?stream=true&starting_after=N``
+resumes them: `llmroute.server.background_stream`); ``POST …/{id}/cancel`` stops it.
+Without the section nothing is stored, ``store`` is answered ``false`` and a background
+request is answered like any other.
 """
 
 from __future__ import annotations
@@ -27,22 +29,24 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from llmroute.dispatch.usage import prompt_tokens
 from llmroute.errors import LlmrouteError
 from llmroute.server.auth import key_of
 from llmroute.server.background import background_runs, detached
+from llmroute.server.background_stream import EventChunks, RunLog, follow, kept_as_made
 from llmroute.server.body import read_json_object
 from llmroute.server.chunk_translation import translated
 from llmroute.server.conversations import counted
 from llmroute.server.errors import GatewayError, gateway_error, store_unavailable
 from llmroute.server.fronts import Events, Stateless, answer_converted, serve_converted
+from llmroute.server.keepalive import keepalive_of, with_keepalive
 from llmroute.server.listing import page
 from llmroute.server.responses_convert import (
     conversation_of,
@@ -153,9 +157,38 @@ async def _start_in_background(
             param="background",
         )
     answer = partial(answer_converted, detached(request), front, body, chat, ts, started_ns)
-    runs.start(front.id, _answer_in_background(answer, gateway, front, partial(_counted, request)))
+    count = partial(_counted, request)
+    if body.get("stream") is not True:
+        runs.start(front.id, _answer_in_background(answer, gateway, front, count))
+        _counted(request, "started")
+        return JSONResponse(response)
+    stream = _Stream(RunLog(), front.events())
+    opening = front.announce(body)  # at once, as OpenAI does: the model may think for long
+    try:
+        await stream.chunks.write(0, opening)
+    except StoreUnavailable as exc:
+        raise _unavailable(exc) from None
+    for event in opening:
+        stream.run.add(event)
+    runs.start(front.id, _answer_in_background(answer, gateway, front, count, stream), stream.run)
     _counted(request, "started")
-    return JSONResponse(response)
+    settled = partial(_read, front.store, front.owner, front.id, partial(count, "abandoned"))
+    return _streaming(request, follow(stream.chunks, stream.run, -1, settled), {})
+
+
+@dataclass(frozen=True, slots=True)
+class _Stream:
+    """A background run that streams: its events go to `run` (this process's
+    followers) and `chunks` (the store's; chunk 0 holds the opening events)."""
+
+    run: RunLog
+    chunks: EventChunks
+
+
+def _streaming(request: Request, events: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
+    headers = {**headers, "cache-control": "no-cache"}
+    streamed = StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    return with_keepalive(streamed, keepalive_of(request))
 
 
 def _counted(request: Request, outcome: str) -> None:
@@ -170,18 +203,21 @@ async def _answer_in_background(
     gateway: Gateway,
     front: _Kept,
     count: Callable[[str], None],
+    stream: _Stream | None = None,
 ) -> None:
-    """`answer()` made, which keeps the background response (`_Kept.answer`), or the
-    response kept failed; a cancel (here, or seen in the store) stops it. Counted in
-    `gateway`'s flight, so a registry reload keeps the clients it uses open until it
-    ends; its outcome told to `count`."""
+    """`answer()` made, which keeps the background response (`_Kept.answer`, or for a
+    `stream` its last event), or the response kept failed; a cancel (here, or seen in the
+    store) stops it. Counted in `gateway`'s flight, so a registry reload keeps the
+    clients it uses open until it ends; its outcome told to `count`."""
     task = asyncio.current_task()
     assert task is not None
     watcher = asyncio.create_task(_watch(front, task))
     outcome = "failed"
     with gateway.inflight:
         try:
-            await answer()
+            answered = await answer()
+            if stream is not None:
+                await _streamed(stream, answered, front)
             outcome = "completed"
         except asyncio.CancelledError:
             # by a client (kept as cancelled already: left so) or by the gateway stopping
@@ -198,7 +234,22 @@ async def _answer_in_background(
             await front.fail(500, "internal server error")
         finally:
             watcher.cancel()
+            if stream is not None:
+                stream.run.close()
             count(outcome)
+
+
+async def _streamed(stream: _Stream, answered: Response, front: _Kept) -> None:
+    """The answer's stream read to its end into `stream` (its last event keeps the
+    response); one that ended without its last event is kept failed."""
+    if isinstance(answered, StreamingResponse):
+        await kept_as_made(answered.body_iterator, stream.run, stream.chunks, first=1)
+    try:
+        status = await front.status()
+    except StoreUnavailable:
+        return
+    if status in _RUNNING:
+        await front.fail(502, "the upstream stream ended before the response was made")
 
 
 async def _watch(front: _Kept, task: asyncio.Task[None]) -> None:
@@ -239,6 +290,8 @@ class _Kept:
         self._abandoned = abandoned  # a background response found abandoned, to its metric
         self.id = new_response_id()
         self.background = False
+        self._streamed = False  # a background stream: its events are kept too
+        self._translator: ResponsesStream | None = None  # one that has announced it
         self._keep = True
         self._input: list[dict[str, Any]] = []
         self._chain: list[str] = []  # the responses this one continues, oldest first
@@ -285,6 +338,7 @@ class _Kept:
         chat = to_chat_body(body, earlier)
         self._keep = body.get("store") is not False
         self.background = _background(body)
+        self._streamed = self.background and body.get("stream") is True
         if self._keep or self._conversation is not None:
             self._input = with_ids(input_items(body), self.id)
         return chat
@@ -312,8 +366,14 @@ class _Kept:
         self._conversation = named["id"]
         return items
 
+    def announce(self, body: dict[str, Any]) -> list[bytes]:
+        """A background stream's opening events, said before its answer is asked for."""
+        self._translator = ResponsesStream(str(body.get("model")), body, self.id, self._keep)
+        return self._translator.announce()
+
     def stream(self, model: str, body: dict[str, Any], events: Events) -> AsyncIterator[bytes]:
-        translator = ResponsesStream(model, body, self.id, self._keep)
+        translator = self._translator or ResponsesStream(model, body, self.id, self._keep)
+        translator.serving(model)
         if not self._keep and self._conversation is None:
             return translated(events, translator)
         kept = False
@@ -324,6 +384,8 @@ class _Kept:
             if final is None or kept:
                 return made
             kept = True  # the closing event is the last of `made`: it says whether it was
+            if self.background and not await self._running():
+                return made  # cancelled or deleted meanwhile: nobody wants it kept
             if final["status"] != "failed":  # a conversation gains only finished turns
                 await self._add_to_conversation(final)
             if self._keep and not await self._put(final) and made:
@@ -337,11 +399,7 @@ class _Kept:
         response = to_response(data, model, body, self.id, self._keep)
         if self.background:
             response["background"] = True
-            try:
-                status = await self.status()
-            except StoreUnavailable:
-                status = "in_progress"  # keeping it fails the same way, with a warning
-            if status not in _RUNNING:
+            if not await self._running():
                 return response  # cancelled or deleted meanwhile: nobody wants it kept
         await self._add_to_conversation(response)
         if self._keep and not await self._put(response):
@@ -382,8 +440,20 @@ class _Kept:
             **echoed(body, True),
         }
 
+    def events(self) -> EventChunks:
+        """Where a background stream's events are kept."""
+        return EventChunks(self.store, self.owner, self.id)
+
     def record(self, response: dict[str, Any]) -> StoredResponse:
-        return StoredResponse(response, self._input, self._chain)
+        return StoredResponse(response, self._input, self._chain, self._streamed)
+
+    async def _running(self) -> bool:
+        """Whether the kept background response is still running (a store that does not
+        answer: taken as yes; keeping it then fails the same way, with a warning)."""
+        try:
+            return await self.status() in _RUNNING
+        except StoreUnavailable:
+            return True
 
     async def status(self) -> str | None:
         """The kept response's status now; None when it is not kept (deleted)."""
@@ -487,14 +557,6 @@ def _background(body: dict[str, Any]) -> bool:
         raise GatewayError(400, "'background' must be true or false", param="background")
     if background is not True:
         return False
-    if body.get("stream") is True:
-        raise GatewayError(
-            400,
-            "'background' together with 'stream' is not supported by this gateway (a "
-            "background stream cannot be resumed here): poll a background response with "
-            "GET /v1/responses/{id}, or stream without 'background'",
-            param="background",
-        )
     if body.get("store") is False:
         raise GatewayError(
             400,
@@ -537,16 +599,24 @@ async def stored_response(request: Request) -> Response:
         return JSONResponse({"id": response_id, "object": "response", "deleted": True})
     if (method, action) not in _READS:
         raise GatewayError(404, f"{method} {request.url.path} is not an endpoint of this gateway")
-    if action == "" and request.query_params.get("stream", "false").lower() not in ("false", "0"):
-        raise GatewayError(
-            400,
-            "a kept response is not streamed again by this gateway: GET it without "
-            "'stream' (and poll a background response until its status is final)",
-            param="stream",
-        )
-    record = await _read(store, owner, response_id, partial(_counted, request, "abandoned"))
+    streamed = request.query_params.get("stream", "false").lower() not in ("false", "0")
+    after = _starting_after(request) if action == "" and streamed else -1
+    abandoned = partial(_counted, request, "abandoned")
+    record = await _read(store, owner, response_id, abandoned)
     if record is None:
         raise _not_found(response_id)
+    if action == "" and streamed:
+        if not record.streamed:
+            raise GatewayError(
+                400,
+                "only a response made with background: true and stream: true can be streamed "
+                "again: GET this one without 'stream'",
+                param="stream",
+            )
+        settled = partial(_read, store, owner, response_id, abandoned)
+        run = background_runs(request).events(response_id)
+        events = follow(EventChunks(store, owner, response_id), run, after, settled)
+        return _streaming(request, events, {})
     if action == "cancel":
         return JSONResponse(await _cancel(request, store, owner, record))
     if action == "input_items":
@@ -559,6 +629,22 @@ async def stored_response(request: Request) -> Response:
 
 
 _READS = {("GET", ""), ("GET", "input_items"), ("POST", "cancel")}
+
+
+def _starting_after(request: Request) -> int:
+    """``starting_after``: the number of the last event the client has (-1: none)."""
+    raw = request.query_params.get("starting_after")
+    if raw is None:
+        return -1
+    try:
+        after = int(raw)
+    except ValueError:
+        after = -2
+    if after < 0:
+        raise GatewayError(
+            400, "'starting_after' must be a sequence number (0 or more)", param="starting_after"
+        )
+    return after
 
 
 async def _cancel(

@@ -450,6 +450,7 @@ def echoed(body: dict[str, Any], stored: bool = False) -> dict[str, Any]:
         "conversation": conversation_of(body),
         "reasoning": body.get("reasoning"),
         "store": stored,
+        "background": stored and body.get("background") is True,
         "temperature": body.get("temperature"),
         "text": body.get("text") or {"format": {"type": "text"}},
         "tool_choice": body.get("tool_choice") or "auto",

@@ -116,6 +116,15 @@ class ResponsesStream(ChunkTranslator):
             if choice.get("finish_reason"):
                 self._finish = choice["finish_reason"]
 
+    def announce(self) -> list[bytes]:
+        """``response.created`` and ``response.in_progress`` now, before the first chunk
+        (a background stream says them as soon as it is asked for)."""
+        return list(self._start({}))
+
+    def serving(self, model: str) -> None:
+        """Name `model` (the pool model that answers) in the responses from now on."""
+        self._model = model
+
     def _start(self, chunk: dict[str, Any]) -> Iterator[bytes]:
         if self._started:
             return

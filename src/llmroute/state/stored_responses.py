@@ -56,11 +56,14 @@ def new_response_id() -> str:
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
     """One kept response: `response` as answered, the `input` items of its request (each
-    with an ``id``) and the ids of the responses it continues (`chain`, oldest first)."""
+    with an ``id``), the ids of the responses it continues (`chain`, oldest first), and
+    whether its events are kept too (`streamed`: a background response made with
+    ``stream: true``)."""
 
     response: dict[str, Any]
     input: list[dict[str, Any]]
     chain: list[str]
+    streamed: bool = False
 
     @property
     def id(self) -> str:
@@ -78,6 +81,8 @@ class StoredResponse:
             "input": self.input,
             "chain": self.chain,
         }
+        if self.streamed:
+            record["streamed"] = True
         return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
 
     @classmethod
@@ -92,7 +97,7 @@ class StoredResponse:
         response, items, chain = record.get("response"), record.get("input"), record.get("chain")
         if not (isinstance(response, dict) and _items(items) and _ids(chain)):
             return None
-        return cls(response, items, chain)
+        return cls(response, items, chain, record.get("streamed") is True)
 
 
 @dataclass(frozen=True, slots=True)

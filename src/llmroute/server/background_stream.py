@@ -1,0 +1,212 @@
+"""The event stream of a background response made with ``stream: true``, kept as it is
+made, so that a client can follow it and, after losing its connection, resume it
+(``GET /v1/responses/{id}?stream=true&starting_after=N``, OpenAI's resumable streams).
+
+The run that makes the response (`llmroute.server.background`) writes each Responses
+event twice: to a `RunLog` in its own process, which a client of that process follows
+as the events come, and, in batches every `FLUSH_S`, to the response store as numbered
+chunks (`EventChunks`), which a client of any process sharing the store (Redis) follows
+a batch behind, and which stay readable after the run until the response expires.
+Events are numbered from 0 (their ``sequence_number``); a client resuming after N gets
+those from N + 1 on. A follow ends with the response's last event (``completed``,
+``incomplete`` or ``failed``), or, once the response is no longer running and no more
+events come (cancelled, failed before its stream began, its process gone), with a
+``response.failed`` made from the kept response where it failed, and nothing more
+where it was cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from llmroute.state.stored_responses import ResponseStore, StoredResponse
+from llmroute.state.stores import StoreUnavailable
+
+__all__ = ["FLUSH_S", "EventChunks", "RunLog", "follow", "kept_as_made"]
+
+log = logging.getLogger("llmroute.server")
+
+FLUSH_S = 0.25  # how often a run writes its new events to the store
+_POLL_S = 0.25  # how often a follower of another process looks for a new batch
+_STATUS_S = 1.0  # how often it looks whether the response is still running
+_READ_AHEAD = 8  # chunks asked for in one round trip
+_FINAL = (
+    b"event: response.completed\n",
+    b"event: response.incomplete\n",
+    b"event: response.failed\n",
+)
+_RUNNING = ("queued", "in_progress")
+
+
+class RunLog:
+    """The events a run in this process has made so far, for followers in this process."""
+
+    def __init__(self) -> None:
+        self.events: list[bytes] = []
+        self.done = False
+        self._changed = asyncio.Event()
+
+    def add(self, event: bytes) -> None:
+        self.events.append(event)
+        self._wake()
+
+    def close(self) -> None:
+        self.done = True
+        self._wake()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def follow(self, start: int) -> AsyncIterator[bytes]:
+        """The events from number `start` on, as they come, until the run ends."""
+        at = start
+        while True:
+            while at < len(self.events):
+                yield self.events[at]
+                at += 1
+            if self.done:
+                return
+            await self._changed.wait()
+
+
+class EventChunks:
+    """A response's events in the store: chunk k (from 0) holds one batch of them."""
+
+    def __init__(self, store: ResponseStore, owner: str, response_id: str) -> None:
+        self._store = store
+        self._owner = owner
+        self._id = response_id
+
+    def _key(self, k: int) -> str:
+        return self._store.key(self._owner, f"events\0{self._id}\0{k}")
+
+    async def write(self, k: int, events: list[bytes]) -> None:
+        await self._store.kv.set(self._key(k), b"".join(events), self._store.settings.ttl_s)
+
+    async def read(self, k: int) -> list[bytes]:
+        """Chunks k, k + 1, … that are there, in order (up to the first missing one)."""
+        raws = await self._store.kv.get_many([self._key(k + i) for i in range(_READ_AHEAD)])
+        found: list[bytes] = []
+        for raw in raws:
+            if raw is None:
+                break
+            found.append(raw)
+        return found
+
+
+def _events(chunk: bytes) -> list[bytes]:
+    """A chunk's events (each ``event: …\\ndata: …\\n\\n``: the JSON holds no raw newline)."""
+    return [part + b"\n\n" for part in chunk.split(b"\n\n") if part]
+
+
+async def kept_as_made(
+    events: AsyncIterable[str | bytes | memoryview],
+    run: RunLog,
+    chunks: EventChunks,
+    first: int = 0,
+) -> None:
+    """Read `events` (the response's stream) to its end, each into `run` at once and
+    into `chunks` (from chunk `first` on) every `FLUSH_S` (and at the end, however it
+    ends)."""
+    pending: list[bytes] = []
+    written = first
+
+    async def flush() -> None:
+        nonlocal written
+        if not pending:
+            return
+        batch = list(pending)
+        try:
+            await chunks.write(written, batch)
+        except StoreUnavailable as exc:  # kept for the next flush
+            log.warning("responses: background stream events not kept yet: %s", exc)
+            return
+        del pending[: len(batch)]
+        written += 1
+
+    async def flushing() -> None:
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            await flush()
+
+    flusher = asyncio.create_task(flushing())
+    try:
+        async for piece in events:
+            event = piece.encode() if isinstance(piece, str) else bytes(piece)
+            run.add(event)
+            pending.append(event)
+    finally:
+        flusher.cancel()
+        await asyncio.wait({flusher})
+        run.close()
+        await asyncio.shield(flush())
+
+
+async def follow(
+    chunks: EventChunks,
+    run: RunLog | None,
+    after: int,
+    settled: Callable[[], Awaitable[StoredResponse | None]],
+) -> AsyncIterator[bytes]:
+    """The response's events numbered above `after`: from `run` while this process makes
+    it, else from the store. `settled()` reads the kept response (failing an abandoned
+    one) to learn when it has stopped running."""
+    if run is not None and not run.done:
+        seen = after + 1
+        async for event in run.follow(seen):
+            seen += 1
+            yield event
+            if event.startswith(_FINAL):
+                return
+        after = seen - 1  # the run has ended: whatever else there is is in the store
+    ended = run is not None and run.done
+    async for event in _from_store(chunks, after, settled, ended):
+        yield event
+
+
+async def _from_store(
+    chunks: EventChunks,
+    after: int,
+    settled: Callable[[], Awaitable[StoredResponse | None]],
+    ended: bool,
+) -> AsyncIterator[bytes]:
+    """The events above `after` from the store, as `follow` says; `ended`: the run is
+    known to have ended (its status is looked at once nothing more is there)."""
+    k, number = 0, 0
+    checked = time.monotonic() - (_STATUS_S if ended else 0.0)
+    stopped: StoredResponse | None = None  # the response, once no longer running
+    while True:
+        found = await chunks.read(k)
+        k += len(found)
+        for event in [event for raw in found for event in _events(raw)]:
+            if number > after:
+                yield event
+            number += 1
+            if event.startswith(_FINAL):
+                return
+        if found:
+            continue
+        if stopped is not None:  # read once more since it stopped: nothing came
+            if stopped.response.get("status") == "failed":
+                yield _failed_event(stopped.response, max(number, after + 1))
+            return
+        if time.monotonic() - checked >= _STATUS_S:
+            checked = time.monotonic()
+            record = await settled()
+            if record is None:
+                return
+            if record.response.get("status") not in _RUNNING:
+                stopped = record
+                continue  # its last batch may have come meanwhile
+        await asyncio.sleep(_POLL_S)
+
+
+def _failed_event(response: dict[str, Any], number: int) -> bytes:
+    data = {"type": "response.failed", "sequence_number": number, "response": response}
+    return f"event: response.failed\ndata: {json.dumps(data)}\n\n".encode()
