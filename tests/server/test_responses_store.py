@@ -646,12 +646,14 @@ def test_a_background_stream_left_on_one_gateway_is_resumed_on_another(
         assert "".join(text_deltas).strip() == f"echo: {words}"
         assert second.responses.retrieve(response_id).status == "completed"
 
+        cut = len(upstream.cut)
         long = first.responses.create(model="slower", input="stop me", background=True, stream=True)
         opened = next(iter(long))  # response.created: the run has begun
         follower = second.responses.retrieve(opened.response.id, stream=True)  # type: ignore[union-attr]
         assert second.responses.cancel(opened.response.id).status == "cancelled"  # type: ignore[union-attr]
         assert [e.type for e in follower] == ["response.created", "response.in_progress"]
-        long.close()
+        assert [e.type for e in long] == ["response.in_progress"]  # its own follower ends too
+        _until(lambda: ("slower?delay=20", 0) in upstream.cut[cut:])  # the call was closed
         assert "Traceback" not in one.log_text() + two.log_text()
 
 
