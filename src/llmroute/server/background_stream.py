@@ -18,6 +18,7 @@ where it was cancelled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -131,10 +132,14 @@ async def kept_as_made(
         written += 1
 
     async def flushing() -> None:
-        while True:
-            await asyncio.sleep(FLUSH_S)
+        # the only writer, and never cancelled mid-write: a chunk written but not
+        # counted would be written again, longer, after a follower had read it
+        while not ended.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), FLUSH_S)
             await flush()
 
+    ended = asyncio.Event()
     flusher = asyncio.create_task(flushing())
     try:
         async for piece in events:
@@ -142,10 +147,11 @@ async def kept_as_made(
             run.add(event)
             pending.append(event)
     finally:
-        flusher.cancel()
-        await asyncio.wait({flusher})
-        run.close()
-        await asyncio.shield(flush())
+        ended.set()
+        try:
+            await asyncio.shield(flusher)  # its last flush: what is left
+        finally:
+            run.close()
 
 
 async def follow(
