@@ -9,6 +9,7 @@ responses kept in Redis. A ``background: true`` request is polled until made, ca
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -23,6 +24,11 @@ from fake_anthropic import TOOL_ID, FakeAnthropic
 from fake_upstream import FakeUpstream
 from gateway_proc import BIN, Served, free_port, serve_text
 from redis_service import REDIS_URL
+
+from llmroute.registry.schema import StoredResponsesSettings
+from llmroute.server.background_stream import EventChunks
+from llmroute.state.stored_responses import ResponseStore
+from llmroute.state.stores import RedisStore
 
 TEAM_KEY = "sk-team-responses-0123"
 OTHER_KEY = "sk-other-responses-4567"
@@ -413,6 +419,9 @@ def test_a_background_stream_is_followed_and_resumed(
     url = f"{gateway.url}/v1/responses/{kept.id}"
     bad = httpx.get(url, params={"stream": "true", "starting_after": "-1"}, headers=headers)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "starting_after"
+    client.responses.delete(kept.id)  # its events go with it
+    gone = httpx.get(url, params={"stream": "true"}, headers=headers)
+    assert gone.status_code == 404
     plain = client.responses.create(model="slow", input="no stream", background=True)
     assert _polled(client, plain.id) == "completed"
     with pytest.raises(openai.BadRequestError) as caught:  # no events were kept for it
@@ -645,6 +654,10 @@ def test_a_background_stream_left_on_one_gateway_is_resumed_on_another(
         text_deltas = [e.delta for e in [*had, *rest] if e.type == "response.output_text.delta"]
         assert "".join(text_deltas).strip() == f"echo: {words}"
         assert second.responses.retrieve(response_id).status == "completed"
+        chunks = (redis_namespace, "team", response_id)
+        assert asyncio.run(_chunk_count(*chunks)) > 1  # the events, kept in batches
+        second.responses.delete(response_id)
+        assert asyncio.run(_chunk_count(*chunks)) == 0  # gone with it: they hold its text
 
         cut = len(upstream.cut)
         long = first.responses.create(model="slower", input="stop me", background=True, stream=True)
@@ -655,6 +668,16 @@ def test_a_background_stream_left_on_one_gateway_is_resumed_on_another(
         assert [e.type for e in long] == ["response.in_progress"]  # its own follower ends too
         _until(lambda: ("slower?delay=20", 0) in upstream.cut[cut:])  # the call was closed
         assert "Traceback" not in one.log_text() + two.log_text()
+
+
+async def _chunk_count(namespace: str, owner: str, response_id: str) -> int:
+    """How many batches of a background stream's events the store holds (of the first 8)."""
+    settings = StoredResponsesSettings(url=REDIS_URL, namespace=namespace)
+    store = ResponseStore(settings, RedisStore(REDIS_URL, timeout_s=2))
+    try:
+        return len(await EventChunks(store, owner, response_id).read(0))
+    finally:
+        await store.aclose()
 
 
 def test_a_background_response_whose_gateway_died_is_kept_failed(

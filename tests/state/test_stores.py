@@ -113,11 +113,16 @@ def test_delete_says_whether_the_entry_was_there(
             key = f"{request.getfixturevalue('redis_namespace')}:k"
         try:
             await store.set(key, b"answer", ttl_s=60)
-            return [await store.delete(key), await store.get(key), await store.delete(key)]
+            done = [await store.delete(key), await store.get(key), await store.delete(key)]
+            many = [f"{key}:{i}" for i in range(3)]
+            for name in many[:2]:
+                await store.set(name, b"x", ttl_s=60)
+            done += [await store.delete_many(many), await store.get_many(many)]
+            return [*done, await store.delete_many([])]
         finally:
             await store.aclose()
 
-    assert run(go()) == [True, None, False]
+    assert run(go()) == [True, None, False, 2, [None, None, None], 0]
 
 
 def test_redis_that_is_not_there_raises_quickly_without_the_password(closed_port: int) -> None:

@@ -90,6 +90,15 @@ class EventChunks:
     async def write(self, k: int, events: list[bytes]) -> None:
         await self._store.kv.set(self._key(k), b"".join(events), self._store.settings.ttl_s)
 
+    async def forget(self) -> int:
+        """Drop every chunk (they are numbered from 0 with no gap); how many there were."""
+        gone, k = 0, 0
+        while True:
+            batch = await self._store.kv.delete_many([self._key(k + i) for i in range(64)])
+            gone, k = gone + batch, k + 64
+            if batch < 64:
+                return gone
+
     async def read(self, k: int) -> list[bytes]:
         """Chunks k, k + 1, … that are there, in order (up to the first missing one)."""
         raws = await self._store.kv.get_many([self._key(k + i) for i in range(_READ_AHEAD)])

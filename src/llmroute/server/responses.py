@@ -672,10 +672,14 @@ async def _cancel(
 
 
 async def _forget(store: ResponseStore, owner: str, response_id: str) -> bool:
+    """The response forgotten, with the events of a background stream (they hold its
+    text too); whether it was kept."""
     try:
-        return await store.delete(owner, response_id)
+        gone = await store.delete(owner, response_id)
+        await EventChunks(store, owner, response_id).forget()
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
+    return gone
 
 
 def _not_found(response_id: str) -> GatewayError:

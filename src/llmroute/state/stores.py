@@ -54,6 +54,8 @@ class KeyValueStore(Protocol):
 
     async def delete(self, key: str) -> bool: ...
 
+    async def delete_many(self, keys: Sequence[str]) -> int: ...
+
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
 
     async def touch(self, keys: Sequence[str], ttl_s: float) -> None: ...
@@ -124,6 +126,14 @@ class MemoryStore:
             self._drop(key)
             return True
 
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        """Drop each of `keys`; how many were there."""
+        with self._lock:
+            there = [key for key in keys if key in self._entries]
+            for key in there:
+                self._drop(key)
+            return len(there)
+
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         return [await self.get(key) for key in keys]
 
@@ -185,6 +195,15 @@ class RedisStore:
     async def delete(self, key: str) -> bool:
         try:
             return bool(await self._redis.client.delete(key))
+        except self._redis.errors as exc:
+            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        """One ``UNLINK``; how many of `keys` were there."""
+        if not keys:
+            return 0
+        try:
+            return int(await self._redis.client.unlink(*keys))
         except self._redis.errors as exc:
             raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
 
