@@ -20,7 +20,9 @@ passed on as an answer.
 With ``--responses`` every fourth request (another quarter) is instead a three-turn
 Responses-API conversation continued by ``previous_response_id`` or, every other one,
 kept by the Conversations API (its second turn streamed; the third of one continued by id
-made in the background and polled until done), in ``stored_responses`` where
+made in the background and polled until done, the third of one kept by the Conversations
+API a background stream left after its third event and resumed by ``GET …?stream=true&
+starting_after``), in ``stored_responses`` where
 ``--limits`` says (memory or Redis; with several workers use Redis: each worker's memory
 is its own). Checked too: every turn was answered and kept, and the whole conversation is
 listed after.
@@ -167,13 +169,7 @@ async def _conversation(client: httpx.AsyncClient, i: int) -> str:
             body["conversation"] = conversation
         elif previous is not None:
             body["previous_response_id"] = previous
-        if turn == 1:
-            made = await _streamed(client, body)
-        elif turn == 2 and conversation is None:
-            made = await _in_background(client, body)
-        else:
-            r = await client.post("/v1/responses", json=body, timeout=20.0)
-            made = r.json() if r.status_code == 200 else str(r.status_code)
+        made = await _turn(client, body, turn, conversation is not None)
         if isinstance(made, str):
             return f"conversation wrong: turn {turn} {made}"
         response = made
@@ -205,6 +201,50 @@ async def _streamed(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str
     if r.status_code != 200 or not finals:
         return f"stream {r.status_code}"
     response: dict[str, Any] = finals[0]
+    return response
+
+
+async def _turn(
+    client: httpx.AsyncClient, body: dict[str, Any], turn: int, kept_by_conversation: bool
+) -> dict[str, Any] | str:
+    """One turn: the second streamed, the third made in the background (a resumed
+    background stream where the Conversations API keeps it), the first plain."""
+    if turn == 1:
+        return await _streamed(client, body)
+    if turn == 2:
+        return await (_resumed if kept_by_conversation else _in_background)(client, body)
+    r = await client.post("/v1/responses", json=body, timeout=20.0)
+    made: dict[str, Any] | str = r.json() if r.status_code == 200 else str(r.status_code)
+    return made
+
+
+async def _resumed(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any] | str:
+    """`body` made as a background stream, left after its third event and resumed from
+    there (bounded): the response its ``response.completed`` holds, or what went wrong."""
+    seen, response_id = -1, None
+    sent = {**body, "background": True, "stream": True}
+    async with client.stream("POST", "/v1/responses", json=sent, timeout=20.0) as r:
+        if r.status_code != 200:
+            return f"background stream {r.status_code}"
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                event = json.loads(line[6:])
+                seen = event["sequence_number"]
+                response_id = response_id or event["response"]["id"]
+                if seen >= 2:
+                    break  # the client hangs up: the run goes on
+    if response_id is None:
+        return "background stream: no event"
+    params = {"stream": "true", "starting_after": str(seen)}
+    url = f"/v1/responses/{response_id}"
+    async with client.stream("GET", url, params=params, timeout=30.0) as r:
+        text = (await r.aread()).decode()
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+    if r.status_code != 200 or not events or events[0]["sequence_number"] != seen + 1:
+        return f"background stream resumed {r.status_code}"
+    if events[-1]["type"] != "response.completed":
+        return f"background stream ended {events[-1]['type']}"
+    response: dict[str, Any] = events[-1]["response"]
     return response
 
 
