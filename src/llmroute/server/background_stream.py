@@ -23,7 +23,8 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from llmroute.state.stored_responses import ResponseStore, StoredResponse
 from llmroute.state.stores import StoreUnavailable
@@ -31,11 +32,13 @@ from llmroute.state.stores import StoreUnavailable
 __all__ = ["FLUSH_S", "EventChunks", "RunLog", "follow", "kept_as_made"]
 
 log = logging.getLogger("llmroute.server")
+T = TypeVar("T")
 
 FLUSH_S = 0.25  # how often a run writes its new events to the store
 _POLL_S = 0.25  # how often a follower of another process looks for a new batch
 _STATUS_S = 1.0  # how often it looks whether the response is still running
 _READ_AHEAD = 8  # chunks asked for in one round trip
+_TRIES = 5  # store calls a follower makes before it gives up (backing off, ~2.5 s)
 _FINAL = (
     b"event: response.completed\n",
     b"event: response.incomplete\n",
@@ -172,17 +175,31 @@ async def follow(
     """The response's events numbered above `after`: from `run` while this process makes
     it, else from the store. `settled()` reads the kept response (failing an abandoned
     one) to learn when it has stopped running."""
+    seen = after + 1  # the number of the next event
     if run is not None and not run.done:
-        seen = after + 1
         async for event in run.follow(seen):
             seen += 1
             yield event
             if event.startswith(_FINAL):
                 return
-        after = seen - 1  # the run has ended: whatever else there is is in the store
-    ended = run is not None and run.done
-    async for event in _from_store(chunks, after, settled, ended):
-        yield event
+    ended = run is not None and run.done  # then whatever else there is is in the store
+    try:
+        async for event in _from_store(chunks, seen - 1, settled, ended):
+            seen += 1
+            yield event
+    except StoreUnavailable as exc:
+        log.warning("responses: a background stream's follower stopped: %s", exc)
+        yield _error_event(seen - 1)
+
+
+async def _tried(call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, tried again while the store does not answer, `_TRIES` times in all."""
+    for attempt in range(_TRIES - 1):
+        try:
+            return await call()
+        except StoreUnavailable:
+            await asyncio.sleep(_POLL_S * (attempt + 1))
+    return await call()
 
 
 async def _from_store(
@@ -197,7 +214,7 @@ async def _from_store(
     checked = time.monotonic() - (_STATUS_S if ended else 0.0)
     stopped: StoredResponse | None = None  # the response, once no longer running
     while True:
-        found = await chunks.read(k)
+        found = await _tried(partial(chunks.read, k))
         k += len(found)
         for event in [event for raw in found for event in _events(raw)]:
             if number > after:
@@ -213,13 +230,27 @@ async def _from_store(
             return
         if time.monotonic() - checked >= _STATUS_S:
             checked = time.monotonic()
-            record = await settled()
+            record = await _tried(settled)
             if record is None:
                 return
             if record.response.get("status") not in _RUNNING:
                 stopped = record
                 continue  # its last batch may have come meanwhile
         await asyncio.sleep(_POLL_S)
+
+
+def _error_event(last: int) -> bytes:
+    """OpenAI's ``error`` event, for a follower that cannot go on; `last` is the number
+    of the last event it sent."""
+    data = {
+        "type": "error",
+        "sequence_number": last + 1,
+        "code": "store_unavailable",
+        "message": "the response store did not answer: resume this stream later with "
+        f"starting_after={last}",
+        "param": None,
+    }
+    return f"event: error\ndata: {json.dumps(data)}\n\n".encode()
 
 
 def _failed_event(response: dict[str, Any], number: int) -> bytes:

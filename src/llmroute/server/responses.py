@@ -172,7 +172,7 @@ async def _start_in_background(
         stream.run.add(event)
     runs.start(front.id, _answer_in_background(answer, gateway, front, count, stream), stream.run)
     _counted(request, "started")
-    settled = partial(_read, front.store, front.owner, front.id, partial(count, "abandoned"))
+    settled = partial(_reaped, front.store, front.owner, front.id, partial(count, "abandoned"))
     return _streaming(request, follow(stream.chunks, stream.run, -1, settled), {})
 
 
@@ -506,21 +506,31 @@ async def _read(
     response_id: str,
     abandoned: Callable[[], None] = lambda: None,
 ) -> StoredResponse | None:
-    """The kept response; a background one whose process stopped renewing its lease
-    (crashed, killed) kept failed first, and `abandoned()` told."""
+    """`_reaped`, a store that does not answer a 503."""
     try:
-        record = await store.get(owner, response_id)
-        if record is None or not _running_in_background(record):
-            return record
-        if await store.held(owner, response_id):
-            return record
-        again = await store.get(owner, response_id)  # it may have ended meanwhile
-        if again is None or not _running_in_background(again):
-            return again
-        failed = _failed(again, 500, _ABANDONED)
-        await store.put(owner, failed, counted=False)
+        return await _reaped(store, owner, response_id, abandoned)
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
+
+
+async def _reaped(
+    store: ResponseStore,
+    owner: str,
+    response_id: str,
+    abandoned: Callable[[], None] = lambda: None,
+) -> StoredResponse | None:
+    """The kept response; a background one whose process stopped renewing its lease
+    (crashed, killed) kept failed first, and `abandoned()` told."""
+    record = await store.get(owner, response_id)
+    if record is None or not _running_in_background(record):
+        return record
+    if await store.held(owner, response_id):
+        return record
+    again = await store.get(owner, response_id)  # it may have ended meanwhile
+    if again is None or not _running_in_background(again):
+        return again
+    failed = _failed(again, 500, _ABANDONED)
+    await store.put(owner, failed, counted=False)
     log.warning("responses: background response %s abandoned (lease lapsed)", response_id)
     abandoned()
     return failed
@@ -613,7 +623,7 @@ async def stored_response(request: Request) -> Response:
                 "again: GET this one without 'stream'",
                 param="stream",
             )
-        settled = partial(_read, store, owner, response_id, abandoned)
+        settled = partial(_reaped, store, owner, response_id, abandoned)
         run = background_runs(request).events(response_id)
         events = follow(EventChunks(store, owner, response_id), run, after, settled)
         return _streaming(request, events, {})

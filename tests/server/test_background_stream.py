@@ -1,0 +1,93 @@
+"""A background stream's events kept as made and followed (llmroute.server.background_stream),
+in process against a memory store: batches written while the stream goes and at its end,
+a follower resuming after any event from the run or from the store, and one whose store
+stops answering ending with OpenAI's ``error`` event that says where to resume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+
+from llmroute.registry.schema import StoredResponsesSettings
+from llmroute.server import background_stream
+from llmroute.server.background_stream import EventChunks, RunLog, follow, kept_as_made
+from llmroute.state.stored_responses import ResponseStore, StoredResponse
+from llmroute.state.stores import MemoryStore, StoreUnavailable
+
+
+def _event(kind: str, number: int) -> bytes:
+    data = {"type": kind, "sequence_number": number}
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+EVENTS = [
+    _event("response.created", 0),
+    _event("response.in_progress", 1),
+    *(_event("response.output_text.delta", n) for n in range(2, 7)),
+    _event("response.completed", 7),
+]
+
+
+async def _slowly(events: Sequence[bytes], gap_s: float) -> AsyncIterator[bytes]:
+    for event in events:
+        await asyncio.sleep(gap_s)
+        yield event
+
+
+def _numbers(events: list[bytes]) -> list[int]:
+    return [json.loads(e.split(b"data: ", 1)[1])["sequence_number"] for e in events]
+
+
+async def _nothing() -> StoredResponse | None:
+    return None
+
+
+def _store() -> ResponseStore:
+    return ResponseStore(StoredResponsesSettings(), MemoryStore(1000, 1 << 20))
+
+
+def test_events_are_kept_in_batches_and_followed_from_run_or_store() -> None:
+    async def go() -> tuple[list[int], list[int], list[int], int]:
+        background_stream.FLUSH_S = 0.05
+        chunks = EventChunks(_store(), "team", "resp_x")
+        run = RunLog()
+        making = asyncio.create_task(kept_as_made(_slowly(EVENTS, 0.03), run, chunks))
+        live = asyncio.create_task(_drain(follow(chunks, run, 2, _nothing)))
+        await making
+        batches = len(await chunks.read(0))
+        later = await _drain(follow(chunks, None, 4, _nothing))  # another process, after
+        whole = await _drain(follow(chunks, run, -1, _nothing))  # the run has ended
+        return await live, later, whole, batches
+
+    try:
+        live, later, whole, batches = asyncio.run(go())
+    finally:
+        background_stream.FLUSH_S = 0.25
+    assert live == list(range(3, 8))
+    assert later == list(range(5, 8))
+    assert whole == list(range(8))
+    assert 1 < batches <= 8  # written while the stream went, not only at its end
+
+
+async def _drain(events: AsyncIterator[bytes]) -> list[int]:
+    return _numbers([event async for event in events])
+
+
+class _Down(MemoryStore):
+    """A store that has stopped answering reads."""
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        raise StoreUnavailable("redis redis://127.0.0.1:6379/0: connection refused")
+
+
+def test_a_follower_whose_store_stops_answering_says_where_to_resume() -> None:
+    async def go() -> list[bytes]:
+        store = ResponseStore(StoredResponsesSettings(), _Down(10, 1 << 20))
+        return [event async for event in follow(EventChunks(store, "", "r"), None, 3, _nothing)]
+
+    (error,) = asyncio.run(go())
+    assert error.startswith(b"event: error\n")
+    data = json.loads(error.split(b"data: ", 1)[1])
+    assert data["code"] == "store_unavailable" and data["sequence_number"] == 4
+    assert "starting_after=3" in data["message"]
