@@ -167,6 +167,7 @@ async def _start_in_background(
     try:
         await stream.chunks.write(0, opening)
     except StoreUnavailable as exc:
+        await front.fail(503, "the response store did not answer: send the request again")
         raise _unavailable(exc) from None
     for event in opening:
         stream.run.add(event)
