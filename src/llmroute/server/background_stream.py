@@ -128,28 +128,32 @@ async def kept_as_made(
     into `chunks` (from chunk `first` on) every `FLUSH_S` (and at the end, however it
     ends)."""
     pending: list[bytes] = []
-    written = first
+    batch: list[bytes] = []  # chunk `written`'s events: fixed once tried, so a chunk
+    written = first  # a follower may have read is never written again with more
 
-    async def flush() -> None:
-        nonlocal written
-        if not pending:
-            return
-        batch = list(pending)
+    async def flush() -> bool:
+        """Write the next chunk; False when the store did not answer."""
+        nonlocal written, batch
+        if not batch:
+            batch, pending[:] = list(pending), []
+        if not batch:
+            return True
         try:
             await chunks.write(written, batch)
-        except StoreUnavailable as exc:  # kept for the next flush
+        except StoreUnavailable as exc:  # tried again at the next flush
             log.warning("responses: background stream events not kept yet: %s", exc)
-            return
-        del pending[: len(batch)]
-        written += 1
+            return False
+        written, batch = written + 1, []
+        return True
 
     async def flushing() -> None:
-        # the only writer, and never cancelled mid-write: a chunk written but not
-        # counted would be written again, longer, after a follower had read it
+        # the only writer, and never cancelled mid-write
         while not ended.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ended.wait(), FLUSH_S)
             await flush()
+        while (batch or pending) and await flush():
+            pass  # what is left, at the end
 
     ended = asyncio.Event()
     flusher = asyncio.create_task(flushing())
