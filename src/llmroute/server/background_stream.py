@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
+from llmroute.server.responses_stream import responses_event
 from llmroute.state.stored_responses import ResponseStore, StoredResponse
 from llmroute.state.stores import StoreUnavailable
 
@@ -254,9 +254,9 @@ def _error_event(last: int) -> bytes:
         f"starting_after={last}",
         "param": None,
     }
-    return f"event: error\ndata: {json.dumps(data)}\n\n".encode()
+    return responses_event("error", data)
 
 
 def _failed_event(response: dict[str, Any], number: int) -> bytes:
     data = {"type": "response.failed", "sequence_number": number, "response": response}
-    return f"event: response.failed\ndata: {json.dumps(data)}\n\n".encode()
+    return responses_event("response.failed", data)

@@ -31,7 +31,12 @@ from llmroute.server.responses_convert import (
     response_usage,
 )
 
-__all__ = ["ResponsesStream"]
+__all__ = ["ResponsesStream", "responses_event"]
+
+
+def responses_event(kind: str, data: dict[str, Any]) -> bytes:
+    """One event of a Responses stream: its ``event:`` line, then its JSON."""
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
 
 
 class ResponsesStream(ChunkTranslator):
@@ -73,7 +78,7 @@ class ResponsesStream(ChunkTranslator):
     def _event(self, kind: str, payload: dict[str, Any]) -> bytes:
         data = {"type": kind, "sequence_number": self._sequence, **payload}
         self._sequence += 1
-        return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+        return responses_event(kind, data)
 
     def _response(self, status: str, **extra: Any) -> dict[str, Any]:
         reason = INCOMPLETE_REASONS.get(self._finish or "stop") if status != "in_progress" else None
@@ -248,4 +253,4 @@ class ResponsesStream(ChunkTranslator):
         response could not be kept after all)."""
         kind, number = self._final_event
         data = {"type": kind, "sequence_number": number, "response": self.final}
-        return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+        return responses_event(kind, data)
