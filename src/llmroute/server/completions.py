@@ -14,7 +14,6 @@ ids. ``max_tokens`` defaults to 16, as the API says. Errors are OpenAI's error J
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +23,7 @@ from starlette.responses import Response
 from llmroute.server.chunk_translation import ChunkTranslator, clean_completion
 from llmroute.server.errors import GatewayError
 from llmroute.server.fronts import Stateless, serve_converted
+from llmroute.sse import DONE, event_of
 
 __all__ = ["CompletionStream", "completions", "to_chat_body", "to_completion"]
 
@@ -141,10 +141,6 @@ def to_completion(data: dict[str, Any], model: str, body: dict[str, Any]) -> dic
     }
 
 
-def _data(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
-
-
 class CompletionStream(ChunkTranslator):
     """A chat stream relayed as a completions stream: a ``text_completion`` chunk per
     text delta (and per finish reason), the usage chunk when the client asked for it
@@ -165,7 +161,7 @@ class CompletionStream(ChunkTranslator):
         self._created = chunk.get("created", self._created)
         if "error" in chunk:
             error = {"message": chunk["error"]["message"], "type": "server_error"}
-            yield _data({"error": {**error, "param": None, "code": "upstream_error"}})
+            yield event_of({"error": {**error, "param": None, "code": "upstream_error"}})
             yield from self.close()
             return
         if "usage" in chunk:
@@ -180,7 +176,7 @@ class CompletionStream(ChunkTranslator):
         return {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
 
     def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        return _data(
+        return event_of(
             {
                 "id": self._id,
                 "object": "text_completion",
@@ -204,7 +200,7 @@ class CompletionStream(ChunkTranslator):
                 "total_tokens": prompt + completion,
             }
             yield self._event([], usage=usage)
-        yield b"data: [DONE]\n\n"
+        yield DONE
 
 
 _FRONT = Stateless(to_chat_body, CompletionStream, to_completion)
