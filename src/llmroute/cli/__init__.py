@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from llmroute.cli import batches as _batches  # noqa: F401  (registers commands)
 from llmroute.cli import cascade as _cascade  # noqa: F401  (registers commands)
 from llmroute.cli import dashboard as _dashboard  # noqa: F401  (registers commands)
 from llmroute.cli import db as _db  # noqa: F401  (registers commands)

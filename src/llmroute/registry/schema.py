@@ -34,6 +34,7 @@ __all__ = [
     "Action",
     "ApiKey",
     "AuthSettings",
+    "BatchesSettings",
     "BreakerSettings",
     "Budget",
     "BuiltinEncoderSpec",
@@ -1122,6 +1123,43 @@ class StoredResponsesSettings(_Frozen):
     _url = field_validator("url")(_state_url)
 
 
+class BatchesSettings(_Frozen):
+    """OpenAI's Batch API (``/v1/files``, ``/v1/batches``): with this section a client
+    uploads a JSONL file of requests and the gateway answers them in the background,
+    `concurrency` at a time per batch and `max_running` batches at a time per process,
+    each request routed and dispatched as if it had been sent alone; the answers make an
+    output file. Files and batches are kept `ttl_s` (from upload, from the batch's
+    creation), readable only with the client key that made them, in memory (this
+    process, at most `max_entries` / `max_bytes`) or in Redis (every gateway). An
+    uploaded file may hold at most `max_file_bytes` and `max_requests` lines; a batch
+    whose process stops (crashed, killed) is found failed once its `lease_s` lapses, with
+    the answers it had made. Without this section the endpoints answer 404."""
+
+    url: str = "memory"
+    ttl_s: Seconds = 7 * 86_400.0
+    max_entries: int = Field(default=10_000, ge=1)
+    max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    max_requests: int = Field(default=50_000, ge=1)
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    max_running: int = Field(default=4, ge=1)
+    timeout_s: Seconds = 5.0
+    namespace: str = Field(default="llmroute", min_length=1, pattern=_NAMESPACE)
+    lease_s: Seconds = Field(default=30.0, ge=1.0)
+
+    _url = field_validator("url")(_state_url)
+
+    @model_validator(mode="after")
+    def _fits(self) -> Self:
+        if self.url == "memory" and self.max_file_bytes > self.max_bytes:
+            raise ValueError(
+                f"max_file_bytes ({self.max_file_bytes}) is larger than max_bytes "
+                f"({self.max_bytes}), all the memory store may hold: a file that size could "
+                "never be kept"
+            )
+        return self
+
+
 # -- response cache -----------------------------------------------------------------
 
 
@@ -1280,6 +1318,7 @@ class Registry(_Frozen):
     llm_fallback: LlmFallback | None = None
     affinity: AffinitySettings | None = None
     stored_responses: StoredResponsesSettings | None = None
+    batches: BatchesSettings | None = None
     telemetry: TelemetrySettings = TelemetrySettings()
     shadow: ShadowSettings | None = None
     drift: DriftSettings = DriftSettings()

@@ -56,6 +56,7 @@ def headline(loaded: LoadedRegistry) -> str:
             ("response cache", registry.cache is not None and registry.cache.enabled),
             ("conversation affinity", registry.affinity is not None),
             ("stored responses", registry.stored_responses is not None),
+            ("batches", registry.batches is not None),
             ("client keys", registry.auth is not None),
             ("shadow", registry.shadow is not None),
         )
@@ -199,6 +200,12 @@ def _state(registry: Registry) -> list[str]:
     kept = registry.stored_responses
     if kept is not None:
         lines.append(f"responses kept {kept.ttl_s:g} s, in {mask_url(kept.url)}")
+    batches = registry.batches
+    if batches is not None:
+        lines.append(
+            f"batches: {batches.concurrency} requests at a time, {batches.max_running} batches "
+            f"per process, kept {batches.ttl_s:g} s, in {mask_url(batches.url)}"
+        )
     breaker = registry.dispatch.breaker
     if breaker.enabled and breaker.url != "memory":
         lines.append(f"breaker openings shared in: {mask_url(breaker.url)}")

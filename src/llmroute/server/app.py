@@ -21,6 +21,7 @@ from starlette.routing import Route
 from llmroute.errors import LlmrouteError
 from llmroute.server.auth import KEY_INFO_PATH, RequireKey
 from llmroute.server.background import BackgroundRuns
+from llmroute.server.batches import BATCHES_PATH, BatchRuns, batch, batches
 from llmroute.server.chat import chat_completions, route_only
 from llmroute.server.completions import completions
 from llmroute.server.conversations import (
@@ -40,6 +41,7 @@ from llmroute.server.errors import (
     handle_llmroute_error,
 )
 from llmroute.server.feedback import feedback
+from llmroute.server.files import FILES_PATH, file, file_content, files
 from llmroute.server.messages import count_tokens, messages
 from llmroute.server.messages_convert import COUNT_TOKENS_PATH, MESSAGES_PATH
 from llmroute.server.meta import health, key, list_models, ready, retrieve_model
@@ -67,6 +69,7 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
         app.state.metrics = metrics = GatewayMetrics()
         app.state.tracing = tracing = tracing_from_env()
         app.state.background = runs = BackgroundRuns()
+        app.state.batch_runs = batch_runs = BatchRuns()
         try:
             async with reloading(app.state, registry_path, serve_settings) as reloader:
                 settings = reloader.current.router.loaded.registry.telemetry
@@ -77,6 +80,7 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
                     yield
                 finally:  # the current log: a reload may have replaced the first
                     await runs.aclose(_UNWIND_S)
+                    await batch_runs.aclose(_UNWIND_S)
                     await _unwound(app.state.gateway)
                     await app.state.telemetry.aclose()
         finally:
@@ -105,6 +109,12 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
             conversation_item,
             methods=["GET", "DELETE"],
         ),
+        Route(FILES_PATH, files, methods=["GET", "POST"]),
+        Route(FILES_PATH + "/{file_id}", file, methods=["GET", "DELETE"]),
+        Route(FILES_PATH + "/{file_id}/content", file_content, methods=["GET"]),
+        Route(BATCHES_PATH, batches, methods=["GET", "POST"]),
+        Route(BATCHES_PATH + "/{batch_id}", batch, methods=["GET"]),
+        Route(BATCHES_PATH + "/{batch_id}/{action}", batch, methods=["POST"]),
         Route("/v1/route", route_only, methods=["POST"]),
         Route("/v1/feedback", feedback, methods=["POST"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -216,45 +216,63 @@ class RequireKey:
             raise GatewayError(
                 403, f"key {key.name!r} may not read {path}: it needs admin: true", code="forbidden"
             )
-        limits = gateway.dispatcher.limits
-        if limits is None or not path.startswith("/v1/") or path == KEY_INFO_PATH:
-            return key
-        budget = key.budget
-        if budget is not None and await limits.spent(_account(key), budget.period) >= budget.usd:
+        if path.startswith("/v1/") and path != KEY_INFO_PATH:
+            await admit(scope, key, gateway, spends=_spends(scope))
+        return key
+
+
+def _spends(scope: Scope) -> bool:
+    """Whether a request may cost money: not a read (``GET``: a kept response, a batch
+    and its answers, the models) nor a delete or a cancel, which a key past its budget
+    may still make."""
+    return scope.get("method") == "POST" and not str(scope["path"]).endswith("/cancel")
+
+
+async def admit(scope: Scope, key: ApiKey, gateway: Gateway, *, spends: bool = True) -> None:
+    """429 when `key` is at its ``rpm``, or, for a request that `spends`, has spent its
+    budget or is at its ``tpm``; else its request counted against its rpm. The
+    middleware's check of each API request, and a batch's of each of its requests."""
+    limits = gateway.dispatcher.limits
+    if limits is None:
+        return
+    budget = key.budget
+    if (
+        spends
+        and budget is not None
+        and await limits.spent(_account(key), budget.period) >= budget.usd
+    ):
+        raise GatewayError(
+            429,
+            f"key {key.name!r} has spent its budget of ${budget.usd:g} this {budget.period} (UTC)",
+            code="insufficient_quota",
+        )
+    left: dict[str, int] = {}
+    if key.rpm is not None or key.tpm is not None:
+        scope[_LIMITS_KEY] = left
+    if key.rpm is not None:
+        taken = await limits.take(_account(key), key.rpm)
+        left[LIMIT_REQUESTS] = key.rpm
+        left[REMAINING_REQUESTS] = 0 if taken is None else max(0, int(key.rpm - taken))
+        if taken is None:
+            wait = await limits.retry_after(_account(key), key.rpm)
             raise GatewayError(
                 429,
-                f"key {key.name!r} has spent its budget of ${budget.usd:g} this "
-                f"{budget.period} (UTC)",
-                code="insufficient_quota",
+                f"key {key.name!r} is at its limit of {key.rpm} requests per minute",
+                code="rate_limit_exceeded",
+                headers=retry_headers(wait),
             )
-        left: dict[str, int] = {}
-        if key.rpm is not None or key.tpm is not None:
-            scope[_LIMITS_KEY] = left
-        if key.rpm is not None:
-            taken = await limits.take(_account(key), key.rpm)
-            left[LIMIT_REQUESTS] = key.rpm
-            left[REMAINING_REQUESTS] = 0 if taken is None else max(0, int(key.rpm - taken))
-            if taken is None:
-                wait = await limits.retry_after(_account(key), key.rpm)
-                raise GatewayError(
-                    429,
-                    f"key {key.name!r} is at its limit of {key.rpm} requests per minute",
-                    code="rate_limit_exceeded",
-                    headers=retry_headers(wait),
-                )
-        if key.tpm is not None:
-            used = await limits.tokens(_account(key))
-            left[LIMIT_TOKENS] = key.tpm
-            left[REMAINING_TOKENS] = max(0, int(key.tpm - used))
-            if used >= key.tpm:
-                wait = await limits.retry_after(_account(key), key.tpm, tokens=True)
-                raise GatewayError(
-                    429,
-                    f"key {key.name!r} is at its limit of {key.tpm} tokens per minute",
-                    code="rate_limit_exceeded",
-                    headers=retry_headers(wait),
-                )
-        return key
+    if key.tpm is not None and spends:
+        used = await limits.tokens(_account(key))
+        left[LIMIT_TOKENS] = key.tpm
+        left[REMAINING_TOKENS] = max(0, int(key.tpm - used))
+        if used >= key.tpm:
+            wait = await limits.retry_after(_account(key), key.tpm, tokens=True)
+            raise GatewayError(
+                429,
+                f"key {key.name!r} is at its limit of {key.tpm} tokens per minute",
+                code="rate_limit_exceeded",
+                headers=retry_headers(wait),
+            )
 
 
 def retry_headers(wait_s: float) -> dict[str, str]:

@@ -49,7 +49,16 @@ from llmroute.telemetry.shadow import answer_text
 from llmroute.telemetry.tracing import RequestTrace, Tracing
 from llmroute.untrusted_json import loads
 
-__all__ = ["CLIENT_CLOSED", "chat_completions", "decision_headers", "route_only", "serve_chat"]
+__all__ = [
+    "CLIENT_CLOSED",
+    "GATEWAY_TAGS",
+    "chat_completions",
+    "decision_headers",
+    "route_only",
+    "serve_chat",
+]
+
+GATEWAY_TAGS = "llmroute.tags"  # scope key: tags the gateway adds to a request
 
 log = logging.getLogger("llmroute.server")
 
@@ -491,8 +500,9 @@ def recorder_of(request: Request) -> Recorder | None:
 
 
 def request_tags(request: Request) -> tuple[str, ...]:
-    """The request's ``x-llmroute-tags``; a header that breaks their rules is a 400, one
-    from a key whose ``header_tags`` is false a 403."""
+    """The request's ``x-llmroute-tags``, then those the gateway added (`GATEWAY_TAGS`:
+    a batch's); a header that breaks their rules is a 400, one from a key whose
+    ``header_tags`` is false a 403."""
     try:
         tags = parse_tags(request.headers.get(TAGS_HEADER))
     except ValueError as exc:
@@ -506,7 +516,8 @@ def request_tags(request: Request) -> tuple[str, ...]:
             param=TAGS_HEADER,
             code="tags_not_allowed",
         )
-    return tags
+    added: tuple[str, ...] = request.scope.get(GATEWAY_TAGS, ())
+    return (*tags, *added) if added else tags
 
 
 async def _look_up(

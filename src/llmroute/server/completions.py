@@ -25,7 +25,7 @@ from llmroute.server.errors import GatewayError
 from llmroute.server.fronts import Stateless, serve_converted
 from llmroute.sse import DONE, event_of
 
-__all__ = ["CompletionStream", "completions", "to_chat_body", "to_completion"]
+__all__ = ["COMPLETIONS_FRONT", "CompletionStream", "completions", "to_chat_body", "to_completion"]
 
 DEFAULT_MAX_TOKENS = 16  # the API's default: a client that leaves it out gets that many
 # what a chat completion cannot do: refused, naming the parameter
@@ -203,8 +203,8 @@ class CompletionStream(ChunkTranslator):
         yield DONE
 
 
-_FRONT = Stateless(to_chat_body, CompletionStream, to_completion)
+COMPLETIONS_FRONT = Stateless(to_chat_body, CompletionStream, to_completion)
 
 
 async def completions(request: Request) -> Response:
-    return await serve_converted(request, _FRONT)
+    return await serve_converted(request, COMPLETIONS_FRONT)

@@ -21,12 +21,17 @@ from llmroute.server.pool import check_pool
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.telemetry.service import Telemetry
 
-__all__ = ["embeddings"]
+__all__ = ["embed", "embeddings"]
 
 
 async def embeddings(request: Request) -> Response:
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
+    return await embed(request, gateway, body)
+
+
+async def embed(request: Request, gateway: Gateway, body: dict[str, Any]) -> Response:
+    """`body` (an embeddings request) answered by its pool model, charged to the key."""
     name = embedding_model(gateway, body.get("model"))
     check_model(request.scope, body.get("model"), name)
     check_pool(request.scope, name)

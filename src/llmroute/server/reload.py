@@ -46,6 +46,7 @@ from llmroute.server.auth import Charges, KeyTable
 from llmroute.server.settings import ServeSettings
 from llmroute.server.state import Gateway
 from llmroute.state import ResponseCache
+from llmroute.state.batches import BatchStore
 from llmroute.state.stored_responses import ResponseStore
 from llmroute.state.stores import check_registry_urls
 from llmroute.telemetry.metrics import GatewayMetrics
@@ -167,6 +168,12 @@ def warn_registry(registry: Registry, workers: int = 1) -> None:
             "stored_responses a Redis url",
             workers,
         )
+    if workers > 1 and registry.batches is not None and registry.batches.url == "memory":
+        log.warning(
+            "registry: batches: each of the %d workers keeps files and batches in its own "
+            "memory, and a request for one may reach another worker; give batches a Redis url",
+            workers,
+        )
 
 
 async def open_gateway(built: Built, max_body_bytes: int, state: State | None = None) -> Gateway:
@@ -199,6 +206,7 @@ async def open_gateway(built: Built, max_body_bytes: int, state: State | None = 
         responses = ResponseStore.open(
             registry, metrics.stored_responses if isinstance(metrics, GatewayMetrics) else None
         )
+        batches = BatchStore.open(registry)
     except BaseException:
         await dispatcher.aclose()
         raise
@@ -217,6 +225,7 @@ async def open_gateway(built: Built, max_body_bytes: int, state: State | None = 
         Charges(limits) if budgets and limits is not None else None,
         affinity=affinity,
         responses=responses,
+        batches=batches,
     )
 
 

@@ -24,6 +24,7 @@ from llmroute.registry.schema import ApiKey
 from llmroute.server.auth import Charges, KeyTable
 from llmroute.server.errors import GatewayError
 from llmroute.state import ResponseCache
+from llmroute.state.batches import BatchStore
 from llmroute.state.stored_responses import ResponseStore
 from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.shadow import ShadowRunner
@@ -76,6 +77,7 @@ class Gateway:
     recorders: dict[str, Recorder] = field(default_factory=dict, repr=False)  # per client key
     affinity: Affinity | None = None
     responses: ResponseStore | None = None  # kept Responses-API responses
+    batches: BatchStore | None = None  # files and batches of the Batch API
 
     async def aclose(self) -> None:
         """Let in-flight shadow requests, cache writes and budget charges finish
@@ -90,6 +92,8 @@ class Gateway:
             await self.affinity.aclose()
         if self.responses is not None:
             await self.responses.aclose()
+        if self.batches is not None:
+            await self.batches.aclose()
         await self.dispatcher.aclose()
 
     def recorder_for(self, base: Recorder, key: ApiKey | None) -> Recorder:

@@ -41,6 +41,10 @@ Metrics (all prefixed ``llmroute_``):
   (llmroute.server.responses): ``started``, ``completed``, ``failed``, ``cancelled``,
   ``refused`` (over ``stored_responses.max_background``), ``abandoned`` (found by a read
   with its lease lapsed: the process making it died);
+- ``batches_total{outcome}``: Batch API batches (llmroute.server.batch_run): ``created``,
+  then ``completed``, ``failed``, ``expired``, ``cancelled`` or ``abandoned`` (found by a
+  read with its lease lapsed); ``batch_requests_total{outcome}`` their requests,
+  ``completed`` or ``failed`` (answered with an error status);
 - ``cache_total{result}``: response cache lookups and writes (llmroute.state):
   ``hit``, ``miss``, ``bypass``, ``semantic_hit``, ``semantic_miss``, ``stored``,
   ``too_large``, ``evicted``, ``error``;
@@ -344,6 +348,12 @@ class GatewayMetrics:
                 ("outcome",),
             )
         )
+        self._batches = _Children(
+            counter("llmroute_batches", "Batch API batches by outcome", ("outcome",))
+        )
+        self._batch_requests = _Children(
+            counter("llmroute_batch_requests", "Requests of Batch API batches", ("outcome",))
+        )
         self._answer_pii = _Children(
             counter("llmroute_answer_pii", "PII spans redacted from answers by type", ("type",))
         )
@@ -527,6 +537,15 @@ class GatewayMetrics:
         """A background response ``started``, ``completed``, ``failed``, ``cancelled``,
         ``refused`` or ``abandoned`` (llmroute.server.responses)."""
         self._background(outcome).inc()
+
+    def batches(self, outcome: str) -> None:
+        """A batch ``created``, ``completed``, ``failed``, ``expired``, ``cancelled`` or
+        ``abandoned`` (llmroute.server.batch_run)."""
+        self._batches(outcome).inc()
+
+    def batch_requests(self, outcome: str, n: int = 1) -> None:
+        """`n` requests of a batch ``completed`` or ``failed``."""
+        self._batch_requests(outcome).inc(n)
 
     def answer_pii(self, pii_type: str) -> None:
         """A PII span of `pii_type` redacted from an answer (a profile's ``answer_pii``)."""

@@ -1,0 +1,59 @@
+"""What ``llmroute responses forget`` and ``llmroute batches forget`` share: the choice
+of whose records to erase, checked against the registry, and the erasing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from llmroute.cli._app import fail
+from llmroute.registry.schema import Registry
+
+__all__ = ["ClientOption", "EveryoneOption", "check_whose", "erased"]
+
+ClientOption = Annotated[
+    str | None,
+    typer.Option(
+        "--client",
+        help="The client key's name (auth.keys) whose records to erase; '' for requests "
+        "made without a key.",
+        show_default=False,
+    ),
+]
+EveryoneOption = Annotated[
+    bool, typer.Option("--all", help="Erase every record of this registry's section.")
+]
+
+
+def check_whose(
+    path: Path, registry: Registry, section: str, url: str | None, client: str | None, all_: bool
+) -> None:
+    """Fail (usage) unless exactly one of `client` / `all_` is given, the registry has
+    `section` (its `url`: None without one) in Redis, and `client` names one of its keys."""
+    if (client is None) == (not all_):
+        fail("name one client key with --client NAME, or pass --all")
+    if url is None:
+        fail(f"{path} keeps nothing there (no {section} section)")
+    if url == "memory":
+        fail(
+            f"{section} keeps them in the gateway's memory: only that process can forget "
+            "them (restart it), or keep them in Redis"
+        )
+    names = {key.name for key in registry.auth.keys} if registry.auth is not None else {""}
+    if client is not None and client not in names:
+        known = ", ".join(sorted(n or "''" for n in names))
+        fail(f"no client key {client!r} in {path} (known: {known})")
+
+
+def erased(forget: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """How many records `forget()` erased; a store that does not answer fails (exit 1)."""
+    from llmroute.state.stores import StoreUnavailable
+
+    try:
+        return asyncio.run(forget())
+    except StoreUnavailable as exc:
+        fail(str(exc), code=1)

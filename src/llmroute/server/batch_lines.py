@@ -1,0 +1,112 @@
+"""A batch's input file read and checked: OpenAI's batch JSONL, one request a line.
+
+Each line is ``{"custom_id", "method": "POST", "url", "body"}``; its ``url`` must be the
+batch's endpoint and its ``custom_id`` unique in the file. What is wrong is reported as
+OpenAI reports it in a failed batch's ``errors`` (code, message, param, line), the first
+`MAX_ERRORS` of them. The bodies are parsed again when their request is sent, so a large
+file is held once, as bytes, not as objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from llmroute.untrusted_json import MAX_DEPTH, TooDeep, loads
+
+__all__ = ["ENDPOINTS", "MAX_ERRORS", "BatchLine", "read_lines"]
+
+ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+MAX_ERRORS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLine:
+    """One request of a batch: its `custom_id` and where its line is in the file."""
+
+    custom_id: str
+    start: int
+    end: int
+
+    def body(self, content: bytes) -> dict[str, Any]:
+        """The request's body (checked to be an object when the file was read)."""
+        line = loads(content[self.start : self.end], max_depth=MAX_DEPTH)
+        body: dict[str, Any] = line["body"]
+        return body
+
+
+def read_lines(
+    content: bytes, endpoint: str, most: int
+) -> tuple[list[BatchLine], list[dict[str, Any]]]:
+    """The requests of `content` and OpenAI-style errors for the lines that are not one
+    (no requests when there is any error: a batch runs whole or not at all)."""
+    lines: list[BatchLine] = []
+    errors: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    start = 0
+    number = 0
+    while start < len(content):
+        end = content.find(b"\n", start)
+        end = len(content) if end < 0 else end
+        number += 1
+        raw = content[start:end]
+        if raw.strip():
+            problem = _problem(raw, endpoint, seen)
+            if isinstance(problem, str):
+                lines.append(BatchLine(problem, start, end))
+            else:
+                errors.append({**problem, "line": number})
+                if len(errors) >= MAX_ERRORS:
+                    break
+        start = end + 1
+    if not errors and not lines:
+        errors.append(_error("empty_file", "the file holds no requests", None))
+    if not errors and len(lines) > most:
+        message = (
+            f"the file holds {len(lines)} requests, more than this gateway's "
+            f"batches.max_requests ({most}): split it into several batches"
+        )
+        errors.append(_error("too_many_requests", message, None))
+    return ([] if errors else lines), errors
+
+
+def _error(code: str, message: str, param: str | None) -> dict[str, Any]:
+    return {"code": code, "message": message, "param": param, "line": None}
+
+
+def _problem(raw: bytes, endpoint: str, seen: set[str]) -> str | dict[str, Any]:
+    """The line's custom_id (added to `seen`), or what is wrong with it."""
+    try:
+        line = loads(raw, max_depth=MAX_DEPTH)
+    except TooDeep:
+        message = f"the line nests arrays and objects more than {MAX_DEPTH} levels deep"
+        return _error("invalid_json_line", message, None)
+    except (ValueError, UnicodeDecodeError):
+        return _error("invalid_json_line", "the line is not valid JSON", None)
+    if not isinstance(line, dict):
+        return _error("invalid_request", "the line must be a JSON object", None)
+    custom_id = line.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        message = "each line needs a 'custom_id' (a non-empty string) to match its answer"
+        return _error("missing_required_parameter", message, "custom_id")
+    if custom_id in seen:
+        message = f"custom_id {custom_id[:64]!r} is used by an earlier line: each must be unique"
+        return _error("duplicate_custom_id", message, "custom_id")
+    if line.get("method") != "POST":
+        return _error("invalid_request", "'method' must be \"POST\"", "method")
+    url = line.get("url")
+    if url != endpoint:
+        shown = repr(url[:80]) if isinstance(url, str) else "missing"
+        message = f"'url' is {shown}, not the batch's endpoint {endpoint!r}"
+        return _error("invalid_url", message, "url")
+    body = line.get("body")
+    if not isinstance(body, dict):
+        return _error("invalid_request", "'body' must be a JSON object (the request)", "body")
+    if not isinstance(body.get("model"), str):
+        message = "the request needs a 'model' (auto, a route, a pool model or an alias)"
+        return _error("missing_required_parameter", message, "body.model")
+    if body.get("stream") is True:
+        message = "a batch's requests are answered whole: remove 'stream'"
+        return _error("invalid_request", message, "body.stream")
+    seen.add(custom_id)
+    return custom_id

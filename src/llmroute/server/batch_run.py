@@ -1,0 +1,377 @@
+"""`BatchRun`: one batch's requests answered in the background, and the batch kept as
+it goes (``validating`` → ``in_progress`` → ``completed``, or ``failed``, ``expired``,
+``cancelled``).
+
+Each request is served exactly as if its client had sent it alone, with the key and
+headers of the request that made the batch: the key's budget, rpm and tpm are checked
+for each (a request over its key's rate is tried again when the window has room),
+then it is routed, dispatched, cached, logged and charged. Answers are collected and
+written to the store about once a second (`FLUSH_S`) in parts, with the batch's
+``request_counts``; the same tick renews the batch's lease and looks for a cancel. The
+run holds its gateway in flight, so a registry reload lets it finish on the registry
+it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import replace
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from llmroute.errors import LlmrouteError
+from llmroute.server.auth import admit, api_key_of
+from llmroute.server.batch_lines import BatchLine, read_lines
+from llmroute.server.body import require_messages
+from llmroute.server.chat import GATEWAY_TAGS, serve_chat
+from llmroute.server.completions import COMPLETIONS_FRONT, to_chat_body
+from llmroute.server.embeddings import embed
+from llmroute.server.errors import GatewayError, gateway_error
+from llmroute.server.fronts import answer_converted
+from llmroute.server.state import Gateway
+from llmroute.state.batches import BatchRecord, BatchStore, Written
+from llmroute.state.stores import StoreUnavailable
+
+__all__ = ["FLUSH_S", "BatchRun", "settled_files"]
+
+log = logging.getLogger("llmroute.batches")
+
+FLUSH_S = 1.0
+_MOST_TRIES = 20  # for a request refused by its key's rate limit
+_MOST_WAIT_S = 60.0
+_OFF_LOOP_BYTES = 1 << 20  # an input file larger than this is checked in a thread
+
+
+class _Answers:
+    """Answer lines made and not yet written: `output` (2xx) and `errors`."""
+
+    def __init__(self) -> None:
+        self.output: list[bytes] = []
+        self.errors: list[bytes] = []
+
+    def add(self, line: bytes, ok: bool) -> None:
+        (self.output if ok else self.errors).append(line)
+
+
+class BatchRun:
+    """Runs batch `record` of `owner` for `request` (detached: the client that made it
+    has gone) on `gateway`; `slots` bounds the batches this process runs at once and
+    `count(outcome)` is told how the batch ended and each request."""
+
+    def __init__(
+        self,
+        request: Request,
+        gateway: Gateway,
+        store: BatchStore,
+        owner: str,
+        record: BatchRecord,
+        slots: asyncio.Semaphore,
+        count: Callable[[str, str], None],
+    ) -> None:
+        self.request, self.gateway, self.store, self.owner = request, gateway, store, owner
+        self.record = record
+        self.slots = slots
+        self.count = count
+        self.endpoint = str(record.batch["endpoint"])
+        self.answers = _Answers()
+        self._written = asyncio.Lock()  # one write of the record at a time, in order
+        self._stopping = asyncio.Event()
+        self._tags = (f"batch={record.id}",)  # in the decision log, beside the request's own
+
+    async def __call__(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        ticking = asyncio.create_task(self._ticking(task))
+        status: str = "failed"
+        changes: dict[str, Any] = {}
+        with self.gateway.inflight:
+            try:
+                deadline = float(self.record.batch["expires_at"]) - time.time()
+                async with asyncio.timeout(max(0.0, deadline)), self.slots:
+                    status, changes = await self._run()
+            except TimeoutError:
+                status = "expired"
+            except asyncio.CancelledError:
+                asked = await self._cancel_asked()
+                if asked is None:  # the gateway is stopping
+                    changes = {"errors": _stopped()}
+                else:
+                    status, changes = "cancelled", {"cancelling_at": asked}
+                raise
+            except StoreUnavailable as exc:
+                log.warning("batch %s: the batch store did not answer: %s", self.record.id, exc)
+                changes = {"errors": _error("store_unavailable", "the batch store did not answer")}
+            except Exception:
+                log.exception("batch %s", self.record.id)
+                failed = _error("internal_error", "the gateway failed while running the batch")
+                changes = {"errors": failed}
+            finally:
+                self._stopping.set()
+                await asyncio.shield(self._settle(ticking, status, changes))
+
+    async def _run(self) -> tuple[str, dict[str, Any]]:
+        """The batch's requests answered: ``completed``, or ``failed`` with its errors."""
+        content = await self.store.content(self.owner, str(self.record.batch["input_file_id"]))
+        if content is None:
+            missing = "the input file is no longer kept (deleted or expired)"
+            return "failed", {"errors": _error("file_not_found", missing, "input_file_id")}
+        most = self.store.settings.max_requests
+        if len(content) > _OFF_LOOP_BYTES:
+            lines, problems = await asyncio.to_thread(read_lines, content, self.endpoint, most)
+        else:
+            lines, problems = read_lines(content, self.endpoint, most)
+        if problems:
+            return "failed", {"errors": {"object": "list", "data": problems}}
+        counts = {"total": len(lines), "completed": 0, "failed": 0}
+        now = int(time.time())
+        await self._write(status="in_progress", in_progress_at=now, request_counts=counts)
+        pending = iter(lines)
+
+        async def worker() -> None:
+            for line in pending:  # shared: each line taken by one worker
+                await self._answer(line, content)
+
+        workers = min(self.store.settings.concurrency, len(lines))
+        async with asyncio.TaskGroup() as group:
+            for _ in range(workers):
+                group.create_task(worker())
+        return "completed", {}
+
+    async def _answer(self, line: BatchLine, content: bytes) -> None:
+        body = line.body(content)
+        response = await self._send(body)
+        for _ in range(_MOST_TRIES - 1):
+            if not _rate_limited(response):
+                break
+            await asyncio.sleep(_wait_s(response))
+            response = await self._send(line.body(content))
+        ok = 200 <= response.status_code < 300
+        request_id = response.headers.get("x-request-id") or f"req_{secrets.token_hex(16)}"
+        answer = {
+            "id": f"batch_req_{secrets.token_hex(16)}",
+            "custom_id": line.custom_id,
+            "response": {
+                "status_code": response.status_code,
+                "request_id": request_id,
+                "body": _json(response.body),
+            },
+            "error": None,
+        }
+        self.answers.add(_line(answer), ok)
+        self.count("request", "completed" if ok else "failed")
+
+    async def _send(self, body: dict[str, Any]) -> Response:
+        """`body` answered as its endpoint answers it, the error as its JSON response."""
+        # a scope of its own: serving notes per-request state in it
+        scope = {
+            **self.request.scope,
+            "path": self.endpoint,
+            "method": "POST",
+            GATEWAY_TAGS: self._tags,
+        }
+        request = Request(scope, self.request.receive)
+        gateway = self.gateway
+        ts, started_ns = time.time(), time.perf_counter_ns()
+        try:
+            key = api_key_of(scope)
+            if key is not None and gateway.auth is not None:
+                await admit(scope, key, gateway)
+            if self.endpoint == "/v1/embeddings":
+                return await embed(request, gateway, body)
+            if self.endpoint == "/v1/completions":
+                chat = to_chat_body(body)
+                return await answer_converted(
+                    request, COMPLETIONS_FRONT, body, chat, ts, started_ns
+                )
+            require_messages(body)
+            return await serve_chat(request, gateway, body, ts, started_ns)
+        except GatewayError as exc:
+            return exc.response()
+        except LlmrouteError as exc:
+            return gateway_error(exc).response()
+        except Exception:  # one request's failure is its own, not the batch's
+            log.exception("batch %s: a request failed", self.record.id)
+            return GatewayError(500, "internal server error").response()
+
+    async def _ticking(self, task: asyncio.Task[None]) -> None:
+        """Every `FLUSH_S` (a third of the lease if shorter) until the run stops: answers
+        written, lease renewed, and the run cancelled once a cancel is asked (by a request
+        any gateway took)."""
+        renewed = time.monotonic()
+        lease_s = self.store.settings.lease_s
+        tick_s = min(FLUSH_S, lease_s / 3)
+        while not self._stopping.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), tick_s)
+            if self._stopping.is_set():
+                return
+            try:
+                await self._flush()
+                if time.monotonic() - renewed >= lease_s / 3:
+                    await self.store.hold(self.owner, self.record.id)
+                    renewed = time.monotonic()
+                if await self.store.cancel_asked(self.owner, self.record.id) is not None:
+                    task.cancel()
+                    return
+            except StoreUnavailable as exc:
+                log.warning("batch %s: the batch store did not answer: %s", self.record.id, exc)
+
+    async def _flush(self) -> None:
+        """The answers made since the last flush written as a part of their file, then
+        counted in the record; a part whose write failed is tried again, whole, next time.
+        (Flushes never overlap: the ticker makes them, then the settling once it ended.)"""
+        output, errors = self.answers.output, self.answers.errors
+        self.answers.output, self.answers.errors = [], []
+        out_written, err_written = self.record.output_written, self.record.errors_written
+        try:
+            if output:
+                data = b"".join(output)
+                await self.store.put_part(self.owner, self.record.output, out_written.parts, data)
+                out_written = out_written.plus(data, len(output))
+                output = []
+            if errors:
+                data = b"".join(errors)
+                await self.store.put_part(self.owner, self.record.errors, err_written.parts, data)
+                err_written = err_written.plus(data, len(errors))
+                errors = []
+        finally:
+            self.answers.output[:0] = output  # not written: kept for the next flush
+            self.answers.errors[:0] = errors
+            if (out_written, err_written) != (
+                self.record.output_written,
+                self.record.errors_written,
+            ):
+                await self._write(written=(out_written, err_written))
+
+    async def _write(self, written: tuple[Written, Written] | None = None, **changes: Any) -> None:
+        """The record kept with `changes` to the batch object (and the files' `written`,
+        with the batch's request counts)."""
+        async with self._written:
+            record = self.record
+            if written is not None:
+                record = replace(record, output_written=written[0], errors_written=written[1])
+                counts = dict(record.batch.get("request_counts") or {})
+                counts["completed"] = written[0].lines
+                counts["failed"] = written[1].lines
+                changes["request_counts"] = counts
+            self.record = record.with_batch(**changes)
+            await self.store.put_batch(self.owner, self.record)
+
+    async def _cancel_asked(self) -> int | None:
+        """When a cancel was asked (None: not asked, or the store did not say)."""
+        try:
+            return await asyncio.shield(self.store.cancel_asked(self.owner, self.record.id))
+        except StoreUnavailable:
+            return None
+
+    async def _settle(
+        self, ticking: asyncio.Task[None], status: str, changes: dict[str, Any]
+    ) -> None:
+        """The last answers written and the batch kept `status` (with `changes`), with
+        its files."""
+        with suppress(asyncio.CancelledError):
+            await ticking
+        try:
+            try:
+                await self._flush()
+            except StoreUnavailable:
+                await self._flush()  # once more: the parts are kept for it
+            output, failed = await settled_files(self.store, self.owner, self.record)
+            now = int(time.time())
+            if status == "completed":
+                changes["finalizing_at"] = now
+            changes.update(
+                {"status": status, f"{status}_at": now, "output_file_id": output},
+                error_file_id=failed,
+            )
+            await self._write(**changes)
+        except StoreUnavailable as exc:
+            log.warning(
+                "batch %s: the batch store did not answer as it ended (%s): found failed "
+                "once its lease lapses",
+                self.record.id,
+                exc,
+            )
+        self.count("batch", status)
+
+
+async def settled_files(
+    store: BatchStore, owner: str, record: BatchRecord
+) -> tuple[str | None, str | None]:
+    """The ids of the batch's output and error files, kept as made so far (None for one
+    with no line)."""
+    now = int(time.time())
+    found: list[str | None] = []
+    for file_id, written, suffix in (
+        (record.output, record.output_written, "output"),
+        (record.errors, record.errors_written, "error"),
+    ):
+        if written.lines == 0:
+            found.append(None)
+            continue
+        file = {
+            "id": file_id,
+            "object": "file",
+            "bytes": written.size,
+            "created_at": now,
+            "expires_at": now + int(store.settings.ttl_s),
+            "filename": f"{record.id}_{suffix}.jsonl",
+            "purpose": "batch_output",
+            "status": "processed",
+            "status_details": None,
+        }
+        await store.put_file(owner, file, parts=written.parts)
+        found.append(file_id)
+    return found[0], found[1]
+
+
+def _rate_limited(response: Response) -> bool:
+    """A 429 of the key's rate (worth waiting for), not of its spent budget."""
+    if response.status_code != 429:
+        return False
+    error = _json(response.body).get("error")
+    return isinstance(error, dict) and error.get("code") == "rate_limit_exceeded"
+
+
+def _wait_s(response: Response) -> float:
+    raw = response.headers.get("retry-after", "1")
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = 1.0
+    return min(max(wait, 0.5), _MOST_WAIT_S)
+
+
+def _json(raw: bytes | memoryview) -> dict[str, Any]:
+    try:
+        value = json.loads(bytes(raw))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _line(answer: dict[str, Any]) -> bytes:
+    return json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _error(code: str, message: str, param: str | None = None) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [{"code": code, "message": message, "param": param, "line": None}],
+    }
+
+
+def _stopped() -> dict[str, Any]:
+    return _error(
+        "batch_interrupted",
+        "the gateway stopped before the batch finished; the answers it made are in "
+        "output_file_id and error_file_id: send the other requests in a new batch",
+    )

@@ -1,0 +1,269 @@
+"""OpenAI's Batch API: ``/v1/batches`` (registry ``batches``; docs/gateway.md).
+
+``POST /v1/batches`` names an uploaded file of requests (`llmroute.server.files`) and an
+endpoint; the gateway answers the requests in the background (`BatchRun`) and the
+client polls ``GET /v1/batches/{id}`` until the batch is ``completed``, then downloads
+its ``output_file_id``. ``POST /v1/batches/{id}/cancel`` stops it (the answers made so
+far are kept), ``GET /v1/batches`` lists them. A batch runs in the process that took
+its request; any gateway sharing the store reads, lists and cancels it, and one whose
+process died is found ``failed`` once its lease lapses, with the answers it had made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from functools import partial
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from llmroute.server.background import BackgroundRuns, detached
+from llmroute.server.batch_lines import ENDPOINTS
+from llmroute.server.batch_run import BatchRun, settled_files
+from llmroute.server.body import read_json_object
+from llmroute.server.errors import GatewayError, store_unavailable
+from llmroute.server.files import batch_store, listed, owner_of
+from llmroute.server.state import gateway_of
+from llmroute.state.batches import BatchRecord, BatchStore, new_batch_id, new_file_id
+from llmroute.state.stores import StoreUnavailable
+from llmroute.telemetry.metrics import GatewayMetrics
+
+__all__ = ["BATCHES_PATH", "BatchRuns", "batch", "batches"]
+
+BATCHES_PATH = "/v1/batches"
+WINDOW_S = 24 * 3600  # the one completion window OpenAI offers
+_RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+_METADATA_KEYS = 16
+
+
+class BatchRuns(BackgroundRuns):
+    """This process's running batches, and the slots that bound how many run at once
+    (``batches.max_running``; batches past it wait, ``validating``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._slots: dict[int, asyncio.Semaphore] = {}
+
+    def slots(self, most: int) -> asyncio.Semaphore:
+        found = self._slots.get(most)
+        if found is None:
+            found = self._slots[most] = asyncio.Semaphore(most)
+        return found
+
+
+def batch_runs(request: Request) -> BatchRuns:
+    state = request.app.state
+    runs = getattr(state, "batch_runs", None)
+    if not isinstance(runs, BatchRuns):
+        runs = state.batch_runs = BatchRuns()
+    return runs
+
+
+def _counted(request: Request, kind: str, outcome: str) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if not isinstance(metrics, GatewayMetrics):
+        return
+    if kind == "batch":
+        metrics.batches(outcome)
+    else:
+        metrics.batch_requests(outcome)
+
+
+async def batches(request: Request) -> Response:
+    """``POST /v1/batches`` (create) and ``GET /v1/batches`` (list)."""
+    store = batch_store(request)
+    owner = owner_of(request)
+    if request.method == "POST":
+        return JSONResponse(await _create(request, store, owner))
+    try:
+        records = await store.batches(owner)
+        found = [await _current(request, store, owner, record) for record in records]
+    except StoreUnavailable as exc:
+        raise store_unavailable("batch", exc) from None
+    return JSONResponse(listed(request, found, 20, 100))
+
+
+async def _current(
+    request: Request, store: BatchStore, owner: str, batch: dict[str, Any]
+) -> dict[str, Any]:
+    """`batch` as it stands: one whose run is gone (its lease lapsed) kept failed."""
+    if batch.get("status") not in _RUNNING or await store.held(owner, str(batch["id"])):
+        return await _shown(store, owner, batch)
+    record = await store.get_batch(owner, str(batch["id"]))
+    if record is None or record.status not in _RUNNING:
+        return batch if record is None else await _shown(store, owner, record.batch)
+    if await store.held(owner, record.id):  # renewed meanwhile
+        return await _shown(store, owner, record.batch)
+    output, failed = await settled_files(store, owner, record)
+    asked = await store.cancel_asked(owner, record.id)
+    status = "failed" if asked is None else "cancelled"
+    changes: dict[str, Any] = {
+        "status": status,
+        f"{status}_at": int(time.time()),
+        "output_file_id": output,
+        "error_file_id": failed,
+    }
+    if status == "failed":
+        changes["errors"] = {
+            "object": "list",
+            "data": [
+                {
+                    "code": "batch_interrupted",
+                    "message": "the gateway process running this batch stopped before it "
+                    "finished; the answers it had made are in output_file_id and "
+                    "error_file_id: send the other requests in a new batch",
+                    "param": None,
+                    "line": None,
+                }
+            ],
+        }
+    record = record.with_batch(**changes)
+    await store.put_batch(owner, record)
+    _counted(request, "batch", "abandoned")
+    return record.batch
+
+
+async def _shown(store: BatchStore, owner: str, batch: dict[str, Any]) -> dict[str, Any]:
+    """`batch` with a cancel that was asked and not yet taken up shown as ``cancelling``."""
+    if batch.get("status") not in ("validating", "in_progress"):
+        return batch
+    asked = await store.cancel_asked(owner, str(batch["id"]))
+    return batch if asked is None else {**batch, "status": "cancelling", "cancelling_at": asked}
+
+
+async def _create(request: Request, store: BatchStore, owner: str) -> dict[str, Any]:
+    gateway = gateway_of(request)
+    body = await read_json_object(request, gateway.max_body_bytes)
+    input_file_id = body.get("input_file_id")
+    if not isinstance(input_file_id, str) or not input_file_id:
+        raise GatewayError(
+            400, "'input_file_id' (the id of an uploaded file) is required", param="input_file_id"
+        )
+    endpoint = body.get("endpoint")
+    if endpoint not in ENDPOINTS:
+        raise GatewayError(
+            400,
+            f"'endpoint' must be one of {', '.join(ENDPOINTS)}",
+            param="endpoint",
+        )
+    if body.get("completion_window") != "24h":
+        raise GatewayError(400, "'completion_window' must be \"24h\"", param="completion_window")
+    metadata = _metadata(body.get("metadata"))
+    try:
+        file = await store.get_file(owner, input_file_id)
+    except StoreUnavailable as exc:
+        raise store_unavailable("batch", exc) from None
+    if file is None:
+        shown = input_file_id if len(input_file_id) <= 80 else input_file_id[:80] + "…"
+        raise GatewayError(
+            404, f"no file with id '{shown}'", param="input_file_id", code="not_found"
+        )
+    if file.get("purpose") != "batch":
+        raise GatewayError(
+            400, "the input file must be one uploaded with purpose 'batch'", param="input_file_id"
+        )
+    now = int(time.time())
+    batch = {
+        "id": new_batch_id(),
+        "object": "batch",
+        "endpoint": endpoint,
+        "errors": None,
+        "input_file_id": input_file_id,
+        "completion_window": "24h",
+        "status": "validating",
+        "output_file_id": None,
+        "error_file_id": None,
+        "created_at": now,
+        "in_progress_at": None,
+        "expires_at": now + WINDOW_S,
+        "finalizing_at": None,
+        "completed_at": None,
+        "failed_at": None,
+        "expired_at": None,
+        "cancelling_at": None,
+        "cancelled_at": None,
+        "request_counts": {"total": 0, "completed": 0, "failed": 0},
+        "metadata": metadata,
+    }
+    record = BatchRecord(batch, new_file_id(), new_file_id())
+    try:
+        await store.put_batch(owner, record, new=True)
+        await store.hold(owner, record.id)
+    except StoreUnavailable as exc:
+        raise store_unavailable("batch", exc) from None
+    runs = batch_runs(request)
+    run = BatchRun(
+        detached(request),
+        gateway,
+        store,
+        owner,
+        record,
+        runs.slots(store.settings.max_running),
+        partial(_counted, request),
+    )
+    runs.start(record.id, run())
+    _counted(request, "batch", "created")
+    return batch
+
+
+def _metadata(value: object) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not (
+        isinstance(value, dict)
+        and len(value) <= _METADATA_KEYS
+        and all(
+            isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512
+            for k, v in value.items()
+        )
+    ):
+        raise GatewayError(
+            400,
+            f"'metadata' must be an object of at most {_METADATA_KEYS} string values "
+            "(keys up to 64 characters, values up to 512)",
+            param="metadata",
+        )
+    return dict(value)
+
+
+async def batch(request: Request) -> Response:
+    """``GET /v1/batches/{batch_id}`` and ``POST /v1/batches/{batch_id}/cancel``."""
+    store = batch_store(request)
+    owner, batch_id = owner_of(request), request.path_params["batch_id"]
+    action = request.path_params.get("action")
+    if action not in (None, "cancel") or (action == "cancel") != (request.method == "POST"):
+        raise GatewayError(404, f"no route {request.method} {request.url.path}", code="not_found")
+    try:
+        record = await store.get_batch(owner, batch_id)
+        if record is None:
+            shown = batch_id if len(batch_id) <= 80 else batch_id[:80] + "…"
+            raise GatewayError(
+                404, f"no batch with id '{shown}'", param="batch_id", code="not_found"
+            )
+        if action == "cancel":
+            return JSONResponse(await _cancel(request, store, owner, record))
+        return JSONResponse(await _current(request, store, owner, record.batch))
+    except StoreUnavailable as exc:
+        raise store_unavailable("batch", exc) from None
+
+
+async def _cancel(
+    request: Request, store: BatchStore, owner: str, record: BatchRecord
+) -> dict[str, Any]:
+    """The batch asked to stop: ``cancelling`` until its run has kept what it made, then
+    ``cancelled``. A batch that has ended is answered 409."""
+    current = await _current(request, store, owner, record.batch)
+    status = current.get("status")
+    if status not in _RUNNING:
+        raise GatewayError(
+            409,
+            f"batch {record.id} is {status}: only a batch that is validating or in progress "
+            "can be cancelled",
+            code="conflict",
+        )
+    now = int(time.time())
+    await store.ask_cancel(owner, record.id, now)
+    batch_runs(request).cancel(record.id)  # this process's run stops now; another's within 1 s
+    return {**current, "status": "cancelling", "cancelling_at": current.get("cancelling_at") or now}

@@ -1,0 +1,228 @@
+"""OpenAI's Files API, for batches: ``/v1/files`` (registry ``batches``; docs/gateway.md).
+
+A client uploads the JSONL of a batch's requests here (``purpose: batch``) and downloads
+its answers (``batch_output``) from here. Files are kept in the `BatchStore`, each
+readable only with the client key that uploaded it (or, for a batch's answers, made the
+batch).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from llmroute.server.auth import key_of
+from llmroute.server.errors import GatewayError, store_unavailable
+from llmroute.server.state import gateway_of
+from llmroute.state.batches import BatchStore, new_file_id
+from llmroute.state.stores import StoreUnavailable
+
+__all__ = ["FILES_PATH", "batch_store", "file", "file_content", "files", "listed", "owner_of"]
+
+FILES_PATH = "/v1/files"
+_OVERHEAD = 64 * 1024  # the multipart envelope around the file
+_LIST_LIMIT = 10_000  # OpenAI's most files a page
+
+
+def batch_store(request: Request) -> BatchStore:
+    """The gateway's batch store: 404 without a ``batches`` section."""
+    store = gateway_of(request).batches
+    if store is None:
+        raise GatewayError(
+            404,
+            "files and batches are off on this gateway: add a 'batches' section to the "
+            "registry (docs/registry.md#batches)",
+            code="not_found",
+        )
+    return store
+
+
+def owner_of(request: Request) -> str:
+    return key_of(request.scope) or ""
+
+
+async def files(request: Request) -> Response:
+    """``POST /v1/files`` (upload) and ``GET /v1/files`` (list)."""
+    store = batch_store(request)
+    owner = owner_of(request)
+    try:
+        if request.method == "POST":
+            return JSONResponse(await _upload(request, store, owner))
+        purpose = request.query_params.get("purpose")
+        kept = await store.files(owner)
+    except StoreUnavailable as exc:
+        raise store_unavailable("the batch store", exc) from None
+    if purpose:
+        kept = [f for f in kept if f.get("purpose") == purpose]
+    if request.query_params.get("order", "desc") == "asc":
+        kept.reverse()
+    return JSONResponse(listed(request, kept, _LIST_LIMIT, _LIST_LIMIT))
+
+
+def listed(
+    request: Request, items: list[dict[str, Any]], default: int, most: int
+) -> dict[str, Any]:
+    """OpenAI's list page of `items` (in order) after ``?after=ID``, ``?limit`` long
+    (`default` without it, at most `most`)."""
+    limit = _limit(request.query_params.get("limit"), default, most)
+    after = request.query_params.get("after")
+    if after:
+        ids = [item.get("id") for item in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    page = items[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(items) > limit,
+    }
+
+
+def _limit(raw: str | None, default: int, most: int) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise GatewayError(400, f"'limit' must be a whole number from 1 to {most}", param="limit")
+    return int(raw)
+
+
+async def _upload(request: Request, store: BatchStore, owner: str) -> dict[str, Any]:
+    most = store.settings.max_file_bytes
+    form = await _form(request, most + _OVERHEAD)
+    upload, purpose = form.get("file"), form.get("purpose")
+    if purpose != "batch":
+        raise GatewayError(
+            400,
+            "this gateway keeps files for batches only: send purpose 'batch'",
+            param="purpose",
+        )
+    if not isinstance(upload, UploadFile):
+        raise GatewayError(
+            400, "send the file as the multipart/form-data field 'file'", param="file"
+        )
+    content = await upload.read()
+    await upload.close()
+    if len(content) > most:
+        raise GatewayError(
+            413,
+            f"the file is larger than this gateway's batches.max_file_bytes ({most} bytes): "
+            "split the batch",
+            code="request_too_large",
+        )
+    if not content.strip():
+        raise GatewayError(400, "the file is empty", param="file")
+    try:
+        content.decode()
+    except UnicodeDecodeError:
+        raise GatewayError(
+            400, "the file is not UTF-8 text: a batch's file is JSON lines", param="file"
+        ) from None
+    now = int(time.time())
+    record = {
+        "id": new_file_id(),
+        "object": "file",
+        "bytes": len(content),
+        "created_at": now,
+        "expires_at": now + int(store.settings.ttl_s),
+        "filename": upload.filename or "upload.jsonl",
+        "purpose": "batch",
+        "status": "processed",
+        "status_details": None,
+    }
+    await store.put_file(owner, record, content)
+    return record
+
+
+async def _form(request: Request, limit: int) -> Any:
+    """The multipart form of the request, its body read to at most `limit` bytes (413
+    past it) before it is parsed."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise GatewayError(
+            400, "upload the file as multipart/form-data (fields 'file' and 'purpose')"
+        )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit - _OVERHEAD)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit - _OVERHEAD)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    chunks.clear()
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        return await Request(request.scope, receive).form(max_files=1, max_fields=16)
+    except MultiPartException as exc:
+        raise GatewayError(400, f"the multipart body could not be read: {exc.message}") from None
+    except HTTPException as exc:  # what Starlette makes of a MultiPartException in an app
+        raise GatewayError(400, f"the multipart body could not be read: {exc.detail}") from None
+
+
+def _too_large(most: int) -> GatewayError:
+    return GatewayError(
+        413,
+        f"the file is larger than this gateway's batches.max_file_bytes ({most} bytes): "
+        "split the batch",
+        code="request_too_large",
+    )
+
+
+async def file(request: Request) -> Response:
+    """``GET`` / ``DELETE /v1/files/{file_id}``."""
+    store = batch_store(request)
+    owner, file_id = owner_of(request), request.path_params["file_id"]
+    try:
+        if request.method == "DELETE":
+            if not await store.delete_file(owner, file_id):
+                raise _no_file(file_id)
+            return JSONResponse({"id": file_id, "object": "file", "deleted": True})
+        found = await store.get_file(owner, file_id)
+    except StoreUnavailable as exc:
+        raise store_unavailable("the batch store", exc) from None
+    if found is None:
+        raise _no_file(file_id)
+    return JSONResponse(found)
+
+
+async def file_content(request: Request) -> Response:
+    """``GET /v1/files/{file_id}/content``: the file's bytes."""
+    store = batch_store(request)
+    owner, file_id = owner_of(request), request.path_params["file_id"]
+    try:
+        found = await store.get_file(owner, file_id)
+        content = None if found is None else await store.content(owner, file_id)
+    except StoreUnavailable as exc:
+        raise store_unavailable("the batch store", exc) from None
+    if found is None:
+        raise _no_file(file_id)
+    if content is None:  # evicted from a full memory store, or expired before its record
+        raise GatewayError(
+            404,
+            f"the content of file '{file_id}' is no longer kept",
+            param="file_id",
+            code="not_found",
+        )
+    return Response(content, media_type="application/jsonl")
+
+
+def _no_file(file_id: str) -> GatewayError:
+    shown = file_id if len(file_id) <= 80 else file_id[:80] + "…"
+    return GatewayError(404, f"no file with id '{shown}'", param="file_id", code="not_found")

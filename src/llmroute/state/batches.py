@@ -1,0 +1,311 @@
+"""Files and batches kept for OpenAI's Batch API front (registry ``batches``; docs/gateway.md).
+
+A file is its OpenAI file object (``{"id", "object": "file", "bytes", "purpose", …}``)
+and its content, kept apart so that listing files reads no content; a batch is its
+OpenAI batch object with the ids of the two files its answers go to. A running batch
+writes its answers in parts as it makes them (`put_part`, each part written whole, so a
+write that timed out can be retried without doubling lines) and counts the parts in its
+record: a process that dies leaves the answers it had counted behind. Only the process
+running a batch writes its record; a cancel is a flag beside it (`ask_cancel`), so the
+two never overwrite each other. Each client key sees only its own (the key's name is
+hashed into the store key) and ids are unguessable. An append-only index per key and
+kind lists them, newest first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TypeGuard
+
+from llmroute.registry.schema import BatchesSettings, Registry
+from llmroute.state.stores import KeyValueStore, state_store
+
+__all__ = ["BatchRecord", "BatchStore", "Written", "new_batch_id", "new_file_id"]
+
+log = logging.getLogger("llmroute.batches")
+
+_VERSION = 1
+Kind = Literal["file", "batch"]
+_COMPACT_AFTER = 1_000  # listed ids found gone before the index is rewritten
+
+
+def new_file_id() -> str:
+    return f"file-{secrets.token_hex(24)}"
+
+
+def new_batch_id() -> str:
+    return f"batch_{secrets.token_hex(24)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """How much of a file made in parts is written and counted: `parts` parts holding
+    `size` bytes and `lines` lines."""
+
+    parts: int = 0
+    size: int = 0
+    lines: int = 0
+
+    def plus(self, data: bytes, lines: int) -> Written:
+        return Written(self.parts + 1, self.size + len(data), self.lines + lines)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """A kept batch: its OpenAI object, the ids of the files its answers (`output`) and
+    its failed requests (`errors`) go to, and how much of each is written."""
+
+    batch: dict[str, Any]
+    output: str
+    errors: str
+    output_written: Written = Written()
+    errors_written: Written = Written()
+
+    @property
+    def id(self) -> str:
+        return str(self.batch.get("id") or "")
+
+    @property
+    def status(self) -> str:
+        return str(self.batch.get("status") or "")
+
+    def to_bytes(self) -> bytes:
+        record = {
+            "v": _VERSION,
+            "batch": self.batch,
+            "output": [self.output, *_triple(self.output_written)],
+            "errors": [self.errors, *_triple(self.errors_written)],
+        }
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> BatchRecord | None:
+        record = _loads(raw)
+        if record is None or record.get("v") != _VERSION:
+            return None
+        batch, output, errors = record.get("batch"), record.get("output"), record.get("errors")
+        if not (isinstance(batch, dict) and _file_entry(output) and _file_entry(errors)):
+            return None
+        return cls(batch, output[0], errors[0], Written(*output[1:]), Written(*errors[1:]))
+
+    def with_batch(self, **changes: Any) -> BatchRecord:
+        return replace(self, batch={**self.batch, **changes})
+
+
+def _triple(written: Written) -> tuple[int, int, int]:
+    return written.parts, written.size, written.lines
+
+
+def _file_entry(value: Any) -> TypeGuard[list[Any]]:
+    return (
+        isinstance(value, list)
+        and len(value) == 4
+        and isinstance(value[0], str)
+        and all(isinstance(n, int) and n >= 0 for n in value[1:])
+    )
+
+
+class BatchStore:
+    """Keeps, finds and forgets files and batches, per client key (`owner`; ``""``
+    without keys). A store that does not answer raises `StoreUnavailable`."""
+
+    def __init__(self, settings: BatchesSettings, store: KeyValueStore) -> None:
+        self.settings = settings
+        self._store = store
+        self._prefix = f"{settings.namespace}:batches:"
+
+    @classmethod
+    def open(cls, registry: Registry) -> BatchStore | None:
+        """The registry's batch store, or None without a ``batches`` section. Opening
+        Redis does not connect."""
+        settings = registry.batches
+        if settings is None:
+            return None
+        store = state_store(
+            "batches", settings.url, settings.max_entries, settings.max_bytes, settings.timeout_s
+        )
+        return cls(settings, store)
+
+    @property
+    def url(self) -> str:
+        return self._store.url
+
+    def _key(self, owner: str, name: str) -> str:
+        digest = hashlib.sha256(f"{owner}\0{name}".encode()).hexdigest()[:40]
+        return f"{self._owner_prefix(owner)}{digest}"
+
+    def _owner_prefix(self, owner: str) -> str:
+        """Where a client key's files and batches are kept: under a hash of its name, so
+        that they can be forgotten together (`forget`) without the name being readable."""
+        tag = hashlib.sha256(b"owner\0" + owner.encode()).hexdigest()[:16]
+        return f"{self._prefix}{tag}:"
+
+    async def forget(self, owner: str | None) -> int:
+        """Drop every file and batch kept for client key `owner` (``""``: requests
+        without keys), or for everyone when None; how many records there were. A batch
+        still running goes on, its answers kept as it makes them."""
+        prefix = self._prefix if owner is None else self._owner_prefix(owner)
+        return await self._store.delete_prefix(prefix)
+
+    # -- files ------------------------------------------------------------------------
+
+    async def put_file(
+        self, owner: str, file: dict[str, Any], content: bytes | None = None, parts: int = 0
+    ) -> None:
+        """Keep `file` (its object) with its `content` (an upload), or made of the first
+        `parts` parts written by `put_part` (a batch's answers); listed."""
+        ttl_s = self.settings.ttl_s
+        file_id = str(file["id"])
+        if content is not None:
+            await self._store.set(self._key(owner, f"content\0{file_id}"), content, ttl_s)
+        record = {"file": file, "parts": None if content is not None else parts}
+        await self._store.set(self._file_key(owner, file_id), _dumps(record), ttl_s)
+        await self._listed(owner, "file", file_id)
+
+    async def put_part(self, owner: str, file_id: str, k: int, data: bytes) -> None:
+        """Part `k` of a file made in parts (written again, it is replaced: a write that
+        may or may not have happened can be retried)."""
+        await self._store.set(self._part_key(owner, file_id, k), data, self.settings.ttl_s)
+
+    async def get_file(self, owner: str, file_id: str) -> dict[str, Any] | None:
+        record = await self._file_record(owner, file_id)
+        return None if record is None else record["file"]
+
+    async def _file_record(self, owner: str, file_id: str) -> dict[str, Any] | None:
+        raw = await self._store.get(self._file_key(owner, file_id))
+        record = None if raw is None else _loads(raw)
+        if record is None or not isinstance(record.get("file"), dict):
+            return None
+        return record if record["file"].get("id") == file_id else None
+
+    async def content(self, owner: str, file_id: str) -> bytes | None:
+        """The file's bytes; None when it is not kept (or a part of it is gone)."""
+        record = await self._file_record(owner, file_id)
+        if record is None:
+            return None
+        parts = record.get("parts")
+        if not isinstance(parts, int):
+            return await self._store.get(self._key(owner, f"content\0{file_id}"))
+        found = await self._store.get_many(
+            [self._part_key(owner, file_id, k) for k in range(parts)]
+        )
+        if any(part is None for part in found):
+            return None
+        return b"".join(part for part in found if part is not None)
+
+    def _part_key(self, owner: str, file_id: str, k: int) -> str:
+        return self._key(owner, f"part\0{file_id}\0{k}")
+
+    async def delete_file(self, owner: str, file_id: str) -> bool:
+        record = await self._file_record(owner, file_id)
+        if record is None:
+            return False
+        parts = record.get("parts")
+        keys = [self._file_key(owner, file_id), self._key(owner, f"content\0{file_id}")]
+        if isinstance(parts, int):
+            keys += [self._part_key(owner, file_id, k) for k in range(parts)]
+        await self._store.delete_many(keys)
+        return True
+
+    async def files(self, owner: str) -> list[dict[str, Any]]:
+        """`owner`'s kept files, newest first."""
+        return await self._listing(owner, "file", self._file_key)
+
+    def _file_key(self, owner: str, file_id: str) -> str:
+        return self._key(owner, f"file\0{file_id}")
+
+    # -- batches ----------------------------------------------------------------------
+
+    async def put_batch(self, owner: str, record: BatchRecord, *, new: bool = False) -> None:
+        await self._store.set(
+            self._key(owner, f"batch\0{record.id}"), record.to_bytes(), self.settings.ttl_s
+        )
+        if new:
+            await self._listed(owner, "batch", record.id)
+
+    async def get_batch(self, owner: str, batch_id: str) -> BatchRecord | None:
+        raw = await self._store.get(self._key(owner, f"batch\0{batch_id}"))
+        record = None if raw is None else BatchRecord.from_bytes(raw)
+        if raw is not None and (record is None or record.id != batch_id):
+            log.warning("batches: the record of a batch could not be read; ignored")
+            return None
+        return record
+
+    async def batches(self, owner: str) -> list[dict[str, Any]]:
+        """`owner`'s kept batches (their records), newest first."""
+        return await self._listing(owner, "batch", self._batch_key)
+
+    def _batch_key(self, owner: str, batch_id: str) -> str:
+        return self._key(owner, f"batch\0{batch_id}")
+
+    async def hold(self, owner: str, batch_id: str) -> None:
+        """Say for `settings.lease_s` more that a process is running `batch_id`."""
+        await self._store.set(self._key(owner, f"lease\0{batch_id}"), b"1", self.settings.lease_s)
+
+    async def held(self, owner: str, batch_id: str) -> bool:
+        return await self._store.get(self._key(owner, f"lease\0{batch_id}")) is not None
+
+    async def ask_cancel(self, owner: str, batch_id: str, when: int) -> None:
+        """Flag `batch_id` to be cancelled, asked at `when` (the process running it looks
+        each second)."""
+        key = self._key(owner, f"cancel\0{batch_id}")
+        await self._store.set(key, str(when).encode(), self.settings.ttl_s)
+
+    async def cancel_asked(self, owner: str, batch_id: str) -> int | None:
+        """When a cancel of `batch_id` was asked; None if it was not."""
+        raw = await self._store.get(self._key(owner, f"cancel\0{batch_id}"))
+        return None if raw is None else int(raw.decode() or 0)
+
+    # -- listing ----------------------------------------------------------------------
+
+    async def _listed(self, owner: str, kind: Kind, item_id: str) -> None:
+        index = self._key(owner, f"index\0{kind}")
+        await self._store.append(index, f"{item_id}\n".encode(), self.settings.ttl_s)
+
+    async def _listing(
+        self, owner: str, kind: Kind, key_of: Callable[[str, str], str]
+    ) -> list[dict[str, Any]]:
+        index = self._key(owner, f"index\0{kind}")
+        raw = await self._store.get(index)
+        if not raw:
+            return []
+        ids = list(dict.fromkeys(raw.decode().split()))
+        ids.reverse()
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            for item_id, value in zip(
+                part, await self._store.get_many([key_of(owner, i) for i in part]), strict=True
+            ):
+                data = None if value is None else _loads(value)
+                if data is not None:
+                    data = data.get(kind) if isinstance(data.get(kind), dict) else None
+                if data is not None and data.get("id") == item_id:
+                    found.append(data)
+        gone = len(ids) - len(found)
+        if gone > _COMPACT_AFTER and gone > len(found):
+            # rewritten with the ids still kept; an id appended meanwhile may drop out of
+            # the listing (never out of the store)
+            kept = "".join(f"{item['id']}\n" for item in reversed(found)).encode()
+            await self._store.set(index, kept, self.settings.ttl_s)
+        return found
+
+    async def aclose(self) -> None:
+        await self._store.aclose()
+
+
+def _dumps(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _loads(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

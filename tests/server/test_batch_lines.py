@@ -1,0 +1,90 @@
+"""A batch's input file read and checked (`read_lines`): requests found with their
+bodies, blank lines skipped, every kind of bad line reported with its number as OpenAI
+reports it, the error list bounded, an empty or too long file refused."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from llmroute.server.batch_lines import MAX_ERRORS, read_lines
+
+CHAT = "/v1/chat/completions"
+
+
+def _line(custom_id: str, **changes: Any) -> bytes:
+    line = {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": CHAT,
+        "body": {"model": "auto", "messages": [{"role": "user", "content": custom_id}]},
+        **changes,
+    }
+    return json.dumps(line).encode()
+
+
+def test_requests_are_found_with_their_bodies() -> None:
+    content = b"\n".join([_line("a"), b"", b"   ", _line("b")]) + b"\n"
+    lines, errors = read_lines(content, CHAT, 10)
+    assert errors == []
+    assert [line.custom_id for line in lines] == ["a", "b"]
+    assert lines[1].body(content)["messages"][0]["content"] == "b"
+
+
+def test_each_bad_line_is_named() -> None:
+    content = b"\n".join(
+        [
+            _line("ok"),
+            b"[1, 2]",
+            _line(""),
+            _line("ok"),
+            _line("m", method="GET"),
+            _line("u", url="/v1/embeddings"),
+            _line("b", body="hello"),
+            _line("n", body={"messages": []}),
+            _line("s", body={"model": "auto", "stream": True}),
+            b'{"custom_id": "x", "body": "\xff"}',
+        ]
+    )
+    lines, errors = read_lines(content, CHAT, 100)
+    assert lines == []  # a batch runs whole or not at all
+    assert [(e["line"], e["code"], e["param"]) for e in errors] == [
+        (2, "invalid_request", None),
+        (3, "missing_required_parameter", "custom_id"),
+        (4, "duplicate_custom_id", "custom_id"),
+        (5, "invalid_request", "method"),
+        (6, "invalid_url", "url"),
+        (7, "invalid_request", "body"),
+        (8, "missing_required_parameter", "body.model"),
+        (9, "invalid_request", "body.stream"),
+        (10, "invalid_json_line", None),
+    ]
+    assert all(e["message"] for e in errors)
+
+
+def test_the_errors_are_bounded_and_the_count_checked() -> None:
+    content = b"\n".join(b"nope" for _ in range(MAX_ERRORS * 3))
+    _, errors = read_lines(content, CHAT, 10)
+    assert len(errors) == MAX_ERRORS
+    _, errors = read_lines(b"\n \n", CHAT, 10)
+    assert [e["code"] for e in errors] == ["empty_file"]
+    many = b"\n".join(_line(f"n{i}") for i in range(11))
+    lines, errors = read_lines(many, CHAT, 10)
+    assert lines == [] and [e["code"] for e in errors] == ["too_many_requests"]
+    assert "batches.max_requests (10)" in errors[0]["message"]
+
+
+def test_a_deeply_nested_body_is_a_bad_line() -> None:
+    deep = b'{"custom_id": "d", "method": "POST", "url": "' + CHAT.encode() + b'", "body": '
+    deep += b"[" * 200 + b"]" * 200 + b"}"
+    _, errors = read_lines(deep, CHAT, 10)
+    assert [e["code"] for e in errors] == ["invalid_json_line"]
+
+
+@given(st.binary(max_size=400))
+def test_any_bytes_give_requests_or_errors_never_an_exception(content: bytes) -> None:
+    lines, errors = read_lines(content, CHAT, 50)
+    assert bool(lines) != bool(errors)

@@ -1,0 +1,531 @@
+"""OpenAI's Batch API end to end: `llmroute serve` with a ``batches`` section as a
+subprocess, the official `openai` client's ``files`` and ``batches`` in front of it, the
+fake OpenAI-protocol upstream behind it. A file of chat requests is uploaded, run as a
+batch (each request routed as if sent alone), polled until completed and its answers
+downloaded, the failed ones in the error file; completions and embeddings batches; a
+file with bad lines fails the batch naming the lines; a batch is cancelled, keeping the
+answers it made; each client key sees only its own; bad requests get OpenAI's errors.
+Through Redis, a batch made on one gateway is read and cancelled on another, and one
+whose gateway is killed is found failed with the answers it had made."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from fake_upstream import FakeUpstream
+from gateway_proc import BIN, Served, serve_text
+from redis_service import REDIS_URL
+
+TEAM_KEY = "sk-team-batches-0123"
+OTHER_KEY = "sk-other-batches-4567"
+THRIFTY_KEY = "sk-thrifty-batches-8910"
+KEYS = {
+    "LLMROUTE_TEST_TEAM_KEY": TEAM_KEY,
+    "LLMROUTE_TEST_OTHER_KEY": OTHER_KEY,
+    "LLMROUTE_TEST_THRIFTY_KEY": THRIFTY_KEY,
+}
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 30}
+models:
+  small: {provider: fake, model: up-small, price: {input: 1, output: 2}}
+  large: {provider: fake, model: up-large, price: {input: 10, output: 30}}
+  slow: {provider: fake, model: "slow?delay=0.4"}
+  vectors: {provider: fake, model: up-embed, kind: embedding}
+routes:
+  - name: code
+    examples: ["write a Python function to parse JSON", "debug this SQL query"]
+    target: large
+  - name: chitchat
+    examples: ["hi there!", "how are you today?"]
+    target: small
+default: {target: small}
+batches: %(batches)s
+auth:
+  keys:
+    - {name: team, key_env: LLMROUTE_TEST_TEAM_KEY}
+    - {name: other, key_env: LLMROUTE_TEST_OTHER_KEY}
+    - {name: thrifty, key_env: LLMROUTE_TEST_THRIFTY_KEY, budget: {usd: 0.000001, period: day}}
+"""
+ENV = {"LLMROUTE_TELEMETRY_URL": "off", **KEYS}
+
+
+def _registry(upstream: FakeUpstream, batches: str) -> str:
+    return REGISTRY % {"url": upstream.url, "batches": batches}
+
+
+def _client(served: Served, key: str = TEAM_KEY) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{served.url}/v1", api_key=key, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def decisions(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('log') / 'decisions.db'}"
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, decisions: str
+) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("batches")
+    text = _registry(upstream, "{concurrency: 3}")
+    with serve_text(text, tmp, env={**ENV, "LLMROUTE_TELEMETRY_URL": decisions}) as served:
+        yield served
+
+
+def _logged(decisions: str, tag: str) -> list[dict[str, Any]]:
+    """The decision log's requests with `tag`, as `llmroute export` writes them."""
+    done = subprocess.run(
+        [str(BIN / "llmroute"), "export", "--url", decisions, "--tag", tag],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def client(gateway: Served) -> Iterator[openai.OpenAI]:
+    with _client(gateway) as c:
+        yield c
+
+
+def _jsonl(lines: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+
+
+def _chat(custom_id: str, content: str, model: str = "auto") -> dict[str, Any]:
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": model, "messages": [{"role": "user", "content": content}]},
+    }
+
+
+def _until(check: Callable[[], bool], within_s: float = 20.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not check():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.1)
+
+
+def _settled(client: openai.OpenAI, batch_id: str, within_s: float = 20.0) -> Any:
+    """The batch once it has ended (bounded)."""
+    found: list[Any] = []
+
+    def ended() -> bool:
+        found[:] = [client.batches.retrieve(batch_id)]
+        return found[0].status in ("completed", "failed", "cancelled", "expired")
+
+    _until(ended, within_s)
+    return found[0]
+
+
+def _answers(client: openai.OpenAI, file_id: str | None) -> dict[str, dict[str, Any]]:
+    if file_id is None:
+        return {}
+    text = client.files.content(file_id).text
+    lines = [json.loads(line) for line in text.splitlines()]
+    return {line["custom_id"]: line for line in lines}
+
+
+def test_a_chat_batch_is_routed_answered_and_downloaded(
+    client: openai.OpenAI, upstream: FakeUpstream, decisions: str
+) -> None:
+    requests = [
+        _chat("code-1", "write a Python function to parse YAML"),
+        _chat("chat-1", "hi there, how are you?"),
+        _chat("pinned", "say something", model="large"),
+        _chat("nowhere", "this model is not in the pool", model="gpt-nowhere"),
+        *[_chat(f"more-{i}", f"tell me about the number {i}") for i in range(6)],
+    ]
+    upload = client.files.create(file=("requests.jsonl", _jsonl(requests)), purpose="batch")
+    assert upload.id.startswith("file-") and upload.purpose == "batch"
+    assert upload.bytes == len(_jsonl(requests)) and upload.filename == "requests.jsonl"
+    made = client.batches.create(
+        input_file_id=upload.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={"job": "nightly"},
+    )
+    assert made.id.startswith("batch_") and made.status == "validating"
+    assert made.metadata == {"job": "nightly"} and made.input_file_id == upload.id
+
+    done = _settled(client, made.id)
+    assert done.status == "completed", done
+    assert done.request_counts is not None
+    assert (done.request_counts.total, done.request_counts.completed) == (10, 9)
+    assert done.request_counts.failed == 1
+    assert done.completed_at and done.in_progress_at and done.finalizing_at
+    answers = _answers(client, done.output_file_id)
+    assert set(answers) == {r["custom_id"] for r in requests} - {"nowhere"}
+    code = answers["code-1"]
+    assert code["id"].startswith("batch_req_") and code["error"] is None
+    assert code["response"]["status_code"] == 200
+    assert code["response"]["request_id"]  # the decision's id
+    body = code["response"]["body"]
+    assert body["model"] == "up-large" and body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["content"] == "echo: write a Python function to parse YAML"
+    assert answers["chat-1"]["response"]["body"]["model"] == "up-small"
+    assert answers["pinned"]["response"]["body"]["model"] == "up-large"
+    failed = _answers(client, done.error_file_id)
+    assert set(failed) == {"nowhere"}
+    assert failed["nowhere"]["response"]["status_code"] == 404
+    assert failed["nowhere"]["response"]["body"]["error"]["code"] == "model_not_found"
+
+    output = client.files.retrieve(done.output_file_id)
+    assert output.purpose == "batch_output" and output.bytes == len(
+        client.files.content(done.output_file_id).content
+    )
+    sent = {r.body["messages"][0]["content"] for r in upstream.requests}
+    assert "tell me about the number 5" in sent
+    assert made.id in {b.id for b in client.batches.list()}
+    assert {upload.id, done.output_file_id} <= {f.id for f in client.files.list()}
+    assert upload.id in {f.id for f in client.files.list(purpose="batch")}
+    assert done.output_file_id not in {f.id for f in client.files.list(purpose="batch")}
+
+    # each request is in the decision log as a live one would be, tagged with its batch
+    logged: list[dict[str, Any]] = []
+
+    def all_logged() -> bool:
+        logged[:] = _logged(decisions, f"batch={made.id}")
+        return len(logged) == 9  # the request for an unknown model was never routed
+
+    _until(all_logged)
+    assert {entry["client"] for entry in logged} == {"team"}
+    ids = {entry["id"] for entry in logged}
+    assert all(f"batch={made.id}" in entry["tags"] for entry in logged)
+    assert {a["response"]["request_id"] for a in answers.values()} == ids
+
+
+def test_completions_and_embeddings_batches(client: openai.OpenAI) -> None:
+    completions = [
+        {
+            "custom_id": f"c{i}",
+            "method": "POST",
+            "url": "/v1/completions",
+            "body": {"model": "small", "prompt": f"count to {i}", "max_tokens": 5},
+        }
+        for i in range(3)
+    ]
+    upload = client.files.create(file=("c.jsonl", _jsonl(completions)), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/completions", completion_window="24h"
+    )
+    done = _settled(client, batch.id)
+    assert done.status == "completed" and done.error_file_id is None
+    answers = _answers(client, done.output_file_id)
+    assert answers["c2"]["response"]["body"]["object"] == "text_completion"
+    assert answers["c2"]["response"]["body"]["choices"][0]["text"] == "echo: count to 2"
+
+    vectors = [
+        {
+            "custom_id": f"e{i}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "vectors", "input": f"text {i}"},
+        }
+        for i in range(3)
+    ]
+    upload = client.files.create(file=("e.jsonl", _jsonl(vectors)), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h"
+    )
+    done = _settled(client, batch.id)
+    assert done.status == "completed"
+    answers = _answers(client, done.output_file_id)
+    assert answers["e0"]["response"]["body"]["data"][0]["object"] == "embedding"
+
+
+def test_a_file_with_bad_lines_fails_its_batch_naming_them(client: openai.OpenAI) -> None:
+    good = _chat("ok", "hello")
+    lines = [
+        json.dumps(good).encode(),
+        b"{not json",
+        json.dumps({**good, "custom_id": "ok"}).encode(),  # a duplicate
+        json.dumps({**_chat("x", "hi"), "url": "/v1/embeddings"}).encode(),
+        json.dumps({**_chat("y", "hi"), "body": {"messages": []}}).encode(),
+        json.dumps({**_chat("z", "hi"), "body": {"model": "auto", "stream": True}}).encode(),
+    ]
+    upload = client.files.create(file=("bad.jsonl", b"\n".join(lines)), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    done = _settled(client, batch.id)
+    assert done.status == "failed" and done.failed_at and done.output_file_id is None
+    assert done.errors is not None and done.errors.data is not None
+    found = {(e.line, e.code, e.param) for e in done.errors.data}
+    assert found == {
+        (2, "invalid_json_line", None),
+        (3, "duplicate_custom_id", "custom_id"),
+        (4, "invalid_url", "url"),
+        (5, "missing_required_parameter", "body.model"),
+        (6, "invalid_request", "body.stream"),
+    }
+
+
+def test_a_batch_is_cancelled_keeping_the_answers_it_made(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    requests = [_chat(f"s{i}", f"slowly {i}", model="slow") for i in range(30)]
+    upload = client.files.create(file=("slow.jsonl", _jsonl(requests)), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    _until(lambda: (client.batches.retrieve(batch.id).request_counts or _Zero()).completed >= 3)
+    cancelling = client.batches.cancel(batch.id)
+    assert cancelling.status in ("cancelling", "cancelled") and cancelling.cancelling_at
+    done = _settled(client, batch.id)
+    assert done.status == "cancelled" and done.cancelled_at
+    assert done.request_counts is not None
+    made = done.request_counts.completed
+    assert 3 <= made < 30 and done.request_counts.failed == 0
+    assert len(_answers(client, done.output_file_id)) == made
+    asked = sum(1 for r in upstream.requests if r.body.get("model") == "slow")
+    time.sleep(1.0)  # no request is sent after the cancel
+    assert sum(1 for r in upstream.requests if r.body.get("model") == "slow") == asked
+    with pytest.raises(openai.ConflictError):
+        client.batches.cancel(batch.id)
+
+
+class _Zero:
+    completed = 0
+
+
+def test_each_key_sees_only_its_own(gateway: Served, client: openai.OpenAI) -> None:
+    upload = client.files.create(file=("mine.jsonl", _jsonl([_chat("a", "hi")])), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    with _client(gateway, OTHER_KEY) as other:
+        with pytest.raises(openai.NotFoundError):
+            other.files.retrieve(upload.id)
+        with pytest.raises(openai.NotFoundError):
+            other.files.content(upload.id)
+        with pytest.raises(openai.NotFoundError):
+            other.batches.retrieve(batch.id)
+        with pytest.raises(openai.NotFoundError):
+            other.batches.create(
+                input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+        assert upload.id not in {f.id for f in other.files.list()}
+        assert batch.id not in {b.id for b in other.batches.list()}
+    _settled(client, batch.id)
+    deleted = client.files.delete(upload.id)
+    assert deleted.deleted is True and deleted.id == upload.id
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(upload.id)
+    assert upload.id not in {f.id for f in client.files.list()}
+
+
+def test_a_batch_spends_its_keys_budget_like_live_requests(gateway: Served) -> None:
+    requests = [_chat(f"b{i}", f"an expensive question {i}", model="large") for i in range(8)]
+    with _client(gateway, THRIFTY_KEY) as thrifty:
+        upload = thrifty.files.create(file=("b.jsonl", _jsonl(requests)), purpose="batch")
+        batch = thrifty.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        done = _settled(thrifty, batch.id)
+        assert done.status == "completed" and done.request_counts is not None
+        # the first requests (three in flight at a time) spend the budget; the rest are refused
+        assert done.request_counts.completed >= 1 and done.request_counts.failed >= 1
+        refused = _answers(thrifty, done.error_file_id).values()
+        assert {r["response"]["status_code"] for r in refused} == {429}
+        assert {r["response"]["body"]["error"]["code"] for r in refused} == {"insufficient_quota"}
+        with pytest.raises(openai.RateLimitError):  # and so is a live request
+            thrifty.chat.completions.create(
+                model="large", messages=[{"role": "user", "content": "one more"}]
+            )
+
+
+def test_bad_requests_get_openai_errors(gateway: Served, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.files.create(file=("x.jsonl", b'{"a": 1}\n'), purpose="fine-tune")
+    assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "purpose"
+    with pytest.raises(openai.BadRequestError):
+        client.files.create(file=("x.jsonl", b"   \n"), purpose="batch")
+    headers = {"authorization": f"Bearer {TEAM_KEY}"}
+    raw = httpx.post(f"{gateway.url}/v1/files", json={"purpose": "batch"}, headers=headers)
+    assert raw.status_code == 400 and "multipart/form-data" in raw.json()["error"]["message"]
+    garbled = {**headers, "content-type": "multipart/form-data; boundary=xx"}
+    raw = httpx.post(f"{gateway.url}/v1/files", content=b"garbage", headers=garbled)
+    assert raw.status_code == 400
+    assert "multipart body could not be read" in raw.json()["error"]["message"]
+    upload = client.files.create(file=("ok.jsonl", _jsonl([_chat("a", "hi")])), purpose="batch")
+    for change, param in (
+        ({"endpoint": "/v1/images"}, "endpoint"),
+        ({"completion_window": "1h"}, "completion_window"),
+        ({"metadata": {"k": 1}}, "metadata"),
+        ({"input_file_id": ""}, "input_file_id"),
+    ):
+        body = {
+            "input_file_id": upload.id,
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+            **change,
+        }
+        answer = httpx.post(f"{gateway.url}/v1/batches", json=body, headers=headers)
+        assert answer.status_code == 400, change
+        assert answer.json()["error"]["param"] == param
+    with pytest.raises(openai.NotFoundError):
+        client.batches.retrieve("batch_nowhere")
+    with pytest.raises(openai.NotFoundError):
+        client.batches.create(
+            input_file_id="file-nowhere", endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    assert TEAM_KEY not in gateway.log_text() and "Traceback" not in gateway.log_text()
+
+
+def test_a_file_over_the_limit_is_refused(tmp_path: Path, upstream: FakeUpstream) -> None:
+    text = _registry(upstream, "{max_file_bytes: 2048, max_requests: 2}")
+    with serve_text(text, tmp_path, env=ENV) as served, _client(served) as client:
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.files.create(file=("big.jsonl", b"x" * 100_000), purpose="batch")
+        assert caught.value.status_code == 413
+        upload = client.files.create(
+            file=("three.jsonl", _jsonl([_chat(f"n{i}", "hi") for i in range(3)])),
+            purpose="batch",
+        )
+        batch = client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        done = _settled(client, batch.id)
+        assert done.status == "failed" and done.errors is not None and done.errors.data
+        assert done.errors.data[0].code == "too_many_requests"
+
+
+def test_without_a_batches_section_the_endpoints_are_404(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    text = _registry(upstream, "null")
+    with serve_text(text, tmp_path, env=ENV) as served, _client(served) as client:
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.batches.list()
+        assert "batches" in str(caught.value)
+        with pytest.raises(openai.NotFoundError):
+            client.files.create(file=("a.jsonl", b"{}\n"), purpose="batch")
+
+
+@pytest.mark.usefixtures("redis_namespace")
+def test_gateways_sharing_redis_read_cancel_and_reap_each_others_batches(
+    tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    settings = f'{{url: "{REDIS_URL}", namespace: {redis_namespace}, lease_s: 1}}'
+    text = _registry(upstream, settings)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with (
+        serve_text(text, tmp_path / "a", env=ENV) as first,
+        serve_text(text, tmp_path / "b", env=ENV) as second,
+        _client(first) as on_first,
+        _client(second) as on_second,
+    ):
+        slow = [_chat(f"s{i}", f"slowly {i}", model="slow") for i in range(40)]
+        upload = on_first.files.create(file=("slow.jsonl", _jsonl(slow)), purpose="batch")
+        assert on_second.files.retrieve(upload.id).bytes == upload.bytes
+        cancelled = on_second.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        _until(lambda: on_first.batches.retrieve(cancelled.id).status == "in_progress")
+        on_first.batches.cancel(cancelled.id)  # the run is the other gateway's
+        done = _settled(on_second, cancelled.id)
+        assert done.status == "cancelled"
+
+        abandoned = on_first.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        _until(
+            lambda: (
+                (on_second.batches.retrieve(abandoned.id).request_counts or _Zero()).completed >= 3
+            )
+        )
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.proc.wait(timeout=10)
+        found = _settled(on_second, abandoned.id, within_s=10)
+        assert found.status == "failed" and found.errors is not None and found.errors.data
+        assert found.errors.data[0].code == "batch_interrupted"
+        assert found.request_counts is not None and found.request_counts.completed >= 3
+        kept = _answers(on_second, found.output_file_id)
+        assert len(kept) == found.request_counts.completed
+
+
+def test_a_batch_cut_short_by_a_stopping_gateway_is_kept_failed(
+    tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    # two at a time: the batch outlasts the gateway's grace for background work (5 s)
+    settings = f'{{url: "{REDIS_URL}", namespace: {redis_namespace}, concurrency: 2}}'
+    text = _registry(upstream, settings)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with serve_text(text, tmp_path / "a", env=ENV) as first, _client(first) as client:
+        slow = [_chat(f"s{i}", f"slowly {i}", model="slow") for i in range(40)]
+        upload = client.files.create(file=("slow.jsonl", _jsonl(slow)), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        _until(lambda: (client.batches.retrieve(batch.id).request_counts or _Zero()).completed >= 1)
+        first.proc.send_signal(signal.SIGTERM)
+        first.proc.wait(timeout=30)
+    with serve_text(text, tmp_path / "b", env=ENV) as second, _client(second) as client:
+        found = client.batches.retrieve(batch.id)
+        assert found.status == "failed" and found.errors is not None and found.errors.data
+        assert found.errors.data[0].code == "batch_interrupted"
+        assert found.request_counts is not None and found.request_counts.completed >= 1
+        assert len(_answers(client, found.output_file_id)) == found.request_counts.completed
+    assert "Traceback" not in (tmp_path / "a" / "serve.log").read_text()
+
+
+def _forget(registry: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [str(BIN / "llmroute"), "batches", "forget", "-r", str(registry), *args]
+    env = {**os.environ, **KEYS, "COLUMNS": "200"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_forget_erases_one_keys_files_and_batches(
+    tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    settings = f'{{url: "{REDIS_URL}", namespace: {redis_namespace}}}'
+    text = _registry(upstream, settings)
+    with (
+        serve_text(text, tmp_path, env=ENV) as served,
+        _client(served) as team,
+        _client(served, OTHER_KEY) as other,
+    ):
+        content = _jsonl([_chat("a", "hi")])
+        mine = team.files.create(file=("a.jsonl", content), purpose="batch")
+        batch = team.batches.create(
+            input_file_id=mine.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        done = _settled(team, batch.id)
+        theirs = other.files.create(file=("b.jsonl", content), purpose="batch")
+        erased = _forget(tmp_path / "registry.yaml", "--client", "team")
+        assert erased.returncode == 0, erased.stderr
+        assert "of client 'team' erased" in erased.stdout and TEAM_KEY not in erased.stdout
+        for gone in (
+            lambda: team.files.retrieve(mine.id),
+            lambda: team.files.content(done.output_file_id or ""),
+            lambda: team.batches.retrieve(batch.id),
+        ):
+            with pytest.raises(openai.NotFoundError):
+                gone()
+        assert team.batches.list().data == [] and team.files.list().data == []
+        assert other.files.retrieve(theirs.id).id == theirs.id
+    in_memory = tmp_path / "memory.yaml"
+    in_memory.write_text(_registry(upstream, "{}"))
+    refused = _forget(in_memory, "--all")
+    assert refused.returncode == 2 and "only that process can forget them" in refused.stderr
+    unknown = _forget(tmp_path / "registry.yaml", "--client", "nobody")
+    assert unknown.returncode == 2 and "no client key 'nobody'" in unknown.stderr

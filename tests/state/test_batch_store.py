@@ -1,0 +1,168 @@
+"""Files and batches of the Batch API (`BatchStore`), in memory and in a real Redis:
+per client key, a file made in parts read back whole (a part written twice counts once),
+listings newest first without what was deleted, the cancel flag beside the record, a
+record this version cannot read; and the registry section."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import pytest
+from redis_service import REDIS_URL
+
+from llmroute.registry import ConfigErrors, parse_registry
+from llmroute.registry.schema import BatchesSettings
+from llmroute.state import MemoryStore, RedisStore
+from llmroute.state.batches import BatchRecord, BatchStore, Written, new_batch_id, new_file_id
+
+T = TypeVar("T")
+
+
+def run(work: Awaitable[T]) -> T:
+    async def go() -> T:
+        return await work
+
+    return asyncio.run(go())
+
+
+def _stores(namespace: str) -> list[BatchStore]:
+    memory = BatchStore(BatchesSettings(), MemoryStore(1000, 1 << 22))
+    redis = BatchStore(
+        BatchesSettings(url=REDIS_URL, namespace=namespace, ttl_s=30.0),
+        RedisStore(REDIS_URL, timeout_s=2.0),
+    )
+    return [memory, redis]
+
+
+def _file(purpose: str = "batch") -> dict[str, Any]:
+    return {"id": new_file_id(), "object": "file", "bytes": 3, "purpose": purpose}
+
+
+def test_ids_are_fresh_and_unguessable() -> None:
+    files = {new_file_id() for _ in range(1000)}
+    batches = {new_batch_id() for _ in range(1000)}
+    assert len(files) == len(batches) == 1000
+    assert all(f.startswith("file-") and len(f) == 53 for f in files)
+    assert all(b.startswith("batch_") and len(b) == 54 for b in batches)
+
+
+def test_a_record_reads_back_and_a_strange_one_does_not() -> None:
+    record = BatchRecord(
+        {"id": "batch_a", "status": "in_progress"}, "file-o", "file-e", Written(2, 40, 5)
+    )
+    again = BatchRecord.from_bytes(record.to_bytes())
+    assert again == record and again is not None and again.status == "in_progress"
+    assert again.output_written.plus(b"abc", 2) == Written(3, 43, 7)
+    for bad in (b"{", b"[]", b'{"v": 99}', b'{"v": 1, "batch": {}, "output": ["x", -1, 0, 0]}'):
+        assert BatchRecord.from_bytes(bad) is None
+
+
+def test_files_are_kept_per_key_listed_and_deleted(redis_namespace: str) -> None:
+    for store in _stores(redis_namespace):
+
+        async def go(store: BatchStore = store) -> None:
+            first, second = _file(), _file()
+            await store.put_file("team", first, b"one\n")
+            await store.put_file("team", second, b"two\n")
+            assert await store.get_file("team", first["id"]) == first
+            assert await store.content("team", first["id"]) == b"one\n"
+            assert await store.get_file("other", first["id"]) is None
+            assert await store.content("other", first["id"]) is None
+            assert [f["id"] for f in await store.files("team")] == [second["id"], first["id"]]
+            assert await store.files("other") == []
+            assert not await store.delete_file("other", first["id"])
+            assert await store.delete_file("team", first["id"])
+            assert await store.get_file("team", first["id"]) is None
+            assert [f["id"] for f in await store.files("team")] == [second["id"]]
+            await store.aclose()
+
+        run(go())
+
+
+def test_a_file_made_in_parts_reads_back_whole(redis_namespace: str) -> None:
+    for store in _stores(redis_namespace):
+
+        async def go(store: BatchStore = store) -> None:
+            made = _file("batch_output")
+            await store.put_part("team", made["id"], 0, b"a\n")
+            await store.put_part("team", made["id"], 1, b"b\n")
+            await store.put_part("team", made["id"], 1, b"b\nc\n")  # retried, with more
+            await store.put_part("team", made["id"], 2, b"not counted\n")
+            assert await store.get_file("team", made["id"]) is None  # not kept before
+            await store.put_file("team", made, parts=2)
+            assert await store.content("team", made["id"]) == b"a\nb\nc\n"
+            assert await store.delete_file("team", made["id"])
+            assert await store.content("team", made["id"]) is None
+            await store.aclose()
+
+        run(go())
+
+
+def test_batches_are_kept_listed_held_and_flagged(redis_namespace: str) -> None:
+    for store in _stores(redis_namespace):
+
+        async def go(store: BatchStore = store) -> None:
+            ids = [new_batch_id() for _ in range(3)]
+            for batch_id in ids:
+                record = BatchRecord({"id": batch_id, "status": "validating"}, "f-o", "f-e")
+                await store.put_batch("team", record, new=True)
+            moved = BatchRecord({"id": ids[0], "status": "completed"}, "f-o", "f-e")
+            await store.put_batch("team", moved)  # not listed twice
+            listed = await store.batches("team")
+            assert [b["id"] for b in listed] == ids[::-1]
+            assert listed[-1]["status"] == "completed"
+            assert await store.get_batch("other", ids[0]) is None
+            assert not await store.held("team", ids[0])
+            await store.hold("team", ids[0])
+            assert await store.held("team", ids[0])
+            assert await store.cancel_asked("team", ids[1]) is None
+            await store.ask_cancel("team", ids[1], 1234)
+            assert await store.cancel_asked("team", ids[1]) == 1234
+            assert await store.cancel_asked("other", ids[1]) is None
+            await store.aclose()
+
+        run(go())
+
+
+def test_a_listing_forgets_what_expired() -> None:
+    store = BatchStore(BatchesSettings(), MemoryStore(10_000, 1 << 24))
+
+    async def go() -> None:
+        files = [_file() for _ in range(1_200)]
+        for file in files:
+            await store.put_file("team", file, b"x\n")
+        for file in files[:-5]:
+            await store.delete_file("team", file["id"])
+        assert len(await store.files("team")) == 5  # and the index is rewritten
+        kept = _file()
+        await store.put_file("team", kept, b"y\n")
+        assert [f["id"] for f in await store.files("team")][:2] == [kept["id"], files[-1]["id"]]
+
+    run(go())
+
+
+def test_the_registry_section() -> None:
+    base = """
+encoder: builtin:static
+providers: {fake: {kind: openai, base_url: "http://127.0.0.1:9/v1"}}
+models: {small: {provider: fake, model: m}}
+routes: [{name: r, examples: [hi], target: small}]
+default: {target: small}
+"""
+    registry = parse_registry(base + "batches: {}\n").registry
+    assert registry.batches == BatchesSettings()
+    store = BatchStore.open(registry)
+    assert store is not None and store.url == "memory"
+    assert BatchStore.open(parse_registry(base).registry) is None
+    for bad, field in (
+        ("{concurrency: 0}", "concurrency"),
+        ("{max_file_bytes: 10, max_bytes: 2000}", "max_file_bytes"),
+        ("{max_file_bytes: 4096, max_bytes: 2048}", "max_file_bytes"),
+        ("{url: ftp://x}", "url"),
+        ("{lease_s: 0.5}", "lease_s"),
+    ):
+        with pytest.raises(ConfigErrors) as caught:
+            parse_registry(base + f"batches: {bad}\n")
+        assert field in str(caught.value)
