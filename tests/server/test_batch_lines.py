@@ -77,6 +77,14 @@ def test_the_errors_are_bounded_and_the_count_checked() -> None:
     assert "batches.max_requests (10)" in errors[0]["message"]
 
 
+def test_a_line_past_the_request_limit_is_a_bad_line() -> None:
+    content = b"\n".join([_line("short"), _line("long" * 100)])
+    lines, errors = read_lines(content, CHAT, 10, longest=300)
+    assert lines == [] and [(e["line"], e["code"]) for e in errors] == [(2, "request_too_large")]
+    assert "300 bytes" in errors[0]["message"]
+    assert len(read_lines(content, CHAT, 10, longest=1000)[0]) == 2
+
+
 def test_a_deeply_nested_body_is_a_bad_line() -> None:
     deep = b'{"custom_id": "d", "method": "POST", "url": "' + CHAT.encode() + b'", "body": '
     deep += b"[" * 200 + b"]" * 200 + b"}"

@@ -211,7 +211,7 @@ def test_a_chat_batch_is_routed_answered_and_downloaded(
     assert {a["response"]["request_id"] for a in answers.values()} == ids
 
 
-def test_completions_and_embeddings_batches(client: openai.OpenAI) -> None:
+def test_completions_responses_and_embeddings_batches(client: openai.OpenAI) -> None:
     completions = [
         {
             "custom_id": f"c{i}",
@@ -230,6 +230,26 @@ def test_completions_and_embeddings_batches(client: openai.OpenAI) -> None:
     answers = _answers(client, done.output_file_id)
     assert answers["c2"]["response"]["body"]["object"] == "text_completion"
     assert answers["c2"]["response"]["body"]["choices"][0]["text"] == "echo: count to 2"
+
+    turns = [
+        {
+            "custom_id": f"r{i}",
+            "method": "POST",
+            "url": "/v1/responses",
+            "body": {"model": "auto", "input": f"write a Python function number {i}"},
+        }
+        for i in range(2)
+    ]
+    upload = client.files.create(file=("r.jsonl", _jsonl(turns)), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/responses", completion_window="24h"
+    )
+    done = _settled(client, batch.id)
+    assert done.status == "completed" and done.error_file_id is None
+    made = _answers(client, done.output_file_id)["r1"]["response"]["body"]
+    assert made["object"] == "response" and made["status"] == "completed"
+    assert made["model"] == "large"  # routed: the code route
+    assert made["output"][0]["content"][0]["text"] == "echo: write a Python function number 1"
 
     vectors = [
         {
@@ -259,6 +279,7 @@ def test_a_file_with_bad_lines_fails_its_batch_naming_them(client: openai.OpenAI
         json.dumps({**_chat("x", "hi"), "url": "/v1/embeddings"}).encode(),
         json.dumps({**_chat("y", "hi"), "body": {"messages": []}}).encode(),
         json.dumps({**_chat("z", "hi"), "body": {"model": "auto", "stream": True}}).encode(),
+        json.dumps({**_chat("w", "hi"), "body": {"model": "auto", "background": True}}).encode(),
     ]
     upload = client.files.create(file=("bad.jsonl", b"\n".join(lines)), purpose="batch")
     batch = client.batches.create(
@@ -274,6 +295,7 @@ def test_a_file_with_bad_lines_fails_its_batch_naming_them(client: openai.OpenAI
         (4, "invalid_url", "url"),
         (5, "missing_required_parameter", "body.model"),
         (6, "invalid_request", "body.stream"),
+        (7, "invalid_request", "body.background"),
     }
 
 

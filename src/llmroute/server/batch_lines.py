@@ -16,7 +16,7 @@ from llmroute.untrusted_json import MAX_DEPTH, TooDeep, loads
 
 __all__ = ["ENDPOINTS", "MAX_ERRORS", "BatchLine", "read_lines"]
 
-ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/completions", "/v1/embeddings")
 MAX_ERRORS = 100
 
 
@@ -36,10 +36,11 @@ class BatchLine:
 
 
 def read_lines(
-    content: bytes, endpoint: str, most: int
+    content: bytes, endpoint: str, most: int, longest: int | None = None
 ) -> tuple[list[BatchLine], list[dict[str, Any]]]:
-    """The requests of `content` and OpenAI-style errors for the lines that are not one
-    (no requests when there is any error: a batch runs whole or not at all)."""
+    """The requests of `content` (at most `most`, each line at most `longest` bytes: the
+    gateway's limit on a request body) and OpenAI-style errors for the lines that are not
+    one (no requests when there is any error: a batch runs whole or not at all)."""
     lines: list[BatchLine] = []
     errors: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -50,7 +51,12 @@ def read_lines(
         end = len(content) if end < 0 else end
         number += 1
         raw = content[start:end]
-        if raw.strip():
+        if longest is not None and len(raw) > longest:
+            message = f"the line is larger than this gateway's limit on a request ({longest} bytes)"
+            errors.append({**_error("request_too_large", message, None), "line": number})
+            if len(errors) >= MAX_ERRORS:
+                break
+        elif raw.strip():
             problem = _problem(raw, endpoint, seen)
             if isinstance(problem, str):
                 lines.append(BatchLine(problem, start, end))
@@ -108,5 +114,8 @@ def _problem(raw: bytes, endpoint: str, seen: set[str]) -> str | dict[str, Any]:
     if body.get("stream") is True:
         message = "a batch's requests are answered whole: remove 'stream'"
         return _error("invalid_request", message, "body.stream")
+    if body.get("background") is True:
+        message = "a batch's requests are made in the background already: remove 'background'"
+        return _error("invalid_request", message, "body.background")
     seen.add(custom_id)
     return custom_id

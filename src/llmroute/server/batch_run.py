@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -36,6 +37,7 @@ from llmroute.server.completions import COMPLETIONS_FRONT, to_chat_body
 from llmroute.server.embeddings import embed
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.fronts import answer_converted
+from llmroute.server.responses import answer_responses
 from llmroute.server.state import Gateway
 from llmroute.state.batches import BatchRecord, BatchStore, Written
 from llmroute.state.stores import StoreUnavailable
@@ -123,11 +125,12 @@ class BatchRun:
         if content is None:
             missing = "the input file is no longer kept (deleted or expired)"
             return "failed", {"errors": _error("file_not_found", missing, "input_file_id")}
-        most = self.store.settings.max_requests
+        most, longest = self.store.settings.max_requests, self.gateway.max_body_bytes
+        read = partial(read_lines, content, self.endpoint, most, longest)
         if len(content) > _OFF_LOOP_BYTES:
-            lines, problems = await asyncio.to_thread(read_lines, content, self.endpoint, most)
+            lines, problems = await asyncio.to_thread(read)
         else:
-            lines, problems = read_lines(content, self.endpoint, most)
+            lines, problems = read()
         if problems:
             return "failed", {"errors": {"object": "list", "data": problems}}
         counts = {"total": len(lines), "completed": 0, "failed": 0}
@@ -186,6 +189,8 @@ class BatchRun:
                 await admit(scope, key, gateway)
             if self.endpoint == "/v1/embeddings":
                 return await embed(request, gateway, body)
+            if self.endpoint == "/v1/responses":
+                return await answer_responses(request, gateway, body, ts, started_ns)
             if self.endpoint == "/v1/completions":
                 chat = to_chat_body(body)
                 return await answer_converted(

@@ -70,7 +70,7 @@ from llmroute.state.stored_responses import (
 from llmroute.state.stores import StoreUnavailable
 from llmroute.telemetry.metrics import GatewayMetrics
 
-__all__ = ["input_tokens", "responses", "stored_response"]
+__all__ = ["answer_responses", "input_tokens", "responses", "stored_response"]
 
 log = logging.getLogger("llmroute.server")
 
@@ -83,11 +83,22 @@ _CANCEL_POLL_S = 1.0  # how often a background run looks for a cancel made elsew
 
 async def responses(request: Request) -> Response:
     gateway = gateway_of(request)
-    store = gateway.responses
-    if store is None:
+    if gateway.responses is None:
         return await serve_converted(request, _STATELESS)
     ts, started_ns = time.time(), time.perf_counter_ns()
     body = await read_json_object(request, gateway.max_body_bytes)
+    return await answer_responses(request, gateway, body, ts, started_ns)
+
+
+async def answer_responses(
+    request: Request, gateway: Gateway, body: dict[str, Any], ts: float, started_ns: int
+) -> Response:
+    """`body` (a Responses request, received at `ts` / `started_ns`) answered: kept when
+    the registry keeps responses, made in the background when it asks to be."""
+    store = gateway.responses
+    if store is None:
+        chat = await _STATELESS.chat_body(body)
+        return await answer_converted(request, _STATELESS, body, chat, ts, started_ns)
     owner = key_of(request.scope) or ""
     front = _Kept(store, owner, partial(counted, request), partial(_counted, request, "abandoned"))
     chat = await front.chat_body(body)

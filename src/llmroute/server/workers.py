@@ -234,14 +234,18 @@ class Supervisor:
                 del self.due[i]
                 self.slots[i] = self.start_one(i)
         for i, slot in enumerate(self.slots):
-            if i in self.due or slot.process.is_alive():
+            if i in self.due:
+                continue
+            served = slot.serving()  # read while it lives, not only from a dead one's pipe
+            if slot.process.is_alive():
                 continue
             code = slot.process.exitcode
-            served = slot.serving()
             if not served and i not in self.replaced:
                 log.error(
-                    "a worker exited with status %s before serving (see its error above); stopping",
+                    "a worker exited with status %s before serving (%.1f s after it started; see "
+                    "its error above); stopping",
                     code,
+                    now - slot.born,
                 )
                 self.failed = True
                 self.stop.set()
