@@ -551,3 +551,46 @@ def test_forget_erases_one_keys_files_and_batches(
     assert refused.returncode == 2 and "only that process can forget them" in refused.stderr
     unknown = _forget(tmp_path / "registry.yaml", "--client", "nobody")
     assert unknown.returncode == 2 and "no client key 'nobody'" in unknown.stderr
+
+
+def test_a_batch_finishes_on_the_registry_it_was_made_under(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    decisions = f"sqlite:///{tmp_path / 'decisions.db'}"
+    text = _registry(upstream, "{concurrency: 2}")
+    env = {**ENV, "LLMROUTE_TELEMETRY_URL": decisions}
+    with (
+        serve_text(text, tmp_path, ["--reload-interval", "0.2"], env=env) as served,
+        _client(served) as client,
+    ):
+        before = served.version()
+        slow = [_chat(f"s{i}", f"slowly {i}", model="slow") for i in range(16)]
+        upload = client.files.create(file=("slow.jsonl", _jsonl(slow)), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        _until(lambda: client.batches.retrieve(batch.id).status == "in_progress")
+        # the slow model now answers at once, and chitchat goes to the large model
+        changed = text.replace("slow?delay=0.4", "slow-now").replace(
+            "target: small\ndefault", "target: large\ndefault"
+        )
+        assert changed != text
+        (tmp_path / "registry.yaml").write_text(changed)
+        _until(lambda: served.version() != before)
+        live = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "hi there!"}]
+        )
+        assert live.headers["x-llmroute-model"] == "large"  # the new registry serves
+        done = _settled(client, batch.id)
+        assert done.status == "completed" and done.request_counts is not None
+        assert done.request_counts.completed == 16
+        answers = _answers(client, done.output_file_id).values()
+        assert {a["response"]["body"]["model"] for a in answers} == {"slow?delay=0.4"}
+        logged: list[dict[str, Any]] = []
+
+        def all_logged() -> bool:
+            logged[:] = _logged(decisions, f"batch={batch.id}")
+            return len(logged) == 16
+
+        _until(all_logged)
+        assert {entry["registry_version"] for entry in logged} == {before}
