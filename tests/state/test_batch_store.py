@@ -50,7 +50,11 @@ def test_ids_are_fresh_and_unguessable() -> None:
 
 def test_a_record_reads_back_and_a_strange_one_does_not() -> None:
     record = BatchRecord(
-        {"id": "batch_a", "status": "in_progress"}, "file-o", "file-e", Written(2, 40, 5)
+        {"id": "batch_a", "status": "in_progress"},
+        "file-o",
+        "file-e",
+        Written(2, 40, 5),
+        headers={"x-llmroute-tags": "team:a"},
     )
     again = BatchRecord.from_bytes(record.to_bytes())
     assert again == record and again is not None and again.status == "in_progress"
@@ -121,6 +125,10 @@ def test_batches_are_kept_listed_held_and_flagged(redis_namespace: str) -> None:
             await store.ask_cancel("team", ids[1], 1234)
             assert await store.cancel_asked("team", ids[1]) == 1234
             assert await store.cancel_asked("other", ids[1]) is None
+            assert not await store.take("team", ids[0])  # held
+            assert await store.take("team", ids[2]) and not await store.take("team", ids[2])
+            await store.release("team", ids[2])
+            assert not await store.held("team", ids[2]) and await store.take("team", ids[2])
             await store.aclose()
 
         run(go())

@@ -125,6 +125,33 @@ def test_delete_says_whether_the_entry_was_there(
     assert run(go()) == [True, None, False, 2, [None, None, None], 0]
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_add_sets_only_what_is_not_there(backend: str, request: pytest.FixtureRequest) -> None:
+    """What a batch's lease is taken with: of several takers one wins, and an expired
+    entry can be taken again."""
+
+    async def go() -> list[object]:
+        if backend == "memory":
+            store: MemoryStore | RedisStore = MemoryStore(10, 1000)
+            key = "lease"
+        else:
+            store = RedisStore(REDIS_URL, timeout_s=2)
+            key = f"{request.getfixturevalue('redis_namespace')}:lease"
+        try:
+            won = await asyncio.gather(*(store.add(key, str(i).encode(), 0.3) for i in range(5)))
+            held = await store.get(key)
+            await asyncio.sleep(0.45)
+            return [
+                sorted(won),
+                held == str(won.index(True)).encode(),
+                await store.add(key, b"x", 5),
+            ]
+        finally:
+            await store.aclose()
+
+    assert run(go()) == [[False, False, False, False, True], True, True]
+
+
 def test_redis_that_is_not_there_raises_quickly_without_the_password(closed_port: int) -> None:
     url = f"redis://user:s3cret-pass@127.0.0.1:{closed_port}/0"
 

@@ -7,6 +7,7 @@ The lifespan loads the router and opens one pooled client per provider; both liv
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
@@ -79,8 +80,7 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
                 try:
                     yield
                 finally:  # the current log: a reload may have replaced the first
-                    await runs.aclose(_UNWIND_S)
-                    await batch_runs.aclose(_UNWIND_S)
+                    await asyncio.gather(runs.aclose(_UNWIND_S), batch_runs.aclose(_UNWIND_S))
                     await _unwound(app.state.gateway)
                     await app.state.telemetry.aclose()
         finally:

@@ -2,6 +2,13 @@
 it goes (``validating`` → ``in_progress`` → ``completed``, or ``failed``, ``expired``,
 ``cancelled``).
 
+A process that stops (SIGTERM) with a batch running and a store other processes share
+writes what it has, gives up the batch's lease and leaves it ``in_progress``; the next
+read of the batch on any gateway takes the lease (one wins) and runs the requests that
+have no answer yet (`resume`). One killed outright is taken over the same way once its
+lease lapses; the requests it had in flight, or answered within its last second, are
+sent again.
+
 Each request is served exactly as if its client had sent it alone, with the key and
 headers of the request that made the batch: the key's budget, rpm and tpm are checked
 for each (a request over its key's rate is tried again when the window has room),
@@ -50,6 +57,7 @@ FLUSH_S = 1.0
 _MOST_TRIES = 20  # for a request refused by its key's rate limit
 _MOST_WAIT_S = 60.0
 _OFF_LOOP_BYTES = 1 << 20  # an input file larger than this is checked in a thread
+_HANDED_OVER = "handed_over"  # a stopping process left the batch to the next reader
 
 
 class _Answers:
@@ -77,12 +85,15 @@ class BatchRun:
         record: BatchRecord,
         slots: asyncio.Semaphore,
         count: Callable[[str, str], None],
+        *,
+        resume: bool = False,
     ) -> None:
         self.request, self.gateway, self.store, self.owner = request, gateway, store, owner
         self.record = record
         self.slots = slots
         self.count = count
         self.endpoint = str(record.batch["endpoint"])
+        self.resume = resume  # taking over from a process that stopped: skip what it answered
         self.answers = _Answers()
         self._written = asyncio.Lock()  # one write of the record at a time, in order
         self._stopping = asyncio.Event()
@@ -103,7 +114,9 @@ class BatchRun:
                 status = "expired"
             except asyncio.CancelledError:
                 asked = await self._cancel_asked()
-                if asked is None:  # the gateway is stopping
+                if asked is None and self.store.url != "memory":
+                    status = _HANDED_OVER  # the next read, on any gateway, takes it over
+                elif asked is None:  # the gateway is stopping, and the batch goes with it
                     changes = {"errors": _stopped()}
                 else:
                     status, changes = "cancelled", {"cancelling_at": asked}
@@ -133,9 +146,17 @@ class BatchRun:
             lines, problems = read()
         if problems:
             return "failed", {"errors": {"object": "list", "data": problems}}
-        counts = {"total": len(lines), "completed": 0, "failed": 0}
-        now = int(time.time())
-        await self._write(status="in_progress", in_progress_at=now, request_counts=counts)
+        if self.record.status != "in_progress":
+            counts = {
+                "total": len(lines),
+                "completed": self.record.output_written.lines,
+                "failed": self.record.errors_written.lines,
+            }
+            now = int(time.time())
+            await self._write(status="in_progress", in_progress_at=now, request_counts=counts)
+        if self.resume:
+            answered = await self._answered()
+            lines = [line for line in lines if line.custom_id not in answered]
         pending = iter(lines)
 
         async def worker() -> None:
@@ -147,6 +168,18 @@ class BatchRun:
             for _ in range(workers):
                 group.create_task(worker())
         return "completed", {}
+
+    async def _answered(self) -> set[str]:
+        """The custom_ids the batch's earlier run answered (its counted parts)."""
+        record = self.record
+        answered: set[str] = set()
+        for file_id, written in (
+            (record.output, record.output_written),
+            (record.errors, record.errors_written),
+        ):
+            data = await self.store.written(self.owner, file_id, written.parts)
+            answered.update(await asyncio.to_thread(_custom_ids, data))
+        return answered
 
     async def _answer(self, line: BatchLine, content: bytes) -> None:
         body = line.body(content)
@@ -289,6 +322,11 @@ class BatchRun:
                 await self._flush()
             except StoreUnavailable:
                 await self._flush()  # once more: the parts are kept for it
+            if status == _HANDED_OVER:
+                await self.store.release(self.owner, self.record.id)
+                log.info("batch %s: left running for the next gateway to read it", self.record.id)
+                self.count("batch", status)
+                return
             output, failed = await settled_files(self.store, self.owner, self.record)
             now = int(time.time())
             if status == "completed":
@@ -361,6 +399,15 @@ def _json(raw: bytes | memoryview) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _custom_ids(data: bytes) -> set[str]:
+    found = set()
+    for line in data.splitlines():
+        custom_id = _json(line).get("custom_id")
+        if isinstance(custom_id, str):
+            found.add(custom_id)
+    return found
 
 
 def _line(answer: dict[str, Any]) -> bytes:

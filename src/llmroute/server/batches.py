@@ -5,13 +5,15 @@ endpoint; the gateway answers the requests in the background (`BatchRun`) and th
 client polls ``GET /v1/batches/{id}`` until the batch is ``completed``, then downloads
 its ``output_file_id``. ``POST /v1/batches/{id}/cancel`` stops it (the answers made so
 far are kept), ``GET /v1/batches`` lists them. A batch runs in the process that took
-its request; any gateway sharing the store reads, lists and cancels it, and one whose
-process died is found ``failed`` once its lease lapses, with the answers it had made.
+its request; any gateway sharing the store reads, lists and cancels it, and takes it
+over when the process running it has stopped (`BatchRun`); in memory, one whose process
+died is kept ``failed`` once its lease lapses, with the answers it had made.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from functools import partial
 from typing import Any
@@ -31,6 +33,8 @@ from llmroute.state.stores import StoreUnavailable
 from llmroute.telemetry.metrics import GatewayMetrics
 
 __all__ = ["BATCHES_PATH", "BatchRuns", "batch", "batches"]
+
+log = logging.getLogger("llmroute.batches")
 
 BATCHES_PATH = "/v1/batches"
 WINDOW_S = 24 * 3600  # the one completion window OpenAI offers
@@ -96,6 +100,10 @@ async def _current(
         return batch if record is None else await _shown(store, owner, record.batch)
     if await store.held(owner, record.id):  # renewed meanwhile
         return await _shown(store, owner, record.batch)
+    if store.url != "memory":  # shared: this process goes on with it where it stopped
+        if await store.take(owner, record.id):
+            _take_over(request, store, owner, record)
+        return await _shown(store, owner, record.batch)
     output, failed = await settled_files(store, owner, record)
     asked = await store.cancel_asked(owner, record.id)
     status = "failed" if asked is None else "cancelled"
@@ -123,6 +131,29 @@ async def _current(
     await store.put_batch(owner, record)
     _counted(request, "batch", "abandoned")
     return record.batch
+
+
+def _take_over(request: Request, store: BatchStore, owner: str, record: BatchRecord) -> None:
+    """Run, in this process, the rest of a batch whose process stopped: its requests
+    without an answer, with the key of `request` (the same key: the batch is its) and the
+    ``x-llmroute-*`` headers of the request that made it."""
+    reader = detached(request)
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in record.headers.items()]
+    scope = {**reader.scope, "headers": headers}
+    runs = batch_runs(request)
+    run = BatchRun(
+        Request(scope, reader.receive),
+        gateway_of(request),
+        store,
+        owner,
+        record,
+        runs.slots(store.settings.max_running),
+        partial(_counted, request),
+        resume=True,
+    )
+    runs.start(record.id, run())
+    log.info("batch %s: taken over from a process that stopped", record.id)
+    _counted(request, "batch", "taken_over")
 
 
 async def _shown(store: BatchStore, owner: str, batch: dict[str, Any]) -> dict[str, Any]:
@@ -187,7 +218,8 @@ async def _create(request: Request, store: BatchStore, owner: str) -> dict[str, 
         "request_counts": {"total": 0, "completed": 0, "failed": 0},
         "metadata": metadata,
     }
-    record = BatchRecord(batch, new_file_id(), new_file_id())
+    headers = {k: v for k, v in request.headers.items() if k.startswith("x-llmroute-")}
+    record = BatchRecord(batch, new_file_id(), new_file_id(), headers=headers)
     try:
         await store.put_batch(owner, record, new=True)
         await store.hold(owner, record.id)

@@ -19,7 +19,7 @@ import json
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeGuard
 
 from llmroute.registry.schema import BatchesSettings, Registry
@@ -58,13 +58,16 @@ class Written:
 @dataclass(frozen=True, slots=True)
 class BatchRecord:
     """A kept batch: its OpenAI object, the ids of the files its answers (`output`) and
-    its failed requests (`errors`) go to, and how much of each is written."""
+    its failed requests (`errors`) go to, how much of each is written, and the
+    ``x-llmroute-*`` headers of the request that made it (`headers`: what a process
+    taking over the batch sends its requests with; never a key)."""
 
     batch: dict[str, Any]
     output: str
     errors: str
     output_written: Written = Written()
     errors_written: Written = Written()
+    headers: dict[str, str] = field(default_factory=dict)  # the x-llmroute-* it was made with
 
     @property
     def id(self) -> str:
@@ -80,6 +83,7 @@ class BatchRecord:
             "batch": self.batch,
             "output": [self.output, *_triple(self.output_written)],
             "errors": [self.errors, *_triple(self.errors_written)],
+            "headers": self.headers,
         }
         return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -91,7 +95,10 @@ class BatchRecord:
         batch, output, errors = record.get("batch"), record.get("output"), record.get("errors")
         if not (isinstance(batch, dict) and _file_entry(output) and _file_entry(errors)):
             return None
-        return cls(batch, output[0], errors[0], Written(*output[1:]), Written(*errors[1:]))
+        headers = record.get("headers") or {}
+        if not (isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())):
+            return None
+        return cls(batch, output[0], errors[0], Written(*output[1:]), Written(*errors[1:]), headers)
 
     def with_batch(self, **changes: Any) -> BatchRecord:
         return replace(self, batch={**self.batch, **changes})
@@ -246,6 +253,23 @@ class BatchStore:
     async def hold(self, owner: str, batch_id: str) -> None:
         """Say for `settings.lease_s` more that a process is running `batch_id`."""
         await self._store.set(self._key(owner, f"lease\0{batch_id}"), b"1", self.settings.lease_s)
+
+    async def take(self, owner: str, batch_id: str) -> bool:
+        """Take over `batch_id`, whose lease has lapsed: whether this process won it
+        (of several reading it at once, one does)."""
+        key = self._key(owner, f"lease\0{batch_id}")
+        return await self._store.add(key, b"1", self.settings.lease_s)
+
+    async def release(self, owner: str, batch_id: str) -> None:
+        """Give `batch_id` up (a stopping process), so that the next read takes it over."""
+        await self._store.delete(self._key(owner, f"lease\0{batch_id}"))
+
+    async def written(self, owner: str, file_id: str, parts: int) -> bytes:
+        """The first `parts` parts of a file being made (what is missing, left out)."""
+        found = await self._store.get_many(
+            [self._part_key(owner, file_id, k) for k in range(parts)]
+        )
+        return b"".join(part for part in found if part is not None)
 
     async def held(self, owner: str, batch_id: str) -> bool:
         return await self._store.get(self._key(owner, f"lease\0{batch_id}")) is not None

@@ -52,6 +52,8 @@ class KeyValueStore(Protocol):
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
 
+    async def add(self, key: str, value: bytes, ttl_s: float) -> bool: ...
+
     async def delete(self, key: str) -> bool: ...
 
     async def delete_many(self, keys: Sequence[str]) -> int: ...
@@ -106,6 +108,15 @@ class MemoryStore:
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         with self._lock:
             self._put(key, value, ttl_s)
+
+    async def add(self, key: str, value: bytes, ttl_s: float) -> bool:
+        """Set `key` only if it is not there (or has expired); whether it was set."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None and found[0] > self._clock():
+                return False
+            self._put(key, value, ttl_s)
+            return key in self._entries
 
     def _put(self, key: str, value: bytes, ttl_s: float) -> None:
         """Under the lock."""
@@ -191,6 +202,15 @@ class RedisStore:
             await self._redis.client.set(key, value, px=max(1, round(ttl_s * 1000)))
         except self._redis.errors as exc:
             raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
+
+    async def add(self, key: str, value: bytes, ttl_s: float) -> bool:
+        """``SET NX PX``: set `key` only if it is not there; whether it was set (one of
+        several processes racing for it wins)."""
+        try:
+            done = await self._redis.client.set(key, value, px=max(1, round(ttl_s * 1000)), nx=True)
+        except self._redis.errors as exc:
+            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
+        return bool(done)
 
     async def delete(self, key: str) -> bool:
         try:
