@@ -501,8 +501,11 @@ def test_a_batch_left_by_a_stopping_gateway_is_taken_over_by_the_next(
     with serve_text(text, tmp_path / "a", env=ENV) as first, _client(first) as client:
         slow = [_chat(f"s{i}", f"slowly {i}", model="slow") for i in range(40)]
         upload = client.files.create(file=("slow.jsonl", _jsonl(slow)), purpose="batch")
-        batch = client.batches.create(
-            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        batch, dropped = (
+            client.batches.create(
+                input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+            for _ in range(2)
         )
         _until(lambda: (client.batches.retrieve(batch.id).request_counts or _Zero()).completed >= 1)
         first.proc.send_signal(signal.SIGTERM)
@@ -510,6 +513,11 @@ def test_a_batch_left_by_a_stopping_gateway_is_taken_over_by_the_next(
         left = (tmp_path / "a" / "serve.log").read_text()
         assert "left running for the next gateway" in left and "Traceback" not in left
     with serve_text(text, tmp_path / "b", env=ENV) as second, _client(second) as client:
+        # nobody runs it: a cancel ends it at once, keeping what the first gateway made
+        stopped = client.batches.cancel(dropped.id)
+        assert stopped.status == "cancelled" and stopped.cancelled_at and stopped.cancelling_at
+        assert stopped.request_counts is not None and stopped.request_counts.completed < 40
+        assert len(_answers(client, stopped.output_file_id)) == stopped.request_counts.completed
         found = client.batches.retrieve(batch.id)  # in progress still: this read takes it
         assert found.status == "in_progress"
         assert found.request_counts is not None and 1 <= found.request_counts.completed < 40

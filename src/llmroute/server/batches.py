@@ -92,7 +92,8 @@ async def batches(request: Request) -> Response:
 async def _current(
     request: Request, store: BatchStore, owner: str, batch: dict[str, Any]
 ) -> dict[str, Any]:
-    """`batch` as it stands: one whose run is gone (its lease lapsed) kept failed."""
+    """`batch` as it stands. One whose process stopped (its lease lapsed, or given up):
+    taken over by this process where the store is shared, else kept failed."""
     if batch.get("status") not in _RUNNING or await store.held(owner, str(batch["id"])):
         return await _shown(store, owner, batch)
     record = await store.get_batch(owner, str(batch["id"]))
@@ -100,20 +101,32 @@ async def _current(
         return batch if record is None else await _shown(store, owner, record.batch)
     if await store.held(owner, record.id):  # renewed meanwhile
         return await _shown(store, owner, record.batch)
+    asked = await store.cancel_asked(owner, record.id)
+    if asked is not None:  # nobody runs it to take the cancel up
+        return (await _ended_here(request, store, owner, record, asked)).batch
     if store.url != "memory":  # shared: this process goes on with it where it stopped
         if await store.take(owner, record.id):
             _take_over(request, store, owner, record)
         return await _shown(store, owner, record.batch)
+    return (await _ended_here(request, store, owner, record, None)).batch
+
+
+async def _ended_here(
+    request: Request, store: BatchStore, owner: str, record: BatchRecord, cancelled: int | None
+) -> BatchRecord:
+    """A batch no process runs, kept ``cancelled`` (asked at `cancelled`) or ``failed``
+    (its process died, memory store), with the answers it had made."""
     output, failed = await settled_files(store, owner, record)
-    asked = await store.cancel_asked(owner, record.id)
-    status = "failed" if asked is None else "cancelled"
+    status = "failed" if cancelled is None else "cancelled"
     changes: dict[str, Any] = {
         "status": status,
         f"{status}_at": int(time.time()),
         "output_file_id": output,
         "error_file_id": failed,
     }
-    if status == "failed":
+    if cancelled is not None:
+        changes["cancelling_at"] = cancelled
+    else:
         changes["errors"] = {
             "object": "list",
             "data": [
@@ -129,8 +142,8 @@ async def _current(
         }
     record = record.with_batch(**changes)
     await store.put_batch(owner, record)
-    _counted(request, "batch", "abandoned")
-    return record.batch
+    _counted(request, "batch", status if cancelled is not None else "abandoned")
+    return record
 
 
 def _take_over(request: Request, store: BatchStore, owner: str, record: BatchRecord) -> None:
@@ -285,8 +298,8 @@ async def _cancel(
     request: Request, store: BatchStore, owner: str, record: BatchRecord
 ) -> dict[str, Any]:
     """The batch asked to stop: ``cancelling`` until its run has kept what it made, then
-    ``cancelled``. A batch that has ended is answered 409."""
-    current = await _current(request, store, owner, record.batch)
+    ``cancelled`` (at once when no process runs it). A batch that has ended is 409."""
+    current = await _shown(store, owner, record.batch)
     status = current.get("status")
     if status not in _RUNNING:
         raise GatewayError(
@@ -295,7 +308,9 @@ async def _cancel(
             "can be cancelled",
             code="conflict",
         )
-    now = int(time.time())
-    await store.ask_cancel(owner, record.id, now)
-    batch_runs(request).cancel(record.id)  # this process's run stops now; another's within 1 s
-    return {**current, "status": "cancelling", "cancelling_at": current.get("cancelling_at") or now}
+    asked = current.get("cancelling_at") or int(time.time())
+    await store.ask_cancel(owner, record.id, asked)
+    if not batch_runs(request).cancel(record.id) and not await store.held(owner, record.id):
+        return (await _ended_here(request, store, owner, record, asked)).batch
+    # this process's run stops now; another process's within a second
+    return {**current, "status": "cancelling", "cancelling_at": asked}
