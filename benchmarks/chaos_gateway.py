@@ -27,9 +27,14 @@ starting_after``), in ``stored_responses`` where
 is its own). Checked too: every turn was answered and kept, and the whole conversation is
 listed after.
 
+With ``--batches`` four batches (Batch API, ``batches`` in the same store) of 40 chat
+requests each, every fourth to a misbehaving upstream's route with ``--upstream-faults``,
+run while the load and the reloads go on, polled (through any worker) until done.
+Checked too: each completed, with one answer per request, every one a 200.
+
     .venv/bin/python benchmarks/chaos_gateway.py [--requests 300] [--concurrency 6]
         [--limits memory|redis://127.0.0.1:6379/15] [--workers 1] [--seed 5]
-        [--upstream-faults] [--responses] [--json]
+        [--upstream-faults] [--responses] [--batches] [--json]
 
 Everything runs on 127.0.0.1 and every loop is bounded; the exit status is 1 when an
 invariant failed. It found the Redis slot leak fixed on 2026-12-04 (docs/benchmarks.md).
@@ -82,6 +87,7 @@ dispatch:
 affinity: {mode: upgrade%(affinity)s}
 cache: {ttl_s: 30}
 stored_responses: {url: "%(limits)s", namespace: "%(namespace)s"}
+batches: {url: "%(limits)s", namespace: "%(namespace)s", concurrency: 4}
 telemetry: {url: "sqlite:///%(db)s", prompts: hash}
 # generation %(generation)s
 """
@@ -267,6 +273,49 @@ async def _in_background(client: httpx.AsyncClient, body: dict[str, Any]) -> dic
     return response if status == "completed" else f"background {status}"
 
 
+BATCHES, BATCH_LINES = 4, 40
+
+
+async def _batch(client: httpx.AsyncClient, k: int, faults: bool) -> str:
+    """One batch of `BATCH_LINES` chat requests (with `faults`, every fourth to a
+    misbehaving upstream's route), polled until it ends: ``batch ok`` when it completed
+    with one 200 answer per request; ``batch wrong: ...`` otherwise."""
+    lines = []
+    for n in range(BATCH_LINES):
+        model = f"f-{list(FAULTS)[n % len(FAULTS)]}" if faults and n % 4 == 3 else "r"
+        body = {"model": model, "messages": [{"role": "user", "content": f"batch {k} line {n}"}]}
+        line = {"custom_id": f"b{k}-{n}", "method": "POST", "url": "/v1/chat/completions"}
+        lines.append(json.dumps({**line, "body": body}))
+    content = ("\n".join(lines) + "\n").encode()
+    r = await client.post(
+        "/v1/files", files={"file": (f"b{k}.jsonl", content)}, data={"purpose": "batch"}
+    )
+    if r.status_code != 200:
+        return f"batch wrong: upload {r.status_code}"
+    made = {"input_file_id": r.json()["id"], "endpoint": "/v1/chat/completions"}
+    r = await client.post("/v1/batches", json={**made, "completion_window": "24h"})
+    if r.status_code != 200:
+        return f"batch wrong: create {r.status_code}"
+    batch_id = r.json()["id"]
+    for _ in range(1200):  # bounded: 2 minutes
+        await asyncio.sleep(0.1)
+        batch = (await client.get(f"/v1/batches/{batch_id}")).json()
+        if batch.get("status") not in ("validating", "in_progress", "finalizing"):
+            break
+    else:
+        return "batch wrong: not done in 2 minutes"
+    if batch.get("status") != "completed" or batch.get("error_file_id"):
+        return f"batch wrong: {batch.get('status')} {batch.get('request_counts')}"
+    r = await client.get(f"/v1/files/{batch['output_file_id']}/content")
+    answers = [json.loads(line) for line in r.text.splitlines()]
+    ids = sorted(a["custom_id"] for a in answers)
+    if ids != sorted(f"b{k}-{n}" for n in range(BATCH_LINES)):
+        return f"batch wrong: {len(ids)} answers"
+    if any(a["response"]["status_code"] != 200 for a in answers):
+        return "batch wrong: an answer was not a 200"
+    return "batch ok"
+
+
 async def _one(client: httpx.AsyncClient, rng: random.Random, i: int) -> str:
     """One request of a random kind; what became of it."""
     kind = rng.random()
@@ -307,6 +356,9 @@ async def _load(url: str, args: argparse.Namespace, reload: Any) -> Counter[str]
                 return await _one(client, rng, i)
 
         tasks = [asyncio.create_task(guarded(i)) for i in range(args.requests)]
+        if args.batches:
+            faults = args.upstream_faults
+            tasks += [asyncio.create_task(_batch(client, k, faults)) for k in range(BATCHES)]
         for gen in range(1, 7):  # reloads while the load runs
             await asyncio.sleep(0.7)
             reload(gen)
@@ -398,8 +450,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if line.startswith("llmroute_requests_in_flight ")
         ]
         with sqlite3.connect(db) as conn:
-            logged = conn.execute("SELECT status, error, count(*) FROM decisions GROUP BY 1, 2")
+            # a batch's requests are counted apart (tagged batch=ID): one that a worker
+            # had in flight when it was stopped may be logged twice
+            logged = conn.execute(
+                "SELECT status, error, count(*) FROM decisions "
+                "WHERE coalesce(tags, '') NOT LIKE '%batch=%' GROUP BY 1, 2"
+            )
             log_rows = {f"{s} {e or ''}".strip(): n for s, e, n in logged.fetchall()}
+            batch_rows = conn.execute(
+                "SELECT count(*) FROM decisions WHERE coalesce(tags, '') LIKE '%batch=%'"
+            ).fetchone()[0]
         server_log = log_path.read_text(errors="replace")
     conversations = sum(1 for i in range(args.requests) if args.responses and i % 4 == 1)
     sent = args.requests + CAP + 1 + (TURNS - 1) * conversations
@@ -416,6 +476,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "in_flight_after": in_flight[0] if in_flight else None,
         "redis_slots_left": _redis_slots(args.limits, namespace),
         "burst_models": burst,
+        "batch_requests_logged": batch_rows,
         "tracebacks": server_log.count("Traceback"),
     }
     checks = {
@@ -436,6 +497,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         checks["every conversation was kept and continued whole"] = bool(talks) and all(
             k == "conversation ok" for k in talks
         )
+    if args.batches:
+        made = {k: v for k, v in outcomes.items() if k.startswith("batch ")}
+        checks["every batch completed with one 200 answer per request"] = made == {
+            "batch ok": BATCHES
+        }
+        checks["every batch request logged"] = batch_rows >= BATCHES * BATCH_LINES
     result["checks"] = checks
     return result
 
@@ -454,6 +521,9 @@ def main() -> None:
         "--responses",
         action="store_true",
         help="every fourth request a Responses conversation continued by id",
+    )
+    parser.add_argument(
+        "--batches", action="store_true", help="four batches of chat requests beside the load"
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
