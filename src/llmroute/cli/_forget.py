@@ -4,16 +4,15 @@ of whose records to erase, checked against the registry, and the erasing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Protocol
 
 import typer
 
 from llmroute.cli._app import fail
 from llmroute.registry.schema import Registry
 
-__all__ = ["ClientOption", "EveryoneOption", "check_whose", "erased"]
+__all__ = ["ClientOption", "EveryoneOption", "Forgetting", "check_whose", "erased", "whose"]
 
 ClientOption = Annotated[
     str | None,
@@ -49,11 +48,33 @@ def check_whose(
         fail(f"no client key {client!r} in {path} (known: {known})")
 
 
-def erased(forget: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """How many records `forget()` erased; a store that does not answer fails (exit 1)."""
+class Forgetting(Protocol):
+    """A store that forgets a client key's records (`ResponseStore`, `BatchStore`)."""
+
+    @property
+    def url(self) -> str: ...
+
+    async def forget(self, owner: str | None) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
+def erased(store: Forgetting, client: str | None) -> int:
+    """How many records `store` erased for `client` (None: everyone's); a store that does
+    not answer fails (exit 1)."""
     from llmroute.state.stores import StoreUnavailable
+
+    async def forget() -> int:
+        try:
+            return await store.forget(client)
+        finally:
+            await store.aclose()
 
     try:
         return asyncio.run(forget())
     except StoreUnavailable as exc:
         fail(str(exc), code=1)
+
+
+def whose(client: str | None) -> str:
+    return "every client" if client is None else f"client {client!r}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import typer
 
 from llmroute.cli._app import RegistryOption, app, resolve_registry
-from llmroute.cli._forget import ClientOption, EveryoneOption, check_whose, erased
+from llmroute.cli._forget import ClientOption, EveryoneOption, check_whose, erased, whose
 
 __all__ = ["batches_app", "batches_forget"]
 
@@ -37,15 +37,7 @@ def batches_forget(
     check_whose(path, loaded, "batches", url, client, everyone)
     store = BatchStore.open(loaded)
     assert store is not None
-
-    async def forget() -> int:
-        try:
-            return await store.forget(None if everyone else client)
-        finally:
-            await store.aclose()
-
-    gone = erased(forget)
-    whose = "every client" if everyone else f"client {client!r}"
-    typer.echo(
-        f"{gone} records (files, their parts and batches) of {whose} erased from {store.url}"
-    )
+    owner = None if everyone else client
+    gone = erased(store, owner)
+    what = "records (files, their parts and batches)"
+    typer.echo(f"{gone} {what} of {whose(owner)} erased from {store.url}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import typer
 
 from llmroute.cli._app import RegistryOption, app, resolve_registry
-from llmroute.cli._forget import ClientOption, EveryoneOption, check_whose, erased
+from llmroute.cli._forget import ClientOption, EveryoneOption, check_whose, erased, whose
 
 __all__ = ["responses_app", "responses_forget"]
 
@@ -37,15 +37,7 @@ def responses_forget(
     check_whose(path, loaded, "stored_responses", url, client, everyone)
     store = ResponseStore.open(loaded)
     assert store is not None
-
-    async def forget() -> int:
-        try:
-            return await store.forget(None if everyone else client)
-        finally:
-            await store.aclose()
-
-    gone = erased(forget)
-    whose = "every client" if everyone else f"client {client!r}"
-    typer.echo(
-        f"{gone} records (kept responses and conversations) of {whose} erased from {store.url}"
-    )
+    owner = None if everyone else client
+    gone = erased(store, owner)
+    what = "records (kept responses and conversations)"
+    typer.echo(f"{gone} {what} of {whose(owner)} erased from {store.url}")

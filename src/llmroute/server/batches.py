@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from llmroute.server.background import BackgroundRuns, detached
 from llmroute.server.batch_lines import ENDPOINTS
 from llmroute.server.batch_run import BatchRun, settled_files
-from llmroute.server.body import read_json_object
+from llmroute.server.body import checked_metadata, read_json_object
 from llmroute.server.errors import GatewayError, store_unavailable
 from llmroute.server.files import batch_store, listed, owner_of
 from llmroute.server.state import gateway_of
@@ -39,7 +39,6 @@ log = logging.getLogger("llmroute.batches")
 BATCHES_PATH = "/v1/batches"
 WINDOW_S = 24 * 3600  # the one completion window OpenAI offers
 _RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
-_METADATA_KEYS = 16
 
 
 class BatchRuns(BackgroundRuns):
@@ -194,7 +193,7 @@ async def _create(request: Request, store: BatchStore, owner: str) -> dict[str, 
         )
     if body.get("completion_window") != "24h":
         raise GatewayError(400, "'completion_window' must be \"24h\"", param="completion_window")
-    metadata = _metadata(body.get("metadata"))
+    metadata = checked_metadata(body.get("metadata"))
     try:
         file = await store.get_file(owner, input_file_id)
     except StoreUnavailable as exc:
@@ -251,26 +250,6 @@ async def _create(request: Request, store: BatchStore, owner: str) -> dict[str, 
     runs.start(record.id, run())
     _counted(request, "batch", "created")
     return batch
-
-
-def _metadata(value: object) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if not (
-        isinstance(value, dict)
-        and len(value) <= _METADATA_KEYS
-        and all(
-            isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512
-            for k, v in value.items()
-        )
-    ):
-        raise GatewayError(
-            400,
-            f"'metadata' must be an object of at most {_METADATA_KEYS} string values "
-            "(keys up to 64 characters, values up to 512)",
-            param="metadata",
-        )
-    return dict(value)
 
 
 async def batch(request: Request) -> Response:

@@ -10,7 +10,13 @@ from llmroute.server.errors import GatewayError
 from llmroute.server.settings import DEFAULT_MAX_BODY_BYTES
 from llmroute.untrusted_json import MAX_DEPTH, NotUnicode, TooDeep, loads
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "MAX_DEPTH", "read_json_object", "require_messages"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "MAX_DEPTH",
+    "checked_metadata",
+    "read_json_object",
+    "require_messages",
+]
 
 _DRAIN_FACTOR = 16  # read (and drop) this many limits' worth before giving up on a body
 
@@ -57,6 +63,30 @@ def require_messages(body: dict[str, Any]) -> None:
         raise GatewayError(
             400, "'messages' is required and must be a non-empty list", param="messages"
         )
+
+
+METADATA_KEYS = 16  # OpenAI's metadata: at most 16 keys of 64 characters, values of 512
+
+
+def checked_metadata(value: object) -> dict[str, str] | None:
+    """A request's ``metadata`` as OpenAI's APIs take it (None when absent); else 400."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or len(value) > METADATA_KEYS
+        or not all(
+            isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512
+            for k, v in value.items()
+        )
+    ):
+        raise GatewayError(
+            400,
+            f"'metadata' must map at most {METADATA_KEYS} keys (64 characters) to strings "
+            "(512 characters)",
+            param="metadata",
+        )
+    return dict(value)
 
 
 def _too_large(limit: int) -> GatewayError:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from llmroute.server.auth import key_of
-from llmroute.server.body import read_json_object
+from llmroute.server.body import checked_metadata, read_json_object
 from llmroute.server.errors import GatewayError, store_unavailable
 from llmroute.server.listing import listed, page
 from llmroute.server.responses_convert import conversation_items
@@ -28,7 +28,6 @@ from llmroute.telemetry.metrics import GatewayMetrics
 __all__ = ["CONVERSATIONS_PATH", "conversation", "conversation_item", "conversations"]
 
 CONVERSATIONS_PATH = "/v1/conversations"
-_METADATA_KEYS = 16
 
 
 def store_of(request: Request) -> ConversationStore:
@@ -59,23 +58,7 @@ def unavailable(exc: StoreUnavailable) -> GatewayError:
 
 
 def _metadata(value: Any) -> dict[str, str]:
-    if value is None:
-        return {}
-    if (
-        not isinstance(value, dict)
-        or len(value) > _METADATA_KEYS
-        or not all(
-            isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512
-            for k, v in value.items()
-        )
-    ):
-        raise GatewayError(
-            400,
-            f"'metadata' must map at most {_METADATA_KEYS} keys (64 characters) to strings "
-            "(512 characters)",
-            param="metadata",
-        )
-    return dict(value)
+    return checked_metadata(value) or {}
 
 
 async def conversations(request: Request) -> Response:
