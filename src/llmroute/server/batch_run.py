@@ -6,15 +6,16 @@ A process that stops (SIGTERM) with a batch running and a store other processes 
 writes what it has, gives up the batch's lease and leaves it ``in_progress``; the next
 read of the batch on any gateway takes the lease (one wins) and runs the requests that
 have no answer yet (`resume`). One killed outright is taken over the same way once its
-lease lapses; the requests it had in flight, or answered within its last second, are
-sent again.
+lease lapses; the requests it had in flight, or answered since its last part (at most
+`PART_S`), are sent again.
 
 Each request is served exactly as if its client had sent it alone, with the key and
 headers of the request that made the batch: the key's budget, rpm and tpm are checked
 for each (a request over its key's rate is tried again when the window has room),
 then it is routed, dispatched, cached, logged and charged. Answers are collected and
-written to the store about once a second (`FLUSH_S`) in parts, with the batch's
-``request_counts``; the same tick renews the batch's lease and looks for a cancel. The
+written to the store in parts (every `PART_S`, or `PART_BYTES`), counted in the batch's
+``request_counts`` every `FLUSH_S`; the same tick renews the batch's lease and looks for
+a cancel. The
 run holds its gateway in flight, so a registry reload lets it finish on the registry
 it started with.
 """
@@ -49,11 +50,13 @@ from llmroute.server.state import Gateway
 from llmroute.state.batches import BatchRecord, BatchStore, Written
 from llmroute.state.stores import StoreUnavailable
 
-__all__ = ["FLUSH_S", "BatchRun", "settled_files"]
+__all__ = ["FLUSH_S", "PART_BYTES", "PART_S", "BatchRun", "settled_files"]
 
 log = logging.getLogger("llmroute.batches")
 
-FLUSH_S = 1.0
+FLUSH_S = 1.0  # how often request_counts is brought up to date (and the lease renewed)
+PART_S = 10.0  # how often the answers are written (a process that dies loses at most these)
+PART_BYTES = 1 << 20  # or as soon as this much is waiting
 _MOST_TRIES = 20  # for a request refused by its key's rate limit
 _MOST_WAIT_S = 60.0
 _OFF_LOOP_BYTES = 1 << 20  # an input file larger than this is checked in a thread
@@ -61,14 +64,23 @@ _HANDED_OVER = "handed_over"  # a stopping process left the batch to the next re
 
 
 class _Answers:
-    """Answer lines made and not yet written: `output` (2xx) and `errors`."""
+    """Answer lines made and not yet written (`output`: 2xx, `errors`), their `size`, and
+    how many answers were made in all (`ok`, `failed`: written or not, earlier runs'
+    included)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ok: int = 0, failed: int = 0) -> None:
         self.output: list[bytes] = []
         self.errors: list[bytes] = []
+        self.size = 0
+        self.ok, self.failed = ok, failed
 
     def add(self, line: bytes, ok: bool) -> None:
         (self.output if ok else self.errors).append(line)
+        self.size += len(line)
+        if ok:
+            self.ok += 1
+        else:
+            self.failed += 1
 
 
 class BatchRun:
@@ -94,7 +106,8 @@ class BatchRun:
         self.count = count
         self.endpoint = str(record.batch["endpoint"])
         self.resume = resume  # taking over from a process that stopped: skip what it answered
-        self.answers = _Answers()
+        self.answers = _Answers(record.output_written.lines, record.errors_written.lines)
+        self._parted = time.monotonic()  # when a part was last written
         self._written = asyncio.Lock()  # one write of the record at a time, in order
         self._stopping = asyncio.Event()
         self._tags = (f"batch={record.id}",)  # in the decision log, beside the request's own
@@ -262,12 +275,21 @@ class BatchRun:
             except StoreUnavailable as exc:
                 log.warning("batch %s: the batch store did not answer: %s", self.record.id, exc)
 
-    async def _flush(self) -> None:
-        """The answers made since the last flush written as a part of their file, then
-        counted in the record; a part whose write failed is tried again, whole, next time.
-        (Flushes never overlap: the ticker makes them, then the settling once it ended.)"""
-        output, errors = self.answers.output, self.answers.errors
-        self.answers.output, self.answers.errors = [], []
+    async def _flush(self, final: bool = False) -> None:
+        """The record's ``request_counts`` brought up to date; and, every `PART_S` (or
+        once `PART_BYTES` are waiting; in memory, only at the end: nothing there outlives
+        the process anyway) or when `final`, the answers made since written as a part of
+        their file and counted in the record. A part whose write failed is tried again,
+        whole, next time. (Flushes never overlap: the ticker makes them, then the
+        settling once the run has ended.)"""
+        answers = self.answers
+        due = final or (
+            self.store.url != "memory"
+            and (answers.size >= PART_BYTES or time.monotonic() - self._parted >= PART_S)
+        )
+        output, errors = (answers.output, answers.errors) if due else ([], [])
+        if due:
+            answers.output, answers.errors, answers.size = [], [], 0
         out_written, err_written = self.record.output_written, self.record.errors_written
         try:
             if output:
@@ -280,26 +302,26 @@ class BatchRun:
                 await self.store.put_part(self.owner, self.record.errors, err_written.parts, data)
                 err_written = err_written.plus(data, len(errors))
                 errors = []
+            if due:
+                self._parted = time.monotonic()
         finally:
-            self.answers.output[:0] = output  # not written: kept for the next flush
-            self.answers.errors[:0] = errors
-            if (out_written, err_written) != (
-                self.record.output_written,
-                self.record.errors_written,
-            ):
-                await self._write(written=(out_written, err_written))
+            answers.output[:0] = output  # not written: kept for the next flush
+            answers.errors[:0] = errors
+            answers.size += sum(map(len, output)) + sum(map(len, errors))
+            counts = dict(self.record.batch.get("request_counts") or {})
+            made = {**counts, "completed": answers.ok, "failed": answers.failed}
+            written = (out_written, err_written)
+            if written != (self.record.output_written, self.record.errors_written):
+                await self._write(written=written, request_counts=made)
+            elif made != counts:
+                await self._write(request_counts=made)
 
     async def _write(self, written: tuple[Written, Written] | None = None, **changes: Any) -> None:
-        """The record kept with `changes` to the batch object (and the files' `written`,
-        with the batch's request counts)."""
+        """The record kept with `changes` to the batch object (and the files' `written`)."""
         async with self._written:
             record = self.record
             if written is not None:
                 record = replace(record, output_written=written[0], errors_written=written[1])
-                counts = dict(record.batch.get("request_counts") or {})
-                counts["completed"] = written[0].lines
-                counts["failed"] = written[1].lines
-                changes["request_counts"] = counts
             self.record = record.with_batch(**changes)
             await self.store.put_batch(self.owner, self.record)
 
@@ -319,9 +341,9 @@ class BatchRun:
             await ticking
         try:
             try:
-                await self._flush()
+                await self._flush(final=True)
             except StoreUnavailable:
-                await self._flush()  # once more: the parts are kept for it
+                await self._flush(final=True)  # once more: the parts are kept for it
             if status == _HANDED_OVER:
                 await self.store.release(self.owner, self.record.id)
                 log.info("batch %s: left running for the next gateway to read it", self.record.id)

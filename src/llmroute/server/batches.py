@@ -117,11 +117,18 @@ async def _ended_here(
     (its process died, memory store), with the answers it had made."""
     output, failed = await settled_files(store, owner, record)
     status = "failed" if cancelled is None else "cancelled"
+    counts = dict(record.batch.get("request_counts") or {})
     changes: dict[str, Any] = {
         "status": status,
         f"{status}_at": int(time.time()),
         "output_file_id": output,
         "error_file_id": failed,
+        # what its files hold (answers made and not yet written died with the process)
+        "request_counts": {
+            **counts,
+            "completed": record.output_written.lines,
+            "failed": record.errors_written.lines,
+        },
     }
     if cancelled is not None:
         changes["cancelling_at"] = cancelled
