@@ -170,6 +170,7 @@ def test_a_chat_batch_is_routed_answered_and_downloaded(
     assert (done.request_counts.total, done.request_counts.completed) == (10, 9)
     assert done.request_counts.failed == 1
     assert done.completed_at and done.in_progress_at and done.finalizing_at
+    assert done.usage is not None and done.model is None  # routed request by request
     answers = _answers(client, done.output_file_id)
     assert set(answers) == {r["custom_id"] for r in requests} - {"nowhere"}
     code = answers["code-1"]
@@ -185,6 +186,10 @@ def test_a_chat_batch_is_routed_answered_and_downloaded(
     assert set(failed) == {"nowhere"}
     assert failed["nowhere"]["response"]["status_code"] == 404
     assert failed["nowhere"]["response"]["body"]["error"]["code"] == "model_not_found"
+    usages = [a["response"]["body"]["usage"] for a in answers.values()]
+    assert done.usage.input_tokens == sum(u["prompt_tokens"] for u in usages) > 0
+    assert done.usage.output_tokens == sum(u["completion_tokens"] for u in usages) > 0
+    assert done.usage.total_tokens == done.usage.input_tokens + done.usage.output_tokens
 
     output = client.files.retrieve(done.output_file_id)
     assert output.purpose == "batch_output" and output.bytes == len(

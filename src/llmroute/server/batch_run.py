@@ -68,19 +68,34 @@ class _Answers:
     how many answers were made in all (`ok`, `failed`: written or not, earlier runs'
     included)."""
 
-    def __init__(self, ok: int = 0, failed: int = 0) -> None:
+    def __init__(self, ok: int = 0, failed: int = 0, usage: Any = None) -> None:
         self.output: list[bytes] = []
         self.errors: list[bytes] = []
         self.size = 0
         self.ok, self.failed = ok, failed
+        # input, cached input, output, reasoning tokens of the answers (an earlier run's too)
+        self.tokens = _usage_counts(usage)
 
-    def add(self, line: bytes, ok: bool) -> None:
+    def add(self, line: bytes, ok: bool, usage: Any) -> None:
         (self.output if ok else self.errors).append(line)
         self.size += len(line)
         if ok:
             self.ok += 1
         else:
             self.failed += 1
+        for i, n in enumerate(_answer_tokens(usage)):
+            self.tokens[i] += n
+
+    def usage(self) -> dict[str, Any]:
+        """OpenAI's batch ``usage``: the tokens of every answer made."""
+        prompt, cached, completion, reasoning = self.tokens
+        return {
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": reasoning},
+            "total_tokens": prompt + completion,
+        }
 
 
 class BatchRun:
@@ -106,7 +121,9 @@ class BatchRun:
         self.count = count
         self.endpoint = str(record.batch["endpoint"])
         self.resume = resume  # taking over from a process that stopped: skip what it answered
-        self.answers = _Answers(record.output_written.lines, record.errors_written.lines)
+        self.answers = _Answers(
+            record.output_written.lines, record.errors_written.lines, record.batch.get("usage")
+        )
         self._parted = time.monotonic()  # when a part was last written
         self._written = asyncio.Lock()  # one write of the record at a time, in order
         self._stopping = asyncio.Event()
@@ -204,17 +221,18 @@ class BatchRun:
             response = await self._send(line.body(content))
         ok = 200 <= response.status_code < 300
         request_id = response.headers.get("x-request-id") or f"req_{secrets.token_hex(16)}"
+        answered = _json(response.body)
         answer = {
             "id": f"batch_req_{secrets.token_hex(16)}",
             "custom_id": line.custom_id,
             "response": {
                 "status_code": response.status_code,
                 "request_id": request_id,
-                "body": _json(response.body),
+                "body": answered,
             },
             "error": None,
         }
-        self.answers.add(_line(answer), ok)
+        self.answers.add(_line(answer), ok, answered.get("usage"))
         self.count("request", "completed" if ok else "failed")
 
     async def _send(self, body: dict[str, Any]) -> Response:
@@ -310,11 +328,12 @@ class BatchRun:
             answers.size += sum(map(len, output)) + sum(map(len, errors))
             counts = dict(self.record.batch.get("request_counts") or {})
             made = {**counts, "completed": answers.ok, "failed": answers.failed}
+            usage = answers.usage()
             written = (out_written, err_written)
             if written != (self.record.output_written, self.record.errors_written):
-                await self._write(written=written, request_counts=made)
-            elif made != counts:
-                await self._write(request_counts=made)
+                await self._write(written=written, request_counts=made, usage=usage)
+            elif made != counts or usage != self.record.batch.get("usage"):
+                await self._write(request_counts=made, usage=usage)
 
     async def _write(self, written: tuple[Written, Written] | None = None, **changes: Any) -> None:
         """The record kept with `changes` to the batch object (and the files' `written`)."""
@@ -421,6 +440,33 @@ def _json(raw: bytes | memoryview) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _whole(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _answer_tokens(usage: Any) -> tuple[int, int, int, int]:
+    """Input, cached input, output and reasoning tokens of an answer's ``usage`` (chat and
+    completions, Responses, or embeddings shape); zeros for none."""
+    if not isinstance(usage, dict):
+        return 0, 0, 0, 0
+    prompt = _whole(usage.get("prompt_tokens")) or _whole(usage.get("input_tokens"))
+    completion = _whole(usage.get("completion_tokens")) or _whole(usage.get("output_tokens"))
+    cached_in = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
+    reasoning_in = usage.get("completion_tokens_details") or usage.get("output_tokens_details")
+    cached = _whole(cached_in.get("cached_tokens")) if isinstance(cached_in, dict) else 0
+    reasoning = (
+        _whole(reasoning_in.get("reasoning_tokens")) if isinstance(reasoning_in, dict) else 0
+    )
+    return prompt, cached, completion, reasoning
+
+
+def _usage_counts(usage: Any) -> list[int]:
+    """A batch's ``usage`` (as `_Answers.usage` writes it) as the four counts."""
+    if not isinstance(usage, dict):
+        return [0, 0, 0, 0]
+    return list(_answer_tokens(usage))
 
 
 def _custom_ids(data: bytes) -> set[str]:

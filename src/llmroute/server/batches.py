@@ -236,6 +236,8 @@ async def _create(request: Request, store: BatchStore, owner: str) -> dict[str, 
         "cancelled_at": None,
         "request_counts": {"total": 0, "completed": 0, "failed": 0},
         "metadata": metadata,
+        "model": None,  # a batch's requests are routed each on its own
+        "usage": None,
     }
     headers = {k: v for k, v in request.headers.items() if k.startswith("x-llmroute-")}
     record = BatchRecord(batch, new_file_id(), new_file_id(), headers=headers)
