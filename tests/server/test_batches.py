@@ -495,6 +495,40 @@ def test_gateways_sharing_redis_read_cancel_and_take_over_each_others_batches(
         assert "taken over from a process that stopped" in log and "Traceback" not in log
 
 
+def test_a_stalled_gateway_that_lost_its_batch_stops_writing_it(
+    tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    settings = f'{{url: "{REDIS_URL}", namespace: {redis_namespace}, lease_s: 1}}'
+    text = _registry(upstream, settings)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with (
+        serve_text(text, tmp_path / "a", env=ENV) as first,
+        serve_text(text, tmp_path / "b", env=ENV) as second,
+        _client(first) as on_first,
+        _client(second) as on_second,
+    ):
+        slow = [_chat(f"s{i}", f"slowly {i}", model="slow") for i in range(40)]
+        upload = on_first.files.create(file=("slow.jsonl", _jsonl(slow)), purpose="batch")
+        batch = on_first.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        _until(
+            lambda: (on_second.batches.retrieve(batch.id).request_counts or _Zero()).completed >= 3
+        )
+        first.proc.send_signal(signal.SIGSTOP)  # a stall longer than the lease
+        try:
+            time.sleep(1.5)
+            assert on_second.batches.retrieve(batch.id).status == "in_progress"  # taken over
+            time.sleep(0.5)
+        finally:
+            first.proc.send_signal(signal.SIGCONT)
+        _whole(on_second, _settled(on_second, batch.id, within_s=30), 40)
+        _until(lambda: "another process took it over" in first.log_text(), 10)
+        assert "taken over from a process that stopped" in second.log_text()
+        assert "Traceback" not in first.log_text() + second.log_text()
+
+
 def test_a_batch_left_by_a_stopping_gateway_is_taken_over_by_the_next(
     tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
 ) -> None:

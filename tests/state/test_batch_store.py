@@ -119,16 +119,23 @@ def test_batches_are_kept_listed_held_and_flagged(redis_namespace: str) -> None:
             assert listed[-1]["status"] == "completed"
             assert await store.get_batch("other", ids[0]) is None
             assert not await store.held("team", ids[0])
-            await store.hold("team", ids[0])
+            await store.hold("team", ids[0], "run-a")
             assert await store.held("team", ids[0])
+            assert await store.renew("team", ids[0], "run-a")
+            assert not await store.renew("team", ids[0], "run-b")
             assert await store.cancel_asked("team", ids[1]) is None
             await store.ask_cancel("team", ids[1], 1234)
             assert await store.cancel_asked("team", ids[1]) == 1234
             assert await store.cancel_asked("other", ids[1]) is None
-            assert not await store.take("team", ids[0])  # held
-            assert await store.take("team", ids[2]) and not await store.take("team", ids[2])
-            await store.release("team", ids[2])
-            assert not await store.held("team", ids[2]) and await store.take("team", ids[2])
+            assert not await store.take("team", ids[0], "run-b")  # held
+            assert await store.take("team", ids[2], "run-b")
+            assert not await store.take("team", ids[2], "run-c")
+            await store.release("team", ids[2], "run-c")  # not its to give up
+            assert await store.held("team", ids[2])
+            await store.release("team", ids[2], "run-b")
+            await asyncio.sleep(0.01)
+            assert not await store.held("team", ids[2])
+            assert await store.take("team", ids[2], "run-c")
             await store.aclose()
 
         run(go())

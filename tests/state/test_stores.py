@@ -152,6 +152,34 @@ def test_add_sets_only_what_is_not_there(backend: str, request: pytest.FixtureRe
     assert run(go()) == [[False, False, False, False, True], True, True]
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_renew_keeps_only_what_still_holds_the_value(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """What a batch's run renews its lease with: not once another holds it, nor once it
+    lapsed."""
+
+    async def go() -> list[object]:
+        if backend == "memory":
+            store: MemoryStore | RedisStore = MemoryStore(10, 1000)
+            key = "lease"
+        else:
+            store = RedisStore(REDIS_URL, timeout_s=2)
+            key = f"{request.getfixturevalue('redis_namespace')}:lease"
+        try:
+            await store.set(key, b"mine", 0.3)
+            seen = [await store.renew(key, b"mine", 0.6), await store.renew(key, b"theirs", 5)]
+            await asyncio.sleep(0.4)  # past the first 0.3 s: renewed, still there
+            seen.append(await store.get(key))
+            await asyncio.sleep(0.35)
+            seen += [await store.renew(key, b"mine", 5), await store.get(key)]
+            return seen
+        finally:
+            await store.aclose()
+
+    assert run(go()) == [True, False, b"mine", False, None]
+
+
 def test_redis_that_is_not_there_raises_quickly_without_the_password(closed_port: int) -> None:
     url = f"redis://user:s3cret-pass@127.0.0.1:{closed_port}/0"
 

@@ -61,6 +61,7 @@ _MOST_TRIES = 20  # for a request refused by its key's rate limit
 _MOST_WAIT_S = 60.0
 _OFF_LOOP_BYTES = 1 << 20  # an input file larger than this is checked in a thread
 _HANDED_OVER = "handed_over"  # a stopping process left the batch to the next reader
+_LOST = "lost"  # another process took the batch over while this one could not renew it
 
 
 class _Answers:
@@ -113,6 +114,7 @@ class BatchRun:
         slots: asyncio.Semaphore,
         count: Callable[[str, str], None],
         *,
+        holder: str,
         resume: bool = False,
     ) -> None:
         self.request, self.gateway, self.store, self.owner = request, gateway, store, owner
@@ -121,6 +123,8 @@ class BatchRun:
         self.count = count
         self.endpoint = str(record.batch["endpoint"])
         self.resume = resume  # taking over from a process that stopped: skip what it answered
+        self.holder = holder  # the token its lease holds
+        self._lost = False  # another process took the batch over (this one's lease lapsed)
         self.answers = _Answers(
             record.output_written.lines, record.errors_written.lines, record.batch.get("usage")
         )
@@ -144,7 +148,9 @@ class BatchRun:
                 status = "expired"
             except asyncio.CancelledError:
                 asked = await self._cancel_asked()
-                if asked is None and self.store.url != "memory":
+                if self._lost:
+                    status = _LOST  # the process that has it now keeps it
+                elif asked is None and self.store.url != "memory":
                     status = _HANDED_OVER  # the next read, on any gateway, takes it over
                 elif asked is None:  # the gateway is stopping, and the batch goes with it
                     changes = {"errors": _stopped()}
@@ -274,24 +280,40 @@ class BatchRun:
         """Every `FLUSH_S` (a third of the lease if shorter) until the run stops: answers
         written, lease renewed, and the run cancelled once a cancel is asked (by a request
         any gateway took)."""
-        renewed = time.monotonic()
-        lease_s = self.store.settings.lease_s
-        tick_s = min(FLUSH_S, lease_s / 3)
+        tick_s = min(FLUSH_S, self.store.settings.lease_s / 3)
         while not self._stopping.is_set():
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), tick_s)
             if self._stopping.is_set():
                 return
             try:
+                # renewed each tick, and checked before anything is written: a run whose
+                # lease another process took must not write over that process's parts
+                if not await self._still_held():
+                    self._lost = True
+                    task.cancel()
+                    return
                 await self._flush()
-                if time.monotonic() - renewed >= lease_s / 3:
-                    await self.store.hold(self.owner, self.record.id)
-                    renewed = time.monotonic()
                 if await self.store.cancel_asked(self.owner, self.record.id) is not None:
                     task.cancel()
                     return
             except StoreUnavailable as exc:
                 log.warning("batch %s: the batch store did not answer: %s", self.record.id, exc)
+
+    async def _still_held(self) -> bool:
+        """The lease renewed (or taken back, if it lapsed and nobody took it); False when
+        another process holds the batch now: this run must stop writing it."""
+        record_id = self.record.id
+        if await self.store.renew(self.owner, record_id, self.holder):
+            return True
+        if await self.store.take(self.owner, record_id, self.holder):
+            return True
+        log.warning(
+            "batch %s: its lease lapsed (the store did not answer for longer than "
+            "batches.lease_s) and another process took it over: this one stops",
+            record_id,
+        )
+        return False
 
     async def _flush(self, final: bool = False) -> None:
         """The record's ``request_counts`` brought up to date; and, every `PART_S` (or
@@ -358,13 +380,20 @@ class BatchRun:
         its files."""
         with suppress(asyncio.CancelledError):
             await ticking
+        if status != _LOST and self.store.url != "memory":
+            with suppress(StoreUnavailable):
+                if not await self._still_held():
+                    status = _LOST
+        if status == _LOST:  # what it made and did not write is made again there
+            self.count("batch", status)
+            return
         try:
             try:
                 await self._flush(final=True)
             except StoreUnavailable:
                 await self._flush(final=True)  # once more: the parts are kept for it
             if status == _HANDED_OVER:
-                await self.store.release(self.owner, self.record.id)
+                await self.store.release(self.owner, self.record.id, self.holder)
                 log.info("batch %s: left running for the next gateway to read it", self.record.id)
                 self.count("batch", status)
                 return

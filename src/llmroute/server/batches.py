@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from functools import partial
 from typing import Any
@@ -104,8 +105,9 @@ async def _current(
     if asked is not None:  # nobody runs it to take the cancel up
         return (await _ended_here(request, store, owner, record, asked)).batch
     if store.url != "memory":  # shared: this process goes on with it where it stopped
-        if await store.take(owner, record.id):
-            _take_over(request, store, owner, record)
+        holder = secrets.token_hex(8)
+        if await store.take(owner, record.id, holder):
+            _take_over(request, store, owner, record, holder)
         return await _shown(store, owner, record.batch)
     return (await _ended_here(request, store, owner, record, None)).batch
 
@@ -152,7 +154,9 @@ async def _ended_here(
     return record
 
 
-def _take_over(request: Request, store: BatchStore, owner: str, record: BatchRecord) -> None:
+def _take_over(
+    request: Request, store: BatchStore, owner: str, record: BatchRecord, holder: str
+) -> None:
     """Run, in this process, the rest of a batch whose process stopped: its requests
     without an answer, with the key of `request` (the same key: the batch is its) and the
     ``x-llmroute-*`` headers of the request that made it."""
@@ -168,6 +172,7 @@ def _take_over(request: Request, store: BatchStore, owner: str, record: BatchRec
         record,
         runs.slots(store.settings.max_running),
         partial(_counted, request),
+        holder=holder,
         resume=True,
     )
     runs.start(record.id, run())
@@ -242,8 +247,9 @@ async def _create(request: Request, store: BatchStore, owner: str) -> dict[str, 
     headers = {k: v for k, v in request.headers.items() if k.startswith("x-llmroute-")}
     record = BatchRecord(batch, new_file_id(), new_file_id(), headers=headers)
     try:
+        holder = secrets.token_hex(8)
         await store.put_batch(owner, record, new=True)
-        await store.hold(owner, record.id)
+        await store.hold(owner, record.id, holder)
     except StoreUnavailable as exc:
         raise store_unavailable("batch", exc) from None
     runs = batch_runs(request)
@@ -255,6 +261,7 @@ async def _create(request: Request, store: BatchStore, owner: str) -> dict[str, 
         record,
         runs.slots(store.settings.max_running),
         partial(_counted, request),
+        holder=holder,
     )
     runs.start(record.id, run())
     _counted(request, "batch", "created")

@@ -250,19 +250,30 @@ class BatchStore:
     def _batch_key(self, owner: str, batch_id: str) -> str:
         return self._key(owner, f"batch\0{batch_id}")
 
-    async def hold(self, owner: str, batch_id: str) -> None:
-        """Say for `settings.lease_s` more that a process is running `batch_id`."""
-        await self._store.set(self._key(owner, f"lease\0{batch_id}"), b"1", self.settings.lease_s)
+    async def hold(self, owner: str, batch_id: str, holder: str) -> None:
+        """Say for `settings.lease_s` that process `holder` (a token of its run) runs the
+        new batch `batch_id`."""
+        await self._store.set(self._lease(owner, batch_id), holder.encode(), self.settings.lease_s)
 
-    async def take(self, owner: str, batch_id: str) -> bool:
-        """Take over `batch_id`, whose lease has lapsed: whether this process won it
+    async def renew(self, owner: str, batch_id: str, holder: str) -> bool:
+        """Hold `batch_id` `settings.lease_s` more if `holder` still holds it; False when
+        its lease lapsed (taken over by another process, or not yet)."""
+        key = self._lease(owner, batch_id)
+        return await self._store.renew(key, holder.encode(), self.settings.lease_s)
+
+    def _lease(self, owner: str, batch_id: str) -> str:
+        return self._key(owner, f"lease\0{batch_id}")
+
+    async def take(self, owner: str, batch_id: str, holder: str) -> bool:
+        """Take `batch_id` over for `holder` if no process holds it: whether this one won
         (of several reading it at once, one does)."""
-        key = self._key(owner, f"lease\0{batch_id}")
-        return await self._store.add(key, b"1", self.settings.lease_s)
+        key = self._lease(owner, batch_id)
+        return await self._store.add(key, holder.encode(), self.settings.lease_s)
 
-    async def release(self, owner: str, batch_id: str) -> None:
-        """Give `batch_id` up (a stopping process), so that the next read takes it over."""
-        await self._store.delete(self._key(owner, f"lease\0{batch_id}"))
+    async def release(self, owner: str, batch_id: str, holder: str) -> None:
+        """Give `batch_id` up (a stopping process), if `holder` still holds it, so that the
+        next read takes it over."""
+        await self._store.renew(self._lease(owner, batch_id), holder.encode(), 0.001)
 
     async def written(self, owner: str, file_id: str, parts: int) -> bytes:
         """The first `parts` parts of a file being made (what is missing, left out)."""
@@ -272,7 +283,7 @@ class BatchStore:
         return b"".join(part for part in found if part is not None)
 
     async def held(self, owner: str, batch_id: str) -> bool:
-        return await self._store.get(self._key(owner, f"lease\0{batch_id}")) is not None
+        return await self._store.get(self._lease(owner, batch_id)) is not None
 
     async def ask_cancel(self, owner: str, batch_id: str, when: int) -> None:
         """Flag `batch_id` to be cancelled, asked at `when` (the process running it looks

@@ -54,6 +54,8 @@ class KeyValueStore(Protocol):
 
     async def add(self, key: str, value: bytes, ttl_s: float) -> bool: ...
 
+    async def renew(self, key: str, value: bytes, ttl_s: float) -> bool: ...
+
     async def delete(self, key: str) -> bool: ...
 
     async def delete_many(self, keys: Sequence[str]) -> int: ...
@@ -117,6 +119,15 @@ class MemoryStore:
                 return False
             self._put(key, value, ttl_s)
             return key in self._entries
+
+    async def renew(self, key: str, value: bytes, ttl_s: float) -> bool:
+        """Keep `key` `ttl_s` from now if it still holds `value`; whether it did."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None or found[0] <= self._clock() or found[1] != value:
+                return False
+            self._entries[key] = (self._clock() + ttl_s, value)
+            return True
 
     def _put(self, key: str, value: bytes, ttl_s: float) -> None:
         """Under the lock."""
@@ -182,6 +193,15 @@ class MemoryStore:
         self._bytes -= len(value)
 
 
+# KEYS[1] a key; ARGV[1] the value it must hold, ARGV[2] its new time to live in ms
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
 class RedisStore:
     """Redis ``GET`` / ``SET PX`` on one pooled async client. Every call is bounded by
     `timeout_s` (connect included); a failure raises `StoreUnavailable`."""
@@ -189,6 +209,7 @@ class RedisStore:
     def __init__(self, url: str, timeout_s: float) -> None:
         self._redis = connect(url, timeout_s, "cache.url")
         self.url = self._redis.url
+        self._renew = self._redis.client.register_script(_RENEW)
 
     async def get(self, key: str) -> bytes | None:
         try:
@@ -208,6 +229,15 @@ class RedisStore:
         several processes racing for it wins)."""
         try:
             done = await self._redis.client.set(key, value, px=max(1, round(ttl_s * 1000)), nx=True)
+        except self._redis.errors as exc:
+            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
+        return bool(done)
+
+    async def renew(self, key: str, value: bytes, ttl_s: float) -> bool:
+        """``PEXPIRE`` `key` if it still holds `value` (one script: no other process can
+        take it in between); whether it did."""
+        try:
+            done = await self._renew(keys=[key], args=[value, max(1, round(ttl_s * 1000))])
         except self._redis.errors as exc:
             raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
         return bool(done)

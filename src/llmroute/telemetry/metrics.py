@@ -43,9 +43,10 @@ Metrics (all prefixed ``llmroute_``):
   with its lease lapsed: the process making it died);
 - ``batches_total{outcome}``: Batch API batches (llmroute.server.batch_run): ``created``,
   then ``completed``, ``failed``, ``expired``, ``cancelled``, ``abandoned`` (found by a
-  read with its lease lapsed, in memory), ``handed_over`` (left by a stopping process)
-  or ``taken_over`` (run on by the process that read it); ``batch_requests_total
-  {outcome}`` their requests, ``completed`` or ``failed`` (answered with an error status);
+  read with its lease lapsed, in memory), ``handed_over`` (left by a stopping process),
+  ``taken_over`` (run on by the process that read it) or ``lost`` (its run stalled past
+  its lease and found another process running it); ``batch_requests_total{outcome}``
+  their requests, ``completed`` or ``failed`` (answered with an error status);
 - ``cache_total{result}``: response cache lookups and writes (llmroute.state):
   ``hit``, ``miss``, ``bypass``, ``semantic_hit``, ``semantic_miss``, ``stored``,
   ``too_large``, ``evicted``, ``error``;
@@ -541,7 +542,8 @@ class GatewayMetrics:
 
     def batches(self, outcome: str) -> None:
         """A batch ``created``, ``completed``, ``failed``, ``expired``, ``cancelled``,
-        ``abandoned``, ``handed_over`` or ``taken_over`` (llmroute.server.batch_run)."""
+        ``abandoned``, ``handed_over``, ``taken_over`` or ``lost``
+        (llmroute.server.batch_run)."""
         self._batches(outcome).inc()
 
     def batch_requests(self, outcome: str, n: int = 1) -> None:
