@@ -158,8 +158,14 @@ class BatchRun:
                     status, changes = "cancelled", {"cancelling_at": asked}
                 raise
             except StoreUnavailable as exc:
-                log.warning("batch %s: the batch store did not answer: %s", self.record.id, exc)
-                changes = {"errors": _error("store_unavailable", "the batch store did not answer")}
+                # (memory never fails) left, as by a stopping process, for the next read
+                log.warning(
+                    "batch %s: the batch store did not answer (%s): left for the next read "
+                    "to take over",
+                    self.record.id,
+                    exc,
+                )
+                status = _HANDED_OVER
             except Exception:
                 log.exception("batch %s", self.record.id)
                 failed = _error("internal_error", "the gateway failed while running the batch")
