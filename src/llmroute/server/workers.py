@@ -217,10 +217,11 @@ class Supervisor:
         self.slots = [self.start_one(i) for i in range(len(self.sockets))]
         host, port = self.sockets[0].getsockname()[:2]
         log.info(
-            "llmroute: %d workers on http://%s:%d, one socket each (SO_REUSEPORT)",
+            "llmroute: %d workers on http://%s:%d, one socket each (SO_REUSEPORT); pids %s",
             len(self.sockets),
             f"[{host}]" if ":" in host else host,
             port,
+            ", ".join(str(slot.process.pid) for slot in self.slots),
         )
         while not self.stop.wait(_POLL_S):
             self.keep_alive()
@@ -242,8 +243,9 @@ class Supervisor:
             code = slot.process.exitcode
             if not served and i not in self.replaced:
                 log.error(
-                    "a worker exited with status %s before serving (%.1f s after it started; see "
-                    "its error above); stopping",
+                    "a worker (pid %s) exited with status %s before serving (%.1f s after it "
+                    "started; see its error above); stopping",
+                    slot.process.pid,
                     code,
                     now - slot.born,
                 )
