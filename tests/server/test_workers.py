@@ -138,7 +138,7 @@ def test_workers_share_the_connections_restart_reload_and_stop(
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
         wait_for(
-            "a replacement worker",
+            f"a replacement worker for pid {victim} (workers {sorted(workers)})",
             lambda: len(_workers(parent)) == 2 and victim not in _workers(parent),
             60,
             log,
