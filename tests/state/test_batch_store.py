@@ -141,6 +141,22 @@ def test_batches_are_kept_listed_held_and_flagged(redis_namespace: str) -> None:
         run(go())
 
 
+def test_answers_larger_than_the_memory_store_are_named_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = BatchStore(BatchesSettings(max_bytes=2048, max_file_bytes=1024), MemoryStore(10, 2048))
+
+    async def go() -> bytes | None:
+        made = _file("batch_output")
+        await store.put_part("team", made["id"], 0, b"x" * 4096)
+        await store.put_file("team", made, parts=1)
+        return await store.content("team", made["id"])
+
+    with caplog.at_level("WARNING", "llmroute.batches"):
+        assert run(go()) is None
+    assert "more than the memory store holds" in caplog.text
+
+
 def test_a_listing_forgets_what_expired() -> None:
     store = BatchStore(BatchesSettings(), MemoryStore(10_000, 1 << 24))
 

@@ -177,6 +177,13 @@ class BatchStore:
     async def put_part(self, owner: str, file_id: str, k: int, data: bytes) -> None:
         """Part `k` of a file made in parts (written again, it is replaced: a write that
         may or may not have happened can be retried)."""
+        if self.url == "memory" and len(data) > self.settings.max_bytes:
+            log.warning(
+                "batches: %d bytes of answers are more than the memory store holds "
+                "(batches.max_bytes %d): not kept; give batches a Redis url or split the batch",
+                len(data),
+                self.settings.max_bytes,
+            )
         await self._store.set(self._part_key(owner, file_id, k), data, self.settings.ttl_s)
 
     async def get_file(self, owner: str, file_id: str) -> dict[str, Any] | None:
