@@ -182,3 +182,20 @@ def test_a_stream_that_fails_before_its_words_after_the_hold_falls_back(
     assert 'llmroute_fallbacks_total{route="hard"} 1.0' in metrics
     assert "Traceback" not in gateway.log_text()
     assert "failed before its first words" in gateway.log_text()
+
+
+def test_the_fronts_name_the_model_a_late_fallback_answered_with(gateway: Served) -> None:
+    """The Responses and completions fronts said the first model's name to the end: the
+    ``x-llmroute-model`` header goes out before the failure, but what they say after it
+    (the final response, each completion chunk) names the model that answered."""
+    url = f"{gateway.url}/v1"
+    with openai.OpenAI(base_url=url, api_key="unused", max_retries=0) as client:
+        with client.responses.stream(model="hard", input="a b") as stream:
+            kinds = [event.type for event in stream]
+            final = stream.get_final_response()
+        assert kinds[-1] == "response.completed" and final.model == "quick"
+        assert final.output_text.strip() == "echo: a b"
+        chunks = list(client.completions.create(model="hard", prompt="a b", stream=True))
+        assert {chunk.model for chunk in chunks} == {"quick"}
+        assert "".join(c.choices[0].text for c in chunks if c.choices).strip() == "echo: a b"
+    assert "Traceback" not in gateway.log_text()

@@ -52,6 +52,7 @@ from llmroute.untrusted_json import loads
 __all__ = [
     "CLIENT_CLOSED",
     "GATEWAY_TAGS",
+    "RelayedStream",
     "chat_completions",
     "decision_headers",
     "route_only",
@@ -191,6 +192,10 @@ async def _for_client(
             events = translated(events, mask.stream(counted))
         if values:
             events = translated(events, StreamRestorer(values))
+        if isinstance(response, RelayedStream):
+            return RelayedStream(
+                events, response.served, status_code=response.status_code, headers=headers
+            )
         return StreamingResponse(events, status_code=response.status_code, headers=headers)
     if response.status_code != 200:
         return response
@@ -266,8 +271,9 @@ async def _serve_planned(
                 gateway, recorder, trace, plan, body, ts, started_ns, ttft_ms, shadow, release
             )
             keep = shadow or (recorder is not None and recorder.wants_answers)
-            streamed = StreamingResponse(
+            streamed = RelayedStream(
                 relay(opened, done, collect=keep),
+                lambda: opened.model,
                 media_type="text/event-stream",
                 headers={
                     **decision_headers(plan.decision, opened.model),
@@ -482,6 +488,16 @@ def _from_cache(
         )
     trace.finish(record)
     return response
+
+
+class RelayedStream(StreamingResponse):
+    """A chat stream relayed from its model, with `served()` naming the pool model that
+    answers it now: its headers went out with the first, and a fallback after the
+    stream's start (before its first words) changes it."""
+
+    def __init__(self, content: Any, served: Callable[[], str], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.served = served
 
 
 def _cascade_headers(steps: tuple[TierStep, ...]) -> dict[str, str]:

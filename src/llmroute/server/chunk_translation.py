@@ -133,6 +133,17 @@ class ChunkTranslator(ABC):
             if isinstance(chunk, dict) and not self._done:
                 yield from self._chunk(clean_chunk(chunk))
 
+    _served: Callable[[], str] | None = None
+
+    def follow(self, served: Callable[[], str]) -> None:
+        """Ask `served()` which pool model answers, for what is said of the model after
+        the stream opened (a fallback after the stream's start changes it)."""
+        self._served = served
+
+    def _serving(self, model: str) -> str:
+        """The pool model answering now (`model` when nobody said otherwise)."""
+        return self._served() if self._served is not None else model
+
     @abstractmethod
     def _chunk(self, chunk: dict[str, Any]) -> Iterator[bytes]: ...
 

@@ -181,7 +181,7 @@ class CompletionStream(ChunkTranslator):
                 "id": self._id,
                 "object": "text_completion",
                 "created": self._created,
-                "model": self._model,
+                "model": self._serving(self._model),  # a late fallback's model, once it answers
                 "choices": choices,
                 **extra,
             }

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from llmroute.server.body import read_json_object
-from llmroute.server.chat import CLIENT_CLOSED, serve_chat
+from llmroute.server.chat import CLIENT_CLOSED, RelayedStream, serve_chat
 from llmroute.server.chunk_translation import ChunkTranslator, translated
 from llmroute.server.keepalive import keepalive_of, with_keepalive
 from llmroute.server.state import gateway_of
@@ -30,6 +30,7 @@ __all__ = ["Front", "Stateless", "answer_converted", "passed_on", "serve_convert
 
 Body = dict[str, Any]
 Events = AsyncIterable[str | bytes | memoryview]
+Served = Callable[[], str]  # the pool model answering a stream now
 
 
 class Front(Protocol):
@@ -38,7 +39,9 @@ class Front(Protocol):
 
     async def chat_body(self, body: Body) -> Body: ...
 
-    def stream(self, model: str, body: Body, events: Events) -> AsyncIterator[bytes]: ...
+    def stream(
+        self, model: str, body: Body, events: Events, served: Served | None = None
+    ) -> AsyncIterator[bytes]: ...
 
     async def answer(self, data: Body, model: str, body: Body) -> Body: ...
 
@@ -56,8 +59,13 @@ class Stateless:
     async def chat_body(self, body: Body) -> Body:
         return self.to_chat(body)
 
-    def stream(self, model: str, body: Body, events: Events) -> AsyncIterator[bytes]:
-        return translated(events, self.stream_of(model, body))
+    def stream(
+        self, model: str, body: Body, events: Events, served: Served | None = None
+    ) -> AsyncIterator[bytes]:
+        translator = self.stream_of(model, body)
+        if served is not None:
+            translator.follow(served)
+        return translated(events, translator)
 
     async def answer(self, data: Body, model: str, body: Body) -> Body:
         return self.answer_of(data, model, body)
@@ -85,7 +93,8 @@ async def answer_converted(
     headers = passed_on(answer.headers)
     model = answer.headers.get("x-llmroute-model", str(chat["model"]))
     if isinstance(answer, StreamingResponse):
-        events = front.stream(model, body, answer.body_iterator)
+        served = answer.served if isinstance(answer, RelayedStream) else None
+        events = front.stream(model, body, answer.body_iterator, served)
         streamed = StreamingResponse(
             events, media_type="text/event-stream", headers=headers, status_code=answer.status_code
         )

@@ -383,9 +383,17 @@ class _Kept:
         self._translator = ResponsesStream(str(body.get("model")), body, self.id, self._keep)
         return self._translator.announce()
 
-    def stream(self, model: str, body: dict[str, Any], events: Events) -> AsyncIterator[bytes]:
+    def stream(
+        self,
+        model: str,
+        body: dict[str, Any],
+        events: Events,
+        served: Callable[[], str] | None = None,
+    ) -> AsyncIterator[bytes]:
         translator = self._translator or ResponsesStream(model, body, self.id, self._keep)
         translator.serving(model)
+        if served is not None:
+            translator.follow(served)
         if not self._keep and self._conversation is None:
             return translated(events, translator)
         kept = False

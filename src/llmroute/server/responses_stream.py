@@ -82,6 +82,8 @@ class ResponsesStream(ChunkTranslator):
 
     def _response(self, status: str, **extra: Any) -> dict[str, Any]:
         reason = INCOMPLETE_REASONS.get(self._finish or "stop") if status != "in_progress" else None
+        if status != "in_progress":  # the model that answered, after a late fallback too
+            self._model = self._serving(self._model)
         return {
             "id": self._given_id or f"resp_{self._id}",
             "object": "response",
