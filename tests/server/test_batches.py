@@ -23,7 +23,7 @@ import httpx
 import openai
 import pytest
 from fake_upstream import FakeUpstream
-from gateway_proc import BIN, Served, serve_text
+from gateway_proc import BIN, Served, free_port, serve_text
 from redis_service import REDIS_URL
 
 TEAM_KEY = "sk-team-batches-0123"
@@ -647,3 +647,27 @@ def test_a_batch_finishes_on_the_registry_it_was_made_under(
 
         _until(all_logged)
         assert {entry["registry_version"] for entry in logged} == {before}
+
+
+def test_a_batch_store_that_does_not_answer_is_a_503_without_its_password(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    down = json.dumps({"url": f"redis://:hunter2@127.0.0.1:{free_port()}/0", "timeout_s": 0.2})
+    with serve_text(_registry(upstream, down), tmp_path, env=ENV) as served, _client(served) as c:
+        for call in (
+            lambda: c.files.create(file=("a.jsonl", _jsonl([_chat("a", "hi")])), purpose="batch"),
+            lambda: c.files.list(),
+            lambda: c.batches.list(),
+            lambda: c.batches.retrieve("batch_x"),
+        ):
+            with pytest.raises(openai.InternalServerError) as caught:
+                call()
+            assert caught.value.status_code == 503
+            assert caught.value.body["code"] == "store_unavailable"  # type: ignore[index]
+            assert caught.value.body["message"].startswith("the batch store did not answer")  # type: ignore[index]
+        answer = c.chat.completions.create(
+            model="small", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert answer.choices[0].message.content == "echo: hi"  # live traffic unaffected
+        log = served.log_text()
+    assert "hunter2" not in log and "Traceback" not in log

@@ -57,7 +57,7 @@ async def files(request: Request) -> Response:
         purpose = request.query_params.get("purpose")
         kept = await store.files(owner)
     except StoreUnavailable as exc:
-        raise store_unavailable("the batch store", exc) from None
+        raise store_unavailable("batch", exc) from None
     if purpose:
         kept = [f for f in kept if f.get("purpose") == purpose]
     if request.query_params.get("order", "desc") == "asc":
@@ -110,12 +110,7 @@ async def _upload(request: Request, store: BatchStore, owner: str) -> dict[str, 
     content = await upload.read()
     await upload.close()
     if len(content) > most:
-        raise GatewayError(
-            413,
-            f"the file is larger than this gateway's batches.max_file_bytes ({most} bytes): "
-            "split the batch",
-            code="request_too_large",
-        )
+        raise _too_large(most)
     if not content.strip():
         raise GatewayError(400, "the file is empty", param="file")
     try:
@@ -196,7 +191,7 @@ async def file(request: Request) -> Response:
             return JSONResponse({"id": file_id, "object": "file", "deleted": True})
         found = await store.get_file(owner, file_id)
     except StoreUnavailable as exc:
-        raise store_unavailable("the batch store", exc) from None
+        raise store_unavailable("batch", exc) from None
     if found is None:
         raise _no_file(file_id)
     return JSONResponse(found)
@@ -210,7 +205,7 @@ async def file_content(request: Request) -> Response:
         found = await store.get_file(owner, file_id)
         content = None if found is None else await store.content(owner, file_id)
     except StoreUnavailable as exc:
-        raise store_unavailable("the batch store", exc) from None
+        raise store_unavailable("batch", exc) from None
     if found is None:
         raise _no_file(file_id)
     if content is None:  # evicted from a full memory store, or expired before its record
