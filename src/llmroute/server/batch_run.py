@@ -233,7 +233,7 @@ class BatchRun:
             response = await self._send(line.body(content))
         ok = 200 <= response.status_code < 300
         request_id = response.headers.get("x-request-id") or f"req_{secrets.token_hex(16)}"
-        answered = _json(response.body)
+        answered = _json(getattr(response, "body", b""))  # (a stream has none: never asked)
         answer = {
             "id": f"batch_req_{secrets.token_hex(16)}",
             "custom_id": line.custom_id,
