@@ -14,7 +14,6 @@ kind lists them, newest first.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import secrets
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeGuard
 
 from llmroute.registry.schema import BatchesSettings, Registry
-from llmroute.state.stores import KeyValueStore, state_store
+from llmroute.state.stores import KeyValueStore, owned_key, owner_prefix, state_store
 
 __all__ = ["BatchRecord", "BatchStore", "Written", "new_batch_id", "new_file_id"]
 
@@ -143,20 +142,13 @@ class BatchStore:
         return self._store.url
 
     def _key(self, owner: str, name: str) -> str:
-        digest = hashlib.sha256(f"{owner}\0{name}".encode()).hexdigest()[:40]
-        return f"{self._owner_prefix(owner)}{digest}"
-
-    def _owner_prefix(self, owner: str) -> str:
-        """Where a client key's files and batches are kept: under a hash of its name, so
-        that they can be forgotten together (`forget`) without the name being readable."""
-        tag = hashlib.sha256(b"owner\0" + owner.encode()).hexdigest()[:16]
-        return f"{self._prefix}{tag}:"
+        return owned_key(self._prefix, owner, name)
 
     async def forget(self, owner: str | None) -> int:
         """Drop every file and batch kept for client key `owner` (``""``: requests
         without keys), or for everyone when None; how many records there were. A batch
         still running goes on, its answers kept as it makes them."""
-        prefix = self._prefix if owner is None else self._owner_prefix(owner)
+        prefix = self._prefix if owner is None else owner_prefix(self._prefix, owner)
         return await self._store.delete_prefix(prefix)
 
     # -- files ------------------------------------------------------------------------

@@ -18,7 +18,6 @@ forgets nothing) or Redis (every gateway).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import secrets
@@ -30,6 +29,8 @@ from llmroute.registry.schema import Registry, StoredResponsesSettings
 from llmroute.state.stores import (
     KeyValueStore,
     StoreUnavailable,
+    owned_key,
+    owner_prefix,
     state_store,
 )
 
@@ -183,19 +184,12 @@ class ResponseStore:
         return self._key(owner, name)
 
     def _key(self, owner: str, response_id: str) -> str:
-        digest = hashlib.sha256(f"{owner}\0{response_id}".encode()).hexdigest()[:40]
-        return f"{self._owner_prefix(owner)}{digest}"
-
-    def _owner_prefix(self, owner: str) -> str:
-        """Where a client key's responses are kept: under a hash of its name, so that
-        they can be forgotten together (`forget`) without the name being readable."""
-        tag = hashlib.sha256(b"owner\0" + owner.encode()).hexdigest()[:16]
-        return f"{self._prefix}{tag}:"
+        return owned_key(self._prefix, owner, response_id)
 
     async def forget(self, owner: str | None) -> int:
         """Drop every response kept for client key `owner` (``""``: requests without
         keys), or for everyone when None; how many records there were."""
-        prefix = self._prefix if owner is None else self._owner_prefix(owner)
+        prefix = self._prefix if owner is None else owner_prefix(self._prefix, owner)
         return await self._store.delete_prefix(prefix)
 
     async def get(self, owner: str, response_id: str) -> StoredResponse | None:

@@ -8,6 +8,7 @@ the cache above it turns that into a miss.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -32,6 +33,8 @@ __all__ = [
     "check_url",
     "has_limits",
     "open_store",
+    "owned_key",
+    "owner_prefix",
     "process_store",
     "resolve_cache_url",
     "state_store",
@@ -386,6 +389,20 @@ def has_limits(registry: Registry) -> bool:
 
 _process_stores: dict[tuple[str, int, int], MemoryStore] = {}
 _process_lock = threading.Lock()
+
+
+def owner_prefix(prefix: str, owner: str) -> str:
+    """Where client key `owner`'s records are kept under `prefix`: behind a hash of its
+    name, so that they can be forgotten together (``delete_prefix``) without the name
+    being readable in the store."""
+    tag = hashlib.sha256(b"owner\0" + owner.encode()).hexdigest()[:16]
+    return f"{prefix}{tag}:"
+
+
+def owned_key(prefix: str, owner: str, name: str) -> str:
+    """The key of `owner`'s record `name` under `prefix` (neither readable in the store)."""
+    digest = hashlib.sha256(f"{owner}\0{name}".encode()).hexdigest()[:40]
+    return f"{owner_prefix(prefix, owner)}{digest}"
 
 
 def process_store(purpose: str, max_entries: int, max_bytes: int) -> MemoryStore:
