@@ -16,6 +16,8 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -455,10 +457,21 @@ def _whole(client: openai.OpenAI, batch: Any, n: int) -> None:
     assert sorted(ids) == sorted(f"s{i}" for i in range(n))  # each once
 
 
-def test_gateways_sharing_redis_read_cancel_and_take_over_each_others_batches(
-    tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
-) -> None:
-    settings = f'{{url: "{REDIS_URL}", namespace: {redis_namespace}, lease_s: 1}}'
+@dataclass
+class _Gateway:
+    served: Served
+    client: openai.OpenAI
+
+    def log_text(self) -> str:
+        return self.served.log_text()
+
+
+@contextmanager
+def _two_gateways(
+    tmp_path: Path, upstream: FakeUpstream, namespace: str
+) -> Iterator[tuple[_Gateway, _Gateway]]:
+    """Two gateways sharing batches in Redis with a one-second lease, each with a client."""
+    settings = f'{{url: "{REDIS_URL}", namespace: {namespace}, lease_s: 1}}'
     text = _registry(upstream, settings)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -468,6 +481,14 @@ def test_gateways_sharing_redis_read_cancel_and_take_over_each_others_batches(
         _client(first) as on_first,
         _client(second) as on_second,
     ):
+        yield _Gateway(first, on_first), _Gateway(second, on_second)
+
+
+def test_gateways_sharing_redis_read_cancel_and_take_over_each_others_batches(
+    tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    with _two_gateways(tmp_path, upstream, redis_namespace) as (first, second):
+        on_first, on_second = first.client, second.client
         slow = [_chat(f"s{i}", f"slowly {i}", model="slow") for i in range(40)]
         upload = on_first.files.create(file=("slow.jsonl", _jsonl(slow)), purpose="batch")
         assert on_second.files.retrieve(upload.id).bytes == upload.bytes
@@ -485,8 +506,8 @@ def test_gateways_sharing_redis_read_cancel_and_take_over_each_others_batches(
         _until(
             lambda: (on_second.batches.retrieve(orphan.id).request_counts or _Zero()).completed >= 3
         )
-        os.kill(first.proc.pid, signal.SIGKILL)  # no chance to hand the batch over
-        first.proc.wait(timeout=10)
+        os.kill(first.served.proc.pid, signal.SIGKILL)  # no chance to hand the batch over
+        first.served.proc.wait(timeout=10)
         killed_at = time.monotonic()
         # the first read after its lease lapsed takes it over; the rest is answered here
         _whole(on_second, _settled(on_second, orphan.id, within_s=30), 40)
@@ -498,16 +519,8 @@ def test_gateways_sharing_redis_read_cancel_and_take_over_each_others_batches(
 def test_a_stalled_gateway_that_lost_its_batch_stops_writing_it(
     tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
 ) -> None:
-    settings = f'{{url: "{REDIS_URL}", namespace: {redis_namespace}, lease_s: 1}}'
-    text = _registry(upstream, settings)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    with (
-        serve_text(text, tmp_path / "a", env=ENV) as first,
-        serve_text(text, tmp_path / "b", env=ENV) as second,
-        _client(first) as on_first,
-        _client(second) as on_second,
-    ):
+    with _two_gateways(tmp_path, upstream, redis_namespace) as (first, second):
+        on_first, on_second = first.client, second.client
         slow = [_chat(f"s{i}", f"slowly {i}", model="slow") for i in range(40)]
         upload = on_first.files.create(file=("slow.jsonl", _jsonl(slow)), purpose="batch")
         batch = on_first.batches.create(
@@ -516,13 +529,13 @@ def test_a_stalled_gateway_that_lost_its_batch_stops_writing_it(
         _until(
             lambda: (on_second.batches.retrieve(batch.id).request_counts or _Zero()).completed >= 3
         )
-        first.proc.send_signal(signal.SIGSTOP)  # a stall longer than the lease
+        first.served.proc.send_signal(signal.SIGSTOP)  # a stall longer than the lease
         try:
             time.sleep(1.5)
             assert on_second.batches.retrieve(batch.id).status == "in_progress"  # taken over
             time.sleep(0.5)
         finally:
-            first.proc.send_signal(signal.SIGCONT)
+            first.served.proc.send_signal(signal.SIGCONT)
         _whole(on_second, _settled(on_second, batch.id, within_s=30), 40)
         _until(lambda: "another process took it over" in first.log_text(), 10)
         assert "taken over from a process that stopped" in second.log_text()

@@ -154,6 +154,33 @@ async def _ended_here(
     return record
 
 
+def _run(
+    request: Request,
+    sender: Request,
+    store: BatchStore,
+    owner: str,
+    record: BatchRecord,
+    holder: str,
+    *,
+    resume: bool = False,
+) -> None:
+    """Start running `record` in this process, its requests sent as `sender` would send
+    them, on the gateway `request` was pinned to."""
+    runs = batch_runs(request)
+    run = BatchRun(
+        sender,
+        gateway_of(request),
+        store,
+        owner,
+        record,
+        runs.slots(store.settings.max_running),
+        partial(_counted, request),
+        holder=holder,
+        resume=resume,
+    )
+    runs.start(record.id, run())
+
+
 def _take_over(
     request: Request, store: BatchStore, owner: str, record: BatchRecord, holder: str
 ) -> None:
@@ -163,19 +190,7 @@ def _take_over(
     reader = detached(request)
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in record.headers.items()]
     scope = {**reader.scope, "headers": headers}
-    runs = batch_runs(request)
-    run = BatchRun(
-        Request(scope, reader.receive),
-        gateway_of(request),
-        store,
-        owner,
-        record,
-        runs.slots(store.settings.max_running),
-        partial(_counted, request),
-        holder=holder,
-        resume=True,
-    )
-    runs.start(record.id, run())
+    _run(request, Request(scope, reader.receive), store, owner, record, holder, resume=True)
     log.info("batch %s: taken over from a process that stopped", record.id)
     _counted(request, "batch", "taken_over")
 
@@ -252,18 +267,7 @@ async def _create(request: Request, store: BatchStore, owner: str) -> dict[str, 
         await store.hold(owner, record.id, holder)
     except StoreUnavailable as exc:
         raise store_unavailable("batch", exc) from None
-    runs = batch_runs(request)
-    run = BatchRun(
-        detached(request),
-        gateway,
-        store,
-        owner,
-        record,
-        runs.slots(store.settings.max_running),
-        partial(_counted, request),
-        holder=holder,
-    )
-    runs.start(record.id, run())
+    _run(request, detached(request), store, owner, record, holder)
     _counted(request, "batch", "created")
     return batch
 
