@@ -218,63 +218,47 @@ def test_a_chat_batch_is_routed_answered_and_downloaded(
     assert {a["response"]["request_id"] for a in answers.values()} == ids
 
 
-def test_completions_responses_and_embeddings_batches(client: openai.OpenAI) -> None:
-    completions = [
-        {
-            "custom_id": f"c{i}",
-            "method": "POST",
-            "url": "/v1/completions",
-            "body": {"model": "small", "prompt": f"count to {i}", "max_tokens": 5},
-        }
-        for i in range(3)
+def _run_batch(
+    client: openai.OpenAI, endpoint: str, bodies: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """`bodies` (by custom_id) run as a batch on `endpoint`, which must complete with no
+    failed request; the answers' bodies by custom_id."""
+    lines = [
+        {"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}
+        for custom_id, body in bodies.items()
     ]
-    upload = client.files.create(file=("c.jsonl", _jsonl(completions)), purpose="batch")
+    upload = client.files.create(file=("b.jsonl", _jsonl(lines)), purpose="batch")
     batch = client.batches.create(
-        input_file_id=upload.id, endpoint="/v1/completions", completion_window="24h"
+        input_file_id=upload.id,
+        endpoint=endpoint,  # type: ignore[arg-type]
+        completion_window="24h",
     )
     done = _settled(client, batch.id)
     assert done.status == "completed" and done.error_file_id is None
     answers = _answers(client, done.output_file_id)
-    assert answers["c2"]["response"]["body"]["object"] == "text_completion"
-    assert answers["c2"]["response"]["body"]["choices"][0]["text"] == "echo: count to 2"
+    assert set(answers) == set(bodies)
+    return {custom_id: a["response"]["body"] for custom_id, a in answers.items()}
 
-    turns = [
-        {
-            "custom_id": f"r{i}",
-            "method": "POST",
-            "url": "/v1/responses",
-            "body": {"model": "auto", "input": f"write a Python function number {i}"},
-        }
-        for i in range(2)
-    ]
-    upload = client.files.create(file=("r.jsonl", _jsonl(turns)), purpose="batch")
-    batch = client.batches.create(
-        input_file_id=upload.id, endpoint="/v1/responses", completion_window="24h"
-    )
-    done = _settled(client, batch.id)
-    assert done.status == "completed" and done.error_file_id is None
-    made = _answers(client, done.output_file_id)["r1"]["response"]["body"]
+
+def test_completions_responses_and_embeddings_batches(client: openai.OpenAI) -> None:
+    prompts = {
+        f"c{i}": {"model": "small", "prompt": f"count to {i}", "max_tokens": 5} for i in range(3)
+    }
+    made = _run_batch(client, "/v1/completions", prompts)["c2"]
+    assert made["object"] == "text_completion"
+    assert made["choices"][0]["text"] == "echo: count to 2"
+
+    turns = {
+        f"r{i}": {"model": "auto", "input": f"write a Python function number {i}"} for i in range(2)
+    }
+    made = _run_batch(client, "/v1/responses", turns)["r1"]
     assert made["object"] == "response" and made["status"] == "completed"
     assert made["model"] == "large"  # routed: the code route
     assert made["output"][0]["content"][0]["text"] == "echo: write a Python function number 1"
 
-    vectors = [
-        {
-            "custom_id": f"e{i}",
-            "method": "POST",
-            "url": "/v1/embeddings",
-            "body": {"model": "vectors", "input": f"text {i}"},
-        }
-        for i in range(3)
-    ]
-    upload = client.files.create(file=("e.jsonl", _jsonl(vectors)), purpose="batch")
-    batch = client.batches.create(
-        input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h"
-    )
-    done = _settled(client, batch.id)
-    assert done.status == "completed"
-    answers = _answers(client, done.output_file_id)
-    assert answers["e0"]["response"]["body"]["data"][0]["object"] == "embedding"
+    texts = {f"e{i}": {"model": "vectors", "input": f"text {i}"} for i in range(3)}
+    made = _run_batch(client, "/v1/embeddings", texts)["e0"]
+    assert made["data"][0]["object"] == "embedding"
 
 
 def test_a_file_with_bad_lines_fails_its_batch_naming_them(client: openai.OpenAI) -> None:

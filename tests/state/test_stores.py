@@ -97,6 +97,16 @@ def test_redis_round_trip_with_expiry(redis_namespace: str) -> None:
     run(go())
 
 
+def _backend(
+    backend: str, request: pytest.FixtureRequest, name: str
+) -> tuple[MemoryStore | RedisStore, str]:
+    """A small memory store, or the real Redis with a key in this test's namespace."""
+    if backend == "memory":
+        return MemoryStore(10, 1000), name
+    namespace = request.getfixturevalue("redis_namespace")
+    return RedisStore(REDIS_URL, timeout_s=2), f"{namespace}:{name}"
+
+
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 def test_delete_says_whether_the_entry_was_there(
     backend: str, request: pytest.FixtureRequest
@@ -105,12 +115,7 @@ def test_delete_says_whether_the_entry_was_there(
     nothing."""
 
     async def go() -> list[object]:
-        if backend == "memory":
-            store: MemoryStore | RedisStore = MemoryStore(10, 1000)
-            key = "k"
-        else:
-            store = RedisStore(REDIS_URL, timeout_s=2)
-            key = f"{request.getfixturevalue('redis_namespace')}:k"
+        store, key = _backend(backend, request, "k")
         try:
             await store.set(key, b"answer", ttl_s=60)
             done = [await store.delete(key), await store.get(key), await store.delete(key)]
@@ -131,12 +136,7 @@ def test_add_sets_only_what_is_not_there(backend: str, request: pytest.FixtureRe
     entry can be taken again."""
 
     async def go() -> list[object]:
-        if backend == "memory":
-            store: MemoryStore | RedisStore = MemoryStore(10, 1000)
-            key = "lease"
-        else:
-            store = RedisStore(REDIS_URL, timeout_s=2)
-            key = f"{request.getfixturevalue('redis_namespace')}:lease"
+        store, key = _backend(backend, request, "lease")
         try:
             won = await asyncio.gather(*(store.add(key, str(i).encode(), 0.3) for i in range(5)))
             held = await store.get(key)
@@ -160,12 +160,7 @@ def test_renew_keeps_only_what_still_holds_the_value(
     lapsed."""
 
     async def go() -> list[object]:
-        if backend == "memory":
-            store: MemoryStore | RedisStore = MemoryStore(10, 1000)
-            key = "lease"
-        else:
-            store = RedisStore(REDIS_URL, timeout_s=2)
-            key = f"{request.getfixturevalue('redis_namespace')}:lease"
+        store, key = _backend(backend, request, "lease")
         try:
             await store.set(key, b"mine", 0.3)
             seen = [await store.renew(key, b"mine", 0.6), await store.renew(key, b"theirs", 5)]
