@@ -275,3 +275,50 @@ def test_a_bad_telemetry_url_fails_before_any_worker_starts(
     assert done.returncode != 0
     assert "unsupported telemetry URL 'bogus://nowhere'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_worker_says_it_serves_before_it_answers_anything() -> None:
+    """The ready message goes out from the server's startup, before the first request is
+    read: a worker killed right after its first answers is restarted, not taken for one
+    that could not start (which stops the whole gateway)."""
+    import asyncio
+
+    import uvicorn
+
+    from llmroute.server.shutdown import Server
+
+    told = threading.Event()
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        if scope["type"] != "http":
+            return
+        body = b"told" if told.is_set() else b"not told"
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    # requests already waiting in the socket's queue when the server starts: the first
+    # thing it can answer
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(4)]
+    for conn in conns:
+        conn.connect()
+        conn.putrequest("GET", "/")
+        conn.endheaders()
+    config = uvicorn.Config(app, lifespan="off", log_config=None)
+    server = Server(config, on_started=told.set)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])))
+    thread.start()
+    try:
+        answers = []
+        for conn in conns:
+            response = conn.getresponse()
+            answers.append(response.read())
+            conn.close()
+        assert answers == [b"told"] * 4
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

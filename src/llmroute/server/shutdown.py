@@ -8,7 +8,9 @@ tells them apart, so such a request is logged as cut by the shutdown
 
 from __future__ import annotations
 
+import socket
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
@@ -24,7 +26,20 @@ def stopping() -> bool:
 
 
 class Server(uvicorn.Server):
-    """uvicorn's server, noting the signal that stops it (`stopping`)."""
+    """uvicorn's server, noting the signal that stops it (`stopping`), and calling
+    `on_started` (if given) the moment it serves: before it can have answered anything, so
+    whoever it tells never sees an answer from a server it thinks is still starting."""
+
+    def __init__(
+        self, config: uvicorn.Config, on_started: Callable[[], None] | None = None
+    ) -> None:
+        super().__init__(config)
+        self.on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         _STOPPING.set()

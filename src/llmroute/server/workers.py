@@ -106,18 +106,14 @@ def _worker(sock: socket.socket, log_config: dict[str, Any], ready: Connection) 
         log_config=log_config,
         timeout_graceful_shutdown=ServeSettings.from_env().graceful_timeout_s,
     )
-    server = Server(config)
+    # told from startup itself, not polled: a worker killed just after its first answers
+    # must read as one that served (restarted), not one that never could (stop everything)
+    server = Server(config, on_started=lambda: ready.send(True))
 
     def watch() -> None:
-        told = False
-        while True:
-            if server.started and not told:
-                ready.send(True)
-                told = True
-            if os.getppid() != parent:  # the supervisor is gone: do not serve on alone
-                server.should_exit = True
-                return
+        while os.getppid() == parent:
             time.sleep(_POLL_S)
+        server.should_exit = True  # the supervisor is gone: do not serve on alone
 
     threading.Thread(target=watch, name="llmroute-worker-watch", daemon=True).start()
     server.run(sockets=[sock])
