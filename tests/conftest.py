@@ -32,7 +32,7 @@ atexit.register(shutil.rmtree, _TELEMETRY, ignore_errors=True)
 # Fake upstream servers (real HTTP servers on 127.0.0.1) shared by several test folders.
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
-from redis_service import REDIS_URL  # noqa: E402  (tests/support is on the path now)
+from redis_service import REDIS_URL, delete_namespace  # noqa: E402  (tests/support is on the path)
 from services import require  # noqa: E402
 
 
@@ -54,14 +54,7 @@ def _redis_available() -> None:
 @pytest.fixture
 def redis_namespace(_redis_available: None) -> Iterator[str]:
     """A key namespace of this test's own; its keys are deleted afterwards."""
-    import redis
 
     namespace = f"llmroute-test-{uuid.uuid4().hex[:12]}"
     yield namespace
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_namespace(namespace)
