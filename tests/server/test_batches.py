@@ -500,6 +500,45 @@ def test_gateways_sharing_redis_read_cancel_and_take_over_each_others_batches(
         assert "taken over from a process that stopped" in log and "Traceback" not in log
 
 
+def test_a_killed_gateways_batch_is_taken_over_though_nobody_reads_it(
+    tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    """The other gateway's sweep finds the batch whose lease lapsed and finishes it with
+    no client reading it (a client that polls once a day would otherwise find it
+    expired); the batch leaves the running set once it ends."""
+    import redis
+
+    with _two_gateways(tmp_path, upstream, redis_namespace) as (first, second):
+        slow = [_chat(f"s{i}", f"slowly {i}", model="slow") for i in range(40)]
+        upload = first.client.files.create(file=("slow.jsonl", _jsonl(slow)), purpose="batch")
+        orphan = first.client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        _until(
+            lambda: (
+                (first.client.batches.retrieve(orphan.id).request_counts or _Zero()).completed >= 3
+            )
+        )
+        running = f"{redis_namespace}:batches:running"
+        store = redis.Redis.from_url(REDIS_URL)
+        try:
+            assert len(store.smembers(running)) == 1
+            # a batch of a key the registry no longer has stays (to expire); one noted
+            # running long past its expiry goes
+            unknown = f"{'f' * 16} batch_other {int(time.time()) + 3600}".encode()
+            store.sadd(running, unknown, f"{'0' * 16} batch_old 1000")
+            os.kill(first.served.proc.pid, signal.SIGKILL)
+            first.served.proc.wait(timeout=10)
+            _until(lambda: "taken over from a process that stopped" in second.log_text(), 30)
+            # ended, without a read
+            _until(lambda: store.smembers(running) == {unknown}, 30)
+            assert "/v1/batches" not in second.log_text()  # nobody asked the second gateway
+            _whole(second.client, second.client.batches.retrieve(orphan.id), 40)
+        finally:
+            store.close()
+        assert "Traceback" not in second.log_text()
+
+
 def test_a_stalled_gateway_that_lost_its_batch_stops_writing_it(
     tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
 ) -> None:

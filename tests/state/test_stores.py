@@ -175,6 +175,36 @@ def test_renew_keeps_only_what_still_holds_the_value(
     assert run(go()) == [True, False, b"mine", False, None]
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_a_set_of_members_adds_removes_and_expires(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """What the running batches are noted in: members added by concurrent callers all
+    kept, removed one by one (a missing one is no error), the whole set expiring."""
+
+    async def go() -> list[object]:
+        store, key = _backend(backend, request, "running")
+        try:
+            await asyncio.gather(*(store.add_member(key, f"tag b{i}", 5) for i in range(4)))
+            await store.add_member(key, "tag b0", 5)  # twice: once in the set
+            seen: list[object] = [await store.members(key)]
+            await store.remove_member(key, "tag b2")
+            await store.remove_member(key, "tag gone")
+            seen.append(await store.members(key))
+            await store.add_member(key, "tag b9", 0.3)  # the set's time to live is renewed
+            await asyncio.sleep(0.45)
+            seen.append(await store.members(key))
+            return seen
+        finally:
+            await store.aclose()
+
+    assert run(go()) == [
+        ["tag b0", "tag b1", "tag b2", "tag b3"],
+        ["tag b0", "tag b1", "tag b3"],
+        [],
+    ]
+
+
 def test_redis_that_is_not_there_raises_quickly_without_the_password(closed_port: int) -> None:
     url = f"redis://user:s3cret-pass@127.0.0.1:{closed_port}/0"
 

@@ -1132,9 +1132,10 @@ class BatchesSettings(_Frozen):
     creation), readable only with the client key that made them, in memory (this
     process, at most `max_entries` / `max_bytes`) or in Redis (every gateway). An
     uploaded file may hold at most `max_file_bytes` and `max_requests` lines; a batch
-    whose process stops is taken over by the next gateway that reads it (Redis: at once
-    after a clean stop, once its `lease_s` lapses after a crash), or kept failed with the
-    answers it had made (memory). Without this section the endpoints answer 404."""
+    whose process stops is taken over by another gateway (Redis: each looks every
+    `lease_s`, and a read takes it over at once; after a crash, once its `lease_s`
+    lapses), or kept failed with the answers it had made (memory). Without this section
+    the endpoints answer 404."""
 
     url: str = "memory"
     ttl_s: Seconds = 7 * 86_400.0

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from llmroute.errors import LlmrouteError
 from llmroute.server.auth import KEY_INFO_PATH, RequireKey
 from llmroute.server.background import BackgroundRuns
+from llmroute.server.batch_sweep import sweep_batches
 from llmroute.server.batches import BATCHES_PATH, BatchRuns, batch, batches
 from llmroute.server.chat import chat_completions, route_only
 from llmroute.server.completions import completions
@@ -77,9 +78,11 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
                 app.state.telemetry = await anyio.to_thread.run_sync(
                     Telemetry.open, settings, metrics
                 )
+                sweep = asyncio.create_task(sweep_batches(app), name="llmroute batch sweep")
                 try:
                     yield
                 finally:  # the current log: a reload may have replaced the first
+                    sweep.cancel()
                     await asyncio.gather(runs.aclose(_UNWIND_S), batch_runs.aclose(_UNWIND_S))
                     await _unwound(app.state.gateway)
                     await app.state.telemetry.aclose()

@@ -49,6 +49,7 @@ __all__ = [
     "api_key_of",
     "check_model",
     "key_of",
+    "let_in_as",
     "presented_key",
 ]
 
@@ -140,6 +141,12 @@ def api_key_of(scope: Scope) -> ApiKey | None:
     """The key the request was let in with (None without auth)."""
     key = scope.get(_SCOPE_KEY)
     return key if isinstance(key, ApiKey) else None
+
+
+def let_in_as(scope: Scope, key: ApiKey | None) -> None:
+    """Mark `scope` as let in with `key`: for work the gateway does on a key's behalf
+    without a request of its own (a batch taken over by the sweep)."""
+    scope[_SCOPE_KEY] = key
 
 
 def key_of(scope: Scope) -> str | None:

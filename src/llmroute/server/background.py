@@ -56,6 +56,10 @@ class BackgroundRuns:
         if not task.cancelled() and task.exception() is not None:
             log.error("background response %s failed", response_id, exc_info=task.exception())
 
+    def running(self, response_id: str) -> bool:
+        """Whether this process runs `response_id`."""
+        return response_id in self._tasks
+
     def cancel(self, response_id: str) -> bool:
         """Cancel the run answering `response_id` if this process has it."""
         task = self._tasks.get(response_id)

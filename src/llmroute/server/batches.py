@@ -6,8 +6,9 @@ client polls ``GET /v1/batches/{id}`` until the batch is ``completed``, then dow
 its ``output_file_id``. ``POST /v1/batches/{id}/cancel`` stops it (the answers made so
 far are kept), ``GET /v1/batches`` lists them. A batch runs in the process that took
 its request; any gateway sharing the store reads, lists and cancels it, and takes it
-over when the process running it has stopped (`BatchRun`); in memory, one whose process
-died is kept ``failed`` once its lease lapses, with the answers it had made.
+over when the process running it has stopped: on a read, or when its sweep
+(`llmroute.server.batch_sweep`) finds it (`take_over_lapsed`); in memory, one whose
+process died is kept ``failed`` once its lease lapses, with the answers it had made.
 """
 
 from __future__ import annotations
@@ -19,27 +20,30 @@ import time
 from functools import partial
 from typing import Any
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from llmroute.server.auth import let_in_as
 from llmroute.server.background import BackgroundRuns, detached
 from llmroute.server.batch_lines import ENDPOINTS
 from llmroute.server.batch_run import BatchRun, settled_files
 from llmroute.server.body import checked_metadata, read_json_object
 from llmroute.server.errors import GatewayError, store_unavailable
 from llmroute.server.files import batch_store, listed, owner_of
-from llmroute.server.state import gateway_of
+from llmroute.server.state import Gateway, gateway_of, pin
 from llmroute.state.batches import BatchRecord, BatchStore, new_batch_id, new_file_id
-from llmroute.state.stores import StoreUnavailable
+from llmroute.state.stores import StoreUnavailable, owner_tag
 from llmroute.telemetry.metrics import GatewayMetrics
 
-__all__ = ["BATCHES_PATH", "BatchRuns", "batch", "batches"]
+__all__ = ["BATCHES_PATH", "BatchRuns", "batch", "batches", "take_over_lapsed"]
 
 log = logging.getLogger("llmroute.batches")
 
 BATCHES_PATH = "/v1/batches"
 WINDOW_S = 24 * 3600  # the one completion window OpenAI offers
 _RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+_EXPIRED_AFTER_S = 3600  # past its expiry, a batch noted as running was not ended by anyone
 
 
 class BatchRuns(BackgroundRuns):
@@ -58,7 +62,11 @@ class BatchRuns(BackgroundRuns):
 
 
 def batch_runs(request: Request) -> BatchRuns:
-    state = request.app.state
+    return batch_runs_of(request.app)
+
+
+def batch_runs_of(app: Starlette) -> BatchRuns:
+    state = app.state
     runs = getattr(state, "batch_runs", None)
     if not isinstance(runs, BatchRuns):
         runs = state.batch_runs = BatchRuns()
@@ -150,6 +158,7 @@ async def _ended_here(
         }
     record = record.with_batch(**changes)
     await store.put_batch(owner, record)
+    await store.unmark_running(owner, record)
     _counted(request, "batch", status if cancelled is not None else "abandoned")
     return record
 
@@ -193,6 +202,50 @@ def _take_over(
     _run(request, Request(scope, reader.receive), store, owner, record, holder, resume=True)
     log.info("batch %s: taken over from a process that stopped", record.id)
     _counted(request, "batch", "taken_over")
+
+
+async def take_over_lapsed(app: Starlette, gateway: Gateway, store: BatchStore) -> None:
+    """Take over, in this process, each running batch that no process holds (the one
+    running it was killed, stopped or lost the store), as a read of it would: so a batch
+    goes on whether or not its client polls it. A batch is run with its own key's limits
+    and budget, looked up by the hash the store holds (a key no longer in the registry:
+    left alone, to expire); one that has ended or expired leaves the running set."""
+    keys = gateway.auth.settings.keys if gateway.auth is not None else None
+    owners = {owner_tag(""): None} if keys is None else {owner_tag(k.name): k for k in keys}
+    runs = batch_runs_of(app)
+    now = time.time()
+    for running in await store.running():
+        if running.expires_at + _EXPIRED_AFTER_S < now:
+            await store.drop_running(running)  # whoever ran it is long gone
+            continue
+        if running.tag not in owners or runs.running(running.batch_id):
+            continue
+        key = owners[running.tag]
+        owner = "" if key is None else key.name
+        if await store.held(owner, running.batch_id):
+            continue
+        record = await store.get_batch(owner, running.batch_id)
+        if record is None or record.status not in _RUNNING:
+            await store.drop_running(running)
+            continue
+        path = f"{BATCHES_PATH}/{record.id}"
+        scope: dict[str, Any] = {
+            "type": "http",
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [],
+            "client": None,
+            "server": None,
+            "app": app,
+        }
+        pin(scope, gateway)
+        let_in_as(scope, key)
+        await _current(Request(scope), store, owner, record.batch)
 
 
 async def _shown(store: BatchStore, owner: str, batch: dict[str, Any]) -> dict[str, Any]:
@@ -265,6 +318,7 @@ async def _create(request: Request, store: BatchStore, owner: str) -> dict[str, 
         holder = secrets.token_hex(8)
         await store.put_batch(owner, record, new=True)
         await store.hold(owner, record.id, holder)
+        await store.mark_running(owner, record)
     except StoreUnavailable as exc:
         raise store_unavailable("batch", exc) from None
     _run(request, detached(request), store, owner, record, holder)

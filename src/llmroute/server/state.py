@@ -32,7 +32,7 @@ from llmroute.telemetry.shadow import ShadowRunner
 if TYPE_CHECKING:
     from prometheus_client import Gauge
 
-__all__ = ["Gateway", "InFlight", "PinGateway", "gateway_of", "pinned"]
+__all__ = ["Gateway", "InFlight", "PinGateway", "gateway_of", "pin", "pinned"]
 
 _SCOPE_KEY = "llmroute.gateway"  # the request's pinned gateway, in its ASGI scope
 
@@ -145,6 +145,11 @@ def _in_flight_gauge(scope: Scope) -> Gauge | None:
         return None
     metrics = getattr(scope["app"].state, "metrics", None)
     return metrics.in_flight if metrics is not None else None
+
+
+def pin(scope: Scope, gateway: Gateway) -> None:
+    """Pin `scope` to `gateway`, as `PinGateway` pins a request (for work without one)."""
+    scope[_SCOPE_KEY] = gateway
 
 
 def pinned(scope: Scope) -> Gateway | None:

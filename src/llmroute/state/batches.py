@@ -9,7 +9,8 @@ record: a process that dies leaves the answers it had counted behind. Only the p
 running a batch writes its record; a cancel is a flag beside it (`ask_cancel`), so the
 two never overwrite each other. Each client key sees only its own (the key's name is
 hashed into the store key) and ids are unguessable. An append-only index per key and
-kind lists them, newest first.
+kind lists them, newest first; a set names the batches still running, for the gateways
+to find one whose process stopped (`running`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeGuard
 
 from llmroute.registry.schema import BatchesSettings, Registry
-from llmroute.state.stores import KeyValueStore, owned_key, owner_prefix, state_store
+from llmroute.state.stores import (
+    KeyValueStore,
+    owned_key,
+    owner_prefix,
+    owner_tag,
+    state_store,
+)
 
-__all__ = ["BatchRecord", "BatchStore", "Written", "new_batch_id", "new_file_id"]
+__all__ = ["BatchRecord", "BatchStore", "Running", "Written", "new_batch_id", "new_file_id"]
 
 log = logging.getLogger("llmroute.batches")
 
@@ -114,6 +121,23 @@ def _file_entry(value: Any) -> TypeGuard[list[Any]]:
         and isinstance(value[0], str)
         and all(isinstance(n, int) and n >= 0 for n in value[1:])
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """A batch noted as running: the `owner_tag` of its key, its id, when it expires."""
+
+    tag: str
+    batch_id: str
+    expires_at: int
+
+    @classmethod
+    def of(cls, owner: str, record: BatchRecord) -> Running:
+        return cls(owner_tag(owner), record.id, int(record.batch.get("expires_at") or 0))
+
+    @property
+    def member(self) -> str:
+        return f"{self.tag} {self.batch_id} {self.expires_at}"
 
 
 class BatchStore:
@@ -294,6 +318,34 @@ class BatchStore:
         """When a cancel of `batch_id` was asked; None if it was not."""
         raw = await self._store.get(self._key(owner, f"cancel\0{batch_id}"))
         return None if raw is None else int(raw.decode() or 0)
+
+    # -- running batches, found by the sweep (llmroute.server.batch_sweep) -------------
+
+    async def mark_running(self, owner: str, record: BatchRecord) -> None:
+        """Note `record`'s batch as running until `unmark_running`, so that a gateway
+        finds it to take over when its process stops, whether anyone reads it or not.
+        The set holds a hash of the key's name (`owner_tag`), never the name."""
+        member = Running.of(owner, record).member
+        await self._store.add_member(self._running, member, self.settings.ttl_s)
+
+    async def unmark_running(self, owner: str, record: BatchRecord) -> None:
+        await self._store.remove_member(self._running, Running.of(owner, record).member)
+
+    async def drop_running(self, running: Running) -> None:
+        await self._store.remove_member(self._running, running.member)
+
+    async def running(self) -> list[Running]:
+        """The batches noted as running."""
+        found = []
+        for member in await self._store.members(self._running):
+            tag, batch_id, expires = [*member.split(" "), "", "", ""][:3]
+            if tag and batch_id and expires.isdigit():
+                found.append(Running(tag, batch_id, int(expires)))
+        return found
+
+    @property
+    def _running(self) -> str:
+        return f"{self._prefix}running"
 
     # -- listing ----------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ the cache above it turns that into a miss.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 import threading
@@ -35,6 +36,7 @@ __all__ = [
     "open_store",
     "owned_key",
     "owner_prefix",
+    "owner_tag",
     "process_store",
     "resolve_cache_url",
     "state_store",
@@ -70,6 +72,12 @@ class KeyValueStore(Protocol):
     async def delete_prefix(self, prefix: str) -> int: ...
 
     async def append(self, key: str, data: bytes, ttl_s: float) -> None: ...
+
+    async def add_member(self, key: str, member: str, ttl_s: float) -> None: ...
+
+    async def remove_member(self, key: str, member: str) -> None: ...
+
+    async def members(self, key: str) -> list[str]: ...
 
     async def aclose(self) -> None: ...
 
@@ -179,6 +187,33 @@ class MemoryStore:
             entry = self._entries.get(key)
             live = entry is not None and entry[0] > self._clock()
             self._put(key, (entry[1] if entry is not None and live else b"") + data, ttl_s)
+
+    async def add_member(self, key: str, member: str, ttl_s: float) -> None:
+        """`member` (no newline in it) added to the set `key`, which then expires `ttl_s`
+        from now."""
+        with self._lock:
+            found = self._live_members(key)
+            found.add(member)
+            self._put(key, "\n".join(sorted(found)).encode(), ttl_s)
+
+    async def remove_member(self, key: str, member: str) -> None:
+        with self._lock:
+            found = self._live_members(key)
+            if member in found:
+                found.discard(member)
+                entry = self._entries[key]
+                self._put(key, "\n".join(sorted(found)).encode(), entry[0] - self._clock())
+
+    async def members(self, key: str) -> list[str]:
+        with self._lock:
+            return sorted(self._live_members(key))
+
+    def _live_members(self, key: str) -> builtins.set[str]:
+        """Under the lock."""
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= self._clock():
+            return set()
+        return set(filter(None, entry[1].decode().split("\n")))
 
     async def delete_prefix(self, prefix: str) -> int:
         """Drop every key that starts with `prefix`; how many there were."""
@@ -292,6 +327,29 @@ class RedisStore:
         except self._redis.errors as exc:
             raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
 
+    async def add_member(self, key: str, member: str, ttl_s: float) -> None:
+        """``SADD`` and ``PEXPIRE`` in one transaction."""
+        try:
+            async with self._redis.client.pipeline(transaction=True) as pipe:
+                pipe.sadd(key, member)
+                pipe.pexpire(key, max(1, round(ttl_s * 1000)))
+                await pipe.execute()
+        except self._redis.errors as exc:
+            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
+
+    async def remove_member(self, key: str, member: str) -> None:
+        try:
+            await self._redis.client.srem(key, member)
+        except self._redis.errors as exc:
+            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
+
+    async def members(self, key: str) -> list[str]:
+        try:
+            found = await self._redis.client.smembers(key)
+        except self._redis.errors as exc:
+            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in found)
+
     async def delete_prefix(self, prefix: str) -> int:
         """``SCAN`` for the keys that start with `prefix` (its glob characters escaped)
         and ``UNLINK`` them, a batch at a time; how many there were."""
@@ -391,12 +449,16 @@ _process_stores: dict[tuple[str, int, int], MemoryStore] = {}
 _process_lock = threading.Lock()
 
 
+def owner_tag(owner: str) -> str:
+    """A hash of client key name `owner`: what the store holds instead of the name."""
+    return hashlib.sha256(b"owner\0" + owner.encode()).hexdigest()[:16]
+
+
 def owner_prefix(prefix: str, owner: str) -> str:
     """Where client key `owner`'s records are kept under `prefix`: behind a hash of its
-    name, so that they can be forgotten together (``delete_prefix``) without the name
-    being readable in the store."""
-    tag = hashlib.sha256(b"owner\0" + owner.encode()).hexdigest()[:16]
-    return f"{prefix}{tag}:"
+    name (`owner_tag`), so that they can be forgotten together (``delete_prefix``)
+    without the name being readable in the store."""
+    return f"{prefix}{owner_tag(owner)}:"
 
 
 def owned_key(prefix: str, owner: str, name: str) -> str:
