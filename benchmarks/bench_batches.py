@@ -4,7 +4,7 @@ live, whether ``concurrency`` paces a slow model as it says, and what uploading 
 and downloading the answers cost.
 
     .venv/bin/python benchmarks/bench_batches.py [--requests 2000] [--concurrency 8]
-        [--model-s 0.1] [--store memory|redis://127.0.0.1:6379/15] [--json]
+        [--model-s 0.1] [--yield-s 0.05] [--store memory|redis://127.0.0.1:6379/15] [--json]
 
 One `llmroute serve` (decision log off) in front of the fake OpenAI-compatible upstream
 of the tests (tests/support/fake_upstream.py). Part 1: ``--requests`` chat requests to an
@@ -12,9 +12,11 @@ instant model, as one batch (from the create call until a 50 ms poll sees it com
 then live over HTTP, ``--concurrency`` at a time, as a client would send them. Part 2:
 ``--concurrency`` × 10 requests to a model that answers in ``--model-s`` as a batch: its
 wall time against the ideal (10 × model time). Part 3: the latency of live requests sent
-one at a time, with no batch running, then while a batch of ``--requests`` × 5 instant
-requests runs (the worst case: a batch whose model answers at once keeps the process
-busy). Everything runs on 127.0.0.1; every loop is bounded.
+one at a time, with no batch running, then for 3 s while a batch of ``--requests`` × 5
+instant requests runs (the worst case: a batch whose model answers at once keeps the
+process busy), and how fast the batch goes meanwhile (``--yield-s``: how long each batch
+request waits for live ones to finish; 0 never). Everything runs on 127.0.0.1; every
+loop is bounded.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ routes:
     examples: ["hi there!", "how are you today?"]
     target: instant
 default: {target: instant}
-batches: {url: "%(store)s", namespace: "bench-batches", concurrency: %(concurrency)d}
+batches:
+  {url: "%(store)s", namespace: bench-batches, concurrency: %(concurrency)d, yield_s: %(yield_s)s}
 """
 POLL_S = 0.05
 PROMPTS = ("write a Python function to parse YAML", "hi, how are you?", "what is 2 + 2?")
@@ -138,8 +141,9 @@ async def _live_latency(client: httpx.AsyncClient, n: int) -> list[float]:
     return took
 
 
-async def _during_batch(client: httpx.AsyncClient, content: bytes) -> list[float]:
-    """Live latencies while a batch of `content` runs."""
+async def _during_batch(client: httpx.AsyncClient, content: bytes) -> tuple[list[float], float]:
+    """Live latencies while a batch of `content` runs, and the batch's requests/s
+    meanwhile (its count moves each second: measured over whole seconds)."""
     r = await client.post(
         "/v1/files", files={"file": ("b.jsonl", content)}, data={"purpose": "batch"}
     )
@@ -151,12 +155,29 @@ async def _during_batch(client: httpx.AsyncClient, content: bytes) -> list[float
     batch_id = (await client.post("/v1/batches", json=body)).json()["id"]
     while (await client.get(f"/v1/batches/{batch_id}")).json()["status"] == "validating":
         await asyncio.sleep(0.01)
-    took = await _live_latency(client, 300)
+    before = await _completed(client, batch_id)
+    started = time.perf_counter()
+    took: list[float] = []
+    while time.perf_counter() - started < 3.0:  # bounded: 3 s of live requests
+        took += await _live_latency(client, 20)
+    after = await _completed(client, batch_id)
     status = (await client.get(f"/v1/batches/{batch_id}")).json()["status"]
     if status != "in_progress":
         raise SystemExit(f"the batch ended ({status}) before the live requests: make it larger")
     await client.post(f"/v1/batches/{batch_id}/cancel")
-    return took
+    return took, (after[0] - before[0]) / max(1e-9, after[1] - before[1])
+
+
+async def _completed(client: httpx.AsyncClient, batch_id: str) -> tuple[int, float]:
+    """The batch's completed count as soon as it moves (it is updated each second), and
+    when it was seen."""
+    first = (await client.get(f"/v1/batches/{batch_id}")).json()["request_counts"]["completed"]
+    for _ in range(200):  # at most 2 s
+        await asyncio.sleep(0.01)
+        counts = (await client.get(f"/v1/batches/{batch_id}")).json()["request_counts"]
+        if counts["completed"] != first:
+            return counts["completed"], time.perf_counter()
+    raise SystemExit("the batch's count did not move in 2 s")
 
 
 async def _measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -169,10 +190,12 @@ async def _measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
         paced_n = args.concurrency * 10
         paced = await _batch(client, _file(paced_n, "slow"), 600)
         idle = await _live_latency(client, 300)
-        busy = await _during_batch(client, _file(args.requests * 5, "auto"))
+        busy, beside = await _during_batch(client, _file(args.requests * 5, "auto"))
     return {
         "live_latency_idle_us": percentiles(idle),
         "live_latency_during_batch_us": percentiles(busy),
+        "live_requests_during_batch": len(busy),
+        "batch_requests_per_s_beside_live": round(beside, 1),
         "requests": args.requests,
         "concurrency": args.concurrency,
         "batch": batch,
@@ -195,6 +218,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "delay": args.model_s,
             "store": args.store,
             "concurrency": args.concurrency,
+            "yield_s": args.yield_s,
         }
         env = {"LLMROUTE_TELEMETRY_URL": "off"}
         with serve_text(REGISTRY % values, Path(tmp), env=env) as served:
@@ -206,6 +230,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests in the batch")
     parser.add_argument("--concurrency", type=int, default=8, help="batches.concurrency")
+    parser.add_argument(
+        "--yield-s", type=float, default=0.05, help="batches.yield_s (0: batches never wait)"
+    )
     parser.add_argument("--model-s", type=float, default=0.1, help="the slow model's time")
     parser.add_argument("--store", default="memory", help="memory or a Redis URL")
     parser.add_argument("--json", action="store_true", help="print JSON instead of lines")
@@ -234,7 +261,9 @@ def main() -> None:
     log(
         f"live request latency p50 / p90: idle {idle['p50_us'] / 1e3:.2f} / "
         f"{idle['p90_us'] / 1e3:.2f} ms; during an instant-model batch "
-        f"{busy['p50_us'] / 1e3:.2f} / {busy['p90_us'] / 1e3:.2f} ms"
+        f"{busy['p50_us'] / 1e3:.2f} / {busy['p90_us'] / 1e3:.2f} ms "
+        f"({result['live_requests_during_batch']} requests in 3 s), the batch meanwhile "
+        f"{result['batch_requests_per_s_beside_live']} requests/s"
     )
 
 

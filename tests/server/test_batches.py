@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -439,6 +440,43 @@ def _whole(client: openai.OpenAI, batch: Any, n: int) -> None:
     text = client.files.content(batch.output_file_id).text
     ids = [json.loads(line)["custom_id"] for line in text.splitlines()]
     assert sorted(ids) == sorted(f"s{i}" for i in range(n))  # each once
+
+
+def test_a_batch_yields_to_live_requests_for_at_most_yield_s(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Live traffic first: while a live request is in flight on the process, each batch
+    request waits up to ``yield_s`` before it is sent — no longer, so a process that is
+    never idle still gets its batches done."""
+    text = _registry(upstream, "{concurrency: 1, yield_s: 1}").replace(
+        "slow?delay=0.4", "slow?delay=4"
+    )
+    with serve_text(text, tmp_path, env=ENV) as served, _client(served) as client:
+        live = threading.Thread(
+            target=lambda: client.chat.completions.create(
+                model="slow", messages=[{"role": "user", "content": "take your time"}]
+            )
+        )
+        live.start()
+        try:
+            _until(lambda: bool(upstream.calls_to("slow?delay=4")))
+            live_at = upstream.calls_to("slow?delay=4")[-1].at
+            lines = [_chat(f"q{i}", "hi there!", model="small") for i in range(2)]
+            upload = client.files.create(file=("q.jsonl", _jsonl(lines)), purpose="batch")
+            created_at = time.monotonic()
+            batch = client.batches.create(
+                input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+            done = _settled(client, batch.id)
+        finally:
+            live.join(timeout=30)
+        assert done.status == "completed" and done.request_counts.completed == 2
+        sent = [r.at for r in upstream.calls_to("up-small") if r.at > created_at]
+        assert len(sent) == 2
+        # each waited its second for the live request (one at a time: 1 s, then 2 s) ...
+        assert sent[0] >= created_at + 1.0 and sent[1] >= sent[0] + 1.0, (created_at, sent)
+        # ... and no longer: both were sent while the live request (4 s) was in flight
+        assert sent[1] < live_at + 4.0, (live_at, sent)
 
 
 @dataclass

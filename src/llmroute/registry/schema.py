@@ -1134,8 +1134,9 @@ class BatchesSettings(_Frozen):
     uploaded file may hold at most `max_file_bytes` and `max_requests` lines; a batch
     whose process stops is taken over by another gateway (Redis: each looks every
     `lease_s`, and a read takes it over at once; after a crash, once its `lease_s`
-    lapses), or kept failed with the answers it had made (memory). Without this section
-    the endpoints answer 404."""
+    lapses), or kept failed with the answers it had made (memory). Live traffic first:
+    each request of a batch waits up to `yield_s` for the live requests in flight on its
+    process to finish before it is sent. Without this section the endpoints answer 404."""
 
     url: str = "memory"
     ttl_s: Seconds = 7 * 86_400.0
@@ -1148,6 +1149,7 @@ class BatchesSettings(_Frozen):
     timeout_s: Seconds = 5.0
     namespace: str = Field(default="llmroute", min_length=1, pattern=_NAMESPACE)
     lease_s: Seconds = Field(default=30.0, ge=1.0)
+    yield_s: float = Field(default=0.05, ge=0.0, le=10.0, allow_inf_nan=False)
 
     _url = field_validator("url")(_state_url)
 

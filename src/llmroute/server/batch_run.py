@@ -46,7 +46,7 @@ from llmroute.server.embeddings import embed
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.fronts import answer_converted
 from llmroute.server.responses import answer_responses
-from llmroute.server.state import Gateway
+from llmroute.server.state import Gateway, live_requests
 from llmroute.state.batches import BatchRecord, BatchStore, Written
 from llmroute.state.stores import StoreUnavailable
 
@@ -225,6 +225,8 @@ class BatchRun:
 
     async def _answer(self, line: BatchLine, content: bytes) -> None:
         body = line.body(content)
+        live = live_requests(self.request.app)
+        await live.idle_within(self.store.settings.yield_s)  # live traffic first
         response = await self._send(body)
         for _ in range(_MOST_TRIES - 1):
             if not _rate_limited(response):

@@ -9,9 +9,11 @@ finishes on the registry it started with and the old clients are closed only aft
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,10 +31,7 @@ from llmroute.state.stored_responses import ResponseStore
 from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.shadow import ShadowRunner
 
-if TYPE_CHECKING:
-    from prometheus_client import Gauge
-
-__all__ = ["Gateway", "InFlight", "PinGateway", "gateway_of", "pin", "pinned"]
+__all__ = ["Gateway", "InFlight", "PinGateway", "gateway_of", "live_requests", "pin", "pinned"]
 
 _SCOPE_KEY = "llmroute.gateway"  # the request's pinned gateway, in its ASGI scope
 
@@ -61,6 +60,13 @@ class InFlight:
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
+
+    async def idle_within(self, most_s: float) -> None:
+        """Return once none are in flight, or after `most_s` (whichever is first)."""
+        if self.count == 0 or most_s <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), most_s)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -131,20 +137,38 @@ class PinGateway:
             await self.app(scope, receive, send)
             return
         gauge = _in_flight_gauge(scope)
-        if gauge is None:
-            with gateway.inflight:
-                await self.app(scope, receive, send)
-            return
-        with gateway.inflight, gauge.track_inprogress():
+        live = _live(scope)
+        with gateway.inflight, live or nullcontext(), gauge or nullcontext():
             await self.app(scope, receive, send)
 
 
-def _in_flight_gauge(scope: Scope) -> Gauge | None:
+def _in_flight_gauge(scope: Scope) -> AbstractContextManager[object] | None:
     """``llmroute_requests_in_flight`` for an API request (not the probes and scrapes)."""
     if not scope.get("path", "").startswith("/v1/"):
         return None
     metrics = getattr(scope["app"].state, "metrics", None)
-    return metrics.in_flight if metrics is not None else None
+    return metrics.in_flight.track_inprogress() if metrics is not None else None
+
+
+_NOT_LIVE = ("/v1/files", "/v1/batches")
+
+
+def _live(scope: Scope) -> InFlight | None:
+    """The process's live requests (`live_requests`) for a request that makes an answer
+    (a ``POST`` to the API, not the Batch API's own): what batch requests yield to."""
+    path: str = scope.get("path", "")
+    if scope.get("method") != "POST" or not path.startswith("/v1/") or path.startswith(_NOT_LIVE):
+        return None
+    return live_requests(scope["app"])
+
+
+def live_requests(app: Any) -> InFlight:
+    """This process's live API requests in flight (one count for the app)."""
+    state = app.state
+    live = getattr(state, "live", None)
+    if not isinstance(live, InFlight):
+        live = state.live = InFlight()
+    return live
 
 
 def pin(scope: Scope, gateway: Gateway) -> None:
