@@ -20,6 +20,7 @@ from typing import Any
 from starlette.requests import Request
 
 from llmroute.server.background_stream import RunLog
+from llmroute.server.state import per_app
 
 __all__ = ["BackgroundRuns", "background_runs", "detached"]
 
@@ -85,11 +86,7 @@ class BackgroundRuns:
 
 def background_runs(request: Request) -> BackgroundRuns:
     """This process's runs (made by the app's lifespan; one for tests that skip it)."""
-    state = request.app.state
-    runs = getattr(state, "background", None)
-    if not isinstance(runs, BackgroundRuns):
-        runs = state.background = BackgroundRuns()
-    return runs
+    return per_app(request.app, "background", BackgroundRuns)
 
 
 def detached(request: Request) -> Request:

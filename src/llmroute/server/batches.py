@@ -31,7 +31,7 @@ from llmroute.server.batch_run import BatchRun, settled_files
 from llmroute.server.body import checked_metadata, read_json_object
 from llmroute.server.errors import GatewayError, store_unavailable
 from llmroute.server.files import batch_store, listed, owner_of
-from llmroute.server.state import Gateway, gateway_of, pin
+from llmroute.server.state import Gateway, gateway_of, per_app, pin
 from llmroute.state.batches import BatchRecord, BatchStore, new_batch_id, new_file_id
 from llmroute.state.stores import StoreUnavailable, owner_tag
 from llmroute.telemetry.metrics import GatewayMetrics
@@ -66,11 +66,7 @@ def batch_runs(request: Request) -> BatchRuns:
 
 
 def batch_runs_of(app: Starlette) -> BatchRuns:
-    state = app.state
-    runs = getattr(state, "batch_runs", None)
-    if not isinstance(runs, BatchRuns):
-        runs = state.batch_runs = BatchRuns()
-    return runs
+    return per_app(app, "batch_runs", BatchRuns)
 
 
 def _counted(request: Request, kind: str, outcome: str) -> None:

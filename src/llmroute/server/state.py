@@ -13,7 +13,7 @@ import contextlib
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -31,8 +31,18 @@ from llmroute.state.stored_responses import ResponseStore
 from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.shadow import ShadowRunner
 
-__all__ = ["Gateway", "InFlight", "PinGateway", "gateway_of", "live_requests", "pin", "pinned"]
+__all__ = [
+    "Gateway",
+    "InFlight",
+    "PinGateway",
+    "gateway_of",
+    "live_requests",
+    "per_app",
+    "pin",
+    "pinned",
+]
 
+_T = TypeVar("_T")
 _SCOPE_KEY = "llmroute.gateway"  # the request's pinned gateway, in its ASGI scope
 
 
@@ -164,11 +174,18 @@ def _live(scope: Scope) -> InFlight | None:
 
 def live_requests(app: Any) -> InFlight:
     """This process's live API requests in flight (one count for the app)."""
+    return per_app(app, "live", InFlight)
+
+
+def per_app(app: Any, name: str, kind: type[_T]) -> _T:
+    """``app.state.<name>``, one per app: made by the lifespan, or here (`kind()`) for an
+    app whose lifespan did not run (tests that skip it)."""
     state = app.state
-    live = getattr(state, "live", None)
-    if not isinstance(live, InFlight):
-        live = state.live = InFlight()
-    return live
+    found = getattr(state, name, None)
+    if not isinstance(found, kind):
+        found = kind()
+        setattr(state, name, found)
+    return found
 
 
 def pin(scope: Scope, gateway: Gateway) -> None:
