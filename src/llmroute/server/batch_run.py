@@ -414,7 +414,8 @@ class BatchRun:
                 error_file_id=failed,
             )
             await self._write(**changes)
-            await self.store.unmark_running(self.owner, self.record)
+            with suppress(StoreUnavailable):  # else the sweep drops it, finding it ended
+                await self.store.unmark_running(self.owner, self.record)
         except StoreUnavailable as exc:
             log.warning(
                 "batch %s: the batch store did not answer as it ended (%s): found failed "

@@ -312,9 +312,10 @@ async def _create(request: Request, store: BatchStore, owner: str) -> dict[str, 
     record = BatchRecord(batch, new_file_id(), new_file_id(), headers=headers)
     try:
         holder = secrets.token_hex(8)
-        await store.put_batch(owner, record, new=True)
-        await store.hold(owner, record.id, holder)
+        # the record last: a store that fails first leaves nothing a sweep would run
         await store.mark_running(owner, record)
+        await store.hold(owner, record.id, holder)
+        await store.put_batch(owner, record, new=True)
     except StoreUnavailable as exc:
         raise store_unavailable("batch", exc) from None
     _run(request, detached(request), store, owner, record, holder)
