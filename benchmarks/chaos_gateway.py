@@ -1,6 +1,7 @@
 """Chaos run of `llmroute serve`: many concurrent requests that hang up midway (streams
 cut after a few events, clients that give up after a few milliseconds), while the
-registry is reloaded (SIGHUP and file rewrites, one of them invalid), in front of a slow
+registry is reloaded (SIGHUP and file rewrites: two swap in a new version, one is
+invalid and rejected), in front of a slow
 fake upstream whose model has `max_in_flight` set. Then it checks what must hold after:
 
 - nothing in flight (`llmroute_requests_in_flight` 0) and every in-flight slot given
@@ -27,7 +28,7 @@ starting_after``), in ``stored_responses`` where
 is its own). Checked too: every turn was answered and kept, and the whole conversation is
 listed after.
 
-With ``--batches`` four batches (Batch API, ``batches`` in the same store) of 40 chat
+With ``--batches`` four batches (Batch API, ``batches`` in the same store) of 120 chat
 requests each, every fourth to a misbehaving upstream's route with ``--upstream-faults``,
 run while the load and the reloads go on, polled (through any worker) until done.
 Checked too: each completed, with one answer per request, every one a 200.
@@ -85,7 +86,7 @@ models:
 dispatch:
   limits: {url: "%(limits)s", namespace: "%(namespace)s"}
 affinity: {mode: upgrade%(affinity)s}
-cache: {ttl_s: 30}
+cache: {ttl_s: %(cache_ttl)d}  # a new version each generation: a real swap
 stored_responses: {url: "%(limits)s", namespace: "%(namespace)s"}
 batches: {url: "%(limits)s", namespace: "%(namespace)s", concurrency: 4}
 telemetry: {url: "sqlite:///%(db)s", prompts: hash}
@@ -122,11 +123,12 @@ def _registry(url: str, db: Path, args: argparse.Namespace, namespace: str, gen:
         "url": url,
         "db": db,
         "cap": CAP,
-        "target": "nope" if gen % 4 == 2 else "slow",  # every fourth rewrite is invalid
+        "target": "nope" if gen % 4 == 3 else "slow",  # every second rewrite is invalid
         "limits": args.limits,
         "namespace": namespace,
         "affinity": f', url: "{args.limits}"' if redis else "",
         "generation": gen,
+        "cache_ttl": 30 + gen,
     }
 
 
@@ -273,7 +275,7 @@ async def _in_background(client: httpx.AsyncClient, body: dict[str, Any]) -> dic
     return response if status == "completed" else f"background {status}"
 
 
-BATCHES, BATCH_LINES = 4, 40
+BATCHES, BATCH_LINES = 4, 120  # long enough to run across a reload
 
 
 async def _batch(client: httpx.AsyncClient, k: int, faults: bool) -> str:
@@ -426,7 +428,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise SystemExit(f"the gateway did not start:\n{log_path.read_text()}")
 
             def reload(gen: int) -> None:
-                if gen % 2:
+                if gen % 2 == 0:  # the first reload rewrites: batches run across it
                     proc.send_signal(signal.SIGHUP)
                     return
                 text = _registry(upstream.url, db, args, namespace, gen)
@@ -477,6 +479,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "redis_slots_left": _redis_slots(args.limits, namespace),
         "burst_models": burst,
         "batch_requests_logged": batch_rows,
+        # a batch running on a registry that a reload replaced goes on under the new one
+        "batch_runs_moved_by_reloads": server_log.count("goes on under registry version"),
         "tracebacks": server_log.count("Traceback"),
     }
     checks = {

@@ -442,6 +442,40 @@ def _whole(client: openai.OpenAI, batch: Any, n: int) -> None:
     assert sorted(ids) == sorted(f"s{i}" for i in range(n))  # each once
 
 
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_a_running_batch_goes_on_under_a_reloaded_registry(
+    tmp_path: Path, upstream: FakeUpstream, store: str, request: pytest.FixtureRequest
+) -> None:
+    """A reload does not leave a batch of hours on the old registry: the requests in
+    flight finish there, the rest are sent as the new registry says, none twice, and the
+    old registry version retires while the batch still runs."""
+    settings = "{concurrency: 4}"
+    if store == "redis":
+        namespace = request.getfixturevalue("redis_namespace")
+        settings = f'{{url: "{REDIS_URL}", namespace: {namespace}, concurrency: 4}}'
+    registry = tmp_path / "registry.yaml"
+    text = _registry(upstream, settings)
+    with serve_text(text, tmp_path, env=ENV) as served, _client(served) as client:
+        lines = [_chat(f"s{i}", f"slowly {i}", model="slow") for i in range(40)]
+        upload = client.files.create(file=("slow.jsonl", _jsonl(lines)), purpose="batch")
+        created_at = time.monotonic()
+        batch = client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        _until(lambda: (client.batches.retrieve(batch.id).request_counts or _Zero()).completed >= 4)
+        registry.write_text(text.replace("slow?delay=0.4", "slow?delay=0.4&v=2"))
+        served.proc.send_signal(signal.SIGHUP)
+        _until(lambda: "retired: its last request finished" in served.log_text(), 20)
+        assert client.batches.retrieve(batch.id).status == "in_progress"  # old one retired
+        _whole(client, _settled(client, batch.id, within_s=30), 40)
+        log = served.log_text()
+    sent = [r for r in upstream.requests if r.at > created_at and "slow" in r.body["model"]]
+    assert len(sent) == 40  # none twice
+    after = [r for r in sent if r.body["model"] == "slow?delay=0.4&v=2"]
+    assert 0 < len(after) < 40
+    assert "goes on under registry version" in log and "Traceback" not in log
+
+
 def test_a_batch_yields_to_live_requests_for_at_most_yield_s(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
@@ -680,9 +714,11 @@ def test_forget_erases_one_keys_files_and_batches(
     assert unknown.returncode == 2 and "no client key 'nobody'" in unknown.stderr
 
 
-def test_a_batch_finishes_on_the_registry_it_was_made_under(
+def test_a_batch_goes_on_under_a_changed_registry_and_logs_each_version(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
+    """The registry file changes while a batch runs: its later requests are routed and
+    sent as the new registry says, and the decision log names the version of each."""
     decisions = f"sqlite:///{tmp_path / 'decisions.db'}"
     text = _registry(upstream, "{concurrency: 2}")
     env = {**ENV, "LLMROUTE_TELEMETRY_URL": decisions}
@@ -691,6 +727,7 @@ def test_a_batch_finishes_on_the_registry_it_was_made_under(
         _client(served) as client,
     ):
         before = served.version()
+        after: list[str] = []
         slow = [_chat(f"s{i}", f"slowly {i}", model="slow") for i in range(16)]
         upload = client.files.create(file=("slow.jsonl", _jsonl(slow)), purpose="batch")
         batch = client.batches.create(
@@ -704,6 +741,7 @@ def test_a_batch_finishes_on_the_registry_it_was_made_under(
         assert changed != text
         (tmp_path / "registry.yaml").write_text(changed)
         _until(lambda: served.version() != before)
+        after.append(served.version())
         live = client.chat.completions.with_raw_response.create(
             model="auto", messages=[{"role": "user", "content": "hi there!"}]
         )
@@ -712,7 +750,7 @@ def test_a_batch_finishes_on_the_registry_it_was_made_under(
         assert done.status == "completed" and done.request_counts is not None
         assert done.request_counts.completed == 16
         answers = _answers(client, done.output_file_id).values()
-        assert {a["response"]["body"]["model"] for a in answers} == {"slow?delay=0.4"}
+        assert {a["response"]["body"]["model"] for a in answers} == {"slow?delay=0.4", "slow-now"}
         logged: list[dict[str, Any]] = []
 
         def all_logged() -> bool:
@@ -720,7 +758,7 @@ def test_a_batch_finishes_on_the_registry_it_was_made_under(
             return len(logged) == 16
 
         _until(all_logged)
-        assert {entry["registry_version"] for entry in logged} == {before}
+        assert {entry["registry_version"] for entry in logged} == {before, *after}
 
 
 def test_a_batch_store_that_does_not_answer_is_a_503_without_its_password(

@@ -27,7 +27,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import replace
 from functools import partial
@@ -62,6 +62,7 @@ _MOST_WAIT_S = 60.0
 _OFF_LOOP_BYTES = 1 << 20  # an input file larger than this is checked in a thread
 _HANDED_OVER = "handed_over"  # a stopping process left the batch to the next reader
 _LOST = "lost"  # another process took the batch over while this one could not renew it
+_FOLLOWED = "reloaded"  # a registry reload: the batch goes on under the new registry
 
 
 class _Answers:
@@ -131,7 +132,17 @@ class BatchRun:
         self._parted = time.monotonic()  # when a part was last written
         self._written = asyncio.Lock()  # one write of the record at a time, in order
         self._stopping = asyncio.Event()
+        self._draining = asyncio.Event()  # a reload: start no request more
+        self._then: Callable[[BatchRecord, str], Awaitable[None]] | None = None
         self._tags = (f"batch={record.id}",)  # in the decision log, beside the request's own
+
+    def follow(self, then: Callable[[BatchRecord, str], Awaitable[None]]) -> None:
+        """After a registry reload: send no request more, let those in flight finish,
+        write what was made, then await ``then(record, holder)`` to go on (with the lease
+        still held: no other process can take the batch in between, and no request is
+        sent twice)."""
+        self._then = then
+        self._draining.set()
 
     async def __call__(self) -> None:
         task = asyncio.current_task()
@@ -202,13 +213,18 @@ class BatchRun:
         pending = iter(lines)
 
         async def worker() -> None:
-            for line in pending:  # shared: each line taken by one worker
+            while not self._draining.is_set():
+                line = next(pending, None)  # shared: each line taken by one worker
+                if line is None:
+                    return
                 await self._answer(line, content)
 
         workers = min(self.store.settings.concurrency, len(lines))
         async with asyncio.TaskGroup() as group:
             for _ in range(workers):
                 group.create_task(worker())
+        if self._draining.is_set() and next(pending, None) is not None:
+            return _FOLLOWED, {}  # the rest under the new registry
         return "completed", {}
 
     async def _answered(self) -> set[str]:
@@ -400,6 +416,10 @@ class BatchRun:
                 await self._flush(final=True)
             except StoreUnavailable:
                 await self._flush(final=True)  # once more: the parts are kept for it
+            if status == _FOLLOWED and self._then is not None:
+                self.count("batch", status)
+                await self._then(self.record, self.holder)
+                return
             if status == _HANDED_OVER:
                 await self.store.release(self.owner, self.record.id, self.holder)
                 log.info("batch %s: left running for the next gateway to read it", self.record.id)

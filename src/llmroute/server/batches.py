@@ -14,6 +14,7 @@ process died is kept ``failed`` once its lease lapses, with the answers it had m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -24,7 +25,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from llmroute.server.auth import let_in_as
+from llmroute.registry.schema import ApiKey
+from llmroute.server.auth import api_key_of, let_in_as
 from llmroute.server.background import BackgroundRuns, detached
 from llmroute.server.batch_lines import ENDPOINTS
 from llmroute.server.batch_run import BatchRun, settled_files
@@ -36,7 +38,14 @@ from llmroute.state.batches import BatchRecord, BatchStore, new_batch_id, new_fi
 from llmroute.state.stores import StoreUnavailable, owner_tag
 from llmroute.telemetry.metrics import GatewayMetrics
 
-__all__ = ["BATCHES_PATH", "BatchRuns", "batch", "batches", "take_over_lapsed"]
+__all__ = [
+    "BATCHES_PATH",
+    "BatchRuns",
+    "batch",
+    "batches",
+    "follow_reload",
+    "take_over_lapsed",
+]
 
 log = logging.getLogger("llmroute.batches")
 
@@ -53,6 +62,21 @@ class BatchRuns(BackgroundRuns):
     def __init__(self) -> None:
         super().__init__()
         self._slots: dict[int, asyncio.Semaphore] = {}
+        self._runs: dict[str, BatchRun] = {}
+
+    def start_run(self, run: BatchRun) -> None:
+        batch_id = run.record.id
+        self._runs[batch_id] = run
+        self.start(batch_id, run())
+
+    def _finished(self, response_id: str, task: asyncio.Task[None]) -> None:
+        super()._finished(response_id, task)
+        if not self.running(response_id):
+            self._runs.pop(response_id, None)
+
+    def on(self, gateway: Gateway) -> list[BatchRun]:
+        """The runs of this process on `gateway` (a registry version)."""
+        return [run for run in self._runs.values() if run.gateway is gateway]
 
     def slots(self, most: int) -> asyncio.Semaphore:
         found = self._slots.get(most)
@@ -183,7 +207,54 @@ def _run(
         holder=holder,
         resume=resume,
     )
-    runs.start(record.id, run())
+    runs.start_run(run)
+
+
+def follow_reload(runs: BatchRuns, old: Gateway, new: Gateway) -> None:
+    """After a registry reload, each batch this process runs on `old` sends no request
+    more there, lets those in flight finish, and goes on under the current registry (its
+    lease kept, so no request is sent twice), so that a batch of hours does not keep an
+    old registry's routes, models and clients: where the new one keeps batches in the
+    same store and still has the batch's key (else it ends on `old`, as before)."""
+    for run in runs.on(old):
+        if _successor(run, new) is not None:
+            run.follow(partial(_go_on, run))
+
+
+def _successor(run: BatchRun, gateway: object) -> tuple[BatchStore, ApiKey | None] | None:
+    """Where `run` can go on under `gateway`: its batch store and the run's key there."""
+    if not isinstance(gateway, Gateway) or gateway.batches is None:
+        return None
+    if not run.store.same_place(gateway.batches):
+        return None
+    key = api_key_of(run.request.scope)
+    if key is None:
+        return (gateway.batches, None) if gateway.auth is None else None
+    if gateway.auth is None:
+        return None
+    found = next((k for k in gateway.auth.settings.keys if k.name == key.name), None)
+    return None if found is None else (gateway.batches, found)
+
+
+async def _go_on(run: BatchRun, record: BatchRecord, holder: str) -> None:
+    """`run`'s batch, drained, started again under the current registry (read now: a
+    second reload may have come while it drained); left for the next reader (its lease
+    given up) if that one no longer can take it."""
+    sender = run.request
+    gateway = sender.app.state.gateway
+    found = _successor(run, gateway)
+    if found is None:
+        log.info("batch %s: left for the next reader (the registry changed twice)", record.id)
+        with contextlib.suppress(StoreUnavailable):
+            await run.store.release(run.owner, record.id, holder)
+        return
+    store, key = found
+    scope = dict(sender.scope)
+    pin(scope, gateway)
+    let_in_as(scope, key)
+    request = Request(scope, sender.receive)
+    _run(request, request, store, run.owner, record, holder, resume=True)
+    log.info("batch %s: goes on under registry version %s", record.id, gateway.version)
 
 
 def _take_over(

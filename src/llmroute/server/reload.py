@@ -43,6 +43,7 @@ from llmroute.registry.lint import lint
 from llmroute.registry.schema import Registry, TelemetrySettings, unset_credentials
 from llmroute.registry.summary import headline
 from llmroute.server.auth import Charges, KeyTable
+from llmroute.server.batches import BatchRuns, follow_reload
 from llmroute.server.settings import ServeSettings
 from llmroute.server.state import Gateway
 from llmroute.state import ResponseCache
@@ -345,6 +346,9 @@ class Reloader:
                 self._retiring_logs[old] = retired_log
         self._state.gateway = new  # the swap: requests from now on get `new`
         log.info("registry reloaded (%s): version %s → %s", reason, old.version, new.version)
+        runs = getattr(self._state, "batch_runs", None)
+        if isinstance(runs, BatchRuns):
+            follow_reload(runs, old, new)
         warn_registry(new.router.loaded.registry, self._workers)
         self._retiring.append(old)
         tasks.start_soon(self._retire, old)

@@ -165,6 +165,13 @@ class BatchStore:
     def url(self) -> str:
         return self._store.url
 
+    def same_place(self, other: BatchStore) -> bool:
+        """Whether `other` keeps its batches where this store does (a reloaded registry's
+        store: the same Redis and namespace, or the same memory store)."""
+        if self.url != other.url or self._prefix != other._prefix:
+            return False
+        return self.url != "memory" or self._store is other._store
+
     def _key(self, owner: str, name: str) -> str:
         return owned_key(self._prefix, owner, name)
 

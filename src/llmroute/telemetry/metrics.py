@@ -44,8 +44,9 @@ Metrics (all prefixed ``llmroute_``):
 - ``batches_total{outcome}``: Batch API batches (llmroute.server.batch_run): ``created``,
   then ``completed``, ``failed``, ``expired``, ``cancelled``, ``abandoned`` (found by a
   read with its lease lapsed, in memory), ``handed_over`` (left by a stopping process),
-  ``taken_over`` (run on by the process that read it) or ``lost`` (its run stalled past
-  its lease and found another process running it); ``batch_requests_total{outcome}``
+  ``taken_over`` (run on by the process that read or swept it), ``reloaded`` (drained
+  to go on under a reloaded registry) or ``lost`` (its run stalled past its lease and
+  found another process running it); ``batch_requests_total{outcome}``
   their requests, ``completed`` or ``failed`` (answered with an error status);
 - ``cache_total{result}``: response cache lookups and writes (llmroute.state):
   ``hit``, ``miss``, ``bypass``, ``semantic_hit``, ``semantic_miss``, ``stored``,
