@@ -14,7 +14,8 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
 from llmroute.errors import ConfigError
@@ -249,105 +250,90 @@ class RedisStore:
         self.url = self._redis.url
         self._renew = self._redis.client.register_script(_RENEW)
 
-    async def get(self, key: str) -> bytes | None:
+    @contextmanager
+    def _answering(self) -> Iterator[None]:
+        """A Redis error inside becomes `StoreUnavailable` (host and port, never the
+        password)."""
         try:
-            value = await self._redis.client.get(key)
+            yield
         except self._redis.errors as exc:
             raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
+
+    async def get(self, key: str) -> bytes | None:
+        with self._answering():
+            value = await self._redis.client.get(key)
         return value if isinstance(value, bytes) else None
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        try:
+        with self._answering():
             await self._redis.client.set(key, value, px=max(1, round(ttl_s * 1000)))
-        except self._redis.errors as exc:
-            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
 
     async def add(self, key: str, value: bytes, ttl_s: float) -> bool:
         """``SET NX PX``: set `key` only if it is not there; whether it was set (one of
         several processes racing for it wins)."""
-        try:
+        with self._answering():
             done = await self._redis.client.set(key, value, px=max(1, round(ttl_s * 1000)), nx=True)
-        except self._redis.errors as exc:
-            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
         return bool(done)
 
     async def renew(self, key: str, value: bytes, ttl_s: float) -> bool:
         """``PEXPIRE`` `key` if it still holds `value` (one script: no other process can
         take it in between); whether it did."""
-        try:
+        with self._answering():
             done = await self._renew(keys=[key], args=[value, max(1, round(ttl_s * 1000))])
-        except self._redis.errors as exc:
-            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
         return bool(done)
 
     async def delete(self, key: str) -> bool:
-        try:
+        with self._answering():
             return bool(await self._redis.client.delete(key))
-        except self._redis.errors as exc:
-            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
 
     async def delete_many(self, keys: Sequence[str]) -> int:
         """One ``UNLINK``; how many of `keys` were there."""
         if not keys:
             return 0
-        try:
+        with self._answering():
             return int(await self._redis.client.unlink(*keys))
-        except self._redis.errors as exc:
-            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """One ``MGET``."""
         if not keys:
             return []
-        try:
+        with self._answering():
             values = await self._redis.client.mget(keys)
-        except self._redis.errors as exc:
-            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
         return [value if isinstance(value, bytes) else None for value in values]
 
     async def touch(self, keys: Sequence[str], ttl_s: float) -> None:
         """``PEXPIRE`` each of `keys` (one round trip; keys gone stay gone)."""
         if not keys:
             return
-        try:
+        with self._answering():
             async with self._redis.client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.pexpire(key, max(1, round(ttl_s * 1000)))
                 await pipe.execute()
-        except self._redis.errors as exc:
-            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
 
     async def append(self, key: str, data: bytes, ttl_s: float) -> None:
         """``APPEND`` and ``PEXPIRE`` in one transaction."""
-        try:
+        with self._answering():
             async with self._redis.client.pipeline(transaction=True) as pipe:
                 pipe.append(key, data)
                 pipe.pexpire(key, max(1, round(ttl_s * 1000)))
                 await pipe.execute()
-        except self._redis.errors as exc:
-            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
 
     async def add_member(self, key: str, member: str, ttl_s: float) -> None:
         """``SADD`` and ``PEXPIRE`` in one transaction."""
-        try:
+        with self._answering():
             async with self._redis.client.pipeline(transaction=True) as pipe:
                 pipe.sadd(key, member)
                 pipe.pexpire(key, max(1, round(ttl_s * 1000)))
                 await pipe.execute()
-        except self._redis.errors as exc:
-            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
 
     async def remove_member(self, key: str, member: str) -> None:
-        try:
+        with self._answering():
             await self._redis.client.srem(key, member)
-        except self._redis.errors as exc:
-            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
 
     async def members(self, key: str) -> list[str]:
-        try:
+        with self._answering():
             found = await self._redis.client.smembers(key)
-        except self._redis.errors as exc:
-            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in found)
 
     async def delete_prefix(self, prefix: str) -> int:
@@ -355,7 +341,7 @@ class RedisStore:
         and ``UNLINK`` them, a batch at a time; how many there were."""
         pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
         gone = 0
-        try:
+        with self._answering():
             batch: list[bytes] = []
             async for key in self._redis.client.scan_iter(match=pattern, count=1000):
                 batch.append(key)
@@ -364,8 +350,6 @@ class RedisStore:
                     batch.clear()
             if batch:
                 gone += int(await self._redis.client.unlink(*batch))
-        except self._redis.errors as exc:
-            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
         return gone
 
     async def aclose(self) -> None:
