@@ -4,6 +4,8 @@ A registry reload swaps ``app.state.gateway`` for a new `Gateway`. `PinGateway` 
 each request the gateway that was current when it arrived, and counts it in that
 gateway's `InFlight` until its response (a stream included) has gone out, so a request
 finishes on the registry it started with and the old clients are closed only after it.
+It also counts the process's live API requests (`live_requests`), which the requests of
+batches yield to.
 """
 
 from __future__ import annotations
@@ -130,7 +132,8 @@ class Gateway:
 
 class PinGateway:
     """ASGI middleware: read ``app.state.gateway`` once per request, before the handler
-    runs, and count the request in flight on it until the response is complete."""
+    runs, and count the request in flight on it (and, for an API ``POST``, among the
+    process's live requests) until the response is complete."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
