@@ -56,6 +56,7 @@ routes:
 default: {target: small}
 batches: %(batches)s
 auth:
+  public_metrics: true
   keys:
     - {name: team, key_env: LLMROUTE_TEST_TEAM_KEY}
     - {name: other, key_env: LLMROUTE_TEST_OTHER_KEY}
@@ -501,16 +502,30 @@ def test_a_batch_yields_to_live_requests_for_at_most_yield_s(
             batch = client.batches.create(
                 input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
             )
+            running = _metric(served, "llmroute_batches_running")  # waiting: still running
             done = _settled(client, batch.id)
         finally:
             live.join(timeout=30)
         assert done.status == "completed" and done.request_counts.completed == 2
+        assert running == 1 and _metric(served, "llmroute_batches_running") == 0
+        assert _metric(served, 'llmroute_batches_total{outcome="created"}') == 1
+        assert _metric(served, 'llmroute_batches_total{outcome="completed"}') == 1
+        assert _metric(served, 'llmroute_batch_requests_total{outcome="completed"}') == 2
         sent = [r.at for r in upstream.calls_to("up-small") if r.at > created_at]
         assert len(sent) == 2
         # each waited its second for the live request (one at a time: 1 s, then 2 s) ...
         assert sent[0] >= created_at + 1.0 and sent[1] >= sent[0] + 1.0, (created_at, sent)
         # ... and no longer: both were sent while the live request (4 s) was in flight
         assert sent[1] < live_at + 4.0, (live_at, sent)
+
+
+def _metric(served: Served, name: str) -> float:
+    """One sample of the gateway's /metrics (0 when absent)."""
+    text = httpx.get(f"{served.url}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 @dataclass

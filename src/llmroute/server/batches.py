@@ -18,6 +18,7 @@ import contextlib
 import logging
 import secrets
 import time
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
@@ -64,10 +65,16 @@ class BatchRuns(BackgroundRuns):
         self._slots: dict[int, asyncio.Semaphore] = {}
         self._runs: dict[str, BatchRun] = {}
 
-    def start_run(self, run: BatchRun) -> None:
+    def start_run(self, run: BatchRun, metrics: GatewayMetrics | None = None) -> None:
+        """Run `run` in a task of its own, counted in ``llmroute_batches_running``."""
         batch_id = run.record.id
         self._runs[batch_id] = run
-        self.start(batch_id, run())
+
+        async def counted() -> None:
+            with metrics.batches_running.track_inprogress() if metrics else nullcontext():
+                await run()
+
+        self.start(batch_id, counted())
 
     def _finished(self, response_id: str, task: asyncio.Task[None]) -> None:
         super()._finished(response_id, task)
@@ -207,7 +214,8 @@ def _run(
         holder=holder,
         resume=resume,
     )
-    runs.start_run(run)
+    metrics = getattr(request.app.state, "metrics", None)
+    runs.start_run(run, metrics if isinstance(metrics, GatewayMetrics) else None)
 
 
 def follow_reload(runs: BatchRuns, old: Gateway, new: Gateway) -> None:

@@ -46,7 +46,8 @@ Metrics (all prefixed ``llmroute_``):
   read with its lease lapsed, in memory), ``handed_over`` (left by a stopping process),
   ``taken_over`` (run on by the process that read or swept it), ``reloaded`` (drained
   to go on under a reloaded registry) or ``lost`` (its run stalled past its lease and
-  found another process running it); ``batch_requests_total{outcome}``
+  found another process running it); ``batches_running`` (this process's, now);
+  ``batch_requests_total{outcome}``
   their requests, ``completed`` or ``failed`` (answered with an error status);
 - ``cache_total{result}``: response cache lookups and writes (llmroute.state):
   ``hit``, ``miss``, ``bypass``, ``semantic_hit``, ``semantic_miss``, ``stored``,
@@ -391,6 +392,12 @@ class GatewayMetrics:
             registry=reg,
             multiprocess_mode="livesum",
         )
+        self.batches_running = Gauge(
+            "llmroute_batches_running",
+            "Batch API batches this process runs now (those waiting for a slot included)",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
         self._queue_depth = Gauge(
             "llmroute_telemetry_queue_depth",
             "Decision-log records waiting to be written",
@@ -543,7 +550,7 @@ class GatewayMetrics:
 
     def batches(self, outcome: str) -> None:
         """A batch ``created``, ``completed``, ``failed``, ``expired``, ``cancelled``,
-        ``abandoned``, ``handed_over``, ``taken_over`` or ``lost``
+        ``abandoned``, ``handed_over``, ``taken_over``, ``reloaded`` or ``lost``
         (llmroute.server.batch_run)."""
         self._batches(outcome).inc()
 
