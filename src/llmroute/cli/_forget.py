@@ -4,15 +4,24 @@ of whose records to erase, checked against the registry, and the erasing."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Protocol
 
 import typer
 
-from llmroute.cli._app import fail
+from llmroute.cli._app import fail, resolve_registry
 from llmroute.registry.schema import Registry
 
-__all__ = ["ClientOption", "EveryoneOption", "Forgetting", "check_whose", "erased", "whose"]
+__all__ = [
+    "ClientOption",
+    "EveryoneOption",
+    "Forgetting",
+    "check_whose",
+    "erased",
+    "forget_section",
+    "whose",
+]
 
 ClientOption = Annotated[
     str | None,
@@ -57,6 +66,31 @@ class Forgetting(Protocol):
     async def forget(self, owner: str | None) -> int: ...
 
     async def aclose(self) -> None: ...
+
+
+def forget_section(
+    registry: Path | None,
+    section: str,
+    open_store: Callable[[Registry], Forgetting | None],
+    what: str,
+    client: str | None,
+    everyone: bool,
+) -> None:
+    """The whole command: the registry's `section` store (`open_store`), checked, erased
+    for `client` (or `everyone`), and a line saying how many of `what` there were."""
+    from llmroute.registry import load_registry
+
+    path = resolve_registry(registry)
+    loaded = load_registry(path).registry
+    settings = getattr(loaded, section)
+    check_whose(
+        path, loaded, section, settings.url if settings is not None else None, client, everyone
+    )
+    store = open_store(loaded)
+    assert store is not None
+    owner = None if everyone else client
+    gone = erased(store, owner)
+    typer.echo(f"{gone} {what} of {whose(owner)} erased from {store.url}")
 
 
 def erased(store: Forgetting, client: str | None) -> int:

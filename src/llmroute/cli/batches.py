@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import typer
 
-from llmroute.cli._app import RegistryOption, app, resolve_registry
-from llmroute.cli._forget import ClientOption, EveryoneOption, check_whose, erased, whose
+from llmroute.cli._app import RegistryOption, app
+from llmroute.cli._forget import ClientOption, EveryoneOption, forget_section
 
 __all__ = ["batches_app", "batches_forget"]
 
@@ -28,16 +28,13 @@ def batches_forget(
 ) -> None:
     """Erase files and batches from the registry's batches store (Redis) and print how
     many records there were."""
-    from llmroute.registry import load_registry
     from llmroute.state.batches import BatchStore
 
-    path = resolve_registry(registry)
-    loaded = load_registry(path).registry
-    url = loaded.batches.url if loaded.batches is not None else None
-    check_whose(path, loaded, "batches", url, client, everyone)
-    store = BatchStore.open(loaded)
-    assert store is not None
-    owner = None if everyone else client
-    gone = erased(store, owner)
-    what = "records (files, their parts and batches)"
-    typer.echo(f"{gone} {what} of {whose(owner)} erased from {store.url}")
+    forget_section(
+        registry,
+        "batches",
+        BatchStore.open,
+        "records (files, their parts and batches)",
+        client,
+        everyone,
+    )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import typer
 
-from llmroute.cli._app import RegistryOption, app, resolve_registry
-from llmroute.cli._forget import ClientOption, EveryoneOption, check_whose, erased, whose
+from llmroute.cli._app import RegistryOption, app
+from llmroute.cli._forget import ClientOption, EveryoneOption, forget_section
 
 __all__ = ["responses_app", "responses_forget"]
 
@@ -27,17 +27,13 @@ def responses_forget(
 ) -> None:
     """Erase kept responses from the registry's stored_responses store (Redis) and print
     how many there were."""
-    from llmroute.registry import load_registry
     from llmroute.state.stored_responses import ResponseStore
 
-    path = resolve_registry(registry)
-    loaded = load_registry(path).registry
-    settings = loaded.stored_responses
-    url = settings.url if settings is not None else None
-    check_whose(path, loaded, "stored_responses", url, client, everyone)
-    store = ResponseStore.open(loaded)
-    assert store is not None
-    owner = None if everyone else client
-    gone = erased(store, owner)
-    what = "records (kept responses and conversations)"
-    typer.echo(f"{gone} {what} of {whose(owner)} erased from {store.url}")
+    forget_section(
+        registry,
+        "stored_responses",
+        ResponseStore.open,
+        "records (kept responses and conversations)",
+        client,
+        everyone,
+    )
