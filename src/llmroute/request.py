@@ -9,14 +9,14 @@ French?" is read with the turn it follows.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from llmroute.errors import RoutingError
 
-__all__ = ["RouteRequest", "estimate_tokens", "holds_images"]
+__all__ = ["RouteRequest", "estimate_tokens", "holds_images", "image_count"]
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -34,15 +34,23 @@ def holds_images(messages: object) -> bool:
     """Whether a chat body's `messages` carry an image (an ``image_url`` content part,
     in any turn: earlier turns' images are sent to the model too). The Anthropic and
     Responses fronts convert their image blocks to such parts first."""
+    return any(_image_parts(messages))
+
+
+def image_count(messages: object) -> int:
+    """How many images a chat body's `messages` carry (as `holds_images` finds them)."""
+    return sum(1 for _ in _image_parts(messages))
+
+
+def _image_parts(messages: object) -> Iterator[Mapping[str, Any]]:
     if not isinstance(messages, list):
-        return False
+        return
     for message in messages:
         content = message.get("content") if isinstance(message, Mapping) else None
         if isinstance(content, list):
             for part in content:
                 if isinstance(part, Mapping) and part.get("type") == "image_url":
-                    return True
-    return False
+                    yield part
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,6 +95,9 @@ def test_summary_shows_cache_limits_and_budgets_without_passwords() -> None:
     assert "breaker openings shared in: redis://:***@limits:6379/2" in lines
     assert "client keys: ops (admin), team-a rpm 60 tpm 900 pool [small], /metrics public" in lines
     assert lines[-1] == "default -> small"
+    hard = text.replace("period: month}", "period: month, hard: true}, max_output_tokens: 900", 1)
+    small = next(line for line in summarize(parse_registry(hard)) if line.startswith("  small:"))
+    assert small.endswith("in flight 8, hard budget $25 per month"), small
 
 
 def test_summary_lists_aliases() -> None:

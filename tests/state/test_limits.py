@@ -12,6 +12,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,7 +27,7 @@ from llmroute.errors import ConfigError, ProviderError
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.state import MemoryLimits, RedisLimits
-from llmroute.state.limits import budget_period, seconds_until_below
+from llmroute.state.limits import UNCOUNTED, budget_period, seconds_until_below
 from llmroute.telemetry.metrics import GatewayMetrics
 
 
@@ -216,6 +217,53 @@ def test_redis_spending_is_shared(redis_namespace: str) -> None:
             await two.aclose()
 
     assert asyncio.run(go()) == [0.75, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_holds_count_until_settled_in_their_own_period(backend: str, redis_namespace: str) -> None:
+    clock = Clock(86400.0 * 20_000 + 10)  # early in a UTC day
+
+    async def go() -> list[Any]:
+        async with _two_views(backend, redis_namespace, clock) as (one, two):
+            first = await one.hold_usd("m", "day", 0.4, 1.0)
+            second = await two.hold_usd("m", "day", 0.5, 1.0)
+            refused = await one.hold_usd("m", "day", 0.2, 1.0)  # 0.9 + 0.2 > 1
+            seen: list[Any] = [first, second, refused, await two.spent("m", "day")]
+            assert first[0] is not None
+            await two.settle_usd("m", first[0], 0.1 - 0.4)  # the first call cost 0.1
+            seen.append(round(await one.spent("m", "day"), 9))
+            seen.append((await two.hold_usd("m", "day", 0.2, 1.0))[0] is not None)
+            assert second[0] is not None
+            clock.now += 86400  # the next day: a hold of yesterday settles into yesterday
+            await one.settle_usd("m", second[0], -0.5)
+            seen.append(await two.spent("m", "day"))
+            seen.append((await one.hold_usd("m", "day", 1.0, 1.0))[0] is not None)  # == cap
+            return seen
+
+    day = f"d{20_000}"
+    assert asyncio.run(go()) == [
+        (day, 0.0),
+        (day, 0.4),
+        (None, 0.9),
+        0.9,
+        0.6,
+        True,
+        0.0,
+        True,
+    ]
+
+
+def test_a_redis_that_is_not_there_lets_calls_through_uncounted(closed_port: int) -> None:
+    async def go() -> tuple[str | None, float]:
+        limits = RedisLimits(f"redis://127.0.0.1:{closed_port}/0", 0.5, "ns")
+        try:
+            held = await limits.hold_usd("m", "day", 5.0, 1.0)
+            await limits.settle_usd("m", UNCOUNTED, 1.0)  # nothing to settle
+            return held
+        finally:
+            await limits.aclose()
+
+    assert asyncio.run(go()) == (UNCOUNTED, 0.0)
 
 
 # -- dispatch ---------------------------------------------------------------------------

@@ -41,6 +41,7 @@ __all__ = [
     "deployment_key",
     "give_back",
     "renew",
+    "settled",
     "slot_lease",
 ]
 
@@ -191,10 +192,10 @@ Slot = tuple[Deployment, str, float]
 
 async def give_back(slots: list[Slot]) -> None:
     """Give back the slots a stream held (`DeploymentPool.call`'s ``slots``), to the
-    end even when the caller is cancelled meanwhile (`_settled`)."""
+    end even when the caller is cancelled meanwhile (`settled`)."""
     held, slots[:] = list(slots), []
     if held:
-        await _settled(_give_slots(held), remote=any(d.remote for d, _, _ in held))
+        await settled(_give_slots(held), remote=any(d.remote for d, _, _ in held))
 
 
 async def _give_slots(held: list[Slot]) -> None:
@@ -230,7 +231,7 @@ def _kept(work: Awaitable[T]) -> asyncio.Future[T]:
     return task
 
 
-async def _settled(work: Awaitable[T], *, remote: bool) -> T:
+async def settled(work: Awaitable[T], *, remote: bool) -> T:
     """`work` (giving back a slot or a token hold) run to its end even when the calling
     task is cancelled meanwhile, as a client hanging up cancels its request: given back
     over the network, a cut call would leave the slot taken until its lease lapses (10
@@ -320,7 +321,7 @@ class DeploymentPool:
                 failure = exc
             finally:
                 cleanup = _after_call(deployment, held, tokens, None if kept else slot)
-                await _settled(cleanup, remote=deployment.remote)
+                await settled(cleanup, remote=deployment.remote)
         if failure is not None:
             raise failure
         names = ", ".join(d.provider_name for d in self.deployments)

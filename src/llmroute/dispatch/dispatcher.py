@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from llmroute.dispatch.affinity import prefix_key
+from llmroute.dispatch.budgets import Held, WorstCase, worst_case
 from llmroute.dispatch.client_reasoning import in_dialect
 from llmroute.dispatch.deployments import (
     SLOT_RENEW_S,
@@ -51,6 +52,7 @@ from llmroute.dispatch.deployments import (
     Slot,
     give_back,
     renew,
+    settled,
     slot_lease,
     stream_ended,
 )
@@ -86,7 +88,7 @@ from llmroute.providers.base import ChatProvider, EmbeddingProvider, Timeouts
 from llmroute.registry.schema import Registry, RoutePolicy
 from llmroute.request import holds_images
 from llmroute.state.breakers import open_breakers
-from llmroute.state.limits import RateLimits, open_limits
+from llmroute.state.limits import UNCOUNTED, RateLimits, open_limits
 from llmroute.state.stores import has_limits
 
 if TYPE_CHECKING:
@@ -187,12 +189,14 @@ def attempt_outcome(error: BaseException | None) -> str:
 class _Relay(NamedTuple):
     """An opened stream as `Dispatcher._relayed` takes it over: its first event and the
     rest, the deployment that opened it, its in-flight slots, and its call as told to
-    the observer (None without one)."""
+    the observer (None without one), and the worst case it holds in its model's hard
+    budget (None without one)."""
 
     stream: tuple[bytes, AsyncIterator[bytes]]
     deployment: Deployment
     slots: list[Slot]
     told: Attempt | None
+    held: Held | None
 
 
 class DispatchObserver(Protocol):
@@ -372,10 +376,16 @@ class Dispatcher:
                 )
             return data
 
-        data, name, deployment, attempts = await self._fall_back(plan, body, on, stream=False)
-        data["model"] = deployment.upstream
-        usage = priced(data, body, self._registry.models[name].price)
-        await self._charge_answer(name, usage, deployment)
+        holds: list[Held] = []  # the answering call's hard-budget hold, settled by its cost
+        try:
+            data, name, deployment, attempts = await self._fall_back(
+                plan, body, on, stream=False, holds=holds
+            )
+            data["model"] = deployment.upstream
+            usage = priced(data, body, self._registry.models[name].price)
+            await self._charge_answer(name, usage, deployment, held=holds.pop() if holds else None)
+        finally:
+            await self._take_back(holds)
         return Served(name, deployment.provider_name, data, usage, attempts)
 
     async def open_stream(self, plan: Plan, body: dict[str, Any]) -> Opened:
@@ -398,15 +408,17 @@ class Dispatcher:
 
         slots: list[Slot] = []  # the answering deployment's in-flight slot, held to the end
         told: list[Attempt] = []  # the call that opened it, as told to the observer
+        holds: list[Held] = []  # its hard-budget hold, settled when the stream ends
         try:
             (first, rest), name, deployment, attempts = await self._fall_back(
-                plan, body, on, stream=True, slots=slots, told=told
+                plan, body, on, stream=True, slots=slots, told=told, holds=holds
             )
         except BaseException:
             await give_back(slots)
             raise
         opened = Opened(name, deployment.provider_name, _empty(), attempts)
-        relay = _Relay((first, rest), deployment, slots, told[-1] if told else None)
+        held = holds[0] if holds else None
+        relay = _Relay((first, rest), deployment, slots, told[-1] if told else None, held)
         opened.events = self._relayed(plan, body, on, opened, relay)
         return opened
 
@@ -425,12 +437,14 @@ class Dispatcher:
         left out) reads as the answer. `opened` then names the model that answered, and
         its attempts the one that failed; the usage is both streams'."""
         name, skip_opening = opened.model, False
-        stream, deployment, slots, told = relay
+        stream, deployment, slots, told, held = relay
         spent: list[Usage | None] = []
         try:
             while True:
                 meter = StreamUsage(body, self._registry.models[name].price)
-                charge = functools.partial(self._charge_answer, name, deployment=deployment)
+                charge = functools.partial(
+                    self._charge_answer, name, deployment=deployment, held=held
+                )
                 events = _metered(*stream, meter, opened, charge, slots)
                 said = False
                 ended: BaseException | None = None
@@ -467,6 +481,7 @@ class Dispatcher:
                     _tell(self.observer.on_fallback, plan.decision.route, name, later[0])
                 slots = []
                 told_now: list[Attempt] = []
+                holds: list[Held] = []
                 try:
                     stream, name, deployment, attempts = await self._fall_back(
                         dataclasses.replace(plan, chain=later),
@@ -475,11 +490,13 @@ class Dispatcher:
                         stream=True,
                         slots=slots,
                         told=told_now,
+                        holds=holds,
                     )
                 except BaseException:
                     await give_back(slots)
                     raise
                 told = told_now[-1] if told_now else None
+                held = holds[0] if holds else None
                 opened.model, opened.deployment = name, deployment.provider_name
                 opened.attempts = (*opened.attempts, _describe(failure), *attempts)
                 skip_opening = True
@@ -503,15 +520,18 @@ class Dispatcher:
             async with asyncio.timeout(timeouts.total_s):
                 return await provider.embed(deployment.upstream, sent, timeouts=timeouts)
 
+        held: Held | None = None
         try:
-            await self._check_budget(name)
+            held = await self._check_budget(name, sent)
             data, deployment = await self._retry(name, None, on, operation="embeddings")
-        except ProviderError as exc:
-            exc.model = name
+        except BaseException as exc:
+            await self._take_back([held] if held is not None else [])
+            if isinstance(exc, ProviderError):
+                exc.model = name
             raise
         data["model"] = name
         usage = priced_embedding(data, body, self._registry.models[name].price)
-        await self._charge(name, usage, deployment)
+        await self._charge(name, usage, deployment, held=held)
         return data, usage
 
     async def aclose(self) -> None:
@@ -551,9 +571,13 @@ class Dispatcher:
         on: Callable[[str, Deployment, Timeouts], Awaitable[T]],
         *,
         stream: bool,
+        holds: list[Held],
         slots: list[Slot] | None = None,
         told: list[Attempt] | None = None,
     ) -> tuple[T, str, Deployment, tuple[str, ...]]:
+        """Try the plan's chain in order until a model answers. The answering call's
+        hold in its model's hard budget goes to `holds` (the caller settles it with the
+        answer's cost); the holds of models that failed are taken back."""
         chain = list(plan.chain)
         failures: list[tuple[str, ProviderError]] = []
         needed: list[int] = []  # the request's estimated tokens, counted on first need
@@ -567,18 +591,24 @@ class Dispatcher:
                 _tell(self.observer.on_fallback, plan.decision.route, failures[-1][0], name)
             try:
                 self._check_supported(name, body, images)
-                await self._check_budget(name)
                 self._check_fits(name, body, needed)
-                result, deployment = await self._retry(
-                    name,
-                    plan.policy,
-                    functools.partial(on, name),
-                    stream=stream,
-                    tokens=self._held_tokens(name, body, needed),
-                    slots=slots,
-                    key=self._sticky_key(name, body, prefix),
-                    told=told,
-                )
+                held = await self._check_budget(name, body, plan)
+                try:
+                    result, deployment = await self._retry(
+                        name,
+                        plan.policy,
+                        functools.partial(on, name),
+                        stream=stream,
+                        tokens=self._held_tokens(name, body, needed),
+                        slots=slots,
+                        key=self._sticky_key(name, body, prefix),
+                        told=told,
+                    )
+                except BaseException:
+                    await self._take_back([held] if held is not None else [])
+                    raise
+                if held is not None:
+                    holds.append(held)
             except UnsupportedRequest as exc:
                 failures.append((name, exc))
             except (ContextWindowExceeded, ContentRefused, BeyondModel) as exc:
@@ -595,20 +625,56 @@ class Dispatcher:
                 return result, name, deployment, tuple(_describe(f) for f in failures)
         raise _exhausted(failures)
 
-    async def _check_budget(self, name: str) -> None:
-        """Raise `LimitReached` when the model has spent its budget for this period."""
+    async def _check_budget(
+        self, name: str, body: dict[str, Any], plan: Plan | None = None
+    ) -> Held | None:
+        """Raise `LimitReached` when the model has spent its budget for this period, or,
+        for a hard budget, when the call's worst case (`body` as the model gets it:
+        `plan` given, `_for_model` on its first deployment) does not fit in what is
+        left; else the hold of a hard budget (None for a soft one)."""
         budget = self._registry.models[name].budget
         if budget is None or self._limits is None:
-            return
-        spent = await self._limits.spent(f"budget:{name}", budget.period)
-        if spent >= budget.usd:
-            if self.observer is not None:
-                _tell_limited(self.observer, name, "budget")
-            raise LimitReached(
-                "llmroute",
-                f"over its {_PER[budget.period]} budget (${spent:.4f} of ${budget.usd:g}); "
-                "not called",
+            return None
+        key = f"budget:{name}"
+        if not budget.hard:
+            spent = await self._limits.spent(key, budget.period)
+            if spent < budget.usd:
+                return None
+            why = f"over its {_PER[budget.period]} budget (${spent:.4f} of ${budget.usd:g})"
+        else:
+            worst = self._worst_case(name, body, plan)
+            window, spent = await self._limits.hold_usd(key, budget.period, worst.usd, budget.usd)
+            if window == UNCOUNTED:
+                return None
+            if window is not None:
+                return Held(name, window, worst.usd)
+            why = (
+                f"its {_PER[budget.period]} hard budget has ${max(budget.usd - spent, 0.0):.4f} "
+                f"of ${budget.usd:g} left (spent or held), and this call may cost "
+                f"{worst.describe()}"
             )
+        if self.observer is not None:
+            _tell_limited(self.observer, name, "budget")
+        raise LimitReached("llmroute", f"{why}; not called")
+
+    def _worst_case(self, name: str, body: dict[str, Any], plan: Plan | None) -> WorstCase:
+        deployment = self.deployments.pool(name).deployments[0]
+        sent = body if plan is None else self._for_model(plan, name, deployment, body)
+        provider = self._registry.providers[deployment.provider_name]
+        return worst_case(sent, self._registry.models[name], provider)
+
+    async def _settle(self, held: Held, usd: float) -> None:
+        """Replace a hard budget's hold by what its call cost (0: it failed), in the
+        period the hold went into, to the end even when the caller is cancelled."""
+        if self._limits is None:
+            return
+        change = self._limits.settle_usd(f"budget:{held.model}", held.window, usd - held.usd)
+        await settled(change, remote=self._limits.remote)
+
+    async def _take_back(self, holds: list[Held]) -> None:
+        """Take back the holds of calls that did not answer."""
+        while holds:
+            await self._settle(holds.pop(), 0.0)
 
     async def charge_abandoned(self, spend: Spend) -> Usage | None:
         """What a request whose caller gave up had cost (None: nothing): the answers it
@@ -625,23 +691,34 @@ class Dispatcher:
         return total_usage([*spend.answered, *cut])
 
     async def _charge_answer(
-        self, name: str, usage: Usage | None, deployment: Deployment | None = None
+        self,
+        name: str,
+        usage: Usage | None,
+        deployment: Deployment | None = None,
+        held: Held | None = None,
     ) -> None:
         """`_charge` an answer's usage, and count it as the request's (`spend`)."""
-        await self._charge(name, usage, deployment)
+        await self._charge(name, usage, deployment, held)
         answered(usage)
 
     async def _charge(
-        self, name: str, usage: Usage | None, deployment: Deployment | None = None
+        self,
+        name: str,
+        usage: Usage | None,
+        deployment: Deployment | None = None,
+        held: Held | None = None,
     ) -> None:
-        """Count a served request's cost against its model's budget, and its tokens
-        against the `deployment`'s ``tpm``."""
+        """Count a served request's cost against its model's budget (replacing the
+        call's `held` worst case, for a hard one), and its tokens against the
+        `deployment`'s ``tpm``."""
+        if held is not None:
+            await self._settle(held, usage.cost_usd if usage is not None else 0.0)
         if usage is None:
             return
         if deployment is not None:
             await deployment.used(usage.total_tokens)
         budget = self._registry.models[name].budget
-        if budget is None or self._limits is None or usage.cost_usd <= 0:
+        if held is not None or budget is None or self._limits is None or usage.cost_usd <= 0:
             return
         await self._limits.charge(f"budget:{name}", budget.period, usage.cost_usd)
 

@@ -32,6 +32,7 @@ __all__ = [
     "prompt_chars",
     "prompt_text",
     "prompt_tokens",
+    "prompt_tokens_at_most",
 ]
 
 _PER_MESSAGE = 4  # role and separators, as chat templates add them
@@ -144,6 +145,18 @@ def prompt_text(body: Mapping[str, Any]) -> str:
 def prompt_chars(body: Mapping[str, Any]) -> int:
     """The length of `prompt_text` without building it (on every request)."""
     return sum(len(piece) + 1 for piece in _prompt_pieces(body))
+
+
+def prompt_tokens_at_most(body: Mapping[str, Any]) -> int:
+    """A generous bound on a chat body's prompt tokens, as cheap as `prompt_chars`: its
+    UTF-8 bytes over two, and each message's separators. English runs about four
+    characters a token and code about three, so this counts them twice and one and a half
+    times over; CJK text (three bytes a character) is counted one and a half tokens a
+    character. Only text no tokenizer can compress (random symbols) may count more."""
+    pieces = sum(len(piece.encode("utf-8", "surrogatepass")) + 1 for piece in _prompt_pieces(body))
+    messages = body.get("messages")
+    turns = len(messages) if isinstance(messages, list) else 0
+    return -(-pieces // 2) + _PER_MESSAGE * turns
 
 
 def estimated_prompt_tokens(body: Mapping[str, Any]) -> int:

@@ -344,10 +344,13 @@ class Reasoning(_Frozen):
 
 class Budget(_Frozen):
     """At most `usd` spent on the model per calendar `period` (UTC); past it the model is
-    skipped (the chain's next model serves) until the next period begins."""
+    skipped (the chain's next model serves) until the next period begins. A `hard`
+    budget (pool models only) is never passed: each call holds its worst-case cost
+    before it is sent and is skipped when that does not fit in what is left."""
 
     usd: float = Field(gt=0, allow_inf_nan=False)
     period: Literal["hour", "day", "month"] = "day"
+    hard: bool = False
 
 
 class Deployment(_Frozen):
@@ -362,6 +365,9 @@ class Deployment(_Frozen):
     # deployment or the fallback serves
     max_in_flight: int | None = Field(default=None, ge=1)
 
+
+ANSWER_LIMITS = ("max_completion_tokens", "max_tokens")
+"""The request parameters that bound an answer's tokens, the one the API reads first."""
 
 _REQUEST_OWN = frozenset(
     {"model", "messages", "prompt", "input", "stream", "stream_options", "tools", "functions"}
@@ -394,6 +400,9 @@ class Model(_Frozen):
     kind: Literal["chat", "embedding"] = "chat"
     price: Price = Price()
     context_window: int | None = Field(default=None, gt=0)
+    # the longest answer its API gives (what a hard budget holds for a request without
+    # max_tokens)
+    max_output_tokens: int | None = Field(default=None, gt=0)
     # None: not said (sent anyway); False: never sent a request holding images / tools
     vision: bool | None = None
     tools: bool | None = None
@@ -1211,6 +1220,15 @@ class ApiKey(_Frozen):
     def _one_source(self) -> Self:
         if (self.key_env is None) == (self.sha256 is None):
             raise ValueError("give exactly one of key_env (a variable holding it) or sha256")
+        if self.budget is not None and self.budget.hard:
+            raise PathProblems(
+                [
+                    (
+                        ("budget", "hard"),
+                        "a key's budget is a soft cap; hard budgets are set on pool models",
+                    )
+                ]
+            )
         return self
 
 
@@ -1347,6 +1365,7 @@ class Registry(_Frozen):
         PathProblems.raise_if_any(
             [
                 *self._model_problems(),
+                *self._budget_problems(),
                 *self._route_problems(),
                 *self._rule_problems(),
                 *self._guard_problems(),
@@ -1458,6 +1477,29 @@ class Registry(_Frozen):
             for key, wanted in (("strong", difficulty.strong), ("weak", difficulty.weak)):
                 if (message := self._unknown_model(wanted)) is not None:
                     yield ("default", "difficulty", key), message
+
+    def _budget_problems(self) -> Iterator[Problem]:
+        for name, model in self.models.items():
+            if (message := self._unbounded(model)) is not None:
+                yield ("models", name, "budget", "hard"), message
+
+    def _unbounded(self, model: Model) -> str | None:
+        """Why a hard budget cannot hold a worst case for the chat model (an answer
+        without a bound), or None when it can."""
+        if model.budget is None or not model.budget.hard or model.kind != "chat":
+            return None
+        if model.context_window is not None or model.max_output_tokens is not None:
+            return None
+        if any(key in model.params for key in ANSWER_LIMITS):
+            return None
+        targets = model.targets()
+        kinds = {self.providers[d.provider].kind for d in targets if d.provider in self.providers}
+        if kinds <= {"anthropic", "llamacpp", "echo"}:  # these always bound an answer
+            return None
+        return (
+            "a hard budget holds each call's worst case, so the model needs a bound on its "
+            "answers: set max_output_tokens (or context_window, or params.max_tokens)"
+        )
 
     def _route_problems(self) -> Iterator[Problem]:
         first: dict[str, int] = {}

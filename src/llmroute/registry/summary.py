@@ -146,7 +146,8 @@ def _model_extras(model: Model) -> str:
     if model.balance is not None and len(model.targets()) > 1:
         parts.append(f"balance {model.balance}")
     if model.budget is not None:
-        parts.append(f"budget ${model.budget.usd:g} per {model.budget.period}")
+        hard = "hard " if model.budget.hard else ""
+        parts.append(f"{hard}budget ${model.budget.usd:g} per {model.budget.period}")
     return ", ".join(parts)
 
 

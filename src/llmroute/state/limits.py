@@ -17,7 +17,10 @@ so a process that dies holding slots, or a stream nobody reads or closes, does n
 the deployment for good; ``renew_slot`` extends a lease that is still held (a long
 stream, still answering, renews its own). Spending is summed per
 calendar period (UTC): ``spent`` reads it, ``charge`` adds a request's cost once it is
-known. Wall-clock periods let replicas on different machines agree.
+known. A hard budget also counts calls in flight: ``hold_usd`` adds a call's worst case
+when the sum stays within the cap (refused otherwise), and ``settle_usd`` replaces it
+by what the call cost (or takes it back out), in the period it went into. Wall-clock
+periods let replicas on different machines agree.
 
 A Redis that cannot answer lets requests through (a limit exists to spare a quota or a
 budget, and the upstream still enforces its own quota): spending is then not counted,
@@ -39,6 +42,7 @@ from llmroute.state.redis_conn import Outage, connect
 __all__ = [
     "NOT_HELD",
     "SLOT_LEASE_S",
+    "UNCOUNTED",
     "UNCOUNTED_SLOT",
     "MemoryLimits",
     "RateLimits",
@@ -54,6 +58,7 @@ log = logging.getLogger("llmroute.limits")
 WINDOW_S = 60.0
 NOT_HELD = -1  # `hold_tokens` let the request through without counting it (Redis down)
 UNCOUNTED_SLOT = ""  # `take_slot` let the request through without counting it (Redis down)
+UNCOUNTED = ""  # `hold_usd` let the call through without counting it (Redis down)
 SLOT_LEASE_S = 600.0  # a slot lapses after this (the shortest lease), given back or not
 
 # KEYS[1] the deployment's slots (member: a slot, score: when its lease lapses); ARGV[1]
@@ -116,6 +121,28 @@ redis.call('EXPIRE', KEYS[1], 130)
 return 1
 """
 
+# KEYS[1] the period's spending; ARGV[1] the USD to hold, ARGV[2] the cap, ARGV[3] the
+# sum's expiry. {1, the sum before} when held; {0, the sum} when it would pass the cap.
+# Sums are strings: a Lua number would be cut to an integer.
+_HOLD_USD = """
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+if spent + tonumber(ARGV[1]) > tonumber(ARGV[2]) then
+  return {0, tostring(spent)}
+end
+redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {1, tostring(spent)}
+"""
+
+# KEYS[1] the period's spending a hold went into; ARGV[1] the USD to add (negative:
+# taken back). A sum that has expired is not recreated.
+_SETTLE_USD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
 # KEYS[1] the minute's token counter a hold went into; ARGV[1] the tokens held. A
 # counter that has expired is not recreated below zero.
 _RELEASE = """
@@ -137,6 +164,12 @@ class RateLimits(Protocol):
     async def spent(self, key: str, period: str) -> float: ...
 
     async def charge(self, key: str, period: str, usd: float) -> None: ...
+
+    async def hold_usd(
+        self, key: str, period: str, usd: float, cap: float
+    ) -> tuple[str | None, float]: ...
+
+    async def settle_usd(self, key: str, window: str, usd: float) -> None: ...
 
     async def tokens(self, key: str) -> float: ...
 
@@ -246,6 +279,29 @@ class MemoryLimits:
         with self._lock:
             seen, total = self._spent.get(key, (window, 0.0))
             self._spent[key] = (window, (total if seen == window else 0.0) + usd)
+
+    async def hold_usd(
+        self, key: str, period: str, usd: float, cap: float
+    ) -> tuple[str | None, float]:
+        """Add `usd` to this period's sum unless that would pass `cap`: (the period it
+        went into, the sum before), or (None, the sum) when refused. `UNCOUNTED` in
+        place of the period: let through without counting (Redis down)."""
+        window, _ = budget_period(period, self._clock())
+        with self._lock:
+            seen, total = self._spent.get(key, (window, 0.0))
+            total = total if seen == window else 0.0
+            if total + usd > cap:
+                return None, total
+            self._spent[key] = (window, total + usd)
+        return window, total
+
+    async def settle_usd(self, key: str, window: str, usd: float) -> None:
+        """Add `usd` (negative: take back) to the sum of `window`, the period a hold
+        went into (nothing once a later period has begun: that sum is gone)."""
+        with self._lock:
+            seen, total = self._spent.get(key, (window, 0.0))
+            if seen == window:
+                self._spent[key] = (window, total + usd)
 
     async def tokens(self, key: str) -> float:
         minute, weight = _window(self._clock())
@@ -359,6 +415,8 @@ class RedisLimits:
         self._script = self._client.register_script(_ACQUIRE)
         self._hold = self._client.register_script(_HOLD)
         self._release = self._client.register_script(_RELEASE)
+        self._hold_usd = self._client.register_script(_HOLD_USD)
+        self._settle_usd = self._client.register_script(_SETTLE_USD)
         self._take_slot = self._client.register_script(_TAKE_SLOT)
         self._renew_slot = self._client.register_script(_RENEW_SLOT)
         self._prefix = f"{namespace}:rpm:"
@@ -412,6 +470,33 @@ class RedisLimits:
                 pipe.incrbyfloat(name, usd)
                 pipe.expire(name, int(keep_s))
                 await pipe.execute()
+        except self._redis.errors as exc:
+            self._failed(exc)
+
+    async def hold_usd(
+        self, key: str, period: str, usd: float, cap: float
+    ) -> tuple[str | None, float]:
+        if self._outage.down():
+            return UNCOUNTED, 0.0
+        window, keep_s = budget_period(period, self._clock())
+        name = f"{self._budget_prefix}{key}:{window}"
+        try:
+            args = [repr(usd), repr(cap), int(keep_s)]
+            held, before = await self._hold_usd(keys=[name], args=args)
+        except self._redis.errors as exc:
+            self._failed(exc)
+            return UNCOUNTED, 0.0
+        try:
+            total = float(before)
+        except (TypeError, ValueError):
+            total = 0.0
+        return (window if held else None), total
+
+    async def settle_usd(self, key: str, window: str, usd: float) -> None:
+        if self._outage.down() or window == UNCOUNTED or usd == 0:
+            return
+        try:
+            await self._settle_usd(keys=[f"{self._budget_prefix}{key}:{window}"], args=[repr(usd)])
         except self._redis.errors as exc:
             self._failed(exc)
 

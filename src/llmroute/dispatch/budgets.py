@@ -1,0 +1,94 @@
+"""Hard budgets: what a call may cost at worst, held against its model's budget while
+the call runs, so that concurrent calls see each other and the budget is never passed.
+
+A soft budget is read before a call and charged after it: calls in flight when it runs
+out still finish, so it is passed by what they cost. A hard budget (``budget.hard``)
+holds each call's worst case in the period's sum before the call is sent, refusing the
+call when that would pass the cap, and replaces it by what the call cost once that is
+known (a failed call's hold is taken back). The worst case prices as input the prompt
+at its UTF-8 bytes over two (`prompt_tokens_at_most`: twice an English prompt's tokens,
+as cheap as its length, where the tokenizer would cost ~1 µs a character on the event
+loop) and `IMAGE_TOKENS` an image, and as output the longest answer the call may give:
+the least of the request's ``max_completion_tokens`` / ``max_tokens`` (after the
+model's `params`), the model's ``max_output_tokens`` and its ``context_window`` less
+the prompt, of those that are set (Anthropic's API always has one: llmroute's default
+when the client sends none; a llama.cpp provider its ``max_tokens``), times ``n``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from llmroute.dispatch.usage import count_tokens, prompt_tokens_at_most
+from llmroute.providers._anthropic_convert import DEFAULT_MAX_TOKENS
+from llmroute.registry.schema import ANSWER_LIMITS, Model, Provider
+from llmroute.request import image_count
+
+__all__ = ["IMAGE_TOKENS", "Held", "WorstCase", "worst_case"]
+
+IMAGE_TOKENS = 1600  # an image at most: Anthropic's largest (1.15 MP), OpenAI's high detail
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A call's worst case, held in its model's budget for `period`'s `window` (the
+    calendar period it went into, where it is settled even after the period ends)."""
+
+    model: str
+    window: str
+    usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorstCase:
+    """The most a call may cost: its prompt's tokens (with the margin), its answer's at
+    most, and their price in USD."""
+
+    prompt_tokens: int
+    answer_tokens: int
+    usd: float
+
+    def describe(self) -> str:
+        return (
+            f"${self.usd:.4f} at worst: about {self.prompt_tokens:,} prompt and up to "
+            f"{self.answer_tokens:,} answer tokens"
+        )
+
+
+def worst_case(sent: Mapping[str, Any], model: Model, provider: Provider) -> WorstCase:
+    """The worst case of sending `sent` (the body as `model` gets it: its params applied)
+    to `provider`."""
+    images = image_count(sent.get("messages")) * IMAGE_TOKENS
+    prompt = prompt_tokens_at_most(sent) + images
+    answer = _answer_bound(sent, model, provider, prompt)
+    choices = sent.get("n")
+    if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
+        answer *= choices
+    price = model.price
+    usd = (prompt * price.input + answer * price.output) / 1e6
+    return WorstCase(prompt, answer, usd)
+
+
+def _answer_bound(sent: Mapping[str, Any], model: Model, provider: Provider, prompt: int) -> int:
+    """The most tokens one answer may hold: the least of the bounds that apply (the
+    registry refuses a hard budget on a model that has none)."""
+    bounds: list[int] = []
+    for key in ANSWER_LIMITS:
+        value = sent.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            bounds.append(value)
+            break
+    else:
+        if provider.kind == "anthropic":  # its API needs one: the provider sends its default
+            bounds.append(DEFAULT_MAX_TOKENS)
+    if model.max_output_tokens is not None:
+        bounds.append(model.max_output_tokens)
+    if model.context_window is not None:
+        bounds.append(max(model.context_window - prompt, 1))
+    if provider.kind == "llamacpp":
+        bounds.append(provider.max_tokens)
+    elif provider.kind == "echo":  # its reply, else the prompt's last message echoed
+        bounds.append(count_tokens(provider.reply) if provider.reply is not None else prompt)
+    return min(bounds) if bounds else 0

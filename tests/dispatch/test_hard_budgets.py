@@ -1,0 +1,335 @@
+"""Hard budgets (``budget.hard``): each call holds its worst case in its model's budget
+while it runs, so concurrent calls see each other and the budget is never passed. The
+worst case; the registry's checks; and dispatch against a real HTTP upstream:
+concurrent calls, failures, streams, a cancelled call, two dispatchers sharing Redis,
+and the gateway's 503. (The holds themselves, in memory and Redis: tests/state/
+test_limits.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fake_upstream import FakeUpstream, fake_upstream
+from gateway_proc import serve
+from plans import plan_for
+from redis_service import REDIS_URL
+
+from llmroute.dispatch import Dispatcher
+from llmroute.dispatch.budgets import IMAGE_TOKENS, worst_case
+from llmroute.dispatch.spend import Spend, tracked
+from llmroute.dispatch.usage import prompt_tokens, prompt_tokens_at_most
+from llmroute.errors import ConfigError
+from llmroute.providers import build_providers
+from llmroute.registry import parse_registry
+from llmroute.registry.schema import Model, Provider
+
+# -- the worst case -----------------------------------------------------------------------
+
+_OPENAI = Provider(kind="openai", base_url="http://127.0.0.1:9/v1")
+_ANTHROPIC = Provider(kind="anthropic", base_url="http://127.0.0.1:9")
+_PRICE = {"input": 2.0, "output": 8.0}
+_HELLO = {"messages": [{"role": "user", "content": "hello there"}]}
+
+
+def _model(**fields: Any) -> Model:
+    return Model(model="x", provider="up", price=_PRICE, **fields)
+
+
+def _prompt(body: dict[str, Any]) -> int:
+    return prompt_tokens_at_most(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "fields", "provider", "answer"),
+    [
+        ({**_HELLO, "max_tokens": 300}, {"max_output_tokens": 1000}, _OPENAI, 300),
+        ({**_HELLO, "max_completion_tokens": 200, "max_tokens": 900}, {}, _OPENAI, 200),
+        (_HELLO, {"max_output_tokens": 1000, "context_window": 100_000}, _OPENAI, 1000),
+        ({**_HELLO, "max_tokens": 5000}, {"max_output_tokens": 1000}, _OPENAI, 1000),
+        (_HELLO, {"context_window": 4000}, _OPENAI, 4000 - _prompt(_HELLO)),
+        (_HELLO, {}, _ANTHROPIC, 4096),  # the default llmroute sends Anthropic
+        ({**_HELLO, "max_tokens": 300, "n": 3}, {}, _OPENAI, 900),
+    ],
+)
+def test_the_worst_case_bounds_the_answer_by_what_is_set(
+    body: dict[str, Any], fields: dict[str, Any], provider: Provider, answer: int
+) -> None:
+    worst = worst_case(body, _model(**fields), provider)
+    assert (worst.prompt_tokens, worst.answer_tokens) == (_prompt(_HELLO), answer)
+    assert worst.usd == pytest.approx((worst.prompt_tokens * 2.0 + answer * 8.0) / 1e6)
+
+
+def test_the_worst_case_counts_images_and_the_prompt_generously() -> None:
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    text = "summarise the attached chart in three short bullet points " * 20
+    body = {
+        "messages": [{"role": "user", "content": [{"type": "text", "text": text}, image, image]}],
+        "max_tokens": 10,
+    }
+    worst = worst_case(body, _model(), _OPENAI)
+    assert worst.prompt_tokens == _prompt(body) + 2 * IMAGE_TOKENS
+    assert _prompt(body) >= 1.5 * prompt_tokens(body) > 200  # English: about twice
+    cjk = {"messages": [{"role": "user", "content": "北京是中国的首都。" * 30}], "max_tokens": 1}
+    assert _prompt(cjk) >= prompt_tokens(cjk)
+    assert "at worst" in worst.describe()
+
+
+# -- the registry -------------------------------------------------------------------------
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  up: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+  claude: {kind: anthropic, base_url: "%(url)s"}
+models:
+%(models)s
+routes:
+  - {name: r, examples: [hello], target: %(first)s}
+default: {target: %(first)s}
+dispatch:
+  retries: {attempts: 0}
+%(extra)s
+"""
+
+
+def _registry(url: str, models: str, first: str, extra: str = "") -> str:
+    return REGISTRY % {"url": url, "models": models, "first": first, "extra": extra}
+
+
+def test_a_hard_budget_needs_a_bound_on_answers_and_belongs_to_models() -> None:
+    url = "http://127.0.0.1:9/v1"
+    unbounded = "  m: {provider: up, model: x, budget: {usd: 5, hard: true}}"
+    with pytest.raises(ConfigError, match=r"models\.m\.budget\.hard: a hard budget .* max_output"):
+        parse_registry(_registry(url, unbounded, "m"))
+    for bound in ("max_output_tokens: 8192", "context_window: 128000", "params: {max_tokens: 9}"):
+        parse_registry(_registry(url, unbounded.replace("model: x", f"model: x, {bound}"), "m"))
+    parse_registry(_registry(url, unbounded.replace("up", "claude"), "m"))  # always bounded
+    soft = "  m: {provider: up, model: x, budget: {usd: 5}}"
+    parse_registry(_registry(url, soft, "m"))
+    keyed = "auth: {keys: [{name: a, key_env: A_KEY, budget: {usd: 5, hard: true}}]}"
+    with pytest.raises(ConfigError, match=r"auth\.keys\[0\]\.budget\.hard: a key's budget is"):
+        parse_registry(_registry(url, soft, "m", keyed))
+
+
+# -- dispatch -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as server:
+        yield server
+
+
+def _pricey(tag: str, usd: float, *, hard: bool = True, faults: str = "delay=0.5") -> str:
+    """A model at $1,000 per million tokens whose worst case for a short request with
+    ``max_tokens: 100`` is about $0.11, and the fake upstream's answers (3 + 3 tokens)
+    cost $0.006; then a free fallback. Budgets are counted per model name, process-wide:
+    the name is the test's own."""
+    return f"""
+  pricey-{tag}:
+    provider: up
+    model: 'pricey-{tag}?{faults}'
+    price: {{input: 1000, output: 1000}}
+    max_output_tokens: 4096
+    budget: {{usd: {usd}, period: day, hard: {str(hard).lower()}}}
+  cheap: {{provider: up, model: cheap-{tag}}}
+"""
+
+
+_BODY = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 100}
+_ANSWER_USD = 6 * 1000 / 1e6
+
+
+def _worst(registry_text: str, tag: str, body: dict[str, Any] = _BODY) -> float:
+    registry = parse_registry(registry_text).registry
+    return worst_case(body, registry.models[f"pricey-{tag}"], registry.providers["up"]).usd
+
+
+async def _spent(dispatcher: Dispatcher, tag: str) -> float:
+    assert dispatcher.limits is not None
+    return round(await dispatcher.limits.spent(f"budget:pricey-{tag}", "day"), 9)
+
+
+@pytest.mark.parametrize("hard", [True, False])
+def test_concurrent_calls_never_pass_a_hard_budget(upstream: FakeUpstream, hard: bool) -> None:
+    """Five calls at once to a model that takes half a second, with room for two worst
+    cases: under a hard budget two are sent and three go to the fallback, and once they
+    have answered their holds are replaced by what they cost; a soft budget, read before
+    any has cost anything, sends all five (and is passed by what they cost)."""
+    tag = uuid.uuid4().hex[:8]
+    text = _registry(upstream.url, _pricey(tag, 0.25, hard=hard), f"pricey-{tag}")
+    worst = _worst(text, tag)
+    assert 2 * worst <= 0.25 < 3 * worst  # room for two
+    registry = parse_registry(text).registry
+
+    async def go() -> tuple[list[str], float, list[str]]:
+        dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        plan = plan_for(f"pricey-{tag}", "cheap")
+        try:
+            first = await asyncio.gather(*(dispatcher.complete(plan, _BODY) for _ in range(5)))
+            spent = await _spent(dispatcher, tag)
+            then = await asyncio.gather(*(dispatcher.complete(plan, _BODY) for _ in range(2)))
+            return sorted(s.model for s in first), spent, [s.model for s in then]
+        finally:
+            await dispatcher.aclose()
+
+    served, spent, then = asyncio.run(go())
+    pricey = f"pricey-{tag}"
+    if hard:
+        assert served == ["cheap"] * 3 + [pricey] * 2
+        assert spent == pytest.approx(2 * _ANSWER_USD)
+        assert then == [pricey, pricey]  # what they really cost leaves room again
+    else:
+        assert served == [pricey] * 5 and spent == pytest.approx(5 * _ANSWER_USD)
+
+
+def test_a_failed_call_takes_its_hold_back(upstream: FakeUpstream) -> None:
+    tag = uuid.uuid4().hex[:8]
+    text = _registry(upstream.url, _pricey(tag, 1.0, faults="status=500&times=1"), f"pricey-{tag}")
+    registry = parse_registry(text).registry
+
+    async def go() -> tuple[str, float, str, float]:
+        dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        plan = plan_for(f"pricey-{tag}", "cheap")
+        try:
+            failed_over = await dispatcher.complete(plan, _BODY)
+            after_failure = await _spent(dispatcher, tag)
+            served = await dispatcher.complete(plan, _BODY)
+            return failed_over.model, after_failure, served.model, await _spent(dispatcher, tag)
+        finally:
+            await dispatcher.aclose()
+
+    assert asyncio.run(go()) == ("cheap", 0.0, f"pricey-{tag}", pytest.approx(_ANSWER_USD))
+
+
+def test_a_stream_holds_its_worst_case_until_it_ends(upstream: FakeUpstream) -> None:
+    """Room for one worst case: while a slow stream runs, the next request goes to the
+    fallback; once the stream has ended, it has cost what it streamed and the model
+    serves again."""
+    tag = uuid.uuid4().hex[:8]
+    text = _registry(upstream.url, _pricey(tag, 0.15, faults="gap=0.2"), f"pricey-{tag}")
+    assert _worst(text, tag) <= 0.15 < 2 * _worst(text, tag)
+    registry = parse_registry(text).registry
+    body = {**_BODY, "messages": [{"role": "user", "content": "hello there friend"}]}
+
+    async def go() -> tuple[str, float, str, float, str]:
+        dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        plan = plan_for(f"pricey-{tag}", "cheap")
+        try:
+            opened = await dispatcher.open_stream(plan, {**body, "stream": True})
+            held = await _spent(dispatcher, tag)
+            meanwhile = await dispatcher.complete(plan, _BODY)
+            async for _event in opened.events:
+                pass
+            assert opened.usage is not None
+            cost = opened.usage.cost_usd
+            after = await _spent(dispatcher, tag)
+            served = await dispatcher.complete(plan, _BODY)
+            return opened.model, held, meanwhile.model, after - cost, served.model
+        finally:
+            await dispatcher.aclose()
+
+    opened, held, meanwhile, left, served = asyncio.run(go())
+    assert opened == served == f"pricey-{tag}" and meanwhile == "cheap"
+    assert held == pytest.approx(_worst(text, tag, body)) and left == pytest.approx(0.0)
+
+
+def test_a_cancelled_call_owes_its_prompt_not_its_worst_case(upstream: FakeUpstream) -> None:
+    tag = uuid.uuid4().hex[:8]
+    text = _registry(upstream.url, _pricey(tag, 1.0, faults="delay=4"), f"pricey-{tag}")
+    registry = parse_registry(text).registry
+
+    async def go() -> tuple[float, float, float]:
+        dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        spend = Spend()
+
+        async def request() -> None:
+            with tracked(spend):
+                await dispatcher.complete(plan_for(f"pricey-{tag}", "cheap"), _BODY)
+
+        try:
+            call = asyncio.ensure_future(request())
+            await asyncio.sleep(0.3)
+            held = await _spent(dispatcher, tag)
+            call.cancel()  # what the gateway does when the client hangs up
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            usage = await dispatcher.charge_abandoned(spend)
+            assert usage is not None
+            return held, usage.cost_usd, await _spent(dispatcher, tag)
+        finally:
+            await dispatcher.aclose()
+
+    held, owed, spent = asyncio.run(go())
+    assert held == pytest.approx(_worst(text, tag))
+    assert 0 < owed < held and spent == pytest.approx(owed)
+
+
+def test_dispatchers_sharing_redis_share_the_holds(
+    upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    """Two gateways (two dispatchers on their own Redis clients), three calls each at
+    once: two worst cases fit in all."""
+    tag = uuid.uuid4().hex[:8]
+    limits = f"  limits: {{url: '{REDIS_URL}', namespace: {redis_namespace}, timeout_s: 2}}"
+    text = _registry(upstream.url, _pricey(tag, 0.25), f"pricey-{tag}", "").replace(
+        "  retries: {attempts: 0}\n", f"  retries: {{attempts: 0}}\n{limits}\n"
+    )
+    registry = parse_registry(text).registry
+    assert registry.dispatch.limits.url == REDIS_URL
+
+    async def go() -> tuple[list[str], float]:
+        one = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        two = Dispatcher(registry, build_providers(registry), rng=random.Random(2))
+        plan = plan_for(f"pricey-{tag}", "cheap")
+        try:
+            calls = [d.complete(plan, _BODY) for d in (one, two) for _ in range(3)]
+            served = await asyncio.gather(*calls)
+            return sorted(s.model for s in served), await _spent(two, tag)
+        finally:
+            await one.aclose()
+            await two.aclose()
+
+    served, spent = asyncio.run(go())
+    assert served == ["cheap"] * 4 + [f"pricey-{tag}"] * 2
+    assert spent == pytest.approx(2 * _ANSWER_USD)
+
+
+def test_the_gateway_says_what_a_call_may_cost_when_it_does_not_fit(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """A model alone in its chain: a request that may cost more than the budget's room
+    gets 503 saying so (and nothing is sent); one asking for a shorter answer is
+    served."""
+    tag = uuid.uuid4().hex[:8]
+    models = f"""
+  solo:
+    provider: up
+    model: solo-{tag}
+    price: {{input: 1000, output: 1000}}
+    max_output_tokens: 4096
+    budget: {{usd: 0.05, period: hour, hard: true}}
+"""
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(_registry(upstream.url, models, "solo"))
+    body: dict[str, Any] = {"model": "auto", "messages": [{"role": "user", "content": "hello"}]}
+    with serve(registry, tmp_path / "serve.log") as served:
+        url = f"{served.url}/v1/chat/completions"
+        refused = httpx.post(url, json={**body, "max_tokens": 1000}, timeout=10)
+        answered = httpx.post(url, json={**body, "max_tokens": 20}, timeout=10)
+        metrics = httpx.get(f"{served.url}/metrics", timeout=10).text
+    assert refused.status_code == 503, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "upstream_error"
+    assert "hard budget has $0.0500 of $0.05 left" in error["message"]
+    assert "up to 1,000 answer tokens" in error["message"]
+    assert answered.status_code == 200, answered.text
+    assert 'llmroute_limited_total{limit="budget",model="solo"} 1.0' in metrics
+    assert len(upstream.calls_to(f"solo-{tag}")) == 1
