@@ -40,6 +40,7 @@ __all__ = [
     "DataError",
     "EncoderError",
     "EncoderUnavailable",
+    "KeyBudgetReached",
     "LimitReached",
     "LlmrouteError",
     "ModelNotFound",
@@ -258,6 +259,15 @@ class LimitReached(CircuitOpen):
     ``in_flight``."""
 
     limit: str = "rpm"
+
+
+class KeyBudgetReached(LimitReached):
+    """The client key's hard budget has no room left for the call's worst case on this
+    model; nothing was sent. Handled as `LimitReached` (the chain's next, cheaper model
+    may fit); when no model of the chain does, the client gets 429
+    ``insufficient_quota``, as for a key that has spent its budget."""
+
+    limit = "key_budget"
 
 
 class AllFallbacksFailed(ProviderError):

@@ -1,9 +1,10 @@
 """Hard budgets (``budget.hard``): each call holds its worst case in its model's budget
-while it runs, so concurrent calls see each other and the budget is never passed. The
-worst case; the registry's checks; and dispatch against a real HTTP upstream:
-concurrent calls, failures, streams, a cancelled call, two dispatchers sharing Redis,
-and the gateway's 503. (The holds themselves, in memory and Redis: tests/state/
-test_limits.py.)"""
+(and its paying client key's) while it runs, so concurrent calls see each other and the
+budget is never passed. The worst case; the registry's checks; and dispatch against a
+real HTTP upstream: concurrent calls, failures, streams, a cancelled call (with a key
+paying), two dispatchers sharing Redis, and the gateway's 503. Elsewhere: the holds
+themselves, in memory and Redis (tests/state/test_limits.py), and a key's hard budget
+through the gateway (tests/server/test_key_hard_budgets.py)."""
 
 from __future__ import annotations
 
@@ -22,13 +23,13 @@ from plans import plan_for
 from redis_service import REDIS_URL
 
 from llmroute.dispatch import Dispatcher
-from llmroute.dispatch.budgets import IMAGE_TOKENS, worst_case
+from llmroute.dispatch.budgets import IMAGE_TOKENS, Payer, paid_by, worst_case
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.dispatch.usage import prompt_tokens, prompt_tokens_at_most
 from llmroute.errors import ConfigError
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
-from llmroute.registry.schema import Model, Provider
+from llmroute.registry.schema import Budget, Model, Provider
 
 # -- the worst case -----------------------------------------------------------------------
 
@@ -103,7 +104,7 @@ def _registry(url: str, models: str, first: str, extra: str = "") -> str:
     return REGISTRY % {"url": url, "models": models, "first": first, "extra": extra}
 
 
-def test_a_hard_budget_needs_a_bound_on_answers_and_belongs_to_models() -> None:
+def test_a_hard_budget_needs_a_bound_on_answers() -> None:
     url = "http://127.0.0.1:9/v1"
     unbounded = "  m: {provider: up, model: x, budget: {usd: 5, hard: true}}"
     with pytest.raises(ConfigError, match=r"models\.m\.budget\.hard: a hard budget .* max_output"):
@@ -114,8 +115,17 @@ def test_a_hard_budget_needs_a_bound_on_answers_and_belongs_to_models() -> None:
     soft = "  m: {provider: up, model: x, budget: {usd: 5}}"
     parse_registry(_registry(url, soft, "m"))
     keyed = "auth: {keys: [{name: a, key_env: A_KEY, budget: {usd: 5, hard: true}}]}"
-    with pytest.raises(ConfigError, match=r"auth\.keys\[0\]\.budget\.hard: a key's budget is"):
-        parse_registry(_registry(url, soft, "m", keyed))
+    with pytest.raises(ConfigError, match=r"auth\.keys\[0\]\.budget\.hard: .* m has none"):
+        parse_registry(_registry(url, soft, "m", keyed))  # m may be reached by the key
+    bounded = soft.replace("model: x", "model: x, max_output_tokens: 8")
+    parse_registry(_registry(url, bounded, "m", keyed))
+
+
+def test_an_embedding_models_worst_case_is_its_input() -> None:
+    model = Model(model="e", provider="up", kind="embedding", price={"input": 100})
+    worst = worst_case({"input": ["héllo", "world", [1, 2, 3]]}, model, _OPENAI)
+    assert (worst.prompt_tokens, worst.answer_tokens) == (3 + 3 + 3, 0)
+    assert worst.usd == pytest.approx(9 * 100 / 1e6)
 
 
 # -- dispatch -----------------------------------------------------------------------------
@@ -242,34 +252,43 @@ def test_a_stream_holds_its_worst_case_until_it_ends(upstream: FakeUpstream) -> 
 
 
 def test_a_cancelled_call_owes_its_prompt_not_its_worst_case(upstream: FakeUpstream) -> None:
+    """Held in the model's and the paying key's hard budgets while it runs; cancelled
+    (its client hung up), it owes both its prompt, as `charge_abandoned` counts it."""
     tag = uuid.uuid4().hex[:8]
     text = _registry(upstream.url, _pricey(tag, 1.0, faults="delay=4"), f"pricey-{tag}")
     registry = parse_registry(text).registry
+    who = Payer(f"key-{tag}", f"apikey:key-{tag}", Budget(usd=5.0, hard=True))
 
-    async def go() -> tuple[float, float, float]:
+    async def go() -> list[float]:
         dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        assert dispatcher.limits is not None
         spend = Spend()
+
+        async def key_spent() -> float:
+            assert dispatcher.limits is not None
+            return round(await dispatcher.limits.spent(who.account, "day"), 9)
 
         async def request() -> None:
             with tracked(spend):
                 await dispatcher.complete(plan_for(f"pricey-{tag}", "cheap"), _BODY)
 
         try:
-            call = asyncio.ensure_future(request())
-            await asyncio.sleep(0.3)
-            held = await _spent(dispatcher, tag)
-            call.cancel()  # what the gateway does when the client hangs up
-            with pytest.raises(asyncio.CancelledError):
-                await call
-            usage = await dispatcher.charge_abandoned(spend)
+            with paid_by(who):  # as the gateway's middleware makes each request
+                call = asyncio.ensure_future(request())
+                await asyncio.sleep(0.3)
+                held = [await _spent(dispatcher, tag), await key_spent()]
+                call.cancel()  # what the gateway does when the client hangs up
+                with pytest.raises(asyncio.CancelledError):
+                    await call
+                usage = await dispatcher.charge_abandoned(spend)
             assert usage is not None
-            return held, usage.cost_usd, await _spent(dispatcher, tag)
+            return [*held, usage.cost_usd, await _spent(dispatcher, tag), await key_spent()]
         finally:
             await dispatcher.aclose()
 
-    held, owed, spent = asyncio.run(go())
-    assert held == pytest.approx(_worst(text, tag))
-    assert 0 < owed < held and spent == pytest.approx(owed)
+    held, key_held, owed, spent, key_spent = asyncio.run(go())
+    assert held == key_held == pytest.approx(_worst(text, tag))
+    assert 0 < owed < held and spent == key_spent == pytest.approx(owed)
 
 
 def test_dispatchers_sharing_redis_share_the_holds(

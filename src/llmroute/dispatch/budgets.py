@@ -13,32 +13,70 @@ the least of the request's ``max_completion_tokens`` / ``max_tokens`` (after the
 model's `params`), the model's ``max_output_tokens`` and its ``context_window`` less
 the prompt, of those that are set (Anthropic's API always has one: llmroute's default
 when the client sends none; a llama.cpp provider its ``max_tokens``), times ``n``.
+
+A client key's hard budget works the same way, on every call made for the key's
+requests: the gateway names the key that pays (`paid_by`, a context variable, so that
+fallbacks, cascade tiers, gates and background responses need not pass it along), and
+each call holds its worst case in the key's budget too. Then the key's spending is kept
+here, call by call, and not from the request's record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from llmroute.dispatch.usage import count_tokens, prompt_tokens_at_most
+from llmroute.dispatch.usage import count_tokens, input_tokens_at_most, prompt_tokens_at_most
 from llmroute.providers._anthropic_convert import DEFAULT_MAX_TOKENS
-from llmroute.registry.schema import ANSWER_LIMITS, Model, Provider
+from llmroute.registry.schema import ANSWER_LIMITS, Budget, Model, Provider
 from llmroute.request import image_count
 
-__all__ = ["IMAGE_TOKENS", "Held", "WorstCase", "worst_case"]
+__all__ = ["IMAGE_TOKENS", "Held", "Payer", "WorstCase", "paid_by", "payer", "worst_case"]
 
 IMAGE_TOKENS = 1600  # an image at most: Anthropic's largest (1.15 MP), OpenAI's high detail
 
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """A call's worst case, held in its model's budget for `period`'s `window` (the
-    calendar period it went into, where it is settled even after the period ends)."""
+    """A call's worst case, held in the budget counted under `account` (a model's, a
+    client key's) in `window`: the calendar period it went into, where it is settled
+    even after the period ends."""
 
-    model: str
+    account: str
     window: str
     usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class Payer:
+    """A client key with a hard budget, for whose requests calls are made: its name,
+    where its spending is counted, its budget."""
+
+    name: str
+    account: str
+    budget: Budget
+
+
+_PAYER: ContextVar[Payer | None] = ContextVar("llmroute_payer", default=None)
+
+
+def payer() -> Payer | None:
+    """The client key with a hard budget that the calls made now are for, if any."""
+    return _PAYER.get()
+
+
+@contextmanager
+def paid_by(who: Payer | None) -> Iterator[None]:
+    """Make the calls inside the block (and in the tasks it starts) for `who`; None:
+    for nobody's hard budget (work the gateway does for itself, such as shadow copies)."""
+    token = _PAYER.set(who)
+    try:
+        yield
+    finally:
+        _PAYER.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +97,10 @@ class WorstCase:
 
 def worst_case(sent: Mapping[str, Any], model: Model, provider: Provider) -> WorstCase:
     """The worst case of sending `sent` (the body as `model` gets it: its params applied)
-    to `provider`."""
+    to `provider`; for an embedding model, its ``input``."""
+    if model.kind == "embedding":  # its input alone
+        prompt = input_tokens_at_most(sent.get("input"))
+        return WorstCase(prompt, 0, prompt * model.price.input / 1e6)
     images = image_count(sent.get("messages")) * IMAGE_TOKENS
     prompt = prompt_tokens_at_most(sent) + images
     answer = _answer_bound(sent, model, provider, prompt)

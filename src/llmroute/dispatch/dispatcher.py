@@ -38,12 +38,12 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from llmroute.dispatch.affinity import prefix_key
-from llmroute.dispatch.budgets import Held, WorstCase, worst_case
+from llmroute.dispatch.budgets import Held, Payer, WorstCase, payer, worst_case
 from llmroute.dispatch.client_reasoning import in_dialect
 from llmroute.dispatch.deployments import (
     SLOT_RENEW_S,
@@ -75,6 +75,7 @@ from llmroute.errors import (
     CircuitOpen,
     ContentRefused,
     ContextWindowExceeded,
+    KeyBudgetReached,
     LimitReached,
     ProviderError,
     ProviderMisconfigured,
@@ -189,14 +190,14 @@ def attempt_outcome(error: BaseException | None) -> str:
 class _Relay(NamedTuple):
     """An opened stream as `Dispatcher._relayed` takes it over: its first event and the
     rest, the deployment that opened it, its in-flight slots, and its call as told to
-    the observer (None without one), and the worst case it holds in its model's hard
-    budget (None without one)."""
+    the observer (None without one), and the worst case it holds in hard budgets (its
+    model's, its client key's)."""
 
     stream: tuple[bytes, AsyncIterator[bytes]]
     deployment: Deployment
     slots: list[Slot]
     told: Attempt | None
-    held: Held | None
+    held: tuple[Held, ...]
 
 
 class DispatchObserver(Protocol):
@@ -383,7 +384,8 @@ class Dispatcher:
             )
             data["model"] = deployment.upstream
             usage = priced(data, body, self._registry.models[name].price)
-            await self._charge_answer(name, usage, deployment, held=holds.pop() if holds else None)
+            held, holds[:] = tuple(holds), []
+            await self._charge_answer(name, usage, deployment, held)
         finally:
             await self._take_back(holds)
         return Served(name, deployment.provider_name, data, usage, attempts)
@@ -417,8 +419,7 @@ class Dispatcher:
             await give_back(slots)
             raise
         opened = Opened(name, deployment.provider_name, _empty(), attempts)
-        held = holds[0] if holds else None
-        relay = _Relay((first, rest), deployment, slots, told[-1] if told else None, held)
+        relay = _Relay((first, rest), deployment, slots, told[-1] if told else None, tuple(holds))
         opened.events = self._relayed(plan, body, on, opened, relay)
         return opened
 
@@ -496,7 +497,7 @@ class Dispatcher:
                     await give_back(slots)
                     raise
                 told = told_now[-1] if told_now else None
-                held = holds[0] if holds else None
+                held = tuple(holds)
                 opened.model, opened.deployment = name, deployment.provider_name
                 opened.attempts = (*opened.attempts, _describe(failure), *attempts)
                 skip_opening = True
@@ -520,12 +521,12 @@ class Dispatcher:
             async with asyncio.timeout(timeouts.total_s):
                 return await provider.embed(deployment.upstream, sent, timeouts=timeouts)
 
-        held: Held | None = None
+        held: list[Held] = []
         try:
             held = await self._check_budget(name, sent)
             data, deployment = await self._retry(name, None, on, operation="embeddings")
         except BaseException as exc:
-            await self._take_back([held] if held is not None else [])
+            await self._take_back(held)
             if isinstance(exc, ProviderError):
                 exc.model = name
             raise
@@ -576,8 +577,8 @@ class Dispatcher:
         told: list[Attempt] | None = None,
     ) -> tuple[T, str, Deployment, tuple[str, ...]]:
         """Try the plan's chain in order until a model answers. The answering call's
-        hold in its model's hard budget goes to `holds` (the caller settles it with the
-        answer's cost); the holds of models that failed are taken back."""
+        holds in hard budgets go to `holds` (the caller settles them with the answer's
+        cost); the holds of models that failed are taken back."""
         chain = list(plan.chain)
         failures: list[tuple[str, ProviderError]] = []
         needed: list[int] = []  # the request's estimated tokens, counted on first need
@@ -605,10 +606,9 @@ class Dispatcher:
                         told=told,
                     )
                 except BaseException:
-                    await self._take_back([held] if held is not None else [])
+                    await self._take_back(held)
                     raise
-                if held is not None:
-                    holds.append(held)
+                holds.extend(held)
             except UnsupportedRequest as exc:
                 failures.append((name, exc))
             except (ContextWindowExceeded, ContentRefused, BeyondModel) as exc:
@@ -627,35 +627,79 @@ class Dispatcher:
 
     async def _check_budget(
         self, name: str, body: dict[str, Any], plan: Plan | None = None
-    ) -> Held | None:
+    ) -> list[Held]:
         """Raise `LimitReached` when the model has spent its budget for this period, or,
         for a hard budget, when the call's worst case (`body` as the model gets it:
         `plan` given, `_for_model` on its first deployment) does not fit in what is
-        left; else the hold of a hard budget (None for a soft one)."""
+        left; `KeyBudgetReached` when it does not fit in the paying client key's hard
+        budget. Else the holds made (none for soft budgets)."""
+        if self._limits is None:
+            return []
+        await self._check_soft(name)
         budget = self._registry.models[name].budget
-        if budget is None or self._limits is None:
-            return None
-        key = f"budget:{name}"
-        if not budget.hard:
-            spent = await self._limits.spent(key, budget.period)
-            if spent < budget.usd:
-                return None
-            why = f"over its {_PER[budget.period]} budget (${spent:.4f} of ${budget.usd:g})"
-        else:
-            worst = self._worst_case(name, body, plan)
-            window, spent = await self._limits.hold_usd(key, budget.period, worst.usd, budget.usd)
-            if window == UNCOUNTED:
-                return None
-            if window is not None:
-                return Held(name, window, worst.usd)
-            why = (
-                f"its {_PER[budget.period]} hard budget has ${max(budget.usd - spent, 0.0):.4f} "
-                f"of ${budget.usd:g} left (spent or held), and this call may cost "
-                f"{worst.describe()}"
+        who = payer()
+        if (budget is None or not budget.hard) and who is None:
+            return []
+        worst = self._worst_case(name, body, plan)
+        holds: list[Held] = []
+        if budget is not None and budget.hard:
+            account = f"budget:{name}"
+            window, spent = await self._limits.hold_usd(
+                account, budget.period, worst.usd, budget.usd
             )
+            if window is None:
+                self._limited(name, "budget")
+                raise LimitReached(
+                    "llmroute",
+                    f"its {_PER[budget.period]} hard budget "
+                    f"{_room(spent, budget.usd)}, and this call may cost {worst.describe()}; "
+                    "not called",
+                )
+            if window != UNCOUNTED:
+                holds.append(Held(account, window, worst.usd))
+        if who is not None:
+            holds.extend(await self._hold_for(who, name, worst, holds))
+        return holds
+
+    async def _check_soft(self, name: str) -> None:
+        """Raise `LimitReached` when the model's soft budget is spent for this period."""
+        budget = self._registry.models[name].budget
+        if budget is None or budget.hard or self._limits is None:
+            return
+        spent = await self._limits.spent(f"budget:{name}", budget.period)
+        if spent >= budget.usd:
+            self._limited(name, "budget")
+            raise LimitReached(
+                "llmroute",
+                f"over its {_PER[budget.period]} budget (${spent:.4f} of ${budget.usd:g}); "
+                "not called",
+            )
+
+    async def _hold_for(
+        self, who: Payer, name: str, worst: WorstCase, holds: list[Held]
+    ) -> list[Held]:
+        """Hold the call's `worst` case in the paying key's hard budget; when it does not
+        fit, give back the `holds` already made and raise `KeyBudgetReached`."""
+        assert self._limits is not None
+        budget = who.budget
+        period, cap = budget.period, budget.usd
+        window, spent = await self._limits.hold_usd(who.account, period, worst.usd, cap)
+        if window is None:
+            await self._take_back(holds)
+            self._limited(name, KeyBudgetReached.limit)
+            raise KeyBudgetReached(
+                "llmroute",
+                f"key {who.name!r}'s {_PER[budget.period]} hard budget "
+                f"{_room(spent, budget.usd)}, and this call may cost {worst.describe()}; "
+                "not called",
+                status=429,
+                code="insufficient_quota",
+            )
+        return [] if window == UNCOUNTED else [Held(who.account, window, worst.usd)]
+
+    def _limited(self, name: str, limit: str) -> None:
         if self.observer is not None:
-            _tell_limited(self.observer, name, "budget")
-        raise LimitReached("llmroute", f"{why}; not called")
+            _tell_limited(self.observer, name, limit)
 
     def _worst_case(self, name: str, body: dict[str, Any], plan: Plan | None) -> WorstCase:
         deployment = self.deployments.pool(name).deployments[0]
@@ -668,7 +712,7 @@ class Dispatcher:
         period the hold went into, to the end even when the caller is cancelled."""
         if self._limits is None:
             return
-        change = self._limits.settle_usd(f"budget:{held.model}", held.window, usd - held.usd)
+        change = self._limits.settle_usd(held.account, held.window, usd - held.usd)
         await settled(change, remote=self._limits.remote)
 
     async def _take_back(self, holds: list[Held]) -> None:
@@ -695,7 +739,7 @@ class Dispatcher:
         name: str,
         usage: Usage | None,
         deployment: Deployment | None = None,
-        held: Held | None = None,
+        held: Sequence[Held] = (),
     ) -> None:
         """`_charge` an answer's usage, and count it as the request's (`spend`)."""
         await self._charge(name, usage, deployment, held)
@@ -706,21 +750,27 @@ class Dispatcher:
         name: str,
         usage: Usage | None,
         deployment: Deployment | None = None,
-        held: Held | None = None,
+        held: Sequence[Held] = (),
     ) -> None:
-        """Count a served request's cost against its model's budget (replacing the
-        call's `held` worst case, for a hard one), and its tokens against the
-        `deployment`'s ``tpm``."""
-        if held is not None:
-            await self._settle(held, usage.cost_usd if usage is not None else 0.0)
+        """Count a call's cost against its model's budget and the paying client key's
+        hard budget (replacing the worst case the call `held` in them), and its tokens
+        against the `deployment`'s ``tpm``."""
+        cost = usage.cost_usd if usage is not None else 0.0
+        for hold in held:
+            await self._settle(hold, cost)
         if usage is None:
             return
         if deployment is not None:
             await deployment.used(usage.total_tokens)
-        budget = self._registry.models[name].budget
-        if held is not None or budget is None or self._limits is None or usage.cost_usd <= 0:
+        if self._limits is None or cost <= 0:
             return
-        await self._limits.charge(f"budget:{name}", budget.period, usage.cost_usd)
+        settled_in = {hold.account for hold in held}
+        budget = self._registry.models[name].budget
+        if budget is not None and f"budget:{name}" not in settled_in:
+            await self._limits.charge(f"budget:{name}", budget.period, cost)
+        who = payer()
+        if who is not None and who.account not in settled_in:
+            await self._limits.charge(who.account, who.budget.period, cost)
 
     def _held_tokens(self, name: str, body: dict[str, Any], needed: list[int]) -> int:
         """The request's estimated prompt, held against the deployments' ``tpm`` while
@@ -1078,6 +1128,11 @@ def _filtered(data: Any) -> bool:
     )
 
 
+def _room(spent: float, usd: float) -> str:
+    """What a hard budget has left, for a refusal's message."""
+    return f"has ${max(usd - spent, 0.0):.4f} of ${usd:g} left (spent or held)"
+
+
 def _describe(failure: tuple[str, ProviderError]) -> str:
     name, exc = failure
     if isinstance(exc, UnsupportedRequest):  # skipped by its declaration, not a failure
@@ -1098,6 +1153,9 @@ def _exhausted(failures: list[tuple[str, ProviderError]]) -> ProviderError:
     limited), else 502."""
     attempts = [_describe(f) for f in failures]
     errors = [exc for _, exc in failures if not isinstance(exc, UnsupportedRequest | BeyondModel)]
+    if errors and all(isinstance(e, KeyBudgetReached) for e in errors):
+        why = "; ".join(f"{name}: {exc.message}" for name, exc in failures)
+        return KeyBudgetReached("llmroute", why, status=429, code="insufficient_quota")
     if not errors and failures:
         why = "; ".join(
             f"{name}: {exc.message.removesuffix('; not sent')}" for name, exc in failures

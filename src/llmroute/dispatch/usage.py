@@ -27,6 +27,7 @@ __all__ = [
     "Usage",
     "count_tokens",
     "estimated_prompt_tokens",
+    "input_tokens_at_most",
     "priced",
     "priced_embedding",
     "prompt_chars",
@@ -157,6 +158,23 @@ def prompt_tokens_at_most(body: Mapping[str, Any]) -> int:
     messages = body.get("messages")
     turns = len(messages) if isinstance(messages, list) else 0
     return -(-pieces // 2) + _PER_MESSAGE * turns
+
+
+def input_tokens_at_most(value: Any) -> int:
+    """`prompt_tokens_at_most` for an embeddings ``input``: texts at their UTF-8 bytes
+    over two, token arrays by length."""
+
+    def text(item: str) -> int:
+        return -(-len(item.encode("utf-8", "surrogatepass")) // 2)
+
+    if isinstance(value, str):
+        return text(value)
+    if not isinstance(value, list):
+        return 0
+    return sum(
+        text(item) if isinstance(item, str) else len(item) if isinstance(item, list) else 1
+        for item in value
+    )
 
 
 def estimated_prompt_tokens(body: Mapping[str, Any]) -> int:

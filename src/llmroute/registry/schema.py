@@ -345,8 +345,8 @@ class Reasoning(_Frozen):
 class Budget(_Frozen):
     """At most `usd` spent on the model per calendar `period` (UTC); past it the model is
     skipped (the chain's next model serves) until the next period begins. A `hard`
-    budget (pool models only) is never passed: each call holds its worst-case cost
-    before it is sent and is skipped when that does not fit in what is left."""
+    budget is never passed: each call holds its worst-case cost before it is sent and
+    is not sent when that does not fit in what is left."""
 
     usd: float = Field(gt=0, allow_inf_nan=False)
     period: Literal["hour", "day", "month"] = "day"
@@ -1220,15 +1220,6 @@ class ApiKey(_Frozen):
     def _one_source(self) -> Self:
         if (self.key_env is None) == (self.sha256 is None):
             raise ValueError("give exactly one of key_env (a variable holding it) or sha256")
-        if self.budget is not None and self.budget.hard:
-            raise PathProblems(
-                [
-                    (
-                        ("budget", "hard"),
-                        "a key's budget is a soft cap; hard budgets are set on pool models",
-                    )
-                ]
-            )
         return self
 
 
@@ -1479,27 +1470,39 @@ class Registry(_Frozen):
                     yield ("default", "difficulty", key), message
 
     def _budget_problems(self) -> Iterator[Problem]:
+        """A hard budget holds each call's worst case: the models it applies to need a
+        bound on their answers."""
         for name, model in self.models.items():
-            if (message := self._unbounded(model)) is not None:
-                yield ("models", name, "budget", "hard"), message
+            if model.budget is not None and model.budget.hard and self._unbounded(model):
+                yield (
+                    ("models", name, "budget", "hard"),
+                    "a hard budget holds each call's worst case, so the model needs a bound on "
+                    "its answers: set max_output_tokens (or context_window, or params.max_tokens)",
+                )
+        for i, key in enumerate(self.auth.keys if self.auth is not None else ()):
+            if key.budget is None or not key.budget.hard:
+                continue
+            reach = key.pool if key.pool is not None else tuple(self.models)
+            loose = [m for m in reach if m in self.models and self._unbounded(self.models[m])]
+            if loose:
+                yield (
+                    ("auth", "keys", i, "budget", "hard"),
+                    "a hard budget holds each call's worst case, so every model the key may "
+                    f"reach (its pool) needs a bound on its answers; {', '.join(loose)} "
+                    "has none: set max_output_tokens (or context_window, or params.max_tokens)",
+                )
 
-    def _unbounded(self, model: Model) -> str | None:
-        """Why a hard budget cannot hold a worst case for the chat model (an answer
-        without a bound), or None when it can."""
-        if model.budget is None or not model.budget.hard or model.kind != "chat":
-            return None
+    def _unbounded(self, model: Model) -> bool:
+        """Whether the chat model's answers have no bound a worst case could use."""
+        if model.kind != "chat":
+            return False
         if model.context_window is not None or model.max_output_tokens is not None:
-            return None
+            return False
         if any(key in model.params for key in ANSWER_LIMITS):
-            return None
+            return False
         targets = model.targets()
         kinds = {self.providers[d.provider].kind for d in targets if d.provider in self.providers}
-        if kinds <= {"anthropic", "llamacpp", "echo"}:  # these always bound an answer
-            return None
-        return (
-            "a hard budget holds each call's worst case, so the model needs a bound on its "
-            "answers: set max_output_tokens (or context_window, or params.max_tokens)"
-        )
+        return not kinds <= {"anthropic", "llamacpp", "echo"}  # these always bound an answer
 
     def _route_problems(self) -> Iterator[Problem]:
         first: dict[str, int] = {}

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llmroute.dispatch.budgets import Payer, paid_by
 from llmroute.errors import ConfigError, shown
 from llmroute.registry.schema import ApiKey, AuthSettings
 from llmroute.server.errors import GatewayError
@@ -50,6 +51,7 @@ __all__ = [
     "check_model",
     "key_of",
     "let_in_as",
+    "payer_of",
     "presented_key",
 ]
 
@@ -194,7 +196,8 @@ class RequireKey:
                 await error.response()(scope, receive, send)
             return
         scope[_SCOPE_KEY] = key
-        await self.app(scope, receive, _with_limit_headers(scope, send))
+        with paid_by(payer_of(key)):  # every call made for the request, and its tasks
+            await self.app(scope, receive, _with_limit_headers(scope, send))
 
     @staticmethod
     async def _check(scope: Scope, table: KeyTable, gateway: Gateway) -> ApiKey:
@@ -248,9 +251,11 @@ async def admit(scope: Scope, key: ApiKey, gateway: Gateway, *, spends: bool = T
         and budget is not None
         and await limits.spent(_account(key), budget.period) >= budget.usd
     ):
+        held = " (with the calls in flight)" if budget.hard else ""
         raise GatewayError(
             429,
-            f"key {key.name!r} has spent its budget of ${budget.usd:g} this {budget.period} (UTC)",
+            f"key {key.name!r} has spent its budget of ${budget.usd:g} this {budget.period} "
+            f"(UTC){held}",
             code="insufficient_quota",
         )
     left: dict[str, int] = {}
@@ -370,10 +375,19 @@ async def key_info(key: ApiKey, limits: RateLimits | None) -> dict[str, Any]:
         info["budget"] = {
             "usd": budget.usd,
             "period": budget.period,
+            "hard": budget.hard,
             "spent_usd": None if spent is None else round(spent, 6),
             "remaining_usd": None if spent is None else round(max(0.0, budget.usd - spent), 6),
         }
     return info
+
+
+def payer_of(key: ApiKey | None) -> Payer | None:
+    """The `Payer` that the calls made for `key`'s requests hold their worst case
+    against: None unless its budget is hard."""
+    if key is None or key.budget is None or not key.budget.hard:
+        return None
+    return Payer(key.name, _account(key), key.budget)
 
 
 def _account(key: ApiKey) -> str:
@@ -402,10 +416,11 @@ class Charges:
 
     def charge(self, key: ApiKey, usd: float, tokens: int = 0) -> None:
         """Add `usd` to the key's spending this period and `tokens` to its minute
-        (each only when the key has a budget or a tpm)."""
+        (each only when the key has a budget or a tpm). A hard budget's spending is
+        counted call by call instead, as dispatch settles the calls' holds."""
         account = _account(key)
         budget = key.budget
-        if budget is not None and usd > 0:
+        if budget is not None and not budget.hard and usd > 0:  # a hard one: call by call
             self._start(self._limits.charge(account, budget.period, usd))
         if key.tpm is not None and tokens > 0:
             self._start(self._limits.add_tokens(account, tokens))

@@ -36,8 +36,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from llmroute.dispatch.budgets import paid_by
 from llmroute.errors import LlmrouteError
-from llmroute.server.auth import admit, api_key_of
+from llmroute.server.auth import admit, api_key_of, payer_of
 from llmroute.server.batch_lines import BatchLine, read_lines
 from llmroute.server.body import require_messages
 from llmroute.server.chat import GATEWAY_TAGS, serve_chat
@@ -277,21 +278,22 @@ class BatchRun:
         request = Request(scope, self.request.receive)
         gateway = self.gateway
         ts, started_ns = time.time(), time.perf_counter_ns()
+        key = api_key_of(scope)
         try:
-            key = api_key_of(scope)
-            if key is not None and gateway.auth is not None:
-                await admit(scope, key, gateway)
-            if self.endpoint == "/v1/embeddings":
-                return await embed(request, gateway, body)
-            if self.endpoint == "/v1/responses":
-                return await answer_responses(request, gateway, body, ts, started_ns)
-            if self.endpoint == "/v1/completions":
-                chat = to_chat_body(body)
-                return await answer_converted(
-                    request, COMPLETIONS_FRONT, body, chat, ts, started_ns
-                )
-            require_messages(body)
-            return await serve_chat(request, gateway, body, ts, started_ns)
+            with paid_by(payer_of(key)):  # its calls hold their worst case in a hard budget
+                if key is not None and gateway.auth is not None:
+                    await admit(scope, key, gateway)
+                if self.endpoint == "/v1/embeddings":
+                    return await embed(request, gateway, body)
+                if self.endpoint == "/v1/responses":
+                    return await answer_responses(request, gateway, body, ts, started_ns)
+                if self.endpoint == "/v1/completions":
+                    chat = to_chat_body(body)
+                    return await answer_converted(
+                        request, COMPLETIONS_FRONT, body, chat, ts, started_ns
+                    )
+                require_messages(body)
+                return await serve_chat(request, gateway, body, ts, started_ns)
         except GatewayError as exc:
             return exc.response()
         except LlmrouteError as exc:

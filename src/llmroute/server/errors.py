@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from llmroute.errors import (
     AllFallbacksFailed,
     CircuitOpen,
+    KeyBudgetReached,
     LlmrouteError,
     ModelNotFound,
     PolicyViolation,
@@ -98,6 +99,8 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
     if isinstance(exc, UnsupportedRequest):
         param = "tools" if exc.code == "tools_not_supported" else "messages"
         return GatewayError(400, exc.message, param=param, code=exc.code, headers=headers)
+    if isinstance(exc, KeyBudgetReached):  # the key's hard budget fits no model of the chain
+        return GatewayError(429, exc.message, code="insufficient_quota", headers=headers)
     if isinstance(exc, AllFallbacksFailed):
         return GatewayError(
             exc.status or 502,

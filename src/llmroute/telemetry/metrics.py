@@ -20,8 +20,9 @@ Metrics (all prefixed ``llmroute_``):
 - ``upstream_attempts_total{model, deployment, outcome}``,
   ``upstream_streams_total{model, deployment, outcome}`` (how a stream whose attempt was
   ``ok`` ended), ``retries_total{model}``,
-  ``fallbacks_total{route}``, ``limited_total{model, limit="rpm|in_flight|budget"}``: from the
-  dispatcher (zero unless it is observed);
+  ``fallbacks_total{route}``,
+  ``limited_total{model, limit="rpm|in_flight|budget|key_budget"}``: from the dispatcher
+  (zero unless it is observed);
 - ``breaker_open{model, deployment, upstream}``: 1 while a deployment's breaker is open
   or half-open, 0 closed;
 - ``safety_actions_total{action}``, ``reasoning_total{needed="true|false"}``;

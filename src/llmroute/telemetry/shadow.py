@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from llmroute.decision import Decision
+from llmroute.dispatch.budgets import paid_by
 from llmroute.dispatch.plan import Plan
 from llmroute.errors import ConfigError, LlmrouteError
 from llmroute.registry.schema import Registry, RoutePolicy, ShadowSettings
@@ -277,14 +278,15 @@ class ShadowRunner:
         started_ts: float,
     ) -> None:
         started = time.perf_counter()
-        served, error = await self._reference(decision, sent)
-        latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        reference_answer = None if served is None else answer_text(served.data)
-        judgement: Judgement | None = None
-        if error is not None:
-            self._outcome("error")
-        elif self.judge is not None:
-            judgement = await self._judge(sent, routed_answer, reference_answer)
+        with paid_by(None):  # the operator's cost (reference and judge), not the client key's
+            served, error = await self._reference(decision, sent)
+            latency_ms = round((time.perf_counter() - started) * 1000, 1)
+            reference_answer = None if served is None else answer_text(served.data)
+            judgement: Judgement | None = None
+            if error is not None:
+                self._outcome("error")
+            elif self.judge is not None:
+                judgement = await self._judge(sent, routed_answer, reference_answer)
         extra: dict[str, Any] = {}
         if served is not None and served.attempts:
             extra["reference_attempts"] = list(served.attempts)
