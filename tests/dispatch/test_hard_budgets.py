@@ -20,6 +20,7 @@ import pytest
 from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import serve
 from plans import plan_for
+from prometheus_client.parser import text_string_to_metric_families
 from redis_service import REDIS_URL
 
 from llmroute.dispatch import Dispatcher
@@ -352,3 +353,14 @@ def test_the_gateway_says_what_a_call_may_cost_when_it_does_not_fit(
     assert answered.status_code == 200, answered.text
     assert 'llmroute_limited_total{limit="budget",model="solo"} 1.0' in metrics
     assert len(upstream.calls_to(f"solo-{tag}")) == 1
+    gauges = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name.startswith("llmroute_budget")
+    }
+    labels = {"kind": "model", "name": "solo", "period": "hour"}
+    cap = ("llmroute_budget_usd", tuple(sorted({**labels, "hard": "true"}.items())))
+    assert gauges[cap] == 0.05
+    spent = ("llmroute_budget_spent_usd", tuple(sorted(labels.items())))
+    assert gauges[spent] == pytest.approx(_ANSWER_USD)

@@ -19,6 +19,7 @@ import openai
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import Served, serve
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmroute.dispatch.budgets import worst_case
 from llmroute.errors import ConfigError
@@ -59,6 +60,7 @@ auth:
     - {name: payer, key_env: LLMROUTE_TEST_PAYER_KEY, budget: {usd: 0.25, period: day, hard: true}}
     - {name: other, key_env: LLMROUTE_TEST_OTHER_KEY, budget: {usd: 0.25, period: day, hard: true}}
     - {name: batcher, key_env: LLMROUTE_TEST_BATCHER_KEY, budget: {usd: 0.25, hard: true}}
+  public_metrics: true
 """
 ENV = {
     "LLMROUTE_TEST_PAYER_KEY": KEY,
@@ -121,7 +123,17 @@ def test_concurrent_requests_never_pass_a_keys_hard_budget(
     assert served == ["cheap"] * 3 + ["pricey"] * 2
     cheap_usd = 6 * 1 / 1e6
     time.sleep(0.3)  # the record is written off the request path: nothing more comes
-    assert _spent(gateway, KEY) == pytest.approx(2 * ANSWER_USD + 3 * cheap_usd, abs=1e-6)
+    spent = 2 * ANSWER_USD + 3 * cheap_usd
+    assert _spent(gateway, KEY) == pytest.approx(spent, abs=1e-6)
+    scraped = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    gauges = {
+        (sample.name, sample.labels.get("name")): sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name.startswith("llmroute_budget") and sample.labels.get("kind") == "key"
+    }
+    assert gauges[("llmroute_budget_usd", "payer")] == 0.25
+    assert gauges[("llmroute_budget_spent_usd", "payer")] == pytest.approx(spent, abs=1e-6)
 
 
 def test_a_request_that_fits_no_model_gets_a_429_and_a_shadow_is_not_the_keys(

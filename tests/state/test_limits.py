@@ -254,16 +254,21 @@ def test_holds_count_until_settled_in_their_own_period(backend: str, redis_names
 
 
 def test_a_redis_that_is_not_there_lets_calls_through_uncounted(closed_port: int) -> None:
-    async def go() -> tuple[str | None, float]:
+    """A hold is let through uncounted; the store says it is not answering (the budget
+    gauges then leave the spending out rather than report 0)."""
+
+    async def go() -> tuple[bool, tuple[str | None, float], bool]:
         limits = RedisLimits(f"redis://127.0.0.1:{closed_port}/0", 0.5, "ns")
         try:
+            before = limits.answering
             held = await limits.hold_usd("m", "day", 5.0, 1.0)
             await limits.settle_usd("m", UNCOUNTED, 1.0)  # nothing to settle
-            return held
+            return before, held, limits.answering
         finally:
             await limits.aclose()
 
-    assert asyncio.run(go()) == (UNCOUNTED, 0.0)
+    assert asyncio.run(go()) == (True, (UNCOUNTED, 0.0), False)
+    assert MemoryLimits().answering
 
 
 # -- dispatch ---------------------------------------------------------------------------

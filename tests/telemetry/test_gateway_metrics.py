@@ -315,7 +315,7 @@ def test_the_metrics_endpoint() -> None:
 WORKER = """
 import json, sys
 from tests.telemetry.test_gateway_metrics import decision, record
-from llmroute.telemetry.metrics import GatewayMetrics, multiprocess_dir
+from llmroute.telemetry.metrics import BudgetReading, GatewayMetrics, multiprocess_dir
 
 metrics = GatewayMetrics()
 assert metrics.multiprocess_dir == multiprocess_dir() is not None
@@ -324,7 +324,11 @@ for _ in range(int(sys.argv[1])):
 metrics.on_drop(1, "queue_full")
 metrics.queue_depth(int(sys.argv[1]))
 if sys.argv[2] == "render":
-    body, _ = metrics.render()
+    budgets = [
+        BudgetReading("key", "team", "day", True, 5.0, 1.25),
+        BudgetReading("model", "large", "hour", False, 2.0, None),  # the store did not answer
+    ]
+    body, _ = metrics.render(budgets=budgets)
     sys.stdout.write(body.decode())
 """
 
@@ -359,6 +363,17 @@ def test_multiprocess_mode_merges_the_workers(tmp_path: Path) -> None:
     assert value(s, "llmroute_telemetry_dropped_total", reason="queue_full") == 3
     # a live gauge: the workers that exited took their queue depth with them
     assert value(s, "llmroute_telemetry_queue_depth") == 1
+
+    # budgets as the scraped worker read them (the same for all when counted in Redis)
+    def budget(metric: str, **labels: str) -> float | None:  # a label is called "name"
+        return s.get((metric, tuple(sorted(labels.items()))))
+
+    team = {"kind": "key", "name": "team", "period": "day"}
+    assert budget("llmroute_budget_usd", **team, hard="true") == 5.0
+    assert budget("llmroute_budget_spent_usd", **team) == 1.25
+    large = {"kind": "model", "name": "large", "period": "hour"}
+    assert budget("llmroute_budget_usd", **large, hard="false") == 2.0
+    assert budget("llmroute_budget_spent_usd", **large) is None
 
 
 def test_single_process_mode_ignores_a_multiproc_dir_set_too_late(

@@ -34,9 +34,23 @@ from llmroute.providers._anthropic_convert import DEFAULT_MAX_TOKENS
 from llmroute.registry.schema import ANSWER_LIMITS, Budget, Model, Provider
 from llmroute.request import image_count
 
-__all__ = ["IMAGE_TOKENS", "Held", "Payer", "WorstCase", "paid_by", "payer", "worst_case"]
+__all__ = [
+    "IMAGE_TOKENS",
+    "Held",
+    "Payer",
+    "WorstCase",
+    "model_account",
+    "paid_by",
+    "payer",
+    "worst_case",
+]
 
 IMAGE_TOKENS = 1600  # an image at most: Anthropic's largest (1.15 MP), OpenAI's high detail
+
+
+def model_account(name: str) -> str:
+    """Where the pool model `name`'s spending is counted (``NAMESPACE:usd:budget:NAME``)."""
+    return f"budget:{name}"
 
 
 @dataclass(frozen=True, slots=True)

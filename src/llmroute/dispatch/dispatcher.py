@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from llmroute.dispatch.affinity import prefix_key
-from llmroute.dispatch.budgets import Held, Payer, WorstCase, payer, worst_case
+from llmroute.dispatch.budgets import Held, Payer, WorstCase, model_account, payer, worst_case
 from llmroute.dispatch.client_reasoning import in_dialect
 from llmroute.dispatch.deployments import (
     SLOT_RENEW_S,
@@ -643,7 +643,7 @@ class Dispatcher:
         worst = self._worst_case(name, body, plan)
         holds: list[Held] = []
         if budget is not None and budget.hard:
-            account = f"budget:{name}"
+            account = model_account(name)
             window, spent = await self._limits.hold_usd(
                 account, budget.period, worst.usd, budget.usd
             )
@@ -666,7 +666,7 @@ class Dispatcher:
         budget = self._registry.models[name].budget
         if budget is None or budget.hard or self._limits is None:
             return
-        spent = await self._limits.spent(f"budget:{name}", budget.period)
+        spent = await self._limits.spent(model_account(name), budget.period)
         if spent >= budget.usd:
             self._limited(name, "budget")
             raise LimitReached(
@@ -766,8 +766,8 @@ class Dispatcher:
             return
         settled_in = {hold.account for hold in held}
         budget = self._registry.models[name].budget
-        if budget is not None and f"budget:{name}" not in settled_in:
-            await self._limits.charge(f"budget:{name}", budget.period, cost)
+        if budget is not None and model_account(name) not in settled_in:
+            await self._limits.charge(model_account(name), budget.period, cost)
         who = payer()
         if who is not None and who.account not in settled_in:
             await self._limits.charge(who.account, who.budget.period, cost)

@@ -47,6 +47,7 @@ __all__ = [
     "Charges",
     "KeyTable",
     "RequireKey",
+    "account_of",
     "api_key_of",
     "check_model",
     "key_of",
@@ -249,7 +250,7 @@ async def admit(scope: Scope, key: ApiKey, gateway: Gateway, *, spends: bool = T
     if (
         spends
         and budget is not None
-        and await limits.spent(_account(key), budget.period) >= budget.usd
+        and await limits.spent(account_of(key), budget.period) >= budget.usd
     ):
         held = " (with the calls in flight)" if budget.hard else ""
         raise GatewayError(
@@ -262,11 +263,11 @@ async def admit(scope: Scope, key: ApiKey, gateway: Gateway, *, spends: bool = T
     if key.rpm is not None or key.tpm is not None:
         scope[_LIMITS_KEY] = left
     if key.rpm is not None:
-        taken = await limits.take(_account(key), key.rpm)
+        taken = await limits.take(account_of(key), key.rpm)
         left[LIMIT_REQUESTS] = key.rpm
         left[REMAINING_REQUESTS] = 0 if taken is None else max(0, int(key.rpm - taken))
         if taken is None:
-            wait = await limits.retry_after(_account(key), key.rpm)
+            wait = await limits.retry_after(account_of(key), key.rpm)
             raise GatewayError(
                 429,
                 f"key {key.name!r} is at its limit of {key.rpm} requests per minute",
@@ -274,11 +275,11 @@ async def admit(scope: Scope, key: ApiKey, gateway: Gateway, *, spends: bool = T
                 headers=retry_headers(wait),
             )
     if key.tpm is not None and spends:
-        used = await limits.tokens(_account(key))
+        used = await limits.tokens(account_of(key))
         left[LIMIT_TOKENS] = key.tpm
         left[REMAINING_TOKENS] = max(0, int(key.tpm - used))
         if used >= key.tpm:
-            wait = await limits.retry_after(_account(key), key.tpm, tokens=True)
+            wait = await limits.retry_after(account_of(key), key.tpm, tokens=True)
             raise GatewayError(
                 429,
                 f"key {key.name!r} is at its limit of {key.tpm} tokens per minute",
@@ -353,7 +354,7 @@ async def key_info(key: ApiKey, limits: RateLimits | None) -> dict[str, Any]:
     """What a client may know of its own key: its name, what it may ask for and reach,
     its limits, and what it has used of them (tokens this minute, spending this period;
     None when nothing counts them)."""
-    account = _account(key)
+    account = account_of(key)
     info: dict[str, Any] = {
         "object": "llmroute.key",
         "name": key.name,
@@ -387,10 +388,10 @@ def payer_of(key: ApiKey | None) -> Payer | None:
     against: None unless its budget is hard."""
     if key is None or key.budget is None or not key.budget.hard:
         return None
-    return Payer(key.name, _account(key), key.budget)
+    return Payer(key.name, account_of(key), key.budget)
 
 
-def _account(key: ApiKey) -> str:
+def account_of(key: ApiKey) -> str:
     """Where a key's requests and spending are counted."""
     return f"apikey:{key.name}"
 
@@ -418,7 +419,7 @@ class Charges:
         """Add `usd` to the key's spending this period and `tokens` to its minute
         (each only when the key has a budget or a tpm). A hard budget's spending is
         counted call by call instead, as dispatch settles the calls' holds."""
-        account = _account(key)
+        account = account_of(key)
         budget = key.budget
         if budget is not None and not budget.hard and usd > 0:  # a hard one: call by call
             self._start(self._limits.charge(account, budget.period, usd))
@@ -432,7 +433,7 @@ class Charges:
         tokens are charged apart), None for a key without a tpm."""
         if key.tpm is None or tokens <= 0:
             return None
-        account = _account(key)
+        account = account_of(key)
         minute = await self._held(account, tokens, key.tpm)
         if minute is None:
             # room for this request: the count at most tpm - tokens (or an empty window)

@@ -157,6 +157,11 @@ class RateLimits(Protocol):
     url: str
     remote: bool  # whether its calls wait on the network (a cancellation can cut them)
 
+    @property
+    def answering(self) -> bool:
+        """False while the store is taken for down (its reads then say nothing)."""
+        ...
+
     async def acquire(self, key: str, per_minute: int) -> bool: ...
 
     async def take(self, key: str, per_minute: int) -> float | None: ...
@@ -242,6 +247,7 @@ class MemoryLimits:
 
     url = "memory"
     remote = False
+    answering = True
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
@@ -425,6 +431,10 @@ class RedisLimits:
         self._tokens_prefix = f"{namespace}:tpm:"
         self._clock = clock
         self._outage = Outage(log, clock)
+
+    @property
+    def answering(self) -> bool:
+        return not self._outage.down()
 
     async def acquire(self, key: str, per_minute: int) -> bool:
         return await self.take(key, per_minute) is not None

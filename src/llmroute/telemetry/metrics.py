@@ -76,6 +76,7 @@ import os
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from prometheus_client import (
@@ -104,6 +105,7 @@ __all__ = [
     "EMBEDDINGS_ROUTE",
     "TTFT_BUCKETS",
     "UPSTREAM_BUCKETS",
+    "BudgetReading",
     "GatewayMetrics",
     "metrics_for",
     "multiprocess_dir",
@@ -208,6 +210,47 @@ class _BreakerCollector:
             for labels, value in _breaker_states(self.dispatcher):
                 family.add_metric(labels, value)
         return [family]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetReading:
+    """A budget as read at scrape time: a pool model's or a client key's (`kind`), its
+    cap, and what is spent this period (with the worst cases held by calls in flight,
+    for a hard one); `spent_usd` None when the store did not answer."""
+
+    kind: str
+    name: str
+    period: str
+    hard: bool
+    usd: float
+    spent_usd: float | None
+
+
+class _BudgetCollector:
+    """``llmroute_budget_usd`` and ``llmroute_budget_spent_usd`` from the readings the
+    scrape made (the counts may be in Redis: read before rendering)."""
+
+    def __init__(self, readings: Sequence[BudgetReading] = ()) -> None:
+        self.readings = readings
+
+    def collect(self) -> Iterable[Metric]:
+        cap = GaugeMetricFamily(
+            "llmroute_budget_usd",
+            "A pool model's or client key's budget per period, in USD",
+            labels=("kind", "name", "period", "hard"),
+        )
+        spent = GaugeMetricFamily(
+            "llmroute_budget_spent_usd",
+            "Spent this period (UTC), in USD, with the worst cases calls in flight hold "
+            "in a hard budget",
+            labels=("kind", "name", "period"),
+        )
+        for reading in self.readings:
+            labels = [reading.kind, reading.name, reading.period]
+            cap.add_metric([*labels, str(reading.hard).lower()], reading.usd)
+            if reading.spent_usd is not None:
+                spent.add_metric(labels, reading.spent_usd)
+        return [cap, spent]
 
 
 def _breaker_states(dispatcher: Dispatcher) -> Iterable[tuple[Sequence[str], float]]:
@@ -421,6 +464,9 @@ class GatewayMetrics:
             _mark_dead_at_exit(self.multiprocess_dir)
         else:
             self.registry.register(self._breakers)
+        self._budgets = _BudgetCollector()
+        if self.multiprocess_dir is None:
+            self.registry.register(self._budgets)
 
     # -- the request path -------------------------------------------------------------------
 
@@ -578,20 +624,26 @@ class GatewayMetrics:
 
     # -- scraping ---------------------------------------------------------------------------
 
-    def render(self, dispatcher: Dispatcher | None = None) -> tuple[bytes, str]:
+    def render(
+        self, dispatcher: Dispatcher | None = None, budgets: Sequence[BudgetReading] = ()
+    ) -> tuple[bytes, str]:
         """The ``/metrics`` body and its content type; breaker gauges from `dispatcher`
-        (the current gateway's), none when it is None."""
+        (the current gateway's), none when it is None; budget gauges from `budgets`
+        (read by the scraped process: shared by every worker when counted in Redis)."""
         if self.multiprocess_dir is not None:
             if dispatcher is not None:
                 self._refresh_breakers(dispatcher)
             merged = CollectorRegistry()
             multiprocess.MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+            merged.register(_BudgetCollector(budgets))
             return generate_latest(merged), CONTENT_TYPE_LATEST
         self._breakers.dispatcher = dispatcher
+        self._budgets.readings = budgets
         try:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         finally:
             self._breakers.dispatcher = None
+            self._budgets.readings = ()
 
     def _refresh_breakers(self, dispatcher: Dispatcher) -> None:
         """This worker's breaker gauges from `dispatcher`; ones it no longer has read 0."""
