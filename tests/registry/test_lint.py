@@ -180,3 +180,47 @@ def test_a_content_fallback_behind_the_same_filter_is_a_warning() -> None:
     ]
     elsewhere = same.replace("content_fallback: fitted", "content_fallback: self-hosted")
     assert not any(w.startswith("routes") for w in lint(parse_registry(elsewhere).registry))
+
+
+BUDGETS = """
+encoder: builtin:static
+providers: {p: {kind: openai, base_url: "http://127.0.0.1:9/v1"}}
+models:
+  free: {provider: p, model: f, max_output_tokens: 100, budget: {usd: 5}}
+  long:
+    provider: p
+    model: l
+    price: {input: 2, output: 8}
+    max_output_tokens: 32768
+    budget: {usd: 0.1, hard: true}
+  capped:
+    provider: p
+    model: c
+    price: {input: 2, output: 8}
+    max_output_tokens: 32768
+    params: {max_tokens: 1024}
+    budget: {usd: 0.1, hard: true}
+routes:
+  - {name: a, examples: [hello there], target: long}
+default: {target: long}
+auth:
+  keys:
+    - {name: team, key_env: TEAM_KEY, budget: {usd: 0.2, hard: true}}
+    - {name: small, key_env: SMALL_KEY, budget: {usd: 0.2, hard: true}, pool: [capped, free]}
+"""
+
+
+def test_budgets_nothing_counts_against_or_no_call_fits_in_are_warnings() -> None:
+    warnings = lint(parse_registry(BUDGETS).registry)
+    assert [w.split(":")[0] for w in warnings] == [
+        "models.free.budget",
+        "models.long.budget",
+        "auth.keys[0].budget",
+    ]
+    assert "has no price" in warnings[0]
+    # 32,768 answer tokens at $8 per million: $0.26, more than $0.1 and $0.2
+    assert (
+        "$0.2621 for its answer alone (up to 32,768 tokens), more than the whole hard "
+        in (warnings[1])
+    )
+    assert "a request to long without max_tokens" in warnings[2]

@@ -27,14 +27,54 @@ def _key(text: str) -> str:
 def lint(registry: Registry) -> list[str]:
     """Every warning: examples, what requests with images or tools may reach, OpenAI
     reasoning models sent parameters they refuse, conversation affinity without the
-    prices it compares, and content fallbacks behind their target's own filter."""
+    prices it compares, content fallbacks behind their target's own filter, and budgets
+    nothing counts against or no call fits in."""
     return (
         _example_conflicts(registry)
         + _capability_gaps(registry)
         + _unfitted_reasoning_models(registry)
         + _unpriced_affinity(registry)
         + _same_filter_content_fallbacks(registry)
+        + _idle_budgets(registry)
     )
+
+
+def _idle_budgets(registry: Registry) -> list[str]:
+    """A model budget on a model without a price (nothing counts against it), and a
+    hard budget smaller than the worst case of a request that sets no ``max_tokens``
+    on a model it covers (only requests asking for short answers are ever sent)."""
+    from llmroute.dispatch.budgets import worst_case  # the tokenizer: only when linting
+
+    out = []
+    keys = registry.auth.keys if registry.auth is not None else ()
+    for name, model in registry.models.items():
+        price = model.price
+        if model.budget is not None and price.input == 0 and price.output == 0:
+            out.append(
+                f"models.{name}.budget: the model has no price, so nothing is counted "
+                "against its budget; give it a price"
+            )
+        if model.kind != "chat" or not model.targets():
+            continue
+        provider = registry.providers.get(model.targets()[0].provider)
+        if provider is None:
+            continue
+        worst = worst_case(dict(model.params), model, provider)
+        covered = [(f"models.{name}.budget", model.budget)] + [
+            (f"auth.keys[{i}].budget", key.budget)
+            for i, key in enumerate(keys)
+            if key.pool is None or name in key.pool
+        ]
+        for where, budget in covered:
+            if budget is not None and budget.hard and worst.usd > budget.usd:
+                out.append(
+                    f"{where}: a request to {name} without max_tokens may cost "
+                    f"${worst.usd:.4f} for its answer alone (up to {worst.answer_tokens:,} "
+                    f"tokens), more than the whole hard budget (${budget.usd:g}): "
+                    "only requests asking for shorter answers are ever sent; set the "
+                    "model's max_output_tokens or params.max_tokens, or a larger budget"
+                )
+    return out
 
 
 def _same_filter_content_fallbacks(registry: Registry) -> list[str]:
