@@ -147,6 +147,8 @@ def test_the_dashboard_renders_the_gateway_in_chromium(
     for route in ("code", "chat", "ops"):
         assert f'data-route="{route}"' in dom
     assert 'data-state="open"' in dom and 'data-state="closed"' in dom  # the breakers
+    assert 'data-budget="model:large" data-hard="true"' in dom  # the budgets, as counted
+    assert 'data-budget="model:small" data-hard="false"' in dom
     assert served.version() in dom  # the registry version in the header
     assert dom.count("<svg") >= 4  # the four charts drew
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
@@ -189,6 +191,7 @@ def test_the_log_only_dashboard_renders_without_live_state(
     assert 'data-state="ready"' in dom
     assert _cell_text(dom, "tile-requests") == "8"
     assert re.search(r'id="breakers-section"[^>]*hidden', dom)
+    assert re.search(r'id="budgets-section"[^>]*hidden', dom)  # nothing counts them here
 
 
 def test_with_client_keys_the_page_takes_an_admin_key(

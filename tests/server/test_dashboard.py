@@ -129,6 +129,17 @@ def test_live_state_shows_this_process_and_its_breakers(
     assert broken["state"] == "open" and broken["consecutive_failures"] >= 2
     assert states[("small", "small")]["state"] == "closed"
     assert live["breakers_shared"] is None  # each process's own
+    budgets = {b["name"]: b for b in live["budgets"]}
+    assert set(budgets) == {"small", "large"}
+    large = budgets["large"]
+    assert (large["kind"], large["period"], large["hard"], large["usd"]) == (
+        "model",
+        "month",
+        True,
+        5.0,
+    )
+    assert 0 < large["spent_usd"] < 0.01  # three code requests; nothing held once answered
+    assert budgets["small"]["hard"] is False and budgets["small"]["spent_usd"] > 0
 
 
 @pytest.mark.parametrize(

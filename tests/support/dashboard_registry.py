@@ -1,5 +1,6 @@
 """The registry the dashboard tests serve: three routes, one of whose model always
-answers 503 (its breaker opens after two failures and the route falls back)."""
+answers 503 (its breaker opens after two failures and the route falls back), and two
+model budgets (one hard)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ encoder: builtin:static
 providers:
   fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
 models:
-  small: {provider: fake, model: small, price: {input: 1, output: 2}}
-  large: {provider: fake, model: large, price: {input: 10, output: 20}}
+  small: {provider: fake, model: small, price: {input: 1, output: 2}, budget: {usd: 100}}
+  large:
+    provider: fake
+    model: large
+    price: {input: 10, output: 20}
+    max_output_tokens: 4096
+    budget: {usd: 5, period: month, hard: true}
   broken: {provider: fake, model: 'broken?status=503', price: {input: 1, output: 1}}
 routes:
   - {name: code, examples: ["write a python function", "fix the bug in my code"], target: large}

@@ -19,9 +19,9 @@ import functools
 import importlib.resources
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from starlette.routing import Route
 from llmroute.errors import TelemetryError
 from llmroute.registry.schema import Registry
 from llmroute.server.errors import GatewayError, handle_any, handle_gateway_error, handle_http
+from llmroute.server.metrics import budget_readings
 from llmroute.server.settings import ServeSettings
 from llmroute.server.state import gateway_of
 from llmroute.state.stores import MemoryStore
@@ -159,7 +160,7 @@ class Dashboard:
     def __init__(
         self,
         log_view: Callable[[Request], LogView],
-        live: Callable[[Request], dict[str, Any] | None],
+        live: Callable[[Request], Awaitable[dict[str, Any] | None]],
         *,
         max_rows: int = DEFAULT_MAX_ROWS,
         ttl_s: float = DEFAULT_TTL_S,
@@ -203,7 +204,7 @@ class Dashboard:
         view = self._log_view(request)
         payload = dict(await self._payload(view, window))
         payload["generated_at"] = time.time()
-        payload["live"] = self._live(request)
+        payload["live"] = await self._live(request)
         return JSONResponse(payload, headers={"Cache-Control": "no-store"})
 
     async def _payload(self, view: LogView, window: Window) -> dict[str, Any]:
@@ -248,8 +249,9 @@ def _cache_facts(store: object) -> dict[str, Any]:
     return {"store": "redis", "url": getattr(store, "url", None)}
 
 
-def gateway_live(request: Request) -> dict[str, Any]:
-    """This process's side of the gateway: what no log holds."""
+async def gateway_live(request: Request) -> dict[str, Any]:
+    """This process's side of the gateway: what no log holds (its breakers, and the
+    budgets as counted now)."""
     gateway = gateway_of(request)
     settings = getattr(request.app.state, "serve_settings", None)
     cache = gateway.cache
@@ -262,6 +264,7 @@ def gateway_live(request: Request) -> dict[str, Any]:
         "cache": None if cache is None else _cache_facts(cache.store),
         "breakers": breaker_rows(gateway.dispatcher.deployments.pools()),
         "breakers_shared": _shared_breakers(gateway.router.loaded.registry),
+        "budgets": [asdict(reading) for reading in await budget_readings(gateway)],
     }
 
 
@@ -292,7 +295,10 @@ def create_log_dashboard(url: str, registry: Registry | None) -> Starlette:
         finally:
             await anyio.to_thread.run_sync(store.close)
 
-    dashboard = Dashboard(lambda request: view, lambda request: None)
+    async def no_gateway(request: Request) -> None:
+        return None
+
+    dashboard = Dashboard(lambda request: view, no_gateway)
     web = Starlette(
         routes=[Route("/", home), Route("/health", health), *dashboard.routes()],
         exception_handlers={

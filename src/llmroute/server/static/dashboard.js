@@ -406,6 +406,22 @@
       : "this process's own (not shared)";
   }
 
+  // Each budget of the registry as counted now (live): hidden without a gateway or budgets.
+  function renderBudgets(live) {
+    const rows = live ? arr(live.budgets) : [];
+    $("budgets-section").hidden = !rows.length;
+    if (!rows.length) return;
+    const used = (r) => (isNum(r.spent_usd) && isNum(r.usd) && r.usd > 0 ? r.spent_usd / r.usd : null);
+    table("budgets-table", [
+      col("Of", (r) => `${text(r.kind)} ${text(r.name)}`, false),
+      col("Period", (r) => text(r.period), false),
+      col("Cap", (r) => (r.hard ? badge("hard", "green", "never passed: calls in flight hold their worst case") : badge("soft", "grey", "calls in flight may pass it")), false),
+      col("Spent", (r) => fmtMoney(r.spent_usd), true, "this period (UTC), with the worst cases held by calls in flight for a hard budget"),
+      col("Budget", (r) => fmtMoney(r.usd)),
+      col("Used", (r) => (used(r) == null ? DASH : shareCell(used(r))), true, "spent / budget"),
+    ], rows, (r) => ({ "data-budget": `${text(r.kind)}:${text(r.name)}`, "data-hard": String(!!r.hard) }));
+  }
+
   function statusCell(r) {
     if (!isNum(r.status)) return DASH;
     if (r.status < 400) return String(r.status);
@@ -541,6 +557,7 @@
     renderLayers(arr(d.layers));
     renderShadow(d.shadow);
     renderBreakers(d.live);
+    renderBudgets(d.live);
     renderRecent(arr(d.recent));
     renderFooter(d);
   }
