@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
@@ -27,7 +28,7 @@ from llmroute.dispatch import Dispatcher
 from llmroute.dispatch.budgets import IMAGE_TOKENS, Payer, paid_by, worst_case
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.dispatch.usage import prompt_tokens, prompt_tokens_at_most
-from llmroute.errors import ConfigError
+from llmroute.errors import ConfigError, ProviderError
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import Budget, Model, Provider
@@ -364,3 +365,124 @@ def test_the_gateway_says_what_a_call_may_cost_when_it_does_not_fit(
     assert gauges[cap] == 0.05
     spent = ("llmroute_budget_spent_usd", tuple(sorted(labels.items())))
     assert gauges[spent] == pytest.approx(_ANSWER_USD)
+
+
+# -- cancellation, Redis and deployments (found on review) ----------------------------
+
+
+def _on_redis(text: str, namespace: str) -> Any:
+    limits = f"  limits: {{url: '{REDIS_URL}', namespace: {namespace}, timeout_s: 2}}"
+    text = text.replace("  retries: {attempts: 0}\n", f"  retries: {{attempts: 0}}\n{limits}\n")
+    return parse_registry(text).registry
+
+
+async def _sums(dispatcher: Dispatcher, tag: str, who: Payer) -> tuple[float, float]:
+    assert dispatcher.limits is not None
+    key = await dispatcher.limits.spent(who.account, "day")
+    return await _spent(dispatcher, tag), round(key, 9)
+
+
+def test_a_stream_cut_by_a_cancel_scope_settles_every_hold(
+    upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    """Starlette streams inside an anyio task group: a client that hangs up has every
+    await of the stream's clean-up cancelled, again and again. Both holds (the model's
+    and the key's) are still replaced by what the stream cost."""
+    tag = uuid.uuid4().hex[:8]
+    text = _registry(upstream.url, _pricey(tag, 10.0, faults="gap=0.3"), f"pricey-{tag}")
+    registry = _on_redis(text, redis_namespace)
+    who = Payer(f"k-{tag}", f"apikey:k-{tag}", Budget(usd=10.0, hard=True))
+
+    async def go() -> tuple[tuple[float, float], tuple[float, float], float]:
+        dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        try:
+            with paid_by(who):
+                body = {**_BODY, "stream": True}
+                opened = await dispatcher.open_stream(plan_for(f"pricey-{tag}"), body)
+                held = await _sums(dispatcher, tag, who)
+                with anyio.move_on_after(0.5):
+                    async for _event in opened.events:
+                        pass
+            await asyncio.sleep(0.3)
+            assert opened.usage is not None
+            return held, await _sums(dispatcher, tag, who), opened.usage.cost_usd
+        finally:
+            await dispatcher.aclose()
+
+    held, after, cost = asyncio.run(go())
+    assert held == (pytest.approx(_worst(text, tag)), pytest.approx(_worst(text, tag)))
+    assert after == (pytest.approx(cost), pytest.approx(cost)) and 0 < cost < held[0]
+
+
+def test_a_caller_cancelled_while_its_holds_are_made_leaves_none(
+    upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    """Cancelled while the key's hold is on its way (the model's made already), and
+    while a hold's reply is on its way back: nothing was sent, and once the holds are
+    made they are given back."""
+    tag = uuid.uuid4().hex[:8]
+    text = _registry(upstream.url, _pricey(tag, 10.0), f"pricey-{tag}")
+    registry = _on_redis(text, redis_namespace)
+    who = Payer(f"k-{tag}", f"apikey:k-{tag}", Budget(usd=10.0, hard=True))
+
+    async def go(slow_key: bool) -> tuple[float, float]:
+        dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        limits = dispatcher.limits
+        assert limits is not None
+        original = limits.hold_usd
+
+        async def slow(key: str, *args: Any) -> Any:
+            if slow_key and key.startswith("apikey:"):
+                await asyncio.sleep(0.3)  # a Redis round trip under load
+            out = await original(key, *args)
+            if not slow_key:
+                await asyncio.sleep(0.3)  # the reply's way back
+            return out
+
+        limits.hold_usd = slow  # type: ignore[method-assign]
+        try:
+            with paid_by(who):
+                call = asyncio.ensure_future(dispatcher.complete(plan_for(f"pricey-{tag}"), _BODY))
+                await asyncio.sleep(0.1)
+                call.cancel()
+                await asyncio.gather(call, return_exceptions=True)
+            await asyncio.sleep(0.8)
+            return await _sums(dispatcher, tag, who)
+        finally:
+            await dispatcher.aclose()
+
+    calls = len(upstream.calls_to(f"pricey-{tag}?delay=0.5"))
+    assert asyncio.run(go(slow_key=True)) == (0.0, 0.0)
+    assert asyncio.run(go(slow_key=False)) == (0.0, 0.0)
+    assert len(upstream.calls_to(f"pricey-{tag}?delay=0.5")) == calls  # nothing sent
+
+
+def test_the_worst_case_is_the_costliest_deployments(upstream: FakeUpstream) -> None:
+    """An Anthropic deployment bounds an answer at llmroute's default (4,096 tokens),
+    an OpenAI one only by the context window: the hold is the larger, so a cap that
+    fits the first alone refuses the call instead of being passed."""
+    tag = uuid.uuid4().hex[:8]
+    models = f"""
+  mixed-{tag}:
+    model: m-{tag}
+    deployments: [{{provider: claude}}, {{provider: up}}]
+    price: {{input: 1, output: 10}}
+    context_window: 128000
+    budget: {{usd: 0.05, period: day, hard: true}}
+"""
+    registry = parse_registry(_registry(upstream.url, models, f"mixed-{tag}")).registry
+    body = {"messages": [{"role": "user", "content": "hello"}]}
+    model = registry.models[f"mixed-{tag}"]
+    assert worst_case(body, model, registry.providers["claude"]).usd < 0.05
+    assert worst_case(body, model, registry.providers["up"]).usd > 1.0
+
+    async def go() -> str:
+        dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        try:
+            with pytest.raises(ProviderError) as refused:
+                await dispatcher.complete(plan_for(f"mixed-{tag}"), body)
+            return str(refused.value)
+        finally:
+            await dispatcher.aclose()
+
+    assert "up to 127,99" in asyncio.run(go())  # the OpenAI deployment's bound

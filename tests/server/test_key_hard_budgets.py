@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ import pytest
 from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import Served, serve
 from prometheus_client.parser import text_string_to_metric_families
+from redis_service import REDIS_URL
 
 from llmroute.dispatch.budgets import worst_case
 from llmroute.errors import ConfigError
@@ -217,3 +219,61 @@ def test_a_keys_hard_budget_needs_bounds_on_every_model_it_may_reach() -> None:
     with pytest.raises(ConfigError, match=r"auth\.keys\[1\]\.budget\.hard"):
         parse_registry(pooled)  # the other key still reaches ref
     assert parse_registry(pooled.replace("hard: true}}", "hard: false}}")).registry
+
+
+def test_a_stream_the_client_leaves_settles_the_models_and_the_keys_holds(
+    tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    """Model and key both with hard budgets, counted in Redis; a streaming client hangs
+    up after three events. Starlette cancels every await of the stream's clean-up (an
+    anyio task group), yet both holds are replaced by what the stream cost."""
+    tag = uuid.uuid4().hex[:8]
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(f"""
+encoder: builtin:static
+providers:
+  fake: {{kind: openai, base_url: "{upstream.url}", timeout_s: 10}}
+models:
+  pricey:
+    provider: fake
+    model: "cut-{tag}?gap=0.3"
+    price: {{input: 1000, output: 1000}}
+    max_output_tokens: 4096
+    budget: {{usd: 5, period: day, hard: true}}
+routes:
+  - {{name: r, examples: ["hello there"], target: pricey}}
+default: {{target: pricey}}
+dispatch:
+  limits: {{url: '{REDIS_URL}', namespace: {redis_namespace}, timeout_s: 2}}
+auth:
+  keys:
+    - {{name: payer, key_env: LLMROUTE_TEST_PAYER_KEY, budget: {{usd: 5, hard: true}}}}
+  public_metrics: true
+""")
+    body = {**_ask("one two three four five six seven eight nine ten", "auto"), "stream": True}
+    headers = {"authorization": f"Bearer {KEY}"}
+    env = {"LLMROUTE_TEST_PAYER_KEY": KEY, "LLMROUTE_TELEMETRY_URL": "off"}
+    with serve(registry, tmp_path / "serve.log", env=env) as served:
+        url = f"{served.url}/v1/chat/completions"
+        with httpx.stream("POST", url, json=body, headers=headers, timeout=20) as response:
+            assert response.status_code == 200
+            events = 0
+            for line in response.iter_lines():
+                events += line.startswith("data:")
+                if events == 3:
+                    break  # the client hangs up
+        for _ in range(100):
+            if upstream.cut and upstream.cut[-1][0] == f"cut-{tag}?gap=0.3":
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        key = _spent(served, KEY)
+        scraped = httpx.get(f"{served.url}/metrics", timeout=10).text
+    model = next(
+        sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name == "llmroute_budget_spent_usd" and sample.labels["kind"] == "model"
+    )
+    assert 0 < key < 0.05  # what a few streamed words cost, not the worst case (~$0.11)
+    assert model == pytest.approx(key)

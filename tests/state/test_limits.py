@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import serve
 from plans import plan_for
@@ -27,7 +29,7 @@ from llmroute.errors import ConfigError, ProviderError
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.state import MemoryLimits, RedisLimits
-from llmroute.state.limits import UNCOUNTED, budget_period, seconds_until_below
+from llmroute.state.limits import budget_period, seconds_until_below
 from llmroute.telemetry.metrics import GatewayMetrics
 
 
@@ -225,50 +227,87 @@ def test_holds_count_until_settled_in_their_own_period(backend: str, redis_names
 
     async def go() -> list[Any]:
         async with _two_views(backend, redis_namespace, clock) as (one, two):
-            first = await one.hold_usd("m", "day", 0.4, 1.0)
-            second = await two.hold_usd("m", "day", 0.5, 1.0)
+            first, before_first = await one.hold_usd("m", "day", 0.4, 1.0)
+            second, before_second = await two.hold_usd("m", "day", 0.5, 1.0)
             refused = await one.hold_usd("m", "day", 0.2, 1.0)  # 0.9 + 0.2 > 1
-            seen: list[Any] = [first, second, refused, await two.spent("m", "day")]
-            assert first[0] is not None
-            await two.settle_usd("m", first[0], 0.1 - 0.4)  # the first call cost 0.1
+            assert first is not None and second is not None
+            seen: list[Any] = [first.window, before_first, before_second, refused]
+            seen.append(await two.spent("m", "day"))
+            await two.settle_usd(first, 0.1)  # the first call cost 0.1 (settled elsewhere)
             seen.append(round(await one.spent("m", "day"), 9))
             seen.append((await two.hold_usd("m", "day", 0.2, 1.0))[0] is not None)
-            assert second[0] is not None
             clock.now += 86400  # the next day: a hold of yesterday settles into yesterday
-            await one.settle_usd("m", second[0], -0.5)
+            await one.settle_usd(second, 0.0)  # the second call failed
             seen.append(await two.spent("m", "day"))
             seen.append((await one.hold_usd("m", "day", 1.0, 1.0))[0] is not None)  # == cap
             return seen
 
-    day = f"d{20_000}"
-    assert asyncio.run(go()) == [
-        (day, 0.0),
-        (day, 0.4),
-        (None, 0.9),
-        0.9,
-        0.6,
-        True,
-        0.0,
-        True,
-    ]
+    assert asyncio.run(go()) == [f"d{20_000}", 0.0, 0.4, (None, 0.9), 0.9, 0.6, True, 0.0, True]
 
 
-def test_a_redis_that_is_not_there_lets_calls_through_uncounted(closed_port: int) -> None:
-    """A hold is let through uncounted; the store says it is not answering (the budget
-    gauges then leave the spending out rather than report 0)."""
+def test_a_redis_that_is_not_there_lets_calls_through(closed_port: int) -> None:
+    """A hold is let through (its settle will find out whether it went in); the store
+    says it is not answering (the budget gauges then leave the spending out)."""
 
-    async def go() -> tuple[bool, tuple[str | None, float], bool]:
+    async def go() -> tuple[bool, float, bool]:
         limits = RedisLimits(f"redis://127.0.0.1:{closed_port}/0", 0.5, "ns")
         try:
             before = limits.answering
-            held = await limits.hold_usd("m", "day", 5.0, 1.0)
-            await limits.settle_usd("m", UNCOUNTED, 1.0)  # nothing to settle
-            return before, held, limits.answering
+            hold, spent = await limits.hold_usd("m", "day", 5.0, 1.0)  # more than the cap
+            assert hold is not None
+            await limits.settle_usd(hold, 1.0)  # kept for later: nothing to reach
+            return before, spent, limits.answering
         finally:
             await limits.aclose()
 
-    assert asyncio.run(go()) == (True, (UNCOUNTED, 0.0), False)
+    assert asyncio.run(go()) == (True, 0.0, False)
     assert MemoryLimits().answering
+
+
+_BUSY = """
+local t = redis.call('TIME')
+local start = t[1] * 1e6 + t[2]
+while true do
+  local n = redis.call('TIME')
+  if n[1] * 1e6 + n[2] - start > 300000 then break end
+end
+return 1
+"""
+
+
+def test_a_hold_whose_reply_was_lost_and_a_settle_redis_did_not_take_are_made_good(
+    redis_namespace: str,
+) -> None:
+    """Redis busy for 0.3 s (a long script on another connection) with a 0.05 s timeout:
+    the hold times out on the client but runs on the server once Redis is free; the
+    call's settle, made while Redis is taken for down, is kept and made at the next
+    read. The sum ends at what the call cost: the hold found by its id and replaced."""
+    raw = redis.Redis.from_url(REDIS_URL)
+
+    async def go() -> list[float]:
+        limits = RedisLimits(REDIS_URL, 0.05, redis_namespace)
+        try:
+            await limits.spent("m", "day")  # connected, scripts loaded
+            warm, _ = await limits.hold_usd("m", "day", 0.0, 10.0)
+            assert warm is not None
+            await limits.settle_usd(warm, 0.0)
+            busy = threading.Thread(target=lambda: raw.eval(_BUSY, 0))
+            busy.start()
+            await asyncio.sleep(0.05)
+            hold, _ = await limits.hold_usd("m", "day", 0.107, 10.0)
+            assert hold is not None and not limits.answering  # timed out: let through
+            await limits.settle_usd(hold, 0.012)  # Redis taken for down: kept
+            busy.join()
+            held_meanwhile = float(raw.get(f"{redis_namespace}:usd:m:{hold.window}") or 0)
+            await asyncio.sleep(1.1)  # the outage's pause is over
+            return [round(held_meanwhile, 9), round(await limits.spent("m", "day"), 9)]
+        finally:
+            await limits.aclose()
+
+    try:
+        assert asyncio.run(go()) == [0.107, 0.012]
+    finally:
+        raw.close()
 
 
 # -- dispatch ---------------------------------------------------------------------------

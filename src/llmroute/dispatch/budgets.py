@@ -36,7 +36,6 @@ from llmroute.request import image_count
 
 __all__ = [
     "IMAGE_TOKENS",
-    "Held",
     "Payer",
     "WorstCase",
     "model_account",
@@ -51,17 +50,6 @@ IMAGE_TOKENS = 1600  # an image at most: Anthropic's largest (1.15 MP), OpenAI's
 def model_account(name: str) -> str:
     """Where the pool model `name`'s spending is counted (``NAMESPACE:usd:budget:NAME``)."""
     return f"budget:{name}"
-
-
-@dataclass(frozen=True, slots=True)
-class Held:
-    """A call's worst case, held in the budget counted under `account` (a model's, a
-    client key's) in `window`: the calendar period it went into, where it is settled
-    even after the period ends."""
-
-    account: str
-    window: str
-    usd: float
 
 
 @dataclass(frozen=True, slots=True)

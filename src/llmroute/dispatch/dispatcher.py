@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from llmroute.dispatch.affinity import prefix_key
-from llmroute.dispatch.budgets import Held, Payer, WorstCase, model_account, payer, worst_case
+from llmroute.dispatch.budgets import Payer, WorstCase, model_account, payer, worst_case
 from llmroute.dispatch.client_reasoning import in_dialect
 from llmroute.dispatch.deployments import (
     SLOT_RENEW_S,
@@ -89,7 +89,7 @@ from llmroute.providers.base import ChatProvider, EmbeddingProvider, Timeouts
 from llmroute.registry.schema import Registry, RoutePolicy
 from llmroute.request import holds_images
 from llmroute.state.breakers import open_breakers
-from llmroute.state.limits import UNCOUNTED, RateLimits, open_limits
+from llmroute.state.limits import RateLimits, UsdHold, open_limits
 from llmroute.state.stores import has_limits
 
 if TYPE_CHECKING:
@@ -111,6 +111,7 @@ log = logging.getLogger("llmroute.dispatch")
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 _PER = {"hour": "hourly", "day": "daily", "month": "monthly"}
+_PENDING: set[asyncio.Future[Any]] = set()  # holds made or given back for a caller that left
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +198,7 @@ class _Relay(NamedTuple):
     deployment: Deployment
     slots: list[Slot]
     told: Attempt | None
-    held: tuple[Held, ...]
+    held: tuple[UsdHold, ...]
 
 
 class DispatchObserver(Protocol):
@@ -377,7 +378,7 @@ class Dispatcher:
                 )
             return data
 
-        holds: list[Held] = []  # the answering call's hard-budget hold, settled by its cost
+        holds: list[UsdHold] = []  # the answering call's hard-budget hold, settled by its cost
         try:
             data, name, deployment, attempts = await self._fall_back(
                 plan, body, on, stream=False, holds=holds
@@ -410,7 +411,7 @@ class Dispatcher:
 
         slots: list[Slot] = []  # the answering deployment's in-flight slot, held to the end
         told: list[Attempt] = []  # the call that opened it, as told to the observer
-        holds: list[Held] = []  # its hard-budget hold, settled when the stream ends
+        holds: list[UsdHold] = []  # its hard-budget hold, settled when the stream ends
         try:
             (first, rest), name, deployment, attempts = await self._fall_back(
                 plan, body, on, stream=True, slots=slots, told=told, holds=holds
@@ -482,7 +483,7 @@ class Dispatcher:
                     _tell(self.observer.on_fallback, plan.decision.route, name, later[0])
                 slots = []
                 told_now: list[Attempt] = []
-                holds: list[Held] = []
+                holds: list[UsdHold] = []
                 try:
                     stream, name, deployment, attempts = await self._fall_back(
                         dataclasses.replace(plan, chain=later),
@@ -521,17 +522,17 @@ class Dispatcher:
             async with asyncio.timeout(timeouts.total_s):
                 return await provider.embed(deployment.upstream, sent, timeouts=timeouts)
 
-        held: list[Held] = []
+        held: list[UsdHold] = []
         try:
             held = await self._check_budget(name, sent)
             data, deployment = await self._retry(name, None, on, operation="embeddings")
+            data["model"] = name
+            usage = priced_embedding(data, body, self._registry.models[name].price)
         except BaseException as exc:
             await self._take_back(held)
             if isinstance(exc, ProviderError):
                 exc.model = name
             raise
-        data["model"] = name
-        usage = priced_embedding(data, body, self._registry.models[name].price)
         await self._charge(name, usage, deployment, held=held)
         return data, usage
 
@@ -572,7 +573,7 @@ class Dispatcher:
         on: Callable[[str, Deployment, Timeouts], Awaitable[T]],
         *,
         stream: bool,
-        holds: list[Held],
+        holds: list[UsdHold],
         slots: list[Slot] | None = None,
         told: list[Attempt] | None = None,
     ) -> tuple[T, str, Deployment, tuple[str, ...]]:
@@ -627,12 +628,13 @@ class Dispatcher:
 
     async def _check_budget(
         self, name: str, body: dict[str, Any], plan: Plan | None = None
-    ) -> list[Held]:
+    ) -> list[UsdHold]:
         """Raise `LimitReached` when the model has spent its budget for this period, or,
         for a hard budget, when the call's worst case (`body` as the model gets it:
-        `plan` given, `_for_model` on its first deployment) does not fit in what is
-        left; `KeyBudgetReached` when it does not fit in the paying client key's hard
-        budget. Else the holds made (none for soft budgets)."""
+        `plan` given, `_for_model` on each deployment, the costliest counted) does not
+        fit in what is left; `KeyBudgetReached` when it does not fit in the paying client
+        key's hard budget. Else the holds made (none for soft budgets), made whole even
+        when the caller is cancelled meanwhile (then given back once made)."""
         if self._limits is None:
             return []
         await self._check_soft(name)
@@ -641,13 +643,36 @@ class Dispatcher:
         if (budget is None or not budget.hard) and who is None:
             return []
         worst = self._worst_case(name, body, plan)
-        holds: list[Held] = []
+        making = self._holds(name, worst, who)
+        if not self._limits.remote:
+            return await making
+        task = asyncio.ensure_future(making)
+        _PENDING.add(task)
+        task.add_done_callback(_PENDING.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._give_back_when_made)
+            raise
+
+    def _give_back_when_made(self, task: asyncio.Future[list[UsdHold]]) -> None:
+        """The holds a cancelled caller's `_check_budget` made after it left, taken back."""
+        if task.cancelled() or task.exception() is not None or not task.result():
+            return
+        taking = asyncio.ensure_future(self._take_back(list(task.result())))
+        _PENDING.add(taking)
+        taking.add_done_callback(_PENDING.discard)
+
+    async def _holds(self, name: str, worst: WorstCase, who: Payer | None) -> list[UsdHold]:
+        """Hold `worst` in the model's hard budget and the paying key's; raise when one
+        has no room (the other's hold taken back)."""
+        assert self._limits is not None
+        budget = self._registry.models[name].budget
+        holds: list[UsdHold] = []
         if budget is not None and budget.hard:
             account = model_account(name)
-            window, spent = await self._limits.hold_usd(
-                account, budget.period, worst.usd, budget.usd
-            )
-            if window is None:
+            hold, spent = await self._limits.hold_usd(account, budget.period, worst.usd, budget.usd)
+            if hold is None:
                 self._limited(name, "budget")
                 raise LimitReached(
                     "llmroute",
@@ -655,11 +680,22 @@ class Dispatcher:
                     f"{_room(spent, budget.usd)}, and this call may cost {worst.describe()}; "
                     "not called",
                 )
-            if window != UNCOUNTED:
-                holds.append(Held(account, window, worst.usd))
-        if who is not None:
-            holds.extend(await self._hold_for(who, name, worst, holds))
-        return holds
+            holds.append(hold)
+        if who is None:
+            return holds
+        period, cap = who.budget.period, who.budget.usd
+        hold, spent = await self._limits.hold_usd(who.account, period, worst.usd, cap)
+        if hold is None:
+            await self._take_back(holds)
+            self._limited(name, KeyBudgetReached.limit)
+            raise KeyBudgetReached(
+                "llmroute",
+                f"key {who.name!r}'s {_PER[period]} hard budget {_room(spent, cap)}, and "
+                f"this call may cost {worst.describe()}; not called",
+                status=429,
+                code="insufficient_quota",
+            )
+        return [*holds, hold]
 
     async def _check_soft(self, name: str) -> None:
         """Raise `LimitReached` when the model's soft budget is spent for this period."""
@@ -675,50 +711,45 @@ class Dispatcher:
                 "not called",
             )
 
-    async def _hold_for(
-        self, who: Payer, name: str, worst: WorstCase, holds: list[Held]
-    ) -> list[Held]:
-        """Hold the call's `worst` case in the paying key's hard budget; when it does not
-        fit, give back the `holds` already made and raise `KeyBudgetReached`."""
-        assert self._limits is not None
-        budget = who.budget
-        period, cap = budget.period, budget.usd
-        window, spent = await self._limits.hold_usd(who.account, period, worst.usd, cap)
-        if window is None:
-            await self._take_back(holds)
-            self._limited(name, KeyBudgetReached.limit)
-            raise KeyBudgetReached(
-                "llmroute",
-                f"key {who.name!r}'s {_PER[budget.period]} hard budget "
-                f"{_room(spent, budget.usd)}, and this call may cost {worst.describe()}; "
-                "not called",
-                status=429,
-                code="insufficient_quota",
-            )
-        return [] if window == UNCOUNTED else [Held(who.account, window, worst.usd)]
-
     def _limited(self, name: str, limit: str) -> None:
         if self.observer is not None:
             _tell_limited(self.observer, name, limit)
 
     def _worst_case(self, name: str, body: dict[str, Any], plan: Plan | None) -> WorstCase:
-        deployment = self.deployments.pool(name).deployments[0]
-        sent = body if plan is None else self._for_model(plan, name, deployment, body)
-        provider = self._registry.providers[deployment.provider_name]
-        return worst_case(sent, self._registry.models[name], provider)
+        """The costliest worst case over the model's deployments (their providers bound
+        answers differently: Anthropic's default, llama.cpp's own)."""
+        model = self._registry.models[name]
+        worst: WorstCase | None = None
+        seen: set[str] = set()
+        for deployment in self.deployments.pool(name).deployments:
+            if deployment.provider_name in seen:
+                continue
+            seen.add(deployment.provider_name)
+            sent = body if plan is None else self._for_model(plan, name, deployment, body)
+            case = worst_case(sent, model, self._registry.providers[deployment.provider_name])
+            if worst is None or case.usd > worst.usd:
+                worst = case
+        assert worst is not None  # every model has a deployment
+        return worst
 
-    async def _settle(self, held: Held, usd: float) -> None:
-        """Replace a hard budget's hold by what its call cost (0: it failed), in the
-        period the hold went into, to the end even when the caller is cancelled."""
-        if self._limits is None:
+    async def _settle(self, holds: Sequence[UsdHold], usd: float) -> None:
+        """Replace each of a call's holds by what the call cost (0: it failed), in the
+        period it went into: all of them, to the end, even when the caller is cancelled
+        meanwhile (an ASGI server may cancel every await of a stream's clean-up)."""
+        limits = self._limits
+        if limits is None or not holds:
             return
-        change = self._limits.settle_usd(held.account, held.window, usd - held.usd)
-        await settled(change, remote=self._limits.remote)
 
-    async def _take_back(self, holds: list[Held]) -> None:
+        async def each() -> None:
+            for hold in holds:
+                await limits.settle_usd(hold, usd)
+
+        await settled(each(), remote=limits.remote)
+
+    async def _take_back(self, holds: list[UsdHold]) -> None:
         """Take back the holds of calls that did not answer."""
-        while holds:
-            await self._settle(holds.pop(), 0.0)
+        taken, holds[:] = list(holds), []
+        await self._settle(taken, 0.0)
 
     async def charge_abandoned(self, spend: Spend) -> Usage | None:
         """What a request whose caller gave up had cost (None: nothing): the answers it
@@ -739,7 +770,7 @@ class Dispatcher:
         name: str,
         usage: Usage | None,
         deployment: Deployment | None = None,
-        held: Sequence[Held] = (),
+        held: Sequence[UsdHold] = (),
     ) -> None:
         """`_charge` an answer's usage, and count it as the request's (`spend`)."""
         await self._charge(name, usage, deployment, held)
@@ -750,21 +781,20 @@ class Dispatcher:
         name: str,
         usage: Usage | None,
         deployment: Deployment | None = None,
-        held: Sequence[Held] = (),
+        held: Sequence[UsdHold] = (),
     ) -> None:
         """Count a call's cost against its model's budget and the paying client key's
         hard budget (replacing the worst case the call `held` in them), and its tokens
         against the `deployment`'s ``tpm``."""
         cost = usage.cost_usd if usage is not None else 0.0
-        for hold in held:
-            await self._settle(hold, cost)
+        await self._settle(held, cost)
         if usage is None:
             return
         if deployment is not None:
             await deployment.used(usage.total_tokens)
         if self._limits is None or cost <= 0:
             return
-        settled_in = {hold.account for hold in held}
+        settled_in = {hold.key for hold in held}
         budget = self._registry.models[name].budget
         if budget is not None and model_account(name) not in settled_in:
             await self._limits.charge(model_account(name), budget.period, cost)

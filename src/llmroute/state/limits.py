@@ -19,8 +19,12 @@ stream, still answering, renews its own). Spending is summed per
 calendar period (UTC): ``spent`` reads it, ``charge`` adds a request's cost once it is
 known. A hard budget also counts calls in flight: ``hold_usd`` adds a call's worst case
 when the sum stays within the cap (refused otherwise), and ``settle_usd`` replaces it
-by what the call cost (or takes it back out), in the period it went into. Wall-clock
-periods let replicas on different machines agree.
+by what the call cost (0: takes it back out), in the period it went into. Each hold has
+an id, noted beside the sum, so a settle corrects the sum by what was really held: a
+hold whose reply was lost (a timeout after Redis ran it) is found and replaced, and one
+that never went in (Redis down) leaves the cost alone added. A settle Redis does not
+take is kept in this process and tried again with the next call that reaches Redis.
+Wall-clock periods let replicas on different machines agree.
 
 A Redis that cannot answer lets requests through (a limit exists to spare a quota or a
 budget, and the upstream still enforces its own quota): spending is then not counted,
@@ -34,7 +38,9 @@ import math
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from llmroute.state.redis_conn import Outage, connect
@@ -42,11 +48,11 @@ from llmroute.state.redis_conn import Outage, connect
 __all__ = [
     "NOT_HELD",
     "SLOT_LEASE_S",
-    "UNCOUNTED",
     "UNCOUNTED_SLOT",
     "MemoryLimits",
     "RateLimits",
     "RedisLimits",
+    "UsdHold",
     "budget_period",
     "open_limits",
     "process_limits",
@@ -58,7 +64,22 @@ log = logging.getLogger("llmroute.limits")
 WINDOW_S = 60.0
 NOT_HELD = -1  # `hold_tokens` let the request through without counting it (Redis down)
 UNCOUNTED_SLOT = ""  # `take_slot` let the request through without counting it (Redis down)
-UNCOUNTED = ""  # `hold_usd` let the call through without counting it (Redis down)
+_PENDING_SETTLES = 10_000  # settles kept for a Redis that did not take them, at most
+
+
+@dataclass(frozen=True, slots=True)
+class UsdHold:
+    """A call's worst case held in the budget counted under `key`, in the calendar
+    period `window` (where it is settled even after that period ends); `hold_id` names
+    it beside the sum; `keep_s` how long the period's sum is kept."""
+
+    key: str
+    window: str
+    hold_id: str
+    usd: float
+    keep_s: float
+
+
 SLOT_LEASE_S = 600.0  # a slot lapses after this (the shortest lease), given back or not
 
 # KEYS[1] the deployment's slots (member: a slot, score: when its lease lapses); ARGV[1]
@@ -121,9 +142,10 @@ redis.call('EXPIRE', KEYS[1], 130)
 return 1
 """
 
-# KEYS[1] the period's spending; ARGV[1] the USD to hold, ARGV[2] the cap, ARGV[3] the
-# sum's expiry. {1, the sum before} when held; {0, the sum} when it would pass the cap.
-# Sums are strings: a Lua number would be cut to an integer.
+# KEYS[1] the period's spending, KEYS[2] its holds (id -> USD); ARGV[1] the USD to hold,
+# ARGV[2] the cap, ARGV[3] the keys' expiry, ARGV[4] the hold's id. {1, the sum before}
+# when held; {0, the sum} when it would pass the cap. Sums are strings: a Lua number
+# would be cut to an integer.
 _HOLD_USD = """
 local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
 if spent + tonumber(ARGV[1]) > tonumber(ARGV[2]) then
@@ -131,14 +153,26 @@ if spent + tonumber(ARGV[1]) > tonumber(ARGV[2]) then
 end
 redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[4], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
 return {1, tostring(spent)}
 """
 
-# KEYS[1] the period's spending a hold went into; ARGV[1] the USD to add (negative:
-# taken back). A sum that has expired is not recreated.
+# KEYS[1] the period's spending a hold went into, KEYS[2] its holds; ARGV[1] the hold's
+# id, ARGV[2] what the call cost, ARGV[3] the keys' expiry. The sum changes by the cost
+# less what the hold put in (nothing, when it never went in).
 _SETTLE_USD = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+local held = redis.call('HGET', KEYS[2], ARGV[1])
+local change = tonumber(ARGV[2])
+if held then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  change = change - tonumber(held)
+end
+if change ~= 0 and (change > 0 or redis.call('EXISTS', KEYS[1]) == 1) then
+  redis.call('INCRBYFLOAT', KEYS[1], tostring(change))
+  if redis.call('TTL', KEYS[1]) < 0 then
+    redis.call('EXPIRE', KEYS[1], ARGV[3])
+  end
 end
 return 0
 """
@@ -172,9 +206,9 @@ class RateLimits(Protocol):
 
     async def hold_usd(
         self, key: str, period: str, usd: float, cap: float
-    ) -> tuple[str | None, float]: ...
+    ) -> tuple[UsdHold | None, float]: ...
 
-    async def settle_usd(self, key: str, window: str, usd: float) -> None: ...
+    async def settle_usd(self, hold: UsdHold, usd: float) -> None: ...
 
     async def tokens(self, key: str) -> float: ...
 
@@ -288,26 +322,25 @@ class MemoryLimits:
 
     async def hold_usd(
         self, key: str, period: str, usd: float, cap: float
-    ) -> tuple[str | None, float]:
-        """Add `usd` to this period's sum unless that would pass `cap`: (the period it
-        went into, the sum before), or (None, the sum) when refused. `UNCOUNTED` in
-        place of the period: let through without counting (Redis down)."""
-        window, _ = budget_period(period, self._clock())
+    ) -> tuple[UsdHold | None, float]:
+        """Add `usd` to this period's sum unless that would pass `cap`: (the hold, the
+        sum before), or (None, the sum) when refused."""
+        window, keep_s = budget_period(period, self._clock())
         with self._lock:
             seen, total = self._spent.get(key, (window, 0.0))
             total = total if seen == window else 0.0
             if total + usd > cap:
                 return None, total
             self._spent[key] = (window, total + usd)
-        return window, total
+        return UsdHold(key, window, os.urandom(8).hex(), usd, keep_s), total
 
-    async def settle_usd(self, key: str, window: str, usd: float) -> None:
-        """Add `usd` (negative: take back) to the sum of `window`, the period a hold
-        went into (nothing once a later period has begun: that sum is gone)."""
+    async def settle_usd(self, hold: UsdHold, usd: float) -> None:
+        """Replace `hold` by `usd`, what its call cost (0: take it back), in the period
+        it went into (nothing once a later period has begun: that sum is gone)."""
         with self._lock:
-            seen, total = self._spent.get(key, (window, 0.0))
-            if seen == window:
-                self._spent[key] = (window, total + usd)
+            seen, total = self._spent.get(hold.key, (hold.window, 0.0))
+            if seen == hold.window:
+                self._spent[hold.key] = (hold.window, total + usd - hold.usd)
 
     async def tokens(self, key: str) -> float:
         minute, weight = _window(self._clock())
@@ -431,6 +464,7 @@ class RedisLimits:
         self._tokens_prefix = f"{namespace}:tpm:"
         self._clock = clock
         self._outage = Outage(log, clock)
+        self._pending: deque[tuple[UsdHold, float]] = deque(maxlen=_PENDING_SETTLES)
 
     @property
     def answering(self) -> bool:
@@ -457,7 +491,7 @@ class RedisLimits:
             return 0.0
 
     async def spent(self, key: str, period: str) -> float:
-        if self._outage.down():
+        if self._outage.down() or not await self._settle_pending():
             return 0.0
         window, _ = budget_period(period, self._clock())
         try:
@@ -485,30 +519,65 @@ class RedisLimits:
 
     async def hold_usd(
         self, key: str, period: str, usd: float, cap: float
-    ) -> tuple[str | None, float]:
-        if self._outage.down():
-            return UNCOUNTED, 0.0
+    ) -> tuple[UsdHold | None, float]:
+        """As in memory; a Redis that does not answer lets the call through with a hold
+        it may not have (its settle finds out)."""
         window, keep_s = budget_period(period, self._clock())
-        name = f"{self._budget_prefix}{key}:{window}"
+        hold = UsdHold(key, window, os.urandom(8).hex(), usd, keep_s)
+        if self._outage.down():
+            return hold, 0.0
+        await self._settle_pending()
+        names = self._budget_names(key, window)
         try:
-            args = [repr(usd), repr(cap), int(keep_s)]
-            held, before = await self._hold_usd(keys=[name], args=args)
+            args = [repr(usd), repr(cap), int(keep_s), hold.hold_id]
+            held, before = await self._hold_usd(keys=names, args=args)
         except self._redis.errors as exc:
             self._failed(exc)
-            return UNCOUNTED, 0.0
+            return hold, 0.0  # it may have gone in before the reply was lost
         try:
             total = float(before)
         except (TypeError, ValueError):
             total = 0.0
-        return (window if held else None), total
+        return (hold if held else None), total
 
-    async def settle_usd(self, key: str, window: str, usd: float) -> None:
-        if self._outage.down() or window == UNCOUNTED or usd == 0:
+    async def settle_usd(self, hold: UsdHold, usd: float) -> None:
+        """As in memory; kept and tried again later when Redis does not take it."""
+        if self._outage.down() or not await self._settle_pending():
+            self._keep_for_later(hold, usd)
             return
+        if not await self._settled(hold, usd):
+            self._keep_for_later(hold, usd)
+
+    async def _settled(self, hold: UsdHold, usd: float) -> bool:
         try:
-            await self._settle_usd(keys=[f"{self._budget_prefix}{key}:{window}"], args=[repr(usd)])
+            args = [hold.hold_id, repr(usd), int(hold.keep_s)]
+            await self._settle_usd(keys=self._budget_names(hold.key, hold.window), args=args)
         except self._redis.errors as exc:
             self._failed(exc)
+            return False
+        return True
+
+    def _keep_for_later(self, hold: UsdHold, usd: float) -> None:
+        if len(self._pending) == self._pending.maxlen:
+            log.warning(
+                "limits: %d budget settles not taken by redis; dropping the oldest",
+                len(self._pending),
+            )
+        self._pending.append((hold, usd))
+
+    async def _settle_pending(self, most: int = 100) -> bool:
+        """Settle what Redis did not take before (the `most` oldest now); False when it
+        still does not answer."""
+        for _ in range(min(len(self._pending), most)):
+            hold, usd = self._pending[0]
+            if not await self._settled(hold, usd):
+                return False
+            self._pending.popleft()
+        return True
+
+    def _budget_names(self, key: str, window: str) -> list[str]:
+        name = f"{self._budget_prefix}{key}:{window}"
+        return [name, f"{name}:holds"]
 
     async def tokens(self, key: str) -> float:
         if self._outage.down():
@@ -613,6 +682,8 @@ class RedisLimits:
         )
 
     async def aclose(self) -> None:
+        if self._pending and not self._outage.down():
+            await self._settle_pending(len(self._pending))
         await self._redis.aclose()
 
 
