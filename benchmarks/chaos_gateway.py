@@ -6,7 +6,8 @@ fake upstream whose model has `max_in_flight` set. Then it checks what must hold
 
 - nothing in flight (`llmroute_requests_in_flight` 0) and every in-flight slot given
   back (a burst of streams held open fills exactly the cap, the next spills over; with
-  Redis limits, no slot left in Redis);
+  Redis limits, no slot left in Redis); with Redis limits the slow model also has a hard
+  budget (far from spent), and no hold of it is left once everything has ended;
 - every request in the decision log (SQLite), none lost, whatever its ending;
 - no 5xx but the 503 of a pinned model at its cap, no traceback in the gateway's log.
 
@@ -75,7 +76,7 @@ providers:
   ec: {kind: echo, delay_s: 0.01}
 models:
   slow: {provider: oa, model: "slow?gap=0.03&delay=0.1", max_in_flight: %(cap)d,
-         price: {input: 1, output: 1}}
+         price: {input: 1, output: 1}%(slow_budget)s}
   spill: {provider: ec, model: echo-spill, price: {input: 1, output: 1}}
 %(faulty_models)sroutes:
   - name: r
@@ -129,6 +130,8 @@ def _registry(url: str, db: Path, args: argparse.Namespace, namespace: str, gen:
         "affinity": f', url: "{args.limits}"' if redis else "",
         "generation": gen,
         "cache_ttl": 30 + gen,
+        # with Redis, a hard budget far from spent: every call holds and settles
+        "slow_budget": ", budget: {usd: 1000, hard: true}, max_output_tokens: 256" if redis else "",
     }
 
 
@@ -403,6 +406,22 @@ def _redis_slots(url: str, namespace: str) -> int | None:
         client.close()
 
 
+def _redis_holds(url: str, namespace: str) -> tuple[int, float] | None:
+    """Hard-budget holds still counted in Redis (none once every call has settled), and
+    what the slow model's budget has counted spent."""
+    if not url.startswith("redis"):
+        return None
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        holds = sum(int(client.hlen(k)) for k in client.keys(f"{namespace}:usd:*:holds"))
+        sums = [k for k in client.keys(f"{namespace}:usd:budget:slow:*") if b"holds" not in k]
+        return holds, sum(float(client.get(k) or 0) for k in sums)
+    finally:
+        client.close()
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     namespace = f"chaos-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp, fake_upstream() as upstream:
@@ -477,6 +496,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "decision_log": log_rows,
         "in_flight_after": in_flight[0] if in_flight else None,
         "redis_slots_left": _redis_slots(args.limits, namespace),
+        "redis_budget_holds_left_and_spent": _redis_holds(args.limits, namespace),
         "burst_models": burst,
         "batch_requests_logged": batch_rows,
         # a batch running on a registry that a reload replaced goes on under the new one
@@ -490,6 +510,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "every request logged": sum(log_rows.values()) == sent,
         "no 5xx but a pinned model at its cap": bad_5xx == 0,
         "no traceback": result["tracebacks"] == 0,
+        "every hard-budget hold settled": result["redis_budget_holds_left_and_spent"] is None
+        or result["redis_budget_holds_left_and_spent"][0] == 0,
     }
     if args.upstream_faults:
         faults = {k: v for k, v in outcomes.items() if k.startswith("fault ")}
