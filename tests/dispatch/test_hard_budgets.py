@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import redis
 from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import serve
 from plans import plan_for
@@ -486,3 +487,48 @@ def test_the_worst_case_is_the_costliest_deployments(upstream: FakeUpstream) -> 
             await dispatcher.aclose()
 
     assert "up to 127,99" in asyncio.run(go())  # the OpenAI deployment's bound
+
+
+def test_a_long_stream_renews_its_holds(
+    upstream: FakeUpstream, redis_namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream still answering renews its holds' leases (here at every event instead
+    of every few minutes), so a long stream's worst case is not taken out of the sum as
+    if its process had died; at its end the leases are gone with the holds."""
+    from llmroute.dispatch import dispatcher as dispatcher_module
+
+    monkeypatch.setattr(dispatcher_module, "SLOT_RENEW_S", 0.0)
+    tag = uuid.uuid4().hex[:8]
+    text = _registry(upstream.url, _pricey(tag, 10.0, faults="gap=0.05"), f"pricey-{tag}")
+    registry = _on_redis(text, redis_namespace)
+    raw = redis.Redis.from_url(REDIS_URL)
+
+    def lapses() -> list[float]:
+        keys = list(raw.scan_iter(f"{redis_namespace}:usd:budget:pricey-{tag}:*:lapses"))
+        return [score for key in keys for _, score in raw.zrange(key, 0, -1, withscores=True)]
+
+    async def go() -> tuple[list[float], list[float], list[float]]:
+        dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        words = [{"role": "user", "content": "one two three four five"}]
+        body = {**_BODY, "messages": words, "stream": True}
+        try:
+            opened = await dispatcher.open_stream(plan_for(f"pricey-{tag}"), body)
+            events = aiter(opened.events)
+            await anext(events)
+            first = lapses()
+            await asyncio.sleep(0.05)
+            for _ in range(3):
+                await anext(events)
+            later = lapses()
+            async for _event in events:
+                pass
+            return first, later, lapses()
+        finally:
+            await dispatcher.aclose()
+
+    try:
+        first, later, left = asyncio.run(go())
+    finally:
+        raw.close()
+    assert len(first) == len(later) == 1 and later[0] > first[0]  # renewed as events came
+    assert left == []  # settled: the lease went with the hold

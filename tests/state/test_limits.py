@@ -264,6 +264,35 @@ def test_a_redis_that_is_not_there_lets_calls_through(closed_port: int) -> None:
     assert MemoryLimits().answering
 
 
+def test_a_hold_whose_process_died_lapses_unless_renewed(redis_namespace: str) -> None:
+    """Two holds leased for 60 s; one renewed (a long stream still answering), the other
+    neither renewed nor settled (its process was killed). Past the lease, the next hold
+    takes the lapsed one out of the sum; the renewed one stays, and a settle of the
+    lapsed one (its process was alive after all) adds the cost alone."""
+    clock = Clock(86400.0 * 20_000 + 10)
+
+    async def go() -> list[float]:
+        limits = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)
+        try:
+            kept, _ = await limits.hold_usd("m", "day", 0.3, 1.0, lease_s=60)
+            lost, _ = await limits.hold_usd("m", "day", 0.5, 1.0, lease_s=60)
+            assert kept is not None and lost is not None
+            clock.now += 50
+            await limits.renew_usd(kept, lease_s=60)
+            clock.now += 20  # the lost one's lease has lapsed, the kept one's has not
+            seen = [await limits.spent("m", "day")]
+            later, before = await limits.hold_usd("m", "day", 0.1, 1.0, lease_s=60)
+            assert later is not None
+            seen += [before, await limits.spent("m", "day")]
+            await limits.settle_usd(lost, 0.05)  # it answered after all: its cost counts
+            seen.append(round(await limits.spent("m", "day"), 9))
+            return seen
+        finally:
+            await limits.aclose()
+
+    assert asyncio.run(go()) == [0.8, 0.3, 0.4, 0.45]
+
+
 _BUSY = """
 local t = redis.call('TIME')
 local start = t[1] * 1e6 + t[2]

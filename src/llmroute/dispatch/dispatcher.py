@@ -89,7 +89,7 @@ from llmroute.providers.base import ChatProvider, EmbeddingProvider, Timeouts
 from llmroute.registry.schema import Registry, RoutePolicy
 from llmroute.request import holds_images
 from llmroute.state.breakers import open_breakers
-from llmroute.state.limits import RateLimits, UsdHold, open_limits
+from llmroute.state.limits import HOLD_LEASE_S, RateLimits, UsdHold, open_limits
 from llmroute.state.stores import has_limits
 
 if TYPE_CHECKING:
@@ -319,6 +319,7 @@ class Dispatcher:
         self.observer = observer
         self._gates = gates
         self._limits = _limits(registry)
+        self._hold_lease_s = HOLD_LEASE_S  # a seam for tests
         self._shared_breakers = open_breakers(registry.dispatch.breaker)
         self.deployments = Deployments(
             registry,
@@ -447,7 +448,8 @@ class Dispatcher:
                 charge = functools.partial(
                     self._charge_answer, name, deployment=deployment, held=held
                 )
-                events = _metered(*stream, meter, opened, charge, slots)
+                renew_holds = functools.partial(self._renew, held) if held else None
+                events = _metered(*stream, meter, opened, charge, slots, renew_holds)
                 said = False
                 ended: BaseException | None = None
                 try:
@@ -643,7 +645,7 @@ class Dispatcher:
         if (budget is None or not budget.hard) and who is None:
             return []
         worst = self._worst_case(name, body, plan)
-        making = self._holds(name, worst, who)
+        making = self._holds(name, worst, who, self._lease_for(name, plan))
         if not self._limits.remote:
             return await making
         task = asyncio.ensure_future(making)
@@ -663,9 +665,22 @@ class Dispatcher:
         _PENDING.add(taking)
         taking.add_done_callback(_PENDING.discard)
 
-    async def _holds(self, name: str, worst: WorstCase, who: Payer | None) -> list[UsdHold]:
-        """Hold `worst` in the model's hard budget and the paying key's; raise when one
-        has no room (the other's hold taken back)."""
+    def _lease_for(self, name: str, plan: Plan | None) -> float:
+        """How long a call's holds are leased: past every try of the model the call may
+        make (a stream renews them as it goes), never less than `HOLD_LEASE_S`."""
+        policy = plan.policy if plan is not None else None
+        retries = self._registry.dispatch.retries.attempts
+        if policy is not None and policy.retries is not None:
+            retries = policy.retries
+        deployments = self.deployments.pool(name).deployments
+        longest = max(slot_lease(self._timeouts(policy, name, d)) for d in deployments)
+        return max(self._hold_lease_s, (retries + 1) * longest)
+
+    async def _holds(
+        self, name: str, worst: WorstCase, who: Payer | None, lease_s: float
+    ) -> list[UsdHold]:
+        """Hold `worst` in the model's hard budget and the paying key's, leased for
+        `lease_s`; raise when one has no room (the other's hold taken back)."""
         assert self._limits is not None
         budget = self._registry.models[name].budget
         holds: list[UsdHold] = []
@@ -684,7 +699,7 @@ class Dispatcher:
         if who is None:
             return holds
         period, cap = who.budget.period, who.budget.usd
-        hold, spent = await self._limits.hold_usd(who.account, period, worst.usd, cap)
+        hold, spent = await self._limits.hold_usd(who.account, period, worst.usd, cap, lease_s)
         if hold is None:
             await self._take_back(holds)
             self._limited(name, KeyBudgetReached.limit)
@@ -745,6 +760,12 @@ class Dispatcher:
                 await limits.settle_usd(hold, usd)
 
         await settled(each(), remote=limits.remote)
+
+    async def _renew(self, holds: Sequence[UsdHold]) -> None:
+        """Renew the leases of a stream's holds, as it goes on answering."""
+        if self._limits is not None:
+            for hold in holds:
+                await self._limits.renew_usd(hold, self._hold_lease_s)
 
     async def _take_back(self, holds: list[UsdHold]) -> None:
         """Take back the holds of calls that did not answer."""
@@ -1093,20 +1114,26 @@ async def _metered(
     opened: Opened,
     charge: Callable[[Usage | None], Awaitable[None]] | None = None,
     slots: list[Slot] | None = None,
+    renew_holds: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
     """The stream with its usage priced; a usage chunk is added before ``[DONE]`` when
     the client asked for one and the upstream sent none. When it ends, completely or
     not (broken by the upstream, closed by the client), its usage (reported, else
     estimated from what was streamed) is `charge`d to the model's budget: a stream cut
     short was paid for as far as it went; and the deployment's in-flight `slots` are
-    given back. While it goes on, their leases are renewed every `SLOT_RENEW_S`."""
-    renew_at = time.monotonic() + SLOT_RENEW_S if slots else math.inf
+    given back. While it goes on, their leases, and those of its hard-budget holds
+    (`renew_holds`), are renewed every `SLOT_RENEW_S`."""
+    renews = bool(slots) or renew_holds is not None
+    renew_at = time.monotonic() + SLOT_RENEW_S if renews else math.inf
     try:
         yield meter.observe(first)
         async for event in rest:
-            if slots and time.monotonic() >= renew_at:
+            if renews and time.monotonic() >= renew_at:
                 renew_at = time.monotonic() + SLOT_RENEW_S
-                await renew(slots)
+                if slots:
+                    await renew(slots)
+                if renew_holds is not None:
+                    await renew_holds()
             if event.startswith(b"data: [DONE]"):
                 extra = meter.final_event()
                 if extra is not None:

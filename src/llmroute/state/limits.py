@@ -23,7 +23,9 @@ by what the call cost (0: takes it back out), in the period it went into. Each h
 an id, noted beside the sum, so a settle corrects the sum by what was really held: a
 hold whose reply was lost (a timeout after Redis ran it) is found and replaced, and one
 that never went in (Redis down) leaves the cost alone added. A settle Redis does not
-take is kept in this process and tried again with the next call that reaches Redis.
+take is kept in this process and tried again with the next call that reaches Redis. A
+hold in Redis is leased (``renew_usd`` extends it): one neither settled nor renewed in
+time (its process died mid-call) is taken out of the sum by the next hold.
 Wall-clock periods let replicas on different machines agree.
 
 A Redis that cannot answer lets requests through (a limit exists to spare a quota or a
@@ -65,6 +67,7 @@ WINDOW_S = 60.0
 NOT_HELD = -1  # `hold_tokens` let the request through without counting it (Redis down)
 UNCOUNTED_SLOT = ""  # `take_slot` let the request through without counting it (Redis down)
 _PENDING_SETTLES = 10_000  # settles kept for a Redis that did not take them, at most
+HOLD_LEASE_S = 1800.0  # a hard-budget hold lapses after this unless settled or renewed
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,25 +145,47 @@ redis.call('EXPIRE', KEYS[1], 130)
 return 1
 """
 
-# KEYS[1] the period's spending, KEYS[2] its holds (id -> USD); ARGV[1] the USD to hold,
-# ARGV[2] the cap, ARGV[3] the keys' expiry, ARGV[4] the hold's id. {1, the sum before}
-# when held; {0, the sum} when it would pass the cap. Sums are strings: a Lua number
-# would be cut to an integer.
-_HOLD_USD = """
-local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
-if spent + tonumber(ARGV[1]) > tonumber(ARGV[2]) then
-  return {0, tostring(spent)}
+# Hard-budget holds. KEYS[1] the period's spending, KEYS[2] its holds (id -> USD), KEYS[3]
+# their leases (id -> when it lapses). A hold whose lease lapsed (its process died mid-call)
+# is taken out of the sum by the next hold: _DROP_LAPSED, run first (ARGV[1] now).
+_DROP_LAPSED = """
+local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
+for _, id in ipairs(gone) do
+  local held = redis.call('HGET', KEYS[2], id)
+  if held then
+    redis.call('HDEL', KEYS[2], id)
+    if redis.call('EXISTS', KEYS[1]) == 1 then
+      redis.call('INCRBYFLOAT', KEYS[1], tostring(-tonumber(held)))
+    end
+  end
+  redis.call('ZREM', KEYS[3], id)
 end
-redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[4], ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-return {1, tostring(spent)}
 """
 
-# KEYS[1] the period's spending a hold went into, KEYS[2] its holds; ARGV[1] the hold's
-# id, ARGV[2] what the call cost, ARGV[3] the keys' expiry. The sum changes by the cost
-# less what the hold put in (nothing, when it never went in).
+# ARGV[1] now, ARGV[2] the USD to hold, ARGV[3] the cap, ARGV[4] the keys' expiry, ARGV[5]
+# the hold's id, ARGV[6] when its lease lapses. {1, the sum before} when held; {0, the
+# sum} when it would pass the cap. Sums are strings: a Lua number would be cut to an
+# integer.
+_HOLD_USD = (
+    _DROP_LAPSED
+    + """
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+if spent + tonumber(ARGV[2]) > tonumber(ARGV[3]) then
+  return {0, tostring(spent)}
+end
+redis.call('INCRBYFLOAT', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[5], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+return {1, tostring(spent)}
+"""
+)
+
+# ARGV[1] the hold's id, ARGV[2] what the call cost, ARGV[3] the keys' expiry. The sum
+# changes by the cost less what the hold put in (nothing, when it never went in or
+# lapsed and was taken out).
 _SETTLE_USD = """
 local held = redis.call('HGET', KEYS[2], ARGV[1])
 local change = tonumber(ARGV[2])
@@ -168,11 +193,21 @@ if held then
   redis.call('HDEL', KEYS[2], ARGV[1])
   change = change - tonumber(held)
 end
+redis.call('ZREM', KEYS[3], ARGV[1])
 if change ~= 0 and (change > 0 or redis.call('EXISTS', KEYS[1]) == 1) then
   redis.call('INCRBYFLOAT', KEYS[1], tostring(change))
   if redis.call('TTL', KEYS[1]) < 0 then
     redis.call('EXPIRE', KEYS[1], ARGV[3])
   end
+end
+return 0
+"""
+
+# ARGV[1] the hold's id, ARGV[2] when its lease now lapses: a hold still there (a long
+# stream still answering) is kept.
+_RENEW_USD = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[3], 'XX', ARGV[2], ARGV[1])
 end
 return 0
 """
@@ -205,10 +240,12 @@ class RateLimits(Protocol):
     async def charge(self, key: str, period: str, usd: float) -> None: ...
 
     async def hold_usd(
-        self, key: str, period: str, usd: float, cap: float
+        self, key: str, period: str, usd: float, cap: float, lease_s: float = HOLD_LEASE_S
     ) -> tuple[UsdHold | None, float]: ...
 
     async def settle_usd(self, hold: UsdHold, usd: float) -> None: ...
+
+    async def renew_usd(self, hold: UsdHold, lease_s: float = HOLD_LEASE_S) -> None: ...
 
     async def tokens(self, key: str) -> float: ...
 
@@ -321,10 +358,11 @@ class MemoryLimits:
             self._spent[key] = (window, (total if seen == window else 0.0) + usd)
 
     async def hold_usd(
-        self, key: str, period: str, usd: float, cap: float
+        self, key: str, period: str, usd: float, cap: float, lease_s: float = HOLD_LEASE_S
     ) -> tuple[UsdHold | None, float]:
         """Add `usd` to this period's sum unless that would pass `cap`: (the hold, the
-        sum before), or (None, the sum) when refused."""
+        sum before), or (None, the sum) when refused. (No lease: a process that dies
+        takes its counts with it.)"""
         window, keep_s = budget_period(period, self._clock())
         with self._lock:
             seen, total = self._spent.get(key, (window, 0.0))
@@ -341,6 +379,9 @@ class MemoryLimits:
             seen, total = self._spent.get(hold.key, (hold.window, 0.0))
             if seen == hold.window:
                 self._spent[hold.key] = (hold.window, total + usd - hold.usd)
+
+    async def renew_usd(self, hold: UsdHold, lease_s: float = HOLD_LEASE_S) -> None:
+        """Nothing lapses in memory."""
 
     async def tokens(self, key: str) -> float:
         minute, weight = _window(self._clock())
@@ -456,6 +497,7 @@ class RedisLimits:
         self._release = self._client.register_script(_RELEASE)
         self._hold_usd = self._client.register_script(_HOLD_USD)
         self._settle_usd = self._client.register_script(_SETTLE_USD)
+        self._renew_usd = self._client.register_script(_RENEW_USD)
         self._take_slot = self._client.register_script(_TAKE_SLOT)
         self._renew_slot = self._client.register_script(_RENEW_SLOT)
         self._prefix = f"{namespace}:rpm:"
@@ -518,19 +560,22 @@ class RedisLimits:
             self._failed(exc)
 
     async def hold_usd(
-        self, key: str, period: str, usd: float, cap: float
+        self, key: str, period: str, usd: float, cap: float, lease_s: float = HOLD_LEASE_S
     ) -> tuple[UsdHold | None, float]:
-        """As in memory; a Redis that does not answer lets the call through with a hold
-        it may not have (its settle finds out)."""
-        window, keep_s = budget_period(period, self._clock())
+        """As in memory, with a lease: a hold neither settled nor renewed within
+        `lease_s` (its process died) is taken out of the sum by a later hold. A Redis
+        that does not answer lets the call through with a hold it may not have (its
+        settle finds out)."""
+        now = self._clock()
+        window, keep_s = budget_period(period, now)
         hold = UsdHold(key, window, os.urandom(8).hex(), usd, keep_s)
         if self._outage.down():
             return hold, 0.0
         await self._settle_pending()
         names = self._budget_names(key, window)
         try:
-            args = [repr(usd), repr(cap), int(keep_s), hold.hold_id]
-            held, before = await self._hold_usd(keys=names, args=args)
+            args = [f"{now:.3f}", repr(usd), repr(cap), int(keep_s), hold.hold_id]
+            held, before = await self._hold_usd(keys=names, args=[*args, f"{now + lease_s:.3f}"])
         except self._redis.errors as exc:
             self._failed(exc)
             return hold, 0.0  # it may have gone in before the reply was lost
@@ -557,6 +602,15 @@ class RedisLimits:
             return False
         return True
 
+    async def renew_usd(self, hold: UsdHold, lease_s: float = HOLD_LEASE_S) -> None:
+        if self._outage.down():
+            return
+        names = self._budget_names(hold.key, hold.window)
+        try:
+            await self._renew_usd(keys=names, args=[hold.hold_id, f"{self._clock() + lease_s:.3f}"])
+        except self._redis.errors as exc:
+            self._failed(exc)
+
     def _keep_for_later(self, hold: UsdHold, usd: float) -> None:
         if len(self._pending) == self._pending.maxlen:
             log.warning(
@@ -577,7 +631,7 @@ class RedisLimits:
 
     def _budget_names(self, key: str, window: str) -> list[str]:
         name = f"{self._budget_prefix}{key}:{window}"
-        return [name, f"{name}:holds"]
+        return [name, f"{name}:holds", f"{name}:lapses"]
 
     async def tokens(self, key: str) -> float:
         if self._outage.down():
