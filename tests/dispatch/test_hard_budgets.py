@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -373,8 +374,7 @@ def test_the_gateway_says_what_a_call_may_cost_when_it_does_not_fit(
 
 def _on_redis(text: str, namespace: str) -> Any:
     limits = f"  limits: {{url: '{REDIS_URL}', namespace: {namespace}, timeout_s: 2}}"
-    text = text.replace("  retries: {attempts: 0}\n", f"  retries: {{attempts: 0}}\n{limits}\n")
-    return parse_registry(text).registry
+    return parse_registry(text.replace("dispatch:\n", f"dispatch:\n{limits}\n")).registry
 
 
 async def _sums(dispatcher: Dispatcher, tag: str, who: Payer) -> tuple[float, float]:
@@ -532,3 +532,35 @@ def test_a_long_stream_renews_its_holds(
         raw.close()
     assert len(first) == len(later) == 1 and later[0] > first[0]  # renewed as events came
     assert left == []  # settled: the lease went with the hold
+
+
+def test_a_hold_is_leased_past_every_try_of_a_slow_model(
+    upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    """A provider that may take 20 minutes an answer, tried three times: its holds are
+    leased for longer than the hour that may take, not the half-hour floor."""
+    tag = uuid.uuid4().hex[:8]
+    text = _registry(upstream.url, _pricey(tag, 10.0), f"pricey-{tag}")
+    text = text.replace("timeout_s: 5}", "timeout_s: 1200}").replace(
+        "retries: {attempts: 0}", "retries: {attempts: 2, backoff_s: 0.01}"
+    )
+    registry = _on_redis(text, redis_namespace)
+    raw = redis.Redis.from_url(REDIS_URL)
+
+    async def go() -> float:
+        dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        try:
+            call = asyncio.ensure_future(dispatcher.complete(plan_for(f"pricey-{tag}"), _BODY))
+            await asyncio.sleep(0.25)  # in flight (the upstream answers after 0.5 s)
+            pattern = f"{redis_namespace}:usd:budget:pricey-{tag}:*:lapses"
+            (key,) = list(raw.scan_iter(pattern))
+            ((_, lapses),) = raw.zrange(key, 0, -1, withscores=True)
+            await call
+            return float(lapses) - time.time()
+        finally:
+            await dispatcher.aclose()
+
+    try:
+        assert 3 * 1200 < asyncio.run(go()) < 3 * 1300
+    finally:
+        raw.close()

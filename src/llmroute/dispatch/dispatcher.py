@@ -686,7 +686,8 @@ class Dispatcher:
         holds: list[UsdHold] = []
         if budget is not None and budget.hard:
             account = model_account(name)
-            hold, spent = await self._limits.hold_usd(account, budget.period, worst.usd, budget.usd)
+            period, cap = budget.period, budget.usd
+            hold, spent = await self._limits.hold_usd(account, period, worst.usd, cap, lease_s)
             if hold is None:
                 self._limited(name, "budget")
                 raise LimitReached(

@@ -623,10 +623,12 @@ class RedisLimits:
         """Settle what Redis did not take before (the `most` oldest now); False when it
         still does not answer."""
         for _ in range(min(len(self._pending), most)):
-            hold, usd = self._pending[0]
+            if not self._pending:  # another caller settled the rest meanwhile
+                break
+            hold, usd = self._pending.popleft()  # taken first: no two callers settle it
             if not await self._settled(hold, usd):
+                self._pending.appendleft((hold, usd))
                 return False
-            self._pending.popleft()
         return True
 
     def _budget_names(self, key: str, window: str) -> list[str]:
