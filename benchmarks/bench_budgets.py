@@ -31,7 +31,9 @@ from typing import Any
 
 from _common import ROOT, dump_json, log, machine, percentiles
 
-from llmroute.decision import Decision
+sys.path.insert(0, str(ROOT / "tests" / "support"))
+from plans import plan_for
+
 from llmroute.dispatch import Dispatcher
 from llmroute.dispatch.plan import Plan
 from llmroute.providers import build_providers
@@ -71,20 +73,7 @@ def _registry(store: str, budget: str, delay: float) -> Any:
 
 
 def _plan(paid: str) -> Plan:
-    decision = Decision(
-        id="d",
-        route="r",
-        model=paid,
-        layer="bench",
-        confidence=1.0,
-        margin=None,
-        reason="bench",
-        registry_version="v",
-        signals=(),
-        encode_us=0.0,
-        total_us=0.0,
-    )
-    return Plan(decision, (paid, "free"), None, None)
+    return plan_for(paid, "free")  # a fixed decision: what is measured is dispatch
 
 
 def _bodies(n: int, rng: random.Random) -> list[dict[str, Any]]:

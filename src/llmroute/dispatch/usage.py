@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -163,16 +163,22 @@ def prompt_tokens_at_most(body: Mapping[str, Any]) -> int:
 def input_tokens_at_most(value: Any) -> int:
     """`prompt_tokens_at_most` for an embeddings ``input``: texts at their UTF-8 bytes
     over two, token arrays by length."""
+    return _embedding_tokens(value, _bytes_over_two)
 
-    def text(item: str) -> int:
-        return -(-len(item.encode("utf-8", "surrogatepass")) // 2)
 
+def _bytes_over_two(text: str) -> int:
+    return -(-len(text.encode("utf-8", "surrogatepass")) // 2)
+
+
+def _embedding_tokens(value: Any, count: Callable[[str], int]) -> int:
+    """Tokens of an embeddings ``input``: each text as `count` says, token arrays by
+    length."""
     if isinstance(value, str):
-        return text(value)
+        return count(value)
     if not isinstance(value, list):
         return 0
     return sum(
-        text(item) if isinstance(item, str) else len(item) if isinstance(item, list) else 1
+        count(item) if isinstance(item, str) else len(item) if isinstance(item, list) else 1
         for item in value
     )
 
@@ -253,14 +259,7 @@ def priced(
 
 def _input_tokens(value: Any) -> int:
     """Tokens of an embeddings ``input``: text counted, token arrays by length."""
-    if isinstance(value, str):
-        return count_tokens(value)
-    if not isinstance(value, list):
-        return 0
-    return sum(
-        count_tokens(item) if isinstance(item, str) else len(item) if isinstance(item, list) else 1
-        for item in value
-    )
+    return _embedding_tokens(value, count_tokens)
 
 
 def priced_embedding(data: dict[str, Any], body: Mapping[str, Any], price: Price) -> Usage:
