@@ -83,8 +83,8 @@ def paid_by(who: Payer | None) -> Iterator[None]:
 
 @dataclass(frozen=True, slots=True)
 class WorstCase:
-    """The most a call may cost: its prompt's tokens (with the margin), its answer's at
-    most, and their price in USD."""
+    """The most a call may cost: its prompt's tokens at most (`prompt_tokens_at_most`,
+    and the images), its answer's, and their price in USD."""
 
     prompt_tokens: int
     answer_tokens: int
