@@ -206,8 +206,21 @@ class ContextWindowExceeded(ProviderError):
 class UnsupportedRequest(ProviderError):
     """The request needs what the model declares it lacks (an image and ``vision:
     false``, tools and ``tools: false``): it is not sent there, and the chain's next model
-    serves. Raised to the caller (400; `code` ``images_not_supported`` or
-    ``tools_not_supported``) when no model of the chain takes the request."""
+    serves. Raised to the caller (400; `code` ``images_not_supported``,
+    ``tools_not_supported``, or ``unsupported_parameter`` with the request field in
+    `param`) when no model of the chain takes the request."""
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(provider, message, status=status, code=code)
+        self.param = param
 
     @property
     def retryable(self) -> bool:

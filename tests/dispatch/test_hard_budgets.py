@@ -9,6 +9,7 @@ through the gateway (tests/server/test_key_hard_budgets.py)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 import uuid
@@ -29,6 +30,7 @@ from redis_service import REDIS_URL
 from llmroute.dispatch import Dispatcher
 from llmroute.dispatch.budgets import IMAGE_TOKENS, Payer, paid_by, worst_case
 from llmroute.dispatch.spend import Spend, tracked
+from llmroute.dispatch.text_completions import TextRequest
 from llmroute.dispatch.usage import prompt_tokens, prompt_tokens_at_most
 from llmroute.errors import ConfigError, ProviderError
 from llmroute.providers import build_providers
@@ -564,3 +566,38 @@ def test_a_hold_is_leased_past_every_try_of_a_slow_model(
         assert 3 * 1200 < asyncio.run(go()) < 3 * 1300
     finally:
         raw.close()
+
+
+def test_a_raw_completions_hold_counts_its_suffix(upstream: FakeUpstream) -> None:
+    """A model continuing raw text gets a completions body (`text_body`): its worst case
+    counts the ``suffix`` a chat body does not carry, so a fill-in-the-middle request
+    with a long suffix does not fit where the same prompt alone does (and the chat
+    fallback cannot take a suffix: a 503 that says what the call might cost); the one
+    that fits is sent raw and costs what it answered."""
+    tag = uuid.uuid4().hex[:8]
+    models = _pricey(tag, 0.2, faults="x=1").replace(
+        "max_output_tokens: 4096", "max_output_tokens: 4096\n    text_completions: true"
+    )
+    registry = parse_registry(_registry(upstream.url, models, f"pricey-{tag}")).registry
+    suffix = "    return total\n" * 300  # about 2,400 tokens at the bound: $2.4 at this price
+    plain, fim = TextRequest.of({}), TextRequest.of({"suffix": suffix})
+
+    async def go() -> tuple[str, float, ProviderError]:
+        dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        plan = plan_for(f"pricey-{tag}", "cheap")
+        try:
+            alone = await dispatcher.complete(dataclasses.replace(plan, text=plain), _BODY)
+            spent = await _spent(dispatcher, tag)
+            with pytest.raises(ProviderError) as refused:
+                await dispatcher.complete(dataclasses.replace(plan, text=fim), _BODY)
+            return alone.model, spent, refused.value
+        finally:
+            await dispatcher.aclose()
+
+    alone, spent, refused = asyncio.run(go())
+    assert alone == f"pricey-{tag}" and spent == pytest.approx(_ANSWER_USD)
+    assert refused.status == 503 and "may cost $2." in refused.message
+    assert "2,5" in refused.message  # prompt tokens: the suffix counted
+    raw = [r for r in upstream.requests if r.body.get("model") == f"pricey-{tag}?x=1"]
+    assert [r.path for r in raw] == ["/v1/completions"]  # the long one was never sent
+    assert raw[0].body["prompt"] == "hello" and "messages" not in raw[0].body

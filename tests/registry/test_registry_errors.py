@@ -382,3 +382,18 @@ def test_alias_bombs_are_refused() -> None:
 def test_python_tags_are_refused() -> None:
     error = one_error("version: !!python/object/apply:os.system ['true']\n")
     assert error.line == 1 and "invalid YAML" in error.message
+
+
+def test_text_completions_need_an_openai_compatible_provider() -> None:
+    text = replace_line(VALID, 12, "text_completions: true")
+    assert parse_registry(text).registry.models["large"].text_completions is True
+    anthropic = replace_line(text, 5, "openai: {kind: anthropic, api_key_env: ANTHROPIC_API_KEY}")
+    error = one_error(anthropic)
+    assert_points_at(
+        error, 12, "models.large.text_completions", "every provider serving this model"
+    )
+    embedding = replace_line(text, 11, "kind: embedding")
+    (error,) = [e for e in errors_of(embedding) if e.field == "models.large.text_completions"]
+    assert_points_at(error, 12, "models.large.text_completions", "an embedding model completes")
+    error = one_error(replace_line(VALID, 12, "text_completions: sometimes"))
+    assert error.field == "models.large.text_completions" and error.line == 12, str(error)

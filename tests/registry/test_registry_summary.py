@@ -49,7 +49,7 @@ def test_summary_of_remote_encoder_and_other_conditions() -> None:
     small = "price: {input: 0.1, output: 0.1}}"
     text = text.replace(
         small,
-        small[:-1] + ", vision: false, tools: false, params: {top_k: 20},"
+        small[:-1] + ", vision: false, tools: false, text_completions: true, params: {top_k: 20},"
         " rename_params: {max_tokens: max_completion_tokens}, drop_params: [logprobs]}",
         1,
     )
@@ -61,7 +61,8 @@ def test_summary_of_remote_encoder_and_other_conditions() -> None:
     ) in lines
     small_line = next(line for line in lines if line.startswith("  small:"))
     assert small_line.endswith(
-        "no images, no tools, params top_k, renames max_tokens->max_completion_tokens,"
+        "no images, no tools, raw text completions, params top_k,"
+        " renames max_tokens->max_completion_tokens,"
         " drops logprobs"
     ), small_line
     assert "s3cret" not in "\n".join(lines)

@@ -46,6 +46,7 @@ models:
   large: {provider: fake, model: up-large, price: {input: 10, output: 30}}
   slow: {provider: fake, model: "slow?delay=0.4"}
   vectors: {provider: fake, model: up-embed, kind: embedding}
+  coder: {provider: fake, model: up-coder, text_completions: true}
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -246,9 +247,11 @@ def test_completions_responses_and_embeddings_batches(client: openai.OpenAI) -> 
     prompts = {
         f"c{i}": {"model": "small", "prompt": f"count to {i}", "max_tokens": 5} for i in range(3)
     }
-    made = _run_batch(client, "/v1/completions", prompts)["c2"]
-    assert made["object"] == "text_completion"
-    assert made["choices"][0]["text"] == "echo: count to 2"
+    prompts["fim"] = {"model": "coder", "prompt": "def f(", "suffix": "):", "max_tokens": 5}
+    made = _run_batch(client, "/v1/completions", prompts)
+    assert made["c2"]["object"] == "text_completion"
+    assert made["c2"]["choices"][0]["text"] == "echo: count to 2"
+    assert made["fim"]["choices"][0]["text"] == "raw: def f([FIM]): "  # sent raw
 
     turns = {
         f"r{i}": {"model": "auto", "input": f"write a Python function number {i}"} for i in range(2)

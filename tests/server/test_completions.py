@@ -3,11 +3,13 @@
 upstream behind it: the prompt routed and sent as one user message, the answer and its
 stream in ``text_completion`` shape, usage only when asked for in a stream, what a chat
 model cannot do refused with a 400 naming the parameter, and a stream that breaks
-ending with an error event."""
+ending with an error event. Models declared ``text_completions: true`` get the request
+raw on the upstream's ``/v1/completions``: fill in the middle, echo and logprobs."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -26,7 +28,13 @@ models:
   many: {provider: fake, model: "up-many?multi=1&vary=1"}
   broken: {provider: fake, model: "up-broken?mid=1"}
   capped: {provider: fake, model: "up-capped?finish=length"}
+  coder: {provider: fake, model: up-coder, text_completions: true, price: {input: 1, output: 1}}
+  coder-broken: {provider: fake, model: "up-coder?mid=1", text_completions: true}
 routes:
+  - name: autocomplete
+    examples: ["complete this fragment of source code"]
+    target: small
+    policy: {fallback: [coder]}
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
     target: large
@@ -34,6 +42,7 @@ routes:
     examples: ["hi there!", "how are you today?"]
     target: small
 default: {target: small}
+shadow: {rate: 1.0, reference: large, routes: [autocomplete]}
 """
 
 
@@ -153,3 +162,160 @@ def test_a_malformed_body_gets_openai_error_json(gateway: Served) -> None:
     )
     assert reply.status_code == 400
     assert reply.json()["error"]["type"] == "invalid_request_error"
+
+
+def _last_to(upstream: FakeUpstream, model: str) -> tuple[str, dict[str, object]]:
+    last = [r for r in upstream.requests if r.body.get("model") == model][-1]
+    return last.path, last.body
+
+
+def test_a_raw_text_model_gets_the_prompt_as_its_client_wrote_it(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    raw = client.completions.with_raw_response.create(
+        model="coder", prompt="def add(a, b):", temperature=0, stop=["\n\n"]
+    )
+    assert raw.headers["x-llmroute-model"] == "coder"
+    completion = raw.parse()
+    assert completion.object == "text_completion" and completion.id == "cmpl-fake"
+    assert completion.model == "coder"
+    (choice,) = completion.choices
+    assert choice.text == "raw: def add(a, b): " and choice.finish_reason == "stop"
+    assert choice.logprobs is None
+    assert completion.usage is not None and completion.usage.total_tokens == 6
+    path, sent = _last_to(upstream, "up-coder")
+    assert path == "/v1/completions"  # not wrapped in a chat template
+    assert sent == {
+        "model": "up-coder",
+        "prompt": "def add(a, b):",
+        "max_tokens": 16,
+        "temperature": 0,
+        "stop": ["\n\n"],
+    }
+
+
+def test_fill_in_the_middle_echo_and_logprobs_reach_a_raw_text_model(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    completion = client.completions.create(
+        model="coder",
+        prompt="def add(a, b):",
+        suffix="    return c",
+        echo=True,
+        logprobs=2,
+        max_tokens=64,
+    )
+    (choice,) = completion.choices
+    assert choice.text == "def add(a, b):raw: def add(a, b):[FIM]    return c "
+    assert choice.logprobs is not None and choice.logprobs.tokens is not None
+    assert "".join(choice.logprobs.tokens) == choice.text
+    assert choice.logprobs.token_logprobs == [-0.5] * len(choice.logprobs.tokens)
+    _, sent = _last_to(upstream, "up-coder")
+    assert sent["suffix"] == "    return c" and sent["echo"] is True and sent["logprobs"] == 2
+    assert sent["max_tokens"] == 64 and "messages" not in sent
+
+
+def test_a_raw_text_stream_carries_its_logprobs_and_usage(client: openai.OpenAI) -> None:
+    chunks = list(
+        client.completions.create(
+            model="coder",
+            prompt="x = 1",
+            suffix="print(x)",
+            logprobs=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert all(c.object == "text_completion" for c in chunks)
+    words = [c.choices[0] for c in chunks if c.choices and c.choices[0].text]
+    assert "".join(w.text for w in words) == "raw: x = 1[FIM]print(x) "
+    assert all(w.logprobs is not None and w.logprobs.tokens == [w.text] for w in words)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 6
+    assert {c.id for c in chunks} == {"cmpl-fake"}
+
+
+def test_a_field_only_raw_models_serve_skips_the_chains_chat_models(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    before = len(upstream.requests)
+    raw = client.completions.with_raw_response.create(
+        model="autocomplete", prompt="for i in range(", suffix="):"
+    )
+    assert raw.headers["x-llmroute-model"] == "coder"
+    assert raw.parse().choices[0].text == "raw: for i in range([FIM]): "
+    assert [r.body["model"] for r in upstream.requests[before:]] == ["up-coder"]
+    # without such a field the route's chat model answers, as a chat model does
+    plain = client.completions.with_raw_response.create(model="autocomplete", prompt="for i in")
+    assert plain.headers["x-llmroute-model"] == "small"
+    assert plain.parse().choices[0].text == "echo: for i in"
+    path, _ = _last_to(upstream, "up-small")
+    assert path == "/v1/chat/completions"
+
+
+def test_a_raw_field_no_model_of_the_chain_serves_is_a_400_naming_it(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    before = len(upstream.requests)
+    for extra, param in (({"suffix": "}"}, "suffix"), ({"echo": True}, "echo")):
+        body = {"model": "large", "prompt": "{", **extra}
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.post("/completions", cast_to=object, body=body)
+        error = caught.value.body
+        assert isinstance(error, dict)
+        assert error["param"] == param and error["code"] == "unsupported_parameter"
+        assert "text_completions: true" in error["message"] and "large" in error["message"]
+    malformed = (
+        ({"suffix": 3}, "suffix"),
+        ({"echo": "yes"}, "echo"),
+        ({"logprobs": -1}, "logprobs"),
+    )
+    for extra, param in malformed:
+        body = {"model": "coder", "prompt": "{", **extra}
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.post("/completions", cast_to=object, body=body)
+        error = caught.value.body
+        assert isinstance(error, dict) and error["param"] == param
+    assert len(upstream.requests) == before  # nothing went upstream
+
+
+def test_a_raw_text_stream_that_breaks_ends_with_an_error_event(gateway: Served) -> None:
+    body = {"model": "coder-broken", "prompt": "hello there", "stream": True}
+    with httpx.stream("POST", f"{gateway.url}/v1/completions", json=body, timeout=10) as response:
+        assert response.status_code == 200
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert json.loads(lines[0].removeprefix("data: "))["choices"][0]["text"] == "raw: "
+    assert lines[-1] == "data: [DONE]"
+    assert json.loads(lines[-2].removeprefix("data: "))["error"]["code"] == "upstream_error"
+    assert "Traceback" not in gateway.log_text()
+
+
+def test_a_chat_request_never_reaches_the_completions_endpoint(
+    gateway: Served, upstream: FakeUpstream
+) -> None:
+    body = {"model": "coder", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    reply = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=10)
+    assert reply.status_code == 200
+    assert reply.json()["choices"][0]["message"]["content"] == "echo: hi"
+    path, _ = _last_to(upstream, "up-coder")
+    assert path == "/v1/chat/completions"
+
+
+def test_a_completion_a_raw_text_model_may_answer_is_not_shadowed(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    """The route is shadowed on ``large``: its chat requests are, its completions (which
+    ``coder`` may answer raw, and a chat model's answer would not compare with) not."""
+    before = len(upstream.calls_to("up-large"))
+    client.completions.create(model="autocomplete", prompt="while True:")
+    client.completions.create(model="autocomplete", prompt="while True:", suffix="break")
+    client.chat.completions.create(
+        model="autocomplete", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+    )
+    for _ in range(100):  # the shadow runs in the background
+        if len(upstream.calls_to("up-large")) > before:
+            break
+        time.sleep(0.05)
+    time.sleep(0.2)
+    shadowed = upstream.calls_to("up-large")[before:]
+    assert [r.body["messages"][0]["content"] for r in shadowed] == ["hi"]

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from llmroute.decide import Router
 from llmroute.dispatch import Plan, plan_request
+from llmroute.dispatch.text_completions import TextRequest
 from llmroute.errors import PolicyViolation
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import CacheSettings
@@ -113,6 +115,11 @@ def test_the_key_follows_what_changes_the_answer() -> None:
     ):
         assert cache.key(plan(other), other, False) != base
     assert cache.key(plan(body()), body(), stream=True) != base
+    # A completion (raw text models answer it raw), and each of its own fields.
+    completion = replace(plan(body()), text=TextRequest())
+    fim = replace(plan(body()), text=TextRequest.of({"suffix": "}"}))
+    keys = {base, cache.key(completion, body(), False), cache.key(fim, body(), False)}
+    assert len(keys) == 3
     # Another registry version: another namespace.
     other_router = router(extra=", max_entries: 5")
     other_cache, _, _ = cache_for(other_router)

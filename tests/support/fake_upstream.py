@@ -2,8 +2,10 @@
 
 It records every request, answers ``/chat/completions`` with the model it was asked for
 and the last user message (SSE chunks ending in ``data: [DONE]`` when ``stream`` is
-true, with a usage chunk when ``stream_options.include_usage`` is), and ``/embeddings``
-with small deterministic vectors; ``GET /models`` lists `FakeUpstream.listed`.
+true, with a usage chunk when ``stream_options.include_usage`` is), ``/completions``
+(the legacy text API, for models that continue raw text: see `_text`), and
+``/embeddings`` with small deterministic vectors; ``GET /models`` lists
+`FakeUpstream.listed`.
 
 Faults are chosen by the upstream model name, so a registry can point models at them:
 
@@ -290,6 +292,9 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             if self.path.endswith("/embeddings"):
                 self._embeddings(model, body)
                 return
+            if self.path.endswith("/v1/completions"):
+                self._text(model, body, faults)
+                return
             refused = [p for p in faults.get("unsupported", "").split(",") if p and p in body]
             if refused:
                 error = {
@@ -485,7 +490,73 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                     upstream.cut.append((model, sent))
                 self.close_connection = True
 
+        def _text(self, model: str, body: dict[str, Any], faults: dict[str, str]) -> None:
+            """A text completion (``/v1/completions``): ``raw: PROMPT``, with ``[FIM]SUFFIX``
+            when a suffix came, the prompt before it with ``echo``, per-word logprobs
+            with ``logprobs``; streamed word by word when asked (``mid=1``: broken after
+            the first word)."""
+            prompt, suffix = str(body.get("prompt", "")), body.get("suffix")
+            text = f"raw: {prompt}" + (f"[FIM]{suffix}" if suffix else "")
+            words = [w + " " for w in text.split(" ")]
+            if body.get("echo") is True:
+                words.insert(0, prompt)
+            k = body.get("logprobs")
+            if body.get("stream") is not True:
+                choice = {"index": 0, "text": "".join(words), "finish_reason": "stop"}
+                choice["logprobs"] = _text_logprobs(words, k)
+                data = {"id": "cmpl-fake", "object": "text_completion", "created": 1}
+                data.update(model=model, choices=[choice], usage=_usage())
+                self._send_json(200, data)
+                return
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            for word in words:
+                self._write_chunk(_text_chunk(model, word, None, _text_logprobs([word], k)))
+                if "mid" in faults:
+                    self.close_connection = True
+                    return
+            self._write_chunk(_text_chunk(model, "", "stop", None))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                self._write_chunk(_text_chunk(model, None, None, None, usage=True))
+            self._write_chunk(b"data: [DONE]\n\n")
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+
     return Handler
+
+
+def _text_logprobs(words: list[str], k: Any) -> dict[str, Any] | None:
+    """Completions-API logprobs for `words` (-0.5 each), `k` alternatives a token."""
+    if not isinstance(k, int) or isinstance(k, bool):
+        return None
+    offsets = [sum(len(w) for w in words[:i]) for i in range(len(words))]
+    return {
+        "tokens": words,
+        "token_logprobs": [-0.5] * len(words),
+        "top_logprobs": [{w: -0.5} for w in words] if k > 0 else None,
+        "text_offset": offsets,
+    }
+
+
+def _text_chunk(
+    model: str,
+    text: str | None,
+    finish: str | None,
+    logprobs: dict[str, Any] | None,
+    usage: bool = False,
+) -> bytes:
+    data: dict[str, Any] = {"id": "cmpl-fake", "object": "text_completion", "created": 1}
+    data["model"] = model
+    data["choices"] = (
+        []
+        if text is None
+        else [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}]
+    )
+    if usage:
+        data["usage"] = _usage()
+    return f"data: {json.dumps(data)}\n\n".encode()
 
 
 @contextmanager

@@ -62,6 +62,7 @@ from llmroute.dispatch.reasoning_params import client_chose, with_reasoning
 from llmroute.dispatch.retry import backoff_delay
 from llmroute.dispatch.spend import Spend, answered, sending
 from llmroute.dispatch.stream_start import read_preamble, says_nothing
+from llmroute.dispatch.text_completions import chat_answer, chat_event, text_body
 from llmroute.dispatch.usage import (
     StreamUsage,
     Usage,
@@ -85,7 +86,7 @@ from llmroute.errors import (
     UpstreamRejected,
 )
 from llmroute.gates.base import total_usage
-from llmroute.providers.base import ChatProvider, EmbeddingProvider, Timeouts
+from llmroute.providers.base import ChatProvider, EmbeddingProvider, TextProvider, Timeouts
 from llmroute.registry.schema import Registry, RoutePolicy
 from llmroute.request import holds_images
 from llmroute.state.breakers import open_breakers
@@ -351,7 +352,7 @@ class Dispatcher:
 
     async def complete(self, plan: Plan, body: dict[str, Any]) -> Served:
         body = plan.outgoing(body)  # refuses a blocked request; applies redaction
-        if plan.cascade is not None:
+        if _cascades(plan):
             from llmroute.dispatch.cascade import complete_cascade
 
             return await complete_cascade(self, plan, body)
@@ -366,7 +367,10 @@ class Dispatcher:
             tried.add(name)
             sent = self._for_model(plan, name, deployment, body)
             with sending(name, sent):
-                data = await _complete_on(deployment, sent, timeouts)
+                if self._sends_text(plan, name):
+                    data = chat_answer(await _complete_text_on(deployment, sent, timeouts))
+                else:
+                    data = await _complete_on(deployment, sent, timeouts)
             if _filtered(data) and self._may_refuge(plan, tried):
                 usage = priced(data, body, self._registry.models[name].price)
                 await self._charge_answer(name, usage, deployment)  # billed all the same
@@ -394,7 +398,7 @@ class Dispatcher:
 
     async def open_stream(self, plan: Plan, body: dict[str, Any]) -> Opened:
         body = plan.outgoing(body)
-        if plan.cascade is not None:
+        if _cascades(plan):
             from llmroute.dispatch.cascade import open_cascade
 
             return await open_cascade(self, plan, body)
@@ -406,7 +410,8 @@ class Dispatcher:
         async def on(name: str, deployment: Deployment, timeouts: Timeouts) -> tuple[bytes, Any]:
             sent = self._for_model(plan, name, deployment, body)
             with sending(name, sent):
-                return await _open_on(deployment, sent, timeouts, hold_s)
+                text = self._sends_text(plan, name)
+                return await _open_on(deployment, sent, timeouts, hold_s, text=text)
 
         hold_s = self._registry.dispatch.stream_hold_s
 
@@ -557,6 +562,9 @@ class Dispatcher:
         the request leaves unset the route's `params`, then the model's, with the model's
         renamed and dropped parameters (`model_params.for_model`)."""
         model = self._registry.models[name]
+        params = plan.policy.params if plan.policy is not None else None
+        if plan.text is not None and model.text_completions:
+            return text_body(for_model(body, model, params), plan.text)
         kind = self._registry.providers[deployment.provider_name].kind
         if client_chose(body):
             sent = in_dialect(body, model, kind)
@@ -564,7 +572,11 @@ class Dispatcher:
             sent = body
         else:
             sent = with_reasoning(body, model, kind, plan.decision.reasoning.needed)
-        return for_model(sent, model, plan.policy.params if plan.policy is not None else None)
+        return for_model(sent, model, params)
+
+    def _sends_text(self, plan: Plan, name: str) -> bool:
+        """Whether `name` gets the request as a completion (`_for_model` made it one)."""
+        return plan.text is not None and self._registry.models[name].text_completions
 
     # -- stage 1: fallback ----------------------------------------------------------------
 
@@ -594,7 +606,7 @@ class Dispatcher:
             if failures and self.observer is not None:
                 _tell(self.observer.on_fallback, plan.decision.route, failures[-1][0], name)
             try:
-                self._check_supported(name, body, images)
+                self._check_supported(name, body, images, plan)
                 self._check_fits(name, body, needed)
                 held = await self._check_budget(name, body, plan)
                 try:
@@ -842,11 +854,24 @@ class Dispatcher:
             prefix.append(prefix_key(body))
         return prefix[0]
 
-    def _check_supported(self, name: str, body: dict[str, Any], images: list[bool]) -> None:
+    def _check_supported(
+        self, name: str, body: dict[str, Any], images: list[bool], plan: Plan | None = None
+    ) -> None:
         """Raise `UnsupportedRequest` when the request holds images and the model declares
         ``vision: false``, or has tools and it declares ``tools: false`` (its upstream
-        would refuse them)."""
+        would refuse them), or sets a completions field only a model continuing raw text
+        serves (``suffix``, ``echo``, ``logprobs``) and the model is not one."""
         model = self._registry.models[name]
+        raw = None if plan is None or plan.text is None else plan.text.raw_only
+        if raw is not None and not model.text_completions:
+            raise UnsupportedRequest(
+                "llmroute",
+                f"sets {raw!r}, which only a model continuing raw text serves, and the "
+                "model does not declare text_completions: true; not sent",
+                status=400,
+                code="unsupported_parameter",
+                param=raw,
+            )
         if model.vision is False:
             if not images:
                 images.append(holds_images(body.get("messages")))
@@ -1063,6 +1088,12 @@ class Dispatcher:
 _NO_POLICY = RoutePolicy()
 
 
+def _cascades(plan: Plan) -> bool:
+    """Whether the plan runs its cascade: not for a request only a model continuing raw
+    text can serve (its tiers and gates speak chat)."""
+    return plan.cascade is not None and (plan.text is None or plan.text.raw_only is None)
+
+
 # -- stage 4: transport ---------------------------------------------------------------------
 
 
@@ -1078,13 +1109,55 @@ async def _complete_on(
         ) from None
 
 
+async def _complete_text_on(
+    deployment: Deployment, body: dict[str, Any], timeouts: Timeouts
+) -> dict[str, Any]:
+    provider = _text_provider(deployment)
+    try:
+        async with asyncio.timeout(timeouts.total_s):
+            return await provider.complete_text(deployment.upstream, body, timeouts=timeouts)
+    except TimeoutError:
+        raise ProviderTimeout(
+            deployment.provider_name, f"no answer within {timeouts.total_s:g}s"
+        ) from None
+
+
+def _text_provider(deployment: Deployment) -> TextProvider:
+    provider = deployment.provider
+    if not isinstance(provider, TextProvider):  # the registry allows none such
+        raise UpstreamRejected(deployment.provider_name, "serves no text completions")
+    return provider
+
+
+async def _as_chat_events(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A text-completions stream read as a chat stream (`chat_event`); closing it
+    closes `events` at once."""
+    try:
+        async for event in events:
+            yield chat_event(event)
+    finally:
+        await _close(events)
+
+
 async def _open_on(
-    deployment: Deployment, body: dict[str, Any], timeouts: Timeouts, hold_s: float
+    deployment: Deployment,
+    body: dict[str, Any],
+    timeouts: Timeouts,
+    hold_s: float,
+    *,
+    text: bool = False,
 ) -> tuple[bytes, AsyncIterator[bytes]]:
     """The stream's first event (within the first-token limit) and the stream, read on
     past the events that say nothing yet (`read_preamble`, for at most `hold_s`): a
-    failure there still falls back."""
-    events = aiter(deployment.provider.stream(deployment.upstream, body, timeouts=timeouts))
+    failure there still falls back. `text`: the body is a completion, sent to the
+    model's completions endpoint, its events read as chat chunks."""
+    if text:
+        upstream = _text_provider(deployment).stream_text(
+            deployment.upstream, body, timeouts=timeouts
+        )
+        events = aiter(_as_chat_events(upstream))
+    else:
+        events = aiter(deployment.provider.stream(deployment.upstream, body, timeouts=timeouts))
     limit = timeouts.first_token_s or timeouts.total_s
     try:
         async with asyncio.timeout(limit):
@@ -1219,11 +1292,13 @@ def _exhausted(failures: list[tuple[str, ProviderError]]) -> ProviderError:
             f"{name}: {exc.message.removesuffix('; not sent')}" for name, exc in failures
         )
         codes = {exc.code for _, exc in failures}
+        params = {exc.param for _, exc in failures if isinstance(exc, UnsupportedRequest)}
         return UnsupportedRequest(
             "llmroute",
             f"no model of the chain takes this request ({why})",
             status=400,
             code=codes.pop() if len(codes) == 1 else "unsupported_request",
+            param=params.pop() if len(params) == 1 else None,
         )
     if all(isinstance(e, ProviderTimeout) for e in errors):
         status = 504

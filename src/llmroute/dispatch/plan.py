@@ -19,6 +19,7 @@ from typing import Any
 
 from llmroute.decide import Router
 from llmroute.decision import Decision
+from llmroute.dispatch.text_completions import TextRequest
 from llmroute.dispatch.usage import prompt_chars
 from llmroute.errors import ModelNotFound, PolicyViolation, RoutingError, shown
 from llmroute.layers.pin import PIN_LAYER, PinLayer
@@ -55,13 +56,16 @@ class Plan:
     and the route's policy (timeouts, retries, context fallback), when a route decided;
     and the route's `cascade`, when it has one and the request should run it. `pool`,
     when set, is every model the request may reach (`within_pool`): a context fallback
-    outside it is not tried."""
+    outside it is not tried. `text`, when set, says the request came to the completions
+    API: models that continue raw text get it raw (`llmroute.dispatch.text_completions`),
+    and no cascade runs."""
 
     decision: Decision
     chain: tuple[str, ...]
     policy: RoutePolicy | None = None
     cascade: Cascade | None = None
     pool: tuple[str, ...] | None = None
+    text: TextRequest | None = None
 
     def outgoing(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body to send upstream: with PII redacted when the safety policy says so.

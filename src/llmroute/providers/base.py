@@ -6,7 +6,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["ChatProvider", "EmbeddingProvider", "ModelLister", "Timeouts", "model_ids"]
+__all__ = [
+    "ChatProvider",
+    "EmbeddingProvider",
+    "ModelLister",
+    "TextProvider",
+    "Timeouts",
+    "model_ids",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,23 @@ class EmbeddingProvider(Protocol):
     async def embed(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class TextProvider(Protocol):
+    """A provider that also serves the (legacy) ``POST /completions`` of models that
+    continue raw text (base and code models behind vLLM, llama.cpp server, Ollama): the
+    body and the answers (``text_completion`` objects and events) in OpenAI's format."""
+
+    name: str
+
+    async def complete_text(
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
+    ) -> dict[str, Any]: ...
+
+    def stream_text(
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
+    ) -> AsyncIterator[bytes]: ...
 
 
 @runtime_checkable

@@ -1,5 +1,6 @@
-"""`OpenAICompatProvider`: POST /chat/completions (and /embeddings) on any
-OpenAI-compatible server: OpenAI, vLLM, Ollama, llama.cpp server, Together, Groq ..."""
+"""`OpenAICompatProvider`: POST /chat/completions (and /embeddings, and /completions for
+models that continue raw text) on any OpenAI-compatible server: OpenAI, vLLM, Ollama,
+llama.cpp server, Together, Groq ..."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from llmroute.registry.schema import Provider, env_headers
 __all__ = ["OpenAICompatProvider"]
 
 _CHAT = "/chat/completions"
+_TEXT = "/completions"
 _EMBEDDINGS = "/embeddings"
 _MODELS = "/models"
 
@@ -50,6 +52,13 @@ class OpenAICompatProvider:
     ) -> dict[str, Any]:
         return self._answered(await self._http.post_json(_CHAT, self._chat(model, body), timeouts))
 
+    async def complete_text(
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
+    ) -> dict[str, Any]:
+        """The ``text_completion`` object for a (legacy) completions `body`, sent as it is
+        (``suffix``, ``echo``, ``logprobs`` included)."""
+        return self._answered(await self._http.post_json(_TEXT, {**body, "model": model}, timeouts))
+
     async def embed(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]:
@@ -69,7 +78,7 @@ class OpenAICompatProvider:
         against)."""
         return model_ids(await self._http.get_json(_MODELS, timeouts))
 
-    async def stream(
+    def stream(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> AsyncIterator[bytes]:
         """The answer's events. An error event (`error_in_event`) is raised: as the first
@@ -84,8 +93,20 @@ class OpenAICompatProvider:
         ends after its first event with neither a finish reason nor ``[DONE]`` (a proxy
         that closed it cleanly midway) raises too: the answer was cut short, and the
         client is told so instead of taking it as whole."""
+        return self._events(_CHAT, self._chat(model, body), timeouts)
+
+    def stream_text(
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
+    ) -> AsyncIterator[bytes]:
+        """A completions `body`'s ``text_completion`` events, read as `stream` reads a
+        chat stream's."""
+        return self._events(_TEXT, {**body, "model": model}, timeouts)
+
+    async def _events(
+        self, path: str, payload: dict[str, Any], timeouts: Timeouts
+    ) -> AsyncIterator[bytes]:
         started = finished = False
-        async with self._http.events(_CHAT, self._chat(model, body), timeouts) as events:
+        async with self._http.events(path, payload, timeouts) as events:
             async for raw in events:
                 event = plain_event(raw)
                 failed = error_in_event(self.name, raw)  # llama.cpp server's error: lines

@@ -406,6 +406,9 @@ class Model(_Frozen):
     # None: not said (sent anyway); False: never sent a request holding images / tools
     vision: bool | None = None
     tools: bool | None = None
+    # its server also serves POST /v1/completions (a base or code model): requests to the
+    # gateway's /v1/completions go there raw, suffix (fill in the middle), echo, logprobs
+    text_completions: bool = False
     # request parameters sent to this model when the request does not set them
     params: dict[str, Any] = Field(default_factory=dict)
     # what this model's API calls otherwise (max_tokens -> max_completion_tokens) ...
@@ -1357,6 +1360,7 @@ class Registry(_Frozen):
             [
                 *self._model_problems(),
                 *self._budget_problems(),
+                *self._text_problems(),
                 *self._route_problems(),
                 *self._rule_problems(),
                 *self._guard_problems(),
@@ -1468,6 +1472,24 @@ class Registry(_Frozen):
             for key, wanted in (("strong", difficulty.strong), ("weak", difficulty.weak)):
                 if (message := self._unknown_model(wanted)) is not None:
                     yield ("default", "difficulty", key), message
+
+    def _text_problems(self) -> Iterator[Problem]:
+        for name, model in self.models.items():
+            if not model.text_completions:
+                continue
+            where = ("models", name, "text_completions")
+            if model.kind != "chat":
+                yield where, "an embedding model completes no text"
+            elif any(
+                self.providers[d.provider].kind != "openai"
+                for d in model.targets()
+                if d.provider in self.providers
+            ):
+                yield (
+                    where,
+                    "text completions go to POST /completions of an OpenAI-compatible server: "
+                    "every provider serving this model must be of kind openai",
+                )
 
     def _budget_problems(self) -> Iterator[Problem]:
         """A hard budget holds each call's worst case: the models it applies to need a

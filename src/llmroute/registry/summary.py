@@ -134,6 +134,8 @@ def _model_extras(model: Model) -> str:
         parts.append("no images")
     if model.tools is False:
         parts.append("no tools")
+    if model.text_completions:
+        parts.append("raw text completions")
     parts += _param_extras(model)
     if model.reasoning is False:
         parts.append("does not think")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -18,6 +19,7 @@ from llmroute.decision import Decision, SafetyOutcome
 from llmroute.dispatch import Opened, Plan, TierStep, aplan_request, cascade_header
 from llmroute.dispatch.plan import OFF_LOOP_CHARS
 from llmroute.dispatch.spend import Spend, tracked
+from llmroute.dispatch.text_completions import TextRequest
 from llmroute.dispatch.usage import Usage, estimated_prompt_tokens
 from llmroute.errors import LlmrouteError, ProviderError
 from llmroute.gates.base import total_usage
@@ -139,16 +141,24 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def serve_chat(
-    request: Request, gateway: Gateway, body: dict[str, Any], ts: float, started_ns: int
+    request: Request,
+    gateway: Gateway,
+    body: dict[str, Any],
+    ts: float,
+    started_ns: int,
+    text: TextRequest | None = None,
 ) -> Response:
     """Route, dispatch, cache, record and trace one chat-completions `body`; the answer
     in OpenAI's format (a JSON response, or a stream of its chunks). Errors are raised
     (`GatewayError`, `LlmrouteError`) for the caller's front to render. `ts` and
-    `started_ns` are the request's arrival."""
+    `started_ns` are the request's arrival; `text`, for a completions request, goes on
+    the plan (models continuing raw text get the request raw)."""
     request_tags(request)  # a malformed header is refused before any work
     _check_model(request, gateway, body)
     try:
         plan = await _plan(request, gateway, body)
+        if text is not None:
+            plan = dataclasses.replace(plan, text=text)
     except _GoneWhilePlanning as gone:
         unserved = _Unserved(
             gateway.router, recorder_of(request), gone.plan.decision, body, ts, started_ns
@@ -257,6 +267,7 @@ async def _serve_planned(
         shadow = (
             gateway.shadow is not None
             and all(may_reach(request.scope, m) for m in gateway.shadow.models)
+            and not _raw_text(gateway, plan)
             and gateway.shadow.sampled(plan.decision)
         )
         if stream:
@@ -332,6 +343,15 @@ async def _serve_planned(
         },
     )
     return answer, False
+
+
+def _raw_text(gateway: Gateway, plan: Plan) -> bool:
+    """Whether a model continuing raw text may answer the request (a completion): its
+    shadows, chat answers to the prompt alone, would compare nothing alike."""
+    if plan.text is None:
+        return False
+    models = gateway.router.loaded.registry.models
+    return any(models[m].text_completions for m in plan.chain if m in models)
 
 
 def _charge_key(request: Request, gateway: Gateway, usage: Usage | None) -> None:

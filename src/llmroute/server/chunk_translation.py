@@ -61,11 +61,14 @@ def _choice(choice: dict[str, Any]) -> dict[str, Any]:
     calls = delta.get("tool_calls")
     if isinstance(calls, list):
         clean["tool_calls"] = [_call(c) for c in calls if isinstance(c, dict)]
-    return {
+    out = {
         "delta": clean,
         "finish_reason": _str(choice.get("finish_reason")),
         "index": _int(choice.get("index")),
     }
+    if isinstance(choice.get("logprobs"), dict):
+        out["logprobs"] = choice["logprobs"]
+    return out
 
 
 def clean_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
@@ -107,6 +110,7 @@ def clean_completion(data: dict[str, Any]) -> dict[str, Any]:
         {
             "message": _message(c["message"] if isinstance(c.get("message"), dict) else {}),
             "finish_reason": _str(c.get("finish_reason")),
+            **({"logprobs": c["logprobs"]} if isinstance(c.get("logprobs"), dict) else {}),
         }
         for c in (choices if isinstance(choices, list) else ())
         if isinstance(c, dict)

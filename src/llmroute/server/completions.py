@@ -1,15 +1,19 @@
 """``POST /v1/completions``: OpenAI's (legacy) text-completions API in front of the router.
 
-Clients that speak only this API (older SDK code, evaluation harnesses, scripts written
-for a vLLM or llama.cpp server) send a ``prompt`` and read ``choices[].text``. Each
-request is converted to a chat body (the prompt as one user message), routed,
-dispatched, cached, recorded and traced exactly as ``/v1/chat/completions`` serves it
-(`serve_chat`), and the answer converted back: a ``text_completion`` object, or its
-event stream. The pool's models are chat models (hosted ones serve nothing else), so
-what makes sense only for raw continuation is refused with a 400 naming the parameter
-rather than answered wrongly: ``suffix`` (fill in the middle), ``echo``, ``logprobs``,
-``best_of`` above ``n``, several prompts in one request, and prompts given as token
-ids. ``max_tokens`` defaults to 16, as the API says. Errors are OpenAI's error JSON.
+Clients that speak only this API (older SDK code, evaluation harnesses, IDE autocomplete,
+scripts written for a vLLM or llama.cpp server) send a ``prompt`` and read
+``choices[].text``. Each request is converted to a chat body (the prompt as one user
+message), routed, dispatched, cached, recorded and traced exactly as
+``/v1/chat/completions`` serves it (`serve_chat`), and the answer converted back: a
+``text_completion`` object, or its event stream. A pool model declared
+``text_completions: true`` (a base or code model whose server serves ``/v1/completions``)
+gets the request raw instead, as its client wrote it
+(`llmroute.dispatch.text_completions`): ``suffix`` (fill in the middle), ``echo`` and
+``logprobs`` then work, and a request setting one of them skips the chain's chat models
+(400 naming the field when none is left). Refused with a 400 naming the parameter:
+``best_of`` above ``n``, several prompts in one request, and prompts given as token ids
+(a request is routed by its text). ``max_tokens`` defaults to 16, as the API says.
+Errors are OpenAI's error JSON.
 """
 
 from __future__ import annotations
@@ -20,25 +24,24 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from llmroute.dispatch.text_completions import RAW_FIELDS, TextRequest
 from llmroute.server.chunk_translation import ChunkTranslator, clean_completion
 from llmroute.server.errors import GatewayError
 from llmroute.server.fronts import Stateless, serve_converted
 from llmroute.sse import DONE, event_of
 
-__all__ = ["COMPLETIONS_FRONT", "CompletionStream", "completions", "to_chat_body", "to_completion"]
+__all__ = [
+    "COMPLETIONS_FRONT",
+    "CompletionStream",
+    "completions",
+    "text_request",
+    "to_chat_body",
+    "to_completion",
+]
 
 DEFAULT_MAX_TOKENS = 16  # the API's default: a client that leaves it out gets that many
-# what a chat completion cannot do: refused, naming the parameter
-_REFUSED = {
-    "suffix": "'suffix' (fill in the middle) needs a model that continues raw text; this "
-    "gateway serves completions with chat models: send the request without it",
-    "echo": "'echo' needs a model that continues raw text; this gateway serves completions "
-    "with chat models: send the request without it",
-    "logprobs": "'logprobs' is not served on /v1/completions by this gateway: ask "
-    "/v1/chat/completions with logprobs: true and top_logprobs",
-}
 # completions-only fields, handled here and not passed on as chat parameters
-_OWN = frozenset({"prompt", "max_tokens", "stream", "stream_options", "best_of", *_REFUSED})
+_OWN = frozenset({"prompt", "max_tokens", "stream", "stream_options", "best_of", *RAW_FIELDS})
 # chat finish reasons that mean nothing to a completions client
 _FINISH = {"tool_calls": "stop", "function_call": "stop"}
 
@@ -83,10 +86,7 @@ def to_chat_body(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(model, str) or not model:
         raise _bad("model", "'model' is required: auto, a route or a pool model")
     prompt = _prompt(body)
-    for key, message in _REFUSED.items():
-        value = body.get(key)
-        if value is not None and value is not False and not (key == "suffix" and value == ""):
-            raise _bad(key, message)
+    _check_raw_fields(body)
     n = _count(body, "n", 1)
     if _count(body, "best_of", n) != n:
         raise _bad(
@@ -104,6 +104,25 @@ def to_chat_body(body: dict[str, Any]) -> dict[str, Any]:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # the translator decides what goes out
     return chat
+
+
+def _check_raw_fields(body: dict[str, Any]) -> None:
+    """The types of the fields only a raw text model serves (whether one is in the
+    chain is dispatch's to say)."""
+    suffix, echo, logprobs = (body.get(key) for key in RAW_FIELDS)
+    if suffix is not None and not isinstance(suffix, str):
+        raise _bad("suffix", "'suffix' must be a string: the text after the completion")
+    if echo is not None and not isinstance(echo, bool):
+        raise _bad("echo", "'echo' must be true or false")
+    if logprobs is not None and (
+        isinstance(logprobs, bool) or not isinstance(logprobs, int) or logprobs < 0
+    ):
+        raise _bad("logprobs", "'logprobs' must be a whole number of top tokens (0 or more)")
+
+
+def text_request(body: dict[str, Any]) -> TextRequest:
+    """The completions-only fields of a request `to_chat_body` accepted."""
+    return TextRequest.of(body)
 
 
 def _completion_id(chat_id: str) -> str:
@@ -128,7 +147,7 @@ def to_completion(data: dict[str, Any], model: str, body: dict[str, Any]) -> dic
             {
                 "text": choice["message"].get("content") or "",
                 "index": index,
-                "logprobs": None,
+                "logprobs": choice.get("logprobs"),
                 "finish_reason": _finish(choice["finish_reason"]),
             }
             for index, choice in enumerate(data["choices"])
@@ -170,10 +189,13 @@ class CompletionStream(ChunkTranslator):
             text = choice["delta"].get("content")
             finish = _finish(choice["finish_reason"])
             if text or finish is not None:
-                yield self._event([self._choice(choice["index"], text or "", finish)])
+                logprobs = choice.get("logprobs")
+                yield self._event([self._choice(choice["index"], text or "", finish, logprobs)])
 
-    def _choice(self, index: int, text: str, finish: str | None) -> dict[str, Any]:
-        return {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
+    def _choice(
+        self, index: int, text: str, finish: str | None, logprobs: Any = None
+    ) -> dict[str, Any]:
+        return {"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish}
 
     def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return event_of(
@@ -207,4 +229,4 @@ COMPLETIONS_FRONT = Stateless(to_chat_body, CompletionStream, to_completion)
 
 
 async def completions(request: Request) -> Response:
-    return await serve_converted(request, COMPLETIONS_FRONT)
+    return await serve_converted(request, COMPLETIONS_FRONT, text_request)

@@ -97,7 +97,7 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
     if isinstance(exc, RoutingError):
         return GatewayError(400, str(exc), param="messages", headers=headers)
     if isinstance(exc, UnsupportedRequest):
-        param = "tools" if exc.code == "tools_not_supported" else "messages"
+        param = exc.param or ("tools" if exc.code == "tools_not_supported" else "messages")
         return GatewayError(400, exc.message, param=param, code=exc.code, headers=headers)
     if isinstance(exc, KeyBudgetReached):  # the key's hard budget fits no model of the chain
         return GatewayError(429, exc.message, code="insufficient_quota", headers=headers)

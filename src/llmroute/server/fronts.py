@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from llmroute.dispatch.text_completions import TextRequest
 from llmroute.server.body import read_json_object
 from llmroute.server.chat import CLIENT_CLOSED, RelayedStream, serve_chat
 from llmroute.server.chunk_translation import ChunkTranslator, translated
@@ -71,23 +72,34 @@ class Stateless:
         return self.answer_of(data, model, body)
 
 
-async def serve_converted(request: Request, front: Front) -> Response:
+async def serve_converted(
+    request: Request, front: Front, text_of: Callable[[Body], TextRequest] | None = None
+) -> Response:
     """The request read, converted by `front`, served as a chat completion and its answer
-    converted back."""
+    converted back. `text_of`: the request is a completion, whose fields a chat body
+    cannot carry it says."""
     ts, started_ns = time.time(), time.perf_counter_ns()
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
     chat = await front.chat_body(body)
-    return await answer_converted(request, front, body, chat, ts, started_ns)
+    text = None if text_of is None else text_of(body)
+    return await answer_converted(request, front, body, chat, ts, started_ns, text)
 
 
 async def answer_converted(
-    request: Request, front: Front, body: Body, chat: Body, ts: float, started_ns: int
+    request: Request,
+    front: Front,
+    body: Body,
+    chat: Body,
+    ts: float,
+    started_ns: int,
+    text: TextRequest | None = None,
 ) -> Response:
     """`chat` (`front`'s conversion of `body`, received at `ts` / `started_ns`) served
-    as a chat completion, and its answer converted back."""
+    as a chat completion (`text`: of a completions request), and its answer converted
+    back."""
     gateway = gateway_of(request)
-    answer = await serve_chat(request, gateway, chat, ts, started_ns)
+    answer = await serve_chat(request, gateway, chat, ts, started_ns, text)
     if answer.status_code == CLIENT_CLOSED:
         return answer  # nobody to convert it for
     headers = passed_on(answer.headers)

@@ -1,0 +1,100 @@
+"""The completions API's requests made raw for models that continue text, and their
+answers read back as chat: `llmroute.dispatch.text_completions`."""
+
+from __future__ import annotations
+
+import json
+
+from llmroute.dispatch.text_completions import TextRequest, chat_answer, chat_event, text_body
+from llmroute.dispatch.usage import prompt_tokens_at_most
+from llmroute.sse import event_of
+
+
+def test_only_fields_set_to_something_ask_for_a_raw_model() -> None:
+    assert TextRequest.of({"suffix": "", "echo": False, "logprobs": None}).raw_only is None
+    text = TextRequest.of({"logprobs": 0, "echo": True, "suffix": "}", "n": 2})
+    assert text.fields == (("suffix", "}"), ("echo", True), ("logprobs", 0))
+    assert text.raw_only == "suffix"
+    assert TextRequest.of({"logprobs": 0}).raw_only == "logprobs"
+
+
+def test_the_raw_body_is_the_chat_body_as_the_model_gets_it_less_the_chat() -> None:
+    sent = {
+        "model": "auto",
+        "messages": [{"role": "user", "content": "call <EMAIL_1> about"}],  # redacted
+        "max_tokens": 16,
+        "n": 2,
+        "stop": ["\n"],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "reasoning_effort": "low",
+        "logprobs": True,
+        "top_logprobs": 2,
+    }
+    raw = text_body(sent, TextRequest.of({"suffix": "!", "logprobs": 3}))
+    assert raw == {
+        "model": "auto",
+        "prompt": "call <EMAIL_1> about",
+        "max_tokens": 16,
+        "n": 2,
+        "stop": ["\n"],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "suffix": "!",
+        "logprobs": 3,
+    }
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}]}
+    assert text_body(parts, TextRequest())["prompt"] == "a"
+    assert text_body({"messages": "odd"}, TextRequest())["prompt"] == ""
+
+
+def test_a_raw_body_bounds_its_prompt_with_the_suffix() -> None:
+    alone = prompt_tokens_at_most({"prompt": "x" * 400})
+    assert alone >= 200
+    assert prompt_tokens_at_most({"prompt": "x" * 400, "suffix": "y" * 400}) >= 2 * alone - 2
+
+
+def test_a_text_completion_reads_as_a_chat_completion() -> None:
+    logprobs = {"tokens": ["a"], "token_logprobs": [-0.1], "top_logprobs": None}
+    data = {
+        "id": "cmpl-7",
+        "object": "text_completion",
+        "created": 3,
+        "model": "up",
+        "choices": [
+            {"index": 0, "text": "a", "logprobs": logprobs, "finish_reason": "length"},
+            {"text": None, "finish_reason": "stop"},
+            "junk",
+        ],
+        "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3},
+    }
+    chat = chat_answer(data)
+    assert chat["id"] == "chatcmpl-7" and chat["object"] == "chat.completion"
+    assert chat["created"] == 3 and chat["usage"] == data["usage"]
+    assert chat["choices"] == [
+        {
+            "index": 0,
+            "message": {"content": "a", "role": "assistant"},
+            "finish_reason": "length",
+            "logprobs": logprobs,
+        },
+        {"index": 1, "message": {"content": "", "role": "assistant"}, "finish_reason": "stop"},
+    ]
+    assert chat_answer({"choices": "none"})["choices"] == []
+
+
+def test_a_text_completion_event_reads_as_a_chat_chunk() -> None:
+    chunk = {
+        "id": "cmpl-7",
+        "object": "text_completion",
+        "model": "up",
+        "choices": [{"index": 0, "text": "hi", "logprobs": None, "finish_reason": None}],
+    }
+    read = json.loads(chat_event(event_of(chunk))[6:])
+    assert read["object"] == "chat.completion.chunk" and read["id"] == "chatcmpl-7"
+    assert read["choices"] == [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]
+    usage = {"id": "cmpl-7", "choices": [], "usage": {"prompt_tokens": 1}}
+    assert json.loads(chat_event(event_of(usage))[6:])["usage"] == {"prompt_tokens": 1}
+    for same in (b"data: [DONE]\n\n", b"data: {not json\n\n", event_of({"error": {"m": 1}})):
+        assert chat_event(same) == same
