@@ -5,7 +5,8 @@ bottleneck of what they measure, and each runs in its own process:
 
     python benchmarks/_http_bench.py upstream [--port 0]
         prints ``listening PORT`` once bound; answers every request with one fixed
-        ``chat.completion`` (with usage) until killed.
+        ``chat.completion`` (with usage; a ``text_completion`` on ``/completions``)
+        until killed.
 
     python benchmarks/_http_bench.py load URL BODIES_JSONL --concurrency C --duration S
         [--max-requests N] [--warmup N] [--header 'k: v' ...]
@@ -51,6 +52,20 @@ RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length
     REPLY,
 )
 CLOSE_RESPONSE = RESPONSE.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n", 1)
+TEXT_REPLY = json.dumps(
+    {
+        "id": "cmpl-bench",
+        "object": "text_completion",
+        "created": 1700000000,
+        "model": "fake",
+        "choices": [{"index": 0, "text": "ok", "logprobs": None, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10},
+    },
+    separators=(",", ":"),
+).encode()
+TEXT_RESPONSE = RESPONSE.replace(REPLY, TEXT_REPLY).replace(
+    b"content-length: %d" % len(REPLY), b"content-length: %d" % len(TEXT_REPLY)
+)
 MAX_HEAD = 64 * 1024
 
 
@@ -90,7 +105,10 @@ class _Upstream(asyncio.Protocol):
                 self.transport.close()
                 self.buffer = b""
                 return
-            self.transport.write(RESPONSE)
+            # the legacy text API (models declared text_completions) gets its own shape
+            text = head.startswith(b"post ") and b"/completions " in head[:128]
+            text = text and b"/chat/completions " not in head[:128]
+            self.transport.write(TEXT_RESPONSE if text else RESPONSE)
 
 
 async def _serve_upstream(port: int) -> None:

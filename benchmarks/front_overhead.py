@@ -8,8 +8,11 @@ fast fake upstream of gateway_overhead.py.
 
 Each prompt of examples/eval.jsonl is sent in each API's own shape with a pool model
 name (routing off, so the fronts' conversion is not hidden behind the encoder) and with
-``auto``. The fronts take turns per point, so they share the machine's load; CPU time
-per request is the gateway process tree's, as in gateway_overhead.py.
+``auto``; ``completions-raw`` sends the completions to a copy of the model declared
+``text_completions: true`` (sent raw to the upstream's ``/v1/completions``, the answer
+read back through chat shape). The fronts take turns per point, so they share the
+machine's load; CPU time per request is the gateway process tree's, as in
+gateway_overhead.py.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import yaml
 from _common import log, machine
 from gateway_overhead import PROMPTS, bench_registry, gateway, measure, upstream
 
@@ -29,7 +33,9 @@ FRONTS = {
     "messages": "/v1/messages",
     "responses": "/v1/responses",
     "completions": "/v1/completions",
+    "completions-raw": "/v1/completions",
 }
+RAW = "-raw"  # the suffix of the copy of a pool model that continues raw text
 
 
 def _body(front: str, model: str, text: str) -> dict[str, Any]:
@@ -39,6 +45,8 @@ def _body(front: str, model: str, text: str) -> dict[str, Any]:
         return {"model": model, "input": text, "max_output_tokens": 64}
     if front == "completions":
         return {"model": model, "prompt": text, "max_tokens": 64}
+    if front == "completions-raw":
+        return {"model": model + RAW, "prompt": text, "max_tokens": 64}
     return {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": text}]}
 
 
@@ -56,10 +64,13 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         with upstream() as (up_url, up_pid):
             registry = tmp / "registry.yaml"
             bench_registry(registry, up_url, args.encoder)
+            _with_raw_copies(registry)
             with gateway(registry, 1, tmp) as (gw_url, gw_pid):
                 for model in ("small", "auto"):
                     for c in (int(x) for x in args.concurrency.split(",")):
                         for front, path in FRONTS.items():
+                            if front == "completions-raw" and model == "auto":
+                                continue  # routed to the chat models: the completions row
                             body = bodies(tmp, front, model)
                             r = measure(gw_url, body, c, args, gw_pid, up_pid, path=path)
                             row = {"front": front, "model": model, "c": c}
@@ -72,6 +83,15 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return rows
+
+
+def _with_raw_copies(registry: Path) -> None:
+    """Each pool model doubled by one declared ``text_completions: true``."""
+    data = yaml.safe_load(registry.read_text(encoding="utf-8"))
+    models = data["models"]
+    for name in list(models):
+        models[name + RAW] = {**models[name], "text_completions": True}
+    registry.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 
 def table(rows: list[dict[str, Any]]) -> str:
