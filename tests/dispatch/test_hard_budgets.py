@@ -30,7 +30,7 @@ from redis_service import REDIS_URL
 from llmroute.dispatch import Dispatcher
 from llmroute.dispatch.budgets import IMAGE_TOKENS, Payer, paid_by, worst_case
 from llmroute.dispatch.spend import Spend, tracked
-from llmroute.dispatch.text_completions import TextRequest
+from llmroute.dispatch.text_completions import TextRequest, chat_content
 from llmroute.dispatch.usage import prompt_tokens, prompt_tokens_at_most
 from llmroute.errors import ConfigError, ProviderError
 from llmroute.providers import build_providers
@@ -581,6 +581,11 @@ def test_a_raw_completions_hold_counts_its_suffix(upstream: FakeUpstream) -> Non
     registry = parse_registry(_registry(upstream.url, models, f"pricey-{tag}")).registry
     suffix = "    return total\n" * 300  # about 2,400 tokens at the bound: $2.4 at this price
     plain, fim = TextRequest.of({}), TextRequest.of({"suffix": suffix})
+    # as the completions front makes it: the suffix the message's second part
+    with_suffix = {
+        **_BODY,
+        "messages": [{"role": "user", "content": chat_content("hello", suffix)}],
+    }
 
     async def go() -> tuple[str, float, ProviderError]:
         dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
@@ -589,7 +594,7 @@ def test_a_raw_completions_hold_counts_its_suffix(upstream: FakeUpstream) -> Non
             alone = await dispatcher.complete(dataclasses.replace(plan, text=plain), _BODY)
             spent = await _spent(dispatcher, tag)
             with pytest.raises(ProviderError) as refused:
-                await dispatcher.complete(dataclasses.replace(plan, text=fim), _BODY)
+                await dispatcher.complete(dataclasses.replace(plan, text=fim), with_suffix)
             return alone.model, spent, refused.value
         finally:
             await dispatcher.aclose()

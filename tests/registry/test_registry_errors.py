@@ -397,3 +397,28 @@ def test_text_completions_need_an_openai_compatible_provider() -> None:
     assert_points_at(error, 12, "models.large.text_completions", "an embedding model completes")
     error = one_error(replace_line(VALID, 12, "text_completions: sometimes"))
     assert error.field == "models.large.text_completions" and error.line == 12, str(error)
+
+
+@pytest.mark.parametrize(
+    ("new", "words"),
+    [
+        ("fim_template: '<PRE>{prefix}<SUF>'", "must hold {prefix} and {suffix} once each"),
+        ("fim_template: '{prefix}{suffix}{middle}'", "no other field"),
+        ("fim_template: '{prefix}{suffix}{'", "not a template"),
+    ],
+)
+def test_a_fim_template_is_checked(new: str, words: str) -> None:
+    text = replace_line(VALID, 12, f"text_completions: true\n    {new}")
+    error = one_error(text)
+    assert error.field == "models.large.fim_template" and error.line == 13, str(error)
+    assert words in error.message
+
+
+def test_a_fim_template_needs_text_completions() -> None:
+    text = replace_line(VALID, 12, "fim_template: '<PRE>{prefix}<SUF>{suffix}<MID>'")
+    error = one_error(text)
+    assert_points_at(error, 12, "models.large.fim_template", "text_completions: true")
+    good = replace_line(
+        VALID, 12, "text_completions: true\n    fim_template: '{{x}}{prefix}{suffix}'"
+    )
+    assert parse_registry(good).registry.models["large"].fim_template == "{{x}}{prefix}{suffix}"

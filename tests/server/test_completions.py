@@ -30,7 +30,25 @@ models:
   capped: {provider: fake, model: "up-capped?finish=length"}
   coder: {provider: fake, model: up-coder, text_completions: true, price: {input: 1, output: 1}}
   coder-broken: {provider: fake, model: "up-coder?mid=1", text_completions: true}
+  coder-gives-up: {provider: fake, model: "up-coder?pause=0.4&early=1", text_completions: true}
+  coder-fim:
+    provider: fake
+    model: up-fim
+    text_completions: true
+    fim_template: "<PRE> {prefix} <SUF>{suffix} <MID>"
 routes:
+  - name: guarded-fim
+    examples: ["finish the private snippet"]
+    target: coder
+    policy: {safety: guarded}
+  - name: tiered
+    examples: ["tiered answers for code"]
+    target: coder
+    cascade: [coder, large]
+  - name: gives-up
+    examples: ["a model that thinks then gives up"]
+    target: coder-gives-up
+    policy: {fallback: [small]}
   - name: autocomplete
     examples: ["complete this fragment of source code"]
     target: small
@@ -43,6 +61,12 @@ routes:
     target: small
 default: {target: small}
 shadow: {rate: 1.0, reference: large, routes: [autocomplete]}
+dispatch: {stream_hold_s: 0.1}
+safety:
+  injection: {enabled: false}
+  profiles:
+    standard: {pii: allow}
+    guarded: {pii: redact, answer_pii: redact}
 """
 
 
@@ -319,3 +343,69 @@ def test_a_completion_a_raw_text_model_may_answer_is_not_shadowed(
     time.sleep(0.2)
     shadowed = upstream.calls_to("up-large")[before:]
     assert [r.body["messages"][0]["content"] for r in shadowed] == ["hi"]
+
+
+def test_a_fim_template_writes_the_suffix_into_the_prompt(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    """For servers that refuse ``suffix`` (vLLM, SGLang, llama.cpp server) the model's
+    ``fim_template`` writes it in the prompt with the model's own tokens."""
+    completion = client.completions.create(
+        model="coder-fim", prompt="def f(x):", suffix="    return y", max_tokens=8
+    )
+    templated = "<PRE> def f(x): <SUF>    return y <MID>"
+    assert completion.choices[0].text == f"raw: {templated} "
+    _, sent = _last_to(upstream, "up-fim")
+    assert sent["prompt"] == templated and "suffix" not in sent
+    client.completions.create(model="coder-fim", prompt="x = 1")  # no suffix: no template
+    assert _last_to(upstream, "up-fim")[1]["prompt"] == "x = 1"
+
+
+def test_safety_redacts_the_suffix_and_keeps_logprobs_from_unmasked_answers(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    """The suffix is scanned and redacted with the prompt; with the answer's PII masked,
+    no logprobs are asked for (their tokens would carry what the mask hides)."""
+    completion = client.completions.create(
+        model="guarded-fim",
+        prompt="# mail bob@example.com",
+        suffix="# or alice@example.com",
+        logprobs=1,
+    )
+    _, sent = _last_to(upstream, "up-coder")
+    assert "@example.com" not in json.dumps(sent)
+    assert sent["prompt"].startswith("# mail <EMAIL") and sent["suffix"].startswith("# or <EMAIL")
+    assert "logprobs" not in sent
+    (choice,) = completion.choices
+    assert "@example.com" not in choice.text and choice.logprobs is None
+
+
+def test_a_completion_a_raw_model_may_answer_runs_no_cascade(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    """The cascade's first tier continues raw text, and its gates judge chat answers:
+    the completion goes down the chain instead, raw to ``coder``."""
+    before = len(upstream.calls_to("up-large"))
+    raw = client.completions.with_raw_response.create(model="tiered", prompt="import os")
+    assert raw.headers["x-llmroute-model"] == "coder"
+    assert "x-llmroute-cascade" not in raw.headers
+    assert raw.parse().choices[0].text == "raw: import os "
+    assert _last_to(upstream, "up-coder")[0] == "/v1/completions"
+    assert len(upstream.calls_to("up-large")) == before
+
+
+def test_a_raw_stream_that_gives_up_late_names_its_failure_not_the_skipped_models(
+    gateway: Served,
+) -> None:
+    """The stream went out (held past ``stream_hold_s``), then the model gave up before
+    its first words; the fallback is a chat model, which cannot take the suffix: the
+    stream ends with an error event, and the log (and decision log) name the upstream's
+    failure, not the skipped model."""
+    body = {"model": "gives-up", "prompt": "a", "suffix": "b", "stream": True}
+    with httpx.stream("POST", f"{gateway.url}/v1/completions", json=body, timeout=10) as response:
+        assert response.status_code == 200
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    assert json.loads(lines[-2].removeprefix("data: "))["error"]["code"] == "upstream_error"
+    broke = [line for line in gateway.log_text().splitlines() if "broke off" in line][-1]
+    assert "error 502" in broke and "suffix" not in broke, broke

@@ -494,7 +494,8 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             """A text completion (``/v1/completions``): ``raw: PROMPT``, with ``[FIM]SUFFIX``
             when a suffix came, the prompt before it with ``echo``, per-word logprobs
             with ``logprobs``; streamed word by word when asked (``mid=1``: broken after
-            the first word)."""
+            the first word; ``pause=S``: an empty chunk, then S seconds of nothing, then
+            with ``early=1`` an error event instead of the words)."""
             prompt, suffix = str(body.get("prompt", "")), body.get("suffix")
             text = f"raw: {prompt}" + (f"[FIM]{suffix}" if suffix else "")
             words = [w + " " for w in text.split(" ")]
@@ -512,6 +513,16 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             self.send_header("content-type", "text/event-stream")
             self.send_header("transfer-encoding", "chunked")
             self.end_headers()
+            if "pause" in faults:  # a model thinking: nothing said, then (early) failing
+                self._write_chunk(_text_chunk(model, "", None, None))
+                time.sleep(float(faults["pause"]))
+                if "early" in faults:
+                    error = {"error": {"message": "the model gave up", "code": 502}}
+                    self._write_chunk(f"data: {json.dumps(error)}\n\n".encode())
+                    self._write_chunk(b"data: [DONE]\n\n")
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                    return
             for word in words:
                 self._write_chunk(_text_chunk(model, word, None, _text_logprobs([word], k)))
                 if "mid" in faults:

@@ -352,7 +352,7 @@ class Dispatcher:
 
     async def complete(self, plan: Plan, body: dict[str, Any]) -> Served:
         body = plan.outgoing(body)  # refuses a blocked request; applies redaction
-        if _cascades(plan):
+        if _cascades(plan, self._registry):
             from llmroute.dispatch.cascade import complete_cascade
 
             return await complete_cascade(self, plan, body)
@@ -398,7 +398,7 @@ class Dispatcher:
 
     async def open_stream(self, plan: Plan, body: dict[str, Any]) -> Opened:
         body = plan.outgoing(body)
-        if _cascades(plan):
+        if _cascades(plan, self._registry):
             from llmroute.dispatch.cascade import open_cascade
 
             return await open_cascade(self, plan, body)
@@ -491,19 +491,15 @@ class Dispatcher:
                 slots = []
                 told_now: list[Attempt] = []
                 holds: list[UsdHold] = []
-                try:
-                    stream, name, deployment, attempts = await self._fall_back(
-                        dataclasses.replace(plan, chain=later),
-                        body,
-                        on,
-                        stream=True,
-                        slots=slots,
-                        told=told_now,
-                        holds=holds,
-                    )
-                except BaseException:
-                    await give_back(slots)
-                    raise
+                stream, name, deployment, attempts = await self._stream_after(
+                    dataclasses.replace(plan, chain=later),
+                    body,
+                    on,
+                    failure[1],
+                    slots=slots,
+                    told=told_now,
+                    holds=holds,
+                )
                 told = told_now[-1] if told_now else None
                 held = tuple(holds)
                 opened.model, opened.deployment = name, deployment.provider_name
@@ -512,6 +508,32 @@ class Dispatcher:
         finally:
             if spent:
                 opened.usage = total_usage([*spent, opened.usage])
+
+    async def _stream_after(
+        self,
+        plan: Plan,
+        body: dict[str, Any],
+        on: Callable[[str, Deployment, Timeouts], Awaitable[tuple[bytes, Any]]],
+        failed: ProviderError,
+        *,
+        slots: list[Slot],
+        told: list[Attempt],
+        holds: list[UsdHold],
+    ) -> tuple[tuple[bytes, Any], str, Deployment, tuple[str, ...]]:
+        """The stream of the first model of `plan` (the models after one whose stream
+        `failed` before its first words) that opens one; its slot given back if none."""
+        try:
+            return await self._fall_back(
+                plan, body, on, stream=True, slots=slots, told=told, holds=holds
+            )
+        except UnsupportedRequest:
+            # no later model takes the request (a completion's suffix): the client
+            # hears why the stream failed, not why the others were skipped
+            await give_back(slots)
+            raise failed from None
+        except BaseException:
+            await give_back(slots)
+            raise
 
     async def embed(self, name: str, body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
         """``POST /embeddings`` on the embedding model `name` (a pool model of kind
@@ -564,7 +586,15 @@ class Dispatcher:
         model = self._registry.models[name]
         params = plan.policy.params if plan.policy is not None else None
         if plan.text is not None and model.text_completions:
-            return text_body(for_model(body, model, params), plan.text)
+            safety = plan.decision.safety
+            return text_body(
+                body,
+                plan.text,
+                shape=functools.partial(for_model, model=model, route_params=params),
+                fim_template=model.fim_template,
+                # an answer's PII mask and restore edit its text, not its logprobs' tokens
+                logprobs=safety is None or (not safety.restore and safety.answer_mask is None),
+            )
         kind = self._registry.providers[deployment.provider_name].kind
         if client_chose(body):
             sent = in_dialect(body, model, kind)
@@ -1088,10 +1118,18 @@ class Dispatcher:
 _NO_POLICY = RoutePolicy()
 
 
-def _cascades(plan: Plan) -> bool:
-    """Whether the plan runs its cascade: not for a request only a model continuing raw
-    text can serve (its tiers and gates speak chat)."""
-    return plan.cascade is not None and (plan.text is None or plan.text.raw_only is None)
+def _cascades(plan: Plan, registry: Registry) -> bool:
+    """Whether the plan runs its cascade: not for a completion that a model continuing
+    raw text might answer (the tiers are called, and their gates judge, as chat)."""
+    if plan.cascade is None:
+        return False
+    if plan.text is None:
+        return True
+    models = registry.models
+    tiers = [tier.model for tier in plan.cascade.tiers]
+    return plan.text.raw_only is None and not any(
+        models[m].text_completions for m in tiers if m in models
+    )
 
 
 # -- stage 4: transport ---------------------------------------------------------------------

@@ -1,29 +1,40 @@
 """Requests of the (legacy) completions API, sent raw to the models that continue text.
 
 The gateway's ``/v1/completions`` front converts each request to a chat body, so that it
-is routed, cached, budgeted, recorded and fallen back from like any other. A pool model
-declared ``text_completions: true`` (a base or code model whose server also serves
-``POST /v1/completions``: vLLM, llama.cpp server, Ollama) is sent the request as its
-client wrote it instead of wrapped in a chat template: `text_body` makes it again from
-the chat body as that model gets it (redacted when safety said so, with the route's and
-the model's params), the completions-only fields of the `TextRequest` put back
-(``suffix`` for fill-in-the-middle, ``echo``, ``logprobs``). Its answers are read into
-chat shape (`chat_answer`, `chat_event`) for everything after (metering, cache,
-fallbacks, the decision log), their text-completion ``logprobs`` carried unchanged for
-the front to return. A request that sets one of those fields can be answered only by
-such a model: the others in its chain are skipped.
+is routed, scanned by safety, cached, budgeted, recorded and fallen back from like any
+other: the prompt is its user message, and a fill-in-the-middle ``suffix`` that
+message's second text part (`chat_content`), so safety scans and redacts it and every
+estimate counts it. A pool model declared ``text_completions: true`` (a base or code
+model whose server also serves ``POST /v1/completions``) is sent the request raw
+instead of wrapped in a chat template: `text_body` makes the completions body again from
+the chat body as that model gets it (redacted when safety said so), the ``suffix`` sent
+as a field or, with the model's ``fim_template``, written into the prompt with the
+model's own fill-in-the-middle tokens (for servers that refuse ``suffix``: vLLM,
+SGLang, llama.cpp server), and the `TextRequest`'s other fields put back (``echo``,
+``logprobs``). Its answers are read into chat shape (`chat_answer`, `chat_event`) for
+everything after (metering, cache, fallbacks, the decision log), their text-completion
+``logprobs`` carried for the front to return. A request setting one of those fields can
+be answered only by such a model: the others in its chain are skipped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from llmroute.sse import event_of
 from llmroute.untrusted_json import loads
 
-__all__ = ["RAW_FIELDS", "TextRequest", "chat_answer", "chat_event", "text_body"]
+__all__ = [
+    "RAW_FIELDS",
+    "TextRequest",
+    "chat_answer",
+    "chat_content",
+    "chat_event",
+    "text_body",
+    "text_logprobs",
+]
 
 RAW_FIELDS = ("suffix", "echo", "logprobs")
 """What only a model continuing raw text can serve, in the order a refusal names them."""
@@ -40,33 +51,45 @@ _CHAT_ONLY = frozenset(
         "parallel_tool_calls",
         "logprobs",
         "top_logprobs",
+        "max_completion_tokens",
         "reasoning_effort",
+        "reasoning",
+        "thinking",
+        "chat_template_kwargs",
         "modalities",
         "audio",
         "prediction",
         "web_search_options",
+        "store",
+        "metadata",
     }
 )
 
 
 @dataclass(frozen=True, slots=True)
 class TextRequest:
-    """A completions request's own fields, those a chat body cannot carry (the ones the
-    client set, in `RAW_FIELDS` order). Its presence on a `Plan` says the request came as
-    a completion: models that continue raw text get it raw."""
+    """What a completions request asks that a chat body cannot say: whether its chat
+    body's user message carries a ``suffix`` (`fim`, its second text part), and the
+    other completions-only fields the client set (``echo``, ``logprobs``). Its presence
+    on a `Plan` says the request came as a completion: models that continue raw text
+    get it raw."""
 
+    fim: bool = False
     fields: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> TextRequest:
-        """The `RAW_FIELDS` `body` sets to something (an empty ``suffix``, ``echo:
+        """The raw-only fields `body` sets to something (an empty ``suffix``, ``echo:
         false`` and ``null``s set nothing); their types are the front's to check."""
-        return cls(tuple((key, body[key]) for key in RAW_FIELDS if _set(key, body.get(key))))
+        fields = tuple((key, body[key]) for key in RAW_FIELDS[1:] if _set(key, body.get(key)))
+        return cls(_set("suffix", body.get("suffix")), fields)
 
     @property
     def raw_only(self) -> str | None:
         """The first field only a raw text model can serve; None when a chat model can
         answer the request too."""
+        if self.fim:
+            return "suffix"
         return self.fields[0][0] if self.fields else None
 
 
@@ -76,33 +99,73 @@ def _set(key: str, value: Any) -> bool:
     return not (key == "suffix" and value == "")
 
 
-def text_body(sent: Mapping[str, Any], text: TextRequest) -> dict[str, Any]:
+def chat_content(prompt: str, suffix: str | None) -> str | list[dict[str, str]]:
+    """The user message of a completion's chat body: the prompt, and the ``suffix`` as
+    a second text part (scanned, redacted and counted with it)."""
+    if not suffix:
+        return prompt
+    return [{"type": "text", "text": prompt}, {"type": "text", "text": suffix}]
+
+
+def text_body(
+    sent: Mapping[str, Any],
+    text: TextRequest,
+    *,
+    shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    fim_template: str | None = None,
+    logprobs: bool = True,
+) -> dict[str, Any]:
     """The completions body for a model continuing raw text, made from `sent`, the chat
-    body as that model gets it: its user message as ``prompt``, its parameters (less
-    the chat-only ones), and `text`'s fields."""
+    body as the request left safety: its user message as ``prompt`` (and ``suffix``),
+    its parameters less the chat-only ones, `text`'s fields, then `shape` (the model's
+    ``params``, renames and drops). With `fim_template` a suffix is written into the
+    prompt instead; without `logprobs` none are asked for (the answer's PII mask
+    cannot reach them)."""
     body = {k: v for k, v in sent.items() if k not in _CHAT_ONLY}
-    body["prompt"] = _prompt(sent.get("messages"))
-    body.update(text.fields)
+    prompt, suffix = _prompt(sent.get("messages"), text.fim)
+    if suffix is not None and fim_template is not None:
+        body["prompt"] = fim_template.format(prefix=prompt, suffix=suffix)
+    else:
+        body["prompt"] = prompt
+        if suffix is not None:
+            body["suffix"] = suffix
+    body.update((k, v) for k, v in text.fields if logprobs or k != "logprobs")
+    if shape is not None:
+        body = shape(body)
+        own = {k for k, _ in text.fields}
+        body = {k: v for k, v in body.items() if k not in _CHAT_ONLY or k in own}
     return body
 
 
-def _prompt(messages: Any) -> str:
-    """The last user message's text: the front made it of the prompt, and redaction may
-    have rewritten it."""
+def _prompt(messages: Any, fim: bool) -> tuple[str, str | None]:
+    """The last user message's text (its two parts, with `fim`): the front made it of
+    the prompt (and suffix), and redaction may have rewritten it."""
     turns: list[Any] = messages if isinstance(messages, list) else []
     for message in reversed(turns):
         if not isinstance(message, Mapping) or message.get("role") != "user":
             continue
         content: Any = message.get("content")
         if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            return "".join(
-                str(part.get("text", ""))
-                for part in content
-                if isinstance(part, Mapping) and part.get("type") == "text"
-            )
-    return ""
+            return content, None
+        if not isinstance(content, list):
+            break
+        texts = [
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, Mapping) and part.get("type") == "text"
+        ]
+        if fim and len(texts) == 2:
+            return texts[0], texts[1]
+        return "".join(texts), None
+    return "", None
+
+
+def text_logprobs(value: Any) -> dict[str, Any] | None:
+    """`value` when it is a completions API's ``logprobs`` object (``tokens``,
+    ``token_logprobs`` ...), else None: a chat model's logprobs mean something else."""
+    if isinstance(value, dict) and ("tokens" in value or "token_logprobs" in value):
+        return value
+    return None
 
 
 def _chat_id(value: Any) -> str:
@@ -122,8 +185,8 @@ def _choice(choice: Mapping[str, Any], index: int, key: str) -> dict[str, Any]:
         key: said,
         "finish_reason": choice.get("finish_reason"),
     }
-    if isinstance(choice.get("logprobs"), dict):
-        out["logprobs"] = choice["logprobs"]
+    if (logprobs := text_logprobs(choice.get("logprobs"))) is not None:
+        out["logprobs"] = logprobs
     return out
 
 

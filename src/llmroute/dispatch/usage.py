@@ -136,9 +136,10 @@ def _prompt_pieces(body: Mapping[str, Any]) -> Iterable[str]:
                 yield json.dumps(call.get("function", {}))
     if body.get("tools"):
         yield json.dumps(body["tools"])
-    for key in ("prompt", "suffix"):  # a completions body, as a raw text model gets it
-        if isinstance(text := body.get(key), str):
-            yield text
+    if messages is None:  # a completions body, as a raw text model gets it
+        for key in ("prompt", "suffix"):
+            if isinstance(text := body.get(key), str):
+                yield text
 
 
 def prompt_text(body: Mapping[str, Any]) -> str:

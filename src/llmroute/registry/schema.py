@@ -8,6 +8,7 @@ not exist) run in `Registry`'s model validator and report every problem with its
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterator, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal, Self
@@ -409,6 +410,9 @@ class Model(_Frozen):
     # its server also serves POST /v1/completions (a base or code model): requests to the
     # gateway's /v1/completions go there raw, suffix (fill in the middle), echo, logprobs
     text_completions: bool = False
+    # how its server takes a fill-in-the-middle request, for servers that refuse `suffix`
+    # (vLLM, SGLang, llama.cpp server): the prompt written with the model's own tokens
+    fim_template: str | None = None
     # request parameters sent to this model when the request does not set them
     params: dict[str, Any] = Field(default_factory=dict)
     # what this model's API calls otherwise (max_tokens -> max_completion_tokens) ...
@@ -430,6 +434,22 @@ class Model(_Frozen):
     @classmethod
     def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
         return _check_params(value)
+
+    @field_validator("fim_template")
+    @classmethod
+    def _fim_template(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            names = [n for _, n, _, _ in string.Formatter().parse(value) if n is not None]
+        except ValueError as exc:
+            raise ValueError(f"not a template: {exc} (write a literal brace twice)") from None
+        if sorted(names) != ["prefix", "suffix"]:
+            raise ValueError(
+                "must hold {prefix} and {suffix} once each and no other field, e.g. "
+                "'<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>'"
+            )
+        return value
 
     @field_validator("rename_params")
     @classmethod
@@ -1475,6 +1495,11 @@ class Registry(_Frozen):
 
     def _text_problems(self) -> Iterator[Problem]:
         for name, model in self.models.items():
+            if model.fim_template is not None and not model.text_completions:
+                yield (
+                    ("models", name, "fim_template"),
+                    "a fill-in-the-middle template is for a model declared text_completions: true",
+                )
             if not model.text_completions:
                 continue
             where = ("models", name, "text_completions")

@@ -5,12 +5,14 @@ scripts written for a vLLM or llama.cpp server) send a ``prompt`` and read
 ``choices[].text``. Each request is converted to a chat body (the prompt as one user
 message), routed, dispatched, cached, recorded and traced exactly as
 ``/v1/chat/completions`` serves it (`serve_chat`), and the answer converted back: a
-``text_completion`` object, or its event stream. A pool model declared
+``text_completion`` object, or its event stream. A ``suffix`` rides as the message's
+second text part, so routing, safety and every estimate see it. A pool model declared
 ``text_completions: true`` (a base or code model whose server serves ``/v1/completions``)
 gets the request raw instead, as its client wrote it
-(`llmroute.dispatch.text_completions`): ``suffix`` (fill in the middle), ``echo`` and
-``logprobs`` then work, and a request setting one of them skips the chain's chat models
-(400 naming the field when none is left). Refused with a 400 naming the parameter:
+(`llmroute.dispatch.text_completions`): ``suffix`` (fill in the middle, as the field or
+in the model's ``fim_template``), ``echo`` and ``logprobs`` then work, and a request
+setting one of them skips the chain's chat models (400 naming the field when none is
+left). Refused with a 400 naming the parameter:
 ``best_of`` above ``n``, several prompts in one request, and prompts given as token ids
 (a request is routed by its text). ``max_tokens`` defaults to 16, as the API says.
 Errors are OpenAI's error JSON.
@@ -24,7 +26,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from llmroute.dispatch.text_completions import RAW_FIELDS, TextRequest
+from llmroute.dispatch.text_completions import (
+    RAW_FIELDS,
+    TextRequest,
+    chat_content,
+    text_logprobs,
+)
 from llmroute.server.chunk_translation import ChunkTranslator, clean_completion
 from llmroute.server.errors import GatewayError
 from llmroute.server.fronts import Stateless, serve_converted
@@ -95,7 +102,10 @@ def to_chat_body(body: dict[str, Any]) -> dict[str, Any]:
             "their logprobs, which this gateway does not: leave it out or equal to 'n'",
         )
     chat: dict[str, Any] = {k: v for k, v in body.items() if k not in _OWN}
-    chat["messages"] = [{"role": "user", "content": prompt}]
+    suffix = body.get("suffix")
+    # a suffix rides as the message's second part: routed, scanned, redacted and counted
+    content = chat_content(prompt, suffix if isinstance(suffix, str) else None)
+    chat["messages"] = [{"role": "user", "content": content}]
     chat["max_tokens"] = _count(body, "max_tokens", DEFAULT_MAX_TOKENS)
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
@@ -147,7 +157,7 @@ def to_completion(data: dict[str, Any], model: str, body: dict[str, Any]) -> dic
             {
                 "text": choice["message"].get("content") or "",
                 "index": index,
-                "logprobs": choice.get("logprobs"),
+                "logprobs": text_logprobs(choice.get("logprobs")),
                 "finish_reason": _finish(choice["finish_reason"]),
             }
             for index, choice in enumerate(data["choices"])
@@ -189,7 +199,7 @@ class CompletionStream(ChunkTranslator):
             text = choice["delta"].get("content")
             finish = _finish(choice["finish_reason"])
             if text or finish is not None:
-                logprobs = choice.get("logprobs")
+                logprobs = text_logprobs(choice.get("logprobs"))
                 yield self._event([self._choice(choice["index"], text or "", finish, logprobs)])
 
     def _choice(

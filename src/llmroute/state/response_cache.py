@@ -262,7 +262,7 @@ class ResponseCache:
         if partition is not None:
             material["partition"] = partition
         if plan.text is not None:  # a completion: raw models answer it otherwise
-            material["text"] = dict(plan.text.fields)
+            material["text"] = {"fim": plan.text.fim, **dict(plan.text.fields)}
         return material
 
     # -- reads ----------------------------------------------------------------------------
