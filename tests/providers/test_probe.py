@@ -17,7 +17,9 @@ from fake_upstream import FakeUpstream, fake_upstream
 from llmroute.providers.probe import (
     ENCODER_ROW,
     PROBE_MAX_TOKENS,
+    PROBE_PREFIX,
     PROBE_PROMPT,
+    PROBE_SUFFIX,
     Probe,
     probe_pool,
 )
@@ -297,3 +299,43 @@ default: {{target: m}}
         "credentials refused (HTTP 401); "
         "the registry gives this provider no api_key_env or headers_env"
     )
+
+
+def test_a_raw_text_model_is_probed_with_a_fill_in_the_middle_completion(
+    openai_up: FakeUpstream, anthropic_up: FakeAnthropic
+) -> None:
+    """With `chat`, a model declared ``text_completions`` also gets the completion the
+    gateway would send it: a server refusing the ``suffix`` field fails the row and says
+    what to set; a ``fim_template`` writes the suffix in; a base model refusing chat
+    only warns."""
+    extra = """\
+  coder: {provider: local, model: "code?nochat=1", text_completions: true, params: {top_p: 0.5}}
+  vllm: {provider: local, model: "code?nosuffix=1", text_completions: true}
+  templated:
+    provider: local
+    model: "code?nosuffix=1&x=2"
+    text_completions: true
+    fim_template: "<PRE> {prefix} <SUF>{suffix} <MID>"
+"""
+    registry = _registry(openai_up, anthropic_up, extra)
+    got = _probe(registry, models=["coder", "vllm", "templated", "small"], chat=True, timeout_s=5)
+    assert {name: p.status for name, p in got.items()} == {
+        "coder": "warn",
+        "vllm": "fail",
+        "templated": "ok",
+        "small": "ok",
+    }
+    assert got["coder"].detail.startswith("completed with a suffix (3 tokens) in ")
+    assert "chat refused: " in got["coder"].detail and "no chat template" in got["coder"].detail
+    assert got["vllm"].detail.startswith("completion with a suffix: ")
+    assert "give the model a fim_template" in got["vllm"].detail
+    assert got["templated"].detail.startswith("completed with a fim_template")
+    (raw,) = [r for r in openai_up.calls_to("code?nochat=1") if r.path == "/v1/completions"]
+    assert raw.body["prompt"] == PROBE_PREFIX and raw.body["suffix"] == PROBE_SUFFIX
+    assert raw.body["top_p"] == 0.5 and raw.body["max_tokens"] == PROBE_MAX_TOKENS
+    (templated,) = [
+        r for r in openai_up.calls_to("code?nosuffix=1&x=2") if r.path.endswith("/v1/completions")
+    ]
+    assert templated.body["prompt"] == f"<PRE> {PROBE_PREFIX} <SUF>{PROBE_SUFFIX} <MID>"
+    assert "suffix" not in templated.body
+    assert all(r.path != "/v1/completions" for r in openai_up.calls_to("qwen2.5-7b-instruct"))

@@ -295,6 +295,10 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             if self.path.endswith("/v1/completions"):
                 self._text(model, body, faults)
                 return
+            if "nochat" in faults:
+                error = {"message": "this model has no chat template", "type": "BadRequestError"}
+                self._send_json(400, {"error": error})
+                return
             refused = [p for p in faults.get("unsupported", "").split(",") if p and p in body]
             if refused:
                 error = {
@@ -495,8 +499,14 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             when a suffix came, the prompt before it with ``echo``, per-word logprobs
             with ``logprobs``; streamed word by word when asked (``mid=1``: broken after
             the first word; ``pause=S``: an empty chunk, then S seconds of nothing, then
-            with ``early=1`` an error event instead of the words)."""
+            with ``early=1`` an error event instead of the words); ``nosuffix=1``: a
+            ``suffix`` is refused with vLLM's 400; ``nochat=1`` (on the chat endpoint):
+            refused as a base model without a chat template."""
             prompt, suffix = str(body.get("prompt", "")), body.get("suffix")
+            if suffix and "nosuffix" in faults:  # vLLM's answer to the field
+                error = {"message": "suffix is not currently supported", "type": "BadRequestError"}
+                self._send_json(400, {"error": error})
+                return
             text = f"raw: {prompt}" + (f"[FIM]{suffix}" if suffix else "")
             words = [w + " " for w in text.split(" ")]
             if body.get("echo") is True:

@@ -5,7 +5,10 @@ reachable, are the credentials accepted, does the server know the model's name, 
 A listing (``GET /models``) costs nothing and catches the common mistakes: a wrong
 ``base_url``, an unset or refused key, a model name the server does not have. Only
 `chat` spends tokens: one short request per model and deployment, thinking turned off
-where the registry says how.
+where the registry says how; for a model declared ``text_completions``, also one
+fill-in-the-middle completion as the gateway would send it (``suffix`` as the field, or
+written in by the model's ``fim_template``), which tells a server that refuses the field
+(vLLM) before an editor does.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from llmroute.providers.base import (
     ChatProvider,
     EmbeddingProvider,
     ModelLister,
+    TextProvider,
     Timeouts,
 )
 from llmroute.providers.openai_compat import OpenAICompatProvider
@@ -37,11 +41,22 @@ from llmroute.registry.schema import (
     unset_credentials,
 )
 
-__all__ = ["PROBE_MAX_TOKENS", "PROBE_PROMPT", "Probe", "Status", "probe_pool"]
+__all__ = [
+    "PROBE_MAX_TOKENS",
+    "PROBE_PREFIX",
+    "PROBE_PROMPT",
+    "PROBE_SUFFIX",
+    "Probe",
+    "Status",
+    "probe_pool",
+    "text_probe_body",
+]
 
 Status = Literal["ok", "warn", "fail"]
 PROBE_PROMPT = "Reply with the single word OK."
 PROBE_MAX_TOKENS = 16
+PROBE_PREFIX = "def add(a, b):\n    "
+PROBE_SUFFIX = "\n\nprint(add(1, 2))\n"
 ENCODER_ROW = "(encoder)"  # the row of a registry's remote routing encoder
 _CONCURRENCY = 8
 _MAX_SUGGESTIONS = 3
@@ -205,7 +220,7 @@ def _job(
                 listed=listed,
                 latency_ms=listing.latency_ms,
             )
-        return await _chat(row, providers[row.provider_name], timeout_s, listed, note)
+        return await _chat_and_text(row, providers[row.provider_name], timeout_s, listed, note)
 
     return run
 
@@ -278,6 +293,59 @@ async def _chat(
         listed=listed,
         latency_ms=elapsed,
         served_as=served_as,
+    )
+
+
+async def _chat_and_text(
+    row: _Row, provider: ChatProvider, timeout_s: float, listed: bool | None, note: str
+) -> Probe:
+    """`_chat`, and for a model declared ``text_completions`` a fill-in-the-middle
+    completion too: that one failing fails the row; the chat failing (a base model
+    without a chat template) only warns, since completions are what it is for."""
+    chatted = await _chat(row, provider, timeout_s, listed, note)
+    if not row.model.text_completions or not isinstance(provider, TextProvider):
+        return chatted
+    timeouts = _timeouts(row.spec, timeout_s)
+    how = "fim_template" if row.model.fim_template is not None else "suffix"
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeouts.total_s):
+            answer = await provider.complete_text(
+                row.upstream, text_probe_body(row), timeouts=timeouts
+            )
+    except TimeoutError:
+        failed = _timed_out(row.provider_name, timeouts).message
+        return row.probe("fail", f"completion: {failed}; chat: {chatted.detail}", listed=listed)
+    except ProviderError as exc:
+        hint = ""
+        if how == "suffix" and exc.status == 400 and "suffix" in exc.message.lower():
+            hint = " (the server refuses the suffix field: give the model a fim_template)"
+        failed = f"completion with a {how}: {exc.message}{hint}; chat: {chatted.detail}"
+        return row.probe("fail", failed, listed=listed)
+    elapsed = _ms(started)
+    usage = answer.get("usage")
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    done = f"completed with a {how}" + (f" ({tokens} tokens)" if isinstance(tokens, int) else "")
+    done += f" in {elapsed:.0f} ms"
+    if chatted.status == "ok":
+        return replace(chatted, detail=f"{done}; {chatted.detail}")
+    return row.probe("warn", f"{done}; chat refused: {chatted.detail}", listed=listed)
+
+
+def text_probe_body(row: _Row) -> dict[str, Any]:
+    """The fill-in-the-middle completion sent to a model declared ``text_completions``,
+    as the gateway would send a client's: its params, renames and drops, the suffix as
+    the field or in its ``fim_template``, a short answer."""
+    from llmroute.dispatch.model_params import for_model
+    from llmroute.dispatch.text_completions import TextRequest, chat_content, text_body
+
+    content = chat_content(PROBE_PREFIX, PROBE_SUFFIX)
+    chat = {"messages": [{"role": "user", "content": content}], "max_tokens": PROBE_MAX_TOKENS}
+    return text_body(
+        chat,
+        TextRequest(fim=True),
+        shape=lambda body: for_model(body, row.model),
+        fim_template=row.model.fim_template,
     )
 
 
