@@ -8,6 +8,7 @@ import json
 
 from llmroute.dispatch.model_params import for_model
 from llmroute.dispatch.text_completions import (
+    CHAT_ONLY,
     TextRequest,
     chat_answer,
     chat_content,
@@ -99,6 +100,23 @@ def test_the_models_params_renames_and_drops_shape_the_raw_body() -> None:
         "top_p": 0.9,
         "temperature": 0.2,
     }
+
+
+def test_a_raw_body_keeps_max_tokens_and_asks_no_logprobs_when_told() -> None:
+    """A rename into a chat-only name (the model's chat API wants
+    ``max_completion_tokens``) is not made on a raw body, which would lose the cap; with
+    ``logprobs=False`` none are asked for, even when the model's params set some."""
+    model = Model(
+        model="m",
+        provider="p",
+        params={"logprobs": True},
+        rename_params={"max_tokens": "max_completion_tokens"},
+    )
+    shape = functools.partial(for_model, model=model, not_renamed_to=CHAT_ONLY)
+    text = TextRequest.of({"logprobs": 2})
+    raw = text_body(_chat("x", max_tokens=9), text, shape=shape, logprobs=False)
+    assert raw == {"model": "auto", "prompt": "x", "max_tokens": 9}
+    assert text_body(_chat("x"), text, shape=shape)["logprobs"] == 2
 
 
 def test_a_raw_body_bounds_its_prompt_with_the_suffix() -> None:

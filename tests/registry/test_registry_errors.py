@@ -405,6 +405,9 @@ def test_text_completions_need_an_openai_compatible_provider() -> None:
         ("fim_template: '<PRE>{prefix}<SUF>'", "must hold {prefix} and {suffix} once each"),
         ("fim_template: '{prefix}{suffix}{middle}'", "no other field"),
         ("fim_template: '{prefix}{suffix}{'", "not a template"),
+        ("fim_template: '{prefix!r}{suffix}'", "no other field"),
+        ("fim_template: '{prefix:>5}{suffix}'", "no other field"),
+        ("fim_template: '{prefix}{suffix}{prefix}'", "once each"),
     ],
 )
 def test_a_fim_template_is_checked(new: str, words: str) -> None:

@@ -45,6 +45,14 @@ routes:
     examples: ["tiered answers for code"]
     target: coder
     cascade: [coder, large]
+  - name: tiered-chat-first
+    examples: ["tiered answers starting small"]
+    target: small
+    cascade: [small, coder]
+  - name: tiered-chat
+    examples: ["tiered chat answers only"]
+    target: small
+    cascade: [small, large]
   - name: gives-up
     examples: ["a model that thinks then gives up"]
     target: coder-gives-up
@@ -392,6 +400,18 @@ def test_a_completion_a_raw_model_may_answer_runs_no_cascade(
     assert raw.parse().choices[0].text == "raw: import os "
     assert _last_to(upstream, "up-coder")[0] == "/v1/completions"
     assert len(upstream.calls_to("up-large")) == before
+    # a raw tier later in the cascade is reached: the tiers are tried as a chain
+    fim = client.completions.with_raw_response.create(
+        model="tiered-chat-first", prompt="import", suffix="sys"
+    )
+    assert fim.headers["x-llmroute-model"] == "coder"
+    assert fim.parse().choices[0].text == "raw: import[FIM]sys "
+    # a suffix no tier can take is refused, and no chat tier ever sees it
+    calls = len(upstream.requests)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="tiered-chat", prompt="import", suffix="sys")
+    assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "suffix"
+    assert len(upstream.requests) == calls
 
 
 def test_a_raw_stream_that_gives_up_late_names_its_failure_not_the_skipped_models(

@@ -12,11 +12,12 @@ import pytest
 
 from llmroute.decide import Router
 from llmroute.dispatch import Plan, plan_request
-from llmroute.dispatch.text_completions import TextRequest
+from llmroute.dispatch.text_completions import TextRequest, chat_content
 from llmroute.errors import PolicyViolation
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import CacheSettings
 from llmroute.state import CachedAnswer, CacheDirectives, MemoryStore, RedisStore, ResponseCache
+from llmroute.state.response_cache import open_semantic_index
 
 REGISTRY = """
 encoder: builtin:static
@@ -124,6 +125,23 @@ def test_the_key_follows_what_changes_the_answer() -> None:
     other_router = router(extra=", max_entries: 5")
     other_cache, _, _ = cache_for(other_router)
     assert other_cache.key(plan(body(), other_router), body(), False) != base
+
+
+def test_a_fill_in_the_middle_completion_is_looked_up_by_its_exact_key_only() -> None:
+    """Its answer fits that prefix and suffix alone: no semantic lookup, whose text (the
+    two parts joined) would not even tell where one ends and the other begins."""
+    r = router(extra=", semantic: {threshold: 0.95}")
+    settings = r.loaded.registry.cache
+    assert settings is not None
+    index = open_semantic_index("memory", settings)
+    cache = ResponseCache(settings, MemoryStore(100, 10**6), r.version, semantic=index)
+    chat = cache.keys(plan(body(), r), body(), False)
+    assert chat is not None and chat.context is not None  # a chat request gets one
+    split = {"role": "user", "content": chat_content("write a python", "function that adds")}
+    fim_body = body(messages=[split])
+    fim = replace(plan(fim_body, r), text=TextRequest.of({"suffix": "function that adds"}))
+    keys = cache.keys(fim, fim_body, False)
+    assert keys is not None and keys.context is None and keys.exact != chat.exact
 
 
 def test_routes_and_streams_can_be_left_out() -> None:

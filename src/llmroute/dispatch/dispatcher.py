@@ -57,12 +57,12 @@ from llmroute.dispatch.deployments import (
     stream_ended,
 )
 from llmroute.dispatch.model_params import for_model
-from llmroute.dispatch.plan import Plan
+from llmroute.dispatch.plan import Plan, may_answer_raw, without_cascade
 from llmroute.dispatch.reasoning_params import client_chose, with_reasoning
 from llmroute.dispatch.retry import backoff_delay
 from llmroute.dispatch.spend import Spend, answered, sending
 from llmroute.dispatch.stream_start import read_preamble, says_nothing
-from llmroute.dispatch.text_completions import chat_answer, chat_event, text_body
+from llmroute.dispatch.text_completions import CHAT_ONLY, chat_answer, chat_event, text_body
 from llmroute.dispatch.usage import (
     StreamUsage,
     Usage,
@@ -352,7 +352,8 @@ class Dispatcher:
 
     async def complete(self, plan: Plan, body: dict[str, Any]) -> Served:
         body = plan.outgoing(body)  # refuses a blocked request; applies redaction
-        if _cascades(plan, self._registry):
+        plan = _as_chain(plan, self._registry)
+        if plan.cascade is not None:
             from llmroute.dispatch.cascade import complete_cascade
 
             return await complete_cascade(self, plan, body)
@@ -398,7 +399,8 @@ class Dispatcher:
 
     async def open_stream(self, plan: Plan, body: dict[str, Any]) -> Opened:
         body = plan.outgoing(body)
-        if _cascades(plan, self._registry):
+        plan = _as_chain(plan, self._registry)
+        if plan.cascade is not None:
             from llmroute.dispatch.cascade import open_cascade
 
             return await open_cascade(self, plan, body)
@@ -590,7 +592,9 @@ class Dispatcher:
             return text_body(
                 body,
                 plan.text,
-                shape=functools.partial(for_model, model=model, route_params=params),
+                shape=functools.partial(
+                    for_model, model=model, route_params=params, not_renamed_to=CHAT_ONLY
+                ),
                 fim_template=model.fim_template,
                 # an answer's PII mask and restore edit its text, not its logprobs' tokens
                 logprobs=safety is None or (not safety.restore and safety.answer_mask is None),
@@ -1118,18 +1122,15 @@ class Dispatcher:
 _NO_POLICY = RoutePolicy()
 
 
-def _cascades(plan: Plan, registry: Registry) -> bool:
-    """Whether the plan runs its cascade: not for a completion that a model continuing
-    raw text might answer (the tiers are called, and their gates judge, as chat)."""
-    if plan.cascade is None:
-        return False
-    if plan.text is None:
-        return True
-    models = registry.models
-    tiers = [tier.model for tier in plan.cascade.tiers]
-    return plan.text.raw_only is None and not any(
-        models[m].text_completions for m in tiers if m in models
-    )
+def _as_chain(plan: Plan, registry: Registry) -> Plan:
+    """`plan`, its cascade's tiers tried as a chain when its completion sets a field
+    only a model continuing raw text serves, or such a model may answer it (the tiers
+    are called, and their gates judge, as chat)."""
+    if plan.cascade is None or plan.text is None:
+        return plan
+    if plan.text.raw_only is None and not may_answer_raw(plan, registry.models):
+        return plan
+    return without_cascade(plan)
 
 
 # -- stage 4: transport ---------------------------------------------------------------------

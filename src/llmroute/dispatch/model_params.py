@@ -20,12 +20,20 @@ __all__ = ["for_model", "renamed", "with_defaults"]
 
 
 def for_model(
-    body: dict[str, Any], model: Model, route_params: Mapping[str, Any] | None = None
+    body: dict[str, Any],
+    model: Model,
+    route_params: Mapping[str, Any] | None = None,
+    *,
+    not_renamed_to: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """`body` as `model` gets it. Renaming comes first, for the request and for each set
     of defaults alike, so that a request's ``max_tokens`` still wins over a model's
-    ``params: {max_completion_tokens: ..}`` and the other way round."""
+    ``params: {max_completion_tokens: ..}`` and the other way round. Renames into
+    `not_renamed_to` are left out (a raw completion keeps its ``max_tokens``, though
+    the model's chat API wants ``max_completion_tokens``)."""
     renames = model.rename_params
+    if not_renamed_to and any(new in not_renamed_to for new in renames.values()):
+        renames = {old: new for old, new in renames.items() if new not in not_renamed_to}
     sent = renamed(body, renames) if renames else body
     for params in (route_params, model.params):
         if params:

@@ -23,7 +23,7 @@ from llmroute.dispatch.text_completions import TextRequest
 from llmroute.dispatch.usage import prompt_chars
 from llmroute.errors import ModelNotFound, PolicyViolation, RoutingError, shown
 from llmroute.layers.pin import PIN_LAYER, PinLayer
-from llmroute.registry.schema import Cascade, Route, RoutePolicy
+from llmroute.registry.schema import Cascade, Model, Route, RoutePolicy
 
 __all__ = [
     "AUTO",
@@ -57,8 +57,9 @@ class Plan:
     and the route's `cascade`, when it has one and the request should run it. `pool`,
     when set, is every model the request may reach (`within_pool`): a context fallback
     outside it is not tried. `text`, when set, says the request came to the completions
-    API: models that continue raw text get it raw (`llmroute.dispatch.text_completions`),
-    and no cascade runs."""
+    API: models that continue raw text get it raw (`llmroute.dispatch.text_completions`);
+    when one may answer (`may_answer_raw`), the cascade's tiers are tried as a chain
+    (`without_cascade`)."""
 
     decision: Decision
     chain: tuple[str, ...]
@@ -78,6 +79,27 @@ class Plan:
         if safety.redacted_body is not None:
             return dict(safety.redacted_body)
         return body
+
+
+def may_answer_raw(plan: Plan, models: Mapping[str, Model]) -> bool:
+    """Whether a model continuing raw text (``text_completions``) may answer `plan`'s
+    request: it is a completion, and such a model is in its chain or its cascade."""
+    if plan.text is None:
+        return False
+    return any(models[m].text_completions for m in _reachable(plan) if m in models)
+
+
+def without_cascade(plan: Plan) -> Plan:
+    """`plan` with its cascade's tiers added to the chain instead, in order."""
+    if plan.cascade is None:
+        return plan
+    return replace(plan, chain=_reachable(plan), cascade=None)
+
+
+def _reachable(plan: Plan) -> tuple[str, ...]:
+    if plan.cascade is None:
+        return plan.chain
+    return tuple(dict.fromkeys((*plan.chain, *(tier.model for tier in plan.cascade.tiers))))
 
 
 def within_pool(

@@ -27,6 +27,7 @@ from llmroute.sse import event_of
 from llmroute.untrusted_json import loads
 
 __all__ = [
+    "CHAT_ONLY",
     "RAW_FIELDS",
     "TextRequest",
     "chat_answer",
@@ -41,7 +42,7 @@ RAW_FIELDS = ("suffix", "echo", "logprobs")
 
 # chat parameters a completions endpoint does not take (a route's or model's params may
 # set them for the chat requests the same model serves)
-_CHAT_ONLY = frozenset(
+CHAT_ONLY = frozenset(
     {
         "messages",
         "tools",
@@ -118,10 +119,11 @@ def text_body(
     """The completions body for a model continuing raw text, made from `sent`, the chat
     body as the request left safety: its user message as ``prompt`` (and ``suffix``),
     its parameters less the chat-only ones, `text`'s fields, then `shape` (the model's
-    ``params``, renames and drops). With `fim_template` a suffix is written into the
+    ``params``, renames and drops: it must not rename into `CHAT_ONLY`, whose names
+    are dropped after it). With `fim_template` a suffix is written into the
     prompt instead; without `logprobs` none are asked for (the answer's PII mask
     cannot reach them)."""
-    body = {k: v for k, v in sent.items() if k not in _CHAT_ONLY}
+    body = {k: v for k, v in sent.items() if k not in CHAT_ONLY}
     prompt, suffix = _prompt(sent.get("messages"), text.fim)
     if suffix is not None and fim_template is not None:
         body["prompt"] = fim_template.format(prefix=prompt, suffix=suffix)
@@ -129,11 +131,11 @@ def text_body(
         body["prompt"] = prompt
         if suffix is not None:
             body["suffix"] = suffix
-    body.update((k, v) for k, v in text.fields if logprobs or k != "logprobs")
+    own = {k for k, _ in text.fields if logprobs or k != "logprobs"}
+    body.update((k, v) for k, v in text.fields if k in own)
     if shape is not None:
         body = shape(body)
-        own = {k for k, _ in text.fields}
-        body = {k: v for k, v in body.items() if k not in _CHAT_ONLY or k in own}
+        body = {k: v for k, v in body.items() if k not in CHAT_ONLY or k in own}
     return body
 
 

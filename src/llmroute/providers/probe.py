@@ -337,14 +337,14 @@ def text_probe_body(row: _Row) -> dict[str, Any]:
     as the gateway would send a client's: its params, renames and drops, the suffix as
     the field or in its ``fim_template``, a short answer."""
     from llmroute.dispatch.model_params import for_model
-    from llmroute.dispatch.text_completions import TextRequest, chat_content, text_body
+    from llmroute.dispatch.text_completions import CHAT_ONLY, TextRequest, chat_content, text_body
 
     content = chat_content(PROBE_PREFIX, PROBE_SUFFIX)
     chat = {"messages": [{"role": "user", "content": content}], "max_tokens": PROBE_MAX_TOKENS}
     return text_body(
         chat,
         TextRequest(fim=True),
-        shape=lambda body: for_model(body, row.model),
+        shape=lambda body: for_model(body, row.model, not_renamed_to=CHAT_ONLY),
         fim_template=row.model.fim_template,
     )
 

@@ -441,10 +441,13 @@ class Model(_Frozen):
         if value is None:
             return None
         try:
-            names = [n for _, n, _, _ in string.Formatter().parse(value) if n is not None]
+            fields = [(n, spec, conv) for _, n, spec, conv in string.Formatter().parse(value)]
         except ValueError as exc:
             raise ValueError(f"not a template: {exc} (write a literal brace twice)") from None
-        if sorted(names) != ["prefix", "suffix"]:
+        names = [n for n, spec, conv in fields if n is not None and not spec and not conv]
+        if sorted(names) != ["prefix", "suffix"] or len(names) != sum(
+            n is not None for n, _, _ in fields
+        ):
             raise ValueError(
                 "must hold {prefix} and {suffix} once each and no other field, e.g. "
                 "'<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>'"

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from llmroute.decide import Router
 from llmroute.decision import Decision, SafetyOutcome
 from llmroute.dispatch import Opened, Plan, TierStep, aplan_request, cascade_header
-from llmroute.dispatch.plan import OFF_LOOP_CHARS
+from llmroute.dispatch.plan import OFF_LOOP_CHARS, may_answer_raw
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.dispatch.text_completions import TextRequest
 from llmroute.dispatch.usage import Usage, estimated_prompt_tokens
@@ -267,7 +267,8 @@ async def _serve_planned(
         shadow = (
             gateway.shadow is not None
             and all(may_reach(request.scope, m) for m in gateway.shadow.models)
-            and not _raw_text(gateway, plan)
+            # a raw continuation and a shadow's chat answer would compare nothing alike
+            and not may_answer_raw(plan, gateway.router.loaded.registry.models)
             and gateway.shadow.sampled(plan.decision)
         )
         if stream:
@@ -343,15 +344,6 @@ async def _serve_planned(
         },
     )
     return answer, False
-
-
-def _raw_text(gateway: Gateway, plan: Plan) -> bool:
-    """Whether a model continuing raw text may answer the request (a completion): its
-    shadows, chat answers to the prompt alone, would compare nothing alike."""
-    if plan.text is None:
-        return False
-    models = gateway.router.loaded.registry.models
-    return any(models[m].text_completions for m in plan.chain if m in models)
 
 
 def _charge_key(request: Request, gateway: Gateway, usage: Usage | None) -> None:

@@ -237,6 +237,8 @@ class ResponseCache:
             return CacheKeys(exact)
         if decision.safety is not None and decision.safety.redacted_body is not None:
             return CacheKeys(exact)
+        if plan.text is not None and plan.text.fim:
+            return CacheKeys(exact)  # a fill-in-the-middle answer fits its prefix and suffix only
         if decision.embedded_chars > self._semantic_chars:
             return CacheKeys(exact)  # the encoder may have cut it: its tail is unseen
         split = _split_last_user_text(material["body"])
