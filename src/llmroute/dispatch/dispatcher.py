@@ -584,7 +584,9 @@ class Dispatcher:
         models and providers): its thinking parameters for its provider (the client's own
         choice in the model's dialect, else the reasoning gate's verdict), then for what
         the request leaves unset the route's `params`, then the model's, with the model's
-        renamed and dropped parameters (`model_params.for_model`)."""
+        renamed and dropped parameters (`model_params.for_model`). A completion to a
+        model continuing raw text is made a completions body again (`text_body`), with
+        no thinking parameters."""
         model = self._registry.models[name]
         params = plan.policy.params if plan.policy is not None else None
         if plan.text is not None and model.text_completions:
