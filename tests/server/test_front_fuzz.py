@@ -14,6 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from llmroute.dispatch.client_reasoning import in_dialect
+from llmroute.dispatch.text_completions import chat_answer, chat_event, text_body
 from llmroute.dispatch.usage import estimated_prompt_tokens, prompt_tokens
 from llmroute.errors import LlmrouteError, ProviderError, UpstreamRejected
 from llmroute.providers._anthropic_convert import to_chat_completion, to_messages_request
@@ -147,6 +148,24 @@ def test_any_completions_body_converts_or_is_a_400(body: dict[str, Any]) -> None
     _converts_or_400(completions.to_chat_body, body)
 
 
+@settings(max_examples=300, deadline=None)
+@given(_completion_bodies, st.booleans())
+@example({"model": "auto", "prompt": "x", "suffix": "y", "echo": True, "logprobs": 2}, True)
+def test_an_accepted_completion_makes_a_raw_body(body: dict[str, Any], fim: bool) -> None:
+    """Whatever completion the front accepted makes the raw body of a model continuing
+    text, its suffix given back (as the field, or in a template)."""
+    try:
+        chat = completions.to_chat_body(body)
+    except GatewayError:
+        return
+    text = completions.text_request(body)
+    template = "<PRE>{prefix}<SUF>{suffix}<MID>" if fim else None
+    raw = text_body(chat, text, fim_template=template)
+    assert isinstance(raw["prompt"], str) and "messages" not in raw
+    if text.fim:
+        assert (body["suffix"] in raw["prompt"]) if fim else raw["suffix"] == body["suffix"]
+
+
 @settings(max_examples=400, deadline=None)
 @given(_bodies)
 @example({"model": "auto", "input": "hi"})
@@ -211,6 +230,35 @@ def test_any_upstream_chunks_translate_without_a_crash(chunks: list[dict[str, An
         for chunk in chunks:
             list(translator.feed(f"data: {json.dumps(chunk)}\n\n".encode()))
         list(translator.close())
+
+
+_TEXT_KEYS = ["id", "object", "choices", "text", "index", "logprobs", "tokens",
+              "token_logprobs", "top_logprobs", "text_offset", "finish_reason", "usage",
+              "prompt_tokens", "completion_tokens", "error", "created"]  # fmt: skip
+_text_json = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(_TEXT_KEYS), inner, max_size=5),
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(_TEXT_KEYS), _text_json, max_size=5)))
+def test_any_raw_text_answer_or_stream_converts_without_a_crash(
+    chunks: list[dict[str, Any]],
+) -> None:
+    """A raw text model's answers, read as chat (`chat_answer`, `chat_event`) and
+    written back as completions, whatever they hold."""
+    translator = CompletionStream("small", {"stream_options": {"include_usage": True}})
+    for chunk in chunks:
+        event = chat_event(f"data: {json.dumps(chunk)}\n\n".encode())
+        list(translator.feed(event))
+        answer = completions.to_completion(chat_answer(chunk), "small", {})
+        assert answer["object"] == "text_completion"
+    list(translator.close())
 
 
 _ANSWER_KEYS = [*_CHUNK_KEYS, "message", "tool_calls", "role", "prompt_tokens_details"]
