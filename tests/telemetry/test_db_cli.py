@@ -25,21 +25,21 @@ def test_upgrade_then_status_sqlite(sqlite_url: str, capsys: pytest.CaptureFixtu
     assert (
         "schema version: 0" in out
         and "pending migrations: 0001_initial, 0002_client, 0003_route_only, "
-        "0004_attribution, 0005_response"
+        "0004_attribution, 0005_response, 0006_api"
         in out
     )
     assert "decisions: -" in out
 
     code, out, _ = _run(["db", "upgrade", "--url", sqlite_url], capsys)
-    assert code == 0 and "schema version 5 (upgraded from 0)" in out
+    assert code == 0 and "schema version 6 (upgraded from 0)" in out
     code, out, _ = _run(["db", "upgrade", "--url", sqlite_url], capsys)
-    assert code == 0 and "schema version 5 (up to date)" in out
+    assert code == 0 and "schema version 6 (up to date)" in out
 
     code, out, _ = _run(["db", "status", "--url", sqlite_url], capsys)
     assert code == 0
     assert out.splitlines() == [
         f"url: {sqlite_url}",
-        "schema version: 5",
+        "schema version: 6",
         "pending migrations: none",
         "decisions: 0",
     ]
@@ -52,7 +52,7 @@ def test_postgres_url_from_the_environment_is_masked(
     url = postgres_url.replace("postgres@", "postgres:hunter2@")
     monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", url)
     code, out, _ = _run(["db", "upgrade"], capsys)
-    assert code == 0 and "schema version 5" in out
+    assert code == 0 and "schema version 6" in out
     assert "hunter2" not in out and "postgres:***@" in out
     code, out, _ = _run(["db", "status"], capsys)
     assert code == 0 and "decisions: 0" in out and "hunter2" not in out
@@ -70,9 +70,9 @@ def test_url_from_the_registry(
     registry.write_text(text.replace(shipped, f"url: sqlite:///{db}"), encoding="utf-8")
     code, out, err = _run(["db", "upgrade", "--registry", str(registry)], capsys)
     assert code == 0, err
-    assert f"sqlite:///{db}: schema version 5" in out
+    assert f"sqlite:///{db}: schema version 6" in out
     store = open_store(f"sqlite:///{db}")
-    assert store.schema_version() == 5
+    assert store.schema_version() == 6
     store.close()
 
 

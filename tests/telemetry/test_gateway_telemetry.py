@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmroute.dispatch.usage import prompt_tokens
 from llmroute.errors import TelemetryError
+from llmroute.server.chat import api_of
 from llmroute.telemetry.record import LoggedDecision
 from llmroute.telemetry.store import open_store
 from llmroute.telemetry.store.base import Store
@@ -366,6 +367,42 @@ def test_tags_and_the_end_user_are_logged_and_reported(sqlite_gateway: Running) 
     search = report("--tag", "team:search")
     assert search["tag"] == "team:search" and search["total"]["n"] == 1  # type: ignore[index]
     assert [r["name"] for r in search["routes"]] == ["code"]  # type: ignore[attr-defined]
+
+
+def test_the_api_each_request_came_by_is_logged_and_reported(sqlite_gateway: Running) -> None:
+    """Chat, Messages, Responses and (legacy) completions requests are logged with the
+    API they came by, ``/v1/route`` decisions with none, and `llmroute report` counts
+    requests per API."""
+    import json
+    import subprocess
+    import sys
+
+    url = sqlite_gateway.url
+    asked = {
+        "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+        "messages": (
+            "/v1/messages",
+            {"max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]},
+        ),
+        "responses": ("/v1/responses", {"input": "hi"}),
+        "completions": ("/v1/completions", {"prompt": "hi"}),
+        None: ("/v1/route", {"messages": [{"role": "user", "content": "hi"}]}),
+    }
+    for api, (path, body) in asked.items():
+        reply = httpx.post(f"{url}{path}", json={"model": "chitchat", **body}, timeout=10)
+        assert reply.status_code == 200, reply.text
+        row = _logged(sqlite_gateway.store_url, reply.headers["x-llmroute-decision-id"])
+        assert row.api == api, path
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "llmroute"), "report", "--url",
+         sqlite_gateway.store_url, "--since", "1h", "--json"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    by_api = {a["name"]: a["n"] for a in json.loads(done.stdout)["apis"]}
+    assert {"chat", "messages", "responses", "completions"} <= set(by_api)
+    assert all(n >= 1 for n in by_api.values())
+    # a batch line's request carries its endpoint's path; a prefix in front changes nothing
+    assert api_of("/llm/v1/completions") == "completions" and api_of("/v1/embeddings") is None
 
 
 def test_metrics_count_requests_by_route_model_and_status(sqlite_gateway: Running) -> None:

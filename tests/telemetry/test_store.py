@@ -74,20 +74,21 @@ def test_migrations_apply_from_empty_and_are_idempotent(fresh: Store) -> None:
         "0003_route_only",
         "0004_attribution",
         "0005_response",
+        "0006_api",
     ]
-    assert fresh.migrate() == latest_version("sqlite") == latest_version("postgres") == 5
-    assert fresh.schema_version() == 5
+    assert fresh.migrate() == latest_version("sqlite") == latest_version("postgres") == 6
+    assert fresh.schema_version() == 6
     assert pending_migrations(fresh) == []
-    assert fresh.migrate() == 5  # a second run is a no-op
+    assert fresh.migrate() == 6  # a second run is a no-op
     assert fresh.count_decisions() == 0
 
 
 def test_a_log_at_version_1_keeps_its_rows_when_upgraded(
     store_url: str, make_record: MakeRecord, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A log written before the client, route_only, end_user and tags columns existed:
-    migrations 0002 to 0004 add them, the old rows read back with no client, user or tags
-    and as dispatched requests, and new rows carry theirs."""
+    """A log written before the client, route_only, end_user, tags, response and api
+    columns existed: migrations 0002 to 0006 add them, the old rows read back with no
+    client, user, tags or API and as dispatched requests, and new rows carry theirs."""
     from llmroute.telemetry.store import migrate
 
     shipped = migrate.load_migrations
@@ -95,7 +96,7 @@ def test_a_log_at_version_1_keeps_its_rows_when_upgraded(
     store = open_store(store_url)
     try:
         assert store.migrate() == 1  # the schema as version 1 of the code left it
-        added = ("client", "route_only", "end_user", "tags", "response")
+        added = ("client", "route_only", "end_user", "tags", "response", "api")
         old_columns = [c for c in DECISION_COLUMNS if c not in added]
         row = make_record(0).to_row()[: len(old_columns)]
         sql = f"INSERT INTO decisions ({', '.join(old_columns)}) VALUES "
@@ -106,10 +107,10 @@ def test_a_log_at_version_1_keeps_its_rows_when_upgraded(
             with store._connection("insert a version-1 row") as conn:
                 conn.execute((sql + f"({', '.join(['%s'] * len(row))})").encode(), row)
         monkeypatch.setattr(migrate, "load_migrations", shipped)
-        assert store.migrate() == 5
+        assert store.migrate() == 6
         (old,) = store.decisions(0.0)
         assert old.id == row[0] and old.client is None and old.route_only is False
-        assert (old.end_user, old.tags, old.response) == (None, (), None)
+        assert (old.end_user, old.tags, old.response, old.api) == (None, (), None, None)
         store.write_decisions(
             [
                 make_record(
@@ -119,6 +120,7 @@ def test_a_log_at_version_1_keeps_its_rows_when_upgraded(
                     tags=("team:search", "app=web"),
                     response="the answer",
                     response_mode="full",
+                    api="completions",
                 ),
                 make_record(2, client="team-b", route_only=True),
             ]
@@ -130,6 +132,7 @@ def test_a_log_at_version_1_keeps_its_rows_when_upgraded(
             ("team-b", True, None, ()),
         ]
         assert [d.response for d in rows] == [None, "the answer", None]
+        assert [d.api for d in rows] == [None, "completions", None]
         summary = store.decisions(0.0, details=False)
         assert [d.tags for d in summary] == [(), ("team:search", "app=web"), ()]
         assert [d.response for d in summary] == [None, None, None]  # a heavy column
@@ -155,7 +158,7 @@ def test_concurrent_migrations_do_not_race(store_url: str) -> None:
         t.join(30)
     for s in stores:
         s.close()
-    assert results == [5, 5, 5]
+    assert results == [6, 6, 6]
 
 
 def test_migration_files_ship_as_package_data() -> None:
@@ -170,6 +173,7 @@ def test_migration_files_ship_as_package_data() -> None:
             (3, "route_only"),
             (4, "attribution"),
             (5, "response"),
+            (6, "api"),
         ]
 
 
@@ -207,6 +211,7 @@ def _check_round_trip(record: DecisionRecord, got: LoggedDecision) -> None:
     assert got.prompt_mode == record.prompt_mode
     assert got.prompt_hash == row["prompt_hash"]
     assert got.prompt == row["prompt"]
+    assert got.api == record.api
 
 
 def test_every_field_round_trips(store: Store, make_record: MakeRecord) -> None:
@@ -215,7 +220,7 @@ def test_every_field_round_trips(store: Store, make_record: MakeRecord) -> None:
         make_record(1, prompt_mode="hash"),
         make_record(2, prompt_mode="redacted"),
         make_record(3, prompt_mode="redacted", redacted_prompt=None),
-        make_record(4, prompt_mode="full"),
+        make_record(4, prompt_mode="full", api="messages"),
         make_record(
             5,
             status=502,

@@ -569,6 +569,9 @@ def _print_report(console: Console, report: Report, window: Window, shown: str) 
     if report.clients:
         console.print()
         console.print(_group_table("client key", report.clients, report.strongest))
+    if report.apis:
+        console.print()
+        console.print(_group_table("API", report.apis, report.strongest))
     if report.tags:
         console.print()
         console.print(_group_table("tag", report.tags, report.strongest))

@@ -62,6 +62,13 @@ __all__ = [
 ]
 
 GATEWAY_TAGS = "llmroute.tags"  # scope key: tags the gateway adds to a request
+# the decision log's `api`, by endpoint (a batch line's request takes its endpoint's path)
+_API_BY_PATH = {
+    "/v1/chat/completions": "chat",
+    "/v1/messages": "messages",
+    "/v1/responses": "responses",
+    "/v1/completions": "completions",
+}
 
 log = logging.getLogger("llmroute.server")
 
@@ -524,7 +531,15 @@ def recorder_of(request: Request) -> Recorder | None:
     if not isinstance(telemetry, Telemetry):
         return None
     recorder = gateway_of(request).recorder_for(telemetry.recorder, api_key_of(request.scope))
-    return recorder.with_tags(request_tags(request))
+    return recorder.with_tags(request_tags(request)).by_api(api_of(request.scope.get("path", "")))
+
+
+def api_of(path: str) -> str | None:
+    """The decision log's `api` of a request to `path` (behind a path prefix too)."""
+    for endpoint, api in _API_BY_PATH.items():
+        if path.endswith(endpoint):
+            return api
+    return None
 
 
 def request_tags(request: Request) -> tuple[str, ...]:

@@ -38,6 +38,7 @@ def export_rows(
             "status": d.status,
             "error": d.error,
             "route_only": d.route_only,
+            "api": d.api,
             "cache_hit": d.cache_hit,
             "stream": d.stream,
             "latency_ms": d.latency_ms,

@@ -81,6 +81,7 @@ DECISION_COLUMNS: tuple[str, ...] = (
     "end_user",  # the request's own user id (``safety_identifier`` / ``user``; migration 0004)
     "tags",  # JSON list of the request's ``x-llmroute-tags``, NULL without (migration 0004)
     "response",  # the answer's text as `telemetry.responses` says, else NULL (migration 0005)
+    "api",  # the API the request came by: chat, messages, responses, completions (0006)
 )
 
 
@@ -103,7 +104,9 @@ class DecisionRecord:
     decision: nothing was dispatched, so no served model, tokens or cost, and
     `latency_ms` is the decision's own time. `end_user` is the end user the request
     named (its ``safety_identifier`` or ``user``), `tags` what its ``x-llmroute-tags``
-    header said: who and what a request's cost is attributed to.
+    header said: who and what a request's cost is attributed to. `api` is the API it came
+    by (``chat``, ``messages``, ``responses``, ``completions``; None for the SDK's calls
+    and ``/v1/route``).
     """
 
     decision: Decision
@@ -131,6 +134,7 @@ class DecisionRecord:
     tags: tuple[str, ...] = ()
     response: str | None = None  # the answer's text, already cut; None when not kept
     response_mode: ResponseMode = "off"
+    api: str | None = None
 
     @property
     def id(self) -> str:
@@ -194,6 +198,7 @@ class DecisionRecord:
             self.end_user,
             json.dumps(list(self.tags)) if self.tags else None,
             self.stored_response(),
+            self.api,
         )
 
     def stored_response(self) -> str | None:
@@ -244,6 +249,7 @@ class LoggedDecision:
     end_user: str | None = None
     tags: tuple[str, ...] = ()
     response: str | None = None
+    api: str | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> LoggedDecision:

@@ -62,6 +62,7 @@ class Recorder:
     the log is on, to the metrics always)."""
 
     __slots__ = (
+        "api",
         "client",
         "max_response_chars",
         "metrics",
@@ -83,6 +84,7 @@ class Recorder:
         *,
         responses: ResponseMode = "off",
         max_response_chars: int = 32_000,
+        api: str | None = None,
     ) -> None:
         self.sink = sink
         self.metrics = metrics
@@ -92,6 +94,7 @@ class Recorder:
         self.tags = tags
         self.responses: ResponseMode = responses
         self.max_response_chars = max_response_chars
+        self.api = api
 
     @property
     def wants_answers(self) -> bool:
@@ -103,6 +106,7 @@ class Recorder:
         client: str | None,
         on_record: Callable[[DecisionRecord], None] | None,
         tags: tuple[str, ...],
+        api: str | None = None,
     ) -> Recorder:
         return Recorder(
             self.sink,
@@ -113,6 +117,7 @@ class Recorder:
             tags,
             responses=self.responses,
             max_response_chars=self.max_response_chars,
+            api=api,
         )
 
     def for_client(
@@ -130,7 +135,15 @@ class Recorder:
         after any the recorder has (its key's)."""
         if not tags:
             return self
-        return self._copy(self.client, self.on_record, tuple(dict.fromkeys((*self.tags, *tags))))
+        tagged = tuple(dict.fromkeys((*self.tags, *tags)))
+        return self._copy(self.client, self.on_record, tagged, self.api)
+
+    def by_api(self, api: str | None) -> Recorder:
+        """This recorder for one request that came by `api` (``chat``, ``messages``,
+        ``responses``, ``completions``)."""
+        if api == self.api:
+            return self
+        return self._copy(self.client, self.on_record, self.tags, api)
 
     def finished(
         self,
@@ -181,6 +194,7 @@ class Recorder:
             tags=self.tags,
             response=answer[: self.max_response_chars] if answer and self.wants_answers else None,
             response_mode=self.responses,
+            api=self.api,
         )
         if self.sink is not None:
             self.sink.offer(record)

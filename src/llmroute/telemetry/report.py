@@ -1,8 +1,9 @@
 """`llmroute report`: what routing did over a window of the decision log.
 
 Route mix, and the same per model and per deciding layer (rules, intent, default,
-difficulty, the LLM router, affinity ...; and, when requests came with gateway client
-keys, tags or end users, per key, per tag and for the end users who cost the most); cost
+difficulty, the LLM router, affinity ...; per API the requests came by (chat, messages,
+responses, completions); and, when requests came with gateway client keys, tags or end
+users, per key, per tag and for the end users who cost the most); cost
 against always calling the strongest model (the registry's most expensive chat model
 by input + output price per million tokens: the counterfactual prices each request's
 logged tokens at that model); fallback rate (requests with failed
@@ -50,6 +51,7 @@ __all__ = [
 
 ESCALATION_MARKERS = ("escalat", "cascade")  # matched case-insensitively in attempts
 TOP_USERS = 20  # end users listed, by cost then requests
+NO_API = "(sdk, /v1/route)"  # the API group of records that came by no gateway endpoint
 UNTAGGED = "(untagged)"
 
 
@@ -186,6 +188,7 @@ class Report:
     users: list[GroupStats] = field(default_factory=list)  # the costliest end users
     user_count: int = 0  # distinct end users in the window (`users` holds the top ones)
     layers: list[GroupStats] = field(default_factory=list)  # per deciding layer
+    apis: list[GroupStats] = field(default_factory=list)  # per API the requests came by
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -204,6 +207,7 @@ class Report:
             "shadow": self.shadow.to_dict(),
             "clients": [c.to_dict() for c in self.clients],
             "tags": [t.to_dict() for t in self.tags],
+            "apis": [a.to_dict() for a in self.apis],
             "users": [u.to_dict() for u in self.users],
             "user_count": self.user_count,
             **self.extra,
@@ -335,6 +339,12 @@ def build_report(
     tags = [
         _group(name, group, n, cost_of, reference) for name, group in _by_tag(decisions).items()
     ]
+    apis = []
+    if any(d.api is not None for d in decisions):
+        apis = [
+            _group(name, group, n, cost_of, reference)
+            for name, group in _grouped(decisions, lambda d: d.api or NO_API).items()
+        ]
     users = [
         _group(name, group, n, cost_of, reference)
         for name, group in _grouped(
@@ -356,6 +366,7 @@ def build_report(
         users=users[:TOP_USERS],
         user_count=len(users),
         layers=layers,
+        apis=apis,
     )
 
 

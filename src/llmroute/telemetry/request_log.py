@@ -59,6 +59,7 @@ def request_fields(record: DecisionRecord) -> dict[str, Any]:
         "tokens_out": record.tokens_out,
         "cost_usd": record.cost_usd,
         "route_only": record.route_only,
+        "api": record.api,
         "stream": record.stream,
         "cache_hit": record.cache_hit,
         "attempts": len(record.attempts),
