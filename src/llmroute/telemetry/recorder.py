@@ -62,6 +62,7 @@ class Recorder:
     the log is on, to the metrics always)."""
 
     __slots__ = (
+        "_apis",
         "api",
         "client",
         "max_response_chars",
@@ -95,6 +96,7 @@ class Recorder:
         self.responses: ResponseMode = responses
         self.max_response_chars = max_response_chars
         self.api = api
+        self._apis: dict[str | None, Recorder] = {}  # `by_api`'s, made once each
 
     @property
     def wants_answers(self) -> bool:
@@ -143,7 +145,10 @@ class Recorder:
         ``responses``, ``completions``)."""
         if api == self.api:
             return self
-        return self._copy(self.client, self.on_record, self.tags, api)
+        made = self._apis.get(api)
+        if made is None:
+            made = self._apis[api] = self._copy(self.client, self.on_record, self.tags, api)
+        return made
 
     def finished(
         self,
