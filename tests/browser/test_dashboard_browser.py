@@ -232,5 +232,6 @@ def test_with_client_keys_the_page_takes_an_admin_key(
     assert 'data-state="ready"' in dom
     assert 'data-client="team"' in dom
     assert 'data-tag="team:search"' in dom  # and the spend per tag
+    assert 'data-api="chat"' in dom  # and the API the request came by
     assert shot.stat().st_size > 20_000
     assert _cell_text(dom, "tile-requests") == "1"

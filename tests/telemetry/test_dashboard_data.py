@@ -88,6 +88,7 @@ def _hour_of_traffic() -> list:
                 model="large",
                 cost_usd=0.01,
                 cache_hit=i < 3,
+                api="completions" if i < 4 else None,  # None: the SDK's
                 status=502 if i == 9 else 200,
                 error="upstream_error" if i == 9 else None,
                 attempts=("large: 503",) if i == 8 else (),
@@ -151,6 +152,10 @@ def test_payload_summarises_the_window() -> None:
     assert data["drift"]["baseline"]["until"] == HOUR.since
     assert {m["name"] for m in data["models"]} == {"small", "large"}
     assert data["layers"][0] == {"name": "intent", "n": 50, "share": pytest.approx(50 / 55)}
+    assert data["apis"] == [
+        {"name": "(sdk, /v1/route)", "n": 51, "share": pytest.approx(51 / 55)},
+        {"name": "completions", "n": 4, "share": pytest.approx(4 / 55)},
+    ]
 
     recent = data["recent"]
     assert len(recent) == 25 and recent[0]["ts"] >= recent[-1]["ts"]

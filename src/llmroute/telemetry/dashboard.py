@@ -27,7 +27,7 @@ from llmroute.json_values import json_safe
 from llmroute.registry.schema import DriftSettings, Registry
 from llmroute.telemetry.drift import DEFAULT_ROUTE, drift_report, is_default
 from llmroute.telemetry.record import FeedbackRecord, LoggedDecision, ShadowRecord
-from llmroute.telemetry.report import build_report, is_error
+from llmroute.telemetry.report import NO_API, build_report, is_error
 from llmroute.telemetry.store.base import ClientTotal, DecisionBucket, TagTotal
 from llmroute.telemetry.windows import Window
 
@@ -388,6 +388,7 @@ def empty_dashboard(
         "clients": [],
         "tags": [],
         "layers": [],
+        "apis": [],
         "drift": None,
         "shadow": None,
         "recent": [],
@@ -466,6 +467,7 @@ def dashboard_data(
             }
         )
     layers = Counter(d.layer for d in decisions)
+    apis = Counter(d.api or NO_API for d in decisions) if any(d.api for d in decisions) else {}
     span = max(window.end - window.since, 1e-9)
     payload: dict[str, Any] = json_safe(
         {
@@ -507,6 +509,10 @@ def dashboard_data(
             "layers": [
                 {"name": name, "n": count, "share": count / len(decisions)}
                 for name, count in sorted(layers.items(), key=lambda kv: (-kv[1], kv[0]))
+            ],
+            "apis": [
+                {"name": name, "n": count, "share": count / len(decisions)}
+                for name, count in sorted(apis.items(), key=lambda kv: (-kv[1], kv[0]))
             ],
             "drift": {
                 "baseline": baseline_window(window).to_dict(),

@@ -371,6 +371,15 @@
     ], rows);
   }
 
+  function renderApis(rows) {
+    $("apis-section").hidden = rows.length === 0;
+    table("apis-table", [
+      col("API", (r) => text(r.name), false),
+      col("Requests", (r) => fmtInt(r.n)),
+      col("Share", (r) => shareCell(r.share)),
+    ], rows, (r) => ({ "data-api": text(r.name) }));
+  }
+
   function renderShadow(shadow) {
     const s = shadow && typeof shadow === "object" ? shadow : {};
     const rows = arr(s.routes);
@@ -555,6 +564,7 @@
     renderSpend("clients", "Key", arr(d.clients));
     renderSpend("tags", "Tag", arr(d.tags));
     renderLayers(arr(d.layers));
+    renderApis(arr(d.apis));
     renderShadow(d.shadow);
     renderBreakers(d.live);
     renderBudgets(d.live);
