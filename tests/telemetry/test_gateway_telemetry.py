@@ -401,6 +401,21 @@ def test_the_api_each_request_came_by_is_logged_and_reported(sqlite_gateway: Run
     by_api = {a["name"]: a["n"] for a in json.loads(done.stdout)["apis"]}
     assert {"chat", "messages", "responses", "completions"} <= set(by_api)
     assert all(n >= 1 for n in by_api.values())
+    narrowed = subprocess.run(
+        [str(Path(sys.executable).parent / "llmroute"), "report", "--url",
+         sqlite_gateway.store_url, "--since", "1h", "--json", "--api", "completions"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    only = json.loads(narrowed.stdout)
+    assert only["api"] == "completions" and only["total"]["n"] == by_api["completions"]
+    assert [a["name"] for a in only["apis"]] == ["completions"]
+    exported = subprocess.run(
+        [str(Path(sys.executable).parent / "llmroute"), "export", "--url",
+         sqlite_gateway.store_url, "--since", "1h", "--api", "messages"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert len(rows) == by_api["messages"] and {r["api"] for r in rows} == {"messages"}
     # a batch line's request carries its endpoint's path; a prefix in front changes nothing
     assert api_of("/llm/v1/completions") == "completions" and api_of("/v1/embeddings") is None
 

@@ -59,6 +59,14 @@ ClientOption = Annotated[
     str | None,
     typer.Option("--client", help="Only requests of this client key.", show_default=False),
 ]
+ApiOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api",
+        help="Only requests that came by this API: chat, messages, responses, completions.",
+        show_default=False,
+    ),
+]
 
 report_app = typer.Typer(
     help="What routing did over a window of the decision log (see also: report shadow).",
@@ -159,13 +167,19 @@ def _open_log(url: str) -> Iterator[Log]:
 
 
 def _narrowed(
-    decisions: list[LoggedDecision], tag: str | None, client: str | None
+    decisions: list[LoggedDecision],
+    tag: str | None,
+    client: str | None,
+    api: str | None = None,
 ) -> list[LoggedDecision]:
-    """The decisions with `tag` among their tags and of the key `client` (None: any)."""
+    """The decisions with `tag` among their tags, of the key `client` and that came by
+    `api` (None: any)."""
     return [
         d
         for d in decisions
-        if (tag is None or tag in d.tags) and (client is None or d.client == client)
+        if (tag is None or tag in d.tags)
+        and (client is None or d.client == client)
+        and (api is None or d.api == api)
     ]
 
 
@@ -409,6 +423,7 @@ def export_command(
     ] = None,
     tag: TagOption = None,
     client: ClientOption = None,
+    api: ApiOption = None,
     with_text: Annotated[
         bool,
         typer.Option(
@@ -434,7 +449,7 @@ def export_command(
         feedback = log.store.feedback(window.since, None)
     picked = [
         d
-        for d in _narrowed(decisions, tag, client)
+        for d in _narrowed(decisions, tag, client, api)
         if (route is None or d.route == route) and (not with_text or d.prompt is not None)
     ]
     lines = (
@@ -469,11 +484,12 @@ def report_command(
     ] = None,
     tag: TagOption = None,
     client: ClientOption = None,
+    api: ApiOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Route mix, cost vs the strongest model, fallbacks, latency, errors, feedback and
-    shadow quality over a window; per client key, tag and costliest end users when the
-    requests carried them."""
+    shadow quality over a window; per API, client key, tag and costliest end users when
+    the requests carried them."""
     if ctx.invoked_subcommand is not None:
         return
     from llmroute.telemetry.report import build_report
@@ -489,12 +505,13 @@ def report_command(
         feedback = log.store.feedback(window.since, window.until)
         shadows = log.store.shadows(window.since, window.until)
     scope = ""
-    if tag is not None or client is not None:
-        decisions = _narrowed(decisions, tag, client)
+    if tag is not None or client is not None or api is not None:
+        decisions = _narrowed(decisions, tag, client, api)
         scope = (
             " with"
             + f" tag {tag}" * (tag is not None)
             + f" client key {client}" * (client is not None)
+            + f" API {api}" * (api is not None)
         )
     if not decisions:
         _empty(Log(log.store, log.shown, None), f"the last {window.text}{scope}", as_json)
@@ -511,7 +528,7 @@ def report_command(
         plot_report(report, plot, title=f"llmroute report: {window.describe()}")
     if as_json:
         payload = report.to_dict()
-        payload.update(url=log.shown, window=window.to_dict(), tag=tag, client=client)
+        payload.update(url=log.shown, window=window.to_dict(), tag=tag, client=client, api=api)
         _print_json(payload)
         return
     console = _console()
