@@ -153,7 +153,7 @@ def test_payload_summarises_the_window() -> None:
     assert {m["name"] for m in data["models"]} == {"small", "large"}
     assert data["layers"][0] == {"name": "intent", "n": 50, "share": pytest.approx(50 / 55)}
     assert data["apis"] == [
-        {"name": "(sdk, /v1/route)", "n": 51, "share": pytest.approx(51 / 55)},
+        {"name": "(none)", "n": 51, "share": pytest.approx(51 / 55)},
         {"name": "completions", "n": 4, "share": pytest.approx(4 / 55)},
     ]
 

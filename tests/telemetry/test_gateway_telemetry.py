@@ -416,6 +416,12 @@ def test_the_api_each_request_came_by_is_logged_and_reported(sqlite_gateway: Run
     )  # fmt: skip
     rows = [json.loads(line) for line in exported.stdout.splitlines()]
     assert len(rows) == by_api["messages"] and {r["api"] for r in rows} == {"messages"}
+    typo = subprocess.run(
+        [str(Path(sys.executable).parent / "llmroute"), "report", "--url",
+         sqlite_gateway.store_url, "--api", "message"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert typo.returncode == 2 and "'message' is not one of chat, messages" in typo.stderr
     # a batch line's request carries its endpoint's path; a prefix in front changes nothing
     assert api_of("/llm/v1/completions") == "completions" and api_of("/v1/embeddings") is None
 

@@ -59,12 +59,23 @@ ClientOption = Annotated[
     str | None,
     typer.Option("--client", help="Only requests of this client key.", show_default=False),
 ]
+APIS = ("chat", "messages", "responses", "completions", "none")
+
+
+def _api_choice(value: str | None) -> str | None:
+    if value is not None and value not in APIS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(APIS)}")
+    return value
+
+
 ApiOption = Annotated[
     str | None,
     typer.Option(
         "--api",
-        help="Only requests that came by this API: chat, messages, responses, completions.",
+        help="Only requests that came by this API: chat, messages, responses, completions "
+        "(none: the rows without one: the SDK's, /v1/route, older rows).",
         show_default=False,
+        callback=_api_choice,
     ),
 ]
 
@@ -179,7 +190,7 @@ def _narrowed(
         for d in decisions
         if (tag is None or tag in d.tags)
         and (client is None or d.client == client)
-        and (api is None or d.api == api)
+        and (api is None or d.api == (None if api == "none" else api))
     ]
 
 

@@ -531,7 +531,8 @@ def recorder_of(request: Request) -> Recorder | None:
     if not isinstance(telemetry, Telemetry):
         return None
     recorder = gateway_of(request).recorder_for(telemetry.recorder, api_key_of(request.scope))
-    return recorder.with_tags(request_tags(request)).by_api(api_of(request.scope.get("path", "")))
+    api = api_of(request.scope.get("path", ""))
+    return recorder.by_api(api).with_tags(request_tags(request))  # one copy at most a request
 
 
 def api_of(path: str) -> str | None:

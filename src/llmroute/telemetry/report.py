@@ -51,7 +51,7 @@ __all__ = [
 
 ESCALATION_MARKERS = ("escalat", "cascade")  # matched case-insensitively in attempts
 TOP_USERS = 20  # end users listed, by cost then requests
-NO_API = "(sdk, /v1/route)"  # the API group of records that came by no gateway endpoint
+NO_API = "(none)"  # the API group of rows without one: the SDK's, /v1/route, older rows
 UNTAGGED = "(untagged)"
 
 

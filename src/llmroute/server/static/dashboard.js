@@ -535,7 +535,7 @@
     if (state.renderError) msgs.push(["error", `render error: ${state.renderError}`]);
     if (d && d.log && d.log.message) msgs.push(["info", String(d.log.message)]);
     if (d && d.sample && d.sample.truncated) {
-      msgs.push(["warn", `Counts, rates, spend and the request charts cover all ${fmtInt(d.sample.in_window)} requests; latency, margins, savings, drift and layers come from the newest ${fmtInt(d.sample.rows)}.`]);
+      msgs.push(["warn", `Counts, rates, spend and the request charts cover all ${fmtInt(d.sample.in_window)} requests; latency, margins, savings, drift, layers and APIs come from the newest ${fmtInt(d.sample.rows)}.`]);
     }
     const banner = $("banner");
     banner.replaceChildren(...msgs.map(([kind, msg]) => el("div", { class: `msg msg-${kind}` }, msg)));
