@@ -75,6 +75,21 @@ def test_the_example_answers_through_the_openai_client(gateway: Served) -> None:
                 c.embeddings.create(model="embed", input="a", dimensions=dimensions)
 
 
+def test_a_raw_completion_shows_the_prompt_the_model_would_get(gateway: Served) -> None:
+    """The example's ``coder`` continues raw text: a fill-in-the-middle request is said
+    back as its fim_template wrote it, streamed too; a chat model is skipped for it."""
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0) as c:
+        fim = c.completions.create(model="coder", prompt="def add(a, b):", suffix="return c")
+        assert fim.choices[0].text == (
+            "<|fim_prefix|>def add(a, b):<|fim_suffix|>return c<|fim_middle|>"
+        )
+        assert fim.id.startswith("cmpl-echo-") and fim.usage is not None
+        chunks = list(c.completions.create(model="coder", prompt="x = 1", echo=True, stream=True))
+        assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == "x = 1x = 1"
+        with pytest.raises(openai.BadRequestError):
+            c.completions.create(model="small", prompt="def", suffix="pass")
+
+
 def test_the_anthropic_client_is_answered_too(gateway: Served) -> None:
     with anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0) as c:
         message = c.messages.create(

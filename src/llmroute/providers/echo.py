@@ -2,11 +2,13 @@
 model. It says the request's last user message back (or the provider's `reply`), in
 OpenAI's wire format, with token counts from the packaged tokenizer, after `delay_s`.
 
-What it is for: trying the gateway and the SDK end to end before any model server
-exists, and testing client applications (streams, tool loops that end, retries against a
-slow model) without spending tokens. It never pretends to be a model: every answer names
-the pool model's ``model`` as given in the registry, and ``system_fingerprint`` says
-``llmroute-echo``.
+Models declared ``text_completions`` get raw completions too (`complete_text`): the
+prompt said back as a model would get it, so the fill-in-the-middle template and what
+safety redacted can be seen. What it is for: trying the gateway and the SDK end to end
+before any model server exists, and testing client applications (streams, tool loops
+that end, retries against a slow model) without spending tokens. It never pretends to
+be a model: every answer names the pool model's ``model`` as given in the registry, and
+``system_fingerprint`` says ``llmroute-echo``.
 """
 
 from __future__ import annotations
@@ -95,6 +97,59 @@ class EchoProvider:
             yield event_of({**base, "choices": [], "usage": _usage(body, "".join(words), 1)})
         yield DONE
 
+    async def complete_text(
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
+    ) -> dict[str, Any]:
+        """A raw completion (a model declared ``text_completions``): the prompt said back
+        as the model would get it (with its ``fim_template`` applied), and a ``suffix``
+        sent as the field after ``[suffix]``; the prompt before it with ``echo``."""
+        words, finish = self._answer(_as_chat(body))
+        await asyncio.sleep(self._delay_s)
+        text = "".join(words)
+        if body.get("echo") is True:
+            text = str(body.get("prompt", "")) + text
+        return {
+            "id": f"cmpl-echo-{uuid.uuid4().hex[:24]}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": _FINGERPRINT,
+            "choices": [
+                {"index": i, "text": text, "logprobs": None, "finish_reason": finish}
+                for i in range(_choices(body))
+            ],
+            "usage": _usage(_as_chat(body), "".join(words), _choices(body)),
+        }
+
+    async def stream_text(
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
+    ) -> AsyncIterator[bytes]:
+        """`complete_text`'s words, one ``text_completion`` chunk each, as `stream`."""
+        words, finish = self._answer(_as_chat(body))
+        if body.get("echo") is True:
+            words = [str(body.get("prompt", "")), *words]
+        base = {
+            "id": f"cmpl-echo-{uuid.uuid4().hex[:24]}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": _FINGERPRINT,
+        }
+
+        def chunk(text: str, reason: str | None = None) -> bytes:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+            return event_of({**base, "choices": [choice]})
+
+        for word in words:
+            await asyncio.sleep(self._delay_s)
+            yield chunk(word)
+        yield chunk("", finish)
+        options = body.get("stream_options")
+        if isinstance(options, Mapping) and options.get("include_usage") is True:
+            usage = _usage(_as_chat(body), "".join(words), 1)
+            yield event_of({**base, "choices": [], "usage": usage})
+        yield DONE
+
     async def embed(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]:
@@ -156,6 +211,15 @@ def _last_user_text(body: Mapping[str, Any]) -> str:
                     if isinstance(part, Mapping) and isinstance(part.get("text"), str)
                 )
     return ""
+
+
+def _as_chat(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A raw completions body as the chat body `_answer` and `_usage` read: its prompt,
+    and a ``suffix`` field after ``[suffix]``, as the user's message."""
+    prompt = str(body.get("prompt", ""))
+    suffix = body.get("suffix")
+    said = f"{prompt} [suffix] {suffix}" if isinstance(suffix, str) and suffix else prompt
+    return {**body, "messages": [{"role": "user", "content": said}]}
 
 
 def _choices(body: Mapping[str, Any]) -> int:

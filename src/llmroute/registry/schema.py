@@ -1509,14 +1509,14 @@ class Registry(_Frozen):
             if model.kind != "chat":
                 yield where, "an embedding model completes no text"
             elif any(
-                self.providers[d.provider].kind != "openai"
+                self.providers[d.provider].kind not in ("openai", "echo")
                 for d in model.targets()
                 if d.provider in self.providers
             ):
                 yield (
                     where,
                     "text completions go to POST /completions of an OpenAI-compatible server: "
-                    "every provider serving this model must be of kind openai",
+                    "every provider serving this model must be of kind openai (or echo)",
                 )
 
     def _budget_problems(self) -> Iterator[Problem]:
