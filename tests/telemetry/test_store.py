@@ -15,7 +15,7 @@ from telemetry_records import MakeRecord, pg_execute
 
 from llmroute.errors import ConfigError, TelemetryError
 from llmroute.registry.schema import TelemetrySettings
-from llmroute.telemetry.dashboard import Grid, aggregate, client_totals, tag_totals
+from llmroute.telemetry.dashboard import Grid, aggregate, api_totals, client_totals, tag_totals
 from llmroute.telemetry.record import (
     DECISION_COLUMNS,
     DecisionRecord,
@@ -315,6 +315,7 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
             tokens_in=None if i == 9 else 100 + i,
             client="team-a" if i % 2 else None,
             tags=("team:a", "app=x") if i % 3 == 0 else ("team:b",) if i % 3 == 1 else (),
+            api=("chat", "completions", None)[i % 3],
         )
         for i in range(30)
     ]
@@ -350,6 +351,15 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
     assert {t.tag for t in tags} == {None, "team:a", "app=x", "team:b"}
     per_tag = {tag: sum(t.requests for t in tags if t.tag == tag) for tag in ("team:a", None)}
     assert per_tag == {"team:a": 10, None: 9}  # i % 3 == 0 of 29; i % 3 == 2 untagged
+
+    apis = sorted(store.api_totals(t0, t0 + 200), key=str)
+    reference_apis = sorted(api_totals(store.decisions(t0, t0 + 200)), key=str)
+    assert [a._replace(cost_usd=0.0) for a in apis] == [
+        a._replace(cost_usd=0.0) for a in reference_apis
+    ]
+    assert [a.cost_usd for a in apis] == pytest.approx([a.cost_usd for a in reference_apis])
+    per_api = {api: sum(a.requests for a in apis if a.api == api) for api in ("chat", None)}
+    assert per_api == {"chat": 10, None: 9}
 
 
 # -- feedback and shadow ----------------------------------------------------------------

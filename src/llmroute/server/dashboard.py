@@ -141,6 +141,7 @@ def _read(view: LogView, window: Window, max_rows: int) -> dict[str, Any]:
         buckets,
         store.client_totals(window.since, window.until),
         store.tag_totals(window.since, window.until),
+        store.api_totals(window.since, window.until),
     )
     before = store.decisions(previous.since, previous.until, newest=max_rows, details=False)
     in_before = max(len(before), store.count_decisions(previous.since, previous.until))

@@ -28,7 +28,7 @@ from llmroute.registry.schema import DriftSettings, Registry
 from llmroute.telemetry.drift import DEFAULT_ROUTE, drift_report, is_default
 from llmroute.telemetry.record import FeedbackRecord, LoggedDecision, ShadowRecord
 from llmroute.telemetry.report import NO_API, build_report, is_error
-from llmroute.telemetry.store.base import ClientTotal, DecisionBucket, TagTotal
+from llmroute.telemetry.store.base import ApiTotal, ClientTotal, DecisionBucket, TagTotal
 from llmroute.telemetry.windows import Window
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "Grid",
     "Rows",
     "aggregate",
+    "api_totals",
     "baseline_window",
     "bucket_step",
     "client_totals",
@@ -68,6 +69,7 @@ class Rows:
     buckets: Sequence[DecisionBucket] | None = None
     clients: Sequence[ClientTotal] | None = None  # None: counted from `decisions`
     tags: Sequence[TagTotal] | None = None  # None: counted from `decisions`
+    apis: Sequence[ApiTotal] | None = None  # None: counted from `decisions`
 
 
 def bucket_step(span_s: float, target: int = _TARGET_BUCKETS) -> int:
@@ -129,12 +131,12 @@ def aggregate(decisions: Sequence[LoggedDecision], grid: Grid) -> list[DecisionB
 
 def _spender(
     registry: Registry | None,
-) -> Callable[[DecisionBucket | ClientTotal | TagTotal], float]:
+) -> Callable[[DecisionBucket | ClientTotal | TagTotal | ApiTotal], float]:
     """What a group of decisions cost: its logged costs, plus the tokens of those without
     one at the model's registry price."""
     prices = {name: m.price for name, m in registry.models.items()} if registry else {}
 
-    def spend(group: DecisionBucket | ClientTotal | TagTotal) -> float:
+    def spend(group: DecisionBucket | ClientTotal | TagTotal | ApiTotal) -> float:
         price = prices.get(group.model)
         if price is None:
             return group.cost_usd
@@ -148,6 +150,11 @@ def _spender(
 def client_totals(decisions: Sequence[LoggedDecision]) -> list[ClientTotal]:
     """What `Store.client_totals` counts in SQL, from rows in memory (the reference)."""
     return [ClientTotal(*row) for row in _totals((d.client, d) for d in decisions)]
+
+
+def api_totals(decisions: Sequence[LoggedDecision]) -> list[ApiTotal]:
+    """What `Store.api_totals` counts in SQL, from rows in memory (the reference)."""
+    return [ApiTotal(*row) for row in _totals((d.api, d) for d in decisions)]
 
 
 def tag_totals(decisions: Sequence[LoggedDecision]) -> list[TagTotal]:
@@ -191,8 +198,15 @@ def _tags(totals: Sequence[TagTotal], n: int, registry: Registry | None) -> list
     return _spend_rows([(t.tag, t) for t in totals], "(untagged)", n, registry)
 
 
+def _apis(totals: Sequence[ApiTotal], registry: Registry | None) -> list[dict[str, Any]]:
+    """Requests, errors and spend per API the requests came by (empty when none came
+    by the gateway)."""
+    n = sum(t.requests for t in totals)
+    return _spend_rows([(t.api, t) for t in totals], NO_API, n, registry)
+
+
 def _spend_rows(
-    named: Sequence[tuple[str | None, ClientTotal | TagTotal]],
+    named: Sequence[tuple[str | None, ClientTotal | TagTotal | ApiTotal]],
     unnamed: str,
     n: int,
     registry: Registry | None,
@@ -467,7 +481,6 @@ def dashboard_data(
             }
         )
     layers = Counter(d.layer for d in decisions)
-    apis = Counter(d.api or NO_API for d in decisions) if any(d.api for d in decisions) else {}
     span = max(window.end - window.since, 1e-9)
     payload: dict[str, Any] = json_safe(
         {
@@ -510,10 +523,9 @@ def dashboard_data(
                 {"name": name, "n": count, "share": count / len(decisions)}
                 for name, count in sorted(layers.items(), key=lambda kv: (-kv[1], kv[0]))
             ],
-            "apis": [
-                {"name": name, "n": count, "share": count / len(decisions)}
-                for name, count in sorted(apis.items(), key=lambda kv: (-kv[1], kv[0]))
-            ],
+            "apis": _apis(
+                current.apis if current.apis is not None else api_totals(decisions), registry
+            ),
             "drift": {
                 "baseline": baseline_window(window).to_dict(),
                 "baseline_sample": _sample(len(previous.decisions), previous.in_window, max_rows),

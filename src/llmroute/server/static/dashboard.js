@@ -371,15 +371,6 @@
     ], rows);
   }
 
-  function renderApis(rows) {
-    $("apis-section").hidden = rows.length === 0;
-    table("apis-table", [
-      col("API", (r) => text(r.name), false),
-      col("Requests", (r) => fmtInt(r.n)),
-      col("Share", (r) => shareCell(r.share)),
-    ], rows, (r) => ({ "data-api": text(r.name) }));
-  }
-
   function renderShadow(shadow) {
     const s = shadow && typeof shadow === "object" ? shadow : {};
     const rows = arr(s.routes);
@@ -535,7 +526,7 @@
     if (state.renderError) msgs.push(["error", `render error: ${state.renderError}`]);
     if (d && d.log && d.log.message) msgs.push(["info", String(d.log.message)]);
     if (d && d.sample && d.sample.truncated) {
-      msgs.push(["warn", `Counts, rates, spend and the request charts cover all ${fmtInt(d.sample.in_window)} requests; latency, margins, savings, drift, layers and APIs come from the newest ${fmtInt(d.sample.rows)}.`]);
+      msgs.push(["warn", `Counts, rates, spend and the request charts cover all ${fmtInt(d.sample.in_window)} requests; latency, margins, savings, drift and layers come from the newest ${fmtInt(d.sample.rows)}.`]);
     }
     const banner = $("banner");
     banner.replaceChildren(...msgs.map(([kind, msg]) => el("div", { class: `msg msg-${kind}` }, msg)));
@@ -564,7 +555,7 @@
     renderSpend("clients", "Key", arr(d.clients));
     renderSpend("tags", "Tag", arr(d.tags));
     renderLayers(arr(d.layers));
-    renderApis(arr(d.apis));
+    renderSpend("apis", "API", arr(d.apis));
     renderShadow(d.shadow);
     renderBreakers(d.live);
     renderBudgets(d.live);

@@ -12,7 +12,7 @@ from llmroute.telemetry.record import (
     LoggedDecision,
     ShadowRecord,
 )
-from llmroute.telemetry.store.base import ClientTotal, DecisionBucket, TagTotal
+from llmroute.telemetry.store.base import ApiTotal, ClientTotal, DecisionBucket, TagTotal
 
 __all__ = [
     "DECISION_LIST",
@@ -119,11 +119,11 @@ def buckets_sql(bucket: str, fell_back: str, where: str) -> str:
     )
 
 
-def clients_sql(where: str) -> str:
-    """`ClientTotal` rows."""
+def clients_sql(where: str, column: str = "client") -> str:
+    """`ClientTotal` rows (`ApiTotal` rows with `column` ``api``)."""
     return (
-        f"SELECT client, model, count(*), {_ERRORS}, {_SPEND} "
-        f"FROM decisions WHERE {where} GROUP BY client, model"
+        f"SELECT {column}, model, count(*), {_ERRORS}, {_SPEND} "
+        f"FROM decisions WHERE {where} GROUP BY {column}, model"
     )
 
 
@@ -218,6 +218,11 @@ class SqlReads:
     def client_totals(self, since: float, until: float | None) -> list[ClientTotal]:
         where, params = self._between(since, until)
         return client_totals_from_rows(self._select(clients_sql(where), params, "count decisions"))
+
+    def api_totals(self, since: float, until: float | None) -> list[ApiTotal]:
+        where, params = self._between(since, until)
+        rows = self._select(clients_sql(where, "api"), params, "count decisions")
+        return [ApiTotal(*total) for total in client_totals_from_rows(rows)]
 
     def tag_totals(self, since: float, until: float | None) -> list[TagTotal]:
         where, params = self._between(since, until)

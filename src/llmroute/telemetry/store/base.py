@@ -17,7 +17,7 @@ from llmroute.telemetry.record import (
     ShadowRecord,
 )
 
-__all__ = ["ClientTotal", "DecisionBucket", "Store", "TagTotal"]
+__all__ = ["ApiTotal", "ClientTotal", "DecisionBucket", "Store", "TagTotal"]
 
 
 class DecisionBucket(NamedTuple):
@@ -46,6 +46,20 @@ class ClientTotal(NamedTuple):
     `DecisionBucket`'s do."""
 
     client: str | None
+    model: str
+    requests: int
+    errors: int
+    cost_usd: float
+    tokens_in: int
+    tokens_out: int
+
+
+class ApiTotal(NamedTuple):
+    """The decisions of one (API they came by, model) over a window, counted by the
+    database; `api` is None for rows without one (the SDK's, ``/v1/route``, older rows).
+    The fields mean what `DecisionBucket`'s do."""
+
+    api: str | None
     model: str
     requests: int
     errors: int
@@ -122,6 +136,10 @@ class Store(Protocol):
 
     def tag_totals(self, since: float, until: float | None) -> list[TagTotal]:
         """`TagTotal` rows for the decisions in ``since <= ts < until``."""
+        ...
+
+    def api_totals(self, since: float, until: float | None) -> list[ApiTotal]:
+        """`ApiTotal` rows for the decisions in ``since <= ts < until``."""
         ...
 
     def count_decisions(self, since: float | None = None, until: float | None = None) -> int:
