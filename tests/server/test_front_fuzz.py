@@ -14,7 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from llmroute.dispatch.client_reasoning import in_dialect
-from llmroute.dispatch.text_completions import chat_answer, chat_event, text_body
+from llmroute.dispatch.text_completions import TextRequest, chat_answer, chat_event, text_body
 from llmroute.dispatch.usage import estimated_prompt_tokens, prompt_tokens
 from llmroute.errors import LlmrouteError, ProviderError, UpstreamRejected
 from llmroute.providers._anthropic_convert import to_chat_completion, to_messages_request
@@ -158,7 +158,7 @@ def test_an_accepted_completion_makes_a_raw_body(body: dict[str, Any], fim: bool
         chat = completions.to_chat_body(body)
     except GatewayError:
         return
-    text = completions.text_request(body)
+    text = TextRequest.of(body)
     template = "<PRE>{prefix}<SUF>{suffix}<MID>" if fim else None
     raw = text_body(chat, text, fim_template=template)
     assert isinstance(raw["prompt"], str) and "messages" not in raw

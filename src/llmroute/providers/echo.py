@@ -103,7 +103,8 @@ class EchoProvider:
         """A raw completion (a model declared ``text_completions``): the prompt said back
         as the model would get it (with its ``fim_template`` applied), and a ``suffix``
         sent as the field after ``[suffix]``; the prompt before it with ``echo``."""
-        words, finish = self._answer(_as_chat(body))
+        chat = _as_chat(body)
+        words, finish = self._answer(chat)
         await asyncio.sleep(self._delay_s)
         text = "".join(words)
         if body.get("echo") is True:
@@ -118,14 +119,15 @@ class EchoProvider:
                 {"index": i, "text": text, "logprobs": None, "finish_reason": finish}
                 for i in range(_choices(body))
             ],
-            "usage": _usage(_as_chat(body), "".join(words), _choices(body)),
+            "usage": _usage(chat, "".join(words), _choices(body)),
         }
 
     async def stream_text(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> AsyncIterator[bytes]:
         """`complete_text`'s words, one ``text_completion`` chunk each, as `stream`."""
-        words, finish = self._answer(_as_chat(body))
+        chat = _as_chat(body)
+        words, finish = self._answer(chat)
         if body.get("echo") is True:
             words = [str(body.get("prompt", "")), *words]
         base = {
@@ -146,7 +148,7 @@ class EchoProvider:
         yield chunk("", finish)
         options = body.get("stream_options")
         if isinstance(options, Mapping) and options.get("include_usage") is True:
-            usage = _usage(_as_chat(body), "".join(words), 1)
+            usage = _usage(chat, "".join(words), 1)
             yield event_of({**base, "choices": [], "usage": usage})
         yield DONE
 

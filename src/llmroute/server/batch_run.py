@@ -37,12 +37,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from llmroute.dispatch.budgets import paid_by
+from llmroute.dispatch.text_completions import TextRequest
 from llmroute.errors import LlmrouteError
 from llmroute.server.auth import admit, api_key_of, payer_of
 from llmroute.server.batch_lines import BatchLine, read_lines
 from llmroute.server.body import require_messages
 from llmroute.server.chat import GATEWAY_TAGS, serve_chat
-from llmroute.server.completions import COMPLETIONS_FRONT, text_request, to_chat_body
+from llmroute.server.completions import COMPLETIONS_FRONT, to_chat_body
 from llmroute.server.embeddings import embed
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.fronts import answer_converted
@@ -289,7 +290,7 @@ class BatchRun:
                     return await answer_responses(request, gateway, body, ts, started_ns)
                 if self.endpoint == "/v1/completions":
                     chat = to_chat_body(body)
-                    text = text_request(body)
+                    text = TextRequest.of(body)
                     return await answer_converted(
                         request, COMPLETIONS_FRONT, body, chat, ts, started_ns, text
                     )

@@ -41,7 +41,6 @@ __all__ = [
     "COMPLETIONS_FRONT",
     "CompletionStream",
     "completions",
-    "text_request",
     "to_chat_body",
     "to_completion",
 ]
@@ -128,11 +127,6 @@ def _check_raw_fields(body: dict[str, Any]) -> None:
         isinstance(logprobs, bool) or not isinstance(logprobs, int) or logprobs < 0
     ):
         raise _bad("logprobs", "'logprobs' must be a whole number of top tokens (0 or more)")
-
-
-def text_request(body: dict[str, Any]) -> TextRequest:
-    """The completions-only fields of a request `to_chat_body` accepted."""
-    return TextRequest.of(body)
 
 
 def _completion_id(chat_id: str) -> str:
@@ -239,4 +233,4 @@ COMPLETIONS_FRONT = Stateless(to_chat_body, CompletionStream, to_completion)
 
 
 async def completions(request: Request) -> Response:
-    return await serve_converted(request, COMPLETIONS_FRONT, text_request)
+    return await serve_converted(request, COMPLETIONS_FRONT, TextRequest.of)

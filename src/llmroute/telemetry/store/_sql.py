@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from llmroute.telemetry.record import (
     CLIENT_DISCONNECTED,
@@ -24,13 +24,12 @@ __all__ = [
     "SqlReads",
     "buckets_from_rows",
     "buckets_sql",
-    "client_totals_from_rows",
     "clients_sql",
     "feedback_from_row",
     "shadow_from_row",
     "shadow_row",
-    "tag_totals_from_rows",
     "tags_sql",
+    "totals_from_rows",
 ]
 
 DECISION_LIST = ", ".join(DECISION_COLUMNS)
@@ -146,16 +145,12 @@ def buckets_from_rows(rows: list[tuple[Any, ...]]) -> list[DecisionBucket]:
     ]
 
 
-def client_totals_from_rows(rows: list[tuple[Any, ...]]) -> list[ClientTotal]:
-    return [
-        ClientTotal(c, m, int(n), int(e), float(u), int(i), int(o)) for c, m, n, e, u, i, o in rows
-    ]
+Total = TypeVar("Total", ClientTotal, TagTotal, ApiTotal)
 
 
-def tag_totals_from_rows(rows: list[tuple[Any, ...]]) -> list[TagTotal]:
-    return [
-        TagTotal(t, m, int(n), int(e), float(u), int(i), int(o)) for t, m, n, e, u, i, o in rows
-    ]
+def totals_from_rows(rows: list[tuple[Any, ...]], kind: type[Total]) -> list[Total]:
+    """`ClientTotal`, `TagTotal` or `ApiTotal` rows (the same columns, named apart)."""
+    return [kind(g, m, int(n), int(e), float(u), int(i), int(o)) for g, m, n, e, u, i, o in rows]
 
 
 class SqlReads:
@@ -217,17 +212,18 @@ class SqlReads:
 
     def client_totals(self, since: float, until: float | None) -> list[ClientTotal]:
         where, params = self._between(since, until)
-        return client_totals_from_rows(self._select(clients_sql(where), params, "count decisions"))
+        rows = self._select(clients_sql(where), params, "count decisions")
+        return totals_from_rows(rows, ClientTotal)
 
     def api_totals(self, since: float, until: float | None) -> list[ApiTotal]:
         where, params = self._between(since, until)
         rows = self._select(clients_sql(where, "api"), params, "count decisions")
-        return [ApiTotal(*total) for total in client_totals_from_rows(rows)]
+        return totals_from_rows(rows, ApiTotal)
 
     def tag_totals(self, since: float, until: float | None) -> list[TagTotal]:
         where, params = self._between(since, until)
         sql = tags_sql(where, self._each_tag)
-        return tag_totals_from_rows(self._select(sql, params * 2, "count decisions"))
+        return totals_from_rows(self._select(sql, params * 2, "count decisions"), TagTotal)
 
     def count_decisions(self, since: float | None = None, until: float | None = None) -> int:
         if since is None and until is None:
