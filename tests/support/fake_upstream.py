@@ -33,7 +33,11 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   several ``data:`` lines with no space after the colon, CRLF line ends, a ``: ping``
   comment before each), as some servers do; ``huge=N`` a stream sends a word, then an
   event of N MiB that never ends; ``pause=S`` a stream waits S seconds after its opening
-  role-only chunk (with ``early=1``: then fails, as a model that gave up thinking).
+  role-only chunk (with ``early=1``: then fails, as a model that gave up thinking);
+  ``shape=none|empty|bare`` answers (chat or text, not streamed) 200 with JSON that is
+  no answer: no ``choices``, an empty list, or a choice with neither ``message`` nor
+  ``text``; ``garbage=first|late`` a stream sends ``data: {not json`` and closes the
+  connection, as its first event or after its opening and a word.
 
 Answers can be scripted the same way (for cascade gates): ``reply=TEXT`` (URL-encoded)
 answer TEXT instead of the echo; ``vary=1`` append `` #N`` to it, N counting this model
@@ -235,6 +239,17 @@ def _error_in_body(code: str) -> dict[str, Any]:
     return {"error": {"code": int(code) if code.isdigit() else code, "message": message}}
 
 
+def _malformed(model: str, shape: str, text: bool) -> dict[str, Any]:
+    """A 200 answer that is no answer (``shape=``): a broken upstream or proxy."""
+    data: dict[str, Any] = {"id": "x", "object": "text_completion" if text else "chat.completion"}
+    data["model"] = model
+    if shape == "empty":
+        data["choices"] = []
+    elif shape == "bare":
+        data["choices"] = [{"index": 0, "finish_reason": "stop"}]
+    return data
+
+
 def _embedding(text: str) -> list[float]:
     return [((hash(text) >> shift) % 1000) / 1000.0 for shift in (0, 8, 16, 24)]
 
@@ -280,7 +295,7 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                     upstream.cut.append((model, 0))
                 self.close_connection = True
                 return
-            if self._fail(faults):
+            if self._fail(faults, model, body):
                 return
             streamed_late = "late" in faults or "early" in faults
             if "inbody" in faults and not (body.get("stream") is True and streamed_late):
@@ -342,7 +357,11 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                     time.sleep(min(left, 0.05))
             return True
 
-        def _fail(self, faults: dict[str, str]) -> bool:
+        def _fail(self, faults: dict[str, str], model: str, body: dict[str, Any]) -> bool:
+            if "shape" in faults and body.get("stream") is not True:
+                text = self.path.endswith("/v1/completions")
+                self._send_json(200, _malformed(model, faults["shape"], text))
+                return True
             if "reset" in faults:
                 self.close_connection = True
                 return True  # no status line at all
@@ -420,6 +439,18 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             if "pause" in faults:
                 time.sleep(float(faults["pause"]))
 
+        def _garbled(self, model: str, faults: dict[str, str]) -> bool:
+            """``garbage=``: an event that is not JSON (first, or after the opening and a
+            word), then the connection closes, the chunked body unended."""
+            if "garbage" not in faults:
+                return False
+            if faults["garbage"] == "late":
+                self._opening(model, faults)
+                self._write_chunk(_chunk(model, {"content": "partial "}, None))
+            self._write_chunk(b"data: {not json\n\n")
+            self.close_connection = True
+            return True
+
         def _cut_short(self, model: str, faults: dict[str, str]) -> bool:
             """A stream that ends after its first word, when the faults say so: cleanly
             (``truncate``), broken (``mid``) or in an event that never ends (``huge``)."""
@@ -455,6 +486,8 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 with upstream.lock:
                     upstream.cut.append((model, 0))
                 self.close_connection = True
+                return
+            if self._garbled(model, faults):
                 return
             if "inbody" in faults and "late" not in faults and "early" not in faults:
                 error = _error_in_body(faults["inbody"])

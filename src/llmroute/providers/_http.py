@@ -26,6 +26,7 @@ from llmroute.untrusted_json import loads
 __all__ = [
     "MAX_EVENT_BYTES",
     "EventTooLarge",
+    "checked_event",
     "error_from_response",
     "error_in_answer",
     "error_in_event",
@@ -418,6 +419,40 @@ def plain_event(event: bytes) -> bytes | None:
     if kind == b"error":
         payload = _as_error(payload)
     return b"data: " + payload + b"\n\n"
+
+
+def checked_event(provider: str, raw: bytes) -> bytes | None:
+    """`raw` as `plain_event` makes it, its data parsed once: the error it reports
+    (`error_in_answer`, or llama.cpp server's ``error:`` line) is raised, and so is data
+    that is not a JSON object (``[DONE]`` aside), as a body that is not JSON is: what
+    reads the stream after (a client's SDK, usage, the fronts) cannot read it, and
+    passed on it would begin the stream, so that the fallback could no longer answer.
+    None for an event with nothing in it (comments, a bare ``id:``, empty data)."""
+    event = plain_event(raw)
+    if event is not raw and (raw.startswith(b"error:") or b"\nerror:" in raw):
+        failed = error_in_event(provider, raw)
+        if failed is not None:
+            raise failed
+    if event is None:
+        return None
+    payload = event[6:-2]
+    if payload == b"[DONE]":
+        return event
+    try:
+        data = loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        said = payload.strip()
+        if said == b"[DONE]":
+            return event
+        if not said:
+            return None
+        raise ProviderError(provider, "upstream sent an event that is not JSON") from None
+    if not isinstance(data, dict):
+        raise ProviderError(provider, "upstream sent an event whose JSON is not an object")
+    failed = error_in_answer(provider, data)
+    if failed is not None:
+        raise failed
+    return event
 
 
 def _as_error(payload: bytes) -> bytes:

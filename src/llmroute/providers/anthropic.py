@@ -65,8 +65,14 @@ class AnthropicProvider:
     async def complete(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]:
+        """The ``chat.completion`` for `body`. An answer without a ``content`` list is
+        raised, as a body that is not JSON is: converted, it would be served (and
+        charged) as an empty answer."""
         payload = to_messages_request(self.name, model, body)
-        return to_chat_completion(await self._http.post_json(_MESSAGES, payload, timeouts))
+        data = await self._http.post_json(_MESSAGES, payload, timeouts)
+        if not isinstance(data.get("content"), list):
+            raise ProviderError(self.name, "upstream answered without a content list")
+        return to_chat_completion(data)
 
     async def list_models(self, *, timeouts: Timeouts) -> list[str]:
         """The ids ``GET /v1/models`` lists (its first 1,000)."""

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from llmroute.errors import ProviderError
-from llmroute.providers._http import error_in_answer, error_in_event, plain_event
+from llmroute.providers._http import checked_event, error_in_answer
 from llmroute.providers._transport import HttpTransport
 from llmroute.providers.base import Timeouts, model_ids
 from llmroute.providers.cache_markers import without_cache_markers
@@ -20,6 +20,7 @@ __all__ = ["OpenAICompatProvider"]
 _CHAT = "/chat/completions"
 _TEXT = "/completions"
 _EMBEDDINGS = "/embeddings"
+_RERANK = "/rerank"
 _MODELS = "/models"
 
 
@@ -50,14 +51,16 @@ class OpenAICompatProvider:
     async def complete(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]:
-        return self._answered(await self._http.post_json(_CHAT, self._chat(model, body), timeouts))
+        data = await self._http.post_json(_CHAT, self._chat(model, body), timeouts)
+        return self._answered(data, "message", dict)
 
     async def complete_text(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]:
         """The ``text_completion`` object for a (legacy) completions `body`, sent as it is
         (``suffix``, ``echo``, ``logprobs`` included)."""
-        return self._answered(await self._http.post_json(_TEXT, {**body, "model": model}, timeouts))
+        data = await self._http.post_json(_TEXT, {**body, "model": model}, timeouts)
+        return self._answered(data, "text", str)
 
     async def embed(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
@@ -65,12 +68,30 @@ class OpenAICompatProvider:
         data = await self._http.post_json(_EMBEDDINGS, {**body, "model": model}, timeouts)
         return self._answered(data)
 
-    def _answered(self, data: dict[str, Any]) -> dict[str, Any]:
+    async def rerank(
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
+    ) -> dict[str, Any]:
+        """``POST {base_url}/rerank``: ``/v1/rerank`` of vLLM, Jina or Infinity, Cohere's
+        ``/v2/rerank`` with its ``/v2`` base URL."""
+        data = await self._http.post_json(_RERANK, {**body, "model": model}, timeouts)
+        return self._answered(data)
+
+    def _answered(
+        self, data: dict[str, Any], part: str | None = None, kind: type = object
+    ) -> dict[str, Any]:
         """`data`, unless it is an error the upstream sent with a 200 (`error_in_answer`):
-        then that error is raised, to be retried or fallen back from like any other."""
+        then that error is raised, to be retried or fallen back from like any other.
+        With `part`, an answer whose choices do not each hold that member (of type
+        `kind`: a chat choice's ``message`` object, a text choice's ``text``) is raised
+        too, as a body that is not JSON is: served, a client would read ``choices`` as
+        None (or no text) and the call would be charged for."""
         failed = error_in_answer(self.name, data)
         if failed is not None:
             raise failed
+        if part is not None and _lacks(data.get("choices"), part, kind):
+            raise ProviderError(
+                self.name, f"upstream answered without choices (each with a {part})"
+            )
         return data
 
     async def list_models(self, *, timeouts: Timeouts) -> list[str]:
@@ -81,7 +102,8 @@ class OpenAICompatProvider:
     def stream(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> AsyncIterator[bytes]:
-        """The answer's events. An error event (`error_in_event`) is raised: as the first
+        """The answer's events. An error event (`error_in_event`), or one whose data is
+        not a JSON object (`checked_event`: a broken upstream's), is raised: as the first
         event it fails the call (retried, fallen back from); later, dispatch ends the
         stream with an error event of its own, as when the connection breaks. Events
         go on as `plain_event` makes them (one ``data:`` line each, whatever valid form
@@ -108,12 +130,9 @@ class OpenAICompatProvider:
         started = finished = False
         async with self._http.events(path, payload, timeouts) as events:
             async for raw in events:
-                event = plain_event(raw)
-                failed = error_in_event(self.name, raw)  # llama.cpp server's error: lines
-                if failed is None and event is not None and event is not raw:
-                    failed = error_in_event(self.name, event)
-                if failed is not None:  # before the first event: another model can answer
-                    raise failed
+                # an error or unreadable event raises: before the first, another model
+                # can answer
+                event = checked_event(self.name, raw)
                 if event is None:
                     continue  # a keep-alive, an id alone: nothing of the answer
                 started = True
@@ -124,6 +143,17 @@ class OpenAICompatProvider:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _lacks(choices: Any, part: str, kind: type) -> bool:
+    """Whether `choices` are not a non-empty list of objects each with a `part` of type
+    `kind`: no answer, whatever else the JSON holds."""
+    if not isinstance(choices, list) or not choices:
+        return True
+    for choice in choices:
+        if not isinstance(choice, dict) or not isinstance(choice.get(part), kind):
+            return True
+    return False
 
 
 def _finishes(event: bytes) -> bool:
