@@ -130,7 +130,11 @@ class TelemetryError(LlmrouteError):
 
 
 class RoutingError(LlmrouteError):
-    """The request cannot be routed, for example a chat body with no messages."""
+    """The request cannot be routed, for example a chat body with no messages. `param`
+    is the request field at fault (the gateway's 400 names it): its messages, unless
+    said otherwise."""
+
+    param = "messages"
 
 
 class ModelNotFound(RoutingError):

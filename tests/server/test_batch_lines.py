@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -90,6 +91,15 @@ def test_a_deeply_nested_body_is_a_bad_line() -> None:
     deep += b"[" * 200 + b"]" * 200 + b"}"
     _, errors = read_lines(deep, CHAT, 10)
     assert [e["code"] for e in errors] == ["invalid_json_line"]
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+def test_a_number_json_cannot_write_is_a_bad_line(number: bytes) -> None:
+    line = b'{"custom_id": "n", "method": "POST", "url": "' + CHAT.encode() + b'", "body": '
+    line += b'{"messages": [{"role": "user", "content": "hi"}], "seed": ' + number + b"}}"
+    _, errors = read_lines(line, CHAT, 10)
+    assert [e["code"] for e in errors] == ["invalid_json_line"]
+    assert "not valid JSON" in errors[0]["message"]
 
 
 @given(st.binary(max_size=400))

@@ -29,6 +29,7 @@ __all__ = [
     "AUTO",
     "OFF_LOOP_CHARS",
     "PINNED",
+    "ModelNotAString",
     "Plan",
     "aplan_request",
     "difficulty_model",
@@ -48,6 +49,13 @@ _ROUTER_MODEL = re.compile(
 )
 AUTO = "auto"
 PINNED = PIN_LAYER  # the layer, and the route of a request that pins a pool model
+
+
+class ModelNotAString(RoutingError):
+    """A ``model`` that is not a string: the client's error is in ``model``, not in the
+    messages every other `RoutingError` is about (the gateway's 400 names it)."""
+
+    param = "model"
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +179,7 @@ def plan_request(router: Router, body: Mapping[str, Any], headers: Mapping[str, 
     unknown ``model``."""
     requested = body.get("model", AUTO)
     if not isinstance(requested, str):
-        raise RoutingError("'model' must be a string")
+        raise ModelNotAString("'model' must be a string")
     decision = _decide(router, requested, body, headers)
     route = _route(router, decision.route)
     if decision.safety is not None and decision.safety.model is not None:
@@ -203,7 +211,11 @@ def _decide(
     if model is not None and model.kind == "chat":
         return _pinned(router, PinLayer(PINNED, requested, asked, alias_of), body, headers)
     if model is not None:
-        raise ModelNotFound(f"{shown(requested)} is an embedding model; use POST /v1/embeddings")
+        raise ModelNotFound(
+            f"{shown(requested)} is an embedding model; use POST /v1/embeddings"
+            if model.kind == "embedding"
+            else f"{shown(requested)} is a rerank model; use POST /v1/rerank"
+        )
     if requested.startswith("router-"):
         return _difficulty(router, requested, body, headers)
     raise ModelNotFound(

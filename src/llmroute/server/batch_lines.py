@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llmroute.untrusted_json import MAX_DEPTH, TooDeep, loads
+from llmroute.untrusted_json import MAX_DEPTH, NotFinite, TooDeep, loads
 
 __all__ = ["ENDPOINTS", "MAX_ERRORS", "BatchLine", "read_lines"]
 
@@ -80,15 +80,23 @@ def _error(code: str, message: str, param: str | None) -> dict[str, Any]:
     return {"code": code, "message": message, "param": param, "line": None}
 
 
+def _parsed(raw: bytes) -> tuple[Any, str | None]:
+    """The line's JSON, or None and why it cannot be read."""
+    try:
+        return loads(raw, max_depth=MAX_DEPTH, finite=True), None
+    except TooDeep:
+        return None, f"the line nests arrays and objects more than {MAX_DEPTH} levels deep"
+    except NotFinite as exc:
+        return None, f"the line is not valid JSON: {exc} (NaN, Infinity, beyond a double)"
+    except (ValueError, UnicodeDecodeError):
+        return None, "the line is not valid JSON"
+
+
 def _problem(raw: bytes, endpoint: str, seen: set[str]) -> str | dict[str, Any]:
     """The line's custom_id (added to `seen`), or what is wrong with it."""
-    try:
-        line = loads(raw, max_depth=MAX_DEPTH)
-    except TooDeep:
-        message = f"the line nests arrays and objects more than {MAX_DEPTH} levels deep"
-        return _error("invalid_json_line", message, None)
-    except (ValueError, UnicodeDecodeError):
-        return _error("invalid_json_line", "the line is not valid JSON", None)
+    line, unreadable = _parsed(raw)
+    if unreadable is not None:
+        return _error("invalid_json_line", unreadable, None)
     if not isinstance(line, dict):
         return _error("invalid_request", "the line must be a JSON object", None)
     custom_id = line.get("custom_id")

@@ -6,9 +6,10 @@ from typing import Any
 
 from starlette.requests import Request
 
+from llmroute.server.chat_checks import check_chat_body
 from llmroute.server.errors import GatewayError
 from llmroute.server.settings import DEFAULT_MAX_BODY_BYTES
-from llmroute.untrusted_json import MAX_DEPTH, NotUnicode, TooDeep, loads
+from llmroute.untrusted_json import MAX_DEPTH, NotFinite, NotUnicode, TooDeep, loads
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -39,7 +40,7 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     if size > limit:
         raise _too_large(limit)
     try:
-        data = loads(b"".join(chunks), max_depth=MAX_DEPTH)
+        data = loads(b"".join(chunks), max_depth=MAX_DEPTH, finite=True)
     except TooDeep:
         raise GatewayError(
             400, f"the request body nests arrays and objects more than {MAX_DEPTH} levels deep"
@@ -50,6 +51,12 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
             "the request body is not valid Unicode: a string holds an unpaired UTF-16 "
             "surrogate (a \\ud800-\\udfff escape without its pair)",
         ) from None
+    except NotFinite as exc:
+        raise GatewayError(
+            400,
+            f"the request body is not valid JSON: {exc} (NaN, Infinity and numbers beyond "
+            "a double are not JSON)",
+        ) from None
     except (ValueError, UnicodeDecodeError):
         raise GatewayError(400, "the request body is not valid JSON") from None
     if not isinstance(data, dict):
@@ -58,11 +65,10 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
 
 
 def require_messages(body: dict[str, Any]) -> None:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise GatewayError(
-            400, "'messages' is required and must be a non-empty list", param="messages"
-        )
+    """A chat-completions body checked as OpenAI checks it (`check_chat_body`): 400
+    naming the field. The one call both chat paths (the endpoint, a batch's line) make
+    before routing."""
+    check_chat_body(body)
 
 
 METADATA_KEYS = 16  # OpenAI's metadata: at most 16 keys of 64 characters, values of 512

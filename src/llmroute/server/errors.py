@@ -47,6 +47,7 @@ class GatewayError(Exception):
         code: str | None = None,
         headers: Mapping[str, str] | None = None,
         attempts: Sequence[str] = (),
+        kind: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -55,10 +56,13 @@ class GatewayError(Exception):
         self.code = code
         self.headers = dict(headers or {})
         self.attempts = tuple(attempts)
+        self.kind = kind
 
     def response(self) -> JSONResponse:
-        """The OpenAI error JSON: ``{"error": {"message", "type", "param", "code"}}``."""
-        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        """The OpenAI error JSON: ``{"error": {"message", "type", "param", "code"}}``;
+        `type` is `kind` when given (OpenAI's 429s say ``requests``, ``tokens`` or
+        ``insufficient_quota``), else by the status."""
+        kind = self.kind or ("invalid_request_error" if self.status < 500 else "server_error")
         error: dict[str, object] = {
             "message": self.message,
             "type": kind,
@@ -95,12 +99,14 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
             400, str(exc), param="messages", code="content_policy_violation", headers=headers
         )
     if isinstance(exc, RoutingError):
-        return GatewayError(400, str(exc), param="messages", headers=headers)
+        return GatewayError(400, str(exc), param=exc.param, headers=headers)
     if isinstance(exc, UnsupportedRequest):
         param = exc.param or ("tools" if exc.code == "tools_not_supported" else "messages")
         return GatewayError(400, exc.message, param=param, code=exc.code, headers=headers)
     if isinstance(exc, KeyBudgetReached):  # the key's hard budget fits no model of the chain
-        return GatewayError(429, exc.message, code="insufficient_quota", headers=headers)
+        return GatewayError(
+            429, exc.message, code="insufficient_quota", headers=headers, kind="insufficient_quota"
+        )
     if isinstance(exc, AllFallbacksFailed):
         return GatewayError(
             exc.status or 502,

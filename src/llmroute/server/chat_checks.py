@@ -1,0 +1,90 @@
+"""A ``/v1/chat/completions`` body checked as OpenAI checks it: a 400 naming the field
+(``max_tokens``, ``messages[1].role``) before routing or any upstream call, as the
+other fronts answer, rather than a 200 that served something else (``"stream": "yes"``
+answered whole, ``"max_tokens": -5`` passed on) or an upstream's error for the gateway's
+request. Only known keys are looked at, a few isinstance checks each (0.5 µs for one
+message, 3.5 µs for twenty); the rest goes on as sent. Ranges are the upstream's to say
+(a temperature of 1.5 suits one provider and not another); types are not."""
+
+from __future__ import annotations
+
+from math import isfinite
+from typing import Any
+
+from llmroute.server.errors import GatewayError
+
+__all__ = ["check_chat_body"]
+
+_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+_KNOWN_ROLES = frozenset(_ROLES)
+_NEEDS_CONTENT = frozenset({"system", "developer", "user"})  # assistant: tool_calls alone
+_NUMBERS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+_COUNTS = ("n", "max_tokens", "max_completion_tokens")
+
+
+def _bad(param: str, message: str) -> GatewayError:
+    return GatewayError(400, message, param=param)
+
+
+def check_chat_body(body: dict[str, Any]) -> None:
+    """400 (`GatewayError`, its ``param`` the field) for a chat body OpenAI would refuse:
+    ``messages`` missing or malformed, or a known parameter of the wrong type. ``null``
+    stands for a field left out, as OpenAI takes it."""
+    if not isinstance(body.get("model", ""), str):
+        raise _bad("model", "'model' must be a string")
+    _check_messages(body.get("messages"))
+    for key in _NUMBERS:
+        value = body.get(key)
+        if value is not None and not _finite_number(value):
+            raise _bad(key, f"'{key}' must be a number")
+    for key in _COUNTS:
+        value = body.get(key)
+        if value is not None and not _positive_int(value):
+            raise _bad(key, f"'{key}' must be a positive integer")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad("stream", "'stream' must be true or false")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise _bad("stream_options", "'stream_options' must be an object")
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise _bad("tools", "'tools' must be a list")
+    stop = body.get("stop")
+    if stop is not None and not isinstance(stop, str) and not _strings(stop):
+        raise _bad("stop", "'stop' must be a string or a list of strings")
+
+
+def _check_messages(messages: Any) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages", "'messages' is required and must be a non-empty list")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            at = f"messages[{index}]"
+            raise _bad(at, f"{at} must be an object with a 'role'")
+        role = message.get("role")
+        if not isinstance(role, str) or role not in _KNOWN_ROLES:
+            at = f"messages[{index}].role"
+            raise _bad(at, f"{at} must be one of {', '.join(_ROLES)}")
+        content = message.get("content")
+        if content is None:
+            if role in _NEEDS_CONTENT:
+                at = f"messages[{index}].content"
+                raise _bad(at, f"{at} is required in a {role} message")
+        elif not isinstance(content, str | list):
+            at = f"messages[{index}].content"
+            raise _bad(at, f"{at} must be a string or a list of content parts")
+
+
+def _finite_number(value: Any) -> bool:
+    if isinstance(value, float):
+        return isfinite(value)  # a batch line's 1e400 (a body's is refused when parsed)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)

@@ -1,0 +1,273 @@
+"""``POST /v1/chat/completions`` refuses what OpenAI refuses, end to end: `llmroute
+serve` as a subprocess, the official `openai` client (or httpx, for bodies it cannot
+send) in front of it, the fake upstream behind it. A parameter of the wrong type, a
+message with an unknown role or without its content, is a 400 ``invalid_request_error``
+naming the field, before routing or any upstream call, where it used to be answered
+200 (``"stream": "yes"`` served whole, ``"max_tokens": -5`` passed on). NaN, Infinity
+and numbers beyond a double are refused when any front's body is parsed; a ``model``
+that is not a string is named ``model``; a batch's chat line gets the same 400."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from fake_upstream import FakeUpstream
+from gateway_proc import Served, serve_text
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: up-small, price: {input: 1, output: 2}}
+  vectors: {provider: fake, model: up-embed, kind: embedding}
+routes:
+  - name: chitchat
+    examples: ["hi there!", "how are you today?"]
+    target: small
+default: {target: small}
+batches: {concurrency: 2}
+"""
+HI = [{"role": "user", "content": "hi there!"}]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("chat-validation")
+    text = REGISTRY % {"url": upstream.url}
+    with serve_text(text, tmp, env={"LLMROUTE_TELEMETRY_URL": "off"}) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def client(gateway: Served) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0) as c:
+        yield c
+
+
+def _refused(client: openai.OpenAI, upstream: FakeUpstream, **create: Any) -> dict[str, Any]:
+    """The 400's error object for a chat request, checked to have reached no upstream."""
+    before = len(upstream.requests)
+    create.setdefault("model", "small")
+    create.setdefault("messages", HI)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(**create)
+    assert len(upstream.requests) == before
+    body = caught.value.body
+    assert isinstance(body, dict) and body["type"] == "invalid_request_error"
+    return body
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_tokens", "ten"),
+        ("max_tokens", -5),
+        ("max_tokens", 0),
+        ("max_tokens", True),
+        ("max_tokens", 2.5),
+        ("max_completion_tokens", "ten"),
+        ("max_completion_tokens", -5),
+        ("max_completion_tokens", True),
+        ("n", -1),
+        ("n", "x"),
+        ("temperature", "hot"),
+        ("temperature", True),
+        ("top_p", [1]),
+        ("presence_penalty", "0"),
+        ("frequency_penalty", {}),
+        ("stream", "yes"),
+        ("stream", 1),
+        ("stream_options", "include_usage"),
+        ("tools", "x"),
+        ("tools", {"type": "function"}),
+        ("stop", 5),
+        ("stop", ["END", 1]),
+        ("model", 123),
+    ],
+)
+def test_a_parameter_of_the_wrong_type_is_a_400_naming_it(
+    client: openai.OpenAI, upstream: FakeUpstream, field: str, value: Any
+) -> None:
+    error = _refused(client, upstream, extra_body={field: value})
+    assert error["param"] == field
+    assert field in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("messages", "param"),
+    [
+        ([*HI, {"role": "bogus", "content": "x"}], "messages[1].role"),
+        ([{"content": "hi"}], "messages[0].role"),
+        ([{"role": ["user"], "content": "hi"}], "messages[0].role"),
+        ([{"role": "system", "content": "be brief"}, {"role": "user"}], "messages[1].content"),
+        ([{"role": "user", "content": None}], "messages[0].content"),
+        ([{"role": "developer", "content": 5}, *HI], "messages[0].content"),
+        ([*HI, {"role": "assistant", "content": {"text": "x"}}], "messages[1].content"),
+        (["hi there!"], "messages[0]"),
+        ([], "messages"),
+    ],
+)
+def test_a_malformed_message_is_a_400_naming_it(
+    client: openai.OpenAI, upstream: FakeUpstream, messages: list[Any], param: str
+) -> None:
+    error = _refused(client, upstream, messages=messages)
+    assert error["param"] == param
+
+
+def test_what_openai_accepts_is_served(client: openai.OpenAI, upstream: FakeUpstream) -> None:
+    """Nulls for left-out fields, an assistant turn of tool calls alone, a tool's answer,
+    a developer message of parts, ints where numbers are asked for."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    messages: list[Any] = [
+        {"role": "developer", "content": [{"type": "text", "text": "be brief"}]},
+        {"role": "user", "content": "hi there!"},
+        {"role": "assistant", "tool_calls": [call]},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+        {"role": "user", "content": "thanks"},
+    ]
+    completion = client.chat.completions.create(
+        model="small",
+        messages=messages,
+        temperature=0,
+        top_p=1,
+        stop=["END"],
+        n=1,
+        max_completion_tokens=5,
+        extra_body={"max_tokens": None, "presence_penalty": None, "stream": None},
+    )
+    assert completion.choices[0].message.content
+    sent = upstream.requests[-1].body
+    assert sent["messages"][2] == {"role": "assistant", "tool_calls": [call]}
+    assert client.chat.completions.create(model="small", messages=HI, stop="END").choices
+
+
+def test_a_stream_asked_with_a_non_boolean_is_refused_not_served_whole(
+    gateway: Served, upstream: FakeUpstream
+) -> None:
+    before = len(upstream.requests)
+    body = {"model": "small", "messages": HI, "stream": "yes"}
+    answer = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=10)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == "stream"
+    assert len(upstream.requests) == before
+
+
+_CHAT = '{"model": "small", "messages": [{"role": "user", "content": "hi there!"}], %s}'
+
+
+_NOT_JSON = {
+    "chat-nan": ("/v1/chat/completions", _CHAT % '"temperature": NaN'),
+    "chat-infinity": ("/v1/chat/completions", _CHAT % '"temperature": Infinity'),
+    "chat-nested": ("/v1/chat/completions", _CHAT % '"logit_bias": {"50256": -Infinity}'),
+    "chat-1e400": ("/v1/chat/completions", _CHAT % '"max_tokens": 1e400'),
+    "chat-minus-1e309": ("/v1/chat/completions", _CHAT % '"top_p": -1E+309'),
+    "chat-tool-schema": (
+        "/v1/chat/completions",
+        _CHAT % '"tools": [{"type": "function", "function": {"name": "f", '
+        '"parameters": {"type": "object", "properties": {"x": {"maximum": NaN}}}}}]',
+    ),
+    "completions": ("/v1/completions", '{"model": "small", "prompt": "hi", "temperature": NaN}'),
+    "responses": ("/v1/responses", '{"model": "small", "input": "hi", "top_p": Infinity}'),
+    "messages": (
+        "/v1/messages",
+        '{"model": "small", "max_tokens": 5, "temperature": 1e999, '
+        '"messages": [{"role": "user", "content": "hi"}]}',
+    ),
+    "route": ("/v1/route", _CHAT % '"temperature": NaN'),
+    "embeddings": ("/v1/embeddings", '{"model": "vectors", "input": "hi", "dimensions": Infinity}'),
+}
+
+
+@pytest.mark.parametrize(("path", "body"), list(_NOT_JSON.values()), ids=list(_NOT_JSON))
+def test_nan_infinity_and_overflowing_numbers_are_not_json(
+    gateway: Served, upstream: FakeUpstream, path: str, body: str
+) -> None:
+    before = len(upstream.requests)
+    answer = httpx.post(
+        f"{gateway.url}{path}",
+        content=body.encode(),
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
+    assert answer.status_code == 400, answer.text
+    assert "not valid JSON" in answer.text
+    assert len(upstream.requests) == before
+
+
+def test_numbers_a_double_holds_still_parse(gateway: Served) -> None:
+    """1e308 is a number; 1e-400 rounds to 0 (no overflow); "NaN" in a string is text."""
+    body = _CHAT % '"temperature": 1e-400, "top_p": 1.0E0, "user": "NaN Infinity 1e400"'
+    answer = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        content=body.encode(),
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    routed = httpx.post(
+        f"{gateway.url}/v1/route",
+        content=(_CHAT % '"frequency_penalty": 1e308').encode(),
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
+    assert routed.status_code == 200, routed.text
+
+
+def test_a_model_that_is_not_a_string_is_named_model_on_route(gateway: Served) -> None:
+    answer = httpx.post(f"{gateway.url}/v1/route", json={"model": 123, "messages": HI}, timeout=10)
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["param"] == "model" and "'model' must be a string" in error["message"]
+    # the messages' own errors still name them
+    body = {"model": "auto", "messages": "hi"}
+    bad = httpx.post(f"{gateway.url}/v1/route", json=body, timeout=10)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "messages"
+
+
+def test_a_batch_chat_line_gets_the_same_400(client: openai.OpenAI) -> None:
+    bodies: dict[str, dict[str, Any]] = {
+        "ok": {"model": "small", "messages": HI},
+        "ten": {"model": "small", "messages": HI, "max_tokens": "ten"},
+        "role": {"model": "small", "messages": [*HI, {"role": "bogus", "content": "x"}]},
+        "nan": {"model": "small", "messages": HI, "temperature": float("nan")},
+        "stream": {"model": "small", "messages": HI, "stream": "yes"},
+    }
+    lines = b"".join(
+        json.dumps(  # json.dumps writes NaN: a batch file's line is parsed as it was
+            {"custom_id": cid, "method": "POST", "url": "/v1/chat/completions", "body": body}
+        ).encode()
+        + b"\n"
+        for cid, body in bodies.items()
+    )
+    upload = client.files.create(file=("lines.jsonl", lines), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    deadline = time.monotonic() + 30
+    while (batch := client.batches.retrieve(batch.id)).status not in ("completed", "failed"):
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.1)
+    assert batch.status == "completed", batch
+    assert batch.output_file_id and batch.error_file_id
+    answered = client.files.content(batch.output_file_id).text.splitlines()
+    assert [json.loads(line)["custom_id"] for line in answered] == ["ok"]
+    failed = {
+        line["custom_id"]: line["response"]
+        for line in map(json.loads, client.files.content(batch.error_file_id).text.splitlines())
+    }
+    params = {cid: r["body"]["error"]["param"] for cid, r in failed.items()}
+    assert params == {
+        "ten": "max_tokens",
+        "role": "messages[1].role",
+        "nan": "temperature",
+        "stream": "stream",
+    }
+    assert {r["status_code"] for r in failed.values()} == {400}

@@ -1,0 +1,45 @@
+"""`llmroute.untrusted_json.loads(..., finite=True)`, the parse a request body gets:
+NaN, Infinity and numbers past a double refused as `NotFinite` (a `ValueError`), every
+other value read as `json.loads` reads it, from bytes or text. Without `finite` (an
+upstream's answer) nothing changes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from llmroute.untrusted_json import NotFinite, loads
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": NaN}',
+        "[1, Infinity]",
+        '{"a": {"b": [-Infinity]}}',
+        '{"t": 1e400}',
+        "[-1E+309]",
+        "[" + "9" * 400 + ".0]",
+    ],
+)
+def test_numbers_json_cannot_write_are_refused(text: str) -> None:
+    for given in (text, text.encode(), text.encode("utf-16")):
+        with pytest.raises(NotFinite):
+            loads(given, finite=True)
+    assert loads(text) is not None  # as json.loads reads it, without `finite`
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 1e308, "b": -1e-400, "c": 0.5, "d": 10, "e": "NaN 1e400"}',
+        "[" + "9" * 400 + "]",  # an int: no overflow
+    ],
+)
+def test_everything_else_reads_as_json_loads_reads_it(text: str) -> None:
+    assert loads(text, finite=True) == json.loads(text)
+    assert loads(text.encode(), finite=True) == json.loads(text.encode())
+    assert loads(b'\xef\xbb\xbf{"bom": 1}', finite=True) == {"bom": 1}  # as json.loads
+    assert math.copysign(1, loads("-0.0", finite=True)) == -1
