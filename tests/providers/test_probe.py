@@ -65,6 +65,7 @@ models:
   typo: {{provider: local, model: qwen2.5-7b-instructt}}
   gemini: {{provider: local, model: gemini-2.0-flash}}
   embed: {{provider: local, model: bge-small, kind: embedding}}
+  rerank: {{provider: local, model: bge-reranker, kind: rerank}}
   sonnet: {{provider: claude, model: claude-sonnet-4-6}}
   offline: {{provider: gone, model: m}}
   nokey: {{provider: hosted, model: qwen2.5-7b-instruct}}
@@ -89,13 +90,16 @@ def test_a_listing_checks_reach_keys_and_names_without_spending_tokens(
     openai_up: FakeUpstream, anthropic_up: FakeAnthropic
 ) -> None:
     got = _probe(_registry(openai_up, anthropic_up), timeout_s=5.0)
-    assert list(got) == ["small", "typo", "gemini", "embed", "sonnet", "offline", "nokey"]
+    assert list(got) == [
+        "small", "typo", "gemini", "embed", "rerank", "sonnet", "offline", "nokey"
+    ]  # fmt: skip
     status = {name: probe.status for name, probe in got.items()}
     assert status == {
         "small": "ok",
         "typo": "warn",
         "gemini": "ok",  # Gemini lists "models/gemini-2.0-flash"
         "embed": "ok",
+        "rerank": "warn",  # not listed by this server
         "sonnet": "ok",
         "offline": "fail",
         "nokey": "fail",
@@ -121,14 +125,14 @@ def test_chat_asks_each_model_once_with_its_params(
     openai_up: FakeUpstream, anthropic_up: FakeAnthropic
 ) -> None:
     registry = _registry(openai_up, anthropic_up)
-    got = _probe(registry, models=["small", "typo", "embed", "sonnet"], chat=True, timeout_s=5.0)
-    assert {name: probe.status for name, probe in got.items()} == dict.fromkeys(
-        ["small", "typo", "embed", "sonnet"], "ok"
-    )
+    asked = ["small", "typo", "embed", "rerank", "sonnet"]
+    got = _probe(registry, models=asked, chat=True, timeout_s=5.0)
+    assert {name: probe.status for name, probe in got.items()} == dict.fromkeys(asked, "ok")
     # the server answers a name it does not list: the answer settles it
     assert got["typo"].listed is False and got["typo"].detail.startswith("answered")
     assert got["small"].detail.startswith("answered (")
     assert got["embed"].detail.startswith("embedded (")
+    assert got["rerank"].detail.startswith("reranked (2 results)")
     assert got["sonnet"].latency_ms is not None
     sent = openai_up.calls_to("qwen2.5-7b-instruct")[0]
     assert sent.path == "/v1/chat/completions"
@@ -136,6 +140,7 @@ def test_chat_asks_each_model_once_with_its_params(
     assert sent.body["max_tokens"] == PROBE_MAX_TOKENS
     assert sent.body["temperature"] == 0.2  # the model's params, as the gateway sends them
     assert openai_up.calls_to("bge-small")[0].path == "/v1/embeddings"
+    assert openai_up.calls_to("bge-reranker")[0].path == "/v1/rerank"
     assert anthropic_up.requests[-1].path == "/v1/messages"
     assert anthropic_up.requests[-1].body["max_tokens"] == PROBE_MAX_TOKENS
 

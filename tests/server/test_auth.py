@@ -54,12 +54,18 @@ auth:
     - {name: thrifty, key_env: LLMROUTE_TEST_THRIFTY_KEY, tpm: 10}
     - {name: bursty, key_env: LLMROUTE_TEST_BURSTY_KEY, tpm: 1000}
     - {name: leaver, key_env: LLMROUTE_TEST_LEAVER_KEY, tpm: 1000}
+    - name: strict
+      key_env: LLMROUTE_TEST_STRICT_KEY
+      rpm: 3
+      tpm: 100000
+      budget: {usd: 0.000001, period: day}
 %(extra)s
 """
 NARROW_KEY = "sk-narrow-2718281828"
 THRIFTY_KEY = "sk-thrifty-1618033988"
 BURSTY_KEY = "sk-bursty-1414213562"
 LEAVER_KEY = "sk-leaver-1732050807"
+STRICT_KEY = "sk-strict-2236067977"
 OLD_KEY, NEW_KEY = "sk-rotating-old-1111", "sk-rotating-new-2222"
 ENV = {
     "LLMROUTE_TEST_NARROW_KEY": NARROW_KEY,
@@ -70,6 +76,7 @@ ENV = {
     "LLMROUTE_TEST_THRIFTY_KEY": THRIFTY_KEY,
     "LLMROUTE_TEST_BURSTY_KEY": BURSTY_KEY,
     "LLMROUTE_TEST_LEAVER_KEY": LEAVER_KEY,
+    "LLMROUTE_TEST_STRICT_KEY": STRICT_KEY,
     "LLMROUTE_TELEMETRY_URL": "off",
 }
 ASK = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
@@ -193,6 +200,7 @@ def test_a_key_over_its_rpm_gets_a_429(gateway: Served, upstream: FakeUpstream) 
     assert headers["x-ratelimit-remaining-requests"] == "0"
     _assert_waits_for_the_window(headers)
     assert caught.value.code == "rate_limit_exceeded"
+    assert caught.value.type == "requests"  # OpenAI's type for an rpm refusal
     with _client(gateway, TEAM_KEY) as client:  # other keys are not affected
         raw = client.chat.completions.with_raw_response.create(**ASK)
         assert not any(name.startswith("x-ratelimit") for name in raw.headers)
@@ -235,6 +243,7 @@ def test_a_key_over_its_tpm_gets_a_429(gateway: Served) -> None:
             except openai.RateLimitError as exc:
                 statuses.append(429)
                 assert exc.code == "rate_limit_exceeded" and "10 tokens per minute" in exc.message
+                assert exc.type == "tokens"
                 _assert_waits_for_the_window(exc.response.headers)
                 assert exc.response.headers["x-ratelimit-remaining-tokens"] == "0"
     assert statuses[:2] == [200, 200] and 429 in statuses
@@ -344,7 +353,7 @@ def test_a_key_naming_an_unknown_model_is_a_registry_error(upstream: FakeUpstrea
         "capped": "1" * 64,
         "extra": "    - {name: typo, sha256: '%s', models: [chta]}" % ("2" * 64),
     }
-    with pytest.raises(ConfigErrors, match=r"auth\.keys\[9\]\.models\[0\]: unknown model 'chta'"):
+    with pytest.raises(ConfigErrors, match=r"auth\.keys\[10\]\.models\[0\]: unknown model 'chta'"):
         parse_registry(text)
 
 
@@ -368,7 +377,28 @@ def test_a_key_over_its_budget_gets_a_429(gateway: Served) -> None:
         with pytest.raises(openai.RateLimitError) as caught:
             client.chat.completions.create(**ASK)
     assert caught.value.code == "insufficient_quota"
+    assert caught.value.type == "insufficient_quota"
     assert "budget of $1e-06 this day" in caught.value.message
+
+
+def test_every_429_carries_the_rate_limit_headers(gateway: Served) -> None:
+    """A key with rpm, tpm and a budget: the budget's 429 and the rpm's both say what is
+    left of both limits; refused requests count against the rpm, as OpenAI's do."""
+    with _client(gateway, STRICT_KEY) as client:
+        client.chat.completions.create(**ASK)  # costs more than the whole budget
+        refusals = []
+        for _ in range(3):
+            with pytest.raises(openai.RateLimitError) as caught:
+                client.chat.completions.create(**ASK)
+            refusals.append(caught.value)
+    codes = [r.code for r in refusals]
+    assert codes[0] == "insufficient_quota" and codes[-1] == "rate_limit_exceeded"
+    for refused in refusals:
+        headers = refused.response.headers
+        assert headers["x-ratelimit-limit-requests"] == "3"
+        assert headers["x-ratelimit-limit-tokens"] == "100000"
+        assert int(headers["x-ratelimit-remaining-tokens"]) < 100000  # the first answer's
+    assert refusals[-1].response.headers["x-ratelimit-remaining-requests"] == "0"
 
 
 def _key_info(gateway: Served, key: str) -> httpx.Response:

@@ -6,11 +6,14 @@ streams, max_tokens, n, embeddings, delay)."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
+import numpy as np
 import openai
 import pytest
 from gateway_proc import Served, serve
@@ -129,9 +132,40 @@ def test_a_fixed_reply_and_the_delay() -> None:
 
 
 def test_echo_settings_belong_to_echo_providers() -> None:
-    with pytest.raises(ValueError, match="'reply' is not used by a openai provider"):
+    with pytest.raises(ValueError, match="'reply' is not used by an openai provider"):
         Provider.model_validate({"kind": "openai", "reply": "x"})
-    with pytest.raises(ValueError, match="'base_url' is not used by a echo provider"):
+    with pytest.raises(ValueError, match="'base_url' is not used by an echo provider"):
         Provider.model_validate({"kind": "echo", "base_url": "http://127.0.0.1:9/v1"})
     loaded = parse_registry(ECHO.read_text(), source="echo.yaml")
     assert loaded.registry.providers["slow"].delay_s == 0.05
+
+
+def test_streams_give_every_choice_and_n_has_openais_bound() -> None:
+    provider = _provider()
+    body = {"messages": [{"role": "user", "content": "a b"}], "n": 3}
+
+    async def events() -> list[bytes]:
+        return [e async for e in provider.stream("m", body, timeouts=Timeouts())]
+
+    texts: dict[int, str] = {}
+    for event in asyncio.run(events())[:-1]:
+        for choice in json.loads(event.removeprefix(b"data: "))["choices"]:
+            texts[choice["index"]] = texts.get(choice["index"], "") + (
+                choice["delta"].get("content") or ""
+            )
+    assert texts == {0: "a b", 1: "a b", 2: "a b"}
+    with pytest.raises(UpstreamRejected, match="at most 128"):
+        asyncio.run(provider.complete("m", {**body, "n": 129}, timeouts=Timeouts()))
+
+
+def test_embeddings_in_base64_as_the_openai_client_asks(gateway: Served) -> None:
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0) as c:
+        floats = c.embeddings.create(model="embed", input="hi", encoding_format="float")
+        packed = c.embeddings.create(model="embed", input="hi")  # base64 by default
+    assert packed.data[0].embedding == pytest.approx(floats.data[0].embedding, abs=1e-6)
+    raw = _provider()
+    data = asyncio.run(
+        raw.embed("m", {"input": "hi", "encoding_format": "base64"}, timeouts=Timeouts())
+    )
+    vector = np.frombuffer(base64.b64decode(data["data"][0]["embedding"]), dtype="<f4")
+    assert vector.shape == (64,) and float(np.linalg.norm(vector)) == pytest.approx(1.0, abs=1e-5)

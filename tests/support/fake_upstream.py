@@ -4,7 +4,7 @@ It records every request, answers ``/chat/completions`` with the model it was as
 and the last user message (SSE chunks ending in ``data: [DONE]`` when ``stream`` is
 true, with a usage chunk when ``stream_options.include_usage`` is), ``/completions``
 (the legacy text API, for models that continue raw text: see `_text`), and
-``/embeddings`` with small deterministic vectors; ``GET /models`` lists
+``/embeddings`` with small deterministic vectors, ``/rerank`` (`_rerank`); ``GET /models`` lists
 `FakeUpstream.listed`.
 
 Faults are chosen by the upstream model name, so a registry can point models at them:
@@ -304,8 +304,8 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 else:
                     self._send_json(200, _error_in_body(faults["inbody"]))
                 return
-            if self.path.endswith("/embeddings"):
-                self._embeddings(model, body)
+            if self.path.endswith(("/embeddings", "/rerank")):
+                self._unrouted(model, body, faults)
                 return
             if self.path.endswith("/v1/completions"):
                 self._text(model, body, faults)
@@ -425,6 +425,29 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             ]
             usage = {"prompt_tokens": len(texts), "total_tokens": len(texts)}
             self._send_json(200, {"object": "list", "data": data, "model": model, "usage": usage})
+
+        def _unrouted(self, model: str, body: dict[str, Any], faults: dict[str, str]) -> None:
+            if self.path.endswith("/rerank"):
+                self._rerank(model, body, faults)
+            else:
+                self._embeddings(model, body)
+
+        def _rerank(self, model: str, body: dict[str, Any], faults: dict[str, str]) -> None:
+            """The documents in their given order, scored 1, 1/2, 1/3 ...; the best
+            ``top_n``; 10 tokens a document reported (vLLM's and Jina's ``usage``), or with
+            ``cohere=1`` Cohere's ``meta.billed_units`` (one search unit, no tokens)."""
+            documents = body.get("documents", [])
+            top_n = body.get("top_n", len(documents))
+            results = [
+                {"index": i, "relevance_score": 1 / (i + 1)}
+                for i in range(min(len(documents), top_n))
+            ]
+            answer: dict[str, Any] = {"id": "rerank-1", "model": model, "results": results}
+            if "cohere" in faults:
+                answer["meta"] = {"billed_units": {"search_units": 1}}
+            elif "nousage" not in faults:
+                answer["usage"] = {"total_tokens": 10 * len(documents)}
+            self._send_json(200, answer)
 
         def _write_chunk(self, data: bytes) -> None:
             if getattr(self, "loose", False) and data.startswith(b"data: "):

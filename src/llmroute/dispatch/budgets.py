@@ -29,6 +29,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from llmroute.dispatch.rerank import rerank_worst_case
 from llmroute.dispatch.usage import count_tokens, input_tokens_at_most, prompt_tokens_at_most
 from llmroute.providers._anthropic_convert import DEFAULT_MAX_TOKENS
 from llmroute.registry.schema import ANSWER_LIMITS, Budget, Model, Provider
@@ -99,10 +100,14 @@ class WorstCase:
 
 def worst_case(sent: Mapping[str, Any], model: Model, provider: Provider) -> WorstCase:
     """The worst case of sending `sent` (the body as `model` gets it: its params applied)
-    to `provider`; for an embedding model, its ``input``."""
+    to `provider`; for an embedding model, its ``input``; for a rerank model, the query
+    with each document (and its searches, priced per search)."""
     if model.kind == "embedding":  # its input alone
         prompt = input_tokens_at_most(sent.get("input"))
         return WorstCase(prompt, 0, prompt * model.price.input / 1e6)
+    if model.kind == "rerank":
+        prompt, usd = rerank_worst_case(sent, model.price)
+        return WorstCase(prompt, 0, usd)
     images = image_count(sent.get("messages")) * IMAGE_TOKENS
     prompt = prompt_tokens_at_most(sent) + images
     answer = _answer_bound(sent, model, provider, prompt)

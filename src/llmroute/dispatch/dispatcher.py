@@ -59,6 +59,7 @@ from llmroute.dispatch.deployments import (
 from llmroute.dispatch.model_params import for_model
 from llmroute.dispatch.plan import Plan, may_answer_raw, without_cascade
 from llmroute.dispatch.reasoning_params import client_chose, with_reasoning
+from llmroute.dispatch.rerank import priced_rerank
 from llmroute.dispatch.retry import backoff_delay
 from llmroute.dispatch.spend import Spend, answered, sending
 from llmroute.dispatch.stream_start import read_preamble, says_nothing
@@ -86,8 +87,14 @@ from llmroute.errors import (
     UpstreamRejected,
 )
 from llmroute.gates.base import total_usage
-from llmroute.providers.base import ChatProvider, EmbeddingProvider, TextProvider, Timeouts
-from llmroute.registry.schema import Registry, RoutePolicy
+from llmroute.providers.base import (
+    ChatProvider,
+    EmbeddingProvider,
+    RerankProvider,
+    TextProvider,
+    Timeouts,
+)
+from llmroute.registry.schema import Price, Registry, RoutePolicy
 from llmroute.request import holds_images
 from llmroute.state.breakers import open_breakers
 from llmroute.state.limits import HOLD_LEASE_S, RateLimits, UsdHold, open_limits
@@ -110,6 +117,7 @@ __all__ = [
 log = logging.getLogger("llmroute.dispatch")
 
 T = TypeVar("T")
+Answer = dict[str, Any]  # the JSON answer of an API passed through (embeddings, rerank)
 Sleep = Callable[[float], Awaitable[None]]
 _PER = {"hour": "hourly", "day": "daily", "month": "monthly"}
 _PENDING: set[asyncio.Future[Any]] = set()  # holds made or given back for a caller that left
@@ -544,21 +552,50 @@ class Dispatcher:
         Priced like a completion and charged to the model's budget, which is checked
         first."""
 
-        sent = for_model(body, self._registry.models[name])
-
-        async def on(deployment: Deployment, timeouts: Timeouts) -> dict[str, Any]:
+        async def call(deployment: Deployment, sent: dict[str, Any], timeouts: Timeouts) -> Answer:
             provider = deployment.provider
             if not isinstance(provider, EmbeddingProvider):
                 raise UpstreamRejected(deployment.provider_name, "serves no embeddings")
+            return await provider.embed(deployment.upstream, sent, timeouts=timeouts)
+
+        return await self._unrouted(name, body, call, priced_embedding, "embeddings")
+
+    async def rerank(self, name: str, body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
+        """``POST /rerank`` on the rerank model `name` (a pool model of kind ``rerank``),
+        as `embed` does: its `params` and renames applied (Voyage's ``top_k`` for
+        ``top_n``), retried, not fallen back, priced (`priced_rerank`) and charged."""
+
+        async def call(deployment: Deployment, sent: dict[str, Any], timeouts: Timeouts) -> Answer:
+            provider = deployment.provider
+            if not isinstance(provider, RerankProvider):
+                raise UpstreamRejected(deployment.provider_name, "serves no reranking")
+            return await provider.rerank(deployment.upstream, sent, timeouts=timeouts)
+
+        return await self._unrouted(name, body, call, priced_rerank, "rerank")
+
+    async def _unrouted(
+        self,
+        name: str,
+        body: dict[str, Any],
+        call: Callable[[Deployment, dict[str, Any], Timeouts], Awaitable[Answer]],
+        price: Callable[[Answer, Mapping[str, Any], Price], Usage],
+        operation: str,
+    ) -> tuple[Answer, Usage]:
+        """A named model's answer to `body` (an API whose answers do not mix across
+        models: no fallback), with its usage; the model's budget checked and charged."""
+        model = self._registry.models[name]
+        sent = for_model(body, model)
+
+        async def on(deployment: Deployment, timeouts: Timeouts) -> Answer:
             async with asyncio.timeout(timeouts.total_s):
-                return await provider.embed(deployment.upstream, sent, timeouts=timeouts)
+                return await call(deployment, sent, timeouts)
 
         held: list[UsdHold] = []
         try:
             held = await self._check_budget(name, sent)
-            data, deployment = await self._retry(name, None, on, operation="embeddings")
+            data, deployment = await self._retry(name, None, on, operation=operation)
             data["model"] = name
-            usage = priced_embedding(data, body, self._registry.models[name].price)
+            usage = price(data, body, model.price)
         except BaseException as exc:
             await self._take_back(held)
             if isinstance(exc, ProviderError):

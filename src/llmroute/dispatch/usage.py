@@ -34,6 +34,7 @@ __all__ = [
     "prompt_text",
     "prompt_tokens",
     "prompt_tokens_at_most",
+    "text_tokens_at_most",
 ]
 
 _PER_MESSAGE = 4  # role and separators, as chat templates add them
@@ -167,10 +168,11 @@ def prompt_tokens_at_most(body: Mapping[str, Any]) -> int:
 def input_tokens_at_most(value: Any) -> int:
     """`prompt_tokens_at_most` for an embeddings ``input``: texts at their UTF-8 bytes
     over two, token arrays by length."""
-    return _embedding_tokens(value, _bytes_over_two)
+    return _embedding_tokens(value, text_tokens_at_most)
 
 
-def _bytes_over_two(text: str) -> int:
+def text_tokens_at_most(text: str) -> int:
+    """A bound on a text's tokens as cheap as its length: its UTF-8 bytes over two."""
     return -(-len(text.encode("utf-8", "surrogatepass")) // 2)
 
 

@@ -10,6 +10,7 @@ __all__ = [
     "ChatProvider",
     "EmbeddingProvider",
     "ModelLister",
+    "RerankProvider",
     "TextProvider",
     "Timeouts",
     "model_ids",
@@ -67,6 +68,18 @@ class EmbeddingProvider(Protocol):
     name: str
 
     async def embed(
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
+    ) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class RerankProvider(Protocol):
+    """A provider that also serves ``POST /rerank`` (Cohere's format: vLLM, Jina,
+    Infinity, Cohere itself under its ``/v2`` base URL)."""
+
+    name: str
+
+    async def rerank(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]: ...
 

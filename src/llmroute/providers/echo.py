@@ -14,7 +14,9 @@ be a model: every answer names the pool model's ``model`` as given in the regist
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -22,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from llmroute.dispatch.rerank import rerank_texts
 from llmroute.dispatch.usage import count_tokens, prompt_tokens
 from llmroute.errors import UpstreamRejected
 from llmroute.providers.base import Timeouts
@@ -33,6 +36,8 @@ __all__ = ["ECHO_DIMENSIONS", "EchoProvider"]
 ECHO_DIMENSIONS = 64  # embedding size when the request does not ask for `dimensions`
 _MAX_DIMENSIONS = 8192  # OpenAI's largest embedding has 3,072; a bigger ask is a mistake
 _FINGERPRINT = "llmroute-echo"
+_WORD = re.compile(r"\w+")
+_MAX_CHOICES = 128  # OpenAI's most for n
 
 
 class EchoProvider:
@@ -56,7 +61,7 @@ class EchoProvider:
                 "finish_reason": finish,
                 "logprobs": None,
             }
-            for i in range(_choices(body))
+            for i in range(_choices(body, self.name))
         ]
         return {
             "id": f"chatcmpl-echo-{uuid.uuid4().hex[:24]}",
@@ -71,8 +76,10 @@ class EchoProvider:
     async def stream(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> AsyncIterator[bytes]:
-        """One chunk a word, each after `delay_s` (the first too): a slow model's stream."""
+        """One chunk a word, each after `delay_s` (the first too): a slow model's stream;
+        with ``n``, each word once for every choice, as OpenAI interleaves them."""
         words, finish = self._answer(body)
+        count = _choices(body, self.name)
         base = {
             "id": f"chatcmpl-echo-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion.chunk",
@@ -81,20 +88,24 @@ class EchoProvider:
             "system_fingerprint": _FINGERPRINT,
         }
 
-        def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
-            choice = {"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}
+        def chunk(index: int, delta: dict[str, Any], reason: str | None = None) -> bytes:
+            choice = {"index": index, "delta": delta, "finish_reason": reason, "logprobs": None}
             return event_of({**base, "choices": [choice]})
 
         await asyncio.sleep(self._delay_s)
-        yield chunk({"role": "assistant", "content": ""})
+        for index in range(count):
+            yield chunk(index, {"role": "assistant", "content": ""})
         for i, word in enumerate(words):
             if i:
                 await asyncio.sleep(self._delay_s)
-            yield chunk({"content": word})
-        yield chunk({}, finish)
+            for index in range(count):
+                yield chunk(index, {"content": word})
+        for index in range(count):
+            yield chunk(index, {}, finish)
         options = body.get("stream_options")
         if isinstance(options, Mapping) and options.get("include_usage") is True:
-            yield event_of({**base, "choices": [], "usage": _usage(body, "".join(words), 1)})
+            usage = _usage(body, "".join(words), count)
+            yield event_of({**base, "choices": [], "usage": usage})
         yield DONE
 
     async def complete_text(
@@ -105,6 +116,7 @@ class EchoProvider:
         sent as the field after ``[suffix]``; the prompt before it with ``echo``."""
         chat = _as_chat(body)
         words, finish = self._answer(chat)
+        count = _choices(body, self.name)
         await asyncio.sleep(self._delay_s)
         text = "".join(words)
         if body.get("echo") is True:
@@ -117,9 +129,9 @@ class EchoProvider:
             "system_fingerprint": _FINGERPRINT,
             "choices": [
                 {"index": i, "text": text, "logprobs": None, "finish_reason": finish}
-                for i in range(_choices(body))
+                for i in range(count)
             ],
-            "usage": _usage(chat, "".join(words), _choices(body)),
+            "usage": _usage(chat, "".join(words), count),
         }
 
     async def stream_text(
@@ -156,7 +168,8 @@ class EchoProvider:
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]:
         """Deterministic unit vectors, one per input text (the same text, the same
-        vector), `dimensions` long when the request asks."""
+        vector), `dimensions` long when the request asks; base64 strings of their float32
+        bytes with ``encoding_format: base64`` (what OpenAI's client asks for by default)."""
         given = body.get("input")
         texts = [given] if isinstance(given, str) else given
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
@@ -171,8 +184,13 @@ class EchoProvider:
                 status=400,
             )
         await asyncio.sleep(self._delay_s)
+        encode = _base64 if body.get("encoding_format") == "base64" else None
         data = [
-            {"object": "embedding", "index": i, "embedding": _vector(t, size)}
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": _vector(t, size) if encode is None else encode(_vector(t, size)),
+            }
             for i, t in enumerate(texts)
         ]
         tokens = sum(count_tokens(t) for t in texts)
@@ -181,6 +199,40 @@ class EchoProvider:
             "model": model,
             "data": data,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    async def rerank(
+        self, model: str, body: dict[str, Any], *, timeouts: Timeouts
+    ) -> dict[str, Any]:
+        """The documents ordered by the share of the query's words each holds (ties in
+        their given order), the best `top_n`; each with its text when the request sets
+        ``return_documents``. Not a model's judgement: a stand-in that keeps its shape."""
+        query, texts = rerank_texts(body)
+        if not query or not texts:
+            raise UpstreamRejected(
+                self.name, "the echo provider reranks a query over a list of documents", status=400
+            )
+        wanted = set(_WORD.findall(query.lower()))
+        scores = [
+            len(wanted & set(_WORD.findall(text.lower()))) / max(len(wanted), 1) for text in texts
+        ]
+        order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))
+        top_n = body.get("top_n")
+        if isinstance(top_n, int) and not isinstance(top_n, bool) and top_n > 0:
+            order = order[:top_n]
+        results: list[dict[str, Any]] = []
+        for i in order:
+            result: dict[str, Any] = {"index": i, "relevance_score": round(scores[i], 6)}
+            if body.get("return_documents") is True:
+                result["document"] = {"text": texts[i]}
+            results.append(result)
+        await asyncio.sleep(self._delay_s)
+        tokens = sum(count_tokens(query) + count_tokens(text) for text in texts)
+        return {
+            "id": f"rerank-{uuid.uuid4().hex}",
+            "model": model,
+            "results": results,
+            "usage": {"total_tokens": tokens},
         }
 
     async def aclose(self) -> None:
@@ -224,9 +276,19 @@ def _as_chat(body: Mapping[str, Any]) -> dict[str, Any]:
     return {**body, "messages": [{"role": "user", "content": said}]}
 
 
-def _choices(body: Mapping[str, Any]) -> int:
+def _base64(vector: list[float]) -> str:
+    """OpenAI's ``encoding_format: base64``: the float32 values' little-endian bytes."""
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def _choices(body: Mapping[str, Any], provider: str) -> int:
+    """The request's ``n`` (1 when unset), refused past OpenAI's most (128) as it would."""
     n = body.get("n")
-    return n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 16 else 1
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        return 1
+    if n > _MAX_CHOICES:
+        raise UpstreamRejected(provider, f"'n' must be at most {_MAX_CHOICES}", status=400)
+    return n
 
 
 def _usage(body: Mapping[str, Any], text: str, choices: int) -> dict[str, int]:

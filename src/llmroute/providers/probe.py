@@ -29,6 +29,7 @@ from llmroute.providers.base import (
     ChatProvider,
     EmbeddingProvider,
     ModelLister,
+    RerankProvider,
     TextProvider,
     Timeouts,
 )
@@ -54,6 +55,7 @@ __all__ = [
 
 Status = Literal["ok", "warn", "fail"]
 PROBE_PROMPT = "Reply with the single word OK."
+PROBE_DOCUMENTS = ("OK", "a document that says something else")  # what a reranker orders
 PROBE_MAX_TOKENS = 16
 PROBE_PREFIX = "def add(a, b):\n    "
 PROBE_SUFFIX = "\n\nprint(add(1, 2))\n"
@@ -275,6 +277,8 @@ async def _chat(
         async with asyncio.timeout(timeouts.total_s):
             if row.model.kind == "embedding":
                 answer = await _embed(row, provider, timeouts)
+            elif row.model.kind == "rerank":
+                answer = await _rerank(row, provider, timeouts)
             else:
                 answer = await provider.complete(row.upstream, probe_body(row), timeouts=timeouts)
     except TimeoutError:
@@ -360,6 +364,15 @@ async def _embed(row: _Row, provider: ChatProvider, timeouts: Timeouts) -> dict[
     return await provider.embed(row.upstream, body, timeouts=timeouts)
 
 
+async def _rerank(row: _Row, provider: ChatProvider, timeouts: Timeouts) -> dict[str, Any]:
+    if not isinstance(provider, RerankProvider):
+        raise UpstreamRejected(row.provider_name, f"a {row.spec.kind} provider serves no reranking")
+    from llmroute.dispatch.model_params import for_model
+
+    body = for_model({"query": PROBE_PROMPT, "documents": list(PROBE_DOCUMENTS)}, row.model)
+    return await provider.rerank(row.upstream, body, timeouts=timeouts)
+
+
 def _hint(exc: ProviderError) -> str:
     """What to change when the server refused a parameter the gateway would send too."""
     if exc.status == 400 and "unsupported" in exc.message.lower():
@@ -383,6 +396,9 @@ def probe_body(row: _Row) -> dict[str, Any]:
 
 def _answered(model: Model, answer: Mapping[str, Any]) -> str:
     """`answered` with what came back: the embedding's size, or the reply's tokens."""
+    if model.kind == "rerank":
+        results = answer.get("results")
+        return f"reranked ({len(results)} results)" if isinstance(results, list) else "reranked"
     if model.kind == "embedding":
         data = answer.get("data")
         first = data[0] if isinstance(data, list) and data else None

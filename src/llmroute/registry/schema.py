@@ -284,7 +284,7 @@ class Provider(_Frozen):
             "echo": _HTTP_ONLY | _LOCAL_ONLY,
         }.get(self.kind, _LOCAL_ONLY | _ECHO_ONLY)
         problems: list[Problem] = [
-            ((key,), f"{key!r} is not used by a {self.kind} provider" + (" (in-process)" * local))
+            ((key,), f"{key!r} is not used by {_a(self.kind)} provider" + (" (in-process)" * local))
             for key in sorted(wrong & self.model_fields_set)
         ]
         if not local and self.base_url is None:
@@ -324,6 +324,8 @@ class Price(_Frozen):
     input: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     output: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     cached_input: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    # USD per 1,000 searches, for rerank models billed per search (Cohere's search units)
+    search: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class Reasoning(_Frozen):
@@ -376,6 +378,11 @@ _REQUEST_OWN = frozenset(
 """Body keys that say what is asked, not how: a model's `params` may not default them."""
 
 
+def _a(kind: str) -> str:
+    """A model kind with its article: "an embedding", "a rerank"."""
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
 def _check_params(value: dict[str, Any]) -> dict[str, Any]:
     PathProblems.raise_if_any(
         [
@@ -398,7 +405,7 @@ class Model(_Frozen):
     model: str = Field(min_length=1)
     deployments: tuple[Deployment, ...] = ()
     balance: Balance | None = None  # default: dispatch.balance
-    kind: Literal["chat", "embedding"] = "chat"
+    kind: Literal["chat", "embedding", "rerank"] = "chat"
     price: Price = Price()
     context_window: int | None = Field(default=None, gt=0)
     # the longest answer its API gives (what a hard budget holds for a request without
@@ -1382,6 +1389,7 @@ class Registry(_Frozen):
         PathProblems.raise_if_any(
             [
                 *self._model_problems(),
+                *self._kind_problems(),
                 *self._budget_problems(),
                 *self._text_problems(),
                 *self._route_problems(),
@@ -1447,8 +1455,8 @@ class Registry(_Frozen):
         if name not in self.models:
             known = ", ".join(sorted(self.models))
             return f"unknown model {name!r}{did_you_mean(name, self.models)}; models: {known}"
-        if self.models[name].kind != "chat":
-            return f"model {name!r} is an embedding model; chat requests need a chat model"
+        if (kind := self.models[name].kind) != "chat":
+            return f"model {name!r} is {_a(kind)} model; chat requests need a chat model"
         return None
 
     def _not_a_tier(self, name: str) -> str | None:
@@ -1479,15 +1487,6 @@ class Registry(_Frozen):
                         ("models", name, limit),
                         f"a model with deployments takes '{limit}' on each deployment",
                     )
-            if model.kind == "embedding" and any(
-                self.providers[d.provider].kind not in ("openai", "echo")
-                for d in model.targets()
-                if d.provider in self.providers
-            ):
-                yield (
-                    ("models", name, "kind"),
-                    "embedding models must be served by an OpenAI-compatible (or echo) provider",
-                )
         if (message := self._unknown_model(self.default.target)) is not None:
             yield ("default", "target"), message
         difficulty = self.default.difficulty
@@ -1495,6 +1494,26 @@ class Registry(_Frozen):
             for key, wanted in (("strong", difficulty.strong), ("weak", difficulty.weak)):
                 if (message := self._unknown_model(wanted)) is not None:
                     yield ("default", "difficulty", key), message
+
+    def _kind_problems(self) -> Iterator[Problem]:
+        """Embedding and rerank models: served over HTTP APIs only OpenAI-compatible
+        servers (and the echo) speak; a price per search only for rerankers."""
+        for name, model in self.models.items():
+            if model.kind != "chat" and any(
+                self.providers[d.provider].kind not in ("openai", "echo")
+                for d in model.targets()
+                if d.provider in self.providers
+            ):
+                yield (
+                    ("models", name, "kind"),
+                    f"{model.kind} models must be served by an OpenAI-compatible "
+                    "(or echo) provider",
+                )
+            if model.price.search is not None and model.kind != "rerank":
+                yield (
+                    ("models", name, "price", "search"),
+                    "a price per search is for rerank models (kind: rerank)",
+                )
 
     def _text_problems(self) -> Iterator[Problem]:
         for name, model in self.models.items():
@@ -1507,7 +1526,7 @@ class Registry(_Frozen):
                 continue
             where = ("models", name, "text_completions")
             if model.kind != "chat":
-                yield where, "an embedding model completes no text"
+                yield where, f"{_a(model.kind)} model completes no text"
             elif any(
                 self.providers[d.provider].kind not in ("openai", "echo")
                 for d in model.targets()

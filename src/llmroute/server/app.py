@@ -49,6 +49,7 @@ from llmroute.server.messages_convert import COUNT_TOKENS_PATH, MESSAGES_PATH
 from llmroute.server.meta import health, key, list_models, ready, retrieve_model
 from llmroute.server.metrics import metrics_endpoint
 from llmroute.server.reload import reloading
+from llmroute.server.rerank import RERANK_PATHS, rerank
 from llmroute.server.responses import input_tokens, responses, stored_response
 from llmroute.server.responses_convert import RESPONSES_PATH
 from llmroute.server.settings import REGISTRY_ENV, ServeSettings
@@ -92,6 +93,7 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
+        *(Route(path, rerank, methods=["POST"]) for path in RERANK_PATHS),
         Route("/v1/completions", completions, methods=["POST"]),
         Route(MESSAGES_PATH, messages, methods=["POST"]),
         Route(COUNT_TOKENS_PATH, count_tokens, methods=["POST"]),

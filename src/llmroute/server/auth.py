@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from llmroute.server.state import Gateway
 
 __all__ = [
+    "COHERE_RERANK_PATH",
     "Charges",
     "KeyTable",
     "RequireKey",
@@ -60,6 +61,7 @@ PUBLIC_PATHS = frozenset({"/health", "/ready"})
 MIN_KEY_LENGTH = 16  # keys are hashed without salt: a short one is guessable from its hash
 ADMIN_PREFIXES = ("/dashboard", "/metrics")
 KEY_INFO_PATH = "/v1/key"  # a key's own limits and spending: counted against neither
+COHERE_RERANK_PATH = "/v2/rerank"  # the one API path outside /v1: Cohere's clients post here
 _SCOPE_KEY = "llmroute.api_key"  # the name of the request's key, in its ASGI scope
 _REASONS = {403: "forbidden", 429: "rate_limited"}
 
@@ -227,9 +229,15 @@ class RequireKey:
             raise GatewayError(
                 403, f"key {key.name!r} may not read {path}: it needs admin: true", code="forbidden"
             )
-        if path.startswith("/v1/") and path != KEY_INFO_PATH:
+        if is_api_path(path) and path != KEY_INFO_PATH:
             await admit(scope, key, gateway, spends=_spends(scope))
         return key
+
+
+def is_api_path(path: str) -> bool:
+    """Whether `path` is the API's (limits, live-request counts): ``/v1/…``, and the
+    rerank path Cohere's clients use."""
+    return path.startswith("/v1/") or path == COHERE_RERANK_PATH
 
 
 def _spends(scope: Scope) -> bool:
@@ -242,10 +250,34 @@ def _spends(scope: Scope) -> bool:
 async def admit(scope: Scope, key: ApiKey, gateway: Gateway, *, spends: bool = True) -> None:
     """429 when `key` is at its ``rpm``, or, for a request that `spends`, has spent its
     budget or is at its ``tpm``; else its request counted against its rpm. The
-    middleware's check of each API request, and a batch's of each of its requests."""
+    middleware's check of each API request, and a batch's of each of its requests.
+
+    Every request is counted against the rpm first, refused or not (as OpenAI counts
+    them), so each answer, a 429 too, carries the same ``x-ratelimit-*`` headers."""
     limits = gateway.dispatcher.limits
     if limits is None:
         return
+    left: dict[str, int] = {}
+    if key.rpm is not None or key.tpm is not None:
+        scope[_LIMITS_KEY] = left
+    used = 0.0
+    if key.tpm is not None and spends:
+        used = await limits.tokens(account_of(key))
+        left[LIMIT_TOKENS] = key.tpm
+        left[REMAINING_TOKENS] = max(0, int(key.tpm - used))
+    if key.rpm is not None:
+        taken = await limits.take(account_of(key), key.rpm)
+        left[LIMIT_REQUESTS] = key.rpm
+        left[REMAINING_REQUESTS] = 0 if taken is None else max(0, int(key.rpm - taken))
+        if taken is None:
+            wait = await limits.retry_after(account_of(key), key.rpm)
+            raise GatewayError(
+                429,
+                f"key {key.name!r} is at its limit of {key.rpm} requests per minute",
+                code="rate_limit_exceeded",
+                headers=retry_headers(wait),
+                kind="requests",
+            )
     budget = key.budget
     if (
         spends
@@ -258,34 +290,17 @@ async def admit(scope: Scope, key: ApiKey, gateway: Gateway, *, spends: bool = T
             f"key {key.name!r} has spent its budget of ${budget.usd:g} this {budget.period} "
             f"(UTC){held}",
             code="insufficient_quota",
+            kind="insufficient_quota",
         )
-    left: dict[str, int] = {}
-    if key.rpm is not None or key.tpm is not None:
-        scope[_LIMITS_KEY] = left
-    if key.rpm is not None:
-        taken = await limits.take(account_of(key), key.rpm)
-        left[LIMIT_REQUESTS] = key.rpm
-        left[REMAINING_REQUESTS] = 0 if taken is None else max(0, int(key.rpm - taken))
-        if taken is None:
-            wait = await limits.retry_after(account_of(key), key.rpm)
-            raise GatewayError(
-                429,
-                f"key {key.name!r} is at its limit of {key.rpm} requests per minute",
-                code="rate_limit_exceeded",
-                headers=retry_headers(wait),
-            )
-    if key.tpm is not None and spends:
-        used = await limits.tokens(account_of(key))
-        left[LIMIT_TOKENS] = key.tpm
-        left[REMAINING_TOKENS] = max(0, int(key.tpm - used))
-        if used >= key.tpm:
-            wait = await limits.retry_after(account_of(key), key.tpm, tokens=True)
-            raise GatewayError(
-                429,
-                f"key {key.name!r} is at its limit of {key.tpm} tokens per minute",
-                code="rate_limit_exceeded",
-                headers=retry_headers(wait),
-            )
+    if key.tpm is not None and spends and used >= key.tpm:
+        wait = await limits.retry_after(account_of(key), key.tpm, tokens=True)
+        raise GatewayError(
+            429,
+            f"key {key.name!r} is at its limit of {key.tpm} tokens per minute",
+            code="rate_limit_exceeded",
+            headers=retry_headers(wait),
+            kind="tokens",
+        )
 
 
 def retry_headers(wait_s: float) -> dict[str, str]:

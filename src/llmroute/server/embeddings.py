@@ -3,25 +3,29 @@
 Nothing is routed: embeddings are asked of a named model, and a chat model or a route
 cannot answer them. Their cost (the model's input price) counts against the model's and
 the client key's budgets and in the cost metrics; the decision log, which records
-routing decisions, does not hold them.
+routing decisions, does not hold them. `serve_unrouted` serves reranking
+(`server.rerank`) the same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from llmroute.dispatch.usage import Usage
 from llmroute.errors import LlmrouteError, shown
 from llmroute.server.auth import api_key_of, check_model
 from llmroute.server.body import read_json_object
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.pool import check_pool
 from llmroute.server.state import Gateway, gateway_of
+from llmroute.telemetry.metrics import EMBEDDINGS_ROUTE
 from llmroute.telemetry.service import Telemetry
 
-__all__ = ["embed", "embeddings"]
+__all__ = ["embed", "embeddings", "pool_model", "serve_unrouted"]
 
 
 async def embeddings(request: Request) -> Response:
@@ -32,13 +36,27 @@ async def embeddings(request: Request) -> Response:
 
 async def embed(request: Request, gateway: Gateway, body: dict[str, Any]) -> Response:
     """`body` (an embeddings request) answered by its pool model, charged to the key."""
-    name = embedding_model(gateway, body.get("model"))
-    check_model(request.scope, body.get("model"), name)
-    check_pool(request.scope, name)
+    name = pool_model(request, gateway, body.get("model"), "embedding")
     require_input(body)
+    return await serve_unrouted(
+        request, gateway, body, name, gateway.dispatcher.embed, EMBEDDINGS_ROUTE
+    )
+
+
+async def serve_unrouted(
+    request: Request,
+    gateway: Gateway,
+    body: dict[str, Any],
+    name: str,
+    call: Callable[[str, dict[str, Any]], Awaitable[tuple[dict[str, Any], Usage]]],
+    route: str,
+) -> Response:
+    """`body` answered by the pool model `name` through `call` (the dispatcher's
+    `embed` or `rerank`); its cost charged to the client key and counted in the metrics
+    under `route`."""
     headers = {"x-llmroute-model": name}
     try:
-        data, usage = await gateway.dispatcher.embed(name, body)
+        data, usage = await call(name, body)
     except LlmrouteError as exc:
         raise gateway_error(exc, headers) from None
     key = api_key_of(request.scope)
@@ -46,34 +64,37 @@ async def embed(request: Request, gateway: Gateway, body: dict[str, Any]) -> Res
         gateway.charges.charge(key, usage.cost_usd, usage.prompt_tokens)
     telemetry = getattr(request.app.state, "telemetry", None)
     if isinstance(telemetry, Telemetry):
-        telemetry.metrics.observe_embedding(name, usage)
+        telemetry.metrics.observe_embedding(name, usage, route)
     return JSONResponse(data, headers=headers)
 
 
-def embedding_model(gateway: Gateway, name: object) -> str:
-    """The pool model of kind ``embedding`` that `name` names (itself, or an alias's
-    target): else 400, or 404 when the registry has no such model."""
+def pool_model(request: Request, gateway: Gateway, name: object, kind: str) -> str:
+    """The pool model of `kind` that `name` names (itself, or an alias's target), which
+    the client key may use: else 400, 404 when the registry has no such model, 403."""
     if not isinstance(name, str) or not name:
         raise GatewayError(400, "'model' is required and must be a string", param="model")
     registry = gateway.router.loaded.registry
-    name = registry.resolve_alias(name)
+    asked, name = name, registry.resolve_alias(name)
     models = registry.models
-    known = ", ".join(sorted(n for n, m in models.items() if m.kind == "embedding")) or "none"
+    known = ", ".join(sorted(n for n, m in models.items() if m.kind == kind)) or "none"
     model = models.get(name)
     if model is None:
         raise GatewayError(
             404,
-            f"no embedding model named {shown(name)}; embedding models: {known}",
+            f"no {kind} model named {shown(name)}; {kind} models: {known}",
             param="model",
             code="model_not_found",
         )
-    if model.kind != "embedding":
+    if model.kind != kind:
+        a = "an" if model.kind[0] in "aeiou" else "a"
         raise GatewayError(
             400,
-            f"model {shown(name)} is a {model.kind} model; embedding models: {known}",
+            f"model {shown(name)} is {a} {model.kind} model; {kind} models: {known}",
             param="model",
-            code="model_not_embedding",
+            code=f"model_not_{kind}",
         )
+    check_model(request.scope, asked, name)
+    check_pool(request.scope, name)
     return name
 
 

@@ -152,6 +152,7 @@ async def _start_in_background(
             "(stored_responses.max_background): try again shortly",
             code="rate_limit_exceeded",
             headers={"retry-after": "1"},
+            kind="requests",
         )
     response = front.queued(body, ts)
     try:

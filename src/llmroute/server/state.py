@@ -25,7 +25,7 @@ from llmroute.dispatch import Dispatcher
 from llmroute.dispatch.affinity import Affinity
 from llmroute.layers.llm_router import LlmRouter
 from llmroute.registry.schema import ApiKey
-from llmroute.server.auth import Charges, KeyTable
+from llmroute.server.auth import Charges, KeyTable, is_api_path
 from llmroute.server.errors import GatewayError
 from llmroute.state import ResponseCache
 from llmroute.state.batches import BatchStore
@@ -157,7 +157,7 @@ class PinGateway:
 
 def _in_flight_gauge(scope: Scope) -> AbstractContextManager[object] | None:
     """``llmroute_requests_in_flight`` for an API request (not the probes and scrapes)."""
-    if not scope.get("path", "").startswith("/v1/"):
+    if not is_api_path(scope.get("path", "")):
         return None
     metrics = getattr(scope["app"].state, "metrics", None)
     return metrics.in_flight.track_inprogress() if metrics is not None else None
@@ -170,7 +170,7 @@ def _live(scope: Scope) -> InFlight | None:
     """The process's live requests (`live_requests`) for a request that makes an answer
     (a ``POST`` to the API, not the Batch API's own): what batch requests yield to."""
     path: str = scope.get("path", "")
-    if scope.get("method") != "POST" or not path.startswith("/v1/") or path.startswith(_NOT_LIVE):
+    if scope.get("method") != "POST" or not is_api_path(path) or path.startswith(_NOT_LIVE):
         return None
     return live_requests(scope["app"])
 

@@ -103,6 +103,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DECISION_BUCKETS",
     "EMBEDDINGS_ROUTE",
+    "RERANK_ROUTE",
     "TTFT_BUCKETS",
     "UPSTREAM_BUCKETS",
     "BudgetReading",
@@ -115,6 +116,7 @@ log = logging.getLogger("llmroute.telemetry")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 EMBEDDINGS_ROUTE = "(embeddings)"  # the route label of embeddings' cost: no route name has "("
+RERANK_ROUTE = "(rerank)"  # ... and of reranking's
 
 # 10 µs .. 100 ms: the router's layers and its whole decision.
 DECISION_BUCKETS: tuple[float, ...] = (
@@ -497,13 +499,13 @@ class GatewayMetrics:
             if record.cost_usd:
                 self._client_cost(client).inc(record.cost_usd)
 
-    def observe_embedding(self, model: str, usage: Usage) -> None:
-        """One ``/v1/embeddings`` answer: its tokens and cost (route ``(embeddings)``:
-        nothing was routed)."""
+    def observe_embedding(self, model: str, usage: Usage, route: str = EMBEDDINGS_ROUTE) -> None:
+        """One ``/v1/embeddings`` answer (or, with route ``(rerank)``, one rerank): its
+        tokens and cost (the route label says nothing was routed)."""
         if usage.prompt_tokens:
             self._tokens(model, "in").inc(usage.prompt_tokens)
         if usage.cost_usd:
-            self._cost(EMBEDDINGS_ROUTE, model).inc(usage.cost_usd)
+            self._cost(route, model).inc(usage.cost_usd)
 
     def observe_decision(self, decision: Decision) -> None:
         """A decision made without a request upstream (``/v1/route``)."""

@@ -1,0 +1,60 @@
+"""``POST /v1/rerank`` (and ``/v2/rerank``, where Cohere's clients send it): passed
+through to a pool model of kind ``rerank``.
+
+Like embeddings, nothing is routed: a reranker is asked by name, its scores do not mix
+with another's, and its cost (tokens at the model's ``price.input``, searches at
+``price.search``) counts against the model's and the client key's budgets and in the
+cost metrics (route ``(rerank)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from llmroute.server.auth import COHERE_RERANK_PATH
+from llmroute.server.body import read_json_object
+from llmroute.server.embeddings import pool_model, serve_unrouted
+from llmroute.server.errors import GatewayError
+from llmroute.server.state import gateway_of
+from llmroute.telemetry.metrics import RERANK_ROUTE
+
+__all__ = ["RERANK_PATHS", "require_rerank", "rerank"]
+
+RERANK_PATHS = ("/v1/rerank", COHERE_RERANK_PATH)
+
+
+async def rerank(request: Request) -> Response:
+    gateway = gateway_of(request)
+    body = await read_json_object(request, gateway.max_body_bytes)
+    name = pool_model(request, gateway, body.get("model"), "rerank")
+    require_rerank(body)
+    return await serve_unrouted(
+        request, gateway, body, name, gateway.dispatcher.rerank, RERANK_ROUTE
+    )
+
+
+def require_rerank(body: dict[str, Any]) -> None:
+    """Cohere's shape: a query, documents as strings or objects, an optional top_n."""
+    query = body.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise GatewayError(400, "'query' is required: a non-empty string", param="query")
+    documents = body.get("documents")
+    if not isinstance(documents, list) or not documents:
+        raise GatewayError(
+            400,
+            "'documents' is required: a non-empty list of strings (or of objects with 'text')",
+            param="documents",
+        )
+    for i, item in enumerate(documents):
+        if not isinstance(item, str | dict):
+            raise GatewayError(
+                400,
+                f"documents[{i}] must be a string or an object with 'text'",
+                param=f"documents[{i}]",
+            )
+    top_n = body.get("top_n")
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+        raise GatewayError(400, "'top_n' must be an integer of at least 1", param="top_n")
