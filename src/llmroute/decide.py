@@ -172,8 +172,8 @@ class Router:
     ) -> list[Decision]:
         """Route a batch: one encoder call for all texts, then the layers per request.
 
-        Per-request timings cover the layers only; the batch's encoder time is shared
-        out evenly.
+        The batch's encoder time is shared out evenly: each decision's `encode_us` is its
+        share, and its `total_us` that share plus its own layers' time.
         """
         routed = [self.request(r, headers=headers) for r in requests]
         if not routed:
@@ -183,7 +183,7 @@ class Router:
         share_us = (time.perf_counter_ns() - start) / 1000.0 / len(routed)
         decisions = []
         for request, vector in zip(routed, vectors, strict=True):
-            t0 = time.perf_counter_ns()
+            t0 = time.perf_counter_ns() - round(share_us * 1000)  # its share counts in its total
             ctx = DecisionContext(request, self.encoder.encode, vector)
             ctx.encode_us = share_us
             decisions.append(run_pipeline(ctx, self.layers, self._default, self.version, t0))

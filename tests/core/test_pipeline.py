@@ -120,6 +120,8 @@ def test_decide_many_matches_decide_and_encodes_once(
     single = [router.decide(t) for t in texts]
     assert [d.route for d in batch] == [d.route for d in single]
     assert [d.confidence for d in batch] == pytest.approx([d.confidence for d in single])
+    # each decision's total holds its share of the batch's encoding
+    assert all(d.total_us >= d.encode_us > 0 for d in batch)
     assert router.decide_many([]) == []
 
 

@@ -169,3 +169,10 @@ def test_embeddings_in_base64_as_the_openai_client_asks(gateway: Served) -> None
     )
     vector = np.frombuffer(base64.b64decode(data["data"][0]["embedding"]), dtype="<f4")
     assert vector.shape == (64,) and float(np.linalg.norm(vector)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_completion_from_a_chat_model_keeps_the_fingerprint(gateway: Served) -> None:
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0) as c:
+        completion = c.completions.create(model="small", prompt="hello there")
+    assert completion.choices[0].text == "hello there"
+    assert completion.system_fingerprint == "llmroute-echo"

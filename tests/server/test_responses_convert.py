@@ -317,3 +317,16 @@ def test_an_item_reference_is_the_item_it_names_in_the_conversation() -> None:
     with pytest.raises(GatewayError) as caught:
         resolved({**body, "input": [{"type": "item_reference", "id": "msg_9"}]}, earlier)
     assert caught.value.param == "input[0]" and "msg_9" in caught.value.message
+
+
+def test_an_upstream_answer_without_an_id_still_names_the_response() -> None:
+    data = {"choices": [{"message": {"content": "Hi."}, "finish_reason": "stop"}]}
+    response = to_response(data, "small", {"model": "auto", "input": "x"})
+    assert response["id"].startswith("resp_") and len(response["id"]) > len("resp_")
+    chunk = {"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}
+    events = _events(
+        ResponsesStream("small", {"model": "auto", "input": "x"}),
+        [f"data: {json.dumps(chunk)}\n\n".encode(), _chunk(finish="stop"), b"data: [DONE]\n\n"],
+    )
+    named = {e["response"]["id"] for e in events if "response" in e}
+    assert len(named) == 1 and len(named.pop()) > len("resp_")

@@ -132,6 +132,18 @@ def _spurious(error: ErrorDetails) -> bool:
     return isinstance(given, list | tuple | dict) and len(given) >= error["ctx"]["min_length"]
 
 
+# Pydantic's words for YAML's shapes ("a valid tuple", "a valid dictionary or instance of
+# BatchesSettings") name Python types; a registry's author wrote a list or a mapping.
+_PLAIN = {
+    "tuple_type": "must be a list",
+    "list_type": "must be a list",
+    "set_type": "must be a list",
+    "frozen_set_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+}
+
+
 def _message(error: ErrorDetails, loc: Path) -> str:
     kind = error["type"]
     if kind == "too_short" and isinstance(error["input"], list | tuple | dict | str):
@@ -141,7 +153,7 @@ def _message(error: ErrorDetails, loc: Path) -> str:
         return f"missing required key {loc[-1]!r}" if loc else "missing required key"
     if kind in {"union_tag_not_found", "union_tag_invalid"}:
         return "needs 'kind: builtin' (with a name) or 'kind: openai' (an embeddings endpoint)"
-    message = error["msg"].removeprefix("Value error, ")
+    message = _PLAIN.get(kind) or error["msg"].removeprefix("Value error, ")
     if kind.endswith(("_type", "_parsing")):
         message += f" (got {_TYPE_NAMES.get(type(error['input']), 'a value of another type')})"
     return message

@@ -104,6 +104,8 @@ def clean_completion(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"id": _str(data.get("id")) or ""}
     if isinstance(data.get("created"), int):
         out["created"] = data["created"]
+    if isinstance(data.get("system_fingerprint"), str):
+        out["system_fingerprint"] = data["system_fingerprint"]
     out["usage"] = _usage(data["usage"]) if isinstance(data.get("usage"), dict) else {}
     choices = data.get("choices")
     out["choices"] = [

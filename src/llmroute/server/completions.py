@@ -147,6 +147,7 @@ def to_completion(data: dict[str, Any], model: str, body: dict[str, Any]) -> dic
         "object": "text_completion",
         "created": data.get("created", 0),
         "model": model,
+        "system_fingerprint": data.get("system_fingerprint"),
         "choices": [
             {
                 "text": choice["message"].get("content") or "",

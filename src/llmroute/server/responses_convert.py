@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
+from uuid import uuid4
 
 from llmroute.server.chunk_translation import clean_completion
 from llmroute.server.errors import GatewayError
@@ -520,7 +521,7 @@ def to_response(
     data = clean_completion(data)
     choice = (data["choices"] or [{}])[0]
     reason = INCOMPLETE_REASONS.get(choice.get("finish_reason") or "stop")
-    chat_id = str(data.get("id") or "")
+    chat_id = str(data.get("id") or uuid4().hex)  # an upstream may leave its id out
     response_id = response_id or f"resp_{chat_id}"
     item_id = response_id.removeprefix("resp_")
     return {

@@ -20,6 +20,7 @@ import json
 import time
 from collections.abc import Iterator
 from typing import Any
+from uuid import uuid4
 
 from llmroute.server.chunk_translation import ChunkTranslator
 from llmroute.server.responses_convert import (
@@ -137,7 +138,7 @@ class ResponsesStream(ChunkTranslator):
             return
         self._started = True
         given = self._given_id
-        self._id = given.removeprefix("resp_") if given else str(chunk.get("id") or "")
+        self._id = given.removeprefix("resp_") if given else str(chunk.get("id") or uuid4().hex)
         created = chunk.get("created")
         if isinstance(created, int):
             self._created = created
