@@ -91,3 +91,20 @@ def test_the_worst_case_bounds_what_is_counted() -> None:
     counted = priced_rerank({}, body, Price(input=1000.0, search=2.0))
     assert tokens >= counted.prompt_tokens
     assert usd >= counted.cost_usd
+
+
+def test_nothing_is_counted_when_the_server_said_what_is_priced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Counting tokens costs about a microsecond a character: skipped when the reported
+    tokens (and, priced per search, the reported searches) are all the price needs."""
+
+    def refuse(text: str) -> int:
+        raise AssertionError("counted")
+
+    monkeypatch.setattr("llmroute.dispatch.rerank.count_tokens", refuse)
+    assert priced_rerank({"usage": {"total_tokens": 9}}, BODY, TOKENS).estimated is False
+    cohere = {"usage": {"total_tokens": 9}, "meta": {"billed_units": {"search_units": 1}}}
+    assert priced_rerank(cohere, BODY, SEARCH).estimated is False
+    with pytest.raises(AssertionError, match="counted"):
+        priced_rerank({"usage": {"total_tokens": 9}}, BODY, SEARCH)  # searches unknown

@@ -96,8 +96,10 @@ def priced_rerank(data: dict[str, Any], body: Mapping[str, Any], price: Price) -
     if tokens is None:
         tokens = _int(billed.get("input_tokens"))
     units = _int(billed.get("search_units"))
-    estimated = tokens is None or (price.search is not None and units is None)
-    if tokens is None or units is None:
+    if price.search is None:
+        units = units or 0  # not priced: never counted
+    estimated = tokens is None or units is None
+    if tokens is None or units is None:  # counting costs ~1 µs a character: only if needed
         counted_tokens, counted_units = _tokens(body, count_tokens)
         tokens = counted_tokens if tokens is None else tokens
         units = counted_units if units is None else units
