@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from llmroute.dispatch.rerank import (
+    PAIR_TOKENS,
     SEARCH_CHUNK_TOKENS,
     SEARCH_DOCUMENTS,
     document_text,
@@ -91,6 +92,12 @@ def test_the_worst_case_bounds_what_is_counted() -> None:
     counted = priced_rerank({}, body, Price(input=1000.0, search=2.0))
     assert tokens >= counted.prompt_tokens
     assert usd >= counted.cost_usd
+    # a pair's separators, which servers count, are held too; a document without text
+    # (an image) at its JSON's size, not as nothing
+    short = {"query": "hi", "documents": ["yes"] * 100}
+    assert rerank_worst_case(short, TOKENS)[0] >= 100 * (1 + 2 + PAIR_TOKENS)
+    image = {"query": "hi", "documents": [{"image": "https://example.com/" + "x" * 200}]}
+    assert rerank_worst_case(image, TOKENS)[0] > 100
 
 
 def test_nothing_is_counted_when_the_server_said_what_is_priced(
@@ -106,5 +113,11 @@ def test_nothing_is_counted_when_the_server_said_what_is_priced(
     assert priced_rerank({"usage": {"total_tokens": 9}}, BODY, TOKENS).estimated is False
     cohere = {"usage": {"total_tokens": 9}, "meta": {"billed_units": {"search_units": 1}}}
     assert priced_rerank(cohere, BODY, SEARCH).estimated is False
+    # searches not reported: counted at four characters a token, never tokenized
+    searched = priced_rerank({"usage": {"total_tokens": 9}}, BODY, SEARCH)
+    assert searched.estimated is True and searched.prompt_tokens == 9
+    # tokens not reported and not priced: four characters a token for the usage and tpm
+    unpriced = priced_rerank({}, BODY, Price())
+    assert unpriced.estimated is True and unpriced.prompt_tokens > 0
     with pytest.raises(AssertionError, match="counted"):
-        priced_rerank({"usage": {"total_tokens": 9}}, BODY, SEARCH)  # searches unknown
+        priced_rerank({}, BODY, TOKENS)  # priced per token and not reported: tokenized

@@ -26,6 +26,9 @@ models:
   garbled: {provider: fake, model: "up-garbled?garbage=first"}
   garbled-late: {provider: fake, model: "up-garbled?garbage=late"}
   coder-hollow: {provider: fake, model: "up-coder?shape=empty", text_completions: true}
+  nan: {provider: fake, model: "up-nan?shape=nan"}
+  nan-stream: {provider: fake, model: "up-nan?garbage=nan"}
+  nan-rerank: {provider: fake, model: "up-rerank?nan=1", kind: rerank, price: {input: 1}}
 routes:
   - name: hollow-route
     examples: ["tell me about volcanoes"]
@@ -127,3 +130,29 @@ def test_an_event_that_is_not_json_after_the_first_words_ends_with_an_error_even
         raw = r.read()
     assert b"not json" not in raw and b'"upstream_error"' in raw
     assert raw.rstrip().endswith(b"data: [DONE]")
+
+
+def test_an_answer_holding_nan_is_a_502_not_a_500(gateway: Served) -> None:
+    """NaN and Infinity are not JSON: an upstream answer holding one (a logprob, a
+    relevance score) fails the call like a body that is not JSON, and is not charged,
+    rather than breaking the gateway's own answer."""
+    chat = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={"model": "nan", "messages": USER},
+        timeout=10,
+    )
+    assert chat.status_code == 502, chat.text
+    assert chat.json()["error"]["code"] == "upstream_error"
+    rerank = httpx.post(
+        f"{gateway.url}/v1/rerank",
+        json={"model": "nan-rerank", "query": "q", "documents": ["a", "b"]},
+        timeout=10,
+    )
+    assert rerank.status_code == 502, rerank.text
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        json={"model": "nan-stream", "messages": USER, "stream": True},
+        timeout=10,
+    ) as stream:
+        assert stream.status_code == 502  # its first event: nothing had been sent

@@ -235,3 +235,13 @@ def test_a_tool_results_images_open_the_user_message_after_the_tool_messages() -
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,B"}},
         {"type": "text", "text": "what do you see?"},
     ]
+
+
+def test_an_upstream_answer_without_an_id_still_names_the_message() -> None:
+    data = {"choices": [{"message": {"content": "Hi."}, "finish_reason": "stop"}]}
+    assert len(to_message(data, "small")["id"]) > len("msg_")
+    translator = StreamTranslator("small")
+    chunk = {"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}
+    raw = [*translator.feed(f"data: {json.dumps(chunk)}\n\n".encode()), *translator.close()]
+    (start,) = [e for e in _events(raw) if e["type"] == "message_start"]
+    assert len(start["message"]["id"]) > len("msg_")

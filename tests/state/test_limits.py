@@ -143,6 +143,24 @@ def test_tokens_per_minute_slide_like_requests(backend: str, redis_namespace: st
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_requests_are_read_without_being_counted(backend: str, redis_namespace: str) -> None:
+    """`requests` reads the window `take` counts (what a 429 for a spent budget reports)
+    and counts nothing itself."""
+    clock = Clock(1_800_000_000.0)
+
+    async def go() -> list[float]:
+        async with _two_views(backend, redis_namespace, clock) as (one, two):
+            await one.take("k", 10)
+            await two.take("k", 10)
+            seen = [await one.requests("k"), await two.requests("k"), await one.requests("x")]
+            clock.now += 60 + 30  # half of the last minute gone
+            seen.append(await two.requests("k"))
+            return seen
+
+    assert asyncio.run(go()) == [2.0, 2.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
 def test_held_tokens_count_until_released_from_their_own_minute(
     backend: str, redis_namespace: str
 ) -> None:

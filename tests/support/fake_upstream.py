@@ -36,8 +36,10 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   role-only chunk (with ``early=1``: then fails, as a model that gave up thinking);
   ``shape=none|empty|bare`` answers (chat or text, not streamed) 200 with JSON that is
   no answer: no ``choices``, an empty list, or a choice with neither ``message`` nor
-  ``text``; ``garbage=first|late`` a stream sends ``data: {not json`` and closes the
-  connection, as its first event or after its opening and a word.
+  ``text`` (``shape=nan``: a whole answer holding a NaN, which is not JSON);
+  ``garbage=first|late`` a stream sends ``data: {not json`` and closes the connection,
+  as its first event or after its opening and a word (``garbage=nan``: its first event
+  holds a NaN, then it ends properly); a rerank with ``nan=1`` scores one document NaN.
 
 Answers can be scripted the same way (for cascade gates): ``reply=TEXT`` (URL-encoded)
 answer TEXT instead of the echo; ``vary=1`` append `` #N`` to it, N counting this model
@@ -247,6 +249,11 @@ def _malformed(model: str, shape: str, text: bool) -> dict[str, Any]:
         data["choices"] = []
     elif shape == "bare":
         data["choices"] = [{"index": 0, "finish_reason": "stop"}]
+    elif shape == "nan":  # whole, but json.dumps writes NaN, which is not JSON
+        message = {"role": "assistant", "content": "hi"}
+        logprobs = {"content": [{"token": "hi", "logprob": float("nan"), "bytes": None}]}
+        choice = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": logprobs}
+        data["choices"] = [choice]
     return data
 
 
@@ -442,6 +449,8 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 {"index": i, "relevance_score": 1 / (i + 1)}
                 for i in range(min(len(documents), top_n))
             ]
+            if "nan" in faults:
+                results[0]["relevance_score"] = float("nan")  # json.dumps writes NaN
             answer: dict[str, Any] = {"id": "rerank-1", "model": model, "results": results}
             if "cohere" in faults:
                 answer["meta"] = {"billed_units": {"search_units": 1}}
@@ -470,6 +479,11 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             if faults["garbage"] == "late":
                 self._opening(model, faults)
                 self._write_chunk(_chunk(model, {"content": "partial "}, None))
+            if faults["garbage"] == "nan":  # JSON but for a NaN, then a proper end
+                self._write_chunk(b'data: {"choices": [], "usage": {"prompt_tokens": NaN}}\n\n')
+                self._write_chunk(b"data: [DONE]\n\n")
+                self._write_chunk(b"")
+                return True
             self._write_chunk(b"data: {not json\n\n")
             self.close_connection = True
             return True

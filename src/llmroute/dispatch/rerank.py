@@ -14,6 +14,7 @@ not say, are counted as the query once per document plus the documents.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,6 +23,7 @@ from llmroute.dispatch.usage import Usage, count_tokens, text_tokens_at_most
 from llmroute.registry.schema import Price
 
 __all__ = [
+    "PAIR_TOKENS",
     "SEARCH_CHUNK_TOKENS",
     "SEARCH_DOCUMENTS",
     "document_text",
@@ -32,6 +34,7 @@ __all__ = [
 
 SEARCH_DOCUMENTS = 100  # documents one search unit covers
 SEARCH_CHUNK_TOKENS = 500  # tokens (query and document) one document counts once per
+PAIR_TOKENS = 8  # a query-document pair's separators ([CLS] q [SEP] d [SEP]), with room
 
 
 def document_text(item: object) -> str | None:
@@ -52,20 +55,34 @@ def rerank_texts(body: Mapping[str, Any]) -> tuple[str, list[str]]:
     return (query if isinstance(query, str) else ""), texts
 
 
-def _tokens(body: Mapping[str, Any], count: Callable[[str], int]) -> tuple[int, int]:
-    """(tokens read, search units) for `body` with texts counted by `count`."""
+def _tokens(
+    body: Mapping[str, Any], count: Callable[[str], int], per_pair: int = 0
+) -> tuple[int, int]:
+    """(tokens read, search units) for `body` with texts counted by `count`, and
+    `per_pair` more for each query-document pair (a cross-encoder's special tokens)."""
     query, documents = rerank_texts(body)
-    q = count(query)
+    q = count(query) + per_pair
     pairs = [q + count(d) for d in documents]
     chunks = sum(max(1, math.ceil(p / SEARCH_CHUNK_TOKENS)) for p in pairs)
     return sum(pairs), max(1, math.ceil(chunks / SEARCH_DOCUMENTS))
 
 
 def rerank_worst_case(sent: Mapping[str, Any], price: Price) -> tuple[int, float]:
-    """(tokens, USD) a rerank of `sent` may cost at most: its texts at their UTF-8 bytes
-    over two (what a hard budget holds)."""
-    tokens, units = _tokens(sent, text_tokens_at_most)
+    """(tokens, USD) a rerank of `sent` may cost at most (what a hard budget holds): its
+    texts at their UTF-8 bytes over two, a document without text (an image for Jina's
+    multimodal rerankers) at its JSON's, and `PAIR_TOKENS` a pair for the separators
+    servers count."""
+    query = sent.get("query")
+    documents = sent.get("documents")
+    texts = [_bound_text(d) for d in documents] if isinstance(documents, list) else []
+    bound = {"query": query if isinstance(query, str) else "", "documents": texts}
+    tokens, units = _tokens(bound, text_tokens_at_most, PAIR_TOKENS)
     return tokens, _cost(price, tokens, units)
+
+
+def _bound_text(document: object) -> str:
+    text = document_text(document)
+    return text if text is not None else json.dumps(document, ensure_ascii=False)
 
 
 def _cost(price: Price, tokens: int, units: int) -> float:
@@ -73,6 +90,10 @@ def _cost(price: Price, tokens: int, units: int) -> float:
     if price.search is not None:
         dollars += units * price.search / 1e3
     return round(dollars, 10)
+
+
+def _quarter(text: str) -> int:
+    return -(-len(text) // 4)
 
 
 def _int(value: object) -> int | None:
@@ -99,8 +120,12 @@ def priced_rerank(data: dict[str, Any], body: Mapping[str, Any], price: Price) -
     if price.search is None:
         units = units or 0  # not priced: never counted
     estimated = tokens is None or units is None
-    if tokens is None or units is None:  # counting costs ~1 µs a character: only if needed
-        counted_tokens, counted_units = _tokens(body, count_tokens)
+    if tokens is None or units is None:
+        # counting costs ~1 µs a character on the event loop (a second for a thousand
+        # long documents): done only when the price is per token, else four characters
+        # a token is enough for the usage and the key's tpm
+        count = count_tokens if tokens is None and price.input > 0 else _quarter
+        counted_tokens, counted_units = _tokens(body, count)
         tokens = counted_tokens if tokens is None else tokens
         units = counted_units if units is None else units
     usage = Usage(tokens, 0, _cost(price, tokens, units), estimated)

@@ -439,7 +439,7 @@ def checked_event(provider: str, raw: bytes) -> bytes | None:
     if payload == b"[DONE]":
         return event
     try:
-        data = loads(payload)
+        data = loads(payload, finite=True)  # NaN, Infinity: not JSON a client could read
     except (ValueError, UnicodeDecodeError):
         said = payload.strip()
         if said == b"[DONE]":

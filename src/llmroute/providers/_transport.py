@@ -99,7 +99,7 @@ class HttpTransport:
         except TRANSPORT_ERRORS as exc:
             raise network_error(self._provider, exc) from None
         try:
-            parsed = loads(body)
+            parsed = loads(body, finite=True)  # NaN would make the client's answer unwritable
         except (ValueError, UnicodeDecodeError):
             raise ProviderError(
                 self._provider, "upstream returned a body that is not JSON"

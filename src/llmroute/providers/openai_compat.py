@@ -65,16 +65,24 @@ class OpenAICompatProvider:
     async def embed(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]:
-        data = await self._http.post_json(_EMBEDDINGS, {**body, "model": model}, timeouts)
-        return self._answered(data)
+        data = self._answered(
+            await self._http.post_json(_EMBEDDINGS, {**body, "model": model}, timeouts)
+        )
+        if not isinstance(data.get("data"), list):
+            raise ProviderError(self.name, "upstream answered embeddings without their data")
+        return data
 
     async def rerank(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]:
         """``POST {base_url}/rerank``: ``/v1/rerank`` of vLLM, Jina or Infinity, Cohere's
         ``/v2/rerank`` with its ``/v2`` base URL."""
-        data = await self._http.post_json(_RERANK, {**body, "model": model}, timeouts)
-        return self._answered(data)
+        data = self._answered(
+            await self._http.post_json(_RERANK, {**body, "model": model}, timeouts)
+        )
+        if not isinstance(data.get("results", data.get("data")), list):  # Voyage: data
+            raise ProviderError(self.name, "upstream answered a rerank without its results")
+        return data
 
     def _answered(
         self, data: dict[str, Any], part: str | None = None, kind: type = object

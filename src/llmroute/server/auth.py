@@ -252,8 +252,10 @@ async def admit(scope: Scope, key: ApiKey, gateway: Gateway, *, spends: bool = T
     budget or is at its ``tpm``; else its request counted against its rpm. The
     middleware's check of each API request, and a batch's of each of its requests.
 
-    Every request is counted against the rpm first, refused or not (as OpenAI counts
-    them), so each answer, a 429 too, carries the same ``x-ratelimit-*`` headers."""
+    Each answer, a 429 too, carries the same ``x-ratelimit-*`` headers. A request refused
+    for the budget is not counted against the rpm (so a batch whose key has spent its
+    budget fails its lines at once rather than waiting out rate-limit windows); one
+    refused for the tpm is, as OpenAI counts refused requests."""
     limits = gateway.dispatcher.limits
     if limits is None:
         return
@@ -265,6 +267,24 @@ async def admit(scope: Scope, key: ApiKey, gateway: Gateway, *, spends: bool = T
         used = await limits.tokens(account_of(key))
         left[LIMIT_TOKENS] = key.tpm
         left[REMAINING_TOKENS] = max(0, int(key.tpm - used))
+    budget = key.budget
+    if (
+        spends
+        and budget is not None
+        and await limits.spent(account_of(key), budget.period) >= budget.usd
+    ):
+        if key.rpm is not None:
+            counted = await limits.requests(account_of(key))
+            left[LIMIT_REQUESTS] = key.rpm
+            left[REMAINING_REQUESTS] = max(0, int(key.rpm - counted))
+        held = " (with the calls in flight)" if budget.hard else ""
+        raise GatewayError(
+            429,
+            f"key {key.name!r} has spent its budget of ${budget.usd:g} this {budget.period} "
+            f"(UTC){held}",
+            code="insufficient_quota",
+            kind="insufficient_quota",
+        )
     if key.rpm is not None:
         taken = await limits.take(account_of(key), key.rpm)
         left[LIMIT_REQUESTS] = key.rpm
@@ -278,20 +298,6 @@ async def admit(scope: Scope, key: ApiKey, gateway: Gateway, *, spends: bool = T
                 headers=retry_headers(wait),
                 kind="requests",
             )
-    budget = key.budget
-    if (
-        spends
-        and budget is not None
-        and await limits.spent(account_of(key), budget.period) >= budget.usd
-    ):
-        held = " (with the calls in flight)" if budget.hard else ""
-        raise GatewayError(
-            429,
-            f"key {key.name!r} has spent its budget of ${budget.usd:g} this {budget.period} "
-            f"(UTC){held}",
-            code="insufficient_quota",
-            kind="insufficient_quota",
-        )
     if key.tpm is not None and spends and used >= key.tpm:
         wait = await limits.retry_after(account_of(key), key.tpm, tokens=True)
         raise GatewayError(
@@ -460,6 +466,7 @@ class Charges:
                 f"(this request needs about {tokens} more)",
                 code="rate_limit_exceeded",
                 headers=retry_headers(wait),
+                kind="tokens",
             )
         released = False
 

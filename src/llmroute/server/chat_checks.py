@@ -78,7 +78,7 @@ def _check_messages(messages: Any) -> None:
 
 def _finite_number(value: Any) -> bool:
     if isinstance(value, float):
-        return isfinite(value)  # a batch line's 1e400 (a body's is refused when parsed)
+        return isfinite(value)  # bodies and batch lines are parsed finite: defence in depth
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Any
+from uuid import uuid4
 
 from starlette.responses import JSONResponse
 
@@ -356,7 +357,7 @@ def to_message(data: dict[str, Any], model: str) -> dict[str, Any]:
         )
     usage = data.get("usage") or {}
     return {
-        "id": f"msg_{data.get('id') or ''}",
+        "id": f"msg_{data.get('id') or uuid4().hex}",  # an upstream may leave its id out
         "type": "message",
         "role": "assistant",
         "model": model,
@@ -441,7 +442,7 @@ class StreamTranslator(ChunkTranslator):
             return
         self._started = True
         message: dict[str, Any] = {
-            "id": f"msg_{chunk.get('id') or ''}",
+            "id": f"msg_{chunk.get('id') or uuid4().hex}",
             "type": "message",
             "role": "assistant",
             "model": self._model,

@@ -249,6 +249,10 @@ class RateLimits(Protocol):
 
     async def tokens(self, key: str) -> float: ...
 
+    async def requests(self, key: str) -> float:
+        """The requests `take` counted in the sliding minute, read without counting one."""
+        ...
+
     async def add_tokens(self, key: str, count: int) -> None: ...
 
     async def hold_tokens(self, key: str, count: int, per_minute: int) -> int | None: ...
@@ -387,6 +391,12 @@ class MemoryLimits:
         minute, weight = _window(self._clock())
         with self._lock:
             this, previous = _rolled(self._tokens.get(key), minute)
+        return max(previous * weight + this, 0.0)
+
+    async def requests(self, key: str) -> float:
+        minute, weight = _window(self._clock())
+        with self._lock:
+            this, previous = _rolled(self._counts.get(key), minute)
         return max(previous * weight + this, 0.0)
 
     async def add_tokens(self, key: str, count: int) -> None:
@@ -640,6 +650,18 @@ class RedisLimits:
             return 0.0
         minute, weight = _window(self._clock())
         names = [f"{self._tokens_prefix}{key}:{minute}", f"{self._tokens_prefix}{key}:{minute - 1}"]
+        return await self._windowed(names, weight)
+
+    async def requests(self, key: str) -> float:
+        if self._outage.down():
+            return 0.0
+        minute, weight = _window(self._clock())
+        names = [f"{self._prefix}{key}:{minute}", f"{self._prefix}{key}:{minute - 1}"]
+        return await self._windowed(names, weight)
+
+    async def _windowed(self, names: list[str], weight: float) -> float:
+        """The sliding minute's count from its two per-minute keys (`names`: this
+        minute's, then the last), 0 when Redis does not answer."""
         try:
             this, previous = await self._client.mget(names)
         except self._redis.errors as exc:
