@@ -656,3 +656,32 @@ def test_a_client_that_leaves_before_the_first_token_stops_the_stream(
     assert upstream.cut[-1] == ("thinking?ttft=4", 0)
     row = _logged(sqlite_gateway.store_url, prompt=text)
     assert row.stream and row.status == 499 and row.error == "client_disconnected"
+
+
+def test_feedback_reaching_another_process_waits_for_its_writer(tmp_path: Path) -> None:
+    """Two gateways on one log (as two replicas, or two ``--workers``): feedback sent to
+    one right after the other answered is kept, though the answering process's writer
+    holds the decision for up to its flush period (0.6 s here)."""
+    store_url = f"sqlite:///{tmp_path / 'shared.db'}"
+    env = {"LLMROUTE_TELEMETRY_URL": store_url}
+    with fake_upstream() as upstream:
+        registry = _registry(tmp_path, upstream)
+        registry.write_text(
+            registry.read_text().replace("flush_seconds: 0.05", "flush_seconds: 0.6")
+        )
+        with (
+            serve(registry, tmp_path / "a.log", env=env) as a,
+            serve(registry, tmp_path / "b.log", env=env) as b,
+        ):
+            asked = {"model": "small", "messages": [{"role": "user", "content": "hi there!"}]}
+            statuses = []
+            for _ in range(3):
+                answered = httpx.post(f"{a.url}/v1/chat/completions", json=asked, timeout=10)
+                decision_id = answered.headers["x-llmroute-decision-id"]
+                feedback = httpx.post(
+                    f"{b.url}/v1/feedback",
+                    json={"decision_id": decision_id, "thumbs": "up"},
+                    timeout=10,
+                )
+                statuses.append(feedback.status_code)
+    assert statuses == [200, 200, 200]

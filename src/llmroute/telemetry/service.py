@@ -9,8 +9,10 @@ writer keeps trying in its thread and counts what it drops meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from collections.abc import Mapping
 
 import anyio.to_thread
@@ -26,6 +28,10 @@ from llmroute.telemetry.writer import TelemetryWriter, start_writer
 __all__ = ["Telemetry"]
 
 log = logging.getLogger("llmroute.telemetry")
+
+
+_ELSEWHERE_S = 1.0  # beyond two of another writer's flush periods: its batch's write
+_POLL_S = 0.05
 
 
 class Telemetry:
@@ -73,8 +79,11 @@ class Telemetry:
         return self.store is not None
 
     async def add_feedback(self, feedback: FeedbackRecord) -> bool:
-        """Store feedback; False when the decision is unknown. A decision still in the
-        writer's queue is flushed first, so feedback right after a response works."""
+        """Store feedback; False when the decision is unknown. A decision still in this
+        process's writer queue is flushed first, so feedback right after a response
+        works; one another process answered (another worker, another replica on the
+        same log) is waited for while its writer may still hold it: it writes at least
+        every `flush_seconds`."""
         store, writer = self.store, self.writer
         assert store is not None and writer is not None
 
@@ -86,7 +95,14 @@ class Telemetry:
             writer.flush(2.0)
             return store.write_feedback(feedback)
 
-        return await anyio.to_thread.run_sync(add)
+        if await anyio.to_thread.run_sync(add):
+            return True
+        deadline = time.monotonic() + 2 * writer.flush_seconds + _ELSEWHERE_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(_POLL_S)
+            if await anyio.to_thread.run_sync(store.write_feedback, feedback):
+                return True
+        return False
 
     async def add_shadow(self, record: ShadowRecord) -> None:
         store, writer = self.store, self.writer
