@@ -91,3 +91,7 @@ def test_sigterm_cuts_a_long_stream_after_the_grace_and_logs_it(
     waiting = rows["hung"]
     assert (waiting.status, waiting.error, waiting.served_model) == (503, "server_shutdown", None)
     assert waiting.tokens_in and waiting.usage_estimated  # its prompt, sent: charged
+    # the cut requests are said once each, a WARNING, not an ERROR with a traceback
+    log = served.log_text()
+    assert "Exception in ASGI application" not in log and "Traceback" not in log, log[-3000:]
+    assert "graceful timeout ended was cut" in log
