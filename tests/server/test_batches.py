@@ -296,10 +296,15 @@ def test_a_file_with_bad_lines_fails_its_batch_naming_them(client: openai.OpenAI
 
 
 def test_a_batch_is_cancelled_keeping_the_answers_it_made(
-    client: openai.OpenAI, upstream: FakeUpstream
+    client: openai.OpenAI, upstream: FakeUpstream, decisions: str
 ) -> None:
     requests = [_chat(f"s{i}", f"slowly {i}", model="slow") for i in range(30)]
     upload = client.files.create(file=("slow.jsonl", _jsonl(requests)), purpose="batch")
+    began = time.monotonic()
+
+    def sent() -> int:
+        return sum(1 for r in upstream.requests if r.at > began and "slow" in r.body["model"])
+
     batch = client.batches.create(
         input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
@@ -312,11 +317,25 @@ def test_a_batch_is_cancelled_keeping_the_answers_it_made(
     made = done.request_counts.completed
     assert 3 <= made < 30 and done.request_counts.failed == 0
     assert len(_answers(client, done.output_file_id)) == made
-    asked = sum(1 for r in upstream.requests if r.body.get("model") == "slow")
+    asked = sent()
+    assert asked > made  # some were in flight when it was cancelled
     time.sleep(1.0)  # no request is sent after the cancel
-    assert sum(1 for r in upstream.requests if r.body.get("model") == "slow") == asked
+    assert sent() == asked
     with pytest.raises(openai.ConflictError):
         client.batches.cancel(batch.id)
+    # the requests the cancel cut had reached the model: logged like a client that hung
+    # up, charged their prompts, as a live request would be
+    logged: list[dict[str, Any]] = []
+
+    def all_logged() -> bool:
+        logged[:] = _logged(decisions, f"batch={batch.id}")
+        return len(logged) >= asked
+
+    _until(all_logged)
+    cut = [row for row in logged if row["status"] != 200]
+    assert len(logged) == asked and len(cut) == asked - made >= 1
+    assert {(row["status"], row["error"]) for row in cut} == {(499, "client_disconnected")}
+    assert all(row["tokens_in"] and row["cost_usd"] is not None for row in cut)
 
 
 class _Zero:

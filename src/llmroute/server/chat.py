@@ -371,13 +371,18 @@ async def _ended_otherwise(
     exc: BaseException,
 ) -> None:
     """A request ended by anything but an answer, a hang-up or an error of ours: a
-    failed span; one the gateway cancelled because it is stopping (after the graceful
-    timeout) is also logged, 503 ``server_shutdown``, and charged what it cost."""
-    if isinstance(exc, asyncio.CancelledError) and stopping():
-        usage = await _charged_abandoned(gateway, spend)
+    failed span. A cancelled one is also logged and charged what it cost: 503
+    ``server_shutdown`` when the gateway is stopping (after the graceful timeout), else
+    as a client that hung up (499 ``client_disconnected``): a batch or background
+    response its client cancelled, which had reached the models all the same."""
+    if not isinstance(exc, asyncio.CancelledError):
+        trace.fail(exc)
+        return
+    usage = await _charged_abandoned(gateway, spend)
+    if stopping():
         trace.finish(unserved.record(503, SERVER_SHUTDOWN, (), stream, usage))
     else:
-        trace.fail(exc)
+        trace.finish(unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), stream, usage))
 
 
 async def _charged_abandoned(gateway: Gateway, spend: Spend) -> Usage | None:

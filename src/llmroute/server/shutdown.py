@@ -20,8 +20,7 @@ import uvicorn
 __all__ = ["CUT_BY_SHUTDOWN", "Server", "stopping"]
 
 CUT_BY_SHUTDOWN = (
-    "a request still running when the graceful timeout ended was cut (logged as "
-    "server_shutdown)"
+    "a request still running when the graceful timeout ended was cut (logged as server_shutdown)"
 )
 
 _STOPPING = threading.Event()
