@@ -147,3 +147,17 @@ def test_summary_shows_a_routes_content_fallback() -> None:
         "  code -> small  threshold 0.55, 2 examples, fallback large, content refused -> large"
         in lines
     )
+
+
+def test_summary_says_which_models_embed_or_rerank() -> None:
+    from pathlib import Path
+
+    echo = Path(__file__).resolve().parents[2] / "examples" / "echo.yaml"
+    text = "\n".join(summarize(parse_registry(echo.read_text(), source="echo.yaml")))
+    assert "embed: echo/echo-embed  $0.02 input, embedding" in text
+    assert "rerank: echo/echo-rerank  $0.02 input, rerank" in text
+    searched = echo.read_text().replace(
+        "kind: rerank, price: {input: 0.02}", "kind: rerank, price: {search: 2}"
+    )
+    lines = summarize(parse_registry(searched))
+    assert any(line.endswith("$0 input, rerank, $2 per 1,000 searches") for line in lines)

@@ -126,8 +126,19 @@ def _param_extras(model: Model) -> list[str]:
     return parts
 
 
+def _price(model: Model) -> list[str]:
+    """Its price; an embedding or rerank model (served on its own endpoint, never routed
+    to) says which it is, and a price per search."""
+    if model.kind == "chat":
+        return [f"${model.price.input:g}/${model.price.output:g}"]
+    parts = [f"${model.price.input:g} input", model.kind]
+    if model.price.search is not None:
+        parts.append(f"${model.price.search:g} per 1,000 searches")
+    return parts
+
+
 def _model_extras(model: Model) -> str:
-    parts = [f"${model.price.input:g}/${model.price.output:g}"]
+    parts = _price(model)
     if model.context_window is not None:
         parts.append(f"context {model.context_window}")
     if model.vision is False:
