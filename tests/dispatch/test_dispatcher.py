@@ -885,6 +885,21 @@ def test_params_may_not_default_what_the_request_asks() -> None:
     assert "models.a.params.stream" in message
 
 
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "2024-01-01", "{a: [1, .nan]}"])
+def test_params_must_be_json_values(value: str) -> None:
+    """Sent in every request: a value JSON cannot write would fail them all."""
+    from llmroute.errors import ConfigError
+
+    text = BASE % {
+        "url": "http://127.0.0.1:9",
+        "url2": "http://127.0.0.1:9",
+        "models": f"  a: {{provider: up, model: a, params: {{seed: {value}}}}}",
+        "first": "a",
+    }
+    with pytest.raises(ConfigError, match=r"models\.a\.params\.seed: not a JSON value"):
+        parse_registry(text, source="r.yaml")
+
+
 def test_a_routes_params_come_before_the_models(h: Harness) -> None:
     models = "  b: {provider: up, model: b, params: {temperature: 0.7, top_k: 20}}"
     registry = h.registry(models, "b")

@@ -7,6 +7,7 @@ not exist) run in `Registry`'s model validator and report every problem with its
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections.abc import Iterator, Mapping, Sequence
@@ -384,14 +385,35 @@ def _a(kind: str) -> str:
 
 
 def _check_params(value: dict[str, Any]) -> dict[str, Any]:
-    PathProblems.raise_if_any(
-        [
-            ((key,), f"{key!r} is the request's own, not a parameter to default")
-            for key in value
-            if key in _REQUEST_OWN
-        ]
-    )
+    problems: list[Problem] = [
+        ((key,), f"{key!r} is the request's own, not a parameter to default")
+        for key in value
+        if key in _REQUEST_OWN
+    ]
+    problems += [
+        (
+            (key,),
+            "not a JSON value (YAML's .nan, .inf or a date is none): quote it, or leave it out",
+        )
+        for key, item in value.items()
+        if not _json_value(item)
+    ]
+    PathProblems.raise_if_any(problems)
     return value
+
+
+def _json_value(value: object) -> bool:
+    """Whether `value` (read from YAML) is one JSON can write: a request parameter is
+    sent in every request, and one that is not would fail them all."""
+    if value is None or isinstance(value, str | bool | int):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_json_value(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_value(v) for k, v in value.items())
+    return False
 
 
 class Model(_Frozen):
