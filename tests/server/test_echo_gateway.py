@@ -176,3 +176,6 @@ def test_a_completion_from_a_chat_model_keeps_the_fingerprint(gateway: Served) -
         completion = c.completions.create(model="small", prompt="hello there")
     assert completion.choices[0].text == "hello there"
     assert completion.system_fingerprint == "llmroute-echo"
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0) as c:
+        chunks = list(c.completions.create(model="small", prompt="hello there", stream=True))
+    assert chunks and {chunk.system_fingerprint for chunk in chunks} == {"llmroute-echo"}

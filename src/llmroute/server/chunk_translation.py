@@ -78,6 +78,8 @@ def clean_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"id": _str(chunk.get("id")) or ""}
     if isinstance(chunk.get("created"), int):
         out["created"] = chunk["created"]
+    if isinstance(chunk.get("system_fingerprint"), str):
+        out["system_fingerprint"] = chunk["system_fingerprint"]
     if "error" in chunk:
         error = chunk["error"]
         message = _str(error.get("message")) if isinstance(error, dict) else None

@@ -177,12 +177,14 @@ class CompletionStream(ChunkTranslator):
         self._usage_wanted = isinstance(options, dict) and options.get("include_usage") is True
         self._id = "cmpl-llmroute"
         self._created = 0
+        self._fingerprint: str | None = None
         self._usage: dict[str, Any] | None = None
 
     def _chunk(self, chunk: dict[str, Any]) -> Iterator[bytes]:
         if chunk["id"]:
             self._id = _completion_id(chunk["id"])
         self._created = chunk.get("created", self._created)
+        self._fingerprint = chunk.get("system_fingerprint", self._fingerprint)
         if "error" in chunk:
             error = {"message": chunk["error"]["message"], "type": "server_error"}
             yield event_of({"error": {**error, "param": None, "code": "upstream_error"}})
@@ -209,6 +211,7 @@ class CompletionStream(ChunkTranslator):
                 "object": "text_completion",
                 "created": self._created,
                 "model": self._serving(self._model),  # a late fallback's model, once it answers
+                "system_fingerprint": self._fingerprint,
                 "choices": choices,
                 **extra,
             }
