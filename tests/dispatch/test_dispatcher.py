@@ -900,6 +900,19 @@ def test_params_must_be_json_values(value: str) -> None:
         parse_registry(text, source="r.yaml")
 
 
+def test_params_may_have_number_keys() -> None:
+    """``logit_bias`` maps token ids to biases: YAML reads the ids as numbers, which JSON
+    writes as text."""
+    text = BASE % {
+        "url": "http://127.0.0.1:9",
+        "url2": "http://127.0.0.1:9",
+        "models": "  a: {provider: up, model: a, params: {logit_bias: {50256: -100}}}",
+        "first": "a",
+    }
+    params = parse_registry(text, source="r.yaml").registry.models["a"].params
+    assert json.dumps(params) == '{"logit_bias": {"50256": -100}}'
+
+
 def test_a_routes_params_come_before_the_models(h: Harness) -> None:
     models = "  b: {provider: up, model: b, params: {temperature: 0.7, top_k: 20}}"
     registry = h.registry(models, "b")

@@ -113,11 +113,22 @@ def test_nothing_is_counted_when_the_server_said_what_is_priced(
     assert priced_rerank({"usage": {"total_tokens": 9}}, BODY, TOKENS).estimated is False
     cohere = {"usage": {"total_tokens": 9}, "meta": {"billed_units": {"search_units": 1}}}
     assert priced_rerank(cohere, BODY, SEARCH).estimated is False
-    # searches not reported: counted at four characters a token, never tokenized
+    # searches not reported: counted at UTF-8 bytes over two (errs high), never tokenized
     searched = priced_rerank({"usage": {"total_tokens": 9}}, BODY, SEARCH)
     assert searched.estimated is True and searched.prompt_tokens == 9
-    # tokens not reported and not priced: four characters a token for the usage and tpm
+    # tokens not reported and not priced: bytes over two for the usage and tpm
     unpriced = priced_rerank({}, BODY, Price())
     assert unpriced.estimated is True and unpriced.prompt_tokens > 0
     with pytest.raises(AssertionError, match="counted"):
         priced_rerank({}, BODY, TOKENS)  # priced per token and not reported: tokenized
+
+
+def test_searches_counted_without_the_tokenizer_are_never_too_few() -> None:
+    """Chinese text: about a token a character, three UTF-8 bytes each. Counted at bytes
+    over two the searches err high, never low as four characters a token would."""
+    documents = ["北京是中国的首都，也是一座历史悠久的城市。" * 50] * 300
+    body = {"query": "中国的首都是哪里？", "documents": documents}
+    counted = priced_rerank({"usage": {"total_tokens": 1}}, body, SEARCH)
+    exact: dict[str, Any] = {}
+    priced_rerank(exact, body, Price(input=1.0, search=2.0))  # tokenized: per-token price
+    assert counted.cost_usd >= exact["usage"]["search_units"] * 2.0 / 1e3

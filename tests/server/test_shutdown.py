@@ -94,4 +94,5 @@ def test_sigterm_cuts_a_long_stream_after_the_grace_and_logs_it(
     # the cut requests are said once each, a WARNING, not an ERROR with a traceback
     log = served.log_text()
     assert "Exception in ASGI application" not in log and "Traceback" not in log, log[-3000:]
+    assert "ERROR" not in log, log[-3000:]
     assert "graceful timeout ended was cut" in log

@@ -92,10 +92,6 @@ def _cost(price: Price, tokens: int, units: int) -> float:
     return round(dollars, 10)
 
 
-def _quarter(text: str) -> int:
-    return -(-len(text) // 4)
-
-
 def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
@@ -122,9 +118,9 @@ def priced_rerank(data: dict[str, Any], body: Mapping[str, Any], price: Price) -
     estimated = tokens is None or units is None
     if tokens is None or units is None:
         # counting costs ~1 µs a character on the event loop (a second for a thousand
-        # long documents): done only when the price is per token, else four characters
-        # a token is enough for the usage and the key's tpm
-        count = count_tokens if tokens is None and price.input > 0 else _quarter
+        # long documents): done only when the price is per token, else the texts' UTF-8
+        # bytes over two, which errs high (searches priced on it are never undercharged)
+        count = count_tokens if tokens is None and price.input > 0 else text_tokens_at_most
         counted_tokens, counted_units = _tokens(body, count)
         tokens = counted_tokens if tokens is None else tokens
         units = counted_units if units is None else units

@@ -411,8 +411,11 @@ def _json_value(value: object) -> bool:
         return math.isfinite(value)
     if isinstance(value, list):
         return all(_json_value(item) for item in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _json_value(v) for k, v in value.items())
+    if isinstance(value, dict):  # number keys (logit_bias: {50256: -100}) are written as text
+        return all(
+            (k is None or isinstance(k, str | bool | int)) and _json_value(v)
+            for k, v in value.items()
+        )
     return False
 
 

@@ -362,6 +362,9 @@ def _charge_key(request: Request, gateway: Gateway, usage: Usage | None) -> None
     gateway.charges.charge(key, usage.cost_usd, usage.total_tokens)
 
 
+_UVICORN_CUT = "graceful shutdown exceeded"  # in uvicorn's cancel message
+
+
 async def _ended_otherwise(
     gateway: Gateway,
     spend: Spend,
@@ -374,12 +377,13 @@ async def _ended_otherwise(
     failed span. A cancelled one is also logged and charged what it cost: 503
     ``server_shutdown`` when the gateway is stopping (after the graceful timeout), else
     as a client that hung up (499 ``client_disconnected``): a batch or background
-    response its client cancelled, which had reached the models all the same."""
+    response its client cancelled (or a batch that expired, or that another process
+    took over), which had reached the models all the same."""
     if not isinstance(exc, asyncio.CancelledError):
         trace.fail(exc)
         return
     usage = await _charged_abandoned(gateway, spend)
-    if stopping():
+    if stopping() or _UVICORN_CUT in str(exc):  # the latter: a server we did not start
         trace.finish(unserved.record(503, SERVER_SHUTDOWN, (), stream, usage))
     else:
         trace.finish(unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), stream, usage))

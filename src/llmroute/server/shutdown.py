@@ -32,19 +32,28 @@ def stopping() -> bool:
 
 
 class _CutByShutdown(logging.Filter):
-    """uvicorn logs each request it cancels at the end of the graceful timeout as an
-    ERROR with a traceback ("Exception in ASGI application", a CancelledError): an
-    expected outcome of every deploy that would trip log-based alerting. Said instead as
-    one WARNING line; the request itself is in the decision log as ``server_shutdown``."""
+    """uvicorn logs the end of the graceful timeout as an ERROR ("Cancel N running
+    task(s)") and each request it then cancels as another, with a traceback ("Exception
+    in ASGI application", a CancelledError): an expected outcome of a deploy with long
+    streams, which would trip log-based alerting. Both said as WARNING lines instead; the
+    requests themselves are in the decision log as ``server_shutdown``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not stopping() or record.levelno < logging.ERROR:
+            return True
         failure = record.exc_info[1] if record.exc_info else None
-        if stopping() and isinstance(failure, asyncio.CancelledError):
+        if isinstance(failure, asyncio.CancelledError):
             record.msg, record.args, record.exc_info = CUT_BY_SHUTDOWN, (), None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
+        elif str(record.msg).startswith(_CANCELLING):  # its count of the requests it cuts
+            pass
+        else:
+            return True
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        # the logger checked its level against ERROR: one set above WARNING hears nothing
+        return logging.getLogger(record.name).isEnabledFor(logging.WARNING)
 
 
+_CANCELLING = "Cancel %s running task(s)"  # uvicorn's line as the graceful timeout ends
 _CUT_FILTER = _CutByShutdown()
 
 

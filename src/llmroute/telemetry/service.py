@@ -31,7 +31,9 @@ log = logging.getLogger("llmroute.telemetry")
 
 
 _ELSEWHERE_S = 1.0  # beyond two of another writer's flush periods: its batch's write
-_POLL_S = 0.05
+_ELSEWHERE_MAX_S = 3.0  # whatever the flush period: past it a client would have given up
+_POLL_S = 0.05  # the first read's wait, doubled after each (0.05, 0.1, 0.2, 0.4, 0.4 ...)
+_WAITING = 16  # feedbacks waiting for another process at once; more get their 404 now
 
 
 class Telemetry:
@@ -49,6 +51,7 @@ class Telemetry:
         self.metrics = metrics
         self.store = store
         self.writer = writer
+        self._waiting = asyncio.Semaphore(_WAITING)  # feedback waiting for another process
         self.recorder = Recorder(
             writer,
             metrics,
@@ -97,11 +100,24 @@ class Telemetry:
 
         if await anyio.to_thread.run_sync(add):
             return True
-        deadline = time.monotonic() + 2 * writer.flush_seconds + _ELSEWHERE_S
+        if self._waiting.locked():  # enough feedback waits already: no pile-up of polls
+            return False
+        async with self._waiting:
+            return await self._feedback_elsewhere(feedback, store, writer.flush_seconds)
+
+    async def _feedback_elsewhere(
+        self, feedback: FeedbackRecord, store: Store, flush_seconds: float
+    ) -> bool:
+        """`feedback` written once its decision shows up, written by another process:
+        polled with reads (no write transaction that would hold up that process's
+        writer), backing off, for at most `_ELSEWHERE_MAX_S`."""
+        deadline = time.monotonic() + min(2 * flush_seconds + _ELSEWHERE_S, _ELSEWHERE_MAX_S)
+        pause = _POLL_S
         while time.monotonic() < deadline:
-            await asyncio.sleep(_POLL_S)
-            if await anyio.to_thread.run_sync(store.write_feedback, feedback):
-                return True
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.4)
+            if await anyio.to_thread.run_sync(store.has_decision, feedback.decision_id):
+                return bool(await anyio.to_thread.run_sync(store.write_feedback, feedback))
         return False
 
     async def add_shadow(self, record: ShadowRecord) -> None:
