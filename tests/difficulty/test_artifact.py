@@ -38,6 +38,11 @@ def test_wrong_encoder_is_refused_naming_both(
     save_router(router, tmp_path, encoder_identity="builtin:static@abc", trained_on={})
     with pytest.raises(ConfigError, match=r"builtin:static@abc.*builtin:minilm@def"):
         load_router(tmp_path, encoder_identity="builtin:minilm@def")
+    # how much of a long text is read (max_tokens, truncate) does not change the vectors'
+    # meaning: a router trained with the defaults serves a registry that reads less
+    trained = "builtin:static@abc;max_tokens=256;truncate=head"
+    save_router(router, tmp_path / "t", encoder_identity=trained, trained_on={})
+    load_router(tmp_path / "t", encoder_identity="builtin:static@abc;max_tokens=128;truncate=tail")
 
 
 def test_missing_or_corrupt_artifact_names_the_path(

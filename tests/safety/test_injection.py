@@ -170,6 +170,9 @@ def test_artifact_round_trip_and_refused_encoder(
     assert loaded.threshold == detector.threshold
     with pytest.raises(ConfigError, match=r"builtin:static@.*other:enc"):
         load_detector(tmp_path / "det", encoder_identity="other:enc")
+    shorter = encoder.identity.replace("truncate=head", "truncate=tail")
+    assert shorter != encoder.identity
+    load_detector(tmp_path / "det", encoder_identity=shorter)  # reads less, means the same
     data = read_safety_data(_write(tmp_path / "t.jsonl", _fixture_rows()))
     stranger = InjectionDetector("other:enc", 0.5, loaded.emb_weights, loaded.lex_weights, 0.0)
     with pytest.raises(ConfigError, match=r"other:enc.*builtin:static@"):

@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Embeddings", "Encoder", "encode_batches"]
+__all__ = ["Embeddings", "Encoder", "encode_batches", "weights_identity"]
 
 Embeddings = npt.NDArray[np.float32]
 """A (n, dim) float32 matrix whose rows have unit L2 norm (zero rows for empty text)."""
@@ -52,3 +52,10 @@ def encode_batches(
         if progress is not None:
             progress(f"embedded {min(start + batch, len(texts))}/{len(texts)}")
     return out
+
+
+def weights_identity(identity: str) -> str:
+    """The part of an encoder identity that names its weights (before ``;``): what a
+    trained artifact must match. ``max_tokens`` and ``truncate`` (after it) only change
+    how much of a long text is read, not what a vector means."""
+    return identity.split(";", 1)[0]

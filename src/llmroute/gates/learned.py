@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from llmroute import __version__
 from llmroute.artifact_files import write_artifact
-from llmroute.encoders.base import Encoder
+from llmroute.encoders.base import Encoder, weights_identity
 from llmroute.errors import ConfigError
 
 __all__ = [
@@ -279,11 +279,6 @@ def design_matrix(
 def _sigmoid(z: F64) -> F64:
     out: F64 = 0.5 * (1.0 + np.tanh(0.5 * z))
     return out
-
-
-def weights_identity(identity: str) -> str:
-    """The part of an encoder identity that names its weights (before ``;``)."""
-    return identity.split(";", 1)[0]
 
 
 def builtin_gate_dir(encoder_identity: str) -> Path:

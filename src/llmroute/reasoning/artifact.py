@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from llmroute import __version__
 from llmroute.artifact_files import write_artifact
+from llmroute.encoders.base import weights_identity
 from llmroute.errors import ConfigError
 
 __all__ = [
@@ -73,11 +74,6 @@ class ReasoningScorer:
         z = embeddings.astype(np.float64) @ self.weights.astype(np.float64) + self.bias
         out: npt.NDArray[np.float64] = 0.5 * (1.0 + np.tanh(0.5 * z))
         return out
-
-
-def weights_identity(identity: str) -> str:
-    """The part of an encoder identity that names its weights (before ``;``)."""
-    return identity.split(";", 1)[0]
 
 
 def builtin_scorer_dir(encoder_identity: str) -> tuple[Path, str]:

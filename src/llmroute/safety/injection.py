@@ -49,7 +49,7 @@ import numpy.typing as npt
 
 from llmroute import __version__
 from llmroute.artifact_files import write_artifact
-from llmroute.encoders.base import Encoder
+from llmroute.encoders.base import Encoder, weights_identity
 from llmroute.errors import ConfigError, DataError
 from llmroute.jsonl import read_jsonl
 from llmroute.safety.attack_rules import match_rules
@@ -464,7 +464,7 @@ def evaluate_detector(
 ) -> SafetyReport:
     """Score every row of `data` (max over windows) and report at `threshold` (default:
     the detector's). Pass ``data.subset(...)`` to evaluate one side of the split."""
-    if encoder.identity != detector.encoder_identity:
+    if weights_identity(encoder.identity) != weights_identity(detector.encoder_identity):
         raise ConfigError(
             f"detector was trained with encoder {detector.encoder_identity!r}, but the "
             f"encoder in use is {encoder.identity!r}"
@@ -853,7 +853,9 @@ def load_detector(
     ConfigError naming the path and what is wrong."""
     meta_path = Path(directory) / META_FILE
     meta = _read_meta(meta_path)
-    if encoder_identity is not None and meta["encoder"] != encoder_identity:
+    if encoder_identity is not None and weights_identity(str(meta["encoder"])) != (
+        weights_identity(encoder_identity)
+    ):
         raise ConfigError(
             f"safety detector was trained with encoder {meta['encoder']!r}, but the encoder "
             f"in use is {encoder_identity!r}; train one with `llmroute train safety` or use "
