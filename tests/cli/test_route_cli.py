@@ -109,6 +109,24 @@ def test_registry_check_summarises() -> None:
     assert result.stdout.strip().endswith("ok")
 
 
+def test_registry_check_loads_the_artifacts_serve_would(tmp_path: Path) -> None:
+    """A registry that parses but points at a router that is not there fails the check
+    as it would fail `serve`: a CI check does not pass a registry that cannot deploy."""
+    echo = (ROOT / "examples" / "echo.yaml").read_text()
+    missing = tmp_path / "no-router"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        echo.replace(
+            "default: {target: small}",
+            "default: {target: small, difficulty: "
+            f"{{router: {missing}, strong: large, weak: small, threshold: 0.5}}}}",
+        )
+    )
+    result = llmroute("registry", "check", str(bad))
+    assert result.returncode == 2, result.stdout
+    assert "router.json" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_llmroute_debug_shows_the_traceback_before_the_line(tmp_path: Path) -> None:
     plain = llmroute("registry", "check", str(tmp_path / "nope.yaml"))
     assert "Traceback" not in plain.stderr

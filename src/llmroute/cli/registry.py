@@ -17,6 +17,7 @@ from llmroute.cli._app import RegistryOption, err_console, fail, registry_app, r
 from llmroute.errors import DataError
 from llmroute.registry import load_registry, summarize
 from llmroute.registry.lint import lint
+from llmroute.registry.schema import OpenAIEncoderSpec
 
 if TYPE_CHECKING:
     from llmroute.evaluate.registry_diff import RegistryDiff, TrafficFile
@@ -30,12 +31,25 @@ def check(
         bool, typer.Option("--strict", help="Exit 1 when there are warnings (for CI).")
     ] = False,
 ) -> None:
-    """Validate a registry (schema and references), print a summary, and warn about what
-    is valid but probably unmeant (the same example taught as two routes; a route whose
-    models take no images or tools that another model of the pool would)."""
+    """Validate a registry (schema and references), load what it points at (the encoder,
+    trained artifacts: a difficulty router, safety detector or reasoning scorer trained
+    with another encoder, or missing, fails here as it would at `serve`), print a
+    summary, and warn about what is valid but probably unmeant (the same example taught
+    as two routes; a route whose models take no images or tools that another model of the
+    pool would)."""
     loaded = load_registry(path)
     for line in summarize(loaded):
         print(line)
+    if isinstance(loaded.registry.encoder, OpenAIEncoderSpec):
+        err_console.print(
+            "note: the encoder is an embeddings endpoint; its artifacts are checked when "
+            "the router is built (`llmroute route`), which calls it"
+        )
+    else:
+        from llmroute.decide import Router
+
+        with err_console.status("loading the encoder and the registry's artifacts"):
+            Router(loaded).close()
     warnings = lint(loaded.registry)
     for warning in warnings:
         err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
