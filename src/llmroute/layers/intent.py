@@ -93,10 +93,11 @@ class IntentLayer:
             detail["out_of_scope"] = round(oos, 6)
             if oos > lead:
                 return _pass(candidates, f"out of scope (score {oos:.2f})", margin, detail)
-        if confidence < self._thresholds[best]:
+        if confidence < (threshold := self._thresholds[best]):
+            places = 2 if f"{confidence:.2f}" != f"{threshold:.2f}" else 4  # not "0.28 < 0.28"
             reason = (
-                f"best route '{self.routes[best]}' scored {confidence:.2f}, "
-                f"below its threshold {self._thresholds[best]:.2f}"
+                f"best route '{self.routes[best]}' scored {confidence:.{places}f}, "
+                f"below its threshold {threshold:.{places}f}"
             )
             return _pass(candidates, reason, margin, detail)
         verdict = Verdict(
