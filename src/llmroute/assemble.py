@@ -95,13 +95,15 @@ def guard_layers(
 def build_difficulty_layer(registry: Registry, encoder: Encoder, base_dir: Path) -> DifficultyLayer:
     """The `default.difficulty` router, loaded from its directory (relative to the
     registry file) and refused when it was trained with another encoder."""
-    from llmroute.difficulty.artifact import load_router, read_meta
+    from llmroute.difficulty.artifact import ARRAYS_FILE, load_router, read_meta
     from llmroute.difficulty.calibration import threshold_from
+    from llmroute.difficulty.routers import check_input_dim
 
     spec = registry.default.difficulty
     assert spec is not None
     directory = base_dir / spec.router
     router = load_router(directory, encoder_identity=encoder.identity)
+    check_input_dim(router, encoder.dim, file=str(directory / ARRAYS_FILE))  # not at request 1
     threshold = spec.threshold
     if threshold is None:
         assert spec.strong_share is not None

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmroute.cli._app import app, check_plot_path, err_console, fail
-from llmroute.cli.difficulty import _encoder, train_app
+from llmroute.cli.difficulty import _encoder, check_prices, router_kind, train_app
 from llmroute.encoders.base import Encoder
 from llmroute.json_values import json_safe
 
@@ -103,9 +103,7 @@ def _prices(
     if price_weak is not None and price_strong is not None:
         if registry is not None:
             fail("give prices either as --price-weak/--price-strong or from --registry, not both")
-        if price_weak < 0 or price_strong <= 0:
-            fail("prices must be >= 0 (weak) and > 0 (strong)")
-        return price_weak, price_strong
+        return check_prices(price_weak, price_strong, "--price-weak/--price-strong")
     if registry is None:
         if weak is not None or strong is not None:
             fail("--weak and --strong name models of a --registry")
@@ -198,7 +196,10 @@ def bench_cascade(
     ] = None,
     router: Annotated[
         str,
-        typer.Option(help="Difficulty router to compare with (trained on the train split), none."),
+        typer.Option(
+            help="Difficulty router to compare with (trained on the train split): random, "
+            "linear, knn, mf, mlp or none."
+        ),
     ] = "mlp",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
     plot: Annotated[
@@ -215,6 +216,7 @@ def bench_cascade(
 
     if gate not in _GATES:
         fail(f"--gate must be one of {', '.join(_GATES)}, not {gate!r}")
+    kind = router_kind(router, extra=("none",))
     check_plot_path(plot, SUFFIXES)
     if split not in ("test", "all"):
         fail(f"--split must be test or all, not {split!r}")
@@ -234,9 +236,7 @@ def bench_cascade(
     accept, threshold = _accept(gate, artifact, enc, prompts, answers)
     if gate == "oracle":
         accept = oracle_accept(w)
-    compared = (
-        None if router == "none" else _router_scores(router, rows, enc, train_idx, val_idx, idx)
-    )
+    compared = None if kind == "none" else _router_scores(kind, rows, enc, train_idx, val_idx, idx)
     result = evaluate_cascade(
         gate,
         accept,

@@ -4,6 +4,7 @@ routers that choose between a strong and a weak model (docs/difficulty.md)."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +19,7 @@ from llmroute.difficulty.calibration import Split, file_digest, held_out, quanti
 from llmroute.encoders.base import Encoder
 from llmroute.json_values import json_safe
 
-__all__ = ["bench", "calibrate", "train_difficulty"]
+__all__ = ["bench", "calibrate", "check_prices", "router_kind", "train_difficulty"]
 
 train_app = typer.Typer(help="Train routers.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -52,6 +53,31 @@ def _encoder(spec: str) -> Encoder:
     return CachedEncoder(load_builtin(name), default_cache_dir() / "embeddings")
 
 
+def router_kind(value: str, *, extra: tuple[str, ...] = ()) -> str:
+    """`--router`'s value, checked before any data is read; case does not matter."""
+    from llmroute.difficulty.routers import ROUTER_KINDS
+
+    names = (*ROUTER_KINDS, *extra)
+    kind = value.strip().lower()
+    if kind not in names:
+        raise typer.BadParameter(
+            f"{value!r} is not a router; choose one of {', '.join(names)}", param_hint="--router"
+        )
+    return kind
+
+
+def check_prices(weak: float, strong: float, option: str) -> tuple[float, float]:
+    """Prices for cost figures: finite, the weak one >= 0 and the strong one > 0 (a cost
+    is a share of it). A usage error naming `option` otherwise."""
+    if not (math.isfinite(weak) and math.isfinite(strong) and weak >= 0 and strong > 0):
+        raise typer.BadParameter(
+            f"prices must be finite numbers, >= 0 (weak) and > 0 (strong), got weak {weak:g} "
+            f"and strong {strong:g}",
+            param_hint=option,
+        )
+    return weak, strong
+
+
 def _split_choice(value: str) -> Split:
     if value not in _SPLITS:
         fail(f"--split must be one of {', '.join(_SPLITS)}, not {value!r}")
@@ -63,7 +89,8 @@ def train_difficulty(
     data: DataOption,
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")],
     router: Annotated[
-        str | None, typer.Option("--router", help="random, linear, knn, mf or mlp.")
+        str | None,
+        typer.Option("--router", help="random, linear, knn, mf or mlp (default: mlp)."),
     ] = None,
     encoder: Annotated[
         str, typer.Option(help="The encoder; it must match the registry's at serve time.")
@@ -93,7 +120,7 @@ def train_difficulty(
     from llmroute.difficulty import DEFAULT_ROUTER, read_labels, save_router, split, train_router
     from llmroute.difficulty.train import embed
 
-    kind = router or DEFAULT_ROUTER
+    kind = DEFAULT_ROUTER if router is None else router_kind(router)
     if all_rows and folds < 2:
         raise typer.BadParameter("--all-rows needs cross-validation (2 folds or more)")
     labelled = read_labels(data)
@@ -150,12 +177,15 @@ def train_difficulty(
 
 
 def _load(router: Path) -> tuple[Any, dict[str, Any], Encoder]:
-    from llmroute.difficulty.artifact import load_router, read_meta
+    from llmroute.difficulty.artifact import ARRAYS_FILE, load_router, read_meta
+    from llmroute.difficulty.routers import check_input_dim
 
     meta = read_meta(router)
     spec = meta.get("trained_on", {}).get("encoder_spec", _ENCODER_DEFAULT)
     enc = _encoder(str(spec))
-    return load_router(router, encoder_identity=enc.identity), meta, enc
+    trained = load_router(router, encoder_identity=enc.identity)
+    check_input_dim(trained, enc.dim, file=str(router / ARRAYS_FILE))
+    return trained, meta, enc
 
 
 def _scores(
@@ -195,7 +225,7 @@ def calibrate(
     """Print the threshold that sends STRONG_SHARE of DATA's prompts to the strong model,
     computed on rows the router was not trained on. DATA needs only `prompt`: a sample of
     your own traffic calibrates the share for that traffic."""
-    from llmroute.difficulty import threshold_for_share
+    from llmroute.difficulty.metrics import threshold_for_share, threshold_text
 
     if not 0.0 < strong_share < 1.0:
         raise typer.BadParameter(
@@ -205,13 +235,15 @@ def calibrate(
         router, data, _split_choice(split), "val", prompts_only=True
     )
     threshold = threshold_for_share(scores, strong_share)
-    actual = float(np.mean(scores >= threshold))
-    typer.echo(f"{threshold:.6g}")
+    # Written so that pasted into a registry (score >= threshold → strong) it sends what
+    # is reported here: the share is that of the written value, not of the unrounded one.
+    text = threshold_text(scores, threshold)
+    actual = float(np.mean(scores >= float(text)))
+    typer.echo(text)
     err_console.print(
-        f"{trained.name}: threshold {threshold:.6g} sends {actual:.1%} of {len(subset)} prompts "
+        f"{trained.name}: threshold {text} sends {actual:.1%} of {len(subset)} prompts "
         f"({described}) to the strong model; in a registry: "
-        f"default.difficulty.threshold: {threshold:.6g}, or the model "
-        f"router-{trained.name}-{threshold:.6g}"
+        f"default.difficulty.threshold: {text}, or the model router-{trained.name}-{text}"
     )
 
 
@@ -235,9 +267,10 @@ def bench(
     from llmroute.difficulty.plot import SUFFIXES, plot_curves
 
     check_plot_path(plot, SUFFIXES)
+    costs = _prices(prices)
     trained, subset, scores, described = _scores(router, data, _split_choice(split), "test")
     curve = quality_curve(trained.name, scores, subset.weak, subset.strong)
-    result = report(curve, subset.weak, subset.strong, prices=_prices(prices))
+    result = report(curve, subset.weak, subset.strong, prices=costs)
     result["rows"] = described
     if plot is not None:
         curves = [
@@ -265,7 +298,7 @@ def _prices(value: str | None) -> tuple[float, float] | None:
         weak, strong = (float(part) for part in value.split(","))
     except ValueError:
         raise typer.BadParameter("give two numbers: WEAK,STRONG", param_hint="--prices") from None
-    return weak, strong
+    return check_prices(weak, strong, "--prices")
 
 
 def _print_bench(console: Console, result: dict[str, Any]) -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +19,9 @@ from llmroute.cli.difficulty import train_app
 from llmroute.encoders.base import Encoder
 from llmroute.json_values import json_safe
 
+if TYPE_CHECKING:
+    from llmroute.safety.injection import SafetyData
+
 __all__ = ["eval_safety", "train_safety"]
 
 DataOption = Annotated[
@@ -25,8 +29,8 @@ DataOption = Annotated[
     typer.Option(
         "--data",
         "-d",
-        help="JSONL with text and label (jailbreak, injection or benign; others are "
-        "reported apart).",
+        help="JSONL with text and label (jailbreak, injection or benign, in any case; others "
+        "are reported apart).",
         exists=True,
     ),
 ]
@@ -44,6 +48,20 @@ def _encoder(spec: str) -> Encoder:
     if kind != "builtin" or not name:
         fail(f"--encoder must be builtin:NAME (minilm, minilm-int8 or static), not {spec!r}")
     return CachedEncoder(load_builtin(name), default_cache_dir() / "embeddings")
+
+
+def _read(data: Path) -> SafetyData:
+    """The labelled rows, with a detector label in any case (``Jailbreak``, ``BENIGN``)
+    read as that label rather than reported apart as another one."""
+    from dataclasses import replace
+
+    from llmroute.safety.injection import SAFETY_LABELS, read_safety_data
+
+    rows = read_safety_data(data)
+    labels = tuple(
+        label.lower() if label.lower() in SAFETY_LABELS else label for label in rows.labels
+    )
+    return rows if labels == rows.labels else replace(rows, labels=labels)
 
 
 @train_app.command("safety")
@@ -75,10 +93,10 @@ def train_safety(
     then fitted on both; the test side is never read (`llmroute eval-safety --split test`)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from llmroute.safety.injection import read_safety_data, save_detector, train_detector
+    from llmroute.safety.injection import save_detector, train_detector
     from llmroute.safety.token_bag import load_token_bag
 
-    rows = read_safety_data(data)
+    rows = _read(data)
     enc = _encoder(encoder)
     if token_bag is None:
         token_bag = encoder.startswith("builtin:minilm")
@@ -129,20 +147,24 @@ def eval_safety(
     injection rows are positives, benign rows negatives, other labels reported apart."""
     if split not in ("all", "test"):
         fail(f"--split must be all or test, not {split!r}")
-    from llmroute.safety.injection import (
-        builtin_detector_dir,
-        evaluate_detector,
-        load_detector,
-        read_safety_data,
-    )
+    from llmroute.safety.injection import builtin_detector_dir, evaluate_detector, load_detector
 
-    rows = read_safety_data(data)
+    rows = _read(data)
     if split == "test":
         import numpy as np
 
         from llmroute.safety.injection import split_sides
 
         rows = rows.subset(np.flatnonzero(split_sides(rows, seed=seed) == 2))
+    if not rows.is_detector_row.any():
+        counts = Counter(rows.labels).most_common()
+        found = ", ".join(f"{label!r} ({n})" for label, n in counts[:5])
+        more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
+        where = f"the test split of {data}" if split == "test" else str(data)
+        fail(
+            f"{where} has no jailbreak, injection or benign rows to measure the detector on "
+            f"(labels: {found or 'none'}{more})"
+        )
     enc = _encoder(encoder)
     directory = builtin_detector_dir(enc.identity) if artifact == "builtin" else Path(artifact)
     detector = load_detector(directory, encoder_identity=enc.identity)
@@ -158,8 +180,9 @@ def _print_report(out: dict[str, Any]) -> None:
     console = Console(highlight=False, soft_wrap=True)
     console.print(
         f"n {out['n']} ({out['n_attack']} attacks, {out['n_benign']} benign) · "
-        f"TPR {out['tpr']:.3f} · FPR {out['fpr']:.3f} · precision {out['precision']:.3f} · "
-        f"ROC-AUC {out['auc']:.4f} · threshold {out['threshold']:.4f}"
+        f"TPR {_share(out['tpr'])} · FPR {_share(out['fpr'])} · precision "
+        f"{_share(out['precision'])} · ROC-AUC {_share(out['auc'], 4)} · threshold "
+        f"{out['threshold']:.4f}"
     )
     if out["hard_negative_n"]:
         console.print(
@@ -175,9 +198,9 @@ def _print_report(out: dict[str, Any]) -> None:
     for row in out["table"]:
         table.add_row(
             f"{row['threshold']:.4f}",
-            f"{row['tpr']:.3f}",
-            f"{row['fpr']:.3f}",
-            f"{row['precision']:.3f}",
+            _share(row["tpr"]),
+            _share(row["fpr"]),
+            _share(row["precision"]),
         )
     console.print(table)
     if out["per_source"]:
@@ -196,5 +219,5 @@ def _print_report(out: dict[str, Any]) -> None:
         )
 
 
-def _share(value: float) -> str:
-    return f"{value:.3f}" if math.isfinite(value) else "n/a"
+def _share(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else "n/a"

@@ -6,7 +6,8 @@ recipe; run on that same file, benchmarks use the test rows and calibration the
 validation rows, or the test rows too when the router was fitted on train + validation
 (cross-validated, the default): calibration picks a threshold, it does not change the
 curve a benchmark reports. So nothing is tuned or reported on rows the router was fitted
-to. Any other file is unseen data, and all of it is used.
+to. Any other file is unseen data, and all of it is used: asking for its `val` or `test`
+split is an error, not silently ignored.
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ def held_out(
     trained = meta.get("trained_on", {})
     same_file = trained.get("sha256") == file_digest(path)
     fitted_on_val = trained.get("fitted_on") == "train+val"
+    if not same_file and which in ("val", "test"):
+        name = str(trained.get("file") or "not recorded")
+        other = path.name + (" (its SHA-256 differs)" if name == path.name else "")
+        raise ConfigError(
+            f"--split {which} applies to the file the router was trained on ({name}); "
+            f"{other} is another: all its rows are used (drop --split, or give --split all)"
+        )
     choice = default if which == "auto" else which
     if which == "auto" and choice == "val" and fitted_on_val:
         choice = "test"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ __all__ = [
     "random_curve",
     "report",
     "threshold_for_share",
+    "threshold_text",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -189,6 +191,27 @@ def threshold_for_share(scores: ArrayLike, share: float) -> float:
     values = np.sort(_scores(scores))[::-1]
     k = max(1, math.ceil(share * values.size - 1e-9))
     return float(values[k - 1])
+
+
+def threshold_text(scores: ArrayLike, threshold: float, digits: int = 6) -> str:
+    """`threshold` written with `digits` significant digits (more where needed), rounded
+    down, so that the written value read back as a threshold (score >= it → strong, as a
+    registry applies it) sends exactly the prompts of `scores` that `threshold` sends.
+
+    Rounding to the nearest would write a value above `threshold` half the time, and the
+    prompt scoring exactly `threshold` (`threshold_for_share` returns a score) would then
+    go to the weak model; rounding down past the next lower score would add prompts.
+    """
+    values = _scores(scores)
+    below = values[values < threshold]
+    floor = float(below.max()) if below.size else -math.inf
+    exact = Decimal(threshold)
+    for places in range(digits, 18):
+        step = Decimal(1).scaleb(exact.adjusted() - places + 1)
+        text = f"{float(exact.quantize(step, rounding=ROUND_FLOOR)):.{places}g}"
+        if floor < float(text) <= threshold:
+            return text
+    return repr(float(threshold))
 
 
 def _summary(curve: Curve, weak_acc: float, strong_acc: float) -> dict[str, float]:

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmroute.difficulty.features import FEATURE_NAMES, FeatureScaler
+from llmroute.errors import ConfigError
 
 __all__ = [
     "ROUTER_KINDS",
@@ -24,6 +25,7 @@ __all__ = [
     "MatrixFactorisationRouter",
     "MlpRouter",
     "RandomRouter",
+    "check_input_dim",
     "router_class",
 ]
 
@@ -47,6 +49,59 @@ class DifficultyRouter(Protocol):
     def from_state(cls, arrays: Arrays, meta: dict[str, Any]) -> DifficultyRouter: ...
 
 
+def _stored(
+    arrays: Arrays, name: str, shape: tuple[int | None, ...], why: str = ""
+) -> npt.NDArray[Any]:
+    """The stored array `name`, checked before any score is computed with it: present,
+    real numbers, finite, and of `shape` (None: any length of at least 1). A bad one is a
+    ConfigError naming the array (the loader adds the artifact's path)."""
+    if name not in arrays:
+        raise ConfigError("the array is missing", field=name)
+    array = np.asarray(arrays[name])
+    if array.dtype.kind not in "iuf":
+        raise ConfigError(f"holds {array.dtype} values, not numbers", field=name)
+    expected = "(" + ", ".join("n" if n is None else str(n) for n in shape)
+    expected += ",)" if len(shape) == 1 else ")"
+    if array.ndim != len(shape) or any(
+        (got < 1) if want is None else (got != want)
+        for got, want in zip(array.shape, shape, strict=True)
+    ):
+        raise ConfigError(f"has shape {array.shape}, expected {expected}{why}", field=name)
+    if not np.isfinite(array).all():
+        raise ConfigError("holds NaN or infinite values", field=name)
+    return array
+
+
+def _meta_number(meta: dict[str, Any], name: str, *, minimum: float) -> float:
+    value = meta.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"must be a number, got {value!r}", field=name)
+    if not np.isfinite(value) or value < minimum:
+        raise ConfigError(f"must be a finite number >= {minimum:g}, got {value!r}", field=name)
+    return float(value)
+
+
+def check_input_dim(router: DifficultyRouter, dim: int, *, file: str | None = None) -> None:
+    """Refuse (ConfigError naming `file` and the array) a router whose arrays expect
+    embeddings of another width than `dim`, the encoder's: an artifact whose arrays were
+    edited or swapped would otherwise fail in a matrix product at its first request."""
+    expects: tuple[str, int] | None = None
+    if isinstance(router, KnnRouter):
+        expects = "keys", int(router.keys.shape[1])
+    elif isinstance(router, MatrixFactorisationRouter):
+        expects = "projection", int(router.projection.shape[0])
+    elif isinstance(router, LinearRouter):
+        expects = "weights", int(router.weights.shape[0]) - _width(router.scaler)
+    elif isinstance(router, MlpRouter):
+        expects = "w1", int(router.w1.shape[0]) - _width(router.scaler)
+    if expects is not None and expects[1] != dim:
+        raise ConfigError(
+            f"the router expects {expects[1]}-dimensional embeddings, the encoder gives {dim}",
+            file=file,
+            field=expects[0],
+        )
+
+
 def _scaler_state(scaler: FeatureScaler | None) -> State:
     if scaler is None:
         return {}, {"features": None}
@@ -58,12 +113,21 @@ def _scaler_from(arrays: Arrays, meta: dict[str, Any]) -> FeatureScaler | None:
     names = meta.get("features")
     if names is None:
         return None
-    if tuple(names) != FEATURE_NAMES:
+    if not isinstance(names, list) or tuple(names) != FEATURE_NAMES:
         raise ValueError(f"artifact features {names} differ from this version's {FEATURE_NAMES}")
+    n = len(FEATURE_NAMES)
+    scale = _stored(arrays, "feature_scale", (n,))
+    if (scale == 0).any():
+        raise ConfigError("holds a zero (features are divided by it)", field="feature_scale")
     return FeatureScaler(
-        np.asarray(arrays["feature_mean"], np.float64),
-        np.asarray(arrays["feature_scale"], np.float64),
+        np.asarray(_stored(arrays, "feature_mean", (n,)), np.float64),
+        np.asarray(scale, np.float64),
     )
+
+
+def _width(scaler: FeatureScaler | None) -> int:
+    """Input columns past the embedding: the text features, when used."""
+    return 0 if scaler is None else len(FEATURE_NAMES)
 
 
 def _inputs(embeddings: F32, texts: Sequence[str], scaler: FeatureScaler | None) -> F32:
@@ -120,7 +184,15 @@ class LinearRouter:
     @classmethod
     def from_state(cls, arrays: Arrays, meta: dict[str, Any]) -> LinearRouter:
         scaler = _scaler_from(arrays, meta)
-        return cls(arrays["weights"], float(arrays["bias"][0]), scaler, float(meta["lambda"]))
+        weights = _stored(arrays, "weights", (None,))
+        if weights.shape[0] <= _width(scaler):
+            raise ConfigError(
+                f"has {weights.shape[0]} weights, fewer than the embedding plus "
+                f"{_width(scaler)} text features",
+                field="weights",
+            )
+        bias = _stored(arrays, "bias", (1,))
+        return cls(weights, float(bias[0]), scaler, float(meta["lambda"]))
 
 
 def knn_combine(top_sims: F32, top_gains: F32, k: int, temperature: float) -> F64:
@@ -207,7 +279,13 @@ class KnnRouter:
 
     @classmethod
     def from_state(cls, arrays: Arrays, meta: dict[str, Any]) -> KnnRouter:
-        return cls(arrays["keys"], arrays["gains"], int(meta["k"]), float(meta["temperature"]))
+        keys = _stored(arrays, "keys", (None, None))
+        gains = _stored(arrays, "gains", (keys.shape[0],), " (one gain per row of keys)")
+        k = _meta_number(meta, "k", minimum=1)
+        if k != int(k):
+            raise ConfigError(f"must be a whole number, got {k!r}", field="k")
+        temperature = _meta_number(meta, "temperature", minimum=0)
+        return cls(keys, gains, int(k), temperature)
 
 
 class MatrixFactorisationRouter:
@@ -257,11 +335,21 @@ class MatrixFactorisationRouter:
 
     @classmethod
     def from_state(cls, arrays: Arrays, meta: dict[str, Any]) -> MatrixFactorisationRouter:
+        projection = _stored(arrays, "projection", (None, None))
+        models = meta["models"]
+        if not isinstance(models, list) or not models:
+            raise ConfigError(f"must be a list of model names, got {models!r}", field="models")
+        per_model = f" (one row per model of {models}, projection's width)"
+        vectors = _stored(arrays, "model_vectors", (len(models), projection.shape[1]), per_model)
+        bias = _stored(arrays, "model_bias", (len(models),), f" (one per model of {models})")
+        for side in ("weak", "strong"):
+            if meta[side] not in models:
+                raise ConfigError(f"{meta[side]!r} is not one of models {models}", field=side)
         return cls(
-            arrays["projection"],
-            arrays["model_vectors"],
-            arrays["model_bias"],
-            meta["models"],
+            projection,
+            vectors,
+            bias,
+            models,
             weak=meta["weak"],
             strong=meta["strong"],
             hyper=meta.get("hyper"),
@@ -310,8 +398,22 @@ class MlpRouter:
 
     @classmethod
     def from_state(cls, arrays: Arrays, meta: dict[str, Any]) -> MlpRouter:
-        layers = (arrays["w1"], arrays["b1"], arrays["w2"], arrays["b2"])
-        return cls(layers, _scaler_from(arrays, meta), meta.get("hyper"))
+        scaler = _scaler_from(arrays, meta)
+        w1 = _stored(arrays, "w1", (None, None))
+        if w1.shape[0] <= _width(scaler):
+            raise ConfigError(
+                f"has {w1.shape[0]} input rows, fewer than the embedding plus "
+                f"{_width(scaler)} text features",
+                field="w1",
+            )
+        hidden = w1.shape[1]
+        layers = (
+            w1,
+            _stored(arrays, "b1", (hidden,), " (w1's width)"),
+            _stored(arrays, "w2", (hidden,), " (w1's width)"),
+            _stored(arrays, "b2", (1,)),
+        )
+        return cls(layers, scaler, meta.get("hyper"))
 
 
 ROUTER_KINDS: dict[str, type[DifficultyRouter]] = {

@@ -179,7 +179,9 @@ def registry_from_examples(
     oos_examples = _dedupe([r.text for r in rows if r.intent == config.oos_label])
     loaded = _validate(_document(base, config, routes, oos_examples, 0.0), source)
     router = Router(loaded, encoder=encoder, cache_dir=cache_dir)  # trains the final head
-    choice, n_scored = _calibrate(router, routes, oos_examples, config, cache_dir)
+    choice, n_scored, n_scored_oos = _calibrate(
+        router, routes, oos_examples, config, cache_dir, source
+    )
     final = _validate(_document(base, config, routes, oos_examples, choice.threshold), source)
     return FromExamplesResult(
         registry=final.registry,
@@ -189,7 +191,7 @@ def registry_from_examples(
         n_examples=sum(len(v) for v in routes.values()),
         n_out_of_scope_examples=len(oos_examples),
         n_calibration=n_scored,
-        n_calibration_oos=len(oos_examples),
+        n_calibration_oos=n_scored_oos,
         folds=config.folds,
     )
 
@@ -207,8 +209,11 @@ def _calibrate(
     out_of_scope: list[str],
     config: FromExamplesConfig,
     cache_dir: Path | None,
-) -> tuple[ThresholdChoice, int]:
-    """Score every example out of fold, then sweep thresholds over those scores."""
+    source: str,
+) -> tuple[ThresholdChoice, int, int]:
+    """Score every example out of fold, then sweep thresholds over those scores; the
+    counts of rows scored, and of those out of scope. DataError when none can be: a
+    single-example label is never held out (`_fold_of`)."""
     layer = intent_layer(router)
     n_routes = len(routes)
     texts = [t for examples in routes.values() for t in examples] + out_of_scope
@@ -230,6 +235,13 @@ def _calibrate(
             )
             scores[held] = head.scores(vectors[held])
     scored = folds >= 0
+    if not scored.any():
+        raise DataError(
+            "cannot calibrate the threshold: every label has a single example, and the "
+            "threshold is chosen on examples scored by a head that never saw them; give "
+            f"labels at least 2 examples each (better: {config.folds} or more, one per fold)",
+            file=source,
+        )
     gold = np.where(labels < n_routes, labels, OOS).astype(np.intp)
     choice = choose_threshold(
         layer.confidences(scores[scored]),
@@ -238,7 +250,7 @@ def _calibrate(
         oos_recall_target=config.oos_recall,
         in_scope_pass=config.in_scope_pass,
     )
-    return choice, int(scored.sum())
+    return choice, int(scored.sum()), int((scored & (labels == n_routes)).sum())
 
 
 def _fold_of(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
