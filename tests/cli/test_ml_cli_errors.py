@@ -54,7 +54,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A training file, another file, and a knn router trained on the first."""
     tmp = tmp_path_factory.mktemp("ml-cli")
     data = _write(tmp / "labels.jsonl", _rows(200, 1))
-    other = _write(tmp / "other.jsonl", _rows(200, 2))
+    trained_prompts = {json.loads(line)["prompt"] for line in data.read_text().splitlines()}
+    # unseen prompts only: one the router saw would be left out of bench and calibrate
+    fresh = [r for r in _rows(260, 2) if r["prompt"] not in trained_prompts][:200]
+    other = _write(tmp / "other.jsonl", fresh)
     argv = ["train", "difficulty", "--data", str(data), "--folds", "1", "-o"]
     for kind in ("knn", "linear"):
         assert run([*argv, str(tmp / kind), "--router", kind]) == 0

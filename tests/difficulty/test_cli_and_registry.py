@@ -65,6 +65,38 @@ def test_train_then_bench_on_the_held_out_split(
     assert 0 < result["cpt50"] < 0.5
 
 
+def test_an_edited_copy_of_the_training_file_cannot_pass_its_rows_off_as_unseen(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its SHA-256 differs, so the file counts as another; the rows whose prompts the
+    router saw in training are still left out, only the test split and new rows count."""
+    data, router = trained
+    fresh = _rows(60, 99)
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text(data.read_text() + "".join(json.dumps(r) + "\n" for r in fresh))
+    capsys.readouterr()
+    assert run(["bench", "--router", str(router), "--data", str(edited), "--json"]) == 0
+    result = loads_strict(capsys.readouterr().out)
+    meta = json.loads((router / "router.json").read_text())
+    test_rows = meta["trained_on"]["rows"]["test"]
+    new = {str(r["prompt"]) for r in fresh} - {
+        json.loads(line)["prompt"] for line in data.read_text().splitlines()
+    }
+    assert result["n"] <= test_rows + len(new)  # none of the rows it saw
+    assert result["n"] >= len(new)
+    assert "whose prompts it saw in training are left out" in result["rows"]
+    # a file of nothing but seen prompts (its train and validation rows) has nothing to
+    # measure
+    from llmroute.difficulty import read_labels, split
+
+    train_idx, val_idx, _ = split(read_labels(data), seed=meta["trained_on"]["split"]["seed"])
+    lines = data.read_text().splitlines(keepends=True)
+    seen = tmp_path / "seen.jsonl"
+    seen.write_text("".join(lines[i] for i in [*train_idx, *val_idx][:50]))
+    assert run(["bench", "--router", str(router), "--data", str(seen)]) == 2
+    assert "nothing unseen" in capsys.readouterr().err
+
+
 def test_calibrate_prints_a_threshold_for_the_share(
     trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -15,7 +15,13 @@ from rich.console import Console
 from rich.table import Table
 
 from llmroute.cli._app import app, check_plot_path, err_console, fail
-from llmroute.difficulty.calibration import Split, file_digest, held_out, quantiles_of
+from llmroute.difficulty.calibration import (
+    Split,
+    file_digest,
+    held_out,
+    quantiles_of,
+    seen_prompts,
+)
 from llmroute.encoders.base import Encoder
 from llmroute.json_values import json_safe
 
@@ -155,6 +161,9 @@ def train_difficulty(
         "fitted_on": ("all" if all_rows else "train+val") if cross else "train",
         "encoder_spec": encoder,
         "val_score_quantiles": quantiles_of(scores),
+        # every prompt it saw (all but the test split): another file holding them has
+        # those rows left out of bench and calibrate
+        "seen_prompts": seen_prompts(labelled.subset(np.concatenate([train_idx, val_idx])).prompts),
     }
     save_router(
         trained, output, encoder_identity=enc.identity, trained_on=trained_on, metrics=metrics

@@ -7,12 +7,17 @@ validation rows, or the test rows too when the router was fitted on train + vali
 (cross-validated, the default): calibration picks a threshold, it does not change the
 curve a benchmark reports. So nothing is tuned or reported on rows the router was fitted
 to. Any other file is unseen data, and all of it is used: asking for its `val` or `test`
-split is an error, not silently ignored.
+split is an error, not silently ignored. Which prompts the router saw (every row of its
+file but the test split) is recorded too, as 64-bit hashes (`seen_prompts`): another
+file holding some of them (an edited copy, a file merged from several) has those rows
+left out, so an edit cannot pass training rows off as unseen.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import base64
+import hashlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +28,15 @@ from llmroute.difficulty.data import LabelledPrompts, split
 from llmroute.encoders.paths import file_digest
 from llmroute.errors import ConfigError
 
-__all__ = ["QUANTILES", "Split", "file_digest", "held_out", "quantiles_of", "threshold_from"]
+__all__ = [
+    "QUANTILES",
+    "Split",
+    "file_digest",
+    "held_out",
+    "quantiles_of",
+    "seen_prompts",
+    "threshold_from",
+]
 
 QUANTILES = 101  # score quantiles stored with a router, for `strong_share` at load time
 Split = Literal["auto", "val", "test", "all"]
@@ -44,6 +57,45 @@ def threshold_from(meta: Mapping[str, Any], strong_share: float) -> float:
     if not 0.0 < strong_share < 1.0:
         raise ConfigError(f"strong_share must be between 0 and 1, got {strong_share}")
     return float(np.interp(1.0 - strong_share, np.linspace(0, 1, QUANTILES), quantiles))
+
+
+def _hashes(prompts: Sequence[str]) -> npt.NDArray[np.uint64]:
+    digests = b"".join(
+        hashlib.blake2b(p.encode("utf-8", "surrogatepass"), digest_size=8).digest() for p in prompts
+    )
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
+
+
+def seen_prompts(prompts: Sequence[str]) -> dict[str, str]:
+    """The record of the prompts a router saw (for `trained_on`): their sorted 64-bit
+    BLAKE2b hashes, base64 (8 bytes a prompt: 80 KB for MMLU's 9,864)."""
+    packed = np.unique(_hashes(prompts)).astype("<u8").tobytes()
+    return {"hash": "blake2b-64", "b64": base64.b64encode(packed).decode("ascii")}
+
+
+def _unseen(
+    trained: Mapping[str, Any], data: LabelledPrompts, path: Path
+) -> tuple[npt.NDArray[np.intp], str]:
+    """Every row of another file but those whose prompt the router saw in training."""
+    everything = np.arange(len(data))
+    record = trained.get("seen_prompts")
+    if not isinstance(record, Mapping) or not isinstance(record.get("b64"), str):
+        return everything, "all rows (a file it was not trained on)"
+    seen = np.frombuffer(base64.b64decode(record["b64"]), dtype="<u8").astype(np.uint64)
+    known = np.isin(_hashes(data.prompts), seen)
+    if not known.any():
+        return everything, "all rows (a file it was not trained on)"
+    kept = everything[~known]
+    if kept.size == 0:
+        raise ConfigError(
+            f"every prompt of {path.name} is one the router was trained on (or chosen "
+            "with): there is nothing unseen to measure it on",
+            file=str(path),
+        )
+    return kept, (
+        f"{kept.size} of {len(data)} rows: the {int(known.sum())} whose prompts it saw in "
+        "training are left out"
+    )
 
 
 def held_out(
@@ -71,7 +123,7 @@ def held_out(
     if not same_file or choice == "all":
         if same_file:
             return np.arange(len(data)), "all rows, including those it was trained on"
-        return np.arange(len(data)), "all rows (a file it was not trained on)"
+        return _unseen(trained, data, path)
     recipe = trained.get("split", {})
     parts = split(
         data,
