@@ -86,7 +86,7 @@ class FromExamplesResult:
         def pct(value: float | None) -> str:
             return "n/a" if value is None else f"{value:.1%}"
 
-        return [
+        lines = [
             f"routes: {self.n_routes}, examples: {self.n_examples}, "
             f"out-of-scope examples: {self.n_out_of_scope_examples}",
             f"calibration: {self.n_calibration} rows ({self.n_calibration_oos} out of scope) "
@@ -96,6 +96,14 @@ class FromExamplesResult:
             f"at that threshold, out of fold: in-scope accuracy "
             f"{pct(self.choice.in_scope_accuracy)}, oos recall {pct(self.choice.oos_recall)}",
         ]
+        if self.n_out_of_scope_examples and self.choice.threshold <= 0.0:
+            lines.append(
+                "warning: threshold 0: the out-of-scope examples alone caught the "
+                "out-of-scope rows, so only text like them goes to the default; text unlike "
+                "every example (another domain) is sent to some route. Add varied "
+                "out-of-scope examples, or set intent.threshold by hand"
+            )
+        return lines
 
 
 def _dedupe(texts: Sequence[str]) -> list[str]:
