@@ -7,6 +7,7 @@ tested in test_injection.py and end to end in test_safety_gateway.py.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -213,3 +214,59 @@ def test_injection_cannot_be_redacted() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_registry(text, source="reg.yaml")
     assert "cannot be redacted" in str(caught.value)
+
+
+def _calling(arguments: str, content: str | None = None) -> dict[str, Any]:
+    call = {"id": "c1", "type": "function", "function": {"name": "send", "arguments": arguments}}
+    return {"role": "assistant", "content": content, "tool_calls": [call]}
+
+
+def test_tool_call_arguments_in_the_history_are_scanned_and_redacted(router: Router) -> None:
+    """What a model wrote into a tool call goes back to it (and its provider) on every
+    later turn: PII there is redacted like any text, secrets blocked."""
+    arguments = json.dumps({"to": "zoe@secret.example", "note": "hello there"})
+    body = {
+        "model": "auto",
+        "messages": [
+            {"role": "user", "content": "hello there, send a note"},
+            _calling(arguments),
+            {"role": "tool", "tool_call_id": "c1", "content": "sent"},
+            {"role": "user", "content": "thanks, tell me a joke"},
+        ],
+    }
+    decision = router.decide(body)
+    assert decision.safety is not None and decision.safety.pii == {"EMAIL": 1}
+    sent = decision.safety.redacted_body
+    assert sent is not None
+    sent_arguments = sent["messages"][1]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(sent_arguments) == {"to": "<EMAIL_1>", "note": "hello there"}
+    assert "zoe@" in body["messages"][1]["tool_calls"][0]["function"]["arguments"]  # untouched
+    keyed = json.dumps({"key": "AKIAIOSFODNN7EXAMPLE"})
+    body["messages"][1] = _calling(keyed)
+    blocked = router.decide(body)
+    assert blocked.blocked and blocked.safety is not None
+    assert blocked.safety.fired == ("pii:SECRET",)
+
+
+def test_an_agents_tool_only_turns_end_turns_and_short_results_share_windows(
+    router: Router,
+) -> None:
+    """An assistant message that only calls tools (no content) is a turn's end: an agent's
+    history is not scanned again each turn (with a budget of 3 windows, 16 earlier tool
+    turns would leave text unscanned); and many short tool results of one turn are read
+    in one window, not one window each."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "hello there, look it up"}]
+    for i in range(16):
+        messages += [
+            _calling(json.dumps({"q": f"page {i}"})),
+            {"role": "tool", "tool_call_id": "c1", "content": f"result {i}"},
+        ]
+    decision = router.decide({"model": "auto", "messages": messages})
+    assert decision.safety is not None and not decision.safety.unscanned
+    assert decision.safety.windows == 1 and not decision.blocked
+    parallel = [*messages[:2], *({"role": "tool", "content": f"result {i}"} for i in range(17))]
+    decision = router.decide({"model": "auto", "messages": parallel})
+    assert decision.safety is not None and decision.safety.windows == 1
+    assert not decision.blocked
+    parallel.append({"role": "tool", "content": "result EVIL"})
+    assert router.decide({"model": "auto", "messages": parallel}).blocked  # still read

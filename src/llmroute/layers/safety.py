@@ -12,6 +12,7 @@ types and counts.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from llmroute.registry.schema import Action, Registry, RouteTo, SafetyProfile, S
 from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.injection import InjectionDetector, builtin_detector_dir, load_detector
 from llmroute.safety.pii import PiiDetector, Redactor
-from llmroute.safety.segments import Segment, new_turn, replace_texts, segments_of
+from llmroute.safety.segments import Place, Segment, new_turn, replace_texts, segments_of
 from llmroute.safety.windows import windows
 
 __all__ = ["SAFETY_LAYER", "SafetyLayer", "build_safety_layer"]
@@ -147,24 +148,19 @@ class SafetyLayer:
         if detector is None:
             return None, None, 0, False
         settings = self._injection
-        scanned = segments if settings.history else new_turn(segments)
+        scanned = segments if settings.history else new_turn(segments, ctx.request)
         texts = [s.text for s in scanned if s.role in self._scan_injection]
         if not texts:
             return None, None, 0, False
         for text in texts:
             if (rule := detector.match_rules(text)) is not None:
                 return 1.0, rule, 0, False
-        budget = settings.max_windows
-        chunks: list[str] = []
-        unscanned = False
-        for text in texts:
-            if budget <= 0:
-                unscanned = True
-                break
-            parts, left = windows(text, settings.window_chars, settings.stride_chars, budget)
-            chunks.extend(parts)
-            budget -= len(parts)
-            unscanned = unscanned or left
+        # one text for the windows: seventeen short tool results are one window's read,
+        # not seventeen windows of the budget (the rules above looked at each alone)
+        joined = texts[0] if len(texts) == 1 else "\n\n".join(texts)
+        chunks, unscanned = windows(
+            joined, settings.window_chars, settings.stride_chars, settings.max_windows
+        )
         if len(chunks) == 1 and chunks[0] == ctx.request.text:
             vectors = ctx.embedding[np.newaxis, :]  # the shared embedding: no second encode
         else:
@@ -174,12 +170,12 @@ class SafetyLayer:
 
     def _scan_for_pii(
         self, segments: Sequence[Segment], profile: SafetyProfile, calls: list[_Call]
-    ) -> tuple[dict[str, int], dict[tuple[int, int | None], str], dict[str, str]]:
+    ) -> tuple[dict[str, int], dict[Place, str], dict[str, str]]:
         """PII counts by type; the redacted text of each segment with a span to redact;
         each placeholder issued, with the value it replaced."""
         detector = self._pii
         counts: dict[str, int] = {}
-        replacements: dict[tuple[int, int | None], str] = {}
+        replacements: dict[Place, str] = {}
         if detector is None:
             return counts, replacements, {}
         redactor = Redactor()
@@ -200,9 +196,13 @@ class SafetyLayer:
                     called.add(span.type)
                     calls.append(_call(action, f"pii:{span.type}"))
             if to_redact:
-                replacements[(segment.message, segment.part)] = redactor.redact(
-                    segment.text, to_redact
-                )
+                redacted = redactor.redact(segment.text, to_redact)
+                if segment.call is not None and not _still_json(segment.text, redacted):
+                    # a span across the JSON's syntax: the model would get arguments it
+                    # cannot read, or the value unredacted: stricter, refuse the request
+                    calls.append(_Call("block", "pii:tool_call_arguments"))
+                    continue
+                replacements[segment.place] = redacted
         return counts, replacements, redactor.originals
 
     @staticmethod
@@ -215,6 +215,20 @@ class SafetyLayer:
         fired = tuple(dict.fromkeys(c.fired for c in calls))
         model = worst.model if worst.action == "route" else None
         return worst.action, fired, model
+
+
+def _still_json(original: str, redacted: str) -> bool:
+    """Whether tool-call arguments that were JSON still are once redacted (placeholders
+    hold no quote or backslash, so only a span across the syntax can break them)."""
+    try:
+        json.loads(original)
+    except ValueError:
+        return True  # not JSON to begin with: nothing to keep
+    try:
+        json.loads(redacted)
+    except ValueError:
+        return False
+    return True
 
 
 def _summary(
