@@ -270,3 +270,14 @@ def test_an_agents_tool_only_turns_end_turns_and_short_results_share_windows(
     assert not decision.blocked
     parallel.append({"role": "tool", "content": "result EVIL"})
     assert router.decide({"model": "auto", "messages": parallel}).blocked  # still read
+
+
+def test_placeholders_the_request_already_holds_are_not_issued_again(router: Router) -> None:
+    """A text quoting "<EMAIL_1>" keeps it; the real address gets another number, so that
+    restoring the answer cannot put the address where the user wrote the tag."""
+    body = chat(("user", "hello there, the template says <EMAIL_1>; mine is kim@k.example"))
+    sent = router.decide(body).safety.redacted_body  # type: ignore[union-attr]
+    assert sent is not None
+    assert sent["messages"][0]["content"] == (
+        "hello there, the template says <EMAIL_1>; mine is <EMAIL_2>"
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,7 +179,7 @@ class SafetyLayer:
         replacements: dict[Place, str] = {}
         if detector is None:
             return counts, replacements, {}
-        redactor = Redactor()
+        redactor = Redactor(_placeholders_in(segments))
         called: set[str] = set()
         for segment in segments:
             if segment.role not in self._scan_pii:
@@ -215,6 +216,15 @@ class SafetyLayer:
         fired = tuple(dict.fromkeys(c.fired for c in calls))
         model = worst.model if worst.action == "route" else None
         return worst.action, fired, model
+
+
+_PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]*_\d+>")
+
+
+def _placeholders_in(segments: Sequence[Segment]) -> set[str]:
+    """The placeholder-like tags the request's own texts hold (few do: one substring
+    test a text)."""
+    return {tag for s in segments if "<" in s.text for tag in _PLACEHOLDER.findall(s.text)}
 
 
 def _still_json(original: str, redacted: str) -> bool:

@@ -12,7 +12,7 @@ substring or regex gate that skips it on text that cannot hold its type.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Literal
 
 from llmroute.errors import ConfigError
@@ -124,18 +124,25 @@ class Redactor:
     the same placeholder across all texts of one request (one Redactor per request), so a
     model can still tell two people's addresses apart and refer back to them."""
 
-    def __init__(self) -> None:
+    def __init__(self, taken: Iterable[str] = ()) -> None:
         self._ids: dict[tuple[str, str], str] = {}
         self._counts: dict[str, int] = {}
         self._originals: dict[str, str] = {}
+        # placeholders the request's texts already hold (a user pasting "<EMAIL_1>"):
+        # never issued again, or restoring would put a real address in their place
+        self._taken = frozenset(taken)
 
     def placeholder(self, kind: str, value: str) -> str:
-        """The placeholder of one value, allocating the next number on first sight."""
+        """The placeholder of one value, allocating the next free number on first sight."""
         key = (kind, _canonical(kind, value))
         tag = self._ids.get(key)
         if tag is None:
-            self._counts[kind] = self._counts.get(kind, 0) + 1
-            tag = self._ids[key] = f"<{kind}_{self._counts[kind]}>"
+            while True:
+                self._counts[kind] = self._counts.get(kind, 0) + 1
+                tag = f"<{kind}_{self._counts[kind]}>"
+                if tag not in self._taken:
+                    break
+            self._ids[key] = tag
             self._originals[tag] = value
         return tag
 
