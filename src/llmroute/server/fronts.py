@@ -24,12 +24,15 @@ from llmroute.dispatch.text_completions import TextRequest
 from llmroute.server.body import read_json_object
 from llmroute.server.chat import CLIENT_CLOSED, RelayedStream, serve_chat
 from llmroute.server.chunk_translation import ChunkTranslator, translated
+from llmroute.server.errors import GatewayError
 from llmroute.server.keepalive import keepalive_of, with_keepalive
 from llmroute.server.state import gateway_of
 
 __all__ = ["Front", "Stateless", "answer_converted", "passed_on", "serve_converted"]
 
 Body = dict[str, Any]
+# what each converted API calls the chat body's `messages` (Anthropic's is `messages` too)
+_BODY_PARAM = {"/v1/responses": "input", "/v1/completions": "prompt"}
 Events = AsyncIterable[str | bytes | memoryview]
 Served = Callable[[], str]  # the pool model answering a stream now
 
@@ -99,7 +102,12 @@ async def answer_converted(
     as a chat completion (`text`: of a completions request), and its answer converted
     back."""
     gateway = gateway_of(request)
-    answer = await serve_chat(request, gateway, chat, ts, started_ns, text)
+    try:
+        answer = await serve_chat(request, gateway, chat, ts, started_ns, text)
+    except GatewayError as error:
+        if error.param == "messages":  # the chat body's field: this API calls it otherwise
+            error.param = _BODY_PARAM.get(request.url.path, error.param)
+        raise
     if answer.status_code == CLIENT_CLOSED:
         return answer  # nobody to convert it for
     headers = passed_on(answer.headers)
