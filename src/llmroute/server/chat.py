@@ -382,11 +382,15 @@ async def _ended_otherwise(
     if not isinstance(exc, asyncio.CancelledError):
         trace.fail(exc)
         return
-    usage = await _charged_abandoned(gateway, spend)
-    if stopping() or _UVICORN_CUT in str(exc):  # the latter: a server we did not start
-        trace.finish(unserved.record(503, SERVER_SHUTDOWN, (), stream, usage))
-    else:
-        trace.finish(unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), stream, usage))
+    shutdown = stopping() or _UVICORN_CUT in str(exc)  # the latter: a server we did not start
+    usage: Usage | None = None
+    try:
+        usage = await _charged_abandoned(gateway, spend)
+    finally:  # a second cancel while charging: the request is still logged
+        if shutdown:
+            trace.finish(unserved.record(503, SERVER_SHUTDOWN, (), stream, usage))
+        else:
+            trace.finish(unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), stream, usage))
 
 
 async def _charged_abandoned(gateway: Gateway, spend: Spend) -> Usage | None:
