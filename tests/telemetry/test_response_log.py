@@ -76,13 +76,19 @@ def test_answers_are_stored_redacted_streamed_or_not(redacted: tuple[Served, Pat
         client.chat.completions.create(  # the same request again: a cache hit
             model="auto", messages=[{"role": "user", "content": SECRET}]
         )
-    rows = _rows(db, 4)
+        again = client.chat.completions.create(  # the stream again: a cache hit too
+            model="auto", messages=[{"role": "user", "content": "hello there friend"}],
+            stream=True,
+        )  # fmt: skip
+        assert "".join(c.choices[0].delta.content or "" for c in again if c.choices)
+    rows = _rows(db, 5)
     assert [r.response for r in rows[:2]] == [
         "write to <EMAIL_1> about the invoice",  # PII replaced before it is stored
         "hello there friend",
     ]
     assert rows[2].response == long.strip()[:120]  # cut at max_response_chars
     assert rows[3].cache_hit and rows[3].response == "write to <EMAIL_1> about the invoice"
+    assert rows[4].cache_hit and rows[4].stream and rows[4].response == "hello there friend"
     assert all(r.prompt is None for r in rows)  # prompts: hash keeps no text
 
 

@@ -36,7 +36,7 @@ from llmroute.server.pool import keep_in_pool, may_reach
 from llmroute.server.shutdown import stopping
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.state import CacheLookup, look_up, replay
-from llmroute.telemetry.answers import cached_text
+from llmroute.telemetry.answers import cached_text, delta_text
 from llmroute.telemetry.attribution import TAGS_HEADER, parse_tags
 from llmroute.telemetry.metrics import GatewayMetrics
 from llmroute.telemetry.record import (
@@ -706,7 +706,7 @@ async def relay(
     try:
         async for event in opened.events:
             if collect:
-                parts.append(_delta_text(event))
+                parts.append(delta_text(event))
             yield event
         error = None
     except ProviderError as exc:
@@ -722,19 +722,3 @@ async def relay(
                 done(opened, error, "".join(parts))
             except Exception:
                 log.exception("recording the stream of %s failed", opened.model)
-
-
-def _delta_text(event: bytes) -> str:
-    """The content of one SSE chunk's first choice (empty for anything else)."""
-    text: list[str] = []
-    for line in event.splitlines():
-        if not line.startswith(b"data:") or line.endswith(b"[DONE]"):
-            continue
-        try:
-            chunk = loads(line[5:])
-            content = chunk["choices"][0]["delta"].get("content")
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            continue
-        if isinstance(content, str):
-            text.append(content)
-    return "".join(text)
