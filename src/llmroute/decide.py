@@ -256,7 +256,7 @@ def _guarded(verdict: Verdict, ctx: DecisionContext) -> Verdict:
     if ctx.reasoning is not None and ctx.reasoning.tier is not None:
         model, reason = ctx.reasoning.tier, f"{reason}; reasoning tier ({ctx.reasoning.reason})"
     if ctx.safety is not None and ctx.safety.model is not None:
-        fired = ", ".join(ctx.safety.fired) or "policy"
+        fired = ", ".join(ctx.safety.decisive or ctx.safety.fired) or "policy"
         model, reason = ctx.safety.model, f"{reason}; rerouted by safety ({fired})"
     if model == verdict.model:
         return verdict

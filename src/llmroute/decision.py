@@ -125,6 +125,8 @@ class SafetyOutcome:
     redacted_body: Mapping[str, Any] | None = field(default=None, repr=False)
     restore: Mapping[str, str] | None = field(default=None, repr=False)
     answer_mask: AnswerMask | None = field(default=None, repr=False)
+    # the detectors whose action is `action` (what a block names; `fired` has them all)
+    decisive: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def blocked(self) -> bool:

@@ -281,3 +281,15 @@ def test_placeholders_the_request_already_holds_are_not_issued_again(router: Rou
     assert sent["messages"][0]["content"] == (
         "hello there, the template says <EMAIL_1>; mine is <EMAIL_2>"
     )
+
+
+def test_a_block_names_what_blocked_it_not_what_it_redacted(router: Router) -> None:
+    from llmroute.dispatch import plan_request
+
+    text = "hello there, mail ann@example.com my key AKIAIOSFODNN7EXAMPLE"
+    plan = plan_request(router, chat(("user", text)), {})
+    assert plan.decision.safety is not None
+    assert plan.decision.safety.fired == ("pii:EMAIL", "pii:SECRET")  # all it found
+    with pytest.raises(PolicyViolation) as caught:
+        plan.outgoing(chat(("user", text)))
+    assert "pii:SECRET" in str(caught.value) and "EMAIL" not in str(caught.value)

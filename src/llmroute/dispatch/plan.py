@@ -83,7 +83,7 @@ class Plan:
         if safety is None:
             return body
         if safety.blocked:
-            raise PolicyViolation(safety.profile, safety.fired, self.decision.id)
+            raise PolicyViolation(safety.profile, safety.decisive or safety.fired, self.decision.id)
         if safety.redacted_body is not None:
             return dict(safety.redacted_body)
         return body

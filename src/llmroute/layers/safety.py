@@ -118,6 +118,7 @@ class SafetyLayer:
             detail["pii"] = dict(counts)
 
         action, fired, model = self._resolve(calls)
+        decisive = tuple(dict.fromkeys(c.fired for c in calls if c.action == action))
         redacted = restore = None
         if replacements and action != "block" and ctx.request.body is not None:
             redacted = replace_texts(ctx.request.body, replacements)
@@ -134,6 +135,7 @@ class SafetyLayer:
             redacted_body=redacted,
             restore=restore,
             answer_mask=self._answer_masks.get(profile_name) if action != "block" else None,
+            decisive=decisive,
         )
         detail["action"] = action
         if fired:
