@@ -8,6 +8,7 @@ The log is found by ``--url``, else ``$LLMROUTE_TELEMETRY_URL``, else the regist
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -101,6 +102,17 @@ def _pct(value: float | None, digits: int = 1) -> str:
 
 def _num(value: float | None, fmt: str = ".3f") -> str:
     return "n/a" if value is None else format(value, fmt)
+
+
+def _usd(value: float | None) -> str:
+    """Dollars to four places, or to two significant digits below a hundredth of a cent
+    (a route of cheap requests read "0.0000", as if free)."""
+    if value is None:
+        return "n/a"
+    if not 0 < abs(value) < 0.0001:
+        return f"{value:.4f}"
+    places = min(12, 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{places}f}"
 
 
 def _window(text: str, option: str) -> Window:
@@ -556,10 +568,10 @@ def _group_table(title: str, groups: list[GroupStats], strongest: str | None) ->
     for g in groups:
         row = [
             escape(g.name), str(g.n), _pct(g.share), _pct(g.error_rate), _pct(g.fallback_rate),
-            _num(g.p50_ms, ".0f"), _num(g.p99_ms, ".0f"), f"{g.cost_usd:.4f}",
+            _num(g.p50_ms, ".0f"), _num(g.p99_ms, ".0f"), _usd(g.cost_usd),
         ]  # fmt: skip
         if strongest is not None:
-            row += [_num(g.counterfactual_usd, ".4f"), _pct(g.savings)]
+            row += [_usd(g.counterfactual_usd), _pct(g.savings)]
         table.add_row(*row)
     return table
 
@@ -579,14 +591,14 @@ def _print_report(console: Console, report: Report, window: Window, shown: str) 
     )
     if report.strongest is not None:
         console.print(
-            f"cost ${total.cost_usd:.4f} vs ${_num(total.counterfactual_usd, '.4f')} always on "
+            f"cost ${_usd(total.cost_usd)} vs ${_usd(total.counterfactual_usd)} always on "
             f"{escape(report.strongest)} (the most expensive chat model): saved "
             f"{_pct(total.savings)}"
             + (f"; {total.unpriced} without token counts" * bool(total.unpriced))
         )
     else:
         console.print(
-            f"cost ${total.cost_usd:.4f} (no priced model, or no registry: no counterfactual)"
+            f"cost ${_usd(total.cost_usd)} (no priced model, or no registry: no counterfactual)"
         )
     console.print()
     console.print(_group_table("route", report.routes, report.strongest))
