@@ -84,7 +84,8 @@ def test_summary_shows_cache_limits_and_budgets_without_passwords() -> None:
     text += "dispatch:\n  limits: {url: 'redis://:hunter2@limits:6379/1'}\n"
     text += "  breaker: {url: 'redis://:hunter2@limits:6379/2'}\n"
     text += "auth: {keys: [{name: ops, key_env: OPS_KEY, admin: true}, "
-    text += "{name: team-a, key_env: A_KEY, rpm: 60, tpm: 900, pool: [small]}], "
+    text += "{name: team-a, key_env: A_KEY, rpm: 60, tpm: 900, pool: [small], "
+    text += "budget: {usd: 50, period: day}}], "
     text += "public_metrics: true}\n"
     lines = summarize(parse_registry(text))
     joined = "\n".join(lines)
@@ -94,7 +95,10 @@ def test_summary_shows_cache_limits_and_budgets_without_passwords() -> None:
     assert "cache: redis://:***@cache:6379/0, ttl 60 s, routes code, semantic >= 0.97" in lines
     assert "limits counted in: redis://:***@limits:6379/1" in lines
     assert "breaker openings shared in: redis://:***@limits:6379/2" in lines
-    assert "client keys: ops (admin), team-a rpm 60 tpm 900 pool [small], /metrics public" in lines
+    assert (
+        "client keys: ops (admin), team-a rpm 60 tpm 900 pool [small] budget $50 per "
+        "day, /metrics public"
+    ) in lines
     assert lines[-1] == "default -> small"
     hard = text.replace("period: month}", "period: month, hard: true}, max_output_tokens: 900", 1)
     small = next(line for line in summarize(parse_registry(hard)) if line.startswith("  small:"))

@@ -230,6 +230,11 @@ def _state(registry: Registry) -> list[str]:
             + (f" rpm {k.rpm}" if k.rpm else "")
             + (f" tpm {k.tpm}" if k.tpm else "")
             + (f" pool [{', '.join(k.pool)}]" if k.pool else "")
+            + (
+                f" {'hard ' * k.budget.hard}budget ${k.budget.usd:g} per {k.budget.period}"
+                if k.budget is not None
+                else ""
+            )
             for k in registry.auth.keys
         ]
         public = ", /metrics public" if registry.auth.public_metrics else ""
