@@ -201,6 +201,11 @@ def test_a_streams_error_event_is_found_whatever_its_field() -> None:
     assert error_in_event("up", b"data: {not json error\n\n") is None
     found = error_in_event("up", event({"error": {"message": "gone", "code": 503}}))
     assert found is not None and found.status == 503
+    assert str(found).endswith(": gone")  # the server's own word on what went wrong
+    midway = error_in_answer("up", {"error": {"message": "upstream overloaded midway"}})
+    assert midway is not None and "answered with error 502: upstream overloaded midway" in (
+        str(midway)
+    )
     llama = error_in_event(
         "up", event({"code": 500, "message": "x", "type": "server_error"}, "error")
     )

@@ -224,9 +224,12 @@ def error_from_response(
             provider, f"upstream {said}{message}{note}", status=status, code=code
         )
     overloaded = " (overloaded)" if status == 529 or code == "overloaded_error" else ""
+    # an error inside an answer is the server's own word on what went wrong midway: kept
+    # (scrubbed, cut); a 5xx body is often a proxy's page, left out as before
+    told = message if in_answer else ""
     return ProviderError(
         provider,
-        f"upstream {said}{overloaded}{note}",
+        f"upstream {said}{overloaded}{told}{note}",
         status=status,
         retry_after_s=retry_after,
         code=code,
