@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from importlib import resources
@@ -418,6 +419,24 @@ def test_postgres_down_is_a_clear_error_without_the_password(closed_port: int) -
     assert "s3cret-pw" not in str(info.value)
     assert "bob:***@" in str(info.value)
     store.close()  # idempotent
+
+
+def test_postgres_down_is_said_by_the_store_not_by_its_pools_every_try(
+    closed_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """psycopg_pool logs each failed attempt of its pools; this store's pool's are left
+    to the store, which says it once, masked (a host without logging set up saw them all
+    on its stderr)."""
+    url = f"postgresql://bob:s3cret-pw@127.0.0.1:{closed_port}/test"
+    store = PostgresStore(url, timeout_s=0.3)
+    with caplog.at_level(logging.DEBUG, logger="psycopg.pool"), pytest.raises(TelemetryError):
+        store.migrate()
+    store.close()
+    pool_records = [r for r in caplog.records if r.name.startswith("psycopg.pool")]
+    assert not [r for r in pool_records if "llmroute-telemetry" in r.getMessage()]
+    other = logging.getLogger("psycopg.pool")
+    kept = other.makeRecord("psycopg.pool", logging.WARNING, __file__, 1, "pool 'mine'", (), None)
+    assert all(f.filter(kept) for f in other.filters)  # another pool's records pass
 
 
 def test_sqlite_error_is_a_telemetry_error(tmp_path: Path, make_record: MakeRecord) -> None:

@@ -15,6 +15,7 @@ one ``INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING``: measured against
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -76,6 +77,27 @@ _LOCK = (
 INSTALL_HINT = "PostgreSQL telemetry needs the postgres extra: pip install 'llmroute[postgres]'"
 
 
+_POOL_NAME = "llmroute-telemetry"
+
+
+class _OwnPoolFailures(logging.Filter):
+    """psycopg_pool logs every failed connection attempt of a pool (WARNING, unformatted,
+    on the host's stderr when it has no logging set up): for this store's pool, the store
+    says it itself, masked and at most every 10 s. Other pools' records pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _POOL_NAME not in record.getMessage()
+
+
+_POOL_FILTER = _OwnPoolFailures()
+
+
+def _quiet_pool_log() -> None:
+    pool_log = logging.getLogger("psycopg.pool")
+    if _POOL_FILTER not in pool_log.filters:
+        pool_log.addFilter(_POOL_FILTER)
+
+
 class PostgresStore(SqlReads):
     """A decision log in the PostgreSQL database at `url` (libpq URL syntax; a
     ``?options=-csearch_path%3Dname`` parameter selects a schema).
@@ -119,7 +141,7 @@ class PostgresStore(SqlReads):
             min_size=1,
             max_size=max(1, pool_size),
             open=False,
-            name="llmroute-telemetry",
+            name=_POOL_NAME,
             timeout=timeout_s,
             # A new attempt chain starts on the next request once one gives up, so
             # recovery after an outage takes seconds, not the default 5-minute backoff.
@@ -130,6 +152,7 @@ class PostgresStore(SqlReads):
         self._open_lock = threading.Lock()
         self._opened = False
         self._closed = False
+        _quiet_pool_log()
 
     # -- connection ----------------------------------------------------------------
 
