@@ -347,3 +347,17 @@ def test_affinity_keeps_a_conversation_on_its_model(upstream: FakeUpstream, tmp_
     assert (info["route"], info["model"], info["layer"]) == ("chitchat", "large", "affinity")
     assert kept.model == "up-large" and chunks[0].model == "up-large"
     assert awaited.llmroute["model"] == "large"  # another loop, the same process's memory
+
+
+def test_bad_arguments_are_said_as_such(router: Router) -> None:
+    """A string is not a list of messages (it was walked letter by letter), and a timeout
+    of no time at all is a mistake, not an upstream's timeout."""
+    from llmroute.errors import RoutingError
+
+    with pytest.raises(RoutingError, match="'messages' must be a list"):
+        router.chat.completions.create(messages="hi")  # type: ignore[arg-type]
+    for bad in (-1, 0, float("nan")):
+        with pytest.raises(ValueError, match="more than 0 seconds"):
+            router.chat.completions.create(messages=HELLO, timeout=bad)
+    with pytest.raises(TypeError, match="number of seconds"):
+        router.chat.completions.create(messages=HELLO, timeout="1")  # type: ignore[arg-type]

@@ -67,6 +67,8 @@ class _Request:
         options.pop("extra_query", None)  # query parameters mean nothing in-process
         timeout = options.pop("timeout", None)
         params = {k: v for k, v in options.items() if not _omitted(v)}
+        if isinstance(messages, str | bytes | Mapping):  # list("hi") would be two "messages"
+            raise RoutingError("'messages' must be a list of message objects")
         body: dict[str, Any] = {"model": model, "messages": jsonable(list(messages))}
         body |= jsonable(params)
         if stream:
@@ -126,12 +128,14 @@ def _omitted(value: Any) -> bool:
 
 
 def _seconds(timeout: Any) -> float | None:
-    if timeout is None or isinstance(timeout, int | float):
-        return timeout
-    read = getattr(timeout, "read", None)  # an httpx.Timeout: its read limit
-    if read is None or isinstance(read, int | float):
-        return read
-    raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+    read = getattr(timeout, "read", timeout)  # an httpx.Timeout: its read limit
+    if read is None:
+        return None
+    if isinstance(read, bool) or not isinstance(read, int | float):
+        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+    if not read > 0:  # NaN too
+        raise ValueError(f"timeout must be more than 0 seconds, not {read}")
+    return read
 
 
 async def _limited(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
