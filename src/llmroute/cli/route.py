@@ -32,7 +32,10 @@ _PROGRESS_AFTER = 200
 def route(
     text: Annotated[
         str | None,
-        typer.Argument(help="The prompt. Omit it (or pass '-') to read prompts from stdin."),
+        typer.Argument(
+            help="The prompt. Omit it (or pass '-') to read prompts from stdin, one a line: one "
+            "JSON line out for each line in, a blank one too (an empty prompt), so they line up."
+        ),
     ] = None,
     registry: RegistryOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
