@@ -293,3 +293,45 @@ def test_a_block_names_what_blocked_it_not_what_it_redacted(router: Router) -> N
     with pytest.raises(PolicyViolation) as caught:
         plan.outgoing(chat(("user", text)))
     assert "pii:SECRET" in str(caught.value) and "EMAIL" not in str(caught.value)
+
+
+def test_tool_call_arguments_are_read_as_json_values(router: Router) -> None:
+    """Escapes neither hide a value (a phone number after a newline, an address with an
+    accent) nor let a redaction break the JSON; a number that is a card is redacted too,
+    as a string; nothing is blocked for it."""
+    arguments = json.dumps(
+        {"note": "line\n4155552671", "to": "zoë@k.example", "card": 4111111111111111, "n": 7}
+    )
+    assert "\\u00eb" in arguments and "\\n" in arguments
+    body = {
+        "model": "auto",
+        "messages": [
+            {"role": "user", "content": "hello there, send it"},
+            _calling(arguments),
+            {"role": "tool", "tool_call_id": "c1", "content": "done"},
+            {"role": "user", "content": "thanks"},
+        ],
+    }
+    decision = router.decide(body)
+    assert decision.safety is not None and not decision.blocked
+    sent = decision.safety.redacted_body
+    assert sent is not None
+    redacted = json.loads(sent["messages"][1]["tool_calls"][0]["function"]["arguments"])
+    assert redacted["note"] == "line\n<PHONE_1>"
+    assert redacted["to"] == "<EMAIL_1>"
+    assert redacted["card"] == "<CARD_1>" or decision.safety.action == "route"
+    assert redacted["n"] == 7
+
+
+def test_the_gateways_own_placeholders_in_history_keep_their_numbers(router: Router) -> None:
+    """An answer not restored carries the gateway's placeholder back in the next turn's
+    history: the same address gets the same tag again, not a second one."""
+    body = chat(
+        ("user", "hello there, my email is kim@k.example"),
+        ("assistant", "I'll write to <EMAIL_1>."),
+        ("user", "and cc kim@k.example please"),
+    )
+    sent = router.decide(body).safety.redacted_body  # type: ignore[union-attr]
+    assert sent is not None
+    assert sent["messages"][0]["content"] == "hello there, my email is <EMAIL_1>"
+    assert sent["messages"][2]["content"] == "and cc <EMAIL_1> please"

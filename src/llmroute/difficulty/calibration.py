@@ -81,7 +81,12 @@ def _unseen(
     record = trained.get("seen_prompts")
     if not isinstance(record, Mapping) or not isinstance(record.get("b64"), str):
         return everything, "all rows (a file it was not trained on)"
-    seen = np.frombuffer(base64.b64decode(record["b64"]), dtype="<u8").astype(np.uint64)
+    try:
+        seen = np.frombuffer(base64.b64decode(record["b64"]), dtype="<u8").astype(np.uint64)
+    except ValueError as exc:  # binascii.Error too
+        raise ConfigError(
+            f"the router artifact's seen_prompts are corrupt ({exc}); retrain it"
+        ) from None
     known = np.isin(_hashes(data.prompts), seen)
     if not known.any():
         return everything, "all rows (a file it was not trained on)"

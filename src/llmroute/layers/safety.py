@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -30,7 +30,7 @@ from llmroute.layers.base import DecisionContext, LayerResult
 from llmroute.registry.schema import Action, Registry, RouteTo, SafetyProfile, SafetySettings
 from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.injection import InjectionDetector, builtin_detector_dir, load_detector
-from llmroute.safety.pii import PiiDetector, Redactor
+from llmroute.safety.pii import PiiDetector, PiiSpan, Redactor
 from llmroute.safety.segments import Place, Segment, new_turn, replace_texts, segments_of
 from llmroute.safety.windows import windows
 
@@ -118,7 +118,13 @@ class SafetyLayer:
             detail["pii"] = dict(counts)
 
         action, fired, model = self._resolve(calls)
-        decisive = tuple(dict.fromkeys(c.fired for c in calls if c.action == action))
+        decisive = tuple(
+            dict.fromkeys(
+                c.fired
+                for c in calls
+                if c.action == action and (action != "route" or c.model == model)
+            )
+        )
         redacted = restore = None
         if replacements and action != "block" and ctx.request.body is not None:
             redacted = replace_texts(ctx.request.body, replacements)
@@ -183,14 +189,12 @@ class SafetyLayer:
             return counts, replacements, {}
         redactor = Redactor(_placeholders_in(segments))
         called: set[str] = set()
-        for segment in segments:
-            if segment.role not in self._scan_pii:
-                continue
-            spans = detector.find(segment.text)
-            if not spans:
-                continue
+
+        def spans_to_redact(text: str) -> list[PiiSpan]:
+            """The spans of `text` the profile redacts; every finding counted and its
+            action noted."""
             to_redact = []
-            for span in spans:
+            for span in detector.find(text):
                 counts[span.type] = counts.get(span.type, 0) + 1
                 action = profile.pii_action(span.type)
                 if action == "redact":
@@ -198,13 +202,17 @@ class SafetyLayer:
                 if span.type not in called:
                     called.add(span.type)
                     calls.append(_call(action, f"pii:{span.type}"))
-            if to_redact:
-                redacted = redactor.redact(segment.text, to_redact)
-                if segment.call is not None and not _still_json(segment.text, redacted):
-                    # a span across the JSON's syntax: the model would get arguments it
-                    # cannot read, or the value unredacted: stricter, refuse the request
-                    calls.append(_Call("block", "pii:tool_call_arguments"))
-                    continue
+            return to_redact
+
+        for segment in segments:
+            if segment.role not in self._scan_pii:
+                continue
+            if segment.call is not None:
+                redacted = _redacted_arguments(segment.text, spans_to_redact, redactor)
+            else:
+                to_redact = spans_to_redact(segment.text)
+                redacted = redactor.redact(segment.text, to_redact) if to_redact else None
+            if redacted is not None:
                 replacements[segment.place] = redacted
         return counts, replacements, redactor.originals
 
@@ -225,22 +233,49 @@ _PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]*_\d+>")
 
 def _placeholders_in(segments: Sequence[Segment]) -> set[str]:
     """The placeholder-like tags the request's own texts hold (few do: one substring
-    test a text)."""
-    return {tag for s in segments if "<" in s.text for tag in _PLACEHOLDER.findall(s.text)}
+    test a text). Not the assistant's: its tags are the gateway's own from earlier turns
+    (an answer not restored), which the same values get again now."""
+    return {
+        tag
+        for s in segments
+        if s.role != "assistant" and "<" in s.text
+        for tag in _PLACEHOLDER.findall(s.text)
+    }
 
 
-def _still_json(original: str, redacted: str) -> bool:
-    """Whether tool-call arguments that were JSON still are once redacted (placeholders
-    hold no quote or backslash, so only a span across the syntax can break them)."""
+def _redacted_arguments(
+    text: str, spans_to_redact: Callable[[str], list[PiiSpan]], redactor: Redactor
+) -> str | None:
+    """Tool-call arguments with their PII redacted, None when there is none to redact.
+    JSON arguments are read as what they mean: each string value (and number, where a
+    card or phone number may be written as one) scanned decoded, a redacted value written
+    back as a string, the whole written again; so an escape (``\\n``, ``\\u00eb``) neither
+    hides a value nor makes a span cross the syntax. Anything else is scanned as text."""
     try:
-        json.loads(original)
-    except ValueError:
-        return True  # not JSON to begin with: nothing to keep
-    try:
-        json.loads(redacted)
-    except ValueError:
-        return False
-    return True
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        to_redact = spans_to_redact(text)
+        return redactor.redact(text, to_redact) if to_redact else None
+    changed = False
+
+    def walk(item: Any) -> Any:
+        nonlocal changed
+        if isinstance(item, dict):
+            return {key: walk(inner) for key, inner in item.items()}
+        if isinstance(item, list):
+            return [walk(inner) for inner in item]
+        if isinstance(item, bool) or item is None:
+            return item
+        if isinstance(item, str | int | float):
+            written = item if isinstance(item, str) else json.dumps(item)
+            to_redact = spans_to_redact(written)
+            if to_redact:
+                changed = True
+                return redactor.redact(written, to_redact)
+        return item
+
+    redacted = walk(value)
+    return json.dumps(redacted, ensure_ascii=False) if changed else None
 
 
 def _summary(

@@ -19,8 +19,10 @@ from llmroute.safety._pii_checks import (
 from llmroute.safety._pii_context import HOST_WORDS, is_release_number
 from llmroute.safety._pii_span import PiiSpan
 
+# The local part may hold any letter (RFC 6531: zoë@, 用户@); the domain is ASCII
+# (punycode, as mail systems write it).
 _EMAIL = re.compile(
-    r"(?<![\w.%+-])[A-Za-z0-9_%+-][A-Za-z0-9._%+-]{0,63}"
+    r"(?<![\w.%+-])[\w%+-][\w.%+-]{0,63}"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-]|\.\w)"
 )
 # 13-19 digits, optionally grouped by single spaces or dashes; not glued to more digits.
