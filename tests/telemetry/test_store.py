@@ -421,6 +421,17 @@ def test_postgres_down_is_a_clear_error_without_the_password(closed_port: int) -
     store.close()  # idempotent
 
 
+def test_postgres_down_fails_at_once_for_a_while_after_a_timeout(closed_port: int) -> None:
+    """A reader after a timeout without a connection (a dashboard polling, feedback) is
+    told at once instead of waiting as long again; the message says so."""
+    store = PostgresStore(f"postgresql://bob@127.0.0.1:{closed_port}/test", timeout_s=0.3)
+    with pytest.raises(TelemetryError, match=r"within 0\.3 s"):
+        store.migrate()
+    with pytest.raises(TelemetryError, match="moments ago"):
+        store.count_decisions()
+    store.close()
+
+
 def test_postgres_down_is_said_by_the_store_not_by_its_pools_every_try(
     closed_port: int, caplog: pytest.LogCaptureFixture
 ) -> None:

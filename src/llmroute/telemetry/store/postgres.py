@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
@@ -78,6 +79,7 @@ INSTALL_HINT = "PostgreSQL telemetry needs the postgres extra: pip install 'llmr
 
 
 _POOL_NAME = "llmroute-telemetry"
+_DOWN_S = 5.0  # after a timeout without a connection, calls fail at once this long
 
 
 class _OwnPoolFailures(logging.Filter):
@@ -152,6 +154,7 @@ class PostgresStore(SqlReads):
         self._open_lock = threading.Lock()
         self._opened = False
         self._closed = False
+        self._down_until = 0.0  # monotonic: no connection came within a timeout until now
         _quiet_pool_log()
 
     # -- connection ----------------------------------------------------------------
@@ -174,10 +177,18 @@ class PostgresStore(SqlReads):
             if not self._opened:
                 self._pool.open(wait=False)
                 self._opened = True
+        if time.monotonic() < self._down_until:
+            # it just went a whole timeout without a connection: say so at once, rather
+            # than have every reader (a dashboard polling, feedback) wait as long again
+            raise TelemetryError(
+                f"cannot {what}: no connection to PostgreSQL at {self.url} (none within "
+                f"{self._timeout_s:g} s moments ago; tried again in {_DOWN_S:g} s)"
+            )
         try:
             with self._pool.connection() as conn:
                 yield conn
         except PoolTimeout:
+            self._down_until = time.monotonic() + _DOWN_S
             raise TelemetryError(
                 f"cannot {what}: no connection to PostgreSQL at {self.url} within "
                 f"{self._timeout_s:g} s (is the server up?)"
