@@ -245,3 +245,26 @@ def test_an_upstream_answer_without_an_id_still_names_the_message() -> None:
     raw = [*translator.feed(f"data: {json.dumps(chunk)}\n\n".encode()), *translator.close()]
     (start,) = [e for e in _events(raw) if e["type"] == "message_start"]
     assert len(start["message"]["id"]) > len("msg_")
+
+
+def test_an_answer_calling_tools_stops_for_them_whatever_the_server_said() -> None:
+    """Some servers finish a tool-calling answer with "stop": the agent loop waiting for
+    stop_reason tool_use must still see it."""
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    data = {
+        "id": "x",
+        "choices": [{"message": {"content": None, "tool_calls": [call]}, "finish_reason": "stop"}],
+    }
+    assert to_message(data, "small")["stop_reason"] == "tool_use"
+    plain = {"id": "x", "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}]}
+    assert to_message(plain, "small")["stop_reason"] == "end_turn"
+    translator = StreamTranslator("small")
+    raw = [
+        *translator.feed(
+            _chunk({"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f"}}]})
+        ),
+        *translator.feed(_chunk(finish="stop")),
+        *translator.close(),
+    ]
+    (delta,) = [e for e in _events(raw) if e["type"] == "message_delta"]
+    assert delta["delta"]["stop_reason"] == "tool_use"

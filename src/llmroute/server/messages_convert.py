@@ -362,10 +362,21 @@ def to_message(data: dict[str, Any], model: str) -> dict[str, Any]:
         "role": "assistant",
         "model": model,
         "content": blocks,
-        "stop_reason": _STOP.get(choice.get("finish_reason") or "stop", "end_turn"),
+        "stop_reason": _stop_reason(
+            choice.get("finish_reason"), any(b["type"] == "tool_use" for b in blocks)
+        ),
         "stop_sequence": None,
         "usage": _usage(usage),
     }
+
+
+def _stop_reason(finish: object, called: bool) -> str:
+    """Anthropic's stop reason for OpenAI's finish reason. An answer that calls tools
+    stops for them (``tool_use``), whatever the server said: some OpenAI-compatible
+    servers finish such answers with ``stop``, and an agent loop that waits for
+    ``tool_use`` would never run the tools."""
+    stop = _STOP.get(finish if isinstance(finish, str) else "stop", "end_turn")
+    return "tool_use" if called and stop == "end_turn" else stop
 
 
 def _usage(usage: dict[str, Any]) -> dict[str, int]:
@@ -435,7 +446,7 @@ class StreamTranslator(ChunkTranslator):
             for call in delta.get("tool_calls") or ():
                 yield from self._tool_delta(call)
             if choice.get("finish_reason"):
-                self._stop = _STOP.get(choice["finish_reason"], "end_turn")
+                self._stop = _stop_reason(choice["finish_reason"], bool(self._tools))
 
     def _start(self, chunk: dict[str, Any]) -> Iterator[bytes]:
         if self._started:
