@@ -151,6 +151,9 @@ def test_a_broken_stream_ends_with_response_failed() -> None:
     assert events[-1]["type"] == "response.failed"
     assert events[-1]["response"]["status"] == "failed"
     assert events[-1]["response"]["error"]["message"] == "upstream went away"
+    # the text that had come is kept in the failed response (and so in the store)
+    (item,) = events[-1]["response"]["output"]
+    assert item["content"][0]["text"] == "Hel" and item["status"] == "incomplete"
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
 
 

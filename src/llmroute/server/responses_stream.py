@@ -106,6 +106,7 @@ class ResponsesStream(ChunkTranslator):
         if "error" in chunk:
             error = chunk["error"] if isinstance(chunk["error"], dict) else {}
             message = str(error.get("message") or "the upstream stream broke off")
+            self._keep_partial()
             failed = self._response("failed", error={"code": "server_error", "message": message})
             failed["status"], failed["incomplete_details"] = "failed", None
             self.final, self._final_event = failed, ("response.failed", self._sequence)
@@ -190,6 +191,21 @@ class ResponsesStream(ChunkTranslator):
             "response.output_item.done", {"output_index": self._text_item, "item": item}
         )
         self._text_item = None
+
+    def _keep_partial(self) -> None:
+        """The output that had come before the stream broke, written into its items
+        (``incomplete``), so a failed response keeps it as the docs and OpenAI do."""
+        for position, pieces in self._pieces.items():
+            item = self._items[position]
+            joined = "".join(pieces)
+            if item["type"] == "message":
+                item["content"][0]["text"] = joined
+            elif item["type"] == "custom_tool_call":
+                item["input"] = custom_input(joined)
+            else:
+                item["arguments"] = joined
+            item["status"] = "incomplete"
+        self._pieces = {}
 
     # -- function-call items --------------------------------------------------------------
 
