@@ -66,6 +66,7 @@ __all__ = [
     "SafetyProfile",
     "SafetySettings",
     "StoredResponsesSettings",
+    "with_article",
 ]
 
 BUILTIN_ENCODERS = ("minilm", "minilm-int8", "static")
@@ -285,7 +286,11 @@ class Provider(_Frozen):
             "echo": _HTTP_ONLY | _LOCAL_ONLY,
         }.get(self.kind, _LOCAL_ONLY | _ECHO_ONLY)
         problems: list[Problem] = [
-            ((key,), f"{key!r} is not used by {_a(self.kind)} provider" + (" (in-process)" * local))
+            (
+                (key,),
+                f"{key!r} is not used by {with_article(self.kind)} provider"
+                + (" (in-process)" * local),
+            )
             for key in sorted(wrong & self.model_fields_set)
         ]
         if not local and self.base_url is None:
@@ -379,8 +384,8 @@ _REQUEST_OWN = frozenset(
 """Body keys that say what is asked, not how: a model's `params` may not default them."""
 
 
-def _a(kind: str) -> str:
-    """A model kind with its article: "an embedding", "a rerank"."""
+def with_article(kind: str) -> str:
+    """A kind with its article: "an embedding", "a rerank" (for messages)."""
     return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
@@ -1481,7 +1486,7 @@ class Registry(_Frozen):
             known = ", ".join(sorted(self.models))
             return f"unknown model {name!r}{did_you_mean(name, self.models)}; models: {known}"
         if (kind := self.models[name].kind) != "chat":
-            return f"model {name!r} is {_a(kind)} model; chat requests need a chat model"
+            return f"model {name!r} is {with_article(kind)} model; chat requests need a chat model"
         return None
 
     def _not_a_tier(self, name: str) -> str | None:
@@ -1551,7 +1556,7 @@ class Registry(_Frozen):
                 continue
             where = ("models", name, "text_completions")
             if model.kind != "chat":
-                yield where, f"{_a(model.kind)} model completes no text"
+                yield where, f"{with_article(model.kind)} model completes no text"
             elif any(
                 self.providers[d.provider].kind not in ("openai", "echo")
                 for d in model.targets()

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from llmroute.dispatch.usage import Usage
 from llmroute.errors import LlmrouteError, shown
+from llmroute.registry.schema import with_article
 from llmroute.server.auth import api_key_of, check_model
 from llmroute.server.body import read_json_object
 from llmroute.server.errors import GatewayError, gateway_error
@@ -86,10 +87,9 @@ def pool_model(request: Request, gateway: Gateway, name: object, kind: str) -> s
             code="model_not_found",
         )
     if model.kind != kind:
-        a = "an" if model.kind[0] in "aeiou" else "a"
         raise GatewayError(
             400,
-            f"model {shown(name)} is {a} {model.kind} model; {kind} models: {known}",
+            f"model {shown(name)} is {with_article(model.kind)} model; {kind} models: {known}",
             param="model",
             code=f"model_not_{kind}",
         )
