@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from llmroute.layers.base import DecisionContext, LayerResult
 from llmroute.registry.schema import Action, Registry, RouteTo, SafetyProfile, SafetySettings
 from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.injection import InjectionDetector, builtin_detector_dir, load_detector
-from llmroute.safety.pii import PiiDetector, PiiSpan, Redactor
+from llmroute.safety.pii import PLACEHOLDER, PiiDetector, PiiSpan, Redactor
 from llmroute.safety.segments import Place, Segment, new_turn, replace_texts, segments_of
 from llmroute.safety.windows import windows
 
@@ -228,9 +227,6 @@ class SafetyLayer:
         return worst.action, fired, model
 
 
-_PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]*_\d+>")
-
-
 def _placeholders_in(segments: Sequence[Segment]) -> set[str]:
     """The placeholder-like tags the request's own texts hold (few do: one substring
     test a text). Not the assistant's: its tags are the gateway's own from earlier turns
@@ -239,7 +235,7 @@ def _placeholders_in(segments: Sequence[Segment]) -> set[str]:
         tag
         for s in segments
         if s.role != "assistant" and "<" in s.text
-        for tag in _PLACEHOLDER.findall(s.text)
+        for tag in PLACEHOLDER.findall(s.text)
     }
 
 

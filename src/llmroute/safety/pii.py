@@ -22,7 +22,7 @@ from llmroute.safety._pii_phone import PhoneFinder
 from llmroute.safety._pii_secrets import find_secrets
 from llmroute.safety._pii_span import PII_TYPES, PiiSpan, resolve_overlaps
 
-__all__ = ["PII_TYPES", "PiiDetector", "PiiSpan", "Redactor", "replace_spans"]
+__all__ = ["PII_TYPES", "PLACEHOLDER", "PiiDetector", "PiiSpan", "Redactor", "replace_spans"]
 
 PATTERN_TYPES: tuple[str, ...] = tuple(t for t in PII_TYPES if t not in NER_TYPES)
 
@@ -117,6 +117,9 @@ def replace_spans(text: str, spans: Sequence[PiiSpan], label: Callable[[PiiSpan,
         pos = span.end
     parts.append(text[pos:])
     return "".join(parts)
+
+
+PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]*_\d+>")  # what `Redactor` writes: <EMAIL_1>
 
 
 class Redactor:

@@ -20,11 +20,11 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from llmroute.safety.pii import PLACEHOLDER
 from llmroute.safety.stream_edit import Key, StreamEdit
 
 __all__ = ["StreamRestorer", "restore_completion", "restore_text"]
 
-_PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]*_\d+>")
 # The end of a text that may be the start of a placeholder: "<", "<EMA", "<EMAIL_1".
 _OPEN_TAIL = re.compile(r"<[A-Z_]*\d*$")
 _MAX_PLACEHOLDER = 40  # characters; a longer "<…" tail is no placeholder of ours
@@ -42,7 +42,7 @@ def restore_text(text: str, values: Mapping[str, str], *, in_json: bool = False)
             return match.group(0)
         return json.dumps(found, ensure_ascii=False)[1:-1] if in_json else found
 
-    return _PLACEHOLDER.sub(value, text)
+    return PLACEHOLDER.sub(value, text)
 
 
 def restore_completion(data: Any, values: Mapping[str, str]) -> Any:

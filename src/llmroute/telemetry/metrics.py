@@ -499,9 +499,10 @@ class GatewayMetrics:
             if record.cost_usd:
                 self._client_cost(client).inc(record.cost_usd)
 
-    def observe_embedding(self, model: str, usage: Usage, route: str = EMBEDDINGS_ROUTE) -> None:
-        """One ``/v1/embeddings`` answer (or, with route ``(rerank)``, one rerank): its
-        tokens and cost (the route label says nothing was routed)."""
+    def observe_unrouted(self, route: str, model: str, usage: Usage) -> None:
+        """One answer of an API that is not routed, ``/v1/embeddings`` or ``/v1/rerank``:
+        its tokens and cost, under `route` (``(embeddings)``, ``(rerank)``: no route name
+        has a parenthesis)."""
         if usage.prompt_tokens:
             self._tokens(model, "in").inc(usage.prompt_tokens)
         if usage.cost_usd:
