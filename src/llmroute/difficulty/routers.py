@@ -43,6 +43,11 @@ class DifficultyRouter(Protocol):
 
     def score(self, embeddings: F32, texts: Sequence[str]) -> F64: ...
 
+    def expects(self) -> tuple[str, int] | None:
+        """The array that fixes the embedding width it reads, and that width (None for a
+        router that reads no embedding)."""
+        ...
+
     def to_state(self) -> State: ...
 
     @classmethod
@@ -85,15 +90,7 @@ def check_input_dim(router: DifficultyRouter, dim: int, *, file: str | None = No
     """Refuse (ConfigError naming `file` and the array) a router whose arrays expect
     embeddings of another width than `dim`, the encoder's: an artifact whose arrays were
     edited or swapped would otherwise fail in a matrix product at its first request."""
-    expects: tuple[str, int] | None = None
-    if isinstance(router, KnnRouter):
-        expects = "keys", int(router.keys.shape[1])
-    elif isinstance(router, MatrixFactorisationRouter):
-        expects = "projection", int(router.projection.shape[0])
-    elif isinstance(router, LinearRouter):
-        expects = "weights", int(router.weights.shape[0]) - _width(router.scaler)
-    elif isinstance(router, MlpRouter):
-        expects = "w1", int(router.w1.shape[0]) - _width(router.scaler)
+    expects = router.expects()
     if expects is not None and expects[1] != dim:
         raise ConfigError(
             f"the router expects {expects[1]}-dimensional embeddings, the encoder gives {dim}",
@@ -146,6 +143,9 @@ class RandomRouter:
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
 
+    def expects(self) -> tuple[str, int] | None:
+        return None
+
     def score(self, embeddings: F32, texts: Sequence[str]) -> F64:
         out = np.empty(len(texts), dtype=np.float64)
         for i, text in enumerate(texts):
@@ -171,6 +171,9 @@ class LinearRouter:
         self.bias = float(bias)
         self.scaler = scaler
         self.lam = lam
+
+    def expects(self) -> tuple[str, int] | None:
+        return "weights", int(self.weights.shape[0]) - _width(self.scaler)
 
     def score(self, embeddings: F32, texts: Sequence[str]) -> F64:
         x = _inputs(embeddings, texts, self.scaler)
@@ -264,6 +267,9 @@ class KnnRouter:
         self.k = min(k, self.keys.shape[0])
         self.temperature = temperature
 
+    def expects(self) -> tuple[str, int] | None:
+        return "keys", int(self.keys.shape[1])
+
     def score(self, embeddings: F32, texts: Sequence[str]) -> F64:
         queries = unit_rows(embeddings)
         if queries.shape[0] == 1:  # the serving path: one request, no sort needed
@@ -319,6 +325,9 @@ class MatrixFactorisationRouter:
         self._head = np.ascontiguousarray(self.projection @ self.model_vectors[pair].T)
         self._bias = self.model_bias[pair].astype(np.float64)
 
+    def expects(self) -> tuple[str, int] | None:
+        return "projection", int(self.projection.shape[0])
+
     def score(self, embeddings: F32, texts: Sequence[str]) -> F64:
         logits = (np.asarray(embeddings, dtype=np.float32) @ self._head) + self._bias
         p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
@@ -371,6 +380,9 @@ class MlpRouter:
         self.w1, self.b1, self.w2, self.b2 = w1, b1, w2, b2
         self.scaler = scaler
         self.hyper = dict(hyper or {})
+
+    def expects(self) -> tuple[str, int] | None:
+        return "w1", int(self.w1.shape[0]) - _width(self.scaler)
 
     def score(self, embeddings: F32, texts: Sequence[str]) -> F64:
         hidden = _inputs(embeddings, texts, self.scaler) @ self.w1 + self.b1
