@@ -127,6 +127,8 @@ class SafetyOutcome:
     answer_mask: AnswerMask | None = field(default=None, repr=False)
     # the detectors whose action is `action` (what a block names; `fired` has them all)
     decisive: tuple[str, ...] = field(default=(), repr=False)
+    # top-level body fields rewritten because they held PII (end-user ids, metadata)
+    fields: Mapping[str, Any] | None = field(default=None, repr=False)
 
     @property
     def blocked(self) -> bool:
@@ -145,6 +147,8 @@ class SafetyOutcome:
             out["unscanned"] = True
         if self.model is not None:
             out["model"] = self.model
+        if self.fields:
+            out["fields"] = sorted(self.fields)
         return out
 
 

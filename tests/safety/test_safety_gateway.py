@@ -13,6 +13,8 @@ import pytest
 from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import serve_text
 
+from llmroute.layers.safety import pseudonym
+
 pytestmark = pytest.mark.slow
 
 REGISTRY = """
@@ -153,3 +155,52 @@ def test_secret_is_blocked(client: openai.OpenAI) -> None:
         )
     assert "pii:SECRET" in caught.value.message
     assert "ghp_" not in caught.value.message
+
+
+def test_end_user_ids_and_metadata_holding_pii_are_rewritten(
+    gateway: Gateway, client: openai.OpenAI
+) -> None:
+    """An e-mail address is the usual `user` id: with a profile that redacts e-mail it
+    reaches the provider (and the log) as a stable pseudonym, and metadata values have
+    their spans replaced; the request itself is not blocked or rerouted for it."""
+    address = "jane.roe@example.org"
+    for _ in range(2):
+        client.chat.completions.create(
+            model="auto",
+            messages=_user("hi there!"),
+            user=address,
+            metadata={"ticket": "T-1", "owner": f"owner is {address}"},
+        )
+    first, second = (r.body for r in gateway.upstream.requests[-2:])
+    assert first["user"] == second["user"] == pseudonym(address)
+    assert first["metadata"] == {"ticket": "T-1", "owner": "owner is <EMAIL_1>"}
+    assert first["messages"][-1]["content"] == "hi there!"
+
+    response = httpx.post(
+        f"{gateway.url}/v1/messages",
+        json={
+            "model": "auto",
+            "max_tokens": 16,
+            "messages": _user("hi there!"),
+            "metadata": {"user_id": address},
+        },
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    assert gateway.upstream.requests[-1].body["user"] == pseudonym(address)
+
+    explained = httpx.post(
+        f"{gateway.url}/v1/route",
+        json={"messages": _user("hi there!"), "user": address},
+        timeout=10,
+    ).json()["safety"]
+    assert explained["action"] == "allow" and explained["fields"] == ["user"]
+    assert address not in gateway.log.read_text()
+
+
+def test_ids_without_pii_pass_as_sent(gateway: Gateway, client: openai.OpenAI) -> None:
+    client.chat.completions.create(
+        model="auto", messages=_user("hi there!"), user="user-8842", metadata={"k": "v"}
+    )
+    sent = gateway.upstream.requests[-1].body
+    assert sent["user"] == "user-8842" and sent["metadata"] == {"k": "v"}

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from llmroute.decide import Router
+from llmroute.dispatch.plan import Plan
 from llmroute.encoders.builtin import load_builtin
 from llmroute.errors import ConfigError, PolicyViolation
-from llmroute.layers.safety import SafetyLayer
+from llmroute.layers.safety import SafetyLayer, pseudonym
 from llmroute.registry import parse_registry
 from llmroute.safety.pii import PiiDetector
 
@@ -335,3 +336,40 @@ def test_the_gateways_own_placeholders_in_history_keep_their_numbers(router: Rou
     assert sent is not None
     assert sent["messages"][0]["content"] == "hello there, my email is <EMAIL_1>"
     assert sent["messages"][2]["content"] == "and cc <EMAIL_1> please"
+
+
+def test_identifiers_and_metadata_holding_pii_are_rewritten_not_acted_on(router: Router) -> None:
+    body = {
+        **chat(("user", "hello there, write to ann@example.com")),
+        "user": "ann@example.com",
+        "safety_identifier": "card 4111 1111 1111 1111",  # CARD reroutes in a message
+        "prompt_cache_key": "tenant-7",
+        "metadata": {"owner": "ann@example.com", "ticket": "T-1", "n": 3},
+    }
+    decision = router.decide(body)
+    safety = decision.safety
+    assert safety is not None and safety.action == "redact" and safety.model is None
+    assert safety.pii == {"EMAIL": 1}  # counts are the messages' findings
+    assert safety.fields == {
+        "user": pseudonym("ann@example.com"),
+        "safety_identifier": pseudonym("card 4111 1111 1111 1111"),
+        "metadata": {"owner": "<EMAIL_1>", "ticket": "T-1", "n": 3},  # the text's number
+    }
+    assert decision.to_dict()["safety"]["fields"] == ["metadata", "safety_identifier", "user"]
+    sent = Plan(decision, ("large",)).outgoing(body)
+    assert sent["user"] == pseudonym("ann@example.com") and sent["prompt_cache_key"] == "tenant-7"
+    assert sent["messages"][0]["content"] == "hello there, write to <EMAIL_1>"
+    assert body["user"] == "ann@example.com"  # the caller's body is untouched
+
+
+def test_identifiers_pass_where_the_profile_allows_their_pii(router: Router) -> None:
+    body = {**chat(("user", "write a python function")), "user": "ann@example.com"}
+    decision = router.decide(body)
+    assert decision.route == "code" and decision.safety is not None
+    assert decision.safety.fields is None
+    assert Plan(decision, ("small",)).outgoing(body)["user"] == "ann@example.com"
+
+
+def test_a_blocked_request_rewrites_nothing(router: Router) -> None:
+    decision = router.decide({**chat(("user", "hello there EVIL")), "user": "ann@example.com"})
+    assert decision.blocked and decision.safety is not None and decision.safety.fields is None

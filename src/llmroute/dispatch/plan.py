@@ -85,7 +85,9 @@ class Plan:
         if safety.blocked:
             raise PolicyViolation(safety.profile, safety.decisive or safety.fired, self.decision.id)
         if safety.redacted_body is not None:
-            return dict(safety.redacted_body)
+            body = dict(safety.redacted_body)
+        if safety.fields:
+            body = {**body, **safety.fields}
         return body
 
 

@@ -12,6 +12,7 @@ types and counts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -112,9 +113,13 @@ class SafetyLayer:
         if unscanned:
             calls.append(_Call(profile.unscanned, "unscanned"))
 
-        counts, replacements, originals = self._scan_for_pii(segments, profile, calls)
+        redactor = Redactor(_placeholders_in(segments))
+        counts, replacements = self._scan_for_pii(segments, profile, calls, redactor)
         if counts:
             detail["pii"] = dict(counts)
+        fields = self._scan_fields(ctx.request.body, profile, redactor)
+        if fields:
+            detail["fields"] = list(fields)
 
         action, fired, model = self._resolve(calls)
         decisive = tuple(
@@ -127,7 +132,8 @@ class SafetyLayer:
         redacted = restore = None
         if replacements and action != "block" and ctx.request.body is not None:
             redacted = replace_texts(ctx.request.body, replacements)
-            restore = MappingProxyType(originals) if profile.restore else None
+        if (replacements or fields) and action != "block" and profile.restore:
+            restore = MappingProxyType(redactor.originals)
         ctx.safety = SafetyOutcome(
             profile=profile_name,
             action=action,
@@ -141,11 +147,14 @@ class SafetyLayer:
             restore=restore,
             answer_mask=self._answer_masks.get(profile_name) if action != "block" else None,
             decisive=decisive,
+            fields=MappingProxyType(fields) if fields and action != "block" else None,
         )
         detail["action"] = action
         if fired:
             detail["fired"] = list(fired)
         detail["summary"] = _summary(action, fired, score, self._threshold, counts, n_windows)
+        if fields:
+            detail["summary"] += f"; PII in {', '.join(fields)}: rewritten"
         return LayerResult(annotated=True, detail=MappingProxyType(detail))
 
     def _scan_for_injection(
@@ -177,16 +186,19 @@ class SafetyLayer:
         return float(np.max(scores)), None, len(chunks), unscanned
 
     def _scan_for_pii(
-        self, segments: Sequence[Segment], profile: SafetyProfile, calls: list[_Call]
-    ) -> tuple[dict[str, int], dict[Place, str], dict[str, str]]:
-        """PII counts by type; the redacted text of each segment with a span to redact;
-        each placeholder issued, with the value it replaced."""
+        self,
+        segments: Sequence[Segment],
+        profile: SafetyProfile,
+        calls: list[_Call],
+        redactor: Redactor,
+    ) -> tuple[dict[str, int], dict[Place, str]]:
+        """PII counts by type; the redacted text of each segment with a span to redact
+        (`redactor` keeps each placeholder issued, with the value it replaced)."""
         detector = self._pii
         counts: dict[str, int] = {}
         replacements: dict[Place, str] = {}
         if detector is None:
-            return counts, replacements, {}
-        redactor = Redactor(_placeholders_in(segments))
+            return counts, replacements
         called: set[str] = set()
 
         def spans_to_redact(text: str) -> list[PiiSpan]:
@@ -213,7 +225,39 @@ class SafetyLayer:
                 redacted = redactor.redact(segment.text, to_redact) if to_redact else None
             if redacted is not None:
                 replacements[segment.place] = redacted
-        return counts, replacements, redactor.originals
+        return counts, replacements
+
+    def _scan_fields(
+        self, body: Mapping[str, Any] | None, profile: SafetyProfile, redactor: Redactor
+    ) -> dict[str, Any]:
+        """The body's own fields that go upstream beside the messages, rewritten where
+        they hold PII the profile does not allow: the end-user identifiers (``user``,
+        ``safety_identifier``, ``prompt_cache_key``; the fronts map Anthropic's
+        ``metadata.user_id`` onto ``user``) become a pseudonym, the SHA-256 of the value,
+        as OpenAI and Anthropic ask of callers (an e-mail address is the usual user id);
+        ``metadata`` values have their spans replaced by placeholders. A field is never a
+        reason to block or reroute: rewritten, it no longer holds the value."""
+        detector = self._pii
+        if detector is None or body is None:
+            return {}
+
+        def held(text: str) -> list[PiiSpan]:
+            return [s for s in detector.find(text) if profile.pii_action(s.type) != "allow"]
+
+        fields: dict[str, Any] = {}
+        for key in _IDENTIFIERS:
+            value = body.get(key)
+            if isinstance(value, str) and value and held(value):
+                fields[key] = pseudonym(value)
+        metadata = body.get("metadata")
+        if isinstance(metadata, Mapping):
+            rewritten = dict(metadata)
+            for key, value in metadata.items():
+                if isinstance(value, str) and value and (spans := held(value)):
+                    rewritten[key] = redactor.redact(value, spans)
+            if rewritten != metadata:
+                fields["metadata"] = rewritten
+        return fields
 
     @staticmethod
     def _resolve(calls: Sequence[_Call]) -> tuple[str, tuple[str, ...], str | None]:
@@ -225,6 +269,17 @@ class SafetyLayer:
         fired = tuple(dict.fromkeys(c.fired for c in calls))
         model = worst.model if worst.action == "route" else None
         return worst.action, fired, model
+
+
+# the end-user identifiers of a chat body, which providers keep for abuse monitoring
+_IDENTIFIERS = ("user", "safety_identifier", "prompt_cache_key")
+
+
+def pseudonym(value: str) -> str:
+    """What an identifier holding PII becomes upstream and in telemetry: stable, so a
+    provider's abuse monitoring, prompt caching and `llmroute report`'s end users still
+    tell users apart, without the value itself."""
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
 def _placeholders_in(segments: Sequence[Segment]) -> set[str]:

@@ -195,7 +195,7 @@ class Recorder:
             prompt=prompt,
             redacted_prompt=redacted,
             client=self.client,
-            end_user=end_user_of(body),
+            end_user=end_user_of(_as_sent(decision, body)),
             tags=self.tags,
             response=answer[: self.max_response_chars] if answer and self.wants_answers else None,
             response_mode=self.responses,
@@ -240,7 +240,7 @@ class Recorder:
             redacted_prompt=redacted,
             client=self.client,
             route_only=True,
-            end_user=end_user_of(body),
+            end_user=end_user_of(_as_sent(decision, body)),
             tags=self.tags,
         )
         if self.sink is not None:
@@ -280,6 +280,15 @@ class Recorder:
         if mode != "redacted":
             return mode, text, None
         return mode, text, redact_text(text)
+
+
+def _as_sent(decision: Decision, body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`body` with the fields safety rewrote (an end-user id holding an e-mail address
+    is logged as the pseudonym the provider got)."""
+    safety = decision.safety
+    if safety is None or not safety.fields:
+        return body
+    return {**body, **safety.fields}
 
 
 def _log_blocked_text(router: Router) -> bool:
