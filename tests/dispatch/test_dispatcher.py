@@ -716,6 +716,33 @@ def test_stream_usage_is_estimated_and_added_when_asked_for(h: Harness) -> None:
     assert usage is not None and usage.estimated
 
 
+def test_a_stream_is_charged_the_providers_count_when_the_client_asked_no_usage(
+    h: Harness,
+) -> None:
+    """Most OpenAI SDK users never set `stream_options`: the gateway asks the upstream
+    for the usage chunk anyway, prices the stream by it, and leaves it out for them."""
+    chunks, usage = _stream_usage(h, "a", include=False)
+    assert all("usage" not in c for c in chunks) and chunks[-1]["choices"]
+    assert usage is not None and usage.estimated is False
+    assert usage.cost_usd == pytest.approx(30 / 1e6)
+    sent = h.upstream.requests[-1].body
+    assert sent["stream_options"] == {"include_usage": True}
+
+
+def test_a_model_refusing_stream_options_may_drop_them(h: Harness) -> None:
+    models = "  a: {provider: up, model: a, drop_params: [stream_options]}"
+    registry = h.registry(models, "a")
+
+    async def job(d: Dispatcher) -> Any:
+        opened = await d.open_stream(plan_for("a"), _body(stream=True))
+        assert [e async for e in opened.events][-1] == b"data: [DONE]\n\n"
+        return opened.usage
+
+    usage = h.run(registry, job)
+    assert "stream_options" not in h.upstream.requests[-1].body
+    assert usage is not None and usage.estimated
+
+
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
 
 

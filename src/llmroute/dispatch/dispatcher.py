@@ -67,6 +67,7 @@ from llmroute.dispatch.text_completions import CHAT_ONLY, chat_answer, chat_even
 from llmroute.dispatch.usage import (
     StreamUsage,
     Usage,
+    asking_usage,
     estimated_prompt_tokens,
     priced,
     priced_embedding,
@@ -418,11 +419,12 @@ class Dispatcher:
         """`open_stream` along the plan's chain, for a body already made outgoing."""
 
         async def on(name: str, deployment: Deployment, timeouts: Timeouts) -> tuple[bytes, Any]:
-            sent = self._for_model(plan, name, deployment, body)
+            sent = self._for_model(plan, name, deployment, asked)
             with sending(name, sent):
                 text = self._sends_text(plan, name)
                 return await _open_on(deployment, sent, timeouts, hold_s, text=text)
 
+        asked = asking_usage(body)
         hold_s = self._registry.dispatch.stream_hold_s
 
         slots: list[Slot] = []  # the answering deployment's in-flight slot, held to the end
@@ -1278,7 +1280,8 @@ async def _metered(
     renews = bool(slots) or renew_holds is not None
     renew_at = time.monotonic() + SLOT_RENEW_S if renews else math.inf
     try:
-        yield meter.observe(first)
+        if (sent := meter.observe(first)) is not None:
+            yield sent
         async for event in rest:
             if renews and time.monotonic() >= renew_at:
                 renew_at = time.monotonic() + SLOT_RENEW_S
@@ -1292,7 +1295,8 @@ async def _metered(
                     yield extra
                 yield event
                 continue
-            yield meter.observe(event)
+            if (sent := meter.observe(event)) is not None:
+                yield sent
     finally:
         try:
             opened.usage = meter.finish()

@@ -289,6 +289,24 @@ def priced_embedding(data: dict[str, Any], body: Mapping[str, Any], price: Price
     return usage
 
 
+def usage_wanted(body: Mapping[str, Any]) -> bool:
+    """Whether a stream's client asked for its usage chunk."""
+    options = body.get("stream_options")
+    return isinstance(options, Mapping) and options.get("include_usage") is True
+
+
+def asking_usage(body: dict[str, Any]) -> dict[str, Any]:
+    """A stream's body asking the upstream for its usage chunk: what a stream costs is
+    then the provider's count, not an estimate, whether or not the client asked (most
+    OpenAI SDK users never do); `StreamUsage` leaves the chunk out for a client that did
+    not. Other bodies as they are."""
+    if body.get("stream") is not True or usage_wanted(body):
+        return body
+    options = body.get("stream_options")
+    kept = options if isinstance(options, Mapping) else {}
+    return {**body, "stream_options": {**kept, "include_usage": True}}
+
+
 class StreamUsage:
     """Watches a stream's events: prices the usage chunk when the upstream sends one,
     and otherwise counts the streamed text so the usage can be estimated at the end.
@@ -301,11 +319,14 @@ class StreamUsage:
     def __init__(self, body: Mapping[str, Any], price: Price) -> None:
         self._body = body
         self._price = price
+        self._wanted = usage_wanted(body)
         self._text: list[str] = []
         self._last: dict[str, Any] | None = None
         self.usage: Usage | None = None
 
-    def observe(self, event: bytes) -> bytes:
+    def observe(self, event: bytes) -> bytes | None:
+        """The event to send on; None for the usage chunk the gateway asked for
+        (`asking_usage`) when the client did not."""
         chunk = chunk_of(event)
         if chunk is None:
             return event
@@ -318,6 +339,8 @@ class StreamUsage:
         if _reported(chunk.get("usage")) is None:
             return event
         self.usage = priced(chunk, self._body, self._price)
+        if not self._wanted and not choices:
+            return None
         return event_of(chunk)
 
     def finish(self) -> Usage:
@@ -327,8 +350,7 @@ class StreamUsage:
         return self.usage
 
     def final_event(self) -> bytes | None:
-        wanted = (self._body.get("stream_options") or {}).get("include_usage") is True
-        if not wanted or self.usage is not None:
+        if not self._wanted or self.usage is not None:
             return None
         usage = self.finish()
         last = self._last or {}

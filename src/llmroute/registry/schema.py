@@ -382,6 +382,9 @@ _REQUEST_OWN = frozenset(
     {"model", "messages", "prompt", "input", "stream", "stream_options", "tools", "functions"}
 )
 """Body keys that say what is asked, not how: a model's `params` may not default them."""
+_UNDROPPABLE = _REQUEST_OWN - {"stream_options"}
+"""Of those, the ones a model may not drop: `stream_options` asks for a stream's usage,
+which a server that refuses it can do without (its streams' costs are then estimated)."""
 
 
 def with_article(kind: str) -> str:
@@ -514,10 +517,10 @@ class Model(_Frozen):
         PathProblems.raise_if_any(
             [
                 ((i,), f"{name!r} is the request's own, not a parameter to drop")
-                if name in _REQUEST_OWN
+                if name in _UNDROPPABLE
                 else ((i,), "an empty name")
                 for i, name in enumerate(value)
-                if name in _REQUEST_OWN or not name
+                if name in _UNDROPPABLE or not name
             ]
         )
         return value
