@@ -204,11 +204,54 @@ def test_feedback_is_stored_and_checked(sqlite_gateway: Running) -> None:
         ({"decision_id": decision_id, "thumbs": "sideways"}, "thumbs"),
         ({"decision_id": decision_id}, "score"),
         ({"decision_id": decision_id, "thumbs": "up", "rating": 5}, "rating"),
+        ({"decision_id": decision_id, "score": 10**400}, "score"),  # was a 500
+        ({"decision_id": "a\x00b", "thumbs": "up"}, "decision_id"),  # was a 503
     ):
         response = httpx.post(f"{url}/v1/feedback", json=bad, timeout=10)
         assert response.status_code == 400, bad
         assert response.json()["error"]["param"] == param
     assert httpx.post(f"{url}/v1/feedback", content=b"{", timeout=10).status_code == 400
+
+
+KEYS = {"A_KEY": "a" * 24, "B_KEY": "b" * 24, "OPS_KEY": "o" * 24}
+AUTH = """
+auth:
+  keys:
+    - {name: team-a, key_env: A_KEY}
+    - {name: team-b, key_env: B_KEY}
+    - {name: ops, key_env: OPS_KEY, admin: true}
+"""
+
+
+def test_a_key_gives_feedback_on_its_own_decisions_only(tmp_path: Path) -> None:
+    """Another key's feedback would skew that key's quality numbers and evict its cached
+    answers; it gets the 404 of an unknown id (so an id tells it nothing). An admin key
+    may judge any decision."""
+    with fake_upstream() as upstream:
+        registry = _registry(tmp_path, upstream, "hash")
+        registry.write_text(registry.read_text() + AUTH)
+        env = {"LLMROUTE_TELEMETRY_URL": f"sqlite:///{tmp_path / 'log.db'}", **KEYS}
+        with serve(registry, tmp_path / "serve.log", env=env) as served:
+
+            def post(path: str, key: str, body: dict[str, object]) -> httpx.Response:
+                headers = {"authorization": f"Bearer {KEYS[key]}"}
+                return httpx.post(f"{served.url}{path}", json=body, headers=headers, timeout=10)
+
+            chat = {"model": "auto", "messages": [{"role": "user", "content": "hi there!"}]}
+            decision_id = post("/v1/chat/completions", "B_KEY", chat).headers[
+                "x-llmroute-decision-id"
+            ]
+            judged = {"decision_id": decision_id, "thumbs": "down"}
+            other = post("/v1/feedback", "A_KEY", judged)
+            assert other.status_code == 404, other.text
+            assert other.json()["error"]["code"] == "decision_not_found"
+            assert post("/v1/feedback", "B_KEY", judged).status_code == 200
+            assert post("/v1/feedback", "OPS_KEY", judged).status_code == 200
+    store = open_store(f"sqlite:///{tmp_path / 'log.db'}")
+    try:
+        assert len([f for f in store.feedback(0) if f.decision_id == decision_id]) == 2
+    finally:
+        store.close()
 
 
 def test_feedback_takes_the_request_id_openais_client_exposes(sqlite_gateway: Running) -> None:

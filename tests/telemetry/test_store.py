@@ -366,6 +366,29 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
 # -- feedback and shadow ----------------------------------------------------------------
 
 
+def test_a_nul_from_a_client_loses_no_record(store: Store, make_record: MakeRecord) -> None:
+    """PostgreSQL refuses NUL in text and jsonb, and the whole batch with it: one client
+    sending "\\u0000" must not drop the records of everyone written beside it."""
+    bad = make_record(
+        0,
+        prompt_mode="full",
+        prompt="a\x00b",
+        end_user="\x00",
+        error="up\x00",
+        attempts=("big (said \x00)", "small (said \\u0000, escaped)"),
+    )
+    records = [bad, make_record(1), make_record(2)]
+    store.write_decisions(records)
+    got = store.decisions(0.0)
+    assert [g.id for g in got] == [r.id for r in records]
+    stored = got[0]
+    assert stored.prompt in ("a\x00b", "a\ufffdb") and stored.end_user in ("\x00", "\ufffd")
+    assert stored.error in ("up\x00", "up\ufffd")
+    assert stored.attempts[0] in ("big (said \x00)", "big (said \ufffd)")
+    assert stored.attempts[1] == "small (said \\u0000, escaped)"  # the text, not a NUL
+    assert store.write_feedback(FeedbackRecord(bad.id, 1_700_000_100.0, comment="x\x00")) is True
+
+
 def test_feedback_for_known_and_unknown_ids(store: Store, make_record: MakeRecord) -> None:
     record = make_record(0)
     store.write_decisions([record])
@@ -377,6 +400,20 @@ def test_feedback_for_known_and_unknown_ids(store: Store, make_record: MakeRecor
     assert store.feedback(0.0) == [first, second]
     assert store.feedback(1_700_000_150.0) == [second]
     assert store.feedback(0.0, 1_700_000_150.0) == [first]
+
+
+def test_feedback_by_a_key_finds_that_keys_decisions_only(
+    store: Store, make_record: MakeRecord
+) -> None:
+    record = make_record(0, client="team-a")
+    store.write_decisions([record])
+    feedback = FeedbackRecord(record.id, 1_700_000_100.0, thumbs="down")
+    assert not store.has_decision(record.id, by="team-b")
+    assert store.write_feedback(feedback, by="team-b") is False
+    assert store.has_decision(record.id, by="team-a")
+    assert store.write_feedback(feedback, by="team-a") is True
+    assert store.write_feedback(feedback) is True  # no key to scope by: any decision
+    assert len(store.feedback(0.0)) == 2
 
 
 def test_shadow_records_round_trip(store: Store) -> None:

@@ -3,7 +3,8 @@
 Body: ``{"decision_id": str, "score": number in [0, 1] | "thumbs": "up" | "down",
 "comment": str}`` (score or thumbs, or both; comment optional). The decision id is the
 ``x-llmroute-decision-id`` header of the response being judged. 200 ``{"ok": true}``;
-404 for an id the log does not hold; 503 when the decision log is off or unreachable.
+404 for an id the log does not hold (or holds for another client key: a key judges
+its own decisions, an ``admin`` key any); 503 when the decision log is off or unreachable.
 Negative feedback (thumbs down, a score under 0.5) on an answer that came from, or went
 into, the response cache drops it there (``cache.evict_on_feedback``), and the answer
 says so (``"cache_evicted": true``).
@@ -19,6 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from llmroute.server.auth import api_key_of
 from llmroute.server.body import read_json_object
 from llmroute.server.errors import GatewayError
 from llmroute.server.state import gateway_of
@@ -42,7 +44,12 @@ def parse_feedback(body: dict[str, Any], now: float) -> FeedbackRecord:
             unknown[0], f"unknown field {unknown[0]!r}; fields: {', '.join(sorted(_KEYS))}"
         )
     decision_id = body.get("decision_id")
-    if not isinstance(decision_id, str) or not decision_id.strip() or len(decision_id) > 128:
+    if (
+        not isinstance(decision_id, str)
+        or not decision_id.strip()
+        or len(decision_id) > 128
+        or "\x00" in decision_id
+    ):
         raise _invalid(
             "decision_id",
             "'decision_id' is required: the x-llmroute-decision-id header of the response",
@@ -51,8 +58,8 @@ def parse_feedback(body: dict[str, Any], now: float) -> FeedbackRecord:
     if score is not None and (
         isinstance(score, bool)
         or not isinstance(score, int | float)
+        or not 0 <= score <= 1  # before isfinite, which cannot take a huge int
         or not math.isfinite(score)
-        or not 0 <= score <= 1
     ):
         raise _invalid("score", "'score' must be a number from 0 to 1")
     thumbs = body.get("thumbs")
@@ -84,8 +91,12 @@ async def feedback(request: Request) -> Response:
             "feedback needs the decision log, and it is off (telemetry.url)",
             code="telemetry_disabled",
         )
+    # a key judges its own decisions (an admin key any): another key's feedback would
+    # skew that key's quality numbers and evict its cached answers
+    key = api_key_of(request.scope)
+    by = None if key is None or key.admin else key.name
     try:
-        stored = await telemetry.add_feedback(record)
+        stored = await telemetry.add_feedback(record, by=by)
     except Exception as exc:
         log.warning("feedback for %s not stored: %s", record.decision_id, type(exc).__name__)
         raise GatewayError(

@@ -10,6 +10,7 @@ writer keeps trying in its thread and counts what it drops meanwhile.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -81,8 +82,9 @@ class Telemetry:
     def enabled(self) -> bool:
         return self.store is not None
 
-    async def add_feedback(self, feedback: FeedbackRecord) -> bool:
-        """Store feedback; False when the decision is unknown. A decision still in this
+    async def add_feedback(self, feedback: FeedbackRecord, *, by: str | None = None) -> bool:
+        """Store feedback; False when the decision is unknown (or made for another client
+        key than `by`, when given: see `Store.write_feedback`). A decision still in this
         process's writer queue is flushed first, so feedback right after a response
         works; one another process answered (another worker, another replica on the
         same log) is waited for while its writer may still hold it: it writes at least
@@ -93,20 +95,20 @@ class Telemetry:
         def add() -> bool:
             if not writer.migrated:
                 writer.flush(2.0)  # a fresh log has no tables until the writer's first pass
-            if store.has_decision(feedback.decision_id):
-                return store.write_feedback(feedback)
+            if store.has_decision(feedback.decision_id, by=by):
+                return store.write_feedback(feedback, by=by)
             writer.flush(2.0)
-            return store.write_feedback(feedback)
+            return store.write_feedback(feedback, by=by)
 
         if await anyio.to_thread.run_sync(add):
             return True
         if self._waiting.locked():  # enough feedback waits already: no pile-up of polls
             return False
         async with self._waiting:
-            return await self._feedback_elsewhere(feedback, store, writer.flush_seconds)
+            return await self._feedback_elsewhere(feedback, store, writer.flush_seconds, by)
 
     async def _feedback_elsewhere(
-        self, feedback: FeedbackRecord, store: Store, flush_seconds: float
+        self, feedback: FeedbackRecord, store: Store, flush_seconds: float, by: str | None
     ) -> bool:
         """`feedback` written once its decision shows up, written by another process:
         polled with reads (no write transaction that would hold up that process's
@@ -116,8 +118,10 @@ class Telemetry:
         while time.monotonic() < deadline:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.4)
-            if await anyio.to_thread.run_sync(store.has_decision, feedback.decision_id):
-                return bool(await anyio.to_thread.run_sync(store.write_feedback, feedback))
+            found = functools.partial(store.has_decision, feedback.decision_id, by=by)
+            if await anyio.to_thread.run_sync(found):
+                write = functools.partial(store.write_feedback, feedback, by=by)
+                return bool(await anyio.to_thread.run_sync(write))
         return False
 
     async def add_shadow(self, record: ShadowRecord) -> None:

@@ -170,9 +170,12 @@ class SqlReads:
             return f"ts >= {self._marker}", (since,)
         return f"ts >= {self._marker} AND ts < {self._marker}", (since, until)
 
-    def has_decision(self, decision_id: str) -> bool:
+    def has_decision(self, decision_id: str, *, by: str | None = None) -> bool:
         sql = f"SELECT 1 FROM decisions WHERE id = {self._marker}"
-        return bool(self._select(sql, (decision_id,), "read decisions"))
+        if by is None:
+            return bool(self._select(sql, (decision_id,), "read decisions"))
+        sql += f" AND client = {self._marker}"
+        return bool(self._select(sql, (decision_id, by), "read decisions"))
 
     def decisions(
         self,

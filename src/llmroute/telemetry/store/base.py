@@ -99,13 +99,14 @@ class Store(Protocol):
         """Insert a batch in one transaction (a decision id seen twice is ignored)."""
         ...
 
-    def write_feedback(self, feedback: FeedbackRecord) -> bool:
-        """Store feedback; False (nothing stored) when the decision id is unknown."""
+    def write_feedback(self, feedback: FeedbackRecord, *, by: str | None = None) -> bool:
+        """Store feedback; False (nothing stored) when the decision id is unknown, or
+        was made for another client key than `by` (None: any)."""
         ...
 
     def write_shadow(self, record: ShadowRecord) -> None: ...
 
-    def has_decision(self, decision_id: str) -> bool: ...
+    def has_decision(self, decision_id: str, *, by: str | None = None) -> bool: ...
 
     def decisions(
         self,

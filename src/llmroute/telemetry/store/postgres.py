@@ -16,6 +16,7 @@ one ``INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING``: measured against
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -48,6 +49,35 @@ __all__ = ["PostgresStore"]
 
 InsertMethod = Literal["copy", "executemany"]
 
+_DECISION_JSON = frozenset(
+    i for i, name in enumerate(DECISION_COLUMNS) if name in ("signals", "attempts", "tags")
+)
+_SHADOW_JSON = frozenset((SHADOW_COLUMNS.index("extra"),))
+# jsonb's \u0000 escape (an odd number of backslashes before it, so not an escaped
+# backslash followed by the letters)
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _storable(row: tuple[Any, ...], json_columns: frozenset[int]) -> tuple[Any, ...]:
+    """`row` with every NUL character replaced by U+FFFD: PostgreSQL refuses NUL in
+    text and in jsonb (as ``\\u0000``), and refuses the whole batch for it, so one
+    client sending ``"\\u0000"`` (in a prompt, its ``user``, an answer it elicits)
+    would drop every tenant's records with it."""
+    if not any(
+        isinstance(v, str) and ("\x00" in v or (i in json_columns and "\\u0000" in v))
+        for i, v in enumerate(row)
+    ):
+        return row
+    return tuple(
+        _without_nul(v, i in json_columns) if isinstance(v, str) else v for i, v in enumerate(row)
+    )
+
+
+def _without_nul(text: str, is_json: bool) -> str:
+    text = text.replace("\x00", "\ufffd")
+    return _NUL_ESCAPE.sub(r"\1\\ufffd", text) if is_json else text
+
+
 _STAGE = "llmroute_decisions_stage"
 _CREATE_STAGE = (
     f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} "
@@ -65,7 +95,7 @@ _INSERT_DECISION = (
 _INSERT_FEEDBACK = (
     f"INSERT INTO feedback ({FEEDBACK_LIST}) "
     "SELECT %s::text, %s::float8, %s::float8, %s::text, %s::text "
-    "WHERE EXISTS (SELECT 1 FROM decisions WHERE id = %s)"
+    "WHERE EXISTS (SELECT 1 FROM decisions WHERE id = %s AND (%s::text IS NULL OR client = %s))"
 )
 _INSERT_SHADOW = (
     f"INSERT INTO shadow ({SHADOW_LIST}) VALUES ({', '.join(['%s'] * len(SHADOW_COLUMNS))})"
@@ -232,7 +262,7 @@ class PostgresStore(SqlReads):
     def write_decisions(self, records: Sequence[DecisionRecord]) -> None:
         if not records:
             return
-        rows = [record.to_row() for record in records]
+        rows = [_storable(record.to_row(), _DECISION_JSON) for record in records]
         with self._connection("write decisions") as conn, conn.cursor() as cur:
             if self.insert_method == "executemany":
                 cur.executemany(_INSERT_DECISION, rows)
@@ -243,7 +273,7 @@ class PostgresStore(SqlReads):
                     copy.write_row(row)
             cur.execute(_FROM_STAGE)
 
-    def write_feedback(self, feedback: FeedbackRecord) -> bool:
+    def write_feedback(self, feedback: FeedbackRecord, *, by: str | None = None) -> bool:
         params = (
             feedback.decision_id,
             feedback.ts,
@@ -251,13 +281,16 @@ class PostgresStore(SqlReads):
             feedback.thumbs,
             feedback.comment,
             feedback.decision_id,
+            by,
+            by,
         )
+        params = _storable(params, frozenset())
         with self._connection("write feedback") as conn:
             return conn.execute(_INSERT_FEEDBACK, params).rowcount == 1
 
     def write_shadow(self, record: ShadowRecord) -> None:
         with self._connection("write a shadow record") as conn:
-            conn.execute(_INSERT_SHADOW, shadow_row(record))
+            conn.execute(_INSERT_SHADOW, _storable(shadow_row(record), _SHADOW_JSON))
 
     # -- reads ---------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ _INSERT_SHADOW = (
 )
 _INSERT_FEEDBACK = (
     f"INSERT INTO feedback ({FEEDBACK_LIST}) SELECT ?, ?, ?, ?, ? "
-    "WHERE EXISTS (SELECT 1 FROM decisions WHERE id = ?)"
+    "WHERE EXISTS (SELECT 1 FROM decisions WHERE id = ? AND (? IS NULL OR client = ?))"
 )
 
 
@@ -174,7 +174,7 @@ class SqliteStore(SqlReads):
         with self._transaction("write decisions") as conn:
             conn.executemany(_INSERT_DECISION, rows)
 
-    def write_feedback(self, feedback: FeedbackRecord) -> bool:
+    def write_feedback(self, feedback: FeedbackRecord, *, by: str | None = None) -> bool:
         row = (
             feedback.decision_id,
             feedback.ts,
@@ -182,6 +182,8 @@ class SqliteStore(SqlReads):
             feedback.thumbs,
             feedback.comment,
             feedback.decision_id,
+            by,
+            by,
         )
         with self._transaction("write feedback") as conn:
             return conn.execute(_INSERT_FEEDBACK, row).rowcount == 1
