@@ -85,12 +85,35 @@ def test_anthropic_raises_the_clients_max_tokens_and_drops_what_thinking_refuses
     assert payload["max_tokens"] == 4000
 
 
+LOOP = [
+    {"role": "user", "content": "weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "1", "type": "function", "function": {"name": "w", "arguments": "{}"}}
+        ],
+    },
+    {"role": "tool", "tool_call_id": "1", "content": "sunny"},
+]
+
+
+def test_anthropic_thinks_again_once_a_tool_loop_has_ended() -> None:
+    done = [*LOOP, {"role": "assistant", "content": "Sunny."}, {"role": "user", "content": "why?"}]
+    sent = with_reasoning(_body(messages=done), _model(), "anthropic", True)
+    assert sent["thinking"]["type"] == "enabled"
+
+
 @pytest.mark.parametrize(
     "extra",
     [
         {"tool_choice": "required"},
         {"tool_choice": {"type": "function", "function": {"name": "f"}}},
         {"messages": [{"role": "tool", "tool_call_id": "1", "content": "42"}]},
+        # a tool loop's results with the user's text beside them (Claude Code), or with
+        # a Messages tool_result's images, which open a user message after the results
+        {"messages": [*LOOP, {"role": "user", "content": "also check Rome"}]},
+        {"messages": [*LOOP, {"role": "user", "content": [{"type": "image_url"}]}]},
     ],
 )
 def test_anthropic_thinking_is_not_forced_where_anthropic_refuses_it(

@@ -17,6 +17,7 @@ from llmroute.errors import (
     UpstreamRejected,
 )
 from llmroute.providers import AnthropicProvider, build_providers
+from llmroute.providers.anthropic import StreamTranslator
 from llmroute.providers.base import Timeouts
 from llmroute.registry.schema import Provider, Registry
 
@@ -284,6 +285,49 @@ def test_stream_of_tool_calls(server: FakeAnthropic) -> None:
     arguments = "".join(call["function"]["arguments"] for call in calls)
     assert json.loads(arguments) == {"query": "weather in Paris"}
     assert parsed[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_a_streamed_tool_call_without_input_has_empty_object_arguments() -> None:
+    """Anthropic streams a call that takes no input as a block with no JSON text: its
+    arguments are ``{}`` as in the whole answer, not ``""``, which no client parses."""
+    translator = StreamTranslator("claude")
+    events = [
+        {"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 3}}},
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "tool_use", "id": "t0", "name": "now", "input": {}},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": ""},
+        },
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {"type": "tool_use", "id": "t1", "name": "get", "input": {}},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 1,
+            "delta": {"type": "input_json_delta", "partial_json": '{"a": 1}'},
+        },
+        {"type": "content_block_stop", "index": 1},
+    ]
+    out = [
+        json.loads(e[6:])
+        for event in events
+        for e in translator.feed(f"data: {json.dumps(event)}\n\n".encode())
+    ]
+    arguments: dict[int, str] = {}
+    for chunk in out:
+        for call in chunk["choices"][0]["delta"].get("tool_calls", []):
+            arguments[call["index"]] = (
+                arguments.get(call["index"], "") + call["function"]["arguments"]
+            )
+    assert arguments == {0: "{}", 1: '{"a": 1}'}
 
 
 # -- errors ------------------------------------------------------------------------------

@@ -143,6 +143,31 @@ def test_parallel_tool_calls_stream_as_two_items() -> None:
     assert [i["call_id"] for i in final["response"]["output"]] == ["a", "b"]
 
 
+def test_parallel_calls_streamed_without_index_stay_apart() -> None:
+    """Gemini's OpenAI-compatible endpoint streams each call whole, with its id and no
+    `index`: read as index 0, three calls were merged into one (arguments `{..}{..}{}`)."""
+    calls = [
+        [{"id": "a", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}],
+        [{"id": "b", "type": "function", "function": {"name": "g", "arguments": '{"y": '}}],
+        [{"function": {"arguments": "2}"}}],  # neither: the last call goes on
+        [{"id": "c", "type": "function", "function": {"name": "h", "arguments": "{}"}}],
+    ]
+    events = _events(
+        ResponsesStream("small", {"model": "auto", "input": "x"}),
+        [
+            *(_chunk({"tool_calls": c}) for c in calls),
+            _chunk(finish="tool_calls"),
+            b"data: [DONE]\n\n",
+        ],
+    )
+    output = events[-1]["response"]["output"]
+    assert [(i["call_id"], i["name"], i["arguments"]) for i in output] == [
+        ("a", "f", '{"x": 1}'),
+        ("b", "g", '{"y": 2}'),
+        ("c", "h", "{}"),
+    ]
+
+
 def test_a_broken_stream_ends_with_response_failed() -> None:
     events = _events(
         ResponsesStream("small", {"model": "auto", "input": "x"}),

@@ -136,8 +136,16 @@ def thinking_allowed(body: Mapping[str, Any]) -> bool:
     if choice == "required" or isinstance(choice, Mapping):
         return False
     messages = body.get("messages")
-    if isinstance(messages, list) and messages and isinstance(messages[-1], Mapping):
-        return messages[-1].get("role") != "tool"
+    if not isinstance(messages, list):
+        return True
+    # the last assistant turn: when it called tools, the loop is in progress whatever
+    # follows its results (a user text beside them, as Claude Code sends, or the images
+    # a Messages tool_result held, which open a user message after the tool messages)
+    for message in reversed(messages):
+        if isinstance(message, Mapping) and message.get("role") == "assistant":
+            return not message.get("tool_calls")
+        if isinstance(message, Mapping) and message.get("role") == "tool":
+            return False
     return True
 
 

@@ -126,6 +126,7 @@ class StreamTranslator:
         self._created = int(time.time())
         self._usage: dict[str, Any] = {}
         self._tool_index: dict[int, int] = {}  # content block index → tool_calls index
+        self._no_input: set[int] = set()  # tool_calls indexes that have had no arguments yet
 
     def feed(self, event: bytes) -> list[bytes]:
         """The OpenAI events for one Anthropic event; raises on an ``error`` event."""
@@ -139,13 +140,15 @@ class StreamTranslator:
             return self._block_start(data)
         if kind == "content_block_delta":
             return self._block_delta(data)
+        if kind == "content_block_stop":
+            return self._block_stop(data)
         if kind == "message_delta":
             return self._message_delta(data)
         if kind == "message_stop":
             return self._stop()
         if kind == "error":
             raise _stream_error(self.provider, data.get("error"))
-        return []  # ping, content_block_stop, and event types added later
+        return []  # ping, and event types added later
 
     def _chunk(self, delta: dict[str, Any] | None, finish: str | None = None) -> bytes:
         data: dict[str, Any] = {
@@ -179,7 +182,19 @@ class StreamTranslator:
             return []
         index = len(self._tool_index)
         self._tool_index[_block_index(data)] = index
+        self._no_input.add(index)
         call = {"index": index, **tool_call(block, "")}
+        return [self._chunk({"tool_calls": [call]})]
+
+    def _block_stop(self, data: dict[str, Any]) -> list[bytes]:
+        """A tool call that took no input streams no ``input_json_delta`` with text: its
+        arguments are then ``{}``, as the whole answer (and OpenAI) says them, not ``""``,
+        which no client can parse."""
+        index = self._tool_index.get(_block_index(data))
+        if index is None or index not in self._no_input:
+            return []
+        self._no_input.discard(index)
+        call = {"index": index, "function": {"arguments": "{}"}}
         return [self._chunk({"tool_calls": [call]})]
 
     def _block_delta(self, data: dict[str, Any]) -> list[bytes]:
@@ -192,6 +207,7 @@ class StreamTranslator:
         if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
             if index is None:
                 return []
+            self._no_input.discard(index)
             call = {"index": index, "function": {"arguments": delta["partial_json"]}}
             return [self._chunk({"tool_calls": [call]})]
         return []  # thinking_delta, signature_delta, citations_delta

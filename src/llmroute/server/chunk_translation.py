@@ -139,7 +139,37 @@ class ChunkTranslator(ABC):
             except ValueError:
                 continue
             if isinstance(chunk, dict) and not self._done:
+                self._number_calls(chunk)
                 yield from self._chunk(clean_chunk(chunk))
+
+    _call_ids: dict[str, int] | None = None  # tool-call id -> the index it was given
+
+    def _number_calls(self, chunk: dict[str, Any]) -> None:
+        """Give an ``index`` to tool-call deltas that lack one (Gemini's OpenAI-compatible
+        endpoint streams each call whole, with its ``id`` but no ``index``): a new id is
+        the next call, a delta with neither continues the last one. Read as index 0,
+        parallel calls would all be merged into the first."""
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+            if not isinstance(calls, list):
+                continue
+            if self._call_ids is None:
+                self._call_ids = {}
+            ids = self._call_ids
+            for call in calls:
+                if not isinstance(call, dict):
+                    continue
+                index, call_id = call.get("index"), call.get("id")
+                if not isinstance(call_id, str) or not call_id:
+                    call_id = None
+                if isinstance(index, int) and not isinstance(index, bool):
+                    if call_id is not None:
+                        ids.setdefault(call_id, index)
+                elif call_id is not None:
+                    call["index"] = ids.setdefault(call_id, max(ids.values(), default=-1) + 1)
+                else:
+                    call["index"] = max(ids.values(), default=0)
 
     _served: Callable[[], str] | None = None
 
