@@ -97,3 +97,14 @@ def test_a_long_text_is_counted_on_samples_within_two_percent() -> None:
         assert abs(count_tokens(text) - _exact(text)) <= 0.02 * _exact(text)
     short = docs[:65_536]
     assert count_tokens(short) == _exact(short)  # counted whole up to the limit
+
+
+@pytest.mark.parametrize("size", [3_000, 200_000])
+def test_words_wordpiece_cannot_read_count_about_three_characters_a_token(size: int) -> None:
+    """WordPiece makes one [UNK] of a word past 100 characters: base64, hex, a text with
+    no spaces counted as one token would let a client that hangs up, or a budget's
+    estimate, pay a fraction of what the provider bills."""
+    blob = "zq" * (size // 2)
+    assert size / 3 * 0.9 <= count_tokens(blob) <= size / 3 * 1.1
+    assert count_tokens(f"see {blob} now") >= count_tokens(blob)
+    assert count_tokens("hello world") == _exact("hello world")  # words as before

@@ -165,3 +165,15 @@ def test_summary_says_which_models_embed_or_rerank() -> None:
     )
     lines = summarize(parse_registry(searched))
     assert any(line.endswith("$0 input, rerank, $2 per 1,000 searches") for line in lines)
+
+
+def test_summary_masks_credentials_in_base_urls() -> None:
+    text = VALID.replace(
+        "http://127.0.0.1:8001/v1", "http://user:hunter2@127.0.0.1:8001/v1?api-key=SECRETKEY"
+    )
+    text = replace_line(
+        text, 2, "encoder: {kind: openai, base_url: 'http://u:pw2@e/v1', model: bge}"
+    )
+    shown = "\n".join(summarize(parse_registry(text, source="reg.yaml")))
+    assert "hunter2" not in shown and "SECRETKEY" not in shown and "pw2" not in shown
+    assert "http://user:***@127.0.0.1:8001/v1?api-key=***" in shown

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from telemetry_records import MakeRecord, pg_execute
+from telemetry_records import PG_BASE, MakeRecord, pg_execute
 
 from llmroute.errors import ConfigError, TelemetryError
 from llmroute.registry.schema import TelemetrySettings
@@ -458,6 +458,18 @@ def test_postgres_down_is_a_clear_error_without_the_password(closed_port: int) -
     store.close()  # idempotent
 
 
+def test_a_missing_database_is_named_not_guessed_to_be_a_server_down(
+    postgres_url: str,
+) -> None:
+    """A typo in the database name waited its timeout, then said "is the server up?":
+    psycopg's own reason (the pool's failed attempts are kept from stderr) is said."""
+    store = PostgresStore(f"{PG_BASE.rsplit('/', 1)[0]}/llmroute_no_such_db", timeout_s=1.0)
+    with pytest.raises(TelemetryError) as info:
+        store.migrate()
+    store.close()
+    assert 'database "llmroute_no_such_db" does not exist' in str(info.value)
+
+
 def test_postgres_down_fails_at_once_for_a_while_after_a_timeout(closed_port: int) -> None:
     """A reader after a timeout without a connection (a dashboard polling, feedback) is
     told at once instead of waiting as long again; the message says so."""
@@ -553,6 +565,16 @@ def test_dropped_schema_is_an_error_then_migrate_recreates_it(
         ("postgresql://u@h/db", "postgresql://u@h/db"),
         ("postgresql://h/db?user=u&password=pw", "postgresql://h/db?user=u&password=***"),
         ("sqlite:///a/b.db", "sqlite:///a/b.db"),
+        (
+            "https://u:pw@x.openai.azure.com/v1?api-key=SECRET",
+            "https://u:***@x.openai.azure.com/v1?api-key=***",
+        ),
+        (
+            "https://f.azurewebsites.net/api?code=SECRET&v=1",
+            "https://f.azurewebsites.net/api?code=***&v=1",
+        ),
+        ("https://h/v1?sv=1&sig=SECRET#x", "https://h/v1?sv=1&sig=***#x"),
+        ("https://h/v1?access_token=SECRET", "https://h/v1?access_token=***"),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:

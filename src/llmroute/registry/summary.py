@@ -80,7 +80,7 @@ def _encoder(registry: Registry) -> str:
     if isinstance(spec, BuiltinEncoderSpec):
         return f"builtin:{spec.name} (max_tokens {spec.max_tokens}, truncate {spec.truncate})"
     dims = f", dimensions {spec.dimensions}" if spec.dimensions else ""
-    return f"{spec.model} at {spec.base_url}{dims}{_key(spec.api_key_env)}"
+    return f"{spec.model} at {mask_url(spec.base_url)}{dims}{_key(spec.api_key_env)}"
 
 
 def _key(env: str | None) -> str:
@@ -101,7 +101,7 @@ def _providers(registry: Registry) -> list[str]:
             delay = f" after {p.delay_s:g} s" if p.delay_s else ""
             lines.append(f"  {name}: echo in-process (no model: answers {said}{delay})")
         else:
-            lines.append(f"  {name}: {p.kind} {p.base_url}{_key(p.api_key_env)}")
+            lines.append(f"  {name}: {p.kind} {mask_url(str(p.base_url))}{_key(p.api_key_env)}")
     return lines
 
 

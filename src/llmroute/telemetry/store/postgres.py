@@ -117,8 +117,23 @@ class _OwnPoolFailures(logging.Filter):
     on the host's stderr when it has no logging set up): for this store's pool, the store
     says it itself, masked and at most every 10 s. Other pools' records pass."""
 
+    last_error: tuple[float, str] | None = None
+    """When and what the newest failed connection attempt of this store's pool logged
+    (psycopg's own message: a missing database, a refused password, a refused
+    connection), so that a timeout can say why rather than guess the server is down."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return _POOL_NAME not in record.getMessage()
+        message = record.getMessage()
+        if _POOL_NAME not in message:
+            return True
+        if record.levelno >= logging.WARNING:
+            self.last_error = (time.monotonic(), message)
+        return False
+
+    def reason(self, within_s: float) -> str | None:
+        """The last failure's message, if it came in the last `within_s` seconds."""
+        last = self.last_error
+        return last[1] if last is not None and time.monotonic() - last[0] <= within_s else None
 
 
 _POOL_FILTER = _OwnPoolFailures()
@@ -219,9 +234,11 @@ class PostgresStore(SqlReads):
                 yield conn
         except PoolTimeout:
             self._down_until = time.monotonic() + _DOWN_S
+            last = _POOL_FILTER.reason(self._timeout_s + 1.0)
+            why = f": {self._clean(last)}" if last else " (is the server up?)"
             raise TelemetryError(
                 f"cannot {what}: no connection to PostgreSQL at {self.url} within "
-                f"{self._timeout_s:g} s (is the server up?)"
+                f"{self._timeout_s:g} s{why}"
             ) from None
         except self._psycopg_error as exc:
             raise TelemetryError(

@@ -20,17 +20,24 @@ ENV_VAR = "LLMROUTE_TELEMETRY_URL"
 _OFF = frozenset({"", "off", "none"})
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@?#]*)@")
 _PASSWORD_PARAM = re.compile(r"(?i)\b(password|passwd)=[^&\s]*")
+# keys in a query string: Azure's api-key and code, SAS signatures, access tokens
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&;](?:[\w-]*key|[\w-]*token|secret|sig|signature|code))=[^&#\s]*"
+)
 _POSTGRES = ("postgresql://", "postgres://")
 
 
 def mask_url(url: str) -> str:
-    """`url` with any password replaced by ``***`` (userinfo and ``password=`` params)."""
+    """`url` with any password replaced by ``***`` (userinfo and ``password=`` params),
+    and so the values of query parameters that hold keys (``api-key``, ``key``, ``code``,
+    ``sig``, ``*token``)."""
 
     def userinfo(match: re.Match[str]) -> str:
         user, sep, _ = match.group(2).partition(":")
         return f"{match.group(1)}{user}{':***' if sep else ''}@"
 
-    return _PASSWORD_PARAM.sub(r"\1=***", _USERINFO.sub(userinfo, url, count=1))
+    masked = _PASSWORD_PARAM.sub(r"\1=***", _USERINFO.sub(userinfo, url, count=1))
+    return _SECRET_PARAM.sub(r"\1=***", masked) if "=" in masked else masked
 
 
 def resolve_telemetry_url(
