@@ -159,6 +159,18 @@ def test_a_known_key_gets_in_by_any_usual_header(gateway: Served) -> None:
     assert response.status_code == 200
 
 
+def test_several_authorization_headers_are_refused(gateway: Served) -> None:
+    """Which of two would count is up to whatever parses them (Starlette took the first,
+    this check the last): a proxy appending its own after a client's must not decide."""
+    for first, second in ((TEAM_KEY, NARROW_KEY), ("sk-wrong-0000000000", TEAM_KEY)):
+        headers = [("authorization", f"Bearer {first}"), ("authorization", f"Bearer {second}")]
+        response = httpx.post(f"{gateway.url}/v1/chat/completions", json=ASK, headers=headers)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == "authorization"
+    same = [("authorization", f"Bearer {TEAM_KEY}")] * 2  # the same twice is one key
+    assert httpx.post(f"{gateway.url}/v1/chat/completions", json=ASK, headers=same).is_success
+
+
 def test_only_admin_keys_read_the_dashboard_and_metrics(gateway: Served) -> None:
     page = httpx.get(f"{gateway.url}/dashboard", timeout=10)
     assert page.status_code == 401

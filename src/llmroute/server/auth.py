@@ -125,6 +125,9 @@ def _digests(key: ApiKey, env: Mapping[str, str]) -> list[bytes]:
     return out
 
 
+_KEY_HEADERS = frozenset({"authorization", "x-api-key"})
+
+
 def presented_key(headers: Mapping[str, str]) -> str | None:
     """The key a request carries, if any (see the module docstring for where)."""
     authorization = headers.get("authorization", "").strip()
@@ -205,7 +208,14 @@ class RequireKey:
     @staticmethod
     async def _check(scope: Scope, table: KeyTable, gateway: Gateway) -> ApiKey:
         path: str = scope["path"]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            if name in _KEY_HEADERS and headers.get(name, value) != value:
+                # which one counts would be up to whatever parses it: a proxy that
+                # appends its own after the client's must not make it the one
+                raise GatewayError(400, f"several {name} headers: send one", param=name)
+            headers[name] = value
         admin_path = path.startswith(ADMIN_PREFIXES)
         challenge = 'Basic realm="llmroute"' if admin_path else "Bearer"
         presented = presented_key(headers)
