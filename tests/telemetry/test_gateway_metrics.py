@@ -5,6 +5,7 @@ multi-process mode (in subprocesses, since prometheus_client picks its mode at i
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import random
 import subprocess
@@ -33,12 +34,13 @@ from llmroute.decision import (
 )
 from llmroute.dispatch import Dispatcher, Plan
 from llmroute.dispatch.breaker import BreakerState
+from llmroute.dispatch.usage import Usage
 from llmroute.errors import AllFallbacksFailed
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import Registry
 from llmroute.server.metrics import metrics_endpoint
-from llmroute.telemetry.metrics import GatewayMetrics, multiprocess_dir
+from llmroute.telemetry.metrics import GatewayMetrics, api_label, multiprocess_dir, watch_request
 from llmroute.telemetry.record import DecisionRecord
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,6 +133,49 @@ def test_a_served_request_counts_everywhere() -> None:
     assert value(s, "llmroute_cost_usd_total", route="code", model="large") == pytest.approx(0.004)
     assert value(s, "llmroute_safety_actions_total", action="allow") == 2
     assert value(s, "llmroute_reasoning_total", needed="true") == 2
+
+
+def test_embeddings_count_toward_the_client_keys_cost_as_its_budget_does() -> None:
+    metrics = GatewayMetrics()
+    metrics.observe_unrouted("(embeddings)", "embed", Usage(100, 0, 0.002, False), "team-a")
+    s = scrape(metrics)
+    assert value(s, "llmroute_cost_usd_total", route="(embeddings)", model="embed") == 0.002
+    assert value(s, "llmroute_client_cost_usd_total", client="team-a") == 0.002
+    assert value(s, "llmroute_client_tokens_total", client="team-a", direction="in") == 100
+
+
+@pytest.mark.parametrize(
+    ("path", "api"),
+    [
+        ("/v1/chat/completions", "chat"),
+        ("/prefix/v1/messages/count_tokens", "messages"),
+        ("/v1/responses/resp_1/input_items", "responses"),
+        ("/v2/rerank", "rerank"),
+        ("/v1/" + "x" * 50, "other"),
+        ("/metrics", None),
+    ],
+)
+def test_api_labels_are_a_fixed_set(path: str, api: str | None) -> None:
+    assert api_label(path) == api
+
+
+def test_an_error_is_counted_once_a_request() -> None:
+    contextvars.copy_context().run(_count_errors)  # the requests' context, not the tests'
+
+
+def _count_errors() -> None:
+    metrics = GatewayMetrics()
+    metrics.api_error("/v1/chat/completions", 404, "team-a")  # outside a request: not
+    watch_request()
+    metrics.api_error("/v1/chat/completions", 404, "team-a")
+    metrics.api_error("/v1/chat/completions", 404, "team-a")  # once
+    watch_request()
+    metrics.observe(record(status=502))  # its record counted it
+    metrics.api_error("/v1/chat/completions", 502, None)
+    s = scrape(metrics)
+    assert value(s, "llmroute_api_errors_total", api="chat", status="404") == 1
+    assert value(s, "llmroute_api_errors_total", api="chat", status="502") is None
+    assert value(s, "llmroute_client_requests_total", client="team-a", status="404") == 1
 
 
 def test_a_failed_request_is_counted_under_the_decided_model() -> None:

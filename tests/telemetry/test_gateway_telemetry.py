@@ -470,11 +470,12 @@ def test_the_api_each_request_came_by_is_logged_and_reported(sqlite_gateway: Run
 
 
 def test_metrics_count_requests_by_route_model_and_status(sqlite_gateway: Running) -> None:
-    httpx.post(
-        f"{sqlite_gateway.url}/v1/chat/completions",
-        json={"model": "chitchat", "messages": [{"role": "user", "content": "hello"}]},
-        timeout=10,
-    )
+    for model in ("chitchat", "auto"):  # pinned, then routed by intent
+        httpx.post(
+            f"{sqlite_gateway.url}/v1/chat/completions",
+            json={"model": model, "messages": [{"role": "user", "content": "hi there!"}]},
+            timeout=10,
+        )
     samples = _metrics(sqlite_gateway.url)
     served = [
         value
@@ -486,6 +487,46 @@ def test_metrics_count_requests_by_route_model_and_status(sqlite_gateway: Runnin
         labels.get("layer") == "intent"
         for labels, _ in samples.get("llmroute_decision_seconds_count", [])
     )
+
+
+def test_requests_refused_before_routing_are_counted_once(sqlite_gateway: Running) -> None:
+    """A client broken by a model rename got 404s that no metric counted: every error
+    rate read 0 %. Refusals are `llmroute_api_errors_total{api, status}`; a failure that
+    its decision record counts (`requests_total`) is not counted again."""
+    url = sqlite_gateway.url
+
+    def errors() -> dict[tuple[str, str], float]:
+        return {
+            (labels["api"], labels["status"]): value
+            for labels, value in _metrics(url).get("llmroute_api_errors_total", [])
+        }
+
+    def failed_routed() -> float:
+        samples = _metrics(url)["llmroute_requests_total"]
+        return sum(v for labels, v in samples if labels["status"] == "502")
+
+    before, routed_before = errors(), failed_routed()
+    ask = {"messages": [{"role": "user", "content": "hi"}]}
+    sent = [
+        ("/v1/chat/completions", {"model": "no-such-model", **ask}, 404, "chat"),
+        ("/v1/chat/completions", {"model": "auto", "messages": "hi"}, 400, "chat"),
+        ("/v1/messages", {"model": "no-such-model", "max_tokens": 5, **ask}, 404, "messages"),
+        ("/v1/embeddings", {"model": "small", "input": "x"}, 400, "embeddings"),
+        ("/v1/unknown/path", {}, 404, "other"),
+        ("/v1/chat/completions", {"model": "doomed", **ask}, 502, None),  # logged: not here
+    ]
+    for path, body, status, _ in sent:
+        assert httpx.post(f"{url}{path}", json=body, timeout=10).status_code == status, path
+    after = errors()
+    for _, _, status, api in sent:
+        if api is not None:
+            key = (api, str(status))
+            assert after.get(key, 0) - before.get(key, 0) >= 1, key
+    assert after.get(("chat", "502"), 0) == before.get(("chat", "502"), 0)
+    assert failed_routed() == routed_before + 1
+    assert all(api in {"chat", "messages", "embeddings", "other", "responses", "completions",
+                       "rerank", "batches", "files", "route", "feedback", "conversations",
+                       "models", "key"} for api, _ in after)  # fmt: skip
 
 
 def test_a_burst_of_5000_requests_loses_no_record(tmp_path: Path, postgres_url: str) -> None:

@@ -65,7 +65,7 @@ async def serve_unrouted(
         gateway.charges.charge(key, usage.cost_usd, usage.prompt_tokens)
     telemetry = getattr(request.app.state, "telemetry", None)
     if isinstance(telemetry, Telemetry):
-        telemetry.metrics.observe_unrouted(route, name, usage)
+        telemetry.metrics.observe_unrouted(route, name, usage, None if key is None else key.name)
     return JSONResponse(data, headers=headers)
 
 

@@ -25,6 +25,7 @@ from llmroute.errors import (
 
 __all__ = [
     "GatewayError",
+    "counted",
     "gateway_error",
     "handle_any",
     "handle_gateway_error",
@@ -76,18 +77,33 @@ class GatewayError(Exception):
 
 async def handle_gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return exc.response()
+    return counted(request, exc.response())
 
 
 async def handle_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return GatewayError(exc.status_code, exc.detail, headers=exc.headers).response()
+    error = GatewayError(exc.status_code, exc.detail, headers=exc.headers)
+    return counted(request, error.response())
 
 
 async def handle_any(request: Request, exc: Exception) -> Response:
     """Last resort: a generic 500; the traceback goes to the log, never to the client."""
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return GatewayError(500, "internal server error", code="internal_error").response()
+    error = GatewayError(500, "internal server error", code="internal_error")
+    return counted(request, error.response())
+
+
+def counted(request: Request, response: Response) -> Response:
+    """`response`, an error answer, counted in the metrics unless the request's record
+    counted it (`GatewayMetrics.api_error`)."""
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        from llmroute.server.auth import api_key_of  # auth imports this module
+
+        key = api_key_of(request.scope)
+        path = request.scope.get("path", "")
+        metrics.api_error(path, response.status_code, None if key is None else key.name)
+    return response
 
 
 def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) -> GatewayError:
@@ -164,4 +180,4 @@ def store_unavailable(what: str, exc: Exception) -> GatewayError:
 
 async def handle_llmroute_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LlmrouteError)
-    return gateway_error(exc).response()
+    return counted(request, gateway_error(exc).response())

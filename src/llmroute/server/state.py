@@ -30,6 +30,7 @@ from llmroute.server.errors import GatewayError
 from llmroute.state import ResponseCache
 from llmroute.state.batches import BatchStore
 from llmroute.state.stored_responses import ResponseStore
+from llmroute.telemetry.metrics import watch_request
 from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.shadow import ShadowRunner
 
@@ -142,6 +143,7 @@ class PinGateway:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        watch_request()
         # No await between reading the current gateway and counting the request on it:
         # a reload that swaps it after this point waits for this request.
         gateway = getattr(scope["app"].state, "gateway", None)

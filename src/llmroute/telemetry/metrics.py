@@ -55,10 +55,18 @@ Metrics (all prefixed ``llmroute_``):
   ``too_large``, ``evicted``, ``error``;
 - ``auth_rejected_total{reason}``: requests the client-key check turned away:
   ``missing``, ``invalid``, ``forbidden``, ``rate_limited`` (llmroute.server.auth);
+- ``api_errors_total{api, status}``: API requests answered with an error that no
+  decision record counts (`api_error`): refused before routing (a malformed body, an
+  unknown model, a bad tags header), and the errors of the APIs that are not routed
+  (embeddings, rerank, batches, files, stored responses); ``api`` is the path's first
+  segment after ``/v1/`` (``chat``, ``messages``, ``responses``, ``completions``,
+  ``embeddings``, ...; ``other`` for any other path);
 - per gateway client key (``auth``; the keys are the registry's, so the label is
-  bounded): ``client_requests_total{client, status}``, chat requests of the key and those
-  the key check turned away (403, 429); ``client_tokens_total{client, direction}`` and
-  ``client_cost_usd_total{client}``, what its chat requests used and cost.
+  bounded): ``client_requests_total{client, status}``, chat requests of the key (those
+  refused before routing included) and those the key check turned away (403, 429);
+  ``client_tokens_total{client, direction}`` and ``client_cost_usd_total{client}``,
+  what its requests used and cost (embeddings and rerank included: what its budget is
+  charged).
 
 Multi-process mode: when ``$PROMETHEUS_MULTIPROC_DIR`` is set before prometheus_client
 is first imported (``llmroute serve --workers N`` does so), every worker writes its
@@ -76,6 +84,7 @@ import os
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -108,8 +117,10 @@ __all__ = [
     "UPSTREAM_BUCKETS",
     "BudgetReading",
     "GatewayMetrics",
+    "api_label",
     "metrics_for",
     "multiprocess_dir",
+    "watch_request",
 ]
 
 log = logging.getLogger("llmroute.telemetry")
@@ -164,6 +175,42 @@ TTFT_BUCKETS: tuple[float, ...] = (
 
 _BREAKER_DOC = "1 while a deployment's circuit breaker is open or half-open, 0 when closed"
 _BREAKER_LABELS = ("model", "deployment", "upstream")
+
+# whether the request in this context has been counted (a box a child task's copy of the
+# context shares): set by `watch_request`, marked by `observe` and `api_error`
+_COUNTED: ContextVar[list[bool] | None] = ContextVar("llmroute_request_counted", default=None)
+_CHAT_APIS = frozenset({"chat", "messages", "responses", "completions"})
+_APIS = frozenset(
+    {
+        *_CHAT_APIS,
+        *("embeddings", "rerank", "batches", "files", "route", "feedback", "conversations"),
+        *("models", "key"),
+    }
+)
+
+
+def watch_request() -> None:
+    """Begin an HTTP request whose error answer `GatewayMetrics.api_error` counts once."""
+    _COUNTED.set([False])
+
+
+def _counted() -> None:
+    box = _COUNTED.get()
+    if box is not None:
+        box[0] = True
+
+
+def api_label(path: str) -> str | None:
+    """The ``api`` label of a path: its first segment after ``/v1/`` (or ``/v2/``), one
+    of a fixed set (``other`` for the rest, so a client's paths make no new series);
+    None outside the API (probes, the dashboard, ``/metrics``)."""
+    for version in ("/v1/", "/v2/"):
+        at = path.find(version)
+        if at >= 0:
+            segment = path[at + 4 :].partition("/")[0]
+            return segment if segment in _APIS else "other"
+    return None
+
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 
@@ -420,6 +467,13 @@ class GatewayMetrics:
                 ("client", "status"),
             )
         )
+        self._api_errors = _Children(
+            counter(
+                "llmroute_api_errors",
+                "API requests answered with an error no decision record counts",
+                ("api", "status"),
+            )
+        )
         self._client_tokens = _Children(
             counter(
                 "llmroute_client_tokens",
@@ -474,6 +528,7 @@ class GatewayMetrics:
 
     def observe(self, record: DecisionRecord) -> None:
         """One chat request, once it is over."""
+        _counted()
         decision = record.decision
         served = record.served_model
         model = served or decision.model
@@ -499,14 +554,22 @@ class GatewayMetrics:
             if record.cost_usd:
                 self._client_cost(client).inc(record.cost_usd)
 
-    def observe_unrouted(self, route: str, model: str, usage: Usage) -> None:
+    def observe_unrouted(
+        self, route: str, model: str, usage: Usage, client: str | None = None
+    ) -> None:
         """One answer of an API that is not routed, ``/v1/embeddings`` or ``/v1/rerank``:
         its tokens and cost, under `route` (``(embeddings)``, ``(rerank)``: no route name
-        has a parenthesis)."""
+        has a parenthesis), and the client key's (what its budget is charged)."""
+        _counted()
         if usage.prompt_tokens:
             self._tokens(model, "in").inc(usage.prompt_tokens)
         if usage.cost_usd:
             self._cost(route, model).inc(usage.cost_usd)
+        if client is not None:
+            if usage.prompt_tokens:
+                self._client_tokens(client, "in").inc(usage.prompt_tokens)
+            if usage.cost_usd:
+                self._client_cost(client).inc(usage.cost_usd)
 
     def observe_decision(self, decision: Decision) -> None:
         """A decision made without a request upstream (``/v1/route``)."""
@@ -623,6 +686,21 @@ class GatewayMetrics:
         key (refused for its path or its limits) and `status` the answer's."""
         self._auth(reason).inc()
         if client is not None:
+            self._client_requests(client, str(status)).inc()
+
+    def api_error(self, path: str, status: int, client: str | None) -> None:
+        """An API request (`watch_request`) answered with an error `status`, unless its
+        answer was counted already by its record (`observe`): so a client broken by a
+        model rename shows as 404s, not as no traffic at all."""
+        box = _COUNTED.get()
+        if box is None or box[0]:
+            return
+        box[0] = True
+        api = api_label(path)
+        if api is None:
+            return
+        self._api_errors(api, str(status)).inc()
+        if client is not None and api in _CHAT_APIS:
             self._client_requests(client, str(status)).inc()
 
     # -- scraping ---------------------------------------------------------------------------
