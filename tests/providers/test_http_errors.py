@@ -275,3 +275,51 @@ def test_googles_error_list_is_read_like_an_error_object() -> None:
     other = [{"error": {"code": 400, "message": "Invalid JSON payload", "status": "INVALID"}}]
     rejected = error_from_response("gemini", 400, {}, json.dumps(other).encode())
     assert type(rejected) is UpstreamRejected and "Invalid JSON payload" in str(rejected)
+
+
+def test_a_connect_timeout_says_so_not_that_the_model_was_slow() -> None:
+    """A server whose listen backlog is full never completes a connect: the message
+    names the connect timeout (it said "no answer within 30s" after 0.3 s)."""
+    import asyncio
+    import contextlib
+    import socket
+    import time
+
+    from llmroute.errors import ProviderTimeout
+    from llmroute.providers.base import Timeouts
+    from llmroute.providers.openai_compat import OpenAICompatProvider
+    from llmroute.registry.schema import Provider
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        fill = []
+        for _ in range(8):  # fill the backlog: later connects hang
+            client = socket.socket()
+            client.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                client.connect(("127.0.0.1", port))
+            fill.append(client)
+
+        async def call() -> ProviderTimeout:
+            provider = OpenAICompatProvider(
+                "p", Provider(kind="openai", base_url=f"http://127.0.0.1:{port}/v1")
+            )
+            body = {"messages": [{"role": "user", "content": "hi"}]}
+            try:
+                await provider.complete("m", body, timeouts=Timeouts(total_s=30, connect_s=0.3))
+            except ProviderTimeout as exc:
+                return exc
+            finally:
+                await provider.aclose()
+            raise AssertionError("connected")
+
+        started = time.monotonic()
+        try:
+            error = asyncio.run(call())
+        finally:
+            for client in fill:
+                client.close()
+    assert time.monotonic() - started < 10
+    assert "could not connect within 0.3s" in error.message

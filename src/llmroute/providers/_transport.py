@@ -92,6 +92,10 @@ class HttpTransport:
                     raise error_from_response(
                         self._provider, response.status, response.headers, body
                     )
+        except aiohttp.ConnectionTimeoutError:
+            raise ProviderTimeout(
+                self._provider, f"could not connect within {timeouts.connect_s:g}s"
+            ) from None
         except TimeoutError:
             raise ProviderTimeout(
                 self._provider, f"no answer within {timeouts.total_s:g}s"
