@@ -355,6 +355,8 @@ def test_a_background_response_is_polled_until_it_is_made(
     assert _polled(client, started.id) == "completed"
     made = client.responses.retrieve(started.id)
     assert made.output_text == "echo: think it over" and made.background is True
+    # when it was made, by the gateway's clock: not the upstream's `created` (1 here)
+    assert made.created_at == started.created_at and abs(made.created_at - time.time()) < 60
     assert made.usage is not None and made.usage.total_tokens > 0
     later = client.responses.create(model="small", input="and?", previous_response_id=made.id)
     sent = [m["content"] for m in upstream.requests[-1].body["messages"]]

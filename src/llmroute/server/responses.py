@@ -154,7 +154,7 @@ async def _start_in_background(
             headers={"retry-after": "1"},
             kind="requests",
         )
-    response = front.queued(body, ts)
+    response = front.queued(body)
     try:
         kept = await front.store.put(front.owner, front.record(response), counted=False)
         if kept:  # after the record: a process that dies in between leaves it abandoned
@@ -302,6 +302,7 @@ class _Kept:
         self._count = count  # conversation outcomes, to their metric
         self._abandoned = abandoned  # a background response found abandoned, to its metric
         self.id = new_response_id()
+        self.created_at = int(time.time())
         self.background = False
         self._streamed = False  # a background stream: its events are kept too
         self._translator: ResponsesStream | None = None  # one that has announced it
@@ -381,7 +382,9 @@ class _Kept:
 
     def announce(self, body: dict[str, Any]) -> list[bytes]:
         """A background stream's opening events, said before its answer is asked for."""
-        self._translator = ResponsesStream(str(body.get("model")), body, self.id, self._keep)
+        self._translator = ResponsesStream(
+            str(body.get("model")), body, self.id, self._keep, self.created_at
+        )
         return self._translator.announce()
 
     def stream(
@@ -391,7 +394,9 @@ class _Kept:
         events: Events,
         served: Callable[[], str] | None = None,
     ) -> AsyncIterator[bytes]:
-        translator = self._translator or ResponsesStream(model, body, self.id, self._keep)
+        translator = self._translator or ResponsesStream(
+            model, body, self.id, self._keep, self.created_at
+        )
         translator.serving(model)
         if served is not None:
             translator.follow(served)
@@ -417,7 +422,7 @@ class _Kept:
         return translated(events, translator, keep_when_final)
 
     async def answer(self, data: dict[str, Any], model: str, body: dict[str, Any]) -> Any:
-        response = to_response(data, model, body, self.id, self._keep)
+        response = to_response(data, model, body, self.id, self._keep, self.created_at)
         if self.background:
             response["background"] = True
             if not await self._running():
@@ -445,12 +450,12 @@ class _Kept:
             return
         self._count("turn_added")
 
-    def queued(self, body: dict[str, Any], ts: float) -> dict[str, Any]:
+    def queued(self, body: dict[str, Any]) -> dict[str, Any]:
         """The response of a background request, before its answer."""
         return {
             "id": self.id,
             "object": "response",
-            "created_at": int(ts),
+            "created_at": self.created_at,
             "status": "in_progress",
             "background": True,
             "incomplete_details": None,

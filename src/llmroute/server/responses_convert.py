@@ -514,10 +514,13 @@ def to_response(
     body: dict[str, Any],
     response_id: str | None = None,
     stored: bool = False,
+    created_at: int | None = None,
 ) -> dict[str, Any]:
     """The ``response`` object for a chat completion `data` served by pool model `model`,
     answering Responses request `body`: named `response_id` (``resp_`` and the chat
-    completion's id when None); `stored` as `echoed` says."""
+    completion's id when None); `stored` as `echoed` says; made at `created_at` (Unix
+    seconds; now when None), the gateway's time, not the upstream's (a background
+    response's must not change between its first read and its last)."""
     data = clean_completion(data)
     choice = (data["choices"] or [{}])[0]
     reason = INCOMPLETE_REASONS.get(choice.get("finish_reason") or "stop")
@@ -527,7 +530,7 @@ def to_response(
     return {
         "id": response_id,
         "object": "response",
-        "created_at": data.get("created") or int(time.time()),
+        "created_at": created_at or int(time.time()),
         "status": "incomplete" if reason else "completed",
         "incomplete_details": {"reason": reason} if reason else None,
         "error": None,

@@ -50,9 +50,11 @@ class ResponsesStream(ChunkTranslator):
         body: dict[str, Any],
         response_id: str | None = None,
         stored: bool = False,
+        created_at: int | None = None,
     ) -> None:
         """`response_id` names the response (``resp_`` and the chat stream's id when
-        None); `stored` is what it says of ``store``."""
+        None); `stored` is what it says of ``store``; `created_at` when it was made (now
+        when None: the gateway's time, not the upstream's)."""
         self._model = model
         self._body = body
         self._sequence = 0
@@ -62,7 +64,7 @@ class ResponsesStream(ChunkTranslator):
         # the whole response, once it completed (or failed: the stream broke off)
         self.final: dict[str, Any] | None = None
         self._final_event: tuple[str, int] = ("", 0)  # its event's kind and number
-        self._created = int(time.time())
+        self._created = created_at or int(time.time())
         self._started = False
         self._done = False
         self._items: list[dict[str, Any]] = []  # output items, in order
@@ -140,9 +142,6 @@ class ResponsesStream(ChunkTranslator):
         self._started = True
         given = self._given_id
         self._id = given.removeprefix("resp_") if given else str(chunk.get("id") or uuid4().hex)
-        created = chunk.get("created")
-        if isinstance(created, int):
-            self._created = created
         yield self._event("response.created", {"response": self._response("in_progress")})
         yield self._event("response.in_progress", {"response": self._response("in_progress")})
 
