@@ -358,3 +358,32 @@ def test_an_upstream_answer_without_an_id_still_names_the_response() -> None:
     )
     named = {e["response"]["id"] for e in events if "response" in e}
     assert len(named) == 1 and len(named.pop()) > len("resp_")
+
+
+def test_a_tools_images_follow_its_output_in_a_user_message() -> None:
+    """A tool's output may hold images (a screenshot): a chat `tool` message holds text
+    only, so they follow the tool messages in a user message (was a 400)."""
+    image = {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}
+    body = {
+        "model": "auto",
+        "input": [
+            {"role": "user", "content": "what is on screen?"},
+            {"type": "function_call", "call_id": "c1", "name": "shot", "arguments": "{}"},
+            {"type": "function_call", "call_id": "c2", "name": "read", "arguments": "{}"},
+            {
+                "type": "function_call_output",
+                "call_id": "c1",
+                "output": [{"type": "input_text", "text": "taken"}, image],
+            },
+            {"type": "function_call_output", "call_id": "c2", "output": "plain"},
+            {"role": "user", "content": "describe it"},
+        ],
+    }
+    messages = to_chat_body(body)["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "tool", "user", "user"]
+    assert messages[2] == {"role": "tool", "tool_call_id": "c1", "content": "taken"}
+    assert messages[4]["content"] == [
+        {"type": "text", "text": "[images returned by tool call c1]"},
+        {"type": "image_url", "image_url": {"url": image["image_url"]}},
+    ]
+    assert messages[5] == {"role": "user", "content": "describe it"}

@@ -215,6 +215,9 @@ def _as_item(item: dict[str, Any]) -> dict[str, Any]:
     return {**item, "type": "message", "content": content}
 
 
+_OUTPUTS = ("function_call_output", "custom_tool_call_output")
+
+
 def _input(items: Any) -> list[dict[str, Any]]:
     if isinstance(items, str):
         if not items:
@@ -223,31 +226,47 @@ def _input(items: Any) -> list[dict[str, Any]]:
     if not isinstance(items, list) or not items:
         raise _bad("input", "'input' is required: a string or a non-empty list of items")
     out: list[dict[str, Any]] = []
+    images: list[dict[str, Any]] = []  # the images of the tool outputs just before
     for i, item in enumerate(items):
         at = f"input[{i}]"
         if not isinstance(item, dict):
             raise _bad(at, f"{at} must be an object")
         kind = item.get("type", "message")
-        if kind == "message":
-            out.append(_message(item, at))
-        elif kind == "function_call":
-            _function_call(out, item, at)
-        elif kind == "custom_tool_call":
-            _function_call(out, _as_function_call(item, at), at)
-        elif kind in ("function_call_output", "custom_tool_call_output"):
-            out.append(_function_output(item, at))
-        elif kind == "reasoning":
-            continue  # the model's earlier reasoning: other models cannot read it back
-        elif kind == "item_reference":
-            raise _bad(
-                at,
-                f"{at}: an item reference needs the conversation it refers to "
-                "('previous_response_id' or 'conversation', where responses are kept): "
-                "send the item itself",
-            )
-        else:
-            raise _bad(at, f"{at}: item type {kind!r} is not supported here")
+        if kind in _OUTPUTS:
+            message, shown = _function_output(item, at)
+            out.append(message)
+            if shown:
+                label = f"[images returned by tool call {message['tool_call_id']}]"
+                images += [{"type": "text", "text": label}, *shown]
+            continue
+        if images:
+            out.append({"role": "user", "content": images})
+            images = []
+        _item(out, item, kind, at)
+    if images:
+        out.append({"role": "user", "content": images})
     return out
+
+
+def _item(out: list[dict[str, Any]], item: dict[str, Any], kind: Any, at: str) -> None:
+    """An input item other than a tool's output, as chat messages added to `out`."""
+    if kind == "message":
+        out.append(_message(item, at))
+    elif kind == "function_call":
+        _function_call(out, item, at)
+    elif kind == "custom_tool_call":
+        _function_call(out, _as_function_call(item, at), at)
+    elif kind == "reasoning":
+        return  # the model's earlier reasoning: other models cannot read it back
+    elif kind == "item_reference":
+        raise _bad(
+            at,
+            f"{at}: an item reference needs the conversation it refers to "
+            "('previous_response_id' or 'conversation', where responses are kept): "
+            "send the item itself",
+        )
+    else:
+        raise _bad(at, f"{at}: item type {kind!r} is not supported here")
 
 
 _ROLES = ("user", "assistant", "system", "developer")
@@ -315,18 +334,24 @@ def _as_function_call(item: dict[str, Any], where: str) -> dict[str, Any]:
     return {**item, "arguments": json.dumps({_CUSTOM_INPUT: text}, ensure_ascii=False)}
 
 
-def _function_output(item: dict[str, Any], where: str) -> dict[str, Any]:
+def _function_output(
+    item: dict[str, Any], where: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ``tool`` message, and the output's images: a ``tool`` message holds text
+    only, so they follow the tool messages in a user message of their own (a
+    screenshot a computer-use tool took), as the Messages front carries a
+    ``tool_result``'s."""
     call_id, output = item.get("call_id"), item.get("output")
     if not isinstance(call_id, str):
         raise _bad(where, f"{where}.call_id must be a string")
+    images: list[dict[str, Any]] = []
     if isinstance(output, list):
-        texts = [_part(part, f"{where}.output[{j}]") for j, part in enumerate(output)]
-        if any(t["type"] != "text" for t in texts):
-            raise _bad(where, f"{where}.output: only text is supported in a tool's output")
-        output = "\n".join(t["text"] for t in texts)
+        parts = [_part(part, f"{where}.output[{j}]") for j, part in enumerate(output)]
+        images = [p for p in parts if p["type"] != "text"]
+        output = "\n".join(p["text"] for p in parts if p["type"] == "text")
     if not isinstance(output, str):
-        raise _bad(where, f"{where}.output must be a string or a list of text parts")
-    return {"role": "tool", "tool_call_id": call_id, "content": output}
+        raise _bad(where, f"{where}.output must be a string or a list of parts")
+    return {"role": "tool", "tool_call_id": call_id, "content": output}, images
 
 
 def _tools(tools: Any) -> list[dict[str, Any]]:
