@@ -39,6 +39,7 @@ providers:
 models:
   small: {provider: fake, model: small, price: {input: 1, output: 2}}
   slow: {provider: fake, model: "slow?delay=1.5"}
+  slow-embed: {provider: fake, model: "slow-embed?delay=1.5", kind: embedding}
 routes:
   - {name: chat, examples: ["hello there", "how are you today"], target: small}
 default: {target: small}
@@ -54,6 +55,7 @@ auth:
     - {name: thrifty, key_env: LLMROUTE_TEST_THRIFTY_KEY, tpm: 10}
     - {name: bursty, key_env: LLMROUTE_TEST_BURSTY_KEY, tpm: 1000}
     - {name: leaver, key_env: LLMROUTE_TEST_LEAVER_KEY, tpm: 1000}
+    - {name: embedder, key_env: LLMROUTE_TEST_EMBEDDER_KEY, tpm: 1000}
     - name: strict
       key_env: LLMROUTE_TEST_STRICT_KEY
       rpm: 3
@@ -65,6 +67,7 @@ NARROW_KEY = "sk-narrow-2718281828"
 THRIFTY_KEY = "sk-thrifty-1618033988"
 BURSTY_KEY = "sk-bursty-1414213562"
 LEAVER_KEY = "sk-leaver-1732050807"
+EMBEDDER_KEY = "sk-embedder-2449489742"
 STRICT_KEY = "sk-strict-2236067977"
 OLD_KEY, NEW_KEY = "sk-rotating-old-1111", "sk-rotating-new-2222"
 ENV = {
@@ -76,6 +79,7 @@ ENV = {
     "LLMROUTE_TEST_THRIFTY_KEY": THRIFTY_KEY,
     "LLMROUTE_TEST_BURSTY_KEY": BURSTY_KEY,
     "LLMROUTE_TEST_LEAVER_KEY": LEAVER_KEY,
+    "LLMROUTE_TEST_EMBEDDER_KEY": EMBEDDER_KEY,
     "LLMROUTE_TEST_STRICT_KEY": STRICT_KEY,
     "LLMROUTE_TELEMETRY_URL": "off",
 }
@@ -307,6 +311,21 @@ def test_concurrent_requests_hold_their_prompt_against_the_tpm(gateway: Served) 
     assert after.status_code == 200, after.text
 
 
+def test_concurrent_embeddings_hold_their_input_against_the_tpm(gateway: Served) -> None:
+    """Embeddings held nothing in flight: ten at once with an empty window all passed a
+    tpm they were nine times over. Each holds its estimate now, as chat requests do."""
+    text = "a sentence to embed for the search index. " * 40  # 1,720 characters: ~430
+    headers = {"Authorization": f"Bearer {EMBEDDER_KEY}"}
+
+    def post(i: int) -> httpx.Response:
+        body = {"model": "slow-embed", "input": [f"{i} {text}"]}
+        return httpx.post(f"{gateway.url}/v1/embeddings", json=body, headers=headers, timeout=20)
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        statuses = sorted(r.status_code for r in pool.map(post, range(5)))
+    assert statuses == [200, 200, 429, 429, 429]
+
+
 def test_a_request_whose_client_hangs_up_gives_its_hold_back(gateway: Served) -> None:
     """tpm 1000: a request of ~420 prompt tokens whose client times out is cancelled; its
     hold is given back then, and its prompt (which the upstream may bill) is counted in
@@ -365,7 +384,7 @@ def test_a_key_naming_an_unknown_model_is_a_registry_error(upstream: FakeUpstrea
         "capped": "1" * 64,
         "extra": "    - {name: typo, sha256: '%s', models: [chta]}" % ("2" * 64),
     }
-    with pytest.raises(ConfigErrors, match=r"auth\.keys\[10\]\.models\[0\]: unknown model 'chta'"):
+    with pytest.raises(ConfigErrors, match=r"auth\.keys\[11\]\.models\[0\]: unknown model 'chta'"):
         parse_registry(text)
 
 

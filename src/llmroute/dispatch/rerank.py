@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from llmroute.dispatch.usage import Usage, count_tokens, text_tokens_at_most
+from llmroute.dispatch.usage import Usage, count_tokens, estimated_text_tokens, text_tokens_at_most
 from llmroute.registry.schema import Price
 
 __all__ = [
@@ -65,6 +65,12 @@ def _tokens(
     pairs = [q + count(d) for d in documents]
     chunks = sum(max(1, math.ceil(p / SEARCH_CHUNK_TOKENS)) for p in pairs)
     return sum(pairs), max(1, math.ceil(chunks / SEARCH_DOCUMENTS))
+
+
+def estimated_rerank_tokens(body: Mapping[str, Any]) -> int:
+    """The cheap pre-flight estimate of a rerank's tokens (four characters a token, the
+    query read once with each document), which a key's ``tpm`` holds while it runs."""
+    return _tokens(body, estimated_text_tokens)[0]
 
 
 def rerank_worst_case(sent: Mapping[str, Any], price: Price) -> tuple[int, float]:

@@ -212,6 +212,16 @@ def _embedding_tokens(value: Any, count: Callable[[str], int]) -> int:
     )
 
 
+def estimated_text_tokens(text: str) -> int:
+    """The cheap pre-flight estimate of a text's tokens: four characters a token."""
+    return len(text) // _CHARS_PER_TOKEN
+
+
+def estimated_input_tokens(value: Any) -> int:
+    """`estimated_text_tokens` for an embeddings ``input`` (token arrays by length)."""
+    return _embedding_tokens(value, estimated_text_tokens)
+
+
 def estimated_prompt_tokens(body: Mapping[str, Any]) -> int:
     """The cheap pre-flight estimate (four characters a token) that context windows and
     a key's held ``tpm`` use; `prompt_tokens` is the finer one ``count_tokens`` reports."""

@@ -355,6 +355,22 @@ def _encoded(left: Mapping[str, int]) -> list[tuple[bytes, bytes]]:
     return [(name.encode(), str(value).encode()) for name, value in left.items()]
 
 
+async def hold_key_tokens(scope: Scope, gateway: Gateway, tokens: int) -> Callable[[], None] | None:
+    """A request's estimated `tokens` held against its key's ``tpm`` while it runs, so
+    that concurrent requests count each other (429 when they would pass the limit);
+    what gives them back, None when nothing is held."""
+    key = api_key_of(scope)
+    if key is None or key.tpm is None or gateway.charges is None:
+        return None
+    try:
+        release = await gateway.charges.hold(key, tokens)
+    except GatewayError:
+        tokens_held(scope, None)
+        raise
+    tokens_held(scope, tokens)
+    return release
+
+
 def tokens_held(scope: Scope, tokens: int | None) -> None:
     """Lower the reported ``x-ratelimit-remaining-tokens`` by a request's held estimate
     (None: the hold was refused, nothing is left)."""

@@ -26,7 +26,7 @@ from llmroute.gates.base import total_usage
 from llmroute.layers.llm_router import refine_plan
 from llmroute.safety.answer_pii import Counted
 from llmroute.safety.restore import StreamRestorer, restore_completion
-from llmroute.server.auth import api_key_of, check_model, key_of, tokens_held
+from llmroute.server.auth import api_key_of, check_model, hold_key_tokens, key_of
 from llmroute.server.body import read_json_object, require_messages
 from llmroute.server.cached import cache_headers, hit_headers
 from llmroute.server.chunk_translation import translated
@@ -230,19 +230,11 @@ async def _for_client(
 async def _hold_tokens(
     request: Request, gateway: Gateway, body: dict[str, Any]
 ) -> Callable[[], None] | None:
-    """The request's estimated prompt held against its key's ``tpm`` while it runs, so
-    that concurrent requests count each other (429 when it would pass the limit)."""
+    """The request's estimated prompt held against its key's ``tpm`` while it runs."""
     key = api_key_of(request.scope)
-    if key is None or key.tpm is None or gateway.charges is None:
+    if key is None or key.tpm is None:
         return None
-    tokens = estimated_prompt_tokens(body)
-    try:
-        release = await gateway.charges.hold(key, tokens)
-    except GatewayError:
-        tokens_held(request.scope, None)
-        raise
-    tokens_held(request.scope, tokens)
-    return release
+    return await hold_key_tokens(request.scope, gateway, estimated_prompt_tokens(body))
 
 
 async def _serve_planned(

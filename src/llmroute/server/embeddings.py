@@ -15,10 +15,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from llmroute.dispatch.usage import Usage
+from llmroute.dispatch.usage import Usage, estimated_input_tokens
 from llmroute.errors import LlmrouteError, shown
 from llmroute.registry.schema import with_article
-from llmroute.server.auth import api_key_of, check_model
+from llmroute.server.auth import api_key_of, check_model, hold_key_tokens
 from llmroute.server.body import read_json_object
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.pool import check_pool
@@ -40,7 +40,13 @@ async def embed(request: Request, gateway: Gateway, body: dict[str, Any]) -> Res
     name = pool_model(request, gateway, body.get("model"), "embedding")
     require_input(body)
     return await serve_unrouted(
-        request, gateway, body, name, gateway.dispatcher.embed, EMBEDDINGS_ROUTE
+        request,
+        gateway,
+        body,
+        name,
+        gateway.dispatcher.embed,
+        EMBEDDINGS_ROUTE,
+        estimated_input_tokens(body.get("input")),
     )
 
 
@@ -51,15 +57,21 @@ async def serve_unrouted(
     name: str,
     call: Callable[[str, dict[str, Any]], Awaitable[tuple[dict[str, Any], Usage]]],
     route: str,
+    estimated_tokens: int,
 ) -> Response:
     """`body` answered by the pool model `name` through `call` (the dispatcher's
-    `embed` or `rerank`); its cost charged to the client key and counted in the metrics
-    under `route`."""
+    `embed` or `rerank`); its `estimated_tokens` held against the key's ``tpm`` while it
+    runs (concurrent requests count each other, as chat's do), its cost charged to the
+    client key and counted in the metrics under `route`."""
     headers = {"x-llmroute-model": name}
+    release = await hold_key_tokens(request.scope, gateway, estimated_tokens)
     try:
         data, usage = await call(name, body)
     except LlmrouteError as exc:
         raise gateway_error(exc, headers) from None
+    finally:
+        if release is not None:
+            release()
     key = api_key_of(request.scope)
     if key is not None and gateway.charges is not None:
         gateway.charges.charge(key, usage.cost_usd, usage.prompt_tokens)

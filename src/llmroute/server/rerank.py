@@ -14,6 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from llmroute.dispatch.rerank import estimated_rerank_tokens
 from llmroute.server.auth import COHERE_RERANK_PATH
 from llmroute.server.body import read_json_object
 from llmroute.server.embeddings import pool_model, serve_unrouted
@@ -32,7 +33,13 @@ async def rerank(request: Request) -> Response:
     name = pool_model(request, gateway, body.get("model"), "rerank")
     require_rerank(body)
     return await serve_unrouted(
-        request, gateway, body, name, gateway.dispatcher.rerank, RERANK_ROUTE
+        request,
+        gateway,
+        body,
+        name,
+        gateway.dispatcher.rerank,
+        RERANK_ROUTE,
+        estimated_rerank_tokens(body),
     )
 
 
