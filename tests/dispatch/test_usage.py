@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from llmroute.dispatch.usage import _tokenizer, count_tokens, priced, priced_embedding
+from llmroute.dispatch.usage import (
+    StreamUsage,
+    _tokenizer,
+    count_tokens,
+    priced,
+    priced_embedding,
+)
 from llmroute.registry.schema import Price
 
 PRICE = Price(input=2.0, output=8.0)  # $ per million tokens
@@ -108,3 +114,19 @@ def test_words_wordpiece_cannot_read_count_about_three_characters_a_token(size: 
     assert size / 3 * 0.9 <= count_tokens(blob) <= size / 3 * 1.1
     assert count_tokens(f"see {blob} now") >= count_tokens(blob)
     assert count_tokens("hello world") == _exact("hello world")  # words as before
+
+
+def test_usage_a_client_did_not_ask_for_is_left_out_of_the_last_words_chunk() -> None:
+    """Every stream asks its upstream for usage; a server may put it on the chunk of
+    its last words rather than a chunk of its own: priced, and cut from that chunk."""
+    meter = StreamUsage({"messages": [], "stream": True}, Price(input=1, output=2))
+    chunk = {
+        "id": "c",
+        "choices": [{"index": 0, "delta": {"content": "end"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+    }
+    sent = meter.observe(f"data: {json.dumps(chunk)}\n\n".encode())
+    assert sent is not None
+    relayed = json.loads(sent[6:])
+    assert "usage" not in relayed and relayed["choices"][0]["delta"]["content"] == "end"
+    assert meter.finish().prompt_tokens == 3 and not meter.finish().estimated

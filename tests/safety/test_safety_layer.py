@@ -22,6 +22,7 @@ from llmroute.errors import ConfigError, PolicyViolation
 from llmroute.layers.safety import SafetyLayer, pseudonym
 from llmroute.registry import parse_registry
 from llmroute.safety.pii import PiiDetector
+from llmroute.telemetry.recorder import _as_sent
 
 REGISTRY = """
 encoder: builtin:static
@@ -370,6 +371,13 @@ def test_identifiers_pass_where_the_profile_allows_their_pii(router: Router) -> 
     assert Plan(decision, ("small",)).outgoing(body)["user"] == "ann@example.com"
 
 
-def test_a_blocked_request_rewrites_nothing(router: Router) -> None:
-    decision = router.decide({**chat(("user", "hello there EVIL")), "user": "ann@example.com"})
-    assert decision.blocked and decision.safety is not None and decision.safety.fields is None
+def test_a_blocked_request_is_logged_with_the_pseudonym_too(router: Router) -> None:
+    """Nothing is sent, but a blocked request is logged: its end user as the pseudonym
+    the docs promise, not the address (the ones most likely to be looked at)."""
+    body = {**chat(("user", "hello there EVIL")), "user": "ann@example.com"}
+    decision = router.decide(body)
+    assert decision.blocked and decision.safety is not None
+    assert decision.safety.fields == {"user": pseudonym("ann@example.com")}
+    with pytest.raises(PolicyViolation):
+        Plan(decision, ("large",)).outgoing(body)
+    assert _as_sent(decision, body)["user"] == pseudonym("ann@example.com")

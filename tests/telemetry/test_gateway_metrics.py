@@ -172,8 +172,11 @@ def _count_errors() -> None:
     watch_request()
     metrics.observe(record(status=502))  # its record counted it
     metrics.api_error("/v1/chat/completions", 502, None)
+    for path in ("/v1/responses/resp_1", "/v1/messages/count_tokens", "/v1/embeddings"):
+        watch_request()  # not chat requests: api errors, not the key's chat requests
+        metrics.api_error(path, 404, "team-a")
     s = scrape(metrics)
-    assert value(s, "llmroute_api_errors_total", api="chat", status="404") == 1
+    assert value(s, "llmroute_api_errors_total", api="responses", status="404") == 1
     assert value(s, "llmroute_api_errors_total", api="chat", status="502") is None
     assert value(s, "llmroute_client_requests_total", client="team-a", status="404") == 1
 

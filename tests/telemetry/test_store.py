@@ -575,6 +575,10 @@ def test_dropped_schema_is_an_error_then_migrate_recreates_it(
         ),
         ("https://h/v1?sv=1&sig=SECRET#x", "https://h/v1?sv=1&sig=***#x"),
         ("https://h/v1?access_token=SECRET", "https://h/v1?access_token=***"),
+        (
+            "https://h/v1?client_secret=S&X-Amz-Signature=T",
+            "https://h/v1?client_secret=***&X-Amz-Signature=***",
+        ),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:

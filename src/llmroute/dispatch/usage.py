@@ -372,8 +372,10 @@ class StreamUsage:
         if _reported(chunk.get("usage")) is None:
             return event
         self.usage = priced(chunk, self._body, self._price)
-        if not self._wanted and not choices:
-            return None
+        if not self._wanted:
+            if not choices:
+                return None
+            del chunk["usage"]  # on the last words' chunk, as some servers send it
         return event_of(chunk)
 
     def finish(self) -> Usage:

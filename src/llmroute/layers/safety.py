@@ -147,7 +147,8 @@ class SafetyLayer:
             restore=restore,
             answer_mask=self._answer_masks.get(profile_name) if action != "block" else None,
             decisive=decisive,
-            fields=MappingProxyType(fields) if fields and action != "block" else None,
+            # a blocked request sends nothing, but is logged: its end user as a pseudonym
+            fields=MappingProxyType(fields) if fields else None,
         )
         detail["action"] = action
         if fired:

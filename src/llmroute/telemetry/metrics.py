@@ -179,10 +179,11 @@ _BREAKER_LABELS = ("model", "deployment", "upstream")
 # whether the request in this context has been counted (a box a child task's copy of the
 # context shares): set by `watch_request`, marked by `observe` and `api_error`
 _COUNTED: ContextVar[list[bool] | None] = ContextVar("llmroute_request_counted", default=None)
-_CHAT_APIS = frozenset({"chat", "messages", "responses", "completions"})
+# the chat requests' own paths (not /v1/responses/{id}, /v1/messages/count_tokens ...)
+_CHAT_PATHS = ("/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/completions")
 _APIS = frozenset(
     {
-        *_CHAT_APIS,
+        *("chat", "messages", "responses", "completions"),
         *("embeddings", "rerank", "batches", "files", "route", "feedback", "conversations"),
         *("models", "key"),
     }
@@ -700,7 +701,7 @@ class GatewayMetrics:
         if api is None:
             return
         self._api_errors(api, str(status)).inc()
-        if client is not None and api in _CHAT_APIS:
+        if client is not None and path.endswith(_CHAT_PATHS):
             self._client_requests(client, str(status)).inc()
 
     # -- scraping ---------------------------------------------------------------------------

@@ -21,9 +21,7 @@ _OFF = frozenset({"", "off", "none"})
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@?#]*)@")
 _PASSWORD_PARAM = re.compile(r"(?i)\b(password|passwd)=[^&\s]*")
 # keys in a query string: Azure's api-key and code, SAS signatures, access tokens
-_SECRET_PARAM = re.compile(
-    r"(?i)([?&;](?:[\w-]*key|[\w-]*token|secret|sig|signature|code))=[^&#\s]*"
-)
+_SECRET_PARAM = re.compile(r"(?i)([?&;](?:[\w-]*(?:key|token|secret|sig|signature)|code))=[^&#\s]*")
 _POSTGRES = ("postgresql://", "postgres://")
 
 
