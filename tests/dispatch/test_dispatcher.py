@@ -729,6 +729,30 @@ def test_a_stream_is_charged_the_providers_count_when_the_client_asked_no_usage(
     assert sent["stream_options"] == {"include_usage": True}
 
 
+def test_a_server_refusing_the_usage_the_gateway_asked_for_gets_the_stream_as_sent(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Upgrading must not break a server that refuses `stream_options` (an older Azure
+    API version): refused, the stream goes again as its client sent it, estimated, and
+    the log says once which setting to give the model."""
+    registry = h.registry("  a: {provider: up, model: 'a?unsupported=stream_options'}", "a")
+
+    async def job(d: Dispatcher) -> Any:
+        usages = []
+        for _ in range(2):
+            opened = await d.open_stream(plan_for("a"), _body(stream=True))
+            assert [e async for e in opened.events][-1] == b"data: [DONE]\n\n"
+            usages.append(opened.usage)
+        return usages
+
+    with caplog.at_level("WARNING", logger="llmroute.dispatch"):
+        usages = h.run(registry, job)
+    assert all(u is not None and u.estimated for u in usages)
+    sent = [r.body for r in h.upstream.requests]
+    assert ["stream_options" in b for b in sent] == [True, False, True, False]
+    assert len([r for r in caplog.records if "drop_params" in r.getMessage()]) == 1
+
+
 def test_a_model_refusing_stream_options_may_drop_them(h: Harness) -> None:
     models = "  a: {provider: up, model: a, drop_params: [stream_options]}"
     registry = h.registry(models, "a")

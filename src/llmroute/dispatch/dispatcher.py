@@ -330,6 +330,7 @@ class Dispatcher:
         self._gates = gates
         self._limits = _limits(registry)
         self._hold_lease_s = HOLD_LEASE_S  # a seam for tests
+        self._refused_usage: set[str] = set()  # models said to refuse stream_options
         self._shared_breakers = open_breakers(registry.dispatch.breaker)
         self.deployments = Deployments(
             registry,
@@ -419,9 +420,25 @@ class Dispatcher:
         """`open_stream` along the plan's chain, for a body already made outgoing."""
 
         async def on(name: str, deployment: Deployment, timeouts: Timeouts) -> tuple[bytes, Any]:
+            text = self._sends_text(plan, name)
             sent = self._for_model(plan, name, deployment, asked)
             with sending(name, sent):
-                text = self._sends_text(plan, name)
+                try:
+                    return await _open_on(deployment, sent, timeouts, hold_s, text=text)
+                except UpstreamRejected as exc:
+                    if asked is body or "stream_options" not in exc.message:
+                        raise
+            # a server that refuses the usage the gateway asked for (an older Azure API
+            # version): the stream as the client sent it, its cost then estimated
+            if name not in self._refused_usage:
+                self._refused_usage.add(name)
+                log.warning(
+                    "model %r refused stream_options (its streams' costs are estimated): "
+                    "give it drop_params: [stream_options]",
+                    name,
+                )
+            sent = self._for_model(plan, name, deployment, body)
+            with sending(name, sent):
                 return await _open_on(deployment, sent, timeouts, hold_s, text=text)
 
         asked = asking_usage(body)
