@@ -60,6 +60,32 @@ def test_a_failing_case_exits_1_and_says_what_was_decided(tmp_path: Path) -> Non
     assert payload["cases"][0]["decision"]["model"] == "medium"
 
 
+def test_record_then_test_works_when_a_rule_picks_the_model(tmp_path: Path) -> None:
+    """A rule with a `target` decides route `rule:NAME`; `record` wrote that and `test`
+    then refused the file as naming an unknown route."""
+    registry = tmp_path / "registry.yaml"
+    text = EXAMPLE.read_text()
+    rule = "  - name: vip\n    when: {keywords: [vip-support]}\n    target: large\n"
+    registry.write_text(text.replace("rules:\n", "rules:\n" + rule, 1))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("vip-support: my invoice is wrong\n")
+    cases = tmp_path / "cases.yaml"
+    done = llmroute("registry", "record", prompts, "-o", cases, "-r", registry)
+    assert done.returncode == 0, done.stderr
+    assert "rule:vip" in cases.read_text()
+    checked = llmroute("registry", "test", cases, "-r", registry)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_an_error_on_line_100_says_100_not_an_emoji(tmp_path: Path) -> None:
+    """rich read ":100:" in "registry.yaml:100: ..." as an emoji code."""
+    registry = tmp_path / "registry.yaml"
+    registry.write_text("#\n" * 98 + "routes: [a\n")  # the error is at the end: 100
+    result = llmroute("registry", "check", registry)
+    assert result.returncode == 2
+    assert f"{registry}:100: invalid YAML" in result.stderr
+
+
 def test_a_bad_cases_file_exits_2_naming_each_problem(tmp_path: Path) -> None:
     cases = tmp_path / "cases.yaml"
     cases.write_text(

@@ -17,6 +17,27 @@ def test_yaml_syntax_error_names_the_line() -> None:
     assert str(error).startswith("reg.yaml:4: invalid YAML: ")
 
 
+def test_a_nul_byte_or_deep_nesting_is_one_yaml_error_with_its_line() -> None:
+    nul = one_error("providers: {}\nmodels: {a: \x00}\n")
+    assert (nul.line, nul.message) == (2, "invalid YAML: unacceptable character #x0000")
+    deep = one_error("routes: " + "[" * 600 + "]" * 600 + "\n")
+    assert deep.message == "invalid YAML: nested too deeply"
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("mysql://x/y", "unsupported telemetry URL"),
+        ("sqlite://x.db", "three slashes"),
+        ("sqlite:///", "names no file"),
+    ],
+)
+def test_a_telemetry_url_serve_would_refuse_is_refused_at_load(url: str, said: str) -> None:
+    """`registry check` and a reload accepted what `serve` refused at start."""
+    error = one_error(VALID + f"telemetry: {{url: '{url}'}}\n")
+    assert error.field == "telemetry.url" and said in error.message and error.line
+
+
 def test_tabs_and_bad_indentation_are_yaml_errors() -> None:
     error = one_error(replace_line(VALID, 16, "\tk: 3"))
     assert (error.line, error.field) == (16, None)

@@ -88,7 +88,8 @@ def reflow_help(group: typer.Typer) -> None:
             reflow_help(sub.typer_instance)
 
 
-err_console = Console(stderr=True, highlight=False)
+# emoji=False: ":100:" in "registry.yaml:100: ..." must not print as an emoji
+err_console = Console(stderr=True, highlight=False, emoji=False)
 
 RegistryOption = Annotated[
     Path | None,

@@ -263,7 +263,7 @@ def bench_cascade(
     if as_json:
         typer.echo(json.dumps(json_safe(result), sort_keys=True, allow_nan=False))
         return
-    _print(Console(), result)
+    _print(Console(emoji=False), result)
 
 
 def _print(console: Console, result: dict[str, Any]) -> None:

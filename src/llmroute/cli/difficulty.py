@@ -297,7 +297,7 @@ def bench(
     if as_json:
         typer.echo(json.dumps(json_safe(result), sort_keys=True, allow_nan=False))
         return
-    _print_bench(Console(), result)
+    _print_bench(Console(emoji=False), result)
 
 
 def _prices(value: str | None) -> tuple[float, float] | None:

@@ -103,7 +103,7 @@ def eval_command(
             payload["compare"] = {"baseline": str(compare), **comparison.to_dict()}
         print(json.dumps(json_safe(payload), ensure_ascii=False, allow_nan=False))
     else:
-        console = Console(highlight=False, soft_wrap=True)
+        console = Console(highlight=False, soft_wrap=True, emoji=False)
         _print_report(console, report, path, data)
         if comparison is not None and compare is not None:
             _print_comparison(console, comparison, compare)

@@ -341,7 +341,7 @@ def _print_probes(results: list[Probe]) -> None:
     from rich.console import Console
 
     style = {"ok": "green", "warn": "yellow", "fail": "bold red"}
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, emoji=False)
     width = max(len(r.model) for r in results) if results else 0
     for r in results:
         served_as = f" (answered as {r.served_as})" if r.served_as else ""

@@ -121,7 +121,7 @@ def _route_stdin(
                     sys.stdout.write(json.dumps(decision.to_dict(), ensure_ascii=False) + "\n")
             progress.advance(task, len(chunk))
     if explain and llm is not None and prompts:
-        Console(highlight=False, soft_wrap=True).print(
+        Console(highlight=False, soft_wrap=True, emoji=False).print(
             escape(_llm_share(llm, outcomes, len(prompts)))
         )
     sys.stdout.flush()
@@ -168,7 +168,7 @@ def _one_line(decision: Decision) -> str:
 
 
 def _print_explain(decision: Decision, llm: LlmFallback | None = None) -> None:
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, emoji=False)
     console.print(f"[bold]{escape(_one_line(decision))}[/]")
     console.print(f"reason: {escape(decision.reason)}")
     layers = Table("layer", "outcome", "µs", "signal", box=None, pad_edge=False)

@@ -177,7 +177,7 @@ def eval_safety(
 
 
 def _print_report(out: dict[str, Any]) -> None:
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, emoji=False)
     console.print(
         f"n {out['n']} ({out['n_attack']} attacks, {out['n_benign']} benign) · "
         f"TPR {_share(out['tpr'])} · FPR {_share(out['fpr'])} · precision "

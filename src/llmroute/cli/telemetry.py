@@ -88,7 +88,7 @@ app.add_typer(report_app, name="report")
 
 
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 def _print_json(payload: dict[str, Any]) -> None:

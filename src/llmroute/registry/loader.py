@@ -123,10 +123,17 @@ def parse_document(text: str, source: str, *, empty: str, top: str) -> Document:
         problem = exc.problem or exc.context or "cannot be parsed"
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(f"invalid YAML: {problem}", file=source, line=line) from exc
+    except yaml.reader.ReaderError as exc:  # a NUL or other unprintable character
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character
+        problem = f"unacceptable character #x{char:04x}" if isinstance(char, int) else exc.reason
+        raise ConfigError(f"invalid YAML: {problem}", file=source, line=line) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", file=source) from exc
     except TooLarge as exc:
         raise ConfigError(str(exc), file=source) from exc
+    except RecursionError as exc:
+        raise ConfigError("invalid YAML: nested too deeply", file=source) from exc
     if document is None or document.data is None:
         raise ConfigError(empty, file=source, line=1)
     if not isinstance(document.data, dict):

@@ -1130,6 +1130,21 @@ class TelemetrySettings(_Frozen):
         """YAML 1.1 reads an unquoted ``off`` as false: it means "off" here."""
         return "off" if value is False else value
 
+    @field_validator("url")
+    @classmethod
+    def _known_url(cls, value: str) -> str:
+        """Checked at load, like the other sections' URLs, so that `registry check` and a
+        reload refuse what `serve` would refuse at start."""
+        from llmroute.errors import ConfigError
+        from llmroute.telemetry.store.url import check_store_url
+
+        if value.strip().lower() not in ("", "off", "none"):
+            try:
+                check_store_url(value)
+            except ConfigError as exc:
+                raise ValueError(exc.message) from None
+        return value
+
 
 class JudgeSettings(_Frozen):
     """How a shadow pair is judged: ``exact`` (normalised final answers match) or

@@ -14,7 +14,14 @@ if TYPE_CHECKING:
     from llmroute.registry.schema import TelemetrySettings
     from llmroute.telemetry.store.base import Store
 
-__all__ = ["ENV_VAR", "mask_url", "open_store", "resolve_telemetry_url", "sqlite_path"]
+__all__ = [
+    "ENV_VAR",
+    "check_store_url",
+    "mask_url",
+    "open_store",
+    "resolve_telemetry_url",
+    "sqlite_path",
+]
 
 ENV_VAR = "LLMROUTE_TELEMETRY_URL"
 _OFF = frozenset({"", "off", "none"})
@@ -71,9 +78,26 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+def check_store_url(url: str) -> None:
+    """Raise `ConfigError` unless `url` names a store `open_store` opens: what the
+    registry's ``telemetry.url`` is checked by at load (so that `registry check` and a
+    reload refuse what `serve` would refuse at start)."""
+    url = url.strip()
+    lowered = url.lower()
+    if lowered.startswith("sqlite:"):
+        sqlite_path(url)
+    elif not lowered.startswith(_POSTGRES):
+        raise ConfigError(
+            f"unsupported telemetry URL {mask_url(url)!r}: use sqlite:///PATH, "
+            "postgresql://USER@HOST/DB, or off",
+            field="telemetry.url",
+        )
+
+
 def open_store(url: str, *, pool_size: int = 4) -> Store:
     """The store a URL names: ``sqlite:///PATH`` or ``postgresql://...`` (``postgres://``
     too). Opening is lazy for both: nothing connects until the first call."""
+    check_store_url(url)
     url = url.strip()
     lowered = url.lower()
     if lowered.startswith("sqlite:"):
