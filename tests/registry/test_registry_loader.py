@@ -227,3 +227,16 @@ def test_relative_path_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     loaded = load_registry("reg.yaml")
     assert loaded.source == "reg.yaml" and loaded.base_dir == tmp_path.resolve()
     assert load_registry(Path(os.fspath(tmp_path / "reg.yaml"))).version == loaded.version
+
+
+def test_rule_header_and_metadata_values_are_matched_as_written() -> None:
+    """YAML 1.1 reads an unquoted 0123 as 83, 1.10 as 1.1, 0x1F as 31 and on as true: a
+    rule written so silently never matched what a client sends."""
+    when = (
+        "when: {header: {x-a: 0123, x-b: 1.10, x-c: 0x1F, x-d: on, x-e: '007'}, "
+        "metadata: {tier: 1, beta: yes}}"
+    )
+    reg = parse_registry(replace_line(VALID, 34, when)).registry
+    parsed = reg.rules[1].when
+    assert parsed.header == {"x-a": "0123", "x-b": "1.10", "x-c": "0x1F", "x-d": "on", "x-e": "007"}
+    assert parsed.metadata == {"tier": "1", "beta": "yes"}

@@ -29,6 +29,9 @@ class Document:
     value_lines: dict[Path, int] = field(default_factory=dict)
     key_lines: dict[Path, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    # the text of each plain scalar YAML read as something else (``0123`` as 83, ``on`` as
+    # true), for the values that are compared as text
+    written: dict[Path, str] = field(default_factory=dict)
 
 
 class TooLarge(ValueError):
@@ -39,7 +42,9 @@ def compose(node: yaml.Node) -> Document:
     """Build the data of a composed node tree; duplicate keys become `problems`."""
     builder = _Builder()
     data = builder.build(node, ())
-    return Document(data, builder.value_lines, builder.key_lines, builder.problems)
+    return Document(
+        data, builder.value_lines, builder.key_lines, builder.problems, builder.written
+    )
 
 
 class _Builder:
@@ -47,6 +52,7 @@ class _Builder:
         self.value_lines: dict[Path, int] = {}
         self.key_lines: dict[Path, int] = {}
         self.problems: list[Problem] = []
+        self.written: dict[Path, str] = {}
         self._scalars = yaml.constructor.SafeConstructor()
         self._count = 0
         self._active: set[int] = set()
@@ -57,7 +63,10 @@ class _Builder:
             raise TooLarge(f"the document expands to more than {_MAX_NODES} values")
         self.value_lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.ScalarNode):
-            return self._scalars.construct_object(node, deep=True)
+            value = self._scalars.construct_object(node, deep=True)
+            if node.style is None and value is not None and not isinstance(value, str):
+                self.written[path] = node.value
+            return value
         if node.tag not in _COLLECTION_TAGS:
             raise yaml.constructor.ConstructorError(
                 None, None, f"unsupported tag {node.tag!r}", node.start_mark

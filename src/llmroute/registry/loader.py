@@ -73,6 +73,7 @@ def parse_registry(
     Raises `ConfigErrors` (a `ConfigError`) listing every problem found in one pass.
     """
     document = _document(text, source)
+    _matched_as_written(document)
     problems = yaml_problems(document)
     registry: Registry | None = None
     try:
@@ -100,6 +101,23 @@ def version_of(registry: Registry) -> str:
         ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
+def _matched_as_written(document: Document) -> None:
+    """Rules' header and metadata values as the file writes them: they are matched as
+    text, and YAML 1.1 reads an unquoted ``0123`` as 83, ``1.10`` as 1.1 and ``on`` as
+    true, so a rule would silently never match what a client sends."""
+    rules = document.data.get("rules")
+    for i, rule in enumerate(rules if isinstance(rules, list) else ()):
+        when = rule.get("when") if isinstance(rule, dict) else None
+        for section in ("header", "metadata"):
+            values = when.get(section) if isinstance(when, dict) else None
+            if not isinstance(values, dict):
+                continue
+            for key, value in values.items():
+                text = document.written.get(("rules", i, "when", section, key))
+                if text is not None and not isinstance(value, str):
+                    values[key] = text
 
 
 def _document(text: str, source: str) -> Document:
