@@ -120,6 +120,21 @@ def test_an_edit_adds_a_route(gateway: Reloading) -> None:
     gateway.wait_log(f"registry reloaded (file changed): version {old} → {new}")
 
 
+def test_a_registry_file_gone_for_a_while_is_said_and_so_is_its_return(
+    gateway: Reloading,
+) -> None:
+    """The old registry serves meanwhile, silently: an operator must learn that edits
+    are not being read (an editor's delete and rename, shorter, is not reported)."""
+    old = gateway.served.version()
+    text = gateway.registry.read_text()
+    gateway.registry.unlink()
+    gateway.wait_log("is gone or cannot be read: still serving version " + old)
+    assert _chat(gateway.served.url, "auto").status_code == 200
+    gateway.registry.write_text(text)
+    gateway.wait_log("can be read again")
+    assert gateway.served.version() == old
+
+
 def test_a_touch_without_a_change_does_not_reload(gateway: Reloading) -> None:
     old = gateway.served.version()
     os.utime(gateway.registry)

@@ -42,9 +42,7 @@ def compose(node: yaml.Node) -> Document:
     """Build the data of a composed node tree; duplicate keys become `problems`."""
     builder = _Builder()
     data = builder.build(node, ())
-    return Document(
-        data, builder.value_lines, builder.key_lines, builder.problems, builder.written
-    )
+    return Document(data, builder.value_lines, builder.key_lines, builder.problems, builder.written)
 
 
 class _Builder:

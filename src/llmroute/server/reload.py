@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ from llmroute.telemetry.tracing import Tracing
 __all__ = ["Fingerprint", "Reloader", "fingerprint", "reloading"]
 
 log = logging.getLogger("llmroute.server")
+_UNREADABLE_S = 5.0  # longer than an editor's delete and rename
 
 Built = tuple[Router, dict[str, ChatProvider], GateFactory]
 
@@ -279,6 +281,8 @@ class Reloader:
         self._workers = settings.workers
         self._kicked = asyncio.Event()
         self._seen: Fingerprint | None = None
+        self._unreadable_since: float | None = None  # when the file could not be read
+        self._said_unreadable = False
         self._retiring: list[Gateway] = []
         self._retiring_logs: dict[Gateway, Telemetry] = {}  # closed when their gateway is
 
@@ -394,11 +398,33 @@ class Reloader:
     async def _changed(self) -> bool:
         """Whether the file's content differs from when it was last looked at."""
         seen = await anyio.to_thread.run_sync(fingerprint, self._path, self._seen)
+        self._say_unreadable(seen is None)
         if seen is None:
             return False
         changed = self._seen is None or seen.digest != self._seen.digest
         self._seen = seen
         return changed
+
+    def _say_unreadable(self, unreadable: bool) -> None:
+        """Log once when the file has been gone or unreadable for `_UNREADABLE_S` (not
+        for an editor's delete and rename), and once when it is back: the old registry
+        serves meanwhile, and an operator must know edits are not being read."""
+        if not unreadable:
+            if self._said_unreadable:
+                log.warning("registry file %s can be read again", self._path)
+            self._unreadable_since, self._said_unreadable = None, False
+            return
+        now = time.monotonic()
+        if self._unreadable_since is None:
+            self._unreadable_since = now
+        elif not self._said_unreadable and now - self._unreadable_since >= _UNREADABLE_S:
+            self._said_unreadable = True
+            log.warning(
+                "registry file %s is gone or cannot be read: still serving version %s, "
+                "and no edit is read until it is back",
+                self._path,
+                self.current.version,
+            )
 
     async def _retire(self, old: Gateway) -> None:
         """Close `old`'s clients once no request is using them."""
