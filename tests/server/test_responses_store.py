@@ -450,6 +450,22 @@ def test_a_failing_background_response_is_kept_failed(client: openai.OpenAI) -> 
     assert "500" in failed.error.message and failed.output == []
 
 
+def test_a_background_answer_too_large_to_keep_fails_at_once_saying_why(
+    tmp_path: Path, upstream: FakeUpstream, claude: FakeAnthropic
+) -> None:
+    """Its request fitted, its answer did not: it stayed in_progress until its lease
+    lapsed, then failed as if its process had died."""
+    text = _registry(upstream, claude, "{ttl_s: 600, max_bytes: 10000}")
+    with (
+        serve_text(text, tmp_path, env={"LLMROUTE_TELEMETRY_URL": "off", **KEYS}) as served,
+        _client(served) as client,
+    ):
+        started = client.responses.create(model="small", input="w " * 3000, background=True)
+        assert _polled(client, started.id) == "failed"
+        error = client.responses.retrieve(started.id).error
+        assert error is not None and "could not be kept" in error.message
+
+
 def test_what_cannot_be_made_in_the_background_is_refused(client: openai.OpenAI) -> None:
     refusals = [
         ({"store": False}, "store"),

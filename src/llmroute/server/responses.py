@@ -417,6 +417,8 @@ class _Kept:
             if self._keep and not await self._put(final) and made:
                 final["store"] = False
                 made[-1] = translator.final_event()
+                if self.background:  # else it stays in_progress until its lease lapses
+                    await self.fail(500, _NOT_KEPT)
             return made
 
         return translated(events, translator, keep_when_final)
@@ -430,6 +432,8 @@ class _Kept:
         await self._add_to_conversation(response)
         if self._keep and not await self._put(response):
             response["store"] = False  # say so: it cannot be continued or read back
+            if self.background:  # else it stays in_progress until its lease lapses
+                await self.fail(500, _NOT_KEPT)
         return response
 
     async def _add_to_conversation(self, response: dict[str, Any]) -> None:
@@ -519,6 +523,11 @@ def _failed(record: StoredResponse, status: int, message: str) -> StoredResponse
     error = {"code": code, "message": message}
     return replace(record, response={**record.response, "status": "failed", "error": error})
 
+
+_NOT_KEPT = (
+    "the answer was made but could not be kept (larger than stored_responses.max_bytes, "
+    "or the store did not answer): send it again without 'background'"
+)
 
 _ABANDONED = (
     "the gateway process making this response stopped without finishing it (its lease, "
