@@ -150,7 +150,10 @@ def test_complete_sends_a_messages_request(server: FakeAnthropic) -> None:
         "prompt_tokens": PROMPT_TOKENS,
         "completion_tokens": USAGE["output_tokens"],
         "total_tokens": PROMPT_TOKENS + USAGE["output_tokens"],
-        "prompt_tokens_details": {"cached_tokens": USAGE["cache_read_input_tokens"]},
+        "prompt_tokens_details": {
+            "cached_tokens": USAGE["cache_read_input_tokens"],
+            "cache_write_tokens": USAGE["cache_creation_input_tokens"],
+        },
     }
 
 
@@ -255,7 +258,10 @@ def test_stream_of_text_with_usage(server: FakeAnthropic) -> None:
         "prompt_tokens": PROMPT_TOKENS,
         "completion_tokens": USAGE["output_tokens"],
         "total_tokens": PROMPT_TOKENS + USAGE["output_tokens"],
-        "prompt_tokens_details": {"cached_tokens": USAGE["cache_read_input_tokens"]},
+        "prompt_tokens_details": {
+            "cached_tokens": USAGE["cache_read_input_tokens"],
+            "cache_write_tokens": USAGE["cache_creation_input_tokens"],
+        },
     }
 
 

@@ -301,7 +301,7 @@ def test_response_becomes_a_chat_completion() -> None:
         "prompt_tokens": 8,
         "completion_tokens": 4,
         "total_tokens": 12,
-        "prompt_tokens_details": {"cached_tokens": 2},
+        "prompt_tokens_details": {"cached_tokens": 2, "cache_write_tokens": 1},
     }
 
 

@@ -220,9 +220,9 @@ def test_prompt_cache_markers_reach_a_claude_model_as_breakpoints(
     assert sent["messages"][0]["content"][0]["cache_control"] == MARK
     read = USAGE["cache_read_input_tokens"]
     assert message.usage.cache_read_input_tokens == read
-    assert message.usage.input_tokens == (
-        USAGE["input_tokens"] + USAGE["cache_creation_input_tokens"]
-    )
+    # as Anthropic counts them: the tokens written to the cache apart from the input
+    assert message.usage.cache_creation_input_tokens == USAGE["cache_creation_input_tokens"]
+    assert message.usage.input_tokens == USAGE["input_tokens"]
 
 
 def test_prompt_cache_markers_are_dropped_for_openai_unless_the_provider_sends_them(

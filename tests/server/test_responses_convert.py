@@ -284,8 +284,15 @@ def test_a_continuation_carries_the_earlier_items_after_its_own_instructions() -
 
 
 def test_the_input_is_kept_as_typed_items() -> None:
+    """With what OpenAI lists and the SDK's typed models need: a `status` on every item,
+    `annotations` on an `output_text` part (`part.annotations` was None)."""
     assert input_items({"input": "hi"}) == [
-        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+        {
+            "type": "message",
+            "role": "user",
+            "status": "completed",
+            "content": [{"type": "input_text", "text": "hi"}],
+        }
     ]
     given = [
         {"role": "assistant", "content": "before"},
@@ -295,9 +302,10 @@ def test_the_input_is_kept_as_typed_items() -> None:
         {
             "type": "message",
             "role": "assistant",
-            "content": [{"type": "output_text", "text": "before"}],
+            "status": "completed",
+            "content": [{"type": "output_text", "text": "before", "annotations": []}],
         },
-        given[1],
+        {**given[1], "status": "completed"},
     ]
 
 

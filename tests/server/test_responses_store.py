@@ -450,6 +450,40 @@ def test_a_failing_background_response_is_kept_failed(client: openai.OpenAI) -> 
     assert "500" in failed.error.message and failed.output == []
 
 
+def test_what_is_kept_validates_as_the_sdks_typed_models(gateway: Served) -> None:
+    """The client builds its objects leniently: a missing required field reads None
+    (`part.annotations`, `usage.input_tokens_details.cache_write_tokens`). Strictly
+    validated, each object the API returns is what OpenAI's would be."""
+    from openai.types.conversations import ConversationItem
+    from openai.types.responses import Response, ResponseItem
+    from pydantic import TypeAdapter
+
+    headers = {"authorization": f"Bearer {TEAM_KEY}"}
+    given = [
+        {"role": "user", "content": "hi there!"},
+        {"role": "assistant", "content": "hello"},
+        {"type": "function_call", "call_id": "c1", "name": "w", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+        {"role": "user", "content": "thanks"},
+    ]
+    made = httpx.post(
+        f"{gateway.url}/v1/responses", json={"model": "small", "input": given}, headers=headers
+    ).json()
+    response = Response.model_validate(made)
+    assert response.completed_at is not None and response.usage is not None
+    items = httpx.get(
+        f"{gateway.url}/v1/responses/{response.id}/input_items", headers=headers
+    ).json()["data"]
+    TypeAdapter(list[ResponseItem]).validate_python(items)
+    conversation = httpx.post(
+        f"{gateway.url}/v1/conversations", json={"items": given}, headers=headers
+    ).json()
+    listed = httpx.get(
+        f"{gateway.url}/v1/conversations/{conversation['id']}/items", headers=headers
+    ).json()["data"]
+    TypeAdapter(list[ConversationItem]).validate_python(listed)
+
+
 def test_a_background_answer_too_large_to_keep_fails_at_once_saying_why(
     tmp_path: Path, upstream: FakeUpstream, claude: FakeAnthropic
 ) -> None:

@@ -322,7 +322,7 @@ def finish_reason(stop_reason: Any) -> str | None:
 def usage_of(usage: Any) -> dict[str, Any]:
     """OpenAI usage; cached and cache-written input tokens count as prompt tokens, the
     cached ones also as ``prompt_tokens_details.cached_tokens`` (as OpenAI reports its own
-    prompt cache)."""
+    prompt cache), the written ones as its ``cache_write_tokens``."""
     usage = usage if isinstance(usage, dict) else {}
 
     def count(key: str) -> int:
@@ -341,7 +341,10 @@ def usage_of(usage: Any) -> dict[str, Any]:
         "total_tokens": prompt + completion,
     }
     if count("cache_read_input_tokens") or count("cache_creation_input_tokens"):
-        out["prompt_tokens_details"] = {"cached_tokens": count("cache_read_input_tokens")}
+        out["prompt_tokens_details"] = {
+            "cached_tokens": count("cache_read_input_tokens"),
+            "cache_write_tokens": count("cache_creation_input_tokens"),
+        }
     return out
 
 

@@ -29,12 +29,12 @@ def _usage(usage: dict[str, Any]) -> dict[str, Any]:
         "completion_tokens": _int(usage.get("completion_tokens")),
     }
     for key, inner in (
-        ("prompt_tokens_details", "cached_tokens"),
-        ("completion_tokens_details", "reasoning_tokens"),
+        ("prompt_tokens_details", ("cached_tokens", "cache_write_tokens")),
+        ("completion_tokens_details", ("reasoning_tokens",)),
     ):
         details = usage.get(key)
         if isinstance(details, dict):
-            out[key] = {inner: _int(details.get(inner))}
+            out[key] = {k: _int(details.get(k)) for k in inner if k in details or k == inner[0]}
     return out
 
 
@@ -149,7 +149,8 @@ class ChunkTranslator(ABC):
         endpoint streams each call whole, with its ``id`` but no ``index``): a new id is
         the next call, a delta with neither continues the last one. Read as index 0,
         parallel calls would all be merged into the first."""
-        for choice in chunk.get("choices") or ():
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             delta = choice.get("delta") if isinstance(choice, dict) else None
             calls = delta.get("tool_calls") if isinstance(delta, dict) else None
             if not isinstance(calls, list):

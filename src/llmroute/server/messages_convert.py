@@ -380,15 +380,20 @@ def _stop_reason(finish: object, called: bool) -> str:
 
 
 def _usage(usage: dict[str, Any]) -> dict[str, int]:
-    """Anthropic's usage for OpenAI's: tokens read from the prompt cache are counted apart
-    from ``input_tokens``, as Anthropic counts them."""
+    """Anthropic's usage for OpenAI's: tokens read from the prompt cache, and those
+    written to it, are counted apart from ``input_tokens``, as Anthropic counts them."""
     prompt = int(usage.get("prompt_tokens") or 0)
     details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    details = details if isinstance(details, dict) else {}
     out = {"input_tokens": prompt, "output_tokens": int(usage.get("completion_tokens") or 0)}
-    if isinstance(cached, int) and 0 < cached <= prompt:
-        out["input_tokens"] = prompt - cached
-        out["cache_read_input_tokens"] = cached
+    for key, apart in (
+        ("cached_tokens", "cache_read_input_tokens"),
+        ("cache_write_tokens", "cache_creation_input_tokens"),
+    ):
+        tokens = details.get(key)
+        if isinstance(tokens, int) and 0 < tokens <= out["input_tokens"]:
+            out["input_tokens"] -= tokens
+            out[apart] = tokens
     return out
 
 

@@ -204,15 +204,36 @@ def conversation_items(given: Any, param: str = "items") -> list[dict[str, Any]]
     return out
 
 
+_WITH_STATUS = frozenset(
+    {"function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output"}
+)
+
+
 def _as_item(item: dict[str, Any]) -> dict[str, Any]:
-    """A message item as OpenAI lists it: typed, its text as a list of parts."""
-    if item.get("type", "message") != "message":
-        return item
+    """An item as OpenAI lists it: typed, with its ``status``; a message's text as a list
+    of parts, an ``output_text`` part with its ``annotations`` (the SDK's typed models
+    need both: ``for a in part.annotations`` failed on None)."""
+    kind = item.get("type", "message")
+    if kind != "message":
+        return (
+            {**item, "status": "completed"}
+            if kind in _WITH_STATUS and "status" not in item
+            else item
+        )
     content = item.get("content")
     if isinstance(content, str):
         kind = "output_text" if item.get("role") == "assistant" else "input_text"
         content = [{"type": kind, "text": content}]
-    return {**item, "type": "message", "content": content}
+    if isinstance(content, list):
+        content = [
+            {**part, "annotations": []}
+            if isinstance(part, dict)
+            and part.get("type") == "output_text"
+            and "annotations" not in part
+            else part
+            for part in content
+        ]
+    return {"status": "completed", **item, "type": "message", "content": content}
 
 
 _OUTPUTS = ("function_call_output", "custom_tool_call_output")
@@ -441,12 +462,16 @@ def response_usage(usage: Any) -> dict[str, Any]:
     prompt = int(usage.get("prompt_tokens") or 0)
     completion = int(usage.get("completion_tokens") or 0)
     details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    details = details if isinstance(details, dict) else {}
+    cached, written = details.get("cached_tokens"), details.get("cache_write_tokens")
     done = usage.get("completion_tokens_details")
     reasoning = done.get("reasoning_tokens") if isinstance(done, dict) else None
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached if isinstance(cached, int) else 0},
+        "input_tokens_details": {
+            "cached_tokens": cached if isinstance(cached, int) else 0,
+            "cache_write_tokens": written if isinstance(written, int) else 0,
+        },
         "output_tokens": completion,
         "output_tokens_details": {
             "reasoning_tokens": reasoning if isinstance(reasoning, int) else 0
@@ -556,6 +581,7 @@ def to_response(
         "id": response_id,
         "object": "response",
         "created_at": created_at or int(time.time()),
+        "completed_at": None if reason else int(time.time()),
         "status": "incomplete" if reason else "completed",
         "incomplete_details": {"reason": reason} if reason else None,
         "error": None,

@@ -91,6 +91,7 @@ class ResponsesStream(ChunkTranslator):
             "id": self._given_id or f"resp_{self._id}",
             "object": "response",
             "created_at": self._created,
+            "completed_at": int(time.time()) if status == "completed" and not reason else None,
             "status": "incomplete" if reason else status,
             "incomplete_details": {"reason": reason} if reason else None,
             "error": None,
