@@ -266,6 +266,45 @@ def test_completions_responses_and_embeddings_batches(client: openai.OpenAI) -> 
     assert made["data"][0]["object"] == "embedding"
 
 
+def test_files_are_kept_no_longer_than_their_client_asked(client: openai.OpenAI) -> None:
+    """expires_after and output_expires_after were accepted and ignored: files holding
+    prompts and answers word for word, asked to be kept an hour, were kept a week."""
+    hour = {"anchor": "created_at", "seconds": 3600}
+    lines = [_chat("a", "hi there!")]
+    upload = client.files.create(
+        file=("b.jsonl", _jsonl(lines)),
+        purpose="batch",
+        expires_after=hour,  # type: ignore[arg-type]
+    )
+    assert upload.expires_at is not None and upload.expires_at - upload.created_at == 3600
+    batch = client.batches.create(
+        input_file_id=upload.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        output_expires_after=hour,  # type: ignore[arg-type]
+    )
+    done = _settled(client, batch.id)
+    assert done.output_file_id is not None
+    output = client.files.retrieve(done.output_file_id)
+    assert output.expires_at is not None and output.expires_at - output.created_at == 3600
+    for bad in ({"anchor": "created_at", "seconds": 5}, {"anchor": "last_used", "seconds": 3600}):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.files.create(
+                file=("b.jsonl", _jsonl(lines)),
+                purpose="batch",
+                expires_after=bad,  # type: ignore[arg-type]
+            )
+        assert caught.value.body["param"] == "expires_after"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.batches.create(
+            input_file_id=upload.id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            output_expires_after={"anchor": "created_at", "seconds": 10**9},  # type: ignore[arg-type]
+        )
+    assert refused.value.body["param"] == "output_expires_after"  # type: ignore[index]
+
+
 def test_a_file_with_bad_lines_fails_its_batch_naming_them(client: openai.OpenAI) -> None:
     good = _chat("ok", "hello")
     lines = [

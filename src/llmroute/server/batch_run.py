@@ -359,15 +359,20 @@ class BatchRun:
         if due:
             answers.output, answers.errors, answers.size = [], [], 0
         out_written, err_written = self.record.output_written, self.record.errors_written
+        ttl = self.record.output_ttl_s
         try:
             if output:
                 data = b"".join(output)
-                await self.store.put_part(self.owner, self.record.output, out_written.parts, data)
+                await self.store.put_part(
+                    self.owner, self.record.output, out_written.parts, data, ttl
+                )
                 out_written = out_written.plus(data, len(output))
                 output = []
             if errors:
                 data = b"".join(errors)
-                await self.store.put_part(self.owner, self.record.errors, err_written.parts, data)
+                await self.store.put_part(
+                    self.owner, self.record.errors, err_written.parts, data, ttl
+                )
                 err_written = err_written.plus(data, len(errors))
                 errors = []
             if due:
@@ -469,13 +474,13 @@ async def settled_files(
             "object": "file",
             "bytes": written.size,
             "created_at": now,
-            "expires_at": now + int(store.settings.ttl_s),
+            "expires_at": now + int(store.ttl(record.output_ttl_s)),
             "filename": f"{record.id}_{suffix}.jsonl",
             "purpose": "batch_output",
             "status": "processed",
             "status_details": None,
         }
-        await store.put_file(owner, file, parts=written.parts)
+        await store.put_file(owner, file, parts=written.parts, ttl_s=record.output_ttl_s)
         found.append(file_id)
     return found[0], found[1]
 

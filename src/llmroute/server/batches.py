@@ -33,7 +33,7 @@ from llmroute.server.batch_lines import ENDPOINTS
 from llmroute.server.batch_run import BatchRun, settled_files
 from llmroute.server.body import checked_metadata, read_json_object
 from llmroute.server.errors import GatewayError, store_unavailable
-from llmroute.server.files import batch_store, listed, owner_of
+from llmroute.server.files import batch_store, expires_after, listed, owner_of
 from llmroute.server.state import Gateway, gateway_of, per_app, pin
 from llmroute.state.batches import BatchRecord, BatchStore, new_batch_id, new_file_id
 from llmroute.state.stores import StoreUnavailable, owner_tag
@@ -349,6 +349,7 @@ async def _create(request: Request, store: BatchStore, owner: str) -> dict[str, 
     if body.get("completion_window") != "24h":
         raise GatewayError(400, "'completion_window' must be \"24h\"", param="completion_window")
     metadata = checked_metadata(body.get("metadata"))
+    output_ttl_s = expires_after(body.get("output_expires_after"), "output_expires_after")
     try:
         file = await store.get_file(owner, input_file_id)
     except StoreUnavailable as exc:
@@ -388,7 +389,9 @@ async def _create(request: Request, store: BatchStore, owner: str) -> dict[str, 
         "usage": None,
     }
     headers = {k: v for k, v in request.headers.items() if k.startswith("x-llmroute-")}
-    record = BatchRecord(batch, new_file_id(), new_file_id(), headers=headers)
+    record = BatchRecord(
+        batch, new_file_id(), new_file_id(), headers=headers, output_ttl_s=output_ttl_s
+    )
     try:
         holder = secrets.token_hex(8)
         # the record last: a store that fails first leaves nothing a sweep would run

@@ -119,20 +119,56 @@ async def _upload(request: Request, store: BatchStore, owner: str) -> dict[str, 
         raise GatewayError(
             400, "the file is not UTF-8 text: a batch's file is JSON lines", param="file"
         ) from None
+    asked = expires_after(
+        {"anchor": form.get("expires_after[anchor]"), "seconds": form.get("expires_after[seconds]")}
+        if "expires_after[anchor]" in form or "expires_after[seconds]" in form
+        else None,
+        "expires_after",
+    )
     now = int(time.time())
     record = {
         "id": new_file_id(),
         "object": "file",
         "bytes": len(content),
         "created_at": now,
-        "expires_at": now + int(store.settings.ttl_s),
+        "expires_at": now + int(store.ttl(asked)),
         "filename": upload.filename or "upload.jsonl",
         "purpose": "batch",
         "status": "processed",
         "status_details": None,
     }
-    await store.put_file(owner, record, content)
+    await store.put_file(owner, record, content, ttl_s=asked)
     return record
+
+
+_EXPIRY_S = (3600, 30 * 24 * 3600)  # OpenAI's bounds on expires_after.seconds
+
+
+def expires_after(given: Any, param: str) -> float | None:
+    """The seconds of an ``expires_after`` / ``output_expires_after`` (``{"anchor":
+    "created_at", "seconds": N}``, N from an hour to 30 days, as OpenAI takes them), None
+    when not given: a client that asks for its prompts to be kept an hour must not get
+    them kept a week. The store keeps a file at most its ``batches.ttl_s``."""
+    if given is None:
+        return None
+    anchor = given.get("anchor") if isinstance(given, dict) else None
+    seconds = given.get("seconds") if isinstance(given, dict) else None
+    if isinstance(seconds, str) and seconds.isdigit():  # a multipart form's field
+        seconds = int(seconds)
+    low, high = _EXPIRY_S
+    if (
+        anchor != "created_at"
+        or not isinstance(seconds, int)
+        or isinstance(seconds, bool)
+        or not low <= seconds <= high
+    ):
+        raise GatewayError(
+            400,
+            f'\'{param}\' must be {{"anchor": "created_at", "seconds": N}} with N from '
+            f"{low} to {high}",
+            param=param,
+        )
+    return float(seconds)
 
 
 async def _form(request: Request, limit: int) -> Any:

@@ -74,6 +74,7 @@ class BatchRecord:
     output_written: Written = Written()
     errors_written: Written = Written()
     headers: dict[str, str] = field(default_factory=dict)  # the x-llmroute-* it was made with
+    output_ttl_s: float | None = None  # its ``output_expires_after``: its files kept so long
 
     @property
     def id(self) -> str:
@@ -91,6 +92,8 @@ class BatchRecord:
             "errors": [self.errors, *_triple(self.errors_written)],
             "headers": self.headers,
         }
+        if self.output_ttl_s is not None:
+            record["output_ttl_s"] = self.output_ttl_s
         return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
 
     @classmethod
@@ -104,7 +107,10 @@ class BatchRecord:
         headers = record.get("headers") or {}
         if not (isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())):
             return None
-        return cls(batch, output[0], errors[0], Written(*output[1:]), Written(*errors[1:]), headers)
+        ttl = record.get("output_ttl_s")
+        ttl = float(ttl) if isinstance(ttl, int | float) and not isinstance(ttl, bool) else None
+        written = Written(*output[1:]), Written(*errors[1:])
+        return cls(batch, output[0], errors[0], *written, headers, ttl)
 
     def with_batch(self, **changes: Any) -> BatchRecord:
         return replace(self, batch={**self.batch, **changes})
@@ -184,12 +190,22 @@ class BatchStore:
 
     # -- files ------------------------------------------------------------------------
 
+    def ttl(self, asked_s: float | None = None) -> float:
+        """How long a file is kept: `ttl_s`, or less where its client asked for less
+        (``expires_after``, ``output_expires_after``)."""
+        return self.settings.ttl_s if asked_s is None else min(asked_s, self.settings.ttl_s)
+
     async def put_file(
-        self, owner: str, file: dict[str, Any], content: bytes | None = None, parts: int = 0
+        self,
+        owner: str,
+        file: dict[str, Any],
+        content: bytes | None = None,
+        parts: int = 0,
+        ttl_s: float | None = None,
     ) -> None:
         """Keep `file` (its object) with its `content` (an upload), or made of the first
-        `parts` parts written by `put_part` (a batch's answers); listed."""
-        ttl_s = self.settings.ttl_s
+        `parts` parts written by `put_part` (a batch's answers); listed. Kept `ttl`."""
+        ttl_s = self.ttl(ttl_s)
         file_id = str(file["id"])
         if content is not None:
             await self._store.set(self._key(owner, f"content\0{file_id}"), content, ttl_s)
@@ -197,7 +213,9 @@ class BatchStore:
         await self._store.set(self._file_key(owner, file_id), _dumps(record), ttl_s)
         await self._listed(owner, "file", file_id)
 
-    async def put_part(self, owner: str, file_id: str, k: int, data: bytes) -> None:
+    async def put_part(
+        self, owner: str, file_id: str, k: int, data: bytes, ttl_s: float | None = None
+    ) -> None:
         """Part `k` of a file made in parts (written again, it is replaced: a write that
         may or may not have happened can be retried)."""
         if self.url == "memory" and len(data) > self.settings.max_bytes:
@@ -207,7 +225,7 @@ class BatchStore:
                 len(data),
                 self.settings.max_bytes,
             )
-        await self._store.set(self._part_key(owner, file_id, k), data, self.settings.ttl_s)
+        await self._store.set(self._part_key(owner, file_id, k), data, self.ttl(ttl_s))
 
     async def get_file(self, owner: str, file_id: str) -> dict[str, Any] | None:
         record = await self._file_record(owner, file_id)
