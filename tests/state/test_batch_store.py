@@ -104,6 +104,40 @@ def test_a_file_made_in_parts_reads_back_whole(redis_namespace: str) -> None:
         run(go())
 
 
+def test_a_files_parts_outlive_a_long_run_then_expire_with_the_file(
+    redis_namespace: str,
+) -> None:
+    """Parts written while a batch runs are kept `ttl_s` (a run longer than the
+    client's output_expires_after lost its first parts, and so its whole file); the
+    file, made when it ends, gives them its own lifetime from then."""
+    import redis
+
+    store = BatchStore(
+        BatchesSettings(url=REDIS_URL, namespace=redis_namespace, ttl_s=3000.0),
+        RedisStore(REDIS_URL, timeout_s=2.0),
+    )
+    client = redis.Redis.from_url(REDIS_URL)
+    made = _file("batch_output")
+
+    def part_ttls() -> list[int]:
+        keys = [store._part_key("team", made["id"], k) for k in range(2)]
+        return [int(client.pttl(key)) for key in keys]
+
+    async def go() -> None:
+        await store.put_part("team", made["id"], 0, b"a\n")
+        await store.put_part("team", made["id"], 1, b"b\n")
+        assert all(2_900_000 < t <= 3_000_000 for t in part_ttls())
+        await store.put_file("team", made, parts=2, ttl_s=60.0)
+        assert all(0 < t <= 60_000 for t in part_ttls())
+        assert await store.content("team", made["id"]) == b"a\nb\n"
+        await store.aclose()
+
+    try:
+        run(go())
+    finally:
+        client.close()
+
+
 def test_batches_are_kept_listed_held_and_flagged(redis_namespace: str) -> None:
     for store in _stores(redis_namespace):
 

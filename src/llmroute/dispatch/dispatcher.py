@@ -330,7 +330,7 @@ class Dispatcher:
         self._gates = gates
         self._limits = _limits(registry)
         self._hold_lease_s = HOLD_LEASE_S  # a seam for tests
-        self._refused_usage: set[str] = set()  # models said to refuse stream_options
+        self._refused_usage: set[str] = set()  # models that refused stream_options
         self._shared_breakers = open_breakers(registry.dispatch.breaker)
         self.deployments = Deployments(
             registry,
@@ -421,23 +421,24 @@ class Dispatcher:
 
         async def on(name: str, deployment: Deployment, timeouts: Timeouts) -> tuple[bytes, Any]:
             text = self._sends_text(plan, name)
-            sent = self._for_model(plan, name, deployment, asked)
+            refused = name in self._refused_usage
+            sent = self._for_model(plan, name, deployment, _no_usage(body) if refused else asked)
             with sending(name, sent):
                 try:
                     return await _open_on(deployment, sent, timeouts, hold_s, text=text)
                 except UpstreamRejected as exc:
-                    if asked is body or "stream_options" not in exc.message:
+                    if "stream_options" not in sent or "stream_options" not in exc.message:
                         raise
-            # a server that refuses the usage the gateway asked for (an older Azure API
-            # version): the stream as the client sent it, its cost then estimated
-            if name not in self._refused_usage:
-                self._refused_usage.add(name)
-                log.warning(
-                    "model %r refused stream_options (its streams' costs are estimated): "
-                    "give it drop_params: [stream_options]",
-                    name,
-                )
-            sent = self._for_model(plan, name, deployment, body)
+            # a server that refuses stream_options (an older Azure API version), whoever
+            # added it (the gateway, a front, the client): the stream without it, its
+            # cost estimated (and a usage chunk made for whoever asked), from now on
+            self._refused_usage.add(name)
+            log.warning(
+                "model %r refused stream_options (its streams' costs are estimated): "
+                "give it drop_params: [stream_options]",
+                name,
+            )
+            sent = self._for_model(plan, name, deployment, _no_usage(body))
             with sending(name, sent):
                 return await _open_on(deployment, sent, timeouts, hold_s, text=text)
 
@@ -1334,6 +1335,11 @@ def _limits(registry: Registry) -> RateLimits | None:
         return None
     settings = registry.dispatch.limits
     return open_limits(settings.url, settings.timeout_s, settings.namespace)
+
+
+def _no_usage(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` without ``stream_options``, for a server that refuses them."""
+    return {k: v for k, v in body.items() if k != "stream_options"}
 
 
 async def _empty() -> AsyncIterator[bytes]:

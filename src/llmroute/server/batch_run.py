@@ -359,20 +359,15 @@ class BatchRun:
         if due:
             answers.output, answers.errors, answers.size = [], [], 0
         out_written, err_written = self.record.output_written, self.record.errors_written
-        ttl = self.record.output_ttl_s
         try:
             if output:
                 data = b"".join(output)
-                await self.store.put_part(
-                    self.owner, self.record.output, out_written.parts, data, ttl
-                )
+                await self.store.put_part(self.owner, self.record.output, out_written.parts, data)
                 out_written = out_written.plus(data, len(output))
                 output = []
             if errors:
                 data = b"".join(errors)
-                await self.store.put_part(
-                    self.owner, self.record.errors, err_written.parts, data, ttl
-                )
+                await self.store.put_part(self.owner, self.record.errors, err_written.parts, data)
                 err_written = err_written.plus(data, len(errors))
                 errors = []
             if due:

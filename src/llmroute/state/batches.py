@@ -204,18 +204,21 @@ class BatchStore:
         ttl_s: float | None = None,
     ) -> None:
         """Keep `file` (its object) with its `content` (an upload), or made of the first
-        `parts` parts written by `put_part` (a batch's answers); listed. Kept `ttl`."""
-        ttl_s = self.ttl(ttl_s)
+        `parts` parts written by `put_part` (a batch's answers, which then expire with
+        it); listed. Kept `ttl`."""
+        asked, ttl_s = ttl_s, self.ttl(ttl_s)
         file_id = str(file["id"])
         if content is not None:
             await self._store.set(self._key(owner, f"content\0{file_id}"), content, ttl_s)
+        elif parts and asked is not None:
+            await self._store.touch(
+                [self._part_key(owner, file_id, k) for k in range(parts)], ttl_s
+            )
         record = {"file": file, "parts": None if content is not None else parts}
         await self._store.set(self._file_key(owner, file_id), _dumps(record), ttl_s)
         await self._listed(owner, "file", file_id)
 
-    async def put_part(
-        self, owner: str, file_id: str, k: int, data: bytes, ttl_s: float | None = None
-    ) -> None:
+    async def put_part(self, owner: str, file_id: str, k: int, data: bytes) -> None:
         """Part `k` of a file made in parts (written again, it is replaced: a write that
         may or may not have happened can be retried)."""
         if self.url == "memory" and len(data) > self.settings.max_bytes:
@@ -225,7 +228,9 @@ class BatchStore:
                 len(data),
                 self.settings.max_bytes,
             )
-        await self._store.set(self._part_key(owner, file_id, k), data, self.ttl(ttl_s))
+        # kept `ttl_s` while the batch runs, whatever its output_expires_after: its file,
+        # made when it ends, gives its parts that lifetime from then (`put_file`)
+        await self._store.set(self._part_key(owner, file_id, k), data, self.settings.ttl_s)
 
     async def get_file(self, owner: str, file_id: str) -> dict[str, Any] | None:
         record = await self._file_record(owner, file_id)
