@@ -77,6 +77,21 @@ def test_record_then_test_works_when_a_rule_picks_the_model(tmp_path: Path) -> N
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def test_a_case_writes_a_header_as_the_rule_does(tmp_path: Path) -> None:
+    """Both sides keep an unquoted 0123 as written (the rule did, the case read 83)."""
+    registry = tmp_path / "registry.yaml"
+    text = EXAMPLE.read_text().replace(
+        "when: {header: {x-tenant: acme}}", "when: {header: {x-tenant: 0123}}"
+    )
+    registry.write_text(text)
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        "cases:\n  - {prompt: hi there, headers: {x-tenant: 0123}, expect: {rule: pinned-tenant}}\n"
+    )
+    checked = llmroute("registry", "test", cases, "-r", registry)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def test_an_error_on_line_100_says_100_not_an_emoji(tmp_path: Path) -> None:
     """rich read ":100:" in "registry.yaml:100: ..." as an emoji code."""
     registry = tmp_path / "registry.yaml"

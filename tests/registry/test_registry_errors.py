@@ -36,6 +36,8 @@ def test_a_telemetry_url_serve_would_refuse_is_refused_at_load(url: str, said: s
     """`registry check` and a reload accepted what `serve` refused at start."""
     error = one_error(VALID + f"telemetry: {{url: '{url}'}}\n")
     assert error.field == "telemetry.url" and said in error.message and error.line
+    off = parse_registry(VALID + f"telemetry: {{enabled: false, url: '{url}'}}\n")
+    assert off.registry.telemetry.url == url  # a log that is off is not opened
 
 
 def test_tabs_and_bad_indentation_are_yaml_errors() -> None:

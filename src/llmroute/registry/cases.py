@@ -29,7 +29,7 @@ from llmroute.registry._errors import (
 )
 from llmroute.registry._paths import Path, PathProblems, did_you_mean
 from llmroute.registry._yaml import Document
-from llmroute.registry.loader import parse_document, read_text
+from llmroute.registry.loader import keep_as_written, parse_document, read_text
 from llmroute.registry.schema import Registry, Text, Unit, _Frozen
 
 __all__ = [
@@ -138,6 +138,15 @@ def parse_cases(text: str, registry: Registry, *, source: str = "<string>") -> L
         source,
         empty="the cases file is empty; it needs 'cases:', a list of requests and expectations",
         top="a mapping with 'cases'",
+    )
+    listed = document.data.get("cases")
+    keep_as_written(  # as the registry's rules keep them (`keep_as_written`)
+        document,
+        [
+            path
+            for i in range(len(listed) if isinstance(listed, list) else 0)
+            for path in (("cases", i, "headers"), ("cases", i, "request", "metadata"))
+        ],
     )
     problems = yaml_problems(document)
     cases: Cases | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from llmroute.registry._errors import (
     to_config_errors,
     yaml_problems,
 )
+from llmroute.registry._paths import Path as KeyPath
 from llmroute.registry._yaml import Document, TooLarge, compose
 from llmroute.registry.schema import BuiltinEncoderSpec, Registry
 
@@ -108,16 +110,34 @@ def _matched_as_written(document: Document) -> None:
     text, and YAML 1.1 reads an unquoted ``0123`` as 83, ``1.10`` as 1.1 and ``on`` as
     true, so a rule would silently never match what a client sends."""
     rules = document.data.get("rules")
-    for i, rule in enumerate(rules if isinstance(rules, list) else ()):
-        when = rule.get("when") if isinstance(rule, dict) else None
-        for section in ("header", "metadata"):
-            values = when.get(section) if isinstance(when, dict) else None
-            if not isinstance(values, dict):
-                continue
-            for key, value in values.items():
-                text = document.written.get(("rules", i, "when", section, key))
-                if text is not None and not isinstance(value, str):
-                    values[key] = text
+    keep_as_written(
+        document,
+        [
+            ("rules", i, "when", section)
+            for i in range(len(rules) if isinstance(rules, list) else 0)
+            for section in ("header", "metadata")
+        ],
+    )
+
+
+def keep_as_written(document: Document, mappings: Sequence[KeyPath]) -> None:
+    """The values of the mappings at `mappings` (paths in `document.data`) that YAML
+    read as something other than text, put back as the text the file wrote."""
+    for path in mappings:
+        values: Any = document.data
+        for step in path:
+            if isinstance(values, dict):
+                values = values.get(step)
+            elif isinstance(values, list) and isinstance(step, int) and step < len(values):
+                values = values[step]
+            else:
+                values = None
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            text = document.written.get((*path, key))
+            if text is not None and not isinstance(value, str):
+                values[key] = text
 
 
 def _document(text: str, source: str) -> Document:

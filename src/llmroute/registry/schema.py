@@ -1124,26 +1124,26 @@ class TelemetrySettings(_Frozen):
     flush_seconds: Seconds = 0.2
     pool_size: int = Field(default=4, ge=1)  # PostgreSQL connections
 
-    @field_validator("prompts", "responses", mode="before")
+    @field_validator("prompts", "responses", "url", mode="before")
     @classmethod
     def _off(cls, value: Any) -> Any:
         """YAML 1.1 reads an unquoted ``off`` as false: it means "off" here."""
         return "off" if value is False else value
 
-    @field_validator("url")
-    @classmethod
-    def _known_url(cls, value: str) -> str:
-        """Checked at load, like the other sections' URLs, so that `registry check` and a
-        reload refuse what `serve` would refuse at start."""
+    @model_validator(mode="after")
+    def _known_url(self) -> Self:
+        """The URL of a log that is on is checked at load, like the other sections'
+        URLs, so that `registry check` and a reload refuse what `serve` would refuse at
+        start."""
         from llmroute.errors import ConfigError
         from llmroute.telemetry.store.url import check_store_url
 
-        if value.strip().lower() not in ("", "off", "none"):
+        if self.enabled and self.url.strip().lower() not in ("", "off", "none"):
             try:
-                check_store_url(value)
+                check_store_url(self.url)
             except ConfigError as exc:
-                raise ValueError(exc.message) from None
-        return value
+                raise PathProblems([(("url",), exc.message)]) from None
+        return self
 
 
 class JudgeSettings(_Frozen):

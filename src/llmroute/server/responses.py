@@ -231,7 +231,7 @@ async def _answer_in_background(
             answered = await answer()
             if stream is not None:
                 await _streamed(stream, answered, front)
-            outcome = "completed"
+            outcome = "failed" if front.not_kept else "completed"
         except asyncio.CancelledError:
             # by a client (kept as cancelled already: left so) or by the gateway stopping
             stopped = "the gateway stopped before it made this response: send it again"
@@ -304,6 +304,7 @@ class _Kept:
         self.id = new_response_id()
         self.created_at = int(time.time())
         self.background = False
+        self.not_kept = False  # made, but kept failed: too large to keep
         self._streamed = False  # a background stream: its events are kept too
         self._translator: ResponsesStream | None = None  # one that has announced it
         self._keep = True
@@ -418,7 +419,7 @@ class _Kept:
                 final["store"] = False
                 made[-1] = translator.final_event()
                 if self.background:  # else it stays in_progress until its lease lapses
-                    await self.fail(500, _NOT_KEPT)
+                    self.not_kept = await self.fail(500, _NOT_KEPT)
             return made
 
         return translated(events, translator, keep_when_final)
@@ -433,7 +434,7 @@ class _Kept:
         if self._keep and not await self._put(response):
             response["store"] = False  # say so: it cannot be continued or read back
             if self.background:  # else it stays in_progress until its lease lapses
-                await self.fail(500, _NOT_KEPT)
+                self.not_kept = await self.fail(500, _NOT_KEPT)
         return response
 
     async def _add_to_conversation(self, response: dict[str, Any]) -> None:
