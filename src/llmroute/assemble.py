@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +72,21 @@ def default_layers(
         layers.append(RulesLayer(registry))
     layers.append(build_intent_layer(registry, encoder, cache_dir=cache_dir))
     if registry.default.difficulty is not None:
-        layers.append(build_difficulty_layer(registry, encoder, base_dir or Path.cwd()))
+        with _field("default.difficulty.router"):
+            layers.append(build_difficulty_layer(registry, encoder, base_dir or Path.cwd()))
     return tuple(layers)
+
+
+@contextmanager
+def _field(name: str) -> Iterator[None]:
+    """A `ConfigError` from loading what field `name` names (an artifact's directory)
+    said as that field's (`LoadedRegistry.at` adds the registry's file and line)."""
+    try:
+        yield
+    except ConfigError as exc:
+        if exc.field is not None:
+            raise
+        raise ConfigError(str(exc), field=name) from exc
 
 
 def guard_layers(
@@ -84,11 +99,13 @@ def guard_layers(
     if registry.safety is not None:
         from llmroute.layers.safety import build_safety_layer
 
-        layers.append(build_safety_layer(registry, encoder, base))
+        with _field("safety.injection.artifact"):
+            layers.append(build_safety_layer(registry, encoder, base))
     if registry.reasoning is not None and registry.reasoning.enabled:
         from llmroute.layers.reasoning import build_reasoning_layer
 
-        layers.append(build_reasoning_layer(registry, encoder, base))
+        with _field("reasoning.scorer"):
+            layers.append(build_reasoning_layer(registry, encoder, base))
     return tuple(layers)
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmroute.decision import Decision, LayerSignal, Outcome, Verdict, new_decision_id
 from llmroute.encoders.base import Encoder
+from llmroute.errors import ConfigError
 from llmroute.layers.base import DecisionContext, DecisionLayer, LayerResult
 from llmroute.layers.difficulty import DifficultyLayer
 from llmroute.registry import LoadedRegistry, load_registry
@@ -68,10 +69,13 @@ class Router:
             self.guards: tuple[DecisionLayer, ...] = ()
         else:
             base_dir = loaded.base_dir
-            self.routing = default_layers(
-                loaded.registry, self.encoder, cache_dir=cache_dir, base_dir=base_dir
-            )
-            self.guards = guard_layers(loaded.registry, self.encoder, base_dir=base_dir)
+            try:
+                self.routing = default_layers(
+                    loaded.registry, self.encoder, cache_dir=cache_dir, base_dir=base_dir
+                )
+                self.guards = guard_layers(loaded.registry, self.encoder, base_dir=base_dir)
+            except ConfigError as exc:
+                raise loaded.at(exc) from exc
         self.layers: tuple[DecisionLayer, ...] = (*self.routing, *self.guards)
         default = loaded.registry.default
         self._default = Verdict(

@@ -125,6 +125,16 @@ def test_registry_check_loads_the_artifacts_serve_would(tmp_path: Path) -> None:
     result = llmroute("registry", "check", str(bad))
     assert result.returncode == 2, result.stdout
     assert "router.json" in result.stderr and "Traceback" not in result.stderr
+    line = 1 + next(i for i, t in enumerate(bad.read_text().splitlines()) if "difficulty" in t)
+    assert f"{bad}:{line}: default.difficulty.router: " in result.stderr  # where it is named
+    for section, field in (
+        ("safety:\n  injection: {artifact: no-such-dir}\n", "safety.injection.artifact"),
+        ("reasoning: {scorer: no-such-dir}\n", "reasoning.scorer"),
+    ):
+        bad.write_text(echo + section)
+        line = len(echo.splitlines()) + section.count("\n")
+        result = llmroute("registry", "check", str(bad))
+        assert result.returncode == 2 and f"{bad}:{line}: {field}: " in result.stderr
 
 
 def test_llmroute_debug_shows_the_traceback_before_the_line(tmp_path: Path) -> None:

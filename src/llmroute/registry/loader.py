@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +37,28 @@ __all__ = ["LoadedRegistry", "dump_registry", "load_registry", "parse_registry",
 class LoadedRegistry:
     """A validated registry with where it came from and its version id.
 
-    `base_dir` is the directory relative paths in the registry are resolved against.
+    `base_dir` is the directory relative paths in the registry are resolved against;
+    `lines` the line of each value by its path, for errors found after validation (an
+    artifact a path names that cannot be loaded).
     """
 
     registry: Registry
     source: str
     version: str
     base_dir: Path
+    lines: Mapping[KeyPath, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def at(self, exc: ConfigError) -> ConfigError:
+        """`exc`, found building what the registry describes, naming this file and the
+        line of its field (or of the nearest enclosing value the file writes)."""
+        if exc.file is not None:
+            return exc
+        line = None
+        if exc.field:
+            path: tuple[str | int, ...] = tuple(exc.field.split("."))
+            while path and line is None:
+                line, path = self.lines.get(path), path[:-1]
+        return ConfigError(exc.message, file=self.source, line=line, field=exc.field)
 
 
 def load_registry(path: str | os.PathLike[str]) -> LoadedRegistry:
@@ -89,6 +104,7 @@ def parse_registry(
         source=source,
         version=version_of(registry),
         base_dir=base_dir if base_dir is not None else Path.cwd(),
+        lines=document.value_lines,
     )
 
 
