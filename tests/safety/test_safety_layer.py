@@ -218,6 +218,23 @@ def test_injection_cannot_be_redacted() -> None:
     assert "cannot be redacted" in str(caught.value)
 
 
+def test_a_misspelt_action_is_one_message_naming_the_actions() -> None:
+    """It was up to five lines, naming the union member it failed (`RouteTo`)."""
+    text = REGISTRY.replace(
+        'standard: {injection: block, pii: {SECRET: block, CARD: {route: guard}, "*": redact}}',
+        'standard: {injection: blok, pii: {SECRET: block, CARD: {route: guard}, "*": redcat}}',
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_registry(text, source="reg.yaml")
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 2 and all("RouteTo" not in line for line in lines)
+    assert (
+        "safety.profiles.standard.injection: must be allow, block or {route: MODEL}, "
+        "not 'blok' (did you mean 'block'?)" in lines[0]
+    )
+    assert "safety.profiles.standard.pii['*']: must be allow, redact, block" in lines[1]
+
+
 def _calling(arguments: str, content: str | None = None) -> dict[str, Any]:
     call = {"id": "c1", "type": "function", "function": {"name": "send", "arguments": arguments}}
     return {"role": "assistant", "content": content, "tool_calls": [call]}

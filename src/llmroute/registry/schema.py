@@ -20,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -926,11 +927,31 @@ class SafetyProfile(_Frozen):
     restore: bool = False
     answer_pii: AnswerAction | dict[str, AnswerAction] = "allow"
 
-    @field_validator("injection")
+    @field_validator("injection", "pii", mode="before")
     @classmethod
-    def _no_redact(cls, value: Action) -> Action:
-        if value == "redact":
+    def _one_action(cls, value: Any, info: ValidationInfo) -> Any:
+        """A misspelt action is one message naming the actions, not one a member of
+        the union it failed (``RouteTo: must be a mapping``, five lines for one typo)."""
+        if info.field_name == "injection" and value == "redact":
             raise ValueError("an injection cannot be redacted; use allow, block or route")
+        simple = (
+            ("allow", "block") if info.field_name == "injection" else ("allow", "redact", "block")
+        )
+
+        def wrong(action: object) -> str | None:
+            if not isinstance(action, str) or action in simple:
+                return None
+            return (
+                f"must be {', '.join(simple)} or {{route: MODEL}}, not {action!r}"
+                f"{did_you_mean(action, simple)}"
+            )
+
+        if (said := wrong(value)) is not None:
+            raise ValueError(said)
+        if info.field_name == "pii" and isinstance(value, dict) and "route" not in value:
+            PathProblems.raise_if_any(
+                [((name,), said) for name, action in value.items() if (said := wrong(action))]
+            )
         return value
 
     @field_validator("pii", "answer_pii")
