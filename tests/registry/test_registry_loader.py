@@ -240,3 +240,9 @@ def test_rule_header_and_metadata_values_are_matched_as_written() -> None:
     parsed = reg.rules[1].when
     assert parsed.header == {"x-a": "0123", "x-b": "1.10", "x-c": "0x1F", "x-d": "on", "x-e": "007"}
     assert parsed.metadata == {"tier": "1", "beta": "yes"}
+
+
+def test_a_base_url_may_name_a_short_host() -> None:
+    """`http://vllm` (a container's service name) was refused as too short."""
+    text = VALID.replace("http://127.0.0.1:8001/v1", "http://vllm")
+    assert parse_registry(text).registry.providers["local"].base_url == "http://vllm"

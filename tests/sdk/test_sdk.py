@@ -278,6 +278,29 @@ print(json.dumps([reply, chunks]))
 """
 
 
+NEVER_CLOSED = """
+import sys
+from llmroute import Router
+router = Router.from_yaml(sys.argv[1])  # a service's module global, never closed
+router.chat.completions.create(model="small", messages=[{"role": "user", "content": "hi"}])
+print("served")
+"""
+
+
+def test_a_router_never_closed_exits_quietly(registry: Path) -> None:
+    """As the openai client does: its connections are closed at exit, not reported by
+    aiohttp as an "Unclosed client session" on stderr."""
+    result = subprocess.run(
+        [sys.executable, "-c", NEVER_CLOSED, str(registry)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "served", result.stderr
+    assert "Unclosed" not in result.stderr, result.stderr
+
+
 def test_without_openai_the_results_are_dicts(registry: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", WITHOUT_OPENAI, str(registry)],

@@ -102,8 +102,13 @@ def _check_unit(value: float) -> float:
 
 
 def _check_url(value: str) -> str:
-    if not value.startswith(("http://", "https://")) or len(value) < 10:
-        raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+    """An http(s) URL with a host: ``http://vllm`` (a container's service name) too."""
+    scheme, _, rest = value.partition("://")
+    host = rest.split("/", 1)[0].rpartition("@")[2]
+    if scheme not in ("http", "https") or not host or host.startswith(":"):
+        from llmroute.telemetry.store.url import mask_url  # a password in it is not shown
+
+        raise ValueError(f"must be an http:// or https:// URL with a host, got {mask_url(value)!r}")
     return value
 
 

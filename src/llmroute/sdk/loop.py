@@ -8,7 +8,9 @@ call goes through this one loop (and its own providers) rather than a fresh
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
+import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -16,14 +18,26 @@ __all__ = ["LoopThread"]
 
 T = TypeVar("T")
 
+_RUNNING: weakref.WeakSet[LoopThread] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """At exit, stop the loops nobody stopped (a router kept as a module global and
+    never closed): their connections are closed as `stop` closes them, instead of
+    aiohttp's "Unclosed client session" on stderr as the process ends."""
+    for running in list(_RUNNING):
+        running.stop(timeout=2.0)
+
 
 class LoopThread:
-    """An event loop running in a daemon thread until `stop`."""
+    """An event loop running in a daemon thread until `stop` (or the process's exit)."""
 
     def __init__(self, name: str = "llmroute-sdk") -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
+        _RUNNING.add(self)
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -54,7 +68,8 @@ class LoopThread:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the loop (async generators still open are closed) and join the thread."""
-        if self.loop.is_closed():
+        _RUNNING.discard(self)
+        if self.loop.is_closed() or not self.alive:
             return
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout)
