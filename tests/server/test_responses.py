@@ -225,6 +225,9 @@ def test_nothing_is_stored_to_retrieve(client: openai.OpenAI) -> None:
     assert "stores no responses" in caught.value.message
     with pytest.raises(openai.NotFoundError):
         client.responses.delete("resp_123")
+    with pytest.raises(openai.NotFoundError) as unknown:  # an endpoint this gateway lacks
+        client.post("/responses/compact", body={"model": "auto", "input": "x"}, cast_to=object)
+    assert "is not an endpoint of this gateway" in unknown.value.message
     with pytest.raises(openai.NotFoundError) as none:
         client.conversations.create()
     assert "keeps no conversations" in none.value.message

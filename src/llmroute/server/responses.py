@@ -628,6 +628,9 @@ async def stored_response(request: Request) -> Response:
     store = gateway_of(request).responses
     rest: str = request.path_params["rest"]
     response_id, _, action = rest.partition("/")
+    method = request.method
+    if (method, action) not in _READS and (method, action) != ("DELETE", ""):
+        raise GatewayError(404, f"{method} {request.url.path} is not an endpoint of this gateway")
     if store is None:
         raise GatewayError(
             404,
@@ -637,14 +640,11 @@ async def stored_response(request: Request) -> Response:
             code="response_not_found",
         )
     owner = key_of(request.scope) or ""
-    method = request.method
     if (method, action) == ("DELETE", ""):
         if not await _forget(store, owner, response_id):
             raise _not_found(response_id)
         background_runs(request).cancel(response_id)  # nobody can read it any more
         return JSONResponse({"id": response_id, "object": "response", "deleted": True})
-    if (method, action) not in _READS:
-        raise GatewayError(404, f"{method} {request.url.path} is not an endpoint of this gateway")
     streamed = request.query_params.get("stream", "false").lower() not in ("false", "0")
     after = _starting_after(request) if action == "" and streamed else -1
     abandoned = partial(_counted, request, "abandoned")
