@@ -398,3 +398,31 @@ def test_a_blocked_request_is_logged_with_the_pseudonym_too(router: Router) -> N
     with pytest.raises(PolicyViolation):
         Plan(decision, ("large",)).outgoing(body)
     assert _as_sent(decision, body)["user"] == pseudonym("ann@example.com")
+
+
+def test_a_keyed_pseudonym_is_an_hmac_a_provider_cannot_test_addresses_against(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plain SHA-256 of an address can be matched against a list of candidates; with
+    `pii.pseudonym_key_env` the pseudonym is keyed with the operator's secret."""
+    import hashlib
+    import hmac
+
+    secret = "s3cret-pseudonym-key-0123456789"
+    text = REGISTRY.replace(
+        "  profile: standard\n",
+        "  profile: standard\n  pii: {pseudonym_key_env: LLMROUTE_TEST_PSEUDONYM_KEY}\n",
+    )
+    loaded = parse_registry(text, source="reg.yaml")
+    monkeypatch.setenv("LLMROUTE_TEST_PSEUDONYM_KEY", secret)
+    keyed = Router(loaded, encoder=load_builtin("static"))
+    decision = keyed.decide({**chat(("user", "hello there")), "user": "ann@example.com"})
+    assert decision.safety is not None and decision.safety.fields is not None
+    digest = hmac.new(secret.encode(), b"ann@example.com", hashlib.sha256).hexdigest()[:32]
+    assert decision.safety.fields["user"] == "hmac:" + digest
+    monkeypatch.delenv("LLMROUTE_TEST_PSEUDONYM_KEY")
+    with pytest.raises(ConfigError) as caught:
+        Router(loaded, encoder=load_builtin("static"))
+    assert "reg.yaml:" in str(caught.value)
+    assert "safety.pii.pseudonym_key_env: environment variable" in str(caught.value)
+    assert secret not in str(caught.value)

@@ -13,8 +13,10 @@ types and counts.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,8 +69,10 @@ class SafetyLayer:
         route_profiles: Mapping[str, str],
         detector: InjectionDetector | None,
         pii: PiiDetector | None,
+        pseudonym_key: bytes | None = None,
     ) -> None:
         self._settings = settings
+        self._pseudonym_key = pseudonym_key
         self._injection = settings.injection
         self._pii_settings = settings.pii
         self._route_profiles = dict(route_profiles)
@@ -249,7 +253,7 @@ class SafetyLayer:
         for key in _IDENTIFIERS:
             value = body.get(key)
             if isinstance(value, str) and value and held(value):
-                fields[key] = pseudonym(value)
+                fields[key] = pseudonym(value, self._pseudonym_key)
         metadata = body.get("metadata")
         if isinstance(metadata, Mapping):
             rewritten = dict(metadata)
@@ -276,10 +280,13 @@ class SafetyLayer:
 _IDENTIFIERS = ("user", "safety_identifier", "prompt_cache_key")
 
 
-def pseudonym(value: str) -> str:
+def pseudonym(value: str, key: bytes | None = None) -> str:
     """What an identifier holding PII becomes upstream and in telemetry: stable, so a
     provider's abuse monitoring, prompt caching and `llmroute report`'s end users still
-    tell users apart, without the value itself."""
+    tell users apart, without the value itself. Keyed (`pii.pseudonym_key_env`), it is
+    an HMAC a provider cannot test candidate addresses against."""
+    if key is not None:
+        return "hmac:" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
     return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
@@ -374,4 +381,17 @@ def build_safety_layer(registry: Registry, encoder: Encoder, base_dir: Path) -> 
     for profile_name in (*profiles.values(), settings.profile):
         if profile_name not in settings.profiles:  # the schema checks this; belt and braces
             raise ConfigError(f"unknown safety profile {profile_name!r}")
-    return SafetyLayer(settings, route_profiles=profiles, detector=detector, pii=pii)
+    key_env = settings.pii.pseudonym_key_env
+    key = None
+    if key_env is not None:
+        secret = os.environ.get(key_env, "")
+        if len(secret) < 16:
+            raise ConfigError(
+                f"environment variable {key_env} (the pseudonyms' key) is "
+                + ("not set" if not secret else "shorter than 16 characters"),
+                field="safety.pii.pseudonym_key_env",
+            )
+        key = secret.encode()
+    return SafetyLayer(
+        settings, route_profiles=profiles, detector=detector, pii=pii, pseudonym_key=key
+    )

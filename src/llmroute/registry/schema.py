@@ -900,6 +900,9 @@ class PiiSettings(_Frozen):
     phone_regions: tuple[str, ...] = ("US", "GB")
     ner_model: str | None = None
     scan: tuple[Role, ...] = Field(default=("user", "system", "assistant", "tool"), min_length=1)
+    # the environment variable holding a secret the end-user ids' pseudonyms are keyed
+    # with (HMAC-SHA-256); without one they are plain SHA-256 digests
+    pseudonym_key_env: EnvName | None = None
 
     @field_validator("entities")
     @classmethod
