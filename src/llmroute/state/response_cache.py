@@ -28,7 +28,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from llmroute.sse import chunk_of, event_of
+from llmroute.state.contrast import guarded_terms
 from llmroute.state.redis_conn import Outage
 from llmroute.state.semantic_index import (
     F32,
@@ -245,8 +245,8 @@ class ResponseCache:
         if split is None:
             return CacheKeys(exact)
         context_body, text = split
-        numbers = _NUMBER.findall(text)
-        context = _digest({**material, "body": context_body, "numbers": numbers})
+        terms = guarded_terms(text)  # numbers, negation, opposites: never by meaning alone
+        context = _digest({**material, "body": context_body, "terms": terms})
         return CacheKeys(exact, self._context_prefix + context, vector, word_pairs(text))
 
     def _material(
@@ -505,14 +505,12 @@ def _digest(material: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-_NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
-
-
 def _split_last_user_text(body: Mapping[str, Any]) -> tuple[dict[str, Any], str] | None:
     """`body` with the text of its last message left out, and that text, when that
     message is the user's and holds text only: what the semantic lookup compares by
-    meaning (its numbers must still be equal: an embedding barely tells "17 * 23" from
-    "17 * 24"). None otherwise (a tool result, an assistant prefill, an image: matched
+    meaning (its numbers, negation and opposites must still be equal, `guarded_terms`:
+    an embedding barely tells "17 * 23" from "17 * 24", nor "should I sell" from "should
+    I not sell"). None otherwise (a tool result, an assistant prefill, an image: matched
     exactly only)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
