@@ -52,6 +52,7 @@ from _common import BANKING, CLINC, dump_json, log, machine, percentiles
 
 from llmroute.encoders.builtin import load_builtin
 from llmroute.registry.schema import SemanticCacheSettings
+from llmroute.state.contrast import guarded_terms
 from llmroute.state.semantic_index import word_pairs
 
 Matrix = npt.NDArray[np.float32]
@@ -168,11 +169,15 @@ def pair_bits(texts: list[str]) -> npt.NDArray[np.float32]:
 
 
 def nearest_earlier(
-    vectors: Matrix, pairs: npt.NDArray[np.float32] | None = None, min_overlap: float = 0.0
+    vectors: Matrix,
+    pairs: npt.NDArray[np.float32] | None = None,
+    min_overlap: float = 0.0,
+    terms: npt.NDArray[np.int64] | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """For each row i > 0, the max cosine to any row j < i and that j (row 0: -inf, -1);
     with `pairs`, only among rows whose word pairs overlap row i's by `min_overlap`
-    (Jaccard), as the cache's guard allows."""
+    (Jaccard), as the cache's guard allows; with `terms` (an id of each row's
+    `guarded_terms`: numbers, negation, opposites), only among rows with the same."""
     n = len(vectors)
     best = np.full(n, -np.inf, dtype=np.float32)
     arg = np.full(n, -1, dtype=np.int64)
@@ -186,6 +191,8 @@ def nearest_earlier(
             shared = pairs[lo:hi] @ pairs[:hi].T
             union = sizes[lo:hi, None] + sizes[None, :hi] - shared
             sims[shared < min_overlap * np.maximum(union, 1)] = -np.inf
+        if terms is not None:
+            sims[terms[lo:hi, None] != terms[None, :hi]] = -np.inf
         arg[lo:hi] = np.argmax(sims, axis=1)
         best[lo:hi] = sims[np.arange(hi - lo), arg[lo:hi]]
     return best, arg
@@ -200,8 +207,14 @@ class Replay:
 
 
 def replay(vectors: Matrix, dataset: Dataset, min_overlap: float = 0.0) -> Replay:
+    """The replay; with `min_overlap`, with every guard the cache applies as shipped
+    (the word pairs, and the numbers, negation and opposites of `guarded_terms`)."""
     pairs = pair_bits(dataset.texts) if min_overlap > 0 else None
-    best, arg = nearest_earlier(vectors, pairs, min_overlap)
+    terms = None
+    if min_overlap > 0:
+        ids: dict[tuple[str, ...], int] = {}
+        terms = np.array([ids.setdefault(guarded_terms(t), len(ids)) for t in dataset.texts])
+    best, arg = nearest_earlier(vectors, pairs, min_overlap, terms)
     intents = np.asarray(dataset.intents, dtype=object)
     partner = intents[np.maximum(arg, 0)]
     same = (intents == partner) & (arg >= 0)
