@@ -117,7 +117,8 @@ class SafetyLayer:
         if unscanned:
             calls.append(_Call(profile.unscanned, "unscanned"))
 
-        redactor = Redactor(_placeholders_in(segments))
+        # the tags the request already holds: only a PII detector issues placeholders
+        redactor = Redactor(_placeholders_in(segments) if self._pii is not None else ())
         counts, replacements = self._scan_for_pii(segments, profile, calls, redactor)
         if counts:
             detail["pii"] = dict(counts)

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from llmroute.dispatch.usage import usage_wanted
 from llmroute.errors import ProviderError, RateLimited
 from llmroute.providers._anthropic_convert import (
     finish_reason,
@@ -82,9 +83,7 @@ class AnthropicProvider:
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> AsyncIterator[bytes]:
         payload = {**to_messages_request(self.name, model, body), "stream": True}
-        options = body.get("stream_options")
-        include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        translator = StreamTranslator(self.name, include_usage=include_usage)
+        translator = StreamTranslator(self.name, include_usage=usage_wanted(body))
         async with self._http.events(_MESSAGES, payload, timeouts) as events:
             async for event in events:
                 for chunk in translator.feed(event):

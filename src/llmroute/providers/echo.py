@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from llmroute.dispatch.rerank import rerank_texts
-from llmroute.dispatch.usage import count_tokens, prompt_tokens
+from llmroute.dispatch.usage import count_tokens, prompt_tokens, usage_wanted
 from llmroute.errors import UpstreamRejected
 from llmroute.providers.base import Timeouts
 from llmroute.registry.schema import Provider
@@ -102,8 +102,7 @@ class EchoProvider:
                 yield chunk(index, {"content": word})
         for index in range(count):
             yield chunk(index, {}, finish)
-        options = body.get("stream_options")
-        if isinstance(options, Mapping) and options.get("include_usage") is True:
+        if usage_wanted(body):
             usage = _usage(body, "".join(words), count)
             yield event_of({**base, "choices": [], "usage": usage})
         yield DONE
@@ -158,8 +157,7 @@ class EchoProvider:
             await asyncio.sleep(self._delay_s)
             yield chunk(word)
         yield chunk("", finish)
-        options = body.get("stream_options")
-        if isinstance(options, Mapping) and options.get("include_usage") is True:
+        if usage_wanted(body):
             usage = _usage(chat, "".join(words), 1)
             yield event_of({**base, "choices": [], "usage": usage})
         yield DONE

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from llmroute.dispatch.usage import usage_wanted
 from llmroute.errors import (
     BeyondModel,
     ConfigError,
@@ -513,7 +514,7 @@ class LlamaCppProvider:
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> AsyncIterator[bytes]:
         job = self._start(model, body)
-        include_usage = (body.get("stream_options") or {}).get("include_usage") is True
+        include_usage = usage_wanted(body)
         deadline = asyncio.get_running_loop().time() + timeouts.total_s
         last: dict[str, Any] = {}
         try:

@@ -32,6 +32,7 @@ from llmroute.dispatch.text_completions import (
     chat_content,
     text_logprobs,
 )
+from llmroute.dispatch.usage import usage_wanted
 from llmroute.server.chunk_translation import ChunkTranslator, clean_completion
 from llmroute.server.errors import GatewayError
 from llmroute.server.fronts import Stateless, serve_converted
@@ -173,8 +174,7 @@ class CompletionStream(ChunkTranslator):
 
     def __init__(self, model: str, body: dict[str, Any]) -> None:
         self._model = model
-        options = body.get("stream_options")
-        self._usage_wanted = isinstance(options, dict) and options.get("include_usage") is True
+        self._usage_wanted = usage_wanted(body)
         self._id = "cmpl-llmroute"
         self._created = 0
         self._fingerprint: str | None = None
