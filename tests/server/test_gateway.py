@@ -26,7 +26,7 @@ from llmroute.registry.schema import Provider
 BIN = Path(sys.executable).parent
 KEY_ENV = "LLMROUTE_TEST_UPSTREAM_KEY"
 SECRET = "sk-test-SECRET-3f9a8b7c6d5e4f3a2b1c"
-HEADERS = ("decision-id", "route", "model", "confidence", "layer")
+HEADERS = ("decision-id", "route", "model", "confidence", "layer", "deployment", "attempts")
 UPSTREAM_NAMES = {"small": "up-small", "large": "up-large"}
 
 REGISTRY = """
@@ -268,14 +268,20 @@ def test_upstream_500_falls_back_down_the_route_policy(
     raw = client.chat.completions.with_raw_response.create(model="flaky", messages=_user("hi"))
     assert raw.headers["x-llmroute-route"] == "flaky"
     assert raw.headers["x-llmroute-model"] == "small"
+    assert raw.headers["x-llmroute-deployment"] == "fake"
+    assert raw.headers["x-llmroute-attempts"] == "1"  # the model that failed, retry uncounted
     assert raw.parse().model == "up-small"
     # retried once (dispatch.retries.attempts), then the fallback
     assert gateway.upstream.models_called()[before:] == [FAIL_500, FAIL_500, "up-small"]
 
 
 def test_a_stream_falls_back_before_its_first_byte(client: openai.OpenAI) -> None:
-    stream = client.chat.completions.create(model="flaky", messages=_user("a b"), stream=True)
-    with stream:
+    raw = client.chat.completions.with_raw_response.create(
+        model="flaky", messages=_user("a b"), stream=True
+    )
+    assert raw.headers["x-llmroute-model"] == "small"
+    assert raw.headers["x-llmroute-attempts"] == "1"
+    with raw.parse() as stream:
         models = {c.model for c in stream}
     assert models == {"up-small"}
 

@@ -59,6 +59,7 @@ __all__ = [
     "decision_headers",
     "route_only",
     "serve_chat",
+    "served_headers",
 ]
 
 GATEWAY_TAGS = "llmroute.tags"  # scope key: tags the gateway adds to a request
@@ -136,6 +137,13 @@ def decision_headers(decision: Decision, model: str | None = None) -> dict[str, 
         "x-llmroute-confidence": f"{decision.confidence:.4f}",
         "x-llmroute-layer": decision.layer,
     }
+
+
+def served_headers(deployment: str, attempts: tuple[str, ...]) -> dict[str, str]:
+    """Which deployment answered and how many tries failed or escalated before it: what
+    an on-call engineer asks first of a slow or odd answer. The count only; the reasons
+    (upstream error text) stay in the decision log."""
+    return {"x-llmroute-deployment": deployment, "x-llmroute-attempts": str(len(attempts))}
 
 
 async def chat_completions(request: Request) -> Response:
@@ -288,6 +296,7 @@ async def _serve_planned(
                 media_type="text/event-stream",
                 headers={
                     **decision_headers(plan.decision, opened.model),
+                    **served_headers(opened.deployment, opened.attempts),
                     **_cascade_headers(opened.cascade),
                     **cache_headers(lookup),
                     "cache-control": "no-cache",
@@ -338,6 +347,7 @@ async def _serve_planned(
         served.data,
         headers={
             **decision_headers(plan.decision, served.model),
+            **served_headers(served.deployment, served.attempts),
             **_cascade_headers(served.cascade),
             **cache_headers(lookup),
         },

@@ -17,6 +17,8 @@ _EXPOSED = (
     "x-llmroute-model",
     "x-llmroute-confidence",
     "x-llmroute-layer",
+    "x-llmroute-deployment",
+    "x-llmroute-attempts",
     "x-llmroute-cache",
     "x-llmroute-cache-similarity",
     "x-llmroute-cascade",
