@@ -19,12 +19,13 @@ from llmroute.dispatch.reasoning_params import (
     budget_for,
     client_chose,
     effort_for,
+    fit_thinking,
     with_reasoning,
 )
 from llmroute.providers import build_providers
 from llmroute.providers._anthropic_convert import to_chat_completion, to_messages_request
 from llmroute.registry import parse_registry
-from llmroute.registry.schema import Model, Reasoning
+from llmroute.registry.schema import Model, Reasoning, RoutePolicy
 
 
 def _model(**reasoning: Any) -> Model:
@@ -197,6 +198,51 @@ def test_the_callers_body_is_never_mutated() -> None:
     assert body == before
 
 
+def _thinking(budget: int, **extra: Any) -> dict[str, Any]:
+    return _body(thinking={"type": "enabled", "budget_tokens": budget}, **extra)
+
+
+def test_fit_thinking_drops_what_anthropic_refuses_whoever_set_it() -> None:
+    sent = fit_thinking(_thinking(2048, temperature=0.2, top_k=5, top_p=0.5), _model())
+    assert "temperature" not in sent and "top_k" not in sent and "top_p" not in sent
+    kept = fit_thinking(_thinking(2048, temperature=1, top_p=0.97, max_tokens=9000), _model())
+    assert kept["temperature"] == 1 and kept["top_p"] == 0.97 and kept["max_tokens"] == 9000
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "expected"),
+    [
+        ({}, "max_tokens", 4096 + 5000),  # the client's own thinking without max_tokens
+        ({"max_tokens": 3000}, "max_tokens", 3000 + 5000),  # at or below the budget
+        ({"max_tokens": 6000}, "max_tokens", 6000),  # room for an answer: as it came
+        ({"max_completion_tokens": 5000}, "max_completion_tokens", 10000),
+    ],
+)
+def test_fit_thinking_keeps_max_tokens_above_the_budget(
+    extra: dict[str, Any], key: str, expected: int
+) -> None:
+    assert fit_thinking(_thinking(5000, **extra), _model())[key] == expected
+
+
+def test_fit_thinking_stays_within_the_models_output_limit() -> None:
+    capped = Model(provider="p", model="m", max_output_tokens=16000)
+    sent = fit_thinking(_thinking(6000, max_tokens=18000), capped)
+    assert sent["max_tokens"] == 16000 and sent["thinking"]["budget_tokens"] == 6000
+    sent = fit_thinking(_thinking(24576, max_tokens=28672), capped)
+    assert sent["max_tokens"] == 16000 and sent["thinking"]["budget_tokens"] == 8000
+    small = Model(provider="p", model="m", max_output_tokens=1500)
+    sent = fit_thinking(_thinking(2048), small)  # Anthropic's minimum budget still fits
+    assert sent["max_tokens"] == 1500 and sent["thinking"]["budget_tokens"] == 1024
+    tiny = Model(provider="p", model="m", max_output_tokens=1000)
+    sent = fit_thinking(_thinking(2048), tiny)  # it does not: no thinking
+    assert "thinking" not in sent and sent["max_tokens"] == 1000
+
+
+def test_fit_thinking_leaves_other_bodies_alone() -> None:
+    for body in (_body(temperature=0.2), _body(thinking={"type": "disabled"}, temperature=0)):
+        assert fit_thinking(body, _model()) is body
+
+
 def test_thinking_blocks_in_responses_are_dropped() -> None:
     data = {
         "id": "m1",
@@ -316,3 +362,40 @@ def test_the_clients_own_choice_reaches_each_attempt_in_its_dialect(
     sent = anthropic.requests[-1].body
     assert sent["thinking"] == {"type": "enabled", "budget_tokens": 24576}
     assert sent["max_tokens"] == 100 + 24576
+
+
+@pytest.mark.parametrize(
+    ("gate", "extra"),
+    [
+        (ReasoningOutcome(True, "trigger"), {}),  # the gate turned thinking on
+        (None, {"thinking": {"type": "enabled", "budget_tokens": 5000}}),  # the client did
+    ],
+)
+def test_a_routes_params_do_not_undo_what_thinking_requires(
+    servers: tuple[FakeUpstream, FakeAnthropic],
+    gate: ReasoningOutcome | None,
+    extra: dict[str, Any],
+) -> None:
+    """A code route's ``params: {temperature: 0.2}`` filled in after thinking was turned
+    on was a 400 from Anthropic on every such request (a 400 is not fallen back from)."""
+    up, anthropic = servers
+    anthropic.requests.clear()
+    text = REGISTRY % {"url": up.url, "anthropic": anthropic.url, "fail": FAIL_500}
+    registry = parse_registry(text).registry
+    policy = RoutePolicy(params={"temperature": 0.2, "top_k": 40})
+
+    async def main() -> None:
+        dispatcher = Dispatcher(registry, build_providers(registry))
+        try:
+            served = await dispatcher.complete(
+                plan_for("sonnet", policy=policy, reasoning=gate), _body(**extra)
+            )
+            assert served.model == "sonnet"
+        finally:
+            await dispatcher.aclose()
+
+    asyncio.run(main())
+    sent = anthropic.requests[-1].body
+    assert sent["thinking"]["type"] == "enabled"
+    assert "temperature" not in sent and "top_k" not in sent
+    assert sent["max_tokens"] > sent["thinking"]["budget_tokens"]

@@ -58,7 +58,7 @@ from llmroute.dispatch.deployments import (
 )
 from llmroute.dispatch.model_params import for_model
 from llmroute.dispatch.plan import Plan, may_answer_raw, without_cascade
-from llmroute.dispatch.reasoning_params import client_chose, with_reasoning
+from llmroute.dispatch.reasoning_params import client_chose, fit_thinking, with_reasoning
 from llmroute.dispatch.rerank import priced_rerank
 from llmroute.dispatch.retry import backoff_delay
 from llmroute.dispatch.spend import Spend, answered, sending
@@ -665,7 +665,7 @@ class Dispatcher:
             sent = body
         else:
             sent = with_reasoning(body, model, kind, plan.decision.reasoning.needed)
-        return for_model(sent, model, params)
+        return fit_thinking(for_model(sent, model, params), model)
 
     def _sends_text(self, plan: Plan, name: str) -> bool:
         """Whether `name` gets the request as a completion (`_for_model` made it one)."""

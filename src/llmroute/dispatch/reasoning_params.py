@@ -33,6 +33,7 @@ __all__ = [
     "budget_for",
     "client_chose",
     "effort_for",
+    "fit_thinking",
     "style_for",
     "thinking_allowed",
     "turn_off",
@@ -126,6 +127,48 @@ def turn_on(body: dict[str, Any], reasoning: Reasoning, style: Style) -> dict[st
     room = answer if isinstance(answer, int) and not isinstance(answer, bool) else None
     out[key] = (room or DEFAULT_MAX_TOKENS) + budget
     return out
+
+
+def fit_thinking(body: dict[str, Any], model: Model) -> dict[str, Any]:
+    """`body` as it is finally sent (after the route's and model's `params` filled what
+    it left unset), made acceptable to Anthropic when it enables extended thinking,
+    whoever asked for it: no ``temperature`` other than 1, no ``top_k``, no ``top_p``
+    below 0.95; ``max_tokens`` above ``budget_tokens`` (unset: the default 4096 plus the
+    budget; at or below it: raised by the budget, since thinking counts against it); and
+    within the model's ``max_output_tokens``, the budget shrunk to half of it when it
+    would not fit (thinking left out when not even Anthropic's minimum 1024 fits).
+    Returns `body` itself when nothing changes."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, Mapping) or thinking.get("type") != "enabled":
+        return body
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or isinstance(budget, bool):
+        return body
+    out = {k: v for k, v in body.items() if k != "top_k"}
+    if out.get("temperature") not in (None, 1):
+        del out["temperature"]
+    top_p = out.get("top_p")
+    if isinstance(top_p, int | float) and top_p < _MIN_TOP_P_WITH_THINKING:
+        del out["top_p"]
+    key = "max_completion_tokens" if out.get("max_completion_tokens") is not None else "max_tokens"
+    answer = out.get(key)
+    if not isinstance(answer, int) or isinstance(answer, bool):
+        answer = DEFAULT_MAX_TOKENS + budget
+    elif answer <= budget:
+        answer += budget
+    cap = model.max_output_tokens
+    if cap is not None and answer > cap:
+        answer = cap
+        if budget >= answer:
+            budget = max(answer // 2, EFFORT_BUDGET["minimal"])
+        if budget >= answer:
+            del out["thinking"]
+            out[key] = answer
+            return out
+    out[key] = answer
+    if budget != thinking["budget_tokens"]:
+        out["thinking"] = {**thinking, "budget_tokens": budget}
+    return body if out == body else out
 
 
 def thinking_allowed(body: Mapping[str, Any]) -> bool:
