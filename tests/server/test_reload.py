@@ -305,3 +305,25 @@ def test_with_cases_a_registry_that_fails_one_is_not_served(tmp_path: Path) -> N
         assert refused.returncode == 2, refused.stderr
         assert "1 of 1 routing cases fail" in refused.stderr
         assert "Traceback" not in refused.stderr
+
+
+def test_what_only_building_finds_stops_serve_with_one_line(tmp_path: Path) -> None:
+    """An unset pseudonym key (found when the safety layer is built, not by the schema)
+    was a starlette lifespan traceback and exit 3; `registry check` said it in one line."""
+    registry = tmp_path / "registry.yaml"
+    with fake_upstream() as upstream:
+        text = _registry(upstream).replace(
+            "default: {target: small}",
+            "default: {target: small}\nsafety:\n  injection: {enabled: false}\n"
+            "  pii: {pseudonym_key_env: LLMROUTE_TEST_UNSET_PSEUDONYM_KEY}",
+        )
+        registry.write_text(text)
+        env = {k: v for k, v in os.environ.items() if k != "LLMROUTE_TEST_UNSET_PSEUDONYM_KEY"}
+        refused = subprocess.run(
+            [str(BIN / "llmroute"), "serve", "-r", str(registry), "--port", "9"],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={**env, KEY_ENV: SECRET},
+        )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert "LLMROUTE_TEST_UNSET_PSEUDONYM_KEY" in refused.stderr
+    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1

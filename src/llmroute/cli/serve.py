@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,6 +26,9 @@ from llmroute.server.settings import (
     SSE_KEEPALIVE_ENV,
     ServeSettings,
 )
+
+if TYPE_CHECKING:
+    from llmroute.server.reload import Fingerprint, Prepared
 
 
 class LogLevel(StrEnum):
@@ -156,14 +159,16 @@ def serve(
     """
     import uvicorn
 
+    from llmroute.server.reload import fingerprint
+
     path = _demo_registry(registry) if demo else resolve_registry(registry)
+    seen = fingerprint(str(path))
     loaded = load_registry(path)  # a bad registry fails here with one clean line
     _check_telemetry_url(loaded)
     _check_state_urls(loaded)
     _check_auth(loaded)
-    if cases is not None:
-        _check_cases(loaded, cases)
     _load_local_models(loaded, load=workers == 1)
+    first = _prepare(seen, loaded, encoder_threads, cases)
     log_config = logs.log_config(
         uvicorn.config.LOGGING_CONFIG,
         level=log_level.value,
@@ -183,6 +188,7 @@ def serve(
         sse_keepalive_s=sse_keepalive,
     )
     if workers > 1:
+        del first  # each worker builds its own; this one only said the registry serves
         # Worker processes import the factory by name and read their settings from the
         # environment they inherit.
         os.environ[REGISTRY_ENV] = str(path)
@@ -210,7 +216,7 @@ def serve(
         return
     from llmroute.server.app import create_app
 
-    app = create_app(str(path), settings)
+    app = create_app(str(path), settings, first)
     from llmroute.server.shutdown import Server
 
     config = uvicorn.Config(
@@ -283,17 +289,23 @@ def _check_auth(loaded: LoadedRegistry) -> None:
         fail(str(exc))
 
 
-def _check_cases(loaded: LoadedRegistry, cases: Path) -> None:
-    """Fail now, with one line, when the registry does not pass its routing cases (the
-    app checks again at each load; this is the same check, said before uvicorn starts)."""
-    from llmroute.decide import Router
+def _prepare(
+    seen: Fingerprint | None, loaded: LoadedRegistry, threads: int | None, cases: Path | None
+) -> Prepared:
+    """The router and gates the gateway starts with, built now so that what only
+    building finds (a trained artifact missing or made with another encoder, an unset
+    pseudonym key, failing routing cases) fails with one line before uvicorn starts,
+    not as a lifespan traceback; a single process serves with them."""
     from llmroute.errors import LlmrouteError
-    from llmroute.server.reload import check_cases
+    from llmroute.server.reload import Prepared, assemble_router
 
     try:
-        check_cases(Router(loaded), str(cases))
+        router, gates = assemble_router(
+            loaded, None, threads, None if cases is None else str(cases)
+        )
     except LlmrouteError as exc:
         fail(str(exc))
+    return Prepared(seen, router, gates)
 
 
 def _demo_registry(registry: Path | None) -> Path:

@@ -48,7 +48,7 @@ from llmroute.server.messages import count_tokens, messages
 from llmroute.server.messages_convert import COUNT_TOKENS_PATH, MESSAGES_PATH
 from llmroute.server.meta import health, key, list_models, ready, retrieve_model
 from llmroute.server.metrics import metrics_endpoint
-from llmroute.server.reload import reloading
+from llmroute.server.reload import Prepared, reloading
 from llmroute.server.rerank import RERANK_PATHS, rerank
 from llmroute.server.responses import input_tokens, responses, stored_response
 from llmroute.server.responses_convert import RESPONSES_PATH
@@ -63,8 +63,11 @@ __all__ = ["app_from_env", "create_app"]
 _UNWIND_S = 5.0
 
 
-def create_app(registry_path: str, settings: ServeSettings | None = None) -> Starlette:
-    """The gateway for the registry at `registry_path`, reloaded when the file changes."""
+def create_app(
+    registry_path: str, settings: ServeSettings | None = None, first: Prepared | None = None
+) -> Starlette:
+    """The gateway for the registry at `registry_path`, reloaded when the file changes;
+    `first`, its first load when `llmroute serve` made it before starting."""
     serve_settings = settings or ServeSettings()
 
     @asynccontextmanager
@@ -74,7 +77,7 @@ def create_app(registry_path: str, settings: ServeSettings | None = None) -> Sta
         app.state.background = runs = BackgroundRuns()
         app.state.batch_runs = batch_runs = BatchRuns()
         try:
-            async with reloading(app.state, registry_path, serve_settings) as reloader:
+            async with reloading(app.state, registry_path, serve_settings, first) as reloader:
                 settings = reloader.current.router.loaded.registry.telemetry
                 app.state.telemetry = await anyio.to_thread.run_sync(
                     Telemetry.open, settings, metrics

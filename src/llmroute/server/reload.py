@@ -14,6 +14,7 @@ a SIGHUP must go to a worker's pid (uvicorn's supervisor restarts all workers on
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -34,12 +35,13 @@ from llmroute.decide import Router
 from llmroute.dispatch import Dispatcher
 from llmroute.dispatch.affinity import Affinity
 from llmroute.dispatch.dispatcher import Observers
+from llmroute.encoders.base import Encoder
 from llmroute.errors import ConfigError, LlmrouteError
 from llmroute.gates.build import GateFactory
 from llmroute.layers.llm_router import LlmRouter
 from llmroute.providers import build_providers
 from llmroute.providers.base import ChatProvider
-from llmroute.registry import load_registry
+from llmroute.registry import LoadedRegistry, load_registry
 from llmroute.registry.lint import lint
 from llmroute.registry.schema import Registry, TelemetrySettings, unset_credentials
 from llmroute.registry.summary import headline
@@ -57,7 +59,14 @@ from llmroute.telemetry.service import Telemetry
 from llmroute.telemetry.shadow import ShadowRunner
 from llmroute.telemetry.tracing import Tracing
 
-__all__ = ["Fingerprint", "Reloader", "fingerprint", "reloading"]
+__all__ = [
+    "Fingerprint",
+    "Prepared",
+    "Reloader",
+    "assemble_router",
+    "fingerprint",
+    "reloading",
+]
 
 log = logging.getLogger("llmroute.server")
 _UNREADABLE_S = 5.0  # longer than an editor's delete and rename
@@ -101,13 +110,34 @@ def build(
             return None
         if loaded.registry.encoder == current.loaded.registry.encoder:
             encoder = current.encoder
+    router, gates = assemble_router(loaded, encoder, threads, cases)
+    return router, build_providers(loaded.registry, base_dir=loaded.base_dir), gates
+
+
+def assemble_router(
+    loaded: LoadedRegistry, encoder: Encoder | None, threads: int | None, cases: str | None
+) -> tuple[Router, GateFactory]:
+    """The router and the cascade gates of `loaded`, whose building is what refuses a
+    registry whose files (trained artifacts, encoders, keys in the environment) are wrong
+    or missing; with `cases`, one that fails its routing cases."""
     router = Router(loaded, encoder=encoder, encoder_threads=threads)
     if cases is not None:
         check_cases(router, cases)
     # Learned cascade gates load here, so a bad artifact rejects the registry.
     gates = GateFactory(loaded.registry, encoder=router.encoder, base_dir=loaded.base_dir)
     gates.preload()
-    return router, build_providers(loaded.registry, base_dir=loaded.base_dir), gates
+    return router, gates
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A first load done before the server starts (`llmroute serve` builds it so that a
+    registry that cannot be served fails with one line, not a lifespan traceback): the
+    file's fingerprint taken before it was read, its router and gates."""
+
+    seen: Fingerprint | None
+    router: Router
+    gates: GateFactory
 
 
 def check_cases(router: Router, path: str) -> None:
@@ -271,8 +301,11 @@ class Reloader:
     """Keeps ``state.gateway`` in step with the registry file at `path`; polls every
     `interval_s` seconds (None: only on SIGHUP, via `kick`)."""
 
-    def __init__(self, state: State, path: str, settings: ServeSettings) -> None:
+    def __init__(
+        self, state: State, path: str, settings: ServeSettings, first: Prepared | None = None
+    ) -> None:
         self._state = state
+        self._first = first
         self._path = path
         self._max_body_bytes = settings.max_body_bytes
         self._threads = settings.encoder_threads
@@ -294,8 +327,20 @@ class Reloader:
 
     async def load_first(self) -> None:
         """The startup load: an invalid registry raises, and the server does not start."""
-        self._seen = await anyio.to_thread.run_sync(fingerprint, self._path)
-        built = await anyio.to_thread.run_sync(build, self._path, self._threads, None, self._cases)
+        first, self._first = self._first, None
+        built: Built | None
+        if first is None:
+            self._seen = await anyio.to_thread.run_sync(fingerprint, self._path)
+            built = await anyio.to_thread.run_sync(
+                build, self._path, self._threads, None, self._cases
+            )
+        else:
+            self._seen = first.seen
+            registry, base_dir = first.router.loaded.registry, first.router.loaded.base_dir
+            providers = await anyio.to_thread.run_sync(
+                functools.partial(build_providers, registry, base_dir=base_dir)
+            )
+            built = first.router, providers, first.gates
         assert built is not None
         self._state.gateway = await open_gateway(built, self._max_body_bytes, self._state)
         log.info("serving %s", headline(built[0].loaded))
@@ -468,10 +513,13 @@ def on_sighup(callback: Callable[[], None]) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def reloading(state: State, path: str, settings: ServeSettings) -> AsyncIterator[Reloader]:
-    """Load the registry into ``state.gateway`` and keep it current until exit; then
-    close every gateway's clients."""
-    reloader = Reloader(state, path, settings)
+async def reloading(
+    state: State, path: str, settings: ServeSettings, first: Prepared | None = None
+) -> AsyncIterator[Reloader]:
+    """Load the registry into ``state.gateway`` (`first`, when it was prepared before
+    the server started) and keep it current until exit; then close every gateway's
+    clients."""
+    reloader = Reloader(state, path, settings, first)
     await reloader.load_first()
     try:
         async with anyio.create_task_group() as tasks:
