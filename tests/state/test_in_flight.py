@@ -14,17 +14,18 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 from fake_upstream import FakeUpstream, fake_upstream
 from plans import plan_for
 from redis_service import REDIS_URL
-from test_limits import REGISTRY, Clock, _two_views
+from test_limits import REGISTRY, Clock, _two_views, redis_busy
 
 from llmroute.dispatch import Dispatcher
 from llmroute.errors import ProviderError
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.state import RedisLimits
-from llmroute.state.limits import SLOT_LEASE_S, UNCOUNTED_SLOT
+from llmroute.state.limits import NOT_HELD, SLOT_LEASE_S, UNCOUNTED_SLOT
 from llmroute.telemetry.metrics import GatewayMetrics
 
 
@@ -113,6 +114,42 @@ def test_a_redis_that_is_not_there_lets_every_request_through(closed_port: int) 
             await limits.aclose()
 
     assert asyncio.run(go()) == [UNCOUNTED_SLOT] * 3
+
+
+def test_give_backs_redis_did_not_take_are_made_before_the_next_count(
+    redis_namespace: str,
+) -> None:
+    """Redis busy for 0.3 s with a 0.05 s timeout: the slots and the token hold given
+    back meanwhile were dropped, so a model with ``max_in_flight: 2`` stayed full for the
+    slots' whole lease (10 min) and the key's tpm counted the hold. They are kept and
+    made before the next count once Redis answers again."""
+    raw = redis.Redis.from_url(REDIS_URL)
+    slots_key = f"{redis_namespace}:inflight:d"
+
+    async def go() -> list[object]:
+        limits = RedisLimits(REDIS_URL, 0.05, redis_namespace)
+        try:
+            one, two = await limits.take_slot("d", 2), await limits.take_slot("d", 2)
+            minute = await limits.hold_tokens("k", 40, 50)
+            assert one and two and isinstance(minute, int) and minute >= 0
+            with redis_busy():
+                await limits.give_slot("d", one)  # times out: Redis is taken for down
+                await limits.give_slot("d", two)  # not even tried: kept
+                await limits.release_tokens("k", minute, 40)
+            # the timed-out one ran once Redis was free; the other is still taken
+            seen: list[object] = [raw.zcard(slots_key), limits.answering]
+            await asyncio.sleep(1.1)  # the outage's pause is over
+            again = await limits.take_slot("d", 2)
+            seen += [again not in (None, UNCOUNTED_SLOT), raw.zcard(slots_key)]
+            seen.append(await limits.hold_tokens("k", 40, 50) not in (None, NOT_HELD))
+            return seen
+        finally:
+            await limits.aclose()
+
+    try:
+        assert asyncio.run(go()) == [1, False, True, 1, True]
+    finally:
+        raw.close()
 
 
 # -- dispatch ---------------------------------------------------------------------------

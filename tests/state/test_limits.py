@@ -10,6 +10,7 @@ import contextlib
 import logging
 import random
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -311,17 +312,6 @@ def test_a_hold_whose_process_died_lapses_unless_renewed(redis_namespace: str) -
     assert asyncio.run(go()) == [0.8, 0.3, 0.4, 0.45]
 
 
-_BUSY = """
-local t = redis.call('TIME')
-local start = t[1] * 1e6 + t[2]
-while true do
-  local n = redis.call('TIME')
-  if n[1] * 1e6 + n[2] - start > 300000 then break end
-end
-return 1
-"""
-
-
 def test_a_hold_whose_reply_was_lost_and_a_settle_redis_did_not_take_are_made_good(
     redis_namespace: str,
 ) -> None:
@@ -338,13 +328,10 @@ def test_a_hold_whose_reply_was_lost_and_a_settle_redis_did_not_take_are_made_go
             warm, _ = await limits.hold_usd("m", "day", 0.0, 10.0)
             assert warm is not None
             await limits.settle_usd(warm, 0.0)
-            busy = threading.Thread(target=lambda: raw.eval(_BUSY, 0))
-            busy.start()
-            await asyncio.sleep(0.05)
-            hold, _ = await limits.hold_usd("m", "day", 0.107, 10.0)
-            assert hold is not None and not limits.answering  # timed out: let through
-            await limits.settle_usd(hold, 0.012)  # Redis taken for down: kept
-            busy.join()
+            with redis_busy():
+                hold, _ = await limits.hold_usd("m", "day", 0.107, 10.0)
+                assert hold is not None and not limits.answering  # timed out: let through
+                await limits.settle_usd(hold, 0.012)  # Redis taken for down: kept
             held_meanwhile = float(raw.get(f"{redis_namespace}:usd:m:{hold.window}") or 0)
             await asyncio.sleep(1.1)  # the outage's pause is over
             return [round(held_meanwhile, 9), round(await limits.spent("m", "day"), 9)]
@@ -354,6 +341,40 @@ def test_a_hold_whose_reply_was_lost_and_a_settle_redis_did_not_take_are_made_go
     try:
         assert asyncio.run(go()) == [0.107, 0.012]
     finally:
+        raw.close()
+
+
+_BUSY = """
+local t = redis.call('TIME')
+local start = t[1] * 1e6 + t[2]
+while true do
+  local n = redis.call('TIME')
+  if n[1] * 1e6 + n[2] - start > tonumber(ARGV[1]) then break end
+end
+return 1
+"""
+
+
+@contextlib.contextmanager
+def redis_busy(ms: int = 300) -> Iterator[None]:
+    """Redis running a script for `ms` on another connection; entered once it no longer
+    answers a ping (on a loaded machine the thread may start late), left once it is
+    free again."""
+    raw = redis.Redis.from_url(REDIS_URL)
+    probe = redis.Redis.from_url(REDIS_URL, socket_timeout=0.02)
+    busy = threading.Thread(target=lambda: raw.eval(_BUSY, 0, ms * 1000))
+    busy.start()
+    try:
+        for _ in range(1000):  # bounded: 5 s at most
+            try:
+                probe.ping()
+            except redis.exceptions.TimeoutError:
+                break
+            time.sleep(0.005)
+        yield
+    finally:
+        busy.join()
+        probe.close()
         raw.close()
 
 

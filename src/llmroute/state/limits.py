@@ -41,7 +41,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -66,6 +66,7 @@ log = logging.getLogger("llmroute.limits")
 WINDOW_S = 60.0
 NOT_HELD = -1  # `hold_tokens` let the request through without counting it (Redis down)
 UNCOUNTED_SLOT = ""  # `take_slot` let the request through without counting it (Redis down)
+_PENDING_RELEASES = 10_000  # give-backs kept while Redis does not take them
 _PENDING_SETTLES = 10_000  # settles kept for a Redis that did not take them, at most
 HOLD_LEASE_S = 1800.0  # a hard-budget hold lapses after this unless settled or renewed
 
@@ -517,6 +518,13 @@ class RedisLimits:
         self._clock = clock
         self._outage = Outage(log, clock)
         self._pending: deque[tuple[UsdHold, float]] = deque(maxlen=_PENDING_SETTLES)
+        # Give-backs Redis did not take (it failed, or was taken for down after another
+        # call failed): slots (key, slot) and token holds (key, minute, count), made
+        # before the next count. Dropped, a slot would stay taken for its whole lease
+        # (10 min) and a token hold for two minute windows: a 0.1 s hiccup would stop a
+        # model with `max_in_flight` or refuse a key with `tpm` that long.
+        self._slots_back: deque[tuple[str, str]] = deque(maxlen=_PENDING_RELEASES)
+        self._tokens_back: deque[tuple[str, int, int]] = deque(maxlen=_PENDING_RELEASES)
 
     @property
     def answering(self) -> bool:
@@ -687,7 +695,7 @@ class RedisLimits:
 
     async def hold_tokens(self, key: str, count: int, per_minute: int) -> int | None:
         minute, weight = _window(self._clock())
-        if self._outage.down():
+        if self._outage.down() or not await self._give_back_pending():
             return NOT_HELD
         keys = [f"{self._tokens_prefix}{key}:{minute}", f"{self._tokens_prefix}{key}:{minute - 1}"]
         try:
@@ -698,12 +706,20 @@ class RedisLimits:
         return minute if held else None
 
     async def release_tokens(self, key: str, minute: int, count: int) -> None:
-        if self._outage.down() or minute == NOT_HELD:
+        if minute == NOT_HELD:
             return
+        if not await self._given_back(self._released_tokens(key, minute, count)):
+            self._later(self._tokens_back, (key, minute, count))
+
+    async def _released_tokens(self, key: str, minute: int, count: int) -> bool:
+        if minute < _window(self._clock())[0] - 1:
+            return True  # its minute no longer counts in the sliding window
         try:
             await self._release(keys=[f"{self._tokens_prefix}{key}:{minute}"], args=[count])
         except self._redis.errors as exc:
             self._failed(exc)
+            return False
+        return True
 
     async def retry_after(self, key: str, target: float, *, tokens: bool = False) -> float:
         now = self._clock()
@@ -722,7 +738,7 @@ class RedisLimits:
         return 1.0
 
     async def take_slot(self, key: str, cap: int, lease_s: float = SLOT_LEASE_S) -> str | None:
-        if self._outage.down():
+        if self._outage.down() or not await self._give_back_pending():
             return UNCOUNTED_SLOT
         now = self._clock()
         slot = os.urandom(8).hex()
@@ -745,12 +761,54 @@ class RedisLimits:
             return True
 
     async def give_slot(self, key: str, slot: str) -> None:
-        if slot == UNCOUNTED_SLOT or self._outage.down():
-            return  # a slot not given back lapses with its lease
+        if slot == UNCOUNTED_SLOT:
+            return
+        if not await self._given_back(self._gave_slot(key, slot)):
+            self._later(self._slots_back, (key, slot))
+
+    async def _gave_slot(self, key: str, slot: str) -> bool:
         try:
             await self._client.zrem(f"{self._slots_prefix}{key}", slot)
         except self._redis.errors as exc:
             self._failed(exc)
+            return False
+        return True
+
+    async def _given_back(self, give: Coroutine[Any, Any, bool]) -> bool:
+        """Whether `give` was made: not while Redis is taken for down, nor before the
+        give-backs it did not take yet (an older one first)."""
+        if self._outage.down() or not await self._give_back_pending():
+            give.close()
+            return False
+        return await give
+
+    def _later(self, queue: deque[Any], item: Any) -> None:
+        if len(queue) == queue.maxlen:
+            log.warning(
+                "limits: %d give-backs not taken by redis; dropping the oldest (it lapses "
+                "with its lease)",
+                len(queue),
+            )
+        queue.append(item)
+
+    async def _give_back_pending(self, most: int = 100) -> bool:
+        """Make the give-backs Redis did not take before (the `most` oldest of each
+        kind); False when it still does not answer. Free when there are none."""
+        for _ in range(min(len(self._slots_back), most)):
+            if not self._slots_back:
+                break
+            slot = self._slots_back.popleft()  # taken first: no two callers make it
+            if not await self._gave_slot(*slot):
+                self._slots_back.appendleft(slot)
+                return False
+        for _ in range(min(len(self._tokens_back), most)):
+            if not self._tokens_back:
+                break
+            hold = self._tokens_back.popleft()
+            if not await self._released_tokens(*hold):
+                self._tokens_back.appendleft(hold)
+                return False
+        return True
 
     def _failed(self, exc: BaseException) -> None:
         self._outage.failed(
@@ -760,8 +818,12 @@ class RedisLimits:
         )
 
     async def aclose(self) -> None:
-        if self._pending and not self._outage.down():
-            await self._settle_pending(len(self._pending))
+        if not self._outage.down():
+            if self._pending:
+                await self._settle_pending(len(self._pending))
+            most = max(len(self._slots_back), len(self._tokens_back))
+            if most:
+                await self._give_back_pending(most)
         await self._redis.aclose()
 
 
