@@ -38,6 +38,7 @@ def _minilm(
         max_tokens=max_tokens,
         truncate=truncate,
         threads=threads,
+        per_text=precision == "int8",  # its vectors would depend on the batch
     )
 
 

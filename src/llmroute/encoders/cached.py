@@ -36,7 +36,9 @@ class CachedEncoder:
 
     def __init__(self, inner: Encoder, directory: Path, *, batch_size: int = 256) -> None:
         self.inner = inner
-        ident = inner.identity.encode("utf-8")
+        # `vectors` tells apart vectors an encoder once computed otherwise under the same
+        # identity (MiniLM int8 encoded in batches, whose vectors depended on the batch)
+        ident = (inner.identity + getattr(inner, "vectors", "")).encode("utf-8")
         self._dir = Path(directory) / hashlib.sha1(ident, usedforsecurity=False).hexdigest()[:16]
         self._batch_size = batch_size
         self._index: dict[bytes, tuple[int, int]] = {}

@@ -54,6 +54,7 @@ class MiniLMEncoder:
         max_tokens: int = 256,
         truncate: Truncate = "head",
         threads: int | None = None,
+        per_text: bool = False,
     ) -> None:
         if not 3 <= max_tokens <= MAX_POSITIONS:
             raise ConfigError(f"max_tokens must be in 3..{MAX_POSITIONS}, not {max_tokens}")
@@ -80,10 +81,22 @@ class MiniLMEncoder:
         self._local = threading.local()
         self._ones = np.ones((1, max_tokens), dtype=np.int64)
         self._out_names = ["pooled"]
+        # A dynamically quantised graph scales each MatMul input by the whole tensor's
+        # range, so a text's vector depended on what was batched with it (and on the
+        # padding): cosine 0.97 between a text alone and beside another, one decision
+        # in 60 of the example eval flipping between `llmroute eval` and the gateway.
+        # Such a graph encodes one text a call, as the gateway always does.
+        self._per_text = per_text
 
     @property
     def identity(self) -> str:
         return self._identity
+
+    @property
+    def vectors(self) -> str:
+        """How this encoder's vectors were made, beyond its identity: a cache of
+        batch-made int8 vectors (before they were made one text at a time) is not read."""
+        return ";per_text" if self._per_text else ""
 
     @property
     def dim(self) -> int:
@@ -128,8 +141,9 @@ class MiniLMEncoder:
             return out
         tokens = self._wp.encode(texts)
         live = [i for i, ids in enumerate(tokens) if ids]
-        if len(live) == 1:
-            out[live[0]] = self._encode_one(tokens[live[0]])[0]
+        if len(live) == 1 or self._per_text:
+            for i in live:
+                out[i] = self._encode_one(tokens[i])[0]
         elif live:
             live.sort(key=lambda i: len(tokens[i]))
             for rows in _chunks(live, [len(tokens[i]) + 2 for i in live]):
