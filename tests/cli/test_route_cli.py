@@ -166,3 +166,28 @@ def test_missing_registry_is_a_clear_error(tmp_path: Path) -> None:
     missing = llmroute("registry", "check", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2
     assert "nope.yaml" in missing.stderr
+
+
+def test_explain_says_when_safety_overrode_the_reasoning_tier(tmp_path: Path) -> None:
+    """Safety rerouted a PII request to a guarded model; explain said "served by" the
+    reasoning tier the request never reached."""
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(
+        "encoder: builtin:static\n"
+        "providers:\n  p: {kind: openai, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "models:\n  small: {provider: p, model: s}\n"
+        "  thinker: {provider: p, model: t, reasoning: {effort: high}}\n"
+        "  guarded: {provider: p, model: g}\n"
+        "routes:\n  - name: code\n    examples: [debug this SQL query]\n"
+        "    target: small\n    reasoning_target: thinker\n"
+        "default: {target: small}\n"
+        "reasoning: {scorer: null}\n"
+        "safety:\n  injection: {enabled: false}\n"
+        "  profiles: {standard: {pii: {route: guarded}}}\n"
+    )
+    prompt = "debug this SQL query step by step for bob@example.com"
+    result = llmroute("route", "-r", str(registry), "--explain", prompt)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("code -> guarded")
+    assert "tier thinker overridden by safety" in result.stdout
+    assert "served by thinker" not in result.stdout

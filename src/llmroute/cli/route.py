@@ -193,7 +193,11 @@ def _print_explain(decision: Decision, llm: LlmFallback | None = None) -> None:
         )
     if decision.reasoning is not None:
         gate = decision.reasoning
-        tier = f", served by {gate.tier}" if gate.tier else ""
+        tier = ""
+        if gate.tier and gate.tier == decision.model:
+            tier = f", served by {gate.tier}"
+        elif gate.tier:  # safety sent the request elsewhere
+            tier = f", its tier {gate.tier} overridden by safety"
         verdict = "needed" if gate.needed else "not needed"
         console.print(f"reasoning: {verdict}{tier} ({escape(gate.reason)})")
     for signal in decision.signals:
