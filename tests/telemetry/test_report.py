@@ -166,3 +166,19 @@ def test_a_client_that_hung_up_is_no_error() -> None:
     assert not is_error(logged("chat", status=200, error="client_disconnected"))  # a stream
     assert is_error(logged("chat", status=502, error="upstream_error"))
     assert is_error(logged("chat", status=200, error="stream_interrupted"))
+
+
+def test_models_are_charged_with_what_they_answered() -> None:
+    """A route whose target is down: every answer came from the fallback. The model
+    table charged the fallback's cost and latency to the model that never answered."""
+    rows = [
+        logged("code", model="large", served_model="small", tokens_in=1000, tokens_out=1000,
+               attempts=("large (HTTP 503)",), latency_ms=400.0)
+        for _ in range(4)
+    ]  # fmt: skip
+    rows.append(logged("code", model="large", status=502, error="upstream_error"))
+    report = build_report(rows, REGISTRY)
+    models = {g.name: g for g in report.models}
+    assert models["small"].n == 4 and models["small"].fallbacks == 4
+    assert models["small"].cost_usd == pytest.approx(4 * 0.003)  # at small's price
+    assert models["large"].n == 1 and models["large"].errors == 1  # no model answered
