@@ -73,6 +73,10 @@ routes:
     examples: ["plan a trip to Rome", "book a hotel in Paris"]
     target: broken
     policy: {fallback: [closer]}
+  - name: refused-late
+    examples: ["compose a haiku about autumn leaves"]
+    target: broken
+    policy: {fallback: [picky]}
   - name: sensitive
     examples: ["summarise this court ruling", "describe the battle in detail"]
     target: filtered
@@ -313,6 +317,18 @@ def test_an_upstream_4xx_goes_back_to_the_client_without_fallback(gateway: Gatew
         assert "picky" in error["message"] and "HTTP 400" in error["message"]
         # the fallback model (small) was never tried: a bad request stays bad
         assert gateway.upstream.models_called()[before:] == [FAIL_400]
+
+
+def test_a_fallback_that_refuses_the_request_keeps_what_failed_before(gateway: Gateway) -> None:
+    """The target down (5xx), its fallback refusing the request (400): the error named
+    the target in x-llmroute-model and the decision log lost the 5xx (attempts [])."""
+    body = {"model": "refused-late", "messages": _user("hi")}
+    response = _post(gateway, "/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    assert response.headers["x-llmroute-model"] == "picky"
+    error = response.json()["error"]
+    assert error["code"] == "upstream_rejected" and "'picky'" in error["message"]
+    assert len(error["attempts"]) == 1 and error["attempts"][0].startswith("broken via fake")
 
 
 def test_a_content_filters_refusal_goes_to_the_routes_content_fallback(

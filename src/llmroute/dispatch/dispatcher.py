@@ -723,10 +723,12 @@ class Dispatcher:
                 failures.append((name, exc))
                 if not self._hand_on(exc, name, chain, position, plan, len(failures)):
                     exc.model = name
+                    exc.passed_over = tuple(_describe(f) for f in failures[:-1])
                     raise
             except ProviderError as exc:
                 if not exc.retryable:
                     exc.model = name
+                    exc.passed_over = tuple(_describe(f) for f in failures)
                     raise
                 failures.append((name, exc))
             else:

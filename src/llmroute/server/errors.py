@@ -144,11 +144,14 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
                 headers = _with_retry_after(headers, exc)
             return GatewayError(status, str(exc), code="upstream_error", headers=headers)
         model = f"model {exc.model!r}" if exc.model else "the model"
+        if exc.model and headers is not None and "x-llmroute-model" in headers:
+            headers = {**headers, "x-llmroute-model": exc.model}  # a fallback refused it
         return GatewayError(
             exc.status or 400,
             f"{model} rejected the request: {exc}",
             code=exc.code or "upstream_rejected",
             headers=headers,
+            attempts=exc.passed_over,
         )
     return GatewayError(500, "internal server error", code="internal_error", headers=headers)
 
