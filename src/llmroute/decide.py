@@ -157,7 +157,28 @@ class Router:
     ) -> Decision:
         """Route one request (a string, an OpenAI chat body, or a `RouteRequest`);
         `layers` replaces the routing layers for this call (a pinned model,
-        ``router-<name>-<t>``); the guards run either way."""
+        ``router-<name>-<t>``); the guards run either way.
+
+        A body's ``model`` is honoured as the SDK and the gateway honour it: a route or
+        pool model name (or an alias of one) pins it, ``router-<name>-<t>`` asks the
+        difficulty router alone, and a name the registry does not know raises
+        `ModelNotFound`; ``auto`` (or no ``model``) routes."""
+        if layers is None and _names_a_model(request):
+            # Imported here: planning imports this module.
+            from llmroute.dispatch.plan import plan_request
+
+            assert isinstance(request, Mapping)
+            return plan_request(self, request, dict(headers or {})).decision
+        return self.route(request, headers=headers, layers=layers)
+
+    def route(
+        self,
+        request: RequestInput,
+        *,
+        headers: Mapping[str, str] | None = None,
+        layers: Sequence[DecisionLayer] | None = None,
+    ) -> Decision:
+        """`decide`, the body's ``model`` left aside: what ``auto`` gets."""
         start = time.perf_counter_ns()
         ctx = DecisionContext(self.request(request, headers=headers), self.encoder.encode)
         pipeline = self.layers if layers is None else (*layers, *self.guards)
@@ -179,6 +200,8 @@ class Router:
         The batch's encoder time is shared out evenly: each decision's `encode_us` is its
         share, and its `total_us` that share plus its own layers' time.
         """
+        if any(_names_a_model(r) for r in requests):  # pinned ones are decided alone
+            return [self.decide(r, headers=headers) for r in requests]
         routed = [self.request(r, headers=headers) for r in requests]
         if not routed:
             return []
@@ -192,6 +215,14 @@ class Router:
             ctx.encode_us = share_us
             decisions.append(run_pipeline(ctx, self.layers, self._default, self.version, t0))
         return decisions
+
+
+def _names_a_model(request: RequestInput) -> bool:
+    """Whether `request` is a body whose ``model`` is something other than ``auto``."""
+    if not isinstance(request, Mapping):
+        return False
+    model = request.get("model")
+    return model is not None and model != "auto"
 
 
 def run_pipeline(

@@ -184,3 +184,25 @@ def test_corrupt_head_cache_is_retrained(
     router = make()
     assert router.decide("python function that sorts").route == "code"
     assert "unreadable cached intent head" in caplog.text
+
+
+def test_a_bodys_model_is_honoured_as_the_sdk_and_gateway_honour_it(router: Router) -> None:
+    """`decide(body)` routed a body pinned to a model or route as if it said auto (docs
+    present it as the way to see the full decision of an SDK call)."""
+    from llmroute.errors import ModelNotFound
+
+    def body(model: str | None) -> dict[str, object]:
+        text = "will it rain today in paris"
+        return {"messages": [{"role": "user", "content": text}], "model": model}
+
+    assert (router.decide(body(None)).route, router.decide(body("auto")).route) == (
+        "weather",
+        "weather",
+    )
+    pinned = router.decide(body("large"))
+    assert (pinned.route, pinned.model, pinned.layer) == ("pinned", "large", "pinned")
+    route = router.decide(body("cooking"))
+    assert (route.route, route.layer) == ("cooking", "pinned")
+    assert [d.layer for d in router.decide_many([body("large"), "hi"])] == ["pinned", "intent"]
+    with pytest.raises(ModelNotFound):
+        router.decide(body("no-such-model"))

@@ -38,9 +38,9 @@ class _Recording:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._router, name)
 
-    def decide(self, *args: Any, **kwargs: Any) -> Any:
+    def route(self, *args: Any, **kwargs: Any) -> Any:
         self.threads.append(threading.current_thread())
-        return self._router.decide(*args, **kwargs)
+        return self._router.route(*args, **kwargs)
 
 
 def test_a_long_prompt_is_routed_in_a_worker_thread() -> None:

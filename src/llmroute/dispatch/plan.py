@@ -201,10 +201,10 @@ def _decide(
 ) -> Decision:
     registry = router.loaded.registry
     if requested == AUTO:
-        return router.decide(body, headers=headers)
+        return router.route(body, headers=headers)
     asked, requested = requested, registry.resolve_alias(requested)
     if requested == AUTO:  # an alias of auto
-        return router.decide(body, headers=headers)
+        return router.route(body, headers=headers)
     alias_of = requested if requested != asked else None
     route = _route(router, requested)
     if route is not None:
