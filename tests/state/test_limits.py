@@ -766,3 +766,27 @@ def test_retry_after_reads_the_same_window(backend: str, redis_namespace: str) -
             ]
 
     assert asyncio.run(go()) == pytest.approx([30.0, 0.0, 60.0])
+
+
+def test_key_info_does_not_report_a_redis_that_does_not_answer_as_nothing_spent(
+    closed_port: int,
+) -> None:
+    """`GET /v1/key` said spent_usd 0.0 and the whole budget remaining for a key that had
+    spent it, while Redis was down: unknown is None, not 0."""
+    from llmroute.registry.schema import ApiKey, Budget
+    from llmroute.server.auth import key_info
+
+    key = ApiKey(name="k", sha256="0" * 64, tpm=100, budget=Budget(usd=1.0, period="day"))
+
+    async def go() -> dict[str, Any]:
+        limits = RedisLimits(f"redis://127.0.0.1:{closed_port}/0", 0.5, "ns")
+        try:
+            return await key_info(key, limits)
+        finally:
+            await limits.aclose()
+
+    info = asyncio.run(go())
+    assert info["tpm"] == {"limit": 100, "used_last_minute": None}
+    assert info["budget"]["spent_usd"] is None and info["budget"]["remaining_usd"] is None
+    answered = asyncio.run(key_info(key, MemoryLimits()))
+    assert answered["budget"]["spent_usd"] == 0.0 and answered["tpm"]["used_last_minute"] == 0

@@ -400,7 +400,8 @@ def check_model(scope: Scope, model: object, resolved: str | None = None) -> Non
 async def key_info(key: ApiKey, limits: RateLimits | None) -> dict[str, Any]:
     """What a client may know of its own key: its name, what it may ask for and reach,
     its limits, and what it has used of them (tokens this minute, spending this period;
-    None when nothing counts them)."""
+    None when nothing counts them, or when their store does not answer: a Redis that is
+    down reads as 0, which a client would take for a budget untouched)."""
     account = account_of(key)
     info: dict[str, Any] = {
         "object": "llmroute.key",
@@ -416,10 +417,14 @@ async def key_info(key: ApiKey, limits: RateLimits | None) -> dict[str, Any]:
     }
     if key.tpm is not None:
         used = None if limits is None else int(await limits.tokens(account))
+        if limits is not None and not limits.answering:
+            used = None
         info["tpm"] = {"limit": key.tpm, "used_last_minute": used}
     if key.budget is not None:
         budget = key.budget
         spent = None if limits is None else await limits.spent(account, budget.period)
+        if limits is not None and not limits.answering:
+            spent = None
         info["budget"] = {
             "usd": budget.usd,
             "period": budget.period,
