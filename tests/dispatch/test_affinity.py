@@ -310,3 +310,23 @@ def test_memory_affinity_with_several_workers_is_a_warning(
         warn_registry(registry.registry, workers=4)
     (line,) = [r.getMessage() for r in caplog.records if "affinity" in r.getMessage()]
     assert "each of the 4 workers remembers conversations in its own memory" in line
+
+
+def test_limits_counted_in_each_workers_memory_are_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two workers let 36 of 40 requests of an rpm-20 key through (each counts its own);
+    the other per-worker state was warned about, limits were not."""
+    from llmroute.server.reload import warn_registry
+
+    text = REGISTRY % {"url": "http://127.0.0.1:9/v1", "affinity": "{url: redis://127.0.0.1:9}"}
+    limited = text.replace(
+        "default:", "auth:\n  keys: [{name: a, sha256: '%s', rpm: 20}]\ndefault:" % ("0" * 64), 1
+    )
+    registry = parse_registry(limited).registry
+    with caplog.at_level(logging.WARNING):
+        warn_registry(registry, workers=1)
+        assert not [r for r in caplog.records if "dispatch.limits" in r.getMessage()]
+        warn_registry(registry, workers=3)
+    (line,) = [r.getMessage() for r in caplog.records if "dispatch.limits" in r.getMessage()]
+    assert "each of the 3 workers counts client keys' rpm in its own memory" in line

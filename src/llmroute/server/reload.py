@@ -179,7 +179,7 @@ def warn_registry(registry: Registry, workers: int = 1) -> None:
     """The load's warnings: provider credentials that are unset, what `llmroute registry
     check` warns about (an example taught as two routes), and conversation affinity or
     responses kept in each of several workers' memory (a conversation's turns reach any
-    worker)."""
+    worker), or limits counted in each worker's (they add up)."""
     warn_unset_credentials(registry)
     for warning in lint(registry):
         log.warning("registry: %s", warning)
@@ -201,12 +201,41 @@ def warn_registry(registry: Registry, workers: int = 1) -> None:
             "stored_responses a Redis url",
             workers,
         )
+    counted = _counted_in_memory(registry) if workers > 1 else ()
+    if counted:
+        log.warning(
+            "registry: dispatch.limits: each of the %d workers counts %s in its own memory, "
+            "so together they let up to %d times the limits through; give dispatch.limits "
+            "a Redis url (or divide each limit by the workers)",
+            workers,
+            ", ".join(counted),
+            workers,
+        )
     if workers > 1 and registry.batches is not None and registry.batches.url == "memory":
         log.warning(
             "registry: batches: each of the %d workers keeps files and batches in its own "
             "memory, and a request for one may reach another worker; give batches a Redis url",
             workers,
         )
+
+
+def _counted_in_memory(registry: Registry) -> tuple[str, ...]:
+    """The limits `registry` sets that ``dispatch.limits`` counts, when it counts them in
+    each process's memory (nothing when it names a Redis)."""
+    if registry.dispatch.limits.url != "memory":
+        return ()
+    keys = registry.auth.keys if registry.auth is not None else ()
+    deployments = [d for m in registry.models.values() for d in m.targets()]
+    found = {
+        "client keys' rpm": any(k.rpm for k in keys),
+        "client keys' tpm": any(k.tpm for k in keys),
+        "client keys' budgets": any(k.budget for k in keys),
+        "models' budgets": any(m.budget for m in registry.models.values()),
+        "deployments' rpm": any(d.rpm for d in deployments),
+        "deployments' tpm": any(d.tpm for d in deployments),
+        "deployments' max_in_flight": any(d.max_in_flight for d in deployments),
+    }
+    return tuple(name for name, present in found.items() if present)
 
 
 async def open_gateway(built: Built, max_body_bytes: int, state: State | None = None) -> Gateway:
