@@ -60,10 +60,13 @@ def test_sigterm_cuts_a_long_stream_after_the_grace_and_logs_it(
                 except httpx.HTTPError:
                     lines.append("cut")
 
+            answers: list[httpx.Response] = []
+
             def ask() -> None:
                 url = f"{served.url}/v1/chat/completions"
                 with contextlib.suppress(httpx.HTTPError):
-                    httpx.post(url, json={**body, "model": "hung", "stream": False}, timeout=90)
+                    hung = {**body, "model": "hung", "stream": False}
+                    answers.append(httpx.post(url, json=hung, timeout=90))
 
             reader = threading.Thread(target=read)
             reader.start()
@@ -73,11 +76,29 @@ def test_sigterm_cuts_a_long_stream_after_the_grace_and_logs_it(
             wait_for("the slow call upstream", lambda: upstream.counts["hung?delay=60"], 20)
             sent = time.monotonic()
             served.proc.send_signal(signal.SIGTERM)
+            # a new connection is refused at once (another replica is tried), not left
+            # queued unaccepted for the drain (the supervisor of workers held the socket)
+            refused = None
+            for _ in range(50):  # bounded: 5 s
+                try:
+                    httpx.get(f"{served.url}/health", timeout=0.5)
+                except httpx.ConnectError:
+                    refused = time.monotonic() - sent
+                    break
+                except httpx.TimeoutException:
+                    break
+                time.sleep(0.1)
             served.proc.wait(timeout=30)
             stopped_s = time.monotonic() - sent
             reader.join(timeout=30)
             asker.join(timeout=30)
     assert stopped_s < 15, f"took {stopped_s:.1f} s to stop: {served.log_text()[-2000:]}"
+    assert refused is not None, "a new connection during the drain was not refused"
+    # cut before its answer started: OpenAI's error JSON, as it is logged (was a
+    # plain-text 500 from uvicorn)
+    (cut_answer,) = answers
+    assert cut_answer.status_code == 503 and cut_answer.headers["retry-after"] == "1"
+    assert cut_answer.json()["error"]["code"] == "server_shutdown"
     assert "data: [DONE]" not in lines  # cut, not finished
     store = open_store(store_url)
     try:

@@ -169,9 +169,11 @@ async def aplan_request(
     router: Router, body: Mapping[str, Any], headers: Mapping[str, str]
 ) -> Plan:
     """`plan_request` for an event loop: on it for an ordinary request, in a worker
-    thread for one with more than `OFF_LOOP_CHARS` of prompt text (the decision is
-    thread-safe; the encoders release the GIL while they run)."""
-    if prompt_chars(body) > OFF_LOOP_CHARS:
+    thread for one with more than `OFF_LOOP_CHARS` of prompt text, or whose encoder is a
+    remote embeddings endpoint (its HTTP call would stop the loop, and every other
+    request, for its round trip); the decision is thread-safe, and the encoders release
+    the GIL while they run."""
+    if prompt_chars(body) > OFF_LOOP_CHARS or getattr(router.encoder, "remote", False):
         return await asyncio.to_thread(plan_request, router, body, headers)
     return plan_request(router, body, headers)
 

@@ -30,6 +30,8 @@ _Vec = npt.NDArray[np.float32]
 class RemoteEncoder:
     """Embeddings from a remote service; identity is ``openai:<base_url>#<model>``."""
 
+    remote = True  # its calls wait on the network: callers on an event loop use a thread
+
     def __init__(
         self,
         base_url: str,

@@ -53,6 +53,7 @@ from llmroute.server.rerank import RERANK_PATHS, rerank
 from llmroute.server.responses import input_tokens, responses, stored_response
 from llmroute.server.responses_convert import RESPONSES_PATH
 from llmroute.server.settings import REGISTRY_ENV, ServeSettings
+from llmroute.server.shutdown import AnswerCutRequests
 from llmroute.server.state import Gateway, PinGateway
 from llmroute.telemetry.metrics import GatewayMetrics
 from llmroute.telemetry.service import Telemetry
@@ -144,6 +145,7 @@ def create_app(
         },
         middleware=[
             *cors_middleware(serve_settings.cors_origins),  # outermost first
+            Middleware(AnswerCutRequests),
             Middleware(PinGateway),
             Middleware(RequireKey),
         ],

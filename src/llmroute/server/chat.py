@@ -452,7 +452,8 @@ def _check_model(request: Request, gateway: Gateway, body: dict[str, Any]) -> No
 async def _plan(request: Request, gateway: Gateway, body: dict[str, Any]) -> Plan:
     """The request's plan: routed, refined by the LLM router when it applies (and its
     model is one the client key may reach), kept inside the key's pool. The LLM router's
-    call is cancelled when the client hangs up during it (`_GoneWhilePlanning`)."""
+    call is cancelled when the client hangs up during it, and a client gone by the time
+    the plan is made is not served (both `_GoneWhilePlanning`)."""
     plan = await aplan_request(gateway.router, body, request.headers)
     llm_router = gateway.llm_router
     if (
@@ -474,7 +475,12 @@ async def _plan(request: Request, gateway: Gateway, body: dict[str, Any]) -> Pla
         client = key.name if key is not None else None
         plan = await gateway.affinity.apply(plan, body, request.headers, client)
     default = gateway.router.loaded.registry.default.target
-    return keep_in_pool(request.scope, plan, default)
+    planned = keep_in_pool(request.scope, plan, default)
+    if await request.is_disconnected():
+        # gone while the request was decided (a long prompt's scan, a remote encoder):
+        # nothing was sent, so nothing is charged
+        raise _GoneWhilePlanning(planned)
+    return planned
 
 
 def _from_cache(

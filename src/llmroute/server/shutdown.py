@@ -9,15 +9,18 @@ tells them apart, so such a request is logged as cut by the shutdown
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CUT_BY_SHUTDOWN", "Server", "stopping"]
+__all__ = ["CUT_BY_SHUTDOWN", "AnswerCutRequests", "Server", "stopping"]
 
 CUT_BY_SHUTDOWN = (
     "a request still running when the graceful timeout ended was cut (logged as server_shutdown)"
@@ -79,3 +82,53 @@ class Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         _STOPPING.set()
         super().handle_exit(sig, frame)
+
+
+_CUT_ANSWER = json.dumps(
+    {
+        "error": {
+            "message": "the gateway is shutting down and cut this request; retry it",
+            "type": "server_error",
+            "param": None,
+            "code": "server_shutdown",
+        }
+    }
+).encode()
+
+
+class AnswerCutRequests:
+    """A request uvicorn cancels when the graceful timeout runs out, before its answer
+    started, gets OpenAI's error JSON, 503 ``server_shutdown`` with ``Retry-After`` (as
+    it is logged), instead of uvicorn's plain-text 500; a stream already started is cut
+    as it is. Elsewhere a cancellation goes on as it came."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except asyncio.CancelledError:
+            if started or not stopping():
+                raise
+            task: Any = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(_CUT_ANSWER)).encode()),
+                (b"retry-after", b"1"),
+            ]
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": _CUT_ANSWER})

@@ -271,6 +271,12 @@ class Supervisor:
             self.due[i] = now + self.backoff[i]
 
     def shutdown(self) -> None:
+        # This process's copies of the listening sockets go first: once each worker has
+        # closed its own, nothing holds them, so new connections are refused at once (a
+        # client or load balancer tries another replica) instead of queueing unaccepted
+        # for the whole graceful drain and then getting an empty reply.
+        for sock in self.sockets:
+            sock.close()
         self.signal_all(signal.SIGTERM)
         deadline = time.monotonic() + self.grace_s
         for slot in self.slots:
