@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -198,6 +199,24 @@ def test_missing_and_corrupt_artifacts(tmp_path: Path) -> None:
     (folder / "reasoning.json").write_text('{"encoder": "x", "threshold": 0.5, "format": 99}')
     with pytest.raises(ConfigError, match="format 99"):
         load_scorer(folder)
+
+
+def test_non_finite_or_mis_sized_scorers_are_refused(tmp_path: Path) -> None:
+    """A NaN weight or threshold loaded, and the gate then never fired; weights of another
+    width than the encoder's passed `registry check`, then every decision raised."""
+    good = ReasoningScorer(np.arange(4, dtype=np.float32) / 10, -0.25, 0.6, "e")
+    for name, scorer in (
+        ("weights", dataclasses.replace(good, weights=np.array([0, np.nan, 0, 0], np.float32))),
+        ("bias", dataclasses.replace(good, bias=float("nan"))),
+        ("threshold", dataclasses.replace(good, threshold=float("nan"))),
+    ):
+        folder = save_scorer(scorer, tmp_path / name, hyper={}, trained_on={}, metrics={})
+        with pytest.raises(ConfigError, match="corrupt reasoning scorer"):
+            load_scorer(folder)
+    folder = _artifact(tmp_path)
+    load_scorer(folder, dim=4)
+    with pytest.raises(ConfigError, match="the encoder's vectors 256-wide"):
+        load_scorer(folder, dim=256)
 
 
 # -- the shipped scorers ----------------------------------------------------------------

@@ -204,6 +204,18 @@ def test_corrupt_or_incomplete_artifacts_are_config_errors(
     (folder / "detector.json").write_text('{"encoder": "x"}', encoding="utf-8")
     with pytest.raises(ConfigError, match="needs"):
         load_detector(folder, encoder_identity=None)
+    # a NaN bias made every score NaN: nothing flagged, and `registry check` said ok
+    for key, value in (("bias", float("nan")), ("buckets", None), ("buckets", "x")):
+        save_detector(detector, folder)
+        meta = json.loads((folder / "detector.json").read_text())
+        (folder / "detector.json").write_text(json.dumps({**meta, key: value}))
+        with pytest.raises(ConfigError, match="corrupt safety artifact"):
+            load_detector(folder, encoder_identity=None)
+    save_detector(detector, folder)  # another encoder's width: every request was a 500
+    width = detector.emb_weights.shape[0]
+    load_detector(folder, encoder_identity=None, dim=width)
+    with pytest.raises(ConfigError, match=f"{width}-wide, the encoder's vectors 384"):
+        load_detector(folder, encoder_identity=None, dim=384)
 
 
 # ---------------------------------------------------------------- shipped artifacts

@@ -167,7 +167,7 @@ def eval_safety(
         )
     enc = _encoder(encoder)
     directory = builtin_detector_dir(enc.identity) if artifact == "builtin" else Path(artifact)
-    detector = load_detector(directory, encoder_identity=enc.identity)
+    detector = load_detector(directory, encoder_identity=enc.identity, dim=enc.dim)
     report = evaluate_detector(detector, rows, enc, threshold=threshold)
     out = report.to_dict()
     if as_json:

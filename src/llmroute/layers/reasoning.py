@@ -192,9 +192,11 @@ def build_reasoning_layer(registry: Registry, encoder: Encoder, base_dir: Path) 
     scorer: ReasoningScorer | None = None
     if settings.scorer == "builtin":
         directory, expected = builtin_scorer_dir(encoder.identity)
-        scorer = load_scorer(directory, encoder_identity=expected)
+        scorer = load_scorer(directory, encoder_identity=expected, dim=encoder.dim)
     elif settings.scorer is not None:
-        scorer = load_scorer(base_dir / settings.scorer, encoder_identity=encoder.identity)
+        scorer = load_scorer(
+            base_dir / settings.scorer, encoder_identity=encoder.identity, dim=encoder.dim
+        )
     try:
         return _layer(registry, settings.triggers, scorer)
     except re.error as exc:  # each compiles alone (the schema checks); together they may not

@@ -370,7 +370,7 @@ def build_safety_layer(registry: Registry, encoder: Encoder, base_dir: Path) -> 
             if artifact == "builtin"
             else (base_dir / artifact)
         )
-        detector = load_detector(directory, encoder_identity=encoder.identity)
+        detector = load_detector(directory, encoder_identity=encoder.identity, dim=encoder.dim)
     pii = None
     if settings.pii.enabled:
         pii = PiiDetector(

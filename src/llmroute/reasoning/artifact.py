@@ -150,10 +150,15 @@ def read_scorer_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_scorer(
-    directory: str | os.PathLike[str], *, encoder_identity: str | None = None
+    directory: str | os.PathLike[str],
+    *,
+    encoder_identity: str | None = None,
+    dim: int | None = None,
 ) -> ReasoningScorer:
     """Load a saved scorer. With `encoder_identity`, refuse (ConfigError) one trained
-    with other encoder weights; a missing or corrupt artifact is a ConfigError too."""
+    with other encoder weights, and with `dim` (the encoder's) one of another width; a
+    missing or corrupt artifact (non-finite numbers included: the gate would never fire)
+    is a ConfigError too."""
     meta = read_scorer_meta(directory)
     meta_path = str(Path(directory) / META_FILE)
     trained = str(meta["encoder"])
@@ -176,8 +181,17 @@ def load_scorer(
         raise ConfigError("reasoning scorer weights are missing", file=str(npz)) from None
     except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as exc:
         raise ConfigError(f"corrupt reasoning scorer: {exc}", file=str(npz)) from exc
-    if weights.ndim != 1 or weights.shape[0] != meta.get("dim", weights.shape[0]):
+    width = meta.get("dim", weights.shape[0]) if dim is None else dim
+    if weights.ndim != 1 or weights.shape[0] != width:
         raise ConfigError(
-            f"corrupt reasoning scorer: weights of shape {weights.shape}", file=str(npz)
+            f"corrupt reasoning scorer: weights of shape {weights.shape}, the encoder's "
+            f"vectors {width}-wide",
+            file=str(npz),
+        )
+    if not (np.isfinite(weights).all() and math.isfinite(bias)):
+        raise ConfigError("corrupt reasoning scorer: weights are not finite", file=str(npz))
+    if not 0.0 <= threshold <= 1.0:  # NaN too
+        raise ConfigError(
+            f"corrupt reasoning scorer: threshold {threshold} is not in [0, 1]", file=meta_path
         )
     return ReasoningScorer(weights, bias, threshold, trained)

@@ -846,10 +846,11 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
 
 def load_detector(
-    directory: str | os.PathLike[str], *, encoder_identity: str | None
+    directory: str | os.PathLike[str], *, encoder_identity: str | None, dim: int | None = None
 ) -> InjectionDetector:
     """Load a saved detector. With `encoder_identity`, refuse (ConfigError naming both) an
-    artifact trained with another encoder; a missing, corrupt or incomplete artifact is a
+    artifact trained with another encoder, and with `dim` (the encoder's) one whose
+    weights are of another width; a missing, corrupt or incomplete artifact is a
     ConfigError naming the path and what is wrong."""
     meta_path = Path(directory) / META_FILE
     meta = _read_meta(meta_path)
@@ -885,11 +886,18 @@ def load_detector(
             token_weights=tok,
             neighbours=neighbours,
         )
+        buckets = int(meta["buckets"])
     except FileNotFoundError:
         raise ConfigError("safety detector arrays are missing", file=str(npz)) from None
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         raise ConfigError(f"corrupt safety artifact: {exc}", file=str(npz)) from exc
-    _check_loaded(detector, int(meta["buckets"]), npz)
+    _check_loaded(detector, buckets, npz)
+    if dim is not None and detector.emb_weights.shape != (dim,):
+        raise ConfigError(
+            f"corrupt safety artifact: its embedding weights are {detector.emb_weights.shape[0]}"
+            f"-wide, the encoder's vectors {dim}",
+            file=str(npz),
+        )
     if tok is None:
         return detector
     bag = load_token_bag()
@@ -913,6 +921,8 @@ def _check_loaded(detector: InjectionDetector, buckets: int, npz: Path) -> None:
         problem = f"buckets must be a power of two, got {buckets}"
     elif not (np.isfinite(detector.emb_weights).all() and np.isfinite(detector.lex_weights).all()):
         problem = "weights are not finite"
+    elif not math.isfinite(detector.bias):  # every score NaN: nothing would ever be flagged
+        problem = f"bias {detector.bias} is not finite"
     elif not 0.0 <= detector.threshold <= 1.0:
         problem = f"threshold {detector.threshold} is not in [0, 1]"
     else:
