@@ -76,3 +76,15 @@ def test_concurrent_writers_see_each_other(tmp_path: Path) -> None:
     calls = inner.calls
     second.encode(["shared"])  # rescans the directory on a miss
     assert inner.calls == calls
+
+
+def test_a_corrupt_shard_is_dropped_and_its_texts_embedded_again(tmp_path: Path) -> None:
+    """A shard cut short (a full disk, a copy interrupted) made every training and
+    benchmark command fail with a zipfile traceback until someone found and deleted it."""
+    CachedEncoder(FakeEncoder(dim=16), tmp_path).encode(["one", "two"])
+    (shard,) = list(tmp_path.glob("*/shard-*.npz"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    inner = FakeEncoder(dim=16)
+    again = CachedEncoder(inner, tmp_path).encode(["one", "two"])
+    assert inner.texts_encoded == 2 and not shard.exists()
+    np.testing.assert_allclose(again, FakeEncoder(dim=16).encode(["one", "two"]), atol=1e-7)

@@ -10,9 +10,11 @@ is stored twice). Shards are merged when they pile up.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import uuid
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from llmroute.encoders.base import Embeddings, Encoder
 from llmroute.errors import EncoderError
 
 __all__ = ["CachedEncoder"]
+
+log = logging.getLogger(__name__)
 
 _MERGE_AT = 16
 
@@ -76,12 +80,19 @@ class CachedEncoder:
             if path.name in self._seen:
                 continue
             try:
-                with np.load(path) as shard:
+                # opened here: np.load leaves its own handle open when the zip is bad
+                with path.open("rb") as handle, np.load(handle) as shard:
                     keys, vectors = shard["keys"], shard["vectors"].astype(np.float32)
+                if vectors.ndim != 2 or len(keys) != len(vectors):
+                    raise ValueError(f"{len(keys)} keys for vectors of shape {vectors.shape}")
             except FileNotFoundError:  # merged away by another process meanwhile
                 continue
-            except (OSError, ValueError, KeyError) as exc:
-                raise EncoderError(f"corrupt embedding cache shard {path}: {exc}") from exc
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+                # only a cache (a disk that filled up, a copy cut short): its texts are
+                # embedded again rather than every command failing until it is deleted
+                log.warning("embedding cache: dropping corrupt shard %s (%s)", path, exc)
+                path.unlink(missing_ok=True)
+                continue
             self._seen.add(path.name)
             self._add(keys, vectors)
 
