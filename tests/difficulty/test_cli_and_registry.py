@@ -142,6 +142,28 @@ def test_bench_plots_and_prices(trained: tuple[Path, Path], tmp_path: Path) -> N
     assert "<svg" in page.read_text()
 
 
+def test_bench_on_rows_without_a_gap_is_one_line_and_dollars_in_a_title_plot(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Weak and strong equally right on the benched rows (a small sample) was a
+    traceback; a data file named with `$` a matplotlib mathtext one."""
+    _, router = trained
+    same = tmp_path / "same.jsonl"
+    rows = [{"prompt": f"what is {i} plus {i}?", "weak_correct": True, "strong_correct": True}
+            for i in range(5)]  # fmt: skip
+    same.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    capsys.readouterr()
+    assert run(["bench", "--router", str(router), "--data", str(same), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "weak and strong accuracy are equal" in err and "Traceback" not in err
+    dollars = tmp_path / "price$_$x.jsonl"
+    dollars.write_text("".join(json.dumps(r) + "\n" for r in _rows(60, 3)))
+    png = tmp_path / "curve.png"
+    argv = ["bench", "--router", str(router), "--data", str(dollars), "--split", "all"]
+    assert run([*argv, "--plot", str(png)]) == 0
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
 def test_a_plot_it_cannot_write_is_one_line_not_a_traceback(
     trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -249,6 +271,26 @@ def test_router_models_pick_their_own_threshold(trained: tuple[Path, Path], tmp_
     assert always_strong.chain == ("large",)
     with pytest.raises(ModelNotFound):
         plan_request(router, {**body, "model": "router-knn-0.5"}, {})
+    # not a finite threshold written in ASCII digits: no such model
+    for odd in ("router-linear-1e999", "router-linear-\u0661", "router-linear-inf"):
+        with pytest.raises(ModelNotFound):
+            plan_request(router, {**body, "model": odd}, {})
+
+
+def test_the_listed_router_model_is_the_registrys_exact_threshold(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`/v1/models` listed router-linear-0.155171 for a threshold of 0.15517081...: what
+    scored in between went strong with `auto`, weak with the listed id."""
+    from llmroute.dispatch.plan import difficulty_model
+
+    _, artifact = trained
+    router = _router(tmp_path, artifact, "strong_share: 0.3")
+    listed = difficulty_model(router)
+    layer = router.difficulty
+    assert listed is not None and layer is not None
+    assert float(listed.rsplit("-", 1)[1]) == layer.threshold
+    assert difficulty_model(_router(tmp_path, artifact, "threshold: 0.25")) == "router-linear-0.25"
 
 
 def test_a_router_trained_with_another_encoder_is_refused(

@@ -278,6 +278,12 @@ def bench(
     check_plot_path(plot, SUFFIXES)
     costs = _prices(prices)
     trained, subset, scores, described = _scores(router, data, _split_choice(split), "test")
+    weak_share, strong_share = float(subset.weak.mean()), float(subset.strong.mean())
+    if weak_share == strong_share:
+        fail(
+            f"{data}: weak and strong accuracy are equal on the rows benched ({described}: "
+            f"both {weak_share:.3f}): there is no gap to recover, so APGR and CPT are undefined"
+        )
     curve = quality_curve(trained.name, scores, subset.weak, subset.strong)
     result = report(curve, subset.weak, subset.strong, prices=costs)
     result["rows"] = described

@@ -61,7 +61,8 @@ def _png(path: Path, curves: Sequence[Curve], weak: float, strong: float, title:
         ax.set_xlim(0.0, 1.0)
         ax.set_xlabel("share of strong calls")
         ax.set_ylabel("quality (accuracy of the mix)")
-        ax.set_title(title or "quality vs strong-call share")
+        # a file name is text, not mathtext: "$" in it was a ParseSyntaxException
+        ax.set_title(title or "quality vs strong-call share", parse_math=False)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
         fig.tight_layout()

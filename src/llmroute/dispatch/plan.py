@@ -12,6 +12,7 @@ gate) chose a model other than the cascade's first tier; dispatch then runs the 
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -45,7 +46,7 @@ every other request on the event loop. Shorter ones take about a millisecond, le
 than the thread hop."""
 
 _ROUTER_MODEL = re.compile(
-    r"^router-(?P<name>.+?)-(?P<threshold>-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$"
+    r"^router-(?P<name>.+?)-(?P<threshold>-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)$"
 )
 AUTO = "auto"
 PINNED = PIN_LAYER  # the layer, and the route of a request that pins a pool model
@@ -233,7 +234,11 @@ def difficulty_model(router: Router) -> str | None:
     layer = router.difficulty
     if layer is None:
         return None
-    return f"router-{layer.router.name}-{layer.threshold:.6g}"
+    short = f"{layer.threshold:.6g}"
+    # exactly the registry's threshold: a rounded one (0.155171 for 0.15517081...) would
+    # send what scores in between elsewhere than `auto` does
+    exact = short if float(short) == layer.threshold else repr(layer.threshold)
+    return f"router-{layer.router.name}-{exact}"
 
 
 def _difficulty(
@@ -252,9 +257,10 @@ def _difficulty(
             f"the model {shown(requested)} is not 'router-{layer.router.name}-<threshold>', the "
             "difficulty router this registry declares"
         )
-    return router.decide(
-        body, headers=headers, layers=(layer.with_threshold(float(match["threshold"])),)
-    )
+    threshold = float(match["threshold"])
+    if not math.isfinite(threshold):  # 1e999: every request to the weak model
+        raise ModelNotFound(f"the model {shown(requested)} names no finite threshold")
+    return router.decide(body, headers=headers, layers=(layer.with_threshold(threshold),))
 
 
 def _route(router: Router, name: str) -> Route | None:
