@@ -152,6 +152,22 @@ def test_compare_gate(workdir: Path) -> None:
     assert "passed" in better.stdout and "per-route change" in better.stdout
 
 
+def test_a_candidate_that_drops_routes_is_not_excused_their_rows(
+    workdir: Path, tmp_path: Path
+) -> None:
+    """Rows labelled with a route the candidate no longer has counted as out of scope to
+    it: a registry cut to one route lost a few points and passed the gate."""
+    document = yaml.safe_load((workdir / "good.yaml").read_text())
+    document["routes"] = document["routes"][:1]
+    cut = tmp_path / "cut.yaml"
+    cut.write_text(yaml.safe_dump(document, sort_keys=False))
+    args = ("eval", "-d", workdir / "test.jsonl", "--json", "--max-drop", "5")
+    done = llmroute(*args, "-r", cut, "--compare", workdir / "good.yaml")
+    assert done.returncode == 1, done.stdout
+    gate = loads_strict(done.stdout)["compare"]
+    assert gate["passed"] is False and gate["delta_points"] < -20
+
+
 def test_bad_data_line_exits_2_naming_file_and_line(workdir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "rain tomorrow", "intent": "weather"}\n{"text": 5}\n')

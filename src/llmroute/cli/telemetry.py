@@ -384,14 +384,12 @@ def _routing_change(current: Any, candidate: Any, texts: list[str]) -> RoutingCh
 
 
 def _compare(current: Path, candidate: Path, data: Path) -> Any:
-    from llmroute.cli.evaluate import _evaluate
+    from llmroute.cli.evaluate import compared
     from llmroute.evaluate.data import read_labelled
-    from llmroute.evaluate.run import compare_reports
 
     rows = read_labelled(data)
-    new = _evaluate(candidate, rows, None, "evaluating the candidate")
-    old = _evaluate(current, rows, None, "evaluating the current registry")
-    return compare_reports(new, old)
+    labels = ("evaluating the candidate", "evaluating the current registry")
+    return compared(candidate, current, rows, None, labels)[1]
 
 
 def _print_refresh(console: Console, proposal: RefreshProposal, output: Path) -> None:

@@ -27,10 +27,14 @@ def evaluate_router(
     *,
     oos_label: str | None = None,
     progress: Callable[[int], None] | None = None,
+    routes: Sequence[str] | None = None,
 ) -> IntentReport:
     """Route every row (batched encoder calls) and score the decisions against the labels.
 
-    `progress` is called with the number of rows done after each batch.
+    `progress` is called with the number of rows done after each batch. `routes`, the
+    labels that count as routes (default: this registry's; a label outside them is out
+    of scope): comparing two registries, both are scored against the routes of either,
+    so one that drops a route is not excused the rows labelled with it.
     """
     predictions: list[str] = []
     for start in range(0, len(rows), BATCH):
@@ -38,7 +42,8 @@ def evaluate_router(
         predictions.extend(predicted_route(d) for d in router.decide_many([r.text for r in chunk]))
         if progress is not None:
             progress(len(chunk))
-    routes = [route.name for route in router.loaded.registry.routes]
+    if routes is None:
+        routes = [route.name for route in router.loaded.registry.routes]
     return intent_report([r.intent for r in rows], predictions, routes, oos_label=oos_label)
 
 
