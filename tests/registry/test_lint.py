@@ -115,6 +115,23 @@ def test_a_rule_sending_them_where_they_are_refused_is_a_warning() -> None:
     assert [w.split(":")[0] for w in warnings] == ["rules[0]", "default"]
 
 
+def test_a_content_or_context_fallback_does_not_close_the_gap() -> None:
+    """Only a refusal for content or length reaches them; a request with images sent to
+    a target that takes none is a 400, which the lint said nothing about."""
+    text = POOL.replace(
+        "{name: a, examples: [hello there], target: text, policy: {fallback: [seer]}}",
+        "{name: a, examples: [hello there], target: text, policy: {content_fallback: seer}}",
+    )
+    warnings = lint(parse_registry(text).registry)
+    assert [w.split(":")[0] for w in warnings][:4] == [
+        "routes[0]",
+        "routes[1]",
+        "default",
+        "default",
+    ]
+    assert "none of its models (text) takes images" in warnings[0]
+
+
 def test_a_pool_that_takes_no_images_says_so_on_purpose() -> None:
     text = POOL.replace("  seer: {provider: p, model: s}\n", "").replace(
         "policy: {fallback: [seer]}", "policy: {}"

@@ -214,15 +214,14 @@ def _capability_gaps(registry: Registry) -> list[str]:
 
 
 def _reach(place: Route | Default) -> set[str]:
-    """Every model a route (or the default) may send a request to."""
+    """Every model that may serve a request a route (or the default) is sent: not its
+    `context_fallback` or `content_fallback`, which only a refusal for length or content
+    reaches, never a request with images or tools the others do not take."""
     names = {place.target}
     if place.reasoning_target is not None:
         names.add(place.reasoning_target)
     if isinstance(place, Route):
         names.update(place.policy.fallback)
-        for other in (place.policy.context_fallback, place.policy.content_fallback):
-            if other is not None:
-                names.add(other)
         if place.cascade is not None:
             names.update(tier.model for tier in place.cascade.tiers)
     elif place.difficulty is not None:
