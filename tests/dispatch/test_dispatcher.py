@@ -834,6 +834,18 @@ def test_tools_skip_the_models_that_declare_none(h: Harness) -> None:
     assert served.model == "chat"
 
 
+def test_a_model_taking_neither_images_nor_tools_says_both_at_once(h: Harness) -> None:
+    """It said images_not_supported alone: the client fixed the image, then got another
+    400 for its tools."""
+    models = "  plain: {provider: up, model: plain, vision: false, tools: false}"
+    registry = h.registry(models, "plain")
+    with pytest.raises(UnsupportedRequest) as caught:
+        h.run(registry, lambda d: d.complete(plan_for("plain"), _image_body(tools=TOOLS)))
+    assert caught.value.code == "unsupported_request"
+    assert "holds images and has tools" in caught.value.message
+    assert h.upstream.models_called() == []
+
+
 BEYOND_MODELS = (
     "  claude: {provider: an, model: claude-x}\n"
     "  claude2: {provider: an, model: claude-y}\n"

@@ -222,7 +222,9 @@ def test_corrupt_or_incomplete_artifacts_are_config_errors(
 
 
 def test_unknown_encoder_has_no_builtin_artifact() -> None:
-    with pytest.raises(ConfigError, match=r"no built-in safety artifact for encoder fake:8"):
+    with pytest.raises(
+        ConfigError, match=r"builtin:minilm-int8 only, and this registry.s encoder is fake:8"
+    ):
         builtin_detector_dir("fake:8")
 
 

@@ -967,17 +967,28 @@ class Dispatcher:
                 code="unsupported_parameter",
                 param=raw,
             )
+        refused_images = False
         if model.vision is False:
             if not images:
                 images.append(holds_images(body.get("messages")))
-            if images[0]:
-                raise UnsupportedRequest(
-                    "llmroute",
-                    "holds images, and the model declares vision: false; not sent",
-                    status=400,
-                    code="images_not_supported",
-                )
-        if model.tools is False and (body.get("tools") or body.get("functions")):
+            refused_images = images[0]
+        refused_tools = model.tools is False and bool(body.get("tools") or body.get("functions"))
+        if refused_images and refused_tools:  # both said at once: not one fix, then a 400
+            raise UnsupportedRequest(
+                "llmroute",
+                "holds images and has tools, and the model declares vision: false and "
+                "tools: false; not sent",
+                status=400,
+                code="unsupported_request",
+            )
+        if refused_images:
+            raise UnsupportedRequest(
+                "llmroute",
+                "holds images, and the model declares vision: false; not sent",
+                status=400,
+                code="images_not_supported",
+            )
+        if refused_tools:
             raise UnsupportedRequest(
                 "llmroute",
                 "has tools, and the model declares tools: false; not sent",

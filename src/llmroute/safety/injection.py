@@ -941,7 +941,11 @@ def builtin_detector_dir(encoder_identity: str) -> Path:
     folder = _BUILTIN_DIRS.get(name)
     if folder is None:
         raise ConfigError(
-            f"no built-in safety artifact for encoder {encoder_identity}; train one with "
-            "`llmroute train safety`"
+            f"safety.injection.artifact 'builtin' ships for builtin:static and "
+            f"builtin:minilm-int8 only, and this registry's encoder is {name}: use "
+            "encoder builtin:minilm-int8 (the same model, quantised), train a detector with "
+            "`llmroute train safety --data FILE -o DIR` and set safety.injection.artifact to "
+            "DIR, or set safety.injection.enabled to false",
+            field="safety.injection.artifact",
         )
     return Path(__file__).resolve().parent / "data" / folder
