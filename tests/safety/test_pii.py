@@ -212,6 +212,25 @@ def test_entity_selection_and_errors() -> None:
         PiiDetector(phone_regions=("XX",))
 
 
+def test_person_without_a_model_is_said_at_the_registrys_line(tmp_path: Path) -> None:
+    """It said `<file>: ner_model: ...`, with no line and a field path of its own."""
+    from llmroute.decide import Router
+    from llmroute.registry import load_registry
+
+    path = tmp_path / "registry.yaml"
+    path.write_text(
+        "encoder: builtin:static\n"
+        "providers: {p: {kind: openai, base_url: 'http://127.0.0.1:9/v1'}}\n"
+        "models: {a: {provider: p, model: a}}\n"
+        "routes:\n  - {name: r, examples: [x], target: a}\n"
+        "default: {target: a}\n"
+        "safety:\n  injection: {enabled: false}\n  pii: {entities: [PERSON]}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        Router(load_registry(path))
+    assert str(caught.value).startswith(f"{path}:9: safety.pii.ner_model: PERSON detection")
+
+
 def test_bare_nine_digits_are_no_ssn_without_a_keyword() -> None:
     assert found("a bare 123456789 without a keyword", PiiDetector(["US_SSN"])) == []
 

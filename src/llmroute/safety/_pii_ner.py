@@ -25,7 +25,7 @@ def _require(module: str, what: str) -> ModuleType:
     except ImportError as exc:
         raise ConfigError(
             f"PERSON/LOCATION detection needs {what}, which is not installed; run {_INSTALL}",
-            field="ner_model",
+            field="safety.pii.ner_model",
         ) from exc
 
 
@@ -45,7 +45,7 @@ class NerFinder:
                 "yourself from its official release (for example the en_core_web_sm wheel "
                 "from github.com/explosion/spacy-models) and pass its package name or its "
                 "directory; llmroute never downloads one",
-                field="ner_model",
+                field="safety.pii.ner_model",
             ) from exc
         engine = engines.SpacyNlpEngine(models=[{"lang_code": "en", "model_name": model}])
         engine.nlp = {"en": nlp}  # loaded: Presidio will not try to download it

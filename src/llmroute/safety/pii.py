@@ -79,7 +79,7 @@ class PiiDetector:
                 raise ConfigError(
                     f"{'/'.join(ner)} detection needs ner_model: the name or directory of "
                     "a spaCy model you installed",
-                    field="ner_model",
+                    field="safety.pii.ner_model",
                 )
             self._finders.append(NerFinder(ner_model, ner).find)
 
