@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -32,6 +33,16 @@ class _Outage(MemoryStore):
         if self.down and key in self.contents:
             raise StoreUnavailable("redis 127.0.0.1:6379: connection refused")
         return await super().get(key)
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        if self.down and key in self.contents:
+            raise StoreUnavailable("redis 127.0.0.1:6379: connection refused")
+        await super().set(key, value, ttl_s)
+
+    async def renew(self, key: str, value: bytes, ttl_s: float) -> bool:
+        if self.down and key in self.contents:
+            raise StoreUnavailable("redis 127.0.0.1:6379: connection refused")
+        return await super().renew(key, value, ttl_s)
 
 
 class _Gateway:
@@ -84,3 +95,110 @@ def test_a_store_outage_leaves_the_batch_for_the_next_read(
     assert not held  # its lease given up: the next read takes it over
     assert counted == [("batch", "handed_over")]
     assert "left for the next read to take over" in caplog.text
+
+
+def test_a_batch_whose_end_cannot_be_kept_is_not_counted_as_ended(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The store stopped answering as the batch ended: the run logged that it would be
+    "found failed" and counted it completed (or failed), though the next read takes it
+    over and runs it to its end there (counted again)."""
+    kv = _Outage()
+    store = BatchStore(BatchesSettings(url="redis://127.0.0.1:6379/0"), kv)
+    batch: dict[str, Any] = {
+        "id": "batch_y",
+        "status": "validating",
+        "endpoint": "/v1/chat/completions",
+        "input_file_id": "file-in",
+        "expires_at": 2**40,
+        "request_counts": {"total": 0, "completed": 0, "failed": 0},
+    }
+    record = BatchRecord(batch, "file-o", "file-e")
+    counted: list[tuple[str, str]] = []
+
+    async def go() -> None:
+        await store.put_file("team", {"id": "file-in", "purpose": "batch"}, b"{}\n")
+        await store.put_batch("team", record, new=True)
+        await store.hold("team", record.id, "run-1")
+        kv.contents = {store._key("team", f"batch\0{record.id}")}  # its record's writes fail
+        kv.down = True
+        run = BatchRun(
+            None,  # type: ignore[arg-type]  # never reached: its one line is invalid
+            _Gateway(),  # type: ignore[arg-type]
+            store,
+            "team",
+            record,
+            asyncio.Semaphore(1),
+            lambda kind, outcome: counted.append((kind, outcome)),
+            holder="run-1",
+        )
+        await run()
+
+    with caplog.at_level(logging.WARNING, "llmroute.batches"):
+        asyncio.run(go())
+    assert counted == [("batch", "handed_over")]
+    assert "the next read takes it over once its lease lapses" in caplog.text
+    assert "found failed" not in caplog.text
+
+
+class _Answering(BatchRun):
+    """A run whose requests are answered here, noting when each was sent."""
+
+    sent: list[float]
+
+    async def _answer(self, line: Any, content: bytes) -> None:
+        self.sent.append(time.monotonic())
+        await asyncio.sleep(0.05)
+        self.answers.add(b'{"custom_id": "%s"}\n' % line.custom_id.encode(), True, None)
+
+
+def test_a_run_sends_nothing_while_its_store_does_not_answer() -> None:
+    """Redis down mid-batch: the run went on calling the models for answers it could
+    neither keep nor hold the batch for (another process then ran them all again)."""
+    kv = _Outage()
+    store = BatchStore(BatchesSettings(url="redis://127.0.0.1:6379/0", concurrency=1), kv)
+    lines = b"".join(
+        b'{"custom_id": "r%d", "method": "POST", "url": "/v1/chat/completions", '
+        b'"body": {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}}\n' % i
+        for i in range(60)
+    )
+    batch: dict[str, Any] = {
+        "id": "batch_z",
+        "status": "validating",
+        "endpoint": "/v1/chat/completions",
+        "input_file_id": "file-in",
+        "expires_at": 2**40,
+        "request_counts": {"total": 0, "completed": 0, "failed": 0},
+    }
+    record = BatchRecord(batch, "file-o", "file-e")
+
+    async def go() -> tuple[list[float], float, float]:
+        await store.put_file("team", {"id": "file-in", "purpose": "batch"}, lines)
+        await store.put_batch("team", record, new=True)
+        await store.hold("team", record.id, "run-1")
+        run = _Answering(
+            None,  # type: ignore[arg-type]
+            _Gateway(),  # type: ignore[arg-type]
+            store,
+            "team",
+            record,
+            asyncio.Semaphore(1),
+            lambda kind, outcome: None,
+            holder="run-1",
+        )
+        run.sent = []
+        task = asyncio.create_task(run())
+        await asyncio.sleep(0.3)
+        kv.contents = {store._lease("team", record.id)}
+        kv.down = True  # the lease cannot be renewed
+        down = time.monotonic()
+        await asyncio.sleep(2.5)  # more than a tick (1 s) to notice, then a pause
+        up = time.monotonic()
+        kv.down = False
+        await task
+        return run.sent, down, up
+
+    sent, down, up = asyncio.run(go())
+    assert len(sent) == 60  # every line answered once, in the end
+    # noticed within a tick: nothing sent in the last second of the outage
+    assert not [t for t in sent if down + 1.5 < t < up]

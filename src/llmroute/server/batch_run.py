@@ -135,6 +135,10 @@ class BatchRun:
         self._written = asyncio.Lock()  # one write of the record at a time, in order
         self._stopping = asyncio.Event()
         self._draining = asyncio.Event()  # a reload: start no request more
+        # cleared while the store does not answer: what the run made could not be kept
+        # nor its lease renewed, so it starts no request more until the store is back
+        self._store_answering = asyncio.Event()
+        self._store_answering.set()
         self._then: Callable[[BatchRecord, str], Awaitable[None]] | None = None
         self._tags = (f"batch={record.id}",)  # in the decision log, beside the request's own
 
@@ -216,6 +220,7 @@ class BatchRun:
 
         async def worker() -> None:
             while not self._draining.is_set():
+                await self._store_answering.wait()
                 line = next(pending, None)  # shared: each line taken by one worker
                 if line is None:
                     return
@@ -325,8 +330,18 @@ class BatchRun:
                 if await self.store.cancel_asked(self.owner, self.record.id) is not None:
                     task.cancel()
                     return
+                if not self._store_answering.is_set():
+                    log.info("batch %s: the batch store answers again; going on", self.record.id)
+                self._store_answering.set()
             except StoreUnavailable as exc:
-                log.warning("batch %s: the batch store did not answer: %s", self.record.id, exc)
+                if self._store_answering.is_set():
+                    log.warning(
+                        "batch %s: the batch store did not answer (%s): no request more is "
+                        "sent until it does",
+                        self.record.id,
+                        exc,
+                    )
+                self._store_answering.clear()
 
     async def _still_held(self) -> bool:
         """The lease renewed (or taken back, if it lapsed and nobody took it); False when
@@ -442,11 +457,12 @@ class BatchRun:
                 await self.store.unmark_running(self.owner, self.record)
         except StoreUnavailable as exc:
             log.warning(
-                "batch %s: the batch store did not answer as it ended (%s): found failed "
-                "once its lease lapses",
+                "batch %s: the batch store did not answer as it ended (%s): the next read "
+                "takes it over once its lease lapses",
                 self.record.id,
                 exc,
             )
+            status = _HANDED_OVER  # not ended here: counted where it ends
         self.count("batch", status)
 
 
