@@ -123,6 +123,24 @@ def test_summary_says_how_each_model_thinks() -> None:
     assert model.reasoning.effort is None and model.reasoning.turn_off
 
 
+def test_summary_shows_thinking_switches_tiers_and_the_difficulty_default() -> None:
+    """`registry check` said "reasoning effort medium" of an enable_thinking model, and
+    nothing of reasoning tiers or of a default that routes by difficulty."""
+    text = replace_line(VALID, 13, "reasoning: {param: enable_thinking}")
+    lines = summarize(parse_registry(text, source="reg.yaml"))
+    assert any(line.endswith("reasoning enable_thinking") for line in lines)
+    assert "default: {target: small, description: everything else}" in text
+    text = text.replace(
+        "default: {target: small, description: everything else}",
+        "default:\n  target: small\n  reasoning_target: large\n"
+        "  difficulty: {router: routers/mlp, strong: large, weak: small, strong_share: 0.3}",
+    )
+    assert summarize(parse_registry(text, source="reg.yaml"))[-1] == (
+        "default -> small, by difficulty (routers/mlp): large or small at strong share 0.3, "
+        "reasoning tier large"
+    )
+
+
 def test_headline_is_one_line_with_the_features_on() -> None:
     """What `llmroute serve` logs when it starts serving a registry."""
     from pathlib import Path

@@ -36,8 +36,27 @@ def summarize(loaded: LoadedRegistry) -> list[str]:
         *_routes(registry),
         *_rules(registry),
         *_state(registry),
-        f"default -> {registry.default.target}",
+        _default(registry),
     ]
+
+
+def _default(registry: Registry) -> str:
+    """The default, with its difficulty router (strong/weak and the dial as written: the
+    threshold a `strong_share` gives is read from the router's files, which this does
+    not load) and reasoning tier."""
+    default = registry.default
+    line = f"default -> {default.target}"
+    spec = default.difficulty
+    if spec is not None:
+        dial = (
+            f"threshold {spec.threshold:g}"
+            if spec.threshold is not None
+            else f"strong share {spec.strong_share:g}"
+        )
+        line += f", by difficulty ({spec.router}): {spec.strong} or {spec.weak} at {dial}"
+    if default.reasoning_target is not None:
+        line += f", reasoning tier {default.reasoning_target}"
+    return line
 
 
 def headline(loaded: LoadedRegistry) -> str:
@@ -165,6 +184,8 @@ def _model_extras(model: Model) -> str:
 
 
 def _reasoning_summary(reasoning: Reasoning) -> str:
+    if reasoning.param == "enable_thinking":  # on or off: no effort, no budget
+        return "reasoning enable_thinking"
     if reasoning.budget_tokens is not None:
         return f"reasoning budget {reasoning.budget_tokens} tokens"
     return f"reasoning effort {reasoning.effort or 'medium'}"
@@ -184,6 +205,8 @@ def _routes(registry: Registry) -> list[str]:
         chain = f", fallback {' > '.join(fallback)}" if fallback else ""
         if route.policy.content_fallback is not None:
             chain += f", content refused -> {route.policy.content_fallback}"
+        if route.reasoning_target is not None:
+            chain += f", reasoning tier {route.reasoning_target}"
         lines.append(
             f"  {route.name} -> {route.target}  threshold {registry.threshold(route):g}, "
             f"{len(route.examples)} examples{chain}"
