@@ -164,6 +164,26 @@ def test_bench_on_rows_without_a_gap_is_one_line_and_dollars_in_a_title_plot(
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
+def test_an_output_that_is_a_file_is_refused_before_training_and_a_replaced_one_said(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-o naming a file failed once the training time was spent; an artifact already in
+    -o was replaced without a word."""
+    data, _ = trained
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    argv = ["train", "difficulty", "--data", str(data), "--router", "random", "--folds", "1000"]
+    capsys.readouterr()
+    assert run([*argv, "-o", str(taken)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    out = tmp_path / "again"
+    assert run([*argv, "-o", str(out)]) == 0
+    said = capsys.readouterr()
+    assert "note: replacing" not in said.err and "--folds 1000 capped" in said.out
+    assert run([*argv, "-o", str(out)]) == 0
+    assert f"note: replacing what {out} holds" in capsys.readouterr().err
+
+
 def test_a_plot_it_cannot_write_is_one_line_not_a_traceback(
     trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

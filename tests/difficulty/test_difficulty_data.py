@@ -41,6 +41,7 @@ def test_reads_rows_ids_and_domains(tmp_path: Path) -> None:
         (json.dumps({"prompt": "x", "weak_correct": True}), "missing field 'strong_correct'"),
         (_row(weak=1), "must be true or false, got 1"),
         (_row(strong="true"), 'must be true or false, got "true"'),
+        (_row(strong=None), "must be true or false, got null"),  # was "missing field"
         (_row(prompt="  "), "non-empty string"),
         ("[1, 2]", "expected a JSON object"),
     ],

@@ -35,7 +35,7 @@ def test_reads_rows_ignoring_extra_fields_and_blank_lines(tmp_path: Path) -> Non
         ('["a", "b"]', "expected a JSON object"),
         ('{"text": "x"}', "missing field 'intent'"),
         ('{"text": 3, "intent": "a"}', "field 'text' must be a string, got int"),
-        ('{"text": "x", "intent": null}', "missing field 'intent'"),
+        ('{"text": "x", "intent": null}', "field 'intent' must be a string, got null"),
         ('{"text": "  ", "intent": "a"}', "field 'text' is empty"),
         ('{"text": "x \\ud800", "intent": "a"}', "not valid Unicode"),
         ("[" * 100_000 + "]" * 100_000, "invalid JSON: nested too deeply"),

@@ -132,6 +132,15 @@ def check_plot_path(path: Path | None, suffixes: tuple[str, ...]) -> None:
         fail(f"--plot must end in {allowed}, got {path}")
 
 
+def check_artifact_output(path: Path) -> None:
+    """Before any training: refuse an `-o` that is a file (it was found once the training
+    time was spent), and say when it replaces an artifact already there."""
+    if path.exists() and not path.is_dir():
+        fail(f"-o {path} is a file; it names the directory to write the artifact into")
+    if path.is_dir() and any(path.iterdir()):
+        err_console.print(f"note: replacing what {escape(str(path))} holds", soft_wrap=True)
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     print_error(message)
     raise typer.Exit(code)

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmroute.cli._app import app, check_plot_path, err_console, fail
+from llmroute.cli._app import app, check_artifact_output, check_plot_path, err_console, fail
 from llmroute.cli.difficulty import _encoder, check_prices, router_kind, train_app
 from llmroute.encoders.base import Encoder
 from llmroute.json_values import json_safe
@@ -64,6 +64,7 @@ def train_gate(
     from llmroute.gates.gate_train import read_gate_data
     from llmroute.gates.gate_train import train_gate as fit
 
+    check_artifact_output(output)
     rows = read_gate_data(data)
     enc = _encoder(encoder)
     started = time.perf_counter()

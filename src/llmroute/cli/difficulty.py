@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmroute.cli._app import app, check_plot_path, err_console, fail
+from llmroute.cli._app import app, check_artifact_output, check_plot_path, err_console, fail
 from llmroute.difficulty.calibration import (
     Split,
     file_digest,
@@ -124,9 +124,10 @@ def train_difficulty(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from llmroute.difficulty import DEFAULT_ROUTER, read_labels, save_router, split, train_router
-    from llmroute.difficulty.train import embed
+    from llmroute.difficulty.train import MIN_VAL_ROWS, embed
 
     kind = DEFAULT_ROUTER if router is None else router_kind(router)
+    check_artifact_output(output)
     if all_rows and folds < 2:
         raise typer.BadParameter("--all-rows needs cross-validation (2 folds or more)")
     labelled = read_labels(data)
@@ -170,7 +171,12 @@ def train_difficulty(
     )
     seconds = time.perf_counter() - started
     if cross:
-        chosen = f"{metrics['folds']}-fold cross-validated APGR {metrics['apgr']:.3f}"
+        capped = (
+            f" (--folds {folds} capped: each fold needs {MIN_VAL_ROWS} rows)"
+            if metrics["folds"] < folds
+            else ""
+        )
+        chosen = f"{metrics['folds']}-fold{capped} cross-validated APGR {metrics['apgr']:.3f}"
         rows = len(train_idx) + len(val_idx)
         which = "every row" if all_rows else "train + validation"
         left = "no test rows left out" if all_rows else f"{len(test_idx)} test rows left out"

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmroute.cli._app import app, err_console, fail
+from llmroute.cli._app import app, check_artifact_output, err_console, fail
 from llmroute.cli.difficulty import train_app
 from llmroute.encoders.base import Encoder
 from llmroute.json_values import json_safe
@@ -96,6 +96,7 @@ def train_safety(
     from llmroute.safety.injection import save_detector, train_detector
     from llmroute.safety.token_bag import load_token_bag
 
+    check_artifact_output(output)
     rows = _read(data)
     enc = _encoder(encoder)
     if token_bag is None:

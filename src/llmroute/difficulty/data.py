@@ -99,10 +99,10 @@ def _parse_line(
     if prompts_only and all(record.get(f) is None for f in ("weak_correct", "strong_correct")):
         record = {**record, "weak_correct": False, "strong_correct": False}
     for field in ("prompt", "weak_correct", "strong_correct"):
-        if field not in record or record[field] is None:
+        if field not in record:
             raise DataError(f"missing field '{field}'", file=file, line=number)
     prompt = record["prompt"]
-    if not isinstance(prompt, str) or not prompt.strip():
+    if not isinstance(prompt, str) or not prompt.strip():  # null too
         raise DataError("field 'prompt' must be a non-empty string", file=file, line=number)
     labels = []
     for field in ("weak_correct", "strong_correct"):

@@ -48,11 +48,11 @@ def read_labelled(path: str | os.PathLike[str]) -> list[LabelledRow]:
 def _parse_line(record: dict[str, Any], file: str, number: int) -> LabelledRow:
     values = []
     for field in ("text", "intent"):
-        value = record.get(field)
-        if value is None:
+        if field not in record:
             raise DataError(f"missing field '{field}'", file=file, line=number)
+        value = record[field]
         if not isinstance(value, str):
-            kind = type(value).__name__
+            kind = "null" if value is None else type(value).__name__
             raise DataError(f"field '{field}' must be a string, got {kind}", file=file, line=number)
         if not value.strip():
             raise DataError(f"field '{field}' is empty", file=file, line=number)

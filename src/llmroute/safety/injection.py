@@ -191,7 +191,7 @@ def read_safety_data(path: str | os.PathLike[str], *more: str | os.PathLike[str]
 
 def _parse_line(record: dict[str, Any], file: str, number: int) -> tuple[str, str, str, str, str]:
     for name in ("text", "label"):
-        if record.get(name) is None:
+        if name not in record:
             raise DataError(f"missing field '{name}'", file=file, line=number)
     text, label = record["text"], record["label"]
     if not isinstance(text, str):
