@@ -240,7 +240,7 @@ def test_example_on_its_own_line_is_pointed_at() -> None:
 @pytest.mark.parametrize(
     ("line", "new", "field", "words"),
     [
-        (23, "threshold: high", "routes[0].threshold", ("valid number", "got a string")),
+        (23, "threshold: high", "routes[0].threshold", ("must be a number", "the string 'high'")),
         (16, "k: [3]", "intent.k", ("valid integer", "got a list")),
         (15, "method: neural", "intent.method", ("'linear', 'centroid' or 'knn'",)),
         (26, "examples: {a: b}", "routes[1].examples", ("must be a list", "got a mapping")),
@@ -250,7 +250,7 @@ def test_example_on_its_own_line_is_pointed_at() -> None:
             "rules[0].when.header",
             ("must be a mapping", "got a list"),
         ),
-        (1, "version: one", "version", ("valid integer",)),
+        (1, "version: one", "version", ("must be a number", "the string 'one'")),
         (28, "default: small", "default", ("got a string",)),
     ],
 )
@@ -453,3 +453,16 @@ def test_a_fim_template_needs_text_completions() -> None:
         VALID, 12, "text_completions: true\n    fim_template: '{{x}}{prefix}{suffix}'"
     )
     assert parse_registry(good).registry.models["large"].fim_template == "{{x}}{prefix}{suffix}"
+
+
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [("true", "the boolean true"), ("yes", "the boolean true"), ("'0.3'", "the string '0.3'")],
+)
+def test_a_number_written_as_a_boolean_or_a_string_is_refused(written: str, said: str) -> None:
+    """`threshold: true` loaded as 1.0 and `strong_share: '0.3'` as 0.3: typos that load
+    and change routing."""
+    text = replace_line(VALID, 23, f"threshold: {written}")
+    with pytest.raises(ConfigError) as caught:
+        parse_registry(text, source="reg.yaml")
+    assert str(caught.value) == f"reg.yaml:23: routes[0].threshold: must be a number, not {said}"

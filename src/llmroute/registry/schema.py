@@ -7,9 +7,12 @@ not exist) run in `Registry`'s model validator and report every problem with its
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
+import types
+import typing
 from collections.abc import Iterator, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal, Self
@@ -161,6 +164,51 @@ Patterns = Annotated[tuple[str, ...], BeforeValidator(_one_or_many), Field(min_l
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_written_as_numbers(cls, data: Any) -> Any:
+        """A number field given `true`, `yes` or a quoted `'0.3'` is refused: pydantic
+        would read `threshold: true` as 1.0 and `max_tokens: yes` as 1, a typo that
+        loads and changes routing."""
+        if isinstance(data, dict):
+            problems: list[Problem] = [
+                ((name,), f"must be a number, not {_written(data[name])}")
+                for name in _number_fields(cls)
+                if isinstance(data.get(name), bool | str)
+            ]
+            PathProblems.raise_if_any(problems)
+        return data
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def _bare(annotation: Any) -> Any:
+    """`Annotated[float, ...]` as `float`."""
+    if typing.get_origin(annotation) is Annotated:
+        return typing.get_args(annotation)[0]
+    return annotation
+
+
+def _written(value: bool | str) -> str:
+    if isinstance(value, bool):  # as YAML wrote it (`yes` and `on` are read as true)
+        return f"the boolean {str(value).lower()}"
+    return f"the string {value!r}"
+
+
+@functools.cache
+def _number_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of `model` that take a number and nothing else (None aside)."""
+    out = []
+    for name, info in model.model_fields.items():
+        union = typing.get_args(info.annotation) if _is_union(info.annotation) else ()
+        kinds = {_bare(a) for a in union or (info.annotation,)}
+        kinds.discard(type(None))
+        if kinds and kinds <= {int, float}:
+            out.append(name)
+    return tuple(out)
 
 
 # -- encoder -----------------------------------------------------------------------------
@@ -672,7 +720,7 @@ class Difficulty(_Frozen):
     strong: str
     weak: str
     threshold: float | None = Field(default=None, allow_inf_nan=False)
-    strong_share: float | None = Field(default=None, gt=0, lt=1)
+    strong_share: float | None = Field(default=None, gt=0, lt=1, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _one_dial(self) -> Self:
