@@ -168,17 +168,19 @@ def test_a_client_that_hung_up_is_no_error() -> None:
     assert is_error(logged("chat", status=200, error="stream_interrupted"))
 
 
-def test_models_are_charged_with_what_they_answered() -> None:
-    """A route whose target is down: every answer came from the fallback. The model
-    table charged the fallback's cost and latency to the model that never answered."""
+def test_a_models_row_holds_what_was_routed_to_it_priced_at_what_answered() -> None:
+    """A target that is down keeps its row (its fallback rate says so) rather than
+    vanishing behind its fallback; the tokens its fallback answered with are priced at
+    the fallback's price, not the target's."""
     rows = [
         logged("code", model="large", served_model="small", tokens_in=1000, tokens_out=1000,
-               attempts=("large (HTTP 503)",), latency_ms=400.0)
+               attempts=("large via local (HTTP 503)",), latency_ms=400.0)
         for _ in range(4)
     ]  # fmt: skip
     rows.append(logged("code", model="large", status=502, error="upstream_error"))
     report = build_report(rows, REGISTRY)
     models = {g.name: g for g in report.models}
-    assert models["small"].n == 4 and models["small"].fallbacks == 4
-    assert models["small"].cost_usd == pytest.approx(4 * 0.003)  # at small's price
-    assert models["large"].n == 1 and models["large"].errors == 1  # no model answered
+    assert set(models) == {"large"}
+    assert models["large"].n == 5 and models["large"].fallbacks == 4
+    assert models["large"].errors == 1
+    assert models["large"].cost_usd == pytest.approx(4 * 0.003)  # at small's price

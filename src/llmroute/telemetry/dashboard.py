@@ -27,7 +27,7 @@ from llmroute.json_values import json_safe
 from llmroute.registry.schema import DriftSettings, Registry
 from llmroute.telemetry.drift import DEFAULT_ROUTE, drift_report, is_default
 from llmroute.telemetry.record import FeedbackRecord, LoggedDecision, ShadowRecord
-from llmroute.telemetry.report import NO_API, answered_by, build_report, is_error
+from llmroute.telemetry.report import NO_API, build_report, is_error
 from llmroute.telemetry.store.base import ApiTotal, ClientTotal, DecisionBucket, TagTotal
 from llmroute.telemetry.windows import Window
 
@@ -111,7 +111,7 @@ def aggregate(decisions: Sequence[LoggedDecision], grid: Grid) -> list[DecisionB
     reference the stores are tested against, and the counts when no store is at hand."""
     groups: dict[tuple[int, str, str], list[LoggedDecision]] = defaultdict(list)
     for d in decisions:
-        groups[(math.floor((d.ts - grid.start) / grid.step), d.route, answered_by(d))].append(d)
+        groups[(math.floor((d.ts - grid.start) / grid.step), d.route, d.model)].append(d)
     return [
         DecisionBucket(
             bucket,
@@ -170,7 +170,7 @@ def _totals(
     without a cost (priced afterwards)."""
     groups: dict[tuple[str | None, str], list[LoggedDecision]] = defaultdict(list)
     for name, d in named:
-        groups[(name, answered_by(d))].append(d)
+        groups[(name, d.model)].append(d)
     return [
         (
             name,

@@ -8,8 +8,7 @@ against always calling the strongest model (the registry's most expensive chat m
 by input + output price per million tokens: the counterfactual prices each request's
 logged tokens at that model); fallback rate (requests with failed
 attempts before the answer) and escalation rate (attempts that mention an escalation);
-p50/p99 latency per route and per model (the model that answered: `answered_by`);
-error rate; user feedback and shadow quality
+p50/p99 latency per route and per model; error rate; user feedback and shadow quality
 per route.
 
 A request's cost is its logged `cost_usd`, else its tokens priced at its model's
@@ -44,7 +43,6 @@ __all__ = [
     "FeedbackStats",
     "GroupStats",
     "Report",
-    "answered_by",
     "build_report",
     "cost_function",
     "is_error",
@@ -255,12 +253,6 @@ def _group(
     )
 
 
-def answered_by(d: LoggedDecision) -> str:
-    """The model a request's cost, latency and errors belong to: the one that answered
-    (a fallback's, not the one it was routed to), else the one it was routed to."""
-    return d.served_model or d.model
-
-
 def cost_function(registry: Registry | None) -> Callable[[LoggedDecision], float | None]:
     """A request's cost: its logged `cost_usd`, else its tokens at its model's registry
     price, else None."""
@@ -269,7 +261,8 @@ def cost_function(registry: Registry | None) -> Callable[[LoggedDecision], float
     def cost_of(d: LoggedDecision) -> float | None:
         if d.cost_usd is not None:
             return d.cost_usd
-        price = prices.get(answered_by(d))
+        # tokens are priced at the model that answered them (a fallback's price)
+        price = prices.get(d.served_model or d.model)
         return _priced(d, price) if price is not None else None
 
     return cost_of
@@ -332,7 +325,7 @@ def build_report(
     ]
     models = [
         _group(name, group, n, cost_of, reference)
-        for name, group in _grouped(decisions, answered_by).items()
+        for name, group in _grouped(decisions, lambda d: d.model).items()
     ]
     layers = [
         _group(name, group, n, cost_of, reference)

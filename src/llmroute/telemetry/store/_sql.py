@@ -107,27 +107,22 @@ _SPEND = (
 )
 
 
-# The model a row's cost, latency and errors belong to: the one that answered (a
-# fallback's), else the one it was routed to (a request no model answered).
-_MODEL = "coalesce(served_model, model)"
-
-
 def buckets_sql(bucket: str, fell_back: str, where: str) -> str:
     """`DecisionBucket` rows; `bucket` and `fell_back` are the backend's expressions for
     ``floor((ts - start) / step)`` and for a non-empty attempt path."""
     return (
-        f"SELECT {bucket} AS bucket, route, {_MODEL}, count(*), {_ERRORS}, "
+        f"SELECT {bucket} AS bucket, route, model, count(*), {_ERRORS}, "
         f"sum(CASE WHEN cache_hit THEN 1 ELSE 0 END), "
         f"sum(CASE WHEN {fell_back} THEN 1 ELSE 0 END), {_SPEND} "
-        f"FROM decisions WHERE {where} GROUP BY bucket, route, {_MODEL}"
+        f"FROM decisions WHERE {where} GROUP BY bucket, route, model"
     )
 
 
 def clients_sql(where: str, column: str = "client") -> str:
     """`ClientTotal` rows (`ApiTotal` rows with `column` ``api``)."""
     return (
-        f"SELECT {column}, {_MODEL}, count(*), {_ERRORS}, {_SPEND} "
-        f"FROM decisions WHERE {where} GROUP BY {column}, {_MODEL}"
+        f"SELECT {column}, model, count(*), {_ERRORS}, {_SPEND} "
+        f"FROM decisions WHERE {where} GROUP BY {column}, model"
     )
 
 
@@ -136,10 +131,10 @@ def tags_sql(where: str, each_tag: str) -> str:
     backend's table function yielding a row's tags as ``j.value``), then the untagged
     rows as tag NULL. `where` appears twice: its parameters are bound twice."""
     return (
-        f"SELECT j.value, {_MODEL}, count(*), {_ERRORS}, {_SPEND} "
-        f"FROM decisions, {each_tag} WHERE {where} GROUP BY j.value, {_MODEL} "
-        f"UNION ALL SELECT NULL, {_MODEL}, count(*), {_ERRORS}, {_SPEND} "
-        f"FROM decisions WHERE {where} AND tags IS NULL GROUP BY {_MODEL}"
+        f"SELECT j.value, model, count(*), {_ERRORS}, {_SPEND} "
+        f"FROM decisions, {each_tag} WHERE {where} GROUP BY j.value, model "
+        f"UNION ALL SELECT NULL, model, count(*), {_ERRORS}, {_SPEND} "
+        f"FROM decisions WHERE {where} AND tags IS NULL GROUP BY model"
     )
 
 
