@@ -7,6 +7,7 @@ nothing left is a 503."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -150,6 +151,31 @@ def test_give_backs_redis_did_not_take_are_made_before_the_next_count(
         assert asyncio.run(go()) == [1, False, True, 1, True]
     finally:
         raw.close()
+
+
+def test_a_give_back_is_not_lost_with_a_caller_cancelled_while_making_it(
+    redis_namespace: str,
+) -> None:
+    """The give-back was taken off the queue, then its caller (whose client hung up) was
+    cancelled in the middle of it: gone, the slot stayed taken for its lease."""
+
+    async def go() -> int:
+        limits = RedisLimits(REDIS_URL, 2.0, redis_namespace)
+        try:
+            slot = await limits.take_slot("d", 1)
+            assert slot is not None and slot != UNCOUNTED_SLOT
+            limits._slots_back.append(("d", slot))  # as a give-back Redis did not take
+            with redis_busy():
+                caller = asyncio.create_task(limits.take_slot("d", 1))
+                await asyncio.sleep(0.1)  # inside the queued ZREM, which waits on Redis
+                caller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await caller
+            return len(limits._slots_back)
+        finally:
+            await limits.aclose()
+
+    assert asyncio.run(go()) == 1  # still queued, made later
 
 
 # -- dispatch ---------------------------------------------------------------------------

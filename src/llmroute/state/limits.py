@@ -798,17 +798,31 @@ class RedisLimits:
             if not self._slots_back:
                 break
             slot = self._slots_back.popleft()  # taken first: no two callers make it
-            if not await self._gave_slot(*slot):
-                self._slots_back.appendleft(slot)
+            if not await self._kept_unless_made(self._slots_back, slot, self._gave_slot(*slot)):
                 return False
         for _ in range(min(len(self._tokens_back), most)):
             if not self._tokens_back:
                 break
             hold = self._tokens_back.popleft()
-            if not await self._released_tokens(*hold):
-                self._tokens_back.appendleft(hold)
+            released = self._released_tokens(*hold)
+            if not await self._kept_unless_made(self._tokens_back, hold, released):
                 return False
         return True
+
+    @staticmethod
+    async def _kept_unless_made(
+        queue: deque[Any], item: Any, give: Coroutine[Any, Any, bool]
+    ) -> bool:
+        """`give` awaited; `item` back at the head of `queue` unless it was made, and
+        also when the caller is cancelled meanwhile (its client hung up), so that no
+        give-back is lost with it."""
+        made = False
+        try:
+            made = await give
+        finally:
+            if not made:
+                queue.appendleft(item)
+        return made
 
     def _failed(self, exc: BaseException) -> None:
         self._outage.failed(
