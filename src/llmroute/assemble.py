@@ -151,7 +151,9 @@ def build_intent_layer(
         # take every request and the default (a difficulty router) never run
         head = make_head("centroid", vectors, labels, n_classes)
     elif settings.method == "linear":
-        head = _linear_head(encoder.identity, texts, labels, vectors, n_classes, cache / "heads")
+        # the identity and how its vectors were made (int8 once encoded in batches)
+        made = encoder.identity + getattr(encoder, "vectors", "")
+        head = _linear_head(made, texts, labels, vectors, n_classes, cache / "heads")
     else:
         head = make_head(settings.method, vectors, labels, n_classes, k=settings.k)
     return IntentLayer(

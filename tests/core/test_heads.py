@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from llmroute.scoring.heads import CentroidHead, KnnHead, LinearHead, labels_from
@@ -43,3 +45,26 @@ def test_linear_head_probabilities() -> None:
     probs = head.scores(EXAMPLES)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     assert (probs.argmax(axis=1) == LABELS).all()
+
+
+def test_the_head_cache_tells_apart_vectors_made_otherwise(tmp_path: Path) -> None:
+    """int8 vectors are made one text a call now; a head trained on the batch-made ones
+    under the same encoder identity was still loaded from the cache."""
+    from llmroute.assemble import build_intent_layer
+    from llmroute.encoders.fake import FakeEncoder
+    from llmroute.registry import parse_registry
+
+    class Remade(FakeEncoder):
+        vectors = ";per_text"
+
+    registry = parse_registry(
+        "encoder: builtin:static\n"
+        "providers: {p: {kind: openai, base_url: 'http://127.0.0.1:9/v1'}}\n"
+        "models: {a: {provider: p, model: a}}\n"
+        "routes:\n  - {name: r, examples: [hello], target: a}\n"
+        "  - {name: s, examples: [bye], target: a}\n"
+        "default: {target: a}\n"
+    ).registry
+    build_intent_layer(registry, FakeEncoder(), cache_dir=tmp_path)
+    build_intent_layer(registry, Remade(), cache_dir=tmp_path)
+    assert len(list((tmp_path / "heads").glob("linear-*.npz"))) == 2
