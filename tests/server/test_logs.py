@@ -84,6 +84,26 @@ def test_json_lines_carry_the_access_fields_and_llmroute_warnings(
     assert SECRET not in served.log.read_text()
 
 
+def test_what_the_first_build_logs_is_in_the_configured_format(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """The router is built before uvicorn starts (so a registry that cannot be served is
+    one line); a warning it logged then was plain text among the JSON lines."""
+    cache = tmp_path / "cache"
+    text = REGISTRY % {"url": upstream.url, "key_env": KEY_ENV, "fail": FAIL_500}
+    env = {KEY_ENV: SECRET, "LLMROUTE_CACHE_DIR": str(cache)}
+    with serve_text(text, tmp_path, ["--log-format", "json"], env):
+        pass
+    for shard in cache.glob("embeddings/*/shard-*.npz"):
+        shard.write_bytes(b"cut short")  # the next build drops it, with a warning
+    (tmp_path / "again").mkdir()
+    with serve_text(text, tmp_path / "again", ["--log-format", "json"], env) as served:
+        pass
+    records = [json.loads(line) for line in _lines(served.log)]  # every line parses
+    dropped = [r for r in records if "dropping corrupt shard" in r["message"]]
+    assert dropped and dropped[0]["level"] == "warning"
+
+
 def test_a_warning_level_without_access_lines_keeps_only_warnings(
     upstream: FakeUpstream, tmp_path: Path
 ) -> None:

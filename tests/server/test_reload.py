@@ -319,11 +319,14 @@ def test_what_only_building_finds_stops_serve_with_one_line(tmp_path: Path) -> N
         )
         registry.write_text(text)
         env = {k: v for k, v in os.environ.items() if k != "LLMROUTE_TEST_UNSET_PSEUDONYM_KEY"}
-        refused = subprocess.run(
-            [str(BIN / "llmroute"), "serve", "-r", str(registry), "--port", "9"],
-            capture_output=True, text=True, timeout=60, check=False,
-            env={**env, KEY_ENV: SECRET},
-        )  # fmt: skip
-    assert refused.returncode == 2, refused.stderr
-    assert "LLMROUTE_TEST_UNSET_PSEUDONYM_KEY" in refused.stderr
-    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+        for workers in ("1", "2"):  # with workers, checked in a short-lived child process
+            refused = subprocess.run(
+                [str(BIN / "llmroute"), "serve", "-r", str(registry), "--port", "9",
+                 "--workers", workers],
+                capture_output=True, text=True, timeout=60, check=False,
+                env={**env, KEY_ENV: SECRET},
+            )  # fmt: skip
+            assert refused.returncode == 2, refused.stderr
+            assert "LLMROUTE_TEST_UNSET_PSEUDONYM_KEY" in refused.stderr
+            lines = refused.stderr.strip().splitlines()
+            assert "Traceback" not in refused.stderr and len(lines) == 1, refused.stderr

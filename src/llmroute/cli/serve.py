@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import logging.config
 import os
 import shutil
 import tempfile
@@ -168,7 +170,6 @@ def serve(
     _check_state_urls(loaded)
     _check_auth(loaded)
     _load_local_models(loaded, load=workers == 1)
-    first = _prepare(seen, loaded, encoder_threads, cases)
     log_config = logs.log_config(
         uvicorn.config.LOGGING_CONFIG,
         level=log_level.value,
@@ -176,6 +177,11 @@ def serve(
         access_log=access_log,
         requests=log_requests,
     )
+    # before the first build, so what it logs is said in the configured format
+    logging.config.dictConfig(log_config)
+    first = _prepare(seen, loaded, encoder_threads, cases) if workers == 1 else None
+    if workers > 1:
+        _check_in_child(path, encoder_threads, cases)
     settings = ServeSettings(
         max_body_bytes,
         reload_interval,
@@ -188,7 +194,6 @@ def serve(
         sse_keepalive_s=sse_keepalive,
     )
     if workers > 1:
-        del first  # each worker builds its own; this one only said the registry serves
         # Worker processes import the factory by name and read their settings from the
         # environment they inherit.
         os.environ[REGISTRY_ENV] = str(path)
@@ -216,6 +221,7 @@ def serve(
         return
     from llmroute.server.app import create_app
 
+    assert first is not None
     app = create_app(str(path), settings, first)
     from llmroute.server.shutdown import Server
 
@@ -287,6 +293,34 @@ def _check_auth(loaded: LoadedRegistry) -> None:
         KeyTable.build(loaded.registry.auth)
     except ConfigError as exc:
         fail(str(exc))
+
+
+def _check_in_child(path: Path, threads: int | None, cases: Path | None) -> None:
+    """What `_prepare` checks, for `--workers`: in a short-lived process, so that the
+    supervisor does not keep a router it never serves with (about 100 MB) for its whole
+    life; each worker builds its own (and says its warnings)."""
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        cases_path = None if cases is None else str(cases)
+        problem = pool.submit(_buildable, str(path), threads, cases_path).result()
+    if problem is not None:
+        fail(problem)
+
+
+def _buildable(path: str, threads: int | None, cases: str | None) -> str | None:
+    """Run in a child process: None when the registry at `path` builds, else why not."""
+    logging.disable(logging.WARNING)  # the workers say the load's warnings
+    from llmroute.errors import LlmrouteError
+    from llmroute.server.reload import assemble_router
+
+    try:
+        assemble_router(load_registry(path), None, threads, cases)
+    except LlmrouteError as exc:
+        return str(exc)
+    return None
 
 
 def _prepare(
