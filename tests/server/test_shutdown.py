@@ -5,6 +5,7 @@ cost), which the process flushes before it exits; with one process and two worke
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import threading
@@ -117,3 +118,46 @@ def test_sigterm_cuts_a_long_stream_after_the_grace_and_logs_it(
     assert "Exception in ASGI application" not in log and "Traceback" not in log, log[-3000:]
     assert "ERROR" not in log, log[-3000:]
     assert "graceful timeout ended was cut" in log
+
+
+@pytest.mark.parametrize(
+    ("path", "shape"),
+    [("/v1/chat/completions", "openai"), ("/v1/messages", "anthropic")],
+)
+def test_a_request_cut_before_its_answer_gets_its_apis_error_shape(path: str, shape: str) -> None:
+    """An Anthropic client of /v1/messages got OpenAI's error JSON when the graceful
+    timeout cut its request."""
+    import json
+
+    from llmroute.server import shutdown
+
+    async def slow(scope: object, receive: object, send: object) -> None:
+        await asyncio.sleep(30)
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    async def go() -> None:
+        app = shutdown.AnswerCutRequests(slow)  # type: ignore[arg-type]
+        task = asyncio.create_task(app({"type": "http", "path": path}, receive, send))
+        await asyncio.sleep(0.05)
+        shutdown._STOPPING.set()
+        try:
+            task.cancel()
+            await task  # answered, not cancelled
+        finally:
+            shutdown._STOPPING.clear()
+
+    asyncio.run(go())
+    start, body = sent
+    assert start["status"] == 503
+    error = json.loads(body["body"])  # type: ignore[arg-type]
+    if shape == "anthropic":
+        assert error["type"] == "error" and error["error"]["type"] == "api_error"
+    else:
+        assert error["error"]["code"] == "server_shutdown"

@@ -84,23 +84,29 @@ class Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+_CUT_MESSAGE = "the gateway is shutting down and cut this request; retry it"
 _CUT_ANSWER = json.dumps(
     {
         "error": {
-            "message": "the gateway is shutting down and cut this request; retry it",
+            "message": _CUT_MESSAGE,
             "type": "server_error",
             "param": None,
             "code": "server_shutdown",
         }
     }
 ).encode()
+# what an Anthropic client expects of /v1/messages (its 503 is an "api_error")
+_CUT_MESSAGES_ANSWER = json.dumps(
+    {"type": "error", "error": {"type": "api_error", "message": _CUT_MESSAGE}}
+).encode()
 
 
 class AnswerCutRequests:
     """A request uvicorn cancels when the graceful timeout runs out, before its answer
-    started, gets OpenAI's error JSON, 503 ``server_shutdown`` with ``Retry-After`` (as
-    it is logged), instead of uvicorn's plain-text 500; a stream already started is cut
-    as it is. Elsewhere a cancellation goes on as it came."""
+    started, gets 503 with ``Retry-After`` and OpenAI's error JSON (code
+    ``server_shutdown``, as it is logged; Anthropic's ``api_error`` on ``/v1/messages``)
+    instead of uvicorn's plain-text 500; a stream already started is cut as it is.
+    Elsewhere a cancellation goes on as it came."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -125,10 +131,12 @@ class AnswerCutRequests:
             task: Any = asyncio.current_task()
             if task is not None:
                 task.uncancel()
+            messages = str(scope.get("path", "")).startswith("/v1/messages")
+            body = _CUT_MESSAGES_ANSWER if messages else _CUT_ANSWER
             headers = [
                 (b"content-type", b"application/json"),
-                (b"content-length", str(len(_CUT_ANSWER)).encode()),
+                (b"content-length", str(len(body)).encode()),
                 (b"retry-after", b"1"),
             ]
             await send({"type": "http.response.start", "status": 503, "headers": headers})
-            await send({"type": "http.response.body", "body": _CUT_ANSWER})
+            await send({"type": "http.response.body", "body": body})
