@@ -180,8 +180,8 @@ class ProviderError(LlmrouteError):
         self.retry_after_s = retry_after_s
         self.code = code
         self.model: str | None = None  # the pool model, set by dispatch
-        # the models passed over before `model` refused the request, as the decision
-        # log's attempts say them (set by dispatch)
+        # the models that failed before `model` refused the request, then `model`
+        # itself, as the decision log's attempts say them (set by dispatch)
         self.passed_over: tuple[str, ...] = ()
         super().__init__(f"provider {provider!r}: {message}")
 

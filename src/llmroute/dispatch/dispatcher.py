@@ -723,12 +723,12 @@ class Dispatcher:
                 failures.append((name, exc))
                 if not self._hand_on(exc, name, chain, position, plan, len(failures)):
                     exc.model = name
-                    exc.passed_over = tuple(_describe(f) for f in failures[:-1])
+                    exc.passed_over = _tried(failures[:-1], name, exc)
                     raise
             except ProviderError as exc:
                 if not exc.retryable:
                     exc.model = name
-                    exc.passed_over = tuple(_describe(f) for f in failures)
+                    exc.passed_over = _tried(failures, name, exc)
                     raise
                 failures.append((name, exc))
             else:
@@ -1380,6 +1380,18 @@ def _filtered(data: Any) -> bool:
 def _room(spent: float, usd: float) -> str:
     """What a hard budget has left, for a refusal's message."""
     return f"has ${max(usd - spent, 0.0):.4f} of ${usd:g} left (spent or held)"
+
+
+def _tried(
+    failures: list[tuple[str, ProviderError]], name: str, exc: ProviderError
+) -> tuple[str, ...]:
+    """A request `name` refused after others failed: every model tried, the refusing one
+    last, as a chain that failed throughout lists them (said as `_describe` says them,
+    the refusal not logged as a failure: it is the request's own fault). Nothing when
+    `name` was the first: the request did not fall back."""
+    if not failures:
+        return ()
+    return (*(_describe(f) for f in failures), f"{name} via {exc.provider} ({exc.message})")
 
 
 def _describe(failure: tuple[str, ProviderError]) -> str:
