@@ -191,3 +191,21 @@ def test_explain_says_when_safety_overrode_the_reasoning_tier(tmp_path: Path) ->
     assert result.stdout.startswith("code -> guarded")
     assert "tier thinker overridden by safety" in result.stdout
     assert "served by thinker" not in result.stdout
+
+
+def test_registry_check_loads_a_cascades_learned_gates_as_serve_does(tmp_path: Path) -> None:
+    """The built-in learned gate is trained for minilm-int8 (and static): on minilm,
+    check said ok and serve then refused to start."""
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(
+        "encoder: builtin:minilm\n"
+        "providers:\n  p: {kind: openai, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "models:\n  small: {provider: p, model: s}\n  large: {provider: p, model: l}\n"
+        "routes:\n  - name: code\n    examples: [debug this SQL query, write a function]\n"
+        "    target: small\n"
+        "    cascade: {tiers: [small, large], gates: [{kind: learned}]}\n"
+        "default: {target: small}\n"
+    )
+    checked = llmroute("registry", "check", str(registry))
+    assert checked.returncode == 2, checked.stdout
+    assert "learned gate was trained with encoder" in checked.stderr

@@ -269,14 +269,18 @@ def from_examples(
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the splits.")] = 0,
     oos_recall: Annotated[
-        float, typer.Option("--oos-recall", help="Out-of-scope recall to reach on validation.")
+        float, typer.Option("--oos-recall", help="Out-of-scope recall to reach, out of fold.")
     ] = 0.9,
     in_scope_pass: Annotated[
         float,
-        typer.Option("--in-scope-pass", help="Without oos rows: validation share kept in scope."),
+        typer.Option(
+            "--in-scope-pass",
+            help="Without oos rows: the share of in-scope rows kept in scope, out of fold.",
+        ),
     ] = 0.98,
 ) -> None:
-    """Build a registry from labelled examples, threshold calibrated on a held-out part."""
+    """Build a registry from labelled examples, its threshold calibrated by k-fold
+    cross-validation (each example scored by a head that never saw it)."""
     from llmroute.evaluate.from_examples import FromExamplesConfig, registry_from_examples
     from llmroute.registry import load_registry
 

@@ -47,9 +47,13 @@ def check(
         )
     else:
         from llmroute.decide import Router
+        from llmroute.gates.build import GateFactory
 
         with err_console.status("loading the encoder and the registry's artifacts"):
-            Router(loaded).close()
+            router = Router(loaded)
+            # a cascade's learned gates load as `serve` loads them
+            GateFactory(loaded.registry, encoder=router.encoder, base_dir=loaded.base_dir).preload()
+            router.close()
     warnings = lint(loaded.registry)
     for warning in warnings:
         err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)

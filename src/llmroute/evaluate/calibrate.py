@@ -126,5 +126,5 @@ def _pass_threshold(scores: F32, gold: Ints, n_routes: int, keep: float) -> Thre
     threshold = float(np.clip(threshold, 0.0, 1.0))
     acc, _ = sweep_thresholds(scores, gold, n_routes, np.asarray([threshold]))
     return ThresholdChoice(
-        threshold, _opt(acc[0]), None, f"keeps {keep:g} of validation in-scope rows"
+        threshold, _opt(acc[0]), None, f"keeps {keep:g} of in-scope rows out of fold"
     )
