@@ -85,6 +85,23 @@ def test_python_snippet_runs() -> None:
     assert model
 
 
+def test_sdk_snippet_runs_as_written() -> None:
+    """It named examples/registry.yaml, whose first answer comes from Anthropic or
+    OpenAI: run as written it failed with every model unreachable."""
+    snippet = re.findall(r"```python\n(.*?)```", README, flags=re.S)[1]
+    assert "router.chat.completions.create" in snippet
+    result = subprocess.run(
+        [sys.executable, "-c", snippet],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("code ") and "debug this SQL query" in result.stdout
+
+
 def test_no_unquoted_shell_surprises() -> None:
     for block in _bash_blocks():
         for line in block.strip().splitlines():

@@ -156,6 +156,11 @@ class PolicyViolation(RoutingError):
         )
 
 
+GATEWAY = "llmroute"
+"""The `provider` of errors the gateway raises itself (nothing was sent, or every model
+failed)."""
+
+
 class ProviderError(LlmrouteError):
     """An upstream provider failed: an HTTP error status, a timeout or a broken connection.
 
@@ -183,7 +188,8 @@ class ProviderError(LlmrouteError):
         # the models that failed before `model` refused the request, then `model`
         # itself, as the decision log's attempts say them (set by dispatch)
         self.passed_over: tuple[str, ...] = ()
-        super().__init__(f"provider {provider!r}: {message}")
+        # the gateway's own refusals and verdicts (provider "llmroute") name no provider
+        super().__init__(message if provider == GATEWAY else f"provider {provider!r}: {message}")
 
     @property
     def retryable(self) -> bool:
