@@ -378,3 +378,36 @@ def test_streamed_answer_joins_tool_call_deltas() -> None:
     text = streamed.text()
     assert text is not None and json.loads(text) == [{"name": "add", "arguments": '{"a":1}'}]
     assert StreamedAnswer().text() is None
+
+
+@pytest.mark.parametrize("mode", ["off", "redacted", "full"])
+def test_shadow_answers_are_kept_as_telemetry_responses_says(mode: str) -> None:
+    """With `responses: off` (and prompts hashed) the shadow table still held both
+    answers in full, PII included, beside a decision row that kept none."""
+    from llmroute.telemetry.service import as_kept
+
+    record = ShadowRecord(
+        decision_id="d1",
+        ts=1.0,
+        route="r",
+        routed_model="small",
+        reference_model="large",
+        routed_answer="write to mary.jones@example.org: 42",
+        reference_answer="mail mary.jones@example.org, the answer is 42",
+        judge="exact",
+        routed_ok=True,
+        judge_score=1.0,
+        extra={"routed_final": "42", "reference_final": "42", "reference_attempts": ["x"]},
+    )
+    kept = as_kept(record, mode, 40)  # type: ignore[arg-type]
+    assert (kept.routed_ok, kept.judge_score) == (True, 1.0)  # the verdict stays
+    assert kept.extra["reference_attempts"] == ["x"]
+    if mode == "off":
+        assert kept.routed_answer is None and kept.reference_answer is None
+        assert "routed_final" not in kept.extra
+    elif mode == "redacted":
+        assert kept.routed_answer == "write to <EMAIL_1>: 42"
+        assert "mary" not in (kept.reference_answer or "")
+    else:
+        assert kept.routed_answer == record.routed_answer
+        assert kept.reference_answer == record.reference_answer[:40]  # type: ignore[index]

@@ -10,6 +10,7 @@ writer keeps trying in its thread and counts what it drops meanwhile.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import os
@@ -20,8 +21,8 @@ import anyio.to_thread
 
 from llmroute.registry.schema import TelemetrySettings
 from llmroute.telemetry.metrics import GatewayMetrics
-from llmroute.telemetry.record import FeedbackRecord, ShadowRecord
-from llmroute.telemetry.recorder import Recorder
+from llmroute.telemetry.record import FeedbackRecord, ResponseMode, ShadowRecord
+from llmroute.telemetry.recorder import Recorder, redact_text
 from llmroute.telemetry.store import mask_url, resolve_telemetry_url
 from llmroute.telemetry.store.base import Store
 from llmroute.telemetry.writer import TelemetryWriter, start_writer
@@ -35,6 +36,35 @@ _ELSEWHERE_S = 1.0  # beyond two of another writer's flush periods: its batch's 
 _ELSEWHERE_MAX_S = 3.0  # whatever the flush period: past it a client would have given up
 _POLL_S = 0.05  # the first read's wait, doubled after each (0.05, 0.1, 0.2, 0.4, 0.4 ...)
 _WAITING = 16  # feedbacks waiting for another process at once; more get their 404 now
+
+
+def as_kept(record: ShadowRecord, mode: ResponseMode, most: int) -> ShadowRecord:
+    """A shadow's answers as `telemetry.responses` keeps answers: none with ``off`` (the
+    judge compared them in memory; its verdict and score are kept), with PII replaced by
+    its type with ``redacted``, cut to `most` characters; so are the judge's extracts of
+    them (the exact judge's final answers)."""
+
+    def keep(text: str | None) -> str | None:
+        if text is None or mode == "off":
+            return None
+        cut = text[:most]
+        return redact_text(cut) if mode == "redacted" else cut
+
+    extra = dict(record.extra)
+    for key in _ANSWER_EXTRAS:
+        value = extra.pop(key, None)
+        kept = keep(value) if isinstance(value, str) else None
+        if kept is not None:
+            extra[key] = kept
+    return dataclasses.replace(
+        record,
+        routed_answer=keep(record.routed_answer),
+        reference_answer=keep(record.reference_answer),
+        extra=extra,
+    )
+
+
+_ANSWER_EXTRAS = ("routed_final", "reference_final")  # the exact judge's final answers
 
 
 class Telemetry:
@@ -129,10 +159,13 @@ class Telemetry:
         if store is None or writer is None:
             return
 
+        mode = self.settings.responses
+        most = self.settings.max_response_chars
+
         def add() -> None:
             if not writer.migrated or not store.has_decision(record.decision_id):
                 writer.flush(2.0)  # the shadow row refers to its decision
-            store.write_shadow(record)
+            store.write_shadow(as_kept(record, mode, most))
 
         await anyio.to_thread.run_sync(add)
 
