@@ -20,6 +20,11 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 
 
 def test_upgrade_then_status_sqlite(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    code, out, _ = _run(["db", "status", "--url", sqlite_url], capsys)
+    assert code == 0 and "no decision log at" in out
+    assert not path.exists()  # status asked; it did not create the file
+    path.touch()  # an empty file: no tables yet
     code, out, _ = _run(["db", "status", "--url", sqlite_url], capsys)
     assert code == 0
     assert (

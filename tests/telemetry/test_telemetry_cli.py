@@ -368,3 +368,26 @@ def test_refresh_with_eval_data(
     out_path = tmp_path / "candidate.yaml"
     code, out, _ = cli(capsys, "refresh", "-r", registry, "-o", out_path, "--eval-data", data)
     assert code == 0 and "accuracy" in out and "vs baseline" in out
+
+
+def test_a_log_of_an_older_schema_asks_for_an_upgrade(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log copied off an older gateway (schema 1) failed with "no such column:
+    client", a raw SQL error, in report, export and the dashboard."""
+    from llmroute.telemetry.store import migrate
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    shipped = migrate.load_migrations
+    monkeypatch.setattr(migrate, "load_migrations", lambda backend: shipped(backend)[:1])
+    store = open_store(url)
+    try:
+        assert store.migrate() == 1
+    finally:
+        store.close()
+    monkeypatch.setattr(migrate, "load_migrations", shipped)
+    for command in (("report",), ("export",)):
+        code, _, err = cli(capsys, *command, "--url", url)
+        assert code == 2 and "has schema version 1" in err and "llmroute db upgrade" in err
+    assert cli(capsys, "db", "upgrade", "--url", url)[0] == 0
+    assert cli(capsys, "report", "--url", url)[0] == 0

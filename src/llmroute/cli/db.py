@@ -71,9 +71,17 @@ def db_upgrade(url: UrlOption = None, registry: RegistryOption = None) -> None:
 def db_status(url: UrlOption = None, registry: RegistryOption = None) -> None:
     """Print the masked URL, the schema version, pending migrations and the number of
     logged decisions."""
-    from llmroute.telemetry.store import open_store, pending_migrations
+    from llmroute.telemetry.store import mask_url, open_store, pending_migrations
+    from llmroute.telemetry.store.url import sqlite_path
 
-    store = open_store(_telemetry_url(url, registry))
+    target = _telemetry_url(url, registry)
+    if target.lower().startswith("sqlite:"):
+        path = sqlite_path(target)
+        if path != ":memory:" and not Path(path).exists():  # opening it would create it
+            typer.echo(f"url: {mask_url(target)}")
+            typer.echo(f"no decision log at {path} yet (`llmroute db upgrade` creates it)")
+            return
+    store = open_store(target)
     try:
         version = store.schema_version()
         waiting = pending_migrations(store)

@@ -172,6 +172,7 @@ def _url(url: str | None, loaded: LoadedRegistry | None) -> str:
 @contextmanager
 def _open_log(url: str) -> Iterator[Log]:
     from llmroute.telemetry.store import mask_url, open_store
+    from llmroute.telemetry.store.migrate import latest_version
     from llmroute.telemetry.store.url import sqlite_path
 
     shown = mask_url(url)
@@ -182,8 +183,18 @@ def _open_log(url: str) -> Iterator[Log]:
             reason = f"no decision log at {path} yet"
     store = open_store(url)
     try:
-        if reason is None and store.schema_version() == 0:
-            reason = "the decision log has no tables yet (run `llmroute db upgrade`)"
+        if reason is None:
+            version = store.schema_version()
+            if version == 0:
+                reason = "the decision log has no tables yet (run `llmroute db upgrade`)"
+            elif version < latest_version(store.backend):
+                # a log copied off an older gateway: its queries would fail on a column
+                # it does not have yet (a raw SQL error)
+                fail(
+                    f"the decision log at {shown} has schema version {version}, this llmroute "
+                    f"reads version {latest_version(store.backend)}: run `llmroute db upgrade "
+                    "--url URL` on it (or on a copy) first"
+                )
         yield Log(store, shown, reason)
     finally:
         store.close()
@@ -479,6 +490,11 @@ def export_command(
     if output is None:
         for line in lines:
             print(line)
+        if not picked:  # said apart from the (empty) data, so a pipeline is not left guessing
+            err_console.print(
+                f"no request of the {len(decisions)} of the last {window.text} matched",
+                soft_wrap=True,
+            )
         return
     with output.open("w", encoding="utf-8") as out:
         for line in lines:

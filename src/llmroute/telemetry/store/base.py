@@ -16,6 +16,7 @@ from llmroute.telemetry.record import (
     LoggedDecision,
     ShadowRecord,
 )
+from llmroute.telemetry.store.migrate import Backend
 
 __all__ = ["ApiTotal", "ClientTotal", "DecisionBucket", "Store", "TagTotal"]
 
@@ -83,9 +84,11 @@ class TagTotal(NamedTuple):
 
 
 class Store(Protocol):
-    """A decision log. `url` is shown with any password masked."""
+    """A decision log. `url` is shown with any password masked; `backend` names its
+    migrations."""
 
     url: str
+    backend: Backend
 
     def migrate(self) -> int:
         """Apply pending migrations; return the schema version now in place."""
