@@ -373,6 +373,13 @@ def test_tags_and_the_end_user_are_logged_and_reported(sqlite_gateway: Running) 
     assert refused.value.body["param"] == "x-llmroute-tags"  # type: ignore[index]
     assert "letters, digits" in refused.value.body["message"]  # type: ignore[index]
     assert len(sqlite_gateway.upstream.requests) == before
+    utf8 = httpx.post(  # a UTF-8 tag is refused naming its characters, not latin-1 mojibake
+        f"{url}/v1/chat/completions",
+        json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-llmroute-tags": "équipe:α".encode()},
+        timeout=10,
+    )
+    assert utf8.status_code == 400 and "'équipe:α'" in utf8.json()["error"]["message"]
     messages = httpx.post(
         f"{url}/v1/messages",
         json={

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -568,8 +569,14 @@ def request_tags(request: Request) -> tuple[str, ...]:
     """The request's ``x-llmroute-tags``, then those the gateway added (`GATEWAY_TAGS`:
     a batch's); a header that breaks their rules is a 400, one from a key whose
     ``header_tags`` is false a 403."""
+    raw = request.headers.get(TAGS_HEADER)
+    if raw is not None and not raw.isascii():
+        # HTTP headers arrive as latin-1; a client sending UTF-8 meant its characters
+        # (refused all the same: tags are ASCII), and the error should show them
+        with contextlib.suppress(UnicodeError):
+            raw = raw.encode("latin-1").decode("utf-8")
     try:
-        tags = parse_tags(request.headers.get(TAGS_HEADER))
+        tags = parse_tags(raw)
     except ValueError as exc:
         raise GatewayError(400, f"{TAGS_HEADER}: {exc}", param=TAGS_HEADER) from None
     key = api_key_of(request.scope)
