@@ -101,3 +101,29 @@ def test_errors_are_one_clean_line(
     assert code == 2 and "no connection to PostgreSQL" in err
     assert ":pw@" not in err and "u:***@" in err
     assert "Traceback" not in err
+
+
+def test_forget_an_end_user_by_the_id_the_client_sent(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The log holds the pseudonym safety sent upstream; the operator has the address."""
+    from telemetry_records import build_record
+
+    from llmroute.layers.safety import pseudonym
+
+    store = open_store(sqlite_url)
+    try:
+        store.migrate()
+        store.write_decisions(
+            [build_record(0, end_user=pseudonym("mary@example.org")), build_record(1)]
+        )
+    finally:
+        store.close()
+    code, out, _ = _run(
+        ["db", "forget", "--end-user", "mary@example.org", "--url", sqlite_url], capsys
+    )
+    assert code == 0 and "erased 1 decision, 0 feedback and 0 shadow rows" in out
+    code, _, err = _run(["db", "forget", "--url", sqlite_url], capsys)
+    assert code == 2 and "--end-user ID" in err
+    code, out, _ = _run(["db", "status", "--url", sqlite_url], capsys)
+    assert "decisions: 1" in out

@@ -624,3 +624,26 @@ def test_resolve_telemetry_url(
 ) -> None:
     resolved = resolve_telemetry_url(TelemetrySettings.model_validate(settings), env)
     assert resolved == expected
+
+
+def test_forget_erases_an_end_users_or_a_keys_requests_with_their_feedback_and_shadows(
+    store: Store, make_record: MakeRecord
+) -> None:
+    """An erasure request had no command: deleting decisions by hand left the shadow rows
+    (no foreign key), answers and all."""
+    mary = [make_record(i, end_user="sha256:" + "a" * 32) for i in range(3)]
+    others = [make_record(10 + i, end_user="bob", client="team-b") for i in range(2)]
+    keyless = [make_record(20, client=None)]
+    store.write_decisions([*mary, *others, *keyless])
+    assert store.write_feedback(FeedbackRecord(mary[0].id, 1.0, score=1.0, comment="mine"))
+    assert store.write_feedback(FeedbackRecord(others[0].id, 1.0, score=0.0))
+    store.write_shadow(ShadowRecord(mary[1].id, 1.0, "r", "s", "b", "her answer", "ref"))
+    store.write_shadow(ShadowRecord(others[1].id, 1.0, "r", "s", "b", "his answer", "ref"))
+    assert store.forget(end_users=["mary@example.org", "sha256:" + "a" * 32]) == (3, 1, 1)
+    left = {d.id for d in store.decisions(0.0)}
+    assert left == {r.id for r in (*others, *keyless)}
+    assert [f.decision_id for f in store.feedback(0.0)] == [others[0].id]
+    assert [s.decision_id for s in store.shadows(0.0)] == [others[1].id]
+    assert store.forget(client="team-b") == (2, 1, 1)
+    assert store.forget(client="") == (1, 0, 0)  # the requests made without a key
+    assert store.count_decisions() == 0

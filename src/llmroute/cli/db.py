@@ -16,9 +16,11 @@ import typer
 
 from llmroute.cli._app import RegistryOption, app, fail, resolve_registry
 
-__all__ = ["db_app", "db_status", "db_upgrade"]
+__all__ = ["db_app", "db_forget", "db_status", "db_upgrade"]
 
-db_app = typer.Typer(help="Create and upgrade the decision-log database.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Create, upgrade and erase from the decision-log database.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 
 UrlOption = Annotated[
@@ -93,3 +95,66 @@ def db_status(url: UrlOption = None, registry: RegistryOption = None) -> None:
     names = ", ".join(m.label for m in waiting) or "none"
     typer.echo(f"pending migrations: {names}")
     typer.echo(f"decisions: {'-' if count is None else count}")
+
+
+@db_app.command("forget")
+def db_forget(
+    end_user: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--end-user",
+            help="An end user's id as the client sent it (user, safety_identifier, "
+            "metadata.user_id); its pseudonyms are matched too. Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    client: Annotated[
+        str | None,
+        typer.Option(
+            "--client",
+            help="A client key's name (auth.keys); '' for requests made without a key.",
+            show_default=False,
+        ),
+    ] = None,
+    url: UrlOption = None,
+    registry: RegistryOption = None,
+) -> None:
+    """Erase from the decision log the requests of an end user (or of a client key),
+    with their feedback and shadow rows: a data subject's erasure request. Stored
+    responses and batches are erased apart (`llmroute responses forget`, `llmroute
+    batches forget`)."""
+    from llmroute.layers.safety import pseudonym
+    from llmroute.telemetry.store import open_store
+
+    users = [u for u in (end_user or []) if u]
+    if not users and client is None:
+        fail("say whose requests to erase: --end-user ID (repeatable) or --client NAME")
+    key = _pseudonym_key(registry) if users else None
+    # as logged: the id itself, or the pseudonym safety sent upstream and logged instead
+    forms = sorted({form for u in users for form in (u, pseudonym(u), pseudonym(u, key))})
+    store = open_store(_telemetry_url(url, registry))
+    try:
+        if store.schema_version() == 0:
+            fail(f"{store.url}: the decision log has no tables yet; nothing to erase")
+        decisions, feedback, shadow = store.forget(end_users=forms, client=client)
+    finally:
+        store.close()
+    typer.echo(
+        f"{store.url}: erased {decisions} decision{'s' * (decisions != 1)}, {feedback} "
+        f"feedback and {shadow} shadow row{'s' * (shadow != 1)}"
+    )
+
+
+def _pseudonym_key(registry: Path | None) -> bytes | None:
+    """The registry's `safety.pii.pseudonym_key_env` secret, when there is a registry and
+    the variable is set (ids were then logged as ``hmac:`` pseudonyms)."""
+    from llmroute.cli._app import find_registry
+    from llmroute.registry import load_registry
+
+    path = registry if registry is not None else find_registry(None)
+    if path is None:
+        return None
+    safety = load_registry(path).registry.safety
+    env = None if safety is None else safety.pii.pseudonym_key_env
+    secret = os.environ.get(env) if env else None
+    return secret.encode() if secret else None

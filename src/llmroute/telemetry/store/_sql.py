@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, ClassVar, TypeVar
 
 from llmroute.telemetry.record import (
@@ -236,3 +237,30 @@ class SqlReads:
             sql = f"SELECT count(*) FROM decisions WHERE {where}"
             rows = self._select(sql, params, "count decisions")
         return int(rows[0][0])
+
+
+def forget_sql(
+    end_users: Sequence[str], client: str | None, mark: str
+) -> tuple[list[str], tuple[Any, ...]]:
+    """The statements erasing the decisions of `end_users` (any of them) and, when given,
+    of the client key `client` ('' for requests made without one), their feedback and
+    shadow rows first; `mark` is the backend's parameter mark. Their shared parameters
+    are bound to each statement."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if end_users:
+        conditions.append(f"end_user IN ({', '.join([mark] * len(end_users))})")
+        params.extend(end_users)
+    if client is not None:
+        conditions.append("client IS NULL" if client == "" else f"client = {mark}")
+        if client:
+            params.append(client)
+    if not conditions:
+        raise ValueError("forget what: give end users or a client")
+    where = " OR ".join(conditions)
+    chosen = f"SELECT id FROM decisions WHERE {where}"
+    return [
+        f"DELETE FROM shadow WHERE decision_id IN ({chosen})",
+        f"DELETE FROM feedback WHERE decision_id IN ({chosen})",
+        f"DELETE FROM decisions WHERE {where}",
+    ], tuple(params)

@@ -109,6 +109,14 @@ class Store(Protocol):
 
     def write_shadow(self, record: ShadowRecord) -> None: ...
 
+    def forget(
+        self, *, end_users: Sequence[str] = (), client: str | None = None
+    ) -> tuple[int, int, int]:
+        """Erase the decisions of `end_users` (as logged) or of the client key `client`
+        ('' for requests without one), with their feedback and shadow rows; the counts
+        (decisions, feedback, shadow)."""
+        ...
+
     def has_decision(self, decision_id: str, *, by: str | None = None) -> bool: ...
 
     def decisions(

@@ -36,6 +36,7 @@ from llmroute.telemetry.store._sql import (
     SHADOW_COLUMNS,
     SHADOW_LIST,
     SqlReads,
+    forget_sql,
     shadow_row,
 )
 from llmroute.telemetry.store.migrate import Backend, pending
@@ -275,6 +276,15 @@ class PostgresStore(SqlReads):
             return int(found[0]) if found else 0
 
     # -- writes --------------------------------------------------------------------
+
+    def forget(
+        self, *, end_users: Sequence[str] = (), client: str | None = None
+    ) -> tuple[int, int, int]:
+        statements, params = forget_sql(end_users, client, "%s")
+        with self._connection("forget") as conn:  # one transaction
+            counts = [conn.execute(sql.encode(), params).rowcount for sql in statements]
+        shadow, feedback, decisions = counts
+        return decisions, feedback, shadow
 
     def write_decisions(self, records: Sequence[DecisionRecord]) -> None:
         if not records:

@@ -30,6 +30,7 @@ from llmroute.telemetry.store._sql import (
     SHADOW_COLUMNS,
     SHADOW_LIST,
     SqlReads,
+    forget_sql,
     shadow_row,
 )
 from llmroute.telemetry.store.migrate import Backend, pending
@@ -187,6 +188,15 @@ class SqliteStore(SqlReads):
         )
         with self._transaction("write feedback") as conn:
             return conn.execute(_INSERT_FEEDBACK, row).rowcount == 1
+
+    def forget(
+        self, *, end_users: Sequence[str] = (), client: str | None = None
+    ) -> tuple[int, int, int]:
+        statements, params = forget_sql(end_users, client, "?")
+        with self._transaction("forget") as conn:
+            counts = [conn.execute(sql, params).rowcount for sql in statements]
+        shadow, feedback, decisions = counts
+        return decisions, feedback, shadow
 
     def write_shadow(self, record: ShadowRecord) -> None:
         row = shadow_row(record)
