@@ -146,11 +146,7 @@ def build_intent_layer(
     labels = labels_from(owner)
     settings = registry.intent
     head: IntentHead
-    if settings.method == "linear" and n_classes == 1:
-        # a softmax over one class scores it 1.0 for every prompt: the one route would
-        # take every request and the default (a difficulty router) never run
-        head = make_head("centroid", vectors, labels, n_classes)
-    elif settings.method == "linear":
+    if settings.method == "linear":
         # the identity and how its vectors were made (int8 once encoded in batches)
         made = encoder.identity + getattr(encoder, "vectors", "")
         head = _linear_head(made, texts, labels, vectors, n_classes, cache / "heads")

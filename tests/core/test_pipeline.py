@@ -206,22 +206,3 @@ def test_a_bodys_model_is_honoured_as_the_sdk_and_gateway_honour_it(router: Rout
     assert [d.layer for d in router.decide_many([body("large"), "hi"])] == ["pinned", "intent"]
     with pytest.raises(ModelNotFound):
         router.decide(body("no-such-model"))
-
-
-def test_a_single_route_does_not_claim_every_request() -> None:
-    """One route on the default linear head scored 1.00 on every prompt (a softmax over
-    one class), so the default, a difficulty router, never ran."""
-    from llmroute.registry import parse_registry
-
-    registry = parse_registry(
-        "encoder: builtin:static\n"
-        "providers: {p: {kind: openai, base_url: 'http://127.0.0.1:9/v1'}}\n"
-        "models: {small: {provider: p, model: s}, large: {provider: p, model: l}}\n"
-        "routes:\n  - name: chitchat\n    examples: ['hi there!', 'how are you today?']\n"
-        "    target: small\n    threshold: 0.8\n"
-        "default: {target: large}\n"
-    )
-    router = Router(registry)
-    assert router.decide("hi there, how are you?").route == "chitchat"
-    far = router.decide("derive the closed form of this recurrence and prove it by induction")
-    assert (far.route, far.model) == ("default", "large") and far.confidence < 0.8

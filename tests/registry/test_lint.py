@@ -170,6 +170,7 @@ models:
   self-hosted: {provider: local, model: o3}
 routes:
   - {name: a, examples: [hello there], target: chat}
+intent: {out_of_scope: [what is the weather]}  # a lone route, warned about elsewhere
 default: {target: chat}
 """
 
@@ -219,6 +220,7 @@ models:
     budget: {usd: 0.1, hard: true}
 routes:
   - {name: a, examples: [hello there], target: long}
+intent: {out_of_scope: [what is the weather]}
 default: {target: long}
 auth:
   keys:
@@ -241,3 +243,19 @@ def test_budgets_nothing_counts_against_or_no_call_fits_in_are_warnings() -> Non
         in (warnings[1])
     )
     assert "a request to long without max_tokens" in warnings[2]
+
+
+def test_a_lone_route_on_the_linear_head_is_a_warning() -> None:
+    """A softmax over one class scores it 1.0 for every prompt: it takes every request
+    and the default (a difficulty router, say) never serves."""
+    text = (
+        "encoder: builtin:static\n"
+        "providers: {p: {kind: openai, base_url: 'http://127.0.0.1:9/v1'}}\n"
+        "models: {a: {provider: p, model: a}}\n"
+        "routes:\n  - {name: code, examples: [fix my bug], target: a}\n"
+        "default: {target: a}\n"
+    )
+    (warning,) = lint(parse_registry(text).registry)
+    assert warning.startswith("routes: 'code' is the only route and intent.out_of_scope")
+    with_oos = text + "intent: {out_of_scope: [what is the weather]}\n"
+    assert lint(parse_registry(with_oos).registry) == []

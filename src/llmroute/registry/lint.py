@@ -25,18 +25,36 @@ def _key(text: str) -> str:
 
 
 def lint(registry: Registry) -> list[str]:
-    """Every warning: examples, what requests with images or tools may reach, OpenAI
+    """Every warning: a lone route that takes everything, examples, what requests with
+    images or tools may reach, OpenAI
     reasoning models sent parameters they refuse, conversation affinity without the
     prices it compares, content fallbacks behind their target's own filter, and budgets
     nothing counts against or no call fits in."""
     return (
-        _example_conflicts(registry)
+        _lone_route(registry)
+        + _example_conflicts(registry)
         + _capability_gaps(registry)
         + _unfitted_reasoning_models(registry)
         + _unpriced_affinity(registry)
         + _same_filter_content_fallbacks(registry)
         + _idle_budgets(registry)
     )
+
+
+def _lone_route(registry: Registry) -> list[str]:
+    """One route on the linear head with nothing out of scope: a softmax over one class
+    scores it 1.0 for every prompt, so it takes every request and the default never
+    serves (a difficulty router there never runs)."""
+    intent = registry.intent
+    if len(registry.routes) != 1 or intent.method != "linear" or intent.out_of_scope:
+        return []
+    name = registry.routes[0].name
+    return [
+        f"routes: {name!r} is the only route and intent.out_of_scope is empty, so the "
+        "linear head scores it 1.0 for every prompt: it takes every request and the default "
+        "never serves; add intent.out_of_scope examples (prompts it must not take) or a "
+        "second route"
+    ]
 
 
 def _idle_budgets(registry: Registry) -> list[str]:
