@@ -466,3 +466,16 @@ def test_a_number_written_as_a_boolean_or_a_string_is_refused(written: str, said
     with pytest.raises(ConfigError) as caught:
         parse_registry(text, source="reg.yaml")
     assert str(caught.value) == f"reg.yaml:23: routes[0].threshold: must be a number, not {said}"
+
+
+@pytest.mark.parametrize("written", ["1e-3", "5E-1", "-2e+0"])
+def test_an_exponent_without_a_point_is_still_a_number(written: str) -> None:
+    """PyYAML reads `1e-3` as a string (YAML 1.1 wants a point); it loaded before the
+    check that refuses numbers written as strings, and must still."""
+    text = replace_line(VALID, 23, f"threshold: {written}")
+    if float(written) < 0:
+        with pytest.raises(ConfigError, match="between 0 and 1"):
+            parse_registry(text, source="reg.yaml")
+        return
+    route = parse_registry(text, source="reg.yaml").registry.routes[0]
+    assert route.threshold == float(written)

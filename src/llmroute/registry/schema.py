@@ -175,7 +175,8 @@ class _Frozen(BaseModel):
             problems: list[Problem] = [
                 ((name,), f"must be a number, not {_written(data[name])}")
                 for name in _number_fields(cls)
-                if isinstance(data.get(name), bool | str)
+                if isinstance(data.get(name), bool)
+                or (isinstance(data.get(name), str) and not _EXPONENT.fullmatch(data[name]))
             ]
             PathProblems.raise_if_any(problems)
         return data
@@ -190,6 +191,10 @@ def _bare(annotation: Any) -> Any:
     if typing.get_origin(annotation) is Annotated:
         return typing.get_args(annotation)[0]
     return annotation
+
+
+# `1e-3` is a number in YAML 1.2 and JSON; PyYAML (YAML 1.1) reads it as a string
+_EXPONENT = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+")
 
 
 def _written(value: bool | str) -> str:
