@@ -178,6 +178,40 @@ def test_a_give_back_is_not_lost_with_a_caller_cancelled_while_making_it(
     assert asyncio.run(go()) == 1  # still queued, made later
 
 
+def test_a_token_give_back_cut_by_its_callers_cancel_is_not_made_twice(
+    redis_namespace: str,
+) -> None:
+    """A queued token release that reached Redis as its caller was cancelled went back
+    on the queue and was made again: another request's tokens were given back too, and
+    the key passed its tpm (the count went negative)."""
+    raw = redis.Redis.from_url(REDIS_URL)
+
+    async def go() -> tuple[int, float]:
+        limits = RedisLimits(REDIS_URL, 2.0, redis_namespace)
+        try:
+            minute = await limits.hold_tokens("k", 1000, 10_000)  # request A
+            assert isinstance(minute, int) and minute >= 0
+            assert await limits.hold_tokens("k", 500, 10_000) is not None  # request B
+            limits._tokens_back.append(("k", minute, 1000))  # A's release, not taken
+            with redis_busy():
+                caller = asyncio.create_task(limits.hold_tokens("k", 1, 10_000))
+                await asyncio.sleep(0.1)  # inside the queued release, sent, waiting
+                caller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await caller
+            queued = len(limits._tokens_back)
+            return queued, await limits.tokens("k")
+        finally:
+            await limits.aclose()
+
+    try:
+        queued, used = asyncio.run(go())
+    finally:
+        raw.close()
+    assert queued == 0  # not queued again: Redis made it once
+    assert 0 < used <= 500  # B's hold alone (less only if the minute turned meanwhile)
+
+
 # -- dispatch ---------------------------------------------------------------------------
 
 

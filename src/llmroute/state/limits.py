@@ -35,6 +35,7 @@ the failure is logged at most once a minute and Redis is left alone for a second
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -798,30 +799,36 @@ class RedisLimits:
             if not self._slots_back:
                 break
             slot = self._slots_back.popleft()  # taken first: no two callers make it
-            if not await self._kept_unless_made(self._slots_back, slot, self._gave_slot(*slot)):
+            give = self._gave_slot(*slot)
+            if not await self._kept_unless_made(self._slots_back, slot, give, again=True):
                 return False
         for _ in range(min(len(self._tokens_back), most)):
             if not self._tokens_back:
                 break
             hold = self._tokens_back.popleft()
             released = self._released_tokens(*hold)
-            if not await self._kept_unless_made(self._tokens_back, hold, released):
+            if not await self._kept_unless_made(self._tokens_back, hold, released, again=False):
                 return False
         return True
 
     @staticmethod
     async def _kept_unless_made(
-        queue: deque[Any], item: Any, give: Coroutine[Any, Any, bool]
+        queue: deque[Any], item: Any, give: Coroutine[Any, Any, bool], *, again: bool
     ) -> bool:
-        """`give` awaited; `item` back at the head of `queue` unless it was made, and
-        also when the caller is cancelled meanwhile (its client hung up), so that no
-        give-back is lost with it."""
+        """`give` awaited; `item` back at the head of `queue` unless it was made. When the
+        caller is cancelled meanwhile (its client hung up) the command may have reached
+        Redis all the same: it goes back only when making it `again` is harmless (a
+        slot's ZREM); a token hold's DECRBY twice would give another request's tokens
+        back, so it is dropped (its tokens count until their minute passes)."""
         made = False
         try:
             made = await give
-        finally:
-            if not made:
+        except asyncio.CancelledError:
+            if again:
                 queue.appendleft(item)
+            raise
+        if not made:
+            queue.appendleft(item)
         return made
 
     def _failed(self, exc: BaseException) -> None:
