@@ -30,6 +30,8 @@ from llmroute.server.settings import (
 )
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     from llmroute.server.reload import Fingerprint, Prepared
 
 
@@ -298,29 +300,60 @@ def _check_auth(loaded: LoadedRegistry) -> None:
 def _check_in_child(path: Path, threads: int | None, cases: Path | None) -> None:
     """What `_prepare` checks, for `--workers`: in a short-lived process, so that the
     supervisor does not keep a router it never serves with (about 100 MB) for its whole
-    life; each worker builds its own (and says its warnings)."""
-    import concurrent.futures
+    life; each worker builds its own (and says its warnings). The child dies with this
+    process (a SIGTERM while it builds left it, and multiprocessing's tracker, behind)."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-        cases_path = None if cases is None else str(cases)
-        problem = pool.submit(_buildable, str(path), threads, cases_path).result()
+    receiving, sending = context.Pipe(duplex=False)
+    cases_path = None if cases is None else str(cases)
+    child = context.Process(
+        target=_buildable, args=(sending, str(path), threads, cases_path), daemon=True
+    )
+    child.start()
+    sending.close()
+    try:
+        problem = receiving.recv() if receiving.poll(None) else None
+    except EOFError:  # it died without a word (killed, out of memory)
+        problem = f"checking {path} failed: its process ended with status {child.exitcode}"
+    finally:
+        receiving.close()
+        child.join(5)
+        if child.is_alive():
+            child.kill()
     if problem is not None:
         fail(problem)
 
 
-def _buildable(path: str, threads: int | None, cases: str | None) -> str | None:
-    """Run in a child process: None when the registry at `path` builds, else why not."""
+def _buildable(answer: Connection, path: str, threads: int | None, cases: str | None) -> None:
+    """Run in a child process: sends None when the registry at `path` builds, else why
+    not. It asks the kernel to end it when its parent ends, whatever ends the parent."""
+    _die_with_parent()
     logging.disable(logging.WARNING)  # the workers say the load's warnings
     from llmroute.errors import LlmrouteError
     from llmroute.server.reload import assemble_router
 
+    problem: str | None = None
     try:
         assemble_router(load_registry(path), None, threads, cases)
     except LlmrouteError as exc:
-        return str(exc)
-    return None
+        problem = str(exc)
+    answer.send(problem)
+    answer.close()
+
+
+def _die_with_parent() -> None:
+    """prctl(PR_SET_PDEATHSIG, SIGKILL) on Linux; nothing elsewhere."""
+    import ctypes
+    import ctypes.util
+    import signal
+    import sys
+
+    if sys.platform != "linux":
+        return
+    name = ctypes.util.find_library("c")
+    if name is not None:
+        ctypes.CDLL(name, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
 
 
 def _prepare(
