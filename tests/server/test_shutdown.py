@@ -158,6 +158,6 @@ def test_a_request_cut_before_its_answer_gets_its_apis_error_shape(path: str, sh
     assert start["status"] == 503
     error = json.loads(body["body"])  # type: ignore[arg-type]
     if shape == "anthropic":
-        assert error["type"] == "error" and error["error"]["type"] == "api_error"
+        assert error["type"] == "error" and error["error"]["type"] == "overloaded_error"
     else:
         assert error["error"]["code"] == "server_shutdown"

@@ -95,16 +95,17 @@ _CUT_ANSWER = json.dumps(
         }
     }
 ).encode()
-# what an Anthropic client expects of /v1/messages (its 503 is an "api_error")
+# what an Anthropic client expects of /v1/messages, as the front says its other 503s
 _CUT_MESSAGES_ANSWER = json.dumps(
-    {"type": "error", "error": {"type": "api_error", "message": _CUT_MESSAGE}}
+    {"type": "error", "error": {"type": "overloaded_error", "message": _CUT_MESSAGE}}
 ).encode()
 
 
 class AnswerCutRequests:
     """A request uvicorn cancels when the graceful timeout runs out, before its answer
     started, gets 503 with ``Retry-After`` and OpenAI's error JSON (code
-    ``server_shutdown``, as it is logged; Anthropic's ``api_error`` on ``/v1/messages``)
+    ``server_shutdown``, as it is logged; on ``/v1/messages`` Anthropic's shape, as its
+    other 503s)
     instead of uvicorn's plain-text 500; a stream already started is cut as it is.
     Elsewhere a cancellation goes on as it came."""
 
