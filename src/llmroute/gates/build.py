@@ -138,7 +138,7 @@ class GateFactory:
         """Load every learned gate model the registry names now (blocking), raising the
         first failure (`ConfigError`): for a registry load that should fail early."""
         for artifact in self.artifacts():
-            model = self._load(artifact)
+            model = self._load(artifact, quiet=True)  # raised: said by whoever catches it
             if isinstance(model, Exception):
                 raise model
 
@@ -151,7 +151,7 @@ class GateFactory:
             raise model
         return model
 
-    def _load(self, artifact: str) -> ScoresAnswers | Exception:
+    def _load(self, artifact: str, *, quiet: bool = False) -> ScoresAnswers | Exception:
         """The model for `artifact`, loaded once; a failure is kept and re-raised on every
         use (one log line, not one load attempt per request)."""
         with self._lock:
@@ -162,7 +162,8 @@ class GateFactory:
             try:
                 model = self._load_model(artifact)
             except Exception as exc:
-                log.warning("learned gate %r could not be loaded: %s", artifact, exc)
+                if not quiet:
+                    log.warning("learned gate %r could not be loaded: %s", artifact, exc)
                 model = exc
             self._models[artifact] = model
             return model
