@@ -105,9 +105,8 @@ class AnswerCutRequests:
     """A request uvicorn cancels when the graceful timeout runs out, before its answer
     started, gets 503 with ``Retry-After`` and OpenAI's error JSON (code
     ``server_shutdown``, as it is logged; on ``/v1/messages`` Anthropic's shape, as its
-    other 503s)
-    instead of uvicorn's plain-text 500; a stream already started is cut as it is.
-    Elsewhere a cancellation goes on as it came."""
+    other 503s) instead of uvicorn's plain-text 500; a stream already started is cut as
+    it is. Elsewhere a cancellation goes on as it came."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
