@@ -312,15 +312,19 @@ def _check_in_child(path: Path, threads: int | None, cases: Path | None) -> None
     )
     child.start()
     sending.close()
+    died = False
+    problem = None
     try:
-        problem = receiving.recv() if receiving.poll(None) else None
+        problem = receiving.recv()
     except EOFError:  # it died without a word (killed, out of memory)
-        problem = f"checking {path} failed: its process ended with status {child.exitcode}"
+        died = True
     finally:
         receiving.close()
         child.join(5)
         if child.is_alive():
             child.kill()
+    if died:
+        problem = f"checking {path} failed: its process ended with status {child.exitcode}"
     if problem is not None:
         fail(problem)
 
