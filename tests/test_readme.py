@@ -69,8 +69,9 @@ def test_quickstart_commands(command: str) -> None:
         assert '"route"' in result.stdout
 
 
-def test_python_snippet_runs() -> None:
-    snippet = re.findall(r"```python\n(.*?)```", README, flags=re.S)[0]
+def _python_snippet(index: int) -> tuple[str, subprocess.CompletedProcess[str]]:
+    """The README's `index`-th Python block, and what running it from the root gave."""
+    snippet = re.findall(r"```python\n(.*?)```", README, flags=re.S)[index]
     result = subprocess.run(
         [sys.executable, "-c", snippet],
         cwd=ROOT,
@@ -79,6 +80,11 @@ def test_python_snippet_runs() -> None:
         timeout=180,
         check=False,
     )
+    return snippet, result
+
+
+def test_python_snippet_runs() -> None:
+    _, result = _python_snippet(0)
     assert result.returncode == 0, result.stderr
     route, model, *_ = result.stdout.split()
     assert route == "math", result.stdout
@@ -88,16 +94,8 @@ def test_python_snippet_runs() -> None:
 def test_sdk_snippet_runs_as_written() -> None:
     """It named examples/registry.yaml, whose first answer comes from Anthropic or
     OpenAI: run as written it failed with every model unreachable."""
-    snippet = re.findall(r"```python\n(.*?)```", README, flags=re.S)[1]
+    snippet, result = _python_snippet(1)
     assert "router.chat.completions.create" in snippet
-    result = subprocess.run(
-        [sys.executable, "-c", snippet],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("code ") and "debug this SQL query" in result.stdout
 

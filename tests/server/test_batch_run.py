@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -53,20 +54,45 @@ class _Gateway:
         self.max_body_bytes = 1 << 20
 
 
-def test_a_store_outage_leaves_the_batch_for_the_next_read(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    kv = _Outage()
-    store = BatchStore(BatchesSettings(url="redis://127.0.0.1:6379/0"), kv)
+def _record(batch_id: str) -> BatchRecord:
+    """A new chat-completions batch of the input file ``file-in``."""
     batch: dict[str, Any] = {
-        "id": "batch_x",
+        "id": batch_id,
         "status": "validating",
         "endpoint": "/v1/chat/completions",
         "input_file_id": "file-in",
         "expires_at": 2**40,
         "request_counts": {"total": 0, "completed": 0, "failed": 0},
     }
-    record = BatchRecord(batch, "file-o", "file-e")
+    return BatchRecord(batch, "file-o", "file-e")
+
+
+def _run(
+    store: BatchStore,
+    record: BatchRecord,
+    count: Callable[[str, str], None],
+    kind: type[BatchRun] = BatchRun,
+) -> BatchRun:
+    """`kind`'s run of `record` for the key ``team``, holding its lease as ``run-1``,
+    with no request to answer from (none reaches it)."""
+    return kind(
+        None,  # type: ignore[arg-type]
+        _Gateway(),  # type: ignore[arg-type]
+        store,
+        "team",
+        record,
+        asyncio.Semaphore(1),
+        count,
+        holder="run-1",
+    )
+
+
+def test_a_store_outage_leaves_the_batch_for_the_next_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kv = _Outage()
+    store = BatchStore(BatchesSettings(url="redis://127.0.0.1:6379/0"), kv)
+    record = _record("batch_x")
     counted: list[tuple[str, str]] = []
 
     async def go() -> tuple[BatchRecord | None, bool]:
@@ -75,16 +101,7 @@ def test_a_store_outage_leaves_the_batch_for_the_next_read(
         kv.down = True
         await store.put_batch("team", record, new=True)
         await store.hold("team", record.id, "run-1")
-        run = BatchRun(
-            None,  # type: ignore[arg-type]  # never reached: the run stops before a request
-            _Gateway(),  # type: ignore[arg-type]
-            store,
-            "team",
-            record,
-            asyncio.Semaphore(1),
-            lambda kind, outcome: counted.append((kind, outcome)),
-            holder="run-1",
-        )
+        run = _run(store, record, lambda kind, outcome: counted.append((kind, outcome)))
         await run()
         await asyncio.sleep(0.01)  # a lease given up expires in a millisecond
         return await store.get_batch("team", record.id), await store.held("team", record.id)
@@ -105,15 +122,7 @@ def test_a_batch_whose_end_cannot_be_kept_is_not_counted_as_ended(
     over and runs it to its end there (counted again)."""
     kv = _Outage()
     store = BatchStore(BatchesSettings(url="redis://127.0.0.1:6379/0"), kv)
-    batch: dict[str, Any] = {
-        "id": "batch_y",
-        "status": "validating",
-        "endpoint": "/v1/chat/completions",
-        "input_file_id": "file-in",
-        "expires_at": 2**40,
-        "request_counts": {"total": 0, "completed": 0, "failed": 0},
-    }
-    record = BatchRecord(batch, "file-o", "file-e")
+    record = _record("batch_y")
     counted: list[tuple[str, str]] = []
 
     async def go() -> None:
@@ -122,16 +131,7 @@ def test_a_batch_whose_end_cannot_be_kept_is_not_counted_as_ended(
         await store.hold("team", record.id, "run-1")
         kv.contents = {store._key("team", f"batch\0{record.id}")}  # its record's writes fail
         kv.down = True
-        run = BatchRun(
-            None,  # type: ignore[arg-type]  # never reached: its one line is invalid
-            _Gateway(),  # type: ignore[arg-type]
-            store,
-            "team",
-            record,
-            asyncio.Semaphore(1),
-            lambda kind, outcome: counted.append((kind, outcome)),
-            holder="run-1",
-        )
+        run = _run(store, record, lambda kind, outcome: counted.append((kind, outcome)))
         await run()
 
     with caplog.at_level(logging.WARNING, "llmroute.batches"):
@@ -162,30 +162,13 @@ def test_a_run_sends_nothing_while_its_store_does_not_answer() -> None:
         b'"body": {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}}\n' % i
         for i in range(60)
     )
-    batch: dict[str, Any] = {
-        "id": "batch_z",
-        "status": "validating",
-        "endpoint": "/v1/chat/completions",
-        "input_file_id": "file-in",
-        "expires_at": 2**40,
-        "request_counts": {"total": 0, "completed": 0, "failed": 0},
-    }
-    record = BatchRecord(batch, "file-o", "file-e")
+    record = _record("batch_z")
 
     async def go() -> tuple[list[float], float, float]:
         await store.put_file("team", {"id": "file-in", "purpose": "batch"}, lines)
         await store.put_batch("team", record, new=True)
         await store.hold("team", record.id, "run-1")
-        run = _Answering(
-            None,  # type: ignore[arg-type]
-            _Gateway(),  # type: ignore[arg-type]
-            store,
-            "team",
-            record,
-            asyncio.Semaphore(1),
-            lambda kind, outcome: None,
-            holder="run-1",
-        )
+        run = _run(store, record, lambda kind, outcome: None, _Answering)
         run.sent = []
         task = asyncio.create_task(run())
         await asyncio.sleep(0.3)
