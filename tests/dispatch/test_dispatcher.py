@@ -340,6 +340,35 @@ def test_a_stream_whose_later_models_fail_too_ends_broken_and_counted_once(
     after_c, seen = broken("a", "c")
     assert seen == seen_alone == 1  # the opening, then the error
     assert after_c.model == "a" and after_c.usage == alone.usage  # a's call, once
+    assert [attempt.split()[0] for attempt in after_c.attempts] == ["a", "c"]  # both failures
+
+
+def test_a_held_stream_a_fallback_refuses_names_the_refuser_after_the_failure(
+    h: Harness,
+) -> None:
+    """The held stream of `a` fails before its words; `r`, next, refuses the request
+    (a 400): the stream's record lists a's failure, then r's refusal, and names r, as a
+    request that was not streamed does."""
+    models = "  a: {provider: up, model: 'a?early=1&pause=0.3'}\n"
+    models += "  r: {provider: up, model: 'r?status=400'}"
+    registry = h.registry(models, "a")
+    held = registry.dispatch.model_copy(update={"stream_hold_s": 0.05})
+    registry = registry.model_copy(update={"dispatch": held})
+
+    async def job(d: Dispatcher) -> tuple[Any, ProviderError]:
+        opened = await d.open_stream(plan_for("a", "r"), _body(stream=True))
+        with pytest.raises(ProviderError) as caught:
+            async for _ in opened.events:
+                pass
+        return opened, caught.value
+
+    opened, refusal = h.run(registry, job)
+    assert refusal.status == 400 and refusal.model == "r"
+    assert opened.model == "r" and opened.deployment == "up"
+    assert [attempt.split()[0] for attempt in opened.attempts] == ["a", "r"]
+    assert "502" in opened.attempts[0]
+    assert refusal.passed_over == opened.attempts
+    assert h.upstream.models_called() == ["a?early=1&pause=0.3", "r?status=400"]
 
 
 def test_a_breaker_hears_how_streams_ended_not_only_that_they_opened(h: Harness) -> None:

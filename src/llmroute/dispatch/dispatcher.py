@@ -521,15 +521,19 @@ class Dispatcher:
                 slots = []
                 told_now: list[Attempt] = []
                 holds: list[UsdHold] = []
-                stream, name, deployment, attempts = await self._stream_after(
-                    dataclasses.replace(plan, chain=later),
-                    body,
-                    on,
-                    failure[1],
-                    slots=slots,
-                    told=told_now,
-                    holds=holds,
-                )
+                try:
+                    stream, name, deployment, attempts = await self._stream_after(
+                        dataclasses.replace(plan, chain=later),
+                        body,
+                        on,
+                        failure[1],
+                        slots=slots,
+                        told=told_now,
+                        holds=holds,
+                    )
+                except ProviderError as exc:
+                    _ended_after(opened, failure, exc)
+                    raise
                 told = told_now[-1] if told_now else None
                 held = tuple(holds)
                 opened.model, opened.deployment = name, deployment.provider_name
@@ -1392,6 +1396,24 @@ def _tried(
     if not failures:
         return ()
     return (*(_describe(f) for f in failures), f"{name} via {exc.provider} ({exc.message})")
+
+
+def _ended_after(opened: Opened, failure: tuple[str, ProviderError], exc: ProviderError) -> None:
+    """A held stream failed before its first words (`failure`) and no model after it
+    answered (`exc`): `opened` (what the stream's log line and decision record say) lists
+    the first failure before the later ones, and names the model whose refusal ended the
+    stream, as a request that was not streamed says them."""
+    if exc is failure[1]:  # no later model took the request: only this failure counts
+        opened.attempts = (*opened.attempts, _describe(failure))
+        return
+    if isinstance(exc, AllFallbacksFailed):
+        later = exc.attempts
+    else:  # a later model refused the request: it ends the stream
+        later = exc.passed_over or (f"{exc.model} via {exc.provider} ({exc.message})",)
+        if exc.model is not None:
+            opened.model, opened.deployment = exc.model, exc.provider
+    exc.passed_over = (_describe(failure), *later)
+    opened.attempts = (*opened.attempts, *exc.passed_over)
 
 
 def _describe(failure: tuple[str, ProviderError]) -> str:
