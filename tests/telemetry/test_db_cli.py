@@ -127,3 +127,47 @@ def test_forget_an_end_user_by_the_id_the_client_sent(
     assert code == 2 and "--end-user ID" in err
     code, out, _ = _run(["db", "status", "--url", sqlite_url], capsys)
     assert "decisions: 1" in out
+
+
+def test_prune_erases_what_is_older_than_the_period_given_or_the_registrys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`db prune` is the retention period for logs no gateway prunes: the period from
+    the command line, else from the registry's `telemetry.retention_days`."""
+    import time
+
+    from telemetry_records import build_record
+
+    monkeypatch.delenv("LLMROUTE_TELEMETRY_URL", raising=False)
+    db = tmp_path / "log.db"
+    url = f"sqlite:///{db}"
+    now = time.time()
+    store = open_store(url)
+    try:
+        store.migrate()
+        ages = (40, 20, 10, 0.5)  # days
+        store.write_decisions([build_record(i, ts=now - d * 86400) for i, d in enumerate(ages)])
+    finally:
+        store.close()
+    code, out, _ = _run(["db", "prune", "--older-than", "30d", "--url", url], capsys)
+    assert code == 0 and "erased 1 decision logged before" in out, out
+    assert "0 feedback and 0 shadow rows" in out
+    registry = tmp_path / "registry.yaml"
+    text = EXAMPLE.read_text(encoding="utf-8")
+    shipped = "url: sqlite:///llmroute-telemetry.db"
+    registry.write_text(
+        text.replace(shipped, f"url: {url}\n  retention_days: 14"), encoding="utf-8"
+    )
+    code, out, err = _run(["db", "prune", "-r", str(registry)], capsys)
+    assert code == 0 and "erased 1 decision logged before" in out, err
+    code, out, _ = _run(["db", "status", "--url", url], capsys)
+    assert "decisions: 2" in out
+    for bad, said in (
+        ("2999-01-01", "in the future"),
+        ("soon", "use a duration ago"),
+    ):
+        code, _, err = _run(["db", "prune", "--older-than", bad, "--url", url], capsys)
+        assert code == 2 and said in err and "Traceback" not in err, err
+    registry.write_text(text.replace(shipped, f"url: {url}"), encoding="utf-8")
+    code, _, err = _run(["db", "prune", "-r", str(registry)], capsys)
+    assert code == 2 and "--older-than 30d" in err and "retention_days" in err

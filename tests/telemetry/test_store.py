@@ -647,3 +647,23 @@ def test_forget_erases_an_end_users_or_a_keys_requests_with_their_feedback_and_s
     assert store.forget(client="team-b") == (2, 1, 1)
     assert store.forget(client="") == (1, 0, 0)  # the requests made without a key
     assert store.count_decisions() == 0
+
+
+def test_prune_erases_the_oldest_decisions_before_a_time_in_batches(
+    store: Store, make_record: MakeRecord
+) -> None:
+    """Retention: decisions logged before the cut go with their feedback and shadow rows,
+    the oldest first, at most `most` a call; those after it stay."""
+    old = [make_record(i, ts=1_000.0 + i) for i in range(5)]
+    new = [make_record(10 + i, ts=5_000.0 + i) for i in range(2)]
+    store.write_decisions([*new, *old])
+    assert store.write_feedback(FeedbackRecord(old[0].id, 1.0, score=1.0))
+    assert store.write_feedback(FeedbackRecord(new[0].id, 1.0, score=0.0))
+    store.write_shadow(ShadowRecord(old[4].id, 1.0, "r", "s", "b", "an answer", "ref"))
+    assert store.prune(4_000.0, most=3) == (3, 1, 0)
+    assert {d.id for d in store.decisions(0.0)} == {r.id for r in (*old[3:], *new)}
+    assert store.prune(4_000.0, most=3) == (2, 0, 1)  # fewer than asked: none left
+    assert store.prune(4_000.0, most=3) == (0, 0, 0)
+    assert {d.id for d in store.decisions(0.0)} == {r.id for r in new}
+    assert [f.decision_id for f in store.feedback(0.0)] == [new[0].id]
+    assert store.shadows(0.0) == []

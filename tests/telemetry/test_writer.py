@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from telemetry_records import MakeRecord, build_record, pg_execute
 
+from llmroute.registry.schema import TelemetrySettings
 from llmroute.telemetry.record import DecisionRecord
 from llmroute.telemetry.store import SqliteStore, Store, open_store
 from llmroute.telemetry.store.postgres import PostgresStore
-from llmroute.telemetry.writer import TelemetryWriter
+from llmroute.telemetry.writer import TelemetryWriter, start_writer
 
 N = 5_000
 
@@ -212,3 +213,50 @@ def test_close_before_start_drops_what_was_queued(make_record: MakeRecord) -> No
     assert drops.calls["closed"] == 1
     with pytest.raises(ValueError):
         TelemetryWriter(SqliteStore(":memory:"), queue_size=0)
+
+
+def test_a_retention_period_erases_older_decisions_once_migrated(
+    healthy: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a retention period the writer erases what is older than it, batch after
+    batch, and says how much; what is newer, and what it writes meanwhile, stays."""
+    healthy.migrate()
+    now = time.time()
+    old = [build_record(i, ts=now - 3 * 86400 - i) for i in range(7)]
+    recent = [build_record(100 + i, ts=now - 3600) for i in range(2)]
+    healthy.write_decisions([*old, *recent])
+    monkeypatch.setattr("llmroute.telemetry.writer.PRUNE_BATCH", 3)
+    caplog.set_level(logging.INFO, logger="llmroute.telemetry")
+    with TelemetryWriter(healthy, flush_seconds=0.02, retention_s=86400) as writer:
+        assert writer.offer(latest := build_record(200, ts=now))
+        deadline = time.monotonic() + 20
+        while healthy.count_decisions() != 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert writer.flush(10)
+    assert {d.id for d in healthy.decisions(0.0)} == {r.id for r in (*recent, latest)}
+    said = [r.getMessage() for r in caplog.records if "erased" in r.getMessage()]
+    assert len(said) == 1 and "erased 7 decision(s) older than 1 day(s)" in said[0], said
+
+
+def test_without_a_retention_period_nothing_is_erased(
+    tmp_path: Path, make_record: MakeRecord
+) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'keep.db'}")
+    try:
+        store.migrate()
+        store.write_decisions([make_record(i, ts=1_000.0 + i) for i in range(3)])
+        with TelemetryWriter(store, flush_seconds=0.02) as writer:
+            writer.offer(make_record(10))
+            assert writer.flush(10)
+        assert store.count_decisions() == 4
+        with pytest.raises(ValueError, match="retention_s"):
+            TelemetryWriter(store, retention_s=0)
+    finally:
+        store.close()
+    settings = TelemetrySettings(retention_days=2)  # as the gateway starts its writer
+    opened, writer = start_writer(f"sqlite:///{tmp_path / 'kept.db'}", settings)
+    try:
+        assert writer.retention_s == 2 * 86400
+    finally:
+        writer.close()
+        opened.close()

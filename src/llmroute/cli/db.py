@@ -1,4 +1,4 @@
-"""`llmroute db upgrade` and `llmroute db status`: the decision log's database.
+"""`llmroute db upgrade`, `status`, `forget` and `prune`: the decision log's database.
 
 The URL comes from ``--url``, else ``$LLMROUTE_TELEMETRY_URL``, else the registry's
 ``telemetry.url``; it is only ever printed masked. The gateway migrates on start-up by
@@ -9,6 +9,7 @@ workers) and for checking what a database holds.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +17,7 @@ import typer
 
 from llmroute.cli._app import RegistryOption, app, fail, resolve_registry
 
-__all__ = ["db_app", "db_forget", "db_status", "db_upgrade"]
+__all__ = ["db_app", "db_forget", "db_prune", "db_status", "db_upgrade"]
 
 db_app = typer.Typer(
     help="Create, upgrade and erase from the decision-log database.", no_args_is_help=True
@@ -142,6 +143,58 @@ def db_forget(
     typer.echo(
         f"{store.url}: erased {decisions} decision{'s' * (decisions != 1)}, {feedback} "
         f"feedback and {shadow} shadow row{'s' * (shadow != 1)}"
+    )
+
+
+@db_app.command("prune")
+def db_prune(
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            help="Erase decisions logged before this: a duration ago (30d, 12w, 24h) or an "
+            "ISO date (2026-01-01). Default: the registry's telemetry.retention_days.",
+            show_default=False,
+        ),
+    ] = None,
+    url: UrlOption = None,
+    registry: RegistryOption = None,
+) -> None:
+    """Erase the decisions older than a retention period, with their feedback and shadow
+    rows, a few thousand a transaction: what a gateway with `telemetry.retention_days`
+    does by itself hourly, for logs no gateway prunes (or a one-off clean-up)."""
+    from llmroute.registry import load_registry
+    from llmroute.telemetry.store import open_store
+    from llmroute.telemetry.windows import WindowError, parse_instant
+    from llmroute.telemetry.writer import PRUNE_BATCH
+
+    if older_than is None:
+        path = resolve_registry(registry)
+        days = load_registry(path).registry.telemetry.retention_days
+        if days is None:
+            fail(f"say how old: --older-than 30d, or set telemetry.retention_days in {path}")
+        older_than = f"{days:g}d"
+    try:
+        before = parse_instant(older_than)
+    except WindowError as exc:
+        fail(f"--older-than: {exc}")
+    store = open_store(_telemetry_url(url, registry))
+    erased = [0, 0, 0]
+    try:
+        if store.schema_version() == 0:
+            fail(f"{store.url}: the decision log has no tables yet; nothing to erase")
+        while True:
+            counts = store.prune(before, most=PRUNE_BATCH)
+            erased = [a + b for a, b in zip(erased, counts, strict=True)]
+            if counts[0] < PRUNE_BATCH:
+                break
+    finally:
+        store.close()
+    decisions, feedback, shadow = erased
+    when = datetime.fromtimestamp(before, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    typer.echo(
+        f"{store.url}: erased {decisions} decision{'s' * (decisions != 1)} logged before "
+        f"{when}, {feedback} feedback and {shadow} shadow row{'s' * (shadow != 1)}"
     )
 
 

@@ -1193,7 +1193,9 @@ class TelemetrySettings(_Frozen):
     log off). `prompts` says what of the request text is stored: nothing, its SHA-256,
     the text with PII replaced by placeholders (safety's redaction), or the text;
     `responses` the same for the answers (off unless asked: they can be long and hold
-    whatever the model said)."""
+    whatever the model said). `retention_days`: decisions older than that are erased
+    (with their feedback and shadow rows) by the gateway's writer, at start and hourly;
+    None keeps them."""
 
     enabled: bool = True
     url: str = "sqlite:///llmroute-telemetry.db"
@@ -1205,6 +1207,7 @@ class TelemetrySettings(_Frozen):
     batch_size: int = Field(default=500, ge=1)
     flush_seconds: Seconds = 0.2
     pool_size: int = Field(default=4, ge=1)  # PostgreSQL connections
+    retention_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
     @field_validator("prompts", "responses", "url", mode="before")
     @classmethod

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-__all__ = ["Window", "WindowError", "parse_window"]
+__all__ = ["Window", "WindowError", "parse_instant", "parse_window"]
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
@@ -67,6 +67,16 @@ def _instant(text: str, now: float) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def parse_instant(text: str, *, now: float | None = None) -> float:
+    """A point in the past, as Unix seconds: a duration ago (``30d``) or an ISO date or
+    date-time; raise `WindowError` when invalid or in the future."""
+    current = time.time() if now is None else now
+    moment = _instant(text, current)
+    if moment > current:
+        raise WindowError(f"invalid time {text!r}: it is in the future")
+    return moment
 
 
 def parse_window(text: str, *, now: float | None = None) -> Window:

@@ -14,6 +14,11 @@ a dead database costs neither memory nor a blocked `flush`. The next attempt mig
 again before writing (cheap when up to date; it also recreates a lost schema), and the
 first success resets the backoff: the log recovers by itself.
 
+With a retention period (``telemetry.retention_days``) the thread also erases the
+decisions older than it, once migrated and then hourly: at most `PRUNE_BATCH` a
+transaction, one transaction a wake-up, so that writing never waits long behind it. A
+failure is logged and tried again a minute later; it drops nothing.
+
 Drops are reported three ways: the `dropped` counters, ``on_drop(n, reason)`` (reason
 ``queue_full``, ``store_error`` or ``closed``) and a WARNING at most every 10 s per
 reason with the running count. Log lines carry the store's masked URL only.
@@ -36,7 +41,7 @@ from llmroute.telemetry.record import DecisionRecord
 from llmroute.telemetry.store import open_store
 from llmroute.telemetry.store.base import Store
 
-__all__ = ["DropReason", "TelemetryWriter", "start_writer"]
+__all__ = ["PRUNE_BATCH", "DropReason", "TelemetryWriter", "start_writer"]
 
 log = logging.getLogger("llmroute.telemetry")
 
@@ -48,6 +53,9 @@ CLOSED: Final = "closed"
 _LOG_EVERY_S = 10.0
 _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 10.0
+PRUNE_BATCH: Final = 5_000  # decisions erased in one transaction
+_PRUNE_EVERY_S = 3600.0
+_PRUNE_RETRY_S = 60.0
 
 
 class _Marker:
@@ -70,9 +78,12 @@ class TelemetryWriter:
         batch_size: int = 500,
         flush_seconds: float = 0.2,
         on_drop: Callable[[int, str], None] | None = None,
+        retention_s: float | None = None,
     ) -> None:
         if queue_size < 1 or batch_size < 1 or flush_seconds <= 0:
             raise ValueError("queue_size and batch_size must be >= 1, flush_seconds > 0")
+        if retention_s is not None and not retention_s > 0:
+            raise ValueError("retention_s must be > 0")
         self.store = store
         self.queue_size = queue_size
         self.batch_size = batch_size
@@ -89,6 +100,9 @@ class TelemetryWriter:
         self._ready = False  # migrated since the last store error
         self._retry_at = 0.0  # monotonic time before which the store is not called
         self._backoff = _BACKOFF_FIRST_S
+        self.retention_s = retention_s
+        self._prune_at = 0.0  # monotonic time of the next pruning (0: once migrated)
+        self._pruned = [0, 0, 0]  # decisions, feedback, shadow erased this round
 
     # -- request path ----------------------------------------------------------------
 
@@ -214,6 +228,8 @@ class TelemetryWriter:
             self._drain()
             if closing and not queue:
                 return
+            if self.retention_s is not None and self._ready:
+                self._prune(self.retention_s)
 
     def _drain(self) -> None:
         """Handle everything queued now, in batches."""
@@ -243,6 +259,38 @@ class TelemetryWriter:
             return
         if self._call_store(batch):
             self._written += len(batch)
+
+    def _prune(self, retention_s: float) -> None:
+        """Erase one batch of decisions older than the retention period, when due."""
+        now = time.monotonic()
+        if now < self._prune_at:
+            return
+        try:
+            counts = self.store.prune(time.time() - retention_s, most=PRUNE_BATCH)
+        except Exception as exc:
+            self._prune_at = now + _PRUNE_RETRY_S
+            log.warning(
+                "telemetry %s: erasing decisions past the retention period failed: %s",
+                self.store.url,
+                _describe(exc),
+            )
+            return
+        self._pruned = [a + b for a, b in zip(self._pruned, counts, strict=True)]
+        if counts[0] >= PRUNE_BATCH:
+            return  # more to erase: the next wake-up goes on
+        self._prune_at = now + _PRUNE_EVERY_S
+        decisions, feedback, shadow = self._pruned
+        self._pruned = [0, 0, 0]
+        if decisions or feedback or shadow:
+            log.info(
+                "telemetry %s: erased %d decision(s) older than %g day(s), %d feedback and "
+                "%d shadow row(s)",
+                self.store.url,
+                decisions,
+                retention_s / 86400,
+                feedback,
+                shadow,
+            )
 
     def _call_store(self, batch: list[DecisionRecord] | None) -> bool:
         """Migrate if needed, then write `batch` (None: only migrate). A failure drops
@@ -294,6 +342,7 @@ def start_writer(
         batch_size=settings.batch_size,
         flush_seconds=settings.flush_seconds,
         on_drop=on_drop,
+        retention_s=None if settings.retention_days is None else settings.retention_days * 86400,
     )
     writer.start()
     return store, writer

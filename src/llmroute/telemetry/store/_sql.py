@@ -27,6 +27,8 @@ __all__ = [
     "buckets_sql",
     "clients_sql",
     "feedback_from_row",
+    "forget_sql",
+    "prune_sql",
     "shadow_from_row",
     "shadow_row",
     "tags_sql",
@@ -264,3 +266,15 @@ def forget_sql(
         f"DELETE FROM feedback WHERE decision_id IN ({chosen})",
         f"DELETE FROM decisions WHERE {where}",
     ], tuple(params)
+
+
+def prune_sql(mark: str, most: int) -> list[str]:
+    """The statements erasing the oldest `most` decisions older than the parameter
+    `mark` (bound to each statement), their feedback and shadow rows first. Run in one
+    transaction, each statement picks the same decisions: ``ts, id`` orders them all."""
+    chosen = f"SELECT id FROM decisions WHERE ts < {mark} ORDER BY ts, id LIMIT {int(most)}"
+    return [
+        f"DELETE FROM shadow WHERE decision_id IN ({chosen})",
+        f"DELETE FROM feedback WHERE decision_id IN ({chosen})",
+        f"DELETE FROM decisions WHERE id IN ({chosen})",
+    ]

@@ -117,6 +117,12 @@ class Store(Protocol):
         (decisions, feedback, shadow)."""
         ...
 
+    def prune(self, before: float, *, most: int) -> tuple[int, int, int]:
+        """Erase the oldest `most` decisions logged before `before` (Unix seconds), with
+        their feedback and shadow rows, in one transaction; the counts (decisions,
+        feedback, shadow). Fewer than `most` decisions: none older is left."""
+        ...
+
     def has_decision(self, decision_id: str, *, by: str | None = None) -> bool: ...
 
     def decisions(

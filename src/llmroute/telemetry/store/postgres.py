@@ -37,6 +37,7 @@ from llmroute.telemetry.store._sql import (
     SHADOW_LIST,
     SqlReads,
     forget_sql,
+    prune_sql,
     shadow_row,
 )
 from llmroute.telemetry.store.migrate import Backend, pending
@@ -283,6 +284,13 @@ class PostgresStore(SqlReads):
         statements, params = forget_sql(end_users, client, "%s")
         with self._connection("forget") as conn:  # one transaction
             counts = [conn.execute(sql.encode(), params).rowcount for sql in statements]
+        shadow, feedback, decisions = counts
+        return decisions, feedback, shadow
+
+    def prune(self, before: float, *, most: int) -> tuple[int, int, int]:
+        statements = prune_sql("%s", most)
+        with self._connection("prune") as conn:  # one transaction
+            counts = [conn.execute(sql.encode(), (before,)).rowcount for sql in statements]
         shadow, feedback, decisions = counts
         return decisions, feedback, shadow
 

@@ -31,6 +31,7 @@ from llmroute.telemetry.store._sql import (
     SHADOW_LIST,
     SqlReads,
     forget_sql,
+    prune_sql,
     shadow_row,
 )
 from llmroute.telemetry.store.migrate import Backend, pending
@@ -195,6 +196,13 @@ class SqliteStore(SqlReads):
         statements, params = forget_sql(end_users, client, "?")
         with self._transaction("forget") as conn:
             counts = [conn.execute(sql, params).rowcount for sql in statements]
+        shadow, feedback, decisions = counts
+        return decisions, feedback, shadow
+
+    def prune(self, before: float, *, most: int) -> tuple[int, int, int]:
+        statements = prune_sql("?", most)
+        with self._transaction("prune") as conn:
+            counts = [conn.execute(sql, (before,)).rowcount for sql in statements]
         shadow, feedback, decisions = counts
         return decisions, feedback, shadow
 
