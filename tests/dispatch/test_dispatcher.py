@@ -24,6 +24,7 @@ from llmroute.errors import (
     ContentRefused,
     ContextWindowExceeded,
     ProviderError,
+    ProviderTimeout,
     UnsupportedRequest,
     UpstreamRejected,
 )
@@ -281,6 +282,36 @@ def test_time_to_first_token_limit_falls_back_before_any_byte(h: Harness) -> Non
 
     model, events = _streamed(h, registry)
     assert model == "b" and events[-1] == b"data: [DONE]\n\n"
+
+
+def test_a_stream_past_its_stream_timeout_ends_with_a_timeout_not_before(h: Harness) -> None:
+    """`timeout_s` bounds each wait for more bytes, so a model dripping words never hit
+    it; `stream_timeout_s` bounds the whole stream: past it the stream ends with a
+    timeout (words went out: no fallback), and a stream within it is whole."""
+    models = (
+        "  a: {provider: up, model: 'a?gap=0.15', stream_timeout_s: 0.5}\n"
+        "  b: {provider: up, model: b}\n"
+        "  c: {provider: up, model: 'c?gap=0.02', stream_timeout_s: 5}"
+    )
+    registry = h.registry(models, "a")
+    words = "one two three four five six seven eight nine ten"
+
+    async def job(d: Dispatcher) -> tuple[list[bytes], ProviderError, list[bytes]]:
+        opened = await d.open_stream(plan_for("a", "b"), _body(words, stream=True))
+        got: list[bytes] = []
+        with pytest.raises(ProviderError) as caught:
+            async for event in opened.events:
+                got.append(event)
+        whole = await d.open_stream(plan_for("c"), _body(words, stream=True))
+        return got, caught.value, [e async for e in whole.events]
+
+    got, ended, whole = h.run(registry, job)
+    assert isinstance(ended, ProviderTimeout) and "ran past 0.5s" in ended.message
+    said = [json.loads(e[6:]) for e in got if e.startswith(b"data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in said)
+    assert text.startswith("echo: one") and "ten" not in text, text
+    assert h.upstream.models_called() == ["a?gap=0.15", "c?gap=0.02"]  # b never called
+    assert whole[-1] == b"data: [DONE]\n\n" and b'"ten "' in b"".join(whole)
 
 
 def test_all_timeouts_is_504(h: Harness) -> None:

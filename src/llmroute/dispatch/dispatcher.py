@@ -1192,6 +1192,7 @@ class Dispatcher:
                 or entry.first_token_timeout_s
                 or spec.first_token_timeout_s
             ),
+            stream_s=route.stream_timeout_s or entry.stream_timeout_s or spec.stream_timeout_s,
         )
 
 
@@ -1254,6 +1255,22 @@ async def _as_chat_events(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         await _close(events)
 
 
+async def _within(
+    events: AsyncIterator[bytes], started: float, seconds: float, provider: str
+) -> AsyncIterator[bytes]:
+    """`events` until `seconds` after `started` (monotonic): an event arriving later
+    ends the stream with `ProviderTimeout` instead (each wait for one is bounded by the
+    call's own timeout, so a stream ends at most that much past its limit)."""
+    deadline = started + seconds
+    try:
+        async for event in events:
+            if time.monotonic() > deadline:
+                raise ProviderTimeout(provider, f"the stream ran past {seconds:g}s")
+            yield event
+    finally:
+        await _close(events)
+
+
 async def _open_on(
     deployment: Deployment,
     body: dict[str, Any],
@@ -1266,6 +1283,7 @@ async def _open_on(
     past the events that say nothing yet (`read_preamble`, for at most `hold_s`): a
     failure there still falls back. `text`: the body is a completion, sent to the
     model's completions endpoint, its events read as chat chunks."""
+    started = time.monotonic()
     if text:
         upstream = _text_provider(deployment).stream_text(
             deployment.upstream, body, timeouts=timeouts
@@ -1289,6 +1307,8 @@ async def _open_on(
     except BaseException:
         await _close(events)
         raise
+    if timeouts.stream_s is not None:
+        events = aiter(_within(events, started, timeouts.stream_s, deployment.provider_name))
     try:
         return await read_preamble(first, events, hold_s)
     except BaseException:

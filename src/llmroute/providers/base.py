@@ -22,12 +22,14 @@ class Timeouts:
     """Time limits of one upstream call, in seconds.
 
     `connect_s` bounds opening a connection; `total_s` the whole call (for a stream, each
-    wait for the next bytes: dispatch bounds the stream's first event by `first_token_s`).
+    wait for the next bytes: dispatch bounds the stream's first event by `first_token_s`,
+    and the whole stream by `stream_s`, checked as each event arrives).
     """
 
     connect_s: float = 5.0
     total_s: float = 60.0
     first_token_s: float | None = None
+    stream_s: float | None = None
 
 
 class ChatProvider(Protocol):

@@ -312,9 +312,10 @@ class Provider(_Frozen):
     headers: dict[str, str] = Field(default_factory=dict)
     # header -> the environment variable holding its value (a secret a proxy wants)
     headers_env: dict[str, EnvName] = Field(default_factory=dict)
-    timeout_s: Seconds = 60.0  # the whole request (a stream: until its last byte)
+    timeout_s: Seconds = 60.0  # the whole request (a stream: each wait for more bytes)
     connect_timeout_s: Seconds = 5.0
     first_token_timeout_s: Seconds | None = None  # streams: until the first event
+    stream_timeout_s: Seconds | None = None  # streams: until the last event
     # kind openai only: Anthropic-style cache_control markers sent on, or dropped
     cache_control: Literal["drop", "send"] = "drop"
     # kind llamacpp only:
@@ -524,6 +525,7 @@ class Model(_Frozen):
     timeout_s: Seconds | None = None
     connect_timeout_s: Seconds | None = None
     first_token_timeout_s: Seconds | None = None
+    stream_timeout_s: Seconds | None = None
     rpm: int | None = Field(default=None, ge=1)  # its one provider's limit (no deployments)
     tpm: int | None = Field(default=None, ge=1)  # its one provider's token limit
     max_in_flight: int | None = Field(default=None, ge=1)  # its one provider's concurrency
@@ -663,6 +665,7 @@ class RoutePolicy(_Frozen):
     timeout_s: Seconds | None = None
     connect_timeout_s: Seconds | None = None
     first_token_timeout_s: Seconds | None = None
+    stream_timeout_s: Seconds | None = None
     retries: int | None = Field(default=None, ge=0, le=10)  # default: dispatch.retries
     fallback: tuple[str, ...] = ()
     context_fallback: str | None = None  # a larger-context model for over-long requests
