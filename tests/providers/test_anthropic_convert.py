@@ -174,8 +174,7 @@ def test_parameters_are_translated() -> None:
         "model": "claude-x",
         "max_tokens": 50,
         "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
-        "temperature": 1.0,  # clamped to Anthropic's range
-        "top_p": 0.9,
+        "temperature": 1.0,  # clamped to Anthropic's range; top_p left out beside it
         "stop_sequences": ["END"],
         "tools": [
             {
@@ -233,6 +232,10 @@ AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "w
         ),
         ({"tools": [{"type": "code_interpreter"}]}, "'tools'", False),
         ({"messages": [{"role": "user", "content": [{"type": "nonsense"}]}]}, "nonsense", False),
+        ({"functions": [{"name": "f", "parameters": {}}]}, "'functions'", True),
+        ({"function_call": {"name": "f"}}, "'function_call'", True),
+        ({"web_search_options": {}}, "'web_search_options'", True),
+        ({"messages": [{"role": "user", "content": ""}]}, "no text", False),
     ],
 )
 def test_what_cannot_be_honoured_is_rejected(
@@ -335,3 +338,35 @@ def test_stream_translator_ignores_pings_and_unknown_events() -> None:
     assert translator.feed(b": a comment\n\n") == []
     assert translator.feed(b'data: {"type": "brand_new"}\n\n') == []
     assert not translator.done
+
+
+def test_top_p_goes_only_without_a_temperature_and_below_1() -> None:
+    """Claude Sonnet 4.5 and later refuse `temperature` and `top_p` together, which OpenAI
+    clients often send; `top_p: 1` cuts nothing."""
+    both = convert({"messages": user("hi"), "temperature": 0.7, "top_p": 0.9})
+    assert both["temperature"] == 0.7 and "top_p" not in both
+    alone = convert({"messages": user("hi"), "top_p": 0.9})
+    assert alone["top_p"] == 0.9 and "temperature" not in alone
+    assert "top_p" not in convert({"messages": user("hi"), "top_p": 1})
+
+
+def test_instructions_alone_are_sent_as_the_users_turn() -> None:
+    """OpenAI serves a conversation of system messages alone; Anthropic refuses an empty
+    `messages`: the instructions become the turn."""
+    payload = convert({"messages": [{"role": "system", "content": "Write a haiku."}]})
+    assert payload["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Write a haiku."}]}
+    ]
+    assert "system" not in payload
+
+
+def test_a_closing_assistant_turn_is_a_prefill_without_trailing_whitespace() -> None:
+    """Anthropic refuses a prefill ending in whitespace; one of whitespace alone goes."""
+    said = [*user("hi"), {"role": "assistant", "content": "Sure, "}]
+    payload = convert({"messages": said})
+    assert payload["messages"][-1] == {
+        "role": "assistant",
+        "content": [{"type": "text", "text": "Sure,"}],
+    }
+    blank = convert({"messages": [*user("hi"), {"role": "assistant", "content": "  "}]})
+    assert [m["role"] for m in blank["messages"]] == ["user"]

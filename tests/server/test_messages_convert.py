@@ -130,6 +130,7 @@ def test_images_and_tool_results_map_to_chat_shapes() -> None:
         "max_tokens": 10,
         "stop_sequences": ["END"],
         "metadata": {"user_id": "u-1"},
+        "tools": [{"name": "f", "input_schema": {"type": "object"}}],
         "tool_choice": {"type": "tool", "name": "f", "disable_parallel_tool_use": True},
         "messages": [
             {
@@ -173,7 +174,7 @@ def test_images_and_tool_results_map_to_chat_shapes() -> None:
         ({"tool_choice": {"type": "sometimes"}}, "tool_choice"),
         ({"system": 5}, "system"),
         ({"stop_sequences": "END"}, "stop_sequences"),
-        ({"messages": [{"role": "system", "content": "x"}]}, "messages[0]"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0]"),
         (
             {"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]},
             "messages[0].content[0]",
@@ -268,3 +269,90 @@ def test_an_answer_calling_tools_stops_for_them_whatever_the_server_said() -> No
     ]
     (delta,) = [e for e in _events(raw) if e["type"] == "message_delta"]
     assert delta["delta"]["stop_reason"] == "tool_use"
+
+
+def _chat(**extra: Any) -> dict[str, Any]:
+    body = {"model": "auto", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+    return to_chat_body({**body, **extra})
+
+
+def test_system_messages_in_the_conversation_stay_where_they_are() -> None:
+    """The Messages API takes `role: system` turns (Claude Code sends them)."""
+    said = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "system", "content": [{"type": "text", "text": "Answer in French."}]},
+        {"role": "user", "content": "and now?"},
+    ]
+    chat = _chat(messages=said)
+    assert chat["messages"][2] == {"role": "system", "content": "Answer in French."}
+    assert [m["role"] for m in chat["messages"]] == ["user", "assistant", "system", "user"]
+    with pytest.raises(GatewayError) as caught:
+        _chat(messages=[{"role": "system", "content": [{"type": "image"}]}])
+    assert caught.value.param == "messages[0].content[0]"
+
+
+def test_no_tools_means_no_tool_choice_and_nothing_empty_is_sent() -> None:
+    """OpenAI refuses `tools: []`, and a `tool_choice` or `parallel_tool_calls` without
+    tools; an assistant turn of thinking alone is empty text, not null content."""
+    chat = _chat(tools=[], tool_choice={"type": "auto", "disable_parallel_tool_use": True})
+    assert not {"tools", "tool_choice", "parallel_tool_calls"} & chat.keys()
+    thinking = {"type": "thinking", "thinking": "hmm", "signature": "s"}
+    turns = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [thinking]},
+        {"role": "user", "content": "go on"},
+    ]
+    assert _chat(messages=turns)["messages"][1] == {"role": "assistant", "content": ""}
+
+
+def test_structured_outputs_and_automatic_caching_are_carried() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    chat = _chat(
+        output_config={"format": {"type": "json_schema", "schema": schema}},
+        cache_control={"type": "ephemeral"},
+    )
+    assert chat["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema, "strict": True},
+    }
+    assert chat["messages"][-1]["content"] == [
+        {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}
+    ]
+    beta = _chat(output_format={"type": "json_schema", "schema": schema})
+    assert beta["response_format"]["json_schema"]["schema"] == schema
+    for bad, param in (
+        ({"output_config": {"format": {"type": "xml"}}}, "output_config.format"),
+        ({"output_config": "json"}, "output_config"),
+        ({"mcp_servers": [{"url": "https://x"}]}, "mcp_servers"),
+        ({"container": "c1"}, "container"),
+    ):
+        with pytest.raises(GatewayError) as caught:
+            _chat(**bad)
+        assert caught.value.status == 400 and caught.value.param == param
+
+
+def test_tool_input_is_always_an_object_and_a_refusal_is_said() -> None:
+    """Arguments that are JSON but no object are handed over as `{"arguments": ...}` (a
+    non-object `input` would be refused when the turn comes back); OpenAI's refusal is
+    the answer's text with stop reason `refusal`, whole or streamed."""
+    call = {"id": "t1", "function": {"name": "f", "arguments": "[1, 2]"}}
+    data = {"choices": [{"finish_reason": "tool_calls", "message": {"tool_calls": [call]}}]}
+    (block,) = to_message(data, "m")["content"]
+    assert block["input"] == {"arguments": "[1, 2]"}
+    refused = {"content": None, "refusal": "I cannot help with that."}
+    message = to_message({"choices": [{"finish_reason": "stop", "message": refused}]}, "m")
+    assert message["stop_reason"] == "refusal"
+    assert message["content"] == [{"type": "text", "text": "I cannot help with that."}]
+    translator = StreamTranslator("m")
+    raw = [
+        *translator.feed(_chunk({"role": "assistant", "refusal": ""})),
+        *translator.feed(_chunk({"refusal": "I cannot "})),
+        *translator.feed(_chunk({"refusal": "help."}, finish="stop")),
+        *translator.feed(b"data: [DONE]\n\n"),
+    ]
+    events = _events(raw)
+    texts = [e["delta"]["text"] for e in events if e["type"] == "content_block_delta"]
+    assert "".join(texts) == "I cannot help."
+    (end,) = [e for e in events if e["type"] == "message_delta"]
+    assert end["delta"]["stop_reason"] == "refusal"

@@ -84,6 +84,15 @@ def _refuse_unsupported(provider: str, body: dict[str, Any]) -> None:
         raise _beyond(provider, "'logprobs' is not supported by Anthropic models")
     if body.get("audio") is not None:
         raise _beyond(provider, "'audio' output is not supported by Anthropic models")
+    if body.get("web_search_options") is not None:
+        raise _beyond(provider, "'web_search_options' is not supported by Anthropic models")
+    for legacy in ("functions", "function_call"):
+        if body.get(legacy) is not None:
+            raise _beyond(
+                provider,
+                f"'{legacy}' (OpenAI's deprecated function calling) is not supported by "
+                "Anthropic models: send 'tools' and 'tool_choice'",
+            )
 
 
 def _max_tokens(body: dict[str, Any]) -> Any:
@@ -94,11 +103,16 @@ def _max_tokens(body: dict[str, Any]) -> Any:
 
 
 def _copy_sampling(body: dict[str, Any], payload: dict[str, Any]) -> None:
+    """Sampling: `temperature` clamped to Anthropic's range; `top_p` only without a
+    temperature (Claude Sonnet 4.5 and later refuse both, which OpenAI clients often
+    send) and below 1 (1 cuts nothing)."""
     temperature = body.get("temperature")
     if isinstance(temperature, int | float) and not isinstance(temperature, bool):
         payload["temperature"] = min(float(temperature), 1.0)  # OpenAI's range is 0–2
-    if body.get("top_p") is not None:
-        payload["top_p"] = body["top_p"]
+    top_p = body.get("top_p")
+    cuts = not isinstance(top_p, int | float) or isinstance(top_p, bool) or top_p < 1
+    if top_p is not None and "temperature" not in payload and cuts:
+        payload["top_p"] = top_p
     stop = body.get("stop")
     if isinstance(stop, str):
         payload["stop_sequences"] = [stop]
@@ -159,7 +173,30 @@ def _convert_messages(provider: str, messages: Any) -> tuple[list[Block], list[M
             turns[-1]["content"].extend(blocks)
         else:
             turns.append({"role": anthropic_role, "content": blocks})
+    if turns and turns[-1]["role"] == "assistant":
+        _trim_prefill(turns)
+    if not turns and system:  # instructions alone, which OpenAI serves: say them as the turn
+        return [], [{"role": "user", "content": system}]
+    if not turns:
+        raise _reject(provider, "'messages' holds no text, image or tool content to send")
     return system, turns
+
+
+def _trim_prefill(turns: list[Message]) -> None:
+    """A conversation that ends with the assistant's turn is Anthropic's prefill (the
+    answer continues it), whose last text Anthropic refuses to end in whitespace: the
+    whitespace is cut, and a turn left with nothing is dropped."""
+    blocks = turns[-1]["content"]
+    last = blocks[-1]
+    if last.get("type") != "text":
+        return
+    text = last["text"].rstrip()
+    if text:
+        blocks[-1] = {**last, "text": text}
+        return
+    blocks.pop()
+    if not blocks:
+        turns.pop()
 
 
 def _blocks_of(provider: str, role: Any, message: dict[str, Any], index: int) -> list[Block]:

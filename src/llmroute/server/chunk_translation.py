@@ -58,6 +58,8 @@ def _choice(choice: dict[str, Any]) -> dict[str, Any]:
     clean: dict[str, Any] = {}
     if (content := _str(delta.get("content"))) is not None:
         clean["content"] = content
+    if refusal := _str(delta.get("refusal")):
+        clean["refusal"] = refusal
     calls = delta.get("tool_calls")
     if isinstance(calls, list):
         clean["tool_calls"] = [_call(c) for c in calls if isinstance(c, dict)]
@@ -94,6 +96,8 @@ def clean_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"content": _str(message.get("content"))}
+    if refusal := _str(message.get("refusal")):
+        out["refusal"] = refusal  # OpenAI's refusal under structured outputs
     calls = message.get("tool_calls")
     if isinstance(calls, list):
         out["tool_calls"] = [_call(c) for c in calls if isinstance(c, dict)]

@@ -86,16 +86,67 @@ def to_chat_body(body: dict[str, Any], *, counting: bool = False) -> dict[str, A
     if body.get("stream") is True:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
-    if body.get("tools") is not None:
-        chat["tools"] = _tools(body["tools"])
-    if body.get("tool_choice") is not None:
-        chat.update(_tool_choice(body["tool_choice"]))
+    tools = _tools(body["tools"]) if body.get("tools") is not None else []
+    choice = _tool_choice(body["tool_choice"]) if body.get("tool_choice") is not None else {}
+    if tools:  # OpenAI refuses an empty list, and a tool_choice without tools
+        chat["tools"] = tools
+        chat.update(choice)
+    chat.update(_output_format(body))
+    _refuse_beyond(body)
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
         chat["user"] = metadata["user_id"]
     if body.get("thinking") is not None:
         chat["thinking"] = _thinking(body["thinking"], None if counting else max_tokens)
+    if body.get("cache_control") is not None:
+        _cache_last(messages, _cache(body, "request"))
     return chat
+
+
+# top-level fields whose answer the chat shape cannot give: refused, not dropped
+_BEYOND = ("mcp_servers", "container")
+
+
+def _refuse_beyond(body: dict[str, Any]) -> None:
+    for key in _BEYOND:
+        if body.get(key) is not None:
+            raise _bad(key, f"'{key}' is not supported by this gateway")
+
+
+def _output_format(body: dict[str, Any]) -> dict[str, Any]:
+    """Structured outputs (``output_config.format``, or the beta's ``output_format``)
+    as chat's ``response_format``: a model that has them answers to the schema, an
+    Anthropic one through the gateway is told it."""
+    config = body.get("output_config")
+    if config is not None and not isinstance(config, dict):
+        raise _bad("output_config", "'output_config' must be an object")
+    where, fmt = "output_config.format", (config or {}).get("format")
+    if fmt is None:
+        where, fmt = "output_format", body.get("output_format")
+    if fmt is None:
+        return {}
+    schema = fmt.get("schema") if isinstance(fmt, dict) else None
+    if (
+        not isinstance(fmt, dict)
+        or fmt.get("type") != "json_schema"
+        or not isinstance(schema, dict)
+    ):
+        raise _bad(where, f"'{where}' must be {{type: json_schema, schema: {{...}}}}")
+    spec = {"name": "output", "schema": schema, "strict": True}
+    return {"response_format": {"type": "json_schema", "json_schema": spec}}
+
+
+def _cache_last(messages: list[dict[str, Any]], marker: dict[str, Any]) -> None:
+    """A request-level ``cache_control`` (automatic prompt caching) as Anthropic places
+    it: on the last block that can carry it, the last message's content's end."""
+    for message in reversed(messages):
+        content = message.get("content")
+        if isinstance(content, str) and content:
+            message["content"] = [{"type": "text", "text": content, **marker}]
+            return
+        if isinstance(content, list) and content:
+            content[-1] = content[-1] | marker
+            return
 
 
 def _thinking(thinking: Any, max_tokens: int | None) -> dict[str, Any]:
@@ -169,9 +220,16 @@ def _text_of(block: Any, where: str) -> str:
 
 
 def _message(message: Any, where: str) -> list[dict[str, Any]]:
-    if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-        raise _bad(where, f"{where} must be an object with role 'user' or 'assistant'")
+    if not isinstance(message, dict) or message.get("role") not in ("user", "assistant", "system"):
+        raise _bad(where, f"{where} must be an object with role 'user', 'assistant' or 'system'")
     role, content = message["role"], message.get("content")
+    if role == "system":  # instructions in the conversation (Claude Code sends them)
+        if isinstance(content, list):
+            parts = [_text_part(block, f"{where}.content[{i}]") for i, block in enumerate(content)]
+            return [{"role": "system", "content": _joined(parts, "\n\n")}] if parts else []
+        if not isinstance(content, str):
+            raise _bad(where, f"{where}.content must be a string or a list of text blocks")
+        return [{"role": "system", "content": content}] if content else []
     if isinstance(content, str):
         return [{"role": role, "content": content}]
     if not isinstance(content, list):
@@ -205,7 +263,11 @@ def _assistant(blocks: list[Any], where: str) -> dict[str, Any]:
             continue  # the model's earlier reasoning: other models cannot read it back
         else:
             raise _bad(at, f"{at}: content block type {kind!r} is not supported here")
-    out: dict[str, Any] = {"role": "assistant", "content": _joined(texts, "") or None}
+    # null content only beside tool calls: OpenAI refuses an assistant message of nothing
+    out: dict[str, Any] = {
+        "role": "assistant",
+        "content": _joined(texts, "") or (None if calls else ""),
+    }
     if calls:
         out["tool_calls"] = calls
     return out
@@ -331,9 +393,11 @@ def _input(arguments: Any) -> Any:
     if not isinstance(arguments, str) or not arguments:
         return {}
     try:
-        return loads(arguments, max_depth=MAX_DEPTH)
+        parsed = loads(arguments, max_depth=MAX_DEPTH)
     except ValueError:
-        return {"arguments": arguments}  # not JSON: handed over rather than lost
+        parsed = None
+    # a tool's input is an object: anything else is handed over rather than lost
+    return parsed if isinstance(parsed, dict) else {"arguments": arguments}
 
 
 def to_message(data: dict[str, Any], model: str) -> dict[str, Any]:
@@ -345,6 +409,9 @@ def to_message(data: dict[str, Any], model: str) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = []
     if isinstance(message.get("content"), str) and message["content"]:
         blocks.append({"type": "text", "text": message["content"]})
+    refused = "refusal" in message
+    if refused:  # said as Anthropic's models say theirs: text, stop_reason refusal
+        blocks.append({"type": "text", "text": message["refusal"]})
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
         blocks.append(
@@ -362,7 +429,9 @@ def to_message(data: dict[str, Any], model: str) -> dict[str, Any]:
         "role": "assistant",
         "model": model,
         "content": blocks,
-        "stop_reason": _stop_reason(
+        "stop_reason": "refusal"
+        if refused
+        else _stop_reason(
             choice.get("finish_reason"), any(b["type"] == "tool_use" for b in blocks)
         ),
         "stop_sequence": None,
@@ -427,6 +496,7 @@ class StreamTranslator(ChunkTranslator):
         self._kind: str | None = None  # its type: "text" or "tool_use"
         self._tools: dict[int, int] = {}  # OpenAI tool-call index -> our block index
         self._stop = "end_turn"
+        self._refused = False  # OpenAI's refusal came: the stop reason is refusal
         self._usage = {"input_tokens": 0, "output_tokens": 0}
 
     def _chunk(self, chunk: dict[str, Any]) -> Iterator[bytes]:
@@ -442,16 +512,23 @@ class StreamTranslator(ChunkTranslator):
             self._usage = _usage(usage)
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
-            text = delta.get("content")
-            if isinstance(text, str) and text:
-                if self._kind != "text":
-                    yield from self._open({"type": "text", "text": ""}, "text")
-                delta_text = {"type": "text_delta", "text": text}
-                yield _event("content_block_delta", {"index": self._index, "delta": delta_text})
+            for key in ("content", "refusal"):
+                text = delta.get(key)
+                if isinstance(text, str) and text:
+                    self._refused = self._refused or key == "refusal"
+                    yield from self._text(text)
             for call in delta.get("tool_calls") or ():
                 yield from self._tool_delta(call)
             if choice.get("finish_reason"):
                 self._stop = _stop_reason(choice["finish_reason"], bool(self._tools))
+            if self._refused:
+                self._stop = "refusal"
+
+    def _text(self, text: str) -> Iterator[bytes]:
+        if self._kind != "text":
+            yield from self._open({"type": "text", "text": ""}, "text")
+        delta_text = {"type": "text_delta", "text": text}
+        yield _event("content_block_delta", {"index": self._index, "delta": delta_text})
 
     def _start(self, chunk: dict[str, Any]) -> Iterator[bytes]:
         if self._started:
