@@ -354,6 +354,11 @@ def test_refresh(registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert registry.read_text(encoding="utf-8") == before
     code, _, err = cli(capsys, "refresh", "-r", registry, "-o", registry)
     assert code == 2 and "live registry" in err
+    written = out_path.read_text(encoding="utf-8")  # a candidate being reviewed: kept
+    code, _, err = cli(capsys, "refresh", "-r", registry, "-o", out_path, "--since", "1h")
+    assert code == 2 and "--force" in err and out_path.read_text(encoding="utf-8") == written
+    code, _, _ = cli(capsys, "refresh", "-r", registry, "-o", out_path, "--since", "1h", "--force")
+    assert code == 0
 
 
 def test_refresh_with_eval_data(

@@ -331,6 +331,7 @@ def refresh_command(
         ),
     ] = 0.5,
     as_json: JsonOption = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT.")] = False,
 ) -> None:
     """Propose new examples and candidate routes from low-margin and default traffic."""
     from llmroute.decide import Router
@@ -340,6 +341,8 @@ def refresh_command(
     path = resolve_registry(registry)
     if output.resolve() == path.resolve():
         fail("--output must not be the live registry; write the candidate elsewhere")
+    if output.exists() and not force:
+        fail(f"{output} exists; pass --force to overwrite it")
     loaded = _load(path)
     with _open_log(_url(url, loaded)) as log:
         if log.empty_reason is not None:
