@@ -178,12 +178,14 @@ class ProviderError(LlmrouteError):
         status: int | None = None,
         retry_after_s: float | None = None,
         code: str | None = None,
+        param: str | None = None,
     ) -> None:
         self.provider = provider
         self.status = status
         self.message = message
         self.retry_after_s = retry_after_s
         self.code = code
+        self.param = param  # the request field at fault, when the gateway knows it
         self.model: str | None = None  # the pool model, set by dispatch
         # the models that failed before `model` refused the request, then `model`
         # itself, as the decision log's attempts say them (set by dispatch)
@@ -232,8 +234,7 @@ class UnsupportedRequest(ProviderError):
         code: str | None = None,
         param: str | None = None,
     ) -> None:
-        super().__init__(provider, message, status=status, code=code)
-        self.param = param
+        super().__init__(provider, message, status=status, code=code, param=param)
 
     @property
     def retryable(self) -> bool:

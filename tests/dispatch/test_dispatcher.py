@@ -941,6 +941,8 @@ def test_a_model_alone_refuses_what_its_api_cannot_give_as_before(h: Harness) ->
         h.run(registry, lambda d: d.complete(plan_for("claude"), _body(n=2)))
     assert isinstance(caught.value, UpstreamRejected) and caught.value.status == 400
     assert caught.value.model == "claude"
+    error = gateway_error(caught.value, {"x-llmroute-model": "claude"})
+    assert error.status == 400 and error.param == "n"  # the client hears which field
 
 
 def test_a_chain_none_of_whose_models_can_take_it_is_one_400_unsent(h: Harness) -> None:
@@ -948,6 +950,7 @@ def test_a_chain_none_of_whose_models_can_take_it_is_one_400_unsent(h: Harness) 
     with pytest.raises(UnsupportedRequest) as caught:
         h.run(registry, lambda d: d.complete(plan_for("claude", "claude2"), _body(n=2)))
     assert caught.value.status == 400 and caught.value.code == "unsupported_parameter"
+    assert caught.value.param == "n"
     assert "claude: 'n' = 2" in caught.value.message
     assert "claude2: 'n' = 2" in caught.value.message
     body = _image_body(n=2)

@@ -215,13 +215,18 @@ AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "w
 
 
 @pytest.mark.parametrize(
-    ("extra", "names", "beyond"),
+    ("extra", "names", "beyond", "param"),
     [
-        ({"n": 2}, "'n'", True),
-        ({"logprobs": True, "top_logprobs": 3}, "'logprobs'", True),
-        ({"audio": {"voice": "alloy", "format": "wav"}}, "'audio'", True),
-        ({"messages": [{"role": "user", "content": [AUDIO]}]}, "'input_audio'", True),
-        ({"response_format": {"type": "grammar"}}, "'response_format'", False),
+        ({"n": 2}, "'n'", True, "n"),
+        ({"logprobs": True, "top_logprobs": 3}, "'logprobs'", True, "logprobs"),
+        ({"audio": {"voice": "alloy", "format": "wav"}}, "'audio'", True, "audio"),
+        (
+            {"messages": [{"role": "user", "content": [AUDIO]}]},
+            "'input_audio'",
+            True,
+            "messages[0].content",
+        ),
+        ({"response_format": {"type": "grammar"}}, "'response_format'", False, "response_format"),
         (
             {
                 "tool_choice": "sometimes",
@@ -229,24 +234,31 @@ AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "w
             },
             "'tool_choice'",
             False,
+            "tool_choice",
         ),
-        ({"tools": [{"type": "code_interpreter"}]}, "'tools'", False),
-        ({"messages": [{"role": "user", "content": [{"type": "nonsense"}]}]}, "nonsense", False),
-        ({"functions": [{"name": "f", "parameters": {}}]}, "'functions'", True),
-        ({"function_call": {"name": "f"}}, "'function_call'", True),
-        ({"web_search_options": {}}, "'web_search_options'", True),
-        ({"messages": [{"role": "user", "content": ""}]}, "no text", False),
+        ({"tools": [{"type": "code_interpreter"}]}, "'tools'", False, "tools"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "nonsense"}]}]},
+            "nonsense",
+            False,
+            "messages[0].content",
+        ),
+        ({"functions": [{"name": "f", "parameters": {}}]}, "'functions'", True, "functions"),
+        ({"function_call": {"name": "f"}}, "'function_call'", True, "function_call"),
+        ({"web_search_options": {}}, "'web_search_options'", True, "web_search_options"),
+        ({"messages": [{"role": "user", "content": ""}]}, "no text", False, "messages"),
     ],
 )
 def test_what_cannot_be_honoured_is_rejected(
-    extra: dict[str, Any], names: str, beyond: bool
+    extra: dict[str, Any], names: str, beyond: bool, param: str
 ) -> None:
     """`BeyondModel` (another model may honour it: dispatch hands over) or a plain
-    `UpstreamRejected` (no model would)."""
+    `UpstreamRejected` (no model would), naming the field at fault as OpenAI does."""
     with pytest.raises(UpstreamRejected, match=names) as caught:
         convert({"messages": user("hi"), **extra})
     assert caught.value.status == 400
     assert isinstance(caught.value, BeyondModel) is beyond
+    assert caught.value.param == param
 
 
 def test_json_modes_become_a_system_instruction() -> None:

@@ -1464,7 +1464,7 @@ def _exhausted(failures: list[tuple[str, ProviderError]]) -> ProviderError:
             f"{name}: {exc.message.removesuffix('; not sent')}" for name, exc in failures
         )
         codes = {exc.code for _, exc in failures}
-        params = {exc.param for _, exc in failures if isinstance(exc, UnsupportedRequest)}
+        params = {exc.param for _, exc in failures}
         return UnsupportedRequest(
             "llmroute",
             f"no model of the chain takes this request ({why})",

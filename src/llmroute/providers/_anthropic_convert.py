@@ -43,13 +43,15 @@ Block = dict[str, Any]
 _OPENAI_ONLY_PARTS = ("input_audio", "file")  # parts OpenAI's models read and Anthropic's not
 
 
-def _reject(provider: str, message: str) -> UpstreamRejected:
-    return UpstreamRejected(provider, message, status=400, code="unsupported_parameter")
+def _reject(provider: str, message: str, param: str | None = None) -> UpstreamRejected:
+    return UpstreamRejected(
+        provider, message, status=400, code="unsupported_parameter", param=param
+    )
 
 
-def _beyond(provider: str, message: str) -> BeyondModel:
+def _beyond(provider: str, message: str, param: str) -> BeyondModel:
     """A refusal that another model of the chain may not need to make."""
-    return BeyondModel(provider, message, status=400, code="unsupported_parameter")
+    return BeyondModel(provider, message, status=400, code="unsupported_parameter", param=param)
 
 
 def to_messages_request(provider: str, model: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -79,19 +81,24 @@ def to_messages_request(provider: str, model: str, body: dict[str, Any]) -> dict
 def _refuse_unsupported(provider: str, body: dict[str, Any]) -> None:
     n = body.get("n")
     if n is not None and n != 1:
-        raise _beyond(provider, f"'n' = {n} is not supported: Anthropic returns one choice")
+        raise _beyond(provider, f"'n' = {n} is not supported: Anthropic returns one choice", "n")
     if body.get("logprobs") is True:
-        raise _beyond(provider, "'logprobs' is not supported by Anthropic models")
+        raise _beyond(provider, "'logprobs' is not supported by Anthropic models", "logprobs")
     if body.get("audio") is not None:
-        raise _beyond(provider, "'audio' output is not supported by Anthropic models")
+        raise _beyond(provider, "'audio' output is not supported by Anthropic models", "audio")
     if body.get("web_search_options") is not None:
-        raise _beyond(provider, "'web_search_options' is not supported by Anthropic models")
+        raise _beyond(
+            provider,
+            "'web_search_options' is not supported by Anthropic models",
+            "web_search_options",
+        )
     for legacy in ("functions", "function_call"):
         if body.get(legacy) is not None:
             raise _beyond(
                 provider,
                 f"'{legacy}' (OpenAI's deprecated function calling) is not supported by "
                 "Anthropic models: send 'tools' and 'tool_choice'",
+                legacy,
             )
 
 
@@ -133,7 +140,9 @@ def _response_format_instructions(provider: str, fmt: Any) -> list[str]:
         if schema is None:
             return [_JSON_ONLY]
         return [f"{_JSON_ONLY} It must match this JSON Schema:\n{json.dumps(schema)}"]
-    raise _reject(provider, f"'response_format' type {fmt['type']!r} is not supported")
+    raise _reject(
+        provider, f"'response_format' type {fmt['type']!r} is not supported", "response_format"
+    )
 
 
 # -- messages ----------------------------------------------------------------------------
@@ -151,12 +160,12 @@ def _convert_messages(provider: str, messages: Any) -> tuple[list[Block], list[M
     (Anthropic needs the roles to alternate). A ``cache_control`` marker on a content part,
     a tool or a whole message (on its last block) is carried over."""
     if not isinstance(messages, list) or not messages:
-        raise _reject(provider, "'messages' must be a non-empty list")
+        raise _reject(provider, "'messages' must be a non-empty list", "messages")
     system: list[Block] = []
     turns: list[Message] = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise _reject(provider, f"messages[{index}] is not an object")
+            raise _reject(provider, f"messages[{index}] is not an object", f"messages[{index}]")
         role = message.get("role")
         if role in ("system", "developer"):
             where = f"messages[{index}]"
@@ -178,7 +187,9 @@ def _convert_messages(provider: str, messages: Any) -> tuple[list[Block], list[M
     if not turns and system:  # instructions alone, which OpenAI serves: say them as the turn
         return [], [{"role": "user", "content": system}]
     if not turns:
-        raise _reject(provider, "'messages' holds no text, image or tool content to send")
+        raise _reject(
+            provider, "'messages' holds no text, image or tool content to send", "messages"
+        )
     return system, turns
 
 
@@ -207,7 +218,7 @@ def _blocks_of(provider: str, role: Any, message: dict[str, Any], index: int) ->
         blocks = _content_blocks(provider, message.get("content"), where)
         calls = message.get("tool_calls") or []
         if not isinstance(calls, list):
-            raise _reject(provider, f"{where}: 'tool_calls' must be a list")
+            raise _reject(provider, f"{where}: 'tool_calls' must be a list", f"{where}.tool_calls")
         blocks.extend(_tool_use(provider, call, where) for call in calls)
         return blocks
     if role == "tool":
@@ -221,14 +232,16 @@ def _blocks_of(provider: str, role: Any, message: dict[str, Any], index: int) ->
         if markers:
             result["cache_control"] = markers[-1]
         return [result]
-    raise _reject(provider, f"{where}: role {role!r} is not supported by Anthropic models")
+    raise _reject(
+        provider, f"{where}: role {role!r} is not supported by Anthropic models", f"{where}.role"
+    )
 
 
 def _text_blocks(provider: str, content: Any, where: str) -> list[Block]:
     """The text blocks of a message whose parts may only be text (system, tool results)."""
     parts = _content_blocks(provider, content, where)
     if any(part["type"] != "text" for part in parts):
-        raise _reject(provider, f"{where}: only text content is supported here")
+        raise _reject(provider, f"{where}: only text content is supported here", f"{where}.content")
     return parts
 
 
@@ -252,7 +265,9 @@ def _content_blocks(provider: str, content: Any, where: str) -> list[Block]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
     if not isinstance(content, list):
-        raise _reject(provider, f"{where}: 'content' must be a string or a list of parts")
+        raise _reject(
+            provider, f"{where}: 'content' must be a string or a list of parts", f"{where}.content"
+        )
     blocks: list[Block] = []
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
@@ -264,14 +279,18 @@ def _content_blocks(provider: str, content: Any, where: str) -> list[Block]:
             blocks.append(_image(provider, part.get("image_url"), where) | _marker(part))
         else:
             refuse = _beyond if kind in _OPENAI_ONLY_PARTS else _reject
-            raise refuse(provider, f"{where}: content part {kind!r} is not supported by Anthropic")
+            raise refuse(
+                provider,
+                f"{where}: content part {kind!r} is not supported by Anthropic",
+                f"{where}.content",
+            )
     return blocks
 
 
 def _image(provider: str, image: Any, where: str) -> Block:
     url = image.get("url") if isinstance(image, dict) else image
     if not isinstance(url, str):
-        raise _reject(provider, f"{where}: 'image_url' has no url")
+        raise _reject(provider, f"{where}: 'image_url' has no url", f"{where}.content")
     if url.startswith(("http://", "https://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
     header, comma, data = url.partition(",")
@@ -279,13 +298,17 @@ def _image(provider: str, image: Any, where: str) -> Block:
         media_type = header[len("data:") : -len(";base64")]
         source = {"type": "base64", "media_type": media_type, "data": data}
         return {"type": "image", "source": source}
-    raise _reject(provider, f"{where}: an image must be an http(s) URL or a base64 data URL")
+    raise _reject(
+        provider,
+        f"{where}: an image must be an http(s) URL or a base64 data URL",
+        f"{where}.content",
+    )
 
 
 def _tool_use(provider: str, call: Any, where: str) -> Block:
     function = call.get("function") if isinstance(call, dict) else None
     if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-        raise _reject(provider, f"{where}: a tool call has no function name")
+        raise _reject(provider, f"{where}: a tool call has no function name", f"{where}.tool_calls")
     raw = function.get("arguments") or "{}"
     try:
         arguments = loads(raw, max_depth=MAX_DEPTH) if isinstance(raw, str) else raw
@@ -295,6 +318,7 @@ def _tool_use(provider: str, call: Any, where: str) -> Block:
         raise _reject(
             provider,
             f"{where}: the arguments of tool call {function['name']!r} are not a JSON object",
+            f"{where}.tool_calls",
         )
     return {
         "type": "tool_use",
@@ -312,7 +336,7 @@ def _convert_tools(provider: str, body: dict[str, Any], payload: dict[str, Any])
     if not tools:
         return  # a tool_choice without tools means nothing
     if not isinstance(tools, list):
-        raise _reject(provider, "'tools' must be a list of tools")
+        raise _reject(provider, "'tools' must be a list of tools", "tools")
     payload["tools"] = [_tool(provider, tool) for tool in tools]
     choice = _tool_choice(provider, body.get("tool_choice"))
     if body.get("parallel_tool_calls") is False and choice.get("type") != "none":
@@ -324,7 +348,7 @@ def _convert_tools(provider: str, body: dict[str, Any], payload: dict[str, Any])
 def _tool(provider: str, tool: Any) -> Block:
     function = tool.get("function") if isinstance(tool, dict) else None
     if not isinstance(function, dict) or tool.get("type") != "function":
-        raise _reject(provider, "'tools': only tools of type 'function' are supported")
+        raise _reject(provider, "'tools': only tools of type 'function' are supported", "tools")
     converted: Block = {
         "name": function.get("name"),
         "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
@@ -338,12 +362,16 @@ def _tool_choice(provider: str, choice: Any) -> dict[str, Any]:
     named = {"auto": "auto", "required": "any", "none": "none", None: "auto"}
     if choice is None or isinstance(choice, str):
         if choice not in named:
-            raise _reject(provider, f"'tool_choice' {choice!r} is not supported")
+            raise _reject(provider, f"'tool_choice' {choice!r} is not supported", "tool_choice")
         return {"type": named[choice]}
     function = choice.get("function") if isinstance(choice, dict) else None
     if isinstance(function, dict) and isinstance(function.get("name"), str):
         return {"type": "tool", "name": function["name"]}
-    raise _reject(provider, "'tool_choice' must be a string or {type: function, function: {name}}")
+    raise _reject(
+        provider,
+        "'tool_choice' must be a string or {type: function, function: {name}}",
+        "tool_choice",
+    )
 
 
 # -- responses ---------------------------------------------------------------------------

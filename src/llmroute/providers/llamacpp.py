@@ -356,10 +356,15 @@ def _arguments(body: Mapping[str, Any], spec: Provider, provider: str) -> dict[s
             "tools are not supported by llamacpp",
             status=400,
             code="unsupported_parameter",
+            param="tools" if body.get("tools") else "functions",
         )
     if body.get("n") not in (None, 1):
         raise BeyondModel(
-            provider, "only n=1 is supported by llamacpp", status=400, code="unsupported_parameter"
+            provider,
+            "only n=1 is supported by llamacpp",
+            status=400,
+            code="unsupported_parameter",
+            param="n",
         )
     wanted = body.get("max_completion_tokens") or body.get("max_tokens")
     limit = spec.max_tokens if not isinstance(wanted, int) else min(wanted, spec.max_tokens)

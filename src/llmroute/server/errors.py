@@ -150,6 +150,7 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
             exc.status or 400,
             f"{model} rejected the request: {exc}",
             code=exc.code or "upstream_rejected",
+            param=exc.param,
             headers=headers,
             attempts=exc.passed_over,
         )
