@@ -382,3 +382,12 @@ def test_a_closing_assistant_turn_is_a_prefill_without_trailing_whitespace() -> 
     }
     blank = convert({"messages": [*user("hi"), {"role": "assistant", "content": "  "}]})
     assert [m["role"] for m in blank["messages"]] == ["user"]
+
+
+def test_safety_identifier_names_the_end_user_and_a_jpg_is_a_jpeg() -> None:
+    payload = convert({"messages": user("hi"), "safety_identifier": "hash-7"})
+    assert payload["metadata"] == {"user_id": "hash-7"}
+    image = {"type": "image_url", "image_url": {"url": "data:image/jpg;base64,AAA"}}
+    sent = convert({"messages": [{"role": "user", "content": [image]}]})
+    (block,) = sent["messages"][0]["content"]
+    assert block["source"] == {"type": "base64", "media_type": "image/jpeg", "data": "AAA"}

@@ -70,8 +70,10 @@ def to_messages_request(provider: str, model: str, body: dict[str, Any]) -> dict
         payload["system"] = _system(system)
     _copy_sampling(body, payload)
     _convert_tools(provider, body, payload)
-    if isinstance(body.get("user"), str) and body["user"]:
-        payload["metadata"] = {"user_id": body["user"]}
+    for key in ("user", "safety_identifier"):  # OpenAI's newer name for the end user
+        if isinstance(body.get(key), str) and body[key]:
+            payload["metadata"] = {"user_id": body[key]}
+            break
     for key in _PASSTHROUGH:
         if body.get(key) is not None:
             payload[key] = body[key]
@@ -296,6 +298,7 @@ def _image(provider: str, image: Any, where: str) -> Block:
     header, comma, data = url.partition(",")
     if url.startswith("data:") and comma and header.endswith(";base64"):
         media_type = header[len("data:") : -len(";base64")]
+        media_type = "image/jpeg" if media_type == "image/jpg" else media_type  # a common slip
         source = {"type": "base64", "media_type": media_type, "data": data}
         return {"type": "image", "source": source}
     raise _reject(
