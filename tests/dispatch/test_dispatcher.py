@@ -1054,6 +1054,14 @@ def test_a_routes_params_come_before_the_models(h: Harness) -> None:
     assert h.upstream.calls_to("b")[-1].body["temperature"] == 1.2  # the request's own wins
 
 
+def test_a_max_tokens_past_the_models_cap_is_sent_as_the_cap(h: Harness) -> None:
+    """The router picked `b`, whose API gives at most 100 tokens; the client asked 5000
+    for whatever model it got: b is asked for 100 rather than refusing the request."""
+    registry = h.registry("  b: {provider: up, model: b, max_output_tokens: 100}", "b")
+    h.run(registry, lambda d: d.complete(plan_for("b"), _body(max_tokens=5000)))
+    assert h.upstream.calls_to("b")[-1].body["max_tokens"] == 100
+
+
 def test_an_embedding_models_params_fill_the_request(h: Harness) -> None:
     models = (
         "  a: {provider: up, model: a}\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmroute.dispatch.model_params import for_model, renamed, with_defaults
+from llmroute.dispatch.model_params import for_model, renamed, with_defaults, within_output
 from llmroute.registry.schema import Model
 
 RENAME = {"max_tokens": "max_completion_tokens"}
@@ -54,3 +54,14 @@ def test_dropped_parameters_go_whoever_set_them() -> None:
 def test_defaults_fill_objects_key_by_key() -> None:
     sent = with_defaults({"extra_body": {"a": 1}}, {"extra_body": {"a": 0, "b": 2}})
     assert sent == {"extra_body": {"a": 1, "b": 2}}
+
+
+def test_an_answer_limit_above_the_models_cap_is_lowered_to_it() -> None:
+    """The router may pick a model whose `max_output_tokens` the client did not know; its
+    API would refuse a larger `max_tokens`."""
+    capped = _model(max_output_tokens=100)
+    body = {"max_tokens": 5000, "max_completion_tokens": 50, "messages": []}
+    assert within_output(body, capped) == {**body, "max_tokens": 100}
+    within = {"max_tokens": 100, "messages": []}
+    assert within_output(within, capped) is within
+    assert within_output(body, _model()) is body  # no cap said: sent as asked

@@ -56,7 +56,7 @@ from llmroute.dispatch.deployments import (
     slot_lease,
     stream_ended,
 )
-from llmroute.dispatch.model_params import for_model
+from llmroute.dispatch.model_params import for_model, within_output
 from llmroute.dispatch.plan import Plan, may_answer_raw, without_cascade
 from llmroute.dispatch.reasoning_params import client_chose, fit_thinking, with_reasoning
 from llmroute.dispatch.rerank import priced_rerank
@@ -652,7 +652,7 @@ class Dispatcher:
         params = plan.policy.params if plan.policy is not None else None
         if plan.text is not None and model.text_completions:
             safety = plan.decision.safety
-            return text_body(
+            completion = text_body(
                 body,
                 plan.text,
                 shape=functools.partial(
@@ -662,6 +662,7 @@ class Dispatcher:
                 # an answer's PII mask and restore edit its text, not its logprobs' tokens
                 logprobs=safety is None or (not safety.restore and safety.answer_mask is None),
             )
+            return within_output(completion, model)
         kind = self._registry.providers[deployment.provider_name].kind
         if client_chose(body):
             sent = in_dialect(body, model, kind)
@@ -669,7 +670,7 @@ class Dispatcher:
             sent = body
         else:
             sent = with_reasoning(body, model, kind, plan.decision.reasoning.needed)
-        return fit_thinking(for_model(sent, model, params), model)
+        return within_output(fit_thinking(for_model(sent, model, params), model), model)
 
     def _sends_text(self, plan: Plan, name: str) -> bool:
         """Whether `name` gets the request as a completion (`_for_model` made it one)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from llmroute.registry.schema import Model
 
-__all__ = ["for_model", "renamed", "with_defaults"]
+__all__ = ["for_model", "renamed", "with_defaults", "within_output"]
 
 
 def for_model(
@@ -42,6 +42,21 @@ def for_model(
     if drops and any(key in sent for key in drops):
         sent = {key: value for key, value in sent.items() if key not in drops}
     return sent
+
+
+def within_output(body: dict[str, Any], model: Model) -> dict[str, Any]:
+    """`body` with an answer limit above the model's ``max_output_tokens`` lowered to it:
+    the router may pick a model whose cap the client did not know, and its API would
+    refuse the request. Returns `body` itself when nothing changes."""
+    cap = model.max_output_tokens
+    if cap is None:
+        return body
+    lowered = {
+        key: cap
+        for key in ("max_tokens", "max_completion_tokens")
+        if isinstance(value := body.get(key), int) and not isinstance(value, bool) and value > cap
+    }
+    return {**body, **lowered} if lowered else body
 
 
 def renamed(mapping: Mapping[str, Any], renames: Mapping[str, str]) -> dict[str, Any]:
