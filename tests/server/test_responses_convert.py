@@ -395,3 +395,77 @@ def test_a_tools_images_follow_its_output_in_a_user_message() -> None:
         {"type": "image_url", "image_url": {"url": image["image_url"]}},
     ]
     assert messages[5] == {"role": "user", "content": "describe it"}
+
+
+WEATHER_TOOL = {"type": "function", "name": "weather", "parameters": {"type": "object"}}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tool_choice": "auto"},
+        {"tool_choice": "none", "parallel_tool_calls": False},
+        {"tools": [], "tool_choice": "required", "parallel_tool_calls": True},
+    ],
+)
+def test_no_tool_settings_go_without_tools(extra: dict[str, Any]) -> None:
+    """OpenAI's chat API refuses `tool_choice` and `parallel_tool_calls` without `tools`
+    (400 "only allowed when 'tools' are specified"), which the Responses API takes."""
+    chat = to_chat_body({"model": "auto", "input": "hi", **extra})
+    assert not {"tools", "tool_choice", "parallel_tool_calls"} & chat.keys()
+
+
+def test_tool_settings_go_with_tools() -> None:
+    body = {"tools": [WEATHER_TOOL], "tool_choice": "required", "parallel_tool_calls": False}
+    chat = to_chat_body({"model": "auto", "input": "hi", **body})
+    assert chat["tool_choice"] == "required" and chat["parallel_tool_calls"] is False
+    with pytest.raises(GatewayError) as bad:  # still checked without tools
+        to_chat_body({"model": "auto", "input": "hi", "tool_choice": "sometimes"})
+    assert bad.value.param == "tool_choice"
+
+
+def test_a_refusal_is_a_refusal_part() -> None:
+    """OpenAI's `refusal` (structured outputs) was dropped: an empty, completed response."""
+    message = {"role": "assistant", "content": None, "refusal": "I can't help with that."}
+    data = {"id": "x", "choices": [{"message": message, "finish_reason": "stop"}]}
+    (item,) = to_response(data, "small", {"model": "auto", "input": "x"})["output"]
+    assert item["type"] == "message"
+    assert item["content"] == [{"type": "refusal", "refusal": "I can't help with that."}]
+
+
+def test_a_streamed_refusal_is_a_refusal_part() -> None:
+    events = _events(
+        ResponsesStream("small", {"model": "auto", "input": "x"}),
+        [
+            _chunk({"role": "assistant", "content": ""}),
+            _chunk({"refusal": "I can't "}),
+            _chunk({"refusal": "help."}),
+            _chunk(finish="stop"),
+            b"data: [DONE]\n\n",
+        ],
+    )
+    assert [e["type"] for e in events[2:]] == [
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.refusal.delta",
+        "response.refusal.delta",
+        "response.refusal.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert events[-4]["refusal"] == "I can't help."
+    (item,) = events[-1]["response"]["output"]
+    assert item["content"] == [{"type": "refusal", "refusal": "I can't help."}]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+
+
+def test_a_call_without_an_id_gets_one() -> None:
+    """An upstream that leaves a tool call's id out (the stream made one up; a whole
+    answer said `call_id: ""`, which the client cannot answer)."""
+    calls = [{"type": "function", "function": {"name": "f", "arguments": "{}"}}] * 2
+    message = {"role": "assistant", "content": None, "tool_calls": calls}
+    data = {"id": "x", "choices": [{"message": message, "finish_reason": "tool_calls"}]}
+    output = to_response(data, "small", {"model": "auto", "input": "x"})["output"]
+    ids = [item["call_id"] for item in output]
+    assert all(ids) and len(set(ids)) == 2

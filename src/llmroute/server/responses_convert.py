@@ -91,10 +91,14 @@ def to_chat_body(
     messages.extend(current)
     chat: dict[str, Any] = {"model": model, "messages": messages}
     _copy(body, chat)
-    if body.get("tools"):
-        chat["tools"] = _tools(body["tools"])
-    if body.get("tool_choice") is not None:
-        chat["tool_choice"] = _tool_choice(body["tool_choice"])
+    tools = _tools(body["tools"]) if body.get("tools") is not None else []
+    choice = _tool_choice(body["tool_choice"]) if body.get("tool_choice") is not None else None
+    if tools:  # OpenAI's chat API refuses an empty list, and these two without tools
+        chat["tools"] = tools
+        if choice is not None:
+            chat["tool_choice"] = choice
+        if body.get("parallel_tool_calls") is not None:
+            chat["parallel_tool_calls"] = body["parallel_tool_calls"]
     if body.get("stream") is True:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
@@ -102,7 +106,7 @@ def to_chat_body(
 
 
 def _copy(body: dict[str, Any], chat: dict[str, Any]) -> None:
-    for key in ("temperature", "top_p", "parallel_tool_calls"):
+    for key in ("temperature", "top_p"):
         if body.get(key) is not None:
             chat[key] = body[key]
     limit = body.get("max_output_tokens")
@@ -538,23 +542,31 @@ def call_item(call_id: str, name: str, arguments: str, custom: frozenset[str]) -
 def output_items(
     message: dict[str, Any], item_id: str, custom: frozenset[str] = frozenset()
 ) -> list[dict[str, Any]]:
-    """The ``output`` items for an assistant message: its text, then its tool calls."""
+    """The ``output`` items for an assistant message: its text (and an OpenAI model's
+    ``refusal``, as a ``refusal`` part), then its tool calls."""
     items: list[dict[str, Any]] = []
-    text = message.get("content")
+    parts: list[dict[str, Any]] = []
+    text, refusal = message.get("content"), message.get("refusal")
     if isinstance(text, str) and text:
+        parts.append({"type": "output_text", "text": text, "annotations": []})
+    if isinstance(refusal, str) and refusal:
+        parts.append({"type": "refusal", "refusal": refusal})
+    if parts:
         items.append(
             {
                 "type": "message",
                 "id": f"msg_{item_id}",
                 "status": "completed",
                 "role": "assistant",
-                "content": [{"type": "output_text", "text": text, "annotations": []}],
+                "content": parts,
             }
         )
-    for call in message.get("tool_calls") or ():
+    for index, call in enumerate(message.get("tool_calls") or ()):
         function = call.get("function") or {}
         name, arguments = function.get("name") or "", function.get("arguments") or ""
-        items.append(call_item(call.get("id") or "", name, arguments, custom))
+        # an upstream may leave the id out: the client needs one to answer the call
+        call_id = call.get("id") or f"call_{item_id}_{index}"
+        items.append(call_item(call_id, name, arguments, custom))
     return items
 
 

@@ -4,7 +4,9 @@
 The events follow OpenAI's order: ``response.created``, ``response.in_progress``; per
 output item ``response.output_item.added``, then for a message
 ``response.content_part.added``, ``response.output_text.delta``…,
-``response.output_text.done``, ``response.content_part.done``, and for a function call
+``response.output_text.done``, ``response.content_part.done`` (for an OpenAI model's
+refusal, a ``refusal`` part: ``response.refusal.delta``…, ``response.refusal.done``),
+and for a function call
 ``response.function_call_arguments.delta``…, ``response.function_call_arguments.done``
 (for a custom tool ``response.custom_tool_call_input.delta`` and ``.done``, its input
 whole at the item's end: it arrives inside JSON arguments);
@@ -69,6 +71,8 @@ class ResponsesStream(ChunkTranslator):
         self._done = False
         self._items: list[dict[str, Any]] = []  # output items, in order
         self._text_item: int | None = None  # the open message item's position
+        self._parts: dict[str, int] = {}  # its parts, by type: their index in its content
+        self._refused: list[str] = []  # its refusal's pieces
         self._calls: dict[int, int] = {}  # chat tool-call index -> item position
         # deltas kept as pieces, joined when their item is done (no quadratic appends)
         self._pieces: dict[int, list[str]] = {}  # item position -> text or arguments
@@ -123,6 +127,9 @@ class ResponsesStream(ChunkTranslator):
             text = delta.get("content")
             if isinstance(text, str) and text:
                 yield from self._text(text)
+            refusal = delta.get("refusal")
+            if isinstance(refusal, str) and refusal:
+                yield from self._refusal(refusal)
             for call in delta.get("tool_calls") or ():
                 yield from self._call(call)
             if choice.get("finish_reason"):
@@ -148,33 +155,61 @@ class ResponsesStream(ChunkTranslator):
 
     # -- a message item -------------------------------------------------------------------
 
-    def _text(self, text: str) -> Iterator[bytes]:
-        if self._text_item is None:
-            self._text_item = len(self._items)
-            item: dict[str, Any] = {
-                "type": "message",
-                "id": f"msg_{self._id}_{self._text_item}",
-                "status": "in_progress",
-                "role": "assistant",
-                "content": [],
-            }
-            self._items.append(item)
-            yield self._event(
-                "response.output_item.added", {"output_index": self._text_item, "item": item}
-            )
-            part: dict[str, Any] = {"type": "output_text", "text": "", "annotations": []}
-            yield self._event("response.content_part.added", self._at(part=dict(part)))
-            item["content"].append(part)
-        self._pieces.setdefault(self._text_item, []).append(text)
-        yield self._event("response.output_text.delta", self._at(delta=text, logprobs=[]))
+    def _message(self) -> Iterator[bytes]:
+        """The message item opened, unless it is."""
+        if self._text_item is not None:
+            return
+        self._text_item = len(self._items)
+        item: dict[str, Any] = {
+            "type": "message",
+            "id": f"msg_{self._id}_{self._text_item}",
+            "status": "in_progress",
+            "role": "assistant",
+            "content": [],
+        }
+        self._items.append(item)
+        yield self._event(
+            "response.output_item.added", {"output_index": self._text_item, "item": item}
+        )
 
-    def _at(self, **payload: Any) -> dict[str, Any]:
+    def _part(self, kind: str) -> Iterator[bytes]:
+        """The open message's part of `kind` (``output_text``, ``refusal``) opened,
+        unless it is."""
+        if kind in self._parts:
+            return
+        assert self._text_item is not None
+        content = self._items[self._text_item]["content"]
+        index = self._parts[kind] = len(content)
+        part: dict[str, Any] = (
+            {"type": "output_text", "text": "", "annotations": []}
+            if kind == "output_text"
+            else {"type": "refusal", "refusal": ""}
+        )
+        yield self._event("response.content_part.added", self._at(index, part=dict(part)))
+        content.append(part)
+
+    def _text(self, text: str) -> Iterator[bytes]:
+        yield from self._message()
+        yield from self._part("output_text")
+        assert self._text_item is not None
+        self._pieces.setdefault(self._text_item, []).append(text)
+        at = self._at(self._parts["output_text"], delta=text, logprobs=[])
+        yield self._event("response.output_text.delta", at)
+
+    def _refusal(self, text: str) -> Iterator[bytes]:
+        """An OpenAI model's refusal, as a ``refusal`` part of the message."""
+        yield from self._message()
+        yield from self._part("refusal")
+        self._refused.append(text)
+        yield self._event("response.refusal.delta", self._at(self._parts["refusal"], delta=text))
+
+    def _at(self, content_index: int, **payload: Any) -> dict[str, Any]:
         assert self._text_item is not None
         item = self._items[self._text_item]
         return {
             "item_id": item["id"],
             "output_index": self._text_item,
-            "content_index": 0,
+            "content_index": content_index,
             **payload,
         }
 
@@ -182,24 +217,34 @@ class ResponsesStream(ChunkTranslator):
         if self._text_item is None:
             return
         item = self._items[self._text_item]
-        part = item["content"][0]
-        part["text"] = "".join(self._pieces.pop(self._text_item, ()))
-        yield self._event("response.output_text.done", self._at(text=part["text"], logprobs=[]))
-        yield self._event("response.content_part.done", self._at(part=part))
+        for kind, index in self._parts.items():  # in the order they opened
+            part = item["content"][index]
+            if kind == "output_text":
+                part["text"] = "".join(self._pieces.pop(self._text_item, ()))
+                at = self._at(index, text=part["text"], logprobs=[])
+                yield self._event("response.output_text.done", at)
+            else:
+                part["refusal"] = "".join(self._refused)
+                yield self._event("response.refusal.done", self._at(index, refusal=part["refusal"]))
+            yield self._event("response.content_part.done", self._at(index, part=part))
         item["status"] = "completed"
         yield self._event(
             "response.output_item.done", {"output_index": self._text_item, "item": item}
         )
-        self._text_item = None
+        self._text_item, self._parts, self._refused = None, {}, []
 
     def _keep_partial(self) -> None:
         """The output that had come before the stream broke, written into its items
         (``incomplete``), so a failed response keeps it as the docs and OpenAI do."""
+        if self._text_item is not None and "refusal" in self._parts:
+            item = self._items[self._text_item]
+            item["content"][self._parts["refusal"]]["refusal"] = "".join(self._refused)
+            item["status"] = "incomplete"
         for position, pieces in self._pieces.items():
             item = self._items[position]
             joined = "".join(pieces)
             if item["type"] == "message":
-                item["content"][0]["text"] = joined
+                item["content"][self._parts["output_text"]]["text"] = joined
             elif item["type"] == "custom_tool_call":
                 item["input"] = custom_input(joined)
             else:
