@@ -151,10 +151,10 @@ def to_completion(data: dict[str, Any], model: str, body: dict[str, Any]) -> dic
         "system_fingerprint": data.get("system_fingerprint"),
         "choices": [
             {
-                "text": choice["message"].get("content") or "",
+                "text": choice["message"].get("content") or choice["message"].get("refusal") or "",
                 "index": index,
                 "logprobs": text_logprobs(choice.get("logprobs")),
-                "finish_reason": _finish(choice["finish_reason"]),
+                "finish_reason": _refused_or(choice["message"], _finish(choice["finish_reason"])),
             }
             for index, choice in enumerate(data["choices"])
         ],
@@ -164,6 +164,12 @@ def to_completion(data: dict[str, Any], model: str, body: dict[str, Any]) -> dic
             "total_tokens": prompt + completion,
         },
     }
+
+
+def _refused_or(message: dict[str, Any], finish: str | None) -> str | None:
+    """An OpenAI model's refusal (its text is the completion's) finishes as the content
+    filter's verdict would: the legacy API has no other word for it."""
+    return "content_filter" if message.get("refusal") and not message.get("content") else finish
 
 
 class CompletionStream(ChunkTranslator):
@@ -179,6 +185,7 @@ class CompletionStream(ChunkTranslator):
         self._created = 0
         self._fingerprint: str | None = None
         self._usage: dict[str, Any] | None = None
+        self._refused: set[int] = set()  # choices whose text is an OpenAI model's refusal
 
     def _chunk(self, chunk: dict[str, Any]) -> Iterator[bytes]:
         if chunk["id"]:
@@ -194,7 +201,11 @@ class CompletionStream(ChunkTranslator):
             self._usage = chunk["usage"]
         for choice in chunk.get("choices", ()):
             text = choice["delta"].get("content")
+            if not text and (text := choice["delta"].get("refusal")):
+                self._refused.add(choice["index"])
             finish = _finish(choice["finish_reason"])
+            if finish is not None and choice["index"] in self._refused:
+                finish = "content_filter"
             if text or finish is not None:
                 logprobs = text_logprobs(choice.get("logprobs"))
                 yield self._event([self._choice(choice["index"], text or "", finish, logprobs)])
