@@ -469,3 +469,11 @@ def test_a_call_without_an_id_gets_one() -> None:
     output = to_response(data, "small", {"model": "auto", "input": "x"})["output"]
     ids = [item["call_id"] for item in output]
     assert all(ids) and len(set(ids)) == 2
+
+
+def test_a_prompt_cache_key_goes_on_to_the_chat_request() -> None:
+    """OpenAI's chat API takes it (it steers requests to the prompt cache); it was
+    dropped, so agents' cache hit rates fell through the gateway."""
+    chat = to_chat_body({"model": "auto", "input": "hi", "prompt_cache_key": "agent-7"})
+    assert chat["prompt_cache_key"] == "agent-7"
+    assert "prompt_cache_key" not in to_chat_body({"model": "auto", "input": "hi"})
