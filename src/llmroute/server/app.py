@@ -17,6 +17,7 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
 from llmroute.errors import LlmrouteError
@@ -38,6 +39,7 @@ from llmroute.server.embeddings import embeddings
 from llmroute.server.errors import (
     GatewayError,
     handle_any,
+    handle_client_gone,
     handle_gateway_error,
     handle_http,
     handle_llmroute_error,
@@ -141,6 +143,7 @@ def create_app(
             GatewayError: handle_gateway_error,
             LlmrouteError: handle_llmroute_error,
             HTTPException: handle_http,
+            ClientDisconnect: handle_client_gone,
             Exception: handle_any,
         },
         middleware=[

@@ -97,6 +97,12 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
+# How soon a swallowed cancel is said again: long enough that the cleanup a cancel that
+# did land sets off (holds taken back, the upstream call closed: a few ms) is not itself
+# cut short, short enough that a swallowed one stops the work well before its answer.
+_RECANCEL_S = 0.1
+
+
 async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
     """`work`, cancelled when the client disconnects first: an answer the caller gave up
     on (its timeout, a closed tab) closes its upstream call and tries nothing more (a
@@ -105,23 +111,28 @@ async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
     event (a reasoning model may think for a minute before it), then by its response."""
     current = asyncio.current_task()
     assert current is not None
-    gone = False
+    cancels = 0
 
     async def watch() -> None:
-        nonlocal gone
+        nonlocal cancels
         await _disconnected(request)
-        gone = True
-        current.cancel()
+        # Said again until the work stops: Python 3.11's asyncio.wait_for, around every
+        # command redis-py sends, swallows a cancel that lands as it completes
+        # (CPython gh-86296), and the call would then run to its end.
+        while True:
+            cancels += 1
+            current.cancel()
+            await asyncio.sleep(_RECANCEL_S)
 
     watcher = asyncio.create_task(watch())
     try:
         return await work
     except asyncio.CancelledError:
-        if not gone:
+        if not cancels:
             raise
     finally:
         watcher.cancel()
-        if gone:
+        for _ in range(cancels):
             current.uncancel()
     raise _ClientGone
 

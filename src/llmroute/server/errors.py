@@ -28,6 +28,7 @@ __all__ = [
     "counted",
     "gateway_error",
     "handle_any",
+    "handle_client_gone",
     "handle_gateway_error",
     "handle_http",
     "handle_llmroute_error",
@@ -91,6 +92,12 @@ async def handle_any(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     error = GatewayError(500, "internal server error", code="internal_error")
     return counted(request, error.response())
+
+
+async def handle_client_gone(request: Request, exc: Exception) -> Response:
+    """A client that hung up before its whole body came: 499, as a hang-up is logged
+    elsewhere (nobody reads it), not a 500 with a traceback."""
+    return counted(request, Response(status_code=499))
 
 
 def counted(request: Request, response: Response) -> Response:
