@@ -117,9 +117,9 @@ def _copy(body: dict[str, Any], chat: dict[str, Any]) -> None:
     user = body.get("safety_identifier") or body.get("user")
     if isinstance(user, str) and user:
         chat["user"] = user
-    key = body.get("prompt_cache_key")
-    if isinstance(key, str) and key:
-        chat["prompt_cache_key"] = key  # OpenAI's chat API takes it: cache hits, cost
+    cache_key = body.get("prompt_cache_key")
+    if isinstance(cache_key, str) and cache_key:
+        chat["prompt_cache_key"] = cache_key  # OpenAI's chat API takes it: cache hits, cost
     reasoning = body.get("reasoning")
     if isinstance(reasoning, dict) and isinstance(reasoning.get("effort"), str):
         chat["reasoning_effort"] = reasoning["effort"]  # said in the model's dialect later
