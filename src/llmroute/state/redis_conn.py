@@ -16,6 +16,11 @@ __all__ = ["Outage", "RedisConnection", "connect"]
 
 RETRY_AFTER_S = 1.0
 LOG_EVERY_S = 60.0
+# Connections one client keeps at most. A call finds one free, or waits for one as long
+# as a call may take (then counts as Redis failing): without a cap the pool grew to the
+# process's peak concurrency and kept it (a burst of a thousand requests, a thousand
+# idle connections per feature and process, towards Redis's own maxclients).
+MAX_CONNECTIONS = 64
 
 
 class RedisConnection:
@@ -33,8 +38,9 @@ class RedisConnection:
 
 
 def connect(url: str, timeout_s: float, setting: str) -> RedisConnection:
-    """A client for `url` whose every call (connect included) is bounded by `timeout_s`.
-    Nothing connects yet. `setting` names the URL's key in errors."""
+    """A client for `url` whose every call (connect included, and the wait for a free
+    connection of its `MAX_CONNECTIONS`) is bounded by `timeout_s`. Nothing connects
+    yet. `setting` names the URL's key in errors."""
     try:
         import redis.asyncio as redis
     except ImportError:  # pragma: no cover - the extra is part of the test install
@@ -44,11 +50,16 @@ def connect(url: str, timeout_s: float, setting: str) -> RedisConnection:
         ) from None
     masked = mask_url(url)
     try:
-        client = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
         )
     except ValueError as exc:
         raise ConfigError(f"{setting} {masked}: {str(exc).replace(url, masked)}") from None
+    client = redis.Redis.from_pool(pool)  # closing the client closes its pool
     return RedisConnection(client, (redis.RedisError, OSError, TimeoutError), masked)
 
 
