@@ -477,3 +477,24 @@ def test_a_prompt_cache_key_goes_on_to_the_chat_request() -> None:
     chat = to_chat_body({"model": "auto", "input": "hi", "prompt_cache_key": "agent-7"})
     assert chat["prompt_cache_key"] == "agent-7"
     assert "prompt_cache_key" not in to_chat_body({"model": "auto", "input": "hi"})
+
+
+def test_the_message_a_length_cut_fell_in_is_incomplete_whole_or_streamed() -> None:
+    """OpenAI marks the item the answer was cut in `incomplete`, not `completed`."""
+    cut = {"id": "c", "choices": [{"finish_reason": "length", "message": {"content": "Hel"}}]}
+    response = to_response(cut, "small", {"model": "auto", "input": "x"})
+    assert response["status"] == "incomplete"
+    assert [item["status"] for item in response["output"]] == ["incomplete"]
+    whole = {"id": "c", "choices": [{"finish_reason": "stop", "message": {"content": "Hi"}}]}
+    assert (
+        to_response(whole, "small", {"model": "auto", "input": "x"})["output"][0]["status"]
+        == "completed"
+    )
+    events = _events(
+        ResponsesStream("small", {"model": "auto", "input": "x"}),
+        [_chunk({"content": "Hel"}), _chunk(finish="length"), b"data: [DONE]\n\n"],
+    )
+    done = [e for e in events if e["type"] == "response.output_item.done"]
+    assert [e["item"]["status"] for e in done] == ["incomplete"]
+    assert events[-1]["type"] == "response.incomplete"
+    assert events[-1]["response"]["output"][0]["status"] == "incomplete"

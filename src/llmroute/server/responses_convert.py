@@ -592,6 +592,9 @@ def to_response(
     chat_id = str(data.get("id") or uuid4().hex)  # an upstream may leave its id out
     response_id = response_id or f"resp_{chat_id}"
     item_id = response_id.removeprefix("resp_")
+    output = output_items(choice.get("message") or {}, item_id, custom_tools(body))
+    if reason and output and output[-1]["type"] == "message":
+        output[-1]["status"] = "incomplete"  # the item the cut fell in, as OpenAI says
     return {
         "id": response_id,
         "object": "response",
@@ -601,7 +604,7 @@ def to_response(
         "incomplete_details": {"reason": reason} if reason else None,
         "error": None,
         "model": model,
-        "output": output_items(choice.get("message") or {}, item_id, custom_tools(body)),
+        "output": output,
         "usage": response_usage(data.get("usage")),
         **echoed(body, stored),
     }

@@ -227,7 +227,9 @@ class ResponsesStream(ChunkTranslator):
                 part["refusal"] = "".join(self._refused)
                 yield self._event("response.refusal.done", self._at(index, refusal=part["refusal"]))
             yield self._event("response.content_part.done", self._at(index, part=part))
-        item["status"] = "completed"
+        # a message the answer's cut fell in (closed by the end, the finish reason known)
+        cut = INCOMPLETE_REASONS.get(self._finish or "stop") is not None
+        item["status"] = "incomplete" if cut else "completed"
         yield self._event(
             "response.output_item.done", {"output_index": self._text_item, "item": item}
         )
