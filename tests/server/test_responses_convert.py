@@ -498,3 +498,14 @@ def test_the_message_a_length_cut_fell_in_is_incomplete_whole_or_streamed() -> N
     assert [e["item"]["status"] for e in done] == ["incomplete"]
     assert events[-1]["type"] == "response.incomplete"
     assert events[-1]["response"]["output"][0]["status"] == "incomplete"
+
+
+def test_a_response_repeats_truncation_the_end_user_and_the_cache_key() -> None:
+    """As OpenAI's response object does (`truncation` said `disabled` when not asked)."""
+    whole = {"id": "c", "choices": [{"finish_reason": "stop", "message": {"content": "Hi"}}]}
+    body = {"model": "auto", "input": "x", "safety_identifier": "u-9", "prompt_cache_key": "k"}
+    response = to_response(whole, "small", body)
+    assert response["truncation"] == "disabled"
+    assert response["safety_identifier"] == "u-9" and response["prompt_cache_key"] == "k"
+    asked = to_response(whole, "small", {**body, "truncation": "auto"})
+    assert asked["truncation"] == "auto"

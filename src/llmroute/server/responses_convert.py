@@ -514,7 +514,10 @@ def echoed(body: dict[str, Any], stored: bool = False) -> dict[str, Any]:
         "tool_choice": body.get("tool_choice") or "auto",
         "tools": body.get("tools") or [],
         "top_p": body.get("top_p"),
+        "truncation": body.get("truncation") or "disabled",
         "user": body.get("user"),
+        "safety_identifier": body.get("safety_identifier"),
+        "prompt_cache_key": body.get("prompt_cache_key"),
     }
 
 
