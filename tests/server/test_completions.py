@@ -158,6 +158,7 @@ def test_what_a_chat_model_cannot_do_is_refused_naming_the_parameter(
         ({"prompt": ["one", "two"]}, "prompt"),
         ({"prompt": [1, 2, 3]}, "prompt"),
         ({"prompt": None}, "prompt"),
+        ({"prompt": []}, "prompt"),
         ({"max_tokens": 0}, "max_tokens"),
         ({"n": "2"}, "n"),
         ({"model": ""}, "model"),
@@ -169,6 +170,8 @@ def test_what_a_chat_model_cannot_do_is_refused_naming_the_parameter(
         error = caught.value.body
         assert isinstance(error, dict) and error["param"] == param, extra
         assert caught.value.status_code == 400
+        if extra.get("prompt") == []:  # nothing to complete, not token ids
+            assert "is required" in error["message"], error
     assert len(upstream.requests) == before  # nothing went upstream
     fine = client.completions.create(model="small", prompt="hi", echo=False, suffix="", n=1)
     assert fine.choices[0].text == "echo: hi"

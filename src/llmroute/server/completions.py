@@ -63,7 +63,7 @@ def _prompt(body: dict[str, Any]) -> str:
         prompt = prompt[0]
     if isinstance(prompt, str):
         return prompt
-    if prompt is None:
+    if prompt is None or prompt == []:
         raise _bad("prompt", "'prompt' is required: the text to complete")
     if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
         raise _bad(
