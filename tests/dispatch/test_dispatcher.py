@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -17,6 +17,7 @@ from fake_upstream import FakeUpstream, fake_upstream
 from plans import plan_for
 
 from llmroute.dispatch import Dispatcher
+from llmroute.dispatch import dispatcher as dispatcher_module
 from llmroute.dispatch.dispatcher import DispatchObserver
 from llmroute.errors import (
     AllFallbacksFailed,
@@ -312,6 +313,27 @@ def test_a_stream_past_its_stream_timeout_ends_with_a_timeout_not_before(h: Harn
     assert text.startswith("echo: one") and "ten" not in text, text
     assert h.upstream.models_called() == ["a?gap=0.15", "c?gap=0.02"]  # b never called
     assert whole[-1] == b"data: [DONE]\n\n" and b'"ten "' in b"".join(whole)
+
+
+def test_a_stream_with_a_deadline_closed_before_its_second_read_closes_its_upstream() -> None:
+    """The client left right after the first event: the deadline's wrapper had not been
+    read, and a generator never started closes nothing; the upstream stream stayed open."""
+    closed: list[str] = []
+
+    async def upstream() -> AsyncIterator[bytes]:
+        try:
+            yield b"data: first\n\n"
+            yield b"data: second\n\n"
+        finally:
+            closed.append("upstream")
+
+    async def main() -> None:
+        events = aiter(upstream())
+        await anext(events)
+        await dispatcher_module._close(dispatcher_module._Within(events, 0.0, 1e9, "p"))
+
+    asyncio.run(main())
+    assert closed == ["upstream"]
 
 
 def test_all_timeouts_is_504(h: Harness) -> None:
@@ -1181,3 +1203,19 @@ def test_sticky_keeps_each_conversation_on_one_deployment(h: Harness) -> None:
     failing = models.replace("{provider: up}", "{provider: up, model: 'm?status=500'}")
     where = h.run(h.registry(failing, "m"), job)
     assert all(places == {"up2"} for places in where.values())
+
+
+def test_a_held_streams_record_says_the_gateways_verdict_on_the_later_models_as_is() -> None:
+    """Every later model was over the key's budget: `_exhausted`'s verdict names no model,
+    and the record said "None via llmroute (...)"."""
+    from llmroute.errors import KeyBudgetReached
+
+    async def nothing() -> AsyncIterator[bytes]:
+        yield b""
+
+    opened = dispatcher_module.Opened("a", "up", nothing())
+    failure = ("a", ProviderError("up", "upstream answered with error 502", status=502))
+    verdict = KeyBudgetReached("llmroute", "b: the key's budget is spent", status=429)
+    dispatcher_module._ended_after(opened, failure, verdict)
+    assert opened.attempts[-1] == "b: the key's budget is spent"
+    assert opened.model == "a" and "None" not in " ".join(opened.attempts)

@@ -382,6 +382,17 @@ def test_a_closing_assistant_turn_is_a_prefill_without_trailing_whitespace() -> 
     }
     blank = convert({"messages": [*user("hi"), {"role": "assistant", "content": "  "}]})
     assert [m["role"] for m in blank["messages"]] == ["user"]
+    merged = [*user("hi"), {"role": "assistant", "content": "Sure "}]
+    merged.append({"role": "assistant", "content": " "})  # one turn of two texts
+    assert convert({"messages": merged})["messages"][-1]["content"] == [
+        {"type": "text", "text": "Sure"}
+    ]
+
+
+def test_instructions_of_whitespace_alone_are_refused_before_sending() -> None:
+    with pytest.raises(UpstreamRejected, match="no text") as caught:
+        convert({"messages": [{"role": "system", "content": "  "}]})
+    assert caught.value.param == "messages"
 
 
 def test_safety_identifier_names_the_end_user_and_a_jpg_is_a_jpeg() -> None:

@@ -1256,20 +1256,31 @@ async def _as_chat_events(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         await _close(events)
 
 
-async def _within(
-    events: AsyncIterator[bytes], started: float, seconds: float, provider: str
-) -> AsyncIterator[bytes]:
+class _Within:
     """`events` until `seconds` after `started` (monotonic): an event arriving later
     ends the stream with `ProviderTimeout` instead (each wait for one is bounded by the
-    call's own timeout, so a stream ends at most that much past its limit)."""
-    deadline = started + seconds
-    try:
-        async for event in events:
-            if time.monotonic() > deadline:
-                raise ProviderTimeout(provider, f"the stream ran past {seconds:g}s")
-            yield event
-    finally:
-        await _close(events)
+    call's own timeout, so a stream ends at most that much past its limit). A class, not
+    a generator: closing it closes `events` even before its first read."""
+
+    def __init__(
+        self, events: AsyncIterator[bytes], started: float, seconds: float, provider: str
+    ) -> None:
+        self._events = events
+        self._deadline = started + seconds
+        self._seconds = seconds
+        self._provider = provider
+
+    def __aiter__(self) -> _Within:
+        return self
+
+    async def __anext__(self) -> bytes:
+        event = await anext(self._events)
+        if time.monotonic() > self._deadline:
+            raise ProviderTimeout(self._provider, f"the stream ran past {self._seconds:g}s")
+        return event
+
+    async def aclose(self) -> None:
+        await _close(self._events)
 
 
 async def _open_on(
@@ -1309,7 +1320,7 @@ async def _open_on(
         await _close(events)
         raise
     if timeouts.stream_s is not None:
-        events = aiter(_within(events, started, timeouts.stream_s, deployment.provider_name))
+        events = _Within(events, started, timeouts.stream_s, deployment.provider_name)
     try:
         return await read_preamble(first, events, hold_s)
     except BaseException:
@@ -1429,10 +1440,11 @@ def _ended_after(opened: Opened, failure: tuple[str, ProviderError], exc: Provid
         return
     if isinstance(exc, AllFallbacksFailed):
         later = exc.attempts
+    elif exc.model is None:  # the gateway's verdict on the later models (a key's budget)
+        later = exc.passed_over or (exc.message,)
     else:  # a later model refused the request: it ends the stream
         later = exc.passed_over or (f"{exc.model} via {exc.provider} ({exc.message})",)
-        if exc.model is not None:
-            opened.model, opened.deployment = exc.model, exc.provider
+        opened.model, opened.deployment = exc.model, exc.provider
     exc.passed_over = (_describe(failure), *later)
     opened.attempts = (*opened.attempts, *exc.passed_over)
 

@@ -186,7 +186,8 @@ def _convert_messages(provider: str, messages: Any) -> tuple[list[Block], list[M
             turns.append({"role": anthropic_role, "content": blocks})
     if turns and turns[-1]["role"] == "assistant":
         _trim_prefill(turns)
-    if not turns and system:  # instructions alone, which OpenAI serves: say them as the turn
+    if not turns and any(block.get("text", "").strip() for block in system):
+        # instructions alone, which OpenAI serves: say them as the turn
         return [], [{"role": "user", "content": system}]
     if not turns:
         raise _reject(
@@ -200,14 +201,12 @@ def _trim_prefill(turns: list[Message]) -> None:
     answer continues it), whose last text Anthropic refuses to end in whitespace: the
     whitespace is cut, and a turn left with nothing is dropped."""
     blocks = turns[-1]["content"]
-    last = blocks[-1]
-    if last.get("type") != "text":
-        return
-    text = last["text"].rstrip()
-    if text:
-        blocks[-1] = {**last, "text": text}
-        return
-    blocks.pop()
+    while blocks and blocks[-1].get("type") == "text":  # merged turns: several texts
+        text = blocks[-1]["text"].rstrip()
+        if text:
+            blocks[-1] = {**blocks[-1], "text": text}
+            return
+        blocks.pop()
     if not blocks:
         turns.pop()
 

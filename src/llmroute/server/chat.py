@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import sys
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -101,6 +102,9 @@ async def _disconnected(request: Request) -> None:
 # did land sets off (holds taken back, the upstream call closed: a few ms) is not itself
 # cut short, short enough that a swallowed one stops the work well before its answer.
 _RECANCEL_S = 0.1
+# Python 3.11's asyncio.wait_for, around every command redis-py sends, swallows a cancel
+# that lands as it completes (CPython gh-86296, fixed in 3.12): only there is it said again
+_SWALLOWS_CANCEL = sys.version_info < (3, 12)
 
 
 async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
@@ -116,13 +120,12 @@ async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
     async def watch() -> None:
         nonlocal cancels
         await _disconnected(request)
-        # Said again until the work stops: Python 3.11's asyncio.wait_for, around every
-        # command redis-py sends, swallows a cancel that lands as it completes
-        # (CPython gh-86296), and the call would then run to its end.
-        while True:
+        cancels += 1
+        current.cancel()
+        while _SWALLOWS_CANCEL:  # said again until the work stops
+            await asyncio.sleep(_RECANCEL_S)
             cancels += 1
             current.cancel()
-            await asyncio.sleep(_RECANCEL_S)
 
     watcher = asyncio.create_task(watch())
     try:

@@ -271,7 +271,9 @@ def forget_sql(
 def prune_sql(mark: str, most: int) -> list[str]:
     """The statements erasing the oldest `most` decisions older than the parameter
     `mark` (bound to each statement), their feedback and shadow rows first. Run in one
-    transaction, each statement picks the same decisions: ``ts, id`` orders them all."""
+    write transaction of SQLite (one writer at a time), each statement picks the same
+    decisions: ``ts, id`` orders them all. (PostgreSQL's store chooses them once, in one
+    statement, skipping rows another pruner holds.)"""
     chosen = f"SELECT id FROM decisions WHERE ts < {mark} ORDER BY ts, id LIMIT {int(most)}"
     return [
         f"DELETE FROM shadow WHERE decision_id IN ({chosen})",

@@ -37,7 +37,6 @@ from llmroute.telemetry.store._sql import (
     SHADOW_LIST,
     SqlReads,
     forget_sql,
-    prune_sql,
     shadow_row,
 )
 from llmroute.telemetry.store.migrate import Backend, pending
@@ -146,6 +145,15 @@ def _quiet_pool_log() -> None:
     if _POOL_FILTER not in pool_log.filters:
         pool_log.addFilter(_POOL_FILTER)
 
+
+_PRUNE = (
+    "WITH chosen AS (SELECT id FROM decisions WHERE ts < %%s ORDER BY ts, id LIMIT %(most)d "
+    "FOR UPDATE SKIP LOCKED), "
+    "s AS (DELETE FROM shadow WHERE decision_id IN (SELECT id FROM chosen) RETURNING 1), "
+    "f AS (DELETE FROM feedback WHERE decision_id IN (SELECT id FROM chosen) RETURNING 1), "
+    "d AS (DELETE FROM decisions WHERE id IN (SELECT id FROM chosen) RETURNING 1) "
+    "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM f), (SELECT count(*) FROM s)"
+)
 
 class PostgresStore(SqlReads):
     """A decision log in the PostgreSQL database at `url` (libpq URL syntax; a
@@ -288,11 +296,12 @@ class PostgresStore(SqlReads):
         return decisions, feedback, shadow
 
     def prune(self, before: float, *, most: int) -> tuple[int, int, int]:
-        statements = prune_sql("%s", most)
-        with self._connection("prune") as conn:  # one transaction
-            counts = [conn.execute(sql.encode(), (before,)).rowcount for sql in statements]
-        shadow, feedback, decisions = counts
-        return decisions, feedback, shadow
+        # one statement: the batch is chosen once, and rows another pruner holds are
+        # skipped, so processes pruning one log at once take batches apart
+        with self._connection("prune") as conn:
+            row = conn.execute(_PRUNE % {"most": int(most)}, (before,)).fetchone()
+        decisions, feedback, shadow = row if row is not None else (0, 0, 0)
+        return int(decisions), int(feedback), int(shadow)
 
     def write_decisions(self, records: Sequence[DecisionRecord]) -> None:
         if not records:
