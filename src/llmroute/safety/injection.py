@@ -53,7 +53,12 @@ from llmroute.encoders.base import Encoder, weights_identity
 from llmroute.errors import ConfigError, DataError
 from llmroute.jsonl import read_jsonl
 from llmroute.safety.attack_rules import match_rules
-from llmroute.safety.lexical import DEFAULT_BUCKETS, hashed_ids, lexical_matrix
+from llmroute.safety.lexical import (
+    DEFAULT_BUCKETS,
+    bucket_counts,
+    hashed_ids,
+    lexical_matrix,
+)
 from llmroute.safety.neighbours import (
     Neighbours,
     reference_rows,
@@ -261,9 +266,8 @@ class InjectionDetector:
     def lexical_logits(self, texts: Sequence[str]) -> F64:
         out = np.empty(len(texts), dtype=np.float64)
         for row, text in enumerate(texts):
-            counts = np.bincount(hashed_ids(text, self.buckets), minlength=self.buckets)
-            nonzero = np.flatnonzero(counts)
-            values = 1.0 + np.log(counts[nonzero])
+            nonzero, counts = bucket_counts(hashed_ids(text, self.buckets), self.buckets)
+            values = 1.0 + np.log(counts)
             norm = math.sqrt(float(values @ values))
             out[row] = float(self.lex_weights[nonzero] @ values) / norm if norm else 0.0
         return out

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["DEFAULT_BUCKETS", "hashed_ids", "lexical_matrix", "lexical_row"]
+__all__ = ["DEFAULT_BUCKETS", "bucket_counts", "hashed_ids", "lexical_matrix", "lexical_row"]
 
 F32 = npt.NDArray[np.float32]
 U32 = npt.NDArray[np.uint32]
@@ -61,6 +62,20 @@ def hashed_ids(text: str, buckets: int = DEFAULT_BUCKETS) -> U32:
             parts.append(rolling)
     shift = np.uint32(32 - (buckets.bit_length() - 1))
     return (np.concatenate(parts) * _GOLDEN) >> shift
+
+
+def bucket_counts(
+    ids: U32, buckets: int = DEFAULT_BUCKETS
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp]]:
+    """The buckets `ids` hit, ascending, and how many times each (`hashed_ids`' output):
+    a sort of the ids when they are few (a chat prompt's few hundred n-grams: half the
+    time of the count), else a count over all `buckets` and a scan for the ones hit (a
+    1,000-character window's ~3,400 ids sort slower than that)."""
+    if ids.size <= buckets // 8:
+        return np.unique(ids, return_counts=True)
+    counts = np.bincount(ids, minlength=buckets)
+    hit = np.flatnonzero(counts)
+    return hit, counts[hit]
 
 
 def lexical_row(text: str, buckets: int = DEFAULT_BUCKETS) -> tuple[U32, F32]:
