@@ -102,6 +102,7 @@ async def _disconnected(request: Request) -> None:
 # did land sets off (holds taken back, the upstream call closed: a few ms) is not itself
 # cut short, short enough that a swallowed one stops the work well before its answer.
 _RECANCEL_S = 0.1
+_SLOW_PLAN_S = 0.005  # a plan this long asks whether its client is still there
 # Python 3.11's asyncio.wait_for, around every command redis-py sends, swallows a cancel
 # that lands as it completes (CPython gh-86296, fixed in 3.12): only there is it said again
 _SWALLOWS_CANCEL = sys.version_info < (3, 12)
@@ -469,6 +470,7 @@ async def _plan(request: Request, gateway: Gateway, body: dict[str, Any]) -> Pla
     model is one the client key may reach), kept inside the key's pool. The LLM router's
     call is cancelled when the client hangs up during it, and a client gone by the time
     the plan is made is not served (both `_GoneWhilePlanning`)."""
+    started = time.monotonic()
     plan = await aplan_request(gateway.router, body, request.headers)
     llm_router = gateway.llm_router
     if (
@@ -491,9 +493,11 @@ async def _plan(request: Request, gateway: Gateway, body: dict[str, Any]) -> Pla
         plan = await gateway.affinity.apply(plan, body, request.headers, client)
     default = gateway.router.loaded.registry.default.target
     planned = keep_in_pool(request.scope, plan, default)
-    if await request.is_disconnected():
-        # gone while the request was decided (a long prompt's scan, a remote encoder):
-        # nothing was sent, so nothing is charged
+    # gone while the request was decided (a long prompt's scan, a remote encoder): nothing
+    # was sent, so nothing is charged. Asked only after a plan that took a while: the
+    # check costs a fifth of a fast decision (anyio's cancel scope), and a client gone
+    # during one is caught as dispatch begins (`_unless_client_leaves`)
+    if time.monotonic() - started >= _SLOW_PLAN_S and await request.is_disconnected():
         raise _GoneWhilePlanning(planned)
     return planned
 

@@ -155,6 +155,7 @@ _PRUNE = (
     "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM f), (SELECT count(*) FROM s)"
 )
 
+
 class PostgresStore(SqlReads):
     """A decision log in the PostgreSQL database at `url` (libpq URL syntax; a
     ``?options=-csearch_path%3Dname`` parameter selects a schema).
