@@ -149,6 +149,8 @@ def test_prune_erases_what_is_older_than_the_period_given_or_the_registrys(
         store.write_decisions([build_record(i, ts=now - d * 86400) for i, d in enumerate(ages)])
     finally:
         store.close()
+    code, out, _ = _run(["db", "prune", "--older-than", "15d", "--url", url, "--dry-run"], capsys)
+    assert code == 0 and "would erase 2 decisions logged before" in out, out
     code, out, _ = _run(["db", "prune", "--older-than", "30d", "--url", url], capsys)
     assert code == 0 and "erased 1 decision logged before" in out, out
     assert "0 feedback and 0 shadow rows" in out

@@ -159,6 +159,9 @@ def db_prune(
     ] = None,
     url: UrlOption = None,
     registry: RegistryOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say how many decisions would go; erase nothing.")
+    ] = False,
 ) -> None:
     """Erase the decisions older than a retention period, with their feedback and shadow
     rows, a few thousand a transaction: what a gateway with `telemetry.retention_days`
@@ -180,9 +183,17 @@ def db_prune(
         fail(f"--older-than: {exc}")
     store = open_store(_telemetry_url(url, registry))
     erased = [0, 0, 0]
+    when = datetime.fromtimestamp(before, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
     try:
         if store.schema_version() == 0:
             fail(f"{store.url}: the decision log has no tables yet; nothing to erase")
+        if dry_run:
+            n = store.count_decisions(until=before)
+            typer.echo(
+                f"{store.url}: would erase {n} decision{'s' * (n != 1)} logged before {when} "
+                "(with their feedback and shadow rows); nothing erased"
+            )
+            return
         while True:
             counts = store.prune(before, most=PRUNE_BATCH)
             erased = [a + b for a, b in zip(erased, counts, strict=True)]
@@ -191,7 +202,6 @@ def db_prune(
     finally:
         store.close()
     decisions, feedback, shadow = erased
-    when = datetime.fromtimestamp(before, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
     typer.echo(
         f"{store.url}: erased {decisions} decision{'s' * (decisions != 1)} logged before "
         f"{when}, {feedback} feedback and {shadow} shadow row{'s' * (shadow != 1)}"
