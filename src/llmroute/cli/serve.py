@@ -164,7 +164,9 @@ def serve(
     import uvicorn
 
     from llmroute.server.reload import fingerprint
+    from llmroute.server.shutdown import ignore_sighup
 
+    ignore_sighup()  # until the gateway serves and reloads on it: it killed a starting one
     path = _demo_registry(registry) if demo else resolve_registry(registry)
     seen = fingerprint(str(path))
     loaded = load_registry(path)  # a bad registry fails here with one clean line

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -20,13 +21,21 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CUT_BY_SHUTDOWN", "AnswerCutRequests", "Server", "stopping"]
+__all__ = ["CUT_BY_SHUTDOWN", "AnswerCutRequests", "Server", "ignore_sighup", "stopping"]
 
 CUT_BY_SHUTDOWN = (
     "a request still running when the graceful timeout ended was cut (logged as server_shutdown)"
 )
 
 _STOPPING = threading.Event()
+
+
+def ignore_sighup() -> None:
+    """SIGHUP ignored until a serving gateway handles it (`reload.on_sighup`): its
+    default action ends the process, and a reload asked for while a gateway starts has
+    nothing to do (the starting gateway reads the registry file as it is)."""
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def stopping() -> bool:

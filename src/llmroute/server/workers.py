@@ -43,7 +43,7 @@ from types import FrameType
 from typing import Any
 
 from llmroute.server.settings import DEFAULT_GRACEFUL_TIMEOUT_S, ServeSettings
-from llmroute.server.shutdown import Server
+from llmroute.server.shutdown import Server, ignore_sighup
 
 __all__ = [
     "KILL_MARGIN_S",
@@ -94,6 +94,7 @@ def _worker(sock: socket.socket, log_config: dict[str, Any], ready: Connection) 
     one message on `ready` once it serves. (A pipe, not a multiprocessing Event: no
     semaphore to track.)"""
     os.setpgrp()  # the terminal's Ctrl-C reaches the parent, which stops each worker once
+    ignore_sighup()  # the supervisor forwards one to a worker still starting
     parent = os.getppid()
     import uvicorn
 
