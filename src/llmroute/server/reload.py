@@ -342,7 +342,8 @@ class Reloader:
         self._cases = settings.cases
         self._workers = settings.workers
         self._kicked = asyncio.Event()
-        self._seen: Fingerprint | None = None
+        self._seen: Fingerprint | None = None  # the file as last loaded (or refused)
+        self._looked: Fingerprint | None = None  # the file at the last check
         self._unreadable_since: float | None = None  # when the file could not be read
         self._said_unreadable = False
         self._retiring: list[Gateway] = []
@@ -386,6 +387,7 @@ class Reloader:
             forced = await self._wait()
             try:
                 if await self._changed() or forced:
+                    self._seen = self._looked or self._seen
                     await self.reload("SIGHUP" if forced else "file changed", tasks)
             except Exception:
                 log.exception("registry reload failed; still serving %s", self.current.version)
@@ -424,6 +426,12 @@ class Reloader:
                 self._retiring_logs[old] = retired_log
         self._state.gateway = new  # the swap: requests from now on get `new`
         log.info("registry reloaded (%s): version %s → %s", reason, old.version, new.version)
+        if old.router.loaded.registry.auth is not None and new.router.loaded.registry.auth is None:
+            log.warning(
+                "registry version %s has no auth section: requests are served without a "
+                "client key from now on",
+                new.version,
+            )
         runs = getattr(self._state, "batch_runs", None)
         if isinstance(runs, BatchRuns):
             follow_reload(runs, old, new)
@@ -470,14 +478,19 @@ class Reloader:
         return forced
 
     async def _changed(self) -> bool:
-        """Whether the file's content differs from when it was last looked at."""
-        seen = await anyio.to_thread.run_sync(fingerprint, self._path, self._seen)
+        """Whether the file's content differs from what was last loaded and is what the
+        check before this one found too: a file still being written (not replaced
+        atomically) is not loaded half-way, though its first part may be a valid
+        registry (one without its last section, `auth` say)."""
+        looked = self._looked or self._seen
+        seen = await anyio.to_thread.run_sync(fingerprint, self._path, looked)
         self._say_unreadable(seen is None)
         if seen is None:
             return False
-        changed = self._seen is None or seen.digest != self._seen.digest
-        self._seen = seen
-        return changed
+        self._looked = seen
+        if self._seen is not None and seen.digest == self._seen.digest:
+            return False
+        return looked is not None and seen.digest == looked.digest
 
     def _say_unreadable(self, unreadable: bool) -> None:
         """Log once when the file has been gone or unreadable for `_UNREADABLE_S` (not
