@@ -1219,3 +1219,30 @@ def test_a_held_streams_record_says_the_gateways_verdict_on_the_later_models_as_
     dispatcher_module._ended_after(opened, failure, verdict)
     assert opened.attempts[-1] == "b: the key's budget is spent"
     assert opened.model == "a" and "None" not in " ".join(opened.attempts)
+
+
+def test_a_reload_keeps_a_deployments_breaker_unless_it_or_its_settings_changed(
+    h: Harness,
+) -> None:
+    """Every reload closed every breaker (each registry built its own): a dead upstream
+    was called again after each edit, and the gauge said it was fine."""
+    models = "  a: {provider: up, model: a}\n  b: {provider: up, model: b}"
+    registry = h.registry(models, "a")
+    first = Dispatcher(registry, build_providers(registry))
+    breaker = first.deployments.pool("a").deployments[0].breaker
+    for _ in range(3):
+        breaker.record_failure()
+    assert breaker.state.value == "open"
+    edited = h.registry(models + "\n  c: {provider: up, model: c}", "b")  # an unrelated edit
+    second = Dispatcher(edited, build_providers(edited), replacing=first)
+    assert second.deployments.pool("a").deployments[0].breaker is breaker  # still open
+    moved = h.registry("  a: {provider: up2, model: a}\n  b: {provider: up, model: b}", "a")
+    third = Dispatcher(moved, build_providers(moved), replacing=second)
+    assert third.deployments.pool("a").deployments[0].breaker.state.value == "closed"
+    stricter = h.registry(models, "a")
+    settings = stricter.dispatch.breaker.model_copy(update={"failures": 5})
+    stricter = stricter.model_copy(
+        update={"dispatch": stricter.dispatch.model_copy(update={"breaker": settings})}
+    )
+    fourth = Dispatcher(stricter, build_providers(stricter), replacing=second)
+    assert fourth.deployments.pool("a").deployments[0].breaker is not breaker

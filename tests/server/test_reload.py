@@ -330,3 +330,39 @@ def test_what_only_building_finds_stops_serve_with_one_line(tmp_path: Path) -> N
             assert "LLMROUTE_TEST_UNSET_PSEUDONYM_KEY" in refused.stderr
             lines = refused.stderr.strip().splitlines()
             assert "Traceback" not in refused.stderr and len(lines) == 1, refused.stderr
+
+
+def test_a_reload_keeps_an_open_breaker_open(gateway: Reloading) -> None:
+    """An edit elsewhere in the registry closed every breaker: the dead upstream was
+    called again after each reload, and the gauge said it was healthy."""
+    url = gateway.served.url
+
+    def write(extra: str = "") -> None:
+        text = _registry(gateway.upstream, extra).replace(
+            "  slow: {", "  flaky: {provider: fake, model: fail-500}\n  slow: {"
+        )
+        text += "dispatch:\n  retries: {attempts: 1}\n  breaker: {failures: 2, cooldown_s: 600}\n"
+        scratch = gateway.registry.with_suffix(".tmp")
+        scratch.write_text(text)
+        os.replace(scratch, gateway.registry)
+
+    def gauge() -> str:
+        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+        return next(
+            line.rsplit(" ", 1)[1]
+            for line in metrics.splitlines()
+            if line.startswith("llmroute_breaker_open{") and 'model="flaky"' in line
+        )
+
+    old = gateway.served.version()
+    write()
+    old = gateway.wait_version(old)
+    for _ in range(3):
+        assert _chat(url, "flaky").status_code >= 500
+    assert gauge() == "1.0"
+    called = len(gateway.upstream.calls_to("fail-500"))
+    write(MATHS)  # an edit that has nothing to do with the flaky model
+    gateway.wait_version(old)
+    assert gauge() == "1.0"
+    assert _chat(url, "flaky").status_code == 503  # refused by the breaker, not sent
+    assert len(gateway.upstream.calls_to("fail-500")) == called

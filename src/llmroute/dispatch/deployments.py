@@ -474,9 +474,15 @@ class Deployments:
         clock: Callable[[], float] = time.monotonic,
         limits: RateLimits | None = None,
         shared: RedisBreakers | None = None,
+        earlier: Mapping[str, CircuitBreaker] | None = None,
     ) -> None:
+        """`earlier`: the breakers of the registry this one replaces (a reload), by
+        deployment: one whose deployment (provider, base URL, upstream model) and breaker
+        settings are unchanged goes on as it was, open or counting failures, rather than
+        closing on every edit of the registry."""
         breakers: dict[tuple[str, str], CircuitBreaker] = {}
         links: dict[tuple[str, str], BreakerLink] = {}
+        by_deployment: dict[str, CircuitBreaker] = {}
         settings = registry.dispatch
         self._pools: dict[str, DeploymentPool] = {}
         for name, model in registry.models.items():
@@ -489,7 +495,14 @@ class Deployments:
                     target.provider, upstream, registry.providers[target.provider].base_url
                 )
                 if key not in breakers:
-                    breakers[key] = CircuitBreaker(settings.breaker, clock=clock)
+                    kept = (earlier or {}).get(counted)
+                    same = kept is not None and kept.settings == settings.breaker
+                    breakers[key] = (
+                        kept
+                        if same and kept is not None
+                        else CircuitBreaker(settings.breaker, clock=clock)
+                    )
+                    by_deployment[counted] = breakers[key]
                     if shared is not None:
                         links[key] = BreakerLink(breakers[key], shared, counted, clock)
                 provider = providers[target.provider]
@@ -513,6 +526,7 @@ class Deployments:
             self._pools[name] = DeploymentPool(name, deployments, balancer)
         self.breakers = breakers
         self.links = links
+        self.by_deployment: Mapping[str, CircuitBreaker] = by_deployment
 
     def pool(self, model: str) -> DeploymentPool:
         return self._pools[model]

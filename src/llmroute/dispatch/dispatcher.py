@@ -321,7 +321,10 @@ class Dispatcher:
         sleep: Sleep = asyncio.sleep,
         observer: DispatchObserver | None = None,
         gates: GateFactory | None = None,
+        replacing: Dispatcher | None = None,
     ) -> None:
+        """`replacing`: the dispatcher of the registry this one replaces (a reload),
+        whose breakers go on where nothing about them changed (`Deployments`)."""
         self._registry = registry
         self._providers = providers
         self._rng = rng or random.Random()
@@ -332,13 +335,14 @@ class Dispatcher:
         self._hold_lease_s = HOLD_LEASE_S  # a seam for tests
         self._refused_usage: set[str] = set()  # models that refused stream_options
         self._shared_breakers = open_breakers(registry.dispatch.breaker)
-        self.deployments = Deployments(
+        self.deployments: Deployments = Deployments(
             registry,
             providers,
             rng=self._rng,
             clock=clock,
             limits=self._limits,
             shared=self._shared_breakers,
+            earlier=replacing.deployments.by_deployment if replacing is not None else None,
         )
 
     @property

@@ -238,9 +238,15 @@ def _counted_in_memory(registry: Registry) -> tuple[str, ...]:
     return tuple(name for name, present in found.items() if present)
 
 
-async def open_gateway(built: Built, max_body_bytes: int, state: State | None = None) -> Gateway:
+async def open_gateway(
+    built: Built,
+    max_body_bytes: int,
+    state: State | None = None,
+    replacing: Gateway | None = None,
+) -> Gateway:
     """The gateway for a freshly built router; with `state` (the app's), its shadow
-    runner stores what it judged in the app's decision log and counts in its metrics."""
+    runner stores what it judged in the app's decision log and counts in its metrics;
+    `replacing` (a reload), the gateway it replaces, whose circuit breakers go on."""
     router, providers, gates = built
     metrics = getattr(state, "metrics", None)
     tracing = getattr(state, "tracing", None)
@@ -249,7 +255,13 @@ async def open_gateway(built: Built, max_body_bytes: int, state: State | None = 
         tracing.observer if isinstance(tracing, Tracing) else None,
     )
     try:
-        dispatcher = Dispatcher(router.loaded.registry, providers, observer=observer, gates=gates)
+        dispatcher = Dispatcher(
+            router.loaded.registry,
+            providers,
+            observer=observer,
+            gates=gates,
+            replacing=replacing.dispatcher if replacing is not None else None,
+        )
     except BaseException:
         for provider in providers.values():
             await provider.aclose()
@@ -410,7 +422,7 @@ class Reloader:
             log.info("registry reload (%s): version %s unchanged", reason, old.version)
             return
         try:
-            new = await open_gateway(built, self._max_body_bytes, self._state)
+            new = await open_gateway(built, self._max_body_bytes, self._state, replacing=old)
         except LlmrouteError as exc:  # e.g. a client key's variable unset
             log.error(
                 "registry reload (%s) rejected, still serving version %s: %s",
