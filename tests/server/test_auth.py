@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import sqlite3
 import subprocess
 import time
@@ -547,6 +548,8 @@ def test_a_reload_naming_an_unset_key_variable_is_rejected(
         )
         log = served.log_text()
         assert "LLMROUTE_TEST_UNSET_KEY is not set" in log and "Traceback" not in log
+        rejected = next(line for line in log.splitlines() if "rejected" in line)
+        assert re.search(rf"{re.escape(str(registry))}:\d+: auth\.keys\[\d+\]\.key_env", rejected)
         with _client(served, TEAM_KEY) as client:  # the running registry still serves
             assert client.chat.completions.create(**ASK).choices
 
@@ -604,4 +607,5 @@ def test_a_key_variable_not_set_stops_serve_in_one_line(
     assert done.returncode == 2
     message = done.stderr.strip()
     assert message.count("\n") == 0 and "LLMROUTE_TEST_LIMITED_KEY is not set" in message
+    assert re.search(rf"{re.escape(str(registry))}:\d+: auth\.keys\[\d+\]\.key_env", message)
     assert TEAM_KEY not in message

@@ -296,7 +296,7 @@ def _check_auth(loaded: LoadedRegistry) -> None:
     try:
         KeyTable.build(loaded.registry.auth)
     except ConfigError as exc:
-        fail(str(exc))
+        fail(str(loaded.at(exc)))
 
 
 def _check_in_child(path: Path, threads: int | None, cases: Path | None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,9 @@ from llmroute.registry._yaml import Document, TooLarge, compose
 from llmroute.registry.schema import BuiltinEncoderSpec, Registry
 
 __all__ = ["LoadedRegistry", "dump_registry", "load_registry", "parse_registry", "version_of"]
+
+
+_SEGMENTS = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +59,10 @@ class LoadedRegistry:
             return exc
         line = None
         if exc.field:
-            path: tuple[str | int, ...] = tuple(exc.field.split("."))
+            # ``models.m.model``, ``auth.keys[0].key_env``: an index is a list's item
+            path: tuple[str | int, ...] = tuple(
+                int(index) if index else name for name, index in _SEGMENTS.findall(exc.field)
+            )
             while path and line is None:
                 line, path = self.lines.get(path), path[:-1]
         return ConfigError(exc.message, file=self.source, line=line, field=exc.field)

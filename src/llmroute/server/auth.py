@@ -85,17 +85,19 @@ class KeyTable:
     @classmethod
     def build(cls, settings: AuthSettings, environ: Mapping[str, str] | None = None) -> KeyTable:
         """Hash every key; `ConfigError` (one line, naming the variable, never a value)
-        when a ``key_env`` variable is unset or empty."""
+        when a ``key_env`` variable is unset or empty. Its `field` is the key's path, for
+        `LoadedRegistry.at` to name the file's line."""
         env = os.environ if environ is None else environ
         table: dict[bytes, ApiKey] = {}
-        for key in settings.keys:
-            for digest in _digests(key, env):
+        for i, key in enumerate(settings.keys):
+            for digest in _digests(key, env, f"auth.keys[{i}]"):
                 if digest in table:
                     other = table[digest].name
                     raise ConfigError(
                         f"auth.keys {key.name!r} lists the same key twice"
                         if other == key.name
-                        else f"auth.keys {key.name!r} has the same key as {other!r}"
+                        else f"auth.keys {key.name!r} has the same key as {other!r}",
+                        field=f"auth.keys[{i}]",
                     )
                 table[digest] = key
         return cls(settings, table)
@@ -104,7 +106,7 @@ class KeyTable:
         return self.by_digest.get(_digest(presented))
 
 
-def _digests(key: ApiKey, env: Mapping[str, str]) -> list[bytes]:
+def _digests(key: ApiKey, env: Mapping[str, str], where: str) -> list[bytes]:
     """The SHA-256 of each of the key's values (several while it is being rotated)."""
     if key.sha256 is not None:
         return [bytes.fromhex(h) for h in key.sha256]
@@ -114,12 +116,14 @@ def _digests(key: ApiKey, env: Mapping[str, str]) -> list[bytes]:
         if not value:
             raise ConfigError(
                 f"auth.keys {key.name!r}: environment variable {name} is not set (or "
-                "empty); set it to the key, or give the key's sha256 instead"
+                "empty); set it to the key, or give the key's sha256 instead",
+                field=f"{where}.key_env",
             )
         if len(value) < MIN_KEY_LENGTH:
             raise ConfigError(
                 f"auth.keys {key.name!r}: the key in {name} is shorter than "
-                f"{MIN_KEY_LENGTH} characters; use a random one (e.g. openssl rand -hex 24)"
+                f"{MIN_KEY_LENGTH} characters; use a random one (e.g. openssl rand -hex 24)",
+                field=f"{where}.key_env",
             )
         out.append(_digest(value))
     return out

@@ -268,7 +268,10 @@ async def open_gateway(
         raise
     registry = router.loaded.registry
     try:
-        auth = KeyTable.build(registry.auth) if registry.auth is not None else None
+        try:
+            auth = KeyTable.build(registry.auth) if registry.auth is not None else None
+        except ConfigError as exc:  # a key's variable: named at its line in the file
+            raise router.loaded.at(exc) from None
         cache = ResponseCache.open(
             registry,
             router.version,
