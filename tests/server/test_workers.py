@@ -257,6 +257,8 @@ def test_a_replacement_that_cannot_start_is_retried_while_the_others_serve(
     assert "replacement worker exited with status 3 before serving" in caplog.text
     assert "trying again in 2s" in caplog.text and "stopping" not in caplog.text
     assert 3 <= supervisor.starts <= 6, supervisor.starts  # 2, then 1 s, 2 s pauses
+    # its socket was closed for each wait (connections there would hang), then opened again
+    assert supervisor.reopened == supervisor.starts - 2
 
 
 def test_a_bad_telemetry_url_fails_before_any_worker_starts(

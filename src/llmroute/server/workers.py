@@ -174,6 +174,8 @@ class Supervisor:
         self.due: dict[int, float] = {}  # workers waiting to be restarted: when
         self.replaced: set[int] = set()  # workers whose first process served, then died
         self.starts = 0
+        self.reopened = 0  # sockets closed for a worker's wait, opened again for its start
+        self.address = sockets[0].getsockname()[:2] if sockets else ("127.0.0.1", 0)
 
     def start_one(self, i: int) -> _Slot:
         receive, send = self.context.Pipe(duplex=False)
@@ -230,6 +232,8 @@ class Supervisor:
         for i, when in list(self.due.items()):
             if now >= when:
                 del self.due[i]
+                if self.sockets[i].fileno() == -1:
+                    self.sockets[i] = self._reopened()
                 self.slots[i] = self.start_one(i)
         for i, slot in enumerate(self.slots):
             if i in self.due:
@@ -270,6 +274,19 @@ class Supervisor:
                 )
             self.replaced.add(i)
             self.due[i] = now + self.backoff[i]
+            if self.backoff[i]:
+                # nobody accepts on its socket while it waits: the kernel would still hand
+                # it a share of new connections, which would hang (up to 30 s); closed,
+                # they go to the workers that serve
+                self.sockets[i].close()
+
+    def _reopened(self) -> socket.socket:
+        """A listening socket on the workers' address again, for a worker whose own was
+        closed while it waited to be restarted."""
+        sock = _listener(*self.address)
+        sock.listen(_BACKLOG)
+        self.reopened += 1
+        return sock
 
     def shutdown(self) -> None:
         # This process's copies of the listening sockets go first: once each worker has
