@@ -1246,3 +1246,8 @@ def test_a_reload_keeps_a_deployments_breaker_unless_it_or_its_settings_changed(
     )
     fourth = Dispatcher(stricter, build_providers(stricter), replacing=second)
     assert fourth.deployments.pool("a").deployments[0].breaker is not breaker
+    # its provider mended (a longer timeout, a new key variable): the breaker starts afresh
+    provider = edited.providers["up"].model_copy(update={"timeout_s": 120.0})
+    mended = edited.model_copy(update={"providers": {**edited.providers, "up": provider}})
+    fifth = Dispatcher(mended, build_providers(mended), replacing=second)
+    assert fifth.deployments.pool("a").deployments[0].breaker.state.value == "closed"

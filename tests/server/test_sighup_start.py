@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -67,14 +68,24 @@ def test_sighup_while_starting_is_ignored_and_reloads_once_serving(
             ignored = _ignores_sighup(proc.pid)
             time.sleep(0.005)
         assert ignored, "SIGHUP kept its default action (end the process) while starting"
-        hups = 0
-        while not _ready(url) and time.monotonic() < deadline:  # bounded by the deadline
-            assert proc.poll() is None, log.read_text(errors="replace")
-            os.kill(proc.pid, signal.SIGHUP)
-            hups += 1
-            time.sleep(0.02)
+        ready = threading.Event()
+        hups: list[float] = []
+
+        def hang_up() -> None:  # every 20 ms until it serves, whatever it is doing
+            while not ready.is_set() and time.monotonic() < deadline and proc.poll() is None:
+                os.kill(proc.pid, signal.SIGHUP)
+                hups.append(time.monotonic())
+                time.sleep(0.02)
+
+        sender = threading.Thread(target=hang_up)
+        sender.start()
+        try:
+            wait_for("serving", lambda: proc.poll() is not None or _ready(url), 60, log)
+        finally:
+            ready.set()
+            sender.join(timeout=10)
         assert proc.poll() is None and _ready(url), log.read_text(errors="replace")
-        assert hups > 0  # some came while it started
+        assert hups  # some came while it started
         os.kill(proc.pid, signal.SIGHUP)  # serving: a reload, as before
         wait_for("the reload on SIGHUP", lambda: "SIGHUP" in log.read_text(), 20, log)
         assert proc.poll() is None and _ready(url)

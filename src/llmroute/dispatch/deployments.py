@@ -474,15 +474,17 @@ class Deployments:
         clock: Callable[[], float] = time.monotonic,
         limits: RateLimits | None = None,
         shared: RedisBreakers | None = None,
-        earlier: Mapping[str, CircuitBreaker] | None = None,
+        earlier: Mapping[str, tuple[CircuitBreaker, object]] | None = None,
     ) -> None:
         """`earlier`: the breakers of the registry this one replaces (a reload), by
-        deployment: one whose deployment (provider, base URL, upstream model) and breaker
-        settings are unchanged goes on as it was, open or counting failures, rather than
-        closing on every edit of the registry."""
+        deployment, with the provider settings they counted under: one whose deployment
+        (provider, base URL, upstream model), provider settings and breaker settings are
+        all unchanged goes on as it was, open or counting failures, rather than closing
+        on every edit of the registry (an edit of its provider, the fix of a failing one
+        say, starts it afresh)."""
         breakers: dict[tuple[str, str], CircuitBreaker] = {}
         links: dict[tuple[str, str], BreakerLink] = {}
-        by_deployment: dict[str, CircuitBreaker] = {}
+        by_deployment: dict[str, tuple[CircuitBreaker, object]] = {}
         settings = registry.dispatch
         self._pools: dict[str, DeploymentPool] = {}
         for name, model in registry.models.items():
@@ -495,14 +497,15 @@ class Deployments:
                     target.provider, upstream, registry.providers[target.provider].base_url
                 )
                 if key not in breakers:
-                    kept = (earlier or {}).get(counted)
+                    spec = registry.providers[target.provider]
+                    kept, kept_spec = (earlier or {}).get(counted, (None, None))
                     same = kept is not None and kept.settings == settings.breaker
                     breakers[key] = (
                         kept
-                        if same and kept is not None
+                        if same and kept is not None and kept_spec == spec
                         else CircuitBreaker(settings.breaker, clock=clock)
                     )
-                    by_deployment[counted] = breakers[key]
+                    by_deployment[counted] = (breakers[key], spec)
                     if shared is not None:
                         links[key] = BreakerLink(breakers[key], shared, counted, clock)
                 provider = providers[target.provider]
@@ -526,7 +529,7 @@ class Deployments:
             self._pools[name] = DeploymentPool(name, deployments, balancer)
         self.breakers = breakers
         self.links = links
-        self.by_deployment: Mapping[str, CircuitBreaker] = by_deployment
+        self.by_deployment: Mapping[str, tuple[CircuitBreaker, object]] = by_deployment
 
     def pool(self, model: str) -> DeploymentPool:
         return self._pools[model]

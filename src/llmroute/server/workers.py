@@ -36,7 +36,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from types import FrameType
@@ -133,6 +133,21 @@ def _forget_metrics(pid: int | None) -> None:
         multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
+@contextlib.contextmanager
+def _sighup_ignored() -> Iterator[None]:
+    """SIGHUP ignored while inside (from the main thread; elsewhere nothing changes)."""
+    hup = getattr(signal, "SIGHUP", None)
+    try:
+        previous = signal.signal(hup, signal.SIG_IGN) if hup is not None else None
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        yield
+    finally:
+        if hup is not None and previous is not None:
+            signal.signal(hup, previous)
+
+
 @dataclass
 class _Slot:
     process: multiprocessing.process.BaseProcess
@@ -184,13 +199,20 @@ class Supervisor:
             args=(self.sockets[i], self.log_config, send),
             name=f"llmroute-worker-{i}",
         )
-        process.start()
+        # started with SIGHUP ignored (an ignored signal stays so across the exec; a
+        # handler does not): one forwarded while it starts would end it
+        with _sighup_ignored():
+            process.start()
         send.close()  # the worker holds its end
         self.starts += 1
         return _Slot(process, receive)
 
-    def signal_all(self, signum: int) -> None:
+    def signal_all(self, signum: int, *, serving_only: bool = False) -> None:
+        """`signum` to each live worker; with `serving_only`, to those known to serve (a
+        worker still starting reads the registry as it is, and has no handler yet)."""
         for slot in self.slots:
+            if serving_only and not slot.started:  # the flag: no pipe read in a handler
+                continue
             if slot.process.pid is not None and slot.process.is_alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(slot.process.pid, signum)
@@ -198,7 +220,7 @@ class Supervisor:
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
             log.info("SIGHUP: each worker reloads its registry")
-            self.signal_all(signal.SIGHUP)
+            self.signal_all(signal.SIGHUP, serving_only=True)
         else:
             self.stop.set()
 
@@ -233,7 +255,12 @@ class Supervisor:
             if now >= when:
                 del self.due[i]
                 if self.sockets[i].fileno() == -1:
-                    self.sockets[i] = self._reopened()
+                    try:
+                        self.sockets[i] = self._reopened()
+                    except OSError as exc:
+                        log.error("worker %d cannot listen again: %s; trying again in 30s", i, exc)
+                        self.due[i] = now + _BACKOFF_MAX_S
+                        continue
                 self.slots[i] = self.start_one(i)
         for i, slot in enumerate(self.slots):
             if i in self.due:
@@ -274,10 +301,12 @@ class Supervisor:
                 )
             self.replaced.add(i)
             self.due[i] = now + self.backoff[i]
-            if self.backoff[i]:
+            others_listen = any(s.fileno() != -1 for j, s in enumerate(self.sockets) if j != i)
+            if self.backoff[i] and others_listen:
                 # nobody accepts on its socket while it waits: the kernel would still hand
                 # it a share of new connections, which would hang (up to 30 s); closed,
-                # they go to the workers that serve
+                # they go to the workers that serve (the last one open is kept: closed,
+                # the port would be free for another process to take)
                 self.sockets[i].close()
 
     def _reopened(self) -> socket.socket:
@@ -321,7 +350,8 @@ def serve_workers(
 
     Every socket listens before any worker starts, so connections that arrive while the
     workers start are spread and queued, not all given to the first worker up; a worker
-    that is replaced hands its socket, with what is queued on it, to the next."""
+    that is replaced at once hands its socket, with what is queued on it, to the next (one
+    restarted after a pause has its socket closed meanwhile: what was queued is reset)."""
     port = _free_port(host, port)
     sockets = [_listener(host, port) for _ in range(workers)]
     try:
