@@ -190,6 +190,7 @@ class Supervisor:
         self.replaced: set[int] = set()  # workers whose first process served, then died
         self.starts = 0
         self.reopened = 0  # sockets closed for a worker's wait, opened again for its start
+        self.hup_pending: set[int] = set()  # workers a SIGHUP is still to be handed to
         self.address = sockets[0].getsockname()[:2] if sockets else ("127.0.0.1", 0)
 
     def start_one(self, i: int) -> _Slot:
@@ -207,12 +208,8 @@ class Supervisor:
         self.starts += 1
         return _Slot(process, receive)
 
-    def signal_all(self, signum: int, *, serving_only: bool = False) -> None:
-        """`signum` to each live worker; with `serving_only`, to those known to serve (a
-        worker still starting reads the registry as it is, and has no handler yet)."""
+    def signal_all(self, signum: int) -> None:
         for slot in self.slots:
-            if serving_only and not slot.started:  # the flag: no pipe read in a handler
-                continue
             if slot.process.pid is not None and slot.process.is_alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(slot.process.pid, signum)
@@ -220,7 +217,9 @@ class Supervisor:
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
             log.info("SIGHUP: each worker reloads its registry")
-            self.signal_all(signal.SIGHUP, serving_only=True)
+            # handed on by `keep_alive`, to each worker once it serves: one still starting
+            # has no handler yet (the HUP would end it) and may have read the file before
+            self.hup_pending = set(range(len(self.slots)))
         else:
             self.stop.set()
 
@@ -251,9 +250,11 @@ class Supervisor:
 
     def keep_alive(self) -> None:
         now = time.monotonic()
+        self._hand_on_sighup()
         for i, when in list(self.due.items()):
             if now >= when:
                 del self.due[i]
+                self.hup_pending.discard(i)  # a new worker reads the file as it is
                 if self.sockets[i].fileno() == -1:
                     try:
                         self.sockets[i] = self._reopened()
@@ -308,6 +309,18 @@ class Supervisor:
                 # they go to the workers that serve (the last one open is kept: closed,
                 # the port would be free for another process to take)
                 self.sockets[i].close()
+
+    def _hand_on_sighup(self) -> None:
+        """The SIGHUP the supervisor got, to each worker that serves now (a dead one waiting
+        to be restarted reads the file afresh)."""
+        for i in list(self.hup_pending):
+            slot = self.slots[i]
+            if i in self.due or not slot.process.is_alive():
+                self.hup_pending.discard(i)
+            elif slot.serving() and slot.process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.process.pid, signal.SIGHUP)
+                self.hup_pending.discard(i)
 
     def _reopened(self) -> socket.socket:
         """A listening socket on the workers' address again, for a worker whose own was
