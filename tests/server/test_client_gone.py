@@ -13,22 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_proc import serve_text, wait_for
+from gateway_proc import ECHO_ONLY, serve_text, wait_for
 from starlette.requests import Request
 
 from llmroute.server import chat
-
-REGISTRY = """
-encoder: builtin:static
-providers:
-  echo: {kind: echo}
-models:
-  small: {provider: echo, model: echo-small}
-routes:
-  - {name: chat, examples: [hello there], target: small}
-default: {target: small}
-telemetry: {enabled: false}
-"""
 
 _PATHS = ("/v1/chat/completions", "/v1/responses", "/v1/messages")
 
@@ -39,7 +27,7 @@ def _metric_lines(url: str) -> list[str]:
 
 
 def test_a_client_gone_before_its_whole_body_came_is_a_499_not_a_500(tmp_path: Path) -> None:
-    with serve_text(REGISTRY, tmp_path) as served:
+    with serve_text(ECHO_ONLY, tmp_path) as served:
         port = int(served.url.rsplit(":", 1)[1])
         for path in _PATHS:
             with socket.create_connection(("127.0.0.1", port)) as sock:

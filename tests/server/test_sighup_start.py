@@ -14,19 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gateway_proc import BIN, free_port, wait_for
-
-REGISTRY = """
-encoder: builtin:static
-providers:
-  echo: {kind: echo}
-models:
-  small: {provider: echo, model: echo-small}
-routes:
-  - {name: chat, examples: [hello there], target: small}
-default: {target: small}
-telemetry: {enabled: false}
-"""
+from gateway_proc import BIN, ECHO_ONLY, free_port, stop, wait_for
 
 _SIGHUP_BIT = 1 << (signal.SIGHUP - 1)
 
@@ -53,7 +41,7 @@ def test_sighup_while_starting_is_ignored_and_reloads_once_serving(
     tmp_path: Path, workers: int
 ) -> None:
     registry = tmp_path / "registry.yaml"
-    registry.write_text(REGISTRY)
+    registry.write_text(ECHO_ONLY)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
@@ -90,9 +78,4 @@ def test_sighup_while_starting_is_ignored_and_reloads_once_serving(
         wait_for("the reload on SIGHUP", lambda: "SIGHUP" in log.read_text(), 20, log)
         assert proc.poll() is None and _ready(url)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc, 15)

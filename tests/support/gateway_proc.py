@@ -21,6 +21,19 @@ import pytest
 
 BIN = Path(sys.executable).parent
 
+# one route on an offline echo model, no decision log: for tests of the server itself
+ECHO_ONLY = """
+encoder: builtin:static
+providers:
+  echo: {kind: echo}
+models:
+  small: {provider: echo, model: echo-small}
+routes:
+  - {name: chat, examples: [hello there], target: small}
+default: {target: small}
+telemetry: {enabled: false}
+"""
+
 
 @dataclass
 class Served:
@@ -90,12 +103,17 @@ def serve(
         wait_for("llmroute serve ready", lambda: _ready(url, proc, log), startup_s, log)
         yield Served(url, proc, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes], grace_s: float = 10) -> None:
+    """SIGTERM, then SIGKILL after `grace_s` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 @contextmanager
