@@ -117,7 +117,7 @@ def test_an_edit_adds_a_route(gateway: Reloading) -> None:
     assert httpx.post(f"{url}/v1/route", json=pinned, timeout=5).json()["route"] == "maths"
     auto = {"model": "auto", "messages": _user("solve this quadratic equation")}
     assert httpx.post(f"{url}/v1/route", json=auto, timeout=5).json()["route"] == "maths"
-    gateway.wait_log(f"registry reloaded (file changed): version {old} → {new}")
+    gateway.wait_log(f"registry reloaded (file changed): version {old} → {new} (routes +maths)")
 
 
 def test_a_registry_file_gone_for_a_while_is_said_and_so_is_its_return(

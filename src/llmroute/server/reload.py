@@ -341,6 +341,29 @@ def one_line(exc: LlmrouteError) -> str:
     return str(exc).replace("\n", "; ")
 
 
+def changes(old: Registry, new: Registry) -> str:
+    """What a reload changed, in a few words for its log line: the routes, models and
+    providers added (+), removed (-) or edited (~) by name, then the other sections
+    edited (``auth``, ``dispatch``, ...)."""
+    said: list[str] = []
+    named = (
+        ("routes", {r.name: r for r in old.routes}, {r.name: r for r in new.routes}),
+        ("models", old.models, new.models),
+        ("providers", old.providers, new.providers),
+    )
+    for section, before, after in named:
+        moved = [f"+{n}" for n in after if n not in before]
+        moved += [f"-{n}" for n in before if n not in after]
+        moved += [f"~{n}" for n in after if n in before and after[n] != before[n]]
+        if moved:
+            said.append(f"{section} {' '.join(moved)}")
+    for section in type(new).model_fields:
+        named_above = section in ("routes", "models", "providers")
+        if not named_above and getattr(old, section) != getattr(new, section):
+            said.append(section)
+    return "; ".join(said) or "no setting"
+
+
 class Reloader:
     """Keeps ``state.gateway`` in step with the registry file at `path`; polls every
     `interval_s` seconds (None: only on SIGHUP, via `kick`)."""
@@ -440,7 +463,13 @@ class Reloader:
             if retired_log is not None:
                 self._retiring_logs[old] = retired_log
         self._state.gateway = new  # the swap: requests from now on get `new`
-        log.info("registry reloaded (%s): version %s → %s", reason, old.version, new.version)
+        log.info(
+            "registry reloaded (%s): version %s → %s (%s)",
+            reason,
+            old.version,
+            new.version,
+            changes(old.router.loaded.registry, new.router.loaded.registry),
+        )
         if old.router.loaded.registry.auth is not None and new.router.loaded.registry.auth is None:
             log.warning(
                 "registry version %s has no auth section: requests are served without a "
