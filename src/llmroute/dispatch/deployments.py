@@ -499,12 +499,10 @@ class Deployments:
                 if key not in breakers:
                     spec = registry.providers[target.provider]
                     kept, kept_spec = (earlier or {}).get(counted, (None, None))
-                    same = kept is not None and kept.settings == settings.breaker
-                    breakers[key] = (
-                        kept
-                        if same and kept is not None and kept_spec == spec
-                        else CircuitBreaker(settings.breaker, clock=clock)
-                    )
+                    if kept is not None and kept.settings == settings.breaker and kept_spec == spec:
+                        breakers[key] = kept
+                    else:
+                        breakers[key] = CircuitBreaker(settings.breaker, clock=clock)
                     by_deployment[counted] = (breakers[key], spec)
                     if shared is not None:
                         links[key] = BreakerLink(breakers[key], shared, counted, clock)
