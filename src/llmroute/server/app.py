@@ -37,8 +37,8 @@ from llmroute.server.cors import cors_middleware
 from llmroute.server.dashboard import Dashboard, gateway_live, gateway_log_view
 from llmroute.server.embeddings import embeddings
 from llmroute.server.errors import (
+    AnswerUnhandled,
     GatewayError,
-    handle_any,
     handle_client_gone,
     handle_gateway_error,
     handle_http,
@@ -144,10 +144,10 @@ def create_app(
             LlmrouteError: handle_llmroute_error,
             HTTPException: handle_http,
             ClientDisconnect: handle_client_gone,
-            Exception: handle_any,
         },
         middleware=[
             *cors_middleware(serve_settings.cors_origins),  # outermost first
+            Middleware(AnswerUnhandled),
             Middleware(AnswerCutRequests),
             Middleware(PinGateway),
             Middleware(RequireKey),

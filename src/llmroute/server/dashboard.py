@@ -28,13 +28,19 @@ from typing import Any
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from llmroute.errors import TelemetryError
 from llmroute.registry.schema import Registry
-from llmroute.server.errors import GatewayError, handle_any, handle_gateway_error, handle_http
+from llmroute.server.errors import (
+    AnswerUnhandled,
+    GatewayError,
+    handle_gateway_error,
+    handle_http,
+)
 from llmroute.server.metrics import budget_readings
 from llmroute.server.settings import ServeSettings
 from llmroute.server.state import gateway_of
@@ -305,8 +311,8 @@ def create_log_dashboard(url: str, registry: Registry | None) -> Starlette:
         exception_handlers={
             GatewayError: handle_gateway_error,
             HTTPException: handle_http,
-            Exception: handle_any,
         },
+        middleware=[Middleware(AnswerUnhandled)],
         lifespan=lifespan,
     )
     web.state.log_url = store.url

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmroute.errors import (
     AllFallbacksFailed,
@@ -24,6 +25,7 @@ from llmroute.errors import (
 )
 
 __all__ = [
+    "AnswerUnhandled",
     "GatewayError",
     "counted",
     "gateway_error",
@@ -88,10 +90,45 @@ async def handle_http(request: Request, exc: Exception) -> Response:
 
 
 async def handle_any(request: Request, exc: Exception) -> Response:
-    """Last resort: a generic 500; the traceback goes to the log, never to the client."""
+    """Last resort: a generic 500 (Anthropic's shape on ``/v1/messages``, as that front's
+    other errors); the traceback goes to the log, never to the client."""
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     error = GatewayError(500, "internal server error", code="internal_error")
+    if request.url.path.startswith("/v1/messages"):
+        from llmroute.server.messages_convert import error_response  # it imports this module
+
+        return counted(request, error_response(error))
     return counted(request, error.response())
+
+
+class AnswerUnhandled:
+    """An exception no handler took is answered by `handle_any` and logged once. (As an
+    ``Exception`` handler, Starlette's last resort answers and then raises it again, so
+    uvicorn logged every such error a second time, with a longer traceback.) One raised
+    after the answer started cannot be answered: it goes on to uvicorn, which logs it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            if started:
+                raise
+            response = await handle_any(Request(scope, receive), exc)
+            await response(scope, receive, send)
 
 
 async def handle_client_gone(request: Request, exc: Exception) -> Response:
