@@ -41,8 +41,9 @@ from llmroute.gates.build import GateFactory
 from llmroute.layers.llm_router import LlmRouter
 from llmroute.providers import build_providers
 from llmroute.providers.base import ChatProvider
-from llmroute.registry import LoadedRegistry, load_registry
+from llmroute.registry import LoadedRegistry
 from llmroute.registry.lint import lint
+from llmroute.registry.loader import parse_registry, read_text
 from llmroute.registry.schema import Registry, TelemetrySettings, unset_credentials
 from llmroute.registry.summary import headline
 from llmroute.server.auth import Charges, KeyTable
@@ -95,14 +96,27 @@ def fingerprint(path: str, previous: Fingerprint | None = None) -> Fingerprint |
         return None
 
 
+class ChangedWhileRead(Exception):
+    """The file read for loading was not the content the watcher's checks agreed on: a
+    writer started again in between."""
+
+
 def build(
-    path: str, threads: int | None, current: Router | None = None, cases: str | None = None
+    path: str,
+    threads: int | None,
+    current: Router | None = None,
+    cases: str | None = None,
+    settled: str | None = None,
 ) -> Built | None:
     """Load, validate and assemble the registry at `path` (blocking: run it in a worker
     thread). None when its version equals `current`'s: nothing to swap. The encoder is
     reused when the registry's encoder settings are unchanged. With `cases`, a routing
-    cases file, a registry that fails one is refused (`ConfigError`)."""
-    loaded = load_registry(path)
+    cases file, a registry that fails one is refused (`ConfigError`). With `settled`,
+    the content hash the checks agreed on, other content raises `ChangedWhileRead`."""
+    text = read_text(path, "the registry")
+    if settled is not None and hashlib.sha256(text.encode()).hexdigest() != settled:
+        raise ChangedWhileRead
+    loaded = parse_registry(text, source=path, base_dir=Path(path).resolve().parent)
     check_registry_urls(loaded.registry)  # one line, before anything is opened
     encoder = None
     if current is not None:
@@ -423,18 +437,25 @@ class Reloader:
         server down with it."""
         while True:
             forced = await self._wait()
+            loaded = self._seen
             try:
                 if await self._changed() or forced:
                     self._seen = self._looked or self._seen
-                    await self.reload("SIGHUP" if forced else "file changed", tasks)
+                    settled = None if forced or self._looked is None else self._looked.digest
+                    await self.reload("SIGHUP" if forced else "file changed", tasks, settled)
+            except ChangedWhileRead:  # checked again until two checks agree once more
+                self._seen = loaded
+                log.info("registry file changed while it was read: loading it once it settles")
             except Exception:
                 log.exception("registry reload failed; still serving %s", self.current.version)
 
-    async def reload(self, reason: str, tasks: TaskGroup) -> None:
+    async def reload(self, reason: str, tasks: TaskGroup, settled: str | None = None) -> None:
+        """Load the file (with `settled`, only as the checks found it: see `build`) and,
+        when it is valid and changed, swap the gateway."""
         old = self.current
         try:
             built = await anyio.to_thread.run_sync(
-                build, self._path, self._threads, old.router, self._cases
+                build, self._path, self._threads, old.router, self._cases, settled
             )
         except LlmrouteError as exc:
             log.error(
