@@ -479,3 +479,10 @@ def test_an_exponent_without_a_point_is_still_a_number(written: str) -> None:
         return
     route = parse_registry(text, source="reg.yaml").registry.routes[0]
     assert route.threshold == float(written)
+
+
+def test_a_bad_reasoning_mapping_is_one_error_not_also_false() -> None:
+    """``reasoning`` is a mapping or ``false``: pydantic's second branch ("Input should be
+    False") is noise beside what is wrong in the mapping."""
+    error = one_error(replace_line(VALID, 13, "reasoning: {effort: ultra}"))
+    assert_points_at(error, 13, "models.large.reasoning.effort", "'minimal'")

@@ -60,10 +60,12 @@ def problems_from(
     """(path, message, is_unknown_key) for every error of validating `root`, with
     cross-field problems expanded."""
     out: list[tuple[Path, str, bool]] = []
-    for error in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    others = {_clean_loc(e["loc"]) for e in errors if not _literal_branch(e)}
+    for error in errors:
         loc = _clean_loc(error["loc"])
         found = error.get("ctx", {}).get("error")
-        if _spurious(error):
+        if _spurious(error) or (_literal_branch(error) and _within(loc, others)):
             continue
         if isinstance(found, PathProblems):
             out.extend(((*loc, *sub), message, False) for sub, message in found.problems)
@@ -122,6 +124,23 @@ def _clean_loc(loc: Sequence[str | int]) -> Path:
             continue
         out.append(part)
     return tuple(out)
+
+
+def _literal_branch(error: ErrorDetails) -> bool:
+    """A union's literal branch refusing a mapping (``reasoning: {...}`` is not
+    ``false``): noise beside the mapping branch's own errors, which say what is wrong."""
+    last = error["loc"][-1] if error["loc"] else None
+    return (
+        error["type"] == "literal_error"
+        and isinstance(last, str)
+        and last.startswith("literal[")
+        and isinstance(error["input"], dict)
+    )
+
+
+def _within(loc: Path, others: set[Path]) -> bool:
+    """Whether another error is at `loc` or below it."""
+    return any(other[: len(loc)] == loc for other in others)
 
 
 def _spurious(error: ErrorDetails) -> bool:
