@@ -403,12 +403,43 @@ class Reasoning(_Frozen):
     ``reasoning_effort`` elsewhere. `turn_off` says what a request the gate judges simple
     gets: thinking turned off explicitly where the provider can (``true``), or nothing
     sent. (Not ``off``: YAML 1.1 reads an ``off:`` key as the boolean false.)
+
+    `thinking` says how a model that takes ``thinking`` turns it on: ``adaptive``
+    (``{type: adaptive}`` with ``output_config.effort``: Claude Opus 4.6, Sonnet 4.6
+    and later, the only way on Opus 4.7 and later, which refuse ``budget_tokens`` with
+    a 400), ``budget`` (``{type: enabled, budget_tokens}``: older models, which refuse
+    adaptive), or ``auto``: adaptive for the model ids known to take it
+    (`llmroute.registry.claude_thinking`).
     """
 
     budget_tokens: int | None = Field(default=None, ge=1024)
-    effort: Literal["minimal", "low", "medium", "high"] | None = None
+    effort: Literal["minimal", "low", "medium", "high", "xhigh", "max"] | None = None
     param: Literal["auto", "reasoning_effort", "thinking", "enable_thinking"] = "auto"
+    thinking: Literal["auto", "adaptive", "budget"] = "auto"
     turn_off: bool = True
+
+    @model_validator(mode="after")
+    def _thinking_for_thinking(self) -> Self:
+        """`thinking` (and the Anthropic-only effort ``max``) say how Anthropic's
+        ``thinking`` parameter is sent; a model told to take another parameter never
+        gets it, so setting them there is a mistake, not a preference."""
+        if self.param not in ("reasoning_effort", "enable_thinking"):
+            return self
+        problems: list[Problem] = []
+        if self.thinking != "auto":
+            problems.append(
+                (("thinking",), f"'thinking' is for Anthropic's thinking, not param {self.param}")
+            )
+        if self.effort == "max":
+            problems.append(
+                (
+                    ("effort",),
+                    f"effort 'max' is Anthropic's (OpenAI's highest is 'xhigh'), "
+                    f"not for param {self.param}",
+                )
+            )
+        PathProblems.raise_if_any(problems)
+        return self
 
 
 class Budget(_Frozen):

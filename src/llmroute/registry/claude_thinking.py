@@ -1,0 +1,50 @@
+"""Which Claude models take adaptive thinking, for a model's ``reasoning.thinking:
+auto`` (docs/reasoning.md, "Adaptive thinking").
+
+Adaptive thinking (``thinking: {type: adaptive}`` with ``output_config.effort``) came
+with Claude Opus 4.6 and Sonnet 4.6, where ``budget_tokens`` is deprecated; Opus 4.7
+and later refuse ``{type: enabled, budget_tokens}`` with a 400, and earlier models
+(Sonnet 4.5, Haiku 4.5, Opus 4.1 ...) refuse adaptive. So the version in the model id
+decides: 4.6 and later (the Claude 5 family included) think adaptively, as does the
+unversioned Mythos Preview; an id whose version cannot be read keeps the budget form,
+which every earlier model takes. Provider prefixes and suffixes (Bedrock's
+``anthropic.claude-opus-4-6-v1``, OpenRouter's ``anthropic/claude-opus-4.7``, a dated
+``claude-sonnet-4-5-20250929``) are read through.
+"""
+
+from __future__ import annotations
+
+import re
+
+from llmroute.registry.schema import Model, Reasoning
+
+__all__ = ["FIRST_ADAPTIVE", "adaptive_id", "thinks_adaptively"]
+
+FIRST_ADAPTIVE = (4, 6)
+"""The first Claude version that takes ``thinking: {type: adaptive}``."""
+
+# claude-opus-4-7, claude-sonnet-4.6, claude-opus-4-20250514 (a date is no minor version)
+_NAMED_FIRST = re.compile(r"claude-[a-z]+-(\d+)(?:[-.](\d{1,2}))?(?!\d)")
+# the older order: claude-3-7-sonnet, claude-3-5-haiku-20241022
+_VERSION_FIRST = re.compile(r"claude-(\d+)(?:[-.](\d{1,2}))?-[a-z]")
+_ALWAYS_ADAPTIVE = ("claude-mythos",)  # its preview has no version in its id
+
+
+def adaptive_id(model_id: str) -> bool:
+    """Whether the Claude model `model_id` names takes adaptive thinking."""
+    text = model_id.lower()
+    if any(name in text for name in _ALWAYS_ADAPTIVE):
+        return True
+    found = _VERSION_FIRST.search(text) or _NAMED_FIRST.search(text)
+    if found is None:
+        return False
+    version = (int(found.group(1)), int(found.group(2) or 0))
+    return version >= FIRST_ADAPTIVE
+
+
+def thinks_adaptively(model: Model, reasoning: Reasoning) -> bool:
+    """Whether `model` is sent adaptive thinking: its `reasoning.thinking`, ``auto``
+    reading the model's id."""
+    if reasoning.thinking != "auto":
+        return reasoning.thinking == "adaptive"
+    return adaptive_id(model.model)
