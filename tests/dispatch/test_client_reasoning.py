@@ -50,7 +50,8 @@ def test_the_targets_own_parameter_is_read_first() -> None:
     [
         ({"reasoning_effort": "low"}, 2048),
         ({"reasoning_effort": "high"}, 24576),
-        ({"reasoning_effort": "xhigh"}, 24576),  # an effort past the four known ones
+        ({"reasoning_effort": "xhigh"}, 32768),
+        ({"reasoning_effort": "ultra"}, 24576),  # an effort past the known ones
         ({"reasoning": {"max_tokens": 500}}, 1024),  # Anthropic's minimum
         ({"chat_template_kwargs": {"enable_thinking": True}}, 8192),  # the model's own
     ],

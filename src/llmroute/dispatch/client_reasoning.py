@@ -2,14 +2,20 @@
 request (docs/reasoning.md, "The client's choice").
 
 A routed client does not know which model answers, so it says "think hard" the way its
-own API does: OpenAI ``reasoning_effort``, Anthropic ``thinking`` (which
-``POST /v1/messages`` carries through), OpenRouter-style ``reasoning: {effort |
-max_tokens | enabled}``, or vLLM/Qwen ``chat_template_kwargs.enable_thinking``. For a
-model with a ``reasoning`` entry, the request is sent with that model's own parameter
-instead, holding the same intent:
+own API does: OpenAI ``reasoning_effort``, Anthropic ``thinking`` (``{type: enabled,
+budget_tokens}``, or ``{type: adaptive}`` with ``output_config.effort``, which
+``POST /v1/messages`` carries through; chat clients may send ``thinking: {type:
+adaptive}`` beside ``reasoning_effort``, as LiteLLM takes it), OpenRouter-style
+``reasoning: {effort | max_tokens | enabled}``, or vLLM/Qwen
+``chat_template_kwargs.enable_thinking``. For a model with a ``reasoning`` entry, the
+request is sent with that model's own parameter instead, holding the same intent:
 
-- an effort becomes a budget by `EFFORT_BUDGET` (minimal 1024 … high 24576) and a budget
-  an effort by the gate's thresholds (≤ 2048 low, ≤ 8192 medium, more high);
+- an effort becomes a budget by `EFFORT_BUDGET` (minimal 1024 … high 24576, xhigh and
+  max 32768) and a budget an effort by the gate's thresholds (≤ 2048 low, ≤ 8192
+  medium, more high); an Anthropic model that thinks adaptively gets ``{type:
+  adaptive}`` with that effort (``minimal`` → ``low``), one that does not ``{type:
+  enabled, budget_tokens}``; an OpenAI-style model gets Anthropic's ``max`` as
+  ``high``; a client that said "think" without an amount gets the model's own;
 - "off" (``thinking.type: disabled``, ``reasoning_effort: none``, ``enable_thinking:
   false``, ``reasoning.enabled: false``) becomes ``thinking: {type: disabled}``,
   ``enable_thinking: false`` or the lowest effort every OpenAI reasoning model accepts
@@ -32,15 +38,18 @@ from typing import Any, NamedTuple
 
 from llmroute.dispatch.reasoning_params import (
     EFFORT_BUDGET,
+    adaptive_effort,
     effort_for,
+    openai_effort,
     style_for,
     thinking_allowed,
     turn_off,
     turn_on,
 )
+from llmroute.registry.claude_thinking import thinks_adaptively
 from llmroute.registry.schema import Model, Reasoning
 
-__all__ = ["ClientIntent", "in_dialect", "intent_of"]
+__all__ = ["ClientIntent", "effort_where_taken", "in_dialect", "intent_of"]
 
 _KEYS = ("reasoning_effort", "thinking", "reasoning")
 
@@ -67,12 +76,23 @@ def _from_effort(body: Mapping[str, Any]) -> ClientIntent | None:
     return _effort(body.get("reasoning_effort"))
 
 
+def _output_effort(body: Mapping[str, Any]) -> Any:
+    config = body.get("output_config")
+    return config.get("effort") if isinstance(config, Mapping) else None
+
+
 def _from_thinking(body: Mapping[str, Any]) -> ClientIntent | None:
     thinking = body.get("thinking")
     if not isinstance(thinking, Mapping):
         return None
     if thinking.get("type") == "disabled":
         return ClientIntent(False)
+    if thinking.get("type") == "adaptive":
+        effort = _output_effort(body)
+        if not isinstance(effort, str):
+            effort = body.get("reasoning_effort")  # LiteLLM's spelling beside adaptive
+        said = isinstance(effort, str) and effort != "none"
+        return ClientIntent(True, effort=effort) if said else ClientIntent(True)
     return ClientIntent(True, budget=_budget(thinking.get("budget_tokens")))
 
 
@@ -116,7 +136,7 @@ def intent_of(body: Mapping[str, Any], prefer: str | None = None) -> ClientInten
 
 
 def _without_client_keys(body: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in body.items() if k not in _KEYS}
+    out = _without_effort({k: v for k, v in body.items() if k not in _KEYS})
     kwargs = body.get("chat_template_kwargs")
     if isinstance(kwargs, Mapping) and "enable_thinking" in kwargs:
         rest = {k: v for k, v in kwargs.items() if k != "enable_thinking"}
@@ -137,25 +157,69 @@ def in_dialect(body: dict[str, Any], model: Model, provider_kind: str) -> dict[s
     if reasoning is None:
         return _as_it_came(body, provider_kind)
     style = style_for(reasoning, provider_kind)
+    adaptive = style == "thinking" and thinks_adaptively(model, reasoning)
     intent = intent_of(body, prefer=style)
     if intent is None:
         return body
     if style == "thinking" and intent.on and not thinking_allowed(body):
         return _without_client_keys(body)
-    if _already_said(body, style):
-        return _own_only(body, style)
+    if _already_said(body, style, adaptive):
+        return _with_effort(_own_only(body, style), intent)
     plain = _without_client_keys(body)
     if not intent.on:
         return turn_off(plain, style)
-    wanted = Reasoning(
-        effort=_known_effort(intent.effort),
-        budget_tokens=_budget_or_none(intent),
-        param=reasoning.param,
-    )
+    wanted = reasoning
+    if intent.effort is not None or intent.budget is not None:
+        wanted = Reasoning(
+            effort=_known_effort(intent.effort), budget_tokens=_budget_or_none(intent)
+        )
     if style == "reasoning_effort":
-        effort = intent.effort or effort_for(wanted)
+        effort = openai_effort(intent.effort) or effort_for(wanted)
         return {**plain, "reasoning_effort": effort}
-    return turn_on(plain, wanted, style)
+    # a client's own limit already holds its thinking (Anthropic's and OpenAI's both
+    # count it), so adaptive thinking gets room only when it set none; a budget always
+    # needs max_tokens above it
+    limited = any(plain.get(key) is not None for key in ("max_tokens", "max_completion_tokens"))
+    return turn_on(plain, wanted, style, adaptive=adaptive, room=not limited)
+
+
+def _with_effort(body: dict[str, Any], intent: ClientIntent) -> dict[str, Any]:
+    """An adaptive `body` as it came, with the effort the client said elsewhere (a chat
+    client's ``reasoning_effort`` beside ``thinking: {type: adaptive}``) as Anthropic's
+    ``output_config.effort`` when it set none there."""
+    effort = adaptive_effort(intent.effort)
+    config = body.get("output_config")
+    config = dict(config) if isinstance(config, Mapping) else {}
+    thinking = body.get("thinking")
+    adaptive = isinstance(thinking, Mapping) and thinking.get("type") == "adaptive"
+    if not adaptive or effort is None or config.get("effort") is not None:
+        return body
+    return {**body, "output_config": {**config, "effort": effort}}
+
+
+def effort_where_taken(body: dict[str, Any], model: Model, provider_kind: str) -> dict[str, Any]:
+    """`body` without Anthropic's ``output_config.effort`` unless `model` takes
+    Anthropic's parameters (an Anthropic provider, or ``reasoning.param: thinking``):
+    ``POST /v1/messages`` carries it, and OpenAI-protocol servers refuse parameters they
+    do not know. Returns `body` itself when nothing changes."""
+    reasoning = model.reasoning
+    own = isinstance(reasoning, Reasoning) and style_for(reasoning, provider_kind) == "thinking"
+    if provider_kind == "anthropic" or own or _output_effort(body) is None:
+        return body
+    return _without_effort(body)
+
+
+def _without_effort(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` without ``output_config.effort`` (and without ``output_config`` when that
+    was all it held)."""
+    config = body.get("output_config")
+    if not isinstance(config, Mapping) or "effort" not in config:
+        return body
+    rest = {k: v for k, v in config.items() if k != "effort"}
+    out = {k: v for k, v in body.items() if k != "output_config"}
+    if rest:
+        out["output_config"] = rest
+    return out
 
 
 def _as_it_came(body: dict[str, Any], provider_kind: str) -> dict[str, Any]:
@@ -178,14 +242,20 @@ def _own_only(body: dict[str, Any], style: str) -> dict[str, Any]:
         keep["chat_template_kwargs"] = body["chat_template_kwargs"]
     else:
         keep[style] = body[style]
+    if style == "thinking" and "output_config" in body:  # its effort is Anthropic's own
+        keep["output_config"] = body["output_config"]
     return body if keep == body else keep
 
 
-def _already_said(body: Mapping[str, Any], style: str) -> bool:
-    """Whether the client used the target's own parameter: then it goes as it came."""
+def _already_said(body: Mapping[str, Any], style: str, adaptive: bool) -> bool:
+    """Whether the client used the target's own parameter, in the form the model takes
+    (adaptive or a budget): then it goes as it came."""
     if style == "enable_thinking":
         return _from_template(body) is not None
-    return body.get(style) is not None
+    value = body.get(style)
+    if style != "thinking" or not isinstance(value, Mapping):
+        return value is not None
+    return value.get("type") in ("disabled", "adaptive" if adaptive else "enabled")
 
 
 def _known_effort(effort: str | None) -> Any:
@@ -194,7 +264,7 @@ def _known_effort(effort: str | None) -> Any:
 
 def _budget_or_none(intent: ClientIntent) -> int | None:
     """A budget Anthropic accepts (at least 1024 tokens), from the client's budget or,
-    for an effort outside the four known ones (``xhigh``), the high budget."""
+    for an effort outside the known ones, the high budget."""
     if intent.budget is not None:
         return max(intent.budget, EFFORT_BUDGET["minimal"])
     if intent.effort is not None and intent.effort not in EFFORT_BUDGET:

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from llmroute.dispatch.affinity import prefix_key
 from llmroute.dispatch.budgets import Payer, WorstCase, model_account, payer, worst_case
-from llmroute.dispatch.client_reasoning import in_dialect
+from llmroute.dispatch.client_reasoning import effort_where_taken, in_dialect
 from llmroute.dispatch.deployments import (
     SLOT_RENEW_S,
     Deployment,
@@ -674,6 +674,7 @@ class Dispatcher:
             sent = body
         else:
             sent = with_reasoning(body, model, kind, plan.decision.reasoning.needed)
+        sent = effort_where_taken(sent, model, kind)
         return within_output(fit_thinking(for_model(sent, model, params), model), model)
 
     def _sends_text(self, plan: Plan, name: str) -> bool:

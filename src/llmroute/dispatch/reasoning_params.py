@@ -6,11 +6,15 @@ pool model, its provider's kind and the gate's verdict (docs/reasoning.md).
   body for a model without a ``reasoning`` entry (or with ``reasoning: false``), or when
   no gate ran (``needed=None``).
 - Needed: OpenAI ``reasoning_effort`` (the model's ``effort``, else derived from
-  ``budget_tokens``: ≤ 2048 → low, ≤ 8192 → medium, more → high; neither → medium);
-  Anthropic ``thinking: {type: enabled, budget_tokens}`` (the model's budget, else
-  derived from ``effort``: minimal 1024, low 2048, medium 8192, high 24576) with
-  ``max_tokens`` raised by the budget, since thinking counts against it; vLLM/Qwen
-  ``chat_template_kwargs.enable_thinking: true``.
+  ``budget_tokens``: ≤ 2048 → low, ≤ 8192 → medium, more → high; neither → medium;
+  Anthropic's ``max`` → ``high``, the highest every OpenAI reasoning model takes);
+  Anthropic, for a model that thinks adaptively (`thinks_adaptively`), ``thinking:
+  {type: adaptive}`` with ``output_config.effort`` (the model's effort, ``minimal`` →
+  ``low``, else derived from its budget; neither: none sent, Anthropic's default
+  ``high``), otherwise ``thinking: {type: enabled, budget_tokens}`` (the model's budget,
+  else derived from ``effort``: minimal 1024, low 2048, medium 8192, high 24576, xhigh
+  and max 32768); either way ``max_tokens`` raised by that budget, since thinking counts
+  against it; vLLM/Qwen ``chat_template_kwargs.enable_thinking: true``.
 - Not needed, with ``turn_off: true``: Anthropic ``thinking: {type: disabled}``, Qwen
   ``enable_thinking: false``, OpenAI ``reasoning_effort: low`` (the lowest value every
   OpenAI reasoning model accepts: ``minimal`` exists only on the gpt-5 family and o-series
@@ -25,15 +29,19 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from llmroute.providers._anthropic_convert import DEFAULT_MAX_TOKENS
+from llmroute.registry.claude_thinking import thinks_adaptively
 from llmroute.registry.schema import Model, Reasoning
 
 __all__ = [
+    "ADAPTIVE_EFFORTS",
     "EFFORT_BUDGET",
     "OFF_EFFORT",
+    "adaptive_effort",
     "budget_for",
     "client_chose",
     "effort_for",
     "fit_thinking",
+    "openai_effort",
     "style_for",
     "thinking_allowed",
     "turn_off",
@@ -43,14 +51,22 @@ __all__ = [
 
 Style = Literal["reasoning_effort", "thinking", "enable_thinking"]
 
-EFFORT_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+EFFORT_BUDGET = {
+    "minimal": 1024,
+    "low": 2048,
+    "medium": 8192,
+    "high": 24576,
+    "xhigh": 32768,  # Anthropic reports little gain from budgets above 32k
+    "max": 32768,
+}
 """Anthropic ``budget_tokens`` for a model that declares only an ``effort``."""
+ADAPTIVE_EFFORTS = ("low", "medium", "high", "xhigh", "max")
+"""Anthropic's ``output_config.effort`` values (``xhigh`` from Opus 4.7, ``max`` from
+Opus 4.6; ``high`` is its default)."""
 OFF_EFFORT = "low"
 DEFAULT_EFFORT = "medium"  # OpenAI's own default
+_SAFE_OPENAI_TOP = "high"  # xhigh exists only on some OpenAI models: the others 400
 _CLIENT_KEYS = ("reasoning_effort", "thinking", "reasoning")
-# Anthropic refuses these together with extended thinking (a 400), so they are dropped
-# when the gate turns thinking on; the client did not ask for thinking.
-_NOT_WITH_THINKING = ("temperature", "top_k")
 _MIN_TOP_P_WITH_THINKING = 0.95
 
 
@@ -73,9 +89,24 @@ def style_for(reasoning: Reasoning, provider_kind: str) -> Style:
     return reasoning.param
 
 
+def openai_effort(effort: str | None) -> str | None:
+    """`effort` as OpenAI's ``reasoning_effort``: Anthropic's ``max`` becomes ``high``,
+    the highest effort every OpenAI reasoning model accepts."""
+    return _SAFE_OPENAI_TOP if effort == "max" else effort
+
+
+def adaptive_effort(effort: str | None) -> str | None:
+    """`effort` as Anthropic's ``output_config.effort``: ``minimal`` becomes ``low`` (its
+    lowest); one it does not know, None (Anthropic's default then applies)."""
+    if effort == "minimal":
+        return "low"
+    return effort if effort in ADAPTIVE_EFFORTS else None
+
+
 def effort_for(reasoning: Reasoning) -> str:
+    """The OpenAI ``reasoning_effort`` for `reasoning`."""
     if reasoning.effort is not None:
-        return reasoning.effort
+        return openai_effort(reasoning.effort) or reasoning.effort
     budget = reasoning.budget_tokens
     if budget is None:
         return DEFAULT_EFFORT
@@ -103,29 +134,66 @@ def with_reasoning(
         return body
     style = style_for(reasoning, provider_kind)
     if needed:
-        return turn_on(body, reasoning, style)
+        adaptive = style == "thinking" and thinks_adaptively(model, reasoning)
+        return turn_on(body, reasoning, style, adaptive=adaptive)
     if reasoning.turn_off:
         return turn_off(body, style)
     return body
 
 
-def turn_on(body: dict[str, Any], reasoning: Reasoning, style: Style) -> dict[str, Any]:
+def turn_on(
+    body: dict[str, Any],
+    reasoning: Reasoning,
+    style: Style,
+    *,
+    adaptive: bool = False,
+    room: bool = True,
+) -> dict[str, Any]:
+    """`body` with thinking turned on as `reasoning` says, in `style`; Anthropic's
+    ``thinking`` adaptive when `adaptive`. `room`: the answer limit is raised by the
+    thinking budget (the request's limit was meant for the answer alone); without it an
+    adaptive request's limit is left as it is."""
     if style == "reasoning_effort":
         return {**body, "reasoning_effort": effort_for(reasoning)}
     if style == "enable_thinking":
         return _template_kwargs(body, True)
     if not thinking_allowed(body):
         return body
-    budget = budget_for(reasoning)
-    out = {k: v for k, v in body.items() if k not in _NOT_WITH_THINKING}
+    out = _sampling_for_thinking(body)
+    if adaptive:
+        effort = adaptive_effort(reasoning.effort)
+        if effort is None and reasoning.budget_tokens is not None:
+            effort = effort_for(reasoning)
+        out["thinking"] = {"type": "adaptive"}
+        config = out.get("output_config")
+        config = dict(config) if isinstance(config, Mapping) else {}
+        if config.get("effort") is not None:  # the client's own wins
+            effort = config["effort"]
+        elif effort is not None:
+            out["output_config"] = {**config, "effort": effort}
+        # the room adaptive thinking may take: its effort's budget (Anthropic's default high)
+        budget = EFFORT_BUDGET.get(str(effort), EFFORT_BUDGET["high"])
+        if not room:
+            return out
+    else:
+        budget = budget_for(reasoning)
+        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    key = "max_completion_tokens" if out.get("max_completion_tokens") is not None else "max_tokens"
+    answer = out.get(key)
+    limit = answer if isinstance(answer, int) and not isinstance(answer, bool) else None
+    out[key] = (limit or DEFAULT_MAX_TOKENS) + budget
+    return out
+
+
+def _sampling_for_thinking(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `body` without the sampling Anthropic refuses beside thinking, enabled
+    or adaptive (a 400): ``temperature`` other than 1, ``top_k``, ``top_p`` below 0.95."""
+    out = {k: v for k, v in body.items() if k != "top_k"}
+    if out.get("temperature") not in (None, 1):
+        del out["temperature"]
     top_p = out.get("top_p")
     if isinstance(top_p, int | float) and top_p < _MIN_TOP_P_WITH_THINKING:
         del out["top_p"]
-    out["thinking"] = {"type": "enabled", "budget_tokens": budget}
-    key = "max_completion_tokens" if out.get("max_completion_tokens") is not None else "max_tokens"
-    answer = out.get(key)
-    room = answer if isinstance(answer, int) and not isinstance(answer, bool) else None
-    out[key] = (room or DEFAULT_MAX_TOKENS) + budget
     return out
 
 
@@ -137,19 +205,20 @@ def fit_thinking(body: dict[str, Any], model: Model) -> dict[str, Any]:
     budget; at or below it: raised by the budget, since thinking counts against it); and
     within the model's ``max_output_tokens``, the budget shrunk to half of it when it
     would not fit (thinking left out when not even Anthropic's minimum 1024 fits).
-    Returns `body` itself when nothing changes."""
+    Adaptive thinking has no budget: only its sampling is made acceptable. Returns
+    `body` itself when nothing changes."""
     thinking = body.get("thinking")
-    if not isinstance(thinking, Mapping) or thinking.get("type") != "enabled":
+    if not isinstance(thinking, Mapping):
+        return body
+    if thinking.get("type") == "adaptive":
+        out = _sampling_for_thinking(body)
+        return body if out == body else out
+    if thinking.get("type") != "enabled":
         return body
     budget = thinking.get("budget_tokens")
     if not isinstance(budget, int) or isinstance(budget, bool):
         return body
-    out = {k: v for k, v in body.items() if k != "top_k"}
-    if out.get("temperature") not in (None, 1):
-        del out["temperature"]
-    top_p = out.get("top_p")
-    if isinstance(top_p, int | float) and top_p < _MIN_TOP_P_WITH_THINKING:
-        del out["top_p"]
+    out = _sampling_for_thinking(body)
     key = "max_completion_tokens" if out.get("max_completion_tokens") is not None else "max_tokens"
     answer = out.get(key)
     if not isinstance(answer, int) or isinstance(answer, bool):
