@@ -18,7 +18,10 @@ Faults and variants are chosen by the model name, ``NAME?k=v&...``:
   ``early_error=1`` sends it after message_start and a ping, before any content;
   ``truncate=1`` ends a stream cleanly after its first text delta (no message_stop);
 - ``stop=max_tokens|stop_sequence|refusal|...`` sets the stop_reason; ``thinking=1``
-  puts a thinking block first.
+  puts a thinking block first;
+- ``adaptive_only=1`` answers ``thinking: {type: enabled}`` with the 400 Claude Opus 4.7
+  gives it, ``budget_only=1`` answers ``{type: adaptive}`` with the 400 of a model
+  without adaptive thinking (Sonnet 4.5 and earlier), each in Anthropic's words.
 """
 
 from __future__ import annotations
@@ -199,6 +202,25 @@ def _fault_reply(
     return None
 
 
+# Anthropic's own messages: Opus 4.7's as reported in github.com/freecodexyz/free-code
+# issue 32 (and for claude-sonnet-5 in MemberJunction's docs, UsesAdaptiveThinking), an
+# older model's in github.com/anthropics/claude-code issue 51212
+_ENABLED_REFUSED = (
+    '"thinking.type.enabled" is not supported for this model. Use "thinking.type.adaptive" '
+    'and "output_config.effort" to control thinking behavior.'
+)
+_ADAPTIVE_REFUSED = "adaptive thinking is not supported on this model"
+
+
+def _thinking_refusal(faults: dict[str, str], body: dict[str, Any]) -> dict[str, Any] | None:
+    kind = (body.get("thinking") or {}).get("type")
+    if "adaptive_only" in faults and kind == "enabled":
+        return _error("invalid_request_error", _ENABLED_REFUSED)
+    if "budget_only" in faults and kind == "adaptive":
+        return _error("invalid_request_error", _ADAPTIVE_REFUSED)
+    return None
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go in separate writes
@@ -241,6 +263,10 @@ class _Handler(BaseHTTPRequestHandler):
         fault = _fault_reply(faults, headers)
         if fault is not None:
             self._send_json(*fault)
+            return
+        refusal = _thinking_refusal(faults, body)
+        if refusal is not None:
+            self._send_json(400, refusal)
             return
         blocks = reply_blocks(body, faults)
         stop = _stop_reason(blocks, faults)

@@ -53,6 +53,23 @@ def check_chat_body(body: dict[str, Any]) -> None:
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str) and not _strings(stop):
         raise _bad("stop", "'stop' must be a string or a list of strings")
+    _check_thinking(body.get("thinking"))
+
+
+_THINKING_TYPES = ("adaptive", "enabled", "disabled")
+
+
+def _check_thinking(thinking: Any) -> None:
+    """Anthropic's ``thinking``, which chat clients send too (LiteLLM's spelling): the
+    gateway reads it to say the client's choice in the serving model's dialect, so one
+    it cannot read is the client's error, not a guess."""
+    if thinking is None:
+        return
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if kind not in _THINKING_TYPES:
+        raise _bad(
+            "thinking", "'thinking' must be an object with type adaptive, enabled or disabled"
+        )
 
 
 def _check_messages(messages: Any) -> None:

@@ -92,6 +92,7 @@ def to_chat_body(body: dict[str, Any], *, counting: bool = False) -> dict[str, A
         chat["tools"] = tools
         chat.update(choice)
     chat.update(_output_format(body))
+    chat.update(_output_effort(body))
     _refuse_beyond(body)
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
@@ -136,6 +137,23 @@ def _output_format(body: dict[str, Any]) -> dict[str, Any]:
     return {"response_format": {"type": "json_schema", "json_schema": spec}}
 
 
+_EFFORTS = ("low", "medium", "high", "xhigh", "max")
+
+
+def _output_effort(body: dict[str, Any]) -> dict[str, Any]:
+    """``output_config.effort``, checked, kept as chat's ``output_config.effort``: an
+    Anthropic model gets it as it came, and dispatch says it as ``reasoning_effort``
+    (or a thinking budget) where the serving model takes that
+    (llmroute.dispatch.client_reasoning)."""
+    config = body.get("output_config")
+    effort = config.get("effort") if isinstance(config, dict) else None
+    if effort is None:
+        return {}
+    if effort not in _EFFORTS:
+        raise _bad("output_config.effort", f"'output_config.effort' must be one of {_EFFORTS}")
+    return {"output_config": {"effort": effort}}
+
+
 def _cache_last(messages: list[dict[str, Any]], marker: dict[str, Any]) -> None:
     """A request-level ``cache_control`` (automatic prompt caching) as Anthropic places
     it: on the last block that can carry it, the last message's content's end."""
@@ -155,8 +173,15 @@ def _thinking(thinking: Any, max_tokens: int | None) -> dict[str, Any]:
     kind = thinking.get("type") if isinstance(thinking, dict) else None
     if kind == "disabled":
         return {"type": "disabled"}
+    if kind == "adaptive":
+        display = thinking.get("display")
+        if display is None:
+            return {"type": "adaptive"}
+        if display not in ("summarized", "omitted"):
+            raise _bad("thinking.display", "'thinking.display' must be 'summarized' or 'omitted'")
+        return {"type": "adaptive", "display": display}
     if kind != "enabled":
-        raise _bad("thinking", "'thinking.type' must be 'enabled' or 'disabled'")
+        raise _bad("thinking", "'thinking.type' must be 'adaptive', 'enabled' or 'disabled'")
     budget = thinking.get("budget_tokens")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1024:
         raise _bad("thinking.budget_tokens", "'thinking.budget_tokens' must be at least 1024")

@@ -1,0 +1,160 @@
+"""Adaptive thinking end to end: `llmroute serve` as a subprocess, the official
+`anthropic` client (and plain chat requests) in front, a fake Anthropic API behind that
+refuses what the real models refuse (Opus 4.7 a ``budget_tokens``, Sonnet 4.5 adaptive
+thinking, each with Anthropic's words) and a fake OpenAI-protocol upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anthropic
+import httpx
+import pytest
+from fake_anthropic import FakeAnthropic
+from fake_upstream import FakeUpstream
+from gateway_proc import Served, serve_text
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+  claude: {kind: anthropic, base_url: "%(anthropic)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: up-small}
+  gpt: {provider: fake, model: up-gpt, reasoning: {effort: medium}}
+  opus: {provider: claude, model: "claude-opus-4-7?adaptive_only=1", reasoning: {effort: high}}
+  sonnet45:
+    provider: claude
+    model: "claude-sonnet-4-5-20250929?budget_only=1"
+    reasoning: {effort: high}
+routes:
+  - name: chitchat
+    examples: ["hi there!", "how are you today?", "good morning"]
+    target: small
+    reasoning_target: opus
+default: {target: small, reasoning_target: opus}
+reasoning: {scorer: builtin}
+"""
+ASK = [{"role": "user", "content": "prove that the square root of 2 is irrational"}]
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, claude: FakeAnthropic
+) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("adaptive")
+    text = REGISTRY % {"url": upstream.url, "anthropic": claude.url}
+    with serve_text(text, tmp, env={"LLMROUTE_TELEMETRY_URL": "off"}) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def client(gateway: Served) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0) as c:
+        yield c
+
+
+def test_a_messages_clients_adaptive_request_reaches_an_adaptive_model_as_it_came(
+    client: anthropic.Anthropic, claude: FakeAnthropic
+) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    answer = client.messages.create(
+        model="opus",
+        max_tokens=16000,
+        thinking={"type": "adaptive", "display": "summarized"},  # type: ignore[typeddict-item]
+        messages=ASK,  # type: ignore[arg-type]
+        extra_body={
+            "output_config": {"effort": "max", "format": {"type": "json_schema", "schema": schema}}
+        },
+    )
+    assert answer.content[0].type == "text"
+    sent = claude.last.body
+    assert sent["thinking"] == {"type": "adaptive", "display": "summarized"}
+    assert sent["output_config"] == {"effort": "max"}
+    assert sent["max_tokens"] == 16000 and "budget_tokens" not in sent["thinking"]
+    assert "json" in str(sent["system"]).lower()  # the format, said as Anthropic is told it
+
+
+def test_adaptive_to_a_budget_only_claude_becomes_a_budget(
+    client: anthropic.Anthropic, claude: FakeAnthropic
+) -> None:
+    client.messages.create(
+        model="sonnet45",
+        max_tokens=1000,
+        thinking={"type": "adaptive"},  # type: ignore[typeddict-item]
+        messages=ASK,  # type: ignore[arg-type]
+        extra_body={"output_config": {"effort": "medium"}},
+    )
+    sent = claude.last.body
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 8192}
+    assert sent["max_tokens"] == 1000 + 8192 and "output_config" not in sent
+
+
+def test_adaptive_to_an_openai_model_is_its_reasoning_effort(
+    client: anthropic.Anthropic, upstream: FakeUpstream
+) -> None:
+    client.messages.create(
+        model="gpt",
+        max_tokens=1000,
+        thinking={"type": "adaptive"},  # type: ignore[typeddict-item]
+        messages=ASK,  # type: ignore[arg-type]
+        extra_body={"output_config": {"effort": "max"}},
+    )
+    sent = upstream.requests[-1].body
+    assert sent["model"] == "up-gpt" and sent["reasoning_effort"] == "high"
+    assert "thinking" not in sent and "output_config" not in sent
+
+
+def test_the_gate_turns_on_adaptive_thinking_on_an_adaptive_only_model(
+    gateway: Served, claude: FakeAnthropic
+) -> None:
+    body = {"model": "auto", "messages": ASK, "max_tokens": 500, "temperature": 0.2}
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=20)
+    assert response.status_code == 200, response.text  # a budget here is Opus 4.7's 400
+    sent = claude.last.body
+    assert sent["thinking"] == {"type": "adaptive"}
+    assert sent["output_config"] == {"effort": "high"}
+    assert sent["max_tokens"] == 500 + 24576 and "temperature" not in sent
+
+
+def test_a_chat_clients_budget_or_effort_to_an_adaptive_only_model(
+    gateway: Served, claude: FakeAnthropic
+) -> None:
+    for extra, effort in (
+        ({"thinking": {"type": "enabled", "budget_tokens": 2048}}, "low"),
+        ({"reasoning_effort": "high"}, "high"),
+        ({"thinking": {"type": "adaptive"}, "reasoning_effort": "medium"}, "medium"),
+    ):
+        body = {"model": "opus", "messages": ASK, "max_tokens": 9000, **extra}
+        response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=20)
+        assert response.status_code == 200, response.text
+        sent = claude.last.body
+        assert sent["thinking"] == {"type": "adaptive"}, extra
+        assert sent["output_config"] == {"effort": effort}, extra
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"thinking": {"type": "adaptive", "display": "loud"}}, "thinking.display"),
+        ({"output_config": {"effort": "extreme"}}, "output_config.effort"),
+    ],
+)
+def test_a_malformed_thinking_or_effort_is_a_400_naming_the_field(
+    client: anthropic.Anthropic, extra: dict[str, object], field: str
+) -> None:
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        client.messages.create(
+            model="small",
+            max_tokens=1000,
+            messages=ASK,  # type: ignore[arg-type]
+            extra_body=extra,
+        )
+    assert field in bad.value.message
+
+
+def test_a_chat_clients_unreadable_thinking_is_a_400_naming_it(gateway: Served) -> None:
+    body = {"model": "opus", "messages": ASK, "thinking": {"type": "on"}}
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=20)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "thinking"
