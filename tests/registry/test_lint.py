@@ -259,3 +259,29 @@ def test_a_lone_route_on_the_linear_head_is_a_warning() -> None:
     assert warning.startswith("routes: 'code' is the only route and intent.out_of_scope")
     with_oos = text + "intent: {out_of_scope: [what is the weather]}\n"
     assert lint(parse_registry(with_oos).registry) == []
+
+
+CLAUDE = """
+encoder: builtin:static
+providers: {claude: {kind: anthropic, base_url: "http://127.0.0.1:9"}}
+models:
+  opus: {provider: claude, model: claude-opus-4-7, reasoning: {thinking: budget}}
+  sonnet: {provider: claude, model: claude-sonnet-4-5, reasoning: {thinking: adaptive}}
+  fine: {provider: claude, model: claude-opus-4-6, reasoning: {thinking: budget}}
+  auto: {provider: claude, model: claude-opus-4-7, reasoning: {effort: high}}
+  alias: {provider: claude, model: my-claude, reasoning: {thinking: adaptive}}
+routes:
+  - {name: a, examples: [hello there], target: fine}
+intent: {out_of_scope: [what is the weather]}
+default: {target: fine}
+"""
+
+
+def test_a_claude_told_the_thinking_form_its_version_refuses_is_a_warning() -> None:
+    warnings = [w for w in lint(parse_registry(CLAUDE).registry) if w.startswith("models")]
+    assert warnings == [
+        "models.opus.reasoning.thinking: claude-opus-4-7 refuses budget_tokens (it takes "
+        "only adaptive thinking): set thinking: auto, or the form it takes",
+        "models.sonnet.reasoning.thinking: claude-sonnet-4-5 refuses adaptive thinking (it "
+        "takes only budget_tokens): set thinking: auto, or the form it takes",
+    ]

@@ -18,10 +18,18 @@ import re
 
 from llmroute.registry.schema import Model, Reasoning
 
-__all__ = ["FIRST_ADAPTIVE", "adaptive_id", "thinks_adaptively"]
+__all__ = [
+    "FIRST_ADAPTIVE",
+    "FIRST_ADAPTIVE_ONLY",
+    "adaptive_id",
+    "claude_version",
+    "thinks_adaptively",
+]
 
 FIRST_ADAPTIVE = (4, 6)
 """The first Claude version that takes ``thinking: {type: adaptive}``."""
+FIRST_ADAPTIVE_ONLY = (4, 7)
+"""The first Claude version that refuses ``thinking: {type: enabled, budget_tokens}``."""
 
 # claude-opus-4-7, claude-sonnet-4.6, claude-opus-4-20250514 (a date is no minor version)
 _NAMED_FIRST = re.compile(r"claude-[a-z]+-(\d+)(?:[-.](\d{1,2}))?(?!\d)")
@@ -30,16 +38,20 @@ _VERSION_FIRST = re.compile(r"claude-(\d+)(?:[-.](\d{1,2}))?-[a-z]")
 _ALWAYS_ADAPTIVE = ("claude-mythos",)  # its preview has no version in its id
 
 
+def claude_version(model_id: str) -> tuple[int, int] | None:
+    """The Claude version `model_id` names ((4, 7) for ``claude-opus-4-7``), None when it
+    names none that can be read."""
+    text = model_id.lower()
+    found = _VERSION_FIRST.search(text) or _NAMED_FIRST.search(text)
+    return None if found is None else (int(found.group(1)), int(found.group(2) or 0))
+
+
 def adaptive_id(model_id: str) -> bool:
     """Whether the Claude model `model_id` names takes adaptive thinking."""
-    text = model_id.lower()
-    if any(name in text for name in _ALWAYS_ADAPTIVE):
+    if any(name in model_id.lower() for name in _ALWAYS_ADAPTIVE):
         return True
-    found = _VERSION_FIRST.search(text) or _NAMED_FIRST.search(text)
-    if found is None:
-        return False
-    version = (int(found.group(1)), int(found.group(2) or 0))
-    return version >= FIRST_ADAPTIVE
+    version = claude_version(model_id)
+    return version is not None and version >= FIRST_ADAPTIVE
 
 
 def thinks_adaptively(model: Model, reasoning: Reasoning) -> bool:

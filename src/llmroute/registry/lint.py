@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import re
 
-from llmroute.registry.schema import Default, Registry, Route, Rule
+from llmroute.registry.claude_thinking import (
+    FIRST_ADAPTIVE,
+    FIRST_ADAPTIVE_ONLY,
+    claude_version,
+)
+from llmroute.registry.schema import Default, Reasoning, Registry, Route, Rule
 
 __all__ = ["lint"]
 
@@ -27,14 +32,16 @@ def _key(text: str) -> str:
 def lint(registry: Registry) -> list[str]:
     """Every warning: a lone route that takes everything, examples, what requests with
     images or tools may reach, OpenAI
-    reasoning models sent parameters they refuse, conversation affinity without the
-    prices it compares, content fallbacks behind their target's own filter, and budgets
-    nothing counts against or no call fits in."""
+    reasoning models sent parameters they refuse, Claude models told a thinking form
+    their version refuses, conversation affinity without the prices it compares, content
+    fallbacks behind their target's own filter, and budgets nothing counts against or
+    no call fits in."""
     return (
         _lone_route(registry)
         + _example_conflicts(registry)
         + _capability_gaps(registry)
         + _unfitted_reasoning_models(registry)
+        + _refused_thinking_forms(registry)
         + _unpriced_affinity(registry)
         + _same_filter_content_fallbacks(registry)
         + _idle_budgets(registry)
@@ -154,6 +161,34 @@ def _unfitted_reasoning_models(registry: Registry) -> list[str]:
                     "[temperature, top_p]"
                 )
                 break
+    return out
+
+
+def _refused_thinking_forms(registry: Registry) -> list[str]:
+    """A Claude model whose ``reasoning.thinking`` names the form its version refuses:
+    ``budget`` on Opus 4.7 and later (a 400 for every thinking request), ``adaptive``
+    before 4.6. (``auto`` reads the version itself.)"""
+    out = []
+    for name, model in registry.models.items():
+        reasoning = model.reasoning
+        if not isinstance(reasoning, Reasoning) or reasoning.thinking == "auto":
+            continue
+        for target in model.targets():
+            upstream = target.model or model.model
+            version = claude_version(upstream)
+            if version is None:
+                continue
+            if reasoning.thinking == "budget" and version >= FIRST_ADAPTIVE_ONLY:
+                refused = "budget_tokens (it takes only adaptive thinking)"
+            elif reasoning.thinking == "adaptive" and version < FIRST_ADAPTIVE:
+                refused = "adaptive thinking (it takes only budget_tokens)"
+            else:
+                continue
+            out.append(
+                f"models.{name}.reasoning.thinking: {upstream} refuses {refused}: set "
+                "thinking: auto, or the form it takes"
+            )
+            break
     return out
 
 
