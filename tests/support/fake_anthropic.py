@@ -18,15 +18,24 @@ Faults and variants are chosen by the model name, ``NAME?k=v&...``:
   ``early_error=1`` sends it after message_start and a ping, before any content;
   ``truncate=1`` ends a stream cleanly after its first text delta (no message_stop);
 - ``stop=max_tokens|stop_sequence|refusal|...`` sets the stop_reason; ``thinking=1``
-  puts a thinking block first;
+  puts a thinking block first (as a request with ``thinking: {type: enabled}`` does),
+  ``redacted=1`` a ``redacted_thinking`` block after it;
 - ``adaptive_only=1`` answers ``thinking: {type: enabled}`` with the 400 Claude Opus 4.7
   gives it, ``budget_only=1`` answers ``{type: adaptive}`` with the 400 of a model
   without adaptive thinking (Sonnet 4.5 and earlier), each in Anthropic's words.
+
+Thinking is checked as the real API checks it, with its error text: every ``thinking``
+block sent back must hold the signature the fake gave its text (`sign`), every
+``redacted_thinking`` block the fake's data; and with thinking enabled, a conversation
+whose last user turn holds tool results must have its last assistant turn start with a
+thinking block.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -45,6 +54,8 @@ USAGE = {
     "output_tokens": 7,
 }
 MESSAGE_ID = "msg_01FakeAnthropic"
+THOUGHT = "Let me think."
+REDACTED = "EmwKAhgBEgy3va3pzix/LafPsn4a"  # opaque, as Anthropic's encrypted thinking
 TOOL_ID = "toolu_01FakeTool"
 
 
@@ -85,12 +96,24 @@ def _last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
+def sign(thinking: str) -> str:
+    """The fake's signature of a thinking text (base64, as Anthropic's are)."""
+    return base64.b64encode(hashlib.sha256(thinking.encode()).digest()).decode()
+
+
+def _thinks(body: dict[str, Any], faults: dict[str, str]) -> bool:
+    enabled = (body.get("thinking") or {}).get("type") == "enabled"
+    return "thinking" in faults or enabled
+
+
 def reply_blocks(body: dict[str, Any], faults: dict[str, str]) -> list[dict[str, Any]]:
     """The content blocks of the reply to `body`."""
     text = _last_user_text(body)
     blocks: list[dict[str, Any]] = []
-    if "thinking" in faults:
-        blocks.append({"type": "thinking", "thinking": "Let me think.", "signature": "sig=="})
+    if _thinks(body, faults):
+        blocks.append({"type": "thinking", "thinking": THOUGHT, "signature": sign(THOUGHT)})
+    if "redacted" in faults:
+        blocks.append({"type": "redacted_thinking", "data": REDACTED})
     blocks.append({"type": "text", "text": f"echo: {text}"})
     tools = body.get("tools") or []
     if tools and (body.get("tool_choice") or {}).get("type") != "none":
@@ -138,10 +161,14 @@ def _block_events(index: int, block: dict[str, Any]) -> list[bytes]:
             for i in range(0, len(raw), 7)
         ]
         deltas.insert(0, {"type": "input_json_delta", "partial_json": ""})
+    elif block["type"] == "redacted_thinking":
+        start, deltas = block, []
     else:
-        start = {"type": "thinking", "thinking": ""}
+        start = {"type": "thinking", "thinking": "", "signature": ""}
+        half = len(block["thinking"]) // 2
         deltas = [
-            {"type": "thinking_delta", "thinking": block["thinking"]},
+            {"type": "thinking_delta", "thinking": block["thinking"][:half]},
+            {"type": "thinking_delta", "thinking": block["thinking"][half:]},
             {"type": "signature_delta", "signature": block["signature"]},
         ]
     events = [_event("content_block_start", {"index": index, "content_block": start})]
@@ -181,6 +208,41 @@ _KINDS = {
     500: "api_error",
     529: "overloaded_error",
 }
+
+
+_THINKING_FIRST = (
+    "messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+    "`{found}`. When `thinking` is enabled, a final `assistant` message must start with a "
+    "thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks). "
+    "We recommend you include thinking blocks from previous turns. To avoid this "
+    "requirement, disable `thinking`. Please consult our documentation at "
+    "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+)
+
+
+def thinking_refusal(body: dict[str, Any]) -> str | None:
+    """Anthropic's 400 message for the thinking blocks of `body`, if it refuses them."""
+    messages = body.get("messages") or []
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            if block.get("type") == "thinking" and block.get("signature") != sign(
+                block.get("thinking", "")
+            ):
+                return f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
+            if block.get("type") == "redacted_thinking" and block.get("data") != REDACTED:
+                return f"messages.{i}.content.{j}: Invalid `data` in `redacted_thinking` block"
+    if (body.get("thinking") or {}).get("type") != "enabled" or not messages:
+        return None
+    last = messages[-1].get("content")
+    if not isinstance(last, list) or not any(b.get("type") == "tool_result" for b in last):
+        return None
+    i = max(k for k, m in enumerate(messages) if m.get("role") == "assistant")
+    content = messages[i]["content"]
+    first = content[0].get("type") if isinstance(content, list) and content else "text"
+    if first in ("thinking", "redacted_thinking"):
+        return None
+    return _THINKING_FIRST.format(i=i, found=first)
 
 
 def _fault_reply(
@@ -267,6 +329,10 @@ class _Handler(BaseHTTPRequestHandler):
         refusal = _thinking_refusal(faults, body)
         if refusal is not None:
             self._send_json(400, refusal)
+            return
+        refused = thinking_refusal(body)
+        if refused is not None:
+            self._send_json(400, _error("invalid_request_error", refused))
             return
         blocks = reply_blocks(body, faults)
         stop = _stop_reason(blocks, faults)

@@ -49,7 +49,11 @@ the request asks for ``logprobs``, send first-token ``top_logprobs`` giving "yes
 probability P and "no" 1-P; ``nologprobs=1`` answer 400 to a request asking for them;
 ``unsupported=A,B`` answer 400 ``unsupported_parameter`` (OpenAI's reasoning models'
 error) to a request that sets parameter A or B;
-``gap=S`` a stream waits S seconds before each word. A stream whose reader hangs up
+``gap=S`` a stream waits S seconds before each word; ``reasoning=TEXT`` answers with
+DeepSeek's ``reasoning_content`` TEXT (a stream: one delta of it before the words);
+``strict=1`` answers OpenAI's 400 to a message holding a field OpenAI does not know
+(``thinking_blocks``, ``reasoning_content``: DeepSeek too refuses its own reasoning
+sent back). A stream whose reader hangs up
 is recorded in ``cut`` with the words it had sent, a request whose client hangs up
 during its ``delay`` or ``ttft`` with 0.
 """
@@ -197,6 +201,42 @@ def _scripted_texts(
     return texts
 
 
+_MESSAGE_FIELDS = frozenset(
+    {"role", "content", "name", "tool_calls", "tool_call_id", "refusal", "audio", "function_call"}
+)
+
+
+def _refused(faults: dict[str, str], body: dict[str, Any]) -> dict[str, Any] | None:
+    """OpenAI's 400 error object for what ``unsupported=``, ``nologprobs=1`` or
+    ``strict=1`` refuses."""
+    unknown = _unknown_message_field(body) if "strict" in faults else None
+    if unknown is not None:
+        return {
+            "message": "Invalid request: Additional properties are not allowed "
+            f"('{unknown}' was unexpected)",
+            "type": "invalid_request_error",
+        }
+    refused = [p for p in faults.get("unsupported", "").split(",") if p and p in body]
+    if not refused and "nologprobs" in faults and body.get("logprobs") is True:
+        return {"message": "logprobs are not supported", "type": "invalid_request_error"}
+    if not refused:
+        return None
+    return {
+        "message": f"Unsupported parameter: '{refused[0]}' is not supported with this model.",
+        "type": "invalid_request_error",
+        "param": refused[0],
+        "code": "unsupported_parameter",
+    }
+
+
+def _unknown_message_field(body: dict[str, Any]) -> str | None:
+    for message in body.get("messages") or ():
+        for key in message if isinstance(message, dict) else ():
+            if key not in _MESSAGE_FIELDS:
+                return str(key)
+    return None
+
+
 def _logprobs(faults: dict[str, str], body: dict[str, Any]) -> dict[str, Any] | None:
     if body.get("logprobs") is not True or "p_yes" not in faults:
         return None
@@ -321,19 +361,8 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 error = {"message": "this model has no chat template", "type": "BadRequestError"}
                 self._send_json(400, {"error": error})
                 return
-            refused = [p for p in faults.get("unsupported", "").split(",") if p and p in body]
-            if refused:
-                error = {
-                    "message": f"Unsupported parameter: '{refused[0]}' is not supported "
-                    "with this model.",
-                    "type": "invalid_request_error",
-                    "param": refused[0],
-                    "code": "unsupported_parameter",
-                }
-                self._send_json(400, {"error": error})
-                return
-            if "nologprobs" in faults and body.get("logprobs") is True:
-                error = {"message": "logprobs are not supported", "type": "invalid_request_error"}
+            error = _refused(faults, body)
+            if error is not None:
                 self._send_json(400, {"error": error})
                 return
             texts = _scripted_texts(upstream, model, body, faults)
@@ -351,6 +380,8 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                     finish=faults.get("finish", "stop"),
                     logprobs=_logprobs(faults, body),
                 )
+                if "reasoning" in faults:
+                    data["choices"][0]["message"]["reasoning_content"] = faults["reasoning"]
                 self._send_json(200, data)
 
         def _wait(self, seconds: float) -> bool:
@@ -468,6 +499,8 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             """The role-only chunk a stream opens with; ``pause=S``: then S seconds of
             nothing (a reasoning model thinking)."""
             self._write_chunk(_chunk(model, {"role": "assistant", "content": ""}, None))
+            if "reasoning" in faults:
+                self._write_chunk(_chunk(model, {"reasoning_content": faults["reasoning"]}, None))
             if "pause" in faults:
                 time.sleep(float(faults["pause"]))
 
