@@ -105,6 +105,27 @@ def test_anthropic_thinks_again_once_a_tool_loop_has_ended() -> None:
     assert sent["thinking"]["type"] == "enabled"
 
 
+def _signed_loop(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [LOOP[0], {**LOOP[1], "thinking_blocks": blocks}, LOOP[2]]
+
+
+def test_anthropic_thinks_in_a_tool_loop_whose_turn_carries_its_thinking_blocks() -> None:
+    """The last assistant turn brings its signed blocks back (a client that keeps
+    ``thinking_blocks``): Anthropic accepts thinking, so it is turned on; blocks that
+    cannot be sent (no signature) do not count."""
+    for blocks in (
+        [{"type": "thinking", "thinking": "hmm", "signature": "c2ln"}],
+        [{"type": "redacted_thinking", "data": "opaque"}],
+    ):
+        sent = with_reasoning(_body(messages=_signed_loop(blocks)), _model(), "anthropic", True)
+        assert sent["thinking"]["type"] == "enabled"
+    unsigned = _body(messages=_signed_loop([{"type": "thinking", "thinking": "hmm"}]))
+    assert with_reasoning(unsigned, _model(), "anthropic", True) is unsigned
+    forced = _body(messages=_signed_loop([{"type": "redacted_thinking", "data": "x"}]))
+    forced["tool_choice"] = "required"
+    assert with_reasoning(forced, _model(), "anthropic", True) is forced
+
+
 @pytest.mark.parametrize(
     "extra",
     [
@@ -243,7 +264,7 @@ def test_fit_thinking_leaves_other_bodies_alone() -> None:
         assert fit_thinking(body, _model()) is body
 
 
-def test_thinking_blocks_in_responses_are_dropped() -> None:
+def test_thinking_blocks_in_responses_are_carried_litellms_way() -> None:
     data = {
         "id": "m1",
         "model": "claude-x",
@@ -256,7 +277,12 @@ def test_thinking_blocks_in_responses_are_dropped() -> None:
         "usage": {"input_tokens": 1, "output_tokens": 2},
     }
     message = to_chat_completion(data)["choices"][0]["message"]
-    assert message == {"role": "assistant", "content": "42"}
+    assert message == {
+        "role": "assistant",
+        "content": "42",
+        "reasoning_content": "hmm",
+        "thinking_blocks": data["content"][:2],
+    }
 
 
 # -- the dispatcher, per attempted model ------------------------------------------------

@@ -8,7 +8,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fake_anthropic import MESSAGE_ID, TOOL_ID, USAGE, FakeAnthropic, fake_anthropic
+from fake_anthropic import (
+    MESSAGE_ID,
+    REDACTED,
+    THOUGHT,
+    TOOL_ID,
+    USAGE,
+    FakeAnthropic,
+    fake_anthropic,
+    sign,
+)
 
 from llmroute.errors import (
     ContextWindowExceeded,
@@ -216,12 +225,41 @@ def test_stop_reasons(server: FakeAnthropic, stop: str, finish: str) -> None:
     assert completion["choices"][0]["finish_reason"] == finish
 
 
-def test_thinking_is_not_returned_as_content(server: FakeAnthropic) -> None:
-    completion = complete(server, "claude-x?thinking=1", {"messages": user("hi")})
-    assert completion["choices"][0]["message"]["content"] == "echo: hi"
-    items = stream(server, "claude-x?thinking=1", {"messages": user("hi"), "stream": True})
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks(items))
-    assert text == "echo: hi"
+def test_thinking_comes_beside_the_content_as_litellm_says_it(server: FakeAnthropic) -> None:
+    """Whole: ``reasoning_content`` and ``thinking_blocks``. Streamed: each thinking
+    delta as ``reasoning_content`` and a ``thinking_blocks`` piece, the signature as a
+    piece of its own, a redacted block whole; never as content."""
+    signed = {"type": "thinking", "thinking": THOUGHT, "signature": sign(THOUGHT)}
+    hidden = {"type": "redacted_thinking", "data": REDACTED}
+    model = "claude-x?thinking=1&redacted=1"
+    completion = complete(server, model, {"messages": user("hi")})
+    message = completion["choices"][0]["message"]
+    assert message["content"] == "echo: hi" and message["reasoning_content"] == THOUGHT
+    assert message["thinking_blocks"] == [signed, hidden]
+    items = stream(server, model, {"messages": user("hi"), "stream": True})
+    deltas = [c["choices"][0]["delta"] for c in chunks(items) if c["choices"]]
+    assert "".join(d.get("content") or "" for d in deltas) == "echo: hi"
+    assert "".join(d.get("reasoning_content") or "" for d in deltas) == THOUGHT
+    pieces = [piece for d in deltas for piece in d.get("thinking_blocks") or ()]
+    assert "".join(p.get("thinking", "") for p in pieces) == THOUGHT
+    assert pieces[-2:] == [{"type": "thinking", "thinking": "", "signature": sign(THOUGHT)}, hidden]
+
+
+def test_thinking_blocks_go_back_first_and_unchanged(server: FakeAnthropic) -> None:
+    """The fake refuses a tool loop's turn without its signed thinking block first."""
+    call = {"id": TOOL_ID, "type": "function", "function": {"name": "search", "arguments": "{}"}}
+    signed = {"type": "thinking", "thinking": THOUGHT, "signature": sign(THOUGHT)}
+    messages = [
+        *user("find x"),
+        {"role": "assistant", "content": None, "tool_calls": [call], "thinking_blocks": [signed]},
+        {"role": "tool", "tool_call_id": TOOL_ID, "content": "x is a letter"},
+    ]
+    body = {"messages": messages, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    complete(server, "claude-x", body)
+    assert server.last.body["messages"][1]["content"][0] == signed
+    del messages[1]["thinking_blocks"]
+    with pytest.raises(UpstreamRejected, match="must start with a thinking block"):
+        complete(server, "claude-x", body)
 
 
 def test_a_rejected_parameter_sends_nothing(server: FakeAnthropic) -> None:

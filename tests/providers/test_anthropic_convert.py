@@ -276,6 +276,36 @@ def test_json_modes_become_a_system_instruction() -> None:
     assert json.dumps(schema) in payload["system"]
 
 
+def test_thinking_blocks_open_their_assistant_turn_byte_for_byte() -> None:
+    """LiteLLM's ``thinking_blocks`` go first in the turn, as they came; a thinking
+    block without a signature (Anthropic refuses it), or anything else, is left out."""
+    signed = {"type": "thinking", "thinking": "hmm\n", "signature": "EqoB+/x=="}
+    hidden = {"type": "redacted_thinking", "data": "opaque"}
+    blocks = [signed, {"type": "thinking", "thinking": "unsigned"}, {"type": "text"}, hidden]
+    call = {"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    payload = convert(
+        {
+            "messages": [
+                *user("hi"),
+                {
+                    "role": "assistant",
+                    "content": "Looking.",
+                    "tool_calls": [call],
+                    "thinking_blocks": blocks,
+                    "reasoning_content": "hmm",
+                },
+                {"role": "tool", "tool_call_id": "t1", "content": "42"},
+            ]
+        }
+    )
+    assert payload["messages"][1]["content"] == [
+        signed,
+        hidden,
+        {"type": "text", "text": "Looking."},
+        {"type": "tool_use", "id": "t1", "name": "f", "input": {}},
+    ]
+
+
 def test_response_becomes_a_chat_completion() -> None:
     data = {
         "id": "msg_1",
@@ -311,6 +341,8 @@ def test_response_becomes_a_chat_completion() -> None:
                 "function": {"name": "weather", "arguments": '{"city": "Oslo"}'},
             }
         ],
+        "reasoning_content": "hmm",
+        "thinking_blocks": [{"type": "thinking", "thinking": "hmm", "signature": "s"}],
     }
     assert completion["usage"] == {
         "prompt_tokens": 8,

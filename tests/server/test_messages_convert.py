@@ -294,7 +294,8 @@ def test_system_messages_in_the_conversation_stay_where_they_are() -> None:
 
 def test_no_tools_means_no_tool_choice_and_nothing_empty_is_sent() -> None:
     """OpenAI refuses `tools: []`, and a `tool_choice` or `parallel_tool_calls` without
-    tools; an assistant turn of thinking alone is empty text, not null content."""
+    tools; an assistant turn of thinking alone is empty text (beside its thinking
+    blocks), not null content."""
     chat = _chat(tools=[], tool_choice={"type": "auto", "disable_parallel_tool_use": True})
     assert not {"tools", "tool_choice", "parallel_tool_calls"} & chat.keys()
     thinking = {"type": "thinking", "thinking": "hmm", "signature": "s"}
@@ -303,7 +304,11 @@ def test_no_tools_means_no_tool_choice_and_nothing_empty_is_sent() -> None:
         {"role": "assistant", "content": [thinking]},
         {"role": "user", "content": "go on"},
     ]
-    assert _chat(messages=turns)["messages"][1] == {"role": "assistant", "content": ""}
+    assert _chat(messages=turns)["messages"][1] == {
+        "role": "assistant",
+        "content": "",
+        "thinking_blocks": [thinking],
+    }
 
 
 def test_structured_outputs_and_automatic_caching_are_carried() -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from llmroute.providers._anthropic_convert import DEFAULT_MAX_TOKENS
+from llmroute.providers._anthropic_convert import DEFAULT_MAX_TOKENS, thinking_blocks
 from llmroute.registry.claude_thinking import thinks_adaptively
 from llmroute.registry.schema import Model, Reasoning
 
@@ -242,8 +242,9 @@ def fit_thinking(body: dict[str, Any], model: Model) -> dict[str, Any]:
 
 def thinking_allowed(body: Mapping[str, Any]) -> bool:
     """Anthropic refuses extended thinking with a forced tool choice, and in the middle of
-    a tool loop (the last assistant turn would need the thinking blocks the OpenAI format
-    cannot carry back)."""
+    a tool loop unless the last assistant turn starts with its thinking blocks: allowed
+    when that turn carries them back (``thinking_blocks``, signed), as a client that
+    keeps them does."""
     choice = body.get("tool_choice")
     if choice == "required" or isinstance(choice, Mapping):
         return False
@@ -253,12 +254,14 @@ def thinking_allowed(body: Mapping[str, Any]) -> bool:
     # the last assistant turn: when it called tools, the loop is in progress whatever
     # follows its results (a user text beside them, as Claude Code sends, or the images
     # a Messages tool_result held, which open a user message after the tool messages)
+    looping = False
     for message in reversed(messages):
-        if isinstance(message, Mapping) and message.get("role") == "assistant":
-            return not message.get("tool_calls")
-        if isinstance(message, Mapping) and message.get("role") == "tool":
-            return False
-    return True
+        role = message.get("role") if isinstance(message, Mapping) else None
+        if role == "assistant":
+            looping = looping or bool(message.get("tool_calls"))
+            return not looping or bool(thinking_blocks(message.get("thinking_blocks")))
+        looping = looping or role == "tool"
+    return not looping
 
 
 def turn_off(body: dict[str, Any], style: Style) -> dict[str, Any]:

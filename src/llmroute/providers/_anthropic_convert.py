@@ -14,6 +14,8 @@ from llmroute.untrusted_json import MAX_DEPTH, loads
 __all__ = [
     "DEFAULT_MAX_TOKENS",
     "finish_reason",
+    "reasoning_text",
+    "thinking_blocks",
     "to_chat_completion",
     "to_messages_request",
     "tool_call",
@@ -216,7 +218,8 @@ def _blocks_of(provider: str, role: Any, message: dict[str, Any], index: int) ->
     if role == "user":
         return _content_blocks(provider, message.get("content"), where)
     if role == "assistant":
-        blocks = _content_blocks(provider, message.get("content"), where)
+        blocks = thinking_blocks(message.get("thinking_blocks"))
+        blocks.extend(_content_blocks(provider, message.get("content"), where))
         calls = message.get("tool_calls") or []
         if not isinstance(calls, list):
             raise _reject(provider, f"{where}: 'tool_calls' must be a list", f"{where}.tool_calls")
@@ -236,6 +239,29 @@ def _blocks_of(provider: str, role: Any, message: dict[str, Any], index: int) ->
     raise _reject(
         provider, f"{where}: role {role!r} is not supported by Anthropic models", f"{where}.role"
     )
+
+
+def thinking_blocks(blocks: Any) -> list[Block]:
+    """An assistant message's ``thinking_blocks`` (LiteLLM's field) as the Messages API
+    takes them back: each ``thinking`` block with its ``signature``, each
+    ``redacted_thinking`` block with its ``data``, byte for byte (Anthropic checks the
+    signature against the text). A thinking block without a signature cannot be checked
+    and Anthropic refuses it, so it is left out, as is anything else in the list."""
+    out: list[Block] = []
+    for block in blocks if isinstance(blocks, list) else ():
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "thinking" and _signed(block):
+            thinking = block.get("thinking")
+            text = thinking if isinstance(thinking, str) else ""
+            out.append({"type": kind, "thinking": text, "signature": block["signature"]})
+        elif kind == "redacted_thinking" and isinstance(block.get("data"), str):
+            out.append({"type": kind, "data": block["data"]})
+    return out
+
+
+def _signed(block: dict[str, Any]) -> bool:
+    signature = block.get("signature")
+    return isinstance(signature, str) and bool(signature)
 
 
 def _text_blocks(provider: str, content: Any, where: str) -> list[Block]:
@@ -416,9 +442,13 @@ def usage_of(usage: Any) -> dict[str, Any]:
 
 
 def to_chat_completion(data: dict[str, Any]) -> dict[str, Any]:
-    """The ``chat.completion`` for a Messages API response. Thinking blocks are left
-    out: OpenAI's format has no place for them."""
+    """The ``chat.completion`` for a Messages API response. Thinking goes where LiteLLM
+    and OpenRouter-style clients read it: ``reasoning_content`` (the text, joined) and
+    ``thinking_blocks`` (the blocks as they came, signatures included, for the client
+    to send back on its next turn). Thinking between tool calls (interleaved) loses its
+    place: the blocks keep their order among themselves, and go back first."""
     texts: list[str] = []
+    thoughts: list[Block] = []
     tool_calls: list[dict[str, Any]] = []
     content = data.get("content")
     for block in content if isinstance(content, list) else ():
@@ -428,9 +458,14 @@ def to_chat_completion(data: dict[str, Any]) -> dict[str, Any]:
             texts.append(str(block.get("text", "")))
         elif block.get("type") == "tool_use":
             tool_calls.append(tool_call(block, json.dumps(block.get("input") or {})))
+        elif block.get("type") in ("thinking", "redacted_thinking"):
+            thoughts.append(block)
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
     if tool_calls:
         message["tool_calls"] = tool_calls
+    if thoughts:
+        message["reasoning_content"] = reasoning_text(thoughts)
+        message["thinking_blocks"] = thoughts
     return {
         "id": f"chatcmpl-{data.get('id', '')}",
         "object": "chat.completion",
@@ -445,6 +480,11 @@ def to_chat_completion(data: dict[str, Any]) -> dict[str, Any]:
         ],
         "usage": usage_of(data.get("usage")),
     }
+
+
+def reasoning_text(blocks: list[Block]) -> str:
+    """The thinking text of `blocks` (redacted ones hold none that can be read)."""
+    return "".join(str(b.get("thinking") or "") for b in blocks if b.get("type") == "thinking")
 
 
 def tool_call(block: dict[str, Any], arguments: str) -> dict[str, Any]:

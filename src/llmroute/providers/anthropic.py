@@ -111,8 +111,12 @@ def _parse_event(event: bytes) -> dict[str, Any] | None:
 class StreamTranslator:
     """Anthropic stream events in, OpenAI ``chat.completion.chunk`` events out.
 
-    Text and tool-call arguments pass through as they arrive; thinking is dropped, and
-    usage (spread over message_start and message_delta) is summed up for the final
+    Text and tool-call arguments pass through as they arrive. Thinking goes as LiteLLM
+    streams it: each ``thinking_delta`` as ``delta.reasoning_content`` and as a
+    ``delta.thinking_blocks`` piece of the same text, the block's ``signature_delta`` as
+    a piece with the signature alone, a ``redacted_thinking`` block whole; a client that
+    joins the pieces of each block (a signature ends one) has the blocks to send back.
+    Usage (spread over message_start and message_delta) is summed up for the final
     chunk that ``stream_options.include_usage`` asks for.
     """
 
@@ -177,6 +181,11 @@ class StreamTranslator:
             return []
         if block.get("type") == "text" and block.get("text"):
             return [self._chunk({"content": block["text"]})]
+        if block.get("type") == "redacted_thinking" and isinstance(block.get("data"), str):
+            redacted = {"type": "redacted_thinking", "data": block["data"]}
+            return [self._chunk({"thinking_blocks": [redacted]})]
+        if block.get("type") == "thinking" and block.get("thinking"):
+            return [self._chunk(_thinking_piece(block["thinking"]))]
         if block.get("type") != "tool_use":
             return []
         index = len(self._tool_index)
@@ -202,6 +211,11 @@ class StreamTranslator:
             return []
         if delta.get("type") == "text_delta" and delta.get("text"):
             return [self._chunk({"content": delta["text"]})]
+        if delta.get("type") == "thinking_delta" and isinstance(delta.get("thinking"), str):
+            return [self._chunk(_thinking_piece(delta["thinking"]))] if delta["thinking"] else []
+        if delta.get("type") == "signature_delta" and isinstance(delta.get("signature"), str):
+            signed = {"type": "thinking", "thinking": "", "signature": delta["signature"]}
+            return [self._chunk({"thinking_blocks": [signed]})]
         index = self._tool_index.get(_block_index(data))
         if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
             if index is None:
@@ -209,7 +223,7 @@ class StreamTranslator:
             self._no_input.discard(index)
             call = {"index": index, "function": {"arguments": delta["partial_json"]}}
             return [self._chunk({"tool_calls": [call]})]
-        return []  # thinking_delta, signature_delta, citations_delta
+        return []  # citations_delta, and delta types added later
 
     def _message_delta(self, data: dict[str, Any]) -> list[bytes]:
         if isinstance(data.get("usage"), dict):  # cumulative counts
@@ -222,6 +236,10 @@ class StreamTranslator:
         self.done = True
         usage = [self._chunk(None)] if self.include_usage else []
         return [*usage, DONE]
+
+
+def _thinking_piece(text: str) -> dict[str, Any]:
+    return {"reasoning_content": text, "thinking_blocks": [{"type": "thinking", "thinking": text}]}
 
 
 def _block_index(data: dict[str, Any]) -> int:

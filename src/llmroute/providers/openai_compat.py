@@ -46,7 +46,7 @@ class OpenAICompatProvider:
 
     def _chat(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
         sent = body if self._send_markers else without_cache_markers(body)
-        return {**sent, "model": model}
+        return {**without_thinking(sent), "model": model}
 
     async def complete(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
@@ -151,6 +151,26 @@ class OpenAICompatProvider:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+_THINKING = ("thinking_blocks", "reasoning_content")
+
+
+def without_thinking(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` without the assistant messages' ``thinking_blocks`` (Anthropic's, signed
+    for Anthropic alone; OpenAI refuses a field it does not know) and
+    ``reasoning_content`` (DeepSeek answers 400 to its own reasoning sent back); `body`
+    itself when no message has them. Never mutates `body`."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not any(
+        isinstance(m, dict) and any(key in m for key in _THINKING) for m in messages
+    ):
+        return body
+    plain = [
+        {k: v for k, v in m.items() if k not in _THINKING} if isinstance(m, dict) else m
+        for m in messages
+    ]
+    return {**body, "messages": plain}
 
 
 def _lacks(choices: Any, part: str, kind: type) -> bool:

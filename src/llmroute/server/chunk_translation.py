@@ -52,6 +52,32 @@ def _call(call: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _thinking(message: dict[str, Any], out: dict[str, Any]) -> None:
+    """The message's (or delta's) thinking, LiteLLM's way: ``reasoning_content`` text,
+    ``thinking_blocks`` objects (their signatures untouched: Anthropic checks them)."""
+    if reasoning := _str(message.get("reasoning_content")):
+        out["reasoning_content"] = reasoning
+    blocks = message.get("thinking_blocks")
+    kept = [b for b in map(_block, blocks if isinstance(blocks, list) else ()) if b]
+    if kept:
+        out["thinking_blocks"] = kept
+
+
+def _block(block: Any) -> dict[str, Any] | None:
+    """A thinking block (or a streamed piece of one) with its fields of the right type,
+    left as they are; None for anything else."""
+    kind = block.get("type") if isinstance(block, dict) else None
+    if kind == "redacted_thinking":
+        data = _str(block.get("data"))
+        return None if data is None else {"type": kind, "data": data}
+    if kind != "thinking":
+        return None
+    out: dict[str, Any] = {"type": kind, "thinking": _str(block.get("thinking")) or ""}
+    if signature := _str(block.get("signature")):
+        out["signature"] = signature
+    return out
+
+
 def _choice(choice: dict[str, Any]) -> dict[str, Any]:
     delta = choice.get("delta")
     delta = delta if isinstance(delta, dict) else {}
@@ -60,6 +86,7 @@ def _choice(choice: dict[str, Any]) -> dict[str, Any]:
         clean["content"] = content
     if refusal := _str(delta.get("refusal")):
         clean["refusal"] = refusal
+    _thinking(delta, clean)
     calls = delta.get("tool_calls")
     if isinstance(calls, list):
         clean["tool_calls"] = [_call(c) for c in calls if isinstance(c, dict)]
@@ -98,6 +125,7 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"content": _str(message.get("content"))}
     if refusal := _str(message.get("refusal")):
         out["refusal"] = refusal  # OpenAI's refusal under structured outputs
+    _thinking(message, out)
     calls = message.get("tool_calls")
     if isinstance(calls, list):
         out["tool_calls"] = [_call(c) for c in calls if isinstance(c, dict)]

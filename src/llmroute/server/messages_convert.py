@@ -5,10 +5,12 @@ A Messages request becomes the chat body the router and the dispatcher already s
 (`to_chat_body`); the OpenAI answer becomes a Messages answer (`to_message`), and an
 OpenAI stream a Messages event stream (`StreamTranslator`). What cannot be carried is
 refused with a 400 naming the field (server tools, documents, ...); what is only a hint
-for Anthropic's own servers is dropped (``top_k``, earlier ``thinking`` blocks):
-docs/gateway.md lists both. ``thinking`` is kept (dispatch says it in the serving model's
-own dialect), and so are ``cache_control`` markers, on the chat shapes' content parts and
-tools, where an Anthropic provider reads them back (others drop them unless told).
+for Anthropic's own servers is dropped (``top_k``): docs/gateway.md lists both. Thinking
+blocks cross both ways as the chat shape's ``thinking_blocks`` (signatures unchanged),
+which an Anthropic provider sends back and other providers leave out. ``thinking`` is
+kept (dispatch says it in the serving model's own dialect), and so are ``cache_control``
+markers, on the chat shapes' content parts and tools, where an Anthropic provider reads
+them back (others drop them unless told).
 """
 
 from __future__ import annotations
@@ -267,6 +269,7 @@ def _message(message: Any, where: str) -> list[dict[str, Any]]:
 def _assistant(blocks: list[Any], where: str) -> dict[str, Any]:
     texts: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
+    thoughts: list[dict[str, Any]] = []
     for i, block in enumerate(blocks):
         at = f"{where}.content[{i}]"
         kind = block.get("type") if isinstance(block, dict) else None
@@ -285,7 +288,7 @@ def _assistant(blocks: list[Any], where: str) -> dict[str, Any]:
                 }
             )
         elif kind in ("thinking", "redacted_thinking"):
-            continue  # the model's earlier reasoning: other models cannot read it back
+            thoughts.append(block)  # as it came: the signature covers every byte
         else:
             raise _bad(at, f"{at}: content block type {kind!r} is not supported here")
     # null content only beside tool calls: OpenAI refuses an assistant message of nothing
@@ -295,6 +298,8 @@ def _assistant(blocks: list[Any], where: str) -> dict[str, Any]:
     }
     if calls:
         out["tool_calls"] = calls
+    if thoughts:
+        out["thinking_blocks"] = thoughts
     return out
 
 
@@ -431,7 +436,7 @@ def to_message(data: dict[str, Any], model: str) -> dict[str, Any]:
     data = clean_completion(data)
     choice = (data["choices"] or [{}])[0]
     message = choice.get("message") or {}
-    blocks: list[dict[str, Any]] = []
+    blocks: list[dict[str, Any]] = list(message.get("thinking_blocks") or ())
     if isinstance(message.get("content"), str) and message["content"]:
         blocks.append({"type": "text", "text": message["content"]})
     refused = "refusal" in message
@@ -518,7 +523,7 @@ class StreamTranslator(ChunkTranslator):
         self._started = False
         self._done = False
         self._index = -1  # the open content block, -1 when none
-        self._kind: str | None = None  # its type: "text" or "tool_use"
+        self._kind: str | None = None  # its type: "text", "tool_use", "thinking" ...
         self._tools: dict[int, int] = {}  # OpenAI tool-call index -> our block index
         self._stop = "end_turn"
         self._refused = False  # OpenAI's refusal came: the stop reason is refusal
@@ -537,6 +542,8 @@ class StreamTranslator(ChunkTranslator):
             self._usage = _usage(usage)
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
+            for block in delta.get("thinking_blocks") or ():
+                yield from self._thinking(block)
             for key in ("content", "refusal"):
                 text = delta.get(key)
                 if isinstance(text, str) and text:
@@ -554,6 +561,23 @@ class StreamTranslator(ChunkTranslator):
             yield from self._open({"type": "text", "text": ""}, "text")
         delta_text = {"type": "text_delta", "text": text}
         yield _event("content_block_delta", {"index": self._index, "delta": delta_text})
+
+    def _thinking(self, block: dict[str, Any]) -> Iterator[bytes]:
+        """A piece of a thinking block, as LiteLLM streams them (the text, then the
+        signature, which ends the block); a redacted block comes whole."""
+        if block.get("type") == "redacted_thinking":
+            yield from self._open(block, "redacted_thinking")
+            yield from self._close_block()
+            return
+        if self._kind != "thinking":
+            yield from self._open({"type": "thinking", "thinking": "", "signature": ""}, "thinking")
+        if block.get("thinking"):
+            delta = {"type": "thinking_delta", "thinking": block["thinking"]}
+            yield _event("content_block_delta", {"index": self._index, "delta": delta})
+        if block.get("signature"):
+            delta = {"type": "signature_delta", "signature": block["signature"]}
+            yield _event("content_block_delta", {"index": self._index, "delta": delta})
+            yield from self._close_block()
 
     def _start(self, chunk: dict[str, Any]) -> Iterator[bytes]:
         if self._started:

@@ -1,0 +1,239 @@
+"""Extended thinking across the gateway and back: `llmroute serve` as a subprocess, the
+official `anthropic` and `openai` clients in front, the fake Anthropic API behind (which
+checks thinking as the real one does: a tool loop's last assistant turn must start with
+its thinking block, each signature must be the one it gave) and the fake
+OpenAI-protocol upstream (DeepSeek's ``reasoning_content``, OpenAI's refusal of fields
+it does not know)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from fake_anthropic import REDACTED, THOUGHT, FakeAnthropic, sign
+from fake_upstream import FakeUpstream
+from gateway_proc import Served, serve_text
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+  claude: {kind: anthropic, base_url: "%(anthropic)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: up-small}
+  sonnet: {provider: claude, model: "claude-x?redacted=1"}
+  deep: {provider: fake, model: "up-deep?reasoning=Hmm.&strict=1"}
+routes:
+  - name: chitchat
+    examples: ["hi there!", "how are you today?"]
+    target: small
+default: {target: small}
+aliases:
+  "claude-*": sonnet
+"""
+THINKING = {"type": "enabled", "budget_tokens": 2048}
+SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}}
+ASK = "read the file setup.py"
+SIGNED = {"type": "thinking", "thinking": THOUGHT, "signature": sign(THOUGHT)}
+HIDDEN = {"type": "redacted_thinking", "data": REDACTED}
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, claude: FakeAnthropic
+) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("thinking")
+    text = REGISTRY % {"url": upstream.url, "anthropic": claude.url}
+    with serve_text(text, tmp, env={"LLMROUTE_TELEMETRY_URL": "off"}) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def messages_client(gateway: Served) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def chat_client(gateway: Served) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0) as c:
+        yield c
+
+
+def test_a_messages_tool_loop_thinks_on_every_turn(
+    messages_client: anthropic.Anthropic, claude: FakeAnthropic
+) -> None:
+    """Claude Code's loop: a streamed turn that thinks and calls a tool, then the turn
+    with the tool's result, its assistant turn holding the thinking blocks as they came.
+    The gateway keeps thinking on and sends the blocks first, signatures unchanged; an
+    altered signature reaches the upstream as sent, and its refusal the client."""
+    tools: Any = [{"name": "read_file", "description": "Read a file", "input_schema": SCHEMA}]
+    opened: list[tuple[int, str]] = []
+    deltas: list[tuple[int, str]] = []
+    with messages_client.messages.stream(
+        model="claude-sonnet-4-5",
+        max_tokens=8000,
+        thinking=THINKING,  # type: ignore[arg-type]
+        tools=tools,
+        messages=[{"role": "user", "content": ASK}],
+    ) as stream:
+        for event in stream:
+            if event.type == "content_block_start":
+                opened.append((event.index, event.content_block.type))
+            elif event.type == "content_block_delta":
+                deltas.append((event.index, event.delta.type))
+        final = stream.get_final_message()
+    assert opened == [(0, "thinking"), (1, "redacted_thinking"), (2, "text"), (3, "tool_use")]
+    assert [d for d in deltas if d[0] == 0] == [
+        (0, "thinking_delta"),
+        (0, "thinking_delta"),
+        (0, "signature_delta"),
+    ]
+    content = [block.model_dump(exclude_none=True) for block in final.content]
+    assert content[:2] == [SIGNED, HIDDEN]
+    call = final.content[3]
+    assert call.type == "tool_use"
+    history: Any = [
+        {"role": "user", "content": ASK},
+        {"role": "assistant", "content": content},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "setup()"}],
+        },
+    ]
+    answer = messages_client.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=8000,
+        thinking=THINKING,  # type: ignore[arg-type]
+        tools=tools,
+        messages=history,
+    )
+    sent = claude.requests[-1].body
+    assert sent["thinking"] == THINKING
+    assert sent["messages"][1]["content"][:2] == [SIGNED, HIDDEN]
+    assert sent["messages"][1]["content"][3]["type"] == "tool_use"
+    assert [block.type for block in answer.content][:2] == ["thinking", "redacted_thinking"]
+
+    forged = copy.deepcopy(history)
+    forged[1]["content"][0]["signature"] = sign("something else")
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        messages_client.messages.create(
+            model="claude-sonnet-4-5",
+            max_tokens=8000,
+            thinking=THINKING,  # type: ignore[arg-type]
+            tools=tools,
+            messages=forged,
+        )
+    assert "Invalid `signature` in `thinking` block" in refused.value.message
+    assert claude.requests[-1].body["messages"][1]["content"][0] == forged[1]["content"][0]
+
+
+def _chat_tools() -> Any:
+    return [{"type": "function", "function": {"name": "read_file", "parameters": SCHEMA}}]
+
+
+def test_a_chat_tool_loop_carries_thinking_blocks_both_ways(
+    chat_client: openai.OpenAI, claude: FakeAnthropic
+) -> None:
+    """LiteLLM's shape: ``reasoning_content`` and ``thinking_blocks`` on the assistant
+    message, read from the answer's extra fields and sent back on the next turn."""
+    first = chat_client.chat.completions.create(
+        model="sonnet",
+        max_tokens=8000,
+        tools=_chat_tools(),
+        messages=[{"role": "user", "content": ASK}],
+        extra_body={"thinking": THINKING},
+    )
+    message = first.choices[0].message
+    extra = message.model_extra or {}
+    assert extra["reasoning_content"] == THOUGHT
+    assert extra["thinking_blocks"] == [SIGNED, HIDDEN]
+    assert message.tool_calls
+    call = message.tool_calls[0]
+    history: Any = [
+        {"role": "user", "content": ASK},
+        {
+            "role": "assistant",
+            "content": message.content,
+            "tool_calls": [call.model_dump()],
+            "thinking_blocks": extra["thinking_blocks"],
+        },
+        {"role": "tool", "tool_call_id": call.id, "content": "setup()"},
+    ]
+    chat_client.chat.completions.create(
+        model="sonnet",
+        max_tokens=8000,
+        tools=_chat_tools(),
+        messages=history,
+        extra_body={"thinking": THINKING},
+    )
+    sent = claude.requests[-1].body
+    assert sent["thinking"] == THINKING
+    assert sent["messages"][1]["content"][:2] == [SIGNED, HIDDEN]
+
+
+def test_a_chat_stream_says_thinking_in_pieces_a_client_can_join(
+    chat_client: openai.OpenAI,
+) -> None:
+    """``delta.reasoning_content`` for the text, ``delta.thinking_blocks`` pieces with
+    the same text, then the signature that ends the block; a redacted block whole."""
+    stream = chat_client.chat.completions.create(
+        model="sonnet",
+        max_tokens=8000,
+        messages=[{"role": "user", "content": ASK}],
+        stream=True,
+        extra_body={"thinking": THINKING},
+    )
+    reasoning = ""
+    blocks: list[dict[str, Any]] = []
+    for chunk in stream:
+        delta = chunk.choices[0].delta if chunk.choices else None
+        extra = (delta.model_extra or {}) if delta is not None else {}
+        reasoning += extra.get("reasoning_content") or ""
+        for piece in extra.get("thinking_blocks") or ():
+            if piece["type"] == "redacted_thinking":
+                blocks.append(piece)
+                continue
+            if not blocks or "signature" in blocks[-1] or blocks[-1]["type"] != "thinking":
+                blocks.append({"type": "thinking", "thinking": ""})
+            blocks[-1]["thinking"] += piece["thinking"]
+            if piece.get("signature"):
+                blocks[-1]["signature"] = piece["signature"]
+    assert reasoning == THOUGHT
+    assert blocks == [SIGNED, HIDDEN]
+
+
+def test_an_openai_compatible_upstreams_reasoning_passes_through_and_is_not_sent_back(
+    chat_client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    """DeepSeek's ``reasoning_content`` reaches chat clients, whole and streamed; sent
+    back (with Anthropic's blocks from an earlier turn) it is left out, as the fake's
+    strict OpenAI refuses fields it does not know, and DeepSeek its own reasoning."""
+    ask: Any = [{"role": "user", "content": "why is the sky blue?"}]
+    whole = chat_client.chat.completions.create(model="deep", messages=ask)
+    assert (whole.choices[0].message.model_extra or {})["reasoning_content"] == "Hmm."
+    stream = chat_client.chat.completions.create(model="deep", messages=ask, stream=True)
+    pieces = [
+        (chunk.choices[0].delta.model_extra or {}).get("reasoning_content")
+        for chunk in stream
+        if chunk.choices
+    ]
+    assert "Hmm." in pieces
+    history: Any = [
+        *ask,
+        {
+            "role": "assistant",
+            "content": "Rayleigh scattering.",
+            "reasoning_content": "Hmm.",
+            "thinking_blocks": [SIGNED],
+        },
+        {"role": "user", "content": "and sunsets?"},
+    ]
+    again = chat_client.chat.completions.create(model="deep", messages=history)
+    assert again.choices[0].message.content
+    sent = upstream.requests[-1].body["messages"][1]
+    assert sent == {"role": "assistant", "content": "Rayleigh scattering."}
