@@ -46,6 +46,27 @@ def test_a_completions_text_and_refusal_are_redacted_not_its_tool_arguments() ->
     assert message["tool_calls"][0]["function"]["arguments"] == arguments
 
 
+def test_thinking_is_redacted_and_signed_blocks_that_would_leak_are_left_out() -> None:
+    """A redacted thinking block would no longer match its signature: the blocks go,
+    the reasoning text stays, redacted."""
+    block = {"type": "thinking", "thinking": ANSWER, "signature": "c2ln"}
+    data: dict[str, Any] = {
+        "choices": [
+            {"message": {"content": "ok", "reasoning_content": ANSWER, "thinking_blocks": [block]}}
+        ]
+    }
+    MASK.completion(data)
+    assert data["choices"][0]["message"] == {"content": "ok", "reasoning_content": MASKED}
+    edit = MASK.stream()
+    delta = {"reasoning_content": ANSWER, "thinking_blocks": [{**block, "signature": None}]}
+    first = {"id": "c", "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+    raw = b"data: " + json.dumps(first).encode() + b"\n\n" + _chunk(finish="stop")
+    out = b"".join(edit.feed(raw)) + b"".join(edit.close())
+    assert b"thinking_blocks" not in out and b"alice@" not in out
+    deltas = [json.loads(e[5:])["choices"][0]["delta"] for e in out.split(b"\n\n") if e]
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == MASKED
+
+
 def _chunk(content: str | None = None, finish: str | None = None) -> bytes:
     delta = {} if content is None else {"content": content}
     choice = {"index": 0, "delta": delta, "finish_reason": finish}

@@ -7,7 +7,10 @@ result) from the client. Each span found in the answer's text or refusal is repl
 its type, ``<EMAIL>``, ``<PHONE>``: unnumbered, so that it is never taken for a
 placeholder the request issued (those, with ``restore``, go back as the client's own
 values afterwards). Tool-call arguments are left alone: an agent's ``send_email`` needs
-its address, and its tools are the operator's code.
+its address, and its tools are the operator's code. The model's thinking is redacted in
+``reasoning_content``; Anthropic's ``thinking_blocks`` are left out of the answer, since
+a redacted block would no longer match its signature (the client then sends none back,
+and a tool loop's next turn goes without thinking, as docs/reasoning.md says).
 
 A stream holds back its last `HOLD` characters per choice, so that a span cut between
 two chunks is seen whole, and a span that reaches into them is held with them: the
@@ -50,13 +53,15 @@ class AnswerMask:
         return _masked(text, self.spans(text), counted)
 
     def completion(self, data: Any, counted: Counted | None = None) -> Any:
-        """A chat completion with its choices' content and refusal redacted, in place."""
+        """A chat completion with its choices' content, refusal and reasoning redacted
+        (thinking blocks left out), in place."""
         choices = data.get("choices") if isinstance(data, dict) else None
         for choice in choices if isinstance(choices, list) else ():
             message = choice.get("message") if isinstance(choice, dict) else None
             if not isinstance(message, dict):
                 continue
-            for key in ("content", "refusal"):
+            message.pop("thinking_blocks", None)
+            for key in StreamMask.fields:
                 if isinstance(message.get(key), str):
                     message[key] = self.text(message[key], counted)
         return data
@@ -78,6 +83,8 @@ class StreamMask(StreamEdit):
     """`AnswerMask` over a chat-completions SSE stream."""
 
     edits_arguments = False
+    fields = ("content", "refusal", "reasoning_content")
+    dropped = ("thinking_blocks",)
 
     def __init__(self, mask: AnswerMask, counted: Counted | None = None) -> None:
         super().__init__()

@@ -27,6 +27,8 @@ class StreamEdit(ABC):
     """Edits a chat-completions SSE stream (`feed` each piece, then `close`)."""
 
     edits_arguments = True  # whether tool-call arguments are edited too
+    fields: tuple[str, ...] = ("content", "refusal")  # the delta's texts edited
+    dropped: tuple[str, ...] = ()  # delta fields left out (what cannot be edited)
 
     def __init__(self) -> None:
         self._buffer = b""  # the start of an event whose end has not come yet
@@ -101,7 +103,9 @@ class StreamEdit(ABC):
             index = choice["index"] if isinstance(choice.get("index"), int) else position
             final = choice.get("finish_reason") is not None
             delta = choice["delta"]
-            for field in ("content", "refusal"):
+            for field in self.dropped:
+                delta.pop(field, None)
+            for field in self.fields:
                 if isinstance(delta.get(field), str) or (final and (index, field, 0) in self._held):
                     delta[field] = self._pass((index, field, 0), delta.get(field) or "", final)
             if self.edits_arguments:
