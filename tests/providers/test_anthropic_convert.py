@@ -13,6 +13,7 @@ from llmroute.providers._anthropic_convert import (
     finish_reason,
     to_chat_completion,
     to_messages_request,
+    without_thinking_blocks,
 )
 from llmroute.providers.anthropic import StreamTranslator
 
@@ -304,6 +305,33 @@ def test_thinking_blocks_open_their_assistant_turn_byte_for_byte() -> None:
         {"type": "text", "text": "Looking."},
         {"type": "tool_use", "id": "t1", "name": "f", "input": {}},
     ]
+
+
+def test_a_prefill_without_thinking_leaves_its_thinking_blocks_out() -> None:
+    """Anthropic refuses thinking blocks in a final assistant turn unless thinking is on."""
+    signed = {"type": "thinking", "thinking": "hmm", "signature": "c2ln"}
+    prefill = {"role": "assistant", "content": "{", "thinking_blocks": [signed]}
+    payload = convert({"messages": [*user("hi"), prefill]})
+    assert payload["messages"][-1]["content"] == [{"type": "text", "text": "{"}]
+    bare = convert({"messages": [*user("hi"), {**prefill, "content": None}]})
+    assert [turn["role"] for turn in bare["messages"]] == ["user"]
+
+
+def test_refused_thinking_blocks_can_be_left_out_with_the_thinking_they_need() -> None:
+    signed = {"type": "thinking", "thinking": "hmm", "signature": "c2ln"}
+    call = {"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    loop = [
+        *user("hi"),
+        {"role": "assistant", "content": None, "tool_calls": [call], "thinking_blocks": [signed]},
+        {"role": "tool", "tool_call_id": "t1", "content": "42"},
+    ]
+    payload = convert({"messages": loop, "thinking": {"type": "enabled", "budget_tokens": 1024}})
+    plain = without_thinking_blocks(payload)
+    assert plain is not None and "thinking" not in plain and "thinking" in payload
+    assert [b["type"] for b in plain["messages"][1]["content"]] == ["tool_use"]
+    assert without_thinking_blocks(plain) is None  # nothing left to leave out
+    alone = convert({"messages": [*user("hi"), {**loop[1], "tool_calls": None}, *user("go")]})
+    assert without_thinking_blocks(alone) is None  # the turn would be empty
 
 
 def test_response_becomes_a_chat_completion() -> None:

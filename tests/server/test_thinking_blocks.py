@@ -7,7 +7,6 @@ it does not know)."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +25,7 @@ providers:
 models:
   small: {provider: fake, model: up-small}
   sonnet: {provider: claude, model: "claude-x?redacted=1"}
+  opus: {provider: claude, model: claude-y}
   deep: {provider: fake, model: "up-deep?reasoning=Hmm.&strict=1"}
 routes:
   - name: chitchat
@@ -118,18 +118,41 @@ def test_a_messages_tool_loop_thinks_on_every_turn(
     assert sent["messages"][1]["content"][3]["type"] == "tool_use"
     assert [block.type for block in answer.content][:2] == ["thinking", "redacted_thinking"]
 
-    forged = copy.deepcopy(history)
-    forged[1]["content"][0]["signature"] = sign("something else")
-    with pytest.raises(anthropic.BadRequestError) as refused:
-        messages_client.messages.create(
-            model="claude-sonnet-4-5",
-            max_tokens=8000,
-            thinking=THINKING,  # type: ignore[arg-type]
-            tools=tools,
-            messages=forged,
-        )
-    assert "Invalid `signature` in `thinking` block" in refused.value.message
-    assert claude.requests[-1].body["messages"][1]["content"][0] == forged[1]["content"][0]
+
+@pytest.mark.parametrize(
+    ("model", "alter"),
+    [("claude-sonnet-4-5", True), ("opus", False)],
+    ids=["altered-by-the-client", "signed-by-another-model"],
+)
+def test_thinking_blocks_anthropic_refuses_are_sent_once_more_without(
+    messages_client: anthropic.Anthropic, claude: FakeAnthropic, model: str, alter: bool
+) -> None:
+    """Blocks another model signed (routing moved the conversation) or that the client
+    altered: the upstream gets them as they came and refuses them; the turn is then
+    sent without them (and without thinking, which a tool loop would need them for),
+    rather than the conversation failing on every later turn."""
+    block = {**SIGNED, "signature": sign("something else")} if alter else SIGNED
+    history: Any = [
+        {"role": "user", "content": ASK},
+        {
+            "role": "assistant",
+            "content": [block, {"type": "tool_use", "id": "t1", "name": "read_file", "input": {}}],
+        },
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "x"}]},
+    ]
+    before = len(claude.requests)
+    answer = messages_client.messages.create(
+        model=model,
+        max_tokens=8000,
+        thinking=THINKING,  # type: ignore[arg-type]
+        tools=[{"name": "read_file", "input_schema": SCHEMA}],
+        messages=history,
+    )
+    refused, retried = (r.body for r in claude.requests[before:])
+    assert refused["messages"][1]["content"][0] == block and refused["thinking"] == THINKING
+    assert [b["type"] for b in retried["messages"][1]["content"]] == ["tool_use"]
+    assert "thinking" not in retried
+    assert "thinking" not in [b.type for b in answer.content] and answer.stop_reason
 
 
 def _chat_tools() -> Any:

@@ -25,7 +25,8 @@ Faults and variants are chosen by the model name, ``NAME?k=v&...``:
   without adaptive thinking (Sonnet 4.5 and earlier), each in Anthropic's words.
 
 Thinking is checked as the real API checks it, with its error text: every ``thinking``
-block sent back must hold the signature the fake gave its text (`sign`), every
+block sent back must hold the signature the fake gave its text for that model (`sign`;
+another model's fails), every
 ``redacted_thinking`` block the fake's data; and with thinking enabled, a conversation
 whose last user turn holds tool results must have its last assistant turn start with a
 thinking block.
@@ -96,9 +97,11 @@ def _last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
-def sign(thinking: str) -> str:
-    """The fake's signature of a thinking text (base64, as Anthropic's are)."""
-    return base64.b64encode(hashlib.sha256(thinking.encode()).digest()).decode()
+def sign(thinking: str, model: str = "claude-x") -> str:
+    """The fake's signature of a thinking text by a model (base64, as Anthropic's are;
+    another model's, as Anthropic's, does not pass)."""
+    named = f"{model.partition('?')[0]}\n{thinking}"
+    return base64.b64encode(hashlib.sha256(named.encode()).digest()).decode()
 
 
 def _thinks(body: dict[str, Any], faults: dict[str, str]) -> bool:
@@ -111,7 +114,8 @@ def reply_blocks(body: dict[str, Any], faults: dict[str, str]) -> list[dict[str,
     text = _last_user_text(body)
     blocks: list[dict[str, Any]] = []
     if _thinks(body, faults):
-        blocks.append({"type": "thinking", "thinking": THOUGHT, "signature": sign(THOUGHT)})
+        signature = sign(THOUGHT, str(body.get("model", "")))
+        blocks.append({"type": "thinking", "thinking": THOUGHT, "signature": signature})
     if "redacted" in faults:
         blocks.append({"type": "redacted_thinking", "data": REDACTED})
     blocks.append({"type": "text", "text": f"echo: {text}"})
@@ -226,9 +230,8 @@ def thinking_refusal(body: dict[str, Any]) -> str | None:
     for i, message in enumerate(messages):
         content = message.get("content")
         for j, block in enumerate(content if isinstance(content, list) else ()):
-            if block.get("type") == "thinking" and block.get("signature") != sign(
-                block.get("thinking", "")
-            ):
+            signature = sign(block.get("thinking", ""), str(body.get("model", "")))
+            if block.get("type") == "thinking" and block.get("signature") != signature:
                 return f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
             if block.get("type") == "redacted_thinking" and block.get("data") != REDACTED:
                 return f"messages.{i}.content.{j}: Invalid `data` in `redacted_thinking` block"

@@ -20,6 +20,7 @@ __all__ = [
     "to_messages_request",
     "tool_call",
     "usage_of",
+    "without_thinking_blocks",
 ]
 
 # Anthropic requires max_tokens; OpenAI clients rarely send it.
@@ -79,7 +80,56 @@ def to_messages_request(provider: str, model: str, body: dict[str, Any]) -> dict
     for key in _PASSTHROUGH:
         if body.get(key) is not None:
             payload[key] = body[key]
+    if not _thinks(payload):
+        _unthought_prefill(messages)
     return payload
+
+
+_THOUGHT = ("thinking", "redacted_thinking")
+
+
+def _thinks(payload: dict[str, Any]) -> bool:
+    thinking = payload.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+
+def _unthought_prefill(turns: list[Message]) -> None:
+    """Without thinking, Anthropic refuses thinking blocks in a final assistant turn (a
+    prefill): they are left out there, and a turn left with nothing is dropped."""
+    if turns[-1]["role"] != "assistant":
+        return
+    turns[-1]["content"] = [b for b in turns[-1]["content"] if b.get("type") not in _THOUGHT]
+    if not turns[-1]["content"]:
+        turns.pop()
+
+
+def without_thinking_blocks(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """`payload` with every thinking block left out, and thinking too when a tool loop's
+    last assistant turn then lacks the blocks Anthropic requires; None when it has none
+    (or an assistant turn holds nothing else). For a request whose blocks Anthropic
+    refused: signed by another model (the router chose another one this turn), or
+    altered by the client."""
+    turns: list[Message] = []
+    removed = False
+    for turn in payload["messages"]:
+        kept = [b for b in turn["content"] if b.get("type") not in _THOUGHT]
+        if len(kept) < len(turn["content"]):
+            if not kept:
+                return None
+            removed = True
+            turn = {**turn, "content": kept}
+        turns.append(turn)
+    if not removed:
+        return None
+    out = {**payload, "messages": turns}
+    if _thinks(out) and _in_tool_loop(turns):
+        del out["thinking"]
+    return out
+
+
+def _in_tool_loop(turns: list[Message]) -> bool:
+    last = turns[-1]
+    return last["role"] == "user" and any(b.get("type") == "tool_result" for b in last["content"])
 
 
 def _refuse_unsupported(provider: str, body: dict[str, Any]) -> None:

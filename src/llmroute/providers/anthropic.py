@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from llmroute.dispatch.usage import usage_wanted
-from llmroute.errors import ProviderError, RateLimited
+from llmroute.errors import ProviderError, RateLimited, UpstreamRejected
 from llmroute.providers._anthropic_convert import (
     finish_reason,
     to_chat_completion,
     to_messages_request,
     tool_call,
     usage_of,
+    without_thinking_blocks,
 )
 from llmroute.providers._transport import HttpTransport
 from llmroute.providers.base import Timeouts, model_ids
@@ -70,7 +71,13 @@ class AnthropicProvider:
         raised, as a body that is not JSON is: converted, it would be served (and
         charged) as an empty answer."""
         payload = to_messages_request(self.name, model, body)
-        data = await self._http.post_json(_MESSAGES, payload, timeouts)
+        try:
+            data = await self._http.post_json(_MESSAGES, payload, timeouts)
+        except UpstreamRejected as exc:
+            plain = _unthought(payload, exc)
+            if plain is None:
+                raise
+            data = await self._http.post_json(_MESSAGES, plain, timeouts)
         if not isinstance(data.get("content"), list):
             raise ProviderError(self.name, "upstream answered without a content list")
         return to_chat_completion(data)
@@ -84,15 +91,40 @@ class AnthropicProvider:
     ) -> AsyncIterator[bytes]:
         payload = {**to_messages_request(self.name, model, body), "stream": True}
         translator = StreamTranslator(self.name, include_usage=usage_wanted(body))
+        try:
+            async for chunk in self._events(payload, translator, timeouts):
+                yield chunk
+        except UpstreamRejected as exc:  # refused before its first event: nothing went out
+            plain = _unthought(payload, exc)
+            if plain is None:
+                raise
+            async for chunk in self._events(plain, translator, timeouts):
+                yield chunk
+        if not translator.done:
+            raise ProviderError(self.name, "upstream stream ended before message_stop")
+
+    async def _events(
+        self, payload: dict[str, Any], translator: StreamTranslator, timeouts: Timeouts
+    ) -> AsyncIterator[bytes]:
         async with self._http.events(_MESSAGES, payload, timeouts) as events:
             async for event in events:
                 for chunk in translator.feed(event):
                     yield chunk
-        if not translator.done:
-            raise ProviderError(self.name, "upstream stream ended before message_stop")
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _unthought(payload: dict[str, Any], refused: UpstreamRejected) -> dict[str, Any] | None:
+    """The request to send once more when Anthropic refused its thinking blocks (a
+    signature another model made, when routing moved the conversation; a block a client
+    altered): without them, and without thinking where a tool loop then needs them; the
+    turn answers, without thinking, rather than every later turn of the conversation
+    failing alike. None for any other refusal."""
+    message = refused.message
+    if refused.status != 400 or not ("signature" in message or "redacted_thinking" in message):
+        return None
+    return without_thinking_blocks(payload)
 
 
 def _parse_event(event: bytes) -> dict[str, Any] | None:
