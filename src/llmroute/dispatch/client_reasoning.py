@@ -21,8 +21,8 @@ request is sent with that model's own parameter instead, holding the same intent
   ``enable_thinking: false`` or the lowest effort every OpenAI reasoning model accepts
   (``low``);
 - Anthropic-style thinking that Anthropic would refuse (a forced tool choice, or the
-  turn after a tool result, whose thinking blocks the chat format cannot carry back) is
-  left out rather than sent to a certain 400.
+  turn after a tool result whose assistant turn does not carry its ``thinking_blocks``
+  back) is left out rather than sent to a certain 400.
 
 A model declared ``reasoning: false`` does not think: every spelling is removed (the
 client asked of the route, not of this model, and such models refuse the parameters).
