@@ -162,15 +162,22 @@ def without_thinking(body: dict[str, Any]) -> dict[str, Any]:
     ``reasoning_content`` (DeepSeek answers 400 to its own reasoning sent back); `body`
     itself when no message has them. Never mutates `body`."""
     messages = body.get("messages")
-    if not isinstance(messages, list) or not any(
-        isinstance(m, dict) and any(key in m for key in _THINKING) for m in messages
-    ):
+    if not isinstance(messages, list) or not _thought(messages):
         return body
     plain = [
         {k: v for k, v in m.items() if k not in _THINKING} if isinstance(m, dict) else m
         for m in messages
     ]
     return {**body, "messages": plain}
+
+
+def _thought(messages: list[Any]) -> bool:
+    for message in messages:  # a loop: the common case (none has them) costs the least
+        if isinstance(message, dict) and (
+            "thinking_blocks" in message or "reasoning_content" in message
+        ):
+            return True
+    return False
 
 
 def _lacks(choices: Any, part: str, kind: type) -> bool:

@@ -543,7 +543,7 @@ class StreamTranslator(ChunkTranslator):
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             for block in delta.get("thinking_blocks") or ():
-                yield from self._thinking(block)
+                yield from self._thinking_piece(block)
             for key in ("content", "refusal"):
                 text = delta.get(key)
                 if isinstance(text, str) and text:
@@ -562,7 +562,7 @@ class StreamTranslator(ChunkTranslator):
         delta_text = {"type": "text_delta", "text": text}
         yield _event("content_block_delta", {"index": self._index, "delta": delta_text})
 
-    def _thinking(self, block: dict[str, Any]) -> Iterator[bytes]:
+    def _thinking_piece(self, block: dict[str, Any]) -> Iterator[bytes]:
         """A piece of a thinking block, as LiteLLM streams them (the text, then the
         signature, which ends the block); a redacted block comes whole."""
         if block.get("type") == "redacted_thinking":
