@@ -37,3 +37,20 @@ def test_fit_matches_gradient_optimum() -> None:
     n = len(y)
     grad_w = x.T.astype(np.float64) @ (p - onehot) / n + model.weights / (c * n)
     assert np.abs(grad_w).max() < 1e-4
+
+
+def test_weighted_fit_matches_weighted_gradient_optimum() -> None:
+    """With sample weights the optimum is that of the weighted mean loss (the class of
+    each row is read by index, not through a one-hot matrix)."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(80, 6)).astype(np.float32)
+    y = rng.integers(0, 4, 80)
+    weight = rng.uniform(0.2, 3.0, 80)
+    c = 1.0
+    model = fit_softmax(x, y, 4, c=c, tol=1e-12, max_iter=2000, sample_weight=weight)
+    p = model.probabilities(x).astype(np.float64)
+    share = (weight / weight.sum())[:, None]
+    diff = (p - np.eye(4)[y]) * share
+    grad_w = x.T.astype(np.float64) @ diff + model.weights / (c * len(y))
+    assert np.abs(grad_w).max() < 1e-4
+    assert np.abs(diff.sum(axis=0)).max() < 1e-4
