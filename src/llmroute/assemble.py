@@ -182,22 +182,61 @@ def _linear_head(
     n_classes: int,
     directory: Path,
 ) -> LinearHead:
-    """Train the softmax head, or load it when the same examples were trained before."""
+    """Train the softmax head, or load it when the same examples were trained before.
+
+    With hundreds of routes training takes tens of seconds of every core, and the
+    workers of `serve --workers` reload at once: a lock file per head makes one of them
+    train while the others wait and then read its result, instead of each training the
+    same head side by side."""
     key_material = json.dumps([_HEAD_FORMAT, identity, n_classes, texts, labels.tolist()])
     key = hashlib.sha256(key_material.encode()).hexdigest()[:32]
     path = directory / f"linear-{key}.npz"
-    if path.exists():
+    cached = _cached_head(path)
+    if cached is not None:
+        return cached
+    with _training_lock(directory / f"linear-{key}.lock"):
+        cached = _cached_head(path)  # trained by whoever held the lock before us
+        if cached is not None:
+            return cached
+        head = LinearHead.train(vectors, labels, n_classes)
         try:
-            with np.load(path) as data:
-                return LinearHead(SoftmaxModel(data["weights"], data["bias"]))
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("ignoring unreadable cached intent head %s: %s", path, exc)
-    head = LinearHead.train(vectors, labels, n_classes)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz", delete=False) as tmp:
-            np.savez(tmp, weights=head.model.weights, bias=head.model.bias)
-        os.replace(tmp.name, path)
-    except OSError as exc:  # a read-only cache only costs the retraining next time
-        log.warning("could not cache the intent head in %s: %s", directory, exc)
+            with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz", delete=False) as tmp:
+                np.savez(tmp, weights=head.model.weights, bias=head.model.bias)
+            os.replace(tmp.name, path)
+        except OSError as exc:  # a read-only cache only costs the retraining next time
+            log.warning("could not cache the intent head in %s: %s", directory, exc)
     return head
+
+
+def _cached_head(path: Path) -> LinearHead | None:
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as data:
+            return LinearHead(SoftmaxModel(data["weights"], data["bias"]))
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("ignoring unreadable cached intent head %s: %s", path, exc)
+        return None
+
+
+@contextmanager
+def _training_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on `path` (blocking) where the platform has one and the
+    cache directory is writable; otherwise no lock (training twice is only slower)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a")
+    except OSError:  # a read-only cache dir
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
