@@ -62,7 +62,8 @@ class _Builder:
         self.value_lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.ScalarNode):
             value = self._scalars.construct_object(node, deep=True)
-            if node.style is None and value is not None and not isinstance(value, str):
+            plain = not node.style  # None from PyYAML's parser, "" from libyaml's
+            if plain and value is not None and not isinstance(value, str):
                 self.written[path] = node.value
             return value
         if node.tag not in _COLLECTION_TAGS:
