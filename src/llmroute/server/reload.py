@@ -426,7 +426,7 @@ class Reloader:
         assert built is not None
         self._state.gateway = await open_gateway(built, self._max_body_bytes, self._state)
         log.info("serving %s", headline(built[0].loaded))
-        warn_registry(built[0].loaded.registry, self._workers)
+        await anyio.to_thread.run_sync(warn_registry, built[0].loaded.registry, self._workers)
 
     def kick(self) -> None:
         """Reload now (the SIGHUP handler), whether or not the file looks changed."""
@@ -500,9 +500,11 @@ class Reloader:
         runs = getattr(self._state, "batch_runs", None)
         if isinstance(runs, BatchRuns):
             follow_reload(runs, old, new)
-        warn_registry(new.router.loaded.registry, self._workers)
         self._retiring.append(old)
         tasks.start_soon(self._retire, old)
+        # in a thread: the lint reads every example (60-400 ms at 300 routes / 15k examples),
+        # which on the event loop stalled every request the new registry had just taken
+        await anyio.to_thread.run_sync(warn_registry, new.router.loaded.registry, self._workers)
 
     async def _swap_telemetry(self, settings: TelemetrySettings) -> Telemetry | None:
         """Open the decision log the reloaded registry asks for and make it current; the
