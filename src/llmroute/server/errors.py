@@ -34,6 +34,7 @@ __all__ = [
     "handle_gateway_error",
     "handle_http",
     "handle_llmroute_error",
+    "in_api_shape",
 ]
 
 log = logging.getLogger("llmroute.server")
@@ -78,27 +79,34 @@ class GatewayError(Exception):
         return JSONResponse({"error": error}, status_code=self.status, headers=self.headers)
 
 
+def in_api_shape(request: Request, error: GatewayError) -> Response:
+    """`error` in the shape the request's API has: Anthropic's (``{"type": "error",
+    "error": {"type", "message"}}``) under ``/v1/messages``, whose clients read no other
+    (a wrong method, an unknown path beneath it, a last-resort 500), OpenAI's elsewhere."""
+    if str(request.scope.get("path", "")).startswith("/v1/messages"):
+        from llmroute.server.messages_convert import error_response  # it imports this module
+
+        return error_response(error)
+    return error.response()
+
+
 async def handle_gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return counted(request, exc.response())
+    return counted(request, in_api_shape(request, exc))
 
 
 async def handle_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     error = GatewayError(exc.status_code, exc.detail, headers=exc.headers)
-    return counted(request, error.response())
+    return counted(request, in_api_shape(request, error))
 
 
 async def handle_any(request: Request, exc: Exception) -> Response:
-    """Last resort: a generic 500 (Anthropic's shape on ``/v1/messages``, as that front's
-    other errors); the traceback goes to the log, never to the client."""
+    """Last resort: a generic 500 (`in_api_shape`); the traceback goes to the log, never
+    to the client."""
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     error = GatewayError(500, "internal server error", code="internal_error")
-    if request.url.path.startswith("/v1/messages"):
-        from llmroute.server.messages_convert import error_response  # it imports this module
-
-        return counted(request, error_response(error))
-    return counted(request, error.response())
+    return counted(request, in_api_shape(request, error))
 
 
 class AnswerUnhandled:
@@ -228,4 +236,4 @@ def store_unavailable(what: str, exc: Exception) -> GatewayError:
 
 async def handle_llmroute_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LlmrouteError)
-    return counted(request, gateway_error(exc).response())
+    return counted(request, in_api_shape(request, gateway_error(exc)))

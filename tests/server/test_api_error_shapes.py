@@ -1,0 +1,55 @@
+"""What the router itself answers (a method an endpoint does not take, a path it does
+not serve) comes in the error shape of the API the client speaks: Anthropic's under
+``/v1/messages``, whose clients (the `anthropic` SDK) read no other, OpenAI's elsewhere.
+A real gateway on 127.0.0.1 with an echo model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from gateway_proc import ECHO_ONLY, Served, serve_text
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serve_text(ECHO_ONLY, tmp_path_factory.mktemp("shapes")) as served:
+        yield served
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "kind"),
+    [
+        ("GET", "/v1/messages", 405, "invalid_request_error"),
+        ("DELETE", "/v1/messages", 405, "invalid_request_error"),
+        ("GET", "/v1/messages/count_tokens", 405, "invalid_request_error"),
+        ("POST", "/v1/messages/batches", 404, "not_found_error"),
+    ],
+)
+def test_the_messages_api_answers_a_wrong_method_or_path_in_its_own_shape(
+    gateway: Served, method: str, path: str, status: int, kind: str
+) -> None:
+    response = httpx.request(method, f"{gateway.url}{path}", timeout=10)
+    assert response.status_code == status
+    body = response.json()
+    assert body["type"] == "error" and body["error"]["type"] == kind, body
+    assert body["error"]["message"] and "param" not in body["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/v1/chat/completions", 405), ("POST", "/v1/nothing", 404)],
+)
+def test_elsewhere_they_come_in_openais_shape(
+    gateway: Served, method: str, path: str, status: int
+) -> None:
+    response = httpx.request(method, f"{gateway.url}{path}", timeout=10)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error.keys() == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error"
+
+
+def test_the_log_holds_no_traceback(gateway: Served) -> None:
+    assert "Traceback" not in gateway.log_text()
