@@ -200,3 +200,22 @@ def test_without_log_requests_no_request_line_is_written(
         _requests(served.url)
         wait_for("the access lines", lambda: "/v1/chat/completions" in served.log_text(), 10)
     assert "llmroute.requests" not in served.log.read_text()
+
+
+def test_a_malformed_upload_writes_no_bare_line(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """python-multipart warns of each malformed upload before it raises (the client's
+    400); those warnings went to Python's last-resort handler, bare text among the JSON
+    lines, so any client could write them. Other libraries' warnings come formatted."""
+    text = REGISTRY % {"url": upstream.url, "key_env": KEY_ENV, "fail": FAIL_500}
+    broken = b'--b\r\ncontent-disposition: form-data; name="file"\r\n\r\nx\r\n--b--\r\n'
+    with serve_text(text + "batches: {}\n", tmp_path, ["--log-format", "json"]) as served:
+        upload = httpx.post(
+            f"{served.url}/v1/files",
+            content=broken,
+            headers={"content-type": "multipart/form-data; boundary=other"},
+            timeout=10,
+        )
+        assert upload.status_code == 400 and "multipart" in upload.json()["error"]["message"]
+        wait_for("the access line", lambda: "/v1/files" in served.log_text(), 10)
+    records = [json.loads(line) for line in _lines(served.log)]  # every line parses
+    assert not any("boundary" in r["message"] for r in records)

@@ -52,6 +52,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+def _severity(level: str) -> int:
+    return logging.getLevelNamesMapping()[level]
+
+
 def _iso(created: float) -> str:
     seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
     return f"{seconds}.{int(created % 1 * 1000):03d}Z"
@@ -87,6 +91,11 @@ def log_config(
         "level": "INFO" if requests else "WARNING",
         "propagate": False,
     }
+    # Other libraries' warnings went to Python's last-resort handler: bare lines among
+    # the JSON ones, whatever the level. python-multipart warns of each malformed upload
+    # it then raises on (the client's 400), so a client could write lines at will.
+    config["root"] = {"handlers": ["default"], "level": max(upper, "WARNING", key=_severity)}
+    loggers["python_multipart"] = {"level": "ERROR"}
     if fmt == "json":
         json_formatter = {"()": f"{__name__}.JsonFormatter"}
         config["formatters"] = {"default": json_formatter, "access": json_formatter}
