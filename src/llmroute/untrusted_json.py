@@ -14,15 +14,18 @@ them as `ValueError`s like any other text that is not usable JSON:
 
 With ``finite=True`` (a client's request body) a third: ``NaN``, ``Infinity`` and
 ``-Infinity``, which are not JSON, and numbers that overflow a double (``1e400``, parsed
-as infinity), raised as `NotFinite`. Sent on, they make an upstream request that is not
-JSON (or a 500 when the gateway writes them back). The check rides the parser's hooks:
-free for the literals, about 50 ns a float for the overflow (a chat body has a few).
+as infinity, or an integer of 309 digits, which Python keeps exact), raised as
+`NotFinite`. Sent on, they make an upstream request that is not JSON (or a 500 when the
+gateway writes them back); such an integer is a 500 wherever it meets a float (a
+temperature passed on to Anthropic, a hard budget's worst case). The check rides the
+parser's hooks: free for the literals, about 50 ns a number (a chat body has a few).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from math import isinf
 from typing import Any
 
@@ -63,8 +66,21 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_DOUBLE_MAX = int(sys.float_info.max)
+_DOUBLE_DIGITS = len(str(_DOUBLE_MAX))  # 309: a shorter integer always fits
+
+
+def _finite_int(text: str) -> int:
+    value = int(text)
+    if len(text) >= _DOUBLE_DIGITS and abs(value) > _DOUBLE_MAX:
+        raise NotFinite(f"{text[:40]}… ({len(text)} digits) is too large for a number")
+    return value
+
+
 # built once: `json.loads` with hooks builds a decoder (and its scanner) on every call
-_FINITE = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+_FINITE = json.JSONDecoder(
+    parse_constant=_no_constant, parse_float=_finite_float, parse_int=_finite_int
+)
 
 
 # Where a surrogate can come from: a \uD800-\uDFFF escape, or its three bytes (json

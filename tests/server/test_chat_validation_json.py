@@ -1,5 +1,5 @@
 """`llmroute.untrusted_json.loads(..., finite=True)`, the parse a request body gets:
-NaN, Infinity and numbers past a double refused as `NotFinite` (a `ValueError`), every
+NaN, Infinity and numbers past a double (floats or integers) refused as `NotFinite` (a `ValueError`), every
 other value read as `json.loads` reads it, from bytes or text. Without `finite` (an
 upstream's answer) nothing changes."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 
@@ -22,6 +23,10 @@ from llmroute.untrusted_json import NotFinite, loads
         '{"t": 1e400}',
         "[-1E+309]",
         "[" + "9" * 400 + ".0]",
+        # an integer past a double: Python keeps it exact, but the first float it meets
+        # (a temperature sent on to Anthropic, a hard budget's worst case) overflows
+        "[" + "9" * 400 + "]",
+        '{"n": -1' + "0" * 320 + "}",
     ],
 )
 def test_numbers_json_cannot_write_are_refused(text: str) -> None:
@@ -35,7 +40,7 @@ def test_numbers_json_cannot_write_are_refused(text: str) -> None:
     "text",
     [
         '{"a": 1e308, "b": -1e-400, "c": 0.5, "d": 10, "e": "NaN 1e400"}',
-        "[" + "9" * 400 + "]",  # an int: no overflow
+        "[" + "9" * 308 + ", " + str(int(sys.float_info.max)) + "]",  # ints a double holds
     ],
 )
 def test_everything_else_reads_as_json_loads_reads_it(text: str) -> None:
