@@ -1,7 +1,7 @@
 """`llmroute.untrusted_json.loads(..., finite=True)`, the parse a request body gets:
-NaN, Infinity and numbers past a double (floats or integers) refused as `NotFinite` (a `ValueError`), every
-other value read as `json.loads` reads it, from bytes or text. Without `finite` (an
-upstream's answer) nothing changes."""
+NaN, Infinity and numbers past a double (floats or integers) refused as `NotFinite` (a
+`ValueError`), every other value read as `json.loads` reads it, from bytes or text.
+Without `finite` (an upstream's answer) nothing changes."""
 
 from __future__ import annotations
 
