@@ -1,0 +1,1569 @@
+"""Fuzz every HTTP endpoint of a real `llmroute serve` for 500s, tracebacks, secrets and
+error bodies in the wrong shape.
+
+The gateway runs on 127.0.0.1 with client keys (`auth`), its responses, conversations,
+files, batches, cache and limits in Redis (``--redis``), its decision log in SQLite or
+PostgreSQL (``--log-url``), echo models, and models behind the loopback fake OpenAI and
+Anthropic upstreams (``tests/support``) that need a provider key, one of them with a hard
+budget; ``--cors-origin`` is on. For each endpoint it takes a few valid requests and
+sends, seeded and bounded (``--per-endpoint``), structure-aware mutations of them:
+
+- every JSON path of a valid body replaced by a value of another type (null, booleans,
+  huge and negative integers, floats, long strings, lone surrogates, NUL, nested
+  arrays and objects, an integer past a double), deleted, or beside an unknown field;
+- the whole body: duplicate keys, ``NaN`` / ``Infinity`` / ``1e400`` literals, deep
+  nesting, empty, not JSON, truncated, a BOM, gzip or deflate ``Content-Encoding``,
+  a wrong ``Content-Type``, multipart where JSON is expected and JSON where multipart is;
+- ``stream: true`` on the bodies of the endpoints that stream;
+- query strings (``limit=-1``, ``limit=abc``, ``after=`` odd ids), path ids with odd
+  characters and percent-encodings, methods the endpoint does not take, huge or odd
+  headers (tags, session, cache-control, CORS preflights), missing, wrong and repeated
+  keys, a ``Content-Length`` that lies; uploads with other fields, file names, purposes
+  and broken multipart envelopes.
+
+Every answer is checked: no 5xx (but a 503 ``store_unavailable``: the models do not
+fail), an error body in the API's own shape (OpenAI's ``{"error":
+{"message", "type", "param", "code"}}``, Anthropic's ``{"type": "error", "error":
+{"type", "message"}}`` on ``/v1/messages``), no traceback or Python repr in it, no secret
+(client key, provider key) in it; a stream that fails before it starts is an error JSON,
+not an event stream, and one that starts holds no error event and ends as its API ends
+one (a background stream is exempt: its errors are kept as a failed response).
+uvicorn's own ``400 Invalid HTTP request received.`` (a request its parser refused
+before the gateway saw it) and a refused CORS preflight's plain text (read by the
+browser, never by a script) are not counted. After the run, the gateway's log must hold
+no traceback and no secret. It also prints, per kind of fault, the statuses different
+endpoints answered, to spot inconsistencies (400 here, 422 there).
+
+    .venv/bin/python benchmarks/fuzz_gateway.py [--per-endpoint 1500] [--rounds 2]
+        [--batch-files 12] [--seed 1] [--redis redis://127.0.0.1:6379/15]
+        [--log-url sqlite|postgresql://...] [--port 0] [--only /v1/messages]
+        [--keep-log serve.log] [--json]
+
+A second round (``--rounds``) meets what the first left: odd items in the conversation
+and odd responses kept, which later turns read back. ``--batch-files`` batches of 40
+lines, about one in seven mutated, are run to their end and their output and error files
+checked the same way. ``--port`` pins the gateway's port (the fake upstreams take the
+next two). After the run it prints the error bodies grouped by endpoint, fault, status,
+type, code and ``param``, and the values of another type each endpoint took at each
+JSON path (answered 200): where checking is left to the upstream.
+
+Everything runs on 127.0.0.1 and every loop is bounded; the exit status is 1 when an
+answer broke a rule (each is printed with the request that got it, to reproduce).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import copy
+import gzip
+import json
+import os
+import posixpath
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "support"))
+
+import fake_upstream as fake_upstream_module  # noqa: E402
+from fake_anthropic import fake_anthropic  # noqa: E402
+from fake_upstream import fake_upstream  # noqa: E402
+
+CLIENT_KEY = "sk-fuzz-client-" + "k3y" * 8
+PLAIN_KEY = "sk-fuzz-plain-" + "pl4in" * 5
+PROVIDER_KEY = "sk-upstream-secret-" + "pr0v" * 6
+SECRETS = (CLIENT_KEY, PLAIN_KEY, PROVIDER_KEY)
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  echo: {kind: echo}
+  fake: {kind: openai, base_url: "%(upstream)s", api_key_env: FUZZ_PROVIDER_KEY, timeout_s: 5}
+  claude: {kind: anthropic, base_url: "%(anthropic)s", api_key_env: FUZZ_PROVIDER_KEY, timeout_s: 5}
+models:
+  small:
+    provider: echo
+    model: echo-small
+    price: {input: 0.1, output: 0.1}
+    budget: &hard {usd: 99999, hard: true}
+  large: {provider: echo, model: echo-large, price: {input: 2, output: 8}}
+  remote: {provider: fake, model: up-small, price: {input: 1, output: 1}}
+  sonnet:
+    {provider: claude, model: claude-x, price: {input: 3, output: 15}, reasoning: {effort: low}}
+  capped: {provider: claude, model: claude-y, price: {input: 3, output: 15}, budget: *hard}
+  embed: {provider: echo, model: echo-embed, kind: embedding, price: {input: 0.02}}
+  rerank: {provider: echo, model: echo-rerank, kind: rerank, price: {input: 0.02}}
+  coder:
+    provider: echo
+    model: echo-coder
+    text_completions: true
+    fim_template: "<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"
+routes:
+  - name: code
+    examples: ["write a Python function that merges two sorted lists", "debug this SQL query"]
+    target: large
+    policy: {fallback: [small]}
+  - name: chitchat
+    examples: ["hi there", "how are you?", "tell me a joke"]
+    target: small
+default: {target: small}
+aliases: {"gpt-*": auto}
+safety: {}
+cache: {url: "%(redis)s", namespace: "%(ns)s"}
+stored_responses: {url: "%(redis)s", namespace: "%(ns)s"}
+batches: {url: "%(redis)s", namespace: "%(ns)s"}
+dispatch:
+  retries: {attempts: 0}
+  limits: {url: "%(redis)s", namespace: "%(ns)s"}
+telemetry: {url: "%(log_url)s", prompts: full, responses: full}
+auth:
+  keys:
+    - name: fuzz
+      key_env: FUZZ_CLIENT_KEY
+      admin: true
+      rpm: 10000000
+      tpm: 1000000000
+      budget: {usd: 1000000, period: day}
+    - name: plain
+      key_env: FUZZ_PLAIN_KEY
+      models: [auto, small, embed, rerank, coder]
+      pool: [small, large, embed, rerank, coder]
+      tpm: 100000000
+      budget: {usd: 100000, period: day, hard: true}
+"""
+
+# values of another type, for every JSON path
+_MUTANTS: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**64,
+    -(2**63) - 1,
+    10**20,
+    10**320,  # an integer past a double: JSON takes it, float() does not
+    -(10**320),
+    0.5,
+    -1e308,
+    1e-320,
+    "",
+    "x" * 20_000,
+    "\u0000",
+    "ü€😀",
+    "auto",
+    [],
+    [None],
+    [[[]]],
+    {},
+    {"type": None},
+    {"": {"": []}},
+    ["x", 1, None, {}],
+]
+# raw JSON fragments no Python value writes: spliced in as text
+_RAW_MUTANTS = [
+    b"NaN",
+    b"Infinity",
+    b"-Infinity",
+    b"1e400",
+    b'"\\ud800"',
+    b'"a\\udfffb"',
+    b"1" * 5000,
+]
+
+
+@dataclass
+class Seed:
+    """A valid request: method, path (``{id}`` filled in later), and a JSON body, a
+    multipart upload, or nothing."""
+
+    method: str
+    path: str
+    body: Any = None
+    multipart: dict[str, tuple[str, bytes]] | None = None
+    form: dict[str, str] | None = None
+    query: dict[str, str] = field(default_factory=dict)
+    streams: bool = False
+
+
+def _chat_messages() -> list[dict[str, Any]]:
+    return [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "write a Python function"}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "done"},
+        {"role": "user", "content": "hi there"},
+    ]
+
+
+_TOOL = {
+    "type": "function",
+    "function": {"name": "f", "description": "d", "parameters": {"type": "object"}},
+}
+
+
+def seeds(ids: dict[str, str]) -> dict[str, list[Seed]]:
+    """The valid requests per endpoint, by a short name."""
+    chat = {
+        "model": "auto",
+        "messages": _chat_messages(),
+        "max_tokens": 20,
+        "temperature": 0.5,
+        "top_p": 1,
+        "stop": ["zz"],
+        "tools": [_TOOL],
+        "tool_choice": "auto",
+        "stream_options": {"include_usage": True},
+        "metadata": {"a": "b"},
+        "user": "u1",
+        "n": 1,
+        "seed": 3,
+        "response_format": {"type": "text"},
+        "logprobs": False,
+    }
+    anthropic = {
+        "model": "auto",
+        "max_tokens": 50,
+        "system": [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "hi there"}]},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "calling"},
+                    {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}],
+            },
+        ],
+        "tools": [{"name": "f", "description": "d", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "auto"},
+        "stop_sequences": ["zz"],
+        "temperature": 0.2,
+        "metadata": {"user_id": "u"},
+    }
+    thinking = {
+        "model": "large",
+        "max_tokens": 2000,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    responses = {
+        "model": "auto",
+        "instructions": "be brief",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+        ],
+        "max_output_tokens": 50,
+        "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+        "text": {"format": {"type": "text"}},
+        "reasoning": {"effort": "low"},
+        "metadata": {"a": "b"},
+        "store": True,
+        "include": [],
+        "truncation": "auto",
+    }
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+    batch_line = {
+        "custom_id": "1",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+    }
+    listing = {"limit": "2", "order": "desc", "after": ids["conversation_item"]}
+    return {
+        "chat": [
+            Seed("POST", "/v1/chat/completions", chat, streams=True),
+            Seed(
+                "POST",
+                "/v1/chat/completions",
+                {"model": "remote", "messages": [{"role": "user", "content": "hi"}]},
+                streams=True,
+            ),
+        ],
+        "chat_upstreams": [
+            Seed("POST", "/v1/chat/completions", {**chat, "model": "sonnet"}, streams=True),
+            Seed("POST", "/v1/chat/completions", {**chat, "model": "remote"}, streams=True),
+            Seed("POST", "/v1/chat/completions", {**chat, "model": "capped"}, streams=True),
+        ],
+        "messages_upstreams": [
+            Seed("POST", "/v1/messages", {**anthropic, "model": "sonnet"}, streams=True),
+            Seed("POST", "/v1/messages", {**thinking, "model": "sonnet"}, streams=True),
+            Seed("POST", "/v1/messages", {**anthropic, "model": "remote"}, streams=True),
+        ],
+        "responses_upstreams": [
+            Seed("POST", "/v1/responses", {**responses, "model": "sonnet"}, streams=True),
+            Seed("POST", "/v1/responses", {**responses, "model": "remote"}, streams=True),
+        ],
+        "route": [Seed("POST", "/v1/route", {"model": "auto", "messages": _chat_messages()})],
+        "completions": [
+            Seed(
+                "POST",
+                "/v1/completions",
+                {
+                    "model": "coder",
+                    "prompt": "def f(",
+                    "suffix": "return 1",
+                    "max_tokens": 10,
+                    "logprobs": 1,
+                    "echo": False,
+                    "stop": ["\n\n"],
+                },
+                streams=True,
+            ),
+            Seed("POST", "/v1/completions", {"model": "auto", "prompt": ["a", "b"], "n": 1}),
+        ],
+        "messages": [
+            Seed("POST", "/v1/messages", anthropic, streams=True),
+            Seed("POST", "/v1/messages", thinking, streams=True),
+        ],
+        "count_tokens": [Seed("POST", "/v1/messages/count_tokens", anthropic)],
+        "responses": [
+            Seed("POST", "/v1/responses", responses, streams=True),
+            Seed(
+                "POST",
+                "/v1/responses",
+                {"model": "auto", "input": "hi", "previous_response_id": ids["response"]},
+                streams=True,
+            ),
+            Seed(
+                "POST",
+                "/v1/responses",
+                {"model": "auto", "input": "hi", "conversation": ids["conversation"]},
+                streams=True,
+            ),
+            Seed(
+                "POST",
+                "/v1/responses",
+                {"model": "auto", "input": "hi", "background": True, "store": True},
+                streams=True,
+            ),
+        ],
+        "input_tokens": [Seed("POST", "/v1/responses/input_tokens", responses)],
+        "stored_response": [
+            Seed("GET", "/v1/responses/{response}", query={"include[]": "x", "stream": "false"}),
+            Seed(
+                "GET", "/v1/responses/{background}", query={"stream": "true", "starting_after": "1"}
+            ),
+            Seed(
+                "GET", "/v1/responses/{response}/input_items", query={"limit": "2", "order": "asc"}
+            ),
+            Seed("DELETE", "/v1/responses/{doomed}"),
+            Seed("POST", "/v1/responses/{background}/cancel"),
+        ],
+        "conversations": [
+            Seed("POST", "/v1/conversations", {"metadata": {"a": "b"}, "items": [item]}),
+            Seed("GET", "/v1/conversations/{conversation}"),
+            Seed("POST", "/v1/conversations/{conversation}", {"metadata": {"x": "y"}}),
+            Seed("DELETE", "/v1/conversations/{doomed_conversation}"),
+            Seed("POST", "/v1/conversations/{conversation}/items", {"items": [item]}),
+            Seed("GET", "/v1/conversations/{conversation}/items", query=listing),
+            Seed("GET", "/v1/conversations/{conversation}/items/{conversation_item}"),
+            Seed("DELETE", "/v1/conversations/{conversation}/items/{doomed_item}"),
+        ],
+        "embeddings": [
+            Seed(
+                "POST",
+                "/v1/embeddings",
+                {
+                    "model": "embed",
+                    "input": ["a", "b"],
+                    "dimensions": 8,
+                    "encoding_format": "float",
+                },
+            ),
+            Seed("POST", "/v1/embeddings", {"model": "embed", "input": [[1, 2, 3]], "user": "u"}),
+            Seed(
+                "POST",
+                "/v1/embeddings",
+                {"model": "embed", "input": "x", "encoding_format": "base64"},
+            ),
+        ],
+        "rerank": [
+            Seed(
+                "POST",
+                "/v1/rerank",
+                {
+                    "model": "rerank",
+                    "query": "q a",
+                    "documents": ["a", "b", {"text": "c"}],
+                    "top_n": 2,
+                    "return_documents": True,
+                },
+            ),
+            Seed("POST", "/v2/rerank", {"model": "rerank", "query": "q", "documents": ["a"]}),
+        ],
+        "files": [
+            Seed(
+                "POST",
+                "/v1/files",
+                multipart={"file": ("b.jsonl", (json.dumps(batch_line) + "\n").encode())},
+                form={"purpose": "batch"},
+            ),
+            Seed("GET", "/v1/files", query={"limit": "2", "purpose": "batch", "order": "asc"}),
+            Seed("GET", "/v1/files/{file}"),
+            Seed("GET", "/v1/files/{file}/content"),
+            Seed("DELETE", "/v1/files/{doomed_file}"),
+        ],
+        "batches": [
+            Seed(
+                "POST",
+                "/v1/batches",
+                {
+                    "input_file_id": ids["file"],
+                    "endpoint": "/v1/chat/completions",
+                    "completion_window": "24h",
+                    "metadata": {"a": "b"},
+                },
+            ),
+            Seed("GET", "/v1/batches", query={"limit": "2", "after": ids["batch"]}),
+            Seed("GET", "/v1/batches/{batch}"),
+            Seed("POST", "/v1/batches/{batch}/cancel"),
+        ],
+        "feedback": [
+            Seed(
+                "POST",
+                "/v1/feedback",
+                {"decision_id": ids["decision"], "score": 0.7, "thumbs": "up", "comment": "ok"},
+            )
+        ],
+        "read": [
+            Seed("GET", "/v1/models"),
+            Seed("GET", "/v1/models/{model}"),
+            Seed("GET", "/v1/key"),
+            Seed("GET", "/metrics"),
+            Seed("GET", "/dashboard"),
+            Seed("GET", "/dashboard/data", query={"since": "1h"}),
+            Seed("GET", "/dashboard/app.js"),
+            Seed("GET", "/health"),
+            Seed("GET", "/ready"),
+        ],
+    }
+
+
+# ---------------------------------------------------------------- mutations
+
+
+def paths_of(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every JSON path in `value` (object keys and array indices), outermost first."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield (*prefix, key)
+            yield from paths_of(inner, (*prefix, key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            yield (*prefix, index)
+            yield from paths_of(inner, (*prefix, index))
+
+
+def _shown_path(path: tuple[Any, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
+def _shown_value(value: Any) -> str:
+    if isinstance(value, str):
+        return f"str{len(value)}"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return type(value).__name__
+    return json.dumps(value)[:20]
+
+
+def _set(body: Any, path: tuple[Any, ...], value: Any) -> Any:
+    out = copy.deepcopy(body)
+    node = out
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value
+    return out
+
+
+def _delete(body: Any, path: tuple[Any, ...]) -> Any:
+    out = copy.deepcopy(body)
+    node = out
+    for step in path[:-1]:
+        node = node[step]
+    del node[path[-1]]
+    return out
+
+
+_MARK = "__fuzz_raw_mutant__"
+
+
+@dataclass
+class Sent:
+    """One request as sent, enough to reproduce it."""
+
+    kind: str  # the mutation's kind, for the consistency table
+    method: str
+    path: str
+    headers: dict[str, str]
+    content: bytes | None = None
+    multipart: dict[str, tuple[str, bytes]] | None = None
+    form: dict[str, str] | None = None
+    query: dict[str, str] | None = None
+    stream: bool = False
+    raw: bytes | None = None  # the whole request, sent as it is on a socket of its own
+    detail: str = ""  # what was mutated: a JSON path and the value put there
+
+    def repro(self) -> str:
+        shown = {
+            k: v for k, v in self.headers.items() if k.lower() not in ("authorization", "x-api-key")
+        }
+        if self.raw is not None:
+            return f"raw request {self.raw[:800]!r}"
+        parts = [f"{self.method} {self.path}"]
+        if self.query:
+            parts.append(f"query={self.query!r}")
+        if shown:
+            parts.append(f"headers={shown!r}")
+        if self.content is not None:
+            text = self.content[:600]
+            parts.append(f"body={text!r}{'…' if len(self.content) > 600 else ''}")
+        if self.multipart is not None:
+            parts.append(f"files={ {k: (n, d[:200]) for k, (n, d) in self.multipart.items()}!r}")
+            parts.append(f"form={self.form!r}")
+        return " ".join(parts)
+
+
+def _json_bytes(body: Any) -> bytes:
+    text = json.dumps(body, ensure_ascii=True)
+    for index, raw in enumerate(_RAW_MUTANTS):
+        text = text.replace(json.dumps(f"{_MARK}{index}"), raw.decode())
+    return text.encode()
+
+
+def _auth(path: str) -> dict[str, str]:
+    if path.startswith("/v1/messages") and random.random() < 0.5:
+        return {"x-api-key": CLIENT_KEY}
+    return {"authorization": f"Bearer {CLIENT_KEY}"}
+
+
+def mutations(seed: Seed, rng: random.Random, ids: dict[str, str]) -> Iterator[Sent]:
+    """Endless seeded mutations of `seed` (the caller bounds them)."""
+    path = seed.path.format(**ids)
+    base_headers = _auth(path)
+    json_paths = list(paths_of(seed.body)) if seed.body is not None else []
+
+    def sent(kind: str, body: Any = None, **extra: Any) -> Sent:
+        headers = {**base_headers, **extra.pop("headers", {})}
+        content = extra.pop("content", None)
+        if content is None and body is not None:
+            content = _json_bytes(body)
+            headers.setdefault("content-type", "application/json")
+        stream = isinstance(body, dict) and body.get("stream") is True
+        return Sent(
+            kind,
+            extra.pop("method", seed.method),
+            extra.pop("path", path),
+            headers,
+            content,
+            extra.pop("multipart", seed.multipart if content is None else None),
+            extra.pop("form", seed.form if content is None else None),
+            extra.pop("query", dict(seed.query)),
+            stream,
+        )
+
+    while True:
+        roll = rng.random()
+        body = seed.body
+        if seed.streams and isinstance(body, dict) and rng.random() < 0.4:
+            body = {**body, "stream": True}
+        if json_paths and roll < 0.45:
+            where = rng.choice(json_paths)
+            if rng.random() < 0.2:
+                mark = rng.randrange(len(_RAW_MUTANTS))
+                yield sent("type:raw", _set(body, where, f"{_MARK}{mark}"))
+            else:
+                value = rng.choice(_MUTANTS)
+                s = sent("type", _set(body, where, copy.deepcopy(value)))
+                s.detail = f"{_shown_path(where)}={_shown_value(value)}"
+                yield s
+        elif json_paths and roll < 0.55:
+            yield sent("missing", _delete(body, rng.choice(json_paths)))
+        elif isinstance(body, dict) and roll < 0.6:
+            yield sent("unknown_field", {**body, f"zz_{rng.randrange(99)}": rng.choice(_MUTANTS)})
+        elif seed.multipart is not None and roll < 0.8:
+            yield from _multipart(seed, rng, sent)
+        elif roll < 0.8:
+            yield from _body_level(seed, body, rng, sent)
+        elif roll < 0.9:
+            yield from _request_level(seed, path, rng, sent, ids)
+        else:
+            yield from _query_and_path(seed, path, rng, sent)
+
+
+def _body_level(
+    seed: Seed, body: Any, rng: random.Random, sent: Callable[..., Sent]
+) -> Iterator[Sent]:
+    valid = _json_bytes(body) if body is not None else b"{}"
+    if rng.random() < 0.5:
+        yield from _body_broken(valid, rng, sent)
+    else:
+        yield from _body_encoded(valid, rng, sent)
+
+
+def _body_broken(valid: bytes, rng: random.Random, sent: Callable[..., Sent]) -> Iterator[Sent]:
+    """The body itself broken: not JSON, not an object, cut, nested too deep."""
+    choice = rng.randrange(7)
+    if choice == 0:  # duplicate keys: the later wins in Python, anything is fine but a 500
+        yield sent(
+            "duplicate_keys",
+            content=b'{"model": 1, ' + valid[1:],
+            headers={"content-type": "application/json"},
+        )
+    elif choice == 1:
+        depth = rng.choice([101, 1000, 100_000])
+        yield sent("deep", content=b'{"x": ' + b"[" * depth + b"]" * depth + b"}")
+    elif choice == 2:
+        yield sent("empty", content=b"")
+    elif choice == 3:
+        yield sent(
+            "not_json",
+            content=rng.choice([b"{", b"hello", b"\xff\xfe\x00", b"{'a': 1}", b"[1,2", b"\x00"]),
+        )
+    elif choice == 4:
+        yield sent(
+            "not_object", content=rng.choice([b"null", b"[]", b"1", b'"x"', b"true", b"[{}]"])
+        )
+    elif choice == 5:
+        cut = rng.randrange(1, max(2, len(valid)))
+        yield sent("truncated", content=valid[:cut])
+    else:
+        extra = rng.choice([b" ", b"\n", b" x", b"}", b"{}", b"\x00"])
+        yield sent("trailing", content=valid + extra)
+
+
+def _body_encoded(valid: bytes, rng: random.Random, sent: Callable[..., Sent]) -> Iterator[Sent]:
+    """A valid body sent otherwise: compressed, another encoding or content type."""
+    choice = rng.randrange(7)
+    if choice == 6:
+        yield sent("bom", content=b"\xef\xbb\xbf" + valid)
+    elif choice == 0:
+        yield sent("gzip", content=gzip.compress(valid), headers={"content-encoding": "gzip"})
+    elif choice == 1:
+        yield sent("deflate", content=zlib.compress(valid), headers={"content-encoding": "deflate"})
+    elif choice == 2:
+        kind = rng.choice(
+            [
+                "text/plain",
+                "application/x-www-form-urlencoded",
+                "multipart/form-data",
+                "application/xml",
+                "",
+            ]
+        )
+        yield sent("content_type", content=valid, headers={"content-type": kind})
+    elif choice == 3:
+        yield sent(
+            "multipart_for_json",
+            content=None,
+            multipart={"file": ("a.json", valid)},
+            form={"purpose": "batch"},
+        )
+    elif choice == 4:
+        yield sent("utf16", content=valid.decode().encode("utf-16"))
+    else:
+        yield sent("latin1", content=valid.replace(b"hi", "h\xe9".encode("latin-1")))
+
+
+def _multipart(seed: Seed, rng: random.Random, sent: Callable[..., Sent]) -> Iterator[Sent]:
+    """Uploads gone wrong: other fields and names, odd purposes, several files, broken
+    envelopes (hand-written, so the boundary itself can be wrong)."""
+    assert seed.multipart is not None
+    ((field_name, (name, data)),) = seed.multipart.items()
+    choice = rng.randrange(8)
+    if choice == 0:
+        other = rng.choice(["", "files", "file[]", "FILE", "f\u00fcle"])
+        yield sent("multipart_field", multipart={other: (name, data)}, form=seed.form)
+    elif choice == 1:
+        odd = rng.choice(["", "x" * 5000, "../../etc/passwd", "a\u0000b", "\u00e9.jsonl", "a\r\nb"])
+        yield sent("multipart_filename", multipart={field_name: (odd, data)}, form=seed.form)
+    elif choice == 2:
+        purpose = rng.choice(
+            ["", "assistants", "batch_output", "x" * 3000, "\u00e9", "batch\u0000"]
+        )
+        yield sent("multipart_purpose", multipart=seed.multipart, form={"purpose": purpose})
+    elif choice == 3:
+        content = rng.choice(
+            [
+                b"",
+                b"\n",
+                b"{}",
+                b"[]\n",
+                b"\xff\xfe",
+                b"null\n",
+                data * 3,
+                data.replace(b"}\n", b"")[:-3],
+                b'{"custom_id": 1}\n',
+                data + b"NaN\n",
+                data[:-1] + b', "x": "\\ud800"}\n',
+                b"[" * 5000 + b"\n",
+            ]
+        )
+        yield sent("multipart_content", multipart={field_name: (name, content)}, form=seed.form)
+    elif choice == 4:
+        yield sent("multipart_no_purpose", multipart=seed.multipart, form={})
+    elif choice == 5:
+        yield sent(
+            "multipart_expires",
+            multipart=seed.multipart,
+            form={
+                **(seed.form or {}),
+                "expires_after[anchor]": rng.choice(["created_at", "x", ""]),
+                "expires_after[seconds]": rng.choice(["-1", "abc", "3600", "9" * 40, ""]),
+            },
+        )
+    else:
+        boundary = rng.choice([b"b", b"", b"x" * 200])
+        declared = rng.choice([boundary, b"other", b'"' + boundary, b""])
+        part = (
+            b"--"
+            + boundary
+            + b'\r\ncontent-disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n'
+            + data
+            + b"\r\n"
+        )
+        tail = rng.choice([b"--" + boundary + b"--\r\n", b"", b"--" + boundary + b"\r\n"])
+        yield sent(
+            "multipart_broken",
+            content=part + tail,
+            headers={"content-type": "multipart/form-data; boundary=" + declared.decode()},
+        )
+
+
+def _request_level(
+    seed: Seed, path: str, rng: random.Random, sent: Callable[..., Sent], ids: dict[str, str]
+) -> Iterator[Sent]:
+    body = seed.body
+    choice = rng.randrange(11)
+    if choice == 9:
+        origin = rng.choice(["https://app.example", "null", "https://evil.example", "", "\u00e9"])
+        asked = rng.choice(["POST", "GET", "", "TRACE", "x" * 300])
+        wanted = rng.choice(
+            ["authorization, content-type", "x-llmroute-tags", "", ",,,", "a" * 5000]
+        )
+        headers = {
+            "origin": origin,
+            "access-control-request-method": asked,
+            "access-control-request-headers": wanted,
+        }
+        yield sent(
+            "cors", body, method=rng.choice(["OPTIONS", "OPTIONS", seed.method]), headers=headers
+        )
+        return
+    if choice == 10:
+        s = sent("raw_http", body)
+        content = s.content or b""
+        head = [
+            b"%s %s HTTP/1.1" % (s.method.encode(), s.path.encode()),
+            b"host: 127.0.0.1",
+            b"connection: close",
+        ]
+        head += [b"%s: %s" % (k.encode(), v.encode()) for k, v in s.headers.items()]
+        head.append(
+            rng.choice(
+                [
+                    b"authorization: Bearer other-key-0123456789",
+                    b"x-api-key: " + CLIENT_KEY.encode(),
+                    b"authorization: Bearer " + CLIENT_KEY.encode(),
+                    b"content-type: text/plain",
+                    b"x-llmroute-tags: a:b",
+                    b"host: evil",
+                ]
+            )
+        )
+        head.append(b"content-length: %d" % len(content))
+        s.raw = b"\r\n".join(head) + b"\r\n\r\n" + content
+        s.kind = "duplicate_header"
+        yield s
+        return
+    if choice == 0:
+        method = rng.choice(["GET", "PUT", "PATCH", "DELETE", "POST", "OPTIONS", "HEAD"])
+        yield sent("method", body, method=method)
+    elif choice == 1:
+        auth = rng.choice(
+            [
+                {},
+                {"authorization": "Bearer wrong"},
+                {"authorization": "Basic abc"},
+                {"authorization": "Bearer " + CLIENT_KEY[:-1]},
+                {"authorization": f"Bearer {PLAIN_KEY}"},
+                {"x-api-key": "nope"},
+                {"authorization": "Bearer " + "\u00e9" * 3},
+            ]
+        )
+        s = sent("auth", body)
+        s.headers = {k: v for k, v in s.headers.items() if k not in ("authorization", "x-api-key")}
+        s.headers.update(auth)
+        yield s
+    elif choice == 2:
+        yield sent("huge_header", body, headers={"x-fuzz": "a" * rng.choice([8_000, 60_000])})
+    elif choice == 3:
+        tags = rng.choice(["", ",", "a" * 500, "k:v,k:v", "=,=", "\u00e9:x", "a:b," * 100, " : "])
+        yield sent("tags_header", body, headers={"x-llmroute-tags": tags})
+    elif choice == 4:
+        session = rng.choice(["", "x" * 5000, "\u00e9", "a b", "\x7f"])
+        yield sent("session_header", body, headers={"x-llmroute-session": session})
+    elif choice == 5:
+        cc = rng.choice(
+            ["max-age=-1", "max-age=abc", "max-age=" + "9" * 40, "no-cache, no-store", "max-age"]
+        )
+        yield sent("cache_control", body, headers={"cache-control": cc})
+    elif choice == 6:
+        yield sent(
+            "accept",
+            body,
+            headers={"accept": rng.choice(["text/event-stream", "application/xml", "*/*;q=x"])},
+        )
+    elif choice == 7:
+        s = sent("raw_http", body)
+        content = s.content or b""
+        length = rng.choice([b"abc", b"-1", str(len(content) + 5).encode(), b"0", b"1, 2"])
+        target = rng.choice(
+            [
+                s.path.encode(),
+                s.path.encode() + b"/%",
+                b"/v1/%zz",
+                s.path.encode() + b"?a=%ff&limit=%00",
+            ]
+        )
+        head = [
+            b"%s %s HTTP/1.1" % (s.method.encode(), target),
+            b"host: 127.0.0.1",
+            b"connection: close",
+        ]
+        head += [b"%s: %s" % (k.encode(), v.encode()) for k, v in s.headers.items()]
+        head.append(b"content-length: " + length)
+        s.raw = b"\r\n".join(head) + b"\r\n\r\n" + content
+        yield s
+    else:
+        yield sent(
+            "content_encoding",
+            body,
+            headers={"content-encoding": rng.choice(["br", "zstd", "gzip", "identity, gzip"])},
+        )
+
+
+_ODD_IDS = [
+    "",
+    "x",
+    "..",
+    "%2e%2e",
+    "%2F",
+    "%00",
+    "a%20b",
+    "%ff",
+    "%uD800",
+    "resp_" + "a" * 600,
+    "conv_%E2%82%AC",
+    "file-%",
+    "batch_?",
+    "msg_x#y",
+    "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "\u00fc",
+    "1" * 100,
+]
+_ODD_QUERIES = {
+    "limit": ["-1", "0", "abc", "1e400", "9" * 30, "", "1.5", "NaN", "101", "100000"],
+    "after": ["", "x", "%00", "resp_x", "a" * 3000, "\u00e9", "%ff"],
+    "order": ["", "up", "DESC", "asc%00"],
+    "since": ["", "0", "-1h", "abc", "1e400h", "9" * 30 + "d", "1h" * 50, "nan"],
+    "stream": ["", "1", "yes", "TRUE", "nan"],
+    "starting_after": ["-1", "abc", "9" * 30, ""],
+    "include[]": ["", "x", "message.output_text.logprobs"],
+    "include": ["", "x"],
+    "purpose": ["", "batch", "x"],
+}
+
+
+def _query_and_path(
+    seed: Seed, path: str, rng: random.Random, sent: Callable[..., Sent]
+) -> Iterator[Sent]:
+    if rng.random() < 0.5:
+        query = dict(seed.query)
+        for _ in range(rng.randrange(1, 4)):
+            name = rng.choice(list(_ODD_QUERIES))
+            query[name] = rng.choice(_ODD_QUERIES[name])
+        yield sent("query", seed.body, query=query)
+    else:
+        parts = path.split("/")
+        odd = rng.choice(_ODD_IDS)
+        if len(parts) > 3:
+            parts[rng.randrange(3, len(parts))] = odd
+        else:
+            parts.append(odd)
+        yield sent("path_id", seed.body, path="/".join(parts))
+
+
+# ---------------------------------------------------------------- checks
+
+_TRACE = re.compile(
+    r"Traceback \(most recent|File \"[^\"]+\.py\", line|object at 0x[0-9a-f]+|<class '|"
+    r"\b(KeyError|TypeError|AttributeError|IndexError|ValueError|RecursionError|"
+    r"UnicodeEncodeError|UnicodeDecodeError|AssertionError)\b"
+)
+
+
+@dataclass
+class ErrorSeen:
+    kind: str
+    path: str
+    status: int
+    type: str | None
+    code: str | None
+    param: str | None
+    message: str
+
+
+@dataclass
+class Finding:
+    rule: str
+    sent: Sent
+    status: int
+    body: str
+
+
+def check(sent: Sent, status: int, headers: httpx.Headers, body: bytes) -> list[str]:
+    """The rules an answer broke (none: it is fine)."""
+    broken: list[str] = []
+    text = body.decode("utf-8", errors="replace")
+    if status >= 500 and not (status == 503 and "store_unavailable" in text):
+        broken.append(f"status {status}")
+    if _TRACE.search(text) and not sent.path.startswith("/dashboard") and sent.path != "/metrics":
+        broken.append("traceback or repr in the body")
+    for secret in SECRETS:
+        if secret in text:
+            broken.append("a secret in the body")
+    if sent.stream and status == 200 and "text/event-stream" not in headers.get("content-type", ""):
+        broken.append(f"a stream answered {headers.get('content-type')!r}")
+    if sent.stream and status == 200:
+        broken += _stream_faults(sent, text)
+    if sent.method == "OPTIONS" and status == 400 and text.startswith("Disallowed CORS"):
+        return broken  # a refused preflight: its body goes to no script, only the browser
+    if status == 400 and text == "Invalid HTTP request received.":
+        return broken  # uvicorn's parser refused the request before the application saw it
+    if status >= 400 and sent.method != "HEAD":
+        broken += _error_shape(sent, status, headers, text)
+    return broken
+
+
+_STREAM_ENDS = {
+    "/v1/chat/completions": "data: [DONE]",
+    "/v1/completions": "data: [DONE]",
+    "/v1/messages": "message_stop",
+    "/v1/responses": "response.completed",
+}
+
+
+def _stream_faults(sent: Sent, text: str) -> list[str]:
+    """An event stream the echo models answered must hold no error event and end as
+    its API ends one."""
+    faults = []
+    for line in text.splitlines():
+        if not line.startswith("data:") or line == "data: [DONE]":
+            continue
+        try:
+            event = json.loads(line[5:])
+        except ValueError:
+            faults.append(f"an event that is not JSON: {line[:120]}")
+            continue
+        if isinstance(event, dict) and (
+            event.get("error") is not None or event.get("type") in ("error", "response.failed")
+        ):
+            faults.append(f"an error event: {line[:200]}")
+    if b'"background": true' in (sent.content or b""):
+        return []  # its errors are kept as a failed response, streamed as such (documented)
+    end = _STREAM_ENDS.get(sent.path)
+    if end and end not in text:
+        faults.append("a stream that did not end")
+    return faults[:1]
+
+
+def _error_shape(sent: Sent, status: int, headers: httpx.Headers, text: str) -> list[str]:
+    if "json" not in headers.get("content-type", ""):
+        return [f"error not JSON (content-type {headers.get('content-type')!r})"]
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return ["error body not JSON"]
+    path = sent.path
+    if sent.raw is not None:
+        path = sent.raw.split(b" ")[1].decode("latin-1").split("?")[0]
+    path = posixpath.normpath(path)  # the client sent /v1/messages/.. as /v1
+    anthropic = path.startswith("/v1/messages")
+    if anthropic:
+        error = data.get("error") if isinstance(data, dict) else None
+        if not (
+            isinstance(data, dict)
+            and data.get("type") == "error"
+            and isinstance(error, dict)
+            and isinstance(error.get("type"), str)
+            and isinstance(error.get("message"), str)
+            and error["message"]
+        ):
+            return [f"not Anthropic's error shape: {text[:200]}"]
+        return []
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict) or set(error) < {"message", "type", "param", "code"}:
+        return [f"not OpenAI's error shape: {text[:200]}"]
+    if not isinstance(error["message"], str) or not error["message"]:
+        return ["empty error message"]
+    if not isinstance(error["type"], str):
+        return ["error type not a string"]
+    return []
+
+
+def _error_seen(sent: Sent, status: int, body: bytes) -> ErrorSeen:
+    try:
+        data = json.loads(body)
+        error = data["error"]
+    except (ValueError, KeyError, TypeError):
+        error = {}
+    if not isinstance(error, dict):
+        error = {}
+    path = re.sub(r"(resp|conv|msg|file|batch)[_-][0-9a-zA-Z]+", r"\1_ID", sent.path)
+    return ErrorSeen(
+        sent.kind,
+        path,
+        status,
+        error.get("type"),
+        error.get("code"),
+        error.get("param"),
+        str(error.get("message", ""))[:160],
+    )
+
+
+def _accepted_table(accepted: dict[tuple[str, str], set[str]]) -> None:
+    """The values of another type each endpoint took at each JSON path (answered 200):
+    where validation is left to the upstream (or missing)."""
+    print("\naccepted values of another type (endpoint, path: values):")
+    for (name, path), values in sorted(accepted.items()):
+        print(f"  {name} {path}: {', '.join(sorted(values))}")
+
+
+def _param_table(seen: list[ErrorSeen]) -> None:
+    """Per endpoint and kind of fault: the statuses, types and codes, and how many errors
+    named no `param`, with an example message of each combination."""
+    groups: dict[tuple[str, str, int, Any, Any, bool], list[ErrorSeen]] = defaultdict(list)
+    for e in seen:
+        groups[(e.path, e.kind, e.status, e.type, e.code, e.param is None)].append(e)
+    print("\nerrors by endpoint, fault, status, type, code, param given:")
+    for (path, kind, status, kind_, code, no_param), group in sorted(groups.items(), key=str):
+        print(
+            f"  {path} {kind} {status} {kind_} {code} param={'-' if no_param else group[0].param} "
+            f"[{len(group)}] {group[0].message!r}"
+        )
+
+
+# ---------------------------------------------------------------- the run
+
+
+async def send_raw(url: str, raw: bytes) -> tuple[int, httpx.Headers, bytes]:
+    """`raw` on a connection of its own; the answer read to its end (bounded) and parsed
+    loosely: status line, headers, then the body (chunked framing left in)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(raw)
+        await writer.drain()
+        with contextlib.suppress(OSError):
+            writer.write_eof()
+        data = await asyncio.wait_for(reader.read(4_000_000), 10)
+        while chunk := await asyncio.wait_for(reader.read(65536), 10):
+            data += chunk
+    finally:
+        writer.close()
+    if not data:
+        return 0, httpx.Headers(), b""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = httpx.Headers([tuple(line.split(": ", 1)) for line in lines[1:] if ": " in line])
+    if headers.get("transfer-encoding") == "chunked":
+        body = re.sub(rb"(?m)^[0-9a-f]+\r\n", b"", body)
+    return status, headers, body
+
+
+async def send(http: httpx.AsyncClient, sent: Sent) -> tuple[int, httpx.Headers, bytes]:
+    if sent.raw is not None:
+        return await send_raw(str(http.base_url).rstrip("/"), sent.raw)
+    request = http.build_request(
+        sent.method,
+        sent.path,
+        params=sent.query or None,
+        headers=[(k.encode(), v.encode()) for k, v in sent.headers.items()],
+        content=sent.content,
+        files=sent.multipart,
+        data=sent.form,
+    )
+    if sent.content is not None and "content-length" in {k.lower() for k in sent.headers}:
+        request.headers["content-length"] = sent.headers["content-length"]
+    response = await http.send(request, stream=True)
+    try:
+        chunks = []
+        size = 0
+        async for chunk in response.aiter_raw():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > 4_000_000:
+                break
+        return response.status_code, response.headers, b"".join(chunks)
+    finally:
+        await response.aclose()
+
+
+async def setup_ids(http: httpx.AsyncClient) -> dict[str, str]:
+    """Real ids, so mutations get past the lookups."""
+    auth = {"authorization": f"Bearer {CLIENT_KEY}"}
+
+    async def post(path: str, **kw: Any) -> dict[str, Any]:
+        r = await http.post(path, headers=auth, **kw)
+        assert r.status_code == 200, (path, r.status_code, r.text)
+        return r.json()
+
+    ids: dict[str, str] = {}
+    chat = await http.post(
+        "/v1/chat/completions",
+        headers=auth,
+        json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    ids["decision"] = chat.headers["x-llmroute-decision-id"]
+    ids["response"] = (await post("/v1/responses", json={"model": "auto", "input": "hi"}))["id"]
+    ids["background"] = (
+        await post("/v1/responses", json={"model": "auto", "input": "hi", "background": True})
+    )["id"]
+    conversation = await post(
+        "/v1/conversations",
+        json={"items": [{"type": "message", "role": "user", "content": "hi"}] * 3},
+    )
+    ids["conversation"] = conversation["id"]
+    items = (await http.get(f"/v1/conversations/{ids['conversation']}/items", headers=auth)).json()
+    ids["conversation_item"] = items["data"][0]["id"]
+    ids["doomed_item"] = items["data"][1]["id"]
+    ids["doomed_conversation"] = (await post("/v1/conversations", json={}))["id"]
+    ids["doomed"] = (await post("/v1/responses", json={"model": "auto", "input": "bye"}))["id"]
+    line = (
+        json.dumps(
+            {
+                "custom_id": "1",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+            }
+        ).encode()
+        + b"\n"
+    )
+    ids["file"] = (
+        await post("/v1/files", files={"file": ("b.jsonl", line)}, data={"purpose": "batch"})
+    )["id"]
+    ids["doomed_file"] = (
+        await post("/v1/files", files={"file": ("c.jsonl", line)}, data={"purpose": "batch"})
+    )["id"]
+    ids["batch"] = (
+        await post(
+            "/v1/batches",
+            json={
+                "input_file_id": ids["file"],
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "24h",
+            },
+        )
+    )["id"]
+    ids["model"] = "small"
+    return ids
+
+
+async def fuzz(
+    url: str,
+    per_endpoint: int,
+    seed: int,
+    only: str | None,
+    concurrency: int,
+    batch_files: int = 0,
+    rounds: int = 1,
+) -> tuple[list[Finding], dict[str, Counter[int]], dict[tuple[str, str], Counter[int]], int]:
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
+        ids = await setup_ids(http)
+        findings: list[Finding] = []
+        statuses: dict[str, Counter[int]] = defaultdict(Counter)
+        by_kind: dict[tuple[str, str], Counter[int]] = defaultdict(Counter)
+        total = 0
+        gate = asyncio.Semaphore(concurrency)
+        client_side: Counter[str] = Counter()
+        seen: list[ErrorSeen] = []
+        accepted: dict[tuple[str, str], set[str]] = defaultdict(set)
+
+        async def one(name: str, sent: Sent) -> None:
+            nonlocal total
+            async with gate:
+                try:
+                    status, headers, body = await send(http, sent)
+                except httpx.LocalProtocolError as exc:  # h11 would not send it
+                    client_side[type(exc).__name__] += 1
+                    return
+                except (TimeoutError, httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+                    findings.append(
+                        Finding(f"transport error {type(exc).__name__}: {exc}", sent, 0, "")
+                    )
+                    return
+                except Exception as exc:  # the client could not send it: not the gateway's fault
+                    client_side[type(exc).__name__] += 1
+                    return
+            total += 1
+            statuses[name][status] += 1
+            by_kind[(sent.kind, name)][status] += 1
+            for rule in check(sent, status, headers, body):
+                findings.append(Finding(rule, sent, status, body[:400].decode("utf-8", "replace")))
+            if status >= 400:
+                seen.append(_error_seen(sent, status, body))
+            elif status == 200 and sent.detail:
+                accepted[(name.split("#")[0], sent.detail.split("=")[0])].add(
+                    sent.detail.split("=")[1]
+                )
+
+        # a second round meets what the first one left: odd items in the conversation,
+        # odd responses kept, that later turns read back
+        for name, endpoint_seeds in [
+            (f"{n}#{r}" if r else n, e) for r in range(rounds) for n, e in seeds(ids).items()
+        ]:
+            if only and not any(s.path.startswith(only) for s in endpoint_seeds):
+                continue
+            rng = random.Random(f"{seed}:{name}")
+            streams = [
+                mutations(s, random.Random(f"{seed}:{name}:{i}"), ids)
+                for i, s in enumerate(endpoint_seeds)
+            ]
+            batch = [(name, next(rng.choice(streams))) for _ in range(per_endpoint)]
+            started = time.monotonic()
+            await asyncio.gather(*(one(n, s) for n, s in batch))
+            print(
+                f"{name}: {per_endpoint} requests in {time.monotonic() - started:.1f} s,",
+                dict(statuses[name]),
+                flush=True,
+            )
+        if client_side:
+            print(f"not sent (the client refused them): {dict(client_side)}")
+        _param_table(seen)
+        _accepted_table(accepted)
+        if batch_files:
+            findings += await fuzz_batches(http, seed, batch_files, 40)
+        return findings, statuses, by_kind, total
+
+
+_BATCH_BODIES = {
+    "/v1/chat/completions": {
+        "model": "auto",
+        "messages": _chat_messages(),
+        "max_tokens": 20,
+        "tools": [_TOOL],
+        "stop": ["zz"],
+        "metadata": {"a": "b"},
+    },
+    "/v1/responses": {
+        "model": "auto",
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}],
+        "instructions": "x",
+        "max_output_tokens": 30,
+        "store": True,
+    },
+    "/v1/completions": {
+        "model": "coder",
+        "prompt": "def f(",
+        "suffix": "x",
+        "max_tokens": 5,
+        "logprobs": 1,
+    },
+    "/v1/embeddings": {"model": "embed", "input": ["a", "b"], "dimensions": 8},
+}
+
+
+def _batch_file(rng: random.Random, endpoint: str, lines: int) -> bytes:
+    """`lines` requests to `endpoint`, about one in seven with a JSON path of its body put
+    to a value of another type or left out."""
+    line = {"custom_id": "0", "method": "POST", "url": endpoint, "body": _BATCH_BODIES[endpoint]}
+    paths = [p for p in paths_of(line) if p[0] == "body" and len(p) > 1]
+    rows = []
+    for i in range(lines):
+        body: Any = copy.deepcopy(line)
+        if rng.random() < 0.15:
+            where = rng.choice(paths)
+            if rng.random() < 0.8:
+                body = _set(body, where, copy.deepcopy(rng.choice(_MUTANTS)))
+            else:
+                body = _delete(body, where)
+        body["custom_id"] = str(i)
+        rows.append(_json_bytes(body))
+    return b"\n".join(rows) + b"\n"
+
+
+async def _ended(http: httpx.AsyncClient, batch: dict[str, Any]) -> dict[str, Any] | None:
+    """The batch once it has ended (polled for 30 s at most), else None."""
+    auth = {"authorization": f"Bearer {CLIENT_KEY}"}
+    for _ in range(600):
+        batch = (await http.get(f"/v1/batches/{batch['id']}", headers=auth)).json()
+        if batch["status"] in ("completed", "failed", "cancelled", "expired"):
+            return batch
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def _answer_faults(
+    http: httpx.AsyncClient, batch: dict[str, Any], sent: Sent
+) -> list[Finding]:
+    """The 5xx, tracebacks and secrets among the answers in the batch's files."""
+    auth = {"authorization": f"Bearer {CLIENT_KEY}"}
+    findings = []
+    for key in ("output_file_id", "error_file_id"):
+        if not batch.get(key):
+            continue
+        text = (await http.get(f"/v1/files/{batch[key]}/content", headers=auth)).text
+        for row in text.splitlines():
+            status = (json.loads(row).get("response") or {}).get("status_code", 0)
+            if status >= 500 or _TRACE.search(row) or any(s in row for s in SECRETS):
+                findings.append(Finding(f"batch answer {status}", sent, status, row[:300]))
+    if _TRACE.search(json.dumps(batch.get("errors"))):
+        findings.append(Finding("batch errors hold a traceback", sent, 200, str(batch)[:300]))
+    return findings
+
+
+async def fuzz_batches(http: httpx.AsyncClient, seed: int, files: int, lines: int) -> list[Finding]:
+    """Batches of mutated lines: each batch must end (completed, or failed naming its bad
+    lines), and no answer in its files may be a 500, a traceback or a secret."""
+    rng = random.Random(f"{seed}:batches")
+    auth = {"authorization": f"Bearer {CLIENT_KEY}"}
+    findings: list[Finding] = []
+    for n in range(files):
+        endpoint = rng.choice(list(_BATCH_BODIES))
+        content = _batch_file(rng, endpoint, lines)
+        upload_args: dict[str, Any] = {
+            "files": {"file": ("f.jsonl", content)},
+            "data": {"purpose": "batch"},
+        }
+        sent = Sent("batch", "POST", "/v1/files", {}, None, *upload_args.values())
+        upload = await http.post("/v1/files", headers=auth, **upload_args)
+        made = await http.post(
+            "/v1/batches",
+            headers=auth,
+            json={
+                "input_file_id": upload.json().get("id"),
+                "endpoint": endpoint,
+                "completion_window": "24h",
+            },
+        )
+        if made.status_code != 200:
+            findings.append(Finding(f"batch answered {made.status_code}", sent, 0, made.text))
+            continue
+        batch = await _ended(http, made.json())
+        if batch is None or batch["status"] not in ("completed", "failed"):
+            findings.append(Finding("batch did not end", sent, 200, str(batch)[:300]))
+            continue
+        findings += await _answer_faults(http, batch, sent)
+        counts = batch.get("request_counts")
+        print(f"batch {n} ({endpoint}, {lines} lines): {batch['status']} {counts}", flush=True)
+    return findings
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--per-endpoint", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
+    parser.add_argument("--log-url", default="sqlite")
+    parser.add_argument(
+        "--port", type=int, default=0, help="the gateway's; the fake upstream takes the next"
+    )
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--only")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch-files", type=int, default=12, help="batches of mutated lines")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keep-log", type=Path, help="copy the gateway's log here")
+    args = parser.parse_args()
+    namespace = f"llmroute-fuzz-{uuid.uuid4().hex[:10]}"
+    if args.port:
+        _pin_upstream_ports(args.port + 1)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        fake_upstream() as upstream,
+        fake_anthropic() as claude,
+    ):
+        folder = Path(tmp)
+        log_url = f"sqlite:///{folder}/log.db" if args.log_url == "sqlite" else args.log_url
+        (folder / "registry.yaml").write_text(
+            REGISTRY
+            % {
+                "upstream": upstream.url,
+                "anthropic": claude.url,
+                "redis": args.redis,
+                "ns": namespace,
+                "log_url": log_url,
+            }
+        )
+        port = args.port or _free_port()
+        env = {
+            **os.environ,
+            "FUZZ_CLIENT_KEY": CLIENT_KEY,
+            "FUZZ_PLAIN_KEY": PLAIN_KEY,
+            "FUZZ_PROVIDER_KEY": PROVIDER_KEY,
+            "LLMROUTE_TELEMETRY_URL": log_url,
+        }
+        log_path = folder / "serve.log"
+        command = [
+            str(Path(sys.executable).parent / "llmroute"),
+            "serve",
+            "--registry",
+            str(folder / "registry.yaml"),
+            "--port",
+            str(port),
+            "--log-level",
+            "debug",
+            "--log-requests",
+            "--cors-origin",
+            "https://app.example",
+        ]
+        with log_path.open("wb") as out:
+            proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, proc, log_path)
+            started = time.monotonic()
+            findings, statuses, by_kind, total = asyncio.run(
+                fuzz(
+                    url,
+                    args.per_endpoint,
+                    args.seed,
+                    args.only,
+                    args.concurrency,
+                    args.batch_files,
+                    args.rounds,
+                )
+            )
+            elapsed = time.monotonic() - started
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            _forget(args.redis, namespace)
+        log = log_path.read_text(errors="replace")
+        if args.keep_log:
+            args.keep_log.write_text(log)
+        log_problems = []
+        if "Traceback" in log:
+            log_problems.append("traceback in the gateway's log")
+        for secret in SECRETS:
+            if secret in log:
+                log_problems.append("a secret in the gateway's log")
+        _report(findings, statuses, by_kind, total, elapsed, log, log_problems, args.json)
+        return 1 if findings or log_problems else 0
+
+
+def _report(findings, statuses, by_kind, total, elapsed, log, log_problems, as_json) -> None:  # type: ignore[no-untyped-def]
+    distinct: dict[tuple[str, str, str], list[Finding]] = defaultdict(list)
+    for f in findings:
+        distinct[(f.rule.split(":")[0], f.sent.kind, f.sent.path.split("?")[0])].append(f)
+    if as_json:
+        print(json.dumps({"total": total, "findings": len(findings), "distinct": len(distinct)}))
+    print(
+        f"\n{total} requests in {elapsed:.0f} s; {len(findings)} findings, {len(distinct)} distinct"
+    )
+    for (rule, kind, path), group in sorted(distinct.items()):
+        first = group[0]
+        print(
+            f"\n[{len(group)}x] {rule} ({kind}) on {path}: status {first.status}\n"
+            f"  {first.sent.repro()}\n  -> {first.body[:300]}"
+        )
+    print("\nstatuses by fault kind and endpoint (4xx only):")
+    kinds: dict[str, dict[str, Counter[int]]] = defaultdict(dict)
+    for (kind, name), counter in by_kind.items():
+        kinds[kind][name] = counter
+    for kind, per in sorted(kinds.items()):
+        errors = {name: sorted(s for s in c if s >= 400) for name, c in per.items()}
+        print(f"  {kind}: " + "; ".join(f"{n} {v}" for n, v in sorted(errors.items()) if v))
+    for problem in log_problems:
+        print(f"\nLOG: {problem}")
+    if "Traceback" in log:
+        for block in log.split("Traceback")[1:4]:
+            print("Traceback" + block[:3000])
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"llmroute serve exited:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"llmroute serve not ready:\n{log.read_text()}")
+
+
+def _pin_upstream_ports(first: int) -> None:
+    """Make the fake upstreams listen on `first`, `first` + 1 instead of free ports."""
+    base = fake_upstream_module.QuietServer
+    ports = iter(range(first, first + 10))
+
+    class Pinned(base):  # type: ignore[misc, valid-type]
+        def __init__(self, address: tuple[str, int], handler: Any) -> None:
+            super().__init__((address[0], next(ports)), handler)
+
+    fake_upstream_module.QuietServer = Pinned  # type: ignore[misc]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _forget(url: str, namespace: str) -> None:
+    try:
+        import redis
+    except ImportError:
+        return
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
