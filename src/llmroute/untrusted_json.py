@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from math import isinf
+from math import isfinite, isinf
 from typing import Any
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "first_surrogate",
     "has_surrogate",
     "loads",
+    "where_not_finite",
 ]
 
 MAX_DEPTH = 100  # levels of arrays and objects; a tool schema nested ten deep uses ~25
@@ -112,6 +113,28 @@ def loads(text: str | bytes, *, max_depth: int | None = None, finite: bool = Fal
     if hinted and has_surrogate(value):
         raise NotUnicode("a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)")
     return value
+
+
+def where_not_finite(text: str | bytes) -> str | None:
+    """Where in `text`, which `loads` refused as `NotFinite`, the first such number is:
+    its path as OpenAI's ``param`` writes one (``messages[0].temperature``), or None when
+    it is the whole text or cannot be told. For an error message; it parses again."""
+    try:
+        value = json.loads(text)  # NaN, Infinity, 1e400 and long integers as Python reads them
+    except (ValueError, RecursionError):
+        return None
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((v, f"{path}.{k}" if path else k) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(item))))
+        elif (isinstance(item, float) and not isfinite(item)) or (
+            isinstance(item, int) and not isinstance(item, bool) and abs(item) > _DOUBLE_MAX
+        ):
+            return path or None
+    return None
 
 
 def first_surrogate(text: str) -> str | None:

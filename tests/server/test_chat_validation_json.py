@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from llmroute.untrusted_json import NotFinite, loads
+from llmroute.untrusted_json import NotFinite, loads, where_not_finite
 
 
 @pytest.mark.parametrize(
@@ -48,3 +48,12 @@ def test_everything_else_reads_as_json_loads_reads_it(text: str) -> None:
     assert loads(text.encode(), finite=True) == json.loads(text.encode())
     assert loads(b'\xef\xbb\xbf{"bom": 1}', finite=True) == {"bom": 1}  # as json.loads
     assert math.copysign(1, loads("-0.0", finite=True)) == -1
+
+
+def test_where_names_the_first_number_refused() -> None:
+    """For the 400's ``param``: the path of the first such number, as OpenAI writes one."""
+    assert where_not_finite('{"a": [1, {"b": NaN}], "c": 1e400}') == "a[1].b"
+    assert where_not_finite(b'{"score": 1' + b"0" * 400 + b"}") == "score"
+    assert where_not_finite("[Infinity]") == "[0]"
+    assert where_not_finite("-Infinity") is None  # the whole body
+    assert where_not_finite('{"a": 1}') is None

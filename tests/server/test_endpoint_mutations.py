@@ -222,20 +222,29 @@ def test_every_mutation_of_a_valid_request_is_answered_in_shape(gateway: Served,
 
 
 @pytest.mark.parametrize(
-    ("path", "body"),
+    ("path", "body", "param"),
     [
-        ("/v1/chat/completions", {**_CHAT, "model": "sonnet", "temperature": 10**320}),
-        ("/v1/chat/completions", {**_CHAT, "n": 10**320}),
-        ("/v1/chat/completions", {**_CHAT, "max_tokens": 10**320}),
-        ("/v1/messages", {**_MESSAGES, "temperature": -(10**320)}),
-        ("/v1/messages", {**_MESSAGES, "model": "capped", "max_tokens": 10**320}),
+        (
+            "/v1/chat/completions",
+            {**_CHAT, "model": "sonnet", "temperature": 10**320},
+            "temperature",
+        ),
+        ("/v1/chat/completions", {**_CHAT, "n": 10**320}, "n"),
+        (
+            "/v1/chat/completions",
+            {**_CHAT, "messages": [{"role": "user", "x": [-(10**320)]}]},
+            "messages[0].x[0]",
+        ),
+        ("/v1/messages", {**_MESSAGES, "temperature": -(10**320)}, None),
+        ("/v1/messages", {**_MESSAGES, "model": "capped", "max_tokens": 10**320}, None),
     ],
 )
 def test_an_integer_past_a_double_is_the_clients_400(
-    gateway: Served, path: str, body: dict[str, Any]
+    gateway: Served, path: str, body: dict[str, Any], param: str | None
 ) -> None:
     """JSON lets it through and Python keeps it exact; the first float it met (the
-    Anthropic conversion's temperature, a hard budget's worst case) was a 500."""
+    Anthropic conversion's temperature, a hard budget's worst case) was a 500. OpenAI's
+    error names where it is."""
     response = httpx.post(
         f"{gateway.url}{path}",
         content=json.dumps(body),
@@ -243,7 +252,10 @@ def test_an_integer_past_a_double_is_the_clients_400(
         timeout=20,
     )
     assert response.status_code == 400, response.text
-    assert "too large for a number" in response.json()["error"]["message"]
+    error = response.json()["error"]
+    assert "too large for a number" in error["message"]
+    if param is not None:  # Anthropic's errors have none
+        assert error["param"] == param
 
 
 def test_the_log_holds_no_traceback_and_no_key(gateway: Served) -> None:

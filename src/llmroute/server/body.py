@@ -9,7 +9,14 @@ from starlette.requests import Request
 from llmroute.server.chat_checks import check_chat_body
 from llmroute.server.errors import GatewayError
 from llmroute.server.settings import DEFAULT_MAX_BODY_BYTES
-from llmroute.untrusted_json import MAX_DEPTH, NotFinite, NotUnicode, TooDeep, loads
+from llmroute.untrusted_json import (
+    MAX_DEPTH,
+    NotFinite,
+    NotUnicode,
+    TooDeep,
+    loads,
+    where_not_finite,
+)
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -56,6 +63,7 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
             400,
             f"the request body is not valid JSON: {exc} (NaN, Infinity and numbers beyond "
             "a double are not JSON)",
+            param=where_not_finite(b"".join(chunks)),
         ) from None
     except (ValueError, UnicodeDecodeError):
         raise GatewayError(400, "the request body is not valid JSON") from None
