@@ -23,6 +23,7 @@ from uuid import uuid4
 
 from llmroute.server.chunk_translation import clean_completion
 from llmroute.server.errors import GatewayError
+from llmroute.server.responses_reasoning import blocks_of, reasoning_item
 from llmroute.untrusted_json import loads
 
 __all__ = [
@@ -184,7 +185,12 @@ def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 _MAX_ADDED = 20  # items one request may add to a conversation (OpenAI's bound)
-_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
+_ID_PREFIX = {
+    "message": "msg",
+    "function_call": "fc",
+    "function_call_output": "fco",
+    "reasoning": "rs",
+}
 
 
 def conversation_items(given: Any, param: str = "items") -> list[dict[str, Any]]:
@@ -255,22 +261,31 @@ def _input(items: Any) -> list[dict[str, Any]]:
         raise _bad("input", "'input' is required: a string or a non-empty list of items")
     out: list[dict[str, Any]] = []
     images: list[dict[str, Any]] = []  # the images of the tool outputs just before
+    thought: list[dict[str, Any]] = []  # thinking blocks for the next assistant message
     for i, item in enumerate(items):
         at = f"input[{i}]"
         if not isinstance(item, dict):
             raise _bad(at, f"{at} must be an object")
         kind = item.get("type", "message")
+        if kind == "reasoning":
+            thought += blocks_of(item)  # none where the item is not ours: dropped
+            continue
         if kind in _OUTPUTS:
             message, shown = _function_output(item, at)
             out.append(message)
             if shown:
                 label = f"[images returned by tool call {message['tool_call_id']}]"
                 images += [{"type": "text", "text": label}, *shown]
+            thought = []
             continue
         if images:
             out.append({"role": "user", "content": images})
             images = []
         _item(out, item, kind, at)
+        if thought and out[-1]["role"] == "assistant":
+            # the turn the reasoning led to: sent back first in it (Anthropic's rule)
+            out[-1].setdefault("thinking_blocks", []).extend(thought)
+        thought = []
     if images:
         out.append({"role": "user", "content": images})
     return out
@@ -284,8 +299,6 @@ def _item(out: list[dict[str, Any]], item: dict[str, Any], kind: Any, at: str) -
         _function_call(out, item, at)
     elif kind == "custom_tool_call":
         _function_call(out, _as_function_call(item, at), at)
-    elif kind == "reasoning":
-        return  # the model's earlier reasoning: other models cannot read it back
     elif kind == "item_reference":
         raise _bad(
             at,
@@ -548,9 +561,15 @@ def call_item(call_id: str, name: str, arguments: str, custom: frozenset[str]) -
 def output_items(
     message: dict[str, Any], item_id: str, custom: frozenset[str] = frozenset()
 ) -> list[dict[str, Any]]:
-    """The ``output`` items for an assistant message: its text (and an OpenAI model's
-    ``refusal``, as a ``refusal`` part), then its tool calls."""
+    """The ``output`` items for an assistant message: its thinking (a ``reasoning``
+    item), its text (and an OpenAI model's ``refusal``, as a ``refusal`` part), then its
+    tool calls."""
     items: list[dict[str, Any]] = []
+    thinking, blocks = message.get("reasoning_content"), message.get("thinking_blocks")
+    thinking = thinking if isinstance(thinking, str) else ""
+    blocks = blocks if isinstance(blocks, list) else []
+    if thinking or blocks:
+        items.append(reasoning_item(f"rs_{item_id}", thinking, blocks))
     parts: list[dict[str, Any]] = []
     text, refusal = message.get("content"), message.get("refusal")
     if isinstance(text, str) and text:
