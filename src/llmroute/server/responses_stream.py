@@ -2,7 +2,10 @@
 /v1/responses`` with ``stream: true``).
 
 The events follow OpenAI's order: ``response.created``, ``response.in_progress``; per
-output item ``response.output_item.added``, then for a message
+output item ``response.output_item.added``, then for the model's thinking (a
+``reasoning`` item) ``response.content_part.added`` (``reasoning_text``),
+``response.reasoning_text.delta``…, ``response.reasoning_text.done``,
+``response.content_part.done``, for a message
 ``response.content_part.added``, ``response.output_text.delta``…,
 ``response.output_text.done``, ``response.content_part.done`` (for an OpenAI model's
 refusal, a ``refusal`` part: ``response.refusal.delta``…, ``response.refusal.done``),
@@ -10,10 +13,11 @@ and for a function call
 ``response.function_call_arguments.delta``…, ``response.function_call_arguments.done``
 (for a custom tool ``response.custom_tool_call_input.delta`` and ``.done``, its input
 whole at the item's end: it arrives inside JSON arguments);
-``response.output_item.done``; finally ``response.completed`` (``response.incomplete``
-when the answer was cut by ``max_output_tokens``) with the whole response. An upstream
-that breaks off mid-stream ends it with ``response.failed``. Every event carries its
-``sequence_number``.
+``response.output_item.done`` (a reasoning item's carries the signed thinking blocks,
+joined from their streamed pieces, in ``encrypted_content``); finally
+``response.completed`` (``response.incomplete`` when the answer was cut by
+``max_output_tokens``) with the whole response. An upstream that breaks off mid-stream
+ends it with ``response.failed``. Every event carries its ``sequence_number``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from llmroute.server.responses_convert import (
     echoed,
     response_usage,
 )
+from llmroute.server.responses_reasoning import reasoning_item
 
 __all__ = ["ResponsesStream", "responses_event"]
 
@@ -77,6 +82,10 @@ class ResponsesStream(ChunkTranslator):
         # deltas kept as pieces, joined when their item is done (no quadratic appends)
         self._pieces: dict[int, list[str]] = {}  # item position -> text or arguments
         self._custom = custom_tools(body)  # their calls stream as custom_tool_call items
+        self._thought_item: int | None = None  # the open reasoning item's position
+        self._thought: list[str] = []  # its reasoning text's pieces
+        self._blocks: list[dict[str, Any]] = []  # its thinking blocks, each whole
+        self._signing: list[str] = []  # the text of the thinking block being streamed
         self._finish: str | None = None
         self._usage: dict[str, Any] = response_usage(None)
 
@@ -124,11 +133,16 @@ class ResponsesStream(ChunkTranslator):
             self._usage = response_usage(chunk["usage"])
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
+            thinking, pieces = delta.get("reasoning_content"), delta.get("thinking_blocks")
+            if thinking or pieces:  # a cleaned chunk's: a string, a list
+                yield from self._reasoning(thinking, pieces)
             text = delta.get("content")
             if isinstance(text, str) and text:
+                yield from self._close_reasoning()
                 yield from self._text(text)
             refusal = delta.get("refusal")
             if isinstance(refusal, str) and refusal:
+                yield from self._close_reasoning()
                 yield from self._refusal(refusal)
             for call in delta.get("tool_calls") or ():
                 yield from self._call(call)
@@ -152,6 +166,64 @@ class ResponsesStream(ChunkTranslator):
         self._id = given.removeprefix("resp_") if given else str(chunk.get("id") or uuid4().hex)
         yield self._event("response.created", {"response": self._response("in_progress")})
         yield self._event("response.in_progress", {"response": self._response("in_progress")})
+
+    # -- a reasoning item -----------------------------------------------------------------
+
+    def _reasoning(self, text: Any, pieces: Any) -> Iterator[bytes]:
+        """A piece of the model's thinking: its text (``reasoning_content``), and the
+        pieces of its thinking blocks as LiteLLM streams them (a block's text, then its
+        signature, which ends it; a redacted block whole)."""
+        if self._thought_item is None:
+            yield from self._close_text()
+            self._thought_item = len(self._items)
+            item = reasoning_item(f"rs_{self._id}_{self._thought_item}", "", [], "in_progress")
+            self._items.append(item)
+            added = {"output_index": self._thought_item, "item": dict(item)}
+            yield self._event("response.output_item.added", added)
+        for piece in pieces if isinstance(pieces, list) else ():
+            self._block_piece(piece)
+        if not isinstance(text, str) or not text:
+            return
+        if not self._thought:
+            part = {"type": "reasoning_text", "text": ""}
+            yield self._event("response.content_part.added", self._thought_at(part=part))
+        self._thought.append(text)
+        yield self._event("response.reasoning_text.delta", self._thought_at(delta=text))
+
+    def _block_piece(self, piece: Any) -> None:
+        if not isinstance(piece, dict):
+            return
+        if piece.get("type") == "redacted_thinking":
+            self._blocks.append(piece)
+            return
+        if isinstance(piece.get("thinking"), str):
+            self._signing.append(piece["thinking"])
+        if piece.get("signature"):
+            signed = {"type": "thinking", "thinking": "".join(self._signing)}
+            self._blocks.append({**signed, "signature": piece["signature"]})
+            self._signing = []
+
+    def _thought_at(self, **payload: Any) -> dict[str, Any]:
+        assert self._thought_item is not None
+        return {
+            "item_id": self._items[self._thought_item]["id"],
+            "output_index": self._thought_item,
+            "content_index": 0,
+            **payload,
+        }
+
+    def _close_reasoning(self) -> Iterator[bytes]:
+        if self._thought_item is None:
+            return
+        position, text = self._thought_item, "".join(self._thought)
+        item = reasoning_item(self._items[position]["id"], text, self._blocks)
+        self._items[position] = item
+        if text:
+            yield self._event("response.reasoning_text.done", self._thought_at(text=text))
+            part = item["content"][0]
+            yield self._event("response.content_part.done", self._thought_at(part=part))
+        yield self._event("response.output_item.done", {"output_index": position, "item": item})
+        self._thought_item, self._thought, self._blocks, self._signing = None, [], [], []
 
     # -- a message item -------------------------------------------------------------------
 
@@ -238,6 +310,12 @@ class ResponsesStream(ChunkTranslator):
     def _keep_partial(self) -> None:
         """The output that had come before the stream broke, written into its items
         (``incomplete``), so a failed response keeps it as the docs and OpenAI do."""
+        if self._thought_item is not None:  # its events are not sent: the stream ends
+            position = self._thought_item
+            thinking = "".join(self._thought)
+            self._items[position] = reasoning_item(
+                self._items[position]["id"], thinking, self._blocks, "incomplete"
+            )
         if self._text_item is not None and "refusal" in self._parts:
             item = self._items[self._text_item]
             item["content"][self._parts["refusal"]]["refusal"] = "".join(self._refused)
@@ -261,6 +339,7 @@ class ResponsesStream(ChunkTranslator):
         function = call.get("function") or {}
         position = self._calls.get(index)
         if position is None:
+            yield from self._close_reasoning()
             yield from self._close_text()
             position = self._calls[index] = len(self._items)
             call_id = call.get("id") or f"call_{self._id}_{index}"
@@ -306,6 +385,7 @@ class ResponsesStream(ChunkTranslator):
         if self._done:
             return
         yield from self._start({})
+        yield from self._close_reasoning()
         yield from self._close_text()
         yield from self._close_calls()
         self._done = True
