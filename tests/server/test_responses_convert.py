@@ -3,6 +3,7 @@ stream translation's order, a break and parallel tool calls."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from llmroute.server.errors import GatewayError
 from llmroute.server.responses_convert import input_items, resolved, to_chat_body, to_response
+from llmroute.server.responses_reasoning import blocks_of, encoded
 from llmroute.server.responses_stream import ResponsesStream
 
 
@@ -509,3 +511,68 @@ def test_a_response_repeats_truncation_the_end_user_and_the_cache_key() -> None:
     assert response["safety_identifier"] == "u-9" and response["prompt_cache_key"] == "k"
     asked = to_response(whole, "small", {**body, "truncation": "auto"})
     assert asked["truncation"] == "auto"
+
+
+SIGNED = {"type": "thinking", "thinking": "Let me think.", "signature": "c2ln"}
+HIDDEN = {"type": "redacted_thinking", "data": "b3BhcXVl"}
+
+
+def test_reasoning_given_back_goes_on_the_turn_it_led_to_or_nowhere() -> None:
+    """Our reasoning item gives the next assistant message its blocks; one that does
+    not decode (OpenAI's own encrypted reasoning, junk, an unsigned block, a non-list)
+    is dropped without a 400, as is one no assistant turn follows."""
+    ours = encoded([SIGNED, HIDDEN])
+    prefix = ours[: ours.index(".v1.") + 4]
+    junk = [
+        "gAAAAABoSomethingOpenAIEncrypted",
+        prefix + "!!!",
+        prefix + "_w==",  # not UTF-8
+        encoded([{"type": "thinking", "thinking": "x"}]),  # no signature
+        prefix + base64.urlsafe_b64encode(b'{"type": "thinking"}').decode(),
+        None,
+        7,
+    ]
+    items: list[Any] = [{"role": "user", "content": "q"}]
+    items += [{"type": "reasoning", "summary": [], "encrypted_content": j} for j in junk]
+    items += [
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": ours},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "x"},
+        {"type": "reasoning", "summary": [], "encrypted_content": ours},
+        {"role": "user", "content": "next"},
+    ]
+    messages = to_chat_body({"model": "auto", "input": items})["messages"]
+    assert messages[1]["thinking_blocks"] == [SIGNED, HIDDEN]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "user"]
+    assert all("thinking_blocks" not in m for m in messages[2:])
+
+
+def test_a_completions_thinking_is_a_reasoning_item_first() -> None:
+    message = {
+        "role": "assistant",
+        "content": "Reading it.",
+        "reasoning_content": "Let me think.",
+        "thinking_blocks": [SIGNED, HIDDEN, {"type": "thinking", "thinking": "unsigned"}],
+    }
+    data = {"id": "x", "choices": [{"message": message, "finish_reason": "stop"}]}
+    reasoning, text = to_response(data, "sonnet", {"model": "auto", "input": "q"})["output"]
+    assert reasoning["type"] == "reasoning" and reasoning["id"] == "rs_x"
+    assert reasoning["content"] == [{"type": "reasoning_text", "text": "Let me think."}]
+    assert blocks_of(reasoning) == [SIGNED, HIDDEN]
+    assert text["type"] == "message"
+
+
+def test_a_stream_that_breaks_while_thinking_keeps_the_reasoning_incomplete() -> None:
+    piece = {
+        "reasoning_content": "Let me",
+        "thinking_blocks": [{"type": "thinking", "thinking": "Let me"}],
+    }
+    events = _events(
+        ResponsesStream("small", {"model": "auto", "input": "x"}),
+        [_chunk(piece), b'data: {"error": {"message": "upstream went away"}}\n\n'],
+    )
+    assert events[-1]["type"] == "response.failed"
+    (item,) = events[-1]["response"]["output"]
+    assert item["type"] == "reasoning" and item["status"] == "incomplete"
+    assert item["content"] == [{"type": "reasoning_text", "text": "Let me"}]
+    assert item["encrypted_content"] is None  # an unsigned block cannot be sent back
