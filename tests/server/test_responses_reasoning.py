@@ -106,19 +106,24 @@ def test_a_stateless_tool_loop_keeps_thinking_on_every_turn(
     assert turn[-1]["type"] == "tool_use"
 
 
-def test_a_kept_response_continued_by_id_keeps_thinking(
-    client: openai.OpenAI, claude: FakeAnthropic
-) -> None:
-    """Server-side state: ``previous_response_id`` brings the kept reasoning item back
-    into the next turn, as the stateless loop's input does."""
-    first = client.responses.create(model="sonnet", input=ASK, tools=TOOLS, reasoning=THINK)
+@pytest.mark.parametrize("by", ["previous_response_id", "conversation"])
+def test_kept_state_keeps_thinking(client: openai.OpenAI, claude: FakeAnthropic, by: str) -> None:
+    """Server-side state: ``previous_response_id``, or a conversation, brings the kept
+    reasoning item back into the next turn, as the stateless loop's input does."""
+    conversation = client.conversations.create().id if by == "conversation" else None
+    state: Any = {"conversation": conversation} if conversation else {}
+    first = client.responses.create(
+        model="sonnet", input=ASK, tools=TOOLS, reasoning=THINK, **state
+    )
     assert first.output[0].type == "reasoning"
+    if not conversation:
+        state = {"previous_response_id": first.id}
     second = client.responses.create(
         model="sonnet",
-        previous_response_id=first.id,
         input=[{"type": "function_call_output", "call_id": _call(first).call_id, "output": "x"}],
         tools=TOOLS,
         reasoning=THINK,
+        **state,
     )
     thinking, turn = _sent_turn(claude)
     assert thinking.get("type") == "enabled"
