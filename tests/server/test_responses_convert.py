@@ -576,3 +576,18 @@ def test_a_stream_that_breaks_while_thinking_keeps_the_reasoning_incomplete() ->
     assert item["type"] == "reasoning" and item["status"] == "incomplete"
     assert item["content"] == [{"type": "reasoning_text", "text": "Let me"}]
     assert item["encrypted_content"] is None  # an unsigned block cannot be sent back
+
+
+def test_a_length_cut_while_thinking_leaves_the_reasoning_incomplete() -> None:
+    """Nothing came after the thinking: the cut fell in it, whole or streamed."""
+    message = {"role": "assistant", "content": None, "reasoning_content": "Let me"}
+    data = {"id": "x", "choices": [{"message": message, "finish_reason": "length"}]}
+    (whole,) = to_response(data, "deep", {"model": "auto", "input": "q"})["output"]
+    events = _events(
+        ResponsesStream("small", {"model": "auto", "input": "x"}),
+        [_chunk({"reasoning_content": "Let me"}), _chunk(finish="length"), b"data: [DONE]\n\n"],
+    )
+    (streamed,) = events[-1]["response"]["output"]
+    assert events[-1]["type"] == "response.incomplete"
+    assert whole["status"] == streamed["status"] == "incomplete"
+    assert streamed["content"] == whole["content"]

@@ -615,7 +615,7 @@ def to_response(
     response_id = response_id or f"resp_{chat_id}"
     item_id = response_id.removeprefix("resp_")
     output = output_items(choice.get("message") or {}, item_id, custom_tools(body))
-    if reason and output and output[-1]["type"] == "message":
+    if reason and output and output[-1]["type"] in ("message", "reasoning"):
         output[-1]["status"] = "incomplete"  # the item the cut fell in, as OpenAI says
     return {
         "id": response_id,

@@ -216,7 +216,10 @@ class ResponsesStream(ChunkTranslator):
         if self._thought_item is None:
             return
         position, text = self._thought_item, "".join(self._thought)
-        item = reasoning_item(self._items[position]["id"], text, self._blocks)
+        # the answer's cut fell in it when nothing came after it
+        cut = INCOMPLETE_REASONS.get(self._finish or "stop") and position == len(self._items) - 1
+        status = "incomplete" if cut else "completed"
+        item = reasoning_item(self._items[position]["id"], text, self._blocks, status)
         self._items[position] = item
         if text:
             yield self._event("response.reasoning_text.done", self._thought_at(text=text))
