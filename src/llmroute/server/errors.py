@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmroute.errors import (
     AllFallbacksFailed,
@@ -23,6 +23,7 @@ from llmroute.errors import (
     RoutingError,
     UnsupportedRequest,
 )
+from llmroute.server.watched_send import WatchedSend
 
 __all__ = [
     "AnswerUnhandled",
@@ -122,18 +123,11 @@ class AnswerUnhandled:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def watched(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watched = WatchedSend(send)
         try:
             await self.app(scope, receive, watched)
         except Exception as exc:
-            if started:
+            if watched.started:
                 raise
             response = await handle_any(Request(scope, receive), exc)
             await response(scope, receive, send)

@@ -19,7 +19,9 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from llmroute.server.watched_send import WatchedSend
 
 __all__ = ["CUT_BY_SHUTDOWN", "AnswerCutRequests", "Server", "ignore_sighup", "stopping"]
 
@@ -124,18 +126,11 @@ class AnswerCutRequests:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def watched(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watched = WatchedSend(send)
         try:
             await self.app(scope, receive, watched)
         except asyncio.CancelledError:
-            if started or not stopping():
+            if watched.started or not stopping():
                 raise
             task: Any = asyncio.current_task()
             if task is not None:
