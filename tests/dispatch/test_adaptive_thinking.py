@@ -216,3 +216,14 @@ def test_effort_goes_only_where_anthropics_parameters_are_taken() -> None:
     assert "output_config" not in effort_where_taken(alone, plain, "openai")
     proxied = Model(provider="p", model="up", reasoning=Reasoning(param="thinking"))
     assert effort_where_taken(alone, proxied, "openai") is alone
+
+
+def test_a_chat_clients_max_beside_adaptive_reaches_an_openai_model_as_high() -> None:
+    """LiteLLM's spelling: ``reasoning_effort`` beside ``thinking: {type: adaptive}`` is
+    the adaptive thinking's effort, on Anthropic's scale; ``max`` is no OpenAI effort."""
+    openai = Model(provider="p", model="o3", reasoning=Reasoning())
+    body = _body(thinking={"type": "adaptive"}, reasoning_effort="max")
+    sent = in_dialect(body, openai, "openai")
+    assert sent["reasoning_effort"] == "high" and "thinking" not in sent
+    alone = _body(reasoning_effort="xhigh")  # OpenAI's own spelling goes as it came
+    assert in_dialect(alone, openai, "openai") is alone

@@ -164,7 +164,11 @@ def in_dialect(body: dict[str, Any], model: Model, provider_kind: str) -> dict[s
     if style == "thinking" and intent.on and not thinking_allowed(body):
         return _without_client_keys(body)
     if _already_said(body, style, adaptive):
-        return _with_effort(_own_only(body, style), intent)
+        said = _own_only(body, style)
+        if style == "reasoning_effort" and _adaptive(body):
+            # LiteLLM's spelling of adaptive thinking's effort: Anthropic's scale
+            return {**said, "reasoning_effort": openai_effort(intent.effort) or body[style]}
+        return _with_effort(said, intent)
     plain = _without_client_keys(body)
     if not intent.on:
         return turn_off(plain, style)
@@ -183,6 +187,11 @@ def in_dialect(body: dict[str, Any], model: Model, provider_kind: str) -> dict[s
     return turn_on(plain, wanted, style, adaptive=adaptive, room=not limited)
 
 
+def _adaptive(body: Mapping[str, Any]) -> bool:
+    thinking = body.get("thinking")
+    return isinstance(thinking, Mapping) and thinking.get("type") == "adaptive"
+
+
 def _with_effort(body: dict[str, Any], intent: ClientIntent) -> dict[str, Any]:
     """An adaptive `body` as it came, with the effort the client said elsewhere (a chat
     client's ``reasoning_effort`` beside ``thinking: {type: adaptive}``) as Anthropic's
@@ -190,9 +199,7 @@ def _with_effort(body: dict[str, Any], intent: ClientIntent) -> dict[str, Any]:
     effort = adaptive_effort(intent.effort)
     config = body.get("output_config")
     config = dict(config) if isinstance(config, Mapping) else {}
-    thinking = body.get("thinking")
-    adaptive = isinstance(thinking, Mapping) and thinking.get("type") == "adaptive"
-    if not adaptive or effort is None or config.get("effort") is not None:
+    if not _adaptive(body) or effort is None or config.get("effort") is not None:
         return body
     return {**body, "output_config": {**config, "effort": effort}}
 
