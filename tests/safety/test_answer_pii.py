@@ -82,6 +82,31 @@ def _stream(pieces: list[str]) -> list[str]:
     return [json.loads(e[5:])["choices"][0]["delta"].get("content", "") for e in events]
 
 
+def test_a_streams_reasoning_reaches_the_client_before_its_answer() -> None:
+    """The reasoning held back (its last `HOLD` characters) goes out as the answer
+    starts, before its first words: not with the finish reason, after the whole answer,
+    where a client that shows the thinking above the answer would put it last."""
+    edit = MASK.stream()
+    pieces = [{"reasoning_content": p} for p in ("Hmm, ", "mail alice@corp.example.")]
+    pieces += [{"content": "Done: "}, {"content": "I wrote. " * 40}]
+    choices = [{"index": 0, "delta": d, "finish_reason": None} for d in pieces]
+    choices.append({"index": 0, "delta": {}, "finish_reason": "stop"})
+    raw = b"".join(
+        b"data: " + json.dumps({"id": "c", "choices": [c]}).encode() + b"\n\n" for c in choices
+    )
+    out = b"".join(edit.feed(raw)) + b"".join(edit.close())
+    said = [
+        (field, text)
+        for event in out.split(b"\n\n")
+        if event
+        for field, text in json.loads(event[5:])["choices"][0]["delta"].items()
+        if text
+    ]
+    fields = [field for field, _ in said]
+    assert fields.index("content") > max(i for i, f in enumerate(fields) if f != "content")
+    assert "".join(t for f, t in said if f == "reasoning_content") == "Hmm, mail <EMAIL>."
+
+
 def test_a_span_split_between_chunks_is_redacted_whole() -> None:
     assert "".join(_stream([ANSWER[:14], ANSWER[14:20], ANSWER[20:]])) == MASKED  # "ali|ce@"
     assert "".join(_stream(list(ANSWER))) == MASKED  # one character a chunk

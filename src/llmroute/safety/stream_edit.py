@@ -5,7 +5,8 @@ machinery `llmroute.safety.restore.StreamRestorer` (placeholders swapped back) a
 The stream may come in any pieces (events cut anywhere); each choice's text, refusal
 and tool-call arguments are edited as they pass, and an edit may hold back the end of
 what it has (a placeholder's or a PII span's start) until the next piece of the same
-field says more, or until the choice's finish reason, ``[DONE]`` or the stream's end.
+field says more, or until the choice's finish reason, ``[DONE]`` or the stream's end;
+the model's reasoning (``reasoning_content``) at the latest when its answer starts.
 Events it cannot read pass through as they came.
 """
 
@@ -21,6 +22,9 @@ from llmroute.untrusted_json import loads
 __all__ = ["StreamEdit"]
 
 Key = tuple[int, str, int]  # (choice index, field, tool call index): "arguments" or 0
+# the model's thinking, which comes before its answer: what of it is held goes out when
+# the answer starts, not after it with the finish reason
+_REASONING = "reasoning_content"
 
 
 class StreamEdit(ABC):
@@ -105,9 +109,13 @@ class StreamEdit(ABC):
             delta = choice["delta"]
             for field in self.dropped:
                 delta.pop(field, None)
+            answering = _answers(delta)
             for field in self.fields:
-                if isinstance(delta.get(field), str) or (final and (index, field, 0) in self._held):
-                    delta[field] = self._pass((index, field, 0), delta.get(field) or "", final)
+                ends = final or (answering and field == _REASONING)
+                if isinstance(delta.get(field), str) or (ends and (index, field, 0) in self._held):
+                    delta[field] = self._pass((index, field, 0), delta.get(field) or "", ends)
+            if answering and delta.get(_REASONING):  # the thinking's end, then the answer
+                choice["delta"] = delta = {_REASONING: delta.pop(_REASONING), **delta}
             if self.edits_arguments:
                 self._calls(index, delta, final)
 
@@ -134,3 +142,12 @@ class StreamEdit(ABC):
         if hold:
             self._held[key] = hold
         return out
+
+
+def _answers(delta: dict[str, Any]) -> bool:
+    """Whether `delta` carries the answer itself: text, a refusal or tool calls."""
+    return bool(
+        (isinstance(delta.get("content"), str) and delta["content"])
+        or (isinstance(delta.get("refusal"), str) and delta["refusal"])
+        or (isinstance(delta.get("tool_calls"), list) and delta["tool_calls"])
+    )
