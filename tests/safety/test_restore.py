@@ -54,6 +54,22 @@ def test_a_completions_text_refusal_and_tool_arguments_are_restored() -> None:
     assert restore_completion("not a completion", VALUES) == "not a completion"
 
 
+def test_the_models_reasoning_is_restored_and_its_signed_blocks_left_alone() -> None:
+    """The model thought in placeholders too; its ``reasoning_content`` is part of the
+    answer the client reads. The thinking blocks go back to Anthropic as they came (a
+    changed one fails its signature), so they keep the placeholders."""
+    block = {"type": "thinking", "thinking": "mail <EMAIL_1>", "signature": "c2ln"}
+    message = {"content": "ok", "reasoning_content": "mail <EMAIL_1>", "thinking_blocks": [block]}
+    data: dict[str, Any] = {"choices": [{"message": message}]}
+    restore_completion(data, VALUES)
+    assert message["reasoning_content"] == "mail jane@example.com"
+    assert message["thinking_blocks"] == [{**block, "thinking": "mail <EMAIL_1>"}]
+    pieces = [_chunk(reasoning_content="mail <EMA"), _chunk(reasoning_content="IL_1>")]
+    chunks = _run([*pieces, _chunk("ok", finish="stop"), b"data: [DONE]\n\n"])
+    reasoning = "".join(c["choices"][0]["delta"].get("reasoning_content") or "" for c in chunks)
+    assert reasoning == "mail jane@example.com"
+
+
 def _chunk(content: str | None = None, finish: str | None = None, **delta: Any) -> bytes:
     if content is not None:
         delta["content"] = content

@@ -4,9 +4,10 @@ profile's ``restore: true``; docs/safety.md).
 Redaction keeps PII from the provider, but the model then answers in placeholders: "I
 have written to <EMAIL_1>". The client sent those values, so it may have them back: the
 gateway replaces each placeholder this request's redaction issued by its value in the
-answer (text, refusals and tool-call arguments), after the cache, the decision log and
-the shadow judge saw the answer as the provider wrote it. A placeholder the request did
-not issue (one the model made up) is left as it is.
+answer (text, refusals, tool-call arguments and the model's ``reasoning_content``; not
+Anthropic's signed ``thinking_blocks``, which go back to it as they came), after the
+cache, the decision log and the shadow judge saw the answer as the provider wrote it. A
+placeholder the request did not issue (one the model made up) is left as it is.
 
 A stream's placeholder may arrive in pieces (``<EMA`` then ``IL_1>``): what could be the
 start of one is held back until the next piece of the same choice says, and sent at the
@@ -46,8 +47,8 @@ def restore_text(text: str, values: Mapping[str, str], *, in_json: bool = False)
 
 
 def restore_completion(data: Any, values: Mapping[str, str]) -> Any:
-    """A chat completion with its choices' content, refusal and tool-call arguments
-    restored, in place; anything not shaped like one is returned as it is."""
+    """A chat completion with its choices' content, refusal, reasoning and tool-call
+    arguments restored, in place; anything not shaped like one is returned as it is."""
     for message in _each(data, "message"):
         _restore_fields(message, values)
     return data
@@ -62,7 +63,7 @@ def _each(data: Any, key: str) -> Iterator[dict[str, Any]]:
 
 
 def _restore_fields(message: dict[str, Any], values: Mapping[str, str]) -> None:
-    for key in ("content", "refusal"):
+    for key in StreamRestorer.fields:
         if isinstance(message.get(key), str):
             message[key] = restore_text(message[key], values)
     for function in _functions(message):
@@ -81,6 +82,8 @@ def _functions(message: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
 class StreamRestorer(StreamEdit):
     """Restores a chat-completions SSE stream, holding back a possible placeholder's
     start per choice and tool call."""
+
+    fields = ("content", "refusal", "reasoning_content")
 
     def __init__(self, values: Mapping[str, str]) -> None:
         super().__init__()
