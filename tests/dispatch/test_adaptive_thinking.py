@@ -227,3 +227,16 @@ def test_a_chat_clients_max_beside_adaptive_reaches_an_openai_model_as_high() ->
     assert sent["reasoning_effort"] == "high" and "thinking" not in sent
     alone = _body(reasoning_effort="xhigh")  # OpenAI's own spelling goes as it came
     assert in_dialect(alone, openai, "openai") is alone
+
+
+def test_auto_reads_the_served_id_over_the_models() -> None:
+    """A model whose `model` is an alias, served by a deployment naming Opus 4.7: the
+    deployment's id decides, as it is the model Anthropic checks."""
+    aliased = _model("house-claude", effort="high")
+    assert not thinks_adaptively(aliased, aliased.reasoning)  # type: ignore[arg-type]
+    assert thinks_adaptively(aliased, aliased.reasoning, OPUS_47)  # type: ignore[arg-type]
+    gated = with_reasoning(_body(), aliased, "anthropic", True, OPUS_47)
+    assert gated["thinking"] == {"type": "adaptive"}
+    chosen = in_dialect(_body(reasoning_effort="low"), aliased, "anthropic", OPUS_47)
+    assert chosen["thinking"] == {"type": "adaptive"}
+    assert chosen["output_config"] == {"effort": "low"}

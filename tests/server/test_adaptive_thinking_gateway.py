@@ -27,6 +27,10 @@ models:
     provider: claude
     model: "claude-sonnet-4-5-20250929?budget_only=1"
     reasoning: {effort: high}
+  aliased:  # the deployment names the Claude that serves; the model's id is an alias
+    model: house-claude
+    reasoning: {effort: high}
+    deployments: [{provider: claude, model: "claude-opus-4-7?adaptive_only=1"}]
 routes:
   - name: chitchat
     examples: ["hi there!", "how are you today?", "good morning"]
@@ -131,6 +135,18 @@ def test_a_chat_clients_budget_or_effort_to_an_adaptive_only_model(
         sent = claude.last.body
         assert sent["thinking"] == {"type": "adaptive"}, extra
         assert sent["output_config"] == {"effort": effort}, extra
+
+
+def test_auto_reads_the_id_of_the_deployment_that_serves(
+    gateway: Served, claude: FakeAnthropic
+) -> None:
+    body = {"model": "aliased", "messages": ASK, "max_tokens": 9000, "reasoning_effort": "low"}
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=20)
+    assert response.status_code == 200, response.text  # a budget here is Opus 4.7's 400
+    sent = claude.last.body
+    assert sent["model"] == "claude-opus-4-7?adaptive_only=1"
+    assert sent["thinking"] == {"type": "adaptive"}
+    assert sent["output_config"] == {"effort": "low"}
 
 
 @pytest.mark.parametrize(

@@ -147,8 +147,11 @@ def _without_client_keys(body: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def in_dialect(body: dict[str, Any], model: Model, provider_kind: str) -> dict[str, Any]:
-    """`body`, whose client set a thinking parameter itself, as `model` on a provider of
+def in_dialect(
+    body: dict[str, Any], model: Model, provider_kind: str, served_id: str | None = None
+) -> dict[str, Any]:
+    """`body`, whose client set a thinking parameter itself, as `model` (served as
+    `served_id`, a deployment's own id, when it has one) on a provider of
     `provider_kind` takes it. Returns `body` itself when nothing changes."""
     reasoning = model.reasoning
     if reasoning is False:
@@ -157,7 +160,7 @@ def in_dialect(body: dict[str, Any], model: Model, provider_kind: str) -> dict[s
     if reasoning is None:
         return _as_it_came(body, provider_kind)
     style = style_for(reasoning, provider_kind)
-    adaptive = style == "thinking" and thinks_adaptively(model, reasoning)
+    adaptive = style == "thinking" and thinks_adaptively(model, reasoning, served_id)
     intent = intent_of(body, prefer=style)
     if intent is None:
         return body

@@ -669,11 +669,12 @@ class Dispatcher:
             return within_output(completion, model)
         kind = self._registry.providers[deployment.provider_name].kind
         if client_chose(body):
-            sent = in_dialect(body, model, kind)
+            sent = in_dialect(body, model, kind, deployment.upstream)
         elif plan.decision.reasoning is None:
             sent = body
         else:
-            sent = with_reasoning(body, model, kind, plan.decision.reasoning.needed)
+            needed = plan.decision.reasoning.needed
+            sent = with_reasoning(body, model, kind, needed, deployment.upstream)
         sent = effort_where_taken(sent, model, kind)
         return within_output(fit_thinking(for_model(sent, model, params), model), model)
 

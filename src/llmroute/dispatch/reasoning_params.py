@@ -126,15 +126,17 @@ def with_reasoning(
     model: Model,
     provider_kind: Literal["openai", "anthropic"] | str,
     needed: bool | None,
+    served_id: str | None = None,
 ) -> dict[str, Any]:
-    """The body to send to `model` on a provider of `provider_kind`, given the gate's
-    `needed` (None: no gate ran). Returns `body` itself when nothing changes."""
+    """The body to send to `model` (served as `served_id`, a deployment's own id, when
+    it has one) on a provider of `provider_kind`, given the gate's `needed` (None: no
+    gate ran). Returns `body` itself when nothing changes."""
     reasoning = model.reasoning
     if needed is None or not isinstance(reasoning, Reasoning) or client_chose(body):
         return body
     style = style_for(reasoning, provider_kind)
     if needed:
-        adaptive = style == "thinking" and thinks_adaptively(model, reasoning)
+        adaptive = style == "thinking" and thinks_adaptively(model, reasoning, served_id)
         return turn_on(body, reasoning, style, adaptive=adaptive)
     if reasoning.turn_off:
         return turn_off(body, style)

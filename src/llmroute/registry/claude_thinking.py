@@ -54,9 +54,10 @@ def adaptive_id(model_id: str) -> bool:
     return version is not None and version >= FIRST_ADAPTIVE
 
 
-def thinks_adaptively(model: Model, reasoning: Reasoning) -> bool:
+def thinks_adaptively(model: Model, reasoning: Reasoning, served_id: str | None = None) -> bool:
     """Whether `model` is sent adaptive thinking: its `reasoning.thinking`, ``auto``
-    reading the model's id."""
+    reading the id it is served under (`served_id`: a deployment's own ``model``, which
+    may name another Claude than the model's), else the model's id."""
     if reasoning.thinking != "auto":
         return reasoning.thinking == "adaptive"
-    return adaptive_id(model.model)
+    return adaptive_id(served_id or model.model)
