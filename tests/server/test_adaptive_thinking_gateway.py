@@ -6,6 +6,7 @@ thinking, each with Anthropic's words) and a fake OpenAI-protocol upstream."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import anthropic
 import httpx
@@ -39,6 +40,7 @@ routes:
 default: {target: small, reasoning_target: opus}
 reasoning: {scorer: builtin}
 """
+SCHEMA = {"type": "object", "properties": {"path": {"type": "string"}}}
 ASK = [{"role": "user", "content": "prove that the square root of 2 is irrational"}]
 
 
@@ -71,7 +73,7 @@ def test_a_messages_clients_adaptive_request_reaches_an_adaptive_model_as_it_cam
             "output_config": {"effort": "max", "format": {"type": "json_schema", "schema": schema}}
         },
     )
-    assert answer.content[0].type == "text"
+    assert [block.type for block in answer.content] == ["thinking", "text"]
     sent = claude.last.body
     assert sent["thinking"] == {"type": "adaptive", "display": "summarized"}
     assert sent["output_config"] == {"effort": "max"}
@@ -85,7 +87,7 @@ def test_adaptive_to_a_budget_only_claude_becomes_a_budget(
     client.messages.create(
         model="sonnet45",
         max_tokens=1000,
-        thinking={"type": "adaptive"},  # type: ignore[typeddict-item]
+        thinking={"type": "adaptive"},
         messages=ASK,  # type: ignore[arg-type]
         extra_body={"output_config": {"effort": "medium"}},
     )
@@ -100,7 +102,7 @@ def test_adaptive_to_an_openai_model_is_its_reasoning_effort(
     client.messages.create(
         model="gpt",
         max_tokens=1000,
-        thinking={"type": "adaptive"},  # type: ignore[typeddict-item]
+        thinking={"type": "adaptive"},
         messages=ASK,  # type: ignore[arg-type]
         extra_body={"output_config": {"effort": "max"}},
     )
@@ -135,6 +137,47 @@ def test_a_chat_clients_budget_or_effort_to_an_adaptive_only_model(
         sent = claude.last.body
         assert sent["thinking"] == {"type": "adaptive"}, extra
         assert sent["output_config"] == {"effort": effort}, extra
+
+
+def test_a_messages_tool_loop_keeps_adaptive_thinking_with_its_blocks(
+    client: anthropic.Anthropic, claude: FakeAnthropic
+) -> None:
+    """Adaptive thinking and the thinking blocks together: the loop's next turn reaches
+    the adaptive-only model with ``{type: adaptive}`` and its blocks first, unchanged;
+    without them, without thinking (which Anthropic would refuse)."""
+    tools: Any = [{"name": "read_file", "description": "Read a file", "input_schema": SCHEMA}]
+    first = client.messages.create(
+        model="opus",
+        max_tokens=9000,
+        thinking={"type": "adaptive"},
+        tools=tools,
+        messages=ASK,  # type: ignore[arg-type]
+    )
+    content = [block.model_dump(exclude_none=True) for block in first.content]
+    assert content[0]["type"] == "thinking" and content[0]["signature"]
+    call = next(block for block in first.content if block.type == "tool_use")
+    result = {"type": "tool_result", "tool_use_id": call.id, "content": "42"}
+    for kept in (content, content[1:]):
+        history: Any = [
+            *ASK,
+            {"role": "assistant", "content": kept},
+            {"role": "user", "content": [result]},
+        ]
+        answer = client.messages.create(
+            model="opus",
+            max_tokens=9000,
+            thinking={"type": "adaptive"},
+            tools=tools,
+            messages=history,
+        )
+        sent = claude.last.body
+        if kept is content:
+            assert sent["thinking"] == {"type": "adaptive"}
+            assert sent["messages"][1]["content"][0] == content[0]
+            assert answer.content[0].type == "thinking"
+        else:
+            assert "thinking" not in sent
+            assert sent["messages"][1]["content"][0]["type"] != "thinking"
 
 
 def test_auto_reads_the_id_of_the_deployment_that_serves(

@@ -27,9 +27,9 @@ Faults and variants are chosen by the model name, ``NAME?k=v&...``:
 Thinking is checked as the real API checks it, with its error text: every ``thinking``
 block sent back must hold the signature the fake gave its text for that model (`sign`;
 another model's fails), every
-``redacted_thinking`` block the fake's data; and with thinking enabled, a conversation
-whose last user turn holds tool results must have its last assistant turn start with a
-thinking block.
+``redacted_thinking`` block the fake's data; and with thinking on (enabled, or adaptive,
+under which this fake always thinks), a conversation whose last user turn holds tool
+results must have its last assistant turn start with a thinking block.
 """
 
 from __future__ import annotations
@@ -105,8 +105,13 @@ def sign(thinking: str, model: str = "claude-x") -> str:
 
 
 def _thinks(body: dict[str, Any], faults: dict[str, str]) -> bool:
-    enabled = (body.get("thinking") or {}).get("type") == "enabled"
-    return "thinking" in faults or enabled
+    return "thinking" in faults or _thinking_on(body)
+
+
+def _thinking_on(body: dict[str, Any]) -> bool:
+    """Thinking asked for: a budget, or adaptive (which this fake always uses, as the
+    real model may)."""
+    return (body.get("thinking") or {}).get("type") in ("enabled", "adaptive")
 
 
 def reply_blocks(body: dict[str, Any], faults: dict[str, str]) -> list[dict[str, Any]]:
@@ -235,7 +240,7 @@ def thinking_refusal(body: dict[str, Any]) -> str | None:
                 return f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
             if block.get("type") == "redacted_thinking" and block.get("data") != REDACTED:
                 return f"messages.{i}.content.{j}: Invalid `data` in `redacted_thinking` block"
-    if (body.get("thinking") or {}).get("type") != "enabled" or not messages:
+    if not _thinking_on(body) or not messages:
         return None
     last = messages[-1].get("content")
     if not isinstance(last, list) or not any(b.get("type") == "tool_result" for b in last):
