@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fake_anthropic import USAGE, FakeAnthropic
 from fake_upstream import FakeUpstream
-from gateway_proc import Served, serve_text
+from gateway_proc import Served
 
 REGISTRY = """
 encoder: builtin:static
@@ -39,16 +39,6 @@ default: {target: small}
 aliases:
   "claude-*": sonnet
 """
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, claude: FakeAnthropic
-) -> Iterator[Served]:
-    tmp = tmp_path_factory.mktemp("messages")
-    text = REGISTRY % {"url": upstream.url, "anthropic": claude.url}
-    with serve_text(text, tmp, env={"LLMROUTE_TELEMETRY_URL": "off"}) as served:
-        yield served
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import openai
 import pytest
 from fake_anthropic import REDACTED, THOUGHT, FakeAnthropic, sign
 from fake_upstream import FakeUpstream
-from gateway_proc import Served, serve_text
+from gateway_proc import Served
 
 REGISTRY = """
 encoder: builtin:static
@@ -40,16 +40,6 @@ SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}}
 ASK = "read the file setup.py"
 SIGNED = {"type": "thinking", "thinking": THOUGHT, "signature": sign(THOUGHT)}
 HIDDEN = {"type": "redacted_thinking", "data": REDACTED}
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, claude: FakeAnthropic
-) -> Iterator[Served]:
-    tmp = tmp_path_factory.mktemp("thinking")
-    text = REGISTRY % {"url": upstream.url, "anthropic": claude.url}
-    with serve_text(text, tmp, env={"LLMROUTE_TELEMETRY_URL": "off"}) as served:
-        yield served
 
 
 @pytest.fixture(scope="module")
