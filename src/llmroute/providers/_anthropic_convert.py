@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_MAX_TOKENS",
     "finish_reason",
     "reasoning_text",
+    "thinking_block",
     "thinking_blocks",
     "to_chat_completion",
     "to_messages_request",
@@ -293,25 +294,29 @@ def _blocks_of(provider: str, role: Any, message: dict[str, Any], index: int) ->
 
 def thinking_blocks(blocks: Any) -> list[Block]:
     """An assistant message's ``thinking_blocks`` (LiteLLM's field) as the Messages API
-    takes them back: each ``thinking`` block with its ``signature``, each
-    ``redacted_thinking`` block with its ``data``, byte for byte (Anthropic checks the
-    signature against the text). A thinking block without a signature cannot be checked
-    and Anthropic refuses it, so it is left out, as is anything else in the list."""
+    takes them back (`thinking_block`); anything else in the list is left out."""
     out: list[Block] = []
     for block in blocks if isinstance(blocks, list) else ():
-        kind = block.get("type") if isinstance(block, dict) else None
-        if kind == "thinking" and _signed(block):
-            thinking = block.get("thinking")
-            text = thinking if isinstance(thinking, str) else ""
-            out.append({"type": kind, "thinking": text, "signature": block["signature"]})
-        elif kind == "redacted_thinking" and isinstance(block.get("data"), str):
-            out.append({"type": kind, "data": block["data"]})
+        sendable = thinking_block(block)
+        if sendable is not None:
+            out.append(sendable)
     return out
 
 
-def _signed(block: dict[str, Any]) -> bool:
-    signature = block.get("signature")
-    return isinstance(signature, str) and bool(signature)
+def thinking_block(block: Any) -> Block | None:
+    """`block` as it goes back to Anthropic, byte for byte (it checks the signature
+    against the text): a ``thinking`` block with its text and ``signature``, a
+    ``redacted_thinking`` block with its ``data``; None for anything else, a thinking
+    block without a signature included (it cannot be checked, and Anthropic refuses it)."""
+    if not isinstance(block, dict):
+        return None
+    kind = block.get("type")
+    if kind == "redacted_thinking" and isinstance(block.get("data"), str):
+        return {"type": kind, "data": block["data"]}
+    thinking, signature = block.get("thinking"), block.get("signature")
+    if kind == "thinking" and isinstance(thinking, str) and isinstance(signature, str):
+        return {"type": kind, "thinking": thinking, "signature": signature} if signature else None
+    return None
 
 
 def _text_blocks(provider: str, content: Any, where: str) -> list[Block]:

@@ -16,6 +16,7 @@ import binascii
 import json
 from typing import Any
 
+from llmroute.providers._anthropic_convert import thinking_block
 from llmroute.untrusted_json import loads
 
 __all__ = ["blocks_of", "encoded", "reasoning_item"]
@@ -31,19 +32,6 @@ def encoded(blocks: list[dict[str, Any]]) -> str:
     return _PREFIX + base64.urlsafe_b64encode(raw).decode()
 
 
-def _block(block: Any) -> dict[str, Any] | None:
-    """A block that can be sent back (signed thinking, or redacted), else None."""
-    if not isinstance(block, dict):
-        return None
-    kind = block.get("type")
-    if kind == "redacted_thinking" and isinstance(block.get("data"), str):
-        return {"type": kind, "data": block["data"]}
-    thinking, signature = block.get("thinking"), block.get("signature")
-    if kind == "thinking" and isinstance(thinking, str) and isinstance(signature, str):
-        return {"type": kind, "thinking": thinking, "signature": signature} if signature else None
-    return None
-
-
 def blocks_of(item: dict[str, Any]) -> list[dict[str, Any]]:
     """The thinking blocks an input ``reasoning`` item carries; [] where its
     ``encrypted_content`` is not ours or does not decode."""
@@ -56,7 +44,7 @@ def blocks_of(item: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     if not isinstance(decoded, list):
         return []
-    blocks = [_block(block) for block in decoded]
+    blocks = [thinking_block(block) for block in decoded]
     return [b for b in blocks if b is not None] if all(blocks) else []
 
 
@@ -66,7 +54,7 @@ def reasoning_item(
     """The ``reasoning`` output item for thinking `text` and its sendable `blocks`
     (``encrypted_content`` null when there are none: an OpenAI-style model's
     ``reasoning_content`` cannot be sent back)."""
-    kept = [b for b in map(_block, blocks) if b is not None]
+    kept = [b for b in map(thinking_block, blocks) if b is not None]
     return {
         "type": "reasoning",
         "id": item_id,
