@@ -32,7 +32,7 @@ from typing import Any
 from llmroute.dispatch.rerank import rerank_worst_case
 from llmroute.dispatch.usage import count_tokens, input_tokens_at_most, prompt_tokens_at_most
 from llmroute.providers._anthropic_convert import DEFAULT_MAX_TOKENS
-from llmroute.registry.schema import ANSWER_LIMITS, Budget, Model, Provider
+from llmroute.registry.schema import ANSWER_LIMITS, ANTHROPIC_KINDS, Budget, Model, Provider
 from llmroute.request import image_count
 
 __all__ = [
@@ -129,7 +129,7 @@ def _answer_bound(sent: Mapping[str, Any], model: Model, provider: Provider, pro
             bounds.append(value)
             break
     else:
-        if provider.kind == "anthropic":  # its API needs one: the provider sends its default
+        if provider.kind in ANTHROPIC_KINDS:  # its API needs one: the provider sends its default
             bounds.append(DEFAULT_MAX_TOKENS)
     if model.max_output_tokens is not None:
         bounds.append(model.max_output_tokens)

@@ -47,7 +47,7 @@ from llmroute.dispatch.reasoning_params import (
     turn_on,
 )
 from llmroute.registry.claude_thinking import thinks_adaptively
-from llmroute.registry.schema import Model, Reasoning
+from llmroute.registry.schema import ANTHROPIC_KINDS, Model, Reasoning
 
 __all__ = ["ClientIntent", "effort_where_taken", "in_dialect", "intent_of"]
 
@@ -214,7 +214,7 @@ def effort_where_taken(body: dict[str, Any], model: Model, provider_kind: str) -
     do not know. Returns `body` itself when nothing changes."""
     reasoning = model.reasoning
     own = isinstance(reasoning, Reasoning) and style_for(reasoning, provider_kind) == "thinking"
-    if provider_kind == "anthropic" or own or _output_effort(body) is None:
+    if provider_kind in ANTHROPIC_KINDS or own or _output_effort(body) is None:
         return body
     return _without_effort(body)
 
@@ -239,7 +239,7 @@ def _as_it_came(body: dict[str, Any], provider_kind: str) -> dict[str, Any]:
         return body
     intent = _from_thinking(body)
     refused = intent is not None and intent.on and not thinking_allowed(body)
-    if provider_kind == "anthropic" and not refused:
+    if provider_kind in ANTHROPIC_KINDS and not refused:
         return body
     return {k: v for k, v in body.items() if k != "thinking"}
 

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from llmroute.providers._anthropic_convert import DEFAULT_MAX_TOKENS, thinking_blocks
 from llmroute.registry.claude_thinking import thinks_adaptively
-from llmroute.registry.schema import Model, Reasoning
+from llmroute.registry.schema import ANTHROPIC_KINDS, Model, Reasoning
 
 __all__ = [
     "ADAPTIVE_EFFORTS",
@@ -82,7 +82,7 @@ def style_for(reasoning: Reasoning, provider_kind: str) -> Style:
     """The parameter a model takes: Anthropic providers always ``thinking`` (the only
     one the Messages API has); otherwise the model's ``param``, ``auto`` meaning
     ``reasoning_effort``."""
-    if provider_kind == "anthropic":
+    if provider_kind in ANTHROPIC_KINDS:
         return "thinking"
     if reasoning.param == "auto":
         return "reasoning_effort"

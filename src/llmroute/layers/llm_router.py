@@ -66,7 +66,7 @@ from llmroute.dispatch.dispatcher import Dispatcher
 from llmroute.dispatch.plan import Plan, plan_request
 from llmroute.errors import LlmrouteError, ProviderError, ProviderTimeout, UpstreamRejected
 from llmroute.layers.base import DecisionContext, LayerResult
-from llmroute.registry.schema import LlmFallback, Registry, Route, RoutePolicy
+from llmroute.registry.schema import ANTHROPIC_KINDS, LlmFallback, Registry, Route, RoutePolicy
 from llmroute.untrusted_json import loads
 
 __all__ = [
@@ -398,7 +398,7 @@ def _anthropic_only(registry: Registry, model: str) -> bool:
     if entry is None:
         return False
     kinds = {registry.providers[p].kind for p in entry.provider_names() if p in registry.providers}
-    return kinds == {"anthropic"}
+    return bool(kinds) and kinds <= ANTHROPIC_KINDS
 
 
 def _llm_decision(model: str) -> Decision:

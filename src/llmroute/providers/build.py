@@ -11,7 +11,7 @@ from llmroute.providers.echo import EchoProvider
 from llmroute.providers.openai_compat import OpenAICompatProvider
 from llmroute.registry.schema import Provider, Registry
 
-__all__ = ["build_providers"]
+__all__ = ["build_http", "build_providers"]
 
 
 def build_providers(
@@ -40,8 +40,13 @@ def _build(
         from llmroute.providers.llamacpp import build_llamacpp
 
         return build_llamacpp(name, spec, registry, base_dir)
-    if spec.kind == "anthropic":
-        return AnthropicProvider(name, spec, environ=environ)
     if spec.kind == "echo":
         return EchoProvider(name, spec)
+    return build_http(name, spec, environ)
+
+
+def build_http(name: str, spec: Provider, environ: Mapping[str, str] | None) -> ChatProvider:
+    """The client of a provider reached over HTTP (every kind but llamacpp and echo)."""
+    if spec.kind == "anthropic":
+        return AnthropicProvider(name, spec, environ=environ)
     return OpenAICompatProvider(name, spec, environ=environ)

@@ -24,7 +24,6 @@ from typing import Any, Literal
 from yarl import URL
 
 from llmroute.errors import LlmrouteError, ProviderError, ProviderMisconfigured, UpstreamRejected
-from llmroute.providers.anthropic import AnthropicProvider
 from llmroute.providers.base import (
     ChatProvider,
     EmbeddingProvider,
@@ -33,7 +32,7 @@ from llmroute.providers.base import (
     TextProvider,
     Timeouts,
 )
-from llmroute.providers.openai_compat import OpenAICompatProvider
+from llmroute.providers.build import build_http
 from llmroute.registry.schema import (
     Model,
     OpenAIEncoderSpec,
@@ -173,11 +172,7 @@ async def _listings(
         if unset:
             out[provider_name] = unset[0]
             continue
-        client: ChatProvider = (
-            AnthropicProvider(provider_name, spec, environ=environ)
-            if spec.kind == "anthropic"
-            else OpenAICompatProvider(provider_name, spec, environ=environ)
-        )
+        client = build_http(provider_name, spec, environ)
         providers[provider_name] = client
         pending[provider_name] = _list(client, _timeouts(spec, timeout_s))
     for provider_name, listing in zip(

@@ -32,6 +32,7 @@ from llmroute.registry._paths import PathProblems, Problem, did_you_mean
 from llmroute.safety._pii_span import PII_TYPES
 
 __all__ = [
+    "ANTHROPIC_KINDS",
     "BALANCE_STRATEGIES",
     "BUILTIN_ENCODERS",
     "PII_TYPES",
@@ -292,6 +293,12 @@ EncoderSpec = Annotated[
 
 
 # -- providers and models ----------------------------------------------------------------
+
+
+# Provider kinds whose upstream takes Anthropic's Messages body (Claude, wherever it is
+# served): they get Anthropic's parameters (``thinking``, ``output_config``, a default
+# ``max_tokens``) where other kinds get OpenAI's.
+ANTHROPIC_KINDS: frozenset[str] = frozenset({"anthropic"})
 
 
 class Provider(_Frozen):
