@@ -14,8 +14,10 @@ from llmroute.dispatch.usage import (
     StreamUsage,
     _tokenizer,
     count_tokens,
+    estimated_prompt_tokens,
     priced,
     priced_embedding,
+    prompt_tokens_at_most,
 )
 from llmroute.registry.schema import Price
 
@@ -130,3 +132,55 @@ def test_usage_a_client_did_not_ask_for_is_left_out_of_the_last_words_chunk() ->
     relayed = json.loads(sent[6:])
     assert "usage" not in relayed and relayed["choices"][0]["delta"]["content"] == "end"
     assert meter.finish().prompt_tokens == 3 and not meter.finish().estimated
+
+
+THOUGHT = "Let me weigh each option in turn before I answer. " * 20
+
+
+def _event(delta: dict[str, Any]) -> bytes:
+    chunk = {"id": "c", "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+    return f"data: {json.dumps(chunk)}\n\n".encode()
+
+
+def test_an_estimated_stream_counts_thinking_and_tool_calls_as_output() -> None:
+    """An upstream that reports no usage is counted from what it streamed: its thinking
+    and its tool calls are billed as output as much as its text."""
+    meter = StreamUsage({"messages": [], "stream": True}, PRICE)
+    text_only = StreamUsage({"messages": [], "stream": True}, PRICE)
+    for delta in (
+        {"reasoning_content": THOUGHT},
+        {"content": "ok"},
+        {"tool_calls": [{"index": 0, "function": {"name": "lookup", "arguments": '{"q": "'}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": 'weather in Paris"}'}}]},
+    ):
+        meter.observe(_event(delta))
+    text_only.observe(_event({"content": "ok"}))
+    usage, plain = meter.finish(), text_only.finish()
+    assert usage.estimated
+    tools = count_tokens('lookup{"q": "weather in Paris"}')
+    assert usage.completion_tokens >= count_tokens(THOUGHT) + plain.completion_tokens + tools - 2
+
+
+def test_an_estimated_answer_counts_its_thinking_as_output() -> None:
+    answer = {"choices": [{"message": {"content": "ok", "reasoning_content": THOUGHT}}]}
+    usage = priced(answer, {"messages": []}, PRICE)
+    assert usage.completion_tokens >= count_tokens(THOUGHT)
+
+
+def test_the_budget_bound_counts_thinking_blocks_sent_back() -> None:
+    """A hard budget holds a request's worst case: thinking blocks an assistant turn
+    sends back may be billed as input (Claude bills the tool loop's own), so the bound
+    counts them; the estimate for context windows and count_tokens does not."""
+    turn: dict[str, Any] = {"role": "assistant", "content": "calling", "tool_calls": []}
+    thought = {
+        **turn,
+        "thinking_blocks": [{"type": "thinking", "thinking": THOUGHT, "signature": "s"}],
+    }
+    redacted = {**turn, "thinking_blocks": [{"type": "redacted_thinking", "data": "x" * 800}]}
+    ask = {"role": "user", "content": "what now?"}
+    plain, signed, hidden = (
+        {"messages": [ask, message, ask]} for message in (turn, thought, redacted)
+    )
+    assert prompt_tokens_at_most(signed) - prompt_tokens_at_most(plain) >= len(THOUGHT) // 2
+    assert prompt_tokens_at_most(hidden) - prompt_tokens_at_most(plain) >= 400
+    assert estimated_prompt_tokens(signed) == estimated_prompt_tokens(plain)

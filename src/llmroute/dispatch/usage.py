@@ -151,13 +151,27 @@ def _calls(holder: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
         yield from (call for call in calls if isinstance(call, Mapping))
 
 
-def _prompt_pieces(body: Mapping[str, Any]) -> Iterable[str]:
+def _thinking_text(message: Mapping[str, Any]) -> Iterable[str]:
+    """An assistant turn's thinking sent back (``thinking_blocks``): Claude may count it
+    as input (always for the turn a tool loop continues, on newer models for every
+    turn). A redacted block's ``data`` is encrypted thinking, counted at its length."""
+    blocks = message.get("thinking_blocks")
+    for block in blocks if isinstance(blocks, list) else ():
+        if isinstance(block, Mapping):
+            text = block.get("thinking", block.get("data"))
+            if isinstance(text, str):
+                yield text
+
+
+def _prompt_pieces(body: Mapping[str, Any], *, thinking: bool = False) -> Iterable[str]:
     messages = body.get("messages")
     for message in messages if isinstance(messages, list) else ():
         if isinstance(message, Mapping):
             yield from _content_text(message.get("content"))
             for call in _calls(message):
                 yield json.dumps(call.get("function", {}))
+            if thinking:
+                yield from _thinking_text(message)
     if body.get("tools"):
         yield json.dumps(body["tools"])
     if messages is None:  # a completions body, as a raw text model gets it
@@ -181,8 +195,12 @@ def prompt_tokens_at_most(body: Mapping[str, Any]) -> int:
     UTF-8 bytes over two, and each message's separators. English runs about four
     characters a token and code about three, so this counts them twice and one and a half
     times over; CJK text (three bytes a character) is counted one and a half tokens a
-    character. Only text no tokenizer can compress (random symbols) may count more."""
-    pieces = sum(len(piece.encode("utf-8", "surrogatepass")) + 1 for piece in _prompt_pieces(body))
+    character. Only text no tokenizer can compress (random symbols) may count more.
+    Thinking blocks sent back count too: whether the model bills them depends on it."""
+    pieces = sum(
+        len(piece.encode("utf-8", "surrogatepass")) + 1
+        for piece in _prompt_pieces(body, thinking=True)
+    )
     messages = body.get("messages")
     turns = len(messages) if isinstance(messages, list) else 0
     return -(-pieces // 2) + _PER_MESSAGE * turns
@@ -246,6 +264,8 @@ def _completion_text(data: Mapping[str, Any]) -> str:
     for choice in choices if isinstance(choices, list) else ():
         message = choice.get("message") if isinstance(choice, Mapping) else None
         if isinstance(message, Mapping):
+            if isinstance(message.get("reasoning_content"), str):  # thinking is billed as output
+                pieces.append(message["reasoning_content"])
             pieces.extend(_content_text(message.get("content")))
             pieces.extend(json.dumps(call.get("function", {})) for call in _calls(message))
     return "\n".join(pieces)
@@ -367,8 +387,8 @@ class StreamUsage:
         choices = chunk.get("choices")
         for choice in choices if isinstance(choices, list) else ():
             delta = choice.get("delta") if isinstance(choice, Mapping) else None
-            if isinstance(delta, Mapping) and isinstance(delta.get("content"), str):
-                self._text.append(delta["content"])
+            if isinstance(delta, Mapping):
+                self._counted(delta)
         if _reported(chunk.get("usage")) is None:
             return event
         self.usage = priced(chunk, self._body, self._price)
@@ -377,6 +397,19 @@ class StreamUsage:
                 return None
             del chunk["usage"]  # on the last words' chunk, as some servers send it
         return event_of(chunk)
+
+    def _counted(self, delta: Mapping[str, Any]) -> None:
+        """What a delta generated, for the estimate: thinking, text and tool-call
+        arguments (all billed as output)."""
+        for key in ("reasoning_content", "content"):
+            if isinstance(delta.get(key), str):
+                self._text.append(delta[key])
+        for call in _calls(delta):
+            function = call.get("function")
+            if isinstance(function, Mapping):
+                for key in ("name", "arguments"):
+                    if isinstance(function.get(key), str):
+                        self._text.append(function[key])
 
     def finish(self) -> Usage:
         """The usage once the stream has ended: reported, else estimated."""
