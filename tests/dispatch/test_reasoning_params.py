@@ -145,6 +145,54 @@ def test_anthropic_thinking_is_not_forced_where_anthropic_refuses_it(
     assert with_reasoning(body, _model(), "anthropic", True) is body
 
 
+def _step(i: int, blocks: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One step of a tool loop: the assistant's call (with its blocks, if any) and its
+    result."""
+    call = {"id": str(i), "type": "function", "function": {"name": "w", "arguments": "{}"}}
+    turn: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [call]}
+    if blocks:
+        turn["thinking_blocks"] = blocks
+    return [turn, {"role": "tool", "tool_call_id": str(i), "content": "sunny"}]
+
+
+SIGNED = [{"type": "thinking", "thinking": "hmm", "signature": "c2ln"}]
+
+
+def test_a_tool_loop_is_one_turn_whose_first_step_carries_the_blocks() -> None:
+    """Without interleaved thinking Claude thinks once, as the loop starts: its later
+    steps carry no blocks, and thinking stays on (it was left out from the loop's third
+    request). A loop whose first step lost its blocks gets none, whatever later steps
+    carry, and an earlier turn's blocks do not count for a new loop."""
+    ask = {"role": "user", "content": "weather in Paris?"}
+    also = {"role": "user", "content": "and in Rome?"}  # beside the results, as Claude Code
+    once = [ask, *_step(1, SIGNED), *_step(2), also, *_step(3)]
+    sent = with_reasoning(_body(messages=once), _model(), "anthropic", True)
+    assert sent["thinking"]["type"] == "enabled"
+    answered = {"role": "assistant", "content": "Sunny."}
+    for messages in (
+        [ask, *_step(1), *_step(2, SIGNED)],
+        [ask, *_step(1, SIGNED), answered, also, *_step(2)],
+    ):
+        body = _body(messages=messages)
+        assert with_reasoning(body, _model(), "anthropic", True) is body
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"messages": LOOP},
+        {"tool_choice": "required"},
+        {"tool_choice": {"type": "function", "function": {"name": "f"}}},
+    ],
+)
+def test_adaptive_thinking_needs_no_blocks_and_takes_a_forced_tool(extra: dict[str, Any]) -> None:
+    """Under adaptive thinking the model may choose not to think, so Anthropic requires
+    no block in a tool loop, and it supports forced tool use (manual thinking does
+    not): thinking stays on."""
+    sent = with_reasoning(_body(**extra), _model(thinking="adaptive"), "anthropic", True)
+    assert sent["thinking"] == {"type": "adaptive"}
+
+
 def test_qwen_enable_thinking_merges_template_kwargs() -> None:
     model = _model(param="enable_thinking")
     body = _body(chat_template_kwargs={"custom": 1})

@@ -332,6 +332,9 @@ def test_refused_thinking_blocks_can_be_left_out_with_the_thinking_they_need() -
     assert without_thinking_blocks(plain) is None  # nothing left to leave out
     alone = convert({"messages": [*user("hi"), {**loop[1], "tool_calls": None}, *user("go")]})
     assert without_thinking_blocks(alone) is None  # the turn would be empty
+    adaptive = convert({"messages": loop, "thinking": {"type": "adaptive"}})
+    kept = without_thinking_blocks(adaptive)  # adaptive thinking needs no block
+    assert kept is not None and kept["thinking"] == {"type": "adaptive"}
 
 
 def test_response_becomes_a_chat_completion() -> None:

@@ -1,7 +1,7 @@
 """Extended thinking across the gateway and back: `llmroute serve` as a subprocess, the
 official `anthropic` and `openai` clients in front, the fake Anthropic API behind (which
-checks thinking as the real one does: a tool loop's last assistant turn must start with
-its thinking block, each signature must be the one it gave) and the fake
+checks thinking as the real one does: under a budget, a tool loop's first assistant
+message must start with its thinking block, each signature must be the one it gave) and the fake
 OpenAI-protocol upstream (DeepSeek's ``reasoning_content``, OpenAI's refusal of fields
 it does not know)."""
 
@@ -143,6 +143,57 @@ def test_thinking_blocks_anthropic_refuses_are_sent_once_more_without(
     assert [b["type"] for b in retried["messages"][1]["content"]] == ["tool_use"]
     assert "thinking" not in retried
     assert "thinking" not in [b.type for b in answer.content] and answer.stop_reason
+
+
+def test_a_multi_step_tool_loop_keeps_thinking_from_its_first_step(
+    messages_client: anthropic.Anthropic, claude: FakeAnthropic
+) -> None:
+    """Claude without interleaved thinking thinks once, as its turn starts: the loop's
+    second call comes without blocks. The third request still thinks (the upstream
+    checks the loop's first assistant message, as Anthropic does), where before the
+    gateway looked at the last one and turned thinking off."""
+    tools: Any = [{"name": "read_file", "description": "Read a file", "input_schema": SCHEMA}]
+
+    def step(i: int, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        call = {"type": "tool_use", "id": f"t{i}", "name": "read_file", "input": {}}
+        result = {"type": "tool_result", "tool_use_id": f"t{i}", "content": "x"}
+        return [
+            {"role": "assistant", "content": [*blocks, call]},
+            {"role": "user", "content": [result]},
+        ]
+
+    history: Any = [{"role": "user", "content": ASK}, *step(1, [SIGNED]), *step(2, [])]
+    answer = messages_client.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=8000,
+        thinking=THINKING,  # type: ignore[arg-type]
+        tools=tools,
+        messages=history,
+    )
+    sent = claude.requests[-1].body
+    assert sent["thinking"] == THINKING
+    assert sent["messages"][1]["content"][0]["type"] == "thinking"
+    assert answer.content[0].type == "thinking"
+
+
+def test_adaptive_thinking_stays_on_with_a_forced_tool(
+    chat_client: openai.OpenAI, claude: FakeAnthropic
+) -> None:
+    """Anthropic documents forced tool use as supported under adaptive thinking (not
+    under a budget): a chat client's adaptive thinking with a forced tool reaches the
+    upstream."""
+    before = len(claude.requests)
+    answer = chat_client.chat.completions.create(
+        model="opus",
+        messages=[{"role": "user", "content": ASK}],
+        tools=_chat_tools(),
+        tool_choice={"type": "function", "function": {"name": "read_file"}},
+        extra_body={"thinking": {"type": "adaptive"}},
+    )
+    sent = claude.requests[before].body
+    assert sent["thinking"] == {"type": "adaptive"}
+    assert sent["tool_choice"] == {"type": "tool", "name": "read_file"}
+    assert answer.choices[0].message.tool_calls
 
 
 def _chat_tools() -> Any:

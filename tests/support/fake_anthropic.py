@@ -27,9 +27,12 @@ Faults and variants are chosen by the model name, ``NAME?k=v&...``:
 Thinking is checked as the real API checks it, with its error text: every ``thinking``
 block sent back must hold the signature the fake gave its text for that model (`sign`;
 another model's fails), every
-``redacted_thinking`` block the fake's data; and with thinking on (enabled, or adaptive,
-under which this fake always thinks), a conversation whose last user turn holds tool
-results must have its last assistant turn start with a thinking block.
+``redacted_thinking`` block the fake's data. Manual thinking (``{type: enabled}``) is
+refused beside a forced tool choice, and in a tool loop (the last user turn holds tool
+results) whose first assistant message — a loop is one assistant turn, which runs back
+to the last user message without tool results — does not start with a thinking block.
+Adaptive thinking (under which this fake always thinks, as the real model may not) is
+taken with either, as the API documents: the model may have chosen not to think.
 """
 
 from __future__ import annotations
@@ -229,6 +232,17 @@ _THINKING_FIRST = (
 )
 
 
+_FORCED = "Thinking may not be enabled when tool_choice forces tool use."
+
+
+def _holds_results(message: dict[str, Any]) -> bool:
+    content = message.get("content")
+    return message.get("role") == "user" and any(
+        isinstance(b, dict) and b.get("type") == "tool_result"
+        for b in (content if isinstance(content, list) else ())
+    )
+
+
 def thinking_refusal(body: dict[str, Any]) -> str | None:
     """Anthropic's 400 message for the thinking blocks of `body`, if it refuses them."""
     messages = body.get("messages") or []
@@ -240,12 +254,16 @@ def thinking_refusal(body: dict[str, Any]) -> str | None:
                 return f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
             if block.get("type") == "redacted_thinking" and block.get("data") != REDACTED:
                 return f"messages.{i}.content.{j}: Invalid `data` in `redacted_thinking` block"
-    if not _thinking_on(body) or not messages:
+    if (body.get("thinking") or {}).get("type") != "enabled" or not messages:
         return None
-    last = messages[-1].get("content")
-    if not isinstance(last, list) or not any(b.get("type") == "tool_result" for b in last):
+    if (body.get("tool_choice") or {}).get("type") in ("any", "tool"):
+        return _FORCED
+    if not _holds_results(messages[-1]):
         return None
-    i = max(k for k, m in enumerate(messages) if m.get("role") == "assistant")
+    i = len(messages) - 1  # back to the loop's first assistant message
+    while i > 0 and (messages[i]["role"] == "assistant" or _holds_results(messages[i])):
+        i -= 1
+    i += messages[i]["role"] != "assistant"
     content = messages[i]["content"]
     first = content[0].get("type") if isinstance(content, list) and content else "text"
     if first in ("thinking", "redacted_thinking"):

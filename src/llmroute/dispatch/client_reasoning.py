@@ -164,7 +164,7 @@ def in_dialect(
     intent = intent_of(body, prefer=style)
     if intent is None:
         return body
-    if style == "thinking" and intent.on and not thinking_allowed(body):
+    if style == "thinking" and intent.on and not thinking_allowed(body, adaptive=adaptive):
         return _without_client_keys(body)
     if _already_said(body, style, adaptive):
         said = _own_only(body, style)
@@ -238,7 +238,9 @@ def _as_it_came(body: dict[str, Any], provider_kind: str) -> dict[str, Any]:
     if body.get("thinking") is None:
         return body
     intent = _from_thinking(body)
-    refused = intent is not None and intent.on and not thinking_allowed(body)
+    refused = (
+        intent is not None and intent.on and not thinking_allowed(body, adaptive=_adaptive(body))
+    )
     if provider_kind in ANTHROPIC_KINDS and not refused:
         return body
     return {k: v for k, v in body.items() if k != "thinking"}

@@ -159,7 +159,7 @@ def turn_on(
         return {**body, "reasoning_effort": effort_for(reasoning)}
     if style == "enable_thinking":
         return _template_kwargs(body, True)
-    if not thinking_allowed(body):
+    if not thinking_allowed(body, adaptive=adaptive):
         return body
     out = _sampling_for_thinking(body)
     if adaptive:
@@ -242,28 +242,42 @@ def fit_thinking(body: dict[str, Any], model: Model) -> dict[str, Any]:
     return body if out == body else out
 
 
-def thinking_allowed(body: Mapping[str, Any]) -> bool:
-    """Anthropic refuses extended thinking with a forced tool choice, and in the middle of
-    a tool loop unless the last assistant turn starts with its thinking blocks: allowed
-    when that turn carries them back (``thinking_blocks``, signed), as a client that
-    keeps them does."""
+def thinking_allowed(body: Mapping[str, Any], *, adaptive: bool = False) -> bool:
+    """Whether Anthropic takes thinking with `body`. Manual thinking (a budget) it
+    refuses with a forced tool choice, and in a tool loop unless the loop's first
+    assistant message starts with its thinking blocks (a loop is one assistant turn: the
+    model thinks as it starts, and without interleaved thinking not again after a tool
+    result): allowed when that message carries them back (``thinking_blocks``, signed),
+    as a client that keeps them does. `adaptive` thinking takes both: the model may
+    have chosen not to think, so no block is required, and forced tool use is
+    supported."""
+    if adaptive:
+        return True
     choice = body.get("tool_choice")
     if choice == "required" or isinstance(choice, Mapping):
         return False
     messages = body.get("messages")
     if not isinstance(messages, list):
         return True
-    # the last assistant turn: when it called tools, the loop is in progress whatever
-    # follows its results (a user text beside them, as Claude Code sends, or the images
-    # a Messages tool_result held, which open a user message after the tool messages)
+    # the loop runs back to the last answer without tool calls: tool results, the user
+    # text a client puts beside them (Claude Code does), and the images a Messages
+    # tool_result held (which open a user message after the tool messages) all belong to it
     looping = False
+    first: Mapping[str, Any] | None = None
     for message in reversed(messages):
-        role = message.get("role") if isinstance(message, Mapping) else None
-        if role == "assistant":
-            looping = looping or bool(message.get("tool_calls"))
-            return not looping or bool(thinking_blocks(message.get("thinking_blocks")))
-        looping = looping or role == "tool"
-    return not looping
+        if not isinstance(message, Mapping):
+            continue
+        role = message.get("role")
+        if role == "tool":
+            looping = True
+        elif role == "assistant":
+            if not message.get("tool_calls"):
+                first = first or message
+                break
+            looping, first = True, message
+    if not looping:
+        return True
+    return first is not None and bool(thinking_blocks(first.get("thinking_blocks")))
 
 
 def turn_off(body: dict[str, Any], style: Style) -> dict[str, Any]:

@@ -105,8 +105,9 @@ def _unthought_prefill(turns: list[Message]) -> None:
 
 
 def without_thinking_blocks(payload: dict[str, Any]) -> dict[str, Any] | None:
-    """`payload` with every thinking block left out, and thinking too when a tool loop's
-    last assistant turn then lacks the blocks Anthropic requires; None when it has none
+    """`payload` with every thinking block left out, and manual thinking too when a tool
+    loop then lacks the blocks Anthropic requires (adaptive thinking requires none);
+    None when it has none
     (or an assistant turn holds nothing else). For a request whose blocks Anthropic
     refused: signed by another model (the router chose another one this turn), or
     altered by the client."""
@@ -123,7 +124,7 @@ def without_thinking_blocks(payload: dict[str, Any]) -> dict[str, Any] | None:
     if not removed:
         return None
     out = {**payload, "messages": turns}
-    if _thinks(out) and _in_tool_loop(turns):
+    if _thinks(out) and out["thinking"]["type"] != "adaptive" and _in_tool_loop(turns):
         del out["thinking"]
     return out
 
