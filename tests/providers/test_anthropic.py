@@ -26,7 +26,7 @@ from llmroute.errors import (
     UpstreamRejected,
 )
 from llmroute.providers import AnthropicProvider, build_providers
-from llmroute.providers.anthropic import StreamTranslator
+from llmroute.providers.anthropic import StreamTranslator, _unthought
 from llmroute.providers.base import Timeouts
 from llmroute.registry.schema import Provider, Registry
 
@@ -246,7 +246,9 @@ def test_thinking_comes_beside_the_content_as_litellm_says_it(server: FakeAnthro
 
 
 def test_thinking_blocks_go_back_first_and_unchanged(server: FakeAnthropic) -> None:
-    """The fake refuses a tool loop's turn without its signed thinking block first."""
+    """The blocks go back first, unchanged. The fake refuses a tool loop's turn without
+    its signed thinking block first, as Anthropic does: sent once more without thinking,
+    the turn answers without it rather than failing."""
     call = {"id": TOOL_ID, "type": "function", "function": {"name": "search", "arguments": "{}"}}
     signed = {"type": "thinking", "thinking": THOUGHT, "signature": sign(THOUGHT)}
     messages = [
@@ -258,8 +260,55 @@ def test_thinking_blocks_go_back_first_and_unchanged(server: FakeAnthropic) -> N
     complete(server, "claude-x", body)
     assert server.last.body["messages"][1]["content"][0] == signed
     del messages[1]["thinking_blocks"]
-    with pytest.raises(UpstreamRejected, match="must start with a thinking block"):
-        complete(server, "claude-x", body)
+    before = len(server.requests)
+    complete(server, "claude-x", body)
+    refused, retried = (r.body for r in server.requests[before:])
+    assert refused["thinking"] == body["thinking"] and "thinking" not in retried
+
+
+@pytest.mark.parametrize(
+    ("refusal", "again"),
+    [
+        (
+            "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+            "`tool_use`. When `thinking` is enabled, a final `assistant` message must start "
+            "with a thinking block",
+            True,
+        ),
+        ("Thinking may not be enabled when tool_choice forces tool use.", True),
+        (
+            "messages.1.content.0: When thinking is disabled, an `assistant` message in the "
+            "final position cannot contain `thinking`.",
+            True,
+        ),
+        ("messages.1.content.0: Invalid `signature` in `thinking` block", True),
+        ("max_tokens: Field required", False),
+    ],
+)
+def test_a_refusal_of_thinking_is_sent_once_more_without_it(refusal: str, again: bool) -> None:
+    """Should Anthropic's rules on thinking differ from what the gateway knows of them,
+    its refusal is answered by sending the turn once more without what it refused:
+    thinking the request cannot carry, or the thinking blocks; any other 400 is the
+    client's."""
+    signed = {"type": "thinking", "thinking": "hmm", "signature": "c2ln"}
+    call = {"type": "tool_use", "id": "t1", "name": "f", "input": {}}
+    payload: dict[str, Any] = {
+        "model": "claude-x",
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            {"role": "assistant", "content": [signed, call]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1"}]},
+        ],
+    }
+    sent = _unthought(payload, UpstreamRejected("claude", refusal, status=400))
+    if not again:
+        assert sent is None
+        return
+    # without thinking, and so without the loop's blocks, which Anthropic then refuses
+    assert sent is not None and "thinking" not in sent
+    assert [b["type"] for b in sent["messages"][1]["content"]] == ["tool_use"]
+    assert payload["messages"][1]["content"][0] == signed  # the request itself unchanged
 
 
 def test_a_rejected_parameter_sends_nothing(server: FakeAnthropic) -> None:

@@ -284,26 +284,51 @@ def test_thinking_blocks_open_their_assistant_turn_byte_for_byte() -> None:
     hidden = {"type": "redacted_thinking", "data": "opaque"}
     blocks = [signed, {"type": "thinking", "thinking": "unsigned"}, {"type": "text"}, hidden]
     call = {"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-    payload = convert(
+    messages = [
+        *user("hi"),
         {
-            "messages": [
-                *user("hi"),
-                {
-                    "role": "assistant",
-                    "content": "Looking.",
-                    "tool_calls": [call],
-                    "thinking_blocks": blocks,
-                    "reasoning_content": "hmm",
-                },
-                {"role": "tool", "tool_call_id": "t1", "content": "42"},
-            ]
-        }
-    )
+            "role": "assistant",
+            "content": "Looking.",
+            "tool_calls": [call],
+            "thinking_blocks": blocks,
+            "reasoning_content": "hmm",
+        },
+        {"role": "tool", "tool_call_id": "t1", "content": "42"},
+    ]
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    payload = convert({"messages": messages, "thinking": thinking})
     assert payload["messages"][1]["content"] == [
         signed,
         hidden,
         {"type": "text", "text": "Looking."},
         {"type": "tool_use", "id": "t1", "name": "f", "input": {}},
+    ]
+
+
+def test_a_tool_loop_without_thinking_leaves_its_thinking_blocks_out() -> None:
+    """Without thinking, Anthropic refuses thinking blocks in the final assistant turn,
+    which a tool loop in progress is, every step of it ("an `assistant` message in the
+    final position cannot contain `thinking`"); an earlier turn's blocks it drops itself."""
+    signed = {"type": "thinking", "thinking": "hmm", "signature": "c2ln"}
+
+    def step(i: int) -> list[dict[str, Any]]:
+        call = {"id": f"t{i}", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        turn = {"role": "assistant", "content": None, "tool_calls": [call]}
+        result = {"role": "tool", "tool_call_id": f"t{i}", "content": "42"}
+        return [{**turn, "thinking_blocks": [signed]}, result]
+
+    earlier = {"role": "assistant", "content": "Done.", "thinking_blocks": [signed]}
+    messages = [*user("hi"), earlier, *user("and now?"), *step(1), *user("also"), *step(2)]
+    turns = convert({"messages": messages})["messages"]
+    kinds = [[b["type"] for b in turn["content"]] for turn in turns]
+    assert kinds == [
+        ["text"],
+        ["thinking", "text"],
+        ["text"],
+        ["tool_use"],
+        ["tool_result", "text"],
+        ["tool_use"],
+        ["tool_result"],
     ]
 
 

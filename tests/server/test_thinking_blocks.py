@@ -176,6 +176,33 @@ def test_a_multi_step_tool_loop_keeps_thinking_from_its_first_step(
     assert answer.content[0].type == "thinking"
 
 
+def test_a_tool_loop_the_gateway_answers_without_thinking_sends_no_blocks(
+    messages_client: anthropic.Anthropic, claude: FakeAnthropic
+) -> None:
+    """Manual thinking with a forced tool choice reaches Anthropic without thinking
+    (which it refuses there); the loop's blocks, which Anthropic refuses in the final
+    assistant turn without thinking, are left out of that turn too (before: a 400)."""
+    call = {"type": "tool_use", "id": "t1", "name": "read_file", "input": {}}
+    result = {"type": "tool_result", "tool_use_id": "t1", "content": "x"}
+    history: Any = [
+        {"role": "user", "content": ASK},
+        {"role": "assistant", "content": [SIGNED, call]},
+        {"role": "user", "content": [result]},
+    ]
+    answer = messages_client.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=8000,
+        thinking=THINKING,  # type: ignore[arg-type]
+        tools=[{"name": "read_file", "input_schema": SCHEMA}],
+        tool_choice={"type": "any"},
+        messages=history,
+    )
+    sent = claude.requests[-1].body
+    assert "thinking" not in sent and sent["tool_choice"] == {"type": "any"}
+    assert [b["type"] for b in sent["messages"][1]["content"]] == ["tool_use"]
+    assert answer.stop_reason
+
+
 def test_adaptive_thinking_stays_on_with_a_forced_tool(
     chat_client: openai.OpenAI, claude: FakeAnthropic
 ) -> None:

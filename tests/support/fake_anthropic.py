@@ -33,6 +33,8 @@ results) whose first assistant message — a loop is one assistant turn, which r
 to the last user message without tool results — does not start with a thinking block.
 Adaptive thinking (under which this fake always thinks, as the real model may not) is
 taken with either, as the API documents: the model may have chosen not to think.
+Without thinking, a thinking block in the final assistant turn (a prefill, or the tool
+loop's assistant messages) is refused.
 """
 
 from __future__ import annotations
@@ -243,6 +245,38 @@ def _holds_results(message: dict[str, Any]) -> bool:
     )
 
 
+_THOUGHT_WITHOUT_THINKING = (
+    "messages.{i}.content.{j}: When thinking is disabled, an `assistant` message in the "
+    "final position cannot contain `thinking`. To use thinking blocks, enable `thinking` "
+    "in your request."
+)
+
+
+def _final_turn(messages: list[dict[str, Any]]) -> list[int]:
+    """The indices of the final assistant turn's messages: a prefill, or the assistant
+    messages of the tool loop in progress (back to the last user message without tool
+    results), newest first."""
+    i = len(messages) - 1
+    if messages[i]["role"] == "assistant":
+        return [i]
+    found: list[int] = []
+    while i >= 0 and (messages[i]["role"] == "assistant" or _holds_results(messages[i])):
+        if messages[i]["role"] == "assistant":
+            found.append(i)
+        i -= 1
+    return found
+
+
+def _thought_in_final_turn(messages: list[dict[str, Any]]) -> str | None:
+    """Without thinking: the refusal of a thinking block in the final assistant turn."""
+    for i in _final_turn(messages):
+        content = messages[i].get("content")
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            if block.get("type") in ("thinking", "redacted_thinking"):
+                return _THOUGHT_WITHOUT_THINKING.format(i=i, j=j)
+    return None
+
+
 def thinking_refusal(body: dict[str, Any]) -> str | None:
     """Anthropic's 400 message for the thinking blocks of `body`, if it refuses them."""
     messages = body.get("messages") or []
@@ -254,16 +288,17 @@ def thinking_refusal(body: dict[str, Any]) -> str | None:
                 return f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
             if block.get("type") == "redacted_thinking" and block.get("data") != REDACTED:
                 return f"messages.{i}.content.{j}: Invalid `data` in `redacted_thinking` block"
-    if (body.get("thinking") or {}).get("type") != "enabled" or not messages:
+    kind = (body.get("thinking") or {}).get("type")
+    if not messages or kind == "adaptive":
         return None
+    if kind != "enabled":
+        return _thought_in_final_turn(messages)
     if (body.get("tool_choice") or {}).get("type") in ("any", "tool"):
         return _FORCED
-    if not _holds_results(messages[-1]):
+    loop = _final_turn(messages) if _holds_results(messages[-1]) else []
+    if not loop:
         return None
-    i = len(messages) - 1  # back to the loop's first assistant message
-    while i > 0 and (messages[i]["role"] == "assistant" or _holds_results(messages[i])):
-        i -= 1
-    i += messages[i]["role"] != "assistant"
+    i = loop[-1]  # the loop's first assistant message
     content = messages[i]["content"]
     first = content[0].get("type") if isinstance(content, list) and content else "text"
     if first in ("thinking", "redacted_thinking"):

@@ -21,6 +21,7 @@ __all__ = [
     "to_messages_request",
     "tool_call",
     "usage_of",
+    "without_thinking",
     "without_thinking_blocks",
 ]
 
@@ -82,7 +83,7 @@ def to_messages_request(provider: str, model: str, body: dict[str, Any]) -> dict
         if body.get(key) is not None:
             payload[key] = body[key]
     if not _thinks(payload):
-        _unthought_prefill(messages)
+        _unthought_final_turn(messages)
     return payload
 
 
@@ -94,14 +95,39 @@ def _thinks(payload: dict[str, Any]) -> bool:
     return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
 
 
-def _unthought_prefill(turns: list[Message]) -> None:
-    """Without thinking, Anthropic refuses thinking blocks in a final assistant turn (a
-    prefill): they are left out there, and a turn left with nothing is dropped."""
-    if turns[-1]["role"] != "assistant":
+def _unthought_final_turn(turns: list[Message]) -> None:
+    """Without thinking, Anthropic refuses thinking blocks in the final assistant turn:
+    a prefill, or a tool loop's assistant messages (a loop is one turn, back to the last
+    user message without tool results; "an `assistant` message in the final position
+    cannot contain `thinking`"). They are left out there (earlier turns' blocks
+    Anthropic drops itself), and a prefill left with nothing is dropped."""
+    if turns[-1]["role"] == "assistant":
+        turns[-1]["content"] = _without_thought(turns[-1]["content"])
+        if not turns[-1]["content"]:
+            turns.pop()
         return
-    turns[-1]["content"] = [b for b in turns[-1]["content"] if b.get("type") not in _THOUGHT]
-    if not turns[-1]["content"]:
-        turns.pop()
+    for turn in reversed(turns):
+        if turn["role"] == "assistant":
+            turn["content"] = _without_thought(turn["content"]) or turn["content"]
+        elif not any(b.get("type") == "tool_result" for b in turn["content"]):
+            return
+
+
+def _without_thought(blocks: list[Block]) -> list[Block]:
+    return [b for b in blocks if b.get("type") not in _THOUGHT]
+
+
+def without_thinking(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """`payload` without ``thinking`` (None when it has none), and so without the
+    thinking blocks of its final assistant turn, which Anthropic then refuses (earlier
+    turns' it takes, leaving them out itself)."""
+    if "thinking" not in payload:
+        return None
+    turns = [{**turn, "content": list(turn["content"])} for turn in payload["messages"]]
+    _unthought_final_turn(turns)
+    out = {k: v for k, v in payload.items() if k != "thinking"}
+    out["messages"] = turns
+    return out
 
 
 def without_thinking_blocks(payload: dict[str, Any]) -> dict[str, Any] | None:

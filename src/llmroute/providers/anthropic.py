@@ -16,6 +16,7 @@ from llmroute.providers._anthropic_convert import (
     to_messages_request,
     tool_call,
     usage_of,
+    without_thinking,
     without_thinking_blocks,
 )
 from llmroute.providers._transport import HttpTransport
@@ -115,16 +116,30 @@ class AnthropicProvider:
         await self._http.aclose()
 
 
+# Anthropic's refusals of thinking the request cannot carry (a tool loop without the
+# blocks it needs, a forced tool choice), should its rules differ from what the gateway
+# knows of them (thinking_allowed): the request is sent once more without thinking
+_THINKING_REFUSED = ("must start with a thinking block", "tool_choice forces tool use")
+# its refusals of thinking blocks: signed by another model or altered, or in a final
+# assistant turn without thinking
+_BLOCKS_REFUSED = ("signature", "redacted_thinking", "cannot contain `thinking`")
+
+
 def _unthought(payload: dict[str, Any], refused: UpstreamRejected) -> dict[str, Any] | None:
-    """The request to send once more when Anthropic refused its thinking blocks (a
-    signature another model made, when routing moved the conversation; a block a client
-    altered): without them, and without thinking where a tool loop then needs them; the
-    turn answers, without thinking, rather than every later turn of the conversation
+    """The request to send once more when Anthropic refused its thinking: without it
+    where the request cannot carry thinking; without the thinking blocks where it
+    refused them (a signature another model made, when routing moved the conversation;
+    a block a client altered), and without thinking where a tool loop then needs them.
+    The turn answers, without thinking, rather than every later turn of the conversation
     failing alike. None for any other refusal."""
     message = refused.message
-    if refused.status != 400 or not ("signature" in message or "redacted_thinking" in message):
+    if refused.status != 400:
         return None
-    return without_thinking_blocks(payload)
+    if any(words in message for words in _THINKING_REFUSED):
+        return without_thinking(payload)
+    if any(words in message for words in _BLOCKS_REFUSED):
+        return without_thinking_blocks(payload)
+    return None
 
 
 def _parse_event(event: bytes) -> dict[str, Any] | None:
