@@ -218,6 +218,46 @@ def test_effort_goes_only_where_anthropics_parameters_are_taken() -> None:
     assert effort_where_taken(alone, proxied, "openai") is alone
 
 
+@pytest.mark.parametrize(
+    ("served", "asked", "sent"),
+    [
+        ("claude-opus-4-7", "xhigh", "xhigh"),
+        ("claude-opus-4-7", "max", "max"),
+        ("claude-opus-4-6", "xhigh", "high"),  # xhigh came with Opus 4.7: the nearest lower
+        ("claude-sonnet-4-6", "max", "max"),
+        ("claude-mythos-preview", "xhigh", "high"),
+        ("claude-opus-4-5-20251101", "max", "high"),  # Opus 4.5: low to high only
+        ("claude-opus-4-5-20251101", "medium", "medium"),
+        ("claude-sonnet-4-5-20250929", "low", None),  # Sonnet 4.5 refuses effort
+        ("anthropic.claude-haiku-4-5-20251001-v1:0", "high", None),
+        ("claude-opus-4-1-20250805", "high", None),
+        ("us.anthropic.claude-opus-4-6-v1", "xhigh", "high"),
+        ("claude-proxy-model", "xhigh", "xhigh"),  # no version to read: as asked
+    ],
+)
+def test_an_effort_the_serving_claude_lacks_is_the_nearest_lower_one(
+    served: str, asked: str, sent: str | None
+) -> None:
+    """Anthropic refuses an effort level a model does not have (a 400): the level goes
+    down to the nearest the serving model has, and the parameter is left out for one
+    that takes none; the rest of ``output_config`` stays."""
+    body = _body(output_config={"effort": asked, "format": {"type": "json_schema"}})
+    out = effort_where_taken(body, _model(), "anthropic", served)
+    assert out["output_config"].get("effort") == sent
+    assert out["output_config"]["format"] == {"type": "json_schema"}
+    if sent == asked:
+        assert out is body
+
+
+def test_claude_5_gets_no_top_effort_beside_disabled_thinking() -> None:
+    """Claude 5 refuses ``xhigh`` and ``max`` with ``thinking: {type: disabled}``."""
+    body = _body(thinking={"type": "disabled"}, output_config={"effort": "max"})
+    assert effort_where_taken(body, _model(), "anthropic", "claude-opus-5")["output_config"] == {
+        "effort": "high"
+    }
+    assert effort_where_taken(body, _model(), "anthropic", "claude-opus-4-7") is body
+
+
 def test_a_chat_clients_max_beside_adaptive_reaches_an_openai_model_as_high() -> None:
     """LiteLLM's spelling: ``reasoning_effort`` beside ``thinking: {type: adaptive}`` is
     the adaptive thinking's effort, on Anthropic's scale; ``max`` is no OpenAI effort."""

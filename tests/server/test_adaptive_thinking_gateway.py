@@ -171,6 +171,22 @@ def test_a_messages_tool_loop_keeps_adaptive_thinking_with_its_blocks(
             assert sent["messages"][1]["content"][0]["type"] != "thinking"
 
 
+def test_an_effort_the_serving_model_refuses_is_left_out(
+    client: anthropic.Anthropic, claude: FakeAnthropic
+) -> None:
+    """Sonnet 4.5 refuses ``output_config.effort`` (a 400, every turn): a client's
+    effort, say Claude Code's, reaches it without."""
+    answer = client.messages.create(
+        model="sonnet45",
+        max_tokens=1000,
+        output_config={"effort": "medium"},
+        messages=[{"role": "user", "content": "hi there!"}],
+    )
+    sent = claude.last.body
+    assert "effort" not in sent.get("output_config", {})
+    assert answer.stop_reason
+
+
 def test_auto_reads_the_id_of_the_deployment_that_serves(
     gateway: Served, claude: FakeAnthropic
 ) -> None:

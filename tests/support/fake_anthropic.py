@@ -21,8 +21,9 @@ Faults and variants are chosen by the model name, ``NAME?k=v&...``:
   puts a thinking block first (as a request with ``thinking: {type: enabled}`` does),
   ``redacted=1`` a ``redacted_thinking`` block after it;
 - ``adaptive_only=1`` answers ``thinking: {type: enabled}`` with the 400 Claude Opus 4.7
-  gives it, ``budget_only=1`` answers ``{type: adaptive}`` with the 400 of a model
-  without adaptive thinking (Sonnet 4.5 and earlier), each in Anthropic's words.
+  gives it, ``budget_only=1`` answers ``{type: adaptive}`` (and ``output_config.effort``)
+  with the 400 of a model without adaptive thinking (Sonnet 4.5 and earlier), each in
+  Anthropic's words.
 
 Thinking is checked as the real API checks it, with its error text: every ``thinking``
 block sent back must hold the signature the fake gave its text for that model (`sign`;
@@ -333,6 +334,9 @@ _ENABLED_REFUSED = (
     'and "output_config.effort" to control thinking behavior.'
 )
 _ADAPTIVE_REFUSED = "adaptive thinking is not supported on this model"
+# and Sonnet 4.5's to output_config.effort, as reported in github.com/can1357/oh-my-pi
+# issue 3497
+_EFFORT_REFUSED = "This model does not support the effort parameter."
 
 
 def _thinking_refusal(faults: dict[str, str], body: dict[str, Any]) -> dict[str, Any] | None:
@@ -341,6 +345,8 @@ def _thinking_refusal(faults: dict[str, str], body: dict[str, Any]) -> dict[str,
         return _error("invalid_request_error", _ENABLED_REFUSED)
     if "budget_only" in faults and kind == "adaptive":
         return _error("invalid_request_error", _ADAPTIVE_REFUSED)
+    if "budget_only" in faults and (body.get("output_config") or {}).get("effort"):
+        return _error("invalid_request_error", _EFFORT_REFUSED)
     return None
 
 

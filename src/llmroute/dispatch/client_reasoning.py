@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from llmroute.dispatch.reasoning_params import (
+    ADAPTIVE_EFFORTS,
     EFFORT_BUDGET,
     adaptive_effort,
     effort_for,
@@ -46,7 +47,7 @@ from llmroute.dispatch.reasoning_params import (
     turn_off,
     turn_on,
 )
-from llmroute.registry.claude_thinking import thinks_adaptively
+from llmroute.registry.claude_thinking import claude_version, effort_levels, thinks_adaptively
 from llmroute.registry.schema import ANTHROPIC_KINDS, Model, Reasoning
 
 __all__ = ["ClientIntent", "effort_where_taken", "in_dialect", "intent_of"]
@@ -207,16 +208,57 @@ def _with_effort(body: dict[str, Any], intent: ClientIntent) -> dict[str, Any]:
     return {**body, "output_config": {**config, "effort": effort}}
 
 
-def effort_where_taken(body: dict[str, Any], model: Model, provider_kind: str) -> dict[str, Any]:
+def effort_where_taken(
+    body: dict[str, Any], model: Model, provider_kind: str, served_id: str | None = None
+) -> dict[str, Any]:
     """`body` without Anthropic's ``output_config.effort`` unless `model` takes
     Anthropic's parameters (an Anthropic provider, or ``reasoning.param: thinking``):
     ``POST /v1/messages`` carries it, and OpenAI-protocol servers refuse parameters they
-    do not know. Returns `body` itself when nothing changes."""
+    do not know. Where it is taken, an effort the Claude model (served as `served_id`,
+    else the model's id) lacks becomes the nearest lower one it has, and is left out for
+    one that takes none (a 400 either way). Returns `body` itself when nothing changes."""
+    effort = _output_effort(body)
+    if effort is None:
+        return body
     reasoning = model.reasoning
     own = isinstance(reasoning, Reasoning) and style_for(reasoning, provider_kind) == "thinking"
-    if provider_kind in ANTHROPIC_KINDS or own or _output_effort(body) is None:
+    if provider_kind not in ANTHROPIC_KINDS and not own:
+        return _without_effort(body)
+    served = served_id or model.model
+    fitted = _effort_taken(effort, served, _thinking_off(body))
+    if fitted == effort:
         return body
-    return _without_effort(body)
+    if fitted is None:
+        return _without_effort(body)
+    return {**body, "output_config": {**body["output_config"], "effort": fitted}}
+
+
+def _thinking_off(body: Mapping[str, Any]) -> bool:
+    thinking = body.get("thinking")
+    return isinstance(thinking, Mapping) and thinking.get("type") == "disabled"
+
+
+_CLAUDE_5 = (5, 0)
+_EFFORT_ORDER = {level: rank for rank, level in enumerate(ADAPTIVE_EFFORTS)}
+
+
+def _effort_taken(effort: Any, served_id: str, thinking_off: bool) -> Any:
+    """`effort` as the Claude model `served_id` takes it (None: not at all). Claude 5
+    refuses ``xhigh`` and ``max`` beside disabled thinking."""
+    levels = effort_levels(served_id)
+    if levels is None or not isinstance(effort, str) or effort not in _EFFORT_ORDER:
+        return effort
+    if thinking_off and (claude_version(served_id) or (0, 0)) >= _CLAUDE_5:
+        levels = tuple(level for level in levels if level not in ("xhigh", "max"))
+    if effort in levels:
+        return effort
+    lower = [level for level in levels if _EFFORT_ORDER[level] < _EFFORT_ORDER[effort]]
+    return lower[-1] if lower else (levels[0] if levels else None)
+
+
+_EFFORT_ORDER = {
+    level: rank for rank, level in enumerate(("low", "medium", "high", "xhigh", "max"))
+}
 
 
 def _without_effort(body: dict[str, Any]) -> dict[str, Any]:

@@ -675,7 +675,7 @@ class Dispatcher:
         else:
             needed = plan.decision.reasoning.needed
             sent = with_reasoning(body, model, kind, needed, deployment.upstream)
-        sent = effort_where_taken(sent, model, kind)
+        sent = effort_where_taken(sent, model, kind, deployment.upstream)
         return within_output(fit_thinking(for_model(sent, model, params), model), model)
 
     def _sends_text(self, plan: Plan, name: str) -> bool:

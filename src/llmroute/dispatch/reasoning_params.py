@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from llmroute.providers._anthropic_convert import DEFAULT_MAX_TOKENS, thinking_blocks
-from llmroute.registry.claude_thinking import thinks_adaptively
+from llmroute.registry.claude_thinking import EFFORTS, thinks_adaptively
 from llmroute.registry.schema import ANTHROPIC_KINDS, Model, Reasoning
 
 __all__ = [
@@ -60,9 +60,9 @@ EFFORT_BUDGET = {
     "max": 32768,
 }
 """Anthropic ``budget_tokens`` for a model that declares only an ``effort``."""
-ADAPTIVE_EFFORTS = ("low", "medium", "high", "xhigh", "max")
+ADAPTIVE_EFFORTS = EFFORTS
 """Anthropic's ``output_config.effort`` values (``xhigh`` from Opus 4.7, ``max`` from
-Opus 4.6; ``high`` is its default)."""
+Opus 4.6; ``high`` is its default), lowest first."""
 OFF_EFFORT = "low"
 DEFAULT_EFFORT = "medium"  # OpenAI's own default
 _SAFE_OPENAI_TOP = "high"  # xhigh exists only on some OpenAI models: the others 400

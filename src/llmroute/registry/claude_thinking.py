@@ -19,10 +19,12 @@ import re
 from llmroute.registry.schema import Model, Reasoning
 
 __all__ = [
+    "EFFORTS",
     "FIRST_ADAPTIVE",
     "FIRST_ADAPTIVE_ONLY",
     "adaptive_id",
     "claude_version",
+    "effort_levels",
     "thinks_adaptively",
 ]
 
@@ -61,3 +63,28 @@ def thinks_adaptively(model: Model, reasoning: Reasoning, served_id: str | None 
     if reasoning.thinking != "auto":
         return reasoning.thinking == "adaptive"
     return adaptive_id(served_id or model.model)
+
+
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+"""Anthropic's ``output_config.effort`` values, lowest first (``high`` its default)."""
+
+
+def effort_levels(model_id: str) -> tuple[str, ...] | None:
+    """The ``output_config.effort`` levels the Claude model `model_id` names takes, in
+    order; () for one that refuses the parameter; None when its version cannot be read
+    (sent as asked). As Anthropic documents them: effort came with Opus 4.5 (low to
+    high; Sonnet and Haiku 4.5 and earlier refuse it), ``max`` with the 4.6 models and
+    Mythos Preview, ``xhigh`` with Opus 4.7 and the Claude 5 family."""
+    text = model_id.lower()
+    if "claude-mythos" in text and claude_version(text) is None:
+        return ("low", "medium", "high", "max")  # Mythos Preview
+    version = claude_version(text)
+    if version is None:
+        return None
+    if version >= FIRST_ADAPTIVE_ONLY:
+        return EFFORTS
+    if version >= FIRST_ADAPTIVE:
+        return ("low", "medium", "high", "max")
+    if version == (4, 5) and "opus" in text:
+        return ("low", "medium", "high")
+    return ()
