@@ -23,7 +23,8 @@ Faults and variants are chosen by the model name, ``NAME?k=v&...``:
 - ``adaptive_only=1`` answers ``thinking: {type: enabled}`` with the 400 Claude Opus 4.7
   gives it, ``budget_only=1`` answers ``{type: adaptive}`` (and ``output_config.effort``)
   with the 400 of a model without adaptive thinking (Sonnet 4.5 and earlier), each in
-  Anthropic's words.
+  Anthropic's words; ``cap=N`` answers a ``max_tokens`` above N with Anthropic's 400
+  ("... which is the maximum allowed number of output tokens for ...").
 
 Thinking is checked as the real API checks it, with its error text: every ``thinking``
 block sent back must hold the signature the fake gave its text for that model (`sign`;
@@ -347,6 +348,12 @@ def _thinking_refusal(faults: dict[str, str], body: dict[str, Any]) -> dict[str,
         return _error("invalid_request_error", _ADAPTIVE_REFUSED)
     if "budget_only" in faults and (body.get("output_config") or {}).get("effort"):
         return _error("invalid_request_error", _EFFORT_REFUSED)
+    if "cap" in faults and body.get("max_tokens", 0) > int(faults["cap"]):
+        message = (
+            f"max_tokens: {body['max_tokens']} > {faults['cap']}, which is the maximum allowed "
+            f"number of output tokens for {body.get('model', '').partition('?')[0]}"
+        )
+        return _error("invalid_request_error", message)
     return None
 
 

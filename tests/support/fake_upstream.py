@@ -48,7 +48,8 @@ choices; ``finish=REASON`` end with that finish reason (``length``); ``p_yes=P``
 the request asks for ``logprobs``, send first-token ``top_logprobs`` giving "yes"
 probability P and "no" 1-P; ``nologprobs=1`` answer 400 to a request asking for them;
 ``unsupported=A,B`` answer 400 ``unsupported_parameter`` (OpenAI's reasoning models'
-error) to a request that sets parameter A or B;
+error) to a request that sets parameter A or B; ``cap=N`` answer OpenAI's 400 to a
+``max_tokens`` / ``max_completion_tokens`` above N ("max_tokens is too large");
 ``gap=S`` a stream waits S seconds before each word; ``reasoning=TEXT`` answers with
 DeepSeek's ``reasoning_content`` TEXT (a stream: one delta of it before the words);
 ``strict=1`` answers OpenAI's 400 to a message holding a field OpenAI does not know
@@ -180,7 +181,7 @@ def _completion(
     return data
 
 
-_SCRIPTED = ("reply", "vary", "multi", "finish", "p_yes", "nologprobs", "unsupported", "gap")
+_SCRIPTED = ("reply", "vary", "multi", "finish", "p_yes", "nologprobs", "unsupported", "gap", "cap")
 
 
 def _scripted_texts(
@@ -216,6 +217,16 @@ def _refused(faults: dict[str, str], body: dict[str, Any]) -> dict[str, Any] | N
             f"('{unknown}' was unexpected)",
             "type": "invalid_request_error",
         }
+    over = _over_cap(faults, body)
+    if over is not None:
+        key, asked = over
+        return {
+            "message": f"{key} is too large: {asked}. This model supports at most "
+            f"{faults['cap']} completion tokens, whereas you provided {asked}.",
+            "type": "invalid_request_error",
+            "param": key,
+            "code": "invalid_value",
+        }
     refused = [p for p in faults.get("unsupported", "").split(",") if p and p in body]
     if not refused and "nologprobs" in faults and body.get("logprobs") is True:
         return {"message": "logprobs are not supported", "type": "invalid_request_error"}
@@ -227,6 +238,17 @@ def _refused(faults: dict[str, str], body: dict[str, Any]) -> dict[str, Any] | N
         "param": refused[0],
         "code": "unsupported_parameter",
     }
+
+
+def _over_cap(faults: dict[str, str], body: dict[str, Any]) -> tuple[str, int] | None:
+    """The answer limit of `body` above ``cap=N``, if any (key, value)."""
+    if "cap" not in faults:
+        return None
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and value > int(faults["cap"]):
+            return key, value
+    return None
 
 
 def _unknown_message_field(body: dict[str, Any]) -> str | None:

@@ -57,6 +57,7 @@ from llmroute.dispatch.deployments import (
     stream_ended,
 )
 from llmroute.dispatch.model_params import for_model, within_output
+from llmroute.dispatch.output_caps import refused_cap
 from llmroute.dispatch.plan import Plan, may_answer_raw, without_cascade
 from llmroute.dispatch.reasoning_params import client_chose, fit_thinking, with_reasoning
 from llmroute.dispatch.rerank import priced_rerank
@@ -334,6 +335,8 @@ class Dispatcher:
         self._limits = _limits(registry)
         self._hold_lease_s = HOLD_LEASE_S  # a seam for tests
         self._refused_usage: set[str] = set()  # models that refused stream_options
+        # the answer caps deployments' refusals named ((provider, upstream id) -> tokens)
+        self._output_caps: dict[tuple[str, str], int] = {}
         self._shared_breakers = open_breakers(registry.dispatch.breaker)
         self.deployments: Deployments = Deployments(
             registry,
@@ -381,11 +384,16 @@ class Dispatcher:
         async def on(name: str, deployment: Deployment, timeouts: Timeouts) -> dict[str, Any]:
             tried.add(name)
             sent = self._for_model(plan, name, deployment, body)
-            with sending(name, sent):
-                if self._sends_text(plan, name):
-                    data = chat_answer(await _complete_text_on(deployment, sent, timeouts))
-                else:
-                    data = await _complete_on(deployment, sent, timeouts)
+            text = self._sends_text(plan, name)
+            try:
+                with sending(name, sent):
+                    data = await _complete_either(deployment, sent, timeouts, text=text)
+            except UpstreamRejected as exc:
+                if not self._learned_cap(name, deployment, sent, exc):
+                    raise
+                sent = self._for_model(plan, name, deployment, body)
+                with sending(name, sent):
+                    data = await _complete_either(deployment, sent, timeouts, text=text)
             if _filtered(data) and self._may_refuge(plan, tried):
                 usage = priced(data, body, self._registry.models[name].price)
                 await self._charge_answer(name, usage, deployment)  # billed all the same
@@ -431,18 +439,24 @@ class Dispatcher:
                 try:
                     return await _open_on(deployment, sent, timeouts, hold_s, text=text)
                 except UpstreamRejected as exc:
-                    if "stream_options" not in sent or "stream_options" not in exc.message:
+                    # an answer limit above the model's cap: within it, as every later call
+                    capped = self._learned_cap(name, deployment, sent, exc)
+                    if not capped and not (
+                        "stream_options" in sent and "stream_options" in exc.message
+                    ):
                         raise
-            # a server that refuses stream_options (an older Azure API version), whoever
-            # added it (the gateway, a front, the client): the stream without it, its
-            # cost estimated (and a usage chunk made for whoever asked), from now on
-            self._refused_usage.add(name)
-            log.warning(
-                "model %r refused stream_options (its streams' costs are estimated): "
-                "give it drop_params: [stream_options]",
-                name,
-            )
-            sent = self._for_model(plan, name, deployment, _no_usage(body))
+            if not capped:
+                # a server that refuses stream_options (an older Azure API version), whoever
+                # added it (the gateway, a front, the client): the stream without it, its
+                # cost estimated (and a usage chunk made for whoever asked), from now on
+                self._refused_usage.add(name)
+                log.warning(
+                    "model %r refused stream_options (its streams' costs are estimated): "
+                    "give it drop_params: [stream_options]",
+                    name,
+                )
+                refused = True
+            sent = self._for_model(plan, name, deployment, _no_usage(body) if refused else asked)
             with sending(name, sent):
                 return await _open_on(deployment, sent, timeouts, hold_s, text=text)
 
@@ -653,6 +667,11 @@ class Dispatcher:
         model continuing raw text is made a completions body again (`text_body`), with
         no thinking parameters."""
         model = self._registry.models[name]
+        learned = self._output_caps.get((deployment.provider_name, deployment.upstream))
+        if learned is not None and (
+            model.max_output_tokens is None or learned < model.max_output_tokens
+        ):
+            model = model.model_copy(update={"max_output_tokens": learned})
         params = plan.policy.params if plan.policy is not None else None
         if plan.text is not None and model.text_completions:
             safety = plan.decision.safety
@@ -677,6 +696,28 @@ class Dispatcher:
             sent = with_reasoning(body, model, kind, needed, deployment.upstream)
         sent = effort_where_taken(sent, model, kind, deployment.upstream)
         return within_output(fit_thinking(for_model(sent, model, params), model), model)
+
+    def _learned_cap(
+        self, name: str, deployment: Deployment, sent: dict[str, Any], exc: UpstreamRejected
+    ) -> bool:
+        """Whether `exc` refused `sent` for an answer limit above the model's cap, which
+        is then remembered for the deployment (its later calls are sent within it), and
+        said once in the log: the request may be sent again, within it."""
+        cap = refused_cap(exc.message, sent)
+        key = (deployment.provider_name, deployment.upstream)
+        if cap is None or cap >= self._output_caps.get(key, cap + 1):
+            return False
+        self._output_caps[key] = cap
+        log.warning(
+            "model %r (%s on %s) answers at most %d tokens: its requests are sent within "
+            "that from now on; give it max_output_tokens: %d",
+            name,
+            deployment.upstream,
+            deployment.provider_name,
+            cap,
+            cap,
+        )
+        return True
 
     def _sends_text(self, plan: Plan, name: str) -> bool:
         """Whether `name` gets the request as a completion (`_for_model` made it one)."""
@@ -1218,6 +1259,15 @@ def _as_chain(plan: Plan, registry: Registry) -> Plan:
 
 
 # -- stage 4: transport ---------------------------------------------------------------------
+
+
+async def _complete_either(
+    deployment: Deployment, body: dict[str, Any], timeouts: Timeouts, *, text: bool
+) -> dict[str, Any]:
+    """The chat answer: from the chat endpoint, or (`text`) from the completions one."""
+    if text:
+        return chat_answer(await _complete_text_on(deployment, body, timeouts))
+    return await _complete_on(deployment, body, timeouts)
 
 
 async def _complete_on(
