@@ -199,3 +199,36 @@ def test_deepseek_reasoning_is_an_item_without_blocks_and_never_sent_back(
     assert second.status == "completed"
     sent = upstream.requests[-1].body["messages"]
     assert all(set(m) <= {"role", "content"} for m in sent), sent
+
+
+def test_a_summary_asked_for_says_the_thinking_as_the_items_summary(
+    client: openai.OpenAI,
+) -> None:
+    """``reasoning.summary`` (Codex asks ``auto``): the thinking is the item's summary,
+    streamed with the SDK's typed summary events, whole or streamed alike; its blocks
+    still carry the next turn."""
+    ask: Any = {"effort": "medium", "summary": "auto"}
+    events: list[Any] = []
+    with client.responses.stream(
+        model="sonnet", input=ASK, tools=TOOLS, reasoning=ask, store=False
+    ) as stream:
+        events.extend(stream)
+        final = stream.get_final_response()
+    kinds = [e.type for e in events]
+    assert kinds[2:8] == [
+        "response.output_item.added",
+        "response.reasoning_summary_part.added",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.done",
+        "response.reasoning_summary_part.done",
+    ]
+    types = openai.types.responses
+    deltas = [e for e in events if isinstance(e, types.ResponseReasoningSummaryTextDeltaEvent)]
+    assert "".join(d.delta for d in deltas) == THOUGHT
+    item = final.output[0]
+    assert item.type == "reasoning" and not item.content
+    assert [s.text for s in item.summary] == [THOUGHT] and item.encrypted_content
+    whole = client.responses.create(model="deep", input="hi", reasoning=ask, store=False)
+    said = whole.output[0]
+    assert [s.text for s in said.summary] == ["Hmm."] and not said.content

@@ -23,7 +23,7 @@ from uuid import uuid4
 
 from llmroute.server.chunk_translation import clean_completion
 from llmroute.server.errors import GatewayError
-from llmroute.server.responses_reasoning import blocks_of, reasoning_item
+from llmroute.server.responses_reasoning import blocks_of, reasoning_item, wants_summary
 from llmroute.untrusted_json import loads
 
 __all__ = [
@@ -559,17 +559,21 @@ def call_item(call_id: str, name: str, arguments: str, custom: frozenset[str]) -
 
 
 def output_items(
-    message: dict[str, Any], item_id: str, custom: frozenset[str] = frozenset()
+    message: dict[str, Any],
+    item_id: str,
+    custom: frozenset[str] = frozenset(),
+    *,
+    summary: bool = False,
 ) -> list[dict[str, Any]]:
     """The ``output`` items for an assistant message: its thinking (a ``reasoning``
-    item), its text (and an OpenAI model's ``refusal``, as a ``refusal`` part), then its
-    tool calls."""
+    item, as its `summary` when asked), its text (and an OpenAI model's ``refusal``, as
+    a ``refusal`` part), then its tool calls."""
     items: list[dict[str, Any]] = []
     thinking, blocks = message.get("reasoning_content"), message.get("thinking_blocks")
     thinking = thinking if isinstance(thinking, str) else ""
     blocks = blocks if isinstance(blocks, list) else []
     if thinking or blocks:
-        items.append(reasoning_item(f"rs_{item_id}", thinking, blocks))
+        items.append(reasoning_item(f"rs_{item_id}", thinking, blocks, summary=summary))
     parts: list[dict[str, Any]] = []
     text, refusal = message.get("content"), message.get("refusal")
     if isinstance(text, str) and text:
@@ -614,7 +618,8 @@ def to_response(
     chat_id = str(data.get("id") or uuid4().hex)  # an upstream may leave its id out
     response_id = response_id or f"resp_{chat_id}"
     item_id = response_id.removeprefix("resp_")
-    output = output_items(choice.get("message") or {}, item_id, custom_tools(body))
+    message = choice.get("message") or {}
+    output = output_items(message, item_id, custom_tools(body), summary=wants_summary(body))
     if reason and output and output[-1]["type"] in ("message", "reasoning"):
         output[-1]["status"] = "incomplete"  # the item the cut fell in, as OpenAI says
     return {

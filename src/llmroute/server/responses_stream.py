@@ -5,7 +5,10 @@ The events follow OpenAI's order: ``response.created``, ``response.in_progress``
 output item ``response.output_item.added``, then for the model's thinking (a
 ``reasoning`` item) ``response.content_part.added`` (``reasoning_text``),
 ``response.reasoning_text.delta``…, ``response.reasoning_text.done``,
-``response.content_part.done``, for a message
+``response.content_part.done`` (when the request asks for a summary,
+``reasoning.summary``: ``response.reasoning_summary_part.added`` (``summary_text``),
+``response.reasoning_summary_text.delta``…, ``response.reasoning_summary_text.done``,
+``response.reasoning_summary_part.done``), for a message
 ``response.content_part.added``, ``response.output_text.delta``…,
 ``response.output_text.done``, ``response.content_part.done`` (for an OpenAI model's
 refusal, a ``refusal`` part: ``response.refusal.delta``…, ``response.refusal.done``),
@@ -37,7 +40,7 @@ from llmroute.server.responses_convert import (
     echoed,
     response_usage,
 )
-from llmroute.server.responses_reasoning import reasoning_item
+from llmroute.server.responses_reasoning import reasoning_item, wants_summary
 
 __all__ = ["ResponsesStream", "responses_event"]
 
@@ -86,6 +89,7 @@ class ResponsesStream(ChunkTranslator):
         self._thought: list[str] = []  # its reasoning text's pieces
         self._blocks: list[dict[str, Any]] = []  # its thinking blocks, each whole
         self._signing: list[str] = []  # the text of the thinking block being streamed
+        self._summary = wants_summary(body)  # the thinking said as the item's summary
         self._finish: str | None = None
         self._usage: dict[str, Any] = response_usage(None)
 
@@ -184,6 +188,15 @@ class ResponsesStream(ChunkTranslator):
             self._block_piece(piece)
         if not isinstance(text, str) or not text:
             return
+        if self._summary:
+            if not self._thought:
+                part = {"type": "summary_text", "text": ""}
+                added = self._summary_at(part=part)
+                yield self._event("response.reasoning_summary_part.added", added)
+            self._thought.append(text)
+            delta = self._summary_at(delta=text)
+            yield self._event("response.reasoning_summary_text.delta", delta)
+            return
         if not self._thought:
             part = {"type": "reasoning_text", "text": ""}
             yield self._event("response.content_part.added", self._thought_at(part=part))
@@ -212,6 +225,15 @@ class ResponsesStream(ChunkTranslator):
             **payload,
         }
 
+    def _summary_at(self, **payload: Any) -> dict[str, Any]:
+        assert self._thought_item is not None
+        return {
+            "item_id": self._items[self._thought_item]["id"],
+            "output_index": self._thought_item,
+            "summary_index": 0,
+            **payload,
+        }
+
     def _close_reasoning(self) -> Iterator[bytes]:
         if self._thought_item is None:
             return
@@ -219,9 +241,14 @@ class ResponsesStream(ChunkTranslator):
         # the answer's cut fell in it when nothing came after it
         cut = INCOMPLETE_REASONS.get(self._finish or "stop") and position == len(self._items) - 1
         status = "incomplete" if cut else "completed"
-        item = reasoning_item(self._items[position]["id"], text, self._blocks, status)
+        item_id = self._items[position]["id"]
+        item = reasoning_item(item_id, text, self._blocks, status, summary=self._summary)
         self._items[position] = item
-        if text:
+        if text and self._summary:
+            yield self._event("response.reasoning_summary_text.done", self._summary_at(text=text))
+            part = item["summary"][0]
+            yield self._event("response.reasoning_summary_part.done", self._summary_at(part=part))
+        elif text:
             yield self._event("response.reasoning_text.done", self._thought_at(text=text))
             part = item["content"][0]
             yield self._event("response.content_part.done", self._thought_at(part=part))
@@ -317,7 +344,11 @@ class ResponsesStream(ChunkTranslator):
             position = self._thought_item
             thinking = "".join(self._thought)
             self._items[position] = reasoning_item(
-                self._items[position]["id"], thinking, self._blocks, "incomplete"
+                self._items[position]["id"],
+                thinking,
+                self._blocks,
+                "incomplete",
+                summary=self._summary,
             )
         if self._text_item is not None and "refusal" in self._parts:
             item = self._items[self._text_item]
