@@ -228,7 +228,8 @@ def test_stop_reasons(server: FakeAnthropic, stop: str, finish: str) -> None:
 def test_thinking_comes_beside_the_content_as_litellm_says_it(server: FakeAnthropic) -> None:
     """Whole: ``reasoning_content`` and ``thinking_blocks``. Streamed: each thinking
     delta as ``reasoning_content`` and a ``thinking_blocks`` piece, the signature as a
-    piece of its own, a redacted block whole; never as content."""
+    piece of its own, a redacted block whole, each piece with its block's index; never
+    as content."""
     signed = {"type": "thinking", "thinking": THOUGHT, "signature": sign(THOUGHT)}
     hidden = {"type": "redacted_thinking", "data": REDACTED}
     model = "claude-x?thinking=1&redacted=1"
@@ -242,7 +243,9 @@ def test_thinking_comes_beside_the_content_as_litellm_says_it(server: FakeAnthro
     assert "".join(d.get("reasoning_content") or "" for d in deltas) == THOUGHT
     pieces = [piece for d in deltas for piece in d.get("thinking_blocks") or ()]
     assert "".join(p.get("thinking", "") for p in pieces) == THOUGHT
-    assert pieces[-2:] == [{"type": "thinking", "thinking": "", "signature": sign(THOUGHT)}, hidden]
+    signature = {"index": 0, "type": "thinking", "thinking": "", "signature": sign(THOUGHT)}
+    assert pieces[-2:] == [signature, {"index": 1, **hidden}]
+    assert {p["index"] for p in pieces[:-1]} == {0}
 
 
 def test_thinking_blocks_go_back_first_and_unchanged(server: FakeAnthropic) -> None:

@@ -271,7 +271,8 @@ def test_a_chat_stream_says_thinking_in_pieces_a_client_can_join(
     chat_client: openai.OpenAI,
 ) -> None:
     """``delta.reasoning_content`` for the text, ``delta.thinking_blocks`` pieces with
-    the same text, then the signature that ends the block; a redacted block whole."""
+    the same text, then the signature that ends the block; a redacted block whole; each
+    piece with its block's index."""
     stream = chat_client.chat.completions.create(
         model="sonnet",
         max_tokens=8000,
@@ -281,11 +282,13 @@ def test_a_chat_stream_says_thinking_in_pieces_a_client_can_join(
     )
     reasoning = ""
     blocks: list[dict[str, Any]] = []
+    indexes: list[int] = []
     for chunk in stream:
         delta = chunk.choices[0].delta if chunk.choices else None
         extra = (delta.model_extra or {}) if delta is not None else {}
         reasoning += extra.get("reasoning_content") or ""
         for piece in extra.get("thinking_blocks") or ():
+            indexes.append(piece.pop("index"))
             if piece["type"] == "redacted_thinking":
                 blocks.append(piece)
                 continue
@@ -296,6 +299,7 @@ def test_a_chat_stream_says_thinking_in_pieces_a_client_can_join(
                 blocks[-1]["signature"] = piece["signature"]
     assert reasoning == THOUGHT
     assert blocks == [SIGNED, HIDDEN]
+    assert indexes[-1] == 1 and set(indexes[:-1]) == {0}
 
 
 def test_an_openai_compatible_upstreams_reasoning_passes_through_and_is_not_sent_back(

@@ -163,6 +163,9 @@ class StreamTranslator:
     ``delta.thinking_blocks`` piece of the same text, the block's ``signature_delta`` as
     a piece with the signature alone, a ``redacted_thinking`` block whole; a client that
     joins the pieces of each block (a signature ends one) has the blocks to send back.
+    Each piece carries its block's ``index`` in ``thinking_blocks``, as OpenAI's stream
+    helper (``chat.completions.stream``) needs of every list it joins (it raises on a
+    second piece without one); Anthropic is sent the blocks back without it.
     Usage (spread over message_start and message_delta) is summed up for the final
     chunk that ``stream_options.include_usage`` asks for.
     """
@@ -177,6 +180,7 @@ class StreamTranslator:
         self._usage: dict[str, Any] = {}
         self._tool_index: dict[int, int] = {}  # content block index → tool_calls index
         self._no_input: set[int] = set()  # tool_calls indexes that have had no arguments yet
+        self._thought_index: dict[int, int] = {}  # content block index → thinking_blocks index
 
     def feed(self, event: bytes) -> list[bytes]:
         """The OpenAI events for one Anthropic event; raises on an ``error`` event."""
@@ -229,10 +233,10 @@ class StreamTranslator:
         if block.get("type") == "text" and block.get("text"):
             return [self._chunk({"content": block["text"]})]
         if block.get("type") == "redacted_thinking" and isinstance(block.get("data"), str):
-            redacted = {"type": "redacted_thinking", "data": block["data"]}
-            return [self._chunk({"thinking_blocks": [redacted]})]
+            redacted = {"index": self._thought(data), "type": "redacted_thinking"}
+            return [self._chunk({"thinking_blocks": [{**redacted, "data": block["data"]}]})]
         if block.get("type") == "thinking" and block.get("thinking"):
-            return [self._chunk(_thinking_piece(block["thinking"]))]
+            return [self._chunk(_thinking_piece(self._thought(data), block["thinking"]))]
         if block.get("type") != "tool_use":
             return []
         index = len(self._tool_index)
@@ -259,10 +263,12 @@ class StreamTranslator:
         if delta.get("type") == "text_delta" and delta.get("text"):
             return [self._chunk({"content": delta["text"]})]
         if delta.get("type") == "thinking_delta" and isinstance(delta.get("thinking"), str):
-            return [self._chunk(_thinking_piece(delta["thinking"]))] if delta["thinking"] else []
+            if not delta["thinking"]:
+                return []
+            return [self._chunk(_thinking_piece(self._thought(data), delta["thinking"]))]
         if delta.get("type") == "signature_delta" and isinstance(delta.get("signature"), str):
-            signed = {"type": "thinking", "thinking": "", "signature": delta["signature"]}
-            return [self._chunk({"thinking_blocks": [signed]})]
+            signed = {"index": self._thought(data), "type": "thinking", "thinking": ""}
+            return [self._chunk({"thinking_blocks": [{**signed, "signature": delta["signature"]}]})]
         index = self._tool_index.get(_block_index(data))
         if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
             if index is None:
@@ -271,6 +277,11 @@ class StreamTranslator:
             call = {"index": index, "function": {"arguments": delta["partial_json"]}}
             return [self._chunk({"tool_calls": [call]})]
         return []  # citations_delta, and delta types added later
+
+    def _thought(self, data: dict[str, Any]) -> int:
+        """The ``thinking_blocks`` index of the event's thinking block: 0, 1, … in the
+        order they start, whatever content blocks (text, tool calls) lie between."""
+        return self._thought_index.setdefault(_block_index(data), len(self._thought_index))
 
     def _message_delta(self, data: dict[str, Any]) -> list[bytes]:
         if isinstance(data.get("usage"), dict):  # cumulative counts
@@ -285,8 +296,9 @@ class StreamTranslator:
         return [*usage, DONE]
 
 
-def _thinking_piece(text: str) -> dict[str, Any]:
-    return {"reasoning_content": text, "thinking_blocks": [{"type": "thinking", "thinking": text}]}
+def _thinking_piece(index: int, text: str) -> dict[str, Any]:
+    piece = {"index": index, "type": "thinking", "thinking": text}
+    return {"reasoning_content": text, "thinking_blocks": [piece]}
 
 
 def _block_index(data: dict[str, Any]) -> int:
