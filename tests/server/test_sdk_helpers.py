@@ -1,5 +1,6 @@
 """The official `openai` client's helper methods against the gateway, where they broke:
-its chat stream helper joining an Anthropic model's streamed thinking."""
+its chat stream helper joining an Anthropic model's streamed thinking, a path the
+gateway does not serve."""
 
 from __future__ import annotations
 
@@ -56,3 +57,13 @@ def test_the_chat_stream_helper_joins_an_anthropic_models_thinking(
     again = [*HI, message.model_dump(exclude_none=True), {"role": "user", "content": "and?"}]
     client.chat.completions.create(model="thinker", messages=again)  # type: ignore[arg-type]
     assert claude.last.body["messages"][1]["content"][0] == signed
+
+
+def test_a_path_the_gateway_does_not_serve_is_named_in_the_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.vector_stores.create(name="docs")
+    assert "POST /v1/vector_stores is not an endpoint of this gateway" in missing.value.message
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.models.delete("small")
+    assert refused.value.status_code == 405
+    assert "DELETE /v1/models/small: the method is not allowed" in refused.value.message

@@ -34,8 +34,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llmroute.dispatch.budgets import Payer, paid_by
 from llmroute.errors import ConfigError, shown
 from llmroute.registry.schema import ApiKey, AuthSettings
-from llmroute.server.errors import GatewayError
-from llmroute.server.messages_convert import MESSAGES_PATH, error_response
+from llmroute.server.errors import GatewayError, speaks_anthropic
+from llmroute.server.messages_convert import error_response
 from llmroute.state.limits import RateLimits
 from llmroute.telemetry.metrics import GatewayMetrics
 from llmroute.telemetry.record import DecisionRecord
@@ -200,7 +200,7 @@ class RequireKey:
                 client = known.name if isinstance(known, ApiKey) else None
                 metrics.auth_rejected(_reason(error), client, error.status)
             send = _with_limit_headers(scope, send)
-            if scope["path"].startswith(MESSAGES_PATH):  # count_tokens too
+            if speaks_anthropic(scope):  # /v1/messages, count_tokens, models.list
                 await error_response(error)(scope, receive, send)
             else:
                 await error.response()(scope, receive, send)

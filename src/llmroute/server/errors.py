@@ -36,6 +36,7 @@ __all__ = [
     "handle_http",
     "handle_llmroute_error",
     "in_api_shape",
+    "speaks_anthropic",
 ]
 
 log = logging.getLogger("llmroute.server")
@@ -80,11 +81,20 @@ class GatewayError(Exception):
         return JSONResponse({"error": error}, status_code=self.status, headers=self.headers)
 
 
+def speaks_anthropic(scope: Scope) -> bool:
+    """Whether the request came from an Anthropic client: it is under ``/v1/messages``,
+    or it carries ``anthropic-version``, which Anthropic's clients send on every call
+    (``models.list``, a path this gateway does not serve) and OpenAI's never do."""
+    if str(scope.get("path", "")).startswith("/v1/messages"):
+        return True
+    return any(name == b"anthropic-version" for name, _ in scope.get("headers") or ())
+
+
 def in_api_shape(request: Request, error: GatewayError) -> Response:
-    """`error` in the shape the request's API has: Anthropic's (``{"type": "error",
-    "error": {"type", "message"}}``) under ``/v1/messages``, whose clients read no other
-    (a wrong method, an unknown path beneath it, a last-resort 500), OpenAI's elsewhere."""
-    if str(request.scope.get("path", "")).startswith("/v1/messages"):
+    """`error` in the shape the request's client reads: Anthropic's (``{"type": "error",
+    "error": {"type", "message"}}``) for an Anthropic client (`speaks_anthropic`), which
+    reads no other (a wrong method, an unknown path, a last-resort 500), else OpenAI's."""
+    if speaks_anthropic(request.scope):
         from llmroute.server.messages_convert import error_response  # it imports this module
 
         return error_response(error)
@@ -97,9 +107,23 @@ async def handle_gateway_error(request: Request, exc: Exception) -> Response:
 
 
 async def handle_http(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors; a path or method no route serves is named, so a client
+    calling what the gateway does not have (``client.vector_stores``, Anthropic's
+    message batches) hears which call that was, not a bare "Not Found"."""
     assert isinstance(exc, HTTPException)
-    error = GatewayError(exc.status_code, exc.detail, headers=exc.headers)
+    message = exc.detail
+    if exc.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
+        call = f"{request.method} {_shown_path(request.url.path)}"
+        message = f"{call} is not an endpoint of this gateway"
+        if exc.status_code == 405:
+            message = f"{call}: the method is not allowed on this path"
+    error = GatewayError(exc.status_code, message, headers=exc.headers)
     return counted(request, in_api_shape(request, error))
+
+
+def _shown_path(path: str) -> str:
+    """A request path as an error may repeat it: bounded, printable."""
+    return path[:200] if path.isprintable() else "(a path with unprintable characters)"
 
 
 async def handle_any(request: Request, exc: Exception) -> Response:
