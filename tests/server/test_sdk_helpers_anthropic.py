@@ -1,13 +1,16 @@
 """The official `anthropic` client's helper methods against the gateway, where they
-broke: a call the gateway does not serve (message batches), and errors outside
+broke: ``models.list`` / ``models.retrieve`` (Anthropic's shapes, checked strictly
+here), a call the gateway does not serve (message batches), and errors outside
 ``/v1/messages`` in Anthropic's shape."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import anthropic
+import httpx
 import pytest
 from gateway_proc import Served
 
@@ -29,7 +32,10 @@ default: {target: small}
 auth:
   keys:
     - {name: user, sha256: "USER_SHA"}
+aliases:
+  claude-sonnet-4-5: sonnet
 """.replace("USER_SHA", hashlib.sha256(USER_KEY.encode()).hexdigest())
+IDS = ["auto", "chitchat", "small", "large", "sonnet", "claude-sonnet-4-5"]
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +45,49 @@ def client(gateway: Served) -> Iterator[anthropic.Anthropic]:
         base_url=gateway.url, api_key=USER_KEY, max_retries=0, _strict_response_validation=True
     ) as c:
         yield c
+
+
+def test_models_are_listed_in_anthropics_shape(
+    client: anthropic.Anthropic, gateway: Served
+) -> None:
+    """The ids OpenAI's clients see (in OpenAI's list, as before), as Anthropic's
+    ``ModelInfo``s, a page at a time."""
+    key = {"authorization": f"Bearer {USER_KEY}"}
+    listed = httpx.get(f"{gateway.url}/v1/models", headers=key, timeout=10).json()
+    assert listed["object"] == "list" and [m["id"] for m in listed["data"]] == IDS
+    assert listed["data"][2] == {"id": "small", "object": "model", "created": 0, "owned_by": "fake"}
+    page = client.models.list(limit=4)
+    assert [m.id for m in page.data] == IDS[:4]
+    assert (page.has_more, page.first_id, page.last_id) == (True, "auto", "large")
+    first = page.data[0]
+    assert (first.type, first.display_name, first.lifecycle) == ("model", "auto", "active")
+    assert first.created_at == datetime(1970, 1, 1, tzinfo=UTC)  # no release date known
+    assert [m.id for m in client.models.list(limit=2)] == IDS  # follows after_id
+    before = client.models.list(before_id="sonnet", limit=2)
+    assert ([m.id for m in before.data], before.has_more) == (["small", "large"], True)
+    info = client.models.retrieve("claude-sonnet-4-5")
+    assert (info.id, info.type, info.display_name) == (
+        "claude-sonnet-4-5",
+        "model",
+        "claude-sonnet-4-5",
+    )
+
+
+def test_models_errors_come_in_anthropics_shape(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        client.models.retrieve("claude-nonexistent")
+    assert missing.value.body == {
+        "type": "error",
+        "error": {
+            "type": "not_found_error",
+            "message": "the model 'claude-nonexistent' does not exist: GET /v1/models lists "
+            "what you may use",
+        },
+    }
+    with pytest.raises(anthropic.BadRequestError, match="limit: must be an integer from 1 to 1000"):
+        client.models.list(limit=0)
+    with pytest.raises(anthropic.BadRequestError, match="after_id: 'gpt-x' is not a model"):
+        client.models.list(after_id="gpt-x")
 
 
 def test_a_call_the_gateway_does_not_serve_is_named_in_the_404(

@@ -10,10 +10,12 @@ from llmroute.dispatch import AUTO
 from llmroute.dispatch.plan import difficulty_model
 from llmroute.errors import shown
 from llmroute.server.auth import api_key_of, key_info
-from llmroute.server.errors import GatewayError
+from llmroute.server.errors import GatewayError, speaks_anthropic
 from llmroute.server.state import gateway_of
 
 __all__ = ["health", "key", "list_models", "ready", "retrieve_model"]
+
+_ANTHROPIC_MAX_LIMIT = 1000
 
 
 async def key(request: Request) -> Response:
@@ -34,14 +36,18 @@ async def key(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     """OpenAI's list format: ``auto``, then each route, then each pool model (for a
-    client key with ``models``, only those; with a ``pool``, no model outside it)."""
+    client key with ``models``, only those; with a ``pool``, no model outside it). To
+    an Anthropic client, Anthropic's: the same ids, a page of them (`_anthropic_page`)."""
+    if speaks_anthropic(request.scope):
+        return JSONResponse(_anthropic_page([i for i, _ in _entries(request)], request))
     data = [_model_object(i, o) for i, o in _entries(request)]
     return JSONResponse({"object": "list", "data": data})
 
 
 async def retrieve_model(request: Request) -> Response:
     """``GET /v1/models/{id}``: one entry of the list (404 ``model_not_found`` for a name
-    the list does not hold for this client), as OpenAI's ``models.retrieve`` expects."""
+    the list does not hold for this client), as OpenAI's ``models.retrieve`` expects,
+    or Anthropic's when its client asks."""
     wanted = request.path_params["model"]
     owner = dict(_entries(request)).get(wanted)
     if owner is None:
@@ -51,6 +57,8 @@ async def retrieve_model(request: Request) -> Response:
             param="model",
             code="model_not_found",
         )
+    if speaks_anthropic(request.scope):
+        return JSONResponse(_anthropic_model(wanted))
     return JSONResponse(_model_object(wanted, owner))
 
 
@@ -80,6 +88,49 @@ def _entries(request: Request) -> list[tuple[str, str]]:
 
 def _model_object(model_id: str, owner: str) -> dict[str, object]:
     return {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
+
+
+def _anthropic_model(model_id: str) -> dict[str, object]:
+    """Anthropic's ``ModelInfo``; the gateway knows no release date (the epoch, as
+    Anthropic's API says an unknown one) nor a name but the id."""
+    return {
+        "type": "model",
+        "id": model_id,
+        "display_name": model_id,
+        "created_at": "1970-01-01T00:00:00Z",
+        "lifecycle": "active",
+    }
+
+
+def _anthropic_page(ids: list[str], request: Request) -> dict[str, object]:
+    """The page of `ids` Anthropic's query asks for: ``limit`` (1 to 1000, default 20)
+    after ``after_id`` or before ``before_id``, with ``has_more`` in that direction and
+    the cursors for the next page (``first_id``, ``last_id``)."""
+    query = request.query_params
+    try:
+        limit = int(query.get("limit", "20"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= _ANTHROPIC_MAX_LIMIT:
+        raise GatewayError(400, f"limit: must be an integer from 1 to {_ANTHROPIC_MAX_LIMIT}")
+    after, before = query.get("after_id"), query.get("before_id")
+    for name, cursor in (("after_id", after), ("before_id", before)):
+        if cursor is not None and cursor not in ids:
+            raise GatewayError(400, f"{name}: {shown(cursor)} is not a model of this list")
+    if after is not None:
+        rest = ids[ids.index(after) + 1 :]
+        chosen, has_more = rest[:limit], len(rest) > limit
+    elif before is not None:
+        rest = ids[: ids.index(before)]
+        chosen, has_more = rest[-limit:], len(rest) > limit
+    else:
+        chosen, has_more = ids[:limit], len(ids) > limit
+    return {
+        "data": [_anthropic_model(i) for i in chosen],
+        "has_more": has_more,
+        "first_id": chosen[0] if chosen else None,
+        "last_id": chosen[-1] if chosen else None,
+    }
 
 
 async def health(request: Request) -> Response:
