@@ -1,18 +1,20 @@
 """The official `openai` client's helper methods against the gateway, where they broke:
 its chat stream helper joining an Anthropic model's streamed thinking, a path the
-gateway does not serve."""
+gateway does not serve, and its retries of a 429 that no retry can change."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
 
+import httpx2
 import openai
 import pytest
 from fake_anthropic import THOUGHT, FakeAnthropic, sign
 from gateway_proc import Served
 
 USER_KEY = "sk-sdk-user-31415926"
+CAPPED_KEY = "sk-sdk-capped-27182818"
 REGISTRY = """
 encoder: builtin:static
 providers:
@@ -29,7 +31,10 @@ default: {target: small}
 auth:
   keys:
     - {name: user, sha256: "USER_SHA"}
-""".replace("USER_SHA", hashlib.sha256(USER_KEY.encode()).hexdigest())
+    - {name: capped, sha256: "CAPPED_SHA", budget: {usd: 0.000001, period: day}}
+""".replace("USER_SHA", hashlib.sha256(USER_KEY.encode()).hexdigest()).replace(
+    "CAPPED_SHA", hashlib.sha256(CAPPED_KEY.encode()).hexdigest()
+)
 HI = [{"role": "user", "content": "hi there"}]
 
 
@@ -67,3 +72,22 @@ def test_a_path_the_gateway_does_not_serve_is_named_in_the_404(client: openai.Op
         client.models.delete("small")
     assert refused.value.status_code == 405
     assert "DELETE /v1/models/small: the method is not allowed" in refused.value.message
+
+
+def test_a_spent_budget_is_not_retried_by_the_client(gateway: Served) -> None:
+    """The 429 of a key that has spent its budget says ``x-should-retry: false``: the
+    client raises at once instead of retrying twice (with backoff) what cannot succeed."""
+    sent: list[httpx2.Request] = []
+    hooks = {"request": [sent.append]}
+    with (
+        httpx2.Client(event_hooks=hooks) as http,
+        openai.OpenAI(
+            base_url=f"{gateway.url}/v1", api_key=CAPPED_KEY, max_retries=2, http_client=http
+        ) as capped,
+    ):
+        capped.chat.completions.create(model="small", messages=HI)  # type: ignore[arg-type]
+        with pytest.raises(openai.RateLimitError) as caught:
+            capped.chat.completions.create(model="small", messages=HI)  # type: ignore[arg-type]
+    assert caught.value.code == "insufficient_quota"
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert len(sent) == 2  # the answer that spent the budget, then one refusal

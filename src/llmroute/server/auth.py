@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llmroute.dispatch.budgets import Payer, paid_by
 from llmroute.errors import ConfigError, shown
 from llmroute.registry.schema import ApiKey, AuthSettings
-from llmroute.server.errors import GatewayError, speaks_anthropic
+from llmroute.server.errors import NO_RETRY, GatewayError, speaks_anthropic
 from llmroute.server.messages_convert import error_response
 from llmroute.state.limits import RateLimits
 from llmroute.telemetry.metrics import GatewayMetrics
@@ -297,6 +297,7 @@ async def admit(scope: Scope, key: ApiKey, gateway: Gateway, *, spends: bool = T
             f"key {key.name!r} has spent its budget of ${budget.usd:g} this {budget.period} "
             f"(UTC){held}",
             code="insufficient_quota",
+            headers={} if budget.hard else NO_RETRY,  # a hard one's holds may be given back
             kind="insufficient_quota",
         )
     if key.rpm is not None:

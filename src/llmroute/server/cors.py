@@ -27,6 +27,7 @@ _EXPOSED = (
     "request-id",
     "retry-after",
     "retry-after-ms",
+    "x-should-retry",
     "x-ratelimit-limit-requests",
     "x-ratelimit-remaining-requests",
     "x-ratelimit-reset-requests",

@@ -26,6 +26,7 @@ from llmroute.errors import (
 from llmroute.server.watched_send import WatchedSend
 
 __all__ = [
+    "NO_RETRY",
     "AnswerUnhandled",
     "GatewayError",
     "counted",
@@ -40,6 +41,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("llmroute.server")
+
+# On an answer no retry can change (a key's soft budget, spent this period), OpenAI's
+# and Anthropic's clients read this and raise at once rather than retry their 429.
+NO_RETRY = {"x-should-retry": "false"}
 
 
 class GatewayError(Exception):
