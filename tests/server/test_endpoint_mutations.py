@@ -80,7 +80,7 @@ _CHAT = {
 }
 _MESSAGES = {
     "model": "sonnet",
-    "max_tokens": 50,
+    "max_tokens": 2000,  # above the thinking budget, as Anthropic wants it
     "stream": True,
     "system": [{"type": "text", "text": "brief", "cache_control": {"type": "ephemeral"}}],
     "messages": [
@@ -256,6 +256,66 @@ def test_an_integer_past_a_double_is_the_clients_400(
     assert "too large for a number" in error["message"]
     if param is not None:  # Anthropic's errors have none
         assert error["param"] == param
+
+
+# each converted front's top-level fields and the types it takes for them
+_TYPED: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "/v1/messages": {
+        "model": str,
+        "max_tokens": int,
+        "stream": bool,
+        "system": (str, list),
+        "messages": list,
+        "tools": list,
+        "thinking": dict,
+        "temperature": (int, float),
+    },
+    "/v1/responses": {
+        "model": str,
+        "instructions": str,
+        "input": (str, list),
+        "max_output_tokens": int,
+        "tools": list,
+        "reasoning": dict,
+        "stream": bool,
+    },
+    "/v1/completions": {
+        "model": str,
+        "prompt": (str, list),
+        "suffix": str,
+        "logprobs": int,
+        "temperature": (int, float),
+        "stream": bool,
+        "user": str,
+    },
+}
+
+
+def _wrong(value: Any, kind: type | tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return kind is not bool
+    return value is not None and not isinstance(value, kind)
+
+
+@pytest.mark.parametrize("path", _TYPED)
+def test_no_wrongly_typed_field_reaches_the_upstream(
+    gateway: Served, claude: FakeAnthropic, path: str
+) -> None:
+    """Each top-level field set to a value of another type is the client's 400, and the
+    upstream hears of none of them (``"stream": -1`` was answered whole, ``"temperature":
+    "hot"`` sent on)."""
+    headers = {"authorization": f"Bearer {KEY}"}
+    before = len(claude.requests)
+    answered = []
+    with httpx.Client(base_url=gateway.url, timeout=20) as http:
+        for field, kind in _TYPED[path].items():
+            for value in (v for v in MUTANTS if _wrong(v, kind)):
+                body = {**SEEDS[path], field: value}
+                status = http.post(path, content=json.dumps(body), headers=headers).status_code
+                if status != 400:
+                    answered.append((field, repr(value)[:20], status))
+    assert not answered
+    assert len(claude.requests) == before
 
 
 def test_the_log_holds_no_traceback_and_no_key(gateway: Served) -> None:

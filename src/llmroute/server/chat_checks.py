@@ -8,10 +8,10 @@ message, 3.5 µs for twenty); the rest goes on as sent. Ranges are the upstream'
 
 from __future__ import annotations
 
-from math import isfinite
 from typing import Any
 
 from llmroute.server.errors import GatewayError
+from llmroute.server.field_checks import finite_number, positive_int, strings
 
 __all__ = ["check_chat_body"]
 
@@ -35,11 +35,11 @@ def check_chat_body(body: dict[str, Any]) -> None:
     _check_messages(body.get("messages"))
     for key in _NUMBERS:
         value = body.get(key)
-        if value is not None and not _finite_number(value):
+        if value is not None and not finite_number(value):
             raise _bad(key, f"'{key}' must be a number")
     for key in _COUNTS:
         value = body.get(key)
-        if value is not None and not _positive_int(value):
+        if value is not None and not positive_int(value):
             raise _bad(key, f"'{key}' must be a positive integer")
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
@@ -51,7 +51,7 @@ def check_chat_body(body: dict[str, Any]) -> None:
     if tools is not None and not isinstance(tools, list):
         raise _bad("tools", "'tools' must be a list")
     stop = body.get("stop")
-    if stop is not None and not isinstance(stop, str) and not _strings(stop):
+    if stop is not None and not isinstance(stop, str) and not strings(stop):
         raise _bad("stop", "'stop' must be a string or a list of strings")
     _check_thinking(body.get("thinking"))
 
@@ -91,17 +91,3 @@ def _check_messages(messages: Any) -> None:
         elif not isinstance(content, str | list):
             at = f"messages[{index}].content"
             raise _bad(at, f"{at} must be a string or a list of content parts")
-
-
-def _finite_number(value: Any) -> bool:
-    if isinstance(value, float):
-        return isfinite(value)  # bodies and batch lines are parsed finite: defence in depth
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _strings(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)

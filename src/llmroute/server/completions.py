@@ -35,6 +35,15 @@ from llmroute.dispatch.text_completions import (
 from llmroute.dispatch.usage import usage_wanted
 from llmroute.server.chunk_translation import ChunkTranslator, clean_completion
 from llmroute.server.errors import GatewayError
+from llmroute.server.field_checks import (
+    INTEGER,
+    NUMBER,
+    OBJECT,
+    STRING,
+    STRING_OR_STRINGS,
+    Fields,
+    check_fields,
+)
 from llmroute.server.fronts import Stateless, serve_converted
 from llmroute.sse import DONE, event_of
 
@@ -51,6 +60,18 @@ DEFAULT_MAX_TOKENS = 16  # the API's default: a client that leaves it out gets t
 _OWN = frozenset({"prompt", "max_tokens", "stream", "stream_options", "best_of", *RAW_FIELDS})
 # chat finish reasons that mean nothing to a completions client
 _FINISH = {"tool_calls": "stop", "function_call": "stop"}
+# the types of the fields passed on as chat parameters (the others are checked as read)
+_PASSED: Fields = {
+    "temperature": NUMBER,
+    "top_p": NUMBER,
+    "presence_penalty": NUMBER,
+    "frequency_penalty": NUMBER,
+    "seed": INTEGER,
+    "logit_bias": OBJECT,
+    "stop": STRING_OR_STRINGS,
+    "stream_options": OBJECT,
+    "user": STRING,
+}
 
 
 def _bad(param: str, message: str) -> GatewayError:
@@ -93,6 +114,7 @@ def to_chat_body(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(model, str) or not model:
         raise _bad("model", "'model' is required: auto, a route or a pool model")
     prompt = _prompt(body)
+    check_fields(body, _PASSED)
     _check_raw_fields(body)
     n = _count(body, "n", 1)
     if _count(body, "best_of", n) != n:

@@ -5,7 +5,8 @@ A Messages request becomes the chat body the router and the dispatcher already s
 (`to_chat_body`); the OpenAI answer becomes a Messages answer (`to_message`), and an
 OpenAI stream a Messages event stream (`StreamTranslator`). What cannot be carried is
 refused with a 400 naming the field (server tools, documents, ...); what is only a hint
-for Anthropic's own servers is dropped (``top_k``): docs/gateway.md lists both. Thinking
+for Anthropic's own servers is dropped (``top_k``): docs/gateway.md lists both. Field
+types are checked first (`llmroute.server.messages_checks`). Thinking
 blocks cross both ways as the chat shape's ``thinking_blocks`` (signatures unchanged),
 which an Anthropic provider sends back and other providers leave out. ``thinking`` is
 kept (dispatch says it in the serving model's own dialect), and so are ``cache_control``
@@ -24,6 +25,7 @@ from starlette.responses import JSONResponse
 
 from llmroute.server.chunk_translation import ChunkTranslator, clean_completion
 from llmroute.server.errors import GatewayError
+from llmroute.server.messages_checks import check_messages_body
 from llmroute.untrusted_json import MAX_DEPTH, loads
 
 __all__ = [
@@ -68,6 +70,7 @@ def to_chat_body(body: dict[str, Any], *, counting: bool = False) -> dict[str, A
     """The chat-completions body for a Messages request; 400 (`GatewayError`) naming the
     field for anything malformed or that cannot be carried. `counting` (for
     ``count_tokens``) does not ask for ``max_tokens``."""
+    check_messages_body(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("model", "'model' is required: auto, a route or a pool model")

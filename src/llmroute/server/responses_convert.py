@@ -23,6 +23,7 @@ from uuid import uuid4
 
 from llmroute.server.chunk_translation import clean_completion
 from llmroute.server.errors import GatewayError
+from llmroute.server.responses_checks import check_responses_body
 from llmroute.server.responses_reasoning import blocks_of, reasoning_item, wants_summary
 from llmroute.untrusted_json import loads
 
@@ -71,6 +72,7 @@ def to_chat_body(
     conversation ``previous_response_id`` continues (its items, as kept), None where no
     responses are kept. The earlier ``instructions`` are not carried over (OpenAI's
     rule): each request's own come first."""
+    check_responses_body(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("model", "'model' is required: auto, a route or a pool model")
@@ -78,14 +80,10 @@ def to_chat_body(
         raise _bad("previous_response_id", f"'previous_response_id' is not supported: {_STATELESS}")
     if earlier is None and body.get("conversation") is not None:
         raise _bad("conversation", f"'conversation' is not supported: {_NO_CONVERSATIONS}")
-    if body.get("store") is not None and not isinstance(body.get("store"), bool):
-        raise _bad("store", "'store' must be true or false")
     messages: list[dict[str, Any]] = []
     instructions = body.get("instructions")
     if isinstance(instructions, str) and instructions:
         messages.append({"role": "system", "content": instructions})
-    elif instructions is not None and not isinstance(instructions, str):
-        raise _bad("instructions", "'instructions' must be a string")
     current = _input(body.get("input"))  # checked first: its errors name the client's field
     if earlier:
         messages.extend(_input(list(earlier)))

@@ -1,0 +1,65 @@
+"""The types of a ``POST /v1/responses`` body's known fields, checked as OpenAI checks
+them before `llmroute.server.responses_convert` reads it: a 400 naming the field
+(``param``) before routing, any kept response is read, or any upstream call. The
+conversion already refuses malformed ``input``, ``tools``, ``tool_choice`` and
+``text.format``; this adds the fields it would otherwise pass on unread (``"temperature":
+"hot"``) or read wrong (``"stream": "yes"``, answered whole), and ``metadata`` as OpenAI
+bounds it (at most 16 string pairs: `llmroute.server.body.checked_metadata`). Ranges
+are the upstream's to say (`llmroute.server.chat_checks`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmroute.server.body import checked_metadata
+from llmroute.server.field_checks import (
+    BOOLEAN,
+    INTEGER,
+    LIST,
+    NUMBER,
+    OBJECT,
+    POSITIVE,
+    STRING,
+    STRING_OR_OBJECT,
+    STRINGS,
+    Fields,
+    check_fields,
+)
+
+__all__ = ["check_responses_body"]
+
+_FIELDS: Fields = {
+    "temperature": NUMBER,
+    "top_p": NUMBER,
+    "max_output_tokens": POSITIVE,
+    "max_tool_calls": INTEGER,
+    "top_logprobs": INTEGER,
+    "stream": BOOLEAN,
+    "store": BOOLEAN,
+    "background": BOOLEAN,
+    "parallel_tool_calls": BOOLEAN,
+    "instructions": STRING,
+    "previous_response_id": STRING,
+    "conversation": STRING_OR_OBJECT,
+    "include": STRINGS,
+    "tools": LIST,
+    "tool_choice": STRING_OR_OBJECT,
+    "text": OBJECT,
+    "reasoning": OBJECT,
+    "prompt": OBJECT,
+    "stream_options": OBJECT,
+    "context_management": LIST,
+    "truncation": STRING,
+    "user": STRING,
+    "safety_identifier": STRING,
+    "prompt_cache_key": STRING,
+    "prompt_cache_retention": STRING,
+    "service_tier": STRING,
+}
+
+
+def check_responses_body(body: dict[str, Any]) -> None:
+    """400 (`GatewayError`, its ``param`` the field) for a known field of the wrong type,
+    or ``metadata`` beyond OpenAI's bounds; ``null`` is a field left out."""
+    check_fields(body, _FIELDS)
+    checked_metadata(body.get("metadata"))

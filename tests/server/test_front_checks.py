@@ -1,0 +1,112 @@
+"""Every front refuses a known field of the wrong type before routing or any upstream
+call, in its own API's error shape (Anthropic's under ``/v1/messages``, OpenAI's with
+``param`` elsewhere), as ``/v1/chat/completions`` does; and what the official SDKs send,
+every parameter at a valid value, still goes through.
+
+A real gateway on 127.0.0.1 in front of the fake OpenAI-protocol upstream and the fake
+Anthropic API, both counting the requests they get."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from fake_anthropic import FakeAnthropic
+from fake_upstream import FakeUpstream
+from gateway_proc import Served
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+  claude: {kind: anthropic, base_url: "%(anthropic)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: up-small}
+  sonnet: {provider: claude, model: claude-x}
+routes:
+  - {name: chitchat, examples: ["hi there", "how are you?"], target: small}
+default: {target: small}
+"""
+
+_USER = [{"role": "user", "content": "hi"}]
+_MESSAGES = {"model": "sonnet", "max_tokens": 20, "messages": _USER}
+_RESPONSES = {"model": "sonnet", "input": "hi"}
+_COMPLETIONS = {"model": "small", "prompt": "def f("}
+
+_WRONG: list[tuple[str, dict[str, Any], str, Any]] = [
+    ("/v1/messages", _MESSAGES, "temperature", "hot"),
+    ("/v1/messages", _MESSAGES, "temperature", 1.5),  # Anthropic's fixed range: 0..1
+    ("/v1/messages", _MESSAGES, "top_p", "0.9"),
+    ("/v1/messages", _MESSAGES, "top_k", "5"),
+    ("/v1/messages", _MESSAGES, "top_k", 2.5),
+    ("/v1/messages", _MESSAGES, "stream", "yes"),
+    ("/v1/messages", _MESSAGES, "metadata", "m"),
+    ("/v1/messages", _MESSAGES, "metadata", {"user_id": 5}),
+    ("/v1/messages", _MESSAGES, "service_tier", 1),
+    ("/v1/messages", {**_MESSAGES, "model": "small"}, "temperature", "hot"),
+    ("/v1/messages/count_tokens", _MESSAGES, "stream", "yes"),
+    ("/v1/responses", _RESPONSES, "temperature", "hot"),
+    ("/v1/responses", _RESPONSES, "top_p", [0.9]),
+    ("/v1/responses", _RESPONSES, "stream", "yes"),
+    ("/v1/responses", _RESPONSES, "background", "yes"),
+    ("/v1/responses", _RESPONSES, "parallel_tool_calls", "no"),
+    ("/v1/responses", _RESPONSES, "include", "reasoning.encrypted_content"),
+    ("/v1/responses", _RESPONSES, "metadata", {"a": 1}),
+    ("/v1/responses", _RESPONSES, "metadata", {f"k{i}": "v" for i in range(17)}),
+    ("/v1/responses", _RESPONSES, "text", "json"),
+    ("/v1/responses", _RESPONSES, "reasoning", "high"),
+    ("/v1/responses", _RESPONSES, "truncation", 1),
+    ("/v1/responses", _RESPONSES, "top_logprobs", "3"),
+    ("/v1/responses", _RESPONSES, "max_tool_calls", 2.5),
+    ("/v1/responses", _RESPONSES, "user", 5),
+    ("/v1/responses", _RESPONSES, "safety_identifier", 5),
+    ("/v1/responses", _RESPONSES, "prompt_cache_key", 5),
+    ("/v1/responses", _RESPONSES, "service_tier", 5),
+    ("/v1/responses", {**_RESPONSES, "model": "small"}, "temperature", "hot"),
+    ("/v1/responses/input_tokens", _RESPONSES, "reasoning", "high"),
+    ("/v1/completions", _COMPLETIONS, "temperature", "hot"),
+    ("/v1/completions", _COMPLETIONS, "top_p", {}),
+    ("/v1/completions", _COMPLETIONS, "presence_penalty", "1"),
+    ("/v1/completions", _COMPLETIONS, "frequency_penalty", True),
+    ("/v1/completions", _COMPLETIONS, "seed", "7"),
+    ("/v1/completions", _COMPLETIONS, "logit_bias", [1]),
+    ("/v1/completions", _COMPLETIONS, "stop", 5),
+    ("/v1/completions", _COMPLETIONS, "stream_options", "usage"),
+    ("/v1/completions", _COMPLETIONS, "user", 5),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "seed", "field", "value"),
+    _WRONG,
+    ids=[f"{path}-{field}={value!r:.12}" for path, _, field, value in _WRONG],
+)
+def test_a_wrongly_typed_field_is_the_clients_400_before_any_upstream_call(
+    gateway: Served,
+    upstream: FakeUpstream,
+    claude: FakeAnthropic,
+    path: str,
+    seed: dict[str, Any],
+    field: str,
+    value: Any,
+) -> None:
+    before = len(upstream.requests), len(claude.requests)
+    response = httpx.post(f"{gateway.url}{path}", json={**seed, field: value}, timeout=20)
+    assert response.status_code == 400, response.text
+    body = response.json()
+    if path.startswith("/v1/messages"):
+        assert body["type"] == "error"
+        assert body["error"]["type"] == "invalid_request_error"
+        assert f"'{field}" in body["error"]["message"]
+    else:
+        assert body["error"]["param"] == field
+        assert body["error"]["type"] == "invalid_request_error"
+    assert (len(upstream.requests), len(claude.requests)) == before
+
+
+def test_null_is_a_field_left_out(gateway: Served, claude: FakeAnthropic) -> None:
+    nulls = {"temperature": None, "top_k": None, "stream": None, "metadata": None}
+    response = httpx.post(f"{gateway.url}/v1/messages", json={**_MESSAGES, **nulls}, timeout=20)
+    assert response.status_code == 200, response.text
+    assert not {"temperature", "top_k", "metadata"} & claude.last.body.keys()
