@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import anthropic
 import httpx
+import openai
 import pytest
 from fake_anthropic import FakeAnthropic
 from fake_upstream import FakeUpstream
@@ -110,3 +112,103 @@ def test_null_is_a_field_left_out(gateway: Served, claude: FakeAnthropic) -> Non
     response = httpx.post(f"{gateway.url}/v1/messages", json={**_MESSAGES, **nulls}, timeout=20)
     assert response.status_code == 200, response.text
     assert not {"temperature", "top_k", "metadata"} & claude.last.body.keys()
+
+
+def test_top_k_reaches_an_anthropic_model_and_no_other(
+    gateway: Served, upstream: FakeUpstream, claude: FakeAnthropic
+) -> None:
+    """A Messages client's ``top_k`` is Anthropic's: it was dropped on the way to Claude,
+    and an OpenAI-protocol server refuses a field it does not know."""
+    for model in ("sonnet", "small"):
+        body = {**_MESSAGES, "model": model, "top_k": 5}
+        response = httpx.post(f"{gateway.url}/v1/messages", json=body, timeout=20)
+        assert response.status_code == 200, response.text
+    assert claude.last.body["top_k"] == 5
+    assert not {"top_k", "anthropic_only"} & upstream.requests[-1].body.keys()
+
+
+_SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}}
+
+
+def test_what_the_anthropic_sdk_sends_goes_through(gateway: Served, claude: FakeAnthropic) -> None:
+    """Every parameter of ``messages.create`` at a valid value, the sampling ones
+    (no longer in the SDK's signature) as older clients send them, and those the Messages
+    API takes reach Claude; ``container`` is left out, refused by design
+    (docs/gateway.md)."""
+    with anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0) as client:
+        message = client.messages.create(
+            model="sonnet",
+            max_tokens=2048,
+            messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+            system=[{"type": "text", "text": "brief", "cache_control": {"type": "ephemeral"}}],
+            cache_control={"type": "ephemeral"},
+            diagnostics={"previous_message_id": "msg_0"},
+            inference_geo="us",
+            metadata={"user_id": "u-1"},
+            output_config={"effort": "low", "format": {"type": "json_schema", "schema": _SCHEMA}},
+            service_tier="auto",
+            speed="standard",
+            stop_sequences=["STOP"],
+            thinking={"type": "disabled"},  # thinking on: Anthropic refuses top_k
+            tool_choice={"type": "auto", "disable_parallel_tool_use": True},
+            tools=[{"name": "f", "description": "d", "input_schema": {"type": "object"}}],
+            user_profile_id="up-1",
+            workspace_id="ws-1",
+            extra_body={"temperature": 1, "top_p": 0.99, "top_k": 5, "stream": False},
+        )
+    assert message.type == "message"
+    sent = claude.last.body
+    assert sent["metadata"] == {"user_id": "u-1"} and sent["stop_sequences"] == ["STOP"]
+    assert (sent["temperature"], sent["top_k"]) == (1, 5)
+
+
+def test_what_the_openai_sdk_sends_goes_through(gateway: Served, upstream: FakeUpstream) -> None:
+    """Every parameter of ``responses.create`` and ``completions.create`` at a valid
+    value, but those refused by design where no responses are kept
+    (``previous_response_id``, ``conversation``, ``background``) and hosted tools."""
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0) as client:
+        response = client.responses.create(
+            model="small",
+            input=[{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}],
+            instructions="brief",
+            include=["reasoning.encrypted_content"],
+            max_output_tokens=50,
+            max_tool_calls=3,
+            metadata={"k": "v"},
+            parallel_tool_calls=False,
+            prompt_cache_key="pk",
+            prompt_cache_retention="24h",
+            reasoning={"effort": "low", "summary": "auto"},
+            safety_identifier="s-1",
+            service_tier="auto",
+            store=False,
+            stream=False,
+            temperature=0.5,
+            text={"format": {"type": "json_schema", "name": "o", "schema": _SCHEMA}},
+            tool_choice="auto",
+            tools=[{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+            top_logprobs=2,
+            top_p=0.9,
+            truncation="disabled",
+            user="u-1",
+        )
+        assert response.status == "completed"
+        completion = client.completions.create(
+            model="small",
+            prompt="def f(",
+            best_of=1,
+            echo=False,
+            frequency_penalty=0.1,
+            logit_bias={"50256": -100},
+            max_tokens=8,
+            n=1,
+            presence_penalty=0.1,
+            seed=7,
+            stop=["\n\n"],
+            suffix=None,
+            temperature=0.2,
+            top_p=0.9,
+            user="u-1",
+        )
+    assert completion.choices[0].text
+    assert upstream.requests[-1].body["seed"] == 7

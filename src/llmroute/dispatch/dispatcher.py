@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from llmroute.dispatch.affinity import prefix_key
+from llmroute.dispatch.anthropic_only import anthropic_only_where_taken
 from llmroute.dispatch.budgets import Payer, WorstCase, model_account, payer, worst_case
 from llmroute.dispatch.client_reasoning import effort_where_taken, in_dialect
 from llmroute.dispatch.deployments import (
@@ -695,6 +696,7 @@ class Dispatcher:
             needed = plan.decision.reasoning.needed
             sent = with_reasoning(body, model, kind, needed, deployment.upstream)
         sent = effort_where_taken(sent, model, kind, deployment.upstream)
+        sent = anthropic_only_where_taken(sent, kind)
         return within_output(fit_thinking(for_model(sent, model, params), model), model)
 
     def _learned_cap(

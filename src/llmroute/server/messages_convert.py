@@ -5,8 +5,9 @@ A Messages request becomes the chat body the router and the dispatcher already s
 (`to_chat_body`); the OpenAI answer becomes a Messages answer (`to_message`), and an
 OpenAI stream a Messages event stream (`StreamTranslator`). What cannot be carried is
 refused with a 400 naming the field (server tools, documents, ...); what is only a hint
-for Anthropic's own servers is dropped (``top_k``): docs/gateway.md lists both. Field
-types are checked first (`llmroute.server.messages_checks`). Thinking
+for Anthropic's own servers is dropped (``service_tier``), and ``top_k`` rides apart for
+an Anthropic provider only: docs/gateway.md lists them. Field types are checked first
+(`llmroute.server.messages_checks`). Thinking
 blocks cross both ways as the chat shape's ``thinking_blocks`` (signatures unchanged),
 which an Anthropic provider sends back and other providers leave out. ``thinking`` is
 kept (dispatch says it in the serving model's own dialect), and so are ``cache_control``
@@ -23,6 +24,7 @@ from uuid import uuid4
 
 from starlette.responses import JSONResponse
 
+from llmroute.dispatch.anthropic_only import ANTHROPIC_ONLY
 from llmroute.server.chunk_translation import ChunkTranslator, clean_completion
 from llmroute.server.errors import GatewayError
 from llmroute.server.messages_checks import check_messages_body
@@ -84,10 +86,7 @@ def to_chat_body(body: dict[str, Any], *, counting: bool = False) -> dict[str, A
     for i, message in enumerate(raw):
         messages.extend(_message(message, f"messages[{i}]"))
     chat: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens}
-    for key in ("temperature", "top_p"):
-        if body.get(key) is not None:
-            chat[key] = body[key]
-    chat.update(_stops(body.get("stop_sequences")))
+    chat.update(_sampling(body))
     if body.get("stream") is True:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
@@ -107,6 +106,15 @@ def to_chat_body(body: dict[str, Any], *, counting: bool = False) -> dict[str, A
     if body.get("cache_control") is not None:
         _cache_last(messages, _cache(body, "request"))
     return chat
+
+
+def _sampling(body: dict[str, Any]) -> dict[str, Any]:
+    """The sampling parameters as chat says them; ``top_k``, Anthropic's own, apart for
+    an Anthropic provider only (`llmroute.dispatch.anthropic_only`)."""
+    out = {key: body[key] for key in ("temperature", "top_p") if body.get(key) is not None}
+    if body.get("top_k") is not None:
+        out[ANTHROPIC_ONLY] = {"top_k": body["top_k"]}
+    return out | _stops(body.get("stop_sequences"))
 
 
 # top-level fields whose answer the chat shape cannot give: refused, not dropped
