@@ -153,3 +153,37 @@ def test_credentials_in_the_base_url_become_a_basic_auth_header(upstream: FakeUp
     sent = upstream.requests[-1]
     assert sent.headers["authorization"] == "Basic " + base64.b64encode(b"svc:p@ss").decode()
     assert sent.path == "/v1/chat/completions"
+
+
+def test_a_bedrock_provider_without_credentials_is_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Kind bedrock takes a Bedrock API key or a pair of AWS keys from variables of AWS's
+    own names, neither of which the registry names: the warning says both."""
+    text = """
+providers:
+  aws: {kind: bedrock, region: us-east-1}
+  team: {kind: bedrock, region: us-east-1, api_key_env: TEAM_BEDROCK_KEY}
+  signer: {kind: bedrock, region: us-east-1, base_url: "http://127.0.0.1:9"}
+models:
+  a: {provider: aws, model: a}
+  b: {provider: team, model: b}
+  c: {provider: signer, model: c}
+routes:
+  - {name: r, examples: [hi], target: a}
+default: {target: c}
+"""
+    registry = parse_registry(text).registry
+    with caplog.at_level(logging.WARNING, logger="llmroute"):
+        warn_unset_credentials(registry, {})
+    assert [r.getMessage() for r in caplog.records] == [
+        "provider 'aws': environment variable AWS_BEARER_TOKEN_BEDROCK (or AWS_ACCESS_KEY_ID "
+        "and AWS_SECRET_ACCESS_KEY) is not set; its requests go without it",
+        "provider 'team': environment variable TEAM_BEDROCK_KEY (or AWS_ACCESS_KEY_ID "
+        "and AWS_SECRET_ACCESS_KEY) is not set; its requests go without it",
+    ]  # the proxy in front of `signer` may sign for it
+    caplog.clear()
+    keys = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": SECRET}
+    with caplog.at_level(logging.WARNING, logger="llmroute"):
+        warn_unset_credentials(registry, keys)
+    assert caplog.records == []

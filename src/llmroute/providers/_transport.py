@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,7 +31,14 @@ from llmroute.providers.base import Timeouts
 from llmroute.telemetry.propagation import upstream_headers
 from llmroute.untrusted_json import loads
 
-__all__ = ["HttpTransport"]
+__all__ = ["ErrorMapper", "Framing", "HttpTransport", "Signer"]
+
+# What signs one request (AWS SigV4): method, URL as sent, body -> headers to add.
+Signer = Callable[[str, URL, bytes], Mapping[str, str]]
+# An upstream's error answer (provider, status, headers, body) as a `ProviderError`.
+ErrorMapper = Callable[[str, int, Mapping[str, str], bytes], ProviderError]
+# A stream's body, in the chunks it came in, as whole server-sent events.
+Framing = Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]]
 
 _JSON = {"content-type": "application/json"}
 _READ_CHUNK = 64 * 1024
@@ -40,8 +47,22 @@ _MAX_ERROR_BYTES = 1024 * 1024  # an error body: its message is all that is read
 
 
 class HttpTransport:
-    def __init__(self, provider: str, base_url: str, headers: Mapping[str, str]) -> None:
+    """`sign`, when given, signs each request (its URL then goes as written, already
+    percent-encoded, so that what was signed is what is sent); `errors` reads an error
+    answer (default: OpenAI's and Anthropic's bodies, `error_from_response`)."""
+
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        headers: Mapping[str, str],
+        *,
+        sign: Signer | None = None,
+        errors: ErrorMapper = error_from_response,
+    ) -> None:
         self._provider = provider
+        self._sign = sign
+        self._errors = errors
         self._headers = {**_JSON, **headers}
         url = URL(base_url.rstrip("/"))
         if url.user is not None:  # credentials in the URL become a header, never a log line
@@ -51,6 +72,17 @@ class HttpTransport:
             url = url.with_user(None)
         self._base_url = str(url)
         self._session: aiohttp.ClientSession | None = None
+
+    def _target(
+        self, method: str, path: str, data: bytes | None
+    ) -> tuple[str | URL, dict[str, str] | None]:
+        """The URL to send to and the request's own headers (trace context, a
+        signature)."""
+        headers = upstream_headers()
+        if self._sign is None:
+            return self._base_url + path, headers
+        url = URL(self._base_url + path, encoded=True)
+        return url, {**(headers or {}), **self._sign(method, url, data or b"")}
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -78,20 +110,15 @@ class HttpTransport:
         self, method: str, path: str, data: bytes | None, timeouts: Timeouts
     ) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=timeouts.total_s, connect=timeouts.connect_s)
+        url, headers = self._target(method, path, data)
         try:
             async with self._client().request(
-                method,
-                self._base_url + path,
-                data=data,
-                timeout=timeout,
-                headers=upstream_headers(),
+                method, url, data=data, timeout=timeout, headers=headers
             ) as response:
                 limit = _MAX_ERROR_BYTES if response.status >= 400 else MAX_BODY_BYTES
                 body = await self._body(response, limit)
                 if response.status >= 400:
-                    raise error_from_response(
-                        self._provider, response.status, response.headers, body
-                    )
+                    raise self._errors(self._provider, response.status, response.headers, body)
         except aiohttp.ConnectionTimeoutError:
             raise ProviderTimeout(
                 self._provider, f"could not connect within {timeouts.connect_s:g}s"
@@ -114,21 +141,25 @@ class HttpTransport:
 
     @asynccontextmanager
     async def events(
-        self, path: str, payload: dict[str, Any], timeouts: Timeouts
+        self,
+        path: str,
+        payload: dict[str, Any],
+        timeouts: Timeouts,
+        *,
+        framing: Framing = iter_sse_events,
     ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """POST `payload` and yield its server-sent events, one whole event per item.
-        An error status raises before anything is yielded; a transport failure while
-        reading raises from the iterator. `timeouts.total_s` bounds each read."""
+        """POST `payload` and yield its server-sent events, one whole event per item
+        (`framing` cuts the body into them: another framing, such as AWS's event
+        stream, yields them in that form). An error status raises before anything is
+        yielded; a transport failure while reading raises from the iterator.
+        `timeouts.total_s` bounds each read."""
         timeout = aiohttp.ClientTimeout(
             total=None, connect=timeouts.connect_s, sock_read=timeouts.total_s
         )
+        data = _dumps(payload)
+        url, headers = self._target("POST", path, data)
         try:
-            response = await self._client().post(
-                self._base_url + path,
-                data=_dumps(payload),
-                timeout=timeout,
-                headers=upstream_headers(),
-            )
+            response = await self._client().post(url, data=data, timeout=timeout, headers=headers)
         except TRANSPORT_ERRORS as exc:
             raise network_error(self._provider, exc) from None
         try:
@@ -137,13 +168,13 @@ class HttpTransport:
                     body = await self._body(response, _MAX_ERROR_BYTES)
                 except TRANSPORT_ERRORS as exc:
                     raise network_error(self._provider, exc) from None
-                raise error_from_response(self._provider, response.status, response.headers, body)
+                raise self._errors(self._provider, response.status, response.headers, body)
             head = b""
             if response.content_type == "application/json":
                 head = await self._head(response)
                 if head.lstrip().startswith(b"{"):
                     raise await self._json_not_events(response, head)
-            yield self._read_events(response, head)
+            yield self._read_events(response, head, framing)
         finally:
             response.release()
 
@@ -194,12 +225,12 @@ class HttpTransport:
         return bytes(body)
 
     async def _read_events(
-        self, response: aiohttp.ClientResponse, head: bytes = b""
+        self, response: aiohttp.ClientResponse, head: bytes, framing: Framing
     ) -> AsyncIterator[bytes]:
         """The response's events; `head`, bytes of it already read, come first."""
         chunks = _after(head, response) if head else response.content.iter_chunked(_READ_CHUNK)
         try:
-            async for event in iter_sse_events(chunks):
+            async for event in framing(chunks):
                 yield event
         except TRANSPORT_ERRORS as exc:
             raise network_error(self._provider, exc) from None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from llmroute.providers.anthropic import AnthropicProvider
 from llmroute.providers.base import ChatProvider
+from llmroute.providers.bedrock import BedrockProvider
 from llmroute.providers.echo import EchoProvider
 from llmroute.providers.openai_compat import OpenAICompatProvider
 from llmroute.registry.schema import Provider, Registry
@@ -20,9 +21,10 @@ def build_providers(
     *,
     base_dir: Path | None = None,
 ) -> dict[str, ChatProvider]:
-    """A client for every provider: OpenAI-compatible, Anthropic, in-process llama.cpp or
-    echo, by its `kind`. llama.cpp providers load their GGUF files here (blocking; paths are
-    relative to `base_dir`, the registry file's directory, default the working one)."""
+    """A client for every provider: OpenAI-compatible, Anthropic, Bedrock, in-process
+    llama.cpp or echo, by its `kind`. llama.cpp providers load their GGUF files here
+    (blocking; paths are relative to `base_dir`, the registry file's directory, default
+    the working one)."""
     return {
         name: _build(name, spec, registry, environ, base_dir)
         for name, spec in registry.providers.items()
@@ -49,4 +51,6 @@ def build_http(name: str, spec: Provider, environ: Mapping[str, str] | None) -> 
     """The client of a provider reached over HTTP (every kind but llamacpp and echo)."""
     if spec.kind == "anthropic":
         return AnthropicProvider(name, spec, environ=environ)
+    if spec.kind == "bedrock":
+        return BedrockProvider(name, spec, environ=environ)
     return OpenAICompatProvider(name, spec, environ=environ)

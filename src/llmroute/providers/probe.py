@@ -32,6 +32,7 @@ from llmroute.providers.base import (
     TextProvider,
     Timeouts,
 )
+from llmroute.providers.bedrock import missing_credentials
 from llmroute.providers.build import build_http
 from llmroute.registry.schema import (
     Model,
@@ -168,7 +169,11 @@ async def _listings(
         spec = registry.providers[provider_name]
         if spec.kind in ("llamacpp", "echo"):
             continue
-        unset = unset_credentials(spec.api_key_env, spec.headers_env, environ)
+        if spec.kind == "bedrock":
+            missing = missing_credentials(spec, environ)
+            unset = [missing] if missing else []
+        else:
+            unset = unset_credentials(spec.api_key_env, spec.headers_env, environ)
         if unset:
             out[provider_name] = unset[0]
             continue
@@ -209,7 +214,7 @@ def _job(
         refused = _refusal(row, listing.error)
         if refused is not None:
             return refused
-        listed, note = _listed(row.upstream, listing)
+        listed, note = _listed(row, listing)
         if not chat:
             return row.probe(
                 "ok" if listed else "warn",
@@ -241,8 +246,11 @@ def _refusal(row: _Row, error: ProviderError | None) -> Probe | None:
     return row.probe("fail", error.message)
 
 
-def _listed(upstream: str, listing: _Listing) -> tuple[bool | None, str]:
+def _listed(row: _Row, listing: _Listing) -> tuple[bool | None, str]:
     """Whether the server lists the model, and a note saying so for the operator."""
+    upstream = row.upstream
+    if row.spec.kind == "bedrock":
+        return None, "not listed: Bedrock's runtime endpoint lists no models (--chat asks it)"
     if listing.error is not None:
         status = getattr(listing.error, "status", None)
         return None, f"reachable; the server does not list its models (HTTP {status})"

@@ -298,7 +298,9 @@ EncoderSpec = Annotated[
 # Provider kinds whose upstream takes Anthropic's Messages body (Claude, wherever it is
 # served): they get Anthropic's parameters (``thinking``, ``output_config``, a default
 # ``max_tokens``) where other kinds get OpenAI's.
-ANTHROPIC_KINDS: frozenset[str] = frozenset({"anthropic"})
+ANTHROPIC_KINDS: frozenset[str] = frozenset({"anthropic", "bedrock"})
+# An AWS region (us-east-1, eu-central-2, us-gov-west-1, ap-southeast-5)
+_AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 
 
 class Provider(_Frozen):
@@ -308,12 +310,14 @@ class Provider(_Frozen):
     vendor's). Kind ``llamacpp`` runs GGUF models in this process with llama.cpp (the
     ``local`` extra, docs/local.md): it has no `base_url`; its models name their GGUF file
     in ``model``; `n_ctx`, `n_threads`, `max_concurrency`, `chat_format`, `max_tokens`
-    and `temperature` apply to it alone. Kind ``echo`` answers in this process without any
+    and `temperature` apply to it alone. Kind ``bedrock`` is Claude on Amazon Bedrock in
+    `region` (its ``bedrock-runtime`` endpoint, unless `base_url` names another: a VPC
+    endpoint, a proxy), docs/providers.md. Kind ``echo`` answers in this process without any
     model (the last user message, or `reply`, after `delay_s`): for trying the gateway
     and testing client applications without a model server or tokens spent.
     """
 
-    kind: Literal["openai", "anthropic", "llamacpp", "echo"]
+    kind: Literal["openai", "anthropic", "llamacpp", "echo", "bedrock"]
     base_url: Url | None = None  # set (or defaulted) for the HTTP kinds; None in-process
     api_key_env: EnvName | None = None
     headers: dict[str, str] = Field(default_factory=dict)
@@ -323,6 +327,8 @@ class Provider(_Frozen):
     connect_timeout_s: Seconds = 5.0
     first_token_timeout_s: Seconds | None = None  # streams: until the first event
     stream_timeout_s: Seconds | None = None  # streams: until the last event
+    # kind bedrock only: the AWS region (its endpoint, and what SigV4 signs for)
+    region: str | None = None
     # kind openai only: Anthropic-style cache_control markers sent on, or dropped
     cache_control: Literal["drop", "send"] = "drop"
     # kind llamacpp only:
@@ -341,6 +347,13 @@ class Provider(_Frozen):
     def _default_base_url(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and "base_url" not in data:
             url = _DEFAULT_BASE_URLS.get(str(data.get("kind")))
+            region = data.get("region")
+            if (
+                data.get("kind") == "bedrock"
+                and isinstance(region, str)
+                and _AWS_REGION.match(region)
+            ):
+                url = f"https://bedrock-runtime.{region}.amazonaws.com"
             if url is not None:
                 return {**data, "base_url": url}
         return data
@@ -351,7 +364,10 @@ class Provider(_Frozen):
         wrong = {
             "llamacpp": _HTTP_ONLY | _ECHO_ONLY,
             "echo": _HTTP_ONLY | _LOCAL_ONLY,
-        }.get(self.kind, _LOCAL_ONLY | _ECHO_ONLY)
+            "bedrock": _LOCAL_ONLY | _ECHO_ONLY,
+        }.get(self.kind, _LOCAL_ONLY | _ECHO_ONLY | _BEDROCK_ONLY)
+        if self.kind in ("llamacpp", "echo"):
+            wrong |= _BEDROCK_ONLY
         problems: list[Problem] = [
             (
                 (key,),
@@ -360,7 +376,9 @@ class Provider(_Frozen):
             )
             for key in sorted(wrong & self.model_fields_set)
         ]
-        if not local and self.base_url is None:
+        if self.kind == "bedrock":
+            problems.extend(_bedrock_problems(self.region, self.base_url))
+        elif not local and self.base_url is None:
             problems.append((("base_url",), f"a {self.kind} provider needs a base_url"))
         problems.extend(_header_clashes(self.headers, self.headers_env))
         if self.kind != "openai" and "cache_control" in self.model_fields_set:
@@ -382,7 +400,17 @@ class Provider(_Frozen):
         return self.base_url
 
 
+def _bedrock_problems(region: str | None, base_url: str | None) -> list[Problem]:
+    """A bedrock provider's region: an AWS one, and given unless `base_url` is."""
+    if region is not None and not _AWS_REGION.match(region):
+        return [(("region",), f"{region!r} is not an AWS region (such as us-east-1)")]
+    if region is None and base_url is None:
+        return [(("region",), "a bedrock provider needs a region (or a base_url)")]
+    return []
+
+
 _HTTP_ONLY = frozenset({"base_url", "api_key_env", "headers", "headers_env", "connect_timeout_s"})
+_BEDROCK_ONLY = frozenset({"region"})
 _LOCAL_ONLY = frozenset(
     {"n_ctx", "n_threads", "max_concurrency", "chat_format", "max_tokens", "temperature"}
 )
@@ -1745,7 +1773,7 @@ class Registry(_Frozen):
             return False
         targets = model.targets()
         kinds = {self.providers[d.provider].kind for d in targets if d.provider in self.providers}
-        return not kinds <= {"anthropic", "llamacpp", "echo"}  # these always bound an answer
+        return not kinds <= ANTHROPIC_KINDS | {"llamacpp", "echo"}  # these always bound one
 
     def _route_problems(self) -> Iterator[Problem]:
         first: dict[str, int] = {}

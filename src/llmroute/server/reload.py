@@ -41,6 +41,7 @@ from llmroute.gates.build import GateFactory
 from llmroute.layers.llm_router import LlmRouter
 from llmroute.providers import build_providers
 from llmroute.providers.base import ChatProvider
+from llmroute.providers.bedrock import missing_credentials
 from llmroute.registry import LoadedRegistry
 from llmroute.registry.lint import lint
 from llmroute.registry.loader import parse_registry, read_text
@@ -179,7 +180,11 @@ def warn_unset_credentials(registry: Registry, environ: Mapping[str, str] | None
     for name, spec in registry.providers.items():
         if spec.kind == "llamacpp":
             continue
-        unset = unset_credentials(spec.api_key_env, spec.headers_env, env)
+        if spec.kind == "bedrock":  # a key, or a pair of AWS keys
+            missing = missing_credentials(spec, env)
+            unset = [missing] if missing else []
+        else:
+            unset = unset_credentials(spec.api_key_env, spec.headers_env, env)
         if unset:
             log.warning(
                 "provider %r: environment variable%s %s not set; its requests go without it",
