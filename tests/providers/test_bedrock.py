@@ -241,3 +241,19 @@ def test_build_providers_builds_a_bedrock_client(server: FakeBedrock) -> None:
     assert (
         registry.providers["aws"].base_url == "https://bedrock-runtime.eu-central-1.amazonaws.com"
     )
+
+
+def test_a_refused_signature_in_a_stream_is_sent_again_before_anything_went_out(
+    server: FakeBedrock,
+) -> None:
+    foreign = {"type": "thinking", "thinking": THOUGHT, "signature": sign(THOUGHT, "other")}
+    turns = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello", "thinking_blocks": [foreign]},
+        {"role": "user", "content": "streamed again"},
+    ]
+    chunks = stream(make(server), SONNET, {"messages": turns, "max_tokens": 64})
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "echo: streamed again"
+    assert "thinking" not in json.dumps(server.last.body["messages"])
+    assert server.last.path.endswith("/invoke-with-response-stream")

@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator
 
 import anthropic
+import httpx
 import openai
 import pytest
 from fake_anthropic import THOUGHT, TOOL_ID
@@ -27,6 +28,7 @@ models:
     reasoning: {effort: medium}
   busy: {provider: aws, model: "%(sonnet)s?throttle=1"}
   long: {provider: aws, model: "%(sonnet)s?too_long=1"}
+  garbled: {provider: aws, model: "%(sonnet)s?bad_crc=1"}
 routes:
   - name: careful
     examples: ["check this contract carefully"]
@@ -163,3 +165,13 @@ def test_a_too_long_input_is_the_context_error(client: openai.OpenAI) -> None:
         client.chat.completions.create(model="long", messages=[{"role": "user", "content": "x"}])
     assert caught.value.status_code == 400
     assert "context" in json.dumps(caught.value.body)
+
+
+def test_a_corrupt_event_stream_is_a_502_with_the_reason_not_a_hang(gateway: Served) -> None:
+    """The third frame's CRC is wrong, before any text: the stream has not begun, so the
+    client gets the gateway's 502 (the fallback's chance), saying why."""
+    body = {"model": "garbled", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=20) as r:
+        raw = b"".join(r.iter_raw())
+    assert r.status_code == 502, raw
+    assert b"broken event stream: event-stream message CRC does not match" in raw
