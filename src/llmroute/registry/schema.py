@@ -362,12 +362,10 @@ class Provider(_Frozen):
     def _fields_of_kind(self) -> Self:
         local = self.kind in ("llamacpp", "echo")
         wrong = {
-            "llamacpp": _HTTP_ONLY | _ECHO_ONLY,
-            "echo": _HTTP_ONLY | _LOCAL_ONLY,
+            "llamacpp": _HTTP_ONLY | _ECHO_ONLY | _BEDROCK_ONLY,
+            "echo": _HTTP_ONLY | _LOCAL_ONLY | _BEDROCK_ONLY,
             "bedrock": _LOCAL_ONLY | _ECHO_ONLY,
         }.get(self.kind, _LOCAL_ONLY | _ECHO_ONLY | _BEDROCK_ONLY)
-        if self.kind in ("llamacpp", "echo"):
-            wrong |= _BEDROCK_ONLY
         problems: list[Problem] = [
             (
                 (key,),
