@@ -277,6 +277,23 @@ def test_googles_error_list_is_read_like_an_error_object() -> None:
     assert type(rejected) is UpstreamRejected and "Invalid JSON payload" in str(rejected)
 
 
+def test_googles_status_is_the_code_of_its_error() -> None:
+    """Google's errors (Vertex AI's, Gemini's) say their kind in ``status``, their
+    ``code`` being the HTTP status again: the kind is the error's code."""
+    body = {
+        "error": {
+            "code": 403,
+            "message": "Permission 'aiplatform.endpoints.predict' denied",
+            "status": "PERMISSION_DENIED",
+        }
+    }
+    denied = error_from_response("vertex", 403, {}, json.dumps(body).encode())
+    assert denied.code == "PERMISSION_DENIED"
+    quota = {"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}}
+    limited = error_from_response("vertex", 429, {}, json.dumps([quota]).encode())
+    assert isinstance(limited, RateLimited) and limited.code == "RESOURCE_EXHAUSTED"
+
+
 def test_a_connect_timeout_says_so_not_that_the_model_was_slow() -> None:
     """A server whose listen backlog is full never completes a connect: the message
     names the connect timeout (it said "no answer within 30s" after 0.3 s)."""

@@ -388,11 +388,15 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         with self.upstream.lock:
             self.upstream.requests.append(Recorded(self.path, headers, body))
-        model = str(body.get("model", ""))
-        faults = faults_of(model)
         if self.path != "/v1/messages":
             self._send_json(404, _error("not_found_error", f"no route {self.path}"))
             return
+        self.answer(body, headers)
+
+    def answer(self, body: dict[str, Any], headers: dict[str, str]) -> None:
+        """Answer a Messages request as the API does (the faults its model names)."""
+        model = str(body.get("model", ""))
+        faults = faults_of(model)
         if "reset" in faults:
             self.close_connection = True  # no status line at all
             return

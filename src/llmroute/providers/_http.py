@@ -332,6 +332,8 @@ def _upstream_message(body: bytes) -> tuple[str, str | None]:
     code = error.get("code") if isinstance(error.get("code"), str) else None
     if code is None and data.get("type") == "error" and isinstance(error.get("type"), str):
         code = error["type"]  # Anthropic: {"type": "error", "error": {"type": ..}}
+    if code is None and isinstance(error.get("status"), str):
+        code = error["status"]  # Google: {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}
     if not isinstance(text, str) or not text.strip():
         return "", code
     text = _SECRETISH.sub("[redacted]", " ".join(text.split()))

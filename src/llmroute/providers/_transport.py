@@ -74,11 +74,15 @@ class HttpTransport:
         self._session: aiohttp.ClientSession | None = None
 
     def _target(
-        self, method: str, path: str, data: bytes | None
-    ) -> tuple[str | URL, dict[str, str] | None]:
-        """The URL to send to and the request's own headers (trace context, a
-        signature)."""
-        headers = upstream_headers()
+        self,
+        method: str,
+        path: str,
+        data: bytes | None,
+        own: Mapping[str, str] | None = None,
+    ) -> tuple[str | URL, Mapping[str, str] | None]:
+        """The URL to send to and the request's own headers: `own` (a token renewed
+        while the session lives), the trace context, a signature."""
+        headers = _with(own)
         if self._sign is None:
             return self._base_url + path, headers
         url = URL(self._base_url + path, encoded=True)
@@ -96,24 +100,35 @@ class HttpTransport:
         return self._session
 
     async def post_json(
-        self, path: str, payload: dict[str, Any], timeouts: Timeouts
+        self,
+        path: str,
+        payload: dict[str, Any],
+        timeouts: Timeouts,
+        *,
+        headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """POST `payload`; the answer's JSON object. Error statuses, transport failures
-        and bodies that are not a JSON object raise `ProviderError`s."""
-        return await self._json("POST", path, _dumps(payload), timeouts)
+        and bodies that are not a JSON object raise `ProviderError`s. `headers` are this
+        request's own (a token that is renewed while the session lives)."""
+        return await self._json("POST", path, _dumps(payload), timeouts, headers)
 
     async def get_json(self, path: str, timeouts: Timeouts) -> dict[str, Any]:
         """GET `path`; the answer's JSON object, failures raised as by `post_json`."""
         return await self._json("GET", path, None, timeouts)
 
     async def _json(
-        self, method: str, path: str, data: bytes | None, timeouts: Timeouts
+        self,
+        method: str,
+        path: str,
+        data: bytes | None,
+        timeouts: Timeouts,
+        headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=timeouts.total_s, connect=timeouts.connect_s)
-        url, headers = self._target(method, path, data)
+        url, sent = self._target(method, path, data, headers)
         try:
             async with self._client().request(
-                method, url, data=data, timeout=timeout, headers=headers
+                method, url, data=data, timeout=timeout, headers=sent
             ) as response:
                 limit = _MAX_ERROR_BYTES if response.status >= 400 else MAX_BODY_BYTES
                 body = await self._body(response, limit)
@@ -147,6 +162,7 @@ class HttpTransport:
         timeouts: Timeouts,
         *,
         framing: Framing = iter_sse_events,
+        headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         """POST `payload` and yield its server-sent events, one whole event per item
         (`framing` cuts the body into them: another framing, such as AWS's event
@@ -157,9 +173,9 @@ class HttpTransport:
             total=None, connect=timeouts.connect_s, sock_read=timeouts.total_s
         )
         data = _dumps(payload)
-        url, headers = self._target("POST", path, data)
+        url, sent = self._target("POST", path, data, headers)
         try:
-            response = await self._client().post(url, data=data, timeout=timeout, headers=headers)
+            response = await self._client().post(url, data=data, timeout=timeout, headers=sent)
         except TRANSPORT_ERRORS as exc:
             raise network_error(self._provider, exc) from None
         try:
@@ -241,6 +257,14 @@ class HttpTransport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _with(headers: Mapping[str, str] | None) -> Mapping[str, str] | None:
+    """A request's own headers, and the trace headers of the call it is part of."""
+    traced = upstream_headers()
+    if headers is None:
+        return traced
+    return {**headers, **traced} if traced else headers
 
 
 def _dumps(payload: dict[str, Any]) -> bytes:

@@ -21,10 +21,10 @@ def build_providers(
     *,
     base_dir: Path | None = None,
 ) -> dict[str, ChatProvider]:
-    """A client for every provider: OpenAI-compatible, Anthropic, Bedrock, in-process
-    llama.cpp or echo, by its `kind`. llama.cpp providers load their GGUF files here
-    (blocking; paths are relative to `base_dir`, the registry file's directory, default
-    the working one)."""
+    """A client for every provider: OpenAI-compatible, Anthropic, Claude on Bedrock or
+    Vertex AI, in-process llama.cpp or echo, by its `kind`. llama.cpp providers load their
+    GGUF files here (blocking; paths are relative to `base_dir`, the registry file's
+    directory, default the working one)."""
     return {
         name: _build(name, spec, registry, environ, base_dir)
         for name, spec in registry.providers.items()
@@ -53,4 +53,8 @@ def build_http(name: str, spec: Provider, environ: Mapping[str, str] | None) -> 
         return AnthropicProvider(name, spec, environ=environ)
     if spec.kind == "bedrock":
         return BedrockProvider(name, spec, environ=environ)
+    if spec.kind == "vertex":
+        from llmroute.providers.vertex import VertexProvider
+
+        return VertexProvider(name, spec, environ=environ)
     return OpenAICompatProvider(name, spec, environ=environ)

@@ -71,6 +71,7 @@ __all__ = [
     "SafetyProfile",
     "SafetySettings",
     "StoredResponsesSettings",
+    "vertex_base_url",
     "with_article",
 ]
 
@@ -84,6 +85,19 @@ _DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
 }
+# Google Cloud project ids (and the older domain-scoped ``example.com:name``); Vertex AI
+# regions (``us-east5``, ``europe-west1``, ``global``): both go into the URL's path.
+_GCP_PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{4,61}[a-z0-9]$")
+_GCP_REGION = re.compile(r"^[a-z]+(-[a-z0-9]+)*$")
+
+
+def vertex_base_url(project: str, region: str) -> str:
+    """Vertex AI's URL of a project's models in one region: the regional host
+    (``{region}-aiplatform.googleapis.com``), or the global one for ``global``."""
+    host = "aiplatform.googleapis.com"
+    if region != "global":
+        host = f"{region}-{host}"
+    return f"https://{host}/v1/projects/{project}/locations/{region}"
 
 
 def _check_name(value: str) -> str:
@@ -113,6 +127,15 @@ def _check_url(value: str) -> str:
         from llmroute.telemetry.store.url import mask_url  # a password in it is not shown
 
         raise ValueError(f"must be an http:// or https:// URL with a host, got {mask_url(value)!r}")
+    return value
+
+
+def _check_gcp_project(value: str) -> str:
+    if not _GCP_PROJECT.match(value):
+        raise ValueError(
+            f"not a Google Cloud project id: {value!r} (6 to 63 lowercase letters, digits "
+            "and '-', starting with a letter)"
+        )
     return value
 
 
@@ -298,7 +321,7 @@ EncoderSpec = Annotated[
 # Provider kinds whose upstream takes Anthropic's Messages body (Claude, wherever it is
 # served): they get Anthropic's parameters (``thinking``, ``output_config``, a default
 # ``max_tokens``) where other kinds get OpenAI's.
-ANTHROPIC_KINDS: frozenset[str] = frozenset({"anthropic", "bedrock"})
+ANTHROPIC_KINDS: frozenset[str] = frozenset({"anthropic", "bedrock", "vertex"})
 # An AWS region (us-east-1, eu-central-2, us-gov-west-1, ap-southeast-5)
 _AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 
@@ -307,18 +330,25 @@ class Provider(_Frozen):
     """Where models are served. The key is read from `api_key_env`, never from the file.
 
     Kinds ``openai`` and ``anthropic`` are HTTP APIs at `base_url` (defaulted to the
-    vendor's). Kind ``llamacpp`` runs GGUF models in this process with llama.cpp (the
-    ``local`` extra, docs/local.md): it has no `base_url`; its models name their GGUF file
-    in ``model``; `n_ctx`, `n_threads`, `max_concurrency`, `chat_format`, `max_tokens`
-    and `temperature` apply to it alone. Kind ``bedrock`` is Claude on Amazon Bedrock in
-    `region` (its ``bedrock-runtime`` endpoint, unless `base_url` names another: a VPC
-    endpoint, a proxy), docs/providers.md. Kind ``echo`` answers in this process without any
+    vendor's). Kind ``bedrock`` is Claude on Amazon Bedrock in `region` (its
+    ``bedrock-runtime`` endpoint, unless `base_url` names another: a VPC endpoint, a
+    proxy), docs/providers.md. Kind ``vertex`` is Claude on Google Cloud's Vertex AI: its
+    `base_url` is made from `project` and `region` (or given whole), its token comes from
+    Google's Application Default Credentials, or from `api_key_env` when that is set. Kind
+    ``llamacpp`` runs GGUF models in this process with llama.cpp (the ``local`` extra,
+    docs/local.md): it has no `base_url`; its models name their GGUF file in ``model``;
+    `n_ctx`, `n_threads`, `max_concurrency`, `chat_format`, `max_tokens` and
+    `temperature` apply to it alone. Kind ``echo`` answers in this process without any
     model (the last user message, or `reply`, after `delay_s`): for trying the gateway
     and testing client applications without a model server or tokens spent.
     """
 
-    kind: Literal["openai", "anthropic", "llamacpp", "echo", "bedrock"]
+    kind: Literal["openai", "anthropic", "bedrock", "vertex", "llamacpp", "echo"]
     base_url: Url | None = None  # set (or defaulted) for the HTTP kinds; None in-process
+    # kinds bedrock and vertex: the cloud's region (an AWS or a Vertex AI one), which
+    # makes the base_url unless it is given whole; vertex also its project
+    region: str | None = None
+    project: Annotated[str, AfterValidator(_check_gcp_project)] | None = None
     api_key_env: EnvName | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     # header -> the environment variable holding its value (a secret a proxy wants)
@@ -327,8 +357,6 @@ class Provider(_Frozen):
     connect_timeout_s: Seconds = 5.0
     first_token_timeout_s: Seconds | None = None  # streams: until the first event
     stream_timeout_s: Seconds | None = None  # streams: until the last event
-    # kind bedrock only: the AWS region (its endpoint, and what SigV4 signs for)
-    region: str | None = None
     # kind openai only: Anthropic-style cache_control markers sent on, or dropped
     cache_control: Literal["drop", "send"] = "drop"
     # kind llamacpp only:
@@ -345,15 +373,16 @@ class Provider(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _default_base_url(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "base_url" not in data and data.get("kind") == "vertex":
+            project, region = str(data.get("project")), str(data.get("region"))
+            if _GCP_PROJECT.match(project) and _GCP_REGION.match(region):
+                return {**data, "base_url": vertex_base_url(project, region)}
+            return data
         if isinstance(data, Mapping) and "base_url" not in data:
             url = _DEFAULT_BASE_URLS.get(str(data.get("kind")))
-            region = data.get("region")
-            if (
-                data.get("kind") == "bedrock"
-                and isinstance(region, str)
-                and _AWS_REGION.match(region)
-            ):
-                url = f"https://bedrock-runtime.{region}.amazonaws.com"
+            aws = data.get("region")
+            if data.get("kind") == "bedrock" and isinstance(aws, str) and _AWS_REGION.match(aws):
+                url = f"https://bedrock-runtime.{aws}.amazonaws.com"
             if url is not None:
                 return {**data, "base_url": url}
         return data
@@ -362,10 +391,11 @@ class Provider(_Frozen):
     def _fields_of_kind(self) -> Self:
         local = self.kind in ("llamacpp", "echo")
         wrong = {
-            "llamacpp": _HTTP_ONLY | _ECHO_ONLY | _BEDROCK_ONLY,
-            "echo": _HTTP_ONLY | _LOCAL_ONLY | _BEDROCK_ONLY,
-            "bedrock": _LOCAL_ONLY | _ECHO_ONLY,
-        }.get(self.kind, _LOCAL_ONLY | _ECHO_ONLY | _BEDROCK_ONLY)
+            "llamacpp": _HTTP_ONLY | _ECHO_ONLY | _REGION_ONLY | _VERTEX_ONLY,
+            "echo": _HTTP_ONLY | _LOCAL_ONLY | _REGION_ONLY | _VERTEX_ONLY,
+            "bedrock": _LOCAL_ONLY | _ECHO_ONLY | _VERTEX_ONLY,
+            "vertex": _LOCAL_ONLY | _ECHO_ONLY,
+        }.get(self.kind, _LOCAL_ONLY | _ECHO_ONLY | _REGION_ONLY | _VERTEX_ONLY)
         problems: list[Problem] = [
             (
                 (key,),
@@ -376,6 +406,8 @@ class Provider(_Frozen):
         ]
         if self.kind == "bedrock":
             problems.extend(_bedrock_problems(self.region, self.base_url))
+        elif self.kind == "vertex":
+            problems.extend(self._vertex_problems())
         elif not local and self.base_url is None:
             problems.append((("base_url",), f"a {self.kind} provider needs a base_url"))
         problems.extend(_header_clashes(self.headers, self.headers_env))
@@ -389,6 +421,35 @@ class Provider(_Frozen):
             )
         PathProblems.raise_if_any(problems)
         return self
+
+    def _vertex_problems(self) -> list[Problem]:
+        """A vertex provider's place: `project` and `region`, or a whole `base_url`."""
+        if self.region is not None and not _GCP_REGION.match(self.region):
+            return [
+                (("region",), f"not a Vertex AI region: {self.region!r} (like us-east5, or global)")
+            ]
+        given = {"project", "region"} & self.model_fields_set
+        made = (
+            vertex_base_url(self.project, self.region)
+            if self.project is not None and self.region is not None
+            else None
+        )
+        if "base_url" in self.model_fields_set and given and self.base_url != made:
+            return [
+                (
+                    (key,),
+                    f"{key!r} is part of the base_url when one is given; set either "
+                    "base_url or project and region",
+                )
+                for key in sorted(given)
+            ]
+        if self.base_url is None:
+            missing = {"project", "region"} - given
+            return [
+                ((key,), f"a vertex provider needs {key!r} (or a base_url)")
+                for key in sorted(missing)
+            ]
+        return []
 
     @property
     def http_url(self) -> str:
@@ -408,11 +469,12 @@ def _bedrock_problems(region: str | None, base_url: str | None) -> list[Problem]
 
 
 _HTTP_ONLY = frozenset({"base_url", "api_key_env", "headers", "headers_env", "connect_timeout_s"})
-_BEDROCK_ONLY = frozenset({"region"})
+_REGION_ONLY = frozenset({"region"})  # bedrock and vertex
 _LOCAL_ONLY = frozenset(
     {"n_ctx", "n_threads", "max_concurrency", "chat_format", "max_tokens", "temperature"}
 )
 _ECHO_ONLY = frozenset({"reply", "delay_s"})
+_VERTEX_ONLY = frozenset({"project"})
 
 
 class Price(_Frozen):

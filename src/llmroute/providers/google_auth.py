@@ -1,0 +1,190 @@
+"""Google OAuth2 access tokens for the ``vertex`` kind: a fixed token from the
+environment, or Application Default Credentials through google-auth (the ``vertex``
+extra), refreshed before they expire.
+
+google-auth's refresh is blocking I/O (a POST to Google's token endpoint, or the
+metadata server's), so it runs in a thread, never on the event loop, and one refresh
+serves every request that waits for a token meanwhile. The token travels only in the
+``Authorization`` header: no error or log line here repeats it, or anything Google's
+token endpoint said beyond its OAuth error code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC
+from typing import Any, Protocol
+
+from llmroute.errors import ConfigError, ProviderError, ProviderMisconfigured, ProviderTimeout
+
+__all__ = [
+    "CLOUD_PLATFORM_SCOPE",
+    "REFRESH_MARGIN_S",
+    "AdcTokens",
+    "StaticToken",
+    "TokenSource",
+]
+
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+# Google's tokens live an hour; one is renewed this long before it ends, so that no
+# request leaves with a token that expires on its way.
+REFRESH_MARGIN_S = 300.0
+_OAUTH_CODE = re.compile(r"[a-z_]{1,40}")
+_NO_EXTRA = (
+    "a vertex provider without api_key_env gets its token from Google's Application "
+    "Default Credentials, which need google-auth: pip install 'llmroute[vertex]'"
+)
+
+
+class TokenSource(Protocol):
+    """Where a provider's ``Authorization`` (and related) headers come from."""
+
+    async def headers(self, wait_s: float) -> dict[str, str]:
+        """The headers to send now; `wait_s` bounds a refresh it has to wait for."""
+        ...
+
+    async def renewed(self, stale: Mapping[str, str], wait_s: float) -> dict[str, str] | None:
+        """Headers other than `stale` (which the upstream refused with a 401), or None
+        when this source has no others to give."""
+        ...
+
+
+class StaticToken:
+    """A token set in the environment (`api_key_env`), by a sidecar that renews it for
+    the process: sent as it is; a 401 is not retried, since there is no other. None
+    (the variable is unset) sends none, and the upstream's 401 says so."""
+
+    def __init__(self, token: str | None) -> None:
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def headers(self, wait_s: float) -> dict[str, str]:
+        return self._headers
+
+    async def renewed(self, stale: Mapping[str, str], wait_s: float) -> dict[str, str] | None:
+        return None
+
+
+class AdcTokens:
+    """Application Default Credentials, as google-auth finds them in the process's
+    environment: the file ``GOOGLE_APPLICATION_CREDENTIALS`` names (a service account
+    key, a workload identity federation config), else ``gcloud auth
+    application-default login``'s file, else the metadata server on Google Cloud.
+    Loaded on first use, in a thread.
+
+    `clock` (seconds since the epoch) and `margin_s` are for tests."""
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        margin_s: float = REFRESH_MARGIN_S,
+    ) -> None:
+        try:
+            import google.auth.transport.requests  # noqa: F401  (a missing extra stops the build)
+        except ImportError as exc:
+            raise ConfigError(f"provider {provider!r}: {_NO_EXTRA}") from exc
+        self._provider = provider
+        self._clock = clock
+        self._margin_s = margin_s
+        self._lock = threading.Lock()  # the credentials object is not thread-safe
+        self._credentials: Any = None
+        self._request: Any = None
+        self._headers: dict[str, str] | None = None
+        self._expires_at: float | None = None  # None: Google said no expiry
+        self._pending: asyncio.Task[dict[str, str]] | None = None
+
+    async def headers(self, wait_s: float) -> dict[str, str]:
+        if self._headers is not None and self._fresh():
+            return self._headers
+        return await self._refreshed(wait_s)
+
+    async def renewed(self, stale: Mapping[str, str], wait_s: float) -> dict[str, str] | None:
+        if self._headers is not None and self._headers != stale and self._fresh():
+            return self._headers  # another request renewed it meanwhile
+        return await self._refreshed(wait_s)
+
+    def _fresh(self) -> bool:
+        return self._expires_at is None or self._clock() < self._expires_at - self._margin_s
+
+    async def _refreshed(self, wait_s: float) -> dict[str, str]:
+        """Joins the refresh under way, or starts one: one for every request waiting."""
+        loop = asyncio.get_running_loop()
+        pending = self._pending
+        if pending is None or pending.done() or pending.get_loop() is not loop:
+            pending = loop.create_task(self._refresh())
+            pending.add_done_callback(_retrieved)
+            self._pending = pending
+        try:
+            async with asyncio.timeout(wait_s):
+                return await asyncio.shield(pending)  # a request given up stops no refresh
+        except TimeoutError:
+            raise ProviderTimeout(
+                self._provider, f"no Google access token within {wait_s:g}s"
+            ) from None
+
+    async def _refresh(self) -> dict[str, str]:
+        headers, expires_at = await asyncio.to_thread(self._refresh_blocking)
+        self._headers, self._expires_at = headers, expires_at
+        return headers
+
+    def _refresh_blocking(self) -> tuple[dict[str, str], float | None]:
+        import google.auth.exceptions
+
+        try:
+            with self._lock:
+                if self._credentials is None:
+                    self._credentials = self._load()
+                credentials = self._credentials
+                credentials.refresh(self._request)
+                headers: dict[str, str] = {}
+                credentials.apply(headers)  # Authorization, and a quota project if it has one
+                expiry = credentials.expiry
+        except google.auth.exceptions.DefaultCredentialsError as exc:
+            raise ProviderMisconfigured(
+                self._provider,
+                "no Google credentials found (set GOOGLE_APPLICATION_CREDENTIALS to a "
+                "credentials file, run gcloud auth application-default login, or run on "
+                f"Google Cloud; or set api_key_env) ({type(exc).__name__})",
+                status=401,
+                code="google_credentials",
+            ) from None
+        except google.auth.exceptions.RefreshError as exc:
+            raise ProviderMisconfigured(
+                self._provider,
+                f"Google refused to issue an access token{_oauth_code(exc)}: check the "
+                f"credentials' account and key ({type(exc).__name__})",
+                status=401,
+                code="google_credentials",
+            ) from None
+        except google.auth.exceptions.GoogleAuthError as exc:  # TransportError and others
+            raise ProviderError(
+                self._provider, f"could not get a Google access token ({type(exc).__name__})"
+            ) from None
+        expires_at = None if expiry is None else expiry.replace(tzinfo=UTC).timestamp()
+        return headers, expires_at
+
+    def _load(self) -> Any:
+        import google.auth
+        import google.auth.transport.requests
+
+        self._request = google.auth.transport.requests.Request()
+        return google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])[0]
+
+
+def _oauth_code(exc: BaseException) -> str:
+    """``" (invalid_grant)"``: the OAuth error code of a refused refresh, when it gave
+    one; nothing else of the token endpoint's answer is repeated."""
+    answer = exc.args[1] if len(exc.args) > 1 else None
+    code = answer.get("error") if isinstance(answer, dict) else None
+    return f" ({code})" if isinstance(code, str) and _OAUTH_CODE.fullmatch(code) else ""
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Marks a refresh's failure as seen when every request that waited gave up."""
+    if not task.cancelled():
+        task.exception()

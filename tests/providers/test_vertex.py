@@ -1,0 +1,305 @@
+"""`VertexProvider` against a fake Vertex AI and a fake Google token endpoint on
+127.0.0.1 (real HTTP): the URL and body Vertex takes, tokens from a service account key
+(signed JWT, checked by the fake) renewed before they expire and once on a 401, a
+token from the environment, and Google's errors mapped like every provider's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("google.auth")
+
+from fake_vertex import NO_GCE, PROJECT, REGION, FakeVertex, fake_vertex
+
+from llmroute.errors import (
+    ConfigError,
+    ContextWindowExceeded,
+    ProviderError,
+    ProviderMisconfigured,
+    RateLimited,
+)
+from llmroute.providers.base import Timeouts
+from llmroute.providers.build import build_http
+from llmroute.providers.google_auth import AdcTokens
+from llmroute.providers.vertex import VertexProvider
+from llmroute.registry.schema import Provider
+
+TIMEOUTS = Timeouts(connect_s=2.0, total_s=10.0)
+CHAT = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 50}
+MODEL = "claude-sonnet-4-5@20250929"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_metadata_server() -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in NO_GCE}
+    os.environ.update(NO_GCE)
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeVertex]:
+    with fake_vertex() as server:
+        yield server
+
+
+class Clock:
+    """Seconds since the epoch, moved on by the test."""
+
+    def __init__(self) -> None:
+        self.skew = 0.0
+
+    def __call__(self) -> float:
+        import time
+
+        return time.time() + self.skew
+
+
+def spec(fake: FakeVertex, **more: Any) -> Provider:
+    return Provider(kind="vertex", base_url=fake.base_url, **more)
+
+
+@pytest.fixture(autouse=True)
+def _credentials(fake: FakeVertex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Application Default Credentials: a service account whose token_uri is the fake."""
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(fake.credentials_file(tmp_path)))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+
+
+def adc(fake: FakeVertex, clock: Clock | None = None) -> VertexProvider:
+    tokens = AdcTokens("vertex", clock=clock or Clock())
+    return VertexProvider("vertex", spec(fake), environ={}, tokens=tokens)
+
+
+def run(provider: VertexProvider, coro: Any) -> Any:
+    async def go() -> Any:
+        try:
+            return await coro
+        finally:
+            await provider.aclose()
+
+    return asyncio.run(go())
+
+
+async def collect(provider: VertexProvider, model: str, body: dict[str, Any]) -> list[Any]:
+    events = [e async for e in provider.stream(model, body, timeouts=TIMEOUTS)]
+    return [json.loads(e[6:]) for e in events if e != b"data: [DONE]\n\n"]
+
+
+def test_a_chat_goes_to_raw_predict_of_the_model_with_vertex_s_body(
+    fake: FakeVertex, tmp_path: Path
+) -> None:
+    provider = adc(fake)
+    answer = run(provider, provider.complete(MODEL, CHAT, timeouts=TIMEOUTS))
+    assert answer["choices"][0]["message"]["content"] == "echo: hello"
+    assert answer["usage"]["completion_tokens"] == 7
+    sent = fake.predicted[-1]
+    assert (sent.project, sent.region, sent.model, sent.method) == (
+        PROJECT,
+        REGION,
+        MODEL,
+        "rawPredict",
+    )
+    assert sent.token == fake.issued[0]
+    assert "model" not in sent.body and sent.body["anthropic_version"] == "vertex-2023-10-16"
+    assert sent.body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "hello"}]}
+    ]
+
+
+def test_a_stream_goes_to_stream_raw_predict_and_reads_anthropic_s_events(
+    fake: FakeVertex, tmp_path: Path
+) -> None:
+    provider = adc(fake)
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    chunks = run(provider, collect(provider, f"{MODEL}?thinking=1", body))
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    thought = "".join(
+        c["choices"][0]["delta"].get("reasoning_content") or "" for c in chunks if c["choices"]
+    )
+    assert (text, thought) == ("echo: hello", "Let me think.")
+    assert chunks[-1]["usage"]["completion_tokens"] == 7
+    assert fake.predicted[-1].method == "streamRawPredict"
+
+
+def test_an_expiring_token_is_renewed_once_for_many_requests_at_once(
+    fake: FakeVertex, tmp_path: Path
+) -> None:
+    clock = Clock()
+    provider = adc(fake, clock)
+
+    async def go() -> list[Any]:
+        await provider.complete(MODEL, CHAT, timeouts=TIMEOUTS)
+        clock.skew = 3600 - 200  # within the margin before the hour's end
+        return await asyncio.gather(
+            *(provider.complete(MODEL, CHAT, timeouts=TIMEOUTS) for _ in range(20))
+        )
+
+    answers = run(provider, go())
+    assert len(answers) == 20
+    assert fake.issued == ["ya29.fake-1", "ya29.fake-2"]
+    assert [p.token for p in fake.predicted] == ["ya29.fake-1"] + ["ya29.fake-2"] * 20
+
+
+def test_a_fresh_token_is_reused(fake: FakeVertex, tmp_path: Path) -> None:
+    provider = adc(fake)
+
+    async def go() -> None:
+        for _ in range(3):
+            await provider.complete(MODEL, CHAT, timeouts=TIMEOUTS)
+
+    run(provider, go())
+    assert fake.issued == ["ya29.fake-1"]
+
+
+def test_a_401_renews_the_token_and_sends_once_more(fake: FakeVertex, tmp_path: Path) -> None:
+    provider = adc(fake)
+
+    async def go() -> Any:
+        await provider.complete(MODEL, CHAT, timeouts=TIMEOUTS)
+        fake.revoked.add("ya29.fake-1")  # revoked before its expiry
+        chat = await provider.complete(MODEL, CHAT, timeouts=TIMEOUTS)
+        fake.revoked.add("ya29.fake-2")
+        stream = await collect(provider, MODEL, {**CHAT, "stream": True})
+        return chat, stream
+
+    chat, stream = run(provider, go())
+    assert chat["choices"][0]["message"]["content"] == "echo: hello"
+    assert stream[-1]["choices"][0]["finish_reason"] == "stop"
+    assert fake.issued == ["ya29.fake-1", "ya29.fake-2", "ya29.fake-3"]
+    assert [p.token for p in fake.predicted] == [
+        "ya29.fake-1",
+        "ya29.fake-1",
+        "ya29.fake-2",
+        "ya29.fake-2",
+        "ya29.fake-3",
+    ]
+
+
+def test_a_second_401_is_the_gateway_s_credentials_refused(
+    fake: FakeVertex, tmp_path: Path
+) -> None:
+    provider = adc(fake)
+    fake.revoked.update(f"ya29.fake-{n}" for n in range(1, 10))
+    with pytest.raises(ProviderMisconfigured) as caught:
+        run(provider, provider.complete(MODEL, CHAT, timeouts=TIMEOUTS))
+    assert caught.value.status == 401
+    assert len(fake.predicted) == 2 and len(fake.issued) == 2
+    assert "ya29" not in str(caught.value)
+
+
+def test_a_token_from_the_environment_is_sent_and_a_401_not_retried(fake: FakeVertex) -> None:
+    fake.static_tokens.add("ya29.sidecar-token")
+    provider = build_http(
+        "vertex", spec(fake, api_key_env="VERTEX_TOKEN"), {"VERTEX_TOKEN": "ya29.sidecar-token"}
+    )
+    assert isinstance(provider, VertexProvider)
+    answer = run(provider, provider.complete(MODEL, CHAT, timeouts=TIMEOUTS))
+    assert answer["choices"][0]["message"]["content"] == "echo: hello"
+    assert fake.predicted[-1].token == "ya29.sidecar-token" and fake.issued == []
+    stale = build_http("vertex", spec(fake, api_key_env="VERTEX_TOKEN"), {"VERTEX_TOKEN": "old"})
+    assert isinstance(stale, VertexProvider)
+    with pytest.raises(ProviderMisconfigured) as caught:
+        run(stale, stale.complete(MODEL, CHAT, timeouts=TIMEOUTS))
+    assert caught.value.status == 401 and len(fake.predicted) == 2
+
+
+def test_a_refused_service_account_is_a_clear_error_without_key_material(
+    fake: FakeVertex, tmp_path: Path
+) -> None:
+    fake.refuse_tokens = True
+    provider = adc(fake)
+    with pytest.raises(ProviderMisconfigured) as caught:
+        run(provider, provider.complete(MODEL, CHAT, timeouts=TIMEOUTS))
+    said = str(caught.value)
+    assert "Google refused to issue an access token (invalid_grant)" in said
+    assert caught.value.status == 401 and fake.predicted == []
+    assert "PRIVATE KEY" not in said and "eyJ" not in said  # no key, no signed assertion
+
+
+def test_a_missing_credentials_file_says_what_to_set(
+    fake: FakeVertex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "absent.json"))
+    provider = adc(fake)
+    with pytest.raises(ProviderMisconfigured, match="GOOGLE_APPLICATION_CREDENTIALS"):
+        run(provider, provider.complete(MODEL, CHAT, timeouts=TIMEOUTS))
+    assert fake.predicted == []
+
+
+def test_without_a_token_variable_the_token_comes_from_adc(fake: FakeVertex) -> None:
+    provider = build_http("vertex", spec(fake), {})
+    assert isinstance(provider, VertexProvider)
+    run(provider, provider.complete(MODEL, CHAT, timeouts=TIMEOUTS))
+    assert fake.predicted[-1].token == "ya29.fake-1"
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "status", "said"),
+    [
+        ("gstatus=429", RateLimited, 429, "Quota exceeded"),
+        ("gstatus=400", ContextWindowExceeded, 400, "context window"),
+        ("context=1", ContextWindowExceeded, 400, "prompt is too long"),
+        ("gstatus=403", ProviderMisconfigured, 403, "roles/aiplatform.user"),
+        ("gstatus=404", ProviderMisconfigured, 404, "not found"),
+        ("gstatus=503", ProviderError, 503, "HTTP 503"),
+        ("status=529", ProviderError, 529, "overloaded"),
+    ],
+)
+def test_google_s_and_anthropic_s_errors_map_as_for_other_providers(
+    fake: FakeVertex,
+    tmp_path: Path,
+    fault: str,
+    error: type[ProviderError],
+    status: int,
+    said: str,
+) -> None:
+    provider = adc(fake)
+    with pytest.raises(error) as caught:
+        run(provider, provider.complete(f"{MODEL}?{fault}", CHAT, timeouts=TIMEOUTS))
+    assert type(caught.value) is error
+    assert caught.value.status == status and said in caught.value.message
+    assert len(fake.predicted) == 1  # none is sent twice by the provider
+    assert caught.value.retryable == (error is not ContextWindowExceeded)
+
+
+def test_google_s_status_is_the_error_code(fake: FakeVertex, tmp_path: Path) -> None:
+    provider = adc(fake)
+    with pytest.raises(RateLimited) as caught:
+        run(provider, provider.complete(f"{MODEL}?gstatus=429", CHAT, timeouts=TIMEOUTS))
+    assert caught.value.code == "RESOURCE_EXHAUSTED"
+
+
+def test_a_stream_refused_is_mapped_before_any_event(fake: FakeVertex, tmp_path: Path) -> None:
+    provider = adc(fake)
+    with pytest.raises(ProviderMisconfigured, match="Model Garden"):
+        run(provider, collect(provider, f"{MODEL}?gstatus=404", {**CHAT, "stream": True}))
+
+
+def test_vertex_needs_the_extra_only_without_a_token_variable(
+    fake: FakeVertex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+
+    real = builtins.__import__
+
+    def no_google(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name.startswith("google.auth"):
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_google)
+    with pytest.raises(ConfigError, match=r"pip install 'llmroute\[vertex\]'"):
+        build_http("vertex", spec(fake), {})
+    assert isinstance(build_http("vertex", spec(fake, api_key_env="T"), {}), VertexProvider)
