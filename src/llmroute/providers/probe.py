@@ -34,6 +34,7 @@ from llmroute.providers.base import (
 )
 from llmroute.providers.bedrock import missing_credentials
 from llmroute.providers.build import build_http
+from llmroute.providers.vertex import VertexProvider
 from llmroute.registry.schema import (
     Model,
     OpenAIEncoderSpec,
@@ -87,6 +88,11 @@ class _Listing:
     ids: frozenset[str] | None  # None: the server answered but lists nothing we can read
     error: ProviderError | None
     latency_ms: float
+    note: str | None = None  # why there is no listing, when none was asked for
+
+
+# Vertex AI lists no publisher models (Claude's) under a project: only the token is got.
+_VERTEX_NOTE = "a Google access token was issued; Vertex AI lists no Claude models (--chat asks)"
 
 
 async def probe_pool(
@@ -189,6 +195,8 @@ async def _listings(
 
 async def _list(client: ChatProvider, timeouts: Timeouts) -> _Listing:
     started = time.perf_counter()
+    if isinstance(client, VertexProvider):
+        return await _authenticate(client, timeouts)
     if not isinstance(client, ModelLister):
         return _Listing(None, None, 0.0)
     try:
@@ -199,6 +207,16 @@ async def _list(client: ChatProvider, timeouts: Timeouts) -> _Listing:
     except ProviderError as exc:
         return _Listing(None, exc, _ms(started))
     return _Listing(frozenset(ids) or None, None, _ms(started))
+
+
+async def _authenticate(client: VertexProvider, timeouts: Timeouts) -> _Listing:
+    """What a Vertex provider can be asked without a model: a token."""
+    started = time.perf_counter()
+    try:
+        await client.authenticate(timeouts=timeouts)
+    except ProviderError as exc:
+        return _Listing(None, exc, _ms(started))
+    return _Listing(None, None, _ms(started), note=_VERTEX_NOTE)
 
 
 def _job(
@@ -232,6 +250,8 @@ def _refusal(row: _Row, error: ProviderError | None) -> Probe | None:
     if error is None:
         return None
     refused = isinstance(error, UpstreamRejected | ProviderMisconfigured)
+    if refused and row.spec.kind == "vertex" and not row.spec.api_key_env:
+        return row.probe("fail", error.message)  # Google's credentials, in its own words
     if refused and error.status in (401, 403):
         sources = [row.spec.api_key_env, *row.spec.headers_env.values()]
         named = ", ".join(name for name in sources if name)
@@ -254,6 +274,8 @@ def _listed(row: _Row, listing: _Listing) -> tuple[bool | None, str]:
     if listing.error is not None:
         status = getattr(listing.error, "status", None)
         return None, f"reachable; the server does not list its models (HTTP {status})"
+    if listing.note is not None:
+        return None, listing.note
     if listing.ids is None:
         return None, "reachable; the server listed no models"
     names = {_bare(name): name for name in listing.ids}

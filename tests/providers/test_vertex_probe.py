@@ -1,0 +1,86 @@
+"""`llmroute registry probe` of a ``kind: vertex`` provider: Vertex lists no Claude
+models, so a probe without `chat` checks that Google issues a token (and says it
+listed nothing), `chat` asks the model, and a credentials problem is one clear line."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("google.auth")
+
+from fake_vertex import NO_GCE, FakeVertex, fake_vertex
+
+from llmroute.providers.probe import Probe, probe_pool
+from llmroute.registry import parse_registry
+from llmroute.registry.schema import Registry
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeVertex]:
+    for name, value in NO_GCE.items():
+        monkeypatch.setenv(name, value)
+    with fake_vertex() as server:
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(server.credentials_file(tmp_path)))
+        monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+        yield server
+
+
+def _registry(fake: FakeVertex) -> Registry:
+    text = f"""
+encoder: builtin:static
+providers:
+  vertex: {{kind: vertex, base_url: "{fake.base_url}"}}
+  sidecar: {{kind: vertex, base_url: "{fake.base_url}", api_key_env: PROBE_VERTEX_TOKEN}}
+models:
+  sonnet: {{provider: vertex, model: "claude-sonnet-4-5@20250929"}}
+  tokened: {{provider: sidecar, model: "claude-sonnet-4-5@20250929"}}
+routes:
+  - {{name: r, examples: [hi], target: sonnet}}
+default: {{target: sonnet}}
+"""
+    return parse_registry(text, source="probe.yaml").registry
+
+
+def _probe(fake: FakeVertex, **kwargs: object) -> dict[str, Probe]:
+    results = asyncio.run(
+        probe_pool(_registry(fake), environ={}, base_dir=Path.cwd(), timeout_s=5.0, **kwargs)  # type: ignore[arg-type]
+    )
+    return {r.model: r for r in results}
+
+
+def test_without_chat_a_token_is_got_and_nothing_is_asked(fake: FakeVertex) -> None:
+    got = _probe(fake, models=["sonnet"])["sonnet"]
+    assert (got.status, got.listed) == ("warn", None)
+    assert got.detail == (
+        "a Google access token was issued; Vertex AI lists no Claude models (--chat asks)"
+    )
+    assert fake.issued == ["ya29.fake-1"] and fake.predicted == []
+    assert got.where == fake.base_url
+
+
+def test_chat_asks_the_model_one_short_question(fake: FakeVertex) -> None:
+    got = _probe(fake, models=["sonnet"], chat=True)["sonnet"]
+    assert got.status == "ok" and got.detail.startswith("answered (7 tokens) in ")
+    assert [p.method for p in fake.predicted] == ["rawPredict"]
+    assert fake.predicted[0].body["max_tokens"] == 16
+
+
+def test_credentials_google_refuses_are_one_clear_failure(fake: FakeVertex) -> None:
+    fake.refuse_tokens = True
+    got = _probe(fake, models=["sonnet"], chat=True)["sonnet"]
+    assert got.status == "fail"
+    assert got.detail.startswith("Google refused to issue an access token (invalid_grant)")
+    assert fake.predicted == []
+
+
+def test_an_unset_token_variable_sends_nothing(fake: FakeVertex) -> None:
+    got = _probe(fake, models=["tokened"], chat=True)["tokened"]
+    assert (got.status, got.detail) == (
+        "fail",
+        "PROBE_VERTEX_TOKEN is not set; nothing was sent",
+    )
+    assert fake.predicted == [] and fake.issued == []
