@@ -23,6 +23,7 @@ from llmroute.errors import (
     ContextWindowExceeded,
     ProviderError,
     ProviderMisconfigured,
+    ProviderTimeout,
     RateLimited,
 )
 from llmroute.providers.base import Timeouts
@@ -226,6 +227,23 @@ def test_a_refused_service_account_is_a_clear_error_without_key_material(
     assert "Google refused to issue an access token (invalid_grant)" in said
     assert caught.value.status == 401 and fake.predicted == []
     assert "PRIVATE KEY" not in said and "eyJ" not in said  # no key, no signed assertion
+
+
+def test_a_token_endpoint_that_does_not_answer_in_time_is_a_timeout(fake: FakeVertex) -> None:
+    """A request waits for a token no longer than its own time limit; the refresh goes
+    on in its thread, and the next request is served by the token it got."""
+    fake.token_delay_s = 1.0
+    provider = adc(fake)
+
+    async def go() -> Any:
+        with pytest.raises(ProviderTimeout, match=r"no Google access token within 0\.2s"):
+            await provider.complete(MODEL, CHAT, timeouts=Timeouts(total_s=0.2))
+        return await provider.complete(MODEL, CHAT, timeouts=TIMEOUTS)
+
+    answer = run(provider, go())
+    assert answer["choices"][0]["message"]["content"] == "echo: hello"
+    assert fake.issued == ["ya29.fake-1"]
+    assert [p.token for p in fake.predicted] == ["ya29.fake-1"]
 
 
 def test_a_missing_credentials_file_says_what_to_set(

@@ -5,7 +5,8 @@ come from: one real HTTP server on 127.0.0.1 in a thread.
 bearer grant google-auth sends, checks the assertion's RS256 signature with the
 service account's public key and its claims (issuer, audience, the cloud-platform
 scope, expiry), and issues ``ya29.fake-N`` for `FakeVertex.expires_in` seconds
-(``refuse_tokens``: a 400 ``invalid_grant``, as for a deleted key).
+(``refuse_tokens``: a 400 ``invalid_grant``, as for a deleted key; ``token_delay_s``:
+after that long).
 
 ``POST /v1/projects/{project}/locations/{region}/publishers/anthropic/models/{model}``
 ``:rawPredict`` (``:streamRawPredict``) checks the project and region the test expects,
@@ -88,6 +89,7 @@ class FakeVertex:
     key: rsa.RSAPrivateKey
     expires_in: int = 3600
     refuse_tokens: bool = False
+    token_delay_s: float = 0.0  # how long the token endpoint takes to answer
     issued: list[str] = field(default_factory=list)
     revoked: set[str] = field(default_factory=set)
     static_tokens: set[str] = field(default_factory=set)
@@ -221,6 +223,7 @@ class _VertexHandler(_Handler):
         self._send_json(status, {"error": {"code": status, "message": message, "status": kind}})
 
     def _token(self, raw: bytes) -> None:
+        time.sleep(self.fake.token_delay_s)
         form = {k: v[-1] for k, v in parse_qs(raw.decode()).items()}
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
             self._send_json(400, {"error": "unsupported_grant_type"})
