@@ -1,10 +1,24 @@
-"""What the Redis-backed state shares: opening a client (`connect`) and riding out a
-Redis that fails (`Outage`: leave it alone for a second, log at most once a minute)."""
+"""What the Redis-backed state shares: a client (`connect`) and riding out a Redis that
+fails (`Outage`: leave it alone for a second, log at most once a minute).
+
+Every feature that names the same Redis URL with the same timeout, in the same event
+loop, shares one pool of at most `MAX_CONNECTIONS`: with a pool each (limits, breakers,
+cache, semantic index, affinity, stored responses, batches) a burst left up to seven
+times as many idle connections per process, towards Redis's ``maxclients``.
+A pool is closed by the last of its users to close, so a registry reload can build new
+stores on it while the old ones drain. Pools never cross event loops (a connection is
+bound to the loop it was opened in), nor processes. Each connection is named
+``llmroute:<pid>`` (``CLIENT SETNAME``, where the Redis user may) so that ``CLIENT
+LIST`` shows which process holds it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,35 +26,65 @@ from typing import Any
 from llmroute.errors import ConfigError
 from llmroute.telemetry.store.url import mask_url
 
-__all__ = ["Outage", "RedisConnection", "connect"]
+__all__ = ["MAX_CONNECTIONS", "Outage", "RedisConnection", "client_name", "connect"]
 
 RETRY_AFTER_S = 1.0
 LOG_EVERY_S = 60.0
-# Connections one client keeps at most. A call finds one free, or waits for one as long
+# Connections one pool keeps at most. A call finds one free, or waits for one as long
 # as a call may take (then counts as Redis failing): without a cap the pool grew to the
 # process's peak concurrency and kept it (a burst of a thousand requests, a thousand
-# idle connections per feature and process, towards Redis's own maxclients).
+# idle connections per pool and process, towards Redis's own maxclients).
 MAX_CONNECTIONS = 64
+
+_PoolKey = tuple[str, float, asyncio.AbstractEventLoop]
+
+
+class _Pool:
+    """One client and how many `RedisConnection`s still use it."""
+
+    def __init__(self, client: Any, key: _PoolKey | None) -> None:
+        self.client = client
+        self.key = key
+        self.users = 1
+
+
+_pools: dict[_PoolKey, _Pool] = {}
+_pools_lock = threading.Lock()
 
 
 class RedisConnection:
-    """One pooled async client; `errors` are the exceptions that mean Redis failed (not
-    the caller); `url` is masked, for logs."""
+    """One feature's hold on a pooled async client; `errors` are the exceptions that
+    mean Redis failed (not the caller); `url` is masked, for logs."""
 
-    def __init__(self, client: Any, errors: tuple[type[BaseException], ...], url: str) -> None:
-        self.client = client
+    def __init__(self, pool: _Pool, errors: tuple[type[BaseException], ...], url: str) -> None:
+        self._pool = pool
+        self.client = pool.client
         self.errors = errors
         self.url = url
+        self._closed = False
 
     async def aclose(self) -> None:
+        """Let go of the pool; the last user to let go closes its connections."""
+        if self._closed:
+            return
+        self._closed = True
+        if not _release(self._pool):
+            return
         with contextlib.suppress(*self.errors):
             await self.client.aclose()
 
 
+def client_name() -> str:
+    """What this process's connections are called in Redis's ``CLIENT LIST``."""
+    return f"llmroute:{os.getpid()}"
+
+
 def connect(url: str, timeout_s: float, setting: str) -> RedisConnection:
     """A client for `url` whose every call (connect included, and the wait for a free
-    connection of its `MAX_CONNECTIONS`) is bounded by `timeout_s`. Nothing connects
-    yet. `setting` names the URL's key in errors."""
+    connection of its pool's `MAX_CONNECTIONS`) is bounded by `timeout_s`, sharing the
+    pool of this event loop's other clients of `url` and `timeout_s` (opened outside an
+    event loop, it has a pool of its own). Nothing connects yet. `setting` names the
+    URL's key in errors."""
     try:
         import redis.asyncio as redis
     except ImportError:  # pragma: no cover - the extra is part of the test install
@@ -49,18 +93,61 @@ def connect(url: str, timeout_s: float, setting: str) -> RedisConnection:
             "install it with: pip install 'llmroute[redis]'"
         ) from None
     masked = mask_url(url)
+    errors = (redis.RedisError, OSError, TimeoutError)
+    key = _pool_key(url, timeout_s)
+    with _pools_lock:
+        for stale in [k for k in _pools if k[2].is_closed()]:
+            del _pools[stale]  # its loop ended without its users closing them
+        found = _pools.get(key) if key is not None else None
+        if found is not None:
+            found.users += 1
+            return RedisConnection(found, errors, masked)
+        try:
+            pool = redis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=MAX_CONNECTIONS,
+                timeout=timeout_s,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+                redis_connect_func=_named,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{setting} {masked}: {str(exc).replace(url, masked)}") from None
+        # closing the client closes its pool
+        opened = _Pool(redis.Redis.from_pool(pool), key)
+        if key is not None:
+            _pools[key] = opened
+    return RedisConnection(opened, errors, masked)
+
+
+def _pool_key(url: str, timeout_s: float) -> _PoolKey | None:
     try:
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=MAX_CONNECTIONS,
-            timeout=timeout_s,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-        )
-    except ValueError as exc:
-        raise ConfigError(f"{setting} {masked}: {str(exc).replace(url, masked)}") from None
-    client = redis.Redis.from_pool(pool)  # closing the client closes its pool
-    return RedisConnection(client, (redis.RedisError, OSError, TimeoutError), masked)
+        return (url, timeout_s, asyncio.get_running_loop())
+    except RuntimeError:
+        return None
+
+
+def _release(pool: _Pool) -> bool:
+    """One user fewer; whether it was the last (the pool is then no one's to share)."""
+    with _pools_lock:
+        pool.users -= 1
+        if pool.users > 0:
+            return False
+        if pool.key is not None and _pools.get(pool.key) is pool:
+            del _pools[pool.key]
+        return True
+
+
+async def _named(connection: Any) -> None:
+    """redis-py's handshake, then ``CLIENT SETNAME`` (`client_name`). A Redis user whose
+    ACL forbids naming still gets a connection; redis-py's own ``client_name`` would
+    make that a Redis that always fails."""
+    from redis.exceptions import ResponseError
+
+    await connection.on_connect()
+    await connection.send_command("CLIENT", "SETNAME", client_name())
+    with contextlib.suppress(ResponseError):
+        await connection.read_response()
 
 
 class Outage:
