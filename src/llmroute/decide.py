@@ -282,6 +282,7 @@ def run_pipeline(
         reasoning=ctx.reasoning,
         embedding=ctx.embedded,
         embedded_chars=len(ctx.request.text),
+        routed=None if ctx.request.body is None else (id(ctx.request.body), ctx.request.text),
     )
 
 

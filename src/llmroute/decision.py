@@ -197,6 +197,11 @@ class Decision:
     # that text (the semantic cache reuses them); not part of the decision's record
     embedding: Any = field(default=None, repr=False, compare=False)
     embedded_chars: int = field(default=0, repr=False, compare=False)
+    # id() of the body the layers routed on and its text: the decision log stores that
+    # text for that body (alive throughout its request) rather than parse it again. Not
+    # the request itself: a record waiting in the log's queue would keep the body and
+    # its headers. Not part of the decision's record.
+    routed: tuple[int, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def blocked(self) -> bool:

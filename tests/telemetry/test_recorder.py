@@ -3,6 +3,7 @@ safety redacted is never logged unredacted."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -121,3 +122,27 @@ def test_a_blocked_request_is_stored_as_a_hash_unless_the_operator_opts_in(
     assert record.decision.blocked and record.prompt_mode == mode
     stored = record.stored_prompt()[1]
     assert stored is not None and ("ghp_" in stored) == (mode == "full")
+
+
+def test_the_prompt_stored_is_the_text_the_layers_routed_on(router: Router) -> None:
+    """The body is not parsed a second time for the log: the routed request's text is
+    stored when the body recorded is the one routed, and another body is parsed."""
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi there"}]}
+    decision = router.decide(body)
+    assert decision.routed == (id(body), "hi there")
+    decision = dataclasses.replace(decision, routed=(id(body), "as the layers saw it"))
+
+    def stored(recorded: dict[str, object]) -> str | None:
+        sink = ListSink()
+        Recorder(sink, None, "full").finished(
+            router,
+            decision,
+            recorded,
+            ts=time.time(),
+            started_ns=time.perf_counter_ns(),
+            status=200,
+        )
+        return sink.records[0].stored_prompt()[1]
+
+    assert stored(body) == "as the layers saw it"
+    assert stored(dict(body)) == "hi there"  # not the body routed: its own text

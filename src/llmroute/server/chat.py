@@ -272,7 +272,6 @@ async def _serve_planned(
 ) -> tuple[Response, bool]:
     """The answer to a planned request, and whether it is a stream that gives the held
     tokens back itself when it ends."""
-    headers = decision_headers(plan.decision)
     if plan.decision.blocked:
         log_blocked(gateway.router, plan.decision, body)
     recorder = recorder_of(request)
@@ -326,7 +325,7 @@ async def _serve_planned(
         trace.finish(unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), stream, usage))
         return Response(status_code=CLIENT_CLOSED), False
     except LlmrouteError as exc:
-        error = gateway_error(exc, headers)
+        error = gateway_error(exc, decision_headers(plan.decision))
         failed = unserved.record(error.status, error.code or "error", error.attempts, stream)
         if failed is not None:
             trace.finish(failed)

@@ -274,7 +274,11 @@ class Recorder:
             if safety is not None and safety.redacted_body is not None:
                 text = router.request(safety.redacted_body).text
                 return mode, text, text
-            text = router.request(body).text
+            routed = decision.routed
+            if routed is not None and routed[0] == id(body):  # not parsed a second time
+                text = routed[1]
+            else:
+                text = router.request(body).text
         except Exception:  # the body was routed already; be safe anyway
             return mode, None, None
         if mode != "redacted":
