@@ -120,11 +120,13 @@ def test_top_k_reaches_an_anthropic_model_and_no_other(
     """A Messages client's ``top_k`` is Anthropic's: it was dropped on the way to Claude,
     and an OpenAI-protocol server refuses a field it does not know."""
     for model in ("sonnet", "small"):
-        body = {**_MESSAGES, "model": model, "top_k": 5}
+        body = {**_MESSAGES, "model": model, "top_k": 5, "inference_geo": "us"}
         response = httpx.post(f"{gateway.url}/v1/messages", json=body, timeout=20)
         assert response.status_code == 200, response.text
-    assert claude.last.body["top_k"] == 5
-    assert not {"top_k", "anthropic_only"} & upstream.requests[-1].body.keys()
+    # and its data residency (inference_geo) to Anthropic's own API, where it was dropped
+    assert claude.last.body["top_k"] == 5 and claude.last.body["inference_geo"] == "us"
+    sent = upstream.requests[-1].body.keys()
+    assert not {"top_k", "inference_geo", "anthropic_only"} & sent
 
 
 _SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}}

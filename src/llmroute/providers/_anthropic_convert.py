@@ -39,7 +39,7 @@ _FINISH = {
 }
 _JSON_ONLY = "Respond with a single valid JSON object and nothing else: no prose, no code fences."
 # Anthropic-native parameters some OpenAI clients send through `extra_body`.
-_PASSTHROUGH = ("top_k", "thinking", "output_config")
+_PASSTHROUGH = ("top_k", "thinking", "output_config", "inference_geo")
 
 Message = dict[str, Any]
 Block = dict[str, Any]

@@ -109,11 +109,13 @@ def to_chat_body(body: dict[str, Any], *, counting: bool = False) -> dict[str, A
 
 
 def _sampling(body: dict[str, Any]) -> dict[str, Any]:
-    """The sampling parameters as chat says them; ``top_k``, Anthropic's own, apart for
-    an Anthropic provider only (`llmroute.dispatch.anthropic_only`)."""
+    """The sampling parameters as chat says them; ``top_k`` and ``inference_geo``,
+    Anthropic's own, apart for an Anthropic provider only
+    (`llmroute.dispatch.anthropic_only`)."""
     out = {key: body[key] for key in ("temperature", "top_p") if body.get(key) is not None}
-    if body.get("top_k") is not None:
-        out[ANTHROPIC_ONLY] = {"top_k": body["top_k"]}
+    own = {key: body[key] for key in ("top_k", "inference_geo") if body.get(key) is not None}
+    if own:
+        out[ANTHROPIC_ONLY] = own
     return out | _stops(body.get("stop_sequences"))
 
 
