@@ -28,7 +28,7 @@ from llmroute.errors import (
 )
 from llmroute.providers.base import Timeouts
 from llmroute.providers.build import build_http
-from llmroute.providers.google_auth import AdcTokens
+from llmroute.providers.google_auth import FAILED_REFRESH_HOLD_S, AdcTokens
 from llmroute.providers.vertex import VertexProvider
 from llmroute.registry.schema import Provider
 
@@ -227,6 +227,32 @@ def test_a_refused_service_account_is_a_clear_error_without_key_material(
     assert "Google refused to issue an access token (invalid_grant)" in said
     assert caught.value.status == 401 and fake.predicted == []
     assert "PRIVATE KEY" not in said and "eyJ" not in said  # no key, no signed assertion
+
+
+def test_a_refused_refresh_is_the_answer_for_a_few_seconds(fake: FakeVertex) -> None:
+    """Broken credentials cost one call to the token endpoint (and one thread) every
+    few seconds, not one a request; past the hold, a refresh is tried again."""
+    fake.refuse_tokens = True
+    clock = Clock()
+    provider = adc(fake, clock)
+
+    async def asks(n: int) -> None:
+        for _ in range(n):
+            with pytest.raises(ProviderMisconfigured, match="invalid_grant"):
+                await provider.complete(MODEL, CHAT, timeouts=TIMEOUTS)
+
+    async def go() -> None:
+        try:
+            await asks(5)
+            assert fake.token_asks == 1
+            clock.skew += FAILED_REFRESH_HOLD_S + 1
+            fake.refuse_tokens = False
+            answer = await provider.complete(MODEL, CHAT, timeouts=TIMEOUTS)
+            assert answer["choices"] and fake.token_asks == 2
+        finally:
+            await provider.aclose()
+
+    asyncio.run(go())
 
 
 def test_a_token_endpoint_that_does_not_answer_in_time_is_a_timeout(fake: FakeVertex) -> None:

@@ -91,6 +91,7 @@ class FakeVertex:
     refuse_tokens: bool = False
     token_delay_s: float = 0.0  # how long the token endpoint takes to answer
     issued: list[str] = field(default_factory=list)
+    token_asks: int = 0  # token requests, answered or refused
     revoked: set[str] = field(default_factory=set)
     static_tokens: set[str] = field(default_factory=set)
     predicted: list[Predicted] = field(default_factory=list)
@@ -229,6 +230,8 @@ class _VertexHandler(_Handler):
             self._send_json(400, {"error": "unsupported_grant_type"})
             return
         why = check_assertion(self.fake, form.get("assertion", ""))
+        with self.fake.lock:
+            self.fake.token_asks += 1
         if self.fake.refuse_tokens or why is not None:
             error = {"error": "invalid_grant", "error_description": why or "account deleted"}
             self._send_json(400, error)

@@ -23,6 +23,7 @@ from llmroute.errors import ConfigError, ProviderError, ProviderMisconfigured, P
 
 __all__ = [
     "CLOUD_PLATFORM_SCOPE",
+    "FAILED_REFRESH_HOLD_S",
     "REFRESH_MARGIN_S",
     "AdcTokens",
     "StaticToken",
@@ -33,6 +34,9 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 # Google's tokens live an hour; one is renewed this long before it ends, so that no
 # request leaves with a token that expires on its way.
 REFRESH_MARGIN_S = 300.0
+# A refresh that failed is the answer of every request for this long: broken credentials
+# cost one call to Google's token endpoint (and one thread) a few seconds, not a request.
+FAILED_REFRESH_HOLD_S = 5.0
 _OAUTH_CODE = re.compile(r"[a-z_]{1,40}")
 _NO_EXTRA = (
     "a vertex provider without api_key_env gets its token from Google's Application "
@@ -97,6 +101,7 @@ class AdcTokens:
         self._headers: dict[str, str] | None = None
         self._expires_at: float | None = None  # None: Google said no expiry
         self._pending: asyncio.Task[dict[str, str]] | None = None
+        self._failed: tuple[float, ProviderError] | None = None  # when, and how
 
     async def headers(self, wait_s: float) -> dict[str, str]:
         if self._headers is not None and self._fresh():
@@ -112,7 +117,11 @@ class AdcTokens:
         return self._expires_at is None or self._clock() < self._expires_at - self._margin_s
 
     async def _refreshed(self, wait_s: float) -> dict[str, str]:
-        """Joins the refresh under way, or starts one: one for every request waiting."""
+        """Joins the refresh under way, or starts one: one for every request waiting; a
+        refresh that failed within `FAILED_REFRESH_HOLD_S` is the answer as it is."""
+        failed = self._failed
+        if failed is not None and self._clock() < failed[0] + FAILED_REFRESH_HOLD_S:
+            raise _again(failed[1])
         loop = asyncio.get_running_loop()
         pending = self._pending
         if pending is None or pending.done() or pending.get_loop() is not loop:
@@ -128,8 +137,12 @@ class AdcTokens:
             ) from None
 
     async def _refresh(self) -> dict[str, str]:
-        headers, expires_at = await asyncio.to_thread(self._refresh_blocking)
-        self._headers, self._expires_at = headers, expires_at
+        try:
+            headers, expires_at = await asyncio.to_thread(self._refresh_blocking)
+        except ProviderError as exc:
+            self._failed = (self._clock(), exc)
+            raise
+        self._headers, self._expires_at, self._failed = headers, expires_at, None
         return headers
 
     def _refresh_blocking(self) -> tuple[dict[str, str], float | None]:
@@ -182,6 +195,11 @@ def _oauth_code(exc: BaseException) -> str:
     answer = exc.args[1] if len(exc.args) > 1 else None
     code = answer.get("error") if isinstance(answer, dict) else None
     return f" ({code})" if isinstance(code, str) and _OAUTH_CODE.fullmatch(code) else ""
+
+
+def _again(exc: ProviderError) -> ProviderError:
+    """A fresh `exc` to raise for another request (one raised object per request)."""
+    return type(exc)(exc.provider, exc.message, status=exc.status, code=exc.code)
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:
