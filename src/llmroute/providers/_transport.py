@@ -112,9 +112,11 @@ class HttpTransport:
         request's own (a token that is renewed while the session lives)."""
         return await self._json("POST", path, _dumps(payload), timeouts, headers)
 
-    async def get_json(self, path: str, timeouts: Timeouts) -> dict[str, Any]:
+    async def get_json(
+        self, path: str, timeouts: Timeouts, *, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """GET `path`; the answer's JSON object, failures raised as by `post_json`."""
-        return await self._json("GET", path, None, timeouts)
+        return await self._json("GET", path, None, timeouts, headers)
 
     async def _json(
         self,

@@ -13,6 +13,8 @@ from llmroute.providers._http import checked_event, error_in_answer
 from llmroute.providers._transport import HttpTransport
 from llmroute.providers.base import Timeouts, model_ids
 from llmroute.providers.cache_markers import without_cache_markers
+from llmroute.providers.google_auth import AdcTokens
+from llmroute.providers.token_transport import TokenTransport
 from llmroute.registry.schema import Provider, env_headers
 
 __all__ = ["OpenAICompatProvider"]
@@ -41,7 +43,10 @@ class OpenAICompatProvider:
         key = env.get(spec.api_key_env) if spec.api_key_env else None
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        self._http = HttpTransport(name, spec.http_url, headers)
+        http = HttpTransport(name, spec.http_url, headers)
+        self._http: HttpTransport | TokenTransport = http
+        if spec.auth == "google":  # Vertex AI's OpenAI-compatible endpoint
+            self._http = TokenTransport(http, AdcTokens(name))
         self._send_markers = spec.cache_control == "send"
 
     def _chat(self, model: str, body: dict[str, Any]) -> dict[str, Any]:

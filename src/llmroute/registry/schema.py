@@ -359,6 +359,9 @@ class Provider(_Frozen):
     stream_timeout_s: Seconds | None = None  # streams: until the last event
     # kind openai only: Anthropic-style cache_control markers sent on, or dropped
     cache_control: Literal["drop", "send"] = "drop"
+    # kind openai only: "google" sends an OAuth2 token from Google's Application Default
+    # Credentials (Vertex AI's OpenAI-compatible endpoint: Gemini and Model Garden models)
+    auth: Literal["key", "google"] = "key"
     # kind llamacpp only:
     n_ctx: int = Field(default=4096, ge=256)  # the context window, in tokens
     n_threads: int | None = Field(default=None, ge=1)  # default: the cores this process may use
@@ -411,6 +414,18 @@ class Provider(_Frozen):
         elif not local and self.base_url is None:
             problems.append((("base_url",), f"a {self.kind} provider needs a base_url"))
         problems.extend(_header_clashes(self.headers, self.headers_env))
+        if self.auth == "google" and self.kind != "openai":
+            problems.append(
+                (("auth",), "'auth: google' is for openai providers (vertex ones always use it)")
+            )
+        elif self.auth == "google" and self.api_key_env is not None:
+            problems.append(
+                (
+                    ("api_key_env",),
+                    "'auth: google' gets its token from Google's credentials; api_key_env "
+                    "is not used with it",
+                )
+            )
         if self.kind != "openai" and "cache_control" in self.model_fields_set:
             problems.append(
                 (
