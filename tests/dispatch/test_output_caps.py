@@ -114,3 +114,33 @@ def test_other_refusals_and_limits_within_the_cap_are_the_clients(
     assert refused_cap(said, {"max_tokens": 64000}) == 32000
     assert refused_cap(said, {"max_tokens": 100}) is None  # not what was sent: not this cap
     assert refused_cap("max_tokens: Field required", {"max_tokens": 64000}) is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_requests_refused_together_are_all_sent_again_within_the_cap(
+    servers: tuple[FakeUpstream, FakeAnthropic], stream: bool
+) -> None:
+    """Requests sent at once, before the cap is learned, are each refused: every one is
+    sent again within it, not only the one whose refusal taught it."""
+    up, claude = servers
+    registry = parse_registry(REGISTRY % {"url": up.url, "anthropic": claude.url}).registry
+
+    async def one(dispatcher: Dispatcher) -> str:
+        body = _ask(stream=stream, max_tokens=64000)
+        if stream:
+            opened = await dispatcher.open_stream(plan_for("opus"), body)
+            return b"".join([e async for e in opened.events]).decode()
+        served = await dispatcher.complete(plan_for("opus"), body)
+        return str(served.data["choices"][0]["message"]["content"])
+
+    async def main() -> list[str]:
+        dispatcher = Dispatcher(registry, build_providers(registry))
+        try:
+            return await asyncio.gather(*(one(dispatcher) for _ in range(4)))
+        finally:
+            await dispatcher.aclose()
+
+    answers = asyncio.run(main())
+    assert all("hi" in answer for answer in answers)
+    limits = sorted(r.body["max_tokens"] for r in claude.requests)
+    assert limits == [32000] * 4 + [64000] * 4  # each refused once, then within the cap

@@ -704,11 +704,15 @@ class Dispatcher:
     ) -> bool:
         """Whether `exc` refused `sent` for an answer limit above the model's cap, which
         is then remembered for the deployment (its later calls are sent within it), and
-        said once in the log: the request may be sent again, within it."""
+        said once in the log: the request may be sent again, within it (also when a
+        request sent at the same time taught the cap first)."""
         cap = refused_cap(exc.message, sent)
-        key = (deployment.provider_name, deployment.upstream)
-        if cap is None or cap >= self._output_caps.get(key, cap + 1):
+        if cap is None:
             return False
+        key = (deployment.provider_name, deployment.upstream)
+        known = self._output_caps.get(key)
+        if known is not None and known <= cap:
+            return True
         self._output_caps[key] = cap
         log.warning(
             "model %r (%s on %s) answers at most %d tokens: its requests are sent within "
