@@ -192,6 +192,12 @@ def test_throttling_is_rate_limited_also_inside_a_stream(server: FakeBedrock) ->
     assert isinstance(error, RateLimited) and error.code == "ThrottlingException"
 
 
+def test_a_retry_after_is_read_whatever_the_case_of_its_name(server: FakeBedrock) -> None:
+    """HTTP header names are case-insensitive: ``Retry-After`` as sent is read."""
+    error = failure(lambda: complete(make(server), f"{SONNET}?throttle=1&retry_after=3", ASK))
+    assert isinstance(error, RateLimited) and error.retry_after_s == 3.0
+
+
 @pytest.mark.parametrize(
     ("fault", "kind", "status", "retryable"),
     [

@@ -16,7 +16,8 @@ carry ``anthropic_version: bedrock-2023-05-31`` and neither ``model`` nor ``stre
 
 Faults by the model id, ``NAME?k=v`` (fake_anthropic's, and): ``throttle=1`` (429
 ThrottlingException), ``too_long=1`` (400 "Input is too long for requested model."),
-``denied=1`` (403 AccessDeniedException), ``model_error=1`` (424), ``stream_throttle=1``
+``denied=1`` (403 AccessDeniedException), ``model_error=1`` (424), ``retry_after=S``
+(with a fault: its answer says ``Retry-After: S``, the name capitalised), ``stream_throttle=1``
 (a throttlingException message after the first text), ``bad_crc=1`` (the third frame's
 CRC broken).
 """
@@ -182,7 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
         faults = faults_of(model)
         fault = _fault(faults)
         if fault is not None:
-            self._error(*fault)
+            wait = {"Retry-After": faults["retry_after"]} if "retry_after" in faults else {}
+            self._error(*fault, extra=wait)
             return
         body = {**body, "model": model}  # as fake_anthropic's signatures name it
         said = _thinking_refusal(faults, body)
@@ -215,9 +217,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
 
-    def _error(self, status: int, kind: str, message: str) -> None:
-        extra = {"x-amzn-errortype": kind + _ERROR_TYPE_SUFFIX}
-        self._send(status, json.dumps({"message": message}).encode(), extra)
+    def _error(
+        self, status: int, kind: str, message: str, extra: dict[str, str] | None = None
+    ) -> None:
+        headers = {"x-amzn-errortype": kind + _ERROR_TYPE_SUFFIX, **(extra or {})}
+        self._send(status, json.dumps({"message": message}).encode(), headers)
 
     def _stream(self, events: list[dict[str, Any]], faults: dict[str, str]) -> None:
         self.send_response(200)

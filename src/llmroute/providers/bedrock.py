@@ -209,7 +209,8 @@ def bedrock_error(
     """The error for a Bedrock error answer: ``{"message": ...}`` with its exception type
     in ``x-amzn-errortype`` (``ThrottlingException:http://internal.amazon.com/...``),
     read into the project's classes as other upstreams' errors are."""
-    kind = headers.get("x-amzn-errortype", "").partition(":")[0]
+    noted = {k.lower(): v for k, v in headers.items()}  # as the headers read: any case
+    kind = noted.get("x-amzn-errortype", "").partition(":")[0]
     try:
         data = loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -225,9 +226,8 @@ def bedrock_error(
         code = "context_length_exceeded"
     if kind == "ServiceQuotaExceededException":  # a 400, but a limit like throttling
         status = 429
-    noted = dict(headers)
-    if "x-amzn-requestid" in headers and "x-request-id" not in headers:
-        noted["x-request-id"] = headers["x-amzn-requestid"]  # Bedrock's request id
+    if "x-amzn-requestid" in noted and "x-request-id" not in noted:
+        noted["x-request-id"] = noted["x-amzn-requestid"]  # Bedrock's request id
     answer = json.dumps({"error": {"message": message, "code": code}}).encode()
     if status != 424:
         return error_from_response(provider, status, noted, answer)
