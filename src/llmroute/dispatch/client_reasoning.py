@@ -256,11 +256,6 @@ def _effort_taken(effort: Any, served_id: str, thinking_off: bool) -> Any:
     return lower[-1] if lower else (levels[0] if levels else None)
 
 
-_EFFORT_ORDER = {
-    level: rank for rank, level in enumerate(("low", "medium", "high", "xhigh", "max"))
-}
-
-
 def _without_effort(body: dict[str, Any]) -> dict[str, Any]:
     """`body` without ``output_config.effort`` (and without ``output_config`` when that
     was all it held)."""
