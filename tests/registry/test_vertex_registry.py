@@ -24,6 +24,15 @@ def test_the_base_url_is_made_from_project_and_region() -> None:
     )
 
 
+@pytest.mark.parametrize("region", ["us", "eu"])
+def test_a_multi_region_has_its_own_host(region: str) -> None:
+    """Vertex AI's US and EU multi-region endpoints are not ``{region}-aiplatform``."""
+    spec = Provider(kind="vertex", project="my-project", region=region)
+    assert spec.base_url == (
+        f"https://aiplatform.{region}.rep.googleapis.com/v1/projects/my-project/locations/{region}"
+    )
+
+
 def test_a_provider_dumped_and_read_again_is_the_same() -> None:
     spec = Provider(kind="vertex", project="my-project", region="europe-west1")
     again = Provider(**spec.model_dump(exclude_defaults=True))

@@ -89,13 +89,18 @@ _DEFAULT_BASE_URLS = {
 # regions (``us-east5``, ``europe-west1``, ``global``): both go into the URL's path.
 _GCP_PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{4,61}[a-z0-9]$")
 _GCP_REGION = re.compile(r"^[a-z]+(-[a-z0-9]+)*$")
+_GCP_MULTI_REGIONS = frozenset({"us", "eu"})  # Vertex AI's multi-region endpoints
 
 
 def vertex_base_url(project: str, region: str) -> str:
     """Vertex AI's URL of a project's models in one region: the regional host
-    (``{region}-aiplatform.googleapis.com``), or the global one for ``global``."""
+    (``{region}-aiplatform.googleapis.com``), the global one for ``global``, and the
+    multi-region ones for ``us`` and ``eu`` (``aiplatform.us.rep.googleapis.com``, as
+    Anthropic's Vertex client makes them: ``us-aiplatform`` is no host)."""
     host = "aiplatform.googleapis.com"
-    if region != "global":
+    if region in _GCP_MULTI_REGIONS:
+        host = f"aiplatform.{region}.rep.googleapis.com"
+    elif region != "global":
         host = f"{region}-{host}"
     return f"https://{host}/v1/projects/{project}/locations/{region}"
 
