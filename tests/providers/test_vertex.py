@@ -164,6 +164,21 @@ def test_a_fresh_token_is_reused(fake: FakeVertex, tmp_path: Path) -> None:
     assert fake.issued == ["ya29.fake-1"]
 
 
+def test_a_token_handed_out_with_minutes_left_is_reused(fake: FakeVertex, tmp_path: Path) -> None:
+    """Google's metadata server hands out its cached token until 4 minutes before it
+    expires (google-auth renews 3m45s before): one with 4.5 minutes left, as it gives
+    then, serves the requests that follow rather than each asking for a token again."""
+    fake.expires_in = 270
+    provider = adc(fake)
+
+    async def go() -> None:
+        for _ in range(3):
+            await provider.complete(MODEL, CHAT, timeouts=TIMEOUTS)
+
+    run(provider, go())
+    assert fake.issued == ["ya29.fake-1"]
+
+
 def test_a_401_renews_the_token_and_sends_once_more(fake: FakeVertex, tmp_path: Path) -> None:
     provider = adc(fake)
 

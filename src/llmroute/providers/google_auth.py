@@ -32,8 +32,11 @@ __all__ = [
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 # Google's tokens live an hour; one is renewed this long before it ends, so that no
-# request leaves with a token that expires on its way.
-REFRESH_MARGIN_S = 300.0
+# request leaves with a token that expires on its way. google-auth's own threshold:
+# below the 4 minutes before expiry until which the metadata server (GCE, GKE, Cloud
+# Run) hands out its cached token, which a longer margin would find stale at once and
+# ask for again on every request.
+REFRESH_MARGIN_S = 225.0
 # A refresh that failed is the answer of every request for this long: broken credentials
 # cost one call to Google's token endpoint (and one thread) a few seconds, not a request.
 FAILED_REFRESH_HOLD_S = 5.0
