@@ -126,6 +126,27 @@ def test_a_model_ids_encoded_path_is_encoded_again_and_a_port_is_in_the_host() -
     assert signed["host"] == "127.0.0.1:8443"
 
 
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://[::1]:8080/model/m/invoke", "[::1]:8080"),
+        ("https://[2001:db8::1]/x", "[2001:db8::1]"),
+    ],
+)
+def test_an_ipv6_host_is_signed_and_sent_in_its_brackets(url: str, host: str) -> None:
+    """The signed ``Host`` is sent as it is: an IPv6 address without its brackets is no
+    valid header (``::1:8080``), which a proxy refuses or reads as another host."""
+    signed = sign(
+        "POST",
+        URL(url, encoded=True),
+        b"{}",
+        credentials=SUITE,
+        region="us-east-1",
+        service="bedrock",
+    )
+    assert signed["host"] == host
+
+
 def test_the_credentials_repr_holds_no_secret() -> None:
     text = repr(AwsCredentials("AKIDEXAMPLE", "the-secret-key", "the-session-token"))
     assert "the-secret-key" not in text and "the-session-token" not in text

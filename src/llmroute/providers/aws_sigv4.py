@@ -35,9 +35,11 @@ class AwsCredentials:
 
 
 def host_of(url: URL) -> str:
-    """The ``Host`` header aiohttp sends for `url`: the host, and its port unless it is
-    the scheme's default."""
+    """The ``Host`` header aiohttp sends for `url`: the host (an IPv6 address in its
+    brackets), and its port unless it is the scheme's default."""
     host = url.raw_host or ""
+    if ":" in host:
+        host = f"[{host}]"
     return host if url.is_default_port() else f"{host}:{url.port}"
 
 
