@@ -61,9 +61,10 @@ class TokenSource(Protocol):
 
 
 class StaticToken:
-    """A token set in the environment (`api_key_env`), by a sidecar that renews it for
-    the process: sent as it is; a 401 is not retried, since there is no other. None
-    (the variable is unset) sends none, and the upstream's 401 says so."""
+    """A token set in the environment (`api_key_env`), read once: sent as it is; a 401
+    is not retried, since there is no other (the environment does not change while the
+    process runs). None (the variable is unset) sends none, and the upstream's 401 says
+    so."""
 
     def __init__(self, token: str | None) -> None:
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
