@@ -103,6 +103,15 @@ def test_complete_is_a_signed_invoke_with_claudes_bedrock_body(server: FakeBedro
     assert "x-amz-security-token" not in sent.headers
 
 
+def test_a_chat_clients_inference_geo_is_not_sent_to_bedrock(server: FakeBedrock) -> None:
+    """Anthropic's data residency is its own API's field: Bedrock refuses fields it does
+    not know (the region is where the model runs)."""
+    complete(make(server), SONNET, {**ASK, "inference_geo": "us", "top_k": 5})
+    assert "inference_geo" not in server.last.body and server.last.body["top_k"] == 5
+    stream(make(server), SONNET, {**ASK, "inference_geo": "us"})
+    assert "inference_geo" not in server.last.body
+
+
 def test_a_session_token_is_signed_and_sent(server: FakeBedrock) -> None:
     complete(make(server, {**SIGV4_ENV, "AWS_SESSION_TOKEN": TOKEN}), SONNET, ASK)
     assert server.last.headers["x-amz-security-token"] == TOKEN

@@ -119,6 +119,17 @@ def test_a_chat_goes_to_raw_predict_of_the_model_with_vertex_s_body(
     ]
 
 
+def test_a_chat_clients_inference_geo_is_not_sent_to_vertex(fake: FakeVertex) -> None:
+    """Anthropic's data residency is its own API's field: Vertex AI refuses fields it
+    does not know (the region is in the URL)."""
+    provider = adc(fake)
+    run(provider, provider.complete(MODEL, {**CHAT, "inference_geo": "us"}, timeouts=TIMEOUTS))
+    assert "inference_geo" not in fake.predicted[-1].body
+    provider = adc(fake)
+    run(provider, collect(provider, MODEL, {**CHAT, "inference_geo": "us"}))
+    assert "inference_geo" not in fake.predicted[-1].body
+
+
 def test_a_stream_goes_to_stream_raw_predict_and_reads_anthropic_s_events(
     fake: FakeVertex, tmp_path: Path
 ) -> None:

@@ -40,6 +40,9 @@ _FINISH = {
 _JSON_ONLY = "Respond with a single valid JSON object and nothing else: no prose, no code fences."
 # Anthropic-native parameters some OpenAI clients send through `extra_body`.
 _PASSTHROUGH = ("top_k", "thinking", "output_config", "inference_geo")
+# Anthropic's own API alone: Bedrock and Vertex AI refuse fields they do not know (their
+# region is where the model runs)
+_FIRST_PARTY_ONLY = frozenset({"inference_geo"})
 
 Message = dict[str, Any]
 Block = dict[str, Any]
@@ -59,9 +62,12 @@ def _beyond(provider: str, message: str, param: str) -> BeyondModel:
     return BeyondModel(provider, message, status=400, code="unsupported_parameter", param=param)
 
 
-def to_messages_request(provider: str, model: str, body: dict[str, Any]) -> dict[str, Any]:
+def to_messages_request(
+    provider: str, model: str, body: dict[str, Any], *, first_party: bool = True
+) -> dict[str, Any]:
     """The Messages API body for an OpenAI chat-completions `body` (without ``stream``:
-    the caller sets it)."""
+    the caller sets it); without `first_party` (Bedrock, Vertex AI), without what only
+    Anthropic's own API takes."""
     _refuse_unsupported(provider, body)
     system, messages = _convert_messages(provider, body.get("messages"))
     for text in _response_format_instructions(provider, body.get("response_format")):
@@ -80,7 +86,7 @@ def to_messages_request(provider: str, model: str, body: dict[str, Any]) -> dict
             payload["metadata"] = {"user_id": body[key]}
             break
     for key in _PASSTHROUGH:
-        if body.get(key) is not None:
+        if body.get(key) is not None and (first_party or key not in _FIRST_PARTY_ONLY):
             payload[key] = body[key]
     if not _thinks(payload):
         _unthought_final_turn(messages)

@@ -100,7 +100,7 @@ class BedrockProvider:
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]:
         """The ``chat.completion`` for `body` (InvokeModel)."""
-        payload = to_messages_request(self.name, model, body)
+        payload = to_messages_request(self.name, model, body, first_party=False)
         path = _path(model, "invoke")
         try:
             data = await self._http.post_json(path, self._body(payload), timeouts)
@@ -119,7 +119,7 @@ class BedrockProvider:
         """The answer's ``chat.completion.chunk`` events (InvokeModelWithResponseStream).
         A refusal of the thinking blocks is sent again without them only while nothing
         has gone out."""
-        payload = to_messages_request(self.name, model, body)
+        payload = to_messages_request(self.name, model, body, first_party=False)
         translator = StreamTranslator(self.name, include_usage=usage_wanted(body))
         sent = False
         try:

@@ -173,7 +173,7 @@ def _path(model: str, method: str) -> str:
 
 def _payload(provider: str, model: str, body: dict[str, Any]) -> dict[str, Any]:
     """Anthropic's Messages body as Vertex takes it: no ``model``, its API version."""
-    payload = to_messages_request(provider, model, body)
+    payload = to_messages_request(provider, model, body, first_party=False)
     del payload["model"]
     return {"anthropic_version": VERTEX_ANTHROPIC_VERSION, **payload}
 
