@@ -84,3 +84,24 @@ def test_an_unset_token_variable_sends_nothing(fake: FakeVertex) -> None:
         "PROBE_VERTEX_TOKEN is not set; nothing was sent",
     )
     assert fake.predicted == [] and fake.issued == []
+
+
+def test_an_openai_provider_with_google_auth_says_googles_refusal(fake: FakeVertex) -> None:
+    """``auth: google`` on an OpenAI-compatible provider: a token Google refuses is
+    Google's words, as for ``kind: vertex``, not a key variable the registry never set."""
+    fake.refuse_tokens = True
+    text = f"""
+encoder: builtin:static
+providers:
+  gemini: {{kind: openai, base_url: "{fake.base_url}/endpoints/openapi", auth: google}}
+models:
+  flash: {{provider: gemini, model: "google/gemini-2.5-flash"}}
+routes:
+  - {{name: r, examples: [hi], target: flash}}
+default: {{target: flash}}
+"""
+    registry = parse_registry(text, source="probe.yaml").registry
+    got = asyncio.run(probe_pool(registry, environ={}, base_dir=Path.cwd(), timeout_s=5.0))[0]
+    assert got.status == "fail"
+    assert got.detail.startswith("Google refused to issue an access token (invalid_grant)")
+    assert fake.predicted == []

@@ -250,7 +250,8 @@ def _refusal(row: _Row, error: ProviderError | None) -> Probe | None:
     if error is None:
         return None
     refused = isinstance(error, UpstreamRejected | ProviderMisconfigured)
-    if refused and row.spec.kind == "vertex" and not row.spec.api_key_env:
+    google = row.spec.auth == "google" or (row.spec.kind == "vertex" and not row.spec.api_key_env)
+    if refused and google:
         return row.probe("fail", error.message)  # Google's credentials, in its own words
     if refused and error.status in (401, 403):
         sources = [row.spec.api_key_env, *row.spec.headers_env.values()]
