@@ -281,6 +281,36 @@ def test_a_refused_refresh_is_the_answer_for_a_few_seconds(fake: FakeVertex) -> 
     asyncio.run(go())
 
 
+def test_a_token_still_valid_is_sent_while_its_renewal_fails(
+    fake: FakeVertex, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refresh that fails within the margin before the token ends (the token endpoint
+    down a moment) leaves the token in hand, which Google still takes: the requests go
+    on with it, not fail for the hold; the refresh is tried again after the hold."""
+    clock = Clock()
+    provider = adc(fake, clock)
+
+    async def go() -> None:
+        try:
+            await provider.complete(MODEL, CHAT, timeouts=TIMEOUTS)
+            fake.refuse_tokens = True
+            clock.skew = 3600 - 200  # within the margin, 200 s before the token ends
+            for _ in range(3):
+                await provider.complete(MODEL, CHAT, timeouts=TIMEOUTS)
+            assert fake.token_asks == 2  # one failed renewal, then the hold
+            fake.refuse_tokens = False
+            clock.skew += FAILED_REFRESH_HOLD_S + 1
+            await provider.complete(MODEL, CHAT, timeouts=TIMEOUTS)
+        finally:
+            await provider.aclose()
+
+    asyncio.run(go())
+    assert fake.issued == ["ya29.fake-1", "ya29.fake-2"]
+    assert [p.token for p in fake.predicted] == ["ya29.fake-1"] * 4 + ["ya29.fake-2"]
+    said = [r.getMessage() for r in caplog.records if r.name == "llmroute.providers.google_auth"]
+    assert len(said) == 1 and "invalid_grant" in said[0] and "ya29" not in said[0]
+
+
 def test_a_token_endpoint_that_does_not_answer_in_time_is_a_timeout(fake: FakeVertex) -> None:
     """A request waits for a token no longer than its own time limit; the refresh goes
     on in its thread, and the next request is served by the token it got."""

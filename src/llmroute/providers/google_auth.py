@@ -12,6 +12,7 @@ token endpoint said beyond its OAuth error code.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
 import time
@@ -30,6 +31,7 @@ __all__ = [
     "TokenSource",
 ]
 
+log = logging.getLogger(__name__)
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 # Google's tokens live an hour; one is renewed this long before it ends, so that no
 # request leaves with a token that expires on its way. google-auth's own threshold:
@@ -108,9 +110,17 @@ class AdcTokens:
         self._failed: tuple[float, ProviderError] | None = None  # when, and how
 
     async def headers(self, wait_s: float) -> dict[str, str]:
+        """The token's headers, renewed within the margin before it ends; while renewing
+        fails (or takes longer than `wait_s`), the token in hand as long as it is valid:
+        Google takes it until it ends, and a 401 renews it all the same."""
         if self._headers is not None and self._fresh():
             return self._headers
-        return await self._refreshed(wait_s)
+        try:
+            return await self._refreshed(wait_s)
+        except ProviderError:
+            if self._headers is not None and self._unexpired():
+                return self._headers
+            raise
 
     async def renewed(self, stale: Mapping[str, str], wait_s: float) -> dict[str, str] | None:
         if self._headers is not None and self._headers != stale and self._fresh():
@@ -119,6 +129,9 @@ class AdcTokens:
 
     def _fresh(self) -> bool:
         return self._expires_at is None or self._clock() < self._expires_at - self._margin_s
+
+    def _unexpired(self) -> bool:
+        return self._expires_at is None or self._clock() < self._expires_at
 
     async def _refreshed(self, wait_s: float) -> dict[str, str]:
         """Joins the refresh under way, or starts one: one for every request waiting; a
@@ -145,6 +158,8 @@ class AdcTokens:
             headers, expires_at = await asyncio.to_thread(self._refresh_blocking)
         except ProviderError as exc:
             self._failed = (self._clock(), exc)
+            if self._headers is not None and self._unexpired():
+                log.warning("%s; the token in hand is sent until it ends", exc)
             raise
         self._headers, self._expires_at, self._failed = headers, expires_at, None
         return headers
