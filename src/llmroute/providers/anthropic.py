@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from llmroute.dispatch.usage import usage_wanted
@@ -25,7 +25,7 @@ from llmroute.registry.schema import Provider, env_headers
 from llmroute.sse import DONE, event_of
 from llmroute.untrusted_json import loads
 
-__all__ = ["ANTHROPIC_VERSION", "AnthropicProvider"]
+__all__ = ["ANTHROPIC_VERSION", "AnthropicProvider", "sent_once_more", "streamed_once_more"]
 
 ANTHROPIC_VERSION = "2023-06-01"
 _MESSAGES = "/v1/messages"
@@ -72,13 +72,9 @@ class AnthropicProvider:
         raised, as a body that is not JSON is: converted, it would be served (and
         charged) as an empty answer."""
         payload = to_messages_request(self.name, model, body)
-        try:
-            data = await self._http.post_json(_MESSAGES, payload, timeouts)
-        except UpstreamRejected as exc:
-            plain = _unthought(payload, exc)
-            if plain is None:
-                raise
-            data = await self._http.post_json(_MESSAGES, plain, timeouts)
+        data = await sent_once_more(
+            payload, lambda sent: self._http.post_json(_MESSAGES, sent, timeouts)
+        )
         if not isinstance(data.get("content"), list):
             raise ProviderError(self.name, "upstream answered without a content list")
         return to_chat_completion(data)
@@ -92,15 +88,9 @@ class AnthropicProvider:
     ) -> AsyncIterator[bytes]:
         payload = {**to_messages_request(self.name, model, body), "stream": True}
         translator = StreamTranslator(self.name, include_usage=usage_wanted(body))
-        try:
-            async for chunk in self._events(payload, translator, timeouts):
-                yield chunk
-        except UpstreamRejected as exc:  # refused before its first event: nothing went out
-            plain = _unthought(payload, exc)
-            if plain is None:
-                raise
-            async for chunk in self._events(plain, translator, timeouts):
-                yield chunk
+        events = streamed_once_more(payload, lambda sent: self._events(sent, translator, timeouts))
+        async for chunk in events:
+            yield chunk
         if not translator.done:
             raise ProviderError(self.name, "upstream stream ended before message_stop")
 
@@ -123,6 +113,40 @@ _THINKING_REFUSED = ("must start with a thinking block", "tool_choice forces too
 # its refusals of thinking blocks: signed by another model or altered, or in a final
 # assistant turn without thinking
 _BLOCKS_REFUSED = ("signature", "redacted_thinking", "cannot contain `thinking`")
+
+
+async def sent_once_more(
+    payload: dict[str, Any], send: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+) -> dict[str, Any]:
+    """`send(payload)`'s answer; when Anthropic refuses the request's thinking, `send`'s
+    once more without what it refused (`_unthought`). Every place Claude is served
+    (Anthropic's API, Bedrock, Vertex AI) answers so."""
+    try:
+        return await send(payload)
+    except UpstreamRejected as exc:
+        plain = _unthought(payload, exc)
+        if plain is None:
+            raise
+    return await send(plain)
+
+
+async def streamed_once_more(
+    payload: dict[str, Any], events: Callable[[dict[str, Any]], AsyncIterator[bytes]]
+) -> AsyncIterator[bytes]:
+    """`events(payload)`; when Anthropic refuses the request's thinking before anything
+    went out, `events` once more without what it refused (`_unthought`)."""
+    sent = False
+    try:
+        async for chunk in events(payload):
+            sent = True
+            yield chunk
+        return
+    except UpstreamRejected as exc:
+        plain = None if sent else _unthought(payload, exc)
+        if plain is None:
+            raise
+    async for chunk in events(plain):
+        yield chunk
 
 
 def _unthought(payload: dict[str, Any], refused: UpstreamRejected) -> dict[str, Any] | None:

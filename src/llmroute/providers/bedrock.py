@@ -23,11 +23,11 @@ from urllib.parse import quote
 from yarl import URL
 
 from llmroute.dispatch.usage import usage_wanted
-from llmroute.errors import ConfigError, ProviderError, UpstreamRejected
+from llmroute.errors import ConfigError, ProviderError
 from llmroute.providers._anthropic_convert import to_chat_completion, to_messages_request
 from llmroute.providers._http import error_from_response
 from llmroute.providers._transport import Framing, HttpTransport, Signer
-from llmroute.providers.anthropic import StreamTranslator, _unthought
+from llmroute.providers.anthropic import StreamTranslator, sent_once_more, streamed_once_more
 from llmroute.providers.aws_eventstream import EventStreamDecoder, EventStreamError, Message
 from llmroute.providers.aws_sigv4 import AwsCredentials, sign
 from llmroute.providers.base import Timeouts
@@ -102,13 +102,9 @@ class BedrockProvider:
         """The ``chat.completion`` for `body` (InvokeModel)."""
         payload = to_messages_request(self.name, model, body, first_party=False)
         path = _path(model, "invoke")
-        try:
-            data = await self._http.post_json(path, self._body(payload), timeouts)
-        except UpstreamRejected as exc:
-            plain = _unthought(payload, exc)
-            if plain is None:
-                raise
-            data = await self._http.post_json(path, self._body(plain), timeouts)
+        data = await sent_once_more(
+            payload, lambda sent: self._http.post_json(path, self._body(sent), timeouts)
+        )
         if not isinstance(data.get("content"), list):
             raise ProviderError(self.name, "upstream answered without a content list")
         return to_chat_completion(data)
@@ -121,17 +117,11 @@ class BedrockProvider:
         has gone out."""
         payload = to_messages_request(self.name, model, body, first_party=False)
         translator = StreamTranslator(self.name, include_usage=usage_wanted(body))
-        sent = False
-        try:
-            async for chunk in self._events(model, payload, translator, timeouts):
-                sent = True
-                yield chunk
-        except UpstreamRejected as exc:
-            plain = None if sent else _unthought(payload, exc)
-            if plain is None:
-                raise
-            async for chunk in self._events(model, plain, translator, timeouts):
-                yield chunk
+        events = streamed_once_more(
+            payload, lambda sent: self._events(model, sent, translator, timeouts)
+        )
+        async for chunk in events:
+            yield chunk
         if not translator.done:
             raise ProviderError(self.name, "upstream stream ended before message_stop")
 

@@ -16,10 +16,10 @@ from typing import Any
 from urllib.parse import quote
 
 from llmroute.dispatch.usage import usage_wanted
-from llmroute.errors import ProviderError, ProviderMisconfigured, UpstreamRejected
+from llmroute.errors import ProviderError, ProviderMisconfigured
 from llmroute.providers._anthropic_convert import to_chat_completion, to_messages_request
 from llmroute.providers._transport import HttpTransport
-from llmroute.providers.anthropic import StreamTranslator, _unthought
+from llmroute.providers.anthropic import StreamTranslator, sent_once_more, streamed_once_more
 from llmroute.providers.base import Timeouts
 from llmroute.providers.google_auth import AdcTokens, StaticToken, TokenSource
 from llmroute.registry.schema import Provider, env_headers
@@ -67,13 +67,7 @@ class VertexProvider:
         """The ``chat.completion`` for `body` (as `AnthropicProvider.complete`)."""
         path = _path(model, "rawPredict")
         payload = _payload(self.name, model, body)
-        try:
-            data = await self._post(path, payload, timeouts)
-        except UpstreamRejected as exc:
-            plain = _unthought(payload, exc)
-            if plain is None:
-                raise
-            data = await self._post(path, plain, timeouts)
+        data = await sent_once_more(payload, lambda sent: self._post(path, sent, timeouts))
         if not isinstance(data.get("content"), list):
             raise ProviderError(self.name, "upstream answered without a content list")
         return to_chat_completion(data)
@@ -84,15 +78,11 @@ class VertexProvider:
         path = _path(model, "streamRawPredict")
         payload = {**_payload(self.name, model, body), "stream": True}
         translator = StreamTranslator(self.name, include_usage=usage_wanted(body))
-        try:
-            async for chunk in self._events(path, payload, translator, timeouts):
-                yield chunk
-        except UpstreamRejected as exc:  # refused before its first event: nothing went out
-            plain = _unthought(payload, exc)
-            if plain is None:
-                raise
-            async for chunk in self._events(path, plain, translator, timeouts):
-                yield chunk
+        events = streamed_once_more(
+            payload, lambda sent: self._events(path, sent, translator, timeouts)
+        )
+        async for chunk in events:
+            yield chunk
         if not translator.done:
             raise ProviderError(self.name, "upstream stream ended before message_stop")
 
