@@ -7,7 +7,6 @@ cannot apply."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 pytest.importorskip("google.auth")
 
 from fake_upstream import FakeUpstream, fake_upstream
-from fake_vertex import NO_GCE, FakeVertex, fake_vertex
+from fake_vertex import FakeVertex, fake_vertex, without_metadata_server
 
 from llmroute.errors import ProviderMisconfigured
 from llmroute.providers.base import Timeouts
@@ -30,14 +29,8 @@ CHAT = {"messages": [{"role": "user", "content": "hello"}]}
 
 @pytest.fixture(scope="module", autouse=True)
 def _no_metadata_server() -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in NO_GCE}
-    os.environ.update(NO_GCE)
-    yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with without_metadata_server():
+        yield
 
 
 @pytest.fixture

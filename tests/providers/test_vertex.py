@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 
 pytest.importorskip("google.auth")
 
-from fake_vertex import NO_GCE, PROJECT, REGION, FakeVertex, fake_vertex
+from fake_vertex import PROJECT, REGION, FakeVertex, fake_vertex, without_metadata_server
 
 from llmroute.errors import (
     ConfigError,
@@ -39,14 +38,8 @@ MODEL = "claude-sonnet-4-5@20250929"
 
 @pytest.fixture(scope="module", autouse=True)
 def _no_metadata_server() -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in NO_GCE}
-    os.environ.update(NO_GCE)
-    yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with without_metadata_server():
+        yield
 
 
 @pytest.fixture

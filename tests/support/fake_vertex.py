@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import os
 import re
 import threading
 import time
@@ -265,3 +266,18 @@ NO_GCE = {
     "GCE_METADATA_HOST": "127.0.0.1:9",
     "GCE_METADATA_IP": "127.0.0.1:9",
 }
+
+
+@contextmanager
+def without_metadata_server() -> Iterator[None]:
+    """The environment set as `NO_GCE` says while the block runs, then restored."""
+    saved = {name: os.environ.get(name) for name in NO_GCE}
+    os.environ.update(NO_GCE)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
