@@ -97,7 +97,7 @@ from llmroute.providers.base import (
     TextProvider,
     Timeouts,
 )
-from llmroute.registry.schema import Price, Registry, RoutePolicy
+from llmroute.registry.schema import Model, Price, Registry, RoutePolicy
 from llmroute.request import holds_images
 from llmroute.state.breakers import open_breakers
 from llmroute.state.limits import HOLD_LEASE_S, RateLimits, UsdHold, open_limits
@@ -338,6 +338,7 @@ class Dispatcher:
         self._refused_usage: set[str] = set()  # models that refused stream_options
         # the answer caps deployments' refusals named ((provider, upstream id) -> tokens)
         self._output_caps: dict[tuple[str, str], int] = {}
+        self._capped_models: dict[tuple[str, int], Model] = {}  # (model, cap) -> within it
         self._shared_breakers = open_breakers(registry.dispatch.breaker)
         self.deployments: Deployments = Deployments(
             registry,
@@ -672,7 +673,7 @@ class Dispatcher:
         if learned is not None and (
             model.max_output_tokens is None or learned < model.max_output_tokens
         ):
-            model = model.model_copy(update={"max_output_tokens": learned})
+            model = self._within_learned(name, model, learned)
         params = plan.policy.params if plan.policy is not None else None
         if plan.text is not None and model.text_completions:
             safety = plan.decision.safety
@@ -698,6 +699,15 @@ class Dispatcher:
         sent = effort_where_taken(sent, model, kind, deployment.upstream)
         sent = anthropic_only_where_taken(sent, kind)
         return within_output(fit_thinking(for_model(sent, model, params), model), model)
+
+    def _within_learned(self, name: str, model: Model, cap: int) -> Model:
+        """`model` with `cap` as its ``max_output_tokens``, made once per model and cap
+        rather than copied on every request."""
+        capped = self._capped_models.get((name, cap))
+        if capped is None:
+            capped = model.model_copy(update={"max_output_tokens": cap})
+            self._capped_models[(name, cap)] = capped
+        return capped
 
     def _learned_cap(
         self, name: str, deployment: Deployment, sent: dict[str, Any], exc: UpstreamRejected
