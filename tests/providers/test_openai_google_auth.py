@@ -114,3 +114,22 @@ def test_the_registry_refuses_it_where_it_cannot_apply() -> None:
         Provider(kind="anthropic", auth="google")
     with pytest.raises(ValueError, match="api_key_env is not used"):
         Provider(kind="openai", auth="google", api_key_env="GEMINI_KEY")
+
+
+def test_missing_credentials_say_what_to_set_and_not_api_key_env(
+    servers: tuple[FakeVertex, FakeUpstream], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``auth: google`` refuses api_key_env: its missing-credentials error does not
+    suggest it (a vertex provider's does)."""
+    _, upstream = servers
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "absent.json"))
+    spec = Provider(kind="openai", base_url=upstream.url, auth="google")
+
+    async def calls(provider: Any) -> None:
+        await provider.complete("google/gemini-2.5-flash", CHAT, timeouts=TIMEOUTS)
+
+    with pytest.raises(ProviderMisconfigured) as caught:
+        _run(spec, calls)
+    said = str(caught.value)
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in said and "api_key_env" not in said
+    assert upstream.requests == []

@@ -85,12 +85,15 @@ class AdcTokens:
     application-default login``'s file, else the metadata server on Google Cloud.
     Loaded on first use, in a thread.
 
-    `clock` (seconds since the epoch) and `margin_s` are for tests."""
+    `token_env`: whether the provider may take a token from `api_key_env` instead
+    (a vertex provider may; ``auth: google`` may not), which a missing-credentials error
+    then says. `clock` (seconds since the epoch) and `margin_s` are for tests."""
 
     def __init__(
         self,
         provider: str,
         *,
+        token_env: bool = True,
         clock: Callable[[], float] = time.time,
         margin_s: float = REFRESH_MARGIN_S,
     ) -> None:
@@ -99,6 +102,7 @@ class AdcTokens:
         except ImportError as exc:
             raise ConfigError(f"provider {provider!r}: {_NO_EXTRA}") from exc
         self._provider = provider
+        self._or_env = "; or set api_key_env" if token_env else ""
         self._clock = clock
         self._margin_s = margin_s
         self._lock = threading.Lock()  # the credentials object is not thread-safe
@@ -181,7 +185,7 @@ class AdcTokens:
                 self._provider,
                 "no Google credentials found (set GOOGLE_APPLICATION_CREDENTIALS to a "
                 "credentials file, run gcloud auth application-default login, or run on "
-                f"Google Cloud; or set api_key_env) ({type(exc).__name__})",
+                f"Google Cloud{self._or_env}) ({type(exc).__name__})",
                 status=401,
                 code="google_credentials",
             ) from None

@@ -46,7 +46,7 @@ class OpenAICompatProvider:
         http = HttpTransport(name, spec.http_url, headers)
         self._http: HttpTransport | TokenTransport = http
         if spec.auth == "google":  # Vertex AI's OpenAI-compatible endpoint
-            self._http = TokenTransport(http, AdcTokens(name))
+            self._http = TokenTransport(http, AdcTokens(name, token_env=False))
         self._send_markers = spec.cache_control == "send"
 
     def _chat(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
