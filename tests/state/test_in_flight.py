@@ -373,8 +373,11 @@ def test_cancelled_callers_give_every_redis_slot_back(
                 await dispatcher.complete(plan, _body())
                 return
             opened = await dispatcher.open_stream(plan, {**_body(), "stream": True})
-            async for _ in opened.events:
-                await asyncio.sleep(0)
+            try:  # as the gateway's relay and the SDK's streams read one
+                async for _ in opened.events:
+                    await asyncio.sleep(0)
+            finally:
+                await opened.aclose()
 
         try:
             for _ in range(8):
@@ -485,3 +488,40 @@ def test_a_long_stream_renews_its_slot_and_says_when_it_lapsed(
     assert len(left) == 1  # the other caller's slot: not given back by this stream
     lapsed = [r.getMessage() for r in caplog.records if "lapsed" in r.getMessage()]
     assert len(lapsed) == 1 and "the in-flight slot of up lapsed" in lapsed[0]
+
+
+@pytest.mark.parametrize("read", [0, 1])
+def test_a_stream_closed_unread_or_left_midway_gives_its_slot_back_at_once(
+    upstream: FakeUpstream, redis_namespace: str, read: int
+) -> None:
+    """`Opened.aclose` ends a stream wherever its reader left it, before any event was
+    read (a client gone as the headers went out: closing a generator never started runs
+    none of its cleanup) or after some: its Redis slot is free for the next call at
+    once, its upstream connection closed and its usage charged, while the abandoned
+    stream is still referenced (nothing left to the garbage collector)."""
+    tag = uuid.uuid4().hex[:8]
+    models = f"""
+  a: {{provider: up, model: 'a-{tag}', max_in_flight: 1}}
+  b: {{provider: up, model: b-{tag}}}
+"""
+    limits = f"  limits: {{url: '{REDIS_URL}', namespace: {redis_namespace}, timeout_s: 2}}"
+
+    async def go() -> tuple[list[str], object]:
+        dispatcher = _dispatcher(upstream, models, "a", limits)
+        plan = plan_for("a", "b")
+        try:
+            opened = await dispatcher.open_stream(plan, {**_body(), "stream": True})
+            events = opened.events
+            for _ in range(read):
+                await anext(events)
+            held = (await dispatcher.complete(plan, _body())).model
+            await opened.aclose()
+            await opened.aclose()  # twice: nothing more
+            freed = (await dispatcher.complete(plan, _body())).model
+            return [held, freed], (events, opened.usage)
+        finally:
+            await dispatcher.aclose()
+
+    models_seen, (_, usage) = asyncio.run(go())
+    assert models_seen == ["b", "a"]
+    assert usage is not None and usage.prompt_tokens > 0  # charged, if only estimated

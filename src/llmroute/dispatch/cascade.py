@@ -345,6 +345,7 @@ class _Run:
                 inner.model, inner.deployment, _empty(), self.attempts(), cascade=tuple(self.steps)
             )
             opened.events = _live(inner, prior, opened)
+            opened.unread_end = inner.aclose
             return opened
         raise self.exhausted()
 
@@ -440,12 +441,13 @@ async def _live(inner: Opened, prior: Usage | None, opened: Opened) -> AsyncIter
     def plus(tier: Usage | None) -> Usage | None:
         return total_usage([prior, tier])
 
+    opened.unread_end = None  # read now: `inner` is closed below, however this ends
     try:
         async for event in inner.events:
             yield event if prior is None else _rewrite_usage(event, plus)
         opened.usage = total_usage([prior, inner.usage])
     finally:
-        await _aclose(inner.events)
+        await inner.aclose()
 
 
 def _rewrite_usage(event: bytes, total: Callable[[Usage | None], Usage | None]) -> bytes:

@@ -144,7 +144,11 @@ class Served:
 class Opened:
     """A stream that has produced its first event. `events` yields every event, the
     first included; a failure after that raises `ProviderError` from it. `usage` is set
-    once the stream has ended."""
+    once the stream has ended.
+
+    A reader that stops early (its client left) calls `aclose`: what the stream holds
+    (the upstream connection, an in-flight slot, a budget hold) is given back and its
+    usage charged then, not whenever the garbage collector finds the stream."""
 
     model: str
     deployment: str
@@ -152,6 +156,18 @@ class Opened:
     attempts: tuple[str, ...] = ()
     usage: Usage | None = field(default=None)
     cascade: tuple[TierStep, ...] = ()
+    # ends the stream while `events` has not been read: closing a generator never
+    # started runs none of its cleanup. The generator clears it as it starts.
+    unread_end: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
+
+    async def aclose(self) -> None:
+        """End the stream wherever its reader left it, read or not. Safe to repeat."""
+        end, self.unread_end = self.unread_end, None
+        try:
+            await _close(self.events)
+        finally:
+            if end is not None:
+                await end()
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,7 +494,25 @@ class Dispatcher:
         opened = Opened(name, deployment.provider_name, _empty(), attempts)
         relay = _Relay((first, rest), deployment, slots, told[-1] if told else None, tuple(holds))
         opened.events = self._relayed(plan, body, on, opened, relay)
+        opened.unread_end = functools.partial(self._never_read, name, body, opened, relay)
         return opened
+
+    async def _never_read(
+        self, name: str, body: dict[str, Any], opened: Opened, relay: _Relay
+    ) -> None:
+        """The end of a stream closed before its reader read it (a client gone as its
+        headers went out): as `_relayed` ends one its reader left."""
+        (first, rest), deployment, slots, told, held = relay
+        meter = StreamUsage(body, self._registry.models[name].price)
+        meter.observe(first)
+        charge = functools.partial(self._charge_answer, name, deployment=deployment, held=held)
+        ended = GeneratorExit()
+        try:
+            await _settled(meter, opened, charge, rest, slots)
+        finally:
+            stream_ended(deployment, ended)
+            if self.observer is not None and told is not None:
+                _tell_stream_end(self.observer, told, ended)
 
     async def _relayed(
         self,
@@ -494,6 +528,7 @@ class Dispatcher:
         has seen only the opening role chunk, so the next model's answer (its own opening
         left out) reads as the answer. `opened` then names the model that answered, and
         its attempts the one that failed; the usage is both streams'."""
+        opened.unread_end = None  # read now: what follows ends it, however it ends
         name, skip_opening = opened.model, False
         stream, deployment, slots, told, held = relay
         spent: list[Usage | None] = []
@@ -1437,16 +1472,28 @@ async def _metered(
             if (sent := meter.observe(event)) is not None:
                 yield sent
     finally:
+        await _settled(meter, opened, charge, rest, slots)
+
+
+async def _settled(
+    meter: StreamUsage,
+    opened: Opened,
+    charge: Callable[[Usage | None], Awaitable[None]] | None,
+    rest: AsyncIterator[bytes],
+    slots: list[Slot] | None,
+) -> None:
+    """A stream's end, however it came: its usage charged, the upstream stream closed,
+    the deployment's slots given back."""
+    try:
+        opened.usage = meter.finish()
+        if charge is not None:
+            await charge(opened.usage)
+    finally:
         try:
-            opened.usage = meter.finish()
-            if charge is not None:
-                await charge(opened.usage)
+            await _close(rest)
         finally:
-            try:
-                await _close(rest)
-            finally:
-                if slots:
-                    await give_back(slots)
+            if slots:
+                await give_back(slots)
 
 
 def _limits(registry: Registry) -> RateLimits | None:

@@ -71,9 +71,7 @@ async def _chunks(
         error = "stream_interrupted"
         raise
     finally:
-        aclose = getattr(opened.events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await opened.aclose()
         on_end(opened, error)
 
 
@@ -155,7 +153,10 @@ class AsyncStream:
             ) from None
 
     async def aclose(self) -> None:
-        await self._chunks.aclose()
+        try:
+            await self._chunks.aclose()
+        finally:
+            await self._opened.aclose()  # a stream closed before its first chunk too
         self._end(self._opened, CLIENT_DISCONNECTED)
 
     async def __aenter__(self) -> AsyncStream:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import sys
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, M
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -32,6 +34,7 @@ from llmroute.server.auth import api_key_of, check_model, hold_key_tokens, key_o
 from llmroute.server.body import read_json_object, require_messages
 from llmroute.server.cached import cache_headers, hit_headers
 from llmroute.server.chunk_translation import translated
+from llmroute.server.ended_stream import END_S, EndedStream, closers_of
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.keepalive import keepalive_of, with_keepalive
 from llmroute.server.pool import keep_in_pool, may_reach
@@ -233,11 +236,18 @@ async def _for_client(
             events = translated(events, mask.stream(counted))
         if values:
             events = translated(events, StreamRestorer(values))
+        closers = closers_of(response)
         if isinstance(response, RelayedStream):
             return RelayedStream(
-                events, response.served, status_code=response.status_code, headers=headers
+                events,
+                response.served,
+                status_code=response.status_code,
+                headers=headers,
+                closers=closers,
             )
-        return StreamingResponse(events, status_code=response.status_code, headers=headers)
+        return EndedStream(
+            events, status_code=response.status_code, headers=headers, closers=closers
+        )
     if response.status_code != 200:
         return response
     data = loads(bytes(response.body))
@@ -308,6 +318,7 @@ async def _serve_planned(
             streamed = RelayedStream(
                 relay(opened, done, collect=keep),
                 lambda: opened.model,
+                closers=(functools.partial(_end_unread, opened, done),),
                 media_type="text/event-stream",
                 headers={
                     **decision_headers(plan.decision, opened.model),
@@ -521,7 +532,7 @@ def _from_cache(
     }
     response: Response
     if answer.stream:
-        response = StreamingResponse(
+        response = EndedStream(
             replay(answer),
             media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache"},
@@ -548,7 +559,7 @@ def _from_cache(
     return response
 
 
-class RelayedStream(StreamingResponse):
+class RelayedStream(EndedStream):
     """A chat stream relayed from its model, with `served()` naming the pool model that
     answers it now: its headers went out with the first, and a fallback after the
     stream's start (before its first words) changes it."""
@@ -652,9 +663,14 @@ def _stream_done(
 ) -> StreamDone:
     """What to do when a stream has ended: give back the tokens it held, record it, and
     hand a sampled one's answer to shadow routing. `error` is None for a complete
-    stream."""
+    stream. Told once: a second telling (`_end_unread` after `relay`) is ignored."""
+    told = False
 
     def done(opened: Opened, error: str | None, text: str) -> None:
+        nonlocal told
+        if told:
+            return
+        told = True
         if release is not None:
             release()
         record = None
@@ -747,10 +763,30 @@ async def relay(
         yield _BROKE_OFF  # one piece: the fronts translate event by event
         yield b"data: [DONE]\n\n"
     finally:
-        if error == CLIENT_DISCONNECTED and stopping():
-            error = SERVER_SHUTDOWN
-        if done is not None:
-            try:
-                done(opened, error, "".join(parts))
-            except Exception:
-                log.exception("recording the stream of %s failed", opened.model)
+        try:
+            # ended now, not when collected: its slot and hold given back, its usage
+            # known for the record below
+            with anyio.move_on_after(END_S, shield=True):
+                await opened.aclose()
+        finally:
+            _told(opened, done, error, "".join(parts))
+
+
+async def _end_unread(opened: Opened, done: StreamDone | None) -> None:
+    """The end of a relayed stream whose response never read it (`relay` ends one it
+    read; `done` hears only the first): the client left as the headers went out."""
+    try:
+        await opened.aclose()
+    finally:
+        _told(opened, done, CLIENT_DISCONNECTED, "")
+
+
+def _told(opened: Opened, done: StreamDone | None, error: str | None, text: str) -> None:
+    if done is None:
+        return
+    if error == CLIENT_DISCONNECTED and stopping():
+        error = SERVER_SHUTDOWN
+    try:
+        done(opened, error, text)
+    except Exception:
+        log.exception("recording the stream of %s failed", opened.model)

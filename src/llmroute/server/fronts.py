@@ -24,6 +24,7 @@ from llmroute.dispatch.text_completions import TextRequest
 from llmroute.server.body import read_json_object
 from llmroute.server.chat import CLIENT_CLOSED, RelayedStream, serve_chat
 from llmroute.server.chunk_translation import ChunkTranslator, translated
+from llmroute.server.ended_stream import EndedStream, closers_of
 from llmroute.server.errors import GatewayError
 from llmroute.server.keepalive import keepalive_of, with_keepalive
 from llmroute.server.state import gateway_of
@@ -115,8 +116,12 @@ async def answer_converted(
     if isinstance(answer, StreamingResponse):
         served = answer.served if isinstance(answer, RelayedStream) else None
         events = front.stream(model, body, answer.body_iterator, served)
-        streamed = StreamingResponse(
-            events, media_type="text/event-stream", headers=headers, status_code=answer.status_code
+        streamed = EndedStream(
+            events,
+            media_type="text/event-stream",
+            headers=headers,
+            status_code=answer.status_code,
+            closers=closers_of(answer),
         )
         return with_keepalive(streamed, keepalive_of(request))
     data = json.loads(bytes(answer.body))

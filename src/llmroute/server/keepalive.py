@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
+from llmroute.server.ended_stream import EndedStream, closers_of
 from llmroute.server.settings import DEFAULT_SSE_KEEPALIVE_S
 
 __all__ = ["COMMENT", "KeptAlive", "keepalive_of", "with_keepalive"]
@@ -44,12 +45,13 @@ def with_keepalive(response: Response, every_s: float) -> Response:
     return KeptAlive(response, every_s)
 
 
-class KeptAlive(StreamingResponse):
-    """`streamed` (its events, status, headers and background task), with `COMMENT`
-    sent whenever it has sent nothing for `every_s`."""
+class KeptAlive(EndedStream):
+    """`streamed` (its events, status, headers, background task and closers), with
+    `COMMENT` sent whenever it has sent nothing for `every_s`."""
 
     def __init__(self, streamed: StreamingResponse, every_s: float) -> None:
         self.body_iterator = streamed.body_iterator
+        self.closers = closers_of(streamed)
         self.status_code = streamed.status_code
         self.media_type = streamed.media_type
         self.background = streamed.background

@@ -44,6 +44,7 @@ from llmroute.server.background_stream import EventChunks, RunLog, follow, kept_
 from llmroute.server.body import read_json_object
 from llmroute.server.chunk_translation import translated
 from llmroute.server.conversations import counted
+from llmroute.server.ended_stream import EndedStream
 from llmroute.server.errors import GatewayError, gateway_error, store_unavailable
 from llmroute.server.fronts import Events, Stateless, answer_converted, serve_converted
 from llmroute.server.keepalive import keepalive_of, with_keepalive
@@ -200,7 +201,7 @@ class _Stream:
 
 def _streaming(request: Request, events: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
     headers = {**headers, "cache-control": "no-cache"}
-    streamed = StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    streamed = EndedStream(events, media_type="text/event-stream", headers=headers)
     return with_keepalive(streamed, keepalive_of(request))
 
 
@@ -256,7 +257,11 @@ async def _streamed(stream: _Stream, answered: Response, front: _Kept) -> None:
     """The answer's stream read to its end into `stream` (its last event keeps the
     response); one that ended without its last event is kept failed."""
     if isinstance(answered, StreamingResponse):
-        await kept_as_made(answered.body_iterator, stream.run, stream.chunks, first=1)
+        try:
+            await kept_as_made(answered.body_iterator, stream.run, stream.chunks, first=1)
+        finally:
+            if isinstance(answered, EndedStream):
+                await answered.end()  # read here, not sent: what it holds, given back
     try:
         status = await front.status()
     except StoreUnavailable:
