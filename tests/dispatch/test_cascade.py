@@ -446,6 +446,34 @@ def test_passthrough_streams_the_first_tier_ungated(upstream: FakeUpstream) -> N
     assert [m.partition("?")[0] for m in upstream.models_called()] == ["small"]
 
 
+@pytest.mark.parametrize("read", [0, 1])
+@pytest.mark.parametrize("escalated", [True, False])
+def test_a_stream_its_reader_leaves_counts_every_tier_paid(
+    upstream: FakeUpstream, escalated: bool, read: int
+) -> None:
+    """A client gone mid-stream (or as its headers went out) still has the tiers it paid
+    for in the stream's usage: the record and the key's ``tpm`` are told it, not None."""
+    small = f"small?reply={REFUSAL}" if escalated else "small?reply=fine%20answer"
+    reg = registry(upstream, small=small, large="large?gap=0.2")
+
+    async def job(d: Dispatcher) -> Opened:
+        opened = await d.open_stream(plan_of(reg), stream_body())
+        events = aiter(opened.events)
+        for _ in range(read):
+            await anext(events)
+        await opened.aclose()
+        return opened
+
+    opened = run(reg, job)
+    small_usd = (3 * 1 + 3 * 2) / 1e6
+    assert opened.model == ("large" if escalated else "small")
+    assert opened.usage is not None
+    if escalated:  # the live tier's share is estimated: it was cut
+        assert opened.usage.cost_usd > small_usd and opened.usage.prompt_tokens > 3
+    else:
+        assert opened.usage.cost_usd == pytest.approx(small_usd)
+
+
 # -- plans ---------------------------------------------------------------------------------
 
 

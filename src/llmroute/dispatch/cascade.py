@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import re
 import time
@@ -328,6 +329,7 @@ class _Run:
             cascade=tuple(self.steps),
         )
         opened.events = _replayed(buffered.events, total, opened)
+        opened.unread_end = functools.partial(_counted, opened, total)
         return opened
 
     async def live(self, tiers: Sequence[CascadeTier]) -> Opened:
@@ -345,7 +347,7 @@ class _Run:
                 inner.model, inner.deployment, _empty(), self.attempts(), cascade=tuple(self.steps)
             )
             opened.events = _live(inner, prior, opened)
-            opened.unread_end = inner.aclose
+            opened.unread_end = functools.partial(_ended, inner, prior, opened)
             return opened
         raise self.exhausted()
 
@@ -430,8 +432,17 @@ async def _empty() -> AsyncIterator[bytes]:
 async def _replayed(
     events: list[bytes], total: Usage | None, opened: Opened
 ) -> AsyncIterator[bytes]:
-    for event in events:
-        yield event if total is None else _rewrite_usage(event, lambda _: total)
+    """The accepted tier's buffered events; the stream's usage is every tier's, paid
+    already, however far its reader reads."""
+    try:
+        for event in events:
+            yield event if total is None else _rewrite_usage(event, lambda _: total)
+    finally:
+        opened.usage = total
+
+
+async def _counted(opened: Opened, total: Usage | None) -> None:
+    """The end of a replay never read: the tiers it paid for are its usage all the same."""
     opened.usage = total
 
 
@@ -445,9 +456,17 @@ async def _live(inner: Opened, prior: Usage | None, opened: Opened) -> AsyncIter
     try:
         async for event in inner.events:
             yield event if prior is None else _rewrite_usage(event, plus)
-        opened.usage = total_usage([prior, inner.usage])
     finally:
+        await _ended(inner, prior, opened)
+
+
+async def _ended(inner: Opened, prior: Usage | None, opened: Opened) -> None:
+    """The last tier closed, read or not, and the stream's usage its and the earlier
+    tiers': a reader that left (its client gone) still had them all paid for."""
+    try:
         await inner.aclose()
+    finally:
+        opened.usage = total_usage([prior, inner.usage])
 
 
 def _rewrite_usage(event: bytes, total: Callable[[Usage | None], Usage | None]) -> bytes:

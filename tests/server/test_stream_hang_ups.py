@@ -1,0 +1,127 @@
+"""Clients that hang up mid-stream on `llmroute serve` (a real process, Redis limits,
+the fake upstream behind): each front's stream, a cascade's included, is ended as its
+client leaves: the capped model's slot is free again, the key's hard-budget holds are
+settled to what the log says was spent, and every cut stream is logged
+``client_disconnected`` with the usage it paid for."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fake_upstream import fake_upstream
+from gateway_proc import serve_text, wait_for
+from redis_service import REDIS_URL
+
+KEY = "sk-hang-ups-5772156649"
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 30}
+models:
+  capped:
+    {provider: fake, model: "capped-%(tag)s?gap=0.1", max_in_flight: 1, max_output_tokens: 4096,
+     price: {input: 1, output: 1}}
+  spare:
+    {provider: fake, model: "spare-%(tag)s", max_output_tokens: 4096, price: {input: 1, output: 1}}
+  tiny:
+    {provider: fake, model: "tiny-%(tag)s?reply=I%%27m%%20sorry%%2C%%20but%%20I%%20can%%27t",
+     max_output_tokens: 4096, price: {input: 1, output: 1}}
+routes:
+  - {name: chat, examples: [hello there], target: capped, policy: {fallback: [spare]}}
+  - {name: casc, examples: [cascade please], target: tiny, cascade: {tiers: [tiny, capped]}}
+default: {target: capped}
+dispatch:
+  limits: {url: "%(redis)s", namespace: "%(ns)s", timeout_s: 2}
+auth:
+  keys:
+    - name: payer
+      key_env: LLMROUTE_TEST_HANG_UPS_KEY
+      budget: {usd: 100, period: day, hard: true}
+"""
+WORDS = " ".join(f"w{i}" for i in range(40))  # 4 s of stream at 0.1 s a word
+
+
+def _bodies(route: str) -> dict[str, dict[str, Any]]:
+    text = f"{WORDS} {uuid.uuid4().hex}"
+    messages = [{"role": "user", "content": text}]
+    return {
+        "/v1/chat/completions": {"model": route, "stream": True, "messages": messages},
+        "/v1/messages": {"model": route, "stream": True, "max_tokens": 500, "messages": messages},
+        "/v1/responses": {"model": route, "stream": True, "input": text},
+        "/v1/completions": {"model": route, "stream": True, "prompt": text},
+    }
+
+
+def _first_event_then_gone(port: int, path: str, body: dict[str, Any]) -> None:
+    """Send `body`, read the headers and a first event, and hang up."""
+    data = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {KEY}\r\nContent-Length: {len(data)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + data)
+        got = b""
+        while b"data:" not in got.partition(b"\r\n\r\n")[2]:
+            chunk = sock.recv(65536)
+            assert chunk, got
+            got += chunk
+        assert got.startswith(b"HTTP/1.1 200"), got[:200]
+
+
+def _records(db: Path) -> list[tuple[Any, ...]]:
+    if not db.exists():
+        return []  # the log's writer makes it with its first record
+    with sqlite3.connect(db) as con:
+        query = "select api, error, served_model, tokens_in, cost_usd from decisions"
+        try:
+            return con.execute(query).fetchall()
+        except sqlite3.OperationalError:  # not made yet
+            return []
+
+
+def test_streams_cut_by_their_clients_free_slots_and_log_what_they_paid(
+    tmp_path: Path, redis_namespace: str
+) -> None:
+    db = tmp_path / "log.db"
+    env = {"LLMROUTE_TEST_HANG_UPS_KEY": KEY, "LLMROUTE_TELEMETRY_URL": f"sqlite:///{db}"}
+    with fake_upstream() as upstream:
+        values = {"url": upstream.url, "tag": uuid.uuid4().hex[:6], "redis": REDIS_URL}
+        text = REGISTRY % {**values, "ns": redis_namespace}
+        with serve_text(text, tmp_path, env=env) as served:
+            port = int(served.url.rsplit(":", 1)[1])
+            cut = 0
+            for route in ("chat", "casc"):
+                for path, body in _bodies(route).items():
+                    _first_event_then_gone(port, path, body)
+                    cut += 1
+                    # logged once ended: its slot is given back before, so the next
+                    # stream finds it free (a stream ended, not one still noticing)
+                    logged = lambda n=cut: len(_records(db)) == n  # noqa: E731
+                    wait_for(f"cut stream {cut} logged", logged, 10, served.log)
+            headers = {"authorization": f"Bearer {KEY}"}
+            probe = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+            answer = httpx.post(
+                f"{served.url}/v1/chat/completions", json=probe, headers=headers, timeout=20
+            )
+            time.sleep(0.5)  # the probe's record and charge
+            budget = httpx.get(f"{served.url}/v1/key", headers=headers, timeout=10).json()
+            log = served.log_text()
+    records = _records(db)
+    assert answer.status_code == 200 and answer.headers["x-llmroute-model"] == "capped"
+    streams = [r for r in records if r[1] is not None]
+    assert len(streams) == cut
+    assert {r[1] for r in streams} == {"client_disconnected"}
+    assert {r[2] for r in streams} == {"capped"}  # each found the slot free, none the spare
+    assert all(r[3] is not None and r[4] for r in streams), streams
+    spent = sum(r[4] or 0 for r in records)
+    assert budget["budget"]["spent_usd"] == round(spent, 6), (budget, records)
+    assert len(upstream.cut) >= cut
+    assert "Traceback" not in log and "never retrieved" not in log
