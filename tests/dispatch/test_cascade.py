@@ -474,6 +474,26 @@ def test_a_stream_its_reader_leaves_counts_every_tier_paid(
         assert opened.usage.cost_usd == pytest.approx(small_usd)
 
 
+@pytest.mark.parametrize("read", [0, 1])
+def test_a_passthrough_stream_its_reader_leaves_has_its_usage(
+    upstream: FakeUpstream, read: int
+) -> None:
+    """The same for a passthrough cascade, whose first tier streams live and ungated."""
+    reg = registry(upstream, cascade="{tiers: [small, large], stream: passthrough}")
+
+    async def job(d: Dispatcher) -> Opened:
+        opened = await d.open_stream(plan_of(reg), stream_body())
+        events = aiter(opened.events)
+        for _ in range(read):
+            await anext(events)
+        await opened.aclose()
+        return opened
+
+    opened = run(reg, job)
+    assert opened.model == "small"
+    assert opened.usage is not None and opened.usage.prompt_tokens > 0
+
+
 # -- plans ---------------------------------------------------------------------------------
 
 
