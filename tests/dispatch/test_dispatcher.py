@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -1251,3 +1252,34 @@ def test_a_reload_keeps_a_deployments_breaker_unless_it_or_its_settings_changed(
     mended = edited.model_copy(update={"providers": {**edited.providers, "up": provider}})
     fifth = Dispatcher(mended, build_providers(mended), replacing=second)
     assert fifth.deployments.pool("a").deployments[0].breaker.state.value == "closed"
+
+
+@pytest.mark.parametrize("read", [0, 1])
+def test_a_thinking_stream_closed_before_its_words_stops_the_read_waiting_on_it(
+    h: Harness, read: int
+) -> None:
+    """A model that thinks past the stream's hold (`stream_hold_s`): the stream is
+    handed over with a read still waiting on the upstream. `Opened.aclose` before its
+    words were read (the client left as the headers went out, or after the role chunk)
+    stops that read and closes the upstream connection then, not once the model says
+    its first words, minutes later for a reasoning model."""
+    tag = f"think-{random.Random().getrandbits(32):08x}?pause=1"
+    registry = h.registry(f"  a: {{provider: up, model: '{tag}'}}", "a")
+    held = registry.dispatch.model_copy(update={"stream_hold_s": 0.05})
+    registry = registry.model_copy(update={"dispatch": held})
+
+    async def job(d: Dispatcher) -> list[asyncio.Task[Any]]:
+        opened = await d.open_stream(plan_for("a"), _body(stream=True))
+        events = opened.events
+        for _ in range(read):
+            await anext(events)
+        await opened.aclose()
+        await asyncio.sleep(0.1)
+        return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    assert h.run(registry, job) == []  # no read left waiting on the model
+    for _ in range(60):  # the fake upstream notices as it writes, after its pause
+        if any(model == tag for model, _ in h.upstream.cut):
+            break
+        time.sleep(0.05)
+    assert any(model == tag for model, _ in h.upstream.cut)  # its connection closed

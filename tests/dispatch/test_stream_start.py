@@ -154,3 +154,36 @@ def test_a_failure_within_the_hold_still_raises_while_opening() -> None:
 
     with pytest.raises(ProviderError):
         asyncio.run(go())
+
+
+@pytest.mark.parametrize("thinks", [False, True])
+def test_a_stream_closed_before_it_was_read_closes_the_upstream(thinks: bool) -> None:
+    """The rest of a stream read past its preamble, closed without a read (its client
+    left as the headers went out, or after the first event): the upstream is closed
+    then, and a read still waiting stopped, not left to the garbage collector (a
+    generator never started runs no cleanup when closed)."""
+    closed: list[str] = []
+
+    async def upstream() -> AsyncIterator[bytes]:
+        try:
+            yield ROLE
+            if thinks:
+                await asyncio.sleep(30)
+            yield WORDS
+            await asyncio.sleep(30)
+            yield b"data: [DONE]\n\n"
+        finally:
+            closed.append("upstream")
+
+    async def go() -> None:
+        events = aiter(upstream())
+        first, rest = await read_preamble(await anext(events), events, within_s=0.05)
+        assert first == ROLE and rest is not events  # past the role chunk
+        await rest.aclose()  # type: ignore[attr-defined]
+        await asyncio.sleep(0)
+        assert closed == ["upstream"]  # at once, while `events` is still referenced
+        await rest.aclose()  # type: ignore[attr-defined]  # twice: nothing more
+        assert [e async for e in rest] == []
+
+    asyncio.run(asyncio.wait_for(go(), 5))
+    assert closed == ["upstream"]

@@ -18,6 +18,7 @@ keep it open), the read in flight carried on, not cancelled.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -86,7 +87,7 @@ async def read_preamble(
         raise
     if len(held) == 1 and pending is None:
         return first, events
-    return first, _prepended(held[1:], pending, events)
+    return first, _Prepended(held[1:], pending, events)
 
 
 async def _next(events: AsyncIterator[bytes]) -> bytes | None:
@@ -103,21 +104,52 @@ async def _stop(pending: asyncio.Task[bytes | None] | None) -> None:
         await asyncio.wait({pending})
 
 
-async def _prepended(
-    held: list[bytes], pending: asyncio.Task[bytes | None] | None, events: AsyncIterator[bytes]
-) -> AsyncIterator[bytes]:
-    try:
-        for event in held:
-            yield event
-        if pending is not None:
-            waited = await pending
+class _Prepended:
+    """The events read past the opening (`held`), then the read still waiting when the
+    hold ran out (`pending`), then the rest of `events`. Closing it stops that read and
+    closes `events`, whether it was read or not: a generator closed before its first
+    read runs none of its cleanup, and the upstream connection (a reasoning model still
+    thinking) would stay open until the waiting read ends and the collector finds it."""
+
+    def __init__(
+        self,
+        held: list[bytes],
+        pending: asyncio.Task[bytes | None] | None,
+        events: AsyncIterator[bytes],
+    ) -> None:
+        self._held = deque(held)
+        self._pending = pending
+        self._events = events
+        self._ended = False
+
+    def __aiter__(self) -> _Prepended:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._held:
+            return self._held.popleft()
+        if self._ended:
+            raise StopAsyncIteration
+        if self._pending is not None:
+            waited = await self._pending
+            self._pending = None
             if waited is None:
-                return
-            yield waited
-        async for event in events:
-            yield event
-    finally:
-        await _stop(pending)
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+                self._ended = True
+                raise StopAsyncIteration
+            return waited
+        try:
+            return await anext(self._events)
+        except StopAsyncIteration:
+            self._ended = True
+            raise
+
+    async def aclose(self) -> None:
+        self._held.clear()
+        self._ended = True
+        pending, self._pending = self._pending, None
+        try:
+            await _stop(pending)
+        finally:
+            aclose = getattr(self._events, "aclose", None)
+            if aclose is not None:
+                await aclose()
