@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,55 @@ def test_sync_stream_stops_early_and_closes(router: Router, upstream: FakeUpstre
     assert list(stream) == []  # closed: nothing more
     # the loop thread is still serving after an early close
     assert router.chat.completions.create(model="small", messages=HELLO).model == "up-small"
+
+
+def test_a_sync_stream_closed_from_another_thread_ends_the_reading_loop(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """A stop button: one thread reads a slow stream, another closes it. The read in
+    flight is cancelled on the SDK's loop (closing a stream while it was being read
+    raised RuntimeError, "already running", and left the reader waiting), the reader's
+    loop ends as at the stream's end, the upstream stream is cut, and the router serves
+    on."""
+    slow = f"slow-{tmp_path.name}?gap=0.4"
+    path = tmp_path / "registry.yaml"
+    path.write_text(f"""
+encoder: builtin:static
+providers:
+  fake: {{kind: openai, base_url: "{upstream.url}", timeout_s: 10}}
+models:
+  slow: {{provider: fake, model: "{slow}"}}
+routes:
+  - {{name: any, examples: ["hello there"], target: slow}}
+default: {{target: slow}}
+""")
+    long = [{"role": "user", "content": " ".join(f"w{i}" for i in range(30))}]
+    seen: list[Any] = []
+    ended: list[BaseException | None] = []
+    with Router.from_yaml(path) as router:
+        stream = router.chat.completions.create(messages=long, stream=True)
+
+        def read() -> None:
+            try:
+                for chunk in stream:
+                    seen.append(chunk)
+                ended.append(None)
+            except BaseException as exc:  # what the reader would see
+                ended.append(exc)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        while len(seen) < 2 and reader.is_alive():
+            time.sleep(0.02)
+        stream.close()  # from this thread, while the reader waits for the next word
+        reader.join(5)
+        assert not reader.is_alive()
+        assert ended == [None] and 2 <= len(seen) < 10
+        assert router.chat.completions.create(messages=HELLO).model == slow
+    deadline = time.monotonic() + 5  # the upstream hears of it as it writes its next word
+    while not any(model == slow for model, _ in upstream.cut) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(model == slow for model, _ in upstream.cut)
 
 
 def test_a_stream_broken_midway_raises_provider_error(router: Router) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import threading
 import weakref
 from collections.abc import Coroutine
@@ -56,15 +57,19 @@ class LoopThread:
 
         Called from the loop's own thread it would deadlock, so that raises instead.
         """
-        if threading.current_thread() is self._thread or not self.alive:
-            coro.close()
-            raise RuntimeError("the llmroute SDK loop is closed, or this is its own thread")
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        future = self.submit(coro)
         try:
             return future.result()
         except BaseException:
             future.cancel()  # Ctrl-C while waiting: do not leave the call running
             raise
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """`coro` started on the loop; its future, to wait on (`run` waits at once)."""
+        if threading.current_thread() is self._thread or not self.alive:
+            coro.close()
+            raise RuntimeError("the llmroute SDK loop is closed, or this is its own thread")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the loop (async generators still open are closed) and join the thread."""

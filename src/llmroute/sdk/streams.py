@@ -5,6 +5,7 @@ iterate for chunks, ``close()`` (or a ``with`` block) to stop early."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from collections.abc import (
@@ -181,13 +182,18 @@ async def _next_or_end(stream: AsyncStream) -> tuple[bool, Any]:
 
 
 class Stream:
-    """The synchronous face of an `AsyncStream` that runs on the SDK's loop thread."""
+    """The synchronous face of an `AsyncStream` that runs on the SDK's loop thread.
+
+    `close` may come from another thread than the one iterating (a UI's stop button
+    while a worker reads): the read in flight is cancelled on the loop, the stream
+    closed, and the reading thread's loop ends as at the stream's end."""
 
     def __init__(self, stream: AsyncStream, thread: LoopThread) -> None:
         self.llmroute = stream.llmroute
         self._stream = stream
         self._thread = thread
         self._done = False
+        self._reading: asyncio.Task[tuple[bool, Any]] | None = None  # on the loop
 
     @property
     def usage(self) -> Usage | None:
@@ -201,7 +207,13 @@ class Stream:
         if self._done:
             raise StopIteration
         try:
-            more, chunk = self._thread.run(_next_or_end(self._stream))
+            more, chunk = self._thread.run(self._read())
+        except (asyncio.CancelledError, concurrent.futures.CancelledError):
+            if self._done:  # closed by another thread while this one waited
+                raise StopIteration from None
+            with contextlib.suppress(Exception):
+                self.close()
+            raise
         except BaseException:
             with contextlib.suppress(Exception):  # the original error is the one to see
                 self.close()
@@ -211,13 +223,30 @@ class Stream:
             raise StopIteration
         return chunk
 
+    async def _read(self) -> tuple[bool, Any]:
+        self._reading = asyncio.current_task()
+        try:
+            return await _next_or_end(self._stream)
+        finally:
+            self._reading = None
+
     def close(self) -> None:
-        """Stop reading, and close the upstream connection (idempotent)."""
+        """Stop reading, and close the upstream connection (idempotent; from any
+        thread)."""
         if self._done:
             return
         self._done = True
         if self._thread.alive:
-            self._thread.run(self._stream.aclose())
+            self._thread.run(self._closed())
+
+    async def _closed(self) -> None:
+        """On the loop: the read in flight (another thread's) cancelled and ended first,
+        since a stream cannot be closed while it is being read."""
+        reading = self._reading
+        if reading is not None and not reading.done():
+            reading.cancel()
+            await asyncio.wait({reading})
+        await self._stream.aclose()
 
     def __enter__(self) -> Stream:
         return self
