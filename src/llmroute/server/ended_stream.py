@@ -27,7 +27,8 @@ Closer = Callable[[], Awaitable[None]]
 
 # what ending a stream may take (Redis calls bounded by their own timeouts): past it
 # the gateway moves on, so that a stuck close never holds a server that is stopping
-END_S = 10.0
+# (the same 5 s the app gives requests to unwind as it stops)
+END_S = 5.0
 
 
 class EndedStream(StreamingResponse):
