@@ -344,6 +344,33 @@ def test_a_hold_whose_reply_was_lost_and_a_settle_redis_did_not_take_are_made_go
         raw.close()
 
 
+def test_a_wall_clock_stepped_back_does_not_stretch_a_redis_outage(
+    redis_namespace: str,
+) -> None:
+    """Redis is left alone for a second after a failure; that second was measured on the
+    wall clock that also names the budget periods, so an NTP step back of an hour made
+    during it left Redis unasked for an hour: every hard-budget hold let through
+    uncounted. The pause is measured on the monotonic clock."""
+    clock = Clock(86400.0 * 20_000 + 10)
+
+    async def go() -> list[bool]:
+        limits = RedisLimits(REDIS_URL, 0.05, redis_namespace, clock)
+        try:
+            await limits.spent("m", "day")  # connected, scripts loaded
+            with redis_busy():
+                await limits.spent("m", "day")  # times out: Redis taken for down
+            assert not limits.answering
+            clock.now -= 3600  # the wall clock is stepped back an hour
+            await asyncio.sleep(1.1)  # the outage's pause is over
+            first, _ = await limits.hold_usd("m", "day", 0.6, 1.0)
+            second, _ = await limits.hold_usd("m", "day", 0.6, 1.0)  # 1.2 > 1
+            return [limits.answering, first is not None, second is not None]
+        finally:
+            await limits.aclose()
+
+    assert asyncio.run(go()) == [True, True, False]
+
+
 _BUSY = """
 local t = redis.call('TIME')
 local start = t[1] * 1e6 + t[2]

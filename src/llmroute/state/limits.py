@@ -517,7 +517,7 @@ class RedisLimits:
         self._budget_prefix = f"{namespace}:usd:"
         self._tokens_prefix = f"{namespace}:tpm:"
         self._clock = clock
-        self._outage = Outage(log, clock)
+        self._outage = Outage(log)  # monotonic: a wall-clock step must not stretch it
         self._pending: deque[tuple[UsdHold, float]] = deque(maxlen=_PENDING_SETTLES)
         # Give-backs Redis did not take (it failed, or was taken for down after another
         # call failed): slots (key, slot) and token holds (key, minute, count), made

@@ -153,9 +153,11 @@ async def _named(connection: Any) -> None:
 class Outage:
     """After a failure Redis is not asked again for `RETRY_AFTER_S` (`down`), so a
     Redis that hangs costs one timeout a second, not one a request; failures are logged
-    at most once a minute."""
+    at most once a minute. Both are measured on `clock`, monotonic: on the wall clock an
+    NTP step back made during the pause stretched it by the step (a limit or budget left
+    uncounted for an hour after a one-second outage)."""
 
-    def __init__(self, log: logging.Logger, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, log: logging.Logger, clock: Callable[[], float] = time.monotonic) -> None:
         self._log = log
         self._clock = clock
         self._until = 0.0

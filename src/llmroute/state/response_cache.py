@@ -183,7 +183,7 @@ class ResponseCache:
         self._routes = None if settings.routes is None else frozenset(settings.routes)
         self._on_result = on_result
         self._clock = clock
-        self._outage = Outage(log, clock)
+        self._outage = Outage(log)  # monotonic: a wall-clock step must not stretch it
         self._writes: set[asyncio.Task[None]] = set()
 
     @classmethod
