@@ -312,6 +312,31 @@ def test_a_hold_whose_process_died_lapses_unless_renewed(redis_namespace: str) -
     assert asyncio.run(go()) == [0.8, 0.3, 0.4, 0.45]
 
 
+def test_a_renewed_hold_keeps_the_lease_it_was_taken_with(redis_namespace: str) -> None:
+    """A call whose longest wait is two hours holds for longer than the 30-minute
+    default; its stream renewed the hold for the default alone, so a stream that then
+    went 40 minutes without an event (within its timeout) had its hold taken out of
+    the sum by another process's hold, and the budget could be passed by its cost."""
+    clock = Clock(86400.0 * 20_000 + 10)
+
+    async def go() -> list[float]:
+        one = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)
+        two = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)
+        try:
+            long, _ = await one.hold_usd("m", "day", 0.6, 1.0, lease_s=2 * 3600)
+            assert long is not None
+            clock.now += 200
+            await one.renew_usd(long)  # an event: renewed for as long again
+            clock.now += 40 * 60  # silent, within its lease
+            later, before = await two.hold_usd("m", "day", 0.6, 1.0)
+            return [before, later is not None, await two.spent("m", "day")]
+        finally:
+            await one.aclose()
+            await two.aclose()
+
+    assert asyncio.run(go()) == [0.6, False, 0.6]
+
+
 def test_a_hold_whose_reply_was_lost_and_a_settle_redis_did_not_take_are_made_good(
     redis_namespace: str,
 ) -> None:

@@ -973,10 +973,12 @@ class Dispatcher:
         await settled(each(), remote=limits.remote)
 
     async def _renew(self, holds: Sequence[UsdHold]) -> None:
-        """Renew the leases of a stream's holds, as it goes on answering."""
+        """Renew the leases of a stream's holds, as it goes on answering: each for as long
+        as it was taken (`_lease_for`: past the call's longest wait), not the shortest
+        lease, which a stream silent longer than that would outlive."""
         if self._limits is not None:
             for hold in holds:
-                await self._limits.renew_usd(hold, self._hold_lease_s)
+                await self._limits.renew_usd(hold)
 
     async def _take_back(self, holds: list[UsdHold]) -> None:
         """Take back the holds of calls that did not answer."""

@@ -76,13 +76,16 @@ HOLD_LEASE_S = 1800.0  # a hard-budget hold lapses after this unless settled or 
 class UsdHold:
     """A call's worst case held in the budget counted under `key`, in the calendar
     period `window` (where it is settled even after that period ends); `hold_id` names
-    it beside the sum; `keep_s` how long the period's sum is kept."""
+    it beside the sum; `keep_s` how long the period's sum is kept; `lease_s` how long
+    it was leased for, what a renewal leases it for again (a shorter renewal would cut
+    short a lease sized for the call's longest wait)."""
 
     key: str
     window: str
     hold_id: str
     usd: float
     keep_s: float
+    lease_s: float = HOLD_LEASE_S
 
 
 SLOT_LEASE_S = 600.0  # a slot lapses after this (the shortest lease), given back or not
@@ -247,7 +250,10 @@ class RateLimits(Protocol):
 
     async def settle_usd(self, hold: UsdHold, usd: float) -> None: ...
 
-    async def renew_usd(self, hold: UsdHold, lease_s: float = HOLD_LEASE_S) -> None: ...
+    async def renew_usd(self, hold: UsdHold, lease_s: float | None = None) -> None:
+        """Lease `hold` `lease_s` from now (None: as long as it was leased for), if it is
+        still there."""
+        ...
 
     async def tokens(self, key: str) -> float: ...
 
@@ -376,7 +382,7 @@ class MemoryLimits:
             if total + usd > cap:
                 return None, total
             self._spent[key] = (window, total + usd)
-        return UsdHold(key, window, os.urandom(8).hex(), usd, keep_s), total
+        return UsdHold(key, window, os.urandom(8).hex(), usd, keep_s, lease_s), total
 
     async def settle_usd(self, hold: UsdHold, usd: float) -> None:
         """Replace `hold` by `usd`, what its call cost (0: take it back), in the period
@@ -386,7 +392,7 @@ class MemoryLimits:
             if seen == hold.window:
                 self._spent[hold.key] = (hold.window, total + usd - hold.usd)
 
-    async def renew_usd(self, hold: UsdHold, lease_s: float = HOLD_LEASE_S) -> None:
+    async def renew_usd(self, hold: UsdHold, lease_s: float | None = None) -> None:
         """Nothing lapses in memory."""
 
     async def tokens(self, key: str) -> float:
@@ -587,7 +593,7 @@ class RedisLimits:
         settle finds out)."""
         now = self._clock()
         window, keep_s = budget_period(period, now)
-        hold = UsdHold(key, window, os.urandom(8).hex(), usd, keep_s)
+        hold = UsdHold(key, window, os.urandom(8).hex(), usd, keep_s, lease_s)
         if self._outage.down():
             return hold, 0.0
         await self._settle_pending()
@@ -621,12 +627,13 @@ class RedisLimits:
             return False
         return True
 
-    async def renew_usd(self, hold: UsdHold, lease_s: float = HOLD_LEASE_S) -> None:
+    async def renew_usd(self, hold: UsdHold, lease_s: float | None = None) -> None:
         if self._outage.down():
             return
         names = self._budget_names(hold.key, hold.window)
+        lapses = self._clock() + (hold.lease_s if lease_s is None else lease_s)
         try:
-            await self._renew_usd(keys=names, args=[hold.hold_id, f"{self._clock() + lease_s:.3f}"])
+            await self._renew_usd(keys=names, args=[hold.hold_id, f"{lapses:.3f}"])
         except self._redis.errors as exc:
             self._failed(exc)
 
