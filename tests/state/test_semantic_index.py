@@ -132,7 +132,13 @@ def test_an_index_in_a_redis_that_is_down_costs_misses_not_answers(closed_port: 
     seen: list[str] = []
     clock = Clock(1_800_000_000.0)
     cache = ResponseCache(
-        settings, MemoryStore(10, 10**6), "v", on_result=seen.append, clock=clock, semantic=index
+        settings,
+        MemoryStore(10, 10**6),
+        "v",
+        on_result=seen.append,
+        clock=clock,
+        semantic=index,
+        outage_clock=clock,
     )
     exact = "llmroute:resp:v1:v:" + DIGEST_A
     keys = CacheKeys(exact, "v1:v:" + DIGEST_B, _unit(1, 0, 0), PAIRS)

@@ -171,6 +171,7 @@ class ResponseCache:
         on_result: Observe | None = None,
         clock: Callable[[], float] = time.time,
         semantic: SemanticIndex | None = None,
+        outage_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -183,7 +184,8 @@ class ResponseCache:
         self._routes = None if settings.routes is None else frozenset(settings.routes)
         self._on_result = on_result
         self._clock = clock
-        self._outage = Outage(log)  # monotonic: a wall-clock step must not stretch it
+        # monotonic, not `clock`: a wall-clock step must not stretch a pause
+        self._outage = Outage(log, outage_clock)
         self._writes: set[asyncio.Task[None]] = set()
 
     @classmethod
