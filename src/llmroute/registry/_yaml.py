@@ -19,6 +19,10 @@ __all__ = ["Document", "compose"]
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"})
 _MAX_NODES = 1_000_000  # aliases can expand a small file into a huge tree
+# Far deeper than any registry or cases file, far shallower than the interpreter's recursion
+# limit: without it the depth refused depended on the Python version (3.11 gives each list
+# comprehension a frame of its own, 3.12 inlines them), 500 levels on 3.11, 1000 on 3.12+.
+_MAX_DEPTH = 100
 
 
 @dataclass
@@ -38,6 +42,14 @@ class TooLarge(ValueError):
     """The document expands (through aliases) to more nodes than any registry needs."""
 
 
+class TooDeep(ValueError):
+    """Collections nested more than `_MAX_DEPTH` deep; `line` is where the limit was passed."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(f"nested more than {_MAX_DEPTH} deep (line {line})")
+        self.line = line
+
+
 def compose(node: yaml.Node) -> Document:
     """Build the data of a composed node tree; duplicate keys become `problems`."""
     builder = _Builder()
@@ -53,6 +65,7 @@ class _Builder:
         self.written: dict[Path, str] = {}
         self._scalars = yaml.constructor.SafeConstructor()
         self._count = 0
+        self._depth = 0
         self._active: set[int] = set()
 
     def build(self, node: yaml.Node, path: Path) -> Any:
@@ -72,13 +85,17 @@ class _Builder:
             )
         if id(node) in self._active:
             raise TooLarge("the document contains a recursive alias")
+        if self._depth >= _MAX_DEPTH:
+            raise TooDeep(node.start_mark.line + 1)
         self._active.add(id(node))
+        self._depth += 1
         try:
             if isinstance(node, yaml.SequenceNode):
                 return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
             assert isinstance(node, yaml.MappingNode)
             return self._mapping(node, path)
         finally:
+            self._depth -= 1
             self._active.discard(id(node))
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[Any, Any]:

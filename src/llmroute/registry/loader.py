@@ -28,7 +28,7 @@ from llmroute.registry._errors import (
     yaml_problems,
 )
 from llmroute.registry._paths import Path as KeyPath
-from llmroute.registry._yaml import Document, TooLarge, compose
+from llmroute.registry._yaml import Document, TooDeep, TooLarge, compose
 from llmroute.registry.schema import BuiltinEncoderSpec, Registry
 
 __all__ = ["LoadedRegistry", "dump_registry", "load_registry", "parse_registry", "version_of"]
@@ -208,7 +208,9 @@ def parse_document(text: str, source: str, *, empty: str, top: str) -> Document:
         raise ConfigError(f"invalid YAML: {exc}", file=source) from exc
     except TooLarge as exc:
         raise ConfigError(str(exc), file=source) from exc
-    except RecursionError as exc:
+    except TooDeep as exc:
+        raise ConfigError("invalid YAML: nested too deeply", file=source, line=exc.line) from exc
+    except RecursionError as exc:  # the parser's own recursion, on a file deeper still
         raise ConfigError("invalid YAML: nested too deeply", file=source) from exc
     if document is None or document.data is None:
         raise ConfigError(empty, file=source, line=1)
