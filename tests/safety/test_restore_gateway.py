@@ -6,6 +6,7 @@ and the log keep the provider's text."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -190,7 +191,7 @@ def test_the_decision_log_keeps_the_providers_text(gateway: Gateway) -> None:
     while time.monotonic() < deadline:
         if gateway.db.exists():
             try:
-                with sqlite3.connect(gateway.db) as db:
+                with contextlib.closing(sqlite3.connect(gateway.db)) as db:
                     rows = db.execute("SELECT response FROM decisions").fetchall()
             except sqlite3.OperationalError:  # the log's table is not made yet
                 rows = []

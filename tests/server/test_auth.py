@@ -492,7 +492,7 @@ def test_the_decision_log_names_the_key(gateway: Served, tmp: Path) -> None:
 
     def logged() -> tuple[str, str] | None:
         try:
-            with sqlite3.connect(db) as conn:
+            with contextlib.closing(sqlite3.connect(db)) as conn:
                 row = conn.execute(
                     "SELECT client, tags FROM decisions WHERE id = ?", (decision_id,)
                 )

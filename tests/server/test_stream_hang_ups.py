@@ -6,6 +6,7 @@ settled to what the log says was spent, and every cut stream is logged
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sqlite3
@@ -79,7 +80,7 @@ def _first_event_then_gone(port: int, path: str, body: dict[str, Any]) -> None:
 def _records(db: Path) -> list[tuple[Any, ...]]:
     if not db.exists():
         return []  # the log's writer makes it with its first record
-    with sqlite3.connect(db) as con:
+    with contextlib.closing(sqlite3.connect(db)) as con:
         query = "select api, error, served_model, tokens_in, cost_usd from decisions"
         try:
             return con.execute(query).fetchall()

@@ -5,6 +5,7 @@ real Redis shared by two gateways."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,7 +167,7 @@ def test_metrics_and_the_decision_log_count_hits(
 
     def logged() -> bool:
         try:
-            with sqlite3.connect(db) as conn:
+            with contextlib.closing(sqlite3.connect(db)) as conn:
                 row = conn.execute(
                     "SELECT cache_hit, served_model, cost_usd FROM decisions WHERE id = ?",
                     (decision_id,),
