@@ -78,7 +78,7 @@ class KnnHead:
         pad_index = len(labels)  # points at a -inf slot appended to the similarities
         index = np.full((n_classes, width), pad_index, dtype=np.intp)
         start = 0
-        for route, count in enumerate(counts):
+        for route, count in enumerate(counts.tolist()):  # ints: numpy 2.5 types np.intp apart
             index[route, :count] = np.arange(start, start + count)
             start += count
         self._index = index
@@ -91,7 +91,8 @@ class KnnHead:
         grouped = np.concatenate([sims, pad], axis=-1)[..., self._index]
         top = -np.partition(-grouped, self._k - 1, axis=-1)[..., : self._k]
         top[np.isinf(top)] = 0.0
-        out: F32 = top.sum(axis=-1) / self._divisor
+        # float32 already; numpy 2.5's stubs (Python 3.12+) type the division as float64
+        out: F32 = (top.sum(axis=-1) / self._divisor).astype(np.float32, copy=False)
         return out
 
 
