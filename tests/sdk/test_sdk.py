@@ -4,6 +4,7 @@ OpenAI-compatible upstream (a real HTTP server on 127.0.0.1)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import subprocess
 import sys
@@ -238,6 +239,38 @@ default: {{target: slow}}
     while not any(model == slow for model, _ in upstream.cut) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert any(model == slow for model, _ in upstream.cut)
+
+
+def test_a_stream_dropped_unread_gives_its_slot_back(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """A stream the caller drops without reading or closing it (an error before its loop
+    began) is ended once collected: its model's one in-flight slot is free for the next
+    call, not held for its ten-minute lease, and the upstream stream is closed."""
+    capped = f"capped-{tmp_path.name}?gap=0.3"
+    path = tmp_path / "registry.yaml"
+    path.write_text(f"""
+encoder: builtin:static
+providers:
+  fake: {{kind: openai, base_url: "{upstream.url}", timeout_s: 10}}
+models:
+  capped: {{provider: fake, model: "{capped}", max_in_flight: 1}}
+  spare: {{provider: fake, model: spare}}
+routes:
+  - {{name: any, examples: ["hello there"], target: capped, policy: {{fallback: [spare]}}}}
+default: {{target: capped}}
+""")
+    long = [{"role": "user", "content": " ".join(f"w{i}" for i in range(30))}]
+    with Router.from_yaml(path) as router:
+        stream = router.chat.completions.create(messages=long, stream=True)
+        assert router.chat.completions.create(messages=HELLO).model == "spare"  # held
+        del stream
+        gc.collect()
+        model, deadline = "", time.monotonic() + 5  # ended on the SDK's loop
+        while model != capped and time.monotonic() < deadline:
+            time.sleep(0.05)
+            model = router.chat.completions.create(messages=HELLO).model
+    assert model == capped
 
 
 def test_a_stream_broken_midway_raises_provider_error(router: Router) -> None:

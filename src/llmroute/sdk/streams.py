@@ -97,6 +97,27 @@ def _delta_text(chunk: dict[str, Any]) -> str:
     return content if isinstance(content, str) else ""
 
 
+_DROPPED: set[asyncio.Task[None]] = set()  # ends of dropped streams, until done
+
+
+def _end_dropped(opened: Opened, on_end: StreamEnd | None) -> None:
+    """On the stream's loop: end a stream its caller dropped unread, and record it."""
+
+    async def end() -> None:
+        try:
+            await opened.aclose()
+        finally:
+            if on_end is not None:
+                try:
+                    on_end(opened, CLIENT_DISCONNECTED, "")
+                except Exception:
+                    log.exception("recording the stream's end failed")
+
+    task = asyncio.ensure_future(end())
+    _DROPPED.add(task)
+    task.add_done_callback(_DROPPED.discard)
+
+
 class AsyncStream:
     """``chat.completion.chunk`` objects (openai's ``ChatCompletionChunk``, or dicts),
     each carrying the ``llmroute`` field, also kept here as `llmroute`."""
@@ -122,6 +143,17 @@ class AsyncStream:
             chain.append(StreamRestorer(values))
         self._chunks = _chunks(opened, info, self._end, self._parts, chain)
         self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+
+    def __del__(self) -> None:
+        # Dropped unread and unclosed (an error before the caller's loop began): a
+        # generator never started has no finaliser, so its slot and holds would wait
+        # for their leases. One read, however little, is ended by its own finaliser.
+        if self._opened.unread_end is None:
+            return
+        on_end = None if self._ended else self._on_end
+        with contextlib.suppress(RuntimeError):  # its loop is closed: nothing to end on
+            self._loop.call_soon_threadsafe(_end_dropped, self._opened, on_end)
 
     def _end(self, opened: Opened, error: str | None) -> None:
         """`on_end`, once, whichever path ends the stream first (a stream closed before
