@@ -446,6 +446,20 @@ def test_passthrough_streams_the_first_tier_ungated(upstream: FakeUpstream) -> N
     assert [m.partition("?")[0] for m in upstream.models_called()] == ["small"]
 
 
+def _left_after(reg: Registry, read: int) -> Opened:
+    """The cascade's stream, closed by its reader after `read` events."""
+
+    async def job(d: Dispatcher) -> Opened:
+        opened = await d.open_stream(plan_of(reg), stream_body())
+        events = aiter(opened.events)
+        for _ in range(read):
+            await anext(events)
+        await opened.aclose()
+        return opened
+
+    return run(reg, job)
+
+
 @pytest.mark.parametrize("read", [0, 1])
 @pytest.mark.parametrize("escalated", [True, False])
 def test_a_stream_its_reader_leaves_counts_every_tier_paid(
@@ -456,15 +470,7 @@ def test_a_stream_its_reader_leaves_counts_every_tier_paid(
     small = f"small?reply={REFUSAL}" if escalated else "small?reply=fine%20answer"
     reg = registry(upstream, small=small, large="large?gap=0.2")
 
-    async def job(d: Dispatcher) -> Opened:
-        opened = await d.open_stream(plan_of(reg), stream_body())
-        events = aiter(opened.events)
-        for _ in range(read):
-            await anext(events)
-        await opened.aclose()
-        return opened
-
-    opened = run(reg, job)
+    opened = _left_after(reg, read)
     small_usd = (3 * 1 + 3 * 2) / 1e6
     assert opened.model == ("large" if escalated else "small")
     assert opened.usage is not None
@@ -481,15 +487,7 @@ def test_a_passthrough_stream_its_reader_leaves_has_its_usage(
     """The same for a passthrough cascade, whose first tier streams live and ungated."""
     reg = registry(upstream, cascade="{tiers: [small, large], stream: passthrough}")
 
-    async def job(d: Dispatcher) -> Opened:
-        opened = await d.open_stream(plan_of(reg), stream_body())
-        events = aiter(opened.events)
-        for _ in range(read):
-            await anext(events)
-        await opened.aclose()
-        return opened
-
-    opened = run(reg, job)
+    opened = _left_after(reg, read)
     assert opened.model == "small"
     assert opened.usage is not None and opened.usage.prompt_tokens > 0
 

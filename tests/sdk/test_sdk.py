@@ -192,6 +192,28 @@ def test_sync_stream_stops_early_and_closes(router: Router, upstream: FakeUpstre
     assert router.chat.completions.create(model="small", messages=HELLO).model == "up-small"
 
 
+LONG = [{"role": "user", "content": " ".join(f"w{i}" for i in range(30))}]
+
+
+def _one_route(
+    tmp_path: Path, upstream: FakeUpstream, models: str, target: str, fallback: str = ""
+) -> Path:
+    """A registry of `models` (YAML lines) behind one route to `target`."""
+    policy = f", policy: {{fallback: [{fallback}]}}" if fallback else ""
+    path = tmp_path / "registry.yaml"
+    path.write_text(f"""
+encoder: builtin:static
+providers:
+  fake: {{kind: openai, base_url: "{upstream.url}", timeout_s: 10}}
+models:
+  {models}
+routes:
+  - {{name: any, examples: ["hello there"], target: {target}{policy}}}
+default: {{target: {target}}}
+""")
+    return path
+
+
 def test_a_sync_stream_closed_from_another_thread_ends_the_reading_loop(
     upstream: FakeUpstream, tmp_path: Path
 ) -> None:
@@ -201,22 +223,11 @@ def test_a_sync_stream_closed_from_another_thread_ends_the_reading_loop(
     loop ends as at the stream's end, the upstream stream is cut, and the router serves
     on."""
     slow = f"slow-{tmp_path.name}?gap=0.4"
-    path = tmp_path / "registry.yaml"
-    path.write_text(f"""
-encoder: builtin:static
-providers:
-  fake: {{kind: openai, base_url: "{upstream.url}", timeout_s: 10}}
-models:
-  slow: {{provider: fake, model: "{slow}"}}
-routes:
-  - {{name: any, examples: ["hello there"], target: slow}}
-default: {{target: slow}}
-""")
-    long = [{"role": "user", "content": " ".join(f"w{i}" for i in range(30))}]
+    path = _one_route(tmp_path, upstream, f'slow: {{provider: fake, model: "{slow}"}}', "slow")
     seen: list[Any] = []
     ended: list[BaseException | None] = []
     with Router.from_yaml(path) as router:
-        stream = router.chat.completions.create(messages=long, stream=True)
+        stream = router.chat.completions.create(messages=LONG, stream=True)
 
         def read() -> None:
             try:
@@ -248,21 +259,11 @@ def test_a_stream_dropped_unread_gives_its_slot_back(
     began) is ended once collected: its model's one in-flight slot is free for the next
     call, not held for its ten-minute lease, and the upstream stream is closed."""
     capped = f"capped-{tmp_path.name}?gap=0.3"
-    path = tmp_path / "registry.yaml"
-    path.write_text(f"""
-encoder: builtin:static
-providers:
-  fake: {{kind: openai, base_url: "{upstream.url}", timeout_s: 10}}
-models:
-  capped: {{provider: fake, model: "{capped}", max_in_flight: 1}}
-  spare: {{provider: fake, model: spare}}
-routes:
-  - {{name: any, examples: ["hello there"], target: capped, policy: {{fallback: [spare]}}}}
-default: {{target: capped}}
-""")
-    long = [{"role": "user", "content": " ".join(f"w{i}" for i in range(30))}]
+    models = f'capped: {{provider: fake, model: "{capped}", max_in_flight: 1}}'
+    models += "\n  spare: {provider: fake, model: spare}"
+    path = _one_route(tmp_path, upstream, models, "capped", fallback="spare")
     with Router.from_yaml(path) as router:
-        stream = router.chat.completions.create(messages=long, stream=True)
+        stream = router.chat.completions.create(messages=LONG, stream=True)
         assert router.chat.completions.create(messages=HELLO).model == "spare"  # held
         del stream
         gc.collect()
