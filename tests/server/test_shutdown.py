@@ -162,3 +162,84 @@ def test_a_request_cut_before_its_answer_gets_its_apis_error_shape(path: str, sh
         assert error["type"] == "error" and error["error"]["type"] == "overloaded_error"
     else:
         assert error["error"]["code"] == "server_shutdown"
+
+
+HELD = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 120}
+models:
+  slow:
+    provider: fake
+    model: "slow?gap=0.2"
+    price: {input: 1, output: 1}
+    max_output_tokens: 1000
+    max_in_flight: 4
+    budget: {usd: 1000, period: day, hard: true}
+routes:
+  - {name: chat, examples: [hello there], target: slow}
+default: {target: slow}
+dispatch:
+  limits: {url: "%(redis)s", namespace: "%(namespace)s"}
+"""
+
+
+def test_a_second_ctrl_c_cuts_the_streams_at_once_and_still_ends_them(
+    tmp_path: Path, redis_namespace: str
+) -> None:
+    """A second Ctrl-C (uvicorn's force quit) skipped the app's shutdown: the streams
+    were cancelled only as the event loop closed, after the Redis clients had, so their
+    in-flight slots and hard-budget holds stayed held for their leases, their records
+    never reached the decision log, and the log had a traceback."""
+    import redis
+
+    store_url = f"sqlite:///{tmp_path / 'log.db'}"
+    words = " ".join(f"w{i}" for i in range(300))  # 60 s of stream at 0.2 s a word
+    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": words}]}
+    lines: list[list[str]] = [[], []]
+    args = ["--graceful-timeout", "30"]
+    with fake_upstream() as upstream:
+        text = HELD % {"url": upstream.url, "redis": REDIS_URL, "namespace": redis_namespace}
+        with serve_text(text, tmp_path, args, {"LLMROUTE_TELEMETRY_URL": store_url}) as served:
+
+            def read(into: list[str]) -> None:
+                url = f"{served.url}/v1/chat/completions"
+                with (
+                    contextlib.suppress(httpx.HTTPError),
+                    httpx.stream("POST", url, json=body, timeout=60) as reply,
+                ):
+                    into.extend(reply.iter_lines())
+
+            readers = [threading.Thread(target=read, args=(into,)) for into in lines]
+            for reader in readers:
+                reader.start()
+            wait_for("the streams' first words", lambda: min(map(len, lines)) >= 3, 20)
+            sent = time.monotonic()
+            served.proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+            served.proc.send_signal(signal.SIGINT)  # not waiting the 30 s out
+            served.proc.wait(timeout=20)
+            stopped_s = time.monotonic() - sent
+            for reader in readers:
+                reader.join(timeout=10)
+    log = served.log_text()
+    assert stopped_s < 10, f"took {stopped_s:.1f} s to stop: {log[-2000:]}"
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        left = sorted(k.decode() for k in client.scan_iter(match=f"{redis_namespace}:*"))
+    finally:
+        client.close()
+    # the spend is kept; the slots and holds (and their lapse times) are given back
+    held = [k for k in left if ":inflight:" in k or k.endswith((":holds", ":lapses"))]
+    assert not held, (held, log[-3000:])
+    store = open_store(store_url)
+    try:
+        rows = store.decisions(0)
+    finally:
+        store.close()
+    assert len(rows) == 2, log[-3000:]
+    for row in rows:
+        assert (row.status, row.error) == (200, "server_shutdown")
+        assert row.tokens_out and row.tokens_out < 300  # charged what it had streamed
+    assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
+    assert "Force quit: cut 2 running request(s)" in log

@@ -67,6 +67,7 @@ class _CutByShutdown(logging.Filter):
         return logging.getLogger(record.name).isEnabledFor(logging.WARNING)
 
 
+_FORCED = "Force quit: cut %s running request(s) now (logged as server_shutdown)"
 _CANCELLING = "Cancel %s running task(s)"  # uvicorn's line as the graceful timeout ends
 _CUT_FILTER = _CutByShutdown()
 
@@ -93,6 +94,23 @@ class Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         _STOPPING.set()
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's own, and on a force quit (a second Ctrl-C) the requests cut and the
+        app's shutdown run, as when the graceful timeout ends: uvicorn skips both, so the
+        requests were cancelled only as the event loop closed, after the app had closed
+        its Redis clients (their in-flight slots and budget holds kept for their leases),
+        without the decision log (their records lost), and with a traceback."""
+        await super().shutdown(sockets)
+        ended = getattr(self.lifespan, "shutdown_event", None)  # None: lifespan "off"
+        if not self.force_exit or ended is None or ended.is_set():
+            return
+        if self.server_state.tasks:
+            logging.getLogger("uvicorn.error").warning(_FORCED, len(self.server_state.tasks))
+        for task in self.server_state.tasks:
+            if not task.cancelling():  # a second cancel would break into a stream's end
+                task.cancel(msg="Task cancelled, force quit")
+        await self.lifespan.shutdown()
 
 
 _CUT_MESSAGE = "the gateway is shutting down and cut this request; retry it"
