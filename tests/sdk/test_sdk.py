@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from fake_upstream import FAIL_400, FAIL_500, FakeUpstream, fake_upstream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from redis_service import REDIS_URL
 
 from llmroute import Router
 from llmroute.errors import ModelNotFound, ProviderError, RoutingError, UpstreamRejected
@@ -272,6 +274,95 @@ def test_a_stream_dropped_unread_gives_its_slot_back(
             time.sleep(0.05)
             model = router.chat.completions.create(messages=HELLO).model
     assert model == capped
+
+
+def _capped_behind_redis(upstream: FakeUpstream, tmp_path: Path, namespace: str) -> Path:
+    """One route to a model of one in-flight slot (its fallback: `spare`), its slots in
+    Redis, so that closing a stream awaits (the slot's give-back) as it does in service."""
+    capped = f"capped-{tmp_path.name}?gap=0.2"
+    models = f'capped: {{provider: fake, model: "{capped}", max_in_flight: 1}}'
+    models += "\n  spare: {provider: fake, model: spare}"
+    path = _one_route(tmp_path, upstream, models, "capped", fallback="spare")
+    limits = f"{{url: '{REDIS_URL}', namespace: {namespace}, timeout_s: 2}}"
+    path.write_text(path.read_text() + f"dispatch: {{limits: {limits}}}\n")
+    return path
+
+
+def _streams_logged(db: Path) -> list[tuple[int, str | None]]:
+    store = sqlite3.connect(db)
+    try:
+        return store.execute("SELECT status, error FROM decisions WHERE stream = 1").fetchall()
+    finally:
+        store.close()
+
+
+def test_a_sync_stream_its_reader_left_unclosed_is_ended_and_recorded(
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    redis_namespace: str,
+) -> None:
+    """A reader's loop body raises with no `with` around the stream, and the stream is
+    dropped after a read: it is closed on the SDK's loop in order (its slot given back,
+    its end recorded as the caller leaving). Left to the collector, every generator of
+    the chain was closed by its own finaliser at once: "aclose(): asynchronous generator
+    is already running" ("Task exception was never retrieved"), and no record."""
+    path = _capped_behind_redis(upstream, tmp_path, redis_namespace)
+    capped = f"capped-{tmp_path.name}?gap=0.2"
+    db = tmp_path / "log.db"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
+    with Router.from_yaml(path) as router:
+        stream = router.chat.completions.create(messages=LONG, stream=True)
+        try:
+            for _ in stream:
+                raise LookupError("the reader's own bug")
+        except LookupError:
+            pass
+        del stream
+        gc.collect()
+        model, deadline = "", time.monotonic() + 5
+        while model != capped and time.monotonic() < deadline:
+            time.sleep(0.05)
+            model = router.chat.completions.create(messages=HELLO).model
+    assert model == capped
+    assert "already running" not in caplog.text and "never retrieved" not in caplog.text
+    assert _streams_logged(db) == [(200, "client_disconnected")]
+
+
+def test_an_async_stream_left_mid_read_and_dropped_is_ended_and_recorded(
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    redis_namespace: str,
+) -> None:
+    """``async for ...: break`` with no ``async with``, the stream then dropped: closed
+    in order on its loop as it is freed, as the synchronous one is."""
+    path = _capped_behind_redis(upstream, tmp_path, redis_namespace)
+    capped = f"capped-{tmp_path.name}?gap=0.2"
+    db = tmp_path / "log.db"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
+
+    async def main() -> str:
+        router = Router.from_yaml(path)
+        try:
+            stream = await router.chat.completions.acreate(messages=LONG, stream=True)
+            async for _ in stream:
+                break
+            del stream
+            gc.collect()
+            model, deadline = "", time.monotonic() + 5
+            while model != capped and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                model = (await router.chat.completions.acreate(messages=HELLO)).model
+            return model
+        finally:
+            await router.aclose()
+
+    assert asyncio.run(main()) == capped
+    assert "already running" not in caplog.text and "never retrieved" not in caplog.text
+    assert _streams_logged(db) == [(200, "client_disconnected")]
 
 
 def test_a_stream_broken_midway_raises_provider_error(router: Router) -> None:

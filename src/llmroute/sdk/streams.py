@@ -72,8 +72,10 @@ async def _chunks(
         error = "stream_interrupted"
         raise
     finally:
-        await opened.aclose()
-        on_end(opened, error)
+        try:
+            await opened.aclose()
+        finally:  # recorded even when closing fails
+            on_end(opened, error)
 
 
 def _edited(
@@ -100,18 +102,45 @@ def _delta_text(chunk: dict[str, Any]) -> str:
 _DROPPED: set[asyncio.Task[None]] = set()  # ends of dropped streams, until done
 
 
-def _end_dropped(opened: Opened, on_end: StreamEnd | None) -> None:
-    """On the stream's loop: end a stream its caller dropped unread, and record it."""
+class _Ending:
+    """`on_end`, once, whichever path ends the stream first (a stream closed before its
+    first chunk never runs `_chunks`); its failure never fails the stream. Apart from
+    the `AsyncStream`, so that the chunks' generator does not refer back to it: a
+    stream its caller drops is then freed at once, and its `__del__` closes the chain
+    in order."""
+
+    __slots__ = ("ended", "on_end", "parts")
+
+    def __init__(self, on_end: StreamEnd | None, parts: list[str] | None) -> None:
+        self.on_end = on_end
+        self.parts = parts
+        self.ended = False
+
+    def __call__(self, opened: Opened, error: str | None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self.on_end is None:
+            return
+        try:
+            self.on_end(opened, error, "".join(self.parts or ()))
+        except Exception:  # logging must never fail the caller's stream
+            log.exception("recording the stream's end failed")
+
+
+def _end_dropped(chunks: AsyncGenerator[Any, None], opened: Opened, ending: _Ending) -> None:
+    """On the stream's loop: end a stream its caller dropped unclosed, and record it."""
 
     async def end() -> None:
         try:
-            await opened.aclose()
+            try:
+                await chunks.aclose()
+            finally:
+                await opened.aclose()
+        except Exception:
+            log.exception("closing a dropped stream failed")
         finally:
-            if on_end is not None:
-                try:
-                    on_end(opened, CLIENT_DISCONNECTED, "")
-                except Exception:
-                    log.exception("recording the stream's end failed")
+            ending(opened, CLIENT_DISCONNECTED)
 
     task = asyncio.ensure_future(end())
     _DROPPED.add(task)
@@ -134,37 +163,29 @@ class AsyncStream:
     ) -> None:
         self.llmroute = info
         self._opened = opened
-        self._on_end = on_end
-        self._ended = False
-        self._parts: list[str] | None = [] if collect else None
+        parts: list[str] | None = [] if collect else None
+        self._ending = _Ending(on_end, parts)
         mask, values = edits
         chain: list[StreamEdit] = [mask.stream()] if mask is not None else []
         if values:
             chain.append(StreamRestorer(values))
-        self._chunks = _chunks(opened, info, self._end, self._parts, chain)
+        self._chunks = _chunks(opened, info, self._ending, parts, chain)
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
 
     def __del__(self) -> None:
-        # Dropped unread and unclosed (an error before the caller's loop began): a
+        # Dropped unclosed (an error before the caller's loop began, or in its body): a
         # generator never started has no finaliser, so its slot and holds would wait
-        # for their leases. One read, however little, is ended by its own finaliser.
-        if self._opened.unread_end is None:
+        # for their leases; one suspended mid-stream left to the collector has each
+        # generator of its chain closed by its own finaliser at once, and the one its
+        # outer one is closing raises "already running", its end unrecorded.
+        if self._ending.ended and self._opened.unread_end is None:
             return
-        on_end = None if self._ended else self._on_end
         with contextlib.suppress(RuntimeError):  # its loop is closed: nothing to end on
-            self._loop.call_soon_threadsafe(_end_dropped, self._opened, on_end)
+            self._loop.call_soon_threadsafe(_end_dropped, self._chunks, self._opened, self._ending)
 
     def _end(self, opened: Opened, error: str | None) -> None:
-        """`on_end`, once, whichever path ends the stream first (a stream closed before
-        its first chunk never runs `_chunks`); its failure never fails the stream."""
-        if self._ended or self._on_end is None:
-            return
-        self._ended = True
-        try:
-            self._on_end(opened, error, "".join(self._parts or ()))
-        except Exception:  # logging must never fail the caller's stream
-            log.exception("recording the stream's end failed")
+        self._ending(opened, error)
 
     @property
     def usage(self) -> Usage | None:
