@@ -365,6 +365,46 @@ def test_an_async_stream_left_mid_read_and_dropped_is_ended_and_recorded(
     assert _streams_logged(db) == [(200, "client_disconnected")]
 
 
+def test_closing_the_router_ends_a_stream_another_thread_reads(
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    redis_namespace: str,
+) -> None:
+    """`router.close()` while a worker reads a stream: the read in flight is cancelled as
+    the SDK's loop stops, so the worker's loop ends, the slot is given back and the end
+    recorded. The loop stopped with the read pending: the worker waited for ever, the
+    slot stayed held for its lease, and its generators were closed under the read
+    ("already running")."""
+    path = _capped_behind_redis(upstream, tmp_path, redis_namespace)
+    capped = f"capped-{tmp_path.name}?gap=0.2"
+    db = tmp_path / "log.db"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
+    ended: list[str] = []
+    router = Router.from_yaml(path)
+    stream = router.chat.completions.create(messages=LONG, stream=True)
+
+    def read() -> None:
+        try:
+            for _ in stream:
+                pass
+            ended.append("ended")
+        except BaseException as exc:  # what the worker would see
+            ended.append(repr(exc))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.3)
+    router.close()
+    reader.join(5)
+    assert not reader.is_alive() and ended == ["ended"]
+    with router:  # usable again: the slot was given back
+        assert router.chat.completions.create(messages=HELLO).model == capped
+    assert "already running" not in caplog.text
+    assert _streams_logged(db) == [(200, "client_disconnected")]
+
+
 def test_a_stream_broken_midway_raises_provider_error(router: Router) -> None:
     stream = router.chat.completions.create(model="halfway", messages=HELLO, stream=True)
     with pytest.raises(ProviderError):

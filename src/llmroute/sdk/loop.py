@@ -20,6 +20,7 @@ __all__ = ["LoopThread"]
 T = TypeVar("T")
 
 _RUNNING: weakref.WeakSet[LoopThread] = weakref.WeakSet()
+_UNWIND_S = 5.0  # for the calls still running as the loop stops to end (close upstreams)
 
 
 @atexit.register
@@ -36,6 +37,7 @@ class LoopThread:
 
     def __init__(self, name: str = "llmroute-sdk") -> None:
         self.loop = asyncio.new_event_loop()
+        self.stopping = False  # set by `stop`: calls cancelled since were cancelled by it
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
         _RUNNING.add(self)
@@ -45,8 +47,23 @@ class LoopThread:
         try:
             self.loop.run_forever()
         finally:
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.close()
+            try:
+                self._cancel_pending()
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            finally:
+                self.loop.close()
+
+    def _cancel_pending(self) -> None:
+        """Cancel the calls still running (another thread's read of a stream, a
+        `create` waiting for its answer) and let them unwind, as `asyncio.run` does: left
+        pending, their callers waited for ever, their streams' slots stayed held for the
+        lease, and closing their generators under them raised "already running"."""
+        pending = asyncio.all_tasks(self.loop)
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.wait(pending, timeout=_UNWIND_S))
 
     @property
     def alive(self) -> bool:
@@ -74,6 +91,7 @@ class LoopThread:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the loop (async generators still open are closed) and join the thread."""
         _RUNNING.discard(self)
+        self.stopping = True
         if self.loop.is_closed() or not self.alive:
             return
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -262,7 +262,8 @@ class Stream:
         try:
             more, chunk = self._thread.run(self._read())
         except (asyncio.CancelledError, concurrent.futures.CancelledError):
-            if self._done:  # closed by another thread while this one waited
+            if self._done or self._thread.stopping:  # closed, or its router, meanwhile
+                self._done = True
                 raise StopIteration from None
             with contextlib.suppress(Exception):
                 self.close()
