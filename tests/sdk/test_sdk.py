@@ -405,6 +405,31 @@ def test_closing_the_router_ends_a_stream_another_thread_reads(
     assert _streams_logged(db) == [(200, "client_disconnected")]
 
 
+def test_closing_the_router_ends_a_stream_left_between_reads(
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    redis_namespace: str,
+) -> None:
+    """A stream read in part and still held (not read, not closed) as the router closes
+    is closed in order before the loop's generators are: ``shutdown_asyncgens`` closes
+    them all at once, and the one its outer one was closing raised "already running"."""
+    path = _capped_behind_redis(upstream, tmp_path, redis_namespace)
+    capped = f"capped-{tmp_path.name}?gap=0.2"
+    db = tmp_path / "log.db"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
+    router = Router.from_yaml(path)
+    stream = router.chat.completions.create(messages=LONG, stream=True)
+    next(stream)
+    router.close()
+    assert "already running" not in caplog.text
+    assert list(stream) == []  # ended with the router's loop
+    with router:
+        assert router.chat.completions.create(messages=HELLO).model == capped
+    assert _streams_logged(db) == [(200, "client_disconnected")]
+
+
 def test_a_stream_broken_midway_raises_provider_error(router: Router) -> None:
     stream = router.chat.completions.create(model="halfway", messages=HELLO, stream=True)
     with pytest.raises(ProviderError):

@@ -49,6 +49,9 @@ class LoopThread:
         finally:
             try:
                 self._cancel_pending()
+                from llmroute.sdk.streams import close_streams  # it imports this module
+
+                self.loop.run_until_complete(close_streams(self.loop))
                 self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             finally:
                 self.loop.close()

@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import weakref
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -100,6 +101,7 @@ def _delta_text(chunk: dict[str, Any]) -> str:
 
 
 _DROPPED: set[asyncio.Task[None]] = set()  # ends of dropped streams, until done
+_OPEN: weakref.WeakSet[AsyncStream] = weakref.WeakSet()  # until collected
 
 
 class _Ending:
@@ -172,6 +174,7 @@ class AsyncStream:
         self._chunks = _chunks(opened, info, self._ending, parts, chain)
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
+        _OPEN.add(self)
 
     def __del__(self) -> None:
         # Dropped unclosed (an error before the caller's loop began, or in its body): a
@@ -225,6 +228,17 @@ class AsyncStream:
         await self.aclose()
 
 
+async def close_streams(loop: asyncio.AbstractEventLoop) -> None:
+    """Close, in order, the streams still open on `loop` as it stops: left to
+    ``shutdown_asyncgens``, which closes every generator at once, the one its outer
+    one is closing raises "already running"."""
+    for stream in [s for s in list(_OPEN) if s._loop is loop and not s._ending.ended]:
+        try:
+            await stream.aclose()
+        except Exception:
+            log.exception("closing a stream as its loop stopped failed")
+
+
 async def _next_or_end(stream: AsyncStream) -> tuple[bool, Any]:
     """One chunk, as ``(True, chunk)``, or ``(False, None)`` at the end: a coroutine
     does not carry StopAsyncIteration across threads gracefully."""
@@ -257,7 +271,8 @@ class Stream:
         return self
 
     def __next__(self) -> Any:
-        if self._done:
+        if self._done or self._thread.stopping:  # closed, or ended with its router's loop
+            self._done = True
             raise StopIteration
         try:
             more, chunk = self._thread.run(self._read())
