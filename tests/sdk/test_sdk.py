@@ -288,6 +288,17 @@ def _capped_behind_redis(upstream: FakeUpstream, tmp_path: Path, namespace: str)
     return path
 
 
+def _capped_and_logged(
+    upstream: FakeUpstream, tmp_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, str, Path]:
+    """`_capped_behind_redis`'s registry, the capped model's upstream name, and the
+    SQLite decision log the SDK's routers write (set by the environment)."""
+    db = tmp_path / "log.db"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
+    path = _capped_behind_redis(upstream, tmp_path, namespace)
+    return path, f"capped-{tmp_path.name}?gap=0.2", db
+
+
 def _streams_logged(db: Path) -> list[tuple[int, str | None]]:
     store = sqlite3.connect(db)
     try:
@@ -308,10 +319,7 @@ def test_a_sync_stream_its_reader_left_unclosed_is_ended_and_recorded(
     its end recorded as the caller leaving). Left to the collector, every generator of
     the chain was closed by its own finaliser at once: "aclose(): asynchronous generator
     is already running" ("Task exception was never retrieved"), and no record."""
-    path = _capped_behind_redis(upstream, tmp_path, redis_namespace)
-    capped = f"capped-{tmp_path.name}?gap=0.2"
-    db = tmp_path / "log.db"
-    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
+    path, capped, db = _capped_and_logged(upstream, tmp_path, redis_namespace, monkeypatch)
     with Router.from_yaml(path) as router:
         stream = router.chat.completions.create(messages=LONG, stream=True)
         try:
@@ -339,10 +347,7 @@ def test_an_async_stream_left_mid_read_and_dropped_is_ended_and_recorded(
 ) -> None:
     """``async for ...: break`` with no ``async with``, the stream then dropped: closed
     in order on its loop as it is freed, as the synchronous one is."""
-    path = _capped_behind_redis(upstream, tmp_path, redis_namespace)
-    capped = f"capped-{tmp_path.name}?gap=0.2"
-    db = tmp_path / "log.db"
-    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
+    path, capped, db = _capped_and_logged(upstream, tmp_path, redis_namespace, monkeypatch)
 
     async def main() -> str:
         router = Router.from_yaml(path)
@@ -377,10 +382,7 @@ def test_closing_the_router_ends_a_stream_another_thread_reads(
     recorded. The loop stopped with the read pending: the worker waited for ever, the
     slot stayed held for its lease, and its generators were closed under the read
     ("already running")."""
-    path = _capped_behind_redis(upstream, tmp_path, redis_namespace)
-    capped = f"capped-{tmp_path.name}?gap=0.2"
-    db = tmp_path / "log.db"
-    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
+    path, capped, db = _capped_and_logged(upstream, tmp_path, redis_namespace, monkeypatch)
     ended: list[str] = []
     router = Router.from_yaml(path)
     stream = router.chat.completions.create(messages=LONG, stream=True)
@@ -415,10 +417,7 @@ def test_closing_the_router_ends_a_stream_left_between_reads(
     """A stream read in part and still held (not read, not closed) as the router closes
     is closed in order before the loop's generators are: ``shutdown_asyncgens`` closes
     them all at once, and the one its outer one was closing raised "already running"."""
-    path = _capped_behind_redis(upstream, tmp_path, redis_namespace)
-    capped = f"capped-{tmp_path.name}?gap=0.2"
-    db = tmp_path / "log.db"
-    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
+    path, capped, db = _capped_and_logged(upstream, tmp_path, redis_namespace, monkeypatch)
     router = Router.from_yaml(path)
     stream = router.chat.completions.create(messages=LONG, stream=True)
     next(stream)
