@@ -3,9 +3,10 @@ chat-completions interface that dispatch and the gateway speak."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from llmroute.dispatch.usage import usage_wanted
@@ -89,14 +90,15 @@ class AnthropicProvider:
         payload = {**to_messages_request(self.name, model, body), "stream": True}
         translator = StreamTranslator(self.name, include_usage=usage_wanted(body))
         events = streamed_once_more(payload, lambda sent: self._events(sent, translator, timeouts))
-        async for chunk in events:
-            yield chunk
+        async with contextlib.aclosing(events):  # closed with this one, not when collected
+            async for chunk in events:
+                yield chunk
         if not translator.done:
             raise ProviderError(self.name, "upstream stream ended before message_stop")
 
     async def _events(
         self, payload: dict[str, Any], translator: StreamTranslator, timeouts: Timeouts
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         async with self._http.events(_MESSAGES, payload, timeouts) as events:
             async for event in events:
                 for chunk in translator.feed(event):
@@ -131,22 +133,24 @@ async def sent_once_more(
 
 
 async def streamed_once_more(
-    payload: dict[str, Any], events: Callable[[dict[str, Any]], AsyncIterator[bytes]]
-) -> AsyncIterator[bytes]:
+    payload: dict[str, Any], events: Callable[[dict[str, Any]], AsyncGenerator[bytes, None]]
+) -> AsyncGenerator[bytes, None]:
     """`events(payload)`; when Anthropic refuses the request's thinking before anything
     went out, `events` once more without what it refused (`_unthought`)."""
     sent = False
     try:
-        async for chunk in events(payload):
-            sent = True
-            yield chunk
+        async with contextlib.aclosing(events(payload)) as first:
+            async for chunk in first:
+                sent = True
+                yield chunk
         return
     except UpstreamRejected as exc:
         plain = None if sent else _unthought(payload, exc)
         if plain is None:
             raise
-    async for chunk in events(plain):
-        yield chunk
+    async with contextlib.aclosing(events(plain)) as again:
+        async for chunk in again:
+            yield chunk
 
 
 def _unthought(payload: dict[str, Any], refused: UpstreamRejected) -> dict[str, Any] | None:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -120,8 +121,9 @@ class BedrockProvider:
         events = streamed_once_more(
             payload, lambda sent: self._events(model, sent, translator, timeouts)
         )
-        async for chunk in events:
-            yield chunk
+        async with contextlib.aclosing(events):  # closed with this one, not when collected
+            async for chunk in events:
+                yield chunk
         if not translator.done:
             raise ProviderError(self.name, "upstream stream ended before message_stop")
 
@@ -131,7 +133,7 @@ class BedrockProvider:
         payload: dict[str, Any],
         translator: StreamTranslator,
         timeouts: Timeouts,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         path = _path(model, "invoke-with-response-stream")
         framing = _framing(self.name)
         async with self._http.events(path, self._body(payload), timeouts, framing=framing) as ev:

@@ -10,8 +10,9 @@ The token is a Google OAuth2 access token (`llmroute.providers.google_auth`).
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -81,8 +82,9 @@ class VertexProvider:
         events = streamed_once_more(
             payload, lambda sent: self._events(path, sent, translator, timeouts)
         )
-        async for chunk in events:
-            yield chunk
+        async with contextlib.aclosing(events):  # closed with this one, not when collected
+            async for chunk in events:
+                yield chunk
         if not translator.done:
             raise ProviderError(self.name, "upstream stream ended before message_stop")
 
@@ -108,7 +110,7 @@ class VertexProvider:
         payload: dict[str, Any],
         translator: StreamTranslator,
         timeouts: Timeouts,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         headers = await self._tokens.headers(timeouts.total_s)
         sent = False
         try:
