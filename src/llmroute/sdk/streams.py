@@ -187,9 +187,6 @@ class AsyncStream:
         with contextlib.suppress(RuntimeError):  # its loop is closed: nothing to end on
             self._loop.call_soon_threadsafe(_end_dropped, self._chunks, self._opened, self._ending)
 
-    def _end(self, opened: Opened, error: str | None) -> None:
-        self._ending(opened, error)
-
     @property
     def usage(self) -> Usage | None:
         """Tokens and cost, once the stream has ended."""
@@ -203,7 +200,7 @@ class AsyncStream:
             async with asyncio.timeout(self._timeout):
                 return await anext(self._chunks)
         except TimeoutError:
-            self._end(self._opened, "timeout")
+            self._ending(self._opened, "timeout")
             await self.aclose()
             raise ProviderTimeout(
                 self._opened.deployment, f"no stream event within {self._timeout:g}s"
@@ -214,7 +211,7 @@ class AsyncStream:
             await self._chunks.aclose()
         finally:
             await self._opened.aclose()  # a stream closed before its first chunk too
-        self._end(self._opened, CLIENT_DISCONNECTED)
+        self._ending(self._opened, CLIENT_DISCONNECTED)
 
     async def __aenter__(self) -> AsyncStream:
         return self
