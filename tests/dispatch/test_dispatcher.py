@@ -19,6 +19,7 @@ from plans import plan_for
 
 from llmroute.dispatch import Dispatcher
 from llmroute.dispatch import dispatcher as dispatcher_module
+from llmroute.dispatch.deployments import settled
 from llmroute.dispatch.dispatcher import DispatchObserver
 from llmroute.errors import (
     AllFallbacksFailed,
@@ -1283,3 +1284,25 @@ def test_a_thinking_stream_closed_before_its_words_stops_the_read_waiting_on_it(
             break
         time.sleep(0.05)
     assert any(model == tag for model, _ in h.upstream.cut)  # its connection closed
+
+
+def test_closing_waits_for_the_give_backs_of_callers_that_left(h: Harness) -> None:
+    """A caller cancelled twice leaves its give-back (a slot, a hold) running on its own;
+    closing the dispatcher waits for it before closing the connections it goes over
+    (which left the slot taken for its lease)."""
+    registry = h.registry("  a: {provider: up, model: a}", "a")
+    given_back: list[str] = []
+
+    async def give_back() -> None:
+        await asyncio.sleep(0.2)
+        given_back.append("slot")
+
+    async def job(dispatcher: Dispatcher) -> None:
+        caller = asyncio.ensure_future(settled(give_back(), remote=True))
+        await asyncio.sleep(0)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+
+    h.run(registry, job)
+    assert given_back == ["slot"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from fake_upstream import FAIL_400, FAIL_500, FakeUpstream, fake_upstream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from redis_service import REDIS_URL
@@ -370,18 +371,21 @@ def test_an_async_stream_left_mid_read_and_dropped_is_ended_and_recorded(
     assert _streams_logged(db) == [(200, "client_disconnected")]
 
 
+@pytest.mark.parametrize("redis_paused", [False, True], ids=["redis", "redis-paused"])
 def test_closing_the_router_ends_a_stream_another_thread_reads(
     upstream: FakeUpstream,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     redis_namespace: str,
+    redis_paused: bool,
 ) -> None:
     """`router.close()` while a worker reads a stream: the read in flight is cancelled as
     the SDK's loop stops, so the worker's loop ends, the slot is given back and the end
     recorded. The loop stopped with the read pending: the worker waited for ever, the
     slot stayed held for its lease, and its generators were closed under the read
-    ("already running")."""
+    ("already running"). With Redis pausing writes as the router closes, the close waits
+    for the slot's give-back."""
     path, capped, db = _capped_and_logged(upstream, tmp_path, redis_namespace, monkeypatch)
     ended: list[str] = []
     router = Router.from_yaml(path)
@@ -398,6 +402,9 @@ def test_closing_the_router_ends_a_stream_another_thread_reads(
     reader = threading.Thread(target=read)
     reader.start()
     time.sleep(0.3)
+    if redis_paused:
+        with redis.Redis.from_url(REDIS_URL) as admin:
+            admin.execute_command("CLIENT", "PAUSE", 300, "WRITE")
     router.close()
     reader.join(5)
     assert not reader.is_alive() and ended == ["ended"]

@@ -128,6 +128,28 @@ def test_two_routers_share_the_semantic_index_in_redis(
     assert len(upstream.requests) == before + 1
 
 
+def test_closing_the_router_lets_a_slow_cache_write_finish(
+    tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    """Redis pauses writes (``CLIENT PAUSE``) while the router closes: the answer's
+    write and its semantic index entry still land (closing the router cancelled them)."""
+    import redis
+
+    cache = (
+        f"{{url: '{REDIS_URL}', namespace: {redis_namespace}, timeout_s: 2, "
+        "semantic: {threshold: 0.95}}"
+    )
+    with redis.Redis.from_url(REDIS_URL) as admin, _router(tmp_path, upstream, cache) as a:
+        a.chat.completions.create(**_ask("What is the capital of Italy?"))  # warm
+        admin.execute_command("CLIENT", "PAUSE", 300, "WRITE")
+        first = a.chat.completions.create(**_ask("What is the capital of Peru?"))
+        assert first.llmroute["cache"] == "miss"
+    with _router(tmp_path, upstream, cache, "b.yaml") as b:
+        close = b.chat.completions.create(**_ask("what is the capital of peru"))
+        assert close.llmroute["cache"] == "hit"
+        assert close.choices[0].message.content == first.choices[0].message.content
+
+
 def test_negative_feedback_through_the_sdk_evicts_the_cached_answer(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:

@@ -42,6 +42,7 @@ __all__ = [
     "give_back",
     "renew",
     "settled",
+    "settling",
     "slot_lease",
 ]
 
@@ -229,6 +230,11 @@ def _kept(work: Awaitable[T]) -> asyncio.Future[T]:
     _settling.add(task)
     task.add_done_callback(_settling.discard)
     return task
+
+
+def settling(loop: asyncio.AbstractEventLoop) -> set[asyncio.Future[Any]]:
+    """The `settled` work still running on `loop`, for a closing dispatcher to wait for."""
+    return {task for task in _settling if task.get_loop() is loop}
 
 
 async def settled(work: Awaitable[T], *, remote: bool) -> T:

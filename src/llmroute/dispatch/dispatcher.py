@@ -54,6 +54,7 @@ from llmroute.dispatch.deployments import (
     give_back,
     renew,
     settled,
+    settling,
     slot_lease,
     stream_ended,
 )
@@ -124,6 +125,7 @@ Answer = dict[str, Any]  # the JSON answer of an API passed through (embeddings,
 Sleep = Callable[[float], Awaitable[None]]
 _PER = {"hour": "hourly", "day": "daily", "month": "monthly"}
 _PENDING: set[asyncio.Future[Any]] = set()  # holds made or given back for a caller that left
+SETTLE_S = 5.0  # the longest a closing dispatcher waits for those and the slots given back
 
 
 @dataclass(frozen=True, slots=True)
@@ -684,6 +686,13 @@ class Dispatcher:
         return data, usage
 
     async def aclose(self) -> None:
+        """Close the providers and the shared state's connections, once the give-backs of
+        callers that left are done (bounded): closing the connections under them left
+        their slots and holds taken for their leases."""
+        loop = asyncio.get_running_loop()
+        left = settling(loop) | {task for task in _PENDING if task.get_loop() is loop}
+        if left:
+            await asyncio.wait(left, timeout=SETTLE_S)
         for provider in self._providers.values():
             await provider.aclose()
         if self._limits is not None:

@@ -38,6 +38,7 @@ class LoopThread:
     def __init__(self, name: str = "llmroute-sdk") -> None:
         self.loop = asyncio.new_event_loop()
         self.stopping = False  # set by `stop`: calls cancelled since were cancelled by it
+        self._calls: set[asyncio.Task[Any]] = set()  # the callers' coroutines running
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
         _RUNNING.add(self)
@@ -48,25 +49,30 @@ class LoopThread:
             self.loop.run_forever()
         finally:
             try:
-                self._cancel_pending()
+                self._cancel(set(self._calls))
                 from llmroute.sdk.streams import close_streams  # it imports this module
 
                 self.loop.run_until_complete(close_streams(self.loop))
                 self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+                self._cancel(asyncio.all_tasks(self.loop))
             finally:
                 self.loop.close()
 
-    def _cancel_pending(self) -> None:
-        """Cancel the calls still running (another thread's read of a stream, a
-        `create` waiting for its answer) and let them unwind, as `asyncio.run` does: left
-        pending, their callers waited for ever, their streams' slots stayed held for the
-        lease, and closing their generators under them raised "already running"."""
-        pending = asyncio.all_tasks(self.loop)
-        if not pending:
+    def _cancel(self, tasks: set[asyncio.Task[Any]]) -> None:
+        """Cancel `tasks` and let them unwind, as `asyncio.run` does.
+
+        The callers' calls go first (another thread's read of a stream, a `create`
+        waiting for its answer): left pending, their callers waited for ever, their
+        streams' slots stayed held for the lease, and closing their generators under them
+        raised "already running". The background work (a cache write, a usage charge)
+        is not cancelled with them: closing the dispatchers waits for it, and only what
+        is left after that is cancelled.
+        """
+        if not tasks:
             return
-        for task in pending:
+        for task in tasks:
             task.cancel()
-        self.loop.run_until_complete(asyncio.wait(pending, timeout=_UNWIND_S))
+        self.loop.run_until_complete(asyncio.wait(tasks, timeout=_UNWIND_S))
 
     @property
     def alive(self) -> bool:
@@ -89,7 +95,16 @@ class LoopThread:
         if threading.current_thread() is self._thread or not self.alive:
             coro.close()
             raise RuntimeError("the llmroute SDK loop is closed, or this is its own thread")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return asyncio.run_coroutine_threadsafe(self._call(coro), self.loop)
+
+    async def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        self._calls.add(task)
+        try:
+            return await coro
+        finally:
+            self._calls.discard(task)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the loop (async generators still open are closed) and join the thread."""
