@@ -108,7 +108,7 @@ async def _two_views(
 ) -> AsyncIterator[tuple[MemoryLimits | RedisLimits, MemoryLimits | RedisLimits]]:
     """Two processes' views of the counts: one memory object, or two Redis clients."""
     if backend == "memory":
-        memory = MemoryLimits(clock)
+        memory = MemoryLimits(clock, clock)
         yield memory, memory
         return
     one = RedisLimits(REDIS_URL, 2.0, namespace, clock)
@@ -842,3 +842,24 @@ def test_key_info_does_not_report_a_redis_that_does_not_answer_as_nothing_spent(
     assert info["budget"]["spent_usd"] is None and info["budget"]["remaining_usd"] is None
     answered = asyncio.run(key_info(key, MemoryLimits()))
     assert answered["budget"]["spent_usd"] == 0.0 and answered["tpm"]["used_last_minute"] == 0
+
+
+def test_in_memory_slot_leases_last_on_a_clock_that_steps_cannot_move() -> None:
+    """A wall clock stepped an hour forward (NTP, a laptop waking) lapsed every slot
+    held in this process at once: a model capped at one call ran two. Leases now last
+    on the monotonic clock; they still lapse when it passes them."""
+    wall, steady = [1_700_000_000.0], [50.0]
+    limits = MemoryLimits(lambda: wall[0], lambda: steady[0])
+
+    async def go() -> list[str | None]:
+        held = await limits.take_slot("d", 1, lease_s=60)
+        assert held is not None
+        wall[0] += 3600
+        seen = [await limits.take_slot("d", 1, lease_s=60)]  # still held
+        assert await limits.renew_slot("d", held, lease_s=60)
+        steady[0] += 61  # the lease itself lapses
+        seen.append(await limits.take_slot("d", 1, lease_s=60))
+        return seen
+
+    stepped, lapsed = asyncio.run(go())
+    assert stepped is None and lapsed is not None

@@ -332,8 +332,13 @@ class MemoryLimits:
     remote = False
     answering = True
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        lease_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock  # what periods and minutes are counted in: the calendar
+        self._lease_clock = lease_clock  # what leases last in: a clock steps cannot move
         self._lock = threading.Lock()
         self._counts: dict[str, tuple[int, int, int]] = {}  # key → (minute, this, previous)
         self._spent: dict[str, tuple[str, float]] = {}  # key → (period, USD)
@@ -451,7 +456,7 @@ class MemoryLimits:
         """One of `cap` slots of `key`, leased for `lease_s`, or None when all are taken.
         Leased like Redis's, so a stream nobody ever read or closed cannot hold its slot
         for good."""
-        now = self._clock()
+        now = self._lease_clock()
         with self._lock:
             slots = self._slots.setdefault(key, {})
             if len(slots) >= cap:
@@ -473,7 +478,7 @@ class MemoryLimits:
             slots = self._slots.get(key, {})
             if int(slot) not in slots:
                 return False
-            slots[int(slot)] = self._clock() + lease_s
+            slots[int(slot)] = self._lease_clock() + lease_s
             return True
 
     async def give_slot(self, key: str, slot: str) -> None:
