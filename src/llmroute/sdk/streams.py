@@ -149,6 +149,12 @@ def _end_dropped(chunks: AsyncGenerator[Any, None], opened: Opened, ending: _End
     task.add_done_callback(_DROPPED.discard)
 
 
+def _cancelling() -> bool:
+    """Whether the running task itself is being cancelled (by its caller)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class AsyncStream:
     """``chat.completion.chunk`` objects (openai's ``ChatCompletionChunk``, or dicts),
     each carrying the ``llmroute`` field, also kept here as `llmroute`."""
@@ -174,6 +180,9 @@ class AsyncStream:
         self._chunks = _chunks(opened, info, self._ending, parts, chain)
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
+        self._reading: asyncio.Task[Any] | None = None  # the read in flight: ours to cancel
+        self._cut = False  # `aclose` ended a read in flight: its reader's loop ends
+        self._closing = asyncio.Lock()  # one close at a time: a second waits for the first
         _OPEN.add(self)
 
     def __del__(self) -> None:
@@ -196,6 +205,27 @@ class AsyncStream:
         return self
 
     async def __anext__(self) -> Any:
+        # The read runs as a task of its own, so that `aclose` from another task (a stop
+        # button) can end it without cancelling the reader's task.
+        read = asyncio.ensure_future(self._next())
+        self._reading = read
+        try:
+            return await read
+        except asyncio.CancelledError:
+            if self._cut and not _cancelling():  # closed under the reader, who goes on
+                await self._settled()
+                raise StopAsyncIteration from None
+            raise
+        finally:
+            self._reading = None
+
+    async def _settled(self) -> None:
+        """Once the close that cut the read is over."""
+        async with self._closing:
+            pass
+
+    async def _next(self) -> Any:
+        """The next chunk (the sync face, a task per read already, awaits it directly)."""
         try:
             async with asyncio.timeout(self._timeout):
                 return await anext(self._chunks)
@@ -207,11 +237,20 @@ class AsyncStream:
             ) from None
 
     async def aclose(self) -> None:
-        try:
-            await self._chunks.aclose()
-        finally:
-            await self._opened.aclose()  # a stream closed before its first chunk too
-        self._ending(self._opened, CLIENT_DISCONNECTED)
+        """Stop reading and close the upstream stream (idempotent). From another task
+        than the reader's, the read in flight is ended first (a generator cannot be
+        closed while it is being read) and the reader's ``async for`` ends."""
+        async with self._closing:
+            reading = self._reading
+            if reading is not None and not reading.done() and reading is not asyncio.current_task():
+                self._cut = True
+                reading.cancel()
+                await asyncio.wait({reading})
+            try:
+                await self._chunks.aclose()
+            finally:
+                await self._opened.aclose()  # a stream closed before its first chunk too
+            self._ending(self._opened, CLIENT_DISCONNECTED)
 
     async def __aenter__(self) -> AsyncStream:
         return self
@@ -240,7 +279,7 @@ async def _next_or_end(stream: AsyncStream) -> tuple[bool, Any]:
     """One chunk, as ``(True, chunk)``, or ``(False, None)`` at the end: a coroutine
     does not carry StopAsyncIteration across threads gracefully."""
     try:
-        return True, await anext(stream)
+        return True, await stream._next()
     except StopAsyncIteration:
         return False, None
 
