@@ -12,6 +12,7 @@ catch one class at the boundary::
     │     └── UnencodableText (ValueError)  a text holds an unpaired UTF-16 surrogate
     ├── DataError (ValueError)        a labelled data file has a bad line
     ├── TelemetryError                the decision log's database cannot be reached or used
+    ├── RouterClosed                  the SDK's router was closed while the call waited
     ├── RoutingError                  a request cannot be routed (bad request shape)
     │     └── ModelNotFound           the request names a model the registry lacks
     └── ProviderError                 an upstream model provider failed (carries `status`)
@@ -49,6 +50,7 @@ __all__ = [
     "ProviderMisconfigured",
     "ProviderTimeout",
     "RateLimited",
+    "RouterClosed",
     "RoutingError",
     "TelemetryError",
     "UnencodableText",
@@ -127,6 +129,16 @@ class TelemetryError(LlmrouteError):
     """The decision log's database cannot be opened, migrated or written. The message
     names the store by its masked URL (``postgresql://user:***@host/db``), never the
     password."""
+
+
+class RouterClosed(LlmrouteError):
+    """The router was closed (``router.close()``, ``await router.aclose()``) while an SDK
+    call waited for its answer or for its stream to open: the call was ended, its
+    in-flight slot given back and its decision recorded as a caller leaving (499). The
+    router stays usable; a later call starts afresh."""
+
+    def __init__(self, message: str = "the router was closed while the call was in flight"):
+        super().__init__(message)
 
 
 class RoutingError(LlmrouteError):

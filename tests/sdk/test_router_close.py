@@ -1,9 +1,12 @@
-"""Closing a stream while calls are in flight: each call ends promptly, a stream's loop
-as at its end; its in-flight slot is given back and its end recorded."""
+"""Closing a router (or a stream) while calls are in flight, on the SDK's loop thread,
+on another thread's event loop or on the closing loop itself: each call ends promptly,
+a stream's loop as at its end, a call waiting for its answer with `RouterClosed`; its
+in-flight slot is given back and its end recorded."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +15,14 @@ from typing import Any
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
 from redis_service import REDIS_URL
-from test_sdk import HELLO, LONG, _one_route, _streams_logged
+from test_sdk import HELLO, LONG, SDK_THREAD, _one_route, _streams_logged
 
 from llmroute import Router
+from llmroute.errors import RouterClosed
 
 GAP = "gap=0.2"  # a stream of 30 words, one every 0.2 s
+WAIT = "delay=1"  # an answer after a second
+OPENING = "ttft=1"  # a stream whose first event comes after a second
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +52,16 @@ def _capped(
     return path, capped, db
 
 
+def _calls_logged(db: Path) -> list[tuple[int, str | None]]:
+    import sqlite3
+
+    store = sqlite3.connect(db)
+    try:
+        return store.execute("SELECT status, error FROM decisions").fetchall()
+    finally:
+        store.close()
+
+
 async def _read(stream: Any, seen: list[Any]) -> str:
     try:
         async for chunk in stream:
@@ -55,10 +71,111 @@ async def _read(stream: Any, seen: list[Any]) -> str:
     return "ended"
 
 
+async def _awaited(call: Any) -> str:
+    try:
+        await call
+    except BaseException as exc:  # what the caller would see
+        return repr(exc)
+    return "answered"
+
+
 async def _until(seen: list[Any], count: int) -> None:
     deadline = time.monotonic() + 5
     while len(seen) < count and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
+
+
+def _serve_again(router: Router, capped: str) -> str:
+    """The model the next call is served by: `capped` once its slot is back."""
+    with router:
+        return str(router.chat.completions.create(messages=HELLO).model)
+
+
+@pytest.mark.parametrize("fault", [GAP, WAIT, OPENING], ids=["reading", "waiting", "opening"])
+def test_closing_the_router_ends_the_calls_of_another_thread_s_loop(
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    redis_namespace: str,
+    fault: str,
+) -> None:
+    """`router.close()` from one thread while another thread's ``asyncio.run`` reads a
+    stream, waits for an answer or for a stream to open: the stream's ``async for``
+    ends as the synchronous reader's ``for`` does, the awaited call raises
+    `RouterClosed`; the slot is given back and the call recorded. The calls went on
+    with their clients closed under them: a stream raised aiohttp's bare
+    ``RuntimeError('Connection closed.')`` and an ``acreate`` went on to its answer,
+    or its timeout and the fallback, on a closed dispatcher."""
+    path, capped, db = _capped(upstream, tmp_path, redis_namespace, monkeypatch, fault)
+    router = Router.from_yaml(path)
+    seen: list[Any] = []
+    outcome: list[str] = []
+    started = threading.Event()
+
+    async def call() -> str:
+        pending = router.chat.completions.acreate(messages=LONG, stream=fault != WAIT)
+        if fault != GAP:  # waiting for the answer, or for the stream to open
+            started.set()
+            return await _awaited(pending)
+        reading = asyncio.ensure_future(_read(await pending, seen))
+        await _until(seen, 2)
+        started.set()
+        return await reading
+
+    caller = threading.Thread(target=lambda: outcome.append(asyncio.run(call())), daemon=True)
+    caller.start()
+    assert started.wait(10)
+    time.sleep(0.3)  # into the call's wait
+    router.close()
+    caller.join(10)
+    assert not caller.is_alive()
+    if fault == GAP:
+        assert outcome == ["ended"] and 2 <= len(seen) < 10
+        assert _streams_logged(db) == [(200, "client_disconnected")]
+    else:
+        assert outcome == [repr(RouterClosed())]
+        assert _calls_logged(db) == [(499, "client_disconnected")]
+    assert _serve_again(router, capped) == capped
+    assert "already running" not in caplog.text and "never retrieved" not in caplog.text
+
+
+@pytest.mark.parametrize("fault", [GAP, WAIT], ids=["reading", "waiting"])
+def test_aclose_ends_the_calls_of_other_tasks_on_its_loop(
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    redis_namespace: str,
+    fault: str,
+) -> None:
+    """``await router.aclose()`` while another task of the same loop reads a stream or
+    waits for an answer ends that call as `close` does another loop's: its dispatcher
+    was closed under it."""
+    path, capped, db = _capped(upstream, tmp_path, redis_namespace, monkeypatch, fault)
+    router = Router.from_yaml(path)
+
+    async def main() -> tuple[str, int]:
+        seen: list[Any] = []
+        if fault == GAP:
+            stream = await router.chat.completions.acreate(messages=LONG, stream=True)
+            task = asyncio.ensure_future(_read(stream, seen))
+            await _until(seen, 2)
+        else:
+            task = asyncio.ensure_future(_awaited(router.chat.completions.acreate(messages=LONG)))
+            await asyncio.sleep(0.3)
+        await router.aclose()
+        return await asyncio.wait_for(task, 10), len(seen)
+
+    outcome, read = asyncio.run(main())
+    if fault == GAP:
+        assert outcome == "ended" and 2 <= read < 10
+        assert _streams_logged(db) == [(200, "client_disconnected")]
+    else:
+        assert outcome == repr(RouterClosed())
+        assert _calls_logged(db) == [(499, "client_disconnected")]
+    assert _serve_again(router, capped) == capped
+    assert "already running" not in caplog.text and "never retrieved" not in caplog.text
 
 
 def test_an_async_stream_closed_from_another_task_ends_the_reading_loop(
@@ -130,3 +247,75 @@ def test_a_cancelled_reader_of_an_async_stream_still_sees_its_cancellation(
     cancelled, read, served = asyncio.run(main())
     assert cancelled and 2 <= read < 10 and served == capped
     assert _streams_logged(db) == [(200, "client_disconnected")]
+
+
+def test_closing_the_router_fails_a_sync_create_with_router_closed(
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_namespace: str,
+) -> None:
+    """A `create` waiting for its answer as another thread closes the router raises
+    `RouterClosed` (an `LlmrouteError` saying so), not the bare
+    ``concurrent.futures.CancelledError`` of the loop's machinery."""
+    path, capped, db = _capped(upstream, tmp_path, redis_namespace, monkeypatch, WAIT)
+    router = Router.from_yaml(path)
+    outcome: list[BaseException | str] = []
+
+    def call() -> None:
+        try:
+            router.chat.completions.create(messages=LONG)
+            outcome.append("answered")
+        except BaseException as exc:  # what the caller would see
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    time.sleep(0.5)
+    router.close()
+    caller.join(10)
+    assert not caller.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], RouterClosed), outcome
+    assert "closed" in str(outcome[0])
+    assert _calls_logged(db) == [(499, "client_disconnected")]
+    assert _serve_again(router, capped) == capped
+
+
+def test_close_racing_calls_that_restart_the_loop_leaves_nothing_behind(
+    upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads calling `create` while another closes the router over and over: each
+    call is answered or raises `RouterClosed` (none waits for ever on a loop that
+    stopped under it), and once the last close has returned no loop thread is left."""
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", "off")
+    path = _one_route(tmp_path, upstream, "quick: {provider: fake, model: quick}", "quick")
+    router = Router.from_yaml(path)
+    outcomes: list[str] = []
+    stop = threading.Event()
+
+    def call() -> None:
+        for _ in range(200):  # bounded
+            if stop.is_set():
+                return
+            try:
+                router.chat.completions.create(messages=HELLO)
+                outcomes.append("answered")
+            except RouterClosed:
+                outcomes.append("closed")
+            except BaseException as exc:  # anything else fails the test
+                outcomes.append(repr(exc))
+
+    callers = [threading.Thread(target=call, daemon=True) for _ in range(3)]
+    for caller in callers:
+        caller.start()
+    for _ in range(20):
+        time.sleep(0.02)
+        router.close()
+    stop.set()
+    for caller in callers:
+        caller.join(20)
+    assert not any(caller.is_alive() for caller in callers)
+    router.close()
+    assert not [t for t in threading.enumerate() if t.name == SDK_THREAD]
+    assert set(outcomes) <= {"answered", "closed"}, set(outcomes) - {"answered", "closed"}
+    assert "answered" in outcomes

@@ -11,6 +11,7 @@ is written to the decision log as a gateway request is (`SdkDecisionLog`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import copy
 import threading
@@ -50,6 +51,7 @@ from llmroute.untrusted_json import has_surrogate
 __all__ = ["Chat", "Completions"]
 
 T = TypeVar("T")
+_RELEASE_S = 10.0  # for other loops to end their calls and close their connections
 
 
 class _Request:
@@ -329,7 +331,9 @@ class _Engine:
             opened = Opened(answer.model, answer.deployment, replay(answer))
             info = routing_info(decision, answer.model, answer.deployment, ())
             _hit_info(info, sent.lookup)
-            return AsyncStream(opened, info, request.timeout, edits=_edits_of(decision))
+            return self._tracked(
+                AsyncStream(opened, info, request.timeout, edits=_edits_of(decision))
+            )
         opened = sent.result
         if sent.lookup is not None:
             opened.events = sent.lookup.tee(opened)
@@ -350,30 +354,50 @@ class _Engine:
         info = routing_info(decision, opened.model, opened.deployment, opened.attempts)
         info["cache"] = _cache_state(sent.lookup)
         keep = recorder is not None and recorder.wants_answers
-        return AsyncStream(
-            opened,
-            info,
-            request.timeout,
-            on_end=ended,
-            collect=keep,
-            edits=_edits_of(decision),
+        return self._tracked(
+            AsyncStream(
+                opened,
+                info,
+                request.timeout,
+                on_end=ended,
+                collect=keep,
+                edits=_edits_of(decision),
+            )
         )
 
-    def stop_thread(self) -> None:
+    def _tracked(self, stream: AsyncStream) -> AsyncStream:
+        self._clients.track(stream)
+        return stream
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """An `acreate`'s work, ended by `RouterClosed` if the router closes first."""
+        return await self._clients.run(coro)
+
+    def stop_thread(self) -> LoopThread | None:
         with self._lock:
             thread, self._thread = self._thread, None
         if thread is not None:
             thread.stop()
+        return thread
+
+    def release_others(self, stopped: LoopThread | None) -> list[concurrent.futures.Future[None]]:
+        """`LoopClients.release_others`, sparing the loop thread just stopped (it closes
+        its own) and one a concurrent `create` started since (its call goes on)."""
+        with self._lock:
+            spared = {t.loop for t in (stopped, self._thread) if t is not None}
+            return self._clients.release_others(spared)
 
     def close(self) -> None:
-        self.stop_thread()
-        self._clients.release_others()
+        stopped = self.stop_thread()
+        concurrent.futures.wait(self.release_others(stopped), timeout=_RELEASE_S)
         self.log.close()
 
     async def aclose(self) -> None:
         await self._clients.aclose_current()
-        await asyncio.to_thread(self.stop_thread)
-        self._clients.release_others()
+        stopped = await asyncio.to_thread(self.stop_thread)
+        released = [asyncio.wrap_future(f) for f in self.release_others(stopped)]
+        if released:
+            await asyncio.wait(released, timeout=_RELEASE_S)
         await asyncio.to_thread(self.log.close)
 
 
@@ -437,8 +461,8 @@ class Completions:
         # ~ms of CPU on the caller's loop; a long prompt's in a worker thread
         plan = await request.aplan(self._engine.router)
         if not stream:
-            return await self._engine.complete(request, plan, clock)
-        return await self._engine.open(request, plan, clock)
+            return await self._engine.run(self._engine.complete(request, plan, clock))
+        return await self._engine.run(self._engine.open(request, plan, clock))
 
 
 class Chat:

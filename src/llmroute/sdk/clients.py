@@ -7,18 +7,27 @@ the loop is shut down by ``asyncio.run`` (or the SDK's own thread), through a pa
 async generator that the loop's ``shutdown_asyncgens`` finalizes. So is a Redis cache's
 (or affinity's) client; a memory cache's entries are one store shared by every loop, and
 so are the process's remembered conversations.
+
+The calls in flight on a loop (`run`, `track`) are ended before its dispatcher is closed
+under them, as an HTTP client's requests fail when it is closed: left running, a stream
+read waited for ever on a connection closed under it, or a call went on to its answer on
+a closed dispatcher, and their slots stayed taken.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import logging
 import threading
-from collections.abc import AsyncGenerator
+import weakref
+from collections.abc import AsyncGenerator, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmroute.dispatch import Dispatcher
 from llmroute.dispatch.affinity import Affinity
+from llmroute.errors import RouterClosed
 from llmroute.gates.build import GateFactory
 from llmroute.providers.build import build_providers
 from llmroute.registry.schema import Registry
@@ -32,11 +41,63 @@ from llmroute.state import (
 from llmroute.state.response_cache import open_semantic_index
 
 if TYPE_CHECKING:
+    from llmroute.sdk.streams import AsyncStream
     from llmroute.telemetry.metrics import GatewayMetrics
 
 __all__ = ["LoopClients"]
 
+log = logging.getLogger("llmroute.sdk")
+
+T = TypeVar("T")
 _Entry = tuple[Dispatcher, ResponseCache | None, Affinity | None, AsyncGenerator[None, None]]
+_UNWIND_S = 5.0  # for the calls cancelled as their loop's clients close to end
+
+
+class _InFlight:
+    """One loop's calls in flight: the `acreate` calls, each a task of ours, and the
+    streams open (closed as their reader would close them)."""
+
+    def __init__(self) -> None:
+        self.calls: set[asyncio.Task[Any]] = set()
+        self.streams: weakref.WeakSet[AsyncStream] = weakref.WeakSet()
+        self.closed = False  # set by `end`: the calls cancelled since were cancelled by it
+        self.released = asyncio.Event()  # set once `end` is over
+
+    async def end(self, keeper: AsyncGenerator[None, None] | None) -> None:
+        """On its loop: cancel the calls and close the streams, in order, then the
+        loop's clients (`keeper`). The callers go on once it is over: a program that
+        returns from ``asyncio.run`` then would cut it short (its connections left
+        open)."""
+        self.closed = True
+        try:
+            calls = {task for task in self.calls if not task.done()}
+            for task in calls:
+                task.cancel()
+            if calls:
+                await asyncio.wait(calls, timeout=_UNWIND_S)
+            for stream in list(self.streams):
+                try:
+                    await stream.cut(self.released)
+                except Exception:
+                    log.exception("closing a stream as its router closed failed")
+            if keeper is not None:
+                await keeper.aclose()
+        finally:
+            self.released.set()
+
+
+async def _release(in_flight: _InFlight | None, keeper: AsyncGenerator[None, None] | None) -> None:
+    if in_flight is not None:
+        await in_flight.end(keeper)
+    elif keeper is not None:
+        await keeper.aclose()
+
+
+def _running_here() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 async def _keeper(
@@ -90,6 +151,7 @@ class LoopClients:
         self._loaded = False
         self._lock = threading.Lock()
         self._by_loop: dict[asyncio.AbstractEventLoop, _Entry] = {}
+        self._in_flights: dict[asyncio.AbstractEventLoop, _InFlight] = {}
 
     async def get(self) -> Dispatcher:
         """The running loop's dispatcher."""
@@ -118,21 +180,64 @@ class LoopClients:
         await anext(keeper)  # first iteration registers it with the loop's shutdown
         return dispatcher
 
-    async def aclose_current(self) -> None:
-        """Close the running loop's dispatcher, if it has one."""
-        with self._lock:
-            entry = self._by_loop.pop(asyncio.get_running_loop(), None)
-        if entry is not None:
-            await entry[3].aclose()
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """`coro` (an `acreate`) as a task of ours on the running loop: closing the
+        router cancels that task, not the caller's, which gets `RouterClosed`."""
+        in_flight = self._in_flight()
+        task = asyncio.ensure_future(coro)
+        in_flight.calls.add(task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            caller = asyncio.current_task()
+            if in_flight.closed and caller is not None and not caller.cancelling():
+                await in_flight.released.wait()
+                raise RouterClosed() from None
+            raise
+        finally:
+            in_flight.calls.discard(task)
 
-    def release_others(self) -> None:
-        """Close the dispatchers of loops running elsewhere (scheduled, not awaited) and
-        forget those of loops that are closed or stopped."""
+    def track(self, stream: AsyncStream) -> None:
+        """`stream`, opened on the running loop, is closed with the loop's clients."""
+        self._in_flight().streams.add(stream)
+
+    async def aclose_current(self) -> None:
+        """End the running loop's calls in flight and close its dispatcher."""
+        loop = asyncio.get_running_loop()
         with self._lock:
-            entries, self._by_loop = self._by_loop, {}
-        for loop, (_, _, _, keeper) in entries.items():
-            if loop.is_running():
-                asyncio.run_coroutine_threadsafe(keeper.aclose(), loop)
+            entry = self._by_loop.pop(loop, None)
+            in_flight = self._in_flights.pop(loop, None)
+        await _release(in_flight, None if entry is None else entry[3])
+
+    def release_others(
+        self, spared: set[asyncio.AbstractEventLoop]
+    ) -> list[concurrent.futures.Future[None]]:
+        """End the calls in flight and close the dispatchers of loops running elsewhere
+        (scheduled on each; the futures of those running in other threads returned, to
+        wait for), but those of the `spared` loops, and forget those of loops that are
+        closed or stopped."""
+        spared = {loop for loop in spared if not loop.is_closed()}
+        with self._lock:
+            entries = {k: v for k, v in self._by_loop.items() if k not in spared}
+            in_flights = {k: v for k, v in self._in_flights.items() if k not in spared}
+            for loop in entries.keys() | in_flights.keys():
+                self._by_loop.pop(loop, None)
+                self._in_flights.pop(loop, None)
+        here = _running_here()
+        released: list[concurrent.futures.Future[None]] = []
+        for loop in entries.keys() | in_flights.keys():
+            if not loop.is_running():
+                continue
+            entry = entries.get(loop)
+            release = _release(in_flights.get(loop), None if entry is None else entry[3])
+            try:
+                future = asyncio.run_coroutine_threadsafe(release, loop)
+            except RuntimeError:  # closed meanwhile: its shutdown closed what it had
+                release.close()
+                continue
+            if loop is not here:  # waiting for this thread's own loop would never end
+                released.append(future)
+        return released
 
     def cache(self) -> ResponseCache | None:
         """The running loop's response cache (after `get`); None without one."""
@@ -167,6 +272,17 @@ class LoopClients:
                 build_llamacpp(name, spec, self._registry, self._base_dir)
         self._loaded = True
 
+    def _in_flight(self) -> _InFlight:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            in_flight = self._in_flights.get(loop)
+            if in_flight is None:
+                self._prune()
+                in_flight = self._in_flights[loop] = _InFlight()
+            return in_flight
+
     def _prune(self) -> None:
         for loop in [loop for loop in self._by_loop if loop.is_closed()]:
             del self._by_loop[loop]
+        for loop in [loop for loop in self._in_flights if loop.is_closed()]:
+            del self._in_flights[loop]

@@ -15,6 +15,8 @@ import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from llmroute.errors import RouterClosed
+
 __all__ = ["LoopThread"]
 
 T = TypeVar("T")
@@ -39,6 +41,7 @@ class LoopThread:
         self.loop = asyncio.new_event_loop()
         self.stopping = False  # set by `stop`: calls cancelled since were cancelled by it
         self._calls: set[asyncio.Task[Any]] = set()  # the callers' coroutines running
+        self._lock = threading.Lock()  # a call is submitted before `stop` or not at all
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
         _RUNNING.add(self)
@@ -79,27 +82,42 @@ class LoopThread:
         return self._thread.is_alive()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run `coro` on the loop and wait for its result (its exception is raised here).
+        """Run `coro` on the loop and wait for its result (its exception is raised here);
+        `RouterClosed` when `stop` cut it, or came first.
 
         Called from the loop's own thread it would deadlock, so that raises instead.
         """
         future = self.submit(coro)
         try:
             return future.result()
+        except concurrent.futures.CancelledError:
+            if self.stopping:
+                raise RouterClosed() from None
+            raise
         except BaseException:
             future.cancel()  # Ctrl-C while waiting: do not leave the call running
             raise
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """`coro` started on the loop; its future, to wait on (`run` waits at once)."""
-        if threading.current_thread() is self._thread or not self.alive:
+        """`coro` started on the loop; its future, to wait on (`run` waits at once).
+
+        `RouterClosed` once `stop` has begun: a call queued as the loop closed was never
+        run, and its caller waited for ever."""
+        if threading.current_thread() is self._thread:
             coro.close()
-            raise RuntimeError("the llmroute SDK loop is closed, or this is its own thread")
-        return asyncio.run_coroutine_threadsafe(self._call(coro), self.loop)
+            raise RuntimeError("the llmroute SDK loop cannot wait for itself")
+        with self._lock:
+            if self.stopping or not self.alive:
+                coro.close()
+                raise RouterClosed()
+            return asyncio.run_coroutine_threadsafe(self._call(coro), self.loop)
 
     async def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         task = asyncio.current_task()
         assert task is not None
+        if self.stopping:  # submitted just before `stop`, which cancelled the others
+            coro.close()
+            raise asyncio.CancelledError
         self._calls.add(task)
         try:
             return await coro
@@ -109,7 +127,8 @@ class LoopThread:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the loop (async generators still open are closed) and join the thread."""
         _RUNNING.discard(self)
-        self.stopping = True
+        with self._lock:
+            self.stopping = True
         if self.loop.is_closed() or not self.alive:
             return
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -23,7 +23,7 @@ from typing import Any
 
 from llmroute.dispatch import Opened
 from llmroute.dispatch.usage import Usage
-from llmroute.errors import ProviderTimeout
+from llmroute.errors import ProviderTimeout, RouterClosed
 from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.restore import StreamRestorer
 from llmroute.safety.stream_edit import StreamEdit
@@ -183,6 +183,7 @@ class AsyncStream:
         self._reading: asyncio.Task[Any] | None = None  # the read in flight: ours to cancel
         self._cut = False  # `aclose` ended a read in flight: its reader's loop ends
         self._closing = asyncio.Lock()  # one close at a time: a second waits for the first
+        self._released: asyncio.Event | None = None  # `cut`: set once its router has closed
         _OPEN.add(self)
 
     def __del__(self) -> None:
@@ -206,7 +207,7 @@ class AsyncStream:
 
     async def __anext__(self) -> Any:
         # The read runs as a task of its own, so that `aclose` from another task (a stop
-        # button) can end it without cancelling the reader's task.
+        # button, the router closing) can end it without cancelling the reader's task.
         read = asyncio.ensure_future(self._next())
         self._reading = read
         try:
@@ -220,9 +221,11 @@ class AsyncStream:
             self._reading = None
 
     async def _settled(self) -> None:
-        """Once the close that cut the read is over."""
+        """Once the close that cut the read is over (and its router's, for `cut`)."""
         async with self._closing:
             pass
+        if self._released is not None:
+            await self._released.wait()
 
     async def _next(self) -> Any:
         """The next chunk (the sync face, a task per read already, awaits it directly)."""
@@ -251,6 +254,13 @@ class AsyncStream:
             finally:
                 await self._opened.aclose()  # a stream closed before its first chunk too
             self._ending(self._opened, CLIENT_DISCONNECTED)
+
+    async def cut(self, released: asyncio.Event) -> None:
+        """`aclose`, as its router closes: the reader's ``async for`` ends once
+        `released` is set (the loop's clients closed too), so that a program ending
+        then does not cut that short."""
+        self._released = released
+        await self.aclose()
 
     async def __aenter__(self) -> AsyncStream:
         return self
@@ -312,6 +322,9 @@ class Stream:
             raise StopIteration
         try:
             more, chunk = self._thread.run(self._read())
+        except RouterClosed:  # ended with its router's loop meanwhile
+            self._done = True
+            raise StopIteration from None
         except (asyncio.CancelledError, concurrent.futures.CancelledError):
             if self._done or self._thread.stopping:  # closed, or its router, meanwhile
                 self._done = True
@@ -341,7 +354,7 @@ class Stream:
         if self._done:
             return
         self._done = True
-        if self._thread.alive:
+        with contextlib.suppress(RouterClosed):  # then the router's loop ends it
             self._thread.run(self._closed())
 
     async def _closed(self) -> None:
