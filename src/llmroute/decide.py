@@ -143,6 +143,17 @@ class Router:
     ) -> None:
         self.close()
 
+    async def __aenter__(self) -> Router:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
     def request(
         self, request: RequestInput, *, headers: Mapping[str, str] | None = None
     ) -> RouteRequest:

@@ -319,3 +319,19 @@ def test_close_racing_calls_that_restart_the_loop_leaves_nothing_behind(
     assert not [t for t in threading.enumerate() if t.name == SDK_THREAD]
     assert set(outcomes) <= {"answered", "closed"}, set(outcomes) - {"answered", "closed"}
     assert "answered" in outcomes
+
+
+def test_a_router_is_an_async_context_manager(
+    upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``async with Router.from_yaml(...) as router:``, as docs/sdk.md offers it, closes
+    the loop's connections on the way out (`aclose`); it raised TypeError (no
+    ``__aenter__``)."""
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", "off")
+    path = _one_route(tmp_path, upstream, "quick: {provider: fake, model: quick}", "quick")
+
+    async def main() -> str:
+        async with Router.from_yaml(path) as router:
+            return str((await router.chat.completions.acreate(messages=HELLO)).model)
+
+    assert asyncio.run(main()) == "quick"
