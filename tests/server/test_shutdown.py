@@ -243,3 +243,39 @@ def test_a_second_ctrl_c_cuts_the_streams_at_once_and_still_ends_them(
         assert row.tokens_out and row.tokens_out < 300  # charged what it had streamed
     assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
     assert "Force quit: cut 2 running request(s)" in log
+
+
+SHADOWED = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 30}
+models:
+  small: {provider: fake, model: small}
+  ref: {provider: fake, model: "ref?delay=0.5"}
+routes:
+  - {name: chat, examples: [hello there], target: small}
+default: {target: small}
+shadow: {rate: 1.0, reference: ref}
+"""
+
+
+def test_a_shadow_still_running_at_sigterm_is_logged(tmp_path: Path) -> None:
+    """The decision log was closed before the gateway's shadows were waited for: a
+    shadow that ended during the shutdown found the log closed, and its record was lost
+    (an ERROR with a traceback said so)."""
+    import sqlite3
+
+    store_url = f"sqlite:///{tmp_path / 'log.db'}"
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
+    with fake_upstream() as upstream:
+        text = SHADOWED % {"url": upstream.url}
+        with serve_text(text, tmp_path, (), {"LLMROUTE_TELEMETRY_URL": store_url}) as served:
+            answer = httpx.post(f"{served.url}/v1/chat/completions", json=body, timeout=10)
+            served.proc.send_signal(signal.SIGTERM)  # its shadow still waits on `ref`
+            served.proc.wait(timeout=20)
+    assert answer.status_code == 200
+    log = served.log_text()
+    with contextlib.closing(sqlite3.connect(tmp_path / "log.db")) as db:
+        shadows = db.execute("SELECT reference_model FROM shadow").fetchall()
+    assert shadows == [("ref",)], log[-3000:]
+    assert "Traceback" not in log and "ERROR" not in log, log[-3000:]

@@ -88,10 +88,13 @@ def create_app(
                 sweep = asyncio.create_task(sweep_batches(app), name="llmroute batch sweep")
                 try:
                     yield
-                finally:  # the current log: a reload may have replaced the first
+                finally:
                     sweep.cancel()
                     await asyncio.gather(runs.aclose(_UNWIND_S), batch_runs.aclose(_UNWIND_S))
                     await _unwound(app.state.gateway)
+                    # the gateways' background work first: their shadows write to the log
+                    await reloader.aclose()
+                    # the current log: a reload may have replaced the first
                     await app.state.telemetry.aclose()
         finally:
             tracing.shutdown()

@@ -564,7 +564,9 @@ class Reloader:
 
     async def aclose(self) -> None:
         """Close every gateway still open (the current one and any still retiring) and
-        the decision logs retiring with them."""
+        the decision logs retiring with them; again, only what opened since (a reload
+        that finished meanwhile). The app's shutdown calls it before it closes the
+        current decision log, which the gateways' shadows still write to as they end."""
         gateways = [*self._retiring, self._state.gateway]
         self._retiring.clear()
         self._state.gateway = None

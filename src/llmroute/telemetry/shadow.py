@@ -264,7 +264,12 @@ class ShadowRunner:
         for task in pending:
             task.cancel()
         if pending:
-            log.info("cancelled %d shadow request(s) still in flight", len(pending))
+            log.warning(
+                "stopping: cancelled %d shadow request(s) still in flight after %g s; "
+                "their shadow records are not written",
+                len(pending),
+                timeout,
+            )
             await asyncio.gather(*pending, return_exceptions=True)
 
     # -- the background task ---------------------------------------------------------------
