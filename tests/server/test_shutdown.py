@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -279,3 +280,73 @@ def test_a_shadow_still_running_at_sigterm_is_logged(tmp_path: Path) -> None:
         shadows = db.execute("SELECT reference_model FROM shadow").fetchall()
     assert shadows == [("ref",)], log[-3000:]
     assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
+
+
+GIVEN_BACK = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 30}
+models:
+  slow:
+    provider: fake
+    model: "slow?delay=0.3"
+    price: {input: 1, output: 1}
+    max_output_tokens: 100
+    max_in_flight: 4
+    budget: {usd: 1000, period: day, hard: true}
+routes:
+  - {name: chat, examples: [hello there], target: slow}
+default: {target: slow}
+dispatch:
+  limits: {url: "%(redis)s", namespace: "%(namespace)s"}
+telemetry: {enabled: false}
+"""
+
+
+def test_give_backs_redis_missed_just_before_sigterm_are_made_at_exit(
+    tmp_path: Path, redis_namespace: str
+) -> None:
+    """A request whose slot give-back and budget settle Redis did not take (paused for
+    half a second as the answer came) keeps them to make later; the gateway stopped
+    right after closed without trying again (Redis was still taken for down): the
+    slot stayed taken for its 10-minute lease, the hold for its 30 minutes, and the
+    call's cost was never counted, with nothing in the log."""
+    import redis
+
+    body = {"model": "slow", "messages": [{"role": "user", "content": "hello there"}]}
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        with fake_upstream() as upstream:
+            values = {"url": upstream.url, "redis": REDIS_URL, "namespace": redis_namespace}
+            with serve_text(GIVEN_BACK % values, tmp_path) as served:
+                url = f"{served.url}/v1/chat/completions"
+                assert httpx.post(url, json=body, timeout=10).status_code == 200  # connected
+                first = _spent(client, redis_namespace)
+                answers: list[httpx.Response] = []
+                asker = threading.Thread(
+                    target=lambda: answers.append(httpx.post(url, json=body, timeout=10))
+                )
+                asker.start()
+                # its slot and hold taken; Redis is paused as its answer comes (0.3 s)
+                wait_for("the call upstream", lambda: upstream.counts["slow?delay=0.3"] >= 2, 10)
+                client.execute_command("CLIENT", "PAUSE", 500, "WRITE")
+                asker.join(timeout=10)
+                served.proc.send_signal(signal.SIGTERM)
+                served.proc.wait(timeout=20)
+        left = sorted(k.decode() for k in client.scan_iter(match=f"{redis_namespace}:*"))
+        spent = _spent(client, redis_namespace)
+    finally:
+        client.close()
+    assert [a.status_code for a in answers] == [200]
+    log = served.log_text()
+    held = [k for k in left if ":inflight:" in k or k.endswith((":holds", ":lapses"))]
+    assert not held, (held, log[-3000:])
+    assert first > 0 and spent == pytest.approx(2 * first), log[-3000:]  # both counted
+    assert "did not take within" not in log, log[-3000:]
+
+
+def _spent(client: Any, namespace: str) -> float:
+    """What the model's budget counts as spent today."""
+    names = client.scan_iter(match=f"{namespace}:usd:*")
+    (budget,) = [k for k in names if not k.decode().endswith((":holds", ":lapses"))]
+    return float(client.get(budget) or 0)

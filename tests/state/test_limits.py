@@ -863,3 +863,25 @@ def test_in_memory_slot_leases_last_on_a_clock_that_steps_cannot_move() -> None:
 
     stepped, lapsed = asyncio.run(go())
     assert stepped is None and lapsed is not None
+
+
+def test_give_backs_redis_never_took_are_said_at_close(
+    closed_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closing dropped the settles and give-backs Redis had not taken without a word;
+    they are tried again once past the outage's pause, then said in a WARNING."""
+
+    async def go() -> None:
+        limits = RedisLimits(f"redis://127.0.0.1:{closed_port}/0", 0.05, "ns")
+        hold, _ = await limits.hold_usd("m", "day", 0.5, 1.0)
+        assert hold is not None
+        await limits.settle_usd(hold, 0.1)
+        await limits.give_slot("d", "slot-1")
+        await limits.release_tokens("k", 7, 100)
+        await limits.aclose(within_s=0.2)
+
+    with caplog.at_level(logging.WARNING, logger="llmroute.limits"):
+        asyncio.run(go())
+    said = [r.getMessage() for r in caplog.records if "did not take" in r.getMessage()]
+    assert len(said) == 1, caplog.text
+    assert "1 budget settle(s), 1 in-flight slot(s) and 1 token hold(s)" in said[0]

@@ -692,7 +692,15 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         left = settling(loop) | {task for task in _PENDING if task.get_loop() is loop}
         if left:
-            await asyncio.wait(left, timeout=SETTLE_S)
+            _, late = await asyncio.wait(left, timeout=SETTLE_S)
+            if late:
+                log.warning(
+                    "closing with %d give-back(s) of callers that left still waiting on "
+                    "the limits' store after %g s: their slots and holds lapse with "
+                    "their leases",
+                    len(late),
+                    SETTLE_S,
+                )
         for provider in self._providers.values():
             await provider.aclose()
         if self._limits is not None:

@@ -69,6 +69,8 @@ NOT_HELD = -1  # `hold_tokens` let the request through without counting it (Redi
 UNCOUNTED_SLOT = ""  # `take_slot` let the request through without counting it (Redis down)
 _PENDING_RELEASES = 10_000  # give-backs kept while Redis does not take them
 _PENDING_SETTLES = 10_000  # settles kept for a Redis that did not take them, at most
+CLOSE_S = 1.5  # the longest closing tries those again: once past an outage's pause (1 s)
+_CLOSE_POLL_S = 0.05
 HOLD_LEASE_S = 1800.0  # a hard-budget hold lapses after this unless settled or renewed
 
 
@@ -850,14 +852,42 @@ class RedisLimits:
             type(exc).__name__,
         )
 
-    async def aclose(self) -> None:
-        if not self._outage.down():
-            if self._pending:
-                await self._settle_pending(len(self._pending))
-            most = max(len(self._slots_back), len(self._tokens_back))
-            if most:
-                await self._give_back_pending(most)
+    async def aclose(self, within_s: float = CLOSE_S) -> None:
+        """Make the settles and give-backs Redis did not take before closing, tried
+        again as it is asked again after a failure (`Outage`) for at most `within_s`:
+        closing while Redis was taken for down (a hiccup in the last second) dropped
+        them unsaid, with the process (a slot taken until its lease lapsed, a token
+        hold counted for its minute, a hard budget's hold until its lease lapsed, and
+        that call's cost never counted). What is still left is said in a WARNING."""
+        deadline = time.monotonic() + within_s
+        while self._pending or self._slots_back or self._tokens_back:
+            if not self._outage.down() and await self._make_pending():
+                break
+            wait = max(self._outage.left_s(), _CLOSE_POLL_S)
+            if time.monotonic() + wait > deadline:
+                break
+            await asyncio.sleep(wait)
+        if self._pending or self._slots_back or self._tokens_back:
+            log.warning(
+                "limits: closing with %d budget settle(s), %d in-flight slot(s) and %d "
+                "token hold(s) redis %s did not take within %g s: the slots stay taken "
+                "until their leases lapse, the token holds count until their minute "
+                "passes, and the budget holds until their leases lapse (those calls' "
+                "cost is not counted)",
+                len(self._pending),
+                len(self._slots_back),
+                len(self._tokens_back),
+                self.url,
+                within_s,
+            )
         await self._redis.aclose()
+
+    async def _make_pending(self) -> bool:
+        """Every settle and give-back Redis did not take before, made now; False when
+        it still does not answer."""
+        if not await self._settle_pending(len(self._pending)):
+            return False
+        return await self._give_back_pending(max(len(self._slots_back), len(self._tokens_back)))
 
 
 def open_limits(url: str, timeout_s: float, namespace: str) -> RateLimits:

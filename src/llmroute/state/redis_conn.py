@@ -166,6 +166,10 @@ class Outage:
     def down(self) -> bool:
         return self._clock() < self._until
 
+    def left_s(self) -> float:
+        """Seconds until Redis is asked again (0 when it is not taken for down)."""
+        return max(0.0, self._until - self._clock())
+
     def failed(self, message: str, *args: object) -> None:
         now = self._clock()
         self._until = now + RETRY_AFTER_S
