@@ -260,3 +260,31 @@ def test_without_a_retention_period_nothing_is_erased(
     finally:
         writer.close()
         opened.close()
+
+
+def test_records_a_slow_store_keeps_past_the_close_are_said(
+    postgres_url: str, make_record: MakeRecord, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gateway stopping while PostgreSQL waited on a lock (another session's LOCK
+    TABLE) gave its writer 10 s to close, then exited: the records in hand were lost
+    without a word. The close now says how many were not written."""
+    import psycopg
+
+    store = PostgresStore(postgres_url, pool_size=2, timeout_s=2)
+    writer = TelemetryWriter(store, batch_size=10, flush_seconds=0.02).start()
+    try:
+        writer.offer(make_record(0))
+        assert writer.flush(10) and writer.written == 1  # migrated
+        with psycopg.connect(postgres_url) as locker:
+            locker.execute("LOCK TABLE decisions IN ACCESS EXCLUSIVE MODE")
+            for i in range(1, 4):
+                writer.offer(make_record(i))
+            with caplog.at_level(logging.WARNING, logger="llmroute.telemetry"):
+                assert not writer.close(timeout=0.5)
+            locker.rollback()
+    finally:
+        writer.close(timeout=10)  # the lock gone, the thread writes them and ends
+        store.close()
+    said = [r.getMessage() for r in caplog.records if "not written within" in r.getMessage()]
+    assert len(said) == 1 and "3 decision record(s)" in said[0], caplog.text
+    assert writer.written == 4

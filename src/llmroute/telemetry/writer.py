@@ -102,6 +102,7 @@ class TelemetryWriter:
         self._backoff = _BACKOFF_FIRST_S
         self.retention_s = retention_s
         self._prune_at = 0.0  # monotonic time of the next pruning (0: once migrated)
+        self._in_hand = 0  # records taken from the queue that the store has not taken yet
         self._pruned = [0, 0, 0]  # decisions, feedback, shadow erased this round
 
     # -- request path ----------------------------------------------------------------
@@ -193,7 +194,10 @@ class TelemetryWriter:
 
     def close(self, timeout: float | None = 10.0) -> bool:
         """Flush, then stop the thread (idempotent). Records offered afterwards are
-        dropped as ``closed``. True when everything was handled in time."""
+        dropped as ``closed``. True when everything was handled in time; when not (a
+        store slow or hung: a locked table, a PostgreSQL that stopped answering), a
+        WARNING says how many records were not written yet: the daemon thread goes on
+        with them, but a process that exits now loses them."""
         with self._state_lock:
             already = self._closing
             self._closing = True
@@ -206,7 +210,21 @@ class TelemetryWriter:
             return left == 0
         self._wake.set()
         thread.join(timeout)
-        return not thread.is_alive()
+        if not thread.is_alive():
+            return True
+        left = self._in_hand + sum(
+            1 for item in list(self._queue) if isinstance(item, DecisionRecord)
+        )
+        if left and not already:
+            log.warning(
+                "telemetry %s: %d decision record(s) not written within %g s of closing "
+                "the decision log (the store is slow or not answering): lost if the "
+                "process exits now",
+                self.store.url,
+                left,
+                timeout,
+            )
+        return False
 
     def __enter__(self) -> TelemetryWriter:
         return self.start()
@@ -257,8 +275,12 @@ class TelemetryWriter:
         if time.monotonic() < self._retry_at:
             self._drop(len(batch), STORE_ERROR, "the store is backing off after an error")
             return
-        if self._call_store(batch):
-            self._written += len(batch)
+        self._in_hand = len(batch)
+        try:
+            if self._call_store(batch):
+                self._written += len(batch)
+        finally:
+            self._in_hand = 0
 
     def _prune(self, retention_s: float) -> None:
         """Erase one batch of decisions older than the retention period, when due."""
