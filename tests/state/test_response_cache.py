@@ -275,3 +275,57 @@ def test_a_store_that_is_down_is_a_miss_and_rested(closed_port: int) -> None:
 
     asyncio.run(go())
     assert results == ["error", "error", "error"]
+
+
+class SlowStore(MemoryStore):
+    """A store whose writes take `delay_s` (a Redis slow to answer)."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(100, 1_000_000)
+        self.delay_s = delay_s
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        await asyncio.sleep(self.delay_s)
+        await super().set(key, value, ttl_s)
+
+
+def slow_cache(store: SlowStore, **settings: float) -> ResponseCache:
+    cache_settings = ROUTER.loaded.registry.cache
+    assert cache_settings is not None
+    return ResponseCache(cache_settings.model_copy(update=settings), store, ROUTER.version)
+
+
+ANSWER = {"id": "c1", "object": "chat.completion", "choices": [{"message": {"content": "hi"}}]}
+
+
+def test_closing_waits_for_a_write_as_long_as_the_store_may_take() -> None:
+    """Closing waited 2 s for the writes in flight whatever the store's timeout: with
+    ``timeout_s: 0.8`` an answer's write (its entry, then what served its decision)
+    may take 2.4 s, and one cut at 2 s was lost as the gateway stopped."""
+    store = SlowStore(2.1)
+    cache = slow_cache(store, timeout_s=0.8)
+    key = cache.key(plan(body()), body(), False)
+    assert key is not None
+
+    async def go() -> None:
+        cache.put_completion(key, CacheDirectives(), "large", "up", ANSWER)
+        await cache.aclose()
+
+    asyncio.run(go())
+    assert len(store) == 1  # the answer is stored
+
+
+def test_a_write_cut_by_closing_is_said(caplog: pytest.LogCaptureFixture) -> None:
+    store = SlowStore(5.0)
+    cache = slow_cache(store)
+    key = cache.key(plan(body()), body(), False)
+    assert key is not None
+
+    async def go() -> None:
+        cache.put_completion(key, CacheDirectives(), "large", "up", ANSWER)
+        await cache.aclose(timeout_s=0.1)
+
+    with caplog.at_level("WARNING", logger="llmroute.cache"):
+        asyncio.run(go())
+    assert "closing with 1 write(s) still waiting" in caplog.text
+    assert len(store) == 0

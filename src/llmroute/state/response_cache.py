@@ -61,6 +61,7 @@ log = logging.getLogger("llmroute.cache")
 _NOT_IN_KEY = frozenset({"model", "user", "metadata", "stream"})
 _KEY_VERSION = "v1"
 _DONE = b"data: [DONE]"
+_WRITE_CALLS = 3  # an answer's store calls, one after another: its entry, index, decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,9 +472,27 @@ class ResponseCache:
         if self._writes:
             await asyncio.wait(set(self._writes), timeout=timeout_s)
 
-    async def aclose(self, timeout_s: float = 2.0) -> None:
-        """Let pending writes finish (briefly), then close the store (and the index)."""
-        await self.flush(timeout_s)
+    async def aclose(self, timeout_s: float | None = None) -> None:
+        """Let pending writes finish, then close the store (and the index). They get
+        `timeout_s`, by default what each may take (`_WRITE_CALLS` calls of the store's
+        ``timeout_s``, 2 s at least); one still running then is cancelled, and said in
+        a WARNING (it was cut unsaid as the store closed under it)."""
+        if timeout_s is None:
+            timeout_s = max(2.0, _WRITE_CALLS * self.settings.timeout_s)
+        late = set(self._writes)
+        if late:
+            _, late = await asyncio.wait(late, timeout=timeout_s)
+        if late:
+            log.warning(
+                "response cache: closing with %d write(s) still waiting on %s after %g s: "
+                "those answers are not stored",
+                len(late),
+                self.store.url,
+                timeout_s,
+            )
+            for task in late:
+                task.cancel()
+            await asyncio.wait(late, timeout=1.0)
         await self.store.aclose()
         if self.semantic is not None:
             await self.semantic.aclose()
