@@ -57,6 +57,7 @@ from llmroute.server.responses_convert import RESPONSES_PATH
 from llmroute.server.settings import REGISTRY_ENV, ServeSettings
 from llmroute.server.shutdown import AnswerCutRequests
 from llmroute.server.state import Gateway, PinGateway
+from llmroute.server.workers import KILL_MARGIN_S
 from llmroute.telemetry.metrics import GatewayMetrics
 from llmroute.telemetry.service import Telemetry
 from llmroute.telemetry.tracing import tracing_from_env
@@ -64,6 +65,11 @@ from llmroute.telemetry.tracing import tracing_from_env
 __all__ = ["app_from_env", "create_app"]
 
 _UNWIND_S = 5.0
+# The shutdown's time after the graceful timeout, within which the decision log's close
+# (the last step) ends: a worker says what it could not write before its supervisor
+# kills it (`KILL_MARGIN_S` after the graceful timeout). The log gets 1 s at least.
+_CLOSE_S = KILL_MARGIN_S - 1.0
+_LOG_CLOSE_MIN_S = 1.0
 
 
 def create_app(
@@ -89,13 +95,15 @@ def create_app(
                 try:
                     yield
                 finally:
+                    closing_by = time.monotonic() + _CLOSE_S
                     sweep.cancel()
                     await asyncio.gather(runs.aclose(_UNWIND_S), batch_runs.aclose(_UNWIND_S))
                     await _unwound(app.state.gateway)
                     # the gateways' background work first: their shadows write to the log
                     await reloader.aclose()
                     # the current log: a reload may have replaced the first
-                    await app.state.telemetry.aclose()
+                    left_s = max(_LOG_CLOSE_MIN_S, closing_by - time.monotonic())
+                    await app.state.telemetry.aclose(left_s)
         finally:
             tracing.shutdown()
 

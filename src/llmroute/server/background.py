@@ -28,6 +28,9 @@ log = logging.getLogger("llmroute.server")
 
 
 class BackgroundRuns:
+    kind = "background response(s)"  # for the log lines of a shutdown
+    unended = "a read marks each failed once its lease lapses"
+
     def __init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._logs: dict[str, RunLog] = {}  # the events of runs that stream, as made
@@ -77,11 +80,20 @@ class BackgroundRuns:
         running = list(self._tasks.values())
         _, late = await asyncio.wait(running, timeout=grace_s)
         if late:
-            log.warning("stopping: %d background response(s) cut short", len(late))
+            log.warning("stopping: %d %s cut short", len(late), self.kind)
         for task in late:
             task.cancel()
         if late:
-            await asyncio.wait(late, timeout=grace_s)
+            _, unended = await asyncio.wait(late, timeout=grace_s)
+            if unended:
+                log.warning(
+                    "stopping: %d %s did not end within %g s of being cut (their store is "
+                    "slow); %s",
+                    len(unended),
+                    self.kind,
+                    grace_s,
+                    self.unended,
+                )
 
 
 def background_runs(request: Request) -> BackgroundRuns:

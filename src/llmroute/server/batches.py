@@ -60,6 +60,9 @@ class BatchRuns(BackgroundRuns):
     """This process's running batches, and the slots that bound how many run at once
     (``batches.max_running``; batches past it wait, ``validating``)."""
 
+    kind = "batch(es)"
+    unended = "the next read of each takes it over once its lease lapses"
+
     def __init__(self) -> None:
         super().__init__()
         self._slots: dict[int, asyncio.Semaphore] = {}

@@ -169,9 +169,11 @@ class Telemetry:
 
         await anyio.to_thread.run_sync(add)
 
-    async def aclose(self) -> None:
+    async def aclose(self, timeout_s: float = 10.0) -> None:
+        """Write what is queued (for at most `timeout_s`: the writer says what it could
+        not), then close the store."""
         writer, store = self.writer, self.store
         if writer is not None:
-            await anyio.to_thread.run_sync(writer.close, 10.0)
+            await anyio.to_thread.run_sync(writer.close, timeout_s)
         if store is not None:
             await anyio.to_thread.run_sync(store.close)

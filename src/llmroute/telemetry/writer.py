@@ -217,7 +217,7 @@ class TelemetryWriter:
         )
         if left and not already:
             log.warning(
-                "telemetry %s: %d decision record(s) not written within %g s of closing "
+                "telemetry %s: %d decision record(s) not written within %.1f s of closing "
                 "the decision log (the store is slow or not answering): lost if the "
                 "process exits now",
                 self.store.url,
