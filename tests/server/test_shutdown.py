@@ -260,7 +260,8 @@ shadow: {rate: 1.0, reference: ref}
 """
 
 
-def test_a_shadow_still_running_at_sigterm_is_logged(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_shadow_still_running_at_sigterm_is_logged(tmp_path: Path, workers: int) -> None:
     """The decision log was closed before the gateway's shadows were waited for: a
     shadow that ended during the shutdown found the log closed, and its record was lost
     (an ERROR with a traceback said so)."""
@@ -270,7 +271,8 @@ def test_a_shadow_still_running_at_sigterm_is_logged(tmp_path: Path) -> None:
     body = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
     with fake_upstream() as upstream:
         text = SHADOWED % {"url": upstream.url}
-        with serve_text(text, tmp_path, (), {"LLMROUTE_TELEMETRY_URL": store_url}) as served:
+        args = ["--workers", str(workers)]
+        with serve_text(text, tmp_path, args, {"LLMROUTE_TELEMETRY_URL": store_url}) as served:
             answer = httpx.post(f"{served.url}/v1/chat/completions", json=body, timeout=10)
             served.proc.send_signal(signal.SIGTERM)  # its shadow still waits on `ref`
             served.proc.wait(timeout=20)
@@ -303,8 +305,9 @@ telemetry: {enabled: false}
 """
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_give_backs_redis_missed_just_before_sigterm_are_made_at_exit(
-    tmp_path: Path, redis_namespace: str
+    tmp_path: Path, redis_namespace: str, workers: int
 ) -> None:
     """A request whose slot give-back and budget settle Redis did not take (paused for
     half a second as the answer came) keeps them to make later; the gateway stopped
@@ -318,7 +321,8 @@ def test_give_backs_redis_missed_just_before_sigterm_are_made_at_exit(
     try:
         with fake_upstream() as upstream:
             values = {"url": upstream.url, "redis": REDIS_URL, "namespace": redis_namespace}
-            with serve_text(GIVEN_BACK % values, tmp_path) as served:
+            args = ["--workers", str(workers)]
+            with serve_text(GIVEN_BACK % values, tmp_path, args) as served:
                 url = f"{served.url}/v1/chat/completions"
                 assert httpx.post(url, json=body, timeout=10).status_code == 200  # connected
                 first = _spent(client, redis_namespace)
