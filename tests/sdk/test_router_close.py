@@ -214,15 +214,18 @@ def test_an_async_stream_closed_from_another_task_ends_the_reading_loop(
     assert "already running" not in caplog.text and "never retrieved" not in caplog.text
 
 
+@pytest.mark.parametrize("closed_too", [False, True], ids=["cancelled", "cancelled-and-closed"])
 def test_a_cancelled_reader_of_an_async_stream_still_sees_its_cancellation(
     upstream: FakeUpstream,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     redis_namespace: str,
+    closed_too: bool,
 ) -> None:
     """The caller's own cancellation of a reading task (``wait_for``, a cancelled task)
     is not mistaken for a stream closed under it: the task is cancelled, and the stream
-    ended as a caller leaving."""
+    ended as a caller leaving; so when another task closes the stream at that moment
+    too (the close's own cancellation of the read is taken back, the caller's is not)."""
     path, capped, db = _capped(upstream, tmp_path, redis_namespace, monkeypatch, GAP)
 
     async def main() -> tuple[bool, int, str]:
@@ -238,6 +241,8 @@ def test_a_cancelled_reader_of_an_async_stream_still_sees_its_cancellation(
             reader = asyncio.ensure_future(read())
             await _until(seen, 2)
             reader.cancel()
+            if closed_too:
+                await stream.aclose()
             await asyncio.wait({reader})
             served = (await router.chat.completions.acreate(messages=HELLO)).model
             return reader.cancelled(), len(seen), str(served)

@@ -149,12 +149,6 @@ def _end_dropped(chunks: AsyncGenerator[Any, None], opened: Opened, ending: _End
     task.add_done_callback(_DROPPED.discard)
 
 
-def _cancelling() -> bool:
-    """Whether the running task itself is being cancelled (by its caller)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
 class AsyncStream:
     """``chat.completion.chunk`` objects (openai's ``ChatCompletionChunk``, or dicts),
     each carrying the ``llmroute`` field, also kept here as `llmroute`."""
@@ -180,8 +174,9 @@ class AsyncStream:
         self._chunks = _chunks(opened, info, self._ending, parts, chain)
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
-        self._reading: asyncio.Task[Any] | None = None  # the read in flight: ours to cancel
+        self._reader: asyncio.Task[Any] | None = None  # the task reading, while it reads
         self._cut = False  # `aclose` ended a read in flight: its reader's loop ends
+        self._unwound: asyncio.Future[None] | None = None  # resolved once that read is
         self._closing = asyncio.Lock()  # one close at a time: a second waits for the first
         self._released: asyncio.Event | None = None  # `cut`: set once its router has closed
         _OPEN.add(self)
@@ -206,19 +201,27 @@ class AsyncStream:
         return self
 
     async def __anext__(self) -> Any:
-        # The read runs as a task of its own, so that `aclose` from another task (a stop
-        # button, the router closing) can end it without cancelling the reader's task.
-        read = asyncio.ensure_future(self._next())
-        self._reading = read
+        # `aclose` from another task (a stop button, the router closing) ends the read
+        # by cancelling the reader while it waits in here, as asyncio.timeout does, and
+        # the cancellation is taken back here: the reader's loop ends. (A task per read
+        # would spare that, at ~10 µs a chunk.)
+        reader = asyncio.current_task()
+        self._reader = reader
         try:
-            return await read
+            return await self._next()
         except asyncio.CancelledError:
-            if self._cut and not _cancelling():  # closed under the reader, who goes on
-                await self._settled()
+            if self._cut and reader is not None and reader.uncancel() == 0:
+                self._read_unwound()
+                await self._settled()  # closed under the reader, who goes on
                 raise StopAsyncIteration from None
-            raise
+            raise  # its caller cancelled it too
         finally:
-            self._reading = None
+            self._reader = None
+            self._read_unwound()
+
+    def _read_unwound(self) -> None:
+        if self._unwound is not None and not self._unwound.done():
+            self._unwound.set_result(None)
 
     async def _settled(self) -> None:
         """Once the close that cut the read is over (and its router's, for `cut`)."""
@@ -244,11 +247,12 @@ class AsyncStream:
         than the reader's, the read in flight is ended first (a generator cannot be
         closed while it is being read) and the reader's ``async for`` ends."""
         async with self._closing:
-            reading = self._reading
-            if reading is not None and not reading.done() and reading is not asyncio.current_task():
+            reader = self._reader
+            if reader is not None and reader is not asyncio.current_task() and not self._cut:
                 self._cut = True
-                reading.cancel()
-                await asyncio.wait({reading})
+                self._unwound = self._loop.create_future()
+                reader.cancel()
+                await self._unwound
             try:
                 await self._chunks.aclose()
             finally:
