@@ -22,7 +22,13 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from redis_service import REDIS_URL
 
 from llmroute import Router
-from llmroute.errors import ModelNotFound, ProviderError, RoutingError, UpstreamRejected
+from llmroute.errors import (
+    ModelNotFound,
+    ProviderError,
+    ProviderTimeout,
+    RoutingError,
+    UpstreamRejected,
+)
 from llmroute.telemetry.store import open_store
 
 REGISTRY = """
@@ -510,6 +516,39 @@ def test_timeout_is_honoured(upstream: FakeUpstream, tmp_path: Path) -> None:
     path.write_text(slow)
     with Router.from_yaml(path) as router, pytest.raises(ProviderError, match=r"0\.2s"):
         router.chat.completions.create(model="small", messages=HELLO, timeout=0.2)
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_a_stream_stalled_past_its_timeout_is_recorded_as_a_timeout(
+    upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, face: str
+) -> None:
+    """The call's `timeout` cancelled the chunks' generator, whose end was then taken
+    for the caller leaving: the record said ``client_disconnected``, not ``timeout``."""
+    db = tmp_path / "log.db"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
+    path = tmp_path / "stall.yaml"
+    registry = REGISTRY % {"url": upstream.url, "fail_500": FAIL_500, "fail_400": FAIL_400}
+    stalled = registry.replace("model: up-small,", "model: 'stall?stall=2',")
+    assert stalled != registry
+    path.write_text(stalled)
+    ask: dict[str, Any] = {"model": "small", "messages": HELLO, "stream": True, "timeout": 0.4}
+    read: list[Any] = []
+
+    async def read_async() -> None:
+        async with Router.from_yaml(path) as router:
+            stream = await router.chat.completions.acreate(**ask)
+            async for chunk in stream:
+                read.append(chunk)
+
+    with pytest.raises(ProviderTimeout, match=r"0\.4s"):
+        if face == "async":
+            asyncio.run(read_async())
+        else:
+            with Router.from_yaml(path) as router:
+                for chunk in router.chat.completions.create(**ask):
+                    read.append(chunk)
+    assert read  # the first word came
+    assert _streams_logged(db) == [(200, "timeout")]
 
 
 WITHOUT_OPENAI = """

@@ -50,7 +50,7 @@ probability P and "no" 1-P; ``nologprobs=1`` answer 400 to a request asking for 
 ``unsupported=A,B`` answer 400 ``unsupported_parameter`` (OpenAI's reasoning models'
 error) to a request that sets parameter A or B; ``cap=N`` answer OpenAI's 400 to a
 ``max_tokens`` / ``max_completion_tokens`` above N ("max_tokens is too large");
-``gap=S`` a stream waits S seconds before each word; ``reasoning=TEXT`` answers with
+``gap=S`` a stream waits S seconds before each word; ``stall=S`` after its first word; ``reasoning=TEXT`` answers with
 DeepSeek's ``reasoning_content`` TEXT (a stream: one delta of it before the words);
 ``strict=1`` answers OpenAI's 400 to a message holding a field OpenAI does not know
 (``thinking_blocks``, ``reasoning_content``: DeepSeek too refuses its own reasoning
@@ -181,7 +181,10 @@ def _completion(
     return data
 
 
-_SCRIPTED = ("reply", "vary", "multi", "finish", "p_yes", "nologprobs", "unsupported", "gap", "cap")
+_SCRIPTED = (
+    *("reply", "vary", "multi", "finish", "p_yes", "nologprobs", "unsupported"),
+    *("gap", "stall", "cap"),
+)
 
 
 def _scripted_texts(
@@ -606,6 +609,8 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 for word in text.split(" "):
                     if "gap" in faults:
                         time.sleep(float(faults["gap"]))
+                    if "stall" in faults and sent == 1:
+                        time.sleep(float(faults["stall"]))
                     self._write_chunk(_chunk(model, {"content": word + " "}, None))
                     sent += 1
                 self._write_chunk(_chunk(model, {}, faults.get("finish", "stop")))

@@ -111,17 +111,21 @@ class _Ending:
     stream its caller drops is then freed at once, and its `__del__` closes the chain
     in order."""
 
-    __slots__ = ("ended", "on_end", "parts")
+    __slots__ = ("deadline", "ended", "on_end", "parts")
 
     def __init__(self, on_end: StreamEnd | None, parts: list[str] | None) -> None:
         self.on_end = on_end
         self.parts = parts
         self.ended = False
+        self.deadline: asyncio.Timeout | None = None  # the read's, while one is awaited
 
     def __call__(self, opened: Opened, error: str | None) -> None:
         if self.ended:
             return
         self.ended = True
+        if error == CLIENT_DISCONNECTED and self.deadline is not None and self.deadline.expired():
+            # the read's timeout cancelled the chunks' generator: not the caller leaving
+            error = "timeout"
         if self.on_end is None:
             return
         try:
@@ -233,7 +237,8 @@ class AsyncStream:
     async def _next(self) -> Any:
         """The next chunk (the sync face, a task per read already, awaits it directly)."""
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._timeout) as deadline:
+                self._ending.deadline = deadline
                 return await anext(self._chunks)
         except TimeoutError:
             self._ending(self._opened, "timeout")
