@@ -6,6 +6,7 @@ in-flight slot is given back and its end recorded."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -251,6 +252,46 @@ def test_a_cancelled_reader_of_an_async_stream_still_sees_its_cancellation(
 
     cancelled, read, served = asyncio.run(main())
     assert cancelled and 2 <= read < 10 and served == capped
+    assert _streams_logged(db) == [(200, "client_disconnected")]
+
+
+def test_an_async_stream_closed_under_a_reader_already_being_cancelled_ends_its_loop(
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_namespace: str,
+) -> None:
+    """A reader whose task had a cancellation caught before it read (cleanup code after
+    a cancel, an anyio shielded scope) sees its ``async for`` end when another task
+    closes the stream, as asyncio.timeout counts only the cancellations made since it
+    began: the close's cancellation of the read was taken back only when none was left
+    at all, so that reader got a CancelledError nobody had asked for."""
+    path, _, db = _capped(upstream, tmp_path, redis_namespace, monkeypatch, GAP)
+
+    async def main() -> tuple[str, int, int]:
+        router = Router.from_yaml(path)
+        try:
+            seen: list[Any] = []
+            stream = await router.chat.completions.acreate(messages=LONG, stream=True)
+
+            async def read() -> tuple[str, int]:
+                task = asyncio.current_task()
+                assert task is not None
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0)  # caught, not taken back: cancelling() is 1
+                return await _read(stream, seen), task.cancelling()
+
+            reader = asyncio.ensure_future(read())
+            await _until(seen, 2)
+            await stream.aclose()
+            outcome, cancelling = await asyncio.wait_for(reader, 5)
+            return outcome, len(seen), cancelling
+        finally:
+            await router.aclose()
+
+    outcome, read, cancelling = asyncio.run(main())
+    assert outcome == "ended" and 2 <= read < 10 and cancelling == 1
     assert _streams_logged(db) == [(200, "client_disconnected")]
 
 

@@ -209,12 +209,15 @@ class AsyncStream:
         # by cancelling the reader while it waits in here, as asyncio.timeout does, and
         # the cancellation is taken back here: the reader's loop ends. (A task per read
         # would spare that, at ~10 µs a chunk.)
+        # Only the cancellations made since the read began count, as in asyncio.timeout:
+        # a reader already being cancelled (a cancellation caught, cleanup code) is not.
         reader = asyncio.current_task()
+        before = 0 if reader is None else reader.cancelling()
         self._reader = reader
         try:
             return await self._next()
         except asyncio.CancelledError:
-            if self._cut and reader is not None and reader.uncancel() == 0:
+            if self._cut and reader is not None and reader.uncancel() <= before:
                 self._read_unwound()
                 await self._settled()  # closed under the reader, who goes on
                 raise StopAsyncIteration from None
