@@ -50,8 +50,9 @@ probability P and "no" 1-P; ``nologprobs=1`` answer 400 to a request asking for 
 ``unsupported=A,B`` answer 400 ``unsupported_parameter`` (OpenAI's reasoning models'
 error) to a request that sets parameter A or B; ``cap=N`` answer OpenAI's 400 to a
 ``max_tokens`` / ``max_completion_tokens`` above N ("max_tokens is too large");
-``gap=S`` a stream waits S seconds before each word; ``stall=S`` after its first word; ``reasoning=TEXT`` answers with
-DeepSeek's ``reasoning_content`` TEXT (a stream: one delta of it before the words);
+``gap=S`` a stream waits S seconds before each word; ``stall=S`` after its first word;
+``reasoning=TEXT`` answers with DeepSeek's ``reasoning_content`` TEXT (a stream: one
+delta of it before the words);
 ``strict=1`` answers OpenAI's 400 to a message holding a field OpenAI does not know
 (``thinking_blocks``, ``reasoning_content``: DeepSeek too refuses its own reasoning
 sent back). A stream whose reader hangs up
@@ -607,10 +608,7 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             sent = 0
             try:
                 for word in text.split(" "):
-                    if "gap" in faults:
-                        time.sleep(float(faults["gap"]))
-                    if "stall" in faults and sent == 1:
-                        time.sleep(float(faults["stall"]))
+                    self._pause_before(sent, faults)
                     self._write_chunk(_chunk(model, {"content": word + " "}, None))
                     sent += 1
                 self._write_chunk(_chunk(model, {}, faults.get("finish", "stop")))
@@ -623,6 +621,14 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 with upstream.lock:
                     upstream.cut.append((model, sent))
                 self.close_connection = True
+
+        @staticmethod
+        def _pause_before(sent: int, faults: dict[str, str]) -> None:
+            """``gap=S`` before each word, ``stall=S`` more after the first."""
+            if "gap" in faults:
+                time.sleep(float(faults["gap"]))
+            if "stall" in faults and sent == 1:
+                time.sleep(float(faults["stall"]))
 
         def _text(self, model: str, body: dict[str, Any], faults: dict[str, str]) -> None:
             """A text completion (``/v1/completions``): ``raw: PROMPT``, with ``[FIM]SUFFIX``
