@@ -86,6 +86,17 @@ async def _until(seen: list[Any], count: int) -> None:
         await asyncio.sleep(0.02)
 
 
+def _asked(upstream: FakeUpstream, capped: str) -> bool:
+    """Whether `capped`'s upstream has been sent a request: the call is in flight."""
+    return any(asked.body.get("model") == capped for asked in list(upstream.requests))
+
+
+async def _until_asked(upstream: FakeUpstream, capped: str) -> None:
+    deadline = time.monotonic() + 10
+    while not _asked(upstream, capped) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
 def _serve_again(router: Router, capped: str) -> str:
     """The model the next call is served by: `capped` once its slot is back."""
     with router:
@@ -293,6 +304,36 @@ def test_an_async_stream_closed_under_a_reader_already_being_cancelled_ends_its_
     outcome, read, cancelling = asyncio.run(main())
     assert outcome == "ended" and 2 <= read < 10 and cancelling == 1
     assert _streams_logged(db) == [(200, "client_disconnected")]
+
+
+def test_closing_the_router_fails_the_call_of_a_task_already_being_cancelled_likewise(
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_namespace: str,
+) -> None:
+    """An ``acreate`` waiting for its answer in a task that had caught a cancellation
+    before (cleanup code after a cancel) raises `RouterClosed` as the router closes, as
+    any other: only a cancellation of the caller made since the call began is the
+    caller's own, and it got a bare CancelledError."""
+    path, capped, _ = _capped(upstream, tmp_path, redis_namespace, monkeypatch, WAIT)
+    router = Router.from_yaml(path)
+
+    async def main() -> str:
+        async def call() -> str:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0)  # caught, not taken back: cancelling() is 1
+            return await _awaited(router.chat.completions.acreate(messages=LONG))
+
+        caller = asyncio.ensure_future(call())
+        await _until_asked(upstream, capped)
+        await router.aclose()
+        return await asyncio.wait_for(caller, 10)
+
+    assert asyncio.run(main()) == repr(RouterClosed())
 
 
 def test_closing_the_router_fails_a_sync_create_with_router_closed(

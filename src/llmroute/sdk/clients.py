@@ -184,13 +184,14 @@ class LoopClients:
         """`coro` (an `acreate`) as a task of ours on the running loop: closing the
         router cancels that task, not the caller's, which gets `RouterClosed`."""
         in_flight = self._in_flight()
+        caller = asyncio.current_task()
+        before = 0 if caller is None else caller.cancelling()  # not the caller's since
         task = asyncio.ensure_future(coro)
         in_flight.calls.add(task)
         try:
             return await task
         except asyncio.CancelledError:
-            caller = asyncio.current_task()
-            if in_flight.closed and caller is not None and not caller.cancelling():
+            if in_flight.closed and caller is not None and caller.cancelling() <= before:
                 await in_flight.released.wait()
                 raise RouterClosed() from None
             raise
