@@ -97,6 +97,14 @@ async def _until_asked(upstream: FakeUpstream, capped: str) -> None:
         await asyncio.sleep(0.02)
 
 
+def _wait_asked(upstream: FakeUpstream, capped: str) -> None:
+    """`_until_asked`, for a thread: a fixed sleep let a loaded machine close the router
+    before the call had begun, which then went on to its answer."""
+    deadline = time.monotonic() + 10
+    while not _asked(upstream, capped) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def _serve_again(router: Router, capped: str) -> str:
     """The model the next call is served by: `capped` once its slot is back."""
     with router:
@@ -138,7 +146,7 @@ def test_closing_the_router_ends_the_calls_of_another_thread_s_loop(
     caller = threading.Thread(target=lambda: outcome.append(asyncio.run(call())), daemon=True)
     caller.start()
     assert started.wait(10)
-    time.sleep(0.3)  # into the call's wait
+    _wait_asked(upstream, capped)  # into the call's wait
     router.close()
     caller.join(10)
     assert not caller.is_alive()
@@ -175,7 +183,7 @@ def test_aclose_ends_the_calls_of_other_tasks_on_its_loop(
             await _until(seen, 2)
         else:
             task = asyncio.ensure_future(_awaited(router.chat.completions.acreate(messages=LONG)))
-            await asyncio.sleep(0.3)
+            await _until_asked(upstream, capped)
         await router.aclose()
         return await asyncio.wait_for(task, 10), len(seen)
 
@@ -358,7 +366,7 @@ def test_closing_the_router_fails_a_sync_create_with_router_closed(
 
     caller = threading.Thread(target=call, daemon=True)
     caller.start()
-    time.sleep(0.5)
+    _wait_asked(upstream, capped)
     router.close()
     caller.join(10)
     assert not caller.is_alive()
