@@ -206,7 +206,7 @@ def test_an_async_stream_closed_from_another_task_ends_the_reading_loop(
     redis_namespace: str,
 ) -> None:
     """A stop button in async code: one task reads, another calls ``aclose()``. The
-    reader's ``async for`` ends as at the stream's end (its task is not cancelled), and
+    reader's ``async for`` ends as at the stream's end (its task is not left cancelled), and
     the stream is ended once: its slot given back, one record. ``aclose()`` raised
     RuntimeError ("aclose(): asynchronous generator is already running") and left the
     reader waiting for the next word."""
