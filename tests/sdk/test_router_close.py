@@ -20,6 +20,7 @@ from test_sdk import HELLO, LONG, SDK_THREAD, _one_route, _streams_logged
 
 from llmroute import Router
 from llmroute.errors import RouterClosed
+from llmroute.sdk.clients import LoopClients
 
 GAP = "gap=0.2"  # a stream of 30 words, one every 0.2 s
 WAIT = "delay=1"  # an answer after a second
@@ -342,6 +343,40 @@ def test_closing_the_router_fails_the_call_of_a_task_already_being_cancelled_lik
         return await asyncio.wait_for(caller, 10)
 
     assert asyncio.run(main()) == repr(RouterClosed())
+
+
+def test_a_stream_opened_as_the_router_closes_is_ended_with_the_call_that_opened_it(
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_namespace: str,
+) -> None:
+    """A close that lands as a call opens its stream (another thread's ``close()`` took
+    the loop's calls in flight, and has not yet ended them on the loop) ends that
+    stream with the call: it was kept with the calls begun after the close, so it was
+    not ended, and its reader read on a dispatcher closed under it (aiohttp's bare
+    ``RuntimeError('Connection closed.')``). The close is made to land at that moment
+    by closing just before the stream is kept."""
+    path, capped, db = _capped(upstream, tmp_path, redis_namespace, monkeypatch, GAP)
+    router = Router.from_yaml(path)
+    keep = LoopClients.track
+
+    def track(clients: LoopClients, stream: Any) -> None:
+        monkeypatch.setattr(LoopClients, "track", keep)  # once
+        clients.release_others(set())  # as `close()` does; ended on the loop later
+        keep(clients, stream)
+
+    monkeypatch.setattr(LoopClients, "track", track)
+
+    async def main() -> tuple[str, int]:
+        seen: list[Any] = []
+        stream = await router.chat.completions.acreate(messages=LONG, stream=True)
+        return await asyncio.wait_for(_read(stream, seen), 10), len(seen)
+
+    outcome, read = asyncio.run(main())
+    assert _serve_again(router, capped) == capped  # its slot back; the log flushed
+    assert outcome == "ended" and read < 10
+    assert _streams_logged(db) == [(200, "client_disconnected")]
 
 
 def test_closing_the_router_fails_a_sync_create_with_router_closed(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import threading
 import weakref
@@ -51,6 +52,10 @@ log = logging.getLogger("llmroute.sdk")
 T = TypeVar("T")
 _Entry = tuple[Dispatcher, ResponseCache | None, Affinity | None, AsyncGenerator[None, None]]
 _UNWIND_S = 5.0  # for the calls cancelled as their loop's clients close to end
+# The calls in flight that the running `run` call belongs to, in its task's context.
+_CALL: contextvars.ContextVar[_InFlight | None] = contextvars.ContextVar(
+    "llmroute_sdk_call", default=None
+)
 
 
 class _InFlight:
@@ -91,6 +96,14 @@ async def _release(in_flight: _InFlight | None, keeper: AsyncGenerator[None, Non
         await in_flight.end(keeper)
     elif keeper is not None:
         await keeper.aclose()
+
+
+def _started(coro: Coroutine[Any, Any, T], in_flight: _InFlight) -> asyncio.Task[T]:
+    """`coro` as a task whose context names `in_flight` (run in a copied context: the
+    caller's own is left as it was; no ``context=`` argument, which not every loop
+    implementation takes)."""
+    _CALL.set(in_flight)
+    return asyncio.ensure_future(coro)
 
 
 def _running_here() -> asyncio.AbstractEventLoop | None:
@@ -186,7 +199,8 @@ class LoopClients:
         in_flight = self._in_flight()
         caller = asyncio.current_task()
         before = 0 if caller is None else caller.cancelling()  # not the caller's since
-        task = asyncio.ensure_future(coro)
+        # its stream is kept with it (`track`); a task copies the context it is made in
+        task = contextvars.copy_context().run(_started, coro, in_flight)
         in_flight.calls.add(task)
         try:
             return await task
@@ -199,8 +213,15 @@ class LoopClients:
             in_flight.calls.discard(task)
 
     def track(self, stream: AsyncStream) -> None:
-        """`stream`, opened on the running loop, is closed with the loop's clients."""
-        self._in_flight().streams.add(stream)
+        """`stream`, opened on the running loop, is closed with the loop's clients: with
+        the calls in flight of the call that opened it, even when a close (from another
+        thread) has taken them meanwhile and not yet ended them on this loop: kept with
+        the calls begun since, it was not ended, and read on a dispatcher closed under
+        it."""
+        in_flight = _CALL.get()
+        if in_flight is None or in_flight.released.is_set():  # that close is over
+            in_flight = self._in_flight()
+        in_flight.streams.add(stream)
 
     async def aclose_current(self) -> None:
         """End the running loop's calls in flight and close its dispatcher."""
