@@ -235,6 +235,41 @@ def test_an_async_stream_closed_from_another_task_ends_the_reading_loop(
     assert "already running" not in caplog.text and "never retrieved" not in caplog.text
 
 
+def test_an_async_stream_closed_again_after_a_close_cancelled_midway_ends_once(
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    redis_namespace: str,
+) -> None:
+    """A close from another task cancelled while the read it ended was still unwinding
+    (``wait_for(stream.aclose(), ...)``, a stop button's task cancelled) and a second
+    close (the button again, the router closing): the second waits for that read to
+    unwind, then ends the stream. It closed the stream's generator under the read
+    still unwinding in it and raised RuntimeError ("already running")."""
+    path, _, db = _capped(upstream, tmp_path, redis_namespace, monkeypatch, GAP)
+
+    async def main() -> tuple[str, str, int]:
+        router = Router.from_yaml(path)
+        try:
+            seen: list[Any] = []
+            stream = await router.chat.completions.acreate(messages=LONG, stream=True)
+            reader = asyncio.ensure_future(_read(stream, seen))
+            await _until(seen, 2)
+            first = asyncio.ensure_future(stream.aclose())
+            await asyncio.sleep(0)  # it cancelled the read and waits for it to unwind
+            first.cancel()
+            second = await _awaited(stream.aclose())
+            return second, await asyncio.wait_for(reader, 5), len(seen)
+        finally:
+            await router.aclose()
+
+    second, outcome, read = asyncio.run(main())
+    assert second == "answered" and outcome == "ended" and 2 <= read < 10
+    assert _streams_logged(db) == [(200, "client_disconnected")]
+    assert "already running" not in caplog.text
+
+
 @pytest.mark.parametrize("closed_too", [False, True], ids=["cancelled", "cancelled-and-closed"])
 def test_a_cancelled_reader_of_an_async_stream_still_sees_its_cancellation(
     upstream: FakeUpstream,

@@ -256,11 +256,15 @@ class AsyncStream:
         closed while it is being read) and the reader's ``async for`` ends."""
         async with self._closing:
             reader = self._reader
-            if reader is not None and reader is not asyncio.current_task() and not self._cut:
-                self._cut = True
-                self._unwound = self._loop.create_future()
-                reader.cancel()
-                await self._unwound
+            if reader is not None and reader is not asyncio.current_task():
+                if not self._cut:
+                    self._cut = True
+                    self._unwound = self._loop.create_future()
+                    reader.cancel()
+                # shielded: a close cancelled here leaves the wait to the next one, which
+                # would otherwise close the generator under the read still unwinding in it
+                assert self._unwound is not None
+                await asyncio.shield(self._unwound)
             try:
                 await self._chunks.aclose()
             finally:
