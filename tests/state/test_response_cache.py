@@ -300,10 +300,11 @@ ANSWER = {"id": "c1", "object": "chat.completion", "choices": [{"message": {"con
 
 def test_closing_waits_for_a_write_as_long_as_the_store_may_take() -> None:
     """Closing waited 2 s for the writes in flight whatever the store's timeout: with
-    ``timeout_s: 0.8`` an answer's write (its entry, then what served its decision)
-    may take 2.4 s, and one cut at 2 s was lost as the gateway stopped."""
-    store = SlowStore(2.1)
-    cache = slow_cache(store, timeout_s=0.8)
+    ``timeout_s: 1`` an answer's write (its entry, then what served its decision)
+    may take 3 s, and one cut at 2 s was lost as the gateway stopped. (A write of
+    2.2 s: 0.8 s short of the wait, so that a loaded machine's stall does not cut it.)"""
+    store = SlowStore(2.2)
+    cache = slow_cache(store, timeout_s=1.0)
     key = cache.key(plan(body()), body(), False)
     assert key is not None
 
