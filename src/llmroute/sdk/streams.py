@@ -117,7 +117,7 @@ class _Ending:
         self.on_end = on_end
         self.parts = parts
         self.ended = False
-        self.deadline: asyncio.Timeout | None = None  # the read's, while one is awaited
+        self.deadline: asyncio.Timeout | None = None  # the last read's (expired: timed out)
 
     def __call__(self, opened: Opened, error: str | None) -> None:
         if self.ended:
