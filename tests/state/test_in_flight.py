@@ -19,7 +19,7 @@ import redis
 from fake_upstream import FakeUpstream, fake_upstream
 from plans import plan_for
 from redis_service import REDIS_URL
-from test_limits import REGISTRY, Clock, _two_views, redis_busy
+from test_limits import BUSY_TIMEOUT_S, REGISTRY, Clock, _two_views, redis_busy
 
 from llmroute.dispatch import Dispatcher
 from llmroute.errors import ProviderError
@@ -120,7 +120,7 @@ def test_a_redis_that_is_not_there_lets_every_request_through(closed_port: int) 
 def test_give_backs_redis_did_not_take_are_made_before_the_next_count(
     redis_namespace: str,
 ) -> None:
-    """Redis busy for 0.3 s with a 0.05 s timeout: the slots and the token hold given
+    """Redis busy for longer than the timeout: the slots and the token hold given
     back meanwhile were dropped, so a model with ``max_in_flight: 2`` stayed full for the
     slots' whole lease (10 min) and the key's tpm counted the hold. They are kept and
     made before the next count once Redis answers again."""
@@ -128,7 +128,7 @@ def test_give_backs_redis_did_not_take_are_made_before_the_next_count(
     slots_key = f"{redis_namespace}:inflight:d"
 
     async def go() -> list[object]:
-        limits = RedisLimits(REDIS_URL, 0.05, redis_namespace)
+        limits = RedisLimits(REDIS_URL, BUSY_TIMEOUT_S, redis_namespace)
         try:
             one, two = await limits.take_slot("d", 2), await limits.take_slot("d", 2)
             minute = await limits.hold_tokens("k", 40, 50)
