@@ -266,8 +266,14 @@ auth:
             if upstream.cut and upstream.cut[-1][0] == f"cut-{tag}?gap=0.3":
                 break
             time.sleep(0.05)
-        time.sleep(0.5)
-        key = _spent(served, KEY)
+        # Settled as the stream's clean-up ends; the server cancels the clean-up's awaits,
+        # so the upstream may be closed before Redis has taken the settles (which go on
+        # by themselves): on a Redis slow for a second the key still showed its worst
+        # case half a second after the cut. Bounded: a hold never settled fails.
+        key, deadline = _spent(served, KEY), time.monotonic() + 10
+        while not 0 < key < 0.05 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            key = _spent(served, KEY)
         scraped = httpx.get(f"{served.url}/metrics", timeout=10).text
     model = next(
         sample.value
