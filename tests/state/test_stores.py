@@ -87,9 +87,9 @@ def test_redis_round_trip_with_expiry(redis_namespace: str) -> None:
         try:
             key = f"{redis_namespace}:k"
             assert await store.get(key) is None
-            await store.set(key, b"\x00value\xff", ttl_s=0.2)
+            await store.set(key, b"\x00value\xff", ttl_s=0.5)
             assert await store.get(key) == b"\x00value\xff"
-            await asyncio.sleep(0.35)
+            await asyncio.sleep(0.65)
             assert await store.get(key) is None
         finally:
             await store.aclose()
@@ -138,9 +138,9 @@ def test_add_sets_only_what_is_not_there(backend: str, request: pytest.FixtureRe
     async def go() -> list[object]:
         store, key = _backend(backend, request, "lease")
         try:
-            won = await asyncio.gather(*(store.add(key, str(i).encode(), 0.3) for i in range(5)))
+            won = await asyncio.gather(*(store.add(key, str(i).encode(), 0.6) for i in range(5)))
             held = await store.get(key)
-            await asyncio.sleep(0.45)
+            await asyncio.sleep(0.75)
             return [
                 sorted(won),
                 held == str(won.index(True)).encode(),
@@ -162,11 +162,14 @@ def test_renew_keeps_only_what_still_holds_the_value(
     async def go() -> list[object]:
         store, key = _backend(backend, request, "lease")
         try:
-            await store.set(key, b"mine", 0.3)
-            seen = [await store.renew(key, b"mine", 0.6), await store.renew(key, b"theirs", 5)]
-            await asyncio.sleep(0.4)  # past the first 0.3 s: renewed, still there
+            # Half a second and more between the steps whose order is checked: a test
+            # process stopped 0.25 s between two of them (a loaded machine, a GC pause)
+            # read the renewed value as lapsed when the gap was 0.2 s.
+            await store.set(key, b"mine", 0.5)
+            seen = [await store.renew(key, b"mine", 1.5), await store.renew(key, b"theirs", 5)]
+            await asyncio.sleep(0.7)  # past the first 0.5 s: renewed, still there
             seen.append(await store.get(key))
-            await asyncio.sleep(0.35)
+            await asyncio.sleep(1.0)
             seen += [await store.renew(key, b"mine", 5), await store.get(key)]
             return seen
         finally:
