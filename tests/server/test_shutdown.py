@@ -291,7 +291,7 @@ providers:
 models:
   slow:
     provider: fake
-    model: "slow?delay=0.3"
+    model: "slow?delay=1"
     price: {input: 1, output: 1}
     max_output_tokens: 100
     max_in_flight: 4
@@ -310,7 +310,7 @@ def test_give_backs_redis_missed_just_before_sigterm_are_made_at_exit(
     tmp_path: Path, redis_namespace: str, workers: int
 ) -> None:
     """A request whose slot give-back and budget settle Redis did not take (paused for
-    half a second as the answer came) keeps them to make later; the gateway stopped
+    a second and a half as the answer came) keeps them to make later; the gateway stopped
     right after closed without trying again (Redis was still taken for down): the
     slot stayed taken for its 10-minute lease, the hold for its 30 minutes, and the
     call's cost was never counted, with nothing in the log."""
@@ -331,9 +331,10 @@ def test_give_backs_redis_missed_just_before_sigterm_are_made_at_exit(
                     target=lambda: answers.append(httpx.post(url, json=body, timeout=10))
                 )
                 asker.start()
-                # its slot and hold taken; Redis is paused as its answer comes (0.3 s)
-                wait_for("the call upstream", lambda: upstream.counts["slow?delay=0.3"] >= 2, 10)
-                client.execute_command("CLIENT", "PAUSE", 500, "WRITE")
+                # its slot and hold taken; Redis is paused as its answer comes (after 1 s:
+                # the pause covers it however late this thread gets here, up to 1 s)
+                wait_for("the call upstream", lambda: upstream.counts["slow?delay=1"] >= 2, 10)
+                client.execute_command("CLIENT", "PAUSE", 1500, "WRITE")
                 asker.join(timeout=10)
                 served.proc.send_signal(signal.SIGTERM)
                 served.proc.wait(timeout=20)
