@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
 from redis_service import REDIS_URL
-from test_sdk import HELLO, LONG, SDK_THREAD, _one_route, _streams_logged
+from test_sdk import HELLO, LONG, SDK_THREAD, _logged, _one_route, _streams_logged
 
 from llmroute import Router
 from llmroute.errors import RouterClosed
@@ -52,16 +52,6 @@ def _capped(
     limits = f"{{url: '{REDIS_URL}', namespace: {namespace}, timeout_s: 2}}"
     path.write_text(path.read_text() + f"dispatch: {{limits: {limits}}}\n")
     return path, capped, db
-
-
-def _calls_logged(db: Path) -> list[tuple[int, str | None]]:
-    import sqlite3
-
-    store = sqlite3.connect(db)
-    try:
-        return store.execute("SELECT status, error FROM decisions").fetchall()
-    finally:
-        store.close()
 
 
 async def _read(stream: Any, seen: list[Any]) -> str:
@@ -156,7 +146,7 @@ def test_closing_the_router_ends_the_calls_of_another_thread_s_loop(
         assert _streams_logged(db) == [(200, "client_disconnected")]
     else:
         assert outcome == [repr(RouterClosed())]
-        assert _calls_logged(db) == [(499, "client_disconnected")]
+        assert _logged(db) == [(499, "client_disconnected")]
     assert _serve_again(router, capped) == capped
     assert "already running" not in caplog.text and "never retrieved" not in caplog.text
 
@@ -194,7 +184,7 @@ def test_aclose_ends_the_calls_of_other_tasks_on_its_loop(
         assert _streams_logged(db) == [(200, "client_disconnected")]
     else:
         assert outcome == repr(RouterClosed())
-        assert _calls_logged(db) == [(499, "client_disconnected")]
+        assert _logged(db) == [(499, "client_disconnected")]
     assert _serve_again(router, capped) == capped
     assert "already running" not in caplog.text and "never retrieved" not in caplog.text
 
@@ -442,7 +432,7 @@ def test_closing_the_router_fails_a_sync_create_with_router_closed(
     assert not caller.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], RouterClosed), outcome
     assert "closed" in str(outcome[0])
-    assert _calls_logged(db) == [(499, "client_disconnected")]
+    assert _logged(db) == [(499, "client_disconnected")]
     assert _serve_again(router, capped) == capped
 
 

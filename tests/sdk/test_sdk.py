@@ -306,12 +306,17 @@ def _capped_and_logged(
     return path, f"capped-{tmp_path.name}?gap=0.2", db
 
 
-def _streams_logged(db: Path) -> list[tuple[int, str | None]]:
+def _logged(db: Path, where: str = "") -> list[tuple[int, str | None]]:
+    """(status, error) of the decisions the routers wrote to `db` (`where`: a filter)."""
     store = sqlite3.connect(db)
     try:
-        return store.execute("SELECT status, error FROM decisions WHERE stream = 1").fetchall()
+        return store.execute(f"SELECT status, error FROM decisions {where}").fetchall()
     finally:
         store.close()
+
+
+def _streams_logged(db: Path) -> list[tuple[int, str | None]]:
+    return _logged(db, "WHERE stream = 1")
 
 
 def test_a_sync_stream_its_reader_left_unclosed_is_ended_and_recorded(
