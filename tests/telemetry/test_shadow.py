@@ -189,7 +189,9 @@ def test_submit_returns_at_once_and_the_record_arrives_later(
     )
     assert outcomes == ["sent"]
     assert scheduled and written_at_once == 0
-    assert elapsed < 0.05 * DELAY
+    # a submit that waited for the reference would take DELAY; the margin is for a
+    # loaded machine's stalls, which can pass 50 ms
+    assert elapsed < 0.5 * DELAY
     [record] = records
     assert (record.decision_id, record.ts, record.route) == ("d-maths-cheap", 1234.5, "maths")
     assert (record.routed_model, record.reference_model) == ("cheap", "slow")
