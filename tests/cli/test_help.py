@@ -29,6 +29,19 @@ def test_version_prints_the_package_version() -> None:
     assert done.stdout == f"llmroute {__version__}\n"
 
 
+def test_python_dash_m_is_the_command() -> None:
+    """`python -m llmroute` works where the console script is not on PATH."""
+    done = subprocess.run(
+        [sys.executable, "-m", "llmroute", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"llmroute {__version__}\n"
+
+
 def test_a_paragraph_is_joined_and_lists_keep_their_lines() -> None:
     doc = "Print the threshold that sends\nthe share.\n\n- one\n- two\n    indented\nplain"
     assert (
