@@ -118,8 +118,8 @@ def resolve_registry(path: Path | None) -> Path:
     if found is not None:
         return found
     fail(
-        "no registry given: pass --registry FILE or set LLMROUTE_REGISTRY "
-        "(the example is examples/registry.yaml)"
+        "no registry given: pass --registry FILE, set LLMROUTE_REGISTRY or run where a "
+        "registry.yaml is (examples/registry.yaml in llmroute's source is one to start from)"
     )
 
 
