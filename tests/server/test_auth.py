@@ -194,6 +194,45 @@ def test_only_admin_keys_read_the_dashboard_and_metrics(gateway: Served) -> None
     assert 'llmroute_auth_rejected_total{reason="missing"}' in metrics.text
 
 
+def test_basic_credentials_count_only_on_the_dashboard_and_metrics(
+    gateway: Served, upstream: FakeUpstream
+) -> None:
+    """A browser that logged in to the dashboard sends its cached Basic credentials on
+    its own, also with a form another site's page posts (``text/plain``, no preflight):
+    on the API they must not let it in, or any page the operator visits could spend on
+    the admin key. Bearer and x-api-key are what API clients send."""
+    body = '{"model": "auto", "messages": [{"role": "user", "content": "from a form"}]}'
+    called = len(upstream.requests)
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/batches"):
+        for key in (OPS_KEY, TEAM_KEY):
+            posted = httpx.post(
+                f"{gateway.url}{path}",
+                content=body,
+                headers={"content-type": "text/plain"},
+                auth=("me", key),
+                timeout=10,
+            )
+            assert posted.status_code == 401, (path, posted.text)
+            assert posted.headers["www-authenticate"] == "Bearer"  # no browser prompt
+            message = posted.json()["error"]["message"]
+            assert "Basic credentials count only on /dashboard and /metrics" in message
+            assert key not in message
+    assert len(upstream.requests) == called  # nothing reached the upstream
+    listed = httpx.get(f"{gateway.url}/v1/models", auth=("me", OPS_KEY), timeout=10)
+    assert listed.status_code == 401
+    team = {"Authorization": f"Bearer {TEAM_KEY}"}
+    assert httpx.post(f"{gateway.url}/v1/chat/completions", json=ASK, headers=team).is_success
+    # where a browser logs in, Basic still counts: the page, its data, its files, /metrics
+    for path in ("/dashboard", "/dashboard/data", "/dashboard/app.js", "/metrics"):
+        assert httpx.get(f"{gateway.url}{path}", auth=("me", OPS_KEY)).status_code == 200
+    page = httpx.get(f"{gateway.url}/dashboard", timeout=10)
+    assert "a browser asks for it" in page.json()["error"]["message"]
+    # what a browser asks for by itself beside the page: refused, it would make the
+    # browser drop the dashboard's login (and ask again on the page's next refresh)
+    for auth in (None, ("me", OPS_KEY)):
+        assert httpx.get(f"{gateway.url}/favicon.ico", auth=auth).status_code == 404
+
+
 def _assert_waits_for_the_window(headers: httpx.Headers) -> None:
     """A 429 says when the sliding minute will have room: within the two minutes it
     spans, in seconds and (what OpenAI's clients read first) milliseconds."""

@@ -8,13 +8,16 @@ was pinned to, so a registry reload that adds or removes a key applies to the ne
 request. Without an ``auth:`` section nothing is checked.
 
 Where a key may be presented: ``Authorization: Bearer KEY`` (what OpenAI clients send),
-``x-api-key: KEY`` (Anthropic's clients) or ``Authorization: Basic`` with the key as
-password (what a browser sends after its login prompt, for the dashboard). /health and
-/ready never need one; /dashboard and /metrics need an ``admin`` key (``public_metrics``
-opens /metrics). A key with ``rpm`` is limited to that many requests a minute on the
-/v1 endpoints, one with ``tpm`` to that many tokens a minute, counted where
-``dispatch.limits`` says (429 beyond, with Retry-After); their responses carry OpenAI's
-``x-ratelimit-*`` headers.
+``x-api-key: KEY`` (Anthropic's clients) or, on /dashboard and /metrics only,
+``Authorization: Basic`` with the key as password (what a browser sends after its login
+prompt). A browser sends Basic credentials it has cached by itself, on requests other
+sites' pages make (a form posted to /v1/chat/completions), so anywhere else they would
+let any page the operator visits spend on the admin key. /health, /ready and
+/favicon.ico never need one; /dashboard and /metrics need an ``admin`` key
+(``public_metrics`` opens /metrics). A key with ``rpm`` is limited to that many
+requests a minute on the /v1 endpoints, one with ``tpm`` to that many tokens a minute,
+counted where ``dispatch.limits`` says (429 beyond, with Retry-After); their responses
+carry OpenAI's ``x-ratelimit-*`` headers.
 """
 
 from __future__ import annotations
@@ -57,7 +60,10 @@ __all__ = [
     "presented_key",
 ]
 
-PUBLIC_PATHS = frozenset({"/health", "/ready"})
+# /favicon.ico: what a browser asks for by itself beside any page it shows (the JSON of
+# /dashboard/data, /metrics): refused, it would make the browser drop the admin key it
+# was given for the dashboard and ask for it again. There is no icon: a 404, unchecked.
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/favicon.ico"})
 MIN_KEY_LENGTH = 16  # keys are hashed without salt: a short one is guessable from its hash
 ADMIN_PREFIXES = ("/dashboard", "/metrics")
 KEY_INFO_PATH = "/v1/key"  # a key's own limits and spending: counted against neither
@@ -132,13 +138,14 @@ def _digests(key: ApiKey, env: Mapping[str, str], where: str) -> list[bytes]:
 _KEY_HEADERS = frozenset({"authorization", "x-api-key"})
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key a request carries, if any (see the module docstring for where)."""
+def presented_key(headers: Mapping[str, str], *, basic: bool = True) -> str | None:
+    """The key a request carries, if any (see the module docstring for where); Basic
+    credentials only count with `basic`."""
     authorization = headers.get("authorization", "").strip()
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    if scheme.lower() == "basic" and value.strip():
+    if scheme.lower() == "basic" and value.strip() and basic:
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
@@ -222,11 +229,11 @@ class RequireKey:
             headers[name] = value
         admin_path = path.startswith(ADMIN_PREFIXES)
         challenge = 'Basic realm="llmroute"' if admin_path else "Bearer"
-        presented = presented_key(headers)
+        presented = presented_key(headers, basic=admin_path)
         if presented is None:
             raise GatewayError(
                 401,
-                "missing API key: send it as Authorization: Bearer <key>",
+                _missing(path, admin_path, headers.get("authorization", "")),
                 code="invalid_api_key",
                 headers={"WWW-Authenticate": challenge},
             )
@@ -246,6 +253,22 @@ class RequireKey:
         if is_api_path(path) and path != KEY_INFO_PATH:
             await admit(scope, key, gateway, spends=_spends(scope))
         return key
+
+
+def _missing(path: str, admin_path: bool, authorization: str) -> str:
+    """Why a request has no key that counts: none, or only Basic credentials where they
+    do not count (a browser's own, which it sends on other sites' behalf too)."""
+    if admin_path:
+        return (
+            f"missing API key: {path} needs an admin key; a browser asks for it (any user "
+            "name, the key as password), other clients send Authorization: Bearer <key>"
+        )
+    if authorization.strip().partition(" ")[0].lower() == "basic":
+        return (
+            "missing API key: HTTP Basic credentials count only on /dashboard and /metrics "
+            "(a browser's login); send the key as Authorization: Bearer <key> or x-api-key"
+        )
+    return "missing API key: send it as Authorization: Bearer <key>"
 
 
 def is_api_path(path: str) -> bool:

@@ -1,0 +1,185 @@
+"""The dashboard's security in a real headless Chromium, driven through chromedriver
+(``apt-get install -y chromium chromium-driver``, then ``pytest -m browser``): what a
+browser that logged in to the dashboard lets another site's page do with that login,
+and that whatever the decision log holds reaches the page as text, never as markup.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from dashboard_registry import DASHBOARD_REGISTRY
+from fake_upstream import FakeUpstream, fake_upstream, serve_in_thread
+from gateway_proc import free_port, serve, wait_for
+from telemetry_records import build_record
+from webdriver import browser
+
+from llmroute.telemetry.store import open_store
+
+pytestmark = pytest.mark.browser
+
+ADMIN, TEAM = "ops-key-1234567890", "team-key-5678901234"
+MARK = "posted by another site"
+# sets a flag if it ever runs; the page's CSP would also refuse it, so the checks below
+# look for the element itself too
+PAYLOAD = '<img src=x onerror="window.__pwned=1">'
+
+
+def _form_page(target: str) -> type[BaseHTTPRequestHandler]:
+    """Another site's page: a form that posts itself to `target` as ``text/plain``
+    (no preflight), its one field spelling a chat request in JSON."""
+    name = '{"model": "auto", "messages": [{"role": "user", "content": "' + MARK
+    html = (
+        f'<!doctype html><form id="f" method="POST" action="{target}" enctype="text/plain">'
+        f"<input type=\"hidden\" name='{name}' value='\"}}]}}'></form>"
+        '<script>document.getElementById("f").submit()</script>'
+    ).encode()
+
+    class Page(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(html)))
+            self.end_headers()
+            self.wfile.write(html)
+
+    return Page
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as fake:
+        yield fake
+
+
+def test_another_sites_form_cannot_use_the_dashboard_login(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """After the operator logs in to the dashboard, the browser keeps the admin key
+    (Basic) and sends it with a form another site's page posts to the gateway: the
+    gateway must not take it there, or that page spends on the admin key."""
+    registry = tmp_path / "registry.yaml"
+    digest = {key: hashlib.sha256(key.encode()).hexdigest() for key in (ADMIN, TEAM)}
+    keys = (
+        "auth:\n  keys:\n"
+        f'    - {{name: ops, sha256: "{digest[ADMIN]}", admin: true}}\n'
+        f'    - {{name: team, sha256: "{digest[TEAM]}"}}\n'
+    )
+    registry.write_text(DASHBOARD_REGISTRY % {"url": upstream.url} + keys)
+    env = {"LLMROUTE_TELEMETRY_URL": f"sqlite:///{tmp_path / 'log.db'}"}
+    with (
+        serve(registry, tmp_path / "serve.log", env=env) as served,
+        browser(tmp_path) as chromium,
+    ):
+        target = f"{served.url}/v1/chat/completions"
+        with serve_in_thread(_form_page(target)) as served_at:
+            # "localhost" is another site than the gateway's 127.0.0.1
+            site = served_at.replace("127.0.0.1", "localhost")
+            login = served.url.replace("http://", f"http://ops:{ADMIN}@")
+            chromium.open(f"{login}/dashboard#since=15m")
+            chromium.wait_until("the page's data", "return document.body.dataset.state")
+            assert chromium.run("return document.body.dataset.state") == "ready"
+            chromium.open(site)
+            chromium.wait_until(
+                "the form's answer",
+                f"return location.href === {target!r} && document.body.innerText",
+            )
+            answer = chromium.run("return document.body.innerText")
+    assert not any(MARK in str(r.body) for r in upstream.requests), answer
+    # a 401 (Chrome may ask again without the refused credentials: either message)
+    assert '"code":"invalid_api_key"' in answer and ADMIN not in answer
+
+
+def _log_with_payloads(path: Path) -> None:
+    """A decision log whose every name the page shows is markup: `llmroute dashboard`
+    reads logs written by anything (a copied file, a shared database)."""
+    store = open_store(f"sqlite:///{path}")
+    try:
+        store.migrate()
+        now = time.time()
+        records = []
+        for i in range(6):
+            record = build_record(i, ts=now - 60 + i)
+            decision = dataclasses.replace(
+                record.decision, route=f"{PAYLOAD}{i % 2}", model=PAYLOAD, layer=PAYLOAD
+            )
+            records.append(
+                dataclasses.replace(
+                    record,
+                    decision=decision,
+                    status=200 if i % 2 else 502,
+                    served_model=f"{PAYLOAD}served",
+                    deployment=PAYLOAD,
+                    error=None if i % 2 else PAYLOAD,
+                    client=PAYLOAD,
+                    tags=(PAYLOAD,),
+                    api=PAYLOAD,
+                    end_user=PAYLOAD,
+                )
+            )
+        store.write_decisions(records)
+    finally:
+        store.close()
+
+
+_INJECTED = """
+const found = document.querySelectorAll("img, iframe, object, embed, script:not([src])");
+const handlers = [...document.querySelectorAll("*")].filter(
+  (e) => [...e.attributes].some((a) => a.name.startsWith("on")));
+return {pwned: window.__pwned === 1, elements: found.length, handlers: handlers.length,
+        text: document.body.innerText, state: document.body.dataset.state};
+"""
+
+
+def test_what_the_log_holds_reaches_the_page_as_text(tmp_path: Path) -> None:
+    db = tmp_path / "log.db"
+    _log_with_payloads(db)
+    port = free_port()
+    log = tmp_path / "dashboard.log"
+    command = [str(Path(sys.executable).parent / "llmroute"), "dashboard"]
+    command += ["--url", f"sqlite:///{db}", "--port", str(port)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{base}/health", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for("llmroute dashboard", up, 30, log)
+        data = httpx.get(f"{base}/dashboard/data?since=15m", timeout=10).json()
+        assert data["summary"]["requests"] == 6  # the payloads are in what the page reads
+        with browser(tmp_path) as chromium:
+            chromium.open(f"{base}/dashboard#since=15m")
+            chromium.wait_until("the page's data", "return document.body.dataset.state")
+            page = chromium.run(_INJECTED)
+            # a window that is markup: its error is shown beside the selector, as text
+            chromium.open(f"{base}/dashboard#since={PAYLOAD}")
+            chromium.wait_until(
+                "the window's error", "return !document.getElementById('window-error').hidden"
+            )
+            window = chromium.run(_INJECTED)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert page["state"] == "ready", page["text"][:2000]
+    assert page["text"].count(PAYLOAD) >= 5, page["text"][:2000]  # shown, as text
+    assert (page["pwned"], page["elements"], page["handlers"]) == (False, 0, 0)
+    assert PAYLOAD in window["text"]
+    assert (window["pwned"], window["elements"], window["handlers"]) == (False, 0, 0)
