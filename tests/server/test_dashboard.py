@@ -144,7 +144,13 @@ def test_live_state_shows_this_process_and_its_breakers(
 
 @pytest.mark.parametrize(
     ("since", "message"),
-    [("bad", "invalid time 'bad'"), ("2099-01-01", "starts in the future"), ("1h..2h", "ends")],
+    [
+        ("bad", "invalid time 'bad'"),
+        ("2099-01-01", "starts in the future"),
+        ("1h..2h", "ends"),
+        ("99999999999999999999d", "reaches back before 1970"),  # was a 500
+        ("9" * 2000 + "h", "reaches back before 1970"),
+    ],
 )
 def test_a_bad_window_is_an_openai_style_400(gateway: Served, since: str, message: str) -> None:
     response = httpx.get(f"{gateway.url}/dashboard/data", params={"since": since}, timeout=10)

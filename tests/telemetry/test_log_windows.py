@@ -35,3 +35,12 @@ def test_iso_dates_are_utc() -> None:
 def test_invalid_windows(text: str) -> None:
     with pytest.raises(WindowError):
         parse_window(text, now=NOW)
+
+
+@pytest.mark.parametrize("text", ["99999999999999999999d", "9" * 400 + "h", "60000w", "3000w..1d"])
+def test_a_duration_reaching_back_before_1970_is_invalid(text: str) -> None:
+    """Not a start no database can take (a SQLite INTEGER overflow, an infinity), which
+    was a 500 from /dashboard/data: a clear error naming the start of the text."""
+    with pytest.raises(WindowError, match="reaches back before 1970") as caught:
+        parse_window(text, now=NOW)
+    assert len(str(caught.value)) < 150  # the text cut to its start

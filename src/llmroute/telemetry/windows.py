@@ -9,6 +9,7 @@ runs from then until now. Windows are half-open: ``since <= ts < until``.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -51,17 +52,31 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+_SHOWN_CHARS = 40
+
+
+def _shown(text: str) -> str:
+    """`text` quoted for an error message, cut to its start when long."""
+    return repr(text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…")
+
+
 def _instant(text: str, now: float) -> float:
     """A point in time: a duration ago (``7d``) or an ISO date/date-time."""
     match = _RELATIVE.match(text)
     if match:
         amount, unit = float(match.group(1)), match.group(2).lower()
-        return now - amount * _UNIT_SECONDS[unit]
+        start = now - amount * _UNIT_SECONDS[unit]
+        if not (math.isfinite(start) and start >= 0):  # 10**30d: no database takes it
+            raise WindowError(
+                f"invalid time {_shown(text)}: it reaches back before 1970 "
+                "(use e.g. 30d or 52w, or an ISO date)"
+            )
+        return start
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise WindowError(
-            f"invalid time {text!r}: use a duration ago such as 30m, 24h, 7d, 2w, "
+            f"invalid time {_shown(text)}: use a duration ago such as 30m, 24h, 7d, 2w, "
             "or an ISO date such as 2024-05-01"
         ) from None
     if moment.tzinfo is None:
@@ -75,7 +90,7 @@ def parse_instant(text: str, *, now: float | None = None) -> float:
     current = time.time() if now is None else now
     moment = _instant(text, current)
     if moment > current:
-        raise WindowError(f"invalid time {text!r}: it is in the future")
+        raise WindowError(f"invalid time {_shown(text)}: it is in the future")
     return moment
 
 
@@ -84,14 +99,14 @@ def parse_window(text: str, *, now: float | None = None) -> Window:
     current = time.time() if now is None else now
     start_text, sep, end_text = text.partition("..")
     if not start_text.strip() or (sep and not end_text.strip()):
-        raise WindowError(f"invalid window {text!r}: use e.g. 7d, 24h or 14d..7d")
+        raise WindowError(f"invalid window {_shown(text)}: use e.g. 7d, 24h or 14d..7d")
     since = _instant(start_text, current)
     until = _instant(end_text, current) if sep else None
     if until is not None and until <= since:
         raise WindowError(
-            f"invalid window {text!r}: it ends before it starts "
+            f"invalid window {_shown(text)}: it ends before it starts "
             "(the first part is the older one, e.g. 14d..7d)"
         )
     if since > current:
-        raise WindowError(f"invalid window {text!r}: it starts in the future")
+        raise WindowError(f"invalid window {_shown(text)}: it starts in the future")
     return Window(since=since, until=until, text=text.strip(), _now=current)
