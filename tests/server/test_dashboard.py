@@ -95,6 +95,16 @@ def test_the_page_and_its_assets_are_served_under_a_strict_csp(gateway: Served) 
     assert style.status_code == 200 and style.headers["content-type"].startswith("text/css")
     missing = httpx.get(f"{gateway.url}/dashboard/secrets.txt", timeout=10)
     assert missing.status_code == 404 and "error" in missing.json()
+    for answer in (page, script, style):
+        assert answer.headers["x-frame-options"] == "DENY"  # for browsers before CSP 2
+    # the data, and its errors: JSON nothing renders, frames or keeps
+    for since in ("1h", "bad"):
+        data = httpx.get(f"{gateway.url}/dashboard/data", params={"since": since}, timeout=10)
+        assert data.headers["content-type"] == "application/json"
+        assert data.headers["x-content-type-options"] == "nosniff"
+        assert data.headers["content-security-policy"].startswith("default-src 'none'")
+        assert data.headers["x-frame-options"] == "DENY"
+        assert data.headers["cache-control"] == "no-store"
 
 
 def test_the_data_shows_the_logged_traffic(traffic: dict[str, Any]) -> None:

@@ -75,8 +75,17 @@ _HEADERS = {
         "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # frame-ancestors, for browsers that predate it
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
+}
+# the data (and its errors): JSON that nothing should render, frame or keep
+_DATA_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
 }
 _ASSETS = {"app.js": ("dashboard.js", "text/javascript"), "app.css": ("dashboard.css", "text/css")}
 
@@ -207,12 +216,14 @@ class Dashboard:
         try:
             window = parse_window(since)
         except WindowError as exc:
-            raise GatewayError(400, str(exc), param="since", code="invalid_window") from None
+            raise GatewayError(
+                400, str(exc), param="since", code="invalid_window", headers=_DATA_HEADERS
+            ) from None
         view = self._log_view(request)
         payload = dict(await self._payload(view, window))
         payload["generated_at"] = time.time()
         payload["live"] = await self._live(request)
-        return JSONResponse(payload, headers={"Cache-Control": "no-store"})
+        return JSONResponse(payload, headers=_DATA_HEADERS)
 
     async def _payload(self, view: LogView, window: Window) -> dict[str, Any]:
         if view.store is None:
@@ -227,7 +238,9 @@ class Dashboard:
             try:
                 payload = await anyio.to_thread.run_sync(_read, view, window, self._max_rows)
             except TelemetryError as exc:
-                raise GatewayError(503, str(exc), code="telemetry_unavailable") from None
+                raise GatewayError(
+                    503, str(exc), code="telemetry_unavailable", headers=_DATA_HEADERS
+                ) from None
             now = self._clock()
             self._cached = {k: v for k, v in self._cached.items() if now - v[0] < self._ttl_s}
             self._cached[key] = (now, payload)
