@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_MAX_ROWS",
     "RECENT_ROWS",
     "SERIES_ROUTES",
+    "TAG_ROWS",
     "Grid",
     "Rows",
     "aggregate",
@@ -50,6 +51,9 @@ __all__ = [
 
 DEFAULT_MAX_ROWS = 5_000  # rows read per window; ~0.2 s on this project's 2-core machine
 RECENT_ROWS = 25
+# tags are the clients' to choose (up to ten a request, each new one a row): the page
+# shows the costliest; `tags_count` says how many the window has
+TAG_ROWS = 50
 SERIES_ROUTES = 6  # routes drawn on their own in the request chart; the rest are "other"
 _TARGET_BUCKETS = 60
 _STEPS_S = (10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
@@ -401,6 +405,7 @@ def empty_dashboard(
         "models": [],
         "clients": [],
         "tags": [],
+        "tags_count": 0,
         "layers": [],
         "apis": [],
         "drift": None,
@@ -433,7 +438,14 @@ def dashboard_data(
         return empty_dashboard(
             window, url=url, message=f"no decisions in the last {window.text}", max_rows=max_rows
         )
-    report = build_report(decisions, registry, feedback=current.feedback, shadows=current.shadows)
+    report = build_report(
+        decisions, registry, feedback=current.feedback, shadows=current.shadows, breakdowns=False
+    )
+    tags = _tags(
+        current.tags if current.tags is not None else tag_totals(decisions),
+        current.in_window,
+        registry,
+    )
     drift_settings = registry.drift if registry is not None else DriftSettings()
     drift = drift_report(previous.decisions, decisions, drift_settings)
     drift_of = {r.route: r for r in drift.routes}
@@ -514,11 +526,8 @@ def dashboard_data(
                 current.clients if current.clients is not None else client_totals(decisions),
                 registry,
             ),
-            "tags": _tags(
-                current.tags if current.tags is not None else tag_totals(decisions),
-                current.in_window,
-                registry,
-            ),
+            "tags": tags[:TAG_ROWS],
+            "tags_count": len(tags),
             "layers": [
                 {"name": name, "n": count, "share": count / len(decisions)}
                 for name, count in sorted(layers.items(), key=lambda kv: (-kv[1], kv[0]))

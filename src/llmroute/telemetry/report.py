@@ -313,8 +313,12 @@ def build_report(
     *,
     feedback: Sequence[FeedbackRecord] = (),
     shadows: Sequence[ShadowRecord] = (),
+    breakdowns: bool = True,
 ) -> Report:
-    """The report over one window (see the module docstring)."""
+    """The report over one window (see the module docstring). Without `breakdowns`
+    the groups per client key, tag, API and end user are left empty: the dashboard
+    counts those in the database, and tags and end users, which clients choose, can
+    number one or more per request (a group's percentiles each)."""
     strongest = strongest_model(registry) if registry is not None else None
     reference = strongest[1] if strongest is not None else None
     cost_of = cost_function(registry)
@@ -332,16 +336,17 @@ def build_report(
         for name, group in _grouped(decisions, lambda d: d.layer).items()
     ]
     clients = []
-    if any(d.client is not None for d in decisions):
+    if breakdowns and any(d.client is not None for d in decisions):
         clients = [
             _group(name, group, n, cost_of, reference)
             for name, group in _grouped(decisions, lambda d: d.client or "(no key)").items()
         ]
     tags = [
-        _group(name, group, n, cost_of, reference) for name, group in _by_tag(decisions).items()
+        _group(name, group, n, cost_of, reference)
+        for name, group in (_by_tag(decisions) if breakdowns else {}).items()
     ]
     apis = []
-    if any(d.api is not None for d in decisions):
+    if breakdowns and any(d.api is not None for d in decisions):
         apis = [
             _group(name, group, n, cost_of, reference)
             for name, group in _grouped(decisions, lambda d: d.api or NO_API).items()
@@ -349,7 +354,8 @@ def build_report(
     users = [
         _group(name, group, n, cost_of, reference)
         for name, group in _grouped(
-            (d for d in decisions if d.end_user is not None), lambda d: d.end_user or ""
+            (d for d in decisions if breakdowns and d.end_user is not None),
+            lambda d: d.end_user or "",
         ).items()
     ]
     users.sort(key=lambda g: (-g.cost_usd, -g.n, g.name))
