@@ -130,17 +130,28 @@ def _log_with_payloads(path: Path) -> None:
                     end_user=PAYLOAD,
                 )
             )
+        # routes named like what every JavaScript object has
+        for i, route in enumerate(("constructor", "toString", "__proto__")):
+            record = build_record(10 + i, ts=now - 30 + i)
+            decision = dataclasses.replace(record.decision, route=route)
+            records.append(dataclasses.replace(record, decision=decision))
         store.write_decisions(records)
     finally:
         store.close()
 
 
-_INJECTED = """
+_INJECTED = r"""
 const found = document.querySelectorAll("img, iframe, object, embed, script:not([src])");
 const handlers = [...document.querySelectorAll("*")].filter(
   (e) => [...e.attributes].some((a) => a.name.startsWith("on")));
+const fills = [...document.querySelectorAll("#chart-requests rect[fill], .swatch")].map(
+  (e) => e.getAttribute("fill") || e.style.backgroundColor);
+const charts = [...document.querySelectorAll(".chart svg")].map(
+  (e) => [e.getAttribute("role"), e.getAttribute("aria-label")]);
 return {pwned: window.__pwned === 1, elements: found.length, handlers: handlers.length,
-        text: document.body.innerText, state: document.body.dataset.state};
+        text: document.body.innerText, state: document.body.dataset.state,
+        colorless: fills.filter((c) => !/^(#[0-9a-f]{6}|rgb\(\d+, \d+, \d+\))$/.test(c)),
+        fills: fills.length, charts};
 """
 
 
@@ -164,7 +175,7 @@ def test_what_the_log_holds_reaches_the_page_as_text(tmp_path: Path) -> None:
 
         wait_for("llmroute dashboard", up, 30, log)
         data = httpx.get(f"{base}/dashboard/data?since=15m", timeout=10).json()
-        assert data["summary"]["requests"] == 6  # the payloads are in what the page reads
+        assert data["summary"]["requests"] == 9  # the payloads are in what the page reads
         with browser(tmp_path) as chromium:
             chromium.open(f"{base}/dashboard#since=15m")
             chromium.wait_until("the page's data", "return document.body.dataset.state")
@@ -181,5 +192,13 @@ def test_what_the_log_holds_reaches_the_page_as_text(tmp_path: Path) -> None:
     assert page["state"] == "ready", page["text"][:2000]
     assert page["text"].count(PAYLOAD) >= 5, page["text"][:2000]  # shown, as text
     assert (page["pwned"], page["elements"], page["handlers"]) == (False, 0, 0)
+    # every route drawn in a color, "constructor" and "toString" too
+    assert page["fills"] > 0 and page["colorless"] == []
+    # each chart one image to a screen reader, named by its caption
+    assert len(page["charts"]) == 4
+    assert all(
+        role == "img" and label.endswith("chart, per time bucket; the tables hold the numbers")
+        for role, label in page["charts"]
+    )
     assert PAYLOAD in window["text"]
     assert (window["pwned"], window["elements"], window["handlers"]) == (False, 0, 0)

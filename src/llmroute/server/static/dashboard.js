@@ -39,7 +39,8 @@
   }
 
   function colorOf(name) {
-    if (FIXED_COLORS[name]) return FIXED_COLORS[name];
+    // own keys only: a route may be called "constructor" or "toString"
+    if (Object.prototype.hasOwnProperty.call(FIXED_COLORS, name)) return FIXED_COLORS[name];
     if (!routeColors.has(name)) routeColors.set(name, PALETTE[routeColors.size % PALETTE.length]);
     return routeColors.get(name);
   }
@@ -182,6 +183,13 @@
   }
 
   function mount(id, f, legendItems) {
+    if (f) {
+      // one image to a screen reader (not each tick label), named by its caption;
+      // the tables below hold the same numbers
+      const caption = $(id).closest("figure").querySelector("figcaption").textContent;
+      f.root.setAttribute("role", "img");
+      f.root.setAttribute("aria-label", `${caption} chart, per time bucket; the tables hold the numbers`);
+    }
     $(id).replaceChildren(f ? f.root : el("p", { class: "empty-note" }, "no data in this window"));
     const legend = $(id.replace("chart-", "legend-"));
     legend.replaceChildren(...(legendItems || []).map(([name, color]) => el("span", { class: "legend-item" }, swatch(color), name)));
