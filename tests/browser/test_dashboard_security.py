@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ MARK = "posted by another site"
 # sets a flag if it ever runs; the page's CSP would also refuse it, so the checks below
 # look for the element itself too
 PAYLOAD = '<img src=x onerror="window.__pwned=1">'
+SETTLED = "const s = document.body.dataset.state; return s !== 'loading' && s"  # ready, error
 
 
 def _form_page(target: str) -> type[BaseHTTPRequestHandler]:
@@ -90,7 +92,7 @@ def test_another_sites_form_cannot_use_the_dashboard_login(
             site = served_at.replace("127.0.0.1", "localhost")
             login = served.url.replace("http://", f"http://ops:{ADMIN}@")
             chromium.open(f"{login}/dashboard#since=15m")
-            chromium.wait_until("the page's data", "return document.body.dataset.state")
+            chromium.wait_until("the page's data", SETTLED)
             assert chromium.run("return document.body.dataset.state") == "ready"
             chromium.open(site)
             chromium.wait_until(
@@ -155,9 +157,9 @@ return {pwned: window.__pwned === 1, elements: found.length, handlers: handlers.
 """
 
 
-def test_what_the_log_holds_reaches_the_page_as_text(tmp_path: Path) -> None:
-    db = tmp_path / "log.db"
-    _log_with_payloads(db)
+@contextmanager
+def _log_dashboard(db: Path, tmp_path: Path) -> Iterator[str]:
+    """`llmroute dashboard` over `db` on 127.0.0.1 (its default); yields its URL."""
     port = free_port()
     log = tmp_path / "dashboard.log"
     command = [str(Path(sys.executable).parent / "llmroute"), "dashboard"]
@@ -174,11 +176,21 @@ def test_what_the_log_holds_reaches_the_page_as_text(tmp_path: Path) -> None:
                 return False
 
         wait_for("llmroute dashboard", up, 30, log)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_what_the_log_holds_reaches_the_page_as_text(tmp_path: Path) -> None:
+    db = tmp_path / "log.db"
+    _log_with_payloads(db)
+    with _log_dashboard(db, tmp_path) as base:
         data = httpx.get(f"{base}/dashboard/data?since=15m", timeout=10).json()
         assert data["summary"]["requests"] == 9  # the payloads are in what the page reads
         with browser(tmp_path) as chromium:
             chromium.open(f"{base}/dashboard#since=15m")
-            chromium.wait_until("the page's data", "return document.body.dataset.state")
+            chromium.wait_until("the page's data", SETTLED)
             page = chromium.run(_INJECTED)
             # a window that is markup: its error is shown beside the selector, as text
             chromium.open(f"{base}/dashboard#since={PAYLOAD}")
@@ -186,9 +198,6 @@ def test_what_the_log_holds_reaches_the_page_as_text(tmp_path: Path) -> None:
                 "the window's error", "return !document.getElementById('window-error').hidden"
             )
             window = chromium.run(_INJECTED)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     assert page["state"] == "ready", page["text"][:2000]
     assert page["text"].count(PAYLOAD) >= 5, page["text"][:2000]  # shown, as text
     assert (page["pwned"], page["elements"], page["handlers"]) == (False, 0, 0)
@@ -202,3 +211,23 @@ def test_what_the_log_holds_reaches_the_page_as_text(tmp_path: Path) -> None:
     )
     assert PAYLOAD in window["text"]
     assert (window["pwned"], window["elements"], window["handlers"]) == (False, 0, 0)
+
+
+def test_a_page_that_rebinds_its_name_to_loopback_cannot_read_the_log_dashboard(
+    tmp_path: Path,
+) -> None:
+    """DNS rebinding: another site makes its own name resolve to 127.0.0.1 (here
+    Chromium's resolver is told so), and its page then reads what answers there as its
+    own. `llmroute dashboard` on 127.0.0.1 answers only loopback names."""
+    db = tmp_path / "log.db"
+    _log_with_payloads(db)
+    with _log_dashboard(db, tmp_path) as base:
+        port = base.rpartition(":")[2]
+        with browser(tmp_path, "--host-resolver-rules=MAP rebound.test 127.0.0.1") as chromium:
+            chromium.open(f"http://rebound.test:{port}/dashboard#since=15m")
+            rebound = chromium.run("return [document.body.dataset.state, document.body.innerText]")
+            chromium.open(f"{base}/dashboard#since=15m")  # under its own name: as before
+            chromium.wait_until("the page's data", SETTLED)
+            own = chromium.run("return document.body.dataset.state")
+    assert rebound[0] is None and '"code":"invalid_host"' in rebound[1], rebound
+    assert own == "ready"

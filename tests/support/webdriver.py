@@ -70,8 +70,9 @@ def _binary(variable: str, names: tuple[str, ...], install: str) -> str:
 
 
 @contextmanager
-def browser(tmp: Path) -> Iterator[Browser]:
-    """A headless Chromium session with a fresh profile under `tmp`."""
+def browser(tmp: Path, *extra: str) -> Iterator[Browser]:
+    """A headless Chromium session with a fresh profile under `tmp` (and `extra`
+    command-line switches)."""
     driver = _binary(
         "LLMROUTE_CHROMEDRIVER", ("chromedriver",), "apt-get install -y chromium-driver"
     )
@@ -97,7 +98,7 @@ def browser(tmp: Path) -> Iterator[Browser]:
                     pytest.fail(f"chromedriver did not start:\n{log.read_text(errors='replace')}")
                 time.sleep(0.05)
             args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"]
-            args.append(f"--user-data-dir={tmp / f'profile-{port}'}")
+            args += [f"--user-data-dir={tmp / f'profile-{port}'}", *extra]
             options = {"binary": chromium, "args": args}
             capabilities = {"alwaysMatch": {"goog:chromeOptions": options}}
             created = client.post("/session", json={"capabilities": capabilities})

@@ -107,3 +107,20 @@ def test_an_unusable_url_fails_in_one_line(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "mysql://x/y" in done.stderr
+
+
+def test_on_a_loopback_address_it_answers_only_loopback_names(tmp_path: Path) -> None:
+    """A page of another site can make its own name resolve to 127.0.0.1 (DNS
+    rebinding) and then read this dashboard as its own: requests under any name but
+    127.0.0.1, localhost or [::1] are refused."""
+    with dashboard(f"sqlite:///{tmp_path / 'log.db'}", tmp_path / "dashboard.log") as base:
+        port = base.rpartition(":")[2]
+        for name in ("127.0.0.1", "localhost", "LOCALHOST", "[::1]"):
+            for path in ("/dashboard", "/dashboard/data", "/health"):
+                answer = httpx.get(f"{base}{path}", headers={"host": f"{name}:{port}"})
+                assert answer.status_code == 200, (name, path)
+        for name in ("attacker.example", "127.0.0.1.attacker.example", "10.0.0.5"):
+            for path in ("/dashboard", "/dashboard/data", "/dashboard/app.js"):
+                answer = httpx.get(f"{base}{path}", headers={"host": f"{name}:{port}"})
+                assert answer.status_code == 400, (name, path)
+                assert answer.json()["error"]["code"] == "invalid_host"

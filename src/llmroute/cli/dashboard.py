@@ -36,9 +36,24 @@ def dashboard_command(
     if path is not None:
         loaded = load_registry(path)
     try:
-        web = create_log_dashboard(_url(url, loaded), loaded.registry if loaded else None)
+        web = create_log_dashboard(
+            _url(url, loaded), loaded.registry if loaded else None, loopback_only=_loopback(host)
+        )
     except ConfigError as exc:
         fail(str(exc))
     shown = web.state.log_url
     typer.echo(f"dashboard: http://{host}:{port}/dashboard (decision log: {shown})")
     uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` (the --host) is a loopback address: then only requests to a
+    loopback name are answered (a DNS-rebinding page is refused)."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False

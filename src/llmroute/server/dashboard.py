@@ -32,6 +32,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmroute.errors import TelemetryError
 from llmroute.registry.schema import Registry
@@ -59,12 +60,15 @@ from llmroute.telemetry.store.url import mask_url
 from llmroute.telemetry.windows import Window, WindowError, parse_window
 
 __all__ = [
+    "LOOPBACK_NAMES",
     "Dashboard",
     "LogView",
+    "LoopbackNamesOnly",
     "breaker_rows",
     "create_log_dashboard",
     "gateway_live",
     "gateway_log_view",
+    "host_name",
     "missing_log",
 ]
 
@@ -294,9 +298,49 @@ def _shared_breakers(registry: Registry) -> str | None:
     return mask_url(breaker.url) if breaker.enabled and breaker.url != "memory" else None
 
 
-def create_log_dashboard(url: str, registry: Registry | None) -> Starlette:
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without its port, lower case (``[::1]:8100``: ``::1``)."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        return value[1:].partition("]")[0]
+    return value.rpartition(":")[0] if value.count(":") == 1 else value
+
+
+class LoopbackNamesOnly:
+    """ASGI middleware for a server bound to a loopback address: a request whose Host is
+    not 127.0.0.1, localhost or [::1] is a 400. Such a request reached this machine's
+    loopback interface under another name: a page of another site that made its own
+    name resolve to 127.0.0.1 (DNS rebinding), which the browser then lets read the
+    answers as its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if host_name(host) not in LOOPBACK_NAMES:
+                error = GatewayError(
+                    400,
+                    "this dashboard listens on a loopback address and answers only requests "
+                    "to 127.0.0.1, localhost or [::1]; to reach it under another name, "
+                    "start it with --host and put it behind your proxy",
+                    code="invalid_host",
+                )
+                await error.response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_log_dashboard(
+    url: str, registry: Registry | None, *, loopback_only: bool = False
+) -> Starlette:
     """`llmroute dashboard`: the page over the decision log at `url`, with no gateway
-    (``live`` is null). The store is opened lazily and closed at shutdown."""
+    (``live`` is null). The store is opened lazily and closed at shutdown. With
+    `loopback_only` (it listens on a loopback address), see `LoopbackNamesOnly`."""
     from llmroute.telemetry.store import open_store
 
     store = open_store(url)
@@ -325,7 +369,10 @@ def create_log_dashboard(url: str, registry: Registry | None) -> Starlette:
             GatewayError: handle_gateway_error,
             HTTPException: handle_http,
         },
-        middleware=[Middleware(AnswerUnhandled)],
+        middleware=[
+            Middleware(AnswerUnhandled),
+            *([Middleware(LoopbackNamesOnly)] if loopback_only else []),
+        ],
         lifespan=lifespan,
     )
     web.state.log_url = store.url
