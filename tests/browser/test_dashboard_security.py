@@ -148,12 +148,15 @@ const handlers = [...document.querySelectorAll("*")].filter(
   (e) => [...e.attributes].some((a) => a.name.startsWith("on")));
 const fills = [...document.querySelectorAll("#chart-requests rect[fill], .swatch")].map(
   (e) => e.getAttribute("fill") || e.style.backgroundColor);
+const tables = [...document.querySelectorAll("table.data")].map((t) => [
+  t.getAttribute("aria-label"),
+  [...t.querySelectorAll("th")].every((th) => th.getAttribute("scope") === "col")]);
 const charts = [...document.querySelectorAll(".chart svg")].map(
   (e) => [e.getAttribute("role"), e.getAttribute("aria-label")]);
 return {pwned: window.__pwned === 1, elements: found.length, handlers: handlers.length,
         text: document.body.innerText, state: document.body.dataset.state,
         colorless: fills.filter((c) => !/^(#[0-9a-f]{6}|rgb\(\d+, \d+, \d+\))$/.test(c)),
-        fills: fills.length, charts};
+        fills: fills.length, charts, tables};
 """
 
 
@@ -203,6 +206,10 @@ def test_what_the_log_holds_reaches_the_page_as_text(tmp_path: Path) -> None:
     assert (page["pwned"], page["elements"], page["handlers"]) == (False, 0, 0)
     # every route drawn in a color, "constructor" and "toString" too
     assert page["fills"] > 0 and page["colorless"] == []
+    # each table named by its section's heading, its header cells headers of columns
+    tables = dict(page["tables"])
+    assert {"Routes", "Models", "Recent decisions", "Tags", "Client keys"} <= set(tables)
+    assert all(tables.values()), page["tables"]
     # each chart one image to a screen reader, named by its caption
     assert len(page["charts"]) == 4
     assert all(

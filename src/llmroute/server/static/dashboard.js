@@ -289,7 +289,7 @@
   // ---------------------------------------------------------------- tables
   /** cols: [{h, f(row) -> string|Node|null, num, tip}] */
   function table(id, cols, rows, rowAttrs, emptyText = "no data") {
-    const head = el("thead", null, el("tr", null, cols.map((c) => el("th", { class: c.num ? "num" : null, title: c.tip }, c.h))));
+    const head = el("thead", null, el("tr", null, cols.map((c) => el("th", { class: c.num ? "num" : null, title: c.tip, scope: "col" }, c.h))));
     const body = el("tbody");
     rows = rows.filter((r) => r && typeof r === "object");
     if (!rows.length) body.append(el("tr", { class: "empty" }, el("td", { colspan: cols.length }, emptyText)));
@@ -301,6 +301,8 @@
       }
       body.append(tr);
     }
+    const heading = $(id).closest("section").querySelector("h2");
+    if (heading) $(id).setAttribute("aria-label", heading.firstChild.textContent.trim()); // its section's name
     $(id).replaceChildren(head, body);
   }
 
