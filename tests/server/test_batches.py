@@ -716,7 +716,7 @@ def test_a_stalled_gateway_that_lost_its_batch_stops_writing_it(
 def test_a_batch_left_by_a_stopping_gateway_is_taken_over_by_the_next(
     tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
 ) -> None:
-    # two at a time: the batch outlasts the gateway's grace for background work (5 s)
+    # two at a time: the batch outlasts the gateway's grace for background work (2.5 s)
     settings = f'{{url: "{REDIS_URL}", namespace: {redis_namespace}, concurrency: 2}}'
     text = _registry(upstream, settings)
     (tmp_path / "a").mkdir()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from llmroute.deadline import NEVER, Deadline
 from llmroute.dispatch.balance import Balancer
 from llmroute.dispatch.breaker import CircuitBreaker
 from llmroute.errors import CircuitOpen, LimitReached, ProviderError, ProviderTimeout
@@ -99,11 +100,24 @@ class BreakerLink:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def aclose(self) -> None:
-        """Let announcements still in flight finish (each is bounded by the timeout)."""
-        if self._tasks:
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def aclose(self, by: Deadline = NEVER) -> None:
+        """Let announcements still in flight finish (each is bounded by the timeout), by
+        `by` at the latest: one still running then is cancelled, and said."""
+        if not self._tasks:
+            return
+        done, late = await asyncio.wait(set(self._tasks), timeout=by.timeout())
+        for task in done:  # retrieved (each says its own failure), as gather did
+            if not task.cancelled():
+                task.exception()
+        if late:
+            log.warning(
+                "closing with the opening of %s's breaker not yet announced to the other "
+                "gateways (its shared store did not answer in time): they find it open "
+                "only as their own breakers open",
+                self._key,
+            )
+            for task in late:
+                task.cancel()
 
 
 @dataclass(frozen=True, slots=True)

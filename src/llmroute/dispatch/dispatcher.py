@@ -42,6 +42,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
+from llmroute.deadline import NEVER, Deadline
 from llmroute.dispatch.affinity import prefix_key
 from llmroute.dispatch.anthropic_only import anthropic_only_where_taken
 from llmroute.dispatch.budgets import Payer, WorstCase, model_account, payer, worst_case
@@ -101,7 +102,7 @@ from llmroute.providers.base import (
 from llmroute.registry.schema import Model, Price, Registry, RoutePolicy
 from llmroute.request import holds_images
 from llmroute.state.breakers import open_breakers
-from llmroute.state.limits import HOLD_LEASE_S, RateLimits, UsdHold, open_limits
+from llmroute.state.limits import CLOSE_S, HOLD_LEASE_S, RateLimits, UsdHold, open_limits
 from llmroute.state.stores import has_limits
 
 if TYPE_CHECKING:
@@ -685,29 +686,30 @@ class Dispatcher:
         await self._charge(name, usage, deployment, held=held)
         return data, usage
 
-    async def aclose(self) -> None:
+    async def aclose(self, by: Deadline = NEVER) -> None:
         """Close the providers and the shared state's connections, once the give-backs of
-        callers that left are done (bounded): closing the connections under them left
-        their slots and holds taken for their leases."""
+        callers that left are done (bounded, and done by `by` at the latest): closing
+        the connections under them left their slots and holds taken for their leases."""
         loop = asyncio.get_running_loop()
         left = settling(loop) | {task for task in _PENDING if task.get_loop() is loop}
         if left:
-            _, late = await asyncio.wait(left, timeout=SETTLE_S)
+            wait_s = by.bounded(SETTLE_S)
+            _, late = await asyncio.wait(left, timeout=wait_s)
             if late:
                 log.warning(
                     "closing with %d give-back(s) of callers that left still waiting on "
                     "the limits' store after %g s: their slots and holds lapse with "
                     "their leases",
                     len(late),
-                    SETTLE_S,
+                    round(wait_s, 2),
                 )
         for provider in self._providers.values():
             await provider.aclose()
         if self._limits is not None:
-            await self._limits.aclose()
+            await self._limits.aclose(by.bounded(CLOSE_S))
         if self._shared_breakers is not None:
             for link in self.deployments.links.values():
-                await link.aclose()
+                await link.aclose(by)
             await self._shared_breakers.aclose()
 
     def _for_model(

@@ -8,6 +8,7 @@ The lifespan loads the router and opens one pooled client per provider; both liv
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
+from llmroute.deadline import Deadline
 from llmroute.errors import LlmrouteError
 from llmroute.server.auth import KEY_INFO_PATH, RequireKey
 from llmroute.server.background import BackgroundRuns
@@ -56,7 +58,7 @@ from llmroute.server.responses import input_tokens, responses, stored_response
 from llmroute.server.responses_convert import RESPONSES_PATH
 from llmroute.server.settings import REGISTRY_ENV, ServeSettings
 from llmroute.server.shutdown import AnswerCutRequests
-from llmroute.server.state import Gateway, PinGateway
+from llmroute.server.state import SETTLE_RESERVE_S, Gateway, PinGateway
 from llmroute.server.workers import KILL_MARGIN_S
 from llmroute.telemetry.metrics import GatewayMetrics
 from llmroute.telemetry.service import Telemetry
@@ -64,12 +66,18 @@ from llmroute.telemetry.tracing import tracing_from_env
 
 __all__ = ["app_from_env", "create_app"]
 
+log = logging.getLogger("llmroute.server")
+
 _UNWIND_S = 5.0
-# The shutdown's time after the graceful timeout, within which the decision log's close
-# (the last step) ends: a worker says what it could not write before its supervisor
-# kills it (`KILL_MARGIN_S` after the graceful timeout). The log gets 1 s at least.
+# The shutdown's one deadline, from the graceful timeout's end: every step after it,
+# the decision log's close (the last) included, ends within it, so a worker says what it
+# could not finish before its supervisor kills it (`KILL_MARGIN_S` after that end).
+# Each step takes its own bound or what is left less what the steps after it keep:
+# the decision log keeps `_LOG_RESERVE_S`, the charges and give-backs before it
+# `SETTLE_RESERVE_S` (docs/gateway.md, "Stopping").
 _CLOSE_S = KILL_MARGIN_S - 1.0
-_LOG_CLOSE_MIN_S = 1.0
+_LOG_RESERVE_S = 2.0
+_LOG_CLOSE_MIN_S = 0.5  # should the steps before it overrun (a Redis call under way)
 
 
 def create_app(
@@ -95,14 +103,19 @@ def create_app(
                 try:
                     yield
                 finally:
-                    closing_by = time.monotonic() + _CLOSE_S
+                    closing = Deadline.within(_CLOSE_S)
+                    settles_by = closing.earlier(_LOG_RESERVE_S)
+                    early = settles_by.earlier(SETTLE_RESERVE_S)
                     sweep.cancel()
-                    await asyncio.gather(runs.aclose(_UNWIND_S), batch_runs.aclose(_UNWIND_S))
-                    await _unwound(app.state.gateway)
+                    # each run gets half of what is left of those 5 s to finish, then
+                    # the other half to end once cut
+                    grace_s = early.bounded(_UNWIND_S) / 2
+                    await asyncio.gather(runs.aclose(grace_s), batch_runs.aclose(grace_s))
+                    await _unwound(app.state.gateway, early.bounded(_UNWIND_S))
                     # the gateways' background work first: their shadows write to the log
-                    await reloader.aclose()
+                    await reloader.aclose(settles_by)
                     # the current log: a reload may have replaced the first
-                    left_s = max(_LOG_CLOSE_MIN_S, closing_by - time.monotonic())
+                    left_s = max(_LOG_CLOSE_MIN_S, closing.left())
                     await app.state.telemetry.aclose(left_s)
         finally:
             tracing.shutdown()
@@ -172,14 +185,22 @@ def create_app(
     return app
 
 
-async def _unwound(gateway: Gateway | None) -> None:
-    """Wait (a few seconds at most) for the requests that uvicorn cancelled when its
+async def _unwound(gateway: Gateway | None, within_s: float) -> None:
+    """Wait (`within_s` at most) for the requests that uvicorn cancelled when its
     graceful timeout ran out to finish unwinding: each logs itself and charges what it
     cost on its way out, and the decision log must still be open for that."""
     if gateway is None:
         return
-    with anyio.move_on_after(_UNWIND_S):
+    with anyio.move_on_after(within_s):
         await gateway.inflight.wait_idle()
+    if gateway.inflight.count:
+        log.warning(
+            "stopping: %d request(s) cut by the graceful timeout still unwinding after "
+            "%g s: their decision records and charges are lost unless they end before "
+            "the decision log closes",
+            gateway.inflight.count,
+            round(within_s, 2),
+        )
 
 
 def app_from_env() -> Starlette:

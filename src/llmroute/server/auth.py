@@ -26,6 +26,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import logging
 import math
 import os
 from collections.abc import Callable, Coroutine, Mapping
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llmroute.deadline import NEVER, Deadline
 from llmroute.dispatch.budgets import Payer, paid_by
 from llmroute.errors import ConfigError, shown
 from llmroute.registry.schema import ApiKey, AuthSettings
@@ -59,6 +61,8 @@ __all__ = [
     "payer_of",
     "presented_key",
 ]
+
+log = logging.getLogger("llmroute.server")
 
 # /favicon.ico: what a browser asks for by itself beside any page it shows (the JSON of
 # /dashboard/data, /metrics): refused, it would make the browser drop the admin key it
@@ -564,6 +568,20 @@ class Charges:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def aclose(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def aclose(self, by: Deadline = NEVER) -> None:
+        """Let the charges in flight finish (each is bounded by the limits' timeout), by
+        `by` at the latest: those still running then are cancelled, and said."""
+        if not self._tasks:
+            return
+        done, late = await asyncio.wait(set(self._tasks), timeout=by.timeout())
+        for task in done:  # retrieved, as gather did (each says its own failure)
+            if not task.cancelled():
+                task.exception()
+        if late:
+            log.warning(
+                "closing with %d charge(s) of client keys (spend, tokens) still waiting on "
+                "the limits' store: not counted",
+                len(late),
+            )
+            for task in late:
+                task.cancel()

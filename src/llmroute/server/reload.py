@@ -32,6 +32,7 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 from starlette.datastructures import State
 
+from llmroute.deadline import NEVER, Deadline
 from llmroute.decide import Router
 from llmroute.dispatch import Dispatcher
 from llmroute.dispatch.affinity import Affinity
@@ -73,6 +74,7 @@ __all__ = [
 
 log = logging.getLogger("llmroute.server")
 _UNREADABLE_S = 5.0  # longer than an editor's delete and rename
+_LOG_CLOSE_S = 10.0  # the longest a retired decision log takes to write what is queued
 
 Built = tuple[Router, dict[str, ChatProvider], GateFactory]
 
@@ -562,20 +564,26 @@ class Reloader:
         log.info("decision log settings changed: the new log takes the next requests")
         return current
 
-    async def aclose(self) -> None:
-        """Close every gateway still open (the current one and any still retiring) and
-        the decision logs retiring with them; again, only what opened since (a reload
-        that finished meanwhile). The app's shutdown calls it before it closes the
-        current decision log, which the gateways' shadows still write to as they end."""
+    async def aclose(self, by: Deadline = NEVER) -> None:
+        """Close every gateway still open (the current one and any still retiring), then
+        the decision logs retiring with them, all by `by` (one deadline for them all,
+        each step of theirs taking what the ones before it left); again, only what
+        opened since (a reload that finished meanwhile). The app's shutdown calls it
+        before it closes the current decision log, which the gateways' shadows still
+        write to as they end."""
         gateways = [*self._retiring, self._state.gateway]
         self._retiring.clear()
         self._state.gateway = None
+        retired_logs: list[Telemetry] = []
         for gateway in gateways:
             if isinstance(gateway, Gateway):
-                await gateway.aclose()
+                await gateway.aclose(by)
                 retired_log = self._retiring_logs.pop(gateway, None)
                 if retired_log is not None:
-                    await retired_log.aclose()
+                    retired_logs.append(retired_log)
+        if retired_logs:  # together: each says what it could not write in time
+            within_s = by.bounded(_LOG_CLOSE_S)
+            await asyncio.gather(*(retired.aclose(within_s) for retired in retired_logs))
 
     async def _wait(self) -> bool:
         """Sleep one interval or until kicked; True when kicked."""

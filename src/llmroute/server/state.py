@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from llmroute.deadline import NEVER, Deadline
 from llmroute.decide import Router
 from llmroute.dispatch import Dispatcher
 from llmroute.dispatch.affinity import Affinity
@@ -35,6 +36,7 @@ from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.shadow import ShadowRunner
 
 __all__ = [
+    "SETTLE_RESERVE_S",
     "Gateway",
     "InFlight",
     "PinGateway",
@@ -47,6 +49,11 @@ __all__ = [
 
 _T = TypeVar("_T")
 _SCOPE_KEY = "llmroute.gateway"  # the request's pinned gateway, in its ASGI scope
+_SHADOWS_S = 5.0  # the longest a closing gateway waits for its shadow requests
+# Of a closing gateway's time, what its shadows (and, at shutdown, the steps before
+# them) leave to the charges and give-backs: the give-backs' retry past Redis's outage
+# pause (`llmroute.state.limits.CLOSE_S`) fits in it.
+SETTLE_RESERVE_S = 2.0
 
 
 class InFlight:
@@ -98,22 +105,26 @@ class Gateway:
     responses: ResponseStore | None = None  # kept Responses-API responses
     batches: BatchStore | None = None  # files and batches of the Batch API
 
-    async def aclose(self) -> None:
-        """Let in-flight shadow requests, cache writes and budget charges finish
-        (briefly), then close the clients."""
+    async def aclose(self, by: Deadline = NEVER) -> None:
+        """Let in-flight shadow requests, budget charges, give-backs and cache writes
+        finish (each briefly, and all by `by`), then close the clients. In that order
+        of priority: the shadows leave `SETTLE_RESERVE_S` of it to the charges and
+        give-backs (a cut shadow gives its slot back too), which come before the cache
+        writes: a slot not given back holds a deployment's capacity for its lease, a
+        cache write lost costs one miss. Whatever a step cuts, it says."""
         if self.shadow is not None:
-            await self.shadow.aclose(5.0)
-        if self.cache is not None:
-            await self.cache.aclose()
+            await self.shadow.aclose(by.earlier(SETTLE_RESERVE_S).bounded(_SHADOWS_S))
         if self.charges is not None:
-            await self.charges.aclose()
+            await self.charges.aclose(by)
+        await self.dispatcher.aclose(by)
+        if self.cache is not None:
+            await self.cache.aclose(by.bounded(self.cache.close_s))
         if self.affinity is not None:
             await self.affinity.aclose()
         if self.responses is not None:
             await self.responses.aclose()
         if self.batches is not None:
             await self.batches.aclose()
-        await self.dispatcher.aclose()
 
     def recorder_for(self, base: Recorder, key: ApiKey | None) -> Recorder:
         """`base` for a request made with `key`: its records name the key, and charge

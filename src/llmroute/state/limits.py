@@ -277,7 +277,7 @@ class RateLimits(Protocol):
 
     async def give_slot(self, key: str, slot: str) -> None: ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self, within_s: float = CLOSE_S) -> None: ...
 
 
 def budget_period(period: str, now: float) -> tuple[str, float]:
@@ -489,7 +489,7 @@ class MemoryLimits:
         with self._lock:
             self._slots.get(key, {}).pop(int(slot), None)
 
-    async def aclose(self) -> None:
+    async def aclose(self, within_s: float = CLOSE_S) -> None:
         """Nothing to release: the counts outlive a registry reload."""
 
 
@@ -858,9 +858,12 @@ class RedisLimits:
         closing while Redis was taken for down (a hiccup in the last second) dropped
         them unsaid, with the process (a slot taken until its lease lapsed, a token
         hold counted for its minute, a hard budget's hold until its lease lapsed, and
-        that call's cost never counted). What is still left is said in a WARNING."""
+        that call's cost never counted). What is still left is said in a WARNING. No
+        try starts after `within_s` (one under way ends within the store's timeout)."""
         deadline = time.monotonic() + within_s
         while self._pending or self._slots_back or self._tokens_back:
+            if time.monotonic() >= deadline:
+                break
             if not self._outage.down() and await self._make_pending():
                 break
             wait = max(self._outage.left_s(), _CLOSE_POLL_S)
@@ -878,7 +881,7 @@ class RedisLimits:
                 len(self._slots_back),
                 len(self._tokens_back),
                 self.url,
-                within_s,
+                round(within_s, 2),
             )
         await self._redis.aclose()
 

@@ -472,13 +472,18 @@ class ResponseCache:
         if self._writes:
             await asyncio.wait(set(self._writes), timeout=timeout_s)
 
+    @property
+    def close_s(self) -> float:
+        """How long a closing cache waits for its pending writes, by default: what each
+        may take (`_WRITE_CALLS` calls of the store's ``timeout_s``), 2 s at least."""
+        return max(2.0, _WRITE_CALLS * self.settings.timeout_s)
+
     async def aclose(self, timeout_s: float | None = None) -> None:
         """Let pending writes finish, then close the store (and the index). They get
-        `timeout_s`, by default what each may take (`_WRITE_CALLS` calls of the store's
-        ``timeout_s``, 2 s at least); one still running then is cancelled, and said in
-        a WARNING (it was cut unsaid as the store closed under it)."""
+        `timeout_s`, by default `close_s`; one still running then is cancelled, and said
+        in a WARNING (it was cut unsaid as the store closed under it)."""
         if timeout_s is None:
-            timeout_s = max(2.0, _WRITE_CALLS * self.settings.timeout_s)
+            timeout_s = self.close_s
         late = set(self._writes)
         if late:
             _, late = await asyncio.wait(late, timeout=timeout_s)
@@ -488,7 +493,7 @@ class ResponseCache:
                 "those answers are not stored",
                 len(late),
                 self.store.url,
-                timeout_s,
+                round(timeout_s, 2),
             )
             for task in late:
                 task.cancel()

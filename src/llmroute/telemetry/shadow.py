@@ -49,6 +49,7 @@ log = logging.getLogger("llmroute.shadow")
 # the reference call then failed or timed out.
 OUTCOMES = ("sent", "dropped_saturated", "error")
 _ERROR_CHARS = 200
+_CUT_S = 0.5  # the longest a closing runner waits for the shadows it cancelled to end
 
 
 def answer_text(chat_completion: Mapping[str, Any]) -> str | None:
@@ -268,9 +269,13 @@ class ShadowRunner:
                 "stopping: cancelled %d shadow request(s) still in flight after %g s; "
                 "their shadow records are not written",
                 len(pending),
-                timeout,
+                round(timeout, 2),
             )
-            await asyncio.gather(*pending, return_exceptions=True)
+            # bounded: one cancelled while its record is written in a thread ends with it
+            ended, _ = await asyncio.wait(pending, timeout=_CUT_S)
+            for task in ended:
+                if not task.cancelled():
+                    task.exception()
 
     # -- the background task ---------------------------------------------------------------
 

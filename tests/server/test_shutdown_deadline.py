@@ -1,0 +1,173 @@
+"""Stopping `llmroute serve` while every dependency of its shutdown hangs at once: Redis
+(behind a proxy that stops answering) holds a give-back, a budget settle and a cache
+write, the shadows' reference model never answers, and the PostgreSQL decision log's
+table is locked. The shutdown's steps each had their own bound and added up to ~20 s,
+past the 10 s after which the supervisor of ``--workers`` kills a worker, so the log's
+"not written" WARNING was never said; now they share one deadline, 9 s after the
+graceful timeout, and each says what it drops."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fake_upstream import fake_upstream
+from gateway_proc import serve_text, wait_for
+from redis_service import REDIS_URL
+from services import require
+from stall_proxy import StallProxy, stall_proxy
+from telemetry_records import PG_BASE, pg_execute
+
+from llmroute.server.workers import KILL_MARGIN_S
+
+HUNG = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 120}
+models:
+  slow:
+    provider: fake
+    model: "slow?delay=1"
+    price: {input: 1, output: 1}
+    max_output_tokens: 100
+    max_in_flight: 4
+    budget: {usd: 1000, period: day, hard: true}
+  ref: {provider: fake, model: "ref?delay=60"}
+routes:
+  - {name: chat, examples: [hello there], target: slow}
+default: {target: slow}
+shadow: {rate: 1.0, reference: ref}
+cache: {url: "%(redis)s", namespace: "%(namespace)s", timeout_s: 20}
+dispatch:
+  limits: {url: "%(redis)s", namespace: "%(namespace)s"}
+"""
+GRACE_S = 1
+
+
+def _pg_reachable() -> str | None:
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install 'llmroute[postgres]')"
+    try:
+        with psycopg.connect(PG_BASE, connect_timeout=2):
+            return None
+    except psycopg.Error as exc:
+        return f"PostgreSQL is unreachable: {str(exc).strip()}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A schema of this test's own (dropped afterwards), as a decision-log URL."""
+    require(_pg_reachable())
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    pg_execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_BASE}?options=-csearch_path%3D{schema}&application_name={schema}"
+    finally:
+        pg_execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def _decisions(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        try:
+            row = conn.execute("SELECT count(*) FROM decisions").fetchone()
+        except psycopg.errors.UndefinedTable:
+            return 0
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_shutdown_ends_within_its_deadline_when_everything_hangs_and_says_what_it_drops(
+    tmp_path: Path, redis_namespace: str, postgres_url: str, workers: int
+) -> None:
+    import psycopg
+
+    def ask(content: str) -> dict[str, object]:
+        return {"model": "auto", "messages": [{"role": "user", "content": content}]}
+
+    args = ["--graceful-timeout", str(GRACE_S), "--workers", str(workers)]
+    env = {"LLMROUTE_TELEMETRY_URL": postgres_url}
+    answers: list[httpx.Response] = []
+    with stall_proxy(REDIS_URL) as (redis, redis_url), fake_upstream() as upstream:
+        values = {"url": upstream.url, "redis": redis_url, "namespace": redis_namespace}
+        with serve_text(HUNG % values, tmp_path, args, env) as served:
+            url = f"{served.url}/v1/chat/completions"
+            # connected to Redis and to the log; its shadow waits on `ref` from now on
+            assert httpx.post(url, json=ask("hello there"), timeout=20).status_code == 200
+            wait_for("the first decision logged", lambda: _decisions(postgres_url) == 1, 20)
+            with psycopg.connect(postgres_url) as locker:
+                locker.execute("LOCK TABLE decisions IN ACCESS EXCLUSIVE MODE")
+                asker = threading.Thread(
+                    target=lambda: answers.append(
+                        httpx.post(url, json=ask("hello there again"), timeout=20)
+                    )
+                )
+                asker.start()
+                # its slot and budget hold taken; Redis stops answering before its end:
+                # the give-back, the settle and the cache write of its answer hang
+                wait_for("the call upstream", lambda: upstream.counts["slow?delay=1"] >= 2, 10)
+                redis.stall()
+                asker.join(timeout=20)
+                sent = time.monotonic()
+                served.proc.send_signal(signal.SIGTERM)
+                served.proc.wait(timeout=60)
+                stopped_s = time.monotonic() - sent
+                locker.rollback()
+    log = served.log_text()
+    assert [a.status_code for a in answers] == [200], log[-3000:]
+    # within the graceful timeout and the supervisor's margin (the steps alone took
+    # ~20 s); with workers, the supervisor did not have to kill one
+    assert stopped_s < GRACE_S + KILL_MARGIN_S + 2, f"{stopped_s:.1f} s: {log[-3000:]}"
+    assert "killing it" not in log, log[-3000:]
+    # each step cut by the deadline says what it drops
+    assert "shadow records are not written" in log, log[-3000:]
+    assert "those answers are not stored" in log, log[-3000:]  # the cache write
+    assert "did not take within" in log, log[-3000:]  # the give-back and the settle
+    assert "1 decision record(s) not written within" in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_charges_still_waiting_on_redis_are_cut_at_the_deadline_and_said(
+    redis_namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A closing gateway waited for its client keys' charges however long Redis took
+    (each as long as ``dispatch.limits.timeout_s``), past the shutdown's deadline."""
+    import asyncio
+    import logging
+
+    from llmroute.deadline import Deadline
+    from llmroute.registry.schema import ApiKey, Budget
+    from llmroute.server.auth import Charges
+    from llmroute.state import RedisLimits
+
+    key = ApiKey(name="team", sha256="0" * 64, tpm=1_000, budget=Budget(usd=10))
+
+    async def go(url: str, redis: StallProxy) -> int:
+        limits = RedisLimits(url, 30.0, redis_namespace)
+        charges = Charges(limits)
+        try:
+            await limits.tokens("apikey:team")  # connected
+            redis.stall()
+            charges.charge(key, 0.5, 100)  # its spend and its tokens
+            charging = set(charges._tasks)
+            await charges.aclose(Deadline.within(0.2))
+            await asyncio.wait(charging, timeout=5)
+            return sum(1 for task in charging if task.cancelled())
+        finally:
+            redis.resume()
+            await limits.aclose(0)
+
+    with stall_proxy(REDIS_URL) as (redis, url), caplog.at_level(logging.WARNING):
+        cut = asyncio.run(go(url, redis))
+    assert cut == 2  # cancelled, not left running past the close
+    said = [r.getMessage() for r in caplog.records if "charge(s) of client keys" in r.getMessage()]
+    assert len(said) == 1 and "closing with 2 charge(s)" in said[0], caplog.text

@@ -1,0 +1,101 @@
+"""A TCP proxy on 127.0.0.1 in front of a real server (the tests' Redis), which can
+`stall`: it keeps its connections open but passes nothing on, either way, until it
+`resume`s, as a server that stopped answering does. One gateway pointed at it sees its
+Redis hang for as long as a test needs, while every other client of that Redis (other
+tests, running alongside) is served as usual, which ``CLIENT PAUSE`` cannot do."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = ["StallProxy", "stall_proxy"]
+
+_POLL_S = 0.05
+
+
+class StallProxy:
+    """Forwards each connection to `target` (host, port) on two threads."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, name="stall-proxy", daemon=True).start()
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._flowing.set()
+        self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, server]
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        src.settimeout(_POLL_S)
+        while not self._closed.is_set():
+            if not self._flowing.wait(_POLL_S):
+                continue  # stalled: nothing read, so nothing passed on
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            while not self._flowing.wait(_POLL_S):  # read as it stalled: held until resumed
+                if self._closed.is_set():
+                    return
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+
+@contextmanager
+def stall_proxy(url: str) -> Iterator[tuple[StallProxy, str]]:
+    """A `StallProxy` in front of the Redis at `url`, and the URL that goes through it."""
+    parts = urlsplit(url)
+    proxy = StallProxy((parts.hostname or "127.0.0.1", parts.port or 6379))
+    netloc = f"127.0.0.1:{proxy.port}"
+    if parts.username or parts.password:
+        netloc = f"{parts.netloc.rpartition('@')[0]}@{netloc}"
+    try:
+        yield proxy, urlunsplit(parts._replace(netloc=netloc))
+    finally:
+        proxy.close()
