@@ -171,3 +171,77 @@ def test_charges_still_waiting_on_redis_are_cut_at_the_deadline_and_said(
     assert cut == 2  # cancelled, not left running past the close
     said = [r.getMessage() for r in caplog.records if "charge(s) of client keys" in r.getMessage()]
     assert len(said) == 1 and "closing with 2 charge(s)" in said[0], caplog.text
+
+
+RETIRING = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 120}
+models:
+  slow: {provider: fake, model: "slow?delay=1", price: {input: 1, output: 1}}
+  long:
+    provider: fake
+    model: "long?gap=0.2"
+    price: {input: 1, output: 1}
+    max_in_flight: 4
+routes:
+  - {name: chat, examples: [hello there], target: slow}
+default: {target: slow}
+%(rest)s
+"""
+
+
+def test_a_version_retiring_as_the_shutdown_cuts_its_last_stream_closes_by_the_deadline(
+    tmp_path: Path, redis_namespace: str
+) -> None:
+    """A reload's old version closes when its last request ends; one cut by the graceful
+    timeout ended it as the shutdown began, and the old version then waited its cache
+    write on a hung Redis for as long as the write could take (~20 s here), after the
+    decision log had closed and past the supervisor's kill."""
+    words = " ".join(f"w{i}" for i in range(300))  # 60 s of stream at 0.2 s a word
+    streamed = {"model": "long", "stream": True, "messages": [{"role": "user", "content": words}]}
+    lines: list[str] = []
+    answers: list[httpx.Response] = []
+    args = ["--graceful-timeout", str(GRACE_S), "--reload-interval", "0.2"]
+    with stall_proxy(REDIS_URL) as (redis, redis_url), fake_upstream() as upstream:
+        shared = (
+            f'cache: {{url: "{redis_url}", namespace: "{redis_namespace}", timeout_s: 20}}\n'
+            f'dispatch:\n  limits: {{url: "{redis_url}", namespace: "{redis_namespace}"}}'
+        )
+        text = RETIRING % {"url": upstream.url, "rest": shared}
+        with serve_text(text, tmp_path, args) as served:
+            url = f"{served.url}/v1/chat/completions"
+
+            def read() -> None:
+                try:
+                    with httpx.stream("POST", url, json=streamed, timeout=90) as reply:
+                        lines.extend(reply.iter_lines())
+                except httpx.HTTPError:
+                    lines.append("cut")
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            wait_for("the stream's first words", lambda: len(lines) >= 3, 20)
+            body = {"model": "slow", "messages": [{"role": "user", "content": "hello there"}]}
+            asker = threading.Thread(
+                target=lambda: answers.append(httpx.post(url, json=body, timeout=20))
+            )
+            asker.start()
+            # Redis stops answering as the answer comes: its cache write hangs
+            wait_for("the call upstream", lambda: upstream.counts["slow?delay=1"] >= 1, 10)
+            redis.stall()
+            asker.join(timeout=20)
+            old = served.version()
+            # the next version uses no Redis; the stream keeps the old one open
+            (tmp_path / "registry.yaml").write_text(RETIRING % {"url": upstream.url, "rest": ""})
+            wait_for("the reload", lambda: served.version() != old, 20, served.log)
+            sent = time.monotonic()
+            served.proc.send_signal(signal.SIGTERM)
+            served.proc.wait(timeout=60)
+            stopped_s = time.monotonic() - sent
+            reader.join(timeout=30)
+    log = served.log_text()
+    assert [a.status_code for a in answers] == [200], log[-3000:]
+    assert stopped_s < GRACE_S + KILL_MARGIN_S + 2, f"{stopped_s:.1f} s: {log[-3000:]}"
+    assert "those answers are not stored" in log, log[-3000:]  # said, not cut by a kill
+    assert "Traceback" not in log, log[-3000:]
