@@ -245,3 +245,40 @@ def test_a_version_retiring_as_the_shutdown_cuts_its_last_stream_closes_by_the_d
     assert stopped_s < GRACE_S + KILL_MARGIN_S + 2, f"{stopped_s:.1f} s: {log[-3000:]}"
     assert "those answers are not stored" in log, log[-3000:]  # said, not cut by a kill
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_a_version_whose_last_request_ends_once_the_shutdown_began_closes_by_its_deadline(
+    tmp_path: Path,
+) -> None:
+    """The other order of the test above: the cut stream of the old version ended
+    before the shutdown's steps reached the retiring versions, and the reloader's own
+    retiring of it closed it with each step's own bound, past the deadline."""
+    import asyncio
+
+    from starlette.datastructures import State
+
+    from llmroute.deadline import NEVER, Deadline
+    from llmroute.server.reload import Reloader
+    from llmroute.server.settings import ServeSettings
+    from llmroute.server.state import InFlight
+
+    closed_by: list[Deadline] = []
+
+    class Old:  # a retiring gateway, as `_retire` uses one
+        inflight = InFlight()
+        version = "old"
+
+        async def aclose(self, by: Deadline = NEVER) -> None:
+            closed_by.append(by)
+
+    async def go() -> Deadline:
+        reloader = Reloader(State(), str(tmp_path / "registry.yaml"), ServeSettings())
+        old = Old()
+        reloader._retiring.append(old)  # type: ignore[arg-type]
+        closing = Deadline.within(7.0)
+        reloader.stopping(closing)
+        await reloader._retire(old)  # type: ignore[arg-type]
+        return closing
+
+    closing = asyncio.run(go())
+    assert closed_by == [closing]

@@ -106,6 +106,7 @@ def create_app(
                     closing = Deadline.within(_CLOSE_S)
                     settles_by = closing.earlier(_LOG_RESERVE_S)
                     early = settles_by.earlier(SETTLE_RESERVE_S)
+                    reloader.stopping(settles_by)
                     sweep.cancel()
                     # each run gets half of what is left of those 5 s to finish, then
                     # the other half to end once cut

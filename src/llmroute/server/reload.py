@@ -434,6 +434,7 @@ class Reloader:
         self._said_unreadable = False
         self._retiring: list[Gateway] = []
         self._retiring_logs: dict[Gateway, Telemetry] = {}  # closed when their gateway is
+        self._closing_by = NEVER  # the shutdown's, once it has begun (`stopping`)
 
     @property
     def current(self) -> Gateway:
@@ -564,6 +565,13 @@ class Reloader:
         log.info("decision log settings changed: the new log takes the next requests")
         return current
 
+    def stopping(self, by: Deadline) -> None:
+        """The shutdown has begun: a retiring gateway whose last request ends from now
+        on (one cut by the graceful timeout) closes by `by` too, as `aclose` closes
+        the others, instead of taking each step's own bound after the decision log
+        closed."""
+        self._closing_by = by
+
     async def aclose(self, by: Deadline = NEVER) -> None:
         """Close every gateway still open (the current one and any still retiring), then
         the decision logs retiring with them, all by `by` (one deadline for them all,
@@ -636,10 +644,11 @@ class Reloader:
             return  # closed at shutdown
         self._retiring.remove(old)
         retired_log = self._retiring_logs.pop(old, None)
+        by = self._closing_by
         with anyio.CancelScope(shield=True):
-            await old.aclose()
+            await old.aclose(by)
             if retired_log is not None:
-                await retired_log.aclose()
+                await retired_log.aclose(by.bounded(_LOG_CLOSE_S))
         log.info(
             "registry version %s retired: its last request finished, its clients are closed",
             old.version,
