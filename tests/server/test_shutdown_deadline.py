@@ -85,16 +85,17 @@ def _decisions(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-@pytest.mark.parametrize("workers", [1, 2])
 def test_the_shutdown_ends_within_its_deadline_when_everything_hangs_and_says_what_it_drops(
-    tmp_path: Path, redis_namespace: str, postgres_url: str, workers: int
+    tmp_path: Path, redis_namespace: str, postgres_url: str
 ) -> None:
+    """With two workers, so that the supervisor's kill is what the deadline must beat;
+    a single process runs the same shutdown (one worker: ~13 s more of the suite)."""
     import psycopg
 
     def ask(content: str) -> dict[str, object]:
         return {"model": "auto", "messages": [{"role": "user", "content": content}]}
 
-    args = ["--graceful-timeout", str(GRACE_S), "--workers", str(workers)]
+    args = ["--graceful-timeout", str(GRACE_S), "--workers", "2"]
     env = {"LLMROUTE_TELEMETRY_URL": postgres_url}
     answers: list[httpx.Response] = []
     with stall_proxy(REDIS_URL) as (redis, redis_url), fake_upstream() as upstream:
