@@ -3,6 +3,7 @@ process on 127.0.0.1, over SQLite and the real PostgreSQL."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -124,3 +125,21 @@ def test_on_a_loopback_address_it_answers_only_loopback_names(tmp_path: Path) ->
                 answer = httpx.get(f"{base}{path}", headers={"host": f"{name}:{port}"})
                 assert answer.status_code == 400, (name, path)
                 assert answer.json()["error"]["code"] == "invalid_host"
+
+
+def test_a_port_in_use_fails_in_one_line(tmp_path: Path) -> None:
+    """Said before uvicorn starts (it logged an ERROR line and exited 3)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        url = f"sqlite:///{tmp_path / 'log.db'}"
+        done = subprocess.run(
+            [str(BIN / "llmroute"), "dashboard", "--url", url, "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2, done.stderr
+    said = f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert done.stderr.strip() == said

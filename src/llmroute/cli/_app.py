@@ -18,6 +18,7 @@ __all__ = [
     "RegistryOption",
     "app",
     "check_plot_path",
+    "check_port",
     "err_console",
     "fail",
     "print_error",
@@ -139,6 +140,18 @@ def check_artifact_output(path: Path) -> None:
         fail(f"-o {path} is a file; it names the directory to write the artifact into")
     if path.is_dir() and any(path.iterdir()):
         err_console.print(f"note: replacing what {escape(str(path))} holds", soft_wrap=True)
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail with one line when HOST:PORT cannot be listened on (in use, an address this
+    machine does not have), before uvicorn starts: it would log the error among its
+    start-up lines and exit 3, after the application's start-up had run."""
+    from llmroute.server.workers import free_port
+
+    try:
+        free_port(host, port)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from llmroute.cli._app import RegistryOption, app, fail, find_registry
+from llmroute.cli._app import RegistryOption, app, check_port, fail, find_registry
 from llmroute.cli.telemetry import UrlOption, _url
 
 
@@ -41,6 +41,7 @@ def dashboard_command(
         )
     except ConfigError as exc:
         fail(str(exc))
+    check_port(host, port)
     shown = web.state.log_url
     typer.echo(f"dashboard: http://{host}:{port}/dashboard (decision log: {shown})")
     uvicorn.run(web, host=host, port=port, log_level="warning")

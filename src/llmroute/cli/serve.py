@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from llmroute.cli._app import RegistryOption, app, fail, resolve_registry
+from llmroute.cli._app import RegistryOption, app, check_port, fail, resolve_registry
 from llmroute.registry import LoadedRegistry, load_registry
 from llmroute.server import logs
 from llmroute.server.settings import (
@@ -226,6 +226,7 @@ def serve(
     from llmroute.server.app import create_app
 
     assert first is not None
+    check_port(host, port)  # as the supervisor does with --workers
     app = create_app(str(path), settings, first)
     from llmroute.server.shutdown import Server
 

@@ -49,6 +49,7 @@ __all__ = [
     "KILL_MARGIN_S",
     "Supervisor",
     "Target",
+    "free_port",
     "reuse_port_supported",
     "serve_workers",
 ]
@@ -72,8 +73,9 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _free_port(host: str, port: int) -> int:
-    """`port` (or, for 0, a free one), checked free with a plain bind."""
+def free_port(host: str, port: int) -> int:
+    """`port` (or, for 0, a free one), checked free with a plain bind; raises `OSError`
+    when it is not (in use, an address this machine does not have)."""
     with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))
@@ -365,7 +367,7 @@ def serve_workers(
     workers start are spread and queued, not all given to the first worker up; a worker
     that is replaced at once hands its socket, with what is queued on it, to the next (one
     restarted after a pause has its socket closed meanwhile: what was queued is reset)."""
-    port = _free_port(host, port)
+    port = free_port(host, port)
     sockets = [_listener(host, port) for _ in range(workers)]
     try:
         for sock in sockets:
