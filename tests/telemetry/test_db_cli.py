@@ -103,6 +103,28 @@ def test_errors_are_one_clean_line(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["db", "forget", "--client", "team-a"],
+        ["db", "prune", "--older-than", "30d"],
+        ["db", "prune", "--older-than", "30d", "--dry-run"],
+    ],
+)
+def test_erasing_from_a_log_that_is_not_there_creates_nothing(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped path (or another working directory) is said, and no empty log (nor its
+    folder) is left there: opening the file to find it had no tables created it."""
+    missing = tmp_path / "typo" / "llmroute-telemetry.db"
+    code, out, err = _run([*argv, "--url", f"sqlite:///{missing}"], capsys)
+    assert code == 2 and out == ""
+    assert " ".join(err.split()) == (
+        f"error: sqlite:///{missing}: no decision log at {missing}; nothing to erase"
+    )
+    assert not (tmp_path / "typo").exists()
+
+
 def test_forget_an_end_user_by_the_id_the_client_sent(
     sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

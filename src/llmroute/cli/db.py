@@ -133,7 +133,7 @@ def db_forget(
     key = _pseudonym_key(registry) if users else None
     # as logged: the id itself, or the pseudonym safety sent upstream and logged instead
     forms = sorted({form for u in users for form in (u, pseudonym(u), pseudonym(u, key))})
-    store = open_store(_telemetry_url(url, registry))
+    store = open_store(_existing_log(_telemetry_url(url, registry)))
     try:
         if store.schema_version() == 0:
             fail(f"{store.url}: the decision log has no tables yet; nothing to erase")
@@ -181,7 +181,7 @@ def db_prune(
         before = parse_instant(older_than)
     except WindowError as exc:
         fail(f"--older-than: {exc}")
-    store = open_store(_telemetry_url(url, registry))
+    store = open_store(_existing_log(_telemetry_url(url, registry)))
     erased = [0, 0, 0]
     when = datetime.fromtimestamp(before, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
     try:
@@ -206,6 +206,20 @@ def db_prune(
         f"{store.url}: erased {decisions} decision{'s' * (decisions != 1)} logged before "
         f"{when}, {feedback} feedback and {shadow} shadow row{'s' * (shadow != 1)}"
     )
+
+
+def _existing_log(target: str) -> str:
+    """`target`, unless it is a SQLite file that is not there: erasing from it would create
+    it (and say "no tables yet"), leaving an empty log where a mistyped path or another
+    working directory pointed."""
+    from llmroute.telemetry.store import mask_url
+    from llmroute.telemetry.store.url import sqlite_path
+
+    if target.lower().startswith("sqlite:"):
+        path = sqlite_path(target)
+        if path != ":memory:" and not Path(path).exists():
+            fail(f"{mask_url(target)}: no decision log at {path}; nothing to erase")
+    return target
 
 
 def _pseudonym_key(registry: Path | None) -> bytes | None:
