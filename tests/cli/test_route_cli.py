@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,31 @@ def test_stdin_prompts_give_json_lines(static_registry: Path) -> None:
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) == 4
     assert lines[2]["route"] == "default" and "empty prompt" in lines[2]["reason"]
+
+
+def test_prompts_typed_at_a_terminal_are_awaited_with_a_hint(static_registry: Path) -> None:
+    """`llmroute route -r FILE` with no prompt, at a terminal, waited for stdin saying
+    nothing: a hint on stderr says it reads lines until Ctrl-D; stdout is as before."""
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [LLMROUTE, "route", "-r", str(static_registry)],
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        os.close(terminal)
+        os.write(controller, b"hello there!\n\x04")  # a line, then Ctrl-D: end of input
+        out, err = proc.communicate(timeout=180)
+    finally:
+        os.close(controller)
+    assert proc.returncode == 0, err
+    assert err.decode().splitlines() == [
+        "reading prompts from the terminal, one a line; end with Ctrl-D "
+        '(or give one prompt: llmroute route "...")'
+    ]
+    assert [json.loads(line)["route"] for line in out.decode().splitlines()] == ["chitchat"]
 
 
 def test_non_utf8_stdin_is_a_clear_error(static_registry: Path) -> None:

@@ -145,6 +145,12 @@ def _llm_share(llm: LlmFallback, outcomes: Counter[str], total: int) -> str:
 
 
 def _read_stdin_lines() -> list[str]:
+    if sys.stdin.isatty():  # typed at a terminal: say why nothing happens until Ctrl-D
+        err_console.print(
+            "reading prompts from the terminal, one a line; end with Ctrl-D "
+            '(or give one prompt: llmroute route "...")',
+            soft_wrap=True,
+        )
     raw = sys.stdin.buffer.read()
     try:
         text = raw.decode("utf-8")
