@@ -290,3 +290,34 @@ def test_from_examples_with_one_example_per_label_says_how_many_are_needed(
     err = _clean(capsys.readouterr().err)
     assert f"{data}: cannot calibrate the threshold" in err and "at least 2 examples" in err
     assert not out.exists()
+
+
+def test_from_examples_refuses_an_output_it_would_replace_or_cannot_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before the data is read (encoding a large file takes minutes): an
+    existing file without --force (a hand-edited registry was silently replaced, where
+    `registry record`, `refresh` and `export` refuse), a directory, a missing folder."""
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("not json\n", encoding="utf-8")  # reading it would fail on line 1
+    kept = tmp_path / "registry.yaml"
+    kept.write_text("# edited by hand\n", encoding="utf-8")
+    argv = ["registry", "from-examples", str(broken), "--encoder", "builtin:static", "-o"]
+    refusals = {
+        str(kept): f"error: {kept} exists; pass --force to overwrite it",
+        str(tmp_path): f"error: -o {tmp_path} is a directory; it names the registry YAML to write",
+        str(tmp_path / "no" / "r.yaml"): (
+            f"error: -o {tmp_path / 'no' / 'r.yaml'}: the folder {tmp_path / 'no'} does not exist"
+        ),
+    }
+    for output, said in refusals.items():
+        assert run([*argv, output]) == 2
+        assert _clean(capsys.readouterr().err) == said
+    assert kept.read_text(encoding="utf-8") == "# edited by hand\n"
+    data = tmp_path / "labelled.jsonl"
+    texts = ["book a flight to rome", "a train ticket to paris", "is it raining", "sunny today?"]
+    intents = ["travel", "travel", "weather", "weather"]
+    _write(data, [{"text": t, "intent": i} for t, i in zip(texts, intents, strict=True)])
+    assert run(["registry", "from-examples", str(data), "--encoder", "builtin:static",
+                "-o", str(kept), "--force"]) == 0  # fmt: skip
+    assert "routes:" in kept.read_text(encoding="utf-8")

@@ -20,6 +20,7 @@ from llmroute.cli._app import (
     app,
     check_plot_path,
     err_console,
+    fail,
     registry_app,
     resolve_registry,
 )
@@ -278,11 +279,21 @@ def from_examples(
             help="Without oos rows: the share of in-scope rows kept in scope, out of fold.",
         ),
     ] = 0.98,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT.")] = False,
 ) -> None:
     """Build a registry from labelled examples, its threshold calibrated by k-fold
     cross-validation (each example scored by a head that never saw it)."""
     from llmroute.evaluate.from_examples import FromExamplesConfig, registry_from_examples
     from llmroute.registry import load_registry
+
+    # before the examples are encoded (minutes for a large file): a hand-edited registry
+    # is not replaced unasked, and a path that cannot be written is said at once
+    if output.is_dir():
+        fail(f"-o {output} is a directory; it names the registry YAML to write")
+    if output.exists() and not force:
+        fail(f"{output} exists; pass --force to overwrite it")
+    if not output.parent.is_dir():
+        fail(f"-o {output}: the folder {output.parent} does not exist")
 
     config = FromExamplesConfig(
         oos_label=oos_label,
