@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from llmroute.errors import DataError
 from llmroute.untrusted_json import NotUnicode, TooDeep, loads
 
-__all__ = ["json_object", "read_jsonl"]
+__all__ = ["json_object", "read_jsonl", "read_lines"]
 
 T = TypeVar("T")
 
@@ -40,6 +40,21 @@ def read_jsonl(
     if not rows:
         raise DataError(empty, file=file)
     return rows
+
+
+def read_lines(path: str | os.PathLike[str], *, what: str) -> list[str]:
+    """The lines of a UTF-8 text file; an unreadable file, or a line that is not UTF-8
+    (named by file and line number), is a `DataError` worded as `read_jsonl`'s."""
+    file = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {what}: {exc.strerror or exc}", file=file) from exc
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        number = raw[: exc.start].count(b"\n") + 1
+        raise DataError("not valid UTF-8", file=file, line=number) from exc
 
 
 def json_object(line: bytes, file: str, number: int) -> dict[str, Any]:

@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from llmroute.cli._app import run
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "registry.yaml"
 CASES = ROOT / "examples" / "cases.yaml"
@@ -137,3 +141,26 @@ def test_record_pins_todays_decisions_and_they_pass(tmp_path: Path) -> None:
     jsonl.write_text('{"prompt": "hi!"}\n{"text": "translate hello into French"}\n{"x": 1}\n')
     bad = llmroute("registry", "record", jsonl, "-o", tmp_path / "c2.yaml", "-r", EXAMPLE)
     assert bad.returncode == 2 and "prompts.jsonl:3: needs a non-empty 'prompt'" in bad.stderr
+
+
+@pytest.mark.parametrize("command", ["record", "diff"])
+def test_an_unreadable_prompt_file_is_said_as_the_jsonl_readers_say_it(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plain-text prompts file (record) or requests file (diff) that is missing or not
+    UTF-8: the reason once and the line (it was Python's '[Errno 2] No such file or
+    directory: ...' after the path, and the codec's byte position)."""
+    what = {"record": "prompts", "diff": "the requests"}[command]
+    argv = {
+        "record": ["registry", "record", "{}", "-o", str(tmp_path / "c.yaml"), "-r", str(EXAMPLE)],
+        "diff": ["registry", "diff", str(EXAMPLE), str(EXAMPLE), "-d", "{}"],
+    }[command]
+    broken = tmp_path / "prompts.txt"
+    broken.write_bytes(b"hello\n\xff\xfe not utf-8\n")
+    missing = tmp_path / "missing.txt"
+    for path, said in (
+        (missing, f"error: {missing}: cannot read {what}: No such file or directory"),
+        (broken, f"error: {broken}:2: not valid UTF-8"),
+    ):
+        assert run([a.replace("{}", str(path)) for a in argv]) == 2
+        assert " ".join(capsys.readouterr().err.split()) == said

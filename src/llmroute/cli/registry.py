@@ -358,15 +358,11 @@ def _print_probes(results: list[Probe]) -> None:
 
 def _prompts(path: Path) -> list[str]:
     """Non-blank lines of a text file, or the `prompt` / `text` of each JSONL object."""
-    from llmroute.jsonl import read_jsonl
+    from llmroute.jsonl import read_jsonl, read_lines
 
     if path.suffix == ".jsonl":
         return read_jsonl(path, _prompt_of, what="prompts", empty="no prompts in the file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        fail(f"{path}: cannot read the prompts: {exc}")
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = [line for line in read_lines(path, what="prompts") if line.strip()]
     if not lines:
         fail(f"{path}: no prompts in the file")
     return lines

@@ -18,7 +18,7 @@ from llmroute.decide import Router
 from llmroute.decision import Decision
 from llmroute.errors import DataError
 from llmroute.evaluate.run import predicted_route
-from llmroute.jsonl import read_jsonl
+from llmroute.jsonl import read_jsonl, read_lines
 from llmroute.layers.pin import PIN_LAYER
 from llmroute.registry.schema import Registry
 
@@ -64,10 +64,7 @@ def read_traffic(path: Path) -> TrafficFile:
     optionally, ``tokens_in`` / ``tokens_out``: `llmroute export` writes such lines."""
     file = str(path)
     if path.suffix != ".jsonl":
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"cannot read the requests: {exc}", file=file) from exc
+        lines = read_lines(path, what="the requests")
         requests = [Traffic(line) for line in lines if line.strip()]
         if not requests:
             raise DataError("no requests in the file", file=file)
