@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,15 @@ def _commands(group: typer.Typer) -> list[typer.models.CommandInfo]:
     return found
 
 
+def test_a_line_that_starts_with_a_number_is_joined_unless_it_numbers_an_item() -> None:
+    """ "5-fold cross-validation" at a line's start stayed on a line of its own in
+    ``llmroute train --help`` (taken for a numbered list item)."""
+    assert _reflowed("chosen by\n5-fold group cross-validation") == (
+        "chosen by 5-fold group cross-validation"
+    )
+    assert _reflowed("steps:\n1. one\n2) two") == "steps:\n1. one\n2) two"
+
+
 def test_every_command_has_reflowed_help() -> None:
     """A docstring's line ends are not shown as they are (Typer would): each command's
     help is its docstring with paragraphs joined."""
@@ -67,7 +77,8 @@ def test_every_command_has_reflowed_help() -> None:
         assert command.help, command.name
         for paragraph in command.help.split("\n\n"):
             for line in paragraph.splitlines()[1:]:
-                assert line.startswith((" ", "-", "*")) or line[:1].isdigit(), (command, line)
+                numbered = re.match(r"\d+[.)] ", line) is not None
+                assert line.startswith((" ", "-", "*")) or numbered, (command, line)
 
 
 def test_the_command_list_wraps_to_the_terminal() -> None:

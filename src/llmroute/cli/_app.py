@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -59,16 +60,20 @@ def _options(
     """The options before a command (``llmroute --version``)."""
 
 
+_NUMBERED = re.compile(r"\d+[.)] ")
+
+
 def _reflowed(doc: str) -> str:
     """`doc` with each paragraph's lines joined, so that help is wrapped to the terminal
-    rather than at the docstring's line ends; list items and indented lines keep their
-    own line."""
+    rather than at the docstring's line ends; list items ("- ", "* ", "1. ") and indented
+    lines keep their own line (a line that merely starts with a number, "5-fold ...",
+    does not)."""
     paragraphs = []
     for paragraph in doc.strip().split("\n\n"):
         lines = paragraph.splitlines()
         out = lines[:1]
         for line in lines[1:]:
-            kept = line.startswith((" ", "-", "*")) or line[:1].isdigit()
+            kept = line.startswith((" ", "-", "*")) or _NUMBERED.match(line) is not None
             if kept:
                 out.append(line)
             else:

@@ -37,7 +37,7 @@ def train_reasoning(
 ) -> None:
     """Train a logistic scorer over the encoder's embeddings: C and the threshold are
     chosen on the validation split; the test split is left alone. Use the directory as
-    ``reasoning.scorer`` in the registry."""
+    `reasoning.scorer` in the registry."""
     from llmroute.difficulty.calibration import file_digest
     from llmroute.reasoning import read_reasoning, save_scorer
     from llmroute.reasoning.train import fit_on_data
