@@ -321,3 +321,20 @@ def test_from_examples_refuses_an_output_it_would_replace_or_cannot_write(
     assert run(["registry", "from-examples", str(data), "--encoder", "builtin:static",
                 "-o", str(kept), "--force"]) == 0  # fmt: skip
     assert "routes:" in kept.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--oos-recall", "2"), ("--oos-recall", "0"), ("--in-scope-pass", "nan")]
+)
+def test_from_examples_names_the_flag_of_a_share_out_of_range(
+    flag: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """By its flag (it was 'oos_recall must be in (0, 1]', the config field), before the
+    data is read."""
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("not json\n", encoding="utf-8")
+    out = tmp_path / "r.yaml"
+    assert run(["registry", "from-examples", str(broken), "-o", str(out), flag, value]) == 2
+    err = _clean(capsys.readouterr().err)
+    assert err == f"error: {flag} must be in (0, 1], got {float(value):g}"
+    assert not out.exists()

@@ -286,6 +286,9 @@ def from_examples(
     from llmroute.evaluate.from_examples import FromExamplesConfig, registry_from_examples
     from llmroute.registry import load_registry
 
+    for flag, share in (("--oos-recall", oos_recall), ("--in-scope-pass", in_scope_pass)):
+        if not 0.0 < share <= 1.0:  # said by its flag, not the config field's name
+            fail(f"{flag} must be in (0, 1], got {share:g}")
     # before the examples are encoded (minutes for a large file): a hand-edited registry
     # is not replaced unasked, and a path that cannot be written is said at once
     if output.is_dir():
