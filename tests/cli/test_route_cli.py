@@ -95,6 +95,28 @@ def test_prompts_typed_at_a_terminal_are_awaited_with_a_hint(static_registry: Pa
     assert [json.loads(line)["route"] for line in out.decode().splitlines()] == ["chitchat"]
 
 
+def test_output_piped_into_a_reader_that_stops_early_is_not_an_error(
+    static_registry: Path,
+) -> None:
+    """`llmroute ... | head -1`: the reader closes the pipe; the command stops quietly
+    with status 0 (click said status 1, past run()'s own handler for it)."""
+    lines = "".join(f"prompt number {i}: write a sql query\n" for i in range(2000))
+    for argv, stdin in (
+        (["route", "-r", str(static_registry)], lines.encode()),
+        (["registry", "check", str(static_registry)], None),
+    ):
+        proc = subprocess.Popen(
+            [LLMROUTE, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        proc.stdout.close()  # before it writes a line: it takes a second to start
+        _, err = proc.communicate(stdin, timeout=180)
+        assert (proc.returncode, err.decode()) == (0, ""), argv
+
+
 def test_non_utf8_stdin_is_a_clear_error(static_registry: Path) -> None:
     result = llmroute("route", "-r", str(static_registry), stdin=b"hello\n\xff\xfe bad\n")
     assert result.returncode == 2

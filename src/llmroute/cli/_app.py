@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import inspect
 import os
 import re
@@ -189,6 +190,13 @@ def run(argv: list[str] | None = None) -> int:
         code = app(args=argv, prog_name="llmroute", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
+    except SystemExit as exc:
+        # click itself turns a broken pipe into exit 1 (having made stdout and stderr
+        # ignore the flush at exit): output piped into `head` and closed early is not
+        # an error, as below
+        if getattr(exc.__context__, "errno", None) == errno.EPIPE:
+            return 0
+        raise
     except LlmrouteError as exc:
         _traceback_if_debugging()
         print_error(str(exc))
