@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from llmroute.cli._app import run
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "registry.yaml"
 LLMROUTE = str(Path(sys.executable).parent / "llmroute")
@@ -214,6 +216,20 @@ def test_missing_registry_is_a_clear_error(tmp_path: Path) -> None:
     missing = llmroute("registry", "check", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2
     assert "nope.yaml" in missing.stderr
+
+
+def test_a_registry_variable_naming_no_file_is_said_as_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`$LLMROUTE_REGISTRY` set to a file that is not there: it was 'nope.yaml: cannot
+    read the registry', naming neither the variable nor where the path came from."""
+    missing = tmp_path / "nope.yaml"
+    monkeypatch.setenv("LLMROUTE_REGISTRY", str(missing))
+    monkeypatch.delenv("LLMROUTE_TELEMETRY_URL", raising=False)
+    for argv in (["route", "hi"], ["db", "status"], ["report", "--url", "sqlite:///x.db"]):
+        assert run(argv) == 2
+        said = " ".join(capsys.readouterr().err.split())
+        assert said == f"error: $LLMROUTE_REGISTRY names {missing}, which does not exist"
 
 
 def test_explain_says_when_safety_overrode_the_reasoning_tier(tmp_path: Path) -> None:

@@ -110,11 +110,14 @@ RegistryOption = Annotated[
 
 
 def find_registry(path: Path | None) -> Path | None:
-    """`path`, else ``$LLMROUTE_REGISTRY``, else ``./registry.yaml`` when it exists."""
+    """`path`, else ``$LLMROUTE_REGISTRY`` (failing when it names no file), else
+    ``./registry.yaml`` when it exists."""
     if path is not None:
         return path
     env = os.environ.get("LLMROUTE_REGISTRY")
     if env:
+        if not Path(env).exists():  # else "nope.yaml: cannot read", naming no variable
+            fail(f"$LLMROUTE_REGISTRY names {env}, which does not exist")
         return Path(env)
     local = Path("registry.yaml")
     return local if local.exists() else None
