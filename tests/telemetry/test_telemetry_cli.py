@@ -375,6 +375,25 @@ def test_refresh_with_eval_data(
     assert code == 0 and "accuracy" in out and "vs baseline" in out
 
 
+def test_refresh_reads_eval_data_before_it_writes_the_candidate(
+    registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing or broken --eval-data failed after the mining, the candidate written
+    (so the next run also needed --force)."""
+    now = time.time()
+    fill(registry, [record("default", 0.05, now - 60, p) for p in PASSPORT])
+    broken = tmp_path / "eval.jsonl"
+    broken.write_text('{"text": "recipe for apple pie", "intent": "cooking"}\nnot json\n')
+    out_path = tmp_path / "candidate.yaml"
+    for data, said in (
+        (tmp_path / "missing.jsonl", "cannot read labelled data: No such file or directory"),
+        (broken, f"{broken}:2: invalid JSON"),
+    ):
+        code, _, err = cli(capsys, "refresh", "-r", registry, "-o", out_path, "--eval-data", data)
+        assert code == 2 and said in " ".join(err.split())
+        assert not out_path.exists()
+
+
 def test_a_log_of_an_older_schema_asks_for_an_upgrade(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

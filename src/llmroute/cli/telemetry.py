@@ -34,6 +34,7 @@ from llmroute.json_values import json_safe
 from llmroute.telemetry.windows import Window, WindowError, parse_window
 
 if TYPE_CHECKING:
+    from llmroute.evaluate.data import LabelledRow
     from llmroute.registry import LoadedRegistry
     from llmroute.telemetry.drift import DriftReport
     from llmroute.telemetry.record import LoggedDecision
@@ -335,6 +336,7 @@ def refresh_command(
 ) -> None:
     """Propose new examples and candidate routes from low-margin and default traffic."""
     from llmroute.decide import Router
+    from llmroute.evaluate.data import read_labelled
     from llmroute.telemetry.refresh import RefreshConfig, propose
 
     window = _window(since, "--since")
@@ -343,6 +345,8 @@ def refresh_command(
         fail("--output must not be the live registry; write the candidate elsewhere")
     if output.exists() and not force:
         fail(f"{output} exists; pass --force to overwrite it")
+    # read first: a missing or broken file failed once the candidate had been written
+    eval_rows = None if eval_data is None else read_labelled(eval_data)
     loaded = _load(path)
     with _open_log(_url(url, loaded)) as log:
         if log.empty_reason is not None:
@@ -366,8 +370,8 @@ def refresh_command(
     )
     held_change = _routing_change(router, candidate, others[:1000])
     comparison = None
-    if eval_data is not None:
-        comparison = _compare(path, output, eval_data)
+    if eval_rows is not None:
+        comparison = _compare(path, output, eval_rows)
     if as_json:
         payload = proposal.to_dict()
         payload.update(
@@ -397,11 +401,9 @@ def _routing_change(current: Any, candidate: Any, texts: list[str]) -> RoutingCh
     return routing_change(current, candidate, texts)
 
 
-def _compare(current: Path, candidate: Path, data: Path) -> Any:
+def _compare(current: Path, candidate: Path, rows: list[LabelledRow]) -> Any:
     from llmroute.cli.evaluate import compared
-    from llmroute.evaluate.data import read_labelled
 
-    rows = read_labelled(data)
     labels = ("evaluating the candidate", "evaluating the current registry")
     return compared(candidate, current, rows, None, labels)[1]
 
