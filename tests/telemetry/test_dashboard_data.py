@@ -269,12 +269,12 @@ def test_the_tags_table_holds_the_costliest_tags_and_says_how_many_there_are() -
         for i in range(3 * TAG_ROWS)
     ]
     data = dashboard_data(Rows(rows, len(rows)), Rows([], 0), REGISTRY, window=HOUR, url="u")
-    assert data["tags_count"] == 10 * 3 * TAG_ROWS
+    assert data["tag_count"] == 10 * 3 * TAG_ROWS
     assert len(data["tags"]) == TAG_ROWS
     spends = [t["spend_usd"] for t in data["tags"]]
     assert spends == sorted(spends, reverse=True)  # the costliest
     assert data["tags"][0]["name"].startswith(f"t{3 * TAG_ROWS - 1}-")
-    assert empty_dashboard(HOUR, url="u", message="m", max_rows=5)["tags_count"] == 0
+    assert empty_dashboard(HOUR, url="u", message="m", max_rows=5)["tag_count"] == 0
 
 
 def test_the_dashboard_leaves_out_the_reports_groups_per_tag_and_end_user() -> None:

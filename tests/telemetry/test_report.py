@@ -10,7 +10,7 @@ from log_factory import logged
 
 from llmroute.registry import parse_registry
 from llmroute.telemetry.record import FeedbackRecord, LoggedDecision, ShadowRecord
-from llmroute.telemetry.report import build_report, is_error, strongest_model
+from llmroute.telemetry.report import TOP_TAGS, build_report, is_error, strongest_model
 from llmroute.telemetry.report_plot import plot_report
 
 REGISTRY = parse_registry(
@@ -184,3 +184,25 @@ def test_a_models_row_holds_what_was_routed_to_it_priced_at_what_answered() -> N
     assert models["large"].n == 5 and models["large"].fallbacks == 4
     assert models["large"].errors == 1
     assert models["large"].cost_usd == pytest.approx(4 * 0.003)  # at small's price
+
+
+def test_tags_are_the_costliest_few_however_many_clients_make_up() -> None:
+    """A client choosing a new tag a request made a report (and its JSON) of that many
+    rows, each with its percentiles; the report lists the TOP_TAGS costliest and says how
+    many there were, as it does for end users."""
+    tagged = [
+        dataclasses.replace(d, tags=(f"one-off-{i}", "team:a" if d.route == "code" else "team:b"))
+        for i, d in enumerate(decisions())
+    ]
+    report = build_report(tagged, REGISTRY)
+    assert report.tag_count == len(tagged) + 2 and len(report.tags) == TOP_TAGS
+    costs = [t.cost_usd for t in report.tags]
+    assert costs == sorted(costs, reverse=True)
+    # the two shared tags cost the most, then the one-offs of the 20 code requests
+    # (0.05 $ each), then cheaper one-offs, ties by name
+    assert [(t.name, t.n) for t in report.tags[:2]] == [("team:a", 20), ("team:b", 100)]
+    code_ones = {f"one-off-{i}" for i, d in enumerate(decisions()) if d.route == "code"}
+    assert {t.name for t in report.tags[2:22]} == code_ones
+    assert report.tags[22].cost_usd < report.tags[21].cost_usd
+    payload = report.to_dict()
+    assert payload["tag_count"] == len(tagged) + 2 and len(payload["tags"]) == TOP_TAGS

@@ -632,7 +632,10 @@ def _print_report(console: Console, report: Report, window: Window, shown: str) 
         console.print()
         console.print(_group_table("API", report.apis, report.strongest))
     if report.tags:
+        listed = len(report.tags)
         console.print()
+        if listed < report.tag_count:
+            console.print(f"tags: {report.tag_count}, the {listed} that cost the most")
         console.print(_group_table("tag", report.tags, report.strongest))
     if report.users:
         listed = len(report.users)

@@ -52,7 +52,7 @@ __all__ = [
 DEFAULT_MAX_ROWS = 5_000  # rows read per window; ~0.2 s on this project's 2-core machine
 RECENT_ROWS = 25
 # tags are the clients' to choose (up to ten a request, each new one a row): the page
-# shows the costliest; `tags_count` says how many the window has
+# shows the costliest; `tag_count` says how many the window has
 TAG_ROWS = 50
 SERIES_ROUTES = 6  # routes drawn on their own in the request chart; the rest are "other"
 _TARGET_BUCKETS = 60
@@ -405,7 +405,7 @@ def empty_dashboard(
         "models": [],
         "clients": [],
         "tags": [],
-        "tags_count": 0,
+        "tag_count": 0,
         "layers": [],
         "apis": [],
         "drift": None,
@@ -527,7 +527,7 @@ def dashboard_data(
                 registry,
             ),
             "tags": tags[:TAG_ROWS],
-            "tags_count": len(tags),
+            "tag_count": len(tags),
             "layers": [
                 {"name": name, "n": count, "share": count / len(decisions)}
                 for name, count in sorted(layers.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -20,8 +20,9 @@ latency or cost: nothing was dispatched.
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,7 @@ from llmroute.telemetry.shadow_report import ShadowReport, shadow_report
 
 __all__ = [
     "ESCALATION_MARKERS",
+    "TOP_TAGS",
     "TOP_USERS",
     "UNTAGGED",
     "FeedbackStats",
@@ -51,6 +53,7 @@ __all__ = [
 
 ESCALATION_MARKERS = ("escalat", "cascade")  # matched case-insensitively in attempts
 TOP_USERS = 20  # end users listed, by cost then requests
+TOP_TAGS = 50  # tags listed, by cost then requests: clients choose them, up to ten a request
 NO_API = "(none)"  # the API group of rows without one: the SDK's, /v1/route, older rows
 UNTAGGED = "(untagged)"
 
@@ -185,6 +188,7 @@ class Report:
     shadow: ShadowReport
     clients: list[GroupStats] = field(default_factory=list)  # per gateway client key
     tags: list[GroupStats] = field(default_factory=list)  # per x-llmroute-tags tag
+    tag_count: int = 0  # distinct tags in the window (`tags` holds the top ones)
     users: list[GroupStats] = field(default_factory=list)  # the costliest end users
     user_count: int = 0  # distinct end users in the window (`users` holds the top ones)
     layers: list[GroupStats] = field(default_factory=list)  # per deciding layer
@@ -207,6 +211,7 @@ class Report:
             "shadow": self.shadow.to_dict(),
             "clients": [c.to_dict() for c in self.clients],
             "tags": [t.to_dict() for t in self.tags],
+            "tag_count": self.tag_count,
             "apis": [a.to_dict() for a in self.apis],
             "users": [u.to_dict() for u in self.users],
             "user_count": self.user_count,
@@ -341,22 +346,25 @@ def build_report(
             _group(name, group, n, cost_of, reference)
             for name, group in _grouped(decisions, lambda d: d.client or "(no key)").items()
         ]
+    by_tag = _by_tag(decisions) if breakdowns else {}
     tags = [
-        _group(name, group, n, cost_of, reference)
-        for name, group in (_by_tag(decisions) if breakdowns else {}).items()
+        _group(name, by_tag[name], n, cost_of, reference)
+        for name in _costliest(by_tag, TOP_TAGS, cost_of)
     ]
+    tags.sort(key=lambda g: (-g.cost_usd, -g.n, g.name))
     apis = []
     if breakdowns and any(d.api is not None for d in decisions):
         apis = [
             _group(name, group, n, cost_of, reference)
             for name, group in _grouped(decisions, lambda d: d.api or NO_API).items()
         ]
+    by_user = _grouped(
+        (d for d in decisions if breakdowns and d.end_user is not None),
+        lambda d: d.end_user or "",
+    )
     users = [
-        _group(name, group, n, cost_of, reference)
-        for name, group in _grouped(
-            (d for d in decisions if breakdowns and d.end_user is not None),
-            lambda d: d.end_user or "",
-        ).items()
+        _group(name, by_user[name], n, cost_of, reference)
+        for name in _costliest(by_user, TOP_USERS, cost_of)
     ]
     users.sort(key=lambda g: (-g.cost_usd, -g.n, g.name))
     feedback_stats, unmatched = _feedback(decisions, feedback)
@@ -370,11 +378,33 @@ def build_report(
         shadow=shadow_report(shadows),
         clients=clients,
         tags=tags,
-        users=users[:TOP_USERS],
-        user_count=len(users),
+        tag_count=len(by_tag),
+        users=users,
+        user_count=len(by_user),
         layers=layers,
         apis=apis,
     )
+
+
+def _costliest(
+    groups: Mapping[str, Sequence[LoggedDecision]],
+    top: int,
+    cost_of: Callable[[LoggedDecision], float | None],
+) -> list[str]:
+    """The names of (at most) the `top` groups that cost the most, then by requests.
+
+    Ranked on their summed cost alone, so that only those listed get their statistics
+    (percentiles each): clients choose tags and end users, one or more a request, and a
+    window of one-off names cost a group each."""
+    if len(groups) <= top:
+        return list(groups)
+    spent = {name: sum(_cost(d, cost_of) for d in group) for name, group in groups.items()}
+    return heapq.nsmallest(top, groups, key=lambda name: (-spent[name], -len(groups[name]), name))
+
+
+def _cost(d: LoggedDecision, cost_of: Callable[[LoggedDecision], float | None]) -> float:
+    """What `d` cost, as `_group` sums it (nothing for a decision only, or unpriced)."""
+    return 0.0 if d.route_only else cost_of(d) or 0.0
 
 
 def _by_tag(decisions: Sequence[LoggedDecision]) -> dict[str, list[LoggedDecision]]:

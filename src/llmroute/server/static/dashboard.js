@@ -565,8 +565,8 @@
     renderSpend("clients", "Key", arr(d.clients));
     renderSpend("tags", "Tag", arr(d.tags));
     const tags = arr(d.tags).length;
-    $("tags-more").hidden = !(isNum(d.tags_count) && d.tags_count > tags);
-    $("tags-more").textContent = `· the ${fmtInt(tags)} costliest of ${fmtInt(d.tags_count)}`;
+    $("tags-more").hidden = !(isNum(d.tag_count) && d.tag_count > tags);
+    $("tags-more").textContent = `· the ${fmtInt(tags)} costliest of ${fmtInt(d.tag_count)}`;
     renderLayers(arr(d.layers));
     renderSpend("apis", "API", arr(d.apis));
     renderShadow(d.shadow);
