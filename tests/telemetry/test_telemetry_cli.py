@@ -95,8 +95,11 @@ def test_drift_flags_the_shifted_route(registry: Path, capsys: pytest.CaptureFix
 
 
 def test_drift_quiet_and_empty(registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = cli(capsys, "drift", "-r", registry)
-    assert code == 0 and "no decision log" in out
+    # no log where the registry says: bad input, not "nothing flagged" (a drift check
+    # in cron pointed at a mistyped path passed for ever)
+    code, out, err = cli(capsys, "drift", "-r", registry)
+    assert code == 2 and out == "" and "no decision log" in err
+    assert "nothing to check drift on" in err
     now, rng = time.time(), np.random.default_rng(1)
     fill(registry, traffic(now - 10 * DAY, rng) + traffic(now - DAY, rng))
     code, out, _ = cli(capsys, "drift", "-r", registry)

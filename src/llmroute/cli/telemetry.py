@@ -248,8 +248,9 @@ def drift_command(
     settings = loaded.registry.drift if loaded is not None else DriftSettings()
     with _open_log(_url(url, loaded)) as log:
         if log.empty_reason is not None:
-            _empty(log, "either window", as_json, {"flagged": False, "enough_data": False})
-            return
+            # a check that reads nothing must not pass: in cron or CI a mistyped --url
+            # (or telemetry.url) would otherwise say "nothing flagged" for ever
+            fail(f"{log.shown}: {log.empty_reason}; nothing to check drift on")
         report = drift_report(
             log.store.decisions(old.since, old.until),
             log.store.decisions(new.since, new.until),
