@@ -48,8 +48,13 @@ def test_wrong_encoder_is_refused_naming_both(
 def test_missing_or_corrupt_artifact_names_the_path(
     tmp_path: Path, train_rows: Rows, val_rows: Rows
 ) -> None:
-    with pytest.raises(ConfigError, match=r"router\.json"):
+    # a path that is not there is said as such, not as a folder lacking router.json
+    with pytest.raises(ConfigError, match="no such router artifact") as missing:
         load_router(tmp_path / "nothing")
+    assert "router.json" not in str(missing.value) and "nothing" in str(missing.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"router\.json is missing"):
+        load_router(tmp_path / "empty")
     router, _ = fit_router("linear", train_rows, val_rows)
     save_router(router, tmp_path / "a", encoder_identity="e", trained_on={})
     (tmp_path / "a" / "arrays.npz").write_bytes(b"garbage")

@@ -69,6 +69,11 @@ def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        if not Path(directory).is_dir():
+            raise ConfigError(
+                "no such router artifact (a folder written by `llmroute train difficulty`)",
+                file=str(directory),
+            ) from None
         raise ConfigError(
             "no router artifact here (router.json is missing)", file=str(path)
         ) from None
