@@ -495,3 +495,15 @@ def test_a_bad_reasoning_mapping_is_one_error_not_also_false() -> None:
     False") is noise beside what is wrong in the mapping."""
     error = one_error(replace_line(VALID, 13, "reasoning: {effort: ultra}"))
     assert_points_at(error, 13, "models.large.reasoning.effort", "'minimal'")
+
+
+def test_a_file_of_routing_cases_is_said_as_such() -> None:
+    """`registry check cases.yaml` listed five missing or unknown keys; a cases file where
+    a registry goes is one error pointing at `registry test`."""
+    error = one_error("# cases\ncases:\n  - {name: a, prompt: hi, expect: {route: x}}\n")
+    assert (error.line, error.field) == (2, "cases")
+    assert "routing cases, not a registry" in error.message
+    assert "llmroute registry test reg.yaml" in error.message
+    # a registry that also has a `cases` key is validated as a registry (unknown key)
+    unknown = errors_of(VALID + "cases: []\n", "reg.yaml")
+    assert any("unknown key 'cases'" in str(e) for e in unknown)

@@ -97,6 +97,7 @@ def parse_registry(
     Raises `ConfigErrors` (a `ConfigError`) listing every problem found in one pass.
     """
     document = _document(text, source)
+    _not_cases(document, source)
     _matched_as_written(document)
     problems = yaml_problems(document)
     registry: Registry | None = None
@@ -113,6 +114,24 @@ def parse_registry(
         base_dir=base_dir if base_dir is not None else Path.cwd(),
         lines=document.value_lines,
     )
+
+
+def _not_cases(document: Document, source: str) -> None:
+    """A routing-cases file given where a registry goes (`registry check cases.yaml`)
+    is said as such, not as five missing or unknown keys."""
+    data = document.data
+    if isinstance(data, dict) and "cases" in data and not {"models", "routes"} & data.keys():
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    "this is a file of routing cases, not a registry: run it with "
+                    f"`llmroute registry test {source} -r REGISTRY`",
+                    file=source,
+                    line=document.key_lines.get(("cases",)),
+                    field="cases",
+                )
+            ]
+        )
 
 
 def version_of(registry: Registry) -> str:
