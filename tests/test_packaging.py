@@ -39,6 +39,9 @@ MUST_SHIP = (
     "llmroute/telemetry/migrations/sqlite/0001_initial.sql",
     "llmroute/telemetry/migrations/postgres/0001_initial.sql",
     "llmroute/demo/registry.yaml",
+    "llmroute/examples/registry.yaml",  # `llmroute init` writes these three
+    "llmroute/examples/cases.yaml",
+    "llmroute/examples/eval.jsonl",
 )
 
 

@@ -10,6 +10,7 @@ from llmroute.cli import dashboard as _dashboard  # noqa: F401  (registers comma
 from llmroute.cli import db as _db  # noqa: F401  (registers commands)
 from llmroute.cli import difficulty as _difficulty  # noqa: F401  (registers commands)
 from llmroute.cli import evaluate as _evaluate  # noqa: F401
+from llmroute.cli import init as _init  # noqa: F401
 from llmroute.cli import reasoning as _reasoning  # noqa: F401
 from llmroute.cli import registry as _registry  # noqa: F401
 from llmroute.cli import responses as _responses  # noqa: F401
