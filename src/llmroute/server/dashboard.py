@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.resources
+import ipaddress
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -309,12 +310,23 @@ def host_name(header: str) -> str:
     return value.rpartition(":")[0] if value.count(":") == 1 else value
 
 
+def _loopback_name(name: str) -> bool:
+    """Whether `name` (a Host header's) is localhost or a loopback address: any of them,
+    ``--host 127.0.0.2`` included (an address is no name DNS could rebind)."""
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 class LoopbackNamesOnly:
     """ASGI middleware for a server bound to a loopback address: a request whose Host is
-    not 127.0.0.1, localhost or [::1] is a 400. Such a request reached this machine's
-    loopback interface under another name: a page of another site that made its own
-    name resolve to 127.0.0.1 (DNS rebinding), which the browser then lets read the
-    answers as its own."""
+    not localhost or a loopback address (127.0.0.1, [::1]) is a 400. Such a request
+    reached this machine's loopback interface under another name: a page of another
+    site that made its own name resolve to 127.0.0.1 (DNS rebinding), which the browser
+    then lets read the answers as its own."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -322,12 +334,12 @@ class LoopbackNamesOnly:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-            if host_name(host) not in LOOPBACK_NAMES:
+            if not _loopback_name(host_name(host)):
                 error = GatewayError(
                     400,
                     "this dashboard listens on a loopback address and answers only requests "
-                    "to 127.0.0.1, localhost or [::1]; to reach it under another name, "
-                    "start it with --host and put it behind your proxy",
+                    "to localhost or a loopback address (127.0.0.1, [::1]); to reach it under "
+                    "another name, start it with --host and put it behind your proxy",
                     code="invalid_host",
                 )
                 await error.response()(scope, receive, send)
