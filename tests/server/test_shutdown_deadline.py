@@ -283,3 +283,45 @@ def test_a_version_whose_last_request_ends_once_the_shutdown_began_closes_by_its
 
     closing = asyncio.run(go())
     assert closed_by == [closing]
+
+
+def test_a_version_already_closing_when_the_shutdown_begins_is_cut_at_its_deadline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its last request ended in the graceful timeout, before the shutdown's steps: its
+    close began with each step's own bound (a cache write on a hung Redis: 2 x
+    ``cache.timeout_s``), and the shutdown waited for it after the decision log had
+    closed, past the supervisor's kill."""
+    import asyncio
+    import logging
+
+    from starlette.datastructures import State
+
+    from llmroute.deadline import NEVER, Deadline
+    from llmroute.server.reload import Reloader
+    from llmroute.server.settings import ServeSettings
+    from llmroute.server.state import InFlight
+
+    class Old:  # a retiring gateway whose close hangs unless given a deadline
+        inflight = InFlight()
+        version = "old"
+
+        async def aclose(self, by: Deadline = NEVER) -> None:
+            await asyncio.sleep(60 if by is NEVER else by.left())
+
+    async def go() -> bool:
+        reloader = Reloader(State(), str(tmp_path / "registry.yaml"), ServeSettings())
+        old = Old()
+        reloader._retiring.append(old)  # type: ignore[arg-type]
+        retiring = asyncio.create_task(reloader._retire(old))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)  # closing, with no deadline
+        assert not retiring.done()
+        reloader.stopping(Deadline.within(0.2))
+        done, _ = await asyncio.wait({retiring}, timeout=10)
+        retiring.cancel()
+        return bool(done)
+
+    with caplog.at_level(logging.WARNING, logger="llmroute.server"):
+        ended = asyncio.run(go())
+    assert ended  # by the deadline, not the close's own 60 s
+    assert "version old, retiring, was still closing at the shutdown's deadline" in caplog.text

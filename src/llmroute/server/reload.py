@@ -435,6 +435,8 @@ class Reloader:
         self._retiring: list[Gateway] = []
         self._retiring_logs: dict[Gateway, Telemetry] = {}  # closed when their gateway is
         self._closing_by = NEVER  # the shutdown's, once it has begun (`stopping`)
+        # the closes of retiring gateways under way (`_retire`), cut at that deadline
+        self._closing: set[anyio.CancelScope] = set()
 
     @property
     def current(self) -> Gateway:
@@ -569,8 +571,11 @@ class Reloader:
         """The shutdown has begun: a retiring gateway whose last request ends from now
         on (one cut by the graceful timeout) closes by `by` too, as `aclose` closes
         the others, instead of taking each step's own bound after the decision log
-        closed."""
+        closed. One already closing (its last request ended in the graceful timeout),
+        which took each step's own bound, is cut when `by` comes."""
         self._closing_by = by
+        for scope in self._closing:
+            scope.deadline = min(scope.deadline, anyio.current_time() + by.left())
 
     async def aclose(self, by: Deadline = NEVER) -> None:
         """Close every gateway still open (the current one and any still retiring), then
@@ -638,17 +643,32 @@ class Reloader:
             )
 
     async def _retire(self, old: Gateway) -> None:
-        """Close `old`'s clients once no request is using them."""
+        """Close `old`'s clients once no request is using them (by the shutdown's
+        deadline, once it has begun: `stopping`)."""
         await old.inflight.wait_idle()
         if old not in self._retiring:
             return  # closed at shutdown
         self._retiring.remove(old)
         retired_log = self._retiring_logs.pop(old, None)
-        by = self._closing_by
         with anyio.CancelScope(shield=True):
-            await old.aclose(by)
+            closing = anyio.CancelScope()  # `stopping` cuts it at the shutdown's deadline
+            self._closing.add(closing)
+            try:
+                with closing:
+                    await old.aclose(self._closing_by)
+            finally:
+                self._closing.discard(closing)
+            if closing.cancelled_caught:
+                log.warning(
+                    "stopping: registry version %s, retiring, was still closing at the "
+                    "shutdown's deadline: cut; what it had not finished (charges, "
+                    "give-backs, cache writes) is dropped",
+                    old.version,
+                )
             if retired_log is not None:
-                await retired_log.aclose(by.bounded(_LOG_CLOSE_S))
+                await retired_log.aclose(self._closing_by.bounded(_LOG_CLOSE_S))
+        if closing.cancelled_caught:
+            return
         log.info(
             "registry version %s retired: its last request finished, its clients are closed",
             old.version,
