@@ -22,7 +22,7 @@ from gateway_proc import serve_text, wait_for
 from redis_service import REDIS_URL
 from services import require
 from stall_proxy import StallProxy, stall_proxy
-from telemetry_records import PG_BASE, pg_execute
+from telemetry_records import PG_BASE, pg_execute, pg_reachable
 
 from llmroute.server.workers import KILL_MARGIN_S
 
@@ -50,22 +50,10 @@ dispatch:
 GRACE_S = 1
 
 
-def _pg_reachable() -> str | None:
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed (pip install 'llmroute[postgres]')"
-    try:
-        with psycopg.connect(PG_BASE, connect_timeout=2):
-            return None
-    except psycopg.Error as exc:
-        return f"PostgreSQL is unreachable: {str(exc).strip()}"
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A schema of this test's own (dropped afterwards), as a decision-log URL."""
-    require(_pg_reachable())
+    require(pg_reachable())
     schema = f"t_{uuid.uuid4().hex[:12]}"
     pg_execute(f"CREATE SCHEMA {schema}")
     try:

@@ -92,6 +92,19 @@ def build_record(
     return DecisionRecord(**base)
 
 
+def pg_reachable() -> str | None:
+    """None when the tests' PostgreSQL answers, else why not (for `services.require`)."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install 'llmroute[postgres]')"
+    try:
+        with psycopg.connect(PG_BASE, connect_timeout=2):
+            return None
+    except psycopg.Error as exc:
+        return f"PostgreSQL at {PG_HOST}:{PG_PORT} is unreachable: {str(exc).strip()}"
+
+
 def pg_execute(sql: str) -> None:
     import psycopg
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from services import require
-from telemetry_records import PG_BASE, PG_HOST, PG_PORT, MakeRecord, build_record, pg_execute
+from telemetry_records import PG_BASE, MakeRecord, build_record, pg_execute, pg_reachable
 
 
 @pytest.fixture
@@ -25,21 +25,9 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'telemetry.db'}"
 
 
-def _pg_reachable() -> str | None:
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed (pip install 'llmroute[postgres]')"
-    try:
-        with psycopg.connect(PG_BASE, connect_timeout=2):
-            return None
-    except psycopg.Error as exc:
-        return f"PostgreSQL at {PG_HOST}:{PG_PORT} is unreachable: {str(exc).strip()}"
-
-
 @pytest.fixture(scope="session")
 def _pg_available() -> None:
-    require(_pg_reachable())
+    require(pg_reachable())
 
 
 @pytest.fixture
