@@ -30,7 +30,7 @@ import openai
 import pytest
 from dashboard_registry import DASHBOARD_REGISTRY
 from fake_upstream import FakeUpstream, fake_upstream
-from gateway_proc import Served, free_port, serve, wait_for
+from gateway_proc import Served, free_port, log_dashboard, serve, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -168,26 +168,8 @@ def test_the_log_only_dashboard_renders_without_live_state(
     chromium: str, gateway: tuple[Served, Path], tmp_path: Path
 ) -> None:
     _, db = gateway
-    port = free_port()
-    log = tmp_path / "dashboard.log"
-    command = [str(Path(sys.executable).parent / "llmroute"), "dashboard"]
-    command += ["--url", f"sqlite:///{db}", "--port", str(port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-
-        def up() -> bool:
-            try:
-                return httpx.get(f"{base}/health", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for("llmroute dashboard", up, 30, log)
+    with log_dashboard(f"sqlite:///{db}", tmp_path / "dashboard.log") as base:
         dom = render(chromium, f"{base}/dashboard#since=1h", tmp_path)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     assert 'data-state="ready"' in dom
     assert _cell_text(dom, "tile-requests") == "8"
     assert re.search(r'id="breakers-section"[^>]*hidden', dom)

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ import httpx
 import pytest
 from dashboard_registry import DASHBOARD_REGISTRY
 from fake_upstream import FakeUpstream, fake_upstream, serve_in_thread
-from gateway_proc import free_port, serve, wait_for
+from gateway_proc import log_dashboard, serve
 from telemetry_records import build_record
 from webdriver import browser
 
@@ -160,35 +157,10 @@ return {pwned: window.__pwned === 1, elements: found.length, handlers: handlers.
 """
 
 
-@contextmanager
-def _log_dashboard(db: Path, tmp_path: Path) -> Iterator[str]:
-    """`llmroute dashboard` over `db` on 127.0.0.1 (its default); yields its URL."""
-    port = free_port()
-    log = tmp_path / "dashboard.log"
-    command = [str(Path(sys.executable).parent / "llmroute"), "dashboard"]
-    command += ["--url", f"sqlite:///{db}", "--port", str(port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-
-        def up() -> bool:
-            try:
-                return httpx.get(f"{base}/health", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for("llmroute dashboard", up, 30, log)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 def test_what_the_log_holds_reaches_the_page_as_text(tmp_path: Path) -> None:
     db = tmp_path / "log.db"
     _log_with_payloads(db)
-    with _log_dashboard(db, tmp_path) as base:
+    with log_dashboard(f"sqlite:///{db}", tmp_path / "dashboard.log") as base:
         data = httpx.get(f"{base}/dashboard/data?since=15m", timeout=10).json()
         assert data["summary"]["requests"] == 9  # the payloads are in what the page reads
         with browser(tmp_path) as chromium:
@@ -228,7 +200,7 @@ def test_a_page_that_rebinds_its_name_to_loopback_cannot_read_the_log_dashboard(
     own. `llmroute dashboard` on 127.0.0.1 answers only loopback names."""
     db = tmp_path / "log.db"
     _log_with_payloads(db)
-    with _log_dashboard(db, tmp_path) as base:
+    with log_dashboard(f"sqlite:///{db}", tmp_path / "dashboard.log") as base:
         port = base.rpartition(":")[2]
         with browser(tmp_path, "--host-resolver-rules=MAP rebound.test 127.0.0.1") as chromium:
             chromium.open(f"http://rebound.test:{port}/dashboard#since=15m")

@@ -126,3 +126,28 @@ def serve_text(
     registry.write_text(text)
     with serve(registry, folder / "serve.log", args, env) as served:
         yield served
+
+
+@contextmanager
+def log_dashboard(url: str, log: Path) -> Iterator[str]:
+    """`llmroute dashboard --url URL` on a free 127.0.0.1 port (its default host), its
+    output in `log`; yields its base URL once /health answers, stops it on exit."""
+    port = free_port()
+    command = [str(BIN / "llmroute"), "dashboard", "--url", url, "--port", str(port)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"llmroute dashboard exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            return httpx.get(f"{base}/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for("llmroute dashboard", up, 30, log)
+        yield base
+    finally:
+        stop(proc)

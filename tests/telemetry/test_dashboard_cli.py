@@ -7,42 +7,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from gateway_proc import free_port, wait_for
+from gateway_proc import log_dashboard
 from telemetry_records import MakeRecord
 
 from llmroute.telemetry.store import open_store
 
 BIN = Path(sys.executable).parent
-
-
-@contextmanager
-def dashboard(url: str, log: Path) -> Iterator[str]:
-    port = free_port()
-    command = [str(BIN / "llmroute"), "dashboard", "--url", url, "--port", str(port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"llmroute dashboard exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            return httpx.get(f"{base}/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for("llmroute dashboard", up, 30, log)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _fill(url: str, make_record: MakeRecord, n: int) -> None:
@@ -62,7 +36,7 @@ def test_the_dashboard_reads_any_decision_log(
 ) -> None:
     url: str = request.getfixturevalue(f"{backend}_url")
     _fill(url, make_record, 12)
-    with dashboard(url, tmp_path / "dashboard.log") as base:
+    with log_dashboard(url, tmp_path / "dashboard.log") as base:
         home = httpx.get(base, timeout=10)
         assert home.status_code == 307 and home.headers["location"] == "/dashboard"
         page = httpx.get(f"{base}/dashboard", timeout=10)
@@ -78,7 +52,7 @@ def test_the_dashboard_reads_any_decision_log(
 
 def test_a_log_not_written_yet_is_a_message_not_an_error(tmp_path: Path) -> None:
     path = tmp_path / "none.db"
-    with dashboard(f"sqlite:///{path}", tmp_path / "dashboard.log") as base:
+    with log_dashboard(f"sqlite:///{path}", tmp_path / "dashboard.log") as base:
         response = httpx.get(f"{base}/dashboard/data", timeout=10)
     assert response.status_code == 200
     assert response.json()["log"]["message"] == f"no decision log at {path} yet"
@@ -90,7 +64,7 @@ def test_an_unreadable_log_is_a_503_with_the_password_masked(
 ) -> None:
     pytest.importorskip("psycopg")
     url = f"postgresql://bob:s3cret@127.0.0.1:{closed_port}/nope?connect_timeout=1"
-    with dashboard(url, tmp_path / "dashboard.log") as base:
+    with log_dashboard(url, tmp_path / "dashboard.log") as base:
         response = httpx.get(f"{base}/dashboard/data", timeout=30)
     assert response.status_code == 503
     error = response.json()["error"]
@@ -114,7 +88,7 @@ def test_on_a_loopback_address_it_answers_only_loopback_names(tmp_path: Path) ->
     """A page of another site can make its own name resolve to 127.0.0.1 (DNS
     rebinding) and then read this dashboard as its own: requests under any name but
     localhost or a loopback address are refused."""
-    with dashboard(f"sqlite:///{tmp_path / 'log.db'}", tmp_path / "dashboard.log") as base:
+    with log_dashboard(f"sqlite:///{tmp_path / 'log.db'}", tmp_path / "dashboard.log") as base:
         port = base.rpartition(":")[2]
         # an address is no name DNS could rebind: any loopback one is the dashboard's
         # own (`--host 127.0.0.2` prints http://127.0.0.2:PORT/dashboard)
