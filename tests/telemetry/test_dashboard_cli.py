@@ -120,3 +120,12 @@ def test_a_port_in_use_fails_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     said = f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
     assert done.stderr.strip() == said
+
+
+def test_the_printed_address_is_one_a_browser_takes() -> None:
+    from llmroute.cli.dashboard import page_url
+
+    assert page_url("127.0.0.1", 8100) == "http://127.0.0.1:8100/dashboard"
+    assert page_url("::1", 8100) == "http://[::1]:8100/dashboard"  # was http://::1:8100
+    assert page_url("[::1]", 8100) == "http://[::1]:8100/dashboard"
+    assert page_url("localhost", 80) == "http://localhost:80/dashboard"

@@ -43,8 +43,14 @@ def dashboard_command(
         fail(str(exc))
     check_port(host, port)
     shown = web.state.log_url
-    typer.echo(f"dashboard: http://{host}:{port}/dashboard (decision log: {shown})")
+    typer.echo(f"dashboard: {page_url(host, port)} (decision log: {shown})")
     uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
+def page_url(host: str, port: int) -> str:
+    """The page's address as a browser takes it: an IPv6 address in brackets."""
+    where = f"[{host.strip('[]')}]" if ":" in host else host
+    return f"http://{where}:{port}/dashboard"
 
 
 def _loopback(host: str) -> bool:
