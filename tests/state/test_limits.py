@@ -23,6 +23,7 @@ from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import serve
 from plans import plan_for
 from redis_service import REDIS_URL
+from stall_proxy import stall_proxy
 
 from llmroute.dispatch import Dispatcher
 from llmroute.dispatch.spend import Spend, tracked
@@ -892,3 +893,33 @@ def test_give_backs_redis_never_took_are_said_at_close(
     said = [r.getMessage() for r in caplog.records if "did not take" in r.getMessage()]
     assert len(said) == 1, caplog.text
     assert "1 budget settle(s), 1 in-flight slot(s) and 1 token hold(s)" in said[0]
+
+
+def test_a_close_with_no_time_left_still_asks_redis_once(redis_namespace: str) -> None:
+    """A shutdown whose deadline had passed closed the limits without asking Redis at all,
+    and said the give-backs it had queued during an earlier hiccup as dropped (a slot
+    held for its lease) although Redis answered again: one try, a round trip, is made."""
+
+    async def go(url: str) -> int:
+        limits = RedisLimits(url, 0.05, redis_namespace)
+        slot = await limits.take_slot("d", 4)
+        assert slot is not None
+        stalled.stall()
+        await limits.give_slot("d", slot)  # Redis does not answer: queued
+        assert limits._slots_back
+        stalled.resume()
+        await asyncio.sleep(limits._outage.left_s() + 0.05)  # the outage's pause passed
+        client = redis.Redis.from_url(REDIS_URL)
+        key = f"{redis_namespace}:inflight:d"
+        try:
+            # the proxy passes on what it held once resumed (the timed-out ZREM too):
+            # the slot is put back as a Redis that never got the give-back has it
+            await asyncio.sleep(0.2)
+            client.zadd(key, {slot: time.time() + 600})
+            await limits.aclose(0)
+            return int(client.zcard(f"{redis_namespace}:inflight:d"))
+        finally:
+            client.close()
+
+    with stall_proxy(REDIS_URL) as (stalled, url):
+        assert asyncio.run(go(url)) == 0

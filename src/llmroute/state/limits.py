@@ -859,11 +859,15 @@ class RedisLimits:
         them unsaid, with the process (a slot taken until its lease lapsed, a token
         hold counted for its minute, a hard budget's hold until its lease lapsed, and
         that call's cost never counted). What is still left is said in a WARNING. No
-        try starts after `within_s` (one under way ends within the store's timeout)."""
+        try starts after `within_s` (one under way ends within the store's timeout),
+        except the first: with no time left (a shutdown's deadline passed), a Redis not
+        taken for down is still asked once, which costs one round trip."""
         deadline = time.monotonic() + within_s
+        first = True
         while self._pending or self._slots_back or self._tokens_back:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline and not first:
                 break
+            first = False
             if not self._outage.down() and await self._make_pending():
                 break
             wait = max(self._outage.left_s(), _CLOSE_POLL_S)
