@@ -30,6 +30,7 @@ def dashboard_command(
     from llmroute.errors import ConfigError
     from llmroute.registry import LoadedRegistry, load_registry
     from llmroute.server.dashboard import create_log_dashboard
+    from llmroute.server.hosts import is_loopback
 
     loaded: LoadedRegistry | None = None
     path = find_registry(registry)
@@ -37,7 +38,7 @@ def dashboard_command(
         loaded = load_registry(path)
     try:
         web = create_log_dashboard(
-            _url(url, loaded), loaded.registry if loaded else None, loopback_only=_loopback(host)
+            _url(url, loaded), loaded.registry if loaded else None, loopback_only=is_loopback(host)
         )
     except ConfigError as exc:
         fail(str(exc))
@@ -51,16 +52,3 @@ def page_url(host: str, port: int) -> str:
     """The page's address as a browser takes it: an IPv6 address in brackets."""
     where = f"[{host.strip('[]')}]" if ":" in host else host
     return f"http://{where}:{port}/dashboard"
-
-
-def _loopback(host: str) -> bool:
-    """Whether `host` (the --host) is a loopback address: then only requests to a
-    loopback name are answered (a DNS-rebinding page is refused)."""
-    import ipaddress
-
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
-    except ValueError:
-        return False

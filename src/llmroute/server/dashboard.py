@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.resources
-import ipaddress
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,7 +32,6 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmroute.errors import TelemetryError
 from llmroute.registry.schema import Registry
@@ -43,6 +41,7 @@ from llmroute.server.errors import (
     handle_gateway_error,
     handle_http,
 )
+from llmroute.server.hosts import LoopbackNamesOnly
 from llmroute.server.metrics import budget_readings
 from llmroute.server.settings import ServeSettings
 from llmroute.server.state import gateway_of
@@ -61,15 +60,12 @@ from llmroute.telemetry.store.url import mask_url
 from llmroute.telemetry.windows import Window, WindowError, parse_window
 
 __all__ = [
-    "LOOPBACK_NAMES",
     "Dashboard",
     "LogView",
-    "LoopbackNamesOnly",
     "breaker_rows",
     "create_log_dashboard",
     "gateway_live",
     "gateway_log_view",
-    "host_name",
     "missing_log",
 ]
 
@@ -297,54 +293,6 @@ def _shared_breakers(registry: Registry) -> str | None:
     """Where breaker openings are shared (password masked), or None."""
     breaker = registry.dispatch.breaker
     return mask_url(breaker.url) if breaker.enabled and breaker.url != "memory" else None
-
-
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-def host_name(header: str) -> str:
-    """The name in a Host header, without its port, lower case (``[::1]:8100``: ``::1``)."""
-    value = header.strip().lower()
-    if value.startswith("["):
-        return value[1:].partition("]")[0]
-    return value.rpartition(":")[0] if value.count(":") == 1 else value
-
-
-def _loopback_name(name: str) -> bool:
-    """Whether `name` (a Host header's) is localhost or a loopback address: any of them,
-    ``--host 127.0.0.2`` included (an address is no name DNS could rebind)."""
-    if name in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-class LoopbackNamesOnly:
-    """ASGI middleware for a server bound to a loopback address: a request whose Host is
-    not localhost or a loopback address (127.0.0.1, [::1]) is a 400. Such a request
-    reached this machine's loopback interface under another name: a page of another
-    site that made its own name resolve to 127.0.0.1 (DNS rebinding), which the browser
-    then lets read the answers as its own."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-            if not _loopback_name(host_name(host)):
-                error = GatewayError(
-                    400,
-                    "this dashboard listens on a loopback address and answers only requests "
-                    "to localhost or a loopback address (127.0.0.1, [::1]); to reach it under "
-                    "another name, start it with --host and put it behind your proxy",
-                    code="invalid_host",
-                )
-                await error.response()(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def create_log_dashboard(
