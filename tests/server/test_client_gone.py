@@ -32,7 +32,7 @@ def test_a_client_gone_before_its_whole_body_came_is_a_499_not_a_500(tmp_path: P
         for path in _PATHS:
             with socket.create_connection(("127.0.0.1", port)) as sock:
                 head = (
-                    f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                     "Content-Length: 100\r\n\r\n"
                 )
                 sock.sendall(head.encode() + b'{"model": ')  # 10 of the 100 bytes

@@ -98,9 +98,13 @@ def test_without_the_option_no_cors_header_is_sent(tmp_path: Path) -> None:
             headers={"Origin": APP, "Authorization": f"Bearer {KEY}"},
             timeout=10,
         )
-        assert reply.status_code == 200
+        # an origin no --cors-origin allows: refused (test_browser_requests), no grant
+        assert reply.status_code == 403, reply.text
+        assert reply.json()["error"]["code"] == "cross_origin_forbidden"
         assert not any(h.startswith("access-control-") for h in reply.headers)
-        assert _preflight(served.url, APP).status_code in (401, 405)  # no preflight answered
+        preflight = _preflight(served.url, APP)  # no preflight answered
+        assert preflight.status_code == 403
+        assert not any(h.startswith("access-control-") for h in preflight.headers)
 
 
 @pytest.mark.parametrize("origin", ["chat.example.com", "https://chat.example.com/app", "ftp://x"])

@@ -18,7 +18,9 @@ import typer
 from llmroute.cli._app import RegistryOption, app, check_port, fail, resolve_registry
 from llmroute.registry import LoadedRegistry, load_registry
 from llmroute.server import logs
+from llmroute.server.hosts import host_name
 from llmroute.server.settings import (
+    ALLOWED_HOSTS_ENV,
     DEFAULT_ENCODER_THREADS,
     DEFAULT_GRACEFUL_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
@@ -98,6 +100,17 @@ def serve(
         typer.Option(
             help="A browser origin allowed to call the API (CORS), e.g. "
             "https://chat.example.com; repeat for several, '*' for any. Default: none.",
+            show_default=False,
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="On a loopback --host, a name besides 127.0.0.1, localhost and [::1] "
+            "whose requests are answered (one a proxy on this machine forwards as Host); "
+            "repeat for several, '*' for any. Others get a 400: a page of another site "
+            "whose name resolves to 127.0.0.1 (DNS rebinding). Default: "
+            "$LLMROUTE_ALLOWED_HOSTS (comma-separated), else none.",
             show_default=False,
         ),
     ] = None,
@@ -196,6 +209,8 @@ def serve(
         cors_origins=tuple(_origins(cors_origin or [])),
         cases=None if cases is None else str(cases.resolve()),
         sse_keepalive_s=sse_keepalive,
+        bind_host=host,
+        allowed_hosts=_allowed_hosts(allowed_host),
     )
     if workers > 1:
         # Worker processes import the factory by name and read their settings from the
@@ -255,6 +270,28 @@ def _origins(values: list[str]) -> list[str]:
             )
         origins.append(origin)
     return origins
+
+
+def _allowed_hosts(values: list[str] | None) -> tuple[str, ...]:
+    """The --allowed-host names (else $LLMROUTE_ALLOWED_HOSTS's), checked: ``*``, or a
+    host name or address, a port dropped (any is answered); a mistake fails the start
+    with one line."""
+    given = values if values else os.environ.get(ALLOWED_HOSTS_ENV, "").split(",")
+    names = []
+    for value in given:
+        if not values and not value.strip():
+            continue  # "a,b," in the variable
+        if value.strip() == "*":
+            names.append("*")
+            continue
+        name = host_name(value)
+        if not name or any(c in value for c in "/@,*") or any(c.isspace() for c in name):
+            fail(
+                f"--allowed-host {value!r}: give a host name such as llm.example.com "
+                "(no scheme, no path), an address, or '*'"
+            )
+        names.append(name)
+    return tuple(names)
 
 
 def _check_telemetry_url(loaded: LoadedRegistry) -> None:

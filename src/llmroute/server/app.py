@@ -27,6 +27,7 @@ from llmroute.server.auth import KEY_INFO_PATH, RequireKey
 from llmroute.server.background import BackgroundRuns
 from llmroute.server.batch_sweep import sweep_batches
 from llmroute.server.batches import BATCHES_PATH, BatchRuns, batch, batches
+from llmroute.server.browsers import browser_middleware
 from llmroute.server.chat import chat_completions, route_only
 from llmroute.server.completions import completions
 from llmroute.server.conversations import (
@@ -173,6 +174,9 @@ def create_app(
         middleware=[
             *cors_middleware(serve_settings.cors_origins),  # outermost first
             Middleware(AnswerUnhandled),
+            *browser_middleware(
+                serve_settings.cors_origins, serve_settings.bind_host, serve_settings.allowed_hosts
+            ),
             Middleware(AnswerCutRequests),
             Middleware(PinGateway),
             Middleware(RequireKey),

@@ -7,7 +7,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from llmroute.server.hosts import host_name
+
 __all__ = [
+    "ALLOWED_HOSTS_ENV",
+    "BIND_HOST_ENV",
     "CASES_ENV",
     "CORS_ORIGINS_ENV",
     "DASHBOARD_ENV",
@@ -24,6 +28,7 @@ __all__ = [
     "SSE_KEEPALIVE_ENV",
     "WORKERS_ENV",
     "ServeSettings",
+    "split_hosts",
 ]
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -47,6 +52,8 @@ GRACEFUL_TIMEOUT_ENV = "LLMROUTE_GRACEFUL_TIMEOUT"
 CORS_ORIGINS_ENV = "LLMROUTE_CORS_ORIGINS"  # comma-separated
 CASES_ENV = "LLMROUTE_CASES"  # routing cases every load of the registry must pass
 SSE_KEEPALIVE_ENV = "LLMROUTE_SSE_KEEPALIVE"
+ALLOWED_HOSTS_ENV = "LLMROUTE_ALLOWED_HOSTS"  # comma-separated; also --allowed-host's
+BIND_HOST_ENV = "LLMROUTE_BIND_HOST"  # the --host, for the workers' Host check
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +65,9 @@ class ServeSettings:
     `cases`, a routing cases file (``llmroute registry test``) every load of the
     registry must pass: at start, or the server does not start; on reload, or the running
     registry is kept. `sse_keepalive_s`: a stream that sent nothing for this long gets a
-    keep-alive comment (0: never)."""
+    keep-alive comment (0: never). `bind_host`, the address it listens on (None: not
+    known, as under ``uvicorn --factory``): on a loopback one, only requests to loopback
+    names and to `allowed_hosts` are answered (``*`` in it: any name)."""
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     reload_interval_s: float = DEFAULT_RELOAD_INTERVAL_S
@@ -69,6 +78,8 @@ class ServeSettings:
     cors_origins: tuple[str, ...] = ()
     cases: str | None = None
     sse_keepalive_s: float = DEFAULT_SSE_KEEPALIVE_S
+    bind_host: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
 
     def to_env(self) -> dict[str, str]:
         return {
@@ -81,6 +92,8 @@ class ServeSettings:
             CORS_ORIGINS_ENV: ",".join(self.cors_origins),
             CASES_ENV: self.cases or "",
             SSE_KEEPALIVE_ENV: str(self.sse_keepalive_s),
+            BIND_HOST_ENV: self.bind_host or "",
+            ALLOWED_HOSTS_ENV: ",".join(self.allowed_hosts),
         }
 
     @classmethod
@@ -96,4 +109,12 @@ class ServeSettings:
             cors_origins=tuple(o for o in (env.get(CORS_ORIGINS_ENV) or "").split(",") if o),
             cases=env.get(CASES_ENV) or None,
             sse_keepalive_s=float(env.get(SSE_KEEPALIVE_ENV) or DEFAULT_SSE_KEEPALIVE_S),
+            bind_host=env.get(BIND_HOST_ENV) or None,
+            allowed_hosts=split_hosts(env.get(ALLOWED_HOSTS_ENV) or ""),
         )
+
+
+def split_hosts(value: str) -> tuple[str, ...]:
+    """The names in a comma-separated `value` (``$LLMROUTE_ALLOWED_HOSTS``), each as a
+    Host header's name compares (lower case, no port, IPv6 without brackets)."""
+    return tuple(host_name(name) for name in value.split(",") if name.strip())

@@ -1,0 +1,165 @@
+"""What the gateway answers of the requests browsers send on web pages' behalf.
+
+Whoever can reach the gateway can call it without an ``auth:`` section, and a browser
+reaches it for any page its user opens: the gateway on the operator's own machine too.
+
+* **Pages of other origins.** A page of another site can post a form to
+  ``http://127.0.0.1:8000/v1/chat/completions`` (``text/plain``: its body JSON) or send
+  a ``no-cors`` fetch: it cannot read the answer, but the request is made and paid for.
+  Browsers mark every request with ``Sec-Fetch-Site`` (``same-origin``, ``same-site``,
+  ``cross-site``, ``none``: typed in, a bookmark) and cross-origin ones and posts with
+  ``Origin``; other clients (curl, the SDKs) send neither. A request of a page of
+  another origin is a 403 unless ``--cors-origin`` allows that origin; so is one of an
+  older browser, without ``Sec-Fetch-Site``, whose ``Origin`` is not the Host it asked.
+  127.0.0.1:8000 and 127.0.0.1:3000 are one *site* but two origins: ``same-site`` is
+  refused too. A plain link (a ``GET`` that opens a page: ``Sec-Fetch-Mode: navigate``)
+  is followed: its page is the gateway's own, out of the linking page's reach.
+* **DNS rebinding.** On a loopback address, only requests to a loopback name, or to a
+  name given with ``--allowed-host``, are answered (`llmroute.server.hosts`): a 400.
+
+``/health`` and ``/ready`` are answered to anyone. Both checks come after CORS (which
+answers the preflights of allowed origins) and before the key check, so a refused
+request costs no key's limits; nothing is sent upstream or logged as a decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from llmroute.server.errors import GatewayError, speaks_anthropic
+from llmroute.server.hosts import HostNames, is_loopback, shown_host
+from llmroute.server.messages_convert import error_response
+
+__all__ = ["ANYONE_PATHS", "GuardBrowsers", "browser_middleware"]
+
+ANYONE_PATHS = frozenset({"/health", "/ready"})
+# the requests a browser makes for its own user, not for a page: typed in, a bookmark
+_OWN = frozenset({b"same-origin", b"none"})
+_SAFE = frozenset({"GET", "HEAD"})
+_EMBEDDED = frozenset({b"object", b"embed"})  # a navigation whose page another page holds
+_MARKS = frozenset({b"sec-fetch-site", b"origin"})  # what browsers send, other clients not
+_DEFAULT_PORTS = {b"http": b":80", b"https": b":443"}
+
+
+def browser_middleware(
+    cors_origins: Sequence[str], bind_host: str | None, allowed_hosts: Sequence[str]
+) -> list[Middleware]:
+    """The gateway's `GuardBrowsers`, or none when it would check nothing: ``*`` in
+    `cors_origins`, and no Host check (`bind_host` unknown or not a loopback address,
+    or ``*`` in `allowed_hosts`)."""
+    hosts = None
+    if bind_host is not None and is_loopback(bind_host) and "*" not in allowed_hosts:
+        hosts = HostNames(allowed_hosts)
+    if "*" in cors_origins and hosts is None:
+        return []
+    return [Middleware(GuardBrowsers, cors_origins=cors_origins, hosts=hosts)]
+
+
+class GuardBrowsers:
+    """ASGI middleware: the module docstring's two checks. `hosts`: the Host names
+    answered (None: any)."""
+
+    def __init__(
+        self, app: ASGIApp, *, cors_origins: Sequence[str], hosts: HostNames | None
+    ) -> None:
+        self.app = app
+        self._any_origin = "*" in cors_origins
+        self._origins = frozenset(origin.encode("latin-1") for origin in cors_origins)
+        self._hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in ANYONE_PATHS:
+            await self.app(scope, receive, send)
+            return
+        error = self._refusal(scope)
+        if error is None:
+            await self.app(scope, receive, send)
+        elif speaks_anthropic(scope):
+            await error_response(error)(scope, receive, send)
+        else:
+            await error.response()(scope, receive, send)
+
+    def _refusal(self, scope: Scope) -> GatewayError | None:
+        """Why the request is refused, or None. A request with neither Sec-Fetch-Site
+        nor Origin (curl, the SDKs) costs one pass over its headers."""
+        host: bytes | None = None
+        marked = False
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value
+            elif name in _MARKS:
+                marked = True
+        if self._hosts is not None and not self._hosts.answers(host):
+            return _not_a_host_of_ours(host, self._hosts)
+        if not marked or self._any_origin:
+            return None
+        headers = dict(scope["headers"])
+        origin = headers.get(b"origin")
+        if origin is not None and origin in self._origins:
+            return None
+        site = headers.get(b"sec-fetch-site")
+        if site is not None:
+            if site in _OWN or (
+                headers.get(b"sec-fetch-mode") == b"navigate"
+                and scope["method"] in _SAFE
+                and headers.get(b"sec-fetch-dest") not in _EMBEDDED
+            ):
+                return None
+            return _another_origin(origin, site)
+        if origin is not None and not _same_origin(origin, host):
+            return _another_origin(origin, None)
+        return None
+
+
+def _same_origin(origin: bytes, host: bytes | None) -> bool:
+    """Whether `origin` (``scheme://host[:port]``) names the server at `host` (a Host
+    header), default ports aside."""
+    if host is None:
+        return False
+    scheme, sep, authority = origin.lower().partition(b"://")
+    if not sep:
+        return False  # "null": a sandboxed page, a file
+    host = host.lower()
+    default = _DEFAULT_PORTS.get(scheme)
+    if default is not None:
+        authority = authority.removesuffix(default)
+        host = host.removesuffix(default)
+    return authority == host
+
+
+def _shown(value: bytes) -> str:
+    text = value.decode("latin-1")[:200]
+    return text if text.isprintable() else "(an origin with unprintable characters)"
+
+
+def _another_origin(origin: bytes | None, site: bytes | None) -> GatewayError:
+    if origin is None:
+        # a no-cors request (an image, a script) carries no Origin; only its site
+        where = f"a page of another {'site' if site == b'cross-site' else 'origin'}"
+        allow = "--cors-origin ORIGIN"
+    else:
+        where = f"a page of another origin ({_shown(origin)})"
+        allow = f"--cors-origin {_shown(origin)}"
+    return GatewayError(
+        403,
+        f"this request came from {where} through a browser, and this gateway answers "
+        f"only the pages of the origins --cors-origin allows; start it with {allow} "
+        "to let that web app's pages call it",
+        code="cross_origin_forbidden",
+    )
+
+
+def _not_a_host_of_ours(host: bytes | None, hosts: HostNames) -> GatewayError:
+    extra = "".join(f", {name}" for name in sorted(hosts.allowed))
+    return GatewayError(
+        400,
+        f"this gateway listens on a loopback address and answers only requests to "
+        f"127.0.0.1, localhost or [::1]{extra}, not to {shown_host(host)} (a page of "
+        "another site whose name was made to resolve to this machine, or a proxy "
+        "forwarding its own Host); to answer another name, start it with --allowed-host "
+        "NAME (or $LLMROUTE_ALLOWED_HOSTS)",
+        code="invalid_host",
+    )

@@ -1,0 +1,276 @@
+"""What the gateway answers of requests browsers make on web pages' behalf
+(`llmroute.server.browsers`): a page of another origin is refused unless
+``--cors-origin`` allows it; on a loopback address only requests to loopback names and
+``--allowed-host`` names are answered (DNS rebinding). End to end: `llmroute serve` as
+a subprocess without an ``auth:`` section, a fake upstream behind it; the headers are
+what Chromium sends (the browser tests show it sending them)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fake_upstream import FakeUpstream
+from gateway_proc import BIN, Served, serve_text, wait_for
+
+APP = "https://chat.example.com"
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: small}
+routes:
+  - {name: chat, examples: ["hello there"], target: small}
+default: {target: small}
+"""
+ASK = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
+CLAUDE = {"model": "auto", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+# a page of another site posting a form (text/plain: no preflight), as Chromium sends it
+FORM = {
+    "Sec-Fetch-Site": "cross-site",
+    "Sec-Fetch-Mode": "navigate",
+    "Sec-Fetch-Dest": "document",
+    "Origin": "http://localhost:8080",
+    "Content-Type": "text/plain",
+}
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[Served]:
+    """The default: 127.0.0.1, no --cors-origin, no auth; a decision log."""
+    tmp = tmp_path_factory.mktemp("browsers")
+    env = {"LLMROUTE_TELEMETRY_URL": f"sqlite:///{tmp / 'decisions.db'}"}
+    with serve_text(REGISTRY % {"url": upstream.url}, tmp, env=env) as served:
+        yield served
+
+
+def _post(
+    url: str, headers: Mapping[str, str], path: str = "/v1/chat/completions"
+) -> httpx.Response:
+    body = CLAUDE if path == "/v1/messages" else ASK
+    return httpx.post(f"{url}{path}", json=body, headers=dict(headers), timeout=10)
+
+
+def _own(served: Served) -> str:
+    return served.url  # http://127.0.0.1:PORT: what its own pages' Origin is
+
+
+REFUSED = {
+    "a form of another site": FORM,
+    "a fetch of another site": {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.test"},
+    # 127.0.0.1:8080 is the gateway's site, another origin: a local dev server's page
+    "a page on another port": {"Sec-Fetch-Site": "same-site", "Origin": "http://127.0.0.1:1"},
+    "a no-cors fetch (no Origin)": {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"},
+    "an older browser (Origin only)": {"Origin": "https://evil.test"},
+    "a sandboxed page": {"Sec-Fetch-Site": "cross-site", "Origin": "null"},
+    "an older browser's sandboxed page": {"Origin": "null"},
+}
+
+
+@pytest.mark.parametrize("headers", REFUSED.values(), ids=REFUSED.keys())
+def test_a_page_of_another_origin_is_refused(
+    gateway: Served, upstream: FakeUpstream, headers: dict[str, str]
+) -> None:
+    before = len(upstream.requests)
+    reply = _post(gateway.url, headers)
+    assert reply.status_code == 403, reply.text
+    error = reply.json()["error"]
+    assert error["code"] == "cross_origin_forbidden"
+    assert error["type"] == "invalid_request_error"
+    assert "--cors-origin" in error["message"]
+    origin = headers.get("Origin")
+    if origin is not None:
+        assert f"--cors-origin {origin}" in error["message"]
+    assert len(upstream.requests) == before  # nothing sent upstream
+    assert "access-control-allow-origin" not in reply.headers
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/v1/key", "/metrics", "/dashboard/data"])
+def test_another_origins_page_cannot_read_either(gateway: Served, path: str) -> None:
+    """What DNS rebinding would read, asked for by a page of another origin: refused
+    too (the browser would not show it to that page, but the gateway should not care)."""
+    headers = {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.test"}
+    reply = httpx.get(f"{gateway.url}{path}", headers=headers, timeout=10)
+    assert reply.status_code == 403, reply.text
+    assert reply.json()["error"]["code"] == "cross_origin_forbidden"
+
+
+def test_on_v1_messages_the_refusal_is_in_anthropics_shape(
+    gateway: Served, upstream: FakeUpstream
+) -> None:
+    before = len(upstream.requests)
+    reply = _post(gateway.url, FORM, "/v1/messages")
+    assert reply.status_code == 403, reply.text
+    body = reply.json()
+    assert body["type"] == "error" and set(body["error"]) == {"type", "message"}
+    assert "--cors-origin http://localhost:8080" in body["error"]["message"]
+    assert len(upstream.requests) == before
+
+
+def test_clients_and_the_gateways_own_pages_are_answered(
+    gateway: Served, upstream: FakeUpstream
+) -> None:
+    own = _own(gateway)
+    allowed: list[dict[str, str]] = [
+        {},  # curl, the SDKs: no browser headers
+        {"Sec-Fetch-Site": "same-origin", "Origin": own},  # the gateway's own page
+        {"Sec-Fetch-Site": "none"},  # typed into the address bar
+        {"Origin": own},  # an older browser, on the gateway's own page
+        {"Origin": own.replace("127.0.0.1", "LOCALHOST").lower(), "Host": "localhost"},
+    ]
+    for headers in allowed:
+        if "Host" in headers:  # the origin's name, without its port: Host the same
+            port = own.rpartition(":")[2]
+            headers = {**headers, "Host": f"localhost:{port}"}
+        reply = _post(gateway.url, headers)
+        assert reply.status_code == 200, (headers, reply.text)
+    # a link another site's page shows, followed: the page opened is the gateway's own
+    link = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+    link |= {"Sec-Fetch-Dest": "document"}
+    assert httpx.get(f"{gateway.url}/v1/models", headers=link, timeout=10).status_code == 200
+    # the same link opened inside another page's <object>: that page holds it
+    held = {**link, "Sec-Fetch-Dest": "object"}
+    assert httpx.get(f"{gateway.url}/v1/models", headers=held, timeout=10).status_code == 403
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready"])
+def test_health_and_ready_answer_anyone(gateway: Served, path: str) -> None:
+    headers = {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.test", "Host": "x.test"}
+    assert httpx.get(f"{gateway.url}{path}", headers=headers, timeout=5).status_code == 200
+
+
+REBOUND = {
+    "a rebinding page": "rebound.test",
+    "with a port": "rebound.test:8000",
+    "a local name": "my-laptop.local",
+    "an empty Host": "",
+}
+
+
+@pytest.mark.parametrize("host", REBOUND.values(), ids=REBOUND.keys())
+def test_on_loopback_a_request_to_another_name_is_refused(
+    gateway: Served, upstream: FakeUpstream, host: str
+) -> None:
+    before = len(upstream.requests)
+    # same-origin in the browser's eyes: the page's name now resolves to 127.0.0.1
+    headers = {"Host": host, "Sec-Fetch-Site": "same-origin"}
+    for path in ("/v1/models", "/v1/chat/completions"):
+        reply = (
+            httpx.get(f"{gateway.url}{path}", headers=headers, timeout=5)
+            if path == "/v1/models"
+            else _post(gateway.url, headers)
+        )
+        assert reply.status_code == 400, reply.text
+        error = reply.json()["error"]
+        assert error["code"] == "invalid_host"
+        assert "--allowed-host" in error["message"] and "LLMROUTE_ALLOWED_HOSTS" in error["message"]
+        assert "Traceback" not in reply.text
+    reply = _post(gateway.url, headers, "/v1/messages")
+    assert reply.status_code == 400 and reply.json()["type"] == "error"
+    assert len(upstream.requests) == before
+
+
+@pytest.mark.parametrize("name", ["localhost", "[::1]", "127.0.0.1", "127.0.0.2", "LocalHost"])
+def test_on_loopback_the_loopback_names_are_answered(gateway: Served, name: str) -> None:
+    port = gateway.url.rpartition(":")[2]
+    for host in (name, f"{name}:{port}"):
+        reply = httpx.get(f"{gateway.url}/v1/models", headers={"Host": host}, timeout=5)
+        assert reply.status_code == 200, (host, reply.text)
+
+
+def test_nothing_refused_is_logged_as_a_decision(gateway: Served) -> None:
+    """Refused requests (other origins, other names) write no decision: between two
+    answered requests, each waited for in the log, a burst of refused ones adds none."""
+    before = _logged_after(gateway)
+    for _ in range(3):
+        assert _post(gateway.url, FORM).status_code == 403
+        assert _post(gateway.url, {"Host": "rebound.test"}).status_code == 400
+    assert _logged_after(gateway) == before + 1
+
+
+def _logged_after(gateway: Served) -> int:
+    """Make one answered request, wait for its decision in the log; the log's count."""
+    answered = _post(gateway.url, {})
+    assert answered.status_code == 200
+    decision = answered.headers["x-llmroute-decision-id"]
+    found: dict[str, Any] = {}
+
+    def logged() -> bool:
+        reply = httpx.get(f"{gateway.url}/dashboard/data", params={"since": "1h"}, timeout=10)
+        found.update(reply.json())
+        return any(decision in str(row) for row in found.get("recent") or [])
+
+    wait_for("the answered request's decision in the log", logged, 20, gateway.log)
+    count: int = found["summary"]["requests"]
+    return count
+
+
+def test_allowed_origins_allowed_hosts_and_the_environment(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """--cors-origin lets that origin's pages in (and only them); --allowed-host and
+    $LLMROUTE_ALLOWED_HOSTS add names (a port is any port)."""
+    args = ["--cors-origin", APP, "--allowed-host", "LLM.example.com:443"]
+    with serve_text(REGISTRY % {"url": upstream.url}, tmp_path, args) as served:
+        page = {"Sec-Fetch-Site": "cross-site", "Origin": APP}
+        reply = _post(served.url, page)
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["access-control-allow-origin"] == APP  # and it may read it
+        other = {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.test"}
+        assert _post(served.url, other).status_code == 403
+        assert _post(served.url, {"Host": "llm.example.com"}).status_code == 200
+        refused = _post(served.url, {"Host": "other.example.com"})
+        assert refused.status_code == 400
+        assert "llm.example.com" in refused.json()["error"]["message"]  # named as allowed
+    env = {"LLMROUTE_ALLOWED_HOSTS": "a.example, b.example"}
+    with serve_text(
+        REGISTRY % {"url": upstream.url}, tmp_path, ["--cors-origin", "*"], env
+    ) as served:
+        for host in ("a.example", "b.example:8000"):
+            assert _post(served.url, {"Host": host}).status_code == 200, host
+        assert _post(served.url, {"Host": "c.example"}).status_code == 400
+        # '*': every origin may call it
+        assert _post(served.url, FORM).status_code == 200
+
+
+def test_allowed_host_star_and_a_non_loopback_address_answer_any_name(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    for args in (["--allowed-host", "*"], ["--host", "0.0.0.0"]):
+        with serve_text(REGISTRY % {"url": upstream.url}, tmp_path, args) as served:
+            reply = _post(served.url, {"Host": "rebound.test"})
+            assert reply.status_code == 200, (args, reply.text)
+            # the other check still holds
+            assert _post(served.url, FORM).status_code == 403
+
+
+def test_with_workers_each_worker_checks(tmp_path: Path, upstream: FakeUpstream) -> None:
+    """--workers N: the workers build the app from the environment; each knows it
+    listens on a loopback address and which names were allowed."""
+    args = ["--workers", "2", "--allowed-host", "llm.example.com"]
+    with serve_text(REGISTRY % {"url": upstream.url}, tmp_path, args) as served:
+        for _ in range(4):  # whichever worker takes the connection
+            assert _post(served.url, {"Host": "rebound.test"}).status_code == 400
+            assert _post(served.url, FORM).status_code == 403
+            assert _post(served.url, {"Host": "llm.example.com"}).status_code == 200
+
+
+@pytest.mark.parametrize("value", ["http://llm.example.com", "llm.example.com/v1", "a,b", " "])
+def test_a_malformed_allowed_host_stops_the_start_with_one_line(value: str, tmp_path: Path) -> None:
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(REGISTRY % {"url": "http://127.0.0.1:9/v1"})
+    done = subprocess.run(
+        [str(BIN / "llmroute"), "serve", "-r", str(registry), "--allowed-host", value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LLMROUTE_TELEMETRY_URL": "off"},
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"--allowed-host {value!r}" in done.stderr and "Traceback" not in done.stderr
