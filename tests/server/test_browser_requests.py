@@ -18,6 +18,8 @@ import pytest
 from fake_upstream import FakeUpstream
 from gateway_proc import BIN, Served, serve_text, wait_for
 
+from llmroute.server.settings import ServeSettings
+
 APP = "https://chat.example.com"
 REGISTRY = """
 encoder: builtin:static
@@ -117,17 +119,18 @@ def test_clients_and_the_gateways_own_pages_are_answered(
     gateway: Served, upstream: FakeUpstream
 ) -> None:
     own = _own(gateway)
+    port = own.rpartition(":")[2]
     allowed: list[dict[str, str]] = [
         {},  # curl, the SDKs: no browser headers
         {"Sec-Fetch-Site": "same-origin", "Origin": own},  # the gateway's own page
         {"Sec-Fetch-Site": "none"},  # typed into the address bar
         {"Origin": own},  # an older browser, on the gateway's own page
-        {"Origin": own.replace("127.0.0.1", "LOCALHOST").lower(), "Host": "localhost"},
+        # ... opened as http://localhost:PORT (a Host in capitals: names have no case)
+        {"Origin": f"http://localhost:{port}", "Host": f"LocalHost:{port}"},
+        # ... on a page at the default port, which neither header need spell out
+        {"Origin": "http://localhost", "Host": "localhost:80"},
     ]
     for headers in allowed:
-        if "Host" in headers:  # the origin's name, without its port: Host the same
-            port = own.rpartition(":")[2]
-            headers = {**headers, "Host": f"localhost:{port}"}
         reply = _post(gateway.url, headers)
         assert reply.status_code == 200, (headers, reply.text)
     # a link another site's page shows, followed: the page opened is the gateway's own
@@ -137,12 +140,12 @@ def test_clients_and_the_gateways_own_pages_are_answered(
     # the same link opened inside another page's <object>: that page holds it
     held = {**link, "Sec-Fetch-Dest": "object"}
     assert httpx.get(f"{gateway.url}/v1/models", headers=held, timeout=10).status_code == 403
-
-
-@pytest.mark.parametrize("path", ["/health", "/ready"])
-def test_health_and_ready_answer_anyone(gateway: Served, path: str) -> None:
-    headers = {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.test", "Host": "x.test"}
-    assert httpx.get(f"{gateway.url}{path}", headers=headers, timeout=5).status_code == 200
+    # loopback names, any port, any case; any loopback address (no DNS answer makes it
+    # another site's)
+    for name in ("localhost", "[::1]", "127.0.0.1", "127.0.0.2", "LocalHost"):
+        for host in (name, f"{name}:{port}"):
+            reply = httpx.get(f"{gateway.url}/v1/models", headers={"Host": host}, timeout=5)
+            assert reply.status_code == 200, (host, reply.text)
 
 
 REBOUND = {
@@ -174,14 +177,10 @@ def test_on_loopback_a_request_to_another_name_is_refused(
     reply = _post(gateway.url, headers, "/v1/messages")
     assert reply.status_code == 400 and reply.json()["type"] == "error"
     assert len(upstream.requests) == before
-
-
-@pytest.mark.parametrize("name", ["localhost", "[::1]", "127.0.0.1", "127.0.0.2", "LocalHost"])
-def test_on_loopback_the_loopback_names_are_answered(gateway: Served, name: str) -> None:
-    port = gateway.url.rpartition(":")[2]
-    for host in (name, f"{name}:{port}"):
-        reply = httpx.get(f"{gateway.url}/v1/models", headers={"Host": host}, timeout=5)
-        assert reply.status_code == 200, (host, reply.text)
+    # /health and /ready answer anyone, a page of another origin too
+    anyone = {"Host": host, "Sec-Fetch-Site": "cross-site", "Origin": "https://evil.test"}
+    for path in ("/health", "/ready"):
+        assert httpx.get(f"{gateway.url}{path}", headers=anyone, timeout=5).status_code == 200
 
 
 def test_nothing_refused_is_logged_as_a_decision(gateway: Served) -> None:
@@ -274,3 +273,12 @@ def test_a_malformed_allowed_host_stops_the_start_with_one_line(value: str, tmp_
     )
     assert done.returncode == 2, done.stderr
     assert f"--allowed-host {value!r}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_host_check_reaches_the_workers_through_the_environment() -> None:
+    settings = ServeSettings(bind_host="::1", allowed_hosts=("llm.example.com", "*"), workers=2)
+    assert ServeSettings.from_env(settings.to_env()) == settings
+    unknown = ServeSettings.from_env({})  # uvicorn --factory: where it listens is not known
+    assert (unknown.bind_host, unknown.allowed_hosts) == (None, ())
+    named = ServeSettings.from_env({"LLMROUTE_ALLOWED_HOSTS": " A.example:8000,[::2], "})
+    assert named.allowed_hosts == ("a.example", "::2")
