@@ -93,7 +93,7 @@ class GuardBrowsers:
             elif name in _MARKS:
                 marked = True
         if self._hosts is not None and not self._hosts.answers(host):
-            return _not_a_host_of_ours(host, self._hosts)
+            return _not_a_host_of_ours(host)
         if not marked or self._any_origin:
             return None
         headers = dict(scope["headers"])
@@ -152,14 +152,14 @@ def _another_origin(origin: bytes | None, site: bytes | None) -> GatewayError:
     )
 
 
-def _not_a_host_of_ours(host: bytes | None, hosts: HostNames) -> GatewayError:
-    extra = "".join(f", {name}" for name in sorted(hosts.allowed))
+def _not_a_host_of_ours(host: bytes | None) -> GatewayError:
+    # the names --allowed-host gave are not said: a rebinding page reads this answer
     return GatewayError(
         400,
         f"this gateway listens on a loopback address and answers only requests to "
-        f"127.0.0.1, localhost or [::1]{extra}, not to {shown_host(host)} (a page of "
-        "another site whose name was made to resolve to this machine, or a proxy "
-        "forwarding its own Host); to answer another name, start it with --allowed-host "
-        "NAME (or $LLMROUTE_ALLOWED_HOSTS)",
+        f"127.0.0.1, localhost, [::1] or a name given with --allowed-host, not to "
+        f"{shown_host(host)} (a page of another site whose name was made to resolve to "
+        "this machine, or a proxy forwarding its own Host); to answer that name, start "
+        "it with --allowed-host NAME (or $LLMROUTE_ALLOWED_HOSTS)",
         code="invalid_host",
     )
