@@ -174,7 +174,7 @@ def test_registry_check_loads_the_artifacts_serve_would(tmp_path: Path) -> None:
     )
     result = llmroute("registry", "check", str(bad))
     assert result.returncode == 2, result.stdout
-    assert "router.json" in result.stderr and "Traceback" not in result.stderr
+    assert "no such router artifact" in result.stderr and "Traceback" not in result.stderr
     line = 1 + next(i for i, t in enumerate(bad.read_text().splitlines()) if "difficulty" in t)
     assert f"{bad}:{line}: default.difficulty.router: " in result.stderr  # where it is named
     for section, field in (
