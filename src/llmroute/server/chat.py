@@ -34,7 +34,7 @@ from llmroute.server.auth import api_key_of, check_model, hold_key_tokens, key_o
 from llmroute.server.body import read_json_object, require_messages
 from llmroute.server.cached import cache_headers, hit_headers
 from llmroute.server.chunk_translation import translated
-from llmroute.server.ended_stream import END_S, EndedStream, closers_of
+from llmroute.server.ended_stream import END_S, STREAM_HEADERS, EndedStream, closers_of
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.keepalive import keepalive_of, with_keepalive
 from llmroute.server.pool import keep_in_pool, may_reach
@@ -325,7 +325,7 @@ async def _serve_planned(
                     **served_headers(opened.deployment, opened.attempts),
                     **_cascade_headers(opened.cascade),
                     **cache_headers(lookup),
-                    "cache-control": "no-cache",
+                    **STREAM_HEADERS,
                 },
             )
             return streamed, True
@@ -535,7 +535,7 @@ def _from_cache(
         response = EndedStream(
             replay(answer),
             media_type="text/event-stream",
-            headers={**headers, "cache-control": "no-cache"},
+            headers={**headers, **STREAM_HEADERS},
         )
     else:
         response = Response(answer.payload, media_type="application/json", headers=headers)

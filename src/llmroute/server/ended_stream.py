@@ -19,7 +19,7 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["END_S", "Closer", "EndedStream", "closers_of"]
+__all__ = ["END_S", "STREAM_HEADERS", "Closer", "EndedStream", "closers_of"]
 
 log = logging.getLogger("llmroute.server")
 
@@ -29,6 +29,10 @@ Closer = Callable[[], Awaitable[None]]
 # the gateway moves on, so that a stuck close never holds a server that is stopping
 # (the same 5 s the app gives requests to unwind as it stops)
 END_S = 5.0
+
+# every event stream's headers: no cache keeps it, and nginx (which buffers a proxied
+# answer by default, holding a stream's events until it ends) passes it on as it comes
+STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 class EndedStream(StreamingResponse):

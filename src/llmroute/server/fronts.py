@@ -24,7 +24,7 @@ from llmroute.dispatch.text_completions import TextRequest
 from llmroute.server.body import read_json_object
 from llmroute.server.chat import CLIENT_CLOSED, RelayedStream, serve_chat
 from llmroute.server.chunk_translation import ChunkTranslator, translated
-from llmroute.server.ended_stream import EndedStream, closers_of
+from llmroute.server.ended_stream import STREAM_HEADERS, EndedStream, closers_of
 from llmroute.server.errors import GatewayError
 from llmroute.server.keepalive import keepalive_of, with_keepalive
 from llmroute.server.state import gateway_of
@@ -119,7 +119,7 @@ async def answer_converted(
         streamed = EndedStream(
             events,
             media_type="text/event-stream",
-            headers=headers,
+            headers={**headers, **STREAM_HEADERS},
             status_code=answer.status_code,
             closers=closers_of(answer),
         )

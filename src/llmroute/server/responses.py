@@ -44,7 +44,7 @@ from llmroute.server.background_stream import EventChunks, RunLog, follow, kept_
 from llmroute.server.body import read_json_object
 from llmroute.server.chunk_translation import translated
 from llmroute.server.conversations import counted
-from llmroute.server.ended_stream import EndedStream
+from llmroute.server.ended_stream import STREAM_HEADERS, EndedStream
 from llmroute.server.errors import GatewayError, gateway_error, store_unavailable
 from llmroute.server.fronts import Events, Stateless, answer_converted, serve_converted
 from llmroute.server.keepalive import keepalive_of, with_keepalive
@@ -200,7 +200,7 @@ class _Stream:
 
 
 def _streaming(request: Request, events: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
-    headers = {**headers, "cache-control": "no-cache"}
+    headers = {**headers, **STREAM_HEADERS}
     streamed = EndedStream(events, media_type="text/event-stream", headers=headers)
     return with_keepalive(streamed, keepalive_of(request))
 
