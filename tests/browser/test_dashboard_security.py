@@ -19,6 +19,7 @@ import pytest
 from dashboard_registry import DASHBOARD_REGISTRY
 from fake_upstream import FakeUpstream, fake_upstream, serve_in_thread
 from gateway_proc import log_dashboard, serve
+from prefix_proxy import prefix_proxy
 from telemetry_records import build_record
 from webdriver import browser
 
@@ -212,3 +213,30 @@ def test_a_page_that_rebinds_its_name_to_loopback_cannot_read_the_log_dashboard(
             own = chromium.run("return document.body.dataset.state")
     assert rebound[0] is None and '"code":"invalid_host"' in rebound[1], rebound
     assert own == "ready"
+
+
+def test_the_dashboard_login_works_under_a_proxys_path_prefix(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """Behind a proxy that serves the gateway under /llm/ (nginx's ``location /llm/ {
+    proxy_pass http://gateway/; }``), the operator logs in (Basic) at /llm/dashboard and
+    the page loads its script, style and data through the proxy: with absolute URLs the
+    browser would ask the proxy's root for /dashboard/app.js and get its 404."""
+    registry = tmp_path / "registry.yaml"
+    digest = hashlib.sha256(ADMIN.encode()).hexdigest()
+    keys = f'auth:\n  keys:\n    - {{name: ops, sha256: "{digest}", admin: true}}\n'
+    registry.write_text(DASHBOARD_REGISTRY % {"url": upstream.url} + keys)
+    env = {"LLMROUTE_TELEMETRY_URL": f"sqlite:///{tmp_path / 'log.db'}"}
+    with (
+        serve(registry, tmp_path / "serve.log", env=env) as served,
+        prefix_proxy(served.url) as proxied,
+        browser(tmp_path) as chromium,
+    ):
+        for page in ("dashboard", "dashboard/"):
+            login = proxied.replace("http://", f"http://ops:{ADMIN}@")
+            chromium.open(f"{login}/{page}#since=15m")
+            chromium.wait_until("the page's data", SETTLED)
+            assert chromium.run("return document.body.dataset.state") == "ready", page
+            rules = "return [...document.styleSheets].map((s) => s.cssRules.length)"
+            styles = chromium.run(rules)
+            assert len(styles) == 1 and styles[0] > 0, (page, styles)  # app.css applied

@@ -5,6 +5,7 @@ this process's circuit breakers, bad windows, and the switches that turn it off.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from dashboard_registry import DASHBOARD_REGISTRY
 from fake_upstream import FakeUpstream
 from gateway_proc import Served, serve, wait_for
+from prefix_proxy import prefix_proxy
 
 REGISTRY = DASHBOARD_REGISTRY
 SECRET = "my password is hunter2, write a python function"
@@ -83,11 +85,13 @@ def test_the_page_and_its_assets_are_served_under_a_strict_csp(gateway: Served) 
     csp = page.headers["content-security-policy"]
     assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert page.headers["x-content-type-options"] == "nosniff"
-    assert 'src="/dashboard/app.js"' in page.text and 'href="/dashboard/app.css"' in page.text
-    assert 'content="/dashboard/data"' in page.text
+    # relative URLs (a proxy may serve the gateway under a path prefix)
+    assert 'src="dashboard/app.js"' in page.text and 'href="dashboard/app.css"' in page.text
+    assert 'content="dashboard/data"' in page.text
     assert "{{" not in page.text
     assert "<script>" not in page.text and "style=" not in page.text  # nothing inline
-    assert httpx.get(f"{gateway.url}/dashboard/", timeout=10).text == page.text
+    slashed = httpx.get(f"{gateway.url}/dashboard/", timeout=10).text
+    assert slashed == page.text.replace('"dashboard/', '"./')
     script = httpx.get(f"{gateway.url}/dashboard/app.js", timeout=10)
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
     assert "fetch(" in script.text
@@ -105,6 +109,33 @@ def test_the_page_and_its_assets_are_served_under_a_strict_csp(gateway: Served) 
         assert data.headers["content-security-policy"].startswith("default-src 'none'")
         assert data.headers["x-frame-options"] == "DENY"
         assert data.headers["cache-control"] == "no-store"
+
+
+def _linked(page: httpx.Response) -> list[str]:
+    """The URLs the page asks for: its stylesheet, its script and its data."""
+    found = re.findall(r'(?:href|src|content)="([^"]*(?:app\.css|app\.js|data))"', page.text)
+    assert len(found) == 3, found
+    return [str(page.url.join(link)) for link in found]
+
+
+@pytest.mark.parametrize("page", ["dashboard", "dashboard/"])
+def test_the_page_works_under_a_proxys_path_prefix(
+    gateway: Served, traffic: dict[str, Any], page: str
+) -> None:
+    """Behind ``location /llm/ { proxy_pass http://gateway/; }`` the browser asks for
+    /llm/dashboard; the page's files and data must be asked for under /llm too."""
+    with prefix_proxy(gateway.url) as proxied:
+        answer = httpx.get(f"{proxied}/{page}", timeout=10)
+        assert answer.status_code == 200, answer.text
+        for url in _linked(answer):
+            assert url.startswith(f"{proxied}/dashboard/"), url
+            fetched = httpx.get(url, params={"since": "15m"}, timeout=10)
+            assert fetched.status_code == 200, (url, fetched.text)
+        assert httpx.get(f"{proxied}/dashboard/data", timeout=10).json()["summary"]["requests"]
+    direct = httpx.get(f"{gateway.url}/{page}", timeout=10)
+    for url in _linked(direct):
+        assert url.startswith(f"{gateway.url}/dashboard/"), url
+        assert httpx.get(url, timeout=10).status_code == 200, url
 
 
 def test_the_data_shows_the_logged_traffic(traffic: dict[str, Any]) -> None:

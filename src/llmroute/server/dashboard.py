@@ -200,7 +200,13 @@ class Dashboard:
         ]
 
     async def page(self, request: Request) -> Response:
-        base = request.url.path.rstrip("/")  # ASGI's path includes any root path
+        # relative URLs: behind a proxy that serves the gateway under a path prefix
+        # (`location /llm/ { proxy_pass http://gateway/; }`) the browser asks for
+        # /llm/dashboard, which the gateway sees as /dashboard; an absolute
+        # /dashboard/app.js would go to the proxy's root. At /dashboard the files are
+        # dashboard/…, at /dashboard/ they are ./…
+        path = request.url.path
+        base = "." if path.endswith("/") else path.rsplit("/", 1)[-1]
         html = _static("dashboard.html").replace("{{ASSET_BASE}}", base)
         html = html.replace("{{DATA_URL}}", f"{base}/data")
         return Response(html, media_type="text/html", headers=_HEADERS)
@@ -307,7 +313,7 @@ def create_log_dashboard(
     view = LogView(store, store.url, registry)
 
     async def home(request: Request) -> Response:
-        return RedirectResponse("/dashboard")
+        return RedirectResponse("dashboard")  # relative: kept under a proxy's prefix
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
