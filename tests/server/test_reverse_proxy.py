@@ -3,18 +3,25 @@ not to hold it (``X-Accel-Buffering: no``, which nginx honours; nginx buffers a 
 answer by default, and would hold a stream's events until it ended) and no cache to
 keep it (``Cache-Control: no-cache``). On a real gateway, through each API that streams:
 chat (answered upstream and from the cache), legacy completions, Messages, Responses, and a
-background response's stream, as it is made and as it is read again."""
+background response's stream, as it is made and as it is read again.
+
+The client address the access log shows: ``X-Forwarded-For`` is believed from the proxies
+``--forwarded-allow-ips`` (``$FORWARDED_ALLOW_IPS``) names, by default this machine's own
+(uvicorn's 127.0.0.1 and ::1), and from no one else."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fake_upstream import FakeUpstream
-from gateway_proc import Served, serve_text
+from gateway_proc import BIN, Served, serve_text, wait_for
 
 REGISTRY = """
 encoder: builtin:static
@@ -95,3 +102,65 @@ def test_an_answer_that_is_not_a_stream_is_left_to_the_proxy(gateway: Served) ->
     )
     assert answer.status_code == 200
     assert "x-accel-buffering" not in answer.headers
+
+
+CLIENT = "203.0.113.7"  # what the proxy says the client was (TEST-NET-3)
+NOT_US = "192.0.2.1"  # a proxy that is not the test's own address (TEST-NET-1)
+
+
+def _access_clients(served: Served) -> list[str]:
+    """The client address of each access line for GET /v1/models (port dropped)."""
+    wait_for("the access lines", lambda: "/v1/models" in served.log_text(), 10)
+    lines = [json.loads(line) for line in served.log_text().splitlines() if line.strip()]
+    return [
+        str(r["client"]).rsplit(":", 1)[0]
+        for r in lines
+        if r["logger"] == "uvicorn.access" and r["path"] == "/v1/models"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "believed"),
+    [
+        ([], {}, True),  # 127.0.0.1: a proxy on this machine, trusted by default
+        (["--forwarded-allow-ips", NOT_US], {}, False),
+        (["--forwarded-allow-ips", f"{NOT_US}, 10.0.0.0/8", "--workers", "2"], {}, False),
+        ([], {"FORWARDED_ALLOW_IPS": NOT_US}, False),
+        (["--forwarded-allow-ips", "127.0.0.0/8"], {"FORWARDED_ALLOW_IPS": NOT_US}, True),
+    ],
+    ids=["default", "option", "option-workers", "environment", "option-over-environment"],
+)
+def test_forwarded_for_is_believed_only_from_the_trusted_proxies(
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    args: list[str],
+    env: dict[str, str],
+    believed: bool,
+) -> None:
+    text = REGISTRY % {"url": upstream.url}
+    with serve_text(text, tmp_path, ["--log-format", "json", *args], env) as served:
+        for _ in range(2 if "--workers" in args else 1):  # whichever worker answers
+            reply = httpx.get(
+                f"{served.url}/v1/models", headers={"X-Forwarded-For": CLIENT}, timeout=10
+            )
+            assert reply.status_code == 200, reply.text
+        clients = _access_clients(served)
+    assert clients and set(clients) == {CLIENT if believed else "127.0.0.1"}, clients
+
+
+@pytest.mark.parametrize("value", ["proxy.internal", "10.0.0.0/33", " , "])
+def test_a_malformed_forwarded_allow_ips_stops_the_start_with_one_line(
+    value: str, tmp_path: Path
+) -> None:
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(REGISTRY % {"url": "http://127.0.0.1:9/v1"})
+    done = subprocess.run(
+        [str(BIN / "llmroute"), "serve", "-r", str(registry), "--forwarded-allow-ips", value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LLMROUTE_TELEMETRY_URL": "off"},
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--forwarded-allow-ips" in done.stderr and "give an address" in done.stderr
+    assert "Traceback" not in done.stderr

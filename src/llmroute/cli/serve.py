@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import logging.config
 import os
@@ -114,6 +115,17 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            help="Addresses or networks (comma-separated; '*': any) of the proxies whose "
+            "X-Forwarded-For and X-Forwarded-Proto are believed: the client address the "
+            "access log shows, and the scheme. Default: $FORWARDED_ALLOW_IPS, else "
+            "127.0.0.1 and ::1 (uvicorn's).",
+            envvar="FORWARDED_ALLOW_IPS",
+            show_default=False,
+        ),
+    ] = None,
     cases: Annotated[
         Path | None,
         typer.Option(
@@ -187,6 +199,7 @@ def serve(
     _check_state_urls(loaded)
     _check_auth(loaded)
     _load_local_models(loaded, load=workers == 1)
+    trusted = _trusted_proxies(forwarded_allow_ips)
     log_config = logs.log_config(
         uvicorn.config.LOGGING_CONFIG,
         level=log_level.value,
@@ -217,6 +230,8 @@ def serve(
         # environment they inherit.
         os.environ[REGISTRY_ENV] = str(path)
         os.environ.update(settings.to_env())
+        if trusted is not None:  # what each worker's uvicorn reads when given none
+            os.environ["FORWARDED_ALLOW_IPS"] = trusted
         from llmroute.server.workers import APP, reuse_port_supported, serve_workers
 
         with _multiprocess_metrics():
@@ -229,6 +244,7 @@ def serve(
                     workers=workers,
                     log_config=log_config,
                     timeout_graceful_shutdown=graceful_timeout,
+                    forwarded_allow_ips=trusted,
                 )
                 return
             try:
@@ -246,7 +262,12 @@ def serve(
     from llmroute.server.shutdown import Server
 
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=log_config, timeout_graceful_shutdown=graceful_timeout
+        app,
+        host=host,
+        port=port,
+        log_config=log_config,
+        timeout_graceful_shutdown=graceful_timeout,
+        forwarded_allow_ips=trusted,
     )
     server = Server(config)
     server.run()
@@ -292,6 +313,28 @@ def _allowed_hosts(values: list[str] | None) -> tuple[str, ...]:
             )
         names.append(name)
     return tuple(names)
+
+
+def _trusted_proxies(value: str | None) -> str | None:
+    """--forwarded-allow-ips (or $FORWARDED_ALLOW_IPS), checked: ``*``, or addresses and
+    networks, comma-separated; a mistake (a host name, which uvicorn would compare as
+    text and never match) fails the start with one line. None: uvicorn's default."""
+    if value is None:
+        return None
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        fail(f"--forwarded-allow-ips {value!r}: give an address, a network or '*', comma-separated")
+    for item in items:
+        if item == "*":
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            fail(
+                f"--forwarded-allow-ips {item!r}: give an address (10.0.0.5), a network "
+                "(10.0.0.0/8) or '*', comma-separated"
+            )
+    return ",".join(items)
 
 
 def _check_telemetry_url(loaded: LoadedRegistry) -> None:
