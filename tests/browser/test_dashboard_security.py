@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +20,7 @@ from fake_upstream import FakeUpstream, fake_upstream, serve_in_thread
 from gateway_proc import log_dashboard, serve
 from prefix_proxy import prefix_proxy
 from telemetry_records import build_record
-from webdriver import browser
+from webdriver import browser, page_handler
 
 from llmroute.telemetry.store import open_store
 
@@ -44,19 +43,7 @@ def _form_page(target: str) -> type[BaseHTTPRequestHandler]:
         f"<input type=\"hidden\" name='{name}' value='\"}}]}}'></form>"
         '<script>document.getElementById("f").submit()</script>'
     ).encode()
-
-    class Page(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-type", "text/html")
-            self.send_header("content-length", str(len(html)))
-            self.end_headers()
-            self.wfile.write(html)
-
-    return Page
+    return page_handler(html)
 
 
 @pytest.fixture(scope="module")

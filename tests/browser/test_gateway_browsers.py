@@ -11,13 +11,12 @@ import json
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import pytest
 from dashboard_registry import DASHBOARD_REGISTRY
 from fake_upstream import FakeUpstream, fake_upstream, serve_in_thread
 from gateway_proc import serve
-from webdriver import browser
+from webdriver import browser, page_handler
 
 pytestmark = pytest.mark.browser
 
@@ -38,19 +37,7 @@ def _attack_page(target: str) -> type[BaseHTTPRequestHandler]:
         f"headers: {{'content-type': 'text/plain'}}, body: {json.dumps(body)}}})"
         '.finally(() => document.getElementById("f").submit())</script>'
     ).encode()
-
-    class Page(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-type", "text/html")
-            self.send_header("content-length", str(len(html)))
-            self.end_headers()
-            self.wfile.write(html)
-
-    return Page
+    return page_handler(html)
 
 
 @pytest.fixture(scope="module")

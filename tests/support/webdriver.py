@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,21 @@ def browser(tmp: Path, *extra: str) -> Iterator[Browser]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def page_handler(html: bytes) -> type[BaseHTTPRequestHandler]:
+    """A handler that answers every GET with `html`: another site's page, for a test
+    server (`fake_upstream.serve_in_thread`) on another origin."""
+
+    class Page(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(html)))
+            self.end_headers()
+            self.wfile.write(html)
+
+    return Page
