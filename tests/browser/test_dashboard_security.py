@@ -20,7 +20,7 @@ from fake_upstream import FakeUpstream, fake_upstream, serve_in_thread
 from gateway_proc import log_dashboard, serve
 from prefix_proxy import prefix_proxy
 from telemetry_records import build_record
-from webdriver import browser, page_handler
+from webdriver import browser, json_form, page_handler
 
 from llmroute.telemetry.store import open_store
 
@@ -37,10 +37,8 @@ SETTLED = "const s = document.body.dataset.state; return s !== 'loading' && s"  
 def _form_page(target: str) -> type[BaseHTTPRequestHandler]:
     """Another site's page: a form that posts itself to `target` as ``text/plain``
     (no preflight), its one field spelling a chat request in JSON."""
-    name = '{"model": "auto", "messages": [{"role": "user", "content": "' + MARK
     html = (
-        f'<!doctype html><form id="f" method="POST" action="{target}" enctype="text/plain">'
-        f"<input type=\"hidden\" name='{name}' value='\"}}]}}'></form>"
+        f"<!doctype html>{json_form(target, MARK)}"
         '<script>document.getElementById("f").submit()</script>'
     ).encode()
     return page_handler(html)

@@ -16,7 +16,7 @@ import pytest
 from dashboard_registry import DASHBOARD_REGISTRY
 from fake_upstream import FakeUpstream, fake_upstream, serve_in_thread
 from gateway_proc import serve
-from webdriver import browser, page_handler
+from webdriver import browser, json_form, page_handler
 
 pytestmark = pytest.mark.browser
 
@@ -29,10 +29,8 @@ def _attack_page(target: str) -> type[BaseHTTPRequestHandler]:
     (no preflight; the page cannot read the answer, but the request is made), then a
     form posting itself the same way, its one field spelling the JSON."""
     body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": MARK}]})
-    name = '{"model": "auto", "messages": [{"role": "user", "content": "' + MARK
     html = (
-        f'<!doctype html><form id="f" method="POST" action="{target}" enctype="text/plain">'
-        f"<input type=\"hidden\" name='{name}' value='\"}}]}}'></form>"
+        f"<!doctype html>{json_form(target, MARK)}"
         f"<script>fetch({json.dumps(target)}, {{method: 'POST', mode: 'no-cors', "
         f"headers: {{'content-type': 'text/plain'}}, body: {json.dumps(body)}}})"
         '.finally(() => document.getElementById("f").submit())</script>'

@@ -114,6 +114,17 @@ def browser(tmp: Path, *extra: str) -> Iterator[Browser]:
         proc.wait(timeout=10)
 
 
+def json_form(target: str, content: str) -> str:
+    """A form (id ``f``) that posts a chat request for `content` to `target` as
+    ``text/plain``, which needs no preflight: its one field's name and value spell the
+    JSON body. What another site's page sends to make a browser call the gateway."""
+    name = '{"model": "auto", "messages": [{"role": "user", "content": "' + content
+    return (
+        f'<form id="f" method="POST" action="{target}" enctype="text/plain">'
+        f"<input type=\"hidden\" name='{name}' value='\"}}]}}'></form>"
+    )
+
+
 def page_handler(html: bytes) -> type[BaseHTTPRequestHandler]:
     """A handler that answers every GET with `html`: another site's page, for a test
     server (`fake_upstream.serve_in_thread`) on another origin."""
