@@ -8,16 +8,14 @@ what Chromium sends (the browser tests show it sending them)."""
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
-import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
 import pytest
 from fake_upstream import FakeUpstream
-from gateway_proc import BIN, Served, serve_text, wait_for
+from gateway_proc import Served, serve_refused, serve_text, wait_for
 
 from llmroute.server.settings import ServeSettings
 
@@ -268,15 +266,8 @@ def test_with_workers_each_worker_checks(tmp_path: Path, upstream: FakeUpstream)
 
 @pytest.mark.parametrize("value", ["http://llm.example.com", "llm.example.com/v1", "a,b", " "])
 def test_a_malformed_allowed_host_stops_the_start_with_one_line(value: str, tmp_path: Path) -> None:
-    registry = tmp_path / "registry.yaml"
-    registry.write_text(REGISTRY % {"url": "http://127.0.0.1:9/v1"})
-    done = subprocess.run(
-        [str(BIN / "llmroute"), "serve", "-r", str(registry), "--allowed-host", value],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "LLMROUTE_TELEMETRY_URL": "off"},
-    )
+    registry = REGISTRY % {"url": "http://127.0.0.1:9/v1"}
+    done = serve_refused(registry, tmp_path, ["--allowed-host", value])
     assert done.returncode == 2, done.stderr
     assert f"--allowed-host {value!r}" in done.stderr and "Traceback" not in done.stderr
 

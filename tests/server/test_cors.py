@@ -5,14 +5,13 @@ end: `llmroute serve` as a subprocess, a fake upstream behind it."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from fake_upstream import fake_upstream
-from gateway_proc import BIN, Served, serve_text
+from gateway_proc import Served, serve_refused, serve_text
 
 from llmroute.server.settings import ServeSettings
 
@@ -109,15 +108,8 @@ def test_without_the_option_no_cors_header_is_sent(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("origin", ["chat.example.com", "https://chat.example.com/app", "ftp://x"])
 def test_a_malformed_origin_stops_the_start_with_one_line(origin: str, tmp_path: Path) -> None:
-    registry = tmp_path / "registry.yaml"
-    registry.write_text(REGISTRY % {"url": "http://127.0.0.1:9/v1"})
-    done = subprocess.run(
-        [str(BIN / "llmroute"), "serve", "-r", str(registry), "--cors-origin", origin],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**ENV, "PATH": str(BIN)},
-    )
+    registry = REGISTRY % {"url": "http://127.0.0.1:9/v1"}
+    done = serve_refused(registry, tmp_path, ["--cors-origin", origin], ENV)
     assert done.returncode == 2
     assert f"--cors-origin {origin!r}" in done.stderr and "Traceback" not in done.stderr
 

@@ -12,8 +12,6 @@ The client address the access log shows: ``X-Forwarded-For`` is believed from th
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fake_upstream import FakeUpstream
-from gateway_proc import BIN, Served, serve_text, wait_for
+from gateway_proc import Served, serve_refused, serve_text, wait_for
 
 REGISTRY = """
 encoder: builtin:static
@@ -152,15 +150,8 @@ def test_forwarded_for_is_believed_only_from_the_trusted_proxies(
 def test_a_malformed_forwarded_allow_ips_stops_the_start_with_one_line(
     value: str, tmp_path: Path
 ) -> None:
-    registry = tmp_path / "registry.yaml"
-    registry.write_text(REGISTRY % {"url": "http://127.0.0.1:9/v1"})
-    done = subprocess.run(
-        [str(BIN / "llmroute"), "serve", "-r", str(registry), "--forwarded-allow-ips", value],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "LLMROUTE_TELEMETRY_URL": "off"},
-    )
+    registry = REGISTRY % {"url": "http://127.0.0.1:9/v1"}
+    done = serve_refused(registry, tmp_path, ["--forwarded-allow-ips", value])
     assert done.returncode == 2, done.stderr
     assert "--forwarded-allow-ips" in done.stderr and "give an address" in done.stderr
     assert "Traceback" not in done.stderr

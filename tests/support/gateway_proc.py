@@ -106,6 +106,22 @@ def serve(
         stop(proc)
 
 
+def serve_refused(
+    registry_text: str, tmp_path: Path, args: Sequence[str], env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``llmroute serve`` with `args` that should stop it before it serves (a malformed
+    option): its exit and output, for the caller to check the one line it said."""
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(registry_text)
+    return subprocess.run(
+        [str(BIN / "llmroute"), "serve", "-r", str(registry), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LLMROUTE_TELEMETRY_URL": "off", **(env or {})},
+    )
+
+
 def stop(proc: subprocess.Popen[bytes], grace_s: float = 10) -> None:
     """SIGTERM, then SIGKILL after `grace_s` seconds."""
     proc.terminate()
