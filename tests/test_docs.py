@@ -1,6 +1,7 @@
 """The docs are tested like code: every `llmroute ...` command line of README.md and
 docs/*.md names a command and options the command line has, every ```yaml registry
-(whole, or a fragment merged onto a small base) loads through the real loader, every
+(whole, or a fragment merged onto a small base) loads through the real loader and builds
+into a router (with the offline static encoder), every
 ```python block compiles (and those marked to run, run and print what they say), and
 every ```json block and curl body parses. Conventions: tests/support/docs_blocks.py."""
 
@@ -11,6 +12,7 @@ import contextlib
 import io
 import json
 import tokenize
+from pathlib import Path
 from typing import Any
 
 import docs_blocks as docs
@@ -20,8 +22,12 @@ import yaml
 from docs_blocks import Block, CommandLine
 
 from llmroute.cli import app
+from llmroute.decide import Router
+from llmroute.encoders import load_builtin
+from llmroute.encoders.base import Encoder
 from llmroute.errors import ConfigError
-from llmroute.registry import parse_registry
+from llmroute.gates.build import GateFactory
+from llmroute.registry import LoadedRegistry, parse_registry
 from llmroute.registry.cases import parse_cases
 from llmroute.server.errors import GatewayError
 from llmroute.server.feedback import parse_feedback
@@ -54,7 +60,7 @@ def test_command_line(command: CommandLine) -> None:
 
 def test_the_command_check_catches_what_it_is_for() -> None:
     def problem(text: str, *, inline: bool = False) -> str | None:
-        (command,) = docs.commands_in_text(text, "x.md:1", inline=inline)
+        (command,) = docs.commands_in_text(text, "x.md", 1, inline=inline)
         return docs.check_command(ROOT_COMMAND, command)
 
     assert problem("llmroute route -r r.yaml --json 'hi'") is None
@@ -88,8 +94,23 @@ def _located(exc: ConfigError, block: Block, *, fragment: bool) -> str:
     )
 
 
+@pytest.fixture(scope="module")
+def static_encoder() -> Encoder:
+    return load_builtin("static")
+
+
+def _build(loaded: LoadedRegistry, encoder: Encoder, cache_dir: Path) -> None:
+    """Build what `serve` builds from the registry (its layers, a cascade's gates) with
+    the offline static encoder in place of the one it names."""
+    router = Router(loaded, encoder=encoder, cache_dir=cache_dir)
+    try:
+        GateFactory(loaded.registry, encoder=encoder, base_dir=loaded.base_dir).preload()
+    finally:
+        router.close()
+
+
 @pytest.mark.parametrize("block", YAML_BLOCKS, ids=_ids(YAML_BLOCKS))
-def test_yaml_block(block: Block) -> None:
+def test_yaml_block(block: Block, static_encoder: Encoder, tmp_path: Path) -> None:
     try:
         document = yaml.safe_load(block.text)
     except yaml.YAMLError as exc:
@@ -111,7 +132,9 @@ def test_yaml_block(block: Block) -> None:
         fragment = not docs.is_whole(document)
         text = yaml.safe_dump(docs.merged(document)) if fragment else block.text
         try:
-            parse_registry(text, source=block.page)
+            loaded = parse_registry(text, source=block.page, base_dir=ROOT)
+            if block.marker != "load-only":
+                _build(loaded, static_encoder, tmp_path)
         except ConfigError as exc:
             problem = _located(exc, block, fragment=fragment)
     if problem is not None:
@@ -199,21 +222,22 @@ REQUEST_CHECKS = {"/v1/feedback": _feedback, "/v1/rerank": require_rerank}
 
 @pytest.mark.parametrize("block", CURL_BLOCKS, ids=_ids(CURL_BLOCKS))
 def test_curl_body(block: Block) -> None:
-    for path, body in docs.curl_bodies(block.text):
+    for index, path, body in docs.curl_bodies(block.text):
+        where = f"{block.page}:{block.line + 1 + index}"
         try:
             value = json.loads(body)
         except json.JSONDecodeError as exc:
-            pytest.fail(f"{block.where}: the request body is not JSON: {exc}\n{body}")
+            pytest.fail(f"{where}: the request body is not JSON: {exc}\n{body}")
         check = REQUEST_CHECKS.get(path)
         if check is not None:
             try:
                 check(value)
             except GatewayError as exc:
-                pytest.fail(f"{block.where}: POST {path} would answer {exc.status}: {exc}")
+                pytest.fail(f"{where}: POST {path} would answer {exc.status}: {exc}")
 
 
 def test_curl_bodies_are_checked() -> None:
-    paths = {path for b in CURL_BLOCKS for path, _ in docs.curl_bodies(b.text)}
+    paths = {path for b in CURL_BLOCKS for _, path, _ in docs.curl_bodies(b.text)}
     assert set(REQUEST_CHECKS) <= paths
 
 

@@ -8,6 +8,8 @@ is checked when its language alone does not say it:
 
 - ``skip``: not checked as its language (a ```yaml block is then only parsed as YAML,
   a ```json block not at all); the reason says why (not a registry, abbreviated).
+- ``load-only``: a registry (or fragment) that the loader checks but that is not built
+  into a router: it names files the reader makes (a trained artifact's folder).
 - ``run``: a ```python block that runs offline from the checkout's root; it is executed,
   and where an expression or a ``print(...)`` ends in a comment, the comment is what it
   must give (``loaded.registry.route("code").target  # 'medium'``).
@@ -28,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PAGES = ("README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")))
 
 _FENCE = re.compile(r"^(`{3,})\s*([\w+-]*)\s*$")
-_MARKER = re.compile(r"^<!--\s*docs-test:\s*(\w+)\s*(?::\s*(.*?))?\s*-->\s*$")
-MARKERS = ("skip", "run")
+_MARKER = re.compile(r"^<!--\s*docs-test:\s*([\w-]+)\s*(?::\s*(.*?))?\s*-->\s*$")
+MARKERS = ("skip", "run", "load-only")
 
 
 @dataclass(frozen=True)
@@ -150,29 +152,50 @@ def _args(words: list[str]) -> list[str]:
     return out
 
 
-def shell_lines(text: str) -> Iterator[str]:
-    """`text`'s command lines: continuations (a trailing backslash) joined, a console
-    prompt (``$ ``) removed, output lines of a console block (no prompt) left out."""
+def shell_lines(text: str) -> Iterator[tuple[int, str]]:
+    """`text`'s command lines, each with the index of its first line in `text`: lines
+    continued (a trailing backslash, or a single-quoted string left open, as a curl
+    body over several lines) joined, a console prompt (``$ ``) removed, the output lines
+    of a console block (no prompt) left out."""
     prompted = any(line.startswith("$ ") for line in text.splitlines())
-    pending = ""
-    for raw in text.splitlines():
+    pending, start = "", 0
+    for index, raw in enumerate(text.splitlines()):
+        if not pending:
+            start = index
         line = pending + raw
         if line.endswith("\\"):
             pending = line[:-1] + " "
+            continue
+        if _open_quote(line):
+            pending = line + " "
             continue
         pending = ""
         if prompted:
             if not line.startswith("$ "):
                 continue
             line = line[2:]
-        yield line
+        yield start, line
+    if pending:
+        yield start, pending
 
 
-def commands_in_text(text: str, where: str, *, inline: bool = False) -> list[CommandLine]:
+def _open_quote(line: str) -> bool:
+    try:
+        _words(line)
+    except ValueError:
+        return True
+    return False
+
+
+def commands_in_text(
+    text: str, page: str, first: int, *, inline: bool = False
+) -> list[CommandLine]:
+    """The llmroute commands of `text`, whose first line is line `first` of `page`."""
     found = []
-    for line in shell_lines(_joined_quotes(text)):
+    for index, line in shell_lines(text):
         if "llmroute" not in line:
             continue
+        where = f"{page}:{first + index}"
         try:
             words = _words(line)
         except ValueError as exc:  # an unclosed quote
@@ -212,8 +235,7 @@ def inline_commands(page: str) -> list[CommandLine]:
         if not words.startswith("llmroute "):
             continue
         index = max(i for i, s in enumerate(starts) if s <= span.start())
-        where = f"{page}:{numbered[index][0]}"
-        found.extend(commands_in_text(words, where, inline=True))
+        found.extend(commands_in_text(words, page, numbered[index][0], inline=True))
     return found
 
 
@@ -222,7 +244,7 @@ def all_commands() -> list[CommandLine]:
     for page in PAGES:
         for block in blocks(page):
             if block.lang in SHELL_LANGS and block.marker != "skip":
-                found.extend(commands_in_text(block.text, block.where))
+                found.extend(commands_in_text(block.text, block.page, block.line + 1))
             elif block.lang == "yaml":
                 found.extend(_yaml_commands(block))
         found.extend(inline_commands(page))
@@ -243,7 +265,7 @@ def _yaml_commands(block: Block) -> list[CommandLine]:
             for item in value:
                 walk(item)
         elif isinstance(value, str) and re.search(r"(^|[\s;&|])llmroute\s", value):
-            found.extend(commands_in_text(" ".join(value.split()), block.where))
+            found.extend(commands_in_text(" ".join(value.split()), block.page, block.line))
 
     walk(yaml.safe_load(block.text))
     return found
@@ -429,11 +451,11 @@ def json_values(text: str) -> list[Any]:
     return values
 
 
-def curl_bodies(text: str) -> list[tuple[str, str]]:
-    """(the URL's path, the body) of each curl command of a shell block that sends a
-    body (``-d``/``--data``)."""
+def curl_bodies(text: str) -> list[tuple[int, str, str]]:
+    """(the index of its line in `text`, the URL's path, the body) of each curl command
+    of a shell block that sends a body (``-d``/``--data``)."""
     bodies = []
-    for line in shell_lines(_joined_quotes(text)):
+    for index, line in shell_lines(text):
         if "curl" not in line:
             continue
         words = _words(line)
@@ -443,20 +465,8 @@ def curl_bodies(text: str) -> list[tuple[str, str]]:
             if word in ("-d", "--data", "--data-raw", "--data-binary") and not words[
                 i + 1
             ].startswith("@"):
-                bodies.append((path, words[i + 1]))
+                bodies.append((index, path, words[i + 1]))
     return bodies
-
-
-def _joined_quotes(text: str) -> str:
-    """Lines inside an open single-quoted string joined onto the line that opened it (a
-    curl body written over several lines)."""
-    out: list[str] = []
-    for line in text.splitlines():
-        if out and out[-1].count("'") % 2 == 1:
-            out[-1] += " " + line
-        else:
-            out.append(line)
-    return "\n".join(out)
 
 
 # -------------------------------------------------------------------- option tables
@@ -483,7 +493,8 @@ def option_tables(page: str) -> list[OptionTable]:
     number = 0
     while number < len(lines):
         if number + 1 in shown:
-            found = commands_in_text(shown[number + 1].text, shown[number + 1].where)
+            shell = shown[number + 1]
+            found = commands_in_text(shell.text, page, shell.line + 1)
             last = found[0] if found else last
         cells = [c.strip() for c in lines[number].strip().strip("|").split("|")]
         if lines[number].startswith("|") and cells[0] == "option" and last is not None:
