@@ -16,6 +16,7 @@ import httpx
 import pytest
 from fake_upstream import FakeUpstream
 from gateway_proc import Served, serve_refused, serve_text, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmroute.server.settings import ServeSettings
 
@@ -213,6 +214,53 @@ def _logged_after(gateway: Served, db: Path) -> int:
     return len(rows())
 
 
+def _refused_counts(served: Served) -> dict[str, float]:
+    """``llmroute_browser_refused_total`` by reason, as /metrics reads now."""
+    text = httpx.get(f"{served.url}/metrics", timeout=10).text
+    return {
+        sample.labels["reason"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "llmroute_browser_refused_total"
+    }
+
+
+def test_refusals_are_counted_and_logged(gateway: Served) -> None:
+    """Each refusal counts in ``llmroute_browser_refused_total{reason}`` (the error's
+    code; no label takes a client's value) and logs one warning naming the request and
+    what it came with, bounded and on one line whatever the client sent."""
+    before = _refused_counts(gateway)
+    for _ in range(3):
+        assert _post(gateway.url, FORM).status_code == 403
+    for _ in range(2):
+        assert _post(gateway.url, {"Host": "rebound.test"}).status_code == 400
+    # a Host of 5000 characters, a path with a line break (%0a) and a fake log line in it
+    forged = "/v1/models%0aINFO:     forged line"
+    reply = httpx.get(f"{gateway.url}{forged}", headers={"Host": "x" * 5000}, timeout=5)
+    assert reply.status_code == 400
+    after = _refused_counts(gateway)
+    assert after.get("cross_origin_forbidden", 0) - before.get("cross_origin_forbidden", 0) == 3
+    assert after.get("invalid_host", 0) - before.get("invalid_host", 0) == 3
+    assert set(after) == {"cross_origin_forbidden", "invalid_host"}
+
+    def refused_lines() -> list[str]:
+        return [line for line in gateway.log_text().splitlines() if "refused " in line]
+
+    wait_for("the refusals' log lines", lambda: len(refused_lines()) >= 6, 10, gateway.log)
+    lines = refused_lines()
+    assert any(
+        "WARNING" in line
+        and "refused POST /v1/chat/completions from 127.0.0.1 (cross_origin_forbidden 403)" in line
+        and "Origin 'http://localhost:8080', Sec-Fetch-Site cross-site" in line
+        for line in lines
+    ), lines
+    assert any("(invalid_host 400): Host 'rebound.test'" in line for line in lines), lines
+    long_host = [line for line in lines if "xxxx" in line]
+    assert long_host and all(len(line) < 400 for line in long_host), long_host
+    assert "'/v1/models\\nINFO:     forged line'" in long_host[-1]
+    assert not any(line.startswith("INFO:     forged") for line in gateway.log_text().splitlines())
+
+
 def test_allowed_origins_allowed_hosts_and_the_environment(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
@@ -262,6 +310,9 @@ def test_with_workers_each_worker_checks(tmp_path: Path, upstream: FakeUpstream)
             assert _post(served.url, {"Host": "rebound.test"}).status_code == 400
             assert _post(served.url, FORM).status_code == 403
             assert _post(served.url, {"Host": "llm.example.com"}).status_code == 200
+        # every worker's refusals, whichever one is scraped
+        for _ in range(2):
+            assert _refused_counts(served) == {"cross_origin_forbidden": 4, "invalid_host": 4}
 
 
 @pytest.mark.parametrize("value", ["http://llm.example.com", "llm.example.com/v1", "a,b", " "])

@@ -19,11 +19,14 @@ reaches it for any page its user opens: the gateway on the operator's own machin
 
 ``/health`` and ``/ready`` are answered to anyone. Both checks come after CORS (which
 answers the preflights of allowed origins) and before the key check, so a refused
-request costs no key's limits; nothing is sent upstream or logged as a decision.
+request costs no key's limits; nothing is sent upstream or logged as a decision. Each
+refusal is counted (``llmroute_browser_refused_total{reason}``, the error's code) and
+logged: one warning line, what it repeats of the request bounded and printable.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from starlette.middleware import Middleware
@@ -32,12 +35,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from llmroute.server.errors import GatewayError, speaks_anthropic
 from llmroute.server.hosts import HostNames, is_loopback, shown_host
 from llmroute.server.messages_convert import error_response
+from llmroute.telemetry.metrics import GatewayMetrics
 
 __all__ = ["ANYONE_PATHS", "GuardBrowsers", "browser_middleware"]
+
+log = logging.getLogger("llmroute.server")
 
 ANYONE_PATHS = frozenset({"/health", "/ready"})
 # the requests a browser makes for its own user, not for a page: typed in, a bookmark
 _OWN = frozenset({b"same-origin", b"none"})
+_SITES = frozenset({*_OWN, b"same-site", b"cross-site"})  # what browsers send in it
 _SAFE = frozenset({"GET", "HEAD"})
 _EMBEDDED = frozenset({b"object", b"embed"})  # a navigation whose page another page holds
 _MARKS = frozenset({b"sec-fetch-site", b"origin"})  # what browsers send, other clients not
@@ -77,12 +84,14 @@ class GuardBrowsers:
         error = self._refusal(scope)
         if error is None:
             await self.app(scope, receive, send)
-        elif speaks_anthropic(scope):
+            return
+        _said(scope, error)
+        if speaks_anthropic(scope):
             await error_response(error)(scope, receive, send)
         else:
             await error.response()(scope, receive, send)
 
-    def _refusal(self, scope: Scope) -> GatewayError | None:
+    def _refusal(self, scope: Scope) -> _Refused | None:
         """Why the request is refused, or None. A request with neither Sec-Fetch-Site
         nor Origin (curl, the SDKs) costs one pass over its headers."""
         host: bytes | None = None
@@ -135,7 +144,39 @@ def _shown(value: bytes) -> str:
     return text if text.isprintable() else "(an origin with unprintable characters)"
 
 
-def _another_origin(origin: bytes | None, site: bytes | None) -> GatewayError:
+class _Refused(GatewayError):
+    """A refusal's answer, and what the log line says of the request (`seen`: bounded,
+    printable)."""
+
+    def __init__(self, status: int, message: str, code: str, seen: str) -> None:
+        super().__init__(status, message, code=code)
+        self.seen = seen
+
+
+def _said(scope: Scope, refused: _Refused) -> None:
+    """Count `refused` (its code the reason) and log it."""
+    metrics = getattr(scope["app"].state, "metrics", None) if "app" in scope else None
+    if isinstance(metrics, GatewayMetrics):
+        metrics.browser_refused(str(refused.code))
+    client = scope.get("client")
+    log.warning(
+        "refused %s %s from %s (%s %d): %s",
+        scope["method"],
+        _printable(scope["path"], 100),
+        "(unknown)" if not client else _printable(str(client[0]), 64),
+        refused.code,
+        refused.status,
+        refused.seen,
+    )
+
+
+def _printable(text: str, limit: int) -> str:
+    """`text` as a log line may repeat it: at most `limit` characters, printable."""
+    cut = text[:limit] + ("..." if len(text) > limit else "")
+    return cut if cut.isprintable() else repr(cut)
+
+
+def _another_origin(origin: bytes | None, site: bytes | None) -> _Refused:
     if origin is None:
         # a no-cors request (an image, a script) carries no Origin; only its site
         where = f"a page of another {'site' if site == b'cross-site' else 'origin'}"
@@ -143,23 +184,27 @@ def _another_origin(origin: bytes | None, site: bytes | None) -> GatewayError:
     else:
         where = f"a page of another origin ({_shown(origin)})"
         allow = f"--cors-origin {_shown(origin)}"
-    return GatewayError(
+    seen = f"Origin {'(none)' if origin is None else repr(_shown(origin))}, Sec-Fetch-Site "
+    seen += "(none)" if site is None else site.decode() if site in _SITES else "(another value)"
+    return _Refused(
         403,
         f"this request came from {where} through a browser, and this gateway answers "
         f"only the pages of the origins --cors-origin allows; start it with {allow} "
         "to let that web app's pages call it",
-        code="cross_origin_forbidden",
+        "cross_origin_forbidden",
+        seen,
     )
 
 
-def _not_a_host_of_ours(host: bytes | None) -> GatewayError:
+def _not_a_host_of_ours(host: bytes | None) -> _Refused:
     # the names --allowed-host gave are not said: a rebinding page reads this answer
-    return GatewayError(
+    return _Refused(
         400,
         f"this gateway listens on a loopback address and answers only requests to "
         f"127.0.0.1, localhost, [::1] or a name given with --allowed-host, not to "
         f"{shown_host(host)} (a page of another site whose name was made to resolve to "
         "this machine, or a proxy forwarding its own Host); to answer that name, start "
         "it with --allowed-host NAME (or $LLMROUTE_ALLOWED_HOSTS)",
-        code="invalid_host",
+        "invalid_host",
+        f"Host {shown_host(host)}, neither a loopback name nor one --allowed-host gave",
     )

@@ -55,6 +55,9 @@ Metrics (all prefixed ``llmroute_``):
   ``too_large``, ``evicted``, ``error``;
 - ``auth_rejected_total{reason}``: requests the client-key check turned away:
   ``missing``, ``invalid``, ``forbidden``, ``rate_limited`` (llmroute.server.auth);
+- ``browser_refused_total{reason}``: requests the browser checks refused
+  (llmroute.server.browsers), the reason their error's code: ``cross_origin_forbidden``
+  (a page of another origin), ``invalid_host`` (on loopback, a Host of another name);
 - ``api_errors_total{api, status}``: API requests answered with an error that no
   decision record counts (`api_error`): refused before routing (a malformed body, an
   unknown model, a bad tags header), and the errors of the APIs that are not routed
@@ -461,6 +464,13 @@ class GatewayMetrics:
         self._auth = _Children(
             counter("llmroute_auth_rejected", "Requests turned away by the key check", ("reason",))
         )
+        self._browser_refused = _Children(
+            counter(
+                "llmroute_browser_refused",
+                "Requests the browser checks refused: pages of other origins, other Host names",
+                ("reason",),
+            )
+        )
         self._client_requests = _Children(
             counter(
                 "llmroute_client_requests",
@@ -688,6 +698,11 @@ class GatewayMetrics:
         self._auth(reason).inc()
         if client is not None:
             self._client_requests(client, str(status)).inc()
+
+    def browser_refused(self, reason: str) -> None:
+        """A request the browser checks refused (llmroute.server.browsers):
+        ``cross_origin_forbidden`` or ``invalid_host``, its error's code."""
+        self._browser_refused(reason).inc()
 
     def api_error(self, path: str, status: int, client: str | None) -> None:
         """An API request (`watch_request`) answered with an error `status`, unless its
