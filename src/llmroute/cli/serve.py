@@ -20,6 +20,7 @@ from llmroute.cli._app import RegistryOption, app, check_port, fail, resolve_reg
 from llmroute.registry import LoadedRegistry, load_registry
 from llmroute.server import logs
 from llmroute.server.hosts import host_name
+from llmroute.server.invalid_http import http_protocol
 from llmroute.server.settings import (
     ALLOWED_HOSTS_ENV,
     DEFAULT_ENCODER_THREADS,
@@ -241,6 +242,7 @@ def serve(
                     factory=True,
                     host=host,
                     port=port,
+                    http=http_protocol(),
                     workers=workers,
                     log_config=log_config,
                     timeout_graceful_shutdown=graceful_timeout,
@@ -265,6 +267,7 @@ def serve(
         app,
         host=host,
         port=port,
+        http=http_protocol(),
         log_config=log_config,
         timeout_graceful_shutdown=graceful_timeout,
         forwarded_allow_ips=trusted,

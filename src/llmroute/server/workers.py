@@ -42,6 +42,7 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
+from llmroute.server.invalid_http import http_protocol
 from llmroute.server.settings import DEFAULT_GRACEFUL_TIMEOUT_S, ServeSettings
 from llmroute.server.shutdown import Server, ignore_sighup
 
@@ -106,6 +107,7 @@ def _worker(sock: socket.socket, log_config: dict[str, Any], ready: Connection) 
         factory=True,
         host=host,
         port=port,
+        http=http_protocol(),
         log_config=log_config,
         timeout_graceful_shutdown=ServeSettings.from_env().graceful_timeout_s,
     )

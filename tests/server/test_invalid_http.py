@@ -1,0 +1,109 @@
+"""What `llmroute serve` answers of bytes that are not an HTTP request
+(`llmroute.server.invalid_http`): the error JSON of every other client error, 400, the
+connection closed; whatever the request said is not repeated. End to end: the bytes are
+written to a raw socket, as no HTTP client would send them."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from gateway_proc import ECHO_ONLY, Served, serve_text
+
+from llmroute.server.invalid_http import ANSWER_CODE
+
+HOST = b"Host: 127.0.0.1\r\n"
+CHAT = b"POST /v1/chat/completions HTTP/1.1\r\n" + HOST + b"Content-Type: application/json\r\n"
+NOT_HTTP = {
+    "a garbage request line": b"GARBAGE\r\n\r\n",
+    "a space in the method": b"GE T /v1/models HTTP/1.1\r\n" + HOST + b"\r\n",
+    "an unknown HTTP version": b"GET /v1/models HTTP/9.9\r\n" + HOST + b"\r\n",
+    "a control byte in a header": b"GET /v1/models HTTP/1.1\r\n" + HOST + b"X-A: a\x01b\r\n\r\n",
+    "a space in a header name": b"GET /v1/models HTTP/1.1\r\n" + HOST + b"Bad Name: x\r\n\r\n",
+    "a header without a colon": b"GET /v1/models HTTP/1.1\r\n" + HOST + b"NoColon\r\n\r\n",
+    "a non-ASCII path": "GET /v1/modèls HTTP/1.1\r\n".encode() + HOST + b"\r\n",
+    "a Content-Length that is not a number": CHAT + b"Content-Length: abc\r\n\r\n",
+    "Content-Length beside chunked": CHAT
+    + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "an unknown transfer coding": CHAT + b"Transfer-Encoding: gzip\r\n\r\n",
+    "a broken chunk size": CHAT + b"Transfer-Encoding: chunked\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n",
+    # the app is already reading the body when the second chunk's size is found broken
+    "a broken second chunk": CHAT + b"Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\nQQ\r\n",
+    "HTTP/2 (prior knowledge)": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    "TLS (a ClientHello)": b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\x00" * 40,
+}
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serve_text(ECHO_ONLY, tmp_path_factory.mktemp("invalid_http")) as served:
+        yield served
+
+
+def _exchange(url: str, data: bytes) -> bytes:
+    """Write `data` on a new connection; all the server sent until it closed it (a
+    server that kept it open fails the test by the socket's timeout)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def _answer(received: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize("data", NOT_HTTP.values(), ids=NOT_HTTP.keys())
+def test_what_is_not_http_gets_the_error_json(gateway: Served, data: bytes) -> None:
+    status, headers, body = _answer(_exchange(gateway.url, data))
+    assert status == 400, body
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert int(headers["content-length"]) == len(body)  # all of it, and nothing after
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert (error["type"], error["param"], error["code"]) == (
+        "invalid_request_error",
+        None,
+        ANSWER_CODE,
+    )
+    assert "HTTP/1.1" in error["message"]
+    assert "date" in headers and "server" in headers  # uvicorn's, as on every answer
+
+
+def test_nothing_of_the_request_is_repeated_and_the_gateway_serves_on(gateway: Served) -> None:
+    secret = b"sk-not-for-the-answer-0123456789"
+    data = b"GET /v1/models HTTP/1.1\r\n" + HOST + b"Authorization: Bearer " + secret + b"\r\n"
+    data += b"X-Bad: \x00" + b"<script>" * 100 + b"\r\n\r\n"
+    received = _exchange(gateway.url, data)
+    status, _, body = _answer(received)
+    assert status == 400 and json.loads(body)["error"]["code"] == ANSWER_CODE
+    assert secret not in received and b"<script>" not in received
+    # the next connection is served as usual
+    reply = httpx.get(f"{gateway.url}/v1/models", timeout=10)
+    assert reply.status_code == 200 and reply.json()["object"] == "list"
+    assert "Traceback" not in gateway.log_text()
+
+
+def test_with_workers_each_worker_answers_so(tmp_path: Path) -> None:
+    """--workers N: each worker process builds its own uvicorn server."""
+    with serve_text(ECHO_ONLY, tmp_path, ["--workers", "2"]) as served:
+        for _ in range(4):  # whichever worker takes the connection
+            status, headers, body = _answer(
+                _exchange(served.url, NOT_HTTP["a garbage request line"])
+            )
+            assert status == 400 and headers["content-type"] == "application/json"
+            assert json.loads(body)["error"]["code"] == ANSWER_CODE
