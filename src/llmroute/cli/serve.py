@@ -21,6 +21,7 @@ from llmroute.registry import LoadedRegistry, load_registry
 from llmroute.server import logs
 from llmroute.server.hosts import host_name
 from llmroute.server.invalid_http import http_protocol
+from llmroute.server.root_path import ROOT_PATH_ENV, root_path_problem
 from llmroute.server.settings import (
     ALLOWED_HOSTS_ENV,
     DEFAULT_ENCODER_THREADS,
@@ -127,6 +128,17 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    root_path: Annotated[
+        str | None,
+        typer.Option(
+            help="A path prefix, e.g. /llm, that a proxy passes on instead of stripping "
+            "(nginx's proxy_pass without a trailing /, an ingress without a rewrite): "
+            "/llm/v1/models is served as /v1/models, and /v1/models still is. Default: "
+            "$LLMROUTE_ROOT_PATH, else none.",
+            envvar=ROOT_PATH_ENV,
+            show_default=False,
+        ),
+    ] = None,
     cases: Annotated[
         Path | None,
         typer.Option(
@@ -201,6 +213,7 @@ def serve(
     _check_auth(loaded)
     _load_local_models(loaded, load=workers == 1)
     trusted = _trusted_proxies(forwarded_allow_ips)
+    prefix = _root_path(root_path)
     log_config = logs.log_config(
         uvicorn.config.LOGGING_CONFIG,
         level=log_level.value,
@@ -210,6 +223,16 @@ def serve(
     )
     # before the first build, so what it logs is said in the configured format
     logging.config.dictConfig(log_config)
+    if prefix is not None:
+        where = f"http://[{host.strip('[]')}]:{port}" if ":" in host else f"http://{host}:{port}"
+        logging.getLogger("llmroute.server").info(
+            "paths under %s are served as without it (--root-path): the API is at "
+            "%s%s/v1 and at %s/v1",
+            prefix,
+            where,
+            prefix,
+            where,
+        )
     first = _prepare(seen, loaded, encoder_threads, cases) if workers == 1 else None
     if workers > 1:
         _check_in_child(path, encoder_threads, cases)
@@ -225,6 +248,7 @@ def serve(
         sse_keepalive_s=sse_keepalive,
         bind_host=host,
         allowed_hosts=_allowed_hosts(allowed_host),
+        root_path=prefix,
     )
     if workers > 1:
         # Worker processes import the factory by name and read their settings from the
@@ -338,6 +362,17 @@ def _trusted_proxies(value: str | None) -> str | None:
                 "(10.0.0.0/8) or '*', comma-separated"
             )
     return ",".join(items)
+
+
+def _root_path(value: str | None) -> str | None:
+    """--root-path (or $LLMROUTE_ROOT_PATH), checked (`root_path_problem`); a mistake
+    fails the start with one line. None (or empty): no prefix."""
+    if not value:
+        return None
+    problem = root_path_problem(value)
+    if problem is not None:
+        fail(f"--root-path {value!r}: {problem}; give a path such as /llm")
+    return value
 
 
 def _check_telemetry_url(loaded: LoadedRegistry) -> None:

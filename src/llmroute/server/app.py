@@ -57,6 +57,7 @@ from llmroute.server.reload import Prepared, reloading
 from llmroute.server.rerank import RERANK_PATHS, rerank
 from llmroute.server.responses import input_tokens, responses, stored_response
 from llmroute.server.responses_convert import RESPONSES_PATH
+from llmroute.server.root_path import StripRootPath
 from llmroute.server.settings import REGISTRY_ENV, ServeSettings
 from llmroute.server.shutdown import AnswerCutRequests
 from llmroute.server.state import SETTLE_RESERVE_S, Gateway, PinGateway
@@ -172,7 +173,9 @@ def create_app(
             ClientDisconnect: handle_client_gone,
         },
         middleware=[
-            *cors_middleware(serve_settings.cors_origins),  # outermost first
+            # outermost first; the prefix off before any layer reads the path
+            *_root_path_middleware(serve_settings.root_path),
+            *cors_middleware(serve_settings.cors_origins),
             Middleware(AnswerUnhandled),
             *browser_middleware(
                 serve_settings.cors_origins, serve_settings.bind_host, serve_settings.allowed_hosts
@@ -188,6 +191,10 @@ def create_app(
     app.state.serve_settings = serve_settings
     app.state.started_at = time.time()
     return app
+
+
+def _root_path_middleware(root_path: str | None) -> list[Middleware]:
+    return [] if root_path is None else [Middleware(StripRootPath, prefix=root_path)]
 
 
 async def _unwound(gateway: Gateway | None, within_s: float) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from llmroute.server.hosts import host_name
+from llmroute.server.root_path import ROOT_PATH_ENV
 
 __all__ = [
     "ALLOWED_HOSTS_ENV",
@@ -25,6 +26,7 @@ __all__ = [
     "MAX_BODY_ENV",
     "REGISTRY_ENV",
     "RELOAD_INTERVAL_ENV",
+    "ROOT_PATH_ENV",
     "SSE_KEEPALIVE_ENV",
     "WORKERS_ENV",
     "ServeSettings",
@@ -67,7 +69,9 @@ class ServeSettings:
     registry is kept. `sse_keepalive_s`: a stream that sent nothing for this long gets a
     keep-alive comment (0: never). `bind_host`, the address it listens on (None: not
     known, as under ``uvicorn --factory``): on a loopback one, only requests to loopback
-    names and to `allowed_hosts` are answered (``*`` in it: any name)."""
+    names and to `allowed_hosts` are answered (``*`` in it: any name). `root_path`, a
+    path prefix a proxy passes on (``/llm``): paths below it are served as without it
+    (`llmroute.server.root_path`); None: none."""
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     reload_interval_s: float = DEFAULT_RELOAD_INTERVAL_S
@@ -80,6 +84,7 @@ class ServeSettings:
     sse_keepalive_s: float = DEFAULT_SSE_KEEPALIVE_S
     bind_host: str | None = None
     allowed_hosts: tuple[str, ...] = ()
+    root_path: str | None = None
 
     def to_env(self) -> dict[str, str]:
         return {
@@ -94,6 +99,7 @@ class ServeSettings:
             SSE_KEEPALIVE_ENV: str(self.sse_keepalive_s),
             BIND_HOST_ENV: self.bind_host or "",
             ALLOWED_HOSTS_ENV: ",".join(self.allowed_hosts),
+            ROOT_PATH_ENV: self.root_path or "",
         }
 
     @classmethod
@@ -111,6 +117,7 @@ class ServeSettings:
             sse_keepalive_s=float(env.get(SSE_KEEPALIVE_ENV) or DEFAULT_SSE_KEEPALIVE_S),
             bind_host=env.get(BIND_HOST_ENV) or None,
             allowed_hosts=split_hosts(env.get(ALLOWED_HOSTS_ENV) or ""),
+            root_path=env.get(ROOT_PATH_ENV) or None,
         )
 
 

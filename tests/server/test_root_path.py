@@ -1,0 +1,250 @@
+"""`llmroute serve --root-path /llm` behind a proxy that passes the path prefix on
+(``proxy_pass http://gateway;`` without the trailing ``/``, an ingress without a
+rewrite): the gateway is asked ``/llm/v1/...`` and serves it as ``/v1/...``, and still
+serves paths without the prefix (a kubelet's health check). Every check that reads the
+path reads it without the prefix: the paths answered to anyone, the admin paths where
+Basic credentials count, the API paths a key's limits count, the browser checks; a path
+with the prefix twice, or a ``..`` after it, is not served."""
+
+from __future__ import annotations
+
+import http.client
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import openai
+import pytest
+from fake_upstream import FakeUpstream
+from gateway_proc import ECHO_ONLY, Served, serve_refused, serve_text, wait_for
+from prefix_proxy import prefix_proxy
+
+from llmroute.server.app import create_app
+from llmroute.server.root_path import GATEWAY_SEGMENTS
+from llmroute.server.settings import ServeSettings
+
+TEAM = "team-key-0123456789abcdef"
+OPS = "ops-key-0123456789abcdef"
+LIMITED = "limited-key-0123456789abcdef"
+KEYS = {
+    "LLMROUTE_TEST_TEAM_KEY": TEAM,
+    "LLMROUTE_TEST_OPS_KEY": OPS,
+    "LLMROUTE_TEST_LIMITED_KEY": LIMITED,
+}
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: up-small}
+routes:
+  - {name: chat, examples: ["hello there", "how are you today"], target: small}
+default: {target: small}
+auth:
+  keys:
+    - {name: team, key_env: LLMROUTE_TEST_TEAM_KEY}
+    - {name: ops, key_env: LLMROUTE_TEST_OPS_KEY, admin: true}
+    - {name: limited, key_env: LLMROUTE_TEST_LIMITED_KEY, rpm: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("root_path")
+    env = {**KEYS, "LLMROUTE_TELEMETRY_URL": f"sqlite:///{tmp / 'decisions.db'}"}
+    text = REGISTRY % {"url": upstream.url}
+    with serve_text(text, tmp, ["--root-path", "/llm"], env) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def proxied(gateway: Served) -> Iterator[str]:
+    """The proxy that keeps the prefix: ``http://127.0.0.1:PORT/llm``."""
+    with prefix_proxy(gateway.url, keep=True) as url:
+        yield url
+
+
+def _asked(gateway: Served, method: str, path: str) -> bool:
+    """Whether the access log shows `path` asked of the gateway itself, whole."""
+    return f'"{method} {path} HTTP/1.1"' in gateway.log_text()
+
+
+def test_the_openai_client_chats_and_streams_through_a_proxy_that_keeps_the_prefix(
+    gateway: Served, proxied: str
+) -> None:
+    with openai.OpenAI(base_url=f"{proxied}/v1", api_key=TEAM, max_retries=0) as client:
+        answer = client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "hello there, proxy"}]
+        )
+        assert "hello there, proxy" in (answer.choices[0].message.content or "")
+        stream = client.chat.completions.create(
+            model="auto",
+            messages=[{"role": "user", "content": "how are you today, stream"}],
+            stream=True,
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert "how are you today, stream" in text
+        assert "auto" in {model.id for model in client.models.list()}
+    # the proxy passed the prefix on: the gateway was asked the path whole
+    wait_for("the access lines", lambda: _asked(gateway, "GET", "/llm/v1/models"), 10)
+    assert _asked(gateway, "POST", "/llm/v1/chat/completions"), gateway.log_text()
+
+
+def test_paths_without_the_prefix_are_served_too(gateway: Served) -> None:
+    for path in ("/health", "/ready", "/llm/health", "/llm/ready"):
+        assert httpx.get(f"{gateway.url}{path}", timeout=10).status_code == 200, path
+    bearer = {"Authorization": f"Bearer {TEAM}"}
+    for path in ("/v1/models", "/llm/v1/models"):
+        answer = httpx.get(f"{gateway.url}{path}", headers=bearer, timeout=10)
+        assert answer.status_code == 200, (path, answer.text)
+        assert "auto" in {m["id"] for m in answer.json()["data"]}
+    # nothing else: a prefix not followed by '/' is not the prefix
+    assert httpx.get(f"{gateway.url}/llmx/v1/models", headers=bearer, timeout=10).status_code == 404
+
+
+def _linked(page: httpx.Response) -> list[str]:
+    """The URLs the page asks for: its stylesheet, its script and its data."""
+    found = re.findall(r'(?:href|src|content)="([^"]*(?:app\.css|app\.js|data))"', page.text)
+    assert len(found) == 3, found
+    return [str(page.url.join(link)) for link in found]
+
+
+@pytest.mark.parametrize("page", ["dashboard", "dashboard/"])
+def test_the_dashboard_loads_its_data_under_the_prefix(
+    gateway: Served, proxied: str, page: str
+) -> None:
+    login = ("admin", OPS)  # a browser's Basic login: any user name, the key as password
+    with openai.OpenAI(base_url=f"{proxied}/v1", api_key=TEAM, max_retries=0) as client:
+        client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": f"hello there, {page}"}]
+        )
+    answer = httpx.get(f"{proxied}/{page}", auth=login, timeout=10)
+    assert answer.status_code == 200, answer.text
+    for url in _linked(answer):
+        assert url.startswith(f"{proxied}/dashboard/"), url
+        fetched = httpx.get(url, params={"since": "15m"}, auth=login, timeout=10)
+        assert fetched.status_code == 200, (url, fetched.text)
+
+    def logged() -> bool:
+        data = httpx.get(f"{proxied}/dashboard/data", params={"since": "15m"}, auth=login)
+        assert data.status_code == 200, data.text
+        return bool(data.json()["summary"]["requests"])
+
+    wait_for("a logged decision on the dashboard under the prefix", logged, 20, gateway.log)
+    assert _asked(gateway, "GET", "/llm/dashboard/data?since=15m"), gateway.log_text()
+
+
+def _status(gateway: Served, path: str, headers: dict[str, str]) -> int:
+    """The status of GET `path` asked exactly as written (httpx would resolve ``..``)."""
+    where = urlsplit(gateway.url)
+    connection = http.client.HTTPConnection(where.hostname or "", where.port, timeout=10)
+    try:
+        connection.request("GET", path, headers=headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_the_paths_answered_to_anyone_and_the_admin_paths_are_read_without_the_prefix(
+    gateway: Served,
+) -> None:
+    url = gateway.url
+    for path in ("/llm/health", "/llm/ready"):
+        assert httpx.get(f"{url}{path}", timeout=10).status_code == 200, path
+    assert httpx.get(f"{url}/llm/favicon.ico", timeout=10).status_code == 404  # not 401
+    # the API: a key needed, as a Bearer; a browser's Basic login does not count there
+    refused = httpx.get(f"{url}/llm/v1/models", timeout=10)
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    basic = httpx.get(f"{url}/llm/v1/models", auth=("admin", OPS), timeout=10)
+    assert basic.status_code == 401, basic.text
+    assert "Basic credentials count only on /dashboard" in basic.json()["error"]["message"]
+    # the admin paths: Basic counts, an admin key is needed
+    for path in ("/llm/dashboard", "/llm/metrics"):
+        asked = httpx.get(f"{url}{path}", timeout=10)
+        assert asked.status_code == 401, (path, asked.text)
+        assert asked.headers["www-authenticate"] == 'Basic realm="llmroute"'
+        assert httpx.get(f"{url}{path}", auth=("me", TEAM), timeout=10).status_code == 403
+        assert httpx.get(f"{url}{path}", auth=("me", OPS), timeout=10).status_code == 200
+    # what the checks saw is what the routes match: no second prefix, no '..', taken off
+    team = {"Authorization": f"Bearer {TEAM}"}
+    for path in (
+        "/llm/llm/dashboard",
+        "/llm/llm/metrics",
+        "/llm/llm/v1/models",
+        "/llm/../dashboard",
+        "/llm/%2E%2E/dashboard",
+        "/llm/../llm/dashboard",
+    ):
+        assert _status(gateway, path, team) == 404, path
+
+
+def test_a_keys_limits_count_under_the_prefix(gateway: Served) -> None:
+    limited = {"Authorization": f"Bearer {LIMITED}"}
+    for path in ("/v1/models", "/llm/v1/models"):  # rpm: 2
+        assert httpx.get(f"{gateway.url}{path}", headers=limited, timeout=10).status_code == 200
+    third = httpx.get(f"{gateway.url}/llm/v1/models", headers=limited, timeout=10)
+    assert third.status_code == 429, third.text
+
+
+def test_the_browser_checks_hold_under_the_prefix(gateway: Served) -> None:
+    form = httpx.post(
+        f"{gateway.url}/llm/v1/chat/completions",
+        content=b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}',
+        headers={
+            "content-type": "text/plain",
+            "origin": "https://elsewhere.example",
+            "sec-fetch-site": "cross-site",
+            "sec-fetch-mode": "no-cors",
+        },
+        timeout=10,
+    )
+    assert form.status_code == 403 and form.json()["error"]["code"] == "cross_origin_forbidden"
+    rebound = {"host": "rebound.example:8000", "authorization": f"Bearer {TEAM}"}
+    models = httpx.get(f"{gateway.url}/llm/v1/models", headers=rebound, timeout=10)
+    assert models.status_code == 400 and models.json()["error"]["code"] == "invalid_host"
+    assert httpx.get(f"{gateway.url}/llm/health", headers=rebound, timeout=10).status_code == 200
+
+
+def test_the_environment_variable_reaches_every_worker(tmp_path: Path) -> None:
+    env = {"LLMROUTE_ROOT_PATH": "/llm"}
+    with serve_text(ECHO_ONLY, tmp_path, ["--workers", "2"], env) as served:
+        for _ in range(4):  # whichever worker answers
+            assert httpx.get(f"{served.url}/llm/v1/models", timeout=10).status_code == 200
+            assert httpx.get(f"{served.url}/v1/models", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("option", "env"),
+    [
+        *((["--root-path", value], {}) for value in ("llm", "/llm/", "/", "/llm?x=1", "/l#m")),
+        *((["--root-path", value], {}) for value in ("/a//b", "/a/../b", "/l m", "/l%6Dm")),
+        *((["--root-path", value], {}) for value in ("/v1", "/dashboard/x", "/health", "/l:m")),
+        ([], {"LLMROUTE_ROOT_PATH": "llm/"}),
+        (["--root-path", "/v2"], {"LLMROUTE_ROOT_PATH": "/llm"}),
+    ],
+)
+def test_a_malformed_root_path_stops_the_start_with_one_line(
+    option: list[str], env: dict[str, str], tmp_path: Path
+) -> None:
+    done = serve_refused(ECHO_ONLY, tmp_path, option, env)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "--root-path" in lines[0] and "give a path such as /llm" in lines[0], lines
+
+
+def test_no_prefix_can_take_a_path_of_the_gateways_own() -> None:
+    """`GATEWAY_SEGMENTS` holds the first segment of every route the gateway serves."""
+    app = create_app("registry.yaml", ServeSettings(dashboard=True, root_path="/llm"))
+    firsts = {route.path.split("/")[1] for route in app.routes}  # type: ignore[attr-defined]
+    assert firsts and firsts <= GATEWAY_SEGMENTS, firsts - GATEWAY_SEGMENTS
+
+
+def test_the_root_path_goes_to_the_workers_through_the_environment() -> None:
+    settings = ServeSettings(root_path="/llm/gw")
+    assert settings.to_env()["LLMROUTE_ROOT_PATH"] == "/llm/gw"
+    assert ServeSettings.from_env(settings.to_env()) == settings
+    assert ServeSettings.from_env({}).root_path is None
