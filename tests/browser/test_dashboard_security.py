@@ -200,21 +200,24 @@ def test_a_page_that_rebinds_its_name_to_loopback_cannot_read_the_log_dashboard(
     assert own == "ready"
 
 
+@pytest.mark.parametrize("keep", [False, True], ids=["strips", "keeps"])
 def test_the_dashboard_login_works_under_a_proxys_path_prefix(
-    upstream: FakeUpstream, tmp_path: Path
+    upstream: FakeUpstream, tmp_path: Path, keep: bool
 ) -> None:
     """Behind a proxy that serves the gateway under /llm/ (nginx's ``location /llm/ {
-    proxy_pass http://gateway/; }``), the operator logs in (Basic) at /llm/dashboard and
-    the page loads its script, style and data through the proxy: with absolute URLs the
-    browser would ask the proxy's root for /dashboard/app.js and get its 404."""
+    proxy_pass http://gateway/; }``, or without the trailing ``/``, passing the prefix on
+    to a gateway started with ``--root-path /llm``), the operator logs in (Basic) at
+    /llm/dashboard and the page loads its script, style and data through the proxy: with
+    absolute URLs the browser would ask the proxy's root for /dashboard/app.js and get
+    its 404."""
     registry = tmp_path / "registry.yaml"
     digest = hashlib.sha256(ADMIN.encode()).hexdigest()
     keys = f'auth:\n  keys:\n    - {{name: ops, sha256: "{digest}", admin: true}}\n'
     registry.write_text(DASHBOARD_REGISTRY % {"url": upstream.url} + keys)
     env = {"LLMROUTE_TELEMETRY_URL": f"sqlite:///{tmp_path / 'log.db'}"}
     with (
-        serve(registry, tmp_path / "serve.log", env=env) as served,
-        prefix_proxy(served.url) as proxied,
+        serve(registry, tmp_path / "serve.log", ["--root-path", "/llm"] * keep, env) as served,
+        prefix_proxy(served.url, keep=keep) as proxied,
         browser(tmp_path) as chromium,
     ):
         for page in ("dashboard", "dashboard/"):
