@@ -574,14 +574,15 @@ def _cascade_headers(steps: tuple[TierStep, ...]) -> dict[str, str]:
     return {"x-llmroute-cascade": cascade_header(steps)} if steps else {}
 
 
-def recorder_of(request: Request) -> Recorder | None:
+def recorder_of(request: Request, api: str | None = None) -> Recorder | None:
     """The process's recorder, for the request's client key when it came with one, and
-    its tags."""
+    its tags; its records say they came by `api` (else the API of the request's path)."""
     telemetry = getattr(request.app.state, "telemetry", None)
     if not isinstance(telemetry, Telemetry):
         return None
     recorder = gateway_of(request).recorder_for(telemetry.recorder, api_key_of(request.scope))
-    api = api_of(request.scope.get("path", ""))
+    if api is None:
+        api = api_of(request.scope.get("path", ""))
     return recorder.by_api(api).with_tags(request_tags(request))  # one copy at most a request
 
 

@@ -2,14 +2,15 @@
 
 Nothing is routed: embeddings are asked of a named model, and a chat model or a route
 cannot answer them. Their cost (the model's input price) counts against the model's and
-the client key's budgets and in the cost metrics; the decision log, which records
-routing decisions, does not hold them. `serve_unrouted` serves reranking
-(`server.rerank`) the same way.
+the client key's budgets and in the cost metrics, and the decision log holds each answer
+(api ``embeddings``, route ``(embeddings)``, no routing fields), so that its reports
+count the same spend. `serve_unrouted` serves reranking (`server.rerank`) the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -20,23 +21,30 @@ from llmroute.errors import LlmrouteError, shown
 from llmroute.registry.schema import with_article
 from llmroute.server.auth import api_key_of, check_model, hold_key_tokens
 from llmroute.server.body import read_json_object
+from llmroute.server.chat import recorder_of, request_tags
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.pool import check_pool
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.telemetry.metrics import EMBEDDINGS_ROUTE
 from llmroute.telemetry.service import Telemetry
 
-__all__ = ["embed", "embeddings", "pool_model", "serve_unrouted"]
+__all__ = ["embed", "embedded_text", "embeddings", "pool_model", "serve_unrouted"]
+
+Arrival = tuple[float, int]  # (time.time(), time.perf_counter_ns()) when a request came
 
 
 async def embeddings(request: Request) -> Response:
+    arrived = time.time(), time.perf_counter_ns()
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
-    return await embed(request, gateway, body)
+    return await embed(request, gateway, body, arrived)
 
 
-async def embed(request: Request, gateway: Gateway, body: dict[str, Any]) -> Response:
-    """`body` (an embeddings request) answered by its pool model, charged to the key."""
+async def embed(
+    request: Request, gateway: Gateway, body: dict[str, Any], arrived: Arrival | None = None
+) -> Response:
+    """`body` (an embeddings request) answered by its pool model, charged to the key;
+    `arrived` is when it came (now when None: a batch's line)."""
     name = pool_model(request, gateway, body.get("model"), "embedding")
     require_input(body)
     return await serve_unrouted(
@@ -47,6 +55,9 @@ async def embed(request: Request, gateway: Gateway, body: dict[str, Any]) -> Res
         gateway.dispatcher.embed,
         EMBEDDINGS_ROUTE,
         estimated_input_tokens(body.get("input")),
+        api="embeddings",
+        text_of=embedded_text,
+        arrived=arrived,
     )
 
 
@@ -58,17 +69,41 @@ async def serve_unrouted(
     call: Callable[[str, dict[str, Any]], Awaitable[tuple[dict[str, Any], Usage]]],
     route: str,
     estimated_tokens: int,
+    *,
+    api: str,
+    text_of: Callable[[Mapping[str, Any]], str | None],
+    arrived: Arrival | None = None,
 ) -> Response:
     """`body` answered by the pool model `name` through `call` (the dispatcher's
     `embed` or `rerank`); its `estimated_tokens` held against the key's ``tpm`` while it
     runs (concurrent requests count each other, as chat's do), its cost charged to the
-    client key and counted in the metrics under `route`."""
+    client key and counted in the metrics under `route`. The answer, or the error of
+    the call, is logged in the decision log as coming by `api` (`Recorder.unrouted`;
+    `text_of` gives the text ``telemetry.prompts`` may keep), with its key, tags and
+    end user, like a chat's."""
+    ts, started_ns = arrived if arrived is not None else (time.time(), time.perf_counter_ns())
+    request_tags(request)  # a malformed x-llmroute-tags is refused before any work, as chat's
+    recorder = recorder_of(request, api)
     headers = {"x-llmroute-model": name}
     release = await hold_key_tokens(request.scope, gateway, estimated_tokens)
     try:
         data, usage = await call(name, body)
     except LlmrouteError as exc:
-        raise gateway_error(exc, headers) from None
+        error = gateway_error(exc, headers)
+        if recorder is not None:
+            recorder.unrouted(
+                route,
+                name,
+                gateway.version,
+                body,
+                text_of,
+                ts=ts,
+                started_ns=started_ns,
+                status=error.status,
+                error=error.code or "error",
+                attempts=error.attempts,
+            )
+        raise error from None
     finally:
         if release is not None:
             release()
@@ -78,7 +113,30 @@ async def serve_unrouted(
     telemetry = getattr(request.app.state, "telemetry", None)
     if isinstance(telemetry, Telemetry):
         telemetry.metrics.observe_unrouted(route, name, usage, None if key is None else key.name)
+    if recorder is not None:
+        recorder.unrouted(
+            route,
+            name,
+            gateway.version,
+            body,
+            text_of,
+            ts=ts,
+            started_ns=started_ns,
+            status=200,
+            usage=usage,
+        )
     return JSONResponse(data, headers=headers)
+
+
+def embedded_text(body: Mapping[str, Any]) -> str | None:
+    """The text an embeddings request sent (its strings, a line each), for the decision
+    log's ``prompt``; None for token ids."""
+    value = body.get("input")
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return "\n".join(value)
+    return None
 
 
 def pool_model(request: Request, gateway: Gateway, name: object, kind: str) -> str:

@@ -4,17 +4,20 @@ through to a pool model of kind ``rerank``.
 Like embeddings, nothing is routed: a reranker is asked by name, its scores do not mix
 with another's, and its cost (tokens at the model's ``price.input``, searches at
 ``price.search``) counts against the model's and the client key's budgets and in the
-cost metrics (route ``(rerank)``).
+cost metrics (route ``(rerank)``), and the decision log holds each answer (api
+``rerank``).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from llmroute.dispatch.rerank import estimated_rerank_tokens
+from llmroute.dispatch.rerank import estimated_rerank_tokens, rerank_texts
 from llmroute.server.auth import COHERE_RERANK_PATH
 from llmroute.server.body import read_json_object
 from llmroute.server.embeddings import pool_model, serve_unrouted
@@ -22,12 +25,13 @@ from llmroute.server.errors import GatewayError
 from llmroute.server.state import gateway_of
 from llmroute.telemetry.metrics import RERANK_ROUTE
 
-__all__ = ["RERANK_PATHS", "require_rerank", "rerank"]
+__all__ = ["RERANK_PATHS", "require_rerank", "rerank", "reranked_text"]
 
 RERANK_PATHS = ("/v1/rerank", COHERE_RERANK_PATH)
 
 
 async def rerank(request: Request) -> Response:
+    arrived = time.time(), time.perf_counter_ns()
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
     name = pool_model(request, gateway, body.get("model"), "rerank")
@@ -40,7 +44,17 @@ async def rerank(request: Request) -> Response:
         gateway.dispatcher.rerank,
         RERANK_ROUTE,
         estimated_rerank_tokens(body),
+        api="rerank",
+        text_of=reranked_text,
+        arrived=arrived,
     )
+
+
+def reranked_text(body: Mapping[str, Any]) -> str:
+    """The text a rerank request sent, for the decision log's ``prompt``: the query,
+    then each document's text, a line each."""
+    query, documents = rerank_texts(body)
+    return "\n".join((query, *documents))
 
 
 def require_rerank(body: dict[str, Any]) -> None:

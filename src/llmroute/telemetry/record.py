@@ -22,6 +22,8 @@ __all__ = [
     "CLIENT_DISCONNECTED",
     "DECISION_COLUMNS",
     "SERVER_SHUTDOWN",
+    "UNROUTED_APIS",
+    "UNROUTED_LAYER",
     "DecisionRecord",
     "FeedbackRecord",
     "LoggedDecision",
@@ -46,6 +48,15 @@ SERVER_SHUTDOWN = "server_shutdown"
 """The `error` of a request the gateway cut because it was stopping (SIGTERM, after the
 graceful timeout): status 503, or the 200 of a stream it cut; a failure, unlike
 `CLIENT_DISCONNECTED`."""
+
+UNROUTED_APIS = frozenset({"embeddings", "rerank"})
+"""The `api` of the requests the gateway answers without routing them (``/v1/embeddings``,
+``/v1/rerank``): logged for their traffic and cost, left out of routing's statistics
+(layers, margins, confidence, the default rate, drift, savings, refresh)."""
+
+UNROUTED_LAYER = "(unrouted)"
+"""The `layer` of an unrouted request's row (no layer decided it); its `route` is the
+metrics' label, ``(embeddings)`` or ``(rerank)``, and its `model` the pool model asked."""
 
 # The columns of the `decisions` table, in order; `to_row` returns them and
 # `LoggedDecision` has one field per column.
@@ -81,7 +92,8 @@ DECISION_COLUMNS: tuple[str, ...] = (
     "end_user",  # the request's own user id (``safety_identifier`` / ``user``; migration 0004)
     "tags",  # JSON list of the request's ``x-llmroute-tags``, NULL without (migration 0004)
     "response",  # the answer's text as `telemetry.responses` says, else NULL (migration 0005)
-    "api",  # the API the request came by: chat, messages, responses, completions (0006)
+    "api",  # the API the request came by: chat, messages, responses, completions,
+    # embeddings, rerank (migration 0006)
 )
 
 
@@ -105,8 +117,10 @@ class DecisionRecord:
     `latency_ms` is the decision's own time. `end_user` is the end user the request
     named (its ``safety_identifier`` or ``user``), `tags` what its ``x-llmroute-tags``
     header said: who and what a request's cost is attributed to. `api` is the API it came
-    by (``chat``, ``messages``, ``responses``, ``completions``; None for the SDK's calls
-    and ``/v1/route``).
+    by (``chat``, ``messages``, ``responses``, ``completions``; ``embeddings`` and
+    ``rerank`` for the requests answered without routing, `UNROUTED_APIS`, whose
+    `decision` only names their route label and model; None for the SDK's calls and
+    ``/v1/route``).
     """
 
     decision: Decision
@@ -140,9 +154,16 @@ class DecisionRecord:
     def id(self) -> str:
         return self.decision.id
 
+    @property
+    def unrouted(self) -> bool:
+        """An embeddings or rerank request: answered by the model it named, not routed."""
+        return self.api in UNROUTED_APIS
+
     def stored_prompt(self) -> tuple[str | None, str | None]:
         """(prompt_hash, prompt) as `prompt_mode` stores them. ``redacted`` stores the
-        redacted text, or the text itself when safety found nothing to redact."""
+        redacted text the recorder made, else the text through the PII detector here (in
+        the writer's thread: an unrouted request's text is redacted off the request
+        path)."""
         text = self.prompt
         if text is None or self.prompt_mode == "off":
             return None, None
@@ -150,7 +171,11 @@ class DecisionRecord:
         if self.prompt_mode == "hash":
             return digest, None
         if self.prompt_mode == "redacted":
-            return digest, self.redacted_prompt if self.redacted_prompt is not None else text
+            if self.redacted_prompt is not None:
+                return digest, self.redacted_prompt
+            from llmroute.telemetry.recorder import redact_text
+
+            return digest, redact_text(text)
         return digest, text
 
     def to_row(self) -> tuple[Any, ...]:
@@ -250,6 +275,12 @@ class LoggedDecision:
     tags: tuple[str, ...] = ()
     response: str | None = None
     api: str | None = None
+
+    @property
+    def unrouted(self) -> bool:
+        """An embeddings or rerank request (`UNROUTED_APIS`): counted in traffic and
+        spend, not in routing's statistics."""
+        return self.api in UNROUTED_APIS
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> LoggedDecision:

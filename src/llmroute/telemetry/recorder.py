@@ -19,11 +19,16 @@ from functools import cache
 from typing import Any, Protocol
 
 from llmroute.decide import Router
-from llmroute.decision import Decision
+from llmroute.decision import Decision, new_decision_id
 from llmroute.dispatch.usage import Usage
 from llmroute.safety.pii import PiiDetector, Redactor
 from llmroute.telemetry.attribution import end_user_of
-from llmroute.telemetry.record import DecisionRecord, PromptMode, ResponseMode
+from llmroute.telemetry.record import (
+    UNROUTED_LAYER,
+    DecisionRecord,
+    PromptMode,
+    ResponseMode,
+)
 from llmroute.telemetry.request_log import log_request
 
 __all__ = ["Observer", "Recorder", "Sink"]
@@ -250,6 +255,72 @@ class Recorder:
                 self.metrics.observe_decision(decision)
             except Exception:  # metrics must never fail a request
                 log.exception("metrics failed to observe decision %s", decision.id)
+        log_request(record)
+        return record
+
+    def unrouted(
+        self,
+        route: str,
+        model: str,
+        registry_version: str,
+        body: Mapping[str, Any],
+        text_of: Callable[[Mapping[str, Any]], str | None],
+        *,
+        ts: float,
+        started_ns: int,
+        status: int,
+        error: str | None = None,
+        usage: Usage | None = None,
+        attempts: tuple[str, ...] = (),
+    ) -> DecisionRecord:
+        """Record a request answered without routing (this recorder's `api` is
+        ``embeddings`` or ``rerank``): its row names `route` (the metrics' label) and the
+        pool `model` it asked, with no layer, margin or signals. It goes to the log and
+        the request log line only: the caller has charged the key and counted the
+        metrics (`GatewayMetrics.observe_unrouted`). Its text (`text_of` the body) is
+        kept as ``telemetry.prompts`` keeps a chat's: nothing with ``off``, its hash with
+        ``hash``; ``redacted`` runs the PII detector in the writer's thread."""
+        decision = Decision(
+            id=new_decision_id(),
+            route=route,
+            model=model,
+            layer=UNROUTED_LAYER,
+            confidence=1.0,  # the request named its model, as a pinned one does
+            margin=None,
+            reason="not routed: the request named its model",
+            registry_version=registry_version,
+            signals=(),
+            encode_us=0.0,
+            total_us=0.0,
+        )
+        mode = self.prompts
+        text = None
+        if mode != "off" and self.sink is not None:
+            try:
+                text = text_of(body)
+            except Exception:  # the body was checked already; be safe anyway
+                text = None
+        record = DecisionRecord(
+            decision=decision,
+            ts=ts,
+            status=status,
+            latency_ms=(time.perf_counter_ns() - started_ns) / 1e6,
+            served_model=model if status < 400 else None,
+            error=error,
+            tokens_in=None if usage is None else usage.prompt_tokens,
+            tokens_out=None if usage is None else usage.completion_tokens,
+            cost_usd=None if usage is None else usage.cost_usd,
+            usage_estimated=False if usage is None else usage.estimated,
+            attempts=attempts,
+            prompt_mode=mode,
+            prompt=text,
+            client=self.client,
+            end_user=end_user_of(body),
+            tags=self.tags,
+            api=self.api,
+        )
+        if self.sink is not None:
+            self.sink.offer(record)
         log_request(record)
         return record
 
