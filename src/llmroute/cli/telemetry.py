@@ -61,7 +61,7 @@ ClientOption = Annotated[
     str | None,
     typer.Option("--client", help="Only requests of this client key.", show_default=False),
 ]
-APIS = ("chat", "messages", "responses", "completions", "none")
+APIS = ("chat", "messages", "responses", "completions", "embeddings", "rerank", "none")
 
 
 def _api_choice(value: str | None) -> str | None:
@@ -74,8 +74,8 @@ ApiOption = Annotated[
     str | None,
     typer.Option(
         "--api",
-        help="Only requests that came by this API: chat, messages, responses, completions "
-        "(none: the rows without one: the SDK's, /v1/route, older rows).",
+        help="Only requests that came by this API: chat, messages, responses, completions, "
+        "embeddings, rerank (none: the rows without one: the SDK's, /v1/route, older rows).",
         show_default=False,
         callback=_api_choice,
     ),
@@ -338,6 +338,7 @@ def refresh_command(
     """Propose new examples and candidate routes from low-margin and default traffic."""
     from llmroute.decide import Router
     from llmroute.evaluate.data import read_labelled
+    from llmroute.telemetry.drift import routed_only
     from llmroute.telemetry.refresh import RefreshConfig, propose
 
     window = _window(since, "--since")
@@ -353,7 +354,8 @@ def refresh_command(
         if log.empty_reason is not None:
             _empty(log, window.text, as_json)
             return
-        decisions = log.store.decisions(window.since, window.until)
+        # embeddings and rerank requests were not routed: nothing to learn routing from
+        decisions = routed_only(log.store.decisions(window.since, window.until))
     if not decisions:
         _empty(Log(log.store, log.shown, None), f"the last {window.text}", as_json)
         return
@@ -473,7 +475,8 @@ def export_command(
     """Write the decision log's requests as JSON lines: the decision, its outcome, cost,
     key, end user and tags, the prompt and the answer where the log kept them
     (telemetry.prompts / responses), and the feedback given. The `prompt` field feeds
-    `llmroute calibrate` and `registry record` as it is."""
+    `llmroute calibrate` and `registry record` as it is: embeddings and rerank requests,
+    which were not routed, are left out unless --api names their API."""
     from llmroute.telemetry.export import export_rows
 
     if output is not None and output.exists() and not force:
@@ -488,7 +491,9 @@ def export_command(
     picked = [
         d
         for d in _narrowed(decisions, tag, client, api)
-        if (route is None or d.route == route) and (not with_text or d.prompt is not None)
+        if (route is None or d.route == route)
+        and (not with_text or d.prompt is not None)
+        and (not d.unrouted or api == d.api)
     ]
     lines = (
         json.dumps(json_safe(row), ensure_ascii=False) for row in export_rows(picked, feedback)
@@ -607,6 +612,10 @@ def _print_report(console: Console, report: Report, window: Window, shown: str) 
         + (
             f"; {total.route_only} of them decisions only (/v1/route: no latency or cost)"
             * bool(total.route_only)
+        )
+        + (
+            f"; {total.unrouted} embeddings or rerank requests (not routed: in the cost, "
+            "not the savings)" * bool(total.unrouted)
         )
     )
     if report.strongest is not None:

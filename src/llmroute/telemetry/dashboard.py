@@ -10,7 +10,9 @@ spend per (time bucket, route, model) over the whole window (`Store.decision_buc
 so the charts and counts are exact for a week of traffic; percentiles, margins,
 savings, drift and the newest decisions come from at most `max_rows` of the newest
 rows of each window (`sample` says how many the window holds). No prompt text is read:
-the dashboard is aggregates and decision ids.
+the dashboard is aggregates and decision ids. Embeddings and rerank requests count in
+the requests, errors, latency and spend (routes ``(embeddings)`` and ``(rerank)``), not
+in margins, confidence, layers, the default rate, drift or savings.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 
 from llmroute.json_values import json_safe
 from llmroute.registry.schema import DriftSettings, Registry
-from llmroute.telemetry.drift import DEFAULT_ROUTE, drift_report, is_default
+from llmroute.telemetry.drift import DEFAULT_ROUTE, drift_report, is_default, routed_only
 from llmroute.telemetry.record import FeedbackRecord, LoggedDecision, ShadowRecord
 from llmroute.telemetry.report import NO_API, build_report, is_error
 from llmroute.telemetry.store.base import ApiTotal, ClientTotal, DecisionBucket, TagTotal
@@ -448,14 +450,15 @@ def dashboard_data(
     )
     drift_settings = registry.drift if registry is not None else DriftSettings()
     drift = drift_report(previous.decisions, decisions, drift_settings)
+    routed = routed_only(decisions)  # margins, confidence, layers: embeddings' and rerank's none
     drift_of = {r.route: r for r in drift.routes}
     shadow_of = {s.route: s for s in report.shadow.routes}
     feedback_of = {f.route: f for f in report.feedback}
     sampled_routes = {g.name: g for g in report.routes}
     sampled_models = {g.name: g for g in report.models}
-    extras = _route_extras(decisions)
+    extras = _route_extras(routed)
     total = report.total
-    margins = [d.margin for d in decisions if d.margin is not None]
+    margins = [d.margin for d in routed if d.margin is not None]
 
     routes = []
     for name, counts in sorted(tally.routes.items(), key=lambda kv: (-kv[1].requests, kv[0])):
@@ -492,7 +495,7 @@ def dashboard_data(
                 "p99_ms": group.p99_ms if group else None,
             }
         )
-    layers = Counter(d.layer for d in decisions)
+    layers = Counter(d.layer for d in routed)
     span = max(window.end - window.since, 1e-9)
     payload: dict[str, Any] = json_safe(
         {
@@ -507,7 +510,7 @@ def dashboard_data(
                 "cache_hit_rate": _rate(tally.total.cache_hits, n),
                 "spend_usd": tally.total.spend_usd,
                 "escalation_rate": total.escalation_rate,
-                "default_rate": _rate(sum(map(is_default, decisions)), len(decisions)),
+                "default_rate": _rate(sum(map(is_default, routed)), len(routed)),
                 "p50_ms": total.p50_ms,
                 "p99_ms": total.p99_ms,
                 "cost_usd": total.cost_usd,
@@ -515,7 +518,7 @@ def dashboard_data(
                 "savings": total.savings,
                 "strongest_model": report.strongest,
                 "median_margin": _median(margins),
-                "mean_confidence": _mean([d.confidence for d in decisions]),
+                "mean_confidence": _mean([d.confidence for d in routed]),
                 "unpriced": total.unpriced,
                 "route_only": total.route_only,  # of the rows read
             },
@@ -529,7 +532,7 @@ def dashboard_data(
             "tags": tags[:TAG_ROWS],
             "tag_count": len(tags),
             "layers": [
-                {"name": name, "n": count, "share": count / len(decisions)}
+                {"name": name, "n": count, "share": count / len(routed)}
                 for name, count in sorted(layers.items(), key=lambda kv: (-kv[1], kv[0]))
             ],
             "apis": _apis(

@@ -14,7 +14,8 @@ route often has a median can fall by a few points between two draws of the same
 distribution; requiring a significant KS test keeps unchanged traffic quiet. A route is
 only judged when both windows hold at least ``drift.min_requests`` margins for it; else
 it is reported as ``insufficient``. Decisions without a margin (rules, pins) count in
-the route mix but not in the margin statistics. The whole log is flagged when the
+the route mix but not in the margin statistics; requests answered without routing
+(embeddings, rerank) count nowhere here. The whole log is flagged when the
 default rate rose by more than ``drift.default_rate_rise`` (both windows holding at
 least ``min_requests`` requests).
 
@@ -46,6 +47,7 @@ __all__ = [
     "kolmogorov_sf",
     "ks_2samp",
     "psi",
+    "routed_only",
 ]
 
 DEFAULT_ROUTE = "default"  # the route (and layer) name of decisions the default served
@@ -54,6 +56,15 @@ PSI_MAX_BINS = 10
 PSI_PER_BIN = 20
 
 Floats = npt.NDArray[np.float64]
+
+
+def routed_only(decisions: Sequence[LoggedDecision]) -> Sequence[LoggedDecision]:
+    """`decisions` less the requests answered without routing (embeddings, rerank:
+    `LoggedDecision.unrouted`), which routing's statistics leave out; `decisions` itself
+    when it holds none."""
+    if not any(d.unrouted for d in decisions):
+        return decisions
+    return [d for d in decisions if not d.unrouted]
 
 
 def is_default(decision: LoggedDecision) -> bool:
@@ -278,8 +289,10 @@ def drift_report(
     recent: Sequence[LoggedDecision],
     settings: DriftSettings | None = None,
 ) -> DriftReport:
-    """Compare two windows of decisions (see the module docstring for the rules)."""
+    """Compare two windows of decisions (see the module docstring for the rules).
+    Requests answered without routing (embeddings, rerank) are left out of both."""
     bounds = settings if settings is not None else DriftSettings()
+    baseline, recent = routed_only(baseline), routed_only(recent)
     counts = (Counter(d.route for d in baseline), Counter(d.route for d in recent))
     names = sorted(set(counts[0]) | set(counts[1]))
     routes = [

@@ -39,7 +39,7 @@ from llmroute.decide import Router
 from llmroute.errors import ConfigError, LlmrouteError
 from llmroute.evaluate.registry_diff import Traffic, diff_registries
 from llmroute.registry import LoadedRegistry, dump_registry, parse_registry
-from llmroute.telemetry.drift import is_default
+from llmroute.telemetry.drift import is_default, routed_only
 from llmroute.telemetry.record import LoggedDecision, prompt_hash
 
 __all__ = [
@@ -252,6 +252,7 @@ def propose(
     Raises `NoPrompts` when no decision has a stored prompt.
     """
     cfg = config if config is not None else RefreshConfig()
+    decisions = routed_only(decisions)  # an embedded or reranked text is no routing prompt
     mined_all, with_prompt = mine_prompts(decisions, cfg.max_margin)
     if with_prompt == 0:
         raise NoPrompts(

@@ -15,7 +15,10 @@ A request's cost is its logged `cost_usd`, else its tokens priced at its model's
 registry price; requests without token counts are left out of both cost columns (so
 the savings compare like with like) and counted in `unpriced`. Decisions asked for
 through ``/v1/route`` (`route_only`) count in the route mix and its shares, but not in
-latency or cost: nothing was dispatched.
+latency or cost: nothing was dispatched. Embeddings and rerank requests (`unrouted`)
+count in requests, errors, latency and cost, under their own routes ``(embeddings)``
+and ``(rerank)``, but not in the deciding layers, nor in the counterfactual or the
+savings: no routing chose their model.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from llmroute.registry.schema import Price, Registry
+from llmroute.telemetry.drift import routed_only
 from llmroute.telemetry.record import (
     CLIENT_DISCONNECTED,
     FeedbackRecord,
@@ -116,6 +120,8 @@ class GroupStats:
     counterfactual_usd: float | None  # the same requests on the strongest model
     unpriced: int
     route_only: int = 0  # /v1/route decisions: counted in n, not in latency or cost
+    unrouted: int = 0  # embeddings and rerank requests: in n and cost, not the savings
+    unrouted_usd: float = 0.0  # their part of cost_usd
 
     @property
     def error_rate(self) -> float | None:
@@ -131,9 +137,10 @@ class GroupStats:
 
     @property
     def savings(self) -> float | None:
+        """What routing saved against the counterfactual: over the routed requests."""
         if not self.counterfactual_usd:
             return None
-        return 1.0 - self.cost_usd / self.counterfactual_usd
+        return 1.0 - (self.cost_usd - self.unrouted_usd) / self.counterfactual_usd
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -154,6 +161,8 @@ class GroupStats:
             "savings": self.savings,
             "unpriced": self.unpriced,
             "route_only": self.route_only,
+            "unrouted": self.unrouted,
+            "unrouted_usd": self.unrouted_usd,
         }
 
 
@@ -226,8 +235,8 @@ def _group(
     cost_of: Callable[[LoggedDecision], float | None],
     strongest: Price | None,
 ) -> GroupStats:
-    cost = counterfactual = 0.0
-    unpriced = route_only = 0
+    cost = counterfactual = unrouted_usd = 0.0
+    unpriced = route_only = unrouted = 0
     latencies = []
     for d in decisions:
         if d.route_only:  # nothing dispatched: no cost, and only the decision's time
@@ -235,6 +244,14 @@ def _group(
             continue
         latencies.append(d.latency_ms)
         actual = cost_of(d)
+        if d.unrouted:  # its model was asked for: spend, but no counterfactual
+            unrouted += 1
+            if actual is None:
+                unpriced += 1
+            else:
+                cost += actual
+                unrouted_usd += actual
+            continue
         reference = _priced(d, strongest) if strongest is not None else None
         if actual is None or (strongest is not None and reference is None):
             unpriced += 1
@@ -252,9 +269,14 @@ def _group(
         p50_ms=_percentile(latencies, 50),
         p99_ms=_percentile(latencies, 99),
         cost_usd=cost,
-        counterfactual_usd=counterfactual if strongest is not None else None,
+        # none for a group of unrouted requests alone: nothing to compare
+        counterfactual_usd=(
+            counterfactual if strongest is not None and unrouted < len(decisions) else None
+        ),
         unpriced=unpriced,
         route_only=route_only,
+        unrouted=unrouted,
+        unrouted_usd=unrouted_usd,
     )
 
 
@@ -336,9 +358,10 @@ def build_report(
         _group(name, group, n, cost_of, reference)
         for name, group in _grouped(decisions, lambda d: d.model).items()
     ]
+    routed = routed_only(decisions)  # no layer decided an embeddings or rerank request
     layers = [
-        _group(name, group, n, cost_of, reference)
-        for name, group in _grouped(decisions, lambda d: d.layer).items()
+        _group(name, group, len(routed), cost_of, reference)
+        for name, group in _grouped(routed, lambda d: d.layer).items()
     ]
     clients = []
     if breakdowns and any(d.client is not None for d in decisions):
