@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from telemetry_records import PG_BASE, MakeRecord, pg_execute
 
+from llmroute.dispatch.usage import Usage
 from llmroute.errors import ConfigError, TelemetryError
 from llmroute.registry.schema import TelemetrySettings
 from llmroute.telemetry.dashboard import Grid, aggregate, api_totals, client_totals, tag_totals
@@ -25,6 +26,7 @@ from llmroute.telemetry.record import (
     ShadowRecord,
     prompt_hash,
 )
+from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.store import (
     SqliteStore,
     Store,
@@ -252,7 +254,8 @@ def test_every_field_round_trips(store: Store, make_record: MakeRecord) -> None:
     assert hashed.prompt_hash == prompt_hash(records[1].prompt or "") and hashed.prompt is None
     assert redacted.prompt == "my email is <EMAIL>, request 2"
     assert redacted.prompt_hash == prompt_hash(text)
-    assert unredacted.prompt == records[3].prompt
+    # no redaction made on the request path: the writer's thread makes it
+    assert unredacted.prompt == "my email is <EMAIL_1>, request 3"
     assert full.prompt == records[4].prompt
     assert failed.error == "upstream_error" and failed.attempts == () and failed.shadow
     assert failed.prompt_hash is None
@@ -361,6 +364,98 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
     assert [a.cost_usd for a in apis] == pytest.approx([a.cost_usd for a in reference_apis])
     per_api = {api: sum(a.requests for a in apis if a.api == api) for api in ("chat", None)}
     assert per_api == {"chat": 10, None: 9}
+
+
+class _Kept:
+    """A decision log writer that keeps what it is offered."""
+
+    def __init__(self) -> None:
+        self.records: list[DecisionRecord] = []
+
+    def offer(self, record: DecisionRecord) -> bool:
+        self.records.append(record)
+        return True
+
+
+def test_embeddings_and_rerank_answers_are_logged_and_counted(
+    store: Store, make_record: MakeRecord
+) -> None:
+    """An embeddings or rerank answer (`Recorder.unrouted`) is a row of its own: api and
+    route say what it was, the pool model, key, tags, end user, tokens, cost and status
+    round-trip, no routing fields; its text is kept as ``telemetry.prompts`` says, here
+    redacted (the PII detector runs in the writer's thread, at `to_row`); and the
+    database's per-key, per-API and per-bucket spend counts it beside the chats'."""
+    kept = _Kept()
+    recorder = Recorder(kept, None, "redacted").for_client("team-a", tags=("app=x",))
+    t0 = 1_700_000_000.0
+    text = "contact bob@example.com about it"
+    embedded = recorder.by_api("embeddings").unrouted(
+        "(embeddings)",
+        "embed",
+        "v1",
+        {"model": "embed", "input": [text, "two"], "user": "mary"},
+        lambda body: "\n".join(body["input"]),
+        ts=t0,
+        started_ns=0,
+        status=200,
+        usage=Usage(prompt_tokens=2, completion_tokens=0, cost_usd=0.2, estimated=False),
+    )
+    reranked = recorder.by_api("rerank").unrouted(
+        "(rerank)",
+        "rr",
+        "v1",
+        {"model": "rr", "query": "q", "documents": ["a"]},
+        lambda body: None,
+        ts=t0 + 1,
+        started_ns=0,
+        status=502,
+        error="upstream_error",
+        attempts=("rr: HTTP 500",),
+    )
+    assert kept.records == [embedded, reranked]
+    chat = make_record(0, ts=t0 + 2, client="team-a", api="chat", cost_usd=0.01)
+    store.write_decisions([embedded, reranked, chat])
+
+    got = {d.id: d for d in store.decisions(t0)}
+    row = got[embedded.id]
+    assert (row.api, row.route, row.model, row.served_model) == (
+        "embeddings",
+        "(embeddings)",
+        "embed",
+        "embed",
+    )
+    assert (row.layer, row.margin, row.route_only, row.unrouted) == (
+        "(unrouted)",
+        None,
+        False,
+        True,
+    )
+    assert (row.client, row.tags, row.end_user) == ("team-a", ("app=x",), "mary")
+    assert (row.tokens_in, row.tokens_out, row.cost_usd, row.status) == (2, 0, 0.2, 200)
+    assert row.prompt_mode == "redacted" and row.prompt is not None
+    assert "bob@example.com" not in row.prompt and "<EMAIL_1>" in row.prompt
+    assert row.prompt_hash == prompt_hash(f"{text}\ntwo")
+    failed = got[reranked.id]
+    assert (failed.api, failed.route, failed.status, failed.error) == (
+        "rerank",
+        "(rerank)",
+        502,
+        "upstream_error",
+    )
+    assert failed.served_model is None and failed.cost_usd is None and failed.unrouted
+    assert failed.attempts == ("rr: HTTP 500",) and failed.prompt is None
+    assert not got[chat.id].unrouted
+
+    team = store.client_totals(t0, None)  # a row per (key, model)
+    assert {c.client for c in team} == {"team-a"}
+    assert (sum(c.requests for c in team), sum(c.errors for c in team)) == (3, 1)
+    assert sum(c.cost_usd for c in team) == pytest.approx(0.21)
+    by_api = {a.api: a for a in store.api_totals(t0, None)}
+    assert by_api["embeddings"].cost_usd == pytest.approx(0.2)
+    assert (by_api["rerank"].requests, by_api["rerank"].errors) == (1, 1)
+    buckets = store.decision_buckets(t0, None, t0, 60)
+    assert {(b.route, b.model) for b in buckets} >= {("(embeddings)", "embed"), ("(rerank)", "rr")}
+    assert sum(b.cost_usd for b in buckets) == pytest.approx(0.21)
 
 
 # -- feedback and shadow ----------------------------------------------------------------
