@@ -319,3 +319,41 @@ def test_an_empty_window_has_a_message_and_empty_series() -> None:
     off = empty_dashboard(HOUR, url=None, message="the decision log is off")
     assert off["log"]["enabled"] is False
     json.dumps(off, allow_nan=False)
+
+
+def test_embeddings_and_rerank_count_in_spend_not_in_routing_figures() -> None:
+    """Embeddings and rerank answers are requests and spend of the window, under routes
+    of their own, but the routing figures (default rate, margins, confidence, layers,
+    drift, savings) are those of the routed requests alone."""
+    rows = _hour_of_traffic()
+    unrouted = [
+        logged(
+            f"({api})",
+            ts=NOW - 3000 + i,
+            margin=None,
+            confidence=1.0,
+            layer="(unrouted)",
+            model="small",
+            api=api,
+            cost_usd=0.5,
+            tokens_in=10,
+        )
+        for api in ("embeddings", "rerank")
+        for i in range(60)
+    ]
+    mixed = sorted(rows + unrouted, key=lambda d: d.ts)
+    plain = dashboard_data(
+        Rows(rows, len(rows)), Rows(rows, len(rows)), REGISTRY, window=HOUR, url="x"
+    )
+    data = dashboard_data(
+        Rows(mixed, len(mixed)), Rows(rows, len(rows)), REGISTRY, window=HOUR, url="x"
+    )
+    summary, before = data["summary"], plain["summary"]
+    assert summary["requests"] == before["requests"] + 120
+    assert summary["spend_usd"] == pytest.approx(before["spend_usd"] + 60.0)
+    for figure in ("default_rate", "median_margin", "mean_confidence", "savings"):
+        assert summary[figure] == pytest.approx(before[figure]), figure
+    assert data["layers"] == plain["layers"]
+    assert data["drift"]["mix_tv"] == plain["drift"]["mix_tv"]
+    routes = {r["name"]: r for r in data["routes"]}
+    assert routes["(embeddings)"]["n"] == 60 and routes["(rerank)"]["spend_usd"] == 30.0

@@ -122,3 +122,23 @@ def test_empty_windows() -> None:
     report = drift_report([], [], DriftSettings())
     assert not report.flagged and not report.enough_data
     assert report.routes == [] and report.default_rate_baseline is None
+
+
+def test_embeddings_and_rerank_answers_count_nowhere_in_drift() -> None:
+    """Embeddings and rerank answers are logged (for their spend) but were not routed:
+    a burst of them in one window moves neither the route mix nor the default rate,
+    and they are no route of their own."""
+    rng = np.random.default_rng(11)
+    base, recent = window(rng), window(rng)
+    unrouted = [
+        logged(f"({api})", margin=None, layer="(unrouted)", model="embed", api=api)
+        for api in ("embeddings", "rerank")
+        for _ in range(2000)
+    ]
+    plain = drift_report(base, recent, DriftSettings())
+    report = drift_report(base, recent + unrouted, DriftSettings())
+    assert report.n_recent == plain.n_recent
+    assert report.mix_tv == plain.mix_tv and report.mix_psi == plain.mix_psi
+    assert report.default_rate_recent == plain.default_rate_recent
+    assert [r.route for r in report.routes] == [r.route for r in plain.routes]
+    assert report.flagged == plain.flagged

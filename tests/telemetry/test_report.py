@@ -206,3 +206,48 @@ def test_tags_are_the_costliest_few_however_many_clients_make_up() -> None:
     assert report.tags[22].cost_usd < report.tags[21].cost_usd
     payload = report.to_dict()
     assert payload["tag_count"] == len(tagged) + 2 and len(payload["tags"]) == TOP_TAGS
+
+
+def _unrouted(n: int, api: str = "embeddings", model: str = "embed") -> list[LoggedDecision]:
+    """`n` embeddings (or rerank) answers as the gateway logs them: no layer decided them."""
+    return [
+        logged(
+            f"({api})",
+            model=model,
+            layer="(unrouted)",
+            margin=None,
+            confidence=1.0,
+            api=api,
+            tokens_in=1000,
+            tokens_out=0,
+            cost_usd=0.1,
+            latency_ms=5.0,
+        )
+        for _ in range(n)
+    ]
+
+
+def test_embeddings_and_rerank_count_in_spend_not_in_layers_or_savings() -> None:
+    """Embeddings and rerank answers are requests and spend (total, their own routes and
+    models, per key and API) but no routing chose their model: the deciding layers and
+    the savings against the strongest model are what they were without them."""
+    unrouted = _unrouted(30) + _unrouted(10, "rerank", "rr")
+    report = build_report(decisions() + unrouted, REGISTRY)
+    plain = build_report(decisions(), REGISTRY)
+    assert report.total.n == plain.total.n + 40
+    assert report.total.cost_usd == pytest.approx(plain.total.cost_usd + 40 * 0.1)
+    assert report.total.unrouted == 40 and report.total.unrouted_usd == pytest.approx(4.0)
+    assert report.total.counterfactual_usd == pytest.approx(plain.total.counterfactual_usd)
+    assert report.total.savings == pytest.approx(plain.total.savings)
+    assert report.total.unpriced == plain.total.unpriced
+    routes = {r.name: r for r in report.routes}
+    assert routes["(embeddings)"].cost_usd == pytest.approx(3.0)
+    assert routes["(embeddings)"].counterfactual_usd is None
+    assert routes["(embeddings)"].savings is None
+    assert routes["(rerank)"].n == 10
+    assert {m.name: m.cost_usd for m in report.models}["embed"] == pytest.approx(3.0)
+    assert [(g.name, g.n, g.share) for g in report.layers] == [
+        (g.name, g.n, g.share) for g in plain.layers
+    ]
+    assert {a.name: a.n for a in report.apis} == {"embeddings": 30, "rerank": 10, "(none)": 120}
+    assert report.to_dict()["total"]["unrouted_usd"] == pytest.approx(4.0)
