@@ -1,7 +1,8 @@
 """Stopping `llmroute serve` while every dependency of its shutdown hangs at once: Redis
 (behind a proxy that stops answering) holds a give-back, a budget settle and a cache
-write, the shadows' reference model never answers, and the PostgreSQL decision log's
-table is locked. The shutdown's steps each had their own bound and added up to ~20 s,
+write, the shadows' reference model never answers, the PostgreSQL decision log's
+table is locked, and the OpenTelemetry collector takes the spans' export and never
+answers. The shutdown's steps each had their own bound and added up to ~20 s,
 past the 10 s after which the supervisor of ``--workers`` kills a worker, so the log's
 "not written" WARNING was never said; now they share one deadline, 9 s after the
 graceful timeout, and each says what it drops."""
@@ -21,7 +22,7 @@ from fake_upstream import fake_upstream
 from gateway_proc import serve_text, wait_for
 from redis_service import REDIS_URL
 from services import require
-from stall_proxy import StallProxy, stall_proxy
+from stall_proxy import StallProxy, silent_server, stall_proxy
 from telemetry_records import PG_BASE, pg_execute, pg_reachable
 
 from llmroute.server.workers import KILL_MARGIN_S
@@ -84,9 +85,17 @@ def test_the_shutdown_ends_within_its_deadline_when_everything_hangs_and_says_wh
         return {"model": "auto", "messages": [{"role": "user", "content": content}]}
 
     args = ["--graceful-timeout", str(GRACE_S), "--workers", "2"]
-    env = {"LLMROUTE_TELEMETRY_URL": postgres_url}
     answers: list[httpx.Response] = []
-    with stall_proxy(REDIS_URL) as (redis, redis_url), fake_upstream() as upstream:
+    with (
+        stall_proxy(REDIS_URL) as (redis, redis_url),
+        fake_upstream() as upstream,
+        silent_server() as collector,
+    ):
+        env = {
+            "LLMROUTE_TELEMETRY_URL": postgres_url,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector,  # each request's spans, never taken
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "60",  # an export waits this long (10 s by default)
+        }
         values = {"url": upstream.url, "redis": redis_url, "namespace": redis_namespace}
         with serve_text(HUNG % values, tmp_path, args, env) as served:
             url = f"{served.url}/v1/chat/completions"
@@ -122,6 +131,7 @@ def test_the_shutdown_ends_within_its_deadline_when_everything_hangs_and_says_wh
     assert "those answers are not stored" in log, log[-3000:]  # the cache write
     assert "did not take within" in log, log[-3000:]  # the give-back and the settle
     assert "1 decision record(s) not written within" in log, log[-3000:]
+    assert "span(s) not exported within" in log, log[-3000:]  # beside the log, not after
     assert "Traceback" not in log, log[-3000:]
 
 
@@ -313,3 +323,4 @@ def test_a_version_already_closing_when_the_shutdown_begins_is_cut_at_its_deadli
         ended = asyncio.run(go())
     assert ended  # by the deadline, not the close's own 60 s
     assert "version old, retiring, was still closing at the shutdown's deadline" in caplog.text
+

@@ -2,7 +2,8 @@
 `stall`: it keeps its connections open but passes nothing on, either way, until it
 `resume`s, as a server that stopped answering does. One gateway pointed at it sees its
 Redis hang for as long as a test needs, while every other client of that Redis (other
-tests, running alongside) is served as usual, which ``CLIENT PAUSE`` cannot do."""
+tests, running alongside) is served as usual, which ``CLIENT PAUSE`` cannot do. And
+`silent_server`: one that never answers at all (an OpenTelemetry collector that hangs)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["StallProxy", "stall_proxy"]
+__all__ = ["StallProxy", "silent_server", "stall_proxy"]
 
 _POLL_S = 0.05
 
@@ -99,3 +100,47 @@ def stall_proxy(url: str) -> Iterator[tuple[StallProxy, str]]:
         yield proxy, urlunsplit(parts._replace(netloc=netloc))
     finally:
         proxy.close()
+
+
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """A server on 127.0.0.1 that accepts connections and reads what comes but never
+    answers, as a collector that hangs: its ``http://`` URL, until the block ends."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    closed = threading.Event()
+    held: list[socket.socket] = []
+
+    def read(conn: socket.socket) -> None:
+        conn.settimeout(_POLL_S)
+        while not closed.is_set():
+            try:
+                if not conn.recv(65536):
+                    return
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def accept() -> None:
+        listener.settimeout(_POLL_S)
+        while not closed.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)
+            threading.Thread(target=read, args=(conn,), daemon=True).start()
+
+    accepting = threading.Thread(target=accept, name="silent-server", daemon=True)
+    accepting.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        closed.set()
+        accepting.join()
+        listener.close()
+        for conn in held:
+            with contextlib.suppress(OSError):
+                conn.close()

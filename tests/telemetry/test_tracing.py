@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from stall_proxy import silent_server
 
 from llmroute.decision import (
     Decision,
@@ -122,6 +123,28 @@ def test_enabled_from_the_environment(
         assert ("not supported" in caplog.text) is (env.get("OTEL_TRACES_EXPORTER") == "zipkin")
     finally:
         tracing.shutdown()  # nothing was recorded: nothing is exported
+
+
+def test_a_shutdown_against_a_collector_that_never_answers_ends_within_its_bound_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SDK's shutdown waited on the export of what was pending for as long as the
+    exporter's timeout (here 5 s; 10 s by default, per batch, and 30 s in all), past the
+    gateway's stop deadline and its supervisor's kill."""
+    with silent_server() as collector:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5")
+        tracing = tracing_from_env()
+        for _ in range(3):  # a request span and 3 layers' each
+            tracing.start_request(decision()).finish()
+        with caplog.at_level(logging.WARNING, logger="llmroute.telemetry"):
+            assert tracing.shutdown(0.3) is False  # its exporter still waiting: left
+            assert tracing.shutdown(0.3) is True  # once
+    said = [r.getMessage() for r in caplog.records if "not exported within" in r.getMessage()]
+    assert said == [
+        "stopping: tracing: 12 span(s) not exported within 0.3 s (the collector is slow or "
+        "not answering): lost as the process exits"
+    ], caplog.text
 
 
 def test_request_span_with_a_span_per_layer(

@@ -75,8 +75,8 @@ _UNWIND_S = 5.0
 # the decision log's close (the last) included, ends within it, so a worker says what it
 # could not finish before its supervisor kills it (`KILL_MARGIN_S` after that end).
 # Each step takes its own bound or what is left less what the steps after it keep:
-# the decision log keeps `_LOG_RESERVE_S`, the charges and give-backs before it
-# `SETTLE_RESERVE_S` (docs/gateway.md, "Stopping").
+# the decision log keeps `_LOG_RESERVE_S` (the traces' export shares it, side by side),
+# the charges and give-backs before it `SETTLE_RESERVE_S` (docs/gateway.md, "Stopping").
 _CLOSE_S = KILL_MARGIN_S - 1.0
 _LOG_RESERVE_S = 2.0
 _LOG_CLOSE_MIN_S = 0.5  # should the steps before it overrun (a Redis call under way)
@@ -117,11 +117,15 @@ def create_app(
                     await _unwound(app.state.gateway, early.bounded(_UNWIND_S))
                     # the gateways' background work first: their shadows write to the log
                     await reloader.aclose(settles_by)
-                    # the current log: a reload may have replaced the first
+                    # the current log (a reload may have replaced the first) and, beside
+                    # it, the spans still to export: each on threads of its own
                     left_s = max(_LOG_CLOSE_MIN_S, closing.left())
-                    await app.state.telemetry.aclose(left_s)
+                    await asyncio.gather(
+                        app.state.telemetry.aclose(left_s),
+                        anyio.to_thread.run_sync(tracing.shutdown, left_s),
+                    )
         finally:
-            tracing.shutdown()
+            tracing.shutdown(_LOG_CLOSE_MIN_S)  # a start that failed: no spans (else a no-op)
 
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),

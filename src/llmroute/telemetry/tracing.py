@@ -34,8 +34,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -47,7 +48,8 @@ from llmroute.telemetry.propagation import caller_context, carry, upstream_trace
 from llmroute.telemetry.record import DecisionRecord
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
     from opentelemetry.trace import Span, Tracer
 
     from llmroute.dispatch.deployments import Deployment
@@ -143,9 +145,16 @@ class Tracing:
     """The gateway's tracer: disabled (every call a no-op) without a `tracer_provider`.
     `shutdown` flushes and closes a provider that `tracing_from_env` built."""
 
-    def __init__(self, tracer_provider: TracerProvider | None = None, *, owned: bool = False):
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        *,
+        owned: bool = False,
+        counted: _Counted | None = None,
+    ):
         self._provider = tracer_provider
         self._owned = owned
+        self._counted = counted  # the spans ended and exported, when `tracing_from_env` built it
         self._tracer: Tracer | None = (
             None if tracer_provider is None else tracer_provider.get_tracer(_INSTRUMENTATION)
         )
@@ -297,10 +306,40 @@ class Tracing:
             {"llmroute.route": route, "llmroute.model": model, "llmroute.next_model": next_model},
         )
 
-    def shutdown(self) -> None:
-        """Flush pending spans and close the exporter, when this built the provider."""
-        if self._owned and self._provider is not None:
-            self._provider.shutdown()
+    def shutdown(self, within_s: float | None = None) -> bool:
+        """Export the spans still pending and close the exporter, when this built the
+        provider (once: again, it does nothing), for `within_s` at most (None: as long
+        as the SDK takes); True when it ended in time. The SDK's own wait is long (30 s;
+        older SDKs wait without a bound) and an export to a collector that accepts and
+        never answers lasts ``OTEL_EXPORTER_OTLP_TIMEOUT`` (10 s by default) a batch, so
+        the shutdown runs on a daemon thread of its own, left behind when `within_s`
+        runs out: the spans not exported then are said, and lost as the process exits."""
+        provider = self._provider if self._owned else None
+        self._owned = False
+        if provider is None:
+            return True
+        done = threading.Event()
+
+        def shut() -> None:
+            try:
+                provider.shutdown()
+            except Exception:  # an exporter's failure: said, and the stop goes on
+                log.exception("tracing: shutting the span exporter down failed")
+            finally:
+                done.set()
+
+        threading.Thread(target=shut, name="llmroute-tracing-shutdown", daemon=True).start()
+        if done.wait(within_s):
+            return True
+        counted = self._counted
+        left = counted.left() if counted is not None else 0
+        log.warning(
+            "stopping: tracing: %s not exported within %g s (the collector is slow or not "
+            "answering): lost as the process exits",
+            f"{left} span(s)" if left else "spans",
+            round(within_s or 0.0, 2),
+        )
+        return False
 
 
 def tracing_from_env(environ: Mapping[str, str] | None = None) -> Tracing:
@@ -319,7 +358,6 @@ def tracing_from_env(environ: Mapping[str, str] | None = None) -> Tracing:
     try:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
     except ImportError:
         log.warning("tracing asked for, but opentelemetry-sdk is not installed (llmroute[otel])")
         return Tracing()
@@ -342,9 +380,61 @@ def tracing_from_env(environ: Mapping[str, str] | None = None) -> Tracing:
         log.warning("OTEL_TRACES_EXPORTER=%s is not supported (otlp, console): no traces", exporter)
         return Tracing()
     name = env.get("OTEL_SERVICE_NAME") or "llmroute"
-    provider = TracerProvider(resource=Resource.create({"service.name": name}))
-    provider.add_span_processor(BatchSpanProcessor(span_exporter))
-    return Tracing(provider, owned=True)
+    # shut down by the gateway, within its deadline (`Tracing.shutdown`), not at exit,
+    # where the SDK's handler would wait on a collector that hangs once more (without a
+    # bound in older SDKs), past the supervisor's kill
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": name}), shutdown_on_exit=False
+    )
+    counted = _Counted(span_exporter)
+    provider.add_span_processor(_counting_batches(counted))
+    return Tracing(provider, owned=True, counted=counted)
+
+
+class _Counted:
+    """The spans the batch processor was given (`ended`: those recorded, which the
+    SDK's samplers also sample) and its exporter was done with (`exported`, sent or
+    failed): what a cut shutdown loses is the rest."""
+
+    __slots__ = ("ended", "exported", "exporter")
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self.exporter = exporter
+        self.ended = 0
+        self.exported = 0
+
+    def left(self) -> int:
+        return max(0, self.ended - self.exported)
+
+
+def _counting_batches(counted: _Counted) -> SpanProcessor:
+    """A ``BatchSpanProcessor`` of `counted`'s exporter that counts in it: one addition
+    per span ended, one per batch exported."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+    inner = counted.exporter
+
+    class Exporter(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            try:
+                return inner.export(spans)
+            finally:
+                counted.exported += len(spans)
+
+        def shutdown(self) -> None:
+            inner.shutdown()
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return inner.force_flush(timeout_millis)
+
+    queue = BatchSpanProcessor.on_end
+
+    class Processor(BatchSpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            counted.ended += 1  # ~50 ns a span; testing `sampled` here cost 1.5 µs
+            queue(self, span)
+
+    return Processor(Exporter())
 
 
 # -- attributes ---------------------------------------------------------------------------
