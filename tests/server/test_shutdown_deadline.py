@@ -324,3 +324,66 @@ def test_a_version_already_closing_when_the_shutdown_begins_is_cut_at_its_deadli
     assert ended  # by the deadline, not the close's own 60 s
     assert "version old, retiring, was still closing at the shutdown's deadline" in caplog.text
 
+
+def test_a_retired_decision_log_already_closing_when_the_shutdown_begins_is_cut_at_its_deadline(
+    tmp_path: Path, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reload that changed the decision log's settings retires the old log with the
+    old version, closed after it. Its close began before the shutdown's steps (the old
+    version's last request ended in the graceful timeout; its store hung: a locked
+    table) with its own 10 s, which the shutdown waited out after the current log had
+    closed: up to the supervisor's kill, 10 s after the graceful timeout. Now it is cut
+    at the deadline less the log's 2 s, and says what it did not write."""
+    import asyncio
+    import logging
+
+    import psycopg
+    from starlette.datastructures import State
+    from telemetry_records import build_record
+
+    from llmroute.deadline import NEVER, Deadline
+    from llmroute.registry.schema import TelemetrySettings
+    from llmroute.server.reload import Reloader
+    from llmroute.server.settings import ServeSettings
+    from llmroute.server.state import InFlight
+    from llmroute.telemetry.metrics import GatewayMetrics
+    from llmroute.telemetry.service import Telemetry
+
+    class Old:  # a retiring gateway, closed at once: its log is what hangs
+        inflight = InFlight()
+        version = "old"
+
+        async def aclose(self, by: Deadline = NEVER) -> None:
+            pass
+
+    settings = TelemetrySettings(url=postgres_url, flush_seconds=0.02)
+    retired = Telemetry.open(settings, GatewayMetrics(), environ={})
+    writer = retired.writer
+    assert writer is not None
+    writer.offer(build_record(0))
+    assert writer.flush(10) and writer.written == 1  # migrated
+
+    async def go() -> bool:
+        reloader = Reloader(State(), str(tmp_path / "registry.yaml"), ServeSettings())
+        old = Old()
+        reloader._retiring.append(old)  # type: ignore[arg-type]
+        reloader._retiring_logs[old] = retired  # type: ignore[index]
+        writer.offer(build_record(1))  # held by the lock
+        retiring = asyncio.create_task(reloader._retire(old))  # type: ignore[arg-type]
+        await asyncio.sleep(0.1)  # the log closing, with its 10 s
+        assert not retiring.done()
+        reloader.stopping(Deadline.within(0.2))
+        done, _ = await asyncio.wait({retiring}, timeout=8)
+        return bool(done)
+
+    try:
+        with psycopg.connect(postgres_url) as locker:
+            locker.execute("LOCK TABLE decisions IN ACCESS EXCLUSIVE MODE")
+            with caplog.at_level(logging.WARNING, logger="llmroute.telemetry"):
+                ended = asyncio.run(go())
+            locker.rollback()
+    finally:
+        writer.close(timeout=10)  # the lock gone, the thread writes it and ends
+    assert ended  # by the deadline, not the log's own 10 s
+    said = [r.getMessage() for r in caplog.records if "not written within" in r.getMessage()]
+    assert len(said) == 1 and "1 decision record(s)" in said[0], caplog.text

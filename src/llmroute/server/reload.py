@@ -435,8 +435,10 @@ class Reloader:
         self._retiring: list[Gateway] = []
         self._retiring_logs: dict[Gateway, Telemetry] = {}  # closed when their gateway is
         self._closing_by = NEVER  # the shutdown's, once it has begun (`stopping`)
-        # the closes of retiring gateways under way (`_retire`), cut at that deadline
+        # the closes of retiring gateways, and of their decision logs, under way
+        # (`_retire`), cut at that deadline
         self._closing: set[anyio.CancelScope] = set()
+        self._closing_logs: set[Telemetry] = set()
 
     @property
     def current(self) -> Gateway:
@@ -572,10 +574,14 @@ class Reloader:
         on (one cut by the graceful timeout) closes by `by` too, as `aclose` closes
         the others, instead of taking each step's own bound after the decision log
         closed. One already closing (its last request ended in the graceful timeout),
-        which took each step's own bound, is cut when `by` comes."""
+        which took each step's own bound, is cut when `by` comes, and so is the close
+        of the decision log retired with it (by a reload that changed the log's
+        settings), which says what it did not write."""
         self._closing_by = by
         for scope in self._closing:
             scope.deadline = min(scope.deadline, anyio.current_time() + by.left())
+        for retired_log in self._closing_logs:
+            retired_log.hurry(by.left())
 
     async def aclose(self, by: Deadline = NEVER) -> None:
         """Close every gateway still open (the current one and any still retiring), then
@@ -666,7 +672,11 @@ class Reloader:
                     old.version,
                 )
             if retired_log is not None:
-                await retired_log.aclose(self._closing_by.bounded(_LOG_CLOSE_S))
+                self._closing_logs.add(retired_log)  # `stopping` hurries it
+                try:
+                    await retired_log.aclose(self._closing_by.bounded(_LOG_CLOSE_S))
+                finally:
+                    self._closing_logs.discard(retired_log)
         if closing.cancelled_caught:
             return
         log.info(

@@ -169,9 +169,15 @@ class Telemetry:
 
         await anyio.to_thread.run_sync(add)
 
+    def hurry(self, within_s: float) -> None:
+        """Make a close under way (`aclose`), or to come, stop waiting for the writer
+        `within_s` from now at the latest (see `TelemetryWriter.hurry`)."""
+        if self.writer is not None:
+            self.writer.hurry(within_s)
+
     async def aclose(self, timeout_s: float = 10.0) -> None:
-        """Write what is queued (for at most `timeout_s`: the writer says what it could
-        not), then close the store."""
+        """Write what is queued (for at most `timeout_s`, or until `hurry` says: the
+        writer says what it could not), then close the store."""
         writer, store = self.writer, self.store
         if writer is not None:
             await anyio.to_thread.run_sync(writer.close, timeout_s)

@@ -30,6 +30,7 @@ the caller closes the store.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -104,6 +105,11 @@ class TelemetryWriter:
         self._prune_at = 0.0  # monotonic time of the next pruning (0: once migrated)
         self._in_hand = 0  # records taken from the queue that the store has not taken yet
         self._pruned = [0, 0, 0]  # decisions, feedback, shadow erased this round
+        # a close waits on this for the thread's end, until its timeout or `_hurry_by`
+        # (monotonic), which `hurry` may bring nearer while it waits
+        self._ended = threading.Condition()
+        self._ran_out = False  # the thread has ended
+        self._hurry_by = math.inf
 
     # -- request path ----------------------------------------------------------------
 
@@ -170,7 +176,7 @@ class TelemetryWriter:
         with self._state_lock:
             if self._thread is None and not self._closing:
                 self._thread = threading.Thread(
-                    target=self._run, name="llmroute-telemetry-writer", daemon=True
+                    target=self._run_and_end, name="llmroute-telemetry-writer", daemon=True
                 )
                 self._thread.start()
         return self
@@ -209,9 +215,16 @@ class TelemetryWriter:
                 self._drop(left, CLOSED, "the writer was closed before it started")
             return left == 0
         self._wake.set()
-        thread.join(timeout)
-        if not thread.is_alive():
-            return True
+        began = time.monotonic()
+        close_by = math.inf if timeout is None else began + timeout
+        with self._ended:
+            while not self._ran_out:
+                left_s = min(close_by, self._hurry_by) - time.monotonic()
+                if left_s <= 0:
+                    break
+                self._ended.wait(None if math.isinf(left_s) else left_s)
+            if self._ran_out:
+                return True
         left = self._in_hand + sum(
             1 for item in list(self._queue) if isinstance(item, DecisionRecord)
         )
@@ -222,9 +235,17 @@ class TelemetryWriter:
                 "process exits now",
                 self.store.url,
                 left,
-                timeout,
+                time.monotonic() - began,
             )
         return False
+
+    def hurry(self, within_s: float) -> None:
+        """Make a close under way, or to come, stop waiting `within_s` from now at the
+        latest (its own timeout, when that ends sooner): as when that runs out, it says
+        what it has not written."""
+        with self._ended:
+            self._hurry_by = min(self._hurry_by, time.monotonic() + within_s)
+            self._ended.notify_all()
 
     def __enter__(self) -> TelemetryWriter:
         return self.start()
@@ -233,6 +254,14 @@ class TelemetryWriter:
         self.close()
 
     # -- writer thread ---------------------------------------------------------------
+
+    def _run_and_end(self) -> None:
+        try:
+            self._run()
+        finally:
+            with self._ended:
+                self._ran_out = True
+                self._ended.notify_all()
 
     def _run(self) -> None:
         queue = self._queue
