@@ -696,12 +696,13 @@ class Dispatcher:
             wait_s = by.bounded(SETTLE_S)
             _, late = await asyncio.wait(left, timeout=wait_s)
             if late:
+                # no time of its own left: the shutdown's earlier waits took it
+                waited = f"after {round(wait_s, 2):g} s" if wait_s > 0 else "at the deadline"
                 log.warning(
                     "closing with %d give-back(s) of callers that left still waiting on "
-                    "the limits' store after %g s: their slots and holds lapse with "
-                    "their leases",
+                    "the limits' store %s: their slots and holds lapse with their leases",
                     len(late),
-                    round(wait_s, 2),
+                    waited,
                 )
         for provider in self._providers.values():
             await provider.aclose()
