@@ -250,6 +250,7 @@ def test_spend_per_tag_counts_a_request_under_each_of_its_tags() -> None:
     assert tags["team:a"]["n"] == tags["app=web"]["n"] == 40 and tags["(untagged)"]["n"] == 15
     assert tags["team:a"]["share"] == pytest.approx(40 / 55)
     assert tags["team:a"]["spend_usd"] == pytest.approx(40 * 0.003)
+    assert data["tag_count"] == 2  # the tags, not the untagged requests' row
 
 
 def test_the_tags_table_holds_the_costliest_tags_and_says_how_many_there_are() -> None:

@@ -120,6 +120,8 @@ def test_tags_and_end_users_get_their_own_rows() -> None:
     payload = report.to_dict()
     assert payload["user_count"] == 30 and len(payload["users"]) == 20
     assert {t["name"] for t in payload["tags"]} == set(tags)
+    # the distinct tags: `(untagged)` is the requests without one, not a tag
+    assert report.tag_count == payload["tag_count"] == 3
 
 
 def test_no_prices_means_no_counterfactual() -> None:

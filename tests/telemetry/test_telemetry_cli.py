@@ -205,6 +205,29 @@ def test_report_by_tag_end_user_and_key(registry: Path, capsys: pytest.CaptureFi
     assert code == 0 and "no decisions in the last 24h with tag team:none" in out
 
 
+def test_report_counts_tags_without_the_untagged_requests(
+    registry: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """51 tags and the untagged requests, the costliest row: the table lists 50 rows,
+    49 of them tags; `(untagged)` is not counted as a tag (it was: "tags: 52, the 50")."""
+    from llmroute.telemetry.report import TOP_TAGS
+
+    now = time.time() - 600
+    tagged = [
+        record("code", 0.5, now, tokens_in=100, tokens_out=100, tags=(f"t{i:02}",))
+        for i in range(TOP_TAGS + 1)
+    ]
+    untagged = [record("code", 0.5, now, tokens_in=100, tokens_out=100) for _ in range(60)]
+    fill(registry, tagged + untagged)
+    code, out, err = cli(capsys, "report", "-r", registry)
+    assert code == 0, err
+    assert f"tags: {TOP_TAGS + 1}, the {TOP_TAGS - 1} that cost the most" in out
+    code, out, _ = cli(capsys, "report", "-r", registry, "--json")
+    payload = loads_strict(out)
+    assert code == 0 and payload["tag_count"] == TOP_TAGS + 1
+    assert len(payload["tags"]) == TOP_TAGS and payload["tags"][0]["name"] == "(untagged)"
+
+
 def test_export_writes_the_log_as_jsonl_that_other_commands_read(
     registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -602,6 +602,8 @@ def _group_table(title: str, groups: list[GroupStats], strongest: str | None) ->
 
 
 def _print_report(console: Console, report: Report, window: Window, shown: str) -> None:
+    from llmroute.telemetry.report import UNTAGGED
+
     total = report.total
     console.print(f"[bold]report[/] of {escape(shown)}, {escape(window.describe())}")
     console.print(
@@ -642,7 +644,7 @@ def _print_report(console: Console, report: Report, window: Window, shown: str) 
         console.print()
         console.print(_group_table("API", report.apis, report.strongest))
     if report.tags:
-        listed = len(report.tags)
+        listed = sum(t.name != UNTAGGED for t in report.tags)  # `tag_count` leaves it out
         console.print()
         if listed < report.tag_count:
             console.print(f"tags: {report.tag_count}, the {listed} that cost the most")

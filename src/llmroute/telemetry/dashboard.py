@@ -29,7 +29,7 @@ from llmroute.json_values import json_safe
 from llmroute.registry.schema import DriftSettings, Registry
 from llmroute.telemetry.drift import DEFAULT_ROUTE, drift_report, is_default, routed_only
 from llmroute.telemetry.record import FeedbackRecord, LoggedDecision, ShadowRecord
-from llmroute.telemetry.report import NO_API, build_report, is_error
+from llmroute.telemetry.report import NO_API, UNTAGGED, build_report, is_error
 from llmroute.telemetry.store.base import ApiTotal, ClientTotal, DecisionBucket, TagTotal
 from llmroute.telemetry.windows import Window
 
@@ -201,7 +201,7 @@ def _clients(totals: Sequence[ClientTotal], registry: Registry | None) -> list[d
 def _tags(totals: Sequence[TagTotal], n: int, registry: Registry | None) -> list[dict[str, Any]]:
     """Requests, errors and spend per tag (empty when no request had one); `share` is of
     the window's `n` requests, so a request with two tags makes the shares sum past 1."""
-    return _spend_rows([(t.tag, t) for t in totals], "(untagged)", n, registry)
+    return _spend_rows([(t.tag, t) for t in totals], UNTAGGED, n, registry)
 
 
 def _apis(totals: Sequence[ApiTotal], registry: Registry | None) -> list[dict[str, Any]]:
@@ -530,7 +530,7 @@ def dashboard_data(
                 registry,
             ),
             "tags": tags[:TAG_ROWS],
-            "tag_count": len(tags),
+            "tag_count": sum(t["name"] != UNTAGGED for t in tags),  # not `(untagged)`
             "layers": [
                 {"name": name, "n": count, "share": count / len(routed)}
                 for name, count in sorted(layers.items(), key=lambda kv: (-kv[1], kv[0]))

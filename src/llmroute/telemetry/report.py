@@ -197,7 +197,7 @@ class Report:
     shadow: ShadowReport
     clients: list[GroupStats] = field(default_factory=list)  # per gateway client key
     tags: list[GroupStats] = field(default_factory=list)  # per x-llmroute-tags tag
-    tag_count: int = 0  # distinct tags in the window (`tags` holds the top ones)
+    tag_count: int = 0  # distinct tags in the window, not `(untagged)` (`tags`: the top ones)
     users: list[GroupStats] = field(default_factory=list)  # the costliest end users
     user_count: int = 0  # distinct end users in the window (`users` holds the top ones)
     layers: list[GroupStats] = field(default_factory=list)  # per deciding layer
@@ -401,7 +401,7 @@ def build_report(
         shadow=shadow_report(shadows),
         clients=clients,
         tags=tags,
-        tag_count=len(by_tag),
+        tag_count=len(by_tag) - (UNTAGGED in by_tag),  # tags, not the untagged requests
         users=users,
         user_count=len(by_user),
         layers=layers,

@@ -564,7 +564,7 @@
     renderModels(arr(d.models));
     renderSpend("clients", "Key", arr(d.clients));
     renderSpend("tags", "Tag", arr(d.tags));
-    const tags = arr(d.tags).length;
+    const tags = arr(d.tags).filter((t) => t && t.name !== "(untagged)").length; // as tag_count
     $("tags-more").hidden = !(isNum(d.tag_count) && d.tag_count > tags);
     $("tags-more").textContent = `· the ${fmtInt(tags)} costliest of ${fmtInt(d.tag_count)}`;
     renderLayers(arr(d.layers));
