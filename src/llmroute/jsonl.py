@@ -1,9 +1,10 @@
 """JSONL training and evaluation files, read one way by every trainer: one JSON object a
-line, blank lines skipped; an unreadable file, a bad line (named by file and line number)
-or a file without rows is a `DataError`."""
+line, blank lines skipped; an unreadable file, a UTF-16 or UTF-32 one, a bad line (named
+by file and line number) or a file without rows is a `DataError`."""
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from collections.abc import Callable
@@ -13,9 +14,40 @@ from typing import Any, TypeVar
 from llmroute.errors import DataError
 from llmroute.untrusted_json import NotUnicode, TooDeep, loads
 
-__all__ = ["json_object", "read_jsonl", "read_lines"]
+__all__ = ["json_object", "not_utf8_mark", "read_jsonl", "read_lines"]
 
 T = TypeVar("T")
+
+# UTF-32's marks first: UTF-32-LE's starts with UTF-16-LE's
+_MARKS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def not_utf8_mark(raw: bytes) -> str | None:
+    """What is wrong with a file whose bytes are `raw` and start with a UTF-16 or UTF-32
+    byte-order mark (what Windows PowerShell's ``>`` writes), else None: read as UTF-8
+    it fails on its first byte or, split into lines first, on NUL bytes further on."""
+    for mark, name in _MARKS:
+        if raw.startswith(mark):
+            return f"the file is {name} (it starts with a {name} byte-order mark); save it as UTF-8"
+    return None
+
+
+def _read(path: str | os.PathLike[str], what: str) -> bytes:
+    """The file's bytes; a `DataError` when it cannot be read or is UTF-16 or UTF-32."""
+    file = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {what}: {exc.strerror or exc}", file=file) from exc
+    problem = not_utf8_mark(raw)
+    if problem is not None:
+        raise DataError(problem, file=file)
+    return raw
 
 
 def read_jsonl(
@@ -28,10 +60,7 @@ def read_jsonl(
     """`parse(object, file, line)` of every non-blank line. `what` names the data in the
     unreadable-file error, `empty` is the error for a file without rows."""
     file = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {what}: {exc.strerror or exc}", file=file) from exc
+    raw = _read(path, what)
     rows = [
         parse(json_object(line, file, number), file, number)
         for number, line in enumerate(raw.split(b"\n"), start=1)
@@ -46,10 +75,7 @@ def read_lines(path: str | os.PathLike[str], *, what: str) -> list[str]:
     """The lines of a UTF-8 text file; an unreadable file, or a line that is not UTF-8
     (named by file and line number), is a `DataError` worded as `read_jsonl`'s."""
     file = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {what}: {exc.strerror or exc}", file=file) from exc
+    raw = _read(path, what)
     try:
         return raw.decode("utf-8").splitlines()
     except UnicodeDecodeError as exc:

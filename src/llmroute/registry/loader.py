@@ -21,6 +21,7 @@ import yaml
 from pydantic import ValidationError
 
 from llmroute.errors import ConfigError
+from llmroute.jsonl import not_utf8_mark
 from llmroute.registry._errors import (
     ConfigErrors,
     problems_from,
@@ -76,12 +77,16 @@ def load_registry(path: str | os.PathLike[str]) -> LoadedRegistry:
 
 
 def read_text(source: str, what: str) -> str:
-    """A UTF-8 file's text; `ConfigError` naming it (and the line of a bad byte)."""
+    """A UTF-8 file's text; `ConfigError` naming it (and the line of a bad byte, or
+    the UTF-16 or UTF-32 it is written in)."""
     try:
         raw = Path(source).read_bytes()
     except OSError as exc:
         reason = exc.strerror or exc.__class__.__name__
         raise ConfigError(f"cannot read {what}: {reason}", file=source) from exc
+    problem = not_utf8_mark(raw)
+    if problem is not None:
+        raise ConfigError(problem, file=source)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
