@@ -26,7 +26,6 @@ GateDataOption = Annotated[
         "--data",
         "-d",
         help="JSONL with prompt, weak_response, weak_correct (and strong_correct to bench).",
-        exists=True,
     ),
 ]
 _ENCODER_DEFAULT = "builtin:static"

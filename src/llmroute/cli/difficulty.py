@@ -32,9 +32,7 @@ app.add_typer(train_app, name="train")
 
 DataOption = Annotated[
     Path,
-    typer.Option(
-        "--data", "-d", help="JSONL with prompt, weak_correct, strong_correct.", exists=True
-    ),
+    typer.Option("--data", "-d", help="JSONL with prompt, weak_correct, strong_correct."),
 ]
 RouterOption = Annotated[
     Path, typer.Option("--router", help="A router directory from `llmroute train difficulty`.")
@@ -209,8 +207,8 @@ def _scores(
     from llmroute.difficulty import read_labels
     from llmroute.difficulty.train import embed
 
+    labelled = read_labels(data, prompts_only=prompts_only)  # before the router's encoder loads
     trained, meta, enc = _load(router)
-    labelled = read_labels(data, prompts_only=prompts_only)
     rows, described = held_out(meta, labelled, data, which, default)
     subset = labelled.subset(rows)
     scores = trained.score(embed(enc, subset.prompts), subset.prompts)
@@ -226,7 +224,6 @@ def calibrate(
             "--data",
             "-d",
             help="JSONL with prompt (weak_correct, strong_correct not needed).",
-            exists=True,
         ),
     ],
     strong_share: Annotated[

@@ -22,7 +22,6 @@ def train_reasoning(
             "--data",
             "-d",
             help='JSONL with text and label ("reasoning" or "direct").',
-            exists=True,
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")],

@@ -31,7 +31,6 @@ DataOption = Annotated[
         "-d",
         help="JSONL with text and label (jailbreak, injection or benign, in any case; others "
         "are reported apart).",
-        exists=True,
     ),
 ]
 EncoderOption = Annotated[

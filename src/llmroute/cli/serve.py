@@ -18,6 +18,7 @@ import typer
 
 from llmroute.cli._app import RegistryOption, app, check_port, fail, resolve_registry
 from llmroute.registry import LoadedRegistry, load_registry
+from llmroute.registry.loader import read_text
 from llmroute.server import logs
 from llmroute.server.hosts import host_name
 from llmroute.server.invalid_http import http_protocol
@@ -145,8 +146,6 @@ def serve(
             help="Routing cases (`llmroute registry test`) the registry must pass: at "
             "start, or serve does not start; on each reload, or the running registry is "
             "kept.",
-            exists=True,
-            dir_okay=False,
             show_default=False,
         ),
     ] = None,
@@ -206,6 +205,8 @@ def serve(
 
     ignore_sighup()  # until the gateway serves and reloads on it: it killed a starting one
     path = _demo_registry(registry) if demo else resolve_registry(registry)
+    if cases is not None:  # a missing one fails now, not once the registry's router is built
+        read_text(str(cases), "the cases file")
     seen = fingerprint(str(path))
     loaded = load_registry(path)  # a bad registry fails here with one clean line
     _check_telemetry_url(loaded)
