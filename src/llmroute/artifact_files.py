@@ -17,7 +17,19 @@ import numpy as np
 
 from llmroute.errors import ConfigError
 
-__all__ = ["write_artifact", "write_atomic"]
+__all__ = ["check_folder", "write_artifact", "write_atomic"]
+
+
+def check_folder(directory: str | os.PathLike[str], *, what: str, command: str) -> None:
+    """A ConfigError naming `directory` when it is not there or is a file: `what` (a
+    router artifact) is the folder that `command` writes. Reading its files would say
+    ``NotADirectoryError`` of a path inside a file, or that a file is missing from a
+    folder that is not there."""
+    folder = Path(directory)
+    if folder.is_dir():
+        return
+    said = f"a file, not a {what}" if folder.exists() else f"no such {what}"
+    raise ConfigError(f"{said} (a folder written by `{command}`)", file=str(directory))
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -85,7 +85,7 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
     result = llmroute("eval-safety", "--data", data, "--split", "sideways")
     assert result.returncode != 0 and "--split must be all or test" in result.stderr
     result = llmroute("eval-safety", "--data", data, "--artifact", tmp_path / "missing")
-    assert result.returncode != 0 and "detector.json is missing" in result.stderr
+    assert result.returncode != 0 and "missing: no such safety detector" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -99,8 +99,11 @@ def test_artifact_round_trip_and_refusals(static: object, tmp_path: Path) -> Non
     (folder / "gate.json").write_text("{not json")
     with pytest.raises(ConfigError, match="malformed"):
         LearnedGateModel.load(folder, static)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="missing"):
+    with pytest.raises(ConfigError, match="no such learned gate"):
         LearnedGateModel.load(tmp_path / "nowhere", static)  # type: ignore[arg-type]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"gate\.json is missing"):
+        LearnedGateModel.load(tmp_path / "empty", static)  # type: ignore[arg-type]
 
 
 def test_the_builtin_gate_loads_for_its_encoder_only(static: object) -> None:

@@ -189,6 +189,21 @@ def test_artifact_refuses_another_encoder(tmp_path: Path) -> None:
         load_scorer(folder, encoder_identity="builtin:minilm-int8@abc;max_tokens=256")
 
 
+def test_a_scorer_path_that_is_a_file_or_not_there_is_said_as_such(tmp_path: Path) -> None:
+    """Not "corrupt reasoning scorer: [Errno 20] Not a directory: 'FILE/reasoning.json'",
+    nor a folder that is not there said to lack its reasoning.json."""
+    (tmp_path / "scorer").write_text("{}", encoding="utf-8")
+    with pytest.raises(ConfigError) as a_file:
+        load_scorer(tmp_path / "scorer")
+    assert str(a_file.value) == (
+        f"{tmp_path / 'scorer'}: a file, not a reasoning scorer (a folder written by "
+        "`llmroute train reasoning`)"
+    )
+    with pytest.raises(ConfigError, match="no such reasoning scorer") as missing:
+        load_scorer(tmp_path / "nothing")
+    assert "reasoning.json" not in str(missing.value)
+
+
 def test_missing_and_corrupt_artifacts(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no reasoning scorer here"):
         load_scorer(tmp_path)

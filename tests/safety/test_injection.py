@@ -198,8 +198,11 @@ def test_corrupt_or_incomplete_artifacts_are_config_errors(
 ) -> None:
     detector, _ = trained
     folder = save_detector(detector, tmp_path / "det")
-    with pytest.raises(ConfigError, match=r"detector\.json is missing"):
+    with pytest.raises(ConfigError, match="no such safety detector"):
         load_detector(tmp_path / "nothing", encoder_identity=None)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"detector\.json is missing"):
+        load_detector(tmp_path / "empty", encoder_identity=None)
     (folder / "arrays.npz").write_bytes(b"not a zip")
     with pytest.raises(ConfigError, match=r"arrays\.npz.*corrupt"):
         load_detector(folder, encoder_identity=None)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from llmroute import __version__
-from llmroute.artifact_files import write_artifact
+from llmroute.artifact_files import check_folder, write_artifact
 from llmroute.difficulty.routers import DifficultyRouter, router_class
 from llmroute.encoders.base import weights_identity
 from llmroute.errors import ConfigError
@@ -65,15 +65,11 @@ def _jsonable(value: object) -> object:
 
 def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The artifact's ``router.json``; ConfigError naming the path if missing or corrupt."""
+    check_folder(directory, what="router artifact", command="llmroute train difficulty")
     path = Path(directory) / META_FILE
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        if not Path(directory).is_dir():
-            raise ConfigError(
-                "no such router artifact (a folder written by `llmroute train difficulty`)",
-                file=str(directory),
-            ) from None
         raise ConfigError(
             "no router artifact here (router.json is missing)", file=str(path)
         ) from None

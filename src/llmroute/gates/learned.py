@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmroute import __version__
-from llmroute.artifact_files import write_artifact
+from llmroute.artifact_files import check_folder, write_artifact
 from llmroute.encoders.base import Encoder, weights_identity
 from llmroute.errors import ConfigError
 
@@ -386,6 +386,7 @@ class LearnedGateModel:
 
 def read_gate_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The artifact's ``gate.json``; ConfigError naming the path if missing or malformed."""
+    check_folder(directory, what="learned gate", command="llmroute train gate")
     path = Path(directory) / META_FILE
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmroute import __version__
-from llmroute.artifact_files import write_artifact
+from llmroute.artifact_files import check_folder, write_artifact
 from llmroute.encoders.base import weights_identity
 from llmroute.errors import ConfigError
 
@@ -126,6 +126,7 @@ def save_scorer(
 def read_scorer_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The artifact's ``reasoning.json``; ConfigError naming the path if missing or
     corrupt."""
+    check_folder(directory, what="reasoning scorer", command="llmroute train reasoning")
     path = Path(directory) / META_FILE
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))

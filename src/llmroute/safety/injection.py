@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmroute import __version__
-from llmroute.artifact_files import write_artifact
+from llmroute.artifact_files import check_folder, write_artifact
 from llmroute.encoders.base import Encoder, weights_identity
 from llmroute.errors import ConfigError, DataError
 from llmroute.jsonl import read_jsonl
@@ -856,6 +856,7 @@ def load_detector(
     artifact trained with another encoder, and with `dim` (the encoder's) one whose
     weights are of another width; a missing, corrupt or incomplete artifact is a
     ConfigError naming the path and what is wrong."""
+    check_folder(directory, what="safety detector", command="llmroute train safety")
     meta_path = Path(directory) / META_FILE
     meta = _read_meta(meta_path)
     if encoder_identity is not None and weights_identity(str(meta["encoder"])) != (
