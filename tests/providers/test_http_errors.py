@@ -155,6 +155,8 @@ def test_transport_failures_say_what_failed_and_never_where() -> None:
         ({"error": {"code": "context_length_exceeded", "message": "too long"}}, None, 400),
         ({"error": {"code": "content_filter", "message": "no"}}, ContentRefused, 400),
         ({"error": "the model crashed"}, None, 502),
+        # a code Python's isdigit takes but int does not read: no status, an upstream's 502
+        ({"error": {"code": "²", "message": "odd"}}, None, 502),
         # OpenRouter mid-stream: a chunk that finishes with "error"
         (
             {"choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]},

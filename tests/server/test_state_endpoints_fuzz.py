@@ -92,7 +92,9 @@ _json = st.recursive(
 _query = st.dictionaries(
     st.sampled_from(["limit", "after", "order", "include", "include[]", "since", "purpose"]),
     st.one_of(
-        st.sampled_from(["", "0", "-1", "1", "1h", "desc", "asc", "nan", "1e400", "9" * 30]),
+        st.sampled_from(
+            ["", "0", "-1", "1", "1h", "desc", "asc", "nan", "1e400", "9" * 30, "²", "１"]
+        ),
         st.text(max_size=6),
     ),
     max_size=3,
@@ -211,6 +213,41 @@ def test_no_request_to_a_state_endpoint_is_a_500(
     if response.status_code >= 400:
         error = response.json()["error"]
         assert error["message"] and "Traceback" not in error["message"], what
+
+
+def test_digits_other_than_ascii_are_a_400_not_a_500(client: tuple[httpx.Client, Served]) -> None:
+    """``"²".isdigit()`` is true but ``int("²")`` raises: a files or batches list with
+    ``limit=²``, or an upload whose form says ``expires_after[seconds]=²``, was a 500.
+    Full-width and Arabic-Indic digits (which `int` reads) are refused alike: the
+    parameters are ASCII numbers, as OpenAI takes them."""
+    http, _ = client
+    for limit in ("²", "１", "٣"):
+        for path in ("/v1/files", "/v1/batches"):
+            response = http.get(path, params={"limit": limit})
+            assert response.status_code == 400, (path, limit, response.text[:300])
+            assert response.json()["error"]["param"] == "limit"
+    for seconds in ("²", "３６００"):
+        response = http.post(
+            "/v1/files",
+            files={"file": ("b.jsonl", BATCH_LINE)},
+            data={
+                "purpose": "batch",
+                "expires_after[anchor]": "created_at",
+                "expires_after[seconds]": seconds,
+            },
+        )
+        assert response.status_code == 400, (seconds, response.text[:300])
+        assert response.json()["error"]["param"] == "expires_after"
+    kept = http.post(
+        "/v1/files",
+        files={"file": ("b.jsonl", BATCH_LINE)},
+        data={
+            "purpose": "batch",
+            "expires_after[anchor]": "created_at",
+            "expires_after[seconds]": "3600",
+        },
+    )
+    assert kept.status_code == 200, kept.text[:300]
 
 
 def test_the_fuzzed_gateway_logged_no_traceback(

@@ -300,7 +300,7 @@ def error_in_event(provider: str, event: bytes) -> ProviderError | None:
 
 def _status_number(value: Any) -> int | None:
     """`value` as an HTTP error status (400-599), else None."""
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():  # int("²") raises
         value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
         return value

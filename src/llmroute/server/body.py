@@ -32,7 +32,7 @@ _DRAIN_FACTOR = 16  # read (and drop) this many limits' worth before giving up o
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     """The body as a JSON object: 413 past `limit` bytes, 400 when it is not one."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit * _DRAIN_FACTOR:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit * _DRAIN_FACTOR:
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0

@@ -88,7 +88,7 @@ def listed(
 def _limit(raw: str | None, default: int, most: int) -> int:
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= most:  # int("²") raises
         raise GatewayError(400, f"'limit' must be a whole number from 1 to {most}", param="limit")
     return int(raw)
 
@@ -153,7 +153,7 @@ def expires_after(given: Any, param: str) -> float | None:
         return None
     anchor = given.get("anchor") if isinstance(given, dict) else None
     seconds = given.get("seconds") if isinstance(given, dict) else None
-    if isinstance(seconds, str) and seconds.isdigit():  # a multipart form's field
+    if isinstance(seconds, str) and seconds.isascii() and seconds.isdigit():  # a form field
         seconds = int(seconds)
     low, high = _EXPIRY_S
     if (
@@ -179,7 +179,7 @@ async def _form(request: Request, limit: int) -> Any:
             400, "upload the file as multipart/form-data (fields 'file' and 'purpose')"
         )
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit - _OVERHEAD)
     chunks: list[bytes] = []
     size = 0

@@ -369,7 +369,7 @@ class BatchStore:
         found = []
         for member in await self._store.members(self._running):
             tag, batch_id, expires = [*member.split(" "), "", "", ""][:3]
-            if tag and batch_id and expires.isdigit():
+            if tag and batch_id and expires.isascii() and expires.isdigit():
                 found.append(Running(tag, batch_id, int(expires)))
         return found
 
