@@ -338,3 +338,60 @@ def test_person_with_an_installed_trained_model() -> None:
         warnings.simplefilter("ignore")
         detector = PiiDetector(["PERSON"], ner_model="en_core_web_sm")
         assert ("PERSON", "Barack Obama") in found("Barack Obama was born in Hawaii.", detector)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Chinese, Japanese and Korean write no space before or after a number: the
+        # glued-to-a-word rules (INV-A-069005929 is no phone) dropped every one of these
+        ("電話番号は090-1234-5678です", [("PHONE", "090-1234-5678")]),
+        ("请拨打13812345678联系我", [("PHONE", "13812345678")]),
+        ("전화 010-1234-5678로 주세요", [("PHONE", "010-1234-5678")]),
+        ("カード番号4111 1111 1111 1111で払います", [("CARD", "4111 1111 1111 1111")]),
+        ("请发邮件到bob@example.com谢谢", [("EMAIL", "bob@example.com")]),
+        ("联系张伟@example.com", [("EMAIL", "联系张伟@example.com")]),  # all its letters
+        ("服务器192.168.10.4宕机了", [("IP_ADDRESS", "192.168.10.4")]),
+        ("SSN是078-05-1120吗", [("US_SSN", "078-05-1120")]),
+        ("密钥ghp_" + "a1B2" * 9 + "不要分享", [("SECRET", "ghp_" + "a1B2" * 9)]),
+        # the digits of other scripts are the number they write: full-width (Japanese
+        # and Chinese input methods), Arabic-Indic; Luhn read them as garbage codes
+        (
+            "カード４１１１ １１１１ １１１１ １１１１です",
+            [("CARD", "４１１１ １１１１ １１１１ １１１１")],
+        ),
+        ("بطاقتي ٤١١١ ١١١١ ١١١١ ١١١١", [("CARD", "٤١١١ ١١١١ ١١١١ ١١١١")]),
+        ("電話番号は０９０－１２３４－５６７８です", [("PHONE", "０９０－１２３４－５６７８")]),
+        # grouped by no-break, narrow no-break or ideographic spaces, or full-width dashes
+        (
+            "carte 4111\u00a01111\u00a01111\u00a01111",
+            [("CARD", "4111\u00a01111\u00a01111\u00a01111")],
+        ),
+        (
+            "carte 4111\u202f1111\u202f1111\u202f1111",
+            [("CARD", "4111\u202f1111\u202f1111\u202f1111")],
+        ),
+        (
+            "カード 4111\u30001111\u30001111\u30001111",
+            [("CARD", "4111\u30001111\u30001111\u30001111")],
+        ),
+        ("card 4111－1111－1111－1111", [("CARD", "4111－1111－1111－1111")]),
+    ],
+)
+def test_numbers_in_text_of_other_scripts_are_found(
+    text: str, expected: list[tuple[str, str]]
+) -> None:
+    assert found(text, PiiDetector(phone_regions=["JP", "CN", "KR", "US"])) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "番号 ４１１１ １１１１ １１１１ １１１２",  # fails Luhn, read in ASCII digits
+        "my id is ９１２-３４-５６７８",  # area 9xx: never issued, as in ASCII digits
+        "ref ١٢٣٤٥٦٧٨٩٠١٢٣٤٥٦",  # no card network's prefix
+        "ID12345678901 and abc4111111111111111",  # glued to Latin letters: still no PII
+    ],
+)
+def test_digits_of_other_scripts_get_the_checks_ascii_ones_do(text: str) -> None:
+    assert found(text) == []

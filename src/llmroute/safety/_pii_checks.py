@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from collections import Counter
 
 NUMBERING_WORDS = (
@@ -48,8 +50,36 @@ _IIN: tuple[tuple[int, int, frozenset[int]], ...] = (
 )
 
 
+# Scripts written without spaces between words: Thai letters, Japanese kana, Chinese and
+# Japanese ideographs, Korean syllables (whose particles attach to the word before them),
+# half-width katakana. A number or address right next to one of these is a word of its own
+# ("電話番号は090-1234-5678です"), where one glued to a Latin letter or a digit is part of
+# an identifier (INV-A-069005929). Thai digits and full-width forms are not in the ranges.
+SPACELESS = (
+    "\u0e01-\u0e4f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f"
+)
+WORD = rf"[^\W{SPACELESS}]"
+"""A regex class: a word character (``\\w``) of a script that separates its words."""
+SPACELESS_CHAR = re.compile(f"[{SPACELESS}]")
+
+
+def glues(ch: str) -> bool:
+    """Whether `ch`, next to a candidate, makes it part of a longer word: a letter or
+    digit, except a letter of a script written without spaces (`SPACELESS`)."""
+    return ch.isalnum() and SPACELESS_CHAR.match(ch) is None
+
+
+def ascii_digits(digits: str) -> str:
+    """`digits` (what ``\\d`` matched: the decimal digits of any script) in ASCII, so the
+    checks read a full-width (４１１１) or Arabic-Indic (٤١١١) number as the number it is."""
+    if digits.isascii():
+        return digits
+    return "".join(str(unicodedata.decimal(ch)) for ch in digits)
+
+
 def luhn_ok(digits: str) -> bool:
-    """The Luhn mod-10 check every payment card number carries."""
+    """The Luhn mod-10 check every payment card number carries (ASCII digits: see
+    `ascii_digits`)."""
     total = 0
     for i, ch in enumerate(reversed(digits)):
         d = ord(ch) - 48
@@ -60,7 +90,8 @@ def luhn_ok(digits: str) -> bool:
 
 
 def card_ok(digits: str) -> bool:
-    """A known network prefix, a length that network issues, and a passing Luhn check."""
+    """A known network prefix, a length that network issues, and a passing Luhn check
+    (ASCII digits)."""
     n = len(digits)
     for low, high, lengths in _IIN:
         width = len(str(low))

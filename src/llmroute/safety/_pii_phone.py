@@ -14,11 +14,15 @@ import phonenumbers
 from phonenumbers import Leniency, PhoneNumberMatcher
 
 from llmroute.errors import ConfigError
-from llmroute.safety._pii_checks import NUMBERING_WORDS
+from llmroute.safety._pii_checks import NUMBERING_WORDS, glues
 from llmroute.safety._pii_context import PHONE_WORDS, is_release_number
 from llmroute.safety._pii_span import PiiSpan
 
-_DIGIT_RUN = re.compile(r"\d(?:[\s.()/-]{0,3}\d){6,}")
+# libphonenumber's punctuation includes the dashes, slash and brackets of other scripts
+# (０９０－１２３４－５６７８, ０９０ー１２３４ー５６７８ as Japanese text writes them)
+_DIGIT_RUN = re.compile(
+    r"\d(?:[\s.()/\-\u2010-\u2015\u2212\u30fc\uff0d\uff0f\uff08\uff09]{0,3}\d){6,}"
+)
 
 # What libphonenumber accepts but a reader would not call a phone number: dates, and digit
 # runs labelled as something else or glued into a longer identifier (INV-A-069005929).
@@ -82,10 +86,10 @@ def _plausible(text: str, start: int, end: int) -> bool:
     if _DATE.fullmatch(raw) or _VERSION.fullmatch(raw) or _DECIMAL.fullmatch(raw):
         return False
     before = text[start - 1] if start else " "
-    if before.isalnum() or before in _GLUED_BEFORE:
+    if glues(before) or before in _GLUED_BEFORE:
         return False
     after = text[end] if end < len(text) else " "
-    if after.isalnum() or after in "-_@":
+    if glues(after) or after in "-_@":
         return False
     if _FRAGMENT_BEFORE.search(text, max(0, start - 5), start) or _FRAGMENT_AFTER.match(text, end):
         return False  # a piece of a longer digit run (a card that failed Luhn)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 
-from llmroute.safety._pii_checks import shannon_entropy
+from llmroute.safety._pii_checks import WORD, shannon_entropy
 from llmroute.safety._pii_span import PiiSpan
 
+# Not glued to a word (`WORD`: Chinese or Japanese text may touch it with no space).
 _FORMATS = re.compile(
-    r"(?<![\w-])(?:"
+    rf"(?<!-)(?<!{WORD})(?:"
     r"(?:AKIA|ASIA)[A-Z0-9]{16}"  # AWS access key id
     r"|gh[pousr]_[A-Za-z0-9]{36,255}"  # GitHub classic tokens
     r"|github_pat_[A-Za-z0-9_]{22,255}"  # GitHub fine-grained tokens
@@ -23,7 +24,7 @@ _FORMATS = re.compile(
     r"|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe
     r"|AIza[0-9A-Za-z_-]{35}"  # Google API key
     r"|eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{8,}"  # JWT
-    r")(?![\w-])"
+    rf")(?!{WORD}|-)"
 )
 # Substrings one of the formats above must contain: a cheap gate before the regex.
 _FORMAT_HINTS = ("AKIA", "ASIA", "gh", "github_pat_", "sk-", "xox", "_live_", "_test_", "AIza")
