@@ -102,6 +102,17 @@ def test_a_number_json_cannot_write_is_a_bad_line(number: bytes) -> None:
     assert "not valid JSON" in errors[0]["message"]
 
 
+@pytest.mark.parametrize("text", [b"\\ud800", b"x\\udc00y", b"\xed\xa0\x80"])
+def test_an_unpaired_surrogate_is_said_to_be_no_unicode(text: bytes) -> None:
+    """Valid JSON, but no UTF-8 encoder takes the string: the line is named for what it
+    is, not as "not valid JSON"."""
+    line = b'{"custom_id": "s", "method": "POST", "url": "' + CHAT.encode() + b'", "body": '
+    line += b'{"messages": [{"role": "user", "content": "' + text + b'"}]}}'
+    _, errors = read_lines(line, CHAT, 10)
+    assert [e["code"] for e in errors] == ["invalid_json_line"]
+    assert "unpaired UTF-16 surrogate" in errors[0]["message"]
+
+
 @given(st.binary(max_size=400))
 def test_any_bytes_give_requests_or_errors_never_an_exception(content: bytes) -> None:
     lines, errors = read_lines(content, CHAT, 50)

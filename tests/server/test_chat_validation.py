@@ -202,6 +202,41 @@ def test_nan_infinity_and_overflowing_numbers_are_not_json(
     assert len(upstream.requests) == before
 
 
+_LATIN_1 = {
+    "chat": (
+        "/v1/chat/completions",
+        '{"model": "small", "messages": [{"role": "user", "content": "café"}]}',
+    ),
+    "completions": ("/v1/completions", '{"model": "small", "prompt": "café"}'),
+    "responses": ("/v1/responses", '{"model": "small", "input": "café"}'),
+    "messages": (
+        "/v1/messages",
+        '{"model": "small", "max_tokens": 5, "messages": [{"role": "user", "content": "café"}]}',
+    ),
+    "embeddings": ("/v1/embeddings", '{"model": "vectors", "input": "café"}'),
+}
+
+
+@pytest.mark.parametrize(("path", "body"), list(_LATIN_1.values()), ids=list(_LATIN_1))
+def test_a_body_in_another_charset_is_said_to_be_no_utf8(
+    gateway: Served, upstream: FakeUpstream, path: str, body: str
+) -> None:
+    """A client that sends latin-1 (and says so) was told only "not valid JSON": the JSON
+    was fine, its encoding was not."""
+    before = len(upstream.requests)
+    answer = httpx.post(
+        f"{gateway.url}{path}",
+        content=body.encode("latin-1"),
+        headers={"content-type": "application/json; charset=latin-1"},
+        timeout=10,
+    )
+    assert answer.status_code == 400, answer.text
+    assert "not UTF-8" in answer.text
+    assert len(upstream.requests) == before
+    utf8 = httpx.post(f"{gateway.url}{path}", content=body.encode(), timeout=10)
+    assert utf8.status_code == 200, utf8.text  # the same body in UTF-8 is answered
+
+
 def test_numbers_a_double_holds_still_parse(gateway: Served) -> None:
     """1e308 is a number; 1e-400 rounds to 0 (no overflow); "NaN" in a string is text."""
     body = _CHAT % '"temperature": 1e-400, "top_p": 1.0E0, "user": "NaN Infinity 1e400"'

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llmroute.untrusted_json import MAX_DEPTH, NotFinite, TooDeep, loads
+from llmroute.untrusted_json import MAX_DEPTH, NotFinite, NotUnicode, TooDeep, loads
 
 __all__ = ["ENDPOINTS", "MAX_ERRORS", "BatchLine", "read_lines"]
 
@@ -88,7 +88,12 @@ def _parsed(raw: bytes) -> tuple[Any, str | None]:
         return None, f"the line nests arrays and objects more than {MAX_DEPTH} levels deep"
     except NotFinite as exc:
         return None, f"the line is not valid JSON: {exc} (NaN, Infinity, beyond a double)"
-    except (ValueError, UnicodeDecodeError):
+    except NotUnicode:
+        return None, (
+            "the line is not valid Unicode: a string holds an unpaired UTF-16 surrogate "
+            "(a \\ud800-\\udfff escape without its pair)"
+        )
+    except ValueError:  # UnicodeDecodeError too: the file as a whole was checked UTF-8
         return None, "the line is not valid JSON"
 
 

@@ -65,7 +65,13 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
             "a double are not JSON)",
             param=where_not_finite(b"".join(chunks)),
         ) from None
-    except (ValueError, UnicodeDecodeError):
+    except UnicodeDecodeError:  # a ValueError: caught before the catch-all below
+        raise GatewayError(
+            400,
+            "the request body is not valid JSON: it is not UTF-8 text (JSON is sent as "
+            "UTF-8, whatever charset the content type names)",
+        ) from None
+    except ValueError:
         raise GatewayError(400, "the request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise GatewayError(400, "the request body must be a JSON object")
