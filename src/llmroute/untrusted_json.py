@@ -12,6 +12,11 @@ them as `ValueError`s like any other text that is not usable JSON:
   is not Unicode: every later encode to UTF-8 (the tokenizer, a hash, the upstream
   request) fails. Pairs (``"\\ud83d\\ude00"``, an emoji) are fine.
 
+What an upstream sends is read with `loads_replacing`, which reads bytes that are not
+UTF-8 and unpaired surrogates as a UTF-8 decoder does, as U+FFFD: a stream can cut a
+character in two (a proxy slicing UTF-16 strings sends an emoji's ``\\ud83d`` in one event and its
+``\\ude00`` in the next), and one such event must not end the whole answer.
+
 With ``finite=True`` (a client's request body) a third: ``NaN``, ``Infinity`` and
 ``-Infinity``, which are not JSON, and numbers that overflow a double (``1e400``, parsed
 as infinity, or an integer of 309 digits, which Python keeps exact), raised as
@@ -38,6 +43,7 @@ __all__ = [
     "first_surrogate",
     "has_surrogate",
     "loads",
+    "loads_replacing",
     "where_not_finite",
 ]
 
@@ -95,6 +101,17 @@ def loads(text: str | bytes, *, max_depth: int | None = None, finite: bool = Fal
     """`json.loads`, with nesting too deep for the parser, or past `max_depth`, raised
     as `TooDeep`, an unpaired surrogate in a string as `NotUnicode`, and, when `finite`,
     a number JSON has no way to write as `NotFinite` (all `ValueError`s)."""
+    value = _parsed(text, max_depth, finite)
+    if isinstance(text, bytes):
+        hinted = _HINT_BYTES.search(text) is not None
+    else:
+        hinted = _HINT_TEXT.search(text) is not None
+    if hinted and has_surrogate(value):
+        raise NotUnicode("a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)")
+    return value
+
+
+def _parsed(text: str | bytes, max_depth: int | None, finite: bool) -> Any:
     try:
         if not finite:
             value = json.loads(text)
@@ -106,12 +123,36 @@ def loads(text: str | bytes, *, max_depth: int | None = None, finite: bool = Fal
         raise TooDeep("nested too deeply to parse") from None
     if max_depth is not None and deeper_than(value, max_depth):
         raise TooDeep(f"nested more than {max_depth} levels deep")
-    if isinstance(text, bytes):
-        hinted = _HINT_BYTES.search(text) is not None
-    else:
-        hinted = _HINT_TEXT.search(text) is not None
-    if hinted and has_surrogate(value):
-        raise NotUnicode("a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)")
+    return value
+
+
+def loads_replacing(text: str | bytes, *, finite: bool = False) -> tuple[Any, bool]:
+    """`loads` for what an upstream sent: bytes that are not UTF-8 and unpaired
+    surrogates are read as U+FFFD (REPLACEMENT CHARACTER), as a UTF-8 decoder replaces
+    what it cannot read. Returns the value and whether anything was replaced (the text
+    is then no longer what was sent: write the value again). Anything else that is not
+    JSON raises as `loads` raises it. Text without such a character costs what `loads`
+    does; one with them is parsed twice."""
+    try:
+        return loads(text, finite=finite), False
+    except UnicodeDecodeError:  # bytes that are not UTF-8
+        if not isinstance(text, bytes):
+            raise
+        value, _ = loads_replacing(text.decode("utf-8", "replace"), finite=finite)
+        return value, True
+    except NotUnicode:
+        # nesting is bounded: `_replaced` recurses as deep as the value goes
+        return _replaced(_parsed(text, MAX_DEPTH, finite)), True
+
+
+def _replaced(value: Any) -> Any:
+    """`value` with each unpaired surrogate in its strings (keys too) as U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_replaced(item) for item in value]
+    if isinstance(value, dict):
+        return {_replaced(key): _replaced(item) for key, item in value.items()}
     return value
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmroute.untrusted_json import NotUnicode, TooDeep, deeper_than, loads
+from llmroute.untrusted_json import NotUnicode, TooDeep, deeper_than, loads, loads_replacing
 
 
 def test_nesting_past_the_parser_is_a_value_error() -> None:
@@ -58,3 +58,20 @@ def test_surrogate_bytes_and_pairs() -> None:
         loads(b'"\xed\xa0\x80"')  # a surrogate's own three bytes, which json lets through
     assert loads('"\\ud83d\\ude00"') == "\U0001f600"  # a pair is one character
     assert loads('"\U0001f600 caf\\u00e9"'.encode()) == "\U0001f600 café"
+
+
+def test_loads_replacing_reads_a_character_cut_in_two_as_replacement_characters() -> None:
+    """What an upstream sends: half a surrogate pair (its other half in the next event)
+    and bytes that are not UTF-8 are U+FFFD, as a UTF-8 decoder reads them, and the
+    caller is told; text without them is `loads`'s answer, untouched."""
+    assert loads_replacing('{"content": "hi \\ud83d"}') == ({"content": "hi \ufffd"}, True)
+    assert loads_replacing(b'{"content": "\\ude00 end"}') == ({"content": "\ufffd end"}, True)
+    assert loads_replacing(b'{"\\ud83d": ["\\udc00"]}') == ({"\ufffd": ["\ufffd"]}, True)
+    assert loads_replacing(b'{"content": "caf\xe9"}') == ({"content": "caf\ufffd"}, True)
+    assert loads_replacing(b'"\xed\xa0\x80"') == ("\ufffd", True)  # a surrogate's bytes
+    assert loads_replacing('"\\ud83d\\ude00 caf\\u00e9"') == ("\U0001f600 café", False)
+    for bad in ("{not json", '{"a": NaN}'):
+        with pytest.raises(ValueError):
+            loads_replacing(bad, finite=True)
+    with pytest.raises(TooDeep):  # the walk that replaces is as deep as the value
+        loads_replacing("[" * 200 + '"\\ud800"' + "]" * 200)

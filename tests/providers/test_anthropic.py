@@ -426,6 +426,26 @@ def test_a_streamed_tool_call_without_input_has_empty_object_arguments() -> None
     assert arguments == {0: "{}", 1: '{"a": 1}'}
 
 
+def test_a_text_delta_holding_half_an_emoji_is_text_not_a_lost_event() -> None:
+    """An emoji cut in two by a proxy in front of Anthropic (its halves in two deltas, a
+    lone ``\\ud83d`` each) made each event unreadable, and the translator dropped them:
+    the text went missing without a word. They are U+FFFD now, the rest of each delta
+    kept."""
+    translator = StreamTranslator("claude")
+    events = [
+        b'data: {"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 3}}}',
+        b'data: {"type": "content_block_start", "index": 0, '
+        b'"content_block": {"type": "text", "text": ""}}',
+        b'data: {"type": "content_block_delta", "index": 0, '
+        b'"delta": {"type": "text_delta", "text": "party \\ud83c"}}',
+        b'data: {"type": "content_block_delta", "index": 0, '
+        b'"delta": {"type": "text_delta", "text": "\\udf89 now"}}',
+    ]
+    out = [json.loads(e[6:]) for event in events for e in translator.feed(event + b"\n\n")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in out if c["choices"])
+    assert text == "party \ufffd\ufffd now"
+
+
 # -- errors ------------------------------------------------------------------------------
 
 

@@ -134,6 +134,83 @@ def test_checked_event_reads_each_kind_of_event() -> None:
     assert caught.value.status == 500
 
 
+def test_a_character_cut_in_two_is_read_as_replacement_characters() -> None:
+    """Half a surrogate pair (a proxy slicing UTF-16 strings sends an emoji's halves in
+    two events) or bytes that are not UTF-8 in one event ended the whole answer as "not
+    JSON": the event is passed on with U+FFFD in their place, written again; an event
+    without them is passed on as it came."""
+    half = b'data: {"choices":[{"index":0,"delta":{"content":"hi \\ud83d"}}]}\n\n'
+    event = checked_event("up", half)
+    assert event is not None and json.loads(event[6:])["choices"][0]["delta"] == {
+        "content": "hi \ufffd"
+    }
+    latin = b'data: {"choices":[{"index":0,"delta":{"content":"caf\xe9"}}]}\n\n'
+    event = checked_event("up", latin)
+    assert event is not None and "caf\ufffd" in event.decode()
+    whole = b'data: {"choices":[{"index":0,"delta":{"content":"\\ud83d\\ude00"}}]}\n\n'
+    assert checked_event("up", whole) is whole
+
+
+def test_a_stream_splitting_an_emoji_across_events_is_read_to_its_end(
+    upstream: FakeUpstream,
+) -> None:
+    async def run() -> tuple[list[bytes], ProviderError | None]:
+        provider = _provider(upstream)
+        got: list[bytes] = []
+        body = {"messages": [{"role": "user", "content": "party \U0001f389 now"}], "stream": True}
+        try:
+            async for event in provider.stream("m?split=1", body, timeouts=Timeouts(total_s=5)):
+                got.append(event)
+        except ProviderError as exc:
+            return got, exc
+        finally:
+            await provider.aclose()
+        return got, None
+
+    got, failed = asyncio.run(run())
+    assert failed is None
+    chunks = [json.loads(e[6:]) for e in got if e != b"data: [DONE]\n\n"]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "echo: party \ufffd\ufffd now "
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+class _NotUtf8(BaseHTTPRequestHandler):
+    """An OpenAI-protocol server whose whole answer holds latin-1 and a lone surrogate."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        raw = (
+            b'{"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": '
+            b'[{"index": 0, "message": {"role": "assistant", "content": "caf\xe9 \\ud83d"}, '
+            b'"finish_reason": "stop"}]}'
+        )
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+
+def test_a_whole_answer_with_a_character_that_is_not_unicode_is_answered() -> None:
+    with serve_in_thread(_NotUtf8) as url:
+
+        async def run() -> Any:
+            provider = OpenAICompatProvider("up", Provider(kind="openai", base_url=url), environ={})
+            try:
+                return await provider.complete("m", CHAT, timeouts=Timeouts(total_s=5))
+            finally:
+                await provider.aclose()
+
+        answer = asyncio.run(run())
+    assert answer["choices"][0]["message"]["content"] == "caf\ufffd \ufffd"
+
+
 class _NoContent(BaseHTTPRequestHandler):
     """An Anthropic-protocol server answering a message without its ``content``."""
 

@@ -7,6 +7,7 @@ event, never the garbage."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -29,6 +30,7 @@ models:
   nan: {provider: fake, model: "up-nan?shape=nan"}
   nan-stream: {provider: fake, model: "up-nan?garbage=nan"}
   nan-rerank: {provider: fake, model: "up-rerank?nan=1", kind: rerank, price: {input: 1}}
+  split: {provider: fake, model: "up-split?split=1"}
 routes:
   - name: hollow-route
     examples: ["tell me about volcanoes"]
@@ -130,6 +132,46 @@ def test_an_event_that_is_not_json_after_the_first_words_ends_with_an_error_even
         raw = r.read()
     assert b"not json" not in raw and b'"upstream_error"' in raw
     assert raw.rstrip().endswith(b"data: [DONE]")
+
+
+@pytest.mark.parametrize("api", ["chat", "messages", "responses"])
+def test_a_stream_that_cuts_an_emoji_in_two_is_answered_to_its_end(
+    gateway: Served, api: str
+) -> None:
+    """An upstream (a proxy slicing UTF-16 strings) that sends an emoji's two halves in
+    two events ended the answer with "the upstream stream broke off" after its first
+    words; now each half is U+FFFD and the answer goes on to its end, on every API."""
+    said = [{"role": "user", "content": "party \U0001f389 now"}]
+    path, body, pick = {
+        "chat": (
+            "/v1/chat/completions",
+            {"messages": said},
+            lambda e: "".join(
+                (c.get("delta") or {}).get("content") or "" for c in e.get("choices", [])
+            ),
+        ),
+        "messages": (
+            "/v1/messages",
+            {"messages": said, "max_tokens": 50},
+            lambda e: (
+                (e.get("delta") or {}).get("text", "")
+                if e.get("type") == "content_block_delta"
+                else ""
+            ),
+        ),
+        "responses": (
+            "/v1/responses",
+            {"input": said},
+            lambda e: e.get("delta", "") if e.get("type") == "response.output_text.delta" else "",
+        ),
+    }[api]
+    body = {**body, "model": "split", "stream": True}
+    with httpx.stream("POST", f"{gateway.url}{path}", json=body, timeout=10) as r:
+        assert r.status_code == 200
+        lines = [line[6:] for line in r.iter_lines() if line.startswith("data: {")]
+    events = [json.loads(line) for line in lines]
+    assert not any("error" in e or e.get("type") in ("error", "response.failed") for e in events)
+    assert "".join(pick(e) for e in events).rstrip() == "echo: party \ufffd\ufffd now"
 
 
 def test_an_answer_holding_nan_is_a_502_not_a_500(gateway: Served) -> None:

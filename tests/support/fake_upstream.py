@@ -53,6 +53,9 @@ error) to a request that sets parameter A or B; ``cap=N`` answer OpenAI's 400 to
 ``gap=S`` a stream waits S seconds before each word; ``stall=S`` after its first word;
 ``reasoning=TEXT`` answers with DeepSeek's ``reasoning_content`` TEXT (a stream: one
 delta of it before the words);
+``split=1`` a stream sends each character beyond the BMP (an emoji) as its two UTF-16
+halves in two events, ``"\\ud83d"`` then ``"\\ude00"``, as a proxy slicing UTF-16
+strings does;
 ``strict=1`` answers OpenAI's 400 to a message holding a field OpenAI does not know
 (``thinking_blocks``, ``reasoning_content``: DeepSeek too refuses its own reasoning
 sent back). A stream whose reader hangs up
@@ -288,6 +291,21 @@ def _chunk(
     if usage:
         data["usage"] = _usage()
     return f"data: {json.dumps(data)}\n\n".encode()
+
+
+def _halves(text: str) -> list[str]:
+    """`text` in pieces cut inside each character beyond the BMP: its high surrogate ends
+    one piece and its low one starts the next (str holds them as lone code points, and
+    `json.dumps` writes each as its escape)."""
+    pieces, current = [], ""
+    for ch in text:
+        if ord(ch) > 0xFFFF:
+            high, low = divmod(ord(ch) - 0x10000, 0x400)
+            pieces.append(current + chr(0xD800 + high))
+            current = chr(0xDC00 + low)
+        else:
+            current += ch
+    return [*pieces, current]
 
 
 def _loose(event: bytes) -> bytes:
@@ -609,7 +627,8 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             try:
                 for word in text.split(" "):
                     self._pause_before(sent, faults)
-                    self._write_chunk(_chunk(model, {"content": word + " "}, None))
+                    for piece in _halves(word + " ") if "split" in faults else [word + " "]:
+                        self._write_chunk(_chunk(model, {"content": piece}, None))
                     sent += 1
                 self._write_chunk(_chunk(model, {}, faults.get("finish", "stop")))
                 if usage:

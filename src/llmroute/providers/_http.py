@@ -21,7 +21,8 @@ from llmroute.errors import (
     RateLimited,
     UpstreamRejected,
 )
-from llmroute.untrusted_json import loads
+from llmroute.sse import event_of
+from llmroute.untrusted_json import loads, loads_replacing
 
 __all__ = [
     "MAX_EVENT_BYTES",
@@ -444,7 +445,11 @@ def checked_event(provider: str, raw: bytes) -> bytes | None:
     if payload == b"[DONE]":
         return event
     try:
-        data = loads(payload, finite=True)  # NaN, Infinity: not JSON a client could read
+        # NaN, Infinity: not JSON a client could read; a character cut in two (bytes that
+        # are not UTF-8, half a surrogate pair): U+FFFD, and the event written again
+        data, replaced = loads_replacing(payload, finite=True)
+        if replaced:
+            event = event_of(data) if isinstance(data, dict) else event
     except (ValueError, UnicodeDecodeError):
         said = payload.strip()
         if said == b"[DONE]":

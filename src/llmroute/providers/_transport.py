@@ -29,7 +29,7 @@ from llmroute.providers._http import (
 )
 from llmroute.providers.base import Timeouts
 from llmroute.telemetry.propagation import upstream_headers
-from llmroute.untrusted_json import loads
+from llmroute.untrusted_json import loads, loads_replacing
 
 __all__ = ["ErrorMapper", "Framing", "HttpTransport", "Signer"]
 
@@ -147,7 +147,9 @@ class HttpTransport:
         except TRANSPORT_ERRORS as exc:
             raise network_error(self._provider, exc) from None
         try:
-            parsed = loads(body, finite=True)  # NaN would make the client's answer unwritable
+            # NaN would make the client's answer unwritable; bytes that are not UTF-8 and
+            # unpaired surrogates are read as U+FFFD (`loads_replacing`)
+            parsed, _ = loads_replacing(body, finite=True)
         except (ValueError, UnicodeDecodeError):
             raise ProviderError(
                 self._provider, "upstream returned a body that is not JSON"

@@ -24,7 +24,7 @@ from llmroute.providers._transport import HttpTransport
 from llmroute.providers.base import Timeouts, model_ids
 from llmroute.registry.schema import Provider, env_headers
 from llmroute.sse import DONE, event_of
-from llmroute.untrusted_json import loads
+from llmroute.untrusted_json import loads_replacing
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicProvider", "sent_once_more", "streamed_once_more"]
 
@@ -177,7 +177,7 @@ def _parse_event(event: bytes) -> dict[str, Any] | None:
     if not data:
         return None
     try:
-        parsed = loads(data)
+        parsed, _ = loads_replacing(data)  # half a surrogate pair: U+FFFD, not a lost event
     except ValueError:
         return None
     return parsed if isinstance(parsed, dict) else None
