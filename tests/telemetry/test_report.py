@@ -253,3 +253,19 @@ def test_embeddings_and_rerank_count_in_spend_not_in_layers_or_savings() -> None
     ]
     assert {a.name: a.n for a in report.apis} == {"embeddings": 30, "rerank": 10, "(none)": 120}
     assert report.to_dict()["total"]["unrouted_usd"] == pytest.approx(4.0)
+
+
+def test_embeddings_and_rerank_do_not_dilute_the_escalation_rate() -> None:
+    """A cascade escalates routed requests only: a gateway answering ten embeddings
+    requests for each chat showed a tenth of its escalation rate (the dashboard's tile
+    too, which reads the total's)."""
+    plain = build_report(decisions(), REGISTRY)
+    assert plain.total.escalations > 0  # the fixture escalates some: not vacuous
+    report = build_report(decisions() + _unrouted(300) + _unrouted(100, "rerank", "rr"), REGISTRY)
+    assert report.total.escalations == plain.total.escalations
+    assert report.total.escalation_rate == pytest.approx(plain.total.escalation_rate)
+    assert report.to_dict()["total"]["escalation_rate"] == pytest.approx(
+        plain.total.escalation_rate
+    )
+    routes = {r.name: r for r in report.routes}
+    assert routes["(embeddings)"].escalation_rate is None  # nothing there could escalate

@@ -7,7 +7,8 @@ users, per key, per tag and for the end users who cost the most); cost
 against always calling the strongest model (the registry's most expensive chat model
 by input + output price per million tokens: the counterfactual prices each request's
 logged tokens at that model); fallback rate (requests with failed
-attempts before the answer) and escalation rate (attempts that mention an escalation);
+attempts before the answer) and escalation rate (attempts that mention an escalation,
+of the routed requests);
 p50/p99 latency per route and per model; error rate; user feedback and shadow quality
 per route.
 
@@ -17,8 +18,8 @@ the savings compare like with like) and counted in `unpriced`. Decisions asked f
 through ``/v1/route`` (`route_only`) count in the route mix and its shares, but not in
 latency or cost: nothing was dispatched. Embeddings and rerank requests (`unrouted`)
 count in requests, errors, latency and cost, under their own routes ``(embeddings)``
-and ``(rerank)``, but not in the deciding layers, nor in the counterfactual or the
-savings: no routing chose their model.
+and ``(rerank)``, but not in the deciding layers, the escalation rate, the
+counterfactual or the savings: no routing chose their model.
 """
 
 from __future__ import annotations
@@ -133,7 +134,9 @@ class GroupStats:
 
     @property
     def escalation_rate(self) -> float | None:
-        return _rate(self.escalations, self.n)
+        """Of the routed requests: an embeddings or rerank request has no cascade to
+        escalate (a group of them alone: None)."""
+        return _rate(self.escalations, self.n - self.unrouted)
 
     @property
     def savings(self) -> float | None:
