@@ -358,3 +358,26 @@ def test_embeddings_and_rerank_count_in_spend_not_in_routing_figures() -> None:
     assert data["drift"]["mix_tv"] == plain["drift"]["mix_tv"]
     routes = {r["name"]: r for r in data["routes"]}
     assert routes["(embeddings)"]["n"] == 60 and routes["(rerank)"]["spend_usd"] == 30.0
+
+
+def test_the_escalation_tile_is_of_the_routed_requests() -> None:
+    """The fallback tile's escalation rate: one chat in four escalated, beside forty
+    embeddings answers (no cascade to escalate), is 25%, not 2%."""
+    chats = [
+        logged("code", ts=NOW - 100 + i, attempts=("escalated: low confidence",) if i == 0 else ())
+        for i in range(4)
+    ]
+    embedded = [
+        logged(
+            "(embeddings)",
+            ts=NOW - 50 + i,
+            margin=None,
+            confidence=1.0,
+            layer="(unrouted)",
+            api="embeddings",
+        )
+        for i in range(40)
+    ]
+    rows = sorted(chats + embedded, key=lambda d: d.ts)
+    data = dashboard_data(Rows(rows, len(rows)), Rows([], 0), REGISTRY, window=HOUR, url="x")
+    assert data["summary"]["escalation_rate"] == pytest.approx(0.25)
