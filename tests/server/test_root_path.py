@@ -248,3 +248,11 @@ def test_the_root_path_goes_to_the_workers_through_the_environment() -> None:
     assert settings.to_env()["LLMROUTE_ROOT_PATH"] == "/llm/gw"
     assert ServeSettings.from_env(settings.to_env()) == settings
     assert ServeSettings.from_env({}).root_path is None
+
+
+@pytest.mark.parametrize("value", ["llm", "/llm/", "/v1", "/a b"])
+def test_a_malformed_root_path_variable_is_refused_without_the_cli(value: str) -> None:
+    """``uvicorn --factory llmroute.server.app:app_from_env`` reads the variable with no
+    CLI to check it: a typo must not start a gateway that strips nothing."""
+    with pytest.raises(ValueError, match=r"\$LLMROUTE_ROOT_PATH"):
+        ServeSettings.from_env({"LLMROUTE_ROOT_PATH": value})

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from llmroute.server.hosts import host_name
-from llmroute.server.root_path import ROOT_PATH_ENV
+from llmroute.server.root_path import ROOT_PATH_ENV, root_path_problem
 
 __all__ = [
     "ALLOWED_HOSTS_ENV",
@@ -117,8 +117,17 @@ class ServeSettings:
             sse_keepalive_s=float(env.get(SSE_KEEPALIVE_ENV) or DEFAULT_SSE_KEEPALIVE_S),
             bind_host=env.get(BIND_HOST_ENV) or None,
             allowed_hosts=split_hosts(env.get(ALLOWED_HOSTS_ENV) or ""),
-            root_path=env.get(ROOT_PATH_ENV) or None,
+            root_path=_root_path(env.get(ROOT_PATH_ENV) or None),
         )
+
+
+def _root_path(value: str | None) -> str | None:
+    """``$LLMROUTE_ROOT_PATH``, checked as ``--root-path`` is (the variable also reaches
+    ``uvicorn --factory llmroute.server.app:app_from_env``, which no CLI checks): a typo
+    would otherwise strip nothing, or take the gateway's own paths."""
+    if value is not None and (problem := root_path_problem(value)) is not None:
+        raise ValueError(f"${ROOT_PATH_ENV} {value!r}: {problem}")
+    return value
 
 
 def split_hosts(value: str) -> tuple[str, ...]:
