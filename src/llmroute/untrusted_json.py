@@ -102,13 +102,19 @@ def loads(text: str | bytes, *, max_depth: int | None = None, finite: bool = Fal
     as `TooDeep`, an unpaired surrogate in a string as `NotUnicode`, and, when `finite`,
     a number JSON has no way to write as `NotFinite` (all `ValueError`s)."""
     value = _parsed(text, max_depth, finite)
-    if isinstance(text, bytes):
-        hinted = _HINT_BYTES.search(text) is not None
-    else:
-        hinted = _HINT_TEXT.search(text) is not None
+    hinted = _hinted(text)
     if hinted and has_surrogate(value):
         raise NotUnicode("a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)")
     return value
+
+
+def _hinted(text: str | bytes) -> bool:
+    """Whether `text` may hold a surrogate: the substring tests (memchr-fast) rule out
+    almost every text before the regex, which costs about as much as a small event's
+    parse."""
+    if isinstance(text, bytes):
+        return (b"\\u" in text or b"\xed" in text) and _HINT_BYTES.search(text) is not None
+    return ("\\u" in text or not text.isascii()) and _HINT_TEXT.search(text) is not None
 
 
 def _parsed(text: str | bytes, max_depth: int | None, finite: bool) -> Any:
