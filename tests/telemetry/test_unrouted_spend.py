@@ -45,6 +45,7 @@ auth:
     - {name: ops, key_env: LLMROUTE_TEST_OPS_KEY, admin: true, budget: {usd: 100, period: day}}
 telemetry:
   prompts: redacted
+  embeddings_text: true  # their text too, as prompts says
   flush_seconds: 0.05
 """
 TEAM_KEY, OPS_KEY = "sk-team-unrouted-0123456789", "sk-ops-unrouted-0123456789"
@@ -130,7 +131,7 @@ def test_report_and_dashboard_spend_per_key_is_what_budgets_were_charged(
     embedded = [d for d in unrouted if d.model == "embed"]
     assert {d.end_user for d in embedded} == {"mary"}
     assert sorted(d.tags for d in embedded) == [(), (), ("app=search",)]
-    # the text is kept as telemetry.prompts (redacted) keeps a chat's: PII replaced
+    # embeddings_text: the text is kept as telemetry.prompts (redacted) keeps a chat's: PII replaced
     assert all(d.prompt is not None and "bob@example.com" not in d.prompt for d in embedded)
     assert all("<EMAIL" in (d.prompt or "") for d in embedded)
 

@@ -1352,6 +1352,9 @@ class TelemetrySettings(_Frozen):
     # the answers: not stored, stored with PII replaced by placeholders, or stored
     responses: Literal["off", "redacted", "full"] = "off"
     max_response_chars: int = Field(default=32_000, ge=100)  # longer answers are cut
+    max_prompt_chars: int = Field(default=32_000, ge=100)  # longer prompts are stored cut
+    # embeddings' and rerank's text (whole corpora): their hash only unless asked
+    embeddings_text: bool = False
     queue_size: int = Field(default=10_000, ge=1)
     batch_size: int = Field(default=500, ge=1)
     flush_seconds: Seconds = 0.2

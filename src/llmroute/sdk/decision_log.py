@@ -110,6 +110,8 @@ class SdkDecisionLog:
             settings.prompts,
             responses=settings.responses,
             max_response_chars=settings.max_response_chars,
+            max_prompt_chars=settings.max_prompt_chars,
+            embeddings_text=settings.embeddings_text,
         )
         log.info("SDK decision log: %s (prompts: %s)", mask_url(url), settings.prompts)
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from llmroute.decision import Decision
+
+log = logging.getLogger("llmroute.telemetry")
 
 __all__ = [
     "CLIENT_CLOSED",
@@ -30,6 +33,8 @@ __all__ = [
     "PromptMode",
     "ResponseMode",
     "ShadowRecord",
+    "cut_text",
+    "decision_rows",
     "prompt_hash",
 ]
 
@@ -98,7 +103,21 @@ DECISION_COLUMNS: tuple[str, ...] = (
 
 
 def prompt_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def cut_text(text: str, most: int) -> str:
+    """`text` cut to its first `most` characters, less a word cut in two at the end (so
+    that the PII detector does not meet half a phone number or key it cannot
+    recognise)."""
+    if len(text) <= most:
+        return text
+    kept = text[:most]
+    if not text[most].isspace():
+        space = max(kept.rfind(" "), kept.rfind("\n"), kept.rfind("\t"))
+        if space >= most - 128:
+            kept = kept[:space]
+    return kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +168,7 @@ class DecisionRecord:
     response: str | None = None  # the answer's text, already cut; None when not kept
     response_mode: ResponseMode = "off"
     api: str | None = None
+    max_prompt_chars: int | None = None  # the stored text is cut to this (the hash is whole)
 
     @property
     def id(self) -> str:
@@ -160,23 +180,24 @@ class DecisionRecord:
         return self.api in UNROUTED_APIS
 
     def stored_prompt(self) -> tuple[str | None, str | None]:
-        """(prompt_hash, prompt) as `prompt_mode` stores them. ``redacted`` stores the
-        redacted text the recorder made, else the text through the PII detector here (in
-        the writer's thread: an unrouted request's text is redacted off the request
-        path)."""
+        """(prompt_hash, prompt) as `prompt_mode` stores them: the hash of the whole
+        text, the text cut to `max_prompt_chars` before anything else. ``redacted``
+        stores the redaction safety made, else the cut text through the PII detector here,
+        in the writer's thread; if that fails, the hash alone (one record's text must
+        not cost the batch it is written in)."""
         text = self.prompt
         if text is None or self.prompt_mode == "off":
             return None, None
         digest = prompt_hash(text)
         if self.prompt_mode == "hash":
             return digest, None
+        most = self.max_prompt_chars
         if self.prompt_mode == "redacted":
             if self.redacted_prompt is not None:
-                return digest, self.redacted_prompt
-            from llmroute.telemetry.recorder import redact_text
-
-            return digest, redact_text(text)
-        return digest, text
+                text = self.redacted_prompt
+                return digest, text if most is None else cut_text(text, most)
+            return digest, _redacted(text if most is None else cut_text(text, most), self.id)
+        return digest, text if most is None else cut_text(text, most)
 
     def to_row(self) -> tuple[Any, ...]:
         """The `DECISION_COLUMNS` values; JSON columns as text, booleans as bool."""
@@ -232,10 +253,41 @@ class DecisionRecord:
         if self.response is None or self.response_mode == "off":
             return None
         if self.response_mode == "redacted":
-            from llmroute.telemetry.recorder import redact_text
-
-            return redact_text(self.response)
+            return _redacted(self.response, self.id)
         return self.response
+
+
+def decision_rows(records: Iterable[DecisionRecord]) -> list[tuple[Any, ...]]:
+    """The rows of `records` (`to_row`); a record whose row cannot be built is left out
+    with a warning that names it (its type of error only: the text may be secret), so
+    that it does not cost the others in its batch."""
+    rows = []
+    for record in records:
+        try:
+            rows.append(record.to_row())
+        except Exception as exc:
+            log.warning(
+                "decision %s not logged: its row could not be built (%s)",
+                record.id,
+                type(exc).__name__,
+            )
+    return rows
+
+
+def _redacted(text: str, decision_id: str) -> str | None:
+    """`text` through the PII detector; None (and a warning naming the decision, not the
+    text) if the detector fails on it."""
+    from llmroute.telemetry.recorder import redact_text
+
+    try:
+        return redact_text(text)
+    except Exception as exc:
+        log.warning(
+            "decision %s: PII redaction failed (%s): its text is not stored",
+            decision_id,
+            type(exc).__name__,
+        )
+        return None
 
 
 @dataclass(frozen=True, slots=True)

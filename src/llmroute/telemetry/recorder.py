@@ -6,8 +6,9 @@ This runs on the request path, so it does as little as it can: it keeps referenc
 a few numbers and prepares the prompt only as far as the `prompts` setting asks; the
 JSON and hashing happen in the writer's thread (`DecisionRecord.to_row`). A request
 that safety redacted is logged (and hashed) redacted, whatever the mode; ``redacted``
-also passes any other text through the PII detector here, so that a redacted log never
-holds a recognised email, phone number, card or key, whatever the route's policy.
+has any other text passed through the PII detector in the writer's thread (its cost
+grows with the text, so not here), so that a redacted log never holds a recognised
+email, phone number, card or key, whatever the route's policy.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class Recorder:
         "_apis",
         "api",
         "client",
+        "embeddings_text",
+        "max_prompt_chars",
         "max_response_chars",
         "metrics",
         "on_record",
@@ -91,6 +94,8 @@ class Recorder:
         responses: ResponseMode = "off",
         max_response_chars: int = 32_000,
         api: str | None = None,
+        max_prompt_chars: int = 32_000,
+        embeddings_text: bool = False,
     ) -> None:
         self.sink = sink
         self.metrics = metrics
@@ -101,6 +106,8 @@ class Recorder:
         self.responses: ResponseMode = responses
         self.max_response_chars = max_response_chars
         self.api = api
+        self.max_prompt_chars = max_prompt_chars
+        self.embeddings_text = embeddings_text
         self._apis: dict[str | None, Recorder] = {}  # `by_api`'s, made once each
 
     @property
@@ -125,6 +132,8 @@ class Recorder:
             responses=self.responses,
             max_response_chars=self.max_response_chars,
             api=api,
+            max_prompt_chars=self.max_prompt_chars,
+            embeddings_text=self.embeddings_text,
         )
 
     def for_client(
@@ -205,6 +214,7 @@ class Recorder:
             response=answer[: self.max_response_chars] if answer and self.wants_answers else None,
             response_mode=self.responses,
             api=self.api,
+            max_prompt_chars=self.max_prompt_chars,
         )
         if self.sink is not None:
             self.sink.offer(record)
@@ -247,6 +257,7 @@ class Recorder:
             route_only=True,
             end_user=end_user_of(_as_sent(decision, body)),
             tags=self.tags,
+            max_prompt_chars=self.max_prompt_chars,
         )
         if self.sink is not None:
             self.sink.offer(record)
@@ -294,6 +305,8 @@ class Recorder:
             total_us=0.0,
         )
         mode = self.prompts
+        if mode != "off" and not self.embeddings_text:
+            mode = "hash"
         text = None
         if mode != "off" and self.sink is not None:
             try:
@@ -318,6 +331,7 @@ class Recorder:
             end_user=end_user_of(body),
             tags=self.tags,
             api=self.api,
+            max_prompt_chars=self.max_prompt_chars,
         )
         if self.sink is not None:
             self.sink.offer(record)
@@ -330,11 +344,11 @@ class Recorder:
         """(mode, prompt, redacted prompt) as the setting needs them: nothing for ``off``
         (or when the log is off), else the router's text. When safety redacted the
         request, that redaction is what every mode stores (and hashes): the log never
-        holds text the policy kept from the model. ``redacted`` also runs the PII
-        detector over text that safety did not redact. A blocked request is stored as
-        its hash alone (the mode says ``hash``) unless the operator opted in with
-        ``safety.log_blocked_text``: its text is what safety refused to pass on, such as
-        a secret key."""
+        holds text the policy kept from the model. ``redacted`` has the PII detector
+        run over text that safety did not redact, in the writer's thread (not here: its
+        cost grows with the text). A blocked request is stored as its hash alone (the
+        mode says ``hash``) unless the operator opted in with ``safety.log_blocked_text``:
+        its text is what safety refused to pass on, such as a secret key."""
         mode = self.prompts
         if mode == "off" or self.sink is None:
             return mode, None, None
@@ -352,9 +366,7 @@ class Recorder:
                 text = router.request(body).text
         except Exception:  # the body was routed already; be safe anyway
             return mode, None, None
-        if mode != "redacted":
-            return mode, text, None
-        return mode, text, redact_text(text)
+        return mode, text, None
 
 
 def _as_sent(decision: Decision, body: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -89,6 +89,8 @@ class Telemetry:
             settings.prompts,
             responses=settings.responses,
             max_response_chars=settings.max_response_chars,
+            max_prompt_chars=settings.max_prompt_chars,
+            embeddings_text=settings.embeddings_text,
         )
 
     @classmethod

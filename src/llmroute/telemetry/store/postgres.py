@@ -29,6 +29,7 @@ from llmroute.telemetry.record import (
     DecisionRecord,
     FeedbackRecord,
     ShadowRecord,
+    decision_rows,
 )
 from llmroute.telemetry.store._sql import (
     DECISION_LIST,
@@ -307,7 +308,9 @@ class PostgresStore(SqlReads):
     def write_decisions(self, records: Sequence[DecisionRecord]) -> None:
         if not records:
             return
-        rows = [_storable(record.to_row(), _DECISION_JSON) for record in records]
+        rows = [_storable(row, _DECISION_JSON) for row in decision_rows(records)]
+        if not rows:
+            return
         with self._connection("write decisions") as conn, conn.cursor() as cur:
             if self.insert_method == "executemany":
                 cur.executemany(_INSERT_DECISION, rows)

@@ -23,6 +23,7 @@ from llmroute.telemetry.record import (
     DecisionRecord,
     FeedbackRecord,
     ShadowRecord,
+    decision_rows,
 )
 from llmroute.telemetry.store._sql import (
     DECISION_LIST,
@@ -172,7 +173,9 @@ class SqliteStore(SqlReads):
     def write_decisions(self, records: Sequence[DecisionRecord]) -> None:
         if not records:
             return
-        rows = [record.to_row() for record in records]  # outside the lock
+        rows = decision_rows(records)  # outside the lock
+        if not rows:
+            return
         with self._transaction("write decisions") as conn:
             conn.executemany(_INSERT_DECISION, rows)
 
