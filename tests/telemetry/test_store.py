@@ -386,7 +386,9 @@ def test_embeddings_and_rerank_answers_are_logged_and_counted(
     redacted (the PII detector runs in the writer's thread, at `to_row`); and the
     database's per-key, per-API and per-bucket spend counts it beside the chats'."""
     kept = _Kept()
-    recorder = Recorder(kept, None, "redacted").for_client("team-a", tags=("app=x",))
+    recorder = Recorder(kept, None, "redacted", embeddings_text=True).for_client(
+        "team-a", tags=("app=x",)
+    )
     t0 = 1_700_000_000.0
     text = "contact bob@example.com about it"
     embedded = recorder.by_api("embeddings").unrouted(
