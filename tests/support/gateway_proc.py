@@ -145,13 +145,18 @@ def serve_text(
 
 
 @contextmanager
-def log_dashboard(url: str, log: Path) -> Iterator[str]:
-    """`llmroute dashboard --url URL` on a free 127.0.0.1 port (its default host), its
-    output in `log`; yields its base URL once /health answers, stops it on exit."""
+def log_dashboard(
+    url: str, log: Path, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """`llmroute dashboard --url URL ARGS...` on a free 127.0.0.1 port (its default
+    host), its output in `log`; yields its base URL once /health answers, stops it on
+    exit."""
     port = free_port()
-    command = [str(BIN / "llmroute"), "dashboard", "--url", url, "--port", str(port)]
+    command = [str(BIN / "llmroute"), "dashboard", "--url", url, "--port", str(port), *args]
     with log.open("wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT
+        )
     base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:

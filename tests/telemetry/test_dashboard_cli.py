@@ -3,6 +3,8 @@ process on 127.0.0.1, over SQLite and the real PostgreSQL."""
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -11,7 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gateway_proc import log_dashboard
+from gateway_proc import log_dashboard, wait_for
+from prefix_proxy import prefix_proxy
 from telemetry_records import MakeRecord
 
 from llmroute.telemetry.store import open_store
@@ -103,6 +106,103 @@ def test_on_a_loopback_address_it_answers_only_loopback_names(tmp_path: Path) ->
                 answer = httpx.get(f"{base}{path}", headers={"host": f"{name}:{port}"})
                 assert answer.status_code == 400, (name, path)
                 assert answer.json()["error"]["code"] == "invalid_host"
+
+
+def test_a_refused_host_is_logged_and_allowed_hosts_are_answered(tmp_path: Path) -> None:
+    """The gateway's Host check (`llmroute serve`): each refusal is one warning line,
+    the answer names --allowed-host, a name given with it is answered, /health is
+    answered to anyone (a proxy's or a kubelet's check)."""
+    log = tmp_path / "dashboard.log"
+    args = ["--allowed-host", "dash.example.com"]
+    with log_dashboard(f"sqlite:///{tmp_path / 'log.db'}", log, args) as base:
+        port = base.rpartition(":")[2]
+        rebound = {"host": f"rebound.example:{port}"}
+        refused = httpx.get(f"{base}/dashboard/data", headers=rebound, timeout=10)
+        assert refused.status_code == 400, refused.text
+        message = refused.json()["error"]["message"]
+        assert message.startswith("this dashboard listens on a loopback address"), message
+        assert "--allowed-host NAME" in message and "dash.example.com" not in message
+        said = (
+            "refused GET /dashboard/data from 127.0.0.1 (invalid_host 400): Host "
+            f"'rebound.example:{port}', neither a loopback name nor one --allowed-host gave"
+        )
+        wait_for("the refusal's log line", lambda: said in log.read_text(), 10, log)
+        assert log.read_text().count("refused GET") == 1
+        assert httpx.get(f"{base}/health", headers=rebound, timeout=10).status_code == 200
+        for host in ("dash.example.com", f"DASH.example.com:{port}"):
+            page = httpx.get(f"{base}/dashboard", headers={"host": host}, timeout=10)
+            assert page.status_code == 200, (host, page.text)
+    assert log.read_text().count("refused GET") == 1
+
+
+def _fetched_under(proxied: str) -> dict[str, object]:
+    """Open the dashboard at `proxied` (a proxy's URL with its prefix) as a browser
+    does: its address, the redirect to the page, then every file and the data the page
+    asks for by its relative URLs; returns the data."""
+    home = httpx.get(f"{proxied}/", follow_redirects=True, timeout=10)
+    assert home.status_code == 200 and str(home.url) == f"{proxied}/dashboard", home.url
+    linked = re.findall(r'(?:href|src|content)="([^"]*(?:app\.css|app\.js|data))"', home.text)
+    assert len(linked) == 3, linked
+    data: dict[str, object] = {}
+    for link in linked:
+        url = str(home.url.join(link))
+        assert url.startswith(f"{proxied}/dashboard/"), url
+        fetched = httpx.get(url, params={"since": "24h"}, timeout=10)
+        assert fetched.status_code == 200, (url, fetched.text)
+        if url.endswith("/data"):
+            data = fetched.json()
+    return data
+
+
+@pytest.mark.parametrize("given", ["option", "environment"])
+def test_behind_a_proxy_that_keeps_the_prefix(
+    given: str, tmp_path: Path, make_record: MakeRecord
+) -> None:
+    """nginx's ``proxy_pass http://127.0.0.1:8100;`` (no trailing /) asks for
+    /llm/dashboard as it is: served as /dashboard with --root-path /llm (or
+    $LLMROUTE_ROOT_PATH), the page's files and data under /llm too; without the prefix
+    too."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    _fill(url, make_record, 3)
+    args = ["--root-path", "/llm"] if given == "option" else []
+    env = {"LLMROUTE_ROOT_PATH": "/llm"} if given == "environment" else {}
+    log = tmp_path / "dashboard.log"
+    with log_dashboard(url, log, args, env) as base, prefix_proxy(base, keep=True) as proxied:
+        data = _fetched_under(proxied)
+        assert isinstance(data["summary"], dict) and data["summary"]["requests"] == 3
+        assert httpx.get(f"{base}/dashboard", timeout=10).status_code == 200
+        # no second prefix: what the Host check saw is what the routes match
+        assert httpx.get(f"{base}/llm/llm/dashboard", timeout=10).status_code == 404
+        rebound = {"host": "rebound.example"}
+        refused = httpx.get(f"{base}/llm/dashboard", headers=rebound, timeout=10)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_host"
+    assert "/dashboard, and under /llm (--root-path)" in log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "said"),
+    [
+        (["--root-path", "llm/"], {}, "--root-path 'llm/': it must start with '/'"),
+        (["--root-path", "/dashboard"], {}, "--root-path '/dashboard': the gateway's own"),
+        ([], {"LLMROUTE_ROOT_PATH": "/a//b"}, "--root-path '/a//b': each part must be"),
+        (["--allowed-host", "https://x.example/"], {}, "--allowed-host 'https://x.example/':"),
+        ([], {"LLMROUTE_ALLOWED_HOSTS": "a b"}, "--allowed-host 'a b': give a host name"),
+    ],
+)
+def test_a_malformed_root_path_or_allowed_host_fails_in_one_line(
+    args: list[str], env: dict[str, str], said: str, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    done = subprocess.run(
+        [str(BIN / "llmroute"), "dashboard", "--url", url, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and said in lines[0], done.stderr
 
 
 def test_a_port_in_use_fails_in_one_line(tmp_path: Path) -> None:

@@ -12,6 +12,12 @@ from typing import Annotated
 import typer
 
 from llmroute.cli._app import RegistryOption, app, check_port, fail, find_registry
+from llmroute.cli.serve import (
+    AllowedHostOption,
+    checked_allowed_hosts,
+    checked_root_path,
+    root_path_option,
+)
 from llmroute.cli.telemetry import UrlOption, _url
 
 
@@ -21,6 +27,8 @@ def dashboard_command(
     url: UrlOption = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8100,
+    allowed_host: AllowedHostOption = None,
+    root_path: Annotated[str | None, root_path_option("/dashboard")] = None,
 ) -> None:
     """Serve the web dashboard at http://HOST:PORT/dashboard over a decision log: traffic,
     route mix, latency, cost vs the strongest model, drift and shadow quality. The
@@ -29,23 +37,32 @@ def dashboard_command(
 
     from llmroute.errors import ConfigError
     from llmroute.registry import LoadedRegistry, load_registry
+    from llmroute.server import logs
     from llmroute.server.dashboard import create_log_dashboard
-    from llmroute.server.hosts import is_loopback
 
+    prefix = checked_root_path(root_path)
+    names = checked_allowed_hosts(allowed_host)
     loaded: LoadedRegistry | None = None
     path = find_registry(registry)
     if path is not None:
         loaded = load_registry(path)
     try:
         web = create_log_dashboard(
-            _url(url, loaded), loaded.registry if loaded else None, loopback_only=is_loopback(host)
+            _url(url, loaded),
+            loaded.registry if loaded else None,
+            bind_host=host,
+            allowed_hosts=names,
+            root_path=prefix,
         )
     except ConfigError as exc:
         fail(str(exc))
     check_port(host, port)
     shown = web.state.log_url
-    typer.echo(f"dashboard: {page_url(host, port)} (decision log: {shown})")
-    uvicorn.run(web, host=host, port=port, log_level="warning")
+    under = "" if prefix is None else f", and under {prefix} (--root-path)"
+    typer.echo(f"dashboard: {page_url(host, port)}{under} (decision log: {shown})")
+    # llmroute's own warnings (a refused Host) on uvicorn's handler, as serve's are
+    config = logs.log_config(uvicorn.config.LOGGING_CONFIG, level="warning", access_log=False)
+    uvicorn.run(web, host=host, port=port, log_config=config)
 
 
 def page_url(host: str, port: int) -> str:

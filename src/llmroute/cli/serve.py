@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -51,6 +51,32 @@ class LogLevel(StrEnum):
 class LogFormat(StrEnum):
     text = "text"
     json = "json"
+
+
+# `llmroute dashboard`'s too
+AllowedHostOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="On a loopback --host, a name besides 127.0.0.1, localhost and [::1] "
+        "whose requests are answered (one a proxy on this machine forwards as Host); "
+        "repeat for several, '*' for any. Others get a 400: a page of another site "
+        "whose name resolves to 127.0.0.1 (DNS rebinding). Default: "
+        "$LLMROUTE_ALLOWED_HOSTS (comma-separated), else none.",
+        show_default=False,
+    ),
+]
+
+
+def root_path_option(example: str) -> Any:
+    """--root-path's option, its help showing `example` (a path served) under /llm."""
+    return typer.Option(
+        help="A path prefix, e.g. /llm, that a proxy passes on instead of stripping "
+        "(nginx's proxy_pass without a trailing /, an ingress without a rewrite): "
+        f"/llm{example} is served as {example}, and {example} still is. Default: "
+        "$LLMROUTE_ROOT_PATH, else none.",
+        envvar=ROOT_PATH_ENV,
+        show_default=False,
+    )
 
 
 @app.command()
@@ -107,17 +133,7 @@ def serve(
             show_default=False,
         ),
     ] = None,
-    allowed_host: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="On a loopback --host, a name besides 127.0.0.1, localhost and [::1] "
-            "whose requests are answered (one a proxy on this machine forwards as Host); "
-            "repeat for several, '*' for any. Others get a 400: a page of another site "
-            "whose name resolves to 127.0.0.1 (DNS rebinding). Default: "
-            "$LLMROUTE_ALLOWED_HOSTS (comma-separated), else none.",
-            show_default=False,
-        ),
-    ] = None,
+    allowed_host: AllowedHostOption = None,
     forwarded_allow_ips: Annotated[
         str | None,
         typer.Option(
@@ -129,17 +145,7 @@ def serve(
             show_default=False,
         ),
     ] = None,
-    root_path: Annotated[
-        str | None,
-        typer.Option(
-            help="A path prefix, e.g. /llm, that a proxy passes on instead of stripping "
-            "(nginx's proxy_pass without a trailing /, an ingress without a rewrite): "
-            "/llm/v1/models is served as /v1/models, and /v1/models still is. Default: "
-            "$LLMROUTE_ROOT_PATH, else none.",
-            envvar=ROOT_PATH_ENV,
-            show_default=False,
-        ),
-    ] = None,
+    root_path: Annotated[str | None, root_path_option("/v1/models")] = None,
     cases: Annotated[
         Path | None,
         typer.Option(
@@ -214,7 +220,7 @@ def serve(
     _check_auth(loaded)
     _load_local_models(loaded, load=workers == 1)
     trusted = _trusted_proxies(forwarded_allow_ips)
-    prefix = _root_path(root_path)
+    prefix = checked_root_path(root_path)
     log_config = logs.log_config(
         uvicorn.config.LOGGING_CONFIG,
         level=log_level.value,
@@ -248,7 +254,7 @@ def serve(
         cases=None if cases is None else str(cases.resolve()),
         sse_keepalive_s=sse_keepalive,
         bind_host=host,
-        allowed_hosts=_allowed_hosts(allowed_host),
+        allowed_hosts=checked_allowed_hosts(allowed_host),
         root_path=prefix,
     )
     if workers > 1:
@@ -321,10 +327,10 @@ def _origins(values: list[str]) -> list[str]:
     return origins
 
 
-def _allowed_hosts(values: list[str] | None) -> tuple[str, ...]:
+def checked_allowed_hosts(values: list[str] | None) -> tuple[str, ...]:
     """The --allowed-host names (else $LLMROUTE_ALLOWED_HOSTS's), checked: ``*``, or a
     host name or address, a port dropped (any is answered); a mistake fails the start
-    with one line."""
+    with one line. `llmroute dashboard`'s too."""
     given = values if values else os.environ.get(ALLOWED_HOSTS_ENV, "").split(",")
     names = []
     for value in given:
@@ -365,9 +371,10 @@ def _trusted_proxies(value: str | None) -> str | None:
     return ",".join(items)
 
 
-def _root_path(value: str | None) -> str | None:
+def checked_root_path(value: str | None) -> str | None:
     """--root-path (or $LLMROUTE_ROOT_PATH), checked (`root_path_problem`); a mistake
-    fails the start with one line. None (or empty): no prefix."""
+    fails the start with one line. None (or empty): no prefix. `llmroute dashboard`'s
+    too."""
     if not value:
         return None
     problem = root_path_problem(value)

@@ -52,30 +52,42 @@ _DEFAULT_PORTS = {b"http": b":80", b"https": b":443"}
 
 
 def browser_middleware(
-    cors_origins: Sequence[str], bind_host: str | None, allowed_hosts: Sequence[str]
+    cors_origins: Sequence[str],
+    bind_host: str | None,
+    allowed_hosts: Sequence[str],
+    *,
+    server: str = "gateway",
 ) -> list[Middleware]:
     """The gateway's `GuardBrowsers`, or none when it would check nothing: ``*`` in
     `cors_origins`, and no Host check (`bind_host` unknown or not a loopback address,
-    or ``*`` in `allowed_hosts`)."""
+    or ``*`` in `allowed_hosts`). `server` names what refuses, in its answers
+    (``llmroute dashboard``'s: ``dashboard``, with `cors_origins` ``*``: the Host check
+    alone)."""
     hosts = None
     if bind_host is not None and is_loopback(bind_host) and "*" not in allowed_hosts:
         hosts = HostNames(allowed_hosts)
     if "*" in cors_origins and hosts is None:
         return []
-    return [Middleware(GuardBrowsers, cors_origins=cors_origins, hosts=hosts)]
+    return [Middleware(GuardBrowsers, cors_origins=cors_origins, hosts=hosts, server=server)]
 
 
 class GuardBrowsers:
     """ASGI middleware: the module docstring's two checks. `hosts`: the Host names
-    answered (None: any)."""
+    answered (None: any); `server`: what the answers call this server."""
 
     def __init__(
-        self, app: ASGIApp, *, cors_origins: Sequence[str], hosts: HostNames | None
+        self,
+        app: ASGIApp,
+        *,
+        cors_origins: Sequence[str],
+        hosts: HostNames | None,
+        server: str = "gateway",
     ) -> None:
         self.app = app
         self._any_origin = "*" in cors_origins
         self._origins = frozenset(origin.encode("latin-1") for origin in cors_origins)
         self._hosts = hosts
+        self._server = server
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in ANYONE_PATHS:
@@ -102,7 +114,7 @@ class GuardBrowsers:
             elif name in _MARKS:
                 marked = True
         if self._hosts is not None and not self._hosts.answers(host):
-            return _not_a_host_of_ours(host)
+            return _not_a_host_of_ours(host, self._server)
         if not marked or self._any_origin:
             return None
         headers = dict(scope["headers"])
@@ -196,11 +208,11 @@ def _another_origin(origin: bytes | None, site: bytes | None) -> _Refused:
     )
 
 
-def _not_a_host_of_ours(host: bytes | None) -> _Refused:
+def _not_a_host_of_ours(host: bytes | None, server: str) -> _Refused:
     # the names --allowed-host gave are not said: a rebinding page reads this answer
     return _Refused(
         400,
-        f"this gateway listens on a loopback address and answers only requests to "
+        f"this {server} listens on a loopback address and answers only requests to "
         f"127.0.0.1, localhost, [::1] or a name given with --allowed-host, not to "
         f"{shown_host(host)} (a page of another site whose name was made to resolve to "
         "this machine, or a proxy forwarding its own Host); to answer that name, start "

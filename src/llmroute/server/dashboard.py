@@ -19,7 +19,7 @@ import functools
 import importlib.resources
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,14 +35,15 @@ from starlette.routing import Route
 
 from llmroute.errors import TelemetryError
 from llmroute.registry.schema import Registry
+from llmroute.server.browsers import browser_middleware
 from llmroute.server.errors import (
     AnswerUnhandled,
     GatewayError,
     handle_gateway_error,
     handle_http,
 )
-from llmroute.server.hosts import LoopbackNamesOnly
 from llmroute.server.metrics import budget_readings
+from llmroute.server.root_path import StripRootPath
 from llmroute.server.settings import ServeSettings
 from llmroute.server.state import gateway_of
 from llmroute.state.stores import MemoryStore
@@ -302,11 +303,19 @@ def _shared_breakers(registry: Registry) -> str | None:
 
 
 def create_log_dashboard(
-    url: str, registry: Registry | None, *, loopback_only: bool = False
+    url: str,
+    registry: Registry | None,
+    *,
+    bind_host: str | None = None,
+    allowed_hosts: Sequence[str] = (),
+    root_path: str | None = None,
 ) -> Starlette:
     """`llmroute dashboard`: the page over the decision log at `url`, with no gateway
-    (``live`` is null). The store is opened lazily and closed at shutdown. With
-    `loopback_only` (it listens on a loopback address), see `LoopbackNamesOnly`."""
+    (``live`` is null). The store is opened lazily and closed at shutdown. Served as
+    the gateway serves it: under `root_path` too (`StripRootPath`), and on a loopback
+    `bind_host` only to loopback names and `allowed_hosts` (the gateway's Host check,
+    `llmroute.server.browsers`: each refusal logged; no origin check, nothing to
+    count them in)."""
     from llmroute.telemetry.store import open_store
 
     store = open_store(url)
@@ -335,9 +344,10 @@ def create_log_dashboard(
             GatewayError: handle_gateway_error,
             HTTPException: handle_http,
         },
-        middleware=[
+        middleware=[  # outermost first, as the gateway's
+            *([] if root_path is None else [Middleware(StripRootPath, prefix=root_path)]),
             Middleware(AnswerUnhandled),
-            *([Middleware(LoopbackNamesOnly)] if loopback_only else []),
+            *browser_middleware(("*",), bind_host, allowed_hosts, server="dashboard"),
         ],
         lifespan=lifespan,
     )

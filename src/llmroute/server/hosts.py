@@ -13,15 +13,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
     "LOOPBACK_NAMES",
     "HostNames",
-    "LoopbackNamesOnly",
     "host_name",
     "is_loopback",
     "loopback_name",
@@ -83,31 +78,3 @@ def shown_host(host: bytes | None) -> str:
         return "(none)"
     value = host.decode("latin-1")[:100]
     return repr(value) if value.isprintable() else "(a name with unprintable characters)"
-
-
-class LoopbackNamesOnly:
-    """ASGI middleware for `llmroute dashboard` bound to a loopback address: a request
-    whose Host is not a loopback name (127.0.0.1, localhost, [::1]) is a 400: it reached
-    this machine's loopback interface under another name, a page of another site that
-    made its own name resolve to 127.0.0.1 (DNS rebinding)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._names = HostNames()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            host = dict(scope["headers"]).get(b"host")
-            if not self._names.answers(host):
-                from llmroute.server.errors import GatewayError
-
-                error = GatewayError(
-                    400,
-                    "this dashboard listens on a loopback address and answers only requests "
-                    "to 127.0.0.1, localhost or [::1]; to reach it under another name, "
-                    "start it with --host and put it behind your proxy",
-                    code="invalid_host",
-                )
-                await error.response()(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
