@@ -77,7 +77,7 @@ def test_an_unknown_router_is_refused_before_the_data_is_read(
     argv = ["train", "difficulty", "--data", str(broken), "--router", name]
     assert run([*argv, "-o", str(tmp_path / "r")]) == 2
     err = _clean(capsys.readouterr().err)
-    assert "--router" in err and "random, linear, knn, mf, mlp" in err
+    assert "--router" in err and "'random', 'linear', 'knn', 'mf', 'mlp'." in err
     assert "broken.jsonl:1" not in err and "Traceback" not in err
 
 
@@ -97,7 +97,7 @@ def test_bench_cascade_refuses_an_unknown_router(
     argv = ["bench-cascade", "--data", str(files["data"]), "--router", "bogus"]
     assert run(argv) == 2
     err = _clean(capsys.readouterr().err)
-    assert "--router" in err and "random, linear, knn, mf, mlp, none" in err
+    assert "--router" in err and "'random', 'linear', 'knn', 'mf', 'mlp', 'none'" in err
 
 
 @pytest.mark.parametrize("prices", ["-1,10", "nan,1", "1,inf", "1,0"])
@@ -338,3 +338,13 @@ def test_from_examples_names_the_flag_of_a_share_out_of_range(
     err = _clean(capsys.readouterr().err)
     assert err == f"error: {flag} must be in (0, 1], got {float(value):g}"
     assert not out.exists()
+
+
+def test_the_router_choices_are_the_routers_there_are() -> None:
+    """--router's choices are spelled out in the CLI (so --help shows them without
+    importing numpy): they must be the kinds `train_router` knows."""
+    from llmroute.cli.difficulty import CompareRouter, RouterKind
+    from llmroute.difficulty.routers import ROUTER_KINDS
+
+    assert [kind.value for kind in RouterKind] == list(ROUTER_KINDS)
+    assert [kind.value for kind in CompareRouter] == [*ROUTER_KINDS, "none"]

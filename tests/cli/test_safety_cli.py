@@ -83,7 +83,7 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     data = _data(tmp_path / "ok.jsonl")
     result = llmroute("eval-safety", "--data", data, "--split", "sideways")
-    assert result.returncode != 0 and "--split must be all or test" in result.stderr
+    assert result.returncode == 2 and "'sideways' is not one of 'all', 'test'" in result.stderr
     result = llmroute("eval-safety", "--data", data, "--artifact", tmp_path / "missing")
     assert result.returncode != 0 and "missing: no such safety detector" in result.stderr
     assert "Traceback" not in result.stderr

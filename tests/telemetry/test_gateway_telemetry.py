@@ -471,7 +471,7 @@ def test_the_api_each_request_came_by_is_logged_and_reported(sqlite_gateway: Run
          sqlite_gateway.store_url, "--api", "message"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert typo.returncode == 2 and "'message' is not one of chat, messages" in typo.stderr
+    assert typo.returncode == 2 and "'message' is not one of 'chat', 'messages'" in typo.stderr
     # a batch line's request carries its endpoint's path; a prefix in front changes nothing
     assert api_of("/llm/v1/completions") == "completions" and api_of("/v1/embeddings") is None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmroute.cli._app import app, check_artifact_output, check_plot_path, err_console, fail
-from llmroute.cli.difficulty import _encoder, check_prices, router_kind, train_app
+from llmroute.cli.difficulty import CompareRouter, _encoder, check_prices, train_app
 from llmroute.encoders.base import Encoder
 from llmroute.json_values import json_safe
 
@@ -29,7 +30,18 @@ GateDataOption = Annotated[
     ),
 ]
 _ENCODER_DEFAULT = "builtin:static"
-_GATES = ("learned", "random", "oracle", "heuristic")
+
+
+class GateKind(StrEnum):
+    learned = "learned"
+    random = "random"
+    oracle = "oracle"
+    heuristic = "heuristic"
+
+
+class CascadeSplit(StrEnum):
+    test = "test"
+    all = "all"
 
 
 def _progress_columns() -> tuple[Any, ...]:
@@ -177,14 +189,18 @@ def _router_scores(
 @app.command("bench-cascade")
 def bench_cascade(
     data: GateDataOption,
-    gate: Annotated[str, typer.Option(help="learned, random, oracle or heuristic.")] = "learned",
+    gate: Annotated[
+        GateKind, typer.Option(help="learned, random, oracle or heuristic.")
+    ] = GateKind.learned,
     artifact: Annotated[
         str, typer.Option(help="A gate directory from `llmroute train gate`, or builtin.")
     ] = "builtin",
     encoder: Annotated[
         str, typer.Option(help="Encoder of the builtin gate and of the router comparison.")
     ] = _ENCODER_DEFAULT,
-    split: Annotated[str, typer.Option(help="test (the held-out 20%) or all.")] = "test",
+    split: Annotated[
+        CascadeSplit, typer.Option(help="test (the held-out 20%) or all.")
+    ] = CascadeSplit.test,
     price_weak: Annotated[float | None, typer.Option(help="Cost of one weak call.")] = None,
     price_strong: Annotated[float | None, typer.Option(help="Cost of one strong call.")] = None,
     registry: Annotated[
@@ -195,12 +211,13 @@ def bench_cascade(
         str | None, typer.Option(help="The strong model's name in --registry.")
     ] = None,
     router: Annotated[
-        str,
+        CompareRouter,
         typer.Option(
             help="Difficulty router to compare with (trained on the train split): random, "
-            "linear, knn, mf, mlp or none."
+            "linear, knn, mf, mlp or none.",
+            case_sensitive=False,
         ),
-    ] = "mlp",
+    ] = CompareRouter.mlp,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
     plot: Annotated[
         Path | None, typer.Option(help="Write the curves: .png, or .html (interactive).")
@@ -214,12 +231,8 @@ def bench_cascade(
     from llmroute.gates.cascade_bench import evaluate_cascade, oracle_accept
     from llmroute.gates.gate_train import gate_split, read_gate_data
 
-    if gate not in _GATES:
-        fail(f"--gate must be one of {', '.join(_GATES)}, not {gate!r}")
-    kind = router_kind(router, extra=("none",))
+    kind = router.value
     check_plot_path(plot, SUFFIXES)
-    if split not in ("test", "all"):
-        fail(f"--split must be test or all, not {split!r}")
     prices = _prices(price_weak, price_strong, registry, weak, strong)
     rows = read_gate_data(data, need_strong=True)
     assert rows.strong is not None
@@ -238,7 +251,7 @@ def bench_cascade(
         accept = oracle_accept(w)
     compared = None if kind == "none" else _router_scores(kind, rows, enc, train_idx, val_idx, idx)
     result = evaluate_cascade(
-        gate,
+        gate.value,
         accept,
         w,
         s,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +26,15 @@ from llmroute.difficulty.calibration import (
 from llmroute.encoders.base import Encoder
 from llmroute.json_values import json_safe
 
-__all__ = ["bench", "calibrate", "check_prices", "router_kind", "train_difficulty"]
+__all__ = [
+    "CompareRouter",
+    "RouterKind",
+    "SplitChoice",
+    "bench",
+    "calibrate",
+    "check_prices",
+    "train_difficulty",
+]
 
 train_app = typer.Typer(help="Train routers.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -37,14 +46,46 @@ DataOption = Annotated[
 RouterOption = Annotated[
     Path, typer.Option("--router", help="A router directory from `llmroute train difficulty`.")
 ]
+
+
+class SplitChoice(StrEnum):
+    """--split of calibrate and bench (`llmroute.difficulty.calibration.Split`)."""
+
+    auto = "auto"
+    val = "val"
+    test = "test"
+    all = "all"
+
+
+class RouterKind(StrEnum):
+    """--router of `train difficulty`: `llmroute.difficulty.routers.ROUTER_KINDS`'s
+    names (a test holds them equal; that module needs numpy, the CLI starts without)."""
+
+    random = "random"
+    linear = "linear"
+    knn = "knn"
+    mf = "mf"
+    mlp = "mlp"
+
+
+class CompareRouter(StrEnum):
+    """--router of `bench-cascade`: a `RouterKind`, or none."""
+
+    random = "random"
+    linear = "linear"
+    knn = "knn"
+    mf = "mf"
+    mlp = "mlp"
+    none = "none"
+
+
 SplitOption = Annotated[
-    str,
+    SplitChoice,
     typer.Option(
         help="Rows to use: auto (the held-out split when DATA is the training file, else all), "
         "val, test or all."
     ),
 ]
-_SPLITS = ("auto", "val", "test", "all")
 _ENCODER_DEFAULT = "builtin:static"
 
 
@@ -55,19 +96,6 @@ def _encoder(spec: str) -> Encoder:
     if kind != "builtin" or not name:
         fail(f"--encoder must be builtin:NAME (minilm, minilm-int8 or static), not {spec!r}")
     return CachedEncoder(load_builtin(name), default_cache_dir() / "embeddings")
-
-
-def router_kind(value: str, *, extra: tuple[str, ...] = ()) -> str:
-    """`--router`'s value, checked before any data is read; case does not matter."""
-    from llmroute.difficulty.routers import ROUTER_KINDS
-
-    names = (*ROUTER_KINDS, *extra)
-    kind = value.strip().lower()
-    if kind not in names:
-        raise typer.BadParameter(
-            f"{value!r} is not a router; choose one of {', '.join(names)}", param_hint="--router"
-        )
-    return kind
 
 
 def check_prices(weak: float, strong: float, option: str) -> tuple[float, float]:
@@ -82,19 +110,18 @@ def check_prices(weak: float, strong: float, option: str) -> tuple[float, float]
     return weak, strong
 
 
-def _split_choice(value: str) -> Split:
-    if value not in _SPLITS:
-        fail(f"--split must be one of {', '.join(_SPLITS)}, not {value!r}")
-    return value  # type: ignore[return-value]
-
-
 @train_app.command("difficulty")
 def train_difficulty(
     data: DataOption,
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")],
     router: Annotated[
-        str | None,
-        typer.Option("--router", help="random, linear, knn, mf or mlp (default: mlp)."),
+        RouterKind | None,
+        typer.Option(
+            "--router",
+            help="random, linear, knn, mf or mlp (default: mlp).",
+            case_sensitive=False,
+            show_default=False,
+        ),
     ] = None,
     encoder: Annotated[
         str, typer.Option(help="The encoder; it must match the registry's at serve time.")
@@ -124,7 +151,7 @@ def train_difficulty(
     from llmroute.difficulty import DEFAULT_ROUTER, read_labels, save_router, split, train_router
     from llmroute.difficulty.train import MIN_VAL_ROWS, embed
 
-    kind = DEFAULT_ROUTER if router is None else router_kind(router)
+    kind = DEFAULT_ROUTER if router is None else router.value
     check_artifact_output(output)
     if all_rows and folds < 2:
         raise typer.BadParameter("--all-rows needs cross-validation (2 folds or more)")
@@ -232,7 +259,7 @@ def calibrate(
             help="Share of requests to send to the strong model, between 0 and 1 (exclusive)."
         ),
     ],
-    split: SplitOption = "auto",
+    split: SplitOption = SplitChoice.auto,
 ) -> None:
     """Print the threshold that sends STRONG_SHARE of DATA's prompts to the strong model,
     computed on rows the router was not trained on. DATA needs only `prompt`: a sample of
@@ -244,7 +271,7 @@ def calibrate(
             f"must be between 0 and 1 (exclusive), got {strong_share}", param_hint="--strong-share"
         )
     trained, subset, scores, described = _scores(
-        router, data, _split_choice(split), "val", prompts_only=True
+        router, data, split.value, "val", prompts_only=True
     )
     threshold = threshold_for_share(scores, strong_share)
     # Written so that pasted into a registry (score >= threshold → strong) it sends what
@@ -271,7 +298,7 @@ def bench(
         str | None,
         typer.Option(help="WEAK,STRONG: the cost of one request to each, for cost figures."),
     ] = None,
-    split: SplitOption = "auto",
+    split: SplitOption = SplitChoice.auto,
 ) -> None:
     """The quality vs strong-call-share curve and RouteLLM's metrics (APGR, CPT(50%),
     CPT(80%)), beside the random and oracle routers."""
@@ -280,7 +307,7 @@ def bench(
 
     check_plot_path(plot, SUFFIXES)
     costs = _prices(prices)
-    trained, subset, scores, described = _scores(router, data, _split_choice(split), "test")
+    trained, subset, scores, described = _scores(router, data, split.value, "test")
     weak_share, strong_share = float(subset.weak.mean()), float(subset.strong.mean())
     if weak_share == strong_share:
         fail(

@@ -7,6 +7,7 @@ import json
 import math
 import time
 from collections import Counter
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -119,6 +120,11 @@ def train_safety(
     print(json.dumps(json_safe(report.to_dict()), ensure_ascii=False, allow_nan=False))
 
 
+class SafetySplit(StrEnum):
+    all = "all"
+    test = "test"
+
+
 @app.command("eval-safety")
 def eval_safety(
     data: DataOption,
@@ -134,19 +140,17 @@ def eval_safety(
         ),
     ] = None,
     split: Annotated[
-        str,
+        SafetySplit,
         typer.Option(
             help="all rows, or only the held-out test side of `llmroute train safety`'s "
             "group split (use it on the data the artifact was trained from)."
         ),
-    ] = "all",
+    ] = SafetySplit.all,
     seed: Annotated[int, typer.Option(help="Seed of that split.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """TPR, FPR, precision and ROC-AUC of the detector on labelled data: jailbreak and
     injection rows are positives, benign rows negatives, other labels reported apart."""
-    if split not in ("all", "test"):
-        fail(f"--split must be all or test, not {split!r}")
     from llmroute.safety.injection import builtin_detector_dir, evaluate_detector, load_detector
 
     rows = _read(data)

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -61,23 +62,27 @@ ClientOption = Annotated[
     str | None,
     typer.Option("--client", help="Only requests of this client key.", show_default=False),
 ]
-APIS = ("chat", "messages", "responses", "completions", "embeddings", "rerank", "none")
 
 
-def _api_choice(value: str | None) -> str | None:
-    if value is not None and value not in APIS:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(APIS)}")
-    return value
+class Api(StrEnum):
+    """--api's values: the decision log's ``api`` column, and none (rows without one)."""
+
+    chat = "chat"
+    messages = "messages"
+    responses = "responses"
+    completions = "completions"
+    embeddings = "embeddings"
+    rerank = "rerank"
+    none = "none"
 
 
 ApiOption = Annotated[
-    str | None,
+    Api | None,
     typer.Option(
         "--api",
         help="Only requests that came by this API: chat, messages, responses, completions, "
         "embeddings, rerank (none: the rows without one: the SDK's, /v1/route, older rows).",
         show_default=False,
-        callback=_api_choice,
     ),
 ]
 
