@@ -71,6 +71,53 @@ def test_the_command_check_catches_what_it_is_for() -> None:
     assert "requires an argument" in (problem("llmroute eval --compare") or "")
     assert problem("llmroute eval --compare", inline=True) is None
     assert "unexpected" in (problem("llmroute registry check a.yaml b.yaml") or "")
+    # an option's value among its choices, whichever way the CLI declares them
+    assert problem("llmroute serve --log-format json --log-level Warning") is None
+    assert problem("llmroute bench-cascade -d d.jsonl --router Knn --gate oracle") is None
+    yaml_logs = problem("llmroute serve --log-format yaml")
+    assert "'yaml' is not one of 'text', 'json'" in (yaml_logs or "")
+    wrong = problem("llmroute bench-cascade -d d.jsonl --router knn --gate learnt")
+    assert "Invalid value for '--gate': 'learnt'" in (wrong or "")
+    assert "'message' is not one of" in (problem("llmroute report --since 1h --api message") or "")
+    assert "'val' is not one of 'all'" in (problem("llmroute eval-safety -d d --split val") or "")
+    # placeholders stand for a value the reader picks
+    for value in ("SPLIT", "<split>", "$SPLIT", "..."):
+        assert problem(f"llmroute bench --router r -d d --split '{value}'") is None, value
+
+
+def test_every_option_with_fixed_values_declares_them() -> None:
+    """The values an option takes are the CLI's own choices (an Enum), so that --help
+    lists them and `test_command_line` checks the docs' values: none are str options
+    checked later in the command's body."""
+    declared = {
+        (" ".join(path), option)
+        for path, command in _commands(ROOT_COMMAND, ["llmroute"])
+        for param in command.params
+        if docs.choices(param) is not None
+        for option in param.opts
+        if option.startswith("--")
+    }
+    assert {
+        ("llmroute serve", "--log-level"),
+        ("llmroute serve", "--log-format"),
+        ("llmroute calibrate", "--split"),
+        ("llmroute bench", "--split"),
+        ("llmroute bench-cascade", "--gate"),
+        ("llmroute bench-cascade", "--split"),
+        ("llmroute bench-cascade", "--router"),
+        ("llmroute train difficulty", "--router"),
+        ("llmroute eval-safety", "--split"),
+        ("llmroute report", "--api"),
+        ("llmroute export", "--api"),
+        ("llmroute registry from-examples", "--method"),
+    } <= declared
+
+
+def _commands(command: Any, path: list[str]) -> list[tuple[list[str], Any]]:
+    found = [(path, command)]
+    for name, sub in getattr(command, "commands", {}).items():
+        found += _commands(sub, [*path, name])
+    return found
 
 
 # ------------------------------------------------------------------------------ YAML

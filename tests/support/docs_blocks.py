@@ -271,11 +271,62 @@ def _yaml_commands(block: Block) -> list[CommandLine]:
     return found
 
 
+def choices(param: Any) -> tuple[tuple[str, ...], bool] | None:
+    """The values `param` (a click parameter) takes when they are a fixed set (an Enum
+    or Literal type, a click.Choice), with whether their case matters; None when any
+    value is taken. Newer typers (0.25+) hold the type in ``type_descriptor``, older
+    ones in click's ``type``."""
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is not None:
+        found, case_sensitive = descriptor.choices, descriptor.case_sensitive
+    else:
+        kind = getattr(param, "type", None)
+        found, case_sensitive = (
+            getattr(kind, "choices", None),
+            getattr(kind, "case_sensitive", True),
+        )
+    if found is None:
+        return None
+    values = tuple(str(getattr(choice, "value", choice)) for choice in found)
+    return values, bool(case_sensitive)
+
+
+_PLACEHOLDER = re.compile(r"[<$]|\.\.\.|…")
+
+
+def is_placeholder(value: str) -> bool:
+    """Whether an option's value as the docs write it stands for one the reader picks:
+    upper-case (``FILE``, ``DIR``, ``N``), ``<name>``, ``$VAR``, ``...``."""
+    return bool(_PLACEHOLDER.search(value)) or (value.upper() == value and value.lower() != value)
+
+
+def _wrong_values(cmd: Any, opts: dict[str, Any]) -> str | None:
+    """The first value in `opts` (the parser's, by parameter name) that is none of its
+    option's choices, said as the command line would say it; placeholders pass."""
+    for param in cmd.params:
+        allowed = choices(param)
+        if allowed is None or opts.get(param.name) is None:
+            continue
+        values, case_sensitive = allowed
+        given = opts[param.name]
+        for value in given if isinstance(given, (list, tuple)) else [given]:
+            if is_placeholder(value):
+                continue
+            fold = (lambda text: text) if case_sensitive else str.casefold
+            if fold(value) not in {fold(v) for v in values}:
+                return (
+                    f"Invalid value for {param.opts[0]!r}: {value!r} is not one of "
+                    f"{', '.join(map(repr, values))}"
+                )
+    return None
+
+
 def check_command(root: Any, command: CommandLine) -> str | None:
     """What is wrong with `command` as the app `root` (a click command) reads it: an
-    unknown sub-command or option, an option without its value, a word too many; None
-    when nothing is. A code span of the prose may stop before an option's value
-    (``llmroute eval --compare``): that alone is not an error there."""
+    unknown sub-command or option, an option without its value, a value that is none of
+    an option's choices (`choices`; placeholders aside), a word too many; None when
+    nothing is. A code span of the prose may stop before an option's value (``llmroute
+    eval --compare``): that alone is not an error there."""
     if command.unreadable is not None:
         return f"not shell words: {command.unreadable}"
     args = list(command.args)
@@ -284,12 +335,15 @@ def check_command(root: Any, command: CommandLine) -> str | None:
         ctx = cmd.context_class(cmd, info_name=path[-1], parent=ctx)
         parser = cmd.make_parser(ctx)
         try:
-            _, rest, _ = parser.parse_args(args=list(args))
+            opts, rest, _ = parser.parse_args(args=list(args))
         except Exception as exc:  # click's usage errors (the vendored copy's, too)
             message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
             if command.inline and "requires an argument" in message:
                 return None
             return f"`{' '.join(path)}`: {message}"
+        wrong = _wrong_values(cmd, opts)
+        if wrong is not None:
+            return f"`{' '.join(path)}`: {wrong}"
         if hasattr(cmd, "commands") and rest:
             name, args = rest[0], rest[1:]
             sub = cmd.get_command(ctx, name)
