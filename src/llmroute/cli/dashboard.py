@@ -58,8 +58,9 @@ def dashboard_command(
         fail(str(exc))
     check_port(host, port)
     shown = web.state.log_url
-    under = "" if prefix is None else f", and under {prefix} (--root-path)"
-    typer.echo(f"dashboard: {page_url(host, port)}{under} (decision log: {shown})")
+    typer.echo(f"dashboard: {page_url(host, port)} (decision log: {shown})")
+    if prefix is not None:
+        typer.echo(f"paths under {prefix} are served as without it (--root-path)")
     # llmroute's own warnings (a refused Host) on uvicorn's handler, as serve's are
     config = logs.log_config(uvicorn.config.LOGGING_CONFIG, level="warning", access_log=False)
     uvicorn.run(web, host=host, port=port, log_config=config)
