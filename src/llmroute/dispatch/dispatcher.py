@@ -627,12 +627,12 @@ class Dispatcher:
             await give_back(slots)
             raise
 
-    async def embed(self, name: str, body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
+    async def embed(self, name: str, body: dict[str, Any]) -> Served:
         """``POST /embeddings`` on the embedding model `name` (a pool model of kind
         ``embedding``; its `params` fill what the request leaves unset, ``dimensions``
         for one); its ``model`` is set back to `name`. Retried, not fallen back.
         Priced like a completion and charged to the model's budget, which is checked
-        first."""
+        first. `Served` names the deployment that answered, as a chat's does."""
 
         async def call(deployment: Deployment, sent: dict[str, Any], timeouts: Timeouts) -> Answer:
             provider = deployment.provider
@@ -642,7 +642,7 @@ class Dispatcher:
 
         return await self._unrouted(name, body, call, priced_embedding, "embeddings")
 
-    async def rerank(self, name: str, body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
+    async def rerank(self, name: str, body: dict[str, Any]) -> Served:
         """``POST /rerank`` on the rerank model `name` (a pool model of kind ``rerank``),
         as `embed` does: its `params` and renames applied (Voyage's ``top_k`` for
         ``top_n``), retried, not fallen back, priced (`priced_rerank`) and charged."""
@@ -662,15 +662,19 @@ class Dispatcher:
         call: Callable[[Deployment, dict[str, Any], Timeouts], Awaitable[Answer]],
         price: Callable[[Answer, Mapping[str, Any], Price], Usage],
         operation: str,
-    ) -> tuple[Answer, Usage]:
+    ) -> Served:
         """A named model's answer to `body` (an API whose answers do not mix across
-        models: no fallback), with its usage; the model's budget checked and charged."""
+        models: no fallback), with its usage; the model's budget checked and charged.
+        A call cut by a cancellation stays in the request's `spend`, priced by `price`
+        (`charge_abandoned`): the upstream had its input."""
         model = self._registry.models[name]
         sent = for_model(body, model)
 
         async def on(deployment: Deployment, timeouts: Timeouts) -> Answer:
-            async with asyncio.timeout(timeouts.total_s):
-                return await call(deployment, sent, timeouts)
+            # outside the time limit: a call that ran out of time failed, it was not cut
+            with sending(name, sent, price):
+                async with asyncio.timeout(timeouts.total_s):
+                    return await call(deployment, sent, timeouts)
 
         held: list[UsdHold] = []
         try:
@@ -684,7 +688,7 @@ class Dispatcher:
                 exc.model = name
             raise
         await self._charge(name, usage, deployment, held=held)
-        return data, usage
+        return Served(name, deployment.provider_name, data, usage)
 
     async def aclose(self, by: Deadline = NEVER) -> None:
         """Close the providers and the shared state's connections, once the give-backs of
@@ -1013,8 +1017,13 @@ class Dispatcher:
         budget and tpm, and the decision log. Errs high when a call was cut before its
         prompt was read."""
         cut = []
-        for name, sent in list(spend.unanswered.values()):
-            usage = priced({}, sent, self._registry.models[name].price, completion="")
+        for key, (name, sent) in list(spend.unanswered.items()):
+            price = self._registry.models[name].price
+            pricer = spend.pricers.get(key)
+            if pricer is None:  # a chat completion's prompt
+                usage = priced({}, sent, price, completion="")
+            else:  # embeddings, rerank: their input
+                usage = pricer({}, sent, price)
             await self._charge(name, usage)
             cut.append(usage)
         return total_usage([*spend.answered, *cut])

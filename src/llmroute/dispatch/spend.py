@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from llmroute.dispatch.usage import Usage
+    from llmroute.registry.schema import Price
+
+    # how a call that got no answer is priced: (an empty answer, the body sent, the price)
+    Pricer = Callable[[dict[str, Any], Mapping[str, Any], Price], Usage]
 
 __all__ = ["Spend", "answered", "sending", "tracked"]
 
@@ -32,10 +38,12 @@ __all__ = ["Spend", "answered", "sending", "tracked"]
 class Spend:
     """One request's upstream calls so far: the usage of those that answered, and the
     (model, body sent) of those sent and not answered: in flight, or cut by a
-    cancellation."""
+    cancellation; `pricers` the way to price those that are not chat completions
+    (embeddings, rerank), by the same keys."""
 
     answered: list[Usage] = field(default_factory=list)
     unanswered: dict[int, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    pricers: dict[int, Pricer] = field(default_factory=dict)
 
 
 _CURRENT: ContextVar[Spend | None] = ContextVar("llmroute_spend", default=None)
@@ -54,15 +62,18 @@ def tracked(spend: Spend) -> Iterator[Spend]:
 
 
 @contextmanager
-def sending(model: str, body: dict[str, Any]) -> Iterator[None]:
+def sending(model: str, body: dict[str, Any], pricer: Pricer | None = None) -> Iterator[None]:
     """One upstream call to `model` with `body`, unanswered while the block runs; it
-    stays so when the block is cancelled (its prompt was sent)."""
+    stays so when the block is cancelled (its prompt was sent). `pricer` prices it
+    then, when it is not a chat completion (whose prompt is counted)."""
     spend = _CURRENT.get()
     if spend is None:
         yield
         return
     key = next(_keys)
     spend.unanswered[key] = (model, body)
+    if pricer is not None:
+        spend.pricers[key] = pricer
     cancelled = False
     try:
         yield
@@ -72,6 +83,7 @@ def sending(model: str, body: dict[str, Any]) -> Iterator[None]:
     finally:
         if not cancelled:
             del spend.unanswered[key]
+            spend.pricers.pop(key, None)
 
 
 def answered(usage: Usage | None) -> None:

@@ -61,6 +61,7 @@ __all__ = [
     "GATEWAY_TAGS",
     "RelayedStream",
     "chat_completions",
+    "cut_by",
     "decision_headers",
     "route_only",
     "serve_chat",
@@ -410,15 +411,22 @@ async def _ended_otherwise(
     if not isinstance(exc, asyncio.CancelledError):
         trace.fail(exc)
         return
-    shutdown = stopping() or _UVICORN_CUT in str(exc)  # the latter: a server we did not start
+    status, error = cut_by(exc)
     usage: Usage | None = None
     try:
         usage = await _charged_abandoned(gateway, spend)
     finally:  # a second cancel while charging: the request is still logged
-        if shutdown:
-            trace.finish(unserved.record(503, SERVER_SHUTDOWN, (), stream, usage))
-        else:
-            trace.finish(unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), stream, usage))
+        trace.finish(unserved.record(status, error, (), stream, usage))
+
+
+def cut_by(exc: asyncio.CancelledError) -> tuple[int, str]:
+    """The status and error a request cancelled by `exc` is logged with: 503
+    ``server_shutdown`` when the gateway is stopping (after the graceful timeout), else
+    499 ``client_disconnected`` (a batch or background response its client cancelled,
+    a batch that expired or that another process took over)."""
+    if stopping() or _UVICORN_CUT in str(exc):  # the latter: a server we did not start
+        return 503, SERVER_SHUTDOWN
+    return CLIENT_CLOSED, CLIENT_DISCONNECTED
 
 
 async def _charged_abandoned(gateway: Gateway, spend: Spend) -> Usage | None:

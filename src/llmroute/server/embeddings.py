@@ -9,23 +9,36 @@ count the same spend. `serve_unrouted` serves reranking (`server.rerank`) the sa
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from llmroute.dispatch import Served
+from llmroute.dispatch.spend import Spend, tracked
 from llmroute.dispatch.usage import Usage, estimated_input_tokens
 from llmroute.errors import LlmrouteError, shown
 from llmroute.registry.schema import with_article
 from llmroute.server.auth import api_key_of, check_model, hold_key_tokens
 from llmroute.server.body import read_json_object
-from llmroute.server.chat import recorder_of, request_tags
+from llmroute.server.chat import (
+    _charged_abandoned,
+    _ClientGone,
+    _unless_client_leaves,
+    cut_by,
+    recorder_of,
+    request_tags,
+)
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.pool import check_pool
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.telemetry.metrics import EMBEDDINGS_ROUTE
+from llmroute.telemetry.record import CLIENT_CLOSED, CLIENT_DISCONNECTED
+from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.service import Telemetry
 
 __all__ = ["embed", "embedded_text", "embeddings", "pool_model", "serve_unrouted"]
@@ -66,7 +79,7 @@ async def serve_unrouted(
     gateway: Gateway,
     body: dict[str, Any],
     name: str,
-    call: Callable[[str, dict[str, Any]], Awaitable[tuple[dict[str, Any], Usage]]],
+    call: Callable[[str, dict[str, Any]], Awaitable[Served]],
     route: str,
     estimated_tokens: int,
     *,
@@ -80,52 +93,102 @@ async def serve_unrouted(
     client key and counted in the metrics under `route`. The answer, or the error of
     the call, is logged in the decision log as coming by `api` (`Recorder.unrouted`;
     `text_of` gives the text ``telemetry.prompts`` may keep), with its key, tags and
-    end user, like a chat's."""
+    end user, like a chat's. A call its client hangs up on is cancelled, as a chat's
+    is, and so is one cancelled otherwise (its batch, the shutdown): logged with chat's
+    status (499 ``client_disconnected``, 503 ``server_shutdown``) and charged what it
+    may have cost (its input, counted: the upstream had it)."""
     ts, started_ns = arrived if arrived is not None else (time.time(), time.perf_counter_ns())
     request_tags(request)  # a malformed x-llmroute-tags is refused before any work, as chat's
-    recorder = recorder_of(request, api)
+    done = _Unrouted(request, gateway, body, name, route, text_of, recorder_of(request, api))
     headers = {"x-llmroute-model": name}
     release = await hold_key_tokens(request.scope, gateway, estimated_tokens)
+    spend = Spend()
     try:
-        data, usage = await call(name, body)
+        with tracked(spend):
+            served = await _unless_client_leaves(request, call(name, body))
+    except _ClientGone:
+        await done.cut(spend, CLIENT_CLOSED, CLIENT_DISCONNECTED, ts, started_ns)
+        return Response(status_code=CLIENT_CLOSED)
     except LlmrouteError as exc:
         error = gateway_error(exc, headers)
-        if recorder is not None:
-            recorder.unrouted(
-                route,
-                name,
-                gateway.version,
-                body,
-                text_of,
-                ts=ts,
-                started_ns=started_ns,
-                status=error.status,
-                error=error.code or "error",
-                attempts=error.attempts,
-            )
+        done.finished(
+            ts, started_ns, error.status, error=error.code or "error", attempts=error.attempts
+        )
         raise error from None
+    except asyncio.CancelledError as exc:
+        await done.cut(spend, *cut_by(exc), ts, started_ns)
+        raise
     finally:
         if release is not None:
             release()
-    key = api_key_of(request.scope)
-    if key is not None and gateway.charges is not None:
-        gateway.charges.charge(key, usage.cost_usd, usage.prompt_tokens)
-    telemetry = getattr(request.app.state, "telemetry", None)
-    if isinstance(telemetry, Telemetry):
-        telemetry.metrics.observe_unrouted(route, name, usage, None if key is None else key.name)
-    if recorder is not None:
-        recorder.unrouted(
-            route,
-            name,
-            gateway.version,
-            body,
-            text_of,
-            ts=ts,
-            started_ns=started_ns,
-            status=200,
-            usage=usage,
-        )
-    return JSONResponse(data, headers=headers)
+    done.finished(ts, started_ns, 200, served=served)
+    return JSONResponse(served.data, headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Unrouted:
+    """One embeddings or rerank request, for its ending: the key charged, the metrics
+    and the decision log told."""
+
+    request: Request
+    gateway: Gateway
+    body: dict[str, Any]
+    name: str
+    route: str
+    text_of: Callable[[Mapping[str, Any]], str | None]
+    recorder: Recorder | None
+
+    async def cut(self, spend: Spend, status: int, error: str, ts: float, started_ns: int) -> None:
+        """A call cancelled before its answer: charged what it had cost (the model's and
+        a hard key budget by the dispatcher, the rest here), then logged."""
+        usage: Usage | None = None
+        try:
+            usage = await _charged_abandoned(self.gateway, spend)
+        finally:  # a second cancel while charging: the request is still logged
+            self.finished(ts, started_ns, status, error=error, usage=usage)
+
+    def finished(
+        self,
+        ts: float,
+        started_ns: int,
+        status: int,
+        *,
+        served: Served | None = None,
+        error: str | None = None,
+        usage: Usage | None = None,
+        attempts: tuple[str, ...] = (),
+    ) -> None:
+        if served is not None:
+            usage = served.usage
+        key = api_key_of(self.request.scope)
+        if usage is not None and key is not None and self.gateway.charges is not None:
+            self.gateway.charges.charge(key, usage.cost_usd, usage.prompt_tokens)
+        latency_ms = (time.perf_counter_ns() - started_ns) / 1e6
+        telemetry = getattr(self.request.app.state, "telemetry", None)
+        if isinstance(telemetry, Telemetry):
+            telemetry.metrics.observe_unrouted(
+                self.route,
+                self.name,
+                usage,
+                None if key is None else key.name,
+                status=status,
+                latency_ms=latency_ms if served is not None else None,
+            )
+        if self.recorder is not None:
+            self.recorder.unrouted(
+                self.route,
+                self.name,
+                self.gateway.version,
+                self.body,
+                self.text_of,
+                ts=ts,
+                started_ns=started_ns,
+                status=status,
+                error=error,
+                usage=usage,
+                attempts=attempts,
+                deployment=None if served is None else served.deployment,
+            )
 
 
 def embedded_text(body: Mapping[str, Any]) -> str | None:

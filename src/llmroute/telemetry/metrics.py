@@ -184,6 +184,9 @@ _BREAKER_LABELS = ("model", "deployment", "upstream")
 _COUNTED: ContextVar[list[bool] | None] = ContextVar("llmroute_request_counted", default=None)
 # the chat requests' own paths (not /v1/responses/{id}, /v1/messages/count_tokens ...)
 _CHAT_PATHS = ("/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/completions")
+# ... and every request path a client key's requests count by (the chat paths, and the
+# APIs answered without routing: embeddings and rerank)
+_REQUEST_PATHS = (*_CHAT_PATHS, "/v1/embeddings", "/v1/rerank", "/v2/rerank")
 _APIS = frozenset(
     {
         *("chat", "messages", "responses", "completions"),
@@ -566,21 +569,36 @@ class GatewayMetrics:
                 self._client_cost(client).inc(record.cost_usd)
 
     def observe_unrouted(
-        self, route: str, model: str, usage: Usage, client: str | None = None
+        self,
+        route: str,
+        model: str,
+        usage: Usage | None,
+        client: str | None = None,
+        *,
+        status: int = 200,
+        latency_ms: float | None = None,
     ) -> None:
-        """One answer of an API that is not routed, ``/v1/embeddings`` or ``/v1/rerank``:
-        its tokens and cost, under `route` (``(embeddings)``, ``(rerank)``: no route name
-        has a parenthesis), and the client key's (what its budget is charged)."""
+        """One request of an API that is not routed, ``/v1/embeddings`` or
+        ``/v1/rerank``, once it is over: counted as a request under `route`
+        (``(embeddings)``, ``(rerank)``: no route name has a parenthesis) and `status`,
+        its latency when `model` answered it (`latency_ms`), its tokens and cost, and
+        the client key's (what its budget is charged)."""
         _counted()
-        if usage.prompt_tokens:
-            self._tokens(model, "in").inc(usage.prompt_tokens)
-        if usage.cost_usd:
-            self._cost(route, model).inc(usage.cost_usd)
+        self._requests(route, model, str(status)).inc()
+        if latency_ms is not None:
+            self._upstream_seconds(model).observe(latency_ms * 1e-3)
+        tokens = 0 if usage is None else usage.prompt_tokens
+        cost = 0.0 if usage is None else usage.cost_usd
+        if tokens:
+            self._tokens(model, "in").inc(tokens)
+        if cost:
+            self._cost(route, model).inc(cost)
         if client is not None:
-            if usage.prompt_tokens:
-                self._client_tokens(client, "in").inc(usage.prompt_tokens)
-            if usage.cost_usd:
-                self._client_cost(client).inc(usage.cost_usd)
+            self._client_requests(client, str(status)).inc()
+            if tokens:
+                self._client_tokens(client, "in").inc(tokens)
+            if cost:
+                self._client_cost(client).inc(cost)
 
     def observe_decision(self, decision: Decision) -> None:
         """A decision made without a request upstream (``/v1/route``)."""
@@ -716,7 +734,7 @@ class GatewayMetrics:
         if api is None:
             return
         self._api_errors(api, str(status)).inc()
-        if client is not None and path.endswith(_CHAT_PATHS):
+        if client is not None and path.endswith(_REQUEST_PATHS):
             self._client_requests(client, str(status)).inc()
 
     # -- scraping ---------------------------------------------------------------------------

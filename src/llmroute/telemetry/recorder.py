@@ -283,10 +283,12 @@ class Recorder:
         error: str | None = None,
         usage: Usage | None = None,
         attempts: tuple[str, ...] = (),
+        deployment: str | None = None,
     ) -> DecisionRecord:
         """Record a request answered without routing (this recorder's `api` is
-        ``embeddings`` or ``rerank``): its row names `route` (the metrics' label) and the
-        pool `model` it asked, with no layer, margin or signals. It goes to the log and
+        ``embeddings`` or ``rerank``): its row names `route` (the metrics' label), the
+        pool `model` it asked and the `deployment` that answered, with no layer, margin
+        or signals. It goes to the log and
         the request log line only: the caller has charged the key and counted the
         metrics (`GatewayMetrics.observe_unrouted`). Its text (`text_of` the body) is
         kept as ``telemetry.prompts`` keeps a chat's: nothing with ``off``, its hash with
@@ -319,6 +321,7 @@ class Recorder:
             status=status,
             latency_ms=(time.perf_counter_ns() - started_ns) / 1e6,
             served_model=model if status < 400 else None,
+            deployment=deployment,
             error=error,
             tokens_in=None if usage is None else usage.prompt_tokens,
             tokens_out=None if usage is None else usage.completion_tokens,
