@@ -32,6 +32,7 @@ models:
     price: {input: 1, output: 1}
     budget: {usd: 1000, period: day}  # charged in Redis: the log waits for that
   hung: {provider: fake, model: "hung?delay=60", price: {input: 1, output: 1}}
+  embed: {provider: fake, model: "emb?delay=60", kind: embedding, price: {input: 1}}
 routes:
   - {name: chat, examples: [hello there], target: slow}
 default: {target: slow}
@@ -64,18 +65,21 @@ def test_sigterm_cuts_a_long_stream_after_the_grace_and_logs_it(
 
             answers: list[httpx.Response] = []
 
-            def ask() -> None:
-                url = f"{served.url}/v1/chat/completions"
+            def ask(path: str, asked: dict[str, Any]) -> None:
                 with contextlib.suppress(httpx.HTTPError):
-                    hung = {**body, "model": "hung", "stream": False}
-                    answers.append(httpx.post(url, json=hung, timeout=90))
+                    answers.append(httpx.post(f"{served.url}{path}", json=asked, timeout=90))
 
             reader = threading.Thread(target=read)
             reader.start()
-            asker = threading.Thread(target=ask)
+            hung = {**body, "model": "hung", "stream": False}
+            asker = threading.Thread(target=ask, args=("/v1/chat/completions", hung))
             asker.start()
+            embedding = {"model": "embed", "input": words}
+            embedder = threading.Thread(target=ask, args=("/v1/embeddings", embedding))
+            embedder.start()
             wait_for("the stream's first words", lambda: len(lines) >= 3, 20)
             wait_for("the slow call upstream", lambda: upstream.counts["hung?delay=60"], 20)
+            wait_for("the embeddings call upstream", lambda: upstream.counts["emb?delay=60"], 20)
             sent = time.monotonic()
             served.proc.send_signal(signal.SIGTERM)
             # a new connection is refused at once (another replica is tried), not left
@@ -95,13 +99,15 @@ def test_sigterm_cuts_a_long_stream_after_the_grace_and_logs_it(
             stopped_s = time.monotonic() - sent
             reader.join(timeout=30)
             asker.join(timeout=30)
+            embedder.join(timeout=30)
     assert stopped_s < 15, f"took {stopped_s:.1f} s to stop: {served.log_text()[-2000:]}"
     assert refused is not None, "a new connection during the drain was not refused"
     # cut before its answer started: OpenAI's error JSON, as it is logged (was a
     # plain-text 500 from uvicorn)
-    (cut_answer,) = answers
-    assert cut_answer.status_code == 503 and cut_answer.headers["retry-after"] == "1"
-    assert cut_answer.json()["error"]["code"] == "server_shutdown"
+    assert len(answers) == 2  # the chat's and the embeddings'
+    for cut_answer in answers:
+        assert cut_answer.status_code == 503 and cut_answer.headers["retry-after"] == "1"
+        assert cut_answer.json()["error"]["code"] == "server_shutdown"
     assert "data: [DONE]" not in lines  # cut, not finished
     store = open_store(store_url)
     try:
@@ -115,6 +121,11 @@ def test_sigterm_cuts_a_long_stream_after_the_grace_and_logs_it(
     waiting = rows["hung"]
     assert (waiting.status, waiting.error, waiting.served_model) == (503, "server_shutdown", None)
     assert waiting.tokens_in and waiting.usage_estimated  # its prompt, sent: charged
+    # an embeddings call is cut as a chat's is: logged, charged its input (the upstream
+    # had it)
+    embedded = rows["embed"]
+    assert (embedded.api, embedded.status, embedded.error) == ("embeddings", 503, "server_shutdown")
+    assert embedded.tokens_in and embedded.usage_estimated and embedded.cost_usd
     # the cut requests are said once each, a WARNING, not an ERROR with a traceback
     log = served.log_text()
     assert "Exception in ASGI application" not in log and "Traceback" not in log, log[-3000:]
