@@ -142,6 +142,39 @@ def test_upstream_failures_map_to_gateway_errors(gateway: Gateway) -> None:
         assert SECRET not in response.text
 
 
+def _scraped(gateway: Gateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_embeddings_are_requests_in_the_metrics(gateway: Gateway) -> None:
+    """An answered or failed embeddings call counts in ``llmroute_requests_total`` under
+    route ``(embeddings)`` (as its decision-log row does), an answer's latency in
+    ``llmroute_upstream_seconds``; only an error no record counts (refused before the
+    call) is in ``llmroute_api_errors_total``."""
+    before = _scraped(gateway)
+    assert _post(gateway, {"model": "embed", "input": "count me"}).status_code == 200
+    assert _post(gateway, {"model": "embed-down", "input": "count me"}).status_code == 502
+    assert _post(gateway, {"model": "embed", "input": 12}).status_code == 400
+    after = _scraped(gateway)
+
+    def added(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    route = "(embeddings)"
+    assert added("llmroute_requests_total", route=route, model="embed", status="200") == 1
+    assert added("llmroute_requests_total", route=route, model="embed-down", status="502") == 1
+    assert added("llmroute_upstream_seconds_count", model="embed") == 1
+    assert added("llmroute_upstream_seconds_count", model="embed-down") == 0  # no answer
+    assert added("llmroute_api_errors_total", api="embeddings", status="502") == 0
+    assert added("llmroute_api_errors_total", api="embeddings", status="400") == 1
+
+
 SPEND_REGISTRY = """\
 encoder: builtin:static
 providers:

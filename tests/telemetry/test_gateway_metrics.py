@@ -172,13 +172,41 @@ def _count_errors() -> None:
     watch_request()
     metrics.observe(record(status=502))  # its record counted it
     metrics.api_error("/v1/chat/completions", 502, None)
-    for path in ("/v1/responses/resp_1", "/v1/messages/count_tokens", "/v1/embeddings"):
-        watch_request()  # not chat requests: api errors, not the key's chat requests
+    for path in ("/v1/responses/resp_1", "/v1/messages/count_tokens", "/v1/batches"):
+        watch_request()  # not requests to a model: api errors, not the key's requests
+        metrics.api_error(path, 404, "team-a")
+    for path in ("/v1/embeddings", "/v2/rerank"):
+        watch_request()  # requests to a model, refused before their call: the key's too
         metrics.api_error(path, 404, "team-a")
     s = scrape(metrics)
     assert value(s, "llmroute_api_errors_total", api="responses", status="404") == 1
     assert value(s, "llmroute_api_errors_total", api="chat", status="502") is None
-    assert value(s, "llmroute_client_requests_total", client="team-a", status="404") == 1
+    assert value(s, "llmroute_api_errors_total", api="embeddings", status="404") == 1
+    assert value(s, "llmroute_client_requests_total", client="team-a", status="404") == 3
+
+
+def test_embeddings_and_rerank_are_counted_as_requests() -> None:
+    """As their decision-log rows are: under their route, with the key's requests, an
+    answer's latency; an error their record counts is not an api error too."""
+    contextvars.copy_context().run(_count_unrouted)
+
+
+def _count_unrouted() -> None:
+    metrics = GatewayMetrics()
+    watch_request()
+    usage = Usage(100, 0, 0.002, False)
+    metrics.observe_unrouted("(embeddings)", "embed", usage, "team-a", latency_ms=250)
+    watch_request()
+    metrics.observe_unrouted("(rerank)", "rr", None, "team-a", status=502)
+    metrics.api_error("/v1/rerank", 502, "team-a")  # counted by its record already
+    s = scrape(metrics)
+    requests = "llmroute_requests_total"
+    assert value(s, requests, route="(embeddings)", model="embed", status="200") == 1
+    assert value(s, requests, route="(rerank)", model="rr", status="502") == 1
+    assert value(s, "llmroute_upstream_seconds_sum", model="embed") == pytest.approx(0.25)
+    assert value(s, "llmroute_upstream_seconds_count", model="rr") is None  # no answer
+    assert value(s, "llmroute_client_requests_total", client="team-a", status="502") == 1
+    assert value(s, "llmroute_api_errors_total", api="rerank", status="502") is None
 
 
 def test_a_failed_request_is_counted_under_the_decided_model() -> None:

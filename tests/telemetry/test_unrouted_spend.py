@@ -128,6 +128,9 @@ def test_report_and_dashboard_spend_per_key_is_what_budgets_were_charged(
         ("rerank", "(rerank)", "rr", "team", 200),
     ]
     assert all(d.layer == "(unrouted)" and d.margin is None for d in unrouted)
+    # the deployment that answered (its provider), as a chat's row names it; none failed
+    assert {d.deployment for d in unrouted if d.status == 200} == {"fake"}
+    assert [d.deployment for d in unrouted if d.status != 200] == [None]
     embedded = [d for d in unrouted if d.model == "embed"]
     assert {d.end_user for d in embedded} == {"mary"}
     assert sorted(d.tags for d in embedded) == [(), (), ("app=search",)]
