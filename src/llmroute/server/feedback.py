@@ -4,7 +4,8 @@ Body: ``{"decision_id": str, "score": number in [0, 1] | "thumbs": "up" | "down"
 "comment": str}`` (score or thumbs, or both; comment optional). The decision id is the
 ``x-llmroute-decision-id`` header of the response being judged. 200 ``{"ok": true}``;
 404 for an id the log does not hold (or holds for another client key: a key judges
-its own decisions, an ``admin`` key any); 503 when the decision log is off or unreachable.
+its own decisions, an ``admin`` key any); 400 ``decision_not_routed`` for an embeddings
+or rerank request's (logged, not routed); 503 when the decision log is off or unreachable.
 Negative feedback (thumbs down, a score under 0.5) on an answer that came from, or went
 into, the response cache drops it there (``cache.evict_on_feedback``), and the answer
 says so (``"cache_evicted": true``).
@@ -102,6 +103,15 @@ async def feedback(request: Request) -> Response:
         raise GatewayError(
             503, "the decision log is unavailable; try again later", code="telemetry_unavailable"
         ) from None
+    if not stored and await _known(telemetry, record.decision_id, by):
+        # there, but not a routing decision: an embeddings or rerank request
+        raise GatewayError(
+            400,
+            f"decision {record.decision_id!r} is an embeddings or rerank request: it was "
+            "not routed, and feedback judges a routing decision",
+            param="decision_id",
+            code="decision_not_routed",
+        )
     if not stored:
         raise GatewayError(
             404,
@@ -114,6 +124,13 @@ async def feedback(request: Request) -> Response:
     if cache is not None and cache.settings.evict_on_feedback and negative_feedback(record):
         answer["cache_evicted"] = await cache.evict(record.decision_id)
     return JSONResponse(answer)
+
+
+async def _known(telemetry: Telemetry, decision_id: str, by: str | None) -> bool:
+    try:
+        return await telemetry.has_decision(decision_id, by=by)
+    except Exception:  # unreachable now: the id is not known, as the store said
+        return False
 
 
 def negative_feedback(record: FeedbackRecord) -> bool:

@@ -139,6 +139,13 @@ class Telemetry:
         async with self._waiting:
             return await self._feedback_elsewhere(feedback, store, writer.flush_seconds, by)
 
+    async def has_decision(self, decision_id: str, *, by: str | None = None) -> bool:
+        """Whether the log holds the decision (made for the client key `by`, when given)."""
+        store = self.store
+        assert store is not None
+        found = functools.partial(store.has_decision, decision_id, by=by)
+        return bool(await anyio.to_thread.run_sync(found))
+
     async def _feedback_elsewhere(
         self, feedback: FeedbackRecord, store: Store, flush_seconds: float, by: str | None
     ) -> bool:

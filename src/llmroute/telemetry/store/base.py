@@ -103,8 +103,9 @@ class Store(Protocol):
         ...
 
     def write_feedback(self, feedback: FeedbackRecord, *, by: str | None = None) -> bool:
-        """Store feedback; False (nothing stored) when the decision id is unknown, or
-        was made for another client key than `by` (None: any)."""
+        """Store feedback; False (nothing stored) when the decision id is unknown, was
+        made for another client key than `by` (None: any), or is an embeddings or rerank
+        request's (layer ``(unrouted)``: no routing to judge)."""
         ...
 
     def write_shadow(self, record: ShadowRecord) -> None: ...

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from llmroute.errors import TelemetryError
 from llmroute.telemetry.record import (
     DECISION_COLUMNS,
+    UNROUTED_LAYER,
     DecisionRecord,
     FeedbackRecord,
     ShadowRecord,
@@ -97,7 +98,8 @@ _INSERT_DECISION = (
 _INSERT_FEEDBACK = (
     f"INSERT INTO feedback ({FEEDBACK_LIST}) "
     "SELECT %s::text, %s::float8, %s::float8, %s::text, %s::text "
-    "WHERE EXISTS (SELECT 1 FROM decisions WHERE id = %s AND (%s::text IS NULL OR client = %s))"
+    "WHERE EXISTS (SELECT 1 FROM decisions WHERE id = %s AND (%s::text IS NULL OR client = %s) "
+    f"AND layer <> '{UNROUTED_LAYER}')"  # feedback judges routing: not embeddings, rerank
 )
 _INSERT_SHADOW = (
     f"INSERT INTO shadow ({SHADOW_LIST}) VALUES ({', '.join(['%s'] * len(SHADOW_COLUMNS))})"

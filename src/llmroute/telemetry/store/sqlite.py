@@ -20,6 +20,7 @@ from typing import Any
 from llmroute.errors import TelemetryError
 from llmroute.telemetry.record import (
     DECISION_COLUMNS,
+    UNROUTED_LAYER,
     DecisionRecord,
     FeedbackRecord,
     ShadowRecord,
@@ -48,7 +49,8 @@ _INSERT_SHADOW = (
 )
 _INSERT_FEEDBACK = (
     f"INSERT INTO feedback ({FEEDBACK_LIST}) SELECT ?, ?, ?, ?, ? "
-    "WHERE EXISTS (SELECT 1 FROM decisions WHERE id = ? AND (? IS NULL OR client = ?))"
+    "WHERE EXISTS (SELECT 1 FROM decisions WHERE id = ? AND (? IS NULL OR client = ?) "
+    f"AND layer <> '{UNROUTED_LAYER}')"  # feedback judges routing: not embeddings, rerank
 )
 
 
