@@ -459,6 +459,13 @@ def test_embeddings_and_rerank_answers_are_logged_and_counted(
     assert {(b.route, b.model) for b in buckets} >= {("(embeddings)", "embed"), ("(rerank)", "rr")}
     assert sum(b.cost_usd for b in buckets) == pytest.approx(0.21)
 
+    # feedback judges a routing decision: an unrouted request takes none, a chat does
+    for decision_id in (embedded.id, reranked.id, chat.id):
+        judged = FeedbackRecord(decision_id, t0 + 3, thumbs="up")
+        assert store.write_feedback(judged) is (decision_id == chat.id)
+        assert store.has_decision(decision_id)
+    assert [f.decision_id for f in store.feedback(t0)] == [chat.id]
+
 
 # -- feedback and shadow ----------------------------------------------------------------
 

@@ -115,8 +115,22 @@ def test_report_and_dashboard_spend_per_key_is_what_budgets_were_charged(
             ).json()
             charged[info["name"]] = info["budget"]["spent_usd"]
         admin = {"authorization": f"Bearer {OPS_KEY}"}
+        # feedback judges a routing decision: an embeddings or rerank row takes none
+        judged = {}
+        for row in rows:
+            if row.api in ("chat", "embeddings", "rerank"):
+                asked = {"decision_id": row.id, "thumbs": "down"}
+                answer = httpx.post(f"{served.url}/v1/feedback", json=asked, headers=admin)
+                judged[row.api, answer.status_code] = answer.json()
         dashboard = httpx.get(f"{served.url}/dashboard/data?since=1h", headers=admin).json()
         metrics = httpx.get(f"{served.url}/metrics", headers=admin).text
+
+    assert sorted(judged) == [("chat", 200), ("embeddings", 400), ("rerank", 400)]
+    refused = judged["embeddings", 400]["error"]
+    assert (refused["code"], refused["param"]) == ("decision_not_routed", "decision_id")
+    assert "not routed" in refused["message"]
+    # and the answers do not hand out the id as one to judge
+    assert all("x-llmroute-decision-id" not in r.headers for r in sent[2:7])
 
     unrouted = [d for d in rows if d.api in ("embeddings", "rerank")]
     assert sorted((d.api, d.route, d.model, d.client, d.status) for d in unrouted) == [
