@@ -9,12 +9,15 @@ of every ``/v1/route`` decision (`observe_decision`), of the decision log's drop
 
 Metrics (all prefixed ``llmroute_``):
 
-- ``requests_total{route, model, status}``: chat requests; `model` is the pool model
-  that served, else the decided one; `status` the HTTP status the client got;
+- ``requests_total{route, model, status}``: chat requests, and embeddings and rerank
+  requests under route ``(embeddings)``, ``(rerank)`` (`observe_unrouted`); `model` is
+  the pool model that served, else the decided one; `status` the HTTP status the client
+  got;
 - ``decisions_total{route, layer}``: every routing decision (chat and ``/v1/route``);
 - ``decision_seconds{layer}``: each layer's time (skipped layers left out), plus
   ``layer="encode"`` (when the request was encoded) and ``layer="total"``;
-- ``upstream_seconds{model}``: arrival to last byte of requests a model served;
+- ``upstream_seconds{model}``: arrival to last byte of requests a model served
+  (embeddings and rerank too);
   ``ttft_seconds{model}``: arrival to first streamed event;
 - ``tokens_total{model, direction="in|out"}``, ``cost_usd_total{route, model}``;
 - ``upstream_attempts_total{model, deployment, outcome}``,
@@ -59,14 +62,17 @@ Metrics (all prefixed ``llmroute_``):
   (llmroute.server.browsers), the reason their error's code: ``cross_origin_forbidden``
   (a page of another origin), ``invalid_host`` (on loopback, a Host of another name);
 - ``api_errors_total{api, status}``: API requests answered with an error that no
-  decision record counts (`api_error`): refused before routing (a malformed body, an
-  unknown model, a bad tags header), and the errors of the APIs that are not routed
-  (embeddings, rerank, batches, files, stored responses); ``api`` is the path's first
+  decision record counts (`api_error`): refused before routing or before the call (a
+  malformed body, an unknown model, a bad tags header; embeddings and rerank too), and
+  the errors of the APIs that are not logged (batches, files, stored responses); a
+  failed embeddings or rerank call is logged, and counted in ``requests_total``;
+  ``api`` is the path's first
   segment after ``/v1/`` (``chat``, ``messages``, ``responses``, ``completions``,
   ``embeddings``, ...; ``other`` for any other path);
 - per gateway client key (``auth``; the keys are the registry's, so the label is
-  bounded): ``client_requests_total{client, status}``, chat requests of the key (those
-  refused before routing included) and those the key check turned away (403, 429);
+  bounded): ``client_requests_total{client, status}``, chat, embeddings and rerank
+  requests of the key (those refused before routing included) and those the key check
+  turned away (403, 429);
   ``client_tokens_total{client, direction}`` and ``client_cost_usd_total{client}``,
   what its requests used and cost (embeddings and rerank included: what its budget is
   charged).
@@ -362,7 +368,11 @@ class GatewayMetrics:
             return Histogram(name, doc, labels, registry=reg, buckets=buckets)
 
         self._requests = _Children(
-            counter("llmroute_requests", "Chat requests", ("route", "model", "status"))
+            counter(
+                "llmroute_requests",
+                "Requests: chat, and embeddings and rerank under route (embeddings), (rerank)",
+                ("route", "model", "status"),
+            )
         )
         self._decisions = _Children(
             counter("llmroute_decisions", "Routing decisions", ("route", "layer"))
@@ -477,7 +487,8 @@ class GatewayMetrics:
         self._client_requests = _Children(
             counter(
                 "llmroute_client_requests",
-                "Chat requests of a client key, and those its key check refused",
+                "Requests of a client key (chat, embeddings, rerank), and those its key "
+                "check refused",
                 ("client", "status"),
             )
         )
