@@ -46,6 +46,7 @@ models:
   large: {provider: fake, model: up-large, price: {input: 10, output: 30}}
   slow: {provider: fake, model: "slow?delay=0.4"}
   vectors: {provider: fake, model: up-embed, kind: embedding}
+  slow-vectors: {provider: fake, model: "slow-emb?delay=0.4", kind: embedding, price: {input: 1}}
   coder: {provider: fake, model: up-coder, text_completions: true}
 routes:
   - name: code
@@ -89,10 +90,12 @@ def gateway(
         yield served
 
 
-def _logged(decisions: str, tag: str) -> list[dict[str, Any]]:
-    """The decision log's requests with `tag`, as `llmroute export` writes them."""
+def _logged(decisions: str, tag: str, api: str | None = None) -> list[dict[str, Any]]:
+    """The decision log's requests with `tag` (that came by `api`: embeddings are only
+    exported when asked for), as `llmroute export` writes them."""
+    asked = ["--api", api] if api is not None else []
     done = subprocess.run(
-        [str(BIN / "llmroute"), "export", "--url", decisions, "--tag", tag],
+        [str(BIN / "llmroute"), "export", "--url", decisions, "--tag", tag, *asked],
         capture_output=True,
         text=True,
         timeout=60,
@@ -334,10 +337,23 @@ def test_a_file_with_bad_lines_fails_its_batch_naming_them(client: openai.OpenAI
     }
 
 
+@pytest.mark.parametrize("endpoint", ["/v1/chat/completions", "/v1/embeddings"])
 def test_a_batch_is_cancelled_keeping_the_answers_it_made(
-    client: openai.OpenAI, upstream: FakeUpstream, decisions: str
+    client: openai.OpenAI, upstream: FakeUpstream, decisions: str, endpoint: str
 ) -> None:
     requests = [_chat(f"s{i}", f"slowly {i}", model="slow") for i in range(30)]
+    api = None
+    if endpoint == "/v1/embeddings":  # an embeddings call cut is logged and charged too
+        api = "embeddings"
+        requests = [
+            {
+                "custom_id": f"s{i}",
+                "method": "POST",
+                "url": endpoint,
+                "body": {"model": "slow-vectors", "input": f"slowly {i}"},
+            }
+            for i in range(30)
+        ]
     upload = client.files.create(file=("slow.jsonl", _jsonl(requests)), purpose="batch")
     began = time.monotonic()
 
@@ -345,7 +361,9 @@ def test_a_batch_is_cancelled_keeping_the_answers_it_made(
         return sum(1 for r in upstream.requests if r.at > began and "slow" in r.body["model"])
 
     batch = client.batches.create(
-        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        input_file_id=upload.id,
+        endpoint=endpoint,  # type: ignore[arg-type]
+        completion_window="24h",
     )
     _until(lambda: (client.batches.retrieve(batch.id).request_counts or _Zero()).completed >= 3)
     cancelling = client.batches.cancel(batch.id)
@@ -367,7 +385,7 @@ def test_a_batch_is_cancelled_keeping_the_answers_it_made(
     logged: list[dict[str, Any]] = []
 
     def all_logged() -> bool:
-        logged[:] = _logged(decisions, f"batch={batch.id}")
+        logged[:] = _logged(decisions, f"batch={batch.id}", api)
         return len(logged) >= asked
 
     _until(all_logged)
