@@ -483,7 +483,7 @@ def test_an_embedding_attempt_is_named_after_its_operation(
     async def main() -> None:
         dispatcher = Dispatcher(registry, build_providers(registry), observer=tracing.observer)
         try:
-            await dispatcher.embed("e", {"input": ["x"]})  # (data, usage)
+            await dispatcher.embed("e", {"input": ["x"]})
         finally:
             await dispatcher.aclose()
 
