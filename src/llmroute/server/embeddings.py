@@ -99,7 +99,8 @@ async def serve_unrouted(
     may have cost (its input, counted: the upstream had it)."""
     ts, started_ns = arrived if arrived is not None else (time.time(), time.perf_counter_ns())
     request_tags(request)  # a malformed x-llmroute-tags is refused before any work, as chat's
-    done = _Unrouted(request, gateway, body, name, route, text_of, recorder_of(request, api))
+    recorder = recorder_of(request, api)
+    done = _Unrouted(request, gateway, body, name, route, text_of, recorder, ts, started_ns)
     headers = {"x-llmroute-model": name}
     release = await hold_key_tokens(request.scope, gateway, estimated_tokens)
     spend = Spend()
@@ -107,28 +108,26 @@ async def serve_unrouted(
         with tracked(spend):
             served = await _unless_client_leaves(request, call(name, body))
     except _ClientGone:
-        await done.cut(spend, CLIENT_CLOSED, CLIENT_DISCONNECTED, ts, started_ns)
+        await done.cut(spend, CLIENT_CLOSED, CLIENT_DISCONNECTED)
         return Response(status_code=CLIENT_CLOSED)
     except LlmrouteError as exc:
         error = gateway_error(exc, headers)
-        done.finished(
-            ts, started_ns, error.status, error=error.code or "error", attempts=error.attempts
-        )
+        done.finished(error.status, error=error.code or "error", attempts=error.attempts)
         raise error from None
     except asyncio.CancelledError as exc:
-        await done.cut(spend, *cut_by(exc), ts, started_ns)
+        await done.cut(spend, *cut_by(exc))
         raise
     finally:
         if release is not None:
             release()
-    done.finished(ts, started_ns, 200, served=served)
+    done.finished(200, served=served)
     return JSONResponse(served.data, headers=headers)
 
 
 @dataclass(frozen=True, slots=True)
 class _Unrouted:
     """One embeddings or rerank request, for its ending: the key charged, the metrics
-    and the decision log told."""
+    and the decision log told. `ts` and `started_ns` are its arrival."""
 
     request: Request
     gateway: Gateway
@@ -137,20 +136,20 @@ class _Unrouted:
     route: str
     text_of: Callable[[Mapping[str, Any]], str | None]
     recorder: Recorder | None
+    ts: float
+    started_ns: int
 
-    async def cut(self, spend: Spend, status: int, error: str, ts: float, started_ns: int) -> None:
+    async def cut(self, spend: Spend, status: int, error: str) -> None:
         """A call cancelled before its answer: charged what it had cost (the model's and
         a hard key budget by the dispatcher, the rest here), then logged."""
         usage: Usage | None = None
         try:
             usage = await _charged_abandoned(self.gateway, spend)
         finally:  # a second cancel while charging: the request is still logged
-            self.finished(ts, started_ns, status, error=error, usage=usage)
+            self.finished(status, error=error, usage=usage)
 
     def finished(
         self,
-        ts: float,
-        started_ns: int,
         status: int,
         *,
         served: Served | None = None,
@@ -158,12 +157,14 @@ class _Unrouted:
         usage: Usage | None = None,
         attempts: tuple[str, ...] = (),
     ) -> None:
+        """The request answered with `status`: `served`'s answer (its usage), or an error
+        (`usage`: what a cut call had cost)."""
         if served is not None:
             usage = served.usage
         key = api_key_of(self.request.scope)
         if usage is not None and key is not None and self.gateway.charges is not None:
             self.gateway.charges.charge(key, usage.cost_usd, usage.prompt_tokens)
-        latency_ms = (time.perf_counter_ns() - started_ns) / 1e6
+        latency_ms = (time.perf_counter_ns() - self.started_ns) / 1e6
         telemetry = getattr(self.request.app.state, "telemetry", None)
         if isinstance(telemetry, Telemetry):
             telemetry.metrics.observe_unrouted(
@@ -181,8 +182,8 @@ class _Unrouted:
                 self.gateway.version,
                 self.body,
                 self.text_of,
-                ts=ts,
-                started_ns=started_ns,
+                ts=self.ts,
+                started_ns=self.started_ns,
                 status=status,
                 error=error,
                 usage=usage,
