@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
+from scripts_text import document
+from tokenizers import Tokenizer
 
+from llmroute.encoders.static import DATA_DIR
 from llmroute.safety.windows import windows
 
 
@@ -56,3 +60,67 @@ def test_text_without_whitespace_is_cut_at_size() -> None:
 def test_bad_arguments_are_refused(size: int, stride: int, most: int) -> None:
     with pytest.raises(ValueError, match="stride"):
         windows("text", size, stride, most)
+
+
+# ---------------------------------------------------------------- windows the encoder reads
+
+_BUDGET = 254  # MiniLM's 256 positions less [CLS] and [SEP]; the static encoder keeps 256
+
+
+@pytest.fixture(scope="module")
+def wordpiece() -> Tokenizer:
+    tok = Tokenizer.from_file(str(DATA_DIR / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def _tokens(tok: Tokenizer, text: str) -> int:
+    return len(tok.encode(text, add_special_tokens=False).ids)
+
+
+def _positions(text: str, found: list[str]) -> list[tuple[int, int]]:
+    """Where each window lies in `text` (windows start in order)."""
+    spans, begin = [], -1
+    for window in found:
+        begin = text.find(window, begin + 1)
+        assert begin >= 0
+        spans.append((begin, begin + len(window)))
+    return spans
+
+
+@pytest.mark.parametrize("lang", ["zh", "ja", "ko", "ru", "ar", "el", "hi", "en"])
+def test_every_window_of_any_script_fits_what_the_encoder_reads(
+    wordpiece: Tokenizer, lang: str
+) -> None:
+    """1000 characters of Chinese are ~1000 WordPiece tokens and the encoders keep ~254:
+    a window is cut by what its characters cost, so the encoder reads all of it."""
+    text = document(lang, 6000)
+    found, unscanned = windows(text, 1000, 750, 1000)
+    assert not unscanned
+    counts = [_tokens(wordpiece, w) for w in found]
+    assert max(counts) <= _BUDGET, counts
+    assert min(counts[:-1]) >= _BUDGET // 2, counts  # not needlessly small either
+    spans = _positions(text, found)
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert all(b <= a_end for (_, a_end), (b, _) in itertools.pairwise(spans))  # no gap
+
+
+def test_latin_text_with_a_few_other_characters_is_cut_as_by_characters() -> None:
+    """English with emoji, a Greek letter, a few CJK characters, Word's private-use bullets
+    or U+FFFD is cut exactly where the same text in ASCII is (the shipped detector's
+    windows and numbers stay as they were), and a long Chinese run in it is not."""
+    base = _text(3000, seed=7)
+    words = base.split(" ")
+    for index, stray in zip(
+        range(5, len(words), 97), itertools.cycle(["🔓", "Σ", "越狱", "\uf0a7", "\ufffd", "π"])
+    ):
+        words[index] = stray + words[index]
+    text = " ".join(words)
+    ascii_twin = "".join(c if c.isascii() else "x" for c in text)
+    assert windows(text, 1000, 750, 16)[0] == [
+        text[a:b] for a, b in _positions(ascii_twin, windows(ascii_twin, 1000, 750, 16)[0])
+    ]
+    with_chinese = text[:2000] + document("zh", 700) + text[2000:]
+    sizes = [len(w) for w in windows(with_chinese, 1000, 750, 16)[0]]
+    assert min(sizes) < 400  # the windows over the Chinese run are shorter
