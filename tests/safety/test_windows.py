@@ -8,7 +8,7 @@ from scripts_text import document
 from tokenizers import Tokenizer
 
 from llmroute.encoders.static import DATA_DIR
-from llmroute.safety.windows import windows
+from llmroute.safety.windows import SLACK, character_weights, window_spans, windows
 
 
 def _text(n_words: int, seed: int = 0) -> str:
@@ -79,16 +79,6 @@ def _tokens(tok: Tokenizer, text: str) -> int:
     return len(tok.encode(text, add_special_tokens=False).ids)
 
 
-def _positions(text: str, found: list[str]) -> list[tuple[int, int]]:
-    """Where each window lies in `text` (windows start in order)."""
-    spans, begin = [], -1
-    for window in found:
-        begin = text.find(window, begin + 1)
-        assert begin >= 0
-        spans.append((begin, begin + len(window)))
-    return spans
-
-
 @pytest.mark.parametrize("lang", ["zh", "ja", "ko", "ru", "ar", "el", "hi", "en"])
 def test_every_window_of_any_script_fits_what_the_encoder_reads(
     wordpiece: Tokenizer, lang: str
@@ -101,7 +91,8 @@ def test_every_window_of_any_script_fits_what_the_encoder_reads(
     counts = [_tokens(wordpiece, w) for w in found]
     assert max(counts) <= _BUDGET, counts
     assert min(counts[:-1]) >= _BUDGET // 2, counts  # not needlessly small either
-    spans = _positions(text, found)
+    spans, _ = window_spans(text, 1000, 750, 1000)
+    assert [text[a:b] for a, b in spans] == found
     assert spans[0][0] == 0 and spans[-1][1] == len(text)
     assert all(b <= a_end for (_, a_end), (b, _) in itertools.pairwise(spans))  # no gap
 
@@ -119,8 +110,31 @@ def test_latin_text_with_a_few_other_characters_is_cut_as_by_characters() -> Non
     text = " ".join(words)
     ascii_twin = "".join(c if c.isascii() else "x" for c in text)
     assert windows(text, 1000, 750, 16)[0] == [
-        text[a:b] for a, b in _positions(ascii_twin, windows(ascii_twin, 1000, 750, 16)[0])
+        text[a:b] for a, b in window_spans(ascii_twin, 1000, 750, 16)[0]
     ]
     with_chinese = text[:2000] + document("zh", 700) + text[2000:]
     sizes = [len(w) for w in windows(with_chinese, 1000, 750, 16)[0]]
     assert min(sizes) < 400  # the windows over the Chinese run are shorter
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_windows_of_mixed_scripts_cover_the_text_and_count_at_most_their_size(seed: int) -> None:
+    """Runs of English, Chinese, Korean, Russian, emoji and unpaired surrogates, cut with
+    small and default sizes: no gap, no empty window, each counts at most its size."""
+    rng = random.Random(seed)
+    pieces = [
+        document(rng.choice(["zh", "ko", "ru", "en"]), rng.randint(1, 400), seed) for _ in range(30)
+    ]
+    pieces += ["🔓", "\ud800", "  ", "\u3000"]
+    rng.shuffle(pieces)
+    text = "".join(pieces)
+    weights = character_weights(text)
+    assert weights is not None
+    counted = [0, *itertools.accumulate(int(w) for w in weights)]
+    for size, stride in ((100, 50), (333, 250), (1000, 750)):
+        spans, unscanned = window_spans(text, size, stride, 10_000)
+        assert not unscanned and all(b > a for a, b in spans)
+        assert spans[0][0] == 0 and spans[-1][1] == len(text)
+        assert all(a0 < a1 <= b0 for (a0, b0), (a1, _) in itertools.pairwise(spans))
+        assert all(counted[b] - counted[a] <= size + size // SLACK for a, b in spans)
+        assert windows(text, size, stride, 10_000)[0] == [text[a:b] for a, b in spans]

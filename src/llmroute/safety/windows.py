@@ -21,10 +21,20 @@ by characters.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["DENSE", "HANGUL", "SLACK", "SNAP_CHARS", "character_weights", "windows"]
+__all__ = [
+    "DENSE",
+    "HANGUL",
+    "SLACK",
+    "SNAP_CHARS",
+    "character_weights",
+    "window_spans",
+    "windows",
+]
 
 SNAP_CHARS = 40
 """A window edge moves to a whitespace at most this many characters before it."""
@@ -38,7 +48,7 @@ HANGUL = 8
 """Hangul counts more: WordPiece splits each syllable into its jamo (1.65-2 tokens)."""
 SLACK = 32
 """A window of `size` characters is kept as it is while it counts at most
-``size + size // SLACK``: ten Greek letters, CJK characters or Cyrillic words' letters
+``size + size // SLACK``: ten characters of another script
 among 1000 Latin ones (a name, a quoted word, a math symbol) cost the encoder ten tokens,
 not a shorter window."""
 
@@ -63,7 +73,8 @@ _HANGUL: tuple[tuple[int, int], ...] = (
     (0xA960, 0xA980),  # jamo extended A
     (0xAC00, 0xD800),  # syllables, jamo extended B
 )
-_TABLE_SIZE = 0x32400  # to the end of CJK Extension H; above it (tags, PUA planes): 1
+_TABLE_SIZE = 0x32400  # to the end of CJK Extension H; above it (tags, PUA planes): 1,
+# the table's last entry, which `take(mode="clip")` gives them
 
 
 def _weight_table() -> npt.NDArray[np.uint8]:
@@ -85,20 +96,33 @@ def character_weights(text: str) -> npt.NDArray[np.uint8] | None:
     if text.isascii():
         return None
     points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
-    weights = _WEIGHTS[np.minimum(points, _TABLE_SIZE - 1)]
+    weights = _WEIGHTS.take(points, mode="clip")
     return None if int(weights.max()) == 1 else weights
+
+
+def _surely_at_most(text: str, most: int) -> bool:
+    """Whether `text` surely counts at most `most`, from its length and UTF-8 size alone
+    (a character that counts more than 1 takes two bytes or more): English with a curly
+    quote costs an encode, not the table."""
+    if text.isascii():
+        return len(text) <= most
+    extra = len(text.encode("utf-8", "surrogatepass")) - len(text)
+    return len(text) + (HANGUL - 1) * extra <= most
+
+
+_TO_LAST_SPACE = re.compile(r".*\s", re.DOTALL)  # \s is str.isspace()
 
 
 def _snap(text: str, position: int, reach: int) -> int:
     """The index just after the last whitespace in ``text[position - reach : position]``
     (so a window starting or ending there does not cut a word), else `position`."""
-    for index in range(position - 1, max(position - reach, 0) - 1, -1):
-        if text[index].isspace():
-            return index + 1
-    return position
+    found = _TO_LAST_SPACE.match(text, max(position - reach, 0), position)
+    return position if found is None else found.end()
 
 
-def windows(text: str, size: int, stride: int, max_windows: int) -> tuple[list[str], bool]:
+def window_spans(
+    text: str, size: int, stride: int, max_windows: int
+) -> tuple[list[tuple[int, int]], bool]:
     """Cut `text` into windows of at most `size` characters, starting every `stride`;
     where characters of other scripts make a window count more than its size
     (`character_weights`, `SLACK`), it is cut to count at most `size`, and the next
@@ -109,7 +133,7 @@ def windows(text: str, size: int, stride: int, max_windows: int) -> tuple[list[s
     back to just after a whitespace when one lies within ``min(40, size // 4)``
     characters. Returns the windows (at most `max_windows`) and whether text after the
     last one was left unscanned. ValueError unless ``0 < stride <= size`` and
-    ``max_windows >= 1``.
+    ``max_windows >= 1``. `windows` gives their text.
     """
     if size <= 0 or stride <= 0 or stride > size or max_windows < 1:
         raise ValueError(
@@ -117,13 +141,18 @@ def windows(text: str, size: int, stride: int, max_windows: int) -> tuple[list[s
             f"stride={stride}, max_windows={max_windows}"
         )
     length = len(text)
-    weights = character_weights(text) if length * HANGUL > size else None
+    most = size + size // SLACK
+    if length <= size and _surely_at_most(text, most):
+        return [(0, len(text))], False
+    weights = character_weights(text)
     if weights is None:
-        return ([text], False) if length <= size else _cut(text, size, stride, max_windows)
+        return ([(0, length)], False) if length <= size else _cut(text, size, stride, max_windows)
+    if length <= size and int(weights.sum(dtype=np.int64)) <= most:
+        return [(0, len(text))], False
     counted = np.zeros(length + 1, dtype=np.int64)  # counted[i]: the count of text[:i]
     np.cumsum(weights, out=counted[1:])
-    if counted[-1] <= size or (length <= size and counted[-1] <= size + size // SLACK):
-        return [text], False
+    if counted[-1] <= size:
+        return [(0, len(text))], False
     return _cut(text, size, stride, max_windows, counted)
 
 
@@ -133,7 +162,7 @@ def _cut(
     stride: int,
     max_windows: int,
     counted: npt.NDArray[np.int64] | None = None,
-) -> tuple[list[str], bool]:
+) -> tuple[list[tuple[int, int]], bool]:
     length = len(text)
     reach = min(SNAP_CHARS, size // 4)
     most = size + size // SLACK
@@ -141,14 +170,14 @@ def _cut(
     def ahead(position: int, count: int) -> int:
         """The furthest index whose text from `position` counts at most `count`."""
         assert counted is not None
-        found = np.searchsorted(counted, counted[position] + count, side="right")
-        return int(found) - 1
+        return int(counted.searchsorted(counted[position] + count, side="right")) - 1
 
-    out: list[str] = []
+    out: list[tuple[int, int]] = []
     end = 0
     start = 0
     while len(out) < max_windows:
-        begin = _snap(text, start, reach) if start else 0
+        back = reach if counted is None else min(reach, (ahead(start, size) - start) // 4)
+        begin = _snap(text, start, back) if start else 0  # dense text: a shorter reach
         end = min(begin + size, length)
         step = start + stride
         if counted is not None and counted[end] - counted[begin] > most:
@@ -157,8 +186,16 @@ def _cut(
         if end < length:
             # a window of dense text is fewer characters: never snap it away
             end = _snap(text, end, min(reach, (end - begin) // 4))
-        out.append(text[begin:end])
+        out.append((begin, end))
         if end >= length:
             return out, False
-        start = max(min(step, end), begin + 1)  # never leave a gap
+        start = max(min(step, end), begin + 1, start + 1)  # never leave a gap, go on
     return out, end < length
+
+
+def windows(text: str, size: int, stride: int, max_windows: int) -> tuple[list[str], bool]:
+    """The text of the `window_spans` of `text`, and whether text was left unscanned."""
+    spans, unscanned = window_spans(text, size, stride, max_windows)
+    if len(spans) == 1 and spans[0] == (0, len(text)):
+        return [text], unscanned
+    return [text[begin:end] for begin, end in spans], unscanned
