@@ -1072,7 +1072,9 @@ class InjectionSettings(_Frozen):
     """The jailbreak / prompt-injection detector. `artifact` is ``builtin`` (trained on
     the shipped data, for the built-in encoders) or a directory written by ``llmroute
     train safety``, relative to the registry file. Long texts are scored in overlapping
-    windows of `window_chars`, at most `max_windows` per request; the worst window counts."""
+    windows of `window_chars`, at most `max_windows` per request; the worst window counts.
+    Window sizes are Latin characters: a character of another script counts 4, Hangul 8
+    (`llmroute.safety.windows`), so the encoder reads a whole window in any script."""
 
     enabled: bool = True
     artifact: str = Field(default="builtin", min_length=1)

@@ -21,7 +21,8 @@ the shipped model is fitted on train + validation; `evaluate_detector` on the te
 gives the honest numbers.
 
 Long texts: a text is scored as the max over its `windows` (size 1000, stride 750, at
-most 16), so an injection buried in a long document is read at prompt size. The model is
+most 16; in Latin characters, a character of another script counting 4), so an injection
+buried in a long document is read at prompt size. The model is
 trained on each attack's first window (a long jailbreak's later windows need not hold the
 attack) and on every window of each benign text (each is a window the max can flag).
 
