@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,20 +20,33 @@ import numpy as np
 
 from llmroute.encoders import CachedEncoder, RemoteEncoder, default_cache_dir, load_builtin
 from llmroute.encoders.base import Encoder
+from llmroute.encoders.scripts import ANY, BUILTIN_SCRIPTS, ScriptCheck
+from llmroute.encoders.tokenize import CHARS_PER_TOKEN
 from llmroute.errors import ConfigError
 from llmroute.layers.base import DecisionLayer
 from llmroute.layers.difficulty import DifficultyLayer
 from llmroute.layers.intent import IntentLayer
 from llmroute.layers.rules import RulesLayer
 from llmroute.registry import BuiltinEncoderSpec, Registry
-from llmroute.registry.schema import env_headers, unset_credentials
+from llmroute.registry.schema import EncoderSpec, env_headers, unset_credentials
 from llmroute.scoring.heads import CentroidHead, IntentHead, KnnHead, LinearHead, labels_from
 from llmroute.scoring.logreg import SoftmaxModel
 
-__all__ = ["build_encoder", "build_intent_layer", "default_layers", "make_head"]
+__all__ = [
+    "SCRIPT_WINDOW",
+    "build_encoder",
+    "build_intent_layer",
+    "default_layers",
+    "encoder_scripts",
+    "make_head",
+    "script_check",
+    "script_check_for",
+]
 
 log = logging.getLogger(__name__)
 _HEAD_FORMAT = 1
+SCRIPT_WINDOW = 256 * CHARS_PER_TOKEN
+"""Characters of a request checked for scripts an endpoint declared it does not read."""
 
 
 def build_encoder(registry: Registry, *, threads: int | None = None) -> Encoder:
@@ -160,7 +173,39 @@ def build_intent_layer(
             r.threshold if r.threshold is not None else settings.threshold for r in registry.routes
         ],
         has_out_of_scope=bool(oos),
+        scripts=script_check(registry, encoder),
     )
+
+
+def script_check(registry: Registry, encoder: Encoder) -> ScriptCheck | None:
+    """The intent layer's check for text the encoder does not read (`encoder_scripts`);
+    None when it reads any script."""
+    reads = encoder_scripts(registry.encoder, encoder)
+    return None if reads is None else script_check_for(registry.encoder, reads)
+
+
+def script_check_for(spec: EncoderSpec, reads: Sequence[str]) -> ScriptCheck:
+    """A check of the characters the encoder `spec` reads: ``max_tokens`` ×
+    `CHARS_PER_TOKEN` at the ends ``truncate`` keeps for a built-in one, the first
+    `SCRIPT_WINDOW` of an endpoint's."""
+    if isinstance(spec, BuiltinEncoderSpec):
+        window = spec.max_tokens * CHARS_PER_TOKEN
+        return ScriptCheck(reads, window=window, truncate=spec.truncate)
+    return ScriptCheck(reads, window=SCRIPT_WINDOW)
+
+
+def encoder_scripts(spec: EncoderSpec, encoder: Encoder | None = None) -> tuple[str, ...] | None:
+    """The scripts an encoder reads: ``spec.scripts`` when set (None for ``any``), else
+    what `encoder` declares, else (no encoder at hand) what the kind of encoder does (the
+    built-ins read Latin; an endpoint, anything)."""
+    if spec.scripts == ANY:
+        return None
+    if spec.scripts is not None:
+        return tuple(spec.scripts)
+    if encoder is None:
+        return BUILTIN_SCRIPTS if isinstance(spec, BuiltinEncoderSpec) else None
+    declared = getattr(encoder, "scripts", None)
+    return tuple(declared) if declared is not None else None
 
 
 def make_head(

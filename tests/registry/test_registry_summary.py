@@ -12,7 +12,7 @@ def test_summary_names_every_section() -> None:
     lines = summarize(loaded)
     assert lines[0] == "file: reg.yaml"
     assert lines[1] == f"version: {loaded.version} (revision 3)"
-    assert lines[2] == "encoder: builtin:static (max_tokens 256, truncate head)"
+    assert lines[2] == "encoder: builtin:static (max_tokens 256, truncate head, reads latin)"
     text = "\n".join(lines)
     for expected in (
         "providers: 2",

@@ -26,6 +26,11 @@ class Encoder(Protocol):
     `identity` names the weights and settings exactly (e.g. ``builtin:minilm@<sha>``): it
     keys embedding caches and is recorded in trained artifacts, so two encoders with the
     same identity must return the same vectors.
+
+    An encoder may also declare ``scripts``, the writing systems it was built for (names
+    from `llmroute.encoders.scripts.SCRIPTS`; the built-ins: ``("latin",)``): the intent
+    layer is then unsure of a text whose letters are mostly in other scripts. One that
+    declares nothing (a remote endpoint) is taken to read every script.
     """
 
     @property

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmroute.encoders.base import Embeddings
+from llmroute.encoders.scripts import BUILTIN_SCRIPTS
 from llmroute.encoders.tokenize import Truncate, shared_wordpiece
 from llmroute.errors import ConfigError, EncoderError
 
@@ -44,6 +45,8 @@ def default_threads() -> int:
 
 class MiniLMEncoder:
     """A BERT sentence encoder session; `identity` names weights, precision and window."""
+
+    scripts = BUILTIN_SCRIPTS  # BERT's uncased English WordPiece vocabulary (`Encoder`)
 
     def __init__(
         self,

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from llmroute.encoders.base import Embeddings
 from llmroute.encoders.minilm import normalise_rows
+from llmroute.encoders.scripts import BUILTIN_SCRIPTS
 from llmroute.encoders.tokenize import Truncate, WordPiece
 from llmroute.errors import ConfigError, EncoderUnavailable
 
@@ -30,6 +31,8 @@ META_FILE = "static_minilm.json"
 
 class StaticEncoder:
     """Sum of per-token vectors (the mean, up to the norm), L2-normalised."""
+
+    scripts = BUILTIN_SCRIPTS  # MiniLM's English WordPiece vocabulary (`Encoder`)
 
     def __init__(
         self, data_dir: Path = DATA_DIR, *, max_tokens: int = 256, truncate: Truncate = "head"

@@ -12,6 +12,14 @@ validation part of train), thresholding that score keeps 3-7 points more in-scop
 accuracy at the same out-of-scope recall than thresholding the max probability, because
 a request split between two close routes is no longer mistaken for an off-topic one.
 The margin stays the probability lead over the runner-up: that is route ambiguity.
+
+When the encoder reads only some scripts (`scripts`: the built-in encoders read Latin),
+a request whose letters, in what the encoder reads of it, are more than half in other
+scripts is not scored: its vector is made of unknown tokens and letter fragments, and
+the head would score it as confidently as any other. The layer passes, unsure, with the
+reason ``text mostly in a script the encoder does not read (Han 87% of the letters)``
+and ``detail["unread_scripts"]``, so the LLM router (when there is one) is asked, else
+the default serves.
 """
 
 from __future__ import annotations
@@ -23,10 +31,14 @@ import numpy as np
 import numpy.typing as npt
 
 from llmroute.decision import RouteScore, Verdict
+from llmroute.encoders.scripts import ScriptCheck
 from llmroute.layers.base import DecisionContext, LayerResult
 from llmroute.scoring.heads import IntentHead
 
-__all__ = ["IntentLayer", "confidence_view"]
+__all__ = ["UNREAD_SCRIPTS", "IntentLayer", "confidence_view"]
+
+UNREAD_SCRIPTS = "unread_scripts"
+"""The `detail` key of a pass for a text mostly in scripts the encoder does not read."""
 
 _TOP = 3
 _NO_DETAIL: Mapping[str, object] = MappingProxyType({})
@@ -47,6 +59,7 @@ class IntentLayer:
         thresholds: Sequence[float],
         *,
         has_out_of_scope: bool = False,
+        scripts: ScriptCheck | None = None,
     ) -> None:
         if not len(routes) == len(targets) == len(thresholds):
             raise ValueError("routes, targets and thresholds must have the same length")
@@ -56,6 +69,7 @@ class IntentLayer:
         self.has_out_of_scope = has_out_of_scope
         self._thresholds = np.asarray(thresholds, dtype=np.float32)
         self.pairwise = has_out_of_scope and head.probabilistic
+        self.scripts = scripts
 
     @property
     def method(self) -> str:
@@ -65,6 +79,9 @@ class IntentLayer:
         text = ctx.request.text
         if not text or text.isspace():  # no copy of a long prompt, unlike strip()
             return LayerResult(detail=MappingProxyType({"reason": "empty prompt"}))
+        if self.scripts is not None and (unread := self.scripts.unread(text)) is not None:
+            reason = f"text mostly in a script the encoder does not read ({unread} of the letters)"
+            return LayerResult(detail=MappingProxyType({"reason": reason, UNREAD_SCRIPTS: unread}))
         return self.judge(self.head.scores(ctx.embedding))
 
     def confidences(self, scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

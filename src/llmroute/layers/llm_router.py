@@ -9,7 +9,9 @@ When it applies (`LlmRouter.applies`): ``registry.llm_fallback`` is enabled, and
   below ``llm_fallback.margin``; or
 - no layer decided and the default served because the intent layer's best route scored
   below its threshold (not out of scope, not an empty prompt), and that route missed
-  its threshold by less than ``margin``, or led its runner-up by less than ``margin``.
+  its threshold by less than ``margin``, or led its runner-up by less than ``margin``;
+- or because the text is mostly in scripts the encoder does not read (the intent layer
+  did not score it; every route is offered, whatever ``top_k``).
 
 Never for rules, pinned or difficulty-decided requests, nor for requests the safety
 layer blocked or rerouted.
@@ -66,6 +68,7 @@ from llmroute.dispatch.dispatcher import Dispatcher
 from llmroute.dispatch.plan import Plan, plan_request
 from llmroute.errors import LlmrouteError, ProviderError, ProviderTimeout, UpstreamRejected
 from llmroute.layers.base import DecisionContext, LayerResult
+from llmroute.layers.intent import UNREAD_SCRIPTS
 from llmroute.registry.schema import ANTHROPIC_KINDS, LlmFallback, Registry, Route, RoutePolicy
 from llmroute.untrusted_json import loads
 
@@ -163,6 +166,12 @@ def _intent_pass(decision: Decision) -> LayerSignal | None:
     return None
 
 
+def _unread(decision: Decision) -> bool:
+    """Whether the intent layer passed because the text is in scripts its encoder does
+    not read."""
+    return any(s.layer == INTENT_LAYER and UNREAD_SCRIPTS in s.detail for s in decision.signals)
+
+
 class LlmRouter:
     """See the module docstring. `on_outcome` is told each call's outcome (``chosen``,
     ``kept``, ``timeout``, ``error``, ``saturated``): `GatewayMetrics.llm_router`.
@@ -213,6 +222,8 @@ class LlmRouter:
             return decision.margin is not None and decision.margin < margin
         if decision.layer != DEFAULT_LAYER:
             return False
+        if _unread(decision):
+            return True
         signal = _intent_pass(decision)
         if signal is None:
             return False
@@ -222,8 +233,9 @@ class LlmRouter:
         return close or best.threshold - best.score < margin
 
     def names(self, decision: Decision) -> tuple[str, ...]:
-        """The route names offered to the model for this decision, ``none`` last."""
-        if self.top_k is None:
+        """The route names offered to the model for this decision, ``none`` last: every
+        route when there is no `top_k` or the intent layer did not read the text."""
+        if self.top_k is None or _unread(decision):
             names = tuple(self._routes)
         else:
             names = tuple(c.route for c in decision.candidates[: self.top_k])

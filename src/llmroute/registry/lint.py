@@ -39,6 +39,7 @@ def lint(registry: Registry) -> list[str]:
     return (
         _lone_route(registry)
         + _example_conflicts(registry)
+        + _unread_examples(registry)
         + _capability_gaps(registry)
         + _unfitted_reasoning_models(registry)
         + _refused_thinking_forms(registry)
@@ -296,6 +297,34 @@ def _only_condition(rule: Rule, condition: str) -> bool:
 
 def _names(names: set[str]) -> str:
     return ", ".join(sorted(names))
+
+
+def _unread_examples(registry: Registry) -> list[str]:
+    """Examples mostly in scripts the encoder does not read: requests like them are not
+    scored by the intent layer (it is unsure of them), so these examples teach it
+    nothing it will use. One warning per route (and one for out of scope)."""
+    from llmroute.assemble import encoder_scripts, script_check_for  # numpy: only here
+
+    reads = encoder_scripts(registry.encoder)
+    if reads is None:
+        return []
+    check = script_check_for(registry.encoder, reads)
+    groups = [(f"routes[{i}].examples", route.examples) for i, route in enumerate(registry.routes)]
+    groups.append(("intent.out_of_scope", tuple(registry.intent.out_of_scope)))
+    out = []
+    for where, texts in groups:
+        unread = [(j, found) for j, text in enumerate(texts) if (found := check.unread(text))]
+        if not unread:
+            continue
+        j, found = unread[0]
+        some = f"{len(unread)} of {len(texts)} are" if len(texts) > 1 else "it is"
+        out.append(
+            f"{where}[{j}]: {some} mostly in a script the encoder does not read ({found} of "
+            f"the letters of [{j}]); the intent layer is unsure of such requests and does not "
+            "score them, so these examples are never matched: if the encoder reads it, name it "
+            f"in encoder.scripts (reads now: {', '.join(reads)})"
+        )
+    return out
 
 
 def _example_conflicts(registry: Registry) -> list[str]:

@@ -248,6 +248,53 @@ def _number_fields(model: type[BaseModel]) -> tuple[str, ...]:
 # -- encoder -----------------------------------------------------------------------------
 
 
+def _scripts(value: Any) -> Any:
+    """``encoder.scripts``: ``any``, one script name or a list of them (any case), as
+    ``"any"`` or a tuple of lower-case names; each bad entry is reported at its index."""
+    from llmroute.encoders.scripts import ANY, SCRIPTS  # numpy, only when it is set
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.strip().lower() == ANY:
+            return ANY
+        value = [value]
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"must be {ANY!r}, a script name or a list of them")
+    if not value:
+        raise ValueError(f"must name at least one script, or be {ANY!r}")
+    problems: list[Problem] = []
+    names: list[str] = []
+    for index, entry in enumerate(value):
+        name = entry.strip().lower() if isinstance(entry, str) else None
+        if name is None:
+            problems.append(((index,), f"must be a script name, not {_written_value(entry)}"))
+        elif name == ANY:
+            problems.append(((index,), f"{ANY!r} stands alone: write scripts: {ANY}"))
+        elif name not in SCRIPTS:
+            problems.append(
+                (
+                    (index,),
+                    f"unknown script {entry!r}{did_you_mean(name, SCRIPTS)}; scripts: "
+                    f"{', '.join(SCRIPTS)}",
+                )
+            )
+        elif name in names:
+            problems.append(((index,), f"{name!r} is already listed (at [{names.index(name)}])"))
+        names.append(name or "")
+    PathProblems.raise_if_any(problems)
+    return tuple(names)
+
+
+def _written_value(value: Any) -> str:
+    return f"the {type(value).__name__} {value!r}" if value is not None else "null"
+
+
+# what the encoder reads: None is what it declares itself (the built-ins: latin; an
+# embeddings endpoint: any), "any" turns the intent layer's script check off
+Scripts = Annotated[Literal["any"] | tuple[str, ...] | None, BeforeValidator(_scripts)]
+
+
 class BuiltinEncoderSpec(_Frozen):
     """An encoder that ships with llmroute and runs offline on CPU."""
 
@@ -255,6 +302,7 @@ class BuiltinEncoderSpec(_Frozen):
     name: Literal["minilm", "minilm-int8", "static"]
     max_tokens: int = Field(default=256, ge=3, le=512)
     truncate: Literal["head", "tail", "head_tail"] = "head"
+    scripts: Scripts = None
 
 
 class OpenAIEncoderSpec(_Frozen):
@@ -269,6 +317,7 @@ class OpenAIEncoderSpec(_Frozen):
     batch_size: int = Field(default=64, ge=1)
     timeout_s: Seconds = 10.0
     dimensions: int | None = Field(default=None, ge=1)
+    scripts: Scripts = None
 
     @model_validator(mode="after")
     def _headers_once(self) -> Self:

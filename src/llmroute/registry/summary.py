@@ -10,6 +10,7 @@ from __future__ import annotations
 from llmroute.registry.loader import LoadedRegistry
 from llmroute.registry.schema import (
     BuiltinEncoderSpec,
+    EncoderSpec,
     Model,
     Reasoning,
     Registry,
@@ -97,9 +98,24 @@ def headline(loaded: LoadedRegistry) -> str:
 def _encoder(registry: Registry) -> str:
     spec = registry.encoder
     if isinstance(spec, BuiltinEncoderSpec):
-        return f"builtin:{spec.name} (max_tokens {spec.max_tokens}, truncate {spec.truncate})"
+        return (
+            f"builtin:{spec.name} (max_tokens {spec.max_tokens}, truncate {spec.truncate}, "
+            f"{_scripts(spec)})"
+        )
     dims = f", dimensions {spec.dimensions}" if spec.dimensions else ""
-    return f"{spec.model} at {mask_url(spec.base_url)}{dims}{_key(spec.api_key_env)}"
+    scripts = f", {_scripts(spec)}" if spec.scripts is not None else ""
+    return f"{spec.model} at {mask_url(spec.base_url)}{dims}{scripts}{_key(spec.api_key_env)}"
+
+
+def _scripts(spec: EncoderSpec) -> str:
+    """The scripts the intent layer takes the encoder to read (docs/encoders.md)."""
+    if spec.scripts is None and isinstance(spec, BuiltinEncoderSpec):
+        from llmroute.encoders.scripts import BUILTIN_SCRIPTS
+
+        return f"reads {', '.join(BUILTIN_SCRIPTS)}"
+    if spec.scripts is None or spec.scripts == "any":
+        return "reads any script"
+    return f"reads {', '.join(spec.scripts)}"
 
 
 def _key(env: str | None) -> str:
