@@ -63,6 +63,19 @@ def test_route_explain_shows_layers_top3_and_margin(static_registry: Path) -> No
         assert word in out
 
 
+def test_route_explain_says_the_encoder_does_not_read_the_text(static_registry: Path) -> None:
+    """A prompt in Chinese on the built-in (English) encoder is not scored: the default
+    serves it, and --explain says why, in the reason and in the intent layer's row."""
+    result = llmroute("route", "-r", str(static_registry), "--explain", "下周三的会议改到几点了？")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("default -> ")
+    said = "text mostly in a script the encoder does not read (Han 100% of the letters)"
+    assert lines[1].startswith(f"reason: default: {said}")
+    (row,) = [line for line in lines if line.startswith("intent ")]
+    assert "passed" in row and "text mostly in a script the encoder does not read" in row
+
+
 def test_stdin_prompts_give_json_lines(static_registry: Path) -> None:
     prompts = "hello there!\nwrite a sql query that joins two tables\n\nsummarise this article\n"
     result = llmroute("route", "-r", str(static_registry), stdin=prompts.encode())

@@ -612,3 +612,53 @@ def test_the_memo_expires_forgets_the_oldest_and_can_be_off(
     assert calls(two, [a, b, a, c, a]) == 3  # a was used again, so b went
     off = base.model_copy(update={"memo": 0})
     assert calls(off, [a, a]) == 2
+
+
+# -- text the encoder does not read ------------------------------------------------------
+
+RAIN_ZH = "明天巴黎会下雨吗"  # will it rain in Paris tomorrow
+
+
+def latin_router(url: str, tmp_path: Path, margin: float) -> Router:
+    """The test registry whose encoder reads Latin only (as the built-ins declare)."""
+    text = REGISTRY % {
+        "url": url,
+        "margin": margin,
+        "threshold": 0.3,
+        "timeout": 5.0,
+        "concurrency": 4,
+    }
+    text = text.replace(
+        "encoder: builtin:static", "encoder: {kind: builtin, name: static, scripts: [latin]}"
+    )
+    return Router(parse_registry(text, source="t.yaml"), encoder=FakeEncoder(), cache_dir=tmp_path)
+
+
+def test_text_in_a_script_the_encoder_does_not_read_is_asked_of_every_route(
+    url: str, tmp_path: Path, script: Script
+) -> None:
+    """The intent layer did not score it, so the LLM router is asked whatever its margin,
+    and offered every route even with top_k (the layer has no candidates to trust)."""
+    router = latin_router(url, tmp_path, margin=0.0)
+    decision = router.decide(RAIN_ZH)
+    assert decision.layer == "default" and not decision.candidates
+    assert decision.reason == (
+        "default: text mostly in a script the encoder does not read (Han 100% of the letters)"
+    )
+    registry = router.loaded.registry
+    llm = LlmRouter(settings(router), registry, NO_DISPATCHER, top_k=2)
+    assert llm.applies(decision)
+    assert llm.names(decision) == ("code", "weather", "cooking", "none")
+    off = settings(router).model_copy(update={"enabled": False})
+    assert not LlmRouter(off, registry, NO_DISPATCHER).applies(decision)
+    # English text on the same router: margin 0 never asks
+    english = router.decide(WEATHER)
+    assert english.layer == "intent" and not llm.applies(english)
+
+    script.replies[RAIN_ZH] = '{"route": "weather"}'
+    refined = run_with(router, lambda llm: llm.refine(decision, RAIN_ZH), top_k=2)
+    assert (refined.route, refined.model, refined.layer) == ("weather", "small", "llm_router")
+    (sent,) = script.requests
+    assert sent["messages"][-1] == {"role": "user", "content": RAIN_ZH}
+    enum = sent["response_format"]["json_schema"]["schema"]["properties"]["route"]["enum"]
+    assert enum == ["code", "weather", "cooking", "none"]
