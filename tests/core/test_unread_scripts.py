@@ -13,7 +13,7 @@ import pytest
 from llmroute.assemble import SCRIPT_WINDOW, script_check
 from llmroute.decide import Router
 from llmroute.decision import Decision, LayerSignal, Outcome
-from llmroute.encoders import RemoteEncoder, load_builtin
+from llmroute.encoders import CachedEncoder, RemoteEncoder, load_builtin
 from llmroute.encoders.fake import FakeEncoder
 from llmroute.layers.intent import UNREAD_SCRIPTS, IntentLayer
 from llmroute.registry import parse_registry
@@ -158,6 +158,8 @@ def test_what_each_kind_of_encoder_reads(tmp_path: Path) -> None:
     the registry names its scripts; the window is what the encoder reads."""
     static = load_builtin("static")
     assert static.scripts == ("latin",)  # type: ignore[attr-defined]
+    assert CachedEncoder(static, tmp_path).scripts == ("latin",)  # wrapped, still declared
+    assert CachedEncoder(FakeEncoder(), tmp_path).scripts is None
     builtin = parse_registry(REGISTRY % {"encoder": STATIC}).registry
     check = script_check(builtin, static)
     assert check is not None and (check.window, check.truncate) == (256 * 6, "head")

@@ -65,6 +65,12 @@ class CachedEncoder:
     def dim(self) -> int:
         return self.inner.dim
 
+    @property
+    def scripts(self) -> tuple[str, ...] | None:
+        """The scripts the wrapped encoder declares it reads (None: any; `Encoder`)."""
+        declared = getattr(self.inner, "scripts", None)
+        return None if declared is None else tuple(declared)
+
     def __len__(self) -> int:
         return len(self._index)
 
