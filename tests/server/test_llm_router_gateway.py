@@ -348,3 +348,48 @@ def test_the_router_models_call_is_charged_to_the_client_key(
 
             wait_for("the key over its budget", over_budget, 10)
     assert len(script.picker_calls()) >= 1
+
+
+def test_a_request_the_encoder_cannot_read_is_asked_of_the_router_model(
+    script: Script, tmp_path: Path
+) -> None:
+    """`llmroute serve` on the built-in (English) encoder with an LLM router that is never
+    asked about English requests (margin 0): a Chinese one is not scored by the intent
+    layer, so the router model picks its route from every route."""
+    import httpx
+    import openai
+    from gateway_proc import serve
+
+    rain = "明天巴黎会下雨吗"  # will it rain in Paris tomorrow
+    script.replies[rain] = '{"route": "weather"}'
+    script.replies[WEATHER] = '{"route": "code"}'  # never asked: intent decides
+    with serve_in_thread(_handler(script)) as url:
+        registry = tmp_path / "registry.yaml"
+        text = REGISTRY % {"url": url}
+        registry.write_text(text.replace("margin: 1.0", "margin: 0.0"))
+        with serve(registry, tmp_path / "serve.log") as served:
+            with openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0) as c:
+                raw = c.chat.completions.with_raw_response.create(
+                    model="auto", messages=_body(rain)["messages"]
+                )
+                english = c.chat.completions.with_raw_response.create(
+                    model="auto", messages=_body(WEATHER)["messages"]
+                )
+            decision = httpx.post(f"{served.url}/v1/route", json=_body(rain), timeout=10).json()
+    assert raw.headers["x-llmroute-route"] == "weather"
+    assert raw.headers["x-llmroute-layer"] == "llm_router"
+    assert raw.parse().choices[0].message.content == "served by up-small"
+    assert english.headers["x-llmroute-layer"] == "intent"
+    assert english.headers["x-llmroute-route"] == "weather"
+    # /v1/route: the intent layer's pass says why; then the memo (no second call)
+    intent = next(s for s in decision["layers"] if s["layer"] == "intent")
+    assert intent["detail"] == {
+        "reason": "text mostly in a script the encoder does not read (Han 100% of the letters)",
+        "unread_scripts": "Han 100%",
+    }
+    assert (decision["route"], decision["layer"]) == ("weather", "llm_router")
+    (asked,) = script.picker_calls()
+    assert asked["messages"][-1]["content"] == rain
+    enum = asked["response_format"]["json_schema"]["schema"]["properties"]["route"]["enum"]
+    assert enum == ["code", "weather", "none"]
+    assert [r["model"] for r in script.requests] == [PICKER, "up-small", "up-small"]
