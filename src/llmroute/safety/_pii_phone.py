@@ -49,7 +49,7 @@ MIN_DIGITS = 7  # the shortest subscriber numbers people write with their area c
 _GLUED_BEFORE = frozenset("-_/#.:@")
 
 BUDGET = 200
-"""Candidates the matcher reads in one text: a contact list of 200 numbers (26 ms with
+"""Candidates the matcher reads in one text: a contact list of 200 numbers (30-50 ms with
 regions US, GB on the 2-core dev machine; docs/benchmarks.md)."""
 CHEAP_SCORE = 0.5
 """The score of a candidate past the budget: no numbering plan was checked."""
