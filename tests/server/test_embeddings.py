@@ -257,3 +257,18 @@ def test_embedding_spend_counts_against_budgets_and_in_metrics(
     assert cost == pytest.approx(0.2 * (team_calls + 1))
     tokens = samples[("llmroute_tokens_total", (("direction", "in"), ("model", "embed")))]
     assert tokens == 2 * (team_calls + 1)
+
+
+def test_a_malformed_tags_header_is_refused_before_the_upstream_is_asked(gateway: Gateway) -> None:
+    """``x-llmroute-tags`` is checked on embeddings as on chat: a 400 naming the header,
+    and nothing embedded."""
+    before = len(gateway.upstream.requests)
+    reply = httpx.post(
+        f"{gateway.url}/v1/embeddings",
+        json={"model": "embed", "input": "hello"},
+        headers={"x-llmroute-tags": "no equals sign, and spaces"},
+        timeout=10,
+    )
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["param"] == "x-llmroute-tags"
+    assert len(gateway.upstream.requests) == before

@@ -98,8 +98,11 @@ async def serve_unrouted(
     status (499 ``client_disconnected``, 503 ``server_shutdown``) and charged what it
     may have cost (its input, counted: the upstream had it)."""
     ts, started_ns = arrived if arrived is not None else (time.time(), time.perf_counter_ns())
-    request_tags(request)  # a malformed x-llmroute-tags is refused before any work, as chat's
+    # a malformed x-llmroute-tags is refused before any work, as chat's (`recorder_of`
+    # reads it when there is a log)
     recorder = recorder_of(request, api)
+    if recorder is None:
+        request_tags(request)
     done = _Unrouted(request, gateway, body, name, route, text_of, recorder, ts, started_ns)
     headers = {"x-llmroute-model": name}
     release = await hold_key_tokens(request.scope, gateway, estimated_tokens)
