@@ -26,6 +26,17 @@ PG_BASE = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/test"
 MakeRecord = Callable[..., DecisionRecord]
 
 
+class ListSink:
+    """A recorder's sink that keeps what it is offered, for tests of what a record holds."""
+
+    def __init__(self) -> None:
+        self.records: list[DecisionRecord] = []
+
+    def offer(self, record: DecisionRecord) -> bool:
+        self.records.append(record)
+        return True
+
+
 def make_decision(i: int = 0, *, ts_safety: bool = True) -> Decision:
     """A Decision with every part filled: layer signals, candidates, safety, reasoning."""
     candidates = (

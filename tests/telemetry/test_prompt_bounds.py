@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from telemetry_records import ListSink
 
 from llmroute.decide import Router
 from llmroute.errors import ConfigError
@@ -28,15 +29,6 @@ routes:
 default: {target: small}
 %(extra)s
 """
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.records: list[DecisionRecord] = []
-
-    def offer(self, record: DecisionRecord) -> bool:
-        self.records.append(record)
-        return True
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import dataclasses
 import time
 
 import pytest
+from telemetry_records import ListSink
 
 from llmroute.decide import Router
 from llmroute.registry import parse_registry
@@ -31,15 +32,6 @@ safety:
 """
 
 EMAIL = "my address is jane.doe@example.com, say hi"
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.records: list[DecisionRecord] = []
-
-    def offer(self, record: DecisionRecord) -> bool:
-        self.records.append(record)
-        return True
 
 
 @pytest.fixture(scope="module")
