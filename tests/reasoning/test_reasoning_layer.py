@@ -229,6 +229,33 @@ def test_builtin_scorer_loads_for_the_registry_encoder(tmp_path: Path) -> None:
     assert not router.decide("I am still waiting on my card").reasoning.needed  # type: ignore[union-attr]
 
 
+# written for this test: a coding request and a weather question in Chinese
+_CHINESE = ("写一个函数，把两个有序数组合并成一个有序数组。", "明天北京会下雨吗？")
+
+
+@pytest.mark.parametrize("rules", ["", "  - {name: zh, when: {regex: '数组'}, target: large}"])
+def test_the_scorer_does_not_score_text_the_encoder_does_not_read(
+    tmp_path: Path, rules: str
+) -> None:
+    """The built-in encoders read Latin letters: the vector of a Chinese request is made of
+    [UNK]s, and the scorer's score of it means nothing (the coding request scored 0.98 and
+    went to the reasoning tier). The scorer is left out, as the intent layer is (when a
+    rule decided, the gate checks the scripts itself); its triggers still count."""
+    registry = REGISTRY.replace("reasoning: %(reasoning)s", "reasoning: {scorer: builtin}")
+    registry = registry.replace("  - {name: vip,", f"{rules}\n  - {{name: vip,")
+    loaded = parse_registry(registry, source="test.yaml")
+    router = Router(loaded, encoder=load_builtin("static"), cache_dir=tmp_path)
+    for text in _CHINESE:
+        reasoning = router.decide(text).reasoning
+        assert reasoning is not None and not reasoning.needed, reasoning
+        assert reasoning.score is None
+        assert "no scorer: text mostly in Han 100%" in reasoning.reason
+    triggered = router.decide("step by step: " + _CHINESE[0]).reasoning
+    assert triggered is not None and triggered.needed and "step by step" in triggered.reason
+    english = router.decide("I am still waiting on my card").reasoning
+    assert english is not None and english.score is not None
+
+
 def test_builtin_scorer_refuses_other_encoders(tmp_path: Path) -> None:
     loaded = parse_registry(REGISTRY % {"reasoning": "{}"}, source="test.yaml")
     with pytest.raises(ConfigError, match="llmroute train reasoning"):

@@ -26,9 +26,11 @@ from typing import Any
 
 from llmroute.decision import ReasoningOutcome
 from llmroute.encoders.base import Encoder
+from llmroute.encoders.scripts import ScriptCheck
 from llmroute.errors import ConfigError
 from llmroute.layers.base import DecisionContext, LayerResult
 from llmroute.layers.difficulty import DIFFICULTY_ROUTE
+from llmroute.layers.intent import UNREAD_SCRIPTS, IntentLayer
 from llmroute.layers.pin import PIN_LAYER
 from llmroute.reasoning.artifact import ReasoningScorer, builtin_scorer_dir, load_scorer
 from llmroute.registry import Registry
@@ -85,6 +87,7 @@ class ReasoningLayer:
         threshold: float | None = None,
         tiers: Mapping[str, str | None] | None = None,
         default_tier: str | None = None,
+        scripts: ScriptCheck | None = None,
     ) -> None:
         # The built-in triggers are lower case: matching them against the lower-cased text
         # without IGNORECASE is three times faster. Custom ones may use any case.
@@ -102,6 +105,7 @@ class ReasoningLayer:
         )
         self._tiers = {k: v for k, v in (tiers or {}).items() if v is not None}
         self._default_tier = default_tier
+        self._scripts = scripts
 
     def evaluate(self, ctx: DecisionContext) -> LayerResult:
         if ctx.safety is not None and ctx.safety.blocked:
@@ -121,7 +125,10 @@ class ReasoningLayer:
             fired.append(f"{tokens} tokens ≥ {self._long_chars // _CHARS_PER_TOKEN}")
         detail["tokens"] = tokens
         score: float | None = None
-        if self.scorer is not None and text:
+        unread = self._unread(ctx, text) if self.scorer is not None and text else None
+        if unread is not None:
+            detail["scorer_skipped"] = unread
+        elif self.scorer is not None and text:
             score = self.scorer.score(ctx.embedding)
             detail["score"] = round(score, 4)
             detail["threshold"] = round(self.threshold, 4)
@@ -129,13 +136,25 @@ class ReasoningLayer:
                 fired.append(f"scorer {score:.2f} ≥ {self.threshold:.2f}")
         needed = bool(fired)
         tier = self._tier(ctx) if needed else None
-        reason = ", ".join(fired) if needed else _not_needed(score, self.threshold)
+        reason = ", ".join(fired) if needed else _not_needed(score, self.threshold, unread)
         ctx.reasoning = ReasoningOutcome(needed, reason, score, tier)
         detail["needed"] = needed
         detail["summary"] = reason
         if tier is not None:
             detail["tier"] = tier
         return LayerResult(detail=detail, annotated=True)
+
+    def _unread(self, ctx: DecisionContext, text: str) -> str | None:
+        """The scripts the encoder does not read that most of `text` is in (as the intent
+        layer says it, which has checked when it ran), or None: the scorer's score of
+        such a text's vector means nothing (a Chinese request scored 0.98)."""
+        if self._scripts is None:
+            return None
+        intent = ctx.results.get(IntentLayer.name)
+        if intent is not None:
+            unread = intent.detail.get(UNREAD_SCRIPTS)
+            return unread if isinstance(unread, str) else None
+        return self._scripts.unread(text)
 
     def _trigger(self, text: str) -> re.Match[str] | None:
         assert self._triggers is not None
@@ -177,7 +196,9 @@ def _shown(match: str) -> str:
     return " ".join(match.lower().split())[:_SHOWN_MATCH]
 
 
-def _not_needed(score: float | None, threshold: float) -> str:
+def _not_needed(score: float | None, threshold: float, unread: str | None = None) -> str:
+    if unread is not None:
+        return f"no trigger, few parts, short; no scorer: text mostly in {unread}"
     if score is None:
         return "no trigger, few parts, short"
     return f"no trigger, few parts, short; scorer {score:.2f} < {threshold:.2f}"
@@ -187,6 +208,8 @@ def build_reasoning_layer(registry: Registry, encoder: Encoder, base_dir: Path) 
     """The gate for `registry.reasoning`: its triggers (or the built-in list), its scorer
     (``builtin``: the one shipped for the registry's encoder; a directory, relative to the
     registry file; or none) refused when trained with another encoder."""
+    from llmroute.assemble import script_check  # it builds this layer: imported here
+
     settings = registry.reasoning
     assert settings is not None
     scorer: ReasoningScorer | None = None
@@ -197,8 +220,9 @@ def build_reasoning_layer(registry: Registry, encoder: Encoder, base_dir: Path) 
         scorer = load_scorer(
             base_dir / settings.scorer, encoder_identity=encoder.identity, dim=encoder.dim
         )
+    scripts = None if scorer is None else script_check(registry, encoder)
     try:
-        return _layer(registry, settings.triggers, scorer)
+        return _layer(registry, settings.triggers, scorer, scripts)
     except re.error as exc:  # each compiles alone (the schema checks); together they may not
         raise ConfigError(
             f"the triggers do not combine into one expression: {exc}", field="reasoning.triggers"
@@ -206,7 +230,10 @@ def build_reasoning_layer(registry: Registry, encoder: Encoder, base_dir: Path) 
 
 
 def _layer(
-    registry: Registry, triggers: tuple[str, ...] | None, scorer: ReasoningScorer | None
+    registry: Registry,
+    triggers: tuple[str, ...] | None,
+    scorer: ReasoningScorer | None,
+    scripts: ScriptCheck | None = None,
 ) -> ReasoningLayer:
     settings = registry.reasoning
     assert settings is not None
@@ -218,4 +245,5 @@ def _layer(
         threshold=settings.threshold,
         tiers={r.name: r.reasoning_target for r in registry.routes},
         default_tier=registry.default.reasoning_target,
+        scripts=scripts,
     )
