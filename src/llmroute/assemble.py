@@ -7,6 +7,7 @@ intent head (cached by a hash of everything it depends on).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -190,8 +191,16 @@ def script_check_for(spec: EncoderSpec, reads: Sequence[str]) -> ScriptCheck:
     `SCRIPT_WINDOW` of an endpoint's."""
     if isinstance(spec, BuiltinEncoderSpec):
         window = spec.max_tokens * CHARS_PER_TOKEN
-        return ScriptCheck(reads, window=window, truncate=spec.truncate)
-    return ScriptCheck(reads, window=SCRIPT_WINDOW)
+        return _shared_check(tuple(reads), window, spec.truncate)
+    return _shared_check(tuple(reads), SCRIPT_WINDOW, "head")
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_check(reads: tuple[str, ...], window: int, truncate: str) -> ScriptCheck:
+    """One check per setting, shared by the intent layer and the reasoning gate of a
+    registry (and its reloads): building one compiles a regex over the Unicode table
+    (~3 ms). Its buffers are per thread, so sharing it is safe."""
+    return ScriptCheck(reads, window=window, truncate=truncate)
 
 
 def encoder_scripts(spec: EncoderSpec, encoder: Encoder | None = None) -> tuple[str, ...] | None:
