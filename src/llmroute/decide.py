@@ -123,7 +123,8 @@ class Router:
             return self._chat
 
     def close(self) -> None:
-        """Release what the SDK holds (its loop thread, its connections)."""
+        """Release what the SDK holds (its loop thread, its connections); blocking, so
+        in a running event loop it warns and waits in a thread (`Chat.close`)."""
         if self._chat is not None:
             self._chat.close()
 

@@ -490,3 +490,50 @@ def test_a_router_is_an_async_context_manager(
             return str((await router.chat.completions.acreate(messages=HELLO)).model)
 
     assert asyncio.run(main()) == "quick"
+
+
+def test_close_in_a_running_loop_warns_and_leaves_the_loop_running(
+    upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``with router:`` in ``async def`` closes in a thread, with a `RuntimeWarning` at
+    the user's line pointing to ``aclose``: the loop's other tasks keep running while
+    another loop (busy for 1.5 s) is released, and what was logged is still flushed.
+    The close blocked the loop until that loop answered (10 s at most)."""
+    db = tmp_path / "log.db"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
+    path = _one_route(tmp_path, upstream, "quick: {provider: fake, model: quick}", "quick")
+    router = Router.from_yaml(path)
+    ready = threading.Event()
+
+    async def busy() -> None:  # another thread's loop, with a dispatcher, stuck a while
+        await router.chat.completions.acreate(messages=HELLO)
+        ready.set()
+        time.sleep(1.5)
+
+    other = threading.Thread(target=asyncio.run, args=(busy(),), daemon=True)
+    other.start()
+    assert ready.wait(10)
+
+    async def main() -> float:
+        gaps = [0.0]
+
+        async def tick() -> None:
+            while True:
+                before = time.monotonic()
+                await asyncio.sleep(0.01)
+                gaps.append(time.monotonic() - before)
+
+        ticker = asyncio.ensure_future(tick())
+        await asyncio.sleep(0.05)
+        with pytest.warns(RuntimeWarning, match="aclose") as warned, router:
+            await router.chat.completions.acreate(messages=HELLO)
+        await asyncio.sleep(0.2)
+        ticker.cancel()
+        assert warned[0].filename == __file__
+        return max(gaps)
+
+    assert asyncio.run(main()) < 0.5
+    for closer in [t for t in threading.enumerate() if t.name == "llmroute-close"]:
+        closer.join(10)
+    other.join(10)
+    assert _logged(db) == [(200, None), (200, None)]

@@ -14,11 +14,15 @@ import asyncio
 import concurrent.futures
 import contextlib
 import copy
+import sys
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from llmroute.decide import Router
@@ -52,6 +56,8 @@ __all__ = ["Chat", "Completions"]
 
 T = TypeVar("T")
 _RELEASE_S = 10.0  # for other loops to end their calls and close their connections
+_CLOSE_THREAD = "llmroute-close"  # the thread a close called in a running loop waits in
+_PACKAGE = str(Path(__file__).parents[1])
 
 
 class _Request:
@@ -380,16 +386,20 @@ class _Engine:
             thread.stop()
         return thread
 
-    def release_others(self, stopped: LoopThread | None) -> list[concurrent.futures.Future[None]]:
+    def release_others(
+        self, stopped: LoopThread | None, here: asyncio.AbstractEventLoop | None = None
+    ) -> list[concurrent.futures.Future[None]]:
         """`LoopClients.release_others`, sparing the loop thread just stopped (it closes
         its own) and one a concurrent `create` started since (its call goes on)."""
         with self._lock:
             spared = {t.loop for t in (stopped, self._thread) if t is not None}
-            return self._clients.release_others(spared)
+            return self._clients.release_others(spared, here)
 
-    def close(self) -> None:
+    def close(self, here: asyncio.AbstractEventLoop | None = None) -> None:
+        """Blocking; `here`: the loop of the code that closes, when it is not this
+        thread's (`Chat.close` in a running loop)."""
         stopped = self.stop_thread()
-        concurrent.futures.wait(self.release_others(stopped), timeout=_RELEASE_S)
+        concurrent.futures.wait(self.release_others(stopped, here), timeout=_RELEASE_S)
         self.log.close()
 
     async def aclose(self) -> None:
@@ -399,6 +409,16 @@ class _Engine:
         if released:
             await asyncio.wait(released, timeout=_RELEASE_S)
         await asyncio.to_thread(self.log.close)
+
+
+def _outside_stacklevel() -> int:
+    """The ``stacklevel`` of the first caller outside llmroute: a warning names the
+    user's line (``router.close()``, a ``with`` block's end), not ours."""
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class Completions:
@@ -517,8 +537,26 @@ class Chat:
 
     def close(self) -> None:
         """Stop the loop thread (closing its connections) and release the dispatchers
-        of other loops; a later call starts afresh."""
-        self._engine.close()
+        of other loops; a later call starts afresh.
+
+        That waits (for other loops' calls to end, the decision log's flush: up to
+        seconds), so called in a running event loop (``with`` in ``async def``) it must
+        not: the waiting is handed to a thread, which the interpreter waits for at exit
+        (nothing queued is lost), and a `RuntimeWarning` points to ``aclose``."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._engine.close()
+            return
+        closer = threading.Thread(target=self._engine.close, args=(loop,), name=_CLOSE_THREAD)
+        closer.start()
+        warnings.warn(
+            "Router.close() was called in a running event loop: it goes on in a thread so "
+            "as not to block the loop; use `await router.aclose()` or `async with`, which "
+            "wait for it",
+            RuntimeWarning,
+            stacklevel=_outside_stacklevel(),
+        )
 
     async def aclose(self) -> None:
         """As `close`, and close the running loop's dispatcher first."""

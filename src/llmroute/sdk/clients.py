@@ -232,12 +232,15 @@ class LoopClients:
         await _release(in_flight, None if entry is None else entry[3])
 
     def release_others(
-        self, spared: set[asyncio.AbstractEventLoop]
+        self,
+        spared: set[asyncio.AbstractEventLoop],
+        here: asyncio.AbstractEventLoop | None = None,
     ) -> list[concurrent.futures.Future[None]]:
         """End the calls in flight and close the dispatchers of loops running elsewhere
         (scheduled on each; the futures of those running in other threads returned, to
         wait for), but those of the `spared` loops, and forget those of loops that are
-        closed or stopped."""
+        closed or stopped. `here` (default: the running loop) is the loop of the code that
+        closes: its release runs once that code yields, so it is not waited for."""
         spared = {loop for loop in spared if not loop.is_closed()}
         with self._lock:
             entries = {k: v for k, v in self._by_loop.items() if k not in spared}
@@ -245,7 +248,7 @@ class LoopClients:
             for loop in entries.keys() | in_flights.keys():
                 self._by_loop.pop(loop, None)
                 self._in_flights.pop(loop, None)
-        here = _running_here()
+        here = here or _running_here()
         released: list[concurrent.futures.Future[None]] = []
         for loop in entries.keys() | in_flights.keys():
             if not loop.is_running():
