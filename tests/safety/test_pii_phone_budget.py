@@ -3,11 +3,8 @@ digit-run candidate; later candidates are judged by the cheap context rules alon
 
 from __future__ import annotations
 
-import phonenumbers.phonenumbermatcher as matcher_module
-import pytest
-
 from llmroute.safety._pii_phone import BUDGET, CHEAP_SCORE, PhoneFinder
-from llmroute.safety.pii import PiiDetector, PiiSpan
+from llmroute.safety.pii import PhoneBudget, PiiDetector, PiiSpan
 from llmroute.telemetry.recorder import redact_text
 
 NAMES = ("Ann Lee", "Bob Stone", "Chloé Martin", "Dev Patel", "Eve Adams", "Femi Okoro")
@@ -33,20 +30,6 @@ def contact_list(n: int, sep: str = "\n") -> tuple[str, list[str]]:
 def find(finder: PhoneFinder, text: str) -> list[PiiSpan]:
     """The finder's spans in order of position (it lists them region by region)."""
     return sorted(finder.find(text), key=lambda s: s.start)
-
-
-@pytest.fixture
-def parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts libphonenumber's parse calls made by the matcher (a library call count)."""
-    count = [0]
-    real = matcher_module.parse
-
-    def counting(*args: object, **kwargs: object) -> object:
-        count[0] += 1
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(matcher_module, "parse", counting)
-    return count
 
 
 def test_every_number_past_the_budget_is_found_by_the_cheap_rule() -> None:
@@ -129,3 +112,20 @@ def test_a_pasted_csv_of_phones_leaks_none_of_them_into_the_log() -> None:
     redacted = redact_text(csv)
     assert redacted.count("<PHONE_") == len(numbers)
     assert not any(n in redacted for n in numbers)
+
+
+def test_the_texts_of_one_request_share_the_budget() -> None:
+    """With one `PhoneBudget`, texts are read as if they were one: the matcher stops at
+    the request's 200th candidate, not at each text's (a request of a hundred messages
+    cost a hundred budgets). Without one, each text has its own, as before."""
+    texts = [contact_list(150)[0] for _ in range(3)]
+    detector = PiiDetector(entities=["PHONE"])
+    budget = PhoneBudget()
+    scores = [[s.score for s in detector.find(text, budget)] for text in texts]
+    assert scores == [
+        [0.8] * 150,
+        [0.8] * (BUDGET - 150) + [CHEAP_SCORE] * (300 - BUDGET),
+        [CHEAP_SCORE] * 150,
+    ]
+    assert budget.left == 0
+    assert [{s.score for s in detector.find(text)} for text in texts] == [{0.8}] * 3

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_pii_phone_budget import contact_list
 
 from llmroute.decide import Router
 from llmroute.dispatch.plan import Plan
@@ -21,6 +22,7 @@ from llmroute.encoders.builtin import load_builtin
 from llmroute.errors import ConfigError, PolicyViolation
 from llmroute.layers.safety import SafetyLayer, pseudonym
 from llmroute.registry import parse_registry
+from llmroute.safety._pii_phone import BUDGET
 from llmroute.safety.pii import PiiDetector
 from llmroute.telemetry.recorder import _as_sent
 
@@ -426,3 +428,23 @@ def test_a_keyed_pseudonym_is_an_hmac_a_provider_cannot_test_addresses_against(
     assert "reg.yaml:" in str(caught.value)
     assert "safety.pii.pseudonym_key_env: environment variable" in str(caught.value)
     assert secret not in str(caught.value)
+
+
+def test_a_request_of_many_numbered_texts_spends_one_phone_budget(
+    router: Router, parses: list[int]
+) -> None:
+    """The phone finder's work budget is the request's: 30 messages of 100 numbers each,
+    and 100 more in ``metadata``, make no more matcher parses than one message at the
+    budget, where each text had a budget of its own (3,100 numbers read, seconds of
+    decision); every number is still found (so much text is past the injection windows:
+    blocked as unscanned here), and the metadata's redacted."""
+    router.decide(chat(("user", contact_list(BUDGET)[0])))
+    at_budget, parses[0] = parses[0], 0
+    text, numbers = contact_list(100)
+    body = chat(*[("user", text)] * 30) | {"metadata": {"contacts": text}}
+    decision = router.decide(body)
+    assert 0 < parses[0] <= at_budget
+    assert decision.safety is not None and decision.safety.pii == {"PHONE": 3000}
+    assert decision.safety.fields is not None
+    contacts = decision.safety.fields["metadata"]["contacts"]
+    assert contacts.count("<PHONE_") == 100 and not any(n in contacts for n in numbers)

@@ -32,7 +32,7 @@ from llmroute.layers.base import DecisionContext, LayerResult
 from llmroute.registry.schema import Action, Registry, RouteTo, SafetyProfile, SafetySettings
 from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.injection import InjectionDetector, builtin_detector_dir, load_detector
-from llmroute.safety.pii import PLACEHOLDER, PiiDetector, PiiSpan, Redactor
+from llmroute.safety.pii import PLACEHOLDER, PhoneBudget, PiiDetector, PiiSpan, Redactor
 from llmroute.safety.segments import Place, Segment, new_turn, replace_texts, segments_of
 from llmroute.safety.windows import windows
 
@@ -119,10 +119,11 @@ class SafetyLayer:
 
         # the tags the request already holds: only a PII detector issues placeholders
         redactor = Redactor(_placeholders_in(segments) if self._pii is not None else ())
-        counts, replacements = self._scan_for_pii(segments, profile, calls, redactor)
+        budget = PhoneBudget()  # one for the request's texts, fields included
+        counts, replacements = self._scan_for_pii(segments, profile, calls, redactor, budget)
         if counts:
             detail["pii"] = dict(counts)
-        fields = self._scan_fields(ctx.request.body, profile, redactor)
+        fields = self._scan_fields(ctx.request.body, profile, redactor, budget)
         if fields:
             detail["fields"] = list(fields)
 
@@ -197,6 +198,7 @@ class SafetyLayer:
         profile: SafetyProfile,
         calls: list[_Call],
         redactor: Redactor,
+        budget: PhoneBudget,
     ) -> tuple[dict[str, int], dict[Place, str]]:
         """PII counts by type; the redacted text of each segment with a span to redact
         (`redactor` keeps each placeholder issued, with the value it replaced)."""
@@ -211,7 +213,7 @@ class SafetyLayer:
             """The spans of `text` the profile redacts; every finding counted and its
             action noted."""
             to_redact = []
-            for span in detector.find(text):
+            for span in detector.find(text, budget):
                 counts[span.type] = counts.get(span.type, 0) + 1
                 action = profile.pii_action(span.type)
                 if action == "redact":
@@ -234,7 +236,11 @@ class SafetyLayer:
         return counts, replacements
 
     def _scan_fields(
-        self, body: Mapping[str, Any] | None, profile: SafetyProfile, redactor: Redactor
+        self,
+        body: Mapping[str, Any] | None,
+        profile: SafetyProfile,
+        redactor: Redactor,
+        budget: PhoneBudget,
     ) -> dict[str, Any]:
         """The body's own fields that go upstream beside the messages, rewritten where
         they hold PII the profile does not allow: the end-user identifiers (``user``,
@@ -248,7 +254,8 @@ class SafetyLayer:
             return {}
 
         def held(text: str) -> list[PiiSpan]:
-            return [s for s in detector.find(text) if profile.pii_action(s.type) != "allow"]
+            found = detector.find(text, budget)
+            return [s for s in found if profile.pii_action(s.type) != "allow"]
 
         fields: dict[str, Any] = {}
         for key in _IDENTIFIERS:

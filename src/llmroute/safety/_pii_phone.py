@@ -5,12 +5,13 @@ when the text has a run of at least seven digits (spaces, dashes, dots, slashes 
 parentheses allowed between them), which every national or international number has.
 
 Its cost grows with the digit groups it meets (0.1 to 2 ms each, more regions more), so
-one text gets a work budget: the matcher reads the text up to the `BUDGET`-th candidate
-(a run cut into pieces of at most 15 digits, and at line breaks), and each later
-candidate is judged by the cheap context rules alone (`_plausible`: 7-15 digits, not a
-date, a version, a decimal, a labelled id or a piece of a longer run), scored
-`CHEAP_SCORE`. In a text that dense with numbers it flags more than the matcher would
-rather than let a pasted list of phones through.
+it has a work budget (`PhoneBudget`), one a request when its texts share it: the matcher
+reads the texts, in order, up to the `BUDGET`-th candidate (a run cut into pieces of at
+most 15 digits, and at line breaks), and each later candidate is judged by the cheap
+context rules alone (`_plausible`: 7-15 digits, not a date, a version, a decimal, a
+labelled id or a piece of a longer run), scored `CHEAP_SCORE`. In texts that dense with
+numbers it flags more than the matcher would rather than let a pasted list of phones
+through; a request of a hundred such messages costs what one would.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ MIN_DIGITS = 7  # the shortest subscriber numbers people write with their area c
 _GLUED_BEFORE = frozenset("-_/#.:@")
 
 BUDGET = 200
-"""Candidates the matcher reads in one text: a contact list of 200 numbers (30-50 ms with
-regions US, GB on the 2-core dev machine; docs/benchmarks.md)."""
+"""Candidates the matcher reads in one budget's texts: a contact list of 200 numbers
+(30-50 ms with regions US, GB on the 2-core dev machine; docs/benchmarks.md)."""
 CHEAP_SCORE = 0.5
 """The score of a candidate past the budget: no numbering plan was checked."""
 _DIGITS = re.compile(r"\d+")
@@ -60,6 +61,16 @@ _BREAK = re.compile(r"[^ .()/\-\u2010-\u2015\u2212\u30fc\uff0d\uff0f\uff08\uff09
 _EXTENSION = re.compile(r"(?i) ?(?:x|ext\.?|extension) ?\d{1,6}")  # 212-555-0123x45
 
 LENIENCY = {"valid": Leniency.VALID, "possible": Leniency.POSSIBLE}
+
+
+class PhoneBudget:
+    """The candidates the matcher may still read, shared by the texts of one request (each
+    `find` without one gets a budget of its own). Not thread-safe: one per scan."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = BUDGET
 
 
 class PhoneFinder:
@@ -80,10 +91,11 @@ class PhoneFinder:
         self.regions = tuple(r.upper() for r in regions)
         self._leniency = LENIENCY[leniency]
 
-    def find(self, text: str) -> list[PiiSpan]:
+    def find(self, text: str, budget: PhoneBudget | None = None) -> list[PiiSpan]:
+        """The numbers in `text`; the matcher's reading is charged to `budget`."""
         if _DIGIT_RUN.search(text) is None:
             return []
-        cut, rest = _over_budget(text)
+        cut, rest = _over_budget(text, PhoneBudget() if budget is None else budget)
         spans = self._match(text, cut) if cut else []
         for start, end in rest:
             before = text[start - 1] if start else ""
@@ -110,23 +122,25 @@ class PhoneFinder:
         return list(seen.values())
 
 
-def _over_budget(text: str) -> tuple[int, list[tuple[int, int]]]:
+def _over_budget(text: str, budget: PhoneBudget) -> tuple[int, list[tuple[int, int]]]:
     """Where the matcher stops reading `text` (the start of the first digit run that
-    takes the count of candidates past `BUDGET`, so no run is split; `len(text)` when it
-    stays within), and the candidates after that point, as (start, end)."""
+    takes the count of candidates past what `budget` has left, so no run is split;
+    `len(text)` when it stays within), and the candidates after that point, as (start,
+    end). The candidates read are charged; once a text passes it, the budget is spent,
+    as if the request's texts were one."""
     count = 0
     rest: list[tuple[int, int]] = []
     cut = len(text)
-    if len(_DIGITS.findall(text)) <= BUDGET:
-        return cut, rest  # each candidate holds a digit group: the usual message stops here
+    left = budget.left
     for run in _DIGIT_RUN.finditer(text):
         pieces = _pieces(text, run.start(), run.end())
-        if rest or count + len(pieces) > BUDGET:
+        if rest or count + len(pieces) > left:
             if not rest:
                 cut = run.start()
             rest += pieces
         else:
             count += len(pieces)
+    budget.left = 0 if rest else left - count
     return cut, rest
 
 

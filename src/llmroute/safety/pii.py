@@ -18,11 +18,19 @@ from typing import Literal
 from llmroute.errors import ConfigError
 from llmroute.safety._pii_ner import NER_TYPES, NerFinder
 from llmroute.safety._pii_patterns import find_cards, find_emails, find_ibans, find_ips, find_ssns
-from llmroute.safety._pii_phone import PhoneFinder
+from llmroute.safety._pii_phone import PhoneBudget, PhoneFinder
 from llmroute.safety._pii_secrets import find_secrets
 from llmroute.safety._pii_span import PII_TYPES, PiiSpan, resolve_overlaps
 
-__all__ = ["PII_TYPES", "PLACEHOLDER", "PiiDetector", "PiiSpan", "Redactor", "replace_spans"]
+__all__ = [
+    "PII_TYPES",
+    "PLACEHOLDER",
+    "PhoneBudget",
+    "PiiDetector",
+    "PiiSpan",
+    "Redactor",
+    "replace_spans",
+]
 
 PATTERN_TYPES: tuple[str, ...] = tuple(t for t in PII_TYPES if t not in NER_TYPES)
 
@@ -71,8 +79,10 @@ class PiiDetector:
             wanted = tuple(t for t in PII_TYPES if t in entities)
         self.entities = wanted
         self._finders = [_FINDERS[t] for t in wanted if t in _FINDERS]
-        if "PHONE" in wanted:
-            self._finders.append(PhoneFinder(phone_regions, leniency=phone_leniency).find)
+        self._phone = (
+            PhoneFinder(phone_regions, leniency=phone_leniency) if "PHONE" in wanted else None
+        )
+        self._ner: NerFinder | None = None
         ner = tuple(t for t in wanted if t in NER_TYPES)
         if ner:
             if ner_model is None:
@@ -81,13 +91,19 @@ class PiiDetector:
                     "a spaCy model you installed",
                     field="safety.pii.ner_model",
                 )
-            self._finders.append(NerFinder(ner_model, ner).find)
+            self._ner = NerFinder(ner_model, ner)
 
-    def find(self, text: str) -> list[PiiSpan]:
-        """Non-overlapping spans sorted by start (see `resolve_overlaps` for who wins)."""
+    def find(self, text: str, budget: PhoneBudget | None = None) -> list[PiiSpan]:
+        """Non-overlapping spans sorted by start (see `resolve_overlaps` for who wins).
+        `budget`: the phone finder's work budget, shared by the texts of one request (by
+        default each text has one of its own)."""
         spans: list[PiiSpan] = []
         for finder in self._finders:
             spans += finder(text)
+        if self._phone is not None:
+            spans += self._phone.find(text, budget)
+        if self._ner is not None:
+            spans += self._ner.find(text)
         if len(spans) < 2:
             return spans
         return resolve_overlaps(spans)
