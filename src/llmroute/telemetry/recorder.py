@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, TypeVar
 
 from llmroute.decide import Router
 from llmroute.decision import Decision, new_decision_id
@@ -35,6 +35,8 @@ from llmroute.telemetry.request_log import log_request
 __all__ = ["Observer", "Recorder", "Sink"]
 
 log = logging.getLogger("llmroute.telemetry")
+_T = TypeVar("_T")
+_METRICS_FAILED = "metrics failed to observe decision %s"
 
 
 class Sink(Protocol):
@@ -50,6 +52,34 @@ class Observer(Protocol):
     def observe(self, record: DecisionRecord) -> None: ...
 
     def observe_decision(self, decision: Decision) -> None: ...
+
+
+class _UsageColumns(TypedDict):
+    tokens_in: int | None
+    tokens_out: int | None
+    cost_usd: float | None
+    usage_estimated: bool
+
+
+def _usage_columns(usage: Usage | None) -> _UsageColumns:
+    """A record's usage columns: none known (and not estimated) without `usage`."""
+    if usage is None:
+        return {"tokens_in": None, "tokens_out": None, "cost_usd": None, "usage_estimated": False}
+    return {
+        "tokens_in": usage.prompt_tokens,
+        "tokens_out": usage.completion_tokens,
+        "cost_usd": usage.cost_usd,
+        "usage_estimated": usage.estimated,
+    }
+
+
+def _safely(call: Callable[[_T], None], arg: _T, failed: str, decision: Decision) -> None:
+    """`call(arg)`, its exception logged (`failed`, with the decision's id) and swallowed:
+    accounting and metrics must never fail a request."""
+    try:
+        call(arg)
+    except Exception:
+        log.exception(failed, decision.id)
 
 
 @cache
@@ -197,10 +227,7 @@ class Recorder:
             deployment=deployment,
             error=error,
             ttft_ms=ttft_ms,
-            tokens_in=None if usage is None else usage.prompt_tokens,
-            tokens_out=None if usage is None else usage.completion_tokens,
-            cost_usd=None if usage is None else usage.cost_usd,
-            usage_estimated=False if usage is None else usage.estimated,
+            **_usage_columns(usage),
             attempts=attempts,
             stream=stream,
             shadow=shadow,
@@ -219,15 +246,9 @@ class Recorder:
         if self.sink is not None:
             self.sink.offer(record)
         if self.on_record is not None:
-            try:
-                self.on_record(record)
-            except Exception:  # accounting must never fail a request
-                log.exception("charging decision %s failed", decision.id)
+            _safely(self.on_record, record, "charging decision %s failed", decision)
         if self.metrics is not None:
-            try:
-                self.metrics.observe(record)
-            except Exception:  # metrics must never fail a request
-                log.exception("metrics failed to observe decision %s", decision.id)
+            _safely(self.metrics.observe, record, _METRICS_FAILED, decision)
         log_request(record)
         return record
 
@@ -262,10 +283,7 @@ class Recorder:
         if self.sink is not None:
             self.sink.offer(record)
         if self.metrics is not None:
-            try:
-                self.metrics.observe_decision(decision)
-            except Exception:  # metrics must never fail a request
-                log.exception("metrics failed to observe decision %s", decision.id)
+            _safely(self.metrics.observe_decision, decision, _METRICS_FAILED, decision)
         log_request(record)
         return record
 
@@ -323,10 +341,7 @@ class Recorder:
             served_model=model if status < 400 else None,
             deployment=deployment,
             error=error,
-            tokens_in=None if usage is None else usage.prompt_tokens,
-            tokens_out=None if usage is None else usage.completion_tokens,
-            cost_usd=None if usage is None else usage.cost_usd,
-            usage_estimated=False if usage is None else usage.estimated,
+            **_usage_columns(usage),
             attempts=attempts,
             prompt_mode=mode,
             prompt=text,
