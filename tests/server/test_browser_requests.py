@@ -225,40 +225,41 @@ def _refused_counts(served: Served) -> dict[str, float]:
     }
 
 
-def test_refusals_are_counted_and_logged(gateway: Served) -> None:
+def test_refusals_are_counted_and_logged(tmp_path: Path, upstream: FakeUpstream) -> None:
     """Each refusal counts in ``llmroute_browser_refused_total{reason}`` (the error's
-    code; no label takes a client's value) and logs one warning naming the request and
-    what it came with, bounded and on one line whatever the client sent."""
-    before = _refused_counts(gateway)
-    for _ in range(3):
-        assert _post(gateway.url, FORM).status_code == 403
-    for _ in range(2):
-        assert _post(gateway.url, {"Host": "rebound.test"}).status_code == 400
-    # a Host of 5000 characters, a path with a line break (%0a) and a fake log line in it
-    forged = "/v1/models%0aINFO:     forged line"
-    reply = httpx.get(f"{gateway.url}{forged}", headers={"Host": "x" * 5000}, timeout=5)
-    assert reply.status_code == 400
-    after = _refused_counts(gateway)
-    assert after.get("cross_origin_forbidden", 0) - before.get("cross_origin_forbidden", 0) == 3
-    assert after.get("invalid_host", 0) - before.get("invalid_host", 0) == 3
-    assert set(after) == {"cross_origin_forbidden", "invalid_host"}
+    code; no label takes a client's value); the first of each reason logs one warning
+    naming the request and what it came with, bounded and on one line whatever the
+    client sent, and the ones after it within a minute none (a hostile page repeats its
+    request as fast as it likes)."""
+    with serve_text(REGISTRY % {"url": upstream.url}, tmp_path) as gateway:
+        # a Host of 5000 characters, a path with a line break (%0a) and a fake log line
+        forged = "/v1/models%0aINFO:     forged line"
+        reply = httpx.get(f"{gateway.url}{forged}", headers={"Host": "x" * 5000}, timeout=5)
+        assert reply.status_code == 400
+        for _ in range(2):
+            assert _post(gateway.url, {"Host": "rebound.test"}).status_code == 400
+        for _ in range(3):
+            assert _post(gateway.url, FORM).status_code == 403
+        counts = _refused_counts(gateway)
+        assert counts == {"cross_origin_forbidden": 3, "invalid_host": 3}
 
-    def refused_lines() -> list[str]:
-        return [line for line in gateway.log_text().splitlines() if "refused " in line]
+        def refused_lines() -> list[str]:
+            return [line for line in gateway.log_text().splitlines() if "refused " in line]
 
-    wait_for("the refusals' log lines", lambda: len(refused_lines()) >= 6, 10, gateway.log)
+        wait_for("the refusals' log lines", lambda: len(refused_lines()) >= 2, 10, gateway.log)
+        log_text = gateway.log_text()
     lines = refused_lines()
-    assert any(
-        "WARNING" in line
-        and "refused POST /v1/chat/completions from 127.0.0.1 (cross_origin_forbidden 403)" in line
-        and "Origin 'http://localhost:8080', Sec-Fetch-Site cross-site" in line
-        for line in lines
+    assert len(lines) == 2, lines  # one a reason: the repeats are counted, not logged
+    assert (
+        "WARNING" in lines[1]
+        and "refused POST /v1/chat/completions from 127.0.0.1 (cross_origin_forbidden 403)"
+        in lines[1]
+        and "Origin 'http://localhost:8080', Sec-Fetch-Site cross-site" in lines[1]
     ), lines
-    assert any("(invalid_host 400): Host 'rebound.test'" in line for line in lines), lines
-    long_host = [line for line in lines if "xxxx" in line]
-    assert long_host and all(len(line) < 400 for line in long_host), long_host
-    assert "'/v1/models\\nINFO:     forged line'" in long_host[-1]
-    assert not any(line.startswith("INFO:     forged") for line in gateway.log_text().splitlines())
+    assert "(invalid_host 400): Host 'xxxx" in lines[0] and len(lines[0]) < 400, lines
+    assert "'/v1/models\\nINFO:     forged line'" in lines[0]
+    assert "more since" not in log_text
+    assert not any(line.startswith("INFO:     forged") for line in log_text.splitlines())
 
 
 def test_allowed_origins_allowed_hosts_and_the_environment(

@@ -20,8 +20,10 @@ reaches it for any page its user opens: the gateway on the operator's own machin
 ``/health`` and ``/ready`` are answered to anyone. Both checks come after CORS (which
 answers the preflights of allowed origins) and before the key check, so a refused
 request costs no key's limits; nothing is sent upstream or logged as a decision. Each
-refusal is counted (``llmroute_browser_refused_total{reason}``, the error's code) and
-logged: one warning line, what it repeats of the request bounded and printable.
+refusal is counted (``llmroute_browser_refused_total{reason}``, the error's code); the
+first of each reason is logged, then at most one a minute with how many were not
+(`llmroute.log_every`: a hostile page repeats its request as fast as it likes): one
+warning line, what it repeats of the request bounded and printable.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections.abc import Sequence
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from llmroute.log_every import LogEvery
 from llmroute.server.errors import GatewayError, speaks_anthropic
 from llmroute.server.hosts import HostNames, is_loopback, shown_host
 from llmroute.server.messages_convert import error_response
@@ -49,6 +52,7 @@ _SAFE = frozenset({"GET", "HEAD"})
 _EMBEDDED = frozenset({b"object", b"embed"})  # a navigation whose page another page holds
 _MARKS = frozenset({b"sec-fetch-site", b"origin"})  # what browsers send, other clients not
 _DEFAULT_PORTS = {b"http": b":80", b"https": b":443"}
+_LOG_EVERY_S = 60.0  # a refusal's warning, per reason, after the first
 
 
 def browser_middleware(
@@ -88,6 +92,7 @@ class GuardBrowsers:
         self._origins = frozenset(origin.encode("latin-1") for origin in cors_origins)
         self._hosts = hosts
         self._server = server
+        self._log_every = LogEvery(_LOG_EVERY_S)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in ANYONE_PATHS:
@@ -97,7 +102,7 @@ class GuardBrowsers:
         if error is None:
             await self.app(scope, receive, send)
             return
-        _said(scope, error)
+        _said(scope, error, self._log_every)
         if speaks_anthropic(scope):
             await error_response(error)(scope, receive, send)
         else:
@@ -165,20 +170,25 @@ class _Refused(GatewayError):
         self.seen = seen
 
 
-def _said(scope: Scope, refused: _Refused) -> None:
-    """Count `refused` (its code the reason) and log it."""
+def _said(scope: Scope, refused: _Refused, log_every: LogEvery) -> None:
+    """Count `refused` (its code the reason) and log it, when `log_every` says so."""
+    reason = str(refused.code)
     metrics = getattr(scope["app"].state, "metrics", None) if "app" in scope else None
     if isinstance(metrics, GatewayMetrics):
-        metrics.browser_refused(str(refused.code))
+        metrics.browser_refused(reason)
+    held = log_every.due(reason)
+    if held is None:
+        return
     client = scope.get("client")
     log.warning(
-        "refused %s %s from %s (%s %d): %s",
+        "refused %s %s from %s (%s %d): %s%s",
         scope["method"],
         _printable(scope["path"], 100),
         "(unknown)" if not client else _printable(str(client[0]), 64),
         refused.code,
         refused.status,
         refused.seen,
+        LogEvery.since(held),
     )
 
 
