@@ -1,7 +1,8 @@
 """What `llmroute serve` answers of bytes that are not an HTTP request
 (`llmroute.server.invalid_http`): the error JSON of every other client error, 400, the
-connection closed; whatever the request said is not repeated. End to end: the bytes are
-written to a raw socket, as no HTTP client would send them."""
+connection closed; whatever the request said is not repeated; each is counted, and the
+first logged. End to end: the bytes are written to a raw socket, as no HTTP client
+would send them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gateway_proc import ECHO_ONLY, Served, serve_text
+from gateway_proc import ECHO_ONLY, Served, serve_text, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmroute.server.invalid_http import ANSWER_CODE
 
@@ -54,6 +56,17 @@ def _exchange(url: str, data: bytes) -> bytes:
         while chunk := sock.recv(65536):
             received += chunk
     return received
+
+
+def _invalid_http_count(served: Served) -> float:
+    """``llmroute_invalid_http_total`` as /metrics reads now."""
+    text = httpx.get(f"{served.url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "llmroute_invalid_http_total"
+    )
 
 
 def _answer(received: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -107,3 +120,32 @@ def test_with_workers_each_worker_answers_so(tmp_path: Path) -> None:
             )
             assert status == 400 and headers["content-type"] == "application/json"
             assert json.loads(body)["error"]["code"] == ANSWER_CODE
+        for _ in range(2):  # every worker's, whichever one is scraped
+            assert _invalid_http_count(served) == 4
+
+
+def test_each_is_counted_and_the_first_logged(tmp_path: Path) -> None:
+    """``llmroute_invalid_http_total`` counts each; one warning line says the first
+    (with the client's address), the ones after it within a minute none, and uvicorn's
+    own line a request is held back: whoever can connect can send such bytes as fast as
+    they like."""
+    with serve_text(ECHO_ONLY, tmp_path) as served:
+        assert _invalid_http_count(served) == 0
+        for data in list(NOT_HTTP.values())[:5]:
+            assert _answer(_exchange(served.url, data))[0] == 400
+        assert _invalid_http_count(served) == 5
+
+        def lines() -> list[str]:
+            return [line for line in served.log_text().splitlines() if "HTTP/1.1 req" in line]
+
+        wait_for("the warning", lambda: bool(lines()), 10, served.log)
+        reply = httpx.get(f"{served.url}/v1/models", timeout=10)  # and it serves on
+        assert reply.status_code == 200
+        logged = lines()
+        log_text = served.log_text()
+    assert len(logged) == 1, logged
+    assert "WARNING" in logged[0], logged
+    assert (
+        "not an HTTP/1.1 request from 127.0.0.1: answered 400 invalid_http_request" in (logged[0])
+    )
+    assert "Invalid HTTP request received." not in log_text

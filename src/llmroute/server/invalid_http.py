@@ -8,7 +8,13 @@ answers a plain-text 400 saying the same, and closes the connection. `http_proto
 is the protocol class `llmroute serve` gives uvicorn: its own httptools one (what its
 ``auto`` picks, httptools being installed with llmroute), whose 400 is the error JSON
 every other client error of the gateway is, with code ``invalid_http_request``; the
-log line and the closed connection stay uvicorn's.
+closed connection stays uvicorn's.
+
+Each is counted (``llmroute_invalid_http_total``, in the metrics of the app uvicorn
+serves) and logged on ``llmroute.server`` with the client's address: the first at once,
+then at most one a minute saying how many were not (`llmroute.log_every`), for whoever
+can connect can send such bytes as fast as they like. uvicorn's own warning, one a
+request, is held back (`quiet_uvicorn`) while this protocol answers.
 
 The hook, ``send_400_response``, is not documented uvicorn API (it is the same from
 uvicorn 0.30, the lowest this package allows, to 0.55): a uvicorn without it, or without
@@ -19,10 +25,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from typing import TYPE_CHECKING
+
+from llmroute.log_every import LogEvery
+
+if TYPE_CHECKING:
+    from llmroute.telemetry.metrics import GatewayMetrics
 
 __all__ = ["ANSWER_CODE", "http_protocol"]
 
+log = logging.getLogger("llmroute.server")
+
 ANSWER_CODE = "invalid_http_request"
+_UVICORN_SAYS = "Invalid HTTP request received."  # uvicorn.error's warning, one a request
+_LOG_EVERY = LogEvery(60.0)  # one server a process: one period for all its connections
+_WRAPPERS_MOST = 8  # uvicorn's middleware around the app (proxy headers, trace logging)
 _BODY = json.dumps(
     {
         "error": {
@@ -61,3 +79,52 @@ def answer(default_headers: list[tuple[bytes, bytes]]) -> bytes:
     lines = [b"HTTP/1.1 400 Bad Request\r\n"]
     lines += [name + b": " + value + b"\r\n" for name, value in default_headers]
     return b"".join(lines) + _HEAD + _BODY
+
+
+def said(app: object, client: tuple[str, int] | None) -> None:
+    """Count bytes that were not HTTP in `app`'s metrics (the app as uvicorn loaded it,
+    in its middleware) and log them when `_LOG_EVERY` says so."""
+    metrics = _metrics_of(app)
+    if metrics is not None:
+        metrics.invalid_http()
+    held = _LOG_EVERY.due(ANSWER_CODE)
+    if held is not None:
+        log.warning(
+            "not an HTTP/1.1 request from %s: answered 400 %s, connection closed%s",
+            "(unknown)" if not client else str(client[0])[:64],
+            ANSWER_CODE,
+            LogEvery.since(held),
+        )
+
+
+def _metrics_of(app: object) -> GatewayMetrics | None:
+    """The gateway's metrics (``app.state.metrics``) under uvicorn's middleware, each
+    of which holds the next as ``.app``; None for another app or before its start.
+    (Imported here: every CLI command imports this module, and few need metrics.)"""
+    from llmroute.telemetry.metrics import GatewayMetrics
+
+    for _ in range(_WRAPPERS_MOST):
+        state = getattr(app, "state", None)
+        if state is not None:
+            metrics = getattr(state, "metrics", None)
+            return metrics if isinstance(metrics, GatewayMetrics) else None
+        app = getattr(app, "app", None)
+        if app is None:
+            break
+    return None
+
+
+class _HoldUvicornsLine(logging.Filter):
+    """Held on ``uvicorn.error``: drops uvicorn's per-request warning, which `said`
+    replaces."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != _UVICORN_SAYS
+
+
+_HOLD = _HoldUvicornsLine()
+
+
+def quiet_uvicorn() -> None:
+    """Hold uvicorn's own line back (once a process; adding it again is a no-op)."""
+    logging.getLogger("uvicorn.error").addFilter(_HOLD)

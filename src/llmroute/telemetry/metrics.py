@@ -61,6 +61,8 @@ Metrics (all prefixed ``llmroute_``):
 - ``browser_refused_total{reason}``: requests the browser checks refused
   (llmroute.server.browsers), the reason their error's code: ``cross_origin_forbidden``
   (a page of another origin), ``invalid_host`` (on loopback, a Host of another name);
+- ``invalid_http_total``: connections whose bytes were not an HTTP/1.1 request, answered
+  400 ``invalid_http_request`` before any app saw them (llmroute.server.invalid_http);
 - ``api_errors_total{api, status}``: API requests answered with an error that no
   decision record counts (`api_error`): refused before routing or before the call (a
   malformed body, an unknown model, a bad tags header; embeddings and rerank too), and
@@ -484,6 +486,11 @@ class GatewayMetrics:
                 ("reason",),
             )
         )
+        self._invalid_http = counter(
+            "llmroute_invalid_http",
+            "Connections whose bytes were not an HTTP/1.1 request (answered 400, closed)",
+            (),
+        )
         self._client_requests = _Children(
             counter(
                 "llmroute_client_requests",
@@ -732,6 +739,11 @@ class GatewayMetrics:
         """A request the browser checks refused (llmroute.server.browsers):
         ``cross_origin_forbidden`` or ``invalid_host``, its error's code."""
         self._browser_refused(reason).inc()
+
+    def invalid_http(self) -> None:
+        """Bytes that were not an HTTP/1.1 request, answered 400 before the app saw
+        them (llmroute.server.invalid_http)."""
+        self._invalid_http.inc()
 
     def api_error(self, path: str, status: int, client: str | None) -> None:
         """An API request (`watch_request`) answered with an error `status`, unless its
