@@ -3,6 +3,7 @@ process on 127.0.0.1, over SQLite and the real PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -230,3 +231,40 @@ def test_the_printed_address_is_one_a_browser_takes() -> None:
     assert page_url("::1", 8100) == "http://[::1]:8100/dashboard"  # was http://::1:8100
     assert page_url("[::1]", 8100) == "http://[::1]:8100/dashboard"
     assert page_url("localhost", 80) == "http://localhost:80/dashboard"
+
+
+def test_log_level_and_format_as_serve_takes_them(tmp_path: Path) -> None:
+    """--log-level and --log-format (and their variables) as `llmroute serve` has them:
+    at info, uvicorn's start-up lines, one JSON object each; a refused Host's warning in
+    JSON too. The default (warning, text) keeps the start quiet."""
+    log = tmp_path / "dashboard.log"
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    env = {"LLMROUTE_LOG_FORMAT": "JSON"}  # any case, as serve's
+    with log_dashboard(url, log, ["--log-level", "info"], env) as base:
+        refused = httpx.get(f"{base}/dashboard/data", headers={"host": "rebound.test"})
+        assert refused.status_code == 400
+        wait_for("the refusal's line", lambda: "refused GET" in log.read_text(), 10, log)
+    objects = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    levels = {(o["logger"], o["level"]) for o in objects}
+    assert ("uvicorn.error", "info") in levels, objects
+    refusal = [o for o in objects if o["message"].startswith("refused GET")]
+    assert (
+        refusal and refusal[0]["level"] == "warning" and refusal[0]["logger"] == ("llmroute.server")
+    )
+    quiet = tmp_path / "quiet.log"
+    with log_dashboard(url, quiet):
+        pass
+    assert "Application startup complete" not in quiet.read_text()
+    assert not any(line.startswith("{") for line in quiet.read_text().splitlines())
+
+
+def test_the_log_levels_are_serves(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(BIN / "llmroute"), "dashboard", "--url", "sqlite:///x.db", "--log-level", "loud"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "'loud' is not one of 'debug', 'info', 'warning', 'error'" in done.stderr

@@ -14,8 +14,13 @@ import typer
 from llmroute.cli._app import RegistryOption, app, check_port, fail, find_registry
 from llmroute.cli.serve import (
     AllowedHostOption,
+    LogFormat,
+    LogFormatOption,
+    LogLevel,
     checked_allowed_hosts,
     checked_root_path,
+    configured_logs,
+    log_level_option,
     root_path_option,
 )
 from llmroute.cli.telemetry import UrlOption, _url
@@ -29,6 +34,8 @@ def dashboard_command(
     port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8100,
     allowed_host: AllowedHostOption = None,
     root_path: Annotated[str | None, root_path_option("/dashboard")] = None,
+    log_level: Annotated[LogLevel, log_level_option()] = LogLevel.warning,
+    log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Serve the web dashboard at http://HOST:PORT/dashboard over a decision log: traffic,
     route mix, latency, cost vs the strongest model, drift and shadow quality. The
@@ -37,11 +44,13 @@ def dashboard_command(
 
     from llmroute.errors import ConfigError
     from llmroute.registry import LoadedRegistry, load_registry
-    from llmroute.server import logs
     from llmroute.server.dashboard import create_log_dashboard
 
     prefix = checked_root_path(root_path)
     names = checked_allowed_hosts(allowed_host)
+    # llmroute's own lines (a refused Host) on uvicorn's handler, as serve's are; no
+    # access lines: the page polls its data
+    config = configured_logs(log_level, log_format, access_log=False)
     loaded: LoadedRegistry | None = None
     path = find_registry(registry)
     if path is not None:
@@ -61,8 +70,6 @@ def dashboard_command(
     typer.echo(f"dashboard: {page_url(host, port)} (decision log: {shown})")
     if prefix is not None:
         typer.echo(f"paths under {prefix} are served as without it (--root-path)")
-    # llmroute's own warnings (a refused Host) on uvicorn's handler, as serve's are
-    config = logs.log_config(uvicorn.config.LOGGING_CONFIG, level="warning", access_log=False)
     uvicorn.run(web, host=host, port=port, log_config=config)
 
 

@@ -67,6 +67,45 @@ AllowedHostOption = Annotated[
 ]
 
 
+def log_level_option(note: str = "") -> Any:
+    """--log-level's option (`llmroute dashboard`'s too), `note` added to its help."""
+    return typer.Option(
+        help=f"Least severe log lines written{note}.",
+        envvar="LLMROUTE_LOG_LEVEL",
+        case_sensitive=False,
+    )
+
+
+# `llmroute dashboard`'s too
+LogFormatOption = Annotated[
+    LogFormat,
+    typer.Option(
+        help="Log lines as text, or as one JSON object a line (time, level, logger, "
+        "message; access lines also client, method, path, status).",
+        envvar="LLMROUTE_LOG_FORMAT",
+        case_sensitive=False,
+    ),
+]
+
+
+def configured_logs(
+    level: LogLevel, fmt: LogFormat, *, access_log: bool, requests: bool = False
+) -> dict[str, Any]:
+    """uvicorn's log config at `level` in `fmt` (`llmroute.server.logs`), applied now
+    so that what is logged before uvicorn starts is said the same way; for uvicorn."""
+    import uvicorn
+
+    config = logs.log_config(
+        uvicorn.config.LOGGING_CONFIG,
+        level=level.value,
+        fmt=fmt.value,
+        access_log=access_log,
+        requests=requests,
+    )
+    logging.config.dictConfig(config)
+    return config
+
+
 def root_path_option(example: str) -> Any:
     """--root-path's option, its help showing `example` (a path served) under /llm."""
     return typer.Option(
@@ -156,22 +195,9 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[
-        LogLevel,
-        typer.Option(
-            help="Least severe log lines written (warning and above drop the access lines).",
-            envvar="LLMROUTE_LOG_LEVEL",
-            case_sensitive=False,
-        ),
+        LogLevel, log_level_option(" (warning and above drop the access lines)")
     ] = LogLevel.info,
-    log_format: Annotated[
-        LogFormat,
-        typer.Option(
-            help="Log lines as text, or as one JSON object a line (time, level, logger, "
-            "message; access lines also client, method, path, status).",
-            envvar="LLMROUTE_LOG_FORMAT",
-            case_sensitive=False,
-        ),
-    ] = LogFormat.text,
+    log_format: LogFormatOption = LogFormat.text,
     access_log: Annotated[
         bool,
         typer.Option(
@@ -221,15 +247,10 @@ def serve(
     _load_local_models(loaded, load=workers == 1)
     trusted = _trusted_proxies(forwarded_allow_ips)
     prefix = checked_root_path(root_path)
-    log_config = logs.log_config(
-        uvicorn.config.LOGGING_CONFIG,
-        level=log_level.value,
-        fmt=log_format.value,
-        access_log=access_log,
-        requests=log_requests,
-    )
     # before the first build, so what it logs is said in the configured format
-    logging.config.dictConfig(log_config)
+    log_config = configured_logs(
+        log_level, log_format, access_log=access_log, requests=log_requests
+    )
     if prefix is not None:
         where = f"http://[{host.strip('[]')}]:{port}" if ":" in host else f"http://{host}:{port}"
         logging.getLogger("llmroute.server").info(
