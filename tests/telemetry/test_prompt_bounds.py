@@ -152,6 +152,7 @@ def test_a_record_whose_row_cannot_be_built_is_left_out_alone(
     unwritable = dataclasses.replace(_chat(router, recorder, "how are you"), tags=(object(),))
     store = SqliteStore(tmp_path / "log.db")
     store.migrate()
-    store.write_decisions([unwritable, good])  # no exception: the batch is not lost
+    # no exception: the batch is not lost; the one left out is said
+    assert store.write_decisions([unwritable, good]) == 1
     assert [d.id for d in store.decisions(0.0)] == [good.id]
     store.close()

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from telemetry_records import MakeRecord, build_record, pg_execute
 
+from llmroute.log_every import LogEvery
 from llmroute.registry.schema import TelemetrySettings
+from llmroute.telemetry import record as record_module
 from llmroute.telemetry.record import DecisionRecord
 from llmroute.telemetry.store import SqliteStore, Store, open_store
 from llmroute.telemetry.store.postgres import PostgresStore
@@ -64,6 +66,28 @@ def test_a_burst_is_written_whole(healthy: Store, records: list[DecisionRecord])
     assert writer.close() is True  # idempotent
     assert writer.offer(records[0]) is False
     assert writer.dropped_by_reason["closed"] == 1 and drops.calls["closed"] == 1
+
+
+def test_records_whose_rows_cannot_be_built_are_counted_and_said_once(
+    healthy: Store, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record whose row cannot be built is left out of its batch alone and counted as
+    dropped (``row_error``), each one; one warning names the first, not one each (the
+    writer's own line about drops is not added to it)."""
+    monkeypatch.setattr(record_module, "_ROW_FAILED", LogEvery(60.0))
+    good = [build_record(i) for i in range(6)]
+    bad = [build_record(100 + i, tags=(object(),)) for i in range(3)]
+    drops = Drops()
+    writer = TelemetryWriter(healthy, batch_size=4, flush_seconds=0.05, on_drop=drops)
+    with caplog.at_level(logging.WARNING, logger="llmroute.telemetry"), writer:
+        for record in [good[0], bad[0], *good[1:4], bad[1], bad[2], *good[4:]]:
+            assert writer.offer(record)
+        assert writer.flush(20)
+    assert writer.written == 6 and healthy.count_decisions() == 6
+    assert writer.dropped_by_reason["row_error"] == 3 == drops.calls["row_error"]
+    assert writer.dropped == 3
+    warnings = [r.getMessage() for r in caplog.records if r.name == "llmroute.telemetry"]
+    assert warnings == [f"decision {bad[0].id} not logged: its row could not be built (TypeError)"]
 
 
 def test_offer_never_blocks_while_the_store_is_down(

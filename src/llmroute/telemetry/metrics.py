@@ -671,7 +671,8 @@ class GatewayMetrics:
     # -- telemetry and shadow ---------------------------------------------------------------
 
     def on_drop(self, n: int, reason: str) -> None:
-        """The decision-log writer dropped `n` records (a full queue, a failed write)."""
+        """The decision-log writer dropped `n` records (a full queue, a failed write, a
+        row that could not be built)."""
         self._dropped(reason).inc(n)
 
     telemetry_dropped = on_drop  # the name `llmroute.telemetry.service` passes to the writer

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from llmroute.decision import Decision
+from llmroute.log_every import LogEvery
 
 log = logging.getLogger("llmroute.telemetry")
+_ROW_FAILED = LogEvery(60.0)  # a row that cannot be built: the first said, then one a minute
 
 __all__ = [
     "CLIENT_CLOSED",
@@ -258,19 +260,23 @@ class DecisionRecord:
 
 
 def decision_rows(records: Iterable[DecisionRecord]) -> list[tuple[Any, ...]]:
-    """The rows of `records` (`to_row`); a record whose row cannot be built is left out
-    with a warning that names it (its type of error only: the text may be secret), so
-    that it does not cost the others in its batch."""
+    """The rows of `records` (`to_row`); a record whose row cannot be built is left out,
+    so that it does not cost the others in its batch (the writer counts it dropped,
+    ``row_error``), with a warning that names it (its type of error only: the text may
+    be secret): the first at once, then at most one a minute saying how many more."""
     rows = []
     for record in records:
         try:
             rows.append(record.to_row())
         except Exception as exc:
-            log.warning(
-                "decision %s not logged: its row could not be built (%s)",
-                record.id,
-                type(exc).__name__,
-            )
+            held = _ROW_FAILED.due("row")
+            if held is not None:
+                log.warning(
+                    "decision %s not logged: its row could not be built (%s)%s",
+                    record.id,
+                    type(exc).__name__,
+                    LogEvery.since(held),
+                )
     return rows
 
 

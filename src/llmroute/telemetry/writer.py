@@ -19,9 +19,13 @@ decisions older than it, once migrated and then hourly: at most `PRUNE_BATCH` a
 transaction, one transaction a wake-up, so that writing never waits long behind it. A
 failure is logged and tried again a minute later; it drops nothing.
 
+A record whose row cannot be built (`llmroute.telemetry.record.decision_rows`) is left
+out of its batch, the rest written, and counted as ``row_error``.
+
 Drops are reported three ways: the `dropped` counters, ``on_drop(n, reason)`` (reason
-``queue_full``, ``store_error`` or ``closed``) and a WARNING at most every 10 s per
-reason with the running count. Log lines carry the store's masked URL only.
+``queue_full``, ``store_error``, ``closed`` or ``row_error``) and a WARNING at most
+every 10 s per reason with the running count (``row_error``'s is the one
+`decision_rows` logs, naming a decision). Log lines carry the store's masked URL only.
 
 The writer does not own the store: closing the writer flushes and stops the thread;
 the caller closes the store.
@@ -46,10 +50,11 @@ __all__ = ["PRUNE_BATCH", "DropReason", "TelemetryWriter", "start_writer"]
 
 log = logging.getLogger("llmroute.telemetry")
 
-DropReason = str  # "queue_full" | "store_error" | "closed"
+DropReason = str  # "queue_full" | "store_error" | "closed" | "row_error"
 QUEUE_FULL: Final = "queue_full"
 STORE_ERROR: Final = "store_error"
 CLOSED: Final = "closed"
+ROW_ERROR: Final = "row_error"  # its row could not be built: the store left it out
 
 _LOG_EVERY_S = 10.0
 _BACKOFF_FIRST_S = 0.5
@@ -96,7 +101,7 @@ class TelemetryWriter:
         self._state_lock = threading.Lock()  # start/close and drop counting, never offer
         self._closing = False
         self._written = 0
-        self._dropped: dict[str, int] = {QUEUE_FULL: 0, STORE_ERROR: 0, CLOSED: 0}
+        self._dropped = {QUEUE_FULL: 0, STORE_ERROR: 0, CLOSED: 0, ROW_ERROR: 0}
         self._last_log: dict[str, float] = {}
         self._ready = False  # migrated since the last store error
         self._retry_at = 0.0  # monotonic time before which the store is not called
@@ -150,7 +155,10 @@ class TelemetryWriter:
         with self._state_lock:
             self._dropped[reason] = total = self._dropped.get(reason, 0) + n
             now = time.monotonic()
-            due = now - self._last_log.get(reason, -_LOG_EVERY_S) >= _LOG_EVERY_S
+            # a row_error `decision_rows` has said, naming the decision
+            due = reason != ROW_ERROR and (
+                now - self._last_log.get(reason, -_LOG_EVERY_S) >= _LOG_EVERY_S
+            )
             if due:
                 self._last_log[reason] = now
         if due:
@@ -306,8 +314,11 @@ class TelemetryWriter:
             return
         self._in_hand = len(batch)
         try:
-            if self._call_store(batch):
-                self._written += len(batch)
+            left_out = self._call_store(batch)
+            if left_out is not None:
+                self._written += len(batch) - left_out
+            if left_out:
+                self._drop(left_out, ROW_ERROR)
         finally:
             self._in_hand = 0
 
@@ -343,15 +354,17 @@ class TelemetryWriter:
                 shadow,
             )
 
-    def _call_store(self, batch: list[DecisionRecord] | None) -> bool:
-        """Migrate if needed, then write `batch` (None: only migrate). A failure drops
-        the batch and starts or extends the backoff."""
+    def _call_store(self, batch: list[DecisionRecord] | None) -> int | None:
+        """Migrate if needed, then write `batch` (None: only migrate); the number of its
+        records the store left out, None when it failed. A failure drops the batch and
+        starts or extends the backoff."""
+        left_out = 0
         try:
             if not self._ready:
                 self.store.migrate()
                 self._ready = True
             if batch:
-                self.store.write_decisions(batch)
+                left_out = self.store.write_decisions(batch)
         except Exception as exc:
             self._ready = False
             self._retry_at = time.monotonic() + self._backoff
@@ -363,11 +376,11 @@ class TelemetryWriter:
                 log.warning(
                     "telemetry %s: cannot prepare the decision log: %s", self.store.url, detail
                 )
-            return False
+            return None
         if self._backoff != _BACKOFF_FIRST_S:
             log.warning("telemetry: %s is back; writing decisions again", self.store.url)
         self._backoff = _BACKOFF_FIRST_S
-        return True
+        return left_out
 
 
 def _describe(exc: BaseException) -> str:

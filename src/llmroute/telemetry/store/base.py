@@ -98,8 +98,9 @@ class Store(Protocol):
         """The applied schema version (0 for an empty database)."""
         ...
 
-    def write_decisions(self, records: Sequence[DecisionRecord]) -> None:
-        """Insert a batch in one transaction (a decision id seen twice is ignored)."""
+    def write_decisions(self, records: Sequence[DecisionRecord]) -> int:
+        """Insert a batch in one transaction (a decision id seen twice is ignored); the
+        number of records left out, their rows not built (`decision_rows`)."""
         ...
 
     def write_feedback(self, feedback: FeedbackRecord, *, by: str | None = None) -> bool:

@@ -307,12 +307,13 @@ class PostgresStore(SqlReads):
         decisions, feedback, shadow = row if row is not None else (0, 0, 0)
         return int(decisions), int(feedback), int(shadow)
 
-    def write_decisions(self, records: Sequence[DecisionRecord]) -> None:
-        if not records:
-            return
+    def write_decisions(self, records: Sequence[DecisionRecord]) -> int:
         rows = [_storable(row, _DECISION_JSON) for row in decision_rows(records)]
-        if not rows:
-            return
+        if rows:
+            self._insert_decisions(rows)
+        return len(records) - len(rows)
+
+    def _insert_decisions(self, rows: list[tuple[Any, ...]]) -> None:
         with self._connection("write decisions") as conn, conn.cursor() as cur:
             if self.insert_method == "executemany":
                 cur.executemany(_INSERT_DECISION, rows)

@@ -172,14 +172,12 @@ class SqliteStore(SqlReads):
 
     # -- writes --------------------------------------------------------------------
 
-    def write_decisions(self, records: Sequence[DecisionRecord]) -> None:
-        if not records:
-            return
+    def write_decisions(self, records: Sequence[DecisionRecord]) -> int:
         rows = decision_rows(records)  # outside the lock
-        if not rows:
-            return
-        with self._transaction("write decisions") as conn:
-            conn.executemany(_INSERT_DECISION, rows)
+        if rows:
+            with self._transaction("write decisions") as conn:
+                conn.executemany(_INSERT_DECISION, rows)
+        return len(records) - len(rows)
 
     def write_feedback(self, feedback: FeedbackRecord, *, by: str | None = None) -> bool:
         row = (
