@@ -78,6 +78,18 @@ def test_the_openai_client_gets_embeddings(gateway: Gateway, client: openai.Open
     assert sent.body["input"] == ["one", "two"]
 
 
+def test_the_answer_names_the_deployment_as_a_chats_does(gateway: Gateway) -> None:
+    """``x-llmroute-deployment`` and ``x-llmroute-attempts`` (0: an embeddings model is
+    retried, not fallen back from), as on chat answers; an upstream error has neither."""
+    response = _post(gateway, {"model": "embed", "input": "hi"})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-llmroute-deployment"] == "fake"
+    assert response.headers["x-llmroute-attempts"] == "0"
+    down = _post(gateway, {"model": "embed-down", "input": "hi"})
+    assert down.status_code == 502
+    assert "x-llmroute-deployment" not in down.headers
+
+
 def test_a_single_string_and_token_arrays(gateway: Gateway, client: openai.OpenAI) -> None:
     assert len(client.embeddings.create(model="embed", input="hello").data) == 1
     for tokens in ([1, 2, 3], [[1, 2], [3]]):

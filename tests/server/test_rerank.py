@@ -93,6 +93,16 @@ def test_a_rerank_is_passed_to_its_model_and_priced(gateway: Gateway, path: str)
     assert sent.body == {**body, "model": "up-rerank"}
 
 
+def test_the_answer_names_the_deployment_as_a_chats_does(gateway: Gateway) -> None:
+    """``x-llmroute-deployment`` and ``x-llmroute-attempts`` (0: a reranker is retried,
+    not fallen back from), as on chat answers."""
+    for path in ("/v1/rerank", "/v2/rerank"):
+        response = _post(gateway, {"model": "rerank", "query": "q", "documents": ["d"]}, path)
+        assert response.status_code == 200, response.text
+        assert response.headers["x-llmroute-deployment"] == "fake"
+        assert response.headers["x-llmroute-attempts"] == "0"
+
+
 def test_an_alias_names_a_reranker(gateway: Gateway) -> None:
     response = _post(gateway, {"model": "bge-reranker", "query": "q", "documents": ["d"]})
     assert response.status_code == 200, response.text

@@ -32,6 +32,7 @@ from llmroute.server.chat import (
     cut_by,
     recorder_of,
     request_tags,
+    served_headers,
 )
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.pool import check_pool
@@ -90,7 +91,9 @@ async def serve_unrouted(
     """`body` answered by the pool model `name` through `call` (the dispatcher's
     `embed` or `rerank`); its `estimated_tokens` held against the key's ``tpm`` while it
     runs (concurrent requests count each other, as chat's do), its cost charged to the
-    client key and counted in the metrics under `route`. The answer, or the error of
+    client key and counted in the metrics under `route`; the answer names the model and
+    the deployment that answered (``x-llmroute-deployment``, ``x-llmroute-attempts``:
+    0, as nothing is fallen back to). The answer, or the error of
     the call, is logged in the decision log as coming by `api` (`Recorder.unrouted`;
     `text_of` gives the text ``telemetry.prompts`` may keep), with its key, tags and
     end user, like a chat's. A call its client hangs up on is cancelled, as a chat's
@@ -124,6 +127,7 @@ async def serve_unrouted(
         if release is not None:
             release()
     done.finished(200, served=served)
+    headers.update(served_headers(served.deployment, served.attempts))  # as chat's
     return JSONResponse(served.data, headers=headers)
 
 
