@@ -220,6 +220,21 @@ class ScriptCheck:
         counts = self._counts(self._pieces(text))
         return {_NAMES[i]: int(n) for i, n in enumerate(counts.tolist()) if i and n}
 
+    def _letters(self, text: str) -> list[int] | None:
+        """`_counts` of what the encoder reads of `text`, None when none of it is a letter
+        the encoder does not read (one regex search: the common case for accented
+        Latin). The thread's last answer is kept with the text it is for (a reference:
+        a long prompt lives until the thread's next non-ASCII one)."""
+        local = self._local
+        if getattr(local, "text", None) is text:
+            counts: list[int] | None = local.counts
+            return counts
+        pieces = self._pieces(text)
+        found = any(self._finder.search(piece) for piece in pieces)
+        counts = self._counts(pieces).tolist() if found else None
+        local.text, local.counts = text, counts
+        return counts
+
     def _counts(self, pieces: Sequence[str]) -> npt.NDArray[np.intp]:
         counts = np.zeros(len(_NAMES), dtype=np.intp)
         buf = self._buffer()
@@ -230,20 +245,24 @@ class ScriptCheck:
             counts += np.bincount(out, minlength=len(_NAMES))
         return counts
 
-    def unread(self, text: str) -> str | None:
+    def unread(self, text: str, *, enough: int | None = None) -> str | None:
         """None when the encoder reads at least half of the letters of what it reads of
-        `text` (or there are none); else the scripts it does not read, with their shares
-        of those letters, largest first (at most two named): ``"Han 87%"``,
-        ``"Hiragana 40%, Han 35%"``."""
+        `text` (or there are none), or, with `enough`, at least that many of them
+        whatever their share (enough English to hold an instruction, for the safety
+        layer); else the scripts it does not read, with their shares of those letters,
+        largest first (at most two named): ``"Han 87%"``, ``"Hiragana 40%, Han 35%"``.
+
+        The last text counted in a thread is remembered (by identity), so the layers
+        that ask about the same request text count its letters once."""
         if self._ascii_read and text.isascii():  # O(1) in CPython
             return None
-        pieces = self._pieces(text)
-        if not any(self._finder.search(piece) for piece in pieces):
+        counts = self._letters(text)
+        if counts is None:
             return None
-        counts = self._counts(pieces).tolist()
         letters = sum(counts) - counts[0]
         unread = [(n, i) for i, n in enumerate(counts) if n and self._unread_at[i]]
-        if 2 * sum(n for n, _ in unread) <= letters:
+        n_unread = sum(n for n, _ in unread)
+        if 2 * n_unread <= letters or (enough is not None and letters - n_unread >= enough):
             return None
         unread.sort(key=lambda pair: -pair[0])  # stable: SCRIPTS order breaks ties
         shares = (f"{_NAMES[i].capitalize()} {100 * n / letters:.0f}%" for n, i in unread[:2])
