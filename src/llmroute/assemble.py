@@ -179,8 +179,8 @@ def build_intent_layer(
 
 
 def script_check(registry: Registry, encoder: Encoder) -> ScriptCheck | None:
-    """The intent layer's check for text the encoder does not read (`encoder_scripts`);
-    None when it reads any script."""
+    """The check for text the encoder does not read (`encoder_scripts`) the layers that
+    read the embedding share; None when it reads any script."""
     reads = encoder_scripts(registry.encoder, encoder)
     return None if reads is None else script_check_for(registry.encoder, reads)
 
@@ -197,9 +197,10 @@ def script_check_for(spec: EncoderSpec, reads: Sequence[str]) -> ScriptCheck:
 
 @functools.lru_cache(maxsize=8)
 def _shared_check(reads: tuple[str, ...], window: int, truncate: str) -> ScriptCheck:
-    """One check per setting, shared by the intent layer and the reasoning gate of a
-    registry (and its reloads): building one compiles a regex over the Unicode table
-    (~3 ms). Its buffers are per thread, so sharing it is safe."""
+    """One check per setting, shared by the intent layer, the difficulty router, the
+    safety layer and the reasoning gate of a registry (and its reloads): building one
+    compiles a regex over the Unicode table (~3 ms). Its buffers and its last count are
+    per thread, so sharing it is safe, and the layers count a request's letters once."""
     return ScriptCheck(reads, window=window, truncate=truncate)
 
 

@@ -76,6 +76,25 @@ def test_route_explain_says_the_encoder_does_not_read_the_text(static_registry: 
     assert "passed" in row and "text mostly in a script the encoder does not read" in row
 
 
+def test_route_explain_says_the_safety_classifier_did_not_score_unread_text(
+    static_registry: Path,
+) -> None:
+    """Benign Russian prose the static detector scored 0.54 (threshold 0.354) and blocked:
+    not scored now, allowed, and --explain says why in the safety layer's row."""
+    prose = (
+        "Напиши короткое поздравление с днём рождения для моей бабушки. Ей исполняется "
+        "восемьдесят лет, она любит сад, книги и долгие прогулки."
+    )
+    result = llmroute("route", "-r", str(static_registry), "--json", prose)
+    assert result.returncode == 0, result.stderr
+    safety = json.loads(result.stdout)["safety"]
+    assert (safety["action"], safety["fired"]) == ("allow", ["unread_scripts"])
+    assert "injection_score" not in safety
+    explained = llmroute("route", "-r", str(static_registry), "--explain", prose)
+    (row,) = [line for line in explained.stdout.splitlines() if line.startswith("safety ")]
+    assert "allow (unread_scripts): injection not scored: text" in row
+
+
 def test_stdin_prompts_give_json_lines(static_registry: Path) -> None:
     prompts = "hello there!\nwrite a sql query that joins two tables\n\nsummarise this article\n"
     result = llmroute("route", "-r", str(static_registry), stdin=prompts.encode())

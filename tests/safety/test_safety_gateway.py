@@ -117,6 +117,24 @@ def test_benign_look_alike_passes(client: openai.OpenAI) -> None:
     )
 
 
+@pytest.mark.parametrize("model", ["auto", "small"])
+def test_benign_prose_in_a_script_the_encoder_does_not_read_passes(
+    gateway: Gateway, client: openai.OpenAI, model: str
+) -> None:
+    """Russian prose the static detector scored 0.38 (threshold 0.354) and blocked; the
+    classifier does not score it now, routed or pinned (no intent layer ran)."""
+    prose = (
+        "Перескажи кратко: на заседании городского совета во вторник депутаты обсудили "
+        "расширение сети велосипедных дорожек, чтобы уменьшить пробки в центре города, и "
+        "выделили на это дополнительные средства."
+    )
+    reply = client.chat.completions.create(model=model, messages=_user(prose))
+    assert reply.choices[0].message.content == f"echo: {prose}"
+    explained = httpx.post(f"{gateway.url}/v1/route", json={"messages": _user(prose)}, timeout=10)
+    safety = explained.json()["safety"]
+    assert (safety["action"], safety["fired"]) == ("allow", ["unread_scripts"])
+
+
 def test_pii_is_redacted_before_it_leaves(gateway: Gateway, client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(
         model="auto",

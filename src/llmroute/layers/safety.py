@@ -6,6 +6,13 @@ block, whatever routing decided. It reuses the shared request embedding when the
 scans is the routed text in one window; longer texts and tool results are scanned in
 overlapping windows, embedded in one batch, and the worst window counts.
 
+The classifier does not score a window mostly in scripts the encoder does not read
+(`ScriptCheck`, the intent layer's): its vector is made of unknown tokens and letter
+fragments, and benign Russian or Arabic prose scored above the threshold. Such a window
+is not embedded; the fast rules still read every text, a window holding `READ_ENOUGH`
+letters the encoder reads is scored whatever its share (an English instruction pasted
+into a Russian document), and the profile's ``unread_scripts`` action applies.
+
 Nothing it records holds the matched text: findings are detector names, scores, PII
 types and counts.
 """
@@ -18,7 +25,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -27,6 +34,7 @@ import numpy as np
 
 from llmroute.decision import SafetyOutcome
 from llmroute.encoders.base import Encoder
+from llmroute.encoders.scripts import ScriptCheck
 from llmroute.errors import ConfigError
 from llmroute.layers.base import DecisionContext, LayerResult
 from llmroute.registry.schema import Action, Registry, RouteTo, SafetyProfile, SafetySettings
@@ -36,10 +44,16 @@ from llmroute.safety.pii import PLACEHOLDER, PhoneBudget, PiiDetector, PiiSpan, 
 from llmroute.safety.segments import Place, Segment, new_turn, replace_texts, segments_of
 from llmroute.safety.windows import windows
 
-__all__ = ["SAFETY_LAYER", "SafetyLayer", "build_safety_layer"]
+__all__ = ["READ_ENOUGH", "SAFETY_LAYER", "SafetyLayer", "build_safety_layer"]
 
 SAFETY_LAYER = "safety"
 log = logging.getLogger("llmroute.safety")
+
+READ_ENOUGH = 32
+"""Letters the encoder reads that make a window mostly in other scripts scored anyway:
+about six English words, room for an instruction. A short Russian request naming
+"Python" holds 6; an English injection of two sentences pasted into a Russian document,
+~150 (some 40% of its window's letters)."""
 
 # When several findings call for different actions, the strictest wins.
 _SEVERITY = {"allow": 0, "redact": 1, "route": 2, "block": 3}
@@ -50,6 +64,23 @@ class _Call:
     action: str
     fired: str
     model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    """What the injection scan found: the worst scored window's score, a rule that
+    matched, the windows cut, whether text was left over, the windows not scored for
+    their script and the scripts of the first of them."""
+
+    score: float | None = None
+    rule: str | None = None
+    windows: int = 0
+    unscanned: bool = False
+    unread: int = 0
+    scripts: str | None = None
+
+
+_NOTHING = _Scan()
 
 
 def _call(action: Action, fired: str) -> _Call:
@@ -70,6 +101,7 @@ class SafetyLayer:
         detector: InjectionDetector | None,
         pii: PiiDetector | None,
         pseudonym_key: bytes | None = None,
+        scripts: ScriptCheck | None = None,
     ) -> None:
         self._settings = settings
         self._pseudonym_key = pseudonym_key
@@ -90,6 +122,7 @@ class SafetyLayer:
         }
         self._scan_injection = frozenset(settings.injection.scan)
         self._scan_pii = frozenset(settings.pii.scan)
+        self._scripts = scripts
 
     @property
     def threshold(self) -> float | None:
@@ -106,14 +139,19 @@ class SafetyLayer:
         calls: list[_Call] = []
         detail: dict[str, Any] = {"profile": profile_name}
 
-        score, rule, n_windows, unscanned = self._scan_for_injection(ctx, segments)
+        scan = self._scan_for_injection(ctx, segments)
+        score, n_windows, unscanned = scan.score, scan.windows, scan.unscanned
         if score is not None:
             detail["injection_score"] = round(score, 4)
             detail["threshold"] = self._threshold
-        if rule is not None:
-            calls.append(_call(profile.injection, f"rule:{rule}"))
+        if scan.rule is not None:
+            calls.append(_call(profile.injection, f"rule:{scan.rule}"))
         elif score is not None and self._threshold is not None and score >= self._threshold:
             calls.append(_call(profile.injection, "injection"))
+        if scan.unread:
+            detail["unread_scripts"] = scan.scripts
+            detail["unread_windows"] = scan.unread
+            calls.append(_call(profile.unread_scripts, "unread_scripts"))
         if unscanned:
             calls.append(_Call(profile.unscanned, "unscanned"))
 
@@ -159,38 +197,63 @@ class SafetyLayer:
         detail["action"] = action
         if fired:
             detail["fired"] = list(fired)
-        detail["summary"] = _summary(action, fired, score, self._threshold, counts, n_windows)
+        detail["summary"] = _summary(action, fired, score, self._threshold, counts, scan)
         if fields:
             detail["summary"] += f"; PII in {', '.join(fields)}: rewritten"
         return LayerResult(annotated=True, detail=MappingProxyType(detail))
 
-    def _scan_for_injection(
-        self, ctx: DecisionContext, segments: Sequence[Segment]
-    ) -> tuple[float | None, str | None, int, bool]:
-        """(worst window's score, a rule that matched, windows scanned, text left over)."""
+    def _scan_for_injection(self, ctx: DecisionContext, segments: Sequence[Segment]) -> _Scan:
+        """Rules on each scanned text, then the classifier on the windows of them all,
+        but those mostly in scripts the encoder does not read."""
         detector = self._detector
         if detector is None:
-            return None, None, 0, False
+            return _NOTHING
         settings = self._injection
         scanned = segments if settings.history else new_turn(segments, ctx.request)
         texts = [s.text for s in scanned if s.role in self._scan_injection]
         if not texts:
-            return None, None, 0, False
+            return _NOTHING
         for text in texts:
             if (rule := detector.match_rules(text)) is not None:
-                return 1.0, rule, 0, False
+                return _Scan(score=1.0, rule=rule)
         # one text for the windows: seventeen short tool results are one window's read,
         # not seventeen windows of the budget (the rules above looked at each alone)
         joined = texts[0] if len(texts) == 1 else "\n\n".join(texts)
         chunks, unscanned = windows(
             joined, settings.window_chars, settings.stride_chars, settings.max_windows
         )
-        if len(chunks) == 1 and chunks[0] == ctx.request.text:
-            vectors = ctx.embedding[np.newaxis, :]  # the shared embedding: no second encode
-        else:
-            vectors = ctx.encode(chunks)
-        scores = detector.score(chunks, vectors)
-        return float(np.max(scores)), None, len(chunks), unscanned
+        shared = len(chunks) == 1 and chunks[0] == ctx.request.text
+        if shared:
+            chunks = [ctx.request.text]  # the very text the intent layer checked: no recount
+        read, unread = self._readable(chunks)
+        scan = _Scan(
+            windows=len(chunks),
+            unscanned=unscanned,
+            unread=len(chunks) - len(read),
+            scripts=unread,
+        )
+        if not read:
+            return scan
+        # a shared window: the request's embedding, no second encode
+        vectors = ctx.embedding[np.newaxis, :] if shared else ctx.encode(read)
+        scores = detector.score(read, vectors)
+        return replace(scan, score=float(np.max(scores)))
+
+    def _readable(self, chunks: list[str]) -> tuple[list[str], str | None]:
+        """The windows the classifier can read, and the scripts of the first it cannot
+        (None when it reads them all)."""
+        check = self._scripts
+        if check is None:
+            return chunks, None
+        read: list[str] = []
+        first: str | None = None
+        for chunk in chunks:
+            scripts = check.unread(chunk, enough=READ_ENOUGH)
+            if scripts is None:
+                read.append(chunk)
+            elif first is None:
+                first = scripts
+        return read, first
 
     def _scan_for_pii(
         self,
@@ -351,14 +414,21 @@ def _summary(
     score: float | None,
     threshold: float | None,
     counts: Mapping[str, int],
-    n_windows: int,
+    scan: _Scan,
 ) -> str:
     """One line for ``--explain``: the action, then what the detectors saw."""
     seen = []
+    n_windows = scan.windows - scan.unread
     if score is not None and threshold is not None:
         cmp = "≥" if score >= threshold else "<"
         where = f" in {n_windows} windows" if n_windows > 1 else ""
         seen.append(f"injection {score:.3f} {cmp} {threshold:.3f}{where}")
+    if scan.unread:
+        which = "text" if not n_windows else f"{scan.unread} of {scan.windows} windows"
+        seen.append(
+            f"injection not scored: {which} mostly in a script the encoder does not read "
+            f"({scan.scripts} of the letters)"
+        )
     seen.append("PII " + ", ".join(f"{k}×{v}" for k, v in counts.items()) if counts else "no PII")
     head = action if not fired else f"{action} ({', '.join(fired)})"
     return f"{head}: {'; '.join(seen)}"
@@ -400,6 +470,16 @@ def build_safety_layer(registry: Registry, encoder: Encoder, base_dir: Path) -> 
                 field="safety.pii.pseudonym_key_env",
             )
         key = secret.encode()
+    scripts = None
+    if detector is not None:
+        from llmroute.assemble import script_check  # it builds this layer: imported here
+
+        scripts = script_check(registry, encoder)
     return SafetyLayer(
-        settings, route_profiles=profiles, detector=detector, pii=pii, pseudonym_key=key
+        settings,
+        route_profiles=profiles,
+        detector=detector,
+        pii=pii,
+        pseudonym_key=key,
+        scripts=scripts,
     )

@@ -1178,26 +1178,29 @@ class PiiSettings(_Frozen):
 class SafetyProfile(_Frozen):
     """What happens when a detector fires: `injection` (allow | block | route), `pii`
     (allow | redact | block | route, or per type with ``"*"`` for the rest), and
-    `unscanned` for text beyond `max_windows` (allow | block). `restore`: the answer's
+    `unscanned` for text beyond `max_windows` (allow | block), `unread_scripts` for
+    text the injection classifier did not score because it is mostly in scripts the
+    encoder does not read (allow | block | route). `restore`: the answer's
     placeholders go back to the client as the values they replaced. `answer_pii`: what
     happens to PII the model writes in its answer (allow | redact, or per type)."""
 
     injection: Action = "block"
     pii: Action | dict[str, Action] = "redact"
     unscanned: Literal["allow", "block"] = "block"
+    unread_scripts: Action = "allow"
     restore: bool = False
     answer_pii: AnswerAction | dict[str, AnswerAction] = "allow"
 
-    @field_validator("injection", "pii", mode="before")
+    @field_validator("injection", "pii", "unread_scripts", mode="before")
     @classmethod
     def _one_action(cls, value: Any, info: ValidationInfo) -> Any:
         """A misspelt action is one message naming the actions, not one a member of
         the union it failed (``RouteTo: must be a mapping``, five lines for one typo)."""
-        if info.field_name == "injection" and value == "redact":
-            raise ValueError("an injection cannot be redacted; use allow, block or route")
-        simple = (
-            ("allow", "block") if info.field_name == "injection" else ("allow", "redact", "block")
-        )
+        whole = info.field_name != "pii"  # nothing to cut out of the text
+        if whole and value == "redact":
+            what = "an injection" if info.field_name == "injection" else "unread text"
+            raise ValueError(f"{what} cannot be redacted; use allow, block or route")
+        simple = ("allow", "block") if whole else ("allow", "redact", "block")
 
         def wrong(action: object) -> str | None:
             if not isinstance(action, str) or action in simple:
@@ -2105,7 +2108,10 @@ class Registry(_Frozen):
 
     def _profile_problems(self, name: str, profile: SafetyProfile, pii: bool) -> Iterator[Problem]:
         """A profile's reroutes name pool models; redacting answers needs the detector."""
-        actions: list[tuple[tuple[str | int, ...], Action]] = [(("injection",), profile.injection)]
+        actions: list[tuple[tuple[str | int, ...], Action]] = [
+            (("injection",), profile.injection),
+            (("unread_scripts",), profile.unread_scripts),
+        ]
         if isinstance(profile.pii, dict):
             actions.extend((("pii", k), v) for k, v in profile.pii.items())
         else:
