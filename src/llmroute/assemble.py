@@ -139,7 +139,14 @@ def build_difficulty_layer(registry: Registry, encoder: Encoder, base_dir: Path)
     if threshold is None:
         assert spec.strong_share is not None
         threshold = threshold_from(read_meta(directory), spec.strong_share)
-    return DifficultyLayer(router, strong=spec.strong, weak=spec.weak, threshold=threshold)
+    return DifficultyLayer(
+        router,
+        strong=spec.strong,
+        weak=spec.weak,
+        threshold=threshold,
+        scripts=script_check(registry, encoder),
+        unread=spec.unread,
+    )
 
 
 def build_intent_layer(

@@ -281,6 +281,52 @@ def test_a_registry_default_splits_by_difficulty(
     assert router.decide("hello there").route == "greet"  # intent still decides first
 
 
+RUSSIAN = "Докажи, что последовательность сходится, и оцени её предел по индукции."
+
+
+@pytest.mark.parametrize(
+    ("dial", "model", "scored"),
+    [
+        ("threshold: 1000", "large", False),  # never strong when scored: strong, unscored
+        ("threshold: -1000, unread: weak", "small", False),
+        ("threshold: -1000, unread: score", "large", True),
+    ],
+)
+def test_text_the_encoder_does_not_read_is_not_scored_unless_asked(
+    trained: tuple[Path, Path], tmp_path: Path, dial: str, model: str, scored: bool
+) -> None:
+    _, artifact = trained
+    router = _router(tmp_path, artifact, dial)
+    decision = router.decide(RUSSIAN)
+    assert (decision.layer, decision.model) == ("difficulty", model)
+    (signal,) = [s for s in decision.signals if s.layer == "difficulty"]
+    assert signal.detail["unread_scripts"] == "Cyrillic 100%"
+    assert ("score" in signal.detail) is scored
+    if not scored:
+        unread = "unread: weak" in dial
+        assert decision.reason == (
+            "not scored: text mostly in a script the encoder does not read (Cyrillic 100% of "
+            f"the letters): {'weak' if unread else 'strong'} model"
+        )
+    # English text is scored as ever
+    english = router.decide("what is 12 plus 30?")
+    assert english.model == ("small" if dial.startswith("threshold: 1000") else "large")
+
+
+def test_router_models_check_the_script_themselves(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``router-<kind>-<t>`` runs the difficulty layer alone: no intent layer said it."""
+    _, artifact = trained
+    router = _router(tmp_path, artifact, "threshold: 0.0")
+    body = {
+        "messages": [{"role": "user", "content": "请证明这个数列收敛，并用归纳法给出极限的上界。"}]
+    }
+    plan = plan_request(router, {**body, "model": "router-linear-1000"}, {})
+    assert plan.decision.model == "large" and plan.decision.layer == "difficulty"
+    assert plan.decision.reason.startswith("not scored: text mostly in a script")
+
+
 def test_router_models_pick_their_own_threshold(trained: tuple[Path, Path], tmp_path: Path) -> None:
     _, artifact = trained
     router = _router(tmp_path, artifact, "threshold: 0.0")

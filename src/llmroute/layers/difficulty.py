@@ -4,23 +4,32 @@ It runs after rules and intent, for the requests they leave to the default: a le
 win-rate router (``llmroute train difficulty``) scores the shared embedding, and the
 strong model serves when the score reaches the threshold. The threshold is the
 cost/quality dial: a higher one sends fewer requests to the strong model.
+
+A request mostly in scripts the encoder does not read (`ScriptCheck`, as the intent layer
+says it) is not scored by default: its vector is made of unknown tokens, so the score
+would pick strong or weak by chance. `unread` says what serves it instead: ``strong``
+(the default: quality first, and a small model is the likelier to fail in a language
+its vendor trained it less on), ``weak``, or ``score`` to score it all the same.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from types import MappingProxyType
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from llmroute.decision import Verdict
+from llmroute.encoders.scripts import ScriptCheck
 from llmroute.layers.base import DecisionContext, LayerResult
+from llmroute.layers.intent import UNREAD_SCRIPTS, IntentLayer
 
-__all__ = ["DIFFICULTY_ROUTE", "DifficultyLayer", "ScoresDifficulty"]
+__all__ = ["DIFFICULTY_ROUTE", "DifficultyLayer", "ScoresDifficulty", "Unread"]
 
 DIFFICULTY_ROUTE = "default"  # the route of a difficulty verdict: it refines the default
+Unread = Literal["strong", "weak", "score"]
 
 
 class ScoresDifficulty(Protocol):
@@ -39,32 +48,79 @@ class DifficultyLayer:
     always_runs = False
 
     def __init__(
-        self, router: ScoresDifficulty, *, strong: str, weak: str, threshold: float
+        self,
+        router: ScoresDifficulty,
+        *,
+        strong: str,
+        weak: str,
+        threshold: float,
+        scripts: ScriptCheck | None = None,
+        unread: Unread = "strong",
     ) -> None:
         self.router = router
         self.strong = strong
         self.weak = weak
         self.threshold = threshold
+        self.scripts = scripts
+        self.unread = unread
 
     def with_threshold(self, threshold: float) -> DifficultyLayer:
-        return DifficultyLayer(self.router, strong=self.strong, weak=self.weak, threshold=threshold)
+        return DifficultyLayer(
+            self.router,
+            strong=self.strong,
+            weak=self.weak,
+            threshold=threshold,
+            scripts=self.scripts,
+            unread=self.unread,
+        )
 
     def evaluate(self, ctx: DecisionContext) -> LayerResult:
         text = ctx.request.text
+        unread = self._unread(ctx, text)
+        if unread is not None and self.unread != "score":
+            strong = self.unread == "strong"
+            verdict = Verdict(
+                route=DIFFICULTY_ROUTE,
+                model=self.strong if strong else self.weak,
+                confidence=0.0,  # nothing was scored
+                reason=(
+                    f"not scored: text mostly in a script the encoder does not read ({unread} "
+                    f"of the letters): {self.unread} model"
+                ),
+                margin=0.0,
+            )
+            detail = {UNREAD_SCRIPTS: unread, "threshold": self.threshold}
+            return LayerResult(verdict=verdict, detail=MappingProxyType(detail))
         score = float(self.router.score(ctx.embedding[None, :], (text,))[0])
         strong = score >= self.threshold
         model = self.strong if strong else self.weak
         relation = "≥" if strong else "<"
+        reason = (
+            f"{self.router.name} difficulty score {score:.3f} {relation} threshold "
+            f"{self.threshold:.3f}: {'strong' if strong else 'weak'} model"
+        )
+        if unread is not None:
+            reason += f" (text mostly in {unread}: scored all the same)"
         verdict = Verdict(
             route=DIFFICULTY_ROUTE,
             model=model,
             # how far the score is from the dial, squashed to 0..1: 0 at the threshold
             confidence=float(np.tanh(abs(score - self.threshold) * 4.0)),
-            reason=(
-                f"{self.router.name} difficulty score {score:.3f} {relation} threshold "
-                f"{self.threshold:.3f}: {'strong' if strong else 'weak'} model"
-            ),
+            reason=reason,
             margin=score - self.threshold,
         )
-        detail = MappingProxyType({"score": round(score, 6), "threshold": self.threshold})
-        return LayerResult(verdict=verdict, detail=detail)
+        scored: dict[str, object] = {"score": round(score, 6), "threshold": self.threshold}
+        if unread is not None:
+            scored[UNREAD_SCRIPTS] = unread
+        return LayerResult(verdict=verdict, detail=MappingProxyType(scored))
+
+    def _unread(self, ctx: DecisionContext, text: str) -> str | None:
+        """The scripts the encoder does not read that most of `text` is in, as the intent
+        layer found (when it ran: not for ``router-<kind>-<t>``), else by the check."""
+        if self.scripts is None or not text:
+            return None
+        intent = ctx.results.get(IntentLayer.name)
+        if intent is not None:
+            unread = intent.detail.get(UNREAD_SCRIPTS)
+            return unread if isinstance(unread, str) else None
+        return self.scripts.unread(text)

@@ -917,13 +917,16 @@ class Difficulty(_Frozen):
     """A difficulty router for requests no rule or route claims: the strong model when
     its score reaches `threshold` (or the threshold that sends `strong_share` of the
     router's validation prompts there), else the weak one. `router` is the directory
-    written by ``llmroute train difficulty``, relative to the registry file."""
+    written by ``llmroute train difficulty``, relative to the registry file. `unread`:
+    what serves a request mostly in scripts the encoder does not read, whose score would
+    be noise (strong | weak | score)."""
 
     router: str = Field(min_length=1)
     strong: str
     weak: str
     threshold: float | None = Field(default=None, allow_inf_nan=False)
     strong_share: float | None = Field(default=None, gt=0, lt=1, allow_inf_nan=False)
+    unread: Literal["strong", "weak", "score"] = "strong"
 
     @model_validator(mode="after")
     def _one_dial(self) -> Self:
