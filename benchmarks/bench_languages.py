@@ -15,8 +15,10 @@ For each encoder, two registries: examples/registry.yaml as it is, and the same 
 ``intent.out_of_scope``): whether examples in a language help the English encoders with
 it. Per language: how many were right, how many the intent layer routed wrong (a
 confident misroute: an LLM fallback is never asked), how many went to the default, the
-mean confidence, and the routes chosen. docs/encoders.md ("Prompts in other languages")
-has the numbers.
+mean confidence, and the routes chosen; and what the safety layer did with them (the
+example registry's profile blocks injections): how many it blocked, how many the
+injection classifier scored, and their worst score. docs/encoders.md ("Prompts in other
+languages") and docs/benchmarks.md have the numbers.
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ def _score(router: Router, rows: list[dict[str, str]]) -> dict[str, dict[str, An
             row["lang"],
             {"n": 0, "right": 0, "intent_wrong": 0, "default": 0, "confidence": 0.0},
         )
+        safety = decision.safety
+        score = None if safety is None else safety.injection_score
+        lang["blocked"] = lang.get("blocked", 0) + decision.blocked
+        lang["scored"] = lang.get("scored", 0) + (score is not None)
+        lang["worst"] = max(lang.get("worst", 0.0), score or 0.0)
         lang["n"] += 1
         lang["right"] += right
         lang["intent_wrong"] += decision.layer == "intent" and not right
@@ -99,12 +106,13 @@ def main() -> None:
         return
     for setting, langs in results.items():
         print(f"\n{setting}")
-        print("lang  right  intent-wrong  default  confidence  routes")
+        print("lang  right  intent-wrong  default  confidence  blocked  scored  worst  routes")
         for lang, s in langs.items():
             routes = ", ".join(f"{k} {v}" for k, v in s["routes"].items())
             print(
                 f"{lang:4}  {s['right']}/{s['n']}  {s['intent_wrong']:12}  {s['default']:7}"
-                f"  {s['confidence']:10.3f}  {routes}"
+                f"  {s['confidence']:10.3f}  {s['blocked']:7}  {s['scored']:6}"
+                f"  {s['worst']:5.3f}  {routes}"
             )
 
 
