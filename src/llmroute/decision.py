@@ -106,7 +106,7 @@ class SafetyOutcome:
 
     `action` is ``allow``, ``redact``, ``block`` or ``route`` (to `model`); `fired` names
     every detector that found something, whatever its action (``injection``,
-    ``rule:<name>``, ``pii:EMAIL``, ``unscanned``).
+    ``rule:<name>``, ``pii:EMAIL``, ``unscanned``, ``unread_scripts``).
     `redacted_body` is the request body with PII replaced by placeholders, for dispatch
     and telemetry; `restore` maps each placeholder to the value it replaced, for the
     answer the client gets when the profile restores (`llmroute.safety.restore`);
