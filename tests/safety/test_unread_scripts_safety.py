@@ -87,6 +87,7 @@ def test_benign_prose_in_an_unread_script_is_not_scored_nor_blocked(
         ("unread_scripts",),
         None,
     )
+    assert decision.encode_us == 0.0  # neither the intent layer nor safety embedded it
     detail = safety_detail(decision)
     assert "injection_score" not in detail and detail["unread_windows"] == safety.windows
     assert str(detail["unread_scripts"]).endswith("100%")
