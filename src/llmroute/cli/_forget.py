@@ -3,15 +3,16 @@ of whose records to erase, checked against the registry, and the erasing."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Protocol
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 import typer
 
 from llmroute.cli._app import fail, resolve_registry
-from llmroute.registry.schema import Registry
+
+if TYPE_CHECKING:  # `llmroute --help` builds every command: the schema is loaded on use
+    from llmroute.registry.schema import Registry
 
 __all__ = [
     "ClientOption",
@@ -96,6 +97,8 @@ def forget_section(
 def erased(store: Forgetting, client: str | None) -> int:
     """How many records `store` erased for `client` (None: everyone's); a store that does
     not answer fails (exit 1)."""
+    import asyncio  # here: `llmroute --help` imports this module
+
     from llmroute.state.stores import StoreUnavailable
 
     async def forget() -> int:

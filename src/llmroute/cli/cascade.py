@@ -7,17 +7,20 @@ import json
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from llmroute.cli._app import app, check_artifact_output, check_plot_path, err_console, fail
 from llmroute.cli.difficulty import CompareRouter, _encoder, check_prices, train_app
-from llmroute.encoders.base import Encoder
 from llmroute.json_values import json_safe
+
+if TYPE_CHECKING:  # imported where used: `llmroute --help` builds every command
+    import numpy as np
+
+    from llmroute.encoders.base import Encoder
 
 __all__ = ["bench_cascade", "train_gate"]
 
@@ -139,6 +142,8 @@ def _prices(
 def _accept(
     gate: str, artifact: str, enc: Encoder, prompts: tuple[str, ...], answers: tuple[str, ...]
 ) -> tuple[np.ndarray[Any, np.dtype[np.float64]], float | None]:
+    import numpy as np
+
     from llmroute.gates.cascade_bench import heuristic_accept, random_accept
     from llmroute.gates.learned import LearnedGateModel
 
@@ -227,6 +232,8 @@ def bench_cascade(
     escalation, the oracle gate and a routing-only difficulty router; APGR, the escalation
     reaching 95% of the strong model's accuracy and the break-even escalation rate.
     Without prices the relative prices are 1 (weak) and 10 (strong)."""
+    import numpy as np
+
     from llmroute.difficulty.plot import SUFFIXES
     from llmroute.gates.cascade_bench import evaluate_cascade, oracle_accept
     from llmroute.gates.gate_train import gate_split, read_gate_data

@@ -8,23 +8,18 @@ import math
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from llmroute.cli._app import app, check_artifact_output, check_plot_path, err_console, fail
-from llmroute.difficulty.calibration import (
-    Split,
-    file_digest,
-    held_out,
-    quantiles_of,
-    seen_prompts,
-)
-from llmroute.encoders.base import Encoder
 from llmroute.json_values import json_safe
+
+if TYPE_CHECKING:  # imported where used: `llmroute --help` builds every command
+    from llmroute.difficulty.calibration import Split
+    from llmroute.encoders.base import Encoder
 
 __all__ = [
     "CompareRouter",
@@ -146,9 +141,11 @@ def train_difficulty(
 ) -> None:
     """Train a win-rate router: hyper-parameters are chosen by cross-validation over the
     train and validation splits, the test split is left alone for `llmroute bench`."""
+    import numpy as np
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from llmroute.difficulty import DEFAULT_ROUTER, read_labels, save_router, split, train_router
+    from llmroute.difficulty.calibration import file_digest, quantiles_of, seen_prompts
     from llmroute.difficulty.train import MIN_VAL_ROWS, embed
 
     kind = DEFAULT_ROUTER if router is None else router.value
@@ -232,6 +229,7 @@ def _scores(
     router: Path, data: Path, which: Split, default: Split, *, prompts_only: bool = False
 ) -> tuple[Any, ...]:
     from llmroute.difficulty import read_labels
+    from llmroute.difficulty.calibration import held_out
     from llmroute.difficulty.train import embed
 
     labelled = read_labels(data, prompts_only=prompts_only)  # before the router's encoder loads
@@ -264,6 +262,8 @@ def calibrate(
     """Print the threshold that sends STRONG_SHARE of DATA's prompts to the strong model,
     computed on rows the router was not trained on. DATA needs only `prompt`: a sample of
     your own traffic calibrates the share for that traffic."""
+    import numpy as np
+
     from llmroute.difficulty.metrics import threshold_for_share, threshold_text
 
     if not 0.0 < strong_share < 1.0:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -24,11 +24,13 @@ from llmroute.cli._app import (
     registry_app,
     resolve_registry,
 )
-from llmroute.decide import Router
-from llmroute.evaluate.data import LabelledRow, read_labelled
-from llmroute.evaluate.intent_metrics import DEFAULT, IntentReport, top_confusions
-from llmroute.evaluate.run import Comparison, compare_reports, evaluate_router
 from llmroute.json_values import json_safe
+
+if TYPE_CHECKING:  # imported where used: `llmroute --help` builds every command
+    from llmroute.decide import Router
+    from llmroute.evaluate.data import LabelledRow
+    from llmroute.evaluate.intent_metrics import IntentReport
+    from llmroute.evaluate.run import Comparison
 
 _PROGRESS_AFTER = 500
 _FULL_MATRIX_UP_TO = 10  # labels (default included); beyond: the most frequent confusions
@@ -85,6 +87,9 @@ def eval_command(
     oos_label: OosOption = None,
 ) -> None:
     """Route accuracy of a registry on labelled data (confusion, per-route P/R/F1)."""
+    from llmroute.decide import Router
+    from llmroute.evaluate.data import read_labelled
+
     check_plot_path(plot, (".png", ".svg", ".pdf"))
     rows = read_labelled(data)
     path = resolve_registry(registry)
@@ -128,6 +133,9 @@ def compared(
     baseline's. Both are scored against the routes of either: a candidate that drops a
     route is not excused the rows labelled with it (to it they were out of scope, so a
     registry cut from ten routes to one lost 3 points and passed the gate)."""
+    from llmroute.decide import Router
+    from llmroute.evaluate.run import compare_reports
+
     new, old = Router.from_yaml(candidate), Router.from_yaml(baseline)
     both = (*new.loaded.registry.routes, *old.loaded.registry.routes)
     known = list(dict.fromkeys(r.name for r in both))
@@ -143,6 +151,8 @@ def _evaluate(
     label: str,
     routes: Sequence[str] | None = None,
 ) -> IntentReport:
+    from llmroute.evaluate.run import evaluate_router
+
     with _progress(len(rows), label) as advance:
         return evaluate_router(router, rows, oos_label=oos_label, progress=advance, routes=routes)
 
@@ -188,6 +198,8 @@ def _print_per_route(console: Console, report: IntentReport) -> None:
 
 
 def _print_confusion(console: Console, report: IntentReport) -> None:
+    from llmroute.evaluate.intent_metrics import DEFAULT, top_confusions
+
     confusion = report.confusion
     labels = sorted({g for g in confusion} | {p for row in confusion.values() for p in row})
     console.print()
@@ -283,6 +295,7 @@ def from_examples(
 ) -> None:
     """Build a registry from labelled examples, its threshold calibrated by k-fold
     cross-validation (each example scored by a head that never saw it)."""
+    from llmroute.evaluate.data import read_labelled
     from llmroute.evaluate.from_examples import FromExamplesConfig, registry_from_examples
     from llmroute.registry import load_registry
 

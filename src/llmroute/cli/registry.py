@@ -15,11 +15,8 @@ from rich.markup import escape
 
 from llmroute.cli._app import RegistryOption, err_console, fail, registry_app, resolve_registry
 from llmroute.errors import DataError
-from llmroute.registry import load_registry, summarize
-from llmroute.registry.lint import lint
-from llmroute.registry.schema import OpenAIEncoderSpec
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the rest is imported where used: `llmroute --help` builds every command
     from llmroute.evaluate.registry_diff import RegistryDiff, TrafficFile
     from llmroute.providers.probe import Probe
 
@@ -37,6 +34,10 @@ def check(
     summary, and warn about what is valid but probably unmeant (the same example taught
     as two routes; a route whose models take no images or tools that another model of the
     pool would)."""
+    from llmroute.registry import load_registry, summarize
+    from llmroute.registry.lint import lint
+    from llmroute.registry.schema import OpenAIEncoderSpec
+
     loaded = load_registry(path)
     for line in summarize(loaded):
         print(line)
@@ -294,6 +295,7 @@ def probe(
     import os
 
     from llmroute.providers.probe import probe_pool
+    from llmroute.registry import load_registry
 
     names = list(dict.fromkeys(models or []))
     files = [n for n in names if n.endswith((".yaml", ".yml"))]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,12 +16,14 @@ from rich.progress import Progress
 from rich.table import Table
 
 from llmroute.cli._app import RegistryOption, app, err_console, fail, resolve_registry
-from llmroute.decide import Router
-from llmroute.decision import Decision, Outcome
-from llmroute.registry.schema import LlmFallback
 from llmroute.untrusted_json import has_surrogate
 
-Refine = Callable[[Decision, str], Decision]
+if TYPE_CHECKING:  # imported where used: `llmroute --help` builds every command
+    from llmroute.decide import Router
+    from llmroute.decision import Decision
+    from llmroute.registry.schema import LlmFallback
+
+    Refine = Callable[[Decision, str], Decision]
 
 _BATCH = 64
 _PROGRESS_AFTER = 200
@@ -51,6 +52,8 @@ def route(
     registry's LLM router (llm_fallback) when the intent layer is unsure; --no-llm skips it."""
     if text is not None and has_surrogate(text):  # argv bytes Python could not decode
         fail("the prompt is not valid UTF-8; convert it first")
+    from llmroute.decide import Router
+
     router = Router.from_yaml(resolve_registry(registry))
     llm = None if no_llm else _llm_settings(router)
     with _llm_refiner(router, llm) as refine:
@@ -80,7 +83,9 @@ def _llm_refiner(router: Router, settings: LlmFallback | None) -> Iterator[Refin
     if settings is None:
         yield None
         return
-    # Imported here: providers and dispatch are only needed with an LLM router.
+    # Imported here: the event loop, providers and dispatch only serve an LLM router.
+    import asyncio
+
     from llmroute.dispatch import Dispatcher
     from llmroute.layers.llm_router import LlmRouter, refine_decision
     from llmroute.providers import build_providers
@@ -174,6 +179,8 @@ def _one_line(decision: Decision) -> str:
 
 
 def _print_explain(decision: Decision, llm: LlmFallback | None = None) -> None:
+    from llmroute.decision import Outcome
+
     console = Console(highlight=False, soft_wrap=True, emoji=False)
     console.print(f"[bold]{escape(_one_line(decision))}[/]")
     console.print(f"reason: {escape(decision.reason)}")

@@ -17,10 +17,10 @@ from rich.table import Table
 
 from llmroute.cli._app import app, check_artifact_output, err_console, fail
 from llmroute.cli.difficulty import train_app
-from llmroute.encoders.base import Encoder
 from llmroute.json_values import json_safe
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: `llmroute --help` builds every command
+    from llmroute.encoders.base import Encoder
     from llmroute.safety.injection import SafetyData
 
 __all__ = ["eval_safety", "train_safety"]

@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from llmroute.cli._app import RegistryOption, app, check_port, fail, resolve_registry
-from llmroute.registry import LoadedRegistry, load_registry
-from llmroute.registry.loader import read_text
 from llmroute.server import logs
 from llmroute.server.hosts import host_name
 from llmroute.server.invalid_http import http_protocol
@@ -38,6 +36,7 @@ from llmroute.server.settings import (
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
+    from llmroute.registry import LoadedRegistry
     from llmroute.server.reload import Fingerprint, Prepared
 
 
@@ -232,6 +231,8 @@ def serve(
     """
     import uvicorn
 
+    from llmroute.registry import load_registry
+    from llmroute.registry.loader import read_text
     from llmroute.server.reload import fingerprint
     from llmroute.server.shutdown import ignore_sighup
 
@@ -485,6 +486,7 @@ def _buildable(answer: Connection, path: str, threads: int | None, cases: str | 
     _die_with_parent()
     logging.disable(logging.WARNING)  # the workers say the load's warnings
     from llmroute.errors import LlmrouteError
+    from llmroute.registry import load_registry
     from llmroute.server.reload import assemble_router
 
     problem: str | None = None

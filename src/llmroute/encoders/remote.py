@@ -14,7 +14,6 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import httpx
 import numpy as np
 import numpy.typing as npt
 
@@ -53,6 +52,8 @@ class RemoteEncoder:
         self._dimensions = dimensions
         self._dim = dimensions
         self._key = ""
+        import httpx  # here: the built-in encoders (`llmroute route`) need no HTTP client
+
         all_headers = dict(headers or {})
         if api_key_env:
             self._key = os.environ.get(api_key_env, "")
@@ -88,6 +89,8 @@ class RemoteEncoder:
         return text.replace(self._key, "***") if self._key else text
 
     def _post(self, texts: list[str]) -> Any:
+        import httpx
+
         body: dict[str, Any] = {"model": self._model, "input": texts}
         if self._dimensions:
             body["dimensions"] = self._dimensions

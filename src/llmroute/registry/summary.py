@@ -17,7 +17,6 @@ from llmroute.registry.schema import (
     Rule,
     RuleWhen,
 )
-from llmroute.state.stores import has_limits
 from llmroute.telemetry.store.url import mask_url
 
 __all__ = ["describe_when", "headline", "summarize"]
@@ -234,6 +233,10 @@ def _state(registry: Registry) -> list[str]:
     """The response cache, where limits are counted and where breaker openings are
     shared, when the registry has them (URLs with their passwords masked;
     ``$LLMROUTE_CACHE_URL`` may override the cache's)."""
+    # here, not at the top: every `load_registry` imports this module, and the state
+    # package brings the response cache, limits and Redis code that `route` never runs
+    from llmroute.state.stores import has_limits
+
     lines = []
     cache = registry.cache
     if cache is not None:

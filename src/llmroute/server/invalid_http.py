@@ -23,7 +23,6 @@ what the answer is built from, answers as it always did, plain text.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING
@@ -31,6 +30,8 @@ from typing import TYPE_CHECKING
 from llmroute.log_every import LogEvery
 
 if TYPE_CHECKING:
+    import asyncio
+
     from llmroute.telemetry.metrics import GatewayMetrics
 
 __all__ = ["ANSWER_CODE", "http_protocol"]
