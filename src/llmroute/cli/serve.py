@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from llmroute.cli._app import RegistryOption, app, check_port, fail, resolve_registry
-from llmroute.server import logs
 from llmroute.server.hosts import host_name
 from llmroute.server.invalid_http import http_protocol
 from llmroute.server.root_path import ROOT_PATH_ENV, root_path_problem
@@ -233,6 +232,7 @@ def serve(
 
     from llmroute.registry import load_registry
     from llmroute.registry.loader import read_text
+    from llmroute.server import logs
     from llmroute.server.reload import fingerprint
     from llmroute.server.shutdown import ignore_sighup
 
