@@ -93,6 +93,8 @@ def configured_logs(
     so that what is logged before uvicorn starts is said the same way; for uvicorn."""
     import uvicorn
 
+    from llmroute.server import logs
+
     config = logs.log_config(
         uvicorn.config.LOGGING_CONFIG,
         level=level.value,
@@ -232,7 +234,6 @@ def serve(
 
     from llmroute.registry import load_registry
     from llmroute.registry.loader import read_text
-    from llmroute.server import logs
     from llmroute.server.reload import fingerprint
     from llmroute.server.shutdown import ignore_sighup
 
