@@ -537,3 +537,30 @@ def test_close_in_a_running_loop_warns_and_leaves_the_loop_running(
         closer.join(10)
     other.join(10)
     assert _logged(db) == [(200, None), (200, None)]
+
+
+def test_a_call_after_close_in_a_running_loop_is_not_ended_by_it(
+    upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The router stays usable after ``close()`` in a running loop: a call begun once it
+    returned is answered and logged. The close's thread took the loop's clients and the
+    log when it ran, after the call had begun: it ended the call (`RouterClosed`), or
+    closed the log the call's record was then offered to."""
+    db = tmp_path / "log.db"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
+    path = _one_route(tmp_path, upstream, f'slow: {{provider: fake, model: "slow?{WAIT}"}}', "slow")
+    router = Router.from_yaml(path)
+    router.chat.completions.create(messages=HELLO)  # the SDK's loop thread, which close stops
+
+    async def main() -> str:
+        with pytest.warns(RuntimeWarning, match="aclose"):
+            router.close()
+        return await _awaited(router.chat.completions.acreate(messages=HELLO))
+
+    try:
+        assert asyncio.run(main()) == "answered"
+    finally:
+        for closer in [t for t in threading.enumerate() if t.name == "llmroute-close"]:
+            closer.join(10)
+        router.close()
+    assert _logged(db) == [(200, None), (200, None)]

@@ -395,12 +395,28 @@ class _Engine:
             spared = {t.loop for t in (stopped, self._thread) if t is not None}
             return self._clients.release_others(spared, here)
 
-    def close(self, here: asyncio.AbstractEventLoop | None = None) -> None:
-        """Blocking; `here`: the loop of the code that closes, when it is not this
-        thread's (`Chat.close` in a running loop)."""
+    def close(self) -> None:
         stopped = self.stop_thread()
-        concurrent.futures.wait(self.release_others(stopped, here), timeout=_RELEASE_S)
+        concurrent.futures.wait(self.release_others(stopped), timeout=_RELEASE_S)
         self.log.close()
+
+    def close_later(self, here: asyncio.AbstractEventLoop) -> None:
+        """`close` for code running on `here`, which must not block: what the router
+        holds (the loop thread, other loops' clients, the log) is let go of now, so a
+        call begun once this returns starts afresh and is not ended by it; the waiting
+        (the thread's stop, the others' release, the log's flush) is done in a thread."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        released = self.release_others(thread, here)  # `thread` runs still: spared
+        finish_log = self.log.detach()
+
+        def wait() -> None:
+            if thread is not None:
+                thread.stop()
+            concurrent.futures.wait(released, timeout=_RELEASE_S)
+            finish_log()
+
+        threading.Thread(target=wait, name=_CLOSE_THREAD).start()
 
     async def aclose(self) -> None:
         await self._clients.aclose_current()
@@ -541,15 +557,15 @@ class Chat:
 
         That waits (for other loops' calls to end, the decision log's flush: up to
         seconds), so called in a running event loop (``with`` in ``async def``) it must
-        not: the waiting is handed to a thread, which the interpreter waits for at exit
+        not: what it holds is let go of at once (a call begun after it starts afresh),
+        the waiting is handed to a thread, which the interpreter waits for at exit
         (nothing queued is lost), and a `RuntimeWarning` points to ``aclose``."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self._engine.close()
             return
-        closer = threading.Thread(target=self._engine.close, args=(loop,), name=_CLOSE_THREAD)
-        closer.start()
+        self._engine.close_later(loop)
         warnings.warn(
             "Router.close() was called in a running event loop: it goes on in a thread so "
             "as not to block the loop; use `await router.aclose()` or `async with`, which "

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from llmroute.decide import Router
@@ -137,14 +137,24 @@ class SdkDecisionLog:
 
     def close(self) -> None:
         """Flush what is queued and close the store; a later call opens it again."""
+        self.detach()()
+
+    def detach(self) -> Callable[[], None]:
+        """`close` in two steps: the log is let go of now (a later call opens it again,
+        whoever finishes the close), and what is returned flushes and closes it
+        (blocking), for a close that waits in a thread."""
         with self._lock:
             writer, store = self._writer, self._store
             self._writer = self._store = self._recorder = None
             self._opened = False
-        if writer is not None:
-            writer.close(10.0)
-        if store is not None:
-            store.close()
+
+        def finish() -> None:
+            if writer is not None:
+                writer.close(10.0)
+            if store is not None:
+                store.close()
+
+        return finish
 
 
 def record_success(
