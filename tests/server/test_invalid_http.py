@@ -149,3 +149,25 @@ def test_each_is_counted_and_the_first_logged(tmp_path: Path) -> None:
         "not an HTTP/1.1 request from 127.0.0.1: answered 400 invalid_http_request" in (logged[0])
     )
     assert "Invalid HTTP request received." not in log_text
+
+
+def test_an_upgrade_it_does_not_take_is_served_and_said_once(tmp_path: Path) -> None:
+    """A request asking to upgrade to a protocol the gateway does not speak (``h2c``;
+    a WebSocket, no WebSocket library being installed) is served as HTTP/1.1; uvicorn's
+    two warnings about it are said for the first, then at most once a minute. They were
+    two lines a request, at any log level, for whoever sends the header."""
+    upgrade = {"Connection": "Upgrade", "Upgrade": "h2c"}
+    with serve_text(ECHO_ONLY, tmp_path) as served:
+        for _ in range(4):
+            reply = httpx.get(f"{served.url}/v1/models", headers=upgrade, timeout=10)
+            assert reply.status_code == 200
+
+        def said() -> list[str]:
+            lines = served.log_text().splitlines()
+            return [line for line in lines if "Unsupported upgrade request." in line]
+
+        wait_for("the warning", lambda: bool(said()), 10, served.log)
+        httpx.get(f"{served.url}/v1/models", timeout=10)  # a line after them: all written
+        log_text = served.log_text()
+    assert len(said()) == 1, said()
+    assert log_text.count("No supported WebSocket library detected") <= 1, log_text

@@ -14,7 +14,10 @@ Each is counted (``llmroute_invalid_http_total``, in the metrics of the app uvic
 serves) and logged on ``llmroute.server`` with the client's address: the first at once,
 then at most one a minute saying how many were not (`llmroute.log_every`), for whoever
 can connect can send such bytes as fast as they like. uvicorn's own warning, one a
-request, is held back (`quiet_uvicorn`) while this protocol answers.
+request, is held back (`quiet_uvicorn`) while this protocol answers. So are its two
+warnings about a request asking to upgrade to what the gateway does not serve (``h2c``,
+a WebSocket): that request is served as HTTP/1.1, and the warnings are said for the
+first, then at most once a minute.
 
 The hook, ``send_400_response``, is not documented uvicorn API (it is the same from
 uvicorn 0.30, the lowest this package allows, to 0.55): a uvicorn without it, or without
@@ -40,6 +43,9 @@ log = logging.getLogger("llmroute.server")
 
 ANSWER_CODE = "invalid_http_request"
 _UVICORN_SAYS = "Invalid HTTP request received."  # uvicorn.error's warning, one a request
+# uvicorn.error's warnings for a request asking to upgrade to what is not served (h2c;
+# a WebSocket: no WebSocket library is installed), two a request
+_UPGRADE_SAYS = ("Unsupported upgrade request.", "No supported WebSocket library detected.")
 _LOG_EVERY = LogEvery(60.0)  # one server a process: one period for all its connections
 _WRAPPERS_MOST = 8  # uvicorn's middleware around the app (proxy headers, trace logging)
 _BODY = json.dumps(
@@ -117,10 +123,23 @@ def _metrics_of(app: object) -> GatewayMetrics | None:
 
 class _HoldUvicornsLine(logging.Filter):
     """Held on ``uvicorn.error``: drops uvicorn's per-request warning, which `said`
-    replaces."""
+    replaces, and lets its warnings about an upgrade it does not take (any client may
+    ask for one) through as `said` does: the first, then at most one a minute."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg != _UVICORN_SAYS
+        msg = record.msg
+        if msg == _UVICORN_SAYS:
+            return False
+        if not isinstance(msg, str):
+            return True
+        kind = next((said for said in _UPGRADE_SAYS if msg.startswith(said)), None)
+        if kind is None:
+            return True
+        held = _LOG_EVERY.due(kind)
+        if held is None:
+            return False
+        record.msg = msg + LogEvery.since(held)
+        return True
 
 
 _HOLD = _HoldUvicornsLine()
