@@ -44,6 +44,19 @@ def test_all_is_sorted_and_exported() -> None:
     assert set(llmroute.__all__) <= set(dir(llmroute))
 
 
+def test_a_submodule_is_an_attribute_of_the_package() -> None:
+    """``import llmroute`` then ``llmroute.errors.ConfigError`` (the dotted names the docs
+    use): the package imported those submodules when it imported its public names, so
+    the attribute was there; loaded on first use, it raised AttributeError."""
+    code = (
+        "import llmroute; print(llmroute.errors.ConfigError.__name__, "
+        "llmroute.registry.ConfigErrors.__name__, hasattr(llmroute, 'no_such_module'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ConfigError", "ConfigErrors", "False"]
+
+
 def test_import_does_not_pull_heavy_or_network_modules() -> None:
     code = (
         "import sys, llmroute, llmroute.cli, llmroute.assemble; "
