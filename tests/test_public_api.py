@@ -44,6 +44,12 @@ def test_all_is_sorted_and_exported() -> None:
     assert set(llmroute.__all__) <= set(dir(llmroute))
 
 
+def test_dir_lists_the_public_names_not_the_helpers_of_the_lazy_import() -> None:
+    names = set(dir(llmroute))
+    assert set(llmroute.__all__) <= names
+    assert not {"annotations", "importlib", "TYPE_CHECKING", "Any"} & names
+
+
 def test_a_submodule_is_an_attribute_of_the_package() -> None:
     """``import llmroute`` then ``llmroute.errors.ConfigError`` (the dotted names the docs
     use): the package imported those submodules when it imported its public names, so

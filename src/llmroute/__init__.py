@@ -101,5 +101,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+_NOT_PUBLIC = frozenset({"annotations", "importlib", "TYPE_CHECKING", "Any"})
+
+
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return sorted({*globals(), *__all__} - _NOT_PUBLIC)
