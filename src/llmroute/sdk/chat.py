@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import copy
+import os
 import sys
 import threading
 import time
@@ -57,7 +58,7 @@ __all__ = ["Chat", "Completions"]
 T = TypeVar("T")
 _RELEASE_S = 10.0  # for other loops to end their calls and close their connections
 _CLOSE_THREAD = "llmroute-close"  # the thread a close called in a running loop waits in
-_PACKAGE = str(Path(__file__).parents[1])
+_PACKAGE = str(Path(__file__).parents[1]) + os.sep  # not a sibling llmroute_x package
 
 
 class _Request:
