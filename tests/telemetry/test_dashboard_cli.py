@@ -268,3 +268,33 @@ def test_the_log_levels_are_serves(tmp_path: Path) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "'loud' is not one of 'debug', 'info', 'warning', 'error'" in done.stderr
+
+
+def test_what_is_not_http_is_answered_as_the_gateway_answers_it(tmp_path: Path) -> None:
+    """Bytes uvicorn's parser refuses get the gateway's error JSON (not uvicorn's plain
+    text), and one warning for the first, not uvicorn's line for each: whoever reaches
+    the dashboard can send them as fast as they like."""
+    log = tmp_path / "dashboard.log"
+    garbage = (
+        b"GARBAGE\r\n\r\n",
+        b"GET /dashboard HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: a\x01b\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    )
+    with log_dashboard(f"sqlite:///{tmp_path / 'log.db'}", log) as base:
+        port = int(base.rpartition(":")[2])
+        for data in garbage:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(data)
+                received = b""
+                while chunk := sock.recv(65536):  # until the dashboard closes it
+                    received += chunk
+            head, _, body = received.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400 "), received
+            assert b"content-type: application/json" in head.lower(), received
+            assert json.loads(body)["error"]["code"] == "invalid_http_request"
+        said = "not an HTTP/1.1 request from 127.0.0.1: answered 400 invalid_http_request"
+        wait_for("the warning", lambda: said in log.read_text(), 10, log)
+        assert httpx.get(f"{base}/health", timeout=10).status_code == 200  # serves on
+    text = log.read_text()
+    assert text.count("not an HTTP/1.1 request") == 1, text
+    assert "Invalid HTTP request received." not in text, text

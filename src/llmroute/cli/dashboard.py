@@ -45,6 +45,7 @@ def dashboard_command(
     from llmroute.errors import ConfigError
     from llmroute.registry import LoadedRegistry, load_registry
     from llmroute.server.dashboard import create_log_dashboard
+    from llmroute.server.invalid_http import http_protocol
 
     prefix = checked_root_path(root_path)
     names = checked_allowed_hosts(allowed_host)
@@ -70,7 +71,9 @@ def dashboard_command(
     typer.echo(f"dashboard: {page_url(host, port)} (decision log: {shown})")
     if prefix is not None:
         typer.echo(f"paths under {prefix} are served as without it (--root-path)")
-    uvicorn.run(web, host=host, port=port, log_config=config)
+    # what is not HTTP is answered, logged and held back as the gateway's (no count:
+    # the dashboard has no metrics)
+    uvicorn.run(web, host=host, port=port, http=http_protocol(), log_config=config)
 
 
 def page_url(host: str, port: int) -> str:

@@ -5,10 +5,11 @@ forbids, a ``Content-Length`` that is not a number or one beside ``Transfer-Enco
 a broken chunked body, an unknown transfer coding, TLS or HTTP/2 sent to this plain
 HTTP/1.1 port) never reaches the app: uvicorn logs ``Invalid HTTP request received.``,
 answers a plain-text 400 saying the same, and closes the connection. `http_protocol`
-is the protocol class `llmroute serve` gives uvicorn: its own httptools one (what its
-``auto`` picks, httptools being installed with llmroute), whose 400 is the error JSON
-every other client error of the gateway is, with code ``invalid_http_request``; the
-closed connection stays uvicorn's.
+is the protocol class `llmroute serve` and `llmroute dashboard` give uvicorn: its own
+httptools one (what its ``auto`` picks, httptools being installed with llmroute), whose
+400 is the error JSON every other client error of the gateway is, with code
+``invalid_http_request``; the closed connection stays uvicorn's. (The dashboard has no
+metrics: it counts nothing.)
 
 Each is counted (``llmroute_invalid_http_total``, in the metrics of the app uvicorn
 serves) and logged on ``llmroute.server`` with the client's address: the first at once,
@@ -70,9 +71,9 @@ _HEAD = (
 
 
 def http_protocol() -> type[asyncio.Protocol] | str:
-    """What `llmroute serve` passes uvicorn as ``http``: the protocol class whose 400
-    is the error JSON, or ``"auto"`` (uvicorn's own choice, and answer) when this
-    uvicorn has no httptools protocol where 0.30 to 0.55 have it."""
+    """What `llmroute serve` and `dashboard` pass uvicorn as ``http``: the protocol
+    class whose 400 is the error JSON, or ``"auto"`` (uvicorn's own choice, and answer)
+    when this uvicorn has no httptools protocol where 0.30 to 0.55 have it."""
     try:
         from llmroute.server._json_httptools import JsonHttpToolsProtocol
     except ImportError:
