@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -150,6 +151,23 @@ def test_unreachable_server_is_an_encoder_error() -> None:
     enc = RemoteEncoder("http://127.0.0.1:9/v1", "m", timeout=0.5)
     with pytest.raises(EncoderError, match=r"unreachable|timed out"):
         enc.encode(["hello"])
+
+
+def test_a_call_imports_nothing(
+    encoder: RemoteEncoder, server: tuple[str, ServerState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httpx is imported with the client, not again on each call (an import statement
+    a request, on the encoder's hot path): with `import httpx` made to fail after the
+    encoder is built, calls are still answered, and their failures still caught."""
+    closed = RemoteEncoder("http://127.0.0.1:9/v1", "m", timeout=0.5)
+    monkeypatch.setitem(sys.modules, "httpx", None)  # `import httpx` now raises
+    assert encoder.encode(["hello", "world"]).shape == (2, 8)
+    server[1].mode = "slow"
+    with pytest.raises(EncoderError, match="timed out"):
+        encoder.encode(["a new text"])
+    with pytest.raises(EncoderError, match=r"unreachable|timed out"):
+        closed.encode(["hello"])
+    closed.close()
 
 
 def test_missing_key_variable_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

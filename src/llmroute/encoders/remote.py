@@ -61,6 +61,9 @@ class RemoteEncoder:
                 raise ConfigError(f"environment variable {api_key_env} (API key) is not set")
             all_headers["Authorization"] = f"Bearer {self._key}"
         self._client = httpx.Client(headers=all_headers, timeout=timeout)
+        # what a call catches, kept with the client: a call runs no import statement
+        self._timed_out: type[Exception] = httpx.TimeoutException
+        self._failed: type[Exception] = httpx.HTTPError
         self._cache: OrderedDict[str, _Vec] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -89,17 +92,15 @@ class RemoteEncoder:
         return text.replace(self._key, "***") if self._key else text
 
     def _post(self, texts: list[str]) -> Any:
-        import httpx
-
         body: dict[str, Any] = {"model": self._model, "input": texts}
         if self._dimensions:
             body["dimensions"] = self._dimensions
         where = f"embeddings endpoint {self._endpoint}"
         try:
             response = self._client.post(self._endpoint, json=body)
-        except httpx.TimeoutException as exc:
+        except self._timed_out as exc:
             raise EncoderError(f"{where} timed out ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:
+        except self._failed as exc:
             raise EncoderError(f"{where} unreachable: {self._redact(str(exc))}") from None
         self.requests_sent += 1
         if not response.is_success:
