@@ -111,7 +111,9 @@ class SafetyOutcome:
     and telemetry; `restore` maps each placeholder to the value it replaced, for the
     answer the client gets when the profile restores (`llmroute.safety.restore`);
     `answer_mask` redacts PII in that answer when the profile says so. They are left out
-    of `to_dict` and of the repr.
+    of `to_dict` and of the repr. `windows` counts the windows cut, `unread_windows`
+    those of them the classifier did not score (mostly in scripts the encoder does not
+    read): `injection_score` is the highest of the rest.
     """
 
     profile: str
@@ -120,6 +122,7 @@ class SafetyOutcome:
     injection_score: float | None = None
     pii: Mapping[str, int] = field(default_factory=lambda: _NO_COUNTS)
     windows: int = 0
+    unread_windows: int = 0
     unscanned: bool = False
     model: str | None = None
     redacted_body: Mapping[str, Any] | None = field(default=None, repr=False)
@@ -143,6 +146,8 @@ class SafetyOutcome:
         if self.pii:
             out["pii"] = dict(self.pii)
         out["windows"] = self.windows
+        if self.unread_windows:
+            out["unread_windows"] = self.unread_windows
         if self.unscanned:
             out["unscanned"] = True
         if self.model is not None:

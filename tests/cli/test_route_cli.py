@@ -90,6 +90,7 @@ def test_route_explain_says_the_safety_classifier_did_not_score_unread_text(
     safety = json.loads(result.stdout)["safety"]
     assert (safety["action"], safety["fired"]) == ("allow", ["unread_scripts"])
     assert "injection_score" not in safety
+    assert safety["windows"] == safety["unread_windows"] == 1  # its one window, not scored
     explained = llmroute("route", "-r", str(static_registry), "--explain", prose)
     (row,) = [line for line in explained.stdout.splitlines() if line.startswith("safety ")]
     assert "allow (unread_scripts): injection not scored: text" in row

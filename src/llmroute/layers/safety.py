@@ -185,6 +185,7 @@ class SafetyLayer:
             injection_score=score,
             pii=MappingProxyType(counts) if counts else MappingProxyType({}),
             windows=n_windows,
+            unread_windows=scan.unread,
             unscanned=unscanned,
             model=model,
             redacted_body=redacted,
