@@ -145,11 +145,12 @@ def script_table() -> npt.NDArray[np.uint8]:
     return table
 
 
-def _char_class(members: npt.NDArray[np.bool_]) -> str:
-    """A regular-expression class matching the code points where `members` is true."""
+def _char_class(members: npt.NDArray[np.bool_], *, negate: bool = False) -> str:
+    """A regular-expression class matching the code points where `members` is true (with
+    `negate`, every other character, those beyond the table included)."""
     idx = np.flatnonzero(members)
     if not idx.size:
-        return "(?!)"
+        return r"[\s\S]" if negate else "(?!)"
     breaks = np.flatnonzero(np.diff(idx) != 1)
     firsts = np.concatenate(([idx[0]], idx[breaks + 1]))
     lasts = np.concatenate((idx[breaks], [idx[-1]]))
@@ -157,7 +158,18 @@ def _char_class(members: npt.NDArray[np.bool_]) -> str:
         re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
         for a, b in zip(firsts.tolist(), lasts.tolist(), strict=True)
     ]
-    return "[" + "".join(parts) + "]"
+    return ("[^" if negate else "[") + "".join(parts) + "]"
+
+
+@functools.cache
+def _runs(unread_at: tuple[bool, ...]) -> re.Pattern[str]:
+    """A run of letters not read (`unread_at`: by script index) and whatever follows up
+    to the next letter read; compiled once per process when first needed (~20 ms: only
+    the safety layer's windows mostly in scripts not read ask)."""
+    at = script_table()[:_END]
+    unread = np.asarray(unread_at)[at]
+    read = (at != 0) & ~unread
+    return re.compile(_char_class(unread) + _char_class(read, negate=True) + "*")
 
 
 class ScriptCheck:
@@ -267,3 +279,22 @@ class ScriptCheck:
         unread.sort(key=lambda pair: -pair[0])  # stable: SCRIPTS order breaks ties
         shares = (f"{_NAMES[i].capitalize()} {100 * n / letters:.0f}%" for n, i in unread[:2])
         return ", ".join(shares)
+
+    def read_part(self, text: str, *, least: int) -> str | None:
+        """What the encoder reads of `text` with each run of letters it does not read (and
+        the neutral characters up to the next letter it reads) cut to a space, when that
+        holds at least `least` letters it reads; else None. For the safety layer: the
+        English of a window mostly in other scripts, as the classifier can read it (the
+        vector of the whole window is made of unknown tokens).
+
+        Uses the count `unread` kept for the same text: ask it first."""
+        pieces = self._pieces(text)
+        counts = self._letters(text)
+        if counts is None:  # every letter is read: nothing to cut
+            read = sum(ch.isalpha() for piece in pieces for ch in piece)
+            return " ".join(pieces) if read >= least else None
+        read = sum(n for i, n in enumerate(counts) if i and not self._unread_at[i])
+        if read < least:
+            return None
+        runs = _runs(self._unread_at)
+        return " ".join(runs.sub(" ", piece).strip() for piece in pieces)
