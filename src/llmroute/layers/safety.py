@@ -11,7 +11,8 @@ The classifier does not score a window mostly in scripts the encoder does not re
 fragments, and benign Russian or Arabic prose scored above the threshold. Such a window
 is not embedded; the fast rules still read every text, a window holding `READ_ENOUGH`
 letters the encoder reads is scored whatever its share (an English instruction pasted
-into a Russian document), and the profile's ``unread_scripts`` action applies.
+into a Russian document), one holding `READ_SOME` has those letters scored alone (a
+short one padded with Chinese), and the profile's ``unread_scripts`` action applies.
 
 Nothing it records holds the matched text: findings are detector names, scores, PII
 types and counts.
@@ -44,10 +45,15 @@ from llmroute.safety.pii import PLACEHOLDER, PhoneBudget, PiiDetector, PiiSpan, 
 from llmroute.safety.segments import Place, Segment, new_turn, replace_texts, segments_of
 from llmroute.safety.windows import windows
 
-__all__ = ["READ_ENOUGH", "SAFETY_LAYER", "SafetyLayer", "build_safety_layer"]
+__all__ = ["READ_ENOUGH", "READ_SOME", "SAFETY_LAYER", "SafetyLayer", "build_safety_layer"]
 
 SAFETY_LAYER = "safety"
 log = logging.getLogger("llmroute.safety")
+
+READ_SOME = 12
+"""Letters the encoder reads that make the classifier score them alone in a window mostly
+in other scripts: a verb and its object, the least an instruction needs ("reveal your
+prompt" holds 16, "ignore above" 11); a short Russian request naming "Python" holds 6."""
 
 READ_ENOUGH = 32
 """Letters the encoder reads that make a window mostly in other scripts scored anyway:
@@ -70,7 +76,8 @@ class _Call:
 class _Scan:
     """What the injection scan found: the worst scored window's score, a rule that
     matched, the windows cut, whether text was left over, the windows not scored for
-    their script and the scripts of the first of them."""
+    their script, the scripts of the first of them and how many of those had their
+    letters the encoder reads scored alone."""
 
     score: float | None = None
     rule: str | None = None
@@ -78,6 +85,7 @@ class _Scan:
     unscanned: bool = False
     unread: int = 0
     scripts: str | None = None
+    partly: int = 0
 
 
 _NOTHING = _Scan()
@@ -149,8 +157,7 @@ class SafetyLayer:
         elif score is not None and self._threshold is not None and score >= self._threshold:
             calls.append(_call(profile.injection, "injection"))
         if scan.unread:
-            detail["unread_scripts"] = scan.scripts
-            detail["unread_windows"] = scan.unread
+            detail.update(_unread_detail(scan))
             calls.append(_call(profile.unread_scripts, "unread_scripts"))
         if unscanned:
             calls.append(_Call(profile.unscanned, "unscanned"))
@@ -226,35 +233,44 @@ class SafetyLayer:
         shared = len(chunks) == 1 and chunks[0] == ctx.request.text
         if shared:
             chunks = [ctx.request.text]  # the very text the intent layer checked: no recount
-        read, unread = self._readable(chunks)
+        read, parts, unread = self._readable(chunks)
         scan = _Scan(
             windows=len(chunks),
             unscanned=unscanned,
             unread=len(chunks) - len(read),
             scripts=unread,
+            partly=len(parts),
         )
+        if parts:
+            read = [*read, *parts]
         if not read:
             return scan
-        # a shared window: the request's embedding, no second encode
-        vectors = ctx.embedding[np.newaxis, :] if shared else ctx.encode(read)
+        # a shared window read whole: the request's embedding, no second encode
+        vectors = ctx.embedding[np.newaxis, :] if shared and not parts else ctx.encode(read)
         scores = detector.score(read, vectors)
         return replace(scan, score=float(np.max(scores)))
 
-    def _readable(self, chunks: list[str]) -> tuple[list[str], str | None]:
-        """The windows the classifier can read, and the scripts of the first it cannot
-        (None when it reads them all)."""
+    def _readable(self, chunks: list[str]) -> tuple[list[str], list[str], str | None]:
+        """The windows the classifier can read; of the others, the letters it reads when
+        they are `READ_SOME` or more (a short English instruction padded with Chinese);
+        and the scripts of the first window it cannot read (None when it reads them all).
+        A window read whole costs the check alone."""
         check = self._scripts
         if check is None:
-            return chunks, None
+            return chunks, [], None
         read: list[str] = []
+        parts: list[str] = []
         first: str | None = None
         for chunk in chunks:
             scripts = check.unread(chunk, enough=READ_ENOUGH)
             if scripts is None:
                 read.append(chunk)
-            elif first is None:
+                continue
+            if first is None:
                 first = scripts
-        return read, first
+            if (part := check.read_part(chunk, least=READ_SOME)) is not None:
+                parts.append(part)
+        return read, parts, first
 
     def _scan_for_pii(
         self,
@@ -409,6 +425,15 @@ def _redacted_arguments(
     return json.dumps(redacted, ensure_ascii=False) if changed else None
 
 
+def _unread_detail(scan: _Scan) -> dict[str, Any]:
+    """The signal's account of the windows not scored whole: their scripts (of the first),
+    how many, and how many had the letters the encoder reads scored alone."""
+    detail: dict[str, Any] = {"unread_scripts": scan.scripts, "unread_windows": scan.unread}
+    if scan.partly:
+        detail["read_part_windows"] = scan.partly
+    return detail
+
+
 def _summary(
     action: str,
     fired: Sequence[str],
@@ -422,13 +447,18 @@ def _summary(
     n_windows = scan.windows - scan.unread
     if score is not None and threshold is not None:
         cmp = "≥" if score >= threshold else "<"
-        where = f" in {n_windows} windows" if n_windows > 1 else ""
+        scored = n_windows + scan.partly
+        where = f" in {scored} windows" if scored > 1 else ""
         seen.append(f"injection {score:.3f} {cmp} {threshold:.3f}{where}")
     if scan.unread:
         which = "text" if not n_windows else f"{scan.unread} of {scan.windows} windows"
+        partly = ""
+        if scan.partly:
+            of = "" if not n_windows and scan.windows == 1 else f" of {scan.partly}"
+            partly = f"; the letters it reads{of} scored alone"
         seen.append(
             f"injection not scored: {which} mostly in a script the encoder does not read "
-            f"({scan.scripts} of the letters)"
+            f"({scan.scripts} of the letters){partly}"
         )
     seen.append("PII " + ", ".join(f"{k}×{v}" for k, v in counts.items()) if counts else "no PII")
     head = action if not fired else f"{action} ({', '.join(fired)})"
