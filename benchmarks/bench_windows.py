@@ -14,7 +14,7 @@ the mean window in characters and the characters 16 windows cover.
 Japanese, Russian and Arabic documents at offsets the encoder did not read before; score
 / threshold of the shipped minilm-int8 and static artifacts, before and after, and as the
 safety layer scores it (``layer``: windows mostly in scripts the encoder does not read
-left out, `READ_ENOUGH`). ``--cost``: windows +
+left out, `READ_ENOUGH`, but the letters it reads of them when `READ_SOME`). ``--cost``: windows +
 encode + score of an 8,000-character English, Chinese and Russian input, both encoders.
 """
 
@@ -35,7 +35,7 @@ from llmroute.encoders.base import Encoder
 from llmroute.encoders.builtin import load_builtin
 from llmroute.encoders.scripts import BUILTIN_SCRIPTS, ScriptCheck
 from llmroute.encoders.static import DATA_DIR
-from llmroute.layers.safety import READ_ENOUGH
+from llmroute.layers.safety import READ_ENOUGH, READ_SOME
 from llmroute.safety import windows as windows_module
 from llmroute.safety.injection import InjectionDetector, builtin_detector_dir, load_detector
 from llmroute.safety.windows import windows
@@ -117,9 +117,16 @@ def catch(prose: dict[str, str], name: str) -> None:
         return float(detector.score(found, encoder.encode(found)).max()) / detector.threshold
 
     def layer(text: str, size: int, stride: int, most: int) -> tuple[list[str], bool]:
-        """The windows the safety layer scores: those the encoder reads enough of."""
+        """What the safety layer scores: the windows the encoder reads enough of, and of
+        the others the letters it reads when there are `READ_SOME` of them."""
         found, unscanned = windows(text, size, stride, most)
-        return [w for w in found if LATIN.unread(w, enough=READ_ENOUGH) is None], unscanned
+        read, parts = [], []
+        for w in found:
+            if LATIN.unread(w, enough=READ_ENOUGH) is None:
+                read.append(w)
+            elif (part := LATIN.read_part(w, least=READ_SOME)) is not None:
+                parts.append(part)
+        return read + parts, unscanned
 
     def shown(text: str, cut: Cut) -> str:
         return f"{worst(text, cut):.2f}" if cut(text, 1000, 750, 16)[0] else "none scored"
