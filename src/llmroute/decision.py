@@ -112,8 +112,8 @@ class SafetyOutcome:
     answer the client gets when the profile restores (`llmroute.safety.restore`);
     `answer_mask` redacts PII in that answer when the profile says so. They are left out
     of `to_dict` and of the repr. `windows` counts the windows cut, `unread_windows`
-    those of them the classifier did not score (mostly in scripts the encoder does not
-    read): `injection_score` is the highest of the rest.
+    those of them mostly in scripts the encoder does not read, which the classifier did
+    not score whole (only their read letters, when there are enough).
     """
 
     profile: str
