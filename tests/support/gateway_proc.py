@@ -6,6 +6,7 @@ stderr go to a log file the test can read.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -71,13 +72,60 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, log: Path | N
     pytest.fail(f"{what} did not happen within {timeout} s{shown}")
 
 
-def _ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> bool:
+class _PortTaken(Exception):
+    """The free port was taken before the process bound it (by another test worker's
+    process, or as an outgoing connection's): start again on another."""
+
+
+_IN_USE = ("cannot listen on", "address already in use")
+
+
+def _answers(what: str, url: str, proc: subprocess.Popen[bytes], log: Path) -> bool:
     if proc.poll() is not None:
-        pytest.fail(f"llmroute serve exited with {proc.returncode}:\n{log.read_text()}")
+        said = log.read_text(errors="replace")
+        if any(sign in said.lower() for sign in _IN_USE):
+            raise _PortTaken(said)
+        pytest.fail(f"{what} exited with {proc.returncode}:\n{said}")
     try:
-        return httpx.get(f"{url}/ready", timeout=1).status_code == 200
+        return httpx.get(url, timeout=1).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def _start(
+    command: Sequence[str],
+    log: Path,
+    env: Mapping[str, str] | None,
+    path: str,
+    startup_s: float,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``COMMAND --port PORT`` on a free port, once ``PATH`` answers 200: the process
+    and its base URL. A port taken between `free_port` and the bind (tests run in
+    parallel) is tried again on another, at most three times."""
+    what = f"{Path(command[0]).name} {command[1]}"  # llmroute serve
+    for attempt in range(3):
+        port = free_port()
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [*command, "--port", str(port)],
+                env={**os.environ, **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        base = f"http://127.0.0.1:{port}"
+        check = functools.partial(_answers, what, base + path, proc, log)
+        try:
+            wait_for(f"{what} ready", check, startup_s, log)
+        except _PortTaken as exc:
+            stop(proc)
+            if attempt == 2:
+                pytest.fail(f"{what} found no free port:\n{exc}")
+            continue
+        except BaseException:
+            stop(proc)
+            raise
+        return proc, base
+    raise AssertionError("unreachable")
 
 
 @contextmanager
@@ -89,18 +137,9 @@ def serve(
     startup_s: float = 60,
 ) -> Iterator[Served]:
     """Run ``llmroute serve --registry REGISTRY ARGS...`` until the block ends."""
-    port = free_port()
-    command = [str(BIN / "llmroute"), "serve", "--registry", str(registry), "--port", str(port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*command, *args],
-            env={**os.environ, **(env or {})},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    command = [str(BIN / "llmroute"), "serve", "--registry", str(registry), *args]
+    proc, url = _start(command, log, env, "/ready", startup_s)
     try:
-        wait_for("llmroute serve ready", lambda: _ready(url, proc, log), startup_s, log)
         yield Served(url, proc, log)
     finally:
         stop(proc)
@@ -151,24 +190,9 @@ def log_dashboard(
     """`llmroute dashboard --url URL ARGS...` on a free 127.0.0.1 port (its default
     host), its output in `log`; yields its base URL once /health answers, stops it on
     exit."""
-    port = free_port()
-    command = [str(BIN / "llmroute"), "dashboard", "--url", url, "--port", str(port), *args]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"llmroute dashboard exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            return httpx.get(f"{base}/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
+    command = [str(BIN / "llmroute"), "dashboard", "--url", url, *args]
+    proc, base = _start(command, log, env, "/health", 30)
     try:
-        wait_for("llmroute dashboard", up, 30, log)
         yield base
     finally:
         stop(proc)
