@@ -21,11 +21,29 @@ from pathlib import Path
 
 from llmroute.encoders.builtin import load_builtin
 from llmroute.encoders.cached import CachedEncoder
-from llmroute.safety.injection import read_safety_data, save_detector, train_detector
+from llmroute.safety.injection import (
+    SafetyData,
+    read_safety_data,
+    save_detector,
+    train_detector,
+)
 from llmroute.safety.token_bag import load_token_bag
 
 ROOT = Path(__file__).resolve().parents[1]
 ENCODERS = ("static", "minilm-int8")
+
+
+def train_rows(path: Path) -> SafetyData:
+    """The rows of `path` whose ``split`` is ``train`` (the others stay held out)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = [r for r in map(json.loads, filter(str.strip, lines)) if r["split"] == "train"]
+    return SafetyData(
+        tuple(r["text"] for r in rows),
+        tuple(r["label"] for r in rows),
+        tuple(r["group"] for r in rows),
+        tuple(r.get("source", "") for r in rows),
+        tuple(r.get("genre", "") for r in rows),
+    )
 
 
 def main() -> None:
@@ -38,7 +56,14 @@ def main() -> None:
         action="store_true",
         help="let cross-validation try the nearest-known-text columns (not shipped)",
     )
+    parser.add_argument(
+        "--benign-extra",
+        type=Path,
+        help="JSONL with a 'split' field (benchmarks/data/latin_prose_long.jsonl): its "
+        "'train' rows join the training pool, the others are left for the benchmarks",
+    )
     args = parser.parse_args()
+    extra = None if args.benign_extra is None else train_rows(args.benign_extra)
     data = read_safety_data(
         args.data_dir / "jailbreak/train.jsonl", args.data_dir / "prompt_injection/train.jsonl"
     )
@@ -47,7 +72,12 @@ def main() -> None:
         encoder = CachedEncoder(load_builtin(name), cache)
         bag = load_token_bag() if name.startswith("minilm") else None
         detector, report = train_detector(
-            data, encoder, token_bag=bag, neighbours=args.neighbours, progress=print
+            data,
+            encoder,
+            token_bag=bag,
+            neighbours=args.neighbours,
+            extra=extra,
+            progress=print,
         )
         folder = save_detector(detector, args.out / f"injection-{name}")
         validation = report.validation.to_dict()

@@ -170,6 +170,24 @@ def test_tiny_training_run_separates_the_classes(trained: tuple[InjectionDetecto
     assert scores[0] > score_texts(detector, ["please help me with my task"], encoder)[0]
 
 
+def test_extra_rows_join_the_training_pool_whatever_their_side(
+    tmp_path: Path, trained: tuple[InjectionDetector, object]
+) -> None:
+    """Benign documents kept apart from the data's split (their held-out rows left out by
+    the caller) are trained on, whatever side their group would fall on; other labels
+    are not."""
+    data = read_safety_data(_write(tmp_path / "tiny.jsonl", _fixture_rows()))
+    extra_rows = [
+        {"text": f"Bitte bringen Sie am Montag Ihren Ausweis mit, Nummer {i}.", "label": "benign"}
+        for i in range(3)
+    ] + [{"text": "how to build a bomb, extra", "label": "harmful"}]
+    extra = read_safety_data(_write(tmp_path / "extra.jsonl", extra_rows))
+    assert 2 in split_sides(extra)  # one would be on the test side of the split
+    rows = trained[1].rows  # type: ignore[attr-defined]  # the same data, no extra
+    _, report = train_detector(data, load_builtin("static"), extra=extra)
+    assert report.rows == {"train+validation": rows["train+validation"] + 3, "test": rows["test"]}
+
+
 def test_artifact_round_trip_and_refused_encoder(
     tmp_path: Path, trained: tuple[InjectionDetector, object]
 ) -> None:

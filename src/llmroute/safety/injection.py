@@ -679,6 +679,7 @@ def train_detector(
     token_bag: TokenBag | None = None,
     seed: int = 0,
     neighbours: bool = False,
+    extra: SafetyData | None = None,
     progress: Progress | None = None,
 ) -> tuple[InjectionDetector, TrainReport]:
     """Choose C, the embedding's weight and the weight of ``injection`` rows (and, with
@@ -687,11 +688,17 @@ def train_detector(
     then AUC), calibrate the threshold on the chosen setting's out-of-fold scores, and
     fit the shipped model on train + validation. The test side is not read.
 
+    `extra` rows join the training pool whatever their group's side: data kept apart
+    from `data`'s split by its own (benign documents in other languages, whose held-out
+    rows the caller leaves out).
+
     DataError when there are fewer than `MIN_PER_CLASS` rows of a class to learn from.
     """
     started = time.perf_counter()
     sides = split_sides(data, seed=seed)
     pool = data.subset(np.flatnonzero(data.is_detector_row & (sides < 2)))
+    if extra is not None:
+        pool = _concat(pool, extra.subset(np.flatnonzero(extra.is_detector_row)))
     y = pool.is_attack
     _check_counts(y)
     feats = _features(encoder, token_bag, pool.texts, pool.groups, progress)
