@@ -170,7 +170,9 @@ def test_an_encoder_declared_to_read_the_script_scores_it(router: Router, tmp_pa
     declared = router_for(tmp_path, encoder=spec).decide(BLOCKED_BEFORE[1]).safety
     latin = router.decide(BLOCKED_BEFORE[1]).safety
     assert declared is not None and latin is not None
-    assert (declared.fired, latin.fired) == (("injection",), ("unread_scripts",))
+    # scored, not left unread (the static detector flagged it until its 2026-12-06 retraining
+    # on benign prose in other languages; it no longer does)
+    assert "unread_scripts" not in declared.fired and latin.fired == ("unread_scripts",)
     assert declared.injection_score is not None and latin.injection_score is None
 
 
