@@ -11,6 +11,11 @@ the threshold is set on the out-of-fold scores (FPR <= 1.5%) and the model is fi
 train + validation. Writes them to src/llmroute/safety/data/injection-<encoder>/ (or
 under --out) and prints each one's candidates and out-of-fold metrics. Test rows are not
 read here: see benchmarks/bench_safety.py.
+
+The shipped static artifact (since 2026-12-06) also learnt from benign documents in nine
+Latin-script languages: ``--encoders static --benign-extra
+benchmarks/data/latin_prose_long.jsonl`` (their ``train`` rows; docs/benchmarks.md,
+"Benign documents in other Latin-script languages"); the minilm-int8 one did not.
 """
 
 from __future__ import annotations
