@@ -24,7 +24,7 @@ import numpy.typing as npt
 from llmroute.decision import Verdict
 from llmroute.encoders.scripts import ScriptCheck
 from llmroute.layers.base import DecisionContext, LayerResult
-from llmroute.layers.intent import UNREAD_SCRIPTS, IntentLayer
+from llmroute.layers.intent import UNREAD_SCRIPTS, unread_scripts
 
 __all__ = ["DIFFICULTY_ROUTE", "DifficultyLayer", "ScoresDifficulty", "Unread"]
 
@@ -76,7 +76,7 @@ class DifficultyLayer:
 
     def evaluate(self, ctx: DecisionContext) -> LayerResult:
         text = ctx.request.text
-        unread = self._unread(ctx, text)
+        unread = unread_scripts(ctx, self.scripts, text)
         if unread is not None and self.unread != "score":
             strong = self.unread == "strong"
             verdict = Verdict(
@@ -113,14 +113,3 @@ class DifficultyLayer:
         if unread is not None:
             scored[UNREAD_SCRIPTS] = unread
         return LayerResult(verdict=verdict, detail=MappingProxyType(scored))
-
-    def _unread(self, ctx: DecisionContext, text: str) -> str | None:
-        """The scripts the encoder does not read that most of `text` is in, as the intent
-        layer found (when it ran: not for ``router-<kind>-<t>``), else by the check."""
-        if self.scripts is None or not text:
-            return None
-        intent = ctx.results.get(IntentLayer.name)
-        if intent is not None:
-            unread = intent.detail.get(UNREAD_SCRIPTS)
-            return unread if isinstance(unread, str) else None
-        return self.scripts.unread(text)

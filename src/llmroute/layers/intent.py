@@ -35,7 +35,7 @@ from llmroute.encoders.scripts import ScriptCheck
 from llmroute.layers.base import DecisionContext, LayerResult
 from llmroute.scoring.heads import IntentHead
 
-__all__ = ["UNREAD_SCRIPTS", "IntentLayer", "confidence_view"]
+__all__ = ["UNREAD_SCRIPTS", "IntentLayer", "confidence_view", "unread_scripts"]
 
 UNREAD_SCRIPTS = "unread_scripts"
 """The `detail` key of a pass for a text mostly in scripts the encoder does not read."""
@@ -158,3 +158,17 @@ def _top_indices(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp
         return np.argsort(-scores)
     part = np.argpartition(-scores, k - 1)[:k]
     return part[np.argsort(-scores[part])]
+
+
+def unread_scripts(ctx: DecisionContext, check: ScriptCheck | None, text: str) -> str | None:
+    """The scripts the encoder does not read that most of `text` is in, or None: as the
+    intent layer found when it ran (it checked the same text), else by `check` (a rule,
+    a pinned model or ``router-<kind>-<t>`` decided). For the layers after intent whose
+    learned scores of such a text's vector mean nothing."""
+    if check is None or not text:
+        return None
+    intent = ctx.results.get(IntentLayer.name)
+    if intent is not None:
+        unread = intent.detail.get(UNREAD_SCRIPTS)
+        return unread if isinstance(unread, str) else None
+    return check.unread(text)

@@ -30,7 +30,7 @@ from llmroute.encoders.scripts import ScriptCheck
 from llmroute.errors import ConfigError
 from llmroute.layers.base import DecisionContext, LayerResult
 from llmroute.layers.difficulty import DIFFICULTY_ROUTE
-from llmroute.layers.intent import UNREAD_SCRIPTS, IntentLayer
+from llmroute.layers.intent import unread_scripts
 from llmroute.layers.pin import PIN_LAYER
 from llmroute.reasoning.artifact import ReasoningScorer, builtin_scorer_dir, load_scorer
 from llmroute.registry import Registry
@@ -125,7 +125,7 @@ class ReasoningLayer:
             fired.append(f"{tokens} tokens ≥ {self._long_chars // _CHARS_PER_TOKEN}")
         detail["tokens"] = tokens
         score: float | None = None
-        unread = self._unread(ctx, text) if self.scorer is not None and text else None
+        unread = unread_scripts(ctx, self._scripts, text) if self.scorer is not None else None
         if unread is not None:
             detail["scorer_skipped"] = unread
         elif self.scorer is not None and text:
@@ -143,18 +143,6 @@ class ReasoningLayer:
         if tier is not None:
             detail["tier"] = tier
         return LayerResult(detail=detail, annotated=True)
-
-    def _unread(self, ctx: DecisionContext, text: str) -> str | None:
-        """The scripts the encoder does not read that most of `text` is in (as the intent
-        layer says it, which has checked when it ran), or None: the scorer's score of
-        such a text's vector means nothing (a Chinese request scored 0.98)."""
-        if self._scripts is None:
-            return None
-        intent = ctx.results.get(IntentLayer.name)
-        if intent is not None:
-            unread = intent.detail.get(UNREAD_SCRIPTS)
-            return unread if isinstance(unread, str) else None
-        return self._scripts.unread(text)
 
     def _trigger(self, text: str) -> re.Match[str] | None:
         assert self._triggers is not None
