@@ -90,6 +90,24 @@ def test_records_whose_rows_cannot_be_built_are_counted_and_said_once(
     assert warnings == [f"decision {bad[0].id} not logged: its row could not be built (TypeError)"]
 
 
+def test_a_failing_redaction_is_said_once_not_once_a_record(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each text the PII detector fails on is left out (None); the warning names the
+    first decision, then at most one a minute."""
+    from llmroute.telemetry import recorder
+
+    def broken(text: str) -> str:
+        raise RuntimeError(text)  # the text must not reach the log
+
+    monkeypatch.setattr(record_module, "_REDACTION_FAILED", LogEvery(60.0))
+    monkeypatch.setattr(recorder, "redact_text", broken)
+    with caplog.at_level(logging.WARNING, logger="llmroute.telemetry"):
+        assert [record_module._redacted(f"secret {i}", f"d{i}") for i in range(3)] == [None] * 3
+    warnings = [r.getMessage() for r in caplog.records if r.name == "llmroute.telemetry"]
+    assert warnings == ["decision d0: PII redaction failed (RuntimeError): its text is not stored"]
+
+
 def test_offer_never_blocks_while_the_store_is_down(
     closed_port: int, records: list[DecisionRecord], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -21,6 +21,7 @@ from llmroute.log_every import LogEvery
 
 log = logging.getLogger("llmroute.telemetry")
 _ROW_FAILED = LogEvery(60.0)  # a row that cannot be built: the first said, then one a minute
+_REDACTION_FAILED = LogEvery(60.0)  # the same for a text the PII detector failed on
 
 __all__ = [
     "CLIENT_CLOSED",
@@ -281,18 +282,23 @@ def decision_rows(records: Iterable[DecisionRecord]) -> list[tuple[Any, ...]]:
 
 
 def _redacted(text: str, decision_id: str) -> str | None:
-    """`text` through the PII detector; None (and a warning naming the decision, not the
-    text) if the detector fails on it."""
+    """`text` through the PII detector; None if the detector fails on it, with a
+    warning naming the decision, not the text: the first at once, then at most one a
+    minute saying how many more (a detector that fails on every text would otherwise
+    write a line per request)."""
     from llmroute.telemetry.recorder import redact_text
 
     try:
         return redact_text(text)
     except Exception as exc:
-        log.warning(
-            "decision %s: PII redaction failed (%s): its text is not stored",
-            decision_id,
-            type(exc).__name__,
-        )
+        held = _REDACTION_FAILED.due("redaction")
+        if held is not None:
+            log.warning(
+                "decision %s: PII redaction failed (%s): its text is not stored%s",
+                decision_id,
+                type(exc).__name__,
+                LogEvery.since(held),
+            )
         return None
 
 
