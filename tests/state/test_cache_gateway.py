@@ -124,15 +124,17 @@ def test_other_parameters_miss_and_cache_control_bypasses(
 def test_a_stream_is_replayed(
     gateway: tuple[openai.OpenAI, FakeUpstream, Served, Path],
 ) -> None:
-    c, upstream, _, _ = gateway
+    c, upstream, served, _ = gateway
     ask = {"model": "auto", "messages": _messages("fix the bug in my code please"), "stream": True}
 
     def text(raw: Any) -> str:
         return "".join(ch.choices[0].delta.content or "" for ch in raw.parse() if ch.choices)
 
+    stored = _stored_count(served)
     first = c.chat.completions.with_raw_response.create(**ask)
     first_text = text(first)
-    wait_for("the stream to be stored", lambda: _hit(c, ask), 10)
+    # polling with requests would store a probe's answer if one came before the write
+    wait_for("the stream to be stored", lambda: _stored_count(served) > stored, 10)
     before = len(upstream.requests)
     second = c.chat.completions.with_raw_response.create(**ask)
     assert second.headers["x-llmroute-cache"] == "hit"
@@ -359,8 +361,12 @@ def test_two_gateways_share_a_redis_cache(tmp_path: Path, redis_namespace: str) 
             ):
                 first = ca.chat.completions.with_raw_response.create(**ask)
                 assert first.headers["x-llmroute-cache"] == "miss"
-                wait_for("gateway b to hit a's answer", lambda: _hit(cb, ask), 10)
-                answer = cb.chat.completions.create(**ask).choices[0].message.content
+                # b asking before a's answer is in Redis would store b's own answer
+                # over it: wait for a's write, then b's first ask must hit
+                wait_for("gateway a to store its answer", lambda: _stored(a), 10)
+                second = cb.chat.completions.with_raw_response.create(**ask)
+                assert second.headers["x-llmroute-cache"] == "hit"
+                answer = second.parse().choices[0].message.content
                 assert answer == first.parse().choices[0].message.content
             assert len(upstream.requests) == 1
 
