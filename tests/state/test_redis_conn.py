@@ -108,3 +108,24 @@ def test_the_pool_is_closed_by_its_last_user_and_its_connections_are_named(
             await again.aclose()
 
     asyncio.run(run())
+
+
+def test_the_url_can_set_another_cap(redis_namespace: str) -> None:
+    """``?max_connections=N`` in a feature's URL is the knob for a process that needs more
+    (or fewer) than `MAX_CONNECTIONS` concurrent calls to Redis (docs/dispatch.md)."""
+    burst = 40
+    sep = "&" if "?" in REDIS_URL else "?"
+
+    async def run() -> tuple[int, int]:
+        connection = connect(f"{REDIS_URL}{sep}max_connections=3", 2.0, "cache.url")
+        try:
+            key = f"{redis_namespace}:capped"
+            counts = await asyncio.gather(*(connection.client.incr(key) for _ in range(burst)))
+            ids = await asyncio.gather(*(connection.client.client_id() for _ in range(burst)))
+            return len(set(counts)), len(set(ids))
+        finally:
+            await connection.aclose()
+
+    answered, connections = asyncio.run(run())
+    assert answered == burst
+    assert connections <= 3
