@@ -748,6 +748,30 @@ def test_an_over_long_request_skips_small_models_without_sending(h: Harness) -> 
     assert h.upstream.models_called() == ["big"]
 
 
+def test_a_chinese_prompt_too_long_for_the_small_model_goes_to_the_larger_one(
+    h: Harness,
+) -> None:
+    """3,000 Chinese characters are about 3,000 tokens to hosted tokenizers; counted at
+    four characters a token (750) they were sent to a 2,000-token model, which refuses
+    them. They skip it unsent now, as English of that many tokens does."""
+    models = (
+        "  small: {provider: up, model: small, context_window: 2000}\n"
+        "  big: {provider: up, model: big, context_window: 200000}"
+    )
+    registry = h.registry(models, "small")
+    chinese = "季度报告显示大多数地区办事处都完成了目标。" * 150  # 3,150 characters
+    served = h.run(registry, lambda d: d.complete(plan_for("small", "big"), _body(chinese)))
+    assert served.model == "big" and h.upstream.models_called() == ["big"]
+
+    async def job(d: Dispatcher) -> str:
+        opened = await d.open_stream(plan_for("small", "big"), _body(chinese, stream=True))
+        async for _ in opened.events:
+            pass
+        return opened.model
+
+    assert h.run(registry, job) == "big" and "small" not in h.upstream.models_called()
+
+
 def test_no_larger_model_is_a_context_error(h: Harness) -> None:
     registry = h.registry("  a: {provider: up, model: 'a?context=1', context_window: 8192}", "a")
     with pytest.raises(ContextWindowExceeded) as caught:

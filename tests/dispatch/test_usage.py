@@ -9,15 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from llmroute.dispatch.rerank import estimated_rerank_tokens
 from llmroute.dispatch.usage import (
     StreamUsage,
     _tokenizer,
     count_tokens,
+    estimated_input_tokens,
     estimated_prompt_tokens,
+    estimated_text_tokens,
     priced,
     priced_embedding,
     prompt_tokens_at_most,
+    text_tokens_at_most,
 )
 from llmroute.registry.schema import Price
 
@@ -184,3 +190,57 @@ def test_the_budget_bound_counts_thinking_blocks_sent_back() -> None:
     assert prompt_tokens_at_most(signed) - prompt_tokens_at_most(plain) >= len(THOUGHT) // 2
     assert prompt_tokens_at_most(hidden) - prompt_tokens_at_most(plain) >= 400
     assert estimated_prompt_tokens(signed) == estimated_prompt_tokens(plain)
+
+
+# One sentence per script; hosted BPE tokenizers (cl100k_base, o200k_base) spend about a
+# token per CJK character, two to three characters a token of Cyrillic or Arabic, four
+# of English (docs/benchmarks.md, "Pre-flight token estimates").
+SCRIPTS = {
+    "en": "The quarterly report shows that most regional offices met their targets.",
+    "de": "Der Quartalsbericht zeigt, dass die meisten Büros ihre Ziele erreicht haben.",
+    "zh": "季度报告显示，大多数地区办事处都完成了目标，但北方分部因供应链延误而未达标。",
+    "ja": "四半期報告書によると、ほとんどの地域事務所が目標を達成しました。",
+    "ru": "Квартальный отчёт показывает, что большинство региональных офисов выполнили план.",
+    "ar": "يُظهر التقرير الفصلي أن معظم المكاتب الإقليمية حققت أهدافها.",
+    "emoji": "🎉🚀🔥👍😀",
+}
+
+
+def _quarters_by_hand(text: str) -> int:
+    """The weights the estimate means, one character at a time (what it avoids doing)."""
+    weights = {1: 1, 2: 2, 3: 4, 4: 8}
+    return sum(weights[len(ch.encode("utf-8", "surrogatepass"))] for ch in text)
+
+
+def test_the_pre_flight_estimate_counts_each_script_at_its_own_rate() -> None:
+    """Four characters a token undercounted Chinese four times over (a 30,000-character
+    prompt went to an 8k model); English keeps its old count, accented Latin stays near
+    it, CJK is a token a character, Cyrillic and Arabic two characters a token."""
+    en, de, zh, ja, ru, ar, emoji = (SCRIPTS[k] for k in SCRIPTS)
+    assert estimated_text_tokens(en) == len(en) // 4
+    assert len(de) // 4 <= estimated_text_tokens(de) <= len(de) // 4 + 2
+    for cjk in (zh, ja):
+        assert estimated_text_tokens(cjk) >= 0.95 * len(cjk)
+    for alphabet in (ru, ar):
+        assert 0.4 * len(alphabet) <= estimated_text_tokens(alphabet) <= 0.5 * len(alphabet)
+    assert estimated_text_tokens(emoji) == 2 * len(emoji)
+    body = {"messages": [{"role": "user", "content": zh * 10}]}
+    assert estimated_prompt_tokens(body) >= 10 * len(zh)
+    assert estimated_input_tokens([zh, en]) == estimated_text_tokens(zh) + len(en) // 4
+    rerank = {"query": zh, "documents": [zh, {"text": zh}]}
+    assert estimated_rerank_tokens(rerank) >= 4 * len(zh) * 0.95
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(st.characters(exclude_categories=())), min_size=1, max_size=4))
+def test_the_estimate_is_the_weights_by_hand_and_never_passes_the_bound(
+    texts: list[str],
+) -> None:
+    """Any unicode (lone surrogates too): the closed form equals the per-character
+    weights, and `text_tokens_at_most` / `prompt_tokens_at_most` stay bounds over it."""
+    for text in texts:
+        assert estimated_text_tokens(text) == _quarters_by_hand(text) // 4
+        assert estimated_text_tokens(text) <= text_tokens_at_most(text)
+    body = {"messages": [{"role": "user", "content": text} for text in texts]}
+    by_hand = sum(_quarters_by_hand(text) + 1 for text in texts) // 4
+    assert estimated_prompt_tokens(body) == by_hand <= prompt_tokens_at_most(body)

@@ -23,7 +23,11 @@ from fake_upstream import FakeUpstream
 from gateway_proc import BIN, Served, serve, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmroute.dispatch.usage import estimated_prompt_tokens, prompt_tokens
+from llmroute.dispatch.usage import (
+    estimated_prompt_tokens,
+    prompt_tokens,
+    prompt_tokens_at_most,
+)
 from llmroute.errors import ConfigError
 from llmroute.registry import ConfigErrors, parse_registry
 from llmroute.registry.schema import ApiKey, AuthSettings
@@ -57,6 +61,7 @@ auth:
     - {name: bursty, key_env: LLMROUTE_TEST_BURSTY_KEY, tpm: 1000}
     - {name: leaver, key_env: LLMROUTE_TEST_LEAVER_KEY, tpm: 1000}
     - {name: embedder, key_env: LLMROUTE_TEST_EMBEDDER_KEY, tpm: 1000}
+    - {name: hanzi, key_env: LLMROUTE_TEST_HANZI_KEY, tpm: 5000}
     - name: strict
       key_env: LLMROUTE_TEST_STRICT_KEY
       rpm: 3
@@ -70,6 +75,7 @@ BURSTY_KEY = "sk-bursty-1414213562"
 LEAVER_KEY = "sk-leaver-1732050807"
 EMBEDDER_KEY = "sk-embedder-2449489742"
 STRICT_KEY = "sk-strict-2236067977"
+HANZI_KEY = "sk-hanzi-3162277660"
 OLD_KEY, NEW_KEY = "sk-rotating-old-1111", "sk-rotating-new-2222"
 ENV = {
     "LLMROUTE_TEST_NARROW_KEY": NARROW_KEY,
@@ -82,6 +88,7 @@ ENV = {
     "LLMROUTE_TEST_LEAVER_KEY": LEAVER_KEY,
     "LLMROUTE_TEST_EMBEDDER_KEY": EMBEDDER_KEY,
     "LLMROUTE_TEST_STRICT_KEY": STRICT_KEY,
+    "LLMROUTE_TEST_HANZI_KEY": HANZI_KEY,
     "LLMROUTE_TELEMETRY_URL": "off",
 }
 ASK = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
@@ -366,6 +373,22 @@ def test_concurrent_embeddings_hold_their_input_against_the_tpm(gateway: Served)
     assert statuses == [200, 200, 429, 429, 429]
 
 
+def test_a_chinese_prompt_holds_about_a_token_a_character_against_the_tpm(
+    gateway: Served,
+) -> None:
+    """1,050 Chinese characters are about 1,050 tokens to hosted tokenizers; held at four
+    characters a token (262) a key's tpm let four times its Chinese traffic through. What
+    the minute has left, this request's hold counted, says it holds about one a character."""
+    chinese = "季度报告显示大多数地区办事处都完成了目标。" * 50  # 1,050 characters
+    body = {"model": "small", "messages": [{"role": "user", "content": chinese}]}
+    headers = {"Authorization": f"Bearer {HANZI_KEY}"}
+    url = f"{gateway.url}/v1/chat/completions"
+    answer = httpx.post(url, json=body, headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+    remaining = int(answer.headers["x-ratelimit-remaining-tokens"])
+    assert 5000 - prompt_tokens_at_most(body) <= remaining <= 5000 - 1000
+
+
 def test_a_request_whose_client_hangs_up_gives_its_hold_back(gateway: Served) -> None:
     """tpm 1000: a request of ~420 prompt tokens whose client times out is cancelled; its
     hold is given back then, and its prompt (which the upstream may bill) is counted in
@@ -424,7 +447,7 @@ def test_a_key_naming_an_unknown_model_is_a_registry_error(upstream: FakeUpstrea
         "capped": "1" * 64,
         "extra": "    - {name: typo, sha256: '%s', models: [chta]}" % ("2" * 64),
     }
-    with pytest.raises(ConfigErrors, match=r"auth\.keys\[11\]\.models\[0\]: unknown model 'chta'"):
+    with pytest.raises(ConfigErrors, match=r"auth\.keys\[12\]\.models\[0\]: unknown model 'chta'"):
         parse_registry(text)
 
 

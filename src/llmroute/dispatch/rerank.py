@@ -68,7 +68,7 @@ def _tokens(
 
 
 def estimated_rerank_tokens(body: Mapping[str, Any]) -> int:
-    """The cheap pre-flight estimate of a rerank's tokens (four characters a token, the
+    """The cheap pre-flight estimate of a rerank's tokens (`estimated_text_tokens`, the
     query read once with each document), which a key's ``tpm`` holds while it runs."""
     return _tokens(body, estimated_text_tokens)[0]
 

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 _PER_MESSAGE = 4  # role and separators, as chat templates add them
-_CHARS_PER_TOKEN = 4
+_CHARS_PER_TOKEN = 4  # ASCII characters a token: each is the quarter `_quarter_tokens` counts in
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,9 +230,31 @@ def _embedding_tokens(value: Any, count: Callable[[str], int]) -> int:
     )
 
 
+def _quarter_tokens(text: str) -> int:
+    """A non-ASCII text's estimated tokens, in quarters of a token: each ASCII character
+    one quarter (four characters a token, as English runs), each other character of two
+    UTF-8 bytes (accented Latin, Cyrillic, Greek, Arabic, Hebrew) two, of three bytes
+    (CJK, kana, hangul, Thai, Indic) four, of four bytes (emoji, rare CJK) eight.
+
+    No loop over the characters: with n characters, b UTF-8 bytes, u UTF-16 units and a
+    ASCII characters (three encodes at C speed), the quarters are 2b + 2u - 4n + a. Each
+    class stays under `text_tokens_at_most`'s two bytes a token (a lone surrogate counts
+    as three bytes there and four quarters here), so the estimate never passes the bound.
+    """
+    chars = len(text)
+    utf8 = len(text.encode("utf-8", "surrogatepass"))
+    utf16 = len(text.encode("utf-16-le", "surrogatepass")) // 2
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    return 2 * utf8 + 2 * utf16 - 4 * chars + ascii_chars
+
+
 def estimated_text_tokens(text: str) -> int:
-    """The cheap pre-flight estimate of a text's tokens: four characters a token."""
-    return len(text) // _CHARS_PER_TOKEN
+    """The cheap pre-flight estimate of a text's tokens: four ASCII characters a token,
+    two characters a token of other alphabets, one token a CJK (or other three-byte)
+    character, two an emoji (`_quarter_tokens`). ASCII text costs its length alone."""
+    if text.isascii():
+        return len(text) // _CHARS_PER_TOKEN
+    return _quarter_tokens(text) // _CHARS_PER_TOKEN
 
 
 def estimated_input_tokens(value: Any) -> int:
@@ -241,9 +263,13 @@ def estimated_input_tokens(value: Any) -> int:
 
 
 def estimated_prompt_tokens(body: Mapping[str, Any]) -> int:
-    """The cheap pre-flight estimate (four characters a token) that context windows and
-    a key's held ``tpm`` use; `prompt_tokens` is the finer one ``count_tokens`` reports."""
-    return prompt_chars(body) // _CHARS_PER_TOKEN
+    """The cheap pre-flight estimate that context windows and a key's held ``tpm`` use,
+    counted as `estimated_text_tokens` counts (English four characters a token, CJK a
+    token a character); `prompt_tokens` is the finer one ``count_tokens`` reports."""
+    quarters = 0
+    for piece in _prompt_pieces(body):  # each piece's "\n" separator is one ASCII quarter
+        quarters += (len(piece) if piece.isascii() else _quarter_tokens(piece)) + 1
+    return quarters // _CHARS_PER_TOKEN
 
 
 def prompt_tokens(body: Mapping[str, Any]) -> int:
