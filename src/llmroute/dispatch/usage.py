@@ -237,9 +237,9 @@ def _quarter_tokens(text: str) -> int:
     (CJK, kana, hangul, Thai, Indic) four, of four bytes (emoji, rare CJK) eight.
 
     No loop over the characters: with n characters, b UTF-8 bytes, u UTF-16 units and a
-    ASCII characters (three encodes at C speed), the quarters are 2b + 2u - 4n + a. Each
-    class stays under `text_tokens_at_most`'s two bytes a token (a lone surrogate counts
-    as three bytes there and four quarters here), so the estimate never passes the bound.
+    ASCII characters (three encodes at C speed), the quarters are 2b + 2u - 4n + a. No
+    class counts more than `text_tokens_at_most`'s two bytes a token (a lone surrogate is
+    three bytes there and four quarters here), so the estimate never passes the bound.
     """
     chars = len(text)
     utf8 = len(text.encode("utf-8", "surrogatepass"))
