@@ -8,13 +8,13 @@ French?" is read with the turn it follows.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from llmroute.errors import RoutingError
+from llmroute.token_estimate import ceil_tokens
 
 __all__ = ["RouteRequest", "estimate_tokens", "holds_images", "image_count"]
 
@@ -22,12 +22,13 @@ _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
 def estimate_tokens(text: str) -> int:
-    """A cheap token estimate (about four characters a token for English text).
+    """A cheap token estimate: four characters a token of English, a token a Chinese
+    character (`llmroute.token_estimate`).
 
     Rules run before the encoder, so they cannot use its tokenizer; the estimate is good
-    enough for "is this a long-context request" conditions.
+    enough for "is this a long-context request" conditions, in any script.
     """
-    return math.ceil(len(text) / 4)
+    return ceil_tokens(text)
 
 
 def holds_images(messages: object) -> bool:

@@ -95,3 +95,15 @@ def test_estimate_tokens() -> None:
     assert estimate_tokens("") == 0
     assert estimate_tokens("abcd") == 1
     assert estimate_tokens("abcde") == 2
+    # by script: Chinese a token a character (not a quarter), Russian two characters a
+    # token, an emoji two tokens (docs/benchmarks.md "Pre-flight token estimates")
+    assert estimate_tokens("请把这份合同翻译成英文") == 11
+    assert estimate_tokens("Переведите") == 5
+    assert estimate_tokens("🙂") == 2
+
+
+def test_a_min_tokens_rule_sees_a_long_chinese_request() -> None:
+    """3,000 Chinese characters are ~3,000 tokens, not the 750 that four characters a
+    token made of them (so a rule for long requests missed them)."""
+    req = RouteRequest.from_input("这是一份很长的合同。" * 300)
+    assert req.estimated_tokens >= 3000

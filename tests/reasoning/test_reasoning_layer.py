@@ -127,6 +127,15 @@ def test_long_requests() -> None:
     assert not _gate("word " * 70, layer).reasoning.needed  # type: ignore[union-attr]
 
 
+def test_a_long_chinese_request_is_long() -> None:
+    """Counted four characters a token, 150 Chinese characters were 38 tokens; they are
+    about 150."""
+    layer = ReasoningLayer(long_tokens=100)
+    ctx = _gate("这是一份很长的合同。" * 15, layer)
+    assert ctx.reasoning is not None and ctx.reasoning.needed
+    assert "150 tokens ≥ 100" in ctx.reasoning.reason
+
+
 def test_trigger_past_the_long_threshold_is_still_long() -> None:
     layer = ReasoningLayer(long_tokens=10)
     ctx = _gate("x" * 400 + " prove that", layer)  # only the head is scanned

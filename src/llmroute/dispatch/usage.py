@@ -21,6 +21,7 @@ from tokenizers import Tokenizer
 
 from llmroute.registry.schema import Price
 from llmroute.sse import chunk_of, event_of
+from llmroute.token_estimate import CHARS_PER_TOKEN, floor_tokens, quarter_tokens
 
 __all__ = [
     "StreamUsage",
@@ -38,7 +39,6 @@ __all__ = [
 ]
 
 _PER_MESSAGE = 4  # role and separators, as chat templates add them
-_CHARS_PER_TOKEN = 4  # ASCII characters a token: each is the quarter `_quarter_tokens` counts in
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,31 +230,12 @@ def _embedding_tokens(value: Any, count: Callable[[str], int]) -> int:
     )
 
 
-def _quarter_tokens(text: str) -> int:
-    """A non-ASCII text's estimated tokens, in quarters of a token: each ASCII character
-    one quarter (four characters a token, as English runs), each other character of two
-    UTF-8 bytes (accented Latin, Cyrillic, Greek, Arabic, Hebrew) two, of three bytes
-    (CJK, kana, hangul, Thai, Indic) four, of four bytes (emoji, rare CJK) eight.
-
-    No loop over the characters: with n characters, b UTF-8 bytes, u UTF-16 units and a
-    ASCII characters (three encodes at C speed), the quarters are 2b + 2u - 4n + a. No
-    class counts more than `text_tokens_at_most`'s two bytes a token (a lone surrogate is
-    three bytes there and four quarters here), so the estimate never passes the bound.
-    """
-    chars = len(text)
-    utf8 = len(text.encode("utf-8", "surrogatepass"))
-    utf16 = len(text.encode("utf-16-le", "surrogatepass")) // 2
-    ascii_chars = len(text.encode("ascii", "ignore"))
-    return 2 * utf8 + 2 * utf16 - 4 * chars + ascii_chars
-
-
 def estimated_text_tokens(text: str) -> int:
     """The cheap pre-flight estimate of a text's tokens: four ASCII characters a token,
     two characters a token of other alphabets, one token a CJK (or other three-byte)
-    character, two an emoji (`_quarter_tokens`). ASCII text costs its length alone."""
-    if text.isascii():
-        return len(text) // _CHARS_PER_TOKEN
-    return _quarter_tokens(text) // _CHARS_PER_TOKEN
+    character, two an emoji (`llmroute.token_estimate`). ASCII text costs its length
+    alone."""
+    return floor_tokens(text)
 
 
 def estimated_input_tokens(value: Any) -> int:
@@ -268,8 +249,8 @@ def estimated_prompt_tokens(body: Mapping[str, Any]) -> int:
     token a character); `prompt_tokens` is the finer one ``count_tokens`` reports."""
     quarters = 0
     for piece in _prompt_pieces(body):  # each piece's "\n" separator is one ASCII quarter
-        quarters += (len(piece) if piece.isascii() else _quarter_tokens(piece)) + 1
-    return quarters // _CHARS_PER_TOKEN
+        quarters += quarter_tokens(piece) + 1
+    return quarters // CHARS_PER_TOKEN
 
 
 def prompt_tokens(body: Mapping[str, Any]) -> int:

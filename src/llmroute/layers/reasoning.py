@@ -7,7 +7,8 @@ route. Four signals, any of which makes the request ``needed``:
   registry's ``reasoning.triggers``), e.g. "prove that", "step by step", "debug";
 - a multi-part question: at least ``min_parts`` numbered / bulleted lines or question
   marks;
-- a long request: at least ``long_tokens`` estimated tokens (characters / 4);
+- a long request: at least ``long_tokens`` estimated tokens (`llmroute.token_estimate`:
+  four characters a token of English, a token a Chinese character);
 - the learned scorer: ``σ(w·x + b)`` over the shared request embedding, at ``threshold``.
 
 When needed, the outcome's ``tier`` is the route's ``reasoning_target`` (the default's when
@@ -34,6 +35,7 @@ from llmroute.layers.intent import unread_scripts
 from llmroute.layers.pin import PIN_LAYER
 from llmroute.reasoning.artifact import ReasoningScorer, builtin_scorer_dir, load_scorer
 from llmroute.registry import Registry
+from llmroute.token_estimate import CHARS_PER_TOKEN, quarter_tokens
 
 __all__ = ["DEFAULT_TRIGGERS", "ReasoningLayer", "build_reasoning_layer"]
 
@@ -66,7 +68,6 @@ _PARTS = re.compile(r"^[ \t]*(?:\d{1,2}[.)]|\(\d{1,2}\)|\(?[a-h]\)|[-*•])[ \t]
 """A numbered (``1.``, ``2)``, ``(3)``), lettered (``a)``, ``(b)``; lower case only, so
 multiple-choice options ``A.`` are not parts) or bulleted line."""
 _QUESTION = re.compile(r"\?(?=\s|$)")
-_CHARS_PER_TOKEN = 4
 _SHOWN_MATCH = 40
 
 
@@ -97,8 +98,10 @@ class ReasoningLayer:
             re.compile(alternation, 0 if self._fold else re.IGNORECASE) if triggers else None
         )
         self._min_parts = min_parts
-        self._long_chars = long_tokens * _CHARS_PER_TOKEN
-        self._scan_chars = self._long_chars  # longer texts are needed anyway: scan the head
+        self._long_tokens = long_tokens
+        # longer texts are needed anyway: scan the head (an ASCII text's estimate is its
+        # length in quarters; other scripts reach it sooner)
+        self._scan_chars = long_tokens * CHARS_PER_TOKEN
         self.scorer = scorer
         self.threshold = (
             threshold if threshold is not None else (scorer.threshold if scorer else 1.0)
@@ -120,9 +123,10 @@ class ReasoningLayer:
         if parts >= self._min_parts:
             fired.append(f"{parts} parts")
         detail["parts"] = parts
-        tokens = -(-len(text) // _CHARS_PER_TOKEN)
-        if len(text) >= self._long_chars:
-            fired.append(f"{tokens} tokens ≥ {self._long_chars // _CHARS_PER_TOKEN}")
+        quarters = quarter_tokens(text)
+        tokens = -(-quarters // CHARS_PER_TOKEN)
+        if quarters >= self._long_tokens * CHARS_PER_TOKEN:
+            fired.append(f"{tokens} tokens ≥ {self._long_tokens}")
         detail["tokens"] = tokens
         score: float | None = None
         unread = unread_scripts(ctx, self._scripts, text) if self.scorer is not None else None
