@@ -195,7 +195,10 @@ def prompt_tokens_at_most(body: Mapping[str, Any]) -> int:
     UTF-8 bytes over two, and each message's separators. English runs about four
     characters a token and code about three, so this counts them twice and one and a half
     times over; CJK text (three bytes a character) is counted one and a half tokens a
-    character. Only text no tokenizer can compress (random symbols) may count more.
+    character. Text no tokenizer can compress (random symbols) may count more, and so
+    may Hebrew and emoji under GPT-4's cl100k (246 tokens for a Hebrew text this counts
+    232; docs/benchmarks.md "Pre-flight token estimates per script"): a hard budget held
+    with it can be passed by that much there.
     Thinking blocks sent back count too: whether the model bills them depends on it."""
     pieces = sum(
         len(piece.encode("utf-8", "surrogatepass")) + 1
