@@ -252,7 +252,7 @@ def estimated_prompt_tokens(body: Mapping[str, Any]) -> int:
     token a character); `prompt_tokens` is the finer one ``count_tokens`` reports."""
     quarters = 0
     for piece in _prompt_pieces(body):  # each piece's "\n" separator is one ASCII quarter
-        quarters += quarter_tokens(piece) + 1
+        quarters += (len(piece) if piece.isascii() else quarter_tokens(piece)) + 1
     return quarters // CHARS_PER_TOKEN
 
 
