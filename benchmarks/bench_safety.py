@@ -18,6 +18,15 @@ look at the detector outside the distribution it was trained and tested on. `--a
 scores DIR/injection-<encoder> instead of the shipped artifacts (a candidate from
 `train_safety_artifacts.py --out DIR`); `--handwritten-only` skips the test side, so a
 candidate can be checked without another look at it.
+
+What it measures is what the gateway decides: each row is cut into the safety layer's
+windows and each window embedded alone (as a request is), then scored; on the shipped
+test side `Router.decide` gives the same score to every row within 1e-7 (2026-12-06), but
+for 8 benign Chinese rows that the layer leaves unscored (`unread_scripts`) and this
+script scores (all far below the threshold). Vectors are cached in
+~/.cache/llmroute/embeddings, keyed by the encoder's identity and `vectors` (for
+minilm-int8 a digest of a probe's vector: int8 vectors depend on the CPU's kernels), which
+the report gives as `vectors`: runs with other `vectors` are not comparable to the digit.
 """
 
 from __future__ import annotations
@@ -89,7 +98,9 @@ def handwritten(detector: InjectionDetector, encoder: Encoder, path: Path) -> di
 def bench(
     name: str, data_dir: Path, artifacts: Path | None, sets: Path, test_side: bool = True
 ) -> dict[str, Any]:
-    encoder = CachedEncoder(load_builtin(name), Path("~/.cache/llmroute/embeddings").expanduser())
+    inner = load_builtin(name)
+    vectors = str(getattr(inner, "vectors", ""))
+    encoder = CachedEncoder(inner, Path("~/.cache/llmroute/embeddings").expanduser())
     folder = (
         builtin_detector_dir(encoder.identity)
         if artifacts is None
@@ -97,7 +108,11 @@ def bench(
     )
     detector = load_detector(folder, encoder_identity=encoder.identity)
     if not test_side:
-        return {"encoder": encoder.identity, "handwritten": handwritten(detector, encoder, sets)}
+        return {
+            "encoder": encoder.identity,
+            "vectors": vectors,
+            "handwritten": handwritten(detector, encoder, sets),
+        }
     data = read_safety_data(
         data_dir / "jailbreak/train.jsonl", data_dir / "prompt_injection/train.jsonl"
     )
@@ -122,6 +137,7 @@ def bench(
         "match_rules_20k": _percentiles(lambda: detector.match_rules(long_doc), 300),
     }
     report["encoder"] = encoder.identity
+    report["vectors"] = vectors
     report["handwritten"] = handwritten(detector, encoder, sets)
     return report
 
@@ -162,7 +178,10 @@ def main() -> None:
         )
         if args.handwritten_only:
             continue
-        print(f"== {name} ({r['encoder']}), test rows n={r['n']} ({r['n_attack']} attacks)")
+        print(
+            f"== {name} ({r['encoder']}{r['vectors']}), test rows n={r['n']} "
+            f"({r['n_attack']} attacks)"
+        )
         print(
             f"threshold {r['threshold']:.4f}: TPR {r['tpr']:.4f}  FPR {r['fpr']:.4f}  "
             f"precision {r['precision']:.4f}  AUC {r['auc']:.4f}"
