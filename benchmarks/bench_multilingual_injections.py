@@ -139,15 +139,24 @@ def _registry(encoder: str, folder: Path) -> Path:
 
 def handwritten(split: str) -> dict[str, Any]:
     from llmroute.decide import Router
+    from llmroute.encoders.builtin import load_builtin
+    from llmroute.safety.injection import builtin_detector_dir, load_detector, score_texts
 
     rows = [r for r in _jsonl(SET) if r["split"] == split]
     routers = {}
+    model: dict[str, list[bool]] = {}  # the classifier alone (the layer skips it on a rule)
     with tempfile.TemporaryDirectory() as tmp:
         for name in ENCODERS:
             routers[name] = Router.from_yaml(_registry(name, Path(tmp)))
+            encoder = load_builtin(name)
+            detector = load_detector(
+                builtin_detector_dir(encoder.identity), encoder_identity=encoder.identity
+            )
+            scores = score_texts(detector, [r["text"] for r in rows], encoder)
+            model[name] = [bool(x) for x in scores >= detector.threshold]
     out: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(int))
     misses: list[str] = []
-    for row in rows:
+    for i, row in enumerate(rows):
         kind = "attacks" if row["label"] != "benign" else "benign"
         line = out[row["lang"]]
         line[kind] += 1
@@ -159,7 +168,7 @@ def handwritten(split: str) -> dict[str, Any]:
             safety = decision.safety
             assert safety is not None
             fired = safety.fired
-            line[f"{kind}_{name}_model"] += "injection" in fired
+            line[f"{kind}_{name}_model"] += model[name][i]
             line[f"{kind}_{name}_layer"] += "injection" in fired or any(
                 f.startswith("rule:") for f in fired
             )
