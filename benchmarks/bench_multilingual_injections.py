@@ -22,9 +22,10 @@ whether the words pre-filter ever changes an answer on all those texts.
 alone, by all rules, and through `Router.decide` (examples/registry.yaml, whose
 ``standard`` profile blocks injections) with each shipped detector.
 
-``cost``: `match_rules` on English text (the 259-character text of bench_safety.py and
-a 20,000-character document), with the English rules alone and with all of them, in
-the same run.
+``cost``: `match_rules` before (the English rules, as they were) and after, taking
+turns in the same run, on English text (the 259-character text of bench_safety.py, with
+and without a word of the English rules, and 2,000 and 20,000 characters of it) and,
+for scale, on a German document of latin_prose_long.jsonl.
 """
 
 from __future__ import annotations
@@ -216,12 +217,14 @@ def _interleaved_us(fns: dict[str, Callable[[], object]], runs: int) -> dict[str
 def cost() -> dict[str, Any]:
     long_doc = ((ONE + " ") * 80)[:20000]
     plain = ONE.replace("ignore", "skip")
+    german = next(r["text"] for r in _jsonl(PROSE) if r["lang"] == "de")
     out = {}
     for label, text, runs in (
         ("259 chars, holds 'ignore'", ONE, 3000),
         ("259 chars, none of the English rules' words", plain, 3000),
         ("2,000 chars", long_doc[:2000], 1000),
         ("20,000 chars", long_doc, 100),
+        (f"German document, {len(german):,} chars (not English: for scale)", german, 1000),
     ):
         out[label] = _interleaved_us(
             {

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 __all__ = ["RULES", "match_rules"]
 
@@ -199,6 +199,47 @@ def _variants(stem: str, first: str, second: str, end: str) -> set[str]:
     return {stem + a + b + end for a in first for b in second or [""]}
 
 
+def _alt(words: Iterable[str]) -> str:
+    """An alternation of exactly these words (longest first): its rule's words, so that
+    every match holds one whole."""
+    return "(?:" + "|".join(map(re.escape, sorted(words, key=len, reverse=True))) + ")"
+
+
+_DE_SHOW = {
+    *("zeig", "zeige", "zeigen", "zeigt", "zeigst", "nenn", "nenne", "nennen"),
+    *("verrat", "verrate", "verraten", "verrätst", "verratst", "wiederhol", "wiederhole"),
+    *("wiederholen", "offenbare", "offenbaren", "enthülle", "enthüllen", "enthulle"),
+    *("enthullen", "ausgeben", "kopiere", "kopieren", "drucke", "drucken"),
+}
+_FR_SHOW = {
+    stem + end
+    for stem in (
+        "affiche",
+        "montre",
+        "donne",
+        "recopie",
+        "imprime",
+        "divulgue",
+        "communique",
+        "copie",
+        *(f"r{a}v{b}le" for a in "ée" for b in "èée"),
+        *(f"r{a}p{b}te" for a in "ée" for b in "èée"),
+    )
+    for end in ("", "z", "r")
+}
+_ES_SHOW = {
+    *("muestra", "muéstrame", "muestrame", "muéstranos", "muestranos", "muestre"),
+    *("muéstreme", "muestreme", "enseña", "ensena", "enséñame", "enseñame", "ensename"),
+    *("revela", "revélame", "revelame", "revele", "revéleme", "reveleme", "dime"),
+    *("dígame", "digame", "dame", "deme", "déme", "repite", "repíteme", "repiteme"),
+    *("repita", "repítame", "repitame", "imprime", "imprima", "copia", "copie"),
+    *("comparte", "comparta", "compárteme", "comparteme", "divulga", "divulgue"),
+}
+_NL_SHOW = {
+    *("toon", "toont", "tonen", "herhaal", "herhalen", "onthul", "onthullen", "kopieer"),
+    *("kopiëren", "kopieren"),
+}
+
 _PL_SHOW_FORMS = {
     verb + plural
     for verb in (
@@ -344,24 +385,10 @@ _INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
         "override-instructions-de",
         frozenset(
             {
-                "ignoriere",
-                "ignorieren",
-                "ignoriert",
-                "ignorierst",
-                "ignorier",
-                "vergiss",
-                "vergessen",
-                "missachte",
-                "missachten",
-                "missachtet",
-                "missachtest",
-                "übergehe",
-                "übergehen",
-                "übergeh",
-                "ubergehe",
-                "ubergehen",
-                "ubergeh",
-                "neue",
+                *("ignoriere", "ignorieren", "ignoriert", "ignorierst", "ignorier", "vergiss"),
+                *("vergessen", "missachte", "missachten", "missachtet", "missachtest"),
+                *("übergehe", "übergehen", "übergeh", "ubergehe", "ubergehen", "ubergeh"),
+                *("anweisung", "anweisungen"),
             }
         ),
         re.compile(
@@ -379,26 +406,11 @@ _INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
     ),
     (
         "prompt-leak-de",
-        frozenset(
-            {
-                "deinen",
-                "deine",
-                "dein",
-                "deinem",
-                "ihren",
-                "ihre",
-                "ihr",
-                "ihrem",
-                "den",
-                "die",
-                "das",
-                "dem",
-            }
-        ),
+        frozenset({*_DE_SHOW, "gib", "geben", "lautet", "steht"}),
         re.compile(
-            r"\b(?:zeig\w*|gib\s+mir|geben\s+sie\s+mir|nenn(?:e|en)?|verrat\w*|wiederhol\w*"
-            r"|offenbar\w*|enth[üu]ll\w*|ausgeben|kopier\w*|druck\w*|wie\s+lautet"
-            r"|was\s+steht\s+in)\b"
+            r"\b(?:gib\s+mir|geben\s+sie\s+mir|wie\s+lautet|was\s+steht\s+in|"
+            + _alt(_DE_SHOW)
+            + r")\b"
             + _REST
             + r"\b"
             + _any(
@@ -436,7 +448,12 @@ _INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
     ),
     (
         "unbound-persona-de",
-        frozenset({"du", "sie", "tu"}),
+        frozenset(
+            {
+                *("ohne", "frei", "gebunden", "ki", "assistent", "assistentin"),
+                *("sprachmodell", "chatbot", "chatgpt", "als"),
+            }
+        ),
         re.compile(
             r"\b(?:du\s+bist|sie\s+sind)\b" + _REST + r"\b(?:eine?\s+)?"
             r"(?:ki|k\.i\.|ai|bot|chatbot|modell|sprachmodell|assistent\w*|gpt|persona)\s+"
@@ -448,7 +465,7 @@ _INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
             r"|\b(?:du\s+bist\s+(?:nicht\s+(?:mehr\s+|l[äa]nger\s+)?an\s+(?:irgendwelche\s+"
             r"|jegliche\s+)?|an\s+keine(?:rlei)?\s+)|sie\s+sind\s+nicht\s+(?:(?:mehr|l[äa]nger)"
             r"\s+an\s+(?:irgendwelche\s+|jegliche\s+)?|an\s+(?:irgendwelche|jegliche)\s+))(?:regeln"
-            r"|richtlinien|einschr[äa]nkungen|vorgaben|gesetze|ethik|moral|openai)\w*\s+gebunden"
+            r"|richtlinien|einschr[äa]nkungen|vorgaben|gesetze|ethik|moral|openai)\w*\s+gebunden\b"
             r"|\b(?:du\s+bist|sie\s+sind)\s+(?:jetzt\s+|nun\s+)?(?:keine?\s+(?:ki|assistent(?:in)?"
             r"|sprachmodell|chatbot|chatgpt)\s+mehr|nicht\s+(?:mehr|l[äa]nger)\s+(?:eine?\s+)?"
             r"(?:ki|assistent(?:in)?|sprachmodell|chatbot|chatgpt))\b"
@@ -489,10 +506,11 @@ _INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
     ),
     (
         "prompt-leak-fr",
-        frozenset({"ton", "ta", "tes", "votre", "vos", "le", "la", "les", "l"}),
+        frozenset({*_FR_SHOW, "dis", "dites", "quel", "quelle", "quels", "quelles"}),
         re.compile(
-            r"\b(?:(?:affiche|montre|r[ée]v[èe]le|donne|r[ée]p[èe]te|recopie|imprime|divulgue"
-            r"|communique|copie)\w*(?:-moi|-nous)?|dis-moi|dites-moi)\b"
+            r"\b(?:"
+            + _alt(_FR_SHOW)
+            + r"(?:-moi|-nous)?|dis-moi|dites-moi)\b"
             + _REST
             + r"(?:\b(?:ton|ta|tes|votre|vos|le|la|les)\s+|\bl['’])"
             r"(?:prompt|invite|instructions?|consignes|directives|configuration)\s+"
@@ -583,12 +601,9 @@ _INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
     ),
     (
         "prompt-leak-es",
-        frozenset({"tu", "tus", "su", "sus", "el", "las", "los", "la"}),
+        frozenset({*_ES_SHOW, "cuál", "cual", "cuáles", "cuales"}),
         re.compile(
-            r"\b(?:mu[ée]stra\w*|ense[ñn]a\w*|revela\w*|dime|d[íi]game|dame|d[ée]me|repite\w*"
-            r"|repita\w*|imprime|imprima|copia|copie|comparte|comparta|divulga\w*)\b"
-            + _REST
-            + r"\b(?:tu|tus|su|sus|el|las|los|la)\s+"
+            r"\b" + _alt(_ES_SHOW) + r"\b" + _REST + r"\b(?:tu|tus|su|sus|el|las|los|la)\s+"
             r"(?:prompt|instrucciones|indicaciones|configuraci[óo]n|directrices)\s+"
             r"(?:del\s+sistema|de\s+sistema|iniciales|originales|ocult[ao]s|secret[ao]s"
             r"|confidenciales|internas)"
@@ -844,7 +859,16 @@ _INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
     (
         "override-instructions-nl",
         frozenset(
-            {"negeer", "vergeet", "omzeil", "negeren", "omzeilen", "negeert", "vergeten", "nieuwe"}
+            {
+                "negeer",
+                "vergeet",
+                "omzeil",
+                "negeren",
+                "omzeilen",
+                "negeert",
+                "vergeten",
+                "instructies",
+            }
         ),
         re.compile(
             rf"\b(?:negeer|vergeet|omzeil)\s+{_NL_OBJECT}\b"
@@ -859,10 +883,12 @@ _INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
     ),
     (
         "prompt-leak-nl",
-        frozenset({"je", "jouw", "uw", "de", "het"}),
+        frozenset({*_NL_SHOW, "laat", "geef", "vertel", "wat", "zeg"}),
         re.compile(
-            r"\b(?:laat\s+(?:me|mij|ons)|toon\w*|geef\s+(?:me|mij)|vertel\s+(?:me|mij)"
-            r"|herhaal\w*|print\w*|onthul\w*|kopieer\w*|wat\s+(?:is|zijn)|zeg\s+(?:me|mij))\b"
+            r"\b(?:laat\s+(?:me|mij|ons)|geef\s+(?:me|mij)|vertel\s+(?:me|mij)|wat\s+(?:is|zijn)"
+            r"|zeg\s+(?:me|mij)|"
+            + _alt(_NL_SHOW)
+            + r")\b"
             + _REST
             + _any(
                 r"\b(?:je|jouw|uw)\s+(?:\w+e\s+)?(?:systeem-?prompt|systeem-?instructies"
@@ -877,10 +903,20 @@ _INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
     ),
     (
         "note-to-the-ai-nl",
-        frozenset({"de", "het", "taalmodel"}),
+        frozenset(
+            {
+                "notitie",
+                "bericht",
+                "opmerking",
+                "aanwijzing",
+                "instructie",
+                "instructies",
+                "belangrijk",
+            }
+        ),
         re.compile(
-            r"\b(?:notitie|bericht|opmerking|aanwijzing|instructies?|let\s+op|belangrijk"
-            r"|p\.?s\.?)\s*(?:voor|aan|,)?\s*"
+            r"\b(?:notitie|bericht|opmerking|aanwijzing|instructies?|belangrijk)\b"
+            r"\s*(?:voor|aan|,)?\s*"
             r"\b(?:(?:de|het)\s+(?:ai|a\.i\.|ai-assistent)|taalmodel)"
             r"(?:\s*[:,]|\s(?:die|dat)\s)"
         ),
@@ -950,10 +986,10 @@ _INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
     ),
     (
         "prompt-leak-pl",
-        frozenset({*_PL_SHOW_FORMS, "jest", "są", "sa", "brzmi", "brzmią", "brzmia"}),
+        frozenset({*_PL_SHOW_FORMS, "jaki", "jaka", "jakie", "jak"}),
         re.compile(
             r"\b(?:(?:poka[żz]|ujawnij|podaj|powiedz|powt[óo]rz|wypisz|wydrukuj|skopiuj"
-            r"|zdrad[źz]|udost[ęe]pnij|wy[śs]wietl)(?:cie)?|jak\w*\s+(?:jest|s[ąa]|brzmi"
+            r"|zdrad[źz]|udost[ęe]pnij|wy[śs]wietl)(?:cie)?|(?:jaki|jaka|jakie|jak)\s+(?:jest|s[ąa]|brzmi"
             r"|brzmi[ąa]))\b"
             + _REST
             + _any(
@@ -993,7 +1029,12 @@ _INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
     ),
     (
         "unbound-persona-pl",
-        frozenset({"jesteś", "jestes", "jesteście", "jestescie", "nie", "udawaj"}),
+        frozenset(
+            {
+                *("jesteś", "jestes", "jesteście", "jestescie", "udawaj"),
+                *("obowiązują", "obowiazuja", "obowiązuja", "obowiazują"),
+            }
+        ),
         re.compile(
             r"\bjeste[śs](?:cie)?\b"
             + _REST
