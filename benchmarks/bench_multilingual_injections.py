@@ -25,7 +25,7 @@ alone, by all rules, and through `Router.decide` (examples/registry.yaml, whose
 ``cost``: `match_rules` before (the English rules, as they were) and after, taking
 turns in the same run, on English text (the 259-character text of bench_safety.py, with
 and without a word of the English rules, and 2,000 and 20,000 characters of it) and,
-for scale, on a German document of latin_prose_long.jsonl.
+for scale, on the documents of latin_prose_long.jsonl, per language.
 """
 
 from __future__ import annotations
@@ -217,14 +217,12 @@ def _interleaved_us(fns: dict[str, Callable[[], object]], runs: int) -> dict[str
 def cost() -> dict[str, Any]:
     long_doc = ((ONE + " ") * 80)[:20000]
     plain = ONE.replace("ignore", "skip")
-    german = next(r["text"] for r in _jsonl(PROSE) if r["lang"] == "de")
     out = {}
     for label, text, runs in (
         ("259 chars, holds 'ignore'", ONE, 3000),
         ("259 chars, none of the English rules' words", plain, 3000),
         ("2,000 chars", long_doc[:2000], 1000),
         ("20,000 chars", long_doc, 100),
-        (f"German document, {len(german):,} chars (not English: for scale)", german, 1000),
     ):
         out[label] = _interleaved_us(
             {
@@ -233,6 +231,24 @@ def cost() -> dict[str, Any]:
             },
             runs,
         )
+    # not English, for scale: the mean over a language's documents (1,400-2,200 chars)
+    docs: dict[str, list[str]] = defaultdict(list)
+    for row in _jsonl(PROSE):
+        docs[row["lang"]].append(row["text"])
+    for lang, texts in docs.items():
+        timed = [
+            _interleaved_us(
+                {
+                    "before_us": lambda t=text: _old_match_rules(t),
+                    "after_us": lambda t=text: match_rules(t),
+                },
+                200,
+            )
+            for text in texts
+        ]
+        out[f"latin_prose_long {lang}, mean of {len(texts)}"] = {
+            key: round(sum(t[key] for t in timed) / len(timed), 1) for key in timed[0]
+        }
     return out
 
 

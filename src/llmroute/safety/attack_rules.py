@@ -21,6 +21,16 @@ override rules name the assistant's instructions (``the``/``your``, not ``my``).
 
 Each rule is (name, words, pattern): every match of the pattern contains one of the
 words, so a text holding none of them skips the regex (most texts, for most rules).
+
+Since 2026-12-06 the same attacks written in German, French, Spanish, Italian,
+Portuguese, Dutch and Polish have rules too, five a language (``override-instructions-de``
+... ``unbound-persona-pl``). They were written from the English rules' meaning and the
+dev half of a hand-written set (benchmarks/data/multilingual_injections.jsonl, split
+before any rule), and fire on none of the benign rows and queries above nor on 48
+benign documents in nine Latin-script languages (latin_prose_long.jsonl). Their words
+are whole words, looked up in the text's words cut once: ~250 substring tests would
+have cost every English text more than all the English rules do. Text is NFC-normalised
+first (non-ASCII text only), so an accent typed as a combining mark matches.
 """
 
 from __future__ import annotations
@@ -183,7 +193,9 @@ _ENGLISH_RULES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
 # Accented letters are matched with and without their accent ("pr[ée]c[ée]dentes").
 # As in English, the assistant's instructions are named (your / all / previous ...):
 # "ignorieren Sie meine vorherige E-Mail" and "vergiss nicht, die Anweisungen auf der
-# Packung zu lesen" are not attacks. Each rule's words are ones every match contains.
+# Packung zu lesen" are not attacks. Each rule's words are whole words of which every
+# match contains one (`match_rules` looks them up among the text's words); a verb list
+# that is a rule's words is written once and built into its pattern with `_alt`.
 
 _Q = r"[\"'„“”«»‚‘’]?\s*"  # an opening quotation mark, if any
 _REST = r"[^.?!\n]{0,40}?"  # the rest of a clause
