@@ -44,7 +44,8 @@ from typing import Any
 import yaml
 from _common import ROOT, dump_json, machine
 
-from llmroute.safety.attack_rules import _ENGLISH_RULES, _INTL_RULES, RULES, _lowered, match_rules
+from llmroute.safety.attack_rules import _ENGLISH_RULES, RULES, _lowered, match_rules
+from llmroute.safety.attack_rules_languages import INTL_RULES
 
 SET = ROOT / "benchmarks" / "data" / "multilingual_injections.jsonl"
 PROSE = ROOT / "benchmarks" / "data" / "latin_prose_long.jsonl"
@@ -115,7 +116,7 @@ def gates(data_dir: Path) -> dict[str, Any]:
         exact &= all(match_rules(t) == _slow(t) for t in group)
         out[name] = {"n": len(group), "fired": dict(fired)}
     seen_attacks = [t for t, s, a in zip(texts, seen, attack, strict=True) if s and a]
-    new_hits = Counter(rule for t in seen_attacks if (rule := _match(_INTL_RULES, t)) is not None)
+    new_hits = Counter(rule for t in seen_attacks if (rule := _match(INTL_RULES, t)) is not None)
     out["shipped train+validation attacks"] = {
         "n": len(seen_attacks),
         "fired by the other languages' rules": dict(new_hits),
