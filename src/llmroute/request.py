@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from llmroute.errors import RoutingError
-from llmroute.token_estimate import ceil_tokens
+from llmroute.token_estimate import CHARS_PER_TOKEN, ceil_tokens, quarter_tokens
 
 __all__ = ["RouteRequest", "estimate_tokens", "holds_images", "image_count"]
 
@@ -68,6 +68,7 @@ class RouteRequest:
     has_tools: bool = False
     requested_model: str | None = None
     body: Mapping[str, Any] | None = None
+    _quarters: int = field(default=-1, init=False, repr=False, compare=False)
 
     @property
     def has_images(self) -> bool:
@@ -76,8 +77,20 @@ class RouteRequest:
         return self.body is not None and holds_images(self.body.get("messages"))
 
     @property
+    def estimated_quarters(self) -> int:
+        """The text's estimate in quarters of a token (`llmroute.token_estimate`), counted
+        once a request: non-ASCII text costs three encodes of it, and every token-bound
+        rule and the reasoning gate's long trigger read it."""
+        quarters = self._quarters
+        if quarters < 0:
+            quarters = quarter_tokens(self.text)
+            object.__setattr__(self, "_quarters", quarters)  # a cache: same value always
+        return quarters
+
+    @property
     def estimated_tokens(self) -> int:
-        return estimate_tokens(self.text)
+        """`estimate_tokens` of the text (rounded up), from `estimated_quarters`."""
+        return -(-self.estimated_quarters // CHARS_PER_TOKEN)
 
     @classmethod
     def from_input(

@@ -310,3 +310,29 @@ def test_triggers_that_do_not_combine_are_a_config_error(tmp_path: Path) -> None
     )
     with pytest.raises(ConfigError, match=r"reasoning\.triggers"):
         build_reasoning_layer(loaded.registry, FakeEncoder(), tmp_path)
+
+
+def test_a_request_counts_its_estimate_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Non-ASCII text's estimate is three encodes of all of it: a rule's ``min_tokens``
+    and ``max_tokens`` and the long trigger share one count a request, not one each."""
+    import llmroute.request
+
+    counted: list[int] = []
+    real = llmroute.request.quarter_tokens
+
+    def counting(text: str) -> int:
+        counted.append(len(text))
+        return real(text)
+
+    monkeypatch.setattr(llmroute.request, "quarter_tokens", counting)
+    rule = "  - {name: long, when: {min_tokens: 100, max_tokens: 9000}, target: large}\n"
+    registry = REGISTRY.replace("rules:\n", "rules:\n" + rule)
+    reasoning = {"reasoning": "{scorer: null, long_tokens: 100}"}
+    loaded = parse_registry(registry % reasoning, source="test.yaml")
+    router = Router(loaded, encoder=load_builtin("static"), cache_dir=tmp_path)
+    decision = router.decide("这是一份很长的合同。" * 15)
+    assert decision.model == "large" and decision.reasoning is not None
+    assert decision.reasoning.needed and "150 tokens ≥ 100" in decision.reasoning.reason
+    assert counted == [150]

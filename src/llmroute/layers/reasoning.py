@@ -35,7 +35,7 @@ from llmroute.layers.intent import unread_scripts
 from llmroute.layers.pin import PIN_LAYER
 from llmroute.reasoning.artifact import ReasoningScorer, builtin_scorer_dir, load_scorer
 from llmroute.registry import Registry
-from llmroute.token_estimate import CHARS_PER_TOKEN, quarter_tokens
+from llmroute.token_estimate import CHARS_PER_TOKEN
 
 __all__ = ["DEFAULT_TRIGGERS", "ReasoningLayer", "build_reasoning_layer"]
 
@@ -123,7 +123,7 @@ class ReasoningLayer:
         if parts >= self._min_parts:
             fired.append(f"{parts} parts")
         detail["parts"] = parts
-        quarters = quarter_tokens(text)
+        quarters = ctx.request.estimated_quarters  # counted once a request, rules too
         tokens = -(-quarters // CHARS_PER_TOKEN)
         if quarters >= self._long_tokens * CHARS_PER_TOKEN:
             fired.append(f"{tokens} tokens ≥ {self._long_tokens}")
