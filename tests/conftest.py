@@ -21,6 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".pytest_cache" / "llmroute"
 
 os.environ.setdefault("LLMROUTE_CACHE_DIR", str(CACHE))
+# numpy's BLAS on one thread in this process and the gateways and commands it starts:
+# its threads wait for each other at every small product, and with a worker per core
+# (pytest -n auto) they mostly wait for a core (a test's MLP training: 7 s against 93 s
+# at load 6). Set before numpy is imported; results are the same.
+for _blas in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_blas, "1")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # Gateways started by tests log decisions to a scratch SQLite file, never to the
