@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from strict_json import loads_strict
 
 LLMROUTE = Path(sys.executable).parent / "llmroute"
@@ -41,11 +43,29 @@ def _data(path: Path) -> Path:
     return path
 
 
-def test_train_then_eval_with_and_without_the_token_bag(tmp_path: Path) -> None:
-    data = _data(tmp_path / "labelled.jsonl")
-    for flag, expect_bag in (("--no-token-bag", False), ("--token-bag", True)):
-        out = tmp_path / f"det{flag}"
-        trained = llmroute("train", "safety", "--data", data, "-o", out, flag)
+@dataclass(frozen=True)
+class Trained:
+    data: Path
+    out: Path
+    run: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """One detector trained without the token bag or the neighbour columns, which three
+    tests read (a training run costs seconds; each trained its own identical one)."""
+    tmp = tmp_path_factory.mktemp("safety-cli")
+    data, out = _data(tmp / "labelled.jsonl"), tmp / "det"
+    run = llmroute(
+        "train", "safety", "--data", data, "-o", out, "--no-token-bag", "--no-neighbours"
+    )
+    return Trained(data, out, run)
+
+
+def test_train_then_eval_with_and_without_the_token_bag(tmp_path: Path, plain: Trained) -> None:
+    data, bagged = plain.data, tmp_path / "det--token-bag"
+    with_bag = llmroute("train", "safety", "--data", data, "-o", bagged, "--token-bag")
+    for trained, out, expect_bag in ((plain.run, plain.out, False), (with_bag, bagged, True)):
         assert trained.returncode == 0, trained.stderr
         assert "validation" in loads_strict(trained.stdout)
         meta = json.loads((out / "detector.json").read_text(encoding="utf-8"))
@@ -56,23 +76,25 @@ def test_train_then_eval_with_and_without_the_token_bag(tmp_path: Path) -> None:
         assert {"tpr", "fpr", "auc", "threshold", "n"} <= report.keys()
         assert report["n"] == 120 and report["auc"] > 0.9
         assert report["other_labels"]["harmful"]["n"] == 60
-    human = llmroute("eval-safety", "--data", data, "--artifact", tmp_path / "det--token-bag")
+    human = llmroute("eval-safety", "--data", data, "--artifact", bagged)
     assert human.returncode == 0 and "TPR" in human.stdout and "harmful" in human.stdout
     assert "model or rule (what the safety layer flags): TPR" in human.stdout
 
 
-def test_neighbours_are_tried_only_when_asked(tmp_path: Path) -> None:
-    data = _data(tmp_path / "labelled.jsonl")
-    for flag, scales in (("--no-neighbours", {0.0}), ("--neighbours", {0.0, 1.0})):
-        out = tmp_path / f"det{flag}"
-        trained = llmroute("train", "safety", "--data", data, "-o", out, flag, "--no-token-bag")
+def test_neighbours_are_tried_only_when_asked(tmp_path: Path, plain: Trained) -> None:
+    """Not asked: the shared `--no-neighbours` detector (evaluated in
+    `test_json_has_no_nan_where_a_rate_is_undefined`); asked: trained and evaluated here."""
+    asked = tmp_path / "det--neighbours"
+    flags = ("--neighbours", "--no-token-bag")
+    with_them = llmroute("train", "safety", "--data", plain.data, "-o", asked, *flags)
+    for trained, out, scales in ((plain.run, plain.out, {0.0}), (with_them, asked, {0.0, 1.0})):
         assert trained.returncode == 0, trained.stderr
         report = loads_strict(trained.stdout)
         assert {c["neighbour_scale"] for c in report["candidates"]} == scales
         meta = json.loads((out / "detector.json").read_text(encoding="utf-8"))
         assert bool(meta["neighbours"]) is (report["hyper"]["neighbour_scale"] > 0)
-        evaluated = llmroute("eval-safety", "--data", data, "--artifact", out, "--json")
-        assert evaluated.returncode == 0, evaluated.stderr
+    evaluated = llmroute("eval-safety", "--data", plain.data, "--artifact", asked, "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
 
 
 def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
@@ -89,12 +111,10 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_json_has_no_nan_where_a_rate_is_undefined(tmp_path: Path) -> None:
+def test_json_has_no_nan_where_a_rate_is_undefined(plain: Trained) -> None:
     """Data without hard negatives: their FPR is undefined, and the JSON says null
     (strict parsers reject a bare NaN)."""
-    data = _data(tmp_path / "labelled.jsonl")
-    out = tmp_path / "det"
-    trained = llmroute("train", "safety", "--data", data, "-o", out, "--no-token-bag")
+    data, out, trained = plain.data, plain.out, plain.run
     assert trained.returncode == 0 and "NaN" not in trained.stdout
     assert loads_strict(trained.stdout)["validation"]["hard_negative_fpr"] is None
     evaluated = llmroute("eval-safety", "--data", data, "--artifact", out, "--json")
