@@ -734,9 +734,11 @@ def test_a_stalled_gateway_that_lost_its_batch_stops_writing_it(
 def test_a_batch_left_by_a_stopping_gateway_is_taken_over_by_the_next(
     tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
 ) -> None:
-    # two at a time: the batch outlasts the gateway's grace for background work (2.5 s)
-    settings = f'{{url: "{REDIS_URL}", namespace: {redis_namespace}, concurrency: 2}}'
-    text = _registry(upstream, settings)
+    # two at a time: the batch outlasts the gateway's grace for background work (2.5 s);
+    # the next gateway finishes it eight at a time (the default; the rest of it at two
+    # took ~6 s)
+    shared = f'url: "{REDIS_URL}", namespace: {redis_namespace}'
+    text = _registry(upstream, f"{{{shared}, concurrency: 2}}")
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     with serve_text(text, tmp_path / "a", env=ENV) as first, _client(first) as client:
@@ -753,6 +755,7 @@ def test_a_batch_left_by_a_stopping_gateway_is_taken_over_by_the_next(
         first.proc.wait(timeout=30)
         left = (tmp_path / "a" / "serve.log").read_text()
         assert "left running for the next gateway" in left and "Traceback" not in left
+    text = _registry(upstream, f"{{{shared}}}")
     with serve_text(text, tmp_path / "b", env=ENV) as second, _client(second) as client:
         # nobody runs it: a cancel ends it at once, keeping what the first gateway made
         stopped = client.batches.cancel(dropped.id)
