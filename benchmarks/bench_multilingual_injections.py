@@ -13,10 +13,13 @@ the test rows are read once, at the end.
 
 ``gates``: how many benign texts each rule fires on, which must be none: the benign rows
 of the shipped safety data's train + validation sides (`split_sides` < 2, hard negatives
-included), benchmarks/data/latin_prose_long.jsonl (every split), the dev hard negatives
-and 38,7xx benign user queries and exam questions (CLINC150 train + val, Banking77, MMLU,
-GSM8K); also the train + validation attacks the rules of other languages fire on, and
-whether the words pre-filter ever changes an answer on all those texts.
+included), benchmarks/data/latin_prose_long.jsonl (every split), the dev hard negatives,
+38,7xx benign user queries and exam questions (CLINC150 train + val, Banking77, MMLU,
+GSM8K) and a reviewer's benign sentences (benchmarks/data/multilingual_benign_review.jsonl,
+all dev) whose English twin no English rule fires on; the others, whose twin one fires on
+("ignore the previous instructions of the printer"), are counted apart; also the train +
+validation attacks the rules of other languages fire on, and whether the words
+pre-filter ever changes an answer on all those texts.
 
 ``set``: per language, injections caught and benign texts fired on by the English rules
 alone, by all rules, and through `Router.decide` (examples/registry.yaml, whose
@@ -24,8 +27,9 @@ alone, by all rules, and through `Router.decide` (examples/registry.yaml, whose
 
 ``cost``: `match_rules` before (the English rules, as they were) and after, taking
 turns in the same run, on English text (the 259-character text of bench_safety.py, with
-and without a word of the English rules, and 2,000 and 20,000 characters of it) and,
-for scale, on the documents of latin_prose_long.jsonl, per language.
+and without a word of the English rules, and 2,000 and 20,000 characters of it; 20
+texts of 2,000 characters of Banking77 queries, as they are and ending in "todo la el los
+ton") and, for scale, on the documents of latin_prose_long.jsonl, per language.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from llmroute.safety.attack_rules import _ENGLISH_RULES, RULES, _lowered, match_
 from llmroute.safety.attack_rules_languages import INTL_RULES
 
 SET = ROOT / "benchmarks" / "data" / "multilingual_injections.jsonl"
+REVIEW = ROOT / "benchmarks" / "data" / "multilingual_benign_review.jsonl"
 PROSE = ROOT / "benchmarks" / "data" / "latin_prose_long.jsonl"
 REGISTRY = ROOT / "examples" / "registry.yaml"
 ENCODERS = ("static", "minilm-int8")
@@ -108,6 +113,9 @@ def gates(data_dir: Path) -> dict[str, Any]:
             r["text"] for r in _jsonl(SET) if r["split"] == "dev" and r["label"] == "benign"
         ],
         "benign user queries": benign_queries(data_dir),
+        "review benign, English twin fires nothing": [
+            r["text"] for r in _jsonl(REVIEW) if "english_twin" not in r
+        ],
     }
     out: dict[str, Any] = {}
     exact = True
@@ -125,8 +133,18 @@ def gates(data_dir: Path) -> dict[str, Any]:
             _match(_ENGLISH_RULES, t) is not None for t in seen_attacks
         ),
     }
+    # a reviewer's benign sentences whose English twin an English rule fires on: the
+    # rules may fire on them too (listed, not gated)
+    twins = [r for r in _jsonl(REVIEW) if "english_twin" in r]
+    out["review benign, English twin fires (not gated)"] = {
+        "n": len(twins),
+        "fired": dict(Counter(str(match_rules(r["text"])) for r in twins)),
+        "twins fired by the English rules": sum(
+            _match(_ENGLISH_RULES, r["english_twin"]) is not None for r in twins
+        ),
+    }
     out["prefilter exact on all of them"] = exact and all(
-        match_rules(t) == _slow(t) for t in seen_attacks
+        match_rules(t) == _slow(t) for t in seen_attacks + [r["text"] for r in twins]
     )
     return out
 
@@ -215,7 +233,37 @@ def _interleaved_us(fns: dict[str, Callable[[], object]], runs: int) -> dict[str
     return {name: round(value, 2) for name, value in best.items()}
 
 
-def cost() -> dict[str, Any]:
+def _banking_texts(data_dir: Path, n: int = 20, size: int = 2000) -> list[str]:
+    """`n` texts of `size` characters, Banking77 queries joined in a fixed random order:
+    English user text as the router sees it, not one sentence repeated."""
+    import random
+
+    rows = [r["text"] for r in _jsonl(data_dir / "banking77/train.jsonl")]
+    rng = random.Random(0)
+    out = []
+    for _ in range(n):
+        text = ""
+        while len(text) < size:
+            text += rng.choice(rows) + " "
+        out.append(text[:size])
+    return out
+
+
+def _mean_us(texts: Sequence[str], runs: int) -> dict[str, float]:
+    timed = [
+        _interleaved_us(
+            {
+                "before_us": lambda t=text: _old_match_rules(t),
+                "after_us": lambda t=text: match_rules(t),
+            },
+            runs,
+        )
+        for text in texts
+    ]
+    return {key: round(sum(t[key] for t in timed) / len(timed), 1) for key in timed[0]}
+
+
+def cost(data_dir: Path) -> dict[str, Any]:
     long_doc = ((ONE + " ") * 80)[:20000]
     plain = ONE.replace("ignore", "skip")
     out = {}
@@ -232,24 +280,19 @@ def cost() -> dict[str, Any]:
             },
             runs,
         )
+    # English user queries, and the same ending in words the Romance rules look for
+    banking = _banking_texts(data_dir)
+    out["banking77 2,000 chars, mean of 20"] = _mean_us(banking, 200)
+    tail = " todo la el los ton"
+    out["banking77 2,000 chars ending 'todo la el los ton', mean of 20"] = _mean_us(
+        [t[: len(t) - len(tail)] + tail for t in banking], 200
+    )
     # not English, for scale: the mean over a language's documents (1,400-2,200 chars)
     docs: dict[str, list[str]] = defaultdict(list)
     for row in _jsonl(PROSE):
         docs[row["lang"]].append(row["text"])
     for lang, texts in docs.items():
-        timed = [
-            _interleaved_us(
-                {
-                    "before_us": lambda t=text: _old_match_rules(t),
-                    "after_us": lambda t=text: match_rules(t),
-                },
-                200,
-            )
-            for text in texts
-        ]
-        out[f"latin_prose_long {lang}, mean of {len(texts)}"] = {
-            key: round(sum(t[key] for t in timed) / len(timed), 1) for key in timed[0]
-        }
+        out[f"latin_prose_long {lang}, mean of {len(texts)}"] = _mean_us(texts, 200)
     return out
 
 
@@ -265,7 +308,7 @@ def main() -> None:
     elif args.what == "set":
         result = handwritten(args.split)
     else:
-        result = cost()
+        result = cost(args.data_dir)
     if args.json:
         dump_json({"machine": machine(), "result": result})
         return

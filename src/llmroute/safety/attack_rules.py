@@ -30,8 +30,10 @@ They were written from the English rules' meaning and the dev half of a hand-wri
 of the benign rows and queries above nor on 48 benign documents in nine Latin-script
 languages (latin_prose_long.jsonl). Their words are whole words, looked up in the text's
 words cut once: ~250 substring tests would have cost every English text more than all
-the English rules do. Text is NFC-normalised first (non-ASCII text only), so an accent
-typed as a combining mark matches.
+the English rules do. Rules whose words English text often holds ("la", "todo") name a
+second set of words, their matches holding one of each. Text is NFKC-normalised first
+(non-ASCII text only), so an accent typed as a combining mark and full-width letters
+match, and the dot of "İ" is dropped.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import re
 import unicodedata
 from collections.abc import Collection
 
-from llmroute.safety.attack_rules_languages import INTL_RULES
+from llmroute.safety.attack_rules_languages import ALSO_NEEDS, INTL_RULES
 
 __all__ = ["RULES", "match_rules"]
 
@@ -191,14 +193,21 @@ RULES: tuple[tuple[str, Collection[str], re.Pattern[str]], ...] = _ENGLISH_RULES
 _ASCII_GAPS = str.maketrans({c: " " for c in map(chr, range(128)) if not (c.isalnum() or c == "_")})
 _WORD = re.compile(r"\w+")
 _INTL_WORDS = frozenset().union(*(tokens for _, tokens, _ in INTL_RULES))
+# each rule with the words its matches must all hold one of: its own, and a second set
+# where English text often holds the first ("la", "todo", "k"); else its own twice
+_INTL_SCAN = tuple(
+    (name, tokens, ALSO_NEEDS.get(name, tokens), pattern) for name, tokens, pattern in INTL_RULES
+)
 
 
 def _lowered(text: str) -> str:
-    # NFC: an "é" typed as "e" + combining accent is the "é" the patterns name (an ASCII
-    # text is already NFC and skips the call)
-    if not text.isascii():
-        text = unicodedata.normalize("NFC", text)
-    return " ".join(text.lower().split())
+    # NFKC: an "é" typed as "e" + combining accent is the "é" the patterns name, and
+    # full-width "ＩＧＮＯＲＥ" is "IGNORE"; the dot "İ".lower() leaves on "i" (U+0307) goes,
+    # so "İGNORE" is "ignore" (an ASCII text is already normal and skips both)
+    if text.isascii():
+        return " ".join(text.lower().split())
+    text = unicodedata.normalize("NFKC", text).lower().replace("\u0307", "")
+    return " ".join(text.split())
 
 
 def _words(lowered: str) -> list[str]:
@@ -214,7 +223,8 @@ def match_rules(text: str) -> str | None:
     match must contain, which spares most texts the regex scan: a substring test for the
     English rules; for the other languages' rules (246 words in all, which as
     substrings would cost English text ~1.5 µs each per 2,000 characters) a set lookup
-    among the text's words, cut once: every match holds one as a whole word."""
+    among the text's words, cut once: every match holds one as a whole word, and one of
+    its second set (`ALSO_NEEDS`) where it has one."""
     lowered = _lowered(text)
     for name, words, pattern in _ENGLISH_RULES:
         if any(word in lowered for word in words) and pattern.search(lowered):
@@ -223,7 +233,7 @@ def match_rules(text: str) -> str | None:
     if _INTL_WORDS.isdisjoint(cut):  # most English text: one lookup a word
         return None
     found = set(cut)
-    for name, tokens, pattern in INTL_RULES:
-        if not tokens.isdisjoint(found) and pattern.search(lowered):
+    for name, tokens, also, pattern in _INTL_SCAN:
+        if not tokens.isdisjoint(found) and not also.isdisjoint(found) and pattern.search(lowered):
             return name
     return None

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["INTL_RULES"]
+__all__ = ["ALSO_NEEDS", "INTL_RULES"]
 
 _Q = r"[\"'„“”«»‚‘’]?\s*"  # an opening quotation mark, if any
 _REST = r"[^.?!\n]{0,40}?"  # the rest of a clause
@@ -102,10 +102,10 @@ _DE_IGNORE = (
 )
 _DE_QUAL = (
     r"(?:vorherigen|vorigen|bisherigen|fr(?:ü|u|ue)heren|obigen|vorangegangenen|vorangehenden"
-    r"|vorausgegangenen|urspr(?:ü|u|ue)nglichen|alten)"
+    r"|vorausgegangenen|urspr(?:ü|u|ue)nglichen)"
 )
 _DE_NOUN = (
-    r"(?:(?:system|sicherheits)?(?:anweisungen|instruktionen|vorgaben|richtlinien)|befehle"
+    r"(?:(?:system|sicherheits)?(?:anweisungen|instruktionen|richtlinien)|befehle"
     r"|programmierung|system-?prompts?|(?:system|sicherheits)(?:regeln|einstellungen))"
 )
 _DE_OBJECT = _any(
@@ -133,7 +133,7 @@ _FR_OBJECT = _any(
 
 # Spanish
 _ES_IGNORE = (
-    r"(?:ignora|ignore|ignorar|ignoren|olvida|olvide|olvidar|olviden|omite|omita|omitir"
+    r"(?:ignora|ignore|ignorar|ignoren|olvida|olvide|olvidar|olviden|omite|omita"
     r"|descarta|descarte|pasa\s+por\s+alto|haz\s+caso\s+omiso\s+(?:a|de))"
 )
 _ES_QUAL = (
@@ -172,10 +172,7 @@ _PT_IGNORE = (
     r"(?:ignore|ignora|ignorar|ignorem|esque[çc]a|esquece|esquecer|desconsidere"
     r"|desconsidera|desconsiderar|despreze|descarte|descarta)"
 )
-_PT_QUAL = (
-    r"(?:anteriores?|pr[ée]vias?|iniciais|originais|acima|do\s+sistema|de\s+sistema"
-    r"|antigas)"
-)
+_PT_QUAL = r"(?:anteriores?|pr[ée]vias?|iniciais|originais|acima|do\s+sistema|de\s+sistema)"
 _PT_NOUN = (
     r"(?:instru[çc][õo]es|orienta[çc][õo]es|diretrizes|diretivas|ordens|programa[çc][ãa]o"
     r"|prompt)"
@@ -186,14 +183,11 @@ _PT_NOUN_BARE = (
 _PT_OBJECT = _any(
     rf"(?:todas|todos)\s+(?:as\s+|os\s+)?(?:suas\s+|tuas\s+)?{_PT_NOUN}(?:\s+{_PT_QUAL})?",
     rf"(?:as\s+|os\s+)?(?:suas|tuas|vossas|seus|teus)\s+(?:{_PT_QUAL}\s+)?{_PT_NOUN}",
-    rf"(?:as\s+|os\s+)?(?:{_PT_NOUN_BARE}\s+{_PT_QUAL}|antigas\s+{_PT_NOUN})",
+    rf"(?:as\s+|os\s+)?{_PT_NOUN_BARE}\s+{_PT_QUAL}",
 )
 
 # Dutch
-_NL_QUAL = (
-    r"(?:vorige|eerdere|voorgaande|bovenstaande|oorspronkelijke|originele|initi[eë]le"
-    r"|oude)"
-)
+_NL_QUAL = r"(?:vorige|eerdere|voorgaande|bovenstaande|oorspronkelijke|originele|initi[eë]le)"
 _NL_NOUN = (
     r"(?:(?:systeem|veiligheids)?(?:instructies|aanwijzingen|richtlijnen)|opdrachten"
     r"|programmering|systeem-?prompts?|(?:systeem|veiligheids)(?:regels|instellingen))"
@@ -215,6 +209,25 @@ _PL_OBJECT = _any(
     rf"(?:swoj|swoi|twoj|twoi|wasz)\w*\s+(?:{_PL_QUAL}\s+)?{_PL_NOUN}",
     rf"(?:{_PL_QUAL}\s+{_PL_NOUN}|{_PL_NOUN}\s+{_PL_QUAL})",
 )
+
+# A second set of words for the rules whose first set English text often holds ("la",
+# "todo", "k", "intelligence", "ben"): every match also holds one of these whole.
+ALSO_NEEDS: dict[str, frozenset[str]] = {
+    "override-instructions-fr": frozenset(
+        {"instruction", "instructions", "consignes", "directives", "ordres", "indications"}
+        | {"programmation", "prompt", "tout"}
+    ),
+    "override-instructions-es": frozenset(
+        {"instrucciones", "indicaciones", "directrices", "directivas", "órdenes", "ordenes"}
+        | {"programación", "programacion", "prompt", "todo"}
+    ),
+    "note-to-the-ai-de": frozenset({"ki", "k", "sprachmodell"}),
+    "note-to-the-ai-fr": frozenset(
+        {"note", "message", "remarque", "instruction", "instructions", "attention", "avis"}
+        | {"p", "ps"}
+    ),
+    "unbound-persona-nl": frozenset({"zonder", "vrij", "geen", "niet"}),
+}
 
 INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
     # ---- German
@@ -245,28 +258,44 @@ INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
         "prompt-leak-de",
         frozenset({*_DE_SHOW, "gib", "geben", "lautet", "steht"}),
         re.compile(
-            r"\b(?:gib\s+mir|geben\s+sie\s+mir|wie\s+lautet|was\s+steht\s+in|"
+            r"\b(?:gib\s+mir|geben\s+sie\s+mir|"
             + _alt(_DE_SHOW)
             + r")\b"
             + _REST
             + r"\b"
             + _any(
+                # a configuration only if hidden / original ... (the English rule's
+                # qualifiers): "deine komplette Konfiguration der Firewall" is not one
                 r"(?:deinen|deine|dein|deinem|ihren|ihre|ihr|ihrem)\s+(?:\w+e[nmrs]?\s+)?"
                 r"(?:system-?(?:prompt|anweisungen|nachricht|instruktionen|konfiguration)"
                 r"|(?:versteckt|geheim|urspr[üu]nglich|intern|vertraulich|vollst[äa]ndig"
-                r"|komplett|gesamt|ersten)\w*\s+(?:prompt|anweisungen|instruktionen"
-                r"|konfiguration|vorgaben))",
+                r"|komplett|gesamt|ersten)\w*\s+(?:prompt|anweisungen|instruktionen)"
+                r"|(?:versteckt|geheim|urspr[üu]nglich|vertraulich)\w*\s+konfiguration)",
                 r"(?:den|die|das|dem)\s+(?:system-?(?:prompt|anweisungen|nachricht|instruktionen)"
-                r"|(?:versteckt|geheim|urspr[üu]nglich|intern|vertraulich)\w*\s+(?:prompt"
-                r"|anweisungen|instruktionen|konfiguration|vorgaben))",
+                r"|(?:versteckt|geheim|urspr[üu]nglich|vertraulich)\w*\s+(?:prompt"
+                r"|anweisungen|instruktionen|konfiguration)|intern\w*\s+prompt)",
             )
+            # a question names the prompt, system or hidden instructions: "wie lautet die
+            # interne Konfiguration des Servers?" and "what are your initial instructions
+            # for the shelf?" are everyday questions
+            + r"|\b(?:wie\s+lautet|was\s+steht\s+in)\b"
+            + _REST
+            + r"\b(?:(?:deinen|deine|dein|deinem|ihren|ihre|ihr|ihrem)\s+(?:\w+e[nmrs]?\s+)?"
+            r"(?:system-?(?:prompt|anweisungen|nachricht|instruktionen)|prompt"
+            r"|(?:versteckt|geheim|vertraulich)\w*\s+(?:anweisungen|instruktionen))"
+            r"|(?:den|die|das|dem)\s+(?:\w+e[nmrs]?\s+)?system-?(?:prompt|anweisungen"
+            r"|nachricht|instruktionen))"
         ),
     ),
     (
         "note-to-the-ai-de",
-        frozenset({"ki", "k", "sprachmodell"}),
+        frozenset(
+            {"hinweis", "nachricht", "notiz", "anmerkung", "anweisung", "anweisungen"}
+            | {"achtung", "wichtig", "p", "ps"}
+        ),
         re.compile(
-            r"\b(?:hinweis|nachricht|notiz|anmerkung|anweisung(?:en)?|achtung|wichtig|p\.?s\.?)"
+            r"\b(?:(?:hinweis|nachricht|notiz|anmerkung|anweisung(?:en)?|achtung|wichtig)\b"
+            r"|p\.?s\b\.?)"
             r"\s*(?:an|f[üu]r|,)?\s*(?:die\s+|das\s+|den\s+)?"
             + _DE_AI
             + r"(?:\s*[:,]|\s(?:die|der|welche|das)\s)"
@@ -315,19 +344,10 @@ INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
         "override-instructions-fr",
         frozenset(
             {
-                "toutes",
-                "tous",
-                "tes",
-                "vos",
-                "ta",
-                "ton",
-                "votre",
-                "les",
-                "la",
-                "le",
-                "l",
-                "tout",
-                "nouvelles",
+                *("ignore", "ignores", "ignorez", "ignorer", "oublie", "oublies", "oubliez"),
+                *("oublier", "neglige", "néglige", "negligez", "négligez", "negliger"),
+                *("négliger", "contourne", "contournez", "contourner", "outrepasse"),
+                *("outrepassez", "outrepasser", "fais", "faites", "nouvelles"),
             }
         ),
         re.compile(
@@ -351,19 +371,19 @@ INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
             + _REST
             + r"(?:\b(?:ton|ta|tes|votre|vos|le|la|les)\s+|\bl['’])"
             r"(?:prompt|invite|instructions?|consignes|directives|configuration)\s+"
-            r"(?:du\s+|de\s+)?(?:syst[èe]me|initia\w*|d['’]origine|origina\w*|cach[ée]\w*"
-            r"|secr[èe]t\w*|confidentiel\w*|internes?)"
+            r"(?:du\s+|de\s+)?(?:syst[èe]me(?!\s+d(?:e|u|es)\b|\s+d['’])|initia\w*|d['’]origine"
+            r"|origina\w*|cach[ée]\w*|secr[èe]t\w*|confidentiel\w*)"
             r"|\bquel(?:le)?s?\s+(?:sont|est)\s+(?:ton|ta|tes|votre|vos)\s+"
-            r"(?:prompt|invite|instructions?|consignes|directives)\s+(?:du\s+|de\s+)?"
-            r"(?:syst[èe]me|initia\w*|d['’]origine|origina\w*|cach[ée]\w*|secr[èe]t\w*"
-            r"|confidentiel\w*)"
+            r"(?:prompt\b|invite\b|(?:instructions?|consignes|directives)\s+(?:du\s+|de\s+)?"
+            r"(?:syst[èe]me(?!\s+d(?:e|u|es)\b|\s+d['’])|cach[ée]\w*|secr[èe]t\w*"
+            r"|confidentiel\w*))"
         ),
     ),
     (
         "note-to-the-ai-fr",
         frozenset({"ia", "intelligence", "modèle", "modele"}),
         re.compile(
-            r"\b(?:note|message|remarque|instructions?|attention|avis|p\.?s\.?)\s*"
+            r"\b(?:(?:note|message|remarque|instructions?|attention|avis)\b|p\.?s\b\.?)\s*"
             r"(?:[àa]|pour|de|destin[ée]e?\s+[àa]|,)?\s*"
             r"\b(?:l['’](?:ia|intelligence\s+artificielle)|(?:le\s+|au\s+)?mod[èe]le\s+de"
             r"\s+langage)(?:\s*[:,]|\s(?:qui|lisant|traitant)\s)"
@@ -403,27 +423,8 @@ INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
         "override-instructions-es",
         frozenset(
             {
-                "todas",
-                "todos",
-                "tus",
-                "sus",
-                "vuestras",
-                "tu",
-                "su",
-                "las",
-                "los",
-                "la",
-                "el",
-                "instrucciones",
-                "indicaciones",
-                "directrices",
-                "directivas",
-                "órdenes",
-                "ordenes",
-                "programación",
-                "programacion",
-                "todo",
-                "nuevas",
+                *("ignora", "ignore", "ignorar", "ignoren", "olvida", "olvide", "olvidar"),
+                *("olviden", "omite", "omita", "descarta", "descarte", "pasa", "haz", "nuevas"),
             }
         ),
         re.compile(
@@ -445,8 +446,8 @@ INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
             r"(?:del\s+sistema|de\s+sistema|iniciales|originales|ocult[ao]s|secret[ao]s"
             r"|confidenciales|internas)"
             r"|\bcu[áa]l(?:es)?\s+(?:es|son)\s+(?:tu|tus|su|sus)\s+(?:prompt|instrucciones"
-            r"|indicaciones)\s+(?:del\s+sistema|de\s+sistema|iniciales|originales|ocult[ao]s"
-            r"|secret[ao]s|confidenciales)"
+            r"|indicaciones)\s+(?:del\s+sistema|de\s+sistema|ocult[ao]s|secret[ao]s"
+            r"|confidenciales)"
         ),
     ),
     (
@@ -512,8 +513,9 @@ INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
         ),
         re.compile(
             rf"\b{_IT_IGNORE}\s+{_IT_OBJECT}\b"
-            r"|\b(?:dimentica|dimentichi|ignora|ignori)\s+tutto\b[^.?!\n]{0,40}?"
-            r"\b(?:sopra|finora|in\s+precedenza|precedente)\b[^.?!\n]{0,30}?[.,;:!]?\s*"
+            r"|\b(?:dimentica|dimentichi|ignora|ignori)\s+tutto\s+(?:(?:quello|ci[òo])\s+che\s+"
+            r"(?:[èe]\s+stato\s+(?:detto|scritto)|[èe]\s+scritto|c['’][èe]|hai\s+letto)\s+)?"
+            r"(?:qui\s+)?(?:sopra|finora|in\s+precedenza|precedente)\b[^.?!\n]{0,30}?[.,;:!]?\s*"
             r"(?:d['’]ora\s+in\s+(?:poi|avanti)|da\s+ora\s+in\s+(?:poi|avanti)|da\s+adesso"
             r"|adesso|ora\s+sei|sei|lei\s+[èe])\b"
             r"|\bnuove\s+istruzioni\s+(?:da|dai|dagli|dal|dallo|dalla|del|dei)\s+(?:tuoi\s+|suoi\s+)?"
@@ -547,8 +549,8 @@ INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
             r"(?:di\s+sistema|del\s+sistema|iniziali|originali|nascost[ei]|segret[ei]"
             r"|riservat[ei]|intern[ei])\b"
             r"|\b(?:qual\s+[èe]|quali\s+sono)\s+(?:il|i|le)\s+(?:tuo|tuoi|tue|suo|suoi|sue)\s+"
-            r"(?:prompt|istruzioni|indicazioni)\s+(?:di\s+sistema|del\s+sistema|iniziali"
-            r"|originali|nascost[ei]|segret[ei]|riservat[ei])\b"
+            r"(?:prompt|istruzioni|indicazioni)\s+(?:di\s+sistema|del\s+sistema"
+            r"|nascost[ei]|segret[ei]|riservat[ei])\b"
         ),
     ),
     (
@@ -601,7 +603,6 @@ INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
                 "vossas",
                 "seus",
                 "teus",
-                "antigas",
                 "tudo",
                 "novas",
                 *_variants("instru", "çc", "õo", "es"),
@@ -648,7 +649,7 @@ INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
             r"|confidenciais|intern[ao]s)\b"
             r"|\b(?:qual\s+[ée]|quais\s+s[ãa]o)\s+(?:(?:o|os|a|as)\s+)?(?:seu|seus|sua|suas|teu"
             r"|teus|tua|tuas)\s+(?:prompt|instru[çc][õo]es|orienta[çc][õo]es)\s+(?:do\s+sistema"
-            r"|de\s+sistema|iniciais|originais|ocult[ao]s|secret[ao]s|confidenciais)\b"
+            r"|de\s+sistema|ocult[ao]s|secret[ao]s|confidenciais)\b"
         ),
     ),
     (
@@ -722,7 +723,7 @@ INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
         "prompt-leak-nl",
         frozenset({*_NL_SHOW, "laat", "geef", "vertel", "wat", "zeg"}),
         re.compile(
-            r"\b(?:laat\s+(?:me|mij|ons)|geef\s+(?:me|mij)|vertel\s+(?:me|mij)|wat\s+(?:is|zijn)"
+            r"\b(?:laat\s+(?:me|mij|ons)|geef\s+(?:me|mij)|vertel\s+(?:me|mij)"
             r"|zeg\s+(?:me|mij)|"
             + _alt(_NL_SHOW)
             + r")\b"
@@ -730,12 +731,20 @@ INTL_RULES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
             + _any(
                 r"\b(?:je|jouw|uw)\s+(?:\w+e\s+)?(?:systeem-?prompt|systeem-?instructies"
                 r"|systeembericht|(?:verborgen|geheime|oorspronkelijke|originele|interne"
-                r"|vertrouwelijke|volledige|complete|initi[eë]le)\s+(?:prompt|instructies"
-                r"|configuratie))",
+                r"|vertrouwelijke|volledige|complete|initi[eë]le)\s+(?:prompt|instructies)"
+                r"|(?:verborgen|geheime|oorspronkelijke|originele|vertrouwelijke"
+                r"|initi[eë]le)\s+configuratie)",
                 r"\b(?:de|het)\s+(?:systeem-?prompt|systeem-?instructies|systeembericht"
-                r"|(?:verborgen|geheime|oorspronkelijke|interne|vertrouwelijke)\s+(?:prompt"
-                r"|instructies|configuratie))",
+                r"|(?:verborgen|geheime|oorspronkelijke|vertrouwelijke)\s+(?:prompt"
+                r"|instructies|configuratie)|interne\s+prompt)",
             )
+            # a question names the prompt, system or hidden instructions, not "de
+            # interne configuratie" or "je oorspronkelijke instructies voor de kast"
+            + r"|\bwat\s+(?:is|zijn)\b"
+            + _REST
+            + r"\b(?:(?:je|jouw|uw)\s+(?:\w+e\s+)?(?:systeem-?prompt|systeem-?instructies"
+            r"|systeembericht|prompt|(?:verborgen|geheime|vertrouwelijke)\s+instructies)|(?:de|het)\s+(?:\w+e\s+)?(?:systeem-?prompt"
+            r"|systeem-?instructies|systeembericht))"
         ),
     ),
     (
