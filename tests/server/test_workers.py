@@ -329,3 +329,38 @@ def test_a_worker_says_it_serves_before_it_answers_anything() -> None:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = (Path("/proc") / str(pid) / "environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+
+@pytest.mark.parametrize(
+    ("operator", "expected"),
+    [
+        ({}, {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_NUM_THREADS": None}),
+        ({"OPENBLAS_NUM_THREADS": "3"}, {"OPENBLAS_NUM_THREADS": "3", "MKL_NUM_THREADS": None}),
+        ({"OMP_NUM_THREADS": "2"}, {"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": None}),
+    ],
+)
+def test_workers_run_numpys_blas_on_one_thread_unless_the_operator_chose(
+    tmp_path: Path,
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    operator: dict[str, str],
+    expected: dict[str, str | None],
+) -> None:
+    """A worker's environment as it started (read before numpy is imported): one BLAS
+    thread by default, the operator's own setting of any of the variables kept."""
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)  # tests/conftest.py sets them
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(REGISTRY % {"url": upstream.url})
+    env = {"LLMROUTE_TELEMETRY_URL": "off", **operator}
+    with serve(registry, tmp_path / "serve.log", ["--workers", "2"], env=env) as served:
+        workers = _workers(served.proc.pid)
+        assert len(workers) == 2
+        for pid in workers:
+            seen = _environ(pid)
+            assert {name: seen.get(name) for name in expected} == expected

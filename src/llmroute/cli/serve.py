@@ -8,7 +8,7 @@ import logging.config
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -116,6 +116,21 @@ def root_path_option(example: str) -> Any:
         envvar=ROOT_PATH_ENV,
         show_default=False,
     )
+
+
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def one_blas_thread(env: MutableMapping[str, str]) -> None:
+    """numpy's BLAS on one thread per process unless the operator chose (any of
+    `BLAS_THREAD_VARS` set): a request's products are small, and OpenBLAS's thread per
+    core, in every worker, was no faster and cost more CPU (docs/benchmarks.md, "numpy's
+    BLAS threads in `llmroute serve`"); scale with --workers instead. OpenBLAS reads it
+    when numpy is imported, so call this before; spawned workers inherit it.
+    OMP_NUM_THREADS is not set: other libraries (a local model's) read it too."""
+    if not any(name in env for name in BLAS_THREAD_VARS):
+        env["OPENBLAS_NUM_THREADS"] = "1"
+        env["MKL_NUM_THREADS"] = "1"
 
 
 @app.command()
@@ -230,6 +245,7 @@ def serve(
     (SIGHUP to the main process reaches them all), each listens on a socket of its own
     (SO_REUSEPORT, on Linux) and a worker that dies is restarted.
     """
+    one_blas_thread(os.environ)  # before anything imports numpy; workers inherit it
     import uvicorn
 
     from llmroute.registry import load_registry
