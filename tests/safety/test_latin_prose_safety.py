@@ -10,26 +10,11 @@ detector, not retrained (docs/safety.md), still flags the French one (1.02)."""
 from __future__ import annotations
 
 import pytest
+from safety_registry import BLOCKING_REGISTRY
 
 from llmroute.decide import Router
 from llmroute.registry import parse_registry
 
-REGISTRY = """
-encoder: %(encoder)s
-providers:
-  local: {kind: openai, base_url: "http://127.0.0.1:9/v1"}
-models:
-  small: {provider: local, model: s}
-routes:
-  - name: chat
-    target: small
-    examples: [hello there, how are you today, tell me a joke]
-default: {target: small}
-safety:
-  profiles:
-    standard: {injection: block, pii: allow}
-  profile: standard
-"""
 DOCUMENTS = {
     "de": (
         "Protokoll der Elternversammlung vom 12. September. Anwesend waren 23 Eltern, die "
@@ -101,7 +86,7 @@ DOCUMENTS = {
 
 @pytest.fixture(scope="module")
 def router(tmp_path_factory: pytest.TempPathFactory) -> Router:
-    text = REGISTRY % {"encoder": "builtin:static"}
+    text = BLOCKING_REGISTRY % {"encoder": "builtin:static"}
     return Router(parse_registry(text, source="reg.yaml"), cache_dir=tmp_path_factory.mktemp("c"))
 
 
