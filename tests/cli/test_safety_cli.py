@@ -106,6 +106,7 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
     data = _data(tmp_path / "ok.jsonl")
     result = llmroute("eval-safety", "--data", data, "--split", "sideways")
     assert result.returncode == 2 and "'sideways' is not one of 'all', 'test'" in result.stderr
+    assert "Value error" not in result.stderr  # pydantic's prefix on typer's message
     result = llmroute("eval-safety", "--data", data, "--artifact", tmp_path / "missing")
     assert result.returncode != 0 and "missing: no such safety detector" in result.stderr
     assert "Traceback" not in result.stderr

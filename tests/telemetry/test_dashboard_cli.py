@@ -268,6 +268,7 @@ def test_the_log_levels_are_serves(tmp_path: Path) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "'loud' is not one of 'debug', 'info', 'warning', 'error'" in done.stderr
+    assert "Value error" not in done.stderr  # pydantic's prefix on typer's message
 
 
 def test_what_is_not_http_is_answered_as_the_gateway_answers_it(tmp_path: Path) -> None:

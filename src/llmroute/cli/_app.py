@@ -224,7 +224,20 @@ def run(argv: list[str] | None = None) -> int:
             return 130
         show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
         if callable(show) and isinstance(exit_code, int):
+            _drop_pydantic_prefix(exc)
             show()
             return exit_code
         raise
     return code if isinstance(code, int) else 0
+
+
+_PYDANTIC_PREFIX = "Value error, "
+
+
+def _drop_pydantic_prefix(exc: Exception) -> None:
+    """Typer checks option values with pydantic, which prefixes a validator's message
+    with its error type: "Invalid value for '--router': Value error, 'bogus' is not one
+    of ...". The user needs the message alone."""
+    message = getattr(exc, "message", None)
+    if isinstance(message, str) and message.startswith(_PYDANTIC_PREFIX):
+        exc.message = message[len(_PYDANTIC_PREFIX) :]  # type: ignore[attr-defined]
