@@ -267,6 +267,18 @@ def test_a_model_that_is_not_a_string_is_named_model_on_route(gateway: Served) -
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "messages"
 
 
+def test_a_null_model_is_left_out_routed_as_auto(gateway: Served) -> None:
+    """``null`` counts as left out (docs/gateway.md), and a chat body without ``model`` is
+    routed as ``auto``: so is one whose ``model`` is null, on chat and on ``/v1/route``
+    (it used to be a 400 "'model' must be a string")."""
+    for path in ("/v1/chat/completions", "/v1/route"):
+        for body in ({"messages": HI}, {"model": None, "messages": HI}):
+            answer = httpx.post(f"{gateway.url}{path}", json=body, timeout=10)
+            assert answer.status_code == 200, (path, body, answer.text)
+            assert answer.headers["x-llmroute-route"] == "chitchat", answer.headers
+            assert answer.headers["x-llmroute-layer"] != "pinned"
+
+
 def test_a_batch_chat_line_gets_the_same_400(client: openai.OpenAI) -> None:
     bodies: dict[str, dict[str, Any]] = {
         "ok": {"model": "small", "messages": HI},

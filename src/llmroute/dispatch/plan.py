@@ -182,7 +182,9 @@ async def aplan_request(
 def plan_request(router: Router, body: Mapping[str, Any], headers: Mapping[str, str]) -> Plan:
     """Raises `RoutingError` for a body that cannot be routed, `ModelNotFound` for an
     unknown ``model``."""
-    requested = body.get("model", AUTO)
+    requested = body.get("model")
+    if requested is None:  # left out or null, as OpenAI reads a null: routed
+        requested = AUTO
     if not isinstance(requested, str):
         raise ModelNotAString("'model' must be a string")
     decision = _decide(router, requested, body, headers)

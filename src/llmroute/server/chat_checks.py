@@ -30,7 +30,7 @@ def check_chat_body(body: dict[str, Any]) -> None:
     """400 (`GatewayError`, its ``param`` the field) for a chat body OpenAI would refuse:
     ``messages`` missing or malformed, or a known parameter of the wrong type. ``null``
     stands for a field left out, as OpenAI takes it."""
-    if not isinstance(body.get("model", ""), str):
+    if body.get("model") is not None and not isinstance(body["model"], str):
         raise _bad("model", "'model' must be a string")
     _check_messages(body.get("messages"))
     for key in _NUMBERS:
