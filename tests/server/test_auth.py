@@ -130,6 +130,8 @@ def test_a_request_without_a_known_key_is_a_401(gateway: Served) -> None:
     assert response.headers["www-authenticate"] == "Bearer"
     error = response.json()["error"]
     assert error["code"] == "invalid_api_key" and "Authorization: Bearer" in error["message"]
+    # both ways a key counts are named: an Anthropic client on /v1/messages sends x-api-key
+    assert "x-api-key" in error["message"]
     with _client(gateway, "sk-wrong") as client, pytest.raises(openai.AuthenticationError):
         client.chat.completions.create(**ASK)
     for path in ("/v1/models", "/v1/route"):

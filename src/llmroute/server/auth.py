@@ -272,7 +272,8 @@ def _missing(path: str, admin_path: bool, authorization: str) -> str:
             "missing API key: HTTP Basic credentials count only on /dashboard and /metrics "
             "(a browser's login); send the key as Authorization: Bearer <key> or x-api-key"
         )
-    return "missing API key: send it as Authorization: Bearer <key>"
+    # x-api-key too: what Anthropic's clients send, on /v1/messages and elsewhere
+    return "missing API key: send it as Authorization: Bearer <key> or x-api-key: <key>"
 
 
 def is_api_path(path: str) -> bool:
