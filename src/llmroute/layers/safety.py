@@ -4,12 +4,14 @@ It runs after the routing layers (the policy is the chosen route's safety profil
 every request, pinned ones included; it may allow, redact, reroute to a guarded model or
 block, whatever routing decided. It reuses the shared request embedding when the text it
 scans is the routed text in one window; longer texts and tool results are scanned in
-overlapping windows, embedded in one batch, and the worst window counts.
+overlapping windows, embedded in one batch, and the worst window counts. The fast rules
+read each text alone, but only as far as the windows reach: past `max_windows` the text
+is *unscanned* by both, and the profile's ``unscanned`` action applies.
 
 The classifier does not score a window mostly in scripts the encoder does not read
 (`ScriptCheck`, the intent layer's): its vector is made of unknown tokens and letter
 fragments, and benign Russian or Arabic prose scored above the threshold. Such a window
-is not embedded; the fast rules still read every text, a window holding `READ_ENOUGH`
+is not embedded; the fast rules still read its text, a window holding `READ_ENOUGH`
 letters the encoder reads is scored whatever its share (an English instruction pasted
 into a Russian document), one holding `READ_SOME` has those letters scored alone (a
 short one padded with Chinese), and the profile's ``unread_scripts`` action applies.
@@ -43,7 +45,7 @@ from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.injection import InjectionDetector, builtin_detector_dir, load_detector
 from llmroute.safety.pii import PLACEHOLDER, PhoneBudget, PiiDetector, PiiSpan, Redactor
 from llmroute.safety.segments import Place, Segment, new_turn, replace_texts, segments_of
-from llmroute.safety.windows import windows
+from llmroute.safety.windows import window_spans
 
 __all__ = ["READ_ENOUGH", "READ_SOME", "SAFETY_LAYER", "SafetyLayer", "build_safety_layer"]
 
@@ -212,7 +214,8 @@ class SafetyLayer:
 
     def _scan_for_injection(self, ctx: DecisionContext, segments: Sequence[Segment]) -> _Scan:
         """Rules on each scanned text, then the classifier on the windows of them all,
-        but those mostly in scripts the encoder does not read."""
+        but those mostly in scripts the encoder does not read. Both read only what the
+        windows cover: the rest is *unscanned*, so a huge text costs a bounded time."""
         detector = self._detector
         if detector is None:
             return _NOTHING
@@ -221,15 +224,19 @@ class SafetyLayer:
         texts = [s.text for s in scanned if s.role in self._scan_injection]
         if not texts:
             return _NOTHING
-        for text in texts:
-            if (rule := detector.match_rules(text)) is not None:
-                return _Scan(score=1.0, rule=rule)
         # one text for the windows: seventeen short tool results are one window's read,
-        # not seventeen windows of the budget (the rules above looked at each alone)
-        joined = texts[0] if len(texts) == 1 else "\n\n".join(texts)
-        chunks, unscanned = windows(
+        # not seventeen windows of the budget (the rules look at each text alone)
+        joined = texts[0] if len(texts) == 1 else _JOIN.join(texts)
+        spans, unscanned = window_spans(
             joined, settings.window_chars, settings.stride_chars, settings.max_windows
         )
+        for text in _covered(texts, max(end for _, end in spans)) if unscanned else texts:
+            if (rule := detector.match_rules(text)) is not None:
+                return _Scan(score=1.0, rule=rule)
+        if len(spans) == 1 and spans[0] == (0, len(joined)):
+            chunks = [joined]
+        else:
+            chunks = [joined[begin:end] for begin, end in spans]
         shared = len(chunks) == 1 and chunks[0] == ctx.request.text
         if shared:
             chunks = [ctx.request.text]  # the very text the intent layer checked: no recount
@@ -423,6 +430,24 @@ def _redacted_arguments(
 
     redacted = walk(value)
     return json.dumps(redacted, ensure_ascii=False) if changed else None
+
+
+_JOIN = "\n\n"
+"""Between the scanned texts of a request in the text its windows are cut from."""
+
+
+def _covered(texts: Sequence[str], reach: int) -> list[str]:
+    """Each of `texts` up to `reach`, an index into their `_JOIN`: a text past it is
+    dropped, the one it falls in cut there. The rules read no further than the windows,
+    whose cost is bounded (the rules' is not: ~1 s a MB of a text of their own words)."""
+    out: list[str] = []
+    start = 0
+    for text in texts:
+        if start >= reach:
+            break
+        out.append(text if start + len(text) <= reach else text[: reach - start])
+        start += len(text) + len(_JOIN)
+    return out
 
 
 def _unread_detail(scan: _Scan) -> dict[str, Any]:
