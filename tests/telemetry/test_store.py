@@ -668,6 +668,10 @@ def test_dropped_schema_is_an_error_then_migrate_recreates_it(
         ("postgres://u:p%40ss@h/db?sslmode=require", "postgres://u:***@h/db?sslmode=require"),
         ("postgresql://u@h/db", "postgresql://u@h/db"),
         ("postgresql://h/db?user=u&password=pw", "postgresql://h/db?user=u&password=***"),
+        (
+            "postgresql://u@h/db?sslcert=c.pem&sslpassword=KEYPASS",
+            "postgresql://u@h/db?sslcert=c.pem&sslpassword=***",
+        ),
         ("sqlite:///a/b.db", "sqlite:///a/b.db"),
         (
             "https://u:pw@x.openai.azure.com/v1?api-key=SECRET",

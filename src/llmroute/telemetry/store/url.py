@@ -26,16 +26,17 @@ __all__ = [
 ENV_VAR = "LLMROUTE_TELEMETRY_URL"
 _OFF = frozenset({"", "off", "none"})
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@?#]*)@")
-_PASSWORD_PARAM = re.compile(r"(?i)\b(password|passwd)=[^&\s]*")
+# password, and libpq's sslpassword (the client key's passphrase)
+_PASSWORD_PARAM = re.compile(r"(?i)\b(\w*password|passwd)=[^&\s]*")
 # keys in a query string: Azure's api-key and code, SAS signatures, access tokens
 _SECRET_PARAM = re.compile(r"(?i)([?&;](?:[\w-]*(?:key|token|secret|sig|signature)|code))=[^&#\s]*")
 _POSTGRES = ("postgresql://", "postgres://")
 
 
 def mask_url(url: str) -> str:
-    """`url` with any password replaced by ``***`` (userinfo and ``password=`` params),
-    and so the values of query parameters that hold keys (``api-key``, ``key``, ``code``,
-    ``sig``, ``*token``)."""
+    """`url` with any password replaced by ``***`` (userinfo, ``password=`` and
+    libpq's ``sslpassword=`` params), and so the values of query parameters that hold
+    keys (``api-key``, ``key``, ``code``, ``sig``, ``*token``)."""
 
     def userinfo(match: re.Match[str]) -> str:
         user, sep, _ = match.group(2).partition(":")
