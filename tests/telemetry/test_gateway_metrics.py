@@ -255,6 +255,31 @@ def test_drops_shadow_and_queue_depth() -> None:
     assert value(s, "llmroute_telemetry_queue_depth") == 7
 
 
+def test_the_decision_logs_writer_sets_the_queue_depth(tmp_path: Path) -> None:
+    """The gauge follows the gateway's writer (it read 0 whatever the queue held):
+    records offered before the thread's first wake are seen waiting, then drained."""
+    from llmroute.registry.schema import TelemetrySettings
+    from llmroute.telemetry.service import Telemetry
+
+    depths: list[int] = []
+
+    class Seen(GatewayMetrics):
+        def queue_depth(self, depth: int) -> None:
+            depths.append(depth)
+            super().queue_depth(depth)
+
+    metrics = Seen()
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    settings = TelemetrySettings(url=url, flush_seconds=0.5)
+    telemetry = Telemetry.open(settings, metrics, {})
+    assert telemetry.writer is not None
+    for _ in range(3):  # the thread first wakes after flush_seconds
+        assert telemetry.writer.offer(record())
+    asyncio.run(telemetry.aclose(5))
+    assert depths[0] == 3 and depths[-1] == 0
+    assert value(scrape(metrics), "llmroute_telemetry_queue_depth") == 0
+
+
 def test_each_instance_has_its_own_registry() -> None:
     one, two = GatewayMetrics(), GatewayMetrics()
     one.observe(record())

@@ -154,6 +154,27 @@ def test_queue_full_drops_are_counted(tmp_path: Path, make_record: MakeRecord) -
     store.close()
 
 
+def test_the_queue_depth_is_reported_as_it_fills_and_drains(
+    tmp_path: Path, make_record: MakeRecord
+) -> None:
+    """``on_depth`` (the ``llmroute_telemetry_queue_depth`` gauge) hears how many records
+    wait as the thread wakes and after each batch, down to 0 once all are written."""
+    depths: list[int] = []
+    store = SqliteStore(tmp_path / "t.db")
+    writer = TelemetryWriter(store, batch_size=5, flush_seconds=0.05, on_depth=depths.append)
+    for i in range(12):  # not started: nothing drains
+        assert writer.offer(make_record(i))
+    writer.start()
+    deadline = time.monotonic() + 10
+    while writer.written < 12 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    writer.close()
+    store.close()
+    assert writer.written == 12
+    assert depths[:4] == [12, 7, 2, 0]  # woken with 12, then after each batch of 5
+    assert depths[-1] == 0
+
+
 def test_recovers_when_sqlite_is_unlocked(tmp_path: Path, make_record: MakeRecord) -> None:
     """Another process holding the write lock past the busy timeout makes writes fail;
     once it lets go, writing resumes without a restart."""

@@ -106,7 +106,9 @@ class Telemetry:
         if url is None:
             log.info("decision log off")
             return cls(settings, metrics)
-        store, writer = start_writer(url, settings, on_drop=metrics.telemetry_dropped)
+        store, writer = start_writer(
+            url, settings, on_drop=metrics.telemetry_dropped, on_depth=metrics.queue_depth
+        )
         log.info("decision log: %s (prompts: %s)", mask_url(url), settings.prompts)
         return cls(settings, metrics, store, writer)
 

@@ -27,6 +27,10 @@ Drops are reported three ways: the `dropped` counters, ``on_drop(n, reason)`` (r
 every 10 s per reason with the running count (``row_error``'s is the one
 `decision_rows` logs, naming a decision). Log lines carry the store's masked URL only.
 
+``on_depth(n)`` is told how many records wait in the queue each time the thread wakes
+and after each batch it hands the store (the ``llmroute_telemetry_queue_depth`` gauge),
+so a store falling behind shows before the queue is full and records are dropped.
+
 The writer does not own the store: closing the writer flushes and stops the thread;
 the caller closes the store.
 """
@@ -85,6 +89,7 @@ class TelemetryWriter:
         flush_seconds: float = 0.2,
         on_drop: Callable[[int, str], None] | None = None,
         retention_s: float | None = None,
+        on_depth: Callable[[int], None] | None = None,
     ) -> None:
         if queue_size < 1 or batch_size < 1 or flush_seconds <= 0:
             raise ValueError("queue_size and batch_size must be >= 1, flush_seconds > 0")
@@ -95,6 +100,7 @@ class TelemetryWriter:
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
         self._on_drop = on_drop
+        self._on_depth = on_depth
         self._queue: deque[DecisionRecord | _Marker] = deque()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -277,11 +283,13 @@ class TelemetryWriter:
             if len(queue) < self.batch_size and not self._closing:
                 self._wake.wait(self.flush_seconds)
             self._wake.clear()
+            self._report_depth()
             closing = self._closing
             if not self._ready and time.monotonic() >= self._retry_at:
                 self._call_store(None)  # migrate at start-up, and retry it while idle
             self._drain()
             if closing and not queue:
+                self._report_depth()
                 return
             if self.retention_s is not None and self._ready:
                 self._prune(self.retention_s)
@@ -321,6 +329,14 @@ class TelemetryWriter:
                 self._drop(left_out, ROW_ERROR)
         finally:
             self._in_hand = 0
+            self._report_depth()
+
+    def _report_depth(self) -> None:
+        if self._on_depth is not None:
+            try:
+                self._on_depth(len(self._queue))
+            except Exception:  # a metrics callback must not break the writer
+                log.exception("telemetry: the on_depth callback failed")
 
     def _prune(self, retention_s: float) -> None:
         """Erase one batch of decisions older than the retention period, when due."""
@@ -394,7 +410,10 @@ def _describe(exc: BaseException) -> str:
 
 
 def start_writer(
-    url: str, settings: TelemetrySettings, on_drop: Callable[[int, str], None] | None = None
+    url: str,
+    settings: TelemetrySettings,
+    on_drop: Callable[[int, str], None] | None = None,
+    on_depth: Callable[[int], None] | None = None,
 ) -> tuple[Store, TelemetryWriter]:
     """The store at `url` (opened lazily: nothing connects yet) and its batching writer,
     started (its thread applies the migrations first). A URL no store can open raises
@@ -406,6 +425,7 @@ def start_writer(
         batch_size=settings.batch_size,
         flush_seconds=settings.flush_seconds,
         on_drop=on_drop,
+        on_depth=on_depth,
         retention_s=None if settings.retention_days is None else settings.retention_days * 86400,
     )
     writer.start()
