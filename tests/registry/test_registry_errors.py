@@ -507,3 +507,15 @@ def test_a_file_of_routing_cases_is_said_as_such() -> None:
     # a registry that also has a `cases` key is validated as a registry (unknown key)
     unknown = errors_of(VALID + "cases: []\n", "reg.yaml")
     assert any("unknown key 'cases'" in str(e) for e in unknown)
+
+
+def test_a_key_yaml_reads_as_a_boolean_is_named_as_such() -> None:
+    """``off:`` is the boolean false in YAML 1.1, so ``reasoning: {off: true}`` (the docs
+    warn: the key is ``turn_off``) was "models.large.reasoning[0]: Keys should be
+    strings"; it is said at the mapping, with the keys it takes."""
+    error = one_error(replace_line(VALID, 13, "reasoning: {off: true}"))
+    assert_points_at(error, 13, "models.large.reasoning", "boolean false")
+    assert "(did you mean 'turn_off'?)" in error.message and "allowed keys:" in error.message
+    other = one_error(VALID + "telemetry: {on: true}\n")
+    assert other.field == "telemetry" and "boolean true" in other.message
+    assert "turn_off" not in other.message

@@ -71,6 +71,8 @@ def problems_from(
             out.extend(((*loc, *sub), message, False) for sub, message in found.problems)
         elif error["type"] == "extra_forbidden":
             out.append((loc, _unknown_key(tuple(error["loc"]), root), True))
+        elif error["type"] == "invalid_key":  # the loc ends with the key's position
+            out.append((loc[:-1], _key_not_text(error["input"], loc[:-1], root), False))
         else:
             out.append((loc, _message(error, loc), False))
     return out
@@ -189,6 +191,22 @@ def _unknown_key(loc: Path, root: type[BaseModel]) -> str:
     if not allowed:
         return f"unknown key {key!r}"
     return f"unknown key {key!r}{did_you_mean(key, allowed)}; allowed keys: {', '.join(allowed)}"
+
+
+def _key_not_text(key: object, loc: Path, root: type[BaseModel]) -> str:
+    """A mapping key YAML did not read as text: ``off:`` is the boolean false in YAML
+    1.1 (pydantic says only "Keys should be strings", at the key's position)."""
+    if isinstance(key, bool):
+        message = (
+            f"a key YAML reads as the boolean {str(key).lower()} (an unquoted "
+            f"{'on, yes or true' if key else 'off, no or false'}): quote it, or name a key of "
+            "the section"
+        )
+    else:
+        message = f"a key YAML reads as {_TYPE_NAMES.get(type(key), 'a value')}: keys are text"
+    allowed = _allowed_keys(loc, root)
+    hint = " (did you mean 'turn_off'?)" if key is False and "turn_off" in allowed else ""
+    return f"{message}{hint}" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
 
 
 def _allowed_keys(loc: Path, root: type[BaseModel]) -> list[str]:
