@@ -212,6 +212,10 @@ def test_entity_selection_and_errors() -> None:
         PiiDetector(["PERSON"])
     with pytest.raises(ConfigError, match="phone region"):
         PiiDetector(phone_regions=("XX",))
+    with pytest.raises(ConfigError) as caught:
+        PiiDetector(phone_leniency="strict")  # type: ignore[arg-type]
+    assert caught.value.field == "phone_leniency"  # the argument's name, not `leniency`
+    assert "'possible', 'valid'" in caught.value.message and "'strict'" in caught.value.message
 
 
 def test_person_without_a_model_is_said_at_the_registrys_line(tmp_path: Path) -> None:

@@ -87,7 +87,10 @@ class PhoneFinder:
                 field="phone_regions",
             )
         if leniency not in LENIENCY:
-            raise ConfigError(f"leniency must be one of {sorted(LENIENCY)}", field="leniency")
+            raise ConfigError(  # PiiDetector's argument, the name its caller wrote
+                f"phone_leniency must be one of {sorted(LENIENCY)}, not {leniency!r}",
+                field="phone_leniency",
+            )
         self.regions = tuple(r.upper() for r in regions)
         self._leniency = LENIENCY[leniency]
 
