@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -211,6 +212,24 @@ def test_feedback_is_stored_and_checked(sqlite_gateway: Running) -> None:
         assert response.status_code == 400, bad
         assert response.json()["error"]["param"] == param
     assert httpx.post(f"{url}/v1/feedback", content=b"{", timeout=10).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"thumbs": "up"}, "'decision_id' is required"),
+        ({"decision_id": 5, "thumbs": "up"}, "'decision_id' must be"),  # was "is required"
+        ({"decision_id": "", "thumbs": "up"}, "'decision_id' must be"),
+    ],
+)
+def test_a_bad_decision_id_is_said_as_missing_or_as_wrong(given: dict[str, Any], said: str) -> None:
+    from llmroute.server.errors import GatewayError
+    from llmroute.server.feedback import parse_feedback
+
+    with pytest.raises(GatewayError) as caught:
+        parse_feedback(given, 0.0)
+    assert caught.value.status == 400 and caught.value.param == "decision_id"
+    assert caught.value.message.startswith(said)
 
 
 KEYS = {"A_KEY": "a" * 24, "B_KEY": "b" * 24, "OPS_KEY": "o" * 24}

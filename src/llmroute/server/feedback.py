@@ -53,7 +53,8 @@ def parse_feedback(body: dict[str, Any], now: float) -> FeedbackRecord:
     ):
         raise _invalid(
             "decision_id",
-            "'decision_id' is required: the x-llmroute-decision-id header of the response",
+            ("'decision_id' is required" if decision_id is None else "'decision_id' must be")
+            + ": the x-llmroute-decision-id header of the response",
         )
     score = body.get("score")
     if score is not None and (
