@@ -195,3 +195,18 @@ def test_prune_erases_what_is_older_than_the_period_given_or_the_registrys(
     registry.write_text(text.replace(shipped, f"url: {url}"), encoding="utf-8")
     code, _, err = _run(["db", "prune", "-r", str(registry)], capsys)
     assert code == 2 and "--older-than 30d" in err and "retention_days" in err
+
+
+def test_report_on_a_log_that_is_not_there_says_so_without_a_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "no decision log at PATH yet in the last 24h; nothing to report"."""
+    missing = tmp_path / "missing.db"
+    code, out, _ = _run(["report", "--url", f"sqlite:///{missing}"], capsys)
+    assert code == 0 and not missing.exists()
+    assert " ".join(out.split()) == (
+        f"sqlite:///{missing}: no decision log at {missing} yet; nothing to report"
+    )
+    (tmp_path / "empty.db").touch()
+    code, out, _ = _run(["report", "--url", f"sqlite:///{tmp_path / 'empty.db'}"], capsys)
+    assert code == 0 and "in the last" not in out and "no tables yet" in out

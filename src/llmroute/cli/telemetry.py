@@ -224,7 +224,8 @@ def _narrowed(
 
 
 def _empty(log: Log, what: str, as_json: bool, payload: dict[str, Any] | None = None) -> None:
-    message = f"{log.empty_reason or 'no decisions'} in {what}"
+    # a log that is not there says so alone ("... in the last 24h" read as if it were)
+    message = log.empty_reason or f"no decisions in {what}"
     if as_json:
         _print_json({"url": log.shown, "empty": True, "message": message, **(payload or {})})
     else:
