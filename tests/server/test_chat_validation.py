@@ -325,3 +325,15 @@ def test_a_batch_chat_line_gets_the_same_400(client: openai.OpenAI) -> None:
         time.sleep(0.1)
     assert batch.status == "failed" and batch.errors is not None and batch.errors.data
     assert [(e.line, e.code) for e in batch.errors.data] == [(1, "invalid_json_line")]
+
+
+def test_feedback_with_the_log_off_says_where_it_was_turned_off(gateway: Served) -> None:
+    """The log is off here by ``LLMROUTE_TELEMETRY_URL=off``, not by the registry: the
+    503 names both places (it named only ``telemetry.url``)."""
+    answer = httpx.post(
+        f"{gateway.url}/v1/feedback", json={"decision_id": "x", "thumbs": "up"}, timeout=10
+    )
+    assert answer.status_code == 503
+    error = answer.json()["error"]
+    assert error["code"] == "telemetry_disabled"
+    assert "telemetry.url" in error["message"] and "LLMROUTE_TELEMETRY_URL" in error["message"]

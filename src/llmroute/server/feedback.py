@@ -90,7 +90,8 @@ async def feedback(request: Request) -> Response:
     if not isinstance(telemetry, Telemetry) or not telemetry.enabled:
         raise GatewayError(
             503,
-            "feedback needs the decision log, and it is off (telemetry.url)",
+            "feedback needs the decision log, and it is off (the registry's telemetry.url, "
+            "or $LLMROUTE_TELEMETRY_URL)",
             code="telemetry_disabled",
         )
     # a key judges its own decisions (an admin key any): another key's feedback would
