@@ -519,3 +519,47 @@ def test_a_key_yaml_reads_as_a_boolean_is_named_as_such() -> None:
     other = one_error(VALID + "telemetry: {on: true}\n")
     assert other.field == "telemetry" and "boolean true" in other.message
     assert "turn_off" not in other.message
+
+
+@pytest.mark.parametrize(
+    ("gate", "field", "said"),
+    [
+        (
+            "{kind: self_consistency, threshold: 0.8}",
+            "threshold",
+            "'threshold' is not used by a self_consistency gate; its keys: samples, agreement",
+        ),
+        ("{kind: heuristic, model: large}", "model", "not used by a heuristic gate"),
+        ("{kind: verifier, model: large, samples: 5}", "samples", "not used by a verifier gate"),
+        ("{kind: learned, min_chars: 10}", "min_chars", "not used by a learned gate"),
+    ],
+)
+def test_a_gate_key_of_another_kind_is_refused_not_ignored(
+    gate: str, field: str, said: str
+) -> None:
+    """`{kind: self_consistency, threshold: 0.8}` loaded and gated at the default
+    agreement: the key was read by no gate, as a typo would be."""
+    text = VALID.replace(
+        "    target: small\n    threshold: 0.55\n",
+        f"    target: small\n    threshold: 0.55\n"
+        f"    cascade: {{tiers: [small, large], gates: [heuristic, {gate}]}}\n",
+    )
+    error = one_error(text)
+    assert error.field == f"routes[0].cascade.gates[1].{field}"
+    assert said in error.message and error.line == 24
+
+
+def test_each_gate_takes_its_own_keys() -> None:
+    gates = (
+        "[{kind: heuristic, refusal: false, truncated: false, json_format: false, min_chars: 2,"
+        " max_chars: 90}, {kind: learned, artifact: builtin, threshold: 0.4},"
+        " {kind: self_consistency, samples: 4, agreement: 0.7},"
+        " {kind: verifier, model: large, threshold: 0.6}]"
+    )
+    text = VALID.replace(
+        "    target: small\n    threshold: 0.55\n",
+        f"    target: small\n    threshold: 0.55\n"
+        f"    cascade: {{tiers: [small, large], gates: {gates}}}\n",
+    )
+    route = parse_registry(text).registry.route("code")
+    assert route.cascade is not None and len(route.cascade.gates) == 4

@@ -1303,6 +1303,14 @@ class ReasoningSettings(_Frozen):
 
 GateKind = Literal["heuristic", "learned", "self_consistency", "verifier"]
 
+_GATE_KEYS: dict[str, tuple[str, ...]] = {
+    "heuristic": ("refusal", "truncated", "json_format", "min_chars", "max_chars"),
+    "learned": ("artifact", "threshold"),
+    "self_consistency": ("samples", "agreement"),
+    "verifier": ("model", "threshold"),
+}
+"""The keys each kind of gate reads; another kind's key is refused, not ignored."""
+
 
 class Gate(_Frozen):
     """A quality gate a cascade tier's answer must pass, or the request escalates.
@@ -1332,6 +1340,23 @@ class Gate(_Frozen):
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
         return {"kind": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> Self:
+        """A key of another kind is an error: `{kind: self_consistency, threshold: 0.8}`
+        would load and gate at the default `agreement`, a typo that changes routing."""
+        keys = _GATE_KEYS[self.kind]
+        PathProblems.raise_if_any(
+            [
+                (
+                    (key,),
+                    f"{key!r} is not used by {with_article(self.kind)} gate; its keys: "
+                    + ", ".join(keys),
+                )
+                for key in sorted(self.model_fields_set - {"kind", *keys})
+            ]
+        )
+        return self
 
 
 class CascadeTier(_Frozen):
