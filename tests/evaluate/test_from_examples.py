@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 from intent_synth import INTENTS, synthetic_rows
 
+from llmroute.cli._app import run
 from llmroute.decide import Router
 from llmroute.encoders.fake import FakeEncoder
 from llmroute.errors import ConfigError, DataError
@@ -139,3 +141,51 @@ def test_single_example_labels_are_kept_but_not_scored(tmp_path: Path) -> None:
     result = build(tmp_path, rows, oos_label="oos")
     assert "gardening" in {r.name for r in result.registry.routes}
     assert result.n_calibration == len(rows) - 1
+
+
+def test_a_base_registrys_artifacts_and_errors_are_read_as_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--base team/registry.yaml` run from another folder looked for the base's
+    difficulty router under the working directory ('no such router artifact'), and an
+    error in what the base gave named '<registry built from ...>' and a line of a text
+    never written anywhere."""
+    team = tmp_path / "team"
+    team.mkdir()
+    data = tmp_path / "labels.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps(
+                {"prompt": f"question {i}", "weak_correct": i % 3 == 0, "strong_correct": True}
+            )
+            + "\n"
+            for i in range(60)
+        )
+    )
+    out = team / "routers" / "r"
+    assert (
+        run(["train", "difficulty", "--data", str(data), "--router", "random", "-o", str(out)]) == 0
+    )
+    base_text = (
+        "encoder: builtin:static\n"
+        "providers: {vllm: {kind: openai, base_url: 'http://10.0.0.1:8000/v1'}}\n"
+        "models: {cheap: {provider: vllm, model: qwen}, big: {provider: vllm, model: llama}}\n"
+        "routes: [{name: old, target: big, examples: [something old]}]\n"
+        "default:\n"
+        "  target: cheap\n"
+        "  difficulty: {router: routers/r, strong: big, weak: cheap, threshold: 0.5}\n"
+    )
+    base_path = team / "registry.yaml"
+    base_path.write_text(base_text)
+    monkeypatch.chdir(tmp_path)
+    config = FromExamplesConfig(oos_label="oos")
+    rows = synthetic_rows()
+    result = registry_from_examples(rows, config, base=load_registry(base_path), cache_dir=tmp_path)
+    assert result.registry.default.difficulty is not None
+
+    base_path.write_text(base_text + "rules: [{name: r1, when: {has_tools: true}, route: old}]\n")
+    with pytest.raises(ConfigError) as info:
+        registry_from_examples(rows, config, base=load_registry(base_path), cache_dir=tmp_path)
+    error = info.value
+    assert (error.file, error.line, error.field) == (str(base_path), 8, "rules[0].route")
+    assert "unknown route 'old'" in error.message and "not the --base registry's" in error.message

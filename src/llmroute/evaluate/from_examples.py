@@ -29,7 +29,14 @@ from llmroute.errors import ConfigError, DataError
 from llmroute.evaluate.calibrate import OOS, ThresholdChoice, choose_threshold
 from llmroute.evaluate.data import LabelledRow, cap_per_label, group_by_label
 from llmroute.layers.intent import IntentLayer
-from llmroute.registry import LoadedRegistry, Registry, Route, dump_registry, parse_registry
+from llmroute.registry import (
+    ConfigErrors,
+    LoadedRegistry,
+    Registry,
+    Route,
+    dump_registry,
+    parse_registry,
+)
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -143,9 +150,33 @@ def _document(
     return document
 
 
-def _validate(document: dict[str, Any], source: str) -> LoadedRegistry:
+def _validate(document: dict[str, Any], source: str, base: LoadedRegistry | None) -> LoadedRegistry:
+    """The built registry; the paths it keeps from `base` (a difficulty router, a
+    safety artifact) are read relative to the base file, as they were written."""
     text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
-    return parse_registry(text, source=f"<registry built from {source}>")
+    base_dir = base.base_dir if base is not None else None
+    return parse_registry(text, source=f"<registry built from {source}>", base_dir=base_dir)
+
+
+_BUILT = ("routes", "intent", "encoder")  # the sections written here, not taken from base
+
+
+def _in_base(exc: ConfigError, base: LoadedRegistry | None) -> ConfigError:
+    """`exc` with each error in what `base` gave (a rule naming a route the labels do
+    not make, an artifact) named at the base file's line: the built text it was found
+    in is never written where the user could read it."""
+    if base is None:
+        return exc
+    errors = exc.errors if isinstance(exc, ConfigErrors) else (exc,)
+    out: list[ConfigError] = []
+    for error in errors:
+        if error.field and not error.field.startswith(_BUILT):
+            message = error.message
+            if "unknown route" in message:
+                message += " (the routes are the labels', not the --base registry's)"
+            error = base.at(ConfigError(message, field=error.field))
+        out.append(error)
+    return ConfigErrors(out)
 
 
 def _check_labels(labels: Sequence[str], source: str) -> None:
@@ -185,12 +216,15 @@ def registry_from_examples(
             f"need at least two in-scope labels to build routes, found {len(routes)}", file=source
         )
     oos_examples = _dedupe([r.text for r in rows if r.intent == config.oos_label])
-    loaded = _validate(_document(base, config, routes, oos_examples, 0.0), source)
-    router = Router(loaded, encoder=encoder, cache_dir=cache_dir)  # trains the final head
+    try:
+        loaded = _validate(_document(base, config, routes, oos_examples, 0.0), source, base)
+        router = Router(loaded, encoder=encoder, cache_dir=cache_dir)  # trains the final head
+    except ConfigError as exc:
+        raise _in_base(exc, base) from exc
     choice, n_scored, n_scored_oos = _calibrate(
         router, routes, oos_examples, config, cache_dir, source
     )
-    final = _validate(_document(base, config, routes, oos_examples, choice.threshold), source)
+    final = _validate(_document(base, config, routes, oos_examples, choice.threshold), source, base)
     return FromExamplesResult(
         registry=final.registry,
         yaml_text=dump_registry(final.registry),
