@@ -306,3 +306,27 @@ def test_registry_check_loads_a_cascades_learned_gates_as_serve_does(tmp_path: P
     checked = llmroute("registry", "check", str(registry))
     assert checked.returncode == 2, checked.stdout
     assert "learned gate was trained with encoder" in checked.stderr
+
+
+def test_explain_says_safety_kept_the_llm_router_from_being_asked(tmp_path: Path) -> None:
+    """A blocked request (or one safety sent to a guarded model) is never offered to the
+    LLM router; explain said 'not asked (margin 0.001 >= 0.99)', a false comparison."""
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(
+        "encoder: builtin:static\n"
+        "providers:\n  p: {kind: echo, reply: code}\n"
+        "models:\n  small: {provider: p, model: s}\n  guarded: {provider: p, model: g}\n"
+        "routes:\n  - name: code\n    examples: [debug this SQL query]\n    target: small\n"
+        "  - name: chat\n    examples: [hi there, how are you]\n    target: small\n"
+        "default: {target: small}\n"
+        "reasoning: {scorer: null}\n"
+        "llm_fallback: {model: small, margin: 1.0}\n"
+        "safety:\n  injection: {enabled: false}\n"
+        "  profiles: {standard: {pii: {EMAIL: block, '*': {route: guarded}}}}\n"
+    )
+    blocked = llmroute("route", "-r", str(registry), "--explain", "mail bob@example.com")
+    assert blocked.returncode == 0, blocked.stderr
+    assert "llm router (small): not asked (blocked by safety)" in blocked.stdout
+    sent = llmroute("route", "-r", str(registry), "--explain", "call me at +1 415 555 0100")
+    assert sent.returncode == 0, sent.stderr
+    assert "llm router (small): not asked (sent by safety to guarded)" in sent.stdout

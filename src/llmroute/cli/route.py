@@ -236,7 +236,11 @@ def _llm_line(decision: Decision, llm: LlmFallback) -> str:
         answer = signal.detail.get("answer")
         said = "" if answer is None else f", answered {answer!r}"
         return f"llm router ({llm.model}): {outcome}{said} in {signal.elapsed_us / 1000:.0f} ms"
-    if decision.layer == "intent" and decision.margin is not None:
+    if decision.blocked:  # before the margin: a blocked request may have a small one
+        why = "blocked by safety"
+    elif decision.safety is not None and decision.safety.model is not None:
+        why = f"sent by safety to {decision.safety.model}"
+    elif decision.layer == "intent" and decision.margin is not None:
         why = f"margin {decision.margin:.3f} >= {llm.margin:g}"
     elif decision.layer == "default":
         why = "no route near its threshold, or out of scope"
