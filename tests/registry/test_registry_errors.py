@@ -563,3 +563,19 @@ def test_each_gate_takes_its_own_keys() -> None:
     )
     route = parse_registry(text).registry.route("code")
     assert route.cascade is not None and len(route.cascade.gates) == 4
+
+
+def test_a_route_action_beside_pii_types_is_one_error_naming_no_class() -> None:
+    """`pii: {route: guarded, EMAIL: block}` was three errors, one of them at the field
+    `...pii.RouteTo.EMAIL`: the name of a Python class, not of anything in the file."""
+    safety = (
+        "safety:\n  injection: {enabled: false}\n"
+        "  profiles: {standard: {pii: {route: large, EMAIL: block}}}\n"
+    )
+    error = one_error(VALID + safety)
+    assert error.field == "safety.profiles.standard.pii" and error.line == 38
+    assert error.message.startswith("{route: MODEL} stands alone; per PII type")
+    injection = "safety:\n  profiles: {standard: {injection: {route: large, EMAIL: block}}}\n"
+    error = one_error(VALID + injection)
+    assert error.field == "safety.profiles.standard.injection.EMAIL"
+    assert error.message == "unknown key 'EMAIL'"

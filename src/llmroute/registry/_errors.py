@@ -109,7 +109,8 @@ def _line(path: Path, document: Document, on_key: bool) -> int | None:
 
 
 def _clean_loc(loc: Sequence[str | int]) -> Path:
-    """Drop pydantic's union tags (``encoder.builtin.name`` → ``encoder.name``)."""
+    """Drop pydantic's union tags (``encoder.builtin.name`` → ``encoder.name``,
+    ``profiles.p.injection.RouteTo.x`` → ``profiles.p.injection.x``)."""
     out: list[str | int] = []
     for part in loc:
         if isinstance(part, str) and (
@@ -122,10 +123,19 @@ def _clean_loc(loc: Sequence[str | int]) -> Path:
                     "openai",
                 }
             )
+            or (part == "RouteTo" and _safety_action(out))
         ):
             continue
         out.append(part)
     return tuple(out)
+
+
+def _safety_action(path: Sequence[str | int]) -> bool:
+    """Whether `path` is a profile's action (``profiles.NAME.injection``) or one PII
+    type's (``profiles.NAME.pii.EMAIL``): where the ``{route: MODEL}`` branch is tried."""
+    return (len(path) >= 3 and path[-3] == "profiles") or (
+        len(path) >= 4 and path[-4] == "profiles" and path[-2] == "pii"
+    )
 
 
 def _literal_branch(error: ErrorDetails) -> bool:

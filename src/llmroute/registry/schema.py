@@ -1215,7 +1215,13 @@ class SafetyProfile(_Frozen):
 
         if (said := wrong(value)) is not None:
             raise ValueError(said)
-        if info.field_name == "pii" and isinstance(value, dict) and "route" not in value:
+        if info.field_name == "pii" and isinstance(value, dict) and "route" in value:
+            if len(value) > 1:  # read as neither: three errors, one naming a class
+                raise ValueError(
+                    "{route: MODEL} stands alone; per PII type, route with "
+                    "{TYPE: action, '*': {route: MODEL}}"
+                )
+        elif info.field_name == "pii" and isinstance(value, dict):
             PathProblems.raise_if_any(
                 [((name,), said) for name, action in value.items() if (said := wrong(action))]
             )
