@@ -48,6 +48,7 @@ models:
   endless: {provider: fake, model: "endless?huge=40"}  # an event past 32 MiB
   claude: {provider: anth, model: claude-x}
   filtered: {provider: fake, model: "azure?filter=1"}
+  flagged: {provider: fake, model: "or?moderated=1"}  # OpenRouter's moderation: a 403
   leaky: {provider: anth, model: "c?echo_key=1"}  # its 400 error repeats the key
   relayed: {provider: fake, model: "or?inbody=502"}  # errors with a 200, as OpenRouter
   cutoff: {provider: fake, model: "or?inbody=502&late=1"}
@@ -351,6 +352,19 @@ def test_a_content_filters_refusal_goes_to_the_routes_content_fallback(
     assert caught.value.code == "content_filter"
     assert "content filter refused the request" in caught.value.message
     assert gateway.upstream.models_called()[-1] == "azure?filter=1"  # small never tried
+
+
+def test_a_moderation_403_reaches_the_client_as_a_400(gateway: Gateway) -> None:
+    """OpenRouter refuses a flagged prompt with a 403: the request's content, not the
+    gateway's access, so the client gets a 400 with the filter's code, never a 403 it
+    would take for its own key refused."""
+    for stream in (False, True):
+        body = {"model": "flagged", "messages": _user("the report"), "stream": stream}
+        response = _post(gateway, "/v1/chat/completions", json=body)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == "content_filter" and "flagged" in error["message"]
+    assert gateway.upstream.models_called()[-2:] == ["or?moderated=1"] * 2
 
 
 def test_a_stream_that_breaks_midway_ends_with_an_error_event_and_done(gateway: Gateway) -> None:

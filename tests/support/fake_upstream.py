@@ -17,7 +17,8 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   waits S seconds before its first event; ``reset=1`` close the connection without an
   answer; ``mid=1`` a stream breaks after its first event; ``context=1`` answer 400
   ``context_length_exceeded``; ``filter=1`` answer Azure OpenAI's 400
-  ``content_filter``; ``nousage=1`` leave ``usage`` out; ``deep=N`` answer 200
+  ``content_filter``; ``moderated=1`` answer OpenRouter's 403 for a prompt its
+  moderation flagged; ``nousage=1`` leave ``usage`` out; ``deep=N`` answer 200
   with JSON nested N levels deep; ``inbody=CODE`` answer 200 with an error object whose
   code is CODE instead of the answer (OpenRouter's way once the model started; a stream:
   as its first event), with ``late=1`` a stream sends a word first, then OpenRouter's
@@ -458,6 +459,15 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                     "innererror": {"code": "ResponsibleAIPolicyViolation"},
                 }
                 self._send_json(400, {"error": error})
+                return True
+            if "moderated" in faults:  # OpenRouter's moderation refusing the prompt
+                error = {
+                    "code": 403,
+                    "message": "Your chosen model requires moderation and your input was "
+                    "flagged for violence",
+                    "metadata": {"reasons": ["violence"], "flagged_input": "..."},
+                }
+                self._send_json(403, {"error": error})
                 return True
             if "context" in faults:
                 error = {
