@@ -1029,8 +1029,9 @@ class Rule(_Frozen):
 
 
 class RetrySettings(_Frozen):
-    """Retries of one model before its fallback: only on connection errors, timeouts, 5xx,
-    408 and 429; with exponential backoff and full jitter; honouring ``Retry-After``."""
+    """Retries of one model before its fallback: only on connection errors, 5xx, 408, 409
+    and 429 (a timeout goes to the fallback at once); with exponential backoff and full
+    jitter; honouring ``Retry-After``."""
 
     attempts: int = Field(default=2, ge=0, le=10)  # retries after the first try
     backoff_s: Seconds = 0.25
