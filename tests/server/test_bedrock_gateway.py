@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -14,7 +15,7 @@ import openai
 import pytest
 from fake_anthropic import THOUGHT, TOOL_ID
 from fake_bedrock import ACCESS_KEY, SECRET, FakeBedrock, fake_bedrock
-from gateway_proc import Served, serve_text
+from gateway_proc import Served, serve_refused, serve_text
 
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 REGISTRY = """
@@ -175,3 +176,27 @@ def test_a_corrupt_event_stream_is_a_502_with_the_reason_not_a_hang(gateway: Ser
         raw = b"".join(r.iter_raw())
     assert r.status_code == 502, raw
     assert b"broken event stream: event-stream message CRC does not match" in raw
+
+
+def test_keys_without_a_region_to_sign_for_stop_serve_with_one_line(tmp_path: Path) -> None:
+    """A base_url that names no region (a proxy) and AWS keys: what to set, at the
+    provider's line, before the server starts; not a startup traceback."""
+    registry = """encoder: builtin:static
+providers:
+  aws: {kind: bedrock, base_url: "http://127.0.0.1:9"}
+models:
+  sonnet: {provider: aws, model: "SONNET"}
+routes:
+  - {name: a, examples: ["hello"], target: sonnet}
+default: {target: sonnet}
+""".replace("SONNET", SONNET)
+    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET}
+    done = serve_refused(registry, tmp_path, ["--port", "0"], env)
+    assert done.returncode == 2, done.stderr
+    said = done.stderr.strip()
+    assert "Traceback" not in said and len(said.splitlines()) == 1, said
+    assert said.endswith(
+        "registry.yaml:3: providers.aws.region: provider 'aws' signs with AWS keys and needs "
+        "the region they sign for; set region (its base_url does not say it)"
+    )
+    assert SECRET not in done.stdout + done.stderr

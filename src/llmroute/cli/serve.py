@@ -262,6 +262,7 @@ def serve(
     _check_telemetry_url(loaded)
     _check_state_urls(loaded)
     _check_auth(loaded)
+    _check_providers(loaded)
     _load_local_models(loaded, load=workers == 1)
     trusted = _trusted_proxies(forwarded_allow_ips)
     prefix = checked_root_path(root_path)
@@ -463,6 +464,23 @@ def _check_auth(loaded: LoadedRegistry) -> None:
         KeyTable.build(loaded.registry.auth)
     except ConfigError as exc:
         fail(str(loaded.at(exc)))
+
+
+def _check_providers(loaded: LoadedRegistry) -> None:
+    """Fail now, with one line at the provider's line, when a provider's client cannot be
+    built from this environment (a bedrock provider signing with AWS keys and no region,
+    a vertex one without the `vertex` extra), rather than with a lifespan traceback.
+    Building opens nothing: connections are made on the first request."""
+    from llmroute.errors import ConfigError
+    from llmroute.providers.build import build_http
+
+    for name, spec in loaded.registry.providers.items():
+        if spec.kind in ("llamacpp", "echo"):  # in-process: `_load_local_models` checks
+            continue
+        try:
+            build_http(name, spec, None)
+        except ConfigError as exc:
+            fail(str(loaded.at(exc)))
 
 
 def _check_in_child(path: Path, threads: int | None, cases: Path | None) -> None:
