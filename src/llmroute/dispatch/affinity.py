@@ -197,8 +197,9 @@ class Affinity:
         """`plan` with the conversation's model, remembered for its next turn. The
         outcome told to `on_outcome`: ``first`` (a first turn, remembered), ``unknown``
         (a later turn whose conversation is not remembered: expired, evicted, or
-        remembered by another worker), ``same`` (routed to its model anyway), ``kept``
-        (moved back to its model), ``upgraded`` (moved up to a costlier one)."""
+        remembered by another worker; and a session header's first turn, which the
+        header cannot tell from a forgotten one), ``same`` (routed to its model anyway),
+        ``kept`` (moved back to its model), ``upgraded`` (moved up to a costlier one)."""
         decision = plan.decision
         if decision.layer == PINNED or decision.blocked:
             return plan
