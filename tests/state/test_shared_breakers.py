@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 from fake_upstream import FakeUpstream, fake_upstream
-from gateway_proc import serve, wait_for
+from gateway_proc import serve, serve_refused, wait_for
 from plans import plan_for
 from redis_service import REDIS_URL
 
@@ -117,6 +117,20 @@ def test_memory_needs_no_redis_and_a_bad_url_is_refused() -> None:
     )
     with pytest.raises(ConfigError, match=r"dispatch\.breaker\.url=mysql://x"):
         check_registry_urls(bad)
+
+
+def test_a_redis_url_its_client_would_refuse_stops_serve_with_one_line(tmp_path: Path) -> None:
+    """A value redis-py refuses when it opens the pool (``?max_connections=`` mistyped, a
+    port that is no number) is said at start, password masked, as a scheme it does not
+    know is: not a lifespan traceback."""
+    url = "redis://:hunter2@127.0.0.1:1/0?max_connections=lots"
+    text = REGISTRY % {"url": "http://127.0.0.1:1/v1", "breaker": ""}
+    with pytest.raises(ConfigError, match=r"dispatch\.breaker\.url=redis://:\*\*\*@"):
+        check_registry_urls(parse_registry(text + f"    url: '{url}'\n").registry)
+    done = serve_refused(text + f"    url: '{url}'\n", tmp_path, ["--port", "0"])
+    said = done.stderr.strip()
+    assert done.returncode == 2 and len(said.splitlines()) == 1, said
+    assert "Invalid value for 'max_connections'" in said and "hunter2" not in said
 
 
 # -- two replicas ------------------------------------------------------------------------

@@ -378,7 +378,8 @@ def resolve_cache_url(
 
 def check_url(url: str, what: str) -> None:
     """Raise `ConfigError` (one line, password masked) for a URL no store can open: an
-    unknown scheme, or Redis without its client installed. Nothing connects."""
+    unknown scheme, a port or query value Redis's client refuses (``max_connections=``),
+    or Redis without its client installed. Nothing connects."""
     if url == "memory":
         return
     if not url.startswith(("redis://", "rediss://", "unix://")):
@@ -387,12 +388,17 @@ def check_url(url: str, what: str) -> None:
             "unix:// URL"
         )
     try:
-        import redis.asyncio  # noqa: F401
+        from redis.asyncio.connection import parse_url
     except ImportError:
         raise ConfigError(
             f"{what} is a Redis URL but the redis client is not installed; "
             "install it with: pip install 'llmroute[redis]'"
         ) from None
+    try:  # what redis-py refuses when it opens the pool (a port or a query value)
+        parse_url(url)
+    except ValueError as exc:
+        masked = mask_url(url)
+        raise ConfigError(f"{what}={masked}: {str(exc).replace(url, masked)}") from None
 
 
 def check_registry_urls(registry: Registry, environ: Mapping[str, str] | None = None) -> None:
