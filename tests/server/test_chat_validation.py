@@ -90,6 +90,8 @@ def _refused(client: openai.OpenAI, upstream: FakeUpstream, **create: Any) -> di
         ("stop", 5),
         ("stop", ["END", 1]),
         ("model", 123),
+        ("user", 42),
+        ("user", {"id": "u1"}),
     ],
 )
 def test_a_parameter_of_the_wrong_type_is_a_400_naming_it(
@@ -112,6 +114,8 @@ def test_a_parameter_of_the_wrong_type_is_a_400_naming_it(
         ([*HI, {"role": "assistant", "content": {"text": "x"}}], "messages[1].content"),
         (["hi there!"], "messages[0]"),
         ([], "messages"),
+        ([*HI, {"role": "tool", "content": "42"}], "messages[1].tool_call_id"),
+        ([*HI, {"role": "tool", "tool_call_id": 7, "content": "42"}], "messages[1].tool_call_id"),
     ],
 )
 def test_a_malformed_message_is_a_400_naming_it(

@@ -53,6 +53,9 @@ def check_chat_body(body: dict[str, Any]) -> None:
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str) and not strings(stop):
         raise _bad("stop", "'stop' must be a string or a list of strings")
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise _bad("user", "'user' must be a string")
     _check_thinking(body.get("thinking"))
 
 
@@ -83,6 +86,11 @@ def _check_messages(messages: Any) -> None:
         if not isinstance(role, str) or role not in _KNOWN_ROLES:
             at = f"messages[{index}].role"
             raise _bad(at, f"{at} must be one of {', '.join(_ROLES)}")
+        if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+            # the call it answers: without it Anthropic, Bedrock and Gemini refuse the turn
+            # (an upstream's 400 for the gateway's request), and OpenAI the request
+            at = f"messages[{index}].tool_call_id"
+            raise _bad(at, f"{at} is required in a tool message (the id of the call it answers)")
         content = message.get("content")
         if content is None:
             if role in _NEEDS_CONTENT:
