@@ -426,6 +426,143 @@ def test_a_held_stream_a_fallback_refuses_names_the_refuser_after_the_failure(
     assert h.upstream.models_called() == ["a?early=1&pause=0.3", "r?status=400"]
 
 
+class _Told:
+    """The observer's view of a stream: each call as it opened, each stream's end."""
+
+    def __init__(self) -> None:
+        self.attempts: list[tuple[str, str]] = []
+        self.ends: list[tuple[str, str]] = []
+        self.fallbacks: list[tuple[str, str]] = []
+
+    def on_attempt(self, attempt: Any) -> None:
+        self.attempts.append((attempt.model, attempt.outcome))
+
+    def on_retry(self, model: str, delay_s: float) -> None:
+        pass
+
+    def on_fallback(self, route: str, model: str, next_model: str) -> None:
+        self.fallbacks.append((model, next_model))
+
+    def on_stream_end(self, attempt: Any, outcome: str, error: BaseException | None) -> None:
+        self.ends.append((attempt.model, outcome))
+
+
+def _silent(h: Harness, models: str, hold_s: float = 0.05) -> Registry:
+    registry = h.registry(models, "a")
+    held = registry.dispatch.model_copy(update={"stream_hold_s": hold_s})
+    return registry.model_copy(update={"dispatch": held})
+
+
+def test_a_silent_stream_is_handed_over_after_the_hold_before_its_first_event(
+    h: Harness,
+) -> None:
+    """An upstream that sends nothing before its first token (OpenAI's API while a
+    reasoning model thinks): the stream is handed over once `stream_hold_s` has passed,
+    before its first event, so that the client hears the status line and keep-alives;
+    the events, read then, are the whole answer, its opening first."""
+    registry = _silent(h, "  a: {provider: up, model: 'a?ttft=0.8'}")
+
+    async def job(d: Dispatcher) -> tuple[float, Any, list[bytes]]:
+        started = time.monotonic()
+        opened = await d.open_stream(plan_for("a"), _body(stream=True))
+        handed_s = time.monotonic() - started
+        return handed_s, opened, [e async for e in opened.events]
+
+    handed_s, opened, events = h.run(registry, job)
+    assert handed_s < 0.6  # the hold (0.05 s), not the first token (0.8 s)
+    chunks = [json.loads(e[6:]) for e in events if e.startswith(b"data: {")]
+    assert chunks[0]["choices"][0]["delta"].get("role") == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "echo: hi " and events[-1] == b"data: [DONE]\n\n"
+    assert opened.model == "a" and opened.attempts == () and opened.usage is not None
+
+
+def test_a_silent_stream_timing_out_after_the_hold_goes_on_from_the_next_model_opening_and_all(
+    h: Harness,
+) -> None:
+    """The silent model's first-token limit runs out after the stream was handed over:
+    the next model answers in the same stream, with its own opening (none went out
+    before it); the breaker and the observer hear the failure, the attempts name it."""
+    models = "  a: {provider: up, model: 'a?ttft=30', first_token_timeout_s: 0.4}\n"
+    models += "  b: {provider: up, model: b}"
+    registry = _silent(h, models)
+    told = _Told()
+
+    async def job(d: Dispatcher) -> tuple[Any, list[bytes], dict[str, object]]:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        assert opened.model == "a"  # handed over before a's limit ran out
+        events = [e async for e in opened.events]
+        return opened, events, d.deployments.pool("a").deployments[0].breaker.snapshot()
+
+    opened, events, breaker = h.run(registry, job, told)
+    chunks = [json.loads(e[6:]) for e in events if e.startswith(b"data: {")]
+    assert {c["model"] for c in chunks} == {"b"}
+    assert chunks[0]["choices"][0]["delta"].get("role") == "assistant"  # b's opening
+    assert events[-1] == b"data: [DONE]\n\n"
+    assert opened.model == "b" and len(opened.attempts) == 1
+    assert (
+        opened.attempts[0].startswith("a via up")
+        and "no first token within 0.4s" in (opened.attempts[0])
+    )
+    assert told.attempts == [("a", "ok"), ("b", "ok")]  # a opened: handed over
+    assert told.ends == [("a", "timeout"), ("b", "ok")] and told.fallbacks == [("a", "b")]
+    assert breaker["window_failures"] == 1
+    assert h.upstream.models_called() == ["a?ttft=30", "b"]
+
+
+def test_a_silent_stream_alone_timing_out_after_the_hold_ends_broken(h: Harness) -> None:
+    registry = _silent(h, "  a: {provider: up, model: 'a?ttft=30', first_token_timeout_s: 0.4}")
+
+    async def job(d: Dispatcher) -> tuple[Any, list[bytes], ProviderError]:
+        opened = await d.open_stream(plan_for("a"), _body(stream=True))
+        got: list[bytes] = []
+        with pytest.raises(ProviderTimeout) as caught:
+            async for event in opened.events:
+                got.append(event)
+        return opened, got, caught.value
+
+    opened, got, error = h.run(registry, job)
+    assert got == [] and "no first token within 0.4s" in error.message
+    assert opened.model == "a" and opened.usage is not None  # its prompt, charged
+
+
+def test_a_fast_failure_of_a_held_stream_still_raises_before_anything_is_handed_over(
+    h: Harness,
+) -> None:
+    """Within the hold nothing changes: a 400 at once is raised by `open_stream` (its
+    status for the client), a 500 falls back before the stream is handed over."""
+    models = "  a: {provider: up, model: 'a?status=400'}\n  b: {provider: up, model: b}\n"
+    models += "  c: {provider: up, model: 'c?status=500'}"
+    registry = _silent(h, models, hold_s=2.0)
+
+    async def job(d: Dispatcher) -> tuple[int | None, Any]:
+        with pytest.raises(UpstreamRejected) as caught:
+            await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        opened = await d.open_stream(plan_for("c", "b"), _body(stream=True))
+        await opened.aclose()
+        return caught.value.status, opened
+
+    status, opened = h.run(registry, job)
+    assert status == 400
+    assert opened.model == "b" and [a.split()[0] for a in opened.attempts] == ["c"]
+
+
+def test_a_stream_never_held_waits_for_its_first_event(h: Harness) -> None:
+    """``stream_hold_s: 0``: never held, so never handed over before its first event
+    either; a first-token timeout then falls back before anything goes out."""
+    models = "  a: {provider: up, model: 'a?ttft=30', first_token_timeout_s: 0.3}\n"
+    models += "  b: {provider: up, model: b}"
+    registry = _silent(h, models, hold_s=0.0)
+
+    async def job(d: Dispatcher) -> Any:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        await opened.aclose()
+        return opened
+
+    opened = h.run(registry, job)
+    assert opened.model == "b" and [a.split()[0] for a in opened.attempts] == ["a"]
+
+
 def test_a_breaker_hears_how_streams_ended_not_only_that_they_opened(h: Harness) -> None:
     """Three streams that open and then break trip the breaker (3 failures in a row);
     a whole stream counts as a success when it ends, resetting the count; streams the
@@ -1279,16 +1416,17 @@ def test_a_reload_keeps_a_deployments_breaker_unless_it_or_its_settings_changed(
     assert fifth.deployments.pool("a").deployments[0].breaker.state.value == "closed"
 
 
-@pytest.mark.parametrize("read", [0, 1])
+@pytest.mark.parametrize(("read", "fault"), [(0, "pause"), (1, "pause"), (0, "ttft")])
 def test_a_thinking_stream_closed_before_its_words_stops_the_read_waiting_on_it(
-    h: Harness, read: int
+    h: Harness, read: int, fault: str
 ) -> None:
     """A model that thinks past the stream's hold (`stream_hold_s`): the stream is
     handed over with a read still waiting on the upstream. `Opened.aclose` before its
     words were read (the client left as the headers went out, or after the role chunk)
     stops that read and closes the upstream connection then, not once the model says
-    its first words, minutes later for a reasoning model."""
-    tag = f"think-{random.Random().getrandbits(32):08x}?pause=1"
+    its first words, minutes later for a reasoning model. The same for one silent
+    before its first event (``ttft``)."""
+    tag = f"think-{random.Random().getrandbits(32):08x}?{fault}=1"
     registry = h.registry(f"  a: {{provider: up, model: '{tag}'}}", "a")
     held = registry.dispatch.model_copy(update={"stream_hold_s": 0.05})
     registry = registry.model_copy(update={"dispatch": held})

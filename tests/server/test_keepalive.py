@@ -1,12 +1,16 @@
 """Streams that go quiet: SSE keep-alive comments (`KeptAlive`) alone, then through
 `llmroute serve` with a model that thinks between its words (the fake upstream's
-``gap``): the status line goes out after ``dispatch.stream_hold_s``, comments while the
-model is silent, and the official openai and anthropic clients read the streams whole
-on the chat, Messages and Responses endpoints."""
+``gap``) or before its first event (``ttft``): the status line goes out after
+``dispatch.stream_hold_s``, comments while the model is silent, and the official openai
+and anthropic clients read the streams whole on the chat, Messages and Responses
+endpoints."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -15,7 +19,7 @@ import httpx
 import openai
 import pytest
 from fake_upstream import FakeUpstream
-from gateway_proc import Served, serve_text
+from gateway_proc import Served, serve_text, wait_for
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.types import Message
 
@@ -80,11 +84,18 @@ models:
   thinker: {provider: fake, model: "up-think?gap=0.6"}
   giver-up: {provider: fake, model: "up-giveup?early=1&pause=0.5"}  # fails, thinking
   quick: {provider: fake, model: up-quick}
+  silent: {provider: fake, model: "up-silent?ttft=1"}  # nothing for 1 s, then the answer
+  mute: {provider: fake, model: "up-mute?ttft=30", first_token_timeout_s: 1}  # never answers
+  refuser: {provider: fake, model: "up-refuse?status=400"}
 routes:
   - {name: chat, examples: ["hello there", "how are you today"], target: thinker}
   - name: hard
     examples: ["prove the theorem", "derive the formula"]
     target: giver-up
+    policy: {fallback: [quick]}
+  - name: mute-first
+    examples: ["tell me a story", "write me a poem"]
+    target: mute
     policy: {fallback: [quick]}
 default: {target: thinker}
 dispatch: {stream_hold_s: 0.2}
@@ -94,7 +105,7 @@ dispatch: {stream_hold_s: 0.2}
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("keepalive")
-    env = {"LLMROUTE_TELEMETRY_URL": "off"}
+    env = {"LLMROUTE_TELEMETRY_URL": f"sqlite:///{tmp / 'log.db'}"}
     with serve_text(REGISTRY % {"url": upstream.url}, tmp, ["--sse-keepalive", "0.15"], env) as s:
         yield s
 
@@ -199,3 +210,159 @@ def test_the_fronts_name_the_model_a_late_fallback_answered_with(gateway: Served
         assert {chunk.model for chunk in chunks} == {"quick"}
         assert "".join(c.choices[0].text for c in chunks if c.choices).strip() == "echo: a b"
     assert "Traceback" not in gateway.log_text()
+
+
+def _timed(url: str, body: dict[str, object]) -> tuple[int, float, list[tuple[float, str]]]:
+    """The status, when the headers came, and each non-empty line with when it came
+    (seconds after the request)."""
+    started = time.monotonic()
+    with httpx.stream("POST", url, json=body, timeout=20) as r:
+        headers_after = time.monotonic() - started
+        lines = [(time.monotonic() - started, line) for line in r.iter_lines() if line]
+    return r.status_code, headers_after, lines
+
+
+def _chat(model: str, text: str = "hi") -> dict[str, object]:
+    return {"model": model, "stream": True, "messages": [{"role": "user", "content": text}]}
+
+
+def _record(gateway: Served, decision_id: str) -> tuple[object, ...]:
+    """The decision log's served model, error and attempts for `decision_id`."""
+    db = gateway.log.parent / "log.db"
+    query = "select served_model, error, attempts from decisions where id = ?"
+    found: list[tuple[object, ...]] = []
+
+    def logged() -> bool:
+        if not db.exists():
+            return False
+        with contextlib.closing(sqlite3.connect(db)) as con:
+            try:
+                found[:] = con.execute(query, (decision_id,)).fetchall()
+            except sqlite3.OperationalError:  # not made yet
+                return False
+        return bool(found)
+
+    wait_for(f"decision {decision_id} logged", logged, 10, gateway.log)
+    return found[0]
+
+
+def test_a_model_silent_before_its_first_event_gets_the_status_line_and_keep_alives(
+    gateway: Served,
+) -> None:
+    """OpenAI's API sends nothing while a reasoning model thinks (headers, then silence
+    until the first output): the status line goes out after the hold (0.2 s), comments
+    while the model is silent (1 s), then the whole answer, its opening first."""
+    url = f"{gateway.url}/v1/chat/completions"
+    status, headers_after, lines = _timed(url, _chat("silent"))
+    assert status == 200 and headers_after < 0.9  # the hold, not the first event (1 s)
+    texts = [line for _, line in lines]
+    first_data = next(i for i, line in enumerate(texts) if line.startswith("data:"))
+    assert first_data > 0 and set(texts[:first_data]) == {": keep-alive"}
+    assert lines[first_data][0] > headers_after
+    chunks = [json.loads(line[5:]) for line in texts if line.startswith("data: {")]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "echo: hi "
+    assert texts[-1] == "data: [DONE]"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "first"),
+    [
+        ("/v1/messages", {"max_tokens": 32}, "event: message_start"),
+        ("/v1/responses", {"input": "hi"}, "event: response.created"),
+        ("/v1/completions", {"prompt": "hi"}, "data: {"),
+    ],
+)
+def test_the_fronts_stream_a_silent_model_after_the_hold_too(
+    gateway: Served, path: str, body: dict[str, object], first: str
+) -> None:
+    ask = {"model": "silent", "stream": True, **body}
+    if path == "/v1/messages":
+        ask["messages"] = [{"role": "user", "content": "hi"}]
+    status, headers_after, lines = _timed(f"{gateway.url}{path}", ask)
+    assert status == 200 and headers_after < 0.9
+    texts = [line for _, line in lines]
+    first_event = next(i for i, line in enumerate(texts) if line != ": keep-alive")
+    assert first_event > 0 and texts[first_event].startswith(first)
+
+
+def test_the_clients_read_a_silent_models_streams_whole(gateway: Served) -> None:
+    url = f"{gateway.url}/v1"
+    with (
+        openai.OpenAI(base_url=url, api_key="unused", max_retries=0) as client,
+        client.responses.stream(model="silent", input="hi") as events,
+    ):
+        list(events)
+        assert events.get_final_response().output_text.strip() == "echo: hi"
+    ask = [{"role": "user", "content": "hi"}]
+    with (
+        anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0) as claude,
+        claude.messages.stream(model="silent", max_tokens=32, messages=ask) as message,  # type: ignore[arg-type]
+    ):
+        assert message.get_final_text().strip() == "echo: hi"
+
+
+def test_a_silent_model_timing_out_after_the_hold_falls_back_in_the_same_stream(
+    gateway: Served, upstream: FakeUpstream
+) -> None:
+    """The silent model's first-token limit (1 s) runs out after the stream went out:
+    the fallback answers in it, its opening included (the client had seen none), and
+    the decision log names both models."""
+    before = len(upstream.requests)
+    url = f"{gateway.url}/v1/chat/completions"
+    started = time.monotonic()
+    with httpx.stream("POST", url, json=_chat("mute-first", "a b"), timeout=20) as r:
+        headers_after = time.monotonic() - started
+        assert r.status_code == 200 and r.headers["x-llmroute-model"] == "mute"
+        texts = [line for line in r.iter_lines() if line]
+    assert headers_after < 0.9  # before the first-token limit ran out
+    assert texts[0] == ": keep-alive"
+    chunks = [json.loads(line[5:]) for line in texts if line.startswith("data: {")]
+    assert {c["model"] for c in chunks} == {"up-quick"}
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "echo: a b "
+    assert texts[-1] == "data: [DONE]"
+    called = [r.body["model"] for r in upstream.requests[before:]]
+    assert called == ["up-mute?ttft=30", "up-quick"]
+    served, error, attempts = _record(gateway, r.headers["x-request-id"])
+    assert served == "quick" and error is None
+    (failed,) = json.loads(str(attempts))
+    assert failed.startswith("mute via fake") and "no first token within 1s" in failed
+
+
+def test_a_silent_model_alone_timing_out_after_the_hold_ends_with_an_error_event(
+    gateway: Served,
+) -> None:
+    """No model left: 200 (it went out), then the error event and ``[DONE]``; the
+    Messages API's client reads it as Anthropic's error event, the Responses API's as
+    a failed response."""
+    url = f"{gateway.url}/v1/chat/completions"
+    status, headers_after, lines = _timed(url, _chat("mute"))
+    texts = [line for _, line in lines if line != ": keep-alive"]
+    assert status == 200 and headers_after < 0.9
+    assert json.loads(texts[0][5:])["error"]["code"] == "upstream_error"
+    assert texts[1:] == ["data: [DONE]"]
+    ask = {"model": "mute", "stream": True, "max_tokens": 32}
+    ask["messages"] = [{"role": "user", "content": "hi"}]
+    status, _, lines = _timed(f"{gateway.url}/v1/messages", ask)
+    texts = [line for _, line in lines if line != ": keep-alive"]
+    assert status == 200 and texts[0] == "event: error" and len(texts) == 2
+    assert json.loads(texts[1][5:])["error"]["type"] == "api_error"
+    ask = {"model": "mute", "stream": True, "input": "hi"}
+    status, _, lines = _timed(f"{gateway.url}/v1/responses", ask)
+    kinds = [line for _, line in lines if line.startswith("event:")]
+    assert status == 200
+    assert kinds == [
+        "event: response.created",
+        "event: response.in_progress",
+        "event: response.failed",
+    ]
+
+
+def test_a_fast_upstream_refusal_still_answers_its_status(gateway: Served) -> None:
+    """Within the hold nothing goes out: an upstream 400 at once is the client's 400."""
+    url = f"{gateway.url}/v1/chat/completions"
+    response = httpx.post(url, json=_chat("refuser"), timeout=20)
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/json")
+    assert "error" in response.json()

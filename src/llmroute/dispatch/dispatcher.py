@@ -66,7 +66,7 @@ from llmroute.dispatch.reasoning_params import client_chose, fit_thinking, with_
 from llmroute.dispatch.rerank import priced_rerank
 from llmroute.dispatch.retry import backoff_delay
 from llmroute.dispatch.spend import Spend, answered, sending
-from llmroute.dispatch.stream_start import read_preamble, says_nothing
+from llmroute.dispatch.stream_start import first_within, read_preamble, says_nothing
 from llmroute.dispatch.text_completions import CHAT_ONLY, chat_answer, chat_event, text_body
 from llmroute.dispatch.usage import (
     StreamUsage,
@@ -145,9 +145,10 @@ class Served:
 
 @dataclass(slots=True)
 class Opened:
-    """A stream that has produced its first event. `events` yields every event, the
-    first included; a failure after that raises `ProviderError` from it. `usage` is set
-    once the stream has ended.
+    """A stream that has produced its first event, or that has been silent past
+    ``dispatch.stream_hold_s`` and is handed over waiting for it. `events` yields every
+    event, the first included; a failure after that raises `ProviderError` from it.
+    `usage` is set once the stream has ended.
 
     A reader that stops early (its client left) calls `aclose`: what the stream holds
     (the upstream connection, an in-flight slot, a budget hold) is given back and its
@@ -220,12 +221,12 @@ def attempt_outcome(error: BaseException | None) -> str:
 
 
 class _Relay(NamedTuple):
-    """An opened stream as `Dispatcher._relayed` takes it over: its first event and the
-    rest, the deployment that opened it, its in-flight slots, and its call as told to
-    the observer (None without one), and the worst case it holds in hard budgets (its
-    model's, its client key's)."""
+    """An opened stream as `Dispatcher._relayed` takes it over: its first event (None
+    when it was handed over before one came) and the rest, the deployment that opened
+    it, its in-flight slots, and its call as told to the observer (None without one),
+    and the worst case it holds in hard budgets (its model's, its client key's)."""
 
-    stream: tuple[bytes, AsyncIterator[bytes]]
+    stream: tuple[bytes | None, AsyncIterator[bytes]]
     deployment: Deployment
     slots: list[Slot]
     told: Attempt | None
@@ -452,7 +453,9 @@ class Dispatcher:
     async def open_chain(self, plan: Plan, body: dict[str, Any]) -> Opened:
         """`open_stream` along the plan's chain, for a body already made outgoing."""
 
-        async def on(name: str, deployment: Deployment, timeouts: Timeouts) -> tuple[bytes, Any]:
+        async def on(
+            name: str, deployment: Deployment, timeouts: Timeouts
+        ) -> tuple[bytes | None, Any]:
             text = self._sends_text(plan, name)
             refused = name in self._refused_usage
             sent = self._for_model(plan, name, deployment, _no_usage(body) if refused else asked)
@@ -507,7 +510,8 @@ class Dispatcher:
         headers went out): as `_relayed` ends one its reader left."""
         (first, rest), deployment, slots, told, held = relay
         meter = StreamUsage(body, self._registry.models[name].price)
-        meter.observe(first)
+        if first is not None:
+            meter.observe(first)
         charge = functools.partial(self._charge_answer, name, deployment=deployment, held=held)
         ended = GeneratorExit()
         try:
@@ -521,18 +525,20 @@ class Dispatcher:
         self,
         plan: Plan,
         body: dict[str, Any],
-        on: Callable[[str, Deployment, Timeouts], Awaitable[tuple[bytes, Any]]],
+        on: Callable[[str, Deployment, Timeouts], Awaitable[tuple[bytes | None, Any]]],
         opened: Opened,
         relay: _Relay,
     ) -> AsyncIterator[bytes]:
         """`opened`'s events, metered (`_metered`). A stream that fails before its first
         words, after its start went out (`stream_hold_s`: a reasoning model thinking for
         long, then giving up), goes on from the models after it in the chain: the client
-        has seen only the opening role chunk, so the next model's answer (its own opening
-        left out) reads as the answer. `opened` then names the model that answered, and
-        its attempts the one that failed; the usage is both streams'."""
+        has seen at most the opening role chunk, so the next model's answer (its own
+        opening left out when one went out already) reads as the answer. `opened` then
+        names the model that answered, and its attempts the one that failed; the usage
+        is both streams'."""
         opened.unread_end = None  # read now: what follows ends it, however it ends
         name, skip_opening = opened.model, False
+        began = False  # whether an event went out: the opening of the answer
         stream, deployment, slots, told, held = relay
         spent: list[Usage | None] = []
         try:
@@ -552,6 +558,7 @@ class Dispatcher:
                                 continue
                         else:
                             said = True
+                        began = True
                         yield event
                     return
                 except ProviderError as exc:
@@ -596,7 +603,7 @@ class Dispatcher:
                 held = tuple(holds)
                 opened.model, opened.deployment = name, deployment.provider_name
                 opened.attempts = (*opened.attempts, _describe(failure), *attempts)
-                skip_opening = True
+                skip_opening = began
         finally:
             if spent:
                 opened.usage = total_usage([*spent, opened.usage])
@@ -605,13 +612,13 @@ class Dispatcher:
         self,
         plan: Plan,
         body: dict[str, Any],
-        on: Callable[[str, Deployment, Timeouts], Awaitable[tuple[bytes, Any]]],
+        on: Callable[[str, Deployment, Timeouts], Awaitable[tuple[bytes | None, Any]]],
         failed: ProviderError,
         *,
         slots: list[Slot],
         told: list[Attempt],
         holds: list[UsdHold],
-    ) -> tuple[tuple[bytes, Any], str, Deployment, tuple[str, ...]]:
+    ) -> tuple[tuple[bytes | None, Any], str, Deployment, tuple[str, ...]]:
         """The stream of the first model of `plan` (the models after one whose stream
         `failed` before its first words) that opens one; its slot given back if none."""
         try:
@@ -1428,11 +1435,16 @@ async def _open_on(
     hold_s: float,
     *,
     text: bool = False,
-) -> tuple[bytes, AsyncIterator[bytes]]:
+) -> tuple[bytes | None, AsyncIterator[bytes]]:
     """The stream's first event (within the first-token limit) and the stream, read on
-    past the events that say nothing yet (`read_preamble`, for at most `hold_s`): a
-    failure there still falls back. `text`: the body is a completion, sent to the
-    model's completions endpoint, its events read as chat chunks."""
+    past the events that say nothing yet (`read_preamble`), held at most `hold_s` from
+    the call's start: a failure there still falls back. A stream with no event by then
+    (a reasoning model that sends nothing while it thinks) comes back without one
+    (None), its read going on (`first_within`), still bounded by the first-token limit,
+    so that the client hears the status line and keep-alives meanwhile. `hold_s` 0:
+    never held, and never handed over before the first event. `text`: the body is a
+    completion, sent to the model's completions endpoint, its events read as chat
+    chunks."""
     started = time.monotonic()
     if text:
         upstream = _text_provider(deployment).stream_text(
@@ -1442,32 +1454,37 @@ async def _open_on(
     else:
         events = aiter(deployment.provider.stream(deployment.upstream, body, timeouts=timeouts))
     limit = timeouts.first_token_s or timeouts.total_s
+    rest = events
+    if timeouts.stream_s is not None:
+        rest = _Within(events, started, timeouts.stream_s, deployment.provider_name)
+    reading = _first_event(events, limit, deployment.provider_name)
+    try:
+        if hold_s > 0:
+            first, after = await first_within(reading, rest, hold_s)
+            if first is None:
+                return None, after
+        else:
+            first = await reading
+        held_s = max(hold_s - (time.monotonic() - started), 0.0)
+        return await read_preamble(first, rest, held_s)
+    except BaseException:
+        await _close(rest)
+        raise
+
+
+async def _first_event(events: AsyncIterator[bytes], limit: float, provider: str) -> bytes:
+    """The stream's first event, within `limit` seconds."""
     try:
         async with asyncio.timeout(limit):
-            first = await anext(events)
+            return await anext(events)
     except TimeoutError:
-        await _close(events)
-        raise ProviderTimeout(
-            deployment.provider_name, f"no first token within {limit:g}s"
-        ) from None
+        raise ProviderTimeout(provider, f"no first token within {limit:g}s") from None
     except StopAsyncIteration:
-        raise ProviderError(
-            deployment.provider_name, "the stream ended before its first event"
-        ) from None
-    except BaseException:
-        await _close(events)
-        raise
-    if timeouts.stream_s is not None:
-        events = _Within(events, started, timeouts.stream_s, deployment.provider_name)
-    try:
-        return await read_preamble(first, events, hold_s)
-    except BaseException:
-        await _close(events)
-        raise
+        raise ProviderError(provider, "the stream ended before its first event") from None
 
 
 async def _metered(
-    first: bytes,
+    first: bytes | None,
     rest: AsyncIterator[bytes],
     meter: StreamUsage,
     opened: Opened,
@@ -1485,7 +1502,7 @@ async def _metered(
     renews = bool(slots) or renew_holds is not None
     renew_at = time.monotonic() + SLOT_RENEW_S if renews else math.inf
     try:
-        if (sent := meter.observe(first)) is not None:
+        if first is not None and (sent := meter.observe(first)) is not None:
             yield sent
         async for event in rest:
             if renews and time.monotonic() >= renew_at:

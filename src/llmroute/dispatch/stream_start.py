@@ -12,19 +12,22 @@ It waits for the first words at most `PREAMBLE_S` (registry ``dispatch.stream_ho
 a reasoning model opens with its role and then thinks for minutes, and a client (or a
 proxy between) that hears nothing for that long, not even the status line, gives up.
 After that the stream is handed over as it is (the gateway's keep-alive comments then
-keep it open), the read in flight carried on, not cancelled.
+keep it open), the read in flight carried on, not cancelled. A stream with no event at
+all by then (OpenAI's Chat Completions API sends nothing while a reasoning model thinks,
+vLLM nothing during a long prefill) is handed over the same way, before its first event
+(`first_within`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
 from llmroute.untrusted_json import loads
 
-__all__ = ["MAX_PREAMBLE", "PREAMBLE_S", "read_preamble", "says_nothing"]
+__all__ = ["MAX_PREAMBLE", "PREAMBLE_S", "first_within", "read_preamble", "says_nothing"]
 
 MAX_PREAMBLE = 16  # events read past the first before a stream counts as begun anyway
 PREAMBLE_S = 5.0  # seconds waited for the first words before it counts as begun anyway
@@ -55,6 +58,24 @@ def _empty(choice: Any) -> bool:
         return False
     delta = choice.get("delta")
     return isinstance(delta, Mapping) and not any(v for k, v in delta.items() if k != "role")
+
+
+async def first_within(
+    reading: Coroutine[Any, Any, bytes], events: AsyncIterator[bytes], hold_s: float
+) -> tuple[bytes | None, AsyncIterator[bytes]]:
+    """The stream's first event (`reading`: the read of it, bounded by the first-token
+    limit, raising its failures) if it comes within `hold_s`, and `events`, the rest.
+    Else None and a stream that begins with that read, carried on (not cancelled) in a
+    task, then `events`; closing it stops the read."""
+    pending = asyncio.ensure_future(reading)
+    try:
+        done, _ = await asyncio.wait({pending}, timeout=hold_s)
+    except BaseException:
+        await _stop(pending)
+        raise
+    if not done:
+        return None, _Prepended([], pending, events)
+    return pending.result(), events
 
 
 async def read_preamble(

@@ -116,8 +116,9 @@ async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
     """`work`, cancelled when the client disconnects first: an answer the caller gave up
     on (its timeout, a closed tab) closes its upstream call and tries nothing more (a
     server that aborts on a closed connection stops generating). `work` runs in
-    this task (one watcher task a request, ~6 µs). A stream is watched until its first
-    event (a reasoning model may think for a minute before it), then by its response."""
+    this task (one watcher task a request, ~6 µs). A stream is watched until it is
+    handed over (its first words, or ``dispatch.stream_hold_s``: a reasoning model may
+    think for minutes), then by its response."""
     current = asyncio.current_task()
     assert current is not None
     cancels = 0
