@@ -1093,8 +1093,10 @@ class LimitSettings(_Frozen):
 class DispatchSettings(_Frozen):
     """How requests reach models: retries, circuit breakers, balancing and where the
     deployments' request limits are counted. `stream_hold_s`: how long a stream is held
-    back (status line included) while it says nothing yet, so that a failure before its
-    first words can still fall back; then it is handed to the client as it is."""
+    back (status line included) while it has sent nothing or says nothing yet, so that a
+    failure before its first words can still fall back before anything is sent; then it
+    is handed to the client as it is, before its first event if none came (0: never
+    held, nor handed over before its first event)."""
 
     retries: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
