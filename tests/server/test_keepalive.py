@@ -215,21 +215,31 @@ def test_the_fronts_name_the_model_a_late_fallback_answered_with(gateway: Served
 def _timed(url: str, body: dict[str, object]) -> tuple[int, float, list[tuple[float, str]]]:
     """The status, when the headers came, and each non-empty line with when it came
     (seconds after the request)."""
+    status, headers_after, lines, _ = _timed_with_id(url, body)
+    return status, headers_after, lines
+
+
+def _timed_with_id(
+    url: str, body: dict[str, object]
+) -> tuple[int, float, list[tuple[float, str]], str]:
+    """`_timed`, and the decision's id."""
     started = time.monotonic()
     with httpx.stream("POST", url, json=body, timeout=20) as r:
         headers_after = time.monotonic() - started
         lines = [(time.monotonic() - started, line) for line in r.iter_lines() if line]
-    return r.status_code, headers_after, lines
+    return r.status_code, headers_after, lines, r.headers["x-request-id"]
 
 
 def _chat(model: str, text: str = "hi") -> dict[str, object]:
     return {"model": model, "stream": True, "messages": [{"role": "user", "content": text}]}
 
 
-def _record(gateway: Served, decision_id: str) -> tuple[object, ...]:
-    """The decision log's served model, error and attempts for `decision_id`."""
+def _record(
+    gateway: Served, decision_id: str, columns: str = "served_model, error, attempts"
+) -> tuple[object, ...]:
+    """The decision log's `columns` for `decision_id`."""
     db = gateway.log.parent / "log.db"
-    query = "select served_model, error, attempts from decisions where id = ?"
+    query = f"select {columns} from decisions where id = ?"
     found: list[tuple[object, ...]] = []
 
     def logged() -> bool:
@@ -251,9 +261,10 @@ def test_a_model_silent_before_its_first_event_gets_the_status_line_and_keep_ali
 ) -> None:
     """OpenAI's API sends nothing while a reasoning model thinks (headers, then silence
     until the first output): the status line goes out after the hold (0.2 s), comments
-    while the model is silent (1 s), then the whole answer, its opening first."""
+    while the model is silent (1 s), then the whole answer, its opening first. The
+    decision log's ``ttft_ms`` is when that first event went out, not the hand-over."""
     url = f"{gateway.url}/v1/chat/completions"
-    status, headers_after, lines = _timed(url, _chat("silent"))
+    status, headers_after, lines, decision_id = _timed_with_id(url, _chat("silent"))
     assert status == 200 and headers_after < 0.9  # the hold, not the first event (1 s)
     texts = [line for _, line in lines]
     first_data = next(i for i, line in enumerate(texts) if line.startswith("data:"))
@@ -263,6 +274,8 @@ def test_a_model_silent_before_its_first_event_gets_the_status_line_and_keep_ali
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "echo: hi "
     assert texts[-1] == "data: [DONE]"
+    (ttft_ms,) = _record(gateway, decision_id, "ttft_ms")
+    assert isinstance(ttft_ms, float) and ttft_ms >= 1000  # the model's silence (ttft=1)
 
 
 @pytest.mark.parametrize(

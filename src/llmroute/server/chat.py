@@ -656,7 +656,8 @@ def tracing_of(request: Request) -> Tracing:
     return tracing if isinstance(tracing, Tracing) else _NO_TRACING
 
 
-StreamDone = Callable[[Opened, str | None, str], None]
+# told how a stream ended: the stream, its error, its text, when its first event went out
+StreamDone = Callable[[Opened, str | None, str, int | None], None]
 
 
 def _stream_done(
@@ -673,14 +674,18 @@ def _stream_done(
 ) -> StreamDone:
     """What to do when a stream has ended: give back the tokens it held, record it, and
     hand a sampled one's answer to shadow routing. `error` is None for a complete
-    stream. Told once: a second telling (`_end_unread` after `relay`) is ignored."""
+    stream. Told once: a second telling (`_end_unread` after `relay`) is ignored. Its
+    ``ttft_ms`` is when its first event went out (`first_ns`, `perf_counter_ns`), else
+    `ttft_ms`, when it was handed over: a stream handed over before its first event
+    (silent past ``dispatch.stream_hold_s``) got it later."""
     told = False
 
-    def done(opened: Opened, error: str | None, text: str) -> None:
+    def done(opened: Opened, error: str | None, text: str, first_ns: int | None) -> None:
         nonlocal told
         if told:
             return
         told = True
+        first_ms = ttft_ms if first_ns is None else (first_ns - started_ns) / 1e6
         if release is not None:
             release()
         record = None
@@ -698,7 +703,7 @@ def _stream_done(
                 usage=opened.usage,
                 attempts=opened.attempts,
                 stream=True,
-                ttft_ms=ttft_ms,
+                ttft_ms=first_ms,
                 shadow=shadow,
                 answer=text or None,
             )
@@ -761,8 +766,11 @@ async def relay(
     streamed text when `collect` is set."""
     error: str | None = CLIENT_DISCONNECTED
     parts: list[str] = []
+    first_ns: int | None = None
     try:
         async for event in opened.events:
+            if first_ns is None:
+                first_ns = time.perf_counter_ns()
             if collect:
                 parts.append(delta_text(event))
             yield event
@@ -779,7 +787,7 @@ async def relay(
             with anyio.move_on_after(END_S, shield=True):
                 await opened.aclose()
         finally:
-            _told(opened, done, error, "".join(parts))
+            _told(opened, done, error, "".join(parts), first_ns)
 
 
 async def _end_unread(opened: Opened, done: StreamDone | None) -> None:
@@ -788,15 +796,17 @@ async def _end_unread(opened: Opened, done: StreamDone | None) -> None:
     try:
         await opened.aclose()
     finally:
-        _told(opened, done, CLIENT_DISCONNECTED, "")
+        _told(opened, done, CLIENT_DISCONNECTED, "", None)
 
 
-def _told(opened: Opened, done: StreamDone | None, error: str | None, text: str) -> None:
+def _told(
+    opened: Opened, done: StreamDone | None, error: str | None, text: str, first_ns: int | None
+) -> None:
     if done is None:
         return
     if error == CLIENT_DISCONNECTED and stopping():
         error = SERVER_SHUTDOWN
     try:
-        done(opened, error, text)
+        done(opened, error, text, first_ns)
     except Exception:
         log.exception("recording the stream of %s failed", opened.model)
