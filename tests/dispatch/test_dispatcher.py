@@ -526,6 +526,33 @@ def test_a_silent_stream_alone_timing_out_after_the_hold_ends_broken(h: Harness)
     assert opened.model == "a" and opened.usage is not None  # its prompt, charged
 
 
+def test_an_error_status_after_the_hold_falls_back_in_the_stream_or_ends_it(
+    h: Harness,
+) -> None:
+    """An upstream whose error status comes after the stream was handed over: a 503 goes
+    on from the next model in the same stream; a 400 (the request's own fault) ends
+    it, raised from the events, as after a role chunk."""
+    models = "  a: {provider: up, model: 'a?delay=0.4&status=503'}\n"
+    models += "  r: {provider: up, model: 'r?delay=0.4&status=400'}\n  b: {provider: up, model: b}"
+    registry = _silent(h, models)
+
+    async def job(d: Dispatcher) -> tuple[Any, list[bytes], int | None]:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        assert opened.model == "a"
+        events = [e async for e in opened.events]
+        refused = await d.open_stream(plan_for("r", "b"), _body(stream=True))
+        with pytest.raises(UpstreamRejected) as caught:
+            async for _ in refused.events:
+                pass
+        return opened, events, caught.value.status
+
+    opened, events, status = h.run(registry, job)
+    chunks = [json.loads(e[6:]) for e in events if e.startswith(b"data: {")]
+    assert {c["model"] for c in chunks} == {"b"} and "role" in chunks[0]["choices"][0]["delta"]
+    assert opened.model == "b" and [a.split()[0] for a in opened.attempts] == ["a"]
+    assert status == 400
+
+
 def test_a_fast_failure_of_a_held_stream_still_raises_before_anything_is_handed_over(
     h: Harness,
 ) -> None:
