@@ -86,6 +86,7 @@ models:
   quick: {provider: fake, model: up-quick}
   silent: {provider: fake, model: "up-silent?ttft=1"}  # nothing for 1 s, then the answer
   mute: {provider: fake, model: "up-mute?ttft=30", first_token_timeout_s: 1}  # never answers
+  deep: {provider: fake, model: "up-deep?ttft=30"}  # thinks past the provider's 10 s
   refuser: {provider: fake, model: "up-refuse?status=400"}
 routes:
   - {name: chat, examples: ["hello there", "how are you today"], target: thinker}
@@ -313,6 +314,26 @@ def test_the_clients_read_a_silent_models_streams_whole(gateway: Served) -> None
         claude.messages.stream(model="silent", max_tokens=32, messages=ask) as message,  # type: ignore[arg-type]
     ):
         assert message.get_final_text().strip() == "echo: hi"
+
+
+def test_a_client_leaving_a_silent_stream_closes_its_upstream_call(
+    gateway: Served, upstream: FakeUpstream
+) -> None:
+    """The client leaves while the model is still silent (after the hold, keep-alives
+    going out): the read waiting on the model stops and its connection is closed then,
+    not at the first-token limit (10 s); the decision is logged as the client's."""
+    cut_before = len(upstream.cut)
+    url = f"{gateway.url}/v1/chat/completions"
+    with httpx.stream("POST", url, json=_chat("deep"), timeout=10) as r:
+        decision_id = r.headers["x-request-id"]
+        assert next(line for line in r.iter_lines() if line) == ": keep-alive"
+    left = time.monotonic()
+    wait_for("the upstream call closed", lambda: len(upstream.cut) > cut_before, 5, gateway.log)
+    assert time.monotonic() - left < 5 and upstream.cut[-1] == ("up-deep?ttft=30", 0)
+    served, error, _ = _record(gateway, decision_id)
+    assert served == "deep" and error == "client_disconnected"
+    log = gateway.log_text()
+    assert "Traceback" not in log and "never retrieved" not in log
 
 
 def test_a_silent_model_timing_out_after_the_hold_falls_back_in_the_same_stream(
