@@ -446,6 +446,55 @@ def test_passthrough_streams_the_first_tier_ungated(upstream: FakeUpstream) -> N
     assert [m.partition("?")[0] for m in upstream.models_called()] == ["small"]
 
 
+def _silent_tiers(upstream: FakeUpstream, small: str, large: str, stream: str) -> Registry:
+    """Tiers [small, large] whose models may stay silent before their first event, the
+    stream held 0.05 s (`stream_hold_s`)."""
+    models = f"""  small: {{provider: up, model: '{small}', first_token_timeout_s: 0.4}}
+  large: {{provider: up, model: '{large}', first_token_timeout_s: 0.4}}"""
+    cascade = f"{{tiers: [small, large], stream: {stream}}}"
+    text = REGISTRY % {"url": upstream.url, "models": models, "cascade": cascade}
+    reg = parse_registry(text).registry
+    held = reg.dispatch.model_copy(update={"stream_hold_s": 0.05})
+    return reg.model_copy(update={"dispatch": held})
+
+
+def test_a_silent_tier_with_one_after_it_is_not_handed_over_before_its_first_event(
+    upstream: FakeUpstream,
+) -> None:
+    """A passthrough tier silent past the hold, with a tier after it, waits for its
+    first event as before (were it handed over, its first-token timeout would end the
+    stream instead of escalating); the last tier, with nothing after it, is handed over
+    silent (status line and keep-alives), and answers whole."""
+    reg = _silent_tiers(upstream, "small?ttft=30", "large?ttft=0.3", "passthrough")
+
+    async def job(d: Dispatcher) -> tuple[float, Opened, str]:
+        started = asyncio.get_running_loop().time()
+        opened = await d.open_stream(plan_of(reg), body(stream=True))
+        handed_s = asyncio.get_running_loop().time() - started
+        return handed_s, opened, (await drain(opened))[0]
+
+    handed_s, opened, text = run(reg, job)
+    assert opened.model == "large" and text.strip() == "echo: hi"
+    assert cascade_header(opened.cascade) == "small:error,large:accept"
+    assert handed_s < 0.65  # small's limit (0.4 s) and the hold, not large's first event
+
+
+def test_a_silent_last_tier_after_a_buffered_answer_falls_back_to_that_answer(
+    upstream: FakeUpstream,
+) -> None:
+    """The last tier is silent and times out; the first tier's escalated answer was
+    buffered: it is served, as when the last tier fails to open (were the last tier
+    handed over silent, its timeout would end the stream with an error)."""
+    reg = _silent_tiers(upstream, f"small?reply={REFUSAL}", "large?ttft=30", "buffer")
+
+    async def job(d: Dispatcher) -> tuple[Opened, str]:
+        opened = await d.open_stream(plan_of(reg), body(stream=True))
+        return opened, (await drain(opened))[0]
+
+    opened, text = run(reg, job)
+    assert opened.model == "small" and text.startswith("I'm sorry")
+
+
 def _left_after(reg: Registry, read: int) -> Opened:
     """The cascade's stream, closed by its reader after `read` events."""
 

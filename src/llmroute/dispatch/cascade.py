@@ -306,7 +306,8 @@ class _Run:
         failed."""
         started = time.perf_counter()
         try:
-            inner = await self.dispatcher.open_chain(self.tier_plan(tier.model), self.body)
+            plan = self.tier_plan(tier.model)
+            inner = await self.dispatcher.open_chain(plan, self.body, silent_hand_over=False)
             events = await _collect(inner.events, MAX_BUFFER_BYTES)
         except ProviderError as exc:
             self.failed(tier.model, exc, started)
@@ -332,12 +333,17 @@ class _Run:
         opened.unread_end = functools.partial(_counted, opened, total)
         return opened
 
-    async def live(self, tiers: Sequence[CascadeTier]) -> Opened:
-        """The first of `tiers` whose stream opens, streamed live and ungated."""
-        for tier in tiers:
+    async def live(self, tiers: Sequence[CascadeTier], *, then: bool = False) -> Opened:
+        """The first of `tiers` whose stream opens, streamed live and ungated. Only the
+        last, when nothing comes `then` (a buffered answer), may be handed over silent,
+        before its first event (`stream_hold_s`): a failure after that would end the
+        stream rather than go on to what follows."""
+        for position, tier in enumerate(tiers, 1):
             started = time.perf_counter()
+            silent = position == len(tiers) and not then
             try:
-                inner = await self.dispatcher.open_chain(self.tier_plan(tier.model), self.body)
+                plan = self.tier_plan(tier.model)
+                inner = await self.dispatcher.open_chain(plan, self.body, silent_hand_over=silent)
             except ProviderError as exc:
                 self.failed(tier.model, exc, started)
                 continue
@@ -392,7 +398,7 @@ async def open_cascade(dispatcher: Dispatcher, plan: Plan, body: dict[str, Any])
             return run.replay(buffered)
         best = buffered
     try:
-        return await run.live(tiers[-1:])
+        return await run.live(tiers[-1:], then=best is not None)
     except ProviderError:
         if best is None:
             raise

@@ -450,8 +450,12 @@ class Dispatcher:
             return await open_cascade(self, plan, body)
         return await self.open_chain(plan, body)
 
-    async def open_chain(self, plan: Plan, body: dict[str, Any]) -> Opened:
-        """`open_stream` along the plan's chain, for a body already made outgoing."""
+    async def open_chain(
+        self, plan: Plan, body: dict[str, Any], *, silent_hand_over: bool = True
+    ) -> Opened:
+        """`open_stream` along the plan's chain, for a body already made outgoing.
+        `silent_hand_over` False: a stream is not handed over before its first event
+        (a cascade's tier that another tier or a buffered answer may still replace)."""
 
         async def on(
             name: str, deployment: Deployment, timeouts: Timeouts
@@ -461,7 +465,9 @@ class Dispatcher:
             sent = self._for_model(plan, name, deployment, _no_usage(body) if refused else asked)
             with sending(name, sent):
                 try:
-                    return await _open_on(deployment, sent, timeouts, hold_s, text=text)
+                    return await _open_on(
+                        deployment, sent, timeouts, hold_s, text=text, silent=silent_hand_over
+                    )
                 except UpstreamRejected as exc:
                     # an answer limit above the model's cap: within it, as every later call
                     capped = self._learned_cap(name, deployment, sent, exc)
@@ -482,7 +488,9 @@ class Dispatcher:
                 refused = True
             sent = self._for_model(plan, name, deployment, _no_usage(body) if refused else asked)
             with sending(name, sent):
-                return await _open_on(deployment, sent, timeouts, hold_s, text=text)
+                return await _open_on(
+                    deployment, sent, timeouts, hold_s, text=text, silent=silent_hand_over
+                )
 
         asked = asking_usage(body)
         hold_s = self._registry.dispatch.stream_hold_s
@@ -1435,14 +1443,15 @@ async def _open_on(
     hold_s: float,
     *,
     text: bool = False,
+    silent: bool = True,
 ) -> tuple[bytes | None, AsyncIterator[bytes]]:
     """The stream's first event (within the first-token limit) and the stream, read on
     past the events that say nothing yet (`read_preamble`), held at most `hold_s` from
     the call's start: a failure there still falls back. A stream with no event by then
     (a reasoning model that sends nothing while it thinks) comes back without one
     (None), its read going on (`first_within`), still bounded by the first-token limit,
-    so that the client hears the status line and keep-alives meanwhile. `hold_s` 0:
-    never held, and never handed over before the first event. `text`: the body is a
+    so that the client hears the status line and keep-alives meanwhile. `hold_s` 0 (or
+    `silent` False): never handed over before the first event. `text`: the body is a
     completion, sent to the model's completions endpoint, its events read as chat
     chunks."""
     started = time.monotonic()
@@ -1459,7 +1468,7 @@ async def _open_on(
         rest = _Within(events, started, timeouts.stream_s, deployment.provider_name)
     reading = _first_event(events, limit, deployment.provider_name)
     try:
-        if hold_s > 0:
+        if hold_s > 0 and silent:
             first, after = await first_within(reading, rest, hold_s)
             if first is None:
                 return None, after
