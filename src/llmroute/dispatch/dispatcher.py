@@ -133,7 +133,8 @@ SETTLE_S = 5.0  # the longest a closing dispatcher waits for those and the slots
 class Served:
     """A completed request: the pool model and deployment (provider) that answered, the
     ``chat.completion`` (its ``model`` the upstream name, its ``usage`` priced), and the
-    failures before it."""
+    failures before it. `usage` is what the request cost: the answer's, plus any answer
+    an upstream's content filter withheld before it (paid for all the same)."""
 
     model: str
     deployment: str
@@ -402,6 +403,7 @@ class Dispatcher:
         """`complete` along the plan's chain, for a body already made `Plan.outgoing`."""
 
         tried: set[str] = set()
+        withheld: list[Usage] = []  # answers the content filter withheld: paid for
 
         async def on(name: str, deployment: Deployment, timeouts: Timeouts) -> dict[str, Any]:
             tried.add(name)
@@ -419,6 +421,7 @@ class Dispatcher:
             if _filtered(data) and self._may_refuge(plan, tried):
                 usage = priced(data, body, self._registry.models[name].price)
                 await self._charge_answer(name, usage, deployment)  # billed all the same
+                withheld.append(usage)
                 raise ContentRefused(
                     deployment.provider_name,
                     "the upstream's content filter withheld the answer (finish_reason "
@@ -439,7 +442,10 @@ class Dispatcher:
             await self._charge_answer(name, usage, deployment, held)
         finally:
             await self._take_back(holds)
-        return Served(name, deployment.provider_name, data, usage, attempts)
+        # the request's cost: the answers withheld too, as a stream's that fell back
+        # before its first words
+        paid = total_usage([*withheld, usage]) or usage
+        return Served(name, deployment.provider_name, data, paid, attempts)
 
     async def open_stream(self, plan: Plan, body: dict[str, Any]) -> Opened:
         body = plan.outgoing(body)

@@ -339,7 +339,10 @@ async def _serve_planned(
         return Response(status_code=CLIENT_CLOSED), False
     except LlmrouteError as exc:
         error = gateway_error(exc, decision_headers(plan.decision))
-        failed = unserved.record(error.status, error.code or "error", error.attempts, stream)
+        # what it paid for all the same: an answer the content filter withheld, a
+        # cascade tier answered before a later one failed (charged to their budgets)
+        paid = total_usage(spend.answered)
+        failed = unserved.record(error.status, error.code or "error", error.attempts, stream, paid)
         if failed is not None:
             trace.finish(failed)
         else:
