@@ -353,7 +353,7 @@ def test_the_gateway_says_what_a_call_may_cost_when_it_does_not_fit(
     assert refused.status_code == 503, refused.text
     error = refused.json()["error"]
     assert error["code"] == "upstream_error"
-    assert "hard budget has $0.0500 of $0.05 left" in error["message"]
+    assert "hard budget has $0.05 of $0.05 left" in error["message"]
     assert "up to 1,000 answer tokens" in error["message"]
     assert answered.status_code == 200, answered.text
     assert 'llmroute_limited_total{limit="budget",model="solo"} 1.0' in metrics
@@ -372,6 +372,48 @@ def test_the_gateway_says_what_a_call_may_cost_when_it_does_not_fit(
 
 
 # -- cancellation, Redis and deployments (found on review) ----------------------------
+
+
+def test_a_budget_of_a_fraction_of_a_cent_is_said_in_readable_dollars(
+    upstream: FakeUpstream,
+) -> None:
+    """Budgets and costs below a cent keep their digits in the refusals: a hard budget of
+    a millionth of a dollar is $0.000001 (not $1e-06) and the call's worst case is not
+    $0.0000; a soft one passed by a first answer says what it spent."""
+    tag = uuid.uuid4().hex[:8]
+    models = f"""
+  tiny-{tag}:
+    provider: up
+    model: tiny-{tag}
+    price: {{input: 0.10, output: 0.10}}
+    max_output_tokens: 4096
+    budget: {{usd: 0.000001, period: day, hard: true}}
+  soft-{tag}:
+    provider: up
+    model: soft-{tag}
+    price: {{input: 0.10, output: 0.10}}
+    budget: {{usd: 0.0000005, period: day}}
+"""
+    registry = parse_registry(_registry(upstream.url, models, f"tiny-{tag}")).registry
+
+    async def go() -> tuple[str, str]:
+        dispatcher = Dispatcher(registry, build_providers(registry))
+        try:
+            with pytest.raises(ProviderError) as hard:
+                await dispatcher.complete(plan_for(f"tiny-{tag}"), _BODY)
+            await dispatcher.complete(plan_for(f"soft-{tag}"), _BODY)  # 6 tokens: $6e-7
+            with pytest.raises(ProviderError) as soft:
+                await dispatcher.complete(plan_for(f"soft-{tag}"), _BODY)
+            return hard.value.message, soft.value.message
+        finally:
+            await dispatcher.aclose()
+
+    hard, soft = asyncio.run(go())
+    worst = worst_case(_BODY, registry.models[f"tiny-{tag}"], registry.providers["up"])
+    assert (worst.prompt_tokens, worst.answer_tokens) == (7, 100)  # $0.0000107
+    assert "daily hard budget has $0.000001 of $0.000001 left (spent or held)" in hard
+    assert "this call may cost $0.000011 at worst: about 7 prompt" in hard
+    assert "over its daily budget ($0.0000006 of $0.0000005); not called" in soft
 
 
 def _on_redis(text: str, namespace: str) -> Any:

@@ -474,7 +474,7 @@ def test_a_key_over_its_budget_gets_a_429(gateway: Served) -> None:
             client.chat.completions.create(**ASK)
     assert caught.value.code == "insufficient_quota"
     assert caught.value.type == "insufficient_quota"
-    assert "budget of $1e-06 this day" in caught.value.message
+    assert "budget of $0.000001 this day" in caught.value.message
 
 
 def test_every_429_carries_the_rate_limit_headers(gateway: Served) -> None:

@@ -152,7 +152,7 @@ def test_a_request_that_fits_no_model_gets_a_429_and_a_shadow_is_not_the_keys(
             )
         assert caught.value.code == "insufficient_quota"
         message = caught.value.message
-        assert "key 'other''s daily hard budget has $0.2500 of $0.25 left" in message
+        assert "key 'other''s daily hard budget has $0.25 of $0.25 left" in message
         assert "up to 1,000 answer tokens" in message
         assert len(upstream.calls_to(f"pricey-{TAG}")) == calls
         answer = client.chat.completions.create(

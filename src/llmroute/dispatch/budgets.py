@@ -31,6 +31,7 @@ from typing import Any
 
 from llmroute.dispatch.rerank import rerank_worst_case
 from llmroute.dispatch.usage import count_tokens, input_tokens_at_most, prompt_tokens_at_most
+from llmroute.money import usd
 from llmroute.providers._anthropic_convert import DEFAULT_MAX_TOKENS
 from llmroute.registry.schema import ANSWER_LIMITS, ANTHROPIC_KINDS, Budget, Model, Provider
 from llmroute.request import image_count
@@ -93,7 +94,7 @@ class WorstCase:
 
     def describe(self) -> str:
         return (
-            f"${self.usd:.4f} at worst: about {self.prompt_tokens:,} prompt and up to "
+            f"{usd(self.usd)} at worst: about {self.prompt_tokens:,} prompt and up to "
             f"{self.answer_tokens:,} answer tokens"
         )
 

@@ -92,6 +92,7 @@ from llmroute.errors import (
     UpstreamRejected,
 )
 from llmroute.gates.base import total_usage
+from llmroute.money import usd
 from llmroute.providers.base import (
     ChatProvider,
     EmbeddingProvider,
@@ -978,7 +979,7 @@ class Dispatcher:
             self._limited(name, "budget")
             raise LimitReached(
                 "llmroute",
-                f"over its {_PER[budget.period]} budget (${spent:.4f} of ${budget.usd:g}); "
+                f"over its {_PER[budget.period]} budget ({usd(spent)} of {usd(budget.usd)}); "
                 "not called",
             )
 
@@ -1595,9 +1596,9 @@ def _filtered(data: Any) -> bool:
     )
 
 
-def _room(spent: float, usd: float) -> str:
+def _room(spent: float, cap: float) -> str:
     """What a hard budget has left, for a refusal's message."""
-    return f"has ${max(usd - spent, 0.0):.4f} of ${usd:g} left (spent or held)"
+    return f"has {usd(max(cap - spent, 0.0))} of {usd(cap)} left (spent or held)"
 
 
 def _tried(

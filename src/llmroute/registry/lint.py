@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from llmroute.money import usd
 from llmroute.registry.claude_thinking import (
     FIRST_ADAPTIVE,
     FIRST_ADAPTIVE_ONLY,
@@ -95,8 +96,8 @@ def _idle_budgets(registry: Registry) -> list[str]:
             if budget is not None and budget.hard and worst.usd > budget.usd:
                 out.append(
                     f"{where}: a request to {name} without max_tokens may cost "
-                    f"${worst.usd:.4f} for its answer alone (up to {worst.answer_tokens:,} "
-                    f"tokens), more than the whole hard budget (${budget.usd:g}): "
+                    f"{usd(worst.usd)} for its answer alone (up to {worst.answer_tokens:,} "
+                    f"tokens), more than the whole hard budget ({usd(budget.usd)}): "
                     "only requests asking for shorter answers are ever sent; set the "
                     "model's max_output_tokens or params.max_tokens, or a larger budget"
                 )

@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llmroute.deadline import NEVER, Deadline
 from llmroute.dispatch.budgets import Payer, paid_by
 from llmroute.errors import ConfigError, shown
+from llmroute.money import usd
 from llmroute.registry.schema import ApiKey, AuthSettings
 from llmroute.server.errors import NO_RETRY, GatewayError, speaks_anthropic
 from llmroute.server.messages_convert import error_response
@@ -322,7 +323,7 @@ async def admit(scope: Scope, key: ApiKey, gateway: Gateway, *, spends: bool = T
         held = " (with the calls in flight)" if budget.hard else ""
         raise GatewayError(
             429,
-            f"key {key.name!r} has spent its budget of ${budget.usd:g} this {budget.period} "
+            f"key {key.name!r} has spent its budget of {usd(budget.usd)} this {budget.period} "
             f"(UTC){held}",
             code="insufficient_quota",
             headers={} if budget.hard else NO_RETRY,  # a hard one's holds may be given back
