@@ -205,6 +205,15 @@ class ProviderError(LlmrouteError):
         # the gateway's own refusals and verdicts (provider "llmroute") name no provider
         super().__init__(message if provider == GATEWAY else f"provider {provider!r}: {message}")
 
+    def attempt(self, model: str) -> str:
+        """This failure of the pool model `model` as an attempt says it (the error's and
+        the decision log's ``attempts``): with the provider that failed, and without
+        one for the gateway's own verdicts (a budget, a limit, a capability the model
+        declares it lacks), which no provider gave."""
+        if self.provider == GATEWAY:
+            return f"{model} ({self.message})"
+        return f"{model} via {self.provider} ({self.message})"
+
     @property
     def retryable(self) -> bool:
         """Whether trying again (or another deployment) could succeed: no response, a

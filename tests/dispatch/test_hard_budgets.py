@@ -416,6 +416,47 @@ def test_a_budget_of_a_fraction_of_a_cent_is_said_in_readable_dollars(
     assert "over its daily budget ($0.0000006 of $0.0000005); not called" in soft
 
 
+def test_a_model_the_gateway_passed_over_is_named_without_a_provider(
+    upstream: FakeUpstream,
+) -> None:
+    """A budget's verdict is the gateway's, not a provider's: the attempts name the model
+    alone ("m (over its daily budget ...)"), not "m via llmroute (...)", in a served
+    request's attempts and in the error of one no model served."""
+    tag = uuid.uuid4().hex[:8]
+    models = f"""
+  spent-{tag}:
+    provider: up
+    model: spent-{tag}
+    price: {{input: 1000, output: 1000}}
+    budget: {{usd: 0.001, period: day}}
+  hard-{tag}:
+    provider: up
+    model: hard-{tag}
+    price: {{input: 1000, output: 1000}}
+    max_output_tokens: 4096
+    budget: {{usd: 0.001, period: day, hard: true}}
+  cheap-{tag}: {{provider: up, model: cheap-{tag}}}
+"""
+    registry = parse_registry(_registry(upstream.url, models, f"spent-{tag}")).registry
+
+    async def go() -> tuple[tuple[str, ...], str]:
+        dispatcher = Dispatcher(registry, build_providers(registry))
+        try:
+            await dispatcher.complete(plan_for(f"spent-{tag}"), _BODY)  # $0.006: spent
+            served = await dispatcher.complete(plan_for(f"spent-{tag}", f"cheap-{tag}"), _BODY)
+            assert served.model == f"cheap-{tag}"
+            with pytest.raises(ProviderError) as refused:
+                await dispatcher.complete(plan_for(f"hard-{tag}"), _BODY)
+            return served.attempts, refused.value.message
+        finally:
+            await dispatcher.aclose()
+
+    attempts, refused = asyncio.run(go())
+    assert attempts == (f"spent-{tag} (over its daily budget ($0.006 of $0.001); not called)",)
+    assert refused.startswith(f"every model failed: hard-{tag} (its daily hard budget has")
+    assert "via llmroute" not in refused
+
+
 def _on_redis(text: str, namespace: str) -> Any:
     limits = f"  limits: {{url: '{REDIS_URL}', namespace: {namespace}, timeout_s: 2}}"
     return parse_registry(text.replace("dispatch:\n", f"dispatch:\n{limits}\n")).registry

@@ -186,7 +186,7 @@ def _ms(started: float) -> float:
 def _error_text(model: str, exc: ProviderError) -> str:
     if isinstance(exc, AllFallbacksFailed):
         return "; ".join(exc.attempts)
-    return f"{model} via {exc.provider} ({exc.message})"
+    return exc.attempt(model)
 
 
 def _status(exc: ProviderError) -> int:

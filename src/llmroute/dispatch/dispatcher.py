@@ -1610,7 +1610,7 @@ def _tried(
     `name` was the first: the request did not fall back."""
     if not failures:
         return ()
-    return (*(_describe(f) for f in failures), f"{name} via {exc.provider} ({exc.message})")
+    return (*(_describe(f) for f in failures), exc.attempt(name))
 
 
 def _ended_after(opened: Opened, failure: tuple[str, ProviderError], exc: ProviderError) -> None:
@@ -1626,7 +1626,7 @@ def _ended_after(opened: Opened, failure: tuple[str, ProviderError], exc: Provid
     elif exc.model is None:  # the gateway's verdict on the later models (a key's budget)
         later = exc.passed_over or (exc.message,)
     else:  # a later model refused the request: it ends the stream
-        later = exc.passed_over or (f"{exc.model} via {exc.provider} ({exc.message})",)
+        later = exc.passed_over or (exc.attempt(exc.model),)
         opened.model, opened.deployment = exc.model, exc.provider
     exc.passed_over = (_describe(failure), *later)
     opened.attempts = (*opened.attempts, *exc.passed_over)
@@ -1642,7 +1642,7 @@ def _describe(failure: tuple[str, ProviderError]) -> str:
         log.info("model %s skipped: %s", name, exc)
     else:
         log.warning("model %s failed: %s", name, exc)
-    return f"{name} via {exc.provider} ({exc.message})"
+    return exc.attempt(name)
 
 
 def _exhausted(failures: list[tuple[str, ProviderError]]) -> ProviderError:
