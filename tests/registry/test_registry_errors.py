@@ -579,3 +579,35 @@ def test_a_route_action_beside_pii_types_is_one_error_naming_no_class() -> None:
     error = one_error(VALID + injection)
     assert error.field == "safety.profiles.standard.injection.EMAIL"
     assert error.message == "unknown key 'EMAIL'"
+
+
+@pytest.mark.parametrize(
+    ("profile", "line", "field"),
+    [
+        ("pii:\n        EMAIL:\n          rout: large\n", 42, "pii.EMAIL.rout"),
+        ("unread_scripts:\n        rout: large\n", 41, "unread_scripts.rout"),
+        ("injection:\n        rout: large\n", 41, "injection.rout"),
+    ],
+)
+def test_an_actions_misspelt_route_is_one_error_at_its_key(
+    profile: str, line: int, field: str
+) -> None:
+    """`{EMAIL: {rout: large}}` was four errors (both branches of `Action | dict[str,
+    Action]` reported, `pii.route` missing and `pii.EMAIL` unknown among them), an
+    action's `{rout: large}` two: one now, at the key written."""
+    safety = (
+        f"safety:\n  injection: {{enabled: false}}\n  profiles:\n    standard:\n      {profile}"
+    )
+    error = one_error(VALID + safety)
+    assert (error.line, error.field) == (line, f"safety.profiles.standard.{field}")
+    assert error.message.startswith("unknown key 'rout' (did you mean 'route'?); an action is")
+
+
+def test_a_pii_types_route_with_a_stray_key_or_none_is_one_error() -> None:
+    """Each was three errors, `pii.route` missing and `pii.EMAIL` unknown among them."""
+    safety = "safety:\n  injection: {enabled: false}\n  profiles: "
+    error = one_error(VALID + safety + "{s: {pii: {EMAIL: {route: large, x: 1}}}}\n")
+    assert (error.field, error.message) == ("safety.profiles.s.pii.EMAIL.x", "unknown key 'x'")
+    error = one_error(VALID + safety + "{s: {pii: {EMAIL: {}}}}\n")
+    assert (error.field, error.line) == ("safety.profiles.s.pii.EMAIL.route", 38)
+    assert error.message == "missing required key 'route'"

@@ -1181,6 +1181,27 @@ class PiiSettings(_Frozen):
         return value
 
 
+def _mapping_problems(
+    action: object, simple: tuple[str, ...]
+) -> list[tuple[tuple[str, ...], str | None]]:
+    """The problems of an action written as a mapping that is not ``{route: MODEL}``
+    (``{rout: M}``, ``{route: M, x: 1}``): each key beside ``route``, or ``route``
+    missing. Found here, they are one error each; left to the union, each branch
+    reported its own (``pii.route`` missing, ``pii.EMAIL`` unknown, ...), four lines for
+    one typo. `simple`: the actions that are words."""
+    if not isinstance(action, dict):
+        return []
+    hint = "" if "route" in action else f"; an action is {', '.join(simple)} or {{route: MODEL}}"
+    extra = [
+        ((str(key),), f"unknown key {key!r}{did_you_mean(str(key), ['route'])}{hint}")
+        for key in action
+        if key != "route"
+    ]
+    if extra or "route" in action:
+        return list(extra)
+    return [(("route",), "missing required key 'route'")]
+
+
 class SafetyProfile(_Frozen):
     """What happens when a detector fires: `injection` (allow | block | route), `pii`
     (allow | redact | block | route, or per type with ``"*"`` for the rest), and
@@ -1226,7 +1247,16 @@ class SafetyProfile(_Frozen):
                 )
         elif info.field_name == "pii" and isinstance(value, dict):
             PathProblems.raise_if_any(
-                [((name,), said) for name, action in value.items() if (said := wrong(action))]
+                [
+                    ((name, *where), said)
+                    for name, action in value.items()
+                    for where, said in [*_mapping_problems(action, simple), ((), wrong(action))]
+                    if said is not None
+                ]
+            )
+        else:
+            PathProblems.raise_if_any(
+                [(where, said) for where, said in _mapping_problems(value, simple) if said]
             )
         return value
 
