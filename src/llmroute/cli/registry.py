@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from llmroute.cli._app import RegistryOption, err_console, fail, registry_app, resolve_registry
-from llmroute.errors import DataError
+from llmroute.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # the rest is imported where used: `llmroute --help` builds every command
     from llmroute.evaluate.registry_diff import RegistryDiff, TrafficFile
@@ -311,16 +311,19 @@ def probe(
             f"not a pool model of {loaded.source}: {', '.join(unknown)} "
             f"(it has {', '.join(loaded.registry.models)})"
         )
-    results = asyncio.run(
-        probe_pool(
-            loaded.registry,
-            models=names,
-            chat=chat,
-            timeout_s=timeout,
-            environ=os.environ,
-            base_dir=loaded.base_dir,
+    try:
+        results = asyncio.run(
+            probe_pool(
+                loaded.registry,
+                models=names,
+                chat=chat,
+                timeout_s=timeout,
+                environ=os.environ,
+                base_dir=loaded.base_dir,
+            )
         )
-    )
+    except ConfigError as exc:  # a client this environment cannot build: as serve says it
+        raise loaded.at(exc) from None
     counts = {status: sum(r.status == status for r in results) for status in ("ok", "warn", "fail")}
     if as_json:
         print(

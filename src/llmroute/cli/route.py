@@ -16,6 +16,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from llmroute.cli._app import RegistryOption, app, err_console, fail, resolve_registry
+from llmroute.errors import ConfigError
 from llmroute.untrusted_json import has_surrogate
 
 if TYPE_CHECKING:  # imported where used: `llmroute --help` builds every command
@@ -98,7 +99,10 @@ def _llm_refiner(router: Router, settings: LlmFallback | None) -> Iterator[Refin
         return LlmRouter(settings, registry, Dispatcher(registry, providers))
 
     with asyncio.Runner() as runner:
-        llm = runner.run(start())
+        try:
+            llm = runner.run(start())
+        except ConfigError as exc:  # a client this environment cannot build: as serve says it
+            raise loaded.at(exc) from None
         try:
             yield lambda decision, text: runner.run(refine_decision(llm, router, decision, text))
         finally:
