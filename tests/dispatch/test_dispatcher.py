@@ -6,6 +6,7 @@ Sleeps and the breaker clock are injected, so nothing here waits for real backof
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import random
 import time
@@ -524,6 +525,30 @@ def test_a_silent_stream_alone_timing_out_after_the_hold_ends_broken(h: Harness)
     opened, got, error = h.run(registry, job)
     assert got == [] and "no first token within 0.4s" in error.message
     assert opened.model == "a" and opened.usage is not None  # its prompt, charged
+
+
+def test_a_silent_stream_closed_unread_after_its_first_read_failed_logs_no_lost_exception(
+    h: Harness,
+) -> None:
+    """Handed over silent and not read (an SDK caller who has not begun), its first read
+    fails (its first-token limit) in the task carrying it; `Opened.aclose` then takes
+    that failure: asyncio logged "Task exception was never retrieved" with the
+    `ProviderTimeout`'s traceback once the task was collected."""
+    registry = _silent(h, "  a: {provider: up, model: 'a?ttft=30', first_token_timeout_s: 0.2}")
+    lost: list[str] = []
+
+    async def job(d: Dispatcher) -> Any:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: lost.append(context["message"]))
+        opened = await d.open_stream(plan_for("a"), _body(stream=True))
+        await asyncio.sleep(0.5)  # past the first-token limit, unread
+        await opened.aclose()
+        gc.collect()
+        await asyncio.sleep(0)
+        return opened
+
+    opened = h.run(registry, job)
+    assert opened.usage is not None and lost == []
 
 
 def test_an_error_status_after_the_hold_falls_back_in_the_stream_or_ends_it(

@@ -120,9 +120,17 @@ async def _next(events: AsyncIterator[bytes]) -> bytes | None:
 
 
 async def _stop(pending: asyncio.Task[bytes | None] | None) -> None:
-    if pending is not None and not pending.done():
+    """Stop a read still waiting, and take its failure if it had one: a stream closed
+    unread after its pending read failed (a silent model's first-token timeout while
+    an SDK caller had not begun reading) would have asyncio log "Task exception was
+    never retrieved" with a traceback. The stream's end is told by its closer."""
+    if pending is None:
+        return
+    if not pending.done():
         pending.cancel()
         await asyncio.wait({pending})
+    if not pending.cancelled():
+        pending.exception()
 
 
 class _Prepended:
