@@ -369,13 +369,16 @@ def test_a_silent_model_alone_timing_out_after_the_hold_ends_with_an_error_event
 ) -> None:
     """No model left: 200 (it went out), then the error event and ``[DONE]``; the
     Messages API's client reads it as Anthropic's error event, the Responses API's as
-    a failed response."""
+    a failed response. No event of the model's went out: its ``ttft_ms`` is null, not
+    the hand-over (the hold), which fed ``llmroute_ttft_seconds`` a time to a first
+    token that never came."""
     url = f"{gateway.url}/v1/chat/completions"
-    status, headers_after, lines = _timed(url, _chat("mute"))
+    status, headers_after, lines, decision_id = _timed_with_id(url, _chat("mute"))
     texts = [line for _, line in lines if line != ": keep-alive"]
     assert status == 200 and headers_after < 0.9
     assert json.loads(texts[0][5:])["error"]["code"] == "upstream_error"
     assert texts[1:] == ["data: [DONE]"]
+    assert _record(gateway, decision_id, "error, ttft_ms") == ("stream_interrupted", None)
     ask = {"model": "mute", "stream": True, "max_tokens": 32}
     ask["messages"] = [{"role": "user", "content": "hi"}]
     status, _, lines = _timed(f"{gateway.url}/v1/messages", ask)

@@ -310,11 +310,10 @@ async def _serve_planned(
                 opened = await _unless_client_leaves(
                     request, gateway.dispatcher.open_stream(plan, body)
                 )
-            ttft_ms = (time.perf_counter_ns() - started_ns) / 1e6
             if lookup is not None:
                 opened.events = lookup.tee(opened)
             done = _stream_done(
-                gateway, recorder, trace, plan, body, ts, started_ns, ttft_ms, shadow, release
+                gateway, recorder, trace, plan, body, ts, started_ns, shadow, release
             )
             keep = shadow or (recorder is not None and recorder.wants_answers)
             streamed = RelayedStream(
@@ -671,16 +670,15 @@ def _stream_done(
     body: dict[str, Any],
     ts: float,
     started_ns: int,
-    ttft_ms: float,
     shadow: bool,
     release: Callable[[], None] | None,
 ) -> StreamDone:
     """What to do when a stream has ended: give back the tokens it held, record it, and
     hand a sampled one's answer to shadow routing. `error` is None for a complete
     stream. Told once: a second telling (`_end_unread` after `relay`) is ignored. Its
-    ``ttft_ms`` is when its first event went out (`first_ns`, `perf_counter_ns`), else
-    `ttft_ms`, when it was handed over: a stream handed over before its first event
-    (silent past ``dispatch.stream_hold_s``) got it later."""
+    ``ttft_ms`` is when its first event went out (`first_ns`, `perf_counter_ns`), None
+    when none did: not its hand-over, which for a stream silent past
+    ``dispatch.stream_hold_s`` is the hold, whether an event came after it or not."""
     told = False
 
     def done(opened: Opened, error: str | None, text: str, first_ns: int | None) -> None:
@@ -688,7 +686,7 @@ def _stream_done(
         if told:
             return
         told = True
-        first_ms = ttft_ms if first_ns is None else (first_ns - started_ns) / 1e6
+        first_ms = None if first_ns is None else (first_ns - started_ns) / 1e6
         if release is not None:
             release()
         record = None
