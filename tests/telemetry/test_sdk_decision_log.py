@@ -188,6 +188,32 @@ def test_an_async_call_its_caller_cancels_is_logged_and_charged(
     assert upstream.cut[before:] == [("hung?delay=4", 0)]
 
 
+def test_a_stream_silent_past_the_hold_logs_its_first_event_as_its_ttft(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model that sends nothing for 0.6 s, past ``stream_hold_s`` (0.1 s): the stream
+    is returned before its first event, and its ``ttft_ms`` is that event's, not the
+    return's (the hold, as it was); one closed before any event was read has none."""
+    url = f"sqlite:///{tmp_path / 'sdk.db'}"
+    monkeypatch.delenv("LLMROUTE_TELEMETRY_URL")
+    registry = _registry(tmp_path, upstream, f"  url: {url}")
+    text = registry.read_text().replace("dispatch:\n", "dispatch:\n  stream_hold_s: 0.1\n")
+    text = text.replace(
+        "models:\n", 'models:\n  silent: {provider: fake, model: "silent?ttft=0.6"}\n'
+    )
+    registry.write_text(text)
+    with Router.from_yaml(registry) as router:
+        with router.chat.completions.create(messages=HELLO, model="silent", stream=True) as read:
+            assert list(read)
+        with router.chat.completions.create(messages=HELLO, model="silent", stream=True):
+            pass  # closed unread
+    rows = {row.id: row for row in _logged(url)}
+    whole = rows[read.llmroute["decision_id"]]
+    assert whole.error is None and whole.ttft_ms is not None and whole.ttft_ms >= 600
+    (unread,) = [row for row in rows.values() if row.id != whole.id]
+    assert unread.error == "client_disconnected" and unread.ttft_ms is None
+
+
 def test_no_log_when_telemetry_is_off(
     tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -329,7 +329,6 @@ class _Engine:
             clock,
             lambda dispatcher, refined: dispatcher.open_stream(refined, request.body),
         )
-        ttft_ms = clock.elapsed_ms()
         decision = sent.plan.decision
         recorder = sent.recorder
         if sent.result is None:
@@ -345,7 +344,10 @@ class _Engine:
         if sent.lookup is not None:
             opened.events = sent.lookup.tee(opened)
 
-        def ended(opened: Opened, error: str | None, text: str) -> None:
+        def ended(opened: Opened, error: str | None, text: str, first_ns: int | None) -> None:
+            # the first event as read, not the open: a stream silent past the hold is
+            # returned before it (its ttft was the hold, or the hold for none at all)
+            ttft_ms = None if first_ns is None else (first_ns - clock.started_ns) / 1e6
             record_success(
                 recorder,
                 self.router,

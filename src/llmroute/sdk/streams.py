@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import time
 import weakref
 from collections.abc import (
     AsyncGenerator,
@@ -36,16 +37,18 @@ __all__ = ["AsyncStream", "Stream", "StreamEnd"]
 log = logging.getLogger("llmroute.sdk")
 
 
-StreamEnd = Callable[[Opened, str | None, str], None]
+StreamEnd = Callable[[Opened, str | None, str, int | None], None]
 """Told once how a stream ended: None when complete, else ``stream_interrupted`` (the
-upstream broke off) or ``client_disconnected`` (the caller stopped reading); and the
-text streamed until then (empty unless the stream was asked to collect it)."""
+upstream broke off) or ``client_disconnected`` (the caller stopped reading); the text
+streamed until then (empty unless the stream was asked to collect it); and when its
+first event was read (`time.perf_counter_ns`), None when none was: a stream silent
+past ``dispatch.stream_hold_s`` is returned before its first event."""
 
 
 async def _chunks(
     opened: Opened,
     info: dict[str, Any],
-    on_end: Callable[[Opened, str | None], None],
+    on_end: _Ending,
     parts: list[str] | None,
     edits: Sequence[StreamEdit] = (),
 ) -> AsyncGenerator[Any, None]:
@@ -55,6 +58,8 @@ async def _chunks(
     error: str | None = CLIENT_DISCONNECTED
     try:
         async for event in opened.events:
+            if on_end.first_ns is None:
+                on_end.first_ns = time.perf_counter_ns()
             data = event_json(event, opened.deployment)
             if data is not None and parts is not None:
                 parts.append(_delta_text(data))
@@ -111,12 +116,13 @@ class _Ending:
     stream its caller drops is then freed at once, and its `__del__` closes the chain
     in order."""
 
-    __slots__ = ("deadline", "ended", "on_end", "parts")
+    __slots__ = ("deadline", "ended", "first_ns", "on_end", "parts")
 
     def __init__(self, on_end: StreamEnd | None, parts: list[str] | None) -> None:
         self.on_end = on_end
         self.parts = parts
         self.ended = False
+        self.first_ns: int | None = None  # when the first event was read
         self.deadline: asyncio.Timeout | None = None  # the last read's (expired: timed out)
 
     def __call__(self, opened: Opened, error: str | None) -> None:
@@ -129,7 +135,7 @@ class _Ending:
         if self.on_end is None:
             return
         try:
-            self.on_end(opened, error, "".join(self.parts or ()))
+            self.on_end(opened, error, "".join(self.parts or ()), self.first_ns)
         except Exception:  # logging must never fail the caller's stream
             log.exception("recording the stream's end failed")
 
