@@ -220,7 +220,12 @@ class SafetyLayer:
         if detector is None:
             return _NOTHING
         settings = self._injection
-        scanned = segments if settings.history else new_turn(segments, ctx.request)
+        scanned = new_turn(segments, ctx.request)
+        if settings.history:
+            # what this request adds first: the windows (and the rules, which read no
+            # further) spend their budget on it before the turns scanned when they were new
+            added = {id(segment) for segment in scanned}
+            scanned = [*scanned, *(s for s in segments if id(s) not in added)]
         texts = [s.text for s in scanned if s.role in self._scan_injection]
         if not texts:
             return _NOTHING
