@@ -32,6 +32,7 @@ from llmroute.dispatch import AUTO, Dispatcher, Opened, Plan, aplan_request, pla
 from llmroute.dispatch.plan import OFF_LOOP_CHARS
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.errors import ProviderTimeout, RoutingError
+from llmroute.gates.base import total_usage
 from llmroute.gates.build import GateFactory
 from llmroute.layers.llm_router import LlmRouter, refine_plan
 from llmroute.safety.answer_pii import AnswerMask
@@ -292,8 +293,17 @@ class _Engine:
             )
             raise
         except Exception as exc:
+            # what it paid for all the same (an answer the content filter withheld, a
+            # cascade tier answered before a later one failed), as the gateway logs it
             record_failure(
-                recorder, self.router, plan.decision, request.body, clock, exc, stream=stream
+                recorder,
+                self.router,
+                plan.decision,
+                request.body,
+                clock,
+                exc,
+                stream=stream,
+                usage=total_usage(spend.answered),
             )
             raise
         return _Sent(recorder, plan, lookup, result)

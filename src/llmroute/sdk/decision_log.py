@@ -231,8 +231,9 @@ def record_failure(
 ) -> None:
     """Log a call that raised, with the status and code the gateway would have sent; one
     its caller cancelled (`asyncio.CancelledError`: ``wait_for``'s timeout, a cancelled
-    task) as the gateway logs a client that hung up, 499 ``client_disconnected``, with
-    `usage` the prompt it had sent (None when nothing had been sent)."""
+    task) as the gateway logs a client that hung up, 499 ``client_disconnected``. `usage`
+    is what it cost all the same: a cancelled call's prompt sent, the answers paid for
+    and not served (one an upstream's content filter withheld); None when nothing."""
     if recorder is None:
         return
     status, code = 500, type(exc).__name__
