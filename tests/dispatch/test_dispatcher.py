@@ -511,6 +511,35 @@ def test_a_silent_stream_timing_out_after_the_hold_goes_on_from_the_next_model_o
     assert h.upstream.models_called() == ["a?ttft=30", "b"]
 
 
+def test_a_silent_streams_deployment_is_timed_by_its_first_event_not_the_hand_over(
+    h: Harness,
+) -> None:
+    """Least-latency balancing between two deployments silent past the hold: each is
+    timed when its first event comes (0.6 s and 0.2 s), not when the stream was handed
+    over (the hold, 0.05 s for both), so the faster one gets the traffic."""
+    models = (
+        "  a:\n    model: m\n    balance: latency\n    deployments:\n"
+        "      - {provider: up, model: 'm?ttft=0.6'}\n"
+        "      - {provider: up2, model: 'm?ttft=0.2'}"
+    )
+    registry = _silent(h, models)
+
+    async def job(d: Dispatcher) -> tuple[list[str], list[float | None]]:
+        served = []
+        for _ in range(4):
+            opened = await d.open_stream(plan_for("a"), _body(stream=True))
+            assert [e async for e in opened.events][-1] == b"data: [DONE]\n\n"
+            served.append(opened.deployment)
+        balancer = d.deployments.pool("a")._balancer  # the moving averages it orders by
+        return served, [balancer.latency(0), balancer.latency(1)]
+
+    served, (slow, fast) = h.run(registry, job)
+    assert slow is not None and fast is not None
+    assert slow >= 0.55 and 0.15 <= fast < 0.5  # on the hand-over both read ~0.05
+    assert sorted(served[:2]) == ["up", "up2"]  # each tried once (unmeasured first)
+    assert served[2:] == ["up2", "up2"]  # then the one whose first event is sooner
+
+
 def test_a_silent_stream_alone_timing_out_after_the_hold_ends_broken(h: Harness) -> None:
     registry = _silent(h, "  a: {provider: up, model: 'a?ttft=30', first_token_timeout_s: 0.4}")
 

@@ -98,6 +98,11 @@ class Balancer:
         """A request to deployment `index` ended, after `latency_s` seconds, or failed
         (None), which counts as a penalty latency so a failing deployment sorts later."""
         self._in_flight[index] = max(0, self._in_flight[index] - 1)
+        self.sample(index, latency_s=latency_s)
+
+    def sample(self, index: int, *, latency_s: float | None) -> None:
+        """A latency (None: a failure's penalty) of deployment `index`, apart from its
+        in-flight count: a stream handed over before its first event is timed by it."""
         previous = self._ewma[index]
         if latency_s is None:
             sample = min(MAX_PENALTY_S, max(2.0 * (previous or 0.0), FAILURE_PENALTY_S))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 from llmroute.deadline import NEVER, Deadline
 from llmroute.dispatch.balance import Balancer
 from llmroute.dispatch.breaker import CircuitBreaker
+from llmroute.dispatch.stream_start import first_read
 from llmroute.errors import CircuitOpen, LimitReached, ProviderError, ProviderTimeout
 from llmroute.providers.base import ChatProvider, Timeouts
 from llmroute.registry.schema import Registry
@@ -355,6 +357,21 @@ class DeploymentPool:
         opened.retry_after_s = self._retry_in_s(False, False)
         raise opened
 
+    def _first_came(
+        self, index: int, clock: Callable[[], float], started: float, read: asyncio.Future[Any]
+    ) -> None:
+        """The latency sample of a stream handed over before its first event, once the
+        read of that event has ended: from the call's start, as any call's; a failure as
+        a deployment fails is the penalty; a cancelled read (its client left) or the
+        request's own fault says nothing."""
+        if read.cancelled():
+            return
+        error = read.exception()
+        if error is None:
+            self._balancer.sample(index, latency_s=clock() - started)
+        elif isinstance(error, ProviderError) and error.retryable:
+            self._balancer.sample(index, latency_s=None)
+
     def _retry_in_s(self, limited: bool, busy: bool) -> float | None:
         """When a call could next go out (a hint for the client's ``Retry-After``): the
         soonest of an open breaker's cooldown, the next minute of a per-minute limit and,
@@ -400,7 +417,13 @@ class DeploymentPool:
                 observe(deployment, clock() - started, exc)
             raise
         elapsed = clock() - started
-        self._balancer.finish(index, latency_s=elapsed)
+        reading = first_read(result) if stream else None
+        if reading is None:
+            self._balancer.finish(index, latency_s=elapsed)
+        else:
+            # handed over silent (`stream_hold_s`): timed when its first event comes
+            self._balancer.release(index)
+            reading.add_done_callback(functools.partial(self._first_came, index, clock, started))
         if not stream:
             deployment.breaker.record_success()
         if observe is not None:

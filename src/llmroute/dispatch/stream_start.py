@@ -27,7 +27,14 @@ from typing import Any
 
 from llmroute.untrusted_json import loads
 
-__all__ = ["MAX_PREAMBLE", "PREAMBLE_S", "first_within", "read_preamble", "says_nothing"]
+__all__ = [
+    "MAX_PREAMBLE",
+    "PREAMBLE_S",
+    "first_read",
+    "first_within",
+    "read_preamble",
+    "says_nothing",
+]
 
 MAX_PREAMBLE = 16  # events read past the first before a stream counts as begun anyway
 PREAMBLE_S = 5.0  # seconds waited for the first words before it counts as begun anyway
@@ -74,8 +81,19 @@ async def first_within(
         await _stop(pending)
         raise
     if not done:
-        return None, _Prepended([], pending, events)
+        return None, _Prepended([], pending, events, first_read=pending)
     return pending.result(), events
+
+
+def first_read(opened: object) -> asyncio.Future[Any] | None:
+    """The read of the first event, still going on, of a stream handed over before it
+    came (`first_within`), given what the stream's call returned (``(first, events)``);
+    None for any other. The balancer times the call by it, not by the hand-over."""
+    if isinstance(opened, tuple) and len(opened) == 2 and opened[0] is None:
+        events = opened[1]
+        if isinstance(events, _Prepended):
+            return events.first_read
+    return None
 
 
 async def read_preamble(
@@ -145,7 +163,10 @@ class _Prepended:
         held: list[bytes],
         pending: asyncio.Task[bytes | None] | None,
         events: AsyncIterator[bytes],
+        *,
+        first_read: asyncio.Future[bytes] | None = None,
     ) -> None:
+        self.first_read = first_read  # the first event's read, when none had come
         self._held = deque(held)
         self._pending = pending
         self._events = events
