@@ -11,7 +11,7 @@ import random
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +255,21 @@ def test_drops_shadow_and_queue_depth() -> None:
     assert value(s, "llmroute_telemetry_queue_depth") == 7
 
 
+def test_the_queue_depth_is_the_sum_of_the_live_writers_queues() -> None:
+    """After a reload the old log's writer drains beside the new one's: each reports its
+    own queue, the gauge says both, and a drained writer drops out (each set the gauge
+    to its own count, so the last to speak hid the other)."""
+    metrics = GatewayMetrics()
+    old, new = metrics.depth_reporter(), metrics.depth_reporter()
+    old(5)
+    new(3)
+    assert value(scrape(metrics), "llmroute_telemetry_queue_depth") == 8
+    old(0)
+    assert value(scrape(metrics), "llmroute_telemetry_queue_depth") == 3
+    new(0)
+    assert value(scrape(metrics), "llmroute_telemetry_queue_depth") == 0
+
+
 def test_the_decision_logs_writer_sets_the_queue_depth(tmp_path: Path) -> None:
     """The gauge follows the gateway's writer (it read 0 whatever the queue held):
     records offered before the thread's first wake are seen waiting, then drained."""
@@ -264,9 +279,14 @@ def test_the_decision_logs_writer_sets_the_queue_depth(tmp_path: Path) -> None:
     depths: list[int] = []
 
     class Seen(GatewayMetrics):
-        def queue_depth(self, depth: int) -> None:
-            depths.append(depth)
-            super().queue_depth(depth)
+        def depth_reporter(self) -> Callable[[int], None]:
+            report = super().depth_reporter()
+
+            def seen(depth: int) -> None:
+                depths.append(depth)
+                report(depth)
+
+            return seen
 
     metrics = Seen()
     url = f"sqlite:///{tmp_path / 'log.db'}"

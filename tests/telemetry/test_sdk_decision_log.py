@@ -313,3 +313,44 @@ def test_feedback_without_a_decision_log_says_so(
         done = router.chat.completions.create(messages=CODE)
         with pytest.raises(RuntimeError, match="decision log"):
             router.chat.feedback(done.llmroute["decision_id"], thumbs="up")
+
+
+def test_the_sdks_writer_reports_its_queue_and_drops_to_the_callers_metrics(
+    tmp_path: Path,
+) -> None:
+    """With `metrics=` the SDK's decision-log writer says its queue depth and its drops
+    to those metrics, as serve's does (it said them to no metric)."""
+    from telemetry_records import build_record
+
+    from llmroute.registry.schema import TelemetrySettings
+    from llmroute.sdk.decision_log import SdkDecisionLog
+    from llmroute.telemetry.metrics import GatewayMetrics
+
+    depths: list[int] = []
+    dropped: list[tuple[int, str]] = []
+
+    class Seen(GatewayMetrics):
+        def depth_reporter(self) -> Any:
+            report = super().depth_reporter()
+
+            def seen(depth: int) -> None:
+                depths.append(depth)
+                report(depth)
+
+            return seen
+
+        def on_drop(self, n: int, reason: str) -> None:
+            dropped.append((n, reason))
+            super().on_drop(n, reason)
+
+        telemetry_dropped = on_drop
+
+    url = f"sqlite:///{tmp_path / 'sdk.db'}"
+    settings = TelemetrySettings(url=url, flush_seconds=0.5, queue_size=3, batch_size=2)
+    log = SdkDecisionLog(settings, environ={}, metrics=Seen())
+    assert log.recorder() is not None and log.writer is not None
+    offered = [log.writer.offer(build_record(i)) for i in range(4)]  # the queue holds 3
+    assert offered == [True, True, True, False]
+    log.close()
+    assert dropped == [(1, "queue_full")]
+    assert depths[0] == 2 and 3 in depths and depths[-1] == 0  # a batch waiting .. drained

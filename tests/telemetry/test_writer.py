@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from telemetry_records import MakeRecord, build_record, pg_execute
@@ -171,8 +173,38 @@ def test_the_queue_depth_is_reported_as_it_fills_and_drains(
     writer.close()
     store.close()
     assert writer.written == 12
-    assert depths[:4] == [12, 7, 2, 0]  # woken with 12, then after each batch of 5
+    # offered while a batch or more waited (5 to 12), then woken with 12, then after
+    # each batch of 5
+    assert depths[:12] == [5, 6, 7, 8, 9, 10, 11, 12, 12, 7, 2, 0]
     assert depths[-1] == 0
+
+
+def test_the_queue_depth_rises_while_a_write_hangs(tmp_path: Path, make_record: MakeRecord) -> None:
+    """A store call that hangs (a database that stopped answering) holds the writer's
+    thread, which then reports nothing: the records offered meanwhile say the queue's
+    depth themselves, once a batch or more waits (it stood at the last batch's count)."""
+    depths: list[int] = []
+    release = threading.Event()
+
+    class Hanging(SqliteStore):
+        def write_decisions(self, batch: Any) -> Any:
+            release.wait(10)
+            return super().write_decisions(batch)
+
+    store = Hanging(tmp_path / "t.db")
+    writer = TelemetryWriter(store, batch_size=5, flush_seconds=0.02, on_depth=depths.append)
+    writer.start()
+    writer.offer(make_record(0))
+    deadline = time.monotonic() + 10
+    while writer.pending and time.monotonic() < deadline:  # taken into the hanging write
+        time.sleep(0.01)
+    for i in range(1, 21):
+        assert writer.offer(make_record(i))
+    assert depths[-1] == 20  # while the write still hangs
+    release.set()
+    writer.close()
+    store.close()
+    assert writer.written == 21 and depths[-1] == 0
 
 
 def test_recovers_when_sqlite_is_unlocked(tmp_path: Path, make_record: MakeRecord) -> None:

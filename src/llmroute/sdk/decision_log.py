@@ -98,7 +98,15 @@ class SdkDecisionLog:
             self._recorder = metrics_only
             return
         try:
-            store, writer = start_writer(url, settings)
+            # the gateway's metrics (`metrics=`) hear the writer's drops and queue, as serve's
+            dropped = getattr(self._metrics, "telemetry_dropped", None)
+            reporter = getattr(self._metrics, "depth_reporter", None)
+            store, writer = start_writer(
+                url,
+                settings,
+                on_drop=dropped,
+                on_depth=reporter() if callable(reporter) else None,
+            )
         except Exception as exc:  # a bad URL must not fail the caller's request
             log.warning("SDK decision log off: cannot open %s (%s)", mask_url(url), exc)
             self._recorder = metrics_only

@@ -94,7 +94,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -536,6 +536,8 @@ class GatewayMetrics:
             registry=reg,
             multiprocess_mode="livesum",
         )
+        self._depths: dict[object, int] = {}  # each live writer's queue (`depth_reporter`)
+        self._depths_lock = threading.Lock()
         self._breakers = _BreakerCollector()
         self._breaker_gauge: _Children[Gauge] | None = None
         self._breaker_set: set[tuple[str, ...]] = set()
@@ -679,6 +681,22 @@ class GatewayMetrics:
 
     def queue_depth(self, depth: int) -> None:
         self._queue_depth.set(depth)
+
+    def depth_reporter(self) -> Callable[[int], None]:
+        """One decision-log writer's ``on_depth``: the gauge is the sum of the queues of
+        the writers alive, so a writer draining after a reload (the old log's, beside the
+        new one's) neither hides the other's queue nor sets it back to its own."""
+        key = object()
+
+        def report(depth: int) -> None:
+            with self._depths_lock:
+                if depth:
+                    self._depths[key] = depth
+                else:  # drained (a closed writer's last word): no longer counted
+                    self._depths.pop(key, None)
+                self._queue_depth.set(sum(self._depths.values()))
+
+        return report
 
     def shadow(self, outcome: str) -> None:
         """A shadow request: ``sent``, ``dropped_saturated`` or ``error``."""

@@ -107,7 +107,7 @@ class Telemetry:
             log.info("decision log off")
             return cls(settings, metrics)
         store, writer = start_writer(
-            url, settings, on_drop=metrics.telemetry_dropped, on_depth=metrics.queue_depth
+            url, settings, on_drop=metrics.telemetry_dropped, on_depth=metrics.depth_reporter()
         )
         log.info("decision log: %s (prompts: %s)", mask_url(url), settings.prompts)
         return cls(settings, metrics, store, writer)

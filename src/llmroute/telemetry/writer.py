@@ -27,9 +27,10 @@ Drops are reported three ways: the `dropped` counters, ``on_drop(n, reason)`` (r
 every 10 s per reason with the running count (``row_error``'s is the one
 `decision_rows` logs, naming a decision). Log lines carry the store's masked URL only.
 
-``on_depth(n)`` is told how many records wait in the queue each time the thread wakes
-and after each batch it hands the store (the ``llmroute_telemetry_queue_depth`` gauge),
-so a store falling behind shows before the queue is full and records are dropped.
+``on_depth(n)`` is told how many records wait in the queue each time the thread wakes,
+after each batch it hands the store, and on each record offered while a batch or more
+waits (the ``llmroute_telemetry_queue_depth`` gauge): a store falling behind, or a write
+hanging, shows before the queue is full and records are dropped.
 
 The writer does not own the store: closing the writer flushes and stops the thread;
 the caller closes the store.
@@ -134,6 +135,8 @@ class TelemetryWriter:
         queue.append(record)
         if len(queue) >= self.batch_size:
             self._wake.set()
+            # said here too: a writer held up in a slow store call says nothing meanwhile
+            self._report_depth()
         return True
 
     # -- counters --------------------------------------------------------------------
