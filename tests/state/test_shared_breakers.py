@@ -208,8 +208,10 @@ def test_two_gateways_share_an_opening(
     upstream: FakeUpstream, redis_namespace: str, tmp_path: Path
 ) -> None:
     """`llmroute serve` twice with one Redis: the second gateway never calls the model
-    whose breaker the first one opened, and its dashboard shows the breaker open."""
-    shared = f"    url: '{REDIS_URL}'\n    namespace: {redis_namespace}"
+    whose breaker the first one opened, and its dashboard shows the breaker open. Redis
+    calls may take 2 s here, not 0.05: on a loaded test machine the announcement (a new
+    connection, then SET) ran past the default and was skipped as an outage."""
+    shared = f"    url: '{REDIS_URL}'\n    namespace: {redis_namespace}\n    timeout_s: 2"
     registry = tmp_path / "registry.yaml"
     registry.write_text(REGISTRY % {"url": upstream.url, "breaker": shared})
     env = {"LLMROUTE_TELEMETRY_URL": "off"}
