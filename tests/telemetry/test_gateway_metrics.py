@@ -247,7 +247,7 @@ def test_drops_shadow_and_queue_depth() -> None:
     metrics.telemetry_dropped(2, "queue_full")
     metrics.shadow("sent")
     metrics.shadow("dropped_saturated")
-    metrics.queue_depth(7)
+    metrics.depth_reporter()(7)
     s = scrape(metrics)
     assert value(s, "llmroute_telemetry_dropped_total", reason="queue_full") == 5
     assert value(s, "llmroute_shadow_total", outcome="sent") == 1
@@ -443,7 +443,7 @@ assert metrics.multiprocess_dir == multiprocess_dir() is not None
 for _ in range(int(sys.argv[1])):
     metrics.observe(record())
 metrics.on_drop(1, "queue_full")
-metrics.queue_depth(int(sys.argv[1]))
+metrics.depth_reporter()(int(sys.argv[1]))
 if sys.argv[2] == "render":
     budgets = [
         BudgetReading("key", "team", "day", True, 5.0, 1.25),

@@ -679,9 +679,6 @@ class GatewayMetrics:
 
     telemetry_dropped = on_drop  # the name `llmroute.telemetry.service` passes to the writer
 
-    def queue_depth(self, depth: int) -> None:
-        self._queue_depth.set(depth)
-
     def depth_reporter(self) -> Callable[[int], None]:
         """One decision-log writer's ``on_depth``: the gauge is the sum of the queues of
         the writers alive, so a writer draining after a reload (the old log's, beside the
