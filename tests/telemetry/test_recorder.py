@@ -12,7 +12,7 @@ from telemetry_records import ListSink
 from llmroute.decide import Router
 from llmroute.registry import parse_registry
 from llmroute.telemetry.record import DecisionRecord, PromptMode, prompt_hash
-from llmroute.telemetry.recorder import Recorder
+from llmroute.telemetry.recorder import Recorder, redact_text
 
 REGISTRY = """
 encoder: builtin:static
@@ -22,11 +22,14 @@ routes:
   - {name: chat, examples: ["hi there", "how are you"], target: small}
   - {name: mail, examples: ["write an email to my boss"], target: small,
      policy: {safety: open}}
+  - {name: billing, examples: ["refund my card"], target: small,
+     policy: {safety: payments}}
 default: {target: small}
 safety:
   profiles:
     standard: {injection: block, pii: {SECRET: block, "*": redact}}
     open: {injection: block, pii: allow}
+    payments: {injection: block, pii: {CARD: allow, "*": redact}}
   profile: standard
 %(extra)s
 """
@@ -81,6 +84,26 @@ def test_redacted_mode_redacts_what_the_policy_let_through(router: Router) -> No
     assert _stored(router, "full", text, model="mail")[1] == text
     assert _stored(router, "redacted", text, model="mail")[1] == (
         "write an email to my boss at <EMAIL_1>"
+    )
+
+
+def test_redacted_mode_redacts_what_a_partial_redaction_let_through(router: Router) -> None:
+    # The `billing` route's profile redacts the address but lets the card through to
+    # the model: safety's redaction still holds the card, the log must not.
+    text = "refund my card 4111 1111 1111 1111 and mail jane.doe@example.com"
+    sent = "refund my card 4111 1111 1111 1111 and mail <EMAIL_1>"
+    assert _stored(router, "full", text, model="billing")[1] == sent
+    assert _stored(router, "redacted", text, model="billing") == (
+        prompt_hash(sent),
+        "refund my card <CARD_1> and mail <EMAIL_1>",
+    )
+
+
+def test_the_logs_redaction_numbers_past_the_placeholders_the_text_holds() -> None:
+    # a placeholder already in the text (safety's, or one the user pasted) stands for
+    # its own value: a new one is never given the same name
+    assert redact_text("<EMAIL_1> wrote to jane.doe@example.com") == (
+        "<EMAIL_1> wrote to <EMAIL_2>"
     )
 
 

@@ -185,9 +185,10 @@ class DecisionRecord:
     def stored_prompt(self) -> tuple[str | None, str | None]:
         """(prompt_hash, prompt) as `prompt_mode` stores them: the hash of the whole
         text, the text cut to `max_prompt_chars` before anything else. ``redacted``
-        stores the redaction safety made, else the cut text through the PII detector here,
-        in the writer's thread; if that fails, the hash alone (one record's text must
-        not cost the batch it is written in)."""
+        runs the cut text through the PII detector here, in the writer's thread, the
+        redaction safety made too (a profile may let a type through to the model, a card
+        to a guarded one: the log keeps none); if that fails, the hash alone (one
+        record's text must not cost the batch it is written in)."""
         text = self.prompt
         if text is None or self.prompt_mode == "off":
             return None, None
@@ -198,7 +199,6 @@ class DecisionRecord:
         if self.prompt_mode == "redacted":
             if self.redacted_prompt is not None:
                 text = self.redacted_prompt
-                return digest, text if most is None else cut_text(text, most)
             return digest, _redacted(text if most is None else cut_text(text, most), self.id)
         return digest, text if most is None else cut_text(text, most)
 

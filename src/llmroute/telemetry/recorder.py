@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypedDict, TypeVar
 from llmroute.decide import Router
 from llmroute.decision import Decision, new_decision_id
 from llmroute.dispatch.usage import Usage
-from llmroute.safety.pii import PiiDetector, Redactor
+from llmroute.safety.pii import PLACEHOLDER, PiiDetector, Redactor
 from llmroute.telemetry.attribution import end_user_of
 from llmroute.telemetry.record import (
     UNROUTED_LAYER,
@@ -88,9 +88,13 @@ def _pii() -> PiiDetector:
 
 
 def redact_text(text: str) -> str:
-    """`text` with every PII span the default detector finds replaced by placeholders."""
+    """`text` with every PII span the default detector finds replaced by placeholders,
+    numbered past those it holds already (safety's redaction, a pasted "<EMAIL_1>"), so
+    that one placeholder never stands for two values."""
     spans = _pii().find(text)
-    return Redactor().redact(text, spans) if spans else text
+    if not spans:
+        return text
+    return Redactor(PLACEHOLDER.findall(text) if "<" in text else ()).redact(text, spans)
 
 
 class Recorder:
