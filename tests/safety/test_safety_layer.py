@@ -300,6 +300,21 @@ def test_injection_cannot_be_redacted() -> None:
     assert "cannot be redacted" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("regions", "expected"),
+    [
+        ("[US, XX]", "reg.yaml:20: safety.pii.phone_regions[1]: unknown phone region 'XX'"),
+        ("[]", "reg.yaml:20: safety.pii.phone_regions: name at least one region"),
+    ],
+)
+def test_an_unknown_phone_region_names_its_line(regions: str, expected: str) -> None:
+    """It was found only when the detector was built, the error naming the file alone."""
+    text = REGISTRY.replace("safety:\n", f"safety:\n  pii: {{phone_regions: {regions}}}\n", 1)
+    with pytest.raises(ConfigError) as caught:
+        parse_registry(text, source="reg.yaml")
+    assert expected in str(caught.value)
+
+
 def test_a_misspelt_action_is_one_message_naming_the_actions() -> None:
     """It was up to five lines, naming the union member it failed (`RouteTo`)."""
     text = REGISTRY.replace(

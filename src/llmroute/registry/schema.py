@@ -1163,6 +1163,24 @@ class PiiSettings(_Frozen):
     # with (HMAC-SHA-256); without one they are plain SHA-256 digests
     pseudonym_key_env: EnvName | None = None
 
+    @field_validator("phone_regions")
+    @classmethod
+    def _regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Checked here so that a typo names its line, not only the file (the detector,
+        built after the registry loaded, would refuse it too)."""
+        if not value:
+            raise ValueError("name at least one region (ISO 3166 codes such as 'US', 'GB')")
+        from phonenumbers import SUPPORTED_REGIONS  # here: only a registry that sets it pays
+
+        PathProblems.raise_if_any(
+            [
+                ((i,), f"unknown phone region {name!r}; use ISO 3166 codes such as 'US', 'GB'")
+                for i, name in enumerate(value)
+                if name.upper() not in SUPPORTED_REGIONS
+            ]
+        )
+        return value
+
     @field_validator("entities")
     @classmethod
     def _known(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
