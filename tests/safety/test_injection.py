@@ -238,6 +238,11 @@ def test_corrupt_or_incomplete_artifacts_are_config_errors(
     (folder / "detector.json").write_text('{"encoder": "x"}', encoding="utf-8")
     with pytest.raises(ConfigError, match="needs"):
         load_detector(folder, encoder_identity=None)
+    save_detector(detector, folder)  # another format was read as this one
+    meta = json.loads((folder / "detector.json").read_text())
+    (folder / "detector.json").write_text(json.dumps({**meta, "format": 2}))
+    with pytest.raises(ConfigError, match=r"detector\.json.*format 2 is not 1"):
+        load_detector(folder, encoder_identity=None)
     # a NaN bias made every score NaN: nothing flagged, and `registry check` said ok
     for key, value in (("bias", float("nan")), ("buckets", None), ("buckets", "x")):
         save_detector(detector, folder)

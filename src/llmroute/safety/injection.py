@@ -854,6 +854,12 @@ def _read_meta(path: Path) -> dict[str, Any]:
         )
     if meta.get("kind", "injection-linear") != "injection-linear":
         raise ConfigError(f"not an injection detector (kind {meta['kind']!r})", file=str(path))
+    if meta.get("format", FORMAT) != FORMAT:  # another layout, e.g. a newer llmroute's
+        raise ConfigError(
+            f"safety detector format {meta['format']!r} is not {FORMAT}; retrain it with "
+            "`llmroute train safety`",
+            file=str(path),
+        )
     return meta
 
 
