@@ -162,10 +162,25 @@ class PolicyViolation(RoutingError):
         self.fired = fired
         self.decision_id = decision_id
         what = ", ".join(fired) or "policy"
+        why = "".join(_WHY[name] for name in fired if name in _WHY)
         super().__init__(
-            f"the request was blocked by the safety policy (profile {profile!r}: {what}); "
+            f"the request was blocked by the safety policy (profile {profile!r}: {what}){why}; "
             f"decision {decision_id}"
         )
+
+
+# Findings whose name alone does not tell a client what to change: both blame the
+# request's size or script, not its content, and both have an operator's remedy.
+_WHY = {
+    "unscanned": (
+        "; the request is longer than the injection scan reads: shorten it, or the operator "
+        "can raise safety.injection.max_windows"
+    ),
+    "unread_scripts": (
+        "; part of the request is in a script the injection detector cannot read: the "
+        "operator can use an encoder that reads it"
+    ),
+}
 
 
 GATEWAY = "llmroute"

@@ -103,6 +103,20 @@ def test_streams_are_blocked_before_they_start(client: openai.OpenAI) -> None:
     assert caught.value.code == "content_policy_violation"
 
 
+def test_a_request_longer_than_the_scan_says_so(gateway: Gateway, client: openai.OpenAI) -> None:
+    """Past the 16 windows of the default the request is blocked as `unscanned`: the
+    client is told it is the length, not its content, and the operator what to change."""
+    before = len(gateway.upstream.requests)
+    document = "Summarize this report. " + "Revenue grew in every region this quarter. " * 500
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="auto", messages=_user(document))
+    assert caught.value.code == "content_policy_violation"
+    message = caught.value.message
+    assert "unscanned" in message and "longer than the injection scan reads" in message
+    assert "safety.injection.max_windows" in message and "Revenue" not in message
+    assert len(gateway.upstream.requests) == before
+
+
 def test_pinned_model_is_guarded_too(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="small", messages=_user(ATTACK))

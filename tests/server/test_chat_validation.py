@@ -116,6 +116,13 @@ def test_a_parameter_of_the_wrong_type_is_a_400_naming_it(
         ([], "messages"),
         ([*HI, {"role": "tool", "content": "42"}], "messages[1].tool_call_id"),
         ([*HI, {"role": "tool", "tool_call_id": 7, "content": "42"}], "messages[1].tool_call_id"),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": 5}]}],
+            "messages[0].content[0].text",
+        ),  # noqa: E501
+        ([{"role": "user", "content": [{"type": "text"}]}], "messages[0].content[0].text"),
+        ([{"role": "user", "content": [{"text": {"t": "x"}}]}], "messages[0].content[0].text"),
+        ([{"role": "user", "content": ["hi there!"]}], "messages[0].content[0]"),
     ],
 )
 def test_a_malformed_message_is_a_400_naming_it(

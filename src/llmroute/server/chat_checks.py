@@ -99,3 +99,17 @@ def _check_messages(messages: Any) -> None:
         elif not isinstance(content, str | list):
             at = f"messages[{index}].content"
             raise _bad(at, f"{at} must be a string or a list of content parts")
+        elif isinstance(content, list):
+            _check_parts(content, index)
+
+
+def _check_parts(parts: list[Any], index: int) -> None:
+    """A text part whose text is not a string would reach the model unread by safety and
+    routing (they read string texts only); OpenAI refuses it, so does the gateway."""
+    for number, part in enumerate(parts):
+        if not isinstance(part, dict):
+            at = f"messages[{index}].content[{number}]"
+            raise _bad(at, f"{at} must be an object with a 'type'")
+        if ("text" in part or part.get("type") == "text") and not isinstance(part.get("text"), str):
+            at = f"messages[{index}].content[{number}].text"
+            raise _bad(at, f"{at} must be a string")
