@@ -132,6 +132,38 @@ def test_a_malformed_message_is_a_400_naming_it(
     assert error["param"] == param
 
 
+_TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize("field", ["tool_choice", "parallel_tool_calls"])
+@pytest.mark.parametrize("tools", [None, []], ids=["no-tools", "empty-tools"])
+def test_a_tool_choice_without_tools_is_a_400_as_openai_answers(
+    client: openai.OpenAI, upstream: FakeUpstream, field: str, tools: list[Any] | None
+) -> None:
+    """OpenAI refuses these two without tools; an OpenAI upstream would too (after
+    routing, as the gateway's request), and an Anthropic one used to drop them unseen."""
+    value: Any = "required" if field == "tool_choice" else False
+    extra: dict[str, Any] = {field: value} if tools is None else {field: value, "tools": tools}
+    error = _refused(client, upstream, extra_body=extra)
+    assert error["param"] == field
+    assert error["message"] == (
+        f"Invalid value for '{field}': '{field}' is only allowed when 'tools' are specified."
+    )
+
+
+def test_a_tool_choice_with_tools_or_null_is_served(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    client.chat.completions.create(
+        model="small", messages=HI, tools=[_TOOL], tool_choice="none", parallel_tool_calls=False
+    )
+    sent = upstream.requests[-1].body
+    assert sent["tool_choice"] == "none" and sent["parallel_tool_calls"] is False
+    client.chat.completions.create(
+        model="small", messages=HI, extra_body={"tool_choice": None, "parallel_tool_calls": None}
+    )
+
+
 def test_what_openai_accepts_is_served(client: openai.OpenAI, upstream: FakeUpstream) -> None:
     """Nulls for left-out fields, an assistant turn of tool calls alone, a tool's answer,
     a developer message of parts, ints where numbers are asked for."""

@@ -50,6 +50,8 @@ def check_chat_body(body: dict[str, Any]) -> None:
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise _bad("tools", "'tools' must be a list")
+    if not tools:
+        _check_no_tool_options(body)
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str) and not strings(stop):
         raise _bad("stop", "'stop' must be a string or a list of strings")
@@ -57,6 +59,21 @@ def check_chat_body(body: dict[str, Any]) -> None:
     if user is not None and not isinstance(user, str):
         raise _bad("user", "'user' must be a string")
     _check_thinking(body.get("thinking"))
+
+
+_TOOL_OPTIONS = ("tool_choice", "parallel_tool_calls")
+
+
+def _check_no_tool_options(body: dict[str, Any]) -> None:
+    """OpenAI's 400 for a tool option without tools (missing, null or empty): an OpenAI
+    upstream would refuse the gateway's request after routing, and the Anthropic
+    conversion drops the option unseen (a ``required`` that forces nothing)."""
+    for key in _TOOL_OPTIONS:
+        if body.get(key) is not None:
+            raise _bad(
+                key,
+                f"Invalid value for '{key}': '{key}' is only allowed when 'tools' are specified.",
+            )
 
 
 _THINKING_TYPES = ("adaptive", "enabled", "disabled")
