@@ -105,6 +105,18 @@ def test_summary_shows_cache_limits_and_budgets_without_passwords() -> None:
     assert small.endswith("in flight 8, hard budget $25 per month"), small
 
 
+def test_summary_says_prices_and_budgets_as_written_never_with_an_exponent() -> None:
+    small = "price: {input: 0.1, output: 0.1}}"
+    tiny = "price: {input: 0.000001, output: 0.01875}, budget: {usd: 0.000001, period: day}}"
+    text = VALID.replace(small, tiny, 1)
+    text += "auth: {keys: [{name: a, key_env: A_KEY, budget: {usd: 1e-7, period: day}}]}\n"
+    lines = summarize(parse_registry(text))
+    small_line = next(line for line in lines if line.startswith("  small:"))
+    assert "$0.000001/$0.01875" in small_line and "budget $0.000001 per day" in small_line
+    assert any(line.endswith("a budget $0.0000001 per day") for line in lines), lines
+    assert "e-0" not in "\n".join(lines)
+
+
 def test_summary_lists_aliases() -> None:
     text = VALID + 'aliases:\n  gpt-4o: auto\n  "claude-*": code\n'
     lines = summarize(parse_registry(text, source="reg.yaml"))

@@ -297,9 +297,9 @@ def test_registry_diff_replays_the_exported_traffic(
     )
     assert "route changed: 0 (0.0%)" in lines and "model changed: 1 (50.0%)" in lines
     assert "  small -> large: 1" in lines and f'      "{rain}"' in lines
-    # 100 in and 200 out at 0.1 / 0.4 on small, then at 3 / 15 on large
+    # 100 in and 200 out at 0.1 / 0.4 on small ($0.00009, not "$0.0001"), then at 3 / 15
     assert (
-        "cost of the 1 requests with token counts: $0.0001 -> $0.0033 (+3566.7%) "
+        "cost of the 1 requests with token counts: $0.00009 -> $0.0033 (+3566.7%) "
         "(their logged token counts at each registry's prices)"
     ) in lines
 

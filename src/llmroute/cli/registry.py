@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from llmroute.cli._app import RegistryOption, err_console, fail, registry_app, resolve_registry
 from llmroute.errors import ConfigError, DataError
+from llmroute.money import usd
 
 if TYPE_CHECKING:  # the rest is imported where used: `llmroute --help` builds every command
     from llmroute.evaluate.registry_diff import RegistryDiff, TrafficFile
@@ -252,8 +253,8 @@ def _print_diff(result: RegistryDiff, traffic: TrafficFile, data: Path) -> None:
         before, after = result.cost_before_usd, result.cost_after_usd
         change = f" ({(after - before) / before:+.1%})" if before else ""
         print(
-            f"cost of the {result.priced} requests with token counts: ${before:.4f} -> "
-            f"${after:.4f}{change} (their logged token counts at each registry's prices)"
+            f"cost of the {result.priced} requests with token counts: {usd(before)} -> "
+            f"{usd(after)}{change} (their logged token counts at each registry's prices)"
         )
     else:
         print("cost: no token counts in the data (tokens_in / tokens_out)")

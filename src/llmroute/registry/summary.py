@@ -7,6 +7,7 @@ may carry credentials.
 
 from __future__ import annotations
 
+from llmroute.money import usd_as_written
 from llmroute.registry.loader import LoadedRegistry
 from llmroute.registry.schema import (
     BuiltinEncoderSpec,
@@ -164,10 +165,10 @@ def _price(model: Model) -> list[str]:
     """Its price; an embedding or rerank model (served on its own endpoint, never routed
     to) says which it is, and a price per search."""
     if model.kind == "chat":
-        return [f"${model.price.input:g}/${model.price.output:g}"]
-    parts = [f"${model.price.input:g} input", model.kind]
+        return [f"{usd_as_written(model.price.input)}/{usd_as_written(model.price.output)}"]
+    parts = [f"{usd_as_written(model.price.input)} input", model.kind]
     if model.price.search is not None:
-        parts.append(f"${model.price.search:g} per 1,000 searches")
+        parts.append(f"{usd_as_written(model.price.search)} per 1,000 searches")
     return parts
 
 
@@ -194,7 +195,7 @@ def _model_extras(model: Model) -> str:
         parts.append(f"balance {model.balance}")
     if model.budget is not None:
         hard = "hard " if model.budget.hard else ""
-        parts.append(f"{hard}budget ${model.budget.usd:g} per {model.budget.period}")
+        parts.append(f"{hard}budget {usd_as_written(model.budget.usd)} per {model.budget.period}")
     return ", ".join(parts)
 
 
@@ -273,7 +274,8 @@ def _state(registry: Registry) -> list[str]:
             + (f" tpm {k.tpm}" if k.tpm else "")
             + (f" pool [{', '.join(k.pool)}]" if k.pool else "")
             + (
-                f" {'hard ' * k.budget.hard}budget ${k.budget.usd:g} per {k.budget.period}"
+                f" {'hard ' * k.budget.hard}budget {usd_as_written(k.budget.usd)} "
+                f"per {k.budget.period}"
                 if k.budget is not None
                 else ""
             )
