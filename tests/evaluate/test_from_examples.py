@@ -189,3 +189,93 @@ def test_a_base_registrys_artifacts_and_errors_are_read_as_its_own(
     error = info.value
     assert (error.file, error.line, error.field) == (str(base_path), 8, "rules[0].route")
     assert "unknown route 'old'" in error.message and "not the --base registry's" in error.message
+
+
+def test_the_bases_relative_paths_are_rewritten_for_the_output_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--base team/registry.yaml -o out/new.yaml` kept `router: routers/r` as the base
+    wrote it, so out/new.yaml named out/routers/r: 'no such router artifact' at its
+    first load. The path is now relative to the output file (../team/routers/r)."""
+    team, out = tmp_path / "team", tmp_path / "out"
+    team.mkdir()
+    out.mkdir()
+    data = tmp_path / "difficulty.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"prompt": f"q {i}", "weak_correct": i % 3 == 0, "strong_correct": True})
+            + "\n"
+            for i in range(60)
+        )
+    )
+    router = team / "routers" / "r"
+    assert (
+        run(["train", "difficulty", "--data", str(data), "--router", "random", "-o", str(router)])
+        == 0
+    )
+    (team / "registry.yaml").write_text(
+        "encoder: builtin:static\n"
+        "providers: {vllm: {kind: openai, base_url: 'http://10.0.0.1:8000/v1'}}\n"
+        "models: {cheap: {provider: vllm, model: qwen}, big: {provider: vllm, model: llama}}\n"
+        "routes: [{name: old, target: big, examples: [something old]}]\n"
+        "default:\n"
+        "  target: cheap\n"
+        "  difficulty: {router: routers/r, strong: big, weak: cheap, threshold: 0.5}\n"
+    )
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(
+        "".join(json.dumps({"text": r.text, "intent": r.intent}) + "\n" for r in synthetic_rows())
+    )
+    monkeypatch.chdir(tmp_path)
+    args = ["registry", "from-examples", str(labels), "--base", "team/registry.yaml"]
+    assert run([*args, "-o", "out/new.yaml"]) == 0
+    built = load_registry(out / "new.yaml")
+    assert built.registry.default.difficulty is not None
+    assert built.registry.default.difficulty.router == "../team/routers/r"
+    Router(built).close()  # loads the router artifact: found
+    assert run([*args, "-o", "team/beside.yaml"]) == 0  # the same folder: as written
+    beside = load_registry(team / "beside.yaml").registry.default.difficulty
+    assert beside is not None and beside.router == "routers/r"
+
+
+def test_every_kept_path_is_rebased_and_the_rest_left_as_written(tmp_path: Path) -> None:
+    """The injection artifact, the reasoning scorer and llamacpp GGUF files are moved
+    too; absolute paths, ``builtin``, ``package:`` and other providers' model names stay."""
+    from llmroute.evaluate.from_examples import _rebase
+
+    document = {
+        "providers": {"gguf": {"kind": "llamacpp"}, "api": {"kind": "openai"}},
+        "models": {
+            "local": {"provider": "gguf", "model": "models/q.gguf"},
+            "packaged": {"provider": "gguf", "model": "package:demo"},
+            "hosted": {"provider": "api", "model": "gpt-4.1"},
+            "mixed": {
+                "model": "shared.gguf",
+                "deployments": [
+                    {"provider": "gguf"},
+                    {"provider": "gguf", "model": "/abs/own.gguf"},
+                    {"provider": "api", "model": "gpt-4.1-mini"},
+                ],
+            },
+        },
+        "default": {"target": "local", "difficulty": {"router": "/abs/router"}},
+        "safety": {"injection": {"artifact": "detectors/inj"}},
+        "reasoning": {"scorer": "builtin"},
+    }
+    _rebase(document, tmp_path / "team", tmp_path / "out" / "deep")
+    models = document["models"]
+    assert models["local"]["model"] == "../../team/models/q.gguf"
+    assert models["packaged"]["model"] == "package:demo"
+    assert models["hosted"]["model"] == "gpt-4.1"
+    assert models["mixed"]["model"] == "../../team/shared.gguf"
+    assert [d.get("model") for d in models["mixed"]["deployments"]] == [
+        None,
+        "/abs/own.gguf",
+        "gpt-4.1-mini",
+    ]
+    assert document["default"]["difficulty"] == {"router": "/abs/router"}
+    assert document["safety"] == {"injection": {"artifact": "../../team/detectors/inj"}}
+    assert document["reasoning"] == {"scorer": "builtin"}
+    scorer: dict[str, object] = {"reasoning": {"scorer": "scorers/s"}}
+    _rebase(scorer, tmp_path / "team", tmp_path)
+    assert scorer == {"reasoning": {"scorer": "team/scorers/s"}}

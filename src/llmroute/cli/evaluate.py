@@ -323,7 +323,9 @@ def from_examples(
     )
     rows = read_labelled(data)
     loaded_base = load_registry(base) if base is not None else None
-    result = registry_from_examples(rows, config, base=loaded_base, source=str(data))
+    result = registry_from_examples(
+        rows, config, base=loaded_base, source=str(data), out_dir=output.parent
+    )
     output.write_text(result.yaml_text, encoding="utf-8")
     for line in result.summary():
         print(line)

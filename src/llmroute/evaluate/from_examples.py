@@ -12,6 +12,7 @@ docs/benchmarks.md): in-scope accuracy 88.9% → 95.0% with the same recall targ
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,14 +131,60 @@ def _base_document(base: LoadedRegistry | None) -> dict[str, Any]:
     return document
 
 
+def _rebased(path: str, base_dir: Path, out_dir: Path) -> str:
+    """`path`, relative to `base_dir` as the base registry wrote it, made relative to
+    `out_dir` (where the built registry is written): relative, not absolute, so that a
+    registry and its artifacts committed together still load from another checkout or a
+    container. Absolute paths stay; so does one with no relative form (another drive)."""
+    if Path(path).expanduser().is_absolute():
+        return path
+    target = os.path.normpath(base_dir / path)
+    try:
+        return Path(os.path.relpath(target, out_dir)).as_posix()
+    except ValueError:  # pragma: no cover - Windows: another drive
+        return target
+
+
+def _rebase(document: dict[str, Any], base_dir: Path, out_dir: Path) -> None:
+    """The artifact and file paths the base gave (a difficulty router, the injection
+    detector, the reasoning scorer, llamacpp GGUF files), moved from the base file's
+    folder to the output's. Routes (and their cascade gates) are built here, not kept."""
+    if base_dir == out_dir:
+        return
+    from llmroute.providers.llamacpp import PACKAGE_PREFIX  # httpx and more: when needed
+
+    def move(section: Any, key: str, keep: tuple[str, ...] = ()) -> None:
+        value = section.get(key) if isinstance(section, dict) else None
+        if isinstance(value, str) and value not in keep and not value.startswith(PACKAGE_PREFIX):
+            section[key] = _rebased(value, base_dir, out_dir)
+
+    move((document.get("default") or {}).get("difficulty"), "router")
+    move((document.get("safety") or {}).get("injection"), "artifact", ("builtin",))
+    move(document.get("reasoning"), "scorer", ("builtin",))
+    providers = document.get("providers") or {}
+    local = {name for name, p in providers.items() if p.get("kind") == "llamacpp"}
+    for model in (document.get("models") or {}).values():
+        deployments = model.get("deployments") or []
+        if model.get("provider") in local or any(
+            d.get("provider") in local and d.get("model") is None for d in deployments
+        ):
+            move(model, "model")
+        for deployment in deployments:
+            if deployment.get("provider") in local:
+                move(deployment, "model")
+
+
 def _document(
     base: LoadedRegistry | None,
     config: FromExamplesConfig,
     routes: dict[str, list[str]],
     out_of_scope: list[str],
     threshold: float,
+    out_dir: Path | None,
 ) -> dict[str, Any]:
     document = _base_document(base)
+    if base is not None and out_dir is not None:
+        _rebase(document, base.base_dir, out_dir)
     encoder = config.encoder or (document.get("encoder") if base else None) or DEFAULT_ENCODER
     target = document["default"]["target"]
     intent = dict(document.get("intent") or {})
@@ -150,11 +197,10 @@ def _document(
     return document
 
 
-def _validate(document: dict[str, Any], source: str, base: LoadedRegistry | None) -> LoadedRegistry:
-    """The built registry; the paths it keeps from `base` (a difficulty router, a
-    safety artifact) are read relative to the base file, as they were written."""
+def _validate(document: dict[str, Any], source: str, base_dir: Path | None) -> LoadedRegistry:
+    """The built registry, its relative paths (a difficulty router, a safety artifact)
+    read from `base_dir`: the output's folder, or the base file's when there is none."""
     text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
-    base_dir = base.base_dir if base is not None else None
     return parse_registry(text, source=f"<registry built from {source}>", base_dir=base_dir)
 
 
@@ -199,11 +245,14 @@ def registry_from_examples(
     encoder: Encoder | None = None,
     cache_dir: Path | None = None,
     source: str = "labelled data",
+    out_dir: Path | None = None,
 ) -> FromExamplesResult:
     """Build, calibrate and validate a registry from labelled rows (see module docstring).
 
     `encoder` overrides the one the registry names (tests pass a `FakeEncoder`);
-    embeddings go through the on-disk cache either way.
+    embeddings go through the on-disk cache either way. `out_dir`: the folder the
+    registry will be written to; the relative paths `base` gives are rewritten to be
+    relative to it (None: kept as the base wrote them, relative to the base file).
     """
     config.check()
     in_rows = cap_per_label(
@@ -216,15 +265,19 @@ def registry_from_examples(
             f"need at least two in-scope labels to build routes, found {len(routes)}", file=source
         )
     oos_examples = _dedupe([r.text for r in rows if r.intent == config.oos_label])
+    out_dir = out_dir.resolve() if out_dir is not None else None
+    here = None if base is None else out_dir or base.base_dir  # where its paths are read
     try:
-        loaded = _validate(_document(base, config, routes, oos_examples, 0.0), source, base)
+        document = _document(base, config, routes, oos_examples, 0.0, out_dir)
+        loaded = _validate(document, source, here)
         router = Router(loaded, encoder=encoder, cache_dir=cache_dir)  # trains the final head
     except ConfigError as exc:
         raise _in_base(exc, base) from exc
     choice, n_scored, n_scored_oos = _calibrate(
         router, routes, oos_examples, config, cache_dir, source
     )
-    final = _validate(_document(base, config, routes, oos_examples, choice.threshold), source, base)
+    document = _document(base, config, routes, oos_examples, choice.threshold, out_dir)
+    final = _validate(document, source, here)
     return FromExamplesResult(
         registry=final.registry,
         yaml_text=dump_registry(final.registry),
