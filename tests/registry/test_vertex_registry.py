@@ -42,6 +42,8 @@ def test_a_provider_dumped_and_read_again_is_the_same() -> None:
 def test_a_whole_base_url_stands_alone() -> None:
     url = "https://psc.example.internal/v1/projects/p-123456/locations/us-east5"
     assert Provider(kind="vertex", base_url=url).base_url == url
+    proxied = "https://gw.example/vertex/v1/projects/p-123456/locations/global/"
+    assert Provider(kind="vertex", base_url=proxied).base_url == proxied
 
 
 @pytest.mark.parametrize(
@@ -56,6 +58,17 @@ def test_a_whole_base_url_stands_alone() -> None:
         ({"project": "My_Project", "region": "us-east5"}, "not a Google Cloud project id"),
         ({"project": "my-project", "region": "us east5/x"}, "not a Vertex AI region"),
         ({"project": "my-project", "region": "us-east5", "n_ctx": 512}, "'n_ctx' is not used"),
+        # a whole base_url that is not a project's location: every request a 404 from
+        # Google, said as a wrong model id (AnthropicVertex's base_url is this one)
+        (
+            {"base_url": "https://us-east5-aiplatform.googleapis.com/v1"},
+            "a vertex provider's base_url ends in /projects/PROJECT/locations/REGION",
+        ),
+        ({"base_url": "https://proxy.example"}, "base_url ends in /projects/PROJECT/locations"),
+        (
+            {"base_url": "https://x.example/v1/projects/p/locations/r/publishers/anthropic"},
+            "base_url ends in /projects/PROJECT/locations/REGION",
+        ),
     ],
 )
 def test_what_a_vertex_provider_refuses(fields: dict[str, Any], said: str) -> None:

@@ -16,6 +16,7 @@ import typing
 from collections.abc import Iterator, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -90,6 +91,8 @@ _DEFAULT_BASE_URLS = {
 _GCP_PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{4,61}[a-z0-9]$")
 _GCP_REGION = re.compile(r"^[a-z]+(-[a-z0-9]+)*$")
 _GCP_MULTI_REGIONS = frozenset({"us", "eu"})  # Vertex AI's multi-region endpoints
+# what a whole vertex base_url ends in: the requests go to {base_url}/publishers/...
+_VERTEX_PATH_END = re.compile(r"/projects/[^/?#]+/locations/[^/?#]+/?$")
 
 
 def vertex_base_url(project: str, region: str) -> str:
@@ -517,6 +520,16 @@ class Provider(_Frozen):
             return [
                 ((key,), f"a vertex provider needs {key!r} (or a base_url)")
                 for key in sorted(missing)
+            ]
+        if not _VERTEX_PATH_END.search(urlsplit(self.base_url).path):
+            # else every request is Google's 404, read as a wrong model id
+            return [
+                (
+                    ("base_url",),
+                    "a vertex provider's base_url ends in /projects/PROJECT/locations/REGION "
+                    "(the requests go to {base_url}/publishers/anthropic/models/MODEL"
+                    ":rawPredict); or set project and region instead",
+                )
             ]
         return []
 
