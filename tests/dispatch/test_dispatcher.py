@@ -644,6 +644,37 @@ def test_a_stream_never_held_waits_for_its_first_event(h: Harness) -> None:
     assert opened.model == "b" and [a.split()[0] for a in opened.attempts] == ["a"]
 
 
+def test_a_held_stream_a_fallback_is_refused_by_the_gateway_names_no_deployment_llmroute(
+    h: Harness,
+) -> None:
+    """The held stream of `a` fails before its words; `r`, next, is too small for the
+    request: the gateway's verdict, nothing sent. The record named r served by the
+    deployment "llmroute" (the decision log's and request log's `deployment`, the trace's
+    llmroute.deployment, and r's upstream seconds in the metrics) though no deployment of
+    r was called: it keeps a, whose call it was, and lists r's verdict after a's failure."""
+    models = "  a: {provider: up, model: 'a?early=1&pause=0.3'}\n"
+    models += "  r: {provider: up, model: r, context_window: 10}"
+    registry = h.registry(models, "a")
+    held = registry.dispatch.model_copy(update={"stream_hold_s": 0.05})
+    registry = registry.model_copy(update={"dispatch": held})
+
+    async def job(d: Dispatcher) -> tuple[Any, ProviderError]:
+        body = _body("a request longer than r's context window " * 5, stream=True)
+        opened = await d.open_stream(plan_for("a", "r"), body)
+        with pytest.raises(ProviderError) as caught:
+            async for _ in opened.events:
+                pass
+        return opened, caught.value
+
+    opened, refusal = h.run(registry, job)
+    assert refusal.status == 400 and refusal.model == "r" and refusal.provider == "llmroute"
+    assert (opened.model, opened.deployment) == ("a", "up")
+    assert [attempt.split()[0] for attempt in opened.attempts] == ["a", "r"]
+    assert "context window" in opened.attempts[1] and "via" not in opened.attempts[1]
+    assert refusal.passed_over == opened.attempts
+    assert h.upstream.models_called() == ["a?early=1&pause=0.3"]
+
+
 def test_a_breaker_hears_how_streams_ended_not_only_that_they_opened(h: Harness) -> None:
     """Three streams that open and then break trip the breaker (3 failures in a row);
     a whole stream counts as a success when it ends, resetting the count; streams the

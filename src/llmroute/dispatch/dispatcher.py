@@ -77,6 +77,7 @@ from llmroute.dispatch.usage import (
     priced_embedding,
 )
 from llmroute.errors import (
+    GATEWAY,
     AllFallbacksFailed,
     BeyondModel,
     CircuitOpen,
@@ -1616,8 +1617,10 @@ def _tried(
 def _ended_after(opened: Opened, failure: tuple[str, ProviderError], exc: ProviderError) -> None:
     """A held stream failed before its first words (`failure`) and no model after it
     answered (`exc`): `opened` (what the stream's log line and decision record say) lists
-    the first failure before the later ones, and names the model whose refusal ended the
-    stream, as a request that was not streamed says them."""
+    the first failure before the later ones, and names the model whose provider refused
+    the request and ended the stream, as a request that was not streamed says them. A
+    gateway verdict on a later model (too long for its context window) called none of
+    its deployments: the record keeps the model called, not one served by "llmroute"."""
     if exc is failure[1]:  # no later model took the request: only this failure counts
         opened.attempts = (*opened.attempts, _describe(failure))
         return
@@ -1627,7 +1630,8 @@ def _ended_after(opened: Opened, failure: tuple[str, ProviderError], exc: Provid
         later = exc.passed_over or (exc.message,)
     else:  # a later model refused the request: it ends the stream
         later = exc.passed_over or (exc.attempt(exc.model),)
-        opened.model, opened.deployment = exc.model, exc.provider
+        if exc.provider != GATEWAY:  # its provider refused: that deployment was called
+            opened.model, opened.deployment = exc.model, exc.provider
     exc.passed_over = (_describe(failure), *later)
     opened.attempts = (*opened.attempts, *exc.passed_over)
 
