@@ -119,7 +119,7 @@ def test_a_parameter_of_the_wrong_type_is_a_400_naming_it(
         (
             [{"role": "user", "content": [{"type": "text", "text": 5}]}],
             "messages[0].content[0].text",
-        ),  # noqa: E501
+        ),
         ([{"role": "user", "content": [{"type": "text"}]}], "messages[0].content[0].text"),
         ([{"role": "user", "content": [{"text": {"t": "x"}}]}], "messages[0].content[0].text"),
         ([{"role": "user", "content": ["hi there!"]}], "messages[0].content[0]"),
