@@ -5,6 +5,7 @@ file and a real PostgreSQL schema. Upstream: the fake OpenAI server on 127.0.0.1
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -222,6 +223,35 @@ def test_no_log_when_telemetry_is_off(
     registry = _registry(tmp_path, upstream, "  enabled: false")
     with Router.from_yaml(registry) as router:
         router.chat.completions.create(messages=CODE)
+    assert list(tmp_path.glob("*.db")) == []
+
+
+def test_the_request_log_line_is_written_with_telemetry_off(
+    tmp_path: Path,
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The ``llmroute.requests`` line does not need the decision log (the gateway's
+    ``--log-requests`` writes it with the log off): a router with neither the log nor
+    metrics still says each finished call, sync and async, once the logger is on."""
+    monkeypatch.delenv("LLMROUTE_TELEMETRY_URL")
+    monkeypatch.chdir(tmp_path)
+    registry = _registry(tmp_path, upstream, "  enabled: false")
+    with Router.from_yaml(registry) as router:
+        router.chat.completions.create(messages=CODE)  # the line is off: nothing said
+        with caplog.at_level(logging.INFO, logger="llmroute.requests"):
+            done = router.chat.completions.create(messages=CODE)
+
+            async def acreate() -> str:
+                reply = await router.chat.completions.acreate(messages=HELLO)
+                await router.aclose()
+                return str(reply.llmroute["decision_id"])
+
+            async_id = asyncio.run(acreate())
+    lines = [r.getMessage() for r in caplog.records if r.name == "llmroute.requests"]
+    assert [line.split()[0] for line in lines] == [done.llmroute["decision_id"], async_id]
+    assert "route=code model=large served=large status=200" in lines[0]
     assert list(tmp_path.glob("*.db")) == []
 
 

@@ -28,6 +28,7 @@ from llmroute.state import CachedAnswer
 from llmroute.telemetry.answers import answer_text, cached_text
 from llmroute.telemetry.record import CLIENT_CLOSED, CLIENT_DISCONNECTED, FeedbackRecord
 from llmroute.telemetry.recorder import Observer, Recorder
+from llmroute.telemetry.request_log import REQUESTS_LOGGER
 from llmroute.telemetry.store import mask_url, resolve_telemetry_url
 from llmroute.telemetry.store.base import Store
 from llmroute.telemetry.writer import TelemetryWriter, start_writer
@@ -35,6 +36,10 @@ from llmroute.telemetry.writer import TelemetryWriter, start_writer
 __all__ = ["CallClock", "SdkDecisionLog"]
 
 log = logging.getLogger("llmroute.telemetry")
+_requests_log = logging.getLogger(REQUESTS_LOGGER)
+_LINE_ONLY = Recorder(None, None, "off")
+"""With no log and no metrics, the recorder of a call while the ``llmroute.requests``
+line is on: it still gets its line, as the gateway's requests do with the log off."""
 
 
 class CallClock:
@@ -73,20 +78,28 @@ class SdkDecisionLog:
         return self._writer
 
     def recorder(self) -> Recorder | None:
-        """The recorder, opening the store on first use (blocking; None when off)."""
-        if self._opened:
-            return self._recorder
-        with self._lock:
-            if not self._opened:
-                self._open()
-                self._opened = True
-            return self._recorder
+        """The recorder, opening the store on first use (blocking); None when there is
+        nothing to record for: no log, no metrics, and the request log line off."""
+        if not self._opened:
+            with self._lock:
+                if not self._opened:
+                    self._open()
+                    self._opened = True
+        return self._or_line_only(self._recorder)
 
     async def arecorder(self) -> Recorder | None:
         """`recorder` for the event loop: the first call opens the store in a thread."""
         if self._opened:
-            return self._recorder
+            return self._or_line_only(self._recorder)
         return await asyncio.to_thread(self.recorder)
+
+    @staticmethod
+    def _or_line_only(recorder: Recorder | None) -> Recorder | None:
+        """`recorder`, or the line-only one when there is none and the line is on (a
+        cached level check: a call with everything off builds no record)."""
+        if recorder is None and _requests_log.isEnabledFor(logging.INFO):
+            return _LINE_ONLY
+        return recorder
 
     def _open(self) -> None:
         settings = self._settings
