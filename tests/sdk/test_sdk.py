@@ -447,6 +447,39 @@ def test_closing_the_router_ends_a_stream_left_between_reads(
     assert _streams_logged(db) == [(200, "client_disconnected")]
 
 
+def test_a_stream_that_falls_back_after_its_opening_names_the_model_that_answered(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """Handed over at its opening (``stream_hold_s: 0``), the first model's stream fails
+    before its first words and goes on from the fallback within the stream
+    (dispatch.md#streams): its chunks and ``stream.llmroute`` then name the fallback,
+    the provider it came from and the failure, as a completion that fell back does."""
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(f"""
+encoder: builtin:static
+providers:
+  fake: {{kind: openai, base_url: "{upstream.url}", timeout_s: 10}}
+  spare: {{kind: openai, base_url: "{upstream.url}", timeout_s: 10}}
+models:
+  quitter: {{provider: fake, model: "quits?early=1"}}
+  small: {{provider: spare, model: up-small}}
+routes:
+  - {{name: any, examples: ["hello there"], target: quitter, policy: {{fallback: [small]}}}}
+default: {{target: quitter}}
+dispatch: {{stream_hold_s: 0, retries: {{attempts: 0}}}}
+""")
+    with Router.from_yaml(registry) as router:
+        stream = router.chat.completions.create(messages=HELLO, stream=True)
+        assert stream.llmroute["model"] == "quitter"  # handed over at its opening
+        chunks = list(stream)
+    assert _text(chunks).strip() == "echo: hi there!"
+    assert chunks[-1].model == "up-small"
+    for info in (stream.llmroute, chunks[-1].llmroute):
+        assert (info["model"], info["provider"]) == ("small", "spare")
+        (failed,) = info["attempts"]
+        assert failed.startswith("quitter via fake")
+
+
 def test_a_stream_broken_midway_raises_provider_error(router: Router) -> None:
     stream = router.chat.completions.create(model="halfway", messages=HELLO, stream=True)
     with pytest.raises(ProviderError):
