@@ -479,6 +479,24 @@ def test_a_silent_tier_with_one_after_it_is_not_handed_over_before_its_first_eve
     assert handed_s < 0.65  # small's limit (0.4 s) and the hold, not large's first event
 
 
+def test_a_tier_with_one_after_it_that_fails_after_its_opening_escalates(
+    upstream: FakeUpstream,
+) -> None:
+    """A passthrough tier that opens with its role, thinks past the hold, then fails
+    before its first words (a reasoning model giving up) is not handed over at its
+    opening: its failure escalates to the next tier, which answers, rather than ending
+    the stream with an error."""
+    reg = _silent_tiers(upstream, "small?pause=0.3&early=1", "large", "passthrough")
+
+    async def job(d: Dispatcher) -> tuple[Opened, str]:
+        opened = await d.open_stream(plan_of(reg), body(stream=True))
+        return opened, (await drain(opened))[0]
+
+    opened, text = run(reg, job)
+    assert opened.model == "large" and text.strip() == "echo: hi"
+    assert cascade_header(opened.cascade) == "small:error,large:accept"
+
+
 def test_a_silent_last_tier_after_a_buffered_answer_falls_back_to_that_answer(
     upstream: FakeUpstream,
 ) -> None:

@@ -1458,8 +1458,9 @@ async def _open_on(
     the call's start: a failure there still falls back. A stream with no event by then
     (a reasoning model that sends nothing while it thinks) comes back without one
     (None), its read going on (`first_within`), still bounded by the first-token limit,
-    so that the client hears the status line and keep-alives meanwhile. `hold_s` 0 (or
-    `silent` False): never handed over before the first event. `text`: the body is a
+    so that the client hears the status line and keep-alives meanwhile. `hold_s` 0:
+    never handed over before the first event; `silent` False: nor before the first
+    words, within the first-token limit. `text`: the body is a
     completion, sent to the model's completions endpoint, its events read as chat
     chunks."""
     started = time.monotonic()
@@ -1482,7 +1483,9 @@ async def _open_on(
                 return None, after
         else:
             first = await reading
-        held_s = max(hold_s - (time.monotonic() - started), 0.0)
+        # a cascade's tier that a later one may replace (not `silent`) is not handed over
+        # at its opening either: a failure before its first words must still escalate
+        held_s = max((hold_s if silent else limit) - (time.monotonic() - started), 0.0)
         return await read_preamble(first, rest, held_s)
     except BaseException:
         await _close(rest)
