@@ -432,11 +432,13 @@ class _Told:
 
     def __init__(self) -> None:
         self.attempts: list[tuple[str, str]] = []
+        self.elapsed: list[float] = []
         self.ends: list[tuple[str, str]] = []
         self.fallbacks: list[tuple[str, str]] = []
 
     def on_attempt(self, attempt: Any) -> None:
         self.attempts.append((attempt.model, attempt.outcome))
+        self.elapsed.append(attempt.elapsed_s)
 
     def on_retry(self, model: str, delay_s: float) -> None:
         pass
@@ -483,7 +485,9 @@ def test_a_silent_stream_timing_out_after_the_hold_goes_on_from_the_next_model_o
 ) -> None:
     """The silent model's first-token limit runs out after the stream was handed over:
     the next model answers in the same stream, with its own opening (none went out
-    before it); the breaker and the observer hear the failure, the attempts name it."""
+    before it); the breaker (once) and the observer hear the failure, the attempts name
+    it. The observer hears a's call as a call timing out within the hold: ``timeout``,
+    timed to it (0.4 s, not the hold), and no stream end (it never opened)."""
     models = "  a: {provider: up, model: 'a?ttft=30', first_token_timeout_s: 0.4}\n"
     models += "  b: {provider: up, model: b}"
     registry = _silent(h, models)
@@ -505,10 +509,51 @@ def test_a_silent_stream_timing_out_after_the_hold_goes_on_from_the_next_model_o
         opened.attempts[0].startswith("a via up")
         and "no first token within 0.4s" in (opened.attempts[0])
     )
-    assert told.attempts == [("a", "ok"), ("b", "ok")]  # a opened: handed over
-    assert told.ends == [("a", "timeout"), ("b", "ok")] and told.fallbacks == [("a", "b")]
+    assert told.attempts == [("a", "timeout"), ("b", "ok")]
+    assert told.elapsed[0] >= 0.4  # its first-token limit; the hand-over was at 0.05 s
+    assert told.ends == [("b", "ok")] and told.fallbacks == [("a", "b")]
     assert breaker["window_failures"] == 1
     assert h.upstream.models_called() == ["a?ttft=30", "b"]
+
+
+def test_a_silent_streams_call_is_told_when_its_first_event_comes_not_at_the_hand_over(
+    h: Harness,
+) -> None:
+    """The observer (metrics, the attempt's span and its ``llmroute.ttft_s``) hears the
+    call of a stream handed over silent when its first event comes, timed to it (0.6 s),
+    not at the hand-over (the hold, 0.05 s); the stream's end follows as for any."""
+    registry = _silent(h, "  a: {provider: up, model: 'a?ttft=0.6'}")
+    told = _Told()
+
+    async def job(d: Dispatcher) -> list[tuple[str, str]]:
+        opened = await d.open_stream(plan_for("a"), _body(stream=True))
+        at_hand_over = list(told.attempts)
+        assert [e async for e in opened.events][-1] == b"data: [DONE]\n\n"
+        return at_hand_over
+
+    at_hand_over = h.run(registry, job, told)
+    assert at_hand_over == []  # not yet: its first event had not come
+    assert told.attempts == [("a", "ok")] and told.elapsed[0] >= 0.6
+    assert told.ends == [("a", "ok")]
+
+
+def test_a_silent_stream_its_client_leaves_before_its_first_event_is_a_cancelled_call(
+    h: Harness,
+) -> None:
+    """Closed while still silent (its client left): the call is told ``cancelled``, as
+    one cut within the hold, with no stream end, and its breaker counts nothing."""
+    registry = _silent(h, "  a: {provider: up, model: 'a?ttft=30'}")
+    told = _Told()
+
+    async def job(d: Dispatcher) -> dict[str, object]:
+        opened = await d.open_stream(plan_for("a"), _body(stream=True))
+        await asyncio.sleep(0.1)
+        await opened.aclose()
+        return d.deployments.pool("a").deployments[0].breaker.snapshot()
+
+    breaker = h.run(registry, job, told)
+    assert told.attempts == [("a", "cancelled")] and told.ends == []
+    assert breaker["window_failures"] == 0
 
 
 def test_a_silent_streams_deployment_is_timed_by_its_first_event_not_the_hand_over(

@@ -258,6 +258,8 @@ models:
   b: {provider: up, model: b-up}
   slow: {provider: up, model: 'slow?gap=0.05'}
   broken: {provider: up, model: 'broken?mid=1'}
+  mute: {provider: up, model: 'mute?ttft=0.4'}
+  dead: {provider: up, model: 'dead?ttft=30', first_token_timeout_s: 0.3}
 routes:
   - {name: r, examples: [hello], target: a}
 default: {target: a}
@@ -425,6 +427,31 @@ def test_the_gateway_carries_a_clients_trace_to_the_upstream(
     assert (version, sent_trace) == ("00", trace_id)
     assert sent_parent != parent_id  # the gateway's attempt span, not the client's
     assert f'"span_id": "0x{sent_parent}"' in served.log_text()  # that span, exported
+
+
+def test_a_silent_streams_call_span_says_its_time_to_its_first_event_not_the_hold(
+    registry: Registry, tracing: Tracing, exporter: InMemorySpanExporter
+) -> None:
+    """A stream handed over silent (``stream_hold_s``, 0.05 s here): its call's
+    ``llmroute.ttft_s`` is the time to its first event (0.4 s), not the hold; one whose
+    first-token limit ran out after the hand-over is a failed call (``timeout``), its
+    span ended at the failure, as one failing within the hold."""
+    held = registry.dispatch.model_copy(update={"stream_hold_s": 0.05})
+    registry = registry.model_copy(update={"dispatch": held})
+    _run(registry, tracing, ("mute",), stream=True)
+    _run(registry, tracing, ("dead", "b"), stream=True)
+    spans = by_name(exporter.get_finished_spans())
+    (mute,) = spans["chat mute?ttft=0.4"]
+    a = attrs(mute)
+    assert a["llmroute.ttft_s"] >= 0.4 and a["llmroute.stream.outcome"] == "ok"
+    (dead,) = spans["chat dead?ttft=30"]
+    d = attrs(dead)
+    assert d["llmroute.attempt.outcome"] == "timeout" and "llmroute.ttft_s" not in d
+    assert dead.status.status_code is StatusCode.ERROR
+    assert ((dead.end_time or 0) - (dead.start_time or 0)) / 1e9 >= 0.3
+    (answered,) = spans["chat b-up"]
+    assert attrs(answered)["llmroute.stream.outcome"] == "ok"
+    assert tracing._streams == {}  # nothing left open
 
 
 def test_stream_attempts_and_a_fallback(

@@ -358,19 +358,32 @@ class DeploymentPool:
         raise opened
 
     def _first_came(
-        self, index: int, clock: Callable[[], float], started: float, read: asyncio.Future[Any]
+        self,
+        index: int,
+        deployment: Deployment,
+        clock: Callable[[], float],
+        started: float,
+        observe: Observe | None,
+        read: asyncio.Future[Any],
     ) -> None:
-        """The latency sample of a stream handed over before its first event, once the
-        read of that event has ended: from the call's start, as any call's; a failure as
-        a deployment fails is the penalty; a cancelled read (its client left) or the
-        request's own fault says nothing."""
-        if read.cancelled():
-            return
-        error = read.exception()
+        """The end of the call of a stream handed over before its first event, once the
+        read of that event has ended, told as `_one` tells any call's end, from the
+        call's start: the balancer's sample (a failure as a deployment fails: the
+        penalty), the breaker (such a failure counted; a cancelled read, its client
+        gone, or the request's own fault frees it) and `observe`. A read that brought
+        the event leaves the breaker to the stream's end (`stream_ended`)."""
+        elapsed = clock() - started
+        error = asyncio.CancelledError() if read.cancelled() else read.exception()
         if error is None:
-            self._balancer.sample(index, latency_s=clock() - started)
+            self._balancer.sample(index, latency_s=elapsed)
         elif isinstance(error, ProviderError) and error.retryable:
             self._balancer.sample(index, latency_s=None)
+            if deployment.breaker.record_failure() and deployment.link is not None:
+                deployment.link.opened()
+        else:
+            deployment.breaker.release()
+        if observe is not None:
+            observe(deployment, elapsed, error)
 
     def _retry_in_s(self, limited: bool, busy: bool) -> float | None:
         """When a call could next go out (a hint for the client's ``Retry-After``): the
@@ -418,12 +431,14 @@ class DeploymentPool:
             raise
         elapsed = clock() - started
         reading = first_read(result) if stream else None
-        if reading is None:
-            self._balancer.finish(index, latency_s=elapsed)
-        else:
-            # handed over silent (`stream_hold_s`): timed when its first event comes
+        if reading is not None:
+            # handed over silent (`stream_hold_s`): the call ends when its first event
+            # comes (or its read fails), and is timed and told then
             self._balancer.release(index)
-            reading.add_done_callback(functools.partial(self._first_came, index, clock, started))
+            told = functools.partial(self._first_came, index, deployment, clock, started, observe)
+            reading.add_done_callback(told)
+            return result
+        self._balancer.finish(index, latency_s=elapsed)
         if not stream:
             deployment.breaker.record_success()
         if observe is not None:

@@ -66,7 +66,7 @@ from llmroute.dispatch.reasoning_params import client_chose, fit_thinking, with_
 from llmroute.dispatch.rerank import priced_rerank
 from llmroute.dispatch.retry import backoff_delay
 from llmroute.dispatch.spend import Spend, answered, sending
-from llmroute.dispatch.stream_start import first_within, read_preamble, says_nothing
+from llmroute.dispatch.stream_start import first_within, read_preamble, says_nothing, unopened
 from llmroute.dispatch.text_completions import CHAT_ONLY, chat_answer, chat_event, text_body
 from llmroute.dispatch.usage import (
     StreamUsage,
@@ -187,7 +187,12 @@ class Attempt:
     failure that may pass: no response, 5xx, 429), ``timeout``, ``rejected`` (the
     request's own fault) or ``cancelled`` (`attempt_outcome`); `error` the exception.
     `start_ns` is the wall clock (`time.time_ns`) when the call began and `elapsed_s` its
-    length: until the answer, or for a stream until its first event.
+    length: until the answer, or for a stream until its first event; for a failed call,
+    until its failure. A stream handed over silent (``dispatch.stream_hold_s``) is told
+    when its first event comes, not at the hand-over: ``ok`` timed to that event, or,
+    when its read fails first (its first-token limit, an error status after the hold),
+    that failure timed to it, with no ``on_stream_end`` after (it never opened), as for
+    a call failing within the hold.
     """
 
     operation: str
@@ -226,13 +231,15 @@ def attempt_outcome(error: BaseException | None) -> str:
 class _Relay(NamedTuple):
     """An opened stream as `Dispatcher._relayed` takes it over: its first event (None
     when it was handed over before one came) and the rest, the deployment that opened
-    it, its in-flight slots, and its call as told to the observer (None without one),
-    and the worst case it holds in hard budgets (its model's, its client key's)."""
+    it, its in-flight slots, and its call as told to the observer (none without one;
+    one handed over before its first event is told when that event comes, so it is
+    looked up as the stream ends), and the worst case it holds in hard budgets (its
+    model's, its client key's)."""
 
     stream: tuple[bytes | None, AsyncIterator[bytes]]
     deployment: Deployment
     slots: list[Slot]
-    told: Attempt | None
+    told: list[Attempt]
     held: tuple[UsdHold, ...]
 
 
@@ -311,6 +318,23 @@ def _tell_stream_end(
     method = getattr(observer, "on_stream_end", None)
     if method is not None:
         _tell(method, attempt, attempt_outcome(error), error)
+
+
+def _ended(
+    observer: DispatchObserver | None,
+    deployment: Deployment,
+    events: AsyncIterator[bytes],
+    told: list[Attempt],
+    error: BaseException | None,
+) -> None:
+    """A stream has ended (`error` None: whole): its breaker hears how, and the observer
+    the end of the call that opened it. Not a stream handed over silent whose first
+    event never came (`unopened`): its call ended, and was told, when its read did."""
+    if unopened(events):
+        return
+    stream_ended(deployment, error)
+    if observer is not None and told:
+        _tell_stream_end(observer, told[-1], error)
 
 
 def _tell_limited(observer: DispatchObserver, model: str, limit: str) -> None:
@@ -514,7 +538,7 @@ class Dispatcher:
             await give_back(slots)
             raise
         opened = Opened(name, deployment.provider_name, _empty(), attempts)
-        relay = _Relay((first, rest), deployment, slots, told[-1] if told else None, tuple(holds))
+        relay = _Relay((first, rest), deployment, slots, told, tuple(holds))
         opened.events = self._relayed(plan, body, on, opened, relay)
         opened.unread_end = functools.partial(self._never_read, name, body, opened, relay)
         return opened
@@ -533,9 +557,7 @@ class Dispatcher:
         try:
             await _settled(meter, opened, charge, rest, slots)
         finally:
-            stream_ended(deployment, ended)
-            if self.observer is not None and told is not None:
-                _tell_stream_end(self.observer, told, ended)
+            _ended(self.observer, deployment, rest, told, ended)
 
     async def _relayed(
         self,
@@ -591,9 +613,7 @@ class Dispatcher:
                     try:
                         await _close(events)  # charged, its slot given back, whatever came
                     finally:
-                        stream_ended(deployment, ended)  # the breaker hears how it went
-                        if self.observer is not None and told is not None:
-                            _tell_stream_end(self.observer, told, ended)
+                        _ended(self.observer, deployment, stream[1], told, ended)
                 spent.append(opened.usage)
                 opened.usage = None  # the next stream's, once it has ended
                 log.warning("stream from %s failed before its first words: %s", *failure)
@@ -615,7 +635,7 @@ class Dispatcher:
                 except ProviderError as exc:
                     _ended_after(opened, failure, exc)
                     raise
-                told = told_now[-1] if told_now else None
+                told = told_now
                 held = tuple(holds)
                 opened.model, opened.deployment = name, deployment.provider_name
                 opened.attempts = (*opened.attempts, _describe(failure), *attempts)

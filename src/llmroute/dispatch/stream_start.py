@@ -34,6 +34,7 @@ __all__ = [
     "first_within",
     "read_preamble",
     "says_nothing",
+    "unopened",
 ]
 
 MAX_PREAMBLE = 16  # events read past the first before a stream counts as begun anyway
@@ -94,6 +95,15 @@ def first_read(opened: object) -> asyncio.Future[Any] | None:
         if isinstance(events, _Prepended):
             return events.first_read
     return None
+
+
+def unopened(events: AsyncIterator[bytes]) -> bool:
+    """Whether `events`, a stream handed over before its first event (`first_within`),
+    ended without one: its read failed or was cancelled. Its call's end, the breaker's
+    count included, was told then (as a call failing within the hold is), not when the
+    stream ends."""
+    read = events.first_read if isinstance(events, _Prepended) else None
+    return read is not None and read.done() and (read.cancelled() or read.exception() is not None)
 
 
 async def read_preamble(
