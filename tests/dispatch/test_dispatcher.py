@@ -10,6 +10,7 @@ import gc
 import json
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -554,6 +555,31 @@ def test_a_silent_stream_its_client_leaves_before_its_first_event_is_a_cancelled
     breaker = h.run(registry, job, told)
     assert told.attempts == [("a", "cancelled")] and told.ends == []
     assert breaker["window_failures"] == 0
+
+
+def test_a_silent_stream_holds_its_prompt_against_the_deployments_tpm_until_its_first_event(
+    h: Harness,
+) -> None:
+    """A deployment's ``tpm`` holds a stream's estimated prompt until its first event;
+    one handed over silent holds it past the hand-over, until that event comes, then
+    only the answer's real tokens are counted."""
+    tag = uuid.uuid4().hex[:8]
+    models = f"  a: {{model: 'a-{tag}?ttft=0.6', deployments: [{{provider: up, tpm: 100000}}]}}"
+    registry = _silent(h, models)
+
+    async def job(d: Dispatcher) -> tuple[float, float, int]:
+        deployment = d.deployments.pool("a").deployments[0]
+        assert deployment.limits is not None
+        opened = await d.open_stream(plan_for("a"), _body("hi " * 200, stream=True))
+        silent = await deployment.limits.tokens(deployment.key)
+        assert [e async for e in opened.events][-1] == b"data: [DONE]\n\n"
+        await asyncio.sleep(0.05)  # the hold's give-back, in the background
+        assert opened.usage is not None
+        return silent, await deployment.limits.tokens(deployment.key), opened.usage.total_tokens
+
+    silent, after, used = h.run(registry, job)
+    assert silent >= 150  # about 200 words held, not given back at the hand-over
+    assert after == used
 
 
 def test_a_silent_streams_deployment_is_timed_by_its_first_event_not_the_hand_over(

@@ -264,6 +264,14 @@ async def settled(work: Awaitable[T], *, remote: bool) -> T:
     return await asyncio.shield(_kept(work))
 
 
+def _after_read(
+    deployment: Deployment, held: int, tokens: int, slot: str | None, _: asyncio.Future[Any]
+) -> None:
+    """`_after_call` for a stream handed over silent, once the read of its first event
+    has ended (in the background: a done callback cannot wait)."""
+    _kept(_after_call(deployment, held, tokens, slot))
+
+
 async def _after_call(deployment: Deployment, held: int, tokens: int, slot: str | None) -> None:
     """Give back what admitting a call took: its token hold and (unless a stream keeps
     it) its slot."""
@@ -329,11 +337,13 @@ class DeploymentPool:
                 continue
             slot, held = admitted
             kept = False
+            reading: asyncio.Future[Any] | None = None
             try:
                 result = await self._one(index, deployment, attempt, clock, observe, stream)
                 if slots is not None and slot != UNCOUNTED_SLOT:
                     slots.append((deployment, slot, lease_s))
                     kept = True
+                reading = first_read(result) if stream else None
                 return result, deployment
             except ProviderTimeout:
                 raise
@@ -342,8 +352,16 @@ class DeploymentPool:
                     raise
                 failure = exc
             finally:
-                cleanup = _after_call(deployment, held, tokens, None if kept else slot)
-                await settled(cleanup, remote=deployment.remote)
+                given = None if kept else slot
+                if reading is None:
+                    cleanup = _after_call(deployment, held, tokens, given)
+                    await settled(cleanup, remote=deployment.remote)
+                else:
+                    # handed over silent: its prompt stays held against the tpm until its
+                    # first event, as a stream that spoke within the hold holds it
+                    reading.add_done_callback(
+                        functools.partial(_after_read, deployment, held, tokens, given)
+                    )
         if failure is not None:
             raise failure
         names = ", ".join(d.provider_name for d in self.deployments)
