@@ -651,15 +651,19 @@ def test_a_silent_stream_closed_unread_after_its_first_read_failed_logs_no_lost_
     assert opened.usage is not None and lost == []
 
 
-def test_an_error_status_after_the_hold_falls_back_in_the_stream_or_ends_it(
+def test_an_error_status_after_the_hold_is_retried_then_falls_back_in_the_stream_or_ends_it(
     h: Harness,
 ) -> None:
-    """An upstream whose error status comes after the stream was handed over: a 503 goes
-    on from the next model in the same stream; a 400 (the request's own fault) ends
-    it, raised from the events, as after a role chunk."""
-    models = "  a: {provider: up, model: 'a?delay=0.4&status=503'}\n"
+    """An upstream whose error status comes after the stream was handed over, before its
+    first event: a 503 is retried on its model (twice, after the backoff), as within the
+    hold, then goes on from the next model in the same stream; a 400 (the request's own
+    fault) ends it, raised from the events, as after a role chunk."""
+    tag = uuid.uuid4().hex[:8]
+    failing = f"a-{tag}?delay=0.4&status=503"
+    models = f"  a: {{provider: up, model: '{failing}'}}\n"
     models += "  r: {provider: up, model: 'r?delay=0.4&status=400'}\n  b: {provider: up, model: b}"
     registry = _silent(h, models)
+    told = _Told()
 
     async def job(d: Dispatcher) -> tuple[Any, list[bytes], int | None]:
         opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
@@ -671,11 +675,71 @@ def test_an_error_status_after_the_hold_falls_back_in_the_stream_or_ends_it(
                 pass
         return opened, events, caught.value.status
 
-    opened, events, status = h.run(registry, job)
+    opened, events, status = h.run(registry, job, told)
     chunks = [json.loads(e[6:]) for e in events if e.startswith(b"data: {")]
     assert {c["model"] for c in chunks} == {"b"} and "role" in chunks[0]["choices"][0]["delta"]
     assert opened.model == "b" and [a.split()[0] for a in opened.attempts] == ["a"]
+    assert h.upstream.models_called()[:4] == [failing, failing, failing, "b"]
+    assert len(h.sleeps) == 2  # its two retries' backoffs
+    assert told.attempts[:4] == [("a", "error")] * 3 + [("b", "ok")]
+    assert told.fallbacks == [("a", "b")]
     assert status == 400
+
+
+def test_a_silent_stream_alone_failing_after_the_hold_ends_broken_after_its_retries(
+    h: Harness,
+) -> None:
+    """No model after it: a 503 after the hand-over is retried on the model all the
+    same; when every try fails the stream ends broken, the failure listed once."""
+    tag = uuid.uuid4().hex[:8]
+    failing = f"a-{tag}?delay=0.3&status=503"
+    registry = _silent(h, f"  a: {{provider: up, model: '{failing}'}}")
+
+    async def job(d: Dispatcher) -> tuple[Any, ProviderError]:
+        opened = await d.open_stream(plan_for("a"), _body(stream=True))
+        with pytest.raises(ProviderError) as caught:
+            async for _ in opened.events:
+                pass
+        return opened, caught.value
+
+    opened, error = h.run(registry, job)
+    assert error.status == 502 and error.retryable
+    assert h.upstream.models_called() == [failing] * 3 and len(h.sleeps) == 2
+    assert opened.model == "a" and [a.split()[0] for a in opened.attempts] == ["a"]
+    assert "503" in opened.attempts[0]
+    assert opened.usage is not None  # the prompts of the calls that failed after it
+
+
+def test_an_error_status_after_the_hold_goes_to_the_models_next_deployment(
+    h: Harness,
+) -> None:
+    """A 503 after the hand-over, before the first event, from one deployment of the
+    model: its other deployment answers in the same stream, as within the hold; the
+    next model is not called and no failure is listed (the model answered)."""
+    tag = uuid.uuid4().hex[:8]
+    models = (
+        "  a:\n    model: m\n    deployments:\n"
+        f"      - {{provider: up, model: 'm-{tag}?delay=0.4&status=503', weight: 1000}}\n"
+        f"      - {{provider: up2, model: 'm-{tag}', weight: 1}}\n"
+        "  b: {provider: up, model: b}"
+    )
+    registry = _silent(h, models)
+    told = _Told()
+
+    async def job(d: Dispatcher) -> tuple[Any, list[bytes]]:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        assert opened.deployment == "up"  # handed over before its 503
+        return opened, [e async for e in opened.events]
+
+    opened, events = h.run(registry, job, told)
+    chunks = [json.loads(e[6:]) for e in events if e.startswith(b"data: {")]
+    assert {c["model"] for c in chunks} == {f"m-{tag}"} and events[-1] == b"data: [DONE]\n\n"
+    assert opened.model == "a" and opened.deployment == "up2" and opened.attempts == ()
+    assert h.upstream.models_called() == [f"m-{tag}?delay=0.4&status=503"]
+    assert h.upstream2.models_called() == [f"m-{tag}"]
+    assert told.attempts == [("a", "error"), ("a", "ok")] and told.fallbacks == []
+    assert h.sleeps == []  # the next deployment at once, no backoff
+    assert opened.usage is not None and opened.usage.completion_tokens > 0
 
 
 def test_a_fast_failure_of_a_held_stream_still_raises_before_anything_is_handed_over(

@@ -88,6 +88,11 @@ models:
   mute: {provider: fake, model: "up-mute?ttft=30", first_token_timeout_s: 1}  # never answers
   deep: {provider: fake, model: "up-deep?ttft=30"}  # thinks past the provider's 10 s
   refuser: {provider: fake, model: "up-refuse?status=400"}
+  flaky:  # each deployment's first call: silent past the hold, then a 503
+    model: up-flaky
+    deployments:
+      - {provider: fake, model: "up-flaky1?delay=0.5&status=503&times=1"}
+      - {provider: fake, model: "up-flaky2?delay=0.5&status=503&times=1"}
 routes:
   - {name: chat, examples: ["hello there", "how are you today"], target: thinker}
   - name: hard
@@ -362,6 +367,29 @@ def test_a_silent_model_timing_out_after_the_hold_falls_back_in_the_same_stream(
     assert served == "quick" and error is None
     (failed,) = json.loads(str(attempts))
     assert failed.startswith("mute via fake") and "no first token within 1s" in failed
+
+
+def test_a_503_after_the_hold_goes_to_the_models_other_deployment_then_its_retry(
+    gateway: Served, upstream: FakeUpstream
+) -> None:
+    """A pinned model whose deployments each answer 503 after the stream was handed
+    over, before any event: as within the hold, the other deployment is called, then
+    (both failed) the model is retried, and the retry's answer is the stream, whole; the
+    decision log lists no failure (the model answered)."""
+    before = len(upstream.requests)
+    body = {"model": "flaky", "stream": True, "messages": [{"role": "user", "content": "x y"}]}
+    url = f"{gateway.url}/v1/chat/completions"
+    with httpx.stream("POST", url, json=body, timeout=20) as r:
+        assert r.status_code == 200 and r.headers["x-llmroute-model"] == "flaky"
+        texts = [line for line in r.iter_lines() if line]
+    chunks = [json.loads(line[5:]) for line in texts if line.startswith("data: {")]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "echo: x y "
+    assert texts[-1] == "data: [DONE]"
+    called = [r.body["model"] for r in upstream.requests[before:]]
+    flaky = ["up-flaky1?delay=0.5&status=503&times=1", "up-flaky2?delay=0.5&status=503&times=1"]
+    assert sorted(called[:2]) == flaky and len(called) == 3 and called[2] in flaky
+    served, error, attempts = _record(gateway, r.headers["x-request-id"])
+    assert served == "flaky" and error is None and json.loads(str(attempts)) == []
 
 
 def test_a_silent_model_alone_timing_out_after_the_hold_ends_with_an_error_event(

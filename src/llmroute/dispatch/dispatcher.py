@@ -228,19 +228,35 @@ def attempt_outcome(error: BaseException | None) -> str:
     return "cancelled"
 
 
+class _Resume(NamedTuple):
+    """Where a stream handed over silent failed before its first event, for its model to
+    go on as it would have within the hold: the try of the model (`retry`), the
+    deployment, and the failure (a 503, a 429, no response)."""
+
+    retry: int
+    deployment: Deployment
+    failure: ProviderError
+
+    def passed(self, retry: int) -> tuple[Deployment, ProviderError] | None:
+        """The deployment the model's try `retry` passes over, and why: the one that
+        failed, on the try it failed in."""
+        return (self.deployment, self.failure) if retry == self.retry else None
+
+
 class _Relay(NamedTuple):
     """An opened stream as `Dispatcher._relayed` takes it over: its first event (None
     when it was handed over before one came) and the rest, the deployment that opened
     it, its in-flight slots, and its call as told to the observer (none without one;
     one handed over before its first event is told when that event comes, so it is
-    looked up as the stream ends), and the worst case it holds in hard budgets (its
-    model's, its client key's)."""
+    looked up as the stream ends), the worst case it holds in hard budgets (its
+    model's, its client key's), and which try of its model it was (0: the first)."""
 
     stream: tuple[bytes | None, AsyncIterator[bytes]]
     deployment: Deployment
     slots: list[Slot]
     told: list[Attempt]
     held: tuple[UsdHold, ...]
+    retry: int = 0
 
 
 class DispatchObserver(Protocol):
@@ -530,15 +546,17 @@ class Dispatcher:
         slots: list[Slot] = []  # the answering deployment's in-flight slot, held to the end
         told: list[Attempt] = []  # the call that opened it, as told to the observer
         holds: list[UsdHold] = []  # its hard-budget hold, settled when the stream ends
+        tries: list[int] = []  # which try of its model opened it
         try:
             (first, rest), name, deployment, attempts = await self._fall_back(
-                plan, body, on, stream=True, slots=slots, told=told, holds=holds
+                plan, body, on, stream=True, slots=slots, told=told, holds=holds, tries=tries
             )
         except BaseException:
             await give_back(slots)
             raise
         opened = Opened(name, deployment.provider_name, _empty(), attempts)
-        relay = _Relay((first, rest), deployment, slots, told, tuple(holds))
+        retry = tries[-1] if tries else 0
+        relay = _Relay((first, rest), deployment, slots, told, tuple(holds), retry)
         opened.events = self._relayed(plan, body, on, opened, relay)
         opened.unread_end = functools.partial(self._never_read, name, body, opened, relay)
         return opened
@@ -548,7 +566,7 @@ class Dispatcher:
     ) -> None:
         """The end of a stream closed before its reader read it (a client gone as its
         headers went out): as `_relayed` ends one its reader left."""
-        (first, rest), deployment, slots, told, held = relay
+        (first, rest), deployment, slots, told, held, _ = relay
         meter = StreamUsage(body, self._registry.models[name].price)
         if first is not None:
             meter.observe(first)
@@ -573,11 +591,14 @@ class Dispatcher:
         has seen at most the opening role chunk, so the next model's answer (its own
         opening left out when one went out already) reads as the answer. `opened` then
         names the model that answered, and its attempts the one that failed; the usage
-        is both streams'."""
+        is both streams'. One handed over silent that fails before its first event (the
+        client has seen nothing of it) goes on as within the hold (`_again`): a failure
+        another deployment may not have (a 503, a 429, no response) goes to the model's
+        other deployments, then its retries, before the models after it."""
         opened.unread_end = None  # read now: what follows ends it, however it ends
         name, skip_opening = opened.model, False
         began = False  # whether an event went out: the opening of the answer
-        stream, deployment, slots, told, held = relay
+        stream, deployment, slots, told, held, retry = relay
         spent: list[Usage | None] = []
         try:
             while True:
@@ -603,7 +624,8 @@ class Dispatcher:
                     ended = exc
                     chain = plan.chain
                     later = chain[chain.index(name) + 1 :] if name in chain else ()
-                    if said or not exc.retryable or not later:
+                    again = _again(stream[1], exc)
+                    if said or not exc.retryable or not (later or again):
                         raise
                     failure = (name, exc)
                 except BaseException as exc:
@@ -616,12 +638,18 @@ class Dispatcher:
                         _ended(self.observer, deployment, stream[1], told, ended)
                 spent.append(opened.usage)
                 opened.usage = None  # the next stream's, once it has ended
-                log.warning("stream from %s failed before its first words: %s", *failure)
-                if self.observer is not None:
-                    _tell(self.observer.on_fallback, plan.decision.route, name, later[0])
+                resume = _Resume(retry, deployment, failure[1]) if again else None
+                if resume is not None:
+                    log.warning("stream from %s failed before its first event: %s", *failure)
+                    later = (name, *later)
+                else:
+                    log.warning("stream from %s failed before its first words: %s", *failure)
+                    if self.observer is not None:
+                        _tell(self.observer.on_fallback, plan.decision.route, name, later[0])
                 slots = []
                 told_now: list[Attempt] = []
                 holds: list[UsdHold] = []
+                tries: list[int] = []
                 try:
                     stream, name, deployment, attempts = await self._stream_after(
                         dataclasses.replace(plan, chain=later),
@@ -631,14 +659,18 @@ class Dispatcher:
                         slots=slots,
                         told=told_now,
                         holds=holds,
+                        tries=tries,
+                        resume=resume,
                     )
                 except ProviderError as exc:
-                    _ended_after(opened, failure, exc)
+                    _ended_after(opened, None if resume else failure, exc)
                     raise
                 told = told_now
                 held = tuple(holds)
+                retry = tries[-1] if tries else 0
                 opened.model, opened.deployment = name, deployment.provider_name
-                opened.attempts = (*opened.attempts, _describe(failure), *attempts)
+                failed = () if resume else (_describe(failure),)  # else among `attempts`
+                opened.attempts = (*opened.attempts, *failed, *attempts)
                 skip_opening = began
         finally:
             if spent:
@@ -654,12 +686,23 @@ class Dispatcher:
         slots: list[Slot],
         told: list[Attempt],
         holds: list[UsdHold],
+        tries: list[int],
+        resume: _Resume | None = None,
     ) -> tuple[tuple[bytes | None, Any], str, Deployment, tuple[str, ...]]:
         """The stream of the first model of `plan` (the models after one whose stream
-        `failed` before its first words) that opens one; its slot given back if none."""
+        `failed` before its first words; with `resume`, that model first, going on from
+        where it failed) that opens one; its slot given back if none."""
         try:
             return await self._fall_back(
-                plan, body, on, stream=True, slots=slots, told=told, holds=holds
+                plan,
+                body,
+                on,
+                stream=True,
+                slots=slots,
+                told=told,
+                holds=holds,
+                tries=tries,
+                resume=resume,
             )
         except UnsupportedRequest:
             # no later model takes the request (a completion's suffix): the client
@@ -853,10 +896,13 @@ class Dispatcher:
         holds: list[UsdHold],
         slots: list[Slot] | None = None,
         told: list[Attempt] | None = None,
+        tries: list[int] | None = None,
+        resume: _Resume | None = None,
     ) -> tuple[T, str, Deployment, tuple[str, ...]]:
         """Try the plan's chain in order until a model answers. The answering call's
         holds in hard budgets go to `holds` (the caller settles them with the answer's
-        cost); the holds of models that failed are taken back."""
+        cost); the holds of models that failed are taken back. `resume`: the chain's
+        first model goes on from a failure of its stream after the hand-over."""
         chain = list(plan.chain)
         failures: list[tuple[str, ProviderError]] = []
         needed: list[int] = []  # the request's estimated tokens, counted on first need
@@ -882,6 +928,8 @@ class Dispatcher:
                         slots=slots,
                         key=self._sticky_key(name, body, prefix),
                         told=told,
+                        tries=tries,
+                        resume=resume if position == 1 else None,
                     )
                 except BaseException:
                     await self._take_back(held)
@@ -1270,7 +1318,13 @@ class Dispatcher:
         slots: list[Slot] | None = None,
         key: str | None = None,
         told: list[Attempt] | None = None,
+        tries: list[int] | None = None,
+        resume: _Resume | None = None,
     ) -> tuple[T, Deployment]:
+        """The model's answer, from `DeploymentPool.call`, tried again on failures that
+        may pass; which try answered goes to `tries`. `resume`: go on from a stream
+        handed over silent that failed before its first event, as that try would have
+        gone on: the model's other deployments, then its tries left."""
         settings = self._registry.dispatch.retries
         retries = settings.attempts if policy is None or policy.retries is None else policy.retries
         pool = self.deployments.pool(name)
@@ -1284,14 +1338,16 @@ class Dispatcher:
 
         lease = functools.partial(self._lease, policy, name)
 
-        for retry in range(retries + 1):
+        first = 0 if resume is None else min(resume.retry, retries)
+        for retry in range(first, retries + 1):
+            passed = None if resume is None else resume.passed(retry)
             observe = None
             if observer is not None:
                 observe = functools.partial(
                     self._observed, observer, operation, name, retry, stream, told
                 )
             try:
-                return await pool.call(
+                answered = await pool.call(
                     call,
                     observe=observe,
                     tokens=tokens,
@@ -1299,6 +1355,7 @@ class Dispatcher:
                     key=key,
                     lease=lease,
                     stream=stream,
+                    passed=passed,
                 )
             except LimitReached as exc:
                 if observer is not None:
@@ -1316,6 +1373,9 @@ class Dispatcher:
                 if observer is not None:
                     _tell(observer.on_retry, name, delay)
                 await self._sleep(delay)
+                continue
+            _note(tries, retry)
+            return answered
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _observed(
@@ -1637,16 +1697,37 @@ def _tried(
     return (*(_describe(f) for f in failures), exc.attempt(name))
 
 
-def _ended_after(opened: Opened, failure: tuple[str, ProviderError], exc: ProviderError) -> None:
-    """A held stream failed before its first words (`failure`) and no model after it
-    answered (`exc`): `opened` (what the stream's log line and decision record say) lists
-    the first failure before the later ones, and names the model whose provider refused
-    the request and ended the stream, as a request that was not streamed says them. A
+def _note(tries: list[int] | None, retry: int) -> None:
+    """Which try of its model answered, for a caller that asked (`tries`)."""
+    if tries is not None:
+        tries.append(retry)
+
+
+def _again(events: AsyncIterator[bytes], exc: ProviderError) -> bool:
+    """Whether a stream that failed with `exc` goes on on its own model, as a call failing
+    within the hold does: handed over silent, it failed before its first event
+    (`unopened`: the client has seen nothing of it), with a failure that passes to the
+    model's next deployment (no response, a 5xx, a 429; not a timeout)."""
+    return exc.retryable and not isinstance(exc, ProviderTimeout) and unopened(events)
+
+
+def _ended_after(
+    opened: Opened, failure: tuple[str, ProviderError] | None, exc: ProviderError
+) -> None:
+    """A held stream failed before its first words (`failure`; None when its model went
+    on, `_again`: its failures are among `exc`'s) and no model after it answered (`exc`):
+    `opened` (what the stream's log line and decision record say) lists the first
+    failure before the later ones, and names the model whose provider refused the
+    request and ended the stream, as a request that was not streamed says them. A
     gateway verdict on a later model (too long for its context window) called none of
     its deployments: the record keeps the model called, not one served by "llmroute"."""
-    if exc is failure[1]:  # no later model took the request: only this failure counts
+    if failure is None:
+        failure_said: tuple[str, ...] = ()
+    elif exc is failure[1]:  # no later model took the request: only this failure counts
         opened.attempts = (*opened.attempts, _describe(failure))
         return
+    else:
+        failure_said = (_describe(failure),)
     if isinstance(exc, AllFallbacksFailed):
         later = exc.attempts
     elif exc.model is None:  # the gateway's verdict on the later models (a key's budget)
@@ -1655,7 +1736,7 @@ def _ended_after(opened: Opened, failure: tuple[str, ProviderError], exc: Provid
         later = exc.passed_over or (exc.attempt(exc.model),)
         if exc.provider != GATEWAY:  # its provider refused: that deployment was called
             opened.model, opened.deployment = exc.model, exc.provider
-    exc.passed_over = (_describe(failure), *later)
+    exc.passed_over = (*failure_said, *later)
     opened.attempts = (*opened.attempts, *exc.passed_over)
 
 
