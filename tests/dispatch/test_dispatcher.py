@@ -624,7 +624,7 @@ def test_a_silent_stream_alone_timing_out_after_the_hold_ends_broken(h: Harness)
 
     opened, got, error = h.run(registry, job)
     assert got == [] and "no first token within 0.4s" in error.message
-    assert opened.model == "a" and opened.usage is not None  # its prompt, charged
+    assert opened.model == "a" and opened.usage is None  # a failed call: nothing charged
 
 
 def test_a_silent_stream_closed_unread_after_its_first_read_failed_logs_no_lost_exception(
@@ -648,7 +648,7 @@ def test_a_silent_stream_closed_unread_after_its_first_read_failed_logs_no_lost_
         return opened
 
     opened = h.run(registry, job)
-    assert opened.usage is not None and lost == []
+    assert opened.usage is None and lost == []
 
 
 def test_an_error_status_after_the_hold_is_retried_then_falls_back_in_the_stream_or_ends_it(
@@ -707,7 +707,7 @@ def test_a_silent_stream_alone_failing_after_the_hold_ends_broken_after_its_retr
     assert h.upstream.models_called() == [failing] * 3 and len(h.sleeps) == 2
     assert opened.model == "a" and [a.split()[0] for a in opened.attempts] == ["a"]
     assert "503" in opened.attempts[0]
-    assert opened.usage is not None  # the prompts of the calls that failed after it
+    assert opened.usage is None  # failed calls, charged nothing (as within the hold)
 
 
 def test_an_error_status_after_the_hold_goes_to_the_models_next_deployment(

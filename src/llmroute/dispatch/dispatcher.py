@@ -66,7 +66,13 @@ from llmroute.dispatch.reasoning_params import client_chose, fit_thinking, with_
 from llmroute.dispatch.rerank import priced_rerank
 from llmroute.dispatch.retry import backoff_delay
 from llmroute.dispatch.spend import Spend, answered, sending
-from llmroute.dispatch.stream_start import first_within, read_preamble, says_nothing, unopened
+from llmroute.dispatch.stream_start import (
+    failed_unopened,
+    first_within,
+    read_preamble,
+    says_nothing,
+    unopened,
+)
 from llmroute.dispatch.text_completions import CHAT_ONLY, chat_answer, chat_event, text_body
 from llmroute.dispatch.usage import (
     StreamUsage,
@@ -1631,9 +1637,10 @@ async def _settled(
     slots: list[Slot] | None,
 ) -> None:
     """A stream's end, however it came: its usage charged, the upstream stream closed,
-    the deployment's slots given back."""
+    the deployment's slots given back. One handed over silent whose first read failed
+    is a failed call: no usage, nothing charged (its holds given back)."""
     try:
-        opened.usage = meter.finish()
+        opened.usage = None if failed_unopened(rest) else meter.finish()
         if charge is not None:
             await charge(opened.usage)
     finally:

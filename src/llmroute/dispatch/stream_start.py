@@ -30,6 +30,7 @@ from llmroute.untrusted_json import loads
 __all__ = [
     "MAX_PREAMBLE",
     "PREAMBLE_S",
+    "failed_unopened",
     "first_read",
     "first_within",
     "read_preamble",
@@ -104,6 +105,14 @@ def unopened(events: AsyncIterator[bytes]) -> bool:
     stream ends."""
     read = events.first_read if isinstance(events, _Prepended) else None
     return read is not None and read.done() and (read.cancelled() or read.exception() is not None)
+
+
+def failed_unopened(events: AsyncIterator[bytes]) -> bool:
+    """Whether `events` is `unopened` because its first read failed (not because its
+    client left): a failed call, which like one failing within the hold is charged
+    nothing (`llmroute.dispatch.spend`)."""
+    read = events.first_read if isinstance(events, _Prepended) else None
+    return read is not None and read.done() and not read.cancelled() and bool(read.exception())
 
 
 async def read_preamble(
