@@ -242,6 +242,18 @@ def test_too_few_rows_names_the_minimum(tmp_path: Path, capsys: pytest.CaptureFi
     assert "200" in capsys.readouterr().err  # the default router (mlp) needs 200 rows
 
 
+def test_a_file_too_small_to_cross_validate_names_the_routers_minimum_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ten rows were refused for cross-validation's 40 alone: given 40, mlp then asked
+    for 200 training rows in every fold."""
+    data = tmp_path / "tiny.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _rows(10, 2)))
+    assert run(["train", "difficulty", "--data", str(data), "-o", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "(40 rows)" in err and "'mlp' needs at least 200 training rows in every fold" in err
+
+
 REGISTRY = """
 encoder: builtin:static
 providers:

@@ -269,6 +269,8 @@ def _check_folds(kind: str, rows: Rows, folds: npt.NDArray[np.intp]) -> int:
         got = f"got {len(rows.texts)} rows"
         if n_folds >= 2:
             got += f"; the smallest of {n_folds} folds has {int(sizes.min())}"
+        if MIN_ROWS[kind] > MIN_VAL_ROWS:  # named now: a small file is not refused twice
+            got += f"; router {kind!r} needs at least {MIN_ROWS[kind]} training rows in every fold"
         raise DataError(
             f"cross-validation needs at least 2 folds of {MIN_VAL_ROWS} rows "
             f"({2 * MIN_VAL_ROWS} rows), {got}"
