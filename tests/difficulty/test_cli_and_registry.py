@@ -293,6 +293,33 @@ def test_a_registry_default_splits_by_difficulty(
     assert router.decide("hello there").route == "greet"  # intent still decides first
 
 
+@pytest.mark.parametrize("dial", ["threshold: -1000", "threshold: 1000"])
+def test_an_empty_prompt_is_not_scored_the_default_serves_it(
+    trained: tuple[Path, Path], tmp_path: Path, dial: str
+) -> None:
+    """An image-only turn has no text: its zero vector's score sent it to whichever model
+    the threshold favoured (with `auto` and with ``router-<kind>-<t>`` alike)."""
+    _, artifact = trained
+    router = _router(tmp_path, artifact, dial)  # default.target: small, strong: large
+    image_only = {
+        "messages": [
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+        ]
+    }
+    for request in ("", "  \n", image_only):
+        decision = router.decide(request)
+        assert (decision.layer, decision.model, decision.reason) == (
+            "default",
+            "small",
+            "default: empty prompt",
+        )
+        (signal,) = [s for s in decision.signals if s.layer == "difficulty"]
+        assert signal.outcome == "passed" and "score" not in signal.detail
+    for model in ("router-linear--1000", "router-linear-1000"):
+        plan = plan_request(router, {**image_only, "model": model}, {})
+        assert (plan.decision.layer, plan.decision.model) == ("default", "small")
+
+
 RUSSIAN = "Докажи, что последовательность сходится, и оцени её предел по индукции."
 
 

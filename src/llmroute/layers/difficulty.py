@@ -9,7 +9,9 @@ A request mostly in scripts the encoder does not read (`ScriptCheck`, as the int
 says it) is not scored by default: its vector is made of unknown tokens, so the score
 would pick strong or weak by chance. `unread` says what serves it instead: ``strong``
 (the default: quality first, and a small model is the likelier to fail in a language
-its vendor trained it less on), ``weak``, or ``score`` to score it all the same.
+its vendor trained it less on), ``weak``, or ``score`` to score it all the same. An
+empty prompt (no text at all, as in an image-only turn) is not scored either: the layer
+passes, and the default's target serves it, as it does when no difficulty router is set.
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ class DifficultyLayer:
 
     def evaluate(self, ctx: DecisionContext) -> LayerResult:
         text = ctx.request.text
+        if not text or text.isspace():
+            # Nothing to score (an image-only turn, say): the zero vector's score would
+            # pick strong or weak regardless of the request, so the default serves it.
+            return LayerResult(detail=MappingProxyType({"reason": "empty prompt"}))
         unread = unread_scripts(ctx, self.scripts, text)
         if unread is not None and self.unread != "score":
             strong = self.unread == "strong"
