@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -410,6 +411,38 @@ def test_a_router_trained_with_another_encoder_is_refused(
     with pytest.raises(ConfigError) as caught:
         Router.from_yaml(path)
     assert "static" in str(caught.value) and "minilm-int8" in str(caught.value)
+
+
+@pytest.mark.parametrize("quantiles", ["NaN", '"0.1"', "true", "null", "1e999"])
+def test_a_strong_share_from_corrupt_quantiles_is_refused_at_load(
+    trained: tuple[Path, Path], tmp_path: Path, quantiles: str
+) -> None:
+    """An edited router.json: a NaN quantile loaded as a NaN threshold (every request to
+    the weak model, confidence NaN in the decision); a string was a TypeError from numpy."""
+    _, artifact = trained
+    edited = tmp_path / "edited"
+    shutil.copytree(artifact, edited)
+    meta = json.loads((edited / "router.json").read_text())
+    count = len(meta["trained_on"]["val_score_quantiles"])
+    listed = ", ".join([quantiles] * count)
+    meta["trained_on"]["val_score_quantiles"] = "QUANTILES"
+    text = json.dumps(meta).replace('"QUANTILES"', f"[{listed}]")
+    (edited / "router.json").write_text(text)
+    with pytest.raises(ConfigError, match="quantiles are corrupt"):
+        _router(tmp_path, edited, "strong_share: 0.5")
+    # the same router with a threshold of its own needs no quantiles
+    assert _router(tmp_path, edited, "threshold: 0.1").difficulty is not None
+
+
+def test_quantiles_out_of_order_are_refused(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    _, artifact = trained
+    edited = tmp_path / "edited"
+    shutil.copytree(artifact, edited)
+    meta = json.loads((edited / "router.json").read_text())
+    meta["trained_on"]["val_score_quantiles"].reverse()
+    (edited / "router.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="not in increasing order"):
+        _router(tmp_path, edited, "strong_share: 0.5")
 
 
 def test_all_rows_fits_on_every_row_and_then_has_no_held_out_rows(

@@ -54,9 +54,25 @@ def threshold_from(meta: Mapping[str, Any], strong_share: float) -> float:
     quantiles = meta.get("trained_on", {}).get("val_score_quantiles")
     if not isinstance(quantiles, list) or len(quantiles) != QUANTILES:
         raise ConfigError("the router artifact has no validation score quantiles; retrain it")
+    # An edited router.json: a NaN made the threshold NaN (every request weak, the
+    # decision's confidence NaN) and a string raised a TypeError from numpy.
+    if not all(isinstance(q, int | float) and not isinstance(q, bool) for q in quantiles):
+        raise ConfigError(
+            "the router artifact's validation score quantiles are corrupt (not all numbers); "
+            "retrain it"
+        )
+    try:
+        values = np.asarray(quantiles, dtype=np.float64)
+    except OverflowError:  # an integer beyond float range
+        values = np.full(QUANTILES, np.inf)
+    if not np.isfinite(values).all() or (np.diff(values) < 0).any():
+        raise ConfigError(
+            "the router artifact's validation score quantiles are corrupt (not finite, or "
+            "not in increasing order); retrain it"
+        )
     if not 0.0 < strong_share < 1.0:
         raise ConfigError(f"strong_share must be between 0 and 1, got {strong_share}")
-    return float(np.interp(1.0 - strong_share, np.linspace(0, 1, QUANTILES), quantiles))
+    return float(np.interp(1.0 - strong_share, np.linspace(0, 1, QUANTILES), values))
 
 
 def _hashes(prompts: Sequence[str]) -> npt.NDArray[np.uint64]:
