@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +64,22 @@ def test_missing_or_corrupt_artifact_names_the_path(
     (tmp_path / "a" / "router.json").write_text("{oops", encoding="utf-8")
     with pytest.raises(ConfigError, match="corrupt router artifact"):
         load_router(tmp_path / "a")
+
+
+@pytest.mark.parametrize("key", ["state", "trained_on"])
+def test_a_router_json_whose_sections_are_not_objects_is_refused(
+    tmp_path: Path, train_rows: Rows, val_rows: Rows, key: str
+) -> None:
+    """An edited router.json with `"state": []` (or `trained_on`) was an AttributeError
+    traceback from `registry check`, `calibrate` and `bench`."""
+    router, _ = fit_router("linear", train_rows, val_rows)
+    save_router(router, tmp_path, encoder_identity="e", trained_on={})
+    meta_path = tmp_path / "router.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta[key] = []
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"'{key}' must be an object") as caught:
+        load_router(tmp_path)
+    assert "router.json" in str(caught.value)
+    with pytest.raises(ConfigError, match=f"'{key}' must be an object"):
+        read_meta(tmp_path)

@@ -79,6 +79,9 @@ def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(
             "corrupt router artifact: needs 'kind', 'encoder' and 'state'", file=str(path)
         )
+    for key in ("state", "trained_on"):  # read with .get(): a list was a traceback
+        if key in meta and not isinstance(meta[key], dict):
+            raise ConfigError(f"corrupt router artifact: {key!r} must be an object", file=str(path))
     return meta
 
 
