@@ -434,6 +434,28 @@ def test_a_strong_share_from_corrupt_quantiles_is_refused_at_load(
     assert _router(tmp_path, edited, "threshold: 0.1").difficulty is not None
 
 
+@pytest.mark.parametrize("recipe", [[], {"seed": "x"}, {"fractions": [0.5]}, {"fractions": "ab"}])
+def test_a_corrupt_split_recipe_is_one_line_from_calibrate_and_bench(
+    trained: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    recipe: object,
+) -> None:
+    """An edited `trained_on.split` was a traceback (AttributeError, ValueError or
+    TypeError) from `calibrate` and `bench` on the training file."""
+    data, artifact = trained
+    edited = tmp_path / "edited"
+    shutil.copytree(artifact, edited)
+    meta = json.loads((edited / "router.json").read_text())
+    meta["trained_on"]["split"] = recipe
+    (edited / "router.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    for command in (["calibrate", "--strong-share", "0.3"], ["bench"]):
+        assert run([*command, "--router", str(edited), "--data", str(data)]) == 2
+        err = capsys.readouterr().err
+        assert "corrupt router artifact: trained_on.split" in err and "Traceback" not in err
+
+
 def test_quantiles_out_of_order_are_refused(trained: tuple[Path, Path], tmp_path: Path) -> None:
     _, artifact = trained
     edited = tmp_path / "edited"

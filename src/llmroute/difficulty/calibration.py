@@ -146,11 +146,16 @@ def held_out(
             return np.arange(len(data)), "all rows, including those it was trained on"
         return _unseen(trained, data, path)
     recipe = trained.get("split", {})
-    parts = split(
-        data,
-        seed=int(recipe.get("seed", 0)),
-        fractions=tuple(recipe.get("fractions", (0.6, 0.2, 0.2))),
-    )
+    try:  # an edited router.json: a one-line error, not a traceback
+        parts = split(
+            data,
+            seed=int(recipe.get("seed", 0)),
+            fractions=tuple(recipe.get("fractions", (0.6, 0.2, 0.2))),
+        )
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"corrupt router artifact: trained_on.split ({exc}); retrain it"
+        ) from None
     index = {"val": 1, "test": 2}[choice]
     names = {"val": "validation", "test": "test"}
     seen = " (rows it was fitted on)" if choice == "val" and fitted_on_val else ""
