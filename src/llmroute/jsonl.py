@@ -101,4 +101,33 @@ def json_object(line: bytes, file: str, number: int) -> dict[str, Any]:
         raise DataError(f"invalid JSON: {exc.msg}", file=file, line=number) from exc
     if not isinstance(record, dict):
         raise DataError("expected a JSON object", file=file, line=number)
+    duplicate = _duplicate_key(line)
+    if duplicate is not None:
+        # json keeps the last of two, so a label written twice would train on either
+        raise DataError(f"duplicate key {duplicate!r}", file=file, line=number)
     return record
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Duplicate(key)
+            seen.add(key)
+    return record
+
+
+def _duplicate_key(line: bytes) -> str | None:
+    """The first key an object of `line` (already parsed once) holds twice, if any: a
+    second parse, for files read once by a trainer, never on a request's path."""
+    try:
+        json.loads(line, object_pairs_hook=_pairs)
+    except _Duplicate as exc:
+        return str(exc.args[0])
+    return None

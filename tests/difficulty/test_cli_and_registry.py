@@ -375,6 +375,8 @@ def test_router_models_pick_their_own_threshold(trained: tuple[Path, Path], tmp_
     never_strong = plan_request(router, {**body, "model": "router-linear-1000"}, {})
     assert always_strong.decision.model == "large" and never_strong.decision.model == "small"
     assert always_strong.chain == ("large",)
+    signed = plan_request(router, {**body, "model": "router-linear-+1000"}, {})
+    assert signed.decision.model == "small"  # a leading + is a number written in ASCII too
     with pytest.raises(ModelNotFound):
         plan_request(router, {**body, "model": "router-knn-0.5"}, {})
     # not a finite threshold written in ASCII digits: no such model

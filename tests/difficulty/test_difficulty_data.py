@@ -44,6 +44,14 @@ def test_reads_rows_ids_and_domains(tmp_path: Path) -> None:
         (_row(strong=None), "must be true or false, got null"),  # was "missing field"
         (_row(prompt="  "), "non-empty string"),
         ("[1, 2]", "expected a JSON object"),
+        (
+            '{"prompt": "x", "weak_correct": true, "strong_correct": true, "weak_correct": false}',
+            "duplicate key 'weak_correct'",  # json.loads keeps the last: trained on false
+        ),
+        (
+            '{"prompt": "x", "weak_correct": true, "strong_correct": true, "m": {"a": 1, "a": 2}}',
+            "duplicate key 'a'",
+        ),
     ],
 )
 def test_bad_line_names_file_and_line(tmp_path: Path, bad: str, message: str) -> None:

@@ -46,7 +46,7 @@ every other request on the event loop. Shorter ones take about a millisecond, le
 than the thread hop."""
 
 _ROUTER_MODEL = re.compile(
-    r"^router-(?P<name>.+?)-(?P<threshold>-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)$"
+    r"^router-(?P<name>.+?)-(?P<threshold>[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)$"
 )
 AUTO = "auto"
 PINNED = PIN_LAYER  # the layer, and the route of a request that pins a pool model
