@@ -959,12 +959,19 @@ def builtin_detector_dir(encoder_identity: str) -> Path:
     name = encoder_identity.split("@", 1)[0].split(";", 1)[0]
     folder = _BUILTIN_DIRS.get(name)
     if folder is None:
+        # `llmroute train safety` takes the built-in encoders only: for an embeddings
+        # endpoint there is no detector to train
+        train = (
+            "train a detector with `llmroute train safety --data FILE -o DIR` and set "
+            "safety.injection.artifact to DIR, "
+            if name.startswith("builtin:")
+            else ""
+        )
         raise ConfigError(
             f"safety.injection.artifact 'builtin' ships for builtin:static and "
             f"builtin:minilm-int8 only, and this registry's encoder is {name}: use "
-            "encoder builtin:minilm-int8 (the same model, quantised), train a detector with "
-            "`llmroute train safety --data FILE -o DIR` and set safety.injection.artifact to "
-            "DIR, or set safety.injection.enabled to false",
+            f"encoder builtin:minilm-int8 (the same model, quantised), {train}or set "
+            "safety.injection.enabled to false",
             field="safety.injection.artifact",
         )
     return Path(__file__).resolve().parent / "data" / folder
