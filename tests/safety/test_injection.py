@@ -456,3 +456,17 @@ def test_an_english_injection_deep_in_a_document_of_another_script_is_read_and_c
     scores = score_texts(detector, texts, encoder)
     assert scores[0] < detector.threshold  # the page alone is benign
     assert min(scores[1:]) >= detector.threshold, scores / detector.threshold
+
+
+def test_the_builtin_detector_error_offers_training_only_where_it_can_be_trained() -> None:
+    """`llmroute train safety` takes the built-in encoders only: the error for an
+    embeddings endpoint does not send the operator there."""
+    from llmroute.safety.injection import builtin_detector_dir
+
+    with pytest.raises(ConfigError) as remote:
+        builtin_detector_dir("https://embed.example/v1#text-embedding-3-small@abc")
+    assert "llmroute train safety" not in str(remote.value)
+    assert "safety.injection.enabled" in str(remote.value)
+    with pytest.raises(ConfigError) as minilm:
+        builtin_detector_dir("builtin:minilm@abc")
+    assert "llmroute train safety" in str(minilm.value)
