@@ -565,6 +565,39 @@ def test_each_gate_takes_its_own_keys() -> None:
     assert route.cascade is not None and len(route.cascade.gates) == 4
 
 
+def _with_cascade(cascade: str) -> str:
+    return VALID.replace(
+        "    target: small\n    threshold: 0.55\n",
+        f"    target: small\n    threshold: 0.55\n    cascade: {cascade}\n",
+    )
+
+
+def test_a_heuristic_gate_whose_length_bounds_cross_is_refused() -> None:
+    """`min_chars: 50, max_chars: 10` loaded, and every answer escalated (too short or
+    too long): no length passes both."""
+    error = one_error(
+        _with_cascade(
+            "{tiers: [small, large], gates: [{kind: heuristic, min_chars: 50, max_chars: 10}]}"
+        )
+    )
+    assert_points_at(error, 24, "routes[0].cascade.gates[0].max_chars", "below min_chars 50")
+    equal = "{tiers: [small, large], gates: [{kind: heuristic, min_chars: 10, max_chars: 10}]}"
+    route = parse_registry(_with_cascade(equal)).registry.route("code")
+    assert route.cascade is not None and route.cascade.gates[0].max_chars == 10
+
+
+def test_gates_on_the_last_tier_are_refused_not_ignored() -> None:
+    """The last tier is served ungated (nothing to escalate to), so its `gates:` loaded
+    and never ran."""
+    error = one_error(_with_cascade("{tiers: [small, {model: large, gates: [heuristic]}]}"))
+    assert_points_at(error, 24, "routes[0].cascade.tiers[1].gates", "the last tier", "remove")
+    shorthand = one_error(_with_cascade("[small, {model: large, gates: [learned]}]"))
+    assert shorthand.field == "routes[0].cascade.tiers[1].gates" and shorthand.line == 24
+    earlier = "{tiers: [{model: small, gates: [heuristic]}, {model: large, gates: []}]}"
+    route = parse_registry(_with_cascade(earlier)).registry.route("code")
+    assert route.cascade is not None and route.cascade.tiers[0].gates is not None
+
+
 def test_a_route_action_beside_pii_types_is_one_error_naming_no_class() -> None:
     """`pii: {route: guarded, EMAIL: block}` was three errors, one of them at the field
     `...pii.RouteTo.EMAIL`: the name of a Python class, not of anything in the file."""

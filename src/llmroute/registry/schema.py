@@ -1426,6 +1426,17 @@ class Gate(_Frozen):
                 for key in sorted(self.model_fields_set - {"kind", *keys})
             ]
         )
+        if self.max_chars is not None and self.min_chars > self.max_chars:
+            # no length passes both bounds: every answer would escalate
+            raise PathProblems(
+                [
+                    (
+                        ("max_chars",),
+                        f"max_chars {self.max_chars} is below min_chars {self.min_chars}:"
+                        " no answer passes, every one would escalate",
+                    )
+                ]
+            )
         return self
 
 
@@ -1457,6 +1468,23 @@ class Cascade(_Frozen):
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
         return {"tiers": data} if isinstance(data, list | tuple) else data
+
+    @model_validator(mode="after")
+    def _last_tier_ungated(self) -> Self:
+        """The last tier is served without gates (nothing follows to escalate to): gates
+        given there would load and never run, so they are refused."""
+        last = len(self.tiers) - 1
+        if self.tiers[last].gates:
+            raise PathProblems(
+                [
+                    (
+                        ("tiers", last, "gates"),
+                        "the last tier's answer is served without gates (there is no"
+                        " tier to escalate to): remove its gates",
+                    )
+                ]
+            )
+        return self
 
     def gates_of(self, tier: CascadeTier) -> tuple[Gate, ...]:
         return self.gates if tier.gates is None else tier.gates
