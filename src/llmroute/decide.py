@@ -27,6 +27,7 @@ from llmroute.request import RouteRequest
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from llmroute.gates.build import GateFactory
     from llmroute.sdk.chat import Chat
 
 __all__ = ["DEFAULT_LAYER", "Router", "run_pipeline"]
@@ -77,6 +78,7 @@ class Router:
             except ConfigError as exc:
                 raise loaded.at(exc) from exc
         self.layers: tuple[DecisionLayer, ...] = (*self.routing, *self.guards)
+        self._gates = self._learned_gates()
         default = loaded.registry.default
         self._default = Verdict(
             route=DEFAULT_LAYER, model=default.target, confidence=0.0, reason="no layer decided"
@@ -105,6 +107,43 @@ class Router:
             cache_dir=cache_dir,
             encoder_threads=encoder_threads,
             metrics=metrics,
+        )
+
+    def _learned_gates(self) -> GateFactory | None:
+        """The cascade gates, their learned models loaded now when the registry names
+        any (a few small files; `ConfigError` for a missing or wrong artifact), so that
+        a registry `serve` refuses is refused here too, not escalated on every request.
+        None otherwise: building gates pulls in dispatch, which `decide` never needs."""
+        if not any(
+            gate.kind == "learned"
+            for route in self.loaded.registry.routes
+            if route.cascade is not None
+            for gate in (
+                *route.cascade.gates,
+                *(g for t in route.cascade.tiers for g in t.gates or ()),
+            )
+        ):
+            return None
+        from llmroute.gates.build import GateFactory
+
+        gates = GateFactory(
+            self.loaded.registry, encoder=self.encoder, base_dir=self.loaded.base_dir
+        )
+        try:
+            gates.preload()
+        except ConfigError as exc:
+            raise self.loaded.at(exc) from exc
+        return gates
+
+    def gate_factory(self) -> GateFactory:
+        """The cascades' gates for this router's registry, with its encoder (learned
+        models already loaded when it names any)."""
+        if self._gates is not None:
+            return self._gates
+        from llmroute.gates.build import GateFactory
+
+        return GateFactory(
+            self.loaded.registry, encoder=self.encoder, base_dir=self.loaded.base_dir
         )
 
     @property

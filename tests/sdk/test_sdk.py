@@ -23,6 +23,7 @@ from redis_service import REDIS_URL
 
 from llmroute import Router
 from llmroute.errors import (
+    ConfigError,
     ModelNotFound,
     ProviderError,
     ProviderTimeout,
@@ -707,3 +708,43 @@ def test_bad_arguments_are_said_as_such(router: Router) -> None:
             router.chat.completions.create(messages=HELLO, timeout=bad)
     with pytest.raises(TypeError, match="number of seconds"):
         router.chat.completions.create(messages=HELLO, timeout="1")  # type: ignore[arg-type]
+
+
+LEARNED = """
+encoder: builtin:static
+providers:
+  p: {kind: echo}
+models:
+  small: {provider: p, model: s}
+  large: {provider: p, model: l}
+routes:
+  - name: code
+    examples: [debug this SQL query, write a function]
+    target: small
+    cascade: {tiers: [small, large], gates: [{kind: learned, artifact: %s, threshold: 0}]}
+default: {target: small}
+reasoning: {scorer: null}
+telemetry: {enabled: false}
+"""
+
+
+def test_a_missing_learned_gate_fails_at_load_as_in_serve(tmp_path: Path) -> None:
+    """The SDK loaded learned gates on first use: a missing artifact loaded fine, then
+    every request on the tier logged a warning and escalated, where `serve` refused it."""
+    path = tmp_path / "registry.yaml"
+    path.write_text(LEARNED % "gates/missing")
+    with pytest.raises(ConfigError, match="no such learned gate") as info:
+        Router.from_yaml(path)
+    assert info.value.file == str(tmp_path / "gates/missing")
+
+
+def test_the_sdk_gates_with_the_learned_models_loaded_at_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "registry.yaml"
+    path.write_text(LEARNED % "builtin")
+    with Router.from_yaml(path) as router:
+        assert router.gate_factory() is router.gate_factory()  # the one loaded
+        served = router.chat.completions.create(model="code", messages=CODE)
+    assert served.llmroute["model"] == "small"  # type: ignore[attr-defined]
+    assert "could not be loaded" not in caplog.text

@@ -49,12 +49,9 @@ def check(
         )
     else:
         from llmroute.decide import Router
-        from llmroute.gates.build import GateFactory
 
         with err_console.status("loading the encoder and the registry's artifacts"):
-            router = Router(loaded)
-            # a cascade's learned gates load as `serve` loads them
-            GateFactory(loaded.registry, encoder=router.encoder, base_dir=loaded.base_dir).preload()
+            router = Router(loaded)  # a cascade's learned gates load with it, as in `serve`
             router.close()
     warnings = lint(loaded.registry)
     for warning in warnings:

@@ -33,7 +33,6 @@ from llmroute.dispatch.plan import OFF_LOOP_CHARS
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.errors import ProviderTimeout, RoutingError
 from llmroute.gates.base import total_usage
-from llmroute.gates.build import GateFactory
 from llmroute.layers.llm_router import LlmRouter, refine_plan
 from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.restore import restore_completion
@@ -192,7 +191,7 @@ class _Engine:
     def __init__(self, router: Router) -> None:
         self.router = router
         loaded = router.loaded
-        gates = GateFactory(loaded.registry, encoder=router.encoder, base_dir=loaded.base_dir)
+        gates = router.gate_factory()  # learned gates loaded with the router
         metrics = None
         if router.metrics_registry is not None:
             from llmroute.telemetry.metrics import metrics_for

@@ -167,10 +167,8 @@ def assemble_router(
     router = Router(loaded, encoder=encoder, encoder_threads=threads)
     if cases is not None:
         check_cases(router, cases)
-    # Learned cascade gates load here, so a bad artifact rejects the registry.
-    gates = GateFactory(loaded.registry, encoder=router.encoder, base_dir=loaded.base_dir)
-    gates.preload()
-    return router, gates
+    # Learned cascade gates loaded with the router, so a bad artifact rejects the registry.
+    return router, router.gate_factory()
 
 
 @dataclass(frozen=True, slots=True)
