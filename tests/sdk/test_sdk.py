@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 import redis
 from fake_upstream import FAIL_400, FAIL_500, FakeUpstream, fake_upstream
@@ -708,6 +709,19 @@ def test_bad_arguments_are_said_as_such(router: Router) -> None:
             router.chat.completions.create(messages=HELLO, timeout=bad)
     with pytest.raises(TypeError, match="number of seconds"):
         router.chat.completions.create(messages=HELLO, timeout="1")  # type: ignore[arg-type]
+    for name in ("extra_body", "extra_headers"):
+        # a bare TypeError from dict.update, naming neither the argument nor the cause
+        with pytest.raises(TypeError, match=f"^{name} must be a mapping .*, not list$"):
+            router.chat.completions.create(messages=HELLO, **{name: [1]})
+
+
+@pytest.mark.parametrize("left_out", [openai.NOT_GIVEN, openai.omit])
+def test_a_model_left_out_with_openais_sentinels_is_routed(router: Router, left_out: Any) -> None:
+    """A wrapper forwarding ``model=NOT_GIVEN`` got ModelNotAString, though the other
+    left-out params are dropped and the gateway routes a body without a model."""
+    completion = router.chat.completions.create(model=left_out, messages=CODE)
+    assert completion.llmroute["route"] == "code"  # type: ignore[attr-defined]
+    assert completion.llmroute["layer"] == "intent"  # type: ignore[attr-defined]
 
 
 LEARNED = """

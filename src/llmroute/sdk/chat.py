@@ -71,8 +71,10 @@ class _Request:
         stream: bool,
         options: dict[str, Any],
     ) -> None:
-        extra_headers = options.pop("extra_headers", None) or {}
-        extra_body = options.pop("extra_body", None) or {}
+        extra_headers = _mapping("extra_headers", options.pop("extra_headers", None))
+        extra_body = _mapping("extra_body", options.pop("extra_body", None))
+        if _omitted(model):  # left out, as the gateway reads a body without one: routed
+            model = AUTO
         options.pop("extra_query", None)  # query parameters mean nothing in-process
         timeout = options.pop("timeout", None)
         params = {k: v for k, v in options.items() if not _omitted(v)}
@@ -134,6 +136,16 @@ async def _restored(data: dict[str, Any], decision: Decision) -> dict[str, Any]:
 def _omitted(value: Any) -> bool:
     """openai's ``NOT_GIVEN`` / ``omit`` sentinels, so wrappers can forward them."""
     return type(value).__name__ in ("NotGiven", "Omit")
+
+
+def _mapping(name: str, value: Any) -> Mapping[Any, Any]:
+    """`extra_headers` / `extra_body`: a mapping, or nothing when left out or None (a
+    list was merged by ``dict.update``, which said neither which argument nor why)."""
+    if value is None or _omitted(value):
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a mapping (a dict), not {type(value).__name__}")
+    return value
 
 
 def _seconds(timeout: Any) -> float | None:
