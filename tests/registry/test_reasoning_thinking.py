@@ -11,7 +11,10 @@ from llmroute.registry import parse_registry
 
 
 def test_thinking_and_the_new_efforts_load() -> None:
-    text = replace_line(VALID, 13, "reasoning: {effort: xhigh, thinking: adaptive}")
+    # `large` is on an OpenAI provider: `thinking` applies where it sends Anthropic's
+    text = replace_line(
+        VALID, 13, "reasoning: {effort: xhigh, thinking: adaptive, param: thinking}"
+    )
     reasoning = parse_registry(text).registry.model("large").reasoning
     assert reasoning is not None and reasoning is not False
     assert (reasoning.effort, reasoning.thinking) == ("xhigh", "adaptive")
@@ -26,6 +29,16 @@ def test_thinking_and_the_new_efforts_load() -> None:
             "reasoning: {param: reasoning_effort, thinking: adaptive}",
             "models.large.reasoning.thinking",
             ("Anthropic's thinking",),
+        ),
+        (  # param auto on an OpenAI provider is reasoning_effort: it loaded, did nothing
+            "reasoning: {thinking: adaptive}",
+            "models.large.reasoning.thinking",
+            ("Anthropic's thinking", "openai providers", "param auto is reasoning_effort"),
+        ),
+        (
+            "reasoning: {thinking: budget, effort: high}",
+            "models.large.reasoning.thinking",
+            ("set param: thinking",),
         ),
         (
             "reasoning: {param: enable_thinking, effort: max}",
@@ -44,3 +57,19 @@ def test_thinking_where_it_cannot_apply_points_at_the_line(
 ) -> None:
     error = one_error(replace_line(VALID, 13, line))
     assert_points_at(error, 13, field, *words)
+
+
+def test_thinking_with_param_auto_loads_where_an_anthropic_provider_serves() -> None:
+    """Param auto is ``thinking`` on Anthropic providers: one deployment there is enough."""
+    text = VALID.replace(
+        "  openai: {kind: openai,",
+        "  claude: {kind: anthropic, api_key_env: ANTHROPIC_API_KEY}\n  openai: {kind: openai,",
+    )
+    text = text.replace(
+        "    provider: openai\n    model: gpt-4.1\n",
+        "    deployments: [{provider: openai}, {provider: claude, model: claude-opus-4-7}]\n"
+        "    model: gpt-4.1\n",
+    )
+    text = text.replace("reasoning: {budget_tokens: 8000}", "reasoning: {thinking: adaptive}")
+    reasoning = parse_registry(text).registry.model("large").reasoning
+    assert reasoning and reasoning.thinking == "adaptive"

@@ -1855,6 +1855,7 @@ class Registry(_Frozen):
             [
                 *self._model_problems(),
                 *self._kind_problems(),
+                *self._thinking_problems(),
                 *self._budget_problems(),
                 *self._text_problems(),
                 *self._route_problems(),
@@ -1978,6 +1979,30 @@ class Registry(_Frozen):
                 yield (
                     ("models", name, "price", "search"),
                     "a price per search is for rerank models (kind: rerank)",
+                )
+
+    def _thinking_problems(self) -> Iterator[Problem]:
+        """`reasoning.thinking` with ``param: auto`` on a model no Anthropic provider
+        serves: ``auto`` is then ``reasoning_effort``, which never sends ``thinking``, so
+        the setting did nothing (as with an explicit ``param: reasoning_effort``)."""
+        for name, model in self.models.items():
+            reasoning = model.reasoning
+            if not isinstance(reasoning, Reasoning) or reasoning.param != "auto":
+                continue
+            if reasoning.thinking == "auto":
+                continue
+            kinds = {
+                self.providers[d.provider].kind
+                for d in model.targets()
+                if d.provider in self.providers
+            }
+            if kinds and not kinds & ANTHROPIC_KINDS:
+                yield (
+                    ("models", name, "reasoning", "thinking"),
+                    f"'thinking' is for Anthropic's thinking, but this model is served by"
+                    f" {' and '.join(sorted(kinds))} providers, where param auto is"
+                    " reasoning_effort: set param: thinking for a proxy that takes"
+                    " Anthropic's thinking, or leave 'thinking' out",
                 )
 
     def _text_problems(self) -> Iterator[Problem]:
