@@ -124,3 +124,22 @@ def test_json_has_no_nan_where_a_rate_is_undefined(plain: Trained) -> None:
     assert report["hard_negative_fpr"] is None and report["with_rules"]["hard_negative_fpr"] is None
     human = llmroute("eval-safety", "--data", data, "--artifact", out)
     assert human.returncode == 0 and "hard-negative FPR n/a" in human.stdout
+
+
+def test_the_per_source_table_names_rows_without_a_source(tmp_path: Path) -> None:
+    """Attacks without a `source` field were a row with an empty name, and a source
+    holding brackets was read as markup (`[bold]hf` printed as `hf`)."""
+    rows = []
+    for i in range(10):
+        row = {"text": ATTACKS[i % 4].format(f"task {i}"), "label": "jailbreak"}
+        if i % 2:
+            row["source"] = "[bold]hf"
+        rows += [row, {"text": BENIGN[i % 3].format(f"task {i}"), "label": "benign"}]
+    data = tmp_path / "sources.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    human = llmroute("eval-safety", "--data", data)
+    assert human.returncode == 0, human.stderr
+    table = human.stdout[human.stdout.index("source ") :].splitlines()
+    assert table[1].split()[:2] == ["(no", "source)"] and table[2].split()[0] == "[bold]hf"
+    evaluated = llmroute("eval-safety", "--data", data, "--json")
+    assert set(loads_strict(evaluated.stdout)["per_source"]) == {"", "[bold]hf"}  # unchanged

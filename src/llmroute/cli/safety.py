@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llmroute.cli._app import app, check_artifact_output, err_console, fail
@@ -210,7 +211,9 @@ def _print_report(out: dict[str, Any]) -> None:
     if out["per_source"]:
         sources = Table("source", "attacks", "TPR", box=None, pad_edge=False)
         for source, stats in sorted(out["per_source"].items()):
-            sources.add_row(source, str(int(stats["n"])), f"{stats['tpr']:.3f}")
+            # rows without a `source` share the empty name; a name is text, not markup
+            name = escape(source) if source else "(no source)"
+            sources.add_row(name, str(int(stats["n"])), f"{stats['tpr']:.3f}")
         console.print(sources)
     if out["rule_hits"]:
         hits = ", ".join(f"{name} {count}" for name, count in sorted(out["rule_hits"].items()))
