@@ -9,6 +9,7 @@ import asyncio
 import gc
 import json
 import random
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -740,6 +741,168 @@ def test_an_error_status_after_the_hold_goes_to_the_models_next_deployment(
     assert told.attempts == [("a", "error"), ("a", "ok")] and told.fallbacks == []
     assert h.sleeps == []  # the next deployment at once, no backoff
     assert opened.usage is not None and opened.usage.completion_tokens > 0
+
+
+def _held_and_handed(
+    h: Harness, models: str, plan: Any, body: dict[str, Any]
+) -> tuple[tuple[Any, list[bytes], _Told], tuple[Any, list[bytes], _Told]]:
+    """A stream on `plan` within the hold (`models` read with their ``delay=0.5``
+    left out) and handed over silent (0.2 s) before the same failure: each `Opened`, its
+    events read to the end, and what the observer was told."""
+
+    async def job(d: Dispatcher) -> tuple[Any, list[bytes]]:
+        opened = await d.open_stream(plan, dict(body))
+        return opened, [e async for e in opened.events]
+
+    runs = []
+    for text in (models.replace("delay=0.5&", ""), models):
+        told = _Told()
+        opened, events = h.run(_silent(h, text, 0.2), job, told)
+        runs.append((opened, events, told))
+    return runs[0], runs[1]
+
+
+def _unnumbered(attempts: tuple[str, ...]) -> list[str]:
+    """`attempts` without the upstream's request ids, which differ from call to call."""
+    return [re.sub(r"req_\w+", "req", a) for a in attempts]
+
+
+def _text_of(events: list[bytes]) -> tuple[set[str], str]:
+    chunks = [json.loads(e[6:]) for e in events if e.startswith(b"data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    return {c["model"] for c in chunks}, text
+
+
+def test_a_context_length_error_after_the_hold_goes_to_the_larger_model_in_the_stream(
+    h: Harness,
+) -> None:
+    """An upstream 400 context_length_exceeded that comes after the stream was handed
+    over, before its first event: the request goes to the route's context fallback, as
+    within the hold (not the chain's next model, too small as well), in the same
+    stream; the served model, attempts and fallback told are those of the hold's case."""
+    models = (
+        "  a: {provider: up, model: 'a?delay=0.5&context=1', context_window: 8192}\n"
+        "  mid: {provider: up, model: mid, context_window: 8192}\n"
+        "  big: {provider: up2, model: big, context_window: 200000}"
+    )
+    plan = plan_for("a", "mid", policy=RoutePolicy(context_fallback="big"))
+    held, handed = _held_and_handed(h, models, plan, _body(stream=True))
+    for opened, events, told in (held, handed):
+        assert _text_of(events) == ({"big"}, "echo: hi ") and events[-1] == b"data: [DONE]\n\n"
+        assert opened.model == "big" and opened.deployment == "up2"
+        assert len(opened.attempts) == 1 and "context window" in opened.attempts[0]
+        assert told.attempts == [("a", "rejected"), ("big", "ok")]
+        assert told.fallbacks == [("a", "big")] and told.ends == [("big", "ok")]
+        assert opened.usage is not None and opened.usage.completion_tokens > 0
+    assert _unnumbered(handed[0].attempts) == _unnumbered(held[0].attempts)
+    assert "mid" not in h.upstream.models_called() and h.sleeps == []
+
+
+def test_a_context_length_error_after_the_hold_with_no_larger_model_ends_the_stream(
+    h: Harness,
+) -> None:
+    """No larger model in the chain: the refusal ends the stream, raised from its events
+    as the client's 400, as within the hold; the chain's next model is not called."""
+    models = (
+        "  a: {provider: up, model: 'a?delay=0.5&context=1', context_window: 8192}\n"
+        "  b: {provider: up, model: b, context_window: 8192}"
+    )
+
+    async def job(d: Dispatcher) -> ContextWindowExceeded:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        with pytest.raises(ContextWindowExceeded) as caught:
+            async for _ in opened.events:
+                pass
+        return caught.value
+
+    error = h.run(_silent(h, models, 0.2), job)
+    assert error.status == 400 and error.code == "context_length_exceeded"
+    assert h.upstream.models_called() == ["a?delay=0.5&context=1"]
+
+
+def test_a_content_filter_refusal_after_the_hold_goes_to_the_content_fallback(
+    h: Harness,
+) -> None:
+    """Azure's content filter refusing the prompt after the stream was handed over, before
+    its first event: the route's content fallback answers in the same stream, at once,
+    the chain's next model skipped, as within the hold."""
+    models = (
+        "  a: {provider: up, model: 'a?delay=0.5&filter=1'}\n"
+        "  b: {provider: up, model: b}\n"
+        "  guarded: {provider: up2, model: guarded}"
+    )
+    plan = plan_for("a", "b", policy=RoutePolicy(fallback=("b",), content_fallback="guarded"))
+    held, handed = _held_and_handed(h, models, plan, _body(stream=True))
+    for opened, events, told in (held, handed):
+        assert _text_of(events) == ({"guarded"}, "echo: hi ")
+        assert opened.model == "guarded" and len(opened.attempts) == 1
+        assert "content filter" in opened.attempts[0]
+        assert told.attempts == [("a", "rejected"), ("guarded", "ok")]
+        assert told.fallbacks == [("a", "guarded")]
+    assert _unnumbered(handed[0].attempts) == _unnumbered(held[0].attempts)
+    assert "b" not in h.upstream.models_called() and h.sleeps == []
+
+
+def test_a_refused_answer_limit_after_the_hold_is_sent_again_within_the_cap(
+    h: Harness,
+) -> None:
+    """The model's 400 for a max_tokens above its cap, after the stream was handed over:
+    the request goes to the model again within the cap (learned for later calls), as
+    within the hold, and its answer is the stream; no failure is listed, nothing falls
+    back."""
+    models = "  a: {provider: up, model: 'a?delay=0.5&cap=100'}\n  b: {provider: up, model: b}"
+    held, handed = _held_and_handed(
+        h, models, plan_for("a", "b"), _body(stream=True, max_tokens=500)
+    )
+    for opened, events, told in (held, handed):
+        assert _text_of(events)[1] == "echo: hi "
+        assert opened.model == "a" and opened.attempts == () and told.fallbacks == []
+    assert held[2].attempts == [("a", "ok")]
+    assert handed[2].attempts == [("a", "rejected"), ("a", "ok")]  # the refusal came apart
+    sent = [(r.body["model"], r.body["max_tokens"]) for r in h.upstream.requests]
+    late = "a?delay=0.5&cap=100"
+    assert sent == [("a?cap=100", 500), ("a?cap=100", 100), (late, 500), (late, 100)]
+    assert "b" not in h.upstream.models_called() and h.sleeps == []
+
+
+def test_refused_stream_options_after_the_hold_are_dropped_and_the_stream_sent_again(
+    h: Harness,
+) -> None:
+    """A server refusing `stream_options` after the stream was handed over: the stream
+    goes to the model again without them, its usage estimated, as within the hold."""
+    models = "  a: {provider: up, model: 'a?delay=0.5&unsupported=stream_options'}"
+    body = _body(stream=True, stream_options={"include_usage": True})
+    held, handed = _held_and_handed(h, models, plan_for("a"), body)
+    for opened, events, _ in (held, handed):
+        assert _text_of(events)[1] == "echo: hi " and opened.attempts == ()
+        assert json.loads(events[-2][6:])["usage"]["estimated"] is True
+        assert opened.usage is not None and opened.usage.estimated
+    assert ["stream_options" in r.body for r in h.upstream.requests] == [True, False] * 2
+
+
+def test_a_stream_failing_after_the_hold_goes_on_down_the_chain_as_rearranged(
+    h: Harness,
+) -> None:
+    """The chain as dispatch went down it: `a` too long for its window within the hold,
+    the context fallback `big` (not in the chain) opened, then failed with a 503 after the
+    hand-over. After its retries the chain's `mid` answers, as within the hold, not the
+    end of the stream."""
+    models = (
+        "  a: {provider: up, model: 'a?context=1', context_window: 8192}\n"
+        "  mid: {provider: up, model: mid, context_window: 16000}\n"
+        "  big: {provider: up2, model: 'big?delay=0.5&status=503', context_window: 200000}"
+    )
+    plan = plan_for("a", "mid", policy=RoutePolicy(context_fallback="big"))
+
+    async def job(d: Dispatcher) -> tuple[Any, list[bytes]]:
+        opened = await d.open_stream(plan, _body(stream=True))
+        assert opened.model == "big"
+        return opened, [e async for e in opened.events]
+
+    opened, events = h.run(_silent(h, models, 0.2), job)
+    assert _text_of(events) == ({"mid"}, "echo: hi ") and opened.model == "mid"
+    assert [a.split()[0] for a in opened.attempts] == ["a", "big"]
+    assert h.upstream2.models_called() == ["big?delay=0.5&status=503"] * 3
 
 
 def test_a_fast_failure_of_a_held_stream_still_raises_before_anything_is_handed_over(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -93,6 +94,10 @@ models:
     deployments:
       - {provider: fake, model: "up-flaky1?delay=0.5&status=503&times=1"}
       - {provider: fake, model: "up-flaky2?delay=0.5&status=503&times=1"}
+  # too small for every request: its 400 context_length_exceeded after the hold, or within
+  narrow: {provider: fake, model: "up-narrow?delay=0.5&context=1", context_window: 8192}
+  narrow-now: {provider: fake, model: "up-narrow-now?context=1", context_window: 8192}
+  wide: {provider: fake, model: up-wide, context_window: 200000}
 routes:
   - {name: chat, examples: ["hello there", "how are you today"], target: thinker}
   - name: hard
@@ -103,6 +108,14 @@ routes:
     examples: ["tell me a story", "write me a poem"]
     target: mute
     policy: {fallback: [quick]}
+  - name: too-long
+    examples: ["summarise the whole archive", "read every chapter"]
+    target: narrow
+    policy: {fallback: [quick], context_fallback: wide}
+  - name: too-long-now
+    examples: ["translate the whole archive", "index every chapter"]
+    target: narrow-now
+    policy: {fallback: [quick], context_fallback: wide}
 default: {target: thinker}
 dispatch: {stream_hold_s: 0.2}
 """
@@ -390,6 +403,35 @@ def test_a_503_after_the_hold_goes_to_the_models_other_deployment_then_its_retry
     assert sorted(called[:2]) == flaky and len(called) == 3 and called[2] in flaky
     served, error, attempts = _record(gateway, r.headers["x-request-id"])
     assert served == "flaky" and error is None and json.loads(str(attempts)) == []
+
+
+def test_a_context_length_error_after_the_hold_goes_to_the_context_fallback_in_the_stream(
+    gateway: Served, upstream: FakeUpstream
+) -> None:
+    """A model refusing the request as too long for its context window after the stream
+    was handed over, before its first event: the route's context fallback answers in the
+    same stream (not the chain's `quick`), and the decision log says what it says when
+    the refusal comes within the hold: the fallback served, the refusal the one failure."""
+    logged = []
+    for route, refusing in (("too-long-now", "up-narrow-now?context=1"), ("too-long", None)):
+        before = len(upstream.requests)
+        url = f"{gateway.url}/v1/chat/completions"
+        with httpx.stream("POST", url, json=_chat(route, "a b"), timeout=20) as r:
+            assert r.status_code == 200
+            texts = [line for line in r.iter_lines() if line]
+        chunks = [json.loads(line[5:]) for line in texts if line.startswith("data: {")]
+        assert {c["model"] for c in chunks} == {"up-wide"} and texts[-1] == "data: [DONE]"
+        assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == (
+            "echo: a b "
+        )
+        called = [r.body["model"] for r in upstream.requests[before:]]
+        assert called == [refusing or "up-narrow?delay=0.5&context=1", "up-wide"]
+        served, error, attempts = _record(gateway, r.headers["x-request-id"])
+        said = [re.sub(r"narrow(-now)?|req_\w+", "", a) for a in json.loads(str(attempts))]
+        logged.append((served, error, said))
+    assert logged[0] == logged[1]
+    served, error, said = logged[1]
+    assert served == "wide" and error is None and len(said) == 1 and "context window" in said[0]
 
 
 def test_a_silent_model_alone_timing_out_after_the_hold_ends_with_an_error_event(

@@ -237,16 +237,20 @@ def attempt_outcome(error: BaseException | None) -> str:
 class _Resume(NamedTuple):
     """Where a stream handed over silent failed before its first event, for its model to
     go on as it would have within the hold: the try of the model (`retry`), the
-    deployment, and the failure (a 503, a 429, no response)."""
+    deployment, and the failure (a 503, a 429, no response). None for both: a refusal
+    the model is sent the request again after (`Dispatcher._resent`), on any of its
+    deployments, the one that refused included."""
 
     retry: int
-    deployment: Deployment
-    failure: ProviderError
+    deployment: Deployment | None
+    failure: ProviderError | None
 
     def passed(self, retry: int) -> tuple[Deployment, ProviderError] | None:
         """The deployment the model's try `retry` passes over, and why: the one that
         failed, on the try it failed in."""
-        return (self.deployment, self.failure) if retry == self.retry else None
+        if retry != self.retry or self.deployment is None or self.failure is None:
+            return None
+        return self.deployment, self.failure
 
 
 class _Relay(NamedTuple):
@@ -255,7 +259,9 @@ class _Relay(NamedTuple):
     it, its in-flight slots, and its call as told to the observer (none without one;
     one handed over before its first event is told when that event comes, so it is
     looked up as the stream ends), the worst case it holds in hard budgets (its
-    model's, its client key's), and which try of its model it was (0: the first)."""
+    model's, its client key's), which try of its model it was (0: the first), and the
+    chain as dispatch went down it (rearranged for a context window or a content
+    filter: the models tried before it, then those after it)."""
 
     stream: tuple[bytes | None, AsyncIterator[bytes]]
     deployment: Deployment
@@ -263,6 +269,7 @@ class _Relay(NamedTuple):
     told: list[Attempt]
     held: tuple[UsdHold, ...]
     retry: int = 0
+    order: tuple[str, ...] = ()
 
 
 class DispatchObserver(Protocol):
@@ -511,59 +518,65 @@ class Dispatcher:
         `silent_hand_over` False: a stream is not handed over before its first event
         (a cascade's tier that another tier or a buffered answer may still replace)."""
 
+        def outgoing(name: str, deployment: Deployment) -> dict[str, Any]:
+            refused = name in self._refused_usage
+            sent = self._for_model(plan, name, deployment, _no_usage(body) if refused else asked)
+            last[0] = sent
+            return sent
+
         async def on(
             name: str, deployment: Deployment, timeouts: Timeouts
         ) -> tuple[bytes | None, Any]:
             text = self._sends_text(plan, name)
-            refused = name in self._refused_usage
-            sent = self._for_model(plan, name, deployment, _no_usage(body) if refused else asked)
+            sent = outgoing(name, deployment)
             with sending(name, sent):
                 try:
                     return await _open_on(
                         deployment, sent, timeouts, hold_s, text=text, silent=silent_hand_over
                     )
                 except UpstreamRejected as exc:
-                    # an answer limit above the model's cap: within it, as every later call
-                    capped = self._learned_cap(name, deployment, sent, exc)
-                    if not capped and not (
-                        "stream_options" in sent and "stream_options" in exc.message
-                    ):
+                    if not self._resent(name, deployment, sent, exc):
                         raise
-            if not capped:
-                # a server that refuses stream_options (an older Azure API version), whoever
-                # added it (the gateway, a front, the client): the stream without it, its
-                # cost estimated (and a usage chunk made for whoever asked), from now on
-                self._refused_usage.add(name)
-                log.warning(
-                    "model %r refused stream_options (its streams' costs are estimated): "
-                    "give it drop_params: [stream_options]",
-                    name,
-                )
-                refused = True
-            sent = self._for_model(plan, name, deployment, _no_usage(body) if refused else asked)
+            sent = outgoing(name, deployment)
             with sending(name, sent):
                 return await _open_on(
                     deployment, sent, timeouts, hold_s, text=text, silent=silent_hand_over
                 )
 
+        def resent(name: str, deployment: Deployment, exc: ProviderError) -> bool:
+            # the body of the call that opened the stream relayed: calls go one at a time
+            return isinstance(exc, UpstreamRejected) and self._resent(
+                name, deployment, last[0], exc
+            )
+
         asked = asking_usage(body)
+        last: list[dict[str, Any]] = [asked]  # the body `on` sent last
         hold_s = self._registry.dispatch.stream_hold_s
 
         slots: list[Slot] = []  # the answering deployment's in-flight slot, held to the end
         told: list[Attempt] = []  # the call that opened it, as told to the observer
         holds: list[UsdHold] = []  # its hard-budget hold, settled when the stream ends
         tries: list[int] = []  # which try of its model opened it
+        order: list[str] = []  # the chain as it was gone down
         try:
             (first, rest), name, deployment, attempts = await self._fall_back(
-                plan, body, on, stream=True, slots=slots, told=told, holds=holds, tries=tries
+                plan,
+                body,
+                on,
+                stream=True,
+                slots=slots,
+                told=told,
+                holds=holds,
+                tries=tries,
+                order=order,
             )
         except BaseException:
             await give_back(slots)
             raise
         opened = Opened(name, deployment.provider_name, _empty(), attempts)
         retry = tries[-1] if tries else 0
-        relay = _Relay((first, rest), deployment, slots, told, tuple(holds), retry)
-        opened.events = self._relayed(plan, body, on, opened, relay)
+        relay = _Relay((first, rest), deployment, slots, told, tuple(holds), retry, tuple(order))
+        opened.events = self._relayed(plan, body, on, resent, opened, relay)
         opened.unread_end = functools.partial(self._never_read, name, body, opened, relay)
         return opened
 
@@ -572,7 +585,7 @@ class Dispatcher:
     ) -> None:
         """The end of a stream closed before its reader read it (a client gone as its
         headers went out): as `_relayed` ends one its reader left."""
-        (first, rest), deployment, slots, told, held, _ = relay
+        (first, rest), deployment, slots, told, held, _, _ = relay
         meter = StreamUsage(body, self._registry.models[name].price)
         if first is not None:
             meter.observe(first)
@@ -588,23 +601,28 @@ class Dispatcher:
         plan: Plan,
         body: dict[str, Any],
         on: Callable[[str, Deployment, Timeouts], Awaitable[tuple[bytes | None, Any]]],
+        resent: Callable[[str, Deployment, ProviderError], bool],
         opened: Opened,
         relay: _Relay,
     ) -> AsyncIterator[bytes]:
         """`opened`'s events, metered (`_metered`). A stream that fails before its first
         words, after its start went out (`stream_hold_s`: a reasoning model thinking for
-        long, then giving up), goes on from the models after it in the chain: the client
-        has seen at most the opening role chunk, so the next model's answer (its own
-        opening left out when one went out already) reads as the answer. `opened` then
-        names the model that answered, and its attempts the one that failed; the usage
-        is both streams'. One handed over silent that fails before its first event (the
-        client has seen nothing of it) goes on as within the hold (`_again`): a failure
-        another deployment may not have (a 503, a 429, no response) goes to the model's
-        other deployments, then its retries, before the models after it."""
+        long, then giving up), goes on as the same failure within the hold would
+        (`_goes_on`), down the chain as dispatch was going down it: the client has seen
+        at most the opening role chunk, so the next answer (its own opening left out
+        when one went out already) reads as the answer. `opened` then names the model
+        that answered, and its attempts the one that failed; the usage is both streams'.
+        One handed over silent that fails before its first event (the client has seen
+        nothing of it) with a failure another deployment may not have (a 503, a 429, no
+        response) goes to the model's other deployments, then its retries, and one
+        refused for what the model is sent again without (`resent`: `on` sends it so),
+        to the model again; neither is listed as a failure. `resent`: whether a refusal
+        of the stream's call is one `on` sends the model the request again after."""
         opened.unread_end = None  # read now: what follows ends it, however it ends
         name, skip_opening = opened.model, False
         began = False  # whether an event went out: the opening of the answer
-        stream, deployment, slots, told, held, retry = relay
+        stream, deployment, slots, told, held, retry, gone = relay
+        order = list(gone) if name in gone else [name]  # the chain as gone down so far
         spent: list[Usage | None] = []
         try:
             while True:
@@ -628,11 +646,14 @@ class Dispatcher:
                     return
                 except ProviderError as exc:
                     ended = exc
-                    chain = plan.chain
-                    later = chain[chain.index(name) + 1 :] if name in chain else ()
-                    again = _again(stream[1], exc)
-                    if said or not exc.retryable or not (later or again):
+                    step = None
+                    if not said:
+                        step = self._goes_on(
+                            plan, order, (name, exc), (stream[1], deployment, retry), resent
+                        )
+                    if step is None:
                         raise
+                    later, resume = step
                     failure = (name, exc)
                 except BaseException as exc:
                     ended = exc
@@ -644,18 +665,12 @@ class Dispatcher:
                         _ended(self.observer, deployment, stream[1], told, ended)
                 spent.append(opened.usage)
                 opened.usage = None  # the next stream's, once it has ended
-                resume = _Resume(retry, deployment, failure[1]) if again else None
-                if resume is not None:
-                    log.warning("stream from %s failed before its first event: %s", *failure)
-                    later = (name, *later)
-                else:
-                    log.warning("stream from %s failed before its first words: %s", *failure)
-                    if self.observer is not None:
-                        _tell(self.observer.on_fallback, plan.decision.route, name, later[0])
+                self._going_on(plan, failure, later, resume)
                 slots = []
                 told_now: list[Attempt] = []
                 holds: list[UsdHold] = []
                 tries: list[int] = []
+                gone_now: list[str] = []
                 try:
                     stream, name, deployment, attempts = await self._stream_after(
                         dataclasses.replace(plan, chain=later),
@@ -666,11 +681,15 @@ class Dispatcher:
                         told=told_now,
                         holds=holds,
                         tries=tries,
+                        order=gone_now,
                         resume=resume,
                     )
                 except ProviderError as exc:
                     _ended_after(opened, None if resume else failure, exc)
                     raise
+                # the models up to the one that failed (not it when it went on), then these
+                kept = order.index(failure[0]) + (1 if resume is None else 0)
+                order = order[:kept] + gone_now
                 told = told_now
                 held = tuple(holds)
                 retry = tries[-1] if tries else 0
@@ -681,6 +700,56 @@ class Dispatcher:
         finally:
             if spent:
                 opened.usage = total_usage([*spent, opened.usage])
+
+    def _going_on(
+        self,
+        plan: Plan,
+        failure: tuple[str, ProviderError],
+        later: tuple[str, ...],
+        resume: _Resume | None,
+    ) -> None:
+        """Say that a stream going on (`_goes_on`) failed: the log, and the observer
+        when the request falls back; nothing for a refusal its model is sent again
+        after (`_resent` says it)."""
+        if resume is None:
+            log.warning("stream from %s failed before its first words: %s", *failure)
+            if self.observer is not None:
+                _tell(self.observer.on_fallback, plan.decision.route, failure[0], later[0])
+        elif resume.failure is not None:
+            log.warning("stream from %s failed before its first event: %s", *failure)
+
+    def _goes_on(
+        self,
+        plan: Plan,
+        order: list[str],
+        failure: tuple[str, ProviderError],
+        at: tuple[AsyncIterator[bytes], Deployment, int],
+        resent: Callable[[str, Deployment, ProviderError], bool],
+    ) -> tuple[tuple[str, ...], _Resume | None] | None:
+        """Where a stream that failed before its first words goes on, as the same failure
+        within the hold would (None: it ends): the models to try (`order` the chain as
+        gone down, the failed model's events, deployment and try in `at`), and how its
+        own model goes on when it is the first of them. A failure another deployment may
+        not have, before the first event (`_again`): the model's other deployments and
+        tries; any other that may pass: the models after it. A refusal the model is sent
+        the request again after (`resent`: an answer limit above its cap,
+        ``stream_options``), before the first event: the model again, any deployment.
+        One another model may not make (a context window too small, a content filter):
+        the model `_hand_on` puts next."""
+        name, exc = failure
+        events, deployment, retry = at
+        position = order.index(name) + 1
+        if exc.retryable:
+            if _again(events, exc):
+                return (name, *order[position:]), _Resume(retry, deployment, exc)
+            return (tuple(order[position:]), None) if position < len(order) else None
+        if unopened(events) and resent(name, deployment, exc):
+            return (name, *order[position:]), _Resume(retry, None, None)
+        if isinstance(exc, ContextWindowExceeded | ContentRefused | BeyondModel):
+            chain = list(order)
+            if self._hand_on(exc, name, chain, position, plan, position) and chain[position:]:
+                return tuple(chain[position:]), None
+        return None
 
     async def _stream_after(
         self,
@@ -693,6 +762,7 @@ class Dispatcher:
         told: list[Attempt],
         holds: list[UsdHold],
         tries: list[int],
+        order: list[str],
         resume: _Resume | None = None,
     ) -> tuple[tuple[bytes | None, Any], str, Deployment, tuple[str, ...]]:
         """The stream of the first model of `plan` (the models after one whose stream
@@ -709,6 +779,7 @@ class Dispatcher:
                 holds=holds,
                 tries=tries,
                 resume=resume,
+                order=order,
             )
         except UnsupportedRequest:
             # no later model takes the request (a completion's suffix): the client
@@ -860,6 +931,28 @@ class Dispatcher:
             self._capped_models[(name, cap)] = capped
         return capped
 
+    def _resent(
+        self, name: str, deployment: Deployment, sent: dict[str, Any], exc: UpstreamRejected
+    ) -> bool:
+        """Whether the stream request `sent`, refused with `exc`, goes to the model once
+        more, changed for good: an answer limit above the model's cap (within it, as
+        every later call: `_learned_cap`), or ``stream_options`` refused by a server
+        (an older Azure API version), whoever added them (the gateway, a front, the
+        client): its streams go without them from now on, their costs estimated (and a
+        usage chunk made for whoever asked)."""
+        if self._learned_cap(name, deployment, sent, exc):
+            return True
+        if "stream_options" not in sent or "stream_options" not in exc.message:
+            return False
+        if name not in self._refused_usage:
+            self._refused_usage.add(name)
+            log.warning(
+                "model %r refused stream_options (its streams' costs are estimated): "
+                "give it drop_params: [stream_options]",
+                name,
+            )
+        return True
+
     def _learned_cap(
         self, name: str, deployment: Deployment, sent: dict[str, Any], exc: UpstreamRejected
     ) -> bool:
@@ -904,11 +997,14 @@ class Dispatcher:
         told: list[Attempt] | None = None,
         tries: list[int] | None = None,
         resume: _Resume | None = None,
+        order: list[str] | None = None,
     ) -> tuple[T, str, Deployment, tuple[str, ...]]:
         """Try the plan's chain in order until a model answers. The answering call's
         holds in hard budgets go to `holds` (the caller settles them with the answer's
         cost); the holds of models that failed are taken back. `resume`: the chain's
-        first model goes on from a failure of its stream after the hand-over."""
+        first model goes on from a failure of its stream after the hand-over. `order`
+        gets the chain as it was gone down, rearranged by the refusals on the way
+        (`_hand_on`), for a stream to go on down after it was handed over."""
         chain = list(plan.chain)
         failures: list[tuple[str, ProviderError]] = []
         needed: list[int] = []  # the request's estimated tokens, counted on first need
@@ -956,6 +1052,8 @@ class Dispatcher:
                     raise
                 failures.append((name, exc))
             else:
+                if order is not None:
+                    order[:] = chain
                 return result, name, deployment, tuple(_describe(f) for f in failures)
         raise _exhausted(failures)
 
