@@ -448,7 +448,9 @@ def test_a_long_stream_renews_its_slot_and_says_when_it_lapsed(
 ) -> None:
     """A stream still answering renews its slot's lease (here at every event instead of
     every few minutes); a slot that lapsed meanwhile and went to another caller is
-    named in a warning and is not given back on that caller's behalf."""
+    named in a warning and is not given back on that caller's behalf. The stream stays
+    counted in flight by the balancer until it ends all the same, then is counted off
+    (once: it was left counted when its lapsed slot was dropped)."""
     from redis import Redis
 
     from llmroute.dispatch import dispatcher as dispatcher_module
@@ -459,8 +461,9 @@ def test_a_long_stream_renews_its_slot_and_says_when_it_lapsed(
     limits = f"  limits: {{url: '{REDIS_URL}', namespace: {redis_namespace}, timeout_s: 2}}"
     words = {"messages": [{"role": "user", "content": "one two three four five six"}]}
 
-    async def go() -> tuple[list[float], list[float]]:
+    async def go() -> tuple[list[float], list[float], list[int]]:
         dispatcher = _dispatcher(upstream, models, "m", limits)
+        balancer = dispatcher.deployments.pool("m")._balancer
         try:
             opened = await dispatcher.open_stream(plan_for("m"), {**words, "stream": True})
             events = aiter(opened.events)
@@ -476,14 +479,18 @@ def test_a_long_stream_renews_its_slot_and_says_when_it_lapsed(
                 client.zadd(key, {"another-caller": time.time() + SLOT_LEASE_S})
             finally:
                 client.close()
+            await anext(events)  # its renewal finds the slot lapsed
+            counted = [balancer.in_flight(0)]
             async for _ in events:
                 pass
-            return leases, _leases(redis_namespace, tag)
+            counted.append(balancer.in_flight(0))
+            return leases, _leases(redis_namespace, tag), counted
         finally:
             await dispatcher.aclose()
 
     with caplog.at_level(logging.WARNING, logger="llmroute.dispatch"):
-        (first, later), left = asyncio.run(go())
+        (first, later), left, counted = asyncio.run(go())
+    assert counted == [1, 0]  # in flight past its slot's lapse, until its end
     assert later > first  # renewed as the events came
     assert len(left) == 1  # the other caller's slot: not given back by this stream
     lapsed = [r.getMessage() for r in caplog.records if "lapsed" in r.getMessage()]

@@ -5,7 +5,9 @@ breaker) or fails, so every strategy returns a full preference order, not one pi
 
 - ``weighted``: a weighted random permutation (Efraimidis–Spirakis), so deployment i
   comes first with probability w_i / Σw and the rest follow in weighted order too;
-- ``least_in_flight``: fewest requests in flight per unit of weight first;
+- ``least_in_flight``: fewest requests in flight per unit of weight first (a stream is
+  in flight until it ends, not just until its first event: the caller holds its count,
+  `llmroute.dispatch.deployments.InFlight`);
 - ``latency``: lowest moving average (EWMA) of observed latency first;
 - ``sticky``: by the request's conversation (`order`'s `key`), with rendezvous hashing
   weighted like ``weighted``: every request of a conversation prefers the same deployment
@@ -102,7 +104,8 @@ class Balancer:
 
     def sample(self, index: int, *, latency_s: float | None) -> None:
         """A latency (None: a failure's penalty) of deployment `index`, apart from its
-        in-flight count: a stream handed over before its first event is timed by it."""
+        in-flight count: a stream is timed by its first event (handed over before it:
+        when it comes) but stays in flight until it ends."""
         previous = self._ewma[index]
         if latency_s is None:
             sample = min(MAX_PENALTY_S, max(2.0 * (previous or 0.0), FAILURE_PENALTY_S))

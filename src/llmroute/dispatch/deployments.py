@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from llmroute.deadline import NEVER, Deadline
 from llmroute.dispatch.balance import Balancer
@@ -39,10 +39,12 @@ __all__ = [
     "Deployment",
     "DeploymentPool",
     "Deployments",
+    "InFlight",
     "Observe",
     "Slot",
     "deployment_key",
     "give_back",
+    "leased",
     "renew",
     "settled",
     "settling",
@@ -202,39 +204,75 @@ def deployment_key(provider: str, upstream: str, base_url: str | None) -> str:
 # Told of one call: the deployment, its seconds, and its error (None when it answered).
 Observe = Callable[["Deployment", float, BaseException | None], None]
 
-# A stream's slot, held past the call until its last event: the deployment, the slot
-# and the length of its lease.
-Slot = tuple[Deployment, str, float]
+
+class InFlight:
+    """A stream counted in flight on its deployment by the balancer (for
+    ``least_in_flight``) from its call until it ends, however it ends: `end` takes it
+    off the count once, whoever calls it first (the stream's end, its first read
+    failing), so that no path counts it off twice or leaves it counted."""
+
+    __slots__ = ("_balancer", "_index")
+
+    def __init__(self, balancer: Balancer, index: int) -> None:
+        self._balancer: Balancer | None = balancer
+        self._index = index
+
+    def end(self) -> None:
+        balancer, self._balancer = self._balancer, None
+        if balancer is not None:
+            balancer.release(self._index)
+
+
+class Slot(NamedTuple):
+    """What a stream holds past its call until its last event: its deployment's
+    ``max_in_flight`` slot (`UNCOUNTED_SLOT` when it has none, or it lapsed) with the
+    length of its lease, and its place in the balancer's in-flight count."""
+
+    deployment: Deployment
+    slot: str
+    lease_s: float
+    counted: InFlight | None = None
+
+
+def leased(slots: list[Slot] | None) -> bool:
+    """Whether `slots` hold a ``max_in_flight`` slot, whose lease a stream renews."""
+    return slots is not None and any(s.slot != UNCOUNTED_SLOT for s in slots)
 
 
 async def give_back(slots: list[Slot]) -> None:
-    """Give back the slots a stream held (`DeploymentPool.call`'s ``slots``), to the
-    end even when the caller is cancelled meanwhile (`settled`)."""
+    """Give back what a stream held (`DeploymentPool.call`'s ``slots``): its balancer
+    count at once, its slots to the end even when the caller is cancelled meanwhile
+    (`settled`). `slots` is emptied first, so a second call gives nothing back."""
     held, slots[:] = list(slots), []
-    if held:
-        await settled(_give_slots(held), remote=any(d.remote for d, _, _ in held))
+    for each in held:
+        if each.counted is not None:
+            each.counted.end()
+    taken = [each for each in held if each.slot != UNCOUNTED_SLOT]
+    if taken:
+        await settled(_give_slots(taken), remote=any(s.deployment.remote for s in taken))
 
 
 async def _give_slots(held: list[Slot]) -> None:
-    for deployment, slot, _ in held:
-        await deployment.give_slot(slot)
+    for each in held:
+        await each.deployment.give_slot(each.slot)
 
 
 async def renew(slots: list[Slot]) -> None:
     """Renew the leases of the slots a stream holds, as it goes on answering: a stream
     may run for longer than any lease. A slot found lapsed (the stream went a whole
-    lease without an event read) is dropped from `slots`: another call may hold it
-    now."""
+    lease without an event read) is no longer held (another call may hold it now); the
+    stream stays counted in flight by the balancer until it ends."""
     for held in list(slots):
-        deployment, slot, lease_s = held
-        if not await deployment.renew_slot(slot, lease_s):
+        if held.slot == UNCOUNTED_SLOT:
+            continue
+        if not await held.deployment.renew_slot(held.slot, held.lease_s):
             log.warning(
                 "the in-flight slot of %s lapsed while its stream was still answering; "
                 "it may run one request past its max_in_flight until the stream ends",
-                deployment.provider_name,
+                held.deployment.provider_name,
             )
             with contextlib.suppress(ValueError):
-                slots.remove(held)
+                slots[slots.index(held)] = held._replace(slot=UNCOUNTED_SLOT)
 
 
 _settling: set[asyncio.Future[Any]] = set()  # work that outlives its cancelled caller
@@ -262,6 +300,17 @@ async def settled(work: Awaitable[T], *, remote: bool) -> T:
     if not remote:
         return await work
     return await asyncio.shield(_kept(work))
+
+
+def _held_to_end(slots: list[Slot] | None, held: Slot, counted: InFlight) -> bool:
+    """Whether what the call of a stream holds until the stream ends (its slot, its
+    in-flight `counted`) went to `slots`, to be given back then; without `slots`
+    nothing is kept and the count ends now."""
+    if slots is None:
+        counted.end()
+        return False
+    slots.append(held)
+    return True
 
 
 def _after_read(
@@ -345,10 +394,11 @@ class DeploymentPool:
             kept = False
             reading: asyncio.Future[Any] | None = None
             try:
-                result = await self._one(index, deployment, attempt, clock, observe, stream)
-                if slots is not None and slot != UNCOUNTED_SLOT:
-                    slots.append((deployment, slot, lease_s))
-                    kept = True
+                result, counted = await self._one(
+                    index, deployment, attempt, clock, observe, stream
+                )
+                if counted is not None:  # a stream: held until it ends
+                    kept = _held_to_end(slots, Slot(deployment, slot, lease_s, counted), counted)
                 reading = first_read(result) if stream else None
                 return result, deployment
             except ProviderTimeout:
@@ -388,6 +438,7 @@ class DeploymentPool:
         clock: Callable[[], float],
         started: float,
         observe: Observe | None,
+        counted: InFlight,
         read: asyncio.Future[Any],
     ) -> None:
         """The end of the call of a stream handed over before its first event, once the
@@ -395,9 +446,13 @@ class DeploymentPool:
         call's start: the balancer's sample (a failure as a deployment fails: the
         penalty), the breaker (such a failure counted; a cancelled read, its client
         gone, or the request's own fault frees it) and `observe`. A read that brought
-        the event leaves the breaker to the stream's end (`stream_ended`)."""
+        the event leaves the breaker, and the in-flight count, to the stream's end
+        (`stream_ended`); one that failed ends the count now (the stream is over, even
+        if nobody has read or closed it yet)."""
         elapsed = clock() - started
         error = asyncio.CancelledError() if read.cancelled() else read.exception()
+        if error is not None:
+            counted.end()
         if error is None:
             self._balancer.sample(index, latency_s=elapsed)
         elif isinstance(error, ProviderError) and error.retryable:
@@ -428,10 +483,12 @@ class DeploymentPool:
         clock: Callable[[], float],
         observe: Observe | None = None,
         stream: bool = False,
-    ) -> T:
+    ) -> tuple[T, InFlight | None]:
         """One call, with its outcome told to the balancer and the breaker (a stream's
         success: when it ends, by `stream_ended`). The request's own fault (or a
-        cancellation) says nothing about the deployment's health."""
+        cancellation) says nothing about the deployment's health. A stream that opened
+        is timed by its first event but stays counted in flight until it ends: the
+        `InFlight` returned, for the caller to end."""
         self._balancer.start(index)
         started = clock()
         try:
@@ -454,20 +511,26 @@ class DeploymentPool:
                 observe(deployment, clock() - started, exc)
             raise
         elapsed = clock() - started
-        reading = first_read(result) if stream else None
+        if not stream:
+            self._balancer.finish(index, latency_s=elapsed)
+            deployment.breaker.record_success()
+            if observe is not None:
+                observe(deployment, elapsed, None)
+            return result, None
+        counted = InFlight(self._balancer, index)
+        reading = first_read(result)
         if reading is not None:
             # handed over silent (`stream_hold_s`): the call ends when its first event
             # comes (or its read fails), and is timed and told then
-            self._balancer.release(index)
-            told = functools.partial(self._first_came, index, deployment, clock, started, observe)
+            told = functools.partial(
+                self._first_came, index, deployment, clock, started, observe, counted
+            )
             reading.add_done_callback(told)
-            return result
-        self._balancer.finish(index, latency_s=elapsed)
-        if not stream:
-            deployment.breaker.record_success()
+            return result, counted
+        self._balancer.sample(index, latency_s=elapsed)
         if observe is not None:
             observe(deployment, elapsed, None)
-        return result
+        return result, counted
 
 
 def stream_ended(deployment: Deployment, error: BaseException | None) -> None:

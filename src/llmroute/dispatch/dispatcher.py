@@ -53,6 +53,7 @@ from llmroute.dispatch.deployments import (
     Deployments,
     Slot,
     give_back,
+    leased,
     renew,
     settled,
     settling,
@@ -1703,7 +1704,8 @@ async def _metered(
     short was paid for as far as it went; and the deployment's in-flight `slots` are
     given back. While it goes on, their leases, and those of its hard-budget holds
     (`renew_holds`), are renewed every `SLOT_RENEW_S`."""
-    renews = bool(slots) or renew_holds is not None
+    renews_slots = leased(slots)
+    renews = renews_slots or renew_holds is not None
     renew_at = time.monotonic() + SLOT_RENEW_S if renews else math.inf
     try:
         if first is not None and (sent := meter.observe(first)) is not None:
@@ -1711,7 +1713,7 @@ async def _metered(
         async for event in rest:
             if renews and time.monotonic() >= renew_at:
                 renew_at = time.monotonic() + SLOT_RENEW_S
-                if slots:
+                if renews_slots and slots:
                     await renew(slots)
                 if renew_holds is not None:
                     await renew_holds()
