@@ -285,6 +285,38 @@ def test_a_stream_dropped_unread_gives_its_slot_back(
     assert model == capped
 
 
+def test_least_in_flight_counts_an_sdk_stream_until_it_is_closed(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """Two deployments balanced by ``least_in_flight``: a stream the caller is reading
+    counts on its deployment until the caller closes it, so the next stream goes to
+    the other one, and a closed one frees its deployment for the next (each time the
+    one closed, never left counted: counted off at its opening, the pick was random)."""
+    one, two = f"one-{tmp_path.name}?gap=0.2", f"two-{tmp_path.name}?gap=0.2"
+    models = (
+        "pair:\n    model: m\n    balance: least_in_flight\n    deployments:\n"
+        f'      - {{provider: fake, model: "{one}"}}\n'
+        f'      - {{provider: fake, model: "{two}"}}'
+    )
+    path = _one_route(tmp_path, upstream, models, "pair")
+    with Router.from_yaml(path) as router:
+
+        def opened() -> tuple[Any, str]:
+            stream = router.chat.completions.create(messages=LONG, stream=True)
+            next(iter(stream))
+            return stream, upstream.requests[-1].body["model"]
+
+        streams = [opened(), opened()]
+        assert {streams[0][1], streams[1][1]} == {one, two}
+        for _ in range(6):  # close the older, open another: it goes where one was closed
+            (closed, where), kept = streams
+            closed.close()
+            streams = [kept, opened()]
+            assert streams[1][1] == where
+        for stream, _ in streams:
+            stream.close()
+
+
 def _capped_behind_redis(upstream: FakeUpstream, tmp_path: Path, namespace: str) -> Path:
     """One route to a model of one in-flight slot (its fallback: `spare`), its slots in
     Redis, so that closing a stream awaits (the slot's give-back) as it does in service."""

@@ -2,7 +2,8 @@
 the fake upstream behind): each front's stream, a cascade's included, is ended as its
 client leaves: the capped model's slot is free again, the key's hard-budget holds are
 settled to what the log says was spent, and every cut stream is logged
-``client_disconnected`` with the usage it paid for."""
+``client_disconnected`` with the usage it paid for; and ``least_in_flight`` counts a
+stream on its deployment until its client leaves."""
 
 from __future__ import annotations
 
@@ -126,3 +127,70 @@ def test_streams_cut_by_their_clients_free_slots_and_log_what_they_paid(
     assert budget["budget"]["spent_usd"] == round(spent, 6), (budget, records)
     assert len(upstream.cut) >= cut
     assert "Traceback" not in log and "never retrieved" not in log
+
+
+PAIR = """
+encoder: builtin:static
+providers:
+  one: {kind: openai, base_url: "%(url)s", timeout_s: 30}
+  two: {kind: openai, base_url: "%(url)s", timeout_s: 30}
+models:
+  pair:
+    model: "pair-%(tag)s?gap=0.1"
+    balance: least_in_flight
+    deployments: [{provider: one}, {provider: two}]
+routes:
+  - {name: chat, examples: [hello there], target: pair}
+default: {target: pair}
+"""
+
+
+def _deployment_then_gone(port: int, body: dict[str, Any]) -> str:
+    """Send `body`, read the headers and a first event, hang up: the deployment named."""
+    data = json.dumps(body).encode()
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + data)
+        got = b""
+        while b"data:" not in got.partition(b"\r\n\r\n")[2]:
+            chunk = sock.recv(65536)
+            assert chunk, got
+            got += chunk
+    headers = got.partition(b"\r\n\r\n")[0].decode().lower().splitlines()
+    (named,) = [
+        h.split(":", 1)[1].strip() for h in headers if h.startswith("x-llmroute-deployment:")
+    ]
+    return named
+
+
+def test_least_in_flight_counts_a_stream_until_its_client_hangs_up(tmp_path: Path) -> None:
+    """Two deployments balanced by ``least_in_flight``, a stream held open on one: each
+    next stream goes to the other, and once its client hangs up that one is free again
+    for the next (counted off when its client left, never left counted; counted off at
+    its opening, the pick was random)."""
+    messages = [{"role": "user", "content": WORDS}]
+    body = {"model": "chat", "stream": True, "messages": messages}
+    with fake_upstream() as upstream:
+        text = PAIR % {"url": upstream.url, "tag": uuid.uuid4().hex[:6]}
+        with serve_text(text, tmp_path) as served:
+            port = int(served.url.rsplit(":", 1)[1])
+            url = f"{served.url}/v1/chat/completions"
+            with httpx.Client(timeout=20) as client, client.stream("POST", url, json=body) as held:
+                assert held.status_code == 200
+                busy = held.headers["x-llmroute-deployment"]
+                lines = held.iter_lines()  # kept: dropping it closes the response
+                next(lines)  # its first event: open, being read
+                picks = []
+                for n in range(1, 7):
+                    picks.append(_deployment_then_gone(port, body))
+                    # the hang-up noticed: the gateway cut its upstream stream as it
+                    # ended it, counted off just after
+                    cut = lambda n=n: len(upstream.cut) >= n  # noqa: E731
+                    wait_for(f"stream {n} cut upstream", cut, 10, served.log)
+                    time.sleep(0.05)
+            log = served.log_text()
+    assert busy in ("one", "two") and picks == [({"one", "two"} - {busy}).pop()] * 6
+    assert "Traceback" not in log
