@@ -905,6 +905,43 @@ def test_a_stream_failing_after_the_hold_goes_on_down_the_chain_as_rearranged(
     assert h.upstream2.models_called() == ["big?delay=0.5&status=503"] * 3
 
 
+def test_silent_503s_from_each_deployment_after_the_hold_end_the_try_as_within_it(
+    h: Harness,
+) -> None:
+    """Both deployments of a model answer 503 after the stream was handed over, before
+    its first event: as within the hold, each is called once in the try, then (no try
+    left) the next model answers; the two deployments are not called in turn again and
+    again within the one try (which, without a breaker, never ended)."""
+    tag = uuid.uuid4().hex[:8]
+    one, two = f"m-{tag}?delay=0.2&status=503", f"m-{tag}?delay=0.2&status=503&d=2"
+    models = (
+        "  a:\n    model: m\n    deployments:\n"
+        f"      - {{provider: up, model: '{one}'}}\n"
+        f"      - {{provider: up2, model: '{two}'}}\n"
+        "  b: {provider: up, model: b}"
+    )
+    registry = _silent(h, models)
+    told = _Told()
+
+    async def job(d: Dispatcher) -> tuple[Any, list[bytes]]:
+        opened = await d.open_stream(
+            plan_for("a", "b", policy=RoutePolicy(retries=0)), _body(stream=True)
+        )
+
+        async def read() -> list[bytes]:
+            return [e async for e in opened.events]
+
+        return opened, await asyncio.wait_for(read(), 10)
+
+    opened, events = h.run(registry, job, told)
+    assert events[-1] == b"data: [DONE]\n\n"
+    assert h.upstream.models_called().count(one) == 1
+    assert h.upstream2.models_called() == [two]
+    assert opened.model == "b" and [a.split()[0] for a in opened.attempts] == ["a"]
+    assert told.attempts == [("a", "error"), ("a", "error"), ("b", "ok")]
+    assert told.fallbacks == [("a", "b")] and h.sleeps == []
+
+
 def test_a_fast_failure_of_a_held_stream_still_raises_before_anything_is_handed_over(
     h: Harness,
 ) -> None:

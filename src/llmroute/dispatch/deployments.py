@@ -354,7 +354,7 @@ class DeploymentPool:
         key: str | None = None,
         lease: Callable[[Deployment], float] | None = None,
         stream: bool = False,
-        passed: tuple[Deployment, ProviderError] | None = None,
+        passed: tuple[tuple[Deployment, ...], ProviderError] | None = None,
     ) -> tuple[T, Deployment]:
         """`attempt` on the deployments in balancing order, skipping those whose breaker
         is open, whose request limit is reached or whose `max_in_flight` slots are all
@@ -373,15 +373,15 @@ class DeploymentPool:
         the call (`slot_lease` of its time limits; `SLOT_LEASE_S` without it). `key`
         names the request's conversation, for ``sticky`` balancing. With `stream`, a
         call that opened is not yet a success for the breaker: the caller tells it how
-        the stream ended (`stream_ended`). `passed`: a deployment that has failed this
-        way already, and its failure (a stream handed over silent that failed before its
-        first event): skipped, the others tried as after it, its failure raised if none
-        answers."""
+        the stream ended (`stream_ended`). `passed`: deployments that have failed this
+        way already in this try, and the last failure (streams handed over silent that
+        failed before their first event): skipped, the others tried as after them, that
+        failure raised if none answers."""
         failure: ProviderError | None = None if passed is None else passed[1]
         stopped: set[str] = set()  # why deployments were passed over: "busy", "limited"
         for index in self._balancer.order(self._indices, key):
             deployment = self.deployments[index]
-            if passed is not None and deployment is passed[0]:
+            if passed is not None and any(deployment is d for d in passed[0]):
                 continue
             lease_s = SLOT_LEASE_S
             if lease is not None and deployment.max_in_flight is not None:

@@ -237,21 +237,36 @@ def attempt_outcome(error: BaseException | None) -> str:
 
 class _Resume(NamedTuple):
     """Where a stream handed over silent failed before its first event, for its model to
-    go on as it would have within the hold: the try of the model (`retry`), the
-    deployment, and the failure (a 503, a 429, no response). None for both: a refusal
-    the model is sent the request again after (`Dispatcher._resent`), on any of its
-    deployments, the one that refused included."""
+    go on as it would have within the hold: the model, its try (`retry`), the
+    deployments that failed so in that try (each skipped, as a try calls each once),
+    and the last failure (a 503, a 429, no response). No deployments and no failure: a
+    refusal the model is sent the request again after (`Dispatcher._resent`), on any
+    of its deployments, the one that refused included."""
 
+    model: str
     retry: int
-    deployment: Deployment | None
+    deployments: tuple[Deployment, ...]
     failure: ProviderError | None
 
-    def passed(self, retry: int) -> tuple[Deployment, ProviderError] | None:
-        """The deployment the model's try `retry` passes over, and why: the one that
-        failed, on the try it failed in."""
-        if retry != self.retry or self.deployment is None or self.failure is None:
+    def passed(self, retry: int) -> tuple[tuple[Deployment, ...], ProviderError] | None:
+        """The deployments the model's try `retry` passes over, and why: those that
+        failed, on the try they failed in."""
+        if retry != self.retry or not self.deployments or self.failure is None:
             return None
-        return self.deployment, self.failure
+        return self.deployments, self.failure
+
+    @staticmethod
+    def after(
+        last: _Resume | None, model: str, retry: int, deployment: Deployment, failure: ProviderError
+    ) -> _Resume:
+        """Where to go on after the stream of `model`'s try `retry` on `deployment` failed
+        so; `last`: the resume that opened that stream, if one did. In the same try of
+        the same model the deployments passed so far stay passed (else two deployments
+        failing so would be called in turn within the one try, for ever without a
+        breaker)."""
+        if last is not None and model == last.model and retry == last.retry:
+            return _Resume(model, retry, (*last.deployments, deployment), failure)
+        return _Resume(model, retry, (deployment,), failure)
 
 
 class _Relay(NamedTuple):
@@ -625,6 +640,7 @@ class Dispatcher:
         stream, deployment, slots, told, held, retry, gone = relay
         order = list(gone) if name in gone else [name]  # the chain as gone down so far
         spent: list[Usage | None] = []
+        resume: _Resume | None = None  # how the last failure went on, when on its model
         try:
             while True:
                 meter = StreamUsage(body, self._registry.models[name].price)
@@ -650,7 +666,7 @@ class Dispatcher:
                     step = None
                     if not said:
                         step = self._goes_on(
-                            plan, order, (name, exc), (stream[1], deployment, retry), resent
+                            plan, order, (name, exc), (stream[1], deployment, retry, resume), resent
                         )
                     if step is None:
                         raise
@@ -724,28 +740,29 @@ class Dispatcher:
         plan: Plan,
         order: list[str],
         failure: tuple[str, ProviderError],
-        at: tuple[AsyncIterator[bytes], Deployment, int],
+        at: tuple[AsyncIterator[bytes], Deployment, int, _Resume | None],
         resent: Callable[[str, Deployment, ProviderError], bool],
     ) -> tuple[tuple[str, ...], _Resume | None] | None:
         """Where a stream that failed before its first words goes on, as the same failure
         within the hold would (None: it ends): the models to try (`order` the chain as
-        gone down, the failed model's events, deployment and try in `at`), and how its
-        own model goes on when it is the first of them. A failure another deployment may
-        not have, before the first event (`_again`): the model's other deployments and
-        tries; any other that may pass: the models after it. A refusal the model is sent
+        gone down; the failed model's events, deployment, try and the resume that
+        opened it in `at`), and how its own model goes on when it is the first of them.
+        A failure another deployment may not have, before the first event (`_again`):
+        the model's other deployments and tries; any other that may pass: the models
+        after it. A refusal the model is sent
         the request again after (`resent`: an answer limit above its cap,
         ``stream_options``), before the first event: the model again, any deployment.
         One another model may not make (a context window too small, a content filter):
         the model `_hand_on` puts next."""
         name, exc = failure
-        events, deployment, retry = at
+        events, deployment, retry, last = at
         position = order.index(name) + 1
         if exc.retryable:
             if _again(events, exc):
-                return (name, *order[position:]), _Resume(retry, deployment, exc)
+                return (name, *order[position:]), _Resume.after(last, name, retry, deployment, exc)
             return (tuple(order[position:]), None) if position < len(order) else None
         if unopened(events) and resent(name, deployment, exc):
-            return (name, *order[position:]), _Resume(retry, None, None)
+            return (name, *order[position:]), _Resume(name, retry, (), None)
         if isinstance(exc, ContextWindowExceeded | ContentRefused | BeyondModel):
             chain = list(order)
             if self._hand_on(exc, name, chain, position, plan, position) and chain[position:]:
