@@ -514,6 +514,40 @@ dispatch: {{stream_hold_s: 0, retries: {{attempts: 0}}}}
         assert failed.startswith("quitter via fake")
 
 
+def test_a_stream_that_goes_on_on_another_deployment_names_the_one_that_answered(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """Handed over silent (``stream_hold_s``), the stream of one deployment answers 503
+    before its first event and goes on on the model's other deployment (dispatch.md#
+    streams): the model is the same, but its chunks' and ``stream.llmroute``'s provider
+    is the deployment that answered."""
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(f"""
+encoder: builtin:static
+providers:
+  fake: {{kind: openai, base_url: "{upstream.url}", timeout_s: 10}}
+  spare: {{kind: openai, base_url: "{upstream.url}", timeout_s: 10}}
+models:
+  flaky:
+    model: up-small
+    balance: sticky  # the same order for the same prompt: fake first
+    deployments:
+      - {{provider: fake, model: "up-small?delay=0.4&status=503", weight: 1000}}
+      - {{provider: spare, weight: 1}}
+routes:
+  - {{name: any, examples: ["hello there"], target: flaky}}
+default: {{target: flaky}}
+dispatch: {{stream_hold_s: 0.05, retries: {{attempts: 0}}}}
+""")
+    with Router.from_yaml(registry) as router:
+        stream = router.chat.completions.create(messages=HELLO, stream=True)
+        assert stream.llmroute["provider"] == "fake"  # handed over before its 503
+        chunks = list(stream)
+    assert _text(chunks).strip() == "echo: hi there!"
+    for info in (stream.llmroute, chunks[-1].llmroute):
+        assert (info["model"], info["provider"], info["attempts"]) == ("flaky", "spare", [])
+
+
 def test_a_stream_broken_midway_raises_provider_error(router: Router) -> None:
     stream = router.chat.completions.create(model="halfway", messages=HELLO, stream=True)
     with pytest.raises(ProviderError):

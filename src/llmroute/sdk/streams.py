@@ -60,8 +60,8 @@ async def _chunks(
         async for event in opened.events:
             if on_end.first_ns is None:
                 on_end.first_ns = time.perf_counter_ns()
-            if opened.model != info["model"]:
-                _fell_back(info, opened)
+            if opened.deployment != info["provider"] or opened.model != info["model"]:
+                _fell_back(info, opened)  # another model, or another deployment of it
             data = event_json(event, opened.deployment)
             if data is not None and parts is not None:
                 parts.append(_delta_text(data))
@@ -87,9 +87,10 @@ async def _chunks(
 
 
 def _fell_back(info: dict[str, Any], opened: Opened) -> None:
-    """The stream went on from a fallback after its opening (dispatch.md#streams): the
-    ``llmroute`` field (the stream's, shared by its chunks) names the model that answers
-    and the failure before it, as a completion's does."""
+    """The stream went on from a fallback after its opening, or on another deployment
+    of its model (dispatch.md#streams): the ``llmroute`` field (the stream's, shared by
+    its chunks) names the model and provider that answer and the failure before them,
+    as a completion's does."""
     info["model"], info["provider"] = opened.model, opened.deployment
     info["attempts"] = list(opened.attempts)
 
