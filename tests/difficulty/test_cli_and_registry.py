@@ -436,7 +436,9 @@ def test_a_strong_share_from_corrupt_quantiles_is_refused_at_load(
     assert _router(tmp_path, edited, "threshold: 0.1").difficulty is not None
 
 
-@pytest.mark.parametrize("recipe", [[], {"seed": "x"}, {"fractions": [0.5]}, {"fractions": "ab"}])
+@pytest.mark.parametrize(
+    "recipe", [[], {"seed": "x"}, {"seed": 1e400}, {"fractions": [0.5]}, {"fractions": "ab"}]
+)
 def test_a_corrupt_split_recipe_is_one_line_from_calibrate_and_bench(
     trained: tuple[Path, Path],
     tmp_path: Path,

@@ -152,7 +152,7 @@ def held_out(
             seed=int(recipe.get("seed", 0)),
             fractions=tuple(recipe.get("fractions", (0.6, 0.2, 0.2))),
         )
-    except (AttributeError, TypeError, ValueError) as exc:
+    except (AttributeError, TypeError, ValueError, OverflowError) as exc:  # seed Infinity
         raise ConfigError(
             f"corrupt router artifact: trained_on.split ({exc}); retrain it"
         ) from None
