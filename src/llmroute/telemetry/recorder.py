@@ -367,10 +367,11 @@ class Recorder:
         (or when the log is off), else the router's text. When safety redacted the
         request, that redaction is what every mode stores (and hashes): the log never
         holds text the policy kept from the model. ``redacted`` has the PII detector
-        run over text that safety did not redact, in the writer's thread (not here: its
-        cost grows with the text). A blocked request is stored as its hash alone (the
-        mode says ``hash``) unless the operator opted in with ``safety.log_blocked_text``:
-        its text is what safety refused to pass on, such as a secret key."""
+        run over the text, safety's redaction included (a profile may let a type through
+        to the model), in the writer's thread (not here: its cost grows with the text). A
+        blocked request is stored as its hash alone (the mode says ``hash``) unless the
+        operator opted in with ``safety.log_blocked_text``: its text is what safety
+        refused to pass on, such as a secret key."""
         mode = self.prompts
         if mode == "off" or self.sink is None:
             return mode, None, None
