@@ -1915,3 +1915,33 @@ def test_closing_waits_for_the_give_backs_of_callers_that_left(h: Harness) -> No
 
     h.run(registry, job)
     assert given_back == ["slot"]
+
+
+def test_a_context_fallback_refusing_after_the_hold_is_not_put_next_again(
+    h: Harness,
+) -> None:
+    """The context fallback `cf` (no declared window), refusing the request as too long
+    after the hand-over, hands it on to `b`, declared larger, which the gateway finds
+    too small: the stream ends with that refusal, as within the hold, rather than `b`'s
+    refusal putting `cf`, tried already, next again (over and over, never ending)."""
+    models = (
+        "  a: {provider: up, model: 'a?delay=0.5&context=1'}\n"
+        "  b: {provider: up, model: b, context_window: 50}\n"
+        "  cf: {provider: up2, model: 'cf?delay=0.5&context=1'}"
+    )
+    plan = plan_for("a", "b", policy=RoutePolicy(context_fallback="cf"))
+
+    async def job(d: Dispatcher) -> ContextWindowExceeded:
+        opened = await d.open_stream(plan, _body("word " * 300, stream=True))
+        with pytest.raises(ContextWindowExceeded) as caught:
+            async with asyncio.timeout(10):  # the old code never ended the stream
+                async for _ in opened.events:
+                    pass
+        assert opened.model == "cf", opened.attempts  # the last model called
+        assert [a.split()[0] for a in opened.attempts] == ["a", "cf", "b"]
+        return caught.value
+
+    error = h.run(_silent(h, models, 0.2), job)
+    assert error.status == 400 and "context window of 50" in error.message
+    assert h.upstream.models_called() == ["a?delay=0.5&context=1"]
+    assert h.upstream2.models_called() == ["cf?delay=0.5&context=1"]

@@ -687,7 +687,9 @@ class Dispatcher:
                 told_now: list[Attempt] = []
                 holds: list[UsdHold] = []
                 tries: list[int] = []
-                gone_now: list[str] = []
+                # the models up to the one that failed (not it when it went on): tried,
+                # so that no refusal on the way puts one of them next again
+                kept = order.index(failure[0]) + (1 if resume is None else 0)
                 try:
                     stream, name, deployment, attempts = await self._stream_after(
                         dataclasses.replace(plan, chain=later),
@@ -698,15 +700,13 @@ class Dispatcher:
                         told=told_now,
                         holds=holds,
                         tries=tries,
-                        order=gone_now,
+                        order=order,
+                        tried=tuple(order[:kept]),
                         resume=resume,
                     )
                 except ProviderError as exc:
                     _ended_after(opened, None if resume else failure, exc)
                     raise
-                # the models up to the one that failed (not it when it went on), then these
-                kept = order.index(failure[0]) + (1 if resume is None else 0)
-                order = order[:kept] + gone_now
                 told = told_now
                 held = tuple(holds)
                 retry = tries[-1] if tries else 0
@@ -781,11 +781,13 @@ class Dispatcher:
         holds: list[UsdHold],
         tries: list[int],
         order: list[str],
+        tried: tuple[str, ...] = (),
         resume: _Resume | None = None,
     ) -> tuple[tuple[bytes | None, Any], str, Deployment, tuple[str, ...]]:
         """The stream of the first model of `plan` (the models after one whose stream
-        `failed` before its first words; with `resume`, that model first, going on from
-        where it failed) that opens one; its slot given back if none."""
+        `failed` before its first words, `tried` the models before them; with `resume`,
+        that model first, going on from where it failed) that opens one; its slot given
+        back if none."""
         try:
             return await self._fall_back(
                 plan,
@@ -798,6 +800,7 @@ class Dispatcher:
                 tries=tries,
                 resume=resume,
                 order=order,
+                tried=tried,
             )
         except UnsupportedRequest:
             # no later model takes the request (a completion's suffix): the client
@@ -1016,19 +1019,22 @@ class Dispatcher:
         tries: list[int] | None = None,
         resume: _Resume | None = None,
         order: list[str] | None = None,
+        tried: tuple[str, ...] = (),
     ) -> tuple[T, str, Deployment, tuple[str, ...]]:
         """Try the plan's chain in order until a model answers. The answering call's
         holds in hard budgets go to `holds` (the caller settles them with the answer's
         cost); the holds of models that failed are taken back. `resume`: the chain's
         first model goes on from a failure of its stream after the hand-over. `order`
         gets the chain as it was gone down, rearranged by the refusals on the way
-        (`_hand_on`), for a stream to go on down after it was handed over."""
-        chain = list(plan.chain)
+        (`_hand_on`), for a stream to go on down after it was handed over; `tried`: the
+        models gone down before the plan's (a stream going on), which no refusal puts
+        next again (`order` begins with them)."""
+        chain = [*tried, *plan.chain]
         failures: list[tuple[str, ProviderError]] = []
         needed: list[int] = []  # the request's estimated tokens, counted on first need
         images: list[bool] = []  # whether it holds images, looked at on first need
         prefix: list[str | None] = []  # its prompt prefix's name, on first need
-        position = 0
+        position = len(tried)
         while position < len(chain):
             name = chain[position]
             position += 1
@@ -1049,7 +1055,7 @@ class Dispatcher:
                         key=self._sticky_key(name, body, prefix),
                         told=told,
                         tries=tries,
-                        resume=resume if position == 1 else None,
+                        resume=resume if position == len(tried) + 1 else None,
                     )
                 except BaseException:
                     await self._take_back(held)
