@@ -1945,3 +1945,35 @@ def test_a_context_fallback_refusing_after_the_hold_is_not_put_next_again(
     assert error.status == 400 and "context window of 50" in error.message
     assert h.upstream.models_called() == ["a?delay=0.5&context=1"]
     assert h.upstream2.models_called() == ["cf?delay=0.5&context=1"]
+
+
+def test_deployments_failing_in_turn_after_the_hold_go_on_to_the_models_next_try(
+    h: Harness,
+) -> None:
+    """Both deployments of `a` failing with a 503 after the hand-over, try after try (a
+    breaker that does not open): each try passes over both, as within the hold, then
+    backs off to the next; after the last, `b` answers in the same stream. The old code
+    passed over only the last one, so the two took turns on the first try for ever."""
+    tag = uuid.uuid4().hex[:8]
+    models = (
+        "  a:\n    model: m\n    deployments:\n"
+        f"      - {{provider: up, model: 'm-{tag}?delay=0.4&status=503'}}\n"
+        f"      - {{provider: up2, model: 'm-{tag}?delay=0.4&status=503'}}\n"
+        "  b: {provider: up, model: b}"
+    )
+    registry = _silent(h, models)
+    patient = registry.dispatch.breaker.model_copy(update={"failures": 1000})
+    dispatch = registry.dispatch.model_copy(update={"breaker": patient})
+    registry = registry.model_copy(update={"dispatch": dispatch})
+
+    async def job(d: Dispatcher) -> tuple[Any, list[bytes]]:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        async with asyncio.timeout(10):  # the old code never ended the stream
+            return opened, [e async for e in opened.events]
+
+    opened, events = h.run(registry, job)
+    assert _text_of(events) == ({"b"}, "echo: hi ") and opened.model == "b"
+    failing = [f"m-{tag}?delay=0.4&status=503"] * 3  # each try of the model, once
+    assert h.upstream.models_called() == [*failing, "b"]
+    assert h.upstream2.models_called() == failing
+    assert len(h.sleeps) == 2  # the backoffs between the tries
