@@ -237,10 +237,14 @@ def test_bad_labels_name_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_too_few_rows_names_the_minimum(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found while training (the progress display on): the error is stderr's first line;
+    the progress display, off a terminal, left an empty line before it."""
     data = tmp_path / "small.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in _rows(60, 2)))
     assert run(["train", "difficulty", "--data", str(data), "-o", str(tmp_path / "r")]) == 2
-    assert "200" in capsys.readouterr().err  # the default router (mlp) needs 200 rows
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "200" in err  # the default router (mlp) needs 200 rows
 
 
 def test_a_file_too_small_to_cross_validate_names_the_routers_minimum_too(

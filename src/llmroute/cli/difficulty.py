@@ -159,7 +159,10 @@ def train_difficulty(
     enc = _encoder(encoder)
     started = time.perf_counter()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True) as progress:
+    # Off unless stderr is a terminal: elsewhere rich ends it with an empty line, ahead
+    # of an error's.
+    off = not err_console.is_terminal
+    with Progress(*columns, console=err_console, transient=True, disable=off) as progress:
         task = progress.add_task(f"training {kind}", total=None)
         trained, metrics = train_router(
             kind,
