@@ -464,6 +464,29 @@ def test_a_corrupt_split_recipe_is_one_line_from_calibrate_and_bench(
         assert "corrupt router artifact: trained_on.split" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("spec", ["openai:text-embedding-3-small", "builtin:nosuch", "builtin", 5])
+def test_a_bad_encoder_spec_is_said_as_the_artifacts_fault(
+    trained: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    spec: object,
+) -> None:
+    """An edited `trained_on.encoder_spec` was reported as "--encoder must be
+    builtin:NAME", an option neither command has."""
+    data, artifact = trained
+    edited = tmp_path / "edited"
+    shutil.copytree(artifact, edited)
+    meta = json.loads((edited / "router.json").read_text())
+    meta["trained_on"]["encoder_spec"] = spec
+    (edited / "router.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    for command in (["calibrate", "--strong-share", "0.3"], ["bench"]):
+        assert run([*command, "--router", str(edited), "--data", str(data)]) == 2
+        err = capsys.readouterr().err
+        assert f"{edited / 'router.json'}: corrupt router artifact: trained_on.encoder_spec" in err
+        assert "--encoder" not in err
+
+
 def test_quantiles_out_of_order_are_refused(trained: tuple[Path, Path], tmp_path: Path) -> None:
     _, artifact = trained
     edited = tmp_path / "edited"

@@ -217,12 +217,23 @@ def train_difficulty(
 
 
 def _load(router: Path) -> tuple[Any, dict[str, Any], Encoder]:
-    from llmroute.difficulty.artifact import ARRAYS_FILE, load_router, read_meta
+    from llmroute.difficulty.artifact import ARRAYS_FILE, META_FILE, load_router, read_meta
     from llmroute.difficulty.routers import check_input_dim
+    from llmroute.encoders import BUILTIN_NAMES
+    from llmroute.errors import ConfigError
 
     meta = read_meta(router)
     spec = meta.get("trained_on", {}).get("encoder_spec", _ENCODER_DEFAULT)
-    enc = _encoder(str(spec))
+    # `train difficulty` writes the --encoder it was given: a bad one is an edit, said as
+    # the artifact's fault (these commands have no --encoder to blame)
+    kind, _, name = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    if kind != "builtin" or name not in BUILTIN_NAMES:
+        raise ConfigError(
+            f"corrupt router artifact: trained_on.encoder_spec is {spec!r}, not "
+            f"builtin:NAME ({', '.join(BUILTIN_NAMES)}); retrain it",
+            file=str(router / META_FILE),
+        )
+    enc = _encoder(spec)
     trained = load_router(router, encoder_identity=enc.identity)
     check_input_dim(trained, enc.dim, file=str(router / ARRAYS_FILE))
     return trained, meta, enc
