@@ -98,6 +98,30 @@ def test_an_edited_copy_of_the_training_file_cannot_pass_its_rows_off_as_unseen(
     assert "nothing unseen" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("b64", ["!!!", "AAAA"])
+def test_corrupt_seen_prompts_are_refused_not_read_as_none_seen(
+    trained: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    b64: str,
+) -> None:
+    """"!!!" decoded (unvalidated) to no hashes: every row of an edited copy of the
+    training file then counted as unseen, its training rows benched as held out."""
+    data, artifact = trained
+    edited = tmp_path / "edited"
+    shutil.copytree(artifact, edited)
+    meta = json.loads((edited / "router.json").read_text())
+    meta["trained_on"]["seen_prompts"]["b64"] = b64
+    (edited / "router.json").write_text(json.dumps(meta))
+    copy = tmp_path / "copy.jsonl"
+    copy.write_text(data.read_text() + json.dumps(_rows(1, 99)[0]) + "\n")
+    capsys.readouterr()
+    for command in (["calibrate", "--strong-share", "0.3"], ["bench"]):
+        assert run([*command, "--router", str(edited), "--data", str(copy)]) == 2
+        err = capsys.readouterr().err
+        assert f"{edited / 'router.json'}: corrupt router artifact: trained_on.seen_prompts" in err
+
+
 def test_calibrate_prints_a_threshold_for_the_share(
     trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -461,7 +485,8 @@ def test_a_corrupt_split_recipe_is_one_line_from_calibrate_and_bench(
     for command in (["calibrate", "--strong-share", "0.3"], ["bench"]):
         assert run([*command, "--router", str(edited), "--data", str(data)]) == 2
         err = capsys.readouterr().err
-        assert "corrupt router artifact: trained_on.split" in err and "Traceback" not in err
+        assert f"{edited / 'router.json'}: corrupt router artifact: trained_on.split" in err
+        assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("spec", ["openai:text-embedding-3-small", "builtin:nosuch", "builtin", 5])

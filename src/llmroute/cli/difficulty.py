@@ -243,12 +243,14 @@ def _scores(
     router: Path, data: Path, which: Split, default: Split, *, prompts_only: bool = False
 ) -> tuple[Any, ...]:
     from llmroute.difficulty import read_labels
+    from llmroute.difficulty.artifact import META_FILE
     from llmroute.difficulty.calibration import held_out
     from llmroute.difficulty.train import embed
 
     labelled = read_labels(data, prompts_only=prompts_only)  # before the router's encoder loads
     trained, meta, enc = _load(router)
-    rows, described = held_out(meta, labelled, data, which, default)
+    meta_file = str(router / META_FILE)
+    rows, described = held_out(meta, labelled, data, which, default, meta_file=meta_file)
     subset = labelled.subset(rows)
     scores = trained.score(embed(enc, subset.prompts), subset.prompts)
     return trained, subset, scores, described

@@ -90,18 +90,21 @@ def seen_prompts(prompts: Sequence[str]) -> dict[str, str]:
 
 
 def _unseen(
-    trained: Mapping[str, Any], data: LabelledPrompts, path: Path
+    trained: Mapping[str, Any], data: LabelledPrompts, path: Path, meta_file: str | None
 ) -> tuple[npt.NDArray[np.intp], str]:
     """Every row of another file but those whose prompt the router saw in training."""
     everything = np.arange(len(data))
     record = trained.get("seen_prompts")
     if not isinstance(record, Mapping) or not isinstance(record.get("b64"), str):
         return everything, "all rows (a file it was not trained on)"
-    try:
-        seen = np.frombuffer(base64.b64decode(record["b64"]), dtype="<u8").astype(np.uint64)
+    try:  # validated: "!!!" decoded to no hashes, every seen row then counted as unseen
+        packed = base64.b64decode(record["b64"], validate=True)
+        seen = np.frombuffer(packed, dtype="<u8").astype(np.uint64)
     except ValueError as exc:  # binascii.Error too
         raise ConfigError(
-            f"the router artifact's seen_prompts are corrupt ({exc}); retrain it"
+            f"corrupt router artifact: trained_on.seen_prompts.b64 is not base64 of 8-byte "
+            f"hashes ({exc}); retrain it",
+            file=meta_file,
         ) from None
     known = np.isin(_hashes(data.prompts), seen)
     if not known.any():
@@ -120,9 +123,16 @@ def _unseen(
 
 
 def held_out(
-    meta: Mapping[str, Any], data: LabelledPrompts, path: Path, which: Split, default: Split
+    meta: Mapping[str, Any],
+    data: LabelledPrompts,
+    path: Path,
+    which: Split,
+    default: Split,
+    *,
+    meta_file: str | None = None,
 ) -> tuple[npt.NDArray[np.intp], str]:
-    """The rows of `data` to use, and a phrase saying which ones (for the output)."""
+    """The rows of `data` to use, and a phrase saying which ones (for the output).
+    `meta_file` (the artifact's router.json) is named by errors about what it records."""
     trained = meta.get("trained_on", {})
     same_file = trained.get("sha256") == file_digest(path)
     fitted_on_val = trained.get("fitted_on") == "train+val"
@@ -144,7 +154,7 @@ def held_out(
     if not same_file or choice == "all":
         if same_file:
             return np.arange(len(data)), "all rows, including those it was trained on"
-        return _unseen(trained, data, path)
+        return _unseen(trained, data, path, meta_file)
     recipe = trained.get("split", {})
     try:  # an edited router.json: a one-line error, not a traceback
         parts = split(
@@ -154,7 +164,7 @@ def held_out(
         )
     except (AttributeError, TypeError, ValueError, OverflowError) as exc:  # seed Infinity
         raise ConfigError(
-            f"corrupt router artifact: trained_on.split ({exc}); retrain it"
+            f"corrupt router artifact: trained_on.split ({exc}); retrain it", file=meta_file
         ) from None
     index = {"val": 1, "test": 2}[choice]
     names = {"val": "validation", "test": "test"}
