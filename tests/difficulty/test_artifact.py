@@ -83,3 +83,35 @@ def test_a_router_json_whose_sections_are_not_objects_is_refused(
     assert "router.json" in str(caught.value)
     with pytest.raises(ConfigError, match=f"'{key}' must be an object"):
         read_meta(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_features_null_beside_stored_feature_statistics_is_an_inconsistent_artifact(
+    tmp_path: Path, kind: str
+) -> None:
+    """`state.features: null` with the features' arrays stored loaded as a router of 8
+    more embedding columns: "w1: the router expects 264-dimensional embeddings, the
+    encoder gives 256", which blamed the encoder for the artifact's fault."""
+    from llmroute.difficulty.features import FEATURE_NAMES, FeatureScaler
+    from llmroute.difficulty.routers import LinearRouter, MlpRouter
+
+    n = len(FEATURE_NAMES)
+    scaler = FeatureScaler(np.zeros(n), np.ones(n))
+    width = 32 + n
+    router: LinearRouter | MlpRouter
+    if kind == "linear":
+        router = LinearRouter(np.ones(width, np.float32), 0.0, scaler, 1.0)
+    else:
+        f32 = np.float32
+        layers = (np.ones((width, 4), f32), np.zeros(4, f32), np.ones(4, f32), np.zeros(1, f32))
+        router = MlpRouter(layers, scaler)
+    save_router(router, tmp_path, encoder_identity="e", trained_on={})
+    expects = load_router(tmp_path).expects()
+    assert expects is not None and expects[1] == 32  # as saved: 32 columns + the features
+    meta_path = tmp_path / "router.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["state"]["features"] = None
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(ConfigError, match="features: is null, yet the text features'") as caught:
+        load_router(tmp_path)
+    assert "inconsistent" in str(caught.value) and "arrays.npz" in str(caught.value)

@@ -109,6 +109,15 @@ def _scaler_state(scaler: FeatureScaler | None) -> State:
 def _scaler_from(arrays: Arrays, meta: dict[str, Any]) -> FeatureScaler | None:
     names = meta.get("features")
     if names is None:
+        # with the statistics stored, the weights have their columns too: the artifact,
+        # not the encoder, is at fault (the width check would blame the encoder)
+        stored = [name for name in ("feature_mean", "feature_scale") if name in arrays]
+        if stored:
+            raise ConfigError(
+                f"is null, yet the text features' statistics ({', '.join(stored)}) are "
+                "stored: the artifact is inconsistent; retrain it",
+                field="features",
+            )
         return None
     if not isinstance(names, list) or tuple(names) != FEATURE_NAMES:
         raise ValueError(f"artifact features {names} differ from this version's {FEATURE_NAMES}")
