@@ -194,6 +194,12 @@ def test_router_arrays_of_the_wrong_shape_are_refused_naming_the_array(
         "narrow": ({"keys": keys[:, :-1]}, "keys: the router expects"),
         "count": ({"gains": gains[:-1]}, "gains: has shape"),
         "flat": ({"keys": keys[0]}, "keys: has shape"),
+        # said in words: "expected (n, n)" read as a square matrix
+        "empty": (
+            {"keys": keys[:0]},
+            f"keys: has shape (0, {keys.shape[1]}), expected a 2-D array of at least one row "
+            "and at least one column",
+        ),
         "nan": ({"gains": np.full_like(gains, np.nan)}, "gains: holds NaN"),
     }
     for name, (change, message) in cases.items():
@@ -223,7 +229,10 @@ def test_each_router_kind_checks_its_arrays() -> None:
         "model_bias": np.zeros(2, f32),
     }
     meta = {"models": ["weak", "strong"], "weak": "weak", "strong": "strong"}
-    with pytest.raises(ConfigError, match=r"model_vectors: has shape \(2, 3\), expected \(2, 4\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model_vectors: has shape \(2, 3\), expected a 2-D array of 2 rows and 4 columns ",
+    ):
         MatrixFactorisationRouter.from_state(mf, meta)
     layers = {
         "w1": np.ones((8, 5), f32),
@@ -231,7 +240,9 @@ def test_each_router_kind_checks_its_arrays() -> None:
         "w2": np.ones(5, f32),
         "b2": np.zeros(1, f32),
     }
-    with pytest.raises(ConfigError, match=r"b1: has shape \(4,\), expected \(5,\)"):
+    with pytest.raises(
+        ConfigError, match=r"b1: has shape \(4,\), expected a 1-D array of 5 values \(w1's width\)"
+    ):
         MlpRouter.from_state(layers, {"features": None})
 
 

@@ -65,16 +65,27 @@ def _stored(
     array = np.asarray(arrays[name])
     if array.dtype.kind not in "iuf":
         raise ConfigError(f"holds {array.dtype} values, not numbers", field=name)
-    expected = "(" + ", ".join("n" if n is None else str(n) for n in shape)
-    expected += ",)" if len(shape) == 1 else ")"
     if array.ndim != len(shape) or any(
         (got < 1) if want is None else (got != want)
         for got, want in zip(array.shape, shape, strict=True)
     ):
-        raise ConfigError(f"has shape {array.shape}, expected {expected}{why}", field=name)
+        raise ConfigError(
+            f"has shape {array.shape}, expected {_shape_text(shape)}{why}", field=name
+        )
     if not np.isfinite(array).all():
         raise ConfigError("holds NaN or infinite values", field=name)
     return array
+
+
+def _shape_text(shape: tuple[int | None, ...]) -> str:
+    """`shape` in words ("a 2-D array of at least one row and 256 columns"): "(n, n)"
+    read as a square matrix, where it meant any length of at least 1."""
+    nouns = ("value",) if len(shape) == 1 else ("row", "column")
+    parts = [
+        f"at least one {noun}" if n is None else f"{n} {noun}{'' if n == 1 else 's'}"
+        for n, noun in zip(shape, nouns, strict=True)
+    ]
+    return f"a {len(shape)}-D array of {' and '.join(parts)}"
 
 
 def _meta_number(meta: dict[str, Any], name: str, *, minimum: float) -> float:
