@@ -105,7 +105,7 @@ def test_corrupt_seen_prompts_are_refused_not_read_as_none_seen(
     capsys: pytest.CaptureFixture[str],
     b64: str,
 ) -> None:
-    """"!!!" decoded (unvalidated) to no hashes: every row of an edited copy of the
+    """ "!!!" decoded (unvalidated) to no hashes: every row of an edited copy of the
     training file then counted as unseen, its training rows benched as held out."""
     data, artifact = trained
     edited = tmp_path / "edited"
