@@ -308,9 +308,10 @@ def test_registry_check_loads_a_cascades_learned_gates_as_serve_does(tmp_path: P
     assert "learned gate was trained with encoder" in checked.stderr
 
 
-def test_explain_says_safety_kept_the_llm_router_from_being_asked(tmp_path: Path) -> None:
+def test_explain_says_why_the_llm_router_was_not_asked(tmp_path: Path) -> None:
     """A blocked request (or one safety sent to a guarded model) is never offered to the
-    LLM router; explain said 'not asked (margin 0.001 >= 0.99)', a false comparison."""
+    LLM router; explain said 'not asked (margin 0.001 >= 0.99)', a false comparison. An
+    empty prompt was 'not asked (no route near its threshold, or out of scope)'."""
     registry = tmp_path / "registry.yaml"
     registry.write_text(
         "encoder: builtin:static\n"
@@ -330,3 +331,6 @@ def test_explain_says_safety_kept_the_llm_router_from_being_asked(tmp_path: Path
     sent = llmroute("route", "-r", str(registry), "--explain", "call me at +1 415 555 0100")
     assert sent.returncode == 0, sent.stderr
     assert "llm router (small): not asked (sent by safety to guarded)" in sent.stdout
+    empty = llmroute("route", "-r", str(registry), "--explain", "")
+    assert empty.returncode == 0, empty.stderr
+    assert "llm router (small): not asked (empty prompt)" in empty.stdout

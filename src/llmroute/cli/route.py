@@ -246,6 +246,10 @@ def _llm_line(decision: Decision, llm: LlmFallback) -> str:
         why = f"sent by safety to {decision.safety.model}"
     elif decision.layer == "intent" and decision.margin is not None:
         why = f"margin {decision.margin:.3f} >= {llm.margin:g}"
+    elif decision.layer == "default" and any(
+        s.detail.get("reason") == "empty prompt" for s in decision.signals
+    ):  # intent (and difficulty) pass on one: nothing to route
+        why = "empty prompt"
     elif decision.layer == "default":
         why = "no route near its threshold, or out of scope"
     else:
