@@ -95,7 +95,9 @@ def test_bad_input_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "bad.jsonl:1: field 'weak_correct' must be true or false" in capsys.readouterr().err
     path.write_text("".join(json.dumps(r) + "\n" for r in _rows(10, seed=1)))
     assert run(["train", "gate", "--data", str(path), "-o", str(tmp_path / "g")]) == 2
-    assert "at least 50 rows, got 10" in capsys.readouterr().err
+    err = capsys.readouterr().err  # found while training: the progress display was on
+    assert err.startswith("error: ")  # not after its empty line, off a terminal
+    assert "at least 50 rows, got 10" in err
     assert run(["bench-cascade", "--data", str(path), "--price-weak", "1"]) == 2
     assert "both --price-weak and --price-strong" in capsys.readouterr().err
 

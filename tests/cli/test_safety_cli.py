@@ -67,6 +67,7 @@ def test_train_then_eval_with_and_without_the_token_bag(tmp_path: Path, plain: T
     with_bag = llmroute("train", "safety", "--data", data, "-o", bagged, "--token-bag")
     for trained, out, expect_bag in ((plain.run, plain.out, False), (with_bag, bagged, True)):
         assert trained.returncode == 0, trained.stderr
+        assert trained.stderr.startswith("wrote ")  # no empty line from the progress display
         assert "validation" in loads_strict(trained.stdout)
         meta = json.loads((out / "detector.json").read_text(encoding="utf-8"))
         assert bool(meta["token_bag"]) is expect_bag

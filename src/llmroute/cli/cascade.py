@@ -82,7 +82,10 @@ def train_gate(
     rows = read_gate_data(data)
     enc = _encoder(encoder)
     started = time.perf_counter()
-    with Progress(*_progress_columns(), console=err_console, transient=True) as progress:
+    off = not err_console.is_terminal  # off one, rich ends it with an empty line
+    with Progress(
+        *_progress_columns(), console=err_console, transient=True, disable=off
+    ) as progress:
         task = progress.add_task("training the gate", total=None)
         model, metrics = fit(
             rows,

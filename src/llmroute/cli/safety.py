@@ -105,7 +105,8 @@ def train_safety(
     bag = load_token_bag() if token_bag else None
     started = time.perf_counter()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True) as progress:
+    off = not err_console.is_terminal  # off one, rich ends it with an empty line
+    with Progress(*columns, console=err_console, transient=True, disable=off) as progress:
         task = progress.add_task("training the safety detector", total=None)
         detector, report = train_detector(
             rows,
