@@ -512,6 +512,24 @@ def test_a_bad_encoder_spec_is_said_as_the_artifacts_fault(
         assert "--encoder" not in err
 
 
+def test_an_encoder_spec_train_took_is_taken_by_calibrate_and_bench(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train difficulty --encoder builtin:builtin:static` trains (`load_builtin` takes a
+    "builtin:" prefix on the name) and writes that spec: calibrate and bench refused
+    the artifact they were given as corrupt."""
+    data, _ = trained
+    out = tmp_path / "router"
+    train = ["train", "difficulty", "--data", str(data), "--router", "linear", "--folds", "1"]
+    assert run([*train, "--encoder", "builtin:builtin:static", "-o", str(out)]) == 0
+    meta = json.loads((out / "router.json").read_text())
+    assert meta["trained_on"]["encoder_spec"] == "builtin:builtin:static"
+    capsys.readouterr()
+    for command in (["calibrate", "--strong-share", "0.3"], ["bench"]):
+        assert run([*command, "--router", str(out), "--data", str(data)]) == 0, capsys.readouterr()
+        assert "corrupt" not in capsys.readouterr().err
+
+
 def test_quantiles_out_of_order_are_refused(trained: tuple[Path, Path], tmp_path: Path) -> None:
     _, artifact = trained
     edited = tmp_path / "edited"

@@ -225,9 +225,10 @@ def _load(router: Path) -> tuple[Any, dict[str, Any], Encoder]:
     meta = read_meta(router)
     spec = meta.get("trained_on", {}).get("encoder_spec", _ENCODER_DEFAULT)
     # `train difficulty` writes the --encoder it was given: a bad one is an edit, said as
-    # the artifact's fault (these commands have no --encoder to blame)
+    # the artifact's fault (these commands have no --encoder to blame); as `_encoder`
+    # and `load_builtin`, a second "builtin:" is taken (train took it and wrote it)
     kind, _, name = spec.partition(":") if isinstance(spec, str) else ("", "", "")
-    if kind != "builtin" or name not in BUILTIN_NAMES:
+    if kind != "builtin" or name.removeprefix("builtin:") not in BUILTIN_NAMES:
         raise ConfigError(
             f"corrupt router artifact: trained_on.encoder_spec is {spec!r}, not "
             f"builtin:NAME ({', '.join(BUILTIN_NAMES)}); retrain it",
