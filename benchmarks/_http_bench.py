@@ -9,9 +9,11 @@ bottleneck of what they measure, and each runs in its own process:
         until killed.
 
     python benchmarks/_http_bench.py load URL BODIES_JSONL --concurrency C --duration S
-        [--max-requests N] [--warmup N] [--header 'k: v' ...]
+        [--max-requests N] [--warmup N] [--header 'k: v' ...] [--stream]
         C connections, each sending the next request as soon as the last answer is read;
-        the request bodies are the lines of BODIES_JSONL, taken in turn.
+        the request bodies are the lines of BODIES_JSONL, taken in turn. A chunked
+        answer is read to its last chunk, and timed to it; with --stream, one whose body
+        does not end with ``data: [DONE]`` counts as an error.
         After the warm-up requests it prints ``warm`` and waits for one line on stdin
         (the parent reads the gateway's CPU time there), then runs until S seconds have
         passed or N requests completed, and prints one JSON line: completed, errors,
@@ -24,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import sys
 import time
 from urllib.parse import urlsplit
@@ -67,6 +70,31 @@ TEXT_RESPONSE = RESPONSE.replace(REPLY, TEXT_REPLY).replace(
     b"content-length: %d" % len(REPLY), b"content-length: %d" % len(TEXT_REPLY)
 )
 MAX_HEAD = 64 * 1024
+STREAM_WORDS = 20
+STREAM_REQUEST = re.compile(rb'"stream"\s*:\s*true')
+DONE = b"data: [DONE]\n\n"
+
+
+def _stream_response() -> bytes:
+    """The fixed SSE answer to a chat request with ``"stream": true``, an event a chunk."""
+    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000}
+    base["model"] = "fake"
+
+    def chunk(delta: dict[str, str], finish: str | None) -> dict[str, object]:
+        return base | {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    events = [chunk({"role": "assistant", "content": ""}, None)]
+    events += [chunk({"content": f"word{i} "}, None) for i in range(STREAM_WORDS)]
+    events.append(chunk({}, "stop"))
+    usage = {"prompt_tokens": 9, "completion_tokens": STREAM_WORDS, "total_tokens": 29}
+    events.append(base | {"choices": [], "usage": usage})
+    datas = [b"data: %s\n\n" % json.dumps(e, separators=(",", ":")).encode() for e in events]
+    body = b"".join(b"%x\r\n%s\r\n" % (len(d), d) for d in [*datas, DONE]) + b"0\r\n\r\n"
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+    return head + b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n" + body
+
+
+STREAM_RESPONSE = _stream_response()
 
 
 # --- the fake upstream ------------------------------------------------------------------
@@ -99,7 +127,7 @@ class _Upstream(asyncio.Protocol):
             if len(buf) < total:
                 self.buffer = buf
                 return
-            buf = buf[total:]
+            body, buf = buf[end + 4 : total], buf[total:]
             if b"\nconnection: close" in head:
                 self.transport.write(CLOSE_RESPONSE)
                 self.transport.close()
@@ -108,6 +136,9 @@ class _Upstream(asyncio.Protocol):
             # the legacy text API (models declared text_completions) gets its own shape
             text = head.startswith(b"post ") and b"/completions " in head[:128]
             text = text and b"/chat/completions " not in head[:128]
+            if not text and STREAM_REQUEST.search(body):
+                self.transport.write(STREAM_RESPONSE)
+                continue
             self.transport.write(TEXT_RESPONSE if text else RESPONSE)
 
 
@@ -123,8 +154,11 @@ async def _serve_upstream(port: int) -> None:
 
 
 class _Conn:
-    def __init__(self, host: str, port: int, requests: list[bytes], first: int) -> None:
+    def __init__(
+        self, host: str, port: int, requests: list[bytes], first: int, stream: bool = False
+    ) -> None:
         self.host, self.port, self.requests, self.next = host, port, requests, first
+        self.stream = stream  # a chunked body must end with `data: [DONE]`
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -143,11 +177,15 @@ class _Conn:
             stop = lower.find(b"\r\n", at + 1)
             await self.reader.readexactly(int(lower[at + 16 : stop]))
         elif b"transfer-encoding: chunked" in lower:
+            tail = b""
             while True:
                 size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                await self.reader.readexactly(size + 2)
+                data = await self.reader.readexactly(size + 2)
                 if size == 0:
                     break
+                tail = (tail + data[:-2])[-len(DONE) :]
+            if self.stream and status == 200 and tail != DONE:
+                raise ValueError("a stream that did not end with data: [DONE]")
         else:  # no length: the body runs to the end of the connection
             await self.reader.read()
             self.close()
@@ -170,6 +208,7 @@ async def _load(
     max_requests: int,
     warmup: int,
     timeout: float,
+    stream: bool = False,
 ) -> dict[str, float]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -182,7 +221,7 @@ async def _load(
         + body
         for body in bodies
     ]
-    conns = [_Conn(host, port, requests, i * 7) for i in range(concurrency)]
+    conns = [_Conn(host, port, requests, i * 7, stream) for i in range(concurrency)]
     latencies: list[int] = []
     errors: list[str] = []
     left = {"warm": warmup, "run": max_requests}
@@ -245,6 +284,7 @@ def main() -> None:
     load.add_argument("--warmup", type=int, default=100)
     load.add_argument("--timeout", type=float, default=30.0)
     load.add_argument("--header", action="append", default=[])
+    load.add_argument("--stream", action="store_true", help="check each stream's [DONE]")
     args = parser.parse_args()
     if args.what == "upstream":
         with contextlib.suppress(KeyboardInterrupt):
@@ -262,6 +302,7 @@ def main() -> None:
             args.max_requests,
             args.warmup,
             args.timeout,
+            args.stream,
         )
     )
     print(json.dumps(result), flush=True)

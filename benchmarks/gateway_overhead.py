@@ -4,7 +4,7 @@ requests/s, and, with --workers 2, its requests/s against LiteLLM's proxy.
 
     .venv/bin/python benchmarks/gateway_overhead.py [--duration 5] [--concurrency 1,16,64]
         [--encoders minilm-int8,minilm] [--workers 2] [--max-requests 100000]
-        [--litellm-venv benchmarks/.venv-litellm] [--json] [--markdown]
+        [--litellm-venv benchmarks/.venv-litellm] [--stream] [--json] [--markdown]
 
 Four kinds of process, all on 127.0.0.1: the fake upstream (benchmarks/_http_bench.py,
 raw asyncio, one fixed chat.completion with usage), the gateway (`llmroute serve`, only
@@ -19,6 +19,12 @@ from /proc/<pid>/stat right before and after the measured window (after warm-up)
 divided by the requests completed in it. Prompts: the 60 texts of examples/eval.jsonl
 (short chat requests), in turn. The registry is examples/registry.yaml with every model
 moved to the fake upstream and the encoder set per run.
+
+`--stream` sends every request (direct ones too) with ``"stream": true``: the fake
+upstream answers a short SSE stream (a role chunk, 20 content chunks, a finish chunk, a
+usage chunk, ``data: [DONE]``, written at once, an event a chunk), the load generator
+reads each answer to its last chunk (latency = to the end of the stream) and counts one
+not ending with ``data: [DONE]`` as an error. The targets below are the non-stream ones.
 
 `--markdown` prints a "## Gateway overhead" section to paste into docs/benchmarks.md.
 """
@@ -209,13 +215,15 @@ def litellm(venv: Path, upstream_url: str, workers: int, tmp: Path) -> Iterator[
 # --- measuring ----------------------------------------------------------------------------
 
 
-def bodies(tmp: Path, model: str) -> Path:
-    path = tmp / f"bodies-{model}.jsonl"
+def bodies(tmp: Path, model: str, stream: bool = False) -> Path:
+    path = tmp / f"bodies-{model}{'-stream' if stream else ''}.jsonl"
     if not path.exists():
         texts = [json.loads(line)["text"] for line in PROMPTS.read_text().splitlines() if line]
+        extra = {"stream": True} if stream else {}
         path.write_text(
             "".join(
-                json.dumps({"model": model, "messages": [{"role": "user", "content": t}]}) + "\n"
+                json.dumps({"model": model, "messages": [{"role": "user", "content": t}]} | extra)
+                + "\n"
                 for t in texts
             )
         )
@@ -241,6 +249,8 @@ def measure(
     command += ["--concurrency", str(concurrency), "--duration", str(args.duration)]
     command += ["--max-requests", str(args.max_requests)]
     command += ["--warmup", str(max(50, 5 * concurrency))]
+    if args.stream:
+        command.append("--stream")
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdin is not None and proc.stdout is not None
     try:
@@ -292,8 +302,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="llmroute-overhead-"))
     try:
         with upstream() as (up_url, up_pid):
-            off, auto = bodies(tmp, POOL_MODEL), bodies(tmp, "auto")
-            direct_body = bodies(tmp, "fake")
+            off, auto = bodies(tmp, POOL_MODEL, args.stream), bodies(tmp, "auto", args.stream)
+            direct_body = bodies(tmp, "fake", args.stream)
             for i, encoder in enumerate(encoders):
                 registry = tmp / f"registry-{encoder}.yaml"
                 bench_registry(registry, up_url, encoder)
@@ -439,15 +449,16 @@ def verdicts(out: dict[str, Any]) -> list[str]:
 def report(out: dict[str, Any], info: dict[str, Any], markdown: bool) -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     parts = []
+    streamed = " (streamed requests)" if info.get("stream") else ""
     if markdown:
         parts.append(
-            "## Gateway overhead\n\n"
+            f"## Gateway overhead{streamed}\n\n"
             f"Measured {info['date']} on {info['nproc']} CPUs (`nproc`), {info['cpu']}, "
             f"Python {info['python']}, load average {load} at the end. "
             f"Command: `.venv/bin/python {info['command']}`\n"
         )
     else:
-        parts.append(f"{info['date']}, {info['nproc']} CPUs, {info['cpu']}, load {load}")
+        parts.append(f"{info['date']}, {info['nproc']} CPUs, {info['cpu']}, load {load}{streamed}")
     parts.append(
         "Latency (1 gateway worker; added = gateway p50 − direct p50, same C, same run; "
         "CPU = the gateway's processes, the upstream's on direct rows):\n"
@@ -473,11 +484,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="workers of the req/s comparison")
     parser.add_argument("--max-requests", type=int, default=100_000, help="cap per point")
     parser.add_argument("--litellm-venv", default=str(DEFAULT_LITELLM_VENV))
+    parser.add_argument("--stream", action="store_true", help="streamed requests (SSE)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--markdown", action="store_true", help="print a section to paste")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs")
     args = parser.parse_args()
     info = machine()
+    if args.stream:
+        info["stream"] = True
     out = run(args)
     if args.json:
         print(json.dumps({"machine": info, **out}, indent=1))
