@@ -269,6 +269,26 @@ class _Resume(NamedTuple):
         return _Resume(model, retry, (deployment,), failure)
 
 
+@dataclass(slots=True)
+class _Opening:
+    """What the call that opens a stream leaves the stream, filled by `_fall_back` as it
+    goes down the chain: the answering deployment's in-flight slot (held to the end,
+    given back if none answers), that call as told to the observer, its holds in hard
+    budgets (settled when the stream ends), which try of its model it was, and the
+    chain as it was gone down (`order`, rearranged by the refusals on the way)."""
+
+    slots: list[Slot] = field(default_factory=list)
+    told: list[Attempt] = field(default_factory=list)
+    holds: list[UsdHold] = field(default_factory=list)
+    tries: list[int] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
+
+    @property
+    def retry(self) -> int:
+        """Which try of its model opened the stream (0: the first)."""
+        return self.tries[-1] if self.tries else 0
+
+
 class _Relay(NamedTuple):
     """An opened stream as `Dispatcher._relayed` takes it over: its first event (None
     when it was handed over before one came) and the rest, the deployment that opened
@@ -569,29 +589,24 @@ class Dispatcher:
         last: list[dict[str, Any]] = [asked]  # the body `on` sent last
         hold_s = self._registry.dispatch.stream_hold_s
 
-        slots: list[Slot] = []  # the answering deployment's in-flight slot, held to the end
-        told: list[Attempt] = []  # the call that opened it, as told to the observer
-        holds: list[UsdHold] = []  # its hard-budget hold, settled when the stream ends
-        tries: list[int] = []  # which try of its model opened it
-        order: list[str] = []  # the chain as it was gone down
+        opening = _Opening()
         try:
             (first, rest), name, deployment, attempts = await self._fall_back(
-                plan,
-                body,
-                on,
-                stream=True,
-                slots=slots,
-                told=told,
-                holds=holds,
-                tries=tries,
-                order=order,
+                plan, body, on, stream=True, holds=opening.holds, opening=opening
             )
         except BaseException:
-            await give_back(slots)
+            await give_back(opening.slots)
             raise
         opened = Opened(name, deployment.provider_name, _empty(), attempts)
-        retry = tries[-1] if tries else 0
-        relay = _Relay((first, rest), deployment, slots, told, tuple(holds), retry, tuple(order))
+        relay = _Relay(
+            (first, rest),
+            deployment,
+            opening.slots,
+            opening.told,
+            tuple(opening.holds),
+            opening.retry,
+            tuple(opening.order),
+        )
         opened.events = self._relayed(plan, body, on, resent, opened, relay)
         opened.unread_end = functools.partial(self._never_read, name, body, opened, relay)
         return opened
@@ -683,10 +698,7 @@ class Dispatcher:
                 spent.append(opened.usage)
                 opened.usage = None  # the next stream's, once it has ended
                 self._going_on(plan, failure, later, resume)
-                slots = []
-                told_now: list[Attempt] = []
-                holds: list[UsdHold] = []
-                tries: list[int] = []
+                opening = _Opening(order=order)  # `order` goes on as the chain is gone down
                 # the models up to the one that failed (not it when it went on): tried,
                 # so that no refusal on the way puts one of them next again
                 kept = order.index(failure[0]) + (1 if resume is None else 0)
@@ -696,20 +708,15 @@ class Dispatcher:
                         body,
                         on,
                         failure[1],
-                        slots=slots,
-                        told=told_now,
-                        holds=holds,
-                        tries=tries,
-                        order=order,
+                        opening,
                         tried=tuple(order[:kept]),
                         resume=resume,
                     )
                 except ProviderError as exc:
                     _ended_after(opened, None if resume else failure, exc)
                     raise
-                told = told_now
-                held = tuple(holds)
-                retry = tries[-1] if tries else 0
+                slots, told, held = opening.slots, opening.told, tuple(opening.holds)
+                retry = opening.retry
                 opened.model, opened.deployment = name, deployment.provider_name
                 failed = () if resume else (_describe(failure),)  # else among `attempts`
                 opened.attempts = (*opened.attempts, *failed, *attempts)
@@ -775,12 +782,8 @@ class Dispatcher:
         body: dict[str, Any],
         on: Callable[[str, Deployment, Timeouts], Awaitable[tuple[bytes | None, Any]]],
         failed: ProviderError,
+        opening: _Opening,
         *,
-        slots: list[Slot],
-        told: list[Attempt],
-        holds: list[UsdHold],
-        tries: list[int],
-        order: list[str],
         tried: tuple[str, ...] = (),
         resume: _Resume | None = None,
     ) -> tuple[tuple[bytes | None, Any], str, Deployment, tuple[str, ...]]:
@@ -794,21 +797,18 @@ class Dispatcher:
                 body,
                 on,
                 stream=True,
-                slots=slots,
-                told=told,
-                holds=holds,
-                tries=tries,
+                holds=opening.holds,
+                opening=opening,
                 resume=resume,
-                order=order,
                 tried=tried,
             )
         except UnsupportedRequest:
             # no later model takes the request (a completion's suffix): the client
             # hears why the stream failed, not why the others were skipped
-            await give_back(slots)
+            await give_back(opening.slots)
             raise failed from None
         except BaseException:
-            await give_back(slots)
+            await give_back(opening.slots)
             raise
 
     async def embed(self, name: str, body: dict[str, Any]) -> Served:
@@ -1014,18 +1014,16 @@ class Dispatcher:
         *,
         stream: bool,
         holds: list[UsdHold],
-        slots: list[Slot] | None = None,
-        told: list[Attempt] | None = None,
-        tries: list[int] | None = None,
+        opening: _Opening | None = None,
         resume: _Resume | None = None,
-        order: list[str] | None = None,
         tried: tuple[str, ...] = (),
     ) -> tuple[T, str, Deployment, tuple[str, ...]]:
         """Try the plan's chain in order until a model answers. The answering call's
         holds in hard budgets go to `holds` (the caller settles them with the answer's
         cost); the holds of models that failed are taken back. `resume`: the chain's
-        first model goes on from a failure of its stream after the hand-over. `order`
-        gets the chain as it was gone down, rearranged by the refusals on the way
+        first model goes on from a failure of its stream after the hand-over. `opening`
+        (a stream's) gets what the answering call holds, which try it was, and the chain
+        as it was gone down (`order`), rearranged by the refusals on the way
         (`_hand_on`), for a stream to go on down after it was handed over; `tried`: the
         models gone down before the plan's (a stream going on), which no refusal puts
         next again (`order` begins with them)."""
@@ -1051,10 +1049,10 @@ class Dispatcher:
                         functools.partial(on, name),
                         stream=stream,
                         tokens=self._held_tokens(name, body, needed),
-                        slots=slots,
+                        slots=None if opening is None else opening.slots,
                         key=self._sticky_key(name, body, prefix),
-                        told=told,
-                        tries=tries,
+                        told=None if opening is None else opening.told,
+                        tries=None if opening is None else opening.tries,
                         resume=resume if position == len(tried) + 1 else None,
                     )
                 except BaseException:
@@ -1076,8 +1074,8 @@ class Dispatcher:
                     raise
                 failures.append((name, exc))
             else:
-                if order is not None:
-                    order[:] = chain
+                if opening is not None:
+                    opening.order[:] = chain
                 return result, name, deployment, tuple(_describe(f) for f in failures)
         raise _exhausted(failures)
 
