@@ -11,8 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llmroute import sse
 from llmroute.providers._http import (
     EventTooLarge,
+    checked_event,
     error_in_event,
     iter_sse_events,
     plain_event,
@@ -128,3 +130,22 @@ def test_an_event_that_grows_past_the_bound_is_refused() -> None:
         asyncio.run(_framed(lines, max_bytes=1000))
     events = [b"data: " + b"x" * 100 + b"\n\n"] * 20  # as much, in events that end
     assert len(asyncio.run(_framed(events, max_bytes=1000))) == 20
+
+
+def test_the_provider_s_parse_is_handed_to_the_meter_once() -> None:
+    """`checked_event` parses every upstream event; the meter's `chunk_of` of that same
+    event takes that object instead of parsing again (each event was parsed twice), once
+    (it may change it), and never for another event, even one equal to it."""
+    raw = b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\n'
+    event = checked_event("p", raw)
+    assert event is not None
+    first = chunk_of(event)
+    assert first == {"choices": [{"delta": {"content": "hi"}}]}
+    first["usage"] = {"total_tokens": 1}  # the taker's to change
+    again = chunk_of(event)
+    assert again is not first and again == {"choices": [{"delta": {"content": "hi"}}]}
+    checked_event("p", raw)
+    assert chunk_of(bytes(bytearray(raw))) == again  # parsed: equal bytes, another object
+    assert sse._parsed is not None and sse._parsed[0] is event  # equal bytes: not taken
+    chunk_of(event)
+    assert sse._parsed is None  # taken by the event it was parsed from

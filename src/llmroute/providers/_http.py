@@ -21,7 +21,7 @@ from llmroute.errors import (
     RateLimited,
     UpstreamRejected,
 )
-from llmroute.sse import event_of
+from llmroute.sse import event_of, parsed
 from llmroute.untrusted_json import loads, loads_replacing
 
 __all__ = [
@@ -462,6 +462,7 @@ def checked_event(provider: str, raw: bytes) -> bytes | None:
     failed = error_in_answer(provider, data)
     if failed is not None:
         raise failed
+    parsed(event, data)  # for the stream's meter, which reads it next
     return event
 
 
