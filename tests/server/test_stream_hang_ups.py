@@ -61,12 +61,16 @@ def _bodies(route: str) -> dict[str, dict[str, Any]]:
     }
 
 
-def _first_event_then_gone(port: int, path: str, body: dict[str, Any]) -> None:
-    """Send `body`, read the headers and a first event, and hang up."""
+def _first_event_then_gone(
+    port: int, path: str, body: dict[str, Any], key: str | None = KEY
+) -> bytes:
+    """Send `body` (with `key`, when given), read the headers and a first event, and
+    hang up: what was read."""
     data = json.dumps(body).encode()
+    auth = "" if key is None else f"Authorization: Bearer {key}\r\n"
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {KEY}\r\nContent-Length: {len(data)}\r\n\r\n"
+        f"{auth}Content-Length: {len(data)}\r\n\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(head + data)
@@ -76,6 +80,7 @@ def _first_event_then_gone(port: int, path: str, body: dict[str, Any]) -> None:
             assert chunk, got
             got += chunk
         assert got.startswith(b"HTTP/1.1 200"), got[:200]
+    return got
 
 
 def _records(db: Path) -> list[tuple[Any, ...]]:
@@ -147,18 +152,7 @@ default: {target: pair}
 
 def _deployment_then_gone(port: int, body: dict[str, Any]) -> str:
     """Send `body`, read the headers and a first event, hang up: the deployment named."""
-    data = json.dumps(body).encode()
-    head = (
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
-    ).encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(head + data)
-        got = b""
-        while b"data:" not in got.partition(b"\r\n\r\n")[2]:
-            chunk = sock.recv(65536)
-            assert chunk, got
-            got += chunk
+    got = _first_event_then_gone(port, "/v1/chat/completions", body, key=None)
     headers = got.partition(b"\r\n\r\n")[0].decode().lower().splitlines()
     (named,) = [
         h.split(":", 1)[1].strip() for h in headers if h.startswith("x-llmroute-deployment:")
