@@ -115,3 +115,48 @@ def test_features_null_beside_stored_feature_statistics_is_an_inconsistent_artif
     with pytest.raises(ConfigError, match="features: is null, yet the text features'") as caught:
         load_router(tmp_path)
     assert "inconsistent" in str(caught.value) and "arrays.npz" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "edit", "said"),
+    [
+        ("knn", {"k": "x"}, "state.k: must be a number, got 'x'"),
+        ("knn", {"temperature": None}, "state.temperature: must be a number"),
+        ("linear", {"lambda": ...}, "state.lambda: is missing"),
+        ("mf", {"weak": "gpt-9"}, "state.weak: 'gpt-9' is not one of models"),
+        ("random", {"seed": None}, "state: int() argument"),
+    ],
+)
+def test_a_bad_state_in_router_json_is_blamed_on_router_json_not_the_arrays(
+    tmp_path: Path, train_rows: Rows, val_rows: Rows, kind: str, edit: dict[str, object], said: str
+) -> None:
+    """An edited router.json state (a `k` that is not a number, a missing `lambda`) was
+    reported as `arrays.npz: corrupt router artifact: k: ...`: the operator looked at the
+    wrong file. A broken array is still blamed on arrays.npz."""
+    router, _ = fit_router(kind, train_rows, val_rows, seed=0)
+    save_router(router, tmp_path, encoder_identity="fake:32", trained_on={})
+    meta_path = tmp_path / "router.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    for key, value in edit.items():
+        if value is ...:
+            del meta["state"][key]
+        else:
+            meta["state"][key] = value
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_router(tmp_path)
+    assert str(caught.value).startswith(f"{meta_path}: corrupt router artifact: {said}")
+
+
+def test_a_missing_array_is_still_blamed_on_arrays_npz(
+    tmp_path: Path, train_rows: Rows, val_rows: Rows
+) -> None:
+    router, _ = fit_router("linear", train_rows, val_rows, seed=0)
+    save_router(router, tmp_path, encoder_identity="fake:32", trained_on={})
+    with np.load(tmp_path / "arrays.npz") as stored:
+        kept = {name: stored[name] for name in stored.files if name != "bias"}
+    np.savez(tmp_path / "arrays.npz", **kept)
+    with pytest.raises(ConfigError) as caught:
+        load_router(tmp_path)
+    npz = tmp_path / "arrays.npz"
+    assert str(caught.value) == f"{npz}: corrupt router artifact: bias: the array is missing"

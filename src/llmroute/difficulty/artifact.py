@@ -19,7 +19,7 @@ import numpy as np
 
 from llmroute import __version__
 from llmroute.artifact_files import check_folder, write_artifact
-from llmroute.difficulty.routers import DifficultyRouter, router_class
+from llmroute.difficulty.routers import ArrayError, DifficultyRouter, router_class
 from llmroute.encoders.base import weights_identity
 from llmroute.errors import ConfigError
 
@@ -108,8 +108,18 @@ def load_router(
     try:
         with np.load(npz, allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in stored.files}
-        return cls.from_state(arrays, meta["state"])
     except FileNotFoundError:
         raise ConfigError("router arrays are missing", file=str(npz)) from None
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         raise ConfigError(f"corrupt router artifact: {exc}", file=str(npz)) from exc
+    try:
+        return cls.from_state(arrays, meta["state"])
+    except ArrayError as exc:
+        raise ConfigError(f"corrupt router artifact: {exc}", file=str(npz)) from exc
+    except ConfigError as exc:
+        where, why = f"state.{exc.field}" if exc.field else "state", exc.message
+    except KeyError as exc:
+        where, why = (f"state.{exc.args[0]}" if exc.args else "state"), "is missing"
+    except (ValueError, TypeError) as exc:
+        where, why = "state", str(exc)
+    raise ConfigError(f"corrupt router artifact: {where}: {why}", file=meta_path)

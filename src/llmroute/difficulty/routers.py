@@ -54,6 +54,11 @@ class DifficultyRouter(Protocol):
     def from_state(cls, arrays: Arrays, meta: dict[str, Any]) -> DifficultyRouter: ...
 
 
+class ArrayError(ConfigError):
+    """A stored array (``arrays.npz``) is missing or malformed, as opposed to the state
+    in ``router.json``: the loader names the file at fault."""
+
+
 def _stored(
     arrays: Arrays, name: str, shape: tuple[int | None, ...], why: str = ""
 ) -> npt.NDArray[Any]:
@@ -61,19 +66,17 @@ def _stored(
     real numbers, finite, and of `shape` (None: any length of at least 1). A bad one is a
     ConfigError naming the array (the loader adds the artifact's path)."""
     if name not in arrays:
-        raise ConfigError("the array is missing", field=name)
+        raise ArrayError("the array is missing", field=name)
     array = np.asarray(arrays[name])
     if array.dtype.kind not in "iuf":
-        raise ConfigError(f"holds {array.dtype} values, not numbers", field=name)
+        raise ArrayError(f"holds {array.dtype} values, not numbers", field=name)
     if array.ndim != len(shape) or any(
         (got < 1) if want is None else (got != want)
         for got, want in zip(array.shape, shape, strict=True)
     ):
-        raise ConfigError(
-            f"has shape {array.shape}, expected {_shape_text(shape)}{why}", field=name
-        )
+        raise ArrayError(f"has shape {array.shape}, expected {_shape_text(shape)}{why}", field=name)
     if not np.isfinite(array).all():
-        raise ConfigError("holds NaN or infinite values", field=name)
+        raise ArrayError("holds NaN or infinite values", field=name)
     return array
 
 
@@ -126,7 +129,7 @@ def _scaler_from(arrays: Arrays, meta: dict[str, Any]) -> FeatureScaler | None:
         if stored:
             raise ConfigError(
                 f"is null, yet the text features' statistics ({', '.join(stored)}) are "
-                "stored: the artifact is inconsistent; retrain it",
+                "stored in arrays.npz: the artifact is inconsistent; retrain it",
                 field="features",
             )
         return None
@@ -135,7 +138,7 @@ def _scaler_from(arrays: Arrays, meta: dict[str, Any]) -> FeatureScaler | None:
     n = len(FEATURE_NAMES)
     scale = _stored(arrays, "feature_scale", (n,))
     if (scale == 0).any():
-        raise ConfigError("holds a zero (features are divided by it)", field="feature_scale")
+        raise ArrayError("holds a zero (features are divided by it)", field="feature_scale")
     return FeatureScaler(
         np.asarray(_stored(arrays, "feature_mean", (n,)), np.float64),
         np.asarray(scale, np.float64),
@@ -209,7 +212,7 @@ class LinearRouter:
         scaler = _scaler_from(arrays, meta)
         weights = _stored(arrays, "weights", (None,))
         if weights.shape[0] <= _width(scaler):
-            raise ConfigError(
+            raise ArrayError(
                 f"has {weights.shape[0]} weights, fewer than the embedding plus "
                 f"{_width(scaler)} text features",
                 field="weights",
@@ -433,7 +436,7 @@ class MlpRouter:
         scaler = _scaler_from(arrays, meta)
         w1 = _stored(arrays, "w1", (None, None))
         if w1.shape[0] <= _width(scaler):
-            raise ConfigError(
+            raise ArrayError(
                 f"has {w1.shape[0]} input rows, fewer than the embedding plus "
                 f"{_width(scaler)} text features",
                 field="w1",
