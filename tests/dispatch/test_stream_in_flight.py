@@ -6,6 +6,7 @@ stream, a cascade's tiers) takes it off its deployment's count exactly once."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -278,3 +279,37 @@ def test_a_streams_count_is_taken_off_once_however_often_its_end_is_told() -> No
     counted.end()
     counted.end()
     assert balancer.in_flight(0) == 1
+
+
+def test_a_stream_dropped_unread_and_collected_is_counted_off(
+    upstreams: tuple[FakeUpstream, FakeUpstream],
+) -> None:
+    """An `Opened` its caller drops without reading or closing it (code using the
+    dispatcher itself; the SDK's streams close theirs) is counted off once the garbage
+    collector finds it, as is one handed over silent once its first event came: each
+    stayed counted in flight for good, so ``least_in_flight`` sent every later request
+    to the other deployment. A half-open breaker's probe it was gets its slot back."""
+    tag = uuid.uuid4().hex[:8]
+    models = _two(tag) + f"\n  s: {{provider: up, model: 's-{tag}?ttft=0.2'}}"
+    registry = _registry(upstreams, models)
+
+    async def job(d: Dispatcher) -> list[Any]:
+        seen: list[Any] = []
+        for _ in range(2):
+            await d.open_stream(plan_for("a"), _body())  # dropped at once, unread
+        seen.append(sorted(_counts(d)))
+        gc.collect()
+        seen.append(_counts(d))
+        breaker = d.deployments.pool("s").deployments[0].breaker
+        breaker.open_elsewhere(0.01)
+        await asyncio.sleep(0.02)  # half-open: one probe goes out
+        opened: Opened | None = await d.open_stream(plan_for("s"), _body())
+        assert opened is not None and opened.deployment == "up"  # handed over silent
+        seen.append((_counts(d, "s"), breaker.allow()))
+        await asyncio.sleep(0.4)  # its first event came, unread
+        opened = None
+        gc.collect()
+        seen.append((_counts(d, "s"), breaker.allow()))
+        return seen
+
+    assert _run(registry, job) == [[1, 1], [0, 0], ([1], False), ([0], True)]

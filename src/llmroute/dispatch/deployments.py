@@ -209,18 +209,56 @@ class InFlight:
     """A stream counted in flight on its deployment by the balancer (for
     ``least_in_flight``) from its call until it ends, however it ends: `end` takes it
     off the count once, whoever calls it first (the stream's end, its first read
-    failing), so that no path counts it off twice or leaves it counted."""
+    failing), so that no path counts it off twice or leaves it counted.
 
-    __slots__ = ("_balancer", "_index")
+    One collected before its end (a stream dropped unread and unclosed, which no
+    cleanup of its own ends) is counted off then, and frees its `breaker`'s half-open
+    probe, on `loop` (the balancer and the breaker are its alone): else it would stay
+    counted for good, and a probe's breaker half-open with no probe left to send."""
 
-    def __init__(self, balancer: Balancer, index: int) -> None:
+    __slots__ = ("_balancer", "_breaker", "_index", "_loop")
+
+    def __init__(
+        self,
+        balancer: Balancer,
+        index: int,
+        breaker: CircuitBreaker | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self._balancer: Balancer | None = balancer
         self._index = index
+        self._breaker = breaker
+        self._loop = loop
 
     def end(self) -> None:
         balancer, self._balancer = self._balancer, None
         if balancer is not None:
             balancer.release(self._index)
+
+    def __del__(self) -> None:
+        balancer, self._balancer = self._balancer, None
+        if balancer is None:
+            return
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and _running_loop() is not loop:
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: nothing runs there
+                loop.call_soon_threadsafe(_dropped, balancer, self._index, self._breaker)
+                return
+        _dropped(balancer, self._index, self._breaker)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _dropped(balancer: Balancer, index: int, breaker: CircuitBreaker | None) -> None:
+    """The end of a stream collected before it ended: as a cancelled call's."""
+    balancer.release(index)
+    if breaker is not None:
+        breaker.release()
 
 
 class Slot(NamedTuple):
@@ -517,7 +555,7 @@ class DeploymentPool:
             if observe is not None:
                 observe(deployment, elapsed, None)
             return result, None
-        counted = InFlight(self._balancer, index)
+        counted = InFlight(self._balancer, index, deployment.breaker, asyncio.get_running_loop())
         reading = first_read(result)
         if reading is not None:
             # handed over silent (`stream_hold_s`): the call ends when its first event
