@@ -1947,6 +1947,37 @@ def test_a_context_fallback_refusing_after_the_hold_is_not_put_next_again(
     assert h.upstream2.models_called() == ["cf?delay=0.5&context=1"]
 
 
+def test_a_deployment_failed_within_the_hold_stays_passed_over_after_the_hand_over(
+    h: Harness,
+) -> None:
+    """The model's first deployment fails within the hold (a 503 at once), its second is
+    handed over silent, then fails with a 503 before its first event: the try goes on to
+    the third, passing over both, as within the hold (a try calls each deployment once).
+    The old code passed over only the one that failed after the hand-over, so the first
+    was called again in the same try."""
+    tag = uuid.uuid4().hex[:8]
+    fast, slow, fine = f"m-{tag}?status=503", f"m-{tag}?delay=0.4&status=503", f"m-{tag}"
+    models = (
+        "  a:\n    model: m\n    balance: weighted\n    deployments:\n"
+        f"      - {{provider: up, model: '{fast}', weight: 1000000}}\n"
+        f"      - {{provider: up2, model: '{slow}', weight: 1000}}\n"
+        f"      - {{provider: up, model: '{fine}', weight: 1}}\n"
+        "  b: {provider: up, model: b}"
+    )
+    registry = _silent(h, models)
+
+    async def job(d: Dispatcher) -> tuple[Any, list[bytes]]:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        assert opened.deployment == "up2"  # handed over before its 503
+        return opened, [e async for e in opened.events]
+
+    opened, events = h.run(registry, job)
+    assert _text_of(events) == ({fine}, "echo: hi ") and opened.model == "a"
+    assert h.upstream.models_called() == [fast, fine]
+    assert h.upstream2.models_called() == [slow]
+    assert h.sleeps == [] and opened.attempts == ()
+
+
 def test_deployments_failing_in_turn_after_the_hold_go_on_to_the_models_next_try(
     h: Harness,
 ) -> None:

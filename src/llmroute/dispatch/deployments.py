@@ -393,6 +393,7 @@ class DeploymentPool:
         lease: Callable[[Deployment], float] | None = None,
         stream: bool = False,
         passed: tuple[tuple[Deployment, ...], ProviderError] | None = None,
+        failed: list[Deployment] | None = None,
     ) -> tuple[T, Deployment]:
         """`attempt` on the deployments in balancing order, skipping those whose breaker
         is open, whose request limit is reached or whose `max_in_flight` slots are all
@@ -414,7 +415,9 @@ class DeploymentPool:
         the stream ended (`stream_ended`). `passed`: deployments that have failed this
         way already in this try, and the last failure (streams handed over silent that
         failed before their first event): skipped, the others tried as after them, that
-        failure raised if none answers."""
+        failure raised if none answers. `failed` (a stream's) gets each deployment that
+        fails so here: a stream handed over silent that fails before its first event
+        goes on passing them over."""
         failure: ProviderError | None = None if passed is None else passed[1]
         stopped: set[str] = set()  # why deployments were passed over: "busy", "limited"
         for index in self._balancer.order(self._indices, key):
@@ -445,6 +448,7 @@ class DeploymentPool:
                 if not exc.retryable:
                     raise
                 failure = exc
+                _noted(failed, deployment)
             finally:
                 given = None if kept else slot
                 if reading is None:
@@ -569,6 +573,11 @@ class DeploymentPool:
         if observe is not None:
             observe(deployment, elapsed, None)
         return result, counted
+
+
+def _noted(failed: list[Deployment] | None, deployment: Deployment) -> None:
+    if failed is not None:
+        failed.append(deployment)
 
 
 def stream_ended(deployment: Deployment, error: BaseException | None) -> None:

@@ -241,7 +241,12 @@ class _Resume(NamedTuple):
     deployments that failed so in that try (each skipped, as a try calls each once),
     and the last failure (a 503, a 429, no response). No deployments and no failure: a
     refusal the model is sent the request again after (`Dispatcher._resent`), on any
-    of its deployments, the one that refused included."""
+    of its deployments, the one that refused included.
+
+    The deployments passed are those of the try that opened the stream that failed
+    (`_Opening.passed`: passed over in it, or failing so within the hold), and its
+    own: else a deployment failing within the hold would be called again after the
+    hand-over, and two failing so in turn would be for ever, without a breaker."""
 
     model: str
     retry: int
@@ -255,33 +260,23 @@ class _Resume(NamedTuple):
             return None
         return self.deployments, self.failure
 
-    @staticmethod
-    def after(
-        last: _Resume | None, model: str, retry: int, deployment: Deployment, failure: ProviderError
-    ) -> _Resume:
-        """Where to go on after the stream of `model`'s try `retry` on `deployment` failed
-        so; `last`: the resume that opened that stream, if one did. In the same try of
-        the same model the deployments passed so far stay passed (else two deployments
-        failing so would be called in turn within the one try, for ever without a
-        breaker)."""
-        if last is not None and model == last.model and retry == last.retry:
-            return _Resume(model, retry, (*last.deployments, deployment), failure)
-        return _Resume(model, retry, (deployment,), failure)
-
 
 @dataclass(slots=True)
 class _Opening:
     """What the call that opens a stream leaves the stream, filled by `_fall_back` as it
     goes down the chain: the answering deployment's in-flight slot (held to the end,
     given back if none answers), that call as told to the observer, its holds in hard
-    budgets (settled when the stream ends), which try of its model it was, and the
-    chain as it was gone down (`order`, rearranged by the refusals on the way)."""
+    budgets (settled when the stream ends), which try of its model it was, the
+    deployments that try passed over, having failed in it (`passed`, as
+    `DeploymentPool.call` leaves them), and the chain as it was gone down (`order`,
+    rearranged by the refusals on the way)."""
 
     slots: list[Slot] = field(default_factory=list)
     told: list[Attempt] = field(default_factory=list)
     holds: list[UsdHold] = field(default_factory=list)
     tries: list[int] = field(default_factory=list)
     order: list[str] = field(default_factory=list)
+    passed: list[Deployment] = field(default_factory=list)
 
     @property
     def retry(self) -> int:
@@ -295,9 +290,10 @@ class _Relay(NamedTuple):
     it, its in-flight slots, and its call as told to the observer (none without one;
     one handed over before its first event is told when that event comes, so it is
     looked up as the stream ends), the worst case it holds in hard budgets (its
-    model's, its client key's), which try of its model it was (0: the first), and the
+    model's, its client key's), which try of its model it was (0: the first), the
     chain as dispatch went down it (rearranged for a context window or a content
-    filter: the models tried before it, then those after it)."""
+    filter: the models tried before it, then those after it), and the deployments
+    its try passed over (`_Opening.passed`)."""
 
     stream: tuple[bytes | None, AsyncIterator[bytes]]
     deployment: Deployment
@@ -306,6 +302,7 @@ class _Relay(NamedTuple):
     held: tuple[UsdHold, ...]
     retry: int = 0
     order: tuple[str, ...] = ()
+    passed: tuple[Deployment, ...] = ()
 
 
 class DispatchObserver(Protocol):
@@ -606,6 +603,7 @@ class Dispatcher:
             tuple(opening.holds),
             opening.retry,
             tuple(opening.order),
+            tuple(opening.passed),
         )
         opened.events = self._relayed(plan, body, on, resent, opened, relay)
         opened.unread_end = functools.partial(self._never_read, name, body, opened, relay)
@@ -616,7 +614,7 @@ class Dispatcher:
     ) -> None:
         """The end of a stream closed before its reader read it (a client gone as its
         headers went out): as `_relayed` ends one its reader left."""
-        (first, rest), deployment, slots, told, held, _, _ = relay
+        (first, rest), deployment, slots, told, held, *_ = relay
         meter = StreamUsage(body, self._registry.models[name].price)
         if first is not None:
             meter.observe(first)
@@ -652,7 +650,7 @@ class Dispatcher:
         opened.unread_end = None  # read now: what follows ends it, however it ends
         name, skip_opening = opened.model, False
         began = False  # whether an event went out: the opening of the answer
-        stream, deployment, slots, told, held, retry, gone = relay
+        stream, deployment, slots, told, held, retry, gone, passed = relay
         order = list(gone) if name in gone else [name]  # the chain as gone down so far
         spent: list[Usage | None] = []
         resume: _Resume | None = None  # how the last failure went on, when on its model
@@ -681,7 +679,7 @@ class Dispatcher:
                     step = None
                     if not said:
                         step = self._goes_on(
-                            plan, order, (name, exc), (stream[1], deployment, retry, resume), resent
+                            plan, order, (name, exc), (stream[1], deployment, retry, passed), resent
                         )
                     if step is None:
                         raise
@@ -716,7 +714,7 @@ class Dispatcher:
                     _ended_after(opened, None if resume else failure, exc)
                     raise
                 slots, told, held = opening.slots, opening.told, tuple(opening.holds)
-                retry = opening.retry
+                retry, passed = opening.retry, tuple(opening.passed)
                 opened.model, opened.deployment = name, deployment.provider_name
                 failed = () if resume else (_describe(failure),)  # else among `attempts`
                 opened.attempts = (*opened.attempts, *failed, *attempts)
@@ -747,13 +745,13 @@ class Dispatcher:
         plan: Plan,
         order: list[str],
         failure: tuple[str, ProviderError],
-        at: tuple[AsyncIterator[bytes], Deployment, int, _Resume | None],
+        at: tuple[AsyncIterator[bytes], Deployment, int, tuple[Deployment, ...]],
         resent: Callable[[str, Deployment, ProviderError], bool],
     ) -> tuple[tuple[str, ...], _Resume | None] | None:
         """Where a stream that failed before its first words goes on, as the same failure
         within the hold would (None: it ends): the models to try (`order` the chain as
-        gone down; the failed model's events, deployment, try and the resume that
-        opened it in `at`), and how its own model goes on when it is the first of them.
+        gone down; the failed model's events, deployment, try and the deployments that
+        try passed over in `at`), and how its own model goes on when it is the first of them.
         A failure another deployment may not have, before the first event (`_again`):
         the model's other deployments and tries; any other that may pass: the models
         after it. A refusal the model is sent
@@ -762,11 +760,11 @@ class Dispatcher:
         One another model may not make (a context window too small, a content filter):
         the model `_hand_on` puts next."""
         name, exc = failure
-        events, deployment, retry, last = at
+        events, deployment, retry, passed = at
         position = order.index(name) + 1
         if exc.retryable:
             if _again(events, exc):
-                return (name, *order[position:]), _Resume.after(last, name, retry, deployment, exc)
+                return (name, *order[position:]), _Resume(name, retry, (*passed, deployment), exc)
             return (tuple(order[position:]), None) if position < len(order) else None
         if unopened(events) and resent(name, deployment, exc):
             return (name, *order[position:]), _Resume(name, retry, (), None)
@@ -1053,6 +1051,7 @@ class Dispatcher:
                         key=self._sticky_key(name, body, prefix),
                         told=None if opening is None else opening.told,
                         tries=None if opening is None else opening.tries,
+                        passed=None if opening is None else opening.passed,
                         resume=resume if position == len(tried) + 1 else None,
                     )
                 except BaseException:
@@ -1445,10 +1444,12 @@ class Dispatcher:
         key: str | None = None,
         told: list[Attempt] | None = None,
         tries: list[int] | None = None,
+        passed: list[Deployment] | None = None,
         resume: _Resume | None = None,
     ) -> tuple[T, Deployment]:
         """The model's answer, from `DeploymentPool.call`, tried again on failures that
-        may pass; which try answered goes to `tries`. `resume`: go on from a stream
+        may pass; which try answered goes to `tries`, the deployments it passed over
+        for failing to `passed` (`DeploymentPool.call`'s `failed`). `resume`: go on from a stream
         handed over silent that failed before its first event, as that try would have
         gone on: the model's other deployments, then its tries left."""
         settings = self._registry.dispatch.retries
@@ -1466,7 +1467,7 @@ class Dispatcher:
 
         first = 0 if resume is None else min(resume.retry, retries)
         for retry in range(first, retries + 1):
-            passed = None if resume is None else resume.passed(retry)
+            skipped = _skipped(resume, retry, passed)
             observe = None
             if observer is not None:
                 observe = functools.partial(
@@ -1481,7 +1482,8 @@ class Dispatcher:
                     key=key,
                     lease=lease,
                     stream=stream,
-                    passed=passed,
+                    passed=skipped,
+                    failed=passed,
                 )
             except LimitReached as exc:
                 if observer is not None:
@@ -1823,6 +1825,18 @@ def _tried(
     if not failures:
         return ()
     return (*(_describe(f) for f in failures), exc.attempt(name))
+
+
+def _skipped(
+    resume: _Resume | None, retry: int, passed: list[Deployment] | None
+) -> tuple[tuple[Deployment, ...], ProviderError] | None:
+    """What try `retry` passes over, and why (`_Resume.passed`); `passed`, a stream's
+    record of the deployments its try passes over, begins the try with them (the call
+    adds those that fail in it)."""
+    skipped = None if resume is None else resume.passed(retry)
+    if passed is not None:
+        passed[:] = () if skipped is None else skipped[0]
+    return skipped
 
 
 def _note(tries: list[int] | None, retry: int) -> None:
