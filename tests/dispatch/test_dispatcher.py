@@ -401,6 +401,42 @@ def test_a_stream_whose_later_models_fail_too_ends_broken_and_counted_once(
     assert [attempt.split()[0] for attempt in after_c.attempts] == ["a", "c"]  # both failures
 
 
+def test_a_held_stream_whose_later_models_fail_names_every_model_tried_in_order(
+    h: Harness,
+) -> None:
+    """`x` fails within the hold, `a`'s stream opens, is handed over and fails before its
+    words, `b` fails and `r` refuses: the error raised from the events lists every
+    model tried, in order, as a request that was not streamed does (`attempts`, the
+    message; a refusal's `passed_over`), with the status a request that was not
+    streamed would get. They named only the models tried after `a` (and `a`'s
+    failure, for a refusal), though `opened.attempts` listed them all."""
+    models = "  x: {provider: up, model: 'x?status=503'}\n"
+    models += "  a: {provider: up, model: 'a?early=1&pause=0.3'}\n"
+    models += "  b: {provider: up, model: 'b?status=503'}\n"
+    models += "  r: {provider: up, model: 'r?status=400'}"
+    registry = _silent(h, models)
+
+    async def job(d: Dispatcher) -> list[tuple[Any, ProviderError]]:
+        seen = []
+        for chain in (("x", "a", "b"), ("x", "a", "r")):
+            opened = await d.open_stream(plan_for(*chain), _body(stream=True))
+            assert opened.model == "a"  # handed over after x failed
+            with pytest.raises(ProviderError) as caught:
+                async for _ in opened.events:
+                    pass
+            seen.append((opened, caught.value))
+        return seen
+
+    (failed, every), (refused, refusal) = h.run(registry, job)
+    assert isinstance(every, AllFallbacksFailed) and every.status == 502
+    assert [attempt.split()[0] for attempt in every.attempts] == ["x", "a", "b"]
+    assert every.attempts == failed.attempts
+    assert all(attempt in every.message for attempt in every.attempts)
+    assert refusal.status == 400 and refusal.model == "r"
+    assert [attempt.split()[0] for attempt in refusal.passed_over] == ["x", "a", "r"]
+    assert refusal.passed_over == refused.attempts
+
+
 def test_a_held_stream_a_fallback_refuses_names_the_refuser_after_the_failure(
     h: Harness,
 ) -> None:

@@ -711,8 +711,10 @@ class Dispatcher:
                         resume=resume,
                     )
                 except ProviderError as exc:
-                    _ended_after(opened, None if resume else failure, exc)
-                    raise
+                    ended = _ended_after(opened, None if resume else failure, exc)
+                    if ended is exc:
+                        raise
+                    raise ended from None
                 slots, told, held = opening.slots, opening.told, tuple(opening.holds)
                 retry, passed = opening.retry, tuple(opening.passed)
                 opened.model, opened.deployment = name, deployment.provider_name
@@ -1855,21 +1857,25 @@ def _again(events: AsyncIterator[bytes], exc: ProviderError) -> bool:
 
 def _ended_after(
     opened: Opened, failure: tuple[str, ProviderError] | None, exc: ProviderError
-) -> None:
+) -> ProviderError:
     """A held stream failed before its first words (`failure`; None when its model went
     on, `_again`: its failures are among `exc`'s) and no model after it answered (`exc`):
     `opened` (what the stream's log line and decision record say) lists the first
     failure before the later ones, and names the model whose provider refused the
     request and ended the stream, as a request that was not streamed says them. A
     gateway verdict on a later model (too long for its context window) called none of
-    its deployments: the record keeps the model called, not one served by "llmroute"."""
+    its deployments: the record keeps the model called, not one served by "llmroute".
+    The error to raise lists every model tried too, in order (`exc`'s ``passed_over``;
+    when every one failed, an `AllFallbacksFailed` of them all in place of `exc`'s,
+    which knew only those after the failure)."""
     if failure is None:
         failure_said: tuple[str, ...] = ()
     elif exc is failure[1]:  # no later model took the request: only this failure counts
         opened.attempts = (*opened.attempts, _describe(failure))
-        return
+        return exc
     else:
         failure_said = (_describe(failure),)
+    before = opened.attempts
     if isinstance(exc, AllFallbacksFailed):
         later = exc.attempts
     elif exc.model is None:  # the gateway's verdict on the later models (a key's budget)
@@ -1878,8 +1884,35 @@ def _ended_after(
         later = exc.passed_over or (exc.attempt(exc.model),)
         if exc.provider != GATEWAY:  # its provider refused: that deployment was called
             opened.model, opened.deployment = exc.model, exc.provider
-    exc.passed_over = (*failure_said, *later)
-    opened.attempts = (*opened.attempts, *exc.passed_over)
+    opened.attempts = exc.passed_over = (*before, *failure_said, *later)
+    if not isinstance(exc, AllFallbacksFailed) or opened.attempts == exc.attempts:
+        return exc
+    return _every_failed(opened.attempts, exc, None if failure is None else failure[1])
+
+
+def _every_failed(
+    attempts: tuple[str, ...], later: AllFallbacksFailed, first: ProviderError | None
+) -> AllFallbacksFailed:
+    """`AllFallbacksFailed` of every model a stream tried (`attempts`), from that of the
+    models after its own failed (`later`), with the status `_exhausted` gives them all:
+    `first`, the stream's own failure, counts with the later ones (those that failed
+    within the hold, before it, are known only by their words)."""
+    status = later.status or 502
+    if first is not None and not isinstance(first, _ALL_SO.get(status, ProviderError)):
+        status = 502
+    every = AllFallbacksFailed(list(attempts), status=status)
+    waits = [later.retry_after_s, *(() if first is None else (first.retry_after_s,))]
+    known = [wait for wait in waits if wait is not None]
+    if status == 503 and len(known) == len(waits):  # when the first of them could answer
+        every.retry_after_s = min(known)
+    return every
+
+
+# the failures every model's must be for `_exhausted`'s 504 and 503 (else 502)
+_ALL_SO: dict[int, tuple[type[ProviderError], ...]] = {
+    504: (ProviderTimeout,),
+    503: (CircuitOpen, RateLimited),
+}
 
 
 def _describe(failure: tuple[str, ProviderError]) -> str:
