@@ -162,7 +162,9 @@ class Opened:
 
     A reader that stops early (its client left) calls `aclose`: what the stream holds
     (the upstream connection, an in-flight slot, a budget hold) is given back and its
-    usage charged then, not whenever the garbage collector finds the stream."""
+    usage charged then, not whenever the garbage collector finds the stream. One
+    dropped unread and unclosed gives back, once collected, only what needs no await
+    (its `least_in_flight` count, a half-open breaker's probe: `InFlight`)."""
 
     model: str
     deployment: str
