@@ -644,3 +644,29 @@ def test_a_pii_types_route_with_a_stray_key_or_none_is_one_error() -> None:
     error = one_error(VALID + safety + "{s: {pii: {EMAIL: {}}}}\n")
     assert (error.field, error.line) == ("safety.profiles.s.pii.EMAIL.route", 38)
     assert error.message == "missing required key 'route'"
+
+
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        ("'yes'", "the string 'yes'"),
+        ('"false"', "the string 'false'"),
+        ("1", "the number 1"),
+        ("0.0", "the number 0.0"),
+    ],
+)
+def test_a_boolean_written_as_a_string_or_a_number_is_refused(written: str, said: str) -> None:
+    """`enabled: "no"` loaded as false and `vision: 1` as true: pydantic's lax mode
+    guessed what a quoted boolean meant."""
+    text = replace_line(VALID, 12, f"vision: {written}")
+    with pytest.raises(ConfigError) as caught:
+        parse_registry(text, source="reg.yaml")
+    said = f"reg.yaml:12: models.large.vision: must be true or false, not {said}"
+    assert str(caught.value) == said
+
+
+@pytest.mark.parametrize("written", ["true", "yes", "off", "null"])
+def test_a_boolean_written_bare_loads(written: str) -> None:
+    text = replace_line(VALID, 12, f"vision: {written}")
+    vision = parse_registry(text).registry.models["large"].vision
+    assert vision is {"true": True, "yes": True, "off": False, "null": None}[written]

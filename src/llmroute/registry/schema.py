@@ -213,6 +213,22 @@ class _Frozen(BaseModel):
             PathProblems.raise_if_any(problems)
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _booleans_written_as_booleans(cls, data: Any) -> Any:
+        """A boolean field given a quoted `'yes'`, `"false"` or a number is refused:
+        pydantic would read `enabled: "no"` as false and `streams: 1` as true, and a
+        quoted boolean is a mistake worth naming, not guessing."""
+        if isinstance(data, dict):
+            problems: list[Problem] = [
+                ((name,), f"must be true or false, not {_written_scalar(data[name])}")
+                for name in _bool_fields(cls)
+                if isinstance(data.get(name), str | int | float)
+                and not isinstance(data[name], bool)
+            ]
+            PathProblems.raise_if_any(problems)
+        return data
+
 
 def _is_union(annotation: Any) -> bool:
     return typing.get_origin(annotation) in (typing.Union, types.UnionType)
@@ -246,6 +262,23 @@ def _number_fields(model: type[BaseModel]) -> tuple[str, ...]:
         if kinds and kinds <= {int, float}:
             out.append(name)
     return tuple(out)
+
+
+@functools.cache
+def _bool_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of `model` that take a boolean and nothing else (None aside)."""
+    out = []
+    for name, info in model.model_fields.items():
+        union = typing.get_args(info.annotation) if _is_union(info.annotation) else ()
+        kinds = {_bare(a) for a in union or (info.annotation,)}
+        kinds.discard(type(None))
+        if kinds == {bool}:
+            out.append(name)
+    return tuple(out)
+
+
+def _written_scalar(value: str | float) -> str:
+    return f"the string {value!r}" if isinstance(value, str) else f"the number {value!r}"
 
 
 # -- encoder -----------------------------------------------------------------------------
