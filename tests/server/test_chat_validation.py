@@ -151,6 +151,19 @@ def test_a_tool_choice_without_tools_is_a_400_as_openai_answers(
     )
 
 
+def test_an_empty_tools_list_is_a_400_as_openai_answers(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    """OpenAI refuses ``"tools": []``; the gateway passed it on for an OpenAI upstream to
+    refuse after routing (a 400 about the gateway's request, or a fallback tried)."""
+    error = _refused(client, upstream, tools=[])
+    assert error["param"] == "tools" and error["code"] == "empty_array"
+    assert error["message"] == (
+        "Invalid 'tools': empty array. Expected an array with minimum length 1, "
+        "but got an empty array instead."
+    )
+
+
 def test_a_tool_choice_with_tools_or_null_is_served(
     client: openai.OpenAI, upstream: FakeUpstream
 ) -> None:

@@ -47,11 +47,7 @@ def check_chat_body(body: dict[str, Any]) -> None:
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise _bad("stream_options", "'stream_options' must be an object")
-    tools = body.get("tools")
-    if tools is not None and not isinstance(tools, list):
-        raise _bad("tools", "'tools' must be a list")
-    if not tools:
-        _check_no_tool_options(body)
+    _check_tools(body)
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str) and not strings(stop):
         raise _bad("stop", "'stop' must be a string or a list of strings")
@@ -62,6 +58,20 @@ def check_chat_body(body: dict[str, Any]) -> None:
 
 
 _TOOL_OPTIONS = ("tool_choice", "parallel_tool_calls")
+_EMPTY_TOOLS = (
+    "Invalid 'tools': empty array. Expected an array with minimum length 1, "
+    "but got an empty array instead."
+)
+
+
+def _check_tools(body: dict[str, Any]) -> None:
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise _bad("tools", "'tools' must be a list")
+    if not tools:
+        _check_no_tool_options(body)
+    if tools == []:  # OpenAI's own 400, rather than an OpenAI upstream's after routing
+        raise GatewayError(400, _EMPTY_TOOLS, param="tools", code="empty_array")
 
 
 def _check_no_tool_options(body: dict[str, Any]) -> None:
