@@ -335,7 +335,8 @@ class KeyBudgetReached(LimitReached):
 
 class AllFallbacksFailed(ProviderError):
     """Every model of the fallback chain failed. `attempts` lists ``model (why)`` per
-    model tried, and `status` is the one to answer with (502, 503 or 504)."""
+    model tried, and `status` is the one to answer with (429 when every model was rate
+    limited upstream, 502, 503 or 504)."""
 
     def __init__(self, attempts: list[str], *, status: int = 502) -> None:
         self.attempts = tuple(attempts)

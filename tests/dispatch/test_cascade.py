@@ -215,6 +215,18 @@ def test_every_tier_timing_out_is_504(upstream: FakeUpstream) -> None:
     assert caught.value.status == 504 and len(caught.value.attempts) == 2
 
 
+def test_every_tier_rate_limited_is_429_with_the_soonest_wait(upstream: FakeUpstream) -> None:
+    """As a chain's: every tier's 429 is the client's 429 (it was a 503), its
+    ``Retry-After`` the soonest the tiers said."""
+    reg = registry(
+        upstream, small="small?status=429&retry_after=4", large="large?status=429&retry_after=2"
+    )
+    with pytest.raises(AllFallbacksFailed) as caught:
+        run(reg, lambda d: d.complete(plan_of(reg), body()))
+    assert caught.value.status == 429 and caught.value.retry_after_s == 2.0
+    assert len(caught.value.attempts) == 2
+
+
 def test_a_request_every_tier_rejects_keeps_its_4xx(upstream: FakeUpstream) -> None:
     reg = registry(upstream, small="small?status=400", large="large?status=400")
     with pytest.raises(UpstreamRejected) as caught:

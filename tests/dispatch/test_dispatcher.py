@@ -233,6 +233,63 @@ def test_an_open_breaker_on_the_only_model_is_503(h: Harness) -> None:
     assert answer.status_code == 503 and answer.headers["retry-after"] == "30"
 
 
+def test_every_model_rate_limited_upstream_is_a_429_with_the_soonest_retry_after(
+    h: Harness,
+) -> None:
+    """Every model answered 429 (each try): the client's 429 ``upstream_rate_limited``,
+    an OpenAI client's `RateLimitError`, with the soonest of their waits; it was a 503
+    ``upstream_error``, an outage to the client and to LiteLLM."""
+    models = (
+        "  a: {provider: up, model: 'a?status=429&retry_after=3'}\n"
+        "  b: {provider: up, model: 'b?status=429&retry_after=2'}"
+    )
+    registry = h.registry(models, "a")
+    with pytest.raises(AllFallbacksFailed) as caught:
+        h.run(registry, lambda d: d.complete(plan_for("a", "b"), _body()))
+    error = caught.value
+    assert error.status == 429 and error.retry_after_s == 2.0
+    assert len(error.attempts) == 2 and all("429" in a for a in error.attempts)
+    answer = gateway_error(error)
+    assert answer.status == 429 and answer.code == "upstream_rate_limited"
+    assert answer.headers["retry-after"] == "2" and answer.attempts == error.attempts
+    body = json.loads(bytes(answer.response().body))["error"]
+    assert body["code"] == "upstream_rate_limited" and len(body["attempts"]) == 2
+
+
+def test_a_429_without_a_wait_is_a_429_without_retry_after(h: Harness) -> None:
+    models = (
+        "  a: {provider: up, model: 'a?status=429&retry_after=3'}\n"
+        "  b: {provider: up, model: 'b?status=429'}"
+    )
+    registry = h.registry(models, "a")
+    with pytest.raises(AllFallbacksFailed) as caught:
+        h.run(registry, lambda d: d.complete(plan_for("a", "b"), _body()))
+    answer = gateway_error(caught.value)
+    assert answer.status == 429 and "retry-after" not in answer.headers
+
+
+def test_429s_beside_other_failures_keep_502_and_503(h: Harness) -> None:
+    """A 429 and a 5xx: 502, as any mix; a 429 and an open breaker: both unavailable, 503."""
+    models = (
+        "  a: {provider: up, model: 'a?status=429&retry_after=3'}\n"
+        "  b: {provider: up, model: 'b?status=500'}"
+    )
+    registry = h.registry(models, "a")
+    plan = plan_for("a", "b", policy=RoutePolicy(retries=0))
+
+    async def job(d: Dispatcher) -> tuple[int | None, int | None]:
+        with pytest.raises(AllFallbacksFailed) as mixed:
+            await d.complete(plan, _body())
+        for _ in range(3):  # b's breaker opens
+            with pytest.raises(AllFallbacksFailed):
+                await d.complete(plan_for("b", policy=RoutePolicy(retries=0)), _body())
+        with pytest.raises(AllFallbacksFailed) as unavailable:
+            await d.complete(plan, _body())
+        return mixed.value.status, unavailable.value.status
+
+    assert h.run(registry, job) == (502, 503)
+
+
 def test_deployments_share_traffic_and_route_around_a_dead_one(h: Harness) -> None:
     models = """  a:
     model: m

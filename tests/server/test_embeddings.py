@@ -27,6 +27,7 @@ models:
   embed: {provider: fake, model: up-embed, kind: embedding}
   embed-down: {provider: fake, model: "emb-down?status=500", kind: embedding}
   embed-picky: {provider: fake, model: "emb-picky?status=400", kind: embedding}
+  embed-busy: {provider: fake, model: "emb-busy?status=429&retry_after=45", kind: embedding}
 routes:
   - name: chitchat
     examples: ["hi there!", "how are you today?"]
@@ -138,6 +139,15 @@ def test_bad_requests_are_openai_errors(
     assert error["type"] == "invalid_request_error"
     assert set(error) >= {"message", "type", "param", "code"}
     assert len(gateway.upstream.requests) == before  # nothing went upstream
+
+
+def test_an_upstream_429_is_a_429_with_its_wait(gateway: Gateway) -> None:
+    """An embeddings model is retried, not fallen back from: its upstream's 429 is the
+    client's 429 ``upstream_rate_limited`` with that ``Retry-After`` (was a 502)."""
+    busy = _post(gateway, {"model": "embed-busy", "input": "hi"})
+    assert busy.status_code == 429, busy.text
+    assert busy.headers["retry-after"] == "45"
+    assert busy.json()["error"]["code"] == "upstream_rate_limited"
 
 
 def test_upstream_failures_map_to_gateway_errors(gateway: Gateway) -> None:

@@ -33,6 +33,7 @@ models:
   small: {provider: fake, model: up-small, price: {input: 1, output: 2}}
   large: {provider: fake, model: up-large, price: {input: 10, output: 30}}
   broken: {provider: fake, model: %(fail_500)s}
+  throttled: {provider: fake, model: "throttled?status=429&retry_after=45"}  # not retried
   slow: {provider: fake, model: "slow?gap=0.05"}
   hung: {provider: fake, model: "hung?delay=4", price: {input: 5, output: 15}}
   thinking: {provider: fake, model: "thinking?ttft=4"}
@@ -170,6 +171,41 @@ def test_a_failed_request_is_logged_with_its_status_and_attempts(sqlite_gateway:
     row = _logged(sqlite_gateway.store_url, response.headers["x-llmroute-decision-id"])
     assert row.status == 502 and row.error == "upstream_error"
     assert row.served_model is None and row.attempts and "broken" in row.attempts[0]
+
+
+def test_rate_limited_upstreams_are_a_429_logged_and_counted_as_such(
+    sqlite_gateway: Running,
+) -> None:
+    """Every try answered 429: the client's `RateLimitError` (was a 503 ``upstream_error``,
+    an `InternalServerError`), with the upstream's wait and the attempts; the log row and
+    ``llmroute_requests_total`` say 429 as the client heard it."""
+    url = f"{sqlite_gateway.url}/v1"
+    with (
+        openai.OpenAI(base_url=url, api_key="x", max_retries=0) as c,
+        pytest.raises(openai.RateLimitError) as caught,
+    ):
+        c.chat.completions.create(model="throttled", messages=[{"role": "user", "content": "x"}])
+    answer = caught.value.response
+    assert answer.headers["retry-after"] == "45"
+    error = answer.json()["error"]
+    assert error["code"] == "upstream_rate_limited" and "429" in error["attempts"][0]
+    row = _logged(sqlite_gateway.store_url, answer.headers["x-llmroute-decision-id"])
+    assert row.status == 429 and row.error == "upstream_rate_limited"
+    assert row.attempts and "throttled" in row.attempts[0] and not row.stream
+    streamed = httpx.post(
+        f"{url}/chat/completions",
+        json={"model": "throttled", "messages": [{"role": "user", "content": "y"}], "stream": True},
+        timeout=10,
+    )  # failed before its first event: the same answer, not a 200 that breaks off
+    assert streamed.status_code == 429 and streamed.headers["retry-after"] == "45"
+    row = _logged(sqlite_gateway.store_url, streamed.headers["x-llmroute-decision-id"])
+    assert row.stream and row.status == 429 and row.error == "upstream_rate_limited"
+    counted = [
+        value
+        for labels, value in _metrics(sqlite_gateway.url)["llmroute_requests_total"]
+        if labels["model"] == "throttled" and labels["status"] == "429"
+    ]
+    assert counted == [2.0]
 
 
 def test_feedback_is_stored_and_checked(sqlite_gateway: Running) -> None:

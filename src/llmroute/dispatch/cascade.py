@@ -9,7 +9,7 @@ rejects (gates run in order and stop at the first rejection; a gate that raises 
 times out rejects, with the reason logged). The last tier's answer is served ungated.
 When the last tier fails after an earlier one answered, the latest escalated answer is
 served rather than an error. When no tier answered, the error is the one a failed
-fallback chain gives (`AllFallbacksFailed`, 502/503/504), or, when every tier refused
+fallback chain gives (`AllFallbacksFailed`, 429/502/503/504), or, when every tier refused
 the request itself (a 4xx such as a too-long context), the last refusal.
 
 Every tier paid for counts: `Served.usage` (and ``usage`` in the response, or in the
@@ -194,7 +194,9 @@ def _status(exc: ProviderError) -> int:
         return exc.status
     if isinstance(exc, ProviderTimeout):
         return 504
-    if isinstance(exc, CircuitOpen | RateLimited):
+    if isinstance(exc, RateLimited):
+        return 429
+    if isinstance(exc, CircuitOpen):
         return 503
     return 502
 
@@ -280,15 +282,24 @@ class _Run:
 
     def exhausted(self) -> ProviderError:
         """No tier answered: the last refusal when every tier refused the request itself,
-        else `AllFallbacksFailed` with 504 (all timed out), 503 (all unavailable) or 502."""
+        else `AllFallbacksFailed` with 504 (all timed out), 429 (all rate limited
+        upstream), 503 (all unavailable, rate limited among them) or 502; with 429 and
+        503, the soonest `retry_after_s` when each tier said one, as a chain's."""
         errors = self.failures
         if errors and not any(e.retryable for e in errors):
             last = errors[-1]
             last.model = self.steps[-1].model
             return last
         statuses = {_status(e) for e in errors}
-        status = statuses.pop() if len(statuses) == 1 and statuses <= {503, 504} else 502
-        return AllFallbacksFailed(list(self.attempts()), status=status)
+        if len(statuses) == 1 and statuses <= {429, 503, 504}:
+            status = statuses.pop()
+        else:
+            status = 503 if statuses == {429, 503} else 502
+        exhausted = AllFallbacksFailed(list(self.attempts()), status=status)
+        waits = [e.retry_after_s for e in errors if e.retry_after_s is not None]
+        if status in (429, 503) and waits and len(waits) == len(errors):
+            exhausted.retry_after_s = min(waits)
+        return exhausted
 
     def served(self, served: Served) -> Served:
         total = self.total() or served.usage

@@ -1933,8 +1933,9 @@ def _describe(failure: tuple[str, ProviderError]) -> str:
 def _exhausted(failures: list[tuple[str, ProviderError]]) -> ProviderError:
     """What to raise when the chain is exhausted: `UnsupportedRequest` (400) when every
     model was skipped for what the request holds; else, of the models tried, 504 when
-    every one timed out, 503 when every one was unavailable (breaker open or rate
-    limited), else 502."""
+    every one timed out, 429 when every one was rate limited upstream (an OpenAI
+    client's and LiteLLM's rate-limit error: a wait, not an outage), 503 when every one
+    was unavailable (breaker open, its own limits, or rate limited), else 502."""
     attempts = [_describe(f) for f in failures]
     errors = [exc for _, exc in failures if not isinstance(exc, UnsupportedRequest | BeyondModel)]
     if errors and all(isinstance(e, KeyBudgetReached) for e in errors):
@@ -1955,12 +1956,14 @@ def _exhausted(failures: list[tuple[str, ProviderError]]) -> ProviderError:
         )
     if all(isinstance(e, ProviderTimeout) for e in errors):
         status = 504
+    elif all(isinstance(e, RateLimited) for e in errors):
+        status = 429
     elif all(isinstance(e, CircuitOpen | RateLimited) for e in errors):
         status = 503
     else:
         status = 502
     exhausted = AllFallbacksFailed(attempts, status=status)
     waits = [e.retry_after_s for e in errors if e.retry_after_s is not None]
-    if status == 503 and len(waits) == len(errors):  # when the first of them could answer
+    if status in (429, 503) and len(waits) == len(errors):  # when the first could answer
         exhausted.retry_after_s = min(waits)
     return exhausted

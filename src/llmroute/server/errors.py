@@ -20,6 +20,7 @@ from llmroute.errors import (
     PolicyViolation,
     ProviderError,
     ProviderTimeout,
+    RateLimited,
     RoutingError,
     UnsupportedRequest,
 )
@@ -199,13 +200,9 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
             429, exc.message, code="insufficient_quota", headers=headers, kind="insufficient_quota"
         )
     if isinstance(exc, AllFallbacksFailed):
-        return GatewayError(
-            exc.status or 502,
-            exc.message,
-            code="upstream_error",
-            headers=_with_retry_after(headers, exc),
-            attempts=exc.attempts,
-        )
+        return _all_failed(exc, headers)
+    if isinstance(exc, RateLimited):  # an embeddings or rerank model, retried, not fallen back
+        return _rate_limited(exc, str(exc), headers, ())
     if isinstance(exc, ProviderError):
         if exc.retryable or isinstance(exc, CircuitOpen | ProviderTimeout):
             status = (
@@ -234,6 +231,37 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
             attempts=exc.passed_over,
         )
     return GatewayError(500, "internal server error", code="internal_error", headers=headers)
+
+
+def _all_failed(exc: AllFallbacksFailed, headers: Mapping[str, str] | None) -> GatewayError:
+    if exc.status == 429:
+        return _rate_limited(exc, exc.message, headers, exc.attempts)
+    return GatewayError(
+        exc.status or 502,
+        exc.message,
+        code="upstream_error",
+        headers=_with_retry_after(headers, exc),
+        attempts=exc.attempts,
+    )
+
+
+def _rate_limited(
+    exc: ProviderError,
+    message: str,
+    headers: Mapping[str, str] | None,
+    attempts: Sequence[str],
+) -> GatewayError:
+    """429 ``upstream_rate_limited`` when every try was an upstream's 429: what an
+    OpenAI client (`RateLimitError`) and LiteLLM read as a wait, not an outage; with
+    ``Retry-After`` when the upstreams said how long."""
+    return GatewayError(
+        429,
+        message,
+        code="upstream_rate_limited",
+        headers=_with_retry_after(headers, exc),
+        attempts=attempts,
+        kind="requests",
+    )
 
 
 def _with_retry_after(
