@@ -670,3 +670,15 @@ def test_a_boolean_written_bare_loads(written: str) -> None:
     text = replace_line(VALID, 12, f"vision: {written}")
     vision = parse_registry(text).registry.models["large"].vision
     assert vision is {"true": True, "yes": True, "off": False, "null": None}[written]
+
+
+@pytest.mark.parametrize(
+    ("written", "said"), [("'false'", "the string 'false'"), ("0", "the number 0")]
+)
+def test_a_reasoning_written_as_a_string_or_a_number_is_one_error(written: str, said: str) -> None:
+    """`reasoning: 0` loaded as false; a quoted 'false' gave two lines (a mapping, and
+    pydantic's "Input should be False")."""
+    text = replace_line(VALID, 13, f"reasoning: {written}")
+    error = one_error(text)
+    assert_points_at(error, 13, "models.large.reasoning")
+    assert error.message == f"must be true, false or a mapping, not {said}"

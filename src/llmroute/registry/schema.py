@@ -847,7 +847,10 @@ class Model(_Frozen):
     @field_validator("reasoning", mode="before")
     @classmethod
     def _reasoning_shorthand(cls, value: Any) -> Any:
-        """``reasoning: true`` thinks with the defaults; ``false`` says it does not."""
+        """``reasoning: true`` thinks with the defaults; ``false`` says it does not. A
+        quoted ``'false'`` or a number is refused in one line (``0`` loaded as false)."""
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            raise ValueError(f"must be true, false or a mapping, not {_written_scalar(value)}")
         return {} if value is True else value
 
     @model_validator(mode="after")
