@@ -22,6 +22,7 @@ import pytest
 from fake_upstream import FakeUpstream
 from gateway_proc import BIN, Served, serve, wait_for
 from prometheus_client.parser import text_string_to_metric_families
+from rate_windows import clear_of_a_minute_end
 
 from llmroute.dispatch.usage import (
     estimated_prompt_tokens,
@@ -251,6 +252,7 @@ def _assert_waits_for_the_window(headers: httpx.Headers) -> None:
 
 def test_a_key_over_its_rpm_gets_a_429(gateway: Served, upstream: FakeUpstream) -> None:
     """rpm 2: two requests, then a 429; OpenAI's x-ratelimit-* headers say what is left."""
+    clear_of_a_minute_end()
     with _client(gateway, LIMITED_KEY) as client:
         left = []
         for _ in range(2):
@@ -415,6 +417,7 @@ def test_a_request_whose_client_hangs_up_gives_its_hold_back(gateway: Served) ->
 
 
 def test_a_rotated_key_lets_both_values_in_as_one_account(gateway: Served) -> None:
+    clear_of_a_minute_end()
     with _client(gateway, OLD_KEY) as old, _client(gateway, NEW_KEY) as new:
         old.chat.completions.create(**ASK)
         new.chat.completions.create(**ASK)

@@ -15,6 +15,7 @@ import pytest
 from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import serve, serve_text
 from prometheus_client.parser import text_string_to_metric_families
+from rate_windows import clear_of_a_minute_end
 
 KEY_ENV = "LLMROUTE_TEST_UPSTREAM_KEY"
 SECRET = "sk-test-SECRET-rerank-9f8e7d6c5b4a"
@@ -232,6 +233,7 @@ def test_keys_limits_budgets_and_metrics_cover_reranking(tmp_path: Path) -> None
 
         assert post("/v2/rerank", None).status_code == 401
         assert post("/v1/rerank", None).status_code == 401
+        clear_of_a_minute_end()
         statuses = [post(p, TEAM_KEY).status_code for p in ("/v1/rerank", "/v2/rerank") * 2]
         assert statuses == [200, 200, 200, 429]
         limited = post("/v2/rerank", TEAM_KEY)

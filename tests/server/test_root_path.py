@@ -20,6 +20,7 @@ import pytest
 from fake_upstream import FakeUpstream
 from gateway_proc import ECHO_ONLY, Served, serve_refused, serve_text, wait_for
 from prefix_proxy import prefix_proxy
+from rate_windows import clear_of_a_minute_end
 
 from llmroute.server.app import create_app
 from llmroute.server.root_path import GATEWAY_SEGMENTS
@@ -183,6 +184,7 @@ def test_the_paths_answered_to_anyone_and_the_admin_paths_are_read_without_the_p
 
 def test_a_keys_limits_count_under_the_prefix(gateway: Served) -> None:
     limited = {"Authorization": f"Bearer {LIMITED}"}
+    clear_of_a_minute_end()
     for path in ("/v1/models", "/llm/v1/models"):  # rpm: 2
         assert httpx.get(f"{gateway.url}{path}", headers=limited, timeout=10).status_code == 200
     third = httpx.get(f"{gateway.url}/llm/v1/models", headers=limited, timeout=10)
