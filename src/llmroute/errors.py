@@ -14,6 +14,7 @@ catch one class at the boundary::
     ├── TelemetryError                the decision log's database cannot be reached or used
     ├── RouterClosed                  the SDK's router was closed while the call waited
     ├── RoutingError                  a request cannot be routed (bad request shape)
+    │     ├── InvalidRequest          a chat body OpenAI would refuse (`param`, `code`)
     │     └── ModelNotFound           the request names a model the registry lacks
     └── ProviderError                 an upstream model provider failed (carries `status`)
           ├── ProviderTimeout         no answer (or no first token) in time
@@ -41,6 +42,7 @@ __all__ = [
     "DataError",
     "EncoderError",
     "EncoderUnavailable",
+    "InvalidRequest",
     "KeyBudgetReached",
     "LimitReached",
     "LlmrouteError",
@@ -147,6 +149,21 @@ class RoutingError(LlmrouteError):
     said otherwise."""
 
     param = "messages"
+
+
+class InvalidRequest(RoutingError):
+    """A chat body OpenAI would refuse (`llmroute.chat_checks`): a field of the wrong
+    type, a message without its role or content, a content part that is not an object,
+    ``tools: []``. `param` names the field as OpenAI does (``max_tokens``,
+    ``messages[1].content[0]``), `code` is OpenAI's code when it gives one
+    (``empty_array``). The gateway answers it 400 with this message; the SDK raises it
+    before routing, so nothing is sent."""
+
+    def __init__(self, message: str, *, param: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
 
 
 class ModelNotFound(RoutingError):

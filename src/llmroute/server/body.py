@@ -6,7 +6,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from llmroute.server.chat_checks import check_chat_body
+from llmroute.chat_checks import check_chat_body
+from llmroute.errors import InvalidRequest
 from llmroute.server.errors import GatewayError
 from llmroute.server.settings import DEFAULT_MAX_BODY_BYTES
 from llmroute.untrusted_json import (
@@ -79,10 +80,13 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
 
 
 def require_messages(body: dict[str, Any]) -> None:
-    """A chat-completions body checked as OpenAI checks it (`check_chat_body`): 400
-    naming the field. The one call both chat paths (the endpoint, a batch's line) make
-    before routing."""
-    check_chat_body(body)
+    """A chat-completions body checked as OpenAI checks it (`check_chat_body`, which the
+    SDK runs too): 400 naming the field. The one call both chat paths (the endpoint, a
+    batch's line) make before routing."""
+    try:
+        check_chat_body(body)
+    except InvalidRequest as exc:
+        raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
 
 
 METADATA_KEYS = 16  # OpenAI's metadata: at most 16 keys of 64 characters, values of 512

@@ -2,17 +2,18 @@
 upstream call: a field of the wrong type is the client's 400 naming it, not a request
 the upstream refuses for the gateway (``upstream_rejected``) nor one served as something
 else (``"stream": "yes"`` answered whole). Each front lists its fields as a `Fields`
-table (`llmroute.server.chat_checks`, `messages_checks`, `responses_checks`, the
-completions front); `check_fields` walks the body's keys once, so a body costs about a
-dictionary lookup per key. ``null`` stands for a field left out, as the APIs take it.
+table (`messages_checks`, `responses_checks`, the completions front; the chat body's
+checks, which the SDK runs too, are `llmroute.chat_checks`); `check_fields` walks the
+body's keys once, so a body costs about a dictionary lookup per key. ``null`` stands
+for a field left out, as the APIs take it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from math import isfinite
 from typing import Any
 
+from llmroute.field_values import finite_number, integer, positive_int, strings, unit_number
 from llmroute.server.errors import GatewayError
 
 __all__ = [
@@ -38,28 +39,6 @@ __all__ = [
 Rule = tuple[Callable[[Any], bool], str]
 """What a field's value must be: the test, and its words (``'top_p' must be ...``)."""
 Fields = Mapping[str, Rule]
-
-
-def finite_number(value: Any) -> bool:
-    if isinstance(value, float):
-        return isfinite(value)  # bodies and batch lines are parsed finite: defence in depth
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def positive_int(value: Any) -> bool:
-    return integer(value) and value >= 1
-
-
-def strings(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)
-
-
-def unit_number(value: Any) -> bool:
-    return finite_number(value) and 0 <= value <= 1
 
 
 NUMBER: Rule = (finite_number, "a number")

@@ -1,17 +1,20 @@
-"""A ``/v1/chat/completions`` body checked as OpenAI checks it: a 400 naming the field
-(``max_tokens``, ``messages[1].role``) before routing or any upstream call, as the
-other fronts answer, rather than a 200 that served something else (``"stream": "yes"``
-answered whole, ``"max_tokens": -5`` passed on) or an upstream's error for the gateway's
-request. Only known keys are looked at, a few isinstance checks each (0.5 µs for one
-message, 3.5 µs for twenty); the rest goes on as sent. Ranges are the upstream's to say
-(a temperature of 1.5 suits one provider and not another); types are not."""
+"""A chat-completions body checked as OpenAI checks it, before routing or any upstream
+call: `InvalidRequest` naming the field (``max_tokens``, ``messages[1].role``), which
+the gateway answers 400 (``/v1/chat/completions``, a batch's chat line) and the SDK
+raises, rather than a 200 that served something else (``"stream": "yes"`` answered
+whole, ``"max_tokens": -5`` passed on), an upstream's error for the caller's request,
+or a text part the safety layer never read. Only known keys are looked at, a few
+isinstance checks each (0.5 µs for one message, 3.5 µs for twenty); the rest goes on as
+sent. Ranges are the upstream's to say (a temperature of 1.5 suits one provider and not
+another); types are not. What is about HTTP and JSON (size, depth, encoding) is the
+gateway's (`llmroute.server.body`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from llmroute.server.errors import GatewayError
-from llmroute.server.field_checks import finite_number, positive_int, strings
+from llmroute.errors import InvalidRequest
+from llmroute.field_values import finite_number, positive_int, strings
 
 __all__ = ["check_chat_body"]
 
@@ -22,12 +25,12 @@ _NUMBERS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 _COUNTS = ("n", "max_tokens", "max_completion_tokens")
 
 
-def _bad(param: str, message: str) -> GatewayError:
-    return GatewayError(400, message, param=param)
+def _bad(param: str, message: str) -> InvalidRequest:
+    return InvalidRequest(message, param=param)
 
 
 def check_chat_body(body: dict[str, Any]) -> None:
-    """400 (`GatewayError`, its ``param`` the field) for a chat body OpenAI would refuse:
+    """`InvalidRequest` (its ``param`` the field) for a chat body OpenAI would refuse:
     ``messages`` missing or malformed, or a known parameter of the wrong type. ``null``
     stands for a field left out, as OpenAI takes it."""
     if body.get("model") is not None and not isinstance(body["model"], str):
@@ -71,12 +74,12 @@ def _check_tools(body: dict[str, Any]) -> None:
     if not tools:
         _check_no_tool_options(body)
     if tools == []:  # OpenAI's own 400, rather than an OpenAI upstream's after routing
-        raise GatewayError(400, _EMPTY_TOOLS, param="tools", code="empty_array")
+        raise InvalidRequest(_EMPTY_TOOLS, param="tools", code="empty_array")
 
 
 def _check_no_tool_options(body: dict[str, Any]) -> None:
     """OpenAI's 400 for a tool option without tools (missing, null or empty): an OpenAI
-    upstream would refuse the gateway's request after routing, and the Anthropic
+    upstream would refuse the request after routing, and the Anthropic
     conversion drops the option unseen (a ``required`` that forces nothing)."""
     for key in _TOOL_OPTIONS:
         if body.get(key) is not None:
@@ -91,7 +94,7 @@ _THINKING_TYPES = ("adaptive", "enabled", "disabled")
 
 def _check_thinking(thinking: Any) -> None:
     """Anthropic's ``thinking``, which chat clients send too (LiteLLM's spelling): the
-    gateway reads it to say the client's choice in the serving model's dialect, so one
+    router reads it to say the client's choice in the serving model's dialect, so one
     it cannot read is the client's error, not a guess."""
     if thinking is None:
         return
@@ -115,7 +118,7 @@ def _check_messages(messages: Any) -> None:
             raise _bad(at, f"{at} must be one of {', '.join(_ROLES)}")
         if role == "tool" and not isinstance(message.get("tool_call_id"), str):
             # the call it answers: without it Anthropic, Bedrock and Gemini refuse the turn
-            # (an upstream's 400 for the gateway's request), and OpenAI the request
+            # (an upstream's 400 after routing), and OpenAI the request
             at = f"messages[{index}].tool_call_id"
             raise _bad(at, f"{at} is required in a tool message (the id of the call it answers)")
         content = message.get("content")
@@ -131,8 +134,9 @@ def _check_messages(messages: Any) -> None:
 
 
 def _check_parts(parts: list[Any], index: int) -> None:
-    """A text part whose text is not a string would reach the model unread by safety and
-    routing (they read string texts only); OpenAI refuses it, so does the gateway."""
+    """A part that is not an object, or a text part whose text is not a string, would
+    reach the model unread by safety and routing (they read string texts only); OpenAI
+    refuses it, so do the gateway and the SDK."""
     for number, part in enumerate(parts):
         if not isinstance(part, dict):
             at = f"messages[{index}].content[{number}]"
