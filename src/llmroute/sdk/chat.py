@@ -26,6 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Generic, Literal, TypeVar, overload
 
+from llmroute.chat_checks import check_chat_body
 from llmroute.decide import Router
 from llmroute.decision import Decision
 from llmroute.dispatch import AUTO, Dispatcher, Opened, Plan, aplan_request, plan_request
@@ -85,8 +86,9 @@ class _Request:
         if stream:
             body["stream"] = True
         body |= jsonable(dict(extra_body))
-        if not isinstance(body["messages"], list) or not body["messages"]:
-            raise RoutingError("'messages' is required and must be a non-empty list")
+        # the gateway's checks of a chat body (InvalidRequest, its 400's message): a
+        # content part that is not an object would go upstream unread by safety
+        check_chat_body(body)
         if has_surrogate(body):  # no encoder takes it: say so here, not from the tokenizer
             raise RoutingError(
                 "a string in the request is not valid Unicode: it holds an unpaired UTF-16 "
