@@ -31,6 +31,7 @@ routes:
     examples: ["hi there!", "how are you today?", "tell me a joke"]
     target: small
 default: {target: small}
+dispatch: {breaker: {enabled: false}}
 safety:
   profiles:
     standard: {injection: block, pii: allow}
@@ -142,6 +143,42 @@ def test_extra_body_is_checked_too(router: Router, upstream: FakeUpstream) -> No
     assert error.param == "tools" and error.code == "empty_array"
     error = _refused(router, upstream, "sync", extra_body={"max_tokens": -5})
     assert (error.param, str(error)) == ("max_tokens", "'max_tokens' must be a positive integer")
+
+
+@pytest.mark.parametrize(
+    ("stream", "extra_body"),
+    [
+        ("yes", {}),  # was streamed, as truthy, where the gateway refuses "stream": "yes"
+        (False, {"stream": True}),  # sent streamed, its events read as one JSON answer
+        (True, {"stream": False}),  # sent whole, then read as a stream
+        (False, {"stream": "yes"}),
+    ],
+)
+def test_a_stream_that_is_not_a_boolean_or_disagrees_is_refused(
+    router: Router, upstream: FakeUpstream, stream: Any, extra_body: dict[str, Any]
+) -> None:
+    """The `stream` argument says what is returned (a completion or a `Stream`); a body
+    saying otherwise was sent as it said and failed to be read (an error from every
+    model of the chain, and the model's breaker counting it)."""
+    error = _refused(router, upstream, "sync", stream=stream, extra_body=extra_body)
+    assert error.param == "stream"
+    error = _refused(router, upstream, "async", stream=stream, extra_body=extra_body)
+    assert error.param == "stream"
+
+
+@pytest.mark.parametrize("stream", [None, False])
+def test_a_stream_left_out_or_agreeing_is_served(
+    router: Router, upstream: FakeUpstream, stream: Any
+) -> None:
+    completion = router.chat.completions.create(
+        messages=HI, stream=stream, extra_body={"stream": stream}
+    )
+    assert completion.choices[0].message.content == "echo: hi there!"
+    chunks = list(
+        router.chat.completions.create(messages=HI, stream=True, extra_body={"stream": True})
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip() == "echo: hi there!"
 
 
 def test_a_well_formed_body_with_tools_is_sent(router: Router, upstream: FakeUpstream) -> None:

@@ -32,7 +32,7 @@ from llmroute.decision import Decision
 from llmroute.dispatch import AUTO, Dispatcher, Opened, Plan, aplan_request, plan_request
 from llmroute.dispatch.plan import OFF_LOOP_CHARS
 from llmroute.dispatch.spend import Spend, tracked
-from llmroute.errors import ProviderTimeout, RoutingError
+from llmroute.errors import InvalidRequest, ProviderTimeout, RoutingError
 from llmroute.gates.base import total_usage
 from llmroute.layers.llm_router import LlmRouter, refine_plan
 from llmroute.safety.answer_pii import AnswerMask
@@ -83,18 +83,22 @@ class _Request:
             raise RoutingError("'messages' must be a list of message objects")
         body: dict[str, Any] = {"model": model, "messages": jsonable(list(messages))}
         body |= jsonable(params)
-        if stream:
+        streamed = _streamed(stream)
+        if streamed:
             body["stream"] = True
         body |= jsonable(dict(extra_body))
         # the gateway's checks of a chat body (InvalidRequest, its 400's message): a
         # content part that is not an object would go upstream unread by safety
         check_chat_body(body)
+        if (body.get("stream") is True) is not streamed:
+            raise InvalidRequest(_STREAM_DISAGREES, param="stream")
         if has_surrogate(body):  # no encoder takes it: say so here, not from the tokenizer
             raise RoutingError(
                 "a string in the request is not valid Unicode: it holds an unpaired UTF-16 "
                 "surrogate (text decoded with errors='surrogateescape'?)"
             )
         self.body = body
+        self.stream = streamed
         self.headers = {str(k): str(v) for k, v in dict(extra_headers).items()}
         self.timeout = None if _omitted(timeout) else _seconds(timeout)
         tags = [v for k, v in self.headers.items() if k.lower() == TAGS_HEADER]
@@ -133,6 +137,23 @@ async def _restored(data: dict[str, Any], decision: Decision) -> dict[str, Any]:
     if values:
         edited = restore_completion(edited, values)
     return edited
+
+
+_STREAM_DISAGREES = (
+    "'stream' in extra_body must agree with the stream argument, which says whether a "
+    "completion or a Stream is returned (pass stream=True to stream)"
+)
+
+
+def _streamed(stream: Any) -> bool:
+    """The `stream` argument: None and openai's sentinels mean left out (not streamed);
+    anything else but a boolean is the gateway's 400 for a body's ``"stream": "yes"``
+    (it was streamed, as truthy)."""
+    if stream is None or _omitted(stream):
+        return False
+    if not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be true or false", param="stream")
+    return stream
 
 
 def _omitted(value: Any) -> bool:
@@ -495,7 +516,7 @@ class Completions:
         request = _Request(model, messages, stream, params)
         plan = request.plan(self._engine.router)
         thread = self._engine.thread()
-        if not stream:
+        if not request.stream:
             return thread.run(self._engine.complete(request, plan, clock))
         return Stream(thread.run(self._engine.open(request, plan, clock)), thread)
 
@@ -522,7 +543,7 @@ class Completions:
         request = _Request(model, messages, stream, params)
         # ~ms of CPU on the caller's loop; a long prompt's in a worker thread
         plan = await request.aplan(self._engine.router)
-        if not stream:
+        if not request.stream:
             return await self._engine.run(self._engine.complete(request, plan, clock))
         return await self._engine.run(self._engine.open(request, plan, clock))
 
