@@ -239,9 +239,10 @@ def test_the_bases_relative_paths_are_rewritten_for_the_output_folder(
 
 
 def test_every_kept_path_is_rebased_and_the_rest_left_as_written(tmp_path: Path) -> None:
-    """The injection artifact, the reasoning scorer and llamacpp GGUF files are moved
-    too; absolute paths, ``builtin``, ``package:`` and other providers' model names stay."""
-    from llmroute.evaluate.from_examples import _rebase
+    """The injection artifact, the reasoning scorer, learned cascade gates and llamacpp
+    GGUF files are moved too; absolute paths, ``builtin``, ``package:`` and other
+    providers' model names stay."""
+    from llmroute.registry.relocate import relocate_paths
 
     document = {
         "providers": {"gguf": {"kind": "llamacpp"}, "api": {"kind": "openai"}},
@@ -261,8 +262,18 @@ def test_every_kept_path_is_rebased_and_the_rest_left_as_written(tmp_path: Path)
         "default": {"target": "local", "difficulty": {"router": "/abs/router"}},
         "safety": {"injection": {"artifact": "detectors/inj"}},
         "reasoning": {"scorer": "builtin"},
+        "routes": [
+            {"name": "short", "cascade": ["local", "hosted"]},
+            {
+                "name": "gated",
+                "cascade": {
+                    "tiers": ["local", {"model": "mixed", "gates": [{"kind": "learned"}]}],
+                    "gates": ["heuristic", {"kind": "learned", "artifact": "gates/g"}],
+                },
+            },
+        ],
     }
-    _rebase(document, tmp_path / "team", tmp_path / "out" / "deep")
+    relocate_paths(document, tmp_path / "team", tmp_path / "out" / "deep")
     models = document["models"]
     assert models["local"]["model"] == "../../team/models/q.gguf"
     assert models["packaged"]["model"] == "package:demo"
@@ -276,6 +287,9 @@ def test_every_kept_path_is_rebased_and_the_rest_left_as_written(tmp_path: Path)
     assert document["default"]["difficulty"] == {"router": "/abs/router"}
     assert document["safety"] == {"injection": {"artifact": "../../team/detectors/inj"}}
     assert document["reasoning"] == {"scorer": "builtin"}
+    cascade = document["routes"][1]["cascade"]
+    assert cascade["gates"][1]["artifact"] == "../../team/gates/g"  # refresh keeps routes
+    assert cascade["tiers"][1]["gates"] == [{"kind": "learned"}]  # builtin: no path
     scorer: dict[str, object] = {"reasoning": {"scorer": "scorers/s"}}
-    _rebase(scorer, tmp_path / "team", tmp_path)
+    relocate_paths(scorer, tmp_path / "team", tmp_path)
     assert scorer == {"reasoning": {"scorer": "team/scorers/s"}}

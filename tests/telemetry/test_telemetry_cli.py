@@ -441,3 +441,43 @@ def test_a_log_of_an_older_schema_asks_for_an_upgrade(
         assert code == 2 and "has schema version 1" in err and "llmroute db upgrade" in err
     assert cli(capsys, "db", "upgrade", "--url", url)[0] == 0
     assert cli(capsys, "report", "--url", url)[0] == 0
+
+
+def test_a_candidate_in_another_folder_names_the_registrys_artifacts(
+    registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`refresh -r team/registry.yaml -o candidate.yaml` kept `router: routers/r` as the
+    registry wrote it, so the candidate named ./routers/r: 'no such router artifact' at
+    its first load, and `--eval-data`, which loads it, failed with exit 2 after writing
+    it. Its relative paths are now rewritten for its own folder (team/routers/r)."""
+    from llmroute.decide import Router
+    from llmroute.registry import load_registry
+
+    team = tmp_path / "team"
+    data = tmp_path / "difficulty.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"prompt": f"q {i}", "weak_correct": i % 3 == 0, "strong_correct": True})
+            + "\n"
+            for i in range(60)
+        )
+    )
+    train = ["train", "difficulty", "--data", data, "--router", "random", "-o", team / "routers/r"]
+    assert cli(capsys, *train)[0] == 0
+    document = yaml.safe_load(registry.read_text(encoding="utf-8"))
+    document["default"]["difficulty"] = {
+        "router": "routers/r", "strong": "large", "weak": "small", "threshold": 0.5,
+    }  # fmt: skip
+    live = team / "registry.yaml"
+    live.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    fill(registry, [record("default", 0.05, time.time() - 60, p) for p in PASSPORT])
+    labelled = tmp_path / "eval.jsonl"
+    labelled.write_text(json.dumps({"text": "recipe for apple pie", "intent": "cooking"}) + "\n")
+    out_path = tmp_path / "candidate.yaml"
+    code, out, err = cli(capsys, "refresh", "-r", live, "-o", out_path, "--eval-data", labelled)
+    assert code == 0, err
+    assert "new route candidate-1" in out and "vs baseline" in out
+    candidate = load_registry(out_path)
+    assert candidate.registry.default.difficulty is not None
+    assert candidate.registry.default.difficulty.router == "team/routers/r"
+    Router(candidate).close()  # loads the router artifact: found

@@ -369,7 +369,8 @@ def refresh_command(
     config = RefreshConfig(
         max_margin=max_margin, min_cluster=min_cluster, cluster_similarity=similarity
     )
-    proposal = propose(decisions, router, config)  # NoPrompts: a clean error, exit 2
+    # NoPrompts: a clean error, exit 2
+    proposal = propose(decisions, router, config, out_dir=output.resolve().parent)
     output.write_text(proposal.yaml_text, encoding="utf-8")
     candidate = Router(proposal.candidate, encoder=router.encoder)
     mined_change = _routing_change(router, candidate, proposal.mined)

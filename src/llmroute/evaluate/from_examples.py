@@ -12,7 +12,6 @@ docs/benchmarks.md): in-scope accuracy 88.9% → 95.0% with the same recall targ
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from llmroute.registry import (
     dump_registry,
     parse_registry,
 )
+from llmroute.registry.relocate import relocate_paths
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -131,49 +131,6 @@ def _base_document(base: LoadedRegistry | None) -> dict[str, Any]:
     return document
 
 
-def _rebased(path: str, base_dir: Path, out_dir: Path) -> str:
-    """`path`, relative to `base_dir` as the base registry wrote it, made relative to
-    `out_dir` (where the built registry is written): relative, not absolute, so that a
-    registry and its artifacts committed together still load from another checkout or a
-    container. Absolute paths stay; so does one with no relative form (another drive)."""
-    if Path(path).expanduser().is_absolute():
-        return path
-    target = os.path.normpath(base_dir / path)
-    try:
-        return Path(os.path.relpath(target, out_dir)).as_posix()
-    except ValueError:  # pragma: no cover - Windows: another drive
-        return target
-
-
-def _rebase(document: dict[str, Any], base_dir: Path, out_dir: Path) -> None:
-    """The artifact and file paths the base gave (a difficulty router, the injection
-    detector, the reasoning scorer, llamacpp GGUF files), moved from the base file's
-    folder to the output's. Routes (and their cascade gates) are built here, not kept."""
-    if base_dir == out_dir:
-        return
-    from llmroute.providers.llamacpp import PACKAGE_PREFIX  # httpx and more: when needed
-
-    def move(section: Any, key: str, keep: tuple[str, ...] = ()) -> None:
-        value = section.get(key) if isinstance(section, dict) else None
-        if isinstance(value, str) and value not in keep and not value.startswith(PACKAGE_PREFIX):
-            section[key] = _rebased(value, base_dir, out_dir)
-
-    move((document.get("default") or {}).get("difficulty"), "router")
-    move((document.get("safety") or {}).get("injection"), "artifact", ("builtin",))
-    move(document.get("reasoning"), "scorer", ("builtin",))
-    providers = document.get("providers") or {}
-    local = {name for name, p in providers.items() if p.get("kind") == "llamacpp"}
-    for model in (document.get("models") or {}).values():
-        deployments = model.get("deployments") or []
-        if model.get("provider") in local or any(
-            d.get("provider") in local and d.get("model") is None for d in deployments
-        ):
-            move(model, "model")
-        for deployment in deployments:
-            if deployment.get("provider") in local:
-                move(deployment, "model")
-
-
 def _document(
     base: LoadedRegistry | None,
     config: FromExamplesConfig,
@@ -184,7 +141,7 @@ def _document(
 ) -> dict[str, Any]:
     document = _base_document(base)
     if base is not None and out_dir is not None:
-        _rebase(document, base.base_dir, out_dir)
+        relocate_paths(document, base.base_dir, out_dir)
     encoder = config.encoder or (document.get("encoder") if base else None) or DEFAULT_ENCODER
     target = document["default"]["target"]
     intent = dict(document.get("intent") or {})

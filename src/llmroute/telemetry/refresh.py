@@ -18,8 +18,9 @@ route; otherwise it becomes a candidate route ``candidate-N`` with its most cent
 prompts as examples, served by the registry default's target, for a human to name.
 
 The candidate registry is the original file loaded as data, with the additions, dumped
-again (comments of the original are lost; the additions are marked with comments), and
-validated before it is written. The live registry is never touched.
+again (comments of the original are lost; the additions are marked with comments; its
+relative paths rewritten for the candidate's folder), and validated as it will load
+from there before it is written. The live registry is never touched.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from llmroute.decide import Router
 from llmroute.errors import ConfigError, LlmrouteError
 from llmroute.evaluate.registry_diff import Traffic, diff_registries
 from llmroute.registry import LoadedRegistry, dump_registry, parse_registry
+from llmroute.registry.relocate import relocate_paths
 from llmroute.telemetry.drift import is_default, routed_only
 from llmroute.telemetry.record import LoggedDecision, prompt_hash
 
@@ -244,11 +246,14 @@ def propose(
     config: RefreshConfig | None = None,
     *,
     original_text: str | None = None,
+    out_dir: Path | None = None,
 ) -> RefreshProposal:
     """Mine, cluster and build the candidate registry (see the module docstring).
 
     `router` runs the current registry (its encoder embeds the prompts);
-    `original_text` is the registry file's text (default: read from its source).
+    `original_text` is the registry file's text (default: read from its source);
+    `out_dir` the folder the candidate will be written to (its relative paths are
+    rewritten to be relative to it; None: the current registry's folder).
     Raises `NoPrompts` when no decision has a stored prompt.
     """
     cfg = config if config is not None else RefreshConfig()
@@ -296,10 +301,12 @@ def propose(
             )
         )
     text = original_text if original_text is not None else _registry_text(router.loaded)
-    yaml_text = candidate_yaml(text, clusters, router.loaded.registry.default.target)
-    candidate = parse_registry(
-        yaml_text, source="<candidate registry>", base_dir=router.loaded.base_dir
+    base_dir = router.loaded.base_dir
+    out = base_dir if out_dir is None else out_dir
+    yaml_text = candidate_yaml(
+        text, clusters, router.loaded.registry.default.target, paths=(base_dir, out)
     )
+    candidate = parse_registry(yaml_text, source="<candidate registry>", base_dir=out)
     return RefreshProposal(
         n_decisions=len(decisions),
         n_with_prompt=with_prompt,
@@ -340,11 +347,22 @@ def _comment_before(text: str, route: str, note: str) -> str:
     return f"{text[:start]}{match.group(1)}# {note}\n{text[start:]}"
 
 
-def candidate_yaml(original: str, clusters: Sequence[CandidateCluster], default_target: str) -> str:
-    """The registry text with the proposal applied, each addition marked by a comment."""
+def candidate_yaml(
+    original: str,
+    clusters: Sequence[CandidateCluster],
+    default_target: str,
+    *,
+    paths: tuple[Path, Path] | None = None,
+) -> str:
+    """The registry text with the proposal applied, each addition marked by a comment.
+
+    `paths` (the original's folder, the candidate's): its relative paths (a difficulty
+    router, a learned gate) are rewritten for the candidate's, so that it loads there."""
     data = yaml.safe_load(original)
     if not isinstance(data, dict) or not isinstance(data.get("routes"), list):
         raise ConfigError("the registry has no routes list to add to")
+    if paths is not None:
+        relocate_paths(data, *paths)
     routes: list[dict[str, Any]] = data["routes"]
     by_name = {r.get("name"): r for r in routes if isinstance(r, dict)}
     added: Counter[str] = Counter()
