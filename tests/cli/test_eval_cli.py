@@ -166,6 +166,10 @@ def test_a_candidate_that_drops_routes_is_not_excused_their_rows(
     assert done.returncode == 1, done.stdout
     gate = loads_strict(done.stdout)["compare"]
     assert gate["passed"] is False and gate["delta_points"] < -20
+    dropped = [r["name"] for r in yaml.safe_load((workdir / "good.yaml").read_text())["routes"]]
+    for name in dropped[1:]:  # routed to no more: F1 0, its fall a change (was n/a, none)
+        diff = gate["per_route"][name]
+        assert diff["f1"] == 0.0 and diff["delta_f1"] == -diff["baseline_f1"] < 0, name
 
 
 def test_bad_data_line_exits_2_naming_file_and_line(workdir: Path, tmp_path: Path) -> None:

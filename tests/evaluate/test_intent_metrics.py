@@ -46,7 +46,16 @@ def test_per_route_precision_recall_f1_support() -> None:
     assert b.f1 == pytest.approx(0.5)
     assert (c.precision, c.recall, c.f1, c.support) == (None, None, None, 0)
     zero = per_route_metrics(["a"], ["b"], ["a", "b"])
-    assert zero["a"].f1 is None and zero["b"].precision == 0.0
+    assert zero["b"].precision == 0.0 and zero["a"].precision is None
+
+
+def test_a_route_that_got_none_of_its_rows_has_f1_zero() -> None:
+    """With nothing routed to it (precision undefined) its F1 was None, shown as n/a:
+    `eval --compare` left a route the candidate stopped routing to out of its changes
+    (no delta), and sorted it among the unchanged ones."""
+    zero = per_route_metrics(["a", "a"], [DEFAULT, "b"], ["a", "b"])
+    assert (zero["a"].precision, zero["a"].recall, zero["a"].f1) == (None, 0.0, 0.0)
+    assert zero["b"].f1 == 0.0  # routed to, none of its own: all false positives
 
 
 def test_confusion_counts_and_top_confusions() -> None:

@@ -110,7 +110,11 @@ class RouteMetrics:
 def per_route_metrics(
     gold: Sequence[str], pred: Sequence[str], routes: Iterable[str]
 ) -> dict[str, RouteMetrics]:
-    """Precision, recall, F1 and support (gold rows) for every route, zero support too."""
+    """Precision, recall, F1 and support (gold rows) for every route, zero support too.
+
+    F1 is 2·TP / (2·TP + FP + FN), defined whenever the route has rows or was routed to:
+    0 for a route none of whose rows it got, even when nothing was routed to it (its
+    precision undefined), so a route a registry stopped routing to shows as 0, not n/a."""
     _check(gold, pred)
     support = Counter(gold)
     predicted = Counter(pred)
@@ -119,9 +123,8 @@ def per_route_metrics(
     for route in routes:
         precision = _ratio(hits[route], predicted[route])
         recall = _ratio(hits[route], support[route])
-        f1 = None
-        if precision is not None and recall is not None:
-            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        errors = predicted[route] + support[route] - 2 * hits[route]  # FP + FN
+        f1 = _ratio(2 * hits[route], 2 * hits[route] + errors)
         out[route] = RouteMetrics(precision, recall, f1, support[route])
     return out
 
