@@ -110,6 +110,24 @@ def test_drift_quiet_and_empty(registry: Path, capsys: pytest.CaptureFixture[str
     assert code == 2 and "--recent" in err
 
 
+@pytest.mark.parametrize(
+    ("baseline", "recent"),
+    [("7d", "7d"), ("30d", "7d"), ("1d", "7d"), ("14d..7d", "14d..7d"), ("7d", "14d..7d")],
+)
+def test_drift_refuses_windows_that_overlap_or_are_reversed(
+    registry: Path, capsys: pytest.CaptureFixture[str], baseline: str, recent: str
+) -> None:
+    """A baseline sharing the recent window's decisions (or after it) was compared with
+    them: `--baseline 7d --recent 7d` said "no drift flagged", exit 0, whatever the
+    margins did (a cron check that could never fail)."""
+    now, rng = time.time(), np.random.default_rng(3)
+    fill(registry, traffic(now - 10 * DAY, rng) + traffic(now - DAY, rng, shift=0.2))
+    windows = ("--baseline", baseline, "--recent", recent)
+    code, out, err = cli(capsys, "drift", "-r", registry, *windows)
+    assert code == 2 and out == "", out
+    assert "does not end before --recent" in " ".join(err.split())
+
+
 def test_report_and_plot(
     registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

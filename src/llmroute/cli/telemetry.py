@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -121,9 +122,9 @@ def _usd(value: float | None) -> str:
     return f"{value:.{places}f}"
 
 
-def _window(text: str, option: str) -> Window:
+def _window(text: str, option: str, now: float | None = None) -> Window:
     try:
-        return parse_window(text)
+        return parse_window(text, now=now)
     except WindowError as exc:
         fail(f"{option}: {exc}")
 
@@ -249,7 +250,16 @@ def drift_command(
     from llmroute.registry.schema import DriftSettings
     from llmroute.telemetry.drift import drift_report
 
-    old, new = _window(baseline, "--baseline"), _window(recent, "--recent")
+    now = time.time()
+    old, new = _window(baseline, "--baseline", now), _window(recent, "--recent", now)
+    if old.end > new.since:
+        # drift measured against the same decisions (or backwards) is never flagged: in
+        # cron or CI `--baseline 7d --recent 7d` would pass for ever
+        fail(
+            f"--baseline {old.describe()} does not end before --recent {new.describe()} "
+            "starts: give a baseline that ends where the recent window starts or before "
+            "(e.g. --baseline 14d..7d --recent 7d)"
+        )
     loaded = _load_for_log(registry, url)
     settings = loaded.registry.drift if loaded is not None else DriftSettings()
     with _open_log(_url(url, loaded)) as log:
