@@ -210,3 +210,22 @@ def test_report_on_a_log_that_is_not_there_says_so_without_a_window(
     (tmp_path / "empty.db").touch()
     code, out, _ = _run(["report", "--url", f"sqlite:///{tmp_path / 'empty.db'}"], capsys)
     assert code == 0 and "in the last" not in out and "no tables yet" in out
+
+
+def test_a_relative_log_that_is_not_there_is_named_by_where_it_was_looked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sqlite:///llmroute-telemetry.db` (the default) is read from the working directory,
+    not the registry's folder: run from elsewhere, report said "no decision log at
+    llmroute-telemetry.db yet", exit 0, without saying where it had looked."""
+    monkeypatch.chdir(tmp_path)
+    url = "sqlite:///llmroute-telemetry.db"
+    where = tmp_path / "llmroute-telemetry.db"
+    for argv, code_wanted in (
+        (["report", "--url", url], 0),
+        (["db", "status", "--url", url], 0),
+        (["db", "prune", "--url", url, "--older-than", "30d"], 2),
+    ):
+        code, out, err = _run(argv, capsys)
+        assert code == code_wanted and f"no decision log at {where}" in out + err, argv
+    assert not where.exists()

@@ -82,7 +82,8 @@ def db_status(url: UrlOption = None, registry: RegistryOption = None) -> None:
         path = sqlite_path(target)
         if path != ":memory:" and not Path(path).exists():  # opening it would create it
             typer.echo(f"url: {mask_url(target)}")
-            typer.echo(f"no decision log at {path} yet (`llmroute db upgrade` creates it)")
+            where = os.path.abspath(path)
+            typer.echo(f"no decision log at {where} yet (`llmroute db upgrade` creates it)")
             return
     store = open_store(target)
     try:
@@ -218,7 +219,8 @@ def _existing_log(target: str) -> str:
     if target.lower().startswith("sqlite:"):
         path = sqlite_path(target)
         if path != ":memory:" and not Path(path).exists():
-            fail(f"{mask_url(target)}: no decision log at {path}; nothing to erase")
+            where = os.path.abspath(path)
+            fail(f"{mask_url(target)}: no decision log at {where}; nothing to erase")
     return target
 
 

@@ -187,7 +187,7 @@ def _open_log(url: str) -> Iterator[Log]:
     if url.lower().startswith("sqlite:"):
         path = sqlite_path(url)
         if path != ":memory:" and not Path(path).exists():
-            reason = f"no decision log at {path} yet"
+            reason = f"no decision log at {os.path.abspath(path)} yet"
     store = open_store(url)
     try:
         if reason is None:
