@@ -197,6 +197,21 @@ def test_prune_erases_what_is_older_than_the_period_given_or_the_registrys(
     assert code == 2 and "--older-than 30d" in err and "retention_days" in err
 
 
+def test_prune_by_url_without_a_period_asks_for_one(
+    sqlite_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`db prune --url URL` with no --older-than said "no registry given: pass --registry
+    FILE", though the log was given: what it lacked was how old."""
+    monkeypatch.chdir(tmp_path)  # no ./registry.yaml
+    monkeypatch.delenv("LLMROUTE_REGISTRY", raising=False)
+    code, _, err = _run(["db", "prune", "--url", sqlite_url], capsys)
+    assert code == 2 and "no registry given" not in err
+    assert "say how old: --older-than 30d" in " ".join(err.split())
+
+
 def test_report_on_a_log_that_is_not_there_says_so_without_a_window(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from llmroute.cli._app import RegistryOption, app, fail, resolve_registry
+from llmroute.cli._app import RegistryOption, app, fail, find_registry, resolve_registry
 
 __all__ = ["db_app", "db_forget", "db_prune", "db_status", "db_upgrade"]
 
@@ -173,7 +173,9 @@ def db_prune(
     from llmroute.telemetry.writer import PRUNE_BATCH
 
     if older_than is None:
-        path = resolve_registry(registry)
+        path = find_registry(registry)
+        if path is None:  # the log may be given by --url: how old is what is missing
+            fail("say how old: --older-than 30d, or a registry with telemetry.retention_days")
         days = load_registry(path).registry.telemetry.retention_days
         if days is None:
             fail(f"say how old: --older-than 30d, or set telemetry.retention_days in {path}")
@@ -227,7 +229,6 @@ def _existing_log(target: str) -> str:
 def _pseudonym_key(registry: Path | None) -> bytes | None:
     """The registry's `safety.pii.pseudonym_key_env` secret, when there is a registry and
     the variable is set (ids were then logged as ``hmac:`` pseudonyms)."""
-    from llmroute.cli._app import find_registry
     from llmroute.registry import load_registry
 
     path = registry if registry is not None else find_registry(None)
