@@ -301,6 +301,13 @@ def test_from_examples_with_one_example_per_label_says_how_many_are_needed(
     err = _clean(capsys.readouterr().err)
     assert f"{data}: cannot calibrate the threshold" in err and "at least 2 examples" in err
     assert not out.exists()
+    # out-of-scope rows scored, no route's: the threshold went to 1.0, a registry routing
+    # every request to the default, written with "in-scope accuracy n/a"
+    _write(data, [*rows, *[{"text": f"off topic {i}", "intent": "oos"} for i in range(6)]])
+    assert run([*argv, "--oos-label", "oos"]) == 2
+    err = _clean(capsys.readouterr().err)
+    assert f"{data}: cannot calibrate the threshold" in err and "at least 2 examples" in err
+    assert not out.exists()
 
 
 def test_from_examples_refuses_an_output_it_would_replace_or_cannot_write(

@@ -264,8 +264,8 @@ def _calibrate(
     source: str,
 ) -> tuple[ThresholdChoice, int, int]:
     """Score every example out of fold, then sweep thresholds over those scores; the
-    counts of rows scored, and of those out of scope. DataError when none can be: a
-    single-example label is never held out (`_fold_of`)."""
+    counts of rows scored, and of those out of scope. DataError when no route's example
+    can be: a single-example label is never held out (`_fold_of`)."""
     layer = intent_layer(router)
     n_routes = len(routes)
     texts = [t for examples in routes.values() for t in examples] + out_of_scope
@@ -287,10 +287,11 @@ def _calibrate(
             )
             scores[held] = head.scores(vectors[held])
     scored = folds >= 0
-    if not scored.any():
+    if not (scored & (labels < n_routes)).any():
+        # out-of-scope rows alone put the threshold at the top: a registry routing nothing
         raise DataError(
-            "cannot calibrate the threshold: every label has a single example, and the "
-            "threshold is chosen on examples scored by a head that never saw them; give "
+            "cannot calibrate the threshold: every route's label has a single example, and "
+            "the threshold is chosen on examples scored by a head that never saw them; give "
             f"labels at least 2 examples each (better: {config.folds} or more, one per fold)",
             file=source,
         )
