@@ -280,8 +280,9 @@ def test_a_bad_telemetry_url_fails_before_any_worker_starts(
         env={**os.environ, "LLMROUTE_TELEMETRY_URL": "bogus://nowhere"},
     )
     assert done.returncode != 0
-    assert "unsupported telemetry URL 'bogus://nowhere'" in done.stderr
-    assert "Traceback" not in done.stderr
+    # the variable named, not the registry's telemetry.url it won over
+    assert "$LLMROUTE_TELEMETRY_URL: unsupported telemetry URL 'bogus://nowhere'" in done.stderr
+    assert "telemetry.url" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_a_worker_says_it_serves_before_it_answers_anything() -> None:

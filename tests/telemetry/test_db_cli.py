@@ -91,6 +91,17 @@ def test_errors_are_one_clean_line(
     monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", "mysql://u:pw@h/db")
     code, _, err = _run(["db", "status"], capsys)
     assert code == 2 and "unsupported telemetry URL" in err and ":pw@" not in err
+    # named by where it came from: it said "telemetry.url: ...", sending the reader to a
+    # registry that held none of it
+    for argv, source in (
+        (["db", "status"], "$LLMROUTE_TELEMETRY_URL"),
+        (["report"], "$LLMROUTE_TELEMETRY_URL"),
+        (["report", "--url", "sqlite://x.db"], "--url"),
+        (["db", "prune", "--url", "mysql://h/db", "--older-than", "1d"], "--url"),
+    ):
+        code, _, err = _run(argv, capsys)
+        assert code == 2 and err.startswith(f"error: {source}: "), (argv, err)
+        assert "telemetry.url" not in err
 
     monkeypatch.setattr(
         "llmroute.telemetry.store.postgres.PostgresStore.__init__.__kwdefaults__",

@@ -21,6 +21,7 @@ __all__ = [
     "app",
     "check_plot_path",
     "check_port",
+    "check_telemetry_url",
     "err_console",
     "fail",
     "print_error",
@@ -161,6 +162,20 @@ def check_port(host: str, port: int) -> None:
         free_port(host, port)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def check_telemetry_url(url: str, source: str) -> str:
+    """`url`, or a one-line failure naming where it came from (``--url``,
+    ``$LLMROUTE_TELEMETRY_URL``) when no store opens it: the registry's
+    ``telemetry.url`` is checked at its load, with its file and line."""
+    from llmroute.errors import ConfigError
+    from llmroute.telemetry.store.url import check_store_url
+
+    try:
+        check_store_url(url)
+    except ConfigError as exc:
+        fail(f"{source}: {exc.message}")
+    return url
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

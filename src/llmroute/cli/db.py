@@ -15,7 +15,14 @@ from typing import Annotated
 
 import typer
 
-from llmroute.cli._app import RegistryOption, app, fail, find_registry, resolve_registry
+from llmroute.cli._app import (
+    RegistryOption,
+    app,
+    check_telemetry_url,
+    fail,
+    find_registry,
+    resolve_registry,
+)
 
 __all__ = ["db_app", "db_forget", "db_prune", "db_status", "db_upgrade"]
 
@@ -41,12 +48,12 @@ def _telemetry_url(url: str | None, registry: Path | None) -> str:
     from llmroute.telemetry.store import ENV_VAR, resolve_telemetry_url
 
     if url is not None and url.strip():
-        return url.strip()
+        return check_telemetry_url(url.strip(), "--url")
     if ENV_VAR in os.environ:
         resolved = resolve_telemetry_url(TelemetrySettings(), os.environ)
         if resolved is None:
             fail(f"the decision log is off (${ENV_VAR} is {os.environ[ENV_VAR]!r}); pass --url")
-        return resolved
+        return check_telemetry_url(resolved, f"${ENV_VAR}")
     path = resolve_registry(registry)
     settings = load_registry(path).registry.telemetry
     resolved = resolve_telemetry_url(settings, {})

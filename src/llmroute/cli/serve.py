@@ -428,7 +428,7 @@ def _check_telemetry_url(loaded: LoadedRegistry) -> None:
     ``postgres`` extra missing), rather than in each worker's start-up. Nothing connects:
     a database that is down is the writer's business, not a reason not to start."""
     from llmroute.errors import ConfigError
-    from llmroute.telemetry.store import open_store, resolve_telemetry_url
+    from llmroute.telemetry.store import ENV_VAR, open_store, resolve_telemetry_url
 
     url = resolve_telemetry_url(loaded.registry.telemetry)
     if url is None:
@@ -436,7 +436,8 @@ def _check_telemetry_url(loaded: LoadedRegistry) -> None:
     try:
         open_store(url).close()
     except ConfigError as exc:
-        fail(str(exc))
+        # it won over the registry's telemetry.url: name it, not the registry
+        fail(f"${ENV_VAR}: {exc.message}" if ENV_VAR in os.environ else str(exc))
 
 
 def _check_state_urls(loaded: LoadedRegistry) -> None:

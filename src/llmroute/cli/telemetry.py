@@ -27,6 +27,7 @@ from llmroute.cli._app import (
     RegistryOption,
     app,
     check_plot_path,
+    check_telemetry_url,
     err_console,
     fail,
     find_registry,
@@ -163,7 +164,7 @@ def _url(url: str | None, loaded: LoadedRegistry | None) -> str:
     from llmroute.telemetry.store import ENV_VAR, resolve_telemetry_url
 
     if url is not None and url.strip():
-        return url.strip()
+        return check_telemetry_url(url.strip(), "--url")
     settings = loaded.registry.telemetry if loaded is not None else TelemetrySettings()
     if loaded is None and not os.environ.get(ENV_VAR):
         fail(f"no decision log given: pass --url URL, set {ENV_VAR}, or pass --registry FILE")
@@ -173,7 +174,8 @@ def _url(url: str | None, loaded: LoadedRegistry | None) -> str:
             f"the decision log is off (telemetry.enabled is false, or {ENV_VAR} is off): "
             "pass --url URL"
         )
-    return resolved
+    # the registry's telemetry.url was checked at its load, with its file and line
+    return resolved if ENV_VAR not in os.environ else check_telemetry_url(resolved, f"${ENV_VAR}")
 
 
 @contextmanager

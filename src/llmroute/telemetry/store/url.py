@@ -90,8 +90,7 @@ def check_store_url(url: str) -> None:
     elif not lowered.startswith(_POSTGRES):
         raise ConfigError(
             f"unsupported telemetry URL {mask_url(url)!r}: use sqlite:///PATH, "
-            "postgresql://USER@HOST/DB, or off",
-            field="telemetry.url",
+            "postgresql://USER@HOST/DB, or off"
         )
 
 
@@ -111,6 +110,5 @@ def open_store(url: str, *, pool_size: int = 4) -> Store:
         return PostgresStore(url, pool_size=pool_size)
     raise ConfigError(
         f"unsupported telemetry URL {mask_url(url)!r}: use sqlite:///PATH, "
-        "postgresql://USER@HOST/DB, or off",
-        field="telemetry.url",
+        "postgresql://USER@HOST/DB, or off"
     )
