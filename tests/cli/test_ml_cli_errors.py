@@ -310,6 +310,24 @@ def test_from_examples_with_one_example_per_label_says_how_many_are_needed(
     assert not out.exists()
 
 
+def test_from_examples_warns_of_an_oos_label_no_row_has(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--oos-label OOS` on rows labelled `oos` said nothing: the off-topic rows became a
+    route named `oos`, and the threshold was calibrated as if there were none."""
+    rows = [{"text": f"book a flight to city {i}", "intent": "travel"} for i in range(3)]
+    rows += [{"text": f"is it raining in town {i}", "intent": "weather"} for i in range(3)]
+    rows += [{"text": f"who wrote book {i}", "intent": "oos"} for i in range(3)]
+    data = _write(tmp_path / "labels.jsonl", rows)
+    out = tmp_path / "x.yaml"
+    argv = ["registry", "from-examples", str(data), "-o", str(out), "--encoder", "builtin:static"]
+    assert run([*argv, "--oos-label", "OOS"]) == 0
+    err = _clean(capsys.readouterr().err)
+    assert "warning: --oos-label 'OOS': no row of" in err and "(did you mean 'oos'?)" in err
+    assert run([*argv, "--oos-label", "oos", "--force"]) == 0
+    assert "--oos-label" not in capsys.readouterr().err
+
+
 def test_from_examples_refuses_an_output_it_would_replace_or_cannot_write(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -322,6 +322,18 @@ def from_examples(
         in_scope_pass=in_scope_pass,
     )
     rows = read_labelled(data)
+    labels = {r.intent for r in rows}
+    if oos_label is not None and oos_label not in labels:
+        # a mistyped label built the out-of-scope rows into a route of their own
+        from llmroute.registry._paths import did_you_mean
+
+        cased = sorted(label for label in labels if label.lower() == oos_label.lower())
+        hint = f" (did you mean {cased[0]!r}?)" if cased else did_you_mean(oos_label, labels)
+        err_console.print(
+            f"[bold yellow]warning:[/] --oos-label {escape(repr(oos_label))}: no row of "
+            f"{escape(str(data))} has that label, so none is out of scope{escape(hint)}",
+            soft_wrap=True,
+        )
     loaded_base = load_registry(base) if base is not None else None
     result = registry_from_examples(
         rows, config, base=loaded_base, source=str(data), out_dir=output.parent
