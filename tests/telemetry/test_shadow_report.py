@@ -23,6 +23,13 @@ def test_wilson_interval_known_values() -> None:
     assert wilson_interval(0, 0) is None
 
 
+@pytest.mark.parametrize("n", range(1, 60))
+def test_wilson_interval_ends_at_exactly_0_and_1(n: int) -> None:
+    """None lost of 7 printed ci95 [5.551115123125783e-17, ...] in the JSON report."""
+    assert (wilson_interval(0, n) or (1.0, 1.0))[0] == 0.0
+    assert (wilson_interval(n, n) or (0.0, 0.0))[1] == 1.0
+
+
 def test_per_route_and_overall() -> None:
     records = (
         [shadow("code", True)] * 8
