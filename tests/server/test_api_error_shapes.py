@@ -53,3 +53,41 @@ def test_elsewhere_they_come_in_openais_shape(
 
 def test_the_log_holds_no_traceback(gateway: Served) -> None:
     assert "Traceback" not in gateway.log_text()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "served"),
+    [
+        ("POST", "/v1/chat/completions/", "POST /v1/chat/completions"),
+        ("GET", "/v1/files/", "GET /v1/files"),
+        ("GET", "/health/", "GET /health"),
+    ],
+)
+def test_a_stray_trailing_slash_is_a_404_naming_the_path_not_a_redirect(
+    gateway: Served, method: str, path: str, served: str
+) -> None:
+    """Starlette answered 307 with an absolute ``Location`` built from the request's own
+    ``Host``: behind a proxy, the gateway's internal address without the proxy's prefix,
+    and to curl an empty answer."""
+    response = httpx.request(method, f"{gateway.url}{path}", json={}, timeout=10)
+    assert response.status_code == 404 and "location" not in response.headers
+    message = response.json()["error"]["message"]
+    assert message == (
+        f"{method} {path} is not an endpoint of this gateway; {served} is (no trailing /)"
+    )
+
+
+def test_a_trailing_slash_under_messages_is_a_404_in_anthropics_shape(gateway: Served) -> None:
+    response = httpx.post(f"{gateway.url}/v1/messages/", json={}, timeout=10)
+    assert response.status_code == 404 and "location" not in response.headers
+    error = response.json()["error"]
+    assert error["type"] == "not_found_error"
+    assert "POST /v1/messages is (no trailing /)" in error["message"]
+
+
+def test_a_path_not_served_either_way_gets_no_hint(gateway: Served) -> None:
+    response = httpx.post(f"{gateway.url}/v1/nothing/", json={}, timeout=10)
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == (
+        "POST /v1/nothing/ is not an endpoint of this gateway"
+    )

@@ -190,6 +190,10 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+    # a path with a stray trailing / is a 404 that names the path to use
+    # (`handle_http`), not Starlette's 307 to an absolute URL built from the request's
+    # Host: behind a proxy that names the gateway's own address and drops the prefix
+    app.router.redirect_slashes = False
     app.state.gateway = None
     app.state.telemetry = None
     app.state.serve_settings = serve_settings

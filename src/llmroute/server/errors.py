@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmroute.errors import (
@@ -123,8 +124,24 @@ async def handle_http(request: Request, exc: Exception) -> Response:
         message = f"{call} is not an endpoint of this gateway"
         if exc.status_code == 405:
             message = f"{call}: the method is not allowed on this path"
+        elif (served := _served_without_slash(request)) is not None:
+            message += f"; {request.method} {_shown_path(served)} is (no trailing /)"
     error = GatewayError(exc.status_code, message, headers=exc.headers)
     return counted(request, in_api_shape(request, error))
+
+
+def _served_without_slash(request: Request) -> str | None:
+    """The request's path without its trailing ``/`` when a route serves that path (the
+    gateway answers 404 rather than Starlette's redirect, whose absolute ``Location``
+    names the gateway's own address and drops a proxy's path prefix)."""
+    path = request.url.path
+    router = request.scope.get("router")
+    if not path.endswith("/") or path == "/" or router is None:
+        return None
+    bare = {**request.scope, "path": path.rstrip("/") or "/"}
+    if any(route.matches(bare)[0] is not Match.NONE for route in router.routes):
+        return str(bare["path"])
+    return None
 
 
 def _shown_path(path: str) -> str:
