@@ -329,3 +329,23 @@ def test_option_table(table: docs.OptionTable) -> None:
 
 def test_option_tables_are_found() -> None:
     assert any(t.where.startswith("docs/gateway.md") for t in TABLES)
+
+
+def _endpoints_table() -> str:
+    """docs/gateway.md's Endpoints section up to its first subsection: the table."""
+    text = (ROOT / "docs/gateway.md").read_text()
+    return text.split("\n## Endpoints\n", 1)[1].split("\n### ", 1)[0]
+
+
+def test_the_endpoints_table_names_every_path_the_gateway_serves() -> None:
+    """Each route of the gateway (dashboard included) has its path, up to its first
+    parameter, in the table: `POST /v1/feedback` was served and missing from it."""
+    from llmroute.server.app import create_app
+    from llmroute.server.settings import ServeSettings
+
+    table = _endpoints_table()
+    app = create_app("registry.yaml", ServeSettings(dashboard=True))
+    paths = {route.path.split("{", 1)[0].rstrip("/") for route in app.routes}  # type: ignore[attr-defined]
+    assert len(paths) > 20
+    missing = sorted(p for p in paths if not any(f"{p}{end}" in table for end in "`/?"))
+    assert not missing, f"docs/gateway.md#endpoints has no row for {missing}"
