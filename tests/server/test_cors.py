@@ -114,6 +114,52 @@ def test_a_malformed_origin_stops_the_start_with_one_line(origin: str, tmp_path:
     assert f"--cors-origin {origin!r}" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_wildcard_within_an_origin_stops_the_start(tmp_path: Path) -> None:
+    """It was taken, and compared byte for byte it matched no page ever: the pages of
+    ``https://app.example.com`` were refused as another origin's."""
+    registry = REGISTRY % {"url": "http://127.0.0.1:9/v1"}
+    done = serve_refused(registry, tmp_path, ["--cors-origin", "https://*.example.com"], ENV)
+    assert done.returncode == 2
+    line = "--cors-origin 'https://*.example.com': an origin is matched whole, with no wildcards"
+    assert line in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_origin_is_written_as_browsers_send_it(tmp_path: Path) -> None:
+    """A browser's ``Origin`` has a lowercase scheme and host and no default port: an
+    origin given as ``https://Chat.Example.com:443`` was taken as written, matched no
+    page, and its pages were refused."""
+    with (
+        fake_upstream() as upstream,
+        serve_text(
+            REGISTRY % {"url": upstream.url},
+            tmp_path,
+            [
+                "--cors-origin",
+                "https://Chat.Example.com:443",
+                "--cors-origin",
+                "http://LOCALHOST:80",
+            ],
+            ENV,
+        ) as served,
+    ):
+        for origin in (APP, "http://localhost"):
+            preflight = _preflight(served.url, origin)
+            assert preflight.status_code == 200, preflight.text
+            assert preflight.headers["access-control-allow-origin"] == origin
+        reply = httpx.post(
+            f"{served.url}/v1/chat/completions",
+            json=ASK,
+            headers={
+                "Origin": APP,
+                "Sec-Fetch-Site": "cross-site",
+                "Authorization": f"Bearer {KEY}",
+            },
+            timeout=10,
+        )
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["access-control-allow-origin"] == APP
+
+
 def test_the_origins_reach_the_workers_through_the_environment() -> None:
     settings = ServeSettings(cors_origins=(APP, "http://localhost:3000"), workers=2)
     assert ServeSettings.from_env(settings.to_env()) == settings

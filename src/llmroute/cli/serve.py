@@ -349,21 +349,31 @@ def serve(
         raise typer.Exit(3)  # uvicorn has logged why (the port in use, a failed start-up)
 
 
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
 def _origins(values: list[str]) -> list[str]:
-    """The CORS origins, checked: ``*``, or ``scheme://host[:port]`` with no path (what
-    a browser sends as ``Origin``); a mistake fails the start with one line."""
+    """The CORS origins, checked: ``*``, or ``scheme://host[:port]`` with no path, written
+    as a browser sends it as ``Origin`` (lowercase, no default port), since they are
+    compared byte for byte; a mistake fails the start with one line."""
     origins = []
     for value in values:
-        origin = value.strip().rstrip("/")
+        origin = value.strip().rstrip("/").lower()
+        if origin == "*":
+            origins.append(origin)
+            continue
         scheme, sep, rest = origin.partition("://")
-        if origin != "*" and (
-            not sep or scheme not in ("http", "https") or not rest or "/" in rest or "," in rest
-        ):
+        if not sep or scheme not in _DEFAULT_PORTS or not rest or "/" in rest or "," in rest:
             fail(
                 f"--cors-origin {value!r}: give an origin such as https://app.example.com "
                 "(scheme and host, no path), or '*'"
             )
-        origins.append(origin)
+        if "*" in rest:
+            fail(
+                f"--cors-origin {value!r}: an origin is matched whole, with no wildcards: "
+                "give each origin (repeat the option), or '*' for any"
+            )
+        origins.append(origin.removesuffix(_DEFAULT_PORTS[scheme]))
     return origins
 
 
