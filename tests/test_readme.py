@@ -100,6 +100,25 @@ def test_sdk_snippet_runs_as_written() -> None:
     assert result.stdout.startswith("code ") and "debug this SQL query" in result.stdout
 
 
+def test_the_sdk_snippet_says_what_it_needs_from_a_plain_install() -> None:
+    """A new user who installed as above has no openai, so `create` returns dicts, and the
+    snippet, reading attributes, failed with AttributeError: the prose before it must
+    say to install openai while it needs it."""
+    snippet = re.findall(r"```python\n(.*?)```", README, flags=re.S)[1]
+    without_openai = "import sys\nsys.modules['openai'] = None\n" + snippet
+    result = subprocess.run(
+        [sys.executable, "-c", without_openai],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    if result.returncode != 0:
+        section = README.split(f"```python\n{snippet}")[0].rsplit("\n## ", 1)[1]
+        assert "pip install openai" in section, result.stderr
+
+
 def test_no_unquoted_shell_surprises() -> None:
     for block in _bash_blocks():
         for line in block.strip().splitlines():
