@@ -155,3 +155,19 @@ def test_a_malformed_forwarded_allow_ips_stops_the_start_with_one_line(
     assert done.returncode == 2, done.stderr
     assert "--forwarded-allow-ips" in done.stderr and "give an address" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_address_with_a_prefix_length_stops_the_start_naming_the_network(
+    tmp_path: Path,
+) -> None:
+    """``127.0.0.1/8`` (as ``ip addr`` shows an address) was taken; uvicorn, parsing
+    networks strictly, kept it as text that no peer's address is, so no proxy's
+    ``X-Forwarded-For`` was believed and the log showed the proxy for every client."""
+    registry = REGISTRY % {"url": "http://127.0.0.1:9/v1"}
+    done = serve_refused(registry, tmp_path, ["--forwarded-allow-ips", "::1, 127.0.0.1/8"])
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "error: --forwarded-allow-ips '127.0.0.1/8': not a network (its host bits are not "
+        "zero), so it would match no proxy; give the network 127.0.0.0/8 or the address "
+        "127.0.0.1"
+    )

@@ -412,13 +412,29 @@ def _trusted_proxies(value: str | None) -> str | None:
         if item == "*":
             continue
         try:
-            ipaddress.ip_network(item, strict=False)
+            network = ipaddress.ip_network(item, strict=False)
         except ValueError:
             fail(
                 f"--forwarded-allow-ips {item!r}: give an address (10.0.0.5), a network "
                 "(10.0.0.0/8) or '*', comma-separated"
             )
+        if "/" in item and not _strict_network(item):
+            # uvicorn reads such a network as text, which no peer's address ever is
+            fail(
+                f"--forwarded-allow-ips {item!r}: not a network (its host bits are not "
+                f"zero), so it would match no proxy; give the network {network} or the "
+                f"address {item.split('/')[0]}"
+            )
     return ",".join(items)
+
+
+def _strict_network(value: str) -> bool:
+    """Whether `value` is a network as uvicorn parses one: host bits zero."""
+    try:
+        ipaddress.ip_network(value)
+    except ValueError:
+        return False
+    return True
 
 
 def checked_root_path(value: str | None) -> str | None:
