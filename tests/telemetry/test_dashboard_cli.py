@@ -55,6 +55,17 @@ def test_the_dashboard_reads_any_decision_log(
     assert "dashboard: http://127.0.0.1:" in (tmp_path / "dashboard.log").read_text()
 
 
+def test_a_stray_trailing_slash_is_a_404_not_a_redirect_to_an_absolute_url(
+    tmp_path: Path,
+) -> None:
+    """Starlette's slash redirect named the dashboard's own address, without a proxy's
+    path prefix, where the page's own links are relative to keep it."""
+    with log_dashboard(f"sqlite:///{tmp_path / 'none.db'}", tmp_path / "dashboard.log") as base:
+        reply = httpx.get(f"{base}/dashboard/data/", timeout=10)
+    assert reply.status_code == 404 and "location" not in reply.headers
+    assert "GET /dashboard/data is (no trailing /)" in reply.json()["error"]["message"]
+
+
 def test_a_log_not_written_yet_is_a_message_not_an_error(tmp_path: Path) -> None:
     path = tmp_path / "none.db"
     with log_dashboard(f"sqlite:///{path}", tmp_path / "dashboard.log") as base:

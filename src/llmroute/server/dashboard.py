@@ -351,5 +351,6 @@ def create_log_dashboard(
         ],
         lifespan=lifespan,
     )
+    web.router.redirect_slashes = False  # a stray / is a 404 naming the path, as the gateway's
     web.state.log_url = store.url
     return web
