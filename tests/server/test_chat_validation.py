@@ -9,6 +9,7 @@ that is not a string is named ``model``; a batch's chat line gets the same 400."
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from collections.abc import Iterator
@@ -291,6 +292,28 @@ def test_a_body_in_another_charset_is_said_to_be_no_utf8(
     assert len(upstream.requests) == before
     utf8 = httpx.post(f"{gateway.url}{path}", content=body.encode(), timeout=10)
     assert utf8.status_code == 200, utf8.text  # the same body in UTF-8 is answered
+
+
+@pytest.mark.parametrize(("path", "body"), list(_LATIN_1.values()), ids=list(_LATIN_1))
+def test_a_compressed_body_is_a_415_that_says_so(
+    gateway: Served, upstream: FakeUpstream, path: str, body: str
+) -> None:
+    """A gzip-compressed body was told it is not UTF-8 "whatever charset the content type
+    names": the charset was not what was wrong with it."""
+    before = len(upstream.requests)
+    answer = httpx.post(
+        f"{gateway.url}{path}",
+        content=gzip.compress(body.encode()),
+        headers={"content-type": "application/json", "content-encoding": "gzip"},
+        timeout=10,
+    )
+    assert answer.status_code == 415, answer.text
+    assert answer.headers["accept-encoding"] == "identity"
+    assert "Content-Encoding: 'gzip', which this gateway does not decode" in answer.text
+    assert "UTF-8" not in answer.text
+    assert len(upstream.requests) == before
+    plain = {"content-encoding": "identity"}
+    assert httpx.post(f"{gateway.url}{path}", content=body, headers=plain).status_code == 200
 
 
 def test_numbers_a_double_holds_still_parse(gateway: Served) -> None:

@@ -47,6 +47,7 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     # 413 instead of seeing its upload cut off.
     if size > limit:
         raise _too_large(limit)
+    _require_identity(request)
     try:
         data = loads(b"".join(chunks), max_depth=MAX_DEPTH, finite=True)
     except TooDeep:
@@ -90,6 +91,21 @@ def require_messages(body: dict[str, Any]) -> None:
 
 
 METADATA_KEYS = 16  # OpenAI's metadata: at most 16 keys of 64 characters, values of 512
+
+
+def _require_identity(request: Request) -> None:
+    """415 for a compressed body (``Content-Encoding: gzip``), which is not decoded: it
+    was told it is not UTF-8 "whatever charset the content type names", which was not
+    what was wrong with it. Checked once the body is read, as a too-large one is."""
+    coding = request.headers.get("content-encoding", "").strip().lower()
+    if coding not in ("", "identity"):
+        raise GatewayError(
+            415,
+            f"the request body is sent with Content-Encoding: {coding[:40]!r}, which this "
+            "gateway does not decode: send it uncompressed",
+            code="unsupported_content_encoding",
+            headers={"Accept-Encoding": "identity"},
+        )
 
 
 def checked_metadata(value: object) -> dict[str, str] | None:
