@@ -61,6 +61,8 @@ def test_the_log_holds_no_traceback(gateway: Served) -> None:
         ("POST", "/v1/chat/completions/", "POST /v1/chat/completions"),
         ("GET", "/v1/files/", "GET /v1/files"),
         ("GET", "/health/", "GET /health"),
+        ("POST", "/v1/responses/", "POST /v1/responses"),
+        ("POST", "/v1/conversations/", "POST /v1/conversations"),
     ],
 )
 def test_a_stray_trailing_slash_is_a_404_naming_the_path_not_a_redirect(

@@ -50,6 +50,7 @@ from llmroute.server.fronts import Events, Stateless, answer_converted, serve_co
 from llmroute.server.keepalive import keepalive_of, with_keepalive
 from llmroute.server.listing import page
 from llmroute.server.responses_convert import (
+    RESPONSES_PATH,
     conversation_of,
     echoed,
     input_items,
@@ -635,7 +636,10 @@ async def stored_response(request: Request) -> Response:
     response_id, _, action = rest.partition("/")
     method = request.method
     if (method, action) not in _READS and (method, action) != ("DELETE", ""):
-        raise GatewayError(404, f"{method} {request.url.path} is not an endpoint of this gateway")
+        message = f"{method} {request.url.path} is not an endpoint of this gateway"
+        if not rest and method == "POST":  # as the router's own 404s say (`handle_http`)
+            message += f"; POST {RESPONSES_PATH} is (no trailing /)"
+        raise GatewayError(404, message)
     if store is None:
         raise GatewayError(
             404,
