@@ -494,6 +494,55 @@ def test_a_held_stream_whose_later_models_fail_names_every_model_tried_in_order(
     assert refusal.passed_over == refused.attempts
 
 
+def test_a_held_stream_that_failed_beside_later_429s_is_a_502_not_a_429(h: Harness) -> None:
+    """`a`'s stream is handed over and fails before its words (an error event, not a
+    rate limit), then `b` answers 429: a mix, 502 as a request not streamed gets. It
+    was a 429 ``upstream_rate_limited``: the status of the models after `a` alone."""
+    models = "  a: {provider: up, model: 'a?early=1&pause=0.3'}\n"
+    models += "  b: {provider: up, model: 'b?status=429&retry_after=2'}"
+    registry = _silent(h, models)
+    plan = plan_for("a", "b", policy=RoutePolicy(retries=0))
+
+    async def job(d: Dispatcher) -> ProviderError:
+        opened = await d.open_stream(plan, _body(stream=True))
+        assert opened.model == "a"
+        with pytest.raises(ProviderError) as caught:
+            async for _ in opened.events:
+                pass
+        return caught.value
+
+    error = h.run(registry, job)
+    assert isinstance(error, AllFallbacksFailed) and error.status == 502
+    assert [attempt.split()[0] for attempt in error.attempts] == ["a", "b"]
+
+
+def test_a_held_stream_whose_every_model_was_rate_limited_keeps_the_soonest_wait(
+    h: Harness,
+) -> None:
+    """`x` answers 429 within the hold, `a` is handed over silent and answers 429 after
+    it, then `b` 429: every model rate limited, the client's 429 with the soonest
+    ``Retry-After`` the models after the hand-over said, as a 503's keeps it. It had
+    none: the error listing every model dropped it."""
+    models = "  x: {provider: up, model: 'x?status=429&retry_after=5'}\n"
+    models += "  a: {provider: up, model: 'a?delay=0.3&status=429&retry_after=3'}\n"
+    models += "  b: {provider: up, model: 'b?status=429&retry_after=2'}"
+    registry = _silent(h, models)
+    plan = plan_for("x", "a", "b", policy=RoutePolicy(retries=0))
+
+    async def job(d: Dispatcher) -> ProviderError:
+        opened = await d.open_stream(plan, _body(stream=True))
+        assert opened.model == "a"  # handed over silent after x failed
+        with pytest.raises(ProviderError) as caught:
+            async for _ in opened.events:
+                pass
+        return caught.value
+
+    error = h.run(registry, job)
+    assert isinstance(error, AllFallbacksFailed) and error.status == 429
+    assert [attempt.split()[0] for attempt in error.attempts] == ["x", "a", "b"]
+    assert error.retry_after_s == 2.0
+
+
 def test_a_held_stream_a_fallback_refuses_names_the_refuser_after_the_failure(
     h: Harness,
 ) -> None:

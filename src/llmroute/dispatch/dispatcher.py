@@ -1905,14 +1905,15 @@ def _every_failed(
     every = AllFallbacksFailed(list(attempts), status=status)
     waits = [later.retry_after_s, *(() if first is None else (first.retry_after_s,))]
     known = [wait for wait in waits if wait is not None]
-    if status == 503 and len(known) == len(waits):  # when the first of them could answer
+    if status in (429, 503) and len(known) == len(waits):  # when the first could answer
         every.retry_after_s = min(known)
     return every
 
 
-# the failures every model's must be for `_exhausted`'s 504 and 503 (else 502)
+# the failures every model's must be for `_exhausted`'s 504, 429 and 503 (else 502)
 _ALL_SO: dict[int, tuple[type[ProviderError], ...]] = {
     504: (ProviderTimeout,),
+    429: (RateLimited,),
     503: (CircuitOpen, RateLimited),
 }
 
