@@ -543,6 +543,53 @@ def test_a_held_stream_whose_every_model_was_rate_limited_keeps_the_soonest_wait
     assert error.retry_after_s == 2.0
 
 
+def test_a_held_stream_counts_the_failures_within_the_hold_for_its_status(h: Harness) -> None:
+    """`x` answers 500 within the hold, then `a` (handed over silent) and `b` answer 429:
+    a mix, 502 as a request not streamed gets. It was a 429 ``upstream_rate_limited``
+    (the failures within the hold were known only by their words)."""
+    models = "  x: {provider: up, model: 'x?status=500'}\n"
+    models += "  a: {provider: up, model: 'a?delay=0.3&status=429&retry_after=3'}\n"
+    models += "  b: {provider: up, model: 'b?status=429&retry_after=2'}"
+    registry = _silent(h, models)
+    plan = plan_for("x", "a", "b", policy=RoutePolicy(retries=0))
+
+    async def job(d: Dispatcher) -> ProviderError:
+        opened = await d.open_stream(plan, _body(stream=True))
+        assert opened.model == "a"  # handed over silent after x failed
+        with pytest.raises(ProviderError) as caught:
+            async for _ in opened.events:
+                pass
+        return caught.value
+
+    error = h.run(registry, job)
+    assert isinstance(error, AllFallbacksFailed) and error.status == 502
+    assert [attempt.split()[0] for attempt in error.attempts] == ["x", "a", "b"]
+    assert error.retry_after_s is None
+
+
+def test_a_held_stream_gives_no_retry_after_when_a_model_within_the_hold_said_none(
+    h: Harness,
+) -> None:
+    """Every model rate limited, `x` (within the hold) without a ``Retry-After``: none,
+    as a request not streamed gets (not each model said when it could answer)."""
+    models = "  x: {provider: up, model: 'x?status=429'}\n"
+    models += "  a: {provider: up, model: 'a?delay=0.3&status=429&retry_after=3'}\n"
+    models += "  b: {provider: up, model: 'b?status=429&retry_after=2'}"
+    registry = _silent(h, models)
+    plan = plan_for("x", "a", "b", policy=RoutePolicy(retries=0))
+
+    async def job(d: Dispatcher) -> ProviderError:
+        opened = await d.open_stream(plan, _body(stream=True))
+        with pytest.raises(ProviderError) as caught:
+            async for _ in opened.events:
+                pass
+        return caught.value
+
+    error = h.run(registry, job)
+    assert isinstance(error, AllFallbacksFailed) and error.status == 429
+    assert error.retry_after_s is None
+
+
 def test_a_held_stream_a_fallback_refuses_names_the_refuser_after_the_failure(
     h: Harness,
 ) -> None:

@@ -270,8 +270,9 @@ class _Opening:
     given back if none answers), that call as told to the observer, its holds in hard
     budgets (settled when the stream ends), which try of its model it was, the
     deployments that try passed over, having failed in it (`passed`, as
-    `DeploymentPool.call` leaves them), and the chain as it was gone down (`order`,
-    rearranged by the refusals on the way)."""
+    `DeploymentPool.call` leaves them), the chain as it was gone down (`order`,
+    rearranged by the refusals on the way), and the failures of the models passed over
+    before the one that answered (`failed`: what their `attempts` say)."""
 
     slots: list[Slot] = field(default_factory=list)
     told: list[Attempt] = field(default_factory=list)
@@ -279,6 +280,7 @@ class _Opening:
     tries: list[int] = field(default_factory=list)
     order: list[str] = field(default_factory=list)
     passed: list[Deployment] = field(default_factory=list)
+    failed: list[ProviderError] = field(default_factory=list)
 
     @property
     def retry(self) -> int:
@@ -294,8 +296,9 @@ class _Relay(NamedTuple):
     looked up as the stream ends), the worst case it holds in hard budgets (its
     model's, its client key's), which try of its model it was (0: the first), the
     chain as dispatch went down it (rearranged for a context window or a content
-    filter: the models tried before it, then those after it), and the deployments
-    its try passed over (`_Opening.passed`)."""
+    filter: the models tried before it, then those after it), the deployments its try
+    passed over (`_Opening.passed`) and the failures of the models before it
+    (`_Opening.failed`)."""
 
     stream: tuple[bytes | None, AsyncIterator[bytes]]
     deployment: Deployment
@@ -305,6 +308,7 @@ class _Relay(NamedTuple):
     retry: int = 0
     order: tuple[str, ...] = ()
     passed: tuple[Deployment, ...] = ()
+    failed: tuple[ProviderError, ...] = ()
 
 
 class DispatchObserver(Protocol):
@@ -606,6 +610,7 @@ class Dispatcher:
             opening.retry,
             tuple(opening.order),
             tuple(opening.passed),
+            tuple(opening.failed),
         )
         opened.events = self._relayed(plan, body, on, resent, opened, relay)
         opened.unread_end = functools.partial(self._never_read, name, body, opened, relay)
@@ -652,7 +657,8 @@ class Dispatcher:
         opened.unread_end = None  # read now: what follows ends it, however it ends
         name, skip_opening = opened.model, False
         began = False  # whether an event went out: the opening of the answer
-        stream, deployment, slots, told, held, retry, gone, passed = relay
+        stream, deployment, slots, told, held, retry, gone, passed, failed_before = relay
+        errors = list(failed_before)  # the failures `opened.attempts` lists, in order
         order = list(gone) if name in gone else [name]  # the chain as gone down so far
         spent: list[Usage | None] = []
         resume: _Resume | None = None  # how the last failure went on, when on its model
@@ -713,7 +719,7 @@ class Dispatcher:
                         resume=resume,
                     )
                 except ProviderError as exc:
-                    ended = _ended_after(opened, None if resume else failure, exc)
+                    ended = _ended_after(opened, None if resume else failure, exc, errors)
                     if ended is exc:
                         raise
                     raise ended from None
@@ -722,6 +728,7 @@ class Dispatcher:
                 opened.model, opened.deployment = name, deployment.provider_name
                 failed = () if resume else (_describe(failure),)  # else among `attempts`
                 opened.attempts = (*opened.attempts, *failed, *attempts)
+                errors.extend((*(() if resume else (failure[1],)), *opening.failed))
                 skip_opening = began
         finally:
             if spent:
@@ -1079,6 +1086,7 @@ class Dispatcher:
             else:
                 if opening is not None:
                     opening.order[:] = chain
+                    opening.failed[:] = [failed for _, failed in failures]
                 return result, name, deployment, tuple(_describe(f) for f in failures)
         raise _exhausted(failures)
 
@@ -1858,7 +1866,10 @@ def _again(events: AsyncIterator[bytes], exc: ProviderError) -> bool:
 
 
 def _ended_after(
-    opened: Opened, failure: tuple[str, ProviderError] | None, exc: ProviderError
+    opened: Opened,
+    failure: tuple[str, ProviderError] | None,
+    exc: ProviderError,
+    before: Sequence[ProviderError] = (),
 ) -> ProviderError:
     """A held stream failed before its first words (`failure`; None when its model went
     on, `_again`: its failures are among `exc`'s) and no model after it answered (`exc`):
@@ -1869,7 +1880,8 @@ def _ended_after(
     its deployments: the record keeps the model called, not one served by "llmroute".
     The error to raise lists every model tried too, in order (`exc`'s ``passed_over``;
     when every one failed, an `AllFallbacksFailed` of them all in place of `exc`'s,
-    which knew only those after the failure)."""
+    which knew only those after the failure; `before`: the failures `opened.attempts`
+    listed already, which count for its status too)."""
     if failure is None:
         failure_said: tuple[str, ...] = ()
     elif exc is failure[1]:  # no later model took the request: only this failure counts
@@ -1877,7 +1889,7 @@ def _ended_after(
         return exc
     else:
         failure_said = (_describe(failure),)
-    before = opened.attempts
+    said = opened.attempts
     if isinstance(exc, AllFallbacksFailed):
         later = exc.attempts
     elif exc.model is None:  # the gateway's verdict on the later models (a key's budget)
@@ -1886,24 +1898,26 @@ def _ended_after(
         later = exc.passed_over or (exc.attempt(exc.model),)
         if exc.provider != GATEWAY:  # its provider refused: that deployment was called
             opened.model, opened.deployment = exc.model, exc.provider
-    opened.attempts = exc.passed_over = (*before, *failure_said, *later)
+    opened.attempts = exc.passed_over = (*said, *failure_said, *later)
     if not isinstance(exc, AllFallbacksFailed) or opened.attempts == exc.attempts:
         return exc
-    return _every_failed(opened.attempts, exc, None if failure is None else failure[1])
+    earlier = (*before, *(() if failure is None else (failure[1],)))
+    return _every_failed(opened.attempts, exc, earlier)
 
 
 def _every_failed(
-    attempts: tuple[str, ...], later: AllFallbacksFailed, first: ProviderError | None
+    attempts: tuple[str, ...], later: AllFallbacksFailed, earlier: Sequence[ProviderError]
 ) -> AllFallbacksFailed:
     """`AllFallbacksFailed` of every model a stream tried (`attempts`), from that of the
     models after its own failed (`later`), with the status `_exhausted` gives them all:
-    `first`, the stream's own failure, counts with the later ones (those that failed
-    within the hold, before it, are known only by their words)."""
+    the failures `earlier` (within the hold, then the stream's own) count with the
+    later ones, a model skipped for what the request holds aside, as there."""
     status = later.status or 502
-    if first is not None and not isinstance(first, _ALL_SO.get(status, ProviderError)):
+    counted = [e for e in earlier if not isinstance(e, UnsupportedRequest | BeyondModel)]
+    if not all(isinstance(e, _ALL_SO.get(status, ProviderError)) for e in counted):
         status = 502
     every = AllFallbacksFailed(list(attempts), status=status)
-    waits = [later.retry_after_s, *(() if first is None else (first.retry_after_s,))]
+    waits = [later.retry_after_s, *(e.retry_after_s for e in counted)]
     known = [wait for wait in waits if wait is not None]
     if status in (429, 503) and len(known) == len(waits):  # when the first could answer
         every.retry_after_s = min(known)
