@@ -315,3 +315,33 @@ def test_a_stream_dropped_unread_and_collected_is_counted_off(
         return seen
 
     assert _run(registry, job) == [[1, 1], [0, 0], ([1], False), ([0], True)]
+
+
+def test_a_stream_dropped_midway_frees_its_half_open_breakers_probe_once(
+    upstreams: tuple[FakeUpstream, FakeUpstream],
+) -> None:
+    """A probe's stream read in part, then dropped: its relay's own finaliser ends it
+    (the breaker told as a stream cut short), so the count's finaliser, run in the same
+    collection, leaves the breaker alone. It freed the probe too: one more was let
+    through (two released, one of them another request's)."""
+    tag = uuid.uuid4().hex[:8]
+    models = f"  a: {{provider: up, model: a}}\n  s: {{provider: up, model: 's-{tag}?gap=0.1'}}"
+    registry = _registry(upstreams, models)
+
+    async def job(d: Dispatcher) -> list[bool]:
+        breaker = d.deployments.pool("s").deployments[0].breaker
+        breaker.open_elsewhere(0.01)
+        await asyncio.sleep(0.02)  # half-open: one probe goes out
+        opened: Opened | None = await d.open_stream(plan_for("s"), _body())
+        assert opened is not None
+        events = opened.events.__aiter__()
+        await events.__anext__()  # read in part
+        del events
+        opened = None
+        gc.collect()  # the relay's finaliser closes it on the loop, soon
+        allowed = [breaker.allow()]  # another request, before the stream's end is told
+        await asyncio.sleep(0.3)
+        allowed += [breaker.allow(), breaker.allow()]
+        return allowed
+
+    assert sum(_run(registry, job)) == 1

@@ -45,6 +45,7 @@ __all__ = [
     "deployment_key",
     "give_back",
     "leased",
+    "relayed",
     "renew",
     "settled",
     "settling",
@@ -214,7 +215,10 @@ class InFlight:
     One collected before its end (a stream dropped unread and unclosed, which no
     cleanup of its own ends) is counted off then, and frees its `breaker`'s half-open
     probe, on `loop` (the balancer and the breaker are its alone): else it would stay
-    counted for good, and a probe's breaker half-open with no probe left to send."""
+    counted for good, and a probe's breaker half-open with no probe left to send. Once
+    its stream's relay has begun (`relayed`), the relay's end tells the breaker, even
+    when its finaliser closes it: the count's then frees no probe (a second release,
+    in the same collection, would free another call's)."""
 
     __slots__ = ("_balancer", "_breaker", "_index", "_loop")
 
@@ -234,6 +238,10 @@ class InFlight:
         balancer, self._balancer = self._balancer, None
         if balancer is not None:
             balancer.release(self._index)
+
+    def relayed(self) -> None:
+        """Its stream's relay has begun: the breaker is told as it ends (`stream_ended`)."""
+        self._breaker = None
 
     def __del__(self) -> None:
         balancer, self._balancer = self._balancer, None
@@ -270,6 +278,13 @@ class Slot(NamedTuple):
     slot: str
     lease_s: float
     counted: InFlight | None = None
+
+
+def relayed(slots: list[Slot]) -> None:
+    """The relay of the stream holding `slots` has begun (`InFlight.relayed`)."""
+    for held in slots:
+        if held.counted is not None:
+            held.counted.relayed()
 
 
 def leased(slots: list[Slot] | None) -> bool:

@@ -54,6 +54,7 @@ from llmroute.dispatch.deployments import (
     Slot,
     give_back,
     leased,
+    relayed,
     renew,
     settled,
     settling,
@@ -670,6 +671,7 @@ class Dispatcher:
                 )
                 renew_holds = functools.partial(self._renew, held) if held else None
                 events = _metered(*stream, meter, opened, charge, slots, renew_holds)
+                relayed(slots)  # its end tells the breaker below, however it comes
                 said = False
                 ended: BaseException | None = None
                 try:
