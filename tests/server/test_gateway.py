@@ -306,6 +306,25 @@ def test_every_model_failing_is_502_naming_the_attempts(gateway: Gateway) -> Non
         assert "fake" in error["message"]  # the provider is named
 
 
+def test_every_model_failing_tells_openais_client_not_to_send_it_again(gateway: Gateway) -> None:
+    """The gateway's 502 comes after its own retries and fallbacks: `x-should-retry:
+    false` stops the official client (2 retries by default) sending the request twice
+    more through the whole chain, to upstreams already failing."""
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=2) as c:
+        before = len(gateway.upstream.models_called())
+        with pytest.raises(openai.InternalServerError) as caught:
+            c.chat.completions.create(model="doomed", messages=_user("hi"))
+        one_pass = len(gateway.upstream.models_called()) - before
+        assert caught.value.status_code == 502
+        assert caught.value.response.headers["x-should-retry"] == "false"
+        response = _post(
+            gateway, "/v1/chat/completions", json={"model": "doomed", "messages": _user("hi")}
+        )
+    # the client's call cost what one request through the chain costs, no more
+    assert one_pass == len(gateway.upstream.models_called()) - before - one_pass
+    assert response.headers["x-should-retry"] == "false"
+
+
 def test_an_upstream_4xx_goes_back_to_the_client_without_fallback(gateway: Gateway) -> None:
     for stream in (False, True):
         before = len(gateway.upstream.requests)

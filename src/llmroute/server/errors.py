@@ -229,8 +229,7 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
                 if isinstance(exc, CircuitOpen)
                 else 502
             )
-            if status == 503:
-                headers = _with_retry_after(headers, exc)
+            headers = _with_retry_after(headers, exc) if status == 503 else _tried(headers)
             return GatewayError(status, str(exc), code="upstream_error", headers=headers)
         model = f"model {exc.model!r}" if exc.model else "the model"
         if exc.model and headers is not None and "x-llmroute-model" in headers:
@@ -253,13 +252,22 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
 def _all_failed(exc: AllFallbacksFailed, headers: Mapping[str, str] | None) -> GatewayError:
     if exc.status == 429:
         return _rate_limited(exc, exc.message, headers, exc.attempts)
+    status = exc.status or 502
     return GatewayError(
-        exc.status or 502,
+        status,
         exc.message,
         code="upstream_error",
-        headers=_with_retry_after(headers, exc),
+        headers=_with_retry_after(headers, exc) if status == 503 else _tried(headers),
         attempts=exc.attempts,
     )
+
+
+def _tried(headers: Mapping[str, str] | None) -> Mapping[str, str]:
+    """`headers` with ``x-should-retry: false``, for a 502 or 504 the gateway answers
+    after its own retries and fallbacks: OpenAI's and Anthropic's clients would send it
+    twice more (by default), each time through the whole chain, trebling the load on
+    upstreams already failing. A 503 keeps its ``Retry-After`` (a breaker's cooldown)."""
+    return {**(headers or {}), **NO_RETRY}
 
 
 def _rate_limited(
