@@ -15,16 +15,18 @@ __all__ = ["DONE", "chunk_of", "event_of", "parsed"]
 
 DONE = b"data: [DONE]\n\n"
 
-# The last event a provider parsed, and its object, for the next `chunk_of` of that same
-# event (the stream's meter, right after): every upstream event was parsed twice, about
-# 7 % of a stream's CPU in the gateway. One slot, set and taken as one reference (a
-# tuple), so threads (the SDK's loop, the gateway's) at worst miss it and parse.
+# The last event a provider parsed (or, translating another API's stream, wrote), and its
+# object, for the next `chunk_of` of that same event (the stream's meter, right after):
+# every upstream event was parsed twice, about 7 % of a stream's CPU in the gateway. One
+# slot, set and taken as one reference (a tuple), so threads (the SDK's loop, the
+# gateway's) at worst miss it and parse.
 _parsed: tuple[bytes, dict[str, Any]] | None = None
 
 
 def parsed(event: bytes, chunk: dict[str, Any]) -> None:
-    """Say that `event` carries `chunk`, just parsed from it: the next `chunk_of(event)`
-    takes it instead of parsing again (once: the taker may change it)."""
+    """Say that `event` carries `chunk`, just parsed from it or written from it (a chunk
+    no one else holds): the next `chunk_of(event)` takes it instead of parsing again
+    (once: the taker may change it)."""
     global _parsed
     _parsed = (event, chunk)
 

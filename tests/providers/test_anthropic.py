@@ -19,6 +19,7 @@ from fake_anthropic import (
     sign,
 )
 
+from llmroute import sse
 from llmroute.errors import (
     ContextWindowExceeded,
     ProviderError,
@@ -29,6 +30,8 @@ from llmroute.providers import AnthropicProvider, build_providers
 from llmroute.providers.anthropic import StreamTranslator, _unthought
 from llmroute.providers.base import Timeouts
 from llmroute.registry.schema import Provider, Registry
+from llmroute.sse import chunk_of
+from llmroute.untrusted_json import loads
 
 KEY_ENV = "FAKE_ANTHROPIC_KEY"
 SECRET = "sk-ant-api03-Zq9TOPSECRETtopsecret0000"
@@ -444,6 +447,44 @@ def test_a_text_delta_holding_half_an_emoji_is_text_not_a_lost_event() -> None:
     out = [json.loads(e[6:]) for event in events for e in translator.feed(event + b"\n\n")]
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in out if c["choices"])
     assert text == "party \ufffd\ufffd now"
+
+
+def test_each_translated_chunk_is_handed_to_the_meter_not_parsed_again(
+    server: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The translator writes each chunk from an object; the stream's meter, reading the
+    chunk right after (`chunk_of`), takes that object instead of parsing it back (every
+    chunk was parsed again), and it is what the chunk says."""
+    parses: list[bytes] = []
+
+    def counted(text: Any, **kw: Any) -> Any:
+        parses.append(text)
+        return loads(text, **kw)
+
+    monkeypatch.setattr(sse, "loads", counted)
+    body = {
+        "messages": user("weather in Paris"),
+        "tools": TOOLS,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    read: list[dict[str, Any] | None] = []
+
+    async def run() -> list[bytes]:
+        provider = make(server)
+        items = []
+        try:
+            async for item in provider.stream("claude-x", body, timeouts=TIMEOUTS):
+                items.append(item)
+                read.append(chunk_of(item))
+        finally:
+            await provider.aclose()
+        return items
+
+    items = asyncio.run(run())
+    assert parses == []
+    assert read == [*chunks(items), None]  # [DONE] carries none
+    assert len(read) > 5 and read[-2] is not None and "usage" in read[-2]
 
 
 # -- errors ------------------------------------------------------------------------------

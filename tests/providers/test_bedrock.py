@@ -12,6 +12,7 @@ import pytest
 from fake_anthropic import MESSAGE_ID, THOUGHT, TOOL_ID, sign
 from fake_bedrock import ACCESS_KEY, REGION, REQUEST_ID, SECRET, FakeBedrock, fake_bedrock
 
+from llmroute import sse
 from llmroute.errors import (
     ConfigError,
     ContextWindowExceeded,
@@ -24,6 +25,8 @@ from llmroute.providers import build_providers
 from llmroute.providers.base import Timeouts
 from llmroute.providers.bedrock import BedrockProvider
 from llmroute.registry.schema import Provider, Registry
+from llmroute.sse import chunk_of
+from llmroute.untrusted_json import loads
 
 TIMEOUTS = Timeouts(connect_s=2.0, total_s=5.0)
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
@@ -192,6 +195,28 @@ def test_a_stream_is_decoded_from_the_event_stream(server: FakeBedrock) -> None:
     assert json.loads(arguments) == {"query": "hello there"}
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "tool_calls"
     assert chunks[-1]["usage"]["completion_tokens"] == 7
+
+
+def test_each_chunk_is_handed_to_the_meter_not_parsed_again(
+    server: FakeBedrock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Anthropic's: the stream's meter (`chunk_of`) takes the object each translated
+    chunk was written from, and parses none of them back."""
+    parses: list[bytes] = []
+    monkeypatch.setattr(sse, "loads", lambda text, **kw: parses.append(text) or loads(text, **kw))
+    body = {**ASK, "tools": TOOLS, "stream_options": {"include_usage": True}}
+    provider = make(server)
+
+    async def run() -> list[tuple[bytes, dict[str, Any] | None]]:
+        try:
+            chunks = provider.stream(SONNET, body, timeouts=TIMEOUTS)
+            return [(c, chunk_of(c)) async for c in chunks]
+        finally:
+            await provider.aclose()
+
+    read = asyncio.run(run())
+    assert parses == [] and len(read) > 5
+    assert [chunk for _, chunk in read[:-1]] == [json.loads(c[6:]) for c, _ in read[:-1]]
 
 
 def test_throttling_is_rate_limited_also_inside_a_stream(server: FakeBedrock) -> None:

@@ -17,6 +17,7 @@ pytest.importorskip("google.auth")
 
 from fake_vertex import PROJECT, REGION, FakeVertex, fake_vertex, without_metadata_server
 
+from llmroute import sse
 from llmroute.errors import (
     ConfigError,
     ContextWindowExceeded,
@@ -30,6 +31,8 @@ from llmroute.providers.build import build_http
 from llmroute.providers.google_auth import FAILED_REFRESH_HOLD_S, AdcTokens
 from llmroute.providers.vertex import VertexProvider
 from llmroute.registry.schema import Provider
+from llmroute.sse import chunk_of
+from llmroute.untrusted_json import loads
 
 TIMEOUTS = Timeouts(connect_s=2.0, total_s=10.0)
 CHAT = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 50}
@@ -136,6 +139,24 @@ def test_a_stream_goes_to_stream_raw_predict_and_reads_anthropic_s_events(
     assert (text, thought) == ("echo: hello", "Let me think.")
     assert chunks[-1]["usage"]["completion_tokens"] == 7
     assert fake.predicted[-1].method == "streamRawPredict"
+
+
+def test_each_chunk_is_handed_to_the_meter_not_parsed_again(
+    fake: FakeVertex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Anthropic's: the stream's meter (`chunk_of`) takes the object each translated
+    chunk was written from, and parses none of them back."""
+    parses: list[bytes] = []
+    monkeypatch.setattr(sse, "loads", lambda text, **kw: parses.append(text) or loads(text, **kw))
+    provider = adc(fake)
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+
+    async def read() -> list[tuple[bytes, dict[str, Any] | None]]:
+        return [(e, chunk_of(e)) async for e in provider.stream(MODEL, body, timeouts=TIMEOUTS)]
+
+    events = run(provider, read())
+    assert parses == [] and len(events) > 3
+    assert [chunk for _, chunk in events[:-1]] == [json.loads(e[6:]) for e, _ in events[:-1]]
 
 
 def test_an_expiring_token_is_renewed_once_for_many_requests_at_once(

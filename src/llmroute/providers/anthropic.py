@@ -23,7 +23,7 @@ from llmroute.providers._anthropic_convert import (
 from llmroute.providers._transport import HttpTransport
 from llmroute.providers.base import Timeouts, model_ids
 from llmroute.registry.schema import Provider, env_headers
-from llmroute.sse import DONE, event_of
+from llmroute.sse import DONE, event_of, parsed
 from llmroute.untrusted_json import loads_replacing
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicProvider", "sent_once_more", "streamed_once_more"]
@@ -244,7 +244,9 @@ class StreamTranslator:
         }
         if delta is None:
             data["usage"] = usage_of(self._usage)
-        return event_of(data)
+        event = event_of(data)
+        parsed(event, data)  # for the stream's meter, which reads it next: one parse less
+        return event
 
     def _start(self, message: Any) -> list[bytes]:
         message = message if isinstance(message, dict) else {}
