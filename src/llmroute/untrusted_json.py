@@ -88,6 +88,9 @@ def _finite_int(text: str) -> int:
 _FINITE = json.JSONDecoder(
     parse_constant=_no_constant, parse_float=_finite_float, parse_int=_finite_int
 )
+# for a text shorter than the shortest integer too large for a double: no integer in it
+# can be, so each is read by the parser itself, not the hook (a stream event has a few)
+_FINITE_SHORT = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
 
 
 # Where a surrogate can come from: a \uD800-\uDFFF escape, or its three bytes (json
@@ -121,15 +124,22 @@ def _parsed(text: str | bytes, max_depth: int | None, finite: bool) -> Any:
     try:
         if not finite:
             value = json.loads(text)
-        elif isinstance(text, str):
-            value = _FINITE.decode(text)
-        else:  # as `json.loads` reads bytes
-            value = _FINITE.decode(text.decode(json.detect_encoding(text), "surrogatepass"))
+        else:
+            decoder = _FINITE_SHORT if len(text) < _DOUBLE_DIGITS else _FINITE
+            value = decoder.decode(text if isinstance(text, str) else _text_of(text))
     except RecursionError:
         raise TooDeep("nested too deeply to parse") from None
     if max_depth is not None and deeper_than(value, max_depth):
         raise TooDeep(f"nested more than {max_depth} levels deep")
     return value
+
+
+def _text_of(data: bytes) -> str:
+    """`data` decoded as `json.loads` decodes bytes. An object (``{`` then a byte that
+    is not 0) is UTF-8 by `json.detect_encoding`'s rules, told without calling it."""
+    if data[:1] == b"{" and data[1:2] != b"\0":
+        return data.decode("utf-8", "surrogatepass")
+    return data.decode(json.detect_encoding(data), "surrogatepass")
 
 
 def loads_replacing(text: str | bytes, *, finite: bool = False) -> tuple[Any, bool]:

@@ -47,6 +47,8 @@ def test_everything_else_reads_as_json_loads_reads_it(text: str) -> None:
     assert loads(text, finite=True) == json.loads(text)
     assert loads(text.encode(), finite=True) == json.loads(text.encode())
     assert loads(b'\xef\xbb\xbf{"bom": 1}', finite=True) == {"bom": 1}  # as json.loads
+    for encoding in ("utf-16-le", "utf-16-be", "utf-32-le"):  # no BOM: told by its zeros
+        assert loads(text.encode(encoding), finite=True) == json.loads(text.encode(encoding))
     assert math.copysign(1, loads("-0.0", finite=True)) == -1
 
 
