@@ -395,11 +395,14 @@ class StreamUsage:
             return event
         self._last = chunk
         choices = chunk.get("choices")
+        # `dict`, not `Mapping`: what `chunk_of` gives is JSON, and an ABC's isinstance
+        # costs several times as much (a few an event)
         for choice in choices if isinstance(choices, list) else ():
-            delta = choice.get("delta") if isinstance(choice, Mapping) else None
-            if isinstance(delta, Mapping):
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if isinstance(delta, dict):
                 self._counted(delta)
-        if _reported(chunk.get("usage")) is None:
+        usage = chunk.get("usage")
+        if usage is None or _reported(usage) is None:
             return event
         self.usage = priced(chunk, self._body, self._price)
         if not self._wanted:
@@ -408,18 +411,21 @@ class StreamUsage:
             del chunk["usage"]  # on the last words' chunk, as some servers send it
         return event_of(chunk)
 
-    def _counted(self, delta: Mapping[str, Any]) -> None:
+    def _counted(self, delta: dict[str, Any]) -> None:
         """What a delta generated, for the estimate: thinking, text and tool-call
         arguments (all billed as output)."""
         for key in ("reasoning_content", "content"):
-            if isinstance(delta.get(key), str):
-                self._text.append(delta[key])
-        for call in _calls(delta):
-            function = call.get("function")
-            if isinstance(function, Mapping):
+            text = delta.get(key)
+            if isinstance(text, str):
+                self._text.append(text)
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
                 for key in ("name", "arguments"):
-                    if isinstance(function.get(key), str):
-                        self._text.append(function[key])
+                    text = function.get(key)
+                    if isinstance(text, str):
+                        self._text.append(text)
 
     def finish(self) -> Usage:
         """The usage once the stream has ended: reported, else estimated."""

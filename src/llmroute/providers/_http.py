@@ -259,9 +259,10 @@ def error_in_answer(provider: str, data: Any) -> ProviderError | None:
         error = data
     if not error:
         choices = data.get("choices")
-        if not isinstance(choices, list) or not any(
-            isinstance(c, dict) and c.get("finish_reason") == "error" for c in choices
-        ):
+        for choice in choices if isinstance(choices, list) else ():  # no generator an event
+            if isinstance(choice, dict) and choice.get("finish_reason") == "error":
+                break
+        else:
             return None
         error = {"message": "the model's answer ended with an error"}
     if not isinstance(error, dict):
