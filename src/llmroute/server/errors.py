@@ -170,7 +170,7 @@ class AnswerUnhandled:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        watched = WatchedSend(send)
+        watched = WatchedSend.of(send)
         try:
             await self.app(scope, receive, watched)
         except Exception as exc:

@@ -144,7 +144,7 @@ class AnswerCutRequests:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        watched = WatchedSend(send)
+        watched = WatchedSend.of(send)
         try:
             await self.app(scope, receive, watched)
         except asyncio.CancelledError:

@@ -16,6 +16,13 @@ class WatchedSend:
         self._send = send
         self.started = False
 
+    @classmethod
+    def of(cls, send: Send) -> WatchedSend:
+        """`send` watched: itself when an outer middleware watches it already (the same
+        answer starts through both), so that a stream's every event goes through one
+        watcher, not one a middleware."""
+        return send if isinstance(send, WatchedSend) else cls(send)
+
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.started = True
