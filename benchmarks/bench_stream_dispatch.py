@@ -8,7 +8,7 @@ up, --passes times. Prints one JSON line: events a stream, the median µs a stre
 pass's. Run it against another tree with that tree's `src` on PYTHONPATH, and under
 ``python -m cProfile -o out.pstats`` to count what a stream calls.
 
-    python benchmarks/bench_stream_dispatch.py [--streams 1000] [--passes 5]
+    python benchmarks/bench_stream_dispatch.py [--streams 1000] [--passes 5] [--upstream-port P]
 """
 
 from __future__ import annotations
@@ -73,9 +73,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=1000, help="streams a pass")
     parser.add_argument("--passes", type=int, default=5)
+    parser.add_argument("--upstream-port", type=int, default=0, help="the fake upstream's (0: any)")
     args = parser.parse_args()
     upstream = subprocess.Popen(
-        [sys.executable, str(HELPER), "upstream"], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(HELPER), "upstream", "--port", str(args.upstream_port)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert upstream.stdout is not None

@@ -4,7 +4,8 @@ requests/s, and, with --workers 2, its requests/s against LiteLLM's proxy.
 
     .venv/bin/python benchmarks/gateway_overhead.py [--duration 5] [--concurrency 1,16,64]
         [--encoders minilm-int8,minilm] [--workers 2] [--max-requests 100000]
-        [--litellm-venv benchmarks/.venv-litellm] [--stream] [--json] [--markdown]
+        [--litellm-venv benchmarks/.venv-litellm] [--stream] [--ports FIRST] [--json]
+        [--markdown]
 
 Four kinds of process, all on 127.0.0.1: the fake upstream (benchmarks/_http_bench.py,
 raw asyncio, one fixed chat.completion with usage), the gateway (`llmroute serve`, only
@@ -25,6 +26,10 @@ upstream answers a short SSE stream (a role chunk, 20 content chunks, a finish c
 usage chunk, ``data: [DONE]``, written at once, an event a chunk), the load generator
 reads each answer to its last chunk (latency = to the end of the stream) and counts one
 not ending with ``data: [DONE]`` as an error. The targets below are the non-stream ones.
+
+`--ports FIRST` listens on FIRST (the fake upstream), FIRST+1 (the gateway) and FIRST+2
+(LiteLLM's proxy) instead of free ports the system picks, for a machine that allows only
+some.
 
 `--markdown` prints a "## Gateway overhead" section to paste into docs/benchmarks.md.
 """
@@ -127,10 +132,9 @@ def process(
 
 
 @contextmanager
-def upstream() -> Iterator[tuple[str, int]]:
-    proc = subprocess.Popen(
-        [sys.executable, str(HELPER), "upstream"], stdout=subprocess.PIPE, text=True
-    )
+def upstream(port: int = 0) -> Iterator[tuple[str, int]]:
+    command = [sys.executable, str(HELPER), "upstream", "--port", str(port)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -163,9 +167,11 @@ def bench_registry(path: Path, upstream_url: str, encoder: str) -> None:
 
 
 @contextmanager
-def gateway(registry: Path, workers: int, tmp: Path) -> Iterator[tuple[str, int]]:
+def gateway(
+    registry: Path, workers: int, tmp: Path, port: int | None = None
+) -> Iterator[tuple[str, int]]:
     llmroute = Path(sys.executable).parent / "llmroute"
-    port = free_port()
+    port = port or free_port()
     command = [str(llmroute if llmroute.exists() else shutil.which("llmroute"))]
     command += ["serve", "--registry", str(registry), "--host", "127.0.0.1"]
     command += ["--port", str(port), "--workers", str(workers)]
@@ -176,7 +182,9 @@ def gateway(registry: Path, workers: int, tmp: Path) -> Iterator[tuple[str, int]
 
 
 @contextmanager
-def litellm(venv: Path, upstream_url: str, workers: int, tmp: Path) -> Iterator[tuple[str, int]]:
+def litellm(
+    venv: Path, upstream_url: str, workers: int, tmp: Path, port: int | None = None
+) -> Iterator[tuple[str, int]]:
     config = tmp / "litellm.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -195,7 +203,7 @@ def litellm(venv: Path, upstream_url: str, workers: int, tmp: Path) -> Iterator[
             }
         )
     )
-    port = free_port()
+    port = port or free_port()
     command = [str(venv / "bin" / "litellm"), "--config", str(config), "--host", "127.0.0.1"]
     command += ["--port", str(port), "--num_workers", str(workers)]
     env = {
@@ -300,15 +308,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     top = max(concurrencies)
     out: dict[str, Any] = {"latency": [], "throughput": [], "litellm": None}
     tmp = Path(tempfile.mkdtemp(prefix="llmroute-overhead-"))
+    gw_port, ll_port = (args.ports + 1, args.ports + 2) if args.ports else (None, None)
     try:
-        with upstream() as (up_url, up_pid):
+        with upstream(args.ports or 0) as (up_url, up_pid):
             off, auto = bodies(tmp, POOL_MODEL, args.stream), bodies(tmp, "auto", args.stream)
             direct_body = bodies(tmp, "fake", args.stream)
             for i, encoder in enumerate(encoders):
                 registry = tmp / f"registry-{encoder}.yaml"
                 bench_registry(registry, up_url, encoder)
                 log(f"gateway, 1 worker, encoder builtin:{encoder}")
-                with gateway(registry, 1, tmp) as (gw_url, gw_pid):
+                with gateway(registry, 1, tmp, gw_port) as (gw_url, gw_pid):
                     for c in concurrencies:
                         direct = measure(up_url, direct_body, c, args, up_pid, up_pid)
                         out["latency"].append(_row("direct upstream", c, direct, None))
@@ -326,7 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for c in loads:
                     directs[c] = measure(up_url, direct_body, c, args, up_pid, up_pid)
                     out["throughput"].append(_row("direct upstream", c, directs[c], None))
-                with gateway(registry, args.workers, tmp) as (gw_url, gw_pid):
+                with gateway(registry, args.workers, tmp, gw_port) as (gw_url, gw_pid):
                     for c in loads:
                         r = measure(gw_url, off, c, args, gw_pid, up_pid)
                         label = f"llmroute --workers {args.workers}, routing off"
@@ -353,7 +362,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     ).stdout.strip()
                     out["litellm"] = version
                     log(f"LiteLLM {version} proxy, --num_workers {args.workers}")
-                    with litellm(venv, up_url, args.workers, tmp) as (ll_url, ll_pid):
+                    with litellm(venv, up_url, args.workers, tmp, ll_port) as (ll_url, ll_pid):
                         for c in loads:
                             r = measure(ll_url, direct_body, c, args, ll_pid, up_pid)
                             label = f"LiteLLM proxy {version} --num_workers {args.workers}"
@@ -485,6 +494,7 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=100_000, help="cap per point")
     parser.add_argument("--litellm-venv", default=str(DEFAULT_LITELLM_VENV))
     parser.add_argument("--stream", action="store_true", help="streamed requests (SSE)")
+    parser.add_argument("--ports", type=int, help="upstream, gateway, LiteLLM: FIRST, +1, +2")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--markdown", action="store_true", help="print a section to paste")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs")
