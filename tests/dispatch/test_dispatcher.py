@@ -290,6 +290,27 @@ def test_429s_beside_other_failures_keep_502_and_503(h: Harness) -> None:
     assert h.run(registry, job) == (502, 503)
 
 
+@pytest.mark.parametrize("wait", ["inf", "1e309", "nan"])
+def test_a_429_asking_to_wait_for_ever_is_a_429_not_a_crash(h: Harness, wait: str) -> None:
+    """A ``Retry-After`` that is no number of seconds (``inf``, past a float's range) is
+    read as none said: the client's 429 carries no ``Retry-After`` (making one of it
+    raised OverflowError, the gateway's 500), and the model is retried as after a bare
+    429."""
+    upstream = f"a?status=429&retry_after={wait}"
+    registry = h.registry(f"  a: {{provider: up, model: '{upstream}'}}", "a")
+
+    async def job(d: Dispatcher) -> AllFallbacksFailed:
+        with pytest.raises(AllFallbacksFailed) as caught:
+            await d.complete(plan_for("a"), _body())
+        return caught.value
+
+    error = h.run(registry, job)
+    assert error.status == 429 and error.retry_after_s is None
+    assert len(h.upstream.calls_to(upstream)) == 3  # the first try and two retries
+    answer = gateway_error(error).response()
+    assert answer.status_code == 429 and "retry-after" not in answer.headers
+
+
 def test_deployments_share_traffic_and_route_around_a_dead_one(h: Harness) -> None:
     models = """  a:
     model: m

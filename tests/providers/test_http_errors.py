@@ -257,6 +257,11 @@ def test_how_long_to_wait_reads_every_header_openai_sends() -> None:
     assert retry_after_of(spent, limited=False) is None  # a 5xx: not about the limits
     limited = error_from_response("up", 429, spent, BODY)
     assert isinstance(limited, RateLimited) and limited.retry_after_s == 6 * 3600.0
+    # no number of seconds: as if nothing were said (the next header, else none)
+    assert retry_after_of({"retry-after-ms": "inf", "retry-after": "9"}) == 9.0
+    assert retry_after_of({"retry-after": "inf"}) is None
+    assert retry_after_of({"retry-after": "1e309"}) is None
+    assert retry_after_of({**spent, "x-ratelimit-reset-tokens": f"{'9' * 400}s"}) is None
 
 
 def test_googles_error_list_is_read_like_an_error_object() -> None:

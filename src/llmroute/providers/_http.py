@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -84,7 +85,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         except (TypeError, ValueError):
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
-    return max(0.0, seconds) if seconds == seconds else None  # NaN → None
+    return max(0.0, seconds) if math.isfinite(seconds) else None  # "inf", "1e309", NaN
 
 
 # OpenAI's rate-limit reset headers: Go-style durations ("1s", "6m0s", "20ms", "1h2m3.5s").
@@ -105,7 +106,7 @@ def retry_after_of(headers: Mapping[str, str], *, limited: bool = True) -> float
             value = float(millis) / 1000.0
         except ValueError:
             value = float("nan")
-        if value == value and value >= 0:
+        if math.isfinite(value) and value >= 0:
             return value
     said = parse_retry_after(headers.get("retry-after"))
     if said is not None or not limited:
@@ -125,7 +126,8 @@ def _duration_s(text: str) -> float | None:
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
-    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+    seconds = sum(float(n) * _UNIT_S[u] for n, u in parts)
+    return seconds if math.isfinite(seconds) else None
 
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
