@@ -558,6 +558,31 @@ def test_a_stream_that_ends_before_message_stop_raises(server: FakeAnthropic) ->
     assert error.retryable
 
 
+@pytest.mark.parametrize("key", ["my-vllm-secret", "fw_3ZgLrQk9xWb2Tn7Yp4Hs1Dv"])
+def test_a_key_of_no_known_shape_is_cut_from_what_the_upstream_echoes(
+    server: FakeAnthropic, key: str
+) -> None:
+    """The key-shaped pattern cannot know a proxy's or a self-hosted server's key (a
+    vLLM ``--api-key``, a 27-character token): the key the provider sends is cut from
+    the upstream's messages as it is (it reached the client's error body, and the log)."""
+    spec = Provider(kind="anthropic", base_url=server.url, api_key_env=KEY_ENV, timeout_s=5)
+
+    async def run() -> ProviderError:
+        provider = AnthropicProvider("anth", spec, environ={KEY_ENV: key})
+        try:
+            body = {"messages": user("hi")}
+            await provider.complete("claude-x?echo_key=1", body, timeouts=TIMEOUTS)
+        except ProviderError as exc:
+            return exc
+        finally:
+            await provider.aclose()
+        raise AssertionError("no ProviderError")
+
+    error = asyncio.run(run())
+    assert server.last.headers["x-api-key"] == key  # it was sent, and echoed back
+    assert key not in str(error) and "made with key [redacted]" in str(error)
+
+
 def test_a_reset_connection_raises(server: FakeAnthropic) -> None:
     with pytest.raises(ProviderError) as caught:
         complete(server, "claude-x?reset=1", {"messages": user("hi")})

@@ -37,6 +37,7 @@ __all__ = [
     "parse_retry_after",
     "plain_event",
     "retry_after_of",
+    "withhold",
 ]
 
 _CONTEXT_HINTS = re.compile(
@@ -67,9 +68,26 @@ _SECRETISH = re.compile(
     r"(bearer\s+\S+|\b(sk|key|api|tok)[-_][A-Za-z0-9_*.-]{6,}|\b[A-Za-z0-9_-]{32,})", re.IGNORECASE
 )
 _MAX_MESSAGE = 300
+# The credentials this process sends (keys, headers_env values, a base URL's password),
+# cut as they are from every upstream message shown: the pattern above cannot know a
+# proxy's or a self-hosted server's key (a vLLM --api-key), which an upstream may echo.
+# A tuple, longest first, replaced whole when a provider is built (no set to iterate
+# while another thread adds to it).
+_SENT_SECRETS: tuple[str, ...] = ()
+_SHORTEST_SECRET = 4  # shorter ones would cut ordinary words from messages
 # OpenAI's ``x-request-id`` (req_ + 32 hex), Anthropic's ``request-id`` (req_...): kept
 # for the provider's support; anything else a header could hold is not repeated.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}")
+
+
+def withhold(*secrets: str | None) -> None:
+    """Cut `secrets` (what a provider sends as credentials) from the upstream messages
+    errors repeat, in this process, from now on."""
+    global _SENT_SECRETS
+    known = set(_SENT_SECRETS)
+    known.update(s for s in secrets if s and len(s) >= _SHORTEST_SECRET)
+    if len(known) != len(_SENT_SECRETS):
+        _SENT_SECRETS = tuple(sorted(known, key=len, reverse=True))
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -340,7 +358,10 @@ def _upstream_message(body: bytes) -> tuple[str, str | None]:
         code = error["status"]  # Google: {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}
     if not isinstance(text, str) or not text.strip():
         return "", code
-    text = _SECRETISH.sub("[redacted]", " ".join(text.split()))
+    text = " ".join(text.split())
+    for secret in _SENT_SECRETS:
+        text = text.replace(secret, "[redacted]")
+    text = _SECRETISH.sub("[redacted]", text)
     if len(text) > _MAX_MESSAGE:
         text = text[:_MAX_MESSAGE] + "..."
     return f": {text}", code

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,6 +26,7 @@ from llmroute.providers._http import (
     error_in_answer,
     iter_sse_events,
     network_error,
+    withhold,
 )
 from llmroute.providers.base import Timeouts
 from llmroute.telemetry.propagation import upstream_headers
@@ -49,7 +50,9 @@ _MAX_ERROR_BYTES = 1024 * 1024  # an error body: its message is all that is read
 class HttpTransport:
     """`sign`, when given, signs each request (its URL then goes as written, already
     percent-encoded, so that what was signed is what is sent); `errors` reads an error
-    answer (default: OpenAI's and Anthropic's bodies, `error_from_response`)."""
+    answer (default: OpenAI's and Anthropic's bodies, `error_from_response`). `secrets`
+    (the key, `headers_env` values) and the base URL's password are cut from the
+    upstream messages errors repeat (`withhold`)."""
 
     def __init__(
         self,
@@ -59,12 +62,14 @@ class HttpTransport:
         *,
         sign: Signer | None = None,
         errors: ErrorMapper = error_from_response,
+        secrets: Iterable[str | None] = (),
     ) -> None:
         self._provider = provider
         self._sign = sign
         self._errors = errors
         self._headers = {**_JSON, **headers}
         url = URL(base_url.rstrip("/"))
+        withhold(*secrets, url.password)
         if url.user is not None:  # credentials in the URL become a header, never a log line
             if not any(name.lower() == "authorization" for name in self._headers):
                 pair = f"{url.user}:{url.password or ''}".encode()

@@ -53,18 +53,15 @@ class AnthropicProvider:
     ) -> None:
         self.name = name
         env = os.environ if environ is None else environ
-        headers = {
-            "anthropic-version": ANTHROPIC_VERSION,
-            **spec.headers,
-            **env_headers(spec.headers_env, env),
-        }
+        from_env = env_headers(spec.headers_env, env)
+        headers = {"anthropic-version": ANTHROPIC_VERSION, **spec.headers, **from_env}
         key = env.get(spec.api_key_env) if spec.api_key_env else None
         if key:
             headers["x-api-key"] = key
         base_url = spec.http_url.rstrip("/")
         if base_url.endswith("/v1"):  # the path below adds it
             base_url = base_url[: -len("/v1")]
-        self._http = HttpTransport(name, base_url, headers)
+        self._http = HttpTransport(name, base_url, headers, secrets=[key, *from_env.values()])
 
     async def complete(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts

@@ -79,7 +79,8 @@ class BedrockProvider:
     ) -> None:
         self.name = name
         env = os.environ if environ is None else environ
-        headers = {**spec.headers, **env_headers(spec.headers_env, env)}
+        from_env = env_headers(spec.headers_env, env)
+        headers = {**spec.headers, **from_env}
         betas = [v for k, v in headers.items() if k.lower() == "anthropic-beta"]
         self._betas = [b.strip() for value in betas for b in value.split(",") if b.strip()]
         headers = {k: v for k, v in headers.items() if k.lower() != "anthropic-beta"}
@@ -93,8 +94,14 @@ class BedrockProvider:
                 env[_KEY_ENVS[0]], env[_KEY_ENVS[1]], env.get(_TOKEN_ENV) or None
             )
             signer = _signer(credentials, _region(name, spec))
+        sent = [key, env.get(_TOKEN_ENV), *from_env.values()]  # the session token is a header
         self._http = HttpTransport(
-            name, spec.http_url.rstrip("/"), headers, sign=signer, errors=bedrock_error
+            name,
+            spec.http_url.rstrip("/"),
+            headers,
+            sign=signer,
+            errors=bedrock_error,
+            secrets=sent,
         )
 
     async def complete(

@@ -39,11 +39,12 @@ class OpenAICompatProvider:
     ) -> None:
         self.name = name
         env = os.environ if environ is None else environ
-        headers = {**spec.headers, **env_headers(spec.headers_env, env)}
+        from_env = env_headers(spec.headers_env, env)
+        headers = {**spec.headers, **from_env}
         key = env.get(spec.api_key_env) if spec.api_key_env else None
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        http = HttpTransport(name, spec.http_url, headers)
+        http = HttpTransport(name, spec.http_url, headers, secrets=[key, *from_env.values()])
         self._http: HttpTransport | TokenTransport = http
         if spec.auth == "google":  # Vertex AI's OpenAI-compatible endpoint
             self._http = TokenTransport(http, AdcTokens(name, token_env=False))

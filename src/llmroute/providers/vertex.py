@@ -56,10 +56,13 @@ class VertexProvider:
     ) -> None:
         self.name = name
         env = os.environ if environ is None else environ
-        headers = {**spec.headers, **env_headers(spec.headers_env, env)}
-        self._http = HttpTransport(name, spec.http_url.rstrip("/"), headers)
+        from_env = env_headers(spec.headers_env, env)
+        headers = {**spec.headers, **from_env}
+        token = env.get(spec.api_key_env) if spec.api_key_env else None
+        secrets = [token, *from_env.values()]
+        self._http = HttpTransport(name, spec.http_url.rstrip("/"), headers, secrets=secrets)
         if tokens is None and spec.api_key_env:
-            tokens = StaticToken(env.get(spec.api_key_env) or None)
+            tokens = StaticToken(token or None)
         self._tokens = tokens or AdcTokens(name)
 
     async def complete(
