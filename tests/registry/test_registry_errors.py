@@ -345,6 +345,29 @@ def test_encoder_errors(new: str, field: str, words: tuple[str, ...]) -> None:
     assert_points_at(error, 2, field, *words)
 
 
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        # Azure's per-deployment habit: requests went to /openai/v1?api-version=1/chat/...
+        ("https://r.openai.azure.com/openai/v1?api-version=1", ("query", "api-version")),
+        ("http://127.0.0.1:8001/v1#top", ("fragment",)),  # requests went to /v1 itself
+        # the endpoint pasted whole: requests went to .../chat/completions/chat/completions
+        ("http://127.0.0.1:8001/v1/chat/completions", ("/chat/completions", "base")),
+        ("https://api.anthropic.com/v1/messages", ("/messages", "base")),
+    ],
+)
+def test_a_base_url_requests_cannot_be_appended_to_is_refused(
+    url: str, words: tuple[str, ...]
+) -> None:
+    """A base URL with a query, a fragment or an endpoint's path loaded, and every
+    request went to a garbled or doubled path (a 404, or a 405, from the upstream)."""
+    error = one_error(replace_line(VALID, 4, f'local: {{kind: openai, base_url: "{url}"}}'))
+    assert_points_at(error, 4, "providers.local.base_url", *words)
+    remote = f'encoder: {{kind: openai, base_url: "{url}", model: m}}'
+    encoder = one_error(replace_line(VALID, 2, remote))
+    assert_points_at(encoder, 2, "encoder.base_url", *words)
+
+
 def test_api_key_env_must_be_a_variable_name() -> None:
     text = replace_line(VALID, 5, "openai: {kind: openai, api_key_env: sk-abc123-secret}")
     error = one_error(text)

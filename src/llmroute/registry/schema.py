@@ -135,7 +135,25 @@ def _check_url(value: str) -> str:
         from llmroute.telemetry.store.url import mask_url  # a password in it is not shown
 
         raise ValueError(f"must be an http:// or https:// URL with a host, got {mask_url(value)!r}")
+    if "?" in rest:
+        raise ValueError(
+            "must not have a query (?...): the requests' paths follow the base URL; for "
+            "Azure OpenAI's ?api-version=..., use its v1 API, "
+            "https://RESOURCE.openai.azure.com/openai/v1"
+        )
+    if "#" in rest:
+        raise ValueError("must not have a fragment (#...): the requests' paths follow the base URL")
+    endpoint = _ENDPOINT_PATH.search(rest)
+    if endpoint:
+        raise ValueError(
+            f"must be the API's base URL, without {endpoint.group(0)!r} (requests go to "
+            f"{{base_url}}{endpoint.group(0)})"
+        )
     return value
+
+
+# the path of an endpoint pasted whole as a base URL, which the requests' path would follow
+_ENDPOINT_PATH = re.compile(r"/(chat/completions|completions|embeddings|messages)/*$")
 
 
 def _check_gcp_project(value: str) -> str:
