@@ -18,6 +18,7 @@ catch one class at the boundary::
     │     └── ModelNotFound           the request names a model the registry lacks
     └── ProviderError                 an upstream model provider failed (carries `status`)
           ├── ProviderTimeout         no answer (or no first token) in time
+          │     └── ConnectTimeout    no connection in time: nothing was sent
           ├── RateLimited             HTTP 429; `retry_after_s` from ``Retry-After``
           ├── ContextWindowExceeded   the request is longer than the model's context
           ├── UnsupportedRequest      images for a `vision: false` model, tools for `tools: false`
@@ -37,6 +38,7 @@ __all__ = [
     "BeyondModel",
     "CircuitOpen",
     "ConfigError",
+    "ConnectTimeout",
     "ContentRefused",
     "ContextWindowExceeded",
     "DataError",
@@ -256,6 +258,12 @@ class ProviderError(LlmrouteError):
 
 class ProviderTimeout(ProviderError):
     """No response, or on a stream no first event, within the timeout."""
+
+
+class ConnectTimeout(ProviderTimeout):
+    """No connection within the connect timeout: the request was never sent, so the
+    model's next deployment takes it at once, as after a refused connection (a slow
+    answer's timeout goes to the fallback instead)."""
 
 
 class RateLimited(ProviderError):

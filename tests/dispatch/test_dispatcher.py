@@ -6,10 +6,12 @@ Sleeps and the breaker clock are injected, so nothing here waits for real backof
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import random
 import re
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -309,6 +311,55 @@ def test_a_429_asking_to_wait_for_ever_is_a_429_not_a_crash(h: Harness, wait: st
     assert len(h.upstream.calls_to(upstream)) == 3  # the first try and two retries
     answer = gateway_error(error).response()
     assert answer.status_code == 429 and "retry-after" not in answer.headers
+
+
+@pytest.fixture
+def unconnectable() -> Iterator[str]:
+    """The base URL of a server whose listen backlog is full: a connect never completes
+    (a host that drops packets, a dead VM behind its address)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        fill = []
+        for _ in range(8):
+            client = socket.socket()
+            client.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                client.connect(("127.0.0.1", port))
+            fill.append(client)
+        try:
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            for client in fill:
+                client.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_deployment_that_cannot_be_connected_to_hands_over_to_the_next(
+    h: Harness, unconnectable: str, stream: bool
+) -> None:
+    """A connect timeout sent nothing, as a refused connection: the model's next
+    deployment takes the request at once. (It was raised as a slow model's timeout: the
+    model's healthy deployment was passed over for the fallback, or a pinned request
+    got a 504.)"""
+    dead = f'  dead: {{kind: openai, base_url: "{unconnectable}", connect_timeout_s: 0.3}}\n'
+    models = "  a:\n    model: m\n    deployments:\n"
+    models += "      - {provider: dead, weight: 1000000}\n      - {provider: up, weight: 1}"
+    text = BASE % {"url": h.upstream.url, "url2": h.upstream2.url, "first": "a", "models": models}
+    text = text.replace("providers:\n", "providers:\n" + dead)
+    registry = parse_registry(text).registry
+
+    async def job(d: Dispatcher) -> str:
+        if stream:
+            opened = await d.open_stream(plan_for("a"), _body(stream=True))
+            events = [e async for e in opened.events]
+            assert events[-1] == b"data: [DONE]\n\n"
+            return opened.deployment
+        return (await d.complete(plan_for("a"), _body())).deployment
+
+    assert h.run(registry, job) == "up"
+    assert h.upstream.models_called() == ["m"]
 
 
 def test_deployments_share_traffic_and_route_around_a_dead_one(h: Harness) -> None:

@@ -28,7 +28,13 @@ from llmroute.deadline import NEVER, Deadline
 from llmroute.dispatch.balance import Balancer
 from llmroute.dispatch.breaker import CircuitBreaker
 from llmroute.dispatch.stream_start import first_read
-from llmroute.errors import CircuitOpen, LimitReached, ProviderError, ProviderTimeout
+from llmroute.errors import (
+    CircuitOpen,
+    ConnectTimeout,
+    LimitReached,
+    ProviderError,
+    ProviderTimeout,
+)
 from llmroute.providers.base import ChatProvider, Timeouts
 from llmroute.registry.schema import Registry
 from llmroute.state.breakers import RedisBreakers
@@ -413,9 +419,10 @@ class DeploymentPool:
         """`attempt` on the deployments in balancing order, skipping those whose breaker
         is open, whose request limit is reached or whose `max_in_flight` slots are all
         taken, until one answers. A failure another deployment could fix (no response,
-        5xx, 429) moves on to the next deployment at once; a timeout or the request's own
-        fault is raised. Raises `LimitReached` when a limit stopped every call that a
-        breaker allowed, else `CircuitOpen` when no breaker let a call through.
+        no connection in time, 5xx, 429) moves on to the next deployment at once; a
+        timeout waiting for the answer or the request's own fault is raised. Raises
+        `LimitReached` when a limit stopped every call that a breaker allowed, else
+        `CircuitOpen` when no breaker let a call through.
 
         `observe`, when given, is told of every call made: the deployment, its seconds
         and its error (None on success), after the breaker has counted it. `tokens`, the
@@ -457,10 +464,8 @@ class DeploymentPool:
                     kept = _held_to_end(slots, Slot(deployment, slot, lease_s, counted), counted)
                 reading = first_read(result) if stream else None
                 return result, deployment
-            except ProviderTimeout:
-                raise
             except ProviderError as exc:
-                if not exc.retryable:
+                if not _next_may_answer(exc):
                     raise
                 failure = exc
                 _noted(failed, deployment)
@@ -659,6 +664,16 @@ async def _admit(
         await deployment.give_slot(slot)
         return "limited"
     return slot, held
+
+
+def _next_may_answer(exc: ProviderError) -> bool:
+    """Whether a model's next deployment may answer what one of them failed: nothing was
+    sent (no connection in time), or the server failed (no response, a 5xx, a 429).
+    Not a timeout waiting for the answer (a slow model: its fallback, at once) nor the
+    request's own fault."""
+    if isinstance(exc, ConnectTimeout):
+        return True
+    return exc.retryable and not isinstance(exc, ProviderTimeout)
 
 
 def _limited_reason(limited: bool, busy: bool) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from llmroute.errors import (
+    ConnectTimeout,
     ContentRefused,
     ContextWindowExceeded,
     ProviderError,
@@ -155,6 +156,8 @@ def network_error(provider: str, exc: BaseException) -> ProviderError:
     """No (complete) response: what went wrong in a few fixed words and the class name,
     never the exception's message, since transport messages can carry the URL and a URL
     can carry credentials."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # nothing was sent
+        return ConnectTimeout(provider, f"could not connect in time ({type(exc).__name__})")
     if isinstance(exc, TimeoutError):
         return ProviderTimeout(provider, f"upstream timed out ({type(exc).__name__})")
     reason = _transport_reason(exc)

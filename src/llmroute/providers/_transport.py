@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from llmroute.errors import ProviderError, ProviderTimeout
+from llmroute.errors import ConnectTimeout, ProviderError, ProviderTimeout
 from llmroute.providers._http import (
     TRANSPORT_ERRORS,
     EventTooLarge,
@@ -142,7 +142,7 @@ class HttpTransport:
                 if response.status >= 400:
                     raise self._errors(self._provider, response.status, response.headers, body)
         except aiohttp.ConnectionTimeoutError:
-            raise ProviderTimeout(
+            raise ConnectTimeout(
                 self._provider, f"could not connect within {timeouts.connect_s:g}s"
             ) from None
         except TimeoutError:
