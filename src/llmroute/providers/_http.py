@@ -7,6 +7,7 @@ import email.utils
 import json
 import math
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -76,6 +77,7 @@ _MAX_MESSAGE = 300
 # while another thread adds to it).
 _SENT_SECRETS: tuple[str, ...] = ()
 _SHORTEST_SECRET = 4  # shorter ones would cut ordinary words from messages
+_WITHHOLDING = threading.Lock()
 # OpenAI's ``x-request-id`` (req_ + 32 hex), Anthropic's ``request-id`` (req_...): kept
 # for the provider's support; anything else a header could hold is not repeated.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}")
@@ -85,10 +87,11 @@ def withhold(*secrets: str | None) -> None:
     """Cut `secrets` (what a provider sends as credentials) from the upstream messages
     errors repeat, in this process, from now on."""
     global _SENT_SECRETS
-    known = set(_SENT_SECRETS)
-    known.update(s for s in secrets if s and len(s) >= _SHORTEST_SECRET)
-    if len(known) != len(_SENT_SECRETS):
-        _SENT_SECRETS = tuple(sorted(known, key=len, reverse=True))
+    with _WITHHOLDING:  # providers built in two threads at once both count
+        known = set(_SENT_SECRETS)
+        known.update(s for s in secrets if s and len(s) >= _SHORTEST_SECRET)
+        if len(known) != len(_SENT_SECRETS):
+            _SENT_SECRETS = tuple(sorted(known, key=len, reverse=True))
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
