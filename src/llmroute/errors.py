@@ -303,13 +303,14 @@ class UnsupportedRequest(ProviderError):
 
 
 class UpstreamRejected(ProviderError):
-    """A 4xx other than 401/403/404 (`ProviderMisconfigured`) and 408/409/429: the
+    """A 4xx other than 401/402/403/404 (`ProviderMisconfigured`) and 408/409/429: the
     request itself is at fault; never retried."""
 
 
 class ProviderMisconfigured(ProviderError):
     """The upstream refused the gateway, not the request: HTTP 401 (its credentials),
-    403 (its access to the model or region) or 404 (no such model or path there). The
+    402 (its account out of credits), 403 (its access to the model or region) or 404
+    (no such model or path there). The
     client is not at fault and another deployment or model may serve the request, so
     dispatch moves on as after a 5xx (the breaker counts it); the same deployment is not
     tried again, and a client left with nothing gets a 502, never the upstream's 401."""

@@ -191,6 +191,23 @@ def test_an_upstream_refusing_the_gateway_falls_back_at_once(h: Harness) -> None
     assert caught.value.status == 502
 
 
+def test_an_upstream_out_of_credits_falls_back_at_once(h: Harness) -> None:
+    """402 from the upstream (OpenRouter's "Insufficient credits", DeepSeek's
+    "Insufficient Balance"): the registry's account, as a 401 is, so the fallback
+    answers; alone, a 502 naming the model that says why. (It was the request's own
+    4xx: never fallen back from, and the client got a 402 it would take for its own
+    billing.)"""
+    models = "  a: {provider: up, model: 'a?status=402'}\n  b: {provider: up, model: b}"
+    registry = h.registry(models, "a")
+    served = h.run(registry, lambda d: d.complete(plan_for("a", "b"), _body()))
+    assert served.model == "b" and h.sleeps == []
+    assert h.upstream.models_called() == ["a?status=402", "b"]
+    assert "out of credits" in served.attempts[0]
+    with pytest.raises(AllFallbacksFailed) as caught:
+        h.run(registry, lambda d: d.complete(plan_for("a"), _body()))
+    assert caught.value.status == 502 and "bad request" in caught.value.message
+
+
 def test_route_policy_retries_override_the_default(h: Harness) -> None:
     registry = h.registry("  a: {provider: up, model: 'a?status=503'}", "a")
     with pytest.raises(AllFallbacksFailed) as caught:

@@ -16,7 +16,7 @@ Dispatch is a stack of small stages, outermost first (STYLE.md, recommendation 4
 Non-streaming requests may fall back at any point; streams only before their first
 event that says something (`stream_start`; after that the client has bytes). A failure
 that is the request's own fault (another 4xx) raises `UpstreamRejected` at once, untried
-elsewhere; one that is the deployment's setup (401/403/404: `ProviderMisconfigured`) goes
+elsewhere; one that is the deployment's setup (401/402/403/404: `ProviderMisconfigured`) goes
 on to the next deployment or model.
 
 A plan with a cascade (`Plan.cascade`) runs its tiers instead of the chain

@@ -61,6 +61,7 @@ _MODERATION_HINTS = re.compile(r"moderation|flagged", re.IGNORECASE)
 # Why an upstream refused the gateway itself (`ProviderMisconfigured`).
 _MISCONFIGURED = {
     401: "the provider refused the gateway's credentials",
+    402: "the gateway's account with the provider is out of credits",  # OpenRouter, DeepSeek
     403: "the provider refused the gateway access",
     404: "the provider has no such model or path",
 }

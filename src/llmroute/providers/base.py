@@ -35,7 +35,7 @@ class Timeouts:
 class ChatProvider(Protocol):
     """One pooled client per provider. Failures raise `llmroute.errors.ProviderError`
     (or a subclass: `RateLimited` with ``retry_after_s``, `ContextWindowExceeded`,
-    `ProviderMisconfigured` for 401/403/404, `UpstreamRejected` for other 4xx,
+    `ProviderMisconfigured` for 401/402/403/404, `UpstreamRejected` for other 4xx,
     `ProviderTimeout`).
 
     `model` is the provider's own model name; it replaces the body's ``model``. The body

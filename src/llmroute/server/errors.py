@@ -234,10 +234,10 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
         model = f"model {exc.model!r}" if exc.model else "the model"
         if exc.model and headers is not None and "x-llmroute-model" in headers:
             headers = {**headers, "x-llmroute-model": exc.model}  # a fallback refused it
-        # the upstream's status, but never 401/403/404, which the client would read as its
-        # own key or path refused (OpenRouter's moderation refuses a prompt with a 403)
+        # the upstream's status, but never 401/402/403/404, which the client would read as
+        # its own key, credit or path refused (OpenRouter's moderation refuses with a 403)
         refused = exc.status
-        status = 400 if refused is None or refused in (401, 403, 404) else refused
+        status = 400 if refused is None or refused in (401, 402, 403, 404) else refused
         return GatewayError(
             status,
             f"{model} rejected the request: {exc}",
