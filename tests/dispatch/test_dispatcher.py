@@ -378,6 +378,19 @@ def test_a_deployment_that_cannot_be_connected_to_hands_over_to_the_next(
     assert h.run(registry, job) == "up"
     assert h.upstream.models_called() == ["m"]
 
+    async def alone(d: Dispatcher) -> None:  # without it: the deployment that timed out
+        dead_only = plan_for("dead")
+        with pytest.raises(AllFallbacksFailed) as caught:
+            if stream:
+                await d.open_stream(dead_only, _body(stream=True))
+            else:
+                await d.complete(dead_only, _body())
+        assert caught.value.status == 504
+        assert list(caught.value.attempts) == ["dead via dead (could not connect within 0.3s)"]
+
+    text = text.replace("models:\n", "models:\n  dead: {provider: dead, model: m}\n")
+    h.run(parse_registry(text).registry, alone)
+
 
 def test_deployments_share_traffic_and_route_around_a_dead_one(h: Harness) -> None:
     models = """  a:

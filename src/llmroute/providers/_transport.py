@@ -185,6 +185,10 @@ class HttpTransport:
         url, sent = self._target("POST", path, data, headers)
         try:
             response = await self._client().post(url, data=data, timeout=timeout, headers=sent)
+        except aiohttp.ConnectionTimeoutError:
+            raise ConnectTimeout(
+                self._provider, f"could not connect within {timeouts.connect_s:g}s"
+            ) from None
         except TRANSPORT_ERRORS as exc:
             raise network_error(self._provider, exc) from None
         try:
