@@ -233,6 +233,44 @@ def test_an_upstream_refusing_the_gateway_is_no_fault_of_the_request(
     assert hint in str(error) and "sk-abc" not in str(error)
 
 
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        # Anthropic's answer when the account's credit is spent: a 400
+        (
+            400,
+            json.dumps(
+                {
+                    "type": "error",
+                    "error": {
+                        "type": "invalid_request_error",
+                        "message": "Your credit balance is too low to access the Anthropic "
+                        "API. Please go to Plans & Billing to upgrade or purchase credits.",
+                    },
+                }
+            ).encode(),
+        ),
+        # OpenAI's: a 429 that no wait ends
+        (
+            429,
+            _error(
+                "You exceeded your current quota, please check your plan and billing details.",
+                "insufficient_quota",
+            ),
+        ),
+    ],
+)
+def test_an_account_out_of_credit_refuses_the_gateway_not_the_request(
+    status: int, body: bytes
+) -> None:
+    """As a 402 does: the next deployment or model serves at once (the 400 went back to
+    the client as its request's fault, never fallen back from; the 429 was retried in
+    vain first), and a client left with nothing gets a 502."""
+    error = error_from_response("up", status, {}, body)
+    assert type(error) is ProviderMisconfigured and error.retryable
+    assert "out of credits" in str(error) and error.status == status
+
+
 def test_openrouters_moderation_403_is_the_requests_content() -> None:
     body = _error("Your chosen model requires moderation and your input was flagged for hate")
     assert isinstance(error_from_response("up", 403, {}, body), ContentRefused)

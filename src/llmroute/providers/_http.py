@@ -58,6 +58,9 @@ _CONTENT_HINTS = re.compile(
 # OpenRouter answers 403 when a model that requires moderation flags the input: the
 # request's content, unlike any other 403 (the gateway's access).
 _MODERATION_HINTS = re.compile(r"moderation|flagged", re.IGNORECASE)
+# An account out of credit said with another status than 402: Anthropic's 400 ("Your
+# credit balance is too low ..."), OpenAI's 429 insufficient_quota (no wait ends it).
+_NO_CREDIT = re.compile(r"credit balance is too low", re.IGNORECASE)
 # Why an upstream refused the gateway itself (`ProviderMisconfigured`).
 _MISCONFIGURED = {
     401: "the provider refused the gateway's credentials",
@@ -207,6 +210,13 @@ def error_from_response(
     note = _request_id_note(headers)
     retry_after = retry_after_of(headers, limited=status == 429)
     said = f"answered with error {status}" if in_answer else f"returned HTTP {status}"
+    if status in (400, 429) and (code == "insufficient_quota" or _NO_CREDIT.search(message)):
+        return ProviderMisconfigured(  # the account's credit, as a 402 says
+            provider,
+            f"upstream {said} ({_MISCONFIGURED[402]}){message}{note}",
+            status=status,
+            code=code,
+        )
     if status == 429:
         return RateLimited(
             provider,
