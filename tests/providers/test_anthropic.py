@@ -583,6 +583,17 @@ def test_a_key_of_no_known_shape_is_cut_from_what_the_upstream_echoes(
     assert key not in str(error) and "made with key [redacted]" in str(error)
 
 
+@pytest.mark.parametrize("stop", ["\n", ["\n\n", "END"], ["", " "]])
+def test_whitespace_stop_sequences_are_left_out(server: FakeAnthropic, stop: Any) -> None:
+    """Anthropic refuses a stop sequence that is only whitespace ("each stop sequence must
+    contain non-whitespace"), which OpenAI takes (``stop: ["\\n"]`` for one line): it
+    is left out, and the request answered (it was the client's 400)."""
+    answer = complete(server, "claude-x", {"messages": user("hi"), "stop": stop})
+    assert answer["choices"][0]["message"]["content"] == "echo: hi"
+    sent = server.last.body.get("stop_sequences")
+    assert sent == (["END"] if isinstance(stop, list) and "END" in stop else None)
+
+
 def test_a_reset_connection_raises(server: FakeAnthropic) -> None:
     with pytest.raises(ProviderError) as caught:
         complete(server, "claude-x?reset=1", {"messages": user("hi")})

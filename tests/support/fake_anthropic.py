@@ -308,6 +308,15 @@ def thinking_refusal(body: dict[str, Any]) -> str | None:
     return _THINKING_FIRST.format(i=i, found=first)
 
 
+def _stop_refusal(body: dict[str, Any]) -> str | None:
+    """The API's 400 for a stop sequence that is empty or only whitespace (OpenAI takes
+    ``stop: ["\\n"]``)."""
+    stops = body.get("stop_sequences") or []
+    if any(isinstance(stop, str) and not stop.strip() for stop in stops):
+        return "stop_sequences: each stop sequence must contain non-whitespace"
+    return None
+
+
 def _fault_reply(
     faults: dict[str, str], headers: dict[str, str]
 ) -> tuple[int, dict[str, Any], dict[str, str]] | None:
@@ -408,7 +417,7 @@ class _Handler(BaseHTTPRequestHandler):
         if refusal is not None:
             self._send_json(400, refusal)
             return
-        refused = thinking_refusal(body)
+        refused = thinking_refusal(body) or _stop_refusal(body)
         if refused is not None:
             self._send_json(400, _error("invalid_request_error", refused))
             return

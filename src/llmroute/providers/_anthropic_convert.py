@@ -200,7 +200,7 @@ def _max_tokens(body: dict[str, Any]) -> Any:
 def _copy_sampling(body: dict[str, Any], payload: dict[str, Any]) -> None:
     """Sampling: `temperature` clamped to Anthropic's range; `top_p` only without a
     temperature (Claude Sonnet 4.5 and later refuse both, which OpenAI clients often
-    send) and below 1 (1 cuts nothing)."""
+    send) and below 1 (1 cuts nothing); stop sequences but those of whitespace alone."""
     temperature = body.get("temperature")
     if isinstance(temperature, int | float) and not isinstance(temperature, bool):
         payload["temperature"] = min(float(temperature), 1.0)  # OpenAI's range is 0–2
@@ -209,10 +209,11 @@ def _copy_sampling(body: dict[str, Any], payload: dict[str, Any]) -> None:
     if top_p is not None and "temperature" not in payload and cuts:
         payload["top_p"] = top_p
     stop = body.get("stop")
-    if isinstance(stop, str):
-        payload["stop_sequences"] = [stop]
-    elif isinstance(stop, list) and stop:
-        payload["stop_sequences"] = list(stop)
+    stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    # Anthropic refuses one that is only whitespace, which OpenAI takes ("\n": one line)
+    sendable = [s for s in stops if not isinstance(s, str) or s.strip()]
+    if sendable:
+        payload["stop_sequences"] = sendable
 
 
 def _response_format_instructions(provider: str, fmt: Any) -> list[str]:
