@@ -594,6 +594,28 @@ def test_whitespace_stop_sequences_are_left_out(server: FakeAnthropic, stop: Any
     assert sent == (["END"] if isinstance(stop, list) and "END" in stop else None)
 
 
+def test_an_assistants_whitespace_texts_are_left_out(server: FakeAnthropic) -> None:
+    """Anthropic refuses a message whose text is only whitespace ("text content blocks
+    must contain non-whitespace text"), which OpenAI takes and models write: an
+    assistant's "\\n\\n" beside its tool call, a " " answer. An assistant's are left
+    out, as empty texts are (the client got that 400 on every later turn of the
+    conversation); a user's are the client's own words, sent as they are."""
+    call = {"id": "c1", "type": "function", "function": {"name": "look", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "\n\n", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "found"},
+        {"role": "assistant", "content": [{"type": "text", "text": " "}]},
+        {"role": "user", "content": "more"},
+    ]
+    answer = complete(server, "claude-x", {"messages": messages})
+    assert answer["choices"][0]["message"]["content"] == "echo: more"
+    sent = server.last.body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert [b["type"] for b in sent[1]["content"]] == ["tool_use"]
+    assert sent[2]["content"][-1] == {"type": "text", "text": "more"}
+
+
 def test_a_reset_connection_raises(server: FakeAnthropic) -> None:
     with pytest.raises(ProviderError) as caught:
         complete(server, "claude-x?reset=1", {"messages": user("hi")})

@@ -310,10 +310,20 @@ def thinking_refusal(body: dict[str, Any]) -> str | None:
 
 def _stop_refusal(body: dict[str, Any]) -> str | None:
     """The API's 400 for a stop sequence that is empty or only whitespace (OpenAI takes
-    ``stop: ["\\n"]``)."""
+    ``stop: ["\\n"]``), or for a message whose text blocks are all empty or whitespace
+    (OpenAI takes an assistant's ``"\\n"``)."""
     stops = body.get("stop_sequences") or []
     if any(isinstance(stop, str) and not stop.strip() for stop in stops):
         return "stop_sequences: each stop sequence must contain non-whitespace"
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        texts = [
+            b.get("text") for b in content or [] if isinstance(b, dict) and b.get("type") == "text"
+        ]
+        if any(text == "" for text in texts):
+            return "messages: text content blocks must be non-empty"
+        if texts and not any(isinstance(t, str) and t.strip() for t in texts):
+            return "messages: text content blocks must contain non-whitespace text"
     return None
 
 

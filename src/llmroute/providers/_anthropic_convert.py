@@ -304,7 +304,10 @@ def _blocks_of(provider: str, role: Any, message: dict[str, Any], index: int) ->
         return _content_blocks(provider, message.get("content"), where)
     if role == "assistant":
         blocks = thinking_blocks(message.get("thinking_blocks"))
-        blocks.extend(_content_blocks(provider, message.get("content"), where))
+        # Anthropic refuses a message whose text is whitespace alone, which models write
+        # ("\n\n" before a tool call) and OpenAI takes back
+        said = _content_blocks(provider, message.get("content"), where)
+        blocks.extend(b for b in said if b["type"] != "text" or b["text"].strip())
         calls = message.get("tool_calls") or []
         if not isinstance(calls, list):
             raise _reject(provider, f"{where}: 'tool_calls' must be a list", f"{where}.tool_calls")
