@@ -616,6 +616,28 @@ def test_an_assistants_whitespace_texts_are_left_out(server: FakeAnthropic) -> N
     assert sent[2]["content"][-1] == {"type": "text", "text": "more"}
 
 
+def test_another_providers_tool_call_ids_are_made_anthropics(server: FakeAnthropic) -> None:
+    """Anthropic takes tool ids of letters, digits, _ and - alone; a conversation the
+    router moved from another model carries that model's ("functions.search:0" from
+    Kimi or Fireworks), which was the client's 400 on every later turn. Each is written
+    in Anthropic's alphabet, the same in the call and in its result, two ids still two."""
+    calls = [
+        {"id": i, "type": "function", "function": {"name": "look", "arguments": "{}"}}
+        for i in ("functions.look:0", "functions.look:1", "toolu_01Ok")
+    ]
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": calls},
+        *({"role": "tool", "tool_call_id": c["id"], "content": "found"} for c in calls),
+    ]
+    answer = complete(server, "claude-x", {"messages": messages})
+    assert answer["choices"][0]["message"]["content"]
+    sent = server.last.body["messages"]
+    uses = [b["id"] for b in sent[1]["content"]]
+    results = [b["tool_use_id"] for b in sent[2]["content"]]
+    assert uses == results and len(set(uses)) == 3 and uses[2] == "toolu_01Ok"
+
+
 def test_a_reset_connection_raises(server: FakeAnthropic) -> None:
     with pytest.raises(ProviderError) as caught:
         complete(server, "claude-x?reset=1", {"messages": user("hi")})

@@ -45,6 +45,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -308,6 +309,9 @@ def thinking_refusal(body: dict[str, Any]) -> str | None:
     return _THINKING_FIRST.format(i=i, found=first)
 
 
+_TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
+
+
 def _stop_refusal(body: dict[str, Any]) -> str | None:
     """The API's 400 for a stop sequence that is empty or only whitespace (OpenAI takes
     ``stop: ["\\n"]``), or for a message whose text blocks are all empty or whitespace
@@ -317,6 +321,10 @@ def _stop_refusal(body: dict[str, Any]) -> str | None:
         return "stop_sequences: each stop sequence must contain non-whitespace"
     for message in body.get("messages") or []:
         content = message.get("content") if isinstance(message, dict) else None
+        for block in content or []:
+            said = block.get("id", block.get("tool_use_id")) if isinstance(block, dict) else None
+            if said is not None and not _TOOL_ID.fullmatch(str(said)):
+                return "messages: tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'"
         texts = [
             b.get("text") for b in content or [] if isinstance(b, dict) and b.get("type") == "text"
         ]

@@ -4,7 +4,9 @@ anything is sent; what is only a hint is dropped (docs/providers.md lists both).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from typing import Any
 
@@ -317,7 +319,7 @@ def _blocks_of(provider: str, role: Any, message: dict[str, Any], index: int) ->
         parts = _text_blocks(provider, message.get("content"), where)
         result: Block = {
             "type": "tool_result",
-            "tool_use_id": message.get("tool_call_id", ""),
+            "tool_use_id": _tool_id(message.get("tool_call_id", "")),
             "content": "\n".join(part["text"] for part in parts),
         }
         markers = [part["cache_control"] for part in parts if "cache_control" in part]
@@ -442,10 +444,25 @@ def _tool_use(provider: str, call: Any, where: str) -> Block:
         )
     return {
         "type": "tool_use",
-        "id": call.get("id", ""),
+        "id": _tool_id(call.get("id", "")),
         "name": function["name"],
         "input": arguments,
     }
+
+
+_TOOL_ID = re.compile(r"[A-Za-z0-9_-]+")
+_NOT_IN_TOOL_ID = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _tool_id(value: Any) -> Any:
+    """A tool call's id as Anthropic takes it (letters, digits, ``_`` and ``-``). Another
+    provider's, from a conversation the router moved (Kimi's and Fireworks'
+    ``functions.search:0``), has its other characters written ``_`` and a hash of the
+    whole id added, so two ids stay two; the call and its result get the same."""
+    if not isinstance(value, str) or not value or _TOOL_ID.fullmatch(value):
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    return f"{_NOT_IN_TOOL_ID.sub('_', value)}_{digest}"
 
 
 # -- tools -------------------------------------------------------------------------------
