@@ -115,6 +115,44 @@ def test_literal_api_key_is_rejected_without_echoing_it() -> None:
     assert secret not in str(error)
 
 
+@pytest.mark.parametrize(
+    ("header", "hint"),
+    [
+        ("Authorization", "api_key_env"),
+        ("x-api-key", "headers_env"),
+        ("Ocp-Apim-Subscription-Key", "headers_env"),
+        ("X-Auth-Token", "headers_env"),
+    ],
+)
+def test_a_credential_in_plain_headers_is_rejected_without_echoing_it(
+    header: str, hint: str
+) -> None:
+    """`api_key:` was refused, but the same key written as a plain header loaded, and
+    sat in a file that is committed and diffed."""
+    secret = "Bearer sk-proj-abcdef1234567890"
+    text = replace_line(
+        VALID,
+        5,
+        f"openai: {{kind: openai, base_url: https://x.ex/v1, headers: {{{header}: '{secret}'}}}}",
+    )
+    error = one_error(text)
+    assert_points_at(error, 5, f"providers.openai.headers.{header}", "credential", hint)
+    assert "sk-proj" not in str(error)
+    encoder = replace_line(
+        VALID,
+        2,
+        f"encoder: {{kind: openai, base_url: 'http://e/v1', model: m, headers: {{{header}: s}}}}",
+    )
+    assert_points_at(one_error(encoder), 2, f"encoder.headers.{header}", "credential")
+    # from the environment, it is how such a header is meant to be set
+    from_env = replace_line(
+        VALID,
+        5,
+        f"openai: {{kind: openai, base_url: https://x.ex/v1, headers_env: {{{header}: TOKEN}}}}",
+    )
+    parse_registry(from_env)
+
+
 def test_secret_in_a_wrongly_typed_key_is_not_echoed() -> None:
     secret = "sk-live-0123456789"
     error = one_error(replace_line(VALID, 5, f"openai: {{kind: openai, api_key_env: [{secret}]}}"))

@@ -38,7 +38,7 @@ def test_summary_of_remote_encoder_and_other_conditions() -> None:
         VALID,
         2,
         "encoder: {kind: openai, base_url: 'http://e:8080/v1', model: bge, dimensions: 256, "
-        "headers: {Authorization: Bearer s3cret}}",
+        "headers: {x-tenant: acme}}",
     )
     text = replace_line(
         text,
@@ -65,7 +65,6 @@ def test_summary_of_remote_encoder_and_other_conditions() -> None:
         " renames max_tokens->max_completion_tokens,"
         " drops logprobs"
     ), small_line
-    assert "s3cret" not in "\n".join(lines)
 
 
 def test_summary_without_rules() -> None:

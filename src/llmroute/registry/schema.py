@@ -375,7 +375,9 @@ class OpenAIEncoderSpec(_Frozen):
 
     @model_validator(mode="after")
     def _headers_once(self) -> Self:
-        PathProblems.raise_if_any(_header_clashes(self.headers, self.headers_env))
+        PathProblems.raise_if_any(
+            [*_header_clashes(self.headers, self.headers_env), *_credential_headers(self.headers)]
+        )
         return self
 
 
@@ -386,6 +388,30 @@ def _header_clashes(headers: Mapping[str, str], from_env: Mapping[str, str]) -> 
         (("headers_env", name), f"header {name!r} is also set in 'headers'; set it in one")
         for name in from_env
         if name.lower() in plain
+    ]
+
+
+_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"}
+)
+_CREDENTIAL_WORDS = ("key", "token", "secret", "password", "auth")
+
+
+def _credential_headers(headers: Mapping[str, str]) -> list[Problem]:
+    """A header in `headers` whose name says it carries a credential (Authorization,
+    x-api-key, Ocp-Apim-Subscription-Key, X-Auth-Token ...): the file is committed and
+    diffed, so its value goes in the environment, as `api_key_env` refuses `api_key`."""
+    return [
+        (
+            ("headers", name),
+            f"header {name!r} looks like a credential: a secret never goes in the registry "
+            f"file; name the environment variable holding it in 'headers_env' "
+            f"({{{name}: VARIABLE}})"
+            + (", or use 'api_key_env' for the API key" if name.lower() == "authorization" else ""),
+        )
+        for name in headers
+        if name.lower() in _CREDENTIAL_HEADERS
+        or any(word in name.lower() for word in _CREDENTIAL_WORDS)
     ]
 
 
@@ -522,6 +548,7 @@ class Provider(_Frozen):
         elif not local and self.base_url is None:
             problems.append((("base_url",), f"a {self.kind} provider needs a base_url"))
         problems.extend(_header_clashes(self.headers, self.headers_env))
+        problems.extend(_credential_headers(self.headers))
         if self.auth == "google" and self.kind != "openai":
             problems.append(
                 (("auth",), "'auth: google' is for openai providers (vertex ones always use it)")
