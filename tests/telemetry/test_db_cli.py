@@ -162,6 +162,31 @@ def test_forget_an_end_user_by_the_id_the_client_sent(
     assert "decisions: 1" in out
 
 
+def test_forget_with_an_end_user_and_a_key_erases_that_users_requests_with_that_key(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Adding --client narrows the erasure; it erased the key's whole log besides."""
+    from telemetry_records import build_record
+
+    store = open_store(sqlite_url)
+    try:
+        store.migrate()
+        store.write_decisions(
+            [
+                build_record(0, end_user="mary", client="team-a"),
+                build_record(1, end_user="mary", client="team-b"),
+                build_record(2, end_user="bob", client="team-a"),
+            ]
+        )
+    finally:
+        store.close()
+    argv = ["db", "forget", "--end-user", "mary", "--client", "team-a", "--url", sqlite_url]
+    code, out, _ = _run(argv, capsys)
+    assert code == 0 and "erased 1 decision, 0 feedback and 0 shadow rows" in out
+    code, out, _ = _run(["db", "status", "--url", sqlite_url], capsys)
+    assert "decisions: 2" in out
+
+
 def test_prune_erases_what_is_older_than_the_period_given_or_the_registrys(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

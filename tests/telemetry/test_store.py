@@ -757,6 +757,27 @@ def test_forget_erases_an_end_users_or_a_keys_requests_with_their_feedback_and_s
     assert store.count_decisions() == 0
 
 
+def test_forget_an_end_user_and_a_key_erases_only_that_users_requests_with_that_key(
+    store: Store, make_record: MakeRecord
+) -> None:
+    """Both given narrow, as a filter: they erased the union, the key's whole log with
+    the user's requests made with any key."""
+    mary_a = make_record(0, end_user="mary", client="team-a")
+    mary_b = make_record(1, end_user="mary", client="team-b")
+    mary_keyless = make_record(2, end_user="mary", client=None)
+    bob_a = make_record(3, end_user="bob", client="team-a")
+    keyless = make_record(4, client=None)
+    store.write_decisions([mary_a, mary_b, mary_keyless, bob_a, keyless])
+    store.write_shadow(ShadowRecord(bob_a.id, 1.0, "r", "s", "b", "his answer", "ref"))
+    assert store.forget(end_users=["mary"], client="team-a") == (1, 0, 0)
+    assert {d.id for d in store.decisions(0.0)} == {
+        r.id for r in (mary_b, mary_keyless, bob_a, keyless)
+    }
+    assert store.forget(end_users=["mary"], client="") == (1, 0, 0)  # hers without a key
+    assert {d.id for d in store.decisions(0.0)} == {r.id for r in (mary_b, bob_a, keyless)}
+    assert [s.decision_id for s in store.shadows(0.0)] == [bob_a.id]
+
+
 def test_prune_erases_the_oldest_decisions_before_a_time_in_batches(
     store: Store, make_record: MakeRecord
 ) -> None:

@@ -121,15 +121,18 @@ def db_forget(
         str | None,
         typer.Option(
             "--client",
-            help="A client key's name (auth.keys); '' for requests made without a key.",
+            help="A client key's name (auth.keys): its requests; '' for the requests made "
+            "without a key (the gateway without auth). With --end-user, only that end "
+            "user's requests made with it.",
             show_default=False,
         ),
     ] = None,
     url: UrlOption = None,
     registry: RegistryOption = None,
 ) -> None:
-    """Erase from the decision log the requests of an end user (or of a client key),
-    with their feedback and shadow rows: a data subject's erasure request. Stored
+    """Erase from the decision log the requests of an end user, of a client key, or of
+    an end user made with a key (both options given narrow, as a filter), with their
+    feedback and shadow rows: a data subject's erasure request. Stored
     responses and batches are erased apart (`llmroute responses forget`, `llmroute
     batches forget`)."""
     from llmroute.layers.safety import pseudonym

@@ -244,10 +244,11 @@ class SqlReads:
 def forget_sql(
     end_users: Sequence[str], client: str | None, mark: str
 ) -> tuple[list[str], tuple[Any, ...]]:
-    """The statements erasing the decisions of `end_users` (any of them) and, when given,
-    of the client key `client` ('' for requests made without one), their feedback and
-    shadow rows first; `mark` is the backend's parameter mark. Their shared parameters
-    are bound to each statement."""
+    """The statements erasing the decisions of `end_users` (any of them) made with the
+    client key `client` ('' for requests made without one): each given narrows, as a
+    filter does (both: that end user's requests with that key). Their feedback and shadow
+    rows go first; `mark` is the backend's parameter mark. Their shared parameters are
+    bound to each statement."""
     conditions: list[str] = []
     params: list[Any] = []
     if end_users:
@@ -259,7 +260,7 @@ def forget_sql(
             params.append(client)
     if not conditions:
         raise ValueError("forget what: give end users or a client")
-    where = " OR ".join(conditions)
+    where = " AND ".join(conditions)
     chosen = f"SELECT id FROM decisions WHERE {where}"
     return [
         f"DELETE FROM shadow WHERE decision_id IN ({chosen})",

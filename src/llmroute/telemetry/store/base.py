@@ -114,9 +114,10 @@ class Store(Protocol):
     def forget(
         self, *, end_users: Sequence[str] = (), client: str | None = None
     ) -> tuple[int, int, int]:
-        """Erase the decisions of `end_users` (as logged) or of the client key `client`
-        ('' for requests without one), with their feedback and shadow rows; the counts
-        (decisions, feedback, shadow)."""
+        """Erase the decisions of `end_users` (as logged; any of them) made with the client
+        key `client` ('' for requests without one; None: any key), or all of the key's
+        without `end_users`, with their feedback and shadow rows; the counts (decisions,
+        feedback, shadow)."""
         ...
 
     def prune(self, before: float, *, most: int) -> tuple[int, int, int]:
