@@ -93,7 +93,8 @@ def _hour_of_traffic() -> list:
                 api="completions" if i < 4 else None,  # None: the SDK's
                 status=502 if i == 9 else 200,
                 error="upstream_error" if i == 9 else None,
-                attempts=("large: 503",) if i == 8 else (),
+                attempts=("large: 503",) if i in (8, 9) else (),
+                served_model=None if i == 9 else "large",  # 9 failed on every model
             )
         )
     rows += [logged("default", ts=NOW - 600 + i, margin=None, model="small") for i in range(5)]

@@ -315,6 +315,7 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
             ),
             cache_hit=i % 3 == 0,
             attempts=("big (timeout)",) if i % 4 == 0 else (),
+            served_model=None if i % 5 == 0 else "small-model-2024",  # failed: none answered
             cost_usd=0.01 if i % 2 else None,
             tokens_in=None if i == 9 else 100 + i,
             client="team-a" if i % 2 else None,
@@ -336,6 +337,8 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
     assert [b.cost_usd for b in got] == pytest.approx([b.cost_usd for b in expected])
     assert sum(b.requests for b in got) == 29  # ts t0 + 203 is outside
     assert sum(b.errors for b in got) == 6  # the upstream errors, i = 0, 5, ..., 25
+    # answered after a failed attempt: i = 4, 8, 12, 16, 24, 28 (0 and 20 failed)
+    assert sum(b.fallbacks for b in got) == 6
     assert {b.bucket for b in got} == set(range(7))
 
     clients = sorted(store.client_totals(t0, t0 + 200), key=str)

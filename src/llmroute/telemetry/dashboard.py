@@ -29,7 +29,7 @@ from llmroute.json_values import json_safe
 from llmroute.registry.schema import DriftSettings, Registry
 from llmroute.telemetry.drift import DEFAULT_ROUTE, drift_report, is_default, routed_only
 from llmroute.telemetry.record import FeedbackRecord, LoggedDecision, ShadowRecord
-from llmroute.telemetry.report import NO_API, UNTAGGED, build_report, is_error
+from llmroute.telemetry.report import NO_API, UNTAGGED, build_report, is_error, is_fallback
 from llmroute.telemetry.store.base import ApiTotal, ClientTotal, DecisionBucket, TagTotal
 from llmroute.telemetry.windows import Window
 
@@ -126,7 +126,7 @@ def aggregate(decisions: Sequence[LoggedDecision], grid: Grid) -> list[DecisionB
             len(rows),
             sum(map(is_error, rows)),
             sum(1 for d in rows if d.cache_hit),
-            sum(1 for d in rows if d.attempts),
+            sum(map(is_fallback, rows)),
             math.fsum(d.cost_usd for d in rows if d.cost_usd is not None),
             sum(d.tokens_in or 0 for d in rows if d.cost_usd is None),
             sum(d.tokens_out or 0 for d in rows if d.cost_usd is None),

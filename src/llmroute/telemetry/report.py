@@ -6,9 +6,9 @@ responses, completions); and, when requests came with gateway client keys, tags 
 users, per key, per tag and for the end users who cost the most); cost
 against always calling the strongest model (the registry's most expensive chat model
 by input + output price per million tokens: the counterfactual prices each request's
-logged tokens at that model); fallback rate (requests with failed
-attempts before the answer) and escalation rate (attempts that mention an escalation,
-of the routed requests);
+logged tokens at that model); fallback rate (requests a model answered after a failed
+attempt: one that failed on every model it tried is an error, not a fallback) and
+escalation rate (attempts that mention an escalation, of the routed requests);
 p50/p99 latency per route and per model; error rate; user feedback and shadow quality
 per route.
 
@@ -53,6 +53,7 @@ __all__ = [
     "build_report",
     "cost_function",
     "is_error",
+    "is_fallback",
     "strongest_model",
 ]
 
@@ -90,6 +91,13 @@ def is_error(d: LoggedDecision) -> bool:
     if d.error == CLIENT_DISCONNECTED:
         return False
     return d.status >= 400 or d.error is not None
+
+
+def is_fallback(d: LoggedDecision) -> bool:
+    """Answered by a model after a failed attempt (a non-empty attempt path, and a model
+    that answered). A request that failed on every model it tried is an error, not a
+    fallback: no other model answered it."""
+    return bool(d.attempts) and d.served_model is not None
 
 
 def is_escalation(d: LoggedDecision) -> bool:
@@ -266,7 +274,7 @@ def _group(
         n=len(decisions),
         share=len(decisions) / total if total else 0.0,
         errors=sum(map(is_error, decisions)),
-        fallbacks=sum(1 for d in decisions if d.attempts),
+        fallbacks=sum(map(is_fallback, decisions)),
         escalations=sum(map(is_escalation, decisions)),
         cache_hits=sum(1 for d in decisions if d.cache_hit),
         p50_ms=_percentile(latencies, 50),

@@ -110,13 +110,16 @@ _SPEND = (
 )
 
 
-def buckets_sql(bucket: str, fell_back: str, where: str) -> str:
-    """`DecisionBucket` rows; `bucket` and `fell_back` are the backend's expressions for
-    ``floor((ts - start) / step)`` and for a non-empty attempt path."""
+def buckets_sql(bucket: str, attempted: str, where: str) -> str:
+    """`DecisionBucket` rows; `bucket` and `attempted` are the backend's expressions for
+    ``floor((ts - start) / step)`` and for a non-empty attempt path. A fallback is a
+    request a model answered after such an attempt (`report.is_fallback`): one that
+    failed on every model it tried is an error, not one."""
     return (
         f"SELECT {bucket} AS bucket, route, model, count(*), {_ERRORS}, "
         f"sum(CASE WHEN cache_hit THEN 1 ELSE 0 END), "
-        f"sum(CASE WHEN {fell_back} THEN 1 ELSE 0 END), {_SPEND} "
+        f"sum(CASE WHEN ({attempted}) AND served_model IS NOT NULL THEN 1 ELSE 0 END), "
+        f"{_SPEND} "
         f"FROM decisions WHERE {where} GROUP BY bucket, route, model"
     )
 
@@ -162,7 +165,7 @@ class SqlReads:
 
     _marker: ClassVar[str]  # the driver's parameter placeholder: "%s" or "?"
     _bucket: ClassVar[str]  # floor((ts - start) / step) as an integer, start and step bound
-    _fell_back: ClassVar[str]  # true when the row's attempt path is not empty
+    _attempted: ClassVar[str]  # true when the row's attempt path is not empty
     _each_tag: ClassVar[str]  # a FROM item yielding the row's tags as j.value
 
     def _select(self, sql: str, params: tuple[Any, ...], what: str) -> list[tuple[Any, ...]]:
@@ -213,7 +216,7 @@ class SqlReads:
         self, since: float, until: float | None, start: float, step: float
     ) -> list[DecisionBucket]:
         where, params = self._between(since, until)
-        sql = buckets_sql(self._bucket, self._fell_back, where)
+        sql = buckets_sql(self._bucket, self._attempted, where)
         return buckets_from_rows(self._select(sql, (start, step, *params), "count decisions"))
 
     def client_totals(self, since: float, until: float | None) -> list[ClientTotal]:
