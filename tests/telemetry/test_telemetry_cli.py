@@ -419,6 +419,27 @@ def test_refresh_with_eval_data(
     assert code == 0 and "accuracy" in out and "vs baseline" in out
 
 
+def test_refresh_exits_1_when_the_candidate_loses_accuracy_on_eval_data(
+    registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed FAILED and exited 0, so a pipeline gating on it passed every candidate.
+    The passport questions are out of scope (no route is labelled so): the current
+    registry defaults them, the candidate's new route takes them."""
+    now = time.time()
+    fill(registry, [record("default", 0.05, now - 60, p) for p in PASSPORT])
+    data = tmp_path / "eval.jsonl"
+    rows = [{"text": p, "intent": "passport"} for p in PASSPORT]
+    data.write_text("\n".join(map(json.dumps, rows)) + "\n", encoding="utf-8")
+    out_path = tmp_path / "candidate.yaml"
+    argv = ["refresh", "-r", registry, "-o", out_path, "--eval-data", data]
+    code, out, _ = cli(capsys, *argv)
+    assert code == 1 and "new route candidate-1" in out and "FAILED" in out
+    code, out, _ = cli(capsys, *argv, "--force", "--json")
+    assert code == 1 and loads_strict(out)["compare"]["passed"] is False
+    code, out, _ = cli(capsys, *argv, "--force", "--max-drop", "100")
+    assert code == 0 and "passed" in out
+
+
 def test_refresh_reads_eval_data_before_it_writes_the_candidate(
     registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -336,8 +336,16 @@ def refresh_command(
     since: Annotated[str, typer.Option("--since", help="The window to mine, e.g. 7d.")] = "7d",
     eval_data: Annotated[
         Path | None,
-        typer.Option("--eval-data", help="Labelled JSONL to compare candidate vs current on."),
+        typer.Option(
+            "--eval-data",
+            help="Labelled JSONL to compare candidate vs current on; exit 1 if the "
+            "candidate's accuracy drops too far (as eval --compare).",
+        ),
     ] = None,
+    max_drop: Annotated[
+        float,
+        typer.Option("--max-drop", min=0.0, help="Allowed accuracy drop vs current, points."),
+    ] = 0.5,
     max_margin: Annotated[
         float, typer.Option("--max-margin", min=0.0, help="Mine routed requests below this margin.")
     ] = 0.1,
@@ -393,7 +401,7 @@ def refresh_command(
     held_change = _routing_change(router, candidate, others[:1000])
     comparison = None
     if eval_rows is not None:
-        comparison = _compare(path, output, eval_rows)
+        comparison = _compare(path, output, eval_rows, max_drop)
     if as_json:
         payload = proposal.to_dict()
         payload.update(
@@ -406,15 +414,17 @@ def refresh_command(
         if comparison is not None:
             payload["compare"] = comparison.to_dict()
         _print_json(payload)
-        return
-    console = _console()
-    _print_refresh(console, proposal, output)
-    _print_change(console, "mined prompts", mined_change)
-    _print_change(console, "other logged prompts (should barely move)", held_change)
-    if comparison is not None:
-        from llmroute.cli.evaluate import _print_comparison
+    else:
+        console = _console()
+        _print_refresh(console, proposal, output)
+        _print_change(console, "mined prompts", mined_change)
+        _print_change(console, "other logged prompts (should barely move)", held_change)
+        if comparison is not None:
+            from llmroute.cli.evaluate import _print_comparison
 
-        _print_comparison(console, comparison, path)
+            _print_comparison(console, comparison, path)
+    if comparison is not None and not comparison.passed:  # a gate, as eval --compare's
+        raise typer.Exit(1)
 
 
 def _routing_change(current: Any, candidate: Any, texts: list[str]) -> RoutingChange:
@@ -423,11 +433,11 @@ def _routing_change(current: Any, candidate: Any, texts: list[str]) -> RoutingCh
     return routing_change(current, candidate, texts)
 
 
-def _compare(current: Path, candidate: Path, rows: list[LabelledRow]) -> Any:
+def _compare(current: Path, candidate: Path, rows: list[LabelledRow], max_drop: float) -> Any:
     from llmroute.cli.evaluate import compared
 
     labels = ("evaluating the candidate", "evaluating the current registry")
-    return compared(candidate, current, rows, None, labels)[1]
+    return compared(candidate, current, rows, None, labels, max_drop)[1]
 
 
 def _print_refresh(console: Console, proposal: RefreshProposal, output: Path) -> None:
