@@ -284,6 +284,23 @@ def test_export_writes_the_log_as_jsonl_that_other_commands_read(
     assert code == 0 and stdout.splitlines()[-1] == "2 of 2 cases passed", stdout + err
 
 
+def test_export_to_a_dash_writes_standard_output(
+    registry: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`-o -` wrote a file named '-' in the working directory (and refused a second
+    run without --force), where '-' conventionally means standard output."""
+    fill(registry, [record("weather", 0.5, time.time() - 600, prompt="rain in Paris?")])
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        code, stdout, err = cli(capsys, "export", "-r", registry, "-o", "-")
+        assert code == 0, err
+        assert [json.loads(line)["prompt"] for line in stdout.splitlines()] == ["rain in Paris?"]
+    assert not (tmp_path / "-").exists()
+
+
 def test_registry_diff_replays_the_exported_traffic(
     registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -481,7 +481,10 @@ def export_command(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="JSONL file to write (default: stdout).", show_default=False
+            "--output",
+            "-o",
+            help="JSONL file to write; '-' (or no -o): standard output.",
+            show_default=False,
         ),
     ] = None,
     registry: RegistryOption = None,
@@ -508,6 +511,8 @@ def export_command(
     which were not routed, are left out unless --api names their API."""
     from llmroute.telemetry.export import export_rows
 
+    if output is not None and str(output) == "-":  # the convention: standard output
+        output = None
     if output is not None and output.exists() and not force:
         fail(f"{output} exists; pass --force to overwrite it")
     window = _window(since, "--since")
