@@ -50,6 +50,44 @@ def test_upgrade_then_status_sqlite(sqlite_url: str, capsys: pytest.CaptureFixtu
     ]
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_schema_newer_than_this_llmroute_is_said_so(
+    backend: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log a newer llmroute migrated (version 99 here) was "up to date". It is no
+    error, as a schema behind is none for status: an older gateway keeps writing to it."""
+    from contextlib import closing
+
+    from llmroute.telemetry.store import latest_version
+
+    url: str = request.getfixturevalue(f"{backend}_url")
+    store = open_store(url)
+    try:
+        store.migrate()
+    finally:
+        store.close()
+    if backend == "sqlite":
+        import sqlite3
+
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn, conn:
+            conn.execute("INSERT INTO schema_migrations VALUES (99, 'future', 0)")
+    else:
+        from telemetry_records import pg_execute
+
+        schema = request.getfixturevalue("pg_schema")
+        pg_execute(f"INSERT INTO {schema}.schema_migrations (version, name) VALUES (99, 'future')")
+    newer = f"99 (newer than this llmroute knows, {latest_version('sqlite')}: upgrade llmroute)"
+    code, out, _ = _run(["db", "upgrade", "--url", url], capsys)
+    assert code == 0 and out.endswith(f": schema version {newer}\n")
+    code, out, _ = _run(["db", "status", "--url", url], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1:3] == [
+        f"schema version: {newer}",
+        "pending migrations: none",
+    ]
+
+
 def test_postgres_url_from_the_environment_is_masked(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -65,7 +65,7 @@ def _telemetry_url(url: str | None, registry: Path | None) -> str:
 @db_app.command("upgrade")
 def db_upgrade(url: UrlOption = None, registry: RegistryOption = None) -> None:
     """Apply pending migrations and print the schema version."""
-    from llmroute.telemetry.store import open_store
+    from llmroute.telemetry.store import latest_version, open_store
 
     store = open_store(_telemetry_url(url, registry))
     try:
@@ -73,15 +73,31 @@ def db_upgrade(url: UrlOption = None, registry: RegistryOption = None) -> None:
         version = store.migrate()
     finally:
         store.close()
-    applied = "up to date" if version == before else f"upgraded from {before}"
+    known = latest_version(store.backend)
+    if version > known:  # a newer llmroute migrated it: nothing here to apply, not an error
+        applied = _newer(known)
+    else:
+        applied = "up to date" if version == before else f"upgraded from {before}"
     typer.echo(f"{store.url}: schema version {version} ({applied})")
+
+
+def _newer(known: int) -> str:
+    """What a schema newer than this llmroute's migrations is said to be. Not an error:
+    an older gateway keeps writing to it (it names its columns); reading the newer
+    columns takes a newer llmroute."""
+    return f"newer than this llmroute knows, {known}: upgrade llmroute"
 
 
 @db_app.command("status")
 def db_status(url: UrlOption = None, registry: RegistryOption = None) -> None:
     """Print the masked URL, the schema version, pending migrations and the number of
     logged decisions."""
-    from llmroute.telemetry.store import mask_url, open_store, pending_migrations
+    from llmroute.telemetry.store import (
+        latest_version,
+        mask_url,
+        open_store,
+        pending_migrations,
+    )
     from llmroute.telemetry.store.url import sqlite_path
 
     target = _telemetry_url(url, registry)
@@ -99,8 +115,9 @@ def db_status(url: UrlOption = None, registry: RegistryOption = None) -> None:
         count = store.count_decisions() if version > 0 else None
     finally:
         store.close()
+    known = latest_version(store.backend)
     typer.echo(f"url: {store.url}")
-    typer.echo(f"schema version: {version}")
+    typer.echo(f"schema version: {version}" + (f" ({_newer(known)})" if version > known else ""))
     names = ", ".join(m.label for m in waiting) or "none"
     typer.echo(f"pending migrations: {names}")
     typer.echo(f"decisions: {'-' if count is None else count}")
