@@ -608,15 +608,19 @@ def _load_local_models(loaded: LoadedRegistry, *, load: bool) -> None:
     registry = loaded.registry
     if not any(spec.kind == "llamacpp" for spec in registry.providers.values()):
         return
+    from llmroute.errors import ConfigError
     from llmroute.providers.llamacpp import build_llamacpp, check_llamacpp
 
     for name, spec in registry.providers.items():
         if spec.kind != "llamacpp":
             continue
-        if load:
-            build_llamacpp(name, spec, registry, loaded.base_dir)
-        else:
-            check_llamacpp(name, registry, loaded.base_dir)
+        try:
+            if load:
+                build_llamacpp(name, spec, registry, loaded.base_dir)
+            else:
+                check_llamacpp(name, registry, loaded.base_dir)
+        except ConfigError as exc:  # at the model's line, as `llmroute route` says it
+            raise loaded.at(exc) from exc
 
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multi-process directory

@@ -649,15 +649,21 @@ def _usage_chunk(
 
 def _files(name: str, registry: Registry, base_dir: Path | None) -> dict[str, Path]:
     """The GGUF file of every model the provider `name` serves, by its ``model``; a
-    missing one raises `ConfigError` naming it and the registry model."""
-    _llama_cpp()
+    missing one raises `ConfigError` naming it and the registry model. A path is checked
+    before llama-cpp-python is looked for (a wrong one is said before the extra's minutes
+    of compiling, not after); a model package is assembled only once it is there."""
     base = base_dir if base_dir is not None else Path.cwd()
     files: dict[str, Path] = {}
     for model_name, model in registry.models.items():
         for target in model.targets():
             if target.provider != name or target.model is None or target.model in files:
                 continue
-            path = resolve_gguf(target.model, base)
+            if target.model.startswith(PACKAGE_PREFIX):
+                _llama_cpp()
+            try:
+                path = resolve_gguf(target.model, base)
+            except ConfigError as exc:  # a model package: named at the model's line
+                raise ConfigError(exc.message, field=f"models.{model_name}.model") from exc
             if not path.is_file():
                 raise ConfigError(
                     f"GGUF file not found: {path} (model {model_name!r} of llamacpp provider "
@@ -666,6 +672,7 @@ def _files(name: str, registry: Registry, base_dir: Path | None) -> dict[str, Pa
                     field=f"models.{model_name}.model",
                 )
             files[target.model] = path
+    _llama_cpp()
     return files
 
 

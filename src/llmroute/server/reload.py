@@ -155,7 +155,11 @@ def _build(
         if loaded.registry.encoder == current.loaded.registry.encoder:
             encoder = current.encoder
     router, gates = assemble_router(loaded, encoder, threads, cases)
-    return router, build_providers(loaded.registry, base_dir=loaded.base_dir), gates
+    try:
+        providers = build_providers(loaded.registry, base_dir=loaded.base_dir)
+    except ConfigError as exc:  # a llamacpp model's GGUF: named at its line in the file
+        raise loaded.at(exc) from exc
+    return router, providers, gates
 
 
 def assemble_router(

@@ -1,0 +1,53 @@
+"""A llamacpp model whose GGUF file is missing stops `llmroute serve`, and is a rejected
+reload, with one line at the model's line in the registry, as `llmroute route` says it
+(serve said ``error: models.gemma.model: ...`` with no file and line; without the
+`local` extra it said only to install it, and named the wrong path after the minutes of
+compiling). Runs without the extra: the file is checked before llama-cpp-python is
+looked for."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+from gateway_proc import ECHO_ONLY, serve_refused, serve_text, wait_for
+
+LOCAL = """encoder: builtin:static
+providers:
+  local: {kind: llamacpp, n_ctx: 1024}
+models:
+  gemma:
+    provider: local
+    model: models/nope.gguf
+routes:
+  - {name: chat, examples: [hello there], target: gemma}
+default: {target: gemma}
+telemetry: {enabled: false}
+"""
+MODEL_LINE = 7  # `model: models/nope.gguf`
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])  # loaded here / only checked here
+def test_serve_names_a_missing_gguf_at_its_line(tmp_path: Path, workers: str) -> None:
+    done = serve_refused(LOCAL, tmp_path, ["--workers", workers])
+    assert done.returncode == 2, done.stdout + done.stderr
+    said = done.stderr.strip()
+    assert "Traceback" not in said and len(said.splitlines()) == 1, said
+    registry = tmp_path / "registry.yaml"
+    assert said.startswith(
+        f"error: {registry}:{MODEL_LINE}: models.gemma.model: GGUF file not found: "
+        f"{tmp_path / 'models' / 'nope.gguf'}"
+    ), said
+
+
+def test_a_reload_naming_a_missing_gguf_is_rejected_at_its_line(tmp_path: Path) -> None:
+    with serve_text(ECHO_ONLY, tmp_path) as served:
+        old = served.version()
+        registry = tmp_path / "registry.yaml"
+        registry.write_text(LOCAL)
+        served.proc.send_signal(signal.SIGHUP)
+        wait_for("the reload rejected", lambda: "rejected" in served.log_text(), 30, served.log)
+        said = next(line for line in served.log_text().splitlines() if "rejected" in line)
+        assert f"{registry}:{MODEL_LINE}: models.gemma.model: GGUF file not found" in said, said
+        assert served.version() == old
