@@ -1,7 +1,8 @@
 """The docs are tested like code: every `llmroute ...` command line of README.md and
 docs/*.md names a command and options the command line has, every ```yaml registry
-(whole, or a fragment merged onto a small base) loads through the real loader and builds
-into a router (with the offline static encoder), every
+(whole, or a fragment merged onto a small base) loads through the real loader, without
+a warning of `registry check`, and builds into a router (with the offline static
+encoder), every
 ```python block compiles (and those marked to run, run and print what they say), and
 every ```json block and curl body parses. Conventions: tests/support/docs_blocks.py."""
 
@@ -29,6 +30,7 @@ from llmroute.errors import ConfigError
 from llmroute.gates.build import GateFactory
 from llmroute.registry import LoadedRegistry, parse_registry
 from llmroute.registry.cases import parse_cases
+from llmroute.registry.lint import lint
 from llmroute.server.errors import GatewayError
 from llmroute.server.feedback import parse_feedback
 from llmroute.server.rerank import require_rerank
@@ -184,6 +186,10 @@ def test_yaml_block(block: Block, static_encoder: Encoder, tmp_path: Path) -> No
                 _build(loaded, static_encoder, tmp_path)
         except ConfigError as exc:
             problem = _located(exc, block, fragment=fragment)
+        else:  # a reader copies the example: it must not be one `registry check` warns about
+            warned = lint(loaded.registry)
+            if warned:
+                problem = f"{block.where}: `registry check` warns:\n" + "\n".join(warned)
     if problem is not None:
         pytest.fail(problem, pytrace=False)
 
