@@ -241,15 +241,29 @@ def _grammar(schema: str) -> Any:
 # -- request and response mapping --------------------------------------------------------
 
 
-def _text(content: Any, provider: str) -> str:
+# parts a model of another server may read: refused as beyond this model, so that the
+# chain's next one serves (as for tools), not as the client's error
+_OTHER_MODELS_PARTS = ("image_url", "input_audio", "file")
+
+
+def _text(content: Any, provider: str, where: str) -> str:
     if content is None or isinstance(content, str):
         return content or ""
     if isinstance(content, list):
         parts: list[str] = []
         for part in content:
-            if not isinstance(part, Mapping) or part.get("type") != "text":
-                raise UpstreamRejected(provider, "only text content is supported", status=400)
-            parts.append(str(part.get("text", "")))
+            kind = part.get("type") if isinstance(part, Mapping) else None
+            if kind == "text":
+                parts.append(str(part.get("text", "")))
+                continue
+            refuse = BeyondModel if kind in _OTHER_MODELS_PARTS else UpstreamRejected
+            raise refuse(
+                provider,
+                f"{where}: content part {kind!r} is not supported by llamacpp (text only)",
+                status=400,
+                code="unsupported_parameter",
+                param=f"{where}.content",
+            )
         return "".join(parts)
     raise UpstreamRejected(provider, "message content must be text", status=400)
 
@@ -259,12 +273,13 @@ def _messages(body: Mapping[str, Any], provider: str) -> list[dict[str, str]]:
     if not isinstance(messages, list) or not messages:
         raise UpstreamRejected(provider, "the request has no messages", status=400)
     out: list[dict[str, str]] = []
-    for message in messages:
+    for index, message in enumerate(messages):
         if not isinstance(message, Mapping):
             raise UpstreamRejected(provider, "each message must be an object", status=400)
         role = str(message.get("role", "user"))
         role = "system" if role == "developer" else role
-        out.append({"role": role, "content": _text(message.get("content"), provider)})
+        content = _text(message.get("content"), provider, f"messages[{index}]")
+        out.append({"role": role, "content": content})
     return out
 
 
