@@ -141,6 +141,37 @@ def test_a_pool_that_takes_no_images_says_so_on_purpose() -> None:
     assert "takes tools" in warnings[0]  # text takes tools; no model takes images
 
 
+def test_a_route_served_by_llamacpp_alone_takes_no_images_or_tools() -> None:
+    """A llamacpp model reads text and calls no tools whatever it declares; a route of
+    such models alone, in a pool where another model takes them, is the same gap."""
+    text = """
+encoder: builtin:static
+providers:
+  local: {kind: llamacpp}
+  p: {kind: openai, base_url: "http://127.0.0.1:9/v1"}
+models:
+  gemma: {provider: local, model: gemma.gguf}
+  big: {provider: p, model: gpt-4.1}
+routes:
+  - {name: a, examples: [hello there], target: gemma, policy: {fallback: [big]}}
+  - {name: b, examples: [fix my bug], target: gemma}
+default: {target: big}
+rules:
+  - {name: pics, when: {has_images: true, keywords: [scan]}, target: gemma}
+"""
+    warnings = lint(parse_registry(text).registry)
+    assert [w.split(":")[0] for w in warnings] == ["rules[0]", "routes[1]", "routes[1]"]
+    assert warnings[0] == (
+        "rules[0]: sends requests with images to gemma, which takes none (vision: false, "
+        "or served by llamacpp)"
+    )
+    assert warnings[1].startswith(
+        "routes[1]: none of its models (gemma) takes images (vision: false, or served by "
+        "llamacpp): a request with images sent here gets a 400, though big would take it"
+    )
+    assert "takes tools (tools: false, or served by llamacpp)" in warnings[2]
+
+
 def test_upgrade_affinity_with_unpriced_models_is_a_warning() -> None:
     priced = POOL.replace("model: s}", "model: s, price: {input: 1, output: 2}}")
     warnings = lint(parse_registry(priced + "affinity: {}\n").registry)

@@ -229,7 +229,7 @@ def _capability_gaps(registry: Registry) -> list[str]:
         takes = {
             name
             for name, model in registry.models.items()
-            if model.kind == "chat" and getattr(model, flag) is not False
+            if model.kind == "chat" and _takes(registry, name, flag)
         }
         if not takes:
             continue  # the pool takes none: refusing them is what the registry says
@@ -239,9 +239,14 @@ def _capability_gaps(registry: Registry) -> list[str]:
                 continue
             reach = _rule_reach(rule, routes)
             if not reach & takes:
+                s = "s" if len(reach) == 1 else ""
+                why = (
+                    f"take{s} none ({flag}: false, or served by llamacpp)"
+                    if _local(registry, reach)
+                    else f"declare{s} {flag}: false"
+                )
                 out.append(
-                    f"rules[{i}]: sends requests with {holds} to {_names(reach)}, which "
-                    f"declare{'s' if len(reach) == 1 else ''} {flag}: false"
+                    f"rules[{i}]: sends requests with {holds} to {_names(reach)}, which {why}"
                 )
             elif _only_condition(rule, condition):
                 covered = True
@@ -262,10 +267,27 @@ def _capability_gaps(registry: Registry) -> list[str]:
             if not reach & takes:
                 out.append(
                     f"{where}: none of its models ({_names(reach)}) takes {holds} ({flag}: "
-                    f"false): a request with {holds} sent here gets a 400, though "
-                    f"{_names(takes)} would take it; {hint}"
+                    f"false{', or served by llamacpp' if _local(registry, reach) else ''}): a "
+                    f"request with {holds} sent here gets a 400, though {_names(takes)} would "
+                    f"take it; {hint}"
                 )
     return out
+
+
+def _takes(registry: Registry, name: str, flag: str) -> bool:
+    """Whether the model `name` is sent requests with what `flag` names: not when it
+    declares `flag` false, nor when llama.cpp in this process alone serves it (text
+    only, no tools)."""
+    return getattr(registry.models[name], flag) is not False and not _local(registry, {name})
+
+
+def _local(registry: Registry, names: set[str]) -> bool:
+    """Whether one of `names` is served by llamacpp providers alone."""
+    return any(
+        all(registry.providers[t.provider].kind == "llamacpp" for t in model.targets())
+        for model in (registry.models.get(name) for name in names)
+        if model is not None
+    )
 
 
 def _reach(place: Route | Default) -> set[str]:
