@@ -2,7 +2,8 @@
 it (no llama-cpp-python needed: nothing is loaded, since a refusal comes before a model
 is asked). An image, audio or file part is beyond a text-only model, as tools are: the
 chain's next model serves it (it was the client's 400, never handed over, unless the
-model declared ``vision: false``)."""
+model declared ``vision: false``); so are ``logprobs``, which llama.cpp gives none of
+here."""
 
 from __future__ import annotations
 
@@ -55,6 +56,16 @@ def test_a_part_another_model_may_read_is_beyond_this_one(part: dict[str, Any]) 
         asyncio.run(provider.complete("gemma.gguf", _body(part), timeouts=Timeouts()))
     assert caught.value.status == 400 and caught.value.param == "messages[1].content"
     assert repr(part["type"]) in caught.value.message
+
+
+def test_logprobs_are_beyond_this_model() -> None:
+    """llama.cpp gives none here: the answer came back with ``logprobs: null``, as if
+    the client had not asked."""
+    body = {"messages": [{"role": "user", "content": "hi"}], "logprobs": True}
+    with pytest.raises(BeyondModel) as caught:
+        asyncio.run(_unloaded().complete("gemma.gguf", body, timeouts=Timeouts()))
+    assert caught.value.param == "logprobs"
+    assert _dispatch(("gemma", "other"), body).model == "other"
 
 
 def test_a_part_no_model_reads_is_the_clients_error() -> None:

@@ -373,6 +373,14 @@ def _arguments(body: Mapping[str, Any], spec: Provider, provider: str) -> dict[s
             code="unsupported_parameter",
             param="tools" if body.get("tools") else "functions",
         )
+    if body.get("logprobs") is True:  # else an answer without them, as if never asked
+        raise BeyondModel(
+            provider,
+            "'logprobs' is not supported by llamacpp",
+            status=400,
+            code="unsupported_parameter",
+            param="logprobs",
+        )
     if body.get("n") not in (None, 1):
         raise BeyondModel(
             provider,
