@@ -7,6 +7,7 @@ looked for."""
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 from pathlib import Path
 
@@ -38,6 +39,22 @@ def test_serve_names_a_missing_gguf_at_its_line(tmp_path: Path, workers: str) ->
     assert said.startswith(
         f"error: {registry}:{MODEL_LINE}: models.gemma.model: GGUF file not found: "
         f"{tmp_path / 'models' / 'nope.gguf'}"
+    ), said
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is not None, reason="the local extra is installed"
+)
+def test_without_the_extra_the_provider_is_named_at_its_line(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "nope.gguf").write_bytes(b"GGUF")  # there: the extra is next
+    done = serve_refused(LOCAL, tmp_path, [])
+    said = done.stderr.strip()
+    assert done.returncode == 2 and len(said.splitlines()) == 1, said
+    assert said == (
+        f"error: {tmp_path / 'registry.yaml'}:3: providers.local.kind: kind llamacpp needs "
+        "llama-cpp-python (llama_cpp is not installed); install it with: pip install "
+        "'llmroute[local]'"
     ), said
 
 

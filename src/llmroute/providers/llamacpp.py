@@ -682,7 +682,7 @@ def _files(name: str, registry: Registry, base_dir: Path | None) -> dict[str, tu
             if target.provider != name or target.model is None or target.model in files:
                 continue
             if target.model.startswith(PACKAGE_PREFIX):
-                _llama_cpp()
+                _extra_for(name)
             where = f"models.{model_name}" + (f".deployments[{index}]" * bool(model.deployments))
             where += ".model"
             try:
@@ -697,8 +697,16 @@ def _files(name: str, registry: Registry, base_dir: Path | None) -> dict[str, tu
                     field=where,
                 )
             files[target.model] = (path, where)
-    _llama_cpp()
+    _extra_for(name)
     return files
+
+
+def _extra_for(provider: str) -> None:
+    """Raise `ConfigError` at the provider's ``kind`` when llama-cpp-python is missing."""
+    try:
+        _llama_cpp()
+    except ConfigError as exc:
+        raise ConfigError(exc.message, field=f"providers.{provider}.kind") from None
 
 
 def check_llamacpp(name: str, registry: Registry, base_dir: Path | None = None) -> None:
