@@ -413,6 +413,16 @@ def test_api_key_env_must_be_a_variable_name() -> None:
     assert "sk-abc123" not in str(error)
 
 
+@pytest.mark.parametrize(
+    "written", ["'${OPENAI_API_KEY}'", "$OPENAI_API_KEY", "os.environ/OPENAI_API_KEY"]
+)
+def test_a_variable_written_as_a_reference_is_told_its_name(written: str) -> None:
+    """A shell, Compose or LiteLLM habit: it was told not to write the key itself."""
+    text = replace_line(VALID, 5, f"openai: {{kind: openai, api_key_env: {written}}}")
+    error = one_error(text)
+    assert_points_at(error, 5, "providers.openai.api_key_env", "name alone, 'OPENAI_API_KEY'")
+
+
 def test_all_errors_are_reported_in_one_pass_sorted_by_line() -> None:
     text = VALID
     for line, new in [(23, "threshold: 7"), (9, "provider: nowhere"), (16, "kk: 3")]:

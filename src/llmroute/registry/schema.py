@@ -82,6 +82,10 @@ Balance = Literal["weighted", "least_in_flight", "latency", "sticky"]
 RESERVED_ROUTE_NAMES = frozenset({"auto", "default"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# a variable written as a shell, Docker Compose or LiteLLM config refers to it
+_ENV_REFERENCE = re.compile(
+    r"^(?:\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)|os\.environ/([A-Za-z_][A-Za-z0-9_]*))$"
+)
 _DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
@@ -167,6 +171,13 @@ def _check_gcp_project(value: str) -> str:
 
 def _check_env_name(value: str) -> str:
     if not _ENV_NAME.match(value):
+        reference = _ENV_REFERENCE.match(value.strip())
+        if reference is not None:  # a name, not a secret: it may be shown
+            name = next(group for group in reference.groups() if group)
+            raise ValueError(
+                f"write the variable's name alone, {name!r}: llmroute reads it from the "
+                "environment itself (no $, ${...} or os.environ/)"
+            )
         raise ValueError(
             "must be the NAME of an environment variable (letters, digits, '_'), not the key itself"
         )
@@ -404,10 +415,9 @@ def _credential_headers(headers: Mapping[str, str]) -> list[Problem]:
     return [
         (
             ("headers", name),
-            f"header {name!r} looks like a credential: a secret never goes in the registry "
-            f"file; name the environment variable holding it in 'headers_env' "
-            f"({{{name}: VARIABLE}})"
-            + (", or use 'api_key_env' for the API key" if name.lower() == "authorization" else ""),
+            f"header {name!r} carries a credential: never put secrets in the registry. Put "
+            f"it in an environment variable and name that in headers_env ({{{name}: VAR}})"
+            + (", or the key alone in api_key_env" if name.lower() == "authorization" else ""),
         )
         for name in headers
         if name.lower() in _CREDENTIAL_HEADERS
