@@ -92,6 +92,31 @@ def test_unknown_key_suggests_the_closest() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("line", "new", "field", "said"),
+    [
+        (
+            4,
+            "local: {kind: openai, api_base: 'http://127.0.0.1:8001/v1'}",
+            "providers.local.api_base",
+            "unknown key 'api_base' (did you mean 'base_url'?)",
+        ),
+        (
+            5,
+            "openai: {kind: openai, max_retries: 3}",
+            "providers.openai.max_retries",
+            "retries are set in dispatch.retries.attempts, or a route's policy.retries",
+        ),
+    ],
+)
+def test_other_tools_names_for_a_key_are_told_ours(
+    line: int, new: str, field: str, said: str
+) -> None:
+    """LiteLLM's names: 'did you mean' found nothing for api_base, and offered
+    'max_tokens' (a llamacpp provider's) for max_retries."""
+    assert_points_at(one_error(replace_line(VALID, line, new)), line, field, said)
+
+
 def test_unknown_key_without_near_miss_lists_allowed_keys() -> None:
     error = one_error(VALID + "observability: {sink: sqlite}\n")
     assert_points_at(
@@ -298,7 +323,8 @@ def test_example_on_its_own_line_is_pointed_at() -> None:
             ("must be a mapping", "got a list"),
         ),
         (1, "version: one", "version", ("must be a number", "the string 'one'")),
-        (28, "default: small", "default", ("got a string",)),
+        # a model's name: the mapping to write ("must be a mapping (got a string)")
+        (28, "default: small", "default", ("must be a mapping: write default: {target: small}",)),
     ],
 )
 def test_wrong_types(line: int, new: str, field: str, words: tuple[str, ...]) -> None:

@@ -9,6 +9,7 @@ never echoed, so a secret pasted into the wrong key cannot leak into logs.
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -17,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from llmroute.errors import ConfigError
+from llmroute.errors import ConfigError, shown
 from llmroute.registry._paths import Path, PathProblems, did_you_mean, format_path
 from llmroute.registry._yaml import Document
 from llmroute.registry.schema import Registry
@@ -177,6 +178,10 @@ _PLAIN = {
 
 def _message(error: ErrorDetails, loc: Path) -> str:
     kind = error["type"]
+    given = error["input"]
+    if kind == "model_type" and loc == ("default",) and isinstance(given, str):
+        name = given if _NAME.fullmatch(given) else shown(given, 60)
+        return f"must be a mapping: write default: {{target: {name}}}"
     if kind == "too_short" and isinstance(error["input"], list | tuple | dict | str):
         least = error["ctx"]["min_length"]
         return "must not be empty" if least == 1 else f"needs at least {least} entries"
@@ -200,7 +205,29 @@ def _unknown_key(loc: Path, root: type[BaseModel]) -> str:
         )
     if not allowed:
         return f"unknown key {key!r}"
-    return f"unknown key {key!r}{did_you_mean(key, allowed)}; allowed keys: {', '.join(allowed)}"
+    listed = f"allowed keys: {', '.join(allowed)}"
+    meant = _OTHER_TOOLS_NAMES.get(key.lower())
+    if meant in allowed:
+        return f"unknown key {key!r} (did you mean {meant!r}?); {listed}"
+    if meant == "retries":  # a provider's or a model's: retries are the dispatcher's
+        return (
+            f"unknown key {key!r}: retries are set in dispatch.retries.attempts, or a route's "
+            f"policy.retries; {listed}"
+        )
+    return f"unknown key {key!r}{did_you_mean(key, allowed)}; {listed}"
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,59}")  # a model's name, written bare
+
+# what LiteLLM and OpenAI's clients call keys of ours ("did you mean" misses them: it
+# offered 'max_tokens' for max_retries)
+_OTHER_TOOLS_NAMES = {
+    "api_base": "base_url",
+    "base": "base_url",
+    "max_retries": "retries",
+    "num_retries": "retries",
+    "fallbacks": "fallback",
+}
 
 
 def _key_not_text(key: object, loc: Path, root: type[BaseModel]) -> str:
