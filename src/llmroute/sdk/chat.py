@@ -238,6 +238,7 @@ class _Engine:
             base_dir=loaded.base_dir,
             version=router.version,
             metrics=metrics,
+            at=loaded.at,
         )
         self._lock = threading.Lock()
         self._thread: LoopThread | None = None

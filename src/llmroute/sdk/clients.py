@@ -22,13 +22,13 @@ import contextvars
 import logging
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmroute.dispatch import Dispatcher
 from llmroute.dispatch.affinity import Affinity
-from llmroute.errors import RouterClosed
+from llmroute.errors import ConfigError, RouterClosed
 from llmroute.gates.build import GateFactory
 from llmroute.providers.build import build_providers
 from llmroute.registry.schema import Registry
@@ -141,8 +141,10 @@ class LoopClients:
         base_dir: Path | None = None,
         version: str = "",
         metrics: GatewayMetrics | None = None,
+        at: Callable[[ConfigError], ConfigError] | None = None,
     ) -> None:
         self._registry = registry
+        self._at = at  # a GGUF's error, at its line in the registry's file
         self._version = version
         self._metrics = metrics
         settings = registry.cache
@@ -294,7 +296,12 @@ class LoopClients:
 
         for name, spec in self._registry.providers.items():
             if spec.kind == "llamacpp":
-                build_llamacpp(name, spec, self._registry, self._base_dir)
+                try:
+                    build_llamacpp(name, spec, self._registry, self._base_dir)
+                except ConfigError as exc:
+                    if self._at is None:
+                        raise
+                    raise self._at(exc) from exc
         self._loaded = True
 
     def _in_flight(self) -> _InFlight:

@@ -1,0 +1,34 @@
+"""The SDK names a llamacpp model's missing GGUF at its line in the registry, as
+`llmroute serve` and `llmroute route` do (it said ``models.gemma.model: ...`` with no
+file or line). No llama-cpp-python needed: the file is checked first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmroute import Router
+from llmroute.errors import ConfigError
+
+REGISTRY = """encoder: builtin:static
+providers:
+  local: {kind: llamacpp}
+models:
+  gemma:
+    provider: local
+    model: models/nope.gguf
+routes:
+  - {name: chat, examples: [hello there], target: gemma}
+default: {target: gemma}
+telemetry: {enabled: false}
+"""
+
+
+def test_a_missing_gguf_is_named_at_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "registry.yaml"
+    path.write_text(REGISTRY)
+    with Router.from_yaml(path) as router, pytest.raises(ConfigError) as caught:
+        router.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+    assert (caught.value.file, caught.value.line) == (str(path), 7)
+    assert str(caught.value).startswith(f"{path}:7: models.gemma.model: GGUF file not found: ")
