@@ -42,6 +42,8 @@ def test_without_aliases_every_name_is_itself() -> None:
         ("gpt-4o: gpt-4o-mini", "is itself an alias"),
         ("gpt-4: lage", "unknown target 'lage' (did you mean 'large'?)"),
         ('"x": ""', "must be non-empty"),
+        # no default.difficulty: every request for it was a 404 (it loaded)
+        ("gpt-4: router-mf-0.5", "names a difficulty router, and this registry declares none"),
     ],
 )
 def test_a_bad_alias_names_its_line(entry: str, words: str) -> None:
@@ -49,3 +51,14 @@ def test_a_bad_alias_names_its_line(entry: str, words: str) -> None:
     error = one_error(text)
     alias = entry.split(":")[0].strip('"')
     assert_points_at(error, VALID.count("\n") + 3, f"aliases.{alias}", words)
+
+
+def test_a_key_allowed_a_difficulty_router_the_registry_lacks_names_its_line() -> None:
+    """Like an unknown model name: every request for it was a 404."""
+    text = VALID + (
+        f"auth:\n  keys:\n    - {{name: a, sha256: '{'1' * 64}', models: [auto, router-mf-0.3]}}\n"
+    )
+    error = one_error(text)
+    assert_points_at(
+        error, VALID.count("\n") + 3, "auth.keys[0].models[1]", "declares none (default.difficulty)"
+    )

@@ -392,6 +392,13 @@ class OpenAIEncoderSpec(_Frozen):
         return self
 
 
+# a ``router-<name>-<threshold>`` model named where no request could ever reach one
+_NO_DIFFICULTY_ROUTER = (
+    "%s names a difficulty router, and this registry declares none (default.difficulty): "
+    "every request for it would be a 404"
+)
+
+
 def _header_clashes(headers: Mapping[str, str], from_env: Mapping[str, str]) -> list[Problem]:
     """A header set both in `headers` and in `headers_env` (names ignore case)."""
     plain = {name.lower() for name in headers}
@@ -2275,6 +2282,8 @@ class Registry(_Frozen):
                 yield path, f"alias {alias!r} would hide the route or model of that name"
             elif target in self.aliases:
                 yield path, f"target {target!r} is itself an alias: aliases do not chain"
+            elif target.startswith("router-") and self.default.difficulty is None:
+                yield path, _NO_DIFFICULTY_ROUTER % f"target {target!r}"
             elif not self._is_name(target):
                 known = ["auto", *(route.name for route in self.routes), *self.models]
                 hint = did_you_mean(target, known)
@@ -2291,9 +2300,12 @@ class Registry(_Frozen):
         known += [alias for alias in self.aliases if not _is_glob(alias)]
         for i, key in enumerate(self.auth.keys):
             for j, name in enumerate(key.models or ()):
-                if name not in known and not name.startswith("router-"):
+                where = ("auth", "keys", i, "models", j)
+                if name.startswith("router-") and self.default.difficulty is None:
+                    yield where, _NO_DIFFICULTY_ROUTER % f"model {name!r}"
+                elif name not in known and not name.startswith("router-"):
                     hint = did_you_mean(name, known)
-                    yield ("auth", "keys", i, "models", j), f"unknown model {name!r}{hint}"
+                    yield where, f"unknown model {name!r}{hint}"
                 elif key.pool is not None and name in self.models and name not in key.pool:
                     yield (
                         ("auth", "keys", i, "models", j),
