@@ -17,7 +17,7 @@ from llmroute.dispatch import Dispatcher
 from llmroute.errors import BeyondModel, UpstreamRejected
 from llmroute.providers.base import Timeouts
 from llmroute.providers.echo import EchoProvider
-from llmroute.providers.llamacpp import LlamaCppProvider, _Key, _Pool
+from llmroute.providers.llamacpp import LlamaCppProvider, _arguments, _Key, _Pool
 from llmroute.registry import parse_registry
 
 REGISTRY = """
@@ -101,3 +101,26 @@ def test_with_no_model_left_an_image_is_one_400() -> None:
     assert caught.value.status == 400 and caught.value.code == "unsupported_parameter"
     assert caught.value.param == "messages[1].content"
     assert "'image_url' is not supported by llamacpp" in caught.value.message
+
+
+def test_llama_cpps_own_sampling_parameters_reach_it() -> None:
+    """``params: {top_k: 20}`` on a llamacpp model (registry.md's example) was dropped
+    without a word: only OpenAI's sampling keys were passed on."""
+    spec = parse_registry(REGISTRY).registry.providers["local"]
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "top_k": 20,
+        "min_p": 0.05,
+        "typical_p": 0.9,
+        "repeat_penalty": 1.1,
+        "top_p": 0.8,
+        "logit_bias": {"1": 5},  # no such key of llama.cpp's here: left out
+    }
+    arguments = _arguments(body, spec, "local")
+    assert {k: arguments.get(k) for k in ("top_k", "min_p", "typical_p", "repeat_penalty")} == {
+        "top_k": 20,
+        "min_p": 0.05,
+        "typical_p": 0.9,
+        "repeat_penalty": 1.1,
+    }
+    assert arguments["top_p"] == 0.8 and "logit_bias" not in arguments

@@ -63,7 +63,17 @@ __all__ = [
 INSTALL_HINT = "pip install 'llmroute[local]'"
 PACKAGE_PREFIX = "package:"
 _WAIT_S = 0.05  # how often a request queued for a busy model looks for cancellation
-_SAMPLING_KEYS = ("top_p", "seed", "presence_penalty", "frequency_penalty")
+# OpenAI's, then llama.cpp's own (a model's `params: {top_k: 20}`, a client's extra body)
+_SAMPLING_KEYS = (
+    "top_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "top_k",
+    "min_p",
+    "typical_p",
+    "repeat_penalty",
+)
 
 
 class _Cancelled(Exception):
