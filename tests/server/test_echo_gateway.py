@@ -93,6 +93,29 @@ def test_a_raw_completion_shows_the_prompt_the_model_would_get(gateway: Served) 
             c.completions.create(model="small", prompt="def", suffix="pass")
 
 
+def test_what_is_said_back_keeps_its_newlines_and_indentation(gateway: Served) -> None:
+    """Code and JSON come back as sent, streamed or not (the words were joined by single
+    spaces: a fill-in-the-middle prompt lost the suffix's newline and indentation)."""
+    code = "def add(a, b):\n    return a + b\n\n\tprint(add(1,  2))"
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0) as c:
+        said = c.chat.completions.create(
+            model="small", messages=[{"role": "user", "content": code}]
+        )
+        assert said.choices[0].message.content == code
+        stream = c.chat.completions.create(
+            model="small", messages=[{"role": "user", "content": code}], stream=True
+        )
+        assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices) == code
+        cut = c.chat.completions.create(
+            model="small", messages=[{"role": "user", "content": code}], max_tokens=4
+        )
+        assert cut.choices[0].message.content == "def add(a, b):\n    return"
+        fim = c.completions.create(model="coder", prompt="def f():", suffix="\n    return c")
+        assert fim.choices[0].text == (
+            "<|fim_prefix|>def f():<|fim_suffix|>\n    return c<|fim_middle|>"
+        )
+
+
 def test_the_anthropic_client_is_answered_too(gateway: Served) -> None:
     with anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0) as c:
         message = c.messages.create(

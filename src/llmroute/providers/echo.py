@@ -237,14 +237,18 @@ class EchoProvider:
         return None
 
     def _answer(self, body: Mapping[str, Any]) -> tuple[list[str], str]:
-        """The answer's words (each with the space before it) and its finish reason:
+        """The answer's words (each with the whitespace before it, so that they join to
+        the text as it was: its newlines and indentation kept) and its finish reason:
         ``length`` when the request's ``max_tokens`` (or ``max_completion_tokens``) cut it."""
         text = self._reply if self._reply is not None else _last_user_text(body)
-        words = [w if i == 0 else f" {w}" for i, w in enumerate(text.split())]
+        words = _WORDS.findall(text.rstrip())
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
         if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < len(words):
             return words[:limit], "length"
         return words, "stop"
+
+
+_WORDS = re.compile(r"\s*\S+")
 
 
 def _last_user_text(body: Mapping[str, Any]) -> str:
