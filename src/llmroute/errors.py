@@ -329,11 +329,11 @@ class ContentRefused(UpstreamRejected):
 
 class BeyondModel(UpstreamRejected):
     """What the request asks for is beyond this model's API (Anthropic: ``n`` > 1,
-    ``logprobs``, ``audio`` output, an audio or file part; llama.cpp: tools): refused by
-    the provider adapter before anything is sent. The request is not malformed and
-    another model of the chain may honour it, so dispatch hands over to the next one, as
-    for a declared capability (`UnsupportedRequest`); with none left it is the 400 it
-    is."""
+    ``logprobs``, ``audio`` output, an audio or file part; llama.cpp: tools, ``n`` > 1,
+    ``logprobs``, an image, audio or file part): refused by the provider adapter before
+    anything is sent. The request is not malformed and another model of the chain may
+    honour it, so dispatch hands over to the next one, as for a declared capability
+    (`UnsupportedRequest`); with none left it is the 400 it is."""
 
 
 class CircuitOpen(ProviderError):
