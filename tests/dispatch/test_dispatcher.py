@@ -2299,3 +2299,34 @@ def test_deployments_failing_in_turn_after_the_hold_go_on_to_the_models_next_try
     assert h.upstream.models_called() == [*failing, "b"]
     assert h.upstream2.models_called() == failing
     assert len(h.sleeps) == 2  # the backoffs between the tries
+
+
+def test_a_held_stream_whose_models_were_at_a_limit_or_rate_limited_is_a_503(
+    h: Harness,
+) -> None:
+    """`x` is at its rpm limit (passed over within the hold), `a` is handed over silent
+    and answers 429, then `b` 429: every model unavailable, a 503 with the soonest
+    wait, as a request not streamed gets. It was a 502: the later models' 429 was
+    taken for the status of them all, and `x`'s limit is not a 429."""
+    models = "  x: {provider: up, model: 'x', rpm: 1}\n"
+    models += "  a: {provider: up, model: 'a?delay=0.3&status=429&retry_after=3'}\n"
+    models += "  b: {provider: up, model: 'b?status=429&retry_after=2'}"
+    registry = _silent(h, models)
+    plan = plan_for("x", "a", "b", policy=RoutePolicy(retries=0))
+
+    async def job(d: Dispatcher) -> tuple[ProviderError, ProviderError]:
+        await d.complete(plan_for("x"), _body())  # x's one request this minute
+        with pytest.raises(ProviderError) as unstreamed:
+            await d.complete(plan_for("x", "b", policy=RoutePolicy(retries=0)), _body())
+        opened = await d.open_stream(plan, _body(stream=True))
+        assert opened.model == "a"  # handed over silent after x was passed over
+        with pytest.raises(ProviderError) as caught:
+            async for _ in opened.events:
+                pass
+        return unstreamed.value, caught.value
+
+    unstreamed, error = h.run(registry, job)
+    assert isinstance(unstreamed, AllFallbacksFailed) and unstreamed.status == 503
+    assert isinstance(error, AllFallbacksFailed) and error.status == 503
+    assert [attempt.split()[0] for attempt in error.attempts] == ["x", "a", "b"]
+    assert error.retry_after_s == 2.0

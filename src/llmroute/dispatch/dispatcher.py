@@ -1917,7 +1917,10 @@ def _every_failed(
     status = later.status or 502
     counted = [e for e in earlier if not isinstance(e, UnsupportedRequest | BeyondModel)]
     if not all(isinstance(e, _ALL_SO.get(status, ProviderError)) for e in counted):
-        status = 502
+        # later models all rate limited beside earlier ones unavailable (a breaker, a
+        # limit): every one unavailable, 503 as `_exhausted` says it; else a mix
+        unavailable = status == 429 and all(isinstance(e, _ALL_SO[503]) for e in counted)
+        status = 503 if unavailable else 502
     every = AllFallbacksFailed(list(attempts), status=status)
     waits = [later.retry_after_s, *(e.retry_after_s for e in counted)]
     known = [wait for wait in waits if wait is not None]
