@@ -93,3 +93,13 @@ def test_a_path_not_served_either_way_gets_no_hint(gateway: Served) -> None:
     assert response.json()["error"]["message"] == (
         "POST /v1/nothing/ is not an endpoint of this gateway"
     )
+
+
+def test_a_trailing_slash_names_no_path_the_method_is_not_served_on(gateway: Served) -> None:
+    """GET /v1/chat/completions/ was told 'GET /v1/chat/completions is', a 405: the hint
+    names a path only where the request's own method is served."""
+    response = httpx.get(f"{gateway.url}/v1/chat/completions/", timeout=10)
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == (
+        "GET /v1/chat/completions/ is not an endpoint of this gateway"
+    )

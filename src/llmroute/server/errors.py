@@ -131,15 +131,17 @@ async def handle_http(request: Request, exc: Exception) -> Response:
 
 
 def _served_without_slash(request: Request) -> str | None:
-    """The request's path without its trailing ``/`` when a route serves that path (the
-    gateway answers 404 rather than Starlette's redirect, whose absolute ``Location``
-    names the gateway's own address and drops a proxy's path prefix)."""
+    """The request's path without its trailing ``/`` when a route serves that path for
+    the request's method (the gateway answers 404 rather than Starlette's redirect,
+    whose absolute ``Location`` names the gateway's own address and drops a proxy's
+    path prefix)."""
     path = request.url.path
     router = request.scope.get("router")
     if not path.endswith("/") or path == "/" or router is None:
         return None
     bare = {**request.scope, "path": path.rstrip("/") or "/"}
-    if any(route.matches(bare)[0] is not Match.NONE for route in router.routes):
+    # FULL: served for this method too (a PARTIAL match is a 405 there, not a hint)
+    if any(route.matches(bare)[0] is Match.FULL for route in router.routes):
         return str(bare["path"])
     return None
 
