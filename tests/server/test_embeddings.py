@@ -28,6 +28,7 @@ models:
   embed-down: {provider: fake, model: "emb-down?status=500", kind: embedding}
   embed-picky: {provider: fake, model: "emb-picky?status=400", kind: embedding}
   embed-busy: {provider: fake, model: "emb-busy?status=429&retry_after=45", kind: embedding}
+  embed-later: {provider: fake, model: "emb-later?status=503&retry_after=90", kind: embedding}
 routes:
   - name: chitchat
     examples: ["hi there!", "how are you today?"]
@@ -148,6 +149,19 @@ def test_an_upstream_429_is_a_429_with_its_wait(gateway: Gateway) -> None:
     assert busy.status_code == 429, busy.text
     assert busy.headers["retry-after"] == "45"
     assert busy.json()["error"]["code"] == "upstream_rate_limited"
+
+
+def test_an_upstream_503_whose_wait_was_too_long_to_retry_keeps_it(gateway: Gateway) -> None:
+    """An upstream 503 asking for 90 s (past ``max_retry_after_s``: the gateway did not
+    wait, so did not retry) is a 502 with that ``Retry-After``, and no
+    ``x-should-retry: false``, which told the client not to try again at all (the wait
+    was dropped)."""
+    before = len(gateway.upstream.models_called())
+    later = _post(gateway, {"model": "embed-later", "input": "hi"})
+    assert later.status_code == 502, later.text
+    assert later.headers["retry-after"] == "90"
+    assert "x-should-retry" not in later.headers
+    assert gateway.upstream.models_called()[before:] == ["emb-later?status=503&retry_after=90"]
 
 
 def test_upstream_failures_map_to_gateway_errors(gateway: Gateway) -> None:
