@@ -202,3 +202,15 @@ def test_the_checks_bring_no_web_stack_into_the_sdk() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("key", ["n", "max_tokens", "temperature"])
+def test_a_number_beyond_a_double_is_refused_as_the_gateway_refuses_it(
+    router: Router, upstream: FakeUpstream, key: str
+) -> None:
+    """The gateway refuses an integer beyond a double's range at its parse (no JSON
+    reader takes it as a number); the SDK's arguments are not parsed, and `n=10**400`
+    was an OverflowError where it met a float (a hard budget's worst case), or was sent
+    upstream."""
+    error = _refused(router, upstream, "sync", **{key: 10**400})
+    assert error.param == key
