@@ -24,6 +24,8 @@ models:
   small: {provider: fake, model: up-small}
   large: {provider: fake, model: up-large}
   sonnet: {provider: claude, model: claude-x}
+  vectors: {provider: fake, model: up-embed, kind: embedding}
+  ranker: {provider: fake, model: up-rerank, kind: rerank}
 routes:
   - name: chitchat
     examples: ["hi there!", "how are you today?"]
@@ -34,8 +36,10 @@ auth:
     - {name: user, sha256: "USER_SHA"}
 aliases:
   claude-sonnet-4-5: sonnet
+  text-embedding-3-small: vectors
 """.replace("USER_SHA", hashlib.sha256(USER_KEY.encode()).hexdigest())
 IDS = ["auto", "chitchat", "small", "large", "sonnet", "claude-sonnet-4-5"]
+NOT_CHAT = ["vectors", "ranker", "text-embedding-3-small"]  # in OpenAI's list only
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +55,13 @@ def test_models_are_listed_in_anthropics_shape(
     client: anthropic.Anthropic, gateway: Served
 ) -> None:
     """The ids OpenAI's clients see (in OpenAI's list, as before), as Anthropic's
-    ``ModelInfo``s, a page at a time."""
+    ``ModelInfo``s, a page at a time, but for embedding and rerank models (and their
+    aliases): Claude-facing tools would offer those as chat models."""
     key = {"authorization": f"Bearer {USER_KEY}"}
     listed = httpx.get(f"{gateway.url}/v1/models", headers=key, timeout=10).json()
-    assert listed["object"] == "list" and [m["id"] for m in listed["data"]] == IDS
+    openai_ids = ["auto", "chitchat", "small", "large", "sonnet", "vectors", "ranker"]
+    openai_ids += ["claude-sonnet-4-5", "text-embedding-3-small"]
+    assert listed["object"] == "list" and [m["id"] for m in listed["data"]] == openai_ids
     assert listed["data"][2] == {"id": "small", "object": "model", "created": 0, "owned_by": "fake"}
     page = client.models.list(limit=4)
     assert [m.id for m in page.data] == IDS[:4]
@@ -63,6 +70,7 @@ def test_models_are_listed_in_anthropics_shape(
     assert (first.type, first.display_name, first.lifecycle) == ("model", "auto", "active")
     assert first.created_at == datetime(1970, 1, 1, tzinfo=UTC)  # no release date known
     assert [m.id for m in client.models.list(limit=2)] == IDS  # follows after_id
+    assert [m.id for m in client.models.list(limit=1000).data] == IDS
     before = client.models.list(before_id="sonnet", limit=2)
     assert ([m.id for m in before.data], before.has_more) == (["small", "large"], True)
     info = client.models.retrieve("claude-sonnet-4-5")
@@ -73,7 +81,9 @@ def test_models_are_listed_in_anthropics_shape(
     )
 
 
-def test_models_errors_come_in_anthropics_shape(client: anthropic.Anthropic) -> None:
+def test_models_errors_come_in_anthropics_shape(
+    client: anthropic.Anthropic, gateway: Served
+) -> None:
     with pytest.raises(anthropic.NotFoundError) as missing:
         client.models.retrieve("claude-nonexistent")
     assert missing.value.body == {
@@ -84,6 +94,21 @@ def test_models_errors_come_in_anthropics_shape(client: anthropic.Anthropic) -> 
             "what you may use",
         },
     }
+    for not_chat in NOT_CHAT:  # as the list it sees holds them: not at all
+        with pytest.raises(anthropic.NotFoundError) as embedder:
+            client.models.retrieve(not_chat)
+        assert embedder.value.body == {
+            "type": "error",
+            "error": {
+                "type": "not_found_error",
+                "message": f"the model {not_chat!r} does not exist: GET /v1/models lists "
+                "what you may use",
+            },
+        }
+    key = {"authorization": f"Bearer {USER_KEY}"}
+    for not_chat in NOT_CHAT:  # OpenAI's client still finds them
+        found = httpx.get(f"{gateway.url}/v1/models/{not_chat}", headers=key, timeout=10)
+        assert found.status_code == 200 and found.json()["id"] == not_chat
     with pytest.raises(anthropic.BadRequestError, match="limit: must be an integer from 1 to 1000"):
         client.models.list(limit=0)
     with pytest.raises(anthropic.BadRequestError, match="after_id: 'gpt-x' is not a model"):

@@ -37,7 +37,9 @@ async def key(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     """OpenAI's list format: ``auto``, then each route, then each pool model (for a
     client key with ``models``, only those; with a ``pool``, no model outside it). To
-    an Anthropic client, Anthropic's: the same ids, a page of them (`_anthropic_page`)."""
+    an Anthropic client, Anthropic's: the same ids but embedding and rerank models (and
+    aliases of them), which its tools would offer as chat models, a page of them
+    (`_anthropic_page`)."""
     if speaks_anthropic(request.scope):
         return JSONResponse(_anthropic_page([i for i, _ in _entries(request)], request))
     data = [_model_object(i, o) for i, o in _entries(request)]
@@ -47,7 +49,7 @@ async def list_models(request: Request) -> Response:
 async def retrieve_model(request: Request) -> Response:
     """``GET /v1/models/{id}``: one entry of the list (404 ``model_not_found`` for a name
     the list does not hold for this client), as OpenAI's ``models.retrieve`` expects,
-    or Anthropic's when its client asks."""
+    or Anthropic's when its client asks (the list it sees: no embedding or rerank model)."""
     wanted = request.path_params["model"]
     owner = dict(_entries(request)).get(wanted)
     if owner is None:
@@ -63,7 +65,8 @@ async def retrieve_model(request: Request) -> Response:
 
 
 def _entries(request: Request) -> list[tuple[str, str]]:
-    """(id, owner) of every model value this request's client may send."""
+    """(id, owner) of every model value this request's client may send; to an Anthropic
+    client, only those a chat request may (its list is of chat models)."""
     registry = gateway_of(request).router.loaded.registry
     entries = [(AUTO, "llmroute")]
     entries += [(route.name, "llmroute") for route in registry.routes]
@@ -82,6 +85,13 @@ def _entries(request: Request) -> list[tuple[str, str]]:
             (i, o)
             for i, o in entries
             if (target := aliases.get(i, i)) not in registry.models or target in pool
+        ]
+    if speaks_anthropic(request.scope):
+        models = registry.models
+        entries = [
+            (i, o)
+            for i, o in entries
+            if (target := aliases.get(i, i)) not in models or models[target].kind == "chat"
         ]
     return entries
 
