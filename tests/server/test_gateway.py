@@ -178,7 +178,7 @@ def test_a_pool_model_name_pins_the_model(client: openai.OpenAI) -> None:
     raw = client.chat.completions.with_raw_response.create(model="large", messages=_user("hi"))
     assert raw.headers["x-llmroute-layer"] == "pinned"
     assert raw.headers["x-llmroute-model"] == "large"
-    assert raw.parse().model == "up-large"
+    assert raw.parse().model == "up-large"  # the upstream's name, as gateway.md says
 
 
 def test_streaming_passes_the_upstream_events_through(
