@@ -324,6 +324,21 @@ def test_a_malformed_allowed_host_stops_the_start_with_one_line(value: str, tmp_
     assert f"--allowed-host {value!r}" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_malformed_allowed_hosts_variable_is_named_as_the_variable(tmp_path: Path) -> None:
+    """No --allowed-host was given: the line names $LLMROUTE_ALLOWED_HOSTS, where the
+    value is; with the option, the option's value is the one checked (and named)."""
+    registry = REGISTRY % {"url": "http://127.0.0.1:9/v1"}
+    env = {"LLMROUTE_ALLOWED_HOSTS": "ok.example,http://llm.example.com"}
+    done = serve_refused(registry, tmp_path, [], env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "error: $LLMROUTE_ALLOWED_HOSTS 'http://llm.example.com': give a host name such as "
+        "llm.example.com (no scheme, no path), an address, or '*'"
+    )
+    done = serve_refused(registry, tmp_path, ["--allowed-host", "a/b"], env)
+    assert done.stderr.strip().startswith("error: --allowed-host 'a/b': "), done.stderr
+
+
 def test_the_host_check_reaches_the_workers_through_the_environment() -> None:
     settings = ServeSettings(bind_host="::1", allowed_hosts=("llm.example.com", "*"), workers=2)
     assert ServeSettings.from_env(settings.to_env()) == settings

@@ -153,8 +153,25 @@ def test_a_malformed_forwarded_allow_ips_stops_the_start_with_one_line(
     registry = REGISTRY % {"url": "http://127.0.0.1:9/v1"}
     done = serve_refused(registry, tmp_path, ["--forwarded-allow-ips", value])
     assert done.returncode == 2, done.stderr
-    assert "--forwarded-allow-ips" in done.stderr and "give an address" in done.stderr
+    assert "error: --forwarded-allow-ips" in done.stderr and "give an address" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_malformed_forwarded_allow_ips_variable_is_named_as_the_variable(
+    tmp_path: Path,
+) -> None:
+    """No --forwarded-allow-ips was given: the line names $FORWARDED_ALLOW_IPS."""
+    registry = REGISTRY % {"url": "http://127.0.0.1:9/v1"}
+    env = {"FORWARDED_ALLOW_IPS": "proxy.internal"}
+    done = serve_refused(registry, tmp_path, [], env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "error: $FORWARDED_ALLOW_IPS 'proxy.internal': give an address (10.0.0.5), a "
+        "network (10.0.0.0/8) or '*', comma-separated"
+    )
+    env = {"FORWARDED_ALLOW_IPS": "127.0.0.1/8"}
+    done = serve_refused(registry, tmp_path, ["--forwarded-allow-ips", "proxy.internal"], env)
+    assert done.stderr.strip().startswith("error: --forwarded-allow-ips 'proxy.internal': ")
 
 
 def test_an_address_with_a_prefix_length_stops_the_start_naming_the_network(

@@ -231,11 +231,15 @@ def test_the_environment_variable_reaches_every_worker(tmp_path: Path) -> None:
 def test_a_malformed_root_path_stops_the_start_with_one_line(
     option: list[str], env: dict[str, str], tmp_path: Path
 ) -> None:
+    """The line names where the value came from: the option, else the variable (a
+    reader sent to a command line without --root-path would not find it)."""
     done = serve_refused(ECHO_ONLY, tmp_path, option, env)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert "--root-path" in lines[0] and "give a path such as /llm" in lines[0], lines
+    given = f"--root-path {option[1]!r}" if option else "$LLMROUTE_ROOT_PATH 'llm/'"
+    assert lines[0].startswith(f"error: {given}: "), lines
+    assert "give a path such as /llm" in lines[0], lines
 
 
 def test_no_prefix_can_take_a_path_of_the_gateways_own() -> None:

@@ -188,7 +188,8 @@ def test_behind_a_proxy_that_keeps_the_prefix(
         rebound = {"host": "rebound.example"}
         refused = httpx.get(f"{base}/llm/dashboard", headers=rebound, timeout=10)
         assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_host"
-    assert "paths under /llm are served as without it (--root-path)" in log.read_text()
+    source = "--root-path" if given == "option" else "$LLMROUTE_ROOT_PATH"
+    assert f"paths under /llm are served as without it ({source})" in log.read_text()
 
 
 @pytest.mark.parametrize(
@@ -196,9 +197,11 @@ def test_behind_a_proxy_that_keeps_the_prefix(
     [
         (["--root-path", "llm/"], {}, "--root-path 'llm/': it must start with '/'"),
         (["--root-path", "/dashboard"], {}, "--root-path '/dashboard': the gateway's own"),
-        ([], {"LLMROUTE_ROOT_PATH": "/a//b"}, "--root-path '/a//b': each part must be"),
+        # a variable's value is named by the variable: no --root-path was given
+        ([], {"LLMROUTE_ROOT_PATH": "/a//b"}, "$LLMROUTE_ROOT_PATH '/a//b': each part must be"),
+        (["--root-path", "/l m"], {"LLMROUTE_ROOT_PATH": "/llm"}, "--root-path '/l m': "),
         (["--allowed-host", "https://x.example/"], {}, "--allowed-host 'https://x.example/':"),
-        ([], {"LLMROUTE_ALLOWED_HOSTS": "a b"}, "--allowed-host 'a b': give a host name"),
+        ([], {"LLMROUTE_ALLOWED_HOSTS": "a b"}, "$LLMROUTE_ALLOWED_HOSTS 'a b': give a host"),
     ],
 )
 def test_a_malformed_root_path_or_allowed_host_fails_in_one_line(

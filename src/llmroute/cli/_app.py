@@ -24,6 +24,7 @@ __all__ = [
     "check_telemetry_url",
     "err_console",
     "fail",
+    "given_as",
     "print_error",
     "reflow_help",
     "registry_app",
@@ -176,6 +177,14 @@ def check_telemetry_url(url: str, source: str) -> str:
     except ConfigError as exc:
         fail(f"{source}: {exc.message}")
     return url
+
+
+def given_as(ctx: typer.Context, param: str, flag: str, envvar: str) -> str:
+    """How the command's `param` was given, for its errors: ``$ENVVAR`` when its value
+    came from the environment, else `flag` (naming the flag for a variable's value sent
+    the reader to a command line that held none of it)."""
+    source = ctx.get_parameter_source(param)
+    return f"${envvar}" if source is not None and source.name == "ENVIRONMENT" else flag
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

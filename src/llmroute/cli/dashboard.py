@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from llmroute.cli._app import RegistryOption, app, check_port, fail, find_registry
+from llmroute.cli._app import RegistryOption, app, check_port, fail, find_registry, given_as
 from llmroute.cli.serve import (
     AllowedHostOption,
     LogFormat,
@@ -24,10 +24,12 @@ from llmroute.cli.serve import (
     root_path_option,
 )
 from llmroute.cli.telemetry import UrlOption, _url
+from llmroute.server.root_path import ROOT_PATH_ENV
 
 
 @app.command("dashboard")
 def dashboard_command(
+    ctx: typer.Context,
     registry: RegistryOption = None,
     url: UrlOption = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -47,7 +49,8 @@ def dashboard_command(
     from llmroute.server.dashboard import create_log_dashboard
     from llmroute.server.invalid_http import http_protocol
 
-    prefix = checked_root_path(root_path)
+    prefix_source = given_as(ctx, "root_path", "--root-path", ROOT_PATH_ENV)
+    prefix = checked_root_path(root_path, prefix_source)
     names = checked_allowed_hosts(allowed_host)
     # llmroute's own lines (a refused Host) on uvicorn's handler, as serve's are; no
     # access lines: the page polls its data
@@ -70,7 +73,7 @@ def dashboard_command(
     shown = web.state.log_url
     typer.echo(f"dashboard: {page_url(host, port)} (decision log: {shown})")
     if prefix is not None:
-        typer.echo(f"paths under {prefix} are served as without it (--root-path)")
+        typer.echo(f"paths under {prefix} are served as without it ({prefix_source})")
     # what is not HTTP is answered, logged and held back as the gateway's (no count:
     # the dashboard has no metrics)
     uvicorn.run(web, host=host, port=port, http=http_protocol(), log_config=config)

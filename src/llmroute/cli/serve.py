@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from llmroute.cli._app import RegistryOption, app, check_port, fail, resolve_registry
+from llmroute.cli._app import (
+    RegistryOption,
+    app,
+    check_port,
+    fail,
+    given_as,
+    resolve_registry,
+)
 from llmroute.server.hosts import host_name
 from llmroute.server.invalid_http import http_protocol
 from llmroute.server.root_path import ROOT_PATH_ENV, root_path_problem
@@ -118,6 +125,7 @@ def root_path_option(example: str) -> Any:
     )
 
 
+FORWARDED_ALLOW_IPS_ENV = "FORWARDED_ALLOW_IPS"  # uvicorn's own name for it
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -135,6 +143,7 @@ def one_blas_thread(env: MutableMapping[str, str]) -> None:
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     registry: RegistryOption = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8000,
@@ -195,7 +204,7 @@ def serve(
             "X-Forwarded-For and X-Forwarded-Proto are believed: the client address the "
             "access log shows, and the scheme. Default: $FORWARDED_ALLOW_IPS, else "
             "127.0.0.1 and ::1 (uvicorn's).",
-            envvar="FORWARDED_ALLOW_IPS",
+            envvar=FORWARDED_ALLOW_IPS_ENV,
             show_default=False,
         ),
     ] = None,
@@ -264,8 +273,12 @@ def serve(
     _check_auth(loaded)
     _check_providers(loaded)
     _load_local_models(loaded, load=workers == 1)
-    trusted = _trusted_proxies(forwarded_allow_ips)
-    prefix = checked_root_path(root_path)
+    trusted = _trusted_proxies(
+        forwarded_allow_ips,
+        given_as(ctx, "forwarded_allow_ips", "--forwarded-allow-ips", FORWARDED_ALLOW_IPS_ENV),
+    )
+    prefix_source = given_as(ctx, "root_path", "--root-path", ROOT_PATH_ENV)
+    prefix = checked_root_path(root_path, prefix_source)
     # before the first build, so what it logs is said in the configured format
     log_config = configured_logs(
         log_level, log_format, access_log=access_log, requests=log_requests
@@ -273,9 +286,9 @@ def serve(
     if prefix is not None:
         where = f"http://[{host.strip('[]')}]:{port}" if ":" in host else f"http://{host}:{port}"
         logging.getLogger("llmroute.server").info(
-            "paths under %s are served as without it (--root-path): the API is at "
-            "%s%s/v1 and at %s/v1",
+            "paths under %s are served as without it (%s): the API is at %s%s/v1 and at %s/v1",
             prefix,
+            prefix_source,
             where,
             prefix,
             where,
@@ -303,7 +316,7 @@ def serve(
         os.environ[REGISTRY_ENV] = str(path)
         os.environ.update(settings.to_env())
         if trusted is not None:  # what each worker's uvicorn reads when given none
-            os.environ["FORWARDED_ALLOW_IPS"] = trusted
+            os.environ[FORWARDED_ALLOW_IPS_ENV] = trusted
         from llmroute.server.workers import APP, reuse_port_supported, serve_workers
 
         with _multiprocess_metrics():
@@ -380,8 +393,9 @@ def _origins(values: list[str]) -> list[str]:
 def checked_allowed_hosts(values: list[str] | None) -> tuple[str, ...]:
     """The --allowed-host names (else $LLMROUTE_ALLOWED_HOSTS's), checked: ``*``, or a
     host name or address, a port dropped (any is answered); a mistake fails the start
-    with one line. `llmroute dashboard`'s too."""
+    with one line naming the option or the variable. `llmroute dashboard`'s too."""
     given = values if values else os.environ.get(ALLOWED_HOSTS_ENV, "").split(",")
+    source = "--allowed-host" if values else f"${ALLOWED_HOSTS_ENV}"
     names = []
     for value in given:
         if not values and not value.strip():
@@ -392,22 +406,23 @@ def checked_allowed_hosts(values: list[str] | None) -> tuple[str, ...]:
         name = host_name(value)
         if not name or any(c in value for c in "/@,*") or any(c.isspace() for c in name):
             fail(
-                f"--allowed-host {value!r}: give a host name such as llm.example.com "
+                f"{source} {value!r}: give a host name such as llm.example.com "
                 "(no scheme, no path), an address, or '*'"
             )
         names.append(name)
     return tuple(names)
 
 
-def _trusted_proxies(value: str | None) -> str | None:
+def _trusted_proxies(value: str | None, source: str) -> str | None:
     """--forwarded-allow-ips (or $FORWARDED_ALLOW_IPS), checked: ``*``, or addresses and
     networks, comma-separated; a mistake (a host name, which uvicorn would compare as
-    text and never match) fails the start with one line. None: uvicorn's default."""
+    text and never match) fails the start with one line naming `source` (the option or
+    the variable). None: uvicorn's default."""
     if value is None:
         return None
     items = [item.strip() for item in value.split(",") if item.strip()]
     if not items:
-        fail(f"--forwarded-allow-ips {value!r}: give an address, a network or '*', comma-separated")
+        fail(f"{source} {value!r}: give an address, a network or '*', comma-separated")
     for item in items:
         if item == "*":
             continue
@@ -415,13 +430,13 @@ def _trusted_proxies(value: str | None) -> str | None:
             network = ipaddress.ip_network(item, strict=False)
         except ValueError:
             fail(
-                f"--forwarded-allow-ips {item!r}: give an address (10.0.0.5), a network "
+                f"{source} {item!r}: give an address (10.0.0.5), a network "
                 "(10.0.0.0/8) or '*', comma-separated"
             )
         if "/" in item and not _strict_network(item):
             # uvicorn reads such a network as text, which no peer's address ever is
             fail(
-                f"--forwarded-allow-ips {item!r}: not a network (its host bits are not "
+                f"{source} {item!r}: not a network (its host bits are not "
                 f"zero), so it would match no proxy; give the network {network} or the "
                 f"address {item.split('/')[0]}"
             )
@@ -437,15 +452,15 @@ def _strict_network(value: str) -> bool:
     return True
 
 
-def checked_root_path(value: str | None) -> str | None:
+def checked_root_path(value: str | None, source: str) -> str | None:
     """--root-path (or $LLMROUTE_ROOT_PATH), checked (`root_path_problem`); a mistake
-    fails the start with one line. None (or empty): no prefix. `llmroute dashboard`'s
-    too."""
+    fails the start with one line naming `source` (the option or the variable). None (or
+    empty): no prefix. `llmroute dashboard`'s too."""
     if not value:
         return None
     problem = root_path_problem(value)
     if problem is not None:
-        fail(f"--root-path {value!r}: {problem}; give a path such as /llm")
+        fail(f"{source} {value!r}: {problem}; give a path such as /llm")
     return value
 
 
