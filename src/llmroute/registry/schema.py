@@ -1910,6 +1910,26 @@ class DriftSettings(_Frozen):
 # -- the registry ------------------------------------------------------------------------
 
 
+_IN_PROCESS = frozenset({"llamacpp", "echo"})
+
+
+def _policy_reach(route: Route) -> set[str]:
+    """Every model a route's policy bounds: its target and reasoning tier, fallbacks,
+    cascade tiers and the verifier gates they call."""
+    policy = route.policy
+    names = {route.target, *policy.fallback}
+    optional = (route.reasoning_target, policy.context_fallback, policy.content_fallback)
+    names.update(n for n in optional if n is not None)
+    if route.cascade is not None:
+        cascade = route.cascade
+        names.update(tier.model for tier in cascade.tiers)
+        for tier in cascade.tiers:
+            names.update(
+                g.model for g in cascade.gates_of(tier) if g.kind == "verifier" and g.model
+            )
+    return names
+
+
 class Registry(_Frozen):
     """A validated route registry: encoder, providers, model pool, routes, rules, default."""
 
@@ -1953,6 +1973,7 @@ class Registry(_Frozen):
             [
                 *self._model_problems(),
                 *self._kind_problems(),
+                *self._connect_problems(),
                 *self._thinking_problems(),
                 *self._budget_problems(),
                 *self._text_problems(),
@@ -2077,6 +2098,40 @@ class Registry(_Frozen):
                 yield (
                     ("models", name, "price", "search"),
                     "a price per search is for rerank models (kind: rerank)",
+                )
+
+    def _in_process(self, name: str) -> bool:
+        """Whether the model `name` is served by in-process providers alone (llamacpp,
+        echo): nothing it is sent opens a connection."""
+        model = self.models.get(name)
+        return model is not None and all(
+            d.provider in self.providers and self.providers[d.provider].kind in _IN_PROCESS
+            for d in model.targets()
+        )
+
+    def _connect_problems(self) -> Iterator[Problem]:
+        """`connect_timeout_s` where no connection is opened: on a model served in-process
+        alone, or a route every model of which is (a provider of those kinds already
+        refuses it). A model with an HTTP deployment too keeps it: it bounds that one."""
+        said = "is not used where nothing connects: "
+        for name, model in self.models.items():
+            if model.connect_timeout_s is not None and self._in_process(name):
+                kinds = sorted({self.providers[d.provider].kind for d in model.targets()})
+                yield (
+                    ("models", name, "connect_timeout_s"),
+                    f"'connect_timeout_s' {said}the model is served by "
+                    f"{' and '.join(kinds)} providers alone, in this process",
+                )
+        for i, route in enumerate(self.routes):
+            if route.policy.connect_timeout_s is None:
+                continue
+            reach = _policy_reach(route)
+            if all(self._in_process(name) for name in reach):
+                yield (
+                    ("routes", i, "policy", "connect_timeout_s"),
+                    f"'connect_timeout_s' {said}every model of the route "
+                    f"({', '.join(sorted(reach))}) is served in this process "
+                    "(llamacpp or echo providers)",
                 )
 
     def _thinking_problems(self) -> Iterator[Problem]:
