@@ -35,7 +35,7 @@ from llmroute.errors import (
     ProviderError,
     ProviderTimeout,
 )
-from llmroute.providers.base import ChatProvider, Timeouts
+from llmroute.providers.base import ChatProvider, RenamesModels, Timeouts
 from llmroute.registry.schema import Registry
 from llmroute.state.breakers import RedisBreakers
 from llmroute.state.limits import NOT_HELD, SLOT_LEASE_S, UNCOUNTED_SLOT, RateLimits
@@ -143,6 +143,14 @@ class Deployment:
     key: str = ""  # where its limit and shared breaker are counted (`deployment_key`)
     tpm: int | None = None  # tokens per minute it may answer
     max_in_flight: int | None = None  # requests it may have running at once
+    # the model its answers name, where that is not `upstream` (a GGUF's stem, not its path)
+    answers_as: str | None = None
+
+    @property
+    def answer_model(self) -> str:
+        """The ``model`` a client is told answered: the upstream model's id, or what an
+        in-process provider calls it (`RenamesModels`)."""
+        return self.upstream if self.answers_as is None else self.answers_as
 
     @property
     def remote(self) -> bool:
@@ -198,6 +206,13 @@ class Deployment:
         """Count an answer's tokens against the deployment's `tpm`."""
         if self.tpm is not None and self.limits is not None and tokens > 0:
             await self.limits.add_tokens(self.key, tokens)
+
+
+def _answers_as(provider: ChatProvider, upstream: str) -> str | None:
+    """What `provider` calls `upstream` in its answers, when not `upstream` itself."""
+    if isinstance(provider, RenamesModels):
+        return provider.answer_model(upstream)
+    return None
 
 
 def deployment_key(provider: str, upstream: str, base_url: str | None) -> str:
@@ -741,6 +756,7 @@ class Deployments:
                         counted,
                         target.tpm,
                         target.max_in_flight,
+                        _answers_as(provider, upstream),
                     )
                 )
             balancer = Balancer(

@@ -531,7 +531,7 @@ class Dispatcher:
             data, name, deployment, attempts = await self._fall_back(
                 plan, body, on, stream=False, holds=holds
             )
-            data["model"] = deployment.upstream
+            data["model"] = deployment.answer_model
             usage = priced(data, body, self._registry.models[name].price)
             held, holds[:] = tuple(holds), []
             await self._charge_answer(name, usage, deployment, held)

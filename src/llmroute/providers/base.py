@@ -10,6 +10,7 @@ __all__ = [
     "ChatProvider",
     "EmbeddingProvider",
     "ModelLister",
+    "RenamesModels",
     "RerankProvider",
     "TextProvider",
     "Timeouts",
@@ -110,6 +111,17 @@ class ModelLister(Protocol):
     name: str
 
     async def list_models(self, *, timeouts: Timeouts) -> list[str]: ...
+
+
+@runtime_checkable
+class RenamesModels(Protocol):
+    """A provider whose answers name a model otherwise than by the registry's ``model``
+    for it: llamacpp, whose ``model`` is a GGUF's path on this server, which clients are
+    not told (they get the file's stem)."""
+
+    def answer_model(self, model: str) -> str:
+        """The ``model`` its answers from `model` carry."""
+        ...
 
 
 def model_ids(listing: dict[str, Any]) -> list[str]:

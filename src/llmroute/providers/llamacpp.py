@@ -520,7 +520,13 @@ class LlamaCppProvider:
         self.name = name
         self._spec = spec
         self._pools = dict(pools)
+        self._names = {model: _stem(model, pool) for model, pool in pools.items()}
         self._jobs: set[_Job] = set()
+
+    def answer_model(self, model: str) -> str:
+        """What its answers call `model`: the GGUF file's stem, never its path on this
+        server (`RenamesModels`)."""
+        return self._names.get(model) or _stem(model, None)
 
     async def complete(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
@@ -539,7 +545,8 @@ class LlamaCppProvider:
                         text.append((choice.get("delta") or {}).get("content") or "")
                         finish = choice.get("finish_reason") or finish
                     elif kind == "end":
-                        return _completion(first, model, "".join(text), finish, *value)
+                        named = self.answer_model(model)
+                        return _completion(first, named, "".join(text), finish, *value)
                     else:
                         raise self._error(kind, value)
         except TimeoutError:
@@ -554,6 +561,7 @@ class LlamaCppProvider:
         include_usage = usage_wanted(body)
         deadline = asyncio.get_running_loop().time() + timeouts.total_s
         last: dict[str, Any] = {}
+        named = self.answer_model(model)
         try:
             while True:
                 try:
@@ -564,11 +572,11 @@ class LlamaCppProvider:
                         self.name, f"the answer took longer than {timeouts.total_s:g}s"
                     ) from None
                 if kind == "chunk":
-                    last = _chunk(value, model)
+                    last = _chunk(value, named)
                     yield event_of(last)
                 elif kind == "end":
                     if include_usage:
-                        yield event_of(_usage_chunk(last, model, *value))
+                        yield event_of(_usage_chunk(last, named, *value))
                     yield DONE
                     return
                 else:
@@ -609,6 +617,14 @@ class LlamaCppProvider:
                 code="context_length_exceeded",
             )
         return ProviderError(self.name, f"llama.cpp failed ({type(value).__name__}): {message}")
+
+
+def _stem(model: str, pool: _Pool | None) -> str:
+    """The name of `model`'s GGUF file without its folder or ``.gguf``: the path's, or
+    for ``package:NAME`` the file the package assembled."""
+    if model.startswith(PACKAGE_PREFIX):
+        return Path(pool.key.path).stem if pool is not None else model
+    return Path(model).stem or model
 
 
 def _completion(
