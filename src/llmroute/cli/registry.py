@@ -32,11 +32,11 @@ def check(
     """Validate a registry (schema and references), load what it points at (the encoder,
     trained artifacts: a difficulty router, safety detector or reasoning scorer trained
     with another encoder, or missing, fails here as it would at `serve`), print a
-    summary, and warn about what is valid but probably unmeant (the same example taught
-    as two routes; a route whose models take no images or tools that another model of the
-    pool would)."""
+    summary, and warn about what is valid but probably unmeant (a llamacpp model's GGUF
+    path naming no file; the same example taught as two routes; a route whose models take
+    no images or tools that another model of the pool would)."""
     from llmroute.registry import load_registry, summarize
-    from llmroute.registry.lint import lint
+    from llmroute.registry.lint import lint, lint_files
     from llmroute.registry.schema import OpenAIEncoderSpec
 
     loaded = load_registry(path)
@@ -53,7 +53,7 @@ def check(
         with err_console.status("loading the encoder and the registry's artifacts"):
             router = Router(loaded)  # a cascade's learned gates load with it, as in `serve`
             router.close()
-    warnings = lint(loaded.registry)
+    warnings = lint_files(loaded) + lint(loaded.registry)
     for warning in warnings:
         err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     print(f"ok ({len(warnings)} warning{'s' * (len(warnings) != 1)})" if warnings else "ok")

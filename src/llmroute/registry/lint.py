@@ -9,7 +9,9 @@ may hold them, and it must still load.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
+from llmroute.errors import ConfigError
 from llmroute.money import usd
 from llmroute.registry.claude_thinking import (
     FIRST_ADAPTIVE,
@@ -18,7 +20,10 @@ from llmroute.registry.claude_thinking import (
 )
 from llmroute.registry.schema import Default, Reasoning, Registry, Route, Rule
 
-__all__ = ["lint"]
+if TYPE_CHECKING:
+    from llmroute.registry.loader import LoadedRegistry
+
+__all__ = ["lint", "lint_files"]
 
 _SPACE = re.compile(r"\s+")
 _EDGE = re.compile(r"^[\s\"'“”‘’`]+|[\s\"'“”‘’`.!?…]+$")
@@ -48,6 +53,38 @@ def lint(registry: Registry) -> list[str]:
         + _same_filter_content_fallbacks(registry)
         + _idle_budgets(registry)
     )
+
+
+def lint_files(loaded: LoadedRegistry) -> list[str]:
+    """Warnings about the files a registry names that are not there: a llamacpp model's
+    GGUF path (``package:`` references are assembled at start, not looked for). A
+    warning, not an error: CI checks registries on machines without the models, and
+    ``serve`` refuses to start without the file anyway, at the same line."""
+    from llmroute.providers.llamacpp import PACKAGE_PREFIX, resolve_gguf  # when linting
+
+    registry = loaded.registry
+    out: list[str] = []
+    seen: set[str] = set()
+    for name, model in registry.models.items():
+        for index, target in enumerate(model.targets()):
+            gguf = target.model
+            provider = registry.providers.get(target.provider)
+            if provider is None or provider.kind != "llamacpp" or gguf is None:
+                continue
+            if gguf in seen or gguf.startswith(PACKAGE_PREFIX):
+                continue
+            seen.add(gguf)
+            path = resolve_gguf(gguf, loaded.base_dir)
+            if path.is_file():
+                continue
+            field = f"models.{name}" + (f".deployments[{index}]" * bool(model.deployments))
+            missing = ConfigError(
+                f"GGUF file not found: {path} (a path relative to the registry's folder, "
+                "or package:NAME); `llmroute serve` does not start without it",
+                field=f"{field}.model",
+            )
+            out.append(str(loaded.at(missing)))
+    return out
 
 
 def _lone_route(registry: Registry) -> list[str]:
