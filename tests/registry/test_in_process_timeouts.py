@@ -30,6 +30,7 @@ LOCAL = Template(
         examples: ["hello"]
         target: gemma
         policy: {$chat}
+        $route
     default: {target: gemma}
     """
     )
@@ -38,7 +39,7 @@ LOCAL = Template(
 
 def _text(**keys: str) -> str:
     return LOCAL.substitute(
-        {spot: keys.get(spot, "") for spot in ("gemma", "parrot", "both", "chat")}
+        {spot: keys.get(spot, "") for spot in ("gemma", "parrot", "both", "chat", "route")}
     )
 
 
@@ -77,3 +78,7 @@ def test_a_route_with_a_model_that_connects_keeps_it() -> None:
         "connect_timeout_s: 2, content_fallback: both",
     ):
         parse_registry(_text(chat=policy), source="reg.yaml")
+    cascade = "cascade: [gemma, remote]"  # the policy bounds every tier's call
+    parse_registry(_text(chat="connect_timeout_s: 2", route=cascade), source="reg.yaml")
+    verifier = "cascade: {tiers: [gemma, parrot], gates: [{kind: verifier, model: remote}]}"
+    parse_registry(_text(chat="connect_timeout_s: 2", route=verifier), source="reg.yaml")
