@@ -2330,3 +2330,20 @@ def test_a_held_stream_whose_models_were_at_a_limit_or_rate_limited_is_a_503(
     assert isinstance(error, AllFallbacksFailed) and error.status == 503
     assert [attempt.split()[0] for attempt in error.attempts] == ["x", "a", "b"]
     assert error.retry_after_s == 2.0
+
+
+def test_a_breaker_its_own_retries_opened_says_what_they_got(h: Harness) -> None:
+    """The request's own tries open the model's breaker (three 500s, the threshold): its
+    attempt says the 500 they got before the breaker stopped the last try, not only that
+    the breaker was open (which hides why)."""
+    registry = h.registry("  a: {provider: up, model: 'a?status=500'}", "a")
+    plan = plan_for("a", policy=RoutePolicy(retries=3))
+    with pytest.raises(AllFallbacksFailed) as caught:
+        h.run(registry, lambda d: d.complete(plan, _body()))
+    assert len(h.upstream.calls_to("a?status=500")) == 3
+    (attempt,) = caught.value.attempts
+    assert attempt.startswith("a via up (") and "500" in attempt, attempt
+    assert attempt.endswith("; then circuit open after recent failures; not called)"), attempt
+    answer = gateway_error(caught.value)
+    assert answer.status == 503 and "retry-after" in answer.headers  # as the breaker says
+    assert json.loads(bytes(answer.response().body))["error"]["attempts"] == [attempt]

@@ -1480,6 +1480,7 @@ class Dispatcher:
         lease = functools.partial(self._lease, policy, name)
 
         first = 0 if resume is None else min(resume.retry, retries)
+        earlier: ProviderError | None = None  # what this request's last try got
         for retry in range(first, retries + 1):
             skipped = _skipped(resume, retry, passed)
             observe = None
@@ -1499,15 +1500,17 @@ class Dispatcher:
                     passed=skipped,
                     failed=passed,
                 )
-            except LimitReached as exc:
-                if observer is not None:
+            except CircuitOpen as exc:  # every deployment at its limit or its breaker open
+                if isinstance(exc, LimitReached) and observer is not None:
                     _tell_limited(observer, name, exc.limit)
-                raise  # every deployment at its limit: the fallback is free now
-            except (CircuitOpen, ProviderTimeout, ContextWindowExceeded, ProviderMisconfigured):
+                _after_tries(exc, earlier)
+                raise  # nothing sent: the fallback is free now
+            except (ProviderTimeout, ContextWindowExceeded, ProviderMisconfigured):
                 raise  # a slow, unreachable, too-small or misset model: the fallback is faster
             except ProviderError as exc:
                 if not exc.retryable or retry == retries:
                     raise
+                earlier = exc
                 delay = backoff_delay(retry, settings, self._rng, exc.retry_after_s)
                 if delay is None:
                     raise
@@ -1927,6 +1930,20 @@ def _every_failed(
     if status in (429, 503) and len(known) == len(waits):  # when the first could answer
         every.retry_after_s = min(known)
     return every
+
+
+def _after_tries(stopped: CircuitOpen, earlier: ProviderError | None) -> None:
+    """Make `stopped` (a breaker open, a limit reached: nothing sent) say what the
+    request's own earlier try got, when there was one, as ``upstream returned HTTP 500;
+    then circuit open ...``: those tries' failures opened the breaker (or used up the
+    limit), and an operator reading the attempts needs why, not only that it is open."""
+    if earlier is None:
+        return
+    got = earlier.message
+    if earlier.provider != stopped.provider:  # one of the model's several deployments
+        got = f"{earlier.provider}: {got}"
+    stopped.message = f"{got}; then {stopped.message}"
+    stopped.args = (f"provider {stopped.provider!r}: {stopped.message}",)
 
 
 # the failures every model's must be for `_exhausted`'s 504, 429 and 503 (else 502)
