@@ -10,6 +10,7 @@ whose gateway is killed is found failed with the answers it had made."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -880,3 +881,36 @@ def test_a_batch_store_that_does_not_answer_is_a_503_without_its_password(
         assert answer.choices[0].message.content == "echo: hi"  # live traffic unaffected
         log = served.log_text()
     assert "hunter2" not in log and "Traceback" not in log
+
+
+def test_a_compressed_upload_is_a_415(gateway: Served) -> None:
+    """A body sent with ``Content-Encoding: gzip`` is not decoded: 415
+    ``unsupported_content_encoding``, as the JSON endpoints answer, not a file stored
+    compressed (or a 400 about what the compressed bytes are not)."""
+    headers = {"authorization": f"Bearer {TEAM_KEY}"}
+    lines = _jsonl([_chat("a", "hi")])
+    built = httpx.Request(
+        "POST",
+        f"{gateway.url}/v1/files",
+        files={"file": ("in.jsonl", lines)},
+        data={"purpose": "batch"},
+        headers=headers,
+    )
+    body = built.read()
+    for sent in (gzip.compress(body), body):  # compressed, and only said to be
+        squeezed = {**dict(built.headers), "content-encoding": "gzip"}
+        squeezed.pop("content-length", None)
+        raw = httpx.post(f"{gateway.url}/v1/files", content=sent, headers=squeezed)
+        assert raw.status_code == 415, raw.text
+        error = raw.json()["error"]
+        assert error["code"] == "unsupported_content_encoding" and error["type"]
+        assert raw.headers["accept-encoding"] == "identity"
+    # the file itself compressed (a .jsonl.gz), the body not: the file is what is wrong
+    raw = httpx.post(
+        f"{gateway.url}/v1/files",
+        files={"file": ("in.jsonl.gz", gzip.compress(lines))},
+        data={"purpose": "batch"},
+        headers=headers,
+    )
+    assert raw.status_code == 400 and raw.json()["error"]["param"] == "file"
+    assert "the file is gzip-compressed" in raw.json()["error"]["message"]

@@ -24,6 +24,7 @@ __all__ = [
     "MAX_DEPTH",
     "checked_metadata",
     "read_json_object",
+    "require_identity",
     "require_messages",
 ]
 
@@ -47,7 +48,7 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     # 413 instead of seeing its upload cut off.
     if size > limit:
         raise _too_large(limit)
-    _require_identity(request)
+    require_identity(request)
     try:
         data = loads(b"".join(chunks), max_depth=MAX_DEPTH, finite=True)
     except TooDeep:
@@ -93,10 +94,11 @@ def require_messages(body: dict[str, Any]) -> None:
 METADATA_KEYS = 16  # OpenAI's metadata: at most 16 keys of 64 characters, values of 512
 
 
-def _require_identity(request: Request) -> None:
+def require_identity(request: Request) -> None:
     """415 for a compressed body (``Content-Encoding: gzip``), which is not decoded: it
     was told it is not UTF-8 "whatever charset the content type names", which was not
-    what was wrong with it. Checked once the body is read, as a too-large one is."""
+    what was wrong with it. Checked once the body is read, as a too-large one is (a
+    ``/v1/files`` upload's too: it was told its multipart data was invalid)."""
     coding = request.headers.get("content-encoding", "").strip().lower()
     if coding not in ("", "identity"):
         raise GatewayError(

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from llmroute.server.auth import key_of
+from llmroute.server.body import require_identity
 from llmroute.server.errors import GatewayError, store_unavailable
 from llmroute.server.state import gateway_of
 from llmroute.state.batches import BatchStore, new_file_id
@@ -28,6 +29,7 @@ __all__ = ["FILES_PATH", "batch_store", "file", "file_content", "files", "listed
 FILES_PATH = "/v1/files"
 _OVERHEAD = 64 * 1024  # the multipart envelope around the file
 _LIST_LIMIT = 10_000  # OpenAI's most files a page
+_GZIP = b"\x1f\x8b"  # a gzip stream's first bytes (a .jsonl.gz uploaded as the file)
 
 
 def batch_store(request: Request) -> BatchStore:
@@ -116,8 +118,9 @@ async def _upload(request: Request, store: BatchStore, owner: str) -> dict[str, 
     try:
         content.decode()
     except UnicodeDecodeError:
+        what = "gzip-compressed" if content.startswith(_GZIP) else "not UTF-8 text"
         raise GatewayError(
-            400, "the file is not UTF-8 text: a batch's file is JSON lines", param="file"
+            400, f"the file is {what}: a batch's file is JSON lines", param="file"
         ) from None
     asked = expires_after(
         {"anchor": form.get("expires_after[anchor]"), "seconds": form.get("expires_after[seconds]")}
@@ -188,6 +191,7 @@ async def _form(request: Request, limit: int) -> Any:
         if size > limit:
             raise _too_large(limit - _OVERHEAD)
         chunks.append(chunk)
+    require_identity(request)  # the whole body compressed: a part's own is the file's
     body = b"".join(chunks)
     chunks.clear()
     sent = False
