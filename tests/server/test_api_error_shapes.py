@@ -63,6 +63,7 @@ def test_the_log_holds_no_traceback(gateway: Served) -> None:
         ("GET", "/health/", "GET /health"),
         ("POST", "/v1/responses/", "POST /v1/responses"),
         ("POST", "/v1/conversations/", "POST /v1/conversations"),
+        ("GET", "/v1/models/", "GET /v1/models"),  # not 'the model '' does not exist'
     ],
 )
 def test_a_stray_trailing_slash_is_a_404_naming_the_path_not_a_redirect(

@@ -51,7 +51,7 @@ from llmroute.server.feedback import feedback
 from llmroute.server.files import FILES_PATH, file, file_content, files
 from llmroute.server.messages import count_tokens, messages
 from llmroute.server.messages_convert import COUNT_TOKENS_PATH, MESSAGES_PATH
-from llmroute.server.meta import health, key, list_models, ready, retrieve_model
+from llmroute.server.meta import MODELS_PATH, health, key, list_models, ready, retrieve_model
 from llmroute.server.metrics import metrics_endpoint
 from llmroute.server.reload import Prepared, reloading
 from llmroute.server.rerank import RERANK_PATHS, rerank
@@ -160,9 +160,9 @@ def create_app(
         Route("/v1/route", route_only, methods=["POST"]),
         Route("/v1/feedback", feedback, methods=["POST"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/v1/models", list_models, methods=["GET"]),
+        Route(MODELS_PATH, list_models, methods=["GET"]),
         Route(KEY_INFO_PATH, key, methods=["GET"]),
-        Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
+        Route(MODELS_PATH + "/{model:path}", retrieve_model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
     ]

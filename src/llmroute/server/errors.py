@@ -39,6 +39,7 @@ __all__ = [
     "handle_http",
     "handle_llmroute_error",
     "in_api_shape",
+    "not_an_endpoint",
     "speaks_anthropic",
 ]
 
@@ -119,15 +120,22 @@ async def handle_http(request: Request, exc: Exception) -> Response:
     message batches) hears which call that was, not a bare "Not Found"."""
     assert isinstance(exc, HTTPException)
     message = exc.detail
-    if exc.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
-        call = f"{request.method} {_shown_path(request.url.path)}"
-        message = f"{call} is not an endpoint of this gateway"
-        if exc.status_code == 405:
-            message = f"{call}: the method is not allowed on this path"
-        elif (served := _served_without_slash(request)) is not None:
-            message += f"; {request.method} {_shown_path(served)} is (no trailing /)"
+    if exc.status_code == 405 and message == "Method Not Allowed":
+        message = f"{request.method} {_shown_path(request.url.path)}: "
+        message += "the method is not allowed on this path"
+    elif exc.status_code == 404 and message == "Not Found":
+        message = not_an_endpoint(request, _served_without_slash(request))
     error = GatewayError(exc.status_code, message, headers=exc.headers)
     return counted(request, in_api_shape(request, error))
+
+
+def not_an_endpoint(request: Request, served: str | None = None) -> str:
+    """The 404 of a path the gateway does not serve, naming the call; with `served`,
+    the path the request's stray trailing ``/`` stands for, as the one to call."""
+    message = f"{request.method} {_shown_path(request.url.path)} is not an endpoint of this gateway"
+    if served is not None:
+        message += f"; {request.method} {_shown_path(served)} is (no trailing /)"
+    return message
 
 
 def _served_without_slash(request: Request) -> str | None:

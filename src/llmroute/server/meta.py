@@ -10,10 +10,12 @@ from llmroute.dispatch import AUTO
 from llmroute.dispatch.plan import difficulty_model
 from llmroute.errors import shown
 from llmroute.server.auth import api_key_of, key_info
-from llmroute.server.errors import GatewayError, speaks_anthropic
+from llmroute.server.errors import GatewayError, not_an_endpoint, speaks_anthropic
 from llmroute.server.state import gateway_of
 
-__all__ = ["health", "key", "list_models", "ready", "retrieve_model"]
+__all__ = ["MODELS_PATH", "health", "key", "list_models", "ready", "retrieve_model"]
+
+MODELS_PATH = "/v1/models"
 
 _ANTHROPIC_MAX_LIMIT = 1000
 
@@ -51,6 +53,8 @@ async def retrieve_model(request: Request) -> Response:
     the list does not hold for this client), as OpenAI's ``models.retrieve`` expects,
     or Anthropic's when its client asks (the list it sees: no embedding or rerank model)."""
     wanted = request.path_params["model"]
+    if not wanted:  # GET /v1/models/: a stray trailing / on the list, as elsewhere
+        raise GatewayError(404, not_an_endpoint(request, MODELS_PATH))
     owner = dict(_entries(request)).get(wanted)
     if owner is None:
         raise GatewayError(

@@ -45,7 +45,12 @@ from llmroute.server.body import read_json_object
 from llmroute.server.chunk_translation import translated
 from llmroute.server.conversations import counted
 from llmroute.server.ended_stream import STREAM_HEADERS, EndedStream
-from llmroute.server.errors import GatewayError, gateway_error, store_unavailable
+from llmroute.server.errors import (
+    GatewayError,
+    gateway_error,
+    not_an_endpoint,
+    store_unavailable,
+)
 from llmroute.server.fronts import Events, Stateless, answer_converted, serve_converted
 from llmroute.server.keepalive import keepalive_of, with_keepalive
 from llmroute.server.listing import page
@@ -636,10 +641,8 @@ async def stored_response(request: Request) -> Response:
     response_id, _, action = rest.partition("/")
     method = request.method
     if (method, action) not in _READS and (method, action) != ("DELETE", ""):
-        message = f"{method} {request.url.path} is not an endpoint of this gateway"
-        if not rest and method == "POST":  # as the router's own 404s say (`handle_http`)
-            message += f"; POST {RESPONSES_PATH} is (no trailing /)"
-        raise GatewayError(404, message)
+        served = RESPONSES_PATH if not rest and method == "POST" else None  # a stray /
+        raise GatewayError(404, not_an_endpoint(request, served))
     if store is None:
         raise GatewayError(
             404,
