@@ -106,6 +106,33 @@ def test_paths_without_the_prefix_are_served_too(gateway: Served) -> None:
     assert httpx.get(f"{gateway.url}/llmx/v1/models", headers=bearer, timeout=10).status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "said"),
+    [
+        ("POST", "/v1/chat/completions/", "; POST {p}/v1/chat/completions is (no trailing /)"),
+        ("GET", "/v1/models/", "; GET {p}/v1/models is (no trailing /)"),
+        ("POST", "/v1/responses/", "; POST {p}/v1/responses is (no trailing /)"),
+        ("POST", "/v1/vector_stores", ""),
+    ],
+)
+def test_a_404_names_the_path_the_client_called_with_the_prefix(
+    gateway: Served, proxied: str, method: str, path: str, said: str
+) -> None:
+    """Through the proxy the client called /llm/...: the 404 names that path, and the
+    path to call instead with the prefix (without it, the proxy's own 404). Asked of the
+    gateway without the prefix, they are named without it."""
+    bearer = {"Authorization": f"Bearer {TEAM}"}
+    for base, prefix in ((proxied, "/llm"), (gateway.url, "")):
+        answer = httpx.request(method, f"{base}{path}", headers=bearer, json={}, timeout=10)
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["error"]["message"] == (
+            f"{method} {prefix}{path} is not an endpoint of this gateway" + said.format(p=prefix)
+        )
+    wrong = httpx.get(f"{proxied}/v1/chat/completions", headers=bearer, timeout=10)
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["message"].startswith("GET /llm/v1/chat/completions: ")
+
+
 def _linked(page: httpx.Response) -> list[str]:
     """The URLs the page asks for: its stylesheet, its script and its data."""
     found = re.findall(r'(?:href|src|content)="([^"]*(?:app\.css|app\.js|data))"', page.text)

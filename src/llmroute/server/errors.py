@@ -25,6 +25,7 @@ from llmroute.errors import (
     RoutingError,
     UnsupportedRequest,
 )
+from llmroute.server.root_path import asked_path
 from llmroute.server.watched_send import WatchedSend
 
 __all__ = [
@@ -121,7 +122,7 @@ async def handle_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = exc.detail
     if exc.status_code == 405 and message == "Method Not Allowed":
-        message = f"{request.method} {_shown_path(request.url.path)}: "
+        message = f"{request.method} {_shown_path(request, request.url.path)}: "
         message += "the method is not allowed on this path"
     elif exc.status_code == 404 and message == "Not Found":
         message = not_an_endpoint(request, _served_without_slash(request))
@@ -131,10 +132,12 @@ async def handle_http(request: Request, exc: Exception) -> Response:
 
 def not_an_endpoint(request: Request, served: str | None = None) -> str:
     """The 404 of a path the gateway does not serve, naming the call; with `served`,
-    the path the request's stray trailing ``/`` stands for, as the one to call."""
-    message = f"{request.method} {_shown_path(request.url.path)} is not an endpoint of this gateway"
+    the path the request's stray trailing ``/`` stands for, as the one to call. Both as
+    the client calls them: behind ``--root-path``, with the prefix it came through."""
+    called = _shown_path(request, request.url.path)
+    message = f"{request.method} {called} is not an endpoint of this gateway"
     if served is not None:
-        message += f"; {request.method} {_shown_path(served)} is (no trailing /)"
+        message += f"; {request.method} {_shown_path(request, served)} is (no trailing /)"
     return message
 
 
@@ -154,8 +157,10 @@ def _served_without_slash(request: Request) -> str | None:
     return None
 
 
-def _shown_path(path: str) -> str:
-    """A request path as an error may repeat it: bounded, printable."""
+def _shown_path(request: Request, path: str) -> str:
+    """A path as an error may name it: as the client reaches it (`asked_path`),
+    bounded, printable."""
+    path = asked_path(request.scope, path)
     return path[:200] if path.isprintable() else "(a path with unprintable characters)"
 
 

@@ -28,9 +28,18 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["GATEWAY_SEGMENTS", "ROOT_PATH_ENV", "StripRootPath", "root_path_problem"]
+__all__ = [
+    "GATEWAY_SEGMENTS",
+    "ROOT_PATH_ENV",
+    "STRIPPED",
+    "StripRootPath",
+    "asked_path",
+    "root_path_problem",
+]
 
 ROOT_PATH_ENV = "LLMROUTE_ROOT_PATH"  # also --root-path's
+# the scope key of the prefix `StripRootPath` took off the request's path
+STRIPPED = "llmroute.root_path"
 # The first segment of every path the gateway serves: a prefix starting with one would
 # take the gateway's own paths for its (/v1 would make /v1/models /models).
 GATEWAY_SEGMENTS = frozenset({"v1", "v2", "metrics", "dashboard", "health", "ready", "favicon.ico"})
@@ -61,7 +70,7 @@ class StripRootPath:
     """ASGI middleware, outermost: a request for `prefix` or below it goes on with the
     prefix taken off its path (``/llm/v1/models``: ``/v1/models``; ``/llm``: ``/``);
     any other goes on unchanged. The scope is copied, so uvicorn's access line shows the
-    path as asked."""
+    path as asked; the prefix taken off is kept in it (`STRIPPED`, `asked_path`)."""
 
     def __init__(self, app: ASGIApp, *, prefix: str) -> None:
         self.app = app
@@ -75,9 +84,18 @@ class StripRootPath:
             if path.startswith(self._below) or path == self._prefix:
                 scope = dict(scope)
                 scope["path"] = path[len(self._prefix) :] or "/"
+                scope[STRIPPED] = self._prefix
                 raw = scope.get("raw_path")
                 if isinstance(raw, bytes) and raw.startswith(self._raw_below):
                     scope["raw_path"] = raw[len(self._prefix) :]
                 else:  # the prefix asked percent-encoded, or the bare prefix
                     scope["raw_path"] = scope["path"].encode("utf-8")
         await self.app(scope, receive, send)
+
+
+def asked_path(scope: Scope, path: str) -> str:
+    """`path` (one the gateway serves: the request's, or one an error names for the
+    client to call) as the client reaches it: with the prefix when the request came
+    through it, for the proxy that passes it on serves nothing without it."""
+    prefix = scope.get(STRIPPED)
+    return path if prefix is None else f"{prefix}{path}"
