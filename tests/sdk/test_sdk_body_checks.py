@@ -214,3 +214,16 @@ def test_a_number_beyond_a_double_is_refused_as_the_gateway_refuses_it(
     upstream."""
     error = _refused(router, upstream, "sync", **{key: 10**400})
     assert error.param == key
+
+
+@pytest.mark.parametrize("messages", [None, 5])
+@pytest.mark.parametrize("how", HOWS)
+def test_messages_that_are_no_list_are_the_gateways_400(
+    router: Router, upstream: FakeUpstream, how: str, messages: Any
+) -> None:
+    """``messages=None`` (a variable left unset) or a number is the gateway's 400 for
+    ``"messages": null``: it was a bare TypeError (``'NoneType' object is not
+    iterable``) from the SDK's own copy of the list."""
+    error = _refused(router, upstream, how, messages=messages)
+    assert error.param == "messages"
+    assert str(error) == "'messages' is required and must be a non-empty list"

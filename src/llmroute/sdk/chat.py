@@ -81,7 +81,10 @@ class _Request:
         params = {k: v for k, v in options.items() if not _omitted(v)}
         if isinstance(messages, str | bytes | Mapping):  # list("hi") would be two "messages"
             raise RoutingError("'messages' must be a list of message objects")
-        body: dict[str, Any] = {"model": model, "messages": jsonable(list(messages))}
+        # a value that is no list (None: a variable left unset) goes in as it is, for
+        # the body's check to refuse as the gateway refuses "messages": null
+        listed = list(messages) if isinstance(messages, Iterable) else messages
+        body: dict[str, Any] = {"model": model, "messages": jsonable(listed)}
         body |= jsonable(params)
         streamed = _streamed(stream)
         if streamed:
