@@ -169,7 +169,11 @@ class InvalidRequest(RoutingError):
 
 
 class ModelNotFound(RoutingError):
-    """The request's ``model`` is neither ``auto``, a route, a router nor a pool model."""
+    """The request's ``model`` is neither ``auto``, a route, a router nor a pool model.
+    `param` and `code` are those of the gateway's 404, as OpenAI names them."""
+
+    param = "model"
+    code = "model_not_found"
 
 
 class PolicyViolation(RoutingError):

@@ -171,8 +171,10 @@ def test_errors_are_the_library_s(router: Router) -> None:
     with pytest.raises(UpstreamRejected) as rejected:
         router.chat.completions.create(model="picky", messages=HELLO)
     assert rejected.value.status == 400
-    with pytest.raises(ModelNotFound):
+    with pytest.raises(ModelNotFound) as unknown:
         router.chat.completions.create(model="gpt-nope", messages=HELLO)
+    # the gateway's 404 names the field as OpenAI does; the SDK's said "messages"
+    assert (unknown.value.param, unknown.value.code) == ("model", "model_not_found")
     with pytest.raises(RoutingError):
         router.chat.completions.create(messages=[])
     broken = [{"role": "user", "content": "bytes read with surrogateescape: \udcff"}]

@@ -217,7 +217,7 @@ def counted(request: Request, response: Response) -> Response:
 def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) -> GatewayError:
     """The HTTP answer to a library error: the one place the mapping lives."""
     if isinstance(exc, ModelNotFound):
-        return GatewayError(404, str(exc), param="model", code="model_not_found", headers=headers)
+        return GatewayError(404, str(exc), param=exc.param, code=exc.code, headers=headers)
     if isinstance(exc, PolicyViolation):
         return GatewayError(
             400, str(exc), param="messages", code="content_policy_violation", headers=headers
