@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -830,3 +831,48 @@ def test_the_sdk_gates_with_the_learned_models_loaded_at_load(
         served = router.chat.completions.create(model="code", messages=CODE)
     assert served.llmroute["model"] == "small"  # type: ignore[attr-defined]
     assert "could not be loaded" not in caplog.text
+
+
+IMPORTED_BY = """
+import asyncio, sys, threading
+from llmroute import Router
+
+importers = []
+
+def audit(event, args):
+    if event == "import" and args[0] == "openai.types.chat":
+        importers.append(threading.current_thread().name)
+
+sys.addaudithook(audit)
+hello = [{"role": "user", "content": "hi there!"}]
+with Router.from_yaml(sys.argv[1]) as router:
+    if sys.argv[2] == "create":
+        router.chat.completions.create(messages=hello)
+    elif sys.argv[2] == "stream":
+        list(router.chat.completions.create(messages=hello, stream=True))
+    else:
+        async def main():
+            threading.current_thread().name = "caller-loop"
+            await router.chat.completions.acreate(messages=hello)
+            await router.aclose()
+        asyncio.run(main())
+print(",".join(importers))
+"""
+
+
+@pytest.mark.parametrize("how", ["create", "stream", "acreate"])
+def test_openais_types_are_not_imported_on_an_event_loop(registry: Path, how: str) -> None:
+    """Importing ``openai.types.chat`` takes a second or more: it was done by the first
+    answer's conversion on the event loop (the router's loop thread, which every
+    thread's calls share, or the caller's own loop), stalling every call on it."""
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTED_BY, str(registry), how],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "LLMROUTE_TELEMETRY_URL": "off"},
+    )
+    assert result.returncode == 0, result.stderr
+    importers = result.stdout.strip().split(",")
+    assert SDK_THREAD not in importers and "caller-loop" not in importers, importers

@@ -38,7 +38,7 @@ from llmroute.layers.llm_router import LlmRouter, refine_plan
 from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.restore import restore_completion
 from llmroute.sdk.clients import LoopClients
-from llmroute.sdk.convert import as_completion, jsonable, routing_info
+from llmroute.sdk.convert import as_completion, jsonable, load_types, routing_info, types_loaded
 from llmroute.sdk.decision_log import (
     CallClock,
     SdkDecisionLog,
@@ -518,6 +518,7 @@ class Completions:
         on the router's loop thread."""
         clock = CallClock()
         request = _Request(model, messages, stream, params)
+        load_types()  # here, not on the loop thread every thread's calls share
         plan = request.plan(self._engine.router)
         thread = self._engine.thread()
         if not request.stream:
@@ -545,6 +546,8 @@ class Completions:
         """As `create`, on the running loop; a stream is an `AsyncStream`."""
         clock = CallClock()
         request = _Request(model, messages, stream, params)
+        if not types_loaded():  # a second or more, once: not on the caller's loop
+            await asyncio.to_thread(load_types)
         # ~ms of CPU on the caller's loop; a long prompt's in a worker thread
         plan = await request.aplan(self._engine.router)
         if not request.stream:

@@ -12,7 +12,15 @@ from llmroute.decision import Decision
 from llmroute.errors import ProviderError
 from llmroute.untrusted_json import loads
 
-__all__ = ["as_chunk", "as_completion", "event_json", "jsonable", "routing_info"]
+__all__ = [
+    "as_chunk",
+    "as_completion",
+    "event_json",
+    "jsonable",
+    "load_types",
+    "routing_info",
+    "types_loaded",
+]
 
 FIELD = "llmroute"
 
@@ -38,6 +46,17 @@ def _openai_chat_types() -> Any:
         return importlib.import_module("openai.types.chat")
     except ImportError:
         return None
+
+
+def load_types() -> None:
+    """Import openai's types now, in the calling thread: the import takes a second or
+    more, once, and the conversions run on an event loop, which it would stall."""
+    _openai_chat_types()
+
+
+def types_loaded() -> bool:
+    """Whether `load_types` has run (or a conversion has)."""
+    return _openai_chat_types.cache_info().currsize > 0
 
 
 def _build(type_name: str, data: dict[str, Any]) -> Any:
