@@ -784,6 +784,23 @@ def test_bad_arguments_are_said_as_such(router: Router) -> None:
             router.chat.completions.create(messages=HELLO, **{name: [1]})
 
 
+@pytest.mark.parametrize("value", [None, 1])
+def test_a_header_value_that_is_no_string_is_named(router: Router, value: Any) -> None:
+    """openai's client (httpx) refuses a header value that is no string; the SDK sent
+    ``str(value)``: ``x-llmroute-session: None`` put every caller without an id in one
+    conversation (affinity), and a rule could match the text "None"."""
+    with pytest.raises(TypeError, match=r"^extra_headers\['x-llmroute-session'\] must be a "):
+        router.chat.completions.create(messages=HELLO, extra_headers={"x-llmroute-session": value})
+
+
+def test_a_header_value_omitted_leaves_the_header_out(router: Router) -> None:
+    """openai's ``omit`` as a header value leaves the header out, as the client does
+    (its text was sent, here a malformed ``x-llmroute-tags``: RoutingError)."""
+    headers = {"x-llmroute-tags": openai.omit, "X-Tier": openai.omit, "x-other": b"bytes"}
+    completion = router.chat.completions.create(messages=HELLO, extra_headers=headers)
+    assert completion.llmroute["route"] == "chitchat"  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("left_out", [openai.NOT_GIVEN, openai.omit])
 def test_a_model_left_out_with_openais_sentinels_is_routed(router: Router, left_out: Any) -> None:
     """A wrapper forwarding ``model=NOT_GIVEN`` got ModelNotAString, though the other

@@ -102,7 +102,7 @@ class _Request:
             )
         self.body = body
         self.stream = streamed
-        self.headers = {str(k): str(v) for k, v in dict(extra_headers).items()}
+        self.headers = _headers(extra_headers)
         self.timeout = None if _omitted(timeout) else _seconds(timeout)
         tags = [v for k, v in self.headers.items() if k.lower() == TAGS_HEADER]
         try:
@@ -172,6 +172,23 @@ def _mapping(name: str, value: Any) -> Mapping[Any, Any]:
     if not isinstance(value, Mapping):
         raise TypeError(f"{name} must be a mapping (a dict), not {type(value).__name__}")
     return value
+
+
+def _headers(extra_headers: Mapping[Any, Any]) -> dict[str, str]:
+    """Header values as openai's client takes them: text (or bytes), or its ``omit`` to
+    leave the header out. ``str(None)`` was sent: ``x-llmroute-session: None`` made every
+    caller without an id one conversation."""
+    headers: dict[str, str] = {}
+    for key, value in extra_headers.items():
+        if _omitted(value):
+            continue
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")  # as HTTP carries it
+        if not isinstance(value, str):
+            kind = type(value).__name__
+            raise TypeError(f"extra_headers[{str(key)!r}] must be a string, not {kind}")
+        headers[str(key)] = value
+    return headers
 
 
 def _seconds(timeout: Any) -> float | None:
