@@ -50,6 +50,12 @@ def check_chat_body(body: dict[str, Any]) -> None:
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise _bad("stream_options", "'stream_options' must be an object")
+    if options is not None and stream is not True:  # OpenAI's 400, not an upstream's later
+        raise _bad(
+            "stream_options",
+            "Invalid value for 'stream_options': 'stream_options' is only allowed when "
+            "'stream' is true.",
+        )
     _check_tools(body)
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str) and not strings(stop):

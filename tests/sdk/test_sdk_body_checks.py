@@ -137,6 +137,16 @@ def test_a_tool_option_without_tools_is_openais_400(
     )
 
 
+@pytest.mark.parametrize("how", ["sync", "async"])
+def test_stream_options_without_a_stream_is_openais_400(
+    router: Router, upstream: FakeUpstream, how: str
+) -> None:
+    """OpenAI refuses it; it went upstream for an OpenAI model to refuse after routing
+    (and a stream's own options are the gateway's to set)."""
+    error = _refused(router, upstream, how, stream_options={"include_usage": True})
+    assert error.param == "stream_options" and "only allowed when 'stream' is true" in str(error)
+
+
 def test_extra_body_is_checked_too(router: Router, upstream: FakeUpstream) -> None:
     """What `extra_body` merges is the body sent, so it is checked as the rest is."""
     error = _refused(router, upstream, "sync", extra_body={"tools": []})

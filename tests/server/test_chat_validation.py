@@ -165,6 +165,20 @@ def test_an_empty_tools_list_is_a_400_as_openai_answers(
     )
 
 
+@pytest.mark.parametrize("stream", [None, False], ids=["no-stream", "stream-false"])
+def test_stream_options_without_a_stream_is_a_400_as_openai_answers(
+    client: openai.OpenAI, upstream: FakeUpstream, stream: bool | None
+) -> None:
+    """OpenAI refuses stream options on a request that is not streamed; the gateway
+    passed them on for an OpenAI upstream to refuse after routing."""
+    extra: dict[str, Any] = {"stream_options": {"include_usage": True}}
+    if stream is not None:
+        extra["stream"] = stream
+    error = _refused(client, upstream, extra_body=extra)
+    assert error["param"] == "stream_options"
+    assert "'stream_options' is only allowed when 'stream' is true" in error["message"]
+
+
 def test_a_tool_choice_with_tools_or_null_is_served(
     client: openai.OpenAI, upstream: FakeUpstream
 ) -> None:
