@@ -835,7 +835,10 @@ def test_a_missing_learned_gate_fails_at_load_as_in_serve(tmp_path: Path) -> Non
     path.write_text(LEARNED % "gates/missing")
     with pytest.raises(ConfigError, match="no such learned gate") as info:
         Router.from_yaml(path)
-    assert info.value.file == str(tmp_path / "gates/missing")
+    # the registry's line and field that name it (it named the folder alone), and the folder
+    assert info.value.file == str(path) and info.value.line is not None
+    assert info.value.field == "routes[0].cascade.gates[0].artifact"
+    assert str(tmp_path / "gates/missing") in info.value.message
 
 
 def test_the_sdk_gates_with_the_learned_models_loaded_at_load(

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmroute.encoders.base import Encoder
+from llmroute.errors import ConfigError
 from llmroute.gates.base import GateVerdict, ModelCall, QualityGate, TierAnswer
 from llmroute.gates.consistency import SelfConsistencyGate
 from llmroute.gates.heuristic import HeuristicGate
@@ -125,20 +126,35 @@ class GateFactory:
 
     def artifacts(self) -> list[str]:
         """The learned gate artifacts the registry's cascades name."""
-        found: list[str] = []
-        for route in self.registry.routes:
+        return list(self._artifact_fields())
+
+    def _artifact_fields(self) -> dict[str, str]:
+        """Each learned gate artifact the cascades name, with the registry field of the
+        first gate naming it (``routes[0].cascade.tiers[1].gates[0].artifact``)."""
+        found: dict[str, str] = {}
+        for i, route in enumerate(self.registry.routes):
             cascade = route.cascade
             if cascade is None:
                 continue
-            specs = [*cascade.gates, *(g for t in cascade.tiers for g in t.gates or ())]
-            found += [g.artifact for g in specs if g.kind == "learned" and g.artifact not in found]
+            specs = [(f"routes[{i}].cascade.gates[{j}]", g) for j, g in enumerate(cascade.gates)]
+            specs += [
+                (f"routes[{i}].cascade.tiers[{k}].gates[{j}]", g)
+                for k, tier in enumerate(cascade.tiers)
+                for j, g in enumerate(tier.gates or ())
+            ]
+            for where, gate in specs:
+                if gate.kind == "learned":
+                    found.setdefault(gate.artifact, f"{where}.artifact")
         return found
 
     def preload(self) -> None:
         """Load every learned gate model the registry names now (blocking), raising the
-        first failure (`ConfigError`): for a registry load that should fail early."""
-        for artifact in self.artifacts():
+        first failure (`ConfigError`, its `field` the gate's, so that the registry's
+        line can be named): for a registry load that should fail early."""
+        for artifact, field in self._artifact_fields().items():
             model = self._load(artifact, quiet=True)  # raised: said by whoever catches it
+            if isinstance(model, ConfigError):
+                raise ConfigError(str(model), field=field) from model
             if isinstance(model, Exception):
                 raise model
 
