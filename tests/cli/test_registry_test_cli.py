@@ -164,3 +164,26 @@ def test_an_unreadable_prompt_file_is_said_as_the_jsonl_readers_say_it(
     ):
         assert run([a.replace("{}", str(path)) for a in argv]) == 2
         assert " ".join(capsys.readouterr().err.split()) == said
+
+
+def test_record_to_dash_writes_the_cases_to_stdout(tmp_path: Path) -> None:
+    """`-o -` wrote a file named "-" in the working directory (and told the user to run
+    `registry test -`); as `export -o -`, it is standard output: the YAML alone there."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("write a python function to sort a list\nhi!\n")
+    done = subprocess.run(
+        [LLMROUTE, "registry", "record", str(prompts), "-o", "-", "-r", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "-").exists()
+    assert done.stderr.strip() == "recorded 2 cases"
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(done.stdout)
+    checked = llmroute("registry", "test", cases, "-r", EXAMPLE)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.rstrip().endswith("2 of 2 cases passed")

@@ -7,6 +7,7 @@ serve)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -110,7 +111,10 @@ def record(
         Path,
         typer.Argument(help="Prompts: one a line, or JSONL with 'prompt' or 'text'."),
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Cases YAML to write.")],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Cases YAML to write; '-': standard output."),
+    ],
     registry: RegistryOption = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT.")] = False,
 ) -> None:
@@ -121,7 +125,8 @@ def record(
     from llmroute.dispatch.plan import plan_request
     from llmroute.registry.cases import render_cases
 
-    if output.exists() and not force:
+    to_stdout = str(output) == "-"  # the convention, as `export -o -`; not a file named "-"
+    if not to_stdout and output.exists() and not force:
         fail(f"{output} exists; pass --force to overwrite it")
     texts = _prompts(prompts)
     path = resolve_registry(registry)
@@ -134,7 +139,12 @@ def record(
         f"Recorded by `llmroute registry record {prompts.name}` against "
         f"{router.loaded.source} version {router.version}: what it decided then."
     )
-    output.write_text(render_cases(header, texts, decisions), encoding="utf-8")
+    text = render_cases(header, texts, decisions)
+    if to_stdout:  # the YAML alone on stdout; the count beside it on stderr
+        sys.stdout.write(text)
+        err_console.print(f"recorded {len(texts)} cases", soft_wrap=True)
+        return
+    output.write_text(text, encoding="utf-8")
     print(
         f"recorded {len(texts)} cases in {output}; run: llmroute registry test {output} -r {path}"
     )
