@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from llmroute.errors import DataError
 from llmroute.untrusted_json import NotUnicode, TooDeep, loads
 
-__all__ = ["json_object", "not_utf8_mark", "read_jsonl", "read_lines"]
+__all__ = ["json_object", "not_utf8_mark", "read_jsonl", "read_lines", "text_lines"]
 
 T = TypeVar("T")
 
@@ -77,10 +77,20 @@ def read_lines(path: str | os.PathLike[str], *, what: str) -> list[str]:
     file = str(path)
     raw = _read(path, what)
     try:
-        return raw.decode("utf-8").splitlines()
+        return text_lines(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         number = raw[: exc.start].count(b"\n") + 1
         raise DataError("not valid UTF-8", file=file, line=number) from exc
+
+
+def text_lines(text: str) -> list[str]:
+    """`text`'s lines as `wc -l` and a JSONL reader count them: split at ``\n`` alone (a
+    CRLF line loses its ``\r``). `str.splitlines` also splits at form feeds, ``\x1c`` to
+    ``\x1e``, ``\x85`` and U+2028/U+2029, which pasted prompts hold: one prompt became two."""
+    lines = text.split("\n")
+    if lines[-1] == "":  # the newline that ends the last line, or no text at all
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
 
 
 def json_object(line: bytes, file: str, number: int) -> dict[str, Any]:

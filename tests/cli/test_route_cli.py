@@ -105,6 +105,16 @@ def test_stdin_prompts_give_json_lines(static_registry: Path) -> None:
     assert lines[2]["route"] == "default" and "empty prompt" in lines[2]["reason"]
 
 
+def test_stdin_prompts_are_split_at_newlines_alone(static_registry: Path) -> None:
+    """Lines in and out line up as `wc -l` counts them: a prompt holding U+2028, a form
+    feed or \\x1c was split by `str.splitlines` into two prompts (two lines out, every
+    later one shifted); a CRLF line loses only its \\r."""
+    prompts = "hello\u2028there\nwrite code\x0cplease\nsep\x1carated\r\nthird\n"
+    result = llmroute("route", "-r", str(static_registry), stdin=prompts.encode())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 4
+
+
 def test_prompts_typed_at_a_terminal_are_awaited_with_a_hint(static_registry: Path) -> None:
     """`llmroute route -r FILE` with no prompt, at a terminal, waited for stdin saying
     nothing: a hint on stderr says it reads lines until Ctrl-D; stdout is as before."""

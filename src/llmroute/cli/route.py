@@ -166,7 +166,9 @@ def _read_stdin_lines() -> list[str]:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         fail(f"stdin is not valid UTF-8 (line {line}, byte offset {exc.start}); convert it first")
-    return text.splitlines()
+    from llmroute.jsonl import text_lines
+
+    return text_lines(text)
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
