@@ -318,3 +318,17 @@ def test_a_relative_log_that_is_not_there_is_named_by_where_it_was_looked_for(
         code, out, err = _run(argv, capsys)
         assert code == code_wanted and f"no decision log at {where}" in out + err, argv
     assert not where.exists()
+
+
+@pytest.mark.parametrize("argv", [["db", "status"], ["report"], ["export"], ["drift"]])
+def test_url_off_says_the_command_reads_a_log(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--url off` was "unsupported telemetry URL 'off': use sqlite:///PATH,
+    postgresql://USER@HOST/DB, or off": refused, then offered as the fix."""
+    code, _, err = _run([*argv, "--url", "off", "-r", str(EXAMPLE)], capsys)
+    assert code == 2
+    assert err.strip() == (
+        "error: --url: 'off' turns the decision log off, and this command reads one: "
+        "give its sqlite:///PATH or postgresql://USER@HOST/DB"
+    )

@@ -172,6 +172,11 @@ def check_telemetry_url(url: str, source: str) -> str:
     from llmroute.errors import ConfigError
     from llmroute.telemetry.store.url import check_store_url
 
+    if url.strip().lower() in ("off", "none"):  # store_url's error offers "off" as a URL
+        fail(
+            f"{source}: {url.strip()!r} turns the decision log off, and this command reads "
+            "one: give its sqlite:///PATH or postgresql://USER@HOST/DB"
+        )
     try:
         check_store_url(url)
     except ConfigError as exc:
