@@ -192,3 +192,23 @@ def test_an_artifact_folder_that_is_a_file_or_not_there_is_said_as_such(
     said = _one_line(capsys)
     start = f"a file, not a {what}" if given == "a file" else f"no such {what}"
     assert said == f"error: {artifact}: {start} (a folder written by `{trainer}`)"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["registry", "from-examples", "data.jsonl"], ["refresh", "--url", "sqlite:///log.db"]],
+)
+def test_a_registry_is_not_written_to_a_file_named_dash(
+    argv: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`-o -` wrote a registry into a file named "-" (from-examples once every example
+    was encoded): a registry's paths are relative to its file, so it is refused at once."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "registry.yaml").write_text(REGISTRY)
+    assert run([*argv, "-o", "-"]) == 2
+    said = _one_line(capsys)
+    assert said.startswith("error: -o -: the ") and said.endswith("name one")
+    assert not (tmp_path / "-").exists()

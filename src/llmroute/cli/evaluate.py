@@ -304,6 +304,8 @@ def from_examples(
             fail(f"{flag} must be in (0, 1], got {share:g}")
     # before the examples are encoded (minutes for a large file): a hand-edited registry
     # is not replaced unasked, and a path that cannot be written is said at once
+    if str(output) == "-":  # else a file named "-", once the examples were encoded
+        fail("-o -: the registry is written to a file (its paths are relative to it); name one")
     if output.is_dir():
         fail(f"-o {output} is a directory; it names the registry YAML to write")
     if output.exists() and not force:

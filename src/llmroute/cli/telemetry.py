@@ -367,6 +367,11 @@ def refresh_command(
     from llmroute.telemetry.drift import routed_only
     from llmroute.telemetry.refresh import RefreshConfig, propose
 
+    if str(output) == "-":  # else a file named "-"
+        fail(
+            "-o -: the candidate registry is written to a file (its paths are relative to "
+            "it); name one"
+        )
     window = _window(since, "--since")
     path = resolve_registry(registry)
     if output.resolve() == path.resolve():
