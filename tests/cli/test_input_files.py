@@ -212,3 +212,19 @@ def test_a_registry_is_not_written_to_a_file_named_dash(
     said = _one_line(capsys)
     assert said.startswith("error: -o -: the ") and said.endswith("name one")
     assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("trainer", ["difficulty", "gate", "safety", "reasoning"])
+def test_an_artifact_is_not_written_to_a_folder_named_dash(
+    trainer: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`train ... -o -` trained, then wrote the artifact into a folder named "-" (and
+    said "written to -"), as if "-" were standard output."""
+    monkeypatch.chdir(tmp_path)
+    assert run(["train", trainer, "--data", "data.jsonl", "-o", "-"]) == 2
+    said = _one_line(capsys)
+    assert said == "error: -o -: the artifact is a directory of files; name the directory to write"
+    assert not (tmp_path / "-").exists()

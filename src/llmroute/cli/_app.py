@@ -147,6 +147,8 @@ def check_plot_path(path: Path | None, suffixes: tuple[str, ...]) -> None:
 def check_artifact_output(path: Path) -> None:
     """Before any training: refuse an `-o` that is a file (it was found once the training
     time was spent), and say when it replaces an artifact already there."""
+    if str(path) == "-":  # not standard output: it made a folder named "-"
+        fail("-o -: the artifact is a directory of files; name the directory to write")
     if path.exists() and not path.is_dir():
         fail(f"-o {path} is a file; it names the directory to write the artifact into")
     if path.is_dir() and any(path.iterdir()):
