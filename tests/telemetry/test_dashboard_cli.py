@@ -247,6 +247,16 @@ def test_the_printed_address_is_one_a_browser_takes() -> None:
     assert page_url("localhost", 80) == "http://localhost:80/dashboard"
 
 
+def test_port_0_is_said_as_the_port_picked() -> None:
+    """`dashboard --port 0` printed http://127.0.0.1:0/dashboard, and at its default log
+    level nothing said the port uvicorn had picked: the port is picked before, and said."""
+    from llmroute.cli._app import check_port
+
+    port = check_port("127.0.0.1", 0)
+    assert isinstance(port, int) and 0 < port < 65536
+    assert check_port("127.0.0.1", port) == port
+
+
 def test_log_level_and_format_as_serve_takes_them(tmp_path: Path) -> None:
     """--log-level and --log-format (and their variables) as `llmroute serve` has them:
     at info, uvicorn's start-up lines, one JSON object each; a refused Host's warning in

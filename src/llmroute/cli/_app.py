@@ -155,14 +155,15 @@ def check_artifact_output(path: Path) -> None:
         err_console.print(f"note: replacing what {escape(str(path))} holds", soft_wrap=True)
 
 
-def check_port(host: str, port: int) -> None:
-    """Fail with one line when HOST:PORT cannot be listened on (in use, an address this
-    machine does not have), before uvicorn starts: it would log the error among its
-    start-up lines and exit 3, after the application's start-up had run."""
+def check_port(host: str, port: int) -> int:
+    """`port`, or for 0 a free one (to say and listen on); fail with one line when
+    HOST:PORT cannot be listened on (in use, an address this machine does not have),
+    before uvicorn starts: it would log the error among its start-up lines and exit 3,
+    after the application's start-up had run."""
     from llmroute.server.workers import free_port
 
     try:
-        free_port(host, port)
+        return free_port(host, port)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 

@@ -69,7 +69,7 @@ def dashboard_command(
         )
     except ConfigError as exc:
         fail(str(exc))
-    check_port(host, port)
+    port = check_port(host, port)  # --port 0: the port picked, not :0, in the page's URL
     shown = web.state.log_url
     typer.echo(f"dashboard: {page_url(host, port)} (decision log: {shown})")
     if prefix is not None:
