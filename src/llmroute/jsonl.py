@@ -14,9 +14,20 @@ from typing import Any, TypeVar
 from llmroute.errors import DataError
 from llmroute.untrusted_json import NotUnicode, TooDeep, loads
 
-__all__ = ["json_object", "not_utf8_mark", "read_jsonl", "read_lines", "text_lines"]
+__all__ = [
+    "JSONL_SUFFIXES",
+    "json_object",
+    "not_utf8_mark",
+    "read_jsonl",
+    "read_lines",
+    "text_lines",
+]
 
 T = TypeVar("T")
+
+# The names a file of JSON lines goes by (`llmroute export -o traffic.ndjson`), in any
+# case: where a file may be JSONL or plain text, one of these is read as JSONL
+JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson", ".json"})
 
 # UTF-32's marks first: UTF-32-LE's starts with UTF-16-LE's
 _MARKS = (

@@ -187,3 +187,14 @@ def test_record_to_dash_writes_the_cases_to_stdout(tmp_path: Path) -> None:
     checked = llmroute("registry", "test", cases, "-r", EXAMPLE)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout.rstrip().endswith("2 of 2 cases passed")
+
+
+def test_record_reads_an_ndjson_export_as_jsonl(tmp_path: Path) -> None:
+    """A `.ndjson` (or `.json`) prompts file was read as plain text: each case's prompt was
+    the export's whole JSON line."""
+    prompts = tmp_path / "traffic.ndjson"
+    prompts.write_text('{"prompt": "hi!", "route": "chitchat"}\n')
+    cases = tmp_path / "cases.yaml"
+    done = llmroute("registry", "record", prompts, "-o", cases, "-r", EXAMPLE)
+    assert done.returncode == 0, done.stderr
+    assert 'prompt: "hi!"' in cases.read_text()

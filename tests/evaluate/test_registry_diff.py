@@ -115,6 +115,15 @@ def test_traffic_from_plain_lines_and_from_an_export(tmp_path: Path) -> None:
     assert (read.without_text, read.pinned) == (1, 1)
 
 
+@pytest.mark.parametrize("name", ["export.ndjson", "export.json", "EXPORT.JSONL"])
+def test_an_export_under_another_jsonl_name_is_read_as_jsonl(tmp_path: Path, name: str) -> None:
+    """Only ".jsonl" was JSONL: `export -o traffic.ndjson` was read as plain text, each
+    JSON line routed as a prompt (every request compared, silently wrong)."""
+    exported = tmp_path / name
+    exported.write_text(json.dumps({"prompt": CODE, "tokens_in": 12, "tokens_out": 30}) + "\n")
+    assert read_traffic(exported).requests == [Traffic(CODE, 12, 30)]
+
+
 @pytest.mark.parametrize(
     ("line", "words"),
     [

@@ -109,7 +109,9 @@ def test(
 def record(
     prompts: Annotated[
         Path,
-        typer.Argument(help="Prompts: one a line, or JSONL with 'prompt' or 'text'."),
+        typer.Argument(
+            help="Prompts: one a line, or JSONL (.jsonl, .ndjson, .json) with 'prompt' or 'text'."
+        ),
     ],
     output: Annotated[
         Path,
@@ -159,8 +161,8 @@ def diff(
         typer.Option(
             "--data",
             "-d",
-            help="Requests: one a line, or JSONL with 'prompt' and optionally 'tokens_in' "
-            "/ 'tokens_out' (what `llmroute export` writes).",
+            help="Requests: one a line, or JSONL (.jsonl, .ndjson, .json) with 'prompt' and "
+            "optionally 'tokens_in' / 'tokens_out' (what `llmroute export` writes).",
         ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
@@ -371,9 +373,9 @@ def _print_probes(results: list[Probe]) -> None:
 
 def _prompts(path: Path) -> list[str]:
     """Non-blank lines of a text file, or the `prompt` / `text` of each JSONL object."""
-    from llmroute.jsonl import read_jsonl, read_lines
+    from llmroute.jsonl import JSONL_SUFFIXES, read_jsonl, read_lines
 
-    if path.suffix == ".jsonl":
+    if path.suffix.lower() in JSONL_SUFFIXES:
         return read_jsonl(path, _prompt_of, what="prompts", empty="no prompts in the file")
     lines = [line for line in read_lines(path, what="prompts") if line.strip()]
     if not lines:

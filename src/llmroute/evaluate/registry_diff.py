@@ -18,7 +18,7 @@ from llmroute.decide import Router
 from llmroute.decision import Decision
 from llmroute.errors import DataError
 from llmroute.evaluate.run import predicted_route
-from llmroute.jsonl import read_jsonl, read_lines
+from llmroute.jsonl import JSONL_SUFFIXES, read_jsonl, read_lines
 from llmroute.layers.pin import PIN_LAYER
 from llmroute.registry.schema import Registry
 
@@ -63,7 +63,7 @@ def read_traffic(path: Path) -> TrafficFile:
     """Plain text, one request a line; or JSONL with ``prompt`` (or ``text``) and,
     optionally, ``tokens_in`` / ``tokens_out``: `llmroute export` writes such lines."""
     file = str(path)
-    if path.suffix != ".jsonl":
+    if path.suffix.lower() not in JSONL_SUFFIXES:
         lines = read_lines(path, what="the requests")
         requests = [Traffic(line) for line in lines if line.strip()]
         if not requests:
