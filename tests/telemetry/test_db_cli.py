@@ -332,3 +332,19 @@ def test_url_off_says_the_command_reads_a_log(
         "error: --url: 'off' turns the decision log off, and this command reads one: "
         "give its sqlite:///PATH or postgresql://USER@HOST/DB"
     )
+
+
+def test_refresh_on_a_log_that_is_not_there_says_the_candidate_was_not_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "...; nothing to report" and exited 0, leaving a script to find out at
+    its next step that -o had not been written."""
+    missing = tmp_path / "missing.db"
+    candidate = tmp_path / "candidate.yaml"
+    argv = ["refresh", "-r", str(EXAMPLE), "--url", f"sqlite:///{missing}", "-o", str(candidate)]
+    code, out, _ = _run(argv, capsys)
+    assert code == 0 and not candidate.exists()
+    assert " ".join(out.split()) == (
+        f"sqlite:///{missing}: no decision log at {missing} yet; nothing to mine; "
+        f"{candidate} not written"
+    )

@@ -226,13 +226,19 @@ def _narrowed(
     ]
 
 
-def _empty(log: Log, what: str, as_json: bool, payload: dict[str, Any] | None = None) -> None:
+def _empty(
+    log: Log,
+    what: str,
+    as_json: bool,
+    payload: dict[str, Any] | None = None,
+    outcome: str = "nothing to report",
+) -> None:
     # a log that is not there says so alone ("... in the last 24h" read as if it were)
     message = log.empty_reason or f"no decisions in {what}"
     if as_json:
         _print_json({"url": log.shown, "empty": True, "message": message, **(payload or {})})
     else:
-        _console().print(f"{escape(log.shown)}: {escape(message)}; nothing to report")
+        _console().print(f"{escape(log.shown)}: {escape(message)}; {escape(outcome)}")
 
 
 # -- drift --------------------------------------------------------------------------------
@@ -380,15 +386,18 @@ def refresh_command(
         fail(f"{output} exists; pass --force to overwrite it")
     # read first: a missing or broken file failed once the candidate had been written
     eval_rows = None if eval_data is None else read_labelled(eval_data)
+    unwritten = f"nothing to mine; {output} not written"  # a script's next step would read it
     loaded = _load(path)
     with _open_log(_url(url, loaded)) as log:
         if log.empty_reason is not None:
-            _empty(log, window.text, as_json)
+            _empty(log, window.text, as_json, outcome=unwritten)
             return
         # embeddings and rerank requests were not routed: nothing to learn routing from
         decisions = routed_only(log.store.decisions(window.since, window.until))
     if not decisions:
-        _empty(Log(log.store, log.shown, None), f"the last {window.text}", as_json)
+        _empty(
+            Log(log.store, log.shown, None), f"the last {window.text}", as_json, outcome=unwritten
+        )
         return
     router = Router(loaded)
     config = RefreshConfig(
