@@ -602,18 +602,7 @@ def test_a_held_stream_that_failed_beside_later_429s_is_a_502_not_a_429(h: Harne
     was a 429 ``upstream_rate_limited``: the status of the models after `a` alone."""
     models = "  a: {provider: up, model: 'a?early=1&pause=0.3'}\n"
     models += "  b: {provider: up, model: 'b?status=429&retry_after=2'}"
-    registry = _silent(h, models)
-    plan = plan_for("a", "b", policy=RoutePolicy(retries=0))
-
-    async def job(d: Dispatcher) -> ProviderError:
-        opened = await d.open_stream(plan, _body(stream=True))
-        assert opened.model == "a"
-        with pytest.raises(ProviderError) as caught:
-            async for _ in opened.events:
-                pass
-        return caught.value
-
-    error = h.run(registry, job)
+    error = _held_stream_error(h, models, "a", "b")
     assert isinstance(error, AllFallbacksFailed) and error.status == 502
     assert [attempt.split()[0] for attempt in error.attempts] == ["a", "b"]
 
@@ -628,18 +617,7 @@ def test_a_held_stream_whose_every_model_was_rate_limited_keeps_the_soonest_wait
     models = "  x: {provider: up, model: 'x?status=429&retry_after=5'}\n"
     models += "  a: {provider: up, model: 'a?delay=0.3&status=429&retry_after=3'}\n"
     models += "  b: {provider: up, model: 'b?status=429&retry_after=2'}"
-    registry = _silent(h, models)
-    plan = plan_for("x", "a", "b", policy=RoutePolicy(retries=0))
-
-    async def job(d: Dispatcher) -> ProviderError:
-        opened = await d.open_stream(plan, _body(stream=True))
-        assert opened.model == "a"  # handed over silent after x failed
-        with pytest.raises(ProviderError) as caught:
-            async for _ in opened.events:
-                pass
-        return caught.value
-
-    error = h.run(registry, job)
+    error = _held_stream_error(h, models, "x", "a", "b")
     assert isinstance(error, AllFallbacksFailed) and error.status == 429
     assert [attempt.split()[0] for attempt in error.attempts] == ["x", "a", "b"]
     assert error.retry_after_s == 2.0
@@ -652,18 +630,7 @@ def test_a_held_stream_counts_the_failures_within_the_hold_for_its_status(h: Har
     models = "  x: {provider: up, model: 'x?status=500'}\n"
     models += "  a: {provider: up, model: 'a?delay=0.3&status=429&retry_after=3'}\n"
     models += "  b: {provider: up, model: 'b?status=429&retry_after=2'}"
-    registry = _silent(h, models)
-    plan = plan_for("x", "a", "b", policy=RoutePolicy(retries=0))
-
-    async def job(d: Dispatcher) -> ProviderError:
-        opened = await d.open_stream(plan, _body(stream=True))
-        assert opened.model == "a"  # handed over silent after x failed
-        with pytest.raises(ProviderError) as caught:
-            async for _ in opened.events:
-                pass
-        return caught.value
-
-    error = h.run(registry, job)
+    error = _held_stream_error(h, models, "x", "a", "b")
     assert isinstance(error, AllFallbacksFailed) and error.status == 502
     assert [attempt.split()[0] for attempt in error.attempts] == ["x", "a", "b"]
     assert error.retry_after_s is None
@@ -677,17 +644,7 @@ def test_a_held_stream_gives_no_retry_after_when_a_model_within_the_hold_said_no
     models = "  x: {provider: up, model: 'x?status=429'}\n"
     models += "  a: {provider: up, model: 'a?delay=0.3&status=429&retry_after=3'}\n"
     models += "  b: {provider: up, model: 'b?status=429&retry_after=2'}"
-    registry = _silent(h, models)
-    plan = plan_for("x", "a", "b", policy=RoutePolicy(retries=0))
-
-    async def job(d: Dispatcher) -> ProviderError:
-        opened = await d.open_stream(plan, _body(stream=True))
-        with pytest.raises(ProviderError) as caught:
-            async for _ in opened.events:
-                pass
-        return caught.value
-
-    error = h.run(registry, job)
+    error = _held_stream_error(h, models, "x", "a", "b", handed_to=None)
     assert isinstance(error, AllFallbacksFailed) and error.status == 429
     assert error.retry_after_s is None
 
@@ -747,6 +704,25 @@ def _silent(h: Harness, models: str, hold_s: float = 0.05) -> Registry:
     registry = h.registry(models, "a")
     held = registry.dispatch.model_copy(update={"stream_hold_s": hold_s})
     return registry.model_copy(update={"dispatch": held})
+
+
+def _held_stream_error(
+    h: Harness, models: str, *chain: str, handed_to: str | None = "a"
+) -> ProviderError:
+    """What the events of `chain`'s stream (no retries, held 0.05 s) raise once it was
+    handed over silent to `handed_to` (None: any model)."""
+    registry = _silent(h, models)
+    plan = plan_for(*chain, policy=RoutePolicy(retries=0))
+
+    async def job(d: Dispatcher) -> ProviderError:
+        opened = await d.open_stream(plan, _body(stream=True))
+        assert handed_to is None or opened.model == handed_to
+        with pytest.raises(ProviderError) as caught:
+            async for _ in opened.events:
+                pass
+        return caught.value
+
+    return h.run(registry, job)
 
 
 def test_a_silent_stream_is_handed_over_after_the_hold_before_its_first_event(
