@@ -128,15 +128,17 @@ def _check_messages(messages: Any) -> None:
             at = f"messages[{index}].tool_call_id"
             raise _bad(at, f"{at} is required in a tool message (the id of the call it answers)")
         content = message.get("content")
-        if content is None:
+        if isinstance(content, str):  # the common case first: one isinstance a message
+            continue
+        if isinstance(content, list):
+            _check_parts(content, index)
+        elif content is None:
             if role in _NEEDS_CONTENT:
                 at = f"messages[{index}].content"
                 raise _bad(at, f"{at} is required in a {role} message")
-        elif not isinstance(content, str | list):
+        else:
             at = f"messages[{index}].content"
             raise _bad(at, f"{at} must be a string or a list of content parts")
-        elif isinstance(content, list):
-            _check_parts(content, index)
 
 
 def _check_parts(parts: list[Any], index: int) -> None:

@@ -152,11 +152,11 @@ def _streamed(stream: Any) -> bool:
     """The `stream` argument: None and openai's sentinels mean left out (not streamed);
     anything else but a boolean is the gateway's 400 for a body's ``"stream": "yes"``
     (it was streamed, as truthy)."""
+    if isinstance(stream, bool):  # the common case first: `_omitted` reads a type's name
+        return stream
     if stream is None or _omitted(stream):
         return False
-    if not isinstance(stream, bool):
-        raise InvalidRequest("'stream' must be true or false", param="stream")
-    return stream
+    raise InvalidRequest("'stream' must be true or false", param="stream")
 
 
 def _omitted(value: Any) -> bool:
