@@ -638,6 +638,29 @@ def test_another_providers_tool_call_ids_are_made_anthropics(server: FakeAnthrop
     assert uses == results and len(set(uses)) == 3 and uses[2] == "toolu_01Ok"
 
 
+def test_a_short_key_is_cut_where_it_stands_alone_not_inside_a_word(
+    server: FakeAnthropic,
+) -> None:
+    """A key sent is cut from upstream messages as a word of its own: a short one (here
+    "quest") was cut from inside every word holding it ("re[redacted]"), for every
+    provider of the process."""
+    spec = Provider(kind="anthropic", base_url=server.url, api_key_env=KEY_ENV, timeout_s=5)
+
+    async def run() -> ProviderError:
+        provider = AnthropicProvider("anth", spec, environ={KEY_ENV: "quest"})
+        try:
+            body = {"messages": user("hi")}
+            await provider.complete("claude-x?echo_key=1", body, timeouts=TIMEOUTS)
+        except ProviderError as exc:
+            return exc
+        finally:
+            await provider.aclose()
+        raise AssertionError("no ProviderError")
+
+    error = asyncio.run(run())
+    assert "invalid value in request made with key [redacted]" in str(error)
+
+
 def test_a_reset_connection_raises(server: FakeAnthropic) -> None:
     with pytest.raises(ProviderError) as caught:
         complete(server, "claude-x?reset=1", {"messages": user("hi")})

@@ -77,9 +77,11 @@ _MAX_MESSAGE = 300
 # The credentials this process sends (keys, headers_env values, a base URL's password),
 # cut as they are from every upstream message shown: the pattern above cannot know a
 # proxy's or a self-hosted server's key (a vLLM --api-key), which an upstream may echo.
-# A tuple, longest first, replaced whole when a provider is built (no set to iterate
-# while another thread adds to it).
+# A tuple, longest first, and one pattern of them all, replaced whole when a provider is
+# built (no set to iterate while another thread adds to it). A secret is cut where it
+# stands alone, not inside a longer word: a short key ("test") would cut "latest".
 _SENT_SECRETS: tuple[str, ...] = ()
+_SENT_PATTERN: re.Pattern[str] | None = None
 _SHORTEST_SECRET = 4  # shorter ones would cut ordinary words from messages
 _WITHHOLDING = threading.Lock()
 # OpenAI's ``x-request-id`` (req_ + 32 hex), Anthropic's ``request-id`` (req_...): kept
@@ -90,12 +92,21 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}")
 def withhold(*secrets: str | None) -> None:
     """Cut `secrets` (what a provider sends as credentials) from the upstream messages
     errors repeat, in this process, from now on."""
-    global _SENT_SECRETS
+    global _SENT_SECRETS, _SENT_PATTERN
     with _WITHHOLDING:  # providers built in two threads at once both count
         known = set(_SENT_SECRETS)
         known.update(s for s in secrets if s and len(s) >= _SHORTEST_SECRET)
         if len(known) != len(_SENT_SECRETS):
             _SENT_SECRETS = tuple(sorted(known, key=len, reverse=True))
+            _SENT_PATTERN = re.compile("|".join(map(_standing_alone, _SENT_SECRETS)))
+
+
+def _standing_alone(secret: str) -> str:
+    """A pattern of `secret` not inside a longer word: no letter or digit touching an end
+    of it that is itself a letter or digit."""
+    before = r"(?<![A-Za-z0-9])" if secret[0].isalnum() else ""
+    after = r"(?![A-Za-z0-9])" if secret[-1].isalnum() else ""
+    return before + re.escape(secret) + after
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -376,8 +387,8 @@ def _upstream_message(body: bytes) -> tuple[str, str | None]:
     if not isinstance(text, str) or not text.strip():
         return "", code
     text = " ".join(text.split())
-    for secret in _SENT_SECRETS:
-        text = text.replace(secret, "[redacted]")
+    if _SENT_PATTERN is not None:
+        text = _SENT_PATTERN.sub("[redacted]", text)
     text = _SECRETISH.sub("[redacted]", text)
     if len(text) > _MAX_MESSAGE:
         text = text[:_MAX_MESSAGE] + "..."
