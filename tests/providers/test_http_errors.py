@@ -20,6 +20,7 @@ from llmroute.providers._http import (
     error_in_answer,
     error_in_event,
     retry_after_of,
+    withhold,
 )
 
 BODY = json.dumps({"error": {"message": "boom", "type": "server_error"}}).encode()
@@ -385,3 +386,13 @@ def test_a_connect_timeout_says_so_not_that_the_model_was_slow() -> None:
                 client.close()
     assert time.monotonic() - started < 10
     assert "could not connect within 0.3s" in error.message
+
+
+def test_a_header_credential_sent_with_its_scheme_is_cut_when_echoed_alone() -> None:
+    """A ``headers_env`` Authorization holds ``Bearer TOKEN``; an upstream echoing the
+    token alone ("token ... is not valid") had it reach the client: only the whole
+    header value was withheld."""
+    withhold("Bearer hx7Qm2Lp")
+    body = json.dumps({"error": {"message": "token hx7Qm2Lp is not valid here"}}).encode()
+    error = error_from_response("up", 400, {}, body)
+    assert "hx7Qm2Lp" not in str(error) and "token [redacted] is not valid" in str(error)

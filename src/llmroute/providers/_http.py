@@ -95,10 +95,22 @@ def withhold(*secrets: str | None) -> None:
     global _SENT_SECRETS, _SENT_PATTERN
     with _WITHHOLDING:  # providers built in two threads at once both count
         known = set(_SENT_SECRETS)
-        known.update(s for s in secrets if s and len(s) >= _SHORTEST_SECRET)
+        sent = [s for s in secrets if s] + [c for s in secrets if s and (c := _credential(s))]
+        known.update(s for s in sent if len(s) >= _SHORTEST_SECRET)
         if len(known) != len(_SENT_SECRETS):
             _SENT_SECRETS = tuple(sorted(known, key=len, reverse=True))
             _SENT_PATTERN = re.compile("|".join(map(_standing_alone, _SENT_SECRETS)))
+
+
+def _credential(value: str) -> str | None:
+    """The credential of a header value sent with its scheme (``Bearer TOKEN``, as a
+    ``headers_env`` Authorization holds it): an upstream may echo the token alone."""
+    scheme, _, credential = value.strip().partition(" ")
+    credential = credential.strip()
+    return credential if scheme.lower() in _AUTH_SCHEMES and credential else None
+
+
+_AUTH_SCHEMES = frozenset({"bearer", "basic", "token"})
 
 
 def _standing_alone(secret: str) -> str:
