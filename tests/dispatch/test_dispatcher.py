@@ -392,6 +392,32 @@ def test_a_deployment_that_cannot_be_connected_to_hands_over_to_the_next(
     h.run(parse_registry(text).registry, alone)
 
 
+def test_a_stream_handed_over_before_its_connect_timed_out_goes_to_the_next_deployment(
+    h: Harness, unconnectable: str
+) -> None:
+    """A stream held less long than the connect timeout is handed over silent before
+    the connect fails: the model's next deployment still takes it, as within the hold
+    (it went on to the chain's next model, passing over the healthy deployment)."""
+    dead = f'  dead: {{kind: openai, base_url: "{unconnectable}", connect_timeout_s: 0.3}}\n'
+    models = "  a:\n    model: m\n    deployments:\n"
+    models += "      - {provider: dead, weight: 1000000}\n      - {provider: up, weight: 1}\n"
+    models += "  b: {provider: up2, model: b}"
+    text = BASE % {"url": h.upstream.url, "url2": h.upstream2.url, "first": "a", "models": models}
+    text = text.replace("providers:\n", "providers:\n" + dead)
+    registry = parse_registry(text).registry
+    held = registry.dispatch.model_copy(update={"stream_hold_s": 0.05})
+    registry = registry.model_copy(update={"dispatch": held})
+
+    async def job(d: Dispatcher) -> tuple[str, str]:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        events = [e async for e in opened.events]
+        assert events[-1] == b"data: [DONE]\n\n"
+        return opened.model, opened.deployment
+
+    assert h.run(registry, job) == ("a", "up")
+    assert h.upstream.models_called() == ["m"] and h.upstream2.models_called() == []
+
+
 def test_deployments_share_traffic_and_route_around_a_dead_one(h: Harness) -> None:
     models = """  a:
     model: m

@@ -89,6 +89,7 @@ from llmroute.errors import (
     AllFallbacksFailed,
     BeyondModel,
     CircuitOpen,
+    ConnectTimeout,
     ContentRefused,
     ContextWindowExceeded,
     KeyBudgetReached,
@@ -1866,8 +1867,13 @@ def _again(events: AsyncIterator[bytes], exc: ProviderError) -> bool:
     """Whether a stream that failed with `exc` goes on on its own model, as a call failing
     within the hold does: handed over silent, it failed before its first event
     (`unopened`: the client has seen nothing of it), with a failure that passes to the
-    model's next deployment (no response, a 5xx, a 429; not a timeout)."""
-    return exc.retryable and not isinstance(exc, ProviderTimeout) and unopened(events)
+    model's next deployment (no response, no connection in time, a 5xx, a 429; not a
+    timeout waiting for the answer): a hold shorter than the connect timeout hands a
+    stream over before its connect fails."""
+    passes = isinstance(exc, ConnectTimeout) or (
+        exc.retryable and not isinstance(exc, ProviderTimeout)
+    )
+    return passes and unopened(events)
 
 
 def _ended_after(
