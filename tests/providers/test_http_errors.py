@@ -396,3 +396,12 @@ def test_a_header_credential_sent_with_its_scheme_is_cut_when_echoed_alone() -> 
     body = json.dumps({"error": {"message": "token hx7Qm2Lp is not valid here"}}).encode()
     error = error_from_response("up", 400, {}, body)
     assert "hx7Qm2Lp" not in str(error) and "token [redacted] is not valid" in str(error)
+
+
+def test_a_placeholder_key_is_not_cut_from_upstream_messages() -> None:
+    """vLLM's documented EMPTY, Ollama's ollama, a "none": no secret, and words an
+    upstream's message holds ("tool_choice none" read "tool_choice [redacted]")."""
+    withhold("EMPTY", "Bearer none", "ollama")
+    body = json.dumps({"error": {"message": "tool_choice none: model ollama is EMPTY"}}).encode()
+    error = error_from_response("up", 400, {}, body)
+    assert "tool_choice none: model ollama is EMPTY" in str(error)

@@ -83,6 +83,11 @@ _MAX_MESSAGE = 300
 _SENT_SECRETS: tuple[str, ...] = ()
 _SENT_PATTERN: re.Pattern[str] | None = None
 _SHORTEST_SECRET = 4  # shorter ones would cut ordinary words from messages
+# Keys servers document as "any value will do" (vLLM's EMPTY, Ollama's ollama, llama.cpp's
+# sk-no-key-required): no secret, and words an upstream's message holds ("none").
+_PLACEHOLDER_KEYS = frozenset(
+    {"empty", "none", "null", "dummy", "ollama", "lm-studio", "not-needed", "sk-no-key-required"}
+)
 _WITHHOLDING = threading.Lock()
 # OpenAI's ``x-request-id`` (req_ + 32 hex), Anthropic's ``request-id`` (req_...): kept
 # for the provider's support; anything else a header could hold is not repeated.
@@ -96,7 +101,9 @@ def withhold(*secrets: str | None) -> None:
     with _WITHHOLDING:  # providers built in two threads at once both count
         known = set(_SENT_SECRETS)
         sent = [s for s in secrets if s] + [c for s in secrets if s and (c := _credential(s))]
-        known.update(s for s in sent if len(s) >= _SHORTEST_SECRET)
+        known.update(
+            s for s in sent if len(s) >= _SHORTEST_SECRET and s.lower() not in _PLACEHOLDER_KEYS
+        )
         if len(known) != len(_SENT_SECRETS):
             _SENT_SECRETS = tuple(sorted(known, key=len, reverse=True))
             _SENT_PATTERN = re.compile("|".join(map(_standing_alone, _SENT_SECRETS)))
