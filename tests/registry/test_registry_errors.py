@@ -178,6 +178,47 @@ def test_a_credential_in_plain_headers_is_rejected_without_echoing_it(
     parse_registry(from_env)
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        "x-portkey-config",
+        "x-portkey-provider",
+        "x-portkey-trace-id",
+        "anthropic-beta",
+        "HTTP-Referer",
+        "X-Title",
+        "OpenAI-Organization",
+        "OpenAI-Project",
+        "x-goog-user-project",
+        "Helicone-Property-Team",
+    ],
+)
+def test_a_header_naming_no_credential_loads(header: str) -> None:
+    """The credential rule reads a name's words: "key" is in "portkey", and Portkey's
+    x-portkey-config and x-portkey-provider (no secrets) were refused."""
+    line = f"openai: {{kind: openai, base_url: https://x.ex/v1, headers: {{{header}: v}}}}"
+    parse_registry(replace_line(VALID, 5, line))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "x-portkey-api-key",
+        "Helicone-Auth",
+        "x-goog-api-key",
+        "PRIVATE-TOKEN",
+        "x-apikey",
+        "X-AuthToken",
+        "X_Access_Token",
+    ],
+)
+def test_a_credential_header_named_in_words_is_refused(header: str) -> None:
+    text = replace_line(
+        VALID, 5, f"openai: {{kind: openai, base_url: https://x.ex/v1, headers: {{{header}: s}}}}"
+    )
+    assert_points_at(one_error(text), 5, f"providers.openai.headers.{header}", "credential")
+
+
 def test_secret_in_a_wrongly_typed_key_is_not_echoed() -> None:
     secret = "sk-live-0123456789"
     error = one_error(replace_line(VALID, 5, f"openai: {{kind: openai, api_key_env: [{secret}]}}"))

@@ -412,7 +412,33 @@ def _header_clashes(headers: Mapping[str, str], from_env: Mapping[str, str]) -> 
 _CREDENTIAL_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"}
 )
-_CREDENTIAL_WORDS = ("key", "token", "secret", "password", "auth")
+# words of a header's name (split at '-', '_' and '.'), not substrings: x-portkey-config
+# and x-portkey-provider hold no secret, though "key" is in "portkey"
+_CREDENTIAL_WORDS = frozenset(
+    {
+        "key",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "auth",
+        "authorization",
+        "authentication",
+        "credential",
+        "credentials",
+        # written as one word (X-ApiKey, X-AuthToken)
+        "apikey",
+        "apitoken",
+        "authtoken",
+        "accesstoken",
+        "accesskey",
+        "secretkey",
+        "clientsecret",
+        "sessiontoken",
+        "subscriptionkey",
+    }
+)
+_HEADER_WORD_SPLIT = re.compile(r"[-_.]")
 
 
 def _credential_headers(headers: Mapping[str, str]) -> list[Problem]:
@@ -428,7 +454,7 @@ def _credential_headers(headers: Mapping[str, str]) -> list[Problem]:
         )
         for name in headers
         if name.lower() in _CREDENTIAL_HEADERS
-        or any(word in name.lower() for word in _CREDENTIAL_WORDS)
+        or not _CREDENTIAL_WORDS.isdisjoint(_HEADER_WORD_SPLIT.split(name.lower()))
     ]
 
 
