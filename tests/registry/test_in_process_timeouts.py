@@ -82,3 +82,17 @@ def test_a_route_with_a_model_that_connects_keeps_it() -> None:
     parse_registry(_text(chat="connect_timeout_s: 2", route=cascade), source="reg.yaml")
     verifier = "cascade: {tiers: [gemma, parrot], gates: [{kind: verifier, model: remote}]}"
     parse_registry(_text(chat="connect_timeout_s: 2", route=verifier), source="reg.yaml")
+
+
+def test_a_route_whose_safety_profile_reroutes_to_a_model_that_connects_keeps_it() -> None:
+    """A request the route's safety profile sends to another model keeps the route's
+    policy (`plan_request`): the timeout bounds that model's connection."""
+    text = _text(chat="connect_timeout_s: 2, safety: guarded") + (
+        "safety: {profiles: {standard: {}, guarded: {injection: {route: remote}}}}\n"
+    )
+    parse_registry(text, source="reg.yaml")
+    # the registry's profile, for a route that names none
+    text = _text(chat="connect_timeout_s: 2") + (
+        "safety: {profile: guarded, profiles: {guarded: {pii: {EMAIL: {route: remote}}}}}\n"
+    )
+    parse_registry(text, source="reg.yaml")

@@ -1443,6 +1443,12 @@ class SafetyProfile(_Frozen):
             return self.answer_pii.get(pii_type, self.answer_pii.get("*", "allow"))
         return self.answer_pii
 
+    def reroutes(self) -> set[str]:
+        """The models this profile's ``route:`` actions send requests to."""
+        pii = self.pii.values() if isinstance(self.pii, dict) else (self.pii,)
+        actions = (self.injection, self.unread_scripts, *pii)
+        return {action.route for action in actions if isinstance(action, RouteTo)}
+
     @property
     def masks_answers(self) -> bool:
         """Whether any PII type in answers is redacted."""
@@ -1939,11 +1945,16 @@ class DriftSettings(_Frozen):
 _IN_PROCESS = frozenset({"llamacpp", "echo"})
 
 
-def _policy_reach(route: Route) -> set[str]:
+def _policy_reach(route: Route, safety: SafetySettings | None) -> set[str]:
     """Every model a route's policy bounds: its target and reasoning tier, fallbacks,
-    cascade tiers and the verifier gates they call."""
+    cascade tiers, the verifier gates they call, and the models its safety profile
+    reroutes to (a rerouted request keeps the route's policy)."""
     policy = route.policy
     names = {route.target, *policy.fallback}
+    if safety is not None:
+        profile = safety.profiles.get(policy.safety or safety.profile)
+        if profile is not None:
+            names.update(profile.reroutes())
     optional = (route.reasoning_target, policy.context_fallback, policy.content_fallback)
     names.update(n for n in optional if n is not None)
     if route.cascade is not None:
@@ -2151,7 +2162,7 @@ class Registry(_Frozen):
         for i, route in enumerate(self.routes):
             if route.policy.connect_timeout_s is None:
                 continue
-            reach = _policy_reach(route)
+            reach = _policy_reach(route, self.safety)
             if all(self._in_process(name) for name in reach):
                 yield (
                     ("routes", i, "policy", "connect_timeout_s"),
