@@ -62,3 +62,17 @@ def test_a_key_allowed_a_difficulty_router_the_registry_lacks_names_its_line() -
     assert_points_at(
         error, VALID.count("\n") + 3, "auth.keys[0].models[1]", "declares none (default.difficulty)"
     )
+
+
+def test_a_pool_model_named_router_something_may_be_aliased_and_allowed() -> None:
+    """A pool model is served by its name before a `router-` name is read as a
+    difficulty router (`plan._decide`): an alias or a key naming one is no 404."""
+    small = "  small: {provider:"
+    pool = VALID.replace(small, "  router-lite: {provider: local, model: m}\n" + small)
+    assert pool != VALID
+    text = pool + (
+        "aliases:\n  gpt-4o-mini: router-lite\n"
+        f"auth:\n  keys:\n    - {{name: a, sha256: '{'1' * 64}', models: [router-lite]}}\n"
+    )
+    registry = parse_registry(text).registry
+    assert registry.resolve_alias("gpt-4o-mini") == "router-lite"

@@ -2036,6 +2036,16 @@ class Registry(_Frozen):
             or any(route.name == name for route in self.routes)
         )
 
+    def _missing_router(self, name: str) -> bool:
+        """Whether `name` asks for a difficulty router this registry lacks: a route or a
+        pool model of that name is served as itself first (`plan._decide`)."""
+        return (
+            name.startswith("router-")
+            and self.default.difficulty is None
+            and name not in self.models
+            and not any(route.name == name for route in self.routes)
+        )
+
     def exact_aliases(self) -> dict[str, str]:
         """The aliases that name one ``model`` value (not glob patterns)."""
         return {alias: t for alias, t in self.aliases.items() if not _is_glob(alias)}
@@ -2374,7 +2384,7 @@ class Registry(_Frozen):
                 yield path, f"alias {alias!r} would hide the route or model of that name"
             elif target in self.aliases:
                 yield path, f"target {target!r} is itself an alias: aliases do not chain"
-            elif target.startswith("router-") and self.default.difficulty is None:
+            elif self._missing_router(target):
                 yield path, _NO_DIFFICULTY_ROUTER % f"target {target!r}"
             elif not self._is_name(target):
                 known = ["auto", *(route.name for route in self.routes), *self.models]
@@ -2393,7 +2403,7 @@ class Registry(_Frozen):
         for i, key in enumerate(self.auth.keys):
             for j, name in enumerate(key.models or ()):
                 where = ("auth", "keys", i, "models", j)
-                if name.startswith("router-") and self.default.difficulty is None:
+                if self._missing_router(name):
                     yield where, _NO_DIFFICULTY_ROUTER % f"model {name!r}"
                 elif name not in known and not name.startswith("router-"):
                     hint = did_you_mean(name, known)
