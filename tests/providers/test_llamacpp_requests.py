@@ -124,3 +124,16 @@ def test_llama_cpps_own_sampling_parameters_reach_it() -> None:
         "repeat_penalty": 1.1,
     }
     assert arguments["top_p"] == 0.8 and "logit_bias" not in arguments
+
+
+def test_integer_sampling_parameters_reach_llama_cpp_as_integers() -> None:
+    """llama.cpp takes top_k and seed as C ints: 20.0 (a JSON client's number) was
+    passed on as a float, and true as a number."""
+    spec = parse_registry(REGISTRY).registry.providers["local"]
+    body = {"messages": [{"role": "user", "content": "hi"}], "top_k": 20.0, "seed": 7.0}
+    arguments = _arguments({**body, "min_p": True}, spec, "local")
+    assert type(arguments["top_k"]) is int and arguments["top_k"] == 20
+    assert type(arguments["seed"]) is int and "min_p" not in arguments
+    with pytest.raises(UpstreamRejected) as caught:
+        _arguments({**body, "top_k": 20.5}, spec, "local")
+    assert caught.value.status == 400 and caught.value.param == "top_k"

@@ -74,6 +74,7 @@ _SAMPLING_KEYS = (
     "typical_p",
     "repeat_penalty",
 )
+_INTEGER_KEYS = frozenset({"seed", "top_k"})  # C ints in llama.cpp: 20.0 is sent as 20
 
 
 class _Cancelled(Exception):
@@ -411,8 +412,20 @@ def _arguments(body: Mapping[str, Any], spec: Provider, provider: str) -> dict[s
         **_response_format(body, provider),
     }
     for key in _SAMPLING_KEYS:
-        if isinstance(body.get(key), int | float):
-            arguments[key] = body[key]
+        value = body.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if key in _INTEGER_KEYS:
+            if value != int(value):  # llama.cpp's C call refuses a float: say it here
+                raise UpstreamRejected(
+                    provider,
+                    f"'{key}' must be an integer",
+                    status=400,
+                    code="invalid_type",
+                    param=key,
+                )
+            value = int(value)
+        arguments[key] = value
     return arguments
 
 
