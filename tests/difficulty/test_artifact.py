@@ -125,6 +125,7 @@ def test_features_null_beside_stored_feature_statistics_is_an_inconsistent_artif
         ("linear", {"lambda": ...}, "state.lambda: is missing"),
         ("mf", {"weak": "gpt-9"}, "state.weak: 'gpt-9' is not one of models"),
         ("random", {"seed": None}, "state: int() argument"),
+        ("random", {"seed": float("inf")}, "state: cannot convert float infinity"),
     ],
 )
 def test_a_bad_state_in_router_json_is_blamed_on_router_json_not_the_arrays(

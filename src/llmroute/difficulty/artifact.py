@@ -120,6 +120,6 @@ def load_router(
         where, why = f"state.{exc.field}" if exc.field else "state", exc.message
     except KeyError as exc:
         where, why = (f"state.{exc.args[0]}" if exc.args else "state"), "is missing"
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: int(Infinity)
         where, why = "state", str(exc)
     raise ConfigError(f"corrupt router artifact: {where}: {why}", file=meta_path)
