@@ -558,13 +558,8 @@ def test_a_stream_that_ends_before_message_stop_raises(server: FakeAnthropic) ->
     assert error.retryable
 
 
-@pytest.mark.parametrize("key", ["my-vllm-secret", "fw_3ZgLrQk9xWb2Tn7Yp4Hs1Dv"])
-def test_a_key_of_no_known_shape_is_cut_from_what_the_upstream_echoes(
-    server: FakeAnthropic, key: str
-) -> None:
-    """The key-shaped pattern cannot know a proxy's or a self-hosted server's key (a
-    vLLM ``--api-key``, a 27-character token): the key the provider sends is cut from
-    the upstream's messages as it is (it reached the client's error body, and the log)."""
+def _error_echoing_key(server: FakeAnthropic, key: str) -> ProviderError:
+    """The error of a call with `key` to an upstream that echoes it in its message."""
     spec = Provider(kind="anthropic", base_url=server.url, api_key_env=KEY_ENV, timeout_s=5)
 
     async def run() -> ProviderError:
@@ -578,7 +573,17 @@ def test_a_key_of_no_known_shape_is_cut_from_what_the_upstream_echoes(
             await provider.aclose()
         raise AssertionError("no ProviderError")
 
-    error = asyncio.run(run())
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("key", ["my-vllm-secret", "fw_3ZgLrQk9xWb2Tn7Yp4Hs1Dv"])
+def test_a_key_of_no_known_shape_is_cut_from_what_the_upstream_echoes(
+    server: FakeAnthropic, key: str
+) -> None:
+    """The key-shaped pattern cannot know a proxy's or a self-hosted server's key (a
+    vLLM ``--api-key``, a 27-character token): the key the provider sends is cut from
+    the upstream's messages as it is (it reached the client's error body, and the log)."""
+    error = _error_echoing_key(server, key)
     assert server.last.headers["x-api-key"] == key  # it was sent, and echoed back
     assert key not in str(error) and "made with key [redacted]" in str(error)
 
@@ -644,20 +649,7 @@ def test_a_short_key_is_cut_where_it_stands_alone_not_inside_a_word(
     """A key sent is cut from upstream messages as a word of its own: a short one (here
     "quest") was cut from inside every word holding it ("re[redacted]"), for every
     provider of the process."""
-    spec = Provider(kind="anthropic", base_url=server.url, api_key_env=KEY_ENV, timeout_s=5)
-
-    async def run() -> ProviderError:
-        provider = AnthropicProvider("anth", spec, environ={KEY_ENV: "quest"})
-        try:
-            body = {"messages": user("hi")}
-            await provider.complete("claude-x?echo_key=1", body, timeouts=TIMEOUTS)
-        except ProviderError as exc:
-            return exc
-        finally:
-            await provider.aclose()
-        raise AssertionError("no ProviderError")
-
-    error = asyncio.run(run())
+    error = _error_echoing_key(server, "quest")
     assert "invalid value in request made with key [redacted]" in str(error)
 
 
