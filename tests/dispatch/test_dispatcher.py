@@ -176,36 +176,29 @@ def test_other_4xx_is_never_retried_nor_fallen_back(h: Harness) -> None:
     assert h.upstream.models_called() == ["a?status=422"]
 
 
-def test_an_upstream_refusing_the_gateway_falls_back_at_once(h: Harness) -> None:
-    """401 from the upstream (the registry's key for it is wrong): not the client's
-    fault, so the fallback answers, without retrying the model that refused; alone, the
-    model's refusal is a 502 naming it, never the upstream's 401."""
-    models = "  a: {provider: up, model: 'a?status=401'}\n  b: {provider: up, model: b}"
+@pytest.mark.parametrize(
+    ("status", "why", "said"),
+    [(401, "refused the gateway's credentials", ""), (402, "out of credits", "bad request")],
+)
+def test_an_upstream_refusing_the_gateways_account_falls_back_at_once(
+    h: Harness, status: int, why: str, said: str
+) -> None:
+    """401 from the upstream (the registry's key for it is wrong), or 402 (OpenRouter's
+    "Insufficient credits", DeepSeek's "Insufficient Balance": the registry's account,
+    as a 401 is): not the client's fault, so the fallback answers, without retrying the
+    model that refused; alone, the model's refusal is a 502 naming it and saying why,
+    never the upstream's 401 or 402 (a 402 was the request's own 4xx: never fallen back
+    from, and the client took it for its own billing)."""
+    failing = f"a?status={status}"
+    models = f"  a: {{provider: up, model: '{failing}'}}\n  b: {{provider: up, model: b}}"
     registry = h.registry(models, "a")
     served = h.run(registry, lambda d: d.complete(plan_for("a", "b"), _body()))
     assert served.model == "b" and h.sleeps == []
-    assert h.upstream.models_called() == ["a?status=401", "b"]
-    assert "refused the gateway's credentials" in served.attempts[0]
+    assert h.upstream.models_called() == [failing, "b"]
+    assert why in served.attempts[0]
     with pytest.raises(AllFallbacksFailed) as caught:
         h.run(registry, lambda d: d.complete(plan_for("a"), _body()))
-    assert caught.value.status == 502
-
-
-def test_an_upstream_out_of_credits_falls_back_at_once(h: Harness) -> None:
-    """402 from the upstream (OpenRouter's "Insufficient credits", DeepSeek's
-    "Insufficient Balance"): the registry's account, as a 401 is, so the fallback
-    answers; alone, a 502 naming the model that says why. (It was the request's own
-    4xx: never fallen back from, and the client got a 402 it would take for its own
-    billing.)"""
-    models = "  a: {provider: up, model: 'a?status=402'}\n  b: {provider: up, model: b}"
-    registry = h.registry(models, "a")
-    served = h.run(registry, lambda d: d.complete(plan_for("a", "b"), _body()))
-    assert served.model == "b" and h.sleeps == []
-    assert h.upstream.models_called() == ["a?status=402", "b"]
-    assert "out of credits" in served.attempts[0]
-    with pytest.raises(AllFallbacksFailed) as caught:
-        h.run(registry, lambda d: d.complete(plan_for("a"), _body()))
-    assert caught.value.status == 502 and "bad request" in caught.value.message
+    assert caught.value.status == 502 and said in caught.value.message
 
 
 def test_route_policy_retries_override_the_default(h: Harness) -> None:
