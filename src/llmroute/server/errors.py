@@ -244,7 +244,7 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
                 if isinstance(exc, CircuitOpen)
                 else 502
             )
-            headers = _with_retry_after(headers, exc) if status == 503 else _tried(headers, exc)
+            headers = _after_failing(status, headers, exc)
             return GatewayError(status, str(exc), code="upstream_error", headers=headers)
         model = f"model {exc.model!r}" if exc.model else "the model"
         if exc.model and headers is not None and "x-llmroute-model" in headers:
@@ -272,20 +272,25 @@ def _all_failed(exc: AllFallbacksFailed, headers: Mapping[str, str] | None) -> G
         status,
         exc.message,
         code="upstream_error",
-        headers=_with_retry_after(headers, exc) if status == 503 else _tried(headers, exc),
+        headers=_after_failing(status, headers, exc),
         attempts=exc.attempts,
     )
 
 
-def _tried(headers: Mapping[str, str] | None, exc: ProviderError) -> Mapping[str, str] | None:
-    """`headers` with ``x-should-retry: false``, for a 502 or 504 the gateway answers
-    after its own retries and fallbacks: OpenAI's and Anthropic's clients would send it
-    twice more (by default), each time through the whole chain, trebling the load on
-    upstreams already failing. A 503 keeps its ``Retry-After`` (a breaker's cooldown),
-    and so does an embeddings model's upstream 503 that said one: its word on when to
-    come back (past ``max_retry_after_s`` the gateway neither waited nor retried)."""
+def _after_failing(
+    status: int, headers: Mapping[str, str] | None, exc: ProviderError
+) -> Mapping[str, str] | None:
+    """`headers` for a 502, 503 or 504 the gateway answers after its own retries and
+    fallbacks. A 503 keeps its ``Retry-After`` (a breaker's cooldown), and so does an
+    embeddings model's upstream 503 that said one: its word on when to come back (past
+    ``max_retry_after_s`` the gateway neither waited nor retried). Otherwise a 502 or 504
+    says ``x-should-retry: false``: OpenAI's and Anthropic's clients would send it twice
+    more (by default), each time through the whole chain, trebling the load on upstreams
+    already failing."""
     waited = _with_retry_after(headers, exc)
-    return waited if waited is not headers else {**(headers or {}), **NO_RETRY}
+    if status == 503 or waited is not headers:
+        return waited
+    return {**(headers or {}), **NO_RETRY}
 
 
 def _rate_limited(
