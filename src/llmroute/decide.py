@@ -118,10 +118,7 @@ class Router:
             gate.kind == "learned"
             for route in self.loaded.registry.routes
             if route.cascade is not None
-            for gate in (
-                *route.cascade.gates,
-                *(g for t in route.cascade.tiers for g in t.gates or ()),
-            )
+            for _, gate in route.cascade.written_gates()
         ):
             return None
         from llmroute.gates.build import GateFactory

@@ -25,6 +25,7 @@ from llmroute.gates.base import GateVerdict, ModelCall, QualityGate, TierAnswer
 from llmroute.gates.consistency import SelfConsistencyGate
 from llmroute.gates.heuristic import HeuristicGate
 from llmroute.gates.verifier import VerifierGate
+from llmroute.registry._paths import format_path
 from llmroute.registry.schema import Gate, Registry
 
 __all__ = ["GateFactory", "LearnedGate", "ScoresAnswers", "last_user_text"]
@@ -133,18 +134,12 @@ class GateFactory:
         first gate naming it (``routes[0].cascade.tiers[1].gates[0].artifact``)."""
         found: dict[str, str] = {}
         for i, route in enumerate(self.registry.routes):
-            cascade = route.cascade
-            if cascade is None:
+            if route.cascade is None:
                 continue
-            specs = [(f"routes[{i}].cascade.gates[{j}]", g) for j, g in enumerate(cascade.gates)]
-            specs += [
-                (f"routes[{i}].cascade.tiers[{k}].gates[{j}]", g)
-                for k, tier in enumerate(cascade.tiers)
-                for j, g in enumerate(tier.gates or ())
-            ]
-            for where, gate in specs:
+            for path, gate in route.cascade.written_gates():
                 if gate.kind == "learned":
-                    found.setdefault(gate.artifact, f"{where}.artifact")
+                    where = ("routes", i, "cascade", *path, "artifact")
+                    found.setdefault(gate.artifact, format_path(where))
         return found
 
     def preload(self) -> None:

@@ -1619,6 +1619,15 @@ class Cascade(_Frozen):
     def gates_of(self, tier: CascadeTier) -> tuple[Gate, ...]:
         return self.gates if tier.gates is None else tier.gates
 
+    def written_gates(self) -> Iterator[tuple[tuple[str | int, ...], Gate]]:
+        """Every gate the cascade writes, with its path within the cascade (``("gates",
+        0)``, ``("tiers", 1, "gates", 0)``): for errors that name the gate's line."""
+        for k, gate in enumerate(self.gates):
+            yield ("gates", k), gate
+        for j, tier in enumerate(self.tiers):
+            for k, gate in enumerate(tier.gates or ()):
+                yield ("tiers", j, "gates", k), gate
+
 
 class LlmFallback(_Frozen):
     """The LLM router: when the intent layer's margin is below `margin`, `model` picks
@@ -2337,19 +2346,13 @@ class Registry(_Frozen):
     def _verifier_problems(
         self, where: tuple[str | int, ...], cascade: Cascade
     ) -> Iterator[Problem]:
-        gate_lists = [((*where, "gates"), cascade.gates)] + [
-            ((*where, "tiers", j, "gates"), tier.gates)
-            for j, tier in enumerate(cascade.tiers)
-            if tier.gates is not None
-        ]
-        for path, gates in gate_lists:
-            for k, gate in enumerate(gates):
-                if gate.kind != "verifier":
-                    continue
-                if gate.model is None:
-                    yield (*path, k, "model"), "a verifier gate needs 'model'"
-                elif (message := self._unknown_model(gate.model)) is not None:
-                    yield (*path, k, "model"), message
+        for path, gate in cascade.written_gates():
+            if gate.kind != "verifier":
+                continue
+            if gate.model is None:
+                yield (*where, *path, "model"), "a verifier gate needs 'model'"
+            elif (message := self._unknown_model(gate.model)) is not None:
+                yield (*where, *path, "model"), message
 
     def _cache_problems(self) -> Iterator[Problem]:
         if self.cache is None:
