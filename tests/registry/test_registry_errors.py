@@ -219,6 +219,17 @@ def test_a_credential_header_named_in_words_is_refused(header: str) -> None:
     assert_points_at(one_error(text), 5, f"providers.openai.headers.{header}", "credential")
 
 
+@pytest.mark.parametrize("key", ["model: large", "max_chars: 800"])
+def test_a_model_judges_settings_on_an_exact_judge_are_refused(key: str) -> None:
+    """They were accepted and ignored: no model judged, and nothing said so."""
+    shadow = f"shadow:\n  rate: 0.1\n  reference: large\n  judge: {{kind: exact, {key}}}\n"
+    field = key.split(":")[0]
+    error = one_error(VALID + shadow)
+    assert_points_at(error, 39, f"shadow.judge.{field}", "only applies to the model judge")
+    judged = "kind: model" + (", model: small" * (field == "max_chars"))
+    parse_registry(VALID + shadow.replace("kind: exact", judged))
+
+
 def test_secret_in_a_wrongly_typed_key_is_not_echoed() -> None:
     secret = "sk-live-0123456789"
     error = one_error(replace_line(VALID, 5, f"openai: {{kind: openai, api_key_env: [{secret}]}}"))

@@ -1710,6 +1710,23 @@ class JudgeSettings(_Frozen):
     model: str | None = None
     max_chars: int = Field(default=6000, ge=200)  # each answer, truncated for the judge
 
+    @model_validator(mode="after")
+    def _model_settings_for_a_model_judge(self) -> Self:
+        """`model` and `max_chars` with ``kind: exact`` were accepted and ignored: the
+        author meant a model to judge, and none does."""
+        PathProblems.raise_if_any(
+            [
+                (
+                    (key,),
+                    f"{key!r} only applies to the model judge (kind: model); an exact judge "
+                    "compares the answers and asks no model",
+                )
+                for key in sorted({"model", "max_chars"} & self.model_fields_set)
+                if self.kind == "exact"
+            ]
+        )
+        return self
+
 
 class ShadowSettings(_Frozen):
     """Shadow routing: a sampled share of requests also goes to `reference` in the
