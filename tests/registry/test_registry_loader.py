@@ -152,6 +152,33 @@ def test_version_ignores_comments_layout_and_key_order() -> None:
     assert [parse_registry(text).version for text in variants] == [base] * len(variants)
 
 
+BUILTIN = "{kind: builtin, name: static, scripts: %s}"
+ENDPOINT = "{kind: openai, base_url: 'http://h/v1', model: e, scripts: %s}"
+
+
+@pytest.mark.parametrize(
+    ("unset", "written", "default", "other"),
+    [
+        ("builtin:static", BUILTIN, "Latin", "cyrillic"),
+        ("{kind: openai, base_url: 'http://h/v1', model: e}", ENDPOINT, "any", "latin"),
+    ],
+)
+def test_the_scripts_an_encoder_reads_unset_keep_the_version(
+    unset: str, written: str, default: str, other: str
+) -> None:
+    """`scripts` is None unless written (the encoder's own: latin for a built-in, any
+    for an endpoint), so writing that default out changed the version, as did the order
+    of a list."""
+
+    def version(encoder: str) -> str:
+        return parse_registry(replace_line(VALID, 2, f"encoder: {encoder}")).version
+
+    assert version(written % default) == version(unset)
+    assert version(written % other) != version(unset)
+    assert version(BUILTIN % "[latin, cyrillic]") == version(BUILTIN % "[Cyrillic, latin]")
+    assert version(BUILTIN % "[latin, cyrillic]") != version(BUILTIN % "[latin]")
+
+
 def test_a_key_added_to_the_schema_keeps_the_version_of_registries_without_it() -> None:
     """Defaults are left out of the hash: this literal holds while llmroute gains keys
     (it moved when `vision` and `tools` were added, before defaults were left out). Change

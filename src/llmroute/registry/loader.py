@@ -144,12 +144,28 @@ def version_of(registry: Registry) -> str:
     their defaults are left out, so a key a newer llmroute adds (unset in the file) does
     not change the version of a registry that does not use it."""
     canonical = json.dumps(
-        registry.model_dump(mode="json", exclude_defaults=True),
+        _as_read(registry).model_dump(mode="json", exclude_defaults=True),
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
+def _as_read(registry: Registry) -> Registry:
+    """`registry` with `encoder.scripts` as the intent layer reads it, for the hash: a
+    set (a list's order means nothing), and unset where it names what the encoder reads
+    when it is unset (``latin`` for a built-in, ``any`` for an endpoint). Its default is
+    None, not those, so ``scripts: latin`` written out changed the version."""
+    encoder = registry.encoder
+    if encoder.scripts is None:
+        return registry
+    from llmroute.encoders.scripts import ANY, BUILTIN_SCRIPTS, SCRIPTS  # numpy: only now
+
+    unset = BUILTIN_SCRIPTS if isinstance(encoder, BuiltinEncoderSpec) else ANY
+    reads = ANY if encoder.scripts == ANY else tuple(s for s in SCRIPTS if s in encoder.scripts)
+    scripts = None if reads == unset else reads
+    return registry.model_copy(update={"encoder": encoder.model_copy(update={"scripts": scripts})})
 
 
 def _matched_as_written(document: Document) -> None:
