@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from llmroute.registry import load_registry, parse_registry
-from llmroute.registry.lint import lint
+from llmroute.registry.lint import lint, lint_files
 
 ROOT = Path(__file__).resolve().parents[2]
 LLMROUTE = str(Path(sys.executable).parent / "llmroute")
@@ -315,4 +315,37 @@ def test_a_claude_told_the_thinking_form_its_version_refuses_is_a_warning() -> N
         "only adaptive thinking): set thinking: auto, or the form it takes",
         "models.sonnet.reasoning.thinking: claude-sonnet-4-5 refuses adaptive thinking (it "
         "takes only budget_tokens): set thinking: auto, or the form it takes",
+    ]
+
+
+SHARED_GGUF = """\
+encoder: builtin:static
+providers:
+  local: {kind: llamacpp}
+models:
+  chat: {provider: local, model: models/gone.gguf}
+  code:
+    deployments: [{provider: local, model: ./models/../models/gone.gguf}]
+    model: any
+  solo: {provider: local, model: other.gguf}
+routes:
+  - {name: a, examples: [hello there], target: chat}
+  - {name: b, examples: [fix my bug], target: code}
+default: {target: solo}
+"""
+
+
+def test_a_missing_gguf_two_models_share_is_told_with_both(tmp_path: Path) -> None:
+    """Once per file, at its first line, naming the other model too (however its path
+    is spelled): the second model was never said to need the file."""
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(SHARED_GGUF)
+    warnings = lint_files(load_registry(registry))
+    assert warnings == [
+        f"{registry}:5: models.chat.model: GGUF file not found: {tmp_path / 'models' / 'gone.gguf'}"
+        " (a path relative to the registry's folder, or package:NAME); also named by "
+        "models.code.deployments[0].model (line 7); `llmroute serve` does not start without it",
+        f"{registry}:9: models.solo.model: GGUF file not found: {tmp_path / 'other.gguf'} (a "
+        "path relative to the registry's folder, or package:NAME); `llmroute serve` does not "
+        "start without it",
     ]

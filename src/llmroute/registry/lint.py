@@ -8,7 +8,9 @@ may hold them, and it must still load.
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmroute.errors import ConfigError
@@ -57,34 +59,49 @@ def lint(registry: Registry) -> list[str]:
 
 def lint_files(loaded: LoadedRegistry) -> list[str]:
     """Warnings about the files a registry names that are not there: a llamacpp model's
-    GGUF path (``package:`` references are assembled at start, not looked for). A
-    warning, not an error: CI checks registries on machines without the models, and
-    ``serve`` refuses to start without the file anyway, at the same line."""
+    GGUF path (``package:`` references are assembled at start, not looked for), once per
+    file, at the first field that names it and naming every other (two models sharing a
+    missing file were told as the first alone). A warning, not an error: CI checks
+    registries on machines without the models, and ``serve`` refuses to start without
+    the file anyway, at the same line."""
     from llmroute.providers.llamacpp import PACKAGE_PREFIX, resolve_gguf  # when linting
 
     registry = loaded.registry
-    out: list[str] = []
-    seen: set[str] = set()
+    # each missing file (however its paths are spelled) -> the first path, and the
+    # fields naming it in the file's order
+    missing: dict[str, tuple[Path, list[str]]] = {}
     for name, model in registry.models.items():
         for index, target in enumerate(model.targets()):
             gguf = target.model
             provider = registry.providers.get(target.provider)
             if provider is None or provider.kind != "llamacpp" or gguf is None:
                 continue
-            if gguf in seen or gguf.startswith(PACKAGE_PREFIX):
+            if gguf.startswith(PACKAGE_PREFIX):
                 continue
-            seen.add(gguf)
             path = resolve_gguf(gguf, loaded.base_dir)
             if path.is_file():
                 continue
             field = f"models.{name}" + (f".deployments[{index}]" * bool(model.deployments))
-            missing = ConfigError(
-                f"GGUF file not found: {path} (a path relative to the registry's folder, "
-                "or package:NAME); `llmroute serve` does not start without it",
-                field=f"{field}.model",
-            )
-            out.append(str(loaded.at(missing)))
+            held = missing.setdefault(os.path.abspath(path), (path, []))
+            held[1].append(f"{field}.model")
+    out = []
+    for path, (field, *others) in missing.values():
+        also = [_with_line(loaded, other) for other in others]
+        warning = ConfigError(
+            f"GGUF file not found: {path} (a path relative to the registry's folder, "
+            "or package:NAME)"
+            + (f"; also named by {', '.join(also)}" if also else "")
+            + "; `llmroute serve` does not start without it",
+            field=field,
+        )
+        out.append(str(loaded.at(warning)))
     return out
+
+
+def _with_line(loaded: LoadedRegistry, field: str) -> str:
+    """`field`, with its line in the registry file when it has one."""
+    line = loaded.at(ConfigError("", field=field)).line
+    return field if line is None else f"{field} (line {line})"
 
 
 def _lone_route(registry: Registry) -> list[str]:
