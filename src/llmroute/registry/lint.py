@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from llmroute.errors import ConfigError
 from llmroute.money import usd
+from llmroute.registry import chat_formats
 from llmroute.registry.claude_thinking import (
     FIRST_ADAPTIVE,
     FIRST_ADAPTIVE_ONLY,
@@ -43,7 +44,7 @@ def lint(registry: Registry) -> list[str]:
     reasoning models sent parameters they refuse, Claude models told a thinking form
     their version refuses, conversation affinity without the prices it compares, content
     fallbacks behind their target's own filter, and budgets nothing counts against or
-    no call fits in."""
+    no call fits in, and llamacpp chat formats llama-cpp-python is not here to check."""
     return (
         _lone_route(registry)
         + _example_conflicts(registry)
@@ -54,6 +55,7 @@ def lint(registry: Registry) -> list[str]:
         + _unpriced_affinity(registry)
         + _same_filter_content_fallbacks(registry)
         + _idle_budgets(registry)
+        + _unchecked_chat_formats(registry)
     )
 
 
@@ -102,6 +104,25 @@ def _with_line(loaded: LoadedRegistry, field: str) -> str:
     """`field`, with its line in the registry file when it has one."""
     line = loaded.at(ConfigError("", field=field)).line
     return field if line is None else f"{field} (line {line})"
+
+
+def _unchecked_chat_formats(registry: Registry) -> list[str]:
+    """A llamacpp `chat_format` that none of llama-cpp-python 0.3's names is, where it is
+    not installed to ask (with it, the name is checked at load): a typo, or a format a
+    newer llama-cpp-python knows."""
+    named = {
+        name: provider.chat_format
+        for name, provider in registry.providers.items()
+        if provider.kind == "llamacpp" and provider.chat_format is not None
+    }
+    if not named or chat_formats.installed() is not None:
+        return []
+    return [
+        f"providers.{name}.chat_format: {message} (llama-cpp-python is not installed here to "
+        "check it against; `llmroute serve` refuses a name the installed one does not know)"
+        for name, chat_format in named.items()
+        if (message := chat_formats.unknown(chat_format, chat_formats.KNOWN)) is not None
+    ]
 
 
 def _lone_route(registry: Registry) -> list[str]:

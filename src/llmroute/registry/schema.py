@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from llmroute.registry import chat_formats
 from llmroute.registry._paths import PathProblems, Problem, did_you_mean
 from llmroute.safety._pii_span import PII_TYPES
 
@@ -592,6 +593,8 @@ class Provider(_Frozen):
             problems.append((("base_url",), f"a {self.kind} provider needs a base_url"))
         problems.extend(_header_clashes(self.headers, self.headers_env))
         problems.extend(_credential_headers(self.headers))
+        if self.kind == "llamacpp" and self.chat_format is not None:
+            problems.extend(_chat_format_problems(self.chat_format))
         if self.auth == "google" and self.kind != "openai":
             problems.append(
                 (("auth",), "'auth: google' is for openai providers (vertex ones always use it)")
@@ -660,6 +663,15 @@ class Provider(_Frozen):
         if self.base_url is None:
             raise ValueError(f"a {self.kind} provider has no base_url")
         return self.base_url
+
+
+def _chat_format_problems(name: str) -> list[Problem]:
+    """A `chat_format` the installed llama-cpp-python does not know (each request was a
+    502); without it installed the name is not refused, only warned of by ``registry
+    check`` (`llmroute.registry.chat_formats`)."""
+    known = chat_formats.installed()
+    message = None if known is None else chat_formats.unknown(name, known)
+    return [] if message is None else [(("chat_format",), message)]
 
 
 def _bedrock_problems(region: str | None, base_url: str | None) -> list[Problem]:
