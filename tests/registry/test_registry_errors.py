@@ -200,6 +200,20 @@ def test_a_header_naming_no_credential_loads(header: str) -> None:
     parse_registry(replace_line(VALID, 5, line))
 
 
+@pytest.mark.parametrize("field", ["headers", "headers_env"])
+@pytest.mark.parametrize("header", ["Idempotency-Key", "x-idempotency-key"])
+def test_an_idempotency_key_for_every_request_is_refused(header: str, field: str) -> None:
+    """It was refused as a credential (the word "key"), with a hint to move it to
+    headers_env, where one fixed value would have gone with every request: an upstream
+    honouring it answers each later request as a retry of the first."""
+    text = replace_line(
+        VALID, 5, f"openai: {{kind: openai, base_url: https://x.ex/v1, {field}: {{{header}: V}}}}"
+    )
+    error = one_error(text)
+    assert_points_at(error, 5, f"providers.openai.{field}.{header}", "names one request")
+    assert "credential" not in str(error)
+
+
 @pytest.mark.parametrize(
     "header",
     [
@@ -210,6 +224,7 @@ def test_a_header_naming_no_credential_loads(header: str) -> None:
         "x-apikey",
         "X-AuthToken",
         "X_Access_Token",
+        "x-portkey-virtual-key",  # picks a key Portkey stores: as good as the key
     ],
 )
 def test_a_credential_header_named_in_words_is_refused(header: str) -> None:

@@ -388,7 +388,11 @@ class OpenAIEncoderSpec(_Frozen):
     @model_validator(mode="after")
     def _headers_once(self) -> Self:
         PathProblems.raise_if_any(
-            [*_header_clashes(self.headers, self.headers_env), *_credential_headers(self.headers)]
+            [
+                *_header_clashes(self.headers, self.headers_env),
+                *_credential_headers(self.headers),
+                *_per_request_headers(("headers", self.headers), ("headers_env", self.headers_env)),
+            ]
         )
         return self
 
@@ -440,6 +444,10 @@ _CREDENTIAL_WORDS = frozenset(
     }
 )
 _HEADER_WORD_SPLIT = re.compile(r"[-_.]")
+# named with the word "key" and no credential, but a token for one request (the IETF
+# draft's Idempotency-Key, Stripe's): a fixed value would make an upstream that honours
+# it take every later request for a retry of the first
+_PER_REQUEST_HEADERS = frozenset({"idempotency-key", "x-idempotency-key"})
 
 
 def _credential_headers(headers: Mapping[str, str]) -> list[Problem]:
@@ -454,8 +462,25 @@ def _credential_headers(headers: Mapping[str, str]) -> list[Problem]:
             + (", or the key alone in api_key_env" if name.lower() == "authorization" else ""),
         )
         for name in headers
-        if name.lower() in _CREDENTIAL_HEADERS
-        or not _CREDENTIAL_WORDS.isdisjoint(_HEADER_WORD_SPLIT.split(name.lower()))
+        if name.lower() not in _PER_REQUEST_HEADERS
+        and (
+            name.lower() in _CREDENTIAL_HEADERS
+            or not _CREDENTIAL_WORDS.isdisjoint(_HEADER_WORD_SPLIT.split(name.lower()))
+        )
+    ]
+
+
+def _per_request_headers(*where: tuple[str, Mapping[str, str]]) -> list[Problem]:
+    """An idempotency key written once for every request the provider is sent."""
+    return [
+        (
+            (field, name),
+            f"header {name!r} names one request: a fixed value would make an upstream that "
+            "honours it answer every later request as a retry of the first. Leave it out",
+        )
+        for field, headers in where
+        for name in headers
+        if name.lower() in _PER_REQUEST_HEADERS
     ]
 
 
@@ -593,6 +618,9 @@ class Provider(_Frozen):
             problems.append((("base_url",), f"a {self.kind} provider needs a base_url"))
         problems.extend(_header_clashes(self.headers, self.headers_env))
         problems.extend(_credential_headers(self.headers))
+        problems.extend(
+            _per_request_headers(("headers", self.headers), ("headers_env", self.headers_env))
+        )
         if self.kind == "llamacpp" and self.chat_format is not None:
             problems.extend(_chat_format_problems(self.chat_format))
         if self.auth == "google" and self.kind != "openai":
