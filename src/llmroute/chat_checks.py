@@ -16,7 +16,7 @@ from typing import Any
 from llmroute.errors import InvalidRequest
 from llmroute.field_values import finite_number, positive_int, strings
 
-__all__ = ["check_chat_body"]
+__all__ = ["check_chat_body", "check_stream_options"]
 
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _KNOWN_ROLES = frozenset(_ROLES)
@@ -44,18 +44,7 @@ def check_chat_body(body: dict[str, Any]) -> None:
         value = body.get(key)
         if value is not None and not positive_int(value):
             raise _bad(key, f"'{key}' must be a positive integer")
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise _bad("stream", "'stream' must be true or false")
-    options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise _bad("stream_options", "'stream_options' must be an object")
-    if options is not None and stream is not True:  # OpenAI's 400, not an upstream's later
-        raise _bad(
-            "stream_options",
-            "Invalid value for 'stream_options': 'stream_options' is only allowed when "
-            "'stream' is true.",
-        )
+    check_stream_options(body)
     _check_tools(body)
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str) and not strings(stop):
@@ -64,6 +53,25 @@ def check_chat_body(body: dict[str, Any]) -> None:
     if user is not None and not isinstance(user, str):
         raise _bad("user", "'user' must be a string")
     _check_thinking(body.get("thinking"))
+
+
+def check_stream_options(body: dict[str, Any]) -> None:
+    """``stream`` a boolean and ``stream_options`` an object sent only with
+    ``"stream": true``: OpenAI's 400 for both chat and (legacy) completions requests,
+    rather than an OpenAI upstream's after routing, or options dropped unseen by a
+    conversion that reads them only for a stream."""
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad("stream", "'stream' must be true or false")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise _bad("stream_options", "'stream_options' must be an object")
+    if options is not None and stream is not True:
+        raise _bad(
+            "stream_options",
+            "Invalid value for 'stream_options': 'stream_options' is only allowed when "
+            "'stream' is true.",
+        )
 
 
 _TOOL_OPTIONS = ("tool_choice", "parallel_tool_calls")

@@ -162,6 +162,9 @@ def test_what_a_chat_model_cannot_do_is_refused_naming_the_parameter(
         ({"max_tokens": 0}, "max_tokens"),
         ({"n": "2"}, "n"),
         ({"model": ""}, "model"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
+        ({"stream_options": {"include_usage": True}, "stream": False}, "stream_options"),
+        ({"stream_options": "yes", "stream": True}, "stream_options"),
     ]
     for extra, param in refusals:
         body = {"model": "auto", "prompt": "hi", **extra}
@@ -172,6 +175,8 @@ def test_what_a_chat_model_cannot_do_is_refused_naming_the_parameter(
         assert caught.value.status_code == 400
         if extra.get("prompt") == []:  # nothing to complete, not token ids
             assert "is required" in error["message"], error
+        if "stream" not in extra and "stream_options" in extra:  # chat's own 400
+            assert "only allowed when 'stream' is true" in error["message"], error
     assert len(upstream.requests) == before  # nothing went upstream
     fine = client.completions.create(model="small", prompt="hi", echo=False, suffix="", n=1)
     assert fine.choices[0].text == "echo: hi"

@@ -26,6 +26,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from llmroute.chat_checks import check_stream_options
 from llmroute.dispatch.text_completions import (
     RAW_FIELDS,
     TextRequest,
@@ -33,6 +34,7 @@ from llmroute.dispatch.text_completions import (
     text_logprobs,
 )
 from llmroute.dispatch.usage import usage_wanted
+from llmroute.errors import InvalidRequest
 from llmroute.server.chunk_translation import ChunkTranslator, clean_completion
 from llmroute.server.errors import GatewayError
 from llmroute.server.field_checks import (
@@ -69,7 +71,6 @@ _PASSED: Fields = {
     "seed": INTEGER,
     "logit_bias": OBJECT,
     "stop": STRING_OR_STRINGS,
-    "stream_options": OBJECT,
     "user": STRING,
 }
 
@@ -129,10 +130,11 @@ def to_chat_body(body: dict[str, Any]) -> dict[str, Any]:
     content = chat_content(prompt, suffix if isinstance(suffix, str) else None)
     chat["messages"] = [{"role": "user", "content": content}]
     chat["max_tokens"] = _count(body, "max_tokens", DEFAULT_MAX_TOKENS)
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise _bad("stream", "'stream' must be true or false")
-    if stream:
+    try:
+        check_stream_options(body)  # the chat endpoint's own check: one message for both
+    except InvalidRequest as exc:
+        raise _bad(exc.param, exc.message) from None
+    if body.get("stream"):
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # the translator decides what goes out
     return chat
