@@ -23,7 +23,7 @@ from prefix_proxy import prefix_proxy
 from rate_windows import clear_of_a_minute_end
 
 from llmroute.server.app import create_app
-from llmroute.server.root_path import GATEWAY_SEGMENTS
+from llmroute.server.root_path import GATEWAY_SEGMENTS, STRIPPED, paths_as_asked
 from llmroute.server.settings import ServeSettings
 
 TEAM = "team-key-0123456789abcdef"
@@ -41,9 +41,11 @@ providers:
   fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
 models:
   small: {provider: fake, model: up-small}
+  vectors: {provider: fake, model: up-embed, kind: embedding}
 routes:
   - {name: chat, examples: ["hello there", "how are you today"], target: small}
 default: {target: small}
+batches: {}
 auth:
   keys:
     - {name: team, key_env: LLMROUTE_TEST_TEAM_KEY}
@@ -133,6 +135,71 @@ def test_a_404_names_the_path_the_client_called_with_the_prefix(
     assert wrong.json()["error"]["message"].startswith("GET /llm/v1/chat/completions: ")
 
 
+_HI = [{"role": "user", "content": "hello there"}]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "hint"),
+    [
+        ("GET", "/v1/models/nope", None, 404, "GET {p}/v1/models lists what you may use"),
+        (
+            "POST",
+            "/v1/chat/completions",
+            {"model": "nope", "messages": _HI},
+            404,
+            "(GET {p}/v1/models lists them)",
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            {"model": "vectors", "messages": _HI},
+            404,
+            "use POST {p}/v1/embeddings",
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            {"model": "nope", "max_tokens": 5, "messages": _HI},
+            404,
+            "(GET {p}/v1/models lists them)",
+        ),
+        ("POST", "/v1/batches/batch_x/stop", {}, 404, "POST {p}/v1/batches/batch_x/stop is"),
+    ],
+)
+def test_every_hint_names_the_path_the_client_calls_with_the_prefix(
+    gateway: Served,
+    proxied: str,
+    method: str,
+    path: str,
+    body: dict[str, object] | None,
+    status: int,
+    hint: str,
+) -> None:
+    """A message naming a call to make (its own path, the models list, the embeddings
+    endpoint) names it as the client reaches it: with the prefix through the proxy,
+    without it asked directly."""
+    bearer = {"Authorization": f"Bearer {TEAM}", "anthropic-version": "2023-06-01"}
+    for base, prefix in ((proxied, "/llm"), (gateway.url, "")):
+        answer = httpx.request(method, f"{base}{path}", headers=bearer, json=body, timeout=10)
+        assert answer.status_code == status, answer.text
+        assert hint.format(p=prefix) in answer.json()["error"]["message"], answer.text
+
+
+def test_the_key_and_dashboard_hints_name_the_path_with_the_prefix(proxied: str) -> None:
+    def said(path: str, **sent: object) -> str:
+        answer = httpx.get(f"{proxied}{path}", timeout=10, **sent)  # type: ignore[arg-type]
+        message: str = answer.json()["error"]["message"]
+        return message
+
+    assert "/llm/dashboard needs an admin key" in said("/dashboard")
+    assert "may not read /llm/metrics" in said("/metrics", auth=("me", TEAM))
+    assert "count only on /llm/dashboard and /llm/metrics" in said("/v1/models", auth=("a", OPS))
+    assert (
+        said("/dashboard/nope.js", auth=("a", OPS))
+        == "no such dashboard file: /llm/dashboard/nope.js"
+    )
+
+
 def _linked(page: httpx.Response) -> list[str]:
     """The URLs the page asks for: its stylesheet, its script and its data."""
     found = re.findall(r'(?:href|src|content)="([^"]*(?:app\.css|app\.js|data))"', page.text)
@@ -188,7 +255,7 @@ def test_the_paths_answered_to_anyone_and_the_admin_paths_are_read_without_the_p
     assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
     basic = httpx.get(f"{url}/llm/v1/models", auth=("admin", OPS), timeout=10)
     assert basic.status_code == 401, basic.text
-    assert "Basic credentials count only on /dashboard" in basic.json()["error"]["message"]
+    assert "Basic credentials count only on /llm/dashboard" in basic.json()["error"]["message"]
     # the admin paths: Basic counts, an admin key is needed
     for path in ("/llm/dashboard", "/llm/metrics"):
         asked = httpx.get(f"{url}{path}", timeout=10)
@@ -289,3 +356,17 @@ def test_a_malformed_root_path_variable_is_refused_without_the_cli(value: str) -
     CLI to check it: a typo must not start a gateway that strips nothing."""
     with pytest.raises(ValueError, match=r"\$LLMROUTE_ROOT_PATH"):
         ServeSettings.from_env({"LLMROUTE_ROOT_PATH": value})
+
+
+def test_only_the_calls_a_message_names_get_the_prefix() -> None:
+    """A method then one of the gateway's paths: not one already prefixed, not a path
+    inside a word, nothing when the request did not come through the prefix."""
+    through = {STRIPPED: "/llm"}
+    said = "use POST /v1/embeddings (GET /v1/models lists them); GET /llm/v1/models; x/v1/y"
+    assert paths_as_asked(said, through) == (
+        "use POST /llm/v1/embeddings (GET /llm/v1/models lists them); GET /llm/v1/models; x/v1/y"
+    )
+    assert paths_as_asked("GET /v1x is not GET /metrics.", through) == (
+        "GET /v1x is not GET /llm/metrics."
+    )
+    assert paths_as_asked(said, {}) == said

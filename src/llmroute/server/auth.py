@@ -42,6 +42,7 @@ from llmroute.money import usd
 from llmroute.registry.schema import ApiKey, AuthSettings
 from llmroute.server.errors import NO_RETRY, GatewayError, speaks_anthropic
 from llmroute.server.messages_convert import error_response
+from llmroute.server.root_path import asked_path, paths_as_asked
 from llmroute.state.limits import RateLimits
 from llmroute.telemetry.metrics import GatewayMetrics
 from llmroute.telemetry.record import DecisionRecord
@@ -212,6 +213,7 @@ class RequireKey:
                 client = known.name if isinstance(known, ApiKey) else None
                 metrics.auth_rejected(_reason(error), client, error.status)
             send = _with_limit_headers(scope, send)
+            error.message = paths_as_asked(error.message, scope)
             if speaks_anthropic(scope):  # /v1/messages, count_tokens, models.list
                 await error_response(error)(scope, receive, send)
             else:
@@ -238,7 +240,7 @@ class RequireKey:
         if presented is None:
             raise GatewayError(
                 401,
-                _missing(path, admin_path, headers.get("authorization", "")),
+                _missing(scope, admin_path, headers.get("authorization", "")),
                 code="invalid_api_key",
                 headers={"WWW-Authenticate": challenge},
             )
@@ -253,24 +255,29 @@ class RequireKey:
         scope[_SCOPE_KEY] = key  # for the metrics, should a check below refuse it
         if admin_path and not key.admin:
             raise GatewayError(
-                403, f"key {key.name!r} may not read {path}: it needs admin: true", code="forbidden"
+                403,
+                f"key {key.name!r} may not read {asked_path(scope, path)}: it needs admin: true",
+                code="forbidden",
             )
         if is_api_path(path) and path != KEY_INFO_PATH:
             await admit(scope, key, gateway, spends=_spends(scope))
         return key
 
 
-def _missing(path: str, admin_path: bool, authorization: str) -> str:
+def _missing(scope: Scope, admin_path: bool, authorization: str) -> str:
     """Why a request has no key that counts: none, or only Basic credentials where they
-    do not count (a browser's own, which it sends on other sites' behalf too)."""
+    do not count (a browser's own, which it sends on other sites' behalf too). Paths as
+    the client reaches them (`asked_path`)."""
     if admin_path:
         return (
-            f"missing API key: {path} needs an admin key; a browser asks for it (any user "
-            "name, the key as password), other clients send Authorization: Bearer <key>"
+            f"missing API key: {asked_path(scope, scope['path'])} needs an admin key; a "
+            "browser asks for it (any user name, the key as password), other clients send "
+            "Authorization: Bearer <key>"
         )
     if authorization.strip().partition(" ")[0].lower() == "basic":
+        dashboard, metrics = (asked_path(scope, p) for p in ADMIN_PREFIXES)
         return (
-            "missing API key: HTTP Basic credentials count only on /dashboard and /metrics "
+            f"missing API key: HTTP Basic credentials count only on {dashboard} and {metrics} "
             "(a browser's login); send the key as Authorization: Bearer <key> or x-api-key"
         )
     # x-api-key too: what Anthropic's clients send, on /v1/messages and elsewhere

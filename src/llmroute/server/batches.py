@@ -32,7 +32,7 @@ from llmroute.server.background import BackgroundRuns, detached
 from llmroute.server.batch_lines import ENDPOINTS
 from llmroute.server.batch_run import BatchRun, settled_files
 from llmroute.server.body import checked_metadata, read_json_object
-from llmroute.server.errors import GatewayError, store_unavailable
+from llmroute.server.errors import GatewayError, not_an_endpoint, store_unavailable
 from llmroute.server.files import batch_store, expires_after, listed, owner_of
 from llmroute.server.state import Gateway, gateway_of, per_app, pin
 from llmroute.state.batches import BatchRecord, BatchStore, new_batch_id, new_file_id
@@ -414,7 +414,7 @@ async def batch(request: Request) -> Response:
     owner, batch_id = owner_of(request), request.path_params["batch_id"]
     action = request.path_params.get("action")
     if action not in (None, "cancel") or (action == "cancel") != (request.method == "POST"):
-        raise GatewayError(404, f"no route {request.method} {request.url.path}", code="not_found")
+        raise GatewayError(404, not_an_endpoint(request), code="not_found")
     try:
         record = await store.get_batch(owner, batch_id)
         if record is None:

@@ -43,7 +43,7 @@ from llmroute.server.errors import (
     handle_http,
 )
 from llmroute.server.metrics import budget_readings
-from llmroute.server.root_path import StripRootPath
+from llmroute.server.root_path import StripRootPath, asked_path
 from llmroute.server.settings import ServeSettings
 from llmroute.server.state import gateway_of
 from llmroute.state.stores import MemoryStore
@@ -215,7 +215,9 @@ class Dashboard:
     async def asset(self, request: Request) -> Response:
         found = _ASSETS.get(request.path_params["asset"])
         if found is None:
-            raise GatewayError(404, f"no such dashboard file: {request.url.path}")
+            raise GatewayError(
+                404, f"no such dashboard file: {asked_path(request.scope, request.url.path)}"
+            )
         name, media_type = found
         return Response(_static(name), media_type=media_type, headers=_HEADERS)
 

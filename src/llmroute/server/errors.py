@@ -25,7 +25,7 @@ from llmroute.errors import (
     RoutingError,
     UnsupportedRequest,
 )
-from llmroute.server.root_path import asked_path
+from llmroute.server.root_path import asked_path, paths_as_asked
 from llmroute.server.watched_send import WatchedSend
 
 __all__ = [
@@ -102,7 +102,10 @@ def speaks_anthropic(scope: Scope) -> bool:
 def in_api_shape(request: Request, error: GatewayError) -> Response:
     """`error` in the shape the request's client reads: Anthropic's (``{"type": "error",
     "error": {"type", "message"}}``) for an Anthropic client (`speaks_anthropic`), which
-    reads no other (a wrong method, an unknown path, a last-resort 500), else OpenAI's."""
+    reads no other (a wrong method, an unknown path, a last-resort 500), else OpenAI's.
+    A call its message names (``GET /v1/models lists them``) is named as the client
+    makes it, behind ``--root-path`` too (`paths_as_asked`)."""
+    error.message = paths_as_asked(error.message, request.scope)
     if speaks_anthropic(request.scope):
         from llmroute.server.messages_convert import error_response  # it imports this module
 

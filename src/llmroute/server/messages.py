@@ -17,11 +17,10 @@ from starlette.responses import JSONResponse, Response
 from llmroute.dispatch.usage import prompt_tokens
 from llmroute.errors import LlmrouteError
 from llmroute.server.body import read_json_object
-from llmroute.server.errors import GatewayError, counted, gateway_error
+from llmroute.server.errors import GatewayError, counted, gateway_error, in_api_shape
 from llmroute.server.fronts import Stateless, serve_converted
 from llmroute.server.messages_convert import (
     StreamTranslator,
-    error_response,
     to_chat_body,
     to_message,
 )
@@ -40,9 +39,9 @@ async def messages(request: Request) -> Response:
     try:
         answer = await serve_converted(request, _FRONT)
     except GatewayError as exc:
-        answer = counted(request, error_response(exc))
+        answer = counted(request, in_api_shape(request, exc))
     except LlmrouteError as exc:
-        answer = counted(request, error_response(gateway_error(exc)))
+        answer = counted(request, in_api_shape(request, gateway_error(exc)))
     decision_id = answer.headers.get("x-request-id")
     if decision_id is not None:  # Anthropic's clients read ``request-id`` as `_request_id`
         answer.headers["request-id"] = decision_id
@@ -58,5 +57,5 @@ async def count_tokens(request: Request) -> Response:
         body = await read_json_object(request, gateway.max_body_bytes)
         chat = to_chat_body(body, counting=True)
     except GatewayError as exc:
-        return counted(request, error_response(exc))
+        return counted(request, in_api_shape(request, exc))
     return JSONResponse({"input_tokens": prompt_tokens(chat)})

@@ -11,6 +11,7 @@ from llmroute.dispatch.plan import difficulty_model
 from llmroute.errors import shown
 from llmroute.server.auth import api_key_of, key_info
 from llmroute.server.errors import GatewayError, not_an_endpoint, speaks_anthropic
+from llmroute.server.root_path import asked_path
 from llmroute.server.state import gateway_of
 
 __all__ = ["MODELS_PATH", "health", "key", "list_models", "ready", "retrieve_model"]
@@ -59,7 +60,8 @@ async def retrieve_model(request: Request) -> Response:
     if owner is None:
         raise GatewayError(
             404,
-            f"the model {shown(wanted)} does not exist: GET /v1/models lists what you may use",
+            f"the model {shown(wanted)} does not exist: "
+            f"GET {asked_path(request.scope, MODELS_PATH)} lists what you may use",
             param="model",
             code="model_not_found",
         )

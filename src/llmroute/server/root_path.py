@@ -34,6 +34,7 @@ __all__ = [
     "STRIPPED",
     "StripRootPath",
     "asked_path",
+    "paths_as_asked",
     "root_path_problem",
 ]
 
@@ -46,6 +47,13 @@ GATEWAY_SEGMENTS = frozenset({"v1", "v2", "metrics", "dashboard", "health", "rea
 # a segment: RFC 3986's unreserved characters, which no proxy encodes or decodes (no
 # '%': the path the gateway compares is decoded; nothing a shell or nginx reads)
 _SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+# a call an error message tells the client to make: a method, then one of the gateway's
+# own paths (``GET /v1/models``, ``POST /v1/embeddings``); not one already prefixed
+_CALL = re.compile(
+    r"\b(GET|POST|PUT|PATCH|DELETE) (/(?:"
+    + "|".join(re.escape(s) for s in sorted(GATEWAY_SEGMENTS))
+    + r")(?=[/\s),;:.'\"]|$))"
+)
 
 
 def root_path_problem(value: str) -> str | None:
@@ -99,3 +107,13 @@ def asked_path(scope: Scope, path: str) -> str:
     through it, for the proxy that passes it on serves nothing without it."""
     prefix = scope.get(STRIPPED)
     return path if prefix is None else f"{prefix}{path}"
+
+
+def paths_as_asked(text: str, scope: Scope) -> str:
+    """`text` (an error message) with each call it names (``GET /v1/models lists
+    them``) as the client makes it (`asked_path`): messages written where no request is
+    at hand (the dispatch layer's, which the SDK raises too) name the gateway's own
+    paths, and behind ``--root-path`` only the prefixed one is served."""
+    if scope.get(STRIPPED) is None:
+        return text
+    return _CALL.sub(lambda m: f"{m[1]} {asked_path(scope, m[2])}", text)
