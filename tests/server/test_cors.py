@@ -164,3 +164,26 @@ def test_the_origins_reach_the_workers_through_the_environment() -> None:
     settings = ServeSettings(cors_origins=(APP, "http://localhost:3000"), workers=2)
     assert ServeSettings.from_env(settings.to_env()) == settings
     assert ServeSettings.from_env({}).cors_origins == ()
+
+
+def test_the_variable_is_written_as_browsers_send_it_as_the_option_is() -> None:
+    """``uvicorn --factory llmroute.server.app:app_from_env`` reads
+    ``$LLMROUTE_CORS_ORIGINS`` with no CLI to check it: it took each origin as written
+    (``https://Chat.Example.com:443`` matched no page) and a wildcard within one."""
+    given = {"LLMROUTE_CORS_ORIGINS": " https://Chat.Example.com:443 ,http://LOCALHOST:80/,,"}
+    assert ServeSettings.from_env(given).cors_origins == (APP, "http://localhost")
+    assert ServeSettings.from_env({"LLMROUTE_CORS_ORIGINS": "*"}).cors_origins == ("*",)
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("https://*.example.com", "an origin is matched whole, with no wildcards"),
+        ("chat.example.com", "give an origin such as https://app.example.com"),
+        ("https://chat.example.com/app", "give an origin such as https://app.example.com"),
+    ],
+)
+def test_a_malformed_origin_in_the_variable_is_refused_naming_it(value: str, said: str) -> None:
+    with pytest.raises(ValueError, match=r"\$LLMROUTE_CORS_ORIGINS") as caught:
+        ServeSettings.from_env({"LLMROUTE_CORS_ORIGINS": f"{APP},{value}"})
+    assert f"{value!r}: {said}" in str(caught.value)

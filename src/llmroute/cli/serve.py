@@ -26,6 +26,7 @@ from llmroute.cli._app import (
 )
 from llmroute.server.hosts import host_name
 from llmroute.server.invalid_http import http_protocol
+from llmroute.server.origins import checked_origins
 from llmroute.server.root_path import ROOT_PATH_ENV, root_path_problem
 from llmroute.server.settings import (
     ALLOWED_HOSTS_ENV,
@@ -303,7 +304,7 @@ def serve(
         dashboard=dashboard,
         workers=workers,
         graceful_timeout_s=graceful_timeout,
-        cors_origins=tuple(_origins(cors_origin or [])),
+        cors_origins=_origins(cors_origin or []),
         cases=None if cases is None else str(cases.resolve()),
         sse_keepalive_s=sse_keepalive,
         bind_host=host,
@@ -362,32 +363,14 @@ def serve(
         raise typer.Exit(3)  # uvicorn has logged why (the port in use, a failed start-up)
 
 
-_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
-
-
-def _origins(values: list[str]) -> list[str]:
-    """The CORS origins, checked: ``*``, or ``scheme://host[:port]`` with no path, written
-    as a browser sends it as ``Origin`` (lowercase, no default port), since they are
-    compared byte for byte; a mistake fails the start with one line."""
-    origins = []
-    for value in values:
-        origin = value.strip().rstrip("/").lower()
-        if origin == "*":
-            origins.append(origin)
-            continue
-        scheme, sep, rest = origin.partition("://")
-        if not sep or scheme not in _DEFAULT_PORTS or not rest or "/" in rest or "," in rest:
-            fail(
-                f"--cors-origin {value!r}: give an origin such as https://app.example.com "
-                "(scheme and host, no path), or '*'"
-            )
-        if "*" in rest:
-            fail(
-                f"--cors-origin {value!r}: an origin is matched whole, with no wildcards: "
-                "give each origin (repeat the option), or '*' for any"
-            )
-        origins.append(origin.removesuffix(_DEFAULT_PORTS[scheme]))
-    return origins
+def _origins(values: list[str]) -> tuple[str, ...]:
+    """The CORS origins, checked and written as browsers send them (`checked_origins`,
+    which ``$LLMROUTE_CORS_ORIGINS`` goes through too); a mistake fails the start with
+    one line."""
+    try:
+        return checked_origins(values, "--cors-origin")
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def checked_allowed_hosts(values: list[str] | None) -> tuple[str, ...]:

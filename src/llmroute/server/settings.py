@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from llmroute.server.hosts import host_name
+from llmroute.server.origins import checked_origins
 from llmroute.server.root_path import ROOT_PATH_ENV, root_path_problem
 
 __all__ = [
@@ -112,7 +113,9 @@ class ServeSettings:
             dashboard=(env.get(DASHBOARD_ENV) or "1").strip().lower() not in ("0", "false", "off"),
             workers=int(env.get(WORKERS_ENV) or 1),
             graceful_timeout_s=int(env.get(GRACEFUL_TIMEOUT_ENV) or DEFAULT_GRACEFUL_TIMEOUT_S),
-            cors_origins=tuple(o for o in (env.get(CORS_ORIGINS_ENV) or "").split(",") if o),
+            cors_origins=checked_origins(
+                (env.get(CORS_ORIGINS_ENV) or "").split(","), f"${CORS_ORIGINS_ENV}"
+            ),
             cases=env.get(CASES_ENV) or None,
             sse_keepalive_s=float(env.get(SSE_KEEPALIVE_ENV) or DEFAULT_SSE_KEEPALIVE_S),
             bind_host=env.get(BIND_HOST_ENV) or None,
