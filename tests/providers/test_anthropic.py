@@ -643,6 +643,37 @@ def test_another_providers_tool_call_ids_are_made_anthropics(server: FakeAnthrop
     assert uses == results and len(set(uses)) == 3 and uses[2] == "toolu_01Ok"
 
 
+def test_a_tool_id_too_long_for_anthropic_is_cut_the_same_in_call_and_result(
+    server: FakeAnthropic,
+) -> None:
+    """An id of Anthropic's alphabet but longer than it takes (another provider's or a
+    client's, 100 characters) went on as written, and the turn was refused; it is cut
+    to 64 with a hash of the whole, the same in the call and its result on every turn,
+    and two ids differing only past the cut stay two."""
+    long_ids = ["call_" + "a" * 95, "call_" + "a" * 94 + "b", "functions.look:" + "x" * 90]
+    calls = [
+        {"id": i, "type": "function", "function": {"name": "look", "arguments": "{}"}}
+        for i in [*long_ids, "toolu_01A09q90qw90lq917835lq9"]
+    ]
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": calls},
+        *({"role": "tool", "tool_call_id": c["id"], "content": "found"} for c in calls),
+        {"role": "assistant", "content": "done"},
+        {"role": "user", "content": "again"},
+    ]
+    answer = complete(server, "claude-x", {"messages": messages})
+    assert answer["choices"][0]["message"]["content"] == "echo: again"
+    sent = server.last.body["messages"]
+    uses = [b["id"] for b in sent[1]["content"]]
+    results = [b["tool_use_id"] for b in sent[2]["content"]]
+    assert uses == results and len(set(uses)) == 4
+    assert all(len(i) <= 64 for i in uses) and uses[3] == "toolu_01A09q90qw90lq917835lq9"
+    assert uses[0].startswith("call_aaaa")
+    complete(server, "claude-x", {"messages": messages})  # the next turn: the same ids
+    assert [b["id"] for b in server.last.body["messages"][1]["content"]] == uses
+
+
 def test_a_short_key_is_cut_where_it_stands_alone_not_inside_a_word(
     server: FakeAnthropic,
 ) -> None:

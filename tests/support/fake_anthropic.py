@@ -310,6 +310,7 @@ def thinking_refusal(body: dict[str, Any]) -> str | None:
 
 
 _TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
+_TOOL_ID_MAX = 64  # the longest tool id the fake takes (as llmroute assumes Anthropic's)
 
 
 def _stop_refusal(body: dict[str, Any]) -> str | None:
@@ -325,6 +326,10 @@ def _stop_refusal(body: dict[str, Any]) -> str | None:
             said = block.get("id", block.get("tool_use_id")) if isinstance(block, dict) else None
             if said is not None and not _TOOL_ID.fullmatch(str(said)):
                 return "messages: tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'"
+            if said is not None and len(str(said)) > _TOOL_ID_MAX:
+                return (
+                    f"messages: tool_use.id: String should have at most {_TOOL_ID_MAX} characters"
+                )
         texts = [
             b.get("text") for b in content or [] if isinstance(b, dict) and b.get("type") == "text"
         ]

@@ -452,17 +452,30 @@ def _tool_use(provider: str, call: Any, where: str) -> Block:
 
 _TOOL_ID = re.compile(r"[A-Za-z0-9_-]+")
 _NOT_IN_TOOL_ID = re.compile(r"[^A-Za-z0-9_-]")
+# The longest tool id sent: Anthropic's own are ~30 characters (toolu_01A09q90qw90lq...),
+# and a longer one has been refused (Bedrock's toolUseId documents 64); ids other
+# providers and clients write can be longer (a UUID with a namespace, a call path).
+TOOL_ID_MAX = 64
+_CUT_DIGEST = 16  # hex digits of the whole id's hash kept beside a cut one: 64 bits
 
 
 def _tool_id(value: Any) -> Any:
-    """A tool call's id as Anthropic takes it (letters, digits, ``_`` and ``-``). Another
-    provider's, from a conversation the router moved (Kimi's and Fireworks'
-    ``functions.search:0``), has its other characters written ``_`` and a hash of the
-    whole id added, so two ids stay two; the call and its result get the same."""
-    if not isinstance(value, str) or not value or _TOOL_ID.fullmatch(value):
+    """A tool call's id as Anthropic takes it (letters, digits, ``_`` and ``-``, at most
+    `TOOL_ID_MAX`). Another provider's, from a conversation the router moved (Kimi's
+    and Fireworks' ``functions.search:0``), has its other characters written ``_`` and
+    a hash of the whole id added, so two ids stay two; one too long keeps its start and
+    a longer hash of the whole, within the cap (ids differing only past the cut stay
+    two). A function of the id alone: the call and its result get the same, in every
+    turn of the conversation."""
+    if not isinstance(value, str) or not value:
         return value
-    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
-    return f"{_NOT_IN_TOOL_ID.sub('_', value)}_{digest}"
+    if _TOOL_ID.fullmatch(value) and len(value) <= TOOL_ID_MAX:
+        return value
+    written = _NOT_IN_TOOL_ID.sub("_", value)
+    digest = hashlib.sha256(value.encode()).hexdigest()
+    if len(written) + 9 <= TOOL_ID_MAX:
+        return f"{written}_{digest[:8]}"
+    return f"{written[: TOOL_ID_MAX - _CUT_DIGEST - 1]}_{digest[:_CUT_DIGEST]}"
 
 
 # -- tools -------------------------------------------------------------------------------
