@@ -60,6 +60,11 @@ FLUSH_S = 1.0  # how often request_counts is brought up to date (and the lease r
 PART_S = 10.0  # how often the answers are written (a process that dies loses at most these)
 PART_BYTES = 1 << 20  # or as soon as this much is waiting
 _MOST_TRIES = 20  # for a request refused by its key's rate limit
+# for a request every model of its chain refused with a 429 (``upstream_rate_limited``):
+# the providers' own limits, which clear within a minute or so; each send already had
+# dispatch's retries and fallbacks, so a few sends are enough to ride out a burst, and
+# a provider that stays limited gets no more than these from one line
+_MOST_UPSTREAM_TRIES = 5
 _MOST_WAIT_S = 60.0
 _OFF_LOOP_BYTES = 1 << 20  # an input file larger than this is checked in a thread
 _HANDED_OVER = "handed_over"  # a stopping process left the batch to the next reader
@@ -251,10 +256,19 @@ class BatchRun:
         live = live_requests(self.request.app)
         await live.idle_within(self.store.settings.yield_s)  # live traffic first
         response = await self._send(body)
-        for _ in range(_MOST_TRIES - 1):
-            if not _rate_limited(response):
+        tries, upstream_tries = 1, 1
+        while True:
+            if _rate_limited(response) and tries < _MOST_TRIES:
+                tries += 1
+                wait_s = _wait_s(response)
+            elif _upstream_limited(response) and upstream_tries < _MOST_UPSTREAM_TRIES:
+                # OpenAI's batches retry an upstream's 429 within the window, as here:
+                # Retry-After when the upstreams said, else 2 s, 4 s, 8 s, 16 s
+                wait_s = _wait_s(response, 2.0**upstream_tries)
+                upstream_tries += 1
+            else:
                 break
-            await asyncio.sleep(_wait_s(response))
+            await asyncio.sleep(wait_s)
             response = await self._send(line.body(content))
         ok = 200 <= response.status_code < 300
         request_id = response.headers.get("x-request-id") or f"req_{secrets.token_hex(16)}"
@@ -504,12 +518,22 @@ def _rate_limited(response: Response) -> bool:
     return isinstance(error, dict) and error.get("code") == "rate_limit_exceeded"
 
 
-def _wait_s(response: Response) -> float:
-    raw = response.headers.get("retry-after", "1")
+def _upstream_limited(response: Response) -> bool:
+    """A 429 of the upstreams' own rate: every model of the chain answered 429."""
+    if response.status_code != 429:
+        return False
+    error = _json(response.body).get("error")
+    return isinstance(error, dict) and error.get("code") == "upstream_rate_limited"
+
+
+def _wait_s(response: Response, unsaid_s: float = 1.0) -> float:
+    """The response's ``Retry-After`` (`unsaid_s` without one), within 0.5 s and
+    `_MOST_WAIT_S`."""
+    raw = response.headers.get("retry-after")
     try:
-        wait = float(raw)
+        wait = unsaid_s if raw is None else float(raw)
     except ValueError:
-        wait = 1.0
+        wait = unsaid_s
     return min(max(wait, 0.5), _MOST_WAIT_S)
 
 
