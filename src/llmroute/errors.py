@@ -266,8 +266,9 @@ class ProviderTimeout(ProviderError):
 
 class ConnectTimeout(ProviderTimeout):
     """No connection within the connect timeout: the request was never sent, so the
-    model's next deployment takes it at once, as after a refused connection (a slow
-    answer's timeout goes to the fallback instead)."""
+    model's next deployment takes it at once, as after a refused connection. (A slow
+    answer's timeout goes to the next deployment too, but ends a try that no other
+    deployment answers, while the model's retries may follow this one.)"""
 
 
 class RateLimited(ProviderError):

@@ -56,6 +56,7 @@ __all__ = [
     "settled",
     "settling",
     "slot_lease",
+    "waited_out",
 ]
 
 T = TypeVar("T")
@@ -434,8 +435,10 @@ class DeploymentPool:
         """`attempt` on the deployments in balancing order, skipping those whose breaker
         is open, whose request limit is reached or whose `max_in_flight` slots are all
         taken, until one answers. A failure another deployment could fix (no response,
-        no connection in time, 5xx, 429) moves on to the next deployment at once; a
-        timeout waiting for the answer or the request's own fault is raised. Raises
+        no connection in time, 5xx, 429, a timeout waiting for the answer) moves on to
+        the next deployment at once; the request's own fault is raised. When none
+        answers, the last failure is raised (a timeout waiting for the answer, when one
+        came: `_try_failure`). Raises
         `LimitReached` when a limit stopped every call that a breaker allowed, else
         `CircuitOpen` when no breaker let a call through.
 
@@ -482,7 +485,7 @@ class DeploymentPool:
             except ProviderError as exc:
                 if not _next_may_answer(exc):
                     raise
-                failure = exc
+                failure = _try_failure(failure, exc)
                 _noted(failed, deployment)
             finally:
                 given = None if kept else slot
@@ -683,12 +686,28 @@ async def _admit(
 
 def _next_may_answer(exc: ProviderError) -> bool:
     """Whether a model's next deployment may answer what one of them failed: nothing was
-    sent (no connection in time), or the server failed (no response, a 5xx, a 429).
-    Not a timeout waiting for the answer (a slow model: its fallback, at once) nor the
-    request's own fault."""
-    if isinstance(exc, ConnectTimeout):
-        return True
-    return exc.retryable and not isinstance(exc, ProviderTimeout)
+    sent (no connection in time), the server failed (no response, a 5xx, a 429), or it
+    said nothing within the timeout waiting for the answer: another deployment is
+    another server, which may be healthy (the breaker of one that keeps timing out
+    opens). Not the request's own fault."""
+    return exc.retryable
+
+
+def waited_out(exc: BaseException | None) -> bool:
+    """Whether `exc` is a timeout waiting for the answer (the request was sent), not for
+    a connection."""
+    return isinstance(exc, ProviderTimeout) and not isinstance(exc, ConnectTimeout)
+
+
+def _try_failure(earlier: ProviderError | None, exc: ProviderError) -> ProviderError:
+    """What a try in which `earlier`, then `exc`, failed raises if no deployment answers:
+    the last failure, unless an earlier deployment timed out waiting for the answer and
+    this one did not. The try then ends with that timeout, which is not retried on the
+    model (`Dispatcher._retry`: the fallback is faster than waiting again), where a
+    503 after it would have called the deployment that timed out again."""
+    if earlier is not None and waited_out(earlier) and not waited_out(exc):
+        return earlier
+    return exc
 
 
 def _limited_reason(limited: bool, busy: bool) -> str:

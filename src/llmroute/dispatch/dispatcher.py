@@ -60,6 +60,7 @@ from llmroute.dispatch.deployments import (
     settling,
     slot_lease,
     stream_ended,
+    waited_out,
 )
 from llmroute.dispatch.model_params import for_model, within_output
 from llmroute.dispatch.output_caps import refused_cap
@@ -89,7 +90,6 @@ from llmroute.errors import (
     AllFallbacksFailed,
     BeyondModel,
     CircuitOpen,
-    ConnectTimeout,
     ContentRefused,
     ContextWindowExceeded,
     KeyBudgetReached,
@@ -777,7 +777,11 @@ class Dispatcher:
         events, deployment, retry, passed = at
         position = order.index(name) + 1
         if exc.retryable:
-            if _again(events, exc):
+            called = (*passed, deployment)
+            untried = any(
+                all(d is not c for c in called) for d in self.deployments.pool(name).deployments
+            )
+            if _again(events, exc, untried):
                 return (name, *order[position:]), _Resume(name, retry, (*passed, deployment), exc)
             return (tuple(order[position:]), None) if position < len(order) else None
         if unopened(events) and resent(name, deployment, exc):
@@ -1863,17 +1867,19 @@ def _note(tries: list[int] | None, retry: int) -> None:
         tries.append(retry)
 
 
-def _again(events: AsyncIterator[bytes], exc: ProviderError) -> bool:
+def _again(events: AsyncIterator[bytes], exc: ProviderError, untried: bool) -> bool:
     """Whether a stream that failed with `exc` goes on on its own model, as a call failing
     within the hold does: handed over silent, it failed before its first event
     (`unopened`: the client has seen nothing of it), with a failure that passes to the
-    model's next deployment (no response, no connection in time, a 5xx, a 429; not a
-    timeout waiting for the answer): a hold shorter than the connect timeout hands a
-    stream over before its connect fails."""
-    passes = isinstance(exc, ConnectTimeout) or (
-        exc.retryable and not isinstance(exc, ProviderTimeout)
-    )
-    return passes and unopened(events)
+    model's next deployment (no response, no connection in time, a 5xx, a 429, no first
+    event within the timeout): a hold shorter than the connect timeout hands a stream
+    over before its connect fails, one shorter than the first-token limit before that
+    limit runs out. A timeout waiting for the answer goes on only to a deployment the
+    try has not called (`untried`): it is not retried on the model, so without one the
+    next model is next."""
+    if not (exc.retryable and unopened(events)):
+        return False
+    return untried or not waited_out(exc)
 
 
 def _ended_after(

@@ -1207,8 +1207,8 @@ class Rule(_Frozen):
 
 class RetrySettings(_Frozen):
     """Retries of one model before its fallback: only on connection errors, 5xx, 408, 409
-    and 429 (a timeout goes to the fallback at once); with exponential backoff and full
-    jitter; honouring ``Retry-After``."""
+    and 429 (a timeout goes to the model's next deployment, else the fallback, at once);
+    with exponential backoff and full jitter; honouring ``Retry-After``."""
 
     attempts: int = Field(default=2, ge=0, le=10)  # retries after the first try
     backoff_s: Seconds = 0.25
