@@ -47,6 +47,18 @@ MAX_BODY_BYTES = 256 * 1024 * 1024  # a whole answer (2,048 large embeddings: ~1
 _MAX_ERROR_BYTES = 1024 * 1024  # an error body: its message is all that is read
 
 
+def _basic(user: str, password: str | None) -> str:
+    """The ``Authorization: Basic`` value of a base URL's ``user:password@``, withheld
+    from upstream messages (`withhold`) as the password is: an upstream echoing the
+    header it got (a proxy's "invalid credentials Basic ...") would give the password
+    away in base64, or the pair as it decoded it. Without a password the user is the
+    credential (a token sent as ``https://TOKEN@host``), withheld too."""
+    pair = f"{user}:{password or ''}"
+    value = f"Basic {base64.b64encode(pair.encode()).decode()}"
+    withhold(value, pair if password else user)
+    return value
+
+
 class HttpTransport:
     """`sign`, when given, signs each request (its URL then goes as written, already
     percent-encoded, so that what was signed is what is sent); `errors` reads an error
@@ -69,11 +81,10 @@ class HttpTransport:
         self._errors = errors
         self._headers = {**_JSON, **headers}
         url = URL(base_url.rstrip("/"))
-        withhold(*secrets, url.password)
+        withhold(*secrets, url.password, url.raw_password)
         if url.user is not None:  # credentials in the URL become a header, never a log line
             if not any(name.lower() == "authorization" for name in self._headers):
-                pair = f"{url.user}:{url.password or ''}".encode()
-                self._headers["Authorization"] = f"Basic {base64.b64encode(pair).decode()}"
+                self._headers["Authorization"] = _basic(url.user, url.password)
             url = url.with_user(None)
         self._base_url = str(url)
         self._session: aiohttp.ClientSession | None = None
