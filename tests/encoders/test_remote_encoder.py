@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -51,6 +52,9 @@ def make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                 time.sleep(1.0)
             if state.mode == "401":
                 return self._send(401, json.dumps({"error": f"bad key {KEY}"}).encode())
+            if state.mode == "echo":  # a proxy repeating the credentials it got
+                said = f"bad credentials {self.headers.get('Authorization')}"
+                return self._send(400, json.dumps({"error": said}).encode())
             if state.mode == "500":
                 return self._send(500, b'{"error": "boom"}')
             if state.mode == "garbage":
@@ -145,6 +149,25 @@ def test_failures_raise_encoder_error_without_the_key(
     assert "/v1/embeddings" in str(info.value)
     assert KEY not in str(info.value) and KEY not in repr(encoder)
     assert info.value.__cause__ is None  # httpx objects (with headers) not chained
+
+
+def test_a_base_urls_password_is_in_no_message(server: tuple[str, ServerState]) -> None:
+    """``user:password@`` goes as ``Authorization: Basic``: the URL the messages name had
+    the password in clear, and a server echoing the header gave it away in base64."""
+    import base64
+
+    url, state = server
+    password = "pw-" + os.urandom(4).hex()
+    basic = base64.b64encode(f"svc:{password}".encode()).decode()
+    enc = RemoteEncoder(url.replace("http://", f"http://svc:{password}@"), "m")
+    state.mode = "echo"
+    with pytest.raises(EncoderError, match="HTTP 400") as info:
+        enc.encode(["hello"])
+    enc.close()
+    assert state.auth == [f"Basic {basic}"]  # sent, and echoed back
+    for shown in (str(info.value), repr(enc)):
+        assert password not in shown and basic not in shown, shown
+    assert "/v1/embeddings" in str(info.value) and "bad credentials Basic ***" in str(info.value)
 
 
 def test_unreachable_server_is_an_encoder_error() -> None:

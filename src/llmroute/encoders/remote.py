@@ -3,16 +3,21 @@
 One pooled httpx client per encoder; texts are deduplicated, looked up in an in-memory
 LRU cache and sent in batches. The API key is read from the environment variable whose
 *name* is configured; it is only ever placed in the Authorization header and is redacted
-from any error text, so it cannot leak through messages, logs or `repr`.
+from any error text, so it cannot leak through messages, logs or `repr`. So are a base
+URL's ``user:password@`` credentials (which httpx sends as ``Authorization: Basic``):
+the password, the pair and the Basic value are cut from the URL messages name and from
+what the server answers.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +29,22 @@ from llmroute.errors import ConfigError, EncoderError
 __all__ = ["RemoteEncoder"]
 
 _Vec = npt.NDArray[np.float32]
+_SHORTEST_SECRET = 4  # a shorter user alone would cut letters out of every message
+
+
+def _url_credentials(base_url: str) -> list[str]:
+    """What a base URL's ``user:password@`` sends, for error text to withhold: the
+    password (decoded and as written), the ``user:password`` pair and the Basic value
+    httpx makes of it; without a password, the user (a token: ``https://TOKEN@host``)."""
+    parts = urlsplit(base_url)
+    if parts.username is None:
+        return []
+    user = unquote(parts.username)
+    password = unquote(parts.password) if parts.password is not None else ""
+    pair = f"{user}:{password}"
+    sent = [base64.b64encode(pair.encode()).decode()]
+    sent += [pair, password, parts.password or ""] if password else [user]
+    return [secret for secret in sent if len(secret) >= _SHORTEST_SECRET]
 
 
 class RemoteEncoder:
@@ -52,6 +73,8 @@ class RemoteEncoder:
         self._dimensions = dimensions
         self._dim = dimensions
         self._key = ""
+        self._withheld = _url_credentials(self._base_url)
+        self._shown_endpoint = self._redact(self._endpoint)  # what messages name
         import httpx  # here: the built-in encoders (`llmroute route`) need no HTTP client
 
         all_headers = dict(headers or {})
@@ -70,7 +93,7 @@ class RemoteEncoder:
         self.requests_sent = 0
 
     def __repr__(self) -> str:
-        return f"RemoteEncoder(base_url={self._base_url!r}, model={self._model!r})"
+        return f"RemoteEncoder(base_url={self._redact(self._base_url)!r}, model={self._model!r})"
 
     @property
     def identity(self) -> str:
@@ -89,13 +112,16 @@ class RemoteEncoder:
         self._client.close()
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
+        secrets = [self._key, *self._withheld] if self._key else self._withheld
+        for secret in sorted(secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
 
     def _post(self, texts: list[str]) -> Any:
         body: dict[str, Any] = {"model": self._model, "input": texts}
         if self._dimensions:
             body["dimensions"] = self._dimensions
-        where = f"embeddings endpoint {self._endpoint}"
+        where = f"embeddings endpoint {self._shown_endpoint}"
         try:
             response = self._client.post(self._endpoint, json=body)
         except self._timed_out as exc:
@@ -117,11 +143,12 @@ class RemoteEncoder:
             matrix = np.asarray([item["embedding"] for item in items], dtype=np.float32)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise EncoderError(
-                f"embeddings endpoint {self._endpoint} returned an unexpected body ({exc!r})"
+                f"embeddings endpoint {self._shown_endpoint} returned an unexpected body ({exc!r})"
             ) from None
         if matrix.ndim != 2 or matrix.shape[0] != count:
             raise EncoderError(
-                f"embeddings endpoint {self._endpoint} returned {matrix.shape} for {count} texts"
+                f"embeddings endpoint {self._shown_endpoint} returned {matrix.shape} "
+                f"for {count} texts"
             )
         if self._dim is not None and matrix.shape[1] != self._dim:
             raise EncoderError(f"expected {self._dim}-d embeddings, got {matrix.shape[1]}-d")
