@@ -184,6 +184,24 @@ def test_a_stream_whose_first_token_times_out_within_the_hold_goes_to_the_siblin
     assert told.fallbacks == [] and case.calls(1) == ["m"]
 
 
+def test_a_stream_silent_after_its_opening_within_the_hold_goes_to_the_sibling(
+    case: Case,
+) -> None:
+    """Its role-only opening came, then nothing within `timeout_s`: held, the opening
+    had not gone out, so the sibling's answer (its own opening first) is the stream."""
+    registry = case.registry("pause=3", limits="timeout_s: 0.3")
+    told = Told()
+
+    async def job(d: Dispatcher) -> tuple[Any, list[bytes]]:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        return opened, [e async for e in opened.events]
+
+    opened, events = case.run(registry, job, told)
+    assert opened.model == "a" and opened.deployment == "up2" and opened.attempts == ()
+    assert _text(events) == "echo: hi " and events[-1] == b"data: [DONE]\n\n"
+    assert [c[:3] for c in told.calls] == [("a", "up", "timeout"), ("a", "up2", "ok")]
+
+
 def test_a_stream_handed_over_silent_whose_first_token_times_out_goes_to_the_sibling(
     case: Case,
 ) -> None:
