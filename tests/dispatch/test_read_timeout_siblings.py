@@ -282,3 +282,70 @@ def test_a_deployment_whose_breaker_opened_on_timeouts_is_not_called(case: Case)
 
     assert case.run(registry, job, told) == ["up2"] * 4
     assert case.calls(0) == ["m"] * 3 and case.calls(1) == ["m"] * 4
+
+
+THREE = """
+encoder: builtin:static
+providers:
+  up: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+  up2: {kind: openai, base_url: "%(url2)s", timeout_s: 5}
+  up3: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  a:
+    model: m
+    %(limits)s
+    deployments:
+      - {provider: up, model: 'm-%(tag)s?%(slow)s', weight: 1000000}
+      - {provider: up2, model: 'm-%(tag)s?%(slow)s', weight: 1000}
+      - {provider: up3, model: 'm-%(tag)s', weight: 1}
+  b: {provider: up2, model: 'b-%(tag)s'}
+routes:
+  - {name: r, examples: [hello], target: a}
+default: {target: a}
+dispatch:
+  stream_hold_s: %(hold)s
+  retries: {attempts: 2, backoff_s: 0.5, max_backoff_s: 4}
+  breaker: {failures: 3, cooldown_s: 30, window_s: 60, min_requests: 100}
+"""
+
+
+def _three(case: Case, slow: str, limits: str, hold: float = 5) -> Registry:
+    one, two = case.upstreams
+    values = {"url": one.url, "url2": two.url, "tag": case.tag, "slow": slow}
+    return parse_registry(THREE % {**values, "limits": limits, "hold": hold}).registry
+
+
+def test_a_second_read_timeout_in_a_try_goes_to_the_fallback(case: Case) -> None:
+    """Two servers slow on one request say the model is slow (or the request is): the
+    fallback answers, not a third deployment after a third wait (a model of N stalled
+    deployments held the request N times its timeout)."""
+    registry = _three(case, "delay=3", "timeout_s: 0.3")
+    told = Told()
+    served = case.run(registry, lambda d: d.complete(plan_for("a", "b"), _body()), told)
+    assert served.model == "b"
+    assert [c[:3] for c in told.calls] == [
+        ("a", "up", "timeout"),
+        ("a", "up2", "timeout"),
+        ("b", "up2", "ok"),
+    ]
+    assert told.retries == [] and case.sleeps == []
+
+
+def test_a_stream_handed_over_after_a_timeout_timing_out_goes_to_the_fallback(
+    case: Case,
+) -> None:
+    """The same when the second timeout comes after a silent stream's hand-over."""
+    registry = _three(case, "ttft=3", "first_token_timeout_s: 0.4", hold=0.05)
+    told = Told()
+
+    async def job(d: Dispatcher) -> tuple[Any, list[bytes]]:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        return opened, [e async for e in opened.events]
+
+    opened, events = case.run(registry, job, told)
+    assert opened.model == "b" and _text(events) == "echo: hi "
+    assert [c[:3] for c in told.calls] == [
+        ("a", "up", "timeout"),
+        ("a", "up2", "timeout"),
+        ("b", "up2", "ok"),
+    ]

@@ -436,7 +436,9 @@ class DeploymentPool:
         is open, whose request limit is reached or whose `max_in_flight` slots are all
         taken, until one answers. A failure another deployment could fix (no response,
         no connection in time, 5xx, 429, a timeout waiting for the answer) moves on to
-        the next deployment at once; the request's own fault is raised. When none
+        the next deployment at once; the request's own fault is raised, and so is a
+        second timeout waiting for the answer in one call (slow on two servers, the
+        model is slow: its fallback is next, not a third wait). When none
         answers, the last failure is raised (a timeout waiting for the answer, when one
         came: `_try_failure`). Raises
         `LimitReached` when a limit stopped every call that a breaker allowed, else
@@ -483,8 +485,8 @@ class DeploymentPool:
                 reading = first_read(result) if stream else None
                 return result, deployment
             except ProviderError as exc:
-                if not _next_may_answer(exc):
-                    raise
+                if not _next_may_answer(exc) or (waited_out(exc) and waited_out(failure)):
+                    raise  # a second wait run out in a try: the model, not a server
                 failure = _try_failure(failure, exc)
                 _noted(failed, deployment)
             finally:

@@ -257,6 +257,11 @@ class _Resume(NamedTuple):
     deployments: tuple[Deployment, ...]
     failure: ProviderError | None
 
+    def waited_out(self, model: str, retry: int) -> bool:
+        """Whether a deployment of `model`'s try `retry` timed out waiting for the answer
+        before the stream now failing was opened."""
+        return self.model == model and self.retry == retry and waited_out(self.failure)
+
     def passed(self, retry: int) -> tuple[tuple[Deployment, ...], ProviderError] | None:
         """The deployments the model's try `retry` passes over, and why: those that
         failed, on the try they failed in."""
@@ -689,8 +694,14 @@ class Dispatcher:
                     ended = exc
                     step = None
                     if not said:
+                        waited = resume is not None and resume.waited_out(name, retry)
                         step = self._goes_on(
-                            plan, order, (name, exc), (stream[1], deployment, retry, passed), resent
+                            plan,
+                            order,
+                            (name, exc),
+                            (stream[1], deployment, retry, passed),
+                            resent,
+                            waited,
                         )
                     if step is None:
                         raise
@@ -761,6 +772,7 @@ class Dispatcher:
         failure: tuple[str, ProviderError],
         at: tuple[AsyncIterator[bytes], Deployment, int, tuple[Deployment, ...]],
         resent: Callable[[str, Deployment, ProviderError], bool],
+        waited: bool = False,
     ) -> tuple[tuple[str, ...], _Resume | None] | None:
         """Where a stream that failed before its first words goes on, as the same failure
         within the hold would (None: it ends): the models to try (`order` the chain as
@@ -772,7 +784,9 @@ class Dispatcher:
         the request again after (`resent`: an answer limit above its cap,
         ``stream_options``), before the first event: the model again, any deployment.
         One another model may not make (a context window too small, a content filter):
-        the model `_hand_on` puts next."""
+        the model `_hand_on` puts next. `waited`: a deployment of the try timed out
+        waiting for the answer before this one failed (a second such timeout ends the
+        try, as in `DeploymentPool.call`)."""
         name, exc = failure
         events, deployment, retry, passed = at
         position = order.index(name) + 1
@@ -781,7 +795,7 @@ class Dispatcher:
             untried = any(
                 all(d is not c for c in called) for d in self.deployments.pool(name).deployments
             )
-            if _again(events, exc, untried):
+            if _again(events, exc, untried and not (waited and waited_out(exc))):
                 return (name, *order[position:]), _Resume(name, retry, (*passed, deployment), exc)
             return (tuple(order[position:]), None) if position < len(order) else None
         if unopened(events) and resent(name, deployment, exc):
