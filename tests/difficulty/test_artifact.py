@@ -161,3 +161,24 @@ def test_a_missing_array_is_still_blamed_on_arrays_npz(
         load_router(tmp_path)
     npz = tmp_path / "arrays.npz"
     assert str(caught.value) == f"{npz}: corrupt router artifact: bias: the array is missing"
+
+
+def test_an_encoder_urls_password_is_left_out_of_identities(
+    tmp_path: Path, train_rows: Rows, val_rows: Rows
+) -> None:
+    """A remote encoder's identity held its base_url's ``user:password@``: written into
+    every artifact trained with it (and the embedding cache's identity.txt) and named in
+    load errors. Artifacts written so before still load with the encoder as it is now,
+    and their password is not named when they are refused."""
+    from llmroute.encoders.remote import RemoteEncoder
+
+    encoder = RemoteEncoder("http://svc:pw-s3cret-77@127.0.0.1:9/v1", "m")
+    encoder.close()
+    assert encoder.identity == "openai:http://127.0.0.1:9/v1#m"
+    router, _ = fit_router("linear", train_rows, val_rows)
+    old = "openai:http://svc:pw-s3cret-77@127.0.0.1:9/v1#m"
+    save_router(router, tmp_path / "old", encoder_identity=old, trained_on={})
+    load_router(tmp_path / "old", encoder_identity=encoder.identity)
+    with pytest.raises(ConfigError, match=r"openai:http://127\.0\.0\.1:9/v1#m") as refused:
+        load_router(tmp_path / "old", encoder_identity="builtin:static@abc")
+    assert "s3cret" not in str(refused.value)

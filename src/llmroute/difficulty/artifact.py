@@ -20,7 +20,7 @@ import numpy as np
 from llmroute import __version__
 from llmroute.artifact_files import check_folder, write_artifact
 from llmroute.difficulty.routers import ArrayError, DifficultyRouter, router_class
-from llmroute.encoders.base import weights_identity
+from llmroute.encoders.base import weights_identity, without_credentials
 from llmroute.errors import ConfigError
 
 __all__ = ["ARRAYS_FILE", "FORMAT", "META_FILE", "load_router", "read_meta", "save_router"]
@@ -92,11 +92,12 @@ def load_router(
     trained with another encoder; a missing or corrupt artifact is a ConfigError too."""
     meta = read_meta(directory)
     meta_path = str(Path(directory) / META_FILE)
-    if encoder_identity is not None and weights_identity(str(meta["encoder"])) != (
+    trained = without_credentials(str(meta["encoder"]))
+    if encoder_identity is not None and weights_identity(trained) != (
         weights_identity(encoder_identity)
     ):
         raise ConfigError(
-            f"router was trained with encoder {meta['encoder']!r}, but the encoder in use "
+            f"router was trained with encoder {trained!r}, but the encoder in use "
             f"is {encoder_identity!r}; retrain it or use the same encoder",
             file=meta_path,
         )

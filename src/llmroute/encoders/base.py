@@ -7,13 +7,14 @@ should make batch-1 calls cheap (no per-call allocation that can be hoisted).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Embeddings", "Encoder", "encode_batches", "weights_identity"]
+__all__ = ["Embeddings", "Encoder", "encode_batches", "weights_identity", "without_credentials"]
 
 Embeddings = npt.NDArray[np.float32]
 """A (n, dim) float32 matrix whose rows have unit L2 norm (zero rows for empty text)."""
@@ -59,8 +60,20 @@ def encode_batches(
     return out
 
 
+# a URL's user:password@ (or token@) within an identity (``openai:https://u:p@host/v1#m``)
+_USERINFO = re.compile(r"(?<=://)[^/?#@\s]*@")
+
+
+def without_credentials(identity: str) -> str:
+    """`identity` without a URL's ``user:password@``: identities are written into
+    artifacts and caches and named in errors, and a remote encoder's read the password
+    (artifacts trained before it was left out still hold it; they load the same)."""
+    return _USERINFO.sub("", identity)
+
+
 def weights_identity(identity: str) -> str:
     """The part of an encoder identity that names its weights (before ``;``): what a
     trained artifact must match. ``max_tokens`` and ``truncate`` (after it) only change
-    how much of a long text is read, not what a vector means."""
-    return identity.split(";", 1)[0]
+    how much of a long text is read, not what a vector means; nor do a URL's
+    credentials."""
+    return without_credentials(identity).split(";", 1)[0]

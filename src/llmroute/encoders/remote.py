@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import numpy.typing as npt
 
-from llmroute.encoders.base import Embeddings
+from llmroute.encoders.base import Embeddings, without_credentials
 from llmroute.encoders.minilm import normalise_rows
 from llmroute.errors import ConfigError, EncoderError
 
@@ -98,7 +98,7 @@ class RemoteEncoder:
     @property
     def identity(self) -> str:
         dims = f"@{self._dimensions}" if self._dimensions else ""
-        return f"openai:{self._base_url}#{self._model}{dims}"
+        return f"openai:{without_credentials(self._base_url)}#{self._model}{dims}"
 
     @property
     def dim(self) -> int:

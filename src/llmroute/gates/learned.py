@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from llmroute import __version__
 from llmroute.artifact_files import check_folder, write_artifact
-from llmroute.encoders.base import Encoder, weights_identity
+from llmroute.encoders.base import Encoder, weights_identity, without_credentials
 from llmroute.errors import ConfigError
 
 __all__ = [
@@ -351,7 +351,7 @@ class LearnedGateModel:
         folder = builtin_gate_dir(encoder.identity) if str(path) == "builtin" else Path(path)
         meta = read_gate_meta(folder)
         meta_path = str(folder / META_FILE)
-        trained = str(meta["encoder"])
+        trained = without_credentials(str(meta["encoder"]))
         if weights_identity(trained) != weights_identity(encoder.identity):
             raise ConfigError(
                 f"learned gate was trained with encoder {trained!r}, but the encoder in use "

@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from llmroute import __version__
 from llmroute.artifact_files import check_folder, write_artifact
-from llmroute.encoders.base import weights_identity
+from llmroute.encoders.base import weights_identity, without_credentials
 from llmroute.errors import ConfigError
 
 __all__ = [
@@ -162,7 +162,7 @@ def load_scorer(
     is a ConfigError too."""
     meta = read_scorer_meta(directory)
     meta_path = str(Path(directory) / META_FILE)
-    trained = str(meta["encoder"])
+    trained = without_credentials(str(meta["encoder"]))
     if encoder_identity is not None and weights_identity(trained) != weights_identity(
         encoder_identity
     ):

@@ -50,7 +50,7 @@ import numpy.typing as npt
 
 from llmroute import __version__
 from llmroute.artifact_files import check_folder, write_artifact
-from llmroute.encoders.base import Encoder, weights_identity
+from llmroute.encoders.base import Encoder, weights_identity, without_credentials
 from llmroute.errors import ConfigError, DataError
 from llmroute.jsonl import read_jsonl
 from llmroute.safety.attack_rules import match_rules
@@ -471,7 +471,8 @@ def evaluate_detector(
     the detector's). Pass ``data.subset(...)`` to evaluate one side of the split."""
     if weights_identity(encoder.identity) != weights_identity(detector.encoder_identity):
         raise ConfigError(
-            f"detector was trained with encoder {detector.encoder_identity!r}, but the "
+            f"detector was trained with encoder "
+            f"{without_credentials(detector.encoder_identity)!r}, but the "
             f"encoder in use is {encoder.identity!r}"
         )
     scores = score_texts(detector, data.texts, encoder, progress=progress)
@@ -877,7 +878,8 @@ def load_detector(
         weights_identity(encoder_identity)
     ):
         raise ConfigError(
-            f"safety detector was trained with encoder {meta['encoder']!r}, but the encoder "
+            "safety detector was trained with encoder "
+            f"{without_credentials(str(meta['encoder']))!r}, but the encoder "
             f"in use is {encoder_identity!r}; train one with `llmroute train safety` or use "
             "the same encoder",
             file=str(meta_path),
