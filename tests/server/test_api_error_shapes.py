@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import anthropic
 import httpx
+import openai
 import pytest
 from gateway_proc import ECHO_ONLY, Served, serve_text
 
@@ -104,3 +106,61 @@ def test_a_trailing_slash_names_no_path_the_method_is_not_served_on(gateway: Ser
     assert response.json()["error"]["message"] == (
         "GET /v1/chat/completions/ is not an endpoint of this gateway"
     )
+
+
+UNDER_V1 = "under /v1: an OpenAI client's base_url ends in /v1"
+V1_ONCE = "/v1 once: a client that adds /v1 itself, as Anthropic's do, takes a base_url without it"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "said"),
+    [
+        ("POST", "/chat/completions", f"POST /v1/chat/completions is ({UNDER_V1})"),
+        ("POST", "/embeddings", f"POST /v1/embeddings is ({UNDER_V1})"),
+        ("GET", "/models", f"GET /v1/models is ({UNDER_V1})"),
+        ("POST", "/responses/", f"POST /v1/responses is (no trailing /; {UNDER_V1})"),
+        ("GET", "/v1/v1/models", f"GET /v1/models is ({V1_ONCE})"),
+    ],
+)
+def test_a_path_missing_or_doubling_its_v1_is_a_404_naming_the_path(
+    gateway: Served, method: str, path: str, said: str
+) -> None:
+    """A client set up for LiteLLM's proxy, which serves its API at the root too, calls
+    /chat/completions; one of Anthropic's, given a base_url ending in /v1, calls
+    /v1/v1/messages. Each is told the path to call, not a bare 'not an endpoint'."""
+    response = httpx.request(method, f"{gateway.url}{path}", json={}, timeout=10)
+    assert response.status_code == 404 and "location" not in response.headers
+    assert response.json()["error"]["message"] == (
+        f"{method} {path} is not an endpoint of this gateway; {said}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/nothing"), ("GET", "/chat/completions"), ("POST", "/v1/v1/nothing"), ("POST", "/")],
+)
+def test_a_path_served_neither_way_gets_no_v1_hint(gateway: Served, method: str, path: str) -> None:
+    """/v1/chat/completions does not take GET (a 405 there): no path is named."""
+    response = httpx.request(method, f"{gateway.url}{path}", json={}, timeout=10)
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == (
+        f"{method} {path} is not an endpoint of this gateway"
+    )
+
+
+def test_an_openai_client_without_v1_in_its_base_url_is_told_to_add_it(gateway: Served) -> None:
+    client = openai.OpenAI(base_url=gateway.url, api_key="unused", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+    assert f"POST /v1/chat/completions is ({UNDER_V1})" in caught.value.message
+
+
+def test_an_anthropic_client_with_v1_in_its_base_url_is_told_to_drop_it(gateway: Served) -> None:
+    client = anthropic.Anthropic(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        client.messages.create(
+            model="auto", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+        )
+    error = caught.value.body["error"]  # type: ignore[index]
+    assert error["type"] == "not_found_error"
+    assert f"POST /v1/messages is ({V1_ONCE})" in error["message"]

@@ -118,6 +118,15 @@ async def handle_gateway_error(request: Request, exc: Exception) -> Response:
     return counted(request, in_api_shape(request, exc))
 
 
+NO_SLASH = "no trailing /"
+# LiteLLM's proxy serves its API at the root as well, so its clients are often set up
+# with a base_url that has no /v1 (http://litellm:4000): every call of theirs would be
+# a bare 404 here. And Anthropic's clients add /v1 themselves, so a base_url ending in
+# /v1, as OpenAI's want, asks /v1/v1/messages.
+_UNDER_V1 = "under /v1: an OpenAI client's base_url ends in /v1"
+_V1_ONCE = "/v1 once: a client that adds /v1 itself, as Anthropic's do, takes a base_url without it"
+
+
 async def handle_http(request: Request, exc: Exception) -> Response:
     """Starlette's own errors; a path or method no route serves is named, so a client
     calling what the gateway does not have (``client.vector_stores``, Anthropic's
@@ -128,36 +137,54 @@ async def handle_http(request: Request, exc: Exception) -> Response:
         message = f"{request.method} {_shown_path(request, request.url.path)}: "
         message += "the method is not allowed on this path"
     elif exc.status_code == 404 and message == "Not Found":
-        message = not_an_endpoint(request, _served_without_slash(request))
+        message = not_an_endpoint(request, *_served_instead(request))
     error = GatewayError(exc.status_code, message, headers=exc.headers)
     return counted(request, in_api_shape(request, error))
 
 
-def not_an_endpoint(request: Request, served: str | None = None) -> str:
+def not_an_endpoint(request: Request, served: str | None = None, why: str = NO_SLASH) -> str:
     """The 404 of a path the gateway does not serve, naming the call; with `served`,
-    the path the request's stray trailing ``/`` stands for, as the one to call. Both as
-    the client calls them: behind ``--root-path``, with the prefix it came through."""
+    the path the request meant (a stray trailing ``/``, a ``/v1`` missing or doubled) as
+    the one to call, and `why`. Both as the client calls them: behind ``--root-path``,
+    with the prefix it came through."""
     called = _shown_path(request, request.url.path)
     message = f"{request.method} {called} is not an endpoint of this gateway"
     if served is not None:
-        message += f"; {request.method} {_shown_path(request, served)} is (no trailing /)"
+        message += f"; {request.method} {_shown_path(request, served)} is ({why})"
     return message
 
 
-def _served_without_slash(request: Request) -> str | None:
-    """The request's path without its trailing ``/`` when a route serves that path for
-    the request's method (the gateway answers 404 rather than Starlette's redirect,
-    whose absolute ``Location`` names the gateway's own address and drops a proxy's
-    path prefix)."""
+def _served_instead(request: Request) -> tuple[str | None, str]:
+    """The path the request most likely meant, when a route serves it for the request's
+    method, and why: without its stray trailing ``/``, then with ``/v1`` put in front of
+    a path that lacks it (``/chat/completions``) or taken off a doubled one
+    (``/v1/v1/messages``). The gateway answers 404 rather than Starlette's redirect for
+    the trailing ``/`` (whose absolute ``Location`` names the gateway's own address and
+    drops a proxy's path prefix), and serves no path twice: it names the one to call."""
     path = request.url.path
+    bare = (path.rstrip("/") or "/") if path.endswith("/") else path
+    whys = [NO_SLASH] if bare != path else []
+    if bare != path and _serves(request, bare):
+        return bare, NO_SLASH
+    if bare.startswith("/v1/v1/"):
+        fixed, why = bare[3:], _V1_ONCE
+    elif bare != "/" and not bare.startswith(("/v1/", "/v2/")) and bare not in ("/v1", "/v2"):
+        fixed, why = "/v1" + bare, _UNDER_V1
+    else:
+        return None, NO_SLASH
+    if _serves(request, fixed):
+        return fixed, "; ".join([*whys, why])
+    return None, NO_SLASH
+
+
+def _serves(request: Request, path: str) -> bool:
+    """Whether a route serves `path` for the request's method (a PARTIAL match, another
+    method, is a 405 there, not a path to name)."""
     router = request.scope.get("router")
-    if not path.endswith("/") or path == "/" or router is None:
-        return None
-    bare = {**request.scope, "path": path.rstrip("/") or "/"}
-    # FULL: served for this method too (a PARTIAL match is a 405 there, not a hint)
-    if any(route.matches(bare)[0] is Match.FULL for route in router.routes):
-        return str(bare["path"])
-    return None
+    if router is None:
+        return False
+    scope = {**request.scope, "path": path}
+    return any(route.matches(scope)[0] is Match.FULL for route in router.routes)
 
 
 def _shown_path(request: Request, path: str) -> str:
