@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmroute.errors import InvalidRequest
-from llmroute.field_values import finite_number, positive_int, strings
+from llmroute.field_values import finite_number, integer, positive_int, strings
 
 __all__ = ["check_chat_body", "check_stream_options"]
 
@@ -24,9 +24,21 @@ _NEEDS_CONTENT = frozenset({"system", "developer", "user"})  # assistant: tool_c
 _NUMBERS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 _COUNTS = ("n", "max_tokens", "max_completion_tokens")
 
+# OpenAI's codes for a body it refuses, which clients and proxies may branch on (its
+# messages differ from these; what an app reads is the code and the param)
+INVALID_TYPE = "invalid_type"
+INVALID_VALUE = "invalid_value"
+MISSING = "missing_required_parameter"
+BELOW_MIN = "integer_below_min_value"
 
-def _bad(param: str, message: str) -> InvalidRequest:
-    return InvalidRequest(message, param=param)
+
+def _bad(param: str, message: str, code: str | None = INVALID_TYPE) -> InvalidRequest:
+    return InvalidRequest(message, param=param, code=code)
+
+
+def _kind_of(value: Any) -> str:
+    """OpenAI's code for a field of the wrong type, or for one left out (``null``)."""
+    return MISSING if value is None else INVALID_TYPE
 
 
 def check_chat_body(body: dict[str, Any]) -> None:
@@ -43,9 +55,12 @@ def check_chat_body(body: dict[str, Any]) -> None:
     for key in _COUNTS:
         value = body.get(key)
         if value is not None and not positive_int(value):
-            raise _bad(key, f"'{key}' must be a positive integer")
+            code = BELOW_MIN if integer(value) and value < 1 else INVALID_TYPE
+            raise _bad(key, f"'{key}' must be a positive integer", code)
     check_stream_options(body)
     _check_tools(body)
+    _check_typed(body)
+    _check_response_format(body.get("response_format"))
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str) and not strings(stop):
         raise _bad("stop", "'stop' must be a string or a list of strings")
@@ -71,6 +86,7 @@ def check_stream_options(body: dict[str, Any]) -> None:
             "stream_options",
             "Invalid value for 'stream_options': 'stream_options' is only allowed when "
             "'stream' is true.",
+            None,
         )
 
 
@@ -87,6 +103,8 @@ def _check_tools(body: dict[str, Any]) -> None:
         raise _bad("tools", "'tools' must be a list")
     if not tools:
         _check_no_tool_options(body)
+    elif (choice := body.get("tool_choice")) is not None and not isinstance(choice, str | dict):
+        raise _bad("tool_choice", "'tool_choice' must be a string or an object")
     if tools == []:  # OpenAI's own 400, rather than an OpenAI upstream's after routing
         raise InvalidRequest(_EMPTY_TOOLS, param="tools", code="empty_array")
 
@@ -100,6 +118,7 @@ def _check_no_tool_options(body: dict[str, Any]) -> None:
             raise _bad(
                 key,
                 f"Invalid value for '{key}': '{key}' is only allowed when 'tools' are specified.",
+                None,
             )
 
 
@@ -115,13 +134,14 @@ def _check_thinking(thinking: Any) -> None:
     kind = thinking.get("type") if isinstance(thinking, dict) else None
     if kind not in _THINKING_TYPES:
         raise _bad(
-            "thinking", "'thinking' must be an object with type adaptive, enabled or disabled"
+            "thinking", "'thinking' must be an object with type adaptive, enabled or disabled", None
         )
 
 
 def _check_messages(messages: Any) -> None:
     if not isinstance(messages, list) or not messages:
-        raise _bad("messages", "'messages' is required and must be a non-empty list")
+        code = "empty_array" if messages == [] else _kind_of(messages)
+        raise _bad("messages", "'messages' is required and must be a non-empty list", code)
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             at = f"messages[{index}]"
@@ -129,12 +149,17 @@ def _check_messages(messages: Any) -> None:
         role = message.get("role")
         if not isinstance(role, str) or role not in _KNOWN_ROLES:
             at = f"messages[{index}].role"
-            raise _bad(at, f"{at} must be one of {', '.join(_ROLES)}")
-        if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+            code = INVALID_VALUE if isinstance(role, str) else _kind_of(role)
+            raise _bad(at, f"{at} must be one of {', '.join(_ROLES)}", code)
+        if role == "tool" and not isinstance(call := message.get("tool_call_id"), str):
             # the call it answers: without it Anthropic, Bedrock and Gemini refuse the turn
             # (an upstream's 400 after routing), and OpenAI the request
             at = f"messages[{index}].tool_call_id"
-            raise _bad(at, f"{at} is required in a tool message (the id of the call it answers)")
+            raise _bad(
+                at,
+                f"{at} is required in a tool message (the id of the call it answers)",
+                _kind_of(call),
+            )
         content = message.get("content")
         if isinstance(content, str):  # the common case first: one isinstance a message
             continue
@@ -143,7 +168,7 @@ def _check_messages(messages: Any) -> None:
         elif content is None:
             if role in _NEEDS_CONTENT:
                 at = f"messages[{index}].content"
-                raise _bad(at, f"{at} is required in a {role} message")
+                raise _bad(at, f"{at} is required in a {role} message", MISSING)
         else:
             at = f"messages[{index}].content"
             raise _bad(at, f"{at} must be a string or a list of content parts")
@@ -157,6 +182,67 @@ def _check_parts(parts: list[Any], index: int) -> None:
         if not isinstance(part, dict):
             at = f"messages[{index}].content[{number}]"
             raise _bad(at, f"{at} must be an object with a 'type'")
-        if ("text" in part or part.get("type") == "text") and not isinstance(part.get("text"), str):
+        text = part.get("text")
+        if ("text" in part or part.get("type") == "text") and not isinstance(text, str):
             at = f"messages[{index}].content[{number}].text"
-            raise _bad(at, f"{at} must be a string")
+            raise _bad(at, f"{at} must be a string", _kind_of(text))
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_object(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def _is_string(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+# Fields OpenAI types strictly that the gateway passes on unread: an OpenAI upstream
+# refuses a wrong one after routing (or a fallback is tried), while an Anthropic model's
+# conversion drops it unseen, so the same mistake failed or passed by the model routing
+# chose.
+_TYPED: tuple[tuple[str, Any, str], ...] = (
+    ("seed", integer, "an integer"),
+    ("logprobs", _is_bool, "true or false"),
+    ("top_logprobs", integer, "an integer"),
+    ("store", _is_bool, "true or false"),
+    ("parallel_tool_calls", _is_bool, "true or false"),
+    ("logit_bias", _is_object, "an object"),
+    ("service_tier", _is_string, "a string"),
+)
+
+
+def _check_typed(body: dict[str, Any]) -> None:
+    for key, test, words in _TYPED:
+        value = body.get(key)
+        if value is not None and not test(value):
+            raise _bad(key, f"'{key}' must be {words}")
+
+
+def _check_response_format(spec: Any) -> None:
+    """``response_format`` an object with a ``type`` string, and a ``json_schema`` one
+    with its ``json_schema`` object, as OpenAI takes it. An Anthropic model is told the
+    format in its system prompt, and one the conversion could not read (``"json"``, a
+    ``json_schema`` without its schema) was dropped or weakened there where an OpenAI
+    model refused it. Other types go on as sent (vLLM's ``structural_tag``; an Anthropic
+    model refuses what it cannot say)."""
+    if spec is None:
+        return
+    if not isinstance(spec, dict):
+        raise _bad("response_format", "'response_format' must be an object")
+    kind = spec.get("type")
+    if not isinstance(kind, str):
+        raise _bad(
+            "response_format.type",
+            "'response_format.type' must be a string (text, json_object or json_schema)",
+            _kind_of(kind),
+        )
+    if kind == "json_schema" and not isinstance(schema := spec.get("json_schema"), dict):
+        raise _bad(
+            "response_format.json_schema",
+            "'response_format.json_schema' must be an object (name, schema, strict)",
+            _kind_of(schema),
+        )

@@ -102,7 +102,7 @@ def test_a_content_part_that_is_not_an_object_reaches_no_upstream(
     error = _refused(router, upstream, how, messages=messages)
     assert error.param == "messages[0].content[0]"
     assert str(error) == "messages[0].content[0] must be an object with a 'type'"
-    assert isinstance(error, RoutingError) and error.code is None
+    assert isinstance(error, RoutingError) and error.code == "invalid_type"
 
 
 @pytest.mark.parametrize("how", HOWS)

@@ -430,3 +430,105 @@ def test_feedback_with_the_log_off_says_where_it_was_turned_off(gateway: Served)
     error = answer.json()["error"]
     assert error["code"] == "telemetry_disabled"
     assert "telemetry.url" in error["message"] and "LLMROUTE_TELEMETRY_URL" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("create", "param", "code"),
+    [
+        ({"messages": openai.NOT_GIVEN}, "messages", "missing_required_parameter"),
+        ({"messages": []}, "messages", "empty_array"),
+        ({"messages": "hi there!"}, "messages", "invalid_type"),
+        ({"messages": ["hi there!"]}, "messages[0]", "invalid_type"),
+        ({"messages": [{"content": "hi"}]}, "messages[0].role", "missing_required_parameter"),
+        ({"messages": [{"role": "bot", "content": "hi"}]}, "messages[0].role", "invalid_value"),
+        ({"messages": [{"role": 1, "content": "hi"}]}, "messages[0].role", "invalid_type"),
+        ({"messages": [{"role": "user"}]}, "messages[0].content", "missing_required_parameter"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content", "invalid_type"),
+        (
+            {"messages": [*HI, {"role": "tool", "content": "42"}]},
+            "messages[1].tool_call_id",
+            "missing_required_parameter",
+        ),
+        ({"max_tokens": 0}, "max_tokens", "integer_below_min_value"),
+        ({"n": -1}, "n", "integer_below_min_value"),
+        ({"max_completion_tokens": "ten"}, "max_completion_tokens", "invalid_type"),
+        ({"temperature": "hot"}, "temperature", "invalid_type"),
+        ({"stream": "yes"}, "stream", "invalid_type"),
+        ({"model": 5}, "model", "invalid_type"),
+    ],
+)
+def test_a_refused_body_carries_openais_code(
+    client: openai.OpenAI, upstream: FakeUpstream, create: dict[str, Any], param: str, code: str
+) -> None:
+    """OpenAI's 400s say what is wrong in ``code`` as well as ``param``
+    (``missing_required_parameter``, ``empty_array``, ``invalid_type``, ``invalid_value``,
+    ``integer_below_min_value``), which clients and proxies branch on; the gateway's had
+    none."""
+    error = _refused(client, upstream, **create)
+    assert (error["param"], error["code"]) == (param, code)
+
+
+_SCHEMA = {"name": "w", "strict": True, "schema": {"type": "object", "properties": {}}}
+
+
+@pytest.mark.parametrize(
+    ("create", "param", "code"),
+    [
+        ({"seed": "7"}, "seed", "invalid_type"),
+        ({"seed": 1.5}, "seed", "invalid_type"),
+        ({"logprobs": "yes"}, "logprobs", "invalid_type"),
+        ({"logprobs": True, "top_logprobs": "2"}, "top_logprobs", "invalid_type"),
+        ({"store": "yes"}, "store", "invalid_type"),
+        ({"logit_bias": [1]}, "logit_bias", "invalid_type"),
+        ({"service_tier": 5}, "service_tier", "invalid_type"),
+        ({"tools": [_TOOL], "parallel_tool_calls": "no"}, "parallel_tool_calls", "invalid_type"),
+        ({"tools": [_TOOL], "tool_choice": 5}, "tool_choice", "invalid_type"),
+        ({"response_format": "json"}, "response_format", "invalid_type"),
+        (
+            {"response_format": {"json_schema": _SCHEMA}},
+            "response_format.type",
+            "missing_required_parameter",
+        ),
+        ({"response_format": {"type": 5}}, "response_format.type", "invalid_type"),
+        (
+            {"response_format": {"type": "json_schema"}},
+            "response_format.json_schema",
+            "missing_required_parameter",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": "w"}},
+            "response_format.json_schema",
+            "invalid_type",
+        ),
+    ],
+)
+def test_a_field_openai_types_strictly_is_checked_before_routing(
+    client: openai.OpenAI, upstream: FakeUpstream, create: dict[str, Any], param: str, code: str
+) -> None:
+    """These went on as sent: an OpenAI upstream refused them after routing (a 400 about
+    the gateway's request, or a fallback tried), while an Anthropic model's conversion
+    dropped them unseen (``"response_format": "json"`` answered as free text), so the
+    same mistake failed or passed by the model routing chose."""
+    error = _refused(client, upstream, extra_body=create)
+    assert (error["param"], error["code"]) == (param, code)
+
+
+@pytest.mark.parametrize(
+    "create",
+    [
+        {"seed": 7, "logprobs": True, "top_logprobs": 2, "store": False, "logit_bias": {"50": -1}},
+        {"service_tier": "auto", "tools": [_TOOL], "tool_choice": "auto"},
+        {"tools": [_TOOL], "parallel_tool_calls": False, "tool_choice": {"type": "function"}},
+        {"response_format": {"type": "json_schema", "json_schema": _SCHEMA}},
+        {"response_format": {"type": "json_object"}},
+        {"response_format": {"type": "structural_tag", "structures": []}},  # vLLM's own
+    ],
+)
+def test_those_fields_well_formed_go_on_as_sent(
+    client: openai.OpenAI, upstream: FakeUpstream, create: dict[str, Any]
+) -> None:
+    before = len(upstream.requests)
+    client.chat.completions.create(model="small", messages=HI, extra_body=create)
+    assert len(upstream.requests) == before + 1
+    sent = upstream.requests[-1].body
+    assert {key: sent[key] for key in create} == create

@@ -107,6 +107,31 @@ def test_a_wrongly_typed_field_is_the_clients_400_before_any_upstream_call(
     assert (len(upstream.requests), len(claude.requests)) == before
 
 
+@pytest.mark.parametrize(
+    ("front", "create", "param", "code"),
+    [
+        ("responses", {**_RESPONSES, "temperature": "hot"}, "temperature", "invalid_type"),
+        (
+            "responses",
+            {**_RESPONSES, "max_output_tokens": 0},
+            "max_output_tokens",
+            "integer_below_min_value",
+        ),
+        ("completions", {**_COMPLETIONS, "seed": "7"}, "seed", "invalid_type"),
+        ("completions", {**_COMPLETIONS, "n": 0}, "n", "integer_below_min_value"),
+    ],
+)
+def test_the_openai_fronts_say_openais_code(
+    gateway: Served, front: str, create: dict[str, Any], param: str, code: str
+) -> None:
+    """As OpenAI's 400s do (and the chat endpoint's), for clients that branch on it."""
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as caught:
+        getattr(client, front).create(**create)
+    error = caught.value.body
+    assert isinstance(error, dict) and (error["param"], error["code"]) == (param, code)
+
+
 def test_null_is_a_field_left_out(gateway: Served, claude: FakeAnthropic) -> None:
     nulls = {"temperature": None, "top_k": None, "stream": None, "metadata": None}
     response = httpx.post(f"{gateway.url}/v1/messages", json={**_MESSAGES, **nulls}, timeout=20)

@@ -26,7 +26,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from llmroute.chat_checks import check_stream_options
+from llmroute.chat_checks import BELOW_MIN, INVALID_TYPE, check_stream_options
 from llmroute.dispatch.text_completions import (
     RAW_FIELDS,
     TextRequest,
@@ -75,8 +75,8 @@ _PASSED: Fields = {
 }
 
 
-def _bad(param: str, message: str) -> GatewayError:
-    return GatewayError(400, message, param=param)
+def _bad(param: str, message: str, code: str | None = None) -> GatewayError:
+    return GatewayError(400, message, param=param, code=code)
 
 
 def _prompt(body: dict[str, Any]) -> str:
@@ -104,7 +104,8 @@ def _count(body: dict[str, Any], key: str, default: int) -> int:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _bad(key, f"'{key}' must be a positive integer")
+        code = INVALID_TYPE if isinstance(value, bool) or not isinstance(value, int) else BELOW_MIN
+        raise _bad(key, f"'{key}' must be a positive integer", code)
     return value
 
 
@@ -133,7 +134,7 @@ def to_chat_body(body: dict[str, Any]) -> dict[str, Any]:
     try:
         check_stream_options(body)  # the chat endpoint's own check: one message for both
     except InvalidRequest as exc:
-        raise _bad(exc.param, exc.message) from None
+        raise _bad(exc.param, exc.message, exc.code) from None
     if body.get("stream"):
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # the translator decides what goes out

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from llmroute.chat_checks import BELOW_MIN, INVALID_TYPE
 from llmroute.field_values import finite_number, integer, positive_int, strings, unit_number
 from llmroute.server.errors import GatewayError
 
@@ -57,9 +58,11 @@ LIST: Rule = (lambda value: isinstance(value, list), "a list")
 
 
 def check_fields(body: Mapping[str, Any], fields: Fields) -> None:
-    """400 (`GatewayError`, its ``param`` the field) for the first of `body`'s keys in
-    `fields` whose value (not null) fails its rule; other keys are not looked at."""
+    """400 (`GatewayError`, its ``param`` the field, its ``code`` OpenAI's) for the first
+    of `body`'s keys in `fields` whose value (not null) fails its rule; other keys are
+    not looked at."""
     for key, value in body.items():
         rule = fields.get(key)
         if rule is not None and value is not None and not rule[0](value):
-            raise GatewayError(400, f"'{key}' must be {rule[1]}", param=key)
+            code = BELOW_MIN if rule is POSITIVE and integer(value) and value < 1 else INVALID_TYPE
+            raise GatewayError(400, f"'{key}' must be {rule[1]}", param=key, code=code)
