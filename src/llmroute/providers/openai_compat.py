@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from llmroute.errors import ProviderError
 from llmroute.providers._http import checked_event, error_in_answer
@@ -49,9 +50,12 @@ class OpenAICompatProvider:
         if spec.auth == "google":  # Vertex AI's OpenAI-compatible endpoint
             self._http = TokenTransport(http, AdcTokens(name, token_env=False))
         self._send_markers = spec.cache_control == "send"
+        self._developer_as_system = not takes_developer_role(spec.http_url)
 
     def _chat(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
         sent = body if self._send_markers else without_cache_markers(body)
+        if self._developer_as_system:
+            sent = developer_as_system(sent)
         return {**without_thinking(sent), "model": model}
 
     async def complete(
@@ -157,6 +161,37 @@ class OpenAICompatProvider:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+# OpenAI's own API, and Azure OpenAI's: the servers that take the "developer" role
+_DEVELOPER_HOSTS = ("api.openai.com",)
+_DEVELOPER_DOMAINS = (".openai.azure.com", ".cognitiveservices.azure.com")
+
+
+def takes_developer_role(base_url: str) -> bool:
+    """Whether the server at `base_url` takes OpenAI's ``developer`` messages: OpenAI's
+    API and Azure OpenAI do. Most other OpenAI-compatible servers refuse the role
+    (DeepSeek: "unknown variant `developer`", DeepInfra a 422, servers checking roles
+    against system/user/assistant/tool) or hand it to a chat template that does not
+    know it, so an app's instructions, which OpenAI's models take as ``developer``,
+    failed or went missing on whichever model routing chose."""
+    host = (urlsplit(base_url).hostname or "").lower()
+    return host in _DEVELOPER_HOSTS or host.endswith(_DEVELOPER_DOMAINS)
+
+
+def developer_as_system(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` with its ``developer`` messages sent as ``system`` ones, which every chat
+    server takes (OpenAI itself reads the two alike); `body` itself when it has none.
+    Never mutates `body`."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not any(_developer(m) for m in messages):
+        return body
+    plain = [{**m, "role": "system"} if _developer(m) else m for m in messages]
+    return {**body, "messages": plain}
+
+
+def _developer(message: Any) -> bool:
+    return isinstance(message, dict) and message.get("role") == "developer"
 
 
 _THINKING = ("thinking_blocks", "reasoning_content")
