@@ -142,6 +142,27 @@ def test_bad_requests_are_openai_errors(
     assert len(gateway.upstream.requests) == before  # nothing went upstream
 
 
+@pytest.mark.parametrize(
+    ("create", "param", "code"),
+    [
+        ({"model": "embed", "input": openai.NOT_GIVEN}, "input", "missing_required_parameter"),
+        ({"model": "embed", "input": []}, "input", "empty_array"),
+        ({"model": "embed", "input": 12}, "input", "invalid_type"),
+        ({"model": openai.NOT_GIVEN, "input": "hi"}, "model", "missing_required_parameter"),
+        ({"model": 3, "input": "hi"}, "model", "invalid_type"),
+    ],
+)
+def test_a_refused_embeddings_body_carries_openais_code(
+    client: openai.OpenAI, gateway: Gateway, create: dict[str, Any], param: str, code: str
+) -> None:
+    before = len(gateway.upstream.requests)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(**create)
+    error = caught.value.body
+    assert isinstance(error, dict) and (error["param"], error["code"]) == (param, code)
+    assert len(gateway.upstream.requests) == before
+
+
 def test_an_upstream_429_is_a_429_with_its_wait(gateway: Gateway) -> None:
     """An embeddings model is retried, not fallen back from: its upstream's 429 is the
     client's 429 ``upstream_rate_limited`` with that ``Retry-After`` (was a 502)."""

@@ -18,6 +18,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from llmroute.chat_checks import INVALID_TYPE, MISSING
 from llmroute.dispatch import Served
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.dispatch.usage import Usage, estimated_input_tokens
@@ -214,7 +215,10 @@ def pool_model(request: Request, gateway: Gateway, name: object, kind: str) -> s
     """The pool model of `kind` that `name` names (itself, or an alias's target), which
     the client key may use: else 400, 404 when the registry has no such model, 403."""
     if not isinstance(name, str) or not name:
-        raise GatewayError(400, "'model' is required and must be a string", param="model")
+        code = INVALID_TYPE if name is not None and not isinstance(name, str) else MISSING
+        raise GatewayError(
+            400, "'model' is required and must be a string", param="model", code=code
+        )
     registry = gateway.router.loaded.registry
     asked, name = name, registry.resolve_alias(name)
     models = registry.models
@@ -240,14 +244,25 @@ def pool_model(request: Request, gateway: Gateway, name: object, kind: str) -> s
 
 
 def require_input(body: dict[str, Any]) -> None:
-    """OpenAI's shapes: a string, a list of strings, a token array or a list of them."""
-    if not _valid_input(body.get("input")):
+    """OpenAI's shapes: a string, a list of strings, a token array or a list of them;
+    OpenAI's code for one left out, empty or of another type."""
+    value = body.get("input")
+    if not _valid_input(value):
         raise GatewayError(
             400,
             "'input' is required: a non-empty string, a list of strings, "
             "a list of token ids or a list of such lists",
             param="input",
+            code=_input_code(value),
         )
+
+
+def _input_code(value: object) -> str | None:
+    if value is None:
+        return MISSING
+    if value == []:
+        return "empty_array"
+    return None if isinstance(value, str | list) else INVALID_TYPE
 
 
 def _valid_input(value: object) -> bool:
