@@ -33,6 +33,8 @@ they enter the package, and chained with ``raise ... from exc``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "AllFallbacksFailed",
     "BeyondModel",
@@ -367,8 +369,18 @@ class KeyBudgetReached(LimitReached):
 class AllFallbacksFailed(ProviderError):
     """Every model of the fallback chain failed. `attempts` lists ``model (why)`` per
     model tried, and `status` is the one to answer with (429 when every model was rate
-    limited upstream, 502, 503 or 504)."""
+    limited upstream, 502, 503 or 504). `errors` are the failures that status was
+    decided from (the models skipped for what the request holds left out): a stream
+    whose own model failed after its hand-over decides the status of it and the models
+    after it from them together, by the same rule."""
 
-    def __init__(self, attempts: list[str], *, status: int = 502) -> None:
+    def __init__(
+        self,
+        attempts: list[str],
+        *,
+        status: int = 502,
+        errors: Sequence[ProviderError] = (),
+    ) -> None:
         self.attempts = tuple(attempts)
+        self.errors = tuple(errors)
         super().__init__("llmroute", "every model failed: " + "; ".join(attempts), status=status)

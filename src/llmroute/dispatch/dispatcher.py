@@ -38,7 +38,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
@@ -1940,21 +1940,14 @@ def _every_failed(
     attempts: tuple[str, ...], later: AllFallbacksFailed, earlier: Sequence[ProviderError]
 ) -> AllFallbacksFailed:
     """`AllFallbacksFailed` of every model a stream tried (`attempts`), from that of the
-    models after its own failed (`later`), with the status `_exhausted` gives them all:
-    the failures `earlier` (within the hold, then the stream's own) count with the
-    later ones, a model skipped for what the request holds aside, as there."""
-    status = later.status or 502
-    counted = [e for e in earlier if not isinstance(e, UnsupportedRequest | BeyondModel)]
-    if not all(isinstance(e, _ALL_SO.get(status, ProviderError)) for e in counted):
-        # later models all rate limited beside earlier ones unavailable (a breaker, a
-        # limit): every one unavailable, 503 as `_exhausted` says it; else a mix
-        unavailable = status == 429 and all(isinstance(e, _ALL_SO[503]) for e in counted)
-        status = 503 if unavailable else 502
-    every = AllFallbacksFailed(list(attempts), status=status)
-    waits = [later.retry_after_s, *(e.retry_after_s for e in counted)]
-    known = [wait for wait in waits if wait is not None]
-    if status in (429, 503) and len(known) == len(waits):  # when the first could answer
-        every.retry_after_s = min(known)
+    models after its own failed (`later`), with the status `_exhausted` gives them all
+    (`_status_of`): the failures `earlier` (within the hold, then the stream's own)
+    count with the later ones, a model skipped for what the request holds aside, as
+    there."""
+    errors = (*_counted(earlier), *later.errors)
+    status, wait = _status_of(errors)
+    every = AllFallbacksFailed(list(attempts), status=status, errors=errors)
+    every.retry_after_s = wait
     return every
 
 
@@ -1970,14 +1963,6 @@ def _after_tries(stopped: CircuitOpen, earlier: ProviderError | None) -> None:
         got = f"{earlier.provider}: {got}"
     stopped.message = f"{got}; then {stopped.message}"
     stopped.args = (f"provider {stopped.provider!r}: {stopped.message}",)
-
-
-# the failures every model's must be for `_exhausted`'s 504, 429 and 503 (else 502)
-_ALL_SO: dict[int, tuple[type[ProviderError], ...]] = {
-    504: (ProviderTimeout,),
-    429: (RateLimited,),
-    503: (CircuitOpen, RateLimited),
-}
 
 
 def _describe(failure: tuple[str, ProviderError]) -> str:
@@ -2000,7 +1985,7 @@ def _exhausted(failures: list[tuple[str, ProviderError]]) -> ProviderError:
     client's and LiteLLM's rate-limit error: a wait, not an outage), 503 when every one
     was unavailable (breaker open, its own limits, or rate limited), else 502."""
     attempts = [_describe(f) for f in failures]
-    errors = [exc for _, exc in failures if not isinstance(exc, UnsupportedRequest | BeyondModel)]
+    errors = _counted(exc for _, exc in failures)
     if errors and all(isinstance(e, KeyBudgetReached) for e in errors):
         why = "; ".join(f"{name}: {exc.message}" for name, exc in failures)
         return KeyBudgetReached("llmroute", why, status=429, code="insufficient_quota")
@@ -2017,6 +2002,25 @@ def _exhausted(failures: list[tuple[str, ProviderError]]) -> ProviderError:
             code=codes.pop() if len(codes) == 1 else "unsupported_request",
             param=params.pop() if len(params) == 1 else None,
         )
+    status, wait = _status_of(errors)
+    exhausted = AllFallbacksFailed(attempts, status=status, errors=errors)
+    exhausted.retry_after_s = wait
+    return exhausted
+
+
+def _counted(failures: Iterable[ProviderError]) -> list[ProviderError]:
+    """The failures an exhausted chain's status is decided from: those of the models
+    tried, not of those skipped for what the request holds (nothing was sent)."""
+    return [e for e in failures if not isinstance(e, UnsupportedRequest | BeyondModel)]
+
+
+def _status_of(errors: Sequence[ProviderError]) -> tuple[int, float | None]:
+    """The status of a chain whose every model tried failed with `errors`, and its
+    ``Retry-After``: 504 when every one timed out, 429 when every one was rate limited
+    upstream (an OpenAI client's and LiteLLM's rate-limit error: a wait, not an
+    outage), 503 when every one was unavailable (breaker open, its own limits, or rate
+    limited), else 502; with 429 and 503, the soonest wait when each failure said one
+    (when the first could answer)."""
     if all(isinstance(e, ProviderTimeout) for e in errors):
         status = 504
     elif all(isinstance(e, RateLimited) for e in errors):
@@ -2024,9 +2028,8 @@ def _exhausted(failures: list[tuple[str, ProviderError]]) -> ProviderError:
     elif all(isinstance(e, CircuitOpen | RateLimited) for e in errors):
         status = 503
     else:
-        status = 502
-    exhausted = AllFallbacksFailed(attempts, status=status)
+        return 502, None
     waits = [e.retry_after_s for e in errors if e.retry_after_s is not None]
-    if status in (429, 503) and len(waits) == len(errors):  # when the first could answer
-        exhausted.retry_after_s = min(waits)
-    return exhausted
+    if status in (429, 503) and waits and len(waits) == len(errors):
+        return status, min(waits)
+    return status, None
