@@ -280,6 +280,61 @@ def test_a_429_without_a_wait_is_a_429_without_retry_after(h: Harness) -> None:
     assert answer.status == 429 and "retry-after" not in answer.headers
 
 
+def test_every_model_503_with_a_wait_too_long_to_retry_is_a_503_with_the_soonest(
+    h: Harness,
+) -> None:
+    """Each model's upstream answered 503 asking for a wait past ``max_retry_after_s``
+    (so not retried, the fallback tried at once): every model unavailable, the client's
+    503 with the soonest ``Retry-After``, which its client waits out, as for a chain of
+    429s. It was a 502 with ``x-should-retry: false``: the waits were dropped and the
+    client told not to try again at all."""
+    models = (
+        "  a: {provider: up, model: 'a?status=503&retry_after=90'}\n"
+        "  b: {provider: up, model: 'b?status=503&retry_after=60'}"
+    )
+    registry = h.registry(models, "a")
+    with pytest.raises(AllFallbacksFailed) as caught:
+        h.run(registry, lambda d: d.complete(plan_for("a", "b"), _body()))
+    error = caught.value
+    assert error.status == 503 and error.retry_after_s == 60.0
+    assert h.upstream.models_called() == [
+        "a?status=503&retry_after=90",
+        "b?status=503&retry_after=60",
+    ]
+    answer = gateway_error(error).response()
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "60"
+    assert "x-should-retry" not in answer.headers
+    body = json.loads(bytes(answer.body))["error"]
+    assert body["code"] == "upstream_error" and len(body["attempts"]) == 2
+
+
+def test_a_503_with_a_wait_beside_a_500_or_a_bare_503_stays_a_502(h: Harness) -> None:
+    """A 503 that said when to come back counts as unavailable only beside others that
+    are: with a 500 the chain failed in different ways (502), and a 503 that said no
+    wait is a failure like a 500."""
+    models = (
+        "  a: {provider: up, model: 'a?status=503&retry_after=90'}\n"
+        "  b: {provider: up, model: 'b?status=500'}\n"
+        "  c: {provider: up, model: 'c?status=503'}"
+    )
+    registry = h.registry(models, "a")
+    plan = plan_for("a", "b", policy=RoutePolicy(retries=0))
+    bare = plan_for("a", "c", policy=RoutePolicy(retries=0))
+
+    async def job(d: Dispatcher) -> list[AllFallbacksFailed]:
+        caught = []
+        for each in (plan, bare):
+            with pytest.raises(AllFallbacksFailed) as failed:
+                await d.complete(each, _body())
+            caught.append(failed.value)
+        return caught
+
+    for error in h.run(registry, job):
+        answer = gateway_error(error).response()
+        assert error.status == 502 and answer.status_code == 502
+        assert answer.headers["x-should-retry"] == "false" and "retry-after" not in answer.headers
+
+
 def test_429s_beside_other_failures_keep_502_and_503(h: Harness) -> None:
     """A 429 and a 5xx: 502, as any mix; a 429 and an open breaker: both unavailable, 503."""
     models = (
@@ -2325,6 +2380,21 @@ def test_a_held_stream_whose_models_were_at_a_limit_or_rate_limited_is_a_503(
     assert isinstance(error, AllFallbacksFailed) and error.status == 503
     assert [attempt.split()[0] for attempt in error.attempts] == ["x", "a", "b"]
     assert error.retry_after_s == 2.0
+
+
+def test_a_held_stream_whose_models_all_answered_503_with_a_wait_is_a_503(h: Harness) -> None:
+    """`x` answers 503 within the hold, `a` is handed over silent and answers 503, then
+    `b`: each asked for a wait, so every model was unavailable, the 503 with the soonest
+    wait (`a`'s, after the hand-over) that a request not streamed gets (one rule for
+    both, `_status_of`)."""
+    models = "  x: {provider: up, model: 'x?status=503&retry_after=90'}\n"
+    models += "  a: {provider: up, model: 'a?delay=0.3&status=503&retry_after=30'}\n"
+    models += "  b: {provider: up, model: 'b?status=503&retry_after=60'}"
+    error = _held_stream_error(h, models, "x", "a", "b")
+    assert isinstance(error, AllFallbacksFailed) and error.status == 503
+    assert [attempt.split()[0] for attempt in error.attempts] == ["x", "a", "b"]
+    assert error.retry_after_s == 30.0
+    assert gateway_error(error).response().headers["retry-after"] == "30"
 
 
 def test_a_breaker_its_own_retries_opened_says_what_they_got(h: Harness) -> None:

@@ -2018,14 +2018,14 @@ def _status_of(errors: Sequence[ProviderError]) -> tuple[int, float | None]:
     """The status of a chain whose every model tried failed with `errors`, and its
     ``Retry-After``: 504 when every one timed out, 429 when every one was rate limited
     upstream (an OpenAI client's and LiteLLM's rate-limit error: a wait, not an
-    outage), 503 when every one was unavailable (breaker open, its own limits, or rate
-    limited), else 502; with 429 and 503, the soonest wait when each failure said one
-    (when the first could answer)."""
+    outage), 503 when every one was unavailable (breaker open, its own limits, rate
+    limited, or an upstream 503 that said when to come back), else 502; with 429 and
+    503, the soonest wait when each failure said one (when the first could answer)."""
     if all(isinstance(e, ProviderTimeout) for e in errors):
         status = 504
     elif all(isinstance(e, RateLimited) for e in errors):
         status = 429
-    elif all(isinstance(e, CircuitOpen | RateLimited) for e in errors):
+    elif all(_unavailable(e) for e in errors):
         status = 503
     else:
         return 502, None
@@ -2033,3 +2033,15 @@ def _status_of(errors: Sequence[ProviderError]) -> tuple[int, float | None]:
     if status in (429, 503) and waits and len(waits) == len(errors):
         return status, min(waits)
     return status, None
+
+
+def _unavailable(error: ProviderError) -> bool:
+    """Whether `error` says its model cannot answer for now: its breaker open or its
+    limits reached (nothing sent), rate limited upstream, or an upstream's 503 with a
+    ``Retry-After`` (its word on when to come back; one longer than
+    ``max_retry_after_s`` the gateway did not wait out). A chain of them all is the
+    client's 503 with the soonest wait, which its client waits out, not a 502 that
+    says not to retry (a 503 without a wait stays a failure like a 500)."""
+    if isinstance(error, CircuitOpen | RateLimited):
+        return True
+    return error.status == 503 and error.retry_after_s is not None
