@@ -174,12 +174,12 @@ def test_an_upstream_429_is_a_429_with_its_wait(gateway: Gateway) -> None:
 
 def test_an_upstream_503_whose_wait_was_too_long_to_retry_keeps_it(gateway: Gateway) -> None:
     """An upstream 503 asking for 90 s (past ``max_retry_after_s``: the gateway did not
-    wait, so did not retry) is a 502 with that ``Retry-After``, and no
-    ``x-should-retry: false``, which told the client not to try again at all (the wait
-    was dropped)."""
+    wait, so did not retry) is a 503 with that ``Retry-After``, as a chat chain whose
+    every model said so gets, and no ``x-should-retry: false``, which told the client
+    not to try again at all (the wait was dropped). It was a 502 with the wait."""
     before = len(gateway.upstream.models_called())
     later = _post(gateway, {"model": "embed-later", "input": "hi"})
-    assert later.status_code == 502, later.text
+    assert later.status_code == 503, later.text
     assert later.headers["retry-after"] == "90"
     assert "x-should-retry" not in later.headers
     assert gateway.upstream.models_called()[before:] == ["emb-later?status=503&retry_after=90"]

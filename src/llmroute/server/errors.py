@@ -271,7 +271,7 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
                 504
                 if isinstance(exc, ProviderTimeout)
                 else 503
-                if isinstance(exc, CircuitOpen)
+                if isinstance(exc, CircuitOpen) or _said_when(exc)
                 else 502
             )
             headers = _after_failing(status, headers, exc)
@@ -307,15 +307,22 @@ def _all_failed(exc: AllFallbacksFailed, headers: Mapping[str, str] | None) -> G
     )
 
 
+def _said_when(exc: ProviderError) -> bool:
+    """Whether `exc` is an upstream's 503 that said when to come back (an embeddings or
+    rerank model's, retried, not fallen back): the client's 503 with that wait, as a
+    chain whose every model said so gets (past ``max_retry_after_s`` the gateway
+    neither waited nor retried)."""
+    return exc.status == 503 and exc.retry_after_s is not None
+
+
 def _after_failing(
     status: int, headers: Mapping[str, str] | None, exc: ProviderError
 ) -> Mapping[str, str] | None:
     """`headers` for a 502, 503 or 504 the gateway answers after its own retries and
-    fallbacks. A 503 keeps its ``Retry-After`` (a breaker's cooldown), and so does an
-    embeddings model's upstream 503 that said one: its word on when to come back (past
-    ``max_retry_after_s`` the gateway neither waited nor retried). Otherwise a 502 or 504
-    says ``x-should-retry: false``: OpenAI's and Anthropic's clients would send it twice
-    more (by default), each time through the whole chain, trebling the load on upstreams
+    fallbacks. A 503 keeps its ``Retry-After`` (a breaker's cooldown, an upstream 503's
+    own; any failure's that said one). Otherwise a 502 or 504 says
+    ``x-should-retry: false``: OpenAI's and Anthropic's clients would send it twice more
+    (by default), each time through the whole chain, trebling the load on upstreams
     already failing."""
     waited = _with_retry_after(headers, exc)
     if status == 503 or waited is not headers:
