@@ -25,7 +25,7 @@ from plans import plan_for
 from llmroute.dispatch import Dispatcher
 from llmroute.dispatch import dispatcher as dispatcher_module
 from llmroute.dispatch.deployments import settled
-from llmroute.dispatch.dispatcher import DispatchObserver
+from llmroute.dispatch.dispatcher import DispatchObserver, Opened
 from llmroute.errors import (
     AllFallbacksFailed,
     BeyondModel,
@@ -1439,6 +1439,40 @@ def test_an_error_sent_with_a_200_is_retried_then_falls_back(h: Harness) -> None
     model, events = _streamed(h, registry)
     assert model == "b" and events[-1] == b"data: [DONE]\n\n"
     assert not any(b'"error"' in e for e in events)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "inbody=insufficient_quota",
+        "inbody=type:insufficient_quota",  # the OpenAI API's type, without the code
+        "inbody=insufficient_quota&early=1",  # after the role chunk, before any words
+    ],
+)
+def test_a_stream_whose_account_is_out_of_credit_falls_back_saying_so(
+    h: Harness, fault: str
+) -> None:
+    """A stream that opens with 200, then says ``insufficient_quota`` in an error event
+    before its first words: the gateway's account out of credit, as the same refusal as
+    a 429 that is not streamed (`ProviderMisconfigured`): not retried, the fallback
+    answers, and the attempt says why. It was a plain 502, retried, its attempt saying
+    only "answered with error 502"."""
+    name = f"a?{fault}"
+    models = f"  a: {{provider: up, model: '{name}'}}\n  b: {{provider: up, model: b}}"
+    registry = h.registry(models, "a")
+
+    async def job(d: Dispatcher) -> tuple[Opened, list[bytes]]:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        return opened, [e async for e in opened.events]
+
+    opened, events = h.run(registry, job)
+    assert opened.model == "b" and events[-1] == b"data: [DONE]\n\n"
+    assert b'"error"' not in b"".join(events)
+    assert h.upstream.models_called() == [name, "b"]  # not retried
+    (attempt,) = opened.attempts
+    assert attempt.startswith("a via up (") and "account with the provider is out of credits" in (
+        attempt
+    )
 
 
 def test_a_keep_alive_comment_does_not_begin_a_stream(h: Harness) -> None:

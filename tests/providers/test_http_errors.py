@@ -155,6 +155,18 @@ def test_transport_failures_say_what_failed_and_never_where() -> None:
         ({"error": {"code": "429", "message": "slow down"}}, RateLimited, 429),
         ({"error": {"code": "context_length_exceeded", "message": "too long"}}, None, 400),
         ({"error": {"code": "content_filter", "message": "no"}}, ContentRefused, 400),
+        # the OpenAI API's account out of credit, in a stream: the gateway's account, not
+        # a rate limit, with its code, or its type alone (was a plain 502 either way)
+        (
+            {"error": {"code": "insufficient_quota", "message": "You exceeded your quota"}},
+            ProviderMisconfigured,
+            429,
+        ),
+        (
+            {"error": {"type": "insufficient_quota", "message": "You exceeded your quota"}},
+            ProviderMisconfigured,
+            429,
+        ),
         ({"error": "the model crashed"}, None, 502),
         # a code Python's isdigit takes but int does not read: no status, an upstream's 502
         ({"error": {"code": "²", "message": "odd"}}, None, 502),

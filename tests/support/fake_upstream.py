@@ -322,6 +322,8 @@ def _error_in_body(code: str) -> dict[str, Any]:
     """An error object sent with a 200: OpenRouter's shape, or vLLM's older bare one."""
     if code == "old":
         return {"object": "error", "message": "bad input", "type": "BadRequestError", "code": 400}
+    if code.startswith("type:"):  # an error named by its type alone, no code
+        return {"error": {"type": code[5:], "message": "You exceeded your current quota"}}
     message = "Provider returned error" if code.startswith("5") else "bad request"
     return {"error": {"code": int(code) if code.isdigit() else code, "message": message}}
 

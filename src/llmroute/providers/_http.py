@@ -304,9 +304,12 @@ def error_from_response(
     )
 
 
-# Statuses for the string codes of errors reported inside a 200 (no number given).
+# Statuses for the string codes of errors reported inside a 200 (no number given); the
+# OpenAI API's insufficient_quota (its account out of credit) is its 429's, which
+# `error_from_response` reads as the account's, not a rate limit.
 _CODE_STATUS = {
     "context_length_exceeded": 400,
+    "insufficient_quota": 429,
     "rate_limit_exceeded": 429,
     **{code: 400 for code in _CONTENT_CODES},
 }
@@ -338,6 +341,10 @@ def error_in_answer(provider: str, data: Any) -> ProviderError | None:
     if status is None:
         code = error.get("code") if isinstance(error.get("code"), str) else error.get("type")
         status = _CODE_STATUS.get(code, 502) if isinstance(code, str) else 502
+        if code in _CODE_STATUS and code != error.get("code"):
+            # a type that names the code (the OpenAI API's {"type": "insufficient_quota"}
+            # in a stream): read as the code it is, as it gave the status
+            error = {**error, "code": code}
     body = json.dumps({"error": error}, default=str).encode()
     return error_from_response(provider, status, {}, body, in_answer=True)
 
