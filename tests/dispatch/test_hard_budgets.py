@@ -32,7 +32,7 @@ from llmroute.dispatch.budgets import IMAGE_TOKENS, Payer, paid_by, worst_case
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.dispatch.text_completions import TextRequest, chat_content
 from llmroute.dispatch.usage import prompt_tokens, prompt_tokens_at_most
-from llmroute.errors import ConfigError, ProviderError
+from llmroute.errors import AllFallbacksFailed, ConfigError, ProviderError
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import Budget, Model, Provider
@@ -689,3 +689,45 @@ def test_a_raw_completions_hold_counts_its_suffix(upstream: FakeUpstream) -> Non
     raw = [r for r in upstream.requests if r.body.get("model") == f"pricey-{tag}?x=1"]
     assert [r.path for r in raw] == ["/v1/completions"]  # the long one was never sent
     assert raw[0].body["prompt"] == "hello" and "messages" not in raw[0].body
+
+
+def test_a_held_stream_failing_before_a_model_over_the_keys_budget_is_a_502(
+    upstream: FakeUpstream,
+) -> None:
+    """`a`'s stream is handed over and fails before its words (an error event after its
+    opening), and `pricey` does not fit the paying key's hard budget: one model failed,
+    one was passed over, the 502 a request not streamed gets for the same chain, with
+    both named. It was the key's 429 ``insufficient_quota``, the status of the model
+    after `a` alone, which tells the client its key is spent though a model was tried
+    and failed."""
+    tag = uuid.uuid4().hex[:8]
+    models = _pricey(tag, 10.0, faults="x=1")
+    models += f"  a-{tag}: {{provider: up, model: 'a-{tag}?early=1&pause=0.3'}}\n"
+    models += f"  broken-{tag}: {{provider: up, model: 'broken-{tag}?status=500'}}\n"
+    text = _registry(upstream.url, models, f"a-{tag}")
+    registry = parse_registry(text).registry
+    held = registry.dispatch.model_copy(update={"stream_hold_s": 0.05})
+    registry = registry.model_copy(update={"dispatch": held})
+    who = Payer(f"k-{tag}", f"apikey:k-{tag}", Budget(usd=0.05, hard=True))
+
+    async def go() -> tuple[ProviderError, ProviderError]:
+        dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        try:
+            with paid_by(who):
+                with pytest.raises(ProviderError) as unstreamed:
+                    await dispatcher.complete(plan_for(f"broken-{tag}", f"pricey-{tag}"), _BODY)
+                body = {**_BODY, "stream": True}
+                opened = await dispatcher.open_stream(plan_for(f"a-{tag}", f"pricey-{tag}"), body)
+                assert opened.model == f"a-{tag}"  # handed over silent
+                with pytest.raises(ProviderError) as streamed:
+                    async for _event in opened.events:
+                        pass
+            return unstreamed.value, streamed.value
+        finally:
+            await dispatcher.aclose()
+
+    unstreamed, streamed = asyncio.run(go())
+    assert isinstance(unstreamed, AllFallbacksFailed) and unstreamed.status == 502
+    assert isinstance(streamed, AllFallbacksFailed) and streamed.status == 502
+    assert [attempt.split()[0] for attempt in streamed.attempts] == [f"a-{tag}", f"pricey-{tag}"]
+    assert "hard budget" in streamed.attempts[1]

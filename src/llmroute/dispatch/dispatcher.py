@@ -1911,8 +1911,9 @@ def _ended_after(
     its deployments: the record keeps the model called, not one served by "llmroute".
     The error to raise lists every model tried too, in order (`exc`'s ``passed_over``;
     when every one failed, an `AllFallbacksFailed` of them all in place of `exc`'s,
-    which knew only those after the failure; `before`: the failures `opened.attempts`
-    listed already, which count for its status too)."""
+    which knew only those after the failure, or of the key's budget refusal of every
+    later model; `before`: the failures `opened.attempts` listed already, which count
+    for its status too)."""
     if failure is None:
         failure_said: tuple[str, ...] = ()
     elif exc is failure[1]:  # no later model took the request: only this failure counts
@@ -1930,21 +1931,30 @@ def _ended_after(
         if exc.provider != GATEWAY:  # its provider refused: that deployment was called
             opened.model, opened.deployment = exc.model, exc.provider
     opened.attempts = exc.passed_over = (*said, *failure_said, *later)
-    if not isinstance(exc, AllFallbacksFailed) or opened.attempts == exc.attempts:
-        return exc
     earlier = (*before, *(() if failure is None else (failure[1],)))
-    return _every_failed(opened.attempts, exc, earlier)
+    if isinstance(exc, AllFallbacksFailed):
+        if opened.attempts == exc.attempts:
+            return exc
+        return _every_failed(opened.attempts, exc.errors, earlier)
+    if isinstance(exc, KeyBudgetReached) and not all(
+        isinstance(e, KeyBudgetReached) for e in _counted(earlier)
+    ):
+        # every later model over the key's budget, after models that failed: not the
+        # key's 429 (a model was tried), the status `_exhausted` gives them all; `exc`
+        # stands for the later refusals, all of its kind
+        return _every_failed(opened.attempts, (exc,), earlier)
+    return exc
 
 
 def _every_failed(
-    attempts: tuple[str, ...], later: AllFallbacksFailed, earlier: Sequence[ProviderError]
+    attempts: tuple[str, ...], later: Sequence[ProviderError], earlier: Sequence[ProviderError]
 ) -> AllFallbacksFailed:
-    """`AllFallbacksFailed` of every model a stream tried (`attempts`), from that of the
-    models after its own failed (`later`), with the status `_exhausted` gives them all
-    (`_status_of`): the failures `earlier` (within the hold, then the stream's own)
-    count with the later ones, a model skipped for what the request holds aside, as
-    there."""
-    errors = (*_counted(earlier), *later.errors)
+    """`AllFallbacksFailed` of every model a stream tried (`attempts`), from the failures
+    of the models after its own failed (`later`), with the status `_exhausted` gives
+    them all (`_status_of`): the failures `earlier` (within the hold, then the stream's
+    own) count with the later ones, a model skipped for what the request holds aside,
+    as there."""
+    errors = (*_counted(earlier), *later)
     status, wait = _status_of(errors)
     every = AllFallbacksFailed(list(attempts), status=status, errors=errors)
     every.retry_after_s = wait
@@ -1988,7 +1998,9 @@ def _exhausted(failures: list[tuple[str, ProviderError]]) -> ProviderError:
     errors = _counted(exc for _, exc in failures)
     if errors and all(isinstance(e, KeyBudgetReached) for e in errors):
         why = "; ".join(f"{name}: {exc.message}" for name, exc in failures)
-        return KeyBudgetReached("llmroute", why, status=429, code="insufficient_quota")
+        refused = KeyBudgetReached("llmroute", why, status=429, code="insufficient_quota")
+        refused.passed_over = tuple(attempts)  # each model, for a stream's (`_ended_after`)
+        return refused
     if not errors and failures:
         why = "; ".join(
             f"{name}: {exc.message.removesuffix('; not sent')}" for name, exc in failures
