@@ -2420,7 +2420,7 @@ def test_a_held_stream_whose_models_all_answered_503_with_a_wait_is_a_503(h: Har
     """`x` answers 503 within the hold, `a` is handed over silent and answers 503, then
     `b`: each asked for a wait, so every model was unavailable, the 503 with the soonest
     wait (`a`'s, after the hand-over) that a request not streamed gets (one rule for
-    both, `_status_of`)."""
+    both, `status_of`)."""
     models = "  x: {provider: up, model: 'x?status=503&retry_after=90'}\n"
     models += "  a: {provider: up, model: 'a?delay=0.3&status=503&retry_after=30'}\n"
     models += "  b: {provider: up, model: 'b?status=503&retry_after=60'}"

@@ -40,14 +40,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmroute.dispatch.dispatcher import Dispatcher, Opened, Served
+from llmroute.dispatch.exhaustion import flattened, status_of
 from llmroute.dispatch.plan import Plan
 from llmroute.dispatch.usage import Usage
 from llmroute.errors import (
     AllFallbacksFailed,
-    CircuitOpen,
     ProviderError,
-    ProviderTimeout,
-    RateLimited,
 )
 from llmroute.gates.base import Called, GateVerdict, ModelCall, QualityGate, TierAnswer, total_usage
 from llmroute.registry.schema import Cascade, CascadeTier, RoutePolicy
@@ -189,18 +187,6 @@ def _error_text(model: str, exc: ProviderError) -> str:
     return exc.attempt(model)
 
 
-def _status(exc: ProviderError) -> int:
-    if isinstance(exc, AllFallbacksFailed) and exc.status is not None:
-        return exc.status
-    if isinstance(exc, ProviderTimeout):
-        return 504
-    if isinstance(exc, RateLimited):
-        return 429
-    if isinstance(exc, CircuitOpen):
-        return 503
-    return 502
-
-
 @dataclass(frozen=True, slots=True)
 class _Buffered:
     """A buffered tier's stream."""
@@ -290,15 +276,10 @@ class _Run:
             last = errors[-1]
             last.model = self.steps[-1].model
             return last
-        statuses = {_status(e) for e in errors}
-        if len(statuses) == 1 and statuses <= {429, 503, 504}:
-            status = statuses.pop()
-        else:
-            status = 503 if statuses == {429, 503} else 502
-        exhausted = AllFallbacksFailed(list(self.attempts()), status=status)
-        waits = [e.retry_after_s for e in errors if e.retry_after_s is not None]
-        if status in (429, 503) and waits and len(waits) == len(errors):
-            exhausted.retry_after_s = min(waits)
+        decided = flattened(errors)  # each tier's models' failures, by a chain's rule
+        status, wait = status_of(decided)
+        exhausted = AllFallbacksFailed(list(self.attempts()), status=status, errors=decided)
+        exhausted.retry_after_s = wait
         return exhausted
 
     def served(self, served: Served) -> Served:

@@ -38,7 +38,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
@@ -62,6 +62,7 @@ from llmroute.dispatch.deployments import (
     stream_ended,
     waited_out,
 )
+from llmroute.dispatch.exhaustion import counted, status_of
 from llmroute.dispatch.model_params import for_model, within_output
 from llmroute.dispatch.output_caps import refused_cap
 from llmroute.dispatch.plan import Plan, may_answer_raw, without_cascade
@@ -97,7 +98,6 @@ from llmroute.errors import (
     ProviderError,
     ProviderMisconfigured,
     ProviderTimeout,
-    RateLimited,
     UnsupportedRequest,
     UpstreamRejected,
 )
@@ -1937,7 +1937,7 @@ def _ended_after(
             return exc
         return _every_failed(opened.attempts, exc.errors, earlier)
     if isinstance(exc, KeyBudgetReached) and not all(
-        isinstance(e, KeyBudgetReached) for e in _counted(earlier)
+        isinstance(e, KeyBudgetReached) for e in counted(earlier)
     ):
         # every later model over the key's budget, after models that failed: not the
         # key's 429 (a model was tried), the status `_exhausted` gives them all; `exc`
@@ -1951,11 +1951,11 @@ def _every_failed(
 ) -> AllFallbacksFailed:
     """`AllFallbacksFailed` of every model a stream tried (`attempts`), from the failures
     of the models after its own failed (`later`), with the status `_exhausted` gives
-    them all (`_status_of`): the failures `earlier` (within the hold, then the stream's
+    them all (`status_of`): the failures `earlier` (within the hold, then the stream's
     own) count with the later ones, a model skipped for what the request holds aside,
     as there."""
-    errors = (*_counted(earlier), *later)
-    status, wait = _status_of(errors)
+    errors = (*counted(earlier), *later)
+    status, wait = status_of(errors)
     every = AllFallbacksFailed(list(attempts), status=status, errors=errors)
     every.retry_after_s = wait
     return every
@@ -1995,7 +1995,7 @@ def _exhausted(failures: list[tuple[str, ProviderError]]) -> ProviderError:
     client's and LiteLLM's rate-limit error: a wait, not an outage), 503 when every one
     was unavailable (breaker open, its own limits, or rate limited), else 502."""
     attempts = [_describe(f) for f in failures]
-    errors = _counted(exc for _, exc in failures)
+    errors = counted(exc for _, exc in failures)
     if errors and all(isinstance(e, KeyBudgetReached) for e in errors):
         why = "; ".join(f"{name}: {exc.message}" for name, exc in failures)
         refused = KeyBudgetReached("llmroute", why, status=429, code="insufficient_quota")
@@ -2014,46 +2014,7 @@ def _exhausted(failures: list[tuple[str, ProviderError]]) -> ProviderError:
             code=codes.pop() if len(codes) == 1 else "unsupported_request",
             param=params.pop() if len(params) == 1 else None,
         )
-    status, wait = _status_of(errors)
+    status, wait = status_of(errors)
     exhausted = AllFallbacksFailed(attempts, status=status, errors=errors)
     exhausted.retry_after_s = wait
     return exhausted
-
-
-def _counted(failures: Iterable[ProviderError]) -> list[ProviderError]:
-    """The failures an exhausted chain's status is decided from: those of the models
-    tried, not of those skipped for what the request holds (nothing was sent)."""
-    return [e for e in failures if not isinstance(e, UnsupportedRequest | BeyondModel)]
-
-
-def _status_of(errors: Sequence[ProviderError]) -> tuple[int, float | None]:
-    """The status of a chain whose every model tried failed with `errors`, and its
-    ``Retry-After``: 504 when every one timed out, 429 when every one was rate limited
-    upstream (an OpenAI client's and LiteLLM's rate-limit error: a wait, not an
-    outage), 503 when every one was unavailable (breaker open, its own limits, rate
-    limited, or an upstream 503 that said when to come back), else 502; with 429 and
-    503, the soonest wait when each failure said one (when the first could answer)."""
-    if all(isinstance(e, ProviderTimeout) for e in errors):
-        status = 504
-    elif all(isinstance(e, RateLimited) for e in errors):
-        status = 429
-    elif all(_unavailable(e) for e in errors):
-        status = 503
-    else:
-        return 502, None
-    waits = [e.retry_after_s for e in errors if e.retry_after_s is not None]
-    if status in (429, 503) and waits and len(waits) == len(errors):
-        return status, min(waits)
-    return status, None
-
-
-def _unavailable(error: ProviderError) -> bool:
-    """Whether `error` says its model cannot answer for now: its breaker open or its
-    limits reached (nothing sent), rate limited upstream, or an upstream's 503 with a
-    ``Retry-After`` (its word on when to come back; one longer than
-    ``max_retry_after_s`` the gateway did not wait out). A chain of them all is the
-    client's 503 with the soonest wait, which its client waits out, not a 502 that
-    says not to retry (a 503 without a wait stays a failure like a 500)."""
-    if isinstance(error, CircuitOpen | RateLimited):
-        return True
-    return error.status == 503 and error.retry_after_s is not None
