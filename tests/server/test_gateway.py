@@ -54,6 +54,7 @@ models:
   cutoff: {provider: fake, model: "or?inbody=502&late=1"}
   busy-claude: {provider: anth, model: "claude-x?early_error=1"}  # overloaded at once
   locked: {provider: fake, model: "locked?status=401"}  # the registry's key is wrong
+  later: {provider: fake, model: "later?status=503&retry_after=90"}  # past max_retry_after_s
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -464,6 +465,25 @@ def test_an_upstream_refusing_the_gateways_key_is_a_502_not_the_clients_401(
     )
     assert "refused the gateway's credentials" in caught.value.message
     assert SECRET not in caught.value.message
+
+
+def test_an_upstream_503_asking_for_a_long_wait_is_the_clients_503_with_it(
+    gateway: Gateway,
+) -> None:
+    """An upstream 503 with ``Retry-After: 90`` (past ``max_retry_after_s``: not waited
+    out, not retried) is the client's 503 with that wait, which the official clients
+    wait out before trying again; it was a 502 with ``x-should-retry: false``, the wait
+    dropped and the client told not to try again at all."""
+    before = len(gateway.upstream.models_called())
+    body = {"model": "later", "messages": _user("hi")}
+    for stream in (False, True):
+        response = _post(gateway, "/v1/chat/completions", json={**body, "stream": stream})
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] == "90"
+        assert "x-should-retry" not in response.headers
+        error = response.json()["error"]
+        assert error["code"] == "upstream_error" and "503" in error["attempts"][0]
+    assert gateway.upstream.models_called()[before:] == ["later?status=503&retry_after=90"] * 2
 
 
 def test_route_returns_the_decision_only(gateway: Gateway) -> None:
