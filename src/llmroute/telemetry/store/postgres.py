@@ -32,6 +32,7 @@ from llmroute.telemetry.record import (
     ShadowRecord,
     decision_rows,
 )
+from llmroute.telemetry.store._cutoff import Cutoff
 from llmroute.telemetry.store._sql import (
     DECISION_LIST,
     FEEDBACK_LIST,
@@ -114,6 +115,12 @@ INSTALL_HINT = "PostgreSQL telemetry needs the postgres extra: pip install 'llmr
 
 _POOL_NAME = "llmroute-telemetry"
 _DOWN_S = 5.0  # after a timeout without a connection, calls fail at once this long
+# How long a call may wait for its answer before its connection is cut (`Cutoff`): the
+# writer's batches, feedback, shadow rows, the dashboard's reads. A migration (an index
+# built on a large table) and a forget (a user's rows across the whole log) may take
+# longer on a server that is working; they get `_LONG_ANSWER_S`.
+_ANSWER_S = 60.0
+_LONG_ANSWER_S = 900.0
 
 
 class _OwnPoolFailures(logging.Filter):
@@ -164,7 +171,9 @@ class PostgresStore(SqlReads):
     ``?options=-csearch_path%3Dname`` parameter selects a schema).
 
     `timeout_s` bounds the wait for a pooled connection, so a down server fails a call
-    in that time with a `TelemetryError` instead of hanging the writer thread.
+    in that time with a `TelemetryError` instead of hanging the writer thread;
+    `answer_timeout_s` bounds the wait for a server that took the call and stopped
+    answering (the pool's check of a connection it lends, `timeout_s`).
     """
 
     backend: Backend = "postgres"
@@ -180,6 +189,7 @@ class PostgresStore(SqlReads):
         *,
         timeout_s: float = 5.0,
         connect_timeout_s: int = 5,
+        answer_timeout_s: float = _ANSWER_S,
         insert_method: InsertMethod = "copy",
     ) -> None:
         try:
@@ -197,6 +207,7 @@ class PostgresStore(SqlReads):
             raise TelemetryError(f"invalid PostgreSQL URL {self.url}") from None
         self._secret = str(password) if password else None
         self._timeout_s = timeout_s
+        self._answer_s = answer_timeout_s
         self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
             url,
             min_size=1,
@@ -207,7 +218,7 @@ class PostgresStore(SqlReads):
             # A new attempt chain starts on the next request once one gives up, so
             # recovery after an outage takes seconds, not the default 5-minute backoff.
             reconnect_timeout=10.0,
-            check=ConnectionPool.check_connection,
+            check=self._check,
             kwargs={"connect_timeout": max(2, connect_timeout_s), "application_name": "llmroute"},
         )
         self._open_lock = threading.Lock()
@@ -224,10 +235,21 @@ class PostgresStore(SqlReads):
             message = message.replace(self._secret, "***")
         return message.strip().splitlines()[0] if message.strip() else message
 
+    def _check(self, conn: psycopg.Connection[Any]) -> None:
+        """The pool's check of a connection before lending it (an empty query), cut
+        after `timeout_s`: on a server that stopped answering it waited forever."""
+        from psycopg_pool import ConnectionPool
+
+        with Cutoff(self._timeout_s).watching(conn):
+            ConnectionPool.check_connection(conn)
+
     @contextmanager
-    def _connection(self, what: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-        """A pooled connection in a transaction (committed on success); driver errors
-        and pool timeouts become `TelemetryError` naming the masked URL."""
+    def _connection(
+        self, what: str, answer_s: float | None = None
+    ) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """A pooled connection in a transaction (committed on success); driver errors,
+        pool timeouts and a call with no answer within `answer_s` (the store's
+        `answer_timeout_s` when None) become `TelemetryError` naming the masked URL."""
         from psycopg_pool import PoolTimeout
 
         with self._open_lock:
@@ -243,8 +265,9 @@ class PostgresStore(SqlReads):
                 f"cannot {what}: no connection to PostgreSQL at {self.url} (none within "
                 f"{self._timeout_s:g} s moments ago; tried again in {_DOWN_S:g} s)"
             )
+        cutoff = Cutoff(self._answer_s if answer_s is None else answer_s)
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection() as conn, cutoff.watching(conn):
                 yield conn
         except PoolTimeout:
             self._down_until = time.monotonic() + _DOWN_S
@@ -255,6 +278,11 @@ class PostgresStore(SqlReads):
                 f"{self._timeout_s:g} s{why}"
             ) from None
         except self._psycopg_error as exc:
+            if cutoff.fired:
+                raise TelemetryError(
+                    f"cannot {what}: PostgreSQL at {self.url} did not answer within "
+                    f"{cutoff.after_s:g} s (the connection was closed)"
+                ) from None
             raise TelemetryError(
                 f"cannot {what} in PostgreSQL at {self.url}: {self._clean(str(exc))}"
             ) from None
@@ -262,7 +290,7 @@ class PostgresStore(SqlReads):
     # -- schema --------------------------------------------------------------------
 
     def migrate(self) -> int:
-        with self._connection("migrate") as conn, conn.transaction():
+        with self._connection("migrate", _LONG_ANSWER_S) as conn, conn.transaction():
             conn.execute(_LOCK)
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY,"
@@ -294,7 +322,7 @@ class PostgresStore(SqlReads):
         self, *, end_users: Sequence[str] = (), client: str | None = None
     ) -> tuple[int, int, int]:
         statements, params = forget_sql(end_users, client, "%s")
-        with self._connection("forget") as conn:  # one transaction
+        with self._connection("forget", _LONG_ANSWER_S) as conn:  # one transaction
             counts = [conn.execute(sql.encode(), params).rowcount for sql in statements]
         shadow, feedback, decisions = counts
         return decisions, feedback, shadow

@@ -1,0 +1,68 @@
+"""A PostgreSQL that keeps its connections open and stops answering (the `StallProxy`
+between the store and the tests' server) fails the decision log's calls in bounded time,
+and the writer writes again once it answers: the writer thread used to wait forever."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+import pytest
+from stall_proxy import stall_proxy
+from telemetry_records import build_record
+
+from llmroute.errors import TelemetryError
+from llmroute.telemetry.store.postgres import PostgresStore
+from llmroute.telemetry.writer import TelemetryWriter
+
+_SECRET = "s3cret-pw-h8"
+
+
+def test_a_call_the_server_does_not_answer_is_cut(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url, pool_size=1, timeout_s=5, answer_timeout_s=0.3)
+    try:
+        with pytest.raises(TelemetryError, match=r"did not answer within 0\.3 s"):
+            store._select("SELECT pg_sleep(30)", (), "read")
+        # the cut connection is replaced: the next call is served
+        assert store._select("SELECT 1", (), "read") == [(1,)]
+    finally:
+        store.close()
+
+
+def test_the_writer_drops_while_postgres_stalls_and_writes_once_it_answers(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    drops: Counter[str] = Counter()
+    with_password = postgres_url.replace("postgres@", f"postgres:{_SECRET}@", 1)
+    with stall_proxy(with_password) as (proxy, url):
+        store = PostgresStore(url, pool_size=1, timeout_s=0.5, answer_timeout_s=0.5)
+        writer = TelemetryWriter(
+            store, batch_size=10, flush_seconds=0.02, on_drop=lambda n, r: drops.update({r: n})
+        )
+        with caplog.at_level(logging.WARNING):
+            writer.start()
+            writer.offer(build_record(0))
+            assert writer.flush(10) and writer.written == 1
+
+            proxy.stall()
+            for i in range(1, 6):
+                writer.offer(build_record(i))
+            # bounded: the pooled connection's check is cut, the batch dropped
+            assert writer.flush(10)
+            assert writer.written == 1
+            assert drops["store_error"] == 5
+
+            proxy.resume()
+            deadline = time.monotonic() + 30  # past the writer's backoff
+            i = 100
+            while writer.written < 2 and time.monotonic() < deadline:
+                i += 1
+                writer.offer(build_record(i))
+                writer.flush(10)
+                time.sleep(0.1)
+            assert writer.written >= 2
+            assert writer.close(10)
+        store.close()
+    assert not [r for r in caplog.records if _SECRET in r.getMessage()]
+    assert any("store_error" in r.getMessage() for r in caplog.records)
