@@ -566,6 +566,26 @@ def test_limits_counted_in_redis_are_shared_by_dispatchers(
     assert first == ["a@up", "a@up"] and second == ["a@up", "limited"]
 
 
+def test_a_redis_that_stalls_is_counted_in_the_metrics_and_requests_go_on(
+    upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    """Limits and shared breakers whose Redis stopped answering let requests through,
+    each failure counted in ``llmroute_state_errors_total`` (the log says one a minute)."""
+    tag = uuid.uuid4().hex[:8]
+    models = f"  a: {{provider: up, model: a-{tag}, rpm: 3}}"
+    metrics = GatewayMetrics()
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        proxy.stall()
+        state = f"{{url: '{url}', namespace: {redis_namespace}, timeout_s: 0.05}}"
+        limits = f"  limits: {state}\n  breaker: {state}"
+        served = _served(upstream, models, "a", ("a",), 2, limits, metrics)
+    assert served == ["a@up", "a@up"]
+    body, _ = metrics.render()
+    # one call each: after a failure Redis is left alone for a second
+    assert b'llmroute_state_errors_total{feature="limits"} 1.0' in body
+    assert b'llmroute_state_errors_total{feature="breakers"} 1.0' in body
+
+
 def test_a_model_over_its_budget_is_skipped(upstream: FakeUpstream) -> None:
     tag = uuid.uuid4().hex[:8]
     # Each answer costs a few USD (input price 1e6 per million tokens, a few tokens);

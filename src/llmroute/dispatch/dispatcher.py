@@ -339,7 +339,8 @@ class DispatchObserver(Protocol):
     # call runs (tracing: the call carries its own span's context); ``on_stream_end(attempt,
     # outcome, error)``, told when the stream that `attempt` (told ``ok``: it opened)
     # opened ends: ``ok`` whole, else `attempt_outcome` of what ended it (``error``
-    # broken, ``cancelled`` left by its client).
+    # broken, ``cancelled`` left by its client); ``on_state_error(feature)``, told when a
+    # Redis call of the shared ``limits`` or ``breakers`` failed (dispatch went on without).
 
 
 class Observers:
@@ -378,6 +379,10 @@ class Observers:
     def on_limited(self, model: str, limit: str) -> None:
         for observer in self.observers:
             _tell_limited(observer, model, limit)
+
+    def on_state_error(self, feature: str) -> None:
+        for observer in self.observers:
+            _tell_state_error(observer, feature)
 
     def on_stream_end(self, attempt: Attempt, outcome: str, error: BaseException | None) -> None:
         for observer in self.observers:
@@ -421,6 +426,14 @@ def _tell_limited(observer: DispatchObserver, model: str, limit: str) -> None:
         _tell(method, model, limit)
 
 
+def _tell_state_error(observer: DispatchObserver | None, feature: str) -> None:
+    """``on_state_error(feature)``, for observers that have it: a Redis call of the
+    shared ``limits`` or ``breakers`` failed (dispatch went on without it)."""
+    method = getattr(observer, "on_state_error", None)
+    if method is not None:
+        _tell(method, feature)
+
+
 def _tell(method: Callable[..., None], *args: Any) -> None:
     try:
         method(*args)
@@ -455,13 +468,15 @@ class Dispatcher:
         self._sleep = sleep
         self.observer = observer
         self._gates = gates
-        self._limits = _limits(registry)
+        self._limits = _limits(registry, self._state_failed("limits"))
         self._hold_lease_s = HOLD_LEASE_S  # a seam for tests
         self._refused_usage: set[str] = set()  # models that refused stream_options
         # the answer caps deployments' refusals named ((provider, upstream id) -> tokens)
         self._output_caps: dict[tuple[str, str], int] = {}
         self._capped_models: dict[tuple[str, int], Model] = {}  # (model, cap) -> within it
-        self._shared_breakers = open_breakers(registry.dispatch.breaker)
+        self._shared_breakers = open_breakers(
+            registry.dispatch.breaker, self._state_failed("breakers")
+        )
         self.deployments: Deployments = Deployments(
             registry,
             providers,
@@ -471,6 +486,15 @@ class Dispatcher:
             shared=self._shared_breakers,
             earlier=replacing.deployments.by_deployment if replacing is not None else None,
         )
+
+    def _state_failed(self, feature: str) -> Callable[[], None]:
+        """What a Redis-backed `feature` (``limits``, ``breakers``) calls on each
+        failure: the observer's ``on_state_error``, looked up then (it may be set later)."""
+
+        def failed() -> None:
+            _tell_state_error(self.observer, feature)
+
+        return failed
 
     @property
     def limits(self) -> RateLimits | None:
@@ -1810,13 +1834,13 @@ async def _settled(
                 await give_back(slots)
 
 
-def _limits(registry: Registry) -> RateLimits | None:
+def _limits(registry: Registry, on_error: Callable[[], None]) -> RateLimits | None:
     """Where the deployments' ``rpm`` limits and the models' budgets are counted; None
     when there are none (nothing to count, no Redis client to open)."""
     if not has_limits(registry):
         return None
     settings = registry.dispatch.limits
-    return open_limits(settings.url, settings.timeout_s, settings.namespace)
+    return open_limits(settings.url, settings.timeout_s, settings.namespace, on_error)
 
 
 def _no_usage(body: dict[str, Any]) -> dict[str, Any]:

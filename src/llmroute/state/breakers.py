@@ -36,12 +36,13 @@ class RedisBreakers:
         timeout_s: float,
         namespace: str,
         clock: Callable[[], float] = time.monotonic,
+        on_error: Callable[[], None] | None = None,
     ) -> None:
         self._redis = connect(url, timeout_s, "dispatch.breaker.url")
         self.url = self._redis.url
         self._client: Any = self._redis.client
         self._prefix = f"{namespace}:breaker:"
-        self._outage = Outage(log, clock)
+        self._outage = Outage(log, clock, on_error)
 
     async def open_for(self, deployment: str) -> float | None:
         """Seconds the deployment stays open elsewhere; None when no process has it open
@@ -75,8 +76,11 @@ class RedisBreakers:
         await self._redis.aclose()
 
 
-def open_breakers(settings: BreakerSettings) -> RedisBreakers | None:
-    """The shared openings `settings` name; None for ``memory`` or disabled breakers."""
+def open_breakers(
+    settings: BreakerSettings, on_error: Callable[[], None] | None = None
+) -> RedisBreakers | None:
+    """The shared openings `settings` name; None for ``memory`` or disabled breakers.
+    `on_error` is told of each Redis call that failed."""
     if not settings.enabled or settings.url == "memory":
         return None
-    return RedisBreakers(settings.url, settings.timeout_s, settings.namespace)
+    return RedisBreakers(settings.url, settings.timeout_s, settings.namespace, on_error=on_error)

@@ -513,6 +513,7 @@ class RedisLimits:
         timeout_s: float,
         namespace: str,
         clock: Callable[[], float] = time.time,
+        on_error: Callable[[], None] | None = None,
     ) -> None:
         self._redis = connect(url, timeout_s, "dispatch.limits.url")
         self.url = self._redis.url
@@ -530,7 +531,8 @@ class RedisLimits:
         self._budget_prefix = f"{namespace}:usd:"
         self._tokens_prefix = f"{namespace}:tpm:"
         self._clock = clock
-        self._outage = Outage(log)  # monotonic: a wall-clock step must not stretch it
+        # monotonic: a wall-clock step must not stretch it
+        self._outage = Outage(log, on_failure=on_error)
         self._pending: deque[tuple[UsdHold, float]] = deque(maxlen=_PENDING_SETTLES)
         # Give-backs Redis did not take (it failed, or was taken for down after another
         # call failed): slots (key, slot) and token holds (key, minute, count), made
@@ -897,9 +899,12 @@ class RedisLimits:
         return await self._give_back_pending(max(len(self._slots_back), len(self._tokens_back)))
 
 
-def open_limits(url: str, timeout_s: float, namespace: str) -> RateLimits:
+def open_limits(
+    url: str, timeout_s: float, namespace: str, on_error: Callable[[], None] | None = None
+) -> RateLimits:
     """``memory`` (this process's shared counts) or a Redis URL. Opening Redis does not
-    connect: a Redis that is down lets requests through rather than stopping startup."""
+    connect: a Redis that is down lets requests through rather than stopping startup;
+    `on_error` is told of each Redis call that failed."""
     if url == "memory":
         return process_limits()
-    return RedisLimits(url, timeout_s, namespace)
+    return RedisLimits(url, timeout_s, namespace, on_error=on_error)

@@ -155,11 +155,18 @@ class Outage:
     Redis that hangs costs one timeout a second, not one a request; failures are logged
     at most once a minute. Both are measured on `clock`, monotonic: on the wall clock an
     NTP step back made during the pause stretched it by the step (a limit or budget left
-    uncounted for an hour after a one-second outage)."""
+    uncounted for an hour after a one-second outage). `on_failure` is told of each
+    failure (a metric: the log line says one a minute, an alert wants them all)."""
 
-    def __init__(self, log: logging.Logger, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        log: logging.Logger,
+        clock: Callable[[], float] = time.monotonic,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
         self._log = log
         self._clock = clock
+        self._on_failure = on_failure
         self._until = 0.0
         self._logged_at = -LOG_EVERY_S
 
@@ -176,3 +183,8 @@ class Outage:
         if now - self._logged_at >= LOG_EVERY_S:
             self._logged_at = now
             self._log.warning(message, *args)
+        if self._on_failure is not None:
+            try:
+                self._on_failure()
+            except Exception:  # a metrics callback must not fail the caller
+                self._log.exception("the Redis failure callback failed")

@@ -28,6 +28,8 @@ Metrics (all prefixed ``llmroute_``):
   (zero unless it is observed);
 - ``breaker_open{model, deployment, upstream}``: 1 while a deployment's breaker is open
   or half-open, 0 closed;
+- ``state_errors_total{feature="limits|breakers"}``: Redis calls of the shared limits
+  and budgets, or of the shared breakers, that failed (dispatch went on without them);
 - ``safety_actions_total{action}``, ``reasoning_total{needed="true|false"}``;
 - ``answer_pii_total{type}``: PII spans redacted from answers on their way to the
   client (a safety profile's ``answer_pii``; llmroute.safety.answer_pii);
@@ -433,6 +435,14 @@ class GatewayMetrics:
                 ("model", "limit"),
             )
         )
+        self._state_errors = _Children(
+            counter(
+                "llmroute_state_errors",
+                "Redis calls of the shared request limits and budgets, or of the shared "
+                "breakers, that failed (dispatch went on without them)",
+                ("feature",),
+            )
+        )
         self._safety = _Children(
             counter("llmroute_safety_actions", "Safety layer actions", ("action",))
         )
@@ -669,6 +679,12 @@ class GatewayMetrics:
     def on_limited(self, model: str, limit: str) -> None:
         """`model` was skipped: every deployment at its ``rpm``, or over its ``budget``."""
         self._limited(model, limit).inc()
+
+    def on_state_error(self, feature: str) -> None:
+        """A Redis call of the shared `feature` (``limits``, ``breakers``) failed:
+        requests went on without it (limits and budgets not counted, each process's
+        own breakers)."""
+        self._state_errors(feature).inc()
 
     # -- telemetry and shadow ---------------------------------------------------------------
 
