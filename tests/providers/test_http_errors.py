@@ -3,6 +3,7 @@ request id (what its support asks for) and nothing a header could smuggle in."""
 
 from __future__ import annotations
 
+import gc
 import json
 
 import pytest
@@ -15,6 +16,7 @@ from llmroute.errors import (
     RateLimited,
     UpstreamRejected,
 )
+from llmroute.providers import _http
 from llmroute.providers._http import (
     error_from_response,
     error_in_answer,
@@ -408,6 +410,25 @@ def test_a_header_credential_sent_with_its_scheme_is_cut_when_echoed_alone() -> 
     body = json.dumps({"error": {"message": "token hx7Qm2Lp is not valid here"}}).encode()
     error = error_from_response("up", 400, {}, body)
     assert "hx7Qm2Lp" not in str(error) and "token [redacted] is not valid" in str(error)
+
+
+def test_the_secrets_of_a_transport_collected_are_let_go() -> None:
+    """Every transport's secrets were withheld for good: keys rotated by registry
+    reloads, or an SDK router per tenant key, grew the pattern each upstream message is
+    scanned with, without end. A secret is kept while a transport alive sends it."""
+    from llmroute.providers._transport import HttpTransport
+
+    url = "http://127.0.0.1:9"
+    old = HttpTransport("up", url, {}, secrets=["rotated1-h8", "shared9-h8"])
+    kept = HttpTransport("up", url, {}, secrets=["shared9-h8"])
+    del old
+    gc.collect()
+    fresh = HttpTransport("up", url, {}, secrets=["fresh77-h8"])  # the release applies
+    assert "rotated1-h8" not in _http._SENT_SECRETS
+    assert {"shared9-h8", "fresh77-h8"} <= set(_http._SENT_SECRETS)
+    body = json.dumps({"error": {"message": "key shared9-h8 is not valid"}}).encode()
+    assert "shared9-h8" not in str(error_from_response("up", 400, {}, body))
+    del kept, fresh
 
 
 def test_a_placeholder_key_is_not_cut_from_upstream_messages() -> None:

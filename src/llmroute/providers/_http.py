@@ -9,6 +9,8 @@ import math
 import re
 import threading
 import time
+import weakref
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -89,24 +91,46 @@ _PLACEHOLDER_KEYS = frozenset(
     {"empty", "none", "null", "dummy", "ollama", "lm-studio", "not-needed", "sk-no-key-required"}
 )
 _WITHHOLDING = threading.Lock()
+# Who holds each secret: the transports alive that send it (`withhold`'s `owner`), or
+# for good (no owner). A secret no transport alive sends is let go: keys rotated by
+# registry reloads, or an SDK router per tenant key, grew the pattern without end
+# (memory, and the time every upstream message's scan takes).
+_FOREVER: set[str] = set()
+_HOLDERS: Counter[str] = Counter()
+# What transports collected since gave back, applied by the next `withhold` (under its
+# lock): a finalizer runs where the garbage collector does, within `withhold` itself too.
+_RELEASED: deque[tuple[str, ...]] = deque()
 # OpenAI's ``x-request-id`` (req_ + 32 hex), Anthropic's ``request-id`` (req_...): kept
 # for the provider's support; anything else a header could hold is not repeated.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}")
 
 
-def withhold(*secrets: str | None) -> None:
+def withhold(*secrets: str | None, owner: object | None = None) -> None:
     """Cut `secrets` (what a provider sends as credentials) from the upstream messages
-    errors repeat, in this process, from now on."""
+    errors repeat, in this process, from now on: while `owner` (the transport sending
+    them) lives, or for good without one."""
     global _SENT_SECRETS, _SENT_PATTERN
+    sent = [s for s in secrets if s] + [c for s in secrets if s and (c := _credential(s))]
+    cut = tuple(
+        {s for s in sent if len(s) >= _SHORTEST_SECRET and s.lower() not in _PLACEHOLDER_KEYS}
+    )
     with _WITHHOLDING:  # providers built in two threads at once both count
-        known = set(_SENT_SECRETS)
-        sent = [s for s in secrets if s] + [c for s in secrets if s and (c := _credential(s))]
-        known.update(
-            s for s in sent if len(s) >= _SHORTEST_SECRET and s.lower() not in _PLACEHOLDER_KEYS
-        )
-        if len(known) != len(_SENT_SECRETS):
+        while _RELEASED:
+            _HOLDERS.subtract(_RELEASED.popleft())
+        if owner is None:
+            _FOREVER.update(cut)
+        elif cut:
+            _HOLDERS.update(cut)
+            finalizer = weakref.finalize(owner, _RELEASED.append, cut)
+            finalizer.atexit = False
+        known = _FOREVER | {s for s, n in list(_HOLDERS.items()) if n > 0}
+        if known != set(_SENT_SECRETS):
             _SENT_SECRETS = tuple(sorted(known, key=len, reverse=True))
-            _SENT_PATTERN = re.compile("|".join(map(_standing_alone, _SENT_SECRETS)))
+            _SENT_PATTERN = (
+                re.compile("|".join(map(_standing_alone, _SENT_SECRETS))) if known else None
+            )
+        for gone in [s for s, n in list(_HOLDERS.items()) if n <= 0]:
+            del _HOLDERS[gone]
 
 
 def _credential(value: str) -> str | None:

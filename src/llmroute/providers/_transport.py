@@ -47,7 +47,7 @@ MAX_BODY_BYTES = 256 * 1024 * 1024  # a whole answer (2,048 large embeddings: ~1
 _MAX_ERROR_BYTES = 1024 * 1024  # an error body: its message is all that is read
 
 
-def _basic(user: str, password: str | None) -> str:
+def _basic(user: str, password: str | None, owner: object) -> str:
     """The ``Authorization: Basic`` value of a base URL's ``user:password@``, withheld
     from upstream messages (`withhold`) as the password is: an upstream echoing the
     header it got (a proxy's "invalid credentials Basic ...") would give the password
@@ -55,7 +55,7 @@ def _basic(user: str, password: str | None) -> str:
     credential (a token sent as ``https://TOKEN@host``), withheld too."""
     pair = f"{user}:{password or ''}"
     value = f"Basic {base64.b64encode(pair.encode()).decode()}"
-    withhold(value, pair if password else user)
+    withhold(value, pair if password else user, owner=owner)
     return value
 
 
@@ -81,10 +81,10 @@ class HttpTransport:
         self._errors = errors
         self._headers = {**_JSON, **headers}
         url = URL(base_url.rstrip("/"))
-        withhold(*secrets, url.password, url.raw_password)
+        withhold(*secrets, url.password, url.raw_password, owner=self)
         if url.user is not None:  # credentials in the URL become a header, never a log line
             if not any(name.lower() == "authorization" for name in self._headers):
-                self._headers["Authorization"] = _basic(url.user, url.password)
+                self._headers["Authorization"] = _basic(url.user, url.password, self)
             url = url.with_user(None)
         self._base_url = str(url)
         self._session: aiohttp.ClientSession | None = None
