@@ -653,7 +653,7 @@ async def _burst(url: str, total: int, concurrency: int) -> dict[int, int]:
 
 def test_with_the_store_down_requests_succeed_and_drops_are_counted(tmp_path: Path) -> None:
     closed = free_port()  # nothing listens there
-    store_url = f"postgresql://postgres@127.0.0.1:{closed}/test"
+    store_url = f"postgresql://postgres:pw-h8x@127.0.0.1:{closed}/test"
     with fake_upstream() as upstream:
         registry = _registry(tmp_path, upstream)
         env = {"LLMROUTE_TELEMETRY_URL": store_url}
@@ -671,12 +671,19 @@ def test_with_the_store_down_requests_succeed_and_drops_are_counted(tmp_path: Pa
                 return sum(value for _, value in samples)
 
             wait_for("40 dropped records", lambda: dropped() >= 40, 30, tmp_path / "serve.log")
-            feedback = httpx.post(
-                f"{served.url}/v1/feedback", json={"decision_id": "x", "thumbs": "up"}, timeout=10
-            )
-            assert feedback.status_code == 503
+            for _ in range(3):  # a client retrying: one line says why, not one a try
+                feedback = httpx.post(
+                    f"{served.url}/v1/feedback",
+                    json={"decision_id": "x", "thumbs": "up"},
+                    timeout=10,
+                )
+                assert feedback.status_code == 503
         log = (tmp_path / "serve.log").read_text()
         assert "dropped" in log
+        unstored = [line for line in log.splitlines() if "feedback not stored" in line]
+        assert len(unstored) == 1, log[-3000:]
+        assert "no connection to PostgreSQL at postgresql://postgres:***@" in unstored[0]
+        assert "pw-h8x" not in log
 
 
 def test_requests_in_flight_are_a_gauge(sqlite_gateway: Running) -> None:

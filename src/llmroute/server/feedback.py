@@ -21,6 +21,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from llmroute.errors import TelemetryError
+from llmroute.log_every import LogEvery
 from llmroute.server.auth import api_key_of
 from llmroute.server.body import read_json_object
 from llmroute.server.errors import GatewayError
@@ -34,6 +36,9 @@ log = logging.getLogger("llmroute.server")
 
 MAX_COMMENT_CHARS = 4000
 _MAX_BODY = 64 * 1024
+# While the decision log is down every feedback fails the same way: the first said, then
+# one a minute (a client retrying its feedback wrote a line a try)
+_UNSTORED = LogEvery(60.0)
 _KEYS = frozenset({"decision_id", "score", "thumbs", "comment"})
 
 
@@ -101,7 +106,15 @@ async def feedback(request: Request) -> Response:
     try:
         stored = await telemetry.add_feedback(record, by=by)
     except Exception as exc:
-        log.warning("feedback for %s not stored: %s", record.decision_id, type(exc).__name__)
+        held = _UNSTORED.due("unavailable")
+        if held is not None:
+            # our stores' errors name the masked URL; another's text may hold a secret
+            why = str(exc).splitlines()[0] if isinstance(exc, TelemetryError) else ""
+            log.warning(
+                "feedback not stored: %s%s",
+                why or type(exc).__name__,
+                LogEvery.since(held),
+            )
         raise GatewayError(
             503, "the decision log is unavailable; try again later", code="telemetry_unavailable"
         ) from None
