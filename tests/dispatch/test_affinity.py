@@ -24,6 +24,7 @@ from llmroute.dispatch.plan import Plan, plan_request
 from llmroute.encoders import load_builtin
 from llmroute.registry import parse_registry
 from llmroute.state.stores import MemoryStore
+from llmroute.telemetry.metrics import GatewayMetrics
 
 REGISTRY = """
 encoder: builtin:static
@@ -238,8 +239,10 @@ def test_a_store_that_does_not_answer_routes_turns_on_their_own(
     text = REGISTRY % {"url": "http://127.0.0.1:9/v1", "affinity": affinity}
     router = Router(parse_registry(text), encoder=load_builtin("static"), cache_dir=tmp_path)
 
+    metrics = GatewayMetrics()
+
     async def go() -> list[str]:
-        gateway = Affinity.open(router.loaded.registry)
+        gateway = Affinity.open(router.loaded.registry, None, metrics.state_error("affinity"))
         assert gateway is not None
         try:
             out = []
@@ -255,6 +258,10 @@ def test_a_store_that_does_not_answer_routes_turns_on_their_own(
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "turns are routed on their own" in warnings[0]
     assert "s3cret" not in warnings[0]
+    # the log says one a minute; the metric counts each failed call (one: after it the
+    # store is left alone for a second)
+    body, _ = metrics.render()
+    assert b'llmroute_state_errors_total{feature="affinity"} 1.0' in body
 
 
 @pytest.fixture(scope="module")

@@ -163,20 +163,25 @@ class Affinity:
         registry: Registry,
         store: KeyValueStore,
         on_outcome: Callable[[str], None] | None = None,
+        on_error: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self._registry = registry
         self._store = store
         self._prefix = f"{settings.namespace}:affinity:"
-        self._outage = Outage(log)
+        self._outage = Outage(log, on_failure=on_error)
         self._on_outcome = on_outcome
 
     @classmethod
     def open(
-        cls, registry: Registry, on_outcome: Callable[[str], None] | None = None
+        cls,
+        registry: Registry,
+        on_outcome: Callable[[str], None] | None = None,
+        on_error: Callable[[], None] | None = None,
     ) -> Affinity | None:
         """The registry's affinity, or None when it has none. `on_outcome` is told what
-        each request it applied to came to (`apply`)."""
+        each request it applied to came to (`apply`); `on_error`, each call its store
+        failed (the turn is routed on its own: counted ``unknown`` or ``first``)."""
         settings = registry.affinity
         if settings is None:
             return None
@@ -185,7 +190,7 @@ class Affinity:
         store = state_store(
             "affinity", settings.url, settings.max_entries, _MEMORY_BYTES, settings.timeout_s
         )
-        return cls(settings, registry, store, on_outcome)
+        return cls(settings, registry, store, on_outcome, on_error)
 
     async def apply(
         self,

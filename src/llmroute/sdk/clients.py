@@ -188,8 +188,12 @@ class LoopClients:
             dispatcher = Dispatcher(
                 self._registry, providers, gates=self._gates, observer=self._metrics
             )
-            on_outcome = self._metrics.affinity if self._metrics is not None else None
-            affinity = Affinity.open(self._registry, on_outcome)
+            metrics = self._metrics
+            affinity = Affinity.open(
+                self._registry,
+                metrics.affinity if metrics is not None else None,
+                metrics.state_error("affinity") if metrics is not None else None,
+            )
             keeper = _keeper(dispatcher, cache, affinity)
             self._by_loop[loop] = (dispatcher, cache, affinity, keeper)
         await anext(keeper)  # first iteration registers it with the loop's shutdown

@@ -328,7 +328,9 @@ async def open_gateway(
             on_result=metrics.cache if isinstance(metrics, GatewayMetrics) else None,
         )
         affinity = Affinity.open(
-            registry, metrics.affinity if isinstance(metrics, GatewayMetrics) else None
+            registry,
+            metrics.affinity if isinstance(metrics, GatewayMetrics) else None,
+            metrics.state_error("affinity") if isinstance(metrics, GatewayMetrics) else None,
         )
         responses = ResponseStore.open(
             registry, metrics.stored_responses if isinstance(metrics, GatewayMetrics) else None

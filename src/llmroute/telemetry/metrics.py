@@ -28,8 +28,9 @@ Metrics (all prefixed ``llmroute_``):
   (zero unless it is observed);
 - ``breaker_open{model, deployment, upstream}``: 1 while a deployment's breaker is open
   or half-open, 0 closed;
-- ``state_errors_total{feature="limits|breakers"}``: Redis calls of the shared limits
-  and budgets, or of the shared breakers, that failed (dispatch went on without them);
+- ``state_errors_total{feature="limits|breakers|affinity"}``: Redis calls of the shared
+  limits and budgets, the shared breakers or conversation affinity that failed (requests
+  went on without them);
 - ``safety_actions_total{action}``, ``reasoning_total{needed="true|false"}``;
 - ``answer_pii_total{type}``: PII spans redacted from answers on their way to the
   client (a safety profile's ``answer_pii``; llmroute.safety.answer_pii);
@@ -92,6 +93,7 @@ a worker makes an attempt or is scraped.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
@@ -438,8 +440,8 @@ class GatewayMetrics:
         self._state_errors = _Children(
             counter(
                 "llmroute_state_errors",
-                "Redis calls of the shared request limits and budgets, or of the shared "
-                "breakers, that failed (dispatch went on without them)",
+                "Redis calls of the shared request limits and budgets, the shared breakers "
+                "or conversation affinity that failed (requests went on without them)",
                 ("feature",),
             )
         )
@@ -681,10 +683,14 @@ class GatewayMetrics:
         self._limited(model, limit).inc()
 
     def on_state_error(self, feature: str) -> None:
-        """A Redis call of the shared `feature` (``limits``, ``breakers``) failed:
-        requests went on without it (limits and budgets not counted, each process's
-        own breakers)."""
+        """A Redis call of the shared `feature` (``limits``, ``breakers``, ``affinity``)
+        failed: requests went on without it (limits and budgets not counted, each
+        process's own breakers, turns routed on their own)."""
         self._state_errors(feature).inc()
+
+    def state_error(self, feature: str) -> Callable[[], None]:
+        """`on_state_error` of `feature`, as a callback."""
+        return functools.partial(self.on_state_error, feature)
 
     # -- telemetry and shadow ---------------------------------------------------------------
 
