@@ -319,8 +319,9 @@ def create_log_dashboard(
     `llmroute.server.browsers`: each refusal logged; no origin check, nothing to
     count them in)."""
     from llmroute.telemetry.store import open_store
+    from llmroute.telemetry.store.url import ANSWER_TIMEOUT_S
 
-    store = open_store(url)
+    store = open_store(url, answer_timeout_s=ANSWER_TIMEOUT_S)  # a server: never hangs
     view = LogView(store, store.url, registry)
 
     async def home(request: Request) -> Response:

@@ -50,6 +50,7 @@ from llmroute.registry.schema import TelemetrySettings
 from llmroute.telemetry.record import DecisionRecord
 from llmroute.telemetry.store import open_store
 from llmroute.telemetry.store.base import Store
+from llmroute.telemetry.store.url import ANSWER_TIMEOUT_S
 
 __all__ = ["PRUNE_BATCH", "DropReason", "TelemetryWriter", "start_writer"]
 
@@ -421,7 +422,7 @@ def start_writer(
     """The store at `url` (opened lazily: nothing connects yet) and its batching writer,
     started (its thread applies the migrations first). A URL no store can open raises
     `ConfigError`."""
-    store = open_store(url, pool_size=settings.pool_size)
+    store = open_store(url, pool_size=settings.pool_size, answer_timeout_s=ANSWER_TIMEOUT_S)
     writer = TelemetryWriter(
         store,
         queue_size=settings.queue_size,

@@ -17,6 +17,7 @@ replaces it), and `fired` tells the caller why.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import threading
@@ -40,7 +41,10 @@ class Cutoff:
     def watching(self, conn: Any) -> Iterator[None]:
         """Watch `conn` (a psycopg connection) until the block ends; a cut after that
         is called off, so a connection back in the pool (lent to another call) is never
-        shut down by this one's timer."""
+        shut down by this one's timer. An infinite `after_s` watches nothing."""
+        if math.isinf(self.after_s):
+            yield
+            return
         with self._lock:
             self._done = False
         timer = threading.Timer(self.after_s, self._cut, (conn,))

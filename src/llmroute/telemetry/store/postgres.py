@@ -16,6 +16,7 @@ one ``INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING``: measured against
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -115,11 +116,8 @@ INSTALL_HINT = "PostgreSQL telemetry needs the postgres extra: pip install 'llmr
 
 _POOL_NAME = "llmroute-telemetry"
 _DOWN_S = 5.0  # after a timeout without a connection, calls fail at once this long
-# How long a call may wait for its answer before its connection is cut (`Cutoff`): the
-# writer's batches, feedback, shadow rows, the dashboard's reads. A migration (an index
-# built on a large table) and a forget (a user's rows across the whole log) may take
-# longer on a server that is working; they get `_LONG_ANSWER_S`.
-_ANSWER_S = 60.0
+# A migration (an index built on a large table) and a forget (a user's rows across the
+# whole log) may take longer than `answer_timeout_s` on a server that works.
 _LONG_ANSWER_S = 900.0
 
 
@@ -172,8 +170,9 @@ class PostgresStore(SqlReads):
 
     `timeout_s` bounds the wait for a pooled connection, so a down server fails a call
     in that time with a `TelemetryError` instead of hanging the writer thread;
-    `answer_timeout_s` bounds the wait for a server that took the call and stopped
-    answering (the pool's check of a connection it lends, `timeout_s`).
+    `answer_timeout_s` (None: no bound) bounds the wait for a server that took the call
+    and stopped answering; the pool's check of a connection it lends is bounded by
+    `timeout_s` whatever it is.
     """
 
     backend: Backend = "postgres"
@@ -189,7 +188,7 @@ class PostgresStore(SqlReads):
         *,
         timeout_s: float = 5.0,
         connect_timeout_s: int = 5,
-        answer_timeout_s: float = _ANSWER_S,
+        answer_timeout_s: float | None = None,
         insert_method: InsertMethod = "copy",
     ) -> None:
         try:
@@ -245,11 +244,11 @@ class PostgresStore(SqlReads):
 
     @contextmanager
     def _connection(
-        self, what: str, answer_s: float | None = None
+        self, what: str, *, long: bool = False
     ) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
         """A pooled connection in a transaction (committed on success); driver errors,
-        pool timeouts and a call with no answer within `answer_s` (the store's
-        `answer_timeout_s` when None) become `TelemetryError` naming the masked URL."""
+        pool timeouts and a call with no answer within `answer_timeout_s` (at least
+        `_LONG_ANSWER_S` when `long`) become `TelemetryError` naming the masked URL."""
         from psycopg_pool import PoolTimeout
 
         with self._open_lock:
@@ -265,7 +264,10 @@ class PostgresStore(SqlReads):
                 f"cannot {what}: no connection to PostgreSQL at {self.url} (none within "
                 f"{self._timeout_s:g} s moments ago; tried again in {_DOWN_S:g} s)"
             )
-        cutoff = Cutoff(self._answer_s if answer_s is None else answer_s)
+        limit = self._answer_s
+        if limit is not None and long:
+            limit = max(limit, _LONG_ANSWER_S)
+        cutoff = Cutoff(math.inf if limit is None else limit)
         try:
             with self._pool.connection() as conn, cutoff.watching(conn):
                 yield conn
@@ -290,7 +292,7 @@ class PostgresStore(SqlReads):
     # -- schema --------------------------------------------------------------------
 
     def migrate(self) -> int:
-        with self._connection("migrate", _LONG_ANSWER_S) as conn, conn.transaction():
+        with self._connection("migrate", long=True) as conn, conn.transaction():
             conn.execute(_LOCK)
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY,"
@@ -322,7 +324,7 @@ class PostgresStore(SqlReads):
         self, *, end_users: Sequence[str] = (), client: str | None = None
     ) -> tuple[int, int, int]:
         statements, params = forget_sql(end_users, client, "%s")
-        with self._connection("forget", _LONG_ANSWER_S) as conn:  # one transaction
+        with self._connection("forget", long=True) as conn:  # one transaction
             counts = [conn.execute(sql.encode(), params).rowcount for sql in statements]
         shadow, feedback, decisions = counts
         return decisions, feedback, shadow

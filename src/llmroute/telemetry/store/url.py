@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from llmroute.telemetry.store.base import Store
 
 __all__ = [
+    "ANSWER_TIMEOUT_S",
     "ENV_VAR",
     "check_store_url",
     "mask_url",
@@ -24,6 +25,11 @@ __all__ = [
 ]
 
 ENV_VAR = "LLMROUTE_TELEMETRY_URL"
+# How long a server process's PostgreSQL call (the gateway's writer batches, feedback,
+# shadow rows, the dashboards' reads) waits for its answer before its connection is cut
+# (`PostgresStore`'s `answer_timeout_s`). The command line's reports wait as long as
+# they take.
+ANSWER_TIMEOUT_S = 60.0
 _OFF = frozenset({"", "off", "none"})
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@?#]*)@")
 # password, and libpq's sslpassword (the client key's passphrase)
@@ -94,9 +100,11 @@ def check_store_url(url: str) -> None:
         )
 
 
-def open_store(url: str, *, pool_size: int = 4) -> Store:
+def open_store(url: str, *, pool_size: int = 4, answer_timeout_s: float | None = None) -> Store:
     """The store a URL names: ``sqlite:///PATH`` or ``postgresql://...`` (``postgres://``
-    too). Opening is lazy for both: nothing connects until the first call."""
+    too). Opening is lazy for both: nothing connects until the first call.
+    `answer_timeout_s` bounds a PostgreSQL call's wait for its answer (a server process's
+    store: `PostgresStore`); SQLite's calls are bounded by its busy timeout."""
     check_store_url(url)
     url = url.strip()
     lowered = url.lower()
@@ -107,7 +115,7 @@ def open_store(url: str, *, pool_size: int = 4) -> Store:
     if lowered.startswith(_POSTGRES):
         from llmroute.telemetry.store.postgres import PostgresStore
 
-        return PostgresStore(url, pool_size=pool_size)
+        return PostgresStore(url, pool_size=pool_size, answer_timeout_s=answer_timeout_s)
     raise ConfigError(
         f"unsupported telemetry URL {mask_url(url)!r}: use sqlite:///PATH, "
         "postgresql://USER@HOST/DB, or off"
