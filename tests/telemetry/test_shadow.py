@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import socket
 import time
@@ -17,6 +18,7 @@ from fake_upstream import FakeUpstream, fake_upstream
 
 from llmroute.decision import Decision, SafetyOutcome
 from llmroute.dispatch import Dispatcher, Plan
+from llmroute.errors import TelemetryError
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import JudgeSettings, Registry, ShadowSettings
@@ -301,6 +303,29 @@ def test_a_failing_write_is_logged_not_raised(
 
     _run(registry, job)
     assert "could not store the shadow of d-maths-cheap" in caplog.text
+
+
+def test_a_log_that_is_down_is_said_once_not_traced_for_each_shadow(
+    registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the decision log down every shadow's write fails alike: each was a
+    traceback (one a request at ``rate: 1.0``); now one line a minute, each counted."""
+
+    async def job(run: Run) -> list[str]:
+        async def down(record: ShadowRecord) -> None:
+            raise TelemetryError("cannot write a shadow record: no connection to PostgreSQL")
+
+        run.runner._write = down
+        assert all([run.submit() for _ in range(3)])
+        await run.runner.aclose(5)
+        return run.outcomes
+
+    with caplog.at_level(logging.WARNING, logger="llmroute.shadow"):
+        outcomes = _run(registry, job)
+    assert outcomes.count("not_stored") == 3
+    said = [r for r in caplog.records if "could not store the shadow" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is None
+    assert "no connection to PostgreSQL" in said[0].getMessage()
 
 
 def test_a_model_judge_that_cannot_answer_leaves_the_pair_unjudged(registry: Registry) -> None:

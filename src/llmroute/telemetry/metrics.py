@@ -718,7 +718,8 @@ class GatewayMetrics:
         return report
 
     def shadow(self, outcome: str) -> None:
-        """A shadow request: ``sent``, ``dropped_saturated`` or ``error``."""
+        """A shadow request: ``sent``, ``dropped_saturated``, ``error`` or
+        ``not_stored``."""
         self._shadow(outcome).inc()
 
     def llm_router(self, outcome: str) -> None:

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from llmroute.decision import Decision
 from llmroute.dispatch.budgets import paid_by
 from llmroute.dispatch.plan import Plan
-from llmroute.errors import ConfigError, LlmrouteError
+from llmroute.errors import ConfigError, LlmrouteError, TelemetryError
+from llmroute.log_every import LogEvery
 from llmroute.registry.schema import Registry, RoutePolicy, ShadowSettings
 from llmroute.sse import chunk_of
 from llmroute.telemetry.judge import Judge, Judgement, judge_from_settings
@@ -46,8 +47,9 @@ log = logging.getLogger("llmroute.shadow")
 
 # What `on_outcome` is called with: once per submitted shadow, "sent" (scheduled) or
 # "dropped_saturated" (max_concurrency already in flight); and "error" as well when
-# the reference call then failed or timed out.
-OUTCOMES = ("sent", "dropped_saturated", "error")
+# the reference call then failed or timed out, "not_stored" when its record was not
+# written (the decision log down or not answering).
+OUTCOMES = ("sent", "dropped_saturated", "error", "not_stored")
 _ERROR_CHARS = 200
 _CUT_S = 0.5  # the longest a closing runner waits for the shadows it cancelled to end
 
@@ -177,6 +179,8 @@ class ShadowRunner:
         self.judge: Judge | None = judge_from_settings(settings.judge, dispatcher)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # a decision log that is down fails every shadow's write alike: one line a minute
+        self._unstored = LogEvery(60.0)
 
     @property
     def in_flight(self) -> int:
@@ -320,7 +324,18 @@ class ShadowRunner:
         )
         try:
             await self._write(record)
+        except TelemetryError as exc:  # the store failed (its message masks its URL)
+            self._outcome("not_stored")
+            held = self._unstored.due("store")
+            if held is not None:
+                log.warning(
+                    "could not store the shadow of %s: %s%s",
+                    decision.id,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    LogEvery.since(held),
+                )
         except Exception:
+            self._outcome("not_stored")
             log.exception("could not store the shadow of %s", decision.id)
 
     async def _reference(
