@@ -138,7 +138,21 @@ def serve(
 ) -> Iterator[Served]:
     """Run ``llmroute serve --registry REGISTRY ARGS...`` until the block ends."""
     command = [str(BIN / "llmroute"), "serve", "--registry", str(registry), *args]
-    proc, url = _start(command, log, env, "/ready", startup_s)
+    with started(command, log, "/ready", env, startup_s) as served:
+        yield served
+
+
+@contextmanager
+def started(
+    command: Sequence[str],
+    log: Path,
+    path: str,
+    env: Mapping[str, str] | None = None,
+    startup_s: float = 60,
+) -> Iterator[Served]:
+    """Run ``COMMAND --port PORT`` (a server of llmroute's) on a free port until the block
+    ends, once PATH answers 200; stopped with SIGTERM if it still runs."""
+    proc, url = _start(command, log, env, path, startup_s)
     try:
         yield Served(url, proc, log)
     finally:
@@ -191,8 +205,5 @@ def log_dashboard(
     host), its output in `log`; yields its base URL once /health answers, stops it on
     exit."""
     command = [str(BIN / "llmroute"), "dashboard", "--url", url, *args]
-    proc, base = _start(command, log, env, "/health", 30)
-    try:
-        yield base
-    finally:
-        stop(proc)
+    with started(command, log, "/health", env, 30) as served:
+        yield served.url

@@ -48,6 +48,7 @@ def dashboard_command(
     from llmroute.registry import LoadedRegistry, load_registry
     from llmroute.server.dashboard import create_log_dashboard
     from llmroute.server.invalid_http import http_protocol
+    from llmroute.server.shutdown import Server
 
     prefix_source = given_as(ctx, "root_path", "--root-path", ROOT_PATH_ENV)
     prefix = checked_root_path(root_path, prefix_source)
@@ -76,7 +77,13 @@ def dashboard_command(
         typer.echo(f"paths under {prefix} are served as without it ({prefix_source})")
     # what is not HTTP is answered, logged and held back as the gateway's (no count:
     # the dashboard has no metrics)
-    uvicorn.run(web, host=host, port=port, http=http_protocol(), log_config=config)
+    # llmroute's server, as serve's: stopped by a signal, it exits as serve does (0 after
+    # SIGTERM, 130 after Ctrl-C), not killed by the SIGTERM raised again (143)
+    server = Server(
+        uvicorn.Config(web, host=host, port=port, http=http_protocol(), log_config=config)
+    )
+    server.run()
+    raise typer.Exit(server.exit_status())
 
 
 def page_url(host: str, port: int) -> str:

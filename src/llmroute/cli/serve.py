@@ -284,6 +284,12 @@ def serve(
     log_config = configured_logs(
         log_level, log_format, access_log=access_log, requests=log_requests
     )
+    first = _prepare(seen, loaded, encoder_threads, cases) if workers == 1 else None
+    if workers > 1:
+        _check_in_child(path, encoder_threads, cases)
+    # once the registry has been checked; --port 0: the port picked, not :0, in what
+    # is said and listened on
+    port = check_port(host, port)
     if prefix is not None:
         where = f"http://[{host.strip('[]')}]:{port}" if ":" in host else f"http://{host}:{port}"
         logging.getLogger("llmroute.server").info(
@@ -294,9 +300,6 @@ def serve(
             prefix,
             where,
         )
-    first = _prepare(seen, loaded, encoder_threads, cases) if workers == 1 else None
-    if workers > 1:
-        _check_in_child(path, encoder_threads, cases)
     settings = ServeSettings(
         max_body_bytes,
         reload_interval,
@@ -344,7 +347,6 @@ def serve(
     from llmroute.server.app import create_app
 
     assert first is not None
-    check_port(host, port)  # as the supervisor does with --workers
     app = create_app(str(path), settings, first)
     from llmroute.server.shutdown import Server
 
@@ -359,8 +361,8 @@ def serve(
     )
     server = Server(config)
     server.run()
-    if not server.started:
-        raise typer.Exit(3)  # uvicorn has logged why (the port in use, a failed start-up)
+    # 3: it never served (uvicorn has logged why); else 0 after SIGTERM, 130 after Ctrl-C
+    raise typer.Exit(server.exit_status())
 
 
 def _origins(values: list[str]) -> tuple[str, ...]:

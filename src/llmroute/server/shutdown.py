@@ -14,16 +14,25 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.server import HANDLED_SIGNALS
 
 from llmroute.server.watched_send import WatchedSend
 
-__all__ = ["CUT_BY_SHUTDOWN", "AnswerCutRequests", "Server", "ignore_sighup", "stopping"]
+__all__ = [
+    "CUT_BY_SHUTDOWN",
+    "AnswerCutRequests",
+    "Server",
+    "ignore_sighup",
+    "stopped_status",
+    "stopping",
+]
 
 CUT_BY_SHUTDOWN = (
     "a request still running when the graceful timeout ended was cut (logged as server_shutdown)"
@@ -67,6 +76,15 @@ class _CutByShutdown(logging.Filter):
         return logging.getLogger(record.name).isEnabledFor(logging.WARNING)
 
 
+def stopped_status(signals: list[int]) -> int:
+    """The exit status of a server stopped gracefully by `signals` (those it handled):
+    130 when one was SIGINT (Ctrl-C: a shell or script sees it interrupted, as any
+    command's Ctrl-C), else 0 (SIGTERM: the ordinary stop of a process supervisor,
+    systemd, Kubernetes, docker, which a clean shutdown answers with success, as
+    gunicorn's does). `serve`, `serve --workers` and `dashboard` all say it so."""
+    return 128 + signal.SIGINT if signal.SIGINT in signals else 0
+
+
 _FORCED = "Force quit: cut %s running request(s) now (logged as server_shutdown)"
 _CANCELLING = "Cancel %s running task(s)"  # uvicorn's line as the graceful timeout ends
 _CUT_FILTER = _CutByShutdown()
@@ -82,6 +100,7 @@ class Server(uvicorn.Server):
     ) -> None:
         super().__init__(config)
         self.on_started = on_started
+        self.signals: list[int] = []  # those that stopped it, in order
         uvicorn_log = logging.getLogger("uvicorn.error")
         if _CUT_FILTER not in uvicorn_log.filters:
             uvicorn_log.addFilter(_CUT_FILTER)
@@ -91,8 +110,29 @@ class Server(uvicorn.Server):
         if self.started and self.on_started is not None:
             self.on_started()
 
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's, less its raising the signals again once the server has stopped:
+        that killed the process by SIGTERM (status 143, which supervisors count as a
+        failure) after a clean shutdown; `exit_status` says how it stopped instead."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def exit_status(self) -> int:
+        """The process's exit status once `run` returns (`stopped_status`); 3 when it
+        never served (the port taken, a failed start-up: uvicorn has logged why)."""
+        return stopped_status(self.signals) if self.started else 3
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         _STOPPING.set()
+        self.signals.append(sig)
         super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:

@@ -44,7 +44,7 @@ from typing import Any
 
 from llmroute.server.invalid_http import http_protocol
 from llmroute.server.settings import DEFAULT_GRACEFUL_TIMEOUT_S, ServeSettings
-from llmroute.server.shutdown import Server, ignore_sighup
+from llmroute.server.shutdown import Server, ignore_sighup, stopped_status
 
 __all__ = [
     "KILL_MARGIN_S",
@@ -195,6 +195,7 @@ class Supervisor:
         self.starts = 0
         self.reopened = 0  # sockets closed for a worker's wait, opened again for its start
         self.hup_pending: set[int] = set()  # workers a SIGHUP is still to be handed to
+        self.signals: list[int] = []  # the SIGINTs and SIGTERMs that stopped it
         self.address = sockets[0].getsockname()[:2] if sockets else ("127.0.0.1", 0)
 
     def start_one(self, i: int) -> _Slot:
@@ -225,10 +226,13 @@ class Supervisor:
             # has no handler yet (the HUP would end it) and may have read the file before
             self.hup_pending = set(range(len(self.slots)))
         else:
+            self.signals.append(signum)
             self.stop.set()
 
     def run(self) -> int:
-        """Serve until SIGINT/SIGTERM (or a worker that fails to start); the exit status."""
+        """Serve until SIGINT/SIGTERM (or a worker that fails to start); the exit status:
+        1 for a worker that failed to start, else as a single process's
+        (`stopped_status`: 130 after Ctrl-C, 0 after SIGTERM)."""
         handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         previous = {signum: signal.signal(signum, self.on_signal) for signum in handled}
         try:
@@ -250,7 +254,7 @@ class Supervisor:
         while not self.stop.wait(_POLL_S):
             self.keep_alive()
         self.shutdown()
-        return 1 if self.failed else 0
+        return 1 if self.failed else stopped_status(self.signals)
 
     def keep_alive(self) -> None:
         now = time.monotonic()
