@@ -338,13 +338,15 @@ def test_refresh_on_a_log_that_is_not_there_says_the_candidate_was_not_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """It said "...; nothing to report" and exited 0, leaving a script to find out at
-    its next step that -o had not been written."""
+    its next step that -o had not been written (a mistyped --url passing as a quiet
+    week): exit 2, as `export`, which has nothing to write either."""
     missing = tmp_path / "missing.db"
     candidate = tmp_path / "candidate.yaml"
     argv = ["refresh", "-r", str(EXAMPLE), "--url", f"sqlite:///{missing}", "-o", str(candidate)]
-    code, out, _ = _run(argv, capsys)
-    assert code == 0 and not candidate.exists()
-    assert " ".join(out.split()) == (
-        f"sqlite:///{missing}: no decision log at {missing} yet; nothing to mine; "
-        f"{candidate} not written"
-    )
+    for extra in ([], ["--json"]):
+        code, out, err = _run([*argv, *extra], capsys)
+        assert code == 2 and not candidate.exists() and not out
+        assert " ".join(err.split()) == (
+            f"error: sqlite:///{missing}: no decision log at {missing} yet; nothing to mine; "
+            f"{candidate} not written"
+        )

@@ -422,6 +422,26 @@ def test_refresh(registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert code == 0
 
 
+def test_refresh_json_says_whether_the_candidate_was_written(
+    registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty window exited 0 with `{"empty": true, ...}` and nothing saying that -o
+    was not written; now `written` says it (false, with the reason; true when it was).
+    Exit 0 all the same: a quiet week is not a failure."""
+    now = time.time()
+    fill(registry, [record("default", 0.05, now - 3 * 86400, p) for p in PASSPORT])
+    out_path = tmp_path / "candidate.yaml"
+    argv = ["refresh", "-r", registry, "-o", out_path, "--json"]
+    code, out, _ = cli(capsys, *argv, "--since", "1h")
+    assert code == 0 and not out_path.exists()
+    said = loads_strict(out)
+    assert said["written"] is False and said["output"] == str(out_path)
+    assert said["reason"] == "no decisions in the last 1h"
+    code, out, _ = cli(capsys, *argv, "--since", "7d")
+    assert code == 0 and out_path.exists()
+    assert loads_strict(out)["written"] is True
+
+
 def test_refresh_with_eval_data(
     registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

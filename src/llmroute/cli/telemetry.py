@@ -390,13 +390,20 @@ def refresh_command(
     loaded = _load(path)
     with _open_log(_url(url, loaded)) as log:
         if log.empty_reason is not None:
-            _empty(log, window.text, as_json, outcome=unwritten)
-            return
+            # as export: nothing to write, and a mistyped --url must not pass as a quiet week
+            fail(f"{log.shown}: {log.empty_reason}; {unwritten}")
         # embeddings and rerank requests were not routed: nothing to learn routing from
         decisions = routed_only(log.store.decisions(window.since, window.until))
     if not decisions:
+        # exit 0, as a report of an empty window; --json says what was not written, and why
+        reason = f"no decisions in the last {window.text}"
+        not_written = {"output": str(output), "written": False, "reason": reason}
         _empty(
-            Log(log.store, log.shown, None), f"the last {window.text}", as_json, outcome=unwritten
+            Log(log.store, log.shown, None),
+            f"the last {window.text}",
+            as_json,
+            not_written,
+            unwritten,
         )
         return
     router = Router(loaded)
@@ -422,6 +429,7 @@ def refresh_command(
             url=log.shown,
             window=window.to_dict(),
             output=str(output),
+            written=True,
             mined_routing=mined_change.to_dict(),
             other_routing=held_change.to_dict(),
         )
