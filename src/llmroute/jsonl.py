@@ -1,12 +1,14 @@
 """JSONL training and evaluation files, read one way by every trainer: one JSON object a
 line, blank lines skipped; an unreadable file, a UTF-16 or UTF-32 one, a bad line (named
-by file and line number) or a file without rows is a `DataError`."""
+by file and line number) or a file without rows is a `DataError`. A file named ``-`` is
+standard input (`STDIN`), so that ``llmroute export | llmroute eval -d -`` works."""
 
 from __future__ import annotations
 
 import codecs
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +18,9 @@ from llmroute.untrusted_json import NotUnicode, TooDeep, loads
 
 __all__ = [
     "JSONL_SUFFIXES",
+    "STDIN",
+    "is_jsonl",
+    "is_stdin",
     "json_object",
     "not_utf8_mark",
     "read_jsonl",
@@ -28,6 +33,26 @@ T = TypeVar("T")
 # The names a file of JSON lines goes by (`llmroute export -o traffic.ndjson`), in any
 # case: where a file may be JSONL or plain text, one of these is read as JSONL
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson", ".json"})
+
+STDIN = "-"
+"""The name of an input file that is standard input, as for most command-line tools."""
+_STDIN_SHOWN = "<stdin>"  # what errors name it by: "<stdin>:3: invalid JSON"
+
+
+def is_stdin(path: str | os.PathLike[str]) -> bool:
+    return str(path) == STDIN
+
+
+def is_jsonl(path: str | os.PathLike[str]) -> bool:
+    """Whether an input that may be JSONL or plain text is read as JSONL: by its name's
+    suffix (`JSONL_SUFFIXES`), and standard input always (it has no name to tell by;
+    what ``llmroute export`` pipes is JSONL)."""
+    return is_stdin(path) or Path(path).suffix.lower() in JSONL_SUFFIXES
+
+
+def _shown(path: str | os.PathLike[str]) -> str:
+    return _STDIN_SHOWN if is_stdin(path) else str(path)
+
 
 # UTF-32's marks first: UTF-32-LE's starts with UTF-16-LE's
 _MARKS = (
@@ -50,11 +75,23 @@ def not_utf8_mark(raw: bytes) -> str | None:
 
 def _read(path: str | os.PathLike[str], what: str) -> bytes:
     """The file's bytes; a `DataError` when it cannot be read or is UTF-16 or UTF-32."""
-    file = str(path)
+    file = _shown(path)
+    if is_stdin(path):
+        if sys.stdin is None or sys.stdin.isatty():  # it would wait for typing, silently
+            raise DataError(
+                f"'-' reads {what} from standard input, which is a terminal here; pipe it in "
+                "(llmroute export | ...) or name a file",
+                file=file,
+            )
+        return _checked(sys.stdin.buffer.read(), file)
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {what}: {exc.strerror or exc}", file=file) from exc
+    return _checked(raw, file)
+
+
+def _checked(raw: bytes, file: str) -> bytes:
     problem = not_utf8_mark(raw)
     if problem is not None:
         raise DataError(problem, file=file)
@@ -70,7 +107,7 @@ def read_jsonl(
 ) -> list[T]:
     """`parse(object, file, line)` of every non-blank line. `what` names the data in the
     unreadable-file error, `empty` is the error for a file without rows."""
-    file = str(path)
+    file = _shown(path)
     raw = _read(path, what)
     rows = [
         parse(json_object(line, file, number), file, number)
@@ -85,7 +122,7 @@ def read_jsonl(
 def read_lines(path: str | os.PathLike[str], *, what: str) -> list[str]:
     """The lines of a UTF-8 text file; an unreadable file, or a line that is not UTF-8
     (named by file and line number), is a `DataError` worded as `read_jsonl`'s."""
-    file = str(path)
+    file = _shown(path)
     raw = _read(path, what)
     try:
         return text_lines(raw.decode("utf-8"))

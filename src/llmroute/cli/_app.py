@@ -22,6 +22,7 @@ __all__ = [
     "check_plot_path",
     "check_port",
     "check_telemetry_url",
+    "data_file",
     "err_console",
     "fail",
     "given_as",
@@ -153,6 +154,19 @@ def check_artifact_output(path: Path) -> None:
         fail(f"-o {path} is a file; it names the directory to write the artifact into")
     if path.is_dir() and any(path.iterdir()):
         err_console.print(f"note: replacing what {escape(str(path))} holds", soft_wrap=True)
+
+
+def data_file(path: Path, option: str = "--data") -> None:
+    """Refuse ``-`` (standard input, which the data readers take) where the data must be a
+    file: a trained artifact records the file's name and SHA-256, by which `bench` and
+    `calibrate` tell its held-out rows; read from a pipe, none could be recorded or
+    checked, and the error came once the training time was spent."""
+    if str(path) == "-":
+        fail(
+            f"{option} -: this command reads its data from a file (an artifact records the "
+            "file's name and SHA-256 to find its held-out rows); save the data to a file "
+            "and name it"
+        )
 
 
 def check_port(host: str, port: int) -> int:

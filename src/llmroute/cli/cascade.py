@@ -13,7 +13,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmroute.cli._app import app, check_artifact_output, check_plot_path, err_console, fail
+from llmroute.cli._app import (
+    app,
+    check_artifact_output,
+    check_plot_path,
+    data_file,
+    err_console,
+    fail,
+)
 from llmroute.cli.difficulty import CompareRouter, _encoder, check_prices, train_app
 from llmroute.json_values import json_safe
 
@@ -78,6 +85,7 @@ def train_gate(
     from llmroute.gates.gate_train import read_gate_data
     from llmroute.gates.gate_train import train_gate as fit
 
+    data_file(data)
     check_artifact_output(output)
     rows = read_gate_data(data)
     enc = _encoder(encoder)

@@ -14,7 +14,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmroute.cli._app import app, check_artifact_output, check_plot_path, err_console, fail
+from llmroute.cli._app import (
+    app,
+    check_artifact_output,
+    check_plot_path,
+    data_file,
+    err_console,
+    fail,
+)
 from llmroute.json_values import json_safe
 
 if TYPE_CHECKING:  # imported where used: `llmroute --help` builds every command
@@ -149,6 +156,7 @@ def train_difficulty(
     from llmroute.difficulty.train import MIN_VAL_ROWS, embed
 
     kind = DEFAULT_ROUTER if router is None else router.value
+    data_file(data)
     check_artifact_output(output)
     if all_rows and folds < 2:
         raise typer.BadParameter("--all-rows needs cross-validation (2 folds or more)")
@@ -248,6 +256,7 @@ def _scores(
     from llmroute.difficulty.calibration import held_out
     from llmroute.difficulty.train import embed
 
+    data_file(data)  # its digest tells the rows the router was not trained on
     labelled = read_labels(data, prompts_only=prompts_only)  # before the router's encoder loads
     trained, meta, enc = _load(router)
     meta_file = str(router / META_FILE)

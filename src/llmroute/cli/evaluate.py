@@ -68,7 +68,12 @@ def _progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
 @app.command("eval")
 def eval_command(
     data: Annotated[
-        Path, typer.Option("--data", "-d", help="Labelled JSONL: {'text': ..., 'intent': ...}.")
+        Path,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Labelled JSONL: {'text': ..., 'intent': ...}; '-': standard input.",
+        ),
     ],
     registry: RegistryOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -254,7 +259,10 @@ def _print_comparison(console: Console, comparison: Comparison, baseline: Path) 
 
 @registry_app.command("from-examples")
 def from_examples(
-    data: Annotated[Path, typer.Argument(help="Labelled JSONL: {'text': ..., 'intent': ...}.")],
+    data: Annotated[
+        Path,
+        typer.Argument(help="Labelled JSONL: {'text': ..., 'intent': ...}; '-': standard input."),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Registry YAML to write.")],
     oos_label: OosOption = None,
     per_route: Annotated[

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from llmroute.cli._app import check_artifact_output, err_console
+from llmroute.cli._app import check_artifact_output, data_file, err_console
 from llmroute.cli.difficulty import _encoder, train_app
 
 __all__ = ["train_reasoning"]
@@ -43,6 +43,7 @@ def train_reasoning(
 
     if not 0.0 < max_fpr < 1.0:
         raise typer.BadParameter(f"must be between 0 and 1, got {max_fpr}", param_hint="--max-fpr")
+    data_file(data)
     check_artifact_output(output)
     labelled = read_reasoning(data)
     enc = _encoder(encoder)

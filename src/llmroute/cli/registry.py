@@ -110,7 +110,8 @@ def record(
     prompts: Annotated[
         Path,
         typer.Argument(
-            help="Prompts: one a line, or JSONL (.jsonl, .ndjson, .json) with 'prompt' or 'text'."
+            help="Prompts: one a line, or JSONL (.jsonl, .ndjson, .json) with 'prompt' or "
+            "'text'; '-': standard input, read as JSONL (`llmroute export | ...`)."
         ),
     ],
     output: Annotated[
@@ -162,7 +163,8 @@ def diff(
             "--data",
             "-d",
             help="Requests: one a line, or JSONL (.jsonl, .ndjson, .json) with 'prompt' and "
-            "optionally 'tokens_in' / 'tokens_out' (what `llmroute export` writes).",
+            "optionally 'tokens_in' / 'tokens_out' (what `llmroute export` writes); '-': "
+            "standard input, read as JSONL.",
         ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
@@ -373,9 +375,9 @@ def _print_probes(results: list[Probe]) -> None:
 
 def _prompts(path: Path) -> list[str]:
     """Non-blank lines of a text file, or the `prompt` / `text` of each JSONL object."""
-    from llmroute.jsonl import JSONL_SUFFIXES, read_jsonl, read_lines
+    from llmroute.jsonl import is_jsonl, read_jsonl, read_lines
 
-    if path.suffix.lower() in JSONL_SUFFIXES:
+    if is_jsonl(path):
         return read_jsonl(path, _prompt_of, what="prompts", empty="no prompts in the file")
     lines = [line for line in read_lines(path, what="prompts") if line.strip()]
     if not lines:

@@ -32,7 +32,7 @@ DataOption = Annotated[
         "--data",
         "-d",
         help="JSONL with text and label (jailbreak, injection or benign, in any case; others "
-        "are reported apart).",
+        "are reported apart); '-': standard input.",
     ),
 ]
 EncoderOption = Annotated[

@@ -18,7 +18,7 @@ from llmroute.decide import Router
 from llmroute.decision import Decision
 from llmroute.errors import DataError
 from llmroute.evaluate.run import predicted_route
-from llmroute.jsonl import JSONL_SUFFIXES, read_jsonl, read_lines
+from llmroute.jsonl import is_jsonl, read_jsonl, read_lines
 from llmroute.layers.pin import PIN_LAYER
 from llmroute.registry.schema import Registry
 
@@ -61,9 +61,10 @@ class TrafficFile:
 
 def read_traffic(path: Path) -> TrafficFile:
     """Plain text, one request a line; or JSONL with ``prompt`` (or ``text``) and,
-    optionally, ``tokens_in`` / ``tokens_out``: `llmroute export` writes such lines."""
+    optionally, ``tokens_in`` / ``tokens_out``: `llmroute export` writes such lines
+    (standard input, ``-``, is read as JSONL)."""
     file = str(path)
-    if path.suffix.lower() not in JSONL_SUFFIXES:
+    if not is_jsonl(path):
         lines = read_lines(path, what="the requests")
         requests = [Traffic(line) for line in lines if line.strip()]
         if not requests:
