@@ -37,6 +37,16 @@ def test_invalid_windows(text: str) -> None:
         parse_window(text, now=NOW)
 
 
+@pytest.mark.parametrize("text", ["0d", "0h", " 0.0w "])
+def test_a_window_of_no_time_is_invalid(text: str) -> None:
+    """`--since 0d` was accepted as a window from now until now: every command reported
+    it empty, the dashboard showed nothing, and nothing said why. A window may still
+    end now (`14d..0d`)."""
+    with pytest.raises(WindowError, match="it holds no time"):
+        parse_window(text, now=NOW)
+    assert parse_window("14d..0d", now=NOW).until == NOW
+
+
 @pytest.mark.parametrize("text", ["99999999999999999999d", "9" * 400 + "h", "60000w", "3000w..1d"])
 def test_a_duration_reaching_back_before_1970_is_invalid(text: str) -> None:
     """Not a start no database can take (a SQLite INTEGER overflow, an infinity), which

@@ -422,6 +422,21 @@ def test_refresh(registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert code == 0
 
 
+@pytest.mark.parametrize("command", ["report", "export", "refresh"])
+def test_since_0d_is_a_usage_error(
+    command: str, registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was a window from now until now: "no decisions in the last 0d", exit 0."""
+    fill(registry, [record("default", 0.05, time.time() - 60, p) for p in PASSPORT])
+    extra = ["-o", str(tmp_path / "candidate.yaml")] if command == "refresh" else []
+    code, _, err = cli(capsys, command, "-r", registry, "--since", "0d", *extra)
+    assert code == 2
+    assert " ".join(err.split()) == (
+        "error: --since: invalid window '0d': it holds no time (it starts now); use e.g. "
+        "30m, 24h or 7d"
+    )
+
+
 def test_refresh_json_says_whether_the_candidate_was_written(
     registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -109,4 +109,9 @@ def parse_window(text: str, *, now: float | None = None) -> Window:
         )
     if since > current:
         raise WindowError(f"invalid window {_shown(text)}: it starts in the future")
+    if until is None and since == current:  # 0d: nothing could be in it, silently
+        raise WindowError(
+            f"invalid window {_shown(text)}: it holds no time (it starts now); use e.g. "
+            "30m, 24h or 7d"
+        )
     return Window(since=since, until=until, text=text.strip(), _now=current)
