@@ -110,7 +110,7 @@ def read_jsonl(
     file = _shown(path)
     raw = _read(path, what)
     rows = [
-        parse(json_object(line, file, number), file, number)
+        parse(_json_line(line, file, number), file, number)
         for number, line in enumerate(raw.split(b"\n"), start=1)
         if line.strip()
     ]
@@ -125,10 +125,32 @@ def read_lines(path: str | os.PathLike[str], *, what: str) -> list[str]:
     file = _shown(path)
     raw = _read(path, what)
     try:
-        return text_lines(raw.decode("utf-8"))
+        lines = text_lines(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         number = raw[: exc.start].count(b"\n") + 1
         raise DataError("not valid UTF-8", file=file, line=number) from exc
+    for number, line in enumerate(lines, start=1):
+        if "\r" in line:  # prompts "\r"-separated would be read, silently, as one
+            raise DataError(_LONE_CR, file=file, line=number)
+    return lines
+
+
+_LONE_CR = (
+    "holds a carriage return (\\r) that ends no line: lines end with \\n (or \\r\\n), and a "
+    "file whose lines end with \\r alone (classic Mac OS) reads as one line; convert it "
+    "(tr '\\r' '\\n' < FILE > NEW)"
+)
+
+
+def _json_line(line: bytes, file: str, number: int) -> dict[str, Any]:
+    """`json_object`, its error saying so when the line is several joined by ``\\r``
+    alone (JSON takes ``\\r`` as white space: "Extra data" on line 1 said nothing of why)."""
+    try:
+        return json_object(line, file, number)
+    except DataError as exc:
+        if exc.message.startswith("invalid JSON") and b"\r" in line.strip():
+            raise DataError(_LONE_CR, file=file, line=number) from None
+        raise
 
 
 def text_lines(text: str) -> list[str]:
