@@ -270,6 +270,7 @@ def test_export_writes_the_log_as_jsonl_that_other_commands_read(
     assert [r["route"] for r in rows] == ["weather", "cooking", "weather"]
     assert rows[0]["prompt"] == "will it rain in Paris tomorrow?" and rows[2]["prompt"] is None
     assert rows[0]["tags"] == ["app=web"] and rows[0]["feedback"][0]["thumbs"] == "down"
+    assert rows[1]["tags"] is None  # the log's NULL, was []
     code, _, err = cli(capsys, "export", "-r", registry, "-o", out)
     assert code == 2 and "--force" in err
     code, stdout, _ = cli(capsys, "export", "-r", registry, "--with-text", "--route", "weather")

@@ -47,7 +47,9 @@ def export_rows(
             "cost_usd": d.cost_usd,
             "client": d.client,
             "end_user": d.end_user,
-            "tags": list(d.tags),
+            # null, as the log holds it (and the decisions table documents it), for a
+            # request without x-llmroute-tags: [] said an empty header was sent
+            "tags": list(d.tags) if d.tags else None,
             "prompt_hash": d.prompt_hash,
             "prompt": d.prompt,
             "response": d.response,
