@@ -172,6 +172,27 @@ def test_a_candidate_that_drops_routes_is_not_excused_their_rows(
         assert diff["f1"] == 0.0 and diff["delta_f1"] == -diff["baseline_f1"] < 0, name
 
 
+@pytest.mark.parametrize("compare", [False, True])
+def test_an_oos_label_that_names_a_route_is_refused(workdir: Path, compare: bool) -> None:
+    """`--oos-label weather` scored the weather rows as the weather route's and none as
+    out of scope, silently: the metrics of another question than the one asked. With
+    --compare, a route of either registry counts."""
+    args = ["eval", "-d", workdir / "test.jsonl", "--oos-label", "weather", "--json"]
+    if compare:
+        document = yaml.safe_load((workdir / "good.yaml").read_text())
+        document["routes"] = [r for r in document["routes"] if r["name"] != "weather"]
+        without = workdir / "without-weather.yaml"
+        without.write_text(yaml.safe_dump(document, sort_keys=False))
+        args += ["-r", without, "--compare", workdir / "good.yaml"]
+    else:
+        args += ["-r", workdir / "good.yaml"]
+    done = llmroute(*args)
+    assert done.returncode == 2 and not done.stdout
+    said = " ".join(done.stderr.split())
+    assert f"error: --oos-label 'weather' names a route of {workdir / 'good.yaml'}: " in said
+    assert "none would be out of scope" in said
+
+
 def test_bad_data_line_exits_2_naming_file_and_line(workdir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "rain tomorrow", "intent": "weather"}\n{"text": 5}\n')

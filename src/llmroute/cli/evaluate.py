@@ -100,7 +100,9 @@ def eval_command(
     path = resolve_registry(registry)
     comparison = None
     if compare is None:
-        report = _evaluate(Router.from_yaml(path), rows, oos_label, "evaluating")
+        router = Router.from_yaml(path)
+        _check_oos_label(oos_label, router)
+        report = _evaluate(router, rows, oos_label, "evaluating")
     else:
         report, comparison = compared(
             path, compare, rows, oos_label, ("evaluating", "evaluating baseline"), max_drop
@@ -142,11 +144,26 @@ def compared(
     from llmroute.evaluate.run import compare_reports
 
     new, old = Router.from_yaml(candidate), Router.from_yaml(baseline)
+    _check_oos_label(oos_label, new, old)
     both = (*new.loaded.registry.routes, *old.loaded.registry.routes)
     known = list(dict.fromkeys(r.name for r in both))
     report = _evaluate(new, rows, oos_label, labels[0], known)
     before = _evaluate(old, rows, oos_label, labels[1], known)
     return report, compare_reports(report, before, max_drop_points=max_drop)
+
+
+def _check_oos_label(oos_label: str | None, *routers: Router) -> None:
+    """Refuse an --oos-label that names a route (of any registry evaluated): its rows
+    were scored as the route's, silently, and none as out of scope."""
+    for router in routers:
+        if oos_label is not None and any(
+            r.name == oos_label for r in router.loaded.registry.routes
+        ):
+            fail(
+                f"--oos-label {oos_label!r} names a route of {router.loaded.source}: rows "
+                "labelled so are that route's, so none would be out of scope; give the "
+                "label of the rows that should go to the default, or leave --oos-label out"
+            )
 
 
 def _evaluate(
