@@ -79,6 +79,20 @@ def test_export_piped_into_registry_record(tmp_path: Path) -> None:
     assert prompts == sorted(r.prompt for r in records)
 
 
+def test_an_exported_row_without_its_prompt_says_to_export_with_text(tmp_path: Path) -> None:
+    """It said "needs a non-empty 'prompt' (or 'text') string", of a row that export wrote
+    itself, with no word of why the prompt was null or how to leave such rows out."""
+    (tmp_path / "registry.yaml").write_text(REGISTRY)
+    row = {"id": "d1", "route": "chat", "prompt_hash": "ab12", "prompt": None}
+    done = _llmroute(
+        ["registry", "record", "-", "-o", "cases.yaml"], json.dumps(row).encode(), tmp_path
+    )
+    assert done.returncode == 2
+    said = " ".join(done.stderr.split())
+    assert said.startswith("error: <stdin>:1: its prompt was not kept by the decision log")
+    assert "export with --with-text" in said
+
+
 def test_eval_reads_labelled_rows_from_stdin(tmp_path: Path) -> None:
     (tmp_path / "registry.yaml").write_text(REGISTRY)
     rows = [{"text": "refund my invoice please", "intent": "billing"}]

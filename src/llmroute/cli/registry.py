@@ -387,6 +387,13 @@ def _prompts(path: Path) -> list[str]:
 
 def _prompt_of(record: dict[str, Any], file: str, line: int) -> str:
     value = record.get("prompt", record.get("text"))
+    if value is None and "prompt_hash" in record:  # an `llmroute export` row
+        raise DataError(
+            "its prompt was not kept by the decision log (telemetry.prompts: hash, or a "
+            "blocked request): export with --with-text for the rows that have one",
+            file=file,
+            line=line,
+        )
     if not isinstance(value, str) or not value.strip():
         raise DataError("needs a non-empty 'prompt' (or 'text') string", file=file, line=line)
     return value
