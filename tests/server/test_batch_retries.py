@@ -8,8 +8,10 @@ behind it. Dispatch's own retries are off, so each send is one upstream call."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -108,3 +110,49 @@ def test_a_line_the_upstreams_keep_refusing_is_sent_a_bounded_number_of_times(
     assert error["body"]["error"]["code"] == "upstream_rate_limited"
     called = upstream.calls_to("up-swamped?status=429&times=1000&retry_after=0")
     assert len(called) == _MOST_UPSTREAM_TRIES
+
+
+def test_a_line_waiting_to_be_sent_again_goes_on_under_a_reloaded_registry(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """A reload while a line waits out an upstream's 429: the wait ends and the line is
+    sent under the new registry, as the lines not yet sent are. It slept on and was sent
+    again on the old one (which still 429s: written as that 429), though a reload that
+    moves a rate-limited model elsewhere is what an operator does about it."""
+    limited = "up-limited?status=429&times=1000&retry_after=3"
+    text = REGISTRY.replace(
+        "small: {provider", f'limited: {{provider: fake, model: "{limited}"}}\n  small: {{provider'
+    )
+    text %= {"url": upstream.url}
+    registry = tmp_path / "registry.yaml"
+    with (
+        serve_text(text, tmp_path, env={"LLMROUTE_TELEMETRY_URL": "off"}) as served,
+        _client(served) as client,
+    ):
+        line = {
+            "custom_id": "limited",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "limited", "messages": [{"role": "user", "content": "hello"}]},
+        }
+        upload = client.files.create(file=("b.jsonl", json.dumps(line).encode()), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        deadline = time.monotonic() + 20
+        while not upstream.calls_to(limited):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        registry.write_text(text.replace(f'"{limited}"', "up-moved"))
+        served.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while (batch := client.batches.retrieve(batch.id)).status not in ("completed", "failed"):
+            assert time.monotonic() < deadline, batch
+            time.sleep(0.1)
+        assert batch.status == "completed", batch
+        assert batch.output_file_id is not None, batch
+        (raw,) = client.files.content(batch.output_file_id).text.splitlines()
+    answer = json.loads(raw)["response"]
+    assert answer["status_code"] == 200, answer
+    assert answer["body"]["model"] == "up-moved"
+    assert len(upstream.calls_to(limited)) == 1  # not sent again on the old registry

@@ -140,6 +140,7 @@ class BatchRun:
         self._written = asyncio.Lock()  # one write of the record at a time, in order
         self._stopping = asyncio.Event()
         self._draining = asyncio.Event()  # a reload: start no request more
+        self._left = False  # a line waiting to be sent again was left for the new registry
         # cleared while the store does not answer: what the run made could not be kept
         # nor its lease renewed, so it starts no request more until the store is back
         self._store_answering = asyncio.Event()
@@ -235,7 +236,7 @@ class BatchRun:
         async with asyncio.TaskGroup() as group:
             for _ in range(workers):
                 group.create_task(worker())
-        if self._draining.is_set() and next(pending, None) is not None:
+        if self._draining.is_set() and (self._left or next(pending, None) is not None):
             return _FOLLOWED, {}  # the rest under the new registry
         return "completed", {}
 
@@ -268,7 +269,11 @@ class BatchRun:
                 upstream_tries += 1
             else:
                 break
-            await asyncio.sleep(wait_s)
+            if await self._drained_within(wait_s):
+                # a reload: sent again under the new registry (unwritten, the followed
+                # run sends it), which may have moved the model the providers limit
+                self._left = True
+                return
             response = await self._send(line.body(content))
         ok = 200 <= response.status_code < 300
         request_id = response.headers.get("x-request-id") or f"req_{secrets.token_hex(16)}"
@@ -285,6 +290,13 @@ class BatchRun:
         }
         self.answers.add(_line(answer), ok, answered.get("usage"))
         self.count("request", "completed" if ok else "failed")
+
+    async def _drained_within(self, wait_s: float) -> bool:
+        """Whether a reload asked the run to drain (`follow`) before `wait_s` passed: a
+        line waiting to be sent again is not sent on the old registry."""
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._draining.wait(), wait_s)
+        return self._draining.is_set()
 
     async def _send(self, body: dict[str, Any]) -> Response:
         """`body` answered as its endpoint answers it, the error as its JSON response."""
