@@ -106,7 +106,9 @@ def test_without_the_option_no_cors_header_is_sent(tmp_path: Path) -> None:
         assert not any(h.startswith("access-control-") for h in preflight.headers)
 
 
-@pytest.mark.parametrize("origin", ["chat.example.com", "https://chat.example.com/app", "ftp://x"])
+@pytest.mark.parametrize(
+    "origin", ["chat.example.com", "https://chat.example.com/app", "https://", "1a://x"]
+)
 def test_a_malformed_origin_stops_the_start_with_one_line(origin: str, tmp_path: Path) -> None:
     registry = REGISTRY % {"url": "http://127.0.0.1:9/v1"}
     done = serve_refused(registry, tmp_path, ["--cors-origin", origin], ENV)
@@ -173,6 +175,18 @@ def test_the_variable_is_written_as_browsers_send_it_as_the_option_is() -> None:
     given = {"LLMROUTE_CORS_ORIGINS": " https://Chat.Example.com:443 ,http://LOCALHOST:80/,,"}
     assert ServeSettings.from_env(given).cors_origins == (APP, "http://localhost")
     assert ServeSettings.from_env({"LLMROUTE_CORS_ORIGINS": "*"}).cors_origins == ("*",)
+
+
+def test_the_origins_of_apps_and_extensions_are_taken() -> None:
+    """Desktop and mobile apps' pages and browser extensions send their own schemes;
+    only http and https were taken (a Tauri or Capacitor app, or an extension, could not
+    be allowed)."""
+    apps = "tauri://localhost,capacitor://localhost,chrome-extension://abcdefghijklmnop"
+    assert ServeSettings.from_env({"LLMROUTE_CORS_ORIGINS": apps}).cors_origins == (
+        "tauri://localhost",
+        "capacitor://localhost",
+        "chrome-extension://abcdefghijklmnop",
+    )
 
 
 @pytest.mark.parametrize(

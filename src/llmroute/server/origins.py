@@ -9,11 +9,15 @@ taken and match no page ever. Free of the web stack (the CLI imports it)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 __all__ = ["checked_origins"]
 
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+# RFC 3986's scheme: pages of desktop and mobile apps and browser extensions send theirs
+# (tauri://localhost, capacitor://localhost, chrome-extension://<id>)
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
 
 
 def checked_origins(values: Iterable[str], source: str) -> tuple[str, ...]:
@@ -30,7 +34,7 @@ def checked_origins(values: Iterable[str], source: str) -> tuple[str, ...]:
             origins.append(origin)
             continue
         scheme, sep, rest = origin.partition("://")
-        if not sep or scheme not in _DEFAULT_PORTS or not rest or "/" in rest or "," in rest:
+        if not sep or not _SCHEME.fullmatch(scheme) or not rest or "/" in rest or "," in rest:
             raise ValueError(
                 f"{source} {value!r}: give an origin such as https://app.example.com "
                 "(scheme and host, no path), or '*'"
@@ -40,5 +44,5 @@ def checked_origins(values: Iterable[str], source: str) -> tuple[str, ...]:
                 f"{source} {value!r}: an origin is matched whole, with no wildcards: "
                 "give each origin, or '*' for any"
             )
-        origins.append(origin.removesuffix(_DEFAULT_PORTS[scheme]))
+        origins.append(origin.removesuffix(_DEFAULT_PORTS.get(scheme, "\0")))
     return tuple(origins)
