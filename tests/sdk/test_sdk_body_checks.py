@@ -125,6 +125,23 @@ def test_an_empty_tools_list_is_openais_400(
 
 
 @pytest.mark.parametrize("how", HOWS)
+def test_a_pydantic_class_as_response_format_says_what_to_give(
+    router: Router, upstream: FakeUpstream, how: str
+) -> None:
+    """openai's parse() takes a class; create() got a TypeError from deep inside the
+    SDK (an unbound model_dump called)."""
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        city: str
+
+    error = _refused(router, upstream, how, response_format=Answer)
+    assert error.param == "response_format"
+    assert "'response_format' is the class Answer" in str(error)
+    assert "Answer.model_json_schema()" in str(error)
+
+
+@pytest.mark.parametrize("how", HOWS)
 @pytest.mark.parametrize("key", ["tool_choice", "parallel_tool_calls"])
 def test_a_tool_option_without_tools_is_openais_400(
     router: Router, upstream: FakeUpstream, how: str, key: str

@@ -62,6 +62,14 @@ _CLOSE_THREAD = "llmroute-close"  # the thread a close called in a running loop 
 _PACKAGE = str(Path(__file__).parents[1]) + os.sep  # not a sibling llmroute_x package
 
 
+_A_CLASS = (
+    "'{key}' is the class {name}: create() sends JSON, as openai's create() does (a class "
+    "is for openai's parse()). For structured output give "
+    "{{'type': 'json_schema', 'json_schema': {{'name': '{name}', "
+    "'schema': {name}.model_json_schema()}}}}"
+)
+
+
 class _Request:
     """One call's body, routing headers and time limit, from openai-style kwargs."""
 
@@ -79,6 +87,9 @@ class _Request:
         options.pop("extra_query", None)  # query parameters mean nothing in-process
         timeout = options.pop("timeout", None)
         params = {k: v for k, v in options.items() if not _omitted(v)}
+        for key, value in params.items():
+            if isinstance(value, type):  # a pydantic model's class, as openai's parse takes
+                raise InvalidRequest(_A_CLASS.format(key=key, name=value.__name__), param=key)
         if isinstance(messages, str | bytes | Mapping):  # list("hi") would be two "messages"
             raise RoutingError("'messages' must be a list of message objects")
         # a value that is no list (None: a variable left unset) goes in as it is, for
