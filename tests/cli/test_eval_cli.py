@@ -202,3 +202,15 @@ def test_bad_data_line_exits_2_naming_file_and_line(workdir: Path, tmp_path: Pat
     assert "Traceback" not in done.stderr
     built = llmroute("registry", "from-examples", bad, "-o", tmp_path / "r.yaml")
     assert built.returncode == 2 and f"{bad}:2" in built.stderr.replace("\n", "")
+
+
+def test_an_oos_label_no_row_has_is_warned_of(workdir: Path) -> None:
+    """`from-examples` warned of it; `eval` scored every row in scope, silently (a
+    mistyped `OOS` for `oos`, or a file labelled otherwise)."""
+    args = ("eval", "-d", workdir / "test.jsonl", "-r", workdir / "good.yaml")
+    done = llmroute(*args, "--oos-label", "nothing-labelled-so", "--json")
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "warning: --oos-label 'nothing-labelled-so': no row of" in said
+    assert "has that label, so none is out of scope" in said
+    loads_strict(done.stdout)  # the report is still printed, as JSON

@@ -97,6 +97,7 @@ def eval_command(
 
     check_plot_path(plot, (".png", ".svg", ".pdf"))
     rows = read_labelled(data)
+    _warn_of_unused_oos_label(oos_label, rows, data)
     path = resolve_registry(registry)
     comparison = None
     if compare is None:
@@ -150,6 +151,25 @@ def compared(
     report = _evaluate(new, rows, oos_label, labels[0], known)
     before = _evaluate(old, rows, oos_label, labels[1], known)
     return report, compare_reports(report, before, max_drop_points=max_drop)
+
+
+def _warn_of_unused_oos_label(
+    oos_label: str | None, rows: Sequence[LabelledRow], data: Path
+) -> None:
+    """Warn (stderr) of an --oos-label no row has: a mistyped one (`OOS` for `oos`)
+    leaves every row in scope, silently."""
+    labels = {r.intent for r in rows}
+    if oos_label is None or oos_label in labels:
+        return
+    from llmroute.registry._paths import did_you_mean
+
+    cased = sorted(label for label in labels if label.lower() == oos_label.lower())
+    hint = f" (did you mean {cased[0]!r}?)" if cased else did_you_mean(oos_label, labels)
+    err_console.print(
+        f"[bold yellow]warning:[/] --oos-label {escape(repr(oos_label))}: no row of "
+        f"{escape(str(data))} has that label, so none is out of scope{escape(hint)}",
+        soft_wrap=True,
+    )
 
 
 def _check_oos_label(oos_label: str | None, *routers: Router) -> None:
@@ -349,18 +369,8 @@ def from_examples(
         in_scope_pass=in_scope_pass,
     )
     rows = read_labelled(data)
-    labels = {r.intent for r in rows}
-    if oos_label is not None and oos_label not in labels:
-        # a mistyped label built the out-of-scope rows into a route of their own
-        from llmroute.registry._paths import did_you_mean
-
-        cased = sorted(label for label in labels if label.lower() == oos_label.lower())
-        hint = f" (did you mean {cased[0]!r}?)" if cased else did_you_mean(oos_label, labels)
-        err_console.print(
-            f"[bold yellow]warning:[/] --oos-label {escape(repr(oos_label))}: no row of "
-            f"{escape(str(data))} has that label, so none is out of scope{escape(hint)}",
-            soft_wrap=True,
-        )
+    # a mistyped label built the out-of-scope rows into a route of their own
+    _warn_of_unused_oos_label(oos_label, rows, data)
     loaded_base = load_registry(base) if base is not None else None
     result = registry_from_examples(
         rows, config, base=loaded_base, source=str(data), out_dir=output.parent
