@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 from stall_proxy import stall_proxy
-from telemetry_records import build_record
+from telemetry_records import build_record, pg_execute
 
 from llmroute.errors import TelemetryError
 from llmroute.telemetry.store.postgres import PostgresStore
@@ -66,3 +66,29 @@ def test_the_writer_drops_while_postgres_stalls_and_writes_once_it_answers(
         store.close()
     assert not [r for r in caplog.records if _SECRET in r.getMessage()]
     assert any("store_error" in r.getMessage() for r in caplog.records)
+
+
+def test_a_commit_the_server_does_not_answer_is_cut(postgres_url: str) -> None:
+    """The commit is part of the call: a server whose disk stalls answers the insert
+    and then waits on its flush at COMMIT (here: a deferred trigger that sleeps), which
+    the pool sends after the watched block ended, unbounded."""
+    store = PostgresStore(postgres_url, pool_size=1, timeout_s=5, answer_timeout_s=0.3)
+    pids: list[int] = []
+    try:
+        store.migrate()
+        with store._connection("set up") as conn:
+            pids += [conn.info.backend_pid]  # pool_size=1: the write's connection too
+            conn.execute(
+                "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN PERFORM pg_sleep(30); RETURN NULL; END $$"
+            )
+            conn.execute(
+                "CREATE CONSTRAINT TRIGGER stall AFTER INSERT ON decisions DEFERRABLE "
+                "INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION stall()"
+            )
+        with pytest.raises(TelemetryError, match=r"did not answer within 0\.3 s"):
+            store.write_decisions([build_record(0)])
+    finally:
+        store.close()
+        for pid in pids:  # its sleep would hold the schema's drop
+            pg_execute(f"SELECT pg_terminate_backend({pid})")

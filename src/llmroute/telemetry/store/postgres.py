@@ -271,6 +271,9 @@ class PostgresStore(SqlReads):
         try:
             with self._pool.connection() as conn, cutoff.watching(conn):
                 yield conn
+                # the commit too (the pool's own, after this block, finds none): a
+                # stalled disk shows at COMMIT, waiting on its flush
+                conn.commit()
         except PoolTimeout:
             self._down_until = time.monotonic() + _DOWN_S
             last = _POOL_FILTER.reason(self._timeout_s + 1.0)
