@@ -109,7 +109,7 @@ async def feedback(request: Request) -> Response:
         held = _UNSTORED.due("unavailable")
         if held is not None:
             # our stores' errors name the masked URL; another's text may hold a secret
-            why = str(exc).splitlines()[0] if isinstance(exc, TelemetryError) else ""
+            why = next(iter(str(exc).splitlines()), "") if isinstance(exc, TelemetryError) else ""
             log.warning(
                 "feedback not stored: %s%s",
                 why or type(exc).__name__,
