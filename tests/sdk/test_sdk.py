@@ -695,6 +695,55 @@ def test_a_router_never_closed_exits_quietly(registry: Path) -> None:
     assert "Unclosed" not in result.stderr, result.stderr
 
 
+LEFT_OPEN = """
+import asyncio, sys
+from llmroute import Router
+router = Router.from_yaml(sys.argv[1])  # never closed
+read, keep = int(sys.argv[2]), sys.argv[3] == "keep"
+
+async def main():
+    stream = await router.chat.completions.acreate(
+        model="slow", messages=[{"role": "user", "content": "one two three four five"}], stream=True
+    )
+    left = read
+    while left:  # read `left` chunks, then leave the stream open
+        await anext(stream)
+        left -= 1
+    return stream if keep else None
+
+stream = asyncio.run(main())
+print("ended" if stream is None or stream.usage is not None else "open")
+"""
+
+
+@pytest.mark.parametrize(("read", "keep"), [(0, "keep"), (1, "keep"), (1, "drop")])
+def test_a_stream_left_open_past_asyncio_run_exits_quietly(
+    upstream: FakeUpstream, tmp_path: Path, read: int, keep: str
+) -> None:
+    """A stream still open as ``asyncio.run`` ends (read in part, or not at all) is
+    closed in order as the loop's tasks are cancelled, before ``shutdown_asyncgens``
+    closes every generator at once: it printed "an error occurred during closing of
+    asynchronous generator" and a traceback on stderr, its end unrecorded."""
+    path = tmp_path / "registry.yaml"
+    path.write_text(
+        "encoder: builtin:static\n"
+        f"providers: {{fake: {{kind: openai, base_url: '{upstream.url}', timeout_s: 5}}}}\n"
+        "models: {slow: {provider: fake, model: 'up-slow?gap=0.05'}}\n"
+        "routes: [{name: chat, examples: [hi there], target: slow}]\n"
+        "default: {target: slow}\n"
+        "telemetry: {enabled: false}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", LEFT_OPEN, str(path), str(read), keep],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ended", result.stderr
+    assert result.stderr == "", result.stderr
+
+
 def test_without_openai_the_results_are_dicts(registry: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", WITHOUT_OPENAI, str(registry)],

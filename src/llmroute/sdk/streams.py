@@ -116,7 +116,9 @@ def _delta_text(chunk: dict[str, Any]) -> str:
     return content if isinstance(content, str) else ""
 
 
-_DROPPED: set[asyncio.Task[None]] = set()  # ends of dropped streams, until done
+# ends of dropped streams, until done, with what they end
+_DROPPED: dict[asyncio.Task[None], tuple[AsyncGenerator[Any, None], Opened, _Ending]] = {}
+_GUARDS: dict[asyncio.AbstractEventLoop, _LoopGuard] = {}  # until their streams have ended
 _OPEN: weakref.WeakSet[AsyncStream] = weakref.WeakSet()  # until collected
 
 
@@ -127,7 +129,7 @@ class _Ending:
     stream its caller drops is then freed at once, and its `__del__` closes the chain
     in order."""
 
-    __slots__ = ("deadline", "ended", "first_ns", "on_end", "parts")
+    __slots__ = ("deadline", "ended", "first_ns", "guard", "on_end", "parts")
 
     def __init__(self, on_end: StreamEnd | None, parts: list[str] | None) -> None:
         self.on_end = on_end
@@ -135,11 +137,14 @@ class _Ending:
         self.ended = False
         self.first_ns: int | None = None  # when the first event was read
         self.deadline: asyncio.Timeout | None = None  # the last read's (expired: timed out)
+        self.guard: _LoopGuard | None = None  # told once the stream has ended
 
     def __call__(self, opened: Opened, error: str | None) -> None:
         if self.ended:
             return
         self.ended = True
+        if self.guard is not None:
+            self.guard.ended(self)
         if error == CLIENT_DISCONNECTED and self.deadline is not None and self.deadline.expired():
             # the read's timeout cancelled the chunks' generator: not the caller leaving
             error = "timeout"
@@ -151,23 +156,81 @@ class _Ending:
             log.exception("recording the stream's end failed")
 
 
-def _end_dropped(chunks: AsyncGenerator[Any, None], opened: Opened, ending: _Ending) -> None:
-    """On the stream's loop: end a stream its caller dropped unclosed, and record it."""
-
-    async def end() -> None:
+async def _end(chunks: AsyncGenerator[Any, None], opened: Opened, ending: _Ending) -> None:
+    """End a stream its caller dropped unclosed, and record it."""
+    try:
         try:
-            try:
-                await chunks.aclose()
-            finally:
-                await opened.aclose()
-        except Exception:
-            log.exception("closing a dropped stream failed")
+            await chunks.aclose()
         finally:
-            ending(opened, CLIENT_DISCONNECTED)
+            await opened.aclose()
+    except Exception:
+        log.exception("closing a dropped stream failed")
+    finally:
+        ending(opened, CLIENT_DISCONNECTED)
 
-    task = asyncio.ensure_future(end())
-    _DROPPED.add(task)
-    task.add_done_callback(_DROPPED.discard)
+
+def _end_dropped(chunks: AsyncGenerator[Any, None], opened: Opened, ending: _Ending) -> None:
+    """On the stream's loop: `_end` a stream its caller dropped unclosed."""
+    task = asyncio.ensure_future(_end(chunks, opened, ending))
+    _DROPPED[task] = (chunks, opened, ending)
+    task.add_done_callback(_forget_dropped)
+
+
+def _forget_dropped(task: asyncio.Task[None]) -> None:
+    _DROPPED.pop(task, None)
+
+
+class _LoopGuard:
+    """A task on a loop while streams are open on it, that closes them, each in order,
+    when the loop's runner cancels it.
+
+    ``asyncio.run`` (and ``asyncio.Runner``, pytest-asyncio, anyio) cancels every task
+    as it ends its loop, then ``shutdown_asyncgens`` closes every async generator left
+    at once: a stream left open past ``asyncio.run`` (read in part, or never read) had
+    its provider's generator closed beside the ones reading it, and asyncio printed
+    "an error occurred during closing of asynchronous generator" with a traceback
+    ("generator didn't stop after athrow()", "already running"), its end unrecorded.
+    Cancelled, this task closes those streams first, as `close_streams` does for the
+    SDK's own loop, and ends the dropped ones whose ending had not begun. It ends by
+    itself once its loop's streams have all ended, so a loop closed without cancelling
+    its tasks is left no pending task."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.open: set[_Ending] = set()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.task = loop.create_task(self._guard(), name="llmroute-streams-guard")
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _LoopGuard:
+        guard = _GUARDS.get(loop)
+        if guard is None or guard.task.done() or guard.done.done():
+            guard = _GUARDS[loop] = cls(loop)
+        return guard
+
+    def add(self, ending: _Ending) -> None:
+        self.open.add(ending)
+        ending.guard = self
+
+    def ended(self, ending: _Ending) -> None:
+        self.open.discard(ending)
+        if not self.open and not self.done.done():
+            self.done.set_result(None)
+
+    async def _guard(self) -> None:
+        try:
+            await self.done
+        except asyncio.CancelledError:
+            await close_streams(self.loop)
+            for task, (chunks, opened, ending) in list(_DROPPED.items()):
+                if task.get_loop() is self.loop:
+                    await asyncio.wait({task})
+                    if not ending.ended:  # cancelled before it began
+                        await _end(chunks, opened, ending)
+            raise
+        finally:
+            if _GUARDS.get(self.loop) is self:
+                del _GUARDS[self.loop]
 
 
 class AsyncStream:
@@ -201,6 +264,7 @@ class AsyncStream:
         self._closing = asyncio.Lock()  # one close at a time: a second waits for the first
         self._released: asyncio.Event | None = None  # `cut`: set once its router has closed
         _OPEN.add(self)
+        _LoopGuard.of(self._loop).add(self._ending)
 
     def __del__(self) -> None:
         # Dropped unclosed (an error before the caller's loop began, or in its body): a
