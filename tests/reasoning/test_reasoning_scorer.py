@@ -72,10 +72,12 @@ def test_read_reasoning(tmp_path: Path) -> None:
     [
         ("{not json", "invalid JSON"),
         ("[1, 2]", "expected a JSON object"),
-        ('{"label": "direct"}', "field 'text' must be a non-empty string"),
+        ('{"label": "direct"}', "missing field 'text'"),
+        ('{"prompt": "x", "weak_correct": true}', "missing field 'text'"),  # difficulty's
+        ('{"text": null, "label": "direct"}', "field 'text' must be a non-empty string"),
         ('{"text": "  ", "label": "direct"}', "field 'text' must be a non-empty string"),
         ('{"text": "x", "label": "hard"}', 'field \'label\' must be "reasoning" or "direct"'),
-        ('{"text": "x"}', "field 'label'"),
+        ('{"text": "x"}', "missing field 'label'"),
     ],
 )
 def test_bad_lines_name_file_and_line(tmp_path: Path, line: str, message: str) -> None:

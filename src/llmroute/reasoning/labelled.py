@@ -79,6 +79,9 @@ def read_reasoning(path: str | os.PathLike[str]) -> ReasoningData:
 
 
 def _parse_line(record: dict[str, Any], file: str, number: int) -> tuple[str, int, str, str | None]:
+    for field in ("text", "label"):  # named as missing, as difficulty and safety data are
+        if field not in record:
+            raise DataError(f"missing field '{field}'", file=file, line=number)
     text = record.get("text")
     if not isinstance(text, str) or not text.strip():
         raise DataError("field 'text' must be a non-empty string", file=file, line=number)
