@@ -17,7 +17,7 @@ import numpy as np
 
 from llmroute.errors import ConfigError
 
-__all__ = ["check_folder", "write_artifact", "write_atomic"]
+__all__ = ["check_folder", "missing_meta", "write_artifact", "write_atomic"]
 
 
 def check_folder(directory: str | os.PathLike[str], *, what: str, command: str) -> None:
@@ -30,6 +30,31 @@ def check_folder(directory: str | os.PathLike[str], *, what: str, command: str) 
         return
     said = f"a file, not a {what}" if folder.exists() else f"no such {what}"
     raise ConfigError(f"{said} (a folder written by `{command}`)", file=str(directory))
+
+
+# each trained artifact's description file: what it is, and the command that writes it
+_DESCRIBED = {
+    "router.json": ("a difficulty router", "llmroute train difficulty"),
+    "reasoning.json": ("a reasoning scorer", "llmroute train reasoning"),
+    "gate.json": ("a learned gate", "llmroute train gate"),
+    "detector.json": ("a safety detector", "llmroute train safety"),
+}
+
+
+def missing_meta(path: Path, *, what: str, command: str) -> ConfigError:
+    """The error for an artifact folder without its description `path` (a `what`,
+    written by `command`). A folder another ``llmroute train`` command wrote, given to
+    the wrong setting or flag, is named for what it holds: "router.json is missing"
+    alone left the reader to find that out."""
+    said = f"no {what} here ({path.name} is missing"
+    for name, (other, writer) in _DESCRIBED.items():
+        if name != path.name and (path.parent / name).is_file():
+            return ConfigError(
+                f"{said}: the folder holds {other}, from `{writer}`; give a folder "
+                f"written by `{command}`)",
+                file=str(path),
+            )
+    return ConfigError(f"{said}; train one with `{command}`)", file=str(path))
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from llmroute import __version__
-from llmroute.artifact_files import check_folder, write_artifact
+from llmroute.artifact_files import check_folder, missing_meta, write_artifact
 from llmroute.difficulty.routers import ArrayError, DifficultyRouter, router_class
 from llmroute.encoders.base import weights_identity, without_credentials
 from llmroute.errors import ConfigError
@@ -70,8 +70,8 @@ def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(
-            "no router artifact here (router.json is missing)", file=str(path)
+        raise missing_meta(
+            path, what="router artifact", command="llmroute train difficulty"
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"corrupt router artifact: {exc}", file=str(path)) from exc

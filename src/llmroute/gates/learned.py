@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmroute import __version__
-from llmroute.artifact_files import check_folder, write_artifact
+from llmroute.artifact_files import check_folder, missing_meta, write_artifact
 from llmroute.encoders.base import Encoder, weights_identity, without_credentials
 from llmroute.errors import ConfigError
 
@@ -391,10 +391,7 @@ def read_gate_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(
-            f"no learned gate here ({META_FILE} is missing; train one with `llmroute train gate`)",
-            file=str(path),
-        ) from None
+        raise missing_meta(path, what="learned gate", command="llmroute train gate") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"malformed learned gate: {exc}", file=str(path)) from exc
     needed = {"encoder", "threshold", "parts", "checks", "emb_scale", "format"}

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmroute import __version__
-from llmroute.artifact_files import check_folder, write_artifact
+from llmroute.artifact_files import check_folder, missing_meta, write_artifact
 from llmroute.encoders.base import weights_identity, without_credentials
 from llmroute.errors import ConfigError
 
@@ -131,10 +131,8 @@ def read_scorer_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(
-            f"no reasoning scorer here ({META_FILE} is missing; train one with "
-            "`llmroute train reasoning`)",
-            file=str(path),
+        raise missing_meta(
+            path, what="reasoning scorer", command="llmroute train reasoning"
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"corrupt reasoning scorer: {exc}", file=str(path)) from exc

@@ -49,7 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmroute import __version__
-from llmroute.artifact_files import check_folder, write_artifact
+from llmroute.artifact_files import check_folder, missing_meta, write_artifact
 from llmroute.encoders.base import Encoder, weights_identity, without_credentials
 from llmroute.errors import ConfigError, DataError
 from llmroute.jsonl import read_jsonl
@@ -843,9 +843,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(
-            "no safety detector here (detector.json is missing)", file=str(path)
-        ) from None
+        raise missing_meta(path, what="safety detector", command="llmroute train safety") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"corrupt safety artifact: {exc}", file=str(path)) from exc
     needed = {"encoder", "threshold", "bias", "buckets", "window"}
