@@ -5,6 +5,7 @@ import itertools
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -200,6 +201,19 @@ def test_spans_are_sorted_and_disjoint() -> None:
     spans = DETECTOR.find(text)
     assert [s.type for s in spans] == ["EMAIL", "CARD", "IP_ADDRESS", "PHONE", "SECRET"]
     assert all(x.end <= y.start for x, y in itertools.pairwise(spans))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"entities": "EMAIL"}, "entities"), ({"phone_regions": "US"}, "phone_regions")],
+)
+def test_a_string_for_a_list_is_named_as_one(kwargs: dict[str, Any], field: str) -> None:
+    """A string is a collection of its letters: ``entities="EMAIL"`` was refused as the
+    unknown types ['A', 'E', 'I', 'L', 'M']."""
+    with pytest.raises(ConfigError, match="must be a list of names") as caught:
+        PiiDetector(**kwargs)
+    assert caught.value.field == field
+    assert repr(next(iter(kwargs.values()))) in str(caught.value)
 
 
 def test_entity_selection_and_errors() -> None:

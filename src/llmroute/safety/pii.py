@@ -67,6 +67,17 @@ class PiiDetector:
         ner_model: str | None = None,
         phone_leniency: Literal["valid", "possible"] = "possible",
     ) -> None:
+        # a string is a Collection of its letters: "EMAIL" was refused as the unknown
+        # types ['A', 'E', 'I', 'L', 'M'], and "US" as the regions ['U', 'S']
+        for field, given, example in (
+            ("entities", entities, "['EMAIL']"),
+            ("phone_regions", phone_regions, "['US']"),
+        ):
+            if isinstance(given, str):
+                raise ConfigError(
+                    f"must be a list of names such as {example}, not the string {given!r}",
+                    field=field,
+                )
         if entities is None:
             wanted = PATTERN_TYPES + (NER_TYPES if ner_model else ())
         else:
