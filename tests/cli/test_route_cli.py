@@ -338,6 +338,11 @@ def test_explain_says_why_the_llm_router_was_not_asked(tmp_path: Path) -> None:
     blocked = llmroute("route", "-r", str(registry), "--explain", "mail bob@example.com")
     assert blocked.returncode == 0, blocked.stderr
     assert "llm router (small): not asked (blocked by safety)" in blocked.stdout
+    # the one line says so too: it read as routed to small, which the gateway never calls
+    plain = llmroute("route", "-r", str(registry), "--no-llm", "mail bob@example.com")
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.strip().endswith("BLOCKED by safety (profile standard: pii:EMAIL)")
+    assert "BLOCKED" not in llmroute("route", "-r", str(registry), "--no-llm", "hi").stdout
     sent = llmroute("route", "-r", str(registry), "--explain", "call me at +1 415 555 0100")
     assert sent.returncode == 0, sent.stderr
     assert "llm router (small): not asked (sent by safety to guarded)" in sent.stdout

@@ -177,11 +177,17 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
 
 
 def _one_line(decision: Decision) -> str:
+    """The decision in a line; a request the safety layer blocks says so (it read as
+    routed to its model, which the gateway never calls: it answers 400)."""
     margin = "" if decision.margin is None else f", margin {decision.margin:.2f}"
-    return (
+    line = (
         f"{decision.route} -> {decision.model}  "
         f"({decision.layer}, confidence {decision.confidence:.2f}{margin})"
     )
+    if decision.blocked and decision.safety is not None:
+        safety = decision.safety
+        line += f"  BLOCKED by safety (profile {safety.profile}: {', '.join(safety.fired)})"
+    return line
 
 
 def _print_explain(decision: Decision, llm: LlmFallback | None = None) -> None:
