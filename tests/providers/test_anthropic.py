@@ -15,6 +15,7 @@ from fake_anthropic import (
     TOOL_ID,
     USAGE,
     FakeAnthropic,
+    event_error,
     fake_anthropic,
     sign,
 )
@@ -23,6 +24,7 @@ from llmroute import sse
 from llmroute.errors import (
     ContextWindowExceeded,
     ProviderError,
+    ProviderMisconfigured,
     RateLimited,
     UpstreamRejected,
 )
@@ -88,6 +90,13 @@ def stream(server: FakeAnthropic, model: str, body: dict[str, Any]) -> list[byte
             await provider.aclose()
 
     return asyncio.run(run())
+
+
+def complete_error(server: FakeAnthropic, model: str, body: dict[str, Any]) -> ProviderError:
+    """The error `complete` raised."""
+    with pytest.raises(ProviderError) as caught:
+        complete(server, model, body)
+    return caught.value
 
 
 def stream_until_error(
@@ -539,6 +548,61 @@ def test_an_error_event_mid_stream_raises_overloaded(server: FakeAnthropic) -> N
     assert type(error) is ProviderError
     assert error.status == 529 and error.retryable
     assert error.code == "overloaded_error"
+
+
+def test_an_account_out_of_credit_refuses_the_gateway_streamed_or_not(
+    server: FakeAnthropic,
+) -> None:
+    """Anthropic says a spent credit balance with a 400 ``invalid_request_error``, before
+    a stream or as its ``error`` event: the gateway's account, to the next deployment or
+    model at once (`ProviderMisconfigured`), not the request's fault sent back to the
+    client; its attempt says so. The event was a plain ProviderError(400)."""
+    ask = {"messages": user("hi")}
+    said = complete_error(server, "claude-x?credit=1", ask)
+    items, streamed = stream_until_error(
+        server, "claude-x?early_error=credit", {**ask, "stream": True}
+    )
+    for error in (said, streamed):
+        assert type(error) is ProviderMisconfigured and error.retryable
+        assert error.status == 400 and error.code == "invalid_request_error"
+        assert "account with the provider is out of credits" in error.message
+        assert "credit balance is too low" in error.message
+    assert b'"content": "echo' not in b"".join(items)  # it failed before its words
+
+
+@pytest.mark.parametrize(
+    ("kind", "error_class", "status", "retryable"),
+    [
+        ("overloaded_error", ProviderError, 529, True),  # as the 529: retried, next deployment
+        ("rate_limit_error", RateLimited, 429, True),
+        ("api_error", ProviderError, 500, True),
+        ("request_too_large", UpstreamRejected, 413, False),  # the request's size
+        ("authentication_error", ProviderMisconfigured, 401, True),
+        ("billing_error", ProviderMisconfigured, 402, True),
+    ],
+)
+def test_an_error_event_before_the_words_is_read_as_its_status(
+    server: FakeAnthropic,
+    kind: str,
+    error_class: type[ProviderError],
+    status: int,
+    retryable: bool,
+) -> None:
+    """Each of Anthropic's error types, sent as a stream's event after its 200, is the
+    error its status would be, with its message (it said only the type)."""
+    body = {"messages": user("hi"), "stream": True}
+    _, error = stream_until_error(server, f"claude-x?early_error={kind}", body)
+    assert type(error) is error_class
+    assert (error.status, error.code, error.retryable) == (status, kind, retryable)
+    assert f"answered with error {status}" in error.message or "429 in its answer" in error.message
+    if status not in (401, 403):  # auth messages are not repeated
+        assert error.message.endswith(event_error(kind)["message"])
+
+
+def test_a_413_is_the_requests_size(server: FakeAnthropic) -> None:
+    error = complete_error(server, "claude-x?status=413", {"messages": user("hi")})
+    assert type(error) is UpstreamRejected and error.status == 413
+    assert error.code == "request_too_large" and "maximum allowed number of bytes" in error.message
 
 
 def test_a_broken_stream_raises(server: FakeAnthropic) -> None:

@@ -15,7 +15,10 @@ Faults and variants are chosen by the model name, ``NAME?k=v&...``:
   long"; ``echo_key=1`` answers 400 with the received x-api-key in its message;
 - ``reset=1`` closes the connection without an answer; ``mid=1`` breaks a stream after
   its first text delta; ``error_event=1`` sends an ``overloaded_error`` event mid-stream;
-  ``early_error=1`` sends it after message_start and a ping, before any content;
+  ``early_error=1`` sends it after message_start and a ping, before any content (either
+  with an error type for its value, ``early_error=rate_limit_error``, sends that type,
+  and ``credit`` the ``invalid_request_error`` of an account out of credit);
+  ``credit=1`` answers the 400 of an account whose credit balance is too low;
   ``truncate=1`` ends a stream cleanly after its first text delta (no message_stop);
 - ``stop=max_tokens|stop_sequence|refusal|...`` sets the stop_reason; ``thinking=1``
   puts a thinking block first (as a request with ``thinking: {type: enabled}`` does),
@@ -215,6 +218,27 @@ def _error(kind: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message}}
 
 
+# The API's 400 (or stream's error event) for an account whose prepaid credit is spent
+CREDIT_TOO_LOW = (
+    "Your credit balance is too low to access the Anthropic API. Please go to Plans & "
+    "Billing to upgrade or purchase credits."
+)
+# Anthropic's own messages for some error types (the others: "<type> from the fake")
+_SAID = {
+    "overloaded_error": "Overloaded",
+    "request_too_large": "Request exceeds the maximum allowed number of bytes.",
+}
+
+
+def event_error(kind: str) -> dict[str, Any]:
+    """The ``error`` of an error event of `kind` (``1``: overloaded; ``credit``: the
+    account out of credit)."""
+    if kind == "credit":
+        return _error("invalid_request_error", CREDIT_TOO_LOW)["error"]
+    kind = "overloaded_error" if kind == "1" else kind
+    return _error(kind, _SAID.get(kind, f"{kind} from the fake"))["error"]
+
+
 _KINDS = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -347,6 +371,8 @@ def _fault_reply(
     if "context" in faults:
         message = "prompt is too long: 208721 tokens > 200000 maximum"
         return 400, _error("invalid_request_error", message), {}
+    if "credit" in faults:
+        return 400, _error("invalid_request_error", CREDIT_TOO_LOW), {}
     if "echo_key" in faults:
         message = f"invalid value in request made with key {headers.get('x-api-key')}"
         return 400, _error("invalid_request_error", message), {}
@@ -354,7 +380,7 @@ def _fault_reply(
         status = int(faults["status"])
         extra = {"retry-after": faults["retry_after"]} if "retry_after" in faults else {}
         kind = _KINDS.get(status, "api_error")
-        message = "Overloaded" if status == 529 else f"{kind} from the fake"
+        message = _SAID.get(kind, f"{kind} from the fake")
         return status, _error(kind, message), extra
     return None
 
@@ -483,7 +509,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # chunked body cut off: a broken stream
             return
         if "error_event" in faults or "early_error" in faults:
-            error = _error("overloaded_error", "Overloaded")["error"]
+            error = event_error(faults.get("error_event") or faults["early_error"])
             self._write_chunk(_event("error", {"error": error}))
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()

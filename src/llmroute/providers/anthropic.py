@@ -4,13 +4,14 @@ chat-completions interface that dispatch and the gateway speak."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from llmroute.dispatch.usage import usage_wanted
-from llmroute.errors import ProviderError, RateLimited, UpstreamRejected
+from llmroute.errors import ProviderError, UpstreamRejected
 from llmroute.providers._anthropic_convert import (
     finish_reason,
     to_chat_completion,
@@ -20,6 +21,7 @@ from llmroute.providers._anthropic_convert import (
     without_thinking,
     without_thinking_blocks,
 )
+from llmroute.providers._http import error_from_response
 from llmroute.providers._transport import HttpTransport
 from llmroute.providers.base import Timeouts, model_ids
 from llmroute.registry.schema import Provider, env_headers
@@ -31,13 +33,19 @@ __all__ = ["ANTHROPIC_VERSION", "AnthropicProvider", "sent_once_more", "streamed
 ANTHROPIC_VERSION = "2023-06-01"
 _MESSAGES = "/v1/messages"
 _MODELS = "/v1/models?limit=1000"
-# Statuses for error events inside a stream, which arrive after a 200.
+# Statuses for error events inside a stream, which arrive after a 200: the status each
+# of Anthropic's error types is sent with (docs.claude.com, "Errors").
 _STREAM_ERROR_STATUS = {
-    "overloaded_error": 529,
-    "api_error": 500,
-    "rate_limit_error": 429,
-    "request_too_large": 413,
     "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
 }
 
 
@@ -335,11 +343,15 @@ def _block_index(data: dict[str, Any]) -> int:
 
 
 def _stream_error(provider: str, error: Any) -> ProviderError:
-    """The error for an ``error`` event that arrived after the stream had started."""
+    """The error for an ``error`` event, which arrives after the stream's 200: read as
+    the status its type is sent with would be (`error_from_response`), with its message.
+    So an ``invalid_request_error`` saying the credit balance is too low is the
+    gateway's account out of credit (`ProviderMisconfigured`: the next deployment or
+    model at once), as the same 400 before the stream is, not the request's fault; an
+    ``overloaded_error`` is the 529 (retried, the next deployment) and a
+    ``rate_limit_error`` the 429 (`RateLimited`)."""
     error = error if isinstance(error, dict) else {}
-    kind = str(error.get("type", "api_error"))
+    kind = error.get("type") if isinstance(error.get("type"), str) else "api_error"
     status = _STREAM_ERROR_STATUS.get(kind, 502)
-    message = f"upstream stream failed: {kind}"
-    if status == 429:
-        return RateLimited(provider, message, status=429, code=kind)
-    return ProviderError(provider, message, status=status, code=kind)
+    body = json.dumps({"type": "error", "error": {**error, "type": kind}}, default=str)
+    return error_from_response(provider, status, {}, body.encode(), in_answer=True)
