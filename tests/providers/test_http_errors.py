@@ -286,6 +286,46 @@ def test_an_account_out_of_credit_refuses_the_gateway_not_the_request(
     assert "out of credits" in str(error) and error.status == status
 
 
+def _google(code: int, status: str, message: str, *details: dict[str, object]) -> bytes:
+    """Google's error body as its OpenAI-compatible endpoint sends it: a list of one."""
+    error = {"code": code, "message": message, "status": status, "details": list(details)}
+    return json.dumps([{"error": error}]).encode()
+
+
+def test_an_account_google_cannot_bill_refuses_the_gateway_saying_so() -> None:
+    """Gemini's (and Vertex's) 403 whose ``ErrorInfo`` reason is ``BILLING_DISABLED``, and
+    Bedrock's AccessDeniedException for a model sold on AWS Marketplace to an account
+    without a valid payment method: the attempt says the account cannot be billed, not
+    that access was refused (their messages, which name the account, stay unshown)."""
+    info = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "BILLING_DISABLED"}
+    google = _google(403, "PERMISSION_DENIED", "Please enable billing on project #1234", info)
+    aws = json.dumps(
+        {
+            "error": {
+                "message": "Model access is denied due to INVALID_PAYMENT_INSTRUMENT:A valid "
+                "payment instrument must be provided.. Your AWS Marketplace subscription for "
+                "this model cannot be completed at this time.",
+                "code": "AccessDeniedException",
+            }
+        }
+    ).encode()
+    for body, code in ((google, "BILLING_DISABLED"), (aws, "AccessDeniedException")):
+        error = error_from_response("up", 403, {}, body)
+        assert type(error) is ProviderMisconfigured and error.retryable and error.code == code
+        assert "cannot be billed" in error.message and "#1234" not in error.message
+    plain = _google(403, "PERMISSION_DENIED", "Permission denied on resource project p")
+    assert "refused the gateway access" in error_from_response("up", 403, {}, plain).message
+
+
+def test_a_google_quota_429_waits_as_its_retry_info_says() -> None:
+    retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "12.5s"}
+    body = _google(429, "RESOURCE_EXHAUSTED", "You exceeded your current quota.", retry)
+    error = error_from_response("up", 429, {}, body)
+    assert isinstance(error, RateLimited) and error.retry_after_s == 12.5
+    said = error_from_response("up", 429, {"retry-after": "3"}, body)  # the header first
+    assert said.retry_after_s == 3.0
+
+
 def test_openrouters_moderation_403_is_the_requests_content() -> None:
     body = _error("Your chosen model requires moderation and your input was flagged for hate")
     assert isinstance(error_from_response("up", 403, {}, body), ContentRefused)

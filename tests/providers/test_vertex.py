@@ -395,6 +395,41 @@ def test_google_s_status_is_the_error_code(fake: FakeVertex, tmp_path: Path) -> 
     assert caught.value.code == "RESOURCE_EXHAUSTED"
 
 
+def test_a_project_without_billing_refuses_the_gateway_saying_so(
+    fake: FakeVertex, tmp_path: Path
+) -> None:
+    """Vertex's 403 ``PERMISSION_DENIED`` whose reason is ``BILLING_DISABLED``: the
+    gateway's account (to the next deployment or model at once), its attempt saying the
+    account cannot be billed and to link a billing account, streamed or not; it said to
+    check the account's role and Model Garden. Google's message (it names the project)
+    is not repeated."""
+    provider = adc(fake)
+    model = f"{MODEL}?billing=1"
+    with pytest.raises(ProviderMisconfigured) as said:
+        run(provider, provider.complete(model, CHAT, timeouts=TIMEOUTS))
+    provider = adc(fake)
+    with pytest.raises(ProviderMisconfigured) as streamed:
+        run(provider, collect(provider, model, {**CHAT, "stream": True}))
+    for error in (said.value, streamed.value):
+        assert error.status == 403 and error.code == "BILLING_DISABLED" and error.retryable
+        assert "cannot be billed" in error.message and "billing account" in error.message
+        assert "roles/aiplatform.user" not in error.message
+        assert "123456789012" not in error.message
+
+
+def test_a_quota_429_waits_as_google_s_retry_info_says(fake: FakeVertex, tmp_path: Path) -> None:
+    """A 429 ``RESOURCE_EXHAUSTED`` without ``Retry-After`` but with Google's
+    ``RetryInfo`` (``"retryDelay": "37s"``) waits that long (`retries.max_retry_after_s`
+    decides whether it is waited out); it had no wait."""
+    provider = adc(fake)
+    with pytest.raises(RateLimited) as caught:
+        run(
+            provider,
+            provider.complete(f"{MODEL}?gstatus=429&retry_delay=37", CHAT, timeouts=TIMEOUTS),
+        )
+    assert caught.value.retry_after_s == 37.0 and caught.value.code == "RESOURCE_EXHAUSTED"
+
+
 def test_a_stream_refused_is_mapped_before_any_event(fake: FakeVertex, tmp_path: Path) -> None:
     provider = adc(fake)
     with pytest.raises(ProviderMisconfigured, match="Model Garden"):

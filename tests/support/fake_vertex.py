@@ -15,7 +15,10 @@ the bearer token (one this server issued and has not `revoked`, or one of
 ``anthropic_version: vertex-2023-10-16``, and then answers as the fake Anthropic API
 does for that model (`fake_anthropic`: its faults, thinking signatures, streams).
 ``gstatus=403|404|429|503|400`` in the model name answers with Google's own error
-wrapping (``{"error": {"code", "message", "status"}}``) instead.
+wrapping (``{"error": {"code", "message", "status"}}``) instead; ``billing=1`` answers
+the 403 of a project whose billing is disabled (its ``ErrorInfo`` reason
+``BILLING_DISABLED``), and ``retry_delay=S`` gives a 429 Google's ``RetryInfo`` detail
+(``"retryDelay": "Ss"``, as the Gemini API sends it).
 """
 
 from __future__ import annotations
@@ -68,6 +71,13 @@ _GOOGLE_ERRORS = {
     ),
     503: ("UNAVAILABLE", "The service is currently unavailable."),
 }
+_BILLING_DISABLED = (
+    "This API method requires billing to be enabled. Please enable billing on project "
+    "#{number} by visiting https://console.developers.google.com/billing/enable?project="
+    "{number} then retry. If you enabled billing for this project recently, wait a few "
+    "minutes for the action to propagate to our systems and retry."
+)
+_PROJECT_NUMBER = "123456789012"
 _UNAUTHENTICATED = (
     "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
     "cookie or other valid authentication credential."
@@ -207,12 +217,25 @@ class _VertexHandler(_Handler):
         if (match["method"] == "streamRawPredict") != (body.get("stream") is True):
             self._refuse(400, "INVALID_ARGUMENT", "stream does not match the method", "method")
             return
-        gstatus = faults_of(model).get("gstatus")
+        faults = faults_of(model)
+        if "billing" in faults:
+            self._google_error(
+                403,
+                "PERMISSION_DENIED",
+                _BILLING_DISABLED.format(number=_PROJECT_NUMBER),
+                [_error_info("BILLING_DISABLED")],
+            )
+            return
+        gstatus = faults.get("gstatus")
         if gstatus is not None:
             status = int(gstatus)
             kind, message = _GOOGLE_ERRORS[status]
             where = {"project": PROJECT, "region": REGION, "model": model.partition("?")[0]}
-            self._google_error(status, kind, message.format(**where))
+            details = []
+            if "retry_delay" in faults:
+                retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo"}
+                details.append({**retry, "retryDelay": f"{faults['retry_delay']}s"})
+            self._google_error(status, kind, message.format(**where), details)
             return
         self.answer({**body, "model": model}, headers)
 
@@ -221,8 +244,13 @@ class _VertexHandler(_Handler):
             self.fake.refused.append(why)
         self._google_error(status, kind, message)
 
-    def _google_error(self, status: int, kind: str, message: str) -> None:
-        self._send_json(status, {"error": {"code": status, "message": message, "status": kind}})
+    def _google_error(
+        self, status: int, kind: str, message: str, details: list[dict[str, Any]] | None = None
+    ) -> None:
+        error: dict[str, Any] = {"code": status, "message": message, "status": kind}
+        if details:
+            error["details"] = details
+        self._send_json(status, {"error": error})
 
     def _token(self, raw: bytes) -> None:
         time.sleep(self.fake.token_delay_s)
@@ -245,6 +273,19 @@ class _VertexHandler(_Handler):
 
 
 @functools.cache
+def _error_info(reason: str) -> dict[str, Any]:
+    """Google's ``ErrorInfo`` detail for `reason`, as Vertex AI sends it."""
+    return {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": "googleapis.com",
+        "metadata": {
+            "consumer": f"projects/{_PROJECT_NUMBER}",
+            "service": "aiplatform.googleapis.com",
+        },
+    }
+
+
 def _service_account_key() -> rsa.RSAPrivateKey:
     """One RSA key per test process (making one takes a good part of a second)."""
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)

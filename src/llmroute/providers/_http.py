@@ -63,6 +63,17 @@ _MODERATION_HINTS = re.compile(r"moderation|flagged", re.IGNORECASE)
 # An account out of credit said with another status than 402: Anthropic's 400 ("Your
 # credit balance is too low ..."), OpenAI's 429 insufficient_quota (no wait ends it).
 _NO_CREDIT = re.compile(r"credit balance is too low", re.IGNORECASE)
+# An account the provider cannot bill, said with a 403 (whose message is not shown: it
+# may name the account): Google's ``BILLING_DISABLED`` (its ``ErrorInfo`` reason; "This
+# API method requires billing to be enabled"), AWS Marketplace's
+# ``INVALID_PAYMENT_INSTRUMENT`` (Bedrock's AccessDeniedException for a model it sells).
+_NOT_BILLED = re.compile(
+    r"BILLING_DISABLED|INVALID_PAYMENT_INSTRUMENT|requires billing to be enabled", re.IGNORECASE
+)
+_NOT_BILLED_WHY = (
+    "the gateway's account with the provider cannot be billed: billing disabled or no "
+    "valid payment method"
+)
 # Why an upstream refused the gateway itself (`ProviderMisconfigured`).
 _MISCONFIGURED = {
     401: "the provider refused the gateway's credentials",
@@ -263,6 +274,9 @@ def error_from_response(
     message, code = _upstream_message(body)
     note = _request_id_note(headers)
     retry_after = retry_after_of(headers, limited=status == 429)
+    reasons, delay = _google_details(body) if status in (403, 429) else ((), None)
+    if retry_after is None and status == 429:
+        retry_after = delay  # Google's RetryInfo (Gemini's quota: "retryDelay": "37s")
     said = f"answered with error {status}" if in_answer else f"returned HTTP {status}"
     if status in (400, 429) and (code == "insufficient_quota" or _NO_CREDIT.search(message)):
         return ProviderMisconfigured(  # the account's credit, as a 402 says
@@ -305,9 +319,13 @@ def error_from_response(
         )
     if status in _MISCONFIGURED:
         shown = "" if status in (401, 403) else message  # auth messages may echo key parts
+        why = _MISCONFIGURED[status]
+        if status == 403 and ("BILLING_DISABLED" in reasons or _NOT_BILLED.search(message)):
+            why = _NOT_BILLED_WHY
+            code = "BILLING_DISABLED" if "BILLING_DISABLED" in reasons else code
         return ProviderMisconfigured(
             provider,
-            f"upstream {said} ({_MISCONFIGURED[status]}){shown}{note}",
+            f"upstream {said} ({why}){shown}{note}",
             status=status,
             code=code,
         )
@@ -413,6 +431,32 @@ def _request_id_note(headers: Mapping[str, str]) -> str:
     if value is None or _REQUEST_ID.fullmatch(value.strip()) is None:
         return ""
     return f" [upstream request {value.strip()}]"
+
+
+def _google_details(body: bytes) -> tuple[frozenset[str], float | None]:
+    """The reasons of a Google error's ``ErrorInfo`` details (``BILLING_DISABLED``) and
+    the seconds its ``RetryInfo`` says to wait (``"retryDelay": "37s"``), from
+    ``{"error": {"details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+    ...}]}}`` (or the OpenAI-compatible endpoint's list of one)."""
+    try:
+        data = loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return frozenset(), None
+    if isinstance(data, list) and data:
+        data = data[0]
+    error = data.get("error") if isinstance(data, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    reasons: set[str] = set()
+    delay = None
+    for detail in details if isinstance(details, list) else ():
+        kind = detail.get("@type") if isinstance(detail, dict) else None
+        if not isinstance(kind, str):
+            continue
+        if kind.endswith("google.rpc.ErrorInfo") and isinstance(detail.get("reason"), str):
+            reasons.add(detail["reason"])
+        elif kind.endswith("google.rpc.RetryInfo") and isinstance(detail.get("retryDelay"), str):
+            delay = _duration_s(detail["retryDelay"])
+    return frozenset(reasons), delay
 
 
 def _upstream_message(body: bytes) -> tuple[str, str | None]:

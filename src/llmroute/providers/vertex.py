@@ -36,6 +36,8 @@ _REFUSED_HINT = {
     404: " (check the model id with its @version, that the region serves it, and that "
     "the model is enabled in the project's Model Garden)",
 }
+# ... and when its 403 says the project's billing is disabled (reason BILLING_DISABLED)
+_BILLING_HINT = " (link the Google Cloud project to an active billing account)"
 
 
 class VertexProvider:
@@ -175,7 +177,8 @@ def _payload(provider: str, model: str, body: dict[str, Any]) -> dict[str, Any]:
 
 def _explained(exc: ProviderMisconfigured) -> ProviderMisconfigured:
     """`exc` with what to check in Google Cloud when Vertex refused the gateway."""
-    hint = _REFUSED_HINT.get(exc.status or 0)
+    billing = exc.code == "BILLING_DISABLED"
+    hint = _BILLING_HINT if billing else _REFUSED_HINT.get(exc.status or 0)
     if hint is None:
         return exc
     return ProviderMisconfigured(exc.provider, exc.message + hint, status=exc.status, code=exc.code)
