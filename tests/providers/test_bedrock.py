@@ -247,6 +247,49 @@ def test_bedrocks_errors_map_to_the_projects(
     assert type(error) is kind and error.status == status and error.retryable is retryable
 
 
+@pytest.mark.parametrize(
+    ("fail", "kind", "status", "said"),
+    [
+        ("ThrottlingException", RateLimited, 429, "Too many requests"),
+        ("ServiceQuotaExceededException", RateLimited, 429, "service quota"),  # sent as 400
+        ("AccessDeniedException", ProviderMisconfigured, 403, "refused the gateway access"),
+        ("NoPayment", ProviderMisconfigured, 403, "cannot be billed"),
+        # an imported model being brought up: a 429 as AWS sends it, waited out
+        ("ModelNotReadyException", RateLimited, 429, "not ready for inference"),
+        ("ServiceUnavailableException", ProviderError, 503, "HTTP 503"),
+    ],
+)
+def test_bedrocks_limits_and_refusals_of_the_account_map_to_the_projects(
+    server: FakeBedrock, fail: str, kind: type[ProviderError], status: int, said: str
+) -> None:
+    """Each retryable: retried or, for the gateway's account refused, on to the next
+    deployment or model at once."""
+    error = failure(lambda: complete(make(server), f"{SONNET}?fail={fail}", ASK))
+    assert type(error) is kind and error.status == status and error.retryable
+    assert said in error.message and "INVALID_PAYMENT" not in error.message
+
+
+@pytest.mark.parametrize(
+    ("exception", "kind", "status"),
+    [
+        ("throttlingException", RateLimited, 429),
+        ("serviceUnavailableException", ProviderError, 503),
+        ("internalServerException", ProviderError, 500),
+        ("modelStreamErrorException", ProviderError, 502),
+        ("modelTimeoutException", ProviderError, 408),
+        ("validationException", UpstreamRejected, 400),
+    ],
+)
+def test_an_exception_message_opening_the_stream_is_read_as_its_status(
+    server: FakeBedrock, exception: str, kind: type[ProviderError], status: int
+) -> None:
+    """The exceptions InvokeModelWithResponseStream sends inside its event stream, as
+    its first message (before any words: what the fallback still answers for)."""
+    error = failure(lambda: stream(make(server), f"{SONNET}?stream_fail={exception}", ASK))
+    assert type(error) is kind and error.status == status
+    assert error.code == exception[:1].upper() + exception[1:]
+
+
 def test_a_broken_crc_fails_the_stream_at_once(server: FakeBedrock) -> None:
     error = failure(lambda: stream(make(server), f"{SONNET}?bad_crc=1", ASK))
     assert type(error) is ProviderError and "CRC" in error.message

@@ -19,7 +19,11 @@ ThrottlingException), ``too_long=1`` (400 "Input is too long for requested model
 ``denied=1`` (403 AccessDeniedException), ``model_error=1`` (424), ``retry_after=S``
 (with a fault: its answer says ``Retry-After: S``, the name capitalised), ``stream_throttle=1``
 (a throttlingException message after the first text), ``bad_crc=1`` (the third frame's
-CRC broken).
+CRC broken); ``fail=<ExceptionName>`` answers with that exception at the status and in
+the words Bedrock's API reference and AWS give it (`FAILURES`: ``ServiceQuotaExceededException``
+is a 400, ``ModelNotReadyException`` a 429, ``NoPayment`` Marketplace's
+AccessDeniedException for an account without a valid payment method), and
+``stream_fail=<exceptionName>`` sends that exception message as the stream's first.
 """
 
 from __future__ import annotations
@@ -133,7 +137,42 @@ def _events_json(events: list[bytes]) -> list[dict[str, Any]]:
     return out
 
 
+FAILURES: dict[str, tuple[int, str, str]] = {
+    "ThrottlingException": (
+        429,
+        "ThrottlingException",
+        "Too many requests, please wait before trying again.",
+    ),
+    "ServiceQuotaExceededException": (
+        400,
+        "ServiceQuotaExceededException",
+        "Your request exceeds the service quota for your account. You can view your quotas "
+        "at Viewing service quotas. You can resubmit your request later.",
+    ),
+    "AccessDeniedException": (
+        403,
+        "AccessDeniedException",
+        "You don't have access to the model with the specified model ID.",
+    ),
+    "NoPayment": (
+        403,
+        "AccessDeniedException",
+        "Model access is denied due to INVALID_PAYMENT_INSTRUMENT:A valid payment instrument "
+        "must be provided.. Your AWS Marketplace subscription for this model cannot be "
+        "completed at this time. If you recently fixed this issue, try again after 15 minutes.",
+    ),
+    "ModelNotReadyException": (
+        429,
+        "ModelNotReadyException",
+        "Model is not ready for inference. Wait and try your request again.",
+    ),
+    "ServiceUnavailableException": (503, "ServiceUnavailableException", "Service Unavailable"),
+}
+
+
 def _fault(faults: dict[str, str]) -> tuple[int, str, str] | None:
+    if "fail" in faults:
+        return FAILURES[faults["fail"]]
     if "throttle" in faults:
         return 429, "ThrottlingException", "Too many requests, please wait before trying again."
     if "too_long" in faults:
@@ -232,6 +271,8 @@ class _Handler(BaseHTTPRequestHandler):
         frames = [chunk_frame(event) for event in events]
         if "stream_throttle" in faults:
             frames = [*frames[:4], exception_frame("throttlingException", "Too many tokens.")]
+        if "stream_fail" in faults:
+            frames = [exception_frame(faults["stream_fail"], f"{faults['stream_fail']} said")]
         if "bad_crc" in faults:
             frames[2] = frames[2][:-1] + bytes([frames[2][-1] ^ 0xFF])
         data = b"".join(frames)

@@ -54,6 +54,10 @@ _REGION_IN_HOST = re.compile(r"bedrock-runtime(?:-fips)?\.([a-z]{2}(?:-[a-z]+)+-
 # Bedrock's statuses for its exception types (x-amzn-errortype; in a stream, :exception-type)
 _STATUS = {
     "ThrottlingException": 429,
+    # an imported model being brought up: not the account's limit, but a 429 still, as
+    # AWS sends it (its SDKs retry it): a chain of them is the client's 429, which its
+    # client waits out, where an upstream's 503 without a wait would be a 502 saying not
+    # to retry
     "ModelNotReadyException": 429,
     "ServiceQuotaExceededException": 429,
     "ValidationException": 400,
