@@ -478,3 +478,17 @@ def test_a_placeholder_key_is_not_cut_from_upstream_messages() -> None:
     body = json.dumps({"error": {"message": "tool_choice none: model ollama is EMPTY"}}).encode()
     error = error_from_response("up", 400, {}, body)
     assert "tool_choice none: model ollama is EMPTY" in str(error)
+
+
+def test_a_long_name_of_lowercase_words_is_not_cut_as_a_token() -> None:
+    """Vertex's 429 names the quota to raise ("Quota exceeded for
+    aiplatform.googleapis.com/online_prediction_requests_per_base_model"): the name read
+    "[redacted]", the operator left to guess which quota. A long token of any other
+    shape (capitals, digits, even after a few such words) is still cut whole."""
+    quota = "online_prediction_requests_per_base_model"
+    tokens = ["abc-def-aB3dEfGhIjKlMnOpQrStUvWxYz01", "Online_Prediction_Requests_Per_Base_Model"]
+    message = f"Quota exceeded for aiplatform.googleapis.com/{quota}; " + "; ".join(tokens)
+    error = error_from_response("up", 429, {}, _error(message))
+    assert f"aiplatform.googleapis.com/{quota};" in error.message
+    assert not any(token in error.message for token in tokens)
+    assert error.message.count("[redacted]") == 2

@@ -82,9 +82,13 @@ _MISCONFIGURED = {
     404: "the provider has no such model or path",
 }
 # Anything that looks like a credential is cut from upstream messages before they are
-# shown: bearer tokens, sk-/key- prefixed keys, long opaque tokens.
+# shown: bearer tokens, sk-/key- prefixed keys, long opaque tokens; not a long name of
+# lowercase words (Vertex's quota "online_prediction_requests_per_base_model", which an
+# operator's quota increase request names), no token.
 _SECRETISH = re.compile(
-    r"(bearer\s+\S+|\b(sk|key|api|tok)[-_][A-Za-z0-9_*.-]{6,}|\b[A-Za-z0-9_-]{32,})", re.IGNORECASE
+    r"(bearer\s+\S+|\b(sk|key|api|tok)[-_][A-Za-z0-9_*.-]{6,}"
+    r"|\b(?!(?-i:[a-z]+(?:[_-][a-z]+)+)(?![A-Za-z0-9_-]))[A-Za-z0-9_-]{32,})",
+    re.IGNORECASE,
 )
 _MAX_MESSAGE = 300
 # The credentials this process sends (keys, headers_env values, a base URL's password),
