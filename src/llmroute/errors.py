@@ -316,8 +316,10 @@ class UpstreamRejected(ProviderError):
 
 class ProviderMisconfigured(ProviderError):
     """The upstream refused the gateway, not the request: HTTP 401 (its credentials),
-    402 (its account out of credits), 403 (its access to the model or region) or 404
-    (no such model or path there). The
+    402 (its account out of credits), 403 (its access to the model or region, or its
+    billing disabled) or 404 (no such model or path there); or the account out of credit
+    said with another status (Anthropic's 400 "credit balance is too low", before a
+    stream or as its error event; OpenAI's 429 ``insufficient_quota``). The
     client is not at fault and another deployment or model may serve the request, so
     dispatch moves on as after a 5xx (the breaker counts it); the same deployment is not
     tried again, and a client left with nothing gets a 502, never the upstream's 401."""
