@@ -156,7 +156,8 @@ def test_a_bedrock_api_key_is_a_bearer_token(keyed: FakeBedrock) -> None:
 
 
 def test_a_tool_call_and_thinking_come_back_as_for_anthropic(server: FakeBedrock) -> None:
-    body = {**ASK, "tools": TOOLS, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    body = {**ASK, "tools": TOOLS, "thinking": thinking, "max_tokens": 2048}
     message = complete(make(server), SONNET, body)["choices"][0]["message"]
     assert message["tool_calls"][0]["id"] == TOOL_ID
     assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {"query": "hello there"}

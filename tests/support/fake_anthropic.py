@@ -29,7 +29,10 @@ Faults and variants are chosen by the model name, ``NAME?k=v&...``:
   Anthropic's words; ``cap=N`` answers a ``max_tokens`` above N with Anthropic's 400
   ("... which is the maximum allowed number of output tokens for ...").
 
-Thinking is checked as the real API checks it, with its error text: every ``thinking``
+Thinking is checked as the real API checks it, with its error text: with thinking on
+(enabled or adaptive) a ``temperature`` other than 1, any ``top_k`` and a ``top_p``
+below 0.95 are refused, and a budget below 1024 or not below ``max_tokens`` (which every
+request must carry); every ``thinking``
 block sent back must hold the signature the fake gave its text for that model (`sign`;
 another model's fails), every
 ``redacted_thinking`` block the fake's data. Manual thinking (``{type: enabled}``) is
@@ -304,8 +307,46 @@ def _thought_in_final_turn(messages: list[dict[str, Any]]) -> str | None:
     return None
 
 
+_DOCS = "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+
+
+def _params_refusal(body: dict[str, Any]) -> str | None:
+    """Anthropic's 400 for sampling parameters that thinking (enabled or adaptive) does
+    not take, and for a budget the API refuses: below 1024, or not below ``max_tokens``
+    (each in the API's words)."""
+    thinking = body.get("thinking") or {}
+    kind = thinking.get("type")
+    if "max_tokens" not in body:
+        return "max_tokens: Field required"
+    if kind == "enabled":
+        budget = thinking.get("budget_tokens")
+        if not isinstance(budget, int) or budget < 1024:
+            return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+        if body["max_tokens"] <= budget:
+            return (
+                "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult "
+                f"our documentation at {_DOCS}#max-tokens-and-context-window-size"
+            )
+    if kind not in ("enabled", "adaptive"):
+        return None
+    if body.get("temperature", 1) != 1:
+        return f"`temperature` may only be set to 1 when thinking is enabled. See {_DOCS}"
+    if "top_k" in body:
+        return f"`top_k` must be unset when thinking is enabled. See {_DOCS}"
+    if body.get("top_p", 1) < 0.95:
+        return (
+            "`top_p` must be greater than or equal to 0.95 or unset when thinking is "
+            f"enabled. See {_DOCS}"
+        )
+    return None
+
+
 def thinking_refusal(body: dict[str, Any]) -> str | None:
-    """Anthropic's 400 message for the thinking blocks of `body`, if it refuses them."""
+    """Anthropic's 400 message for the thinking of `body` (its parameters, the thinking
+    blocks it carries), if it refuses it."""
+    refused = _params_refusal(body)
+    if refused is not None:
+        return refused
     messages = body.get("messages") or []
     for i, message in enumerate(messages):
         content = message.get("content")
