@@ -224,3 +224,28 @@ def test_a_chat_clients_unreadable_thinking_is_a_400_naming_it(gateway: Served) 
     response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=20)
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "thinking"
+
+
+@pytest.mark.parametrize(
+    "thinking",
+    [
+        {"type": "enabled", "budget_tokens": 500},
+        {"type": "enabled"},
+        {"type": "enabled", "budget_tokens": "2048"},
+        {"type": "enabled", "budget_tokens": 2048.5},
+    ],
+)
+@pytest.mark.parametrize("model", ["sonnet45", "gpt"])
+def test_a_chat_clients_budget_anthropic_refuses_is_a_400_whatever_the_route(
+    gateway: Served, claude: FakeAnthropic, thinking: dict[str, Any], model: str
+) -> None:
+    """As ``POST /v1/messages`` answers it: a budget model was sent the budget as it
+    came, and Anthropic's 400 came back; an OpenAI-style model took it as an effort."""
+    sent = len(claude.requests)
+    body = {"model": model, "messages": ASK, "thinking": thinking}
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=20)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "thinking.budget_tokens"
+    assert "at least 1024" in error["message"]
+    assert len(claude.requests) == sent
