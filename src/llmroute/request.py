@@ -130,6 +130,8 @@ class RouteRequest:
             text = _text_of_messages(body["messages"], window)
         elif isinstance(body.get("prompt"), str):
             text = body["prompt"]
+        elif body.get("prompt") is not None:
+            raise RoutingError("'prompt' must be a string")
         else:
             raise RoutingError("the request body has no 'messages' (or 'prompt') to route on")
         model = body.get("model")
@@ -180,16 +182,25 @@ def _text_of_messages(messages: object, window: int) -> str:
 
 
 def _content_text(content: object, index: int) -> str:
-    """Text of a message's content: a string, or the text parts of a content-part list."""
+    """Text of a message's content: a string, or the text parts of a content-part list
+    (a part that is no object, or a text that is no string, is a `RoutingError`: it would
+    reach the model unread by routing and safety)."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     if isinstance(content, Sequence):
-        parts = [
-            part["text"]
-            for part in content
-            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
-        ]
+        parts = []
+        for at, part in enumerate(content):
+            # what the gateway's check refuses too (chat_checks): a part routing cannot read
+            if not isinstance(part, Mapping):
+                raise RoutingError(
+                    f"messages[{index}].content[{at}] must be an object with a 'type'"
+                )
+            text = part.get("text")
+            if isinstance(text, str):
+                parts.append(text)
+            elif "text" in part or part.get("type") == "text":
+                raise RoutingError(f"messages[{index}].content[{at}].text must be a string")
         return "\n".join(parts)
     raise RoutingError(f"messages[{index}].content must be a string or a list of content parts")

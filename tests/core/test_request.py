@@ -79,6 +79,13 @@ def test_no_user_turn_routes_on_last_message() -> None:
         ({"messages": "hi"}, "must be a list"),
         ({"messages": ["hi"]}, "messages[0]"),
         ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        ({"prompt": 5}, "'prompt' must be a string"),
+        ({"prompt": ["a", "b"]}, "'prompt' must be a string"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": 7}]}]},
+            "messages[0].content[0].text must be a string",
+        ),
+        ({"messages": [{"role": "user", "content": ["hi"]}]}, "messages[0].content[0] must"),
     ],
 )
 def test_malformed_bodies_raise_routing_error(body: dict[str, object], message: str) -> None:
