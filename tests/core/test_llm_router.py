@@ -301,6 +301,38 @@ def test_chosen_route_replaces_the_decision(make: MakeRouter, script: Script) ->
     assert sent["messages"][-1] == {"role": "user", "content": WEATHER}
 
 
+@pytest.mark.parametrize(
+    ("reasoning", "sent_off"),
+    [
+        ("{param: enable_thinking}", {"chat_template_kwargs": {"enable_thinking": False}}),
+        ("{effort: high}", {"reasoning_effort": "low"}),
+        ("{param: thinking, budget_tokens: 2000}", {"thinking": {"type": "disabled"}}),
+        ("{effort: high, turn_off: false}", {}),
+    ],
+)
+def test_a_picker_that_thinks_is_asked_without_thinking(
+    url: str, tmp_path: Path, script: Script, reasoning: str, sent_off: dict[str, Any]
+) -> None:
+    """Its 24 tokens leave no room for thinking: a Qwen3 that thinks by default (or an
+    OpenAI reasoning model at its default effort) spends them all before it answers.
+    Its thinking is turned off as for a request the gate finds not needed, with or
+    without a ``reasoning`` section (this registry has one)."""
+    text = REGISTRY % {"url": url, "margin": 1.0, "threshold": 0.3, "timeout": 5, "concurrency": 4}
+    picker = "picker: {provider: fake, model: up-picker}"
+    text = text.replace(picker, picker[:-1] + f", reasoning: {reasoning}}}")
+    router = Router(
+        parse_registry(text, source="t.yaml"), encoder=FakeEncoder(), cache_dir=tmp_path
+    )
+    decision = intent_decision(router)
+    script.replies[WEATHER] = '{"route": "cooking"}'
+    refined = run_with(router, lambda llm: llm.refine(decision, WEATHER))
+    assert refined.route == "cooking"
+    (sent,) = script.requests
+    keys = ("chat_template_kwargs", "reasoning_effort", "thinking")
+    assert {k: sent[k] for k in keys if k in sent} == sent_off
+    assert sent["max_tokens"] <= 32 and sent["temperature"] == 0
+
+
 def test_request_is_truncated_to_max_chars(make: MakeRouter, script: Script) -> None:
     router = make()
     decision = intent_decision(router)

@@ -18,7 +18,8 @@ layer blocked or rerouted.
 
 What it does (`LlmRouter.refine`): one chat call to the pool model
 ``llm_fallback.model`` through the dispatcher (no retries, no fallback, temperature 0,
-``max_tokens`` `MAX_TOKENS`) with a prompt listing each route's name and a one-line
+``max_tokens`` `MAX_TOKENS`, the model's thinking turned off as for a request the
+reasoning gate finds not needed) with a prompt listing each route's name and a one-line
 description (``Route.description``, else its first examples) plus ``none`` (the
 registry's default), the request cut to ``max_chars``, and the answer constrained by
 ``response_format`` ``json_schema`` (an enum of the names); Anthropic models get the plain
@@ -63,7 +64,14 @@ from types import MappingProxyType
 from typing import Any
 
 from llmroute.decide import DEFAULT_LAYER, Router
-from llmroute.decision import Decision, LayerSignal, Outcome, Verdict, new_decision_id
+from llmroute.decision import (
+    Decision,
+    LayerSignal,
+    Outcome,
+    ReasoningOutcome,
+    Verdict,
+    new_decision_id,
+)
 from llmroute.dispatch.dispatcher import Dispatcher
 from llmroute.dispatch.plan import Plan, plan_request
 from llmroute.errors import LlmrouteError, ProviderError, ProviderTimeout, UpstreamRejected
@@ -413,6 +421,12 @@ def _anthropic_only(registry: Registry, model: str) -> bool:
     return bool(kinds) and kinds <= ANTHROPIC_KINDS
 
 
+# the router's own call: its few tokens leave no room for thinking (a Qwen3 that thinks by
+# default spends them all in it), so dispatch turns thinking off as for a request the gate
+# finds not needed, in the model's own parameter (where its ``reasoning`` entry says how)
+_NO_THINKING = ReasoningOutcome(needed=False, reason="llm router: a route name, no thinking")
+
+
 def _llm_decision(model: str) -> Decision:
     return Decision(
         id=new_decision_id(),
@@ -426,6 +440,7 @@ def _llm_decision(model: str) -> Decision:
         signals=(),
         encode_us=0.0,
         total_us=0.0,
+        reasoning=_NO_THINKING,
     )
 
 
