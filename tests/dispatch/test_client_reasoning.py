@@ -30,6 +30,11 @@ def _body(**extra: Any) -> dict[str, Any]:
         ({"reasoning": {"effort": "low"}}, ClientIntent(True, effort="low")),
         ({"reasoning": {"max_tokens": 3000}}, ClientIntent(True, budget=3000)),
         ({"reasoning": {"enabled": False}}, ClientIntent(False)),
+        ({"reasoning": {"enabled": True}}, ClientIntent(True)),
+        # OpenRouter infers enabled from effort or max_tokens: these ask nothing of it
+        ({"reasoning": {"exclude": True}}, None),
+        ({"reasoning": {"summary": "auto"}}, None),
+        ({"reasoning": {}}, None),
         ({"chat_template_kwargs": {"enable_thinking": True}}, ClientIntent(True)),
         ({"chat_template_kwargs": {"other": 1}}, None),
         ({"reasoning_effort": 3}, None),

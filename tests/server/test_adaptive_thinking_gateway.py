@@ -249,3 +249,43 @@ def test_a_chat_clients_budget_anthropic_refuses_is_a_400_whatever_the_route(
     assert error["param"] == "thinking.budget_tokens"
     assert "at least 1024" in error["message"]
     assert len(claude.requests) == sent
+
+
+@pytest.mark.parametrize("reasoning", [{"exclude": True}, {"summary": "auto"}, {}])
+@pytest.mark.parametrize(
+    ("text", "off", "on"),
+    [
+        ("hi there!", {"type": "disabled"}, None),
+        (ASK[0]["content"], None, {"type": "enabled", "budget_tokens": 24576}),
+    ],
+)
+def test_an_openrouter_reasoning_that_asks_nothing_leaves_thinking_to_the_gate(
+    gateway: Served,
+    claude: FakeAnthropic,
+    upstream: FakeUpstream,
+    reasoning: dict[str, Any],
+    text: str,
+    off: dict[str, Any] | None,
+    on: dict[str, Any] | None,
+) -> None:
+    """OpenRouter infers ``enabled`` from ``effort`` or ``max_tokens``: an ``exclude``
+    (or a ``summary``) alone shapes the answer and asks nothing of thinking. It turned
+    thinking on for every request, whatever the gate said; and it is not the model's
+    parameter, so it is not sent on."""
+    body = {"model": "sonnet45", "messages": [{"role": "user", "content": text}]}
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions", json={**body, "reasoning": reasoning}, timeout=20
+    )
+    assert response.status_code == 200, response.text
+    sent = claude.last.body
+    assert sent["thinking"] == (off or on)
+    assert "reasoning" not in sent
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={**body, "model": "gpt", "reasoning": reasoning},
+        timeout=20,
+    )
+    assert response.status_code == 200, response.text
+    said = upstream.requests[-1].body
+    assert said["reasoning_effort"] == ("low" if off else "medium")
+    assert "reasoning" not in said

@@ -42,6 +42,7 @@ from llmroute.dispatch.reasoning_params import (
     adaptive_effort,
     effort_for,
     openai_effort,
+    reasoning_says,
     style_for,
     thinking_allowed,
     turn_off,
@@ -50,7 +51,13 @@ from llmroute.dispatch.reasoning_params import (
 from llmroute.registry.claude_thinking import claude_version, effort_levels, thinks_adaptively
 from llmroute.registry.schema import ANTHROPIC_KINDS, Model, Reasoning
 
-__all__ = ["ClientIntent", "effort_where_taken", "in_dialect", "intent_of"]
+__all__ = [
+    "ClientIntent",
+    "effort_where_taken",
+    "in_dialect",
+    "intent_of",
+    "without_unsaid_reasoning",
+]
 
 _KEYS = ("reasoning_effort", "thinking", "reasoning")
 
@@ -98,8 +105,12 @@ def _from_thinking(body: Mapping[str, Any]) -> ClientIntent | None:
 
 
 def _from_reasoning(body: Mapping[str, Any]) -> ClientIntent | None:
+    """OpenRouter's ``reasoning``: on or off as its ``enabled``, an ``effort`` or a
+    ``max_tokens`` say (OpenRouter infers ``enabled`` from the other two); an object
+    that says none of them (``{exclude: true}``, ``{summary: auto}``, ``{}``) asks
+    nothing of thinking, so the gate decides."""
     reasoning = body.get("reasoning")
-    if not isinstance(reasoning, Mapping):
+    if not reasoning_says(reasoning):
         return None
     if reasoning.get("enabled") is False:
         return ClientIntent(False)
@@ -206,6 +217,16 @@ def _with_effort(body: dict[str, Any], intent: ClientIntent) -> dict[str, Any]:
     if not _adaptive(body) or effort is None or config.get("effort") is not None:
         return body
     return {**body, "output_config": {**config, "effort": effort}}
+
+
+def without_unsaid_reasoning(body: dict[str, Any], model: Model) -> dict[str, Any]:
+    """`body` without an OpenRouter ``reasoning`` that asks nothing of thinking
+    (`reasoning_says`), for a model with a ``reasoning`` entry: its parameter is not
+    OpenRouter's, as for the client's other spellings (a model without the entry gets
+    it as it came). Returns `body` itself when nothing changes."""
+    if model.reasoning is None or "reasoning" not in body or reasoning_says(body["reasoning"]):
+        return body
+    return {k: v for k, v in body.items() if k != "reasoning"}
 
 
 def effort_where_taken(

@@ -46,7 +46,11 @@ from llmroute.deadline import NEVER, Deadline
 from llmroute.dispatch.affinity import prefix_key
 from llmroute.dispatch.anthropic_only import anthropic_only_where_taken
 from llmroute.dispatch.budgets import Payer, WorstCase, model_account, payer, worst_case
-from llmroute.dispatch.client_reasoning import effort_where_taken, in_dialect
+from llmroute.dispatch.client_reasoning import (
+    effort_where_taken,
+    in_dialect,
+    without_unsaid_reasoning,
+)
 from llmroute.dispatch.deployments import (
     SLOT_RENEW_S,
     Deployment,
@@ -993,6 +997,7 @@ class Dispatcher:
         else:
             needed = plan.decision.reasoning.needed
             sent = with_reasoning(body, model, kind, needed, deployment.upstream)
+        sent = without_unsaid_reasoning(sent, model)
         sent = effort_where_taken(sent, model, kind, deployment.upstream)
         sent = anthropic_only_where_taken(sent, kind)
         return within_output(fit_thinking(for_model(sent, model, params), model), model)

@@ -2,7 +2,8 @@
 pool model, its provider's kind and the gate's verdict (docs/reasoning.md).
 
 - The client's own choice wins: a body that sets ``reasoning_effort``, ``thinking``,
-  ``reasoning`` or ``chat_template_kwargs.enable_thinking`` is sent as it is; so is any
+  ``reasoning`` (one that says on or off: `reasoning_says`) or
+  ``chat_template_kwargs.enable_thinking`` is sent as it is; so is any
   body for a model without a ``reasoning`` entry (or with ``reasoning: false``), or when
   no gate ran (``needed=None``).
 - Needed: OpenAI ``reasoning_effort`` (the model's ``effort``, else derived from
@@ -26,7 +27,7 @@ The body is never mutated: a changed body is a shallow copy.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from llmroute.providers._anthropic_convert import DEFAULT_MAX_TOKENS, thinking_blocks
 from llmroute.registry.claude_thinking import EFFORTS, thinks_adaptively
@@ -42,6 +43,7 @@ __all__ = [
     "effort_for",
     "fit_thinking",
     "openai_effort",
+    "reasoning_says",
     "style_for",
     "thinking_allowed",
     "turn_off",
@@ -70,9 +72,21 @@ _CLIENT_KEYS = ("reasoning_effort", "thinking", "reasoning")
 _MIN_TOP_P_WITH_THINKING = 0.95
 
 
+def reasoning_says(reasoning: Any) -> TypeGuard[Mapping[str, Any]]:
+    """Whether OpenRouter's ``reasoning`` object asks for thinking on or off: its
+    ``enabled``, ``effort`` or ``max_tokens`` (``exclude`` or ``summary`` alone shape
+    the answer, and OpenRouter infers ``enabled`` from the other two)."""
+    return isinstance(reasoning, Mapping) and any(
+        reasoning.get(key) is not None for key in ("enabled", "effort", "max_tokens")
+    )
+
+
 def client_chose(body: Mapping[str, Any]) -> bool:
-    """Whether the client set any thinking parameter itself."""
-    if any(body.get(key) is not None for key in _CLIENT_KEYS):
+    """Whether the client set any thinking parameter itself (a ``reasoning`` object
+    only when it says on or off: `reasoning_says`)."""
+    if any(body.get(key) is not None for key in _CLIENT_KEYS if key != "reasoning"):
+        return True
+    if reasoning_says(body.get("reasoning")):
         return True
     kwargs = body.get("chat_template_kwargs")
     return isinstance(kwargs, Mapping) and kwargs.get("enable_thinking") is not None
