@@ -81,8 +81,8 @@ def test_an_unhandled_error_is_one_500_and_one_log_record(
     }
     errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
     assert [record.getMessage() for record in errors] == [
-        "unhandled error on GET /v1/models",
-        "unhandled error on POST /v1/messages",
+        f"unhandled error on GET /v1/models (request {models.headers['x-request-id']})",
+        f"unhandled error on POST /v1/messages (request {messages.headers['request-id']})",
     ]
     assert all(record.exc_info is not None for record in errors)
     assert 'status="500"' in metrics

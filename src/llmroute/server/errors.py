@@ -25,6 +25,7 @@ from llmroute.errors import (
     RoutingError,
     UnsupportedRequest,
 )
+from llmroute.server.request_ids import request_id_of
 from llmroute.server.root_path import asked_path, paths_as_asked
 from llmroute.server.watched_send import WatchedSend
 
@@ -197,7 +198,13 @@ def _shown_path(request: Request, path: str) -> str:
 async def handle_any(request: Request, exc: Exception) -> Response:
     """Last resort: a generic 500 (`in_api_shape`); the traceback goes to the log, never
     to the client."""
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.error(
+        "unhandled error on %s %s (request %s)",
+        request.method,
+        request.url.path,
+        request_id_of(request.scope),  # the x-request-id the client gets
+        exc_info=exc,
+    )
     error = GatewayError(500, "internal server error", code="internal_error")
     return counted(request, in_api_shape(request, error))
 
@@ -215,14 +222,14 @@ class AnswerUnhandled:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        watched = WatchedSend.of(send)
+        watched = WatchedSend.of(send, scope)  # the outermost: answers get an id here
         try:
             await self.app(scope, receive, watched)
         except Exception as exc:
             if watched.started:
                 raise
             response = await handle_any(Request(scope, receive), exc)
-            await response(scope, receive, send)
+            await response(scope, receive, watched)
 
 
 async def handle_client_gone(request: Request, exc: Exception) -> Response:

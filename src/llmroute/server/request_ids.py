@@ -1,0 +1,125 @@
+"""``x-request-id`` on every answer, errors included, as OpenAI sends it: apps log it
+(``completion._request_id``, ``err.request_id``) and quote it to whoever runs the
+gateway.
+
+A routed request's id is its decision's (`chat.decision_headers`, what
+``/v1/feedback`` takes). Any other answer (a bad body, a key refused, a 404, the
+model list) gets a fresh id in the same format when it starts, and nothing more: the
+hot path pays one scan of the answer's few headers. The request's own ``x-request-id``
+is not echoed: the id names this gateway's answer, and a client's could collide with
+or pose as a decision's. An error answered without a decision is one request line
+(``--log-requests``) with that id, so an operator can find what the client quotes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.types import Message, Scope, Send
+
+from llmroute.decision import new_decision_id
+from llmroute.telemetry.request_log import REQUESTS_LOGGER
+
+__all__ = ["REQUEST_ID", "request_id_of", "stamped"]
+
+REQUEST_ID = b"x-request-id"
+_ANTHROPIC_ID = b"request-id"  # where Anthropic's clients read it (`_request_id`)
+_SCOPE_KEY = "llmroute.request_id"
+_MESSAGE_MOST = 300  # of an error's message in its request line
+_log = logging.getLogger(REQUESTS_LOGGER)
+
+
+def request_id_of(scope: Scope) -> str:
+    """The id of the request's answer when it has none of a decision: made the first
+    time it is asked for (a log line that must name it before the answer starts), the
+    same one after."""
+    known = scope.get(_SCOPE_KEY)
+    if isinstance(known, str):
+        return known
+    made = scope[_SCOPE_KEY] = new_decision_id()
+    return made
+
+
+def stamped(message: Message, scope: Scope, send: Send) -> Send:
+    """`message`, an answer's start, given an ``x-request-id`` when it has none (and
+    ``request-id`` too for an Anthropic client); the `send` to go on with: `send`, or
+    for an error answer when request lines are on, one that logs the error's first
+    body with the id."""
+    headers: list[tuple[bytes, bytes]] = message.get("headers") or []
+    for name, _ in headers:
+        if name == REQUEST_ID:
+            return send
+    request_id = request_id_of(scope)
+    value = request_id.encode()
+    # a new list: the answer's own (a JSONResponse's raw_headers) is not changed
+    added = [*headers, (REQUEST_ID, value)]
+    from llmroute.server.errors import speaks_anthropic  # errors imports watched_send
+
+    if speaks_anthropic(scope) and not any(n == _ANTHROPIC_ID for n, _ in headers):
+        added.append((_ANTHROPIC_ID, value))
+    message["headers"] = added
+    status = int(message.get("status", 200))
+    if status < 400 or not _log.isEnabledFor(logging.INFO):
+        return send
+    return _ErrorLine(send, scope, request_id, status)
+
+
+class _ErrorLine:
+    """A `send` that logs the request line of an error answered without a decision
+    from its first body (the error's JSON), then sends on as it was given."""
+
+    __slots__ = ("_id", "_logged", "_scope", "_send", "_status")
+
+    def __init__(self, send: Send, scope: Scope, request_id: str, status: int) -> None:
+        self._send, self._scope, self._id, self._status = send, scope, request_id, status
+        self._logged = False
+
+    async def __call__(self, message: Message) -> None:
+        if not self._logged and message["type"] == "http.response.body":
+            self._logged = True
+            log_unrouted(self._scope, self._id, self._status, message.get("body", b""))
+        await self._send(message)
+
+
+def log_unrouted(scope: Scope, request_id: str, status: int, body: bytes) -> None:
+    """One request line for an error answered before (or without) routing: the id the
+    client got, the status, the error's code and message (bounded; never the key, which
+    no error message names), the method and path."""
+    code, text = _error_of(body)
+    path = str(scope.get("path", ""))[:200]
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "status": status,
+        "error": code,
+        "message": text,
+        "method": scope.get("method"),
+        "path": path if path.isprintable() else "(unprintable)",
+    }
+    _log.info(
+        "%s status=%s error=%s method=%s path=%s message=%s",
+        request_id,
+        status,
+        code,
+        fields["method"],
+        fields["path"],
+        json.dumps(text, ensure_ascii=False),
+        extra={"request": fields},
+    )
+
+
+def _error_of(body: bytes) -> tuple[str | None, str | None]:
+    """The code (else type) and message of an OpenAI or Anthropic error JSON."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(error, dict):
+        return None, None
+    code = error.get("code") or error.get("type")
+    message = error.get("message")
+    return (
+        code if isinstance(code, str) else None,
+        message[:_MESSAGE_MOST] if isinstance(message, str) else None,
+    )

@@ -1,0 +1,176 @@
+"""``x-request-id`` on every answer (`llmroute.server.request_ids`), errors before
+routing included, as OpenAI sends it: the official clients expose it as
+``err.request_id`` and ``completion._request_id``; and the request line
+(``--log-requests``) of such an error names it, so an operator can find it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+from fake_upstream import FakeUpstream
+from gateway_proc import Served, serve_text, wait_for
+
+from llmroute.server.errors import AnswerUnhandled
+
+KEY_ENV = "LLMROUTE_TEST_IDS_KEY"
+KEY = "sk-ids-0123456789abcdef"
+ONCE_ENV = "LLMROUTE_TEST_IDS_ONCE_KEY"
+ONCE_KEY = "sk-ids-once-9876543210"
+REGISTRY = f"""
+encoder: builtin:static
+providers:
+  fake: {{kind: openai, base_url: "%(url)s", timeout_s: 5}}
+models:
+  small: {{provider: fake, model: small}}
+routes:
+  - {{name: chat, examples: ["hello there", "how are you today"], target: small}}
+default: {{target: small}}
+auth:
+  keys:
+    - {{name: team, key_env: {KEY_ENV}}}
+    - {{name: once, key_env: {ONCE_ENV}, rpm: 1}}
+"""
+ID = re.compile(r"[0-9a-f]{24}")  # a decision id's format: ms, then random
+ASK = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    args = ["--log-format", "json", "--log-requests", "--no-access-log", "--max-body-bytes", "4096"]
+    env = {KEY_ENV: KEY, ONCE_ENV: ONCE_KEY, "LLMROUTE_TELEMETRY_URL": "off"}
+    tmp = tmp_path_factory.mktemp("request_ids")
+    with serve_text(REGISTRY % {"url": upstream.url}, tmp, args, env) as served:
+        yield served
+
+
+def _client(gateway: Served, key: str = KEY) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
+
+
+def _lines(gateway: Served) -> list[dict[str, Any]]:
+    lines = gateway.log_text().splitlines()
+    return [r for r in map(json.loads, filter(None, lines)) if r["logger"] == "llmroute.requests"]
+
+
+def _line_of(gateway: Served, request_id: str) -> dict[str, Any]:
+    wait_for(
+        f"the request line of {request_id}",
+        lambda: any(r.get("request_id") == request_id for r in _lines(gateway)),
+        10,
+    )
+    (line,) = [r for r in _lines(gateway) if r.get("request_id") == request_id]
+    return line
+
+
+def test_a_routed_answer_keeps_its_decision_id(gateway: Served) -> None:
+    raw = _client(gateway).chat.completions.with_raw_response.create(**ASK)
+    assert raw.headers["x-request-id"] == raw.headers["x-llmroute-decision-id"]
+    assert raw.parse()._request_id == raw.headers["x-llmroute-decision-id"]
+
+
+def test_a_key_refused_has_a_request_id_the_log_names(gateway: Served) -> None:
+    with pytest.raises(openai.AuthenticationError) as refused:
+        _client(gateway, "sk-not-a-key-at-all").chat.completions.create(**ASK)
+    request_id = refused.value.request_id
+    assert request_id is not None and ID.fullmatch(request_id)
+    line = _line_of(gateway, request_id)
+    assert (line["status"], line["method"], line["path"]) == (401, "POST", "/v1/chat/completions")
+    assert line["error"] == "invalid_api_key" and line["message"]
+    assert "sk-not-a-key-at-all" not in gateway.log_text()
+
+
+def test_a_bad_body_has_a_request_id(gateway: Served) -> None:
+    with pytest.raises(openai.BadRequestError) as bad:
+        _client(gateway).chat.completions.create(model="auto", messages="hi")  # type: ignore[arg-type]
+    assert bad.value.request_id and ID.fullmatch(bad.value.request_id)
+    line = _line_of(gateway, bad.value.request_id)
+    assert line["status"] == 400 and line["message"] == bad.value.body["message"]  # type: ignore[index]
+
+
+def test_over_the_key_rpm_has_a_request_id(gateway: Served) -> None:
+    client = _client(gateway, ONCE_KEY)
+    client.models.list()  # its one request this minute
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.models.list()
+    assert limited.value.request_id and ID.fullmatch(limited.value.request_id)
+    assert _line_of(gateway, limited.value.request_id)["status"] == 429
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "headers", "status"),
+    [
+        ("/v1/chat/completion", b"{}", {}, 404),
+        ("/v1/chat/completions", b"{" + b" " * 5000 + b"}", {}, 413),
+        ("/v1/chat/completions", b"\x1f\x8b", {"content-encoding": "gzip"}, 415),
+        ("/v1/chat/completions", b"{not json", {}, 400),
+    ],
+)
+def test_every_early_error_has_one(
+    gateway: Served, path: str, content: bytes, headers: dict[str, str], status: int
+) -> None:
+    sent = {"authorization": f"Bearer {KEY}", "content-type": "application/json", **headers}
+    answer = httpx.post(f"{gateway.url}{path}", content=content, headers=sent, timeout=10)
+    assert answer.status_code == status
+    assert ID.fullmatch(answer.headers["x-request-id"])
+    assert len(answer.headers.get_list("x-request-id")) == 1
+
+
+def test_other_answers_have_one_too(gateway: Served) -> None:
+    listed = _client(gateway).models.with_raw_response.list()
+    assert ID.fullmatch(listed.headers["x-request-id"])
+    assert ID.fullmatch(httpx.get(f"{gateway.url}/health", timeout=5).headers["x-request-id"])
+
+
+def test_a_client_sent_request_id_is_not_echoed(gateway: Served) -> None:
+    """The id names the gateway's answer (a decision's, what feedback takes): a client's
+    own would collide with or pose as one."""
+    raw = _client(gateway).chat.completions.with_raw_response.create(
+        **ASK, extra_headers={"x-request-id": "mine-1"}
+    )
+    assert raw.headers.get_list("x-request-id") == [raw.headers["x-llmroute-decision-id"]]
+    with pytest.raises(openai.AuthenticationError) as refused:
+        _client(gateway, "sk-wrong").chat.completions.create(
+            **ASK, extra_headers={"x-request-id": "mine-2"}
+        )
+    assert refused.value.request_id and ID.fullmatch(refused.value.request_id)
+
+
+def test_an_anthropic_client_reads_it_as_request_id(gateway: Served) -> None:
+    client = anthropic.Anthropic(base_url=gateway.url, api_key="sk-wrong", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as refused:
+        client.messages.create(
+            model="auto", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
+    request_id = refused.value.response.headers["x-request-id"]
+    assert ID.fullmatch(request_id) and refused.value.request_id == request_id
+
+
+def test_an_unhandled_error_logs_the_id_the_client_gets(caplog: pytest.LogCaptureFixture) -> None:
+    """The 500's error line names the id its answer carries."""
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("boom")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    app_state = SimpleNamespace(state=SimpleNamespace())  # no metrics
+    scope = {"type": "http", "method": "GET", "path": "/x", "headers": [], "app": app_state}
+    asyncio.run(AnswerUnhandled(app)(scope, receive, send))
+    headers = dict(sent[0]["headers"])
+    request_id = headers[b"x-request-id"].decode()
+    assert sent[0]["status"] == 500 and ID.fullmatch(request_id)
+    assert any(request_id in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
