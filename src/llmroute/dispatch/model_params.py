@@ -16,7 +16,7 @@ from typing import Any
 
 from llmroute.registry.schema import Model
 
-__all__ = ["for_model", "renamed", "with_defaults", "within_output"]
+__all__ = ["for_model", "param_as_asked", "renamed", "with_defaults", "within_output"]
 
 
 def for_model(
@@ -84,3 +84,16 @@ def with_defaults(body: dict[str, Any], params: Mapping[str, Any]) -> dict[str, 
         elif isinstance(given, Mapping) and isinstance(value, Mapping):
             out[key] = {**value, **given}
     return out
+
+
+def param_as_asked(param: str, asked: Mapping[str, Any], model: Model) -> str:
+    """An upstream error's `param` (a field of the body `model` was sent) as the
+    request `asked` named it: a field ``rename_params`` renamed is named as the client
+    sent it (``max_completion_tokens[...]`` back to ``max_tokens``), unless the client
+    sent the new name itself; any other is the same field in both."""
+    cut = min((i for i in (param.find("."), param.find("[")) if i >= 0), default=len(param))
+    field, rest = param[:cut], param[cut:]
+    for old, new in model.rename_params.items():
+        if new == field and old in asked and new not in asked:
+            return old + rest
+    return param

@@ -91,6 +91,7 @@ _SECRETISH = re.compile(
     re.IGNORECASE,
 )
 _MAX_MESSAGE = 300
+_MAX_PARAM = 120  # a field path, not a value
 # The credentials this process sends (keys, headers_env values, a base URL's password),
 # cut as they are from every upstream message shown: the pattern above cannot know a
 # proxy's or a self-hosted server's key (a vLLM --api-key), which an upstream may echo.
@@ -275,7 +276,7 @@ def error_from_response(
     support asks for), so the attempts in the error and the decision log carry it.
     `in_answer`: the status is the one an error inside a 200 answer gave
     (`error_in_answer`), which the message says instead of an HTTP status."""
-    message, code = _upstream_message(body)
+    message, code, param = _upstream_message(body)
     note = _request_id_note(headers)
     retry_after = retry_after_of(headers, limited=status == 429)
     reasons, delay = _google_details(body) if status in (403, 429) else ((), None)
@@ -308,6 +309,7 @@ def error_from_response(
             f"the request is longer than the model's context window{message}{note}",
             status=status,
             code="context_length_exceeded",
+            param=param,
         )
     moderated = status == 403 and bool(_MODERATION_HINTS.search(message))
     if moderated or (
@@ -320,6 +322,7 @@ def error_from_response(
             f"the upstream's content filter refused the request{message}{note}",
             status=status,
             code=code or "content_filter",
+            param=param,
         )
     if status in _MISCONFIGURED:
         shown = "" if status in (401, 403) else message  # auth messages may echo key parts
@@ -335,7 +338,7 @@ def error_from_response(
         )
     if 400 <= status < 500 and status not in (408, 409):
         return UpstreamRejected(
-            provider, f"upstream {said}{message}{note}", status=status, code=code
+            provider, f"upstream {said}{message}{note}", status=status, code=code, param=param
         )
     overloaded = " (overloaded)" if status == 529 or code == "overloaded_error" else ""
     # an error inside an answer is the server's own word on what went wrong midway: kept
@@ -463,34 +466,48 @@ def _google_details(body: bytes) -> tuple[frozenset[str], float | None]:
     return frozenset(reasons), delay
 
 
-def _upstream_message(body: bytes) -> tuple[str, str | None]:
+def _upstream_message(body: bytes) -> tuple[str, str | None, str | None]:
     """``": <message>"`` from an OpenAI- or Anthropic-style error body (scrubbed and
-    shortened), and its code; empty when the body says nothing usable. Google's
-    OpenAI-compatible endpoint wraps its error object in a list."""
+    shortened), its code and its ``param`` (the request field at fault, as OpenAI's
+    400s name it); empty when the body says nothing usable. Google's OpenAI-compatible
+    endpoint wraps its error object in a list."""
     try:
         data = loads(body)
     except (ValueError, UnicodeDecodeError):
-        return "", None
+        return "", None, None
     if isinstance(data, list) and data:
         data = data[0]
     error = data.get("error") if isinstance(data, dict) else None
     if not isinstance(error, dict):
-        return "", None
+        return "", None, None
     text = error.get("message")
     code = error.get("code") if isinstance(error.get("code"), str) else None
     if code is None and data.get("type") == "error" and isinstance(error.get("type"), str):
         code = error["type"]  # Anthropic: {"type": "error", "error": {"type": ..}}
     if code is None and isinstance(error.get("status"), str):
         code = error["status"]  # Google: {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}
+    param = _param_of(error.get("param"))
     if not isinstance(text, str) or not text.strip():
-        return "", code
+        return "", code, param
     text = " ".join(text.split())
     if _SENT_PATTERN is not None:
         text = _SENT_PATTERN.sub("[redacted]", text)
     text = _SECRETISH.sub("[redacted]", text)
     if len(text) > _MAX_MESSAGE:
         text = text[:_MAX_MESSAGE] + "..."
-    return f": {text}", code
+    return f": {text}", code, param
+
+
+def _param_of(value: object) -> str | None:
+    """An error's ``param`` when it can name a request field (``messages[1].content``,
+    ``temperature``): a short printable string; anything else is dropped, not passed to
+    the client."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if not value or len(value) > _MAX_PARAM or not value.isprintable():
+        return None
+    return None if _SECRETISH.search(value) else value
 
 
 MAX_EVENT_BYTES = 32 * 1024 * 1024  # a chunk with an image in it is a few MB

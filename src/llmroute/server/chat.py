@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from llmroute.decide import Router
 from llmroute.decision import Decision, SafetyOutcome
 from llmroute.dispatch import Opened, Plan, TierStep, aplan_request, cascade_header
+from llmroute.dispatch.model_params import param_as_asked
 from llmroute.dispatch.plan import OFF_LOOP_CHARS, may_answer_raw
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.dispatch.text_completions import TextRequest
@@ -337,7 +338,7 @@ async def _serve_planned(
         trace.finish(unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), stream, usage))
         return Response(status_code=CLIENT_CLOSED), False
     except LlmrouteError as exc:
-        error = gateway_error(exc, decision_headers(plan.decision))
+        error = _routed_error(gateway, exc, plan.decision, body)
         # what it paid for all the same: an answer the content filter withheld, a
         # cascade tier answered before a later one failed (charged to their budgets)
         paid = total_usage(spend.answered)
@@ -713,6 +714,20 @@ def _stream_done(
             gateway.shadow.submit(plan.decision, plan.outgoing(body), opened.model, text, ts)
 
     return done
+
+
+def _routed_error(
+    gateway: Gateway, exc: LlmrouteError, decision: Decision, body: Mapping[str, Any]
+) -> GatewayError:
+    """The answer to `exc`, raised once the request was routed: with the decision's
+    headers, and an upstream's ``param`` as the client's `body` names it
+    (`param_as_asked`: a field the model's ``rename_params`` renamed)."""
+    error = gateway_error(exc, decision_headers(decision))
+    if error.param is not None and error.upstream_param:
+        model = gateway.router.loaded.registry.models.get(getattr(exc, "model", None) or "")
+        if model is not None:
+            error.param = param_as_asked(error.param, body, model)
+    return error
 
 
 def log_blocked(router: Router, decision: Decision, body: Mapping[str, Any]) -> None:

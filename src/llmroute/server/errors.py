@@ -65,6 +65,7 @@ class GatewayError(Exception):
         headers: Mapping[str, str] | None = None,
         attempts: Sequence[str] = (),
         kind: str | None = None,
+        upstream_param: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -74,6 +75,9 @@ class GatewayError(Exception):
         self.headers = dict(headers or {})
         self.attempts = tuple(attempts)
         self.kind = kind
+        # `param` is the upstream's: it names a field of the chat body the model was
+        # sent, which a converted front's client did not send as such
+        self.upstream_param = upstream_param
 
     def response(self) -> JSONResponse:
         """The OpenAI error JSON: ``{"error": {"message", "type", "param", "code"}}``;
@@ -297,6 +301,7 @@ def gateway_error(exc: LlmrouteError, headers: Mapping[str, str] | None = None) 
             param=exc.param,
             headers=headers,
             attempts=exc.passed_over,
+            upstream_param=exc.param is not None,
         )
     return GatewayError(500, "internal server error", code="internal_error", headers=headers)
 

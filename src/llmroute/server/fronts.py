@@ -106,8 +106,7 @@ async def answer_converted(
     try:
         answer = await serve_chat(request, gateway, chat, ts, started_ns, text)
     except GatewayError as error:
-        if error.param == "messages":  # the chat body's field: this API calls it otherwise
-            error.param = _BODY_PARAM.get(request.url.path, error.param)
+        error.param = _front_param(error, request.url.path)
         raise
     if answer.status_code == CLIENT_CLOSED:
         return answer  # nobody to convert it for
@@ -126,6 +125,24 @@ async def answer_converted(
         return with_keepalive(streamed, keepalive_of(request))
     data = json.loads(bytes(answer.body))
     return JSONResponse(await front.answer(data, model, body), headers=headers)
+
+
+def _front_param(error: GatewayError, path: str) -> str | None:
+    """`error`'s ``param`` as the front's client reads it. ``messages`` is what this API
+    calls otherwise (``input``, ``prompt``). An upstream's ``param`` names a field of the
+    converted chat body: its messages are the front's body field, without the index
+    (a system message or ``instructions`` shifts them); any other is left null rather
+    than naming a field the client did not send."""
+    param = error.param
+    if param is None:
+        return None
+    if error.upstream_param:
+        if param != "messages" and not param.startswith(("messages[", "messages.")):
+            return None
+        param = "messages"
+    if param == "messages":  # the chat body's field: this API calls it otherwise
+        return _BODY_PARAM.get(path, param)
+    return param
 
 
 def passed_on(headers: Mapping[str, str]) -> dict[str, str]:

@@ -1,0 +1,117 @@
+"""An upstream's 400 names the field at fault (``param``, as OpenAI's do): the chat
+front passes it on, named as the client sent it (a field ``rename_params`` renamed is
+named back); the converted fronts, whose client sent another body, name their own
+field for the messages and leave any other null."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+from fake_upstream import FakeUpstream
+from gateway_proc import Served, serve_text
+
+from llmroute.providers._http import error_from_response
+from llmroute.registry.schema import Model
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  picky: {provider: fake, model: "picky?unsupported=temperature&strict=1"}
+  renamed:
+    provider: fake
+    model: "renamed?unsupported=max_completion_tokens"
+    rename_params: {max_tokens: max_completion_tokens}
+routes:
+  - {name: chat, examples: ["hello there", "how are you today"], target: picky}
+default: {target: picky}
+"""
+HI = [{"role": "user", "content": "hello there"}]
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("upstream_param")
+    env = {"LLMROUTE_TELEMETRY_URL": "off"}
+    with serve_text(REGISTRY % {"url": upstream.url}, tmp, env=env) as served:
+        yield served
+
+
+def _client(gateway: Served) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_chat_front_passes_the_upstream_param_on(gateway: Served, stream: bool) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        _client(gateway).chat.completions.create(
+            model="picky", messages=HI, temperature=0.5, stream=stream
+        )
+    assert refused.value.param == "temperature"
+    assert refused.value.code == "unsupported_parameter"
+
+
+def test_a_renamed_field_is_named_as_the_client_sent_it(gateway: Served) -> None:
+    client = _client(gateway)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="renamed", messages=HI, max_tokens=50)
+    assert refused.value.param == "max_tokens"  # the model was sent max_completion_tokens
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="renamed", messages=HI, max_completion_tokens=50)
+    assert refused.value.param == "max_completion_tokens"
+
+
+def test_the_responses_front_leaves_a_chat_field_null(gateway: Served) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        _client(gateway).responses.create(model="picky", input="hello there", temperature=0.5)
+    assert refused.value.param is None and refused.value.code == "unsupported_parameter"
+
+
+def test_the_completions_front_leaves_a_chat_field_null(gateway: Served) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        _client(gateway).completions.create(model="picky", prompt="hello there", temperature=0.5)
+    assert refused.value.param is None
+
+
+def test_a_converted_front_names_its_own_messages_field() -> None:
+    """An upstream's ``messages[0]...`` is the front's ``input`` (``prompt``), without
+    the index: the chat body's messages are not the input's items one for one."""
+    from llmroute.server.errors import GatewayError
+    from llmroute.server.fronts import _front_param
+
+    def front(param: str, path: str = "/v1/responses", upstream: bool = True) -> str | None:
+        return _front_param(GatewayError(400, "x", param=param, upstream_param=upstream), path)
+
+    assert front("messages[0].content") == "input"
+    assert front("messages", "/v1/completions") == "prompt"
+    assert front("messages.0") == "input" and front("temperature") is None
+    assert front("messagesx") is None
+    assert front("messages", upstream=False) == "input"  # the gateway's own check
+    assert front("tools", upstream=False) == "tools"
+
+
+def test_error_from_response_keeps_param_within_bounds() -> None:
+    def param_of(param: object) -> str | None:
+        body = {"error": {"message": "no", "type": "invalid_request_error", "param": param}}
+        error = error_from_response("p", 400, {}, httpx.Response(200, json=body).content)
+        return error.param
+
+    assert param_of("messages[1].content") == "messages[1].content"
+    assert param_of(None) is None and param_of(3) is None and param_of(" ") is None
+    assert param_of("x" * 500) is None and param_of("a\nb") is None
+    assert param_of("sk-abcdefghijklmnop") is None  # looks like a credential: dropped
+
+
+def test_param_as_asked_maps_only_a_renamed_field() -> None:
+    from llmroute.dispatch.model_params import param_as_asked
+
+    model = Model(provider="p", model="m", rename_params={"max_tokens": "max_completion_tokens"})
+    assert param_as_asked("max_completion_tokens", {"max_tokens": 5}, model) == "max_tokens"
+    assert param_as_asked("max_completion_tokens[0]", {"max_tokens": 5}, model) == "max_tokens[0]"
+    both = {"max_tokens": 5, "max_completion_tokens": 6}
+    assert param_as_asked("max_completion_tokens", both, model) == "max_completion_tokens"
+    assert param_as_asked("temperature", {"max_tokens": 5}, model) == "temperature"
