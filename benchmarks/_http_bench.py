@@ -3,10 +3,11 @@ fake OpenAI-compatible upstream and a closed-loop HTTP/1.1 load generator. Both 
 standard library only (raw asyncio, keep-alive connections), so neither is the
 bottleneck of what they measure, and each runs in its own process:
 
-    python benchmarks/_http_bench.py upstream [--port 0]
+    python benchmarks/_http_bench.py upstream [--port 0] [--null-usage]
         prints ``listening PORT`` once bound; answers every request with one fixed
         ``chat.completion`` (with usage; a ``text_completion`` on ``/completions``)
-        until killed.
+        until killed. With --null-usage a stream's chunks carry ``"usage":null``, as
+        OpenAI writes them when the request asks for usage (the gateway's always do).
 
     python benchmarks/_http_bench.py load URL BODIES_JSONL --concurrency C --duration S
         [--max-requests N] [--warmup N] [--header 'k: v' ...] [--stream]
@@ -75,13 +76,15 @@ STREAM_REQUEST = re.compile(rb'"stream"\s*:\s*true')
 DONE = b"data: [DONE]\n\n"
 
 
-def _stream_response() -> bytes:
-    """The fixed SSE answer to a chat request with ``"stream": true``, an event a chunk."""
+def _stream_response(null_usage: bool = False) -> bytes:
+    """The fixed SSE answer to a chat request with ``"stream": true``, an event a chunk;
+    `null_usage`: each chunk before the usage chunk says ``"usage":null``, as OpenAI's."""
     base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000}
     base["model"] = "fake"
 
     def chunk(delta: dict[str, str], finish: str | None) -> dict[str, object]:
-        return base | {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        data = base | {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return data | {"usage": None} if null_usage else data
 
     events = [chunk({"role": "assistant", "content": ""}, None)]
     events += [chunk({"content": f"word{i} "}, None) for i in range(STREAM_WORDS)]
@@ -95,6 +98,7 @@ def _stream_response() -> bytes:
 
 
 STREAM_RESPONSE = _stream_response()
+NULL_USAGE_STREAM_RESPONSE = _stream_response(null_usage=True)
 
 
 # --- the fake upstream ------------------------------------------------------------------
@@ -275,6 +279,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     up = sub.add_parser("upstream")
     up.add_argument("--port", type=int, default=0)
+    up.add_argument("--null-usage", action="store_true", help='chunks say "usage":null')
     load = sub.add_parser("load")
     load.add_argument("url")
     load.add_argument("bodies_jsonl")
@@ -287,6 +292,9 @@ def main() -> None:
     load.add_argument("--stream", action="store_true", help="check each stream's [DONE]")
     args = parser.parse_args()
     if args.what == "upstream":
+        if args.null_usage:
+            global STREAM_RESPONSE
+            STREAM_RESPONSE = NULL_USAGE_STREAM_RESPONSE
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve_upstream(args.port))
         return

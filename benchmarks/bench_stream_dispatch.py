@@ -9,6 +9,10 @@ pass's. Run it against another tree with that tree's `src` on PYTHONPATH, and un
 ``python -m cProfile -o out.pstats`` to count what a stream calls.
 
     python benchmarks/bench_stream_dispatch.py [--streams 1000] [--passes 5] [--upstream-port P]
+        [--null-usage]
+
+--null-usage: the upstream's chunks say ``"usage":null``, as OpenAI's do for a stream
+that asks for usage (as the dispatcher's always do); the client's body here does not.
 """
 
 from __future__ import annotations
@@ -74,9 +78,17 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1000, help="streams a pass")
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--upstream-port", type=int, default=0, help="the fake upstream's (0: any)")
+    parser.add_argument("--null-usage", action="store_true", help='chunks say "usage":null')
     args = parser.parse_args()
     upstream = subprocess.Popen(
-        [sys.executable, str(HELPER), "upstream", "--port", str(args.upstream_port)],
+        [
+            sys.executable,
+            str(HELPER),
+            "upstream",
+            "--port",
+            str(args.upstream_port),
+            *(["--null-usage"] if args.null_usage else []),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

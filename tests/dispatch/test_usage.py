@@ -140,6 +140,29 @@ def test_usage_a_client_did_not_ask_for_is_left_out_of_the_last_words_chunk() ->
     assert meter.finish().prompt_tokens == 3 and not meter.finish().estimated
 
 
+@pytest.mark.parametrize(
+    "written",
+    [
+        b'data: {"id":"c","choices":[{"delta":{"content":"\\"usage\\":null"}}],"usage":null}\n\n',
+        b'data: {"id": "c", "choices": [{"delta": {"content": "hi"}}], "usage": null}\n\n',
+        b'data: {"usage":null,"id":"c","choices":[{"delta":{"content":"hi"}}]}\n\n',
+        b'data: {"id":"c","choices":[{"delta":{"content":"hi"}}],"usage" : null}\n\n',
+    ],
+)
+def test_a_null_usage_the_client_did_not_ask_for_is_left_out(written: bytes) -> None:
+    """OpenAI writes ``"usage": null`` on each chunk of a stream that asks for usage, as
+    the gateway's always does, and omits it otherwise: a client that did not ask sees
+    OpenAI's chunk, in whatever way the server wrote it; one that asked, the null."""
+    meter = StreamUsage({"messages": [], "stream": True}, PRICE)
+    sent = meter.observe(written)
+    assert sent is not None and sent.startswith(b"data: {") and sent.endswith(b"}\n\n")
+    relayed = json.loads(sent[6:])
+    assert "usage" not in relayed and relayed["id"] == "c"
+    assert relayed["choices"] == json.loads(written[6:])["choices"]  # the text untouched
+    asked = {"messages": [], "stream": True, "stream_options": {"include_usage": True}}
+    assert StreamUsage(asked, PRICE).observe(written) is written
+
+
 THOUGHT = "Let me weigh each option in turn before I answer. " * 20
 
 

@@ -32,7 +32,9 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   streams its events labelled ``application/json``; ``loose=1`` writes a stream's events
   as looser, still valid server-sent events (an ``id:`` line, the JSON pretty-printed over
   several ``data:`` lines with no space after the colon, CRLF line ends, a ``: ping``
-  comment before each), as some servers do; ``huge=N`` a stream sends a word, then an
+  comment before each), as some servers do; ``nullusage=1`` a stream asked for its
+  usage writes ``"usage": null`` on each chunk before the usage chunk, as OpenAI does;
+  ``huge=N`` a stream sends a word, then an
   event of N MiB that never ends; ``pause=S`` a stream waits S seconds after its opening
   role-only chunk (with ``early=1``: then fails, as a model that gave up thinking);
   ``shape=none|empty|bare`` answers (chat or text, not streamed) 200 with JSON that is
@@ -546,6 +548,9 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             self._send_json(200, answer)
 
         def _write_chunk(self, data: bytes) -> None:
+            null_usage = getattr(self, "null_usage", False) and data.startswith(b"data: {")
+            if null_usage and b'"usage"' not in data:  # OpenAI's: null on each but the last
+                data = data[: -len(b"}\n\n")] + b', "usage": null}\n\n'
             if getattr(self, "loose", False) and data.startswith(b"data: "):
                 data = _loose(data)
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -607,6 +612,7 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
         def _stream(self, model: str, text: str, faults: dict[str, str], usage: bool) -> None:
             self.send_response(200)
             self.loose = "loose" in faults
+            self.null_usage = usage and "nullusage" in faults
             label = "application/json" if "jsonlabel" in faults else "text/event-stream"
             self.send_header("content-type", label)
             self.send_header("transfer-encoding", "chunked")

@@ -370,6 +370,27 @@ def asking_usage(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "stream_options": {**kept, "include_usage": True}}
 
 
+# a null usage as servers write it: last and compact (OpenAI's, vLLM's: one check), else
+# anywhere, compact or spaced; a match is structure, never string content (where each
+# quote is escaped)
+_LAST_NULL_USAGE = b',"usage":null}\n\n'
+_NULL_USAGE = (b',"usage":null', b', "usage": null')
+
+
+def _without_usage(event: bytes, chunk: dict[str, Any]) -> bytes:
+    """`event` without its chunk's ``"usage": null``: cut from the bytes where it is
+    written as servers write it (no new JSON for each event of a stream: about 0.2 µs
+    an event, docs/benchmarks.md), else the chunk written again without it."""
+    if event.endswith(_LAST_NULL_USAGE):
+        return event[: -len(_LAST_NULL_USAGE)] + b"}\n\n"
+    for written in _NULL_USAGE:
+        at = event.rfind(written)
+        if at >= 0:
+            return event[:at] + event[at + len(written) :]
+    del chunk["usage"]
+    return event_of(chunk)
+
+
 class StreamUsage:
     """Watches a stream's events: prices the usage chunk when the upstream sends one,
     and otherwise counts the streamed text so the usage can be estimated at the end.
@@ -402,7 +423,13 @@ class StreamUsage:
             if isinstance(delta, dict):
                 self._counted(delta)
         usage = chunk.get("usage")
-        if usage is None or _reported(usage) is None:
+        if usage is None:
+            # OpenAI writes ``"usage": null`` on every chunk of a stream that asks for
+            # usage, and omits it otherwise: the gateway's asking is not the client's
+            if self._wanted or "usage" not in chunk:
+                return event
+            return _without_usage(event, chunk)
+        if _reported(usage) is None:
             return event
         self.usage = priced(chunk, self._body, self._price)
         if not self._wanted:
