@@ -492,3 +492,15 @@ def test_a_long_name_of_lowercase_words_is_not_cut_as_a_token() -> None:
     assert f"aiplatform.googleapis.com/{quota};" in error.message
     assert not any(token in error.message for token in tokens)
     assert error.message.count("[redacted]") == 2
+
+
+def test_a_long_name_of_lowercase_words_joined_by_hyphens_is_not_cut() -> None:
+    """A long hyphenated name of lowercase words (an Azure deployment, a quota's id) is
+    no token, as one joined by underscores is not: it read "model[redacted]", cut from
+    its first hyphen (a word boundary the match could start at). A token with a
+    hyphenated prefix is still cut whole, prefix and all."""
+    name = "model-deployment-for-production-traffic-east"
+    token = "team-aB3dEfGhIjKlMnOpQrStUvWxYz0123456789"
+    error = error_from_response("up", 404, {}, _error(f"no deployment {name}; key {token}"))
+    assert f"no deployment {name};" in error.message
+    assert "key [redacted]" in error.message and "team" not in error.message

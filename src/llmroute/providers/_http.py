@@ -84,10 +84,12 @@ _MISCONFIGURED = {
 # Anything that looks like a credential is cut from upstream messages before they are
 # shown: bearer tokens, sk-/key- prefixed keys, long opaque tokens; not a long name of
 # lowercase words (Vertex's quota "online_prediction_requests_per_base_model", which an
-# operator's quota increase request names), no token.
+# operator's quota increase request names), no token. A long token is read from its
+# first character (not from a hyphen inside it, a word boundary too), so a name of
+# words joined by hyphens is read whole as well.
 _SECRETISH = re.compile(
     r"(bearer\s+\S+|\b(sk|key|api|tok)[-_][A-Za-z0-9_*.-]{6,}"
-    r"|\b(?!(?-i:[a-z]+(?:[_-][a-z]+)+)(?![A-Za-z0-9_-]))[A-Za-z0-9_-]{32,})",
+    r"|(?<![A-Za-z0-9_-])(?!(?-i:[a-z]+(?:[_-][a-z]+)+)(?![A-Za-z0-9_-]))[A-Za-z0-9_-]{32,})",
     re.IGNORECASE,
 )
 _MAX_MESSAGE = 300
