@@ -131,10 +131,10 @@ _MIN_BUDGET = 1024  # Anthropic's least budget_tokens
 def _check_thinking(thinking: Any) -> None:
     """Anthropic's ``thinking``, which chat clients send too (LiteLLM's spelling): the
     router reads it to say the client's choice in the serving model's dialect, so one
-    it cannot read is the client's error, not a guess. A budget is checked as Anthropic
-    (and ``POST /v1/messages``) checks it, whatever model the request is routed to: a
-    Claude model is sent it as it came, and would refuse it (a 400 that depended on the
-    route). Its ``max_tokens`` is not: dispatch raises it above the budget."""
+    it cannot read is the client's error, not a guess. A budget given is checked as
+    Anthropic (and ``POST /v1/messages``) checks it, whatever model the request is routed
+    to: a Claude model is sent it as it came, and would refuse it (a 400 that depended on
+    the route). Its ``max_tokens`` is not: dispatch raises it above the budget."""
     if thinking is None:
         return
     kind = thinking.get("type") if isinstance(thinking, dict) else None
@@ -143,7 +143,8 @@ def _check_thinking(thinking: Any) -> None:
             "thinking", "'thinking' must be an object with type adaptive, enabled or disabled", None
         )
     budget = thinking.get("budget_tokens")
-    if kind == "enabled" and (not integer(budget) or budget < _MIN_BUDGET):
+    # left out, it is the bare switch DeepSeek's, GLM's and Doubao's APIs take
+    if kind == "enabled" and budget is not None and (not integer(budget) or budget < _MIN_BUDGET):
         raise _bad(
             "thinking.budget_tokens",
             f"'thinking.budget_tokens' must be an integer of at least {_MIN_BUDGET}",

@@ -230,7 +230,6 @@ def test_a_chat_clients_unreadable_thinking_is_a_400_naming_it(gateway: Served) 
     "thinking",
     [
         {"type": "enabled", "budget_tokens": 500},
-        {"type": "enabled"},
         {"type": "enabled", "budget_tokens": "2048"},
         {"type": "enabled", "budget_tokens": 2048.5},
     ],
@@ -289,3 +288,18 @@ def test_an_openrouter_reasoning_that_asks_nothing_leaves_thinking_to_the_gate(
     said = upstream.requests[-1].body
     assert said["reasoning_effort"] == ("low" if off else "medium")
     assert "reasoning" not in said
+
+
+def test_a_bare_thinking_switch_gets_the_models_budget(
+    gateway: Served, claude: FakeAnthropic
+) -> None:
+    """``{type: enabled}`` without a budget (DeepSeek's, GLM's, Doubao's switch): a 400
+    for a while, and before that sent to Claude as it came, which refuses it. A budget
+    model is sent its own budget (reasoning effort high: 24576), any model answers."""
+    body = {"model": "sonnet45", "messages": ASK, "thinking": {"type": "enabled"}}
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=20)
+    assert response.status_code == 200, response.text
+    assert claude.last.body["thinking"] == {"type": "enabled", "budget_tokens": 24576}
+    body["model"] = "gpt"
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=20)
+    assert response.status_code == 200, response.text

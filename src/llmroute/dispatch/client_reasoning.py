@@ -319,12 +319,16 @@ def _own_only(body: dict[str, Any], style: str) -> dict[str, Any]:
 
 def _already_said(body: Mapping[str, Any], style: str, adaptive: bool) -> bool:
     """Whether the client used the target's own parameter, in the form the model takes
-    (adaptive or a budget): then it goes as it came."""
+    (adaptive or a budget): then it goes as it came. ``{type: enabled}`` without a
+    budget (DeepSeek's, GLM's bare switch) is not a form Anthropic takes: the model's
+    own budget is sent."""
     if style == "enable_thinking":
         return _from_template(body) is not None
     value = body.get(style)
     if style != "thinking" or not isinstance(value, Mapping):
         return value is not None
+    if value.get("type") == "enabled" and value.get("budget_tokens") is None:
+        return False
     return value.get("type") in ("disabled", "adaptive" if adaptive else "enabled")
 
 
