@@ -114,6 +114,8 @@ def main() -> None:
     parser.add_argument("--encoder", default="static", help="builtin encoder for auto")
     parser.add_argument("--max-requests", type=int, default=100_000, help="cap per point")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    # gateway_overhead's `measure` reads `stream` (its --stream); the fronts send plain requests
+    parser.set_defaults(stream=False)
     args = parser.parse_args()
     rows = run(args)
     if args.json:
