@@ -184,7 +184,12 @@ def developer_as_system(body: dict[str, Any]) -> dict[str, Any]:
     server takes (OpenAI itself reads the two alike); `body` itself when it has none.
     Never mutates `body`."""
     messages = body.get("messages")
-    if not isinstance(messages, list) or not any(_developer(m) for m in messages):
+    if not isinstance(messages, list):
+        return body
+    for message in messages:  # a plain loop: every call to such a server runs it
+        if isinstance(message, dict) and message.get("role") == "developer":
+            break
+    else:
         return body
     plain = [{**m, "role": "system"} if _developer(m) else m for m in messages]
     return {**body, "messages": plain}
