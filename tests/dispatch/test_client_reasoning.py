@@ -138,6 +138,20 @@ def test_a_model_not_known_to_think_gets_the_body_as_it_came() -> None:
     assert "thinking" not in in_dialect(thinking, plain, "openai")
 
 
+def test_a_bare_switch_to_a_claude_not_known_to_think_gets_a_budget() -> None:
+    """``{type: enabled}`` without a budget (DeepSeek's, GLM's switch) is not a form
+    Anthropic takes: a model with no ``reasoning`` entry is sent the default budget (an
+    adaptive Claude adaptive thinking), not the switch as it came, a certain 400."""
+    bare = _body(thinking={"type": "enabled"})
+    budget = in_dialect(bare, Model(provider="p", model="claude-sonnet-4-5"), "anthropic")
+    assert budget["thinking"] == {"type": "enabled", "budget_tokens": 8192}
+    assert budget["max_tokens"] > 8192
+    adaptive = in_dialect(bare, Model(provider="p", model="claude-opus-4-7"), "anthropic")
+    assert adaptive["thinking"] == {"type": "adaptive"}
+    assert "thinking" not in in_dialect(bare, Model(provider="p", model="m"), "openai")
+    assert bare == _body(thinking={"type": "enabled"})
+
+
 def test_a_model_declared_not_to_think_gets_no_thinking_parameter() -> None:
     silent = Model(provider="p", model="m", reasoning=False)
     for extra in (

@@ -32,6 +32,7 @@ models:
     model: house-claude
     reasoning: {effort: high}
     deployments: [{provider: claude, model: "claude-opus-4-7?adaptive_only=1"}]
+  plainclaude: {provider: claude, model: "claude-sonnet-4-5-20250929?budget_only=1"}
 routes:
   - name: chitchat
     examples: ["hi there!", "how are you today?", "good morning"]
@@ -303,3 +304,16 @@ def test_a_bare_thinking_switch_gets_the_models_budget(
     body["model"] = "gpt"
     response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=20)
     assert response.status_code == 200, response.text
+
+
+def test_a_bare_thinking_switch_to_a_claude_without_a_reasoning_entry_gets_a_budget(
+    gateway: Served, claude: FakeAnthropic
+) -> None:
+    """A Claude model with no ``reasoning`` entry is sent the client's thinking as it
+    came; the bare switch is not a form Anthropic takes (``budget_tokens: Field
+    required``), so it goes with the default budget, medium's 8192."""
+    body = {"model": "plainclaude", "messages": ASK, "thinking": {"type": "enabled"}}
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=20)
+    assert response.status_code == 200, response.text
+    assert claude.last.body["thinking"] == {"type": "enabled", "budget_tokens": 8192}
+    assert claude.last.body["max_tokens"] > 8192

@@ -170,7 +170,7 @@ def in_dialect(
         plain = _without_client_keys(body)
         return body if plain == body else plain
     if reasoning is None:
-        return _as_it_came(body, provider_kind)
+        return _as_it_came(body, model, provider_kind, served_id)
     style = style_for(reasoning, provider_kind)
     adaptive = style == "thinking" and thinks_adaptively(model, reasoning, served_id)
     intent = intent_of(body, prefer=style)
@@ -290,18 +290,38 @@ def _without_effort(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _as_it_came(body: dict[str, Any], provider_kind: str) -> dict[str, Any]:
+def _as_it_came(
+    body: dict[str, Any], model: Model, provider_kind: str, served_id: str | None
+) -> dict[str, Any]:
     """For a model not known to think: the body unchanged, but Anthropic's ``thinking``
-    only to an Anthropic provider, and not where Anthropic would refuse it."""
+    only to an Anthropic provider, and not where Anthropic would refuse it. The bare
+    switch (`_bare_switch`), which Anthropic refuses, is sent as the default
+    ``reasoning`` entry turns thinking on (served as `served_id`)."""
     if body.get("thinking") is None:
         return body
     intent = _from_thinking(body)
     refused = (
         intent is not None and intent.on and not thinking_allowed(body, adaptive=_adaptive(body))
     )
-    if provider_kind in ANTHROPIC_KINDS and not refused:
+    if provider_kind not in ANTHROPIC_KINDS or refused:
+        return {k: v for k, v in body.items() if k != "thinking"}
+    if not _bare_switch(body["thinking"]):
         return body
-    return {k: v for k, v in body.items() if k != "thinking"}
+    plain = {k: v for k, v in body.items() if k != "thinking"}
+    default = Reasoning()
+    adaptive = thinks_adaptively(model, default, served_id)
+    limited = any(plain.get(key) is not None for key in ("max_tokens", "max_completion_tokens"))
+    return turn_on(plain, default, "thinking", adaptive=adaptive, room=not limited)
+
+
+def _bare_switch(thinking: Any) -> bool:
+    """Whether `thinking` is ``{type: enabled}`` without a budget: DeepSeek's, GLM's
+    and Doubao's switch, not a form Anthropic takes (``budget_tokens`` is required)."""
+    return (
+        isinstance(thinking, Mapping)
+        and thinking.get("type") == "enabled"
+        and thinking.get("budget_tokens") is None
+    )
 
 
 def _own_only(body: dict[str, Any], style: str) -> dict[str, Any]:
@@ -327,7 +347,7 @@ def _already_said(body: Mapping[str, Any], style: str, adaptive: bool) -> bool:
     value = body.get(style)
     if style != "thinking" or not isinstance(value, Mapping):
         return value is not None
-    if value.get("type") == "enabled" and value.get("budget_tokens") is None:
+    if _bare_switch(value):
         return False
     return value.get("type") in ("disabled", "adaptive" if adaptive else "enabled")
 
