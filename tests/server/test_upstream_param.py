@@ -115,3 +115,21 @@ def test_param_as_asked_maps_only_a_renamed_field() -> None:
     both = {"max_tokens": 5, "max_completion_tokens": 6}
     assert param_as_asked("max_completion_tokens", both, model) == "max_completion_tokens"
     assert param_as_asked("temperature", {"max_tokens": 5}, model) == "temperature"
+
+
+def test_a_param_holding_a_credential_the_gateway_sends_is_dropped() -> None:
+    """A self-hosted server's key (a vLLM ``--api-key``) or a ``headers_env`` value
+    looks like no credential to the pattern; the message cuts it as a secret the
+    gateway sends, and a ``param`` echoing it is dropped as well."""
+    from llmroute.providers._http import withhold
+
+    class Holder:
+        """The transport that sends the key, for as long as the test runs."""
+
+    holder = Holder()
+    withhold("hunt3r-v11m", "Bearer pr0xy-tok", owner=holder)
+    for param in ("hunt3r-v11m", "headers[hunt3r-v11m]", "pr0xy-tok"):
+        body = {"error": {"message": f"bad {param}", "param": param}}
+        error = error_from_response("p", 400, {}, httpx.Response(200, json=body).content)
+        assert error.param is None and "hunt3r" not in str(error) and "pr0xy" not in str(error)
+    del holder

@@ -503,13 +503,17 @@ def _upstream_message(body: bytes) -> tuple[str, str | None, str | None]:
 def _param_of(value: object) -> str | None:
     """An error's ``param`` when it can name a request field (``messages[1].content``,
     ``temperature``): a short printable string; anything else is dropped, not passed to
-    the client."""
+    the client; so is one holding a credential, the pattern's or one this process sends
+    (`withhold`: a self-hosted server's key the pattern cannot know)."""
     if not isinstance(value, str):
         return None
     value = value.strip()
     if not value or len(value) > _MAX_PARAM or not value.isprintable():
         return None
-    return None if _SECRETISH.search(value) else value
+    sent = _SENT_PATTERN
+    if _SECRETISH.search(value) or (sent is not None and sent.search(value)):
+        return None
+    return value
 
 
 MAX_EVENT_BYTES = 32 * 1024 * 1024  # a chunk with an image in it is a few MB
