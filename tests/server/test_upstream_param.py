@@ -26,6 +26,7 @@ models:
     provider: fake
     model: "renamed?unsupported=max_completion_tokens"
     rename_params: {max_tokens: max_completion_tokens}
+  filtered: {provider: fake, model: "filtered?filter=1"}
 routes:
   - {name: chat, examples: ["hello there", "how are you today"], target: picky}
 default: {target: picky}
@@ -71,10 +72,20 @@ def test_the_responses_front_leaves_a_chat_field_null(gateway: Served) -> None:
     assert refused.value.param is None and refused.value.code == "unsupported_parameter"
 
 
-def test_the_completions_front_leaves_a_chat_field_null(gateway: Served) -> None:
+def test_the_completions_front_names_a_field_its_client_sent(gateway: Served) -> None:
+    """A completions body names its fields as a chat body does (``temperature``, ``n``,
+    ``max_tokens``), and a text model is sent it as it came: an upstream's param that
+    names a field the client sent is the client's (it was null)."""
+    client = _client(gateway)
     with pytest.raises(openai.BadRequestError) as refused:
-        _client(gateway).completions.create(model="picky", prompt="hello there", temperature=0.5)
-    assert refused.value.param is None
+        client.completions.create(model="picky", prompt="hello there", temperature=0.5)
+    assert refused.value.param == "temperature"
+    with pytest.raises(openai.BadRequestError) as refused:  # Azure's filter names the prompt
+        client.completions.create(model="filtered", prompt="hello there")
+    assert refused.value.param == "prompt"
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.completions.create(model="renamed", prompt="hello there", max_tokens=5)
+    assert refused.value.param == "max_tokens"  # renamed max_completion_tokens, named back
 
 
 def test_a_converted_front_names_its_own_messages_field() -> None:
@@ -84,13 +95,20 @@ def test_a_converted_front_names_its_own_messages_field() -> None:
     from llmroute.server.fronts import _front_param
 
     def front(param: str, path: str = "/v1/responses", upstream: bool = True) -> str | None:
-        return _front_param(GatewayError(400, "x", param=param, upstream_param=upstream), path)
+        error = GatewayError(400, "x", param=param, upstream_param=upstream)
+        return _front_param(error, path, {"input": "hi", "prompt": "hi"})
 
     assert front("messages[0].content") == "input"
     assert front("messages", "/v1/completions") == "prompt"
     assert front("messages.0") == "input" and front("temperature") is None
     assert front("messagesx") is None
     assert front("messages", upstream=False) == "input"  # the gateway's own check
+    sent = {"prompt": "hi", "stop": ["a", "b"], "n": 2}
+    completions = GatewayError(400, "x", param="stop[1]", upstream_param=True)
+    assert _front_param(completions, "/v1/completions", sent) == "stop[1]"
+    assert _front_param(completions, "/v1/responses", {"stop": []}) is None
+    unsent = GatewayError(400, "x", param="top_p", upstream_param=True)
+    assert _front_param(unsent, "/v1/completions", sent) is None
     assert front("tools", upstream=False) == "tools"
 
 

@@ -33,7 +33,8 @@ __all__ = ["Front", "Stateless", "answer_converted", "passed_on", "serve_convert
 
 Body = dict[str, Any]
 # what each converted API calls the chat body's `messages` (Anthropic's is `messages` too)
-_BODY_PARAM = {"/v1/responses": "input", "/v1/completions": "prompt"}
+_COMPLETIONS = "/v1/completions"
+_BODY_PARAM = {"/v1/responses": "input", _COMPLETIONS: "prompt"}
 Events = AsyncIterable[str | bytes | memoryview]
 Served = Callable[[], str]  # the pool model answering a stream now
 
@@ -106,7 +107,7 @@ async def answer_converted(
     try:
         answer = await serve_chat(request, gateway, chat, ts, started_ns, text)
     except GatewayError as error:
-        error.param = _front_param(error, request.url.path)
+        error.param = _front_param(error, request.url.path, body)
         raise
     if answer.status_code == CLIENT_CLOSED:
         return answer  # nobody to convert it for
@@ -127,22 +128,32 @@ async def answer_converted(
     return JSONResponse(await front.answer(data, model, body), headers=headers)
 
 
-def _front_param(error: GatewayError, path: str) -> str | None:
+def _front_param(error: GatewayError, path: str, body: Body) -> str | None:
     """`error`'s ``param`` as the front's client reads it. ``messages`` is what this API
     calls otherwise (``input``, ``prompt``). An upstream's ``param`` names a field of the
     converted chat body: its messages are the front's body field, without the index
     (a system message or ``instructions`` shifts them); any other is left null rather
-    than naming a field the client did not send."""
+    than naming a field the client did not send. A completions `body` names its other
+    fields as the chat body does (``n``, ``temperature``, ``stop``; a text model is sent
+    it as it came, ``prompt`` too): one it holds is named as it is."""
     param = error.param
     if param is None:
         return None
     if error.upstream_param:
+        if path == _COMPLETIONS and _field_of(param) in body:
+            return param
         if param != "messages" and not param.startswith(("messages[", "messages.")):
             return None
         param = "messages"
     if param == "messages":  # the chat body's field: this API calls it otherwise
         return _BODY_PARAM.get(path, param)
     return param
+
+
+def _field_of(param: str) -> str:
+    """The body field a ``param`` path starts with (``stop`` of ``stop[1]``)."""
+    cut = min((i for i in (param.find("."), param.find("[")) if i >= 0), default=len(param))
+    return param[:cut]
 
 
 def passed_on(headers: Mapping[str, str]) -> dict[str, str]:
