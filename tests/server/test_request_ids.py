@@ -31,6 +31,8 @@ providers:
   fake: {{kind: openai, base_url: "%(url)s", timeout_s: 5}}
 models:
   small: {{provider: fake, model: small}}
+  embed: {{provider: fake, model: up-embed, kind: embedding}}
+  embed-picky: {{provider: fake, model: "emb-picky?status=400", kind: embedding}}
 routes:
   - {{name: chat, examples: ["hello there", "how are you today"], target: small}}
 default: {{target: small}}
@@ -174,3 +176,30 @@ def test_an_unhandled_error_logs_the_id_the_client_gets(caplog: pytest.LogCaptur
     request_id = headers[b"x-request-id"].decode()
     assert sent[0]["status"] == 500 and ID.fullmatch(request_id)
     assert any(request_id in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+
+
+@pytest.mark.parametrize(("model", "status"), [("embed", 200), ("embed-picky", 400)])
+def test_an_embeddings_answer_and_its_request_line_name_one_id(
+    gateway: Served, model: str, status: int
+) -> None:
+    """An embeddings (or rerank) request is logged as a decision of its own: the id the
+    client gets is that line's, and its error is one line, not a second one with
+    another id."""
+    sent = {"authorization": f"Bearer {KEY}"}
+    answer = httpx.post(
+        f"{gateway.url}/v1/embeddings",
+        json={"model": model, "input": "hello there"},
+        headers=sent,
+        timeout=10,
+    )
+    assert answer.status_code == status
+    request_id = answer.headers["x-request-id"]
+    wait_for(
+        f"the request line of {model}",
+        lambda: any(r.get("model") == model for r in _lines(gateway)),
+        10,
+    )
+    lines = [
+        r for r in _lines(gateway) if r.get("model") == model or r.get("request_id") == request_id
+    ]
+    assert [r.get("decision_id", r.get("request_id")) for r in lines] == [request_id]

@@ -37,6 +37,7 @@ from llmroute.server.chat import (
 )
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.pool import check_pool
+from llmroute.server.request_ids import request_id_of
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.telemetry.metrics import EMBEDDINGS_ROUTE
 from llmroute.telemetry.record import CLIENT_CLOSED, CLIENT_DISCONNECTED
@@ -108,7 +109,9 @@ async def serve_unrouted(
     if recorder is None:
         request_tags(request)
     done = _Unrouted(request, gateway, body, name, route, text_of, recorder, ts, started_ns)
-    headers = {"x-llmroute-model": name}
+    # the answer's id is its decision log row's, errors' too (which are that one line)
+    request_id = request_id_of(request.scope)
+    headers = {"x-llmroute-model": name, "x-request-id": request_id}
     release = await hold_key_tokens(request.scope, gateway, estimated_tokens)
     spend = Spend()
     try:
@@ -116,7 +119,7 @@ async def serve_unrouted(
             served = await _unless_client_leaves(request, call(name, body))
     except _ClientGone:
         await done.cut(spend, CLIENT_CLOSED, CLIENT_DISCONNECTED)
-        return Response(status_code=CLIENT_CLOSED)
+        return Response(status_code=CLIENT_CLOSED, headers={"x-request-id": request_id})
     except LlmrouteError as exc:
         error = gateway_error(exc, headers)
         done.finished(error.status, error=error.code or "error", attempts=error.attempts)
@@ -197,6 +200,7 @@ class _Unrouted:
                 usage=usage,
                 attempts=attempts,
                 deployment=None if served is None else served.deployment,
+                decision_id=request_id_of(self.request.scope),
             )
 
 

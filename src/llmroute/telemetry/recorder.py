@@ -306,17 +306,19 @@ class Recorder:
         usage: Usage | None = None,
         attempts: tuple[str, ...] = (),
         deployment: str | None = None,
+        decision_id: str | None = None,
     ) -> DecisionRecord:
         """Record a request answered without routing (this recorder's `api` is
         ``embeddings`` or ``rerank``): its row names `route` (the metrics' label), the
         pool `model` it asked and the `deployment` that answered, with no layer, margin
-        or signals. It goes to the log and
-        the request log line only: the caller has charged the key and counted the
-        metrics (`GatewayMetrics.observe_unrouted`). Its text (`text_of` the body) is
-        kept as ``telemetry.prompts`` keeps a chat's: nothing with ``off``, its hash with
-        ``hash``; ``redacted`` runs the PII detector in the writer's thread."""
+        or signals; its id is `decision_id` (the answer's ``x-request-id``), else new.
+        It goes to the log and the request log line only: the caller has charged the key
+        and counted the metrics (`GatewayMetrics.observe_unrouted`). Its text (`text_of`
+        the body) is kept as ``telemetry.prompts`` keeps a chat's: nothing with ``off``,
+        its hash with ``hash``; ``redacted`` runs the PII detector in the writer's
+        thread."""
         decision = Decision(
-            id=new_decision_id(),
+            id=decision_id or new_decision_id(),
             route=route,
             model=model,
             layer=UNROUTED_LAYER,
