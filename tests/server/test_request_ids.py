@@ -31,6 +31,7 @@ providers:
   fake: {{kind: openai, base_url: "%(url)s", timeout_s: 5}}
 models:
   small: {{provider: fake, model: small}}
+  slow: {{provider: fake, model: "slow?delay=3"}}
   embed: {{provider: fake, model: up-embed, kind: embedding}}
   embed-picky: {{provider: fake, model: "emb-picky?status=400", kind: embedding}}
 routes:
@@ -203,3 +204,26 @@ def test_an_embeddings_answer_and_its_request_line_name_one_id(
         r for r in _lines(gateway) if r.get("model") == model or r.get("request_id") == request_id
     ]
     assert [r.get("decision_id", r.get("request_id")) for r in lines] == [request_id]
+
+
+def test_a_request_its_client_hung_up_on_is_one_request_line(gateway: Served) -> None:
+    """A chat request whose client left while its model answered is logged once, as its
+    decision (499 ``client_disconnected``): the 499 no one reads is no second line, with
+    an id of its own."""
+    sent = {"authorization": f"Bearer {KEY}"}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{gateway.url}/v1/chat/completions",
+            json={**ASK, "model": "slow"},
+            headers=sent,
+            timeout=0.5,
+        )
+
+    def gone() -> list[dict[str, Any]]:
+        return [r for r in _lines(gateway) if r.get("status") == 499]
+
+    wait_for("its line", lambda: any(r.get("model") == "slow" for r in gone()), 10)
+    with pytest.raises(openai.AuthenticationError) as after:  # a line logged after its 499's
+        _client(gateway, "sk-wrong").models.list()
+    assert _line_of(gateway, str(after.value.request_id))
+    assert [r.get("model") for r in gone()] == ["slow"]

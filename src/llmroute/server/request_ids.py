@@ -28,6 +28,7 @@ REQUEST_ID = b"x-request-id"
 _ANTHROPIC_ID = b"request-id"  # where Anthropic's clients read it (`_request_id`)
 _SCOPE_KEY = "llmroute.request_id"
 _MESSAGE_MOST = 300  # of an error's message in its request line
+_CLIENT_CLOSED = 499  # the status of a request whose client hung up (nginx's)
 _log = logging.getLogger(REQUESTS_LOGGER)
 
 
@@ -61,7 +62,9 @@ def stamped(message: Message, scope: Scope, send: Send) -> Send:
         added.append((_ANTHROPIC_ID, value))
     message["headers"] = added
     status = int(message.get("status", 200))
-    if status < 400 or not _log.isEnabledFor(logging.INFO):
+    # a 499 is no line: nobody reads it, and what answered it logged the request (chat's
+    # decision, an embeddings row) or nothing came to log (a body cut off)
+    if status < 400 or status == _CLIENT_CLOSED or not _log.isEnabledFor(logging.INFO):
         return send
     return _ErrorLine(send, scope, request_id, status)
 
