@@ -147,6 +147,9 @@ def test_usage_a_client_did_not_ask_for_is_left_out_of_the_last_words_chunk() ->
         b'data: {"id": "c", "choices": [{"delta": {"content": "hi"}}], "usage": null}\n\n',
         b'data: {"usage":null,"id":"c","choices":[{"delta":{"content":"hi"}}]}\n\n',
         b'data: {"id":"c","choices":[{"delta":{"content":"hi"}}],"usage" : null}\n\n',
+        # a choice's own null usage (a server that reports usage in its choices, as
+        # Moonshot's last chunk does) stays: the chunk's, not last, is the one cut
+        b'data: {"id":"c","usage":null,"choices":[{"delta":{"content":"hi"},"usage":null}]}\n\n',
     ],
 )
 def test_a_null_usage_the_client_did_not_ask_for_is_left_out(written: bytes) -> None:

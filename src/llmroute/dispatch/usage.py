@@ -372,21 +372,25 @@ def asking_usage(body: dict[str, Any]) -> dict[str, Any]:
 
 # a null usage as servers write it: last and compact (OpenAI's, vLLM's: one check), else
 # anywhere, compact or spaced; a match is structure, never string content (where each
-# quote is escaped)
+# quote is escaped), but may be a nested object's key: cut only where it is the one
 _LAST_NULL_USAGE = b',"usage":null}\n\n'
 _NULL_USAGE = (b',"usage":null', b', "usage": null')
+_USAGE_KEY = b'"usage"'
 
 
 def _without_usage(event: bytes, chunk: dict[str, Any]) -> bytes:
     """`event` without its chunk's ``"usage": null``: cut from the bytes where it is
     written as servers write it (no new JSON for each event of a stream: about 0.2 µs
-    an event, docs/benchmarks.md), else the chunk written again without it."""
+    an event, docs/benchmarks.md), else the chunk written again without it. Last in the
+    object, the key is the chunk's own; elsewhere only when no other is written (a
+    choice's ``"usage": null`` would be found instead)."""
     if event.endswith(_LAST_NULL_USAGE):
         return event[: -len(_LAST_NULL_USAGE)] + b"}\n\n"
-    for written in _NULL_USAGE:
-        at = event.rfind(written)
-        if at >= 0:
-            return event[:at] + event[at + len(written) :]
+    if event.count(_USAGE_KEY) == 1:
+        for written in _NULL_USAGE:
+            at = event.rfind(written)
+            if at >= 0:
+                return event[:at] + event[at + len(written) :]
     del chunk["usage"]
     return event_of(chunk)
 
