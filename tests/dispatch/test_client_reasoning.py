@@ -150,6 +150,11 @@ def test_a_bare_switch_to_a_claude_not_known_to_think_gets_a_budget() -> None:
     assert adaptive["thinking"] == {"type": "adaptive"}
     assert "thinking" not in in_dialect(bare, Model(provider="p", model="m"), "openai")
     assert bare == _body(thinking={"type": "enabled"})
+    # a model with a reasoning entry: on, in its own parameter, as its entry says
+    effort = in_dialect(bare, _model(effort="high"), "openai")
+    assert effort["reasoning_effort"] == "high" and "thinking" not in effort
+    qwen = in_dialect(bare, _model(param="enable_thinking"), "openai")
+    assert qwen["chat_template_kwargs"] == {"enable_thinking": True} and "thinking" not in qwen
 
 
 def test_a_model_declared_not_to_think_gets_no_thinking_parameter() -> None:
