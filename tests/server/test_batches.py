@@ -244,6 +244,8 @@ def _run_batch(
     assert done.status == "completed" and done.error_file_id is None
     answers = _answers(client, done.output_file_id)
     assert set(answers) == set(bodies)
+    # each line its own request id (an embeddings line's is its decision log row's)
+    assert len({a["response"]["request_id"] for a in answers.values()}) == len(bodies)
     return {custom_id: a["response"]["body"] for custom_id, a in answers.items()}
 
 

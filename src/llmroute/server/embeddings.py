@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from llmroute.chat_checks import INVALID_TYPE, MISSING
+from llmroute.decision import new_decision_id
 from llmroute.dispatch import Served
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.dispatch.usage import Usage, estimated_input_tokens
@@ -37,7 +38,6 @@ from llmroute.server.chat import (
 )
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.pool import check_pool
-from llmroute.server.request_ids import request_id_of
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.telemetry.metrics import EMBEDDINGS_ROUTE
 from llmroute.telemetry.record import CLIENT_CLOSED, CLIENT_DISCONNECTED
@@ -108,9 +108,12 @@ async def serve_unrouted(
     recorder = recorder_of(request, api)
     if recorder is None:
         request_tags(request)
-    done = _Unrouted(request, gateway, body, name, route, text_of, recorder, ts, started_ns)
-    # the answer's id is its decision log row's, errors' too (which are that one line)
-    request_id = request_id_of(request.scope)
+    # the answer's id is its decision log row's, errors' too (which are that one line);
+    # made here, not kept in the scope, which a batch's lines copy
+    request_id = new_decision_id()
+    done = _Unrouted(
+        request, gateway, body, name, route, text_of, recorder, ts, started_ns, request_id
+    )
     headers = {"x-llmroute-model": name, "x-request-id": request_id}
     release = await hold_key_tokens(request.scope, gateway, estimated_tokens)
     spend = Spend()
@@ -149,6 +152,7 @@ class _Unrouted:
     recorder: Recorder | None
     ts: float
     started_ns: int
+    request_id: str  # the answer's x-request-id, the row's id
 
     async def cut(self, spend: Spend, status: int, error: str) -> None:
         """A call cancelled before its answer: charged what it had cost (the model's and
@@ -200,7 +204,7 @@ class _Unrouted:
                 usage=usage,
                 attempts=attempts,
                 deployment=None if served is None else served.deployment,
-                decision_id=request_id_of(self.request.scope),
+                decision_id=self.request_id,
             )
 
 
