@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import threading
 import time
 import weakref
 from collections.abc import (
@@ -118,8 +119,16 @@ def _delta_text(chunk: dict[str, Any]) -> str:
 
 # ends of dropped streams, until done, with what they end
 _DROPPED: dict[asyncio.Task[None], tuple[AsyncGenerator[Any, None], Opened, _Ending]] = {}
-_GUARDS: dict[asyncio.AbstractEventLoop, _LoopGuard] = {}  # until their streams have ended
+# until their streams have ended; held by those streams (`_Ending.guard`) and its own
+# task, not by this map: a loop closed with a stream open is not kept alive by it
+_GUARDS: weakref.WeakValueDictionary[asyncio.AbstractEventLoop, _LoopGuard] = (
+    weakref.WeakValueDictionary()
+)
 _OPEN: weakref.WeakSet[AsyncStream] = weakref.WeakSet()  # until collected
+# `_OPEN` is shared by every loop's thread: a stream opened on one while `close_streams`
+# lists it on another changed the set under that listing ("Set changed size during
+# iteration"), and the loop stopping left its streams to ``shutdown_asyncgens``
+_OPEN_LOCK = threading.Lock()
 
 
 class _Ending:
@@ -193,13 +202,20 @@ class _LoopGuard:
     Cancelled, this task closes those streams first, as `close_streams` does for the
     SDK's own loop, and ends the dropped ones whose ending had not begun. It ends by
     itself once its loop's streams have all ended, so a loop closed without cancelling
-    its tasks is left no pending task."""
+    its tasks is left no pending task.
+
+    A loop closed (``loop.close()``, no runner) while a stream is still open never runs
+    this task again: it is kept only by the streams left open (their `_Ending`) and its
+    own pending wait, not by `_GUARDS`, so that loop is freed with them instead of for
+    the life of the process; and it goes without asyncio's "Task was destroyed but it is
+    pending!", which would name this task, not the stream its caller left open."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.open: set[_Ending] = set()
         self.done: asyncio.Future[None] = loop.create_future()
         self.task = loop.create_task(self._guard(), name="llmroute-streams-guard")
+        self.task._log_destroy_pending = False  # type: ignore[attr-defined]  # as asyncio's own
 
     @classmethod
     def of(cls, loop: asyncio.AbstractEventLoop) -> _LoopGuard:
@@ -263,7 +279,8 @@ class AsyncStream:
         self._unwound: asyncio.Future[None] | None = None  # resolved once that read is
         self._closing = asyncio.Lock()  # one close at a time: a second waits for the first
         self._released: asyncio.Event | None = None  # `cut`: set once its router has closed
-        _OPEN.add(self)
+        with _OPEN_LOCK:
+            _OPEN.add(self)
         _LoopGuard.of(self._loop).add(self._ending)
 
     def __del__(self) -> None:
@@ -375,7 +392,9 @@ async def close_streams(loop: asyncio.AbstractEventLoop) -> None:
     """Close, in order, the streams still open on `loop` as it stops: left to
     ``shutdown_asyncgens``, which closes every generator at once, the one its outer
     one is closing raises "already running"."""
-    for stream in [s for s in list(_OPEN) if s._loop is loop and not s._ending.ended]:
+    with _OPEN_LOCK:
+        streams = list(_OPEN)
+    for stream in [s for s in streams if s._loop is loop and not s._ending.ended]:
         try:
             await stream.aclose()
         except Exception:
