@@ -240,6 +240,19 @@ def test_calibrate_needs_prompts_only(
     assert "traffic.jsonl:1: missing field 'weak_correct'" in capsys.readouterr().err
 
 
+def test_calibrate_on_an_empty_file_asks_for_prompts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its data is read before the router loads: no router is needed to see it."""
+    empty = tmp_path / "traffic.jsonl"
+    empty.write_text("\n")
+    argv = ["calibrate", "--router", str(tmp_path / "router"), "--data", str(empty)]
+    assert run([*argv, "--strong-share", "0.25"]) == 2
+    err = capsys.readouterr().err
+    assert "no rows (expected JSON lines with 'prompt')" in err
+    assert "weak_correct" not in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("share", ["0", "1", "1.5", "-0.2"])
 def test_a_share_outside_zero_one_is_a_usage_error(trained: tuple[Path, Path], share: str) -> None:
     data, router = trained

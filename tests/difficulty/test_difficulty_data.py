@@ -69,6 +69,13 @@ def test_empty_and_missing_files(tmp_path: Path) -> None:
         read_labels(tmp_path / "absent.jsonl")
 
 
+def test_an_empty_file_read_for_prompts_only_asks_for_prompts_only(tmp_path: Path) -> None:
+    """`calibrate` reads prompts alone: its empty file was told it needs
+    `weak_correct` and `strong_correct`, which calibrate never reads."""
+    with pytest.raises(DataError, match=r"no rows \(expected JSON lines with 'prompt'\)$"):
+        read_labels(_write(tmp_path / "e.jsonl", [""]), prompts_only=True)
+
+
 PASSAGE = "This question refers to the following information.\n" + "A long shared passage. " * 12
 
 

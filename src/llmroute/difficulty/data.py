@@ -77,12 +77,16 @@ def read_labels(path: str | os.PathLike[str], *, prompts_only: bool = False) -> 
 
     With `prompts_only` (what a threshold for a share needs: no outcomes), a line may
     carry neither label; it reads as both wrong."""
+    if prompts_only:  # the outcomes are not needed, so an empty file is not told of them
+        empty = "no rows (expected JSON lines with 'prompt')"
+    else:
+        empty = "no labelled rows (expected JSON lines with 'prompt', 'weak_correct' and "
+        empty += "'strong_correct')"
     rows = read_jsonl(
         path,
         functools.partial(_parse_line, prompts_only=prompts_only),
         what="labelled data",
-        empty="no labelled rows (expected JSON lines with 'prompt', 'weak_correct' and "
-        "'strong_correct')",
+        empty=empty,
     )
     return LabelledPrompts(
         prompts=tuple(r[0] for r in rows),
