@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 
-from llmroute.encoders import Encoder
+from llmroute.encoders import Encoder, load_builtin
 from llmroute.encoders.static import DATA_DIR, META_FILE, TABLE_FILE
+from llmroute.errors import ConfigError
 
 
 def test_shipped_data_is_small_and_matches_its_digest() -> None:
@@ -58,3 +61,26 @@ def test_batch_one_is_microseconds(static: Encoder) -> None:
         static.encode([text])
         times.append(time.perf_counter() - started)
     assert float(np.median(times)) < 1e-3  # ~70 µs measured; loose for a shared machine
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("max_tokens", "256"), ("max_tokens", 3.5), ("max_tokens", True), ("threads", "2")],
+)
+def test_a_setting_of_the_wrong_type_is_a_config_error_naming_it(
+    setting: str, value: object
+) -> None:
+    """``load_builtin(max_tokens="256")`` (a value read from the environment unconverted)
+    raised a bare TypeError from inside the encoder; 3.5 or True passed for the static
+    encoder only."""
+    with pytest.raises(ConfigError, match=rf"^{setting} must be an integer, not {value!r}$"):
+        load_builtin("static", **{setting: value})
+
+
+def test_settings_of_other_integer_and_path_types_are_taken(tmp_path: Path) -> None:
+    """numpy's integers and a string path are what they say."""
+    encoder = load_builtin("static", max_tokens=np.int64(64), cache_dir=str(tmp_path))
+    assert encoder.identity.endswith(";max_tokens=64;truncate=head")
+    assert encoder is load_builtin("static", max_tokens=64)
+    with pytest.raises(ConfigError, match="cache_dir must be a path, not 5"):
+        load_builtin("static", cache_dir=5)  # type: ignore[arg-type]

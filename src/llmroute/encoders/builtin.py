@@ -6,6 +6,8 @@ for the same settings gets the same object.
 
 from __future__ import annotations
 
+import numbers
+import os
 import threading
 from pathlib import Path
 
@@ -47,7 +49,7 @@ def load_builtin(
     *,
     max_tokens: int = 256,
     truncate: str = "head",
-    cache_dir: Path | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     threads: int | None = None,
 ) -> Encoder:
     """Load ``minilm``, ``minilm-int8`` or ``static`` (a ``builtin:`` prefix is accepted).
@@ -55,12 +57,22 @@ def load_builtin(
     `max_tokens` counts MiniLM's [CLS]/[SEP]; `truncate` keeps the ``head``, the
     ``tail`` or both ends (``head_tail``) of long texts; `cache_dir` holds the ONNX
     export (default: `default_cache_dir()`); `threads` are onnxruntime intra-op threads.
+    A setting of the wrong type (``max_tokens="256"``, read from an environment variable
+    or a config file unconverted) is a `ConfigError` naming it, not a bare `TypeError`
+    from deep inside the encoder, or a float quietly accepted by one encoder only.
     """
+    if not isinstance(name, str):
+        raise ConfigError(f"the built-in encoder's name must be a string, not {name!r}")
     short = name.removeprefix("builtin:")
     if short not in BUILTIN_NAMES:
         raise ConfigError(f"unknown built-in encoder {name!r}; choose one of {BUILTIN_NAMES}")
+    max_tokens = _whole("max_tokens", max_tokens)
+    if threads is not None:
+        threads = _whole("threads", threads)
     mode = check_truncate(truncate)
-    directory = (cache_dir or default_cache_dir()).expanduser().resolve()
+    if cache_dir is not None and not isinstance(cache_dir, str | os.PathLike):
+        raise ConfigError(f"cache_dir must be a path, not {cache_dir!r}")
+    directory = (Path(cache_dir) if cache_dir else default_cache_dir()).expanduser().resolve()
     key = (short, max_tokens, mode, directory if short != "static" else None, threads)
     with _LOCK:
         found = _LOADED.get(key)
@@ -72,3 +84,11 @@ def load_builtin(
                 found = _minilm(precision, max_tokens, mode, directory, threads)
             _LOADED[key] = found
         return found
+
+
+def _whole(setting: str, value: object) -> int:
+    """`value` as an int: an integer of any kind (numpy's too), not a bool (``True``
+    would read as 1), a float or a string."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{setting} must be an integer, not {value!r}")
+    return int(value)
