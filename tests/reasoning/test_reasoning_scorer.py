@@ -67,6 +67,16 @@ def test_read_reasoning(tmp_path: Path) -> None:
     assert data.groups[1] == "g1" and data.sources == ("x", None)
 
 
+def test_labels_are_read_in_any_case(tmp_path: Path) -> None:
+    """As safety data's are: "Reasoning" was refused, "Jailbreak" taken."""
+    rows: list[object] = [
+        {"text": "prove it", "label": "Reasoning"},
+        {"text": "hi", "label": " DIRECT "},
+        {"text": "why?", "label": "reasoning"},
+    ]
+    assert read_reasoning(_write(tmp_path / "d.jsonl", rows)).labels.tolist() == [1, 0, 1]
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
@@ -76,7 +86,8 @@ def test_read_reasoning(tmp_path: Path) -> None:
         ('{"prompt": "x", "weak_correct": true}', "missing field 'text'"),  # difficulty's
         ('{"text": null, "label": "direct"}', "field 'text' must be a non-empty string"),
         ('{"text": "  ", "label": "direct"}', "field 'text' must be a non-empty string"),
-        ('{"text": "x", "label": "hard"}', 'field \'label\' must be "reasoning" or "direct"'),
+        ('{"text": "x", "label": "Hard"}', '"reasoning" or "direct" (in any case), got "Hard"'),
+        ('{"text": "x", "label": 1}', '"reasoning" or "direct" (in any case), got 1'),
         ('{"text": "x"}', "missing field 'label'"),
     ],
 )

@@ -88,6 +88,19 @@ def test_read_data_keeps_other_labels_and_groups_by_text(tmp_path: Path) -> None
     assert len(twice) == 6 and split_sides(twice).tolist()[:3] == split_sides(twice).tolist()[3:]
 
 
+def test_the_detector_labels_are_read_in_any_case(tmp_path: Path) -> None:
+    """As ``train safety`` read them: `read_safety_data` itself kept ``Jailbreak`` apart as
+    another label, so a caller training from it lost those rows from the attacks."""
+    rows: list[object] = [
+        {"text": ATTACK, "label": " Jailbreak"},
+        {"text": BENIGN, "label": "BENIGN"},
+        {"text": "how to make a bomb", "label": "Harmful"},
+    ]
+    data = read_safety_data(_write(tmp_path / "d.jsonl", rows))
+    assert data.labels == ("jailbreak", "benign", "Harmful")  # others as written, reported
+    assert data.is_attack.tolist() == [True, False, False]
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [

@@ -21,7 +21,7 @@ def train_reasoning(
         typer.Option(
             "--data",
             "-d",
-            help='JSONL with text and label ("reasoning" or "direct").',
+            help='JSONL with text and label ("reasoning" or "direct", in any case).',
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")],

@@ -52,17 +52,10 @@ def _encoder(spec: str) -> Encoder:
 
 
 def _read(data: Path) -> SafetyData:
-    """The labelled rows, with a detector label in any case (``Jailbreak``, ``BENIGN``)
-    read as that label rather than reported apart as another one."""
-    from dataclasses import replace
+    """The labelled rows (a detector label in any case is that label: `read_safety_data`)."""
+    from llmroute.safety.injection import read_safety_data
 
-    from llmroute.safety.injection import SAFETY_LABELS, read_safety_data
-
-    rows = read_safety_data(data)
-    labels = tuple(
-        label.lower() if label.lower() in SAFETY_LABELS else label for label in rows.labels
-    )
-    return rows if labels == rows.labels else replace(rows, labels=labels)
+    return read_safety_data(data)
 
 
 @train_app.command("safety")

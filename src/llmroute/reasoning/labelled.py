@@ -1,7 +1,8 @@
 """Labelled reasoning data: does a prompt need extended thinking (``reasoning``) or not
 (``direct``)?
 
-One JSON object a line: ``{"text": "...", "label": "reasoning" | "direct"}``; ``group``
+One JSON object a line: ``{"text": "...", "label": "reasoning" | "direct"}`` (the label
+in any case: ``Reasoning`` is ``reasoning``, as safety data's labels are); ``group``
 (rows that must stay on one side of the split, default: `group_key` of the text, which
 keeps MMLU questions sharing a reading passage together) and ``source`` are optional,
 other fields are ignored, blank lines skipped. A bad line raises `DataError` naming the
@@ -86,9 +87,12 @@ def _parse_line(record: dict[str, Any], file: str, number: int) -> tuple[str, in
     if not isinstance(text, str) or not text.strip():
         raise DataError("field 'text' must be a non-empty string", file=file, line=number)
     label = record.get("label")
+    if isinstance(label, str):  # in any case, as safety data's labels are
+        label = label.strip().lower()
     if label not in LABELS:
         raise DataError(
-            f'field \'label\' must be "reasoning" or "direct", got {json.dumps(label)}',
+            f'field \'label\' must be "reasoning" or "direct" (in any case), got '
+            f"{json.dumps(record.get('label'))}",
             file=file,
             line=number,
         )

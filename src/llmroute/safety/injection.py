@@ -179,10 +179,12 @@ def _normalised_sha1(text: str) -> str:
 
 
 def read_safety_data(path: str | os.PathLike[str], *more: str | os.PathLike[str]) -> SafetyData:
-    """Read JSONL lines with ``text`` (a string) and ``label`` (a non-empty string);
-    ``source``, ``category`` and ``group`` are optional (group: the SHA-1 of the NFKC
-    lower-cased, whitespace-collapsed text). Several files are concatenated. A bad line
-    raises `DataError` naming the file and line; so does a file with no rows."""
+    """Read JSONL lines with ``text`` (a string) and ``label`` (a non-empty string; the
+    detector's labels in any case, ``Jailbreak`` read as ``jailbreak`` rather than kept
+    apart as another label); ``source``, ``category`` and ``group`` are optional (group:
+    the SHA-1 of the NFKC lower-cased, whitespace-collapsed text). Several files are
+    concatenated. A bad line raises `DataError` naming the file and line; so does a file
+    with no rows."""
     rows: list[tuple[str, str, str, str, str]] = []
     for one in (path, *more):
         rows += read_jsonl(
@@ -209,10 +211,13 @@ def _parse_line(record: dict[str, Any], file: str, number: int) -> tuple[str, st
             file=file,
             line=number,
         )
+    label = label.strip()
+    if label.lower() in SAFETY_LABELS:  # `Jailbreak` is that label, not another one
+        label = label.lower()
     group = record.get("group")
     return (
         text,
-        label.strip(),
+        label,
         str(group) if group is not None else _normalised_sha1(text),
         str(record.get("source") or ""),
         str(record.get("category") or ""),
