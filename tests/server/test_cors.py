@@ -5,6 +5,7 @@ end: `llmroute serve` as a subprocess, a fake upstream behind it."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,7 @@ auth:
 """
 ASK = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
 ENV = {"LLMROUTE_TEST_WEB_KEY": KEY, "LLMROUTE_TELEMETRY_URL": "off"}
+ID = re.compile(r"[0-9a-f]{24}")  # a request id's format (a decision id's)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +86,25 @@ def test_another_origin_gets_no_grant(gateway: Served) -> None:
     reply = _preflight(gateway.url, "https://evil.example.net")
     assert reply.status_code == 400
     assert "access-control-allow-origin" not in reply.headers
+
+
+def test_preflights_and_refusals_carry_a_request_id(gateway: Served) -> None:
+    """CORS answers a preflight itself, before any other layer: its answers (a grant,
+    or a 400 for another origin) carried no ``x-request-id``, which every other answer
+    has. Each is a fresh one, and ``x-request-id`` is among what a page may read."""
+    granted = _preflight(gateway.url, APP)
+    other = _preflight(gateway.url, "https://evil.example.net")
+    refused = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json=ASK,
+        headers={"Origin": "https://evil.example.net", "Sec-Fetch-Site": "cross-site"},
+        timeout=10,
+    )
+    assert (granted.status_code, other.status_code, refused.status_code) == (200, 400, 403)
+    assert refused.json()["error"]["code"] == "cross_origin_forbidden"
+    ids = [r.headers.get_list("x-request-id") for r in (granted, other, refused)]
+    assert all(len(one) == 1 and ID.fullmatch(one[0]) for one in ids), ids
+    assert len({one[0] for one in ids}) == 3
 
 
 def test_without_the_option_no_cors_header_is_sent(tmp_path: Path) -> None:

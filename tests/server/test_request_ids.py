@@ -20,6 +20,7 @@ from fake_upstream import FakeUpstream
 from gateway_proc import Served, serve_text, wait_for
 
 from llmroute.server.errors import AnswerUnhandled
+from llmroute.server.watched_send import StampRequestIds
 
 KEY_ENV = "LLMROUTE_TEST_IDS_KEY"
 KEY = "sk-ids-0123456789abcdef"
@@ -172,7 +173,7 @@ def test_an_unhandled_error_logs_the_id_the_client_gets(caplog: pytest.LogCaptur
 
     app_state = SimpleNamespace(state=SimpleNamespace())  # no metrics
     scope = {"type": "http", "method": "GET", "path": "/x", "headers": [], "app": app_state}
-    asyncio.run(AnswerUnhandled(app)(scope, receive, send))
+    asyncio.run(StampRequestIds(AnswerUnhandled(app))(scope, receive, send))
     headers = dict(sent[0]["headers"])
     request_id = headers[b"x-request-id"].decode()
     assert sent[0]["status"] == 500 and ID.fullmatch(request_id)

@@ -61,6 +61,7 @@ from llmroute.server.root_path import StripRootPath
 from llmroute.server.settings import REGISTRY_ENV, ServeSettings
 from llmroute.server.shutdown import AnswerCutRequests
 from llmroute.server.state import SETTLE_RESERVE_S, Gateway, PinGateway
+from llmroute.server.watched_send import StampRequestIds
 from llmroute.server.workers import KILL_MARGIN_S
 from llmroute.telemetry.metrics import GatewayMetrics
 from llmroute.telemetry.service import Telemetry
@@ -179,6 +180,7 @@ def create_app(
         middleware=[
             # outermost first; the prefix off before any layer reads the path
             *_root_path_middleware(serve_settings.root_path),
+            Middleware(StampRequestIds),  # CORS's own answers (a preflight's) too
             *cors_middleware(serve_settings.cors_origins),
             Middleware(AnswerUnhandled),
             *browser_middleware(

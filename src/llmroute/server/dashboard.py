@@ -46,6 +46,7 @@ from llmroute.server.metrics import budget_readings
 from llmroute.server.root_path import StripRootPath, asked_path
 from llmroute.server.settings import ServeSettings
 from llmroute.server.state import gateway_of
+from llmroute.server.watched_send import StampRequestIds
 from llmroute.state.stores import MemoryStore
 from llmroute.telemetry.dashboard import (
     DEFAULT_MAX_ROWS,
@@ -349,6 +350,7 @@ def create_log_dashboard(
         },
         middleware=[  # outermost first, as the gateway's
             *([] if root_path is None else [Middleware(StripRootPath, prefix=root_path)]),
+            Middleware(StampRequestIds),
             Middleware(AnswerUnhandled),
             *browser_middleware(("*",), bind_host, allowed_hosts, server="dashboard"),
         ],

@@ -226,7 +226,7 @@ class AnswerUnhandled:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        watched = WatchedSend.of(send, scope)  # the outermost: answers get an id here
+        watched = WatchedSend.of(send)  # the id is stamped outside (`StampRequestIds`)
         try:
             await self.app(scope, receive, watched)
         except Exception as exc:
