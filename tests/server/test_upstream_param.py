@@ -27,6 +27,11 @@ models:
     model: "renamed?unsupported=max_completion_tokens"
     rename_params: {max_tokens: max_completion_tokens}
   filtered: {provider: fake, model: "filtered?filter=1"}
+  base:
+    provider: fake
+    model: "base?unsupported=suffix,max_length"
+    text_completions: true
+    rename_params: {max_tokens: max_length}
 routes:
   - {name: chat, examples: ["hello there", "how are you today"], target: picky}
 default: {target: picky}
@@ -88,6 +93,19 @@ def test_the_completions_front_names_a_field_its_client_sent(gateway: Served) ->
     assert refused.value.param == "max_tokens"  # renamed max_completion_tokens, named back
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_completion_sent_raw_keeps_the_upstream_param(gateway: Served, stream: bool) -> None:
+    """A model continuing raw text is sent the client's completions body: its upstream's
+    ``param`` names a field the client sent (it was left null, as a chat body's)."""
+    client = _client(gateway)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.completions.create(model="base", prompt="def f(", suffix="return 1", stream=stream)
+    assert refused.value.param == "suffix" and refused.value.code == "unsupported_parameter"
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.completions.create(model="base", prompt="def f(", max_tokens=20, stream=stream)
+    assert refused.value.param == "max_tokens"  # renamed to max_length: named back
+
+
 def test_a_converted_front_names_its_own_messages_field() -> None:
     """An upstream's ``messages[0]...`` is the front's ``input`` (``prompt``), without
     the index: the chat body's messages are not the input's items one for one."""
@@ -110,6 +128,9 @@ def test_a_converted_front_names_its_own_messages_field() -> None:
     unsent = GatewayError(400, "x", param="top_p", upstream_param=True)
     assert _front_param(unsent, "/v1/completions", sent) is None
     assert front("tools", upstream=False) == "tools"
+    raw = GatewayError(400, "x", param="suffix", upstream_param=True)
+    raw.upstream_raw = True  # a completion sent as it came
+    assert _front_param(raw, "/v1/completions", {"prompt": "def f("}) == "suffix"
 
 
 def test_error_from_response_keeps_param_within_bounds() -> None:

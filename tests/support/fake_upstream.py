@@ -678,9 +678,15 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             with ``logprobs``; streamed word by word when asked (``mid=1``: broken after
             the first word; ``pause=S``: an empty chunk, then S seconds of nothing, then
             with ``early=1`` an error event instead of the words); ``nosuffix=1``: a
-            ``suffix`` is refused with vLLM's 400; ``nochat=1`` (on the chat endpoint):
-            refused as a base model without a chat template."""
+            ``suffix`` is refused with vLLM's 400; ``unsupported=A,B`` as on chat;
+            ``nochat=1`` (on the chat endpoint): refused as a base model without a chat
+            template."""
             prompt, suffix = str(body.get("prompt", "")), body.get("suffix")
+            if "unsupported" in faults:  # OpenAI's 400, naming a field of this body
+                error = _refused({"unsupported": faults["unsupported"]}, body)
+                if error is not None:
+                    self._send_json(400, {"error": error})
+                    return
             if suffix and "nosuffix" in faults:  # vLLM's answer to the field
                 error = {"message": "suffix is not currently supported", "type": "BadRequestError"}
                 self._send_json(400, {"error": error})

@@ -338,7 +338,7 @@ async def _serve_planned(
         trace.finish(unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), stream, usage))
         return Response(status_code=CLIENT_CLOSED), False
     except LlmrouteError as exc:
-        error = _routed_error(gateway, exc, plan.decision, body)
+        error = _routed_error(gateway, exc, plan, body)
         # what it paid for all the same: an answer the content filter withheld, a
         # cascade tier answered before a later one failed (charged to their budgets)
         paid = total_usage(spend.answered)
@@ -717,16 +717,19 @@ def _stream_done(
 
 
 def _routed_error(
-    gateway: Gateway, exc: LlmrouteError, decision: Decision, body: Mapping[str, Any]
+    gateway: Gateway, exc: LlmrouteError, plan: Plan, body: Mapping[str, Any]
 ) -> GatewayError:
-    """The answer to `exc`, raised once the request was routed: with the decision's
-    headers, and an upstream's ``param`` as the client's `body` names it
-    (`param_as_asked`: a field the model's ``rename_params`` renamed)."""
-    error = gateway_error(exc, decision_headers(decision))
+    """The answer to `exc`, raised once `plan` was routed: with the decision's headers,
+    and an upstream's ``param`` as the client's `body` names it (`param_as_asked`: a
+    field the model's ``rename_params`` renamed). A completion a model continuing raw
+    text was sent as it came (`Plan.text`) is marked so: that upstream's ``param`` names
+    a field of the client's own body (``prompt``, ``suffix``), which its front keeps."""
+    error = gateway_error(exc, decision_headers(plan.decision))
     if error.param is not None and error.upstream_param:
         model = gateway.router.loaded.registry.models.get(getattr(exc, "model", None) or "")
         if model is not None:
             error.param = param_as_asked(error.param, body, model)
+            error.upstream_raw = plan.text is not None and model.text_completions
     return error
 
 

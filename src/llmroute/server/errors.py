@@ -78,6 +78,9 @@ class GatewayError(Exception):
         # `param` is the upstream's: it names a field of the chat body the model was
         # sent, which a converted front's client did not send as such
         self.upstream_param = upstream_param
+        # ... unless the model was sent the front's own body (a completion sent raw to a
+        # model continuing text): then it names a field the client sent
+        self.upstream_raw = False
 
     def response(self) -> JSONResponse:
         """The OpenAI error JSON: ``{"error": {"message", "type", "param", "code"}}``;

@@ -134,13 +134,14 @@ def _front_param(error: GatewayError, path: str, body: Body) -> str | None:
     converted chat body: its messages are the front's body field, without the index
     (a system message or ``instructions`` shifts them); any other is left null rather
     than naming a field the client did not send. A completions `body` names its other
-    fields as the chat body does (``n``, ``temperature``, ``stop``; a text model is sent
-    it as it came, ``prompt`` too): one it holds is named as it is."""
+    fields as the chat body does (``n``, ``temperature``, ``stop``): one it holds is named
+    as it is, and so is any of a completion sent raw (`GatewayError.upstream_raw`: it
+    names a field of the client's own body, ``suffix``, ``echo``)."""
     param = error.param
     if param is None:
         return None
     if error.upstream_param:
-        if path == _COMPLETIONS and _field_of(param) in body:
+        if error.upstream_raw or (path == _COMPLETIONS and _field_of(param) in body):
             return param
         if param != "messages" and not param.startswith(("messages[", "messages.")):
             return None
