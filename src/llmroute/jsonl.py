@@ -18,6 +18,7 @@ from llmroute.untrusted_json import NotUnicode, TooDeep, loads
 
 __all__ = [
     "JSONL_SUFFIXES",
+    "LONE_CR",
     "STDIN",
     "is_jsonl",
     "is_stdin",
@@ -131,11 +132,11 @@ def read_lines(path: str | os.PathLike[str], *, what: str) -> list[str]:
         raise DataError("not valid UTF-8", file=file, line=number) from exc
     for number, line in enumerate(lines, start=1):
         if "\r" in line:  # prompts "\r"-separated would be read, silently, as one
-            raise DataError(_LONE_CR, file=file, line=number)
+            raise DataError(LONE_CR, file=file, line=number)
     return lines
 
 
-_LONE_CR = (
+LONE_CR = (
     "holds a carriage return (\\r) that ends no line: lines end with \\n (or \\r\\n), and a "
     "file whose lines end with \\r alone (classic Mac OS) reads as one line; convert it "
     "(tr '\\r' '\\n' < FILE > NEW)"
@@ -149,7 +150,7 @@ def _json_line(line: bytes, file: str, number: int) -> dict[str, Any]:
         return json_object(line, file, number)
     except DataError as exc:
         if exc.message.startswith("invalid JSON") and b"\r" in line.strip():
-            raise DataError(_LONE_CR, file=file, line=number) from None
+            raise DataError(LONE_CR, file=file, line=number) from None
         raise
 
 

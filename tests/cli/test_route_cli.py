@@ -169,6 +169,17 @@ def test_non_utf8_stdin_is_a_clear_error(static_registry: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_stdin_lines_ended_by_a_lone_carriage_return_are_a_clear_error(
+    static_registry: Path,
+) -> None:
+    """Prompts separated by \r alone (classic Mac OS) were routed as one prompt; files of
+    prompts and JSONL already said so."""
+    result = llmroute("route", "-r", str(static_registry), stdin=b"hello\nfirst\rsecond\n")
+    assert result.returncode == 2 and not result.stdout
+    said = " ".join(result.stderr.split())
+    assert "stdin line 2 holds a carriage return" in said and "Traceback" not in said
+
+
 def test_undecodable_prompt_argument_is_a_clear_error(static_registry: Path) -> None:
     # "\udcff" is how Python holds the argv byte 0xff; subprocess sends the byte back.
     result = llmroute("route", "-r", str(static_registry), "bad \udcff byte")

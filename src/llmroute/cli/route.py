@@ -166,9 +166,13 @@ def _read_stdin_lines() -> list[str]:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         fail(f"stdin is not valid UTF-8 (line {line}, byte offset {exc.start}); convert it first")
-    from llmroute.jsonl import text_lines
+    from llmroute.jsonl import LONE_CR, text_lines
 
-    return text_lines(text)
+    lines = text_lines(text)
+    for number, line in enumerate(lines, start=1):
+        if "\r" in line:  # prompts "\r"-separated would be routed, silently, as one
+            fail(f"stdin line {number} {LONE_CR.replace('FILE', 'stdin')}")
+    return lines
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
