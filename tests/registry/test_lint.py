@@ -39,6 +39,40 @@ def test_an_example_taught_as_two_labels_is_a_warning() -> None:
     assert not any("what is love" in w for w in warnings)
 
 
+def test_a_registry_whose_examples_did_not_change_is_not_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gateway lints every registry it reloads, right after the swap: reading every
+    example again there held the GIL against the new registry's first requests. A
+    reload that leaves the examples as they were (a model added) reuses their
+    warnings; one that edits them, or renames a route, reads them again."""
+    from llmroute.registry import lint as linting
+
+    keyed: list[str] = []
+    original = linting._key
+
+    def counting(text: str) -> str:
+        keyed.append(text)
+        return original(text)
+
+    monkeypatch.setattr(linting, "_key", counting)
+    text = TEXT.replace("what is love?", "what is love, really?")  # not linted before
+    first = lint(parse_registry(text).registry)
+    assert keyed  # read
+
+    keyed.clear()
+    added = text.replace(
+        "models: {m: {provider: p, model: m}}",
+        "models: {m: {provider: p, model: m}, n: {provider: p, model: n}}",
+    )
+    assert lint(parse_registry(added).registry) == first
+    assert keyed == []  # not read again
+
+    renamed = lint(parse_registry(added.replace("name: a,", "name: a2,")).registry)
+    assert keyed  # read again, and said with the new name
+    assert "is also an example of route 'a2' (routes[0].examples[0])" in renamed[0]
+
+
 def test_the_example_registry_has_none() -> None:
     assert lint(load_registry(ROOT / "examples" / "registry.yaml").registry) == []
 

@@ -553,7 +553,8 @@ class Reloader:
         self._retiring.append(old)
         tasks.start_soon(self._retire, old)
         # in a thread: the lint reads every example (60-400 ms at 300 routes / 15k examples),
-        # which on the event loop stalled every request the new registry had just taken
+        # which on the event loop stalled every request the new registry had just taken;
+        # a reload that left the examples as they were reuses their warnings (lint.py)
         await anyio.to_thread.run_sync(warn_registry, new.router.loaded.registry, self._workers)
 
     async def _swap_telemetry(self, settings: TelemetrySettings) -> Telemetry | None:
