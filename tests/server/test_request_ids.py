@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,6 +29,8 @@ KEY_ENV = "LLMROUTE_TEST_IDS_KEY"
 KEY = "sk-ids-0123456789abcdef"
 ONCE_ENV = "LLMROUTE_TEST_IDS_ONCE_KEY"
 ONCE_KEY = "sk-ids-once-9876543210"
+TIGHT_ENV = "LLMROUTE_TEST_IDS_TIGHT_KEY"
+TIGHT_KEY = "sk-ids-tight-1357924680"
 REGISTRY = f"""
 encoder: builtin:static
 providers:
@@ -42,6 +47,7 @@ auth:
   keys:
     - {{name: team, key_env: {KEY_ENV}}}
     - {{name: once, key_env: {ONCE_ENV}, rpm: 1}}
+    - {{name: tight, key_env: {TIGHT_ENV}, tpm: 50}}
 """
 ID = re.compile(r"[0-9a-f]{24}")  # a decision id's format: ms, then random
 ASK = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
@@ -50,7 +56,7 @@ ASK = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]
 @pytest.fixture(scope="module")
 def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     args = ["--log-format", "json", "--log-requests", "--no-access-log", "--max-body-bytes", "4096"]
-    env = {KEY_ENV: KEY, ONCE_ENV: ONCE_KEY, "LLMROUTE_TELEMETRY_URL": "off"}
+    env = {KEY_ENV: KEY, ONCE_ENV: ONCE_KEY, TIGHT_ENV: TIGHT_KEY, "LLMROUTE_TELEMETRY_URL": "off"}
     tmp = tmp_path_factory.mktemp("request_ids")
     with serve_text(REGISTRY % {"url": upstream.url}, tmp, args, env) as served:
         yield served
@@ -228,3 +234,77 @@ def test_a_request_its_client_hung_up_on_is_one_request_line(gateway: Served) ->
         _client(gateway, "sk-wrong").models.list()
     assert _line_of(gateway, str(after.value.request_id))
     assert [r.get("model") for r in gone()] == ["slow"]
+
+
+def _lines_naming(gateway: Served, request_id: str) -> list[dict[str, Any]]:
+    return [r for r in _lines(gateway) if request_id in (r.get("decision_id"), r.get("request_id"))]
+
+
+def test_a_request_its_keys_tpm_refuses_after_routing_is_its_decision(gateway: Served) -> None:
+    """A key's ``tpm`` hold refuses the request once it is routed (its estimate, ~400
+    tokens, would pass the 50 a minute; the window before it was under it, which the
+    key's check before routing lets in): the 429 carries the decision's id and headers,
+    and the request is one line, its decision's, not an unrouted line with an id of its
+    own."""
+    client = _client(gateway, TIGHT_KEY)
+    client.chat.completions.create(**ASK)  # a few tokens in the window: it is not empty
+    refused = None
+    for _ in range(3):  # (its tokens are counted as it ends: at once, or by the next)
+        try:
+            client.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": "hello there " * 130}]
+            )
+        except openai.RateLimitError as exc:
+            refused = exc
+            break
+    assert refused is not None
+    headers = refused.response.headers
+    request_id = str(refused.request_id)
+    assert request_id == headers["x-llmroute-decision-id"] and headers["x-llmroute-route"]
+    assert "tokens per minute" in refused.message
+    wait_for(f"the line of {request_id}", lambda: _lines_naming(gateway, request_id), 10)
+    with pytest.raises(openai.AuthenticationError) as after:  # a line logged after its
+        _client(gateway, "sk-wrong").models.list()
+    assert _line_of(gateway, str(after.value.request_id))
+    (line,) = _lines_naming(gateway, request_id)
+    assert line["decision_id"] == request_id and "request_id" not in line
+    assert (line["status"], line["error"]) == (429, "rate_limit_exceeded")
+
+
+def test_a_request_cut_by_the_shutdown_is_one_line_with_the_id_its_503_carries(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """A chat request still waiting on its model when the graceful timeout ends gets
+    503 ``server_shutdown``: that answer carries its decision's id, and the request is
+    logged once, as its decision (it was also an unrouted 503 line, with another id)."""
+    args = ["--log-format", "json", "--log-requests", "--no-access-log"]
+    args += ["--graceful-timeout", "1"]
+    env = {KEY_ENV: KEY, ONCE_ENV: ONCE_KEY, TIGHT_ENV: TIGHT_KEY, "LLMROUTE_TELEMETRY_URL": "off"}
+    hung = "hung?delay=60"
+    text = REGISTRY.replace('"slow?delay=3"', f'"{hung}"') % {"url": upstream.url}
+    answers: list[httpx.Response] = []
+    with serve_text(text, tmp_path, args, env) as served:
+
+        def ask() -> None:
+            answers.append(
+                httpx.post(
+                    f"{served.url}/v1/chat/completions",
+                    json={**ASK, "model": "slow"},
+                    headers={"authorization": f"Bearer {KEY}"},
+                    timeout=30,
+                )
+            )
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        wait_for("the call upstream", lambda: upstream.counts[hung] > 0, 20)
+        served.proc.send_signal(signal.SIGTERM)
+        served.proc.wait(timeout=30)
+        asker.join(timeout=30)
+    (cut,) = answers
+    assert cut.status_code == 503 and cut.json()["error"]["code"] == "server_shutdown"
+    request_id = cut.headers["x-request-id"]
+    assert ID.fullmatch(request_id)
+    lines = _lines(served)
+    assert [r.get("decision_id", r.get("request_id")) for r in lines] == [request_id]
+    assert (lines[0]["status"], lines[0]["error"]) == (503, "server_shutdown")

@@ -9,6 +9,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from gateway_proc import ECHO_ONLY, free_port, wait_for
 from starlette.requests import Request
 from starlette.responses import Response
 
+from llmroute.dispatch import Dispatcher, Plan, Served
 from llmroute.server import app as app_module
 
 
@@ -24,10 +26,15 @@ async def _fails(request: Request) -> Response:
     raise RuntimeError("the handler's own bug")
 
 
+async def _fails_to_dispatch(self: Dispatcher, plan: Plan, body: dict[str, Any]) -> Served:
+    raise RuntimeError("a bug once the request is routed")
+
+
 @pytest.fixture
 def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setattr(app_module, "list_models", _fails)
     monkeypatch.setattr(app_module, "messages", _fails)
+    monkeypatch.setattr(Dispatcher, "complete", _fails_to_dispatch)  # chat, once routed
     registry = tmp_path / "registry.yaml"
     registry.write_text(ECHO_ONLY)
     port = free_port()
@@ -86,3 +93,28 @@ def test_an_unhandled_error_is_one_500_and_one_log_record(
     ]
     assert all(record.exc_info is not None for record in errors)
     assert 'status="500"' in metrics
+
+
+def test_an_unhandled_error_after_routing_is_its_decision(
+    served: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug once the request is routed: its 500 carries the decision's id, which the
+    error's log record names, and the request is one request line, its decision's (500
+    ``internal_error``); it was no decision at all, and a line with an id of its own."""
+    caplog.set_level(logging.INFO)
+    answer = httpx.post(
+        f"{served}/v1/chat/completions",
+        json={"model": "auto", "messages": [{"role": "user", "content": "hello there"}]},
+        timeout=10,
+    )
+    assert answer.status_code == 500 and answer.json()["error"]["code"] == "internal_error"
+    request_id = answer.headers["x-request-id"]
+    lines = [r.__dict__["request"] for r in caplog.records if r.name == "llmroute.requests"]
+    assert [line.get("decision_id", line.get("request_id")) for line in lines] == [request_id]
+    assert (lines[0]["status"], lines[0]["error"], lines[0]["route"]) == (
+        500,
+        "internal_error",
+        "chat",
+    )
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [f"unhandled error on POST /v1/chat/completions (request {request_id})"]

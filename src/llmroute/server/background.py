@@ -20,6 +20,7 @@ from typing import Any
 from starlette.requests import Request
 
 from llmroute.server.background_stream import RunLog
+from llmroute.server.request_ids import apart
 from llmroute.server.state import per_app
 
 __all__ = ["BackgroundRuns", "background_runs", "detached"]
@@ -103,11 +104,13 @@ def background_runs(request: Request) -> BackgroundRuns:
 
 def detached(request: Request) -> Request:
     """`request` (its body read) for work that outlives its connection: what it receives
-    next never comes, so nothing takes the closed connection for a client that left."""
+    next never comes, so nothing takes the closed connection for a client that left. Its
+    scope is a copy (`apart`): the work's decision id is not the id of the request's own
+    answer, which may not have started yet."""
     never = asyncio.Event()
 
     async def receive() -> dict[str, Any]:
         await never.wait()
         return {"type": "http.disconnect"}
 
-    return Request(request.scope, receive)
+    return Request(apart(request.scope), receive)

@@ -47,6 +47,7 @@ from llmroute.server.completions import COMPLETIONS_FRONT, to_chat_body
 from llmroute.server.embeddings import embed
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.fronts import answer_converted
+from llmroute.server.request_ids import apart, request_id_of
 from llmroute.server.responses import answer_responses
 from llmroute.server.state import Gateway, live_requests
 from llmroute.state.batches import BatchRecord, BatchStore, Written
@@ -300,9 +301,9 @@ class BatchRun:
 
     async def _send(self, body: dict[str, Any]) -> Response:
         """`body` answered as its endpoint answers it, the error as its JSON response."""
-        # a scope of its own: serving notes per-request state in it
+        # a scope of its own: serving notes per-request state in it (its id too)
         scope = {
-            **self.request.scope,
+            **apart(self.request.scope),
             "path": self.endpoint,
             "method": "POST",
             GATEWAY_TAGS: self._tags,
@@ -332,8 +333,10 @@ class BatchRun:
         except LlmrouteError as exc:
             return gateway_error(exc).response()
         except Exception:  # one request's failure is its own, not the batch's
-            log.exception("batch %s: a request failed", self.record.id)
-            return GatewayError(500, "internal server error").response()
+            request_id = request_id_of(scope)  # its decision's, once routed
+            log.exception("batch %s: a request failed (request %s)", self.record.id, request_id)
+            headers = {"x-request-id": request_id}
+            return GatewayError(500, "internal server error", headers=headers).response()
 
     async def _ticking(self, task: asyncio.Task[None]) -> None:
         """Every `FLUSH_S` (a third of the lease if shorter) until the run stops: answers

@@ -36,9 +36,10 @@ from llmroute.server.body import read_json_object, require_messages
 from llmroute.server.cached import cache_headers, hit_headers
 from llmroute.server.chunk_translation import translated
 from llmroute.server.ended_stream import END_S, STREAM_HEADERS, EndedStream, closers_of
-from llmroute.server.errors import GatewayError, gateway_error
+from llmroute.server.errors import INTERNAL_ERROR, GatewayError, gateway_error
 from llmroute.server.keepalive import keepalive_of, with_keepalive
 from llmroute.server.pool import keep_in_pool, may_reach
+from llmroute.server.request_ids import routed_as
 from llmroute.server.shutdown import stopping
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.state import CacheLookup, look_up, replay
@@ -207,7 +208,10 @@ async def serve_chat(
             unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), body.get("stream") is True)
         )
         return Response(status_code=CLIENT_CLOSED)
-    release = await _hold_tokens(request, gateway, body)
+    # every answer from here on is the decision's, whatever it is (a 500, a shutdown's
+    # 503), and is logged as the decision, however the request ends
+    routed_as(request.scope, plan.decision.id)
+    release = await _hold_tokens(request, gateway, plan, body, ts, started_ns)
     handed = False  # a stream gives the tokens back when it ends
     try:
         response, handed = await _serve_planned(
@@ -265,13 +269,31 @@ async def _for_client(
 
 
 async def _hold_tokens(
-    request: Request, gateway: Gateway, body: dict[str, Any]
+    request: Request,
+    gateway: Gateway,
+    plan: Plan,
+    body: dict[str, Any],
+    ts: float,
+    started_ns: int,
 ) -> Callable[[], None] | None:
-    """The request's estimated prompt held against its key's ``tpm`` while it runs."""
+    """The request's estimated prompt held against its key's ``tpm`` while it runs. A
+    request refused here (or cut) is routed all the same: logged as its decision, its
+    error with the decision's headers."""
     key = api_key_of(request.scope)
     if key is None or key.tpm is None:
         return None
-    return await hold_key_tokens(request.scope, gateway, estimated_prompt_tokens(body))
+    try:
+        return await hold_key_tokens(request.scope, gateway, estimated_prompt_tokens(body))
+    except BaseException as exc:
+        ended = _ended_by(exc)
+        if ended is not None:
+            unserved = _Unserved(
+                gateway.router, recorder_of(request), plan.decision, body, ts, started_ns
+            )
+            unserved.record(*ended, (), body.get("stream") is True)
+        if isinstance(exc, GatewayError):
+            exc.headers = {**decision_headers(plan.decision), **exc.headers}
+        raise
 
 
 async def _serve_planned(
@@ -411,9 +433,19 @@ async def _ended_otherwise(
     ``server_shutdown`` when the gateway is stopping (after the graceful timeout), else
     as a client that hung up (499 ``client_disconnected``): a batch or background
     response its client cancelled (or a batch that expired, or that another process
-    took over), which had reached the models all the same."""
+    took over), which had reached the models all the same. Any other error is logged
+    with its status (a bug's 500 ``internal_error``) and what was paid before it: the id
+    its answer carries names the decision's record."""
     if not isinstance(exc, asyncio.CancelledError):
-        trace.fail(exc)
+        ended = _ended_by(exc)
+        record = None
+        if ended is not None:
+            paid = total_usage(spend.answered)
+            record = unserved.record(*ended, (), stream, paid)
+        if record is not None and record.status < 500:
+            trace.finish(record)
+        else:
+            trace.fail(exc)
         return
     status, error = cut_by(exc)
     usage: Usage | None = None
@@ -421,6 +453,22 @@ async def _ended_otherwise(
         usage = await _charged_abandoned(gateway, spend)
     finally:  # a second cancel while charging: the request is still logged
         trace.finish(unserved.record(status, error, (), stream, usage))
+
+
+def _ended_by(exc: BaseException) -> tuple[int, str] | None:
+    """The status and error a routed request that `exc` ended is logged with: as its
+    answer says it (`cut_by` for a cancel, a `GatewayError`'s own, a library error's as
+    `gateway_error` maps it, else ``handle_any``'s 500); None for an exit of the process
+    (no answer, nothing to log)."""
+    if isinstance(exc, asyncio.CancelledError):
+        return cut_by(exc)
+    if isinstance(exc, LlmrouteError):
+        exc = gateway_error(exc)
+    if isinstance(exc, GatewayError):
+        return exc.status, exc.code or "error"
+    if isinstance(exc, Exception):
+        return 500, INTERNAL_ERROR
+    return None
 
 
 def cut_by(exc: asyncio.CancelledError) -> tuple[int, str]:

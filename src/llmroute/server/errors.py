@@ -30,6 +30,7 @@ from llmroute.server.root_path import asked_path, paths_as_asked
 from llmroute.server.watched_send import WatchedSend
 
 __all__ = [
+    "INTERNAL_ERROR",
     "NO_RETRY",
     "AnswerUnhandled",
     "GatewayError",
@@ -50,6 +51,7 @@ log = logging.getLogger("llmroute.server")
 # On an answer no retry can change (a key's soft budget, spent this period), OpenAI's
 # and Anthropic's clients read this and raise at once rather than retry their 429.
 NO_RETRY = {"x-should-retry": "false"}
+INTERNAL_ERROR = "internal_error"  # the code of a 500 no handler expected (`handle_any`)
 
 
 class GatewayError(Exception):
@@ -212,7 +214,7 @@ async def handle_any(request: Request, exc: Exception) -> Response:
         request_id_of(request.scope),  # the x-request-id the client gets
         exc_info=exc,
     )
-    error = GatewayError(500, "internal server error", code="internal_error")
+    error = GatewayError(500, "internal server error", code=INTERNAL_ERROR)
     return counted(request, in_api_shape(request, error))
 
 

@@ -3,7 +3,9 @@
 gateway.
 
 A routed request's id is its decision's (`chat.decision_headers`, what
-``/v1/feedback`` takes). Any other answer (a bad body, a key refused, a 404, the
+``/v1/feedback`` takes), on every answer once it is routed (`routed_as`): a 500, the
+503 of a shutdown, a key's ``tpm`` refusing it before dispatch; its decision record is
+then its only request line. Any other answer (a bad body, a key refused, a 404, the
 model list) gets a fresh id in the same format when it starts, and nothing more: the
 hot path pays one scan of the answer's few headers. The request's own ``x-request-id``
 is not echoed: the id names this gateway's answer, and a client's could collide with
@@ -22,25 +24,44 @@ from starlette.types import Message, Scope, Send
 from llmroute.decision import new_decision_id
 from llmroute.telemetry.request_log import REQUESTS_LOGGER
 
-__all__ = ["REQUEST_ID", "request_id_of", "stamped"]
+__all__ = ["REQUEST_ID", "apart", "request_id_of", "routed_as", "stamped"]
 
 REQUEST_ID = b"x-request-id"
 _ANTHROPIC_ID = b"request-id"  # where Anthropic's clients read it (`_request_id`)
 _SCOPE_KEY = "llmroute.request_id"
+_DECISION_KEY = "llmroute.decision_id"  # set once the request is routed
 _MESSAGE_MOST = 300  # of an error's message in its request line
 _CLIENT_CLOSED = 499  # the status of a request whose client hung up (nginx's)
 _log = logging.getLogger(REQUESTS_LOGGER)
 
 
+def routed_as(scope: Scope, decision_id: str) -> None:
+    """The request of `scope` is routed, as `decision_id`: every answer it gets from now
+    on carries that id, and writes no request line of its own (the decision's record,
+    which its server writes however it ends, is the request's line). A dict write: the
+    decision path pays nothing more."""
+    scope[_DECISION_KEY] = decision_id
+
+
 def request_id_of(scope: Scope) -> str:
-    """The id of the request's answer when it has none of a decision: made the first
-    time it is asked for (a log line that must name it before the answer starts), the
-    same one after."""
+    """The id of the request's answer: its decision's once routed (`routed_as`), else
+    made the first time it is asked for (a log line that must name it before the answer
+    starts), the same one after."""
+    decided = scope.get(_DECISION_KEY)
+    if isinstance(decided, str):
+        return decided
     known = scope.get(_SCOPE_KEY)
     if isinstance(known, str):
         return known
     made = scope[_SCOPE_KEY] = new_decision_id()
     return made
+
+
+def apart(scope: Scope) -> dict[str, Any]:
+    """A copy of `scope` for work answered apart from its request's own answer (a batch's
+    line, a background response): it gets ids of its own, neither that answer's nor, once
+    routed, the work's written back into the request's scope."""
+    return {k: v for k, v in scope.items() if k != _SCOPE_KEY and k != _DECISION_KEY}
 
 
 def stamped(message: Message, scope: Scope, send: Send) -> Send:
@@ -63,8 +84,14 @@ def stamped(message: Message, scope: Scope, send: Send) -> Send:
     message["headers"] = added
     status = int(message.get("status", 200))
     # a 499 is no line: nobody reads it, and what answered it logged the request (chat's
-    # decision, an embeddings row) or nothing came to log (a body cut off)
-    if status < 400 or status == _CLIENT_CLOSED or not _log.isEnabledFor(logging.INFO):
+    # decision, an embeddings row) or nothing came to log (a body cut off); nor is an
+    # error after routing (`routed_as`): the decision's record is its line
+    if (
+        status < 400
+        or status == _CLIENT_CLOSED
+        or _DECISION_KEY in scope
+        or not _log.isEnabledFor(logging.INFO)
+    ):
         return send
     return _ErrorLine(send, scope, request_id, status)
 
