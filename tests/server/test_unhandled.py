@@ -5,13 +5,16 @@ logged each one a second time."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import uvicorn
 from gateway_proc import ECHO_ONLY, free_port, wait_for
@@ -36,7 +39,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setattr(app_module, "messages", _fails)
     monkeypatch.setattr(Dispatcher, "complete", _fails_to_dispatch)  # chat, once routed
     registry = tmp_path / "registry.yaml"
-    registry.write_text(ECHO_ONLY)
+    registry.write_text(ECHO_ONLY + "batches: {concurrency: 1}\n")
     port = free_port()
     config = uvicorn.Config(
         app_module.create_app(str(registry)), port=port, log_config=None, access_log=False
@@ -118,3 +121,38 @@ def test_an_unhandled_error_after_routing_is_its_decision(
     )
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [f"unhandled error on POST /v1/chat/completions (request {request_id})"]
+
+
+def test_a_batch_lines_unhandled_error_after_routing_names_its_decision(
+    served: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch line that a bug fails once routed: its answer's ``request_id`` is its
+    decision's (it was a fresh ``req_`` one, and the line had no decision at all)."""
+    caplog.set_level(logging.INFO)
+    line = {
+        "custom_id": "one",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]},
+    }
+    with openai.OpenAI(base_url=f"{served}/v1", api_key="none", max_retries=0) as client:
+        upload = client.files.create(file=("b.jsonl", json.dumps(line).encode()), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        deadline = time.monotonic() + 20
+        while (batch := client.batches.retrieve(batch.id)).status not in ("completed", "failed"):
+            assert time.monotonic() < deadline, batch.status
+            time.sleep(0.1)
+        assert batch.error_file_id is not None
+        (answer,) = map(json.loads, client.files.content(batch.error_file_id).text.splitlines())
+    assert answer["response"]["status_code"] == 500
+    request_id = answer["response"]["request_id"]
+    lines = [r.__dict__["request"] for r in caplog.records if r.name == "llmroute.requests"]
+    (decided,) = [line for line in lines if line.get("decision_id") == request_id]
+    assert (decided["status"], decided["error"]) == (500, "internal_error")
+    assert any(
+        f"a request failed (request {request_id})" in r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.ERROR
+    )
