@@ -149,18 +149,22 @@ def test_a_path_served_neither_way_gets_no_v1_hint(gateway: Served, method: str,
 
 
 def test_an_openai_client_without_v1_in_its_base_url_is_told_to_add_it(gateway: Served) -> None:
-    client = openai.OpenAI(base_url=gateway.url, api_key="unused", max_retries=0)
-    with pytest.raises(openai.NotFoundError) as caught:
-        client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
-    assert f"POST /v1/chat/completions is ({UNDER_V1})" in caught.value.message
+    with openai.OpenAI(base_url=gateway.url, api_key="unused", max_retries=0) as client:
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert f"POST /v1/chat/completions is ({UNDER_V1})" in caught.value.message
 
 
 def test_an_anthropic_client_with_v1_in_its_base_url_is_told_to_drop_it(gateway: Served) -> None:
-    client = anthropic.Anthropic(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
-    with pytest.raises(anthropic.NotFoundError) as caught:
-        client.messages.create(
-            model="auto", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
-        )
-    error = caught.value.body["error"]  # type: ignore[index]
-    assert error["type"] == "not_found_error"
-    assert f"POST /v1/messages is ({V1_ONCE})" in error["message"]
+    with anthropic.Anthropic(
+        base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0
+    ) as client:
+        with pytest.raises(anthropic.NotFoundError) as caught:
+            client.messages.create(
+                model="auto", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+            )
+        error = caught.value.body["error"]  # type: ignore[index]
+        assert error["type"] == "not_found_error"
+        assert f"POST /v1/messages is ({V1_ONCE})" in error["message"]

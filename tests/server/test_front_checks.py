@@ -125,11 +125,11 @@ def test_the_openai_fronts_say_openais_code(
     gateway: Served, front: str, create: dict[str, Any], param: str, code: str
 ) -> None:
     """As OpenAI's 400s do (and the chat endpoint's), for clients that branch on it."""
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
-    with pytest.raises(openai.BadRequestError) as caught:
-        getattr(client, front).create(**create)
-    error = caught.value.body
-    assert isinstance(error, dict) and (error["param"], error["code"]) == (param, code)
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            getattr(client, front).create(**create)
+        error = caught.value.body
+        assert isinstance(error, dict) and (error["param"], error["code"]) == (param, code)
 
 
 def test_null_is_a_field_left_out(gateway: Served, claude: FakeAnthropic) -> None:

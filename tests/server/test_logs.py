@@ -173,7 +173,7 @@ def test_log_requests_writes_one_line_a_request_with_its_decision(
     (the decision id is the response's), never the prompt; off by default (above)."""
     text = REGISTRY % {"url": upstream.url, "key_env": KEY_ENV, "fail": FAIL_500}
     args = ["--log-format", "json", "--log-requests", "--no-access-log"]
-    secret_prompt = "hi there! my locker code is 4417"
+    secret_prompt = "hi there! my locker code is mauve-otter-4417"
     ask = {"model": "auto", "messages": [{"role": "user", "content": secret_prompt}]}
     with serve_text(text, tmp_path, args, {KEY_ENV: SECRET}) as served:
         reply = httpx.post(f"{served.url}/v1/chat/completions", json=ask, timeout=10)
@@ -189,7 +189,8 @@ def test_log_requests_writes_one_line_a_request_with_its_decision(
     assert (line["route"], line["model"], line["served_model"]) == ("chitchat", "broken", "small")
     assert line["status"] == 200 and line["error"] is None and line["attempts"] == 1
     assert line["tokens_in"] and line["latency_ms"] > 0 and line["stream"] is False
-    assert "4417" not in served.log.read_text()  # no prompt text
+    # no prompt text (a word no pid, port or time holds: "4417" was in pid 24417)
+    assert "mauve-otter" not in served.log.read_text()
 
 
 def test_without_log_requests_no_request_line_is_written(

@@ -155,13 +155,13 @@ def test_a_client_sent_request_id_is_not_echoed(gateway: Served) -> None:
 
 
 def test_an_anthropic_client_reads_it_as_request_id(gateway: Served) -> None:
-    client = anthropic.Anthropic(base_url=gateway.url, api_key="sk-wrong", max_retries=0)
-    with pytest.raises(anthropic.AuthenticationError) as refused:
-        client.messages.create(
-            model="auto", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
-        )
-    request_id = refused.value.response.headers["x-request-id"]
-    assert ID.fullmatch(request_id) and refused.value.request_id == request_id
+    with anthropic.Anthropic(base_url=gateway.url, api_key="sk-wrong", max_retries=0) as client:
+        with pytest.raises(anthropic.AuthenticationError) as refused:
+            client.messages.create(
+                model="auto", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+            )
+        request_id = refused.value.response.headers["x-request-id"]
+        assert ID.fullmatch(request_id) and refused.value.request_id == request_id
 
 
 def test_an_unhandled_error_logs_the_id_the_client_gets(caplog: pytest.LogCaptureFixture) -> None:

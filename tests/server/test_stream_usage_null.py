@@ -61,8 +61,8 @@ def test_a_client_that_asked_gets_them_as_the_upstream_wrote_them(gateway: Serve
 
 
 def test_the_openai_client_reads_the_stream(gateway: Served) -> None:
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0)
-    chunks = list(client.chat.completions.create(model="auto", messages=HI, stream=True))
-    assert chunks and all(c.usage is None for c in chunks)
-    assert all("usage" not in (c.model_extra or {}) for c in chunks)
-    assert all("usage" not in c.model_fields_set for c in chunks)
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0) as client:
+        chunks = list(client.chat.completions.create(model="auto", messages=HI, stream=True))
+        assert chunks and all(c.usage is None for c in chunks)
+        assert all("usage" not in (c.model_extra or {}) for c in chunks)
+        assert all("usage" not in c.model_fields_set for c in chunks)

@@ -25,6 +25,10 @@ log = logging.getLogger("llmroute.batches")
 
 _IDLE_S = 30.0  # between looks while the registry has no shared batch store
 
+# its own generator: the module's shared one is the application's (and a property
+# test's, which Hypothesis watches for draws it did not make)
+_JITTER = random.Random()
+
 
 async def sweep_batches(app: Starlette) -> None:
     """Run until cancelled (the app's lifespan ends)."""
@@ -32,7 +36,7 @@ async def sweep_batches(app: Starlette) -> None:
     while True:
         store = _shared_store(app.state.gateway)
         period = _IDLE_S if store is None else store.settings.lease_s
-        await asyncio.sleep(period * random.uniform(1.0, 1.5))
+        await asyncio.sleep(period * _JITTER.uniform(1.0, 1.5))
         gateway = app.state.gateway  # read again: a reload may have replaced it
         store = _shared_store(gateway)
         if store is None:
