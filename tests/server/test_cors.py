@@ -107,6 +107,36 @@ def test_preflights_and_refusals_carry_a_request_id(gateway: Served) -> None:
     assert len({one[0] for one in ids}) == 3
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_routed_answer_through_cors_has_one_id_its_decisions(
+    gateway: Served, stream: bool
+) -> None:
+    """CORS wraps the answer's ``send`` between the outermost layer that stamps ids and
+    the ones inside: a routed answer (a stream's headers too, sent once it is routed)
+    still carries one ``x-request-id``, its decision's, and on ``/v1/messages`` the same
+    as ``request-id``, not a second or a fresh one. (Checked, no bug: a guard.)"""
+    headers = {"Authorization": f"Bearer {KEY}", "Origin": APP}
+    chat = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={**ASK, "stream": stream},
+        headers=headers,
+        timeout=10,
+    )
+    message = httpx.post(
+        f"{gateway.url}/v1/messages",
+        json={**ASK, "max_tokens": 16, "stream": stream},
+        headers={**headers, "anthropic-version": "2023-06-01"},
+        timeout=10,
+    )
+    for answer in (chat, message):
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["access-control-allow-origin"] == APP
+        ids = answer.headers.get_list("x-request-id")
+        assert ids == [answer.headers["x-llmroute-decision-id"]], ids
+    assert message.headers.get_list("request-id") == message.headers.get_list("x-request-id")
+    assert "request-id" not in chat.headers
+
+
 def test_without_the_option_no_cors_header_is_sent(tmp_path: Path) -> None:
     with (
         fake_upstream() as upstream,
