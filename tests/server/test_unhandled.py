@@ -23,6 +23,7 @@ from starlette.responses import Response
 
 from llmroute.dispatch import Dispatcher, Plan, Served
 from llmroute.server import app as app_module
+from llmroute.server.fronts import Stateless
 
 
 async def _fails(request: Request) -> Response:
@@ -38,6 +39,22 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setattr(app_module, "list_models", _fails)
     monkeypatch.setattr(app_module, "messages", _fails)
     monkeypatch.setattr(Dispatcher, "complete", _fails_to_dispatch)  # chat, once routed
+    yield from _serving(tmp_path)
+
+
+async def _fails_to_convert(self: Stateless, data: Any, model: str, body: Any) -> Any:
+    raise RuntimeError("a bug converting the answer back")
+
+
+@pytest.fixture
+def converting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A gateway whose chat answers come (the echo model's), and whose fronts' converting
+    them back (``/v1/messages``, ``/v1/responses`` without a store) is a bug."""
+    monkeypatch.setattr(Stateless, "answer", _fails_to_convert)
+    yield from _serving(tmp_path)
+
+
+def _serving(tmp_path: Path) -> Iterator[str]:
     registry = tmp_path / "registry.yaml"
     registry.write_text(ECHO_ONLY + "batches: {concurrency: 1}\n")
     port = free_port()
@@ -155,4 +172,32 @@ def test_a_batch_lines_unhandled_error_after_routing_names_its_decision(
         f"a request failed (request {request_id})" in r.getMessage()
         for r in caplog.records
         if r.levelno >= logging.ERROR
+    )
+
+
+def test_a_bug_after_its_decision_was_logged_is_a_line_of_its_own(
+    converting: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug once the decision's record was written (200: the model answered), converting
+    the answer for its front: the 500 carries the decision's id, and is a request line
+    naming it with the status the client got. The decision's record, the request's only
+    line once routed, says 200, so the 500 was in no request line at all (only in the
+    error's own log record)."""
+    caplog.set_level(logging.INFO)
+    answer = httpx.post(
+        f"{converting}/v1/messages",
+        json={"model": "auto", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]},
+        timeout=10,
+    )
+    assert answer.status_code == 500 and answer.json()["type"] == "error"
+    request_id = answer.headers["x-request-id"]
+    assert answer.headers["request-id"] == request_id
+    lines = [r.__dict__["request"] for r in caplog.records if r.name == "llmroute.requests"]
+    (decided,) = [line for line in lines if line.get("decision_id") == request_id]
+    assert decided["status"] == 200
+    (errored,) = [line for line in lines if line.get("request_id") == request_id]
+    assert (errored["status"], errored["error"], errored["path"]) == (
+        500,
+        "api_error",
+        "/v1/messages",
     )

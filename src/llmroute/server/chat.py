@@ -39,7 +39,7 @@ from llmroute.server.ended_stream import END_S, STREAM_HEADERS, EndedStream, clo
 from llmroute.server.errors import INTERNAL_ERROR, GatewayError, gateway_error
 from llmroute.server.keepalive import keepalive_of, with_keepalive
 from llmroute.server.pool import keep_in_pool, may_reach
-from llmroute.server.request_ids import routed_as
+from llmroute.server.request_ids import recorded_as, routed_as
 from llmroute.server.shutdown import stopping
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.state import CacheLookup, look_up, replay
@@ -220,6 +220,7 @@ async def serve_chat(
     finally:
         if release is not None and not handed:
             release()
+    recorded_as(request.scope, response.status_code)  # an error after this is not it
     safety = plan.decision.safety
     if safety is not None and (safety.restore or safety.answer_mask is not None):
         metrics = getattr(request.app.state, "metrics", None)

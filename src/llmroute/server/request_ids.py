@@ -5,9 +5,10 @@ gateway.
 A routed request's id is its decision's (`chat.decision_headers`, what
 ``/v1/feedback`` takes), on every answer once it is routed (`routed_as`): a 500, the
 503 of a shutdown, a key's ``tpm`` refusing it before dispatch; its decision record is
-then its only request line. Any other answer (a bad body, a key refused, a 404, the
-model list) gets a fresh id in the same format when it starts, and nothing more: the
-hot path pays one scan of the answer's few headers. The request's own ``x-request-id``
+then its only request line (but for an error after it was written: `recorded_as`).
+Any other answer (a bad body, a key refused, a 404, the model list) gets a fresh id in
+the same format when it starts, and nothing more: the hot path pays one scan of the
+answer's few headers. The request's own ``x-request-id``
 is not echoed: the id names this gateway's answer, and a client's could collide with
 or pose as a decision's. An error answered without a decision is one request line
 (``--log-requests``) with that id, so an operator can find what the client quotes.
@@ -24,12 +25,14 @@ from starlette.types import Message, Scope, Send
 from llmroute.decision import new_decision_id
 from llmroute.telemetry.request_log import REQUESTS_LOGGER
 
-__all__ = ["REQUEST_ID", "apart", "request_id_of", "routed_as", "stamped"]
+__all__ = ["REQUEST_ID", "apart", "recorded_as", "request_id_of", "routed_as", "stamped"]
 
 REQUEST_ID = b"x-request-id"
 _ANTHROPIC_ID = b"request-id"  # where Anthropic's clients read it (`_request_id`)
 _SCOPE_KEY = "llmroute.request_id"
 _DECISION_KEY = "llmroute.decision_id"  # set once the request is routed
+_RECORDED_KEY = "llmroute.recorded_status"  # the status its decision's record holds
+_APART = frozenset({_SCOPE_KEY, _DECISION_KEY, _RECORDED_KEY})
 _MESSAGE_MOST = 300  # of an error's message in its request line
 _CLIENT_CLOSED = 499  # the status of a request whose client hung up (nginx's)
 _log = logging.getLogger(REQUESTS_LOGGER)
@@ -41,6 +44,15 @@ def routed_as(scope: Scope, decision_id: str) -> None:
     which its server writes however it ends, is the request's line). A dict write: the
     decision path pays nothing more."""
     scope[_DECISION_KEY] = decision_id
+
+
+def recorded_as(scope: Scope, status: int) -> None:
+    """The routed request of `scope` was served, its decision recorded (or, for a stream,
+    to be recorded as it ends) with `status`, the status its answer starts with. A later
+    failure on the way to the client (a bug converting the answer for its front) answers
+    with another status, which no record holds: that answer is a request line of its own,
+    naming the decision's id, so the error the client quotes is found with its status."""
+    scope[_RECORDED_KEY] = status
 
 
 def request_id_of(scope: Scope) -> str:
@@ -61,7 +73,7 @@ def apart(scope: Scope) -> dict[str, Any]:
     """A copy of `scope` for work answered apart from its request's own answer (a batch's
     line, a background response): it gets ids of its own, neither that answer's nor, once
     routed, the work's written back into the request's scope."""
-    return {k: v for k, v in scope.items() if k != _SCOPE_KEY and k != _DECISION_KEY}
+    return {k: v for k, v in scope.items() if k not in _APART}
 
 
 def stamped(message: Message, scope: Scope, send: Send) -> Send:
@@ -85,11 +97,12 @@ def stamped(message: Message, scope: Scope, send: Send) -> Send:
     status = int(message.get("status", 200))
     # a 499 is no line: nobody reads it, and what answered it logged the request (chat's
     # decision, an embeddings row) or nothing came to log (a body cut off); nor is an
-    # error after routing (`routed_as`): the decision's record is its line
+    # error after routing (`routed_as`): the decision's record is its line, unless it
+    # was written with another status before this error came (`recorded_as`)
     if (
         status < 400
         or status == _CLIENT_CLOSED
-        or _DECISION_KEY in scope
+        or (_DECISION_KEY in scope and scope.get(_RECORDED_KEY, status) == status)
         or not _log.isEnabledFor(logging.INFO)
     ):
         return send
