@@ -18,7 +18,6 @@ from llmroute.untrusted_json import NotUnicode, TooDeep, loads
 
 __all__ = [
     "JSONL_SUFFIXES",
-    "LONE_CR",
     "STDIN",
     "is_jsonl",
     "is_stdin",
@@ -26,6 +25,7 @@ __all__ = [
     "not_utf8_mark",
     "read_jsonl",
     "read_lines",
+    "shown",
     "text_lines",
 ]
 
@@ -51,7 +51,8 @@ def is_jsonl(path: str | os.PathLike[str]) -> bool:
     return is_stdin(path) or Path(path).suffix.lower() in JSONL_SUFFIXES
 
 
-def _shown(path: str | os.PathLike[str]) -> str:
+def shown(path: str | os.PathLike[str]) -> str:
+    """How messages name an input file: standard input as ``<stdin>``."""
     return _STDIN_SHOWN if is_stdin(path) else str(path)
 
 
@@ -76,7 +77,7 @@ def not_utf8_mark(raw: bytes) -> str | None:
 
 def _read(path: str | os.PathLike[str], what: str) -> bytes:
     """The file's bytes; a `DataError` when it cannot be read or is UTF-16 or UTF-32."""
-    file = _shown(path)
+    file = shown(path)
     if is_stdin(path):
         if sys.stdin is None or sys.stdin.isatty():  # it would wait for typing, silently
             raise DataError(
@@ -108,7 +109,7 @@ def read_jsonl(
 ) -> list[T]:
     """`parse(object, file, line)` of every non-blank line. `what` names the data in the
     unreadable-file error, `empty` is the error for a file without rows."""
-    file = _shown(path)
+    file = shown(path)
     raw = _read(path, what)
     rows = [
         parse(_json_line(line, file, number), file, number)
@@ -123,7 +124,7 @@ def read_jsonl(
 def read_lines(path: str | os.PathLike[str], *, what: str) -> list[str]:
     """The lines of a UTF-8 text file; an unreadable file, or a line that is not UTF-8
     (named by file and line number), is a `DataError` worded as `read_jsonl`'s."""
-    file = _shown(path)
+    file = shown(path)
     raw = _read(path, what)
     try:
         lines = text_lines(raw.decode("utf-8"))
@@ -132,11 +133,11 @@ def read_lines(path: str | os.PathLike[str], *, what: str) -> list[str]:
         raise DataError("not valid UTF-8", file=file, line=number) from exc
     for number, line in enumerate(lines, start=1):
         if "\r" in line:  # prompts "\r"-separated would be read, silently, as one
-            raise DataError(LONE_CR, file=file, line=number)
+            raise DataError(_LONE_CR, file=file, line=number)
     return lines
 
 
-LONE_CR = (
+_LONE_CR = (
     "holds a carriage return (\\r) that ends no line: lines end with \\n (or \\r\\n), and a "
     "file whose lines end with \\r alone (classic Mac OS) reads as one line; convert it "
     "(tr '\\r' '\\n' < FILE > NEW)"
@@ -150,7 +151,7 @@ def _json_line(line: bytes, file: str, number: int) -> dict[str, Any]:
         return json_object(line, file, number)
     except DataError as exc:
         if exc.message.startswith("invalid JSON") and b"\r" in line.strip():
-            raise DataError(LONE_CR, file=file, line=number) from None
+            raise DataError(_LONE_CR, file=file, line=number) from None
         raise
 
 

@@ -214,3 +214,11 @@ def test_an_oos_label_no_row_has_is_warned_of(workdir: Path) -> None:
     assert "warning: --oos-label 'nothing-labelled-so': no row of" in said
     assert "has that label, so none is out of scope" in said
     loads_strict(done.stdout)  # the report is still printed, as JSON
+    piped = subprocess.run(
+        [*COMMAND, "eval", "-d", "-", "-r", str(workdir / "good.yaml"), "--oos-label", "nope"],
+        input=(workdir / "test.jsonl").read_text(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "no row of <stdin> has that label" in " ".join(piped.stderr.split())

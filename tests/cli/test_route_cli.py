@@ -177,7 +177,8 @@ def test_stdin_lines_ended_by_a_lone_carriage_return_are_a_clear_error(
     result = llmroute("route", "-r", str(static_registry), stdin=b"hello\nfirst\rsecond\n")
     assert result.returncode == 2 and not result.stdout
     said = " ".join(result.stderr.split())
-    assert "stdin line 2 holds a carriage return" in said and "Traceback" not in said
+    assert "stdin line 2 holds a carriage return" in said and "tr '\\r'" in said
+    assert "Traceback" not in said and "< stdin" not in said
 
 
 def test_undecodable_prompt_argument_is_a_clear_error(static_registry: Path) -> None:

@@ -161,13 +161,14 @@ def _warn_of_unused_oos_label(
     labels = {r.intent for r in rows}
     if oos_label is None or oos_label in labels:
         return
+    from llmroute.jsonl import shown
     from llmroute.registry._paths import did_you_mean
 
     cased = sorted(label for label in labels if label.lower() == oos_label.lower())
     hint = f" (did you mean {cased[0]!r}?)" if cased else did_you_mean(oos_label, labels)
     err_console.print(
         f"[bold yellow]warning:[/] --oos-label {escape(repr(oos_label))}: no row of "
-        f"{escape(str(data))} has that label, so none is out of scope{escape(hint)}",
+        f"{escape(shown(data))} has that label, so none is out of scope{escape(hint)}",
         soft_wrap=True,
     )
 

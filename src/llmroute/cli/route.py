@@ -166,12 +166,17 @@ def _read_stdin_lines() -> list[str]:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         fail(f"stdin is not valid UTF-8 (line {line}, byte offset {exc.start}); convert it first")
-    from llmroute.jsonl import LONE_CR, text_lines
+    from llmroute.jsonl import text_lines
 
     lines = text_lines(text)
     for number, line in enumerate(lines, start=1):
         if "\r" in line:  # prompts "\r"-separated would be routed, silently, as one
-            fail(f"stdin line {number} {LONE_CR.replace('FILE', 'stdin')}")
+            fail(
+                f"stdin line {number} holds a carriage return (\\r) that ends no line: lines "
+                "end with \\n (or \\r\\n), and text whose lines end with \\r alone (classic "
+                "Mac OS) reads as one line; convert it on the way in (... | tr '\\r' '\\n' | "
+                "llmroute route ...)"
+            )
     return lines
 
 
