@@ -285,10 +285,15 @@ def test_an_exception_message_opening_the_stream_is_read_as_its_status(
     server: FakeBedrock, exception: str, kind: type[ProviderError], status: int
 ) -> None:
     """The exceptions InvokeModelWithResponseStream sends inside its event stream, as
-    its first message (before any words: what the fallback still answers for)."""
+    its first message (before any words: what the fallback still answers for). No HTTP
+    status came (the stream's was 200): the message names the exception and keeps what
+    Bedrock said, where it read ``returned HTTP 503`` (or ``HTTP 424``) and dropped it."""
     error = failure(lambda: stream(make(server), f"{SONNET}?stream_fail={exception}", ASK))
     assert type(error) is kind and error.status == status
-    assert error.code == exception[:1].upper() + exception[1:]
+    named = exception[:1].upper() + exception[1:]
+    assert error.code == named
+    assert f"{named} in its stream" in error.message, error.message
+    assert f"{exception} said" in error.message and "HTTP" not in error.message
 
 
 def test_a_broken_crc_fails_the_stream_at_once(server: FakeBedrock) -> None:

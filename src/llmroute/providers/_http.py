@@ -272,19 +272,28 @@ def error_from_response(
     body: bytes,
     *,
     in_answer: bool = False,
+    sent_as: str | None = None,
 ) -> ProviderError:
     """The error for an upstream error status, from its headers and whole body. Its
     message ends with the upstream's request id when it sent one (what the provider's
     support asks for), so the attempts in the error and the decision log carry it.
     `in_answer`: the status is the one an error inside a 200 answer gave
-    (`error_in_answer`), which the message says instead of an HTTP status."""
+    (`error_in_answer`), which the message says instead of an HTTP status. `sent_as`:
+    what the upstream sent instead of a status, which the message names (Bedrock's
+    ``ThrottlingException in its stream``: no HTTP status came, `status` is the one its
+    type stands for); the server's own words are kept, as an answer's are."""
     message, code, param = _upstream_message(body)
     note = _request_id_note(headers)
     retry_after = retry_after_of(headers, limited=status == 429)
     reasons, delay = _google_details(body) if status in (403, 429) else ((), None)
     if retry_after is None and status == 429:
         retry_after = delay  # Google's RetryInfo (Gemini's quota: "retryDelay": "37s")
-    said = f"answered with error {status}" if in_answer else f"returned HTTP {status}"
+    if sent_as is not None:
+        said, limited = f"sent {sent_as}", sent_as
+    elif in_answer:
+        said, limited = f"answered with error {status}", "429 in its answer"
+    else:
+        said, limited = f"returned HTTP {status}", "HTTP 429"
     if status in (400, 429) and (code == "insufficient_quota" or _NO_CREDIT.search(message)):
         return ProviderMisconfigured(  # the account's credit, as a 402 says
             provider,
@@ -295,8 +304,7 @@ def error_from_response(
     if status == 429:
         return RateLimited(
             provider,
-            f"upstream rate limited ({'429 in its answer' if in_answer else 'HTTP 429'})"
-            f"{message}{note}",
+            f"upstream rate limited ({limited}){message}{note}",
             status=429,
             retry_after_s=retry_after,
             code=code,
@@ -345,7 +353,7 @@ def error_from_response(
     overloaded = " (overloaded)" if status == 529 or code == "overloaded_error" else ""
     # an error inside an answer is the server's own word on what went wrong midway: kept
     # (scrubbed, cut); a 5xx body is often a proxy's page, left out as before
-    told = message if in_answer else ""
+    told = message if in_answer or sent_as is not None else ""
     return ProviderError(
         provider,
         f"upstream {said}{overloaded}{told}{note}",

@@ -207,11 +207,18 @@ def _path(model: str, action: str) -> str:
 
 
 def bedrock_error(
-    provider: str, status: int, headers: Mapping[str, str], body: bytes
+    provider: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    in_stream: bool = False,
 ) -> ProviderError:
     """The error for a Bedrock error answer: ``{"message": ...}`` with its exception type
     in ``x-amzn-errortype`` (``ThrottlingException:http://internal.amazon.com/...``),
-    read into the project's classes as other upstreams' errors are."""
+    read into the project's classes as other upstreams' errors are. `in_stream`: the
+    exception came inside a stream's 200, with no status of its own (`status` is the one
+    its type stands for): the message names the type, not an HTTP status."""
     noted = {k.lower(): v for k, v in headers.items()}  # as the headers read: any case
     kind = noted.get("x-amzn-errortype", "").partition(":")[0]
     try:
@@ -232,9 +239,13 @@ def bedrock_error(
     if "x-amzn-requestid" in noted and "x-request-id" not in noted:
         noted["x-request-id"] = noted["x-amzn-requestid"]  # Bedrock's request id
     answer = json.dumps({"error": {"message": message, "code": code}}).encode()
+    sent_as = f"{kind or 'an exception'} in its stream" if in_stream else None
     if status != 424:
-        return error_from_response(provider, status, noted, answer)
+        return error_from_response(provider, status, noted, answer, sent_as=sent_as)
     # ModelErrorException: the model failed on the request, which another may not
+    if sent_as is not None:
+        failed = error_from_response(provider, 502, noted, answer, sent_as=sent_as)
+        return ProviderError(provider, failed.message, status=502, code=code)
     failed = error_from_response(provider, 502, noted, answer, in_answer=True)
     said = failed.message.replace("answered with error 502", f"returned HTTP 424 ({kind})", 1)
     return ProviderError(provider, said, status=502, code=code)
@@ -290,4 +301,4 @@ def _stream_error(provider: str, message: Message) -> ProviderError:
         body = json.dumps({"message": said}).encode()
     else:
         body = message.payload
-    return bedrock_error(provider, status, {"x-amzn-errortype": kind}, body)
+    return bedrock_error(provider, status, {"x-amzn-errortype": kind}, body, in_stream=True)
