@@ -61,7 +61,7 @@ halves in two events, ``"\\ud83d"`` then ``"\\ude00"``, as a proxy slicing UTF-1
 strings does;
 ``strict=1`` answers OpenAI's 400 to a message holding a field OpenAI does not know
 (``thinking_blocks``, ``reasoning_content``: DeepSeek too refuses its own reasoning
-sent back). A stream whose reader hangs up
+sent back) or a tool call id longer than its 40 characters. A stream whose reader hangs up
 is recorded in ``cut`` with the words it had sent, a request whose client hangs up
 during its ``delay`` or ``ttft`` with 0.
 """
@@ -220,6 +220,16 @@ _MESSAGE_FIELDS = frozenset(
 def _refused(faults: dict[str, str], body: dict[str, Any]) -> dict[str, Any] | None:
     """OpenAI's 400 error object for what ``unsupported=``, ``nologprobs=1`` or
     ``strict=1`` refuses."""
+    too_long = _long_tool_id(body) if "strict" in faults else None
+    if too_long is not None:
+        where, length = too_long
+        return {
+            "message": f"Invalid '{where}': string too long. Expected a string with maximum "
+            f"length {_OPENAI_TOOL_ID_MAX}, but got a string with length {length} instead.",
+            "type": "invalid_request_error",
+            "param": where,
+            "code": "string_above_max_length",
+        }
     unknown = _unknown_message_field(body) if "strict" in faults else None
     if unknown is not None:
         return {
@@ -258,6 +268,24 @@ def _over_cap(faults: dict[str, str], body: dict[str, Any]) -> tuple[str, int] |
         value = body.get(key)
         if isinstance(value, int) and value > int(faults["cap"]):
             return key, value
+    return None
+
+
+_OPENAI_TOOL_ID_MAX = 40
+
+
+def _long_tool_id(body: dict[str, Any]) -> tuple[str, int] | None:
+    """Where a tool call id longer than OpenAI takes is, and its length."""
+    for i, message in enumerate(body.get("messages") or ()):
+        if not isinstance(message, dict):
+            continue
+        said = message.get("tool_call_id")
+        if isinstance(said, str) and len(said) > _OPENAI_TOOL_ID_MAX:
+            return f"messages[{i}].tool_call_id", len(said)
+        for j, call in enumerate(message.get("tool_calls") or ()):
+            said = call.get("id") if isinstance(call, dict) else None
+            if isinstance(said, str) and len(said) > _OPENAI_TOOL_ID_MAX:
+                return f"messages[{i}].tool_calls[{j}].id", len(said)
     return None
 
 

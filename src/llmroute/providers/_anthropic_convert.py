@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from llmroute.errors import BeyondModel, UpstreamRejected
+from llmroute.providers.tool_ids import cut_id
 from llmroute.untrusted_json import MAX_DEPTH, loads
 
 __all__ = [
@@ -456,7 +457,6 @@ _NOT_IN_TOOL_ID = re.compile(r"[^A-Za-z0-9_-]")
 # and a longer one has been refused (Bedrock's toolUseId documents 64); ids other
 # providers and clients write can be longer (a UUID with a namespace, a call path).
 TOOL_ID_MAX = 64
-_CUT_DIGEST = 16  # hex digits of the whole id's hash kept beside a cut one: 64 bits
 
 
 def _tool_id(value: Any) -> Any:
@@ -472,10 +472,9 @@ def _tool_id(value: Any) -> Any:
     if _TOOL_ID.fullmatch(value) and len(value) <= TOOL_ID_MAX:
         return value
     written = _NOT_IN_TOOL_ID.sub("_", value)
-    digest = hashlib.sha256(value.encode()).hexdigest()
     if len(written) + 9 <= TOOL_ID_MAX:
-        return f"{written}_{digest[:8]}"
-    return f"{written[: TOOL_ID_MAX - _CUT_DIGEST - 1]}_{digest[:_CUT_DIGEST]}"
+        return f"{written}_{hashlib.sha256(value.encode()).hexdigest()[:8]}"
+    return cut_id(written, TOOL_ID_MAX, value)
 
 
 # -- tools -------------------------------------------------------------------------------

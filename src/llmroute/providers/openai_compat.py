@@ -16,6 +16,7 @@ from llmroute.providers.base import Timeouts, model_ids
 from llmroute.providers.cache_markers import without_cache_markers
 from llmroute.providers.google_auth import AdcTokens
 from llmroute.providers.token_transport import TokenTransport
+from llmroute.providers.tool_ids import openai_tool_ids
 from llmroute.registry.schema import Provider, env_headers
 
 __all__ = ["OpenAICompatProvider"]
@@ -56,7 +57,9 @@ class OpenAICompatProvider:
         sent = body if self._send_markers else without_cache_markers(body)
         if self._developer_as_system:
             sent = developer_as_system(sent)
-        return {**without_thinking(sent), "model": model}
+        # OpenAI's 40-character cap on tool call ids, whoever serves it (a proxy in front
+        # of OpenAI's models takes it too): ids another provider or a client wrote
+        return {**openai_tool_ids(without_thinking(sent)), "model": model}
 
     async def complete(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
