@@ -1,9 +1,10 @@
-"""A batch line every model refused with a 429 of its own rate (``upstream_rate_limited``)
-is sent again later within the batch's window, as OpenAI's batches retry internally:
-honouring ``Retry-After``, at most `_MOST_UPSTREAM_TRIES` sends, then written as the
-error line it was. `llmroute serve` as a subprocess, the official `openai` client's
-batches in front of it, the fake OpenAI-protocol upstream that 429s the first N calls
-behind it. Dispatch's own retries are off, so each send is one upstream call."""
+"""A batch line every model refused with a 429 of its own rate (``upstream_rate_limited``),
+or found unavailable (a 503 with ``Retry-After``), is sent again later within the batch's
+window, as OpenAI's batches retry internally: honouring ``Retry-After``, at most
+`_MOST_UPSTREAM_TRIES` sends, then written as the error line it was. `llmroute serve`
+as a subprocess, the official `openai` client's batches in front of it, the fake
+OpenAI-protocol upstream that 429s (or 503s) the first N calls behind it. Dispatch's
+own retries are off, so each send is one upstream call."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ models:
   busy: {provider: fake, model: "up-busy?status=429&times=2&retry_after=0"}
   swamped: {provider: fake, model: "up-swamped?status=429&times=1000&retry_after=0"}
   picky: {provider: fake, model: "up-picky?status=400"}
+  down: {provider: fake, model: "up-down?status=503&times=1&retry_after=0"}
+  out: {provider: fake, model: "up-out?status=503&times=1000&retry_after=0"}
+  broken: {provider: fake, model: "up-broken?status=503&times=1"}
 routes:
   - {name: chat, examples: ["hello there", "how are you today"], target: small}
 default: {target: small}
@@ -104,12 +108,31 @@ def test_a_line_the_upstreams_rate_limited_is_sent_again_and_answered(
 def test_a_line_the_upstreams_keep_refusing_is_sent_a_bounded_number_of_times(
     client: openai.OpenAI, upstream: FakeUpstream
 ) -> None:
-    answers = _batch(client, ["swamped"])
+    answers = _batch(client, ["swamped", "out"])
     error = answers["swamped"]
     assert error["status_code"] == 429
     assert error["body"]["error"]["code"] == "upstream_rate_limited"
     called = upstream.calls_to("up-swamped?status=429&times=1000&retry_after=0")
     assert len(called) == _MOST_UPSTREAM_TRIES
+    assert answers["out"]["status_code"] == 503
+    called = upstream.calls_to("up-out?status=503&times=1000&retry_after=0")
+    assert len(called) == _MOST_UPSTREAM_TRIES
+
+
+def test_a_line_every_model_answered_503_with_retry_after_is_sent_again(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    """Every model of the chain unavailable, saying when to come back (an upstream's 503
+    with ``Retry-After``; open breakers are answered so too): the line was written as
+    that 503 at once, though the outage was over a second later; it is answered on its
+    second send. A 503 without ``Retry-After`` is a failure like a 500 (the client's
+    502): written at once."""
+    answers = _batch(client, ["down", "broken"])
+    assert answers["down"]["status_code"] == 200, answers["down"]
+    assert answers["down"]["body"]["choices"][0]["message"]["content"] == "echo: hello"
+    assert len(upstream.calls_to("up-down?status=503&times=1&retry_after=0")) == 2
+    assert answers["broken"]["status_code"] == 502, answers["broken"]
+    assert len(upstream.calls_to("up-broken?status=503&times=1")) == 1
 
 
 def test_a_line_waiting_to_be_sent_again_goes_on_under_a_reloaded_registry(

@@ -61,8 +61,9 @@ FLUSH_S = 1.0  # how often request_counts is brought up to date (and the lease r
 PART_S = 10.0  # how often the answers are written (a process that dies loses at most these)
 PART_BYTES = 1 << 20  # or as soon as this much is waiting
 _MOST_TRIES = 20  # for a request refused by its key's rate limit
-# for a request every model of its chain refused with a 429 (``upstream_rate_limited``):
-# the providers' own limits, which clear within a minute or so; each send already had
+# for a request every model of its chain refused with a 429 (``upstream_rate_limited``)
+# or found unavailable (a 503: each said Retry-After, or its breakers were open): the
+# providers' own limits and outages, which clear within a minute or so; each send had
 # dispatch's retries and fallbacks, so a few sends are enough to ride out a burst, and
 # a provider that stays limited gets no more than these from one line
 _MOST_UPSTREAM_TRIES = 5
@@ -263,9 +264,9 @@ class BatchRun:
             if _rate_limited(response) and tries < _MOST_TRIES:
                 tries += 1
                 wait_s = _wait_s(response)
-            elif _upstream_limited(response) and upstream_tries < _MOST_UPSTREAM_TRIES:
-                # OpenAI's batches retry an upstream's 429 within the window, as here:
-                # Retry-After when the upstreams said, else 2 s, 4 s, 8 s, 16 s
+            elif _upstream_waiting(response) and upstream_tries < _MOST_UPSTREAM_TRIES:
+                # OpenAI's batches retry an upstream's 429 (or 503) within the window, as
+                # here: Retry-After when the upstreams said, else 2 s, 4 s, 8 s, 16 s
                 wait_s = _wait_s(response, 2.0**upstream_tries)
                 upstream_tries += 1
             else:
@@ -533,12 +534,20 @@ def _rate_limited(response: Response) -> bool:
     return isinstance(error, dict) and error.get("code") == "rate_limit_exceeded"
 
 
-def _upstream_limited(response: Response) -> bool:
-    """A 429 of the upstreams' own rate: every model of the chain answered 429."""
-    if response.status_code != 429:
+def _upstream_waiting(response: Response) -> bool:
+    """A 429 of the upstreams' own rate (every model of the chain answered 429), or a
+    503 of a chain whose every model was unavailable for now: each answered 503 with a
+    ``Retry-After``, or its breakers were open or its limits reached (dispatch's
+    ``upstream_error`` 503, which says when it knows), or a 503 saying when to come back
+    (a store that did not answer). Either clears within minutes; a 502 or 504 is a
+    failure, written at once."""
+    if response.status_code not in (429, 503):
         return False
     error = _json(response.body).get("error")
-    return isinstance(error, dict) and error.get("code") == "upstream_rate_limited"
+    code = error.get("code") if isinstance(error, dict) else None
+    if response.status_code == 429:
+        return code == "upstream_rate_limited"
+    return code == "upstream_error" or "retry-after" in response.headers
 
 
 def _wait_s(response: Response, unsaid_s: float = 1.0) -> float:
