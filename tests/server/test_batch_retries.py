@@ -135,14 +135,18 @@ def test_a_line_every_model_answered_503_with_retry_after_is_sent_again(
     assert len(upstream.calls_to("up-broken?status=503&times=1")) == 1
 
 
+@pytest.mark.parametrize("status", [429, 503])
 def test_a_line_waiting_to_be_sent_again_goes_on_under_a_reloaded_registry(
-    tmp_path: Path, upstream: FakeUpstream
+    tmp_path: Path, upstream: FakeUpstream, status: int
 ) -> None:
-    """A reload while a line waits out an upstream's 429: the wait ends and the line is
-    sent under the new registry, as the lines not yet sent are. It slept on and was sent
-    again on the old one (which still 429s: written as that 429), though a reload that
-    moves a rate-limited model elsewhere is what an operator does about it."""
-    limited = "up-limited?status=429&times=1000&retry_after=3"
+    """A reload while a line waits out an upstream's 429 (or 503) and its 30 s
+    ``Retry-After``: the wait ends and the line is sent under the new registry, as the
+    lines not yet sent are, well before the 30 s (the batch's deadline here is 20 s: the
+    reload neither waits for the sleeping line nor keeps the old registry for it). It
+    slept on and was sent again on the old one (which still refuses: written as that
+    error), though a reload that moves a failing model elsewhere is what an operator
+    does about it."""
+    limited = f"up-limited{status}?status={status}&times=1000&retry_after=30"
     text = REGISTRY.replace(
         "small: {provider", f'limited: {{provider: fake, model: "{limited}"}}\n  small: {{provider'
     )
@@ -168,7 +172,7 @@ def test_a_line_waiting_to_be_sent_again_goes_on_under_a_reloaded_registry(
             time.sleep(0.05)
         registry.write_text(text.replace(f'"{limited}"', "up-moved"))
         served.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 20
         while (batch := client.batches.retrieve(batch.id)).status not in ("completed", "failed"):
             assert time.monotonic() < deadline, batch
             time.sleep(0.1)

@@ -16,8 +16,10 @@ then it is routed, dispatched, cached, logged and charged. Answers are collected
 written to the store in parts (every `PART_S`, or `PART_BYTES`), counted in the batch's
 ``request_counts`` every `FLUSH_S`; the same tick renews the batch's lease and looks for
 a cancel. The
-run holds its gateway in flight, so a registry reload lets it finish on the registry
-it started with.
+run holds its gateway in flight; a registry reload (`follow`) ends it there once its
+requests in flight are answered, a line sleeping before it is sent again included (its
+wait ends at once: the reload never waits on it), and the batch goes on under the new
+registry, where that keeps batches in the same store (else it finishes on the old one).
 """
 
 from __future__ import annotations
