@@ -9,7 +9,9 @@ with the prefix twice, or a ``..`` after it, is not served."""
 from __future__ import annotations
 
 import http.client
+import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -370,3 +372,46 @@ def test_only_the_calls_a_message_names_get_the_prefix() -> None:
         "GET /v1x is not GET /llm/metrics."
     )
     assert paths_as_asked(said, {}) == said
+
+
+def test_a_batch_through_the_prefix_takes_and_answers_openais_lines(
+    gateway: Served, proxied: str
+) -> None:
+    """OpenAI's batch lines name the API's relative path (``"url":
+    "/v1/chat/completions"``, the batch's ``endpoint`` too), never the gateway's prefix:
+    a file written for OpenAI runs as it is through the prefix. Its answer lines hold
+    no path (``id``, ``custom_id``, ``response``, ``error``, as OpenAI's); a hint in an
+    error answer names the path the client calls, with the prefix, as a live one's."""
+    lines = [
+        {
+            "custom_id": model,
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": model, "messages": _HI},
+        }
+        for model in ("auto", "nope")
+    ]
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    with openai.OpenAI(base_url=f"{proxied}/v1", api_key=TEAM, max_retries=0) as client:
+        upload = client.files.create(file=("b.jsonl", data), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        assert batch.endpoint == "/v1/chat/completions"
+        deadline = time.monotonic() + 30
+        while (batch := client.batches.retrieve(batch.id)).status not in ("completed", "failed"):
+            assert time.monotonic() < deadline, batch
+            time.sleep(0.1)
+        assert batch.status == "completed", batch
+        assert batch.output_file_id is not None and batch.error_file_id is not None, batch
+        answered = [
+            json.loads(raw)
+            for file_id in (batch.output_file_id, batch.error_file_id)
+            for raw in client.files.content(file_id).text.splitlines()
+        ]
+    by_id = {line["custom_id"]: line for line in answered}
+    assert all(set(line) == {"id", "custom_id", "response", "error"} for line in answered)
+    assert by_id["auto"]["response"]["status_code"] == 200
+    refused = by_id["nope"]["response"]
+    assert refused["status_code"] == 404
+    assert "(GET /llm/v1/models lists them)" in refused["body"]["error"]["message"], refused

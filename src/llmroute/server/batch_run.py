@@ -51,6 +51,7 @@ from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.fronts import answer_converted
 from llmroute.server.request_ids import apart, request_id_of
 from llmroute.server.responses import answer_responses
+from llmroute.server.root_path import paths_as_asked
 from llmroute.server.state import Gateway, live_requests
 from llmroute.state.batches import BatchRecord, BatchStore, Written
 from llmroute.state.stores import StoreUnavailable
@@ -332,9 +333,9 @@ class BatchRun:
                 require_messages(body)
                 return await serve_chat(request, gateway, body, ts, started_ns)
         except GatewayError as exc:
-            return exc.response()
+            return _as_asked(exc, scope).response()
         except LlmrouteError as exc:
-            return gateway_error(exc).response()
+            return _as_asked(gateway_error(exc), scope).response()
         except Exception:  # one request's failure is its own, not the batch's
             request_id = request_id_of(scope)  # its decision's, once routed
             log.exception("batch %s: a request failed (request %s)", self.record.id, request_id)
@@ -526,6 +527,14 @@ async def settled_files(
         await store.put_file(owner, file, parts=written.parts, ttl_s=record.output_ttl_s)
         found.append(file_id)
     return found[0], found[1]
+
+
+def _as_asked(error: GatewayError, scope: dict[str, Any]) -> GatewayError:
+    """`error` with each call its message names (``GET /v1/models lists them``) as the
+    batch's client makes it, behind ``--root-path`` too (`paths_as_asked`), as a live
+    request's error says it; always in OpenAI's shape (a batch's answers are)."""
+    error.message = paths_as_asked(error.message, scope)
+    return error
 
 
 def _rate_limited(response: Response) -> bool:
