@@ -349,3 +349,84 @@ def test_a_stream_handed_over_after_a_timeout_timing_out_goes_to_the_fallback(
         ("a", "up2", "timeout"),
         ("b", "up2", "ok"),
     ]
+
+
+UNEVEN = """
+encoder: builtin:static
+providers:
+  up: {kind: openai, base_url: "%(url)s", first_token_timeout_s: 0.2}
+  up2: {kind: openai, base_url: "%(url2)s", first_token_timeout_s: 1}
+  up3: {kind: openai, base_url: "%(url)s", first_token_timeout_s: 1}
+  up4: {kind: openai, base_url: "%(url2)s", first_token_timeout_s: 1}
+models:
+  a:
+    model: m
+    deployments:
+      - {provider: up, model: 'm-%(tag)s?ttft=3', weight: 1000000000}
+      - {provider: up2, model: 'm-%(tag)s?%(second)s', weight: 1000000}
+      - {provider: up3, model: 'm-%(tag)s?%(third)s', weight: 1000}
+      - {provider: up4, model: 'm-%(tag)s', weight: 1}
+  b: {provider: up2, model: 'b-%(tag)s'}
+routes:
+  - {name: r, examples: [hello], target: a}
+default: {target: a}
+dispatch:
+  stream_hold_s: 0.5
+  retries: {attempts: 2, backoff_s: 0.5, max_backoff_s: 4}
+  breaker: {failures: 3, cooldown_s: 30, window_s: 60, min_requests: 100}
+"""
+
+
+def _uneven(case: Case, second: str, third: str = "") -> Registry:
+    """`a`'s first deployment times out within the hold (0.2 s of 0.5 s); the others
+    wait longer (1 s), so that the second is handed over silent before its own wait
+    ends; the fourth answers."""
+    one, two = case.upstreams
+    values = {"url": one.url, "url2": two.url, "tag": case.tag}
+    text = UNEVEN % {**values, "second": second, "third": third or "ok=1"}
+    return parse_registry(text).registry
+
+
+def _streamed(case: Case, registry: Registry, told: Told) -> tuple[Any, list[bytes]]:
+    async def job(d: Dispatcher) -> tuple[Any, list[bytes]]:
+        opened = await d.open_stream(plan_for("a", "b"), _body(stream=True))
+        assert opened.deployment == "up2"  # handed over before its wait ran out
+        return opened, [e async for e in opened.events]
+
+    return case.run(registry, job, told)
+
+
+def test_a_timeout_within_the_hold_then_one_after_the_hand_over_ends_the_try(
+    case: Case,
+) -> None:
+    """The first deployment timed out within the hold, the second after the stream was
+    handed over: two timeouts in one try, so the fallback answers, not the third
+    deployment after a third wait (the timeout within the hold was forgotten at the
+    hand-over, and the third was called)."""
+    opened, events = _streamed(case, _uneven(case, "ttft=3"), told := Told())
+    assert opened.model == "b" and _text(events) == "echo: hi "
+    assert [c[:3] for c in told.calls] == [
+        ("a", "up", "timeout"),
+        ("a", "up2", "timeout"),
+        ("b", "up2", "ok"),
+    ]
+    assert told.retries == [] and case.sleeps == []
+
+
+def test_a_timeout_then_a_503_after_the_hand_over_then_a_timeout_ends_the_try(
+    case: Case,
+) -> None:
+    """A 503 between the two timeouts (the second deployment's, after the hand-over)
+    does not make the try forget the first: the third deployment's timeout ends it, and
+    the fallback answers, not the fourth (nor the model again: a try that timed out is
+    not retried)."""
+    registry = _uneven(case, "delay=0.8&status=503", "ttft=3")
+    opened, events = _streamed(case, registry, told := Told())
+    assert opened.model == "b" and _text(events) == "echo: hi "
+    assert [c[:3] for c in told.calls] == [
+        ("a", "up", "timeout"),
+        ("a", "up2", "error"),
+        ("a", "up3", "timeout"),
+        ("b", "up2", "ok"),
+    ]
+    assert told.retries == [] and case.sleeps == []

@@ -20,7 +20,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
@@ -48,6 +48,7 @@ __all__ = [
     "InFlight",
     "Observe",
     "Slot",
+    "TryFailed",
     "deployment_key",
     "give_back",
     "leased",
@@ -56,6 +57,7 @@ __all__ = [
     "settled",
     "settling",
     "slot_lease",
+    "try_failure",
     "waited_out",
 ]
 
@@ -406,6 +408,19 @@ async def _after_call(deployment: Deployment, held: int, tokens: int, slot: str 
             await deployment.give_slot(slot)
 
 
+@dataclass(slots=True)
+class TryFailed:
+    """What has failed so far in the try of a stream's model (`DeploymentPool.call`'s
+    `failed`): the deployments that failed in it, and what the try raises if no other
+    answers (`try_failure`: a timeout waiting for the answer once one came). A stream
+    handed over silent that fails before its first event goes on as the try would have
+    within the hold: those deployments passed over, and a second such timeout ending
+    the try, wherever the first came (within the hold or after it)."""
+
+    deployments: list[Deployment] = field(default_factory=list)
+    failure: ProviderError | None = None
+
+
 class DeploymentPool:
     """The deployments of one pool model and the balancer that orders them."""
 
@@ -430,7 +445,7 @@ class DeploymentPool:
         lease: Callable[[Deployment], float] | None = None,
         stream: bool = False,
         passed: tuple[tuple[Deployment, ...], ProviderError] | None = None,
-        failed: list[Deployment] | None = None,
+        failed: TryFailed | None = None,
     ) -> tuple[T, Deployment]:
         """`attempt` on the deployments in balancing order, skipping those whose breaker
         is open, whose request limit is reached or whose `max_in_flight` slots are all
@@ -440,7 +455,7 @@ class DeploymentPool:
         second timeout waiting for the answer in one call (slow on two servers, the
         model is slow: its fallback is next, not a third wait). When none
         answers, the last failure is raised (a timeout waiting for the answer, when one
-        came: `_try_failure`). Raises
+        came: `try_failure`). Raises
         `LimitReached` when a limit stopped every call that a breaker allowed, else
         `CircuitOpen` when no breaker let a call through.
 
@@ -458,8 +473,9 @@ class DeploymentPool:
         way already in this try, and the last failure (streams handed over silent that
         failed before their first event): skipped, the others tried as after them, that
         failure raised if none answers. `failed` (a stream's) gets each deployment that
-        fails so here: a stream handed over silent that fails before its first event
-        goes on passing them over."""
+        fails so here and the try's failure (`try_failure`): a stream handed over silent
+        that fails before its first event goes on passing them over, and ends the try
+        on a second timeout waiting for the answer."""
         failure: ProviderError | None = None if passed is None else passed[1]
         stopped: set[str] = set()  # why deployments were passed over: "busy", "limited"
         for index in self._balancer.order(self._indices, key):
@@ -487,8 +503,8 @@ class DeploymentPool:
             except ProviderError as exc:
                 if not _next_may_answer(exc) or (waited_out(exc) and waited_out(failure)):
                     raise  # a second wait run out in a try: the model, not a server
-                failure = _try_failure(failure, exc)
-                _noted(failed, deployment)
+                failure = try_failure(failure, exc)
+                _noted(failed, deployment, failure)
             finally:
                 given = None if kept else slot
                 if reading is None:
@@ -615,9 +631,10 @@ class DeploymentPool:
         return result, counted
 
 
-def _noted(failed: list[Deployment] | None, deployment: Deployment) -> None:
+def _noted(failed: TryFailed | None, deployment: Deployment, failure: ProviderError) -> None:
     if failed is not None:
-        failed.append(deployment)
+        failed.deployments.append(deployment)
+        failed.failure = failure
 
 
 def stream_ended(deployment: Deployment, error: BaseException | None) -> None:
@@ -701,7 +718,7 @@ def waited_out(exc: BaseException | None) -> bool:
     return isinstance(exc, ProviderTimeout) and not isinstance(exc, ConnectTimeout)
 
 
-def _try_failure(earlier: ProviderError | None, exc: ProviderError) -> ProviderError:
+def try_failure(earlier: ProviderError | None, exc: ProviderError) -> ProviderError:
     """What a try in which `earlier`, then `exc`, failed raises if no deployment answers:
     the last failure, unless an earlier deployment timed out waiting for the answer and
     this one did not. The try then ends with that timeout, which is not retried on the

@@ -56,6 +56,7 @@ from llmroute.dispatch.deployments import (
     Deployment,
     Deployments,
     Slot,
+    TryFailed,
     give_back,
     leased,
     relayed,
@@ -64,6 +65,7 @@ from llmroute.dispatch.deployments import (
     settling,
     slot_lease,
     stream_ended,
+    try_failure,
     waited_out,
 )
 from llmroute.dispatch.exhaustion import counted, status_of
@@ -247,7 +249,9 @@ class _Resume(NamedTuple):
     """Where a stream handed over silent failed before its first event, for its model to
     go on as it would have within the hold: the model, its try (`retry`), the
     deployments that failed so in that try (each skipped, as a try calls each once),
-    and the last failure (a 503, a 429, no response). No deployments and no failure: a
+    and what the try raises if no other deployment answers (`try_failure`: the last
+    failure, a 503, a 429, no response, unless a timeout waiting for the answer came
+    before it: that timeout, so that a second ends the try). No deployments and no failure: a
     refusal the model is sent the request again after (`Dispatcher._resent`), on any
     of its deployments, the one that refused included.
 
@@ -260,11 +264,6 @@ class _Resume(NamedTuple):
     retry: int
     deployments: tuple[Deployment, ...]
     failure: ProviderError | None
-
-    def waited_out(self, model: str, retry: int) -> bool:
-        """Whether a deployment of `model`'s try `retry` timed out waiting for the answer
-        before the stream now failing was opened."""
-        return self.model == model and self.retry == retry and waited_out(self.failure)
 
     def passed(self, retry: int) -> tuple[tuple[Deployment, ...], ProviderError] | None:
         """The deployments the model's try `retry` passes over, and why: those that
@@ -280,23 +279,28 @@ class _Opening:
     goes down the chain: the answering deployment's in-flight slot (held to the end,
     given back if none answers), that call as told to the observer, its holds in hard
     budgets (settled when the stream ends), which try of its model it was, the
-    deployments that try passed over, having failed in it (`passed`, as
-    `DeploymentPool.call` leaves them), the chain as it was gone down (`order`,
-    rearranged by the refusals on the way), and the failures of the models passed over
-    before the one that answered (`failed`: what their `attempts` say)."""
+    deployments that try passed over, having failed in it, and what it raises if no
+    other answers (`passed`, as `DeploymentPool.call` leaves them), the chain as it
+    was gone down (`order`, rearranged by the refusals on the way), and the failures
+    of the models passed over before the one that answered (`failed`: what their `attempts` say)."""
 
     slots: list[Slot] = field(default_factory=list)
     told: list[Attempt] = field(default_factory=list)
     holds: list[UsdHold] = field(default_factory=list)
     tries: list[int] = field(default_factory=list)
     order: list[str] = field(default_factory=list)
-    passed: list[Deployment] = field(default_factory=list)
+    passed: TryFailed = field(default_factory=TryFailed)
     failed: list[ProviderError] = field(default_factory=list)
 
     @property
     def retry(self) -> int:
         """Which try of its model opened the stream (0: the first)."""
         return self.tries[-1] if self.tries else 0
+
+    def try_so_far(self) -> tuple[tuple[Deployment, ...], ProviderError | None]:
+        """The deployments the try that opened the stream passed over for failing, and
+        what that try raises if no other answers (`TryFailed`), as they are now."""
+        return tuple(self.passed.deployments), self.passed.failure
 
 
 class _Relay(NamedTuple):
@@ -308,8 +312,8 @@ class _Relay(NamedTuple):
     model's, its client key's), which try of its model it was (0: the first), the
     chain as dispatch went down it (rearranged for a context window or a content
     filter: the models tried before it, then those after it), the deployments its try
-    passed over (`_Opening.passed`) and the failures of the models before it
-    (`_Opening.failed`)."""
+    passed over and what that try raises if no other answers (`_Opening.try_so_far`),
+    and the failures of the models before it (`_Opening.failed`)."""
 
     stream: tuple[bytes | None, AsyncIterator[bytes]]
     deployment: Deployment
@@ -318,7 +322,7 @@ class _Relay(NamedTuple):
     held: tuple[UsdHold, ...]
     retry: int = 0
     order: tuple[str, ...] = ()
-    passed: tuple[Deployment, ...] = ()
+    passed: tuple[tuple[Deployment, ...], ProviderError | None] = ((), None)
     failed: tuple[ProviderError, ...] = ()
 
 
@@ -644,7 +648,7 @@ class Dispatcher:
             tuple(opening.holds),
             opening.retry,
             tuple(opening.order),
-            tuple(opening.passed),
+            opening.try_so_far(),
             tuple(opening.failed),
         )
         opened.events = self._relayed(plan, body, on, resent, opened, relay)
@@ -722,14 +726,8 @@ class Dispatcher:
                     ended = exc
                     step = None
                     if not said:
-                        waited = resume is not None and resume.waited_out(name, retry)
                         step = self._goes_on(
-                            plan,
-                            order,
-                            (name, exc),
-                            (stream[1], deployment, retry, passed),
-                            resent,
-                            waited,
+                            plan, order, (name, exc), (stream[1], deployment, retry, passed), resent
                         )
                     if step is None:
                         raise
@@ -766,7 +764,7 @@ class Dispatcher:
                         raise
                     raise ended from None
                 slots, told, held = opening.slots, opening.told, tuple(opening.holds)
-                retry, passed = opening.retry, tuple(opening.passed)
+                retry, passed = opening.retry, opening.try_so_far()
                 opened.model, opened.deployment = name, deployment.provider_name
                 failed = () if resume else (_describe(failure),)  # else among `attempts`
                 opened.attempts = (*opened.attempts, *failed, *attempts)
@@ -798,33 +796,40 @@ class Dispatcher:
         plan: Plan,
         order: list[str],
         failure: tuple[str, ProviderError],
-        at: tuple[AsyncIterator[bytes], Deployment, int, tuple[Deployment, ...]],
+        at: tuple[
+            AsyncIterator[bytes],
+            Deployment,
+            int,
+            tuple[tuple[Deployment, ...], ProviderError | None],
+        ],
         resent: Callable[[str, Deployment, ProviderError], bool],
-        waited: bool = False,
     ) -> tuple[tuple[str, ...], _Resume | None] | None:
         """Where a stream that failed before its first words goes on, as the same failure
         within the hold would (None: it ends): the models to try (`order` the chain as
-        gone down; the failed model's events, deployment, try and the deployments that
-        try passed over in `at`), and how its own model goes on when it is the first of them.
+        gone down; the failed model's events, deployment, try, and the deployments that
+        try passed over with what it raises if no other answers, in `at`), and how its
+        own model goes on when it is the first of them.
         A failure another deployment may not have, before the first event (`_again`):
         the model's other deployments and tries; any other that may pass: the models
         after it. A refusal the model is sent
         the request again after (`resent`: an answer limit above its cap,
         ``stream_options``), before the first event: the model again, any deployment.
         One another model may not make (a context window too small, a content filter):
-        the model `_hand_on` puts next. `waited`: a deployment of the try timed out
-        waiting for the answer before this one failed (a second such timeout ends the
-        try, as in `DeploymentPool.call`)."""
+        the model `_hand_on` puts next. A second timeout waiting for the answer in the
+        try (the first within the hold or after it) ends the try, as in
+        `DeploymentPool.call`: the try's failure so far (`at`) is carried on."""
         name, exc = failure
-        events, deployment, retry, passed = at
+        events, deployment, retry, (passed, earlier) = at
         position = order.index(name) + 1
         if exc.retryable:
             called = (*passed, deployment)
             untried = any(
                 all(d is not c for c in called) for d in self.deployments.pool(name).deployments
             )
-            if _again(events, exc, untried and not (waited and waited_out(exc))):
-                return (name, *order[position:]), _Resume(name, retry, (*passed, deployment), exc)
+            twice = waited_out(earlier) and waited_out(exc)
+            if _again(events, exc, untried and not twice):
+                raised = try_failure(earlier, exc)
+                return (name, *order[position:]), _Resume(name, retry, called, raised)
             return (tuple(order[position:]), None) if position < len(order) else None
         if unopened(events) and resent(name, deployment, exc):
             return (name, *order[position:]), _Resume(name, retry, (), None)
@@ -1506,12 +1511,13 @@ class Dispatcher:
         key: str | None = None,
         told: list[Attempt] | None = None,
         tries: list[int] | None = None,
-        passed: list[Deployment] | None = None,
+        passed: TryFailed | None = None,
         resume: _Resume | None = None,
     ) -> tuple[T, Deployment]:
         """The model's answer, from `DeploymentPool.call`, tried again on failures that
         may pass; which try answered goes to `tries`, the deployments it passed over
-        for failing to `passed` (`DeploymentPool.call`'s `failed`). `resume`: go on from a stream
+        for failing, and what it raises if no other answers, to `passed`
+        (`DeploymentPool.call`'s `failed`). `resume`: go on from a stream
         handed over silent that failed before its first event, as that try would have
         gone on: the model's other deployments, then its tries left."""
         settings = self._registry.dispatch.retries
@@ -1893,14 +1899,15 @@ def _tried(
 
 
 def _skipped(
-    resume: _Resume | None, retry: int, passed: list[Deployment] | None
+    resume: _Resume | None, retry: int, passed: TryFailed | None
 ) -> tuple[tuple[Deployment, ...], ProviderError] | None:
     """What try `retry` passes over, and why (`_Resume.passed`); `passed`, a stream's
-    record of the deployments its try passes over, begins the try with them (the call
-    adds those that fail in it)."""
+    record of the deployments its try passes over and of what it raises if no other
+    answers, begins the try with them (the call adds those that fail in it)."""
     skipped = None if resume is None else resume.passed(retry)
     if passed is not None:
-        passed[:] = () if skipped is None else skipped[0]
+        passed.deployments[:] = () if skipped is None else skipped[0]
+        passed.failure = None if skipped is None else skipped[1]
     return skipped
 
 
