@@ -11,15 +11,28 @@ import sys
 import threading
 import weakref
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import pytest
 
+from llmroute import Router
 from llmroute.dispatch import Opened
 from llmroute.sdk import streams
 from llmroute.sdk.streams import AsyncStream, close_streams
 
+DROPPED = """
+encoder: builtin:static
+providers:
+  echo: {kind: echo}
+models:
+  said: {provider: echo, model: said}
+routes:
+  - {name: r, examples: [hello], target: said}
+default: {target: said}
+"""
+WORDS = [{"role": "user", "content": " ".join(f"w{i}" for i in range(30))}]
 CHUNK = b'data: {"id": "c1", "object": "chat.completion.chunk", "choices": []}\n\n'
 
 
@@ -115,3 +128,40 @@ def test_a_stream_opened_while_another_loop_lists_the_open_ones() -> None:
         listing.set()
         other.join(10)
     assert hooked and not errors
+
+
+def test_a_dropped_stream_whose_end_is_due_on_a_loop_then_closed_frees_the_loop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A router's stream (an echo provider: a real one, in this process) read in part and
+    dropped unclosed, its loop run one more step (its end scheduled as a task), then
+    closed by hand: the end never runs. `_DROPPED` held that task for the life of the
+    process, and with it the loop, the stream and the router's clients on it; now they
+    are freed, quietly (no "Task was destroyed but it is pending!", no "never awaited":
+    warnings are errors here). Closed on a loop with an HTTP upstream's connection
+    open, aiohttp warns of that connection as it is freed: it was open, and so is
+    kept out of this test."""
+    path = tmp_path / "registry.yaml"
+    path.write_text(DROPPED)
+    router = Router.from_yaml(path)
+    loop = asyncio.new_event_loop()
+    kept: list[Any] = []
+
+    async def read_one() -> None:
+        stream = await router.chat.completions.acreate(messages=WORDS, stream=True)
+        await anext(stream)
+        kept.append(stream)
+
+    loop.run_until_complete(read_one())
+    kept.clear()  # dropped: its end is scheduled on its loop ...
+    loop.call_soon(loop.stop)
+    loop.run_forever()  # ... and made a task there, one step
+    assert len(streams._DROPPED) == 1
+    loop.close()
+    router.close()
+    freed = weakref.ref(loop)
+    del loop
+    gc.collect()
+    gc.collect()  # the end's coroutine, closed as its task went, goes in a second pass
+    assert freed() is None and not streams._DROPPED
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import inspect
 import logging
 import threading
 import time
@@ -15,6 +16,7 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
     Callable,
+    Coroutine,
     Iterable,
     Iterator,
     Mapping,
@@ -117,8 +119,11 @@ def _delta_text(chunk: dict[str, Any]) -> str:
     return content if isinstance(content, str) else ""
 
 
-# ends of dropped streams, until done, with what they end
-_DROPPED: dict[asyncio.Task[None], tuple[AsyncGenerator[Any, None], Opened, _Ending]] = {}
+# ends of dropped streams, until done: held by their loops (`_Dropped`), not by this set
+_DROPPED: weakref.WeakSet[_Dropped] = weakref.WeakSet()
+# how long a loop holds a dropped stream's end (`_Dropped`): for ever, but a finite time
+# that every loop implementation takes; the end lets go of it once done
+_HELD_S = 365 * 86400.0
 # until their streams have ended; held by those streams (`_Ending.guard`) and its own
 # task, not by this map: a loop closed with a stream open is not kept alive by it
 _GUARDS: weakref.WeakValueDictionary[asyncio.AbstractEventLoop, _LoopGuard] = (
@@ -178,15 +183,52 @@ async def _end(chunks: AsyncGenerator[Any, None], opened: Opened, ending: _Endin
         ending(opened, CLIENT_DISCONNECTED)
 
 
+class _Dropped:
+    """The end (`_end`) of a stream its caller dropped unclosed, a task on the stream's
+    loop, with what it ends (for `_LoopGuard` to end it when its loop's runner
+    cancelled the task before it began).
+
+    A task needs a strong reference until done (a loop keeps only weak ones), and a
+    module-wide one kept it, and its loop with everything on it, for the life of the
+    process when the loop was closed by hand (``loop.close()``, no runner) before the
+    end was over: its loop holds it instead, in a timer that is cancelled once the end
+    is done and that closing the loop drops. `_DROPPED` lists it weakly. Freed with
+    such a loop, it goes quietly, as a stream left open on it does (`_LoopGuard`):
+    without asyncio's "Task was destroyed but it is pending!" and, for an end that had
+    not begun, "coroutine '_end' was never awaited"."""
+
+    __slots__ = ("__weakref__", "chunks", "ending", "held", "opened", "task")
+
+    def __init__(self, chunks: AsyncGenerator[Any, None], opened: Opened, ending: _Ending) -> None:
+        loop = asyncio.get_running_loop()
+        self.chunks, self.opened, self.ending = chunks, opened, ending
+        coro = _end(chunks, opened, ending)
+        self.task = loop.create_task(coro)
+        self.task._log_destroy_pending = False  # type: ignore[attr-defined]  # as asyncio's own
+        self.held = loop.call_later(_HELD_S, _still_held, self)
+        self.task.add_done_callback(self._done)
+        weakref.finalize(self, _never_begun, coro)
+        _DROPPED.add(self)
+
+    def _done(self, _: asyncio.Task[None]) -> None:
+        self.held.cancel()  # the loop lets go of it
+        _DROPPED.discard(self)
+
+
+def _never_begun(coro: Coroutine[Any, Any, None]) -> None:
+    """A dropped stream's end freed with its loop closed before it began: closed, so
+    that it is not "never awaited" (one that began is left to Python)."""
+    if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+        coro.close()
+
+
+def _still_held(_: _Dropped) -> None:
+    """A dropped stream's end outlived `_HELD_S` (a year): nothing to do but let go."""
+
+
 def _end_dropped(chunks: AsyncGenerator[Any, None], opened: Opened, ending: _Ending) -> None:
     """On the stream's loop: `_end` a stream its caller dropped unclosed."""
-    task = asyncio.ensure_future(_end(chunks, opened, ending))
-    _DROPPED[task] = (chunks, opened, ending)
-    task.add_done_callback(_forget_dropped)
-
-
-def _forget_dropped(task: asyncio.Task[None]) -> None:
-    _DROPPED.pop(task, None)
+    _Dropped(chunks, opened, ending)
 
 
 class _LoopGuard:
@@ -238,11 +280,11 @@ class _LoopGuard:
             await self.done
         except asyncio.CancelledError:
             await close_streams(self.loop)
-            for task, (chunks, opened, ending) in list(_DROPPED.items()):
-                if task.get_loop() is self.loop:
-                    await asyncio.wait({task})
-                    if not ending.ended:  # cancelled before it began
-                        await _end(chunks, opened, ending)
+            for dropped in list(_DROPPED):
+                if dropped.task.get_loop() is self.loop:
+                    await asyncio.wait({dropped.task})
+                    if not dropped.ending.ended:  # cancelled before it began
+                        await _end(dropped.chunks, dropped.opened, dropped.ending)
             raise
         finally:
             if _GUARDS.get(self.loop) is self:
