@@ -333,6 +333,28 @@ def test_a_picker_that_thinks_is_asked_without_thinking(
     assert sent["max_tokens"] <= 32 and sent["temperature"] == 0
 
 
+@pytest.mark.parametrize(
+    ("served", "effort"),
+    [("gpt-5.1", "none"), ("gpt-5-mini-2025-08-07", "minimal"), ("o4-mini", "low")],
+)
+def test_a_picker_on_openai_is_sent_the_lowest_effort_its_model_takes(
+    url: str, tmp_path: Path, script: Script, served: str, effort: str
+) -> None:
+    """``none`` on gpt-5.1 and later (no thinking at all), ``minimal`` on gpt-5, ``low``
+    on the o-series, which refuse the other two with a 400."""
+    text = REGISTRY % {"url": url, "margin": 1.0, "threshold": 0.3, "timeout": 5, "concurrency": 4}
+    picker = "picker: {provider: fake, model: up-picker}"
+    text = text.replace(picker, f"picker: {{provider: fake, model: {served}, reasoning: {{}}}}")
+    router = Router(
+        parse_registry(text, source="t.yaml"), encoder=FakeEncoder(), cache_dir=tmp_path
+    )
+    decision = intent_decision(router)
+    script.replies[WEATHER] = '{"route": "cooking"}'
+    assert run_with(router, lambda llm: llm.refine(decision, WEATHER)).route == "cooking"
+    (sent,) = script.requests
+    assert sent["model"] == served and sent["reasoning_effort"] == effort
+
+
 def test_request_is_truncated_to_max_chars(make: MakeRouter, script: Script) -> None:
     router = make()
     decision = intent_decision(router)

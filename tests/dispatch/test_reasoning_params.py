@@ -15,6 +15,7 @@ from plans import plan_for
 
 from llmroute.decision import ReasoningOutcome
 from llmroute.dispatch import Dispatcher, Plan
+from llmroute.dispatch.client_reasoning import in_dialect
 from llmroute.dispatch.reasoning_params import (
     budget_for,
     client_chose,
@@ -25,6 +26,7 @@ from llmroute.dispatch.reasoning_params import (
 from llmroute.providers import build_providers
 from llmroute.providers._anthropic_convert import to_chat_completion, to_messages_request
 from llmroute.registry import parse_registry
+from llmroute.registry.openai_efforts import off_effort
 from llmroute.registry.schema import Model, Reasoning, RoutePolicy
 
 
@@ -221,6 +223,55 @@ def test_thinking_param_on_an_openai_compatible_provider() -> None:
 def test_off_turns_thinking_off_explicitly(kind: str, param: str, key: str, value: Any) -> None:
     sent = with_reasoning(_body(), _model(param=param, turn_off=True), kind, False)
     assert sent[key] == value
+
+
+@pytest.mark.parametrize(
+    ("model_id", "effort"),
+    [
+        ("gpt-5.1", "none"),  # none: its default, no reasoning at all
+        ("gpt-5.1-2025-11-13", "none"),
+        ("gpt-5.2", "none"),
+        ("GPT-5.2-2025-12-11", "none"),
+        ("gpt-5", "minimal"),
+        ("gpt-5-mini", "minimal"),
+        ("gpt-5-nano-2025-08-07", "minimal"),
+        # the variants keep the value every model takes: codex refuses minimal, pro
+        # takes only the higher efforts, chat is not the reasoning model
+        ("gpt-5-codex", "low"),
+        ("gpt-5.1-codex", "low"),
+        ("gpt-5.1-codex-mini", "low"),
+        ("gpt-5-pro", "low"),
+        ("gpt-5.2-pro", "low"),
+        ("gpt-5.1-chat-latest", "low"),
+        # o-series models refuse minimal and none with a 400
+        ("o1", "low"),
+        ("o3", "low"),
+        ("o3-mini-2025-01-31", "low"),
+        ("o4-mini", "low"),
+        # ids that cannot be read: an Azure deployment's name, a router's path, gpt-oss
+        ("my-gpt5-deployment", "low"),
+        ("openai/gpt-5.1", "low"),
+        ("gpt-oss-120b", "low"),
+        ("gpt-50", "low"),
+        ("gpt-6", "low"),
+    ],
+)
+def test_off_sends_the_lowest_effort_the_openai_model_takes(model_id: str, effort: str) -> None:
+    assert off_effort(model_id) == effort
+    model = Model(provider="p", model=model_id, reasoning=Reasoning(effort="high"))
+    assert with_reasoning(_body(), model, "openai", False)["reasoning_effort"] == effort
+    # a deployment's own id is what the call goes to
+    other = Model(provider="p", model="m", reasoning=Reasoning(effort="high"))
+    sent = with_reasoning(_body(), other, "openai", False, served_id=model_id)
+    assert sent["reasoning_effort"] == effort
+    # a client that asked for thinking off (Anthropic's way) is sent the same
+    asked = _body(thinking={"type": "disabled"})
+    assert in_dialect(asked, model, "openai")["reasoning_effort"] == effort
+
+
+def test_on_is_unchanged_by_the_models_lowest_effort() -> None:
+    model = Model(provider="p", model="gpt-5.1", reasoning=Reasoning(effort="low"))
+    assert with_reasoning(_body(), model, "openai", True)["reasoning_effort"] == "low"
 
 
 def test_off_false_sends_nothing_when_not_needed() -> None:

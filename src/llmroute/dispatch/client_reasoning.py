@@ -18,8 +18,8 @@ request is sent with that model's own parameter instead, holding the same intent
   ``high``; a client that said "think" without an amount gets the model's own;
 - "off" (``thinking.type: disabled``, ``reasoning_effort: none``, ``enable_thinking:
   false``, ``reasoning.enabled: false``) becomes ``thinking: {type: disabled}``,
-  ``enable_thinking: false`` or the lowest effort every OpenAI reasoning model accepts
-  (``low``);
+  ``enable_thinking: false`` or the lowest ``reasoning_effort`` the model takes
+  (`off_effort`: ``none``, ``minimal`` or ``low``);
 - Anthropic-style thinking that Anthropic would refuse (a forced tool choice, or the
   turn after a tool result whose assistant turn does not carry its ``thinking_blocks``
   back) is left out rather than sent to a certain 400.
@@ -186,7 +186,7 @@ def in_dialect(
         return _with_effort(said, intent)
     plain = _without_client_keys(body)
     if not intent.on:
-        return turn_off(plain, style)
+        return turn_off(plain, style, served_id or model.model)
     wanted = reasoning
     if intent.effort is not None or intent.budget is not None:
         wanted = Reasoning(

@@ -17,9 +17,10 @@ pool model, its provider's kind and the gate's verdict (docs/reasoning.md).
   and max 32768); either way ``max_tokens`` raised by that budget, since thinking counts
   against it; vLLM/Qwen ``chat_template_kwargs.enable_thinking: true``.
 - Not needed, with ``turn_off: true``: Anthropic ``thinking: {type: disabled}``, Qwen
-  ``enable_thinking: false``, OpenAI ``reasoning_effort: low`` (the lowest value every
-  OpenAI reasoning model accepts: ``minimal`` exists only on the gpt-5 family and o-series
-  models refuse it with a 400).
+  ``enable_thinking: false``, OpenAI ``reasoning_effort``: the lowest the model the id
+  names takes (`off_effort`: ``none`` on gpt-5.1 and later, ``minimal`` on gpt-5, else
+  ``low``, which every OpenAI reasoning model accepts: o-series models refuse the
+  others with a 400).
 
 The body is never mutated: a changed body is a shallow copy.
 """
@@ -31,6 +32,7 @@ from typing import Any, Literal, TypeGuard
 
 from llmroute.providers._anthropic_convert import DEFAULT_MAX_TOKENS, thinking_blocks
 from llmroute.registry.claude_thinking import EFFORTS, thinks_adaptively
+from llmroute.registry.openai_efforts import OFF_EFFORT, off_effort
 from llmroute.registry.schema import ANTHROPIC_KINDS, Model, Reasoning
 
 __all__ = [
@@ -65,7 +67,6 @@ EFFORT_BUDGET = {
 ADAPTIVE_EFFORTS = EFFORTS
 """Anthropic's ``output_config.effort`` values (``xhigh`` from Opus 4.7, ``max`` from
 Opus 4.6; ``high`` is its default), lowest first."""
-OFF_EFFORT = "low"
 DEFAULT_EFFORT = "medium"  # OpenAI's own default
 _SAFE_OPENAI_TOP = "high"  # xhigh exists only on some OpenAI models: the others 400
 _CLIENT_KEYS = ("reasoning_effort", "thinking", "reasoning")
@@ -153,7 +154,7 @@ def with_reasoning(
         adaptive = style == "thinking" and thinks_adaptively(model, reasoning, served_id)
         return turn_on(body, reasoning, style, adaptive=adaptive)
     if reasoning.turn_off:
-        return turn_off(body, style)
+        return turn_off(body, style, served_id or model.model)
     return body
 
 
@@ -294,9 +295,13 @@ def thinking_allowed(body: Mapping[str, Any], *, adaptive: bool = False) -> bool
     return first is not None and bool(thinking_blocks(first.get("thinking_blocks")))
 
 
-def turn_off(body: dict[str, Any], style: Style) -> dict[str, Any]:
+def turn_off(body: dict[str, Any], style: Style, model_id: str | None = None) -> dict[str, Any]:
+    """`body` with thinking turned off in `style`; ``reasoning_effort`` the lowest the
+    model `model_id` names takes (`off_effort`; without an id, the one every model
+    takes)."""
     if style == "reasoning_effort":
-        return {**body, "reasoning_effort": OFF_EFFORT}
+        effort = OFF_EFFORT if model_id is None else off_effort(model_id)
+        return {**body, "reasoning_effort": effort}
     if style == "enable_thinking":
         return _template_kwargs(body, False)
     return {**body, "thinking": {"type": "disabled"}}

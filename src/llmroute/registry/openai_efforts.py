@@ -1,0 +1,42 @@
+"""The lowest ``reasoning_effort`` an OpenAI reasoning model takes, for thinking turned
+off (docs/reasoning.md, "Provider parameters").
+
+OpenAI's models differ in the lowest value they accept, and refuse one they do not know
+with a 400: o1, o3, o4-mini (and o3-mini, o3-pro) take ``low`` to ``high``; the gpt-5
+family (``gpt-5``, ``gpt-5-mini``, ``gpt-5-nano``) added ``minimal``; gpt-5.1, gpt-5.2
+and the later gpt-5 versions take ``none`` (no reasoning at all: their default) and
+dropped ``minimal``. Their
+variants keep their own lists: the codex models take ``low`` and up, the pro models only
+the higher efforts (``low`` is what was sent before; no lower value is safer). So only
+the ids read here get a lower value than ``low``, which every other model that takes
+``reasoning_effort`` (an o-series model, gpt-oss, a compatible server, an id that
+cannot be read: an Azure deployment's own name) accepts. A dated id
+(``gpt-5-mini-2025-08-07``, ``gpt-5.1-2025-11-13``) is its model's.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["OFF_EFFORT", "off_effort"]
+
+OFF_EFFORT = "low"
+"""The lowest effort every OpenAI reasoning model accepts."""
+
+_DATED = r"(?:-\d{4}-\d{2}-\d{2})?"
+# gpt-5, gpt-5-mini, gpt-5-nano: minimal (gpt-5-codex, gpt-5-pro and gpt-5-chat do not)
+_MINIMAL = re.compile(rf"gpt-5(?:-mini|-nano)?{_DATED}")
+# gpt-5.1, gpt-5.2 ..., not their codex, pro or chat variants: none (a later major
+# version is not known to: it gets the value every model takes)
+_NONE = re.compile(rf"gpt-5\.[1-9]\d*{_DATED}")
+
+
+def off_effort(model_id: str) -> str:
+    """The ``reasoning_effort`` that turns thinking off (or lowest) on the OpenAI model
+    `model_id` names: ``none``, ``minimal`` or `OFF_EFFORT`."""
+    text = model_id.strip().lower()
+    if _NONE.fullmatch(text):
+        return "none"
+    if _MINIMAL.fullmatch(text):
+        return "minimal"
+    return OFF_EFFORT
