@@ -362,10 +362,7 @@ models:
   a:
     model: m
     deployments:
-      - {provider: up, model: 'm-%(tag)s?ttft=3', weight: 1000000000}
-      - {provider: up2, model: 'm-%(tag)s?%(second)s', weight: 1000000}
-      - {provider: up3, model: 'm-%(tag)s?%(third)s', weight: 1000}
-      - {provider: up4, model: 'm-%(tag)s', weight: 1}
+%(deployments)s
   b: {provider: up2, model: 'b-%(tag)s'}
 routes:
   - {name: r, examples: [hello], target: a}
@@ -377,14 +374,20 @@ dispatch:
 """
 
 
-def _uneven(case: Case, second: str, third: str = "") -> Registry:
+def _uneven(case: Case, *faults: str) -> Registry:
     """`a`'s first deployment times out within the hold (0.2 s of 0.5 s); the others
-    wait longer (1 s), so that the second is handed over silent before its own wait
-    ends; the fourth answers."""
+    (`faults` each, in order; the last ones the test leaves out answer) wait longer
+    (1 s), so that the second is handed over silent before its own wait ends."""
     one, two = case.upstreams
-    values = {"url": one.url, "url2": two.url, "tag": case.tag}
-    text = UNEVEN % {**values, "second": second, "third": third or "ok=1"}
-    return parse_registry(text).registry
+    lines = []
+    for index, fault in enumerate(("ttft=3", *faults)):
+        name = "up" if index == 0 else f"up{index + 1}"
+        query = f"?{fault}" if fault else ""
+        weight = 1000 ** (len(faults) - index)  # tried in this order
+        model = f"m-{case.tag}{query}"
+        lines.append(f"      - {{provider: {name}, model: '{model}', weight: {weight}}}")
+    values = {"url": one.url, "url2": two.url, "tag": case.tag, "deployments": "\n".join(lines)}
+    return parse_registry(UNEVEN % values).registry
 
 
 def _streamed(case: Case, registry: Registry, told: Told) -> tuple[Any, list[bytes]]:
@@ -403,7 +406,7 @@ def test_a_timeout_within_the_hold_then_one_after_the_hand_over_ends_the_try(
     handed over: two timeouts in one try, so the fallback answers, not the third
     deployment after a third wait (the timeout within the hold was forgotten at the
     hand-over, and the third was called)."""
-    opened, events = _streamed(case, _uneven(case, "ttft=3"), told := Told())
+    opened, events = _streamed(case, _uneven(case, "ttft=3", ""), told := Told())
     assert opened.model == "b" and _text(events) == "echo: hi "
     assert [c[:3] for c in told.calls] == [
         ("a", "up", "timeout"),
@@ -420,13 +423,31 @@ def test_a_timeout_then_a_503_after_the_hand_over_then_a_timeout_ends_the_try(
     does not make the try forget the first: the third deployment's timeout ends it, and
     the fallback answers, not the fourth (nor the model again: a try that timed out is
     not retried)."""
-    registry = _uneven(case, "delay=0.8&status=503", "ttft=3")
+    registry = _uneven(case, "delay=0.8&status=503", "ttft=3", "")
     opened, events = _streamed(case, registry, told := Told())
     assert opened.model == "b" and _text(events) == "echo: hi "
     assert [c[:3] for c in told.calls] == [
         ("a", "up", "timeout"),
         ("a", "up2", "error"),
         ("a", "up3", "timeout"),
+        ("b", "up2", "ok"),
+    ]
+    assert told.retries == [] and case.sleeps == []
+
+
+def test_a_timeout_within_the_hold_then_a_503_after_the_hand_over_is_not_retried(
+    case: Case,
+) -> None:
+    """Both of the model's deployments failed in the try, the first by timing out: the
+    try ends with that timeout, which is not retried on the model (the 503 was: after a
+    backoff the deployment that timed out was waited on again), and the fallback
+    answers at once, as when both failed within the hold."""
+    registry = _uneven(case, "delay=0.8&status=503")
+    opened, events = _streamed(case, registry, told := Told())
+    assert opened.model == "b" and _text(events) == "echo: hi "
+    assert [c[:3] for c in told.calls] == [
+        ("a", "up", "timeout"),
+        ("a", "up2", "error"),
         ("b", "up2", "ok"),
     ]
     assert told.retries == [] and case.sleeps == []
