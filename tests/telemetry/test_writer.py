@@ -138,8 +138,36 @@ def test_offer_never_blocks_while_the_store_is_down(
     assert sum(drops.calls.values()) == N
     warnings = [r.getMessage() for r in caplog.records if r.name == "llmroute.telemetry"]
     assert any("store_error" in w for w in warnings)
-    assert len([w for w in warnings if "queue_full" in w]) == 1  # rate-limited
+    # rate-limited: one as they began, and the close says those that came after it
+    assert len([w for w in warnings if "queue_full" in w and " more " not in w]) == 1
     assert not any("pw" in w.replace("u:***", "") for w in warnings)
+
+
+def test_drops_after_the_last_warning_are_said_at_close(
+    closed_port: int, make_record: MakeRecord, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Drops are said at most every 10 s a reason; those that came after its last
+    warning are said by the close, not lost unsaid as the process exits (a gateway
+    stopped while its PostgreSQL is down said 1 of the 4 records it dropped)."""
+    store = PostgresStore(f"postgresql://u@127.0.0.1:{closed_port}/test", timeout_s=0.2)
+    writer = TelemetryWriter(store, batch_size=10, flush_seconds=0.02).start()
+    with caplog.at_level(logging.WARNING, logger="llmroute.telemetry"):
+        writer.offer(make_record(0))
+        assert writer.flush(10)  # dropped and said
+        for i in range(1, 4):
+            writer.offer(make_record(i))
+        assert writer.flush(10)  # dropped (the store backs off), within the 10 s
+        said = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+        assert len(said) == 1 and "dropped 1 decision record(s) (store_error" in said[0]
+        writer.close()
+        writer.close()  # said once
+    store.close()
+    assert writer.dropped_by_reason["store_error"] == 4
+    said = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert said[1:] == [
+        f"telemetry postgresql://u@127.0.0.1:{closed_port}/test: dropped 3 more decision "
+        "record(s) (store_error) since the last warning; 4 store_error in all"
+    ]
 
 
 def test_queue_full_drops_are_counted(tmp_path: Path, make_record: MakeRecord) -> None:

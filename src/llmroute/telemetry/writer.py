@@ -25,7 +25,10 @@ out of its batch, the rest written, and counted as ``row_error``.
 Drops are reported three ways: the `dropped` counters, ``on_drop(n, reason)`` (reason
 ``queue_full``, ``store_error``, ``closed`` or ``row_error``) and a WARNING at most
 every 10 s per reason with the running count (``row_error``'s is the one
-`decision_rows` logs, naming a decision). Log lines carry the store's masked URL only.
+`decision_rows` logs, naming a decision). Drops that came after a reason's last WARNING
+are said by `close`, so that none is lost unsaid when the process exits within those
+10 s (a gateway stopping while its database is down). Log lines carry the store's
+masked URL only.
 
 ``on_depth(n)`` is told how many records wait in the queue each time the thread wakes,
 after each batch it hands the store, and on each record offered while a batch or more
@@ -111,6 +114,7 @@ class TelemetryWriter:
         self._written = 0
         self._dropped = {QUEUE_FULL: 0, STORE_ERROR: 0, CLOSED: 0, ROW_ERROR: 0}
         self._last_log: dict[str, float] = {}
+        self._unsaid: dict[str, int] = {}  # per reason: drops since its last WARNING
         self._ready = False  # migrated since the last store error
         self._retry_at = 0.0  # monotonic time before which the store is not called
         self._backoff = _BACKOFF_FIRST_S
@@ -171,6 +175,9 @@ class TelemetryWriter:
             )
             if due:
                 self._last_log[reason] = now
+                self._unsaid[reason] = 0
+            elif reason != ROW_ERROR:
+                self._unsaid[reason] = self._unsaid.get(reason, 0) + n
         if due:
             log.warning(
                 "telemetry %s: dropped %d decision record(s) (%s; %d %s so far)%s",
@@ -241,8 +248,11 @@ class TelemetryWriter:
                 if left_s <= 0:
                     break
                 self._ended.wait(None if math.isinf(left_s) else left_s)
-            if self._ran_out:
-                return True
+            ended = self._ran_out
+        if not already:
+            self._say_unsaid()
+        if ended:
+            return True
         left = self._in_hand + sum(
             1 for item in list(self._queue) if isinstance(item, DecisionRecord)
         )
@@ -256,6 +266,24 @@ class TelemetryWriter:
                 time.monotonic() - began,
             )
         return False
+
+    def _say_unsaid(self) -> None:
+        """One WARNING per reason for the drops its last WARNING did not count: the
+        process may exit before the next one would have been due."""
+        with self._state_lock:
+            unsaid = {reason: n for reason, n in self._unsaid.items() if n}
+            self._unsaid.clear()
+            totals = dict(self._dropped)
+        for reason, n in unsaid.items():
+            log.warning(
+                "telemetry %s: dropped %d more decision record(s) (%s) since the last "
+                "warning; %d %s in all",
+                self.store.url,
+                n,
+                reason,
+                totals[reason],
+                reason,
+            )
 
     def hurry(self, within_s: float) -> None:
         """Make a close under way, or to come, stop waiting `within_s` from now at the
