@@ -4,15 +4,20 @@ and the writer writes again once it answers: the writer thread used to wait fore
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from collections import Counter
 
 import pytest
-from stall_proxy import stall_proxy
+from stall_proxy import silent_server, stall_proxy
 from telemetry_records import build_record, pg_execute
 
 from llmroute.errors import TelemetryError
+from llmroute.registry.schema import TelemetrySettings
+from llmroute.telemetry.metrics import GatewayMetrics
+from llmroute.telemetry.service import Telemetry
 from llmroute.telemetry.store.postgres import PostgresStore
 from llmroute.telemetry.writer import TelemetryWriter
 
@@ -92,3 +97,29 @@ def test_a_commit_the_server_does_not_answer_is_cut(postgres_url: str) -> None:
         store.close()
         for pid in pids:  # its sleep would hold the schema's drop
             pg_execute(f"SELECT pg_terminate_backend({pid})")
+
+
+def test_closing_the_log_leaves_connection_attempts_behind_at_its_deadline() -> None:
+    """A PostgreSQL that takes connections and never answers: the pool's workers try to
+    connect for up to `connect_timeout_s` each, and closing the store waited for them
+    (up to 5 s each), past the deadline a gateway's shutdown gave the log: a gateway
+    stopped while its database hung exited ~10 s after SIGTERM with nothing in flight.
+    Now the close returns by its deadline, the attempts left to end in their daemon
+    threads (checked by what still runs, not by a clock)."""
+    before = set(threading.enumerate())
+    with silent_server() as url:
+        pg = "postgresql://u@" + url.removeprefix("http://") + "/test"
+        store = PostgresStore(pg, pool_size=1, timeout_s=0.3, connect_timeout_s=3)
+        writer = TelemetryWriter(store, flush_seconds=0.02).start()
+        telemetry = Telemetry(TelemetrySettings(url=pg), GatewayMetrics(), store, writer)
+        writer.offer(build_record(0))
+        assert writer.flush(10) and writer.dropped_by_reason["store_error"] == 1
+        asyncio.run(telemetry.aclose(0.3))
+        connecting = [
+            t
+            for t in set(threading.enumerate()) - before
+            if t.name.startswith("llmroute-telemetry-worker") and t.is_alive()
+        ]
+        assert connecting  # not waited for: its attempt has seconds to go
+    for thread in connecting:  # the server gone, the attempt fails and the worker ends
+        thread.join(10)

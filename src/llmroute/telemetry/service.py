@@ -2,8 +2,9 @@
 recorder, opened once at gateway start-up and closed at shutdown.
 
 The store is chosen by ``$LLMROUTE_TELEMETRY_URL`` or the registry's ``telemetry.url``
-when the gateway starts; a registry reload that changes it takes effect on restart (the
-log line says so). A store that is down at start-up does not stop the gateway: the
+when the gateway starts; a registry reload that changes the ``telemetry`` section opens
+a new one, current from the swap, and closes the old one once its last request is done
+(`llmroute.server.reload`). A store that is down at start-up does not stop the gateway: the
 writer keeps trying in its thread and counts what it drops meanwhile.
 """
 
@@ -13,6 +14,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -83,6 +85,7 @@ class Telemetry:
         self.store = store
         self.writer = writer
         self._waiting = asyncio.Semaphore(_WAITING)  # feedback waiting for another process
+        self._hurry_by = math.inf  # monotonic: when a close under way, or to come, ends
         self.recorder = Recorder(
             writer,
             metrics,
@@ -183,14 +186,19 @@ class Telemetry:
     def hurry(self, within_s: float) -> None:
         """Make a close under way (`aclose`), or to come, stop waiting for the writer
         `within_s` from now at the latest (see `TelemetryWriter.hurry`)."""
+        self._hurry_by = min(self._hurry_by, time.monotonic() + within_s)
         if self.writer is not None:
             self.writer.hurry(within_s)
 
     async def aclose(self, timeout_s: float = 10.0) -> None:
-        """Write what is queued (for at most `timeout_s`, or until `hurry` says: the
-        writer says what it could not), then close the store."""
+        """Write what is queued, then close the store, both within `timeout_s` (or by
+        when `hurry` says): the writer says what it could not write, and the store stops
+        waiting on its connection attempts to a server that does not answer, which held a
+        gateway's shutdown up to 5 s past its deadline."""
         writer, store = self.writer, self.store
+        close_by = time.monotonic() + timeout_s
         if writer is not None:
             await anyio.to_thread.run_sync(writer.close, timeout_s)
         if store is not None:
-            await anyio.to_thread.run_sync(store.close)
+            left_s = max(0.0, min(close_by, self._hurry_by) - time.monotonic())
+            await anyio.to_thread.run_sync(store.close, left_s)

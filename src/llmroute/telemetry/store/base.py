@@ -168,4 +168,8 @@ class Store(Protocol):
         """All decisions, or those in ``since <= ts < until`` when either bound is given."""
         ...
 
-    def close(self) -> None: ...
+    def close(self, timeout_s: float | None = None) -> None:
+        """Release the store's connections; `timeout_s` bounds the wait for work of its
+        own still under way (PostgreSQL's connection attempts to a server that does not
+        answer), which is then left to end by itself (None: the store's own bound)."""
+        ...

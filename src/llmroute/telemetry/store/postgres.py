@@ -115,6 +115,7 @@ INSTALL_HINT = "PostgreSQL telemetry needs the postgres extra: pip install 'llmr
 
 
 _POOL_NAME = "llmroute-telemetry"
+_CLOSE_S = 5.0  # a close waits this long at most for the pool's workers (all of them)
 _DOWN_S = 5.0  # after a timeout without a connection, calls fail at once this long
 # A migration (an index built on a large table) and a forget (a user's rows across the
 # whole log) may take longer than `answer_timeout_s` on a server that works.
@@ -382,14 +383,19 @@ class PostgresStore(SqlReads):
         with self._connection(what) as conn:
             return conn.execute(sql.encode(), params).fetchall()
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
+        """Close the pool. Its workers may be trying to connect to a server that does
+        not answer (each attempt up to `connect_timeout_s`); the pool waits for each in
+        turn, so `timeout_s` is shared among them: a gateway's shutdown closes the log
+        within its deadline, the attempts left to end in their daemon threads."""
         with self._open_lock:
             if self._closed:
                 return
             self._closed = True
             opened = self._opened
         if opened:
-            self._pool.close()
+            bound = _CLOSE_S if timeout_s is None else max(0.0, timeout_s)
+            self._pool.close(timeout=bound / max(1, self._pool.num_workers))
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"

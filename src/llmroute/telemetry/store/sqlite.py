@@ -220,7 +220,7 @@ class SqliteStore(SqlReads):
         with self._session(what) as conn:
             return list(conn.execute(sql, params).fetchall())
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
         with self._lock:
             self._closed = True
             if self._conn is not None:
