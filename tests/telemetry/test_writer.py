@@ -170,6 +170,26 @@ def test_drops_after_the_last_warning_are_said_at_close(
     ]
 
 
+def test_a_writer_closed_before_it_started_says_its_unsaid_drops_too(
+    tmp_path: Path, make_record: MakeRecord, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SqliteStore(tmp_path / "t.db")
+    writer = TelemetryWriter(store, queue_size=10, batch_size=5, flush_seconds=1)
+    with caplog.at_level(logging.WARNING, logger="llmroute.telemetry"):
+        for i in range(25):  # not started: 15 past the queue's 10, the first said
+            writer.offer(make_record(i))
+        writer.close()
+    store.close()
+    said = [r.getMessage().split(": ", 1)[1] for r in caplog.records]
+    assert said == [
+        "dropped 1 decision record(s) (queue_full; 1 queue_full so far)",
+        "dropped 10 decision record(s) (closed; 10 closed so far): the writer was closed "
+        "before it started",
+        "dropped 14 more decision record(s) (queue_full) since the last warning; "
+        "15 queue_full in all",
+    ]
+
+
 def test_queue_full_drops_are_counted(tmp_path: Path, make_record: MakeRecord) -> None:
     drops = Drops()
     store = SqliteStore(tmp_path / "t.db")

@@ -238,6 +238,8 @@ class TelemetryWriter:
             self._queue.clear()
             if left and not already:
                 self._drop(left, CLOSED, "the writer was closed before it started")
+            if not already:
+                self._say_unsaid()
             return left == 0
         self._wake.set()
         began = time.monotonic()
