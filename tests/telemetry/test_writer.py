@@ -131,7 +131,9 @@ def test_offer_never_blocks_while_the_store_is_down(
         writer.close()
     store.close()
 
-    assert elapsed < 20 * baseline + 0.05, (elapsed, baseline)
+    # offers that waited on the store would take ~10 s (50 batches x its 0.2 s connect
+    # timeout); the slack keeps a loaded machine's scheduling out of the verdict
+    assert elapsed < 20 * baseline + 1.0, (elapsed, baseline)
     assert writer.written == 0
     assert writer.dropped == N
     assert drops.calls["queue_full"] > 0 and drops.calls["store_error"] > 0
