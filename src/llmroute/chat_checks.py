@@ -15,6 +15,7 @@ from typing import Any
 
 from llmroute.errors import InvalidRequest
 from llmroute.field_values import finite_number, integer, positive_int, strings
+from llmroute.proxy_fields import check_proxy_fields
 
 __all__ = ["check_chat_body", "check_stream_options"]
 
@@ -68,6 +69,7 @@ def check_chat_body(body: dict[str, Any]) -> None:
     if user is not None and not isinstance(user, str):
         raise _bad("user", "'user' must be a string")
     _check_thinking(body.get("thinking"))
+    check_proxy_fields(body)
 
 
 def check_stream_options(body: dict[str, Any]) -> None:

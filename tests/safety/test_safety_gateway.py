@@ -215,6 +215,7 @@ def test_end_user_ids_and_metadata_holding_pii_are_rewritten(
             messages=_user("hi there!"),
             user=address,
             metadata={"ticket": "T-1", "owner": f"owner is {address}"},
+            store=True,  # else the metadata is not sent (OpenAI refuses it)
         )
     first, second = (r.body for r in gateway.upstream.requests[-2:])
     assert first["user"] == second["user"] == pseudonym(address)
@@ -245,7 +246,7 @@ def test_end_user_ids_and_metadata_holding_pii_are_rewritten(
 
 def test_ids_without_pii_pass_as_sent(gateway: Gateway, client: openai.OpenAI) -> None:
     client.chat.completions.create(
-        model="auto", messages=_user("hi there!"), user="user-8842", metadata={"k": "v"}
+        model="auto", messages=_user("hi there!"), user="user-8842", metadata={"k": "v"}, store=True
     )
     sent = gateway.upstream.requests[-1].body
     assert sent["user"] == "user-8842" and sent["metadata"] == {"k": "v"}

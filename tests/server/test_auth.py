@@ -545,6 +545,11 @@ def test_a_key_without_header_tags_may_not_send_them(gateway: Served) -> None:
             )
         assert caught.value.code == "tags_not_allowed"
         assert "narrow" in caught.value.message and "header_tags: false" in caught.value.message
+        with pytest.raises(openai.PermissionDeniedError) as caught:  # LiteLLM's spelling
+            client.chat.completions.create(
+                model="chat", messages=ASK["messages"], extra_body={"metadata": {"tags": ["x"]}}
+            )
+        assert caught.value.code == "tags_not_allowed" and caught.value.param == "tags"
         assert client.chat.completions.create(model="chat", messages=ASK["messages"]).choices
 
 

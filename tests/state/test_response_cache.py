@@ -105,7 +105,7 @@ def test_the_key_follows_what_changes_the_answer() -> None:
     assert base is not None and base.startswith(f"llmroute:resp:v1:{ROUTER.version}:")
     # The same request, however it names the route or who sends it: the same key.
     assert cache.key(plan(body(model="code")), body(model="code"), False) == base
-    same = body(user="alice", metadata={"team": "x"})
+    same = body(user="alice", metadata={"team": "x"}, tags=["team:x"])  # sent to no model
     assert cache.key(plan(same), same, False) == base
     # What the model sees or how it answers: another key.
     for other in (

@@ -116,6 +116,7 @@ from llmroute.providers.base import (
     TextProvider,
     Timeouts,
 )
+from llmroute.proxy_fields import without_proxy_fields
 from llmroute.registry.schema import Model, Price, Registry, RoutePolicy
 from llmroute.request import holds_images
 from llmroute.state.breakers import open_breakers
@@ -973,7 +974,9 @@ class Dispatcher:
         the request leaves unset the route's `params`, then the model's, with the model's
         renamed and dropped parameters (`model_params.for_model`). A completion to a
         model continuing raw text is made a completions body again (`text_body`), with
-        no thinking parameters."""
+        no thinking parameters. Fields for the gateway (tags, a ``metadata`` OpenAI
+        would refuse: `proxy_fields`) go to no model."""
+        body = without_proxy_fields(body)
         model = self._registry.models[name]
         learned = self._output_caps.get((deployment.provider_name, deployment.upstream))
         if learned is not None and (

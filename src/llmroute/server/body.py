@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from llmroute.chat_checks import check_chat_body
 from llmroute.errors import InvalidRequest
+from llmroute.proxy_fields import METADATA_KEYS, openai_metadata
 from llmroute.server.errors import GatewayError
 from llmroute.server.settings import DEFAULT_MAX_BODY_BYTES
 from llmroute.untrusted_json import (
@@ -91,9 +92,6 @@ def require_messages(body: dict[str, Any]) -> None:
         raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
 
 
-METADATA_KEYS = 16  # OpenAI's metadata: at most 16 keys of 64 characters, values of 512
-
-
 def require_identity(request: Request) -> None:
     """415 for a compressed body (``Content-Encoding: gzip``), which is not decoded: it
     was told it is not UTF-8 "whatever charset the content type names", which was not
@@ -114,14 +112,7 @@ def checked_metadata(value: object) -> dict[str, str] | None:
     """A request's ``metadata`` as OpenAI's APIs take it (None when absent); else 400."""
     if value is None:
         return None
-    if (
-        not isinstance(value, dict)
-        or len(value) > METADATA_KEYS
-        or not all(
-            isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512
-            for k, v in value.items()
-        )
-    ):
+    if not openai_metadata(value):
         raise GatewayError(
             400,
             f"'metadata' must map at most {METADATA_KEYS} keys (64 characters) to strings "

@@ -26,9 +26,10 @@ from llmroute.dispatch.plan import OFF_LOOP_CHARS, may_answer_raw
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.dispatch.text_completions import TextRequest
 from llmroute.dispatch.usage import Usage, estimated_prompt_tokens
-from llmroute.errors import LlmrouteError, ProviderError
+from llmroute.errors import InvalidRequest, LlmrouteError, ProviderError
 from llmroute.gates.base import total_usage
 from llmroute.layers.llm_router import refine_plan
+from llmroute.proxy_fields import body_tags
 from llmroute.safety.answer_pii import Counted
 from llmroute.safety.restore import StreamRestorer, restore_completion
 from llmroute.server.auth import api_key_of, check_model, hold_key_tokens, key_of
@@ -65,12 +66,14 @@ __all__ = [
     "chat_completions",
     "cut_by",
     "decision_headers",
+    "note_body_tags",
     "route_only",
     "serve_chat",
     "served_headers",
 ]
 
 GATEWAY_TAGS = "llmroute.tags"  # scope key: tags the gateway adds to a request
+BODY_TAGS = "llmroute.body_tags"  # scope key: the tags the request's body names
 # the decision log's `api`, by endpoint (a batch line's request takes its endpoint's path)
 _API_BY_PATH = {
     "/v1/chat/completions": "chat",
@@ -191,6 +194,7 @@ async def serve_chat(
     (`GatewayError`, `LlmrouteError`) for the caller's front to render. `ts` and
     `started_ns` are the request's arrival; `text`, for a completions request, goes on
     the plan (models continuing raw text get the request raw)."""
+    note_body_tags(request, body)
     request_tags(request)  # a malformed header is refused before any work
     _check_model(request, gateway, body)
     try:
@@ -655,10 +659,21 @@ def api_of(path: str) -> str | None:
     return None
 
 
+def note_body_tags(request: Request, body: Mapping[str, Any]) -> None:
+    """The tags `body` names (LiteLLM's ``tags`` / ``metadata.tags``: `body_tags`), kept
+    for `request_tags`; 400 naming the field for malformed ones."""
+    try:
+        tags = body_tags(body)
+    except InvalidRequest as exc:
+        raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
+    if tags:
+        request.scope[BODY_TAGS] = tags
+
+
 def request_tags(request: Request) -> tuple[str, ...]:
-    """The request's ``x-llmroute-tags``, then those the gateway added (`GATEWAY_TAGS`:
-    a batch's); a header that breaks their rules is a 400, one from a key whose
-    ``header_tags`` is false a 403."""
+    """The request's ``x-llmroute-tags``, then its body's (`note_body_tags`), then those
+    the gateway added (`GATEWAY_TAGS`: a batch's); a header that breaks their rules is a
+    400, tags from a key whose ``header_tags`` is false a 403."""
     raw = request.headers.get(TAGS_HEADER)
     if raw is not None and not raw.isascii():
         # HTTP headers arrive as latin-1; a client sending UTF-8 meant its characters
@@ -669,15 +684,19 @@ def request_tags(request: Request) -> tuple[str, ...]:
         tags = parse_tags(raw)
     except ValueError as exc:
         raise GatewayError(400, f"{TAGS_HEADER}: {exc}", param=TAGS_HEADER) from None
+    named: tuple[str, ...] = request.scope.get(BODY_TAGS, ())
     key = api_key_of(request.scope)
-    if tags and key is not None and not key.header_tags:
+    if (tags or named) and key is not None and not key.header_tags:
+        what = TAGS_HEADER if tags else "tags"
         raise GatewayError(
             403,
-            f"key {key.name!r} may not set {TAGS_HEADER}: its requests are attributed to "
+            f"key {key.name!r} may not set {what}: its requests are attributed to "
             "the key's own tags (header_tags: false)",
-            param=TAGS_HEADER,
+            param=what,
             code="tags_not_allowed",
         )
+    if named:
+        tags = tuple(dict.fromkeys((*tags, *named)))
     added: tuple[str, ...] = request.scope.get(GATEWAY_TAGS, ())
     return (*tags, *added) if added else tags
 
@@ -804,6 +823,7 @@ async def route_only(request: Request) -> Response:
     ts, started_ns = time.time(), time.perf_counter_ns()
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
+    note_body_tags(request, body)
     request_tags(request)
     _check_model(request, gateway, body)
     try:

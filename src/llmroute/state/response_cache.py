@@ -58,7 +58,7 @@ __all__ = ["CacheDirectives", "CacheKeys", "CachedAnswer", "ResponseCache", "ope
 log = logging.getLogger("llmroute.cache")
 
 # Request fields that do not change the answer: left out of the key.
-_NOT_IN_KEY = frozenset({"model", "user", "metadata", "stream"})
+_NOT_IN_KEY = frozenset({"model", "user", "metadata", "tags", "stream"})
 _KEY_VERSION = "v1"
 _DONE = b"data: [DONE]"
 _WRITE_CALLS = 3  # an answer's store calls, one after another: its entry, index, decision

@@ -10,7 +10,7 @@ mistake and is refused with a 400 (a report silently missing a team's spend is w
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "MAX_TAGS",
     "MAX_TAG_LENGTH",
     "TAGS_HEADER",
+    "check_tags",
     "end_user_of",
     "parse_tags",
 ]
@@ -48,6 +49,13 @@ def parse_tags(value: str | None) -> tuple[str, ...]:
     if value is None:
         return ()
     tags = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    check_tags(tags)
+    return tags
+
+
+def check_tags(tags: Sequence[str]) -> None:
+    """`ValueError` saying which of `parse_tags`' rules `tags` break (a body's tags,
+    LiteLLM's spelling, are held to them too)."""
     if len(tags) > MAX_TAGS:
         raise ValueError(f"at most {MAX_TAGS} tags, got {len(tags)}")
     for tag in tags:
@@ -58,4 +66,3 @@ def parse_tags(value: str | None) -> tuple[str, ...]:
                 f"tag {tag[:MAX_TAG_LENGTH]!r}: letters, digits and _ . : = / @ + - only, "
                 "starting with a letter or digit"
             )
-    return tags

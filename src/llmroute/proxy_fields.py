@@ -1,0 +1,132 @@
+"""Chat body fields addressed to a proxy, not to a model, as LiteLLM's proxy takes them:
+what an app migrating from it sends, and what no OpenAI-compatible upstream reads.
+
+- Its tags (top-level ``tags``, or ``metadata.tags``: lists of strings) are the
+  request's tags, as ``x-llmroute-tags`` is (checked by the same rules), so spend by
+  tag keeps working; they are not sent upstream.
+- ``metadata`` is the gateway's too (routing rules read it) and goes upstream only as
+  OpenAI takes it: an object of at most 16 string pairs sent with ``"store": true``.
+  OpenAI refuses any other (``The 'metadata' parameter is only allowed when 'store' is
+  enabled``; a non-string value), on every one of its models, so passing it on made a
+  400 that no fallback could fix.
+- The fields that steer LiteLLM itself (``fallbacks``, ``num_retries``,
+  ``mock_response``, ``caching``, a key or an upstream address) are refused before
+  routing, naming the gateway's way to say the same: served without them, the request
+  would quietly lose what the app asked for (an OpenAI upstream refused them anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeGuard
+
+from llmroute.errors import InvalidRequest
+from llmroute.telemetry.attribution import check_tags
+
+__all__ = [
+    "METADATA_KEYS",
+    "REFUSED",
+    "body_tags",
+    "check_proxy_fields",
+    "openai_metadata",
+    "without_proxy_fields",
+]
+
+METADATA_KEYS = 16  # OpenAI's metadata: at most 16 keys of 64 characters, values of 512
+_KEY_CHARS = 64
+_VALUE_CHARS = 512
+
+_FALLBACKS = "a route's policy.fallback (policy.context_fallback, policy.content_fallback)"
+_SECRETS = (
+    "client keys go in the Authorization header; upstream keys and addresses are the "
+    "registry's providers"
+)
+# LiteLLM's own fields, and what says the same here (docs/registry.md, docs/gateway.md)
+REFUSED: Mapping[str, str] = {
+    "fallbacks": _FALLBACKS,
+    "context_window_fallbacks": _FALLBACKS,
+    "content_policy_fallbacks": _FALLBACKS,
+    "num_retries": "the registry's dispatch.retries (a route's policy.retries)",
+    "mock_response": "a model of an echo provider (docs/registry.md, Echo providers)",
+    "caching": "the registry's cache section, and the request's Cache-Control header",
+    "cache": "the registry's cache section, and the request's Cache-Control header",
+    "user_api_key": _SECRETS,
+    "api_key": _SECRETS,
+    "api_base": _SECRETS,
+    "base_url": _SECRETS,
+}
+
+
+def check_proxy_fields(body: Mapping[str, Any]) -> None:
+    """`InvalidRequest` for a proxy field the gateway does not take (`REFUSED`, never
+    echoing its value: it may be a key), a ``metadata`` that is not an object, or tags
+    that break ``x-llmroute-tags``' rules."""
+    for key, value in body.items():
+        if key in REFUSED and value is not None:
+            raise InvalidRequest(
+                f"'{key}' is LiteLLM's proxy's field, which this gateway does not take: "
+                f"use {REFUSED[key]}",
+                param=key,
+                code="unsupported_parameter",
+            )
+    metadata = body.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidRequest("'metadata' must be an object", param="metadata", code="invalid_type")
+    body_tags(body)
+
+
+def body_tags(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """The request's tags its body names (``tags``, then ``metadata.tags``), duplicates
+    dropped; `InvalidRequest` naming the field for tags that are not a list of strings
+    or break ``x-llmroute-tags``' rules. A ``metadata.tags`` string is OpenAI metadata
+    like any other value, not tags."""
+    found: list[str] = []
+    metadata = body.get("metadata")
+    for param, value in (
+        ("tags", body.get("tags")),
+        ("metadata.tags", metadata.get("tags") if isinstance(metadata, dict) else None),
+    ):
+        if value is None or (param == "metadata.tags" and isinstance(value, str)):
+            continue
+        if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
+            raise InvalidRequest(
+                f"'{param}' must be a list of strings", param=param, code="invalid_type"
+            )
+        found.extend(tag.strip() for tag in value if tag.strip())
+    tags = tuple(dict.fromkeys(found))
+    try:
+        check_tags(tags)
+    except ValueError as exc:
+        param = "tags" if body.get("tags") is not None else "metadata.tags"
+        raise InvalidRequest(f"'{param}': {exc}", param=param, code="invalid_value") from None
+    return tags
+
+
+def openai_metadata(value: object) -> TypeGuard[dict[str, str]]:
+    """Whether `value` is ``metadata`` as OpenAI takes it: at most 16 keys of at most 64
+    characters, each a string of at most 512."""
+    return (
+        isinstance(value, dict)
+        and len(value) <= METADATA_KEYS
+        and all(
+            isinstance(k, str)
+            and len(k) <= _KEY_CHARS
+            and isinstance(v, str)
+            and len(v) <= _VALUE_CHARS
+            for k, v in value.items()
+        )
+    )
+
+
+def without_proxy_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` as an upstream is sent it: without its tags, and without a ``metadata``
+    OpenAI would refuse (not OpenAI's shape, or sent without ``"store": true``).
+    Returns `body` itself when nothing is removed (the common case: two lookups)."""
+    metadata = body.get("metadata")
+    drop_metadata = metadata is not None and not (
+        body.get("store") is True and openai_metadata(metadata)
+    )
+    if not drop_metadata and "tags" not in body:
+        return body
+    dropped = ("tags", "metadata") if drop_metadata else ("tags",)
+    return {k: v for k, v in body.items() if k not in dropped}

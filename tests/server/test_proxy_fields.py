@@ -1,0 +1,134 @@
+"""What an app migrating from LiteLLM's proxy sends, through the official ``openai``
+client against a real gateway and a fake upstream that records the body it got: its
+tags (``tags``, ``metadata.tags``) are the request's tags and go to no model, a
+``metadata`` OpenAI would refuse stays with the gateway (routing rules read it), and
+the fields that steer LiteLLM itself are a 400 naming the gateway's way."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+from fake_upstream import FakeUpstream
+from gateway_proc import Served, serve_text, wait_for
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  small: {provider: fake, model: small}
+  search: {provider: fake, model: search}
+rules:
+  - {name: team, when: {metadata: {team: search}}, target: search}
+routes:
+  - {name: chat, examples: ["hello there", "how are you today"], target: small}
+default: {target: small}
+"""
+HI = [{"role": "user", "content": "hello there"}]
+LITELLM_METADATA = {"tags": ["team:a", "app=web"], "trace_id": "t-1", "session": {"id": 7}}
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("proxy_fields")
+    args = ["--log-format", "json", "--log-requests", "--no-access-log"]
+    env = {"LLMROUTE_TELEMETRY_URL": "off"}
+    with serve_text(REGISTRY % {"url": upstream.url}, tmp, args, env) as served:
+        yield served
+
+
+@pytest.fixture
+def client(gateway: Served) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0) as made:
+        yield made
+
+
+def _request_line(served: Served, decision_id: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = []
+
+    def check() -> bool:
+        for line in served.log_text().splitlines():
+            if decision_id in line and '"llmroute.requests"' in line:
+                found.append(json.loads(line))
+                return True
+        return False
+
+    wait_for(f"the request line of {decision_id}", check, 10, served.log)
+    return found[0]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_litellm_tags_are_the_requests_and_its_metadata_stays_here(
+    gateway: Served, client: openai.OpenAI, upstream: FakeUpstream, stream: bool
+) -> None:
+    """OpenAI refuses a metadata of non-string values, and any metadata sent without
+    ``store: true``, on every model (no fallback helps): the gateway keeps it, and its
+    tags (and the top-level ``tags``) are recorded as ``x-llmroute-tags`` are."""
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto",
+        messages=HI,
+        metadata=LITELLM_METADATA,  # type: ignore[arg-type]
+        stream=stream,
+        extra_body={"tags": ["app=web", "feature:chat"]},
+        extra_headers={"x-llmroute-tags": "via-header"},
+    )
+    if stream:
+        list(raw.parse())  # type: ignore[call-overload]
+    else:
+        assert raw.parse().choices  # type: ignore[union-attr]
+    sent = upstream.requests[-1].body
+    assert "metadata" not in sent and "tags" not in sent
+    line = _request_line(gateway, raw.headers["x-llmroute-decision-id"])
+    assert line["tags"] == ["via-header", "app=web", "feature:chat", "team:a"]
+
+
+def test_openai_metadata_with_store_goes_on_and_without_it_does_not(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    client.chat.completions.create(model="auto", messages=HI, metadata={"k": "v"}, store=True)
+    sent = upstream.requests[-1].body
+    assert sent["metadata"] == {"k": "v"} and sent["store"] is True
+    client.chat.completions.create(model="auto", messages=HI, metadata={"k": "v"})
+    assert "metadata" not in upstream.requests[-1].body  # OpenAI: only when store is enabled
+
+
+def test_routing_rules_still_read_a_metadata_not_sent(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    answer = client.chat.completions.create(
+        model="auto",
+        messages=HI,
+        metadata={**LITELLM_METADATA, "team": "search"},  # type: ignore[dict-item]
+    )
+    assert answer.model == "search" and upstream.requests[-1].body["model"] == "search"
+    assert "metadata" not in upstream.requests[-1].body
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "says"),
+    [
+        ({"fallbacks": ["gpt-4o-mini"]}, "fallbacks", "policy.fallback"),
+        ({"num_retries": 3}, "num_retries", "dispatch.retries"),
+        ({"mock_response": "hi"}, "mock_response", "echo provider"),
+        ({"caching": True}, "caching", "cache section"),
+        ({"api_key": "sk-secret-123456"}, "api_key", "Authorization header"),
+        ({"metadata": "trace-1"}, "metadata", "must be an object"),
+        ({"tags": "team:a"}, "tags", "list of strings"),
+        ({"metadata": {"tags": ["team a"]}}, "metadata.tags", "letters, digits"),
+    ],
+)
+def test_litellms_own_fields_are_refused_naming_the_gateways_way(
+    client: openai.OpenAI, upstream: FakeUpstream, extra: dict[str, Any], param: str, says: str
+) -> None:
+    """Served without them, the request would quietly lose what the app asked for (an
+    OpenAI upstream refused them anyway, after routing); nothing is dispatched."""
+    before = len(upstream.requests)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="auto", messages=HI, extra_body=extra)
+    assert refused.value.param == param and says in refused.value.message
+    assert "sk-secret" not in refused.value.message
+    assert len(upstream.requests) == before
