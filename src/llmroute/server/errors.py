@@ -27,6 +27,7 @@ from llmroute.errors import (
 )
 from llmroute.server.request_ids import request_id_of
 from llmroute.server.root_path import asked_path, paths_as_asked
+from llmroute.server.stored_chat import NOT_STORED, not_stored
 from llmroute.server.watched_send import WatchedSend
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "handle_llmroute_error",
     "in_api_shape",
     "not_an_endpoint",
+    "shown_path",
     "speaks_anthropic",
 ]
 
@@ -142,13 +144,19 @@ async def handle_http(request: Request, exc: Exception) -> Response:
     calling what the gateway does not have (``client.vector_stores``, Anthropic's
     message batches) hears which call that was, not a bare "Not Found"."""
     assert isinstance(exc, HTTPException)
-    message = exc.detail
-    if exc.status_code == 405 and message == "Method Not Allowed":
-        message = f"{request.method} {_shown_path(request, request.url.path)}: "
+    message, code = exc.detail, None
+    kept_not = None
+    if message in ("Not Found", "Method Not Allowed"):
+        kept_not = not_stored(request.method, request.url.path, exc.status_code)
+    if kept_not is not None:  # one of OpenAI's stored chat completions calls
+        message = f"{request.method} {shown_path(request, request.url.path)}: {kept_not}"
+        code = NOT_STORED
+    elif exc.status_code == 405 and message == "Method Not Allowed":
+        message = f"{request.method} {shown_path(request, request.url.path)}: "
         message += "the method is not allowed on this path"
     elif exc.status_code == 404 and message == "Not Found":
         message = not_an_endpoint(request, *_served_instead(request))
-    error = GatewayError(exc.status_code, message, headers=exc.headers)
+    error = GatewayError(exc.status_code, message, code=code, headers=exc.headers)
     return counted(request, in_api_shape(request, error))
 
 
@@ -157,10 +165,10 @@ def not_an_endpoint(request: Request, served: str | None = None, why: str = NO_S
     the path the request meant (a stray trailing ``/``, a ``/v1`` missing or doubled) as
     the one to call, and `why`. Both as the client calls them: behind ``--root-path``,
     with the prefix it came through."""
-    called = _shown_path(request, request.url.path)
+    called = shown_path(request, request.url.path)
     message = f"{request.method} {called} is not an endpoint of this gateway"
     if served is not None:
-        message += f"; {request.method} {_shown_path(request, served)} is ({why})"
+        message += f"; {request.method} {shown_path(request, served)} is ({why})"
     return message
 
 
@@ -197,7 +205,7 @@ def _serves(request: Request, path: str) -> bool:
     return any(route.matches(scope)[0] is Match.FULL for route in router.routes)
 
 
-def _shown_path(request: Request, path: str) -> str:
+def shown_path(request: Request, path: str) -> str:
     """A path as an error may name it: as the client reaches it (`asked_path`),
     bounded, printable."""
     path = asked_path(request.scope, path)
