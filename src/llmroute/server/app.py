@@ -227,5 +227,15 @@ async def _unwound(gateway: Gateway | None, within_s: float) -> None:
 
 def app_from_env() -> Starlette:
     """Factory for ``uvicorn --factory`` and multi-worker serving: the registry path comes
-    from ``$LLMROUTE_REGISTRY``, the rest from `ServeSettings.from_env`."""
-    return create_app(os.environ[REGISTRY_ENV], ServeSettings.from_env())
+    from ``$LLMROUTE_REGISTRY``, the rest from `ServeSettings.from_env`. A variable unset
+    or malformed stops the start with one line naming it (``error: $LLMROUTE_ROOT_PATH
+    'v1': ...``) and exit status 1, as ``llmroute serve`` says it, not uvicorn's
+    traceback of the factory."""
+    registry = os.environ.get(REGISTRY_ENV)
+    if not registry:
+        raise SystemExit(f"error: ${REGISTRY_ENV} is not set: the registry file to serve")
+    try:
+        settings = ServeSettings.from_env()
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return create_app(registry, settings)

@@ -1,0 +1,43 @@
+"""``uvicorn --factory llmroute.server.app:app_from_env``, run by hand: no CLI checks
+the environment it reads, so the factory says what is wrong in one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmroute.server.settings import ServeSettings
+
+
+def test_a_bad_variable_under_uvicorns_factory_is_one_line(tmp_path: Path) -> None:
+    """``uvicorn --factory llmroute.server.app:app_from_env`` has no CLI to check the
+    environment: a bad value stops it naming the variable, without a traceback."""
+    uvicorn = str(Path(sys.executable).parent / "uvicorn")
+    base = {**os.environ, "LLMROUTE_REGISTRY": str(tmp_path / "registry.yaml")}
+    for name, value in [
+        ("LLMROUTE_CORS_ORIGINS", "https://*.example.com"),
+        ("LLMROUTE_ROOT_PATH", "llm"),
+        ("LLMROUTE_MAX_BODY_BYTES", "4mb"),
+        ("LLMROUTE_REGISTRY", ""),
+    ]:
+        done = subprocess.run(
+            [uvicorn, "--factory", "llmroute.server.app:app_from_env", "--port", "0"],
+            env={**base, name: value},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode != 0
+        assert "Traceback" not in done.stderr, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: ${name}"), done.stderr
+
+
+def test_a_number_variable_is_named_when_it_is_not_one() -> None:
+    with pytest.raises(ValueError, match=r"^\$LLMROUTE_SSE_KEEPALIVE 'soon': not a number"):
+        ServeSettings.from_env({"LLMROUTE_SSE_KEEPALIVE": "soon"})
+    assert ServeSettings.from_env({"LLMROUTE_WORKERS": "3"}).workers == 3
