@@ -55,12 +55,22 @@ REFUSED: Mapping[str, str] = {
     "api_base": _SECRETS,
     "base_url": _SECRETS,
 }
+_REFUSED_KEYS = frozenset(REFUSED)
 
 
 def check_proxy_fields(body: Mapping[str, Any]) -> None:
     """`InvalidRequest` for a proxy field the gateway does not take (`REFUSED`, never
     echoing its value: it may be a key), a ``metadata`` that is not an object, or tags
     that break ``x-llmroute-tags``' rules."""
+    if not _REFUSED_KEYS.isdisjoint(body):  # the usual body: one pass in C
+        _refuse(body)
+    metadata = body.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidRequest("'metadata' must be an object", param="metadata", code="invalid_type")
+    body_tags(body)
+
+
+def _refuse(body: Mapping[str, Any]) -> None:
     for key, value in body.items():
         if key in REFUSED and value is not None:
             raise InvalidRequest(
@@ -69,10 +79,6 @@ def check_proxy_fields(body: Mapping[str, Any]) -> None:
                 param=key,
                 code="unsupported_parameter",
             )
-    metadata = body.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise InvalidRequest("'metadata' must be an object", param="metadata", code="invalid_type")
-    body_tags(body)
 
 
 def body_tags(body: Mapping[str, Any]) -> tuple[str, ...]:
@@ -80,12 +86,12 @@ def body_tags(body: Mapping[str, Any]) -> tuple[str, ...]:
     dropped; `InvalidRequest` naming the field for tags that are not a list of strings
     or break ``x-llmroute-tags``' rules. A ``metadata.tags`` string is OpenAI metadata
     like any other value, not tags."""
-    found: list[str] = []
     metadata = body.get("metadata")
-    for param, value in (
-        ("tags", body.get("tags")),
-        ("metadata.tags", metadata.get("tags") if isinstance(metadata, dict) else None),
-    ):
+    top, inner = body.get("tags"), metadata.get("tags") if isinstance(metadata, dict) else None
+    if top is None and inner is None:  # the usual body
+        return ()
+    found: list[str] = []
+    for param, value in (("tags", top), ("metadata.tags", inner)):
         if value is None or (param == "metadata.tags" and isinstance(value, str)):
             continue
         if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
