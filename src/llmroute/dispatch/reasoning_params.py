@@ -301,6 +301,8 @@ def turn_off(body: dict[str, Any], style: Style, model_id: str | None = None) ->
     takes)."""
     if style == "reasoning_effort":
         effort = OFF_EFFORT if model_id is None else off_effort(model_id)
+        if effort is None:  # a pro model: its default is the least it does
+            return {k: v for k, v in body.items() if k != "reasoning_effort"}
         return {**body, "reasoning_effort": effort}
     if style == "enable_thinking":
         return _template_kwargs(body, False)

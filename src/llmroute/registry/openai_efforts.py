@@ -6,9 +6,10 @@ with a 400: o1, o3, o4-mini (and o3-mini, o3-pro) take ``low`` to ``high``; the 
 family (``gpt-5``, ``gpt-5-mini``, ``gpt-5-nano``) added ``minimal``; gpt-5.1, gpt-5.2
 and the later gpt-5 versions take ``none`` (no reasoning at all: their default) and
 dropped ``minimal``. Their
-variants keep their own lists: the codex models take ``low`` and up, the pro models only
-the higher efforts (``low`` is what was sent before; no lower value is safer). So only
-the ids read here get a lower value than ``low``, which every other model that takes
+variants keep their own lists: the codex models take ``low`` and up; the pro models
+(``gpt-5-pro`` takes only ``high``, ``gpt-5.2-pro`` ``medium`` and up) refuse ``low``, so
+they get no ``reasoning_effort`` at all (None: their default, the least they do). Only
+the ids read here get another value than ``low``, which every other model that takes
 ``reasoning_effort`` (an o-series model, gpt-oss, a compatible server, an id that
 cannot be read: an Azure deployment's own name) accepts. A dated id
 (``gpt-5-mini-2025-08-07``, ``gpt-5.1-2025-11-13``) is its model's.
@@ -29,12 +30,17 @@ _MINIMAL = re.compile(rf"gpt-5(?:-mini|-nano)?{_DATED}")
 # gpt-5.1, gpt-5.2 ..., not their codex, pro or chat variants: none (a later major
 # version is not known to: it gets the value every model takes)
 _NONE = re.compile(rf"gpt-5\.[1-9]\d*{_DATED}")
+# gpt-5-pro, gpt-5.2-pro: only their higher efforts (a lower one is a 400)
+_PRO = re.compile(rf"gpt-5(?:\.[1-9]\d*)?-pro{_DATED}")
 
 
-def off_effort(model_id: str) -> str:
+def off_effort(model_id: str) -> str | None:
     """The ``reasoning_effort`` that turns thinking off (or lowest) on the OpenAI model
-    `model_id` names: ``none``, ``minimal`` or `OFF_EFFORT`."""
+    `model_id` names: ``none``, ``minimal`` or `OFF_EFFORT`; None for a model whose
+    lowest is its default (send none)."""
     text = model_id.strip().lower()
+    if _PRO.fullmatch(text):
+        return None
     if _NONE.fullmatch(text):
         return "none"
     if _MINIMAL.fullmatch(text):
