@@ -46,7 +46,8 @@ def _redis_reachable() -> str | None:
     import redis
 
     try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2).ping()
+        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2) as probe:
+            probe.ping()
     except (redis.RedisError, OSError) as exc:
         return f"Redis at {REDIS_URL} is unreachable: {exc}"
     return None

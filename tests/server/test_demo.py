@@ -83,14 +83,14 @@ def demo_url() -> Iterator[str]:
 def test_demo_answers_the_openai_client_with_routing_headers(demo_url: str) -> None:
     import openai
 
-    client = openai.OpenAI(base_url=demo_url, api_key="unused", max_retries=0, timeout=60)
-    raw = client.chat.completions.with_raw_response.create(
-        model="auto",
-        messages=[{"role": "user", "content": "what is 17 times 23?"}],
-        max_tokens=8,
-        temperature=0,
-        seed=1,
-    )
+    with openai.OpenAI(base_url=demo_url, api_key="unused", max_retries=0, timeout=60) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto",
+            messages=[{"role": "user", "content": "what is 17 times 23?"}],
+            max_tokens=8,
+            temperature=0,
+            seed=1,
+        )
     assert raw.headers["x-llmroute-route"] == "math"
     assert raw.headers["x-llmroute-model"] == "large"
     assert raw.headers["x-llmroute-decision-id"]

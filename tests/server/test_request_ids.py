@@ -6,11 +6,12 @@ routing included, as OpenAI sends it: the official clients expose it as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -50,6 +51,7 @@ auth:
     - {{name: tight, key_env: {TIGHT_ENV}, tpm: 50}}
 """
 ID = re.compile(r"[0-9a-f]{24}")  # a decision id's format: ms, then random
+Clients = Callable[..., openai.OpenAI]  # a key, or none for ours
 ASK = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
 
 
@@ -62,8 +64,18 @@ def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
         yield served
 
 
-def _client(gateway: Served, key: str = KEY) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
+@pytest.fixture
+def client(gateway: Served) -> Iterator[Clients]:
+    """A client of the gateway with a key (ours by default); those made are closed when
+    the test ends, not left to the collector (an unraisable ResourceWarning in a later
+    test)."""
+    with contextlib.ExitStack() as made:
+
+        def of(key: str = KEY) -> openai.OpenAI:
+            c = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
+            return made.enter_context(c)
+
+        yield of
 
 
 def _lines(gateway: Served) -> list[dict[str, Any]]:
@@ -81,15 +93,15 @@ def _line_of(gateway: Served, request_id: str) -> dict[str, Any]:
     return line
 
 
-def test_a_routed_answer_keeps_its_decision_id(gateway: Served) -> None:
-    raw = _client(gateway).chat.completions.with_raw_response.create(**ASK)
+def test_a_routed_answer_keeps_its_decision_id(gateway: Served, client: Clients) -> None:
+    raw = client().chat.completions.with_raw_response.create(**ASK)
     assert raw.headers["x-request-id"] == raw.headers["x-llmroute-decision-id"]
     assert raw.parse()._request_id == raw.headers["x-llmroute-decision-id"]
 
 
-def test_a_key_refused_has_a_request_id_the_log_names(gateway: Served) -> None:
+def test_a_key_refused_has_a_request_id_the_log_names(gateway: Served, client: Clients) -> None:
     with pytest.raises(openai.AuthenticationError) as refused:
-        _client(gateway, "sk-not-a-key-at-all").chat.completions.create(**ASK)
+        client("sk-not-a-key-at-all").chat.completions.create(**ASK)
     request_id = refused.value.request_id
     assert request_id is not None and ID.fullmatch(request_id)
     line = _line_of(gateway, request_id)
@@ -98,19 +110,19 @@ def test_a_key_refused_has_a_request_id_the_log_names(gateway: Served) -> None:
     assert "sk-not-a-key-at-all" not in gateway.log_text()
 
 
-def test_a_bad_body_has_a_request_id(gateway: Served) -> None:
+def test_a_bad_body_has_a_request_id(gateway: Served, client: Clients) -> None:
     with pytest.raises(openai.BadRequestError) as bad:
-        _client(gateway).chat.completions.create(model="auto", messages="hi")  # type: ignore[arg-type]
+        client().chat.completions.create(model="auto", messages="hi")  # type: ignore[arg-type]
     assert bad.value.request_id and ID.fullmatch(bad.value.request_id)
     line = _line_of(gateway, bad.value.request_id)
     assert line["status"] == 400 and line["message"] == bad.value.body["message"]  # type: ignore[index]
 
 
-def test_over_the_key_rpm_has_a_request_id(gateway: Served) -> None:
-    client = _client(gateway, ONCE_KEY)
-    client.models.list()  # its one request this minute
+def test_over_the_key_rpm_has_a_request_id(gateway: Served, client: Clients) -> None:
+    once = client(ONCE_KEY)
+    once.models.list()  # its one request this minute
     with pytest.raises(openai.RateLimitError) as limited:
-        client.models.list()
+        once.models.list()
     assert limited.value.request_id and ID.fullmatch(limited.value.request_id)
     assert _line_of(gateway, limited.value.request_id)["status"] == 429
 
@@ -134,23 +146,21 @@ def test_every_early_error_has_one(
     assert len(answer.headers.get_list("x-request-id")) == 1
 
 
-def test_other_answers_have_one_too(gateway: Served) -> None:
-    listed = _client(gateway).models.with_raw_response.list()
+def test_other_answers_have_one_too(gateway: Served, client: Clients) -> None:
+    listed = client().models.with_raw_response.list()
     assert ID.fullmatch(listed.headers["x-request-id"])
     assert ID.fullmatch(httpx.get(f"{gateway.url}/health", timeout=5).headers["x-request-id"])
 
 
-def test_a_client_sent_request_id_is_not_echoed(gateway: Served) -> None:
+def test_a_client_sent_request_id_is_not_echoed(gateway: Served, client: Clients) -> None:
     """The id names the gateway's answer (a decision's, what feedback takes): a client's
     own would collide with or pose as one."""
-    raw = _client(gateway).chat.completions.with_raw_response.create(
+    raw = client().chat.completions.with_raw_response.create(
         **ASK, extra_headers={"x-request-id": "mine-1"}
     )
     assert raw.headers.get_list("x-request-id") == [raw.headers["x-llmroute-decision-id"]]
     with pytest.raises(openai.AuthenticationError) as refused:
-        _client(gateway, "sk-wrong").chat.completions.create(
-            **ASK, extra_headers={"x-request-id": "mine-2"}
-        )
+        client("sk-wrong").chat.completions.create(**ASK, extra_headers={"x-request-id": "mine-2"})
     assert refused.value.request_id and ID.fullmatch(refused.value.request_id)
 
 
@@ -213,7 +223,9 @@ def test_an_embeddings_answer_and_its_request_line_name_one_id(
     assert [r.get("decision_id", r.get("request_id")) for r in lines] == [request_id]
 
 
-def test_a_request_its_client_hung_up_on_is_one_request_line(gateway: Served) -> None:
+def test_a_request_its_client_hung_up_on_is_one_request_line(
+    gateway: Served, client: Clients
+) -> None:
     """A chat request whose client left while its model answered is logged once, as its
     decision (499 ``client_disconnected``): the 499 no one reads is no second line, with
     an id of its own."""
@@ -231,7 +243,7 @@ def test_a_request_its_client_hung_up_on_is_one_request_line(gateway: Served) ->
 
     wait_for("its line", lambda: any(r.get("model") == "slow" for r in gone()), 10)
     with pytest.raises(openai.AuthenticationError) as after:  # a line logged after its 499's
-        _client(gateway, "sk-wrong").models.list()
+        client("sk-wrong").models.list()
     assert _line_of(gateway, str(after.value.request_id))
     assert [r.get("model") for r in gone()] == ["slow"]
 
@@ -240,18 +252,20 @@ def _lines_naming(gateway: Served, request_id: str) -> list[dict[str, Any]]:
     return [r for r in _lines(gateway) if request_id in (r.get("decision_id"), r.get("request_id"))]
 
 
-def test_a_request_its_keys_tpm_refuses_after_routing_is_its_decision(gateway: Served) -> None:
+def test_a_request_its_keys_tpm_refuses_after_routing_is_its_decision(
+    gateway: Served, client: Clients
+) -> None:
     """A key's ``tpm`` hold refuses the request once it is routed (its estimate, ~400
     tokens, would pass the 50 a minute; the window before it was under it, which the
     key's check before routing lets in): the 429 carries the decision's id and headers,
     and the request is one line, its decision's, not an unrouted line with an id of its
     own."""
-    client = _client(gateway, TIGHT_KEY)
-    client.chat.completions.create(**ASK)  # a few tokens in the window: it is not empty
+    tight = client(TIGHT_KEY)
+    tight.chat.completions.create(**ASK)  # a few tokens in the window: it is not empty
     refused = None
     for _ in range(3):  # (its tokens are counted as it ends: at once, or by the next)
         try:
-            client.chat.completions.create(
+            tight.chat.completions.create(
                 model="auto", messages=[{"role": "user", "content": "hello there " * 130}]
             )
         except openai.RateLimitError as exc:
@@ -264,7 +278,7 @@ def test_a_request_its_keys_tpm_refuses_after_routing_is_its_decision(gateway: S
     assert "tokens per minute" in refused.message
     wait_for(f"the line of {request_id}", lambda: _lines_naming(gateway, request_id), 10)
     with pytest.raises(openai.AuthenticationError) as after:  # a line logged after its
-        _client(gateway, "sk-wrong").models.list()
+        client("sk-wrong").models.list()
     assert _line_of(gateway, str(after.value.request_id))
     (line,) = _lines_naming(gateway, request_id)
     assert line["decision_id"] == request_id and "request_id" not in line

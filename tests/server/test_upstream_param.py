@@ -47,22 +47,21 @@ def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
         yield served
 
 
-def _client(gateway: Served) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0)
+@pytest.fixture(scope="module")
+def client(gateway: Served) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0) as c:
+        yield c
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_the_chat_front_passes_the_upstream_param_on(gateway: Served, stream: bool) -> None:
+def test_the_chat_front_passes_the_upstream_param_on(client: openai.OpenAI, stream: bool) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
-        _client(gateway).chat.completions.create(
-            model="picky", messages=HI, temperature=0.5, stream=stream
-        )
+        client.chat.completions.create(model="picky", messages=HI, temperature=0.5, stream=stream)
     assert refused.value.param == "temperature"
     assert refused.value.code == "unsupported_parameter"
 
 
-def test_a_renamed_field_is_named_as_the_client_sent_it(gateway: Served) -> None:
-    client = _client(gateway)
+def test_a_renamed_field_is_named_as_the_client_sent_it(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(model="renamed", messages=HI, max_tokens=50)
     assert refused.value.param == "max_tokens"  # the model was sent max_completion_tokens
@@ -71,17 +70,16 @@ def test_a_renamed_field_is_named_as_the_client_sent_it(gateway: Served) -> None
     assert refused.value.param == "max_completion_tokens"
 
 
-def test_the_responses_front_leaves_a_chat_field_null(gateway: Served) -> None:
+def test_the_responses_front_leaves_a_chat_field_null(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
-        _client(gateway).responses.create(model="picky", input="hello there", temperature=0.5)
+        client.responses.create(model="picky", input="hello there", temperature=0.5)
     assert refused.value.param is None and refused.value.code == "unsupported_parameter"
 
 
-def test_the_completions_front_names_a_field_its_client_sent(gateway: Served) -> None:
+def test_the_completions_front_names_a_field_its_client_sent(client: openai.OpenAI) -> None:
     """A completions body names its fields as a chat body does (``temperature``, ``n``,
     ``max_tokens``), and a text model is sent it as it came: an upstream's param that
     names a field the client sent is the client's (it was null)."""
-    client = _client(gateway)
     with pytest.raises(openai.BadRequestError) as refused:
         client.completions.create(model="picky", prompt="hello there", temperature=0.5)
     assert refused.value.param == "temperature"
@@ -94,10 +92,11 @@ def test_the_completions_front_names_a_field_its_client_sent(gateway: Served) ->
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_completion_sent_raw_keeps_the_upstream_param(gateway: Served, stream: bool) -> None:
+def test_a_completion_sent_raw_keeps_the_upstream_param(
+    client: openai.OpenAI, stream: bool
+) -> None:
     """A model continuing raw text is sent the client's completions body: its upstream's
     ``param`` names a field the client sent (it was left null, as a chat body's)."""
-    client = _client(gateway)
     with pytest.raises(openai.BadRequestError) as refused:
         client.completions.create(model="base", prompt="def f(", suffix="return 1", stream=stream)
     assert refused.value.param == "suffix" and refused.value.code == "unsupported_parameter"

@@ -227,7 +227,8 @@ def test_two_gateways_share_an_opening(
         assert len(upstream.calls_to("broken?status=503")) - before == 2
 
         def opened_in_redis() -> bool:
-            return bool(redis.Redis.from_url(REDIS_URL).keys(f"{redis_namespace}:breaker:*"))
+            with redis.Redis.from_url(REDIS_URL) as raw:
+                return bool(raw.keys(f"{redis_namespace}:breaker:*"))
 
         wait_for("the opening in Redis", opened_in_redis, 5)
         response = httpx.post(f"{b.url}/v1/chat/completions", json=ask, timeout=10)
