@@ -18,6 +18,7 @@ from typing import Any
 
 import anthropic
 import httpx
+import httpx2
 import openai
 import pytest
 from fake_upstream import FakeUpstream
@@ -41,6 +42,8 @@ models:
   slow: {{provider: fake, model: "slow?delay=3"}}
   embed: {{provider: fake, model: up-embed, kind: embedding}}
   embed-picky: {{provider: fake, model: "emb-picky?status=400", kind: embedding}}
+  embed-b: {{provider: fake, model: up-embed, kind: embedding}}
+  embed-picky-b: {{provider: fake, model: "emb-picky?status=400", kind: embedding}}
 routes:
   - {{name: chat, examples: ["hello there", "how are you today"], target: small}}
 default: {{target: small}}
@@ -172,6 +175,34 @@ def test_an_anthropic_client_reads_it_as_request_id(gateway: Served) -> None:
             )
         request_id = refused.value.response.headers["x-request-id"]
         assert ID.fullmatch(request_id) and refused.value.request_id == request_id
+
+
+def test_an_anthropic_client_reads_request_id_on_any_path(gateway: Served) -> None:
+    """An answer whose handler set its ``x-request-id`` (an embeddings row's id, a
+    decision's) carries it as ``request-id`` too for an Anthropic client, the embeddings
+    path included (it had only ``x-request-id``, which Anthropic's clients do not read)."""
+    with anthropic.Anthropic(base_url=gateway.url, api_key=KEY, max_retries=0) as client:
+        embedded = client.post(
+            "/v1/embeddings", body={"model": "embed-b", "input": "hi"}, cast_to=httpx2.Response
+        )
+        assert embedded.status_code == 200
+        assert embedded.headers["request-id"] == embedded.headers["x-request-id"]
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            client.post(
+                "/v1/embeddings",
+                body={"model": "embed-picky-b", "input": "hi"},
+                cast_to=httpx2.Response,
+            )
+        request_id = refused.value.response.headers["x-request-id"]
+        assert ID.fullmatch(request_id) and refused.value.request_id == request_id
+        routed = client.post("/v1/chat/completions", body=ASK, cast_to=httpx2.Response)
+        decided = routed.headers["x-llmroute-decision-id"]
+        assert routed.headers.get_list("request-id") == [decided]
+        counted = client.messages.with_raw_response.count_tokens(
+            model="auto", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert counted.request_id is not None and ID.fullmatch(counted.request_id)
+        assert counted.headers["x-request-id"] == counted.request_id
 
 
 def test_an_unhandled_error_logs_the_id_the_client_gets(caplog: pytest.LogCaptureFixture) -> None:

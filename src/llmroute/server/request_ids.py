@@ -77,20 +77,23 @@ def apart(scope: Scope) -> dict[str, Any]:
 
 
 def stamped(message: Message, scope: Scope, send: Send) -> Send:
-    """`message`, an answer's start, given an ``x-request-id`` when it has none (and
-    ``request-id`` too for an Anthropic client); the `send` to go on with: `send`, or
+    """`message`, an answer's start, given an ``x-request-id`` when it has none, and
+    for an Anthropic client (`speaks_anthropic`: any path it calls, the embeddings one
+    too) the same id as ``request-id``, which it reads; the `send` to go on with: `send`, or
     for an error answer when request lines are on, one that logs the error's first
     body with the id."""
+    from llmroute.server.errors import speaks_anthropic  # errors imports watched_send
+
     headers: list[tuple[bytes, bytes]] = message.get("headers") or []
-    for name, _ in headers:
-        if name == REQUEST_ID:
+    for name, known in headers:
+        if name == REQUEST_ID:  # its handler's (an embeddings row's, a decision's)
+            if speaks_anthropic(scope) and not any(n == _ANTHROPIC_ID for n, _ in headers):
+                message["headers"] = [*headers, (_ANTHROPIC_ID, known)]
             return send
     request_id = request_id_of(scope)
     value = request_id.encode()
     # a new list: the answer's own (a JSONResponse's raw_headers) is not changed
     added = [*headers, (REQUEST_ID, value)]
-    from llmroute.server.errors import speaks_anthropic  # errors imports watched_send
-
     if speaks_anthropic(scope) and not any(n == _ANTHROPIC_ID for n, _ in headers):
         added.append((_ANTHROPIC_ID, value))
     message["headers"] = added
