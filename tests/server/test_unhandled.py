@@ -4,10 +4,8 @@ logged each one a second time."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +14,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
-from gateway_proc import ECHO_ONLY, free_port, wait_for
+from gateway_proc import ECHO_ONLY, serve_in_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -57,27 +54,8 @@ def converting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
 def _serving(tmp_path: Path) -> Iterator[str]:
     registry = tmp_path / "registry.yaml"
     registry.write_text(ECHO_ONLY + "batches: {concurrency: 1}\n")
-    port = free_port()
-    config = uvicorn.Config(
-        app_module.create_app(str(registry)), port=port, log_config=None, access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()))
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/ready", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for("the gateway ready", ready, 60)
+    with serve_in_thread(app_module.create_app(str(registry))) as url:
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def test_an_unhandled_error_is_one_500_and_one_log_record(

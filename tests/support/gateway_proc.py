@@ -6,19 +6,23 @@ stderr go to a log file the test can read.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 BIN = Path(sys.executable).parent
 
@@ -207,3 +211,29 @@ def log_dashboard(
     command = [str(BIN / "llmroute"), "dashboard", "--url", url, *args]
     with started(command, log, "/health", env, 30) as served:
         yield served.url
+
+
+@contextmanager
+def serve_in_thread(app: Any) -> Iterator[str]:
+    """`app` (an ASGI app, `create_app`'s) served by uvicorn in a thread of this process
+    on a free 127.0.0.1 port, once ``/ready`` answers: for a test that patches what the
+    gateway calls (a store that fails, a bug), which a subprocess would not see."""
+    port = free_port()
+    config = uvicorn.Config(app, port=port, log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()))
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{url}/ready", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for("the gateway ready", ready, 60)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(30)
