@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from gateway_proc import ECHO_ONLY, serve_in_thread
+from gateway_proc import ECHO_ONLY, serve_in_thread, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -179,3 +180,33 @@ def test_a_bug_after_its_decision_was_logged_is_a_line_of_its_own(
         "api_error",
         "/v1/messages",
     )
+
+
+def test_a_bug_after_its_decision_was_logged_is_counted_as_the_500_the_client_got(
+    converting: str,
+) -> None:
+    """The late 500's request is counted by its record (``requests_total``, the 200 the
+    model answered) and its 500 as an error no record counts (``api_errors_total``),
+    where a 5xx alert over both sees it; it was in neither, as the record had counted the
+    request."""
+    answer = httpx.post(
+        f"{converting}/v1/messages",
+        json={"model": "auto", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]},
+        timeout=10,
+    )
+    assert answer.status_code == 500
+    wanted = {
+        ("llmroute_requests_total", "200"): 1.0,
+        ("llmroute_api_errors_total", "500"): 1.0,
+    }
+
+    def counted() -> dict[tuple[str, str], float]:
+        text = httpx.get(f"{converting}/metrics", timeout=10).text
+        return {
+            (sample.name, sample.labels["status"]): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name in ("llmroute_requests_total", "llmroute_api_errors_total")
+        }
+
+    wait_for("the request counted", lambda: counted() == wanted, 10)

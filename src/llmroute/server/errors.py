@@ -25,7 +25,7 @@ from llmroute.errors import (
     RoutingError,
     UnsupportedRequest,
 )
-from llmroute.server.request_ids import request_id_of
+from llmroute.server.request_ids import recorded_otherwise, request_id_of
 from llmroute.server.root_path import asked_path, paths_as_asked
 from llmroute.server.stored_chat import NOT_STORED, not_stored
 from llmroute.server.watched_send import WatchedSend
@@ -257,14 +257,17 @@ async def handle_client_gone(request: Request, exc: Exception) -> Response:
 
 def counted(request: Request, response: Response) -> Response:
     """`response`, an error answer, counted in the metrics unless the request's record
-    counted it (`GatewayMetrics.api_error`)."""
+    counted it (`GatewayMetrics.api_error`): an error after the record was written, with
+    another status (`recorded_otherwise`), is counted, as no record holds it."""
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
         from llmroute.server.auth import api_key_of  # auth imports this module
 
         key = api_key_of(request.scope)
         path = request.scope.get("path", "")
-        metrics.api_error(path, response.status_code, None if key is None else key.name)
+        status = response.status_code
+        late = recorded_otherwise(request.scope, status)
+        metrics.api_error(path, status, None if key is None else key.name, late=late)
     return response
 
 

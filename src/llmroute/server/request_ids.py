@@ -25,7 +25,15 @@ from starlette.types import Message, Scope, Send
 from llmroute.decision import new_decision_id
 from llmroute.telemetry.request_log import REQUESTS_LOGGER
 
-__all__ = ["REQUEST_ID", "apart", "recorded_as", "request_id_of", "routed_as", "stamped"]
+__all__ = [
+    "REQUEST_ID",
+    "apart",
+    "recorded_as",
+    "recorded_otherwise",
+    "request_id_of",
+    "routed_as",
+    "stamped",
+]
 
 REQUEST_ID = b"x-request-id"
 _ANTHROPIC_ID = b"request-id"  # where Anthropic's clients read it (`_request_id`)
@@ -53,6 +61,14 @@ def recorded_as(scope: Scope, status: int) -> None:
     with another status, which no record holds: that answer is a request line of its own,
     naming the decision's id, so the error the client quotes is found with its status."""
     scope[_RECORDED_KEY] = status
+
+
+def recorded_otherwise(scope: Scope, status: int) -> bool:
+    """Whether an answer of `status` is one no record holds although the request's
+    decision was recorded (`recorded_as`, with another status): an error after its record
+    was written, a request line of its own and, in the metrics, an error of its own."""
+    recorded = scope.get(_RECORDED_KEY)
+    return recorded is not None and recorded != status
 
 
 def request_id_of(scope: Scope) -> str:
@@ -105,7 +121,7 @@ def stamped(message: Message, scope: Scope, send: Send) -> Send:
     if (
         status < 400
         or status == _CLIENT_CLOSED
-        or (_DECISION_KEY in scope and scope.get(_RECORDED_KEY, status) == status)
+        or (_DECISION_KEY in scope and not recorded_otherwise(scope, status))
         or not _log.isEnabledFor(logging.INFO)
     ):
         return send

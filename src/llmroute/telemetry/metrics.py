@@ -69,7 +69,8 @@ Metrics (all prefixed ``llmroute_``):
 - ``api_errors_total{api, status}``: API requests answered with an error that no
   decision record counts (`api_error`): refused before routing or before the call (a
   malformed body, an unknown model, a bad tags header; embeddings and rerank too), and
-  the errors of the APIs that are not logged (batches, files, stored responses); a
+  the errors of the APIs that are not logged (batches, files, stored responses), and an
+  error after a routed request's record was written with another status (``late``); a
   failed embeddings or rerank call is logged, and counted in ``requests_total``;
   ``api`` is the path's first
   segment after ``/v1/`` (``chat``, ``messages``, ``responses``, ``completions``,
@@ -784,19 +785,23 @@ class GatewayMetrics:
         them (llmroute.server.invalid_http)."""
         self._invalid_http.inc()
 
-    def api_error(self, path: str, status: int, client: str | None) -> None:
+    def api_error(self, path: str, status: int, client: str | None, *, late: bool = False) -> None:
         """An API request (`watch_request`) answered with an error `status`, unless its
         answer was counted already by its record (`observe`): so a client broken by a
-        model rename shows as 404s, not as no traffic at all."""
+        model rename shows as 404s, not as no traffic at all. `late`: an error after its
+        record was written with another status (a bug converting the model's answer for
+        its front), counted here though the record counted the request, since the
+        record's status is not the one the client got (a 5xx alert must see the 500);
+        not again by its client key, whose request the record counted."""
         box = _COUNTED.get()
-        if box is None or box[0]:
+        if box is None or (box[0] and not late):
             return
         box[0] = True
         api = api_label(path)
         if api is None:
             return
         self._api_errors(api, str(status)).inc()
-        if client is not None and path.endswith(_REQUEST_PATHS):
+        if client is not None and not late and path.endswith(_REQUEST_PATHS):
             self._client_requests(client, str(status)).inc()
 
     # -- scraping ---------------------------------------------------------------------------
