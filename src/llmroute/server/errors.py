@@ -25,7 +25,7 @@ from llmroute.errors import (
     RoutingError,
     UnsupportedRequest,
 )
-from llmroute.server.request_ids import recorded_otherwise, request_id_of
+from llmroute.server.request_ids import recorded_otherwise, request_id_of, speaks_anthropic
 from llmroute.server.root_path import asked_path, paths_as_asked
 from llmroute.server.stored_chat import NOT_STORED, not_stored
 from llmroute.server.watched_send import WatchedSend
@@ -100,15 +100,6 @@ class GatewayError(Exception):
         if self.attempts:
             error["attempts"] = list(self.attempts)
         return JSONResponse({"error": error}, status_code=self.status, headers=self.headers)
-
-
-def speaks_anthropic(scope: Scope) -> bool:
-    """Whether the request came from an Anthropic client: it is under ``/v1/messages``,
-    or it carries ``anthropic-version``, which Anthropic's clients send on every call
-    (``models.list``, a path this gateway does not serve) and OpenAI's never do."""
-    if str(scope.get("path", "")).startswith("/v1/messages"):
-        return True
-    return any(name == b"anthropic-version" for name, _ in scope.get("headers") or ())
 
 
 def in_api_shape(request: Request, error: GatewayError) -> Response:

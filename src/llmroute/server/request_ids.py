@@ -32,6 +32,7 @@ __all__ = [
     "recorded_otherwise",
     "request_id_of",
     "routed_as",
+    "speaks_anthropic",
     "stamped",
 ]
 
@@ -92,14 +93,21 @@ def apart(scope: Scope) -> dict[str, Any]:
     return {k: v for k, v in scope.items() if k not in _APART}
 
 
+def speaks_anthropic(scope: Scope) -> bool:
+    """Whether the request came from an Anthropic client: it is under ``/v1/messages``,
+    or it carries ``anthropic-version``, which Anthropic's clients send on every call
+    (``models.list``, a path this gateway does not serve) and OpenAI's never do."""
+    if str(scope.get("path", "")).startswith("/v1/messages"):
+        return True
+    return any(name == b"anthropic-version" for name, _ in scope.get("headers") or ())
+
+
 def stamped(message: Message, scope: Scope, send: Send) -> Send:
     """`message`, an answer's start, given an ``x-request-id`` when it has none, and
     for an Anthropic client (`speaks_anthropic`: any path it calls, the embeddings one
     too) the same id as ``request-id``, which it reads; the `send` to go on with: `send`, or
     for an error answer when request lines are on, one that logs the error's first
     body with the id."""
-    from llmroute.server.errors import speaks_anthropic  # errors imports watched_send
-
     headers: list[tuple[bytes, bytes]] = message.get("headers") or []
     for name, known in headers:
         if name == REQUEST_ID:  # its handler's (an embeddings row's, a decision's)
