@@ -185,6 +185,24 @@ def _count_errors() -> None:
     assert value(s, "llmroute_client_requests_total", client="team-a", status="404") == 3
 
 
+def test_an_error_after_its_record_is_counted_as_an_api_error() -> None:
+    """A 500 after the request's record counted it as 200 (`late`): the client got a
+    500 that no record holds, so it is an api error (a 5xx alert sees it); the key's
+    request was counted by the record, once."""
+    contextvars.copy_context().run(_count_late_error)
+
+
+def _count_late_error() -> None:
+    metrics = GatewayMetrics()
+    watch_request()
+    metrics.observe(record(status=200, client="team-a"))
+    metrics.api_error("/v1/messages", 500, "team-a", late=True)
+    s = scrape(metrics)
+    assert value(s, "llmroute_api_errors_total", api="messages", status="500") == 1
+    assert value(s, "llmroute_client_requests_total", client="team-a", status="200") == 1
+    assert value(s, "llmroute_client_requests_total", client="team-a", status="500") is None
+
+
 def test_embeddings_and_rerank_are_counted_as_requests() -> None:
     """As their decision-log rows are: under their route, with the key's requests, an
     answer's latency; an error their record counts is not an api error too."""
