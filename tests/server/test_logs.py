@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,6 +157,7 @@ def test_the_json_formatter_fields() -> None:
     )
     failed = json.loads(formatter.format(_record("llmroute.server", "café %s", ("ü",), True)))
     assert failed["message"] == "café ü" and failed["level"] == "error"
+    assert failed["pid"] == access["pid"] == os.getpid()
     assert "ValueError: bad value" in failed["exception"] and "client" not in failed
 
 

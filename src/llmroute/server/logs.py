@@ -25,7 +25,8 @@ _ACCESS_ARGS = 5  # uvicorn's access record: client, method, path, HTTP version,
 
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: ``time`` (UTC, ISO 8601, milliseconds), ``level``,
-    ``logger``, ``message``, and ``exception`` when there is one. uvicorn's access lines
+    ``logger``, ``message``, ``pid`` (with ``--workers``, which worker wrote it: each
+    says its reloads and warnings), and ``exception`` when there is one. uvicorn's access lines
     also carry ``client``, ``method``, ``path`` and ``status`` as fields, and request
     lines (``--log-requests``) the decision's and outcome's, so a log store can filter
     on them without parsing the message."""
@@ -36,6 +37,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,
         }
         args = record.args
         access = record.name == "uvicorn.access"
