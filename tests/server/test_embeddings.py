@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 KEY_ENV = "LLMROUTE_TEST_UPSTREAM_KEY"
 SECRET = "sk-test-SECRET-embed-1a2b3c4d5e6f"
+MAX_INPUTS = 2048  # OpenAI's limit on one request's inputs, the gateway's too
 
 REGISTRY = """\
 encoder: builtin:static
@@ -161,6 +162,26 @@ def test_a_refused_embeddings_body_carries_openais_code(
     error = caught.value.body
     assert isinstance(error, dict) and (error["param"], error["code"]) == (param, code)
     assert len(gateway.upstream.requests) == before
+
+
+def test_more_inputs_than_openai_takes_are_refused_before_anything_else(
+    gateway: Gateway,
+) -> None:
+    """Past 2,048 inputs (OpenAI's limit) a 400 at once, before each input is checked:
+    a 4 MB body of 590,000 one-token arrays held the worker's event loop 3 s, every
+    other request waiting, and went upstream to be refused there."""
+    before = len(gateway.upstream.requests)
+    for many in (["word"] * (MAX_INPUTS + 1), [[7]] * 100_000):
+        response = _post(gateway, {"model": "embed", "input": many})
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == "input" and error["type"] == "invalid_request_error"
+        assert f"'input' holds {len(many)} items" in error["message"]
+    assert len(gateway.upstream.requests) == before  # nothing went upstream
+    at_most = _post(gateway, {"model": "embed", "input": ["word"] * MAX_INPUTS})
+    assert at_most.status_code == 200 and len(at_most.json()["data"]) == MAX_INPUTS
+    one_long = _post(gateway, {"model": "embed", "input": [7] * (MAX_INPUTS + 1)})
+    assert one_long.status_code == 200  # token ids: one input, however many
 
 
 def test_an_upstream_429_is_a_429_with_its_wait(gateway: Gateway) -> None:
