@@ -559,6 +559,51 @@ def test_a_running_batch_goes_on_under_a_reloaded_registry(
     assert "goes on under registry version" in log and "Traceback" not in log
 
 
+def test_a_reload_that_removes_a_batchs_key_stops_the_batch(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Revoking a key (a reload without it) stops its running batch: the requests in
+    flight finish, no other is sent, and the batch ends failed, code key_removed, its
+    answers so far in its output file. It went on to its last request on the old
+    registry, spending for hours on a key its operator had taken away."""
+    registry = tmp_path / "registry.yaml"
+    text = _registry(upstream, "{concurrency: 2}")
+    team = "    - {name: team, key_env: LLMROUTE_TEST_TEAM_KEY}\n"
+    assert team in text
+    with serve_text(text, tmp_path, env=ENV) as served, _client(served) as client:
+        lines = [_chat(f"r{i}", f"slowly {i}", model="slow") for i in range(40)]
+        upload = client.files.create(file=("slow.jsonl", _jsonl(lines)), purpose="batch")
+        created_at = time.monotonic()
+        batch = client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        _until(lambda: (client.batches.retrieve(batch.id).request_counts or _Zero()).completed >= 2)
+        registry.write_text(text.replace(team, ""))
+        served.proc.send_signal(signal.SIGHUP)
+        _until(lambda: "is no longer in the registry" in served.log_text())
+        with pytest.raises(openai.AuthenticationError):
+            client.batches.retrieve(batch.id)
+        _until(lambda: "retired: its last request finished" in served.log_text())
+        sent = [
+            r
+            for r in upstream.requests
+            if r.at > created_at and r.body["model"] == "slow?delay=0.4"
+        ]
+        registry.write_text(text)  # the key back, to read what became of its batch
+        served.proc.send_signal(signal.SIGHUP)
+        _until(lambda: served.log_text().count("registry reloaded") >= 2)
+        done = _settled(client, batch.id)
+        answered = client.files.content(done.output_file_id).text.splitlines()
+        log = served.log_text()
+    assert done.status == "failed", done
+    assert done.errors is not None and done.errors.data is not None
+    assert [e.code for e in done.errors.data] == ["key_removed"]
+    assert 2 <= len(sent) < 40  # none sent once the key was gone
+    assert done.request_counts is not None and done.request_counts.completed == len(sent)
+    assert len(answered) == len(sent)  # the answers made before it stopped are kept
+    assert "Traceback" not in log
+
+
 def test_a_batch_yields_to_live_requests_for_at_most_yield_s(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:

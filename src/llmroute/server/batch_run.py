@@ -151,6 +151,7 @@ class BatchRun:
         self._store_answering = asyncio.Event()
         self._store_answering.set()
         self._then: Callable[[BatchRecord, str], Awaitable[None]] | None = None
+        self._stopped_for: dict[str, Any] | None = None  # `stop`'s errors
         self._tags = (f"batch={record.id}",)  # in the decision log, beside the request's own
 
     def follow(self, then: Callable[[BatchRecord, str], Awaitable[None]]) -> None:
@@ -159,6 +160,13 @@ class BatchRun:
         still held: no other process can take the batch in between, and no request is
         sent twice)."""
         self._then = then
+        self._draining.set()
+
+    def stop(self, code: str, message: str) -> None:
+        """Send no request more, let those in flight finish, and end the batch
+        ``failed`` with error `code` (its answers so far in its files): a reload that
+        removed the batch's client key, whose spending must stop with it."""
+        self._stopped_for = _error(code, message)
         self._draining.set()
 
     async def __call__(self) -> None:
@@ -241,6 +249,8 @@ class BatchRun:
         async with asyncio.TaskGroup() as group:
             for _ in range(workers):
                 group.create_task(worker())
+        if self._stopped_for is not None:
+            return "failed", {"errors": self._stopped_for}
         if self._draining.is_set() and (self._left or next(pending, None) is not None):
             return _FOLLOWED, {}  # the rest under the new registry
         return "completed", {}

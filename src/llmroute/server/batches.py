@@ -226,10 +226,36 @@ def follow_reload(runs: BatchRuns, old: Gateway, new: Gateway) -> None:
     more there, lets those in flight finish, and goes on under the current registry (its
     lease kept, so no request is sent twice), so that a batch of hours does not keep an
     old registry's routes, models and clients: where the new one keeps batches in the
-    same store and still has the batch's key (else it ends on `old`, as before)."""
+    same store and still has the batch's key (else it ends on `old`, as before). A batch
+    whose key the new registry no longer has (revoked) stops instead: it sends no request
+    more and ends ``failed``, code ``key_removed``; finishing it on `old` would go on
+    spending, for hours, on a key its operator took away."""
     for run in runs.on(old):
-        if _successor(run, new) is not None:
+        removed = _removed_key(run, new)
+        if removed is not None:
+            log.warning(
+                "batch %s: its client key %r is no longer in the registry: no request more "
+                "is sent, and it ends failed (key_removed)",
+                run.record.id,
+                removed,
+            )
+            run.stop(
+                "key_removed",
+                f"the batch's client key {removed!r} was removed from the gateway's "
+                "registry: no request more was sent",
+            )
+        elif _successor(run, new) is not None:
             run.follow(partial(_go_on, run))
+
+
+def _removed_key(run: BatchRun, gateway: object) -> str | None:
+    """The name of `run`'s client key when `gateway` has client keys and it is not one of
+    them (None otherwise: no key, or no ``auth`` section, which lets anyone in)."""
+    key = api_key_of(run.request.scope)
+    if key is None or not isinstance(gateway, Gateway) or gateway.auth is None:
+        return None
+    names = {k.name for k in gateway.auth.settings.keys}
+    return None if key.name in names else key.name
 
 
 def _successor(run: BatchRun, gateway: object) -> tuple[BatchStore, ApiKey | None] | None:
