@@ -41,3 +41,29 @@ def test_a_number_variable_is_named_when_it_is_not_one() -> None:
     with pytest.raises(ValueError, match=r"^\$LLMROUTE_SSE_KEEPALIVE 'soon': not a number"):
         ServeSettings.from_env({"LLMROUTE_SSE_KEEPALIVE": "soon"})
     assert ServeSettings.from_env({"LLMROUTE_WORKERS": "3"}).workers == 3
+
+
+def test_a_registry_that_cannot_be_served_is_one_line_under_uvicorns_factory(
+    tmp_path: Path,
+) -> None:
+    """The factory does the first load, as ``llmroute serve`` does before uvicorn starts:
+    a bad file or a missing artifact stops it naming the file and line, where it was
+    uvicorn's lifespan traceback ("Application startup failed") and exit status 3."""
+    uvicorn = str(Path(sys.executable).parent / "uvicorn")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("routes: [\n  bad")
+    missing = tmp_path / "missing.yaml"
+    for path, said in [
+        (broken, f"error: {broken}:2: invalid YAML"),
+        (missing, f"error: {missing}"),
+    ]:
+        done = subprocess.run(
+            [uvicorn, "--factory", "llmroute.server.app:app_from_env", "--port", "0"],
+            env={**os.environ, "LLMROUTE_REGISTRY": str(path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith(said), done.stderr

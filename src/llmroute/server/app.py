@@ -53,7 +53,7 @@ from llmroute.server.messages import count_tokens, messages
 from llmroute.server.messages_convert import COUNT_TOKENS_PATH, MESSAGES_PATH
 from llmroute.server.meta import MODELS_PATH, health, key, list_models, ready, retrieve_model
 from llmroute.server.metrics import metrics_endpoint
-from llmroute.server.reload import Prepared, reloading
+from llmroute.server.reload import Prepared, assemble_router, fingerprint, reloading
 from llmroute.server.rerank import RERANK_PATHS, rerank
 from llmroute.server.responses import input_tokens, responses, stored_response
 from llmroute.server.responses_convert import RESPONSES_PATH
@@ -230,7 +230,10 @@ def app_from_env() -> Starlette:
     from ``$LLMROUTE_REGISTRY``, the rest from `ServeSettings.from_env`. A variable unset
     or malformed stops the start with one line naming it (``error: $LLMROUTE_ROOT_PATH
     'v1': ...``) and exit status 1, as ``llmroute serve`` says it, not uvicorn's
-    traceback of the factory."""
+    traceback of the factory. The first load is done here, as ``llmroute serve`` does it
+    before uvicorn starts, so that a registry that cannot be served (bad YAML, a missing
+    artifact, failing routing cases) says so in one line too, not as a lifespan
+    traceback."""
     registry = os.environ.get(REGISTRY_ENV)
     if not registry:
         raise SystemExit(f"error: ${REGISTRY_ENV} is not set: the registry file to serve")
@@ -238,4 +241,18 @@ def app_from_env() -> Starlette:
         settings = ServeSettings.from_env()
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
-    return create_app(registry, settings)
+    return create_app(registry, settings, _first_load(registry, settings))
+
+
+def _first_load(path: str, settings: ServeSettings) -> Prepared:
+    from llmroute.registry import load_registry
+    from llmroute.state.stores import check_registry_urls
+
+    try:
+        seen = fingerprint(path)
+        loaded = load_registry(path)
+        check_registry_urls(loaded.registry)
+        router, gates = assemble_router(loaded, None, settings.encoder_threads, settings.cases)
+    except LlmrouteError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return Prepared(seen, router, gates)
