@@ -6,6 +6,7 @@ token from the environment, and Google's errors mapped like every provider's."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,9 @@ from llmroute.errors import (
     ProviderMisconfigured,
     ProviderTimeout,
     RateLimited,
+    UpstreamRejected,
 )
+from llmroute.providers._http import withhold
 from llmroute.providers.base import Timeouts
 from llmroute.providers.build import build_http
 from llmroute.providers.google_auth import FAILED_REFRESH_HOLD_S, AdcTokens
@@ -452,3 +455,43 @@ def test_vertex_needs_the_extra_only_without_a_token_variable(
     with pytest.raises(ConfigError, match=r"pip install 'llmroute\[vertex\]'"):
         build_http("vertex", spec(fake), {})
     assert isinstance(build_http("vertex", spec(fake, api_key_env="T"), {}), VertexProvider)
+
+
+def test_a_google_token_echoed_by_the_upstream_is_cut_from_its_message(
+    fake: FakeVertex, tmp_path: Path
+) -> None:
+    """The access tokens Application Default Credentials issue were not withheld (only
+    a key from the environment was): an upstream repeating the token it got gave it to
+    the client and the logs."""
+    provider = adc(fake)
+    with pytest.raises(UpstreamRejected) as caught:
+        run(provider, provider.complete(f"{MODEL}?echo_token=1", CHAT, timeouts=TIMEOUTS))
+    assert fake.issued == ["ya29.fake-1"]
+    assert "ya29" not in caught.value.message and "[redacted]" in caught.value.message
+
+
+def test_a_renewed_token_s_predecessor_is_let_go_when_no_request_holds_it(
+    fake: FakeVertex, tmp_path: Path
+) -> None:
+    """Tokens are withheld as a transport's keys are: while something sends them. An
+    hourly token withheld for good would grow the pattern every message is scanned with."""
+    from llmroute.providers import _http
+
+    clock = Clock()
+    provider = adc(fake, clock)
+
+    async def twice(vertex: VertexProvider) -> None:
+        await vertex.complete(MODEL, CHAT, timeouts=TIMEOUTS)
+        clock.skew = 3600.0  # the first token is within its renewal margin
+        await vertex.complete(MODEL, CHAT, timeouts=TIMEOUTS)
+
+    run(provider, twice(provider))
+    gc.collect()
+    withhold()  # applies what finalizers gave back
+    assert fake.issued == ["ya29.fake-1", "ya29.fake-2"]
+    assert "ya29.fake-2" in _http._SENT_SECRETS
+    assert "ya29.fake-1" not in _http._SENT_SECRETS
+    del provider
+    gc.collect()
+    withhold()
+    assert "ya29.fake-2" not in _http._SENT_SECRETS

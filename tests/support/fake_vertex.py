@@ -18,7 +18,8 @@ does for that model (`fake_anthropic`: its faults, thinking signatures, streams)
 wrapping (``{"error": {"code", "message", "status"}}``) instead; ``billing=1`` answers
 the 403 of a project whose billing is disabled (its ``ErrorInfo`` reason
 ``BILLING_DISABLED``), and ``retry_delay=S`` gives a 429 Google's ``RetryInfo`` detail
-(``"retryDelay": "Ss"``, as the Gemini API sends it).
+(``"retryDelay": "Ss"``, as the Gemini API sends it); ``echo_token=1`` answers a 400
+whose message repeats the bearer token the request carried.
 """
 
 from __future__ import annotations
@@ -225,6 +226,9 @@ class _VertexHandler(_Handler):
                 _BILLING_DISABLED.format(number=_PROJECT_NUMBER),
                 [_error_info("BILLING_DISABLED")],
             )
+            return
+        if "echo_token" in faults:  # a proxy's "invalid ... TOKEN", the header it got
+            self._google_error(400, "INVALID_ARGUMENT", f"token {token} is not valid here")
             return
         gstatus = faults.get("gstatus")
         if gstatus is not None:

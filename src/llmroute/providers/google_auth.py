@@ -6,7 +6,8 @@ google-auth's refresh is blocking I/O (a POST to Google's token endpoint, or the
 metadata server's), so it runs in a thread, never on the event loop, and one refresh
 serves every request that waits for a token meanwhile. The token travels only in the
 ``Authorization`` header: no error or log line here repeats it, or anything Google's
-token endpoint said beyond its OAuth error code.
+token endpoint said beyond its OAuth error code; and it is cut from the upstream
+messages errors repeat (`withhold`) while a request or the source still holds it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from datetime import UTC
 from typing import Any, Protocol
 
 from llmroute.errors import ConfigError, ProviderError, ProviderMisconfigured, ProviderTimeout
+from llmroute.providers._http import withhold
 
 __all__ = [
     "CLOUD_PLATFORM_SCOPE",
@@ -69,7 +71,7 @@ class StaticToken:
     so."""
 
     def __init__(self, token: str | None) -> None:
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._headers = _withheld({"Authorization": f"Bearer {token}"} if token else {})
 
     async def headers(self, wait_s: float) -> dict[str, str]:
         return self._headers
@@ -165,8 +167,9 @@ class AdcTokens:
             if self._headers is not None and self._unexpired():
                 log.warning("%s; the token in hand is sent until it ends", exc)
             raise
-        self._headers, self._expires_at, self._failed = headers, expires_at, None
-        return headers
+        sent = _withheld(headers)
+        self._headers, self._expires_at, self._failed = sent, expires_at, None
+        return sent
 
     def _refresh_blocking(self) -> tuple[dict[str, str], float | None]:
         import google.auth.exceptions
@@ -210,6 +213,23 @@ class AdcTokens:
 
         self._request = google.auth.transport.requests.Request()
         return google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])[0]
+
+
+class _Sent(dict[str, str]):
+    """Headers a token source hands out: a dict that can be weakly referred to, the
+    owner its credentials are withheld for (`withhold`)."""
+
+
+def _withheld(headers: dict[str, str]) -> dict[str, str]:
+    """`headers`, whose ``Authorization`` is cut from the upstream messages errors
+    repeat while anything holds them: the source until the token is renewed, each
+    request sent with it until it ends. An upstream echoing the token it got had it
+    reach the client and the logs (the long-token pattern cuts only part of one: not
+    its ``ya29.`` head, nor a short one a proxy issues); a renewed token's predecessor
+    is let go once no request holds it, as a transport's keys are."""
+    sent = _Sent(headers)
+    withhold(*(v for k, v in headers.items() if k.lower() == "authorization"), owner=sent)
+    return sent
 
 
 def _oauth_code(exc: BaseException) -> str:
