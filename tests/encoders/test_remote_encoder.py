@@ -197,3 +197,26 @@ def test_missing_key_variable_is_a_config_error(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("NOPE_KEY", raising=False)
     with pytest.raises(ConfigError, match="NOPE_KEY"):
         RemoteEncoder("http://127.0.0.1:9/v1", "m", api_key_env="NOPE_KEY")
+
+
+@pytest.mark.parametrize("given", ["api_key_env", "header"])
+def test_a_key_and_a_base_urls_credentials_together_are_refused(
+    server: tuple[str, ServerState], monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    """httpx sends a URL's ``user:password@`` as Basic in place of the client's
+    ``Authorization``: the key configured went unused without a word (the server saw
+    the URL's credentials alone)."""
+    url, state = server
+    monkeypatch.setenv("TEST_EMBED_KEY", KEY)
+    with_user = url.replace("http://", "http://svc:pw-1234@")
+    more: dict[str, Any] = (
+        {"api_key_env": "TEST_EMBED_KEY"}
+        if given == "api_key_env"
+        else {"headers": {"authorization": f"Bearer {KEY}"}}
+    )
+    with pytest.raises(ConfigError, match="credentials") as info:
+        RemoteEncoder(with_user, "m", **more)
+    assert KEY not in str(info.value) and "pw-1234" not in str(info.value)
+    assert state.auth == []
+    RemoteEncoder(url, "m", **more).close()  # either alone is fine
+    RemoteEncoder(with_user, "m").close()

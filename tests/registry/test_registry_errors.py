@@ -499,6 +499,29 @@ def test_a_base_url_requests_cannot_be_appended_to_is_refused(
     assert_points_at(encoder, 2, "encoder.base_url", *words)
 
 
+@pytest.mark.parametrize(
+    ("more", "field"),
+    [
+        ("api_key_env: EMBED_KEY", "encoder.api_key_env"),
+        ("headers_env: {Authorization: EMBED_AUTH}", "encoder.headers_env.Authorization"),
+    ],
+)
+def test_an_encoder_with_a_key_and_a_base_url_s_credentials_is_refused(
+    more: str, field: str
+) -> None:
+    """httpx sends a base URL's ``user:password@`` (as Basic) in place of the key's
+    header: the key went unused without a word."""
+    url = "https://svc:pw-9911@e.example/v1"
+    encoder = f'encoder: {{kind: openai, base_url: "{url}", model: m, {more}}}'
+    error = one_error(replace_line(VALID, 2, encoder))
+    assert_points_at(error, 2, field, "user:password@", "one Authorization")
+    assert "pw-9911" not in str(error)
+    alone = f'encoder: {{kind: openai, base_url: "{url}", model: m}}'
+    parse_registry(replace_line(VALID, 2, alone))
+    without = f"encoder: {{kind: openai, base_url: https://e.example/v1, model: m, {more}}}"
+    parse_registry(replace_line(VALID, 2, without))
+
+
 def test_api_key_env_must_be_a_variable_name() -> None:
     text = replace_line(VALID, 5, "openai: {kind: openai, api_key_env: sk-abc123-secret}")
     error = one_error(text)

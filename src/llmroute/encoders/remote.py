@@ -47,6 +47,13 @@ def _url_credentials(base_url: str) -> list[str]:
     return [secret for secret in sent if len(secret) >= _SHORTEST_SECRET]
 
 
+def _has_credentials(base_url: str) -> bool:
+    """Whether httpx sends the base URL's ``user:password@`` (as Basic) on each request,
+    over any ``Authorization`` header the client was given."""
+    parts = urlsplit(base_url)
+    return bool(parts.username or parts.password)
+
+
 class RemoteEncoder:
     """Embeddings from a remote service; identity is ``openai:<base_url>#<model>``."""
 
@@ -78,6 +85,15 @@ class RemoteEncoder:
         import httpx  # here: the built-in encoders (`llmroute route`) need no HTTP client
 
         all_headers = dict(headers or {})
+        if _has_credentials(self._base_url) and (
+            api_key_env or any(name.lower() == "authorization" for name in all_headers)
+        ):
+            # httpx sends the URL's credentials (Basic) in place of our header
+            raise ConfigError(
+                "the encoder's base_url carries credentials (user:password@) and an API key "
+                "or Authorization header is given too: one request sends one Authorization; "
+                "give one of them"
+            )
         if api_key_env:
             self._key = os.environ.get(api_key_env, "")
             if not self._key:

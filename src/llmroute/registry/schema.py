@@ -392,9 +392,32 @@ class OpenAIEncoderSpec(_Frozen):
                 *_header_clashes(self.headers, self.headers_env),
                 *_credential_headers(self.headers),
                 *_per_request_headers(("headers", self.headers), ("headers_env", self.headers_env)),
+                *_two_credentials(self.base_url, self.api_key_env, self.headers_env),
             ]
         )
         return self
+
+
+def _two_credentials(
+    base_url: str, api_key_env: str | None, headers_env: Mapping[str, str]
+) -> list[Problem]:
+    """An encoder's ``user:password@`` in its base URL and an ``Authorization`` from the
+    environment: httpx sent the URL's (as Basic) in place of the other, whatever that
+    said, so a key set in api_key_env went unused without a word."""
+    parts = urlsplit(base_url)
+    if not (parts.username or parts.password):
+        return []
+    fields: list[tuple[str, ...]] = [("api_key_env",)] if api_key_env else []
+    fields += [("headers_env", name) for name in headers_env if name.lower() == "authorization"]
+    return [
+        (
+            field,
+            "the base_url carries credentials (user:password@) too, and one request sends "
+            "one Authorization: keep the key here and the base_url without them, or the "
+            "URL's alone",
+        )
+        for field in fields
+    ]
 
 
 # a ``router-<name>-<threshold>`` model named where no request could ever reach one
