@@ -24,6 +24,7 @@ from fake_anthropic import TOOL_ID, FakeAnthropic
 from fake_upstream import FakeUpstream
 from gateway_proc import BIN, Served, free_port, serve_text
 from redis_service import REDIS_URL
+from stall_proxy import stall_proxy
 
 from llmroute.registry.schema import StoredResponsesSettings
 from llmroute.server.background_stream import EventChunks
@@ -810,3 +811,44 @@ def test_a_store_that_does_not_answer_costs_the_keeping_not_the_answer(
             client.responses.retrieve(final.id)
         log = served.log_text()
     assert "not kept" in log and "hunter2" not in log and "Traceback" not in log
+
+
+def test_a_store_that_hangs_costs_one_wait_a_second_not_one_a_request(
+    tmp_path: Path, upstream: FakeUpstream, claude: FakeAnthropic, redis_namespace: str
+) -> None:
+    """A Redis that keeps its connections and stops answering (the `StallProxy`) made
+    every request with ``store: true`` wait the store's whole ``timeout_s`` before it
+    was answered ``store: false`` (each continuation too, before its 503): the store
+    had no pause after a failure, as the cache and limits have. Now the requests after
+    a failure are answered without asking it, and once it answers again responses are
+    kept and continued as before."""
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        settings = {"url": url, "timeout_s": 0.5, "namespace": redis_namespace}
+        text = _registry(upstream, claude, json.dumps(settings))
+        with (
+            serve_text(text, tmp_path, env={"LLMROUTE_TELEMETRY_URL": "off", **KEYS}) as served,
+            _client(served) as client,
+        ):
+            kept = client.responses.create(model="small", input="hi there!")
+            assert kept.store is True
+            proxy.stall()
+            for _ in range(3):
+                answered = client.responses.create(model="small", input="hi there!")
+                assert answered.output_text == "echo: hi there!" and answered.store is False
+            with pytest.raises(openai.InternalServerError) as caught:
+                client.responses.create(model="small", input="more", previous_response_id=kept.id)
+            assert caught.value.body["code"] == "store_unavailable"  # type: ignore[index]
+            log = served.log_text()
+            assert "not asked for" in log  # answered in the pause, Redis left alone
+            proxy.resume()
+
+            def kept_again() -> bool:
+                return client.responses.create(model="small", input="hi there!").store is True
+
+            _until(kept_again)  # past the pause: bounded
+            follow = client.responses.create(
+                model="small", input="more", previous_response_id=kept.id
+            )
+            assert follow.output_text.startswith("echo")
+            log = served.log_text()
+    assert "Traceback" not in log

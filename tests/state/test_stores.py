@@ -8,6 +8,7 @@ import time
 
 import pytest
 from redis_service import REDIS_URL
+from stall_proxy import stall_proxy
 
 from llmroute.errors import ConfigError
 from llmroute.registry.schema import CacheSettings
@@ -18,6 +19,7 @@ from llmroute.state import (
     open_store,
     resolve_cache_url,
 )
+from llmroute.state.stores import asked
 
 
 class Clock:
@@ -223,6 +225,67 @@ def test_redis_that_is_not_there_raises_quickly_without_the_password(closed_port
         assert "s3cret-pass" not in str(caught.value)
         assert str(closed_port) in str(caught.value)
         await store.aclose()
+
+    run(go())
+
+
+def test_a_redis_that_stalls_is_not_asked_again_for_a_second(redis_namespace: str) -> None:
+    """Stored responses, conversations and batches had no pause after a failure (the
+    cache and limits have their own): while Redis hung, every call waited its whole
+    timeout, so every request with `store: true` took `timeout_s` longer. Now the call
+    after a failure fails at once, without asking, and Redis is asked again after the
+    pause: the store works again as soon as Redis answers."""
+    clock = Clock()
+    key = f"{redis_namespace}:k"
+
+    async def go(url: str, proxy: object) -> None:
+        store = RedisStore(url, timeout_s=0.2, clock=clock)
+        await store.set(key, b"v", 60)
+        proxy.stall()  # type: ignore[attr-defined]
+        with pytest.raises(StoreUnavailable) as waited:
+            await store.get(key)  # asked: its timeout
+        assert waited.value.paused_s == 0
+        clock.now += 0.5
+        with pytest.raises(StoreUnavailable, match="not asked") as paused:
+            await store.set(key, b"w", 60)
+        assert paused.value.paused_s == pytest.approx(0.5)
+        proxy.resume()  # type: ignore[attr-defined]
+        with pytest.raises(StoreUnavailable, match="not asked"):
+            await store.get(key)  # answering again, but still left alone
+        clock.now += 0.6
+        assert await store.get(key) == b"v"  # the set in the pause was never sent
+        await store.aclose()
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        run(go(url, proxy))
+
+
+def test_asked_waits_out_the_pause_and_asks_once(closed_port: int) -> None:
+    """A background run's last write (its last events, its batch's last answers) made
+    just after a failure is asked of Redis once the pause ends, not failed unasked."""
+    calls: list[str] = []
+
+    class Paused:
+        def __init__(self, paused_s: float) -> None:
+            self.paused_s = paused_s
+
+        async def __call__(self) -> str:
+            calls.append("called")
+            if self.paused_s:
+                paused, self.paused_s = self.paused_s, 0.0
+                raise StoreUnavailable("redis: not asked", paused)
+            return "done"
+
+    async def failing() -> None:
+        calls.append("failed")
+        raise StoreUnavailable("redis: refused")
+
+    async def go() -> None:
+        assert await asked(Paused(0.01)) == "done" and calls == ["called", "called"]
+        calls.clear()
+        with pytest.raises(StoreUnavailable, match="refused"):
+            await asked(failing)  # asked, and failed: not again
+        assert calls == ["failed"]
 
     run(go())
 

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from llmroute.server.responses_stream import responses_event
 from llmroute.state.stored_responses import ResponseStore, StoredResponse
-from llmroute.state.stores import StoreUnavailable
+from llmroute.state.stores import StoreUnavailable, asked
 
 __all__ = ["FLUSH_S", "EventChunks", "RunLog", "follow", "kept_as_made"]
 
@@ -131,15 +131,17 @@ async def kept_as_made(
     batch: list[bytes] = []  # chunk `written`'s events: fixed once tried, so a chunk
     written = first  # a follower may have read is never written again with more
 
-    async def flush() -> bool:
-        """Write the next chunk; False when the store did not answer."""
+    async def flush(last: bool = False) -> bool:
+        """Write the next chunk; False when the store did not answer (the `last`
+        flushes: asked of the store itself, past the pause after a failure)."""
         nonlocal written, batch
         if not batch:
             batch, pending[:] = list(pending), []
         if not batch:
             return True
+        write = partial(chunks.write, written, batch)
         try:
-            await chunks.write(written, batch)
+            await (asked(write) if last else write())
         except StoreUnavailable as exc:  # tried again at the next flush
             log.warning("responses: background stream events not kept yet: %s", exc)
             return False
@@ -152,7 +154,7 @@ async def kept_as_made(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ended.wait(), FLUSH_S)
             await flush()
-        while (batch or pending) and await flush():
+        while (batch or pending) and await flush(last=True):
             pass  # what is left, at the end
 
     ended = asyncio.Event()

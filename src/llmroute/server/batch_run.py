@@ -54,7 +54,7 @@ from llmroute.server.responses import answer_responses
 from llmroute.server.root_path import paths_as_asked
 from llmroute.server.state import Gateway, live_requests
 from llmroute.state.batches import BatchRecord, BatchStore, Written
-from llmroute.state.stores import StoreUnavailable
+from llmroute.state.stores import StoreUnavailable, asked
 
 __all__ = ["FLUSH_S", "PART_BYTES", "PART_S", "BatchRun", "settled_files"]
 
@@ -474,10 +474,11 @@ class BatchRun:
             self.count("batch", status)
             return
         try:
+            flushed = partial(self._flush, final=True)
             try:
-                await self._flush(final=True)
+                await asked(flushed)  # asked of the store, past a pause after a failure
             except StoreUnavailable:
-                await self._flush(final=True)  # once more: the parts are kept for it
+                await asked(flushed)  # once more: the parts are kept for it
             if status == _FOLLOWED and self._then is not None:
                 self.count("batch", status)
                 await self._then(self.record, self.holder)

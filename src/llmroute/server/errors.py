@@ -25,6 +25,7 @@ from llmroute.errors import (
     RoutingError,
     UnsupportedRequest,
 )
+from llmroute.log_every import LogEvery
 from llmroute.server.request_ids import recorded_otherwise, request_id_of, speaks_anthropic
 from llmroute.server.root_path import asked_path, paths_as_asked
 from llmroute.server.stored_chat import NOT_STORED, not_stored
@@ -49,6 +50,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("llmroute.server")
+_UNAVAILABLE_SAID = LogEvery(60.0)  # `store_unavailable`'s lines
 
 # On an answer no retry can change (a key's soft budget, spent this period), OpenAI's
 # and Anthropic's clients read this and raise at once rather than retry their 429.
@@ -382,9 +384,13 @@ def _with_retry_after(
 
 def store_unavailable(what: str, exc: Exception) -> GatewayError:
     """503 for a store that did not answer (the response store, the conversation store):
-    logged with its cause (no secret: `StoreUnavailable` masks passwords), retried by the
-    client after a second."""
-    log.warning("%s store did not answer: %s", what, exc)
+    logged with its cause (no secret: `StoreUnavailable` masks passwords) once a minute
+    with how many since (each request that comes while it is down is one), retried by
+    the client after a second."""
+    paused = getattr(exc, "paused_s", 0.0)
+    held = _UNAVAILABLE_SAID.due(f"{what}:{'paused' if paused else 'failed'}")
+    if held is not None:
+        log.warning("%s store did not answer: %s%s", what, exc, LogEvery.since(held))
     return GatewayError(
         503,
         f"the {what} store did not answer; try again shortly",

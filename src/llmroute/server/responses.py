@@ -38,6 +38,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from llmroute.dispatch.usage import prompt_tokens
 from llmroute.errors import LlmrouteError
+from llmroute.log_every import LogEvery
 from llmroute.server.auth import key_of
 from llmroute.server.background import background_runs, detached
 from llmroute.server.background_stream import EventChunks, RunLog, follow, kept_as_made
@@ -74,7 +75,7 @@ from llmroute.state.stored_responses import (
     new_response_id,
     with_ids,
 )
-from llmroute.state.stores import StoreUnavailable
+from llmroute.state.stores import StoreUnavailable, asked
 from llmroute.telemetry.metrics import GatewayMetrics
 
 __all__ = ["answer_responses", "input_tokens", "responses", "stored_response"]
@@ -86,6 +87,9 @@ _STATELESS = Stateless(to_chat_body, ResponsesStream, to_response)
 
 _RUNNING = ("queued", "in_progress")
 _CANCEL_POLL_S = 1.0  # how often a background run looks for a cancel made elsewhere
+# "not kept" said once a minute (with how many since): a store that fails at once (a
+# Redis outage's pause) fails every request that comes, which each wrote a line
+_NOT_KEPT_SAID = LogEvery(60.0)
 
 
 async def responses(request: Request) -> Response:
@@ -458,8 +462,9 @@ class _Kept:
         for item in items:
             if item.get("type", "message") == "message":
                 item.setdefault("status", "completed")
+        add = partial(ConversationStore(self.store).add, self.owner, self._conversation, items)
         try:
-            await ConversationStore(self.store).add(self.owner, self._conversation, items)
+            await (asked(add) if self.background else add())
         except StoreUnavailable as exc:
             self._count("error")
             log.warning("conversations: response %s not added: %s", self.id, exc)
@@ -504,22 +509,34 @@ class _Kept:
 
     async def fail(self, status: int, message: str) -> bool:
         """Keep the background response as failed, unless it was cancelled or deleted
-        (then False)."""
-        try:
+        (then False). Asked of the store itself (`asked`: past the pause after a failure
+        that came a moment before)."""
+
+        async def failed() -> bool:
             record = await self.store.get(self.owner, self.id)
             if record is None or record.response.get("status") not in _RUNNING:
                 return False
             await self.store.put(self.owner, _failed(record, status, message), counted=False)
+            return True
+
+        try:
+            return await asked(failed)
         except StoreUnavailable as exc:
             log.warning("responses: background response %s not marked failed: %s", self.id, exc)
         return True
 
     async def _put(self, response: dict[str, Any]) -> bool:
-        record = self.record(response)
+        """Keep `response`: at once or not, for a client waiting; a background one is
+        asked of the store itself (`asked`), its poller waits for it."""
+        put = partial(self.store.put, self.owner, self.record(response))
         try:
-            return await self.store.put(self.owner, record)
+            return await (asked(put) if self.background else put())
         except StoreUnavailable as exc:
-            log.warning("responses: response %s not kept: %s", self.id, exc)
+            held = _NOT_KEPT_SAID.due("paused" if exc.paused_s else "failed")
+            if held is not None:
+                log.warning(
+                    "responses: response %s not kept: %s%s", self.id, exc, LogEvery.since(held)
+                )
             return False
 
 

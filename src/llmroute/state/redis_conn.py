@@ -26,7 +26,14 @@ from typing import Any
 from llmroute.errors import ConfigError
 from llmroute.telemetry.store.url import mask_url
 
-__all__ = ["MAX_CONNECTIONS", "Outage", "RedisConnection", "client_name", "connect"]
+__all__ = [
+    "MAX_CONNECTIONS",
+    "RETRY_AFTER_S",
+    "Outage",
+    "RedisConnection",
+    "client_name",
+    "connect",
+]
 
 RETRY_AFTER_S = 1.0
 LOG_EVERY_S = 60.0

@@ -3,23 +3,28 @@ least recently used first out) and `RedisStore` (shared by every gateway pointed
 it). Both are async so the gateway can await either; neither blocks the event loop.
 
 A store that cannot answer raises `StoreUnavailable` with the URL's password masked;
-the cache above it turns that into a miss.
+the cache above it turns that into a miss. After a Redis call fails, the store is not
+asked again for a second (as `Outage` does): each call in that second fails at once, so
+a Redis that hangs costs one timeout a second, not one per request (the pause of stored
+responses, conversations and batches; the cache and affinity have their own too). The
+store logs nothing: its callers say what a failure cost them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import hashlib
 import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from llmroute.errors import ConfigError
-from llmroute.state.redis_conn import connect
+from llmroute.state.redis_conn import RETRY_AFTER_S, connect
 from llmroute.telemetry.store.url import mask_url
 
 if TYPE_CHECKING:
@@ -31,6 +36,7 @@ __all__ = [
     "MemoryStore",
     "RedisStore",
     "StoreUnavailable",
+    "asked",
     "check_registry_urls",
     "check_url",
     "has_limits",
@@ -45,10 +51,31 @@ __all__ = [
 
 CACHE_ENV_VAR = "LLMROUTE_CACHE_URL"
 _OFF = frozenset({"", "off", "none"})
+T = TypeVar("T")
 
 
 class StoreUnavailable(Exception):
-    """The store did not answer (down, slow, refused); the message holds no secret."""
+    """The store did not answer (down, slow, refused); the message holds no secret.
+    `paused_s`: not asked at all, since it failed a moment ago; it is asked again after
+    this many seconds."""
+
+    def __init__(self, message: str, paused_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.paused_s = paused_s
+
+
+async def asked(call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, asked of the store itself: once more after the pause that follows a
+    failure (`StoreUnavailable.paused_s`) when it fell in one, so that Redis is asked
+    at least once. For a write that must reach the store (a background run's last),
+    not for a call a client waits on."""
+    try:
+        return await call()
+    except StoreUnavailable as exc:
+        if not exc.paused_s:
+            raise
+        await asyncio.sleep(exc.paused_s)
+    return await call()
 
 
 class KeyValueStore(Protocol):
@@ -243,20 +270,32 @@ return 0
 
 class RedisStore:
     """Redis ``GET`` / ``SET PX`` on one pooled async client. Every call is bounded by
-    `timeout_s` (connect included); a failure raises `StoreUnavailable`."""
+    `timeout_s` (connect included); a failure raises `StoreUnavailable`, and so does
+    every call for a second after it, at once (measured on `clock`, monotonic)."""
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(
+        self, url: str, timeout_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._redis = connect(url, timeout_s, "cache.url")
         self.url = self._redis.url
         self._renew = self._redis.client.register_script(_RENEW)
+        self._clock = clock
+        self._paused_until = 0.0
 
     @contextmanager
     def _answering(self) -> Iterator[None]:
         """A Redis error inside becomes `StoreUnavailable` (host and port, never the
-        password)."""
+        password); while Redis is left alone after one, nothing is asked."""
+        paused_s = self._paused_until - self._clock()
+        if paused_s > 0:
+            raise StoreUnavailable(
+                f"redis {self.url}: not asked for {paused_s:.1f} s more after a failure",
+                paused_s,
+            )
         try:
             yield
         except self._redis.errors as exc:
+            self._paused_until = self._clock() + RETRY_AFTER_S
             raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
 
     async def get(self, key: str) -> bytes | None:
