@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Sequence
 
 from llmroute.registry.schema import StoredResponsesSettings
@@ -91,3 +92,32 @@ def test_a_follower_whose_store_stops_answering_says_where_to_resume() -> None:
     data = json.loads(error.split(b"data: ", 1)[1])
     assert data["code"] == "store_unavailable" and data["sequence_number"] == 4
     assert "starting_after=3" in data["message"]
+
+
+class _Paused(MemoryStore):
+    """A Redis store just after a failure: its writes are not asked of Redis for a
+    moment (its pause, a second in the gateway), then they are."""
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        super().__init__(max_entries, max_bytes)
+        self.until = time.monotonic() + 0.2
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        left = self.until - time.monotonic()
+        if left > 0:
+            raise StoreUnavailable("redis 127.0.0.1:6379: not asked for a moment", left)
+        await super().set(key, value, ttl_s)
+
+
+def test_a_runs_last_events_are_kept_past_the_stores_pause() -> None:
+    """The last flush of a run is its events' last chance: one that fell in the pause
+    after a Redis failure (nothing asked) lost them, though Redis answered again."""
+
+    async def go() -> int:
+        chunks = EventChunks(
+            ResponseStore(StoredResponsesSettings(), _Paused(1000, 1 << 20)), "team", "r"
+        )
+        await kept_as_made(_slowly(EVENTS, 0), RunLog(), chunks)  # one flush: the last
+        return len(await chunks.read(0))
+
+    assert asyncio.run(go()) == 1

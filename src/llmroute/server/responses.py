@@ -190,7 +190,8 @@ async def _start_in_background(
     try:
         await stream.chunks.write(0, opening)
     except StoreUnavailable as exc:
-        await front.fail(503, "the response store did not answer: send the request again")
+        stopped = "the response store did not answer: send the request again"
+        await front.fail(503, stopped, wait=False)  # a client waits for its 503
         raise _unavailable(exc) from None
     for event in opening:
         stream.run.add(event)
@@ -246,7 +247,7 @@ async def _answer_in_background(
         except asyncio.CancelledError:
             # by a client (kept as cancelled already: left so) or by the gateway stopping
             stopped = "the gateway stopped before it made this response: send it again"
-            outcome = "failed" if await front.fail(503, stopped) else "cancelled"
+            outcome = "failed" if await front.fail(503, stopped, wait=False) else "cancelled"
             raise
         except GatewayError as exc:
             await front.fail(exc.status, exc.message)
@@ -507,10 +508,11 @@ class _Kept:
         record = await self.store.get(self.owner, self.id)
         return None if record is None else str(record.response.get("status"))
 
-    async def fail(self, status: int, message: str) -> bool:
+    async def fail(self, status: int, message: str, *, wait: bool = True) -> bool:
         """Keep the background response as failed, unless it was cancelled or deleted
         (then False). Asked of the store itself (`asked`: past the pause after a failure
-        that came a moment before)."""
+        that came a moment before) unless `wait` is False (a client or a shutdown
+        waits: an abandoned response is kept failed once its lease lapses)."""
 
         async def failed() -> bool:
             record = await self.store.get(self.owner, self.id)
@@ -520,7 +522,7 @@ class _Kept:
             return True
 
         try:
-            return await asked(failed)
+            return await (asked(failed) if wait else failed())
         except StoreUnavailable as exc:
             log.warning("responses: background response %s not marked failed: %s", self.id, exc)
         return True
