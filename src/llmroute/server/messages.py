@@ -42,10 +42,7 @@ async def messages(request: Request) -> Response:
         answer = counted(request, in_api_shape(request, exc))
     except LlmrouteError as exc:
         answer = counted(request, in_api_shape(request, gateway_error(exc)))
-    decision_id = answer.headers.get("x-request-id")
-    if decision_id is not None:  # Anthropic's clients read ``request-id`` as `_request_id`
-        answer.headers["request-id"] = decision_id
-    return answer
+    return answer  # its ``request-id`` (which Anthropic's clients read) is `stamped`
 
 
 async def count_tokens(request: Request) -> Response:
