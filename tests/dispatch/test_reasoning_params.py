@@ -251,6 +251,9 @@ def test_off_turns_thinking_off_explicitly(kind: str, param: str, key: str, valu
         # ids that cannot be read: an Azure deployment's name, a router's path, gpt-oss
         ("my-gpt5-deployment", "low"),
         ("openai/gpt-5.1", "low"),
+        # but a pro model behind a router's path refuses low all the same: none sent
+        ("openai/gpt-5-pro", None),
+        ("azure/gpt-5.2-pro", None),
         ("gpt-oss-120b", "low"),
         ("gpt-50", "low"),
         ("gpt-6", "low"),

@@ -8,7 +8,8 @@ and the later gpt-5 versions take ``none`` (no reasoning at all: their default) 
 dropped ``minimal``. Their
 variants keep their own lists: the codex models take ``low`` and up; the pro models
 (``gpt-5-pro`` takes only ``high``, ``gpt-5.2-pro`` ``medium`` and up) refuse ``low``, so
-they get no ``reasoning_effort`` at all (None: their default, the least they do). Only
+they get no ``reasoning_effort`` at all (None: their default, the least they do), behind
+a router's path too (``openai/gpt-5-pro``). Only
 the ids read here get another value than ``low``, which every other model that takes
 ``reasoning_effort`` (an o-series model, gpt-oss, a compatible server, an id that
 cannot be read: an Azure deployment's own name) accepts. A dated id
@@ -39,7 +40,9 @@ def off_effort(model_id: str) -> str | None:
     `model_id` names: ``none``, ``minimal`` or `OFF_EFFORT`; None for a model whose
     lowest is its default (send none)."""
     text = model_id.strip().lower()
-    if _PRO.fullmatch(text):
+    # a pro model behind a router's path (``openai/gpt-5-pro``) refuses low all the
+    # same, and nothing sent is safe on any server: read through the path for it alone
+    if _PRO.fullmatch(text.rpartition("/")[2]):
         return None
     if _NONE.fullmatch(text):
         return "none"
