@@ -361,3 +361,33 @@ def test_tool_input_is_always_an_object_and_a_refusal_is_said() -> None:
     assert "".join(texts) == "I cannot help."
     (end,) = [e for e in events if e["type"] == "message_delta"]
     assert end["delta"]["stop_reason"] == "refusal"
+
+
+def test_a_tool_call_an_upstream_left_without_an_id_gets_one() -> None:
+    """An OpenAI-protocol server that leaves a tool call's id out (or sends ""): the
+    client must still get an id it can send its tool_result back with, one per call (as
+    the Responses front makes ``call_...``); it got "" for each, so two calls' results
+    could not be told apart and an empty ``tool_use_id`` went back upstream."""
+    calls = [
+        {"function": {"name": "f", "arguments": "{}"}},
+        {"id": "", "function": {"name": "g", "arguments": "{}"}},
+    ]
+    data = {"id": "x", "choices": [{"message": {"tool_calls": calls}, "finish_reason": "stop"}]}
+    made = [b["id"] for b in to_message(data, "small")["content"] if b["type"] == "tool_use"]
+    assert len(made) == 2 and len(set(made)) == 2
+    assert all(i.startswith("toolu_") and 6 < len(i) <= 40 for i in made)
+    translator = StreamTranslator("small")
+    raw = [
+        *translator.feed(_chunk({"tool_calls": [{"index": 0, "function": {"name": "f"}}]})),
+        *translator.feed(_chunk({"tool_calls": [{"index": 1, "id": "", "function": {}}]})),
+        *translator.feed(_chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]})),
+        *translator.feed(_chunk(finish="tool_calls")),
+        *translator.close(),
+    ]
+    started = [
+        e["content_block"]["id"]
+        for e in _events(raw)
+        if e["type"] == "content_block_start" and e["content_block"]["type"] == "tool_use"
+    ]
+    assert len(started) == 2 and len(set(started)) == 2
+    assert all(i.startswith("toolu_") and 6 < len(i) <= 40 for i in started)

@@ -460,7 +460,7 @@ def to_message(data: dict[str, Any], model: str) -> dict[str, Any]:
         blocks.append(
             {
                 "type": "tool_use",
-                "id": call.get("id") or "",
+                "id": call.get("id") or _made_tool_id(),
                 "name": function.get("name") or "",
                 "input": _input(function.get("arguments")),
             }
@@ -480,6 +480,14 @@ def to_message(data: dict[str, Any], model: str) -> dict[str, Any]:
         "stop_sequence": None,
         "usage": _usage(usage),
     }
+
+
+def _made_tool_id() -> str:
+    """A ``tool_use`` id for a call its upstream sent without one (some OpenAI-protocol
+    servers leave it out, or send ""): the client sends its ``tool_result`` back with
+    it, so each call needs its own, in Anthropic's shape (as the Responses front makes
+    ``call_...``)."""
+    return f"toolu_{uuid4().hex[:24]}"
 
 
 def _stop_reason(finish: object, called: bool) -> str:
@@ -625,7 +633,7 @@ class StreamTranslator(ChunkTranslator):
         if position not in self._tools:
             block: dict[str, Any] = {
                 "type": "tool_use",
-                "id": call.get("id") or "",
+                "id": call.get("id") or _made_tool_id(),
                 "name": function.get("name") or "",
                 "input": {},
             }
