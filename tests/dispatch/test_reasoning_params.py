@@ -529,3 +529,33 @@ def test_a_routes_params_do_not_undo_what_thinking_requires(
     assert sent["thinking"]["type"] == "enabled"
     assert "temperature" not in sent and "top_k" not in sent
     assert sent["max_tokens"] > sent["thinking"]["budget_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("model_id", "sent"),
+    [
+        # a client's own "none" (thinking off, gpt-5.1's way) on a model the router
+        # picked that refuses it: its lowest instead, as for thinking off said otherwise
+        ("o3", "low"),
+        ("o4-mini-2025-04-16", "low"),
+        ("gpt-5-mini", "minimal"),
+        ("gpt-5-pro", None),
+        ("openai/gpt-5-pro", None),
+        # a model that takes it, or an id that cannot be read (the client may know its
+        # deployment): as it came
+        ("gpt-5.1", "none"),
+        ("my-gpt51-deployment", "none"),
+        ("openai/gpt-5.1", "none"),
+    ],
+)
+def test_a_clients_none_goes_as_the_model_takes_thinking_off(
+    model_id: str, sent: str | None
+) -> None:
+    model = Model(provider="p", model=model_id, reasoning=Reasoning(effort="high"))
+    body = _body(reasoning_effort="none")
+    assert in_dialect(body, model, "openai").get("reasoning_effort") == sent
+    other = Model(provider="p", model="m", reasoning=Reasoning(effort="high"))
+    assert in_dialect(body, other, "openai", model_id).get("reasoning_effort") == sent
+    # any other effort the client said goes as it came
+    low = _body(reasoning_effort="minimal")
+    assert in_dialect(low, model, "openai")["reasoning_effort"] == "minimal"

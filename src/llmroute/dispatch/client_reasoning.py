@@ -49,6 +49,7 @@ from llmroute.dispatch.reasoning_params import (
     turn_on,
 )
 from llmroute.registry.claude_thinking import claude_version, effort_levels, thinks_adaptively
+from llmroute.registry.openai_efforts import refuses_none
 from llmroute.registry.schema import ANTHROPIC_KINDS, Model, Reasoning
 
 __all__ = [
@@ -183,6 +184,11 @@ def in_dialect(
         if style == "reasoning_effort" and _adaptive(body):
             # LiteLLM's spelling of adaptive thinking's effort: Anthropic's scale
             return {**said, "reasoning_effort": openai_effort(intent.effort) or body[style]}
+        served = served_id or model.model
+        if style == "reasoning_effort" and said[style] == "none" and refuses_none(served):
+            # thinking off as gpt-5.1 takes it, on a model the router picked that
+            # refuses it (a 400): its lowest, as thinking off said any other way gets
+            return turn_off(said, style, served)
         return _with_effort(said, intent)
     plain = _without_client_keys(body)
     if not intent.on:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["OFF_EFFORT", "off_effort"]
+__all__ = ["OFF_EFFORT", "off_effort", "refuses_none"]
 
 OFF_EFFORT = "low"
 """The lowest effort every OpenAI reasoning model accepts."""
@@ -33,6 +33,8 @@ _MINIMAL = re.compile(rf"gpt-5(?:-mini|-nano)?{_DATED}")
 _NONE = re.compile(rf"gpt-5\.[1-9]\d*{_DATED}")
 # gpt-5-pro, gpt-5.2-pro: only their higher efforts (a lower one is a 400)
 _PRO = re.compile(rf"gpt-5(?:\.[1-9]\d*)?-pro{_DATED}")
+# o1, o3, o4-mini, o3-mini, o3-pro ...: low to high only
+_O_SERIES = re.compile(rf"o[1-9](?:-mini|-pro)?{_DATED}")
 
 
 def off_effort(model_id: str) -> str | None:
@@ -49,3 +51,17 @@ def off_effort(model_id: str) -> str | None:
     if _MINIMAL.fullmatch(text):
         return "minimal"
     return OFF_EFFORT
+
+
+def refuses_none(model_id: str) -> bool:
+    """Whether the OpenAI model `model_id` names is known to refuse ``reasoning_effort:
+    none`` with a 400 (an o-series model, gpt-5 and its mini and nano, a pro model):
+    a client's thinking off said for gpt-5.1 and later, sent where the router put it.
+    False for a model that takes it and for an id that cannot be read (an Azure
+    deployment's name: its client may know what it serves)."""
+    text = model_id.strip().lower()
+    return bool(
+        _PRO.fullmatch(text.rpartition("/")[2])
+        or _MINIMAL.fullmatch(text)
+        or _O_SERIES.fullmatch(text)
+    )
