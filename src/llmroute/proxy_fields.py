@@ -84,8 +84,9 @@ def _refuse(body: Mapping[str, Any]) -> None:
 def body_tags(body: Mapping[str, Any]) -> tuple[str, ...]:
     """The request's tags its body names (``tags``, then ``metadata.tags``), duplicates
     dropped; `InvalidRequest` naming the field for tags that are not a list of strings
-    or break ``x-llmroute-tags``' rules. A ``metadata.tags`` string is OpenAI metadata
-    like any other value, not tags."""
+    or break ``x-llmroute-tags``' rules (the one holding the tag, or ``tags`` for too
+    many in both). A ``metadata.tags`` string is OpenAI metadata like any other value,
+    not tags."""
     metadata = body.get("metadata")
     top, inner = body.get("tags"), metadata.get("tags") if isinstance(metadata, dict) else None
     if top is None and inner is None:  # the usual body
@@ -98,14 +99,19 @@ def body_tags(body: Mapping[str, Any]) -> tuple[str, ...]:
             raise InvalidRequest(
                 f"'{param}' must be a list of strings", param=param, code="invalid_type"
             )
-        found.extend(tag.strip() for tag in value if tag.strip())
+        own = tuple(dict.fromkeys(tag.strip() for tag in value if tag.strip()))
+        _check(own, param)
+        found.extend(own)
     tags = tuple(dict.fromkeys(found))
+    _check(tags, "tags" if top is not None else "metadata.tags")  # how many, both together
+    return tags
+
+
+def _check(tags: tuple[str, ...], param: str) -> None:
     try:
         check_tags(tags)
     except ValueError as exc:
-        param = "tags" if body.get("tags") is not None else "metadata.tags"
         raise InvalidRequest(f"'{param}': {exc}", param=param, code="invalid_value") from None
-    return tags
 
 
 def openai_metadata(value: object) -> TypeGuard[dict[str, str]]:
@@ -125,14 +131,33 @@ def openai_metadata(value: object) -> TypeGuard[dict[str, str]]:
 
 
 def without_proxy_fields(body: dict[str, Any]) -> dict[str, Any]:
-    """`body` as an upstream is sent it: without its tags, and without a ``metadata``
-    OpenAI would refuse (not OpenAI's shape, or sent without ``"store": true``).
-    Returns `body` itself when nothing is removed (the common case: two lookups)."""
+    """`body` as an upstream is sent it: without its tags (``metadata.tags`` too), a
+    ``metadata`` OpenAI would refuse (not OpenAI's shape, or sent without ``"store":
+    true``), or a LiteLLM field sent as null (a field left out: OpenAI refuses a key it
+    does not know, whatever its value). Returns `body` itself when nothing is removed
+    (the common case: a set test and two lookups)."""
     metadata = body.get("metadata")
-    drop_metadata = metadata is not None and not (
-        body.get("store") is True and openai_metadata(metadata)
-    )
-    if not drop_metadata and "tags" not in body:
+    if metadata is None and "tags" not in body and _REFUSED_KEYS.isdisjoint(body):
         return body
-    dropped = ("tags", "metadata") if drop_metadata else ("tags",)
-    return {k: v for k, v in body.items() if k not in dropped}
+    sent = _openai_part(metadata) if body.get("store") is True else None
+    if sent is metadata and "tags" not in body and not _nulls(body):
+        return body
+    out = {k: v for k, v in body.items() if k != "tags" and not (k in REFUSED and v is None)}
+    if metadata is not None:
+        if sent:
+            out["metadata"] = sent
+        else:
+            out.pop("metadata", None)
+    return out
+
+
+def _openai_part(metadata: object) -> dict[str, str] | None:
+    """What of ``metadata`` OpenAI takes: the whole, or the rest beside LiteLLM's tags
+    (a list, or null: the gateway's), when that is OpenAI's shape; else None."""
+    if isinstance(metadata, dict) and "tags" in metadata and not isinstance(metadata["tags"], str):
+        metadata = {k: v for k, v in metadata.items() if k != "tags"}
+    return metadata if openai_metadata(metadata) else None
+
+
+def _nulls(body: Mapping[str, Any]) -> bool:
+    return any(body.get(key, 0) is None for key in _REFUSED_KEYS.intersection(body))

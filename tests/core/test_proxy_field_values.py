@@ -62,3 +62,40 @@ def test_the_sdks_checks_refuse_them(extra: dict[str, Any], param: str) -> None:
 
 def test_null_proxy_fields_are_fields_left_out() -> None:
     check_chat_body({"messages": HI, "fallbacks": None, "tags": None, "metadata": None})
+
+
+def test_a_null_litellm_field_is_left_out_of_what_is_sent() -> None:
+    """``null`` is a field left out (gateway.md): an OpenAI upstream refuses a key it does
+    not know whatever its value (``Unrecognized request argument supplied``)."""
+    body = {"model": "m", "fallbacks": None, "num_retries": None, "user": None}
+    assert without_proxy_fields(body) == {"model": "m", "user": None}
+
+
+def test_tags_in_metadata_leave_the_rest_of_it_to_go_on_with_store() -> None:
+    """LiteLLM's tags ride in ``metadata``; the rest of it, OpenAI's string pairs, goes on
+    to a ``store: true`` request as it would without them (only the tags are the
+    gateway's)."""
+    body = {"model": "m", "store": True, "metadata": {"k": "v", "tags": ["a"]}}
+    assert without_proxy_fields(body) == {"model": "m", "store": True, "metadata": {"k": "v"}}
+    only_tags = {"model": "m", "store": True, "metadata": {"tags": ["a"]}}
+    assert without_proxy_fields(only_tags) == {"model": "m", "store": True}
+    # a string 'tags' is OpenAI metadata like any other value
+    kept = {"model": "m", "store": True, "metadata": {"tags": "a"}}
+    assert without_proxy_fields(kept) is kept
+
+
+SIX = [f"b{i}" for i in range(6)]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"tags": ["ok"], "metadata": {"tags": ["bad tag"]}}, "metadata.tags"),
+        ({"tags": ["bad tag"], "metadata": {"tags": ["ok"]}}, "tags"),
+        ({"tags": [f"a{i}" for i in range(6)], "metadata": {"tags": SIX}}, "tags"),  # 12 in all
+    ],
+)
+def test_a_bad_tag_is_named_by_the_field_that_holds_it(body: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        body_tags(body)
+    assert refused.value.param == param and refused.value.message.startswith(f"'{param}'")

@@ -132,3 +132,18 @@ def test_litellms_own_fields_are_refused_naming_the_gateways_way(
     assert refused.value.param == param and says in refused.value.message
     assert "sk-secret" not in refused.value.message
     assert len(upstream.requests) == before
+
+
+def test_what_goes_on_is_what_openai_takes(client: openai.OpenAI, upstream: FakeUpstream) -> None:
+    """A LiteLLM field sent as ``null`` is one left out, not a key OpenAI refuses; tags
+    riding in a ``store: true`` request's ``metadata`` leave the rest of it to go on."""
+    client.chat.completions.create(
+        model="auto",
+        messages=HI,
+        store=True,
+        metadata={"trace": "t-1", "tags": ["team:a"]},  # type: ignore[dict-item]
+        extra_body={"fallbacks": None, "num_retries": None},
+    )
+    sent = upstream.requests[-1].body
+    assert sent["metadata"] == {"trace": "t-1"} and sent["store"] is True
+    assert "fallbacks" not in sent and "num_retries" not in sent
