@@ -384,3 +384,21 @@ def test_the_sdks_writer_reports_its_queue_and_drops_to_the_callers_metrics(
     log.close()
     assert dropped == [(1, "queue_full")]
     assert depths[0] == 2 and 3 in depths and depths[-1] == 0  # a batch waiting .. drained
+
+
+def test_a_bodys_tags_are_the_calls_as_at_the_gateway(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LiteLLM's tags (``tags``, ``metadata.tags``), which the SDK checks and sends to no
+    model, tag the call after its header's, as the gateway's request line has them."""
+    url = f"sqlite:///{tmp_path / 'sdk.db'}"
+    monkeypatch.delenv("LLMROUTE_TELEMETRY_URL")
+    with Router.from_yaml(_registry(tmp_path, upstream, f"  url: {url}")) as router:
+        router.chat.completions.create(
+            messages=HELLO,
+            extra_headers={"x-llmroute-tags": "team:a"},
+            extra_body={"tags": ["app=sdk", "team:a"], "metadata": {"tags": ["feature:x"]}},
+        )
+    (row,) = _logged(url)
+    assert row.tags == ("team:a", "app=sdk", "feature:x")
+    assert "tags" not in upstream.requests[-1].body

@@ -35,6 +35,7 @@ from llmroute.dispatch.spend import Spend, tracked
 from llmroute.errors import InvalidRequest, ProviderTimeout, RoutingError
 from llmroute.gates.base import total_usage
 from llmroute.layers.llm_router import LlmRouter, refine_plan
+from llmroute.proxy_fields import body_tags
 from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.restore import restore_completion
 from llmroute.sdk.clients import LoopClients
@@ -120,6 +121,9 @@ class _Request:
             self.tags = parse_tags(",".join(tags) if tags else None)
         except ValueError as exc:
             raise RoutingError(f"{TAGS_HEADER}: {exc}") from None
+        named = body_tags(body)  # LiteLLM's, after the header's, as the gateway has them
+        if named:
+            self.tags = tuple(dict.fromkeys((*self.tags, *named)))
 
     def plan(self, router: Router) -> Plan:
         return plan_request(router, self.body, self.headers)
