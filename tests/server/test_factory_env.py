@@ -67,3 +67,24 @@ def test_a_registry_that_cannot_be_served_is_one_line_under_uvicorns_factory(
         assert done.returncode == 1, done.stderr
         assert "Traceback" not in done.stderr, done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith(said), done.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "least"),
+    [
+        ("LLMROUTE_MAX_BODY_BYTES", "-1", "1"),  # every request a 413 'larger than -1 bytes'
+        ("LLMROUTE_ENCODER_THREADS", "0", "1"),
+        ("LLMROUTE_WORKERS", "0", "1"),
+        ("LLMROUTE_RELOAD_INTERVAL", "-1", "0"),
+        ("LLMROUTE_GRACEFUL_TIMEOUT", "-5", "0"),
+        ("LLMROUTE_SSE_KEEPALIVE", "-0.5", "0"),
+    ],
+)
+def test_a_number_variable_out_of_range_is_refused_as_serve_refuses_it(
+    name: str, value: str, least: str
+) -> None:
+    """``serve``'s options have their least values (``--max-body-bytes`` 1, ...); the
+    variables the factory reads in their place are held to the same."""
+    with pytest.raises(ValueError, match=rf"^\${name} '{value}': .*at least {least}"):
+        ServeSettings.from_env({name: value})
+    assert ServeSettings.from_env({name: least}) is not None

@@ -108,17 +108,21 @@ class ServeSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeSettings:
         env = os.environ if environ is None else environ
         return cls(
-            max_body_bytes=_number(env, MAX_BODY_ENV, int, DEFAULT_MAX_BODY_BYTES),
-            reload_interval_s=_number(env, RELOAD_INTERVAL_ENV, float, DEFAULT_RELOAD_INTERVAL_S),
-            encoder_threads=_number(env, ENCODER_THREADS_ENV, int, DEFAULT_ENCODER_THREADS),
+            max_body_bytes=_number(env, MAX_BODY_ENV, int, DEFAULT_MAX_BODY_BYTES, 1),
+            reload_interval_s=_number(
+                env, RELOAD_INTERVAL_ENV, float, DEFAULT_RELOAD_INTERVAL_S, 0
+            ),
+            encoder_threads=_number(env, ENCODER_THREADS_ENV, int, DEFAULT_ENCODER_THREADS, 1),
             dashboard=(env.get(DASHBOARD_ENV) or "1").strip().lower() not in ("0", "false", "off"),
-            workers=_number(env, WORKERS_ENV, int, 1),
-            graceful_timeout_s=_number(env, GRACEFUL_TIMEOUT_ENV, int, DEFAULT_GRACEFUL_TIMEOUT_S),
+            workers=_number(env, WORKERS_ENV, int, 1, 1),
+            graceful_timeout_s=_number(
+                env, GRACEFUL_TIMEOUT_ENV, int, DEFAULT_GRACEFUL_TIMEOUT_S, 0
+            ),
             cors_origins=checked_origins(
                 (env.get(CORS_ORIGINS_ENV) or "").split(","), f"${CORS_ORIGINS_ENV}"
             ),
             cases=env.get(CASES_ENV) or None,
-            sse_keepalive_s=_number(env, SSE_KEEPALIVE_ENV, float, DEFAULT_SSE_KEEPALIVE_S),
+            sse_keepalive_s=_number(env, SSE_KEEPALIVE_ENV, float, DEFAULT_SSE_KEEPALIVE_S, 0),
             bind_host=env.get(BIND_HOST_ENV) or None,
             allowed_hosts=split_hosts(env.get(ALLOWED_HOSTS_ENV) or ""),
             root_path=_root_path(env.get(ROOT_PATH_ENV) or None),
@@ -128,18 +132,22 @@ class ServeSettings:
 N = TypeVar("N", int, float)
 
 
-def _number(env: Mapping[str, str], name: str, kind: type[N], default: N) -> N:
+def _number(env: Mapping[str, str], name: str, kind: type[N], default: N, least: N) -> N:
     """The number variable `name` holds (`default` when unset or empty); a `ValueError`
     naming the variable and its value for one that is not (``int('x')``'s own message
-    names neither)."""
+    names neither), or is under `least`, the least its ``serve`` option takes (a
+    ``$LLMROUTE_MAX_BODY_BYTES`` of -1 answered every request 413)."""
     raw = env.get(name)
     if not raw:
         return default
+    words = "an integer" if kind is int else "a number"
     try:
-        return kind(raw)
+        value = kind(raw)
     except ValueError:
-        words = "an integer" if kind is int else "a number"
         raise ValueError(f"${name} {raw[:80]!r}: not {words}") from None
+    if value < least:
+        raise ValueError(f"${name} {raw[:80]!r}: {words} at least {least}")
+    return value
 
 
 def _root_path(value: str | None) -> str | None:
