@@ -4,6 +4,7 @@ bytes) and Redis over a real connection, including one that is not there."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 import pytest
@@ -301,3 +302,78 @@ def test_open_store_and_the_env_override() -> None:
     assert resolve_cache_url(settings, {"LLMROUTE_CACHE_URL": "off"}) is None
     assert resolve_cache_url(settings, {"LLMROUTE_CACHE_URL": " redis://h:1/2 "}) == "redis://h:1/2"
     assert resolve_cache_url(CacheSettings(enabled=False), {}) is None
+
+
+def _owned(key: str) -> str:
+    return key.partition("/")[0]
+
+
+def test_memory_with_owners_evicts_the_oldest_of_whoever_holds_the_most() -> None:
+    """One owner filling the store loses its own oldest entries, never those of an
+    owner holding less; an owner holding less writing into a full store evicts the
+    oldest of the one holding the most."""
+    store = MemoryStore(4, 10_000, owner_of=_owned)
+
+    async def go() -> None:
+        await store.set("bob/1", b"b", 60)
+        for i in range(5):
+            await store.set(f"alice/{i}", b"a", 60)
+        assert [await store.get(f"alice/{i}") for i in range(5)] == [None, None, b"a", b"a", b"a"]
+        assert await store.get("bob/1") == b"b"
+        assert store.held("alice") == (3, 3) and store.held("bob") == (1, 1)
+        await store.set("bob/2", b"b", 60)  # alice holds 3 > bob's 2: her oldest goes
+        assert await store.get("alice/2") is None
+        assert store.held("alice") == (2, 2) and store.held("bob") == (2, 2)
+        await store.set("carol/1", b"c", 60)  # a tie: the owner whose oldest is older
+        assert await store.get("alice/3") is None and await store.get("bob/1") == b"b"
+
+    run(go())
+
+
+def test_memory_with_owners_evicts_by_bytes_from_the_largest_sparing_the_new_entry() -> None:
+    store = MemoryStore(100, 10, owner_of=_owned)
+
+    async def go() -> None:
+        for i in range(3):
+            await store.set(f"alice/{i}", b"aa", 60)  # alice: 6 bytes
+        await store.set("bob/1", b"bbbbbbb", 60)  # 13 > 10: bob's 7 are the most, but new
+        assert await store.get("bob/1") == b"bbbbbbb"
+        assert [await store.get(f"alice/{i}") for i in range(3)] == [None, None, b"aa"]
+        assert store.size_bytes == 9 and store.held("alice") == (1, 2)
+        await store.delete_prefix("bob/")
+        assert store.held("bob") == (0, 0) and store.size_bytes == 2
+
+    run(go())
+
+
+def test_memory_with_many_owners_always_evicts_from_one_holding_the_most() -> None:
+    """Random writes, reads and deletes by 40 owners in a full store: each eviction
+    takes an entry of an owner that held the most (the heap that finds it stays right
+    as owners come, go and change)."""
+    rng = random.Random(7)
+    store = MemoryStore(50, 1 << 20, owner_of=_owned)
+    owners = [f"o{i}" for i in range(40)]
+
+    async def go() -> None:
+        for step in range(3_000):
+            owner = rng.choice(owners[: 2 + step % 40])
+            key = f"{owner}/{rng.randrange(30)}"
+            if rng.random() < 0.1:
+                await store.delete(key)
+                continue
+            if rng.random() < 0.3:
+                await store.get(key)
+                continue
+            before = {o: store.held(o)[0] for o in owners}
+            fresh = await store.get(key) is None
+            before[owner] += fresh
+            await store.set(key, b"x", 60)
+            after = {o: store.held(o)[0] for o in owners}
+            lost = [o for o in owners if after[o] < before[o]]
+            assert len(lost) <= 1
+            if lost:
+                most = max(n for o, n in before.items() if o != owner or n > 1)
+                assert before[lost[0]] == most, (step, lost, before)
+            assert len(store) <= 50
+
+    run(go())

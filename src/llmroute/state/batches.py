@@ -163,7 +163,12 @@ class BatchStore:
         if settings is None:
             return None
         store = state_store(
-            "batches", settings.url, settings.max_entries, settings.max_bytes, settings.timeout_s
+            "batches",
+            settings.url,
+            settings.max_entries,
+            settings.max_bytes,
+            settings.timeout_s,
+            per_owner=True,
         )
         return cls(settings, store)
 

@@ -167,6 +167,7 @@ class ResponseStore:
             settings.max_entries,
             settings.max_bytes,
             settings.timeout_s,
+            per_owner=True,
         )
         return cls(settings, store, on_outcome)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import hashlib
+import heapq
 import os
 import threading
 import time
@@ -42,6 +43,7 @@ __all__ = [
     "has_limits",
     "open_store",
     "owned_key",
+    "owner_group",
     "owner_prefix",
     "owner_tag",
     "process_store",
@@ -111,16 +113,35 @@ class KeyValueStore(Protocol):
 
 
 class MemoryStore:
-    """Entries in insertion/use order; the least recently used go first once there are
-    more than `max_entries` or their values add up to more than `max_bytes`. Safe to
-    share between event loops in different threads (the SDK's)."""
+    """Entries with expiry in this process, at most `max_entries` of them holding at most
+    `max_bytes` in all. Safe to share between event loops in different threads (the
+    SDK's).
+
+    Without `owner_of` the least recently used entry goes first once there are too many
+    or too large. With it (a key's owner: a client key's records, `owner_group`) each
+    owner's entries are kept in their own use order, and the entry to go is the least
+    recently used of the owner holding the most (entries, or bytes, whichever is over):
+    one client key filling a store shared by all of them evicts its own oldest, never
+    the records of a key that holds less. A single owner gets the plain order."""
 
     url = "memory"
 
     def __init__(
-        self, max_entries: int, max_bytes: int, clock: Callable[[], float] = time.monotonic
+        self,
+        max_entries: int,
+        max_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+        owner_of: Callable[[str], str] | None = None,
     ) -> None:
-        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._entries: dict[str, tuple[float, bytes]] = {}
+        # per owner: its keys, least recently used first, each with when it was last used
+        self._owners: dict[str, OrderedDict[str, int]] = {}
+        self._owner_bytes: dict[str, int] = {}
+        self._owner_of = owner_of or _one_owner
+        # per dimension (bytes or not): (-weight, its oldest entry's use, owner), some stale
+        self._heaps: dict[bool, list[tuple[int, int, str]]] = {False: [], True: []}
+        self._heaps_stale = True  # while there is at most one owner, they are not kept
+        self._uses = 0
         self._max_entries = max_entries
         self._max_bytes = max_bytes
         self._bytes = 0
@@ -134,6 +155,11 @@ class MemoryStore:
     def size_bytes(self) -> int:
         return self._bytes
 
+    def held(self, owner: str) -> tuple[int, int]:
+        """How many entries `owner` (as `owner_of` names it) holds, and their bytes."""
+        with self._lock:
+            return len(self._owners.get(owner, ())), self._owner_bytes.get(owner, 0)
+
     async def get(self, key: str) -> bytes | None:
         with self._lock:
             entry = self._entries.get(key)
@@ -143,7 +169,7 @@ class MemoryStore:
             if expires <= self._clock():
                 self._drop(key)
                 return None
-            self._entries.move_to_end(key)
+            self._used(key)
             return value
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
@@ -168,16 +194,89 @@ class MemoryStore:
             self._entries[key] = (self._clock() + ttl_s, value)
             return True
 
+    def _used(self, key: str) -> None:
+        """Under the lock: `key` (kept) is now its owner's most recently used."""
+        self._uses += 1
+        order = self._owners[self._owner_of(key)]
+        order[key] = self._uses
+        order.move_to_end(key)
+
     def _put(self, key: str, value: bytes, ttl_s: float) -> None:
         """Under the lock."""
         if key in self._entries:
             self._drop(key)
         if len(value) > self._max_bytes:
             return
+        owner = self._owner_of(key)
         self._entries[key] = (self._clock() + ttl_s, value)
+        self._owners.setdefault(owner, OrderedDict())
+        self._owner_bytes[owner] = self._owner_bytes.get(owner, 0) + len(value)
         self._bytes += len(value)
+        self._used(key)
+        self._weighed(owner)
         while len(self._entries) > self._max_entries or self._bytes > self._max_bytes:
-            self._drop(next(iter(self._entries)))
+            self._drop(self._victim(self._bytes > self._max_bytes, key))
+
+    def _victim(self, by_bytes: bool, spared: str) -> str:
+        """Under the lock: the entry to evict, the least recently used of the owner
+        holding the most (bytes when `by_bytes`, else entries; of two holding as much,
+        the one whose oldest entry was older when they last changed). `spared`, the
+        entry just written, goes only when nothing else is left to evict. The owner is
+        found in a heap (`_weighed`), not by looking at each: a store shared by
+        thousands of client keys evicts as fast as one of a few."""
+        if len(self._owners) == 1:
+            only = next(iter(self._owners.values()))
+            return next((k for k in only if k != spared), spared)
+        if self._heaps_stale:
+            self._rebuild()
+        heap = self._heaps[by_bytes]
+        passed: list[tuple[int, int, str]] = []
+        victim = spared
+        while heap:
+            weight, _, owner = heap[0]
+            found = self._owners.get(owner)
+            if found is None or -weight != self._weight(owner, by_bytes):
+                heapq.heappop(heap)  # stale: the owner has changed since
+                continue
+            oldest = next((k for k in found if k != spared), None)
+            if oldest is not None:
+                victim = oldest
+                break
+            passed.append(heapq.heappop(heap))  # holds only the entry just written
+        for item in passed:
+            heapq.heappush(heap, item)
+        return victim
+
+    def _weight(self, owner: str, by_bytes: bool) -> int:
+        return self._owner_bytes[owner] if by_bytes else len(self._owners[owner])
+
+    def _weighed(self, owner: str) -> None:
+        """Under the lock: `owner`'s holding changed; the heaps that find the owner
+        holding the most get its new weights (the old ones, now stale, are skipped, and
+        cleared once they outnumber the live ones)."""
+        order = self._owners.get(owner)
+        if order is None or self._heaps_stale:
+            return
+        if len(self._owners) == 1:  # `_victim` needs no heap; rebuilt once it does
+            self._heaps_stale = True
+            return
+        oldest = order[next(iter(order))]
+        for by_bytes, heap in self._heaps.items():
+            heapq.heappush(heap, (-self._weight(owner, by_bytes), oldest, owner))
+            if len(heap) > 4 * len(self._owners) + 1024:
+                self._heaps_stale = True
+        if self._heaps_stale:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Under the lock: the heaps made afresh from every owner's weights."""
+        for by_bytes, heap in self._heaps.items():
+            heap[:] = [
+                (-self._weight(o, by_bytes), found[next(iter(found))], o)
+                for o, found in self._owners.items()
+            ]
+            heapq.heapify(heap)
+        self._heaps_stale = False
 
     async def delete(self, key: str) -> bool:
         """Drop `key`; whether it was there."""
@@ -206,7 +305,7 @@ class MemoryStore:
                 entry = self._entries.get(key)
                 if entry is not None and entry[0] > now:
                     self._entries[key] = (now + ttl_s, entry[1])
-                    self._entries.move_to_end(key)
+                    self._used(key)
 
     async def append(self, key: str, data: bytes, ttl_s: float) -> None:
         """`data` added at the end of `key`'s value (created when absent, as when expired),
@@ -257,6 +356,26 @@ class MemoryStore:
     def _drop(self, key: str) -> None:
         _, value = self._entries.pop(key)
         self._bytes -= len(value)
+        owner = self._owner_of(key)
+        order = self._owners[owner]
+        del order[key]
+        if order:
+            self._owner_bytes[owner] -= len(value)
+            self._weighed(owner)
+        else:
+            del self._owners[owner], self._owner_bytes[owner]
+
+
+def _one_owner(key: str) -> str:
+    """Every entry of a store without owners: one owner, plain least-recently-used."""
+    return ""
+
+
+def owner_group(key: str) -> str:
+    """The owner of a key made by `owned_key` (``PREFIX`` + `owner_tag` + ``:HASH``):
+    its part before the last ``:``, the same for all of a client key's records under
+    one prefix. A key of no client's (``PREFIX`` + ``running``) is one owner of its own."""
+    return key.rpartition(":")[0]
 
 
 # KEYS[1] a key; ARGV[1] the value it must hold, ARGV[2] its new time to live in ms
@@ -496,26 +615,36 @@ def owned_key(prefix: str, owner: str, name: str) -> str:
     return f"{owner_prefix(prefix, owner)}{digest}"
 
 
-def process_store(purpose: str, max_entries: int, max_bytes: int) -> MemoryStore:
+def process_store(
+    purpose: str, max_entries: int, max_bytes: int, *, per_owner: bool = False
+) -> MemoryStore:
     """This process's memory store for `purpose` (one per size), kept for the process's
     life: a registry reload that builds new gateways finds what the old ones kept
-    (conversation affinity, stored responses) instead of forgetting it."""
+    (conversation affinity, stored responses) instead of forgetting it. `per_owner`:
+    its keys are `owned_key`'s, and a full store evicts from the client key holding the
+    most (`MemoryStore`, `owner_group`)."""
     with _process_lock:
         found = _process_stores.get((purpose, max_entries, max_bytes))
         if found is None:
-            found = MemoryStore(max_entries, max_bytes)
+            found = MemoryStore(max_entries, max_bytes, owner_of=owner_group if per_owner else None)
             _process_stores[(purpose, max_entries, max_bytes)] = found
         return found
 
 
 def state_store(
-    setting: str, url: str, max_entries: int, max_bytes: int, timeout_s: float
+    setting: str,
+    url: str,
+    max_entries: int,
+    max_bytes: int,
+    timeout_s: float,
+    *,
+    per_owner: bool = False,
 ) -> KeyValueStore:
     """The store a registry section's `url` names: ``memory`` is this process's
     (`process_store`, one per section and size), anything else Redis, checked first so
     that a bad URL or a missing client is named by ``SETTING.url``. Nothing connects."""
     if url == "memory":
-        return process_store(setting, max_entries, max_bytes)
+        return process_store(setting, max_entries, max_bytes, per_owner=per_owner)
     check_url(url, f"{setting}.url")
     return RedisStore(url, timeout_s)
 

@@ -1,0 +1,103 @@
+"""Client keys sharing the gateway's stores, end to end: `llmroute serve` with two client
+keys, an offline echo model, and small ``stored_responses`` / ``batches`` stores. In
+memory, one key filling a store evicts its own oldest records, never those of a key that
+holds less."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from gateway_proc import Served, serve_text
+
+ALICE_KEY = "sk-alice-fairness-0123"
+BOB_KEY = "sk-bob-fairness-4567"
+REGISTRY = """
+encoder: builtin:static
+providers:
+  echo: {kind: echo}
+models:
+  small: {provider: echo, model: echo-small}
+routes:
+  - {name: chat, examples: [hello there], target: small}
+default: {target: small}
+telemetry: {enabled: false}
+stored_responses: %(responses)s
+batches: %(batches)s
+auth:
+  keys:
+    - {name: alice, key_env: LLMROUTE_TEST_ALICE_KEY}
+    - {name: bob, key_env: LLMROUTE_TEST_BOB_KEY}
+"""
+ENV = {
+    "LLMROUTE_TELEMETRY_URL": "off",
+    "LLMROUTE_TEST_ALICE_KEY": ALICE_KEY,
+    "LLMROUTE_TEST_BOB_KEY": BOB_KEY,
+}
+
+
+@contextmanager
+def _gateway(tmp_path: Path, responses: str = "{}", batches: str = "{}") -> Iterator[Served]:
+    text = REGISTRY % {"responses": responses, "batches": batches}
+    with serve_text(text, tmp_path, env=ENV) as served:
+        yield served
+
+
+def _as(served: Served, key: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=f"{served.url}/v1", headers={"authorization": f"Bearer {key}"}, timeout=30
+    )
+
+
+def _respond(client: httpx.Client, text: str) -> str:
+    answer = client.post("/responses", json={"model": "auto", "input": text})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["store"] is True
+    response_id: str = answer.json()["id"]
+    return response_id
+
+
+def _upload(client: httpx.Client, size: int) -> httpx.Response:
+    line = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
+    content = (line * (size // len(line) + 1))[:size]
+    return client.post(
+        "/files", files={"file": ("batch.jsonl", content)}, data={"purpose": "batch"}
+    )
+
+
+def test_a_key_filling_the_responses_store_evicts_its_own_oldest(tmp_path: Path) -> None:
+    """Five of alice's responses in a store of four: bob's one is kept (it was evicted
+    on the old code, the least recently used of all), alice's oldest go."""
+    with (
+        _gateway(tmp_path, responses="{max_entries: 4}") as served,
+        _as(served, ALICE_KEY) as alice,
+        _as(served, BOB_KEY) as bob,
+    ):
+        bobs = _respond(bob, "hello there, I am bob")
+        alices = [_respond(alice, f"hello there {i}") for i in range(5)]
+        assert bob.get(f"/responses/{bobs}").status_code == 200
+        kept = [alice.get(f"/responses/{i}").status_code for i in alices]
+        assert kept == [404, 404, 200, 200, 200]
+        # bob, holding less, still gets his next one kept: alice's oldest goes for it
+        assert bob.get(f"/responses/{_respond(bob, 'hello again')}").status_code == 200
+        assert alice.get(f"/responses/{alices[2]}").status_code == 404
+        assert bob.get(f"/responses/{bobs}").status_code == 200
+
+
+def test_a_key_filling_the_batches_store_does_not_evict_anothers_files(
+    tmp_path: Path,
+) -> None:
+    """Alice's uploads, many times the memory store, leave bob's file readable."""
+    batches = "{max_bytes: 8192, max_file_bytes: 2048}"
+    with (
+        _gateway(tmp_path, batches=batches) as served,
+        _as(served, ALICE_KEY) as alice,
+        _as(served, BOB_KEY) as bob,
+    ):
+        bobs = _upload(bob, 1500).json()["id"]
+        alices = [_upload(alice, 2000).json()["id"] for _ in range(8)]
+        assert bob.get(f"/files/{bobs}/content").status_code == 200
+        assert alice.get(f"/files/{alices[-1]}/content").status_code == 200
+        assert alice.get(f"/files/{alices[0]}/content").status_code == 404
