@@ -1,7 +1,8 @@
 """Client keys sharing the gateway's stores, end to end: `llmroute serve` with two client
 keys, an offline echo model, and small ``stored_responses`` / ``batches`` stores. In
 memory, one key filling a store evicts its own oldest records, never those of a key that
-holds less."""
+holds less; a key past ``batches.max_key_files`` / ``max_key_bytes`` has its upload
+refused with OpenAI's error (memory and Redis) while the other key's still goes in."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 from gateway_proc import Served, serve_text
+from redis_service import REDIS_URL
 
 ALICE_KEY = "sk-alice-fairness-0123"
 BOB_KEY = "sk-bob-fairness-4567"
@@ -101,3 +104,40 @@ def test_a_key_filling_the_batches_store_does_not_evict_anothers_files(
         assert bob.get(f"/files/{bobs}/content").status_code == 200
         assert alice.get(f"/files/{alices[-1]}/content").status_code == 200
         assert alice.get(f"/files/{alices[0]}/content").status_code == 404
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_an_upload_past_a_keys_quota_is_refused(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
+    """``max_key_files`` and ``max_key_bytes`` bound each key: past them its upload is a
+    429 ``file_quota_exceeded`` naming the setting; the other key still uploads, and a
+    deleted file makes room."""
+    settings = "max_key_files: 3, max_key_bytes: 5000, max_file_bytes: 2048"
+    if store == "redis":
+        namespace = request.getfixturevalue("redis_namespace")
+        settings += f', url: "{REDIS_URL}", namespace: {namespace}'
+    with (
+        _gateway(tmp_path, batches=f"{{{settings}}}") as served,
+        _as(served, ALICE_KEY) as alice,
+        _as(served, BOB_KEY) as bob,
+    ):
+        first = _upload(alice, 2000).json()["id"]
+        assert _upload(alice, 2000).status_code == 200
+        refused = _upload(alice, 1500)  # 5500 bytes > 5000
+        assert refused.status_code == 429, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "file_quota_exceeded" and error["param"] == "file"
+        assert "batches.max_key_bytes (5000)" in error["message"]
+        assert "'alice'" in error["message"]
+        assert refused.headers["x-should-retry"] == "false"
+        assert _upload(alice, 500).status_code == 200  # 4500 bytes, three files
+        refused = _upload(alice, 100)
+        assert refused.status_code == 429
+        assert "batches.max_key_files (3)" in refused.json()["error"]["message"]
+        assert _upload(bob, 2000).status_code == 200
+        assert alice.delete(f"/files/{first}").status_code == 200
+        assert _upload(alice, 100).status_code == 200
+        assert len(alice.get("/files").json()["data"]) == 3
+        log = served.log_text()
+    assert "Traceback" not in log and ALICE_KEY not in log

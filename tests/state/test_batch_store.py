@@ -227,6 +227,9 @@ default: {target: small}
         ("{max_file_bytes: 4096, max_bytes: 2048}", "max_file_bytes"),
         ("{url: ftp://x}", "url"),
         ("{lease_s: 0.5}", "lease_s"),
+        ("{max_key_files: 0}", "max_key_files"),
+        ("{max_key_bytes: 100}", "max_key_bytes"),
+        ("{max_key_bytes: 50000000}", "max_key_bytes (50000000)"),  # < max_file_bytes
     ):
         with pytest.raises(ConfigErrors) as caught:
             parse_registry(base + f"batches: {bad}\n")

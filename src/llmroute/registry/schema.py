@@ -1856,8 +1856,11 @@ class BatchesSettings(_Frozen):
     each request routed and dispatched as if it had been sent alone; the answers make an
     output file. Files and batches are kept `ttl_s` (from upload, from the batch's
     creation), readable only with the client key that made them, in memory (this
-    process, at most `max_entries` / `max_bytes`) or in Redis (every gateway). An
-    uploaded file may hold at most `max_file_bytes` and `max_requests` lines; a batch
+    process, at most `max_entries` / `max_bytes`, a full store evicting the oldest of the
+    key holding the most) or in Redis (every gateway). An uploaded file may hold at most
+    `max_file_bytes` and `max_requests` lines; each client key at most `max_key_files`
+    files of `max_key_bytes` in all (an upload past either is refused; none: no
+    per-key bound but the memory store's); a batch
     whose process stops is taken over by another gateway (Redis: each looks every
     `lease_s`, and a read takes it over at once; after a crash, once its `lease_s`
     lapses), or kept failed with the answers it had made (memory). Live traffic first:
@@ -1870,6 +1873,8 @@ class BatchesSettings(_Frozen):
     max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
     max_requests: int = Field(default=50_000, ge=1)
+    max_key_files: int | None = Field(default=None, ge=1)
+    max_key_bytes: int | None = Field(default=None, ge=1024)
     concurrency: int = Field(default=8, ge=1, le=1024)
     max_running: int = Field(default=4, ge=1)
     timeout_s: Seconds = 5.0
@@ -1886,6 +1891,12 @@ class BatchesSettings(_Frozen):
                 f"max_file_bytes ({self.max_file_bytes}) is larger than max_bytes "
                 f"({self.max_bytes}), all the memory store may hold: a file that size could "
                 "never be kept"
+            )
+        if self.max_key_bytes is not None and self.max_file_bytes > self.max_key_bytes:
+            raise ValueError(
+                f"max_file_bytes ({self.max_file_bytes}) is larger than max_key_bytes "
+                f"({self.max_key_bytes}), all one client key's files may hold: a file that "
+                "size could never be uploaded"
             )
         return self
 

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from llmroute.server.auth import key_of
 from llmroute.server.body import require_identity
-from llmroute.server.errors import GatewayError, store_unavailable
+from llmroute.server.errors import NO_RETRY, GatewayError, store_unavailable
 from llmroute.server.state import gateway_of
 from llmroute.state.batches import BatchStore, new_file_id
 from llmroute.state.stores import StoreUnavailable
@@ -128,6 +128,17 @@ async def _upload(request: Request, store: BatchStore, owner: str) -> dict[str, 
         else None,
         "expires_after",
     )
+    if (why := await store.over_quota(owner, len(content))) is not None:
+        whose = f"client key {owner!r}" if owner else "the gateway's client"
+        raise GatewayError(
+            429,
+            f"{whose} {why}: delete files it no longer needs (DELETE /v1/files/{{id}}) or "
+            "wait for them to expire",
+            param="file",
+            code="file_quota_exceeded",
+            headers=NO_RETRY,
+            kind="insufficient_quota",
+        )
     now = int(time.time())
     record = {
         "id": new_file_id(),

@@ -277,6 +277,25 @@ class BatchStore:
         await self._store.delete_many(keys)
         return True
 
+    async def over_quota(self, owner: str, size: int) -> str | None:
+        """Why `owner` may not keep one more file of `size` bytes (`max_key_files`,
+        `max_key_bytes`: what its kept files, uploads and batches' answers, hold); None
+        when it may, or when there is no quota. Read from its listing, as each upload
+        arrives: uploads at the same moment may each pass it by one."""
+        most_files, most_bytes = self.settings.max_key_files, self.settings.max_key_bytes
+        if most_files is None and most_bytes is None:
+            return None
+        kept = await self.files(owner)
+        held = sum(int(f.get("bytes") or 0) for f in kept)
+        if most_files is not None and len(kept) + 1 > most_files:
+            return f"holds {len(kept)} files, as many as batches.max_key_files ({most_files})"
+        if most_bytes is not None and held + size > most_bytes:
+            return (
+                f"holds {held} bytes of files, and this one's {size} would pass "
+                f"batches.max_key_bytes ({most_bytes})"
+            )
+        return None
+
     async def files(self, owner: str) -> list[dict[str, Any]]:
         """`owner`'s kept files, newest first."""
         return await self._listing(owner, "file", self._file_key)
