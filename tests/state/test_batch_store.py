@@ -14,6 +14,7 @@ from redis_service import REDIS_URL
 
 from llmroute.registry import ConfigErrors, parse_registry
 from llmroute.registry.schema import BatchesSettings
+from llmroute.registry.summary import summarize
 from llmroute.state import MemoryStore, RedisStore
 from llmroute.state.batches import BatchRecord, BatchStore, Written, new_batch_id, new_file_id
 
@@ -221,6 +222,11 @@ default: {target: small}
     store = BatchStore.open(registry)
     assert store is not None and store.url == "memory"
     assert BatchStore.open(parse_registry(base).registry) is None
+    quota = parse_registry(base + "batches: {max_key_files: 20, max_key_bytes: 104857600}\n")
+    assert any(
+        line.endswith(", each key at most 20 files and 104857600 bytes")
+        for line in summarize(quota)
+    )
     for bad, field in (
         ("{concurrency: 0}", "concurrency"),
         ("{max_file_bytes: 10, max_bytes: 2000}", "max_file_bytes"),

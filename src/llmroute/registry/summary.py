@@ -259,9 +259,15 @@ def _state(registry: Registry) -> list[str]:
         lines.append(f"responses kept {kept.ttl_s:g} s, in {mask_url(kept.url)}")
     batches = registry.batches
     if batches is not None:
+        quota = [
+            f"{n} {what}"
+            for n, what in ((batches.max_key_files, "files"), (batches.max_key_bytes, "bytes"))
+            if n is not None
+        ]
         lines.append(
             f"batches: {batches.concurrency} requests at a time, {batches.max_running} batches "
             f"per process, kept {batches.ttl_s:g} s, in {mask_url(batches.url)}"
+            + (f", each key at most {' and '.join(quota)}" if quota else "")
         )
     breaker = registry.dispatch.breaker
     if breaker.enabled and breaker.url != "memory":
