@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,6 +31,7 @@ from llmroute.providers._http import (
 from llmroute.providers.base import Timeouts
 from llmroute.telemetry.propagation import upstream_headers
 from llmroute.untrusted_json import loads, loads_replacing
+from llmroute.verbatim_json import read_verbatim
 
 __all__ = ["ErrorMapper", "Framing", "HttpTransport", "Signer"]
 
@@ -122,11 +123,15 @@ class HttpTransport:
         timeouts: Timeouts,
         *,
         headers: Mapping[str, str] | None = None,
+        verbatim: Collection[str] = (),
     ) -> dict[str, Any]:
         """POST `payload`; the answer's JSON object. Error statuses, transport failures
         and bodies that are not a JSON object raise `ProviderError`s. `headers` are this
-        request's own (a token that is renewed while the session lives)."""
-        return await self._json("POST", path, _dumps(payload), timeouts, headers)
+        request's own (a token that is renewed while the session lives). The array
+        members named in `verbatim` of a large answer are checked without holding the
+        event loop and kept as they came (`verbatim_json`): the caller passes them on
+        unchanged."""
+        return await self._json("POST", path, _dumps(payload), timeouts, headers, verbatim)
 
     async def get_json(
         self, path: str, timeouts: Timeouts, *, headers: Mapping[str, str] | None = None
@@ -141,6 +146,7 @@ class HttpTransport:
         data: bytes | None,
         timeouts: Timeouts,
         headers: Mapping[str, str] | None = None,
+        verbatim: Collection[str] = (),
     ) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=timeouts.total_s, connect=timeouts.connect_s)
         url, sent = self._target(method, path, data, headers)
@@ -163,9 +169,11 @@ class HttpTransport:
         except TRANSPORT_ERRORS as exc:
             raise network_error(self._provider, exc) from None
         try:
-            # NaN would make the client's answer unwritable; bytes that are not UTF-8 and
-            # unpaired surrogates are read as U+FFFD (`loads_replacing`)
-            parsed, _ = loads_replacing(body, finite=True)
+            parsed: Any = await read_verbatim(body, verbatim)
+            if parsed is None:
+                # NaN would make the client's answer unwritable; bytes that are not UTF-8
+                # and unpaired surrogates are read as U+FFFD (`loads_replacing`)
+                parsed, _ = loads_replacing(body, finite=True)
         except (ValueError, UnicodeDecodeError):
             raise ProviderError(
                 self._provider, "upstream returned a body that is not JSON"

@@ -18,6 +18,7 @@ from llmroute.providers.google_auth import AdcTokens
 from llmroute.providers.token_transport import TokenTransport
 from llmroute.providers.tool_ids import openai_tool_ids
 from llmroute.registry.schema import Provider, env_headers
+from llmroute.verbatim_json import Verbatim
 
 __all__ = ["OpenAICompatProvider"]
 
@@ -78,10 +79,12 @@ class OpenAICompatProvider:
     async def embed(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts
     ) -> dict[str, Any]:
+        # a large answer's vectors are passed on as they came (`verbatim_json`)
+        sent = {**body, "model": model}
         data = self._answered(
-            await self._http.post_json(_EMBEDDINGS, {**body, "model": model}, timeouts)
+            await self._http.post_json(_EMBEDDINGS, sent, timeouts, verbatim=("data",))
         )
-        if not isinstance(data.get("data"), list):
+        if not isinstance(data.get("data"), list | Verbatim):
             raise ProviderError(self.name, "upstream answered embeddings without their data")
         return data
 

@@ -5,7 +5,7 @@ credentials (``auth: google``: Gemini and Model Garden models on Vertex AI)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,14 +29,20 @@ class TokenTransport:
         await self._tokens.headers(timeouts.total_s)
 
     async def post_json(
-        self, path: str, payload: dict[str, Any], timeouts: Timeouts
+        self,
+        path: str,
+        payload: dict[str, Any],
+        timeouts: Timeouts,
+        *,
+        verbatim: Collection[str] = (),
     ) -> dict[str, Any]:
         headers = await self._tokens.headers(timeouts.total_s)
+        post = self._http.post_json
         try:
-            return await self._http.post_json(path, payload, timeouts, headers=headers)
+            return await post(path, payload, timeouts, headers=headers, verbatim=verbatim)
         except ProviderMisconfigured as exc:
             renewed = await self._renewed(exc, headers, timeouts)
-        return await self._http.post_json(path, payload, timeouts, headers=renewed)
+        return await post(path, payload, timeouts, headers=renewed, verbatim=verbatim)
 
     async def get_json(self, path: str, timeouts: Timeouts) -> dict[str, Any]:
         headers = await self._tokens.headers(timeouts.total_s)

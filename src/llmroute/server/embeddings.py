@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from llmroute.chat_checks import INVALID_TYPE, MISSING
 from llmroute.decision import new_decision_id
@@ -43,6 +43,7 @@ from llmroute.telemetry.metrics import EMBEDDINGS_ROUTE
 from llmroute.telemetry.record import CLIENT_CLOSED, CLIENT_DISCONNECTED
 from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.service import Telemetry
+from llmroute.verbatim_json import answer_bytes
 
 __all__ = ["MAX_INPUTS", "embed", "embedded_text", "embeddings", "pool_model", "serve_unrouted"]
 
@@ -135,7 +136,8 @@ async def serve_unrouted(
             release()
     done.finished(200, served=served)
     headers.update(served_headers(served.deployment, served.attempts))  # as chat's
-    return JSONResponse(served.data, headers=headers)
+    # a large embeddings answer's vectors go out as the upstream wrote them
+    return Response(answer_bytes(served.data), media_type="application/json", headers=headers)
 
 
 @dataclass(frozen=True, slots=True)

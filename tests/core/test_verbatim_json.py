@@ -1,0 +1,119 @@
+"""`verbatim_json`: a large answer read as `json.loads` reads it, its named arrays kept
+as the bytes that came, and written back as they came."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmroute.verbatim_json import VERBATIM_BYTES, Verbatim, answer_bytes, read_verbatim
+
+PAD = " " * VERBATIM_BYTES  # whitespace makes any body large enough to be read here
+
+
+def _read(text: str, names: tuple[str, ...] = ("data",)) -> dict[str, Any] | None:
+    return asyncio.run(read_verbatim((text + PAD).encode(), names))
+
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.text(
+        st.characters(min_codepoint=32, max_codepoint=126, exclude_characters='\\"'), max_size=5
+    )
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text("ab", max_size=2), inner),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["data", "model", "usage", "x"]), _values), st.integers(0, 2)
+)
+def test_it_reads_what_json_reads(value: dict[str, Any], indent: int) -> None:
+    text = json.dumps(value, indent=indent or None)
+    read = _read(text)
+    assert read is not None
+    assert read.keys() == value.keys()
+    for key, got in read.items():
+        if isinstance(got, Verbatim):
+            assert key == "data" and isinstance(value[key], list)
+            assert json.loads(bytes(got.raw)) == value[key] and got.items == len(value[key])
+        else:
+            assert got == value[key]
+    assert json.loads(answer_bytes(read)) == value
+
+
+def test_the_array_is_written_as_it_came() -> None:
+    read = _read('{ "data" : [ 1.50 , 2e3 ,"x", {"a": [1e400]} ] , "model": "m" }')
+    assert read is not None
+    assert read["data"] == Verbatim(memoryview(b'[ 1.50 , 2e3 ,"x", {"a": [1e400]} ]'), 4)
+    read["model"] = "pool"
+    assert answer_bytes(read) == b'{"data":[ 1.50 , 2e3 ,"x", {"a": [1e400]} ],"model":"pool"}'
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"data": [1,]}',
+        '{"data": [1 2]}',
+        '{"data": [NaN]}',
+        '{"data": [1, Infinity]}',
+        '{"data": [1]',
+        '{"a": 1,}',
+        '{"a" 1}',
+        '{"a": 1} {}',
+        '{"usage": {"prompt_tokens": 1e400}}',  # parsed, so finite, as any answer's
+        '{"data": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"data": ["\x01"]}',
+    ],
+)
+def test_what_is_not_json_raises(text: str) -> None:
+    with pytest.raises(ValueError):
+        _read(text)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data": []}',  # small: parsed whole, as before
+        ('{"data": ["\\u00e9"]}' + PAD).encode(),  # an escape: may hide a surrogate
+        ('{"data": ["é"]}' + PAD).encode(),  # not ASCII
+        ("[1]" + PAD).encode(),  # not an object: said so as before
+    ],
+)
+def test_other_bodies_are_left_to_the_usual_parse(body: bytes) -> None:
+    assert asyncio.run(read_verbatim(body, ("data",))) is None
+    assert asyncio.run(read_verbatim(b'{"data": []}' + PAD.encode(), ())) is None
+
+
+def test_the_event_loop_runs_while_a_large_array_is_checked() -> None:
+    body = json.dumps({"data": [{"embedding": [0.123456789] * 1536}] * 200}).encode()
+    ticks = 0
+
+    async def main() -> None:
+        nonlocal ticks
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0)
+        read = await read_verbatim(body, ("data",))
+        ticker.cancel()
+        assert read is not None and read["data"].items == 200
+
+    asyncio.run(main())
+    assert ticks > 10  # 5 MB: a step each 128 kB
