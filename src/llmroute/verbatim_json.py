@@ -1,15 +1,19 @@
-"""Large upstream answers passed on as the upstream wrote them.
+"""Large upstream answers read and written without holding the event loop.
 
 The largest embeddings answer OpenAI gives (2,048 inputs x 1,536 floats, 43 MB) took the
-gateway's worker ~1.2-2.3 s to parse (a Python call per float checks it is finite) and
-~2-3 s to write again for the client, both on the event loop: every other request of the
+gateway's worker ~1-2 s to parse (a Python call per float checks it is finite) and ~2-3 s
+to write again for the client, both on the event loop: every other request of the
 worker, ``/health`` included, waited that long. Nothing in its ``data`` is changed on the
 way (only ``model`` and ``usage`` are), so an answer past `VERBATIM_BYTES` is read here
-instead: its ``data`` array is checked element by element (each must be JSON; ``NaN`` and
-``Infinity`` are not) with the event loop let run between steps, kept as the bytes that
-came (`Verbatim`), and written out as they are (`answer_bytes`). The other members are
-parsed as `untrusted_json.loads` parses any upstream answer. Bodies that are not plain
-ASCII, or hold a ``\\u`` escape (a surrogate may hide there), are read the usual way.
+(`read_verbatim`): its ``data`` array is checked element by element (each must be JSON;
+``NaN`` and ``Infinity`` are not) with the event loop let run between steps, and kept as
+the bytes that came (`Verbatim`). The other members are parsed as `untrusted_json.loads`
+parses any upstream answer. Bodies that are not plain ASCII, or hold a ``\\u`` escape (a
+surrogate may hide there), are read the usual way.
+
+`answer_json` writes any answer (a `Verbatim` as it came) as ``JSONResponse`` would, a
+step at a time; `loads_answer` reads one the gateway wrote (to convert it for a front)
+in a worker thread when it is large.
 """
 
 from __future__ import annotations
@@ -17,13 +21,19 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 from llmroute.untrusted_json import TooDeep, loads
 
-__all__ = ["VERBATIM_BYTES", "Verbatim", "answer_bytes", "read_verbatim"]
+__all__ = [
+    "VERBATIM_BYTES",
+    "Verbatim",
+    "answer_json",
+    "loads_answer",
+    "read_verbatim",
+]
 
 VERBATIM_BYTES = 1 << 20  # smaller answers are parsed whole and written again, as before
 _STEP_CHARS = 128 * 1024  # checked between two yields to the event loop (~1-3 ms)
@@ -132,23 +142,78 @@ async def _array(text: str, at: int) -> tuple[int, int]:
             since = at
 
 
-def answer_bytes(data: Mapping[str, Any]) -> bytes:
-    """`data` as the JSON a ``JSONResponse`` writes (compact, UTF-8, no NaN), its
-    `Verbatim` members as they came (one copy of them: the answer's body is made in one
-    join)."""
-    if not any(isinstance(value, Verbatim) for value in data.values()):
-        return _dumps(data)
-    parts: list[bytes | memoryview] = []
-    for key, value in data.items():
-        parts += (
-            b",",
-            _dumps(key),
-            b":",
-            value.raw if isinstance(value, Verbatim) else _dumps(value),
-        )
-    parts[0] = b"{"
-    parts.append(b"}")
-    return b"".join(parts)
+async def answer_json(value: Any) -> bytes:
+    """`value` as the JSON a ``JSONResponse`` writes (compact, UTF-8, no NaN: the same
+    bytes), its `Verbatim` members as they came, a step at a time: objects
+    and short lists member by member, long lists in slices of about `_STEP_CHARS`, the
+    event loop let run every `_STEP_CHARS` written. A chat answer with logprobs (8,192
+    tokens, 20 alternatives each: 12 MB) took ~0.4 s to write in one call."""
+    writer = _Writer()
+    await writer.value(value, 0)
+    return b"".join(writer.parts)
+
+
+_FEW = 16  # a list this short has each item written apart (one may be large)
+_NESTING = 8  # deeper values are written in one call (answers nest a few levels)
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.parts: list[bytes | memoryview] = []
+        self._since = 0
+
+    async def add(self, part: bytes | memoryview) -> None:
+        self.parts.append(part)
+        self._since += len(part)
+        if self._since >= _STEP_CHARS:
+            self._since = 0
+            await asyncio.sleep(0)
+
+    async def value(self, value: Any, depth: int) -> None:
+        if isinstance(value, Verbatim):
+            await self.add(value.raw)
+        elif depth >= _NESTING:
+            await self.add(_dumps(value))
+        elif isinstance(value, dict) and value and all(type(key) is str for key in value):
+            opening = b"{"
+            for key, item in value.items():
+                await self.add(opening + _dumps(key) + b":")
+                await self.value(item, depth + 1)
+                opening = b","
+            await self.add(b"}")
+        elif isinstance(value, list) and 0 < len(value) <= _FEW:
+            opening = b"["
+            for item in value:
+                await self.add(opening)
+                await self.value(item, depth + 1)
+                opening = b","
+            await self.add(b"]")
+        elif isinstance(value, list) and value:
+            await self._slices(value)
+        else:
+            await self.add(_dumps(value))
+
+    async def _slices(self, items: list[Any]) -> None:
+        """A long list, written a slice of its items at a time, each slice about
+        `_STEP_CHARS` (sized by the last one)."""
+        at, size, opening = 0, 1, b"["
+        while at < len(items):
+            written = _dumps(items[at : at + size])
+            await self.add(opening)
+            await self.add(memoryview(written)[1:-1])
+            opening = b","
+            at += size
+            size = max(1, min(size * 4, _STEP_CHARS * size // len(written)))
+        await self.add(b"]")
+
+
+async def loads_answer(body: bytes) -> Any:
+    """An answer the gateway wrote, read again (to convert it for a front, to mask it):
+    a large one in a worker thread, whose check on each number (`finite`; the gateway
+    writes no other) lets the event loop take its turns meanwhile."""
+    if len(body) < VERBATIM_BYTES:
+        return loads(body)
+    return await asyncio.to_thread(loads, body, finite=True)
 
 
 def _dumps(value: Any) -> bytes:

@@ -1,5 +1,6 @@
 """`verbatim_json`: a large answer read as `json.loads` reads it, its named arrays kept
-as the bytes that came, and written back as they came."""
+as the bytes that came, and written back as they came; any answer written as a
+``JSONResponse`` writes it, a step at a time."""
 
 from __future__ import annotations
 
@@ -10,10 +11,21 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.responses import JSONResponse
 
-from llmroute.verbatim_json import VERBATIM_BYTES, Verbatim, answer_bytes, read_verbatim
+from llmroute.verbatim_json import (
+    VERBATIM_BYTES,
+    Verbatim,
+    answer_json,
+    loads_answer,
+    read_verbatim,
+)
 
 PAD = " " * VERBATIM_BYTES  # whitespace makes any body large enough to be read here
+
+
+def answer_bytes(value: Any) -> bytes:
+    return asyncio.run(answer_json(value))
 
 
 def _read(text: str, names: tuple[str, ...] = ("data",)) -> dict[str, Any] | None:
@@ -45,7 +57,7 @@ def test_it_reads_what_json_reads(value: dict[str, Any], indent: int) -> None:
     assert read is not None
     assert read.keys() == value.keys()
     for key, got in read.items():
-        if isinstance(got, Verbatim):
+        if isinstance(got, Verbatim):  # (a list, unless it were not "data")
             assert key == "data" and isinstance(value[key], list)
             assert json.loads(bytes(got.raw)) == value[key] and got.items == len(value[key])
         else:
@@ -117,3 +129,62 @@ def test_the_event_loop_runs_while_a_large_array_is_checked() -> None:
 
     asyncio.run(main())
     assert ticks > 10  # 5 MB: a step each 128 kB
+
+
+_any_values = st.recursive(
+    _scalars | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=40)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=3) | st.integers(0, 3), inner, max_size=5)
+    ),
+    max_leaves=120,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_any_values)
+def test_answers_are_written_as_a_json_response_writes_them(value: Any) -> None:
+    assert answer_bytes(value) == JSONResponse(value).body
+
+
+def test_a_large_answer_is_written_as_a_json_response_writes_it() -> None:
+    entry = {"token": " é", "logprob": -0.25, "bytes": [32, 195, 169]}
+    content = [{**entry, "top_logprobs": [entry] * 20} for _ in range(3000)]
+    value = {"choices": [{"index": 0, "logprobs": {"content": content}}], "n": [1] * 40}
+    assert answer_bytes(value) == JSONResponse(value).body
+    with pytest.raises(ValueError):
+        answer_bytes({"x": [float("nan")] * 100})  # as JSONResponse refuses it
+
+
+def test_the_event_loop_runs_while_a_large_answer_is_written() -> None:
+    entry = {"token": "x", "logprob": -0.25, "bytes": [120]}
+    value = {
+        "choices": [{"logprobs": {"content": [{**entry, "top_logprobs": [entry] * 20}] * 4000}}]
+    }
+    ticks = 0
+
+    async def main() -> bytes:
+        nonlocal ticks
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0)
+        written = await answer_json(value)
+        ticker.cancel()
+        return written
+
+    assert len(asyncio.run(main())) > 2_000_000
+    assert ticks > 10  # a step each 128 kB
+
+
+def test_an_answer_is_read_again_as_written() -> None:
+    small = {"a": [1, 2.5, "é"]}
+    large = {"a": [{"logprob": -0.5, "n": 3}] * 100_000}
+    for value in (small, large):
+        assert asyncio.run(loads_answer(JSONResponse(value).body)) == value

@@ -9,6 +9,7 @@ sessions belong to one loop), and every failure leaves here as a `ProviderError`
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
@@ -31,7 +32,7 @@ from llmroute.providers._http import (
 from llmroute.providers.base import Timeouts
 from llmroute.telemetry.propagation import upstream_headers
 from llmroute.untrusted_json import loads, loads_replacing
-from llmroute.verbatim_json import read_verbatim
+from llmroute.verbatim_json import VERBATIM_BYTES, read_verbatim
 
 __all__ = ["ErrorMapper", "Framing", "HttpTransport", "Signer"]
 
@@ -170,7 +171,11 @@ class HttpTransport:
             raise network_error(self._provider, exc) from None
         try:
             parsed: Any = await read_verbatim(body, verbatim)
-            if parsed is None:
+            if parsed is None and len(body) >= VERBATIM_BYTES:
+                # a large answer (logprobs): parsed in a worker thread, where the check
+                # on each number lets the event loop take its turns meanwhile
+                parsed, _ = await asyncio.to_thread(loads_replacing, body, finite=True)
+            elif parsed is None:
                 # NaN would make the client's answer unwritable; bytes that are not UTF-8
                 # and unpaired surrogates are read as U+FFFD (`loads_replacing`)
                 parsed, _ = loads_replacing(body, finite=True)

@@ -57,7 +57,7 @@ from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.service import Telemetry
 from llmroute.telemetry.shadow import answer_text
 from llmroute.telemetry.tracing import RequestTrace, Tracing
-from llmroute.untrusted_json import loads
+from llmroute.verbatim_json import answer_json, loads_answer
 
 __all__ = [
     "CLIENT_CLOSED",
@@ -262,7 +262,7 @@ async def _for_client(
         )
     if response.status_code != 200:
         return response
-    data = loads(bytes(response.body))
+    data = await loads_answer(bytes(response.body))
     if mask is not None and len(response.body) > OFF_LOOP_CHARS:
         # about 0.2 ms per 1,000 characters
         data = await asyncio.to_thread(mask.completion, data, counted)
@@ -270,7 +270,12 @@ async def _for_client(
         data = mask.completion(data, counted)
     if values:
         data = restore_completion(data, values)
-    return JSONResponse(data, status_code=response.status_code, headers=headers)
+    return Response(
+        await answer_json(data),
+        status_code=response.status_code,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 async def _hold_tokens(
@@ -401,8 +406,10 @@ async def _serve_planned(
         gateway.shadow.submit(
             plan.decision, plan.outgoing(body), served.model, answer_text(served.data), ts
         )
-    answer = JSONResponse(
-        served.data,
+    # a large answer (logprobs) is written a step at a time: other requests go on
+    answer = Response(
+        await answer_json(served.data),
+        media_type="application/json",
         headers={
             **decision_headers(plan.decision, served.model),
             **served_headers(served.deployment, served.attempts),

@@ -43,7 +43,7 @@ from llmroute.telemetry.metrics import EMBEDDINGS_ROUTE
 from llmroute.telemetry.record import CLIENT_CLOSED, CLIENT_DISCONNECTED
 from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.service import Telemetry
-from llmroute.verbatim_json import answer_bytes
+from llmroute.verbatim_json import answer_json
 
 __all__ = ["MAX_INPUTS", "embed", "embedded_text", "embeddings", "pool_model", "serve_unrouted"]
 
@@ -137,7 +137,7 @@ async def serve_unrouted(
     done.finished(200, served=served)
     headers.update(served_headers(served.deployment, served.attempts))  # as chat's
     # a large embeddings answer's vectors go out as the upstream wrote them
-    return Response(answer_bytes(served.data), media_type="application/json", headers=headers)
+    return Response(await answer_json(served.data), media_type="application/json", headers=headers)
 
 
 @dataclass(frozen=True, slots=True)

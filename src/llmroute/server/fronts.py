@@ -11,14 +11,13 @@ format.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from llmroute.dispatch.text_completions import TextRequest
 from llmroute.server.body import read_json_object
@@ -28,6 +27,7 @@ from llmroute.server.ended_stream import STREAM_HEADERS, EndedStream, closers_of
 from llmroute.server.errors import GatewayError
 from llmroute.server.keepalive import keepalive_of, with_keepalive
 from llmroute.server.state import gateway_of
+from llmroute.verbatim_json import answer_json, loads_answer
 
 __all__ = ["Front", "Stateless", "answer_converted", "passed_on", "serve_converted"]
 
@@ -124,8 +124,9 @@ async def answer_converted(
             closers=closers_of(answer),
         )
         return with_keepalive(streamed, keepalive_of(request))
-    data = json.loads(bytes(answer.body))
-    return JSONResponse(await front.answer(data, model, body), headers=headers)
+    data = await loads_answer(bytes(answer.body))
+    converted = await front.answer(data, model, body)
+    return Response(await answer_json(converted), media_type="application/json", headers=headers)
 
 
 def _front_param(error: GatewayError, path: str, body: Body) -> str | None:
