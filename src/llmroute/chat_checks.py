@@ -17,7 +17,7 @@ from llmroute.errors import InvalidRequest
 from llmroute.field_values import finite_number, integer, positive_int, strings
 from llmroute.proxy_fields import check_proxy_fields
 
-__all__ = ["check_chat_body", "check_stream_options"]
+__all__ = ["MAX_LOGIT_BIAS", "MAX_TOOLS", "check_chat_body", "check_sizes", "check_stream_options"]
 
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _KNOWN_ROLES = frozenset(_ROLES)
@@ -31,6 +31,17 @@ INVALID_TYPE = "invalid_type"
 INVALID_VALUE = "invalid_value"
 MISSING = "missing_required_parameter"
 BELOW_MIN = "integer_below_min_value"
+TOO_MANY_ITEMS = "array_above_max_length"
+TOO_MANY_KEYS = "object_above_max_properties"
+
+# OpenAI's own bounds on the two lists the gateway walks item by item (converted,
+# estimated, written again for the upstream): past them an OpenAI model refuses the
+# request after routing, another takes it or drops it by the model routing chose, and a
+# 4 MB body of 300,000 `logit_bias` entries held the worker's event loop ~0.5 s (every
+# other request waiting). `stop` (OpenAI: 4; Gemini 5, Anthropic more) is not bounded:
+# other upstreams read more, and its strings cost no walk beyond their parse.
+MAX_LOGIT_BIAS = 1024  # "too many properties. Expected an object with at most 1024"
+MAX_TOOLS = 128  # "array too long. Expected an array with maximum length 128"
 
 
 def _bad(param: str, message: str, code: str | None = INVALID_TYPE) -> InvalidRequest:
@@ -46,6 +57,7 @@ def check_chat_body(body: dict[str, Any]) -> None:
     """`InvalidRequest` (its ``param`` the field) for a chat body OpenAI would refuse:
     ``messages`` missing or malformed, or a known parameter of the wrong type. ``null``
     stands for a field left out, as OpenAI takes it."""
+    check_sizes(body)
     if body.get("model") is not None and not isinstance(body["model"], str):
         raise _bad("model", "'model' must be a string")
     _check_messages(body.get("messages"))
@@ -70,6 +82,28 @@ def check_chat_body(body: dict[str, Any]) -> None:
         raise _bad("user", "'user' must be a string")
     _check_thinking(body.get("thinking"))
     check_proxy_fields(body)
+
+
+def check_sizes(body: dict[str, Any]) -> None:
+    """OpenAI's 400 for more than `MAX_LOGIT_BIAS` ``logit_bias`` entries or
+    `MAX_TOOLS` ``tools``, in its words and codes, checked first: before anything in the
+    body is walked item by item."""
+    bias = body.get("logit_bias")
+    if isinstance(bias, dict) and len(bias) > MAX_LOGIT_BIAS:
+        raise _bad(
+            "logit_bias",
+            "Invalid 'logit_bias': too many properties. Expected an object with at most "
+            f"{MAX_LOGIT_BIAS} properties, but got an object with {len(bias)} properties instead.",
+            TOO_MANY_KEYS,
+        )
+    tools = body.get("tools")
+    if isinstance(tools, list) and len(tools) > MAX_TOOLS:
+        raise _bad(
+            "tools",
+            "Invalid 'tools': array too long. Expected an array with maximum length "
+            f"{MAX_TOOLS}, but got an array with length {len(tools)} instead.",
+            TOO_MANY_ITEMS,
+        )
 
 
 def check_stream_options(body: dict[str, Any]) -> None:

@@ -165,6 +165,44 @@ def test_an_empty_tools_list_is_a_400_as_openai_answers(
     )
 
 
+MAX_LOGIT_BIAS, MAX_TOOLS = 1024, 128  # OpenAI's bounds, the gateway's too
+
+
+@pytest.mark.parametrize(
+    ("field", "many", "code", "words"),
+    [
+        (
+            "logit_bias",
+            {str(token): -1 for token in range(MAX_LOGIT_BIAS + 1)},
+            "object_above_max_properties",
+            "Invalid 'logit_bias': too many properties. Expected an object with at most "
+            "1024 properties, but got an object with 1025 properties instead.",
+        ),
+        (
+            "tools",
+            [_TOOL] * (MAX_TOOLS + 1),
+            "array_above_max_length",
+            "Invalid 'tools': array too long. Expected an array with maximum length 128, "
+            "but got an array with length 129 instead.",
+        ),
+    ],
+    ids=["logit_bias", "tools"],
+)
+def test_more_logit_bias_entries_or_tools_than_openai_takes_are_a_400_first(
+    client: openai.OpenAI, upstream: FakeUpstream, field: str, many: Any, code: str, words: str
+) -> None:
+    """OpenAI's own 400, in its words, before anything else in the body is walked: a 4 MB
+    body of 300,000 ``logit_bias`` entries was checked, estimated and written again for
+    the upstream (which refuses past 1,024); a bad message later in the body does not
+    win over it. At the bound, served."""
+    bad_message = [*HI, {"role": "nobody"}]
+    error = _refused(client, upstream, messages=bad_message, extra_body={field: many})
+    assert (error["param"], error["code"], error["message"]) == (field, code, words)
+    at_most = dict(list(many.items())[:MAX_LOGIT_BIAS]) if isinstance(many, dict) else many[:-1]
+    client.chat.completions.create(model="small", messages=HI, extra_body={field: at_most})
+    assert len(upstream.requests[-1].body[field]) == len(at_most)
+
+
 @pytest.mark.parametrize("stream", [None, False], ids=["no-stream", "stream-false"])
 def test_stream_options_without_a_stream_is_a_400_as_openai_answers(
     client: openai.OpenAI, upstream: FakeUpstream, stream: bool | None

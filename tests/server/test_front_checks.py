@@ -35,6 +35,7 @@ _USER = [{"role": "user", "content": "hi"}]
 _MESSAGES = {"model": "sonnet", "max_tokens": 20, "messages": _USER}
 _RESPONSES = {"model": "sonnet", "input": "hi"}
 _COMPLETIONS = {"model": "small", "prompt": "def f("}
+_FUNCTION = {"type": "function", "name": "f", "parameters": {"type": "object"}}
 
 _WRONG: list[tuple[str, dict[str, Any], str, Any]] = [
     ("/v1/messages", _MESSAGES, "temperature", "hot"),
@@ -119,6 +120,19 @@ def test_a_wrongly_typed_field_is_the_clients_400_before_any_upstream_call(
         ),
         ("completions", {**_COMPLETIONS, "seed": "7"}, "seed", "invalid_type"),
         ("completions", {**_COMPLETIONS, "n": 0}, "n", "integer_below_min_value"),
+        # OpenAI's bounds, the chat endpoint's too: checked before the body is converted
+        (
+            "responses",
+            {**_RESPONSES, "tools": [_FUNCTION] * 129},
+            "tools",
+            "array_above_max_length",
+        ),
+        (
+            "completions",
+            {**_COMPLETIONS, "logit_bias": {str(token): 1 for token in range(1025)}},
+            "logit_bias",
+            "object_above_max_properties",
+        ),
     ],
 )
 def test_the_openai_fronts_say_openais_code(

@@ -26,7 +26,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from llmroute.chat_checks import BELOW_MIN, INVALID_TYPE, check_stream_options
+from llmroute.chat_checks import BELOW_MIN, INVALID_TYPE, check_sizes, check_stream_options
 from llmroute.dispatch.text_completions import (
     RAW_FIELDS,
     TextRequest,
@@ -116,6 +116,10 @@ def to_chat_body(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(model, str) or not model:
         raise _bad("model", "'model' is required: auto, a route or a pool model")
     prompt = _prompt(body)
+    try:
+        check_sizes(body)  # logit_bias: the chat endpoint's bound, before it is written again
+    except InvalidRequest as exc:
+        raise _bad(exc.param, exc.message, exc.code) from None
     check_fields(body, _PASSED)
     _check_raw_fields(body)
     n = _count(body, "n", 1)

@@ -4,14 +4,18 @@ them before `llmroute.server.responses_convert` reads it: a 400 naming the field
 conversion already refuses malformed ``input``, ``tools``, ``tool_choice`` and
 ``text.format``; this adds the fields it would otherwise pass on unread (``"temperature":
 "hot"``) or read wrong (``"stream": "yes"``, answered whole), and ``metadata`` as OpenAI
-bounds it (at most 16 string pairs: `llmroute.server.body.checked_metadata`). Ranges
-are the upstream's to say (`llmroute.server.chat_checks`)."""
+bounds it (at most 16 string pairs: `llmroute.server.body.checked_metadata`), and
+``tools`` as OpenAI bounds it (at most 128: `llmroute.chat_checks.check_sizes`), before
+the conversion walks them. Ranges are the upstream's to say (`llmroute.chat_checks`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from llmroute.chat_checks import check_sizes
+from llmroute.errors import InvalidRequest
 from llmroute.server.body import checked_metadata
+from llmroute.server.errors import GatewayError
 from llmroute.server.field_checks import (
     BOOLEAN,
     INTEGER,
@@ -60,6 +64,10 @@ _FIELDS: Fields = {
 
 def check_responses_body(body: dict[str, Any]) -> None:
     """400 (`GatewayError`, its ``param`` the field) for a known field of the wrong type,
-    or ``metadata`` beyond OpenAI's bounds; ``null`` is a field left out."""
+    or ``metadata`` or ``tools`` beyond OpenAI's bounds; ``null`` is a field left out."""
+    try:
+        check_sizes(body)
+    except InvalidRequest as exc:
+        raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
     check_fields(body, _FIELDS)
     checked_metadata(body.get("metadata"))
