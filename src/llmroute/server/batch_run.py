@@ -32,7 +32,6 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -42,7 +41,7 @@ from llmroute.dispatch.budgets import paid_by
 from llmroute.dispatch.text_completions import TextRequest
 from llmroute.errors import LlmrouteError
 from llmroute.server.auth import admit, api_key_of, payer_of
-from llmroute.server.batch_lines import BatchLine, read_lines
+from llmroute.server.batch_lines import BatchLine, read_lines_yielding
 from llmroute.server.body import require_messages
 from llmroute.server.chat import GATEWAY_TAGS, serve_chat
 from llmroute.server.completions import COMPLETIONS_FRONT, to_chat_body
@@ -71,7 +70,6 @@ _MOST_TRIES = 20  # for a request refused by its key's rate limit
 # a provider that stays limited gets no more than these from one line
 _MOST_UPSTREAM_TRIES = 5
 _MOST_WAIT_S = 60.0
-_OFF_LOOP_BYTES = 1 << 20  # an input file larger than this is checked in a thread
 _HANDED_OVER = "handed_over"  # a stopping process left the batch to the next reader
 _LOST = "lost"  # another process took the batch over while this one could not renew it
 _FOLLOWED = "reloaded"  # a registry reload: the batch goes on under the new registry
@@ -217,11 +215,7 @@ class BatchRun:
             missing = "the input file is no longer kept (deleted or expired)"
             return "failed", {"errors": _error("file_not_found", missing, "input_file_id")}
         most, longest = self.store.settings.max_requests, self.gateway.max_body_bytes
-        read = partial(read_lines, content, self.endpoint, most, longest)
-        if len(content) > _OFF_LOOP_BYTES:
-            lines, problems = await asyncio.to_thread(read)
-        else:
-            lines, problems = read()
+        lines, problems = await read_lines_yielding(content, self.endpoint, most, longest)
         if problems:
             return "failed", {"errors": {"object": "list", "data": problems}}
         if self.record.status != "in_progress":
@@ -234,7 +228,7 @@ class BatchRun:
             await self._write(status="in_progress", in_progress_at=now, request_counts=counts)
         if self.resume:
             answered = await self._answered()
-            lines = [line for line in lines if line.custom_id not in answered]
+            lines = lines.without(answered)
         pending = iter(lines)
 
         async def worker() -> None:
