@@ -111,6 +111,42 @@ def test_nothing_of_the_request_is_repeated_and_the_gateway_serves_on(gateway: S
     assert "Traceback" not in gateway.log_text()
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /v1/models HTTP/1.1\r\nHost: evil.example\r\n" + HOST + b"\r\n",
+        b"GET /v1/models HTTP/1.1\r\n" + HOST + b"Host: evil.example\r\n\r\n",
+        b"GET /health HTTP/1.1\r\n" + HOST + HOST + b"\r\n",
+        CHAT + b"Host: 127.0.0.2\r\nContent-Length: 2\r\n\r\n{}",
+    ],
+    ids=["other-first", "other-last", "health-same-twice", "chat"],
+)
+def test_more_than_one_host_header_is_a_400_and_the_connection_closed(
+    gateway: Served, data: bytes
+) -> None:
+    """RFC 9112 (3.2): a server MUST answer 400 to a request with more than one Host
+    field line. httptools passes both on: the loopback check read the last, so
+    ``Host: evil.example`` then ``Host: 127.0.0.1`` was served (200), while a proxy in
+    front may have read the first. Counted and said as the parser's refusals are."""
+    before = _invalid_http_count(gateway)
+    received = _exchange(gateway.url, data)  # read until the server closes
+    status, headers, body = _answer(received)
+    assert status == 400, body
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+    error = json.loads(body)["error"]
+    assert (error["type"], error["param"], error["code"]) == (
+        "invalid_request_error",
+        None,
+        ANSWER_CODE,
+    )
+    assert "more than one Host header" in error["message"]
+    assert b"evil.example" not in received and b"127.0.0.2" not in received
+    assert _invalid_http_count(gateway) == before + 1
+    assert "a request with more than one Host header from 127.0.0.1" in gateway.log_text()
+    ok = b"GET /health HTTP/1.1\r\n" + HOST + b"Connection: close\r\n\r\n"
+    assert _answer(_exchange(gateway.url, ok))[0] == 200  # one Host: served
+
+
 def test_with_workers_each_worker_answers_so(tmp_path: Path) -> None:
     """--workers N: each worker process builds its own uvicorn server."""
     with serve_text(ECHO_ONLY, tmp_path, ["--workers", "2"]) as served:

@@ -53,6 +53,7 @@ from llmroute.server.messages import count_tokens, messages
 from llmroute.server.messages_convert import COUNT_TOKENS_PATH, MESSAGES_PATH
 from llmroute.server.meta import MODELS_PATH, health, key, list_models, ready, retrieve_model
 from llmroute.server.metrics import metrics_endpoint
+from llmroute.server.one_host import OneHost
 from llmroute.server.reload import Prepared, assemble_router, fingerprint, reloading
 from llmroute.server.rerank import RERANK_PATHS, rerank
 from llmroute.server.responses import input_tokens, responses, stored_response
@@ -181,6 +182,7 @@ def create_app(
             # outermost first; the prefix off before any layer reads the path
             *_root_path_middleware(serve_settings.root_path),
             Middleware(StampRequestIds),  # CORS's own answers (a preflight's) too
+            Middleware(OneHost),  # before any layer reads the Host
             *cors_middleware(serve_settings.cors_origins),
             Middleware(AnswerUnhandled),
             *browser_middleware(

@@ -43,6 +43,7 @@ from llmroute.server.errors import (
     handle_http,
 )
 from llmroute.server.metrics import budget_readings
+from llmroute.server.one_host import OneHost
 from llmroute.server.root_path import StripRootPath, asked_path
 from llmroute.server.settings import ServeSettings
 from llmroute.server.state import gateway_of
@@ -351,6 +352,7 @@ def create_log_dashboard(
         middleware=[  # outermost first, as the gateway's
             *([] if root_path is None else [Middleware(StripRootPath, prefix=root_path)]),
             Middleware(StampRequestIds),
+            Middleware(OneHost),
             Middleware(AnswerUnhandled),
             *browser_middleware(("*",), bind_host, allowed_hosts, server="dashboard"),
         ],
