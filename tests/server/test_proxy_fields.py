@@ -147,3 +147,25 @@ def test_what_goes_on_is_what_openai_takes(client: openai.OpenAI, upstream: Fake
     sent = upstream.requests[-1].body
     assert sent["metadata"] == {"trace": "t-1"} and sent["store"] is True
     assert "fallbacks" not in sent and "num_retries" not in sent
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"fallbacks": ["gpt-4o-mini"]}, "fallbacks"),
+        ({"api_key": "sk-secret-123456"}, "api_key"),
+        ({"mock_response": "hi"}, "mock_response"),
+        ({"metadata": "trace-1"}, "metadata"),
+    ],
+)
+def test_completions_refuse_litellms_own_fields_as_chat_does(
+    client: openai.OpenAI, upstream: FakeUpstream, extra: dict[str, Any], param: str
+) -> None:
+    """``/v1/completions`` is served by the chat path: it passed these fields on to the
+    upstream (a key in the body to a third party; OpenAI answers 400 after routing)."""
+    before = len(upstream.requests)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.completions.create(model="auto", prompt="hello there", extra_body=extra)
+    assert refused.value.param == param
+    assert "sk-secret" not in refused.value.message
+    assert len(upstream.requests) == before

@@ -35,6 +35,7 @@ from llmroute.dispatch.text_completions import (
 )
 from llmroute.dispatch.usage import usage_wanted
 from llmroute.errors import InvalidRequest
+from llmroute.proxy_fields import check_proxy_fields
 from llmroute.server.chunk_translation import ChunkTranslator, clean_completion
 from llmroute.server.errors import GatewayError
 from llmroute.server.field_checks import (
@@ -122,6 +123,10 @@ def to_chat_body(body: dict[str, Any]) -> dict[str, Any]:
         raise _bad(exc.param, exc.message, exc.code) from None
     check_fields(body, _PASSED)
     _check_raw_fields(body)
+    try:  # LiteLLM's fields, metadata and tags as the chat endpoint checks them: the rest
+        check_proxy_fields(body)  # of the body goes on to the chat path, and upstream
+    except InvalidRequest as exc:
+        raise _bad(exc.param, exc.message, exc.code) from None
     n = _count(body, "n", 1)
     if _count(body, "best_of", n) != n:
         raise _bad(
