@@ -36,7 +36,7 @@ Checked too: each completed, with one answer per request, every one a 200.
 
     .venv/bin/python benchmarks/chaos_gateway.py [--requests 300] [--concurrency 6]
         [--limits memory|redis://127.0.0.1:6379/15] [--workers 1] [--seed 5]
-        [--upstream-faults] [--responses] [--batches] [--json]
+        [--upstream-faults] [--responses] [--batches] [--port 0] [--keep DIR] [--json]
 
 Everything runs on 127.0.0.1 and every loop is bounded; the exit status is 1 when an
 invariant failed. It found the Redis slot leak fixed on 2026-12-04 (docs/benchmarks.md).
@@ -49,6 +49,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -428,7 +429,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         folder = Path(tmp)
         db, registry, log_path = folder / "log.db", folder / "registry.yaml", folder / "serve.log"
         registry.write_text(_registry(upstream.url, db, args, namespace, 0))
-        port = 18000 + random.Random().randrange(2000)
+        port = args.port or 18000 + random.Random().randrange(2000)
         url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "LLMROUTE_TELEMETRY_URL": f"sqlite:///{db}"}
         command = [str(BIN / "llmroute"), "serve", "--registry", str(registry)]
@@ -482,6 +483,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "SELECT count(*) FROM decisions WHERE coalesce(tags, '') LIKE '%batch=%'"
             ).fetchone()[0]
         server_log = log_path.read_text(errors="replace")
+        if args.keep is not None:  # the decision log and the gateway's, for a post-mortem
+            args.keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(db, args.keep / "log.db")
+            shutil.copy(log_path, args.keep / "serve.log")
     conversations = sum(1 for i in range(args.requests) if args.responses and i % 4 == 1)
     sent = args.requests + CAP + 1 + (TURNS - 1) * conversations
     statuses = {k: v for k, v in outcomes.items()}
@@ -494,6 +499,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(seconds, 1),
         "client_outcomes": statuses,
         "decision_log": log_rows,
+        "logged_of_sent": f"{sum(log_rows.values())} of {sent}",
         "in_flight_after": in_flight[0] if in_flight else None,
         "redis_slots_left": _redis_slots(args.limits, namespace),
         "redis_budget_holds_left_and_spent": _redis_holds(args.limits, namespace),
@@ -540,6 +546,7 @@ def main() -> None:
     parser.add_argument("--limits", default="memory", help="memory or a redis:// URL")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--port", type=int, default=0, help="the gateway's (else a random one)")
     parser.add_argument(
         "--upstream-faults", action="store_true", help="every fourth request to a bad upstream"
     )
@@ -552,6 +559,7 @@ def main() -> None:
         "--batches", action="store_true", help="four batches of chat requests beside the load"
     )
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keep", type=Path, help="copy the decision log and serve.log here")
     args = parser.parse_args()
     result = run(args)
     if args.json:

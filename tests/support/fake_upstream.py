@@ -61,9 +61,10 @@ halves in two events, ``"\\ud83d"`` then ``"\\ude00"``, as a proxy slicing UTF-1
 strings does;
 ``strict=1`` answers OpenAI's 400 to a message holding a field OpenAI does not know
 (``thinking_blocks``, ``reasoning_content``: DeepSeek too refuses its own reasoning
-sent back) or a tool call id longer than its 40 characters. A stream whose reader hangs up
-is recorded in ``cut`` with the words it had sent, a request whose client hangs up
-during its ``delay`` or ``ttft`` with 0.
+sent back), a tool call id longer than its 40 characters, ``metadata`` sent without
+``"store": true`` or other than string pairs (16 at most), or LiteLLM's ``tags``. A
+stream whose reader hangs up is recorded in ``cut`` with the words it had sent, a
+request whose client hangs up during its ``delay`` or ``ttft`` with 0.
 """
 
 from __future__ import annotations
@@ -230,6 +231,9 @@ def _refused(faults: dict[str, str], body: dict[str, Any]) -> dict[str, Any] | N
             "param": where,
             "code": "string_above_max_length",
         }
+    metadata = _bad_metadata(body) if "strict" in faults else None
+    if metadata is not None:
+        return {"message": metadata, "type": "invalid_request_error", "param": "metadata"}
     unknown = _unknown_message_field(body) if "strict" in faults else None
     if unknown is not None:
         return {
@@ -286,6 +290,23 @@ def _long_tool_id(body: dict[str, Any]) -> tuple[str, int] | None:
             said = call.get("id") if isinstance(call, dict) else None
             if isinstance(said, str) and len(said) > _OPENAI_TOOL_ID_MAX:
                 return f"messages[{i}].tool_calls[{j}].id", len(said)
+    return None
+
+
+def _bad_metadata(body: dict[str, Any]) -> str | None:
+    """OpenAI's words for a ``metadata`` (or LiteLLM's ``tags``) it refuses, if any."""
+    if "tags" in body:
+        return "Unrecognized request argument supplied: tags"
+    metadata = body.get("metadata")
+    if metadata is None:
+        return None
+    if body.get("store") is not True:
+        return "The 'metadata' parameter is only allowed when 'store' is enabled."
+    if not isinstance(metadata, dict) or len(metadata) > 16:
+        return "Invalid 'metadata': expected an object with at most 16 properties."
+    for key, value in metadata.items():
+        if len(key) > 64 or not isinstance(value, str) or len(value) > 512:
+            return f"Invalid 'metadata.{key[:64]}': expected a string of at most 512 characters."
     return None
 
 
