@@ -1370,6 +1370,22 @@ async def send(http: httpx.AsyncClient, sent: Sent) -> tuple[int, httpx.Headers,
         await response.aclose()
 
 
+def _transport_error(
+    sent: Sent, exc: BaseException, findings: list[Finding], client_side: Counter[str]
+) -> None:
+    """A finding, unless a header of `sent` holds a byte HTTP forbids there (a control
+    character): uvicorn's parser answers 400 ``invalid_http_request`` and closes the
+    connection, which a client still sending a body (an upload) sees as the connection
+    closed (documented)."""
+    if any(
+        any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value)
+        for value in sent.headers.values()
+    ):
+        client_side["connection closed mid-body (a header the parser refused)"] += 1
+        return
+    findings.append(Finding(f"transport error {type(exc).__name__}: {exc}", sent, 0, ""))
+
+
 async def setup_ids(http: httpx.AsyncClient) -> dict[str, str]:
     """Real ids, so mutations get past the lookups."""
     auth = {"authorization": f"Bearer {CLIENT_KEY}"}
@@ -1461,9 +1477,7 @@ async def fuzz(
                     client_side[type(exc).__name__] += 1
                     return
                 except (TimeoutError, httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-                    findings.append(
-                        Finding(f"transport error {type(exc).__name__}: {exc}", sent, 0, "")
-                    )
+                    _transport_error(sent, exc, findings, client_side)
                     return
                 except Exception as exc:  # the client could not send it: not the gateway's fault
                     client_side[type(exc).__name__] += 1

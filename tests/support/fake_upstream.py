@@ -286,7 +286,8 @@ def _long_tool_id(body: dict[str, Any]) -> tuple[str, int] | None:
         said = message.get("tool_call_id")
         if isinstance(said, str) and len(said) > _OPENAI_TOOL_ID_MAX:
             return f"messages[{i}].tool_call_id", len(said)
-        for j, call in enumerate(message.get("tool_calls") or ()):
+        calls = message.get("tool_calls")
+        for j, call in enumerate(calls if isinstance(calls, list) else ()):
             said = call.get("id") if isinstance(call, dict) else None
             if isinstance(said, str) and len(said) > _OPENAI_TOOL_ID_MAX:
                 return f"messages[{i}].tool_calls[{j}].id", len(said)
