@@ -74,7 +74,14 @@ def shown(value: str, limit: int = 80) -> str:
 
 
 class LlmrouteError(Exception):
-    """Base class of every error llmroute raises on purpose."""
+    """Base class of every error llmroute raises on purpose.
+
+    `decision_id` names the routing decision of the SDK call that raised it, once the
+    call was routed (None before: a body refused, an unknown model), as the gateway's
+    error answers carry it in ``x-request-id``: the call's row in the decision log and
+    what ``router.chat.feedback`` takes. It is an attribute, not part of the message."""
+
+    decision_id: str | None = None
 
 
 class ConfigError(LlmrouteError, ValueError):

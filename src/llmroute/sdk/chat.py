@@ -32,14 +32,21 @@ from llmroute.decision import Decision
 from llmroute.dispatch import AUTO, Dispatcher, Opened, Plan, aplan_request, plan_request
 from llmroute.dispatch.plan import OFF_LOOP_CHARS
 from llmroute.dispatch.spend import Spend, tracked
-from llmroute.errors import InvalidRequest, ProviderTimeout, RoutingError
+from llmroute.errors import InvalidRequest, LlmrouteError, ProviderTimeout, RoutingError
 from llmroute.gates.base import total_usage
 from llmroute.layers.llm_router import LlmRouter, refine_plan
 from llmroute.proxy_fields import body_tags
 from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.restore import restore_completion
 from llmroute.sdk.clients import LoopClients
-from llmroute.sdk.convert import as_completion, jsonable, load_types, routing_info, types_loaded
+from llmroute.sdk.convert import (
+    as_completion,
+    jsonable,
+    load_types,
+    name_decision,
+    routing_info,
+    types_loaded,
+)
 from llmroute.sdk.decision_log import (
     CallClock,
     SdkDecisionLog,
@@ -363,6 +370,7 @@ class _Engine:
             )
             raise
         except Exception as exc:
+            name_decision(exc, plan.decision.id)
             # what it paid for all the same (an answer the content filter withheld, a
             # cascade tier answered before a later one failed), as the gateway logs it
             record_failure(
@@ -553,9 +561,13 @@ class Completions:
         load_types()  # here, not on the loop thread every thread's calls share
         plan = request.plan(self._engine.router)
         thread = self._engine.thread()
-        if not request.stream:
-            return thread.run(self._engine.complete(request, plan, clock))
-        return Stream(thread.run(self._engine.open(request, plan, clock)), thread)
+        try:
+            if not request.stream:
+                return thread.run(self._engine.complete(request, plan, clock))
+            return Stream(thread.run(self._engine.open(request, plan, clock)), thread)
+        except LlmrouteError as exc:  # `RouterClosed` too, raised outside the call
+            name_decision(exc, plan.decision.id)
+            raise
 
     @overload
     async def acreate(
@@ -582,9 +594,13 @@ class Completions:
             await asyncio.to_thread(load_types)
         # ~ms of CPU on the caller's loop; a long prompt's in a worker thread
         plan = await request.aplan(self._engine.router)
-        if not request.stream:
-            return await self._engine.run(self._engine.complete(request, plan, clock))
-        return await self._engine.run(self._engine.open(request, plan, clock))
+        try:
+            if not request.stream:
+                return await self._engine.run(self._engine.complete(request, plan, clock))
+            return await self._engine.run(self._engine.open(request, plan, clock))
+        except LlmrouteError as exc:  # `RouterClosed` too, raised outside the call
+            name_decision(exc, plan.decision.id)
+            raise
 
 
 class Chat:

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llmroute.decision import Decision
-from llmroute.errors import ProviderError
+from llmroute.errors import LlmrouteError, ProviderError
 from llmroute.untrusted_json import loads
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "event_json",
     "jsonable",
     "load_types",
+    "name_decision",
     "routing_info",
     "types_loaded",
 ]
@@ -38,6 +39,14 @@ def routing_info(
         "provider": provider,
         "attempts": list(attempts),
     }
+
+
+def name_decision(exc: BaseException, decision_id: str) -> None:
+    """`exc`, raised by a call once routed, names its decision (`decision_id`): what
+    the gateway's ``x-request-id`` tells its client, the key to the call's record. One
+    already naming one (a `PolicyViolation`) is left as it is."""
+    if isinstance(exc, LlmrouteError) and exc.decision_id is None:
+        exc.decision_id = decision_id
 
 
 @functools.cache

@@ -27,11 +27,11 @@ from typing import Any
 
 from llmroute.dispatch import Opened
 from llmroute.dispatch.usage import Usage
-from llmroute.errors import ProviderTimeout, RouterClosed
+from llmroute.errors import LlmrouteError, ProviderTimeout, RouterClosed
 from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.restore import StreamRestorer
 from llmroute.safety.stream_edit import StreamEdit
-from llmroute.sdk.convert import as_chunk, event_json
+from llmroute.sdk.convert import as_chunk, event_json, name_decision
 from llmroute.sdk.loop import LoopThread
 from llmroute.telemetry.record import CLIENT_DISCONNECTED
 
@@ -378,7 +378,8 @@ class AsyncStream:
             await self._released.wait()
 
     async def _next(self) -> Any:
-        """The next chunk (the sync face, a task per read already, awaits it directly)."""
+        """The next chunk (the sync face, a task per read already, awaits it directly).
+        An error names the stream's decision, as the call's own errors do."""
         try:
             async with asyncio.timeout(self._timeout) as deadline:
                 self._ending.deadline = deadline
@@ -386,9 +387,14 @@ class AsyncStream:
         except TimeoutError:
             self._ending(self._opened, "timeout")
             await self.aclose()
-            raise ProviderTimeout(
+            late = ProviderTimeout(
                 self._opened.deployment, f"no stream event within {self._timeout:g}s"
-            ) from None
+            )
+            name_decision(late, self.llmroute["decision_id"])
+            raise late from None
+        except LlmrouteError as exc:
+            name_decision(exc, self.llmroute["decision_id"])
+            raise
 
     async def aclose(self) -> None:
         """Stop reading and close the upstream stream (idempotent). From another task

@@ -1,0 +1,198 @@
+"""An SDK call that raises after it was routed names its decision (`decision_id`), as the
+gateway's error answers do in ``x-request-id``: an application logs it, finds the call
+in the decision log and gives feedback on it. Against a fake upstream (real HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fake_upstream import FAIL_400, FAIL_500, FAIL_MID, FakeUpstream, fake_upstream
+
+from llmroute import Router
+from llmroute.errors import (
+    AllFallbacksFailed,
+    InvalidRequest,
+    LlmrouteError,
+    ModelNotFound,
+    ProviderError,
+    ProviderTimeout,
+    RouterClosed,
+    UpstreamRejected,
+)
+
+KEY = "sk-test-h14-0123456789abcdef"  # the provider's key: never in an error
+HELLO = [{"role": "user", "content": "hi there"}]
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with fake_upstream() as server:
+        yield server
+
+
+@pytest.fixture
+def logged(
+    upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, Path]:
+    """A registry of faulty models, and the SQLite decision log its routers write."""
+    db = tmp_path / "log.db"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("H14_FAKE_KEY", KEY)
+    path = tmp_path / "registry.yaml"
+    path.write_text(f"""
+encoder: builtin:static
+providers:
+  fake: {{kind: openai, base_url: "{upstream.url}", timeout_s: 10, api_key_env: H14_FAKE_KEY}}
+models:
+  ok: {{provider: fake, model: ok}}
+  broken: {{provider: fake, model: {FAIL_500}}}
+  picky: {{provider: fake, model: {FAIL_400}}}
+  halfway: {{provider: fake, model: {FAIL_MID}}}
+  slow: {{provider: fake, model: "slow-{tmp_path.name}?delay=2"}}
+  stalled: {{provider: fake, model: "stalled?stall=2"}}
+routes:
+  - {{name: any, examples: ["hello there"], target: ok}}
+default: {{target: ok}}
+dispatch:
+  retries: {{attempts: 1, backoff_s: 0.01, max_backoff_s: 0.02}}
+  breaker: {{enabled: false}}
+""")
+    return path, db
+
+
+def _logged(db: Path) -> dict[str, tuple[int, str | None]]:
+    """(status, error) of each decision logged, by its id."""
+    store = sqlite3.connect(db)
+    try:
+        rows = store.execute("SELECT id, status, error FROM decisions").fetchall()
+    finally:
+        store.close()
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def _no_secret(exc: BaseException) -> None:
+    assert KEY not in str(exc) and KEY not in repr(exc)
+
+
+def test_upstream_failures_carry_their_logged_decision_and_status(
+    logged: tuple[Path, Path],
+) -> None:
+    path, db = logged
+    with Router.from_yaml(path) as router:
+        with pytest.raises(AllFallbacksFailed) as failed:
+            router.chat.completions.create(model="broken", messages=HELLO)
+        with pytest.raises(UpstreamRejected) as rejected:
+            router.chat.completions.create(model="picky", messages=HELLO)
+    rows = _logged(db)
+    assert failed.value.decision_id in rows and rows[failed.value.decision_id][0] == 502
+    assert failed.value.status == 502 and failed.value.errors[0].status == 500
+    assert rejected.value.decision_id in rows and rows[rejected.value.decision_id][0] == 400
+    assert rejected.value.status == 400
+    assert failed.value.decision_id != rejected.value.decision_id
+    _no_secret(failed.value)
+    _no_secret(rejected.value)
+
+
+def test_errors_before_routing_name_no_decision(logged: tuple[Path, Path]) -> None:
+    path, _ = logged
+    with Router.from_yaml(path) as router:
+        with pytest.raises(ModelNotFound) as unknown:
+            router.chat.completions.create(model="nope", messages=HELLO)
+        with pytest.raises(InvalidRequest) as invalid:
+            router.chat.completions.create(messages=HELLO, tools=[])
+    assert unknown.value.decision_id is None and invalid.value.decision_id is None
+
+
+def test_timeouts_and_a_broken_stream_name_their_decision(logged: tuple[Path, Path]) -> None:
+    path, db = logged
+    words = [{"role": "user", "content": "one two three four"}]
+
+    async def main() -> tuple[LlmrouteError, LlmrouteError, str, LlmrouteError, str]:
+        async with Router.from_yaml(path) as router:
+            with pytest.raises(ProviderTimeout) as late:
+                await router.chat.completions.acreate(model="slow", messages=HELLO, timeout=0.2)
+            stream = await router.chat.completions.acreate(
+                model="halfway", messages=HELLO, stream=True
+            )
+            with pytest.raises(ProviderError) as broken:
+                async for _ in stream:
+                    pass
+            stalled = await router.chat.completions.acreate(
+                model="stalled", messages=words, stream=True, timeout=0.5
+            )
+            with pytest.raises(ProviderTimeout) as stall:
+                async for _ in stalled:
+                    pass
+            return (
+                late.value,
+                broken.value,
+                stream.llmroute["decision_id"],
+                stall.value,
+                stalled.llmroute["decision_id"],
+            )
+
+    late, broken, opened, stall, stalled = asyncio.run(main())
+    assert broken.decision_id == opened and stall.decision_id == stalled
+    rows = _logged(db)
+    assert late.decision_id in rows
+    assert rows[opened] == (200, "stream_interrupted") and rows[stalled] == (200, "timeout")
+
+
+def test_a_sync_stream_broken_midway_names_its_decision(logged: tuple[Path, Path]) -> None:
+    path, _ = logged
+    with Router.from_yaml(path) as router:
+        stream = router.chat.completions.create(model="halfway", messages=HELLO, stream=True)
+        with pytest.raises(ProviderError) as broken, stream:
+            for _ in stream:
+                pass
+    assert broken.value.decision_id == stream.llmroute["decision_id"]
+
+
+def test_router_closed_names_the_decision_it_ended(
+    logged: tuple[Path, Path], upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """`RouterClosed` for an `acreate` and a `create` waiting as the router closes (an
+    application's lifespan ending, a registry swapped) names the call's decision, logged
+    as the caller leaving."""
+    path, db = logged
+    slow = f"slow-{tmp_path.name}?delay=2"
+
+    async def main() -> BaseException:
+        router = Router.from_yaml(path)
+        call = asyncio.ensure_future(router.chat.completions.acreate(model="slow", messages=HELLO))
+        deadline = time.monotonic() + 5
+        while not upstream.calls_to(slow) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await router.aclose()
+        with pytest.raises(RouterClosed) as closed:
+            await call
+        return closed.value
+
+    ended_async = asyncio.run(main())
+    seen: list[BaseException] = []
+    router = Router.from_yaml(path)
+
+    def call() -> None:
+        try:
+            router.chat.completions.create(model="slow", messages=HELLO)
+        except BaseException as exc:  # what the calling thread sees
+            seen.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    deadline = time.monotonic() + 5
+    while len(upstream.calls_to(slow)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    router.close()
+    caller.join(10)
+    assert len(seen) == 1 and isinstance(seen[0], RouterClosed), seen
+    rows = _logged(db)
+    for closed in (ended_async, seen[0]):
+        assert isinstance(closed, RouterClosed)
+        assert closed.decision_id is not None and rows[closed.decision_id][0] == 499
