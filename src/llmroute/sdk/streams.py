@@ -143,7 +143,7 @@ class _Ending:
     stream its caller drops is then freed at once, and its `__del__` closes the chain
     in order."""
 
-    __slots__ = ("deadline", "ended", "first_ns", "guard", "on_end", "parts")
+    __slots__ = ("chain", "deadline", "ended", "first_ns", "guard", "on_end", "parts")
 
     def __init__(self, on_end: StreamEnd | None, parts: list[str] | None) -> None:
         self.on_end = on_end
@@ -152,11 +152,15 @@ class _Ending:
         self.first_ns: int | None = None  # when the first event was read
         self.deadline: asyncio.Timeout | None = None  # the last read's (expired: timed out)
         self.guard: _LoopGuard | None = None  # told once the stream has ended
+        self.chain: asyncio.TimerHandle | None = None  # `_hold`'s, let go of once ended
 
     def __call__(self, opened: Opened, error: str | None) -> None:
         if self.ended:
             return
         self.ended = True
+        if self.chain is not None:
+            self.chain.cancel()  # a cancelled handle lets go of what it held at once
+            self.chain = None
         if self.guard is not None:
             self.guard.ended(self)
         if error == CLIENT_DISCONNECTED and self.deadline is not None and self.deadline.expired():
@@ -222,8 +226,26 @@ def _never_begun(coro: Coroutine[Any, Any, None]) -> None:
         coro.close()
 
 
-def _still_held(_: _Dropped) -> None:
-    """A dropped stream's end outlived `_HELD_S` (a year): nothing to do but let go."""
+def _still_held(_: object) -> None:
+    """A dropped stream's end, or an open stream's chain, outlived `_HELD_S` (a year):
+    nothing to do but let go."""
+
+
+def _hold(
+    loop: asyncio.AbstractEventLoop, chunks: AsyncGenerator[Any, None], opened: Opened
+) -> asyncio.TimerHandle:
+    """`chunks` and the generators under it (`opened`'s) held by `loop` until the stream
+    has ended, not by the `AsyncStream` alone.
+
+    A stream its caller drops in a reference cycle (an exception's traceback holding
+    the frame that held it, as a web framework's cancelled response leaves one) is
+    freed by the cyclic collector with all it alone holds, in one pass: each generator
+    of its chain was finalised beside the end its `__del__` starts, their closes raced
+    ("async generator already executing" from the collector, which closed them from
+    its own thread when the stream was a synchronous one's). Held by the loop, only the
+    stream is freed, and its end closes the chain in order. A loop closed by hand drops
+    its timers, and the chain with them, as it drops a dropped stream's end."""
+    return loop.call_later(_HELD_S, _still_held, (chunks, opened))
 
 
 def _end_dropped(chunks: AsyncGenerator[Any, None], opened: Opened, ending: _Ending) -> None:
@@ -316,6 +338,7 @@ class AsyncStream:
         self._chunks = _chunks(opened, info, self._ending, parts, chain)
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
+        self._ending.chain = _hold(self._loop, self._chunks, opened)
         self._reader: asyncio.Task[Any] | None = None  # the task reading, while it reads
         self._cut = False  # `aclose` ended a read in flight: its reader's loop ends
         self._unwound: asyncio.Future[None] | None = None  # resolved once that read is
