@@ -5,6 +5,7 @@ in the decision log and gives feedback on it. Against a fake upstream (real HTTP
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 import threading
 import time
@@ -196,3 +197,53 @@ def test_router_closed_names_the_decision_it_ended(
     for closed in (ended_async, seen[0]):
         assert isinstance(closed, RouterClosed)
         assert closed.decision_id is not None and rows[closed.decision_id][0] == 499
+
+
+def test_a_router_freed_unclosed_lets_go_of_its_threads(logged: tuple[Path, Path]) -> None:
+    """A registry reloaded by swapping routers, the old one dropped without a close: its
+    loop thread and its decision log's writer thread (with its store) lived on, one of
+    each per router, until the process ended. Freed, it lets go of them, what its log
+    had queued written first."""
+    path, db = logged
+    before = set(threading.enumerate())
+    router = Router.from_yaml(path)
+    router.chat.completions.create(messages=HELLO)
+
+    async def call(router: Router) -> None:
+        await router.chat.completions.acreate(messages=HELLO)
+
+    asyncio.run(call(router))
+    names = ("llmroute-sdk", "llmroute-telemetry-writer")
+    started = [t for t in threading.enumerate() if t not in before and t.name in names]
+    assert sorted(t.name for t in started) == sorted(names)
+    del router
+    gc.collect()
+    for thread in started:
+        thread.join(10)
+    assert [t.name for t in started if t.is_alive()] == []
+    assert [status for status, _ in _logged(db).values()] == [200, 200]
+
+
+def test_a_stream_outlives_its_router_freed_meanwhile(
+    logged: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The router's SDK is closed once freed, but not under a stream opened on it and
+    still read (an answer from the cache refers to nothing else of it)."""
+    path, _ = logged
+    cached = tmp_path / "cached.yaml"
+    cached.write_text(path.read_text() + "cache: {}\n")
+    words = [{"role": "user", "content": "one two three"}]
+
+    async def main() -> tuple[str | None, int]:
+        router = Router.from_yaml(cached)
+        async with await router.chat.completions.acreate(messages=words, stream=True) as first:
+            async for _ in first:
+                pass
+        stream = await router.chat.completions.acreate(messages=words, stream=True)
+        del router, first  # the first holds the router (to record its end): not the hit
+        gc.collect()
+        await asyncio.sleep(0.2)  # what a close would do on this loop, done
+        return stream.llmroute["cache"], len([chunk async for chunk in stream])
+
+    cache, chunks = asyncio.run(main())
+    assert cache == "hit" and chunks > 1

@@ -262,6 +262,42 @@ def _cache_state(lookup: CacheLookup | None) -> str | None:
     return "miss" if lookup.directives.lookup else "bypass"
 
 
+class _Held:
+    """What a router's SDK holds that would outlive it: its loop thread, when started,
+    and its loops' clients (their HTTP sessions), which a router freed without a close
+    closes on their loops (`_abandoned`), not leaves to the collector ("Unclosed client
+    session")."""
+
+    __slots__ = ("clients", "thread")
+
+    def __init__(self, clients: LoopClients) -> None:
+        self.clients = clients
+        self.thread: LoopThread | None = None
+
+
+def _abandoned(held: _Held, log: SdkDecisionLog) -> None:
+    """A router freed without a close (a registry reloaded by swapping routers, the old
+    one dropped): its loop thread and its decision log's writer thread, with its store's
+    connection, lived on, one of each per router, until the process ended, and its
+    sessions were left to the collector. It is closed as `close` closes it, in a thread:
+    the collector may run in any thread, the loop thread's own included, and closing
+    waits."""
+    thread, held.thread = held.thread, None
+    clients = held.clients
+    if thread is None and log.writer is None and clients.idle():
+        return
+    finish_log = log.detach()
+
+    def let_go() -> None:
+        if thread is not None:
+            thread.stop()
+        concurrent.futures.wait(clients.release_others(set()), timeout=_RELEASE_S)
+        finish_log()
+
+    with contextlib.suppress(RuntimeError):  # the interpreter is shutting down
+        threading.Thread(target=let_go, name=_CLOSE_THREAD).start()
+
+
 class _Engine:
     """Owns the loop thread and the per-loop dispatchers of one router."""
 
@@ -283,17 +319,20 @@ class _Engine:
             at=loaded.at,
         )
         self._lock = threading.Lock()
-        self._thread: LoopThread | None = None
+        self._held = _Held(self._clients)
         self._llm_routers: weakref.WeakKeyDictionary[Dispatcher, LlmRouter] = (
             weakref.WeakKeyDictionary()
         )
         self.log = SdkDecisionLog(loaded.registry.telemetry, metrics=metrics)
+        # at exit the loop threads are stopped (`llmroute.sdk.loop`) and the log's
+        # writer is the interpreter's to finish, as for a router still held
+        weakref.finalize(self, _abandoned, self._held, self.log).atexit = False
 
     def thread(self) -> LoopThread:
         with self._lock:
-            if self._thread is None or not self._thread.alive:
-                self._thread = LoopThread()
-            return self._thread
+            if self._held.thread is None or not self._held.thread.alive:
+                self._held.thread = LoopThread()
+            return self._held.thread
 
     async def dispatcher(self) -> Dispatcher:
         return await self._clients.get()
@@ -426,7 +465,7 @@ class _Engine:
             info = routing_info(decision, answer.model, answer.deployment, ())
             _hit_info(info, sent.lookup)
             return self._tracked(
-                AsyncStream(opened, info, request.timeout, edits=_edits_of(decision))
+                AsyncStream(opened, info, request.timeout, edits=_edits_of(decision), owner=self)
             )
         opened = sent.result
         if sent.lookup is not None:
@@ -459,6 +498,7 @@ class _Engine:
                 on_end=ended,
                 collect=keep,
                 edits=_edits_of(decision),
+                owner=self,
             )
         )
 
@@ -472,7 +512,7 @@ class _Engine:
 
     def stop_thread(self) -> LoopThread | None:
         with self._lock:
-            thread, self._thread = self._thread, None
+            thread, self._held.thread = self._held.thread, None
         if thread is not None:
             thread.stop()
         return thread
@@ -483,7 +523,7 @@ class _Engine:
         """`LoopClients.release_others`, sparing the loop thread just stopped (it closes
         its own) and one a concurrent `create` started since (its call goes on)."""
         with self._lock:
-            spared = {t.loop for t in (stopped, self._thread) if t is not None}
+            spared = {t.loop for t in (stopped, self._held.thread) if t is not None}
             return self._clients.release_others(spared, here)
 
     def close(self) -> None:
@@ -497,7 +537,7 @@ class _Engine:
         call begun once this returns starts afresh and is not ended by it; the waiting
         (the thread's stop, the others' release, the log's flush) is done in a thread."""
         with self._lock:
-            thread, self._thread = self._thread, None
+            thread, self._held.thread = self._held.thread, None
         released = self.release_others(thread, here)  # `thread` runs still: spared
         finish_log = self.log.detach()
 

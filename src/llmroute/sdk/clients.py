@@ -270,6 +270,11 @@ class LoopClients:
                 released.append(future)
         return released
 
+    def idle(self) -> bool:
+        """Whether no loop's clients or calls are held (none made, or all released)."""
+        with self._lock:
+            return not self._by_loop and not self._in_flights
+
     def cache(self) -> ResponseCache | None:
         """The running loop's response cache (after `get`); None without one."""
         with self._lock:

@@ -326,8 +326,11 @@ class AsyncStream:
         *,
         collect: bool = False,
         edits: tuple[AnswerMask | None, Mapping[str, str] | None] = (None, None),
+        owner: object = None,
     ) -> None:
         self.llmroute = info
+        # the router's SDK, closed once freed: kept while its stream may still be read
+        self._owner = owner
         self._opened = opened
         parts: list[str] | None = [] if collect else None
         self._ending = _Ending(on_end, parts)
