@@ -38,13 +38,14 @@ def test_deeper_than_walks_a_wide_body_about_as_fast_as_it_parses() -> None:
     # a 4 MB request body of a million empty objects ({"junk": [{}, {}, ...]}, any
     # field): its depth check ran on the event loop for 3 s (a stack of (item, depth)
     # pairs), stalling every other request of the worker; the parse itself takes 0.2 s.
-    # A ratio within one run, not a time: 4x the parse before, under half of it now
+    # A ratio within one run, not a time: 5-7x the parse before, under 1.2x now (it
+    # reached 2.1x once on a loaded CI machine, hence the bound and the least of five)
     text = json.dumps({"model": "auto", "junk": [{}] * 200_000, "more": [[1]] * 100_000})
     value = json.loads(text)
 
     def fastest(call: Callable[[], object]) -> float:
         times = []
-        for _ in range(3):
+        for _ in range(5):
             start = time.perf_counter()
             call()
             times.append(time.perf_counter() - start)
@@ -53,7 +54,7 @@ def test_deeper_than_walks_a_wide_body_about_as_fast_as_it_parses() -> None:
     assert not deeper_than(value, 100) and deeper_than(value, 2)
     parse_s = fastest(lambda: json.loads(text))
     walk_s = fastest(lambda: deeper_than(value, 100))
-    assert walk_s < 2 * parse_s, (walk_s, parse_s)
+    assert walk_s < 3 * parse_s, (walk_s, parse_s)
 
 
 def test_deeper_than_finds_depth_in_any_branch_of_a_wide_value() -> None:

@@ -333,17 +333,26 @@ def test_offer_is_cheap(make_record: MakeRecord) -> None:
     from collections import deque
 
     record = make_record(0)
-    writer = TelemetryWriter(SqliteStore(":memory:"), queue_size=200_000, batch_size=200_000)
     n = 50_000
-    started = time.perf_counter()
-    for _ in range(n):
-        writer.offer(record)
-    cost = time.perf_counter() - started
-    bare: deque[DecisionRecord] = deque()
-    started = time.perf_counter()
-    for _ in range(n):
-        bare.append(record)
-    floor = time.perf_counter() - started
+    writer = TelemetryWriter(SqliteStore(":memory:"), queue_size=4 * n, batch_size=4 * n)
+
+    def offers() -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            writer.offer(record)
+        return time.perf_counter() - started
+
+    def appends() -> float:
+        bare: deque[DecisionRecord] = deque()
+        started = time.perf_counter()
+        for _ in range(n):
+            bare.append(record)
+        return time.perf_counter() - started
+
+    # the least of three each: one preemption of this process (a loaded CI machine)
+    # would otherwise be the verdict (it failed once, 0.09 s against 0.0017 s)
+    cost = min(offers() for _ in range(3))
+    floor = min(appends() for _ in range(3))
     writer.close()
     assert cost < 15 * floor + 0.02, (cost, floor)
 
