@@ -298,6 +298,29 @@ def test_a_refused_refresh_is_the_answer_for_a_few_seconds(fake: FakeVertex) -> 
     asyncio.run(go())
 
 
+def test_requests_joining_one_failed_refresh_each_get_their_own_error(fake: FakeVertex) -> None:
+    """Requests waiting on the same refresh get one raised object each, as those failed by
+    a held failure do: the SDK names each call's decision on its error (`decision_id`),
+    and a shared object kept the first call's, so the second reported the first's row."""
+    fake.refuse_tokens = True
+    provider = adc(fake)
+
+    async def one() -> BaseException:
+        with pytest.raises(ProviderMisconfigured, match="invalid_grant") as caught:
+            await provider.complete(MODEL, CHAT, timeouts=TIMEOUTS)
+        return caught.value
+
+    async def go() -> list[BaseException]:
+        try:
+            return list(await asyncio.gather(*(one() for _ in range(3))))
+        finally:
+            await provider.aclose()
+
+    errors = asyncio.run(go())
+    assert fake.token_asks == 1  # they did join one refresh
+    assert len({id(e) for e in errors}) == 3
+
+
 def test_a_token_still_valid_is_sent_while_its_renewal_fails(
     fake: FakeVertex, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -158,6 +158,8 @@ class AdcTokens:
             raise ProviderTimeout(
                 self._provider, f"no Google access token within {wait_s:g}s"
             ) from None
+        except ProviderError as exc:  # the refresh's one object, which every waiter gets:
+            raise _again(exc) from None  # each its own (the SDK names its call's decision)
 
     async def _refresh(self) -> dict[str, str]:
         try:
