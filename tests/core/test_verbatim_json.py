@@ -68,11 +68,11 @@ def test_it_reads_what_json_reads(value: dict[str, Any], indent: int) -> None:
 
 
 def test_the_array_is_written_as_it_came() -> None:
-    read = _read('{ "data" : [ 1.50 , 2e3 ,"x", {"a": [1e400]} ] , "model": "m" }')
+    read = _read('{ "data" : [ 1.50 , 2e3 ,"x", {"a": [1e-7, -0.0]} ] , "model": "m" }')
     assert read is not None
-    assert read["data"] == Verbatim(memoryview(b'[ 1.50 , 2e3 ,"x", {"a": [1e400]} ]'), 4)
+    assert read["data"] == Verbatim(memoryview(b'[ 1.50 , 2e3 ,"x", {"a": [1e-7, -0.0]} ]'), 4)
     read["model"] = "pool"
-    assert answer_bytes(read) == b'{"data":[ 1.50 , 2e3 ,"x", {"a": [1e400]} ],"model":"pool"}'
+    assert answer_bytes(read) == b'{"data":[ 1.50 , 2e3 ,"x", {"a": [1e-7, -0.0]} ],"model":"pool"}'
 
 
 @pytest.mark.parametrize(
@@ -87,6 +87,12 @@ def test_the_array_is_written_as_it_came() -> None:
         '{"a" 1}',
         '{"a": 1} {}',
         '{"usage": {"prompt_tokens": 1e400}}',  # parsed, so finite, as any answer's
+        # past a double, as any other answer's numbers: a batch wrote 1e400 as Infinity
+        '{"data": [1e400]}',
+        '{"data": [{"embedding": [0.5, -1e999, 0.25]}]}',
+        '{"data": [{"embedding": [[1, 2], [3, -1e400]]}]}',
+        '{"data": [{"n": ' + "9" * 309 + "}]}",
+        '{"data": [[0.5, ' + "9" * 400 + "]]}",
         '{"data": ' + "[" * 100_000 + "]" * 100_000 + "}",
         '{"data": ["\x01"]}',
     ],
@@ -94,6 +100,12 @@ def test_the_array_is_written_as_it_came() -> None:
 def test_what_is_not_json_raises(text: str) -> None:
     with pytest.raises(ValueError):
         _read(text)
+
+
+def test_large_finite_numbers_are_kept() -> None:
+    text = '{"data": [[1e308, 1e308, -1e308], {"n": ' + "1" * 308 + "}, [true, 1, 2.5]]}"
+    read = _read(text)
+    assert read is not None and read["data"].items == 3
 
 
 @pytest.mark.parametrize(

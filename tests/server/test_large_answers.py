@@ -73,6 +73,7 @@ BODIES = {  # the upstream's answer to each upstream model
     "base64": json.dumps(BASE64).encode(),
     "cut": _DUMPED[:-3],
     "nan": _DUMPED.replace(b'"embedding":[', b'"embedding":[NaN,', 1),
+    "overflow": _DUMPED.replace(b'"embedding":[', b'"embedding":[1e400,', 1),
     "listed": b"[" + _DUMPED + b"]",
     "logprobs": json.dumps(CHAT).encode(),
 }
@@ -143,7 +144,7 @@ def test_a_large_answer_comes_whole(gateway: str, model: str, sent: dict[str, An
     assert answer["usage"]["prompt_tokens"] == 4096 and answer["usage"]["estimated"] is False
 
 
-@pytest.mark.parametrize("model", ["cut", "nan", "listed"])
+@pytest.mark.parametrize("model", ["cut", "nan", "overflow", "listed"])
 def test_a_large_answer_that_is_not_json_is_a_502(gateway: str, model: str) -> None:
     with httpx.Client(timeout=60) as client:
         response = _embed(client, gateway, model)
