@@ -147,6 +147,24 @@ def test_more_than_one_host_header_is_a_400_and_the_connection_closed(
     assert _answer(_exchange(gateway.url, ok))[0] == 200  # one Host: served
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /health HTTP/1.1\r\n" + HOST + b"X-Forwarded-Host: evil.example\r\n",
+        b"GET http://127.0.0.1/health HTTP/1.1\r\n" + HOST,
+        b"GET /health HTTP/1.1\r\n" + HOST + b"X-Host: 127.0.0.2\r\n",
+    ],
+    ids=["forwarded-host", "absolute-form", "other-header"],
+)
+def test_one_host_header_and_others_naming_hosts_are_served(gateway: Served, data: bytes) -> None:
+    """Only a second ``Host`` field line is refused: a proxy's ``X-Forwarded-Host``, an
+    absolute-form target or another header naming a host is not one."""
+    before = _invalid_http_count(gateway)
+    status, _, body = _answer(_exchange(gateway.url, data + b"Connection: close\r\n\r\n"))
+    assert status == 200, body
+    assert _invalid_http_count(gateway) == before
+
+
 def test_with_workers_each_worker_answers_so(tmp_path: Path) -> None:
     """--workers N: each worker process builds its own uvicorn server."""
     with serve_text(ECHO_ONLY, tmp_path, ["--workers", "2"]) as served:
