@@ -13,6 +13,11 @@ what an app migrating from it sends, and what no OpenAI-compatible upstream read
   ``mock_response``, ``caching``, a key or an upstream address) are refused before
   routing, naming the gateway's way to say the same: served without them, the request
   would quietly lose what the app asked for (an OpenAI upstream refused them anyway).
+
+Every front refuses those fields the same way (`refuse_proxy_fields`): chat, text
+completions and ``/v1/route`` with the whole chat check, Messages and Responses
+beside their own ``metadata``, and embeddings and rerank, whose bodies otherwise go
+upstream as sent (`unrouted_body`): a body's ``api_key`` must never reach a provider.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ __all__ = [
     "body_tags",
     "check_proxy_fields",
     "openai_metadata",
+    "refuse_proxy_fields",
+    "unrouted_body",
     "without_proxy_fields",
 ]
 
@@ -62,15 +69,18 @@ def check_proxy_fields(body: Mapping[str, Any]) -> None:
     """`InvalidRequest` for a proxy field the gateway does not take (`REFUSED`, never
     echoing its value: it may be a key), a ``metadata`` that is not an object, or tags
     that break ``x-llmroute-tags``' rules."""
-    if not _REFUSED_KEYS.isdisjoint(body):  # the usual body: one pass in C
-        _refuse(body)
+    refuse_proxy_fields(body)
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidRequest("'metadata' must be an object", param="metadata", code="invalid_type")
     body_tags(body)
 
 
-def _refuse(body: Mapping[str, Any]) -> None:
+def refuse_proxy_fields(body: Mapping[str, Any]) -> None:
+    """`InvalidRequest` for a LiteLLM field of `REFUSED` that is not null, naming the
+    gateway's way and never echoing its value (it may be a key)."""
+    if _REFUSED_KEYS.isdisjoint(body):  # the usual body: one pass in C
+        return
     for key, value in body.items():
         if key in REFUSED and value is not None:
             raise InvalidRequest(
@@ -161,3 +171,24 @@ def _openai_part(metadata: object) -> dict[str, str] | None:
 
 def _nulls(body: Mapping[str, Any]) -> bool:
     return any(body.get(key, 0) is None for key in _REFUSED_KEYS.intersection(body))
+
+
+def unrouted_body(body: dict[str, Any]) -> dict[str, Any]:
+    """An embeddings or rerank `body` (passed upstream as sent otherwise) as its upstream
+    is sent it, once `check_proxy_fields` has passed it: without LiteLLM's tags (top
+    level, or ``metadata.tags``: the request's tags) or a LiteLLM field sent as null.
+    The rest of ``metadata`` goes on as sent (no ``store`` rule: these APIs store
+    nothing); a ``metadata`` that held only tags is left out. Returns `body` itself
+    when nothing is removed."""
+    metadata = body.get("metadata")
+    rest: dict[str, Any] | None = None  # metadata less its tags, when it held a list
+    if isinstance(metadata, dict) and "tags" in metadata and not isinstance(metadata["tags"], str):
+        rest = {k: v for k, v in metadata.items() if k != "tags"}
+    if "tags" not in body and rest is None and not _nulls(body):
+        return body
+    out = {k: v for k, v in body.items() if k != "tags" and not (k in REFUSED and v is None)}
+    if rest:
+        out["metadata"] = rest
+    elif rest is not None:
+        out.pop("metadata", None)
+    return out

@@ -9,7 +9,7 @@ import pytest
 
 from llmroute.chat_checks import check_chat_body
 from llmroute.errors import InvalidRequest
-from llmroute.proxy_fields import body_tags, without_proxy_fields
+from llmroute.proxy_fields import body_tags, unrouted_body, without_proxy_fields
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -99,3 +99,23 @@ def test_a_bad_tag_is_named_by_the_field_that_holds_it(body: dict[str, Any], par
     with pytest.raises(InvalidRequest) as refused:
         body_tags(body)
     assert refused.value.param == param and refused.value.message.startswith(f"'{param}'")
+
+
+@pytest.mark.parametrize(
+    ("body", "sent"),
+    [
+        ({"input": "x"}, {"input": "x"}),
+        ({"input": "x", "tags": ["a"]}, {"input": "x"}),
+        ({"input": "x", "metadata": {"tags": ["a"]}}, {"input": "x"}),
+        ({"input": "x", "metadata": {"tags": ["a"], "k": 1}}, {"input": "x", "metadata": {"k": 1}}),
+        ({"input": "x", "metadata": {"tags": "v"}}, {"input": "x", "metadata": {"tags": "v"}}),
+        ({"input": "x", "fallbacks": None, "api_key": None}, {"input": "x"}),
+    ],
+)
+def test_an_embeddings_upstream_gets_the_body_less_litellms_part(
+    body: dict[str, Any], sent: dict[str, Any]
+) -> None:
+    """No ``store`` rule for embeddings and rerank: the rest of ``metadata`` goes on."""
+    assert unrouted_body(body) == sent
+    if body == sent:
+        assert unrouted_body(body) is body

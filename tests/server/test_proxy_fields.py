@@ -10,6 +10,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
+import httpx
 import openai
 import pytest
 from fake_upstream import FakeUpstream
@@ -22,6 +24,8 @@ providers:
 models:
   small: {provider: fake, model: small}
   search: {provider: fake, model: search}
+  vectors: {provider: fake, model: up-embed, kind: embedding}
+  ranker: {provider: fake, model: up-rerank, kind: rerank}
 rules:
   - {name: team, when: {metadata: {team: search}}, target: search}
 routes:
@@ -169,3 +173,129 @@ def test_completions_refuse_litellms_own_fields_as_chat_does(
     assert refused.value.param == param
     assert "sk-secret" not in refused.value.message
     assert len(upstream.requests) == before
+
+
+SECRET = {"api_key": "sk-secret-123456"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        (SECRET, "api_key"),
+        ({"user_api_key": "sk-secret-123456"}, "user_api_key"),
+        ({"api_base": "http://elsewhere.invalid"}, "api_base"),
+        ({"fallbacks": ["other-embed"]}, "fallbacks"),
+        ({"metadata": "trace-1"}, "metadata"),
+        ({"tags": "team:a"}, "tags"),
+    ],
+)
+def test_embeddings_refuse_litellms_own_fields_as_chat_does(
+    client: openai.OpenAI, upstream: FakeUpstream, extra: dict[str, Any], param: str
+) -> None:
+    """Embeddings went upstream as sent: a body's ``api_key`` reached the provider."""
+    before = len(upstream.requests)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.embeddings.create(model="vectors", input="hello", extra_body=extra)
+    assert refused.value.param == param
+    assert "sk-secret" not in refused.value.message
+    assert len(upstream.requests) == before
+
+
+def test_embeddings_tags_are_the_requests_and_go_to_no_model(
+    gateway: Served, client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    raw = client.embeddings.with_raw_response.create(
+        model="vectors",
+        input="hello",
+        extra_body={
+            "tags": ["app=web"],
+            "metadata": {"tags": ["team:a"], "trace": "t-1"},
+            "num_retries": None,
+        },
+    )
+    assert raw.parse().data
+    sent = upstream.requests[-1].body
+    assert "tags" not in sent and "num_retries" not in sent
+    assert sent["metadata"] == {"trace": "t-1"}  # the rest goes on as sent
+    line = _request_line(gateway, raw.headers["x-request-id"])
+    assert line["tags"] == ["app=web", "team:a"]
+
+
+def test_rerank_refuses_a_key_in_its_body_and_takes_its_tags(
+    gateway: Served, upstream: FakeUpstream
+) -> None:
+    body = {"model": "ranker", "query": "q", "documents": ["a", "b"]}
+    before = len(upstream.requests)
+    refused = httpx.post(f"{gateway.url}/v1/rerank", json={**body, **SECRET}, timeout=10)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "api_key"
+    assert "sk-secret" not in refused.text and len(upstream.requests) == before
+    served = httpx.post(f"{gateway.url}/v1/rerank", json={**body, "tags": ["team:a"]}, timeout=10)
+    assert served.status_code == 200, served.text
+    assert "tags" not in upstream.requests[-1].body
+    assert _request_line(gateway, served.headers["x-request-id"])["tags"] == ["team:a"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"metadata": 7}, "metadata"),
+        ({"fallbacks": ["gpt-4o-mini"]}, "fallbacks"),
+        (SECRET, "api_key"),
+        ({"max_tokens": -5}, "max_tokens"),
+        ({"messages": [{"role": "nobody", "content": "hi"}]}, "messages[0].role"),
+    ],
+)
+def test_route_only_refuses_what_chat_refuses(
+    gateway: Served, upstream: FakeUpstream, extra: dict[str, Any], param: str
+) -> None:
+    """A decision for a body ``/v1/chat/completions`` refuses is one it cannot serve:
+    the same check, the same error."""
+    body = {"model": "auto", "messages": HI, **extra}
+    before = len(upstream.requests)
+    routed = httpx.post(f"{gateway.url}/v1/route", json=body, timeout=10)
+    chat = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=10)
+    assert routed.status_code == chat.status_code == 400, routed.text
+    assert routed.json() == chat.json() and routed.json()["error"]["param"] == param
+    assert "sk-secret" not in routed.text and len(upstream.requests) == before
+
+
+@pytest.fixture
+def claude(gateway: Served) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=gateway.url, api_key="none", max_retries=0) as made:
+        yield made
+
+
+@pytest.mark.parametrize("extra", [{"fallbacks": ["claude-3"]}, SECRET, {"num_retries": 2}])
+def test_messages_refuse_litellms_own_fields_and_keep_their_metadata(
+    claude: anthropic.Anthropic, upstream: FakeUpstream, extra: dict[str, Any]
+) -> None:
+    """``/v1/messages`` dropped them unsaid; Anthropic's own ``metadata.user_id`` still
+    works."""
+    before = len(upstream.requests)
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        claude.messages.create(model="auto", max_tokens=16, messages=HI, extra_body=extra)  # type: ignore[arg-type]
+    assert next(iter(extra)) in refused.value.message and "sk-secret" not in str(refused.value)
+    assert len(upstream.requests) == before
+    answer = claude.messages.create(
+        model="auto",
+        max_tokens=16,
+        messages=HI,  # type: ignore[arg-type]
+        metadata={"user_id": "u-1"},
+        extra_body={"fallbacks": None},
+    )
+    assert answer.content and len(upstream.requests) == before + 1
+
+
+@pytest.mark.parametrize("extra", [{"fallbacks": ["gpt-4o-mini"]}, SECRET, {"caching": True}])
+def test_responses_refuse_litellms_own_fields_and_keep_their_metadata(
+    client: openai.OpenAI, upstream: FakeUpstream, extra: dict[str, Any]
+) -> None:
+    before = len(upstream.requests)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="auto", input="hello there", extra_body=extra)
+    assert refused.value.param == next(iter(extra))
+    assert "sk-secret" not in refused.value.message and len(upstream.requests) == before
+    answer = client.responses.create(
+        model="auto", input="hello there", metadata={"trace": "t-1"}, extra_body={"api_key": None}
+    )
+    assert answer.output_text and len(upstream.requests) == before + 1

@@ -826,10 +826,13 @@ def log_blocked(router: Router, decision: Decision, body: Mapping[str, Any]) -> 
 async def route_only(request: Request) -> Response:
     """The decision alone: no answer is asked for. (The LLM router, when the registry
     has one and the intent layer is unsure, is part of the decision and is called.)
-    The decision is logged (``route_only``) so that feedback can name its id."""
+    The decision is logged (``route_only``) so that feedback can name its id. The body
+    is checked as ``/v1/chat/completions`` checks it (`require_messages`): a body the
+    chat endpoint refuses gets no decision it could not be served by."""
     ts, started_ns = time.time(), time.perf_counter_ns()
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
+    require_messages(body)
     note_body_tags(request, body)
     request_tags(request)
     _check_model(request, gateway, body)

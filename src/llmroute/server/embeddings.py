@@ -23,7 +23,8 @@ from llmroute.decision import new_decision_id
 from llmroute.dispatch import Served
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.dispatch.usage import Usage, estimated_input_tokens
-from llmroute.errors import LlmrouteError, shown
+from llmroute.errors import InvalidRequest, LlmrouteError, shown
+from llmroute.proxy_fields import check_proxy_fields, unrouted_body
 from llmroute.registry.schema import with_article
 from llmroute.server.auth import api_key_of, check_model, hold_key_tokens
 from llmroute.server.body import read_json_object
@@ -32,6 +33,7 @@ from llmroute.server.chat import (
     _ClientGone,
     _unless_client_leaves,
     cut_by,
+    note_body_tags,
     recorder_of,
     request_tags,
     served_headers,
@@ -99,11 +101,21 @@ async def serve_unrouted(
     0, as nothing is fallen back to). The answer, or the error of
     the call, is logged in the decision log as coming by `api` (`Recorder.unrouted`;
     `text_of` gives the text ``telemetry.prompts`` may keep), with its key, tags and
-    end user, like a chat's. A call its client hangs up on is cancelled, as a chat's
-    is, and so is one cancelled otherwise (its batch, the shutdown): logged with chat's
-    status (499 ``client_disconnected``, 503 ``server_shutdown``) and charged what it
-    may have cost (its input, counted: the upstream had it)."""
+    end user, like a chat's. LiteLLM's fields are taken as chat takes them
+    (`llmroute.proxy_fields`): its tags are the request's, its own fields a 400. A call
+    its client hangs up on is cancelled, as a chat's is, and so is one cancelled
+    otherwise (its batch, the shutdown): logged with chat's status (499
+    ``client_disconnected``, 503 ``server_shutdown``) and charged what it may have cost
+    (its input, counted: the upstream had it)."""
     ts, started_ns = arrived if arrived is not None else (time.time(), time.perf_counter_ns())
+    # LiteLLM's fields as chat takes them: its tags the request's, its own refused (a
+    # body's api_key went on to the provider), neither sent upstream
+    try:
+        check_proxy_fields(body)
+    except InvalidRequest as exc:
+        raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
+    note_body_tags(request, body)
+    sent = unrouted_body(body)
     # a malformed x-llmroute-tags is refused before any work, as chat's (`recorder_of`
     # reads it when there is a log)
     recorder = recorder_of(request, api)
@@ -120,7 +132,7 @@ async def serve_unrouted(
     spend = Spend()
     try:
         with tracked(spend):
-            served = await _unless_client_leaves(request, call(name, body))
+            served = await _unless_client_leaves(request, call(name, sent))
     except _ClientGone:
         await done.cut(spend, CLIENT_CLOSED, CLIENT_DISCONNECTED)
         return Response(status_code=CLIENT_CLOSED, headers={"x-request-id": request_id})

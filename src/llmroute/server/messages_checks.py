@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmroute.errors import InvalidRequest
+from llmroute.proxy_fields import refuse_proxy_fields
 from llmroute.server.errors import GatewayError
 from llmroute.server.field_checks import (
     BOOLEAN,
@@ -44,8 +46,14 @@ _FIELDS: Fields = {
 
 def check_messages_body(body: dict[str, Any]) -> None:
     """400 (`GatewayError`, its ``param`` the field) for a known field of the wrong type;
-    ``null`` is a field left out."""
+    ``null`` is a field left out. LiteLLM's own fields (``fallbacks``, ``api_key``, ...)
+    are refused as chat refuses them (`refuse_proxy_fields`), not dropped unsaid;
+    ``metadata`` is Anthropic's own (``user_id``)."""
     check_fields(body, _FIELDS)
+    try:
+        refuse_proxy_fields(body)
+    except InvalidRequest as exc:
+        raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata.get("user_id", ""), str | None):
         raise GatewayError(400, "'metadata.user_id' must be a string", param="metadata.user_id")

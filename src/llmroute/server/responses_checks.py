@@ -14,6 +14,7 @@ from typing import Any
 
 from llmroute.chat_checks import check_sizes
 from llmroute.errors import InvalidRequest
+from llmroute.proxy_fields import refuse_proxy_fields
 from llmroute.server.body import checked_metadata
 from llmroute.server.errors import GatewayError
 from llmroute.server.field_checks import (
@@ -67,6 +68,7 @@ def check_responses_body(body: dict[str, Any]) -> None:
     or ``metadata`` or ``tools`` beyond OpenAI's bounds; ``null`` is a field left out."""
     try:
         check_sizes(body)
+        refuse_proxy_fields(body)  # LiteLLM's own fields, as chat refuses them
     except InvalidRequest as exc:
         raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
     check_fields(body, _FIELDS)
