@@ -114,10 +114,14 @@ def test_timeouts_and_a_broken_stream_name_their_decision(logged: tuple[Path, Pa
     path, db = logged
     words = [{"role": "user", "content": "one two three four"}]
 
-    async def main() -> tuple[LlmrouteError, LlmrouteError, str, LlmrouteError, str]:
+    async def main() -> tuple[LlmrouteError, LlmrouteError, LlmrouteError, str, LlmrouteError, str]:
         async with Router.from_yaml(path) as router:
             with pytest.raises(ProviderTimeout) as late:
                 await router.chat.completions.acreate(model="slow", messages=HELLO, timeout=0.2)
+            with pytest.raises(ProviderTimeout) as unopened:
+                await router.chat.completions.acreate(
+                    model="slow", messages=HELLO, stream=True, timeout=0.2
+                )
             stream = await router.chat.completions.acreate(
                 model="halfway", messages=HELLO, stream=True
             )
@@ -132,16 +136,19 @@ def test_timeouts_and_a_broken_stream_name_their_decision(logged: tuple[Path, Pa
                     pass
             return (
                 late.value,
+                unopened.value,
                 broken.value,
                 stream.llmroute["decision_id"],
                 stall.value,
                 stalled.llmroute["decision_id"],
             )
 
-    late, broken, opened, stall, stalled = asyncio.run(main())
+    late, unopened, broken, opened, stall, stalled = asyncio.run(main())
     assert broken.decision_id == opened and stall.decision_id == stalled
     rows = _logged(db)
-    assert late.decision_id in rows
+    # the call's own timeout is one code, streamed or not (a whole answer's was logged
+    # 504 upstream_error, as if the upstream had timed out)
+    assert rows[late.decision_id] == rows[unopened.decision_id] == (504, "timeout")
     assert rows[opened] == (200, "stream_interrupted") and rows[stalled] == (200, "timeout")
 
 

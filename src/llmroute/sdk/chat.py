@@ -32,7 +32,7 @@ from llmroute.decision import Decision
 from llmroute.dispatch import AUTO, Dispatcher, Opened, Plan, aplan_request, plan_request
 from llmroute.dispatch.plan import OFF_LOOP_CHARS
 from llmroute.dispatch.spend import Spend, tracked
-from llmroute.errors import InvalidRequest, LlmrouteError, ProviderTimeout, RoutingError
+from llmroute.errors import InvalidRequest, LlmrouteError, RoutingError
 from llmroute.gates.base import total_usage
 from llmroute.layers.llm_router import LlmRouter, refine_plan
 from llmroute.proxy_fields import body_tags
@@ -49,6 +49,7 @@ from llmroute.sdk.convert import (
 )
 from llmroute.sdk.decision_log import (
     CallClock,
+    CallTimeout,
     SdkDecisionLog,
     record_cache_hit,
     record_failure,
@@ -229,7 +230,7 @@ async def _limited(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
         async with asyncio.timeout(timeout):
             return await coro
     except TimeoutError:
-        raise ProviderTimeout("llmroute", f"no answer within {timeout:g}s") from None
+        raise CallTimeout("llmroute", f"no answer within {timeout:g}s") from None
 
 
 @dataclass(frozen=True, slots=True)

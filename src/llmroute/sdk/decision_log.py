@@ -22,7 +22,7 @@ from llmroute.decide import Router
 from llmroute.decision import Decision
 from llmroute.dispatch import Opened, Served
 from llmroute.dispatch.usage import Usage
-from llmroute.errors import LlmrouteError
+from llmroute.errors import LlmrouteError, ProviderTimeout
 from llmroute.registry.schema import TelemetrySettings
 from llmroute.state import CachedAnswer
 from llmroute.telemetry.answers import answer_text, cached_text
@@ -33,7 +33,9 @@ from llmroute.telemetry.store import mask_url, resolve_telemetry_url
 from llmroute.telemetry.store.base import Store
 from llmroute.telemetry.writer import TelemetryWriter, start_writer
 
-__all__ = ["CallClock", "SdkDecisionLog"]
+__all__ = ["TIMEOUT", "CallClock", "CallTimeout", "SdkDecisionLog"]
+
+GATEWAY_TIMEOUT = 504
 
 log = logging.getLogger("llmroute.telemetry")
 _requests_log = logging.getLogger(REQUESTS_LOGGER)
@@ -239,6 +241,15 @@ def record_cache_hit(
         )
 
 
+TIMEOUT = "timeout"  # the error code of a call its own `timeout` stopped, streamed or not
+
+
+class CallTimeout(ProviderTimeout):
+    """The `timeout` given to the call ran out (not the registry's, which the gateway
+    answers 504 ``upstream_error``): logged 504 ``timeout``, the code a stream that
+    runs out its `timeout` is logged with, so one code counts both."""
+
+
 def record_failure(
     recorder: Recorder | None,
     router: Router,
@@ -252,7 +263,8 @@ def record_failure(
 ) -> None:
     """Log a call that raised, with the status and code the gateway would have sent; one
     its caller cancelled (`asyncio.CancelledError`: ``wait_for``'s timeout, a cancelled
-    task) as the gateway logs a client that hung up, 499 ``client_disconnected``. `usage`
+    task) as the gateway logs a client that hung up, 499 ``client_disconnected``, and one
+    its own `timeout` stopped (`CallTimeout`) 504 ``timeout``. `usage`
     is what it cost all the same: a cancelled call's prompt sent, the answers paid for
     and not served (one an upstream's content filter withheld); None when nothing."""
     if recorder is None:
@@ -261,6 +273,8 @@ def record_failure(
     attempts: tuple[str, ...] = ()
     if isinstance(exc, asyncio.CancelledError):
         status, code = CLIENT_CLOSED, CLIENT_DISCONNECTED
+    elif isinstance(exc, CallTimeout):
+        status, code = GATEWAY_TIMEOUT, TIMEOUT
     elif isinstance(exc, LlmrouteError):
         from llmroute.server.errors import gateway_error
 

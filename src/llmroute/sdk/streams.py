@@ -32,6 +32,7 @@ from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.restore import StreamRestorer
 from llmroute.safety.stream_edit import StreamEdit
 from llmroute.sdk.convert import as_chunk, event_json, name_decision
+from llmroute.sdk.decision_log import TIMEOUT
 from llmroute.sdk.loop import LoopThread
 from llmroute.telemetry.record import CLIENT_DISCONNECTED
 
@@ -165,7 +166,7 @@ class _Ending:
             self.guard.ended(self)
         if error == CLIENT_DISCONNECTED and self.deadline is not None and self.deadline.expired():
             # the read's timeout cancelled the chunks' generator: not the caller leaving
-            error = "timeout"
+            error = TIMEOUT
         if self.on_end is None:
             return
         try:
@@ -411,7 +412,7 @@ class AsyncStream:
                 self._ending.deadline = deadline
                 return await anext(self._chunks)
         except TimeoutError:
-            self._ending(self._opened, "timeout")
+            self._ending(self._opened, TIMEOUT)
             await self.aclose()
             late = ProviderTimeout(
                 self._opened.deployment, f"no stream event within {self._timeout:g}s"
