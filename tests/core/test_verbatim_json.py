@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from typing import Any
 from unittest.mock import patch
 
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from starlette.responses import JSONResponse
 
 from llmroute import verbatim_json
+from llmroute.untrusted_json import loads
 from llmroute.verbatim_json import (
     VERBATIM_BYTES,
     Verbatim,
@@ -98,6 +100,28 @@ def test_the_array_is_written_as_it_came() -> None:
     ],
 )
 def test_what_is_not_json_raises(text: str) -> None:
+    with pytest.raises(ValueError):
+        _read(text)
+
+
+# an integer just past a double's largest (309 digits) that `float()` still rounds down
+# to it rather than overflowing: a sum of its list is finite all the same
+_PAST_MAX = str(int(sys.float_info.max) + 1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"data": [[0.5, ' + _PAST_MAX + "]]}",
+        '{"data": [{"embedding": [' + _PAST_MAX + ", -1e308, 0.25]}]}",  # the sum cancels
+        '{"data": [[-' + _PAST_MAX + "]]}",
+    ],
+)
+def test_an_integer_just_past_a_double_is_refused_as_any_answers(text: str) -> None:
+    """`untrusted_json.loads` refuses it in a smaller answer; the verbatim check summed
+    its list, which `float()` rounds to a finite number."""
+    with pytest.raises(ValueError):
+        loads(text, finite=True)
     with pytest.raises(ValueError):
         _read(text)
 
