@@ -23,6 +23,7 @@ REGISTRY = """\
 encoder: builtin:static
 providers:
   fake: {kind: openai, base_url: "%(url)s", api_key_env: %(key_env)s, timeout_s: 5}
+  hasty: {kind: openai, base_url: "%(url)s", api_key_env: %(key_env)s, timeout_s: 0.3}
 models:
   small: {provider: fake, model: up-small}
   embed: {provider: fake, model: up-embed, kind: embedding}
@@ -30,6 +31,7 @@ models:
   embed-picky: {provider: fake, model: "emb-picky?status=400", kind: embedding}
   embed-busy: {provider: fake, model: "emb-busy?status=429&retry_after=45", kind: embedding}
   embed-later: {provider: fake, model: "emb-later?status=503&retry_after=90", kind: embedding}
+  embed-slow: {provider: hasty, model: "emb-slow?delay=2", kind: embedding}
 routes:
   - name: chitchat
     examples: ["hi there!", "how are you today?"]
@@ -350,3 +352,13 @@ def test_a_malformed_tags_header_is_refused_before_the_upstream_is_asked(gateway
     assert reply.status_code == 400, reply.text
     assert reply.json()["error"]["param"] == "x-llmroute-tags"
     assert len(gateway.upstream.requests) == before
+
+
+def test_a_call_past_the_registrys_timeout_is_a_504(gateway: Gateway) -> None:
+    """The dispatcher's own bound on the call (``timeout_s``) ran out as a bare
+    ``TimeoutError`` when it fired before the provider's: a 500 ``internal_error``
+    (the first call of a provider, whose session is opened within it)."""
+    for _ in range(2):
+        response = _post(gateway, {"model": "embed-slow", "input": "hello"})
+        assert response.status_code == 504, response.text
+        assert response.json()["error"]["code"] == "upstream_error"

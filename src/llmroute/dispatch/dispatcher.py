@@ -921,8 +921,15 @@ class Dispatcher:
         async def on(deployment: Deployment, timeouts: Timeouts) -> Answer:
             # outside the time limit: a call that ran out of time failed, it was not cut
             with sending(name, sent, price):
-                async with asyncio.timeout(timeouts.total_s):
-                    return await call(deployment, sent, timeouts)
+                try:
+                    async with asyncio.timeout(timeouts.total_s):
+                        return await call(deployment, sent, timeouts)
+                except TimeoutError:
+                    # the upstream's timeout, as chat's (`_complete_on`): a bare
+                    # TimeoutError, when this bound fired before the provider's, was a 500
+                    raise ProviderTimeout(
+                        deployment.provider_name, f"no answer within {timeouts.total_s:g}s"
+                    ) from None
 
         held: list[UsdHold] = []
         try:
