@@ -26,6 +26,7 @@ from llmroute.errors import (
     RouterClosed,
     UpstreamRejected,
 )
+from llmroute.sdk.decision_log import CallTimeout
 
 KEY = "sk-test-h14-0123456789abcdef"  # the provider's key: never in an error
 HELLO = [{"role": "user", "content": "hi there"}]
@@ -50,6 +51,7 @@ def logged(
 encoder: builtin:static
 providers:
   fake: {{kind: openai, base_url: "{upstream.url}", timeout_s: 10, api_key_env: H14_FAKE_KEY}}
+  hasty: {{kind: openai, base_url: "{upstream.url}", timeout_s: 0.3, api_key_env: H14_FAKE_KEY}}
 models:
   ok: {{provider: fake, model: ok}}
   broken: {{provider: fake, model: {FAIL_500}}}
@@ -57,6 +59,7 @@ models:
   halfway: {{provider: fake, model: {FAIL_MID}}}
   slow: {{provider: fake, model: "slow-{tmp_path.name}?delay=2"}}
   stalled: {{provider: fake, model: "stalled?stall=2"}}
+  hurried: {{provider: hasty, model: "hurried-{tmp_path.name}?delay=2"}}
 routes:
   - {{name: any, examples: ["hello there"], target: ok}}
 default: {{target: ok}}
@@ -98,6 +101,17 @@ def test_upstream_failures_carry_their_logged_decision_and_status(
     assert failed.value.decision_id != rejected.value.decision_id
     _no_secret(failed.value)
     _no_secret(rejected.value)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_registrys_timeout_is_not_the_calls(logged: tuple[Path, Path], stream: bool) -> None:
+    """A guard: within a call's own (longer) `timeout`, the registry's timeout is the
+    upstream's, as the gateway answers it: 504 ``upstream_error``, not ``timeout``."""
+    path, db = logged
+    with Router.from_yaml(path) as router, pytest.raises(LlmrouteError) as late:
+        router.chat.completions.create(model="hurried", messages=HELLO, stream=stream, timeout=30)
+    assert not isinstance(late.value, CallTimeout)
+    assert _logged(db)[str(late.value.decision_id)] == (504, "upstream_error")
 
 
 def test_errors_before_routing_name_no_decision(logged: tuple[Path, Path]) -> None:

@@ -551,6 +551,11 @@ def test_a_key_without_header_tags_may_not_send_them(gateway: Served) -> None:
             )
         assert caught.value.code == "tags_not_allowed" and caught.value.param == "tags"
         assert client.chat.completions.create(model="chat", messages=ASK["messages"]).choices
+    # /v1/route takes a body's tags as chat does: the same 403
+    body = {"model": "chat", "messages": ASK["messages"], "tags": ["x"]}
+    auth = {"Authorization": f"Bearer {NARROW_KEY}"}
+    routed = httpx.post(f"{gateway.url}/v1/route", json=body, headers=auth, timeout=10)
+    assert routed.status_code == 403 and routed.json()["error"]["code"] == "tags_not_allowed"
 
 
 def test_the_decision_log_names_the_key(gateway: Served, tmp: Path) -> None:

@@ -299,3 +299,75 @@ def test_responses_refuse_litellms_own_fields_and_keep_their_metadata(
         model="auto", input="hello there", metadata={"trace": "t-1"}, extra_body={"api_key": None}
     )
     assert answer.output_text and len(upstream.requests) == before + 1
+
+
+_TOOL = {
+    "type": "function",
+    "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"metadata": {"team": "search", "tags": ["team:a"]}},  # a rule reads it
+        {"tags": ["app=web"], "user": "u-1", "fallbacks": None, "api_key": None},
+        {"stream": True, "stream_options": {"include_usage": True}},
+        {"tools": [_TOOL], "tool_choice": "auto", "max_tokens": 8, "metadata": {"n": 1}},
+    ],
+)
+def test_route_and_chat_take_the_same_bodies(gateway: Served, extra: dict[str, Any]) -> None:
+    """A guard: what chat serves, ``/v1/route`` decides, naming the model chat answers
+    with (the check it runs is chat's, not a stricter one)."""
+    body = {"model": "auto", "messages": HI, **extra}
+    routed = httpx.post(f"{gateway.url}/v1/route", json=body, timeout=10)
+    chat = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=10)
+    assert routed.status_code == chat.status_code == 200, (routed.text, chat.text)
+    assert routed.json()["model"] == chat.headers["x-llmroute-model"]
+
+
+def test_each_apis_own_fields_are_not_litellms(
+    gateway: Served, client: openai.OpenAI, claude: anthropic.Anthropic, upstream: FakeUpstream
+) -> None:
+    """A guard: the fields OpenAI, Anthropic, Cohere and Voyage name as their own are
+    served and, for embeddings and rerank, sent on as they came."""
+    client.embeddings.create(
+        model="vectors",
+        input=["a", "b"],
+        user="u-1",
+        dimensions=8,
+        encoding_format="float",
+        extra_body={"input_type": "query"},
+    )
+    sent = upstream.requests[-1].body
+    assert (sent["user"], sent["dimensions"], sent["encoding_format"]) == ("u-1", 8, "float")
+    assert sent["input_type"] == "query"
+    own = {"top_n": 1, "return_documents": True, "rank_fields": ["text"]}
+    docs = [{"text": "a"}, {"text": "b"}]
+    body = {"model": "ranker", "query": "q", "documents": docs, **own}
+    reranked = httpx.post(f"{gateway.url}/v1/rerank", json=body, timeout=10)
+    assert reranked.status_code == 200, reranked.text
+    assert {k: upstream.requests[-1].body[k] for k in own} == own
+    answer = claude.messages.create(
+        model="auto",
+        max_tokens=16,
+        messages=HI,  # type: ignore[arg-type]
+        metadata={"user_id": "u-1"},
+        stop_sequences=["END"],
+        tools=[{"name": "lookup", "input_schema": {"type": "object", "properties": {}}}],
+        tool_choice={"type": "auto"},
+    )
+    assert answer.content
+    response = client.responses.create(
+        model="auto",
+        input="hello there",
+        metadata={"k": "v"},
+        store=False,
+        include=["reasoning.encrypted_content"],
+        truncation="auto",
+        user="u-1",
+        safety_identifier="s-1",
+        prompt_cache_key="c-1",
+    )
+    assert response.output_text
