@@ -45,8 +45,8 @@ _VALUE_CHARS = 512
 
 _FALLBACKS = "a route's policy.fallback (policy.context_fallback, policy.content_fallback)"
 _SECRETS = (
-    "client keys go in the Authorization header; upstream keys and addresses are the "
-    "registry's providers"
+    "the Authorization header for a client key, and the registry's providers for "
+    "upstream keys and addresses"
 )
 # LiteLLM's own fields, and what says the same here (docs/registry.md, docs/gateway.md)
 REFUSED: Mapping[str, str] = {
