@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -42,6 +43,23 @@ def test_all_is_sorted_and_exported() -> None:
     for name in llmroute.__all__:
         assert hasattr(llmroute, name), name
     assert set(llmroute.__all__) <= set(dir(llmroute))
+
+
+def test_the_sdk_s_errors_are_importable_where_the_others_are() -> None:
+    """Each exception docs/sdk.md's "Errors" table names is one of `llmroute.errors`, where
+    users import the others: `CallTimeout` (a call's own `timeout` ran out) was only in
+    the SDK's private decision-log module."""
+    import llmroute.errors
+
+    page = (ROOT / "docs" / "sdk.md").read_text(encoding="utf-8")
+    table = page.split("\n## Errors\n", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"^\| `(\w+)` \|", table, flags=re.MULTILINE)
+    assert "CallTimeout" in named and "RouterClosed" in named, named
+    errors = llmroute.errors
+    assert errors.__all__ == sorted(errors.__all__)
+    for name in named:
+        assert name in errors.__all__, name
+        assert issubclass(getattr(errors, name), errors.LlmrouteError), name
 
 
 def test_dir_lists_the_public_names_not_the_helpers_of_the_lazy_import() -> None:

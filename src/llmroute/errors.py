@@ -18,7 +18,8 @@ catch one class at the boundary::
     │     └── ModelNotFound           the request names a model the registry lacks
     └── ProviderError                 an upstream model provider failed (carries `status`)
           ├── ProviderTimeout         no answer (or no first token) in time
-          │     └── ConnectTimeout    no connection in time: nothing was sent
+          │     ├── ConnectTimeout    no connection in time: nothing was sent
+          │     └── CallTimeout       an SDK call's own `timeout` ran out
           ├── RateLimited             HTTP 429; `retry_after_s` from ``Retry-After``
           ├── ContextWindowExceeded   the request is longer than the model's context
           ├── UnsupportedRequest      images for a `vision: false` model, tools for `tools: false`
@@ -38,6 +39,7 @@ from collections.abc import Sequence
 __all__ = [
     "AllFallbacksFailed",
     "BeyondModel",
+    "CallTimeout",
     "CircuitOpen",
     "ConfigError",
     "ConnectTimeout",
@@ -278,6 +280,13 @@ class ConnectTimeout(ProviderTimeout):
     model's next deployment takes it at once, as after a refused connection. (A slow
     answer's timeout goes to the next deployment too, but ends a try that no other
     deployment answers, while the model's retries may follow this one.)"""
+
+
+class CallTimeout(ProviderTimeout):
+    """The `timeout` given to an SDK call ran out: before its answer, before its stream
+    opened, or between two of its stream's chunks. Not the registry's timeouts, which
+    are the upstream's (`ProviderTimeout`, the gateway's 504 ``upstream_error``): it is
+    logged with the code ``timeout``, streamed or not."""
 
 
 class RateLimited(ProviderError):

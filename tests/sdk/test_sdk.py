@@ -25,10 +25,10 @@ from redis_service import REDIS_URL
 
 from llmroute import Router
 from llmroute.errors import (
+    CallTimeout,
     ConfigError,
     ModelNotFound,
     ProviderError,
-    ProviderTimeout,
     RoutingError,
     UpstreamRejected,
 )
@@ -623,7 +623,7 @@ def test_timeout_is_honoured(upstream: FakeUpstream, tmp_path: Path) -> None:
     slow = registry.replace("model: up-small,", "model: 'slow?delay=1',")
     assert slow != registry
     path.write_text(slow)
-    with Router.from_yaml(path) as router, pytest.raises(ProviderError, match=r"0\.2s"):
+    with Router.from_yaml(path) as router, pytest.raises(CallTimeout, match=r"0\.2s"):
         router.chat.completions.create(model="small", messages=HELLO, timeout=0.2)
 
 
@@ -632,7 +632,9 @@ def test_a_stream_stalled_past_its_timeout_is_recorded_as_a_timeout(
     upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, face: str
 ) -> None:
     """The call's `timeout` cancelled the chunks' generator, whose end was then taken
-    for the caller leaving: the record said ``client_disconnected``, not ``timeout``."""
+    for the caller leaving: the record said ``client_disconnected``, not ``timeout``.
+    It raises `CallTimeout`, as a completion past its `timeout` does: a bare
+    `ProviderTimeout` could not be told from the registry's."""
     db = tmp_path / "log.db"
     monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
     path = tmp_path / "stall.yaml"
@@ -649,7 +651,7 @@ def test_a_stream_stalled_past_its_timeout_is_recorded_as_a_timeout(
             async for chunk in stream:
                 read.append(chunk)
 
-    with pytest.raises(ProviderTimeout, match=r"0\.4s"):
+    with pytest.raises(CallTimeout, match=r"0\.4s"):
         if face == "async":
             asyncio.run(read_async())
         else:

@@ -32,7 +32,7 @@ from llmroute.decision import Decision
 from llmroute.dispatch import AUTO, Dispatcher, Opened, Plan, aplan_request, plan_request
 from llmroute.dispatch.plan import OFF_LOOP_CHARS
 from llmroute.dispatch.spend import Spend, tracked
-from llmroute.errors import InvalidRequest, LlmrouteError, RoutingError
+from llmroute.errors import CallTimeout, InvalidRequest, LlmrouteError, RoutingError
 from llmroute.gates.base import total_usage
 from llmroute.layers.llm_router import LlmRouter, refine_plan
 from llmroute.proxy_fields import body_tags
@@ -49,7 +49,6 @@ from llmroute.sdk.convert import (
 )
 from llmroute.sdk.decision_log import (
     CallClock,
-    CallTimeout,
     SdkDecisionLog,
     record_cache_hit,
     record_failure,

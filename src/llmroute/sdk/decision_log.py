@@ -22,7 +22,7 @@ from llmroute.decide import Router
 from llmroute.decision import Decision
 from llmroute.dispatch import Opened, Served
 from llmroute.dispatch.usage import Usage
-from llmroute.errors import LlmrouteError, ProviderTimeout
+from llmroute.errors import CallTimeout, LlmrouteError
 from llmroute.registry.schema import TelemetrySettings
 from llmroute.state import CachedAnswer
 from llmroute.telemetry.answers import answer_text, cached_text
@@ -33,7 +33,7 @@ from llmroute.telemetry.store import mask_url, resolve_telemetry_url
 from llmroute.telemetry.store.base import Store
 from llmroute.telemetry.writer import TelemetryWriter, start_writer
 
-__all__ = ["TIMEOUT", "CallClock", "CallTimeout", "SdkDecisionLog"]
+__all__ = ["TIMEOUT", "CallClock", "SdkDecisionLog"]
 
 GATEWAY_TIMEOUT = 504
 
@@ -242,12 +242,6 @@ def record_cache_hit(
 
 
 TIMEOUT = "timeout"  # the error code of a call its own `timeout` stopped, streamed or not
-
-
-class CallTimeout(ProviderTimeout):
-    """The `timeout` given to the call ran out (not the registry's, which the gateway
-    answers 504 ``upstream_error``): logged 504 ``timeout``, the code a stream that
-    runs out its `timeout` is logged with, so one code counts both."""
 
 
 def record_failure(

@@ -27,7 +27,7 @@ from typing import Any
 
 from llmroute.dispatch import Opened
 from llmroute.dispatch.usage import Usage
-from llmroute.errors import LlmrouteError, ProviderTimeout, RouterClosed
+from llmroute.errors import CallTimeout, LlmrouteError, RouterClosed
 from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.restore import StreamRestorer
 from llmroute.safety.stream_edit import StreamEdit
@@ -414,7 +414,7 @@ class AsyncStream:
         except TimeoutError:
             self._ending(self._opened, TIMEOUT)
             await self.aclose()
-            late = ProviderTimeout(
+            late = CallTimeout(
                 self._opened.deployment, f"no stream event within {self._timeout:g}s"
             )
             name_decision(late, self.llmroute["decision_id"])
