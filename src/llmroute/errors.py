@@ -12,7 +12,7 @@ catch one class at the boundary::
     │     └── UnencodableText (ValueError)  a text holds an unpaired UTF-16 surrogate
     ├── DataError (ValueError)        a labelled data file has a bad line
     ├── TelemetryError                the decision log's database cannot be reached or used
-    ├── RouterClosed                  the SDK's router was closed while the call waited
+    ├── RouterClosed                  the SDK's router was closed under a call or its stream
     ├── RoutingError                  a request cannot be routed (bad request shape)
     │     ├── InvalidRequest          a chat body OpenAI would refuse (`param`, `code`)
     │     └── ModelNotFound           the request names a model the registry lacks
@@ -148,9 +148,11 @@ class TelemetryError(LlmrouteError):
 
 class RouterClosed(LlmrouteError):
     """The router was closed (``router.close()``, ``await router.aclose()``) while an SDK
-    call waited for its answer or for its stream to open: the call was ended, its
-    in-flight slot given back and its decision recorded as a caller leaving (499). The
-    router stays usable; a later call starts afresh."""
+    call waited for its answer or for its stream to open, or before its stream's end
+    (raised by the stream's next read: the answer was cut short): the call was ended,
+    its in-flight slot given back and its decision recorded as a caller leaving (499
+    ``client_disconnected``; a stream's, 200). The router stays usable; a later call
+    starts afresh."""
 
     def __init__(self, message: str = "the router was closed while the call was in flight"):
         super().__init__(message)

@@ -1,7 +1,8 @@
 """Closing a router (or a stream) while calls are in flight, on the SDK's loop thread,
 on another thread's event loop or on the closing loop itself: each call ends promptly,
-a stream's loop as at its end, a call waiting for its answer with `RouterClosed`; its
-in-flight slot is given back and its end recorded."""
+a call waiting for its answer, and a stream's loop the router cut short, with
+`RouterClosed` (a stream its reader closed ends as at its end); its in-flight slot is
+given back and its end recorded."""
 
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ from test_sdk import HELLO, LONG, SDK_THREAD, _logged, _one_route, _streams_logg
 from llmroute import Router
 from llmroute.errors import RouterClosed
 from llmroute.sdk.clients import LoopClients
+from llmroute.sdk.streams import CUT_SHORT
 
 GAP = "gap=0.2"  # a stream of 30 words, one every 0.2 s
 WAIT = "delay=1"  # an answer after a second
 OPENING = "ttft=1"  # a stream whose first event comes after a second
+CUT = repr(RouterClosed(CUT_SHORT))  # what a stream's reader sees as its router closes
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +117,8 @@ def test_closing_the_router_ends_the_calls_of_another_thread_s_loop(
     """`router.close()` from one thread while another thread's ``asyncio.run`` reads a
     stream, waits for an answer or for a stream to open: the stream's ``async for``
     ends as the synchronous reader's ``for`` does, the awaited call raises
-    `RouterClosed`; the slot is given back and the call recorded. The calls went on
+    `RouterClosed` (a stream's reader, that its answer was cut short: its loop ended as
+    at the stream's end); the slot is given back and the call recorded. The calls went on
     with their clients closed under them: a stream raised aiohttp's bare
     ``RuntimeError('Connection closed.')`` and an ``acreate`` went on to its answer,
     or its timeout and the fallback, on a closed dispatcher."""
@@ -142,7 +146,7 @@ def test_closing_the_router_ends_the_calls_of_another_thread_s_loop(
     caller.join(10)
     assert not caller.is_alive()
     if fault == GAP:
-        assert outcome == ["ended"] and 2 <= len(seen) < 10
+        assert outcome == [CUT] and 2 <= len(seen) < 10
         assert _streams_logged(db) == [(200, "client_disconnected")]
     else:
         assert outcome == [repr(RouterClosed())]
@@ -161,8 +165,8 @@ def test_aclose_ends_the_calls_of_other_tasks_on_its_loop(
     fault: str,
 ) -> None:
     """``await router.aclose()`` while another task of the same loop reads a stream or
-    waits for an answer ends that call as `close` does another loop's: its dispatcher
-    was closed under it."""
+    waits for an answer ends that call as `close` does another loop's (`RouterClosed`):
+    its dispatcher was closed under it."""
     path, capped, db = _capped(upstream, tmp_path, redis_namespace, monkeypatch, fault)
     router = Router.from_yaml(path)
 
@@ -180,7 +184,7 @@ def test_aclose_ends_the_calls_of_other_tasks_on_its_loop(
 
     outcome, read = asyncio.run(main())
     if fault == GAP:
-        assert outcome == "ended" and 2 <= read < 10
+        assert outcome == CUT and 2 <= read < 10
         assert _streams_logged(db) == [(200, "client_disconnected")]
     else:
         assert outcome == repr(RouterClosed())
@@ -400,7 +404,7 @@ def test_a_stream_opened_as_the_router_closes_is_ended_with_the_call_that_opened
 
     outcome, read = asyncio.run(main())
     assert _serve_again(router, capped) == capped  # its slot back; the log flushed
-    assert outcome == "ended" and read < 10
+    assert outcome == CUT and read < 10
     assert _streams_logged(db) == [(200, "client_disconnected")]
 
 
@@ -564,3 +568,40 @@ def test_a_call_after_close_in_a_running_loop_is_not_ended_by_it(
             closer.join(10)
         router.close()
     assert _logged(db) == [(200, None), (200, None)]
+
+
+def test_a_stream_its_router_closed_between_reads_raises_router_closed(
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_namespace: str,
+) -> None:
+    """An `AsyncStream` held between reads as its router closes: its next read raises
+    `RouterClosed`, naming its decision, as often as it is read; its ``async for``
+    ended as if the answer were whole. One read to its end before, or closed by its
+    reader, ends as it did."""
+    path, _, db = _capped(upstream, tmp_path, redis_namespace, monkeypatch, GAP)
+
+    async def main() -> tuple[list[Any], str, str | None, str, list[str]]:
+        router = Router.from_yaml(path)
+        whole = await router.chat.completions.acreate(messages=HELLO, stream=True)
+        read = [chunk async for chunk in whole]
+        stopped = await router.chat.completions.acreate(messages=LONG, stream=True)
+        await stopped.aclose()
+        held = await router.chat.completions.acreate(messages=LONG, stream=True)
+        await anext(held)
+        await router.aclose()
+        after = [chunk async for chunk in whole] + [chunk async for chunk in stopped]
+        with pytest.raises(RouterClosed, match="cut short") as cut:
+            async for _ in held:
+                pass
+        again = await _read(held, [])
+        return after, again, cut.value.decision_id, held.llmroute["decision_id"], read
+
+    after, again, named, decision_id, read = asyncio.run(main())
+    assert read and after == [] and again == CUT and named == decision_id
+    assert sorted(_streams_logged(db), key=lambda row: str(row[1])) == [
+        (200, None),
+        (200, "client_disconnected"),
+        (200, "client_disconnected"),
+    ]

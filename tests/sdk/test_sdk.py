@@ -29,9 +29,11 @@ from llmroute.errors import (
     ConfigError,
     ModelNotFound,
     ProviderError,
+    RouterClosed,
     RoutingError,
     UpstreamRejected,
 )
+from llmroute.sdk.streams import CUT_SHORT
 from llmroute.telemetry.store import open_store
 
 REGISTRY = """
@@ -429,11 +431,12 @@ def test_closing_the_router_ends_a_stream_another_thread_reads(
     redis_paused: bool,
 ) -> None:
     """`router.close()` while a worker reads a stream: the read in flight is cancelled as
-    the SDK's loop stops, so the worker's loop ends, the slot is given back and the end
-    recorded. The loop stopped with the read pending: the worker waited for ever, the
-    slot stayed held for its lease, and its generators were closed under the read
-    ("already running"). With Redis pausing writes as the router closes, the close waits
-    for the slot's give-back."""
+    the SDK's loop stops, so the worker's loop ends with `RouterClosed` (it ended as if
+    the answer were whole), the slot is given back and the end recorded. The loop
+    stopped with the read pending: the worker waited for ever, the slot stayed held for
+    its lease, and its generators were closed under the read ("already running").
+    With Redis pausing writes as the router closes, the close waits for the slot's
+    give-back."""
     path, capped, db = _capped_and_logged(upstream, tmp_path, redis_namespace, monkeypatch)
     ended: list[str] = []
     router = Router.from_yaml(path)
@@ -455,7 +458,7 @@ def test_closing_the_router_ends_a_stream_another_thread_reads(
             admin.execute_command("CLIENT", "PAUSE", 300, "WRITE")
     router.close()
     reader.join(5)
-    assert not reader.is_alive() and ended == ["ended"]
+    assert not reader.is_alive() and ended == [repr(RouterClosed(CUT_SHORT))]
     with router:  # usable again: the slot was given back
         assert router.chat.completions.create(messages=HELLO).model == capped
     assert "already running" not in caplog.text
@@ -471,14 +474,20 @@ def test_closing_the_router_ends_a_stream_left_between_reads(
 ) -> None:
     """A stream read in part and still held (not read, not closed) as the router closes
     is closed in order before the loop's generators are: ``shutdown_asyncgens`` closes
-    them all at once, and the one its outer one was closing raised "already running"."""
+    them all at once, and the one its outer one was closing raised "already running".
+    Its next read raises `RouterClosed`, naming its decision: it ended as if complete."""
     path, capped, db = _capped_and_logged(upstream, tmp_path, redis_namespace, monkeypatch)
     router = Router.from_yaml(path)
     stream = router.chat.completions.create(messages=LONG, stream=True)
     next(stream)
     router.close()
     assert "already running" not in caplog.text
-    assert list(stream) == []  # ended with the router's loop
+    with pytest.raises(RouterClosed, match="cut short") as cut:
+        next(stream)  # ended with the router's loop, before its end
+    assert cut.value.decision_id == stream.llmroute["decision_id"]
+    with pytest.raises(RouterClosed):
+        next(stream)  # as often as it is read
+    stream.close()
     with router:
         assert router.chat.completions.create(messages=HELLO).model == capped
     assert _streams_logged(db) == [(200, "client_disconnected")]

@@ -40,6 +40,8 @@ __all__ = ["AsyncStream", "Stream", "StreamEnd"]
 
 log = logging.getLogger("llmroute.sdk")
 
+CUT_SHORT = "the router was closed before the stream ended: its answer is cut short"
+
 
 StreamEnd = Callable[[Opened, str | None, str, int | None], None]
 """Told once how a stream ended: None when complete, else ``stream_interrupted`` (the
@@ -345,6 +347,7 @@ class AsyncStream:
         self._ending.chain = _hold(self._loop, self._chunks, opened)
         self._reader: asyncio.Task[Any] | None = None  # the task reading, while it reads
         self._cut = False  # `aclose` ended a read in flight: its reader's loop ends
+        self._severed = False  # its router closed it before its end: reads raise
         self._unwound: asyncio.Future[None] | None = None  # resolved once that read is
         self._closing = asyncio.Lock()  # one close at a time: a second waits for the first
         self._released: asyncio.Event | None = None  # `cut`: set once its router has closed
@@ -387,6 +390,8 @@ class AsyncStream:
             if self._cut and reader is not None and reader.uncancel() <= before:
                 self._read_unwound()
                 await self._settled()  # closed under the reader, who goes on
+                if self._severed:
+                    raise self._cut_short() from None
                 raise StopAsyncIteration from None
             raise  # its caller cancelled it too
         finally:
@@ -404,9 +409,16 @@ class AsyncStream:
         if self._released is not None:
             await self._released.wait()
 
+    def _cut_short(self) -> RouterClosed:
+        closed = RouterClosed(CUT_SHORT)
+        name_decision(closed, self.llmroute["decision_id"])
+        return closed
+
     async def _next(self) -> Any:
         """The next chunk (the sync face, a task per read already, awaits it directly).
         An error names the stream's decision, as the call's own errors do."""
+        if self._severed:  # a read after its router closed it: not the stream's end
+            raise self._cut_short()
         try:
             async with asyncio.timeout(self._timeout) as deadline:
                 self._ending.deadline = deadline
@@ -427,7 +439,14 @@ class AsyncStream:
         """Stop reading and close the upstream stream (idempotent). From another task
         than the reader's, the read in flight is ended first (a generator cannot be
         closed while it is being read) and the reader's ``async for`` ends."""
+        await self._close(severed=False)
+
+    async def _close(self, *, severed: bool) -> None:
+        """`aclose`; `severed`: by its router, so that a stream not ended yet tells its
+        reader it was cut short (`RouterClosed`) rather than end as if complete."""
         async with self._closing:
+            if severed and not self._ending.ended:
+                self._severed = True
             reader = self._reader
             if reader is not None and reader is not asyncio.current_task():
                 if not self._cut:
@@ -445,11 +464,11 @@ class AsyncStream:
             self._ending(self._opened, CLIENT_DISCONNECTED)
 
     async def cut(self, released: asyncio.Event) -> None:
-        """`aclose`, as its router closes: the reader's ``async for`` ends once
-        `released` is set (the loop's clients closed too), so that a program ending
-        then does not cut that short."""
+        """`aclose`, as its router closes: the reader's ``async for`` raises
+        `RouterClosed` (unless the stream had ended) once `released` is set (the loop's
+        clients closed too), so that a program ending then does not cut that short."""
         self._released = released
-        await self.aclose()
+        await self._close(severed=True)
 
     async def __aenter__(self) -> AsyncStream:
         return self
@@ -508,18 +527,19 @@ class Stream:
         return self
 
     def __next__(self) -> Any:
-        if self._done or self._thread.stopping:  # closed, or ended with its router's loop
-            self._done = True
+        if self._done:
             raise StopIteration
+        if self._thread.stopping:  # its router closed it, with its loop, before its end
+            raise self._stream._cut_short()
         try:
             more, chunk = self._thread.run(self._read())
-        except RouterClosed:  # ended with its router's loop meanwhile
-            self._done = True
-            raise StopIteration from None
+        except RouterClosed:  # its router closed meanwhile
+            raise self._stream._cut_short() from None
         except (asyncio.CancelledError, concurrent.futures.CancelledError):
-            if self._done or self._thread.stopping:  # closed, or its router, meanwhile
-                self._done = True
+            if self._done:  # closed meanwhile, from another thread
                 raise StopIteration from None
+            if self._thread.stopping:
+                raise self._stream._cut_short() from None
             with contextlib.suppress(Exception):
                 self.close()
             raise
