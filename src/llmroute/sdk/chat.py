@@ -324,9 +324,24 @@ class _Engine:
             weakref.WeakKeyDictionary()
         )
         self.log = SdkDecisionLog(loaded.registry.telemetry, metrics=metrics)
+        self._warned: set[str] = set()  # the blocking calls `blocking` has warned of
         # at exit the loop threads are stopped (`llmroute.sdk.loop`) and the log's
         # writer is the interpreter's to finish, as for a router still held
         weakref.finalize(self, _abandoned, self._held, self.log).atexit = False
+
+    def blocking(self, name: str, instead: str) -> None:
+        """Warn, once per router and call, that the synchronous `name` runs in a running
+        event loop (an ``async def`` handler): it holds the loop, and every task on
+        it, until it returns. Not an error: a notebook's cells run in a loop too."""
+        if asyncio._get_running_loop() is None or name in self._warned:
+            return
+        self._warned.add(name)
+        warnings.warn(
+            f"{name}() was called in a running event loop: it blocks the loop, and every "
+            f"task on it, until it returns; in async code use `await {instead}(...)`",
+            RuntimeWarning,
+            stacklevel=_outside_stacklevel(),
+        )
 
     def thread(self) -> LoopThread:
         with self._lock:
@@ -597,6 +612,7 @@ class Completions:
         `Stream` of chunks. The decision runs in the calling thread; the upstream call
         on the router's loop thread."""
         clock = CallClock()
+        self._engine.blocking("router.chat.completions.create", "router.chat.completions.acreate")
         request = _Request(model, messages, stream, params)
         load_types()  # here, not on the loop thread every thread's calls share
         plan = request.plan(self._engine.router)
@@ -666,6 +682,8 @@ class Chat:
         that served the decision (``cache.evict_on_feedback``), as the gateway does."""
         from llmroute.server.errors import GatewayError
         from llmroute.server.feedback import negative_feedback, parse_feedback
+
+        self._engine.blocking("router.chat.feedback", "router.chat.afeedback")
 
         body: dict[str, Any] = {"decision_id": decision_id, "score": score, "thumbs": thumbs}
         if comment is not None:
