@@ -165,6 +165,75 @@ def test_one_host_header_and_others_naming_hosts_are_served(gateway: Served, dat
     assert _invalid_http_count(gateway) == before
 
 
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        (b"GET http://evil.example/v1/models HTTP/1.1\r\n" + HOST, "absolute-form"),
+        (b"GET http://evil.example/health HTTP/1.1\r\n" + HOST, "absolute-form"),
+        (b"GET http://127.0.0.1/v1/models HTTP/1.1\r\nHost: evil.example\r\n", "absolute-form"),
+        (b"GET http://u:evil.example@127.0.0.1/health HTTP/1.1\r\n" + HOST, "absolute-form"),
+        (b"GET /v1/models HTTP/1.1\r\n", "without a Host"),
+        (b"GET /health HTTP/1.1\r\n", "without a Host"),
+    ],
+    ids=[
+        "other-authority",
+        "other-authority-health",
+        "other-host",
+        "credentials",
+        "none",
+        "none-health",
+    ],
+)
+def test_a_target_not_its_host_or_no_host_on_http_1_1_is_a_400(
+    gateway: Served, data: bytes, said: str
+) -> None:
+    """RFC 9112: an absolute-form target's authority wins over Host (3.2.2), and an
+    HTTP/1.1 request without Host is a 400 (3.2). uvicorn keeps only the target's path,
+    so ``GET http://evil.example/v1/models`` with ``Host: 127.0.0.1`` was served as a
+    request to 127.0.0.1 (200), and so was one with no Host at all. Refused as a second
+    Host is: nothing repeated, counted, said."""
+    before = _invalid_http_count(gateway)
+    received = _exchange(gateway.url, data + b"Connection: close\r\n\r\n")
+    status, headers, body = _answer(received)
+    assert status == 400, body
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+    error = json.loads(body)["error"]
+    assert (error["type"], error["param"], error["code"]) == (
+        "invalid_request_error",
+        None,
+        ANSWER_CODE,
+    )
+    assert ("absolute URL" if said == "absolute-form" else "no Host header") in error["message"]
+    assert b"evil.example" not in received
+    assert _invalid_http_count(gateway) == before + 1
+    assert f"{said} " in gateway.log_text()
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"GET HTTP://127.0.0.1:80/health HTTP/1.1\r\n" + HOST, 200),
+        (b"GET http://LOCALHOST/v1/models HTTP/1.1\r\nHost: localhost\r\n", 200),
+        (b"GET /health HTTP/1.0\r\n", 200),
+        (b"GET http://127.0.0.1/v1/models HTTP/1.0\r\n", 200),
+        (b"GET http://evil.example/v1/models HTTP/1.0\r\n", 400),
+    ],
+    ids=["same-default-port", "same-case", "http-1.0", "http-1.0-target", "http-1.0-target-other"],
+)
+def test_an_agreeing_target_and_http_1_0_without_host_are_read_by_the_target(
+    gateway: Served, data: bytes, status: int
+) -> None:
+    """A target whose authority is the Host (case and default port aside) is served; an
+    HTTP/1.0 request may lack Host, and one with an absolute target is read as a request
+    to its authority: the loopback check refuses another name (``invalid_host``)."""
+    before = _invalid_http_count(gateway)
+    got, _, body = _answer(_exchange(gateway.url, data + b"Connection: close\r\n\r\n"))
+    assert got == status, body
+    if status == 400:
+        assert json.loads(body)["error"]["code"] == "invalid_host"
+    assert _invalid_http_count(gateway) == before
+
+
 def test_with_workers_each_worker_answers_so(tmp_path: Path) -> None:
     """--workers N: each worker process builds its own uvicorn server."""
     with serve_text(ECHO_ONLY, tmp_path, ["--workers", "2"]) as served:

@@ -304,6 +304,9 @@ def test_what_is_not_http_is_answered_as_the_gateway_answers_it(tmp_path: Path) 
         b"GARBAGE\r\n\r\n",
         b"GET /dashboard HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: a\x01b\r\n\r\n",
         b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        # a request naming its server ambiguously (`llmroute.server.one_host`): served before
+        b"GET http://evil.example/dashboard HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /health HTTP/1.1\r\n\r\n",
     )
     with log_dashboard(f"sqlite:///{tmp_path / 'log.db'}", log) as base:
         port = int(base.rpartition(":")[2])
