@@ -522,6 +522,50 @@ def test_an_encoder_with_a_key_and_a_base_url_s_credentials_is_refused(
     parse_registry(replace_line(VALID, 2, without))
 
 
+@pytest.mark.parametrize(
+    ("more", "field"),
+    [
+        ("kind: openai, api_key_env: LOCAL_KEY", "api_key_env"),
+        ("kind: openai, headers_env: {Authorization: LOCAL_AUTH}", "headers_env.Authorization"),
+        ("kind: anthropic, headers_env: {authorization: LOCAL_AUTH}", "headers_env.authorization"),
+        ("kind: bedrock, region: us-east-1, api_key_env: LOCAL_KEY", "api_key_env"),
+        ("kind: vertex, api_key_env: LOCAL_KEY", "api_key_env"),
+        ("kind: vertex", "base_url"),
+        ("kind: openai, auth: google", "auth"),
+    ],
+)
+def test_a_provider_with_a_key_and_a_base_url_s_credentials_is_refused(
+    more: str, field: str
+) -> None:
+    """A provider sends its key (or Google's token) as ``Authorization``, and its
+    transport turns a base URL's ``user:password@`` into Basic only where none is set:
+    the URL's credentials were dropped without a word. Named where the file says it,
+    the password never repeated."""
+    url = "https://svc:pw-9911@p.example/v1"
+    if "vertex" in more:
+        url = "https://svc:pw-9911@p.example/v1/projects/p-1/locations/us-east5"
+    error = one_error(replace_line(VALID, 4, f'local: {{base_url: "{url}", {more}}}'))
+    assert_points_at(error, 4, f"providers.local.{field}", "user:password@")
+    assert "pw-9911" not in str(error) and "svc" not in str(error)
+    plain = url.replace("svc:pw-9911@", "")
+    parse_registry(replace_line(VALID, 4, f'local: {{base_url: "{plain}", {more}}}'))
+
+
+@pytest.mark.parametrize(
+    "more",
+    [
+        "kind: openai",
+        "kind: anthropic, api_key_env: LOCAL_KEY",
+        "kind: openai, headers_env: {X-Proxy: P}",
+    ],
+)
+def test_a_base_url_s_credentials_alone_or_beside_an_x_api_key_are_served(more: str) -> None:
+    """The URL's credentials alone are sent (as Basic); an anthropic key travels in
+    ``x-api-key``, so both are sent (a Basic-auth proxy in front of Anthropic)."""
+    url = "https://svc:pw-9911@p.example/v1"
+    parse_registry(replace_line(VALID, 4, f'local: {{base_url: "{url}", {more}}}'))
+
+
 def test_api_key_env_must_be_a_variable_name() -> None:
     text = replace_line(VALID, 5, "openai: {kind: openai, api_key_env: sk-abc123-secret}")
     error = one_error(text)

@@ -554,7 +554,7 @@ def test_provider_errors_name_the_provider_but_no_key_or_url() -> None:
     spec = Provider(
         kind="openai",
         base_url=f"http://user:hunter2@127.0.0.1:{port}/v1",
-        api_key_env=KEY_ENV,
+        headers_env={"api-key": KEY_ENV},  # the key beside the URL's: not an Authorization
         timeout_s=2,
     )
 

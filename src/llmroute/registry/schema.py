@@ -401,11 +401,11 @@ class OpenAIEncoderSpec(_Frozen):
 def _two_credentials(
     base_url: str, api_key_env: str | None, headers_env: Mapping[str, str]
 ) -> list[Problem]:
-    """An encoder's ``user:password@`` in its base URL and an ``Authorization`` from the
-    environment: httpx sent the URL's (as Basic) in place of the other, whatever that
-    said, so a key set in api_key_env went unused without a word."""
-    parts = urlsplit(base_url)
-    if not (parts.username or parts.password):
+    """A ``user:password@`` in a base URL and an ``Authorization`` from the environment
+    (`api_key_env`: None where the key travels in another header): one of them went
+    unused without a word (an encoder's httpx sent the URL's as Basic in place of the
+    other; a provider's transport the other, dropping the URL's)."""
+    if not _url_has_credentials(base_url):
         return []
     fields: list[tuple[str, ...]] = [("api_key_env",)] if api_key_env else []
     fields += [("headers_env", name) for name in headers_env if name.lower() == "authorization"]
@@ -418,6 +418,11 @@ def _two_credentials(
         )
         for field in fields
     ]
+
+
+def _url_has_credentials(url: str) -> bool:
+    parts = urlsplit(url)
+    return bool(parts.username or parts.password)
 
 
 # a ``router-<name>-<threshold>`` model named where no request could ever reach one
@@ -644,6 +649,8 @@ class Provider(_Frozen):
         problems.extend(
             _per_request_headers(("headers", self.headers), ("headers_env", self.headers_env))
         )
+        if self.base_url is not None:
+            problems.extend(self._url_credentials(self.base_url))
         if self.kind == "llamacpp" and self.chat_format is not None:
             problems.extend(_chat_format_problems(self.chat_format))
         if self.auth == "google" and self.kind != "openai":
@@ -668,6 +675,24 @@ class Provider(_Frozen):
             )
         PathProblems.raise_if_any(problems)
         return self
+
+    def _url_credentials(self, base_url: str) -> list[Problem]:
+        """A base URL's ``user:password@`` beside what the provider sends as its
+        ``Authorization`` (the key, a headers_env one, Google's token): the transport
+        sends the URL's as Basic only where no Authorization is set, so they went unused
+        without a word. An anthropic key travels in ``x-api-key``: both are sent."""
+        key_env = None if self.kind == "anthropic" else self.api_key_env
+        problems = _two_credentials(base_url, key_env, self.headers_env)
+        google = self.auth == "google" or (self.kind == "vertex" and not self.api_key_env)
+        if google and _url_has_credentials(base_url):
+            problems.append(
+                (
+                    ("auth",) if self.auth == "google" else ("base_url",),
+                    "the base_url carries credentials (user:password@), and every request "
+                    "sends Google's token as its Authorization: take them out of the base_url",
+                )
+            )
+        return problems
 
     def _vertex_problems(self) -> list[Problem]:
         """A vertex provider's place: `project` and `region`, or a whole `base_url`."""
