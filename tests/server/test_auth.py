@@ -558,6 +558,19 @@ def test_a_key_without_header_tags_may_not_send_them(gateway: Served) -> None:
     assert routed.status_code == 403 and routed.json()["error"]["code"] == "tags_not_allowed"
 
 
+def test_an_embeddings_model_outside_a_keys_list_is_chats_403(gateway: Served) -> None:
+    """Whether or not the registry has it, as chat answers (a key limited to some models
+    learns nothing of the others)."""
+    with _client(gateway, NARROW_KEY) as client:
+        for model in ("slow-embed", "nowhere"):
+            with pytest.raises(openai.PermissionDeniedError) as caught:
+                client.embeddings.create(model=model, input="hi")
+            assert caught.value.code == "model_not_allowed"
+            with pytest.raises(openai.PermissionDeniedError) as caught:
+                client.chat.completions.create(model=model, messages=ASK["messages"])
+            assert caught.value.code == "model_not_allowed"
+
+
 def test_the_decision_log_names_the_key(gateway: Served, tmp: Path) -> None:
     """And carries the key's tags before the request's own."""
     with _client(gateway, TEAM_KEY) as client:

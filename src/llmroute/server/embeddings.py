@@ -47,7 +47,17 @@ from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.service import Telemetry
 from llmroute.verbatim_json import answer_json
 
-__all__ = ["MAX_INPUTS", "embed", "embedded_text", "embeddings", "pool_model", "serve_unrouted"]
+__all__ = [
+    "MAX_INPUTS",
+    "check_input_count",
+    "embed",
+    "embedded_text",
+    "embeddings",
+    "model_asked",
+    "pool_model",
+    "require_input",
+    "serve_unrouted",
+]
 
 Arrival = tuple[float, int]  # (time.time(), time.perf_counter_ns()) when a request came
 
@@ -63,17 +73,20 @@ async def embed(
     request: Request, gateway: Gateway, body: dict[str, Any], arrived: Arrival | None = None
 ) -> Response:
     """`body` (an embeddings request) answered by its pool model, charged to the key;
-    `arrived` is when it came (now when None: a batch's line)."""
-    name = pool_model(request, gateway, body.get("model"), "embedding")
+    `arrived` is when it came (now when None: a batch's line). Its faults are answered
+    in chat's order (`serve_unrouted`): the size limit, ``model``, ``input``."""
+    check_input_count(body)
+    asked = model_asked(body)
     require_input(body)
     return await serve_unrouted(
         request,
         gateway,
         body,
-        name,
+        asked,
         gateway.dispatcher.embed,
         EMBEDDINGS_ROUTE,
         estimated_input_tokens(body.get("input")),
+        kind="embedding",
         api="embeddings",
         text_of=embedded_text,
         arrived=arrived,
@@ -84,26 +97,31 @@ async def serve_unrouted(
     request: Request,
     gateway: Gateway,
     body: dict[str, Any],
-    name: str,
+    asked: str,
     call: Callable[[str, dict[str, Any]], Awaitable[Served]],
     route: str,
     estimated_tokens: int,
     *,
+    kind: str,
     api: str,
     text_of: Callable[[Mapping[str, Any]], str | None],
     arrived: Arrival | None = None,
 ) -> Response:
-    """`body` answered by the pool model `name` through `call` (the dispatcher's
-    `embed` or `rerank`); its `estimated_tokens` held against the key's ``tpm`` while it
-    runs (concurrent requests count each other, as chat's do), its cost charged to the
-    client key and counted in the metrics under `route`; the answer names the model and
-    the deployment that answered (``x-llmroute-deployment``, ``x-llmroute-attempts``:
-    0, as nothing is fallen back to). The answer, or the error of
-    the call, is logged in the decision log as coming by `api` (`Recorder.unrouted`;
-    `text_of` gives the text ``telemetry.prompts`` may keep), with its key, tags and
-    end user, like a chat's. LiteLLM's fields are taken as chat takes them
-    (`llmroute.proxy_fields`): its tags are the request's, its own fields a 400. A call
-    its client hangs up on is cancelled, as a chat's is, and so is one cancelled
+    """`body` answered through `call` (the dispatcher's `embed` or `rerank`) by the pool
+    model of `kind` that `asked` (its ``model``) names (`pool_model`); its
+    `estimated_tokens` held against the key's ``tpm`` while it runs (concurrent requests
+    count each other, as chat's do), its cost charged to the client key and counted in
+    the metrics under `route`; the answer names the model and the deployment that
+    answered (``x-llmroute-deployment``, ``x-llmroute-attempts``: 0, as nothing is
+    fallen back to). The answer, or the error of the call, is logged in the decision log
+    as coming by `api` (`Recorder.unrouted`; `text_of` gives the text
+    ``telemetry.prompts`` may keep), with its key, tags and end user, like a chat's.
+    LiteLLM's fields are taken as chat takes them (`llmroute.proxy_fields`): its tags
+    are the request's, its own fields a 400. A body's faults are answered in chat's
+    order: the caller's checks of its own fields, then LiteLLM's fields, then the
+    request's tags (a bad ``x-llmroute-tags``; 403 for a key without ``header_tags``),
+    then the model (the key's allow-list, 404, the model's kind, the key's pool). A
+    call its client hangs up on is cancelled, as a chat's is, and so is one cancelled
     otherwise (its batch, the shutdown): logged with chat's status (499
     ``client_disconnected``, 503 ``server_shutdown``) and charged what it may have cost
     (its input, counted: the upstream had it)."""
@@ -115,12 +133,13 @@ async def serve_unrouted(
     except InvalidRequest as exc:
         raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
     note_body_tags(request, body)
-    sent = unrouted_body(body)
     # a malformed x-llmroute-tags is refused before any work, as chat's (`recorder_of`
     # reads it when there is a log)
     recorder = recorder_of(request, api)
     if recorder is None:
         request_tags(request)
+    name = pool_model(request, gateway, asked, kind)
+    sent = unrouted_body(body)
     # the answer's id is its decision log row's, errors' too (which are that one line);
     # made here, not kept in the scope, which a batch's lines copy
     request_id = new_decision_id()
@@ -233,16 +252,24 @@ def embedded_text(body: Mapping[str, Any]) -> str | None:
     return None
 
 
-def pool_model(request: Request, gateway: Gateway, name: object, kind: str) -> str:
-    """The pool model of `kind` that `name` names (itself, or an alias's target), which
-    the client key may use: else 400, 404 when the registry has no such model, 403."""
+def model_asked(body: Mapping[str, Any]) -> str:
+    """The body's ``model``: 400 when it is left out or not a non-empty string."""
+    name = body.get("model")
     if not isinstance(name, str) or not name:
         code = INVALID_TYPE if name is not None and not isinstance(name, str) else MISSING
         raise GatewayError(
             400, "'model' is required and must be a string", param="model", code=code
         )
+    return name
+
+
+def pool_model(request: Request, gateway: Gateway, asked: str, kind: str) -> str:
+    """The pool model of `kind` that `asked` names (itself, or an alias's target), in
+    chat's order: 403 when the client key may not ask for it, 404 when the registry has
+    no such model, 400 when it is of another kind, 403 outside the key's pool."""
     registry = gateway.router.loaded.registry
-    asked, name = name, registry.resolve_alias(name)
+    name = registry.resolve_alias(asked)
+    check_model(request.scope, asked, name)
     models = registry.models
     known = ", ".join(sorted(n for n, m in models.items() if m.kind == kind)) or "none"
     model = models.get(name)
@@ -260,7 +287,6 @@ def pool_model(request: Request, gateway: Gateway, name: object, kind: str) -> s
             param="model",
             code=f"model_not_{kind}",
         )
-    check_model(request.scope, asked, name)
     check_pool(request.scope, name)
     return name
 
@@ -272,10 +298,9 @@ def pool_model(request: Request, gateway: Gateway, name: object, kind: str) -> s
 MAX_INPUTS = 2048
 
 
-def require_input(body: dict[str, Any]) -> None:
-    """OpenAI's shapes: a string, a list of strings, a token array or a list of them,
-    at most `MAX_INPUTS` of them; OpenAI's code for one left out, empty or of another
-    type."""
+def check_input_count(body: Mapping[str, Any]) -> None:
+    """400 for more than `MAX_INPUTS` inputs: checked first, as chat checks its sizes
+    (`llmroute.chat_checks.check_sizes`), before anything is walked item by item."""
     value = body.get("input")
     # (a list of token ids is one input, however long)
     if isinstance(value, list) and len(value) > MAX_INPUTS and type(value[0]) is not int:
@@ -285,6 +310,13 @@ def require_input(body: dict[str, Any]) -> None:
             "may embed: split it into several requests",
             param="input",
         )
+
+
+def require_input(body: Mapping[str, Any]) -> None:
+    """OpenAI's shapes: a string, a list of strings, a token array or a list of them
+    (at most `MAX_INPUTS` of them, `check_input_count` having passed it first); OpenAI's
+    code for one left out, empty or of another type."""
+    value = body.get("input")
     if not _valid_input(value):
         raise GatewayError(
             400,

@@ -20,12 +20,19 @@ from starlette.responses import Response
 from llmroute.dispatch.rerank import estimated_rerank_tokens, rerank_texts
 from llmroute.server.auth import COHERE_RERANK_PATH
 from llmroute.server.body import read_json_object
-from llmroute.server.embeddings import pool_model, serve_unrouted
+from llmroute.server.embeddings import model_asked, serve_unrouted
 from llmroute.server.errors import GatewayError
 from llmroute.server.state import gateway_of
 from llmroute.telemetry.metrics import RERANK_ROUTE
 
-__all__ = ["RERANK_PATHS", "require_rerank", "rerank", "reranked_text"]
+__all__ = [
+    "MAX_DOCUMENTS",
+    "RERANK_PATHS",
+    "check_document_count",
+    "require_rerank",
+    "rerank",
+    "reranked_text",
+]
 
 RERANK_PATHS = ("/v1/rerank", COHERE_RERANK_PATH)
 
@@ -34,16 +41,18 @@ async def rerank(request: Request) -> Response:
     arrived = time.time(), time.perf_counter_ns()
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
-    name = pool_model(request, gateway, body.get("model"), "rerank")
+    check_document_count(body)  # chat's order (`serve_unrouted`): sizes, model, fields
+    asked = model_asked(body)
     require_rerank(body)
     return await serve_unrouted(
         request,
         gateway,
         body,
-        name,
+        asked,
         gateway.dispatcher.rerank,
         RERANK_ROUTE,
         estimated_rerank_tokens(body),
+        kind="rerank",
         api="rerank",
         text_of=reranked_text,
         arrived=arrived,
@@ -64,9 +73,22 @@ def reranked_text(body: Mapping[str, Any]) -> str:
 MAX_DOCUMENTS = 10_000
 
 
-def require_rerank(body: dict[str, Any]) -> None:
-    """Cohere's shape: a query, documents (at most `MAX_DOCUMENTS`) as strings or
-    objects, an optional top_n."""
+def check_document_count(body: Mapping[str, Any]) -> None:
+    """400 for more than `MAX_DOCUMENTS` documents: checked first, as chat checks its
+    sizes (`llmroute.chat_checks.check_sizes`), before anything is walked item by item."""
+    documents = body.get("documents")
+    if isinstance(documents, list) and len(documents) > MAX_DOCUMENTS:
+        raise GatewayError(
+            400,
+            f"'documents' holds {len(documents)} documents, more than the {MAX_DOCUMENTS} one "
+            "request may rerank: split them into several requests",
+            param="documents",
+        )
+
+
+def require_rerank(body: Mapping[str, Any]) -> None:
+    """Cohere's shape: a query, documents (at most `MAX_DOCUMENTS`: `check_document_count`
+    has passed them first) as strings or objects, an optional top_n."""
     query = body.get("query")
     if not isinstance(query, str) or not query.strip():
         raise GatewayError(400, "'query' is required: a non-empty string", param="query")
@@ -75,13 +97,6 @@ def require_rerank(body: dict[str, Any]) -> None:
         raise GatewayError(
             400,
             "'documents' is required: a non-empty list of strings (or of objects with 'text')",
-            param="documents",
-        )
-    if len(documents) > MAX_DOCUMENTS:
-        raise GatewayError(
-            400,
-            f"'documents' holds {len(documents)} documents, more than the {MAX_DOCUMENTS} one "
-            "request may rerank: split them into several requests",
             param="documents",
         )
     for i, item in enumerate(documents):
