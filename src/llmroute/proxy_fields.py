@@ -17,7 +17,8 @@ what an app migrating from it sends, and what no OpenAI-compatible upstream read
 Every front refuses those fields the same way (`refuse_proxy_fields`): chat, text
 completions and ``/v1/route`` with the whole chat check, Messages and Responses
 beside their own ``metadata``, and embeddings and rerank, whose bodies otherwise go
-upstream as sent (`unrouted_body`): a body's ``api_key`` must never reach a provider.
+upstream as sent (`unrouted_body`, which leaves out their ``metadata`` too: those APIs have
+none): a body's ``api_key`` must never reach a provider.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ REFUSED: Mapping[str, str] = {
     "base_url": _SECRETS,
 }
 _REFUSED_KEYS = frozenset(REFUSED)
+_UNROUTED_OWN = frozenset({"tags", "metadata"})  # the gateway's, in an embeddings body
 
 
 def check_proxy_fields(body: Mapping[str, Any]) -> None:
@@ -175,20 +177,14 @@ def _nulls(body: Mapping[str, Any]) -> bool:
 
 def unrouted_body(body: dict[str, Any]) -> dict[str, Any]:
     """An embeddings or rerank `body` (passed upstream as sent otherwise) as its upstream
-    is sent it, once `check_proxy_fields` has passed it: without LiteLLM's tags (top
-    level, or ``metadata.tags``: the request's tags) or a LiteLLM field sent as null.
-    The rest of ``metadata`` goes on as sent (no ``store`` rule: these APIs store
-    nothing); a ``metadata`` that held only tags is left out. Returns `body` itself
-    when nothing is removed."""
-    metadata = body.get("metadata")
-    rest: dict[str, Any] | None = None  # metadata less its tags, when it held a list
-    if isinstance(metadata, dict) and "tags" in metadata and not isinstance(metadata["tags"], str):
-        rest = {k: v for k, v in metadata.items() if k != "tags"}
-    if "tags" not in body and rest is None and not _nulls(body):
+    is sent it, once `check_proxy_fields` has passed it: without LiteLLM's tags (the
+    request's), its ``metadata`` or a LiteLLM field sent as null. OpenAI's embeddings API
+    has no ``metadata`` and refuses a field it does not know, on every model (a 400 no
+    fallback could fix), nor do Cohere's, Voyage's or Jina's name one: a body's is
+    LiteLLM's, so the gateway's, as a chat's that OpenAI would refuse is
+    (`without_proxy_fields`). Returns `body` itself when nothing is removed."""
+    if "tags" not in body and "metadata" not in body and _REFUSED_KEYS.isdisjoint(body):
         return body
-    out = {k: v for k, v in body.items() if k != "tags" and not (k in REFUSED and v is None)}
-    if rest:
-        out["metadata"] = rest
-    elif rest is not None:
-        out.pop("metadata", None)
-    return out
+    return {
+        k: v for k, v in body.items() if k not in _UNROUTED_OWN and not (k in REFUSED and v is None)
+    }

@@ -204,6 +204,8 @@ def test_embeddings_refuse_litellms_own_fields_as_chat_does(
 def test_embeddings_tags_are_the_requests_and_go_to_no_model(
     gateway: Served, client: openai.OpenAI, upstream: FakeUpstream
 ) -> None:
+    """Nor does the rest of a LiteLLM ``metadata``: OpenAI's embeddings API has none,
+    and refused the request (400, on every model) when it came."""
     raw = client.embeddings.with_raw_response.create(
         model="vectors",
         input="hello",
@@ -215,8 +217,7 @@ def test_embeddings_tags_are_the_requests_and_go_to_no_model(
     )
     assert raw.parse().data
     sent = upstream.requests[-1].body
-    assert "tags" not in sent and "num_retries" not in sent
-    assert sent["metadata"] == {"trace": "t-1"}  # the rest goes on as sent
+    assert "tags" not in sent and "num_retries" not in sent and "metadata" not in sent
     line = _request_line(gateway, raw.headers["x-request-id"])
     assert line["tags"] == ["app=web", "team:a"]
 
@@ -229,9 +230,11 @@ def test_rerank_refuses_a_key_in_its_body_and_takes_its_tags(
     refused = httpx.post(f"{gateway.url}/v1/rerank", json={**body, **SECRET}, timeout=10)
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "api_key"
     assert "sk-secret" not in refused.text and len(upstream.requests) == before
-    served = httpx.post(f"{gateway.url}/v1/rerank", json={**body, "tags": ["team:a"]}, timeout=10)
+    tagged = {**body, "tags": ["team:a"], "metadata": {"trace": "t-1"}}
+    served = httpx.post(f"{gateway.url}/v1/rerank", json=tagged, timeout=10)
     assert served.status_code == 200, served.text
     assert "tags" not in upstream.requests[-1].body
+    assert "metadata" not in upstream.requests[-1].body  # no rerank API takes one
     assert _request_line(gateway, served.headers["x-request-id"])["tags"] == ["team:a"]
 
 
