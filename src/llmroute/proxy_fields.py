@@ -93,13 +93,14 @@ def refuse_proxy_fields(body: Mapping[str, Any]) -> None:
             )
 
 
-def body_tags(body: Mapping[str, Any]) -> tuple[str, ...]:
-    """The request's tags its body names (``tags``, then ``metadata.tags``), duplicates
+def body_tags(body: Mapping[str, Any], *, in_metadata: bool = True) -> tuple[str, ...]:
+    """The request's tags its body names (``tags``, then ``metadata.tags`` unless
+    `in_metadata` is false: an API whose ``metadata`` is all its own), duplicates
     dropped; `InvalidRequest` naming the field for tags that are not a list of strings
     or break ``x-llmroute-tags``' rules (the one holding the tag, or ``tags`` for too
     many in both). A ``metadata.tags`` string is OpenAI metadata like any other value,
     not tags."""
-    metadata = body.get("metadata")
+    metadata = body.get("metadata") if in_metadata else None
     top, inner = body.get("tags"), metadata.get("tags") if isinstance(metadata, dict) else None
     if top is None and inner is None:  # the usual body
         return ()

@@ -558,6 +558,21 @@ def test_a_key_without_header_tags_may_not_send_them(gateway: Served) -> None:
     assert routed.status_code == 403 and routed.json()["error"]["code"] == "tags_not_allowed"
 
 
+def test_messages_and_responses_take_body_tags_as_chat_does(gateway: Served) -> None:
+    """LiteLLM's tags in a Messages or Responses body are the request's: a key without
+    ``header_tags`` gets chat's 403 for them, in each API's shape, before any work."""
+    auth = {"Authorization": f"Bearer {NARROW_KEY}"}
+    messages = {"model": "chat", "max_tokens": 16, "messages": ASK["messages"]}
+    for path, body in (
+        ("/v1/messages", {**messages, "tags": ["x"]}),
+        ("/v1/messages", {**messages, "metadata": {"user_id": "u-1", "tags": ["x"]}}),
+        ("/v1/responses", {"model": "chat", "input": "hello there", "tags": ["x"]}),
+    ):
+        refused = httpx.post(f"{gateway.url}{path}", json=body, headers=auth, timeout=10)
+        assert refused.status_code == 403, (path, refused.text)
+        assert "header_tags: false" in refused.json()["error"]["message"]
+
+
 def test_an_embeddings_model_outside_a_keys_list_is_chats_403(gateway: Served) -> None:
     """Whether or not the registry has it, as chat answers (a key limited to some models
     learns nothing of the others)."""

@@ -304,6 +304,54 @@ def test_responses_refuse_litellms_own_fields_and_keep_their_metadata(
     assert answer.output_text and len(upstream.requests) == before + 1
 
 
+def test_messages_tags_are_the_requests_beside_anthropics_metadata(
+    gateway: Served, claude: anthropic.Anthropic, upstream: FakeUpstream
+) -> None:
+    """A top-level ``tags`` list, or one in ``metadata`` (Anthropic's holds only
+    ``user_id``, which is still the end user), is the request's, as a chat's is."""
+    raw = claude.messages.with_raw_response.create(
+        model="auto",
+        max_tokens=16,
+        messages=HI,  # type: ignore[arg-type]
+        extra_body={"tags": ["app=web"], "metadata": {"user_id": "u-1", "tags": ["team:a"]}},
+    )
+    assert raw.parse().content
+    sent = upstream.requests[-1].body
+    assert "tags" not in sent and "metadata" not in sent and sent["user"] == "u-1"
+    line = _request_line(gateway, raw.headers["x-llmroute-decision-id"])
+    assert line["tags"] == ["app=web", "team:a"]
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        claude.messages.create(
+            model="auto",
+            max_tokens=16,
+            messages=HI,  # type: ignore[arg-type]
+            extra_body={"tags": ["team a"]},
+        )
+    assert "'tags'" in refused.value.message
+
+
+def test_responses_tags_are_the_requests_and_their_metadata_openais(
+    gateway: Served, client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    """A top-level ``tags`` list is the request's; ``metadata`` is OpenAI's string
+    pairs, echoed with the response, so a list in it is refused naming ``tags``."""
+    raw = client.responses.with_raw_response.create(
+        model="auto", input="hello there", metadata={"tags": "t"}, extra_body={"tags": ["app=web"]}
+    )
+    assert raw.parse().metadata == {"tags": "t"}
+    assert "tags" not in upstream.requests[-1].body
+    assert _request_line(gateway, raw.headers["x-llmroute-decision-id"])["tags"] == ["app=web"]
+    before = len(upstream.requests)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(
+            model="auto",
+            input="hello there",
+            metadata={"tags": ["team:a"]},  # type: ignore[dict-item]
+        )
+    assert refused.value.param == "metadata.tags" and "top-level 'tags'" in refused.value.message
+    assert len(upstream.requests) == before
+
+
 _TOOL = {
     "type": "function",
     "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},

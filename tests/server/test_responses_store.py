@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -63,9 +64,12 @@ auth:
     - {name: team, key_env: LLMROUTE_TEST_TEAM_KEY}
     - {name: other, key_env: LLMROUTE_TEST_OTHER_KEY}
     - {name: ops, key_env: LLMROUTE_TEST_OPS_KEY, admin: true}
+    - {name: untagged, key_env: LLMROUTE_TEST_UNTAGGED_KEY, header_tags: false}
 """
 OPS_KEY = "sk-ops-responses-8910"
+UNTAGGED_KEY = "sk-untagged-responses-1213"
 KEYS = {
+    "LLMROUTE_TEST_UNTAGGED_KEY": UNTAGGED_KEY,
     "LLMROUTE_TEST_TEAM_KEY": TEAM_KEY,
     "LLMROUTE_TEST_OTHER_KEY": OTHER_KEY,
     "LLMROUTE_TEST_OPS_KEY": OPS_KEY,
@@ -449,6 +453,23 @@ def test_a_failing_background_response_is_kept_failed(client: openai.OpenAI) -> 
     failed = client.responses.retrieve(started.id)
     assert failed.error is not None and failed.error.code == "server_error"
     assert "500" in failed.error.message and failed.output == []
+
+
+@pytest.mark.parametrize(
+    ("key", "extra", "status"),
+    [
+        (UNTAGGED_KEY, {"extra_body": {"tags": ["team:x"]}}, 403),
+        (UNTAGGED_KEY, {"extra_headers": {"x-llmroute-tags": "team:x"}}, 403),
+        (TEAM_KEY, {"extra_headers": {"x-llmroute-tags": "no spaces"}}, 400),
+    ],
+)
+def test_a_background_response_refused_for_its_tags_is_refused_at_once(
+    gateway: Served, key: str, extra: dict[str, Any], status: int
+) -> None:
+    """As chat refuses it, rather than answered ``in_progress`` and kept failed."""
+    with _client(gateway, key) as client, pytest.raises(openai.APIStatusError) as refused:
+        client.responses.create(model="small", input="hello", background=True, **extra)
+    assert refused.value.status_code == status
 
 
 def test_what_is_kept_validates_as_the_sdks_typed_models(gateway: Served) -> None:

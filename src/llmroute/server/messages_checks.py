@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmroute.errors import InvalidRequest
-from llmroute.proxy_fields import refuse_proxy_fields
+from llmroute.proxy_fields import body_tags, refuse_proxy_fields
 from llmroute.server.errors import GatewayError
 from llmroute.server.field_checks import (
     BOOLEAN,
@@ -44,16 +44,20 @@ _FIELDS: Fields = {
 }
 
 
-def check_messages_body(body: dict[str, Any]) -> None:
-    """400 (`GatewayError`, its ``param`` the field) for a known field of the wrong type;
-    ``null`` is a field left out. LiteLLM's own fields (``fallbacks``, ``api_key``, ...)
-    are refused as chat refuses them (`refuse_proxy_fields`), not dropped unsaid;
-    ``metadata`` is Anthropic's own (``user_id``)."""
+def check_messages_body(body: dict[str, Any]) -> tuple[str, ...]:
+    """The request's tags the body names; 400 (`GatewayError`, its ``param`` the field)
+    for a known field of the wrong type (``null`` is a field left out). LiteLLM's own
+    fields (``fallbacks``, ``api_key``, ...) are refused as chat refuses them
+    (`refuse_proxy_fields`), not dropped unsaid, and its tags, a top-level ``tags`` or
+    ``metadata.tags`` list, are the request's as a chat's are (`body_tags`): Anthropic's
+    ``metadata`` holds only ``user_id``, and is sent to no model but as the end user."""
     check_fields(body, _FIELDS)
     try:
         refuse_proxy_fields(body)
+        tags = body_tags(body)
     except InvalidRequest as exc:
         raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata.get("user_id", ""), str | None):
         raise GatewayError(400, "'metadata.user_id' must be a string", param="metadata.user_id")
+    return tags

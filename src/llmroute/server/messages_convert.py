@@ -72,7 +72,7 @@ def to_chat_body(body: dict[str, Any], *, counting: bool = False) -> dict[str, A
     """The chat-completions body for a Messages request; 400 (`GatewayError`) naming the
     field for anything malformed or that cannot be carried. `counting` (for
     ``count_tokens``) does not ask for ``max_tokens``."""
-    check_messages_body(body)
+    tags = check_messages_body(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("model", "'model' is required: auto, a route or a pool model")
@@ -105,6 +105,8 @@ def to_chat_body(body: dict[str, Any], *, counting: bool = False) -> dict[str, A
         chat["thinking"] = _thinking(body["thinking"], None if counting else max_tokens)
     if body.get("cache_control") is not None:
         _cache_last(messages, _cache(body, "request"))
+    if tags:  # the request's, as a chat body's are: checked again there, sent to no model
+        chat["tags"] = list(tags)
     return chat
 
 

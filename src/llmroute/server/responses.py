@@ -43,6 +43,7 @@ from llmroute.server.auth import key_of
 from llmroute.server.background import background_runs, detached
 from llmroute.server.background_stream import EventChunks, RunLog, follow, kept_as_made
 from llmroute.server.body import read_json_object
+from llmroute.server.chat import note_body_tags, request_tags
 from llmroute.server.chunk_translation import translated
 from llmroute.server.conversations import counted
 from llmroute.server.ended_stream import STREAM_HEADERS, EndedStream
@@ -114,6 +115,10 @@ async def answer_responses(
     front = _Kept(store, owner, partial(counted, request), partial(_counted, request, "abandoned"))
     chat = await front.chat_body(body)
     if front.background:
+        # a bad x-llmroute-tags, or tags from a key without header_tags, answered now
+        # as chat answers them, not kept as the background run's failure
+        note_body_tags(request, chat)
+        request_tags(request)
         return await _start_in_background(request, gateway, front, body, chat, ts, started_ns)
     return await answer_converted(request, front, body, chat, ts, started_ns)
 

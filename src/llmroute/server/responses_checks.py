@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmroute.chat_checks import check_sizes
+from llmroute.chat_checks import INVALID_TYPE, check_sizes
 from llmroute.errors import InvalidRequest
-from llmroute.proxy_fields import refuse_proxy_fields
+from llmroute.proxy_fields import body_tags, refuse_proxy_fields
 from llmroute.server.body import checked_metadata
 from llmroute.server.errors import GatewayError
 from llmroute.server.field_checks import (
@@ -63,13 +63,28 @@ _FIELDS: Fields = {
 }
 
 
-def check_responses_body(body: dict[str, Any]) -> None:
-    """400 (`GatewayError`, its ``param`` the field) for a known field of the wrong type,
-    or ``metadata`` or ``tools`` beyond OpenAI's bounds; ``null`` is a field left out."""
+def check_responses_body(body: dict[str, Any]) -> tuple[str, ...]:
+    """The request's tags the body names; 400 (`GatewayError`, its ``param`` the field)
+    for a known field of the wrong type, or ``metadata`` or ``tools`` beyond OpenAI's
+    bounds (``null`` is a field left out). LiteLLM's own fields are refused as chat
+    refuses them (`refuse_proxy_fields`), and its top-level ``tags`` list is the
+    request's (`body_tags`); ``metadata`` is OpenAI's own, string values kept with the
+    response, so a ``metadata.tags`` list is refused naming ``tags``."""
     try:
         check_sizes(body)
-        refuse_proxy_fields(body)  # LiteLLM's own fields, as chat refuses them
+        refuse_proxy_fields(body)
+        tags = body_tags(body, in_metadata=False)
     except InvalidRequest as exc:
         raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
     check_fields(body, _FIELDS)
-    checked_metadata(body.get("metadata"))
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("tags"), list):
+        raise GatewayError(
+            400,
+            "'metadata.tags' must be a string, as every value of OpenAI's metadata is: "
+            "the request's tags go in a top-level 'tags' list",
+            param="metadata.tags",
+            code=INVALID_TYPE,
+        )
+    checked_metadata(metadata)
+    return tags

@@ -72,7 +72,7 @@ def to_chat_body(
     conversation ``previous_response_id`` continues (its items, as kept), None where no
     responses are kept. The earlier ``instructions`` are not carried over (OpenAI's
     rule): each request's own come first."""
-    check_responses_body(body)
+    tags = check_responses_body(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("model", "'model' is required: auto, a route or a pool model")
@@ -101,6 +101,8 @@ def to_chat_body(
     if body.get("stream") is True:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
+    if tags:  # the request's, as a chat body's are: checked again there, sent to no model
+        chat["tags"] = list(tags)
     return chat
 
 
