@@ -2,13 +2,16 @@
 keys, an offline echo model, and small ``stored_responses`` / ``batches`` stores. In
 memory, one key filling a store evicts its own oldest records, never those of a key that
 holds less; a key past ``batches.max_key_files`` / ``max_key_bytes`` has its upload
-refused with OpenAI's error (memory and Redis) while the other key's still goes in."""
+refused with OpenAI's error (memory and Redis) while the other key's still goes in, and
+a key with ``batches.max_key_batches`` batches running has its next one refused."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import time
 
 import httpx
 import pytest
@@ -21,8 +24,10 @@ REGISTRY = """
 encoder: builtin:static
 providers:
   echo: {kind: echo}
+  slow: {kind: echo, delay_s: 60}
 models:
   small: {provider: echo, model: echo-small}
+  slow: {provider: slow, model: echo-slow}
 routes:
   - {name: chat, examples: [hello there], target: small}
 default: {target: small}
@@ -139,5 +144,56 @@ def test_an_upload_past_a_keys_quota_is_refused(
         assert alice.delete(f"/files/{first}").status_code == 200
         assert _upload(alice, 100).status_code == 200
         assert len(alice.get("/files").json()["data"]) == 3
+        log = served.log_text()
+    assert "Traceback" not in log and ALICE_KEY not in log
+
+
+def _slow_batch(client: httpx.Client, file_id: str) -> httpx.Response:
+    body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    return client.post("/batches", json=body)
+
+
+def _cancelled(client: httpx.Client, batch_id: str) -> None:
+    assert client.post(f"/batches/{batch_id}/cancel").status_code == 200
+    for _ in range(100):  # bounded: the run takes a cancel up within a second
+        if client.get(f"/batches/{batch_id}").json()["status"] == "cancelled":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"batch {batch_id} was not cancelled")
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_a_batch_past_a_keys_running_quota_is_refused(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
+    """``max_key_batches: 2``: alice's third batch while two run (their one request on a
+    model that answers in a minute) is a 429 ``batch_quota_exceeded`` naming the setting;
+    bob still starts one, and once alice cancels one of hers she may start another."""
+    settings = "max_key_batches: 2"
+    if store == "redis":
+        namespace = request.getfixturevalue("redis_namespace")
+        settings += f', url: "{REDIS_URL}", namespace: {namespace}'
+    line = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", '
+    line += b'"body": {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}}\n'
+    with (
+        _gateway(tmp_path, batches=f"{{{settings}}}") as served,
+        _as(served, ALICE_KEY) as alice,
+        _as(served, BOB_KEY) as bob,
+    ):
+        upload = {"file": ("batch.jsonl", line)}
+        alices = alice.post("/files", files=upload, data={"purpose": "batch"}).json()["id"]
+        bobs = bob.post("/files", files=upload, data={"purpose": "batch"}).json()["id"]
+        running = [_slow_batch(alice, alices).json()["id"] for _ in range(2)]
+        refused = _slow_batch(alice, alices)
+        assert refused.status_code == 429, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "batch_quota_exceeded"
+        assert "batches.max_key_batches (2)" in error["message"]
+        assert "'alice'" in error["message"]
+        assert refused.headers["x-should-retry"] == "false"
+        assert _slow_batch(bob, bobs).status_code == 200
+        _cancelled(alice, running[0])
+        assert _slow_batch(alice, alices).status_code == 200
+        assert _slow_batch(alice, alices).status_code == 429
         log = served.log_text()
     assert "Traceback" not in log and ALICE_KEY not in log

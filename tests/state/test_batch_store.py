@@ -227,6 +227,8 @@ default: {target: small}
         line.endswith(", each key at most 20 files and 104857600 bytes")
         for line in summarize(quota)
     )
+    running = parse_registry(base + "batches: {max_key_batches: 3}\n")
+    assert any(line.endswith(", each key at most 3 batches running") for line in summarize(running))
     for bad, field in (
         ("{concurrency: 0}", "concurrency"),
         ("{max_file_bytes: 10, max_bytes: 2000}", "max_file_bytes"),
@@ -235,6 +237,7 @@ default: {target: small}
         ("{lease_s: 0.5}", "lease_s"),
         ("{max_key_files: 0}", "max_key_files"),
         ("{max_key_bytes: 100}", "max_key_bytes"),
+        ("{max_key_batches: 0}", "max_key_batches"),
         ("{max_key_bytes: 50000000}", "max_key_bytes (50000000)"),  # < max_file_bytes
     ):
         with pytest.raises(ConfigErrors) as caught:

@@ -1885,7 +1885,8 @@ class BatchesSettings(_Frozen):
     key holding the most) or in Redis (every gateway). An uploaded file may hold at most
     `max_file_bytes` and `max_requests` lines; each client key at most `max_key_files`
     files of `max_key_bytes` in all (an upload past either is refused; none: no
-    per-key bound but the memory store's); a batch
+    per-key bound but the memory store's) and `max_key_batches` batches running or
+    queued (a batch past it is refused; none: no bound); a batch
     whose process stops is taken over by another gateway (Redis: each looks every
     `lease_s`, and a read takes it over at once; after a crash, once its `lease_s`
     lapses), or kept failed with the answers it had made (memory). Live traffic first:
@@ -1900,6 +1901,7 @@ class BatchesSettings(_Frozen):
     max_requests: int = Field(default=50_000, ge=1)
     max_key_files: int | None = Field(default=None, ge=1)
     max_key_bytes: int | None = Field(default=None, ge=1024)
+    max_key_batches: int | None = Field(default=None, ge=1)
     concurrency: int = Field(default=8, ge=1, le=1024)
     max_running: int = Field(default=4, ge=1)
     timeout_s: Seconds = 5.0

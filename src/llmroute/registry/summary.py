@@ -261,7 +261,11 @@ def _state(registry: Registry) -> list[str]:
     if batches is not None:
         quota = [
             f"{n} {what}"
-            for n, what in ((batches.max_key_files, "files"), (batches.max_key_bytes, "bytes"))
+            for n, what in (
+                (batches.max_key_files, "files"),
+                (batches.max_key_bytes, "bytes"),
+                (batches.max_key_batches, "batches running"),
+            )
             if n is not None
         ]
         lines.append(

@@ -32,7 +32,7 @@ from llmroute.server.background import BackgroundRuns, detached
 from llmroute.server.batch_lines import ENDPOINTS
 from llmroute.server.batch_run import BatchRun, settled_files
 from llmroute.server.body import checked_metadata, read_json_object
-from llmroute.server.errors import GatewayError, not_an_endpoint, store_unavailable
+from llmroute.server.errors import NO_RETRY, GatewayError, not_an_endpoint, store_unavailable
 from llmroute.server.files import batch_store, expires_after, listed, owner_of
 from llmroute.server.state import Gateway, gateway_of, per_app, pin
 from llmroute.state.batches import BatchRecord, BatchStore, new_batch_id, new_file_id
@@ -392,6 +392,7 @@ async def _create(request: Request, store: BatchStore, owner: str) -> dict[str, 
         raise GatewayError(
             400, "the input file must be one uploaded with purpose 'batch'", param="input_file_id"
         )
+    await _within_quota(store, owner)
     now = int(time.time())
     batch = {
         "id": new_batch_id(),
@@ -432,6 +433,25 @@ async def _create(request: Request, store: BatchStore, owner: str) -> dict[str, 
     _run(request, detached(request), store, owner, record, holder)
     _counted(request, "batch", "created")
     return batch
+
+
+async def _within_quota(store: BatchStore, owner: str) -> None:
+    """A 429 ``batch_quota_exceeded`` when `owner` has ``batches.max_key_batches``
+    batches running or queued already."""
+    try:
+        why = await store.over_batch_quota(owner)
+    except StoreUnavailable as exc:
+        raise store_unavailable("batch", exc) from None
+    if why is not None:
+        whose = f"client key {owner!r}" if owner else "the gateway's client"
+        raise GatewayError(
+            429,
+            f"{whose} {why}: wait for one to end, or cancel one "
+            "(POST /v1/batches/{id}/cancel)",
+            code="batch_quota_exceeded",
+            headers=NO_RETRY,
+            kind="insufficient_quota",
+        )
 
 
 async def batch(request: Request) -> Response:

@@ -296,6 +296,23 @@ class BatchStore:
             )
         return None
 
+    async def over_batch_quota(self, owner: str) -> str | None:
+        """Why `owner` may not start one more batch (`max_key_batches`: its batches noted
+        as running, queued ones included, until they end); None when it may, or when there
+        is no quota. Read from the running set, which the quota keeps small (at most
+        `max_key_batches` per key): batches made at the same moment may each pass it by one."""
+        most = self.settings.max_key_batches
+        if most is None:
+            return None
+        tag = owner_tag(owner)
+        running = sum(1 for r in await self.running() if r.tag == tag)
+        if running < most:
+            return None
+        return (
+            f"has {running} batches running or queued, as many as "
+            f"batches.max_key_batches ({most})"
+        )
+
     async def files(self, owner: str) -> list[dict[str, Any]]:
         """`owner`'s kept files, newest first."""
         return await self._listing(owner, "file", self._file_key)
