@@ -7,11 +7,11 @@ a key with ``batches.max_key_batches`` batches running has its next one refused.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import time
 
 import httpx
 import pytest
@@ -149,8 +149,8 @@ def test_an_upload_past_a_keys_quota_is_refused(
 
 
 def _slow_batch(client: httpx.Client, file_id: str) -> httpx.Response:
-    body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
-    return client.post("/batches", json=body)
+    body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions"}
+    return client.post("/batches", json={**body, "completion_window": "24h"})
 
 
 def _cancelled(client: httpx.Client, batch_id: str) -> None:
@@ -197,3 +197,33 @@ def test_a_batch_past_a_keys_running_quota_is_refused(
         assert _slow_batch(alice, alices).status_code == 429
         log = served.log_text()
     assert "Traceback" not in log and ALICE_KEY not in log
+
+
+def test_a_batch_whose_answers_the_memory_store_cannot_keep_fails_saying_so(
+    tmp_path: Path,
+) -> None:
+    """Answers past what the memory store holds are not kept: the batch ends ``failed``
+    with ``output_evicted`` naming the setting (on the old code it was ``completed``,
+    its output file unreadable)."""
+    text = "hello there " + "x" * 200
+    body = {"model": "small", "messages": [{"role": "user", "content": text}]}
+    line = json.dumps({"method": "POST", "url": "/v1/chat/completions", "body": body})
+    content = "".join(
+        line.replace('"method"', f'"custom_id": "r{i}", "method"', 1) + "\n" for i in range(8)
+    )
+    with (
+        _gateway(tmp_path, batches="{max_bytes: 4096, max_file_bytes: 4096}") as served,
+        _as(served, ALICE_KEY) as alice,
+    ):
+        upload = {"file": ("batch.jsonl", content.encode())}
+        file_id = alice.post("/files", files=upload, data={"purpose": "batch"}).json()["id"]
+        batch = _slow_batch(alice, file_id).json()
+        for _ in range(100):  # bounded: eight echo answers
+            batch = alice.get(f"/batches/{batch['id']}").json()
+            if batch["status"] not in ("validating", "in_progress", "finalizing"):
+                break
+            time.sleep(0.1)
+        assert batch["status"] == "failed", batch
+        error = batch["errors"]["data"][0]
+        assert error["code"] == "output_evicted" and "batches.max_bytes" in error["message"]
+        assert batch["request_counts"]["completed"] == 8

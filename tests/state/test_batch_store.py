@@ -17,6 +17,7 @@ from llmroute.registry.schema import BatchesSettings
 from llmroute.registry.summary import summarize
 from llmroute.state import MemoryStore, RedisStore
 from llmroute.state.batches import BatchRecord, BatchStore, Written, new_batch_id, new_file_id
+from llmroute.state.stores import owner_group
 
 T = TypeVar("T")
 
@@ -243,3 +244,34 @@ default: {target: small}
         with pytest.raises(ConfigErrors) as caught:
             parse_registry(base + f"batches: {bad}\n")
         assert field in str(caught.value)
+
+
+def test_a_running_batchs_answers_are_its_keys_last_records_evicted() -> None:
+    """In memory the key holding the most loses its oldest records first; a running
+    batch's parts and lease go last: alice's uploads, while her batch runs (its first
+    part written long before, as after a reload), evict her older files instead, and the
+    batch's output reads back whole (on the old code its first part went and it read
+    None)."""
+    store = BatchStore(
+        BatchesSettings(max_bytes=8192, max_file_bytes=2048),
+        MemoryStore(1000, 8192, owner_of=owner_group),
+    )
+
+    async def go() -> None:
+        output, batch_id = new_file_id(), new_batch_id()
+        await store.hold("alice", batch_id, "run-1")  # renewed by its run, never read
+        await store.put_part("alice", output, 0, b"a" * 1500)
+        uploads = [_file() for _ in range(6)]
+        for upload in uploads:
+            await store.put_file("alice", upload, b"u" * 1500)
+        assert await store.held("alice", batch_id)  # else a read would fail the batch
+        await store.put_part("alice", output, 1, b"b" * 1000)
+        await store.put_file("alice", {"id": output, "object": "file"}, parts=2)
+        assert await store.content("alice", output) == b"a" * 1500 + b"b" * 1000
+        assert await store.content("alice", uploads[0]["id"]) is None  # hers went instead
+        # the batch ended: its file is one of alice's records like any other
+        for upload in [_file() for _ in range(6)]:
+            await store.put_file("alice", upload, b"u" * 1500)
+        assert await store.content("alice", output) is None
+
+    run(go())

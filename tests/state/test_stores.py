@@ -346,6 +346,34 @@ def test_memory_with_owners_evicts_by_bytes_from_the_largest_sparing_the_new_ent
     run(go())
 
 
+def test_memory_evicts_an_owners_pinned_entries_last_and_counts_them() -> None:
+    """Pinned entries (a running batch's answers) count in their owner's holding and go
+    only once it has nothing else; unpinned, they are its most recently used; a single
+    owner gets the same order. The fairness between owners is kept."""
+    store = MemoryStore(4, 10_000, owner_of=_owned)
+
+    async def go() -> None:
+        await store.set_pinned("alice/p0", b"p", 60)
+        await store.set_pinned("alice/p1", b"p", 60)
+        for i in range(3):  # one owner: its unpinned entry goes, never a pinned one
+            await store.set(f"alice/{i}", b"a", 60)
+        assert await store.get("alice/0") is None and await store.get("alice/p0") == b"p"
+        await store.set("bob/1", b"b", 60)  # alice holds 4 of 4: hers go, pinned last
+        assert await store.get("alice/1") is None and await store.get("bob/1") == b"b"
+        await store.set("bob/2", b"b", 60)
+        assert await store.get("alice/2") is None and store.held("alice") == (2, 2)
+        await store.set("bob/3", b"b", 60)  # bob holds the most now: his oldest goes
+        assert await store.get("bob/1") is None and store.held("alice") == (2, 2)
+        await store.set("alice/3", b"a", 60)  # alice's most, nothing else: a pinned one
+        assert await store.get("alice/p0") is None and await store.get("alice/p1") == b"p"
+        await store.unpin(["alice/p1", "alice/gone"])  # now her most recently used
+        await store.set("alice/4", b"a", 60)
+        assert await store.get("alice/3") is None and await store.get("alice/p1") == b"p"
+        assert store.held("alice") == (2, 2) and store.held("bob") == (2, 2)
+
+    run(go())
+
+
 def test_memory_with_many_owners_always_evicts_from_one_holding_the_most() -> None:
     """Random writes, reads and deletes by 40 owners in a full store: each eviction
     takes an entry of an owner that held the most (the heap that finds it stays right

@@ -483,6 +483,8 @@ class BatchRun:
                 log.info("batch %s: left running for the next gateway to read it", self.record.id)
                 self.count("batch", status)
                 return
+            if status == "completed" and await self.store.lost(self.owner, self.record):
+                status, changes = "failed", {"errors": _evicted()}
             output, failed = await settled_files(self.store, self.owner, self.record)
             now = int(time.time())
             if status == "completed":
@@ -631,6 +633,15 @@ def _error(code: str, message: str, param: str | None = None) -> dict[str, Any]:
         "object": "list",
         "data": [{"code": code, "message": message, "param": param, "line": None}],
     }
+
+
+def _evicted() -> dict[str, Any]:
+    return _error(
+        "output_evicted",
+        "the gateway's memory store (batches.max_bytes, max_entries) had no room for all of "
+        "this batch's answers, so its output_file_id and error_file_id cannot be read whole: "
+        "send it again in smaller batches, or ask the operator for a Redis batches.url",
+    )
 
 
 def _stopped() -> dict[str, Any]:

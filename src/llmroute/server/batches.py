@@ -446,8 +446,7 @@ async def _within_quota(store: BatchStore, owner: str) -> None:
         whose = f"client key {owner!r}" if owner else "the gateway's client"
         raise GatewayError(
             429,
-            f"{whose} {why}: wait for one to end, or cancel one "
-            "(POST /v1/batches/{id}/cancel)",
+            f"{whose} {why}: wait for one to end, or cancel one (POST /v1/batches/{{id}}/cancel)",
             code="batch_quota_exceeded",
             headers=NO_RETRY,
             kind="insufficient_quota",

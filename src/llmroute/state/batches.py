@@ -38,6 +38,7 @@ log = logging.getLogger("llmroute.batches")
 _VERSION = 1
 Kind = Literal["file", "batch"]
 _COMPACT_AFTER = 1_000  # listed ids found gone before the index is rewritten
+_RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 
 
 def new_file_id() -> str:
@@ -215,10 +216,11 @@ class BatchStore:
         file_id = str(file["id"])
         if content is not None:
             await self._store.set(self._key(owner, f"content\0{file_id}"), content, ttl_s)
-        elif parts and asked is not None:
-            await self._store.touch(
-                [self._part_key(owner, file_id, k) for k in range(parts)], ttl_s
-            )
+        elif parts:
+            keys = [self._part_key(owner, file_id, k) for k in range(parts)]
+            await self._store.unpin(keys)  # the batch has ended: a file like any other
+            if asked is not None:
+                await self._store.touch(keys, ttl_s)
         record = {"file": file, "parts": None if content is not None else parts}
         await self._store.set(self._file_key(owner, file_id), _dumps(record), ttl_s)
         await self._listed(owner, "file", file_id)
@@ -234,8 +236,20 @@ class BatchStore:
                 self.settings.max_bytes,
             )
         # kept `ttl_s` while the batch runs, whatever its output_expires_after: its file,
-        # made when it ends, gives its parts that lifetime from then (`put_file`)
-        await self._store.set(self._part_key(owner, file_id, k), data, self.settings.ttl_s)
+        # made when it ends, gives its parts that lifetime from then (`put_file`); pinned
+        # till then, so that in memory its key's other records are evicted first
+        key = self._part_key(owner, file_id, k)
+        await self._store.set_pinned(key, data, self.settings.ttl_s)
+
+    async def lost(self, owner: str, record: BatchRecord) -> bool:
+        """Whether a part of `record`'s answers, written and counted, is gone: evicted
+        from memory (too large for the store, or its key held the most and nothing but
+        running batches' answers). Redis evicts nothing of ours: not asked."""
+        if self.url != "memory":
+            return False
+        files = ((record.output, record.output_written), (record.errors, record.errors_written))
+        keys = [self._part_key(owner, f, k) for f, written in files for k in range(written.parts)]
+        return None in await self._store.get_many(keys)
 
     async def get_file(self, owner: str, file_id: str) -> dict[str, Any] | None:
         record = await self._file_record(owner, file_id)
@@ -309,8 +323,7 @@ class BatchStore:
         if running < most:
             return None
         return (
-            f"has {running} batches running or queued, as many as "
-            f"batches.max_key_batches ({most})"
+            f"has {running} batches running or queued, as many as batches.max_key_batches ({most})"
         )
 
     async def files(self, owner: str) -> list[dict[str, Any]]:
@@ -323,9 +336,11 @@ class BatchStore:
     # -- batches ----------------------------------------------------------------------
 
     async def put_batch(self, owner: str, record: BatchRecord, *, new: bool = False) -> None:
-        await self._store.set(
-            self._key(owner, f"batch\0{record.id}"), record.to_bytes(), self.settings.ttl_s
-        )
+        """Keep `record`; pinned while its batch runs (`put_part`), which a queued batch's
+        record, written once, would not be by use."""
+        running = record.status in _RUNNING
+        keep = self._store.set_pinned if running else self._store.set
+        await keep(self._key(owner, f"batch\0{record.id}"), record.to_bytes(), self.settings.ttl_s)
         if new:
             await self._listed(owner, "batch", record.id)
 
@@ -346,8 +361,9 @@ class BatchStore:
 
     async def hold(self, owner: str, batch_id: str, holder: str) -> None:
         """Say for `settings.lease_s` that process `holder` (a token of its run) runs the
-        new batch `batch_id`."""
-        await self._store.set(self._lease(owner, batch_id), holder.encode(), self.settings.lease_s)
+        new batch `batch_id` (pinned, as its parts: renewing it is no use of it)."""
+        lease = self._lease(owner, batch_id)
+        await self._store.set_pinned(lease, holder.encode(), self.settings.lease_s)
 
     async def renew(self, owner: str, batch_id: str, holder: str) -> bool:
         """Hold `batch_id` `settings.lease_s` more if `holder` still holds it; False when

@@ -87,6 +87,10 @@ class KeyValueStore(Protocol):
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
 
+    async def set_pinned(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    async def unpin(self, keys: Sequence[str]) -> None: ...
+
     async def add(self, key: str, value: bytes, ttl_s: float) -> bool: ...
 
     async def renew(self, key: str, value: bytes, ttl_s: float) -> bool: ...
@@ -122,7 +126,9 @@ class MemoryStore:
     owner's entries are kept in their own use order, and the entry to go is the least
     recently used of the owner holding the most (entries, or bytes, whichever is over):
     one client key filling a store shared by all of them evicts its own oldest, never
-    the records of a key that holds less. A single owner gets the plain order."""
+    the records of a key that holds less. A single owner gets the plain order. An entry
+    set pinned (`set_pinned`: a running batch's answers) counts in its owner's holding
+    but goes only when its owner has nothing else to give, until `unpin`."""
 
     url = "memory"
 
@@ -136,6 +142,8 @@ class MemoryStore:
         self._entries: dict[str, tuple[float, bytes]] = {}
         # per owner: its keys, least recently used first, each with when it was last used
         self._owners: dict[str, OrderedDict[str, int]] = {}
+        # per owner: its pinned keys, oldest first (out of `_owners`' order: never scanned)
+        self._pinned: dict[str, dict[str, None]] = {}
         self._owner_bytes: dict[str, int] = {}
         self._owner_of = owner_of or _one_owner
         # per dimension (bytes or not): (-weight, its oldest entry's use, owner), some stale
@@ -158,7 +166,9 @@ class MemoryStore:
     def held(self, owner: str) -> tuple[int, int]:
         """How many entries `owner` (as `owner_of` names it) holds, and their bytes."""
         with self._lock:
-            return len(self._owners.get(owner, ())), self._owner_bytes.get(owner, 0)
+            if owner not in self._owners:
+                return 0, 0
+            return self._count(owner), self._owner_bytes[owner]
 
     async def get(self, key: str) -> bytes | None:
         with self._lock:
@@ -175,6 +185,24 @@ class MemoryStore:
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         with self._lock:
             self._put(key, value, ttl_s)
+
+    async def set_pinned(self, key: str, value: bytes, ttl_s: float) -> None:
+        """`set`, the entry evicted only when its owner holds nothing else (`unpin`)."""
+        with self._lock:
+            self._put(key, value, ttl_s, pinned=True)
+
+    async def unpin(self, keys: Sequence[str]) -> None:
+        """The pinned entries of `keys` evicted as any other from now, their owner's most
+        recently used."""
+        with self._lock:
+            for key in keys:
+                pins = self._pinned.get(owner := self._owner_of(key))
+                if pins is not None and key in pins:
+                    del pins[key]
+                    if not pins:
+                        del self._pinned[owner]
+                    self._used(key)
+                    self._weighed(owner)
 
     async def add(self, key: str, value: bytes, ttl_s: float) -> bool:
         """Set `key` only if it is not there (or has expired); whether it was set."""
@@ -195,13 +223,17 @@ class MemoryStore:
             return True
 
     def _used(self, key: str) -> None:
-        """Under the lock: `key` (kept) is now its owner's most recently used."""
+        """Under the lock: `key` (kept) is now its owner's most recently used (a pinned
+        key has no place in that order)."""
+        owner = self._owner_of(key)
+        if key in self._pinned.get(owner, ()):
+            return
         self._uses += 1
-        order = self._owners[self._owner_of(key)]
+        order = self._owners[owner]
         order[key] = self._uses
         order.move_to_end(key)
 
-    def _put(self, key: str, value: bytes, ttl_s: float) -> None:
+    def _put(self, key: str, value: bytes, ttl_s: float, pinned: bool = False) -> None:
         """Under the lock."""
         if key in self._entries:
             self._drop(key)
@@ -212,6 +244,8 @@ class MemoryStore:
         self._owners.setdefault(owner, OrderedDict())
         self._owner_bytes[owner] = self._owner_bytes.get(owner, 0) + len(value)
         self._bytes += len(value)
+        if pinned:
+            self._pinned.setdefault(owner, {})[key] = None
         self._used(key)
         self._weighed(owner)
         while len(self._entries) > self._max_entries or self._bytes > self._max_bytes:
@@ -220,13 +254,13 @@ class MemoryStore:
     def _victim(self, by_bytes: bool, spared: str) -> str:
         """Under the lock: the entry to evict, the least recently used of the owner
         holding the most (bytes when `by_bytes`, else entries; of two holding as much,
-        the one whose oldest entry was older when they last changed). `spared`, the
-        entry just written, goes only when nothing else is left to evict. The owner is
+        the one whose oldest entry was older when they last changed; its pinned entries
+        last). `spared`, the entry just written, goes only when nothing else is left to
+        evict. The owner is
         found in a heap (`_weighed`), not by looking at each: a store shared by
         thousands of client keys evicts as fast as one of a few."""
         if len(self._owners) == 1:
-            only = next(iter(self._owners.values()))
-            return next((k for k in only if k != spared), spared)
+            return self._oldest(next(iter(self._owners)), spared) or spared
         if self._heaps_stale:
             self._rebuild()
         heap = self._heaps[by_bytes]
@@ -238,7 +272,7 @@ class MemoryStore:
             if found is None or -weight != self._weight(owner, by_bytes):
                 heapq.heappop(heap)  # stale: the owner has changed since
                 continue
-            oldest = next((k for k in found if k != spared), None)
+            oldest = self._oldest(owner, spared)
             if oldest is not None:
                 victim = oldest
                 break
@@ -247,8 +281,25 @@ class MemoryStore:
             heapq.heappush(heap, item)
         return victim
 
+    def _oldest(self, owner: str, spared: str) -> str | None:
+        """Under the lock: `owner`'s entry to evict, not `spared`: its least recently
+        used, or once it holds only pinned ones, its oldest pinned."""
+        for keys in (self._owners[owner], self._pinned.get(owner, ())):
+            found = next((k for k in keys if k != spared), None)
+            if found is not None:
+                return found
+        return None
+
+    def _count(self, owner: str) -> int:
+        return len(self._owners[owner]) + len(self._pinned.get(owner, ()))
+
     def _weight(self, owner: str, by_bytes: bool) -> int:
-        return self._owner_bytes[owner] if by_bytes else len(self._owners[owner])
+        return self._owner_bytes[owner] if by_bytes else self._count(owner)
+
+    def _first_use(self, owner: str) -> int:
+        """When `owner`'s least recently used entry was used (its pinned ones: no order)."""
+        order = self._owners[owner]
+        return order[next(iter(order))] if order else self._uses
 
     def _weighed(self, owner: str) -> None:
         """Under the lock: `owner`'s holding changed; the heaps that find the owner
@@ -260,7 +311,7 @@ class MemoryStore:
         if len(self._owners) == 1:  # `_victim` needs no heap; rebuilt once it does
             self._heaps_stale = True
             return
-        oldest = order[next(iter(order))]
+        oldest = self._first_use(owner)
         for by_bytes, heap in self._heaps.items():
             heapq.heappush(heap, (-self._weight(owner, by_bytes), oldest, owner))
             if len(heap) > 4 * len(self._owners) + 1024:
@@ -271,10 +322,7 @@ class MemoryStore:
     def _rebuild(self) -> None:
         """Under the lock: the heaps made afresh from every owner's weights."""
         for by_bytes, heap in self._heaps.items():
-            heap[:] = [
-                (-self._weight(o, by_bytes), found[next(iter(found))], o)
-                for o, found in self._owners.items()
-            ]
+            heap[:] = [(-self._weight(o, by_bytes), self._first_use(o), o) for o in self._owners]
             heapq.heapify(heap)
         self._heaps_stale = False
 
@@ -357,9 +405,14 @@ class MemoryStore:
         _, value = self._entries.pop(key)
         self._bytes -= len(value)
         owner = self._owner_of(key)
-        order = self._owners[owner]
-        del order[key]
-        if order:
+        order, pins = self._owners[owner], self._pinned.get(owner)
+        if pins is not None and key in pins:
+            del pins[key]
+            if not pins:
+                del self._pinned[owner]
+        else:
+            del order[key]
+        if self._count(owner):
             self._owner_bytes[owner] -= len(value)
             self._weighed(owner)
         else:
@@ -425,6 +478,14 @@ class RedisStore:
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         with self._answering():
             await self._redis.client.set(key, value, px=max(1, round(ttl_s * 1000)))
+
+    async def set_pinned(self, key: str, value: bytes, ttl_s: float) -> None:
+        """`set`: Redis evicts nothing of ours (its own ``maxmemory`` policy is the
+        operator's)."""
+        await self.set(key, value, ttl_s)
+
+    async def unpin(self, keys: Sequence[str]) -> None:
+        """Nothing: nothing is pinned (`set_pinned`)."""
 
     async def add(self, key: str, value: bytes, ttl_s: float) -> bool:
         """``SET NX PX``: set `key` only if it is not there; whether it was set (one of
