@@ -3,7 +3,9 @@ keys, an offline echo model, and small ``stored_responses`` / ``batches`` stores
 memory, one key filling a store evicts its own oldest records, never those of a key that
 holds less; a key past ``batches.max_key_files`` / ``max_key_bytes`` has its upload
 refused with OpenAI's error (memory and Redis) while the other key's still goes in, and
-a key with ``batches.max_key_batches`` batches running has its next one refused."""
+a key with ``batches.max_key_batches`` batches running has its next one refused;
+past ``stored_responses.max_key_responses`` a key loses its own oldest responses, in
+Redis too, whichever worker keeps them."""
 
 from __future__ import annotations
 
@@ -47,9 +49,11 @@ ENV = {
 
 
 @contextmanager
-def _gateway(tmp_path: Path, responses: str = "{}", batches: str = "{}") -> Iterator[Served]:
+def _gateway(
+    tmp_path: Path, responses: str = "{}", batches: str = "{}", args: tuple[str, ...] = ()
+) -> Iterator[Served]:
     text = REGISTRY % {"responses": responses, "batches": batches}
-    with serve_text(text, tmp_path, env=ENV) as served:
+    with serve_text(text, tmp_path, args, env=ENV) as served:
         yield served
 
 
@@ -92,6 +96,30 @@ def test_a_key_filling_the_responses_store_evicts_its_own_oldest(tmp_path: Path)
         assert bob.get(f"/responses/{_respond(bob, 'hello again')}").status_code == 200
         assert alice.get(f"/responses/{alices[2]}").status_code == 404
         assert bob.get(f"/responses/{bobs}").status_code == 200
+
+
+def test_a_key_past_its_responses_bound_in_redis_loses_its_own_oldest(
+    tmp_path: Path, redis_namespace: str
+) -> None:
+    """Redis, two worker processes, ``max_key_responses: 3``: alice's six responses (each
+    on a new connection, whichever worker takes it) leave her last three and bob's one
+    (on the old code the setting did not exist, and nothing bounded a key in Redis)."""
+    responses = f'{{url: "{REDIS_URL}", namespace: {redis_namespace}, max_key_responses: 3}}'
+    with (
+        _gateway(tmp_path, responses=responses, args=("--workers", "2")) as served,
+        _as(served, BOB_KEY) as bob,
+    ):
+        bobs = _respond(bob, "hello there, I am bob")
+        alices = []
+        for i in range(6):
+            with _as(served, ALICE_KEY) as alice:  # a new connection each
+                alices.append(_respond(alice, f"hello there {i}"))
+        with _as(served, ALICE_KEY) as alice:
+            kept = [alice.get(f"/responses/{i}").status_code for i in alices]
+        assert kept == [404, 404, 404, 200, 200, 200]
+        assert bob.get(f"/responses/{bobs}").status_code == 200
+        log = served.log_text()
+    assert "Traceback" not in log and ALICE_KEY not in log
 
 
 def test_a_key_filling_the_batches_store_does_not_evict_anothers_files(

@@ -237,6 +237,85 @@ def test_a_record_that_cannot_be_read_is_not_there(caplog: pytest.LogCaptureFixt
     assert "could not be read" in caplog.text
 
 
+def _bound_stores(namespace: str, **bound: int) -> list[tuple[ResponseStore, ResponseStore]]:
+    """Pairs of stores over the same place: one memory store twice, and two gateways'
+    connections to one Redis (each its own `RedisStore`, as two workers have)."""
+    memory = MemoryStore(100, 1 << 20)
+    settings = StoredResponsesSettings.model_validate(bound)
+    shared = StoredResponsesSettings.model_validate(
+        {"url": REDIS_URL, "namespace": namespace, **bound}
+    )
+    return [
+        (ResponseStore(settings, memory), ResponseStore(settings, memory)),
+        (
+            ResponseStore(shared, RedisStore(REDIS_URL, timeout_s=2.0)),
+            ResponseStore(shared, RedisStore(REDIS_URL, timeout_s=2.0)),
+        ),
+    ]
+
+
+def test_a_keys_responses_past_its_bound_evict_its_own_oldest(redis_namespace: str) -> None:
+    """``max_key_responses: 3``, two gateways writing: alice's oldest go (the bound is
+    counted where the records are, not per process), bob's one stays; continuing a
+    response renews it; a deleted one no longer counts; forgetting starts afresh."""
+    for one, two in _bound_stores(redis_namespace, max_key_responses=3):
+
+        async def go(one: ResponseStore = one, two: ResponseStore = two) -> None:
+            bobs = _record("bob")
+            assert await one.put("bob", bobs)
+            alices = [_record(f"a{i}") for i in range(5)]
+            for i, record in enumerate(alices):
+                assert await (one, two)[i % 2].put("alice", record)
+            kept = [await one.get("alice", r.id) is not None for r in alices]
+            assert kept == [False, False, True, True, True]
+            assert await two.get("bob", bobs.id) == bobs
+            # a turn continuing alices[2] renews it: alices[3] is now the oldest
+            turn = _record("next", [alices[2].id])
+            assert await two.put("alice", turn)
+            assert await one.get("alice", alices[3].id) is None
+            assert await one.get("alice", alices[2].id) is not None
+            assert await one.delete("alice", alices[4].id)  # room for one more
+            extra = _record("extra")
+            assert await two.put("alice", extra)
+            assert [await one.get("alice", r.id) is not None for r in (alices[2], turn)] == [
+                True,
+                True,
+            ]
+            await one.forget("alice")
+            fresh = [_record(f"f{i}") for i in range(3)]
+            for record in fresh:
+                assert await two.put("alice", record)
+            assert all([await one.get("alice", r.id) is not None for r in fresh])
+            await one.aclose()
+            await two.aclose()
+
+        run(go())
+
+
+def test_a_keys_responses_past_its_bytes_evict_its_own_oldest(
+    redis_namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``max_key_bytes``: alice's oldest go once her records pass it; one larger than it
+    alone is not kept (said in the log, counted too_large), and evicts nothing."""
+    size = len(_record("x" * 300).to_bytes())  # each of alice's records: three fit
+    for one, two in _bound_stores(redis_namespace, max_key_bytes=3 * size + 10):
+
+        async def go(one: ResponseStore = one, two: ResponseStore = two) -> None:
+            records = [_record("x" * 300) for _ in range(4)]
+            for record in records:
+                assert await one.put("alice", record)
+            kept = [await two.get("alice", r.id) is not None for r in records]
+            assert kept == [False, True, True, True]
+            with caplog.at_level(logging.WARNING):
+                assert not await two.put("alice", _record("y" * 2000))
+            assert "stored_responses.max_key_bytes" in caplog.text
+            assert all([await one.get("alice", r.id) is not None for r in records[1:]])
+            await one.aclose()
+            await two.aclose()
+
+        run(go())
+
+
 def test_a_redis_that_is_not_there_raises_without_its_password(closed_port: int) -> None:
     url = f"redis://:hunter2@127.0.0.1:{closed_port}/0"
     told: list[str] = []
@@ -275,6 +354,8 @@ def test_the_registry_section_opens_a_store() -> None:
 
     loaded = parse_registry(BASE + "stored_responses: {ttl_s: 120}\n")
     assert "responses kept 120 s, in memory" in summarize(loaded)
+    bound = parse_registry(BASE + "stored_responses: {max_key_responses: 50}\n")
+    assert "responses kept 86400 s, in memory, each key at most 50 responses" in summarize(bound)
     assert "stored responses" in headline(loaded)
     # one memory store per process and size: a registry reload keeps what was kept
     again = ResponseStore.open(registry)
@@ -283,9 +364,15 @@ def test_the_registry_section_opens_a_store() -> None:
 
 def test_a_bad_section_names_its_field() -> None:
     with pytest.raises(ConfigErrors) as caught:
-        parse_registry(BASE + "stored_responses: {url: 'postgres://x', ttl_s: 0}\n")
+        parse_registry(
+            BASE
+            + "stored_responses: {url: 'postgres://x', ttl_s: 0, max_key_responses: 0,"
+            + " max_key_bytes: 10}\n"
+        )
     text = str(caught.value)
     assert "stored_responses.url" in text and "stored_responses.ttl_s" in text
+    assert "stored_responses.max_key_responses" in text
+    assert "stored_responses.max_key_bytes" in text
     assert "pw" not in text
     registry = parse_registry(
         BASE + "stored_responses: {url: 'redis://:pw@127.0.0.1:1/0'}\n"

@@ -1860,7 +1860,10 @@ class StoredResponsesSettings(_Frozen):
     (every gateway). Without this section nothing is stored. `max_background`: how many
     ``background: true`` requests one gateway process answers at a time (0: none);
     `lease_s`: how long a background response stays ``in_progress`` once the process
-    making it has stopped renewing it (crashed, killed): the next read keeps it failed."""
+    making it has stopped renewing it (crashed, killed): the next read keeps it failed.
+    `max_key_responses` / `max_key_bytes`: the most one client key keeps (memory and
+    Redis; none: no bound per key but, in memory, the store's): past either, its least
+    recently written or continued response goes, never another key's."""
 
     url: str = "memory"
     ttl_s: Seconds = 86_400.0
@@ -1870,6 +1873,8 @@ class StoredResponsesSettings(_Frozen):
     namespace: str = Field(default="llmroute", min_length=1, pattern=_NAMESPACE)
     max_background: int = Field(default=256, ge=0)
     lease_s: Seconds = Field(default=30.0, ge=1.0)
+    max_key_responses: int | None = Field(default=None, ge=1)
+    max_key_bytes: int | None = Field(default=None, ge=1024)
 
     _url = field_validator("url")(_state_url)
 

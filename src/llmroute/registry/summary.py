@@ -256,7 +256,15 @@ def _state(registry: Registry) -> list[str]:
         )
     kept = registry.stored_responses
     if kept is not None:
-        lines.append(f"responses kept {kept.ttl_s:g} s, in {mask_url(kept.url)}")
+        bound = [
+            f"{n} {what}"
+            for n, what in ((kept.max_key_responses, "responses"), (kept.max_key_bytes, "bytes"))
+            if n is not None
+        ]
+        lines.append(
+            f"responses kept {kept.ttl_s:g} s, in {mask_url(kept.url)}"
+            + (f", each key at most {' and '.join(bound)}" if bound else "")
+        )
     batches = registry.batches
     if batches is not None:
         quota = [

@@ -181,7 +181,7 @@ async def _start_in_background(
         raise GatewayError(
             400,
             "a background response must be kept to be polled, and this request is too large "
-            "to keep (stored_responses.max_bytes): send it without 'background'",
+            "to keep (stored_responses.max_bytes, max_key_bytes): send it without 'background'",
             param="background",
         )
     answer = partial(answer_converted, detached(request), front, body, chat, ts, started_ns)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from llmroute.registry.schema import Registry, StoredResponsesSettings
+from llmroute.state.listings import Cap
 from llmroute.state.stores import (
     KeyValueStore,
     StoreUnavailable,
@@ -149,6 +150,8 @@ class ResponseStore:
         self._store = store
         self._prefix = f"{settings.namespace}:response:"
         self._on_outcome = on_outcome
+        bound = settings.max_key_responses, settings.max_key_bytes
+        self._cap = None if bound == (None, None) else Cap(*bound)
 
     @classmethod
     def open(
@@ -228,19 +231,27 @@ class ResponseStore:
         the memory store to keep. `counted`: told to `on_outcome` (not a background
         response's status changing: it is counted once, when made)."""
         value = record.to_bytes()
-        if self.url == "memory" and len(value) > self.settings.max_bytes:
+        too_large = self._too_large(len(value))
+        if too_large is not None:
             log.warning(
-                "responses: response %s (%d bytes) is larger than "
-                "stored_responses.max_bytes; not kept",
+                "responses: response %s (%d bytes) is larger than stored_responses.%s; not kept",
                 record.id,
                 len(value),
+                too_large,
             )
             self._tell("too_large")
             return False
         ttl_s = self.settings.ttl_s
+        key, chain = self._key(owner, record.id), [self._key(owner, i) for i in record.chain]
         try:
-            await self._store.set(self._key(owner, record.id), value, ttl_s)
-            await self._store.touch([self._key(owner, i) for i in record.chain], ttl_s)
+            if self._cap is None:
+                await self._store.set(key, value, ttl_s)
+                await self._store.touch(chain, ttl_s)
+            elif not await self._store.set_listed(
+                key, value, ttl_s, self._listing(owner), chain, self._cap
+            ):
+                self._tell("too_large")  # by another gateway's smaller max_key_bytes
+                return False
         except StoreUnavailable:
             self._tell("error")
             raise
@@ -248,12 +259,27 @@ class ResponseStore:
             self._tell("kept")
         return True
 
+    def _too_large(self, size: int) -> str | None:
+        """The setting a record of `size` bytes is larger than; None when it fits."""
+        if self.url == "memory" and size > self.settings.max_bytes:
+            return "max_bytes"
+        most = self.settings.max_key_bytes
+        return "max_key_bytes" if most is not None and size > most else None
+
+    def _listing(self, owner: str) -> str:
+        """Where `owner`'s kept responses are listed, for `max_key_responses` and
+        `max_key_bytes` to bound (under its prefix: forgotten with them)."""
+        return self._key(owner, "listing\0")
+
     def _tell(self, outcome: str) -> None:
         if self._on_outcome is not None:
             self._on_outcome(outcome)
 
     async def delete(self, owner: str, response_id: str) -> bool:
-        return await self._store.delete(self._key(owner, response_id))
+        key = self._key(owner, response_id)
+        if self._cap is None:
+            return await self._store.delete(key)
+        return await self._store.delete_listed(key, self._listing(owner))
 
     async def hold(self, owner: str, response_id: str) -> None:
         """Say for `settings.lease_s` more that a process is making background response

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from llmroute.errors import ConfigError
+from llmroute.state.listings import DELETE_LISTED, SET_LISTED, Cap, Listing
 from llmroute.state.redis_conn import RETRY_AFTER_S, connect
 from llmroute.telemetry.store.url import mask_url
 
@@ -91,6 +92,12 @@ class KeyValueStore(Protocol):
 
     async def unpin(self, keys: Sequence[str]) -> None: ...
 
+    async def set_listed(
+        self, key: str, value: bytes, ttl_s: float, listing: str, renewed: Sequence[str], cap: Cap
+    ) -> bool: ...
+
+    async def delete_listed(self, key: str, listing: str) -> bool: ...
+
     async def add(self, key: str, value: bytes, ttl_s: float) -> bool: ...
 
     async def renew(self, key: str, value: bytes, ttl_s: float) -> bool: ...
@@ -149,6 +156,7 @@ class MemoryStore:
         # per dimension (bytes or not): (-weight, its oldest entry's use, owner), some stale
         self._heaps: dict[bool, list[tuple[int, int, str]]] = {False: [], True: []}
         self._heaps_stale = True  # while there is at most one owner, they are not kept
+        self._listings: dict[str, Listing] = {}  # groups bound by a `Cap` (`set_listed`)
         self._uses = 0
         self._max_entries = max_entries
         self._max_bytes = max_bytes
@@ -220,6 +228,53 @@ class MemoryStore:
             if found is None or found[0] <= self._clock() or found[1] != value:
                 return False
             self._entries[key] = (self._clock() + ttl_s, value)
+            return True
+
+    async def set_listed(
+        self, key: str, value: bytes, ttl_s: float, listing: str, renewed: Sequence[str], cap: Cap
+    ) -> bool:
+        """`set` `key` and renew `renewed` (`touch`), both listed in `listing`; then, while
+        that group holds more than `cap`, its least recently written other record goes
+        (`key` too, when it alone is over). Whether `key` is kept."""
+        with self._lock:
+            self._put(key, value, ttl_s)
+            self._touched(renewed, ttl_s)
+            listed = self._listings.setdefault(listing, Listing())
+            for renewed_key in renewed:
+                listed.renew(renewed_key)
+            if key not in self._entries:  # larger than the whole store
+                listed.pop(key)
+                return False
+            listed.put(key, len(value))
+            if listed.over(cap):  # what expired or was evicted no longer counts
+                now = self._clock()
+                for gone in [k for k in listed.sizes if self._expires(k) <= now]:
+                    listed.pop(gone)
+            while listed.over(cap):
+                victim = listed.oldest(key) or key
+                listed.pop(victim)
+                if victim in self._entries:
+                    self._drop(victim)
+                if victim == key:
+                    return False
+            return True
+
+    def _expires(self, key: str) -> float:
+        """Under the lock: when `key` expires (0: not kept)."""
+        entry = self._entries.get(key)
+        return 0.0 if entry is None else entry[0]
+
+    async def delete_listed(self, key: str, listing: str) -> bool:
+        """`delete`, and `key` unlisted from `listing`."""
+        with self._lock:
+            listed = self._listings.get(listing)
+            if listed is not None:
+                listed.pop(key)
+                if not listed.sizes:
+                    del self._listings[listing]
+            if key not in self._entries:
+                return False
+            self._drop(key)
             return True
 
     def _used(self, key: str) -> None:
@@ -348,12 +403,16 @@ class MemoryStore:
     async def touch(self, keys: Sequence[str], ttl_s: float) -> None:
         """Keep the entries of `keys` that are still there `ttl_s` from now."""
         with self._lock:
-            now = self._clock()
-            for key in keys:
-                entry = self._entries.get(key)
-                if entry is not None and entry[0] > now:
-                    self._entries[key] = (now + ttl_s, entry[1])
-                    self._used(key)
+            self._touched(keys, ttl_s)
+
+    def _touched(self, keys: Sequence[str], ttl_s: float) -> None:
+        """Under the lock: `touch`."""
+        now = self._clock()
+        for key in keys:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] > now:
+                self._entries[key] = (now + ttl_s, entry[1])
+                self._used(key)
 
     async def append(self, key: str, data: bytes, ttl_s: float) -> None:
         """`data` added at the end of `key`'s value (created when absent, as when expired),
@@ -396,6 +455,8 @@ class MemoryStore:
             gone = [key for key in self._entries if key.startswith(prefix)]
             for key in gone:
                 self._drop(key)
+            for listing in [name for name in self._listings if name.startswith(prefix)]:
+                del self._listings[listing]
             return len(gone)
 
     async def aclose(self) -> None:
@@ -451,6 +512,8 @@ class RedisStore:
         self._redis = connect(url, timeout_s, "cache.url")
         self.url = self._redis.url
         self._renew = self._redis.client.register_script(_RENEW)
+        self._set_listed = self._redis.client.register_script(SET_LISTED)
+        self._delete_listed = self._redis.client.register_script(DELETE_LISTED)
         self._clock = clock
         self._paused_until = 0.0
 
@@ -486,6 +549,23 @@ class RedisStore:
 
     async def unpin(self, keys: Sequence[str]) -> None:
         """Nothing: nothing is pinned (`set_pinned`)."""
+
+    async def set_listed(
+        self, key: str, value: bytes, ttl_s: float, listing: str, renewed: Sequence[str], cap: Cap
+    ) -> bool:
+        """`MemoryStore.set_listed` in one script (`SET_LISTED`): the listing a sorted
+        set, its sizes a hash beside it (``LISTING:sizes``), both renewed with the record."""
+        keys = [key, listing, f"{listing}:sizes", *renewed]
+        most = [-1 if n is None else n for n in (cap.entries, cap.size)]
+        with self._answering():
+            kept = await self._set_listed(
+                keys=keys, args=[value, max(1, round(ttl_s * 1000)), *most]
+            )
+        return bool(kept)
+
+    async def delete_listed(self, key: str, listing: str) -> bool:
+        with self._answering():
+            return bool(await self._delete_listed(keys=[key, listing, f"{listing}:sizes"]))
 
     async def add(self, key: str, value: bytes, ttl_s: float) -> bool:
         """``SET NX PX``: set `key` only if it is not there; whether it was set (one of
