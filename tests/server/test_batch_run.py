@@ -40,6 +40,11 @@ class _Outage(MemoryStore):
             raise StoreUnavailable("redis 127.0.0.1:6379: connection refused")
         await super().set(key, value, ttl_s)
 
+    async def set_pinned(self, key: str, value: bytes, ttl_s: float) -> None:
+        if self.down and key in self.contents:
+            raise StoreUnavailable("redis 127.0.0.1:6379: connection refused")
+        await super().set_pinned(key, value, ttl_s)
+
     async def renew(self, key: str, value: bytes, ttl_s: float) -> bool:
         if self.down and key in self.contents:
             raise StoreUnavailable("redis 127.0.0.1:6379: connection refused")
