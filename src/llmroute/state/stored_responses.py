@@ -227,9 +227,11 @@ class ResponseStore:
         return ResponseChain(last, earlier)
 
     async def put(self, owner: str, record: StoredResponse, *, counted: bool = True) -> bool:
-        """Keep `record` and renew its chain's expiry; False when it is too large for
-        the memory store to keep. `counted`: told to `on_outcome` (not a background
-        response's status changing: it is counted once, when made)."""
+        """Keep `record` and renew its chain's expiry (past `max_key_responses` or
+        `max_key_bytes`, `owner`'s least recently written or continued response goes);
+        False when it is too large for the memory store or `max_key_bytes`. `counted`:
+        told to `on_outcome` (not a background response's status changing: it is counted
+        once, when made)."""
         value = record.to_bytes()
         too_large = self._too_large(len(value))
         if too_large is not None:

@@ -311,9 +311,8 @@ class MemoryStore:
         holding the most (bytes when `by_bytes`, else entries; of two holding as much,
         the one whose oldest entry was older when they last changed; its pinned entries
         last). `spared`, the entry just written, goes only when nothing else is left to
-        evict. The owner is
-        found in a heap (`_weighed`), not by looking at each: a store shared by
-        thousands of client keys evicts as fast as one of a few."""
+        evict. The owner is found in a heap (`_weighed`), not by looking at each: a store
+        shared by thousands of client keys evicts as fast as one of a few."""
         if len(self._owners) == 1:
             return self._oldest(next(iter(self._owners)), spared) or spared
         if self._heaps_stale:
