@@ -316,6 +316,22 @@ def test_keys_without_a_region_to_sign_for_are_a_config_error(server: FakeBedroc
     BedrockProvider("aws", Provider(kind="bedrock", base_url=vpce), environ=SIGV4_ENV)
 
 
+def test_a_base_url_password_beside_aws_credentials_is_a_config_error(
+    server: FakeBedrock,
+) -> None:
+    """AWS's credentials from the environment (a Bedrock API key, or keys that sign) are
+    the request's Authorization, so a base URL's ``user:password@`` (sent as Basic only
+    where none is set) went unused without a word; without them (a proxy that signs for
+    the provider) it is sent."""
+    url = server.url.replace("http://", "http://svc:s3cret-pw@")
+    for env in (SIGV4_ENV, {"AWS_BEARER_TOKEN_BEDROCK": API_KEY}):
+        with pytest.raises(ConfigError) as caught:
+            make(server, env, base_url=url)
+        assert caught.value.field == "providers.aws.base_url"
+        assert "user:password@" in caught.value.message and "s3cret" not in str(caught.value)
+    BedrockProvider("aws", Provider(kind="bedrock", base_url=url, region=REGION), environ={})
+
+
 def test_build_providers_builds_a_bedrock_client(server: FakeBedrock) -> None:
     registry = Registry.model_validate(
         {

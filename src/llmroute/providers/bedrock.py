@@ -98,6 +98,15 @@ class BedrockProvider:
                 env[_KEY_ENVS[0]], env[_KEY_ENVS[1]], env.get(_TOKEN_ENV) or None
             )
             signer = _signer(credentials, _region(name, spec))
+        if (key or signer) and URL(spec.http_url).user is not None:
+            raise ConfigError(
+                f"provider {name!r}: its base_url carries credentials (user:password@), "
+                f"and every request sends AWS's own as its Authorization (a Bedrock API key "
+                f"from {spec.api_key_env or BEARER_ENV}, or a SigV4 signature from "
+                f"{_KEY_ENVS[0]}), which the transport sends in place of them: take them "
+                "out of the base_url",
+                field=f"providers.{name}.base_url",
+            )
         sent = [key, env.get(_TOKEN_ENV), *from_env.values()]  # the session token is a header
         self._http = HttpTransport(
             name,
