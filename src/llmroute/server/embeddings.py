@@ -271,24 +271,29 @@ def pool_model(request: Request, gateway: Gateway, asked: str, kind: str) -> str
     name = registry.resolve_alias(asked)
     check_model(request.scope, asked, name)
     models = registry.models
-    known = ", ".join(sorted(n for n, m in models.items() if m.kind == kind)) or "none"
     model = models.get(name)
     if model is None:
         raise GatewayError(
             404,
-            f"no {kind} model named {shown(name)}; {kind} models: {known}",
+            f"no {kind} model named {shown(name)}; {kind} models: {_known(models, kind)}",
             param="model",
             code="model_not_found",
         )
     if model.kind != kind:
         raise GatewayError(
             400,
-            f"model {shown(name)} is {with_article(model.kind)} model; {kind} models: {known}",
+            f"model {shown(name)} is {with_article(model.kind)} model; "
+            f"{kind} models: {_known(models, kind)}",
             param="model",
             code=f"model_not_{kind}",
         )
     check_pool(request.scope, name)
     return name
+
+
+def _known(models: Mapping[str, Any], kind: str) -> str:
+    """The registry's models of `kind`, for an error (built only when one is raised)."""
+    return ", ".join(sorted(n for n, m in models.items() if m.kind == kind)) or "none"
 
 
 # OpenAI's limit on the inputs of one request (Azure OpenAI's too; hosted APIs allow
