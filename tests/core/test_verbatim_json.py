@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from loop_ticks import ticks_while
 from starlette.responses import JSONResponse
 
 from llmroute import verbatim_json
@@ -147,35 +147,9 @@ def test_other_bodies_are_left_to_the_usual_parse(body: bytes) -> None:
     assert asyncio.run(read_verbatim(b'{"data": []}' + PAD.encode(), ())) is None
 
 
-T = TypeVar("T")
-
-
-def _ticks_while(work: Callable[[], Awaitable[T]]) -> tuple[T, int]:
-    """What `work()` gives, and how many turns a task beside it got on the event loop
-    meanwhile: a step that gives the loop back lets it run."""
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    async def main() -> T:
-        ticker = asyncio.create_task(tick())
-        await asyncio.sleep(0)
-        try:
-            return await work()
-        finally:
-            ticker.cancel()
-
-    done = asyncio.run(main())
-    return done, ticks
-
-
 def test_the_event_loop_runs_while_a_large_array_is_checked() -> None:
     body = json.dumps({"data": [{"embedding": [0.123456789] * 1536}] * 200}).encode()
-    read, ticks = _ticks_while(lambda: read_verbatim(body, ("data",)))
+    read, ticks = ticks_while(lambda: read_verbatim(body, ("data",)))
     assert read is not None and read["data"].items == 200
     assert ticks > 10  # 5 MB: a step each 128 kB
 
@@ -214,7 +188,7 @@ def test_the_event_loop_runs_while_a_large_answer_is_written() -> None:
     value = {
         "choices": [{"logprobs": {"content": [{**entry, "top_logprobs": [entry] * 20}] * 4000}}]
     }
-    written, ticks = _ticks_while(lambda: answer_json(value))
+    written, ticks = ticks_while(lambda: answer_json(value))
     assert len(written) > 2_000_000
     assert ticks > 10  # a step each 128 kB
 

@@ -43,6 +43,7 @@ from llmroute.dispatch.text_completions import TextRequest
 from llmroute.errors import LlmrouteError
 from llmroute.server.auth import admit, api_key_of, payer_of
 from llmroute.server.batch_lines import BatchLine, read_lines_yielding
+from llmroute.server.batch_output import answer_line, usage_of
 from llmroute.server.body import require_messages
 from llmroute.server.chat import GATEWAY_TAGS, serve_chat
 from llmroute.server.completions import COMPLETIONS_FRONT, to_chat_body
@@ -287,18 +288,15 @@ class BatchRun:
             response = await self._send(line.body(content))
         ok = 200 <= response.status_code < 300
         request_id = response.headers.get("x-request-id") or f"req_{secrets.token_hex(16)}"
-        answered = _json(getattr(response, "body", b""))  # (a stream has none: never asked)
+        raw = bytes(getattr(response, "body", b""))  # (a stream has none: never asked)
         answer = {
             "id": f"batch_req_{secrets.token_hex(16)}",
             "custom_id": line.custom_id,
-            "response": {
-                "status_code": response.status_code,
-                "request_id": request_id,
-                "body": answered,
-            },
+            "response": {"status_code": response.status_code, "request_id": request_id},
             "error": None,
         }
-        self.answers.add(_line(answer), ok, answered.get("usage"))
+        usage = await usage_of(raw, self.endpoint)
+        self.answers.add(answer_line(answer, raw), ok, usage)
         self.count("request", "completed" if ok else "failed")
 
     async def _drained_within(self, wait_s: float) -> bool:
@@ -622,10 +620,6 @@ def _custom_ids(data: bytes) -> set[str]:
         if isinstance(custom_id, str):
             found.add(custom_id)
     return found
-
-
-def _line(answer: dict[str, Any]) -> bytes:
-    return json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
 def _error(code: str, message: str, param: str | None = None) -> dict[str, Any]:

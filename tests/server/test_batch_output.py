@@ -1,0 +1,65 @@
+"""A batch answer's line (`batch_output`): a large answer kept as the gateway wrote it,
+on one line, read for its usage without holding the event loop; a small one parsed and
+written compact as before."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from loop_ticks import ticks_while
+
+from llmroute.server.batch_output import answer_line, usage_of
+from llmroute.verbatim_json import VERBATIM_BYTES
+
+USAGE = {"prompt_tokens": 7, "total_tokens": 7}
+
+
+def _answer() -> dict[str, Any]:
+    response = {"status_code": 200, "request_id": "req_1"}
+    return {"id": "batch_req_1", "custom_id": "a\nb", "response": response, "error": None}
+
+
+def _embeddings(n: int, indent: int | None = None) -> bytes:
+    data = [{"object": "embedding", "index": i, "embedding": [0.125] * 1536} for i in range(n)]
+    answer = {"object": "list", "data": data, "model": "m", "usage": USAGE}
+    return json.dumps(answer, indent=indent).encode()
+
+
+def _expected(body: bytes) -> dict[str, Any]:
+    answer = _answer()
+    return {**answer, "response": {**answer["response"], "body": json.loads(body)}}
+
+
+def test_a_small_answer_is_written_compact_as_before() -> None:
+    body = json.dumps({"object": "list", "data": [], "usage": USAGE}, indent=2).encode()
+    line = answer_line(_answer(), body)
+    assert line == json.dumps(_expected(body), separators=(",", ":")).encode() + b"\n"
+    assert answer_line(_answer(), b"not json").endswith(b'"body":{}},"error":null}\n')
+
+
+def test_a_large_answer_is_kept_as_it_came_on_one_line() -> None:
+    body = _embeddings(100, indent=1)  # an upstream's, pretty-printed: line breaks in it
+    assert len(body) >= VERBATIM_BYTES and b"\n" in body
+    line = answer_line(_answer(), body)
+    assert line.count(b"\n") == 1 and line.endswith(b"\n")
+    assert json.loads(line) == _expected(body)
+    assert len(line) < len(body) + 200  # the vectors not written again
+
+
+def test_the_usage_of_any_answer() -> None:
+    large = _embeddings(100)
+    chat = json.dumps({"choices": [{"text": "x" * VERBATIM_BYTES}], "usage": USAGE}).encode()
+    assert asyncio.run(usage_of(large, "/v1/embeddings")) == USAGE
+    assert asyncio.run(usage_of(large, "/v1/chat/completions")) == USAGE
+    assert asyncio.run(usage_of(chat, "/v1/chat/completions")) == USAGE
+    assert asyncio.run(usage_of(b'{"usage": 3}', "/v1/embeddings")) == 3
+    assert asyncio.run(usage_of(b"[" + b" " * VERBATIM_BYTES + b"]", "/v1/embeddings")) is None
+    assert asyncio.run(usage_of(b"{" + b" " * VERBATIM_BYTES, "/v1/embeddings")) is None
+
+
+def test_the_event_loop_runs_while_a_large_answer_is_read() -> None:
+    usage, ticks = ticks_while(lambda: usage_of(_embeddings(200), "/v1/embeddings"))
+    assert usage == USAGE
+    assert ticks > 10  # 5 MB: read a step at a time
