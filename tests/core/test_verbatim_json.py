@@ -70,6 +70,33 @@ def test_it_reads_what_json_reads(value: dict[str, Any], indent: int) -> None:
     assert json.loads(answer_bytes(read)) == value
 
 
+_texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=5)
+_unicode_values = st.recursive(
+    st.none() | st.integers(-(10**6), 10**6) | _texts,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_texts, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.sampled_from(["data", "é", "x\u2028"]) | _texts, _unicode_values))
+def test_a_body_not_ascii_reads_what_json_reads(value: dict[str, Any]) -> None:
+    """Characters not ASCII, and escapes (``\\u00e9``, control characters) other than a
+    surrogate's, are read here, each member named as it was."""
+    for escaped in (False, True):  # each character not ASCII as it is, or as an escape
+        text = json.dumps(value, ensure_ascii=escaped)
+        read = _read(text)
+        if escaped and read is None:  # a character past U+FFFF: a pair's escapes
+            assert any(ord(c) > 0xFFFF for c in json.dumps(value, ensure_ascii=False))
+            continue
+        assert read is not None and read.keys() == value.keys()
+        got = read.get("data")
+        if isinstance(got, Verbatim):
+            assert bytes(got.raw).decode() in text
+            read["data"] = json.loads(bytes(got.raw))
+        assert read == value
+
+
 def test_the_array_is_written_as_it_came() -> None:
     read = _read('{ "data" : [ 1.50 , 2e3 ,"x", {"a": [1e-7, -0.0]} ] , "model": "m" }')
     assert read is not None
@@ -137,8 +164,15 @@ def test_large_finite_numbers_are_kept() -> None:
     "body",
     [
         b'{"data": []}',  # small: parsed whole, as before
-        ('{"data": ["\\u00e9"]}' + PAD).encode(),  # an escape: may hide a surrogate
-        ('{"data": ["é"]}' + PAD).encode(),  # not ASCII
+        ('{"data": ["\\ud800"]}' + PAD).encode(),  # an unpaired surrogate's escape
+        ('{"data": ["\\uDE00"]}' + PAD).encode(),
+        ('{"data": ["\\ud83d\\ude00"]}' + PAD).encode(),  # a pair: left all the same
+        # one cut by the end of a step of the search
+        ('{"data": [], "pad": "' + "x" * ((1 << 20) - 23) + '\\ud800"}' + PAD).encode(),
+        b'{"data": ["\xff"]}' + PAD.encode(),  # not UTF-8
+        b'{"data": ["\xed\xa0\x80"]}' + PAD.encode(),  # a surrogate's bytes
+        b'{"data": [], "model": "\xe9"}' + PAD.encode(),
+        PAD.encode() + b'{"data": ["\xc3"]}',  # a character cut at the end
         ("[1]" + PAD).encode(),  # not an object: said so as before
     ],
 )
@@ -147,8 +181,11 @@ def test_other_bodies_are_left_to_the_usual_parse(body: bytes) -> None:
     assert asyncio.run(read_verbatim(b'{"data": []}' + PAD.encode(), ())) is None
 
 
-def test_the_event_loop_runs_while_a_large_array_is_checked() -> None:
-    body = json.dumps({"data": [{"embedding": [0.123456789] * 1536}] * 200}).encode()
+@pytest.mark.parametrize("model", ["m", "modèle", "mod\\u00e8le"])
+def test_the_event_loop_runs_while_a_large_array_is_checked(model: str) -> None:
+    """Whether the body is plain ASCII or not: one that was not was parsed whole."""
+    vectors = [{"embedding": [0.123456789] * 1536}] * 200
+    body = (f'{{"model": "{model}", "data": ' + json.dumps(vectors) + "}").encode()
     read, ticks = ticks_while(lambda: read_verbatim(body, ("data",)))
     assert read is not None and read["data"].items == 200
     assert ticks > 10  # 5 MB: a step each 128 kB
