@@ -10,10 +10,13 @@ Redis too, whichever worker keeps them."""
 from __future__ import annotations
 
 import json
+import re
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -255,3 +258,60 @@ def test_a_batch_whose_answers_the_memory_store_cannot_keep_fails_saying_so(
         error = batch["errors"]["data"][0]
         assert error["code"] == "output_evicted" and "batches.max_bytes" in error["message"]
         assert batch["request_counts"]["completed"] == 8
+
+
+def _partial_upload(url: str, key: str, framing: str) -> tuple[int, dict[str, Any]]:
+    """An upload whose body says (Content-Length) or has sent (chunked) 230,000 bytes and
+    then waits, never ended: its status and error as soon as the gateway answers."""
+    host, port = url.removeprefix("http://").split(":")
+    part = b"--x\r\ncontent-disposition: form-data; name=file; filename=a.jsonl\r\n\r\n"
+    part += b"{}\n" * 1000
+    head = (
+        f"POST /v1/files HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {key}\r\n"
+        "content-type: multipart/form-data; boundary=x\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        if framing == "content-length":
+            sock.sendall(head + b"content-length: 230000\r\n\r\n" + part)
+        else:
+            sock.sendall(head + b"transfer-encoding: chunked\r\n\r\n")
+            chunk = b"{}\n" * 10_000
+            for _ in range(8):  # 240,000 bytes, and no last chunk
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += sock.recv(65536) or b"\r\n\r\n"
+        headers, _, body = reply.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", headers)[1])  # type: ignore[index]
+        while len(body) < length:
+            body += sock.recv(65536)
+    return int(headers.split()[1]), json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_an_upload_past_a_keys_room_is_refused_before_it_is_read_whole(
+    tmp_path: Path, framing: str
+) -> None:
+    """An upload that cannot fit the key's ``max_key_bytes`` (its Content-Length, or what
+    came so far, past the room its files leave) is the same 429 at once, not once the
+    client has sent all of it (the old code read a 95 MB body to refuse it; this client
+    sends part of one and waits). Nothing is kept of it; the key's files and another's
+    are as they were, and each still uploads what fits."""
+    settings = "{max_key_bytes: 300000, max_file_bytes: 200000}"
+    with (
+        _gateway(tmp_path, batches=settings) as served,
+        _as(served, ALICE_KEY) as alice,
+        _as(served, BOB_KEY) as bob,
+    ):
+        kept = _upload(alice, 150_000).json()["id"]  # room: 150,000 bytes (with 64 kB)
+        bobs = _upload(bob, 150_000).json()["id"]
+        status, error = _partial_upload(served.url, ALICE_KEY, framing)
+        assert status == 429 and error["code"] == "file_quota_exceeded"
+        assert "holds 150000 bytes of files, and this one's more than 150000" in error["message"]
+        assert "batches.max_key_bytes (300000)" in error["message"]
+        assert [f["id"] for f in alice.get("/files").json()["data"]] == [kept]
+        assert bob.get(f"/files/{bobs}/content").status_code == 200
+        assert _upload(alice, 100_000).status_code == 200
+        assert _upload(bob, 100_000).status_code == 200
+        log = served.log_text()
+    assert "Traceback" not in log and ALICE_KEY not in log

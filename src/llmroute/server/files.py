@@ -25,7 +25,7 @@ from llmroute.server.auth import key_of
 from llmroute.server.body import require_identity
 from llmroute.server.errors import NO_RETRY, GatewayError, store_unavailable
 from llmroute.server.state import gateway_of
-from llmroute.state.batches import BatchStore, new_file_id
+from llmroute.state.batches import BatchStore, KeyQuota, new_file_id
 from llmroute.state.stores import StoreUnavailable
 
 __all__ = ["FILES_PATH", "batch_store", "file", "file_content", "files", "listed", "owner_of"]
@@ -105,7 +105,7 @@ def _limit(raw: str | None, default: int, most: int) -> int:
 
 async def _upload(request: Request, store: BatchStore, owner: str) -> dict[str, Any]:
     most = store.settings.max_file_bytes
-    form = await _form(request, most + _OVERHEAD)
+    form = await _form(request, most, await store.quota(owner), owner)
     upload, purpose = form.get("file"), form.get("purpose")
     if purpose != "batch":
         raise GatewayError(
@@ -137,16 +137,7 @@ async def _upload(request: Request, store: BatchStore, owner: str) -> dict[str, 
         "expires_after",
     )
     if (why := await store.over_quota(owner, len(content))) is not None:
-        whose = f"client key {owner!r}" if owner else "the gateway's client"
-        raise GatewayError(
-            429,
-            f"{whose} {why}: delete files it no longer needs (DELETE /v1/files/{{id}}) or "
-            "wait for them to expire",
-            param="file",
-            code="file_quota_exceeded",
-            headers=NO_RETRY,
-            kind="insufficient_quota",
-        )
+        raise _over_quota(owner, why)
     now = int(time.time())
     record = {
         "id": new_file_id(),
@@ -193,22 +184,33 @@ def expires_after(given: Any, param: str) -> float | None:
     return float(seconds)
 
 
-async def _form(request: Request, limit: int) -> Any:
-    """The multipart form of the request, its body read to at most `limit` bytes (413
-    past it) before it is parsed."""
+async def _form(request: Request, most: int, quota: KeyQuota, owner: str) -> Any:
+    """The multipart form of the request, its body read before it is parsed, and only
+    while it may hold a file the key may keep: a file of at most `most` bytes (413 past
+    it) and, by its `quota`, within the key's room (429 past it, from its Content-Length
+    or as it comes; at once for a key that holds as many files as it may)."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise GatewayError(
             400, "upload the file as multipart/form-data (fields 'file' and 'purpose')"
         )
+    if (refused := quota.over(0)) is not None:  # as many files as it may, or more bytes
+        raise _over_quota(owner, refused)
+    limit, room = most + _OVERHEAD, quota.room()
+
+    def check(size: int) -> None:
+        if size > limit:
+            raise _too_large(most)
+        if room is not None and size > room + _OVERHEAD:  # the envelope aside, as above
+            raise _over_quota(owner, quota.past_room())
+
     declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit - _OVERHEAD)
+    if declared.isascii() and declared.isdigit():
+        check(int(declared))
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise _too_large(limit - _OVERHEAD)
+        check(size)
         chunks.append(chunk)
     require_identity(request)  # the whole body compressed: a part's own is the file's
     pieces = _pieces(deque(chunks))
@@ -253,6 +255,19 @@ async def _check_utf8(content: bytes) -> None:
         end = start + _SLICE_BYTES
         decoder.decode(view[start:end], end >= len(content))
         await asyncio.sleep(0)
+
+
+def _over_quota(owner: str, why: str) -> GatewayError:
+    whose = f"client key {owner!r}" if owner else "the gateway's client"
+    return GatewayError(
+        429,
+        f"{whose} {why}: delete files it no longer needs (DELETE /v1/files/{{id}}) or "
+        "wait for them to expire",
+        param="file",
+        code="file_quota_exceeded",
+        headers=NO_RETRY,
+        kind="insufficient_quota",
+    )
 
 
 def _too_large(most: int) -> GatewayError:

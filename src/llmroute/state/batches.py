@@ -31,7 +31,15 @@ from llmroute.state.stores import (
     state_store,
 )
 
-__all__ = ["BatchRecord", "BatchStore", "Running", "Written", "new_batch_id", "new_file_id"]
+__all__ = [
+    "BatchRecord",
+    "BatchStore",
+    "KeyQuota",
+    "Running",
+    "Written",
+    "new_batch_id",
+    "new_file_id",
+]
 
 log = logging.getLogger("llmroute.batches")
 
@@ -39,6 +47,40 @@ _VERSION = 1
 Kind = Literal["file", "batch"]
 _COMPACT_AFTER = 1_000  # listed ids found gone before the index is rewritten
 _RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+
+
+@dataclass(frozen=True, slots=True)
+class KeyQuota:
+    """One client key's kept `files` and the bytes they hold (`held`), against its
+    ``max_key_files`` and ``max_key_bytes`` (None: no bound)."""
+
+    files: int
+    held: int
+    most_files: int | None
+    most_bytes: int | None
+
+    def room(self) -> int | None:
+        """The most bytes one more file may hold (None: no bound)."""
+        return None if self.most_bytes is None else max(0, self.most_bytes - self.held)
+
+    def over(self, size: int) -> str | None:
+        """Why the key may not keep one more file of `size` bytes; None when it may."""
+        most_files, most_bytes = self.most_files, self.most_bytes
+        if most_files is not None and self.files + 1 > most_files:
+            return f"holds {self.files} files, as many as batches.max_key_files ({most_files})"
+        if most_bytes is not None and self.held + size > most_bytes:
+            return self._past_bytes(str(size))
+        return None
+
+    def past_room(self) -> str:
+        """Why a file of more than its `room` is refused (before it was read whole)."""
+        return self._past_bytes(f"more than {self.room()}")
+
+    def _past_bytes(self, size: str) -> str:
+        return (
+            f"holds {self.held} bytes of files, and this one's {size} would pass "
+            f"batches.max_key_bytes ({self.most_bytes})"
+        )
 
 
 def new_file_id() -> str:
@@ -296,19 +338,16 @@ class BatchStore:
         `max_key_bytes`: what its kept files, uploads and batches' answers, hold); None
         when it may, or when there is no quota. Read from its listing, as each upload
         arrives: uploads at the same moment may each pass it by one."""
+        return (await self.quota(owner)).over(size)
+
+    async def quota(self, owner: str) -> KeyQuota:
+        """What `owner`'s kept files hold against its quota (nothing read without one)."""
         most_files, most_bytes = self.settings.max_key_files, self.settings.max_key_bytes
         if most_files is None and most_bytes is None:
-            return None
+            return KeyQuota(0, 0, None, None)
         kept = await self.files(owner)
         held = sum(int(f.get("bytes") or 0) for f in kept)
-        if most_files is not None and len(kept) + 1 > most_files:
-            return f"holds {len(kept)} files, as many as batches.max_key_files ({most_files})"
-        if most_bytes is not None and held + size > most_bytes:
-            return (
-                f"holds {held} bytes of files, and this one's {size} would pass "
-                f"batches.max_key_bytes ({most_bytes})"
-            )
-        return None
+        return KeyQuota(len(kept), held, most_files, most_bytes)
 
     async def over_batch_quota(self, owner: str) -> str | None:
         """Why `owner` may not start one more batch (`max_key_batches`: its batches noted
