@@ -65,10 +65,19 @@ auth:
     - {name: other, key_env: LLMROUTE_TEST_OTHER_KEY}
     - {name: ops, key_env: LLMROUTE_TEST_OPS_KEY, admin: true}
     - {name: untagged, key_env: LLMROUTE_TEST_UNTAGGED_KEY, header_tags: false}
+    - {name: narrow, key_env: LLMROUTE_TEST_NARROW_KEY, models: [small]}
+    - {name: pooled, key_env: LLMROUTE_TEST_POOLED_KEY, pool: [small]}
+    - {name: frugal, key_env: LLMROUTE_TEST_FRUGAL_KEY, tpm: 500}
 """
 OPS_KEY = "sk-ops-responses-8910"
 UNTAGGED_KEY = "sk-untagged-responses-1213"
+NARROW_KEY = "sk-narrow-responses-1415"
+POOLED_KEY = "sk-pooled-responses-1617"
+FRUGAL_KEY = "sk-frugal-responses-1819"
 KEYS = {
+    "LLMROUTE_TEST_NARROW_KEY": NARROW_KEY,
+    "LLMROUTE_TEST_POOLED_KEY": POOLED_KEY,
+    "LLMROUTE_TEST_FRUGAL_KEY": FRUGAL_KEY,
     "LLMROUTE_TEST_UNTAGGED_KEY": UNTAGGED_KEY,
     "LLMROUTE_TEST_TEAM_KEY": TEAM_KEY,
     "LLMROUTE_TEST_OTHER_KEY": OTHER_KEY,
@@ -470,6 +479,40 @@ def test_a_background_response_refused_for_its_tags_is_refused_at_once(
     with _client(gateway, key) as client, pytest.raises(openai.APIStatusError) as refused:
         client.responses.create(model="small", input="hello", background=True, **extra)
     assert refused.value.status_code == status
+
+
+@pytest.mark.parametrize(
+    ("key", "model", "status"),
+    [
+        (TEAM_KEY, "nowhere", 404),  # no such model
+        (TEAM_KEY, "router-nope-0.5", 404),  # no such difficulty router
+        (NARROW_KEY, "large", 403),  # outside the key's models
+        (POOLED_KEY, "large", 403),  # outside the key's pool
+    ],
+)
+def test_a_background_response_refused_before_dispatch_is_refused_at_once(
+    gateway: Served, key: str, model: str, status: int
+) -> None:
+    """As a foreground request is refused, rather than answered ``in_progress``, queued
+    and kept failed; the same request in the foreground gets the same status."""
+    with _client(gateway, key) as client:
+        for background in (False, True):
+            with pytest.raises(openai.APIStatusError) as refused:
+                client.responses.create(model=model, input="hello", background=background)
+            assert refused.value.status_code == status, (background, refused.value.message)
+
+
+def test_a_background_response_past_its_keys_tpm_is_refused_at_once(gateway: Served) -> None:
+    """tpm 500, and prompts of about 380 tokens: a background response holds its prompt
+    from the moment it is answered ``in_progress``, so the next one is refused at once,
+    as it is in the foreground, rather than kept failed."""
+    prompt = "word " * 300
+    with _client(gateway, FRUGAL_KEY) as client:
+        first = client.responses.create(model="slow", input=prompt, background=True)
+        for background in (True, False):
+            with pytest.raises(openai.RateLimitError):
+                client.responses.create(model="small", input=prompt, background=background)
+        assert _polled(client, first.id) == "completed"
 
 
 def test_what_is_kept_validates_as_the_sdks_typed_models(gateway: Served) -> None:

@@ -62,11 +62,13 @@ from llmroute.verbatim_json import answer_json, loads_answer
 __all__ = [
     "CLIENT_CLOSED",
     "GATEWAY_TAGS",
+    "Planned",
     "RelayedStream",
     "chat_completions",
     "cut_by",
     "decision_headers",
     "note_body_tags",
+    "plan_chat",
     "route_only",
     "serve_chat",
     "served_headers",
@@ -188,34 +190,24 @@ async def serve_chat(
     ts: float,
     started_ns: int,
     text: TextRequest | None = None,
+    planned: Planned | None = None,
 ) -> Response:
     """Route, dispatch, cache, record and trace one chat-completions `body`; the answer
     in OpenAI's format (a JSON response, or a stream of its chunks). Errors are raised
     (`GatewayError`, `LlmrouteError`) for the caller's front to render. `ts` and
     `started_ns` are the request's arrival; `text`, for a completions request, goes on
-    the plan (models continuing raw text get the request raw)."""
-    note_body_tags(request, body)
-    request_tags(request)  # a malformed header is refused before any work
-    _check_model(request, gateway, body)
-    try:
-        plan = await _plan(request, gateway, body)
-        if text is not None:
-            plan = dataclasses.replace(plan, text=text)
-    except _GoneWhilePlanning as gone:
-        unserved = _Unserved(
-            gateway.router, recorder_of(request), gone.plan.decision, body, ts, started_ns
-        )
-        trace = tracing_of(request).start_request(
-            gone.plan.decision, start_ns=int(ts * 1e9), headers=request.headers
-        )
-        trace.finish(
-            unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), body.get("stream") is True)
-        )
-        return Response(status_code=CLIENT_CLOSED)
+    the plan (models continuing raw text get the request raw). `planned`: the request
+    planned already (`plan_chat`: a background response, before it was queued)."""
+    if planned is None:
+        planned = await plan_chat(request, gateway, body, ts, started_ns)
+        if planned is None:
+            return Response(status_code=CLIENT_CLOSED)
+    plan, release = planned.plan, planned.release
+    if text is not None:
+        plan = dataclasses.replace(plan, text=text)
     # every answer from here on is the decision's, whatever it is (a 500, a shutdown's
     # 503), and is logged as the decision, however the request ends
     routed_as(request.scope, plan.decision.id)
-    release = await _hold_tokens(request, gateway, plan, body, ts, started_ns)
     handed = False  # a stream gives the tokens back when it ends
     try:
         response, handed = await _serve_planned(
@@ -231,6 +223,45 @@ async def serve_chat(
         counted = metrics.answer_pii if isinstance(metrics, GatewayMetrics) else None
         return await _for_client(response, safety, counted)
     return response
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A chat request ready to be sent: its plan, and what gives back the tokens it holds
+    against its key's ``tpm`` (None: nothing held)."""
+
+    plan: Plan
+    release: Callable[[], None] | None
+
+
+async def plan_chat(
+    request: Request, gateway: Gateway, body: dict[str, Any], ts: float, started_ns: int
+) -> Planned | None:
+    """A chat `body` planned, refused as chat refuses it before anything is sent and in
+    its order (its tags, the key's allow-list, the model looked up, the key's pool, its
+    prompt past the key's ``tpm``); None for a client gone while it was planned (logged
+    as its decision, 499)."""
+    note_body_tags(request, body)
+    request_tags(request)  # a malformed header is refused before any work
+    _check_model(request, gateway, body)
+    try:
+        plan = await _plan(request, gateway, body)
+    except _GoneWhilePlanning as gone:
+        unserved = _Unserved(
+            gateway.router, recorder_of(request), gone.plan.decision, body, ts, started_ns
+        )
+        trace = tracing_of(request).start_request(
+            gone.plan.decision, start_ns=int(ts * 1e9), headers=request.headers
+        )
+        trace.finish(
+            unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), body.get("stream") is True)
+        )
+        return None
+    try:
+        return Planned(plan, await _hold_tokens(request, gateway, plan, body, ts, started_ns))
+    except BaseException:
+        routed_as(request.scope, plan.decision.id)  # logged as its decision, as served
+        raise
 
 
 async def _for_client(

@@ -21,7 +21,7 @@ from starlette.responses import Response, StreamingResponse
 
 from llmroute.dispatch.text_completions import TextRequest
 from llmroute.server.body import read_json_object
-from llmroute.server.chat import CLIENT_CLOSED, RelayedStream, serve_chat
+from llmroute.server.chat import CLIENT_CLOSED, Planned, RelayedStream, plan_chat, serve_chat
 from llmroute.server.chunk_translation import ChunkTranslator, translated
 from llmroute.server.ended_stream import STREAM_HEADERS, EndedStream, closers_of
 from llmroute.server.errors import GatewayError
@@ -29,7 +29,14 @@ from llmroute.server.keepalive import keepalive_of, with_keepalive
 from llmroute.server.state import gateway_of
 from llmroute.verbatim_json import answer_json, loads_answer
 
-__all__ = ["Front", "Stateless", "answer_converted", "passed_on", "serve_converted"]
+__all__ = [
+    "Front",
+    "Stateless",
+    "answer_converted",
+    "passed_on",
+    "plan_converted",
+    "serve_converted",
+]
 
 Body = dict[str, Any]
 # what each converted API calls the chat body's `messages` (Anthropic's is `messages` too)
@@ -99,13 +106,14 @@ async def answer_converted(
     ts: float,
     started_ns: int,
     text: TextRequest | None = None,
+    planned: Planned | None = None,
 ) -> Response:
     """`chat` (`front`'s conversion of `body`, received at `ts` / `started_ns`) served
-    as a chat completion (`text`: of a completions request), and its answer converted
-    back."""
+    as a chat completion (`text`: of a completions request; `planned`: its plan, made
+    already), and its answer converted back."""
     gateway = gateway_of(request)
     try:
-        answer = await serve_chat(request, gateway, chat, ts, started_ns, text)
+        answer = await serve_chat(request, gateway, chat, ts, started_ns, text, planned)
     except GatewayError as error:
         error.param = _front_param(error, request.url.path, body)
         raise
@@ -127,6 +135,18 @@ async def answer_converted(
     data = await loads_answer(bytes(answer.body))
     converted = await front.answer(data, model, body)
     return Response(await answer_json(converted), media_type="application/json", headers=headers)
+
+
+async def plan_converted(
+    request: Request, body: Body, chat: Body, ts: float, started_ns: int
+) -> Planned | None:
+    """`plan_chat` for `chat`, the conversion of `body`: a request refused before any
+    work as `answer_converted` refuses it (its ``param`` as this API names it)."""
+    try:
+        return await plan_chat(request, gateway_of(request), chat, ts, started_ns)
+    except GatewayError as error:
+        error.param = _front_param(error, request.url.path, body)
+        raise
 
 
 def _front_param(error: GatewayError, path: str, body: Body) -> str | None:

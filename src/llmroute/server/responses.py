@@ -43,7 +43,7 @@ from llmroute.server.auth import key_of
 from llmroute.server.background import background_runs, detached
 from llmroute.server.background_stream import EventChunks, RunLog, follow, kept_as_made
 from llmroute.server.body import read_json_object
-from llmroute.server.chat import note_body_tags, request_tags
+from llmroute.server.chat import CLIENT_CLOSED
 from llmroute.server.chunk_translation import translated
 from llmroute.server.conversations import counted
 from llmroute.server.ended_stream import STREAM_HEADERS, EndedStream
@@ -53,7 +53,13 @@ from llmroute.server.errors import (
     not_an_endpoint,
     store_unavailable,
 )
-from llmroute.server.fronts import Events, Stateless, answer_converted, serve_converted
+from llmroute.server.fronts import (
+    Events,
+    Stateless,
+    answer_converted,
+    plan_converted,
+    serve_converted,
+)
 from llmroute.server.keepalive import keepalive_of, with_keepalive
 from llmroute.server.listing import page
 from llmroute.server.responses_convert import (
@@ -115,11 +121,21 @@ async def answer_responses(
     front = _Kept(store, owner, partial(counted, request), partial(_counted, request, "abandoned"))
     chat = await front.chat_body(body)
     if front.background:
-        # a bad x-llmroute-tags, or tags from a key without header_tags, answered now
-        # as chat answers them, not kept as the background run's failure
-        note_body_tags(request, chat)
-        request_tags(request)
-        return await _start_in_background(request, gateway, front, body, chat, ts, started_ns)
+        _check_room(request, front.store)
+        # planned now: what refuses the request (its tags, its model, the key's lists and
+        # tpm) is answered as chat answers it, not kept as the background run's failure
+        planned = await plan_converted(request, body, chat, ts, started_ns)
+        if planned is None:
+            return Response(status_code=CLIENT_CLOSED)
+        answer = partial(
+            answer_converted, detached(request), front, body, chat, ts, started_ns, None, planned
+        )
+        try:
+            return await _start_in_background(request, gateway, front, body, answer)
+        except BaseException:  # not started: the run gives back the tokens it holds
+            if planned.release is not None:
+                planned.release()
+            raise
     return await answer_converted(request, front, body, chat, ts, started_ns)
 
 
@@ -145,31 +161,11 @@ async def _start_in_background(
     gateway: Gateway,
     front: _Kept,
     body: dict[str, Any],
-    chat: dict[str, Any],
-    ts: float,
-    started_ns: int,
+    answer: Callable[[], Awaitable[Response]],
 ) -> Response:
     """The response, ``in_progress`` and kept (so any gateway sharing the store can be
-    polled for it), answered now; the answer made in a task of this process."""
+    polled for it), answered now; the `answer` made in a task of this process."""
     runs = background_runs(request)
-    limit = front.store.settings.max_background
-    if limit == 0:
-        raise GatewayError(
-            400,
-            "background responses are off on this gateway (stored_responses.max_background "
-            "is 0): send the request without 'background'",
-            param="background",
-        )
-    if len(runs) >= limit:
-        _counted(request, "refused")
-        raise GatewayError(
-            429,
-            f"this gateway is already making {limit} background responses, its limit "
-            "(stored_responses.max_background): try again shortly",
-            code="rate_limit_exceeded",
-            headers={"retry-after": "1"},
-            kind="requests",
-        )
     response = front.queued(body)
     try:
         kept = await front.store.put(front.owner, front.record(response), counted=False)
@@ -184,7 +180,6 @@ async def _start_in_background(
             "to keep (stored_responses.max_bytes, max_key_bytes): send it without 'background'",
             param="background",
         )
-    answer = partial(answer_converted, detached(request), front, body, chat, ts, started_ns)
     count = partial(_counted, request)
     if body.get("stream") is not True:
         runs.start(front.id, _answer_in_background(answer, gateway, front, count))
@@ -204,6 +199,29 @@ async def _start_in_background(
     _counted(request, "started")
     settled = partial(_reaped, front.store, front.owner, front.id, partial(count, "abandoned"))
     return _streaming(request, follow(stream.chunks, stream.run, -1, settled), {})
+
+
+def _check_room(request: Request, store: ResponseStore) -> None:
+    """400 where background responses are off, 429 where this process makes its most:
+    asked first, so that a request refused for it is not routed (an LLM router's call)."""
+    limit = store.settings.max_background
+    if limit == 0:
+        raise GatewayError(
+            400,
+            "background responses are off on this gateway (stored_responses.max_background "
+            "is 0): send the request without 'background'",
+            param="background",
+        )
+    if len(background_runs(request)) >= limit:
+        _counted(request, "refused")
+        raise GatewayError(
+            429,
+            f"this gateway is already making {limit} background responses, its limit "
+            "(stored_responses.max_background): try again shortly",
+            code="rate_limit_exceeded",
+            headers={"retry-after": "1"},
+            kind="requests",
+        )
 
 
 @dataclass(frozen=True, slots=True)
