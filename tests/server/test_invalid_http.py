@@ -174,6 +174,9 @@ def test_one_host_header_and_others_naming_hosts_are_served(gateway: Served, dat
         (b"GET http://u:evil.example@127.0.0.1/health HTTP/1.1\r\n" + HOST, "absolute-form"),
         (b"GET /v1/models HTTP/1.1\r\n", "without a Host"),
         (b"GET /health HTTP/1.1\r\n", "without a Host"),
+        (b"GET /v1/models HTTP/1.1\r\nHost: \r\n", "an empty Host"),
+        (b"GET /health HTTP/1.1\r\nHost:\r\n", "an empty Host"),
+        (b"GET /health HTTP/1.0\r\nHost: \r\n", "an empty Host"),
     ],
     ids=[
         "other-authority",
@@ -182,16 +185,20 @@ def test_one_host_header_and_others_naming_hosts_are_served(gateway: Served, dat
         "credentials",
         "none",
         "none-health",
+        "empty",
+        "empty-health",
+        "empty-http-1.0",
     ],
 )
 def test_a_target_not_its_host_or_no_host_on_http_1_1_is_a_400(
     gateway: Served, data: bytes, said: str
 ) -> None:
     """RFC 9112: an absolute-form target's authority wins over Host (3.2.2), and an
-    HTTP/1.1 request without Host is a 400 (3.2). uvicorn keeps only the target's path,
-    so ``GET http://evil.example/v1/models`` with ``Host: 127.0.0.1`` was served as a
-    request to 127.0.0.1 (200), and so was one with no Host at all. Refused as a second
-    Host is: nothing repeated, counted, said."""
+    HTTP/1.1 request without Host, or any with an empty one, is a 400 (3.2: an empty
+    Host is only for a target without an authority). uvicorn keeps only the target's
+    path, so ``GET http://evil.example/v1/models`` with ``Host: 127.0.0.1`` was served
+    as a request to 127.0.0.1 (200), and so was one with no Host, or an empty one.
+    Refused as a second Host is: nothing repeated, counted, said."""
     before = _invalid_http_count(gateway)
     received = _exchange(gateway.url, data + b"Connection: close\r\n\r\n")
     status, headers, body = _answer(received)
@@ -203,7 +210,8 @@ def test_a_target_not_its_host_or_no_host_on_http_1_1_is_a_400(
         None,
         ANSWER_CODE,
     )
-    assert ("absolute URL" if said == "absolute-form" else "no Host header") in error["message"]
+    told = {"absolute-form": "absolute URL", "without a Host": "no Host header"}
+    assert told.get(said, "Host header is empty") in error["message"]
     assert b"evil.example" not in received
     assert _invalid_http_count(gateway) == before + 1
     assert f"{said} " in gateway.log_text()

@@ -13,6 +13,10 @@ parser, refuses the first two itself):
 * **No Host header on HTTP/1.1** (the same sentence: "... that lacks a Host header
   field"). HTTP/1.0 has none to send: such a request is left to the checks that read
   the Host, as before.
+* **An empty Host** (the same sentence's "a Host header field with an invalid field
+  value": an empty one is only for a target URI without an authority, and an ``http``
+  or ``https`` one always has one), on any version: the checks that read the Host took
+  it for a name they do not know, or none.
 * **An absolute-form target** (``GET http://evil.example/v1/models``) **whose
   authority is not the Host header** (section 3.2.2: the server "MUST ignore the
   received Host header field ... and instead use the host information of the
@@ -89,6 +93,11 @@ _NONE = _Refusal(
     "this HTTP/1.1 request has no Host header, which HTTP requires "
     "(RFC 9112, section 3.2): send one naming this server",
 )
+_EMPTY = _Refusal(
+    "a request with an empty Host header",
+    "this request's Host header is empty, which HTTP allows only for a target without a "
+    "host (RFC 9112, section 3.2): send one naming this server",
+)
 _OTHER = _Refusal(
     "a request whose absolute-form target is not its Host",
     "this request's target is an absolute URL whose host is not its Host header's, or "
@@ -119,6 +128,8 @@ class OneHost:
             refusal = _MANY
         elif count == 0 and scope.get("http_version") == "1.1":
             refusal = _NONE
+        elif host is not None and not host.strip():
+            refusal = _EMPTY
         else:
             extensions = scope.get("extensions")
             target = None if extensions is None else extensions.get(TARGET_AUTHORITY)
