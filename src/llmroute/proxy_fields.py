@@ -1,9 +1,13 @@
 """Chat body fields addressed to a proxy, not to a model, as LiteLLM's proxy takes them:
 what an app migrating from it sends, and what no OpenAI-compatible upstream reads.
 
-- Its tags (top-level ``tags``, or ``metadata.tags``: lists of strings) are the
-  request's tags, as ``x-llmroute-tags`` is (checked by the same rules), so spend by
-  tag keeps working; they are not sent upstream.
+- Its tags (top-level ``tags``, ``metadata.tags`` or ``litellm_metadata.tags``: lists
+  of strings) are the request's tags, as ``x-llmroute-tags`` is (checked by the same
+  rules), so spend by tag keeps working; they are not sent upstream.
+- ``litellm_metadata`` (what LiteLLM reads where ``metadata`` is the API's own:
+  Responses, Messages, embeddings, batches) is the gateway's alone: an object, its
+  ``tags`` the request's, the rest (trace ids, a user's name) sent to no model, on
+  every API; OpenAI refuses a field it does not know, on every one of its models.
 - ``metadata`` is the gateway's too (routing rules read it) and goes upstream only as
   OpenAI takes it: an object of at most 16 string pairs sent with ``"store": true``.
   OpenAI refuses any other (``The 'metadata' parameter is only allowed when 'store' is
@@ -64,7 +68,12 @@ REFUSED: Mapping[str, str] = {
     "base_url": _SECRETS,
 }
 _REFUSED_KEYS = frozenset(REFUSED)
-_UNROUTED_OWN = frozenset({"tags", "metadata"})  # the gateway's, in an embeddings body
+_LITELLM_METADATA = "litellm_metadata"
+_DROPPED = frozenset({"tags", _LITELLM_METADATA})  # the gateway's, in any body
+_OWN_KEYS = _REFUSED_KEYS | _DROPPED
+_UNROUTED_OWN = _DROPPED | {"metadata"}  # the gateway's, in an embeddings body
+_UNROUTED_KEYS = _REFUSED_KEYS | _UNROUTED_OWN
+_THEIR_TAGS = f"{_LITELLM_METADATA}.tags"
 
 
 def check_proxy_fields(body: Mapping[str, Any]) -> None:
@@ -95,17 +104,27 @@ def refuse_proxy_fields(body: Mapping[str, Any]) -> None:
 
 def body_tags(body: Mapping[str, Any], *, in_metadata: bool = True) -> tuple[str, ...]:
     """The request's tags its body names (``tags``, then ``metadata.tags`` unless
-    `in_metadata` is false: an API whose ``metadata`` is all its own), duplicates
-    dropped; `InvalidRequest` naming the field for tags that are not a list of strings
-    or break ``x-llmroute-tags``' rules (the one holding the tag, or ``tags`` for too
-    many in both). A ``metadata.tags`` string is OpenAI metadata like any other value,
-    not tags."""
+    `in_metadata` is false: an API whose ``metadata`` is all its own, then
+    ``litellm_metadata.tags``), duplicates dropped; `InvalidRequest` naming the field for
+    a ``litellm_metadata`` that is not an object, or tags that are not a list of strings
+    or break ``x-llmroute-tags``' rules (the one holding the tag, or the first of them
+    for too many together). A ``metadata.tags`` string is OpenAI metadata like any other
+    value, not tags."""
     metadata = body.get("metadata") if in_metadata else None
     top, inner = body.get("tags"), metadata.get("tags") if isinstance(metadata, dict) else None
-    if top is None and inner is None:  # the usual body
+    litellm = body.get(_LITELLM_METADATA)
+    if top is None and inner is None and litellm is None:  # the usual body
         return ()
+    if litellm is not None and not isinstance(litellm, dict):
+        raise InvalidRequest(
+            f"'{_LITELLM_METADATA}' must be an object",
+            param=_LITELLM_METADATA,
+            code="invalid_type",
+        )
+    theirs = None if litellm is None else litellm.get("tags")
     found: list[str] = []
-    for param, value in (("tags", top), ("metadata.tags", inner)):
+    first = None
+    for param, value in (("tags", top), ("metadata.tags", inner), (_THEIR_TAGS, theirs)):
         if value is None or (param == "metadata.tags" and isinstance(value, str)):
             continue
         if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
@@ -115,8 +134,10 @@ def body_tags(body: Mapping[str, Any], *, in_metadata: bool = True) -> tuple[str
         own = tuple(dict.fromkeys(tag.strip() for tag in value if tag.strip()))
         _check(own, param)
         found.extend(own)
+        first = first or param
     tags = tuple(dict.fromkeys(found))
-    _check(tags, "tags" if top is not None else "metadata.tags")  # how many, both together
+    if first is not None:
+        _check(tags, first)  # how many, all together
     return tags
 
 
@@ -144,18 +165,18 @@ def openai_metadata(value: object) -> TypeGuard[dict[str, str]]:
 
 
 def without_proxy_fields(body: dict[str, Any]) -> dict[str, Any]:
-    """`body` as an upstream is sent it: without its tags (``metadata.tags`` too), a
-    ``metadata`` OpenAI would refuse (not OpenAI's shape, or sent without ``"store":
-    true``), or a LiteLLM field sent as null (a field left out: OpenAI refuses a key it
-    does not know, whatever its value). Returns `body` itself when nothing is removed
-    (the common case: a set test and two lookups)."""
+    """`body` as an upstream is sent it: without its tags (``metadata.tags`` too), its
+    ``litellm_metadata``, a ``metadata`` OpenAI would refuse (not OpenAI's shape, or
+    sent without ``"store": true``), or a LiteLLM field sent as null (a field left out:
+    OpenAI refuses a key it does not know, whatever its value). Returns `body` itself
+    when nothing is removed (the common case: a lookup and a set test)."""
     metadata = body.get("metadata")
-    if metadata is None and "tags" not in body and _REFUSED_KEYS.isdisjoint(body):
+    if metadata is None and _OWN_KEYS.isdisjoint(body):
         return body
     sent = _openai_part(metadata) if body.get("store") is True else None
-    if sent is metadata and "tags" not in body and not _nulls(body):
+    if sent is metadata and _DROPPED.isdisjoint(body) and not _nulls(body):
         return body
-    out = {k: v for k, v in body.items() if k != "tags" and not (k in REFUSED and v is None)}
+    out = {k: v for k, v in body.items() if k not in _DROPPED and not (k in REFUSED and v is None)}
     if metadata is not None:
         if sent:
             out["metadata"] = sent
@@ -179,12 +200,13 @@ def _nulls(body: Mapping[str, Any]) -> bool:
 def unrouted_body(body: dict[str, Any]) -> dict[str, Any]:
     """An embeddings or rerank `body` (passed upstream as sent otherwise) as its upstream
     is sent it, once `check_proxy_fields` has passed it: without LiteLLM's tags (the
-    request's), its ``metadata`` or a LiteLLM field sent as null. OpenAI's embeddings API
-    has no ``metadata`` and refuses a field it does not know, on every model (a 400 no
-    fallback could fix), nor do Cohere's, Voyage's or Jina's name one: a body's is
-    LiteLLM's, so the gateway's, as a chat's that OpenAI would refuse is
-    (`without_proxy_fields`). Returns `body` itself when nothing is removed."""
-    if "tags" not in body and "metadata" not in body and _REFUSED_KEYS.isdisjoint(body):
+    request's), its ``metadata`` and ``litellm_metadata``, or a LiteLLM field sent as
+    null. OpenAI's embeddings API has no ``metadata`` and refuses a field it does not
+    know, on every model (a 400 no fallback could fix), nor do Cohere's, Voyage's or
+    Jina's name one: a body's is LiteLLM's, so the gateway's, as a chat's that OpenAI
+    would refuse is (`without_proxy_fields`). Returns `body` itself when nothing is
+    removed."""
+    if _UNROUTED_KEYS.isdisjoint(body):
         return body
     return {
         k: v for k, v in body.items() if k not in _UNROUTED_OWN and not (k in REFUSED and v is None)

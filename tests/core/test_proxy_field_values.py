@@ -30,12 +30,25 @@ def test_tags_come_from_both_spellings_once_each() -> None:
         ({"metadata": {f"k{i}": "v" for i in range(17)}, "store": True}, {"store": True}),
         ({"metadata": {"k": "v" * 513}, "store": True}, {"store": True}),
         ({"tags": ["a"], "user": "u"}, {"user": "u"}),
+        ({"litellm_metadata": {"tags": ["a"], "trace_id": "t"}}, {}),  # the gateway's alone
+        (
+            {"litellm_metadata": None, "metadata": {"k": "v"}, "store": True},
+            {"metadata": {"k": "v"}, "store": True},
+        ),
     ],
 )
 def test_an_upstream_gets_only_what_openai_takes(
     body: dict[str, Any], kept: dict[str, Any]
 ) -> None:
     assert without_proxy_fields({"model": "m", **body}) == {"model": "m", **kept}
+
+
+def test_tags_come_from_litellm_metadata_too_whatever_the_apis_metadata() -> None:
+    body = {"tags": ["a"], "metadata": {"tags": ["b"]}, "litellm_metadata": {"tags": ["c", "a"]}}
+    assert body_tags(body) == ("a", "b", "c")
+    assert body_tags(body, in_metadata=False) == ("a", "c")  # Responses: metadata is OpenAI's
+    assert body_tags({"litellm_metadata": {"trace_id": "t"}}) == ()
+    assert body_tags({"litellm_metadata": None}) == ()
 
 
 def test_a_body_without_them_is_passed_as_is() -> None:
@@ -52,6 +65,8 @@ def test_a_body_without_them_is_passed_as_is() -> None:
         ({"tags": [f"t{i}" for i in range(11)]}, "tags"),
         ({"metadata": {"tags": ["x" * 65]}}, "metadata.tags"),
         ({"metadata": []}, "metadata"),
+        ({"litellm_metadata": "t"}, "litellm_metadata"),
+        ({"litellm_metadata": {"tags": "a"}}, "litellm_metadata.tags"),
     ],
 )
 def test_the_sdks_checks_refuse_them(extra: dict[str, Any], param: str) -> None:
@@ -93,6 +108,18 @@ SIX = [f"b{i}" for i in range(6)]
         ({"tags": ["ok"], "metadata": {"tags": ["bad tag"]}}, "metadata.tags"),
         ({"tags": ["bad tag"], "metadata": {"tags": ["ok"]}}, "tags"),
         ({"tags": [f"a{i}" for i in range(6)], "metadata": {"tags": SIX}}, "tags"),  # 12 in all
+        (
+            {"metadata": {"tags": ["ok"]}, "litellm_metadata": {"tags": ["bad tag"]}},
+            "litellm_metadata.tags",
+        ),
+        ({"litellm_metadata": {"tags": [f"a{i}" for i in range(11)]}}, "litellm_metadata.tags"),
+        (
+            {
+                "metadata": {"tags": SIX},
+                "litellm_metadata": {"tags": ["c1", "c2", "c3", "c4", "c5"]},
+            },
+            "metadata.tags",
+        ),
     ],
 )
 def test_a_bad_tag_is_named_by_the_field_that_holds_it(body: dict[str, Any], param: str) -> None:
@@ -110,6 +137,7 @@ def test_a_bad_tag_is_named_by_the_field_that_holds_it(body: dict[str, Any], par
         ({"input": "x", "metadata": {"tags": ["a"], "k": 1}}, {"input": "x"}),
         ({"input": "x", "metadata": {"tags": "v"}}, {"input": "x"}),
         ({"input": "x", "fallbacks": None, "api_key": None}, {"input": "x"}),
+        ({"input": "x", "litellm_metadata": {"tags": ["a"], "k": 1}}, {"input": "x"}),
         (
             {"input": "x", "dimensions": 8, "user": "u"},
             {"input": "x", "dimensions": 8, "user": "u"},

@@ -422,3 +422,49 @@ def test_each_apis_own_fields_are_not_litellms(
         prompt_cache_key="c-1",
     )
     assert response.output_text
+
+
+_EVERY_API = {
+    "/v1/chat/completions": {"model": "auto", "messages": HI},
+    "/v1/completions": {"model": "auto", "prompt": "hello there"},
+    "/v1/messages": {"model": "auto", "max_tokens": 16, "messages": HI},
+    "/v1/responses": {"model": "auto", "input": "hello there"},
+    "/v1/embeddings": {"model": "vectors", "input": "hello"},
+    "/v1/rerank": {"model": "ranker", "query": "q", "documents": ["a", "b"]},
+}
+
+
+@pytest.mark.parametrize("path", list(_EVERY_API))
+def test_litellm_metadata_tags_are_the_requests_and_the_rest_goes_to_no_model(
+    gateway: Served, upstream: FakeUpstream, path: str
+) -> None:
+    """LiteLLM's ``litellm_metadata`` (where it reads tags when ``metadata`` is the
+    API's own): its tags count as ``metadata.tags`` do, on every API, and none of it
+    reaches a model (OpenAI refuses a field it does not know, on every model)."""
+    body = {**_EVERY_API[path], "litellm_metadata": LITELLM_METADATA, "tags": ["app=web"]}
+    served = httpx.post(f"{gateway.url}{path}", json=body, timeout=10)
+    assert served.status_code == 200, served.text
+    assert "litellm_metadata" not in upstream.requests[-1].body
+    assert "t-1" not in json.dumps(upstream.requests[-1].body)
+    assert _request_line(gateway, served.headers["x-request-id"])["tags"] == ["app=web", "team:a"]
+
+
+@pytest.mark.parametrize("path", [*_EVERY_API, "/v1/route"])
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"litellm_metadata": "t-1"}, "litellm_metadata"),
+        ({"litellm_metadata": {"tags": "team:a"}}, "litellm_metadata.tags"),
+        ({"litellm_metadata": {"tags": ["team a"]}}, "litellm_metadata.tags"),
+    ],
+)
+def test_a_malformed_litellm_metadata_is_a_400_naming_it(
+    gateway: Served, upstream: FakeUpstream, path: str, extra: dict[str, Any], param: str
+) -> None:
+    body = {**_EVERY_API.get(path, _EVERY_API["/v1/chat/completions"]), **extra}
+    before = len(upstream.requests)
+    refused = httpx.post(f"{gateway.url}{path}", json=body, timeout=10)
+    assert refused.status_code == 400, refused.text
+    assert f"'{param}'" in refused.text and len(upstream.requests) == before
+    if path != "/v1/messages":  # Anthropic's error names no param
+        assert refused.json()["error"]["param"] == param

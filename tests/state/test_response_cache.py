@@ -107,6 +107,8 @@ def test_the_key_follows_what_changes_the_answer() -> None:
     assert cache.key(plan(body(model="code")), body(model="code"), False) == base
     same = body(user="alice", metadata={"team": "x"}, tags=["team:x"])  # sent to no model
     assert cache.key(plan(same), same, False) == base
+    traced = body(litellm_metadata={"trace_id": "t-1", "tags": ["team:x"]})  # nor this
+    assert cache.key(plan(traced), traced, False) == base
     # What the model sees or how it answers: another key.
     for other in (
         body(temperature=0.5),

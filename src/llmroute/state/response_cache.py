@@ -5,7 +5,7 @@ change starts a fresh cache, so an edited model or prompt never serves stale ans
 the decision (route, the chain of models, cascade, the reasoning gate's verdict), whether
 the client streams, and the body as it is sent upstream (after safety's redaction),
 less the fields that do not change the answer (``model``, ``user``, ``metadata``,
-``stream``). A blocked request never reaches the cache.
+``litellm_metadata``, ``tags``, ``stream``). A blocked request never reaches the cache.
 
 Clients steer it with the request's ``Cache-Control``: ``no-cache`` (ask upstream, then
 store), ``no-store`` (neither read nor write), ``max-age=N`` (only answers at most N
@@ -58,7 +58,7 @@ __all__ = ["CacheDirectives", "CacheKeys", "CachedAnswer", "ResponseCache", "ope
 log = logging.getLogger("llmroute.cache")
 
 # Request fields that do not change the answer: left out of the key.
-_NOT_IN_KEY = frozenset({"model", "user", "metadata", "tags", "stream"})
+_NOT_IN_KEY = frozenset({"model", "user", "metadata", "litellm_metadata", "tags", "stream"})
 _KEY_VERSION = "v1"
 _DONE = b"data: [DONE]"
 _WRITE_CALLS = 3  # an answer's store calls, one after another: its entry, index, decision
