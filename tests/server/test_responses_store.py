@@ -29,8 +29,9 @@ from stall_proxy import stall_proxy
 
 from llmroute.registry.schema import StoredResponsesSettings
 from llmroute.server.background_stream import EventChunks
+from llmroute.server.responses import _Kept
 from llmroute.state.stored_responses import ResponseStore
-from llmroute.state.stores import RedisStore
+from llmroute.state.stores import RedisStore, StoreUnavailable
 
 TEAM_KEY = "sk-team-responses-0123"
 OTHER_KEY = "sk-other-responses-4567"
@@ -916,3 +917,25 @@ def test_a_store_that_hangs_costs_one_wait_a_second_not_one_a_request(
             assert follow.output_text.startswith("echo")
             log = served.log_text()
     assert "Traceback" not in log
+
+
+def test_a_background_response_not_kept_counts_one_error() -> None:
+    """A background response's keeping waits out the pause after a failure and asks
+    once more (`asked`): the pause's refusal and the failure after it were each told
+    ``error``, so one keeping counted two in ``llmroute_stored_responses_total``."""
+    told: list[str] = []
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    store = ResponseStore(StoredResponsesSettings(url=url), RedisStore(url, 0.2), told.append)
+    front = _Kept(store, "team")
+    front.background = True
+
+    async def go() -> bool:
+        with pytest.raises(StoreUnavailable):
+            await store.get("team", "resp_x")  # fails: the store pauses
+        try:
+            return await front._put({"id": front.id, "object": "response", "output": []})
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(go()) is False
+    assert told == ["error"]

@@ -537,15 +537,13 @@ class _Kept:
         that came a moment before) unless `wait` is False (a client or a shutdown
         waits: an abandoned response is kept failed once its lease lapses)."""
 
-        async def failed() -> bool:
-            record = await self.store.get(self.owner, self.id)
+        read = partial(self.store.get, self.owner, self.id)
+        try:
+            record = await (asked(read) if wait else read())
             if record is None or record.response.get("status") not in _RUNNING:
                 return False
-            await self.store.put(self.owner, _failed(record, status, message), counted=False)
-            return True
-
-        try:
-            return await (asked(failed) if wait else failed())
+            failed = _failed(record, status, message)
+            await self.store.put(self.owner, failed, counted=False, wait=wait)
         except StoreUnavailable as exc:
             log.warning("responses: background response %s not marked failed: %s", self.id, exc)
         return True
@@ -553,9 +551,8 @@ class _Kept:
     async def _put(self, response: dict[str, Any]) -> bool:
         """Keep `response`: at once or not, for a client waiting; a background one is
         asked of the store itself (`asked`), its poller waits for it."""
-        put = partial(self.store.put, self.owner, self.record(response))
         try:
-            return await (asked(put) if self.background else put())
+            return await self.store.put(self.owner, self.record(response), wait=self.background)
         except StoreUnavailable as exc:
             held = _NOT_KEPT_SAID.due("paused" if exc.paused_s else "failed")
             if held is not None:

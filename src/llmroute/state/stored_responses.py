@@ -30,6 +30,7 @@ from llmroute.state.listings import Cap
 from llmroute.state.stores import (
     KeyValueStore,
     StoreUnavailable,
+    asked,
     owned_key,
     owner_prefix,
     state_store,
@@ -226,12 +227,16 @@ class ResponseStore:
         tell("continued")
         return ResponseChain(last, earlier)
 
-    async def put(self, owner: str, record: StoredResponse, *, counted: bool = True) -> bool:
+    async def put(
+        self, owner: str, record: StoredResponse, *, counted: bool = True, wait: bool = False
+    ) -> bool:
         """Keep `record` and renew its chain's expiry (past `max_key_responses` or
         `max_key_bytes`, `owner`'s least recently written or continued response goes);
         False when it is too large for the memory store or `max_key_bytes`. `counted`:
         told to `on_outcome` (not a background response's status changing: it is counted
-        once, when made)."""
+        once, when made). `wait`: asked of the store itself, past a pause after a failure
+        (`asked`); an ``error`` is told once, when it gives up (the pause's refusal and
+        the failure after it are one keeping that failed, not two)."""
         value = record.to_bytes()
         too_large = self._too_large(len(value))
         if too_large is not None:
@@ -245,18 +250,24 @@ class ResponseStore:
             return False
         ttl_s = self.settings.ttl_s
         key, chain = self._key(owner, record.id), [self._key(owner, i) for i in record.chain]
-        try:
+
+        async def write() -> bool:
             if self._cap is None:
                 await self._store.set(key, value, ttl_s)
                 await self._store.touch(chain, ttl_s)
-            elif not await self._store.set_listed(
+                return True
+            return await self._store.set_listed(
                 key, value, ttl_s, self._listing(owner), chain, self._cap
-            ):
-                self._tell("too_large")  # by another gateway's smaller max_key_bytes
-                return False
+            )
+
+        try:
+            kept = await (asked(write) if wait else write())
         except StoreUnavailable:
             self._tell("error")
             raise
+        if not kept:
+            self._tell("too_large")  # by another gateway's smaller max_key_bytes
+            return False
         if counted:
             self._tell("kept")
         return True
