@@ -261,9 +261,67 @@ def test_a_redis_that_stalls_is_not_asked_again_for_a_second(redis_namespace: st
         run(go(url, proxy))
 
 
+def test_calls_waiting_on_a_redis_that_hangs_give_up_when_one_fails(
+    redis_namespace: str,
+) -> None:
+    """The pause after a failure spared only the calls made after it: each call already
+    waiting on a Redis that hung waited out its own timeout (N requests under way, N
+    timeouts). Now they give up when the first fails, refused as in the pause."""
+    key = f"{redis_namespace}:k"
+
+    async def go(url: str, proxy: object) -> None:
+        store = RedisStore(url, timeout_s=0.5)
+        await store.set(key, b"v", 60)
+        proxy.stall()  # type: ignore[attr-defined]
+        first = asyncio.create_task(store.get(key))
+        await asyncio.sleep(0.2)
+        with pytest.raises(StoreUnavailable, match="given up") as later:
+            await store.get(key)  # made while the first waits: ends with it
+        assert later.value.paused_s > 0
+        with pytest.raises(StoreUnavailable) as failed:
+            await first
+        assert failed.value.paused_s == 0  # the one that failed: asked
+        proxy.resume()  # type: ignore[attr-defined]
+        await store.aclose()
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        run(go(url, proxy))
+
+
+def test_after_the_pause_one_call_asks_while_the_others_fail_at_once(
+    redis_namespace: str,
+) -> None:
+    """Once the pause ended, every call made asked a Redis that may still hang, each
+    waiting its timeout. Now one asks (a probe); the others fail at once while it does,
+    and once it is answered they all ask again."""
+    clock = Clock()
+    key = f"{redis_namespace}:k"
+
+    async def go(url: str, proxy: object) -> None:
+        store = RedisStore(url, timeout_s=0.5, clock=clock)
+        await store.set(key, b"v", 60)
+        proxy.stall()  # type: ignore[attr-defined]
+        with pytest.raises(StoreUnavailable):
+            await store.get(key)
+        clock.now += 1.5  # past the pause
+        probe = asyncio.create_task(store.get(key))
+        await asyncio.sleep(0.1)
+        with pytest.raises(StoreUnavailable, match="another call asks") as refused:
+            await store.get(key)
+        assert refused.value.paused_s == 0.5  # the probe ends within its timeout
+        proxy.resume()  # type: ignore[attr-defined]
+        assert await probe == b"v"
+        assert await asyncio.gather(store.get(key), store.get(key)) == [b"v", b"v"]
+        await store.aclose()
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        run(go(url, proxy))
+
+
 def test_asked_waits_out_the_pause_and_asks_once(closed_port: int) -> None:
     """A background run's last write (its last events, its batch's last answers) made
-    just after a failure is asked of Redis once the pause ends, not failed unasked."""
+    just after a failure is asked of Redis once the pause ends, not failed unasked;
+    refused again while another call probes, it waits for that too."""
     calls: list[str] = []
 
     class Paused:
@@ -273,7 +331,7 @@ def test_asked_waits_out_the_pause_and_asks_once(closed_port: int) -> None:
         async def __call__(self) -> str:
             calls.append("called")
             if self.paused_s:
-                paused, self.paused_s = self.paused_s, 0.0
+                paused, self.paused_s = self.paused_s, self.paused_s - 0.005
                 raise StoreUnavailable("redis: not asked", paused)
             return "done"
 
@@ -282,7 +340,14 @@ def test_asked_waits_out_the_pause_and_asks_once(closed_port: int) -> None:
         raise StoreUnavailable("redis: refused")
 
     async def go() -> None:
-        assert await asked(Paused(0.01)) == "done" and calls == ["called", "called"]
+        assert await asked(Paused(0.005)) == "done" and calls == ["called", "called"]
+        calls.clear()
+        # refused in the pause, then while another call probes: asked the third time
+        assert await asked(Paused(0.01)) == "done" and calls == ["called"] * 3
+        calls.clear()
+        with pytest.raises(StoreUnavailable, match="not asked"):
+            await asked(Paused(0.015))  # three tries at most
+        assert calls == ["called"] * 3
         calls.clear()
         with pytest.raises(StoreUnavailable, match="refused"):
             await asked(failing)  # asked, and failed: not again

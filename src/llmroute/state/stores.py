@@ -3,11 +3,12 @@ least recently used first out) and `RedisStore` (shared by every gateway pointed
 it). Both are async so the gateway can await either; neither blocks the event loop.
 
 A store that cannot answer raises `StoreUnavailable` with the URL's password masked;
-the cache above it turns that into a miss. After a Redis call fails, the store is not
-asked again for a second (as `Outage` does): each call in that second fails at once, so
-a Redis that hangs costs one timeout a second, not one per request (the pause of stored
-responses, conversations and batches; the cache and affinity have their own too). The
-store logs nothing: its callers say what a failure cost them.
+the cache above it turns that into a miss. After a Redis call fails, the calls waiting
+on it give up at once, the store is not asked again for a second (as `Outage` does),
+and then one call asks while the others fail at once (`llmroute.state.answering`): a
+Redis that hangs costs one timeout a second, not one per request under way or made
+meanwhile (stored responses, conversations and batches; the cache and affinity have
+their own pause too). The store logs nothing: its callers say what a failure cost them.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from llmroute.errors import ConfigError
+from llmroute.state.answering import Answering, StoreUnavailable
 from llmroute.state.listings import DELETE_LISTED, SET_LISTED, Cap, Listing
-from llmroute.state.redis_conn import RETRY_AFTER_S, connect
+from llmroute.state.redis_conn import connect
 from llmroute.telemetry.store.url import mask_url
 
 if TYPE_CHECKING:
@@ -55,29 +56,23 @@ __all__ = [
 CACHE_ENV_VAR = "LLMROUTE_CACHE_URL"
 _OFF = frozenset({"", "off", "none"})
 T = TypeVar("T")
-
-
-class StoreUnavailable(Exception):
-    """The store did not answer (down, slow, refused); the message holds no secret.
-    `paused_s`: not asked at all, since it failed a moment ago; it is asked again after
-    this many seconds."""
-
-    def __init__(self, message: str, paused_s: float = 0.0) -> None:
-        super().__init__(message)
-        self.paused_s = paused_s
+# a pause, another call's probe, then an answer (or a pause after its failure)
+_ASKED_TRIES = 3
 
 
 async def asked(call: Callable[[], Awaitable[T]]) -> T:
-    """`call()`, asked of the store itself: once more after the pause that follows a
-    failure (`StoreUnavailable.paused_s`) when it fell in one, so that Redis is asked
-    at least once. For a write that must reach the store (a background run's last),
+    """`call()`, asked of the store itself: again after the pause when it was refused
+    unasked (`StoreUnavailable.paused_s`: after a failure, or while another call probes),
+    three tries at most, so that Redis is asked at least once or another call's asking
+    is the answer. For a write that must reach the store (a background run's last),
     not for a call a client waits on."""
-    try:
-        return await call()
-    except StoreUnavailable as exc:
-        if not exc.paused_s:
-            raise
-        await asyncio.sleep(exc.paused_s)
+    for _ in range(_ASKED_TRIES - 1):
+        try:
+            return await call()
+        except StoreUnavailable as exc:
+            if not exc.paused_s:
+                raise
+            await asyncio.sleep(exc.paused_s)
     return await call()
 
 
@@ -502,8 +497,9 @@ return 0
 
 class RedisStore:
     """Redis ``GET`` / ``SET PX`` on one pooled async client. Every call is bounded by
-    `timeout_s` (connect included); a failure raises `StoreUnavailable`, and so does
-    every call for a second after it, at once (measured on `clock`, monotonic)."""
+    `timeout_s` (connect included); a failure raises `StoreUnavailable`, and so do the
+    calls waiting meanwhile and every call for a second after it, at once (measured on
+    `clock`, monotonic), and then each call made while one asks again (`Answering`)."""
 
     def __init__(
         self, url: str, timeout_s: float, clock: Callable[[], float] = time.monotonic
@@ -513,32 +509,15 @@ class RedisStore:
         self._renew = self._redis.client.register_script(_RENEW)
         self._set_listed = self._redis.client.register_script(SET_LISTED)
         self._delete_listed = self._redis.client.register_script(DELETE_LISTED)
-        self._clock = clock
-        self._paused_until = 0.0
-
-    @contextmanager
-    def _answering(self) -> Iterator[None]:
-        """A Redis error inside becomes `StoreUnavailable` (host and port, never the
-        password); while Redis is left alone after one, nothing is asked."""
-        paused_s = self._paused_until - self._clock()
-        if paused_s > 0:
-            raise StoreUnavailable(
-                f"redis {self.url}: not asked for {paused_s:.1f} s more after a failure",
-                paused_s,
-            )
-        try:
-            yield
-        except self._redis.errors as exc:
-            self._paused_until = self._clock() + RETRY_AFTER_S
-            raise StoreUnavailable(f"redis {self.url}: {_describe(exc)}") from None
+        self._answering = Answering(self.url, timeout_s, self._redis.errors, clock)
 
     async def get(self, key: str) -> bytes | None:
-        with self._answering():
+        async with self._answering():
             value = await self._redis.client.get(key)
         return value if isinstance(value, bytes) else None
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        with self._answering():
+        async with self._answering():
             await self._redis.client.set(key, value, px=max(1, round(ttl_s * 1000)))
 
     async def set_pinned(self, key: str, value: bytes, ttl_s: float) -> None:
@@ -556,46 +535,46 @@ class RedisStore:
         set, its sizes a hash beside it (``LISTING:sizes``), both renewed with the record."""
         keys = [key, listing, f"{listing}:sizes", *renewed]
         most = [-1 if n is None else n for n in (cap.entries, cap.size)]
-        with self._answering():
+        async with self._answering():
             kept = await self._set_listed(
                 keys=keys, args=[value, max(1, round(ttl_s * 1000)), *most]
             )
         return bool(kept)
 
     async def delete_listed(self, key: str, listing: str) -> bool:
-        with self._answering():
+        async with self._answering():
             return bool(await self._delete_listed(keys=[key, listing, f"{listing}:sizes"]))
 
     async def add(self, key: str, value: bytes, ttl_s: float) -> bool:
         """``SET NX PX``: set `key` only if it is not there; whether it was set (one of
         several processes racing for it wins)."""
-        with self._answering():
+        async with self._answering():
             done = await self._redis.client.set(key, value, px=max(1, round(ttl_s * 1000)), nx=True)
         return bool(done)
 
     async def renew(self, key: str, value: bytes, ttl_s: float) -> bool:
         """``PEXPIRE`` `key` if it still holds `value` (one script: no other process can
         take it in between); whether it did."""
-        with self._answering():
+        async with self._answering():
             done = await self._renew(keys=[key], args=[value, max(1, round(ttl_s * 1000))])
         return bool(done)
 
     async def delete(self, key: str) -> bool:
-        with self._answering():
+        async with self._answering():
             return bool(await self._redis.client.delete(key))
 
     async def delete_many(self, keys: Sequence[str]) -> int:
         """One ``UNLINK``; how many of `keys` were there."""
         if not keys:
             return 0
-        with self._answering():
+        async with self._answering():
             return int(await self._redis.client.unlink(*keys))
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """One ``MGET``."""
         if not keys:
             return []
-        with self._answering():
+        async with self._answering():
             values = await self._redis.client.mget(keys)
         return [value if isinstance(value, bytes) else None for value in values]
 
@@ -603,34 +582,32 @@ class RedisStore:
         """``PEXPIRE`` each of `keys` (one round trip; keys gone stay gone)."""
         if not keys:
             return
-        with self._answering():
-            async with self._redis.client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.pexpire(key, max(1, round(ttl_s * 1000)))
-                await pipe.execute()
+        ttl_ms = max(1, round(ttl_s * 1000))
+        async with self._answering(), self._redis.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.pexpire(key, ttl_ms)
+            await pipe.execute()
 
     async def append(self, key: str, data: bytes, ttl_s: float) -> None:
         """``APPEND`` and ``PEXPIRE`` in one transaction."""
-        with self._answering():
-            async with self._redis.client.pipeline(transaction=True) as pipe:
-                pipe.append(key, data)
-                pipe.pexpire(key, max(1, round(ttl_s * 1000)))
-                await pipe.execute()
+        async with self._answering(), self._redis.client.pipeline(transaction=True) as pipe:
+            pipe.append(key, data)
+            pipe.pexpire(key, max(1, round(ttl_s * 1000)))
+            await pipe.execute()
 
     async def add_member(self, key: str, member: str, ttl_s: float) -> None:
         """``SADD`` and ``PEXPIRE`` in one transaction."""
-        with self._answering():
-            async with self._redis.client.pipeline(transaction=True) as pipe:
-                pipe.sadd(key, member)
-                pipe.pexpire(key, max(1, round(ttl_s * 1000)))
-                await pipe.execute()
+        async with self._answering(), self._redis.client.pipeline(transaction=True) as pipe:
+            pipe.sadd(key, member)
+            pipe.pexpire(key, max(1, round(ttl_s * 1000)))
+            await pipe.execute()
 
     async def remove_member(self, key: str, member: str) -> None:
-        with self._answering():
+        async with self._answering():
             await self._redis.client.srem(key, member)
 
     async def members(self, key: str) -> list[str]:
-        with self._answering():
+        async with self._answering():
             found = await self._redis.client.smembers(key)
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in found)
 
@@ -639,7 +616,7 @@ class RedisStore:
         and ``UNLINK`` them, a batch at a time; how many there were."""
         pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
         gone = 0
-        with self._answering():
+        async with self._answering():
             batch: list[bytes] = []
             async for key in self._redis.client.scan_iter(match=pattern, count=1000):
                 batch.append(key)
@@ -652,13 +629,6 @@ class RedisStore:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
-
-
-def _describe(exc: BaseException) -> str:
-    """The exception's kind and first line; redis-py's messages name host and port but
-    not the password."""
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def resolve_cache_url(
