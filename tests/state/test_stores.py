@@ -11,7 +11,9 @@ import pytest
 from redis_service import REDIS_URL
 from stall_proxy import stall_proxy
 
+from llmroute.dispatch.affinity import Affinity
 from llmroute.errors import ConfigError
+from llmroute.registry import parse_registry
 from llmroute.registry.schema import CacheSettings
 from llmroute.state import (
     MemoryStore,
@@ -20,7 +22,20 @@ from llmroute.state import (
     open_store,
     resolve_cache_url,
 )
+from llmroute.state.response_cache import CacheDirectives, ResponseCache
 from llmroute.state.stores import asked
+
+AFFINITY_REGISTRY = """
+encoder: builtin:static
+providers: {p: {kind: openai, base_url: "http://127.0.0.1:9/v1"}}
+models:
+  small: {provider: p, model: up-small}
+  large: {provider: p, model: up-large}
+routes:
+  - {name: chitchat, examples: [hello there], target: small}
+default: {target: small}
+affinity: {}
+"""
 
 
 class Clock:
@@ -470,3 +485,49 @@ def test_memory_with_many_owners_always_evicts_from_one_holding_the_most() -> No
             assert len(store) <= 50
 
     run(go())
+
+
+def test_a_call_refused_while_another_probes_pauses_neither_cache_nor_affinity(
+    redis_namespace: str,
+) -> None:
+    """The cache and affinity leave Redis alone a second after a failure of their own.
+    A call the store refused unasked, while another probed, counted as one: each was
+    then off for a second more though the probe was answered (and affinity counted a
+    Redis failure in ``llmroute_state_errors_total`` that never reached Redis)."""
+    clock = Clock()
+    results: list[str] = []
+    errors: list[str] = []
+    registry = parse_registry(AFFINITY_REGISTRY).registry
+    assert registry.affinity is not None
+
+    async def go(url: str, proxy: object) -> None:
+        store = RedisStore(url, timeout_s=0.3, clock=clock)
+        cache = ResponseCache(
+            CacheSettings(), store, "v", on_result=results.append, outage_clock=clock
+        )
+        affinity = Affinity(
+            registry.affinity,  # type: ignore[arg-type]
+            registry,
+            store,
+            on_error=lambda: errors.append("affinity"),
+        )
+        await affinity._set("talk", "large")
+        proxy.stall()  # type: ignore[attr-defined]
+        assert await cache.get(f"{redis_namespace}:k", CacheDirectives()) is None
+        await asyncio.sleep(1.05)  # affinity's own pause, on the monotonic clock
+        clock.now += 1.5  # past the store's and the cache's pauses
+        probe = asyncio.create_task(store.get(f"{redis_namespace}:k"))
+        await asyncio.sleep(0.1)
+        assert await cache.get(f"{redis_namespace}:k", CacheDirectives()) is None
+        assert await affinity._get("talk") is None  # refused: the probe asks
+        proxy.resume()  # type: ignore[attr-defined]
+        assert await probe is None
+        assert await cache.get(f"{redis_namespace}:k", CacheDirectives()) is None
+        assert await affinity._get("talk") == "large"
+        await affinity._store.delete(affinity._prefix + "talk")
+        await store.aclose()
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        run(go(url, proxy))
+    assert results == ["error", "error", "miss"]
+    assert errors == []  # affinity asked nothing that failed

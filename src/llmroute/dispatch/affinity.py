@@ -261,7 +261,7 @@ class Affinity:
         try:
             value = await self._store.get(self._prefix + key)
         except StoreUnavailable as exc:
-            self._outage.failed("affinity: %s; turns are routed on their own meanwhile", exc)
+            self._failed(exc)
             return None
         return value.decode("utf-8", "replace") if value is not None else None
 
@@ -271,6 +271,13 @@ class Affinity:
         try:
             await self._store.set(self._prefix + key, model.encode(), self.settings.ttl_s)
         except StoreUnavailable as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: StoreUnavailable) -> None:
+        """A call Redis failed: counted, and Redis left alone. Not one the store refused
+        unasked (`paused_s`: in its pause, or while another call probes): no failure of
+        Redis's, and pausing for it kept affinity off a second after a probe answered."""
+        if not exc.paused_s:
             self._outage.failed("affinity: %s; turns are routed on their own meanwhile", exc)
 
     async def aclose(self) -> None:

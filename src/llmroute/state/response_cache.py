@@ -505,8 +505,12 @@ class ResponseCache:
     # -- bookkeeping ----------------------------------------------------------------------
 
     def _failed(self, exc: StoreUnavailable) -> None:
+        """Counted ``error``; Redis left alone, unless the store refused the call unasked
+        (`paused_s`: in its pause, or while another call probes): pausing for that kept
+        the cache off a second after a probe answered."""
         self._count("error")
-        self._outage.failed("response cache unavailable, serving without it: %s", exc)
+        if not exc.paused_s:
+            self._outage.failed("response cache unavailable, serving without it: %s", exc)
 
     def _count(self, result: str) -> None:
         if self._on_result is not None:
