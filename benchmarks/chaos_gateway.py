@@ -39,7 +39,9 @@ Checked too: each completed, with one answer per request, every one a 200.
         [--upstream-faults] [--responses] [--batches] [--port 0] [--keep DIR] [--json]
 
 Everything runs on 127.0.0.1 and every loop is bounded; the exit status is 1 when an
-invariant failed. It found the Redis slot leak fixed on 2026-12-04 (docs/benchmarks.md).
+invariant failed. Its Redis keys (all under a namespace of its own, ``chaos-…``) are
+deleted at the end, unless ``--keep`` (then the namespace is printed). It found the
+Redis slot leak fixed on 2026-12-04 (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def _registry(url: str, db: Path, args: argparse.Namespace, namespace: str, gen:
         "target": "nope" if gen % 4 == 3 else "slow",  # every second rewrite is invalid
         "limits": args.limits,
         "namespace": namespace,
-        "affinity": f', url: "{args.limits}"' if redis else "",
+        "affinity": f', url: "{args.limits}", namespace: "{namespace}"' if redis else "",
         "generation": gen,
         "cache_ttl": 30 + gen,
         # with Redis, a hard budget far from spent: every call holds and settles
@@ -423,8 +425,41 @@ def _redis_holds(url: str, namespace: str) -> tuple[int, float] | None:
         client.close()
 
 
+def _forget_keys(url: str, namespace: str) -> int | None:
+    """Every key of this run (all under its own namespace), deleted: each run left
+    hundreds (limits, kept responses, conversations, batches, affinity) in a Redis
+    others use. How many there were."""
+    if not url.startswith("redis"):
+        return None
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        gone = 0
+        for _ in range(10_000):  # bounded: a run's keys are thousands at most
+            keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+            if not keys:
+                break
+            gone += int(client.unlink(*keys))
+        return gone
+    finally:
+        client.close()
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """`_run` under a namespace of its own, whose Redis keys are deleted after (however
+    it ended) unless ``--keep``."""
     namespace = f"chaos-{uuid.uuid4().hex[:8]}"
+    if args.keep is not None:
+        return {**_run(args, namespace), "redis_namespace_kept": namespace}
+    try:
+        result = _run(args, namespace)
+    finally:
+        deleted = _forget_keys(args.limits, namespace)
+    return {**result, "redis_keys_deleted": deleted}
+
+
+def _run(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, fake_upstream() as upstream:
         folder = Path(tmp)
         db, registry, log_path = folder / "log.db", folder / "registry.yaml", folder / "serve.log"
@@ -559,7 +594,12 @@ def main() -> None:
         "--batches", action="store_true", help="four batches of chat requests beside the load"
     )
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--keep", type=Path, help="copy the decision log and serve.log here")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="copy the decision log and serve.log here, and leave the run's Redis keys "
+        "under the namespace it prints (else they are deleted)",
+    )
     args = parser.parse_args()
     result = run(args)
     if args.json:
