@@ -4,8 +4,10 @@ failure costs one timeout, not one per call under way or made meanwhile.
 After a call fails, Redis is taken for down: the calls still waiting on it give up at
 once (each would have waited out its own timeout), every call for `RETRY_AFTER_S`
 fails at once without asking, and then one call at a time asks (a probe) while the
-others fail at once, until one answers. Each of these refusals is a `StoreUnavailable`
-with `paused_s`: Redis was not asked (or not answered) for a reason that passes.
+others fail at once, until one answers. A call refused unasked raises
+`StoreUnavailable` with `paused_s` (worth asking again after it); one given up was
+asked, and may still be made once Redis answers, so it has none: an ``APPEND`` asked
+again (`asked`) would be made twice.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ __all__ = ["Answering", "StoreUnavailable"]
 
 class StoreUnavailable(Exception):
     """The store did not answer (down, slow, refused); the message holds no secret.
-    `paused_s`: not asked at all (or given up), since it failed a moment ago; it is
-    asked again after about this many seconds."""
+    `paused_s`: not asked at all, since it failed a moment ago (or another call is
+    asking); it is asked again after about this many seconds."""
 
     def __init__(self, message: str, paused_s: float = 0.0) -> None:
         super().__init__(message)
@@ -118,8 +120,7 @@ class _Call:
             await bound.__aexit__(exc_type, exc, tb)
         except TimeoutError:  # cut short by `_failed`: another call failed meanwhile
             raise StoreUnavailable(
-                f"redis {of.url}: given up, another call failed meanwhile",
-                max(of._paused_until - of._clock(), 0.001),
+                f"redis {of.url}: given up, another call failed meanwhile"
             ) from None
         if exc is None:
             of._suspect = False
