@@ -27,7 +27,9 @@ class StallProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._flowing = threading.Event()
-        self._flowing.set()
+        self._flowing.set()  # client to server
+        self._replying = threading.Event()  # server to client
+        self._replying.set()
         self._closed = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -35,13 +37,20 @@ class StallProxy:
 
     def stall(self) -> None:
         self._flowing.clear()
+        self._replying.clear()
+
+    def stall_replies(self) -> None:
+        """Commands still reach the server, but its replies are held: a call made
+        there whose client gives up waiting for the answer."""
+        self._replying.clear()
 
     def resume(self) -> None:
         self._flowing.set()
+        self._replying.set()
 
     def close(self) -> None:
         self._closed.set()
-        self._flowing.set()
+        self.resume()
         self._listener.close()
         with self._lock:
             for sock in self._sockets:
@@ -61,13 +70,16 @@ class StallProxy:
                 continue
             with self._lock:
                 self._sockets += [client, server]
-            for src, dst in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            for src, dst, gate in (
+                (client, server, self._flowing),
+                (server, client, self._replying),
+            ):
+                threading.Thread(target=self._pump, args=(src, dst, gate), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, gate: threading.Event) -> None:
         src.settimeout(_POLL_S)
         while not self._closed.is_set():
-            if not self._flowing.wait(_POLL_S):
+            if not gate.wait(_POLL_S):
                 continue  # stalled: nothing read, so nothing passed on
             try:
                 data = src.recv(65536)
@@ -77,7 +89,7 @@ class StallProxy:
                 break
             if not data:
                 break
-            while not self._flowing.wait(_POLL_S):  # read as it stalled: held until resumed
+            while not gate.wait(_POLL_S):  # read as it stalled: held until resumed
                 if self._closed.is_set():
                     return
             try:

@@ -100,11 +100,11 @@ class _Call:
     async def __aenter__(self) -> None:
         of = self._of
         of._refuse_while_down()
+        await self._bound.__aenter__()  # never suspends: nothing else runs in between
+        of._waiting.add(self._bound)
         self._probe = of._suspect
         if self._probe:
             of._probing = True
-        await self._bound.__aenter__()
-        of._waiting.add(self._bound)
 
     async def __aexit__(
         self,

@@ -764,6 +764,9 @@ class RedisLimits:
             taken = await self._take_slot(keys=[f"{self._slots_prefix}{key}"], args=args)
         except self._redis.errors as exc:
             self._failed(exc)
+            # it may have been taken before the answer was lost (a timeout): given back
+            # later, or it stays taken for its whole lease (a ZREM of none is harmless)
+            self._later(self._slots_back, (key, slot))
             return UNCOUNTED_SLOT
         return slot if taken else None
 
