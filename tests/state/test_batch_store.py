@@ -275,3 +275,24 @@ def test_a_running_batchs_answers_are_its_keys_last_records_evicted() -> None:
         assert await store.content("alice", output) is None
 
     run(go())
+
+
+def test_an_ended_batchs_lease_is_not_kept_before_its_keys_files() -> None:
+    """A batch's lease is pinned while it runs; once the batch has ended it holds
+    nothing: alice's three ended batches, then four uploads (nine records) in a store of
+    nine, evict her batches' records, never her first upload (on the old code their
+    leases, left pinned, outlived it: an ended batch's lease was kept before her files)."""
+    store = BatchStore(BatchesSettings(), MemoryStore(9, 1 << 20, owner_of=owner_group))
+
+    async def go() -> None:
+        for _ in range(3):
+            record = BatchRecord({"id": new_batch_id(), "status": "in_progress"}, "o", "e")
+            await store.put_batch("alice", record)
+            await store.hold("alice", record.id, "run-1")
+            await store.put_batch("alice", record.with_batch(status="completed"))
+        uploads = [_file() for _ in range(4)]
+        for upload in uploads:
+            await store.put_file("alice", upload, b"u" * 100)
+        assert await store.content("alice", uploads[0]["id"]) == b"u" * 100
+
+    run(go())

@@ -376,10 +376,13 @@ class BatchStore:
 
     async def put_batch(self, owner: str, record: BatchRecord, *, new: bool = False) -> None:
         """Keep `record`; pinned while its batch runs (`put_part`), which a queued batch's
-        record, written once, would not be by use."""
+        record, written once, would not be by use. An ended batch's lease is dropped: it
+        holds nothing, and in memory, pinned, it would outlive its key's live files."""
         running = record.status in _RUNNING
         keep = self._store.set_pinned if running else self._store.set
         await keep(self._key(owner, f"batch\0{record.id}"), record.to_bytes(), self.settings.ttl_s)
+        if not running:
+            await self._store.delete(self._lease(owner, record.id))
         if new:
             await self._listed(owner, "batch", record.id)
 
