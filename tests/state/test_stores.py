@@ -8,6 +8,7 @@ import random
 import time
 
 import pytest
+import redis
 from redis_service import REDIS_URL
 from stall_proxy import stall_proxy
 
@@ -22,6 +23,7 @@ from llmroute.state import (
     open_store,
     resolve_cache_url,
 )
+from llmroute.state.listings import Cap
 from llmroute.state.response_cache import CacheDirectives, ResponseCache
 from llmroute.state.stores import asked
 
@@ -531,3 +533,44 @@ def test_a_call_refused_while_another_probes_pauses_neither_cache_nor_affinity(
         run(go(url, proxy))
     assert results == ["error", "error", "miss"]
     assert errors == []  # affinity asked nothing that failed
+
+
+def test_a_redis_listing_that_lost_its_sizes_keeps_bounding_and_answering(
+    redis_namespace: str,
+) -> None:
+    """The sizes hash beside a listing gone while its sorted set stays (Redis's own
+    ``maxmemory`` eviction takes one key, or a forget's delete by prefix races a
+    write): the next writes past the bound still evict the oldest and answer, and a
+    delete leaves no key without expiry; the sorted set gone instead, the sizes left
+    count no more (on the old code the script failed on ``HINCRBY -0``, every write of
+    that key a `StoreUnavailable` pausing the whole store, a delete made the hash again
+    with no expiry, and with the set gone each write of the key evicted itself)."""
+    listing = f"{redis_namespace}:listing"
+    cap = Cap(entries=2)
+
+    async def go() -> None:
+        store = RedisStore(REDIS_URL, timeout_s=2)
+        for i in range(2):
+            assert await store.set_listed(f"{redis_namespace}:{i}", b"v", 60, listing, [], cap)
+        with redis.Redis.from_url(REDIS_URL) as direct:
+            direct.delete(f"{listing}:sizes")
+            for i in range(2, 4):
+                key = f"{redis_namespace}:{i}"
+                assert await store.set_listed(key, b"v", 60, listing, [], cap)
+            assert await store.get(f"{redis_namespace}:1") is None
+            assert await store.get(f"{redis_namespace}:3") == b"v"
+            direct.delete(f"{listing}:sizes")
+            assert await store.delete_listed(f"{redis_namespace}:3", listing)
+            assert all(direct.pttl(k) > 0 for k in direct.scan_iter(f"{redis_namespace}:*"))
+            # the sorted set lost instead: the sizes it leaves no longer count
+            small = Cap(size=3)
+            for i in range(3):
+                key = f"{redis_namespace}:s{i}"
+                assert await store.set_listed(key, b"v", 60, f"{listing}2", [], small)
+            direct.delete(f"{listing}2")
+            assert await store.set_listed(
+                f"{redis_namespace}:s3", b"v", 60, f"{listing}2", [], small
+            )
+        await store.aclose()
+
+    run(go())

@@ -67,11 +67,15 @@ local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2]
 if last and tonumber(last) >= now then
   now = tonumber(last) + 1  -- each write after the one before, even within a microsecond
 end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[3])  -- sizes of records no longer listed (the set was lost)
+end
 local function unlist(key)
-  if redis.call('ZREM', KEYS[2], key) == 1 then
-    local size = tonumber(redis.call('HGET', KEYS[3], key) or '0')
+  redis.call('ZREM', KEYS[2], key)
+  local size = redis.call('HGET', KEYS[3], key)
+  if size then  -- else its size was lost with the hash: counted as none
     redis.call('HDEL', KEYS[3], key)
-    redis.call('HINCRBY', KEYS[3], '', -size)
+    redis.call('HINCRBY', KEYS[3], '', 0 - tonumber(size))  -- never -0: not an integer
   end
 end
 for _, key in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - ttl)) do
@@ -109,10 +113,11 @@ return kept
 
 # KEYS[1] the record, KEYS[2] and KEYS[3] as SET_LISTED's; returns whether it was there
 DELETE_LISTED = """
-if redis.call('ZREM', KEYS[2], KEYS[1]) == 1 then
-  local size = tonumber(redis.call('HGET', KEYS[3], KEYS[1]) or '0')
+redis.call('ZREM', KEYS[2], KEYS[1])
+local size = redis.call('HGET', KEYS[3], KEYS[1])
+if size then  -- never made again when gone: it would be kept with no expiry
   redis.call('HDEL', KEYS[3], KEYS[1])
-  redis.call('HINCRBY', KEYS[3], '', -size)
+  redis.call('HINCRBY', KEYS[3], '', 0 - tonumber(size))
 end
 return redis.call('DEL', KEYS[1])
 """
