@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from functools import partial
 from typing import TypeVar
 
 import pytest
@@ -286,6 +287,33 @@ def test_a_keys_responses_past_its_bound_evict_its_own_oldest(redis_namespace: s
             for record in fresh:
                 assert await two.put("alice", record)
             assert all([await one.get("alice", r.id) is not None for r in fresh])
+            await one.aclose()
+            await two.aclose()
+
+        run(go())
+
+
+def test_a_conversation_past_the_bound_loses_its_oldest_turn_in_redis_too(
+    redis_namespace: str,
+) -> None:
+    """``max_key_responses: 2`` and a conversation of three turns: the third, renewing
+    the two it continues, evicts the first, the least recently continued, in Redis as in
+    memory (on the old code Redis gave the renewed turns and the new one the same time,
+    so the one whose store key sorted first went: here the second, ids chosen so)."""
+    for one, two in _bound_stores(redis_namespace, max_key_responses=2):
+
+        async def go(one: ResponseStore = one, two: ResponseStore = two) -> None:
+            key = partial(one._key, "alice")
+            while True:
+                first = _record("t0")
+                second = _record("t1", [first.id])
+                third = _record("t2", [first.id, second.id])
+                if key(second.id) < min(key(first.id), key(third.id)):
+                    break
+            for record in (first, second, third):
+                assert await two.put("alice", record)
+            kept = [await one.get("alice", r.id) is not None for r in (first, second, third)]
+            assert kept == [False, True, True]
             await one.aclose()
             await two.aclose()
 

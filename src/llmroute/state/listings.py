@@ -82,13 +82,13 @@ for _, key in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - ttl)) do
   unlist(key)
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-for i = 4, #KEYS do
+for i = 4, #KEYS do  -- in their order, as memory renews them: the oldest turn first
   if redis.call('PEXPIRE', KEYS[i], ARGV[2]) == 1 then
-    redis.call('ZADD', KEYS[2], 'XX', now, KEYS[i])
+    redis.call('ZADD', KEYS[2], 'XX', now + i - 4, KEYS[i])
   end
 end
 unlist(KEYS[1])
-redis.call('ZADD', KEYS[2], now, KEYS[1])
+redis.call('ZADD', KEYS[2], now + #KEYS - 3, KEYS[1])
 redis.call('HSET', KEYS[3], KEYS[1], #ARGV[1])
 redis.call('HINCRBY', KEYS[3], '', #ARGV[1])
 local most, most_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
