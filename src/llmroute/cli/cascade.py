@@ -168,13 +168,21 @@ def _accept(
     return np.zeros(len(prompts)), None  # oracle: replaced by the labels by the caller
 
 
-def _artifact_encoder(artifact: str, fallback: str) -> str:
-    if artifact == "builtin":
-        return fallback
+def _trained_on(gate: GateKind, artifact: str) -> dict[str, Any]:
+    """What `llmroute train gate` recorded of its data ({} for other gates and builtin)."""
+    if gate != GateKind.learned or artifact == "builtin":
+        return {}
     from llmroute.gates.learned import read_gate_meta
 
-    meta = read_gate_meta(Path(artifact))
-    return str(meta.get("trained_on", {}).get("encoder_spec", fallback))
+    trained_on = read_gate_meta(Path(artifact)).get("trained_on", {})
+    return trained_on if isinstance(trained_on, dict) else {}
+
+
+def _split_seed(trained_on: dict[str, Any]) -> int:
+    """The seed the gate's data was split with, so that the rows benched as `test` are
+    the ones its training left out (`train gate --seed N`), not seed 0's."""
+    seed = (trained_on.get("split") or {}).get("seed", 0)
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
 
 
 def _router_scores(
@@ -254,7 +262,8 @@ def bench_cascade(
     prices = _prices(price_weak, price_strong, registry, weak, strong)
     rows = read_gate_data(data, need_strong=True)
     assert rows.strong is not None
-    train_idx, val_idx, test_idx = gate_split(rows)
+    trained_on = _trained_on(gate, artifact)
+    train_idx, val_idx, test_idx = gate_split(rows, seed=_split_seed(trained_on))
     idx = test_idx if split == "test" else np.arange(len(rows))
     if idx.size == 0:
         fail(f"no {split} rows in {data} ({len(rows)} rows)")
@@ -263,7 +272,7 @@ def bench_cascade(
     w, s = rows.weak[idx], rows.strong[idx]
     if w.mean() == s.mean():
         fail("weak and strong accuracy are equal on these rows: the gap is undefined")
-    enc = _encoder(_artifact_encoder(artifact, encoder) if gate == "learned" else encoder)
+    enc = _encoder(str(trained_on.get("encoder_spec", encoder)))
     accept, threshold = _accept(gate, artifact, enc, prompts, answers)
     if gate == "oracle":
         accept = oracle_accept(w)
