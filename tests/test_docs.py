@@ -122,6 +122,51 @@ def _commands(command: Any, path: list[str]) -> list[tuple[list[str], Any]]:
     return found
 
 
+def test_every_option_is_in_the_docs() -> None:
+    """Each option of each command is named somewhere in README.md or docs/ (a `--no-x`
+    by its `--x`; one with a short form, `-o`, may be shown so in the command's lines):
+    `bench-cascade --weak`/`--strong`, `train gate --refit` and `eval-safety
+    --threshold` were found only by `--help`."""
+    import re
+
+    text = "\n".join((ROOT / page).read_text() for page in docs.PAGES)
+
+    def shown(path: list[str], options: tuple[str, ...]) -> bool:
+        words = path[1:]
+        if any(re.search(re.escape(o) + r"(?![\w-])", text) for o in options if o[:2] == "--"):
+            return True
+        lines = [c for c in COMMANDS if list(c.args[: len(words)]) == words]
+        return any(o in c.args for c in lines for o in options)
+
+    missing = [
+        f"{' '.join(path)} {param.opts[0]}"
+        for path, command in _commands(ROOT_COMMAND, ["llmroute"])
+        for param in command.params
+        if param.opts[0] not in ("--help",) and param.opts[0].startswith("-")
+        if not shown(path, (*param.opts, *param.secondary_opts))
+    ]
+    assert not missing, f"options --help lists and no page names: {missing}"
+
+
+def test_every_variable_of_the_uvicorn_factory_is_in_the_docs() -> None:
+    """`uvicorn --factory llmroute.server.app:app_from_env` reads its settings from
+    variables; each is named in docs/gateway.md. `$LLMROUTE_BIND_HOST`, without which a
+    loopback gateway under uvicorn makes no Host check, was not. Two are `serve`'s own
+    plumbing to its workers: the worker count, and the graceful timeout (uvicorn's)."""
+    from llmroute.server import settings
+
+    plumbing = {settings.WORKERS_ENV, settings.GRACEFUL_TIMEOUT_ENV}
+    variables = {
+        value
+        for name, value in vars(settings).items()
+        if name.endswith("_ENV") and isinstance(value, str)
+    }
+    assert len(variables) > 10
+    text = (ROOT / "docs/gateway.md").read_text()
+    missing = sorted(v for v in variables - plumbing if f"${v}" not in text)
+    assert not missing, f"docs/gateway.md names no {missing}"
+
+
 # ------------------------------------------------------------------------------ YAML
 
 YAML_BLOCKS = docs.all_blocks("yaml")
