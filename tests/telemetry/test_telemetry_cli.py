@@ -285,6 +285,24 @@ def test_export_writes_the_log_as_jsonl_that_other_commands_read(
     assert code == 0 and stdout.splitlines()[-1] == "2 of 2 cases passed", stdout + err
 
 
+def test_export_with_text_of_a_log_of_hashes_says_why_nothing_matched(
+    registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """registry.md's pipeline `export --with-text | registry record -` on a log that keeps
+    hashes (the example registry's `prompts: hash`) said only 'no request of the 2 ...
+    matched', then `registry record` 'no prompts in the file'."""
+    now = time.time() - 600
+    fill(registry, [record("weather", 0.5, now), record("cooking", 0.5, now + 1)])
+    code, stdout, err = cli(capsys, "export", "-r", registry, "--with-text")
+    assert code == 0 and stdout == ""
+    assert "no request of the 2 of the last 24h matched: none kept its prompt" in err
+    assert "telemetry.prompts: redacted or full" in err
+    code, _, err = cli(capsys, "export", "-r", registry, "--with-text", "-o", tmp_path / "t.jsonl")
+    assert code == 0 and "wrote 0 of the 2 requests" in err and "none kept its prompt" in err
+    code, _, err = cli(capsys, "export", "-r", registry, "--route", "nope")
+    assert "matched" in err and "prompt" not in err  # another filter: no such reason
+
+
 def test_export_to_a_dash_writes_standard_output(
     registry: Path,
     tmp_path: Path,

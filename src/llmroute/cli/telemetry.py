@@ -554,12 +554,18 @@ def export_command(
     lines = (
         json.dumps(json_safe(row), ensure_ascii=False) for row in export_rows(picked, feedback)
     )
+    why = ""
+    if with_text and decisions and all(d.prompt is None for d in decisions):
+        why = (
+            ": none kept its prompt, which --with-text needs (telemetry.prompts: redacted or "
+            "full keeps them; hash keeps none)"
+        )
     if output is None:
         for line in lines:
             print(line)
         if not picked:  # said apart from the (empty) data, so a pipeline is not left guessing
             err_console.print(
-                f"no request of the {len(decisions)} of the last {window.text} matched",
+                f"no request of the {len(decisions)} of the last {window.text} matched{why}",
                 soft_wrap=True,
             )
         return
@@ -568,7 +574,7 @@ def export_command(
             out.write(line + "\n")
     err_console.print(
         f"wrote {len(picked)} of the {len(decisions)} requests of the last {window.text} "
-        f"to {escape(str(output))}",
+        f"to {escape(str(output))}{why}",
         soft_wrap=True,
     )
 
