@@ -85,6 +85,7 @@ def test_bench_cascade_other_gates_prices_and_table(
     assert run([*base, "--gate", "heuristic", "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
     assert "escalation at 95% of strong accuracy" in out and "default relative prices" in out
+    assert f"curves written to {plot}" in out  # as eval's and report's --plot say theirs
     assert plot.read_text().startswith("<!DOCTYPE html>") or "<svg" in plot.read_text()
 
 

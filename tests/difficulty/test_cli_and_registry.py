@@ -159,12 +159,16 @@ def test_train_cross_validates_by_default_and_holds_out_with_one_fold(
     assert "rows it was fitted on" in capsys.readouterr().err
 
 
-def test_bench_plots_and_prices(trained: tuple[Path, Path], tmp_path: Path) -> None:
+def test_bench_plots_and_prices(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data, router = trained
     page = tmp_path / "curve.html"
     argv = ["bench", "--router", str(router), "--data", str(data), "--plot", str(page)]
+    capsys.readouterr()
     assert run([*argv, "--prices", "0.001,0.01"]) == 0
     assert "<svg" in page.read_text()
+    assert f"curves written to {page}" in capsys.readouterr().out  # as eval's --plot says
 
 
 def test_bench_on_rows_without_a_gap_is_one_line_and_dollars_in_a_title_plot(

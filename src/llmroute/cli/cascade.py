@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llmroute.cli._app import (
@@ -303,7 +304,10 @@ def bench_cascade(
     if as_json:
         typer.echo(json.dumps(json_safe(result), sort_keys=True, allow_nan=False))
         return
-    _print(Console(emoji=False), result)
+    console = Console(emoji=False)
+    _print(console, result)
+    if plot is not None:
+        console.print(f"curves written to {escape(str(plot))}", soft_wrap=True)
 
 
 def _print(console: Console, result: dict[str, Any]) -> None:

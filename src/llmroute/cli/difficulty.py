@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llmroute.cli._app import (
@@ -359,7 +360,10 @@ def bench(
     if as_json:
         typer.echo(json.dumps(json_safe(result), sort_keys=True, allow_nan=False))
         return
-    _print_bench(Console(emoji=False), result)
+    console = Console(emoji=False)
+    _print_bench(console, result)
+    if plot is not None:
+        console.print(f"curves written to {escape(str(plot))}", soft_wrap=True)
 
 
 def _prices(value: str | None) -> tuple[float, float] | None:
