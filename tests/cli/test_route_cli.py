@@ -268,6 +268,8 @@ def test_missing_registry_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "no registry given" in result.stderr
+    # a wheel holds no examples/ folder: the way to a first registry is `llmroute init`
+    assert "`llmroute init` writes one to start from" in result.stderr
     missing = llmroute("registry", "check", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2
     assert "nope.yaml" in missing.stderr

@@ -132,7 +132,7 @@ def resolve_registry(path: Path | None) -> Path:
         return found
     fail(
         "no registry given: pass --registry FILE, set LLMROUTE_REGISTRY or run where a "
-        "registry.yaml is (examples/registry.yaml in llmroute's source is one to start from)"
+        "registry.yaml is (`llmroute init` writes one to start from)"
     )
 
 
