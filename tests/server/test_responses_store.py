@@ -648,7 +648,18 @@ def test_a_conversation_is_its_client_keys_alone(gateway: Served, client: openai
     assert client.conversations.retrieve(conv.id).id == conv.id
 
 
-def test_the_metrics_count_what_came_of_them(gateway: Served, client: openai.OpenAI) -> None:
+def test_the_metrics_count_what_came_of_them(
+    gateway: Served, client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    # a background response of each outcome, made here: run alone (-k), it passes too
+    made = client.responses.create(model="slow", input="count it", background=True)
+    assert _polled(client, made.id) == "completed"
+    failed = client.responses.create(model="down", input="count it", background=True)
+    assert _polled(client, failed.id) == "failed"
+    before = upstream.counts["slower?delay=20"]
+    stopped = client.responses.create(model="slower", input="count it", background=True)
+    _until(lambda: upstream.counts["slower?delay=20"] > before)
+    assert client.responses.cancel(stopped.id).status == "cancelled"
     first = client.responses.create(model="small", input="count me")
     client.responses.create(model="small", input="again", previous_response_id=first.id)
     with pytest.raises(openai.BadRequestError):
@@ -667,7 +678,7 @@ def test_the_metrics_count_what_came_of_them(gateway: Served, client: openai.Ope
     text = httpx.get(f"{gateway.url}/metrics", headers=headers, timeout=5).text
     assert 'llmroute_conversations_total{outcome="created"}' in text
     assert 'llmroute_conversations_total{outcome="turn_added"}' in text
-    for outcome in ("started", "completed", "failed", "cancelled"):  # the tests above
+    for outcome in ("started", "completed", "failed", "cancelled"):
         assert f'llmroute_background_responses_total{{outcome="{outcome}"}}' in text, outcome
 
 
