@@ -315,3 +315,47 @@ def test_an_upload_past_a_keys_room_is_refused_before_it_is_read_whole(
         assert _upload(bob, 100_000).status_code == 200
         log = served.log_text()
     assert "Traceback" not in log and ALICE_KEY not in log
+
+
+def test_a_key_its_batches_answers_put_past_its_bytes_is_told_what_it_holds(
+    tmp_path: Path,
+) -> None:
+    """A batch's output file counts toward ``max_key_bytes`` but is never refused for it,
+    so a key can hold more than the bound: its next upload is refused before its body is
+    read, saying what the key holds (the early check said "this one's 0 would pass", a
+    size no upload had: it was the check's own placeholder)."""
+    line = {
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "small", "messages": [{"role": "user", "content": "hello " * 40}]},
+    }
+    content = b"".join(
+        json.dumps({"custom_id": f"c{i}", **line}).encode() + b"\n" for i in range(8)
+    )
+    with (
+        _gateway(tmp_path, batches="{max_key_bytes: 4000, max_file_bytes: 4000}") as served,
+        _as(served, ALICE_KEY) as alice,
+    ):
+        file_id = alice.post(
+            "/files", files={"file": ("b.jsonl", content)}, data={"purpose": "batch"}
+        ).json()["id"]
+        batch = alice.post(
+            "/batches",
+            json={
+                "input_file_id": file_id,
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "24h",
+            },
+        ).json()
+        for _ in range(100):  # bounded: eight answers of an echo model
+            batch = alice.get(f"/batches/{batch['id']}").json()
+            if batch["status"] == "completed":
+                break
+            time.sleep(0.1)
+        held = sum(f["bytes"] for f in alice.get("/files").json()["data"])
+        assert batch["status"] == "completed" and held > 4000
+        refused = _upload(alice, 100)
+        assert refused.status_code == 429, refused.text
+        message = refused.json()["error"]["message"]
+        assert f"holds {held} bytes of files" in message
+        assert "batches.max_key_bytes (4000)" in message and "this one's 0" not in message

@@ -193,7 +193,7 @@ async def _form(request: Request, most: int, quota: KeyQuota, owner: str) -> Any
         raise GatewayError(
             400, "upload the file as multipart/form-data (fields 'file' and 'purpose')"
         )
-    if (refused := quota.over(0)) is not None:  # as many files as it may, or more bytes
+    if (refused := quota.full()) is not None:
         raise _over_quota(owner, refused)
     limit, room = most + _OVERHEAD, quota.room()
 

@@ -65,11 +65,27 @@ class KeyQuota:
 
     def over(self, size: int) -> str | None:
         """Why the key may not keep one more file of `size` bytes; None when it may."""
-        most_files, most_bytes = self.most_files, self.most_bytes
-        if most_files is not None and self.files + 1 > most_files:
-            return f"holds {self.files} files, as many as batches.max_key_files ({most_files})"
-        if most_bytes is not None and self.held + size > most_bytes:
+        if (why := self._at_most_files()) is not None:
+            return why
+        if self.most_bytes is not None and self.held + size > self.most_bytes:
             return self._past_bytes(str(size))
+        return None
+
+    def full(self) -> str | None:
+        """Why the key may keep no more file of any size; None when it may. Its batches'
+        output files, never refused, may have taken it past ``max_key_bytes``."""
+        if (why := self._at_most_files()) is not None:
+            return why
+        if self.most_bytes is not None and self.held >= self.most_bytes:
+            return (
+                f"holds {self.held} bytes of files, no room left under "
+                f"batches.max_key_bytes ({self.most_bytes})"
+            )
+        return None
+
+    def _at_most_files(self) -> str | None:
+        if self.most_files is not None and self.files >= self.most_files:
+            return f"holds {self.files} files, as many as batches.max_key_files ({self.most_files})"
         return None
 
     def past_room(self) -> str:
