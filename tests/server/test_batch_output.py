@@ -10,10 +10,18 @@ from typing import Any
 
 from loop_ticks import ticks_while
 
-from llmroute.server.batch_output import answer_line, usage_of
+from llmroute.server.batch_output import answer_line
 from llmroute.verbatim_json import VERBATIM_BYTES
 
 USAGE = {"prompt_tokens": 7, "total_tokens": 7}
+
+
+def _line(body: bytes, endpoint: str = "/v1/embeddings") -> bytes:
+    return asyncio.run(answer_line(_answer(), body, endpoint))[0]
+
+
+def _usage(body: bytes, endpoint: str) -> Any:
+    return asyncio.run(answer_line(_answer(), body, endpoint))[1]
 
 
 def _answer() -> dict[str, Any]:
@@ -34,15 +42,15 @@ def _expected(body: bytes) -> dict[str, Any]:
 
 def test_a_small_answer_is_written_compact_as_before() -> None:
     body = json.dumps({"object": "list", "data": [], "usage": USAGE}, indent=2).encode()
-    line = answer_line(_answer(), body)
+    line = _line(body)
     assert line == json.dumps(_expected(body), separators=(",", ":")).encode() + b"\n"
-    assert answer_line(_answer(), b"not json").endswith(b'"body":{}},"error":null}\n')
+    assert _line(b"not json").endswith(b'"body":{}},"error":null}\n')
 
 
 def test_a_large_answer_is_kept_as_it_came_on_one_line() -> None:
     body = _embeddings(100, indent=1)  # an upstream's, pretty-printed: line breaks in it
     assert len(body) >= VERBATIM_BYTES and b"\n" in body
-    line = answer_line(_answer(), body)
+    line = _line(body)
     assert line.count(b"\n") == 1 and line.endswith(b"\n")
     assert json.loads(line) == _expected(body)
     assert len(line) < len(body) + 200  # the vectors not written again
@@ -51,15 +59,31 @@ def test_a_large_answer_is_kept_as_it_came_on_one_line() -> None:
 def test_the_usage_of_any_answer() -> None:
     large = _embeddings(100)
     chat = json.dumps({"choices": [{"text": "x" * VERBATIM_BYTES}], "usage": USAGE}).encode()
-    assert asyncio.run(usage_of(large, "/v1/embeddings")) == USAGE
-    assert asyncio.run(usage_of(large, "/v1/chat/completions")) == USAGE
-    assert asyncio.run(usage_of(chat, "/v1/chat/completions")) == USAGE
-    assert asyncio.run(usage_of(b'{"usage": 3}', "/v1/embeddings")) == 3
-    assert asyncio.run(usage_of(b"[" + b" " * VERBATIM_BYTES + b"]", "/v1/embeddings")) is None
-    assert asyncio.run(usage_of(b"{" + b" " * VERBATIM_BYTES, "/v1/embeddings")) is None
+    assert _usage(large, "/v1/embeddings") == USAGE
+    assert _usage(large, "/v1/chat/completions") == USAGE
+    assert _usage(chat, "/v1/chat/completions") == USAGE
+    assert _usage(b'{"usage": 3}', "/v1/embeddings") == 3
+    assert _usage(b"[" + b" " * VERBATIM_BYTES + b"]", "/v1/embeddings") is None
+    assert _usage(b"{" + b" " * VERBATIM_BYTES, "/v1/embeddings") is None
+
+
+def test_a_large_answer_that_is_not_a_json_object_is_written_as_a_small_one() -> None:
+    """Written as it came, the large answer must be JSON: one that is not (none the
+    gateway writes, but a line is the file's only if it is) is ``{}`` as a small one is,
+    and the line stays JSON (it was written verbatim)."""
+    for body in (
+        b"{" + b" " * VERBATIM_BYTES,  # cut short
+        b"[" + b" " * VERBATIM_BYTES + b"]",  # not an object
+        b'{"a": "x\ny\rz"}' + b" " * VERBATIM_BYTES,  # line breaks in a string
+        b'{"a": NaN}' + b" " * VERBATIM_BYTES,
+    ):
+        for endpoint in ("/v1/embeddings", "/v1/chat/completions"):
+            line = _line(body, endpoint)
+            assert json.loads(line)["response"]["body"] == {}, (body[:12], endpoint)
 
 
 def test_the_event_loop_runs_while_a_large_answer_is_read() -> None:
-    usage, ticks = ticks_while(lambda: usage_of(_embeddings(200), "/v1/embeddings"))
+    body = _embeddings(200)
+    (_, usage), ticks = ticks_while(lambda: answer_line(_answer(), body, "/v1/embeddings"))
     assert usage == USAGE
     assert ticks > 10  # 5 MB: read a step at a time

@@ -43,7 +43,7 @@ from llmroute.dispatch.text_completions import TextRequest
 from llmroute.errors import LlmrouteError
 from llmroute.server.auth import admit, api_key_of, payer_of
 from llmroute.server.batch_lines import BatchLine, read_lines_yielding
-from llmroute.server.batch_output import answer_line, usage_of
+from llmroute.server.batch_output import answer_line
 from llmroute.server.body import require_messages
 from llmroute.server.chat import GATEWAY_TAGS, serve_chat
 from llmroute.server.completions import COMPLETIONS_FRONT, to_chat_body
@@ -295,8 +295,8 @@ class BatchRun:
             "response": {"status_code": response.status_code, "request_id": request_id},
             "error": None,
         }
-        usage = await usage_of(raw, self.endpoint)
-        self.answers.add(answer_line(answer, raw), ok, usage)
+        written, usage = await answer_line(answer, raw, self.endpoint)
+        self.answers.add(written, ok, usage)
         self.count("request", "completed" if ok else "failed")
 
     async def _drained_within(self, wait_s: float) -> bool:
