@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from starlette.requests import Request
@@ -35,9 +36,21 @@ class BackgroundRuns:
     def __init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._logs: dict[str, RunLog] = {}  # the events of runs that stream, as made
+        self._claimed = 0  # requests let in whose runs have not started yet
 
     def __len__(self) -> int:
-        return len(self._tasks)
+        return len(self._tasks) + self._claimed
+
+    @contextmanager
+    def claim(self) -> Iterator[None]:
+        """A place counted for a run while its request is readied (planned, kept: awaits
+        that let other requests in), so that those asked in the meantime count it; its
+        run started (`start`) inside, or not at all."""
+        self._claimed += 1
+        try:
+            yield
+        finally:
+            self._claimed -= 1
 
     def start(
         self, response_id: str, run: Coroutine[Any, Any, None], events: RunLog | None = None

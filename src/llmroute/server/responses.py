@@ -122,21 +122,35 @@ async def answer_responses(
     chat = await front.chat_body(body)
     if front.background:
         _check_room(request, front.store)
-        # planned now: what refuses the request (its tags, its model, the key's lists and
-        # tpm) is answered as chat answers it, not kept as the background run's failure
-        planned = await plan_converted(request, body, chat, ts, started_ns)
-        if planned is None:
-            return Response(status_code=CLIENT_CLOSED)
-        answer = partial(
-            answer_converted, detached(request), front, body, chat, ts, started_ns, None, planned
-        )
-        try:
-            return await _start_in_background(request, gateway, front, body, answer)
-        except BaseException:  # not started: the run gives back the tokens it holds
-            if planned.release is not None:
-                planned.release()
-            raise
+        with background_runs(request).claim():  # no await since the check
+            return await _plan_in_background(request, gateway, front, body, chat, ts, started_ns)
     return await answer_converted(request, front, body, chat, ts, started_ns)
+
+
+async def _plan_in_background(
+    request: Request,
+    gateway: Gateway,
+    front: _Kept,
+    body: dict[str, Any],
+    chat: dict[str, Any],
+    ts: float,
+    started_ns: int,
+) -> Response:
+    """`chat` planned now, then started in the background: what refuses the request (its
+    tags, its model, the key's lists and tpm) is answered as chat answers it, not kept as
+    the background run's failure."""
+    planned = await plan_converted(request, body, chat, ts, started_ns)
+    if planned is None:
+        return Response(status_code=CLIENT_CLOSED)
+    answer = partial(
+        answer_converted, detached(request), front, body, chat, ts, started_ns, None, planned
+    )
+    try:
+        return await _start_in_background(request, gateway, front, body, answer)
+    except BaseException:  # not started: the run gives back the tokens it holds
+        if planned.release is not None:
+            planned.release()
+        raise
 
 
 async def input_tokens(request: Request) -> Response:
@@ -202,8 +216,9 @@ async def _start_in_background(
 
 
 def _check_room(request: Request, store: ResponseStore) -> None:
-    """400 where background responses are off, 429 where this process makes its most:
-    asked first, so that a request refused for it is not routed (an LLM router's call)."""
+    """400 where background responses are off, 429 where this process makes its most
+    (runs, and requests let in before them: `BackgroundRuns.claim`): asked first, so that
+    a request refused for it is not routed (an LLM router's call)."""
     limit = store.settings.max_background
     if limit == 0:
         raise GatewayError(
