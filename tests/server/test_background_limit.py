@@ -1,6 +1,7 @@
-"""``stored_responses.max_background`` end to end: `llmroute serve` as a subprocess, the
-fake OpenAI upstream behind, an LLM router whose model answers after a second, so that a
-background request is planned for a while before its run starts."""
+"""What bounds background responses, end to end (``stored_responses.max_background``,
+``max_bytes``): `llmroute serve` as a subprocess, the fake OpenAI upstream behind, an
+LLM router whose model answers after a second, so that a background request is planned
+for a while before its run starts."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ routes:
     target: small
 default: {target: small}
 llm_fallback: {model: picker, margin: 1.0, timeout_s: 5}
-stored_responses: {ttl_s: 600, max_background: 1}
+stored_responses: {ttl_s: 600, max_background: 1, max_bytes: 20000}
 auth:
   keys:
     - {name: team, key_env: LLMROUTE_TEST_LIMIT_KEY}
@@ -90,3 +91,16 @@ def test_requests_planned_together_start_no_more_runs_than_the_limit(
         # its place given back: the next one starts
         again = client.responses.create(model="auto", input=PROMPT, background=True)
         assert _settled(client, again.id) == "completed"
+
+
+def test_a_request_too_large_to_keep_is_refused_before_it_is_routed(
+    gateway: Served, upstream: FakeUpstream
+) -> None:
+    """A background response must be kept to be polled: one larger than ``max_bytes`` is
+    a 400 asked before routing, so it costs no LLM router call (charged to its key)."""
+    before = _picks(upstream)
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=0)
+    with client, pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="auto", input=PROMPT * 100, background=True)
+    assert isinstance(refused.value.body, dict) and refused.value.body["param"] == "background"
+    assert _picks(upstream) == before

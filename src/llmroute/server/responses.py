@@ -138,15 +138,21 @@ async def _plan_in_background(
 ) -> Response:
     """`chat` planned now, then started in the background: what refuses the request (its
     tags, its model, the key's lists and tpm) is answered as chat answers it, not kept as
-    the background run's failure."""
+    the background run's failure. One too large to keep is refused first (not routed)."""
+    response = front.queued(body)
+    record = front.record(response)
+    value = front.store.encoded(record)
+    if value is None:
+        raise _too_large_to_keep()
     planned = await plan_converted(request, body, chat, ts, started_ns)
     if planned is None:
         return Response(status_code=CLIENT_CLOSED)
     answer = partial(
         answer_converted, detached(request), front, body, chat, ts, started_ns, None, planned
     )
+    kept = _Queued(response, record, value)
     try:
-        return await _start_in_background(request, gateway, front, body, answer)
+        return await _start_in_background(request, gateway, front, body, kept, answer)
     except BaseException:  # not started: the run gives back the tokens it holds
         if planned.release is not None:
             planned.release()
@@ -175,25 +181,21 @@ async def _start_in_background(
     gateway: Gateway,
     front: _Kept,
     body: dict[str, Any],
+    queued: _Queued,
     answer: Callable[[], Awaitable[Response]],
 ) -> Response:
-    """The response, ``in_progress`` and kept (so any gateway sharing the store can be
-    polled for it), answered now; the `answer` made in a task of this process."""
+    """The `queued` response, ``in_progress`` and kept (so any gateway sharing the store
+    can be polled for it), answered now; the `answer` made in a task of this process."""
     runs = background_runs(request)
-    response = front.queued(body)
+    response = queued.response
     try:
-        kept = await front.store.put(front.owner, front.record(response), counted=False)
+        kept = await front.store.put(front.owner, queued.record, counted=False, value=queued.value)
         if kept:  # after the record: a process that dies in between leaves it abandoned
             await front.store.hold(front.owner, front.id)
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
-    if not kept:
-        raise GatewayError(
-            400,
-            "a background response must be kept to be polled, and this request is too large "
-            "to keep (stored_responses.max_bytes, max_key_bytes): send it without 'background'",
-            param="background",
-        )
+    if not kept:  # by another gateway's smaller max_key_bytes (Redis)
+        raise _too_large_to_keep()
     count = partial(_counted, request)
     if body.get("stream") is not True:
         runs.start(front.id, _answer_in_background(answer, gateway, front, count))
@@ -213,6 +215,25 @@ async def _start_in_background(
     _counted(request, "started")
     settled = partial(_reaped, front.store, front.owner, front.id, partial(count, "abandoned"))
     return _streaming(request, follow(stream.chunks, stream.run, -1, settled), {})
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A background request's response as first answered (``in_progress``), its record
+    and the record's bytes, made once: checked to fit before routing, then kept."""
+
+    response: dict[str, Any]
+    record: StoredResponse
+    value: bytes
+
+
+def _too_large_to_keep() -> GatewayError:
+    return GatewayError(
+        400,
+        "a background response must be kept to be polled, and this request is too large "
+        "to keep (stored_responses.max_bytes, max_key_bytes): send it without 'background'",
+        param="background",
+    )
 
 
 def _check_room(request: Request, store: ResponseStore) -> None:

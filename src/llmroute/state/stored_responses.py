@@ -227,8 +227,31 @@ class ResponseStore:
         tell("continued")
         return ResponseChain(last, earlier)
 
+    def encoded(self, record: StoredResponse) -> bytes | None:
+        """`record` as it is kept; None (logged, counted) when it is too large for the
+        memory store or `max_key_bytes`. Asked apart before work that would be lost on a
+        record that cannot be kept (a background request's routing)."""
+        value = record.to_bytes()
+        too_large = self._too_large(len(value))
+        if too_large is None:
+            return value
+        log.warning(
+            "responses: response %s (%d bytes) is larger than stored_responses.%s; not kept",
+            record.id,
+            len(value),
+            too_large,
+        )
+        self._tell("too_large")
+        return None
+
     async def put(
-        self, owner: str, record: StoredResponse, *, counted: bool = True, wait: bool = False
+        self,
+        owner: str,
+        record: StoredResponse,
+        *,
+        counted: bool = True,
+        wait: bool = False,
+        value: bytes | None = None,
     ) -> bool:
         """Keep `record` and renew its chain's expiry (past `max_key_responses` or
         `max_key_bytes`, `owner`'s least recently written or continued response goes);
@@ -236,28 +259,21 @@ class ResponseStore:
         told to `on_outcome` (not a background response's status changing: it is counted
         once, when made). `wait`: asked of the store itself, past a pause after a failure
         (`asked`); an ``error`` is told once, when it gives up (the pause's refusal and
-        the failure after it are one keeping that failed, not two)."""
-        value = record.to_bytes()
-        too_large = self._too_large(len(value))
-        if too_large is not None:
-            log.warning(
-                "responses: response %s (%d bytes) is larger than stored_responses.%s; not kept",
-                record.id,
-                len(value),
-                too_large,
-            )
-            self._tell("too_large")
+        the failure after it are one keeping that failed, not two). `value`: `record`
+        `encoded` already."""
+        data = self.encoded(record) if value is None else value
+        if data is None:
             return False
         ttl_s = self.settings.ttl_s
         key, chain = self._key(owner, record.id), [self._key(owner, i) for i in record.chain]
 
         async def write() -> bool:
             if self._cap is None:
-                await self._store.set(key, value, ttl_s)
+                await self._store.set(key, data, ttl_s)
                 await self._store.touch(chain, ttl_s)
                 return True
             return await self._store.set_listed(
-                key, value, ttl_s, self._listing(owner), chain, self._cap
+                key, data, ttl_s, self._listing(owner), chain, self._cap
             )
 
         try:
