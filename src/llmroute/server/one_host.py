@@ -13,10 +13,11 @@ parser, refuses the first two itself):
 * **No Host header on HTTP/1.1** (the same sentence: "... that lacks a Host header
   field"). HTTP/1.0 has none to send: such a request is left to the checks that read
   the Host, as before.
-* **An empty Host** (the same sentence's "a Host header field with an invalid field
-  value": an empty one is only for a target URI without an authority, and an ``http``
-  or ``https`` one always has one), on any version: the checks that read the Host took
-  it for a name they do not know, or none.
+* **A Host naming no host**, empty or a port alone (the same sentence's "a Host header
+  field with an invalid field value": an empty one is only for a target URI without an
+  authority, and an ``http`` or ``https`` one always has one, whose host RFC 9110,
+  section 4.2.1, says is never empty), on any version: the checks that read the Host
+  took it for a name they do not know, or none.
 * **An absolute-form target** (``GET http://evil.example/v1/models``) **whose
   authority is not the Host header** (section 3.2.2: the server "MUST ignore the
   received Host header field ... and instead use the host information of the
@@ -55,6 +56,7 @@ log = logging.getLogger("llmroute.server")
 # the scope extension of an absolute-form target: {"scheme": str (lower case), "authority": bytes}
 TARGET_AUTHORITY = "llmroute.target_authority"
 _DEFAULT_PORTS = {"http": b":80", "https": b":443"}
+_NO_HOST = (b"", b":")  # how a Host value naming no host starts (an IPv6 one: with "[")
 
 
 class _Refusal:
@@ -94,9 +96,10 @@ _NONE = _Refusal(
     "(RFC 9112, section 3.2): send one naming this server",
 )
 _EMPTY = _Refusal(
-    "a request with an empty Host header",
-    "this request's Host header is empty, which HTTP allows only for a target without a "
-    "host (RFC 9112, section 3.2): send one naming this server",
+    "a request with an empty Host header (or a port alone)",
+    "this request's Host header names no host (it is empty, or a port alone), which HTTP "
+    "allows only for a target without a host (RFC 9112, section 3.2): send one naming "
+    "this server",
 )
 _OTHER = _Refusal(
     "a request whose absolute-form target is not its Host",
@@ -128,7 +131,7 @@ class OneHost:
             refusal = _MANY
         elif count == 0 and scope.get("http_version") == "1.1":
             refusal = _NONE
-        elif host is not None and not host.strip():
+        elif host is not None and host.strip()[:1] in _NO_HOST:
             refusal = _EMPTY
         else:
             extensions = scope.get("extensions")
