@@ -30,6 +30,7 @@ from stall_proxy import stall_proxy
 from llmroute.registry.schema import StoredResponsesSettings
 from llmroute.server.background_stream import EventChunks
 from llmroute.server.responses import _Kept
+from llmroute.state.conversations import ConversationStore
 from llmroute.state.stored_responses import ResponseStore
 from llmroute.state.stores import RedisStore, StoreUnavailable
 
@@ -950,3 +951,52 @@ def test_a_background_response_not_kept_counts_one_error() -> None:
 
     assert asyncio.run(go()) is False
     assert told == ["error"]
+
+
+class _HiccupAfterAppend(RedisStore):
+    """A Redis store whose first ``APPEND`` is followed by another request's call that
+    fails (a Redis that hiccups just then): the store pauses."""
+
+    def __init__(self, url: str, proxy: Any) -> None:
+        super().__init__(url, 0.2)
+        self._proxy = proxy
+        self._hiccups = 1
+
+    async def append(self, key: str, data: bytes, ttl_s: float) -> None:
+        await super().append(key, data, ttl_s)
+        if self._hiccups:
+            self._hiccups -= 1
+            self._proxy.stall()
+            try:
+                with pytest.raises(StoreUnavailable):
+                    await self.get("another request's key")
+            finally:
+                self._proxy.resume()
+
+
+def test_a_background_response_adds_its_turn_to_its_conversation_once(
+    redis_namespace: str,
+) -> None:
+    """A background response's turn is added to its conversation asked of the store
+    itself (`asked`). When a call after its ``APPEND`` was refused in the pause another
+    call's failure began, the whole addition was made again: a second part with the
+    same items, so the conversation read the turn twice."""
+
+    async def go(url: str, proxy: Any) -> list[str]:
+        settings = StoredResponsesSettings(url=url, namespace=redis_namespace, ttl_s=60)
+        store = ResponseStore(settings, _HiccupAfterAppend(url, proxy))
+        conversations = ConversationStore(store)
+        try:
+            conv = await conversations.create("team", {}, [])
+            front = _Kept(store, "team")
+            front.background = True
+            front._conversation = conv.id
+            front._input = [{"id": "msg_q", "type": "message", "role": "user", "content": "q"}]
+            answer = {"id": "msg_a", "type": "message", "role": "assistant", "content": []}
+            await front._add_to_conversation({"output": [answer]})
+            return [item["id"] for item in await conversations.items("team", conv.id)]
+        finally:
+            await store.aclose()
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        assert asyncio.run(go(url, proxy)) == ["msg_q", "msg_a"]

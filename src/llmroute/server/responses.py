@@ -522,9 +522,9 @@ class _Kept:
         for item in items:
             if item.get("type", "message") == "message":
                 item.setdefault("status", "completed")
-        add = partial(ConversationStore(self.store).add, self.owner, self._conversation, items)
+        conversations = ConversationStore(self.store)
         try:
-            await (asked(add) if self.background else add())
+            await conversations.add(self.owner, self._conversation, items, wait=self.background)
         except StoreUnavailable as exc:
             self._count("error")
             log.warning("conversations: response %s not added: %s", self.id, exc)

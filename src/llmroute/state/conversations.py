@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmroute.state.stored_responses import ResponseStore
+from llmroute.state.stores import asked
 
 __all__ = ["Conversation", "ConversationStore", "new_conversation_id"]
 
@@ -111,15 +112,28 @@ class ConversationStore:
                 )
         return items
 
-    async def add(self, owner: str, conversation_id: str, items: Sequence[dict[str, Any]]) -> None:
-        """`items` (each with an ``id``) added at the end, as one part."""
+    async def add(
+        self,
+        owner: str,
+        conversation_id: str,
+        items: Sequence[dict[str, Any]],
+        *,
+        wait: bool = False,
+    ) -> None:
+        """`items` (each with an ``id``) added at the end, as one part. `wait`: asked of
+        the store itself, past a pause after a failure (`asked`); each try writes the
+        same part, listed once however often its ``APPEND`` was made (`_list`), so a
+        call refused after the ``APPEND`` does not add the items twice."""
         part = f"part_{secrets.token_hex(12)}"
-        record = {"v": _VERSION, "items": list(items)}
-        await self._kv.set(self._key(owner, part), _dumps(record), self._ttl_s)
-        await self._kv.append(
-            self._key(owner, conversation_id + _PARTS), f"{part},".encode(), self._ttl_s
-        )
-        await self._renew(owner, conversation_id, await self._parts(owner, conversation_id))
+        record = _dumps({"v": _VERSION, "items": list(items)})
+        parts_key = self._key(owner, conversation_id + _PARTS)
+
+        async def write() -> None:
+            await self._kv.set(self._key(owner, part), record, self._ttl_s)
+            await self._kv.append(parts_key, f"{part},".encode(), self._ttl_s)
+            await self._renew(owner, conversation_id, await self._parts(owner, conversation_id))
+
+        await (asked(write) if wait else write())
 
     async def delete_item(self, owner: str, conversation_id: str, item_id: str) -> bool:
         """Drop the item `item_id`; whether it was there."""
@@ -156,8 +170,11 @@ class ConversationStore:
         return await self._list(owner, conversation_id + _PARTS)
 
     async def _list(self, owner: str, name: str) -> list[str]:
+        """The ids appended to list `name`, each once, where it first was."""
         raw = await self._kv.get(self._key(owner, name))
-        return [p for p in (raw or b"").decode("utf-8", "replace").split(",") if p]
+        return list(
+            dict.fromkeys(p for p in (raw or b"").decode("utf-8", "replace").split(",") if p)
+        )
 
     async def _renew(self, owner: str, conversation_id: str, parts: Sequence[str]) -> None:
         """Keep the conversation, its lists and its parts `ttl_s` from now."""
