@@ -149,3 +149,94 @@ def test_bench_cascade_benches_the_rows_the_gate_left_out(
     assert run([*args, "--router", "none"]) == 0
     result = loads_strict(capsys.readouterr().out)
     assert result["at_gate_threshold"]["escalation"] == pytest.approx(escalation(3))
+
+
+def _merged(data_file: Path, path: Path) -> Path:
+    """The training file with 150 new rows after it: a merged copy, whose seeded split
+    puts some of the gate's training rows in its test split."""
+    new = [{**r, "prompt": f"New {r['prompt']}"} for r in _rows(150, seed=5)]
+    path.write_text(data_file.read_text() + "".join(json.dumps(r) + "\n" for r in new))
+    return path
+
+
+def test_bench_cascade_leaves_out_the_rows_the_gate_was_trained_on(
+    data_file: Path, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As `bench` does: a copy of the training file (here merged with new rows) does not
+    pass the gate's training rows off as held out; they are left out, and counted."""
+    from llmroute.gates.gate_train import gate_split, read_gate_data
+
+    merged = _merged(data_file, tmp_path / "merged.jsonl")
+    rows = read_gate_data(merged, need_strong=True)
+    test = gate_split(rows, seed=0)[2]
+    old = sum(rows.prompts[i].startswith("Question") for i in test)
+    assert 0 < old < test.size  # the copy's test split holds rows the gate was trained on
+    capsys.readouterr()
+    args = ["bench-cascade", "--data", str(merged), "--artifact", str(trained), "--router", "none"]
+    assert run([*args, "--json"]) == 0
+    result = loads_strict(capsys.readouterr().out)
+    # The training file's own test rows (30 of its 150) were never seen: only the rest go.
+    left_out = old - sum(rows.prompts[i] in _test_prompts(data_file) for i in test)
+    assert left_out > 0 and result["left_out_seen"] == left_out
+    assert result["n"] == test.size - left_out
+    assert result["rows"] == (
+        f"test split ({test.size - left_out} of 300; the {left_out} whose prompts the gate "
+        "saw in training left out)"
+    )
+    assert run([*args, "--split", "all", "--json"]) == 0  # all: the 150 new and 30 held out
+    assert loads_strict(capsys.readouterr().out)["n"] == 180
+    # On the training file itself, --split all keeps every row, as `bench` does.
+    same = ["bench-cascade", "--data", str(data_file), "--artifact", str(trained), "--json"]
+    assert run([*same, "--router", "none", "--split", "all"]) == 0
+    result = loads_strict(capsys.readouterr().out)
+    assert result["n"] == 150 and result["left_out_seen"] == 0
+
+
+def _test_prompts(data_file: Path) -> set[str]:
+    from llmroute.gates.gate_train import gate_split, read_gate_data
+
+    rows = read_gate_data(data_file, need_strong=True)
+    return {rows.prompts[i] for i in gate_split(rows, seed=0)[2]}
+
+
+def test_bench_cascade_refuses_a_file_of_training_rows_only(
+    data_file: Path, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    held_out = _test_prompts(data_file)
+    copy = tmp_path / "copy.jsonl"
+    lines = data_file.read_text().splitlines(keepends=True)
+    copy.write_text("".join(x for x in reversed(lines) if json.loads(x)["prompt"] not in held_out))
+    argv = ["bench-cascade", "--data", str(copy), "--artifact", str(trained), "--split", "all"]
+    assert run([*argv, "--router", "none"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: every all row of ") and "nothing unseen to measure" in err
+
+
+def test_bench_cascade_on_a_gate_without_prompt_hashes(
+    data_file: Path, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An older artifact still benches, with a one-line warning; a corrupt record is a
+    clean error naming gate.json."""
+    import shutil
+
+    old = tmp_path / "old-gate"
+    shutil.copytree(trained, old)
+    meta = json.loads((old / "gate.json").read_text())
+    del meta["trained_on"]["seen_prompts"]
+    (old / "gate.json").write_text(json.dumps(meta))
+    merged = _merged(data_file, tmp_path / "merged.jsonl")
+    argv = ["bench-cascade", "--data", str(merged), "--artifact", str(old), "--router", "none"]
+    capsys.readouterr()
+    assert run([*argv, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert loads_strict(captured.out)["left_out_seen"] == 0
+    assert captured.err.count("\n") == 1
+    assert "records no hashes of its training prompts" in captured.err
+    own = ["bench-cascade", "--data", str(data_file), "--artifact", str(old), "--router", "none"]
+    assert run([*own, "--json"]) == 0  # its own file's test split is what it left out
+    assert capsys.readouterr().err == ""
+    meta["trained_on"]["seen_prompts"] = {"hash": "blake2b-64", "b64": "!!!"}
+    (old / "gate.json").write_text(json.dumps(meta))
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert "corrupt learned gate: trained_on.seen_prompts.b64" in err and "gate.json" in err

@@ -80,15 +80,17 @@ def train_gate(
     """Train a learned cascade gate: P(the weak answer is acceptable). Settings and the
     threshold are chosen on the validation split; the test split is left alone for
     `llmroute bench-cascade`."""
+    import numpy as np
     from rich.progress import Progress
 
-    from llmroute.difficulty.calibration import file_digest
-    from llmroute.gates.gate_train import read_gate_data
+    from llmroute.difficulty.calibration import file_digest, seen_prompts
+    from llmroute.gates.gate_train import gate_split, read_gate_data
     from llmroute.gates.gate_train import train_gate as fit
 
     data_file(data)
     check_artifact_output(output)
     rows = read_gate_data(data)
+    chosen_on = gate_split(rows, seed=seed)[:2]  # what bench-cascade must leave out
     enc = _encoder(encoder)
     started = time.perf_counter()
     off = not err_console.is_terminal  # off one, rich ends it with an empty line
@@ -108,6 +110,7 @@ def train_gate(
         "sha256": file_digest(data),
         "encoder_spec": encoder,
         **{k: metrics[k] for k in ("rows", "split", "fitted_on")},
+        "seen_prompts": seen_prompts([rows.prompts[i] for i in np.concatenate(chosen_on)]),
     }
     model.save(output)
     seconds = time.perf_counter() - started
@@ -184,6 +187,51 @@ def _split_seed(trained_on: dict[str, Any]) -> int:
     the ones its training left out (`train gate --seed N`), not seed 0's."""
     seed = (trained_on.get("split") or {}).get("seed", 0)
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+
+
+def _unseen(
+    trained_on: dict[str, Any],
+    artifact: str,
+    prompts: tuple[str, ...],
+    idx: np.ndarray[Any, np.dtype[np.intp]],
+    data: Path,
+    split: CascadeSplit,
+) -> tuple[np.ndarray[Any, np.dtype[np.intp]], int]:
+    """`idx` less the rows whose prompts the gate was trained on (or chose its settings
+    with), and how many those were, as `bench` leaves them out: a reordered, edited or
+    merged copy of the training file cannot pass them off as held out. `--split all` on
+    the training file itself keeps them: asked for, and said so by the split's name."""
+    from llmroute.difficulty.calibration import file_digest, seen_mask
+    from llmroute.gates.learned import META_FILE
+    from llmroute.jsonl import is_stdin, shown
+
+    if not trained_on:
+        return idx, 0
+    same_file = not is_stdin(data) and trained_on.get("sha256") == file_digest(data)
+    if same_file and split == "all":
+        return idx, 0
+    meta_file = str(Path(artifact) / META_FILE)
+    known = seen_mask(
+        trained_on.get("seen_prompts"),
+        [prompts[i] for i in idx],
+        what="learned gate",
+        meta_file=meta_file,
+    )
+    if known is None:
+        if not same_file:  # there, the recorded seed's test split is what it left out
+            err_console.print(
+                f"warning: {escape(meta_file)} records no hashes of its training prompts "
+                "(trained by an older llmroute): rows of an edited copy of its training "
+                "file count as held out; retrain the gate to have them left out",
+                soft_wrap=True,
+            )
+        return idx, 0
+    if known.all():
+        fail(
+            f"every {split} row of {shown(data)} has a prompt the gate was trained on (or "
+            "chosen with): there is nothing unseen to measure it on"
+        )
+    return idx[~known], int(known.sum())
 
 
 def _router_scores(
@@ -268,6 +316,7 @@ def bench_cascade(
     idx = test_idx if split == "test" else np.arange(len(rows))
     if idx.size == 0:
         fail(f"no {split} rows in {data} ({len(rows)} rows)")
+    idx, left_out = _unseen(trained_on, artifact, rows.prompts, idx, data, split)
     prompts = tuple(rows.prompts[i] for i in idx)
     answers = tuple(rows.answers[i] for i in idx)
     w, s = rows.weak[idx], rows.strong[idx]
@@ -288,7 +337,9 @@ def bench_cascade(
         router_name="router" if compared is None else compared[1],
     )
     curves = result.pop("curves")
-    result["rows"] = f"{split} split ({idx.size} of {len(rows)})"
+    seen = f"; the {left_out} whose prompts the gate saw in training left out" if left_out else ""
+    result["rows"] = f"{split} split ({idx.size} of {len(rows)}{seen})"
+    result["left_out_seen"] = left_out
     if threshold is not None:
         escalate = accept < threshold
         result["at_gate_threshold"] = {

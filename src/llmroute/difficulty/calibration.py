@@ -34,6 +34,7 @@ __all__ = [
     "file_digest",
     "held_out",
     "quantiles_of",
+    "seen_mask",
     "seen_prompts",
     "threshold_from",
 ]
@@ -89,25 +90,35 @@ def seen_prompts(prompts: Sequence[str]) -> dict[str, str]:
     return {"hash": "blake2b-64", "b64": base64.b64encode(packed).decode("ascii")}
 
 
-def _unseen(
-    trained: Mapping[str, Any], data: LabelledPrompts, path: Path, meta_file: str | None
-) -> tuple[npt.NDArray[np.intp], str]:
-    """Every row of another file but those whose prompt the router saw in training."""
-    everything = np.arange(len(data))
-    record = trained.get("seen_prompts")
+def seen_mask(
+    record: object, prompts: Sequence[str], *, what: str, meta_file: str | None
+) -> npt.NDArray[np.bool_] | None:
+    """Which of `prompts` the artifact's `seen_prompts` record holds; None when it holds
+    no record (an artifact from before they were recorded). `what` ("router artifact")
+    and `meta_file` name the artifact in the error about a corrupt record."""
     if not isinstance(record, Mapping) or not isinstance(record.get("b64"), str):
-        return everything, "all rows (a file it was not trained on)"
+        return None
     try:  # validated: "!!!" decoded to no hashes, every seen row then counted as unseen
         packed = base64.b64decode(record["b64"], validate=True)
         seen = np.frombuffer(packed, dtype="<u8").astype(np.uint64)
     except ValueError as exc:  # binascii.Error too
         raise ConfigError(
-            f"corrupt router artifact: trained_on.seen_prompts.b64 is not base64 of 8-byte "
+            f"corrupt {what}: trained_on.seen_prompts.b64 is not base64 of 8-byte "
             f"hashes ({exc}); retrain it",
             file=meta_file,
         ) from None
-    known = np.isin(_hashes(data.prompts), seen)
-    if not known.any():
+    return np.isin(_hashes(prompts), seen)
+
+
+def _unseen(
+    trained: Mapping[str, Any], data: LabelledPrompts, path: Path, meta_file: str | None
+) -> tuple[npt.NDArray[np.intp], str]:
+    """Every row of another file but those whose prompt the router saw in training."""
+    everything = np.arange(len(data))
+    known = seen_mask(
+        trained.get("seen_prompts"), data.prompts, what="router artifact", meta_file=meta_file
+    )
+    if known is None or not known.any():
         return everything, "all rows (a file it was not trained on)"
     kept = everything[~known]
     if kept.size == 0:
