@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from dataclasses import replace
 from functools import partial
 from typing import TypeVar
 
@@ -421,3 +422,61 @@ def test_memory_with_several_workers_is_a_warning(caplog: pytest.LogCaptureFixtu
     shared = parse_registry(BASE + "stored_responses: {url: 'redis://127.0.0.1:6379/0'}\n")
     warn_registry(shared.registry, workers=3)
     assert "stored_responses" not in caplog.text
+
+
+def _running(text: str) -> StoredResponse:
+    record = _record(text)
+    return StoredResponse({**record.response, "background": True, "status": "in_progress"}, [], [])
+
+
+@pytest.mark.parametrize("by", ["responses", "bytes"])
+def test_a_running_background_response_is_not_evicted_by_the_keys_bound(
+    redis_namespace: str, by: str
+) -> None:
+    """Later writes of the same key past its bound evict its other responses, not one
+    still running in the background (its poller got a 404 and its answer was dropped);
+    kept answered, it counts in the bound as the key's most recent."""
+    size, done_size = len(_record("x" * 300).to_bytes()), len(_running("bg").to_bytes()) - 2
+    most = 2 * size + done_size - 1  # two fit, not beside the answered one
+    bound = {"max_key_responses": 2} if by == "responses" else {"max_key_bytes": most}
+    for one, two in _bound_stores(redis_namespace, **bound):
+
+        async def go(one: ResponseStore = one, two: ResponseStore = two) -> None:
+            running = _running("bg")
+            assert await one.put("alice", running, counted=False)
+            others = [_record("x" * 300) for _ in range(4)]
+            for record in others:
+                assert await two.put("alice", record)
+            assert await one.get("alice", running.id) == running
+            assert [await one.get("alice", r.id) is not None for r in others[:2]] == [False] * 2
+            done = replace(running, response={**running.response, "status": "completed"})
+            assert await two.put("alice", done, counted=False)
+            assert await one.get("alice", done.id) == done
+            assert await one.get("alice", others[3].id) is not None
+            assert await one.get("alice", others[2].id) is None  # the answer now counts
+            await one.aclose()
+            await two.aclose()
+
+        run(go())
+
+
+def test_a_running_background_response_outlasts_a_full_memory_store() -> None:
+    """Without a per-key bound, the memory store full evicts the key's other responses
+    first (pinned, as a running batch's answers are), not the one still running."""
+    store = ResponseStore(StoredResponsesSettings(), MemoryStore(3, 1 << 20))
+
+    async def go() -> None:
+        running = _running("bg")
+        assert await store.put("alice", running, counted=False)
+        others = [_record(f"o{i}") for i in range(4)]
+        for record in others:
+            assert await store.put("alice", record)
+        assert await store.get("alice", running.id) == running
+        assert [await store.get("alice", r.id) is not None for r in others] == [
+            False,
+            False,
+            True,
+            True,
+        ]
+
+    run(go())

@@ -56,9 +56,9 @@ class Listing:
 # KEYS[1] the record, KEYS[2] its group's listing (sorted set: key -> when written or
 # renewed, in microseconds), KEYS[3] its sizes (hash: key -> bytes, "" -> their total), KEYS[4...]
 # records to renew; ARGV[1] the value, ARGV[2] time to live (ms), ARGV[3] the most
-# records, ARGV[4] the most bytes (-1: no bound). Listed records untouched for a time to
-# live have expired and are unlisted first. Returns 1 when the record is kept (0: alone
-# over the bound).
+# records, ARGV[4] the most bytes (-1: no bound), ARGV[5] 1 when the record is pinned (set
+# unlisted: neither counted nor evicted). Listed records untouched for a time to live have
+# expired and are unlisted first. Returns 1 when the record is kept (0: alone over the bound).
 SET_LISTED = """
 local ttl = tonumber(ARGV[2]) * 1000
 local t = redis.call('TIME')
@@ -88,6 +88,11 @@ for i = 4, #KEYS do  -- in their order, as memory renews them: the oldest turn f
   end
 end
 unlist(KEYS[1])
+if ARGV[5] == '1' then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  redis.call('PEXPIRE', KEYS[3], ARGV[2])
+  return 1
+end
 redis.call('ZADD', KEYS[2], now + #KEYS - 3, KEYS[1])
 redis.call('HSET', KEYS[3], KEYS[1], #ARGV[1])
 redis.call('HINCRBY', KEYS[3], '', #ARGV[1])

@@ -48,6 +48,7 @@ __all__ = [
 log = logging.getLogger("llmroute.responses")
 
 _VERSION = 1
+_RUNNING = ("queued", "in_progress")  # a background response's statuses before its end
 
 
 def new_response_id() -> str:
@@ -71,6 +72,12 @@ class StoredResponse:
     @property
     def id(self) -> str:
         return str(self.response.get("id") or "")
+
+    @property
+    def running(self) -> bool:
+        """A background response not yet answered, failed or cancelled."""
+        response = self.response
+        return response.get("background") is True and response.get("status") in _RUNNING
 
     def items(self) -> list[dict[str, Any]]:
         """This turn: its request's input, then its response's output."""
@@ -254,26 +261,28 @@ class ResponseStore:
         value: bytes | None = None,
     ) -> bool:
         """Keep `record` and renew its chain's expiry (past `max_key_responses` or
-        `max_key_bytes`, `owner`'s least recently written or continued response goes);
-        False when it is too large for the memory store or `max_key_bytes`. `counted`:
-        told to `on_outcome` (not a background response's status changing: it is counted
-        once, when made). `wait`: asked of the store itself, past a pause after a failure
-        (`asked`); an ``error`` is told once, when it gives up (the pause's refusal and
-        the failure after it are one keeping that failed, not two). `value`: `record`
-        `encoded` already."""
+        `max_key_bytes`, `owner`'s least recently written or continued response goes; a
+        background response still running is pinned: neither goes for the bound nor counts
+        in it, so that it is not lost before its answer is kept); False when it is too
+        large for the memory store or `max_key_bytes`. `counted`: told to `on_outcome` (not
+        a background response's status changing: it is counted once, when made). `wait`:
+        asked of the store itself, past a pause after a failure (`asked`); an ``error`` is
+        told once, when it gives up (the pause's refusal and the failure after it are one
+        keeping that failed, not two). `value`: `record` `encoded` already."""
         data = self.encoded(record) if value is None else value
         if data is None:
             return False
         ttl_s = self.settings.ttl_s
         key, chain = self._key(owner, record.id), [self._key(owner, i) for i in record.chain]
+        pinned = record.running
 
         async def write() -> bool:
             if self._cap is None:
-                await self._store.set(key, data, ttl_s)
+                await (self._store.set_pinned if pinned else self._store.set)(key, data, ttl_s)
                 await self._store.touch(chain, ttl_s)
                 return True
             return await self._store.set_listed(
-                key, data, ttl_s, self._listing(owner), chain, self._cap
+                key, data, ttl_s, self._listing(owner), chain, self._cap, pinned=pinned
             )
 
         try:

@@ -88,7 +88,15 @@ class KeyValueStore(Protocol):
     async def unpin(self, keys: Sequence[str]) -> None: ...
 
     async def set_listed(
-        self, key: str, value: bytes, ttl_s: float, listing: str, renewed: Sequence[str], cap: Cap
+        self,
+        key: str,
+        value: bytes,
+        ttl_s: float,
+        listing: str,
+        renewed: Sequence[str],
+        cap: Cap,
+        *,
+        pinned: bool = False,
     ) -> bool: ...
 
     async def delete_listed(self, key: str, listing: str) -> bool: ...
@@ -226,20 +234,30 @@ class MemoryStore:
             return True
 
     async def set_listed(
-        self, key: str, value: bytes, ttl_s: float, listing: str, renewed: Sequence[str], cap: Cap
+        self,
+        key: str,
+        value: bytes,
+        ttl_s: float,
+        listing: str,
+        renewed: Sequence[str],
+        cap: Cap,
+        *,
+        pinned: bool = False,
     ) -> bool:
         """`set` `key` and renew `renewed` (`touch`), both listed in `listing`; then, while
         that group holds more than `cap`, its least recently written other record goes
-        (`key` too, when it alone is over). Whether `key` is kept."""
+        (`key` too, when it alone is over). Whether `key` is kept. `pinned` (a background
+        response running): `key` is set pinned (`set_pinned`) and unlisted, so that no
+        write evicts it for the bound, until it is set again unpinned."""
         with self._lock:
-            self._put(key, value, ttl_s)
+            self._put(key, value, ttl_s, pinned=pinned)
             self._touched(renewed, ttl_s)
             listed = self._listings.setdefault(listing, Listing())
             for renewed_key in renewed:
                 listed.renew(renewed_key)
-            if key not in self._entries:  # larger than the whole store
+            if key not in self._entries or pinned:  # not kept: larger than the whole store
                 listed.pop(key)
-                return False
+                return key in self._entries
             listed.put(key, len(value))
             if listed.over(cap):  # what expired or was evicted no longer counts
                 now = self._clock()
@@ -529,16 +547,24 @@ class RedisStore:
         """Nothing: nothing is pinned (`set_pinned`)."""
 
     async def set_listed(
-        self, key: str, value: bytes, ttl_s: float, listing: str, renewed: Sequence[str], cap: Cap
+        self,
+        key: str,
+        value: bytes,
+        ttl_s: float,
+        listing: str,
+        renewed: Sequence[str],
+        cap: Cap,
+        *,
+        pinned: bool = False,
     ) -> bool:
         """`MemoryStore.set_listed` in one script (`SET_LISTED`): the listing a sorted
-        set, its sizes a hash beside it (``LISTING:sizes``), both renewed with the record."""
+        set, its sizes a hash beside it (``LISTING:sizes``), both renewed with the record
+        (a `pinned` record is set unlisted: Redis evicts it only at its maxmemory)."""
         keys = [key, listing, f"{listing}:sizes", *renewed]
         most = [-1 if n is None else n for n in (cap.entries, cap.size)]
+        ttl_ms = max(1, round(ttl_s * 1000))
         async with self._answering():
-            kept = await self._set_listed(
-                keys=keys, args=[value, max(1, round(ttl_s * 1000)), *most]
-            )
+            kept = await self._set_listed(keys=keys, args=[value, ttl_ms, *most, int(pinned)])
         return bool(kept)
 
     async def delete_listed(self, key: str, listing: str) -> bool:
