@@ -48,6 +48,7 @@ models:
   sonnet: {provider: claude, model: claude-x}
   slow: {provider: fake, model: "slow?delay=1.5"}
   slower: {provider: patient, model: "slower?delay=20"}
+  leisurely: {provider: patient, model: "leisurely?delay=4"}
   down: {provider: fake, model: "down?status=500"}
   broken: {provider: fake, model: "broken?mid=1"}
   gappy: {provider: fake, model: "gappy?gap=0.2"}
@@ -750,6 +751,29 @@ def test_a_background_response_is_shared_and_stopped_across_gateways(
         assert "stopped" in failed.error.message
         log = (tmp_path / "a" / "serve.log").read_text()
     assert "background response(s) cut short" in log and "Traceback" not in log
+
+
+def test_a_running_background_response_outlasts_its_keys_bound(
+    tmp_path: Path, upstream: FakeUpstream, claude: FakeAnthropic, redis_namespace: str
+) -> None:
+    """``max_key_responses: 2`` in Redis: the key's later responses evict each other, not
+    its background response still being made (polled, it was a 404 and its answer was
+    dropped); made, it is kept as the key's most recent."""
+    bound = {"url": REDIS_URL, "namespace": redis_namespace, "ttl_s": 60, "max_key_responses": 2}
+    text = _registry(upstream, claude, json.dumps(bound))
+    with (
+        serve_text(text, tmp_path, env={"LLMROUTE_TELEMETRY_URL": "off", **KEYS}) as served,
+        _client(served) as client,
+    ):
+        started = client.responses.create(model="leisurely", input="a while", background=True)
+        later = [client.responses.create(model="small", input=f"quick {i}") for i in range(3)]
+        assert client.responses.retrieve(started.id).status in ("queued", "in_progress")
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(later[0].id)
+        assert _polled(client, started.id) == "completed"
+        assert client.responses.retrieve(started.id).output_text == "echo: a while"
+        with pytest.raises(openai.NotFoundError):  # the answer counts: the oldest went
+            client.responses.retrieve(later[1].id)
 
 
 def test_a_background_stream_left_on_one_gateway_is_resumed_on_another(
