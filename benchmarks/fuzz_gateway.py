@@ -25,7 +25,14 @@ sends, seeded and bounded (``--per-endpoint``), structure-aware mutations of the
   characters and percent-encodings, methods the endpoint does not take, huge or odd
   headers (tags, session, cache-control, CORS preflights), missing, wrong and repeated
   keys, a ``Content-Length`` that lies; uploads with other fields, file names, purposes
-  and broken multipart envelopes.
+  and broken multipart envelopes;
+- request lines that name their server oddly, on raw sockets: absolute-form targets
+  (agreeing with the ``Host`` or not, with ``user:password@``), an empty, missing or odd
+  ``Host``, HTTP/1.0 and 1.1; LiteLLM's ``litellm_metadata`` of every shape on every JSON
+  endpoint and in batch lines; background responses that must be refused before they are
+  kept (an unknown model or one of another kind, a model outside the key's, bad tags);
+  uploads whose ``Content-Length`` lies (a little more or less than the body, or far past
+  ``max_file_bytes`` with the rest held back: the 413 must come without it).
 
 Every answer is checked: no 5xx (but a 503 ``store_unavailable``: the models do not
 fail), an error body in the API's own shape (OpenAI's ``{"error":
@@ -33,12 +40,14 @@ fail), an error body in the API's own shape (OpenAI's ``{"error":
 {"type", "message"}}`` on ``/v1/messages``), no traceback or Python repr in it, no secret
 (client key, provider key) in it, the documented 400 naming its ``param`` where one is
 due (a LiteLLM field on chat or text completions, more than 2,048 embeddings inputs or
-10,000 rerank documents), nothing sent upstream that OpenAI refuses (the fake OpenAI
-upstream runs ``strict=1``: a tool call id past 40 characters, ``metadata`` without
-``store: true`` or not string pairs, ``tags``); a stream that fails before it starts is
-an error JSON, not an event stream, and one that starts holds no error event and ends
-as its API ends one (a background stream is exempt: its errors are kept as a failed
-response).
+10,000 rerank documents, a ``litellm_metadata`` that is not an object, ``400
+invalid_http_request`` for a Host or target the docs name, the 404 / 403 / 400 of a
+refused background response, the upload's early 413), nothing sent upstream that
+OpenAI refuses (the fake OpenAI upstream runs ``strict=1``: a tool call id past 40
+characters, ``metadata`` without ``store: true`` or not string pairs, ``tags``); a
+stream that fails before it starts is an error JSON, not an event stream, and one that
+starts holds no error event and ends as its API ends one (a background stream is
+exempt: its errors are kept as a failed response).
 uvicorn's own ``400 Invalid HTTP request received.`` (a request its parser refused
 before the gateway saw it; the gateway answers it as OpenAI's error JSON with code
 ``invalid_http_request``, on every path, ``/v1/messages`` too, for nothing of the request
@@ -50,7 +59,7 @@ endpoints answered, to spot inconsistencies (400 here, 422 there).
     .venv/bin/python benchmarks/fuzz_gateway.py [--per-endpoint 1500] [--rounds 2]
         [--batch-files 12] [--seed 1] [--redis redis://127.0.0.1:6379/15]
         [--log-url sqlite|postgresql://...] [--port 0] [--only /v1/messages]
-        [--keep-log serve.log] [--json]
+        [--keep-log serve.log] [--workers 1] [--quotas] [--json]
 
 A second round (``--rounds``) meets what the first left: odd items in the conversation
 and odd responses kept, which later turns read back. ``--batch-files`` batches of 40
@@ -61,7 +70,11 @@ type, code and ``param``, and the values of another type each endpoint took at e
 JSON path (answered 200): where checking is left to the upstream.
 
 Everything runs on 127.0.0.1 and every loop is bounded; the exit status is 1 when an
-answer broke a rule (each is printed with the request that got it, to reproduce).
+answer broke a rule (each is printed with the request that got it, to reproduce), or
+the gateway (or one of its ``--workers``) died or stopped answering ``/health``.
+``--quotas`` sets low per-key bounds (``stored_responses.max_key_responses`` /
+``max_key_bytes``, ``batches.max_key_batches`` / ``max_key_bytes``): the run meets them
+(evicting, as designed, the responses the seeds read back, so those mostly answer 404).
 """
 
 from __future__ import annotations
@@ -138,8 +151,8 @@ default: {target: small}
 aliases: {"gpt-*": auto}
 safety: {}
 cache: {url: "%(redis)s", namespace: "%(ns)s"}
-stored_responses: {url: "%(redis)s", namespace: "%(ns)s"}
-batches: {url: "%(redis)s", namespace: "%(ns)s"}
+stored_responses: {url: "%(redis)s", namespace: "%(ns)s"%(response_quota)s}
+batches: {url: "%(redis)s", namespace: "%(ns)s"%(batch_quota)s}
 dispatch:
   retries: {attempts: 0}
   limits: {url: "%(redis)s", namespace: "%(ns)s"}
@@ -552,6 +565,9 @@ class Sent:
     raw: bytes | None = None  # the whole request, sent as it is on a socket of its own
     detail: str = ""  # what was mutated: a JSON path and the value put there
     refused: str | None = None  # a documented 400 is due, naming this param
+    due: tuple[int, ...] = ()  # a documented refusal is due, one of these statuses
+    due_code: str | None = None  # ... with this error code
+    whole: bool = False  # raw: the body is not all sent; the answer must come without it
 
     def repro(self) -> str:
         shown = {
@@ -712,6 +728,28 @@ _ODD_TAGS: list[Any] = [
     {"a": "b"},
     [["a"]],
 ]
+# LiteLLM's litellm_metadata ("odd" tags: one of _ODD_TAGS)
+_ODD_LITELLM_METADATA: list[Any] = [
+    {"tags": "odd"},
+    {"tags": "odd", "trace_id": "t"},
+    {"trace_id": 1, "generation_name": None},
+    {"tags": ["team:a"], "user_api_key": PROVIDER_KEY},
+    {},
+    "a string",
+    [],
+    7,
+    None,
+    {"tags": None},
+]
+# a background response refused before it is kept (docs/gateway.md): how, the statuses
+_BAD_BACKGROUND: dict[str, tuple[int, ...]] = {
+    "model:nowhere": (404,),
+    "model:embed": (404,),  # another kind: 404, as chat answers it
+    "model:": (400, 404),
+    "model:large plain": (403,),  # outside the plain key's models
+    "tags": (400,),
+    "litellm_metadata": (400,),
+}
 # tool call ids: OpenAI takes at most 40 characters (llmroute cuts longer ones for it)
 _ODD_TOOL_IDS = [
     "call_" + "a" * 36,
@@ -749,8 +787,10 @@ def _aimed(path: str, body: Any, rng: random.Random, sent: Callable[..., Sent]) 
     if not isinstance(body, dict):
         return None
     choices: list[str] = []
-    if "messages" in body or "input" in body or "prompt" in body:
-        choices += ["litellm", "metadata", "tags"]
+    if any(key in body for key in ("messages", "input", "prompt", "documents")):
+        choices += ["litellm", "metadata", "tags", "litellm_metadata"]
+    if path == "/v1/responses":
+        choices.append("background")
     text = json.dumps(body)
     if any(f'"{key}"' in text for key in (*_TOOL_ID_KEYS, "tool_calls", "tool_use")):
         choices.append("tool_id")
@@ -764,6 +804,11 @@ def _aimed(path: str, body: Any, rng: random.Random, sent: Callable[..., Sent]) 
     s: Sent = sent(kind, mutated)
     s.detail = detail
     s.refused = _refused_param(path, kind, mutated, detail)
+    if kind == "background":
+        s.due = _BAD_BACKGROUND[detail.split("=", 1)[1]]
+        if detail.endswith("plain"):
+            s.headers = {**s.headers, "authorization": f"Bearer {PLAIN_KEY}"}
+            s.headers.pop("x-api-key", None)
     return s
 
 
@@ -785,6 +830,8 @@ def _targeted(choice: str, body: dict[str, Any], rng: random.Random) -> tuple[st
     if choice == "tags":
         value = copy.deepcopy(rng.choice(_ODD_TAGS))
         return "tags", {**body, "tags": value}, f"tags={_shown_value(value)}"
+    if choice in ("litellm_metadata", "background"):
+        return _targeted_new(choice, body, rng)
     if choice == "tool_id":
         if rng.random() < 0.7:  # the same id in the call and its result
             same = rng.choice(_ODD_TOOL_IDS)
@@ -801,6 +848,44 @@ def _targeted(choice: str, body: dict[str, Any], rng: random.Random) -> tuple[st
     return "many_documents", {**body, "documents": documents}, f"documents=list{count}"
 
 
+def _targeted_new(choice: str, body: dict[str, Any], rng: random.Random) -> tuple[str, Any, str]:
+    """`body` with a ``litellm_metadata`` of every shape, or made a background response
+    that must be refused before it is kept (`_BAD_BACKGROUND`)."""
+    if choice == "litellm_metadata":
+        value = copy.deepcopy(rng.choice(_ODD_LITELLM_METADATA))
+        if isinstance(value, dict) and value.get("tags") == "odd":
+            value["tags"] = copy.deepcopy(rng.choice(_ODD_TAGS))
+        return (
+            "litellm_metadata",
+            {**body, "litellm_metadata": value},
+            f"litellm_metadata={_shown_value(value)}",
+        )
+    how = rng.choice(list(_BAD_BACKGROUND))
+    # not continuing a response: --quotas may have evicted it (a 400 before the model)
+    out = {k: v for k, v in body.items() if k not in ("previous_response_id", "conversation")}
+    out |= {"background": True, "store": True}
+    if how == "tags":
+        out["tags"] = [1]
+    elif how == "litellm_metadata":
+        out["litellm_metadata"] = "a string"
+    elif how.startswith("model:"):
+        out["model"] = how.split(":")[1].split(" ")[0]
+    return "background", out, f"background={how}"
+
+
+# where litellm_metadata must be an object (docs/gateway.md)
+_LITELLM_METADATA_PATHS = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/route",
+    "/v1/messages",
+    "/v1/responses",
+    "/v1/embeddings",
+    "/v1/rerank",
+    "/v2/rerank",
+)
+
+
 def _refused_param(path: str, kind: str, body: dict[str, Any], detail: str) -> str | None:
     """The param a documented 400 names for this targeted mutation, if one is due:
     LiteLLM's fields on chat and text completions, more than 2,048 embeddings inputs,
@@ -809,6 +894,12 @@ def _refused_param(path: str, kind: str, body: dict[str, Any], detail: str) -> s
     chat = path in ("/v1/chat/completions", "/v1/completions")
     if kind == "litellm" and chat and body.get(name) is not None:
         return name
+    if (
+        kind == "litellm_metadata"
+        and path in _LITELLM_METADATA_PATHS
+        and not isinstance(body["litellm_metadata"], dict | None)
+    ):
+        return "litellm_metadata"
     if kind == "many_inputs" and len(body["input"]) > 2048:
         return "input"
     if kind == "many_documents" and len(body["documents"]) > 10_000:
@@ -895,7 +986,10 @@ def _multipart(seed: Seed, rng: random.Random, sent: Callable[..., Sent]) -> Ite
     envelopes (hand-written, so the boundary itself can be wrong)."""
     assert seed.multipart is not None
     ((field_name, (name, data)),) = seed.multipart.items()
-    choice = rng.randrange(8)
+    choice = rng.randrange(9)
+    if choice == 8:
+        yield _upload_lying(sent("upload_length"), data, rng)
+        return
     if choice == 0:
         other = rng.choice(["", "files", "file[]", "FILE", "f\u00fcle"])
         yield sent("multipart_field", multipart={other: (name, data)}, form=seed.form)
@@ -955,11 +1049,37 @@ def _multipart(seed: Seed, rng: random.Random, sent: Callable[..., Sent]) -> Ite
         )
 
 
+def _upload_lying(s: Sent, data: bytes, rng: random.Random) -> Sent:
+    """An upload whose Content-Length lies: a little more or less than its body (the
+    connection half-closed after it), or far past ``max_file_bytes`` with only the start
+    of the body sent and the connection held: the 413 (or 429 past the key's quota) is
+    due before the rest comes (docs/gateway.md)."""
+    envelope = (
+        b'--b\r\ncontent-disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        b'--b\r\ncontent-disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n'
+        + data * rng.choice([1, 50])
+        + b"\r\n--b--\r\n"
+    )
+    how = rng.choice(["more", "less", "huge", "huge"])
+    length = {"more": len(envelope) + 100, "less": len(envelope) // 2, "huge": 200_000_000}[how]
+    head = [b"POST /v1/files HTTP/1.1", b"host: 127.0.0.1"]
+    head += [b"%s: %s" % (k.encode(), v.encode()) for k, v in s.headers.items()]
+    head += [b"content-type: multipart/form-data; boundary=b", b"content-length: %d" % length]
+    s.raw = b"\r\n".join(head) + b"\r\n\r\n" + envelope
+    s.detail = f"content-length={how}"
+    if how == "huge":
+        s.whole, s.due = True, (413, 429)
+    return s
+
+
 def _request_level(
     seed: Seed, path: str, rng: random.Random, sent: Callable[..., Sent], ids: dict[str, str]
 ) -> Iterator[Sent]:
     body = seed.body
-    choice = rng.randrange(11)
+    choice = rng.randrange(12)
+    if choice == 11:
+        yield _host_target(sent("host_target", body), rng)
+        return
     if choice == 9:
         origin = rng.choice(["https://app.example", "null", "https://evil.example", "", "\u00e9"])
         asked = rng.choice(["POST", "GET", "", "TRACE", "x" * 300])
@@ -1066,6 +1186,57 @@ def _request_level(
             body,
             headers={"content-encoding": rng.choice(["br", "zstd", "gzip", "identity, gzip"])},
         )
+
+
+# (target, Host header or None for none, whether a 400 invalid_http_request is due
+# whatever the version); {path} is the request's path
+_ODD_TARGETS: list[tuple[str, str | None, bool]] = [
+    ("http://127.0.0.1{path}", "127.0.0.1", False),  # agrees: served
+    ("HTTP://127.0.0.1:80{path}", "127.0.0.1", False),  # case and default port aside
+    ("http://127.0.0.1{path}", None, False),  # HTTP/1.0: read as its authority's
+    ("http://evil.example{path}", "127.0.0.1", True),
+    ("http://user:pw@127.0.0.1{path}", "127.0.0.1", True),
+    ("http://@127.0.0.1{path}", "127.0.0.1", False),
+    ("http://127.0.0.1:1{path}", "127.0.0.1", False),
+    ("https://127.0.0.1{path}", "127.0.0.1", False),
+    ("http://[::1]{path}", "127.0.0.1", False),
+    ("http://127.0.0.1.{path}", "127.0.0.1", False),
+    ("http://{path}", "127.0.0.1", False),
+    ("//127.0.0.1{path}", "127.0.0.1", False),
+    ("*", "127.0.0.1", False),
+    ("{path}", "", True),  # an empty Host
+    ("{path}", " ", False),
+    ("{path}", "127.0.0.1:", False),
+    ("{path}", "user@127.0.0.1", False),
+    ("{path}", "127.0.0.1, evil", False),
+    ("{path}", "LOCALHOST", False),
+    ("{path}", "[::1]:1", False),
+    ("{path}", "\u00e9", False),
+    ("{path}", None, False),  # no Host: due on HTTP/1.1
+]
+
+
+def _host_target(s: Sent, rng: random.Random) -> Sent:
+    """`s` as a raw request whose target or Host names its server oddly: absolute-form
+    (agreeing with the Host or not, with user:password@), an empty, missing or odd Host,
+    HTTP/1.0 or 1.1. The documented 400 ``invalid_http_request`` is due where the docs
+    say (docs/gateway.md: an empty Host, none on 1.1, a target naming another host or
+    with user:password@), on every path."""
+    target, host, due = rng.choice(_ODD_TARGETS)
+    version = rng.choice([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0"])
+    path = s.path + ("?" + "&".join(f"{k}={v}" for k, v in s.query.items()) if s.query else "")
+    content = s.content or b""
+    head = [b"%s %s %s" % (s.method.encode(), target.format(path=path).encode(), version)]
+    if host is not None:
+        head.append(b"host: " + host.encode())
+    head.append(b"connection: close")
+    head += [b"%s: %s" % (k.encode(), v.encode()) for k, v in s.headers.items()]
+    head.append(b"content-length: %d" % len(content))
+    s.raw = b"\r\n".join(head) + b"\r\n\r\n" + content
+    s.detail = f"{target.split('{')[0] or 'origin'} host={host!r} {version.decode()}"
+    if due or (host is None and version == b"HTTP/1.1"):
+        s.due, s.due_code = (400,), "invalid_http_request"
+    return s
 
 
 _ODD_IDS = [
@@ -1193,10 +1364,17 @@ def _documented(sent: Sent, status: int, text: str) -> list[str]:
     broken = []
     if any(words in text for words in _OPENAI_REFUSES):
         broken.append("sent upstream what OpenAI refuses")
+    # Anthropic's error has no param: its message names the field
+    named = f"'{sent.refused}'" if sent.path.startswith("/v1/messages") else None
     if sent.refused is not None and not (
-        status == 400 and f'"param":"{sent.refused}"' in text.replace(" ", "")
+        status == 400
+        and (f'"param":"{sent.refused}"' in text.replace(" ", "") or (named and named in text))
     ):
         broken.append(f"not the documented 400 param {sent.refused}")
+    if sent.due and status not in sent.due:
+        broken.append(f"not the documented {'/'.join(map(str, sent.due))} (got {status})")
+    elif sent.due_code and f'"code":"{sent.due_code}"' not in text.replace(" ", ""):
+        broken.append(f"not the documented code {sent.due_code}")
     return broken
 
 
@@ -1316,18 +1494,21 @@ def _param_table(seen: list[ErrorSeen]) -> None:
 # ---------------------------------------------------------------- the run
 
 
-async def send_raw(url: str, raw: bytes) -> tuple[int, httpx.Headers, bytes]:
+async def send_raw(url: str, raw: bytes, hold: bool = False) -> tuple[int, httpx.Headers, bytes]:
     """`raw` on a connection of its own; the answer read to its end (bounded) and parsed
-    loosely: status line, headers, then the body (chunked framing left in)."""
+    loosely: status line, headers, then the body (chunked framing left in). With `hold`
+    the connection stays open after `raw` (a body not all sent): the answer must come
+    without the rest, and is read as far as its Content-Length."""
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
         writer.write(raw)
         await writer.drain()
-        with contextlib.suppress(OSError):
-            writer.write_eof()
+        if not hold:
+            with contextlib.suppress(OSError):
+                writer.write_eof()
         data = await asyncio.wait_for(reader.read(4_000_000), 10)
-        while chunk := await asyncio.wait_for(reader.read(65536), 10):
+        while not _answer_whole(data) and (chunk := await asyncio.wait_for(reader.read(65536), 10)):
             data += chunk
     finally:
         writer.close()
@@ -1342,9 +1523,16 @@ async def send_raw(url: str, raw: bytes) -> tuple[int, httpx.Headers, bytes]:
     return status, headers, body
 
 
+def _answer_whole(data: bytes) -> bool:
+    """Whether `data` holds a whole answer framed by its Content-Length."""
+    head, found, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length: *(\d+)\r?$", head)
+    return bool(found and length and len(body) >= int(length[1]))
+
+
 async def send(http: httpx.AsyncClient, sent: Sent) -> tuple[int, httpx.Headers, bytes]:
     if sent.raw is not None:
-        return await send_raw(str(http.base_url).rstrip("/"), sent.raw)
+        return await send_raw(str(http.base_url).rstrip("/"), sent.raw, hold=sent.whole)
     request = http.build_request(
         sent.method,
         sent.path,
@@ -1571,6 +1759,11 @@ def _batch_file(rng: random.Random, endpoint: str, lines: int) -> bytes:
                 body = _set(body, where, copy.deepcopy(rng.choice(_LINE_MUTANTS)))
             else:
                 body = _delete(body, where)
+        if rng.random() < 0.05:
+            value = copy.deepcopy(rng.choice(_ODD_LITELLM_METADATA))
+            if isinstance(value, dict) and value.get("tags") == "odd":
+                value["tags"] = copy.deepcopy(rng.choice(_ODD_TAGS))
+            body["body"]["litellm_metadata"] = value
         body["custom_id"] = str(i)
         rows.append(_json_bytes(body))
     return b"\n".join(rows) + b"\n"
@@ -1662,6 +1855,10 @@ def main() -> int:
     parser.add_argument("--only")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-files", type=int, default=12, help="batches of mutated lines")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--quotas", action="store_true", help="low per-key bounds on stored responses, batches"
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep-log", type=Path, help="copy the gateway's log here")
     args = parser.parse_args()
@@ -1683,6 +1880,7 @@ def main() -> int:
                 "redis": args.redis,
                 "ns": namespace,
                 "log_url": log_url,
+                **(_QUOTAS if args.quotas else {"response_quota": "", "batch_quota": ""}),
             }
         )
         port = args.port or _free_port()
@@ -1706,6 +1904,8 @@ def main() -> int:
             "--log-requests",
             "--cors-origin",
             "https://app.example",
+            "--workers",
+            str(args.workers),
         ]
         with log_path.open("wb") as out:
             proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -1725,6 +1925,7 @@ def main() -> int:
                 )
             )
             elapsed = time.monotonic() - started
+            gone = _gone(proc, url, log_path.read_text(errors="replace"))
         finally:
             proc.terminate()
             try:
@@ -1735,7 +1936,7 @@ def main() -> int:
         log = log_path.read_text(errors="replace")
         if args.keep_log:
             args.keep_log.write_text(log)
-        log_problems = []
+        log_problems = gone
         if "Traceback" in log:
             log_problems.append("traceback in the gateway's log")
         for secret in SECRETS:
@@ -1743,6 +1944,31 @@ def main() -> int:
                 log_problems.append("a secret in the gateway's log")
         _report(findings, statuses, by_kind, total, elapsed, log, log_problems, args.json)
         return 1 if findings or log_problems else 0
+
+
+# --quotas: every per-key bound on (stored responses evicted past them; batches and
+# uploads refused with 429), low enough that the run meets them
+_QUOTAS = {
+    "response_quota": ", max_key_responses: 40, max_key_bytes: 300000",
+    "batch_quota": ", max_key_batches: 6, max_key_bytes: 8000000, max_file_bytes: 4000000",
+}
+
+
+def _gone(proc: subprocess.Popen[bytes], url: str, log: str) -> list[str]:
+    """What says a worker or the gateway died during the run: it exited, stopped
+    answering ``/health``, or uvicorn's supervisor restarted a worker."""
+    problems = []
+    if proc.poll() is not None:
+        problems.append(f"the gateway exited ({proc.returncode})")
+    else:
+        try:
+            if httpx.get(f"{url}/health", timeout=10).status_code != 200:
+                problems.append("/health not 200 after the run")
+        except httpx.TransportError as exc:
+            problems.append(f"/health unanswered after the run: {exc}")
+    if re.search(r"Child process \[\d+\] died|Waiting for child process", log):
+        problems.append("a worker died")
+    return problems
 
 
 def _report(findings, statuses, by_kind, total, elapsed, log, log_problems, as_json) -> None:  # type: ignore[no-untyped-def]
