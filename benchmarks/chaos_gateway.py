@@ -34,9 +34,18 @@ requests each, every fourth to a misbehaving upstream's route with ``--upstream-
 run while the load and the reloads go on, polled (through any worker) until done.
 Checked too: each completed, with one answer per request, every one a 200.
 
+With ``--key-bound N`` (and ``--responses``) the store keeps at most N responses per
+client key (``stored_responses.max_key_responses``): past it the least recently written
+or continued is evicted, by every worker. Checked too, in Redis: at most N listed and N
+kept, every record listed, the listing's byte count the sum of its sizes (and, as before,
+every conversation continued whole, which needs N above what the conversations under
+way hold: about 3 a conversation, 6 at a time, so 40 passes where 12 evicts chains
+still being continued, as the bound says it will).
+
     .venv/bin/python benchmarks/chaos_gateway.py [--requests 300] [--concurrency 6]
         [--limits memory|redis://127.0.0.1:6379/15] [--workers 1] [--seed 5]
-        [--upstream-faults] [--responses] [--batches] [--port 0] [--keep DIR] [--json]
+        [--upstream-faults] [--responses] [--batches] [--key-bound N] [--port 0]
+        [--keep DIR] [--json]
 
 Everything runs on 127.0.0.1 and every loop is bounded; the exit status is 1 when an
 invariant failed. Its Redis keys (all under a namespace of its own, ``chaos-…``) are
@@ -91,7 +100,7 @@ dispatch:
   limits: {url: "%(limits)s", namespace: "%(namespace)s"}
 affinity: {mode: upgrade%(affinity)s}
 cache: {ttl_s: %(cache_ttl)d}  # a new version each generation: a real swap
-stored_responses: {url: "%(limits)s", namespace: "%(namespace)s"}
+stored_responses: {url: "%(limits)s", namespace: "%(namespace)s"%(key_bound)s}
 batches: {url: "%(limits)s", namespace: "%(namespace)s", concurrency: 4}
 telemetry: {url: "sqlite:///%(db)s", prompts: hash}
 # generation %(generation)s
@@ -132,6 +141,7 @@ def _registry(url: str, db: Path, args: argparse.Namespace, namespace: str, gen:
         "namespace": namespace,
         "affinity": f', url: "{args.limits}", namespace: "{namespace}"' if redis else "",
         "generation": gen,
+        "key_bound": f", max_key_responses: {args.key_bound}" if args.key_bound else "",
         "cache_ttl": 30 + gen,
         # with Redis, a hard budget far from spent: every call holds and settles
         "slow_budget": ", budget: {usd: 1000, hard: true}, max_output_tokens: 256" if redis else "",
@@ -425,6 +435,36 @@ def _redis_holds(url: str, namespace: str) -> tuple[int, float] | None:
         client.close()
 
 
+def _redis_kept(url: str, namespace: str) -> tuple[int, int, bool] | None:
+    """The responses Redis keeps for requests without a client key (owner ``""``): how
+    many are listed for ``max_key_responses``, how many records there are, and whether
+    every record is listed and the listing's byte count is the sum of its sizes (the
+    script that keeps a record and evicts past the bound ran whole, on every worker)."""
+    if not url.startswith("redis"):
+        return None
+    import redis
+
+    from llmroute.state.stored_responses import StoredResponse
+    from llmroute.state.stores import owned_key, owner_prefix
+
+    prefix = f"{namespace}:response:"
+    listing = owned_key(prefix, "", "listing\0")
+    client = redis.Redis.from_url(url)
+    try:
+        listed = {bytes(k) for k in client.zrange(listing, 0, -1)}
+        records = set()
+        for key in client.scan_iter(match=f"{owner_prefix(prefix, '')}*", count=1000):
+            raw = client.get(key) if client.type(key) == b"string" else None
+            if raw is not None and StoredResponse.from_bytes(raw) is not None:
+                records.add(bytes(key))
+        sizes = {bytes(k): int(v) for k, v in client.hgetall(f"{listing}:sizes").items()}
+        total = sizes.pop(b"", 0)
+        whole = records <= listed and set(sizes) == listed and total == sum(sizes.values())
+        return len(listed), len(records), whole
+    finally:
+        client.close()
+
+
 def _forget_keys(url: str, namespace: str) -> int | None:
     """Every key of this run (all under its own namespace), deleted: each run left
     hundreds (limits, kept responses, conversations, batches, affinity) in a Redis
@@ -497,6 +537,7 @@ def _run(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
             time.sleep(3)  # the decision log's writer and any give-back finish
             metrics = httpx.get(f"{url}/metrics", timeout=10).text
             burst = asyncio.run(_burst(url))
+            kept = _redis_kept(args.limits, namespace) if args.key_bound else None
         finally:
             proc.terminate()
             proc.wait(30)
@@ -540,6 +581,7 @@ def _run(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
         "redis_budget_holds_left_and_spent": _redis_holds(args.limits, namespace),
         "burst_models": burst,
         "batch_requests_logged": batch_rows,
+        "redis_responses_listed_kept_whole": kept,
         # a batch running on a registry that a reload replaced goes on under the new one
         "batch_runs_moved_by_reloads": server_log.count("goes on under registry version"),
         "tracebacks": server_log.count("Traceback"),
@@ -563,6 +605,10 @@ def _run(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
         talks = {k: v for k, v in outcomes.items() if k.startswith("conversation ")}
         checks["every conversation was kept and continued whole"] = bool(talks) and all(
             k == "conversation ok" for k in talks
+        )
+    if args.key_bound and kept is not None:
+        checks["every worker kept the responses within max_key_responses"] = (
+            kept[0] <= args.key_bound and kept[1] <= args.key_bound and kept[2]
         )
     if args.batches:
         made = {k: v for k, v in outcomes.items() if k.startswith("batch ")}
@@ -592,6 +638,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--batches", action="store_true", help="four batches of chat requests beside the load"
+    )
+    parser.add_argument(
+        "--key-bound",
+        type=int,
+        default=0,
+        help="with --responses: stored_responses.max_key_responses (checked in Redis)",
     )
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
