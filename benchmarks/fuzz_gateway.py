@@ -113,7 +113,8 @@ from fake_upstream import fake_upstream  # noqa: E402
 CLIENT_KEY = "sk-fuzz-client-" + "k3y" * 8
 PLAIN_KEY = "sk-fuzz-plain-" + "pl4in" * 5
 PROVIDER_KEY = "sk-upstream-secret-" + "pr0v" * 6
-SECRETS = (CLIENT_KEY, PLAIN_KEY, PROVIDER_KEY)
+URL_PASSWORD = "url-pw-" + "s3cr" * 6  # in the Anthropic provider's base_url (user:password@)
+SECRETS = (CLIENT_KEY, PLAIN_KEY, PROVIDER_KEY, URL_PASSWORD)
 
 REGISTRY = """
 encoder: builtin:static
@@ -1884,7 +1885,9 @@ def main() -> int:
             REGISTRY
             % {
                 "upstream": upstream.url,
-                "anthropic": claude.url,
+                # an anthropic key goes in x-api-key: the URL's user:password@ is sent
+                # beside it as Basic (docs/registry.md), and must never be repeated
+                "anthropic": claude.url.replace("://", f"://fuzz:{URL_PASSWORD}@", 1),
                 "redis": args.redis,
                 "ns": namespace,
                 "log_url": log_url,
