@@ -277,7 +277,7 @@ async def _in_background(client: httpx.AsyncClient, body: dict[str, Any]) -> dic
     what went wrong."""
     r = await client.post("/v1/responses", json={**body, "background": True}, timeout=20.0)
     if r.status_code != 200:
-        return f"background {r.status_code}"
+        return f"background {r.status_code} {_code(r)}"
     response: dict[str, Any] = r.json()
     for _ in range(400):
         if response.get("status") not in ("queued", "in_progress"):
@@ -289,6 +289,14 @@ async def _in_background(client: httpx.AsyncClient, body: dict[str, Any]) -> dic
         response = r.json()
     status = response.get("status")
     return response if status == "completed" else f"background {status}"
+
+
+def _code(r: httpx.Response) -> str:
+    """An error answer's code, to tell failures apart in the outcomes."""
+    try:
+        return str(r.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return "?"
 
 
 BATCHES, BATCH_LINES = 4, 120  # long enough to run across a reload
