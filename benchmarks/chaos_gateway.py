@@ -457,15 +457,15 @@ def _redis_kept(url: str, namespace: str) -> tuple[int, int, bool] | None:
 
     prefix = f"{namespace}:response:"
     listing = owned_key(prefix, "", "listing\0")
-    client = redis.Redis.from_url(url)
+    client: Any = redis.Redis.from_url(url)  # answers bytes: untyped here
     try:
-        listed = {bytes(k) for k in client.zrange(listing, 0, -1)}
-        records = set()
+        listed: set[bytes] = set(client.zrange(listing, 0, -1))
+        records: set[bytes] = set()
         for key in client.scan_iter(match=f"{owner_prefix(prefix, '')}*", count=1000):
             raw = client.get(key) if client.type(key) == b"string" else None
             if raw is not None and StoredResponse.from_bytes(raw) is not None:
-                records.add(bytes(key))
-        sizes = {bytes(k): int(v) for k, v in client.hgetall(f"{listing}:sizes").items()}
+                records.add(key)
+        sizes: dict[bytes, int] = {k: int(v) for k, v in client.hgetall(f"{listing}:sizes").items()}
         total = sizes.pop(b"", 0)
         whole = records <= listed and set(sizes) == listed and total == sum(sizes.values())
         return len(listed), len(records), whole
