@@ -240,3 +240,42 @@ def test_bench_cascade_on_a_gate_without_prompt_hashes(
     assert run(argv) == 2
     err = capsys.readouterr().err
     assert "corrupt learned gate: trained_on.seen_prompts.b64" in err and "gate.json" in err
+
+
+GSM8K = Path("/work/shared/data/gsm8k/gsm8k_dev.jsonl")
+needs_gsm8k = pytest.mark.skipif(not GSM8K.exists(), reason=f"{GSM8K} is absent (shared data)")
+
+
+@needs_gsm8k
+def test_builtin_gate_leaves_out_the_rows_it_was_trained_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The shipped gate was fitted on GSM8K's train + validation rows: a reordered copy of
+    that file, benched whole, is measured on the 135 it left out only."""
+    copy = tmp_path / "reordered.jsonl"
+    copy.write_text("".join(reversed(GSM8K.read_text().splitlines(keepends=True))))
+    argv = ["bench-cascade", "--data", str(copy), "--split", "all", "--router", "none"]
+    assert run([*argv, "--json"]) == 0
+    result = loads_strict(capsys.readouterr().out)
+    assert result["left_out_seen"] == 541 and result["n"] == 135
+    assert run([*argv, "--json", "--data", str(GSM8K), "--split", "test"]) == 0
+    assert loads_strict(capsys.readouterr().out)["apgr"] == result["apgr"]  # the same rows
+
+
+@needs_gsm8k
+@pytest.mark.parametrize("name", ["static", "minilm-int8"])
+def test_shipped_gates_record_the_split_they_were_fitted_on(name: str) -> None:
+    """Each shipped gate's hashes are those of `train gate`'s train + validation rows of
+    the file whose digest it records (regenerate them when a gate is retrained)."""
+    import numpy as np
+
+    from llmroute.difficulty.calibration import file_digest, seen_prompts
+    from llmroute.gates.gate_train import gate_split, read_gate_data
+    from llmroute.gates.learned import BUILTIN_DIR, read_gate_meta
+
+    trained_on = read_gate_meta(BUILTIN_DIR / name)["trained_on"]
+    assert trained_on["sha256"] == file_digest(GSM8K)
+    rows = read_gate_data(GSM8K)
+    train, val, _ = gate_split(rows, seed=trained_on["split"]["seed"])
+    fitted_on = [rows.prompts[i] for i in np.concatenate([train, val])]
+    assert trained_on["seen_prompts"] == seen_prompts(fitted_on)

@@ -172,13 +172,25 @@ def _accept(
     return np.zeros(len(prompts)), None  # oracle: replaced by the labels by the caller
 
 
-def _trained_on(gate: GateKind, artifact: str) -> dict[str, Any]:
-    """What `llmroute train gate` recorded of its data ({} for other gates and builtin)."""
-    if gate != GateKind.learned or artifact == "builtin":
+def _gate_folder(gate: GateKind, artifact: str, encoder: str) -> Path | None:
+    """The learned gate's directory: `artifact`, or for builtin the one shipped for
+    `encoder` (it records its training rows too); None for the other gates."""
+    if gate != GateKind.learned:
+        return None
+    if artifact != "builtin":
+        return Path(artifact)
+    from llmroute.gates.learned import builtin_gate_dir
+
+    return builtin_gate_dir(encoder)
+
+
+def _trained_on(folder: Path | None) -> dict[str, Any]:
+    """What `llmroute train gate` recorded of its data ({} for gates it did not train)."""
+    if folder is None:
         return {}
     from llmroute.gates.learned import read_gate_meta
 
-    trained_on = read_gate_meta(Path(artifact)).get("trained_on", {})
+    trained_on = read_gate_meta(folder).get("trained_on", {})
     return trained_on if isinstance(trained_on, dict) else {}
 
 
@@ -191,7 +203,7 @@ def _split_seed(trained_on: dict[str, Any]) -> int:
 
 def _unseen(
     trained_on: dict[str, Any],
-    artifact: str,
+    folder: Path | None,
     prompts: tuple[str, ...],
     idx: np.ndarray[Any, np.dtype[np.intp]],
     data: Path,
@@ -205,12 +217,12 @@ def _unseen(
     from llmroute.gates.learned import META_FILE
     from llmroute.jsonl import is_stdin, shown
 
-    if not trained_on:
+    if not trained_on or folder is None:
         return idx, 0
     same_file = not is_stdin(data) and trained_on.get("sha256") == file_digest(data)
     if same_file and split == "all":
         return idx, 0
-    meta_file = str(Path(artifact) / META_FILE)
+    meta_file = str(folder / META_FILE)
     known = seen_mask(
         trained_on.get("seen_prompts"),
         [prompts[i] for i in idx],
@@ -311,18 +323,21 @@ def bench_cascade(
     prices = _prices(price_weak, price_strong, registry, weak, strong)
     rows = read_gate_data(data, need_strong=True)
     assert rows.strong is not None
-    trained_on = _trained_on(gate, artifact)
+    folder = _gate_folder(gate, artifact, encoder)
+    trained_on = _trained_on(folder)
     train_idx, val_idx, test_idx = gate_split(rows, seed=_split_seed(trained_on))
     idx = test_idx if split == "test" else np.arange(len(rows))
     if idx.size == 0:
         fail(f"no {split} rows in {data} ({len(rows)} rows)")
-    idx, left_out = _unseen(trained_on, artifact, rows.prompts, idx, data, split)
+    idx, left_out = _unseen(trained_on, folder, rows.prompts, idx, data, split)
     prompts = tuple(rows.prompts[i] for i in idx)
     answers = tuple(rows.answers[i] for i in idx)
     w, s = rows.weak[idx], rows.strong[idx]
     if w.mean() == s.mean():
         fail("weak and strong accuracy are equal on these rows: the gap is undefined")
-    enc = _encoder(str(trained_on.get("encoder_spec", encoder)))
+    # the shipped gate for builtin:minilm records builtin:minilm-int8: keep the one asked for
+    spec = encoder if artifact == "builtin" else trained_on.get("encoder_spec", encoder)
+    enc = _encoder(str(spec))
     accept, threshold = _accept(gate, artifact, enc, prompts, answers)
     if gate == "oracle":
         accept = oracle_accept(w)
