@@ -11,7 +11,7 @@ with cl100k and o200k. ASCII text costs its length alone.
 
 from __future__ import annotations
 
-__all__ = ["CHARS_PER_TOKEN", "ceil_tokens", "floor_tokens", "quarter_tokens"]
+__all__ = ["CHARS_PER_TOKEN", "ceil_tokens", "quarter_tokens"]
 
 CHARS_PER_TOKEN = 4  # ASCII characters a token: each is one of `quarter_tokens`' quarters
 
@@ -31,11 +31,6 @@ def quarter_tokens(text: str) -> int:
     utf16 = len(text.encode("utf-16-le", "surrogatepass")) // 2
     ascii_chars = len(text.encode("ascii", "ignore"))
     return 2 * utf8 + 2 * utf16 - 4 * chars + ascii_chars
-
-
-def floor_tokens(text: str) -> int:
-    """The estimate rounded down (what dispatch's pre-flight checks have always used)."""
-    return quarter_tokens(text) // CHARS_PER_TOKEN
 
 
 def ceil_tokens(text: str) -> int:

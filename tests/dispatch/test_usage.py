@@ -243,7 +243,7 @@ def test_the_pre_flight_estimate_counts_each_script_at_its_own_rate() -> None:
     prompt went to an 8k model); English keeps its old count, accented Latin stays near
     it, CJK is a token a character, Cyrillic and Arabic two characters a token."""
     en, de, zh, ja, ru, ar, emoji = (SCRIPTS[k] for k in SCRIPTS)
-    assert estimated_text_tokens(en) == len(en) // 4
+    assert estimated_text_tokens(en) == -(-len(en) // 4)
     assert len(de) // 4 <= estimated_text_tokens(de) <= len(de) // 4 + 2
     for cjk in (zh, ja):
         assert estimated_text_tokens(cjk) >= 0.95 * len(cjk)
@@ -252,9 +252,19 @@ def test_the_pre_flight_estimate_counts_each_script_at_its_own_rate() -> None:
     assert estimated_text_tokens(emoji) == 2 * len(emoji)
     body = {"messages": [{"role": "user", "content": zh * 10}]}
     assert estimated_prompt_tokens(body) >= 10 * len(zh)
-    assert estimated_input_tokens([zh, en]) == estimated_text_tokens(zh) + len(en) // 4
+    assert estimated_input_tokens([zh, en]) == estimated_text_tokens(zh) + -(-len(en) // 4)
     rerank = {"query": zh, "documents": [zh, {"text": zh}]}
     assert estimated_rerank_tokens(rerank) >= 4 * len(zh) * 0.95
+
+
+def test_a_short_prompt_is_a_token_not_none() -> None:
+    """A key's ``tpm`` holds this estimate: "hi" rounded down was free, so any number of
+    short prompts passed a tokens-per-minute limit."""
+    assert estimated_prompt_tokens({"messages": [{"role": "user", "content": "hi"}]}) == 1
+    assert estimated_text_tokens("hi") == 1
+    assert estimated_input_tokens(["a", "b"]) == 2
+    assert estimated_text_tokens("") == 0
+    assert estimated_prompt_tokens({"messages": []}) == 0
 
 
 @settings(max_examples=300, deadline=None)
@@ -265,8 +275,8 @@ def test_the_estimate_is_the_weights_by_hand_and_never_passes_the_bound(
     """Any unicode (lone surrogates too): the closed form equals the per-character
     weights, and `text_tokens_at_most` / `prompt_tokens_at_most` stay bounds over it."""
     for text in texts:
-        assert estimated_text_tokens(text) == _quarters_by_hand(text) // 4
+        assert estimated_text_tokens(text) == -(-_quarters_by_hand(text) // 4)
         assert estimated_text_tokens(text) <= text_tokens_at_most(text)
     body = {"messages": [{"role": "user", "content": text} for text in texts]}
-    by_hand = sum(_quarters_by_hand(text) + 1 for text in texts) // 4
+    by_hand = -(-sum(_quarters_by_hand(text) + 1 for text in texts) // 4)
     assert estimated_prompt_tokens(body) == by_hand <= prompt_tokens_at_most(body)

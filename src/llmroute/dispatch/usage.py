@@ -21,7 +21,7 @@ from tokenizers import Tokenizer
 
 from llmroute.registry.schema import Price
 from llmroute.sse import chunk_of, event_of
-from llmroute.token_estimate import CHARS_PER_TOKEN, floor_tokens, quarter_tokens
+from llmroute.token_estimate import CHARS_PER_TOKEN, ceil_tokens, quarter_tokens
 
 __all__ = [
     "StreamUsage",
@@ -236,9 +236,10 @@ def _embedding_tokens(value: Any, count: Callable[[str], int]) -> int:
 def estimated_text_tokens(text: str) -> int:
     """The cheap pre-flight estimate of a text's tokens: four ASCII characters a token,
     two characters a token of other alphabets, one token a CJK (or other three-byte)
-    character, two an emoji (`llmroute.token_estimate`). ASCII text costs its length
+    character, two an emoji (`llmroute.token_estimate`), rounded up: a short text is a
+    token, not none (a key's ``tpm`` counted "hi" as free). ASCII text costs its length
     alone."""
-    return floor_tokens(text)
+    return ceil_tokens(text)
 
 
 def estimated_input_tokens(value: Any) -> int:
@@ -249,11 +250,12 @@ def estimated_input_tokens(value: Any) -> int:
 def estimated_prompt_tokens(body: Mapping[str, Any]) -> int:
     """The cheap pre-flight estimate that context windows and a key's held ``tpm`` use,
     counted as `estimated_text_tokens` counts (English four characters a token, CJK a
-    token a character); `prompt_tokens` is the finer one ``count_tokens`` reports."""
+    token a character), rounded up; `prompt_tokens` is the finer one ``count_tokens``
+    reports."""
     quarters = 0
     for piece in _prompt_pieces(body):  # each piece's "\n" separator is one ASCII quarter
         quarters += (len(piece) if piece.isascii() else quarter_tokens(piece)) + 1
-    return quarters // CHARS_PER_TOKEN
+    return -(-quarters // CHARS_PER_TOKEN)
 
 
 def prompt_tokens(body: Mapping[str, Any]) -> int:
