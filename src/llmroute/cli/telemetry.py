@@ -113,11 +113,11 @@ def _num(value: float | None, fmt: str = ".3f") -> str:
 
 
 def _usd(value: float | None) -> str:
-    """Dollars to four places, or to two significant digits below a hundredth of a cent
-    (a route of cheap requests read "0.0000", as if free)."""
+    """Dollars to four places, or to two significant digits below a tenth of a cent (a
+    route of cheap requests read "0.0000", as if free, and $0.00014 read "0.0001")."""
     if value is None:
         return "n/a"
-    if not 0 < abs(value) < 0.0001:
+    if not 0 < abs(value) < 0.001:
         return f"{value:.4f}"
     places = min(12, 1 - math.floor(math.log10(abs(value))))
     return f"{value:.{places}f}"
@@ -647,6 +647,11 @@ def report_command(
         console.print(f"charts written to {escape(str(plot))}")
 
 
+def _requests(n: int, kind: str = "") -> str:
+    """``1 request``, ``2 requests``: `n` with the noun agreeing, after `kind` if given."""
+    return f"{n} {kind + ' ' if kind else ''}request{'s' * (n != 1)}"
+
+
 def _group_table(title: str, groups: list[GroupStats], strongest: str | None) -> Table:
     columns = [title, "n", "share", "errors", "fallback", "p50 ms", "p99 ms", "cost $"]
     if strongest is not None:
@@ -669,7 +674,7 @@ def _print_report(console: Console, report: Report, window: Window, shown: str) 
     total = report.total
     console.print(f"[bold]report[/] of {escape(shown)}, {escape(window.describe())}")
     console.print(
-        f"{total.n} requests; errors {_pct(total.error_rate)}, fallbacks "
+        f"{_requests(total.n)}; errors {_pct(total.error_rate)}, fallbacks "
         f"{_pct(total.fallback_rate)}, escalations {_pct(total.escalation_rate)}, cache hits "
         f"{total.cache_hits}; latency p50 {_num(total.p50_ms, '.0f')} ms, p99 "
         f"{_num(total.p99_ms, '.0f')} ms"
@@ -678,7 +683,7 @@ def _print_report(console: Console, report: Report, window: Window, shown: str) 
             * bool(total.route_only)
         )
         + (
-            f"; {total.unrouted} embeddings or rerank requests (not routed: in the cost, "
+            f"; {_requests(total.unrouted, 'embeddings or rerank')} (not routed: in the cost, "
             "not the savings)" * bool(total.unrouted)
         )
     )

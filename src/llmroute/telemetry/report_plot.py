@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llmroute.evaluate.plot import _pyplot
+from llmroute.money import usd
 from llmroute.telemetry.report import GroupStats, Report
 
 __all__ = ["plot_report"]
@@ -81,7 +82,7 @@ def _png(path: Path, charts: list[Chart], title: str) -> None:
 
 def _fmt(value: float, unit: str) -> str:
     if unit == "USD":
-        return f"${value:.4g}"
+        return usd(value)
     return f"{value:.1f}{'%' if unit == '%' else ' ' + unit}"
 
 
