@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from llmroute.layers.difficulty import DifficultyLayer
 from llmroute.layers.intent import IntentLayer
 from llmroute.layers.rules import RulesLayer
 from llmroute.registry import BuiltinEncoderSpec, Registry
-from llmroute.registry.schema import EncoderSpec, env_headers, unset_credentials
+from llmroute.registry.schema import EncoderSpec, OpenAIEncoderSpec, env_headers
 from llmroute.scoring.heads import CentroidHead, IntentHead, KnnHead, LinearHead, labels_from
 from llmroute.scoring.logreg import SoftmaxModel
 
@@ -37,6 +37,7 @@ __all__ = [
     "SCRIPT_WINDOW",
     "build_encoder",
     "build_intent_layer",
+    "check_encoder_env",
     "default_layers",
     "encoder_scripts",
     "make_head",
@@ -58,9 +59,7 @@ def build_encoder(registry: Registry, *, threads: int | None = None) -> Encoder:
         return load_builtin(
             spec.name, max_tokens=spec.max_tokens, truncate=spec.truncate, threads=threads
         )
-    unset = unset_credentials(None, spec.headers_env, os.environ)
-    if unset:  # as for its api_key_env: an encoder without its credentials answers nothing
-        raise ConfigError(f"environment variable {unset[0]} (an encoder header) is not set")
+    check_encoder_env(spec, os.environ)
     return RemoteEncoder(
         base_url=str(spec.base_url),
         model=spec.model,
@@ -70,6 +69,23 @@ def build_encoder(registry: Registry, *, threads: int | None = None) -> Encoder:
         timeout=spec.timeout_s,
         dimensions=spec.dimensions,
     )
+
+
+def check_encoder_env(spec: OpenAIEncoderSpec, environ: Mapping[str, str]) -> None:
+    """`ConfigError` at the field of the first of an embeddings endpoint's credentials
+    (`api_key_env`, `headers_env`) whose variable is unset or empty: an encoder without
+    them answers nothing, so neither `serve` nor `registry check` goes on."""
+    if spec.api_key_env and not environ.get(spec.api_key_env):
+        raise ConfigError(
+            f"environment variable {spec.api_key_env} (the encoder's API key) is not set",
+            field="encoder.api_key_env",
+        )
+    for header, name in spec.headers_env.items():
+        if not environ.get(name):
+            raise ConfigError(
+                f"environment variable {name} (the encoder's {header} header) is not set",
+                field=f"encoder.headers_env.{header}",
+            )
 
 
 def default_layers(

@@ -60,11 +60,12 @@ class Router:
         from llmroute.assemble import build_encoder, default_layers, guard_layers
 
         self.loaded = loaded
-        self.encoder = (
-            encoder
-            if encoder is not None
-            else build_encoder(loaded.registry, threads=encoder_threads)
-        )
+        if encoder is None:
+            try:
+                encoder = build_encoder(loaded.registry, threads=encoder_threads)
+            except ConfigError as exc:
+                raise loaded.at(exc) from exc
+        self.encoder = encoder
         if layers is not None:
             self.routing: tuple[DecisionLayer, ...] = tuple(layers)
             self.guards: tuple[DecisionLayer, ...] = ()

@@ -44,6 +44,14 @@ def check(
     for line in summarize(loaded):
         print(line)
     if isinstance(loaded.registry.encoder, OpenAIEncoderSpec):
+        import os
+
+        from llmroute.assemble import check_encoder_env
+
+        try:  # what `route` and `serve` stop on, though the endpoint is not called here
+            check_encoder_env(loaded.registry.encoder, os.environ)
+        except ConfigError as exc:
+            raise loaded.at(exc) from exc
         err_console.print(
             "note: the encoder is an embeddings endpoint; its artifacts are checked when "
             "the router is built (`llmroute route`), which calls it"
