@@ -16,6 +16,9 @@ reaches it for any page its user opens: the gateway on the operator's own machin
   is followed: its page is the gateway's own, out of the linking page's reach.
 * **DNS rebinding.** On a loopback address, only requests to a loopback name, or to a
   name given with ``--allowed-host``, are answered (`llmroute.server.hosts`): a 400.
+  Where the address listened on is not known (``uvicorn --factory`` without
+  ``$LLMROUTE_BIND_HOST``), each request's is: the one its connection came in on
+  (ASGI's ``server``), so the check is on there too, not off.
 
 ``/health`` and ``/ready`` are answered to anyone. Both checks come after CORS (which
 answers the preflights of allowed origins) and before the key check, so a refused
@@ -53,6 +56,7 @@ _EMBEDDED = frozenset({b"object", b"embed"})  # a navigation whose page another 
 _MARKS = frozenset({b"sec-fetch-site", b"origin"})  # what browsers send, other clients not
 _DEFAULT_PORTS = {b"http": b":80", b"https": b":443"}
 _LOG_EVERY_S = 60.0  # a refusal's warning, per reason, after the first
+_LOCAL_ADDRESSES = 64  # verdicts kept: one per address of this machine's it listens on
 
 
 def browser_middleware(
@@ -63,21 +67,30 @@ def browser_middleware(
     server: str = "gateway",
 ) -> list[Middleware]:
     """The gateway's `GuardBrowsers`, or none when it would check nothing: ``*`` in
-    `cors_origins`, and no Host check (`bind_host` unknown or not a loopback address,
-    or ``*`` in `allowed_hosts`). `server` names what refuses, in its answers
-    (``llmroute dashboard``'s: ``dashboard``, with `cors_origins` ``*``: the Host check
-    alone)."""
+    `cors_origins`, and no Host check (`bind_host` not a loopback address, or ``*`` in
+    `allowed_hosts`). `bind_host` None (not known): the Host check where a request came
+    in on a loopback address. `server` names what refuses, in its answers (``llmroute
+    dashboard``'s: ``dashboard``, with `cors_origins` ``*``: the Host check alone)."""
     hosts = None
-    if bind_host is not None and is_loopback(bind_host) and "*" not in allowed_hosts:
+    if (bind_host is None or is_loopback(bind_host)) and "*" not in allowed_hosts:
         hosts = HostNames(allowed_hosts)
     if "*" in cors_origins and hosts is None:
         return []
-    return [Middleware(GuardBrowsers, cors_origins=cors_origins, hosts=hosts, server=server)]
+    return [
+        Middleware(
+            GuardBrowsers,
+            cors_origins=cors_origins,
+            hosts=hosts,
+            by_address=bind_host is None,
+            server=server,
+        )
+    ]
 
 
 class GuardBrowsers:
     """ASGI middleware: the module docstring's two checks. `hosts`: the Host names
-    answered (None: any); `server`: what the answers call this server."""
+    answered (None: any); `by_address`: only on requests that came in on a loopback
+    address; `server`: what the answers call this server."""
 
     def __init__(
         self,
@@ -85,12 +98,15 @@ class GuardBrowsers:
         *,
         cors_origins: Sequence[str],
         hosts: HostNames | None,
+        by_address: bool = False,
         server: str = "gateway",
     ) -> None:
         self.app = app
         self._any_origin = "*" in cors_origins
         self._origins = frozenset(origin.encode("latin-1") for origin in cors_origins)
         self._hosts = hosts
+        self._by_address = by_address
+        self._loopback: dict[object, bool] = {}  # a local address's verdict
         self._server = server
         self._log_every = LogEvery(_LOG_EVERY_S)
 
@@ -118,7 +134,11 @@ class GuardBrowsers:
                 host = value
             elif name in _MARKS:
                 marked = True
-        if self._hosts is not None and not self._hosts.answers(host):
+        if (
+            self._hosts is not None
+            and (not self._by_address or self._came_to_loopback(scope))
+            and not self._hosts.answers(host)
+        ):
             return _not_a_host_of_ours(host, self._server)
         if not marked or self._any_origin:
             return None
@@ -138,6 +158,18 @@ class GuardBrowsers:
         if origin is not None and not _same_origin(origin, host):
             return _another_origin(origin, None)
         return None
+
+    def _came_to_loopback(self, scope: Scope) -> bool:
+        """Whether the request's connection came in on a loopback address (uvicorn's
+        ``server``: the socket's own; None on a Unix socket, which no page reaches)."""
+        server = scope.get("server")
+        address = server[0] if server else None
+        verdict = self._loopback.get(address)
+        if verdict is None:
+            verdict = isinstance(address, str) and is_loopback(address)
+            if len(self._loopback) < _LOCAL_ADDRESSES:
+                self._loopback[address] = verdict
+        return verdict
 
 
 def _same_origin(origin: bytes, host: bytes | None) -> bool:

@@ -41,9 +41,11 @@ def loopback_name(name: str) -> bool:
     if name in LOOPBACK_NAMES:
         return True
     try:
-        return ipaddress.ip_address(name).is_loopback
+        address = ipaddress.ip_address(name)
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1, on a dual-stack socket
+    return (mapped or address).is_loopback
 
 
 def is_loopback(host: str) -> bool:

@@ -70,8 +70,9 @@ class ServeSettings:
     registry must pass: at start, or the server does not start; on reload, or the running
     registry is kept. `sse_keepalive_s`: a stream that sent nothing for this long gets a
     keep-alive comment (0: never). `bind_host`, the address it listens on (None: not
-    known, as under ``uvicorn --factory``): on a loopback one, only requests to loopback
-    names and to `allowed_hosts` are answered (``*`` in it: any name). `root_path`, a
+    known, as under ``uvicorn --factory``, and the address each request came in on
+    decides): on a loopback one, only requests to loopback names and to `allowed_hosts`
+    are answered (``*`` in it: any name). `root_path`, a
     path prefix a proxy passes on (``/llm``): paths below it are served as without it
     (`llmroute.server.root_path`); None: none."""
 

@@ -1,0 +1,113 @@
+"""A real ``uvicorn --factory llmroute.server.app:app_from_env`` on 127.0.0.1, without
+``$LLMROUTE_BIND_HOST``: the DNS-rebinding Host check is on (it was off: the factory
+does not know the address), decided by the address each request came in on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+PORT = 19510
+REGISTRY = Path(__file__).resolve().parents[2] / "examples" / "echo.yaml"
+
+
+@dataclass(frozen=True)
+class Factory:
+    url: str
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Factory]:
+    log = tmp_path_factory.mktemp("factory") / "stderr.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMROUTE_")}
+    env |= {"LLMROUTE_REGISTRY": str(REGISTRY), "LLMROUTE_ALLOWED_HOSTS": "proxy.test"}
+    uvicorn = str(Path(sys.executable).parent / "uvicorn")
+    command = [uvicorn, "--factory", "llmroute.server.app:app_from_env"]
+    with log.open("wb") as err:
+        process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(PORT)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    url = f"http://127.0.0.1:{PORT}"
+    try:
+        for _ in range(600):  # at most a minute: the first load embeds the examples
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"uvicorn did not start: {log.read_text()}")
+        yield Factory(url, log)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_foreign_host_is_refused_and_loopback_and_allowed_ones_answered(
+    factory: Factory,
+) -> None:
+    rebound = httpx.get(f"{factory.url}/v1/models", headers={"Host": "rebound.test"}, timeout=10)
+    assert rebound.status_code == 400, rebound.text
+    assert rebound.json()["error"]["code"] == "invalid_host"
+    for host in (f"127.0.0.1:{PORT}", f"localhost:{PORT}", "proxy.test"):
+        answered = httpx.get(f"{factory.url}/v1/models", headers={"Host": host}, timeout=10)
+        assert answered.status_code == 200, (host, answered.text)
+
+
+@pytest.mark.parametrize(
+    ("server", "refused"),
+    [
+        (("127.0.0.1", 8000), True),
+        (("::1", 8000), True),
+        (("::ffff:127.0.0.1", 8000), True),  # loopback through a dual-stack socket
+        (("192.168.1.20", 8000), False),  # a private address: as `serve --host` on one
+        (None, False),  # a Unix socket, which no page reaches
+    ],
+)
+def test_without_a_bind_host_the_address_a_request_came_in_on_decides(
+    server: tuple[str, int] | None, refused: bool
+) -> None:
+    """The Host check's per-request verdict, ASGI ``server`` being what uvicorn fills
+    with the socket's own address."""
+    import asyncio
+
+    from starlette.types import Message
+
+    from llmroute.server.browsers import browser_middleware
+
+    async def answered(scope: object, receive: object, send: object) -> None:
+        sent.append({"type": "app"})
+
+    sent: list[Message] = []
+    (middleware,) = browser_middleware((), None, ())
+    guard = middleware.cls(answered, *middleware.args, **middleware.kwargs)
+    scope = {
+        "type": "http", "method": "GET", "path": "/v1/models", "headers": [(b"host", b"a.test")],
+        "server": server, "client": ("127.0.0.1", 5000), "query_string": b"",
+    }  # fmt: skip
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    for _ in range(2):  # the second from the verdict kept
+        sent.clear()
+        asyncio.run(guard(scope, receive, send))
+        status = next(m.get("status") for m in sent if m["type"] in ("app", "http.response.start"))
+        assert (status == 400) is refused, sent
