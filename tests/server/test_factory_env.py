@@ -22,6 +22,7 @@ def test_a_bad_variable_under_uvicorns_factory_is_one_line(tmp_path: Path) -> No
         ("LLMROUTE_CORS_ORIGINS", "https://*.example.com"),
         ("LLMROUTE_ROOT_PATH", "llm"),
         ("LLMROUTE_MAX_BODY_BYTES", "4mb"),
+        ("LLMROUTE_LOG_REQUESTS", "sometimes"),
         ("LLMROUTE_REGISTRY", ""),
     ]:
         done = subprocess.run(

@@ -1,6 +1,8 @@
 """A real ``uvicorn --factory llmroute.server.app:app_from_env`` on 127.0.0.1, without
 ``$LLMROUTE_BIND_HOST``: the DNS-rebinding Host check is on (it was off: the factory
-does not know the address), decided by the address each request came in on."""
+does not know the address), decided by the address each request came in on; and
+llmroute's own log lines are said, on uvicorn's handler, as ``serve`` says them (they
+went unsaid: uvicorn configures its own loggers only)."""
 
 from __future__ import annotations
 
@@ -29,7 +31,11 @@ class Factory:
 def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Factory]:
     log = tmp_path_factory.mktemp("factory") / "stderr.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMROUTE_")}
-    env |= {"LLMROUTE_REGISTRY": str(REGISTRY), "LLMROUTE_ALLOWED_HOSTS": "proxy.test"}
+    env |= {
+        "LLMROUTE_REGISTRY": str(REGISTRY),
+        "LLMROUTE_ALLOWED_HOSTS": "proxy.test",
+        "LLMROUTE_LOG_REQUESTS": "1",
+    }
     uvicorn = str(Path(sys.executable).parent / "uvicorn")
     command = [uvicorn, "--factory", "llmroute.server.app:app_from_env"]
     with log.open("wb") as err:
@@ -66,6 +72,50 @@ def test_a_foreign_host_is_refused_and_loopback_and_allowed_ones_answered(
     for host in (f"127.0.0.1:{PORT}", f"localhost:{PORT}", "proxy.test"):
         answered = httpx.get(f"{factory.url}/v1/models", headers={"Host": host}, timeout=10)
         assert answered.status_code == 200, (host, answered.text)
+
+
+def _said(log: Path, text: str) -> str:
+    """The log once it holds `text` (each line is flushed as written: a few tries)."""
+    said = ""
+    for _ in range(50):
+        said = log.read_text(encoding="utf-8")
+        if text in said:
+            break
+        time.sleep(0.1)
+    return said
+
+
+def test_llmroutes_own_lines_are_said_as_serve_says_them(factory: Factory) -> None:
+    said = _said(factory.log, "INFO:     serving registry")
+    assert f"INFO:     serving registry {REGISTRY}" in said, said
+    assert "INFO:     decision log off" in said
+    httpx.get(f"{factory.url}/v1/models", headers={"Host": "other.test"}, timeout=10)
+    said = _said(factory.log, "'other.test'")
+    assert "WARNING:  refused GET /v1/models from 127.0.0.1 (invalid_host 400)" in said, said
+    ask = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
+    answer = httpx.post(f"{factory.url}/v1/chat/completions", json=ask, timeout=30)
+    decision = answer.headers["x-llmroute-decision-id"]
+    said = _said(factory.log, decision)
+    assert f"INFO:     {decision} route=" in said, said  # $LLMROUTE_LOG_REQUESTS
+
+
+def test_logging_configured_before_is_left_alone(caplog: pytest.LogCaptureFixture) -> None:
+    """uvicorn's --log-config (or the program building the app) gave the root a handler:
+    nothing is added, not even to llmroute's logger."""
+    import logging
+
+    from llmroute.server.logs import join_uvicorns_logging
+
+    uvicorns = logging.getLogger("uvicorn")
+    handler = logging.StreamHandler()
+    uvicorns.addHandler(handler)
+    try:
+        with caplog.at_level(logging.INFO):  # caplog's handler: on the root
+            join_uvicorns_logging(requests=True)
+        assert logging.getLogger("llmroute").handlers == []
+        assert logging.getLogger("llmroute.requests").handlers == []
+    finally:
+        uvicorns.removeHandler(handler)
 
 
 @pytest.mark.parametrize(

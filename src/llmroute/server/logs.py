@@ -15,7 +15,7 @@ from typing import Any
 
 from llmroute.telemetry.request_log import REQUESTS_LOGGER
 
-__all__ = ["LOG_FORMATS", "LOG_LEVELS", "JsonFormatter", "log_config"]
+__all__ = ["LOG_FORMATS", "LOG_LEVELS", "JsonFormatter", "join_uvicorns_logging", "log_config"]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -102,3 +102,29 @@ def log_config(
         json_formatter = {"()": f"{__name__}.JsonFormatter"}
         config["formatters"] = {"default": json_formatter, "access": json_formatter}
     return config
+
+
+def join_uvicorns_logging(*, requests: bool = False) -> None:
+    """Under ``uvicorn --factory``, which configures its own loggers only: llmroute's
+    (and the root's) on uvicorn's handler at uvicorn's level, as `log_config` puts them
+    for ``serve``, or its start, reloads and refusals go unsaid (the last-resort handler
+    says warnings alone, bare). Nothing is changed where the root or llmroute's logger
+    already has a handler (uvicorn's ``--log-config`` gave one, or the program that
+    builds the app did), nor where uvicorn's logger has none to share."""
+    ours = logging.getLogger("llmroute")
+    root = logging.getLogger()
+    handlers = logging.getLogger("uvicorn").handlers
+    if ours.handlers or root.handlers or not handlers:
+        return
+    level = logging.getLogger("uvicorn.error").getEffectiveLevel()  # its --log-level
+    said = logging.getLogger(REQUESTS_LOGGER)
+    for logger, at in [
+        (ours, level),
+        (said, logging.INFO if requests else logging.WARNING),
+        (root, max(level, logging.WARNING)),
+    ]:
+        for handler in handlers:
+            logger.addHandler(handler)
+        logger.setLevel(at)
+    ours.propagate = said.propagate = False
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)

@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_SSE_KEEPALIVE_S",
     "ENCODER_THREADS_ENV",
     "GRACEFUL_TIMEOUT_ENV",
+    "LOG_REQUESTS_ENV",
     "MAX_BODY_ENV",
     "REGISTRY_ENV",
     "RELOAD_INTERVAL_ENV",
@@ -32,6 +33,7 @@ __all__ = [
     "SSE_KEEPALIVE_ENV",
     "WORKERS_ENV",
     "ServeSettings",
+    "env_flag",
     "split_hosts",
 ]
 
@@ -56,6 +58,9 @@ GRACEFUL_TIMEOUT_ENV = "LLMROUTE_GRACEFUL_TIMEOUT"
 CORS_ORIGINS_ENV = "LLMROUTE_CORS_ORIGINS"  # comma-separated
 CASES_ENV = "LLMROUTE_CASES"  # routing cases every load of the registry must pass
 SSE_KEEPALIVE_ENV = "LLMROUTE_SSE_KEEPALIVE"
+LOG_REQUESTS_ENV = "LLMROUTE_LOG_REQUESTS"  # serve's --log-requests; the factory reads it too
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})  # as click reads a flag's variable
+_FALSE = frozenset({"", "0", "false", "f", "no", "n", "off"})
 ALLOWED_HOSTS_ENV = "LLMROUTE_ALLOWED_HOSTS"  # comma-separated; also --allowed-host's
 BIND_HOST_ENV = "LLMROUTE_BIND_HOST"  # the --host, for the workers' Host check
 
@@ -149,6 +154,16 @@ def _number(env: Mapping[str, str], name: str, kind: type[N], default: N, least:
     if value < least:
         raise ValueError(f"${name} {raw[:80]!r}: {words} at least {least}")
     return value
+
+
+def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """The on/off variable `name` (unset: off), read as ``serve`` reads it for its
+    option; a `ValueError` naming it for another value."""
+    raw = (os.environ if environ is None else environ).get(name, "")
+    value = raw.strip().lower()
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    raise ValueError(f"${name} {raw[:80]!r}: not on or off (1, true, yes, on / 0, false, no, off)")
 
 
 def _root_path(value: str | None) -> str | None:
