@@ -156,8 +156,7 @@ REBOUND = {
     "a rebinding page": "rebound.test",
     "with a port": "rebound.test:8000",
     "a local name": "my-laptop.local",
-    "an empty Host": "",
-}
+}  # an empty Host is HTTP's 400 before this check (tests/server/test_invalid_http.py)
 
 
 @pytest.mark.parametrize("host", REBOUND.values(), ids=REBOUND.keys())
