@@ -10,12 +10,14 @@ responses kept in Redis. A ``background: true`` request is polled until made, ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -29,10 +31,10 @@ from stall_proxy import stall_proxy
 
 from llmroute.registry.schema import StoredResponsesSettings
 from llmroute.server.background_stream import EventChunks
-from llmroute.server.responses import _Kept
+from llmroute.server.responses import _answer_in_background, _Kept
 from llmroute.state.conversations import ConversationStore
 from llmroute.state.stored_responses import ResponseStore
-from llmroute.state.stores import RedisStore, StoreUnavailable
+from llmroute.state.stores import MemoryStore, RedisStore, StoreUnavailable, owner_group
 
 TEAM_KEY = "sk-team-responses-0123"
 OTHER_KEY = "sk-other-responses-4567"
@@ -1024,3 +1026,27 @@ def test_a_background_response_adds_its_turn_to_its_conversation_once(
 
     with stall_proxy(REDIS_URL) as (proxy, url):
         assert asyncio.run(go(url, proxy)) == ["msg_q", "msg_a"]
+
+
+def test_a_background_run_releases_its_lease_when_it_ends() -> None:
+    """Its lease is pinned in a memory store, as the response is while it runs
+    (`ResponseStore.hold`): left after the run, it held a place in the store that the
+    key's own responses went before, until a read found it expired."""
+    memory = MemoryStore(100, 1 << 20, owner_of=owner_group)
+    store = ResponseStore(StoredResponsesSettings(), memory)
+    front = _Kept(store, "team")
+    front.background = True
+    outcomes: list[str] = []
+
+    async def answer() -> Any:
+        await front._put({**front.queued({"model": "small"}), "status": "completed"})
+
+    async def go() -> None:
+        assert await store.put("team", front.record(front.queued({"model": "small"})))
+        await store.hold("team", front.id)
+        gateway = SimpleNamespace(inflight=contextlib.nullcontext())
+        await _answer_in_background(answer, gateway, front, outcomes.append)  # type: ignore[arg-type]
+        assert not await store.held("team", front.id)
+
+    asyncio.run(go())
+    assert outcomes == ["completed"] and len(memory) == 1

@@ -480,3 +480,25 @@ def test_a_running_background_response_outlasts_a_full_memory_store() -> None:
         ]
 
     run(go())
+
+
+def test_a_running_background_responses_lease_outlasts_a_full_memory_store() -> None:
+    """Its lease is pinned with it: else the key's later writes to a full memory store
+    evicted the lease (the key's least recently used) and a poll read the response,
+    still being made, as abandoned (kept failed). Released when the run ends, it holds
+    no place after."""
+    memory = MemoryStore(4, 1 << 20)
+    store = ResponseStore(StoredResponsesSettings(), memory)
+
+    async def go() -> None:
+        running = _running("bg")
+        assert await store.put("alice", running, counted=False)
+        await store.hold("alice", running.id)
+        for record in [_record(f"o{i}") for i in range(4)]:
+            assert await store.put("alice", record)
+        assert await store.held("alice", running.id)
+        await store.release("alice", running.id)
+        assert not await store.held("alice", running.id)
+        assert len(memory) == 3  # the response and its key's two latest
+
+    run(go())

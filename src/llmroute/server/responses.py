@@ -26,6 +26,7 @@ request is answered like any other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -318,6 +319,8 @@ async def _answer_in_background(
             await front.fail(500, "internal server error")
         finally:
             watcher.cancel()
+            with contextlib.suppress(StoreUnavailable):  # else it lapses by itself
+                await front.store.release(front.owner, front.id)
             if stream is not None:
                 stream.run.close()
             count(outcome)

@@ -321,8 +321,14 @@ class ResponseStore:
 
     async def hold(self, owner: str, response_id: str) -> None:
         """Say for `settings.lease_s` more that a process is making background response
-        `response_id` (renewed while it does; lapsed, the response was abandoned)."""
-        await self._store.set(self._lease(owner, response_id), b"1", self.settings.lease_s)
+        `response_id` (renewed while it does; lapsed, the response was abandoned). Pinned
+        as the running response is: evicted from a full memory store before it, the
+        response would read as abandoned while still being made (`release` it after)."""
+        await self._store.set_pinned(self._lease(owner, response_id), b"1", self.settings.lease_s)
+
+    async def release(self, owner: str, response_id: str) -> None:
+        """`hold` no more: the run has ended (its pinned lease would outlast it in memory)."""
+        await self._store.delete(self._lease(owner, response_id))
 
     async def held(self, owner: str, response_id: str) -> bool:
         """Whether a process still says it is making `response_id` (`hold`)."""
