@@ -415,7 +415,7 @@ class _Kept:
                     param="previous_response_id",
                     code="previous_response_not_found",
                 )
-            if _running_in_background(chain.last):
+            if chain.last.running:
                 last = await _read(self.store, self.owner, previous, self._abandoned)
                 chain = chain if last is None else replace(chain, last=last)
             if chain.last.response.get("status") in _RUNNING:
@@ -647,23 +647,18 @@ async def _reaped(
     """The kept response; a background one whose process stopped renewing its lease
     (crashed, killed) kept failed first, and `abandoned()` told."""
     record = await store.get(owner, response_id)
-    if record is None or not _running_in_background(record):
+    if record is None or not record.running:
         return record
     if await store.held(owner, response_id):
         return record
     again = await store.get(owner, response_id)  # it may have ended meanwhile
-    if again is None or not _running_in_background(again):
+    if again is None or not again.running:
         return again
     failed = _failed(again, 500, _ABANDONED)
     await store.put(owner, failed, counted=False)
     log.warning("responses: background response %s abandoned (lease lapsed)", response_id)
     abandoned()
     return failed
-
-
-def _running_in_background(record: StoredResponse) -> bool:
-    response = record.response
-    return response.get("background") is True and response.get("status") in _RUNNING
 
 
 async def _chain_of(
