@@ -10,7 +10,7 @@ from typing import Any
 
 from loop_ticks import ticks_while
 
-from llmroute.server.batch_output import answer_line
+from llmroute.server.batch_output import answer_line, written_custom_ids
 from llmroute.verbatim_json import VERBATIM_BYTES
 
 USAGE = {"prompt_tokens": 7, "total_tokens": 7}
@@ -87,3 +87,27 @@ def test_the_event_loop_runs_while_a_large_answer_is_read() -> None:
     (_, usage), ticks = ticks_while(lambda: answer_line(_answer(), body, "/v1/embeddings"))
     assert usage == USAGE
     assert ticks > 10  # 5 MB: read a step at a time
+
+
+def test_the_custom_ids_written_are_read_back_from_each_line() -> None:
+    """What a batch taken over skips: the custom_ids of the lines its earlier run wrote
+    (a small and a large answer's, escapes and characters past ASCII in them), in parts
+    of whole lines; a line written otherwise (its ``custom_id`` first) is parsed whole."""
+    answer = {**_answer(), "custom_id": 'é "q" \\ ☃\n'}
+    small = asyncio.run(answer_line(answer, b'{"usage": {}}', "/v1/chat/completions"))[0]
+    large = _line(_embeddings(100))
+    other = json.dumps({"custom_id": "old", "id": "batch_req_2"}).encode() + b"\n"
+    garbage = b'{"id":"x","custom_id":"bad \\q"}\nnot json\n\n'
+    assert written_custom_ids([small + large, other + garbage]) == {
+        'é "q" \\ ☃\n',
+        "a\nb",
+        "old",
+    }
+
+
+def test_a_line_s_answer_is_not_parsed_for_its_custom_id() -> None:
+    """Only the members before the answer are read: parsed whole, a 43 MB line held the
+    GIL 1-2 s while a batch was taken over (here, an answer that is not JSON past them
+    is never looked at)."""
+    line = b'{"id":"batch_req_1","custom_id":"c","response":{"body":[' + b"1," * 1000
+    assert written_custom_ids([line]) == {"c"}

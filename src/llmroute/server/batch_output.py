@@ -9,16 +9,22 @@ and read for its ``usage`` without holding the loop: an embeddings answer a step
 time with its vectors skipped over (`read_verbatim`), any other in a worker thread
 (`loads_answer`). That read checks it is a JSON object, as the small one's parse does:
 one that is not is written ``{}``, as a small one is.
+
+A batch taken over reads the custom_ids its earlier run wrote (`written_custom_ids`):
+from each line's first members only (``id`` then ``custom_id``, as `answer_line`
+writes them), not its whole answer: parsed whole, a 43 MB line held the GIL ~1-2 s (in
+a thread, every other request of the worker waiting).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from llmroute.verbatim_json import VERBATIM_BYTES, loads_answer, read_verbatim
 
-__all__ = ["answer_line"]
+__all__ = ["answer_line", "written_custom_ids"]
 
 _VECTORS = ("data",)  # an embeddings answer's, skipped over when its usage is read
 _TAIL = b'},"error":null}\n'
@@ -30,6 +36,7 @@ async def answer_line(answer: dict[str, Any], body: bytes, endpoint: str) -> tup
     JSON object): parsed and written compact when small, as it is (on one line) when
     large; and the answer's ``usage`` (None when it has none)."""
     response = answer["response"]
+    assert list(answer)[:2] == ["id", "custom_id"]  # what `written_custom_ids` reads
     if len(body) < VERBATIM_BYTES:
         read = _json(body)
         return _line({**answer, "response": {**response, "body": read}}), read.get("usage")
@@ -68,3 +75,68 @@ def _json(raw: bytes) -> dict[str, Any]:
 
 def _line(answer: dict[str, Any]) -> bytes:
     return json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def written_custom_ids(parts: Iterable[bytes]) -> set[str]:
+    """The custom_ids of the lines in `parts` (an output or error file's, each part
+    whole lines), read from each line's first members (`_custom_id`); a line whose start
+    is not so (none `answer_line` writes) parsed whole."""
+    found: set[str] = set()
+    for data in parts:
+        start = 0
+        while start < len(data):
+            end = data.find(b"\n", start)
+            end = len(data) if end < 0 else end
+            custom_id = _custom_id(data, start, end)
+            if custom_id is None:
+                custom_id = _json(data[start:end]).get("custom_id")
+            if isinstance(custom_id, str):
+                found.add(custom_id)
+            start = end + 1
+    return found
+
+
+_FIRST_MEMBERS = 2  # ``id``, then ``custom_id``
+
+
+def _custom_id(data: bytes, start: int, end: int) -> str | None:
+    """The ``custom_id`` of the line at `start`-`end` of `data`, read from its first
+    members, each a string (what reading it costs is theirs, not the answer's); None
+    when they are not so."""
+    at = start
+    for member in range(_FIRST_MEMBERS):
+        if data[at : at + 1] != (b"{" if member == 0 else b","):
+            return None
+        key_end = _string_end(data, at + 1, end)
+        if key_end < 0 or data[key_end : key_end + 1] != b":":
+            return None
+        value_end = _string_end(data, key_end + 1, end)
+        if value_end < 0:
+            return None
+        if data[at + 1 : key_end] == b'"custom_id"':
+            try:
+                value = json.loads(data[key_end + 1 : value_end])
+            except ValueError:
+                return None
+            return value if isinstance(value, str) else None
+        at = value_end
+    return None
+
+
+def _string_end(data: bytes, at: int, end: int) -> int:
+    """Where the JSON string opening at `at` in `data` ends (just past its closing
+    quote), before `end`; -1 when none opens there or it does not close. (In UTF-8 no
+    byte of a longer character is a quote or a backslash.)"""
+    if data[at : at + 1] != b'"':
+        return -1
+    find = at + 1
+    while True:
+        quote = data.find(b'"', find, end)
+        if quote < 0:
+            return -1
+        escapes = quote
+        while data[escapes - 1] == 0x5C:  # backslashes before it: an odd count escapes it
+            escapes -= 1
+        if (quote - escapes) % 2 == 0:
+            return quote + 1
+        find = quote + 1

@@ -43,7 +43,7 @@ from llmroute.dispatch.text_completions import TextRequest
 from llmroute.errors import LlmrouteError
 from llmroute.server.auth import admit, api_key_of, payer_of
 from llmroute.server.batch_lines import BatchLine, read_lines_yielding
-from llmroute.server.batch_output import answer_line
+from llmroute.server.batch_output import answer_line, written_custom_ids
 from llmroute.server.body import require_messages
 from llmroute.server.chat import GATEWAY_TAGS, serve_chat
 from llmroute.server.completions import COMPLETIONS_FRONT, to_chat_body
@@ -259,8 +259,8 @@ class BatchRun:
             (record.output, record.output_written),
             (record.errors, record.errors_written),
         ):
-            data = await self.store.written(self.owner, file_id, written.parts)
-            answered.update(await asyncio.to_thread(_custom_ids, data))
+            parts = await self.store.written(self.owner, file_id, written.parts)
+            answered.update(await asyncio.to_thread(written_custom_ids, parts))
         return answered
 
     async def _answer(self, line: BatchLine, content: bytes) -> None:
@@ -611,15 +611,6 @@ def _usage_counts(usage: Any) -> list[int]:
     if not isinstance(usage, dict):
         return [0, 0, 0, 0]
     return list(_answer_tokens(usage))
-
-
-def _custom_ids(data: bytes) -> set[str]:
-    found = set()
-    for line in data.splitlines():
-        custom_id = _json(line).get("custom_id")
-        if isinstance(custom_id, str):
-            found.add(custom_id)
-    return found
 
 
 def _error(code: str, message: str, param: str | None = None) -> dict[str, Any]:

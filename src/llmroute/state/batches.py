@@ -443,12 +443,13 @@ class BatchStore:
         next read takes it over."""
         await self._store.renew(self._lease(owner, batch_id), holder.encode(), 0.001)
 
-    async def written(self, owner: str, file_id: str, parts: int) -> bytes:
-        """The first `parts` parts of a file being made (what is missing, left out)."""
+    async def written(self, owner: str, file_id: str, parts: int) -> list[bytes]:
+        """The first `parts` parts of a file being made, each whole lines (what is
+        missing, left out): not joined, a copy of the whole output on the event loop."""
         found = await self._store.get_many(
             [self._part_key(owner, file_id, k) for k in range(parts)]
         )
-        return b"".join(part for part in found if part is not None)
+        return [part for part in found if part is not None]
 
     async def held(self, owner: str, batch_id: str) -> bool:
         return await self._store.get(self._lease(owner, batch_id)) is not None
