@@ -18,16 +18,19 @@ a thread, every other request of the worker waiting).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable
 from typing import Any
 
+from llmroute.joined_bytes import joined
 from llmroute.verbatim_json import VERBATIM_BYTES, loads_answer, read_verbatim
 
 __all__ = ["answer_line", "written_custom_ids"]
 
 _VECTORS = ("data",)  # an embeddings answer's, skipped over when its usage is read
 _TAIL = b'},"error":null}\n'
+_BYTES_STEP = 1 << 20  # made spaces between two turns of the event loop (~1 ms)
 
 
 async def answer_line(answer: dict[str, Any], body: bytes, endpoint: str) -> tuple[bytes, Any]:
@@ -43,12 +46,27 @@ async def answer_line(answer: dict[str, Any], body: bytes, endpoint: str) -> tup
     large = await _large(body, endpoint)
     head = _line(answer)  # its response without the body
     assert head.endswith(_TAIL) and "body" not in response
-    if large is None:  # written verbatim, it would not be JSON (none the gateway writes)
-        body = b"{}"
-    elif b"\n" in body or b"\r" in body:  # an upstream's own vectors, pretty-printed
-        body = body.replace(b"\n", b" ").replace(b"\r", b" ")
-    line = b"".join((head[: -len(_TAIL)], b',"body":', body, head[-len(_TAIL) :]))
+    pieces = [b"{}"]  # written verbatim, it would not be JSON (none the gateway writes)
+    if large is not None:
+        pieces = await _spaced(body)
+    line = await joined([head[: -len(_TAIL)], b',"body":', *pieces, head[-len(_TAIL) :]])
     return line, None if large is None else large.get("usage")
+
+
+_SPACES = bytes.maketrans(b"\n\r", b"  ")
+
+
+async def _spaced(body: bytes) -> list[bytes]:
+    """`body` with its line breaks made spaces (an upstream's own vectors, pretty-printed),
+    in pieces of `_BYTES_STEP` made between two turns of the event loop; as it is (not
+    copied) when it has none."""
+    if b"\n" not in body and b"\r" not in body:
+        return [body]
+    pieces = []
+    for at in range(0, len(body), _BYTES_STEP):
+        pieces.append(body[at : at + _BYTES_STEP].translate(_SPACES))
+        await asyncio.sleep(0)
+    return pieces
 
 
 async def _large(body: bytes, endpoint: str) -> dict[str, Any] | None:

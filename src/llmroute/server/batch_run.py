@@ -41,6 +41,7 @@ from starlette.responses import Response
 from llmroute.dispatch.budgets import paid_by
 from llmroute.dispatch.text_completions import TextRequest
 from llmroute.errors import LlmrouteError
+from llmroute.joined_bytes import joined
 from llmroute.server.auth import admit, api_key_of, payer_of
 from llmroute.server.batch_lines import BatchLine, read_lines_yielding
 from llmroute.server.batch_output import answer_line, written_custom_ids
@@ -412,12 +413,12 @@ class BatchRun:
         out_written, err_written = self.record.output_written, self.record.errors_written
         try:
             if output:
-                data = b"".join(output)
+                data = await joined(output)
                 await self.store.put_part(self.owner, self.record.output, out_written.parts, data)
                 out_written = out_written.plus(data, len(output))
                 output = []
             if errors:
-                data = b"".join(errors)
+                data = await joined(errors)
                 await self.store.put_part(self.owner, self.record.errors, err_written.parts, data)
                 err_written = err_written.plus(data, len(errors))
                 errors = []
