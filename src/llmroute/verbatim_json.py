@@ -36,6 +36,7 @@ __all__ = [
     "VERBATIM_BYTES",
     "Verbatim",
     "answer_json",
+    "answer_json_within",
     "loads_answer",
     "read_verbatim",
 ]
@@ -239,6 +240,22 @@ async def answer_json(value: Any) -> bytes:
     return b"".join(writer.parts)
 
 
+async def answer_json_within(value: Any, most: int) -> bytes | None:
+    """`answer_json`, or None once it is past `most` bytes: what lies past them is not
+    written (a 43 MB answer costs what its first `most` bytes do, not a copy whole: the
+    response cache, whose entries are bounded, wrote it all on the event loop to find
+    it too large)."""
+    if _small(value):
+        written = _dumps(value)
+        return written if len(written) <= most else None
+    writer = _Writer(most)
+    try:
+        await writer.value(value, 0)
+    except _TooLarge:
+        return None
+    return b"".join(writer.parts)
+
+
 _SMALL_ITEMS = 256  # an answer of fewer items (and no long text) is written in one call
 
 
@@ -267,19 +284,30 @@ _FEW = 16  # a list this short has each item written apart (one may be large)
 _NESTING = 8  # deeper values are written in one call (answers nest a few levels)
 
 
+class _TooLarge(Exception):
+    """Past what the writer may write."""
+
+
 class _Writer:
-    def __init__(self) -> None:
+    def __init__(self, most: int | None = None) -> None:
         self.parts: list[bytes | memoryview] = []
         self._since = 0
+        self._size = 0
+        self._most = most  # raising `_TooLarge` once past it
 
     async def add(self, part: bytes | memoryview) -> None:
         self.parts.append(part)
         self._since += len(part)
+        self._size += len(part)
+        if self._most is not None and self._size > self._most:
+            raise _TooLarge
         if self._since >= _STEP_CHARS:
             self._since = 0
             await asyncio.sleep(0)
 
     async def value(self, value: Any, depth: int) -> None:
+        if self._most is not None and type(value) is str and len(value) > self._most:
+            raise _TooLarge  # (each character at least a byte: not written to find it)
         if isinstance(value, Verbatim):
             await self.add(value.raw)
         elif depth >= _NESTING:

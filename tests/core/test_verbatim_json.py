@@ -22,6 +22,7 @@ from llmroute.verbatim_json import (
     VERBATIM_BYTES,
     Verbatim,
     answer_json,
+    answer_json_within,
     loads_answer,
     read_verbatim,
 )
@@ -235,3 +236,16 @@ def test_an_answer_is_read_again_as_written() -> None:
     large = {"a": [{"logprob": -0.5, "n": 3}] * 100_000}
     for value in (small, large):
         assert asyncio.run(loads_answer(JSONResponse(value).body)) == value
+
+
+def test_an_answer_is_written_within_a_bound_or_not_at_all() -> None:
+    """`answer_json_within`: `answer_json`'s bytes when they fit in `most`; None once
+    past it, small or large (logprobs), a long text not written to find it so."""
+    small = {"id": "c", "choices": [{"message": {"content": "hi"}}]}
+    items = [{"token": "t", "logprob": -0.5, "top_logprobs": [1.5] * 20} for _ in range(2000)]
+    large = {"choices": [{"logprobs": {"content": items}}], "usage": {"total_tokens": 2}}
+    text = {"choices": [{"message": {"content": "é" * 300_000}}]}
+    for value in (small, large, text):
+        whole = asyncio.run(answer_json(value))
+        assert asyncio.run(answer_json_within(value, len(whole))) == whole
+        assert asyncio.run(answer_json_within(value, len(whole) - 1)) is None

@@ -4,11 +4,13 @@ allows, stored completions and streams, and a store that is down."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
+from loop_ticks import ticks_while
 
 from llmroute.decide import Router
 from llmroute.dispatch import Plan, plan_request
@@ -63,7 +65,9 @@ def cache_for(r: Router = ROUTER, **kw: Any) -> tuple[ResponseCache, list[str], 
     clock = Clock()
     settings = r.loaded.registry.cache
     assert settings is not None
-    store = kw.pop("store", None) or MemoryStore(100, 1_000_000)
+    store = kw.pop("store", None)
+    if store is None:  # (not `or`: an empty MemoryStore is falsy)
+        store = MemoryStore(100, 1_000_000)
     cache = ResponseCache(settings, store, r.version, on_result=results.append, clock=clock)
     return cache, results, clock
 
@@ -185,7 +189,7 @@ def test_store_then_hit_and_what_the_client_allows() -> None:
 
     async def go() -> None:
         assert await cache.get(key, allow) is None
-        cache.put_completion(key, allow, "large", "up", data)
+        await cache.put_completion(key, allow, "large", "up", data)
         await cache.flush()
         hit = await cache.get(key, allow)
         assert hit is not None and hit.model == "large"
@@ -197,7 +201,7 @@ def test_store_then_hit_and_what_the_client_allows() -> None:
         clock.now += 30
         assert await cache.get(key, CacheDirectives(max_age_s=10)) is None
         assert await cache.get(key, CacheDirectives(max_age_s=60)) is not None
-        cache.put_completion("other", CacheDirectives(False, False), "large", "up", data)
+        await cache.put_completion("other", CacheDirectives(False, False), "large", "up", data)
         await cache.flush()
         assert await cache.store.get("other") is None
 
@@ -269,7 +273,7 @@ def test_a_store_that_is_down_is_a_miss_and_rested(closed_port: int) -> None:
     async def go() -> None:
         assert await cache.get("k", allow) is None  # tried: refused
         assert await cache.get("k", allow) is None  # within a second: not tried
-        cache.put_completion("k", allow, "small", "up", {"a": 1})  # skipped while down
+        await cache.put_completion("k", allow, "small", "up", {"a": 1})  # skipped while down
         assert not cache._writes
         clock.now += 1.5
         assert await cache.get("k", allow) is None  # tried again
@@ -311,7 +315,7 @@ def test_closing_waits_for_a_write_as_long_as_the_store_may_take() -> None:
     assert key is not None
 
     async def go() -> None:
-        cache.put_completion(key, CacheDirectives(), "large", "up", ANSWER)
+        await cache.put_completion(key, CacheDirectives(), "large", "up", ANSWER)
         await cache.aclose()
 
     asyncio.run(go())
@@ -325,10 +329,57 @@ def test_a_write_cut_by_closing_is_said(caplog: pytest.LogCaptureFixture) -> Non
     assert key is not None
 
     async def go() -> None:
-        cache.put_completion(key, CacheDirectives(), "large", "up", ANSWER)
+        await cache.put_completion(key, CacheDirectives(), "large", "up", ANSWER)
         await cache.aclose(timeout_s=0.1)
 
     with caplog.at_level("WARNING", logger="llmroute.cache"):
         asyncio.run(go())
     assert "closing with 1 write(s) still waiting" in caplog.text
     assert len(store) == 0
+
+
+def _with_logprobs(tokens: int) -> dict[str, Any]:
+    """A chat answer with logprobs (20 alternatives a token: ~1.2 KB a token)."""
+    alternatives = [{"token": "tok", "logprob": -0.5, "bytes": [116, 111, 107]}] * 20
+    entry = {"token": "tok", "logprob": -0.25, "bytes": [116, 111, 107]}
+    content = [{**entry, "top_logprobs": alternatives} for _ in range(tokens)]
+    choice = {"index": 0, "message": {"role": "assistant", "content": "tok" * tokens}}
+    usage = {"prompt_tokens": 3, "completion_tokens": tokens, "cost_usd": 0.5}
+    return {
+        "id": "c1",
+        "object": "chat.completion",
+        "choices": [{**choice, "logprobs": {"content": content}}],
+        "usage": usage,
+    }
+
+
+def test_an_answer_past_max_entry_bytes_is_not_written_whole() -> None:
+    """A large answer (logprobs) is ``too_large`` once its first ``max_entry_bytes`` are
+    written, a step at a time with the event loop running between: it was written whole,
+    in one call on the loop (~0.4 s for 12 MB), to find it too large. Within the bound it
+    is stored as before, the same bytes."""
+    large = _with_logprobs(4096)  # ~5 MB
+    long_text = {"choices": [{"message": {"content": "x" * 2_000_000}}]}
+    cache, results, _ = cache_for(store=MemoryStore(100, 50_000_000))  # 1 MiB entries
+
+    async def too_large() -> None:
+        await cache.put_completion("k", CacheDirectives(), "large", "up", large)
+        await cache.put_completion("k", CacheDirectives(), "large", "up", long_text)
+        await cache.flush()
+
+    _, ticks = ticks_while(too_large)
+    assert results == ["too_large", "too_large"]
+    assert ticks > 1
+    roomy, results, _ = cache_for(
+        router(extra=", max_entry_bytes: 20000000"), store=MemoryStore(100, 50_000_000)
+    )
+
+    async def stored() -> CachedAnswer | None:
+        await roomy.put_completion("k", CacheDirectives(), "large", "up", large)
+        await roomy.flush()
+        return await roomy.get("k", CacheDirectives())
+
+    hit = asyncio.run(stored())
+    freed = {**large, "usage": {**large["usage"], "cost_usd": 0.0}}
+    assert hit is not None and results == ["stored", "hit"]
+    assert hit.payload == json.dumps(freed, separators=(",", ":"), ensure_ascii=False).encode()

@@ -147,7 +147,9 @@ def test_an_index_in_a_redis_that_is_down_costs_misses_not_answers(closed_port: 
         try:
             similar = await cache.get_similar(keys, CacheDirectives())
             clock.now += 2  # past the second a failed backend is left alone
-            cache.put_completion(keys, CacheDirectives(), "m", "d", {"id": "x", "choices": []})
+            await cache.put_completion(
+                keys, CacheDirectives(), "m", "d", {"id": "x", "choices": []}
+            )
             await cache.flush()
             clock.now += 2
             return [similar, await cache.get(exact, CacheDirectives())]

@@ -457,7 +457,7 @@ class _Engine:
             return as_completion(await _restored(answer.data(), decision), info)
         served = sent.result
         if sent.lookup is not None:
-            sent.lookup.store(served)
+            await sent.lookup.store(served)
         record_success(sent.recorder, self.router, decision, request.body, clock, served)
         info = routing_info(decision, served.model, served.deployment, served.attempts)
         info["cost_usd"] = served.usage.cost_usd

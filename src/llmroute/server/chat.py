@@ -415,7 +415,7 @@ async def _serve_planned(
         await _ended_otherwise(gateway, spend, trace, unserved, stream, exc)
         raise
     if lookup is not None:
-        lookup.store(served)
+        await lookup.store(served)
     record = None
     if recorder is not None:
         record = recorder.finished(

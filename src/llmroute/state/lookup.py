@@ -32,9 +32,9 @@ class CacheLookup:
     def key(self) -> str:
         return self.keys.exact
 
-    def store(self, served: Served) -> None:
-        """Store a completion (in the background)."""
-        self.cache.put_completion(
+    async def store(self, served: Served) -> None:
+        """Store a completion (in the background, once written: `put_completion`)."""
+        await self.cache.put_completion(
             self.keys, self.directives, served.model, served.deployment, served.data
         )
 

@@ -48,6 +48,7 @@ from llmroute.state.semantic_index import (
     word_pairs,
 )
 from llmroute.state.stores import KeyValueStore, StoreUnavailable, open_store, resolve_cache_url
+from llmroute.verbatim_json import answer_json_within
 
 if TYPE_CHECKING:
     from llmroute.dispatch.plan import Plan
@@ -330,7 +331,7 @@ class ResponseCache:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def put_completion(
+    async def put_completion(
         self,
         key: str | CacheKeys,
         directives: CacheDirectives,
@@ -339,10 +340,19 @@ class ResponseCache:
         data: Any,
     ) -> None:
         """Store a ``chat.completion`` in the background (its ``usage.cost_usd`` set to 0:
-        what a hit costs), and index it for the semantic lookup when `key` says how."""
+        what a hit costs), and index it for the semantic lookup when `key` says how. It
+        is written here, before `data` goes out (a caller may change it then), a step at
+        a time and only up to ``max_entry_bytes``: a larger one is ``too_large`` before
+        it is written whole (a 12 MB answer with logprobs held the event loop ~0.4 s)."""
         if not directives.store:
             return
-        payload = json.dumps(_free(data), separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            payload = await answer_json_within(_free(data), self.settings.max_entry_bytes)
+        except ValueError:  # NaN (an upstream's is refused before): not JSON, not kept
+            return
+        if payload is None:
+            self._count("too_large")
+            return
         self._put_later(key, CachedAnswer(model, deployment, self._clock(), False, payload))
 
     def tee_stream(
