@@ -103,8 +103,7 @@ def written_custom_ids(parts: Iterable[bytes]) -> set[str]:
     for data in parts:
         start = 0
         while start < len(data):
-            end = data.find(b"\n", start)
-            end = len(data) if end < 0 else end
+            end = _line_end(data, start)
             custom_id = _custom_id(data, start, end)
             if custom_id is None:
                 custom_id = _json(data[start:end]).get("custom_id")
@@ -112,6 +111,18 @@ def written_custom_ids(parts: Iterable[bytes]) -> set[str]:
                 found.add(custom_id)
             start = end + 1
     return found
+
+
+def _line_end(data: bytes, start: int) -> int:
+    """Where the line at `start` ends, looked for `_BYTES_STEP` at a time: a thread that
+    holds the GIL is made to let go of it between two Python steps only (one search
+    through a 43 MB line held it ~20 ms)."""
+    while True:
+        step = min(start + _BYTES_STEP, len(data))
+        end = data.find(b"\n", start, step)
+        if end >= 0 or step == len(data):
+            return len(data) if end < 0 else end
+        start = step
 
 
 _FIRST_MEMBERS = 2  # ``id``, then ``custom_id``
