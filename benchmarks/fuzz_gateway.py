@@ -899,8 +899,6 @@ def _refused_param(path: str, kind: str, body: dict[str, Any], detail: str) -> s
         kind == "litellm_metadata"
         and path in _LITELLM_METADATA_PATHS
         and not isinstance(body["litellm_metadata"], dict | None)
-        # a response continued is read first: --quotas may have evicted it (another 400)
-        and not {"previous_response_id", "conversation"} & body.keys()
     ):
         return "litellm_metadata"
     if kind == "many_inputs" and len(body["input"]) > 2048:

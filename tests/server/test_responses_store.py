@@ -278,6 +278,46 @@ def test_store_false_keeps_nothing_and_an_unknown_id_is_a_400(client: openai.Ope
     assert isinstance(bad.value.body, dict) and bad.value.body["param"] == "store"
 
 
+def _outcomes(gateway: Served, metric: str) -> dict[str, float]:
+    """`metric`'s count for each outcome, as the gateway's /metrics says them now."""
+    headers = {"authorization": f"Bearer {OPS_KEY}"}
+    text = httpx.get(f"{gateway.url}/metrics", headers=headers, timeout=5).text
+    return {
+        line.split('outcome="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(metric + "{")
+    }
+
+
+@pytest.mark.parametrize(
+    ("fault", "param"),
+    [
+        ({"temperature": "hot"}, "temperature"),
+        ({"input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
+        ({"model": 5}, "model"),
+        ({"background": True, "store": False}, "store"),
+        (
+            {"input": [{"type": "item_reference", "id": "msg_x"}, {"role": "tool"}]},
+            "input[1].role",
+        ),
+    ],
+)
+def test_a_malformed_body_is_answered_for_its_fault_before_the_store_is_read(
+    gateway: Served, client: openai.OpenAI, fault: dict[str, Any], param: str
+) -> None:
+    conv = client.conversations.create()
+    client.conversations.delete(conv.id)
+    kept = _outcomes(gateway, "llmroute_stored_responses_total")
+    conversations = _outcomes(gateway, "llmroute_conversations_total")
+    body = {"model": "small", "input": "hi", **fault}
+    for continues in ({"previous_response_id": "resp_nowhere"}, {"conversation": conv.id}):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.post("/responses", body={**body, **continues}, cast_to=object)
+        assert isinstance(caught.value.body, dict) and caught.value.body["param"] == param
+    assert _outcomes(gateway, "llmroute_stored_responses_total") == kept  # nothing read
+    assert _outcomes(gateway, "llmroute_conversations_total") == conversations
+
+
 def test_a_deleted_response_is_gone(client: openai.OpenAI) -> None:
     response = client.responses.create(model="small", input="forget me")
     client.responses.delete(response.id)

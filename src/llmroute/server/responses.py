@@ -65,9 +65,11 @@ from llmroute.server.keepalive import keepalive_of, with_keepalive
 from llmroute.server.listing import page
 from llmroute.server.responses_convert import (
     RESPONSES_PATH,
+    continued,
     conversation_of,
     echoed,
     input_items,
+    own_chat_body,
     resolved,
     to_chat_body,
     to_response,
@@ -391,21 +393,25 @@ class _Kept:
         self._conversation: str | None = None  # the conversation it adds to
 
     async def chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`body` as chat, the turns it continues read from the store only once the body
+        itself is found right (its own fault is answered first, as chat's would be)."""
+        chat = own_chat_body(body, kept=True)
+        self.background = _background(body)
         previous = body.get("previous_response_id")
+        if body.get("conversation") is not None and previous is not None:
+            raise GatewayError(
+                400,
+                "'previous_response_id' and 'conversation' cannot both be given",
+                param="conversation",
+            )
+        if previous == "":
+            raise GatewayError(
+                400, "'previous_response_id' must be a string", param="previous_response_id"
+            )
         earlier: list[dict[str, Any]] = []
         if body.get("conversation") is not None:
-            if previous is not None:
-                raise GatewayError(
-                    400,
-                    "'previous_response_id' and 'conversation' cannot both be given",
-                    param="conversation",
-                )
             earlier = await self._conversation_items(body)
         if previous is not None:
-            if not isinstance(previous, str) or not previous:
-                raise GatewayError(
-                    400, "'previous_response_id' must be a string", param="previous_response_id"
-                )
             chain = await _chain_of(self.store, self.owner, previous)
             if chain is None:
                 raise GatewayError(
@@ -427,10 +433,10 @@ class _Kept:
                 )
             earlier = chain.context()
             self._chain = chain.continued_by()
-        body = resolved(body, earlier)
-        chat = to_chat_body(body, earlier)
+        given, body = body, resolved(body, earlier)
+        if earlier or body is not given:
+            chat = continued(chat, given, body, earlier)
         self._keep = body.get("store") is not False
-        self.background = _background(body)
         self._streamed = self.background and body.get("stream") is True
         if self._keep or self._conversation is not None:
             self._input = with_ids(input_items(body), self.id)

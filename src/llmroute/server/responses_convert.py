@@ -18,7 +18,7 @@ import json
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 from uuid import uuid4
 
 from llmroute.server.chunk_translation import clean_completion
@@ -72,22 +72,32 @@ def to_chat_body(
     conversation ``previous_response_id`` continues (its items, as kept), None where no
     responses are kept. The earlier ``instructions`` are not carried over (OpenAI's
     rule): each request's own come first."""
+    chat = own_chat_body(body, kept=earlier is not None)
+    return continued(chat, body, body, earlier) if earlier else chat
+
+
+def own_chat_body(body: dict[str, Any], kept: bool) -> dict[str, Any]:
+    """`to_chat_body` without the conversation continued: every field of `body` checked,
+    so that a malformed body is answered for its own fault before the store is read for
+    the turns it continues (`continued` adds them). Where responses are `kept`, an
+    ``item_reference`` in ``input`` is left for `resolved`: the other items are checked,
+    and the input is converted by `continued`."""
     tags = check_responses_body(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("model", "'model' is required: auto, a route or a pool model")
-    if earlier is None and body.get("previous_response_id") is not None:
+    if not kept and body.get("previous_response_id") is not None:
         raise _bad("previous_response_id", f"'previous_response_id' is not supported: {_STATELESS}")
-    if earlier is None and body.get("conversation") is not None:
+    if not kept and body.get("conversation") is not None:
         raise _bad("conversation", f"'conversation' is not supported: {_NO_CONVERSATIONS}")
     messages: list[dict[str, Any]] = []
-    instructions = body.get("instructions")
-    if isinstance(instructions, str) and instructions:
-        messages.append({"role": "system", "content": instructions})
-    current = _input(body.get("input"))  # checked first: its errors name the client's field
-    if earlier:
-        messages.extend(_input(list(earlier)))
-    messages.extend(current)
+    if _instructed(body):
+        messages.append({"role": "system", "content": body["instructions"]})
+    given = body.get("input")
+    if kept and _references(given):
+        _check_unreferenced(given)
+    else:  # checked first: its errors name the client's field
+        messages.extend(_input(given))
     chat: dict[str, Any] = {"model": model, "messages": messages}
     _copy(body, chat)
     tools = _tools(body["tools"]) if body.get("tools") is not None else []
@@ -104,6 +114,40 @@ def to_chat_body(
     if tags:  # the request's, as a chat body's are: checked again there, sent to no model
         chat["tags"] = list(tags)
     return chat
+
+
+def continued(
+    chat: dict[str, Any],
+    given: dict[str, Any],
+    body: dict[str, Any],
+    earlier: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
+    """`chat` (`own_chat_body`'s for the `given` body) with the `earlier` turns between
+    its instructions and its input; `body` is `given` `resolved` against them, whose
+    input is converted here where `given`'s held references."""
+    messages = chat["messages"]
+    at = 1 if _instructed(given) else 0
+    current = _input(body.get("input")) if body is not given else messages[at:]
+    chat["messages"] = [*messages[:at], *_input(list(earlier)), *current]
+    return chat
+
+
+def _instructed(body: dict[str, Any]) -> bool:
+    instructions = body.get("instructions")
+    return isinstance(instructions, str) and bool(instructions)
+
+
+def _references(given: Any) -> TypeGuard[list[Any]]:
+    return isinstance(given, list) and any(
+        isinstance(item, dict) and item.get("type") == "item_reference" for item in given
+    )
+
+
+def _check_unreferenced(given: list[Any]) -> None:
+    """The items of an input that holds references checked, each named at its place."""
+    for i, item in enumerate(given):
+        if not (isinstance(item, dict) and item.get("type") == "item_reference"):
+            _input([item], i)
 
 
 def _copy(body: dict[str, Any], chat: dict[str, Any]) -> None:
@@ -151,9 +195,7 @@ def resolved(body: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> dict[st
     among `earlier` (the conversation it continues); a 400 naming the item for an id not
     there. A body without references comes back as it is."""
     given = body.get("input")
-    if not isinstance(given, list) or not any(
-        isinstance(item, dict) and item.get("type") == "item_reference" for item in given
-    ):
+    if not isinstance(given, list) or not _references(given):
         return body
     known = {item.get("id"): item for item in earlier if isinstance(item.get("id"), str)}
     items = []
@@ -252,7 +294,9 @@ def _as_item(item: dict[str, Any]) -> dict[str, Any]:
 _OUTPUTS = ("function_call_output", "custom_tool_call_output")
 
 
-def _input(items: Any) -> list[dict[str, Any]]:
+def _input(items: Any, first: int = 0) -> list[dict[str, Any]]:
+    """`items` (``input`` from its item `first` on) as chat messages; 400 naming the
+    first malformed item."""
     if isinstance(items, str):
         if not items:
             raise _bad("input", "'input' is empty: there is nothing to answer")
@@ -262,7 +306,7 @@ def _input(items: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     images: list[dict[str, Any]] = []  # the images of the tool outputs just before
     thought: list[dict[str, Any]] = []  # thinking blocks for the next assistant message
-    for i, item in enumerate(items):
+    for i, item in enumerate(items, first):
         at = f"input[{i}]"
         if not isinstance(item, dict):
             raise _bad(at, f"{at} must be an object")
