@@ -19,7 +19,8 @@ import redis
 from fake_upstream import FakeUpstream, fake_upstream
 from plans import plan_for
 from redis_service import REDIS_URL
-from test_limits import BUSY_TIMEOUT_S, REGISTRY, Clock, _two_views, redis_busy
+from stall_proxy import StallProxy, stall_proxy
+from test_limits import REGISTRY, Clock, _two_views, redis_busy
 
 from llmroute.dispatch import Dispatcher
 from llmroute.errors import ProviderError
@@ -28,6 +29,10 @@ from llmroute.registry import parse_registry
 from llmroute.state import RedisLimits
 from llmroute.state.limits import NOT_HELD, SLOT_LEASE_S, UNCOUNTED_SLOT
 from llmroute.telemetry.metrics import GatewayMetrics
+
+# Longer than another test's `redis_busy` window (0.6 s), so that only this test's own
+# stall times its calls out.
+STALLED_TIMEOUT_S = 1.0
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
@@ -120,24 +125,30 @@ def test_a_redis_that_is_not_there_lets_every_request_through(closed_port: int) 
 def test_give_backs_redis_did_not_take_are_made_before_the_next_count(
     redis_namespace: str,
 ) -> None:
-    """Redis busy for longer than the timeout: the slots and the token hold given
-    back meanwhile were dropped, so a model with ``max_in_flight: 2`` stayed full for the
-    slots' whole lease (10 min) and the key's tpm counted the hold. They are kept and
-    made before the next count once Redis answers again."""
+    """Redis not answering for longer than the timeout: the slots and the token hold
+    given back meanwhile were dropped, so a model with ``max_in_flight: 2`` stayed full
+    for the slots' whole lease (10 min) and the key's tpm counted the hold. They are kept
+    and made before the next count once Redis answers again. Its replies are held by a
+    proxy of this test's own, not by making the shared Redis busy: another test's busy
+    Redis (``redis_busy``, on a loaded machine beside it) timed out a call of this one
+    made outside its window, and its own timeout is longer than such a window."""
     raw = redis.Redis.from_url(REDIS_URL)
     slots_key = f"{redis_namespace}:inflight:d"
 
-    async def go() -> list[object]:
-        limits = RedisLimits(REDIS_URL, BUSY_TIMEOUT_S, redis_namespace)
+    async def go(proxy: StallProxy, url: str) -> list[object]:
+        limits = RedisLimits(url, STALLED_TIMEOUT_S, redis_namespace)
         try:
             one, two = await limits.take_slot("d", 2), await limits.take_slot("d", 2)
             minute = await limits.hold_tokens("k", 40, 50)
             assert one and two and isinstance(minute, int) and minute >= 0
-            with redis_busy():
-                await limits.give_slot("d", one)  # times out: Redis is taken for down
+            proxy.stall_replies()
+            try:
+                await limits.give_slot("d", one)  # made, but its reply never came: down
                 await limits.give_slot("d", two)  # not even tried: kept
                 await limits.release_tokens("k", minute, 40)
-            # the timed-out one ran once Redis was free; the other is still taken
+            finally:
+                proxy.resume()
+            # the timed-out one was made; the other is still taken
             seen: list[object] = [raw.zcard(slots_key), limits.answering]
             await asyncio.sleep(1.1)  # the outage's pause is over
             again = await limits.take_slot("d", 2)
@@ -148,7 +159,8 @@ def test_give_backs_redis_did_not_take_are_made_before_the_next_count(
             await limits.aclose()
 
     try:
-        assert asyncio.run(go()) == [1, False, True, 1, True]
+        with stall_proxy(REDIS_URL) as (proxy, url):
+            assert asyncio.run(go(proxy, url)) == [1, False, True, 1, True]
     finally:
         raw.close()
 
