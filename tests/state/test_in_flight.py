@@ -20,7 +20,7 @@ from fake_upstream import FakeUpstream, fake_upstream
 from plans import plan_for
 from redis_service import REDIS_URL
 from stall_proxy import StallProxy, stall_proxy
-from test_limits import REGISTRY, Clock, _two_views, redis_busy
+from test_limits import REGISTRY, STALLED_TIMEOUT_S, Clock, _two_views, redis_busy
 
 from llmroute.dispatch import Dispatcher
 from llmroute.errors import ProviderError
@@ -29,10 +29,6 @@ from llmroute.registry import parse_registry
 from llmroute.state import RedisLimits
 from llmroute.state.limits import NOT_HELD, SLOT_LEASE_S, UNCOUNTED_SLOT
 from llmroute.telemetry.metrics import GatewayMetrics
-
-# Longer than another test's `redis_busy` window (0.6 s), so that only this test's own
-# stall times its calls out.
-STALLED_TIMEOUT_S = 1.0
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])

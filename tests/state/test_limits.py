@@ -23,7 +23,7 @@ from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import serve
 from plans import plan_for
 from redis_service import REDIS_URL
-from stall_proxy import stall_proxy
+from stall_proxy import StallProxy, stall_proxy
 
 from llmroute.dispatch import Dispatcher
 from llmroute.dispatch.spend import Spend, tracked
@@ -341,23 +341,26 @@ def test_a_renewed_hold_keeps_the_lease_it_was_taken_with(redis_namespace: str) 
 def test_a_hold_whose_reply_was_lost_and_a_settle_redis_did_not_take_are_made_good(
     redis_namespace: str,
 ) -> None:
-    """Redis busy (a long script on another connection) for longer than the timeout:
-    the hold times out on the client but runs on the server once Redis is free; the
-    call's settle, made while Redis is taken for down, is kept and made at the next
-    read. The sum ends at what the call cost: the hold found by its id and replaced."""
+    """Redis's replies held for longer than the timeout: the hold times out on the
+    client but was made on the server; the call's settle, made while Redis is taken for
+    down, is kept and made at the next read. The sum ends at what the call cost: the
+    hold found by its id and replaced."""
     raw = redis.Redis.from_url(REDIS_URL)
 
-    async def go() -> list[float]:
-        limits = RedisLimits(REDIS_URL, BUSY_TIMEOUT_S, redis_namespace)
+    async def go(proxy: StallProxy, url: str) -> list[float]:
+        limits = RedisLimits(url, STALLED_TIMEOUT_S, redis_namespace)
         try:
             await limits.spent("m", "day")  # connected, scripts loaded
             warm, _ = await limits.hold_usd("m", "day", 0.0, 10.0)
             assert warm is not None
             await limits.settle_usd(warm, 0.0)
-            with redis_busy():
+            proxy.stall_replies()
+            try:
                 hold, _ = await limits.hold_usd("m", "day", 0.107, 10.0)
                 assert hold is not None and not limits.answering  # timed out: let through
                 await limits.settle_usd(hold, 0.012)  # Redis taken for down: kept
+            finally:
+                proxy.resume()
             held_meanwhile = float(raw.get(f"{redis_namespace}:usd:m:{hold.window}") or 0)
             await asyncio.sleep(1.1)  # the outage's pause is over
             spent = await limits.spent("m", "day")
@@ -371,7 +374,8 @@ def test_a_hold_whose_reply_was_lost_and_a_settle_redis_did_not_take_are_made_go
             await limits.aclose()
 
     try:
-        assert asyncio.run(go()) == [0.107, 0.012]
+        with stall_proxy(REDIS_URL) as (proxy, url):
+            assert asyncio.run(go(proxy, url)) == [0.107, 0.012]
     finally:
         raw.close()
 
@@ -385,12 +389,15 @@ def test_a_wall_clock_stepped_back_does_not_stretch_a_redis_outage(
     uncounted. The pause is measured on the monotonic clock."""
     clock = Clock(86400.0 * 20_000 + 10)
 
-    async def go() -> list[bool]:
-        limits = RedisLimits(REDIS_URL, BUSY_TIMEOUT_S, redis_namespace, clock)
+    async def go(proxy: StallProxy, url: str) -> list[bool]:
+        limits = RedisLimits(url, STALLED_TIMEOUT_S, redis_namespace, clock)
         try:
             await limits.spent("m", "day")  # connected, scripts loaded
-            with redis_busy():
+            proxy.stall()
+            try:
                 await limits.spent("m", "day")  # times out: Redis taken for down
+            finally:
+                proxy.resume()
             assert not limits.answering
             clock.now -= 3600  # the wall clock is stepped back an hour
             await asyncio.sleep(1.1)  # the outage's pause is over
@@ -400,7 +407,8 @@ def test_a_wall_clock_stepped_back_does_not_stretch_a_redis_outage(
         finally:
             await limits.aclose()
 
-    assert asyncio.run(go()) == [True, True, False]
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        assert asyncio.run(go(proxy, url)) == [True, True, False]
 
 
 _BUSY = """
@@ -414,18 +422,20 @@ return 1
 """
 
 
-# The timeout of the clients that `redis_busy` is to time out. Not shorter: a reply that
-# only comes late (the test's process descheduled or in a GC pause, Redis forking to
-# save) read as Redis down; at 0.05 s, one such hiccup as a test read back what Redis
-# had made failed the test on a loaded machine. Well under `redis_busy`'s default.
-BUSY_TIMEOUT_S = 0.2
+# The timeout of the clients a test's own `stall_proxy` is to time out: longer than
+# another test's `redis_busy` (0.6 s), which makes the shared Redis busy for every
+# client, so that such a window beside it (-n 2, other runs) times out none of its calls
+# made outside its own stall; at 0.2 s it did. Shorter ones read a reply that only comes
+# late (the process descheduled or in a GC pause, Redis forking to save) as Redis down.
+STALLED_TIMEOUT_S = 1.0
 
 
 @contextlib.contextmanager
 def redis_busy(ms: int = 600) -> Iterator[None]:
-    """Redis running a script for `ms` on another connection (three times
-    `BUSY_TIMEOUT_S`); entered once it no longer answers a ping (on a loaded machine the
-    thread may start late), left once it is free again."""
+    """Redis running a script for `ms` on another connection, busy for every client
+    (other tests' too: a test that wants its own calls to time out holds its own
+    `stall_proxy` instead); entered once it no longer answers a ping (on a loaded
+    machine the thread may start late), left once it is free again."""
     raw = redis.Redis.from_url(REDIS_URL)
     probe = redis.Redis.from_url(REDIS_URL, socket_timeout=0.02)
     busy = threading.Thread(target=lambda: raw.eval(_BUSY, 0, ms * 1000))
