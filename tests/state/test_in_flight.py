@@ -20,7 +20,7 @@ from fake_upstream import FakeUpstream, fake_upstream
 from plans import plan_for
 from redis_service import REDIS_URL
 from stall_proxy import StallProxy, stall_proxy
-from test_limits import REGISTRY, STALLED_TIMEOUT_S, Clock, _two_views, redis_busy
+from test_limits import REGISTRY, STALLED_TIMEOUT_S, Clock, _two_views
 
 from llmroute.dispatch import Dispatcher
 from llmroute.errors import ProviderError
@@ -125,9 +125,8 @@ def test_give_backs_redis_did_not_take_are_made_before_the_next_count(
     given back meanwhile were dropped, so a model with ``max_in_flight: 2`` stayed full
     for the slots' whole lease (10 min) and the key's tpm counted the hold. They are kept
     and made before the next count once Redis answers again. Its replies are held by a
-    proxy of this test's own, not by making the shared Redis busy: another test's busy
-    Redis (``redis_busy``, on a loaded machine beside it) timed out a call of this one
-    made outside its window, and its own timeout is longer than such a window."""
+    proxy of this test's own, not by making the shared Redis busy (which timed out the
+    calls of tests beside it)."""
     raw = redis.Redis.from_url(REDIS_URL)
     slots_key = f"{redis_namespace}:inflight:d"
 
@@ -167,23 +166,27 @@ def test_a_give_back_is_not_lost_with_a_caller_cancelled_while_making_it(
     """The give-back was taken off the queue, then its caller (whose client hung up) was
     cancelled in the middle of it: gone, the slot stayed taken for its lease."""
 
-    async def go() -> int:
-        limits = RedisLimits(REDIS_URL, 2.0, redis_namespace)
+    async def go(proxy: StallProxy, url: str) -> int:
+        limits = RedisLimits(url, 2.0, redis_namespace)
         try:
             slot = await limits.take_slot("d", 1)
             assert slot is not None and slot != UNCOUNTED_SLOT
             limits._slots_back.append(("d", slot))  # as a give-back Redis did not take
-            with redis_busy():
+            proxy.stall_replies()  # this test's own: the shared Redis stays free
+            try:
                 caller = asyncio.create_task(limits.take_slot("d", 1))
                 await asyncio.sleep(0.1)  # inside the queued ZREM, which waits on Redis
                 caller.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await caller
+            finally:
+                proxy.resume()
             return len(limits._slots_back)
         finally:
             await limits.aclose()
 
-    assert asyncio.run(go()) == 1  # still queued, made later
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        assert asyncio.run(go(proxy, url)) == 1  # still queued, made later
 
 
 def test_a_token_give_back_cut_by_its_callers_cancel_is_not_made_twice(
@@ -194,26 +197,30 @@ def test_a_token_give_back_cut_by_its_callers_cancel_is_not_made_twice(
     the key passed its tpm (the count went negative)."""
     raw = redis.Redis.from_url(REDIS_URL)
 
-    async def go() -> tuple[int, float]:
-        limits = RedisLimits(REDIS_URL, 2.0, redis_namespace)
+    async def go(proxy: StallProxy, url: str) -> tuple[int, float]:
+        limits = RedisLimits(url, 2.0, redis_namespace)
         try:
             minute = await limits.hold_tokens("k", 1000, 10_000)  # request A
             assert isinstance(minute, int) and minute >= 0
             assert await limits.hold_tokens("k", 500, 10_000) is not None  # request B
             limits._tokens_back.append(("k", minute, 1000))  # A's release, not taken
-            with redis_busy():
+            proxy.stall_replies()  # this test's own: the shared Redis stays free
+            try:
                 caller = asyncio.create_task(limits.hold_tokens("k", 1, 10_000))
                 await asyncio.sleep(0.1)  # inside the queued release, sent, waiting
                 caller.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await caller
+            finally:
+                proxy.resume()
             queued = len(limits._tokens_back)
             return queued, await limits.tokens("k")
         finally:
             await limits.aclose()
 
     try:
-        queued, used = asyncio.run(go())
+        with stall_proxy(REDIS_URL) as (proxy, url):
+            queued, used = asyncio.run(go(proxy, url))
     finally:
         raw.close()
     assert queued == 0  # not queued again: Redis made it once

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -411,47 +410,11 @@ def test_a_wall_clock_stepped_back_does_not_stretch_a_redis_outage(
         assert asyncio.run(go(proxy, url)) == [True, True, False]
 
 
-_BUSY = """
-local t = redis.call('TIME')
-local start = t[1] * 1e6 + t[2]
-while true do
-  local n = redis.call('TIME')
-  if n[1] * 1e6 + n[2] - start > tonumber(ARGV[1]) then break end
-end
-return 1
-"""
-
-
-# The timeout of the clients a test's own `stall_proxy` is to time out: longer than
-# another test's `redis_busy` (0.6 s), which makes the shared Redis busy for every
-# client, so that such a window beside it (-n 2, other runs) times out none of its calls
-# made outside its own stall; at 0.2 s it did. Shorter ones read a reply that only comes
-# late (the process descheduled or in a GC pause, Redis forking to save) as Redis down.
+# The timeout of the clients a test's own `stall_proxy` is to time out. Shorter ones
+# read a reply that only comes late (the process descheduled or in a GC pause, Redis
+# forking to save) as Redis down; at 0.2 s, beside a test that made the shared Redis
+# busy for 0.6 s (none does now: each stalls a proxy of its own), they did.
 STALLED_TIMEOUT_S = 1.0
-
-
-@contextlib.contextmanager
-def redis_busy(ms: int = 600) -> Iterator[None]:
-    """Redis running a script for `ms` on another connection, busy for every client
-    (other tests' too: a test that wants its own calls to time out holds its own
-    `stall_proxy` instead); entered once it no longer answers a ping (on a loaded
-    machine the thread may start late), left once it is free again."""
-    raw = redis.Redis.from_url(REDIS_URL)
-    probe = redis.Redis.from_url(REDIS_URL, socket_timeout=0.02)
-    busy = threading.Thread(target=lambda: raw.eval(_BUSY, 0, ms * 1000))
-    busy.start()
-    try:
-        for _ in range(1000):  # bounded: 5 s at most
-            try:
-                probe.ping()
-            except redis.exceptions.TimeoutError:
-                break
-            time.sleep(0.005)
-        yield
-    finally:
-        busy.join()
-        probe.close()
-        raw.close()
 
 
 # -- dispatch ---------------------------------------------------------------------------
