@@ -161,3 +161,32 @@ def test_without_a_bind_host_the_address_a_request_came_in_on_decides(
         asyncio.run(guard(scope, receive, send))
         status = next(m.get("status") for m in sent if m["type"] in ("app", "http.response.start"))
         assert (status == 400) is refused, sent
+
+
+LOG_CONFIG_THEN_JOIN = """
+import logging, logging.config, sys
+from llmroute.server.logs import join_uvicorns_logging
+
+logging.config.dictConfig({  # as uvicorn applies a --log-config naming uvicorn's logger alone
+    "version": 1, "disable_existing_loggers": False,
+    "formatters": {"f": {"format": "%(name)s %(message)s"}},
+    "handlers": {"h": {"class": "logging.StreamHandler", "formatter": "f", "stream": "ext://sys.stdout"}},
+    "loggers": {"uvicorn": {"handlers": ["h"], "level": "INFO"}},
+})
+join_uvicorns_logging()
+logging.getLogger("uvicorn.error").info("started")
+logging.getLogger("llmroute.server").info("serving")
+"""
+
+
+def test_a_log_config_whose_uvicorn_logger_propagates_says_each_line_once() -> None:
+    """A ``--log-config`` without ``propagate: false`` (dictConfig's default: true): the
+    root given uvicorn's handler too said each of uvicorn's lines twice."""
+    said = subprocess.run(
+        [sys.executable, "-c", LOG_CONFIG_THEN_JOIN],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.splitlines()
+    assert said == ["uvicorn.error started", "llmroute.server serving"], said

@@ -110,19 +110,21 @@ def join_uvicorns_logging(*, requests: bool = False) -> None:
     for ``serve``, or its start, reloads and refusals go unsaid (the last-resort handler
     says warnings alone, bare). Nothing is changed where the root or llmroute's logger
     already has a handler (uvicorn's ``--log-config`` gave one, or the program that
-    builds the app did), nor where uvicorn's logger has none to share."""
+    builds the app did), nor where uvicorn's logger has none to share. The root is left
+    without them where uvicorn's logger propagates (a ``--log-config`` that does not say
+    ``propagate: false``): each of uvicorn's lines would reach them twice."""
     ours = logging.getLogger("llmroute")
     root = logging.getLogger()
-    handlers = logging.getLogger("uvicorn").handlers
+    uvicorns = logging.getLogger("uvicorn")
+    handlers = uvicorns.handlers
     if ours.handlers or root.handlers or not handlers:
         return
     level = logging.getLogger("uvicorn.error").getEffectiveLevel()  # its --log-level
     said = logging.getLogger(REQUESTS_LOGGER)
-    for logger, at in [
-        (ours, level),
-        (said, logging.INFO if requests else logging.WARNING),
-        (root, max(level, logging.WARNING)),
-    ]:
+    joined = [(ours, level), (said, logging.INFO if requests else logging.WARNING)]
+    if not uvicorns.propagate:
+        joined.append((root, max(level, logging.WARNING)))
+    for logger, at in joined:
         for handler in handlers:
             logger.addHandler(handler)
         logger.setLevel(at)
