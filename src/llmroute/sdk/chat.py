@@ -456,9 +456,9 @@ class _Engine:
             _hit_info(info, sent.lookup)
             return as_completion(await _restored(answer.data(), decision), info)
         served = sent.result
-        if sent.lookup is not None:
-            await sent.lookup.store(served)
         record_success(sent.recorder, self.router, decision, request.body, clock, served)
+        if sent.lookup is not None:  # after the record (the gateway's reason)
+            await sent.lookup.store(served)
         info = routing_info(decision, served.model, served.deployment, served.attempts)
         info["cost_usd"] = served.usage.cost_usd
         info["cache"] = _cache_state(sent.lookup)

@@ -414,8 +414,6 @@ async def _serve_planned(
     except BaseException as exc:
         await _ended_otherwise(gateway, spend, trace, unserved, stream, exc)
         raise
-    if lookup is not None:
-        await lookup.store(served)
     record = None
     if recorder is not None:
         record = recorder.finished(
@@ -433,6 +431,10 @@ async def _serve_planned(
             answer=answer_text(served.data) if recorder.wants_answers else None,
         )
     trace.finish(record)
+    if lookup is not None:
+        # after the record: a large answer is written a step at a time, and a request
+        # cancelled meanwhile (a shutdown's cut) has its answer recorded and charged
+        await lookup.store(served)
     if shadow and gateway.shadow is not None:
         gateway.shadow.submit(
             plan.decision, plan.outgoing(body), served.model, answer_text(served.data), ts
