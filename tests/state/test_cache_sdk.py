@@ -5,6 +5,7 @@ loop and the caller's) and in a real Redis (shared by two routers)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from fake_upstream import FakeUpstream, fake_upstream
 from redis_service import REDIS_URL
 
 from llmroute import Router
+from llmroute.dispatch import Served
+from llmroute.state.lookup import CacheLookup
 
 REGISTRY = """
 encoder: builtin:static
@@ -163,3 +166,30 @@ def test_negative_feedback_through_the_sdk_evicts_the_cached_answer(
         fresh = router.chat.completions.create(**_ask("hi there, judge me"))
         assert fresh.llmroute["cache"] == "miss"
         assert fresh.choices[0].message.content != first.choices[0].message.content
+
+
+async def _cut_while_storing(self: CacheLookup, served: Served) -> None:
+    raise asyncio.CancelledError  # the caller's timeout, mid-write of a large answer
+
+
+def test_a_call_cancelled_while_its_answer_is_stored_is_still_logged(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache write comes after the success's record: a call cut during it keeps its
+    200 row and the answer's cost (the write came first, and the row was lost)."""
+    monkeypatch.setattr(CacheLookup, "store", _cut_while_storing)
+    db = tmp_path / "decisions.db"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
+    with (
+        _router(tmp_path, upstream, "{ttl_s: 60}") as router,
+        pytest.raises(asyncio.CancelledError),
+    ):
+        asyncio.run(router.chat.completions.acreate(**_ask("hi there, cut me off")))
+    store = sqlite3.connect(db)
+    try:
+        rows = store.execute("SELECT status, tokens_in, tokens_out, cost_usd FROM decisions")
+        (status, tokens_in, tokens_out, cost), *more = rows.fetchall()
+    finally:
+        store.close()
+    assert not more and status == 200
+    assert tokens_in and tokens_out and cost is not None and cost > 0
