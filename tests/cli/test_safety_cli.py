@@ -75,8 +75,9 @@ def test_train_then_eval_with_and_without_the_token_bag(tmp_path: Path, plain: T
         assert evaluated.returncode == 0, evaluated.stderr
         report = loads_strict(evaluated.stdout)
         assert {"tpr", "fpr", "auc", "threshold", "n"} <= report.keys()
-        assert report["n"] == 120 and report["auc"] > 0.9
-        assert report["other_labels"]["harmful"]["n"] == 60
+        # its training rows are left out: the test side's are what is measured
+        assert report["n"] == _held_out(data) and report["auc"] > 0.9
+        assert report["other_labels"]["harmful"]["n"] == 60  # never trained on
     human = llmroute("eval-safety", "--data", data, "--artifact", bagged)
     assert human.returncode == 0 and "TPR" in human.stdout and "harmful" in human.stdout
     assert "model or rule (what the safety layer flags): TPR" in human.stdout
@@ -144,3 +145,85 @@ def test_the_per_source_table_names_rows_without_a_source(tmp_path: Path) -> Non
     assert table[1].split()[:2] == ["(no", "source)"] and table[2].split()[0] == "[bold]hf"
     evaluated = llmroute("eval-safety", "--data", data, "--json")
     assert set(loads_strict(evaluated.stdout)["per_source"]) == {"", "[bold]hf"}  # unchanged
+
+
+def _held_out(data: Path) -> int:
+    """How many detector rows of `data` are on the test side of `train safety`'s split."""
+    from llmroute.safety.injection import read_safety_data, split_sides
+
+    rows = read_safety_data(data)
+    return int(((split_sides(rows, seed=0) == 2) & rows.is_detector_row).sum())
+
+
+def test_eval_safety_leaves_out_the_rows_the_detector_was_trained_on(
+    tmp_path: Path, plain: Trained
+) -> None:
+    """As `bench` does: the training file's default --split all (and a reordered copy
+    merged with new rows) does not pass the detector's training rows off as held out;
+    they are left out and counted, and --split test of the training file loses none."""
+    assert plain.run.returncode == 0, plain.run.stderr
+    meta = json.loads((plain.out / "detector.json").read_text(encoding="utf-8"))
+    assert meta["trained_on"]["seen_prompts"]["hash"] == "blake2b-64"
+    held_out = _held_out(plain.data)
+    seen = 120 - held_out
+    assert 0 < held_out < 60
+    lines = plain.data.read_text(encoding="utf-8").splitlines(keepends=True)
+    new = [
+        json.dumps({"text": f"kindly {BENIGN[i % 3].format(f'chore {i}')}", "label": "benign"})
+        for i in range(10)
+    ]
+    merged = tmp_path / "merged.jsonl"
+    merged.write_text("".join(reversed(lines)) + "\n".join(new) + "\n", encoding="utf-8")
+    argv = ("eval-safety", "--artifact", plain.out)
+    for data, total, extra in ((plain.data, 180, 0), (merged, 190, 10)):
+        result = llmroute(*argv, "--data", data, "--json")
+        assert result.returncode == 0, result.stderr
+        report = loads_strict(result.stdout)
+        assert report["left_out_seen"] == seen and report["n"] == held_out + extra
+        assert report["rows"] == (
+            f"all split ({total - seen} of {total}; the {seen} whose texts it saw in "
+            "training left out)"
+        )
+    result = llmroute(*argv, "--data", plain.data, "--split", "test", "--json")
+    report = loads_strict(result.stdout)
+    assert report["left_out_seen"] == 0 and report["n"] == held_out
+    human = llmroute(*argv, "--data", merged)
+    assert human.returncode == 0 and human.stderr == ""
+    assert human.stdout.startswith(f"rows: all split ({190 - seen} of 190; the {seen} whose")
+
+
+def test_eval_safety_refuses_a_file_of_training_rows_only(tmp_path: Path, plain: Trained) -> None:
+    from llmroute.safety.injection import read_safety_data, split_sides
+
+    rows = read_safety_data(plain.data)
+    sides = split_sides(rows, seed=0)
+    lines = plain.data.read_text(encoding="utf-8").splitlines(keepends=True)
+    copy = tmp_path / "seen.jsonl"  # the training rows, with their harmful ones
+    copy.write_text("".join(x for x, side in zip(lines, sides, strict=True) if side < 2))
+    result = llmroute("eval-safety", "--data", copy, "--artifact", plain.out)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: every jailbreak, injection and benign all row of ")
+    assert "nothing unseen to measure it on" in result.stderr
+
+
+def test_eval_safety_on_a_detector_without_text_hashes(tmp_path: Path, plain: Trained) -> None:
+    """An older artifact still evaluates every row, with a one-line warning; a corrupt
+    record is a clean error naming detector.json."""
+    import shutil
+
+    old = tmp_path / "old-detector"
+    shutil.copytree(plain.out, old)
+    meta = json.loads((old / "detector.json").read_text(encoding="utf-8"))
+    del meta["trained_on"]
+    (old / "detector.json").write_text(json.dumps(meta), encoding="utf-8")
+    result = llmroute("eval-safety", "--data", plain.data, "--artifact", old, "--json")
+    assert result.returncode == 0, result.stderr
+    report = loads_strict(result.stdout)
+    assert report["left_out_seen"] == 0 and report["n"] == 120
+    assert result.stderr.count("\n") == 1 and "records no hashes of its training" in result.stderr
+    meta["trained_on"] = {"seen_prompts": {"hash": "blake2b-64", "b64": "!!!"}}
+    (old / "detector.json").write_text(json.dumps(meta), encoding="utf-8")
+    result = llmroute("eval-safety", "--data", plain.data, "--artifact", old)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "corrupt safety artifact: trained_on.seen_prompts.b64" in result.stderr
+    assert "detector.json" in result.stderr

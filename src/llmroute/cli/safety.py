@@ -149,12 +149,17 @@ def eval_safety(
     from llmroute.safety.injection import builtin_detector_dir, evaluate_detector, load_detector
 
     rows = _read(data)
+    total = len(rows)
     if split == "test":
         import numpy as np
 
         from llmroute.safety.injection import split_sides
 
         rows = rows.subset(np.flatnonzero(split_sides(rows, seed=seed) == 2))
+    enc = _encoder(encoder)
+    directory = builtin_detector_dir(enc.identity) if artifact == "builtin" else Path(artifact)
+    detector = load_detector(directory, encoder_identity=enc.identity, dim=enc.dim)
+    rows, left_out = _unseen(detector.trained_on, directory, rows, data, split)
     if not rows.is_detector_row.any():
         counts = Counter(rows.labels).most_common()
         found = ", ".join(f"{label!r} ({n})" for label, n in counts[:5])
@@ -164,19 +169,58 @@ def eval_safety(
             f"{where} has no jailbreak, injection or benign rows to measure the detector on "
             f"(labels: {found or 'none'}{more})"
         )
-    enc = _encoder(encoder)
-    directory = builtin_detector_dir(enc.identity) if artifact == "builtin" else Path(artifact)
-    detector = load_detector(directory, encoder_identity=enc.identity, dim=enc.dim)
     report = evaluate_detector(detector, rows, enc, threshold=threshold)
-    out = report.to_dict()
+    seen = f"; the {left_out} whose texts it saw in training left out" if left_out else ""
+    out = {
+        "rows": f"{split} split ({len(rows)} of {total}{seen})",
+        "left_out_seen": left_out,
+        **report.to_dict(),
+    }
     if as_json:
         print(json.dumps(json_safe(out), ensure_ascii=False, allow_nan=False))
         return
     _print_report(out)
 
 
+def _unseen(
+    trained_on: dict[str, Any], folder: Path, rows: SafetyData, data: Path, split: SafetySplit
+) -> tuple[SafetyData, int]:
+    """`rows` less those whose text the detector was fitted on or chose its settings and
+    threshold with, and how many those were, as `bench` leaves them out: the training
+    file (whose default --split all held them), an edited or merged copy of it, or
+    another file sharing texts with it cannot pass them off as held out."""
+    import numpy as np
+
+    from llmroute.difficulty.calibration import seen_mask
+    from llmroute.jsonl import shown
+    from llmroute.safety.injection import META_FILE
+
+    meta_file = str(folder / META_FILE)
+    known = seen_mask(
+        trained_on.get("seen_prompts"), rows.texts, what="safety artifact", meta_file=meta_file
+    )
+    if known is None:
+        err_console.print(
+            f"warning: {escape(meta_file)} records no hashes of its training texts (trained "
+            "by an older llmroute): rows it was trained on count as held out unless they "
+            "are the --split test side of its own training data; retrain it to have them "
+            "left out",
+            soft_wrap=True,
+        )
+        return rows, 0
+    measured = rows.is_detector_row
+    if measured.any() and known[measured].all():
+        fail(
+            f"every jailbreak, injection and benign {split} row of {shown(data)} has a text "
+            "the safety detector was trained on (or chose its settings with): there is "
+            "nothing unseen to measure it on"
+        )
+    return rows.subset(np.flatnonzero(~known)), int(known.sum())
+
+
 def _print_report(out: dict[str, Any]) -> None:
     console = Console(highlight=False, soft_wrap=True, emoji=False)
+    console.print(f"rows: {out['rows']}")
     console.print(
         f"n {out['n']} ({out['n_attack']} attacks, {out['n_benign']} benign) · "
         f"TPR {_share(out['tpr'])} · FPR {_share(out['fpr'])} · precision "

@@ -264,6 +264,10 @@ class InjectionDetector:
     token_weights: F32 | None = None
     token_bag: TokenBag | None = field(default=None, compare=False, repr=False)
     neighbours: Neighbours | None = field(default=None, compare=False, repr=False)
+    trained_on: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """What it was trained on: ``seen_prompts``, the hashes of the texts it was fitted or
+    chose its settings with (`llmroute.difficulty.calibration.seen_prompts`), which
+    `llmroute eval-safety` leaves out; empty for an artifact from before they were kept."""
 
     @property
     def buckets(self) -> int:
@@ -771,7 +775,10 @@ def train_detector(
     summary["cross_validation"] = {
         k: v for k, v in report.validation.to_dict().items() if k in {"n", "tpr", "fpr", "auc"}
     }
-    return replace(detector, metrics=summary), report
+    from llmroute.difficulty.calibration import seen_prompts
+
+    trained_on = {"seen_prompts": seen_prompts(pool.texts)}
+    return replace(detector, metrics=summary, trained_on=trained_on), report
 
 
 def _concat(a: SafetyData, b: SafetyData) -> SafetyData:
@@ -802,6 +809,7 @@ def save_detector(detector: InjectionDetector, directory: str | os.PathLike[str]
         "neighbours": _neighbour_counts(detector.neighbours),
         "llmroute_version": __version__,
         "metrics": detector.metrics,
+        "trained_on": detector.trained_on,
     }
     arrays: dict[str, Any] = {
         "emb_weights": detector.emb_weights.astype(np.float16),
@@ -907,6 +915,7 @@ def load_detector(
             bias=float(meta["bias"]),
             window=(size, stride, most),
             metrics=dict(meta.get("metrics") or {}),
+            trained_on=trained_on if isinstance(trained_on := meta.get("trained_on"), dict) else {},
             token_weights=tok,
             neighbours=neighbours,
         )
