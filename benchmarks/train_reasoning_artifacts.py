@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from llmroute.difficulty.calibration import seen_prompts
 from llmroute.encoders import CachedEncoder, default_cache_dir, load_builtin
 from llmroute.layers.base import DecisionContext
 from llmroute.layers.reasoning import ReasoningLayer
@@ -224,6 +225,7 @@ def main() -> None:
             "rows": {"train": len(fitted.train), "val": len(fitted.val), "test": len(fitted.test)},
             "split": {"seed": args.seed, "fractions": [0.6, 0.2, 0.2], "by": "group"},
             "encoder_spec": f"builtin:{name}",
+            "seen_prompts": seen_prompts([data.texts[i] for i in (*fitted.train, *fitted.val)]),
         }
         metrics = {
             "validation": trained.validation,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from llmroute.cli._app import run
+from llmroute.difficulty.calibration import file_digest, seen_mask, seen_prompts
 from llmroute.encoders import load_builtin
 from llmroute.errors import ConfigError, DataError
 from llmroute.reasoning import (
@@ -286,6 +287,12 @@ def test_train_reasoning_command(tmp_path: Path, capsys: pytest.CaptureFixture[s
     meta = read_scorer_meta(out)
     assert meta["trained_on"]["encoder_spec"] == "builtin:static"
     assert "test" not in meta["metrics"]  # the test split is left alone
+    # the texts it was fitted on and chose C and the threshold with, and no test text
+    labelled = read_reasoning(data)
+    train, val, test = split_reasoning(labelled, seed=0)
+    seen = seen_mask(meta["trained_on"]["seen_prompts"], labelled.texts, what="", meta_file=None)
+    assert seen is not None and set(np.flatnonzero(seen)) == {*train, *val}
+    assert not seen[test].any()
 
 
 def test_train_reasoning_bad_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -37,7 +37,7 @@ def train_reasoning(
     """Train a logistic scorer over the encoder's embeddings: C and the threshold are
     chosen on the validation split; the test split is left alone. Use the directory as
     `reasoning.scorer` in the registry."""
-    from llmroute.difficulty.calibration import file_digest
+    from llmroute.difficulty.calibration import file_digest, seen_prompts
     from llmroute.reasoning import read_reasoning, save_scorer
     from llmroute.reasoning.train import fit_on_data
 
@@ -57,6 +57,8 @@ def train_reasoning(
         "rows": {"train": len(fitted.train), "val": len(fitted.val), "test": len(fitted.test)},
         "split": {"seed": seed, "fractions": [0.6, 0.2, 0.2], "by": "group"},
         "encoder_spec": encoder,
+        # C and the threshold were chosen on validation: those rows are not held out either
+        "seen_prompts": seen_prompts([labelled.texts[i] for i in (*fitted.train, *fitted.val)]),
     }
     metrics = {"validation": trained.validation, "c_sweep": trained.sweep}
     save_scorer(trained.scorer, output, hyper=trained.hyper, trained_on=trained_on, metrics=metrics)
