@@ -300,3 +300,36 @@ def test_train_reasoning_bad_data(tmp_path: Path, capsys: pytest.CaptureFixture[
     code = run(["train", "reasoning", "--data", str(data), "-o", str(tmp_path / "o")])
     assert code == 2
     assert "labels.jsonl:1" in capsys.readouterr().err
+
+
+SHARED = Path("/work/shared/data")
+SOURCES = (
+    "gsm8k/gsm8k_dev.jsonl",
+    "mmlu/mmlu_dev.jsonl",
+    "clinc150/train.jsonl",
+    "banking77/train.jsonl",
+)
+
+
+@pytest.mark.skipif(
+    not all((SHARED / s).exists() for s in SOURCES), reason=f"{SHARED} is absent (shared data)"
+)
+@pytest.mark.parametrize("name", ["static", "minilm-int8"])
+def test_shipped_scorers_record_the_rows_they_were_trained_on(name: str, tmp_path: Path) -> None:
+    """Each shipped scorer's hashes are those of the train + validation rows of the labels
+    benchmarks/train_reasoning_artifacts.py builds (the file whose digest it records):
+    regenerate them when a scorer is retrained."""
+    import importlib.util
+
+    script = Path(__file__).parents[2] / "benchmarks/train_reasoning_artifacts.py"
+    spec = importlib.util.spec_from_file_location("train_reasoning_artifacts", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    labels = tmp_path / "reasoning_labels.jsonl"
+    labels.write_text("".join(json.dumps(r) + "\n" for r in module.build_labels(SHARED)))
+    trained_on = read_scorer_meta(BUILTIN_DIR / name)["trained_on"]
+    assert trained_on["sha256"] == file_digest(labels)
+    data = read_reasoning(labels)
+    train, val, _ = split_reasoning(data, seed=trained_on["split"]["seed"])
+    assert trained_on["seen_prompts"] == seen_prompts([data.texts[i] for i in (*train, *val)])
