@@ -227,3 +227,58 @@ def test_eval_safety_on_a_detector_without_text_hashes(tmp_path: Path, plain: Tr
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "corrupt safety artifact: trained_on.seen_prompts.b64" in result.stderr
     assert "detector.json" in result.stderr
+
+
+SHARED = Path("/work/shared/data")
+TRAINING = (SHARED / "jailbreak/train.jsonl", SHARED / "prompt_injection/train.jsonl")
+needs_shared = pytest.mark.skipif(
+    not all(p.exists() for p in TRAINING), reason=f"{SHARED} is absent (shared safety data)"
+)
+
+
+@needs_shared
+@pytest.mark.parametrize("name", ["static", "minilm-int8"])
+def test_shipped_detectors_record_the_rows_they_were_trained_on(name: str, tmp_path: Path) -> None:
+    """Each shipped detector's hashes are those of `training_pool` of the data NOTICE.md
+    names (the static one with the `train` rows of latin_prose_long.jsonl too):
+    regenerate them when a detector is retrained."""
+    from llmroute.difficulty.calibration import seen_prompts
+    from llmroute.safety.injection import read_safety_data, training_pool
+
+    extra = None
+    if name == "static":
+        latin = Path(__file__).parents[2] / "benchmarks/data/latin_prose_long.jsonl"
+        lines = [x for x in latin.read_text(encoding="utf-8").split("\n") if x.strip()]
+        kept = tmp_path / "latin-train.jsonl"
+        kept.write_text("\n".join(x for x in lines if json.loads(x)["split"] == "train"))
+        extra = read_safety_data(kept)
+    pool = training_pool(read_safety_data(*TRAINING), seed=0, extra=extra)
+    folder = Path(__file__).parents[2] / f"src/llmroute/safety/data/injection-{name}"
+    meta = json.loads((folder / "detector.json").read_text(encoding="utf-8"))
+    assert meta["metrics"]["rows"]["train+validation"] == len(pool)
+    assert meta["trained_on"]["seen_prompts"] == seen_prompts(pool.texts)
+
+
+@needs_shared
+def test_builtin_detector_leaves_out_the_rows_it_was_trained_on(tmp_path: Path) -> None:
+    """A file mixing rows of the shipped data's train + validation sides with rows of its
+    test side is measured on the test side's rows only."""
+    import numpy as np
+
+    from llmroute.safety.injection import read_safety_data, split_sides
+
+    # split at "\n" only: texts hold other line separators (U+2028), escaped or not
+    lines = [x for x in TRAINING[0].read_text(encoding="utf-8").split("\n") if x.strip()]
+    records = [json.loads(x) for x in lines]
+    rows = read_safety_data(TRAINING[0])
+    sides, detector = split_sides(rows, seed=0), rows.is_detector_row
+    pool = {rows.texts[i] for i in np.flatnonzero(detector & (sides < 2))}
+    seen = list(np.flatnonzero(detector & (sides < 2))[:40])
+    unseen = [i for i in np.flatnonzero(detector & (sides == 2)) if rows.texts[i] not in pool]
+    picked = [*seen, *unseen[:10]]
+    copy = tmp_path / "mixed.jsonl"
+    copy.write_text("".join(json.dumps(records[i]) + "\n" for i in picked), encoding="utf-8")
+    result = llmroute("eval-safety", "--data", copy, "--json")
+    assert result.returncode == 0, result.stderr
+    report = loads_strict(result.stdout)
+    assert report["left_out_seen"] == 40 and report["n"] == 10

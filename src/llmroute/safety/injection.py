@@ -86,6 +86,7 @@ __all__ = [
     "score_texts",
     "split_sides",
     "train_detector",
+    "training_pool",
 ]
 
 F32 = npt.NDArray[np.float32]
@@ -682,6 +683,18 @@ def _check_counts(y: BoolArray) -> None:
         )
 
 
+def training_pool(
+    data: SafetyData, *, seed: int = 0, extra: SafetyData | None = None
+) -> SafetyData:
+    """The rows `train_detector` fits on and chooses its settings with: the detector
+    rows of `data`'s train and validation sides, then `extra`'s detector rows."""
+    sides = split_sides(data, seed=seed)
+    pool = data.subset(np.flatnonzero(data.is_detector_row & (sides < 2)))
+    if extra is not None:
+        pool = _concat(pool, extra.subset(np.flatnonzero(extra.is_detector_row)))
+    return pool
+
+
 def train_detector(
     data: SafetyData,
     encoder: Encoder,
@@ -706,9 +719,7 @@ def train_detector(
     """
     started = time.perf_counter()
     sides = split_sides(data, seed=seed)
-    pool = data.subset(np.flatnonzero(data.is_detector_row & (sides < 2)))
-    if extra is not None:
-        pool = _concat(pool, extra.subset(np.flatnonzero(extra.is_detector_row)))
+    pool = training_pool(data, seed=seed, extra=extra)
     y = pool.is_attack
     _check_counts(y)
     feats = _features(encoder, token_bag, pool.texts, pool.groups, progress)
