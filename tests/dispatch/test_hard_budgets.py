@@ -533,6 +533,7 @@ def test_a_caller_cancelled_while_its_holds_are_made_leaves_none(
                 call.cancel()
                 await asyncio.gather(call, return_exceptions=True)
             # given back once made (0.3 s; later on a loaded machine): waited for, bounded
+            await asyncio.sleep(0.8)
             sums = await _sums(dispatcher, tag, who)
             for _ in range(50):
                 if sums == (0.0, 0.0):
