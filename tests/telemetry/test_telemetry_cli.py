@@ -110,6 +110,15 @@ def test_drift_quiet_and_empty(registry: Path, capsys: pytest.CaptureFixture[str
     assert code == 2 and "--recent" in err
 
 
+def test_drift_counts_one_request_in_the_singular(
+    registry: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fill(registry, traffic(time.time() - DAY, np.random.default_rng(2))[:1])
+    code, out, _ = cli(capsys, "drift", "-r", registry)
+    assert code == 0 and "not enough data" in out
+    assert ": 0 requests\n" in out and ": 1 request\n" in out, out
+
+
 @pytest.mark.parametrize(
     ("baseline", "recent"),
     [("7d", "7d"), ("30d", "7d"), ("1d", "7d"), ("14d..7d", "14d..7d"), ("7d", "14d..7d")],

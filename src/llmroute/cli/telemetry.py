@@ -294,8 +294,8 @@ def _print_drift(
     console: Console, report: DriftReport, old: Window, new: Window, shown: str
 ) -> None:
     console.print(f"[bold]drift[/] in {escape(shown)}")
-    console.print(f"baseline {escape(old.describe())}: {report.n_baseline} requests")
-    console.print(f"recent   {escape(new.describe())}: {report.n_recent} requests")
+    console.print(f"baseline {escape(old.describe())}: {_requests(report.n_baseline)}")
+    console.print(f"recent   {escape(new.describe())}: {_requests(report.n_recent)}")
     if not report.enough_data:
         console.print(
             f"not enough data: each window needs at least {report.settings.min_requests} "
