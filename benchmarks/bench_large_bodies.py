@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 from _common import machine
-from bench_large_answers import INPUTS, _embeddings, upstream
+from bench_large_answers import INPUTS, _embeddings, _poll, upstream
 from gateway_overhead import process
 
 _UPLOAD_LINES = 460_000  # ~95 MB of chat lines
@@ -61,15 +61,6 @@ def _registry(url: str) -> str:
         "dispatch:\n  retries: {attempts: 1}\n"
         "batches: {max_key_bytes: 100000000, max_file_bytes: 100000000}\n"
     )
-
-
-def _poll(url: str, polls: list[float], stop: threading.Event) -> None:
-    with httpx.Client(timeout=60) as poller:
-        while not stop.is_set():
-            started = time.perf_counter()
-            poller.get(f"{url}/health")
-            polls.append(time.perf_counter() - started)
-            time.sleep(0.02)
 
 
 def _while_polled(url: str, work: Callable[[], None]) -> tuple[float, list[float]]:
