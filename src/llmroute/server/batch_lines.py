@@ -94,12 +94,9 @@ def read_lines(content: bytes, endpoint: str, most: int, longest: int | None = N
     gateway's limit on a request body) and OpenAI-style errors for the lines that are not
     one (no requests when there is any error: a batch runs whole or not at all)."""
     reading = _reading(content, endpoint, most, longest)
-    while True:
-        try:
-            next(reading)
-        except StopIteration as done:
-            read: Read = done.value
-            return read
+    while (read := _step(reading)) is None:
+        pass
+    return read
 
 
 async def read_lines_yielding(
@@ -112,13 +109,19 @@ async def read_lines_yielding(
     passes that `BatchLines` saves). A single line is read whole (up to a request's
     size: as long as a live request's own parse)."""
     reading = _reading(content, endpoint, most, longest)
-    while True:
-        try:
-            next(reading)
-        except StopIteration as done:
-            read: Read = done.value
-            return read
+    while (read := _step(reading)) is None:
         await asyncio.sleep(0)
+    return read
+
+
+def _step(reading: Generator[None, None, Read]) -> Read | None:
+    """One slice of `reading`; what it read once it is done (None before)."""
+    try:
+        next(reading)
+    except StopIteration as done:
+        read: Read = done.value
+        return read
+    return None
 
 
 def _reading(
