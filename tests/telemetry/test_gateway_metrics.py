@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,16 @@ def test_a_failed_request_is_counted_under_the_decided_model() -> None:
     assert value(s, "llmroute_tokens_total", model="large", direction="in") is None
     assert value(s, "llmroute_safety_actions_total", action="block") == 1
     assert value(s, "llmroute_reasoning_total", needed="false") == 1
+
+
+def test_a_decision_that_calls_a_model_falls_in_a_bucket_of_its_own() -> None:
+    """The LLM router's call (0.1-0.3 s, its timeout 0.3 s) is told apart from a hang."""
+    slow = replace(decision(), total_us=180_000.0)
+    metrics = GatewayMetrics()
+    metrics.observe_decision(slow)
+    s = scrape(metrics)
+    assert value(s, "llmroute_decision_seconds_bucket", layer="total", le="0.1") == 0
+    assert value(s, "llmroute_decision_seconds_bucket", layer="total", le="0.25") == 1
 
 
 def test_route_only_decisions_count_no_request() -> None:

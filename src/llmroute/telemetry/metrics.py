@@ -145,7 +145,10 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 EMBEDDINGS_ROUTE = "(embeddings)"  # the route label of embeddings' cost: no route name has "("
 RERANK_ROUTE = "(rerank)"  # ... and of reranking's
 
-# 10 µs .. 100 ms: the router's layers and its whole decision.
+# 10 µs .. 2.5 s: the router's layers and its whole decision. The local layers take
+# microseconds; a model call in the decision (the LLM router: 0.1-0.3 s, its default
+# `timeout_s` 0.3; an embeddings endpoint as the encoder) takes tenths of a second,
+# which needs buckets of its own to be told from a hang.
 DECISION_BUCKETS: tuple[float, ...] = (
     1e-5,
     2.5e-5,
@@ -160,6 +163,10 @@ DECISION_BUCKETS: tuple[float, ...] = (
     2.5e-2,
     5e-2,
     0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
 )
 UPSTREAM_BUCKETS: tuple[float, ...] = (
     0.05,
