@@ -272,3 +272,25 @@ def test_embeddings_and_rerank_do_not_dilute_the_escalation_rate() -> None:
     )
     routes = {r.name: r for r in report.routes}
     assert routes["(embeddings)"].escalation_rate is None  # nothing there could escalate
+
+
+def test_an_escalated_cascade_is_compared_with_one_call_to_the_strongest_model() -> None:
+    """A cascade that escalated from small to large logs both tiers' tokens (1,000 in
+    and out each: the same request twice); sending it to large once would have cost
+    0.04 $, not the 0.08 $ its summed tokens price at, so the 0.043 $ it cost is a loss,
+    not the 46% saving it showed."""
+    cascade = logged(
+        "maths",
+        model="small",
+        served_model="large",
+        tokens_in=2000,
+        tokens_out=2000,
+        cost_usd=0.043,
+        attempts=("small escalated: heuristic (refusal)",),
+    )
+    route = build_report([cascade], REGISTRY).routes[0]
+    assert route.counterfactual_usd == pytest.approx(0.04)
+    assert route.savings == pytest.approx(1 - 0.043 / 0.04)
+    # a fallback's failed attempts paid for nothing: its tokens are its answer's
+    fallback = dataclasses.replace(cascade, attempts=("large via up (timeout)",))
+    assert build_report([fallback], REGISTRY).total.counterfactual_usd == pytest.approx(0.08)

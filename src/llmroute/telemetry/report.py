@@ -6,7 +6,8 @@ responses, completions); and, when requests came with gateway client keys, tags 
 users, per key, per tag and for the end users who cost the most); cost
 against always calling the strongest model (the registry's most expensive chat model
 by input + output price per million tokens: the counterfactual prices each request's
-logged tokens at that model); fallback rate (requests a model answered after a failed
+logged tokens at that model, one tier's share of them for a cascade that escalated);
+fallback rate (requests a model answered after a failed
 attempt: one that failed on every model it tried is an error, not a fallback) and
 escalation rate (attempts that mention an escalation, of the routed requests);
 p50/p99 latency per route and per model; error rate; user feedback and shadow quality
@@ -78,10 +79,20 @@ def strongest_model(registry: Registry) -> tuple[str, Price] | None:
     return name, price
 
 
-def _priced(d: LoggedDecision, price: Price) -> float | None:
+def _priced(d: LoggedDecision, price: Price, *, calls: int = 1) -> float | None:
+    """`d`'s tokens at `price`; with `calls`, one call's share of them."""
     if d.tokens_in is None and d.tokens_out is None:
         return None
-    return ((d.tokens_in or 0) * price.input + (d.tokens_out or 0) * price.output) / 1e6
+    return ((d.tokens_in or 0) * price.input + (d.tokens_out or 0) * price.output) / 1e6 / calls
+
+
+def _counterfactual(d: LoggedDecision, strongest: Price) -> float | None:
+    """`d` sent once to the strongest model. A cascade that escalated logs the tokens of
+    every tier it paid for, each sent the same request: one call's share of them is the
+    estimate, not their sum (which would count the prompt once a tier and credit the
+    cascade with savings it did not make)."""
+    calls = _escalations(d) + (d.served_model is not None)
+    return _priced(d, strongest, calls=max(1, calls))
 
 
 def is_error(d: LoggedDecision) -> bool:
@@ -100,8 +111,13 @@ def is_fallback(d: LoggedDecision) -> bool:
     return bool(d.attempts) and d.served_model is not None
 
 
+def _escalations(d: LoggedDecision) -> int:
+    """The cascade tiers `d` escalated from."""
+    return sum(any(m in a.lower() for m in ESCALATION_MARKERS) for a in d.attempts)
+
+
 def is_escalation(d: LoggedDecision) -> bool:
-    return bool(d.attempts) and any(m in a.lower() for a in d.attempts for m in ESCALATION_MARKERS)
+    return _escalations(d) > 0
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -263,7 +279,7 @@ def _group(
                 cost += actual
                 unrouted_usd += actual
             continue
-        reference = _priced(d, strongest) if strongest is not None else None
+        reference = _counterfactual(d, strongest) if strongest is not None else None
         if actual is None or (strongest is not None and reference is None):
             unpriced += 1
             continue
