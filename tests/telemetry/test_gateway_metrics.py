@@ -261,6 +261,18 @@ def test_a_decision_that_calls_a_model_falls_in_a_bucket_of_its_own() -> None:
     assert value(s, "llmroute_decision_seconds_bucket", layer="total", le="0.25") == 1
 
 
+def test_a_cascades_escalations_are_counted_per_route() -> None:
+    """The dispatcher counts fallbacks; a cascade's escalations (each a tier paid for and
+    passed over) are counted from the record, so their rate can be alerted on."""
+    metrics = GatewayMetrics()
+    tiers = ("small escalated: heuristic (refusal)", "medium escalated: verifier (p_yes=0.20)")
+    metrics.observe(record(decision("maths", "small"), attempts=tiers))
+    metrics.observe(record(decision("ops", "broken"), attempts=("broken via up (HTTP 503)",)))
+    s = scrape(metrics)
+    assert value(s, "llmroute_escalations_total", route="maths") == 2
+    assert value(s, "llmroute_escalations_total", route="ops") is None  # a failure: none
+
+
 def test_route_only_decisions_count_no_request() -> None:
     metrics = GatewayMetrics()
     metrics.observe_decision(decision("chat", "small", safety=None, reasoning=None))

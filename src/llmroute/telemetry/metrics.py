@@ -24,6 +24,7 @@ Metrics (all prefixed ``llmroute_``):
   ``upstream_streams_total{model, deployment, outcome}`` (how a stream whose attempt was
   ``ok`` ended), ``retries_total{model}``,
   ``fallbacks_total{route}``,
+  ``escalations_total{route}`` (a cascade's tiers passed over, from the record),
   ``limited_total{model, limit="rpm|in_flight|budget|key_budget"}``: from the dispatcher
   (zero unless it is observed);
 - ``breaker_open{model, deployment, upstream}``: 1 while a deployment's breaker is open
@@ -118,7 +119,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from llmroute.decision import Decision, Outcome
 from llmroute.dispatch.breaker import BreakerState
-from llmroute.telemetry.record import DecisionRecord
+from llmroute.telemetry.record import DecisionRecord, escalations
 
 if TYPE_CHECKING:
     from llmroute.dispatch.deployments import Deployment
@@ -438,6 +439,13 @@ class GatewayMetrics:
         self._fallbacks = _Children(
             counter("llmroute_fallbacks", "Falls back to the next model of a chain", ("route",))
         )
+        self._escalations = _Children(
+            counter(
+                "llmroute_escalations",
+                "Cascade tiers whose answer a quality gate passed over for the next tier",
+                ("route",),
+            )
+        )
         self._limited = _Children(
             counter(
                 "llmroute_limited",
@@ -598,6 +606,9 @@ class GatewayMetrics:
             self._tokens(model, "out").inc(record.tokens_out)
         if record.cost_usd:
             self._cost(decision.route, model).inc(record.cost_usd)
+        escalated = escalations(record.attempts)
+        if escalated:
+            self._escalations(decision.route).inc(escalated)
         client = record.client
         if client is not None:
             self._client_requests(client, str(record.status)).inc()

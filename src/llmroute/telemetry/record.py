@@ -27,6 +27,7 @@ __all__ = [
     "CLIENT_CLOSED",
     "CLIENT_DISCONNECTED",
     "DECISION_COLUMNS",
+    "ESCALATION_MARKERS",
     "SERVER_SHUTDOWN",
     "UNROUTED_APIS",
     "UNROUTED_LAYER",
@@ -38,6 +39,7 @@ __all__ = [
     "ShadowRecord",
     "cut_text",
     "decision_rows",
+    "escalations",
     "prompt_hash",
 ]
 
@@ -103,6 +105,15 @@ DECISION_COLUMNS: tuple[str, ...] = (
     "api",  # the API the request came by: chat, messages, responses, completions,
     # embeddings, rerank (migration 0006)
 )
+
+
+ESCALATION_MARKERS = ("escalat", "cascade")  # matched case-insensitively in attempts
+
+
+def escalations(attempts: Iterable[str]) -> int:
+    """How many of a request's `attempts` are cascade tiers it escalated from (each
+    paid for, its answer passed over), not failures."""
+    return sum(any(m in a.lower() for m in ESCALATION_MARKERS) for a in attempts)
 
 
 def prompt_hash(text: str) -> str:

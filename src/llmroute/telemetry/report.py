@@ -37,9 +37,11 @@ from llmroute.registry.schema import Price, Registry
 from llmroute.telemetry.drift import routed_only
 from llmroute.telemetry.record import (
     CLIENT_DISCONNECTED,
+    ESCALATION_MARKERS,
     FeedbackRecord,
     LoggedDecision,
     ShadowRecord,
+    escalations,
 )
 from llmroute.telemetry.shadow_report import ShadowReport, shadow_report
 
@@ -58,7 +60,6 @@ __all__ = [
     "strongest_model",
 ]
 
-ESCALATION_MARKERS = ("escalat", "cascade")  # matched case-insensitively in attempts
 TOP_USERS = 20  # end users listed, by cost then requests
 TOP_TAGS = 50  # tags listed, by cost then requests: clients choose them, up to ten a request
 NO_API = "(none)"  # the API group of rows without one: the SDK's, /v1/route, older rows
@@ -91,7 +92,7 @@ def _counterfactual(d: LoggedDecision, strongest: Price) -> float | None:
     every tier it paid for, each sent the same request: one call's share of them is the
     estimate, not their sum (which would count the prompt once a tier and credit the
     cascade with savings it did not make)."""
-    calls = _escalations(d) + (d.served_model is not None)
+    calls = escalations(d.attempts) + (d.served_model is not None)
     return _priced(d, strongest, calls=max(1, calls))
 
 
@@ -111,13 +112,8 @@ def is_fallback(d: LoggedDecision) -> bool:
     return bool(d.attempts) and d.served_model is not None
 
 
-def _escalations(d: LoggedDecision) -> int:
-    """The cascade tiers `d` escalated from."""
-    return sum(any(m in a.lower() for m in ESCALATION_MARKERS) for a in d.attempts)
-
-
 def is_escalation(d: LoggedDecision) -> bool:
-    return _escalations(d) > 0
+    return escalations(d.attempts) > 0
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
