@@ -246,6 +246,24 @@ def test_a_refused_or_abandoned_request_is_no_span_error(
     assert attrs(span)["http.response.status_code"] == status
 
 
+def test_a_stream_that_failed_after_its_200_is_a_span_error(
+    tracing: Tracing, exporter: InMemorySpanExporter
+) -> None:
+    """A stream broken off upstream keeps the 200 its start sent, but the request failed
+    (the report counts it an error): as a request reset before its status, a span error.
+    One its client left is not."""
+    cases = {"stream_interrupted": True, "server_shutdown": True, "client_disconnected": False}
+    for error in cases:
+        d = decision(route=error)
+        record = DecisionRecord(d, ts=0.0, status=200, latency_ms=1.0, error=error, stream=True)
+        tracing.start_request(d).finish(record)
+    for span in exporter.get_finished_spans():
+        if span.kind is SpanKind.SERVER:
+            error = attrs(span)["llmroute.route"]
+            assert (span.status.status_code is StatusCode.ERROR) is cases[error], error
+            assert attrs(span).get("error.type") == (error if cases[error] else None)
+
+
 # -- attempts, from a real dispatcher -----------------------------------------------------------
 
 REGISTRY = """
@@ -260,6 +278,7 @@ models:
   broken: {provider: up, model: 'broken?mid=1'}
   mute: {provider: up, model: 'mute?ttft=0.4'}
   dead: {provider: up, model: 'dead?ttft=30', first_token_timeout_s: 0.3}
+  late: {provider: up, model: 'late?delay=2'}
 routes:
   - {name: r, examples: [hello], target: a}
 default: {target: a}
@@ -519,3 +538,33 @@ def test_an_embedding_attempt_is_named_after_its_operation(
     assert span.name == "embeddings emb"
     assert attrs(span)["gen_ai.operation.name"] == "embeddings"
     assert span.parent is None  # no request span was current
+
+
+def test_a_call_its_client_left_is_no_span_error(
+    registry: Registry, tracing: Tracing, exporter: InMemorySpanExporter
+) -> None:
+    """A call cancelled because its request's client hung up did not fail: its span says
+    ``cancelled`` without an error status, as a stream its client left does, so a
+    trace's error rate per upstream is not the clients' impatience."""
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}]}
+
+    async def main() -> None:
+        dispatcher = Dispatcher(registry, build_providers(registry), observer=tracing.observer)
+        try:
+            with tracing.request_span(decision("late")) as trace:
+                call = asyncio.ensure_future(
+                    dispatcher.complete(Plan(decision("late"), ("late",)), body)
+                )
+                await asyncio.sleep(0.1)
+                call.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await call
+                trace.finish(None)
+        finally:
+            await dispatcher.aclose()
+
+    asyncio.run(main())
+    (span,) = by_name(exporter.get_finished_spans())["chat late?delay=2"]
+    assert attrs(span)["llmroute.attempt.outcome"] == "cancelled"
+    assert span.status.status_code is StatusCode.UNSET
+    assert "error.type" not in attrs(span)

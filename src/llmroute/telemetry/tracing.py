@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 from llmroute.decision import Decision, Outcome
 from llmroute.errors import ProviderError
 from llmroute.telemetry.propagation import caller_context, carry, upstream_trace
-from llmroute.telemetry.record import DecisionRecord
+from llmroute.telemetry.record import CLIENT_DISCONNECTED, DecisionRecord
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
@@ -67,6 +67,7 @@ _INSTRUMENTATION = "llmroute"
 # The upstream call in flight in this task: its span, begun by `attempt_starting`, and
 # the deployment it went to (so that `on_attempt` ends that span and no other).
 _LIVE: ContextVar[tuple[Span, object] | None] = ContextVar("llmroute_live_attempt", default=None)
+_CANCELLED = "cancelled"  # the outcome of a call its request's client left (no failure)
 _MAX_OPEN_STREAMS = 10_000  # stream spans kept open at once (a stream never ended: bounded)
 
 
@@ -112,17 +113,20 @@ class _SpanTrace(RequestTrace):
             yield self.span
 
     def finish(self, record: DecisionRecord | None = None) -> None:
-        """End the request's span with its outcome. A 5xx is a span error; a 4xx (the
+        """End the request's span with its outcome. A 5xx is a span error, and so is a
+        stream that failed after its 200 was sent (broken off upstream, cut by a
+        shutdown: the request failed, as one reset before its status would); a 4xx (the
         client's request refused: a bad body, a key over its limit, a blocked prompt) or
-        a client that hung up (499) leaves the status unset, as OpenTelemetry's HTTP
-        server convention says, and its code goes to ``llmroute.error``."""
+        a client that hung up (499, or a stream it left) leaves the status unset, as
+        OpenTelemetry's HTTP server convention says, and its code goes to
+        ``llmroute.error``."""
         if self._ended:
             return
         self._ended = True
         span = self.span
         if record is not None:
             span.set_attributes(_outcome_attributes(record))
-            if record.status >= 500:
+            if _failed(record):
                 from opentelemetry.trace import Status, StatusCode
 
                 span.set_attribute("error.type", record.error or str(record.status))
@@ -139,6 +143,14 @@ class _SpanTrace(RequestTrace):
         self.span.set_attribute("error.type", _error_type(error))
         self.span.set_status(Status(StatusCode.ERROR, str(error)))
         self.finish()
+
+
+def _failed(record: DecisionRecord) -> bool:
+    """Whether the request failed on the gateway's or its models' side: a 5xx, or an
+    error after a 2xx was sent (a stream that broke) other than its client leaving."""
+    if record.status >= 500:
+        return True
+    return record.status < 400 and record.error not in (None, CLIENT_DISCONNECTED)
 
 
 class Tracing:
@@ -255,7 +267,8 @@ class Tracing:
                 attributes=_attempt_attributes(attempt),
             )
         if attempt.error is not None:
-            span.set_status(Status(StatusCode.ERROR, str(attempt.error)))
+            if attempt.outcome != _CANCELLED:  # its client left: the call did not fail
+                span.set_status(Status(StatusCode.ERROR, str(attempt.error)))
         elif attempt.stream:  # open until the stream ends (`on_stream_end`)
             span.set_attribute("llmroute.ttft_s", attempt.elapsed_s)
             self._keep_open(attempt, span)
@@ -280,7 +293,7 @@ class Tracing:
             return
         span = kept[1]
         span.set_attribute("llmroute.stream.outcome", outcome)
-        if error is not None and outcome != "cancelled":
+        if error is not None and outcome != _CANCELLED:
             from opentelemetry.trace import Status, StatusCode
 
             span.set_attribute("error.type", _error_type(error))
@@ -538,7 +551,7 @@ def _attempt_attributes(attempt: Attempt) -> dict[str, Any]:
     if attempt.stream:
         attributes["llmroute.stream"] = True
     error = attempt.error
-    if error is not None:
+    if error is not None and attempt.outcome != _CANCELLED:
         attributes["error.type"] = _error_type(error)
         if isinstance(error, ProviderError) and error.status is not None:
             attributes["http.response.status_code"] = error.status
