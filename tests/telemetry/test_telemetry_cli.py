@@ -198,12 +198,12 @@ def test_report_of_one_cheap_request(
     registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """One request is "1 request", and a cost of four thousandths of a cent keeps its
-    digits in the text and in the --plot page ("$4e-05" there before)."""
+    digits, the same in the text and in the --plot page ("$4e-05" there before)."""
     fill(registry, [record("code", 0.5, time.time() - 60, tokens_in=1, cost_usd=0.00004)])
     plot = tmp_path / "one.html"
     code, out, err = cli(capsys, "report", "-r", registry, "--plot", plot)
     assert code == 0, err
-    assert "\n1 request; errors" in out and "cost $0.000040 vs" in out
+    assert "\n1 request; errors" in out and "cost $0.00004 vs" in out
     assert "$0.00004<" in plot.read_text(encoding="utf-8")
 
 

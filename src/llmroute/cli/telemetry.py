@@ -8,7 +8,6 @@ The log is found by ``--url``, else ``$LLMROUTE_TELEMETRY_URL``, else the regist
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from llmroute.cli._app import (
     resolve_registry,
 )
 from llmroute.json_values import json_safe
+from llmroute.money import dollars
 from llmroute.telemetry.windows import Window, WindowError, parse_window
 
 if TYPE_CHECKING:
@@ -113,14 +113,9 @@ def _num(value: float | None, fmt: str = ".3f") -> str:
 
 
 def _usd(value: float | None) -> str:
-    """Dollars to four places, or to two significant digits below a tenth of a cent (a
-    route of cheap requests read "0.0000", as if free, and $0.00014 read "0.0001")."""
-    if value is None:
-        return "n/a"
-    if not 0 < abs(value) < 0.001:
-        return f"{value:.4f}"
-    places = min(12, 1 - math.floor(math.log10(abs(value))))
-    return f"{value:.{places}f}"
+    """Dollars as `llmroute.money.dollars` writes them (``0.0015``, ``0.001`` for
+    $0.0009996, ``0.0000006``): the digits budget messages and the dashboard show."""
+    return "n/a" if value is None else dollars(value)
 
 
 def _window(text: str, option: str, now: float | None = None) -> Window:

@@ -3,7 +3,8 @@ and its outcome as fields (no prompt text), for log pipelines that do not read t
 decision log's database.
 
 Off unless that logger is enabled at INFO: ``llmroute serve --log-requests`` does it
-(with ``--log-format json`` the fields become the JSON object's keys); an SDK user
+(with ``--log-format json`` the fields become the JSON object's keys, the cost a
+number; the text line writes it in fixed point, ``cost_usd=0.0000006``); an SDK user
 turns it on with ``logging.getLogger("llmroute.requests").setLevel(logging.INFO)`` and a
 handler. When it is off, a request pays one cached level check.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from llmroute.money import dollars
 from llmroute.telemetry.record import DecisionRecord
 
 __all__ = ["REQUESTS_LOGGER", "log_request"]
@@ -35,9 +37,15 @@ def log_request(record: DecisionRecord) -> None:
         fields["status"],
         fields["error"],
         fields["latency_ms"],
-        fields["cost_usd"],
+        _cost(fields["cost_usd"]),
         extra={"request": fields},
     )
+
+
+def _cost(cost_usd: float | None) -> str | None:
+    """The text line's cost: every digit, in fixed point (``0.0000006``, not ``6e-07``,
+    which a grep for the cost does not match); the JSON line keeps the number."""
+    return None if cost_usd is None else dollars(cost_usd, exact=True)
 
 
 def request_fields(record: DecisionRecord) -> dict[str, Any]:

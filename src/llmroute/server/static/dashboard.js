@@ -61,13 +61,16 @@
   const fmtPct = (v) => (isNum(v) ? `${(v * 100).toFixed(1)}%` : DASH);
   const fmtDec = (v, digits = 3) => (isNum(v) ? v.toFixed(digits) : DASH);
 
+  /** Dollars as `llmroute.money.usd` writes them (report, budget messages): at most four
+   *  decimals from a cent up, two significant digits below, never an exponent, trailing
+   *  zeros dropped ($5, $0.25, $0.0015, $0.0000006). */
   function fmtMoney(v) {
     if (!isNum(v)) return DASH;
-    const sign = v < 0 ? "-" : "";
     const a = Math.abs(v);
-    if (a >= 1) return `${sign}$${a.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
-    if (a > 0 && a < 0.00005) return `${sign}<$0.0001`;
-    return `${sign}$${a.toFixed(4)}`;
+    const decimals = a > 0 && a < 0.01 ? Math.min(12, 1 - Math.floor(Math.log10(a))) : 4;
+    let text = a.toFixed(decimals);
+    if (text.includes(".")) text = text.replace(/0+$/, "").replace(/\.$/, "");
+    return `${v < 0 && text !== "0" ? "-" : ""}$${text}`;
   }
 
   function fmtMs(v) {

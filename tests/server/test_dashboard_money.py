@@ -1,0 +1,36 @@
+"""The dashboard's ``fmtMoney`` (JavaScript) writes dollars as `llmroute.money.usd` does,
+run by Node.js on the function cut out of the shipped dashboard.js."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from importlib.resources import files
+
+import pytest
+
+from llmroute.money import usd
+
+AMOUNTS = [
+    0.0, 5.0, 0.25, 50.01321, 1234.56789, 0.0099999, 0.0009996, 0.00014, 0.00009, 6e-07,
+    0.0000012345, 1e-15, -0.5, -6e-07, 0.0015, 0.000040,
+]  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="no Node.js to run the page's script")
+def test_the_dashboard_writes_dollars_as_usd_does() -> None:
+    """Small costs read "$0.0000006", not "<$0.0001", and no amount differs from the
+    report's or a budget message's."""
+    script = files("llmroute.server").joinpath("static/dashboard.js").read_text("utf-8")
+    found = re.search(r"\n  function fmtMoney\(v\) \{\n.*?\n  \}\n", script, re.DOTALL)
+    assert found is not None, "fmtMoney is not in dashboard.js"
+    program = (
+        'const DASH = "–"; const isNum = (v) => typeof v === "number" && Number.isFinite(v);'
+        f"{found.group()}console.log(JSON.stringify({json.dumps(AMOUNTS)}.map(fmtMoney)));"
+    )
+    ran = subprocess.run(
+        ["node", "-e", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(ran.stdout) == [usd(a) for a in AMOUNTS]

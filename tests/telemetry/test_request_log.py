@@ -1,0 +1,48 @@
+"""The ``llmroute.requests`` line (``--log-requests``): its cost in fixed point on the
+text line, a number in the JSON line's fields."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from llmroute.decision import Decision, new_decision_id
+from llmroute.telemetry.record import DecisionRecord
+from llmroute.telemetry.request_log import REQUESTS_LOGGER, log_request
+
+
+def _record(cost_usd: float | None) -> DecisionRecord:
+    decision = Decision(
+        id=new_decision_id(),
+        route="code",
+        model="small",
+        layer="intent",
+        confidence=0.9,
+        margin=0.2,
+        reason="intent match",
+        registry_version="v1",
+        signals=(),
+        encode_us=1.0,
+        total_us=2.0,
+    )
+    return DecisionRecord(decision, ts=0.0, status=200, latency_ms=3.0, cost_usd=cost_usd)
+
+
+@pytest.mark.parametrize(
+    ("cost", "said"),
+    [
+        (6e-07, "cost_usd=0.0000006"),  # "cost_usd=6e-07" before
+        (1.05e-06, "cost_usd=0.00000105"),  # every digit: the line is summed, not read
+        (0.0025, "cost_usd=0.0025"),
+        (None, "cost_usd=None"),
+    ],
+)
+def test_the_text_line_writes_the_cost_in_fixed_point(
+    cost: float | None, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger=REQUESTS_LOGGER):
+        log_request(_record(cost))
+    (line,) = caplog.records
+    assert line.getMessage().endswith(f" {said}")
+    assert line.request["cost_usd"] == cost  # type: ignore[attr-defined]  # JSON: the number
