@@ -56,19 +56,29 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     tests read (a training run costs seconds; each trained its own identical one)."""
     tmp = tmp_path_factory.mktemp("safety-cli")
     data, out = _data(tmp / "labelled.jsonl"), tmp / "det"
-    run = llmroute(
-        "train", "safety", "--data", data, "-o", out, "--no-token-bag", "--no-neighbours"
-    )
+    flags = ("--no-token-bag", "--no-neighbours", "--json")
+    run = llmroute("train", "safety", "--data", data, "-o", out, *flags)
     return Trained(data, out, run)
 
 
 def test_train_then_eval_with_and_without_the_token_bag(tmp_path: Path, plain: Trained) -> None:
+    """With --json (the shared detector) the whole training report on stdout; without
+    (the token bag's) one summary line, as the other `train` commands end (it was
+    kilobytes of JSON)."""
     data, bagged = plain.data, tmp_path / "det--token-bag"
     with_bag = llmroute("train", "safety", "--data", data, "-o", bagged, "--token-bag")
-    for trained, out, expect_bag in ((plain.run, plain.out, False), (with_bag, bagged, True)):
-        assert trained.returncode == 0, trained.stderr
-        assert trained.stderr.startswith("wrote ")  # no empty line from the progress display
-        assert "validation" in loads_strict(trained.stdout)
+    assert plain.run.returncode == 0, plain.run.stderr
+    assert plain.run.stderr.startswith("wrote ")  # no empty line from the progress display
+    assert "validation" in loads_strict(plain.run.stdout)
+    assert with_bag.returncode == 0 and with_bag.stderr == "", with_bag.stderr
+    summary = with_bag.stdout
+    assert summary.count("\n") == 1 and summary.endswith(f"; written to {bagged}\n")
+    assert summary.startswith(
+        f"trained a safety detector (builtin:static, token bag on) on {120 - _held_out(data)} "
+        f"rows (train + validation; {_held_out(data)} test rows left out) in "
+    )
+    assert all(f" {name} " in summary for name in ("5-fold", "TPR", "FPR", "ROC-AUC", "threshold"))
+    for out, expect_bag in ((plain.out, False), (bagged, True)):
         meta = json.loads((out / "detector.json").read_text(encoding="utf-8"))
         assert bool(meta["token_bag"]) is expect_bag
         evaluated = llmroute("eval-safety", "--data", data, "--artifact", out, "--json")
@@ -88,7 +98,7 @@ def test_neighbours_are_tried_only_when_asked(tmp_path: Path, plain: Trained) ->
     `test_json_has_no_nan_where_a_rate_is_undefined`); asked: trained and evaluated here."""
     asked = tmp_path / "det--neighbours"
     flags = ("--neighbours", "--no-token-bag")
-    with_them = llmroute("train", "safety", "--data", plain.data, "-o", asked, *flags)
+    with_them = llmroute("train", "safety", "--data", plain.data, "-o", asked, *flags, "--json")
     for trained, out, scales in ((plain.run, plain.out, {0.0}), (with_them, asked, {0.0, 1.0})):
         assert trained.returncode == 0, trained.stderr
         report = loads_strict(trained.stdout)

@@ -22,7 +22,7 @@ from llmroute.json_values import json_safe
 
 if TYPE_CHECKING:  # imported where used: `llmroute --help` builds every command
     from llmroute.encoders.base import Encoder
-    from llmroute.safety.injection import SafetyData
+    from llmroute.safety.injection import SafetyData, TrainReport
 
 __all__ = ["eval_safety", "train_safety"]
 
@@ -81,6 +81,14 @@ def train_safety(
             "variants of the attacks you train on, possibly worse on new ones.",
         ),
     ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the whole training report as one JSON object (every candidate's "
+            "cross-validated numbers, the validation table) instead of a summary line.",
+        ),
+    ] = False,
 ) -> None:
     """Train a jailbreak / prompt-injection detector: settings and threshold chosen by
     5-fold group cross-validation over the train and validation sides of a group split,
@@ -111,8 +119,29 @@ def train_safety(
         )
     save_detector(detector, output)
     seconds = time.perf_counter() - started
-    err_console.print(f"wrote {output} in {seconds:.1f} s")
-    print(json.dumps(json_safe(report.to_dict()), ensure_ascii=False, allow_nan=False))
+    if as_json:
+        err_console.print(f"wrote {output} in {seconds:.1f} s")
+        print(json.dumps(json_safe(report.to_dict()), ensure_ascii=False, allow_nan=False))
+        return
+    typer.echo(_trained(report, encoder, bag is not None, seconds, output))
+
+
+def _trained(report: TrainReport, encoder: str, bagged: bool, seconds: float, out: Path) -> str:
+    """The one line `train safety` ends with, as the other `train` commands do: what was
+    trained on how many rows, the settings chosen, the out-of-fold numbers at the chosen
+    threshold, where it went (`--json` has the rest)."""
+    from llmroute.safety.injection import FOLDS
+
+    val, rows = report.validation, report.rows
+    chosen = ", ".join(f"{name}={value:g}" for name, value in report.hyper.items())
+    return (
+        f"trained a safety detector ({encoder}, token bag {'on' if bagged else 'off'}) on "
+        f"{rows['train+validation']} rows (train + validation; {rows['test']} test rows left "
+        f"out) in {seconds:.1f}s ({chosen}); {FOLDS}-fold cross-validated on "
+        f"{val.n_attack} attacks and {val.n_benign} benign: TPR {_share(val.tpr)}, FPR "
+        f"{_share(val.fpr)}, ROC-AUC {_share(val.auc, 4)} at threshold {val.threshold:.4f}; "
+        f"written to {out}"
+    )
 
 
 class SafetySplit(StrEnum):
