@@ -14,6 +14,7 @@ from fake_upstream import FakeUpstream, fake_upstream
 from test_sdk import HELLO, _one_route
 
 from llmroute import Router
+from llmroute.sdk.streams import Stream
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +50,32 @@ def test_sync_calls_in_a_running_loop_warn_once_pointing_to_the_async_ones(
     assert create.startswith("router.chat.completions.create() was called in a running")
     assert "`await router.chat.completions.acreate(...)`" in create
     assert "`await router.chat.afeedback(...)`" in feedback
+
+
+def test_a_sync_stream_read_in_a_running_loop_warns_once(
+    upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `Stream` created outside the loop (no warning from ``create``) and read in it
+    holds the loop at each chunk: it says so once per router, at the reader's line."""
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{tmp_path / 'log.db'}")
+    path = _one_route(tmp_path, upstream, "quick: {provider: fake, model: quick}", "quick")
+    router = Router.from_yaml(path)
+
+    async def main(streams: list[Stream]) -> list[warnings.WarningMessage]:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            for stream in streams:
+                assert list(stream)
+        return seen
+
+    try:
+        created = [router.chat.completions.create(messages=HELLO, stream=True) for _ in "ab"]
+        seen = asyncio.run(main(created))
+        assert list(router.chat.completions.create(messages=HELLO, stream=True))  # no loop
+    finally:
+        router.close()
+    assert [(w.category, w.filename) for w in seen] == [(RuntimeWarning, __file__)]
+    message = str(seen[0].message)
+    # "router.chat" first: the filter docs/sdk.md gives for notebooks silences it too
+    assert message.startswith("router.chat.completions.create(stream=True)'s Stream was read")
+    assert "`async for chunk in await router.chat.completions.acreate(..., stream=True)`" in message

@@ -333,15 +333,30 @@ class _Engine:
         """Warn, once per router and call, that the synchronous `name` runs in a running
         event loop (an ``async def`` handler): it holds the loop, and every task on
         it, until it returns. Not an error: a notebook's cells run in a loop too."""
+        if self._first_in_a_loop(name):
+            _warn_blocking(
+                f"{name}() was called in a running event loop: it blocks the loop, and "
+                f"every task on it, until it returns; in async code use `await "
+                f"{instead}(...)`"
+            )
+
+    def reading(self) -> None:
+        """As `blocking`, for a synchronous `Stream` read in a running event loop: each
+        chunk holds the loop until it comes (wherever the stream was created)."""
+        if self._first_in_a_loop("Stream"):
+            _warn_blocking(
+                "router.chat.completions.create(stream=True)'s Stream was read in a "
+                "running event loop: it blocks the loop, and every task on it, until each "
+                "chunk comes; in async code use `async for chunk in await "
+                "router.chat.completions.acreate(..., stream=True)`"
+            )
+
+    def _first_in_a_loop(self, name: str) -> bool:
+        """Whether this thread runs an event loop and `name` was not warned of yet."""
         if asyncio._get_running_loop() is None or name in self._warned:
-            return
+            return False
         self._warned.add(name)
-        warnings.warn(
-            f"{name}() was called in a running event loop: it blocks the loop, and every "
-            f"task on it, until it returns; in async code use `await {instead}(...)`",
-            RuntimeWarning,
-            stacklevel=_outside_stacklevel(),
-        )
+        return True
 
     def thread(self) -> LoopThread:
         with self._lock:
@@ -573,6 +588,10 @@ class _Engine:
         await asyncio.to_thread(self.log.close)
 
 
+def _warn_blocking(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=_outside_stacklevel())
+
+
 def _outside_stacklevel() -> int:
     """The ``stacklevel`` of the first caller outside llmroute: a warning names the
     user's line (``router.close()``, a ``with`` block's end), not ours."""
@@ -620,7 +639,8 @@ class Completions:
         try:
             if not request.stream:
                 return thread.run(self._engine.complete(request, plan, clock))
-            return Stream(thread.run(self._engine.open(request, plan, clock)), thread)
+            opened = thread.run(self._engine.open(request, plan, clock))
+            return Stream(opened, thread, on_read=self._engine.reading)
         except LlmrouteError as exc:  # `RouterClosed` too, raised outside the call
             name_decision(exc, plan.decision.id)
             raise

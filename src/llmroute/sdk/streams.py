@@ -511,10 +511,17 @@ class Stream:
     while a worker reads): the read in flight is cancelled on the loop, the stream
     closed, and the reading thread's loop ends as at the stream's end."""
 
-    def __init__(self, stream: AsyncStream, thread: LoopThread) -> None:
+    def __init__(
+        self,
+        stream: AsyncStream,
+        thread: LoopThread,
+        *,
+        on_read: Callable[[], None] | None = None,
+    ) -> None:
         self.llmroute = stream.llmroute
         self._stream = stream
         self._thread = thread
+        self._on_read = on_read  # told of each read: warns, once, if in an event loop
         self._done = False
         self._reading: asyncio.Task[tuple[bool, Any]] | None = None  # on the loop
 
@@ -529,6 +536,8 @@ class Stream:
     def __next__(self) -> Any:
         if self._done:
             raise StopIteration
+        if self._on_read is not None:
+            self._on_read()
         if self._thread.stopping:  # its router closed it, with its loop, before its end
             raise self._stream._cut_short()
         try:
