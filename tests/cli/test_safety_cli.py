@@ -230,7 +230,9 @@ def test_eval_safety_on_a_detector_without_text_hashes(tmp_path: Path, plain: Tr
     assert result.returncode == 0, result.stderr
     report = loads_strict(result.stdout)
     assert report["left_out_seen"] == 0 and report["n"] == 120
+    # on stderr, apart from the JSON, and saying what to do about it
     assert result.stderr.count("\n") == 1 and "records no hashes of its training" in result.stderr
+    assert "retrain it with `llmroute train safety` to record them" in result.stderr
     meta["trained_on"] = {"seen_prompts": {"hash": "blake2b-64", "b64": "!!!"}}
     (old / "detector.json").write_text(json.dumps(meta), encoding="utf-8")
     result = llmroute("eval-safety", "--data", plain.data, "--artifact", old)

@@ -228,12 +228,12 @@ def _unseen(
     known = seen_mask(
         trained_on.get("seen_prompts"), rows.texts, what="safety artifact", meta_file=meta_file
     )
-    if known is None:
+    if known is None:  # honest on every run: what it saw may be among what is measured
         err_console.print(
-            f"warning: {escape(meta_file)} records no hashes of its training texts (trained "
-            "by an older llmroute): rows it was trained on count as held out unless they "
-            "are the --split test side of its own training data; retrain it to have them "
-            "left out",
+            f"warning: {escape(meta_file)} records no hashes of its training texts (an older "
+            "llmroute trained it), so rows it was trained on count as held out (but for "
+            "--split test of its own training file); retrain it with `llmroute train "
+            "safety` to record them and have those rows left out",
             soft_wrap=True,
         )
         return rows, 0
