@@ -913,3 +913,11 @@ def test_a_reasoning_written_as_a_string_or_a_number_is_one_error(written: str, 
     error = one_error(text)
     assert_points_at(error, 13, "models.large.reasoning")
     assert error.message == f"must be true, false or a mapping, not {said}"
+
+
+def test_a_cache_entry_bound_past_64_mib_is_refused_where_it_is_written() -> None:
+    """`max_entry_bytes: 10 GB` loaded: one answer could have taken a worker's memory."""
+    error = one_error(VALID + "cache:\n  max_entry_bytes: 10_000_000_000\n")
+    assert_points_at(error, 37, "cache.max_entry_bytes", "less than or equal to 67108864")
+    bound = parse_registry(VALID + "cache: {max_entry_bytes: 67108864}\n").registry.cache
+    assert bound is not None and bound.max_entry_bytes == 64 * 1024 * 1024

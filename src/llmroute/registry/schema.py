@@ -2002,6 +2002,11 @@ class AuthSettings(_Frozen):
 
 
 CACHE_SCHEMES = ("memory", "redis://", "rediss://", "unix://")
+# An entry is held whole in each gateway that stores or serves it (and in one Redis
+# value): 64 MiB is 3x the largest chat answer measured (21 MB of logprobs). A larger
+# bound (10 GB was accepted) would only let one answer take the memory cache's whole
+# `max_bytes`, or a worker's memory.
+MAX_CACHE_ENTRY_BYTES = 64 * 1024 * 1024
 
 
 class SemanticCacheSettings(_Frozen):
@@ -2042,7 +2047,7 @@ class CacheSettings(_Frozen):
     ttl_s: Seconds = 600.0
     max_entries: int = Field(default=10_000, ge=1)
     max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
-    max_entry_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_entry_bytes: int = Field(default=1024 * 1024, ge=1024, le=MAX_CACHE_ENTRY_BYTES)
     streams: bool = True
     routes: tuple[str, ...] | None = None
     semantic: SemanticCacheSettings | None = None
