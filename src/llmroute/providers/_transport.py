@@ -20,6 +20,7 @@ import aiohttp
 from yarl import URL
 
 from llmroute.errors import ConnectTimeout, ProviderError, ProviderTimeout
+from llmroute.joined_bytes import JOINED_OFF_LOOP_BYTES, joined
 from llmroute.providers._http import (
     TRANSPORT_ERRORS,
     EventTooLarge,
@@ -263,19 +264,23 @@ class HttpTransport:
         """The rest of the response's body; `ProviderError` past `limit` bytes (an error
         body is cut there instead: only its message is wanted)."""
         length = response.content_length
-        if length is not None and length <= limit:
+        if length is not None and length <= min(limit, JOINED_OFF_LOOP_BYTES):
             return await response.read()  # the usual case: one read, as long as it says
-        body = bytearray()
+        # the chunks as they came, made one in a worker thread (`joined`): aiohttp's
+        # `read` joins them on the event loop (a 43 MB answer held it for the copy)
+        chunks: list[bytes] = []
+        size = 0
         async for chunk in response.content.iter_chunked(_READ_CHUNK):
-            body += chunk
-            if len(body) > limit:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
                 if response.status >= 400:
-                    return bytes(body[:limit])
+                    return b"".join(chunks)[:limit]
                 raise ProviderError(
                     self._provider,
                     f"upstream answered with more than {limit / (1 << 20):g} MiB",
                 )
-        return bytes(body)
+        return await joined(chunks)
 
     async def _read_events(
         self, response: aiohttp.ClientResponse, head: bytes, framing: Framing
