@@ -38,6 +38,7 @@ from typing import Any
 
 from llmroute.dispatch.plan import PINNED, Plan
 from llmroute.registry.schema import AffinitySettings, Registry
+from llmroute.state.answering import note_failure
 from llmroute.state.redis_conn import Outage
 from llmroute.state.stores import (
     KeyValueStore,
@@ -274,11 +275,11 @@ class Affinity:
             self._failed(exc)
 
     def _failed(self, exc: StoreUnavailable) -> None:
-        """A call Redis failed: counted, and Redis left alone. Not one the store refused
-        unasked (`paused_s`: in its pause, or while another call probes): no failure of
-        Redis's, and pausing for it kept affinity off a second after a probe answered."""
-        if not exc.paused_s:
-            self._outage.failed("affinity: %s; turns are routed on their own meanwhile", exc)
+        """A call Redis failed: counted, and Redis left alone, as `note_failure` says
+        (not for a call the store refused unasked, nor for Redis's error reply)."""
+        note_failure(
+            self._outage, exc, "affinity: %s; turns are routed on their own meanwhile", exc
+        )
 
     async def aclose(self) -> None:
         await self._store.aclose()

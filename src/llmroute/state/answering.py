@@ -1,56 +1,111 @@
-"""How a Redis-backed store rides out a Redis that hangs or fails (`Answering`): one
-failure costs one timeout, not one per call under way or made meanwhile.
+"""How a Redis-backed component rides out a Redis that hangs or fails (`Answering`):
+one failure costs one timeout, not one per call under way or made meanwhile. Used by
+the stores (cache, affinity, stored responses, conversations, batches), the limits and
+the shared breakers.
 
 After a call fails, Redis is taken for down: the calls still waiting on it give up at
 once (each would have waited out its own timeout), every call for `RETRY_AFTER_S`
 fails at once without asking, and then one call at a time asks (a probe) while the
 others fail at once, until one answers. A call refused unasked raises
-`StoreUnavailable` with `paused_s` (worth asking again after it); one given up was
-asked, and may still be made once Redis answers, so it has none: an ``APPEND`` asked
-again (`asked`) would be made twice.
+`StoreUnavailable` with `paused_s` (worth asking again after it; `wait` returns sooner
+when the probe it was refused for ends); one given up was asked, and may still be made
+once Redis answers, so it has none: an ``APPEND`` asked again (`asked`) would be made
+twice. An error *reply* (``OOM``, ``READONLY``, ``WRONGTYPE``...) proves Redis answers:
+that call fails (`StoreUnavailable.replied`), nothing else does, and no pause follows
+(``NOSCRIPT`` never gets here: redis-py loads the script and runs it again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from llmroute.state.redis_conn import RETRY_AFTER_S
 
-__all__ = ["Answering", "StoreUnavailable"]
+if TYPE_CHECKING:
+    from llmroute.state.redis_conn import Outage, RedisConnection
+
+__all__ = ["Answering", "StoreUnavailable", "note_failure"]
 
 
 class StoreUnavailable(Exception):
     """The store did not answer (down, slow, refused); the message holds no secret.
     `paused_s`: not asked at all, since it failed a moment ago (or another call is
-    asking); it is asked again after about this many seconds."""
+    asking); it is asked again after about this many seconds. `replied`: Redis answered
+    this call with an error (it is not down). `timed_out`: asked, and no answer came in
+    time (cut short, or its timeout): the command may have been made all the same."""
 
-    def __init__(self, message: str, paused_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        message: str,
+        paused_s: float = 0.0,
+        *,
+        replied: bool = False,
+        timed_out: bool = False,
+        probe: asyncio.Event | None = None,
+    ) -> None:
         super().__init__(message)
         self.paused_s = paused_s
+        self.replied = replied
+        self.timed_out = timed_out
+        self._probe = probe
+
+    async def wait(self) -> None:
+        """Wait until it is worth asking again: `paused_s`, or less when it was refused
+        while another call probed and that probe ends first (answered or not)."""
+        if self._probe is None:
+            await asyncio.sleep(self.paused_s)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.paused_s):
+                await self._probe.wait()
 
 
 class Answering:
-    """The state one store keeps of its Redis: paused until, whether the last call to
-    end failed (`_suspect`: the next asks alone), whether a probe is under way, and the
-    calls under way, each by the `asyncio.Timeout` that can cut it short."""
+    """The state one component keeps of its Redis: paused until, whether the last call
+    to end failed (`_suspect`: the next asks alone), the probe under way (an event set
+    when it ends), and the calls under way, each by the `asyncio.Timeout` that can cut
+    it short. `errors` mean Redis failed; `replies` (among them) that it answered with an
+    error; `timeouts` that it did not answer in time."""
 
     def __init__(
         self,
         url: str,
         timeout_s: float,
         errors: tuple[type[BaseException], ...],
-        clock: Callable[[], float],
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        replies: tuple[type[BaseException], ...] = (),
+        timeouts: tuple[type[BaseException], ...] = (),
     ) -> None:
         self._url = url  # masked
         self._timeout_s = timeout_s
         self._errors = errors
+        self._replies = replies
+        self._timeouts = timeouts
         self._clock = clock
         self._paused_until = 0.0
         self._suspect = False
-        self._probing = False
+        self._probe: asyncio.Event | None = None
         self._waiting: set[asyncio.Timeout] = set()
+
+    @classmethod
+    def of(
+        cls, redis: RedisConnection, timeout_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> Answering:
+        """The `Answering` of a `connect`ed client, with its kinds of errors."""
+        return cls(
+            redis.url,
+            timeout_s,
+            redis.errors,
+            clock,
+            replies=redis.replies,
+            timeouts=redis.timeouts,
+        )
 
     @property
     def url(self) -> str:
@@ -58,7 +113,7 @@ class Answering:
 
     def __call__(self) -> _Call:
         """One call: a Redis error inside becomes `StoreUnavailable` (host and port,
-        never the password), and Redis is taken for down."""
+        never the password), and Redis is taken for down unless it replied."""
         return _Call(self)
 
     def _refuse_while_down(self) -> None:
@@ -68,10 +123,11 @@ class Answering:
                 f"redis {self._url}: not asked for {paused_s:.1f} s more after a failure",
                 paused_s,
             )
-        if self._probing:
+        if self._probe is not None:
             raise StoreUnavailable(
                 f"redis {self._url}: not asked while another call asks whether it answers again",
                 self._timeout_s,
+                probe=self._probe,
             )
 
     def _failed(self) -> None:
@@ -94,7 +150,7 @@ class _Call:
 
     def __init__(self, of: Answering) -> None:
         self._of = of
-        self._probe = False
+        self._probe: asyncio.Event | None = None
         self._bound = asyncio.timeout(None)
 
     async def __aenter__(self) -> None:
@@ -102,9 +158,8 @@ class _Call:
         of._refuse_while_down()
         await self._bound.__aenter__()  # never suspends: nothing else runs in between
         of._waiting.add(self._bound)
-        self._probe = of._suspect
-        if self._probe:
-            of._probing = True
+        if of._suspect:
+            self._probe = of._probe = asyncio.Event()
 
     async def __aexit__(
         self,
@@ -114,19 +169,37 @@ class _Call:
     ) -> None:
         of, bound = self._of, self._bound
         of._waiting.discard(bound)
-        if self._probe:
-            of._probing = False
+        if self._probe is not None:
+            of._probe = None
+            self._probe.set()  # the calls refused for it may ask again
         try:
             await bound.__aexit__(exc_type, exc, tb)
         except TimeoutError:  # cut short by `_failed`: another call failed meanwhile
             raise StoreUnavailable(
-                f"redis {of.url}: given up, another call failed meanwhile"
+                f"redis {of.url}: given up, another call failed meanwhile", timed_out=True
             ) from None
         if exc is None:
             of._suspect = False
+        elif isinstance(exc, of._replies):  # it answered: not down
+            of._suspect = False
+            raise StoreUnavailable(
+                f"redis {of.url} answered {_describe(exc)}", replied=True
+            ) from None
         elif isinstance(exc, of._errors):
             of._failed()
-            raise StoreUnavailable(f"redis {of.url}: {_describe(exc)}") from None
+            raise StoreUnavailable(
+                f"redis {of.url}: {_describe(exc)}", timed_out=isinstance(exc, of._timeouts)
+            ) from None
+
+
+def note_failure(outage: Outage, exc: StoreUnavailable, message: str, *args: object) -> None:
+    """Tell `outage` (logs, metrics, its own pause) of a call that failed with `exc`:
+    nothing when it was refused unasked (`paused_s`: no failure of Redis's, and pausing
+    for it kept a component off a second after a probe answered); logged and counted but
+    not paused for when Redis replied with an error (it answers: the next call may not
+    fail)."""
+    if not exc.paused_s:
+        outage.failed(message, *args, pause=not exc.replied)
 
 
 def _describe(exc: BaseException) -> str:

@@ -59,14 +59,19 @@ _pools: dict[_PoolKey, _Pool] = {}
 _pools_lock = threading.Lock()
 
 
+_Errors = tuple[type[BaseException], ...]
+
+
 class RedisConnection:
     """One feature's hold on a pooled async client; `errors` are the exceptions that
-    mean Redis failed (not the caller); `url` is masked, for logs."""
+    mean Redis failed (not the caller), `replies` those of them that are Redis's answer
+    (an error reply: it is up), `timeouts` those where no answer came in time; `url` is
+    masked, for logs."""
 
-    def __init__(self, pool: _Pool, errors: tuple[type[BaseException], ...], url: str) -> None:
+    def __init__(self, pool: _Pool, errors: tuple[_Errors, _Errors, _Errors], url: str) -> None:
         self._pool = pool
         self.client = pool.client
-        self.errors = errors
+        self.errors, self.replies, self.timeouts = errors
         self.url = url
         self._closed = False
 
@@ -100,7 +105,11 @@ def connect(url: str, timeout_s: float, setting: str) -> RedisConnection:
             "install it with: pip install 'llmroute[redis]'"
         ) from None
     masked = mask_url(url)
-    errors = (redis.RedisError, OSError, TimeoutError)
+    errors = (
+        (redis.RedisError, OSError, TimeoutError),
+        (redis.ResponseError,),
+        (redis.TimeoutError, TimeoutError),
+    )
     key = _pool_key(url, timeout_s)
     with _pools_lock:
         for stale in [k for k in _pools if k[2].is_closed()]:
@@ -163,7 +172,9 @@ class Outage:
     at most once a minute. Both are measured on `clock`, monotonic: on the wall clock an
     NTP step back made during the pause stretched it by the step (a limit or budget left
     uncounted for an hour after a one-second outage). `on_failure` is told of each
-    failure (a metric: the log line says one a minute, an alert wants them all)."""
+    failure (a metric: the log line says one a minute, an alert wants them all); one
+    that proves Redis answers (an error reply) is logged and told without a pause.
+    """
 
     def __init__(
         self,
@@ -184,9 +195,10 @@ class Outage:
         """Seconds until Redis is asked again (0 when it is not taken for down)."""
         return max(0.0, self._until - self._clock())
 
-    def failed(self, message: str, *args: object) -> None:
+    def failed(self, message: str, *args: object, pause: bool = True) -> None:
         now = self._clock()
-        self._until = now + RETRY_AFTER_S
+        if pause:
+            self._until = now + RETRY_AFTER_S
         if now - self._logged_at >= LOG_EVERY_S:
             self._logged_at = now
             self._log.warning(message, *args)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from llmroute.sse import chunk_of, event_of
+from llmroute.state.answering import note_failure
 from llmroute.state.contrast import guarded_terms
 from llmroute.state.redis_conn import Outage
 from llmroute.state.semantic_index import (
@@ -515,12 +516,10 @@ class ResponseCache:
     # -- bookkeeping ----------------------------------------------------------------------
 
     def _failed(self, exc: StoreUnavailable) -> None:
-        """Counted ``error``; Redis left alone, unless the store refused the call unasked
-        (`paused_s`: in its pause, or while another call probes): pausing for that kept
-        the cache off a second after a probe answered."""
+        """Counted ``error``; Redis left alone as `note_failure` says (not for a call
+        the store refused unasked, nor for Redis's error reply)."""
         self._count("error")
-        if not exc.paused_s:
-            self._outage.failed("response cache unavailable, serving without it: %s", exc)
+        note_failure(self._outage, exc, "response cache unavailable, serving without it: %s", exc)
 
     def _count(self, result: str) -> None:
         if self._on_result is not None:

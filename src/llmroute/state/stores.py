@@ -13,7 +13,6 @@ their own pause too). The store logs nothing: its callers say what a failure cos
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import hashlib
 import heapq
@@ -62,17 +61,17 @@ _ASKED_TRIES = 3
 
 async def asked(call: Callable[[], Awaitable[T]]) -> T:
     """`call()`, asked of the store itself: again after the pause when it was refused
-    unasked (`StoreUnavailable.paused_s`: after a failure, or while another call probes),
-    three tries at most, so that Redis is asked at least once or another call's asking
-    is the answer. For a write that must reach the store (a background run's last),
-    not for a call a client waits on."""
+    unasked (`StoreUnavailable.paused_s`: after a failure; or while another call probes,
+    then as soon as the probe ends), three tries at most, so that Redis is asked at
+    least once or another call's asking is the answer. For a write that must reach the
+    store (a background run's last), not for a call a client waits on."""
     for _ in range(_ASKED_TRIES - 1):
         try:
             return await call()
         except StoreUnavailable as exc:
             if not exc.paused_s:
                 raise
-            await asyncio.sleep(exc.paused_s)
+            await exc.wait()
     return await call()
 
 
@@ -527,7 +526,7 @@ class RedisStore:
         self._renew = self._redis.client.register_script(_RENEW)
         self._set_listed = self._redis.client.register_script(SET_LISTED)
         self._delete_listed = self._redis.client.register_script(DELETE_LISTED)
-        self._answering = Answering(self.url, timeout_s, self._redis.errors, clock)
+        self._answering = Answering.of(self._redis, timeout_s, clock)
 
     async def get(self, key: str) -> bytes | None:
         async with self._answering():
