@@ -9,7 +9,8 @@ sending to it within ``sync_s`` instead of each paying its own failures, and the
 probe it again when the cooldown ends.
 
 A Redis that cannot answer changes nothing: each process goes on with its own breakers
-(logged at most once a minute, Redis left alone for a second).
+(logged at most once a minute, Redis left alone for a second; the calls waiting on it
+give up when one fails, and then one asks at a time: `llmroute.state.answering`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmroute.registry.schema import BreakerSettings
+from llmroute.state.answering import Answering, StoreUnavailable, note_failure
 from llmroute.state.redis_conn import Outage, connect
 
 __all__ = ["RedisBreakers", "open_breakers"]
@@ -43,6 +45,7 @@ class RedisBreakers:
         self._client: Any = self._redis.client
         self._prefix = f"{namespace}:breaker:"
         self._outage = Outage(log, clock, on_error)
+        self._answering = Answering.of(self._redis, timeout_s, clock)
 
     async def open_for(self, deployment: str) -> float | None:
         """Seconds the deployment stays open elsewhere; None when no process has it open
@@ -50,8 +53,9 @@ class RedisBreakers:
         if self._outage.down():
             return None
         try:
-            ttl_ms = await self._client.pttl(self._prefix + deployment)
-        except self._redis.errors as exc:
+            async with self._answering():
+                ttl_ms = await self._client.pttl(self._prefix + deployment)
+        except StoreUnavailable as exc:
             self._failed(exc)
             return None
         return ttl_ms / 1000 if ttl_ms is not None and ttl_ms > 0 else None
@@ -61,15 +65,17 @@ class RedisBreakers:
         if self._outage.down():
             return
         try:
-            await self._client.set(self._prefix + deployment, "open", px=int(cooldown_s * 1000))
-        except self._redis.errors as exc:
+            async with self._answering():
+                await self._client.set(self._prefix + deployment, "open", px=int(cooldown_s * 1000))
+        except StoreUnavailable as exc:
             self._failed(exc)
 
-    def _failed(self, exc: BaseException) -> None:
-        self._outage.failed(
-            "shared breakers unavailable at redis %s, each process keeps its own: %s",
-            self.url,
-            type(exc).__name__,
+    def _failed(self, exc: StoreUnavailable) -> None:
+        note_failure(
+            self._outage,
+            exc,
+            "shared breakers unavailable, each process keeps its own: %s",
+            exc,
         )
 
     async def aclose(self) -> None:

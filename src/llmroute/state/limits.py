@@ -30,7 +30,9 @@ Wall-clock periods let replicas on different machines agree.
 
 A Redis that cannot answer lets requests through (a limit exists to spare a quota or a
 budget, and the upstream still enforces its own quota): spending is then not counted,
-the failure is logged at most once a minute and Redis is left alone for a second.
+the failure is logged at most once a minute and Redis is left alone for a second; the
+calls waiting on it give up when one fails, and then one asks at a time
+(`llmroute.state.answering`). An error reply fails that call alone.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from llmroute.state.answering import Answering, StoreUnavailable, note_failure
 from llmroute.state.redis_conn import Outage, connect
 
 __all__ = [
@@ -533,6 +536,8 @@ class RedisLimits:
         self._clock = clock
         # monotonic: a wall-clock step must not stretch it
         self._outage = Outage(log, on_failure=on_error)
+        # the calls under way give up when one fails; then one asks at a time
+        self._answering = Answering.of(self._redis, timeout_s)
         self._pending: deque[tuple[UsdHold, float]] = deque(maxlen=_PENDING_SETTLES)
         # Give-backs Redis did not take (it failed, or was taken for down after another
         # call failed): slots (key, slot) and token holds (key, minute, count), made
@@ -541,6 +546,9 @@ class RedisLimits:
         # model with `max_in_flight` or refuse a key with `tpm` that long.
         self._slots_back: deque[tuple[str, str]] = deque(maxlen=_PENDING_RELEASES)
         self._tokens_back: deque[tuple[str, int, int]] = deque(maxlen=_PENDING_RELEASES)
+        # takes (key, minute) whose answer was lost: counted in Redis, maybe, but the
+        # request went on uncounted (a minute's count one too high, refusing one)
+        self._takes_back: deque[tuple[str, int]] = deque(maxlen=_PENDING_RELEASES)
 
     @property
     def answering(self) -> bool:
@@ -550,14 +558,20 @@ class RedisLimits:
         return await self.take(key, per_minute) is not None
 
     async def take(self, key: str, per_minute: int) -> float | None:
-        if self._outage.down():
+        if self._outage.down() or not await self._give_back_pending():
             return 0.0  # let through, count unknown
         minute, weight = _window(self._clock())
         keys = [f"{self._prefix}{key}:{minute}", f"{self._prefix}{key}:{minute - 1}"]
         try:
-            taken = await self._script(keys=keys, args=[per_minute, f"{weight:.6f}"])
-        except self._redis.errors as exc:
+            async with self._answering():
+                taken = await self._script(keys=keys, args=[per_minute, f"{weight:.6f}"])
+        except StoreUnavailable as exc:
             self._failed(exc)
+            if exc.timed_out:
+                # it may have been counted before the answer was lost: given back later
+                # (a take refused or never made, given back all the same, lets one more
+                # request through that minute, as a Redis that does not answer does)
+                self._later(self._takes_back, (key, minute))
             return 0.0
         if taken is None:
             return None
@@ -571,8 +585,9 @@ class RedisLimits:
             return 0.0
         window, _ = budget_period(period, self._clock())
         try:
-            value = await self._client.get(f"{self._budget_prefix}{key}:{window}")
-        except self._redis.errors as exc:
+            async with self._answering():
+                value = await self._client.get(f"{self._budget_prefix}{key}:{window}")
+        except StoreUnavailable as exc:
             self._failed(exc)
             return 0.0
         try:
@@ -586,11 +601,11 @@ class RedisLimits:
         window, keep_s = budget_period(period, self._clock())
         name = f"{self._budget_prefix}{key}:{window}"
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
+            async with self._answering(), self._client.pipeline(transaction=True) as pipe:
                 pipe.incrbyfloat(name, usd)
                 pipe.expire(name, int(keep_s))
                 await pipe.execute()
-        except self._redis.errors as exc:
+        except StoreUnavailable as exc:
             self._failed(exc)
 
     async def hold_usd(
@@ -607,10 +622,13 @@ class RedisLimits:
             return hold, 0.0
         await self._settle_pending()
         names = self._budget_names(key, window)
+        args = [f"{now:.3f}", repr(usd), repr(cap), int(keep_s), hold.hold_id]
         try:
-            args = [f"{now:.3f}", repr(usd), repr(cap), int(keep_s), hold.hold_id]
-            held, before = await self._hold_usd(keys=names, args=[*args, f"{now + lease_s:.3f}"])
-        except self._redis.errors as exc:
+            async with self._answering():
+                held, before = await self._hold_usd(
+                    keys=names, args=[*args, f"{now + lease_s:.3f}"]
+                )
+        except StoreUnavailable as exc:
             self._failed(exc)
             return hold, 0.0  # it may have gone in before the reply was lost
         try:
@@ -628,10 +646,11 @@ class RedisLimits:
             self._keep_for_later(hold, usd)
 
     async def _settled(self, hold: UsdHold, usd: float) -> bool:
+        args = [hold.hold_id, repr(usd), int(hold.keep_s)]
         try:
-            args = [hold.hold_id, repr(usd), int(hold.keep_s)]
-            await self._settle_usd(keys=self._budget_names(hold.key, hold.window), args=args)
-        except self._redis.errors as exc:
+            async with self._answering():
+                await self._settle_usd(keys=self._budget_names(hold.key, hold.window), args=args)
+        except StoreUnavailable as exc:
             self._failed(exc)
             return False
         return True
@@ -642,8 +661,9 @@ class RedisLimits:
         names = self._budget_names(hold.key, hold.window)
         lapses = self._clock() + (hold.lease_s if lease_s is None else lease_s)
         try:
-            await self._renew_usd(keys=names, args=[hold.hold_id, f"{lapses:.3f}"])
-        except self._redis.errors as exc:
+            async with self._answering():
+                await self._renew_usd(keys=names, args=[hold.hold_id, f"{lapses:.3f}"])
+        except StoreUnavailable as exc:
             self._failed(exc)
 
     def _keep_for_later(self, hold: UsdHold, usd: float) -> None:
@@ -688,8 +708,9 @@ class RedisLimits:
         """The sliding minute's count from its two per-minute keys (`names`: this
         minute's, then the last), 0 when Redis does not answer."""
         try:
-            this, previous = await self._client.mget(names)
-        except self._redis.errors as exc:
+            async with self._answering():
+                this, previous = await self._client.mget(names)
+        except StoreUnavailable as exc:
             self._failed(exc)
             return 0.0
         try:
@@ -703,11 +724,11 @@ class RedisLimits:
         minute, _ = _window(self._clock())
         name = f"{self._tokens_prefix}{key}:{minute}"
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
+            async with self._answering(), self._client.pipeline(transaction=True) as pipe:
                 pipe.incrby(name, count)
                 pipe.expire(name, 130)
                 await pipe.execute()
-        except self._redis.errors as exc:
+        except StoreUnavailable as exc:
             self._failed(exc)
 
     async def hold_tokens(self, key: str, count: int, per_minute: int) -> int | None:
@@ -716,8 +737,9 @@ class RedisLimits:
             return NOT_HELD
         keys = [f"{self._tokens_prefix}{key}:{minute}", f"{self._tokens_prefix}{key}:{minute - 1}"]
         try:
-            held = await self._hold(keys=keys, args=[count, per_minute, f"{weight:.6f}"])
-        except self._redis.errors as exc:
+            async with self._answering():
+                held = await self._hold(keys=keys, args=[count, per_minute, f"{weight:.6f}"])
+        except StoreUnavailable as exc:
             self._failed(exc)
             return NOT_HELD
         return minute if held else None
@@ -729,11 +751,20 @@ class RedisLimits:
             self._later(self._tokens_back, (key, minute, count))
 
     async def _released_tokens(self, key: str, minute: int, count: int) -> bool:
+        return await self._released(self._tokens_prefix + key, minute, count)
+
+    async def _taken_back(self, key: str, minute: int) -> bool:
+        """A `take` whose answer was lost, out of the count of the minute it went into."""
+        return await self._released(self._prefix + key, minute, 1)
+
+    async def _released(self, counter: str, minute: int, count: int) -> bool:
+        """`count` out of `counter`'s count of `minute`; whether Redis took it."""
         if minute < _window(self._clock())[0] - 1:
             return True  # its minute no longer counts in the sliding window
         try:
-            await self._release(keys=[f"{self._tokens_prefix}{key}:{minute}"], args=[count])
-        except self._redis.errors as exc:
+            async with self._answering():
+                await self._release(keys=[f"{counter}:{minute}"], args=[count])
+        except StoreUnavailable as exc:
             self._failed(exc)
             return False
         return True
@@ -746,9 +777,10 @@ class RedisLimits:
         prefix = self._tokens_prefix if tokens else self._prefix
         names = [f"{prefix}{key}:{minute}", f"{prefix}{key}:{minute - 1}"]
         try:
-            this, previous = await self._client.mget(names)
+            async with self._answering():
+                this, previous = await self._client.mget(names)
             return seconds_until_below(float(previous or 0), float(this or 0), now, target)
-        except self._redis.errors as exc:
+        except StoreUnavailable as exc:
             self._failed(exc)
         except ValueError:
             pass
@@ -761,8 +793,9 @@ class RedisLimits:
         slot = os.urandom(8).hex()
         args = [f"{now:.3f}", cap, f"{now + lease_s:.3f}", slot, math.ceil(lease_s) + 60]
         try:
-            taken = await self._take_slot(keys=[f"{self._slots_prefix}{key}"], args=args)
-        except self._redis.errors as exc:
+            async with self._answering():
+                taken = await self._take_slot(keys=[f"{self._slots_prefix}{key}"], args=args)
+        except StoreUnavailable as exc:
             self._failed(exc)
             # it may have been taken before the answer was lost (a timeout): given back
             # later, or it stays taken for its whole lease (a ZREM of none is harmless)
@@ -775,8 +808,10 @@ class RedisLimits:
             return True  # not counted: nothing lapses
         args = [f"{self._clock() + lease_s:.3f}", slot, math.ceil(lease_s) + 60]
         try:
-            return bool(await self._renew_slot(keys=[f"{self._slots_prefix}{key}"], args=args))
-        except self._redis.errors as exc:
+            async with self._answering():
+                renewed = await self._renew_slot(keys=[f"{self._slots_prefix}{key}"], args=args)
+            return bool(renewed)
+        except StoreUnavailable as exc:
             self._failed(exc)
             return True
 
@@ -788,8 +823,9 @@ class RedisLimits:
 
     async def _gave_slot(self, key: str, slot: str) -> bool:
         try:
-            await self._client.zrem(f"{self._slots_prefix}{key}", slot)
-        except self._redis.errors as exc:
+            async with self._answering():
+                await self._client.zrem(f"{self._slots_prefix}{key}", slot)
+        except StoreUnavailable as exc:
             self._failed(exc)
             return False
         return True
@@ -814,20 +850,18 @@ class RedisLimits:
     async def _give_back_pending(self, most: int = 100) -> bool:
         """Make the give-backs Redis did not take before (the `most` oldest of each
         kind); False when it still does not answer. Free when there are none."""
-        for _ in range(min(len(self._slots_back), most)):
-            if not self._slots_back:
-                break
-            slot = self._slots_back.popleft()  # taken first: no two callers make it
-            give = self._gave_slot(*slot)
-            if not await self._kept_unless_made(self._slots_back, slot, give, again=True):
-                return False
-        for _ in range(min(len(self._tokens_back), most)):
-            if not self._tokens_back:
-                break
-            hold = self._tokens_back.popleft()
-            released = self._released_tokens(*hold)
-            if not await self._kept_unless_made(self._tokens_back, hold, released, again=False):
-                return False
+        kinds: tuple[tuple[deque[Any], Callable[..., Coroutine[Any, Any, bool]], bool], ...] = (
+            (self._slots_back, self._gave_slot, True),
+            (self._tokens_back, self._released_tokens, False),
+            (self._takes_back, self._taken_back, False),
+        )
+        for queue, give, again in kinds:
+            for _ in range(min(len(queue), most)):
+                if not queue:  # another caller made the rest meanwhile
+                    break
+                item = queue.popleft()  # taken first: no two callers make it
+                if not await self._kept_unless_made(queue, item, give(*item), again=again):
+                    return False
         return True
 
     @staticmethod
@@ -838,7 +872,8 @@ class RedisLimits:
         caller is cancelled meanwhile (its client hung up) the command may have reached
         Redis all the same: it goes back only when making it `again` is harmless (a
         slot's ZREM); a token hold's DECRBY twice would give another request's tokens
-        back, so it is dropped (its tokens count until their minute passes)."""
+        back, so it is dropped (its tokens count until their minute passes), and so is
+        a take's."""
         made = False
         try:
             made = await give
@@ -850,12 +885,8 @@ class RedisLimits:
             queue.appendleft(item)
         return made
 
-    def _failed(self, exc: BaseException) -> None:
-        self._outage.failed(
-            "limits unavailable at redis %s, letting requests through: %s",
-            self.url,
-            type(exc).__name__,
-        )
+    def _failed(self, exc: StoreUnavailable) -> None:
+        note_failure(self._outage, exc, "limits unavailable, letting requests through: %s", exc)
 
     async def aclose(self, within_s: float = CLOSE_S) -> None:
         """Make the settles and give-backs Redis did not take before closing, tried
@@ -869,7 +900,7 @@ class RedisLimits:
         taken for down is still asked once, which costs one round trip."""
         deadline = time.monotonic() + within_s
         first = True
-        while self._pending or self._slots_back or self._tokens_back:
+        while any(self._left()):
             if time.monotonic() >= deadline and not first:
                 break
             first = False
@@ -879,16 +910,14 @@ class RedisLimits:
             if time.monotonic() + wait > deadline:
                 break
             await asyncio.sleep(wait)
-        if self._pending or self._slots_back or self._tokens_back:
+        if any(self._left()):
             log.warning(
-                "limits: closing with %d budget settle(s), %d in-flight slot(s) and %d "
-                "token hold(s) redis %s did not take within %g s: the slots stay taken "
-                "until their leases lapse, the token holds count until their minute "
-                "passes, and the budget holds until their leases lapse (those calls' "
-                "cost is not counted)",
-                len(self._pending),
-                len(self._slots_back),
-                len(self._tokens_back),
+                "limits: closing with %d budget settle(s), %d in-flight slot(s), %d "
+                "token hold(s) and %d request count(s) redis %s did not take within %g s: "
+                "the slots stay taken until their leases lapse, the token holds and "
+                "requests count until their minute passes, and the budget holds until "
+                "their leases lapse (those calls' cost is not counted)",
+                *self._left(),
                 self.url,
                 round(within_s, 2),
             )
@@ -899,7 +928,16 @@ class RedisLimits:
         it still does not answer."""
         if not await self._settle_pending(len(self._pending)):
             return False
-        return await self._give_back_pending(max(len(self._slots_back), len(self._tokens_back)))
+        return await self._give_back_pending(max(self._left()[1:]))
+
+    def _left(self) -> tuple[int, int, int, int]:
+        """The settles, slots, token holds and takes Redis did not take yet (all 0: none)."""
+        return (
+            len(self._pending),
+            len(self._slots_back),
+            len(self._tokens_back),
+            len(self._takes_back),
+        )
 
 
 def open_limits(

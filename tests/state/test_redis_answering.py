@@ -1,0 +1,199 @@
+"""Limits and shared breakers on a Redis that hangs, behind a stall proxy: the calls
+under way give up when one fails, and after the pause one asks while the others fail at
+once (`llmroute.state.answering`, as the stores do). Redis's error replies (a key of the
+wrong type) fail that call alone; `asked` goes as soon as the probe it waited on is
+answered; and a rpm take whose answer was lost is given back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis
+from redis_service import REDIS_URL
+from stall_proxy import StallProxy, stall_proxy
+
+from llmroute.dispatch.affinity import Affinity
+from llmroute.registry import parse_registry
+from llmroute.registry.schema import CacheSettings
+from llmroute.state import RedisLimits, RedisStore, StoreUnavailable
+from llmroute.state.answering import Answering
+from llmroute.state.breakers import RedisBreakers
+from llmroute.state.redis_conn import RETRY_AFTER_S, connect
+from llmroute.state.response_cache import CacheDirectives, ResponseCache
+from llmroute.state.stores import asked
+
+TIMEOUT_S = 0.5
+CALLS = 4
+NOW = 6030.0  # half way through a minute (the rpm window's)
+
+AFFINITY_REGISTRY = """
+encoder: builtin:static
+providers: {p: {kind: openai, base_url: "http://127.0.0.1:9/v1"}}
+models:
+  small: {provider: p, model: up-small}
+routes:
+  - {name: chitchat, examples: [hello there], target: small}
+default: {target: small}
+affinity: {}
+"""
+
+Call = Callable[[], Awaitable[Any]]
+
+
+def _component(kind: str, url: str, namespace: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    """One call of the `kind` component on `url`, and how to close it."""
+    if kind == "limits":
+        limits = RedisLimits(url, TIMEOUT_S, namespace, clock=lambda: NOW)
+        return (lambda: limits.take("k", 1000)), (lambda: limits.aclose(0))
+    breakers = RedisBreakers(url, TIMEOUT_S, namespace)
+    return (lambda: breakers.open_for("d")), breakers.aclose
+
+
+async def _waited(call: Call) -> float:
+    started = time.monotonic()
+    await call()
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("kind", ["limits", "breakers"])
+def test_a_redis_that_hangs_costs_one_timeout_not_one_per_call(
+    kind: str, redis_namespace: str
+) -> None:
+    """Limits and shared breakers paused after a failure, but each call already waiting
+    on a Redis that hung waited out its own timeout (N calls under way, N timeouts), and
+    after the pause every call asked it again. Now they give up with the first, and then
+    one asks while the others are let through at once."""
+
+    async def go(url: str, proxy: StallProxy) -> None:
+        call, close = _component(kind, url, redis_namespace)
+        await call()  # connected
+        proxy.stall()
+        under_way = []
+        for _ in range(CALLS):  # each started a fifth of the timeout after the last
+            under_way.append(asyncio.create_task(_waited(call)))
+            await asyncio.sleep(TIMEOUT_S / 5)
+        waited = await asyncio.gather(*under_way)
+        # the last started 3/5 of a timeout after the first, and ended with it
+        assert waited[-1] / waited[0] < 0.75, waited
+        await asyncio.sleep(RETRY_AFTER_S + 0.1)  # past the pause
+        after = [asyncio.create_task(call()) for _ in range(CALLS)]
+        await asyncio.sleep(TIMEOUT_S / 4)
+        assert sum(task.done() for task in after) == CALLS - 1  # one probe asks
+        proxy.resume()
+        await asyncio.gather(*after)
+        await close()
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        asyncio.run(go(url, proxy))
+
+
+def test_an_error_reply_fails_that_call_alone(redis_namespace: str) -> None:
+    """A Redis error reply (WRONGTYPE here; OOM, READONLY alike) was taken for Redis
+    down: the calls under way gave up, and every component left Redis alone a second
+    (limits let requests through uncounted, the cache and affinity went without it).
+    A reply proves Redis answers: the call fails, as its component's policy says, and
+    nothing else does."""
+    wrong = f"{redis_namespace}:list"
+    client = redis.Redis.from_url(REDIS_URL)
+    client.rpush(wrong, "x")
+    client.rpush(f"{redis_namespace}:rpm:k:{int(NOW // 60)}", "x")
+    client.close()
+    results: list[str] = []
+    registry = parse_registry(AFFINITY_REGISTRY).registry
+    assert registry.affinity is not None
+
+    async def go() -> None:
+        limits = RedisLimits(REDIS_URL, 1.0, redis_namespace, clock=lambda: NOW)
+        assert await limits.take("k", 10) == 0.0  # its counter a list: let through
+        assert limits.answering
+        limits._script.sha = "0" * 40  # NOSCRIPT: loaded, and run all the same
+        assert await limits.take("other", 10) == 1.0  # asked, and counted
+        await limits.aclose(0)
+
+        store = RedisStore(REDIS_URL, 1.0)
+        cache = ResponseCache(CacheSettings(), store, "v", on_result=results.append)
+        assert await cache.get(wrong, CacheDirectives()) is None
+        assert await cache.get(f"{redis_namespace}:none", CacheDirectives()) is None
+        await store.aclose()
+        store = RedisStore(REDIS_URL, 1.0)
+        affinity = Affinity(registry.affinity, registry, store)  # type: ignore[arg-type]
+        affinity._prefix = f"{redis_namespace}:"
+        assert await affinity._get("list") is None
+        await affinity._set("talk", "small")
+        assert await affinity._get("talk") == "small"
+        await store.aclose()
+
+        conn = connect(REDIS_URL, 1.0, "test")
+        answering, client = Answering.of(conn, 1.0), conn.client
+
+        async def blpop() -> object:
+            async with answering():
+                return await client.blpop([f"{redis_namespace}:empty"], timeout=0.3)
+
+        async def get_wrong() -> object:
+            async with answering():
+                return await client.get(wrong)
+
+        waiting = asyncio.create_task(blpop())
+        await asyncio.sleep(0.05)
+        with pytest.raises(StoreUnavailable, match="WRONGTYPE") as replied:
+            await get_wrong()
+        assert replied.value.replied and not replied.value.paused_s
+        assert await waiting is None  # not cut: it waited for its own answer
+        await conn.aclose()
+
+    asyncio.run(go())
+    assert results == ["error", "miss"]
+
+
+def test_asked_goes_as_soon_as_the_probe_is_answered(redis_namespace: str) -> None:
+    """`asked` refused while another call probed slept the store's whole timeout, even
+    when the probe was answered at once. Now it waits on the probe's outcome."""
+    timeout_s = 1.0
+    clock = [100.0]
+    key = f"{redis_namespace}:k"
+
+    async def go(url: str, proxy: StallProxy) -> None:
+        store = RedisStore(url, timeout_s, clock=lambda: clock[0])
+        await store.set(key, b"v", 60)
+        proxy.stall()
+        with pytest.raises(StoreUnavailable):
+            await store.get(key)
+        clock[0] += RETRY_AFTER_S + 0.5  # past the pause
+        probe = asyncio.create_task(store.get(key))
+        await asyncio.sleep(0.05)
+        waiter = asyncio.create_task(asked(lambda: store.get(key)))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()  # refused: waits
+        proxy.resume()
+        assert await probe == b"v"
+        done, _ = await asyncio.wait({waiter}, timeout=timeout_s / 2)
+        assert waiter in done and waiter.result() == b"v"
+        await store.aclose()
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        asyncio.run(go(url, proxy))
+
+
+def test_a_take_whose_answer_was_lost_is_given_back(redis_namespace: str) -> None:
+    """A rpm take that Redis counted but whose answer came after the timeout let the
+    request through uncounted, and its count stayed in Redis: the minute held one
+    request too many (refusing one). Now it is given back before the next take."""
+
+    async def go(url: str, proxy: StallProxy) -> None:
+        limits = RedisLimits(url, 0.3, redis_namespace, clock=lambda: NOW)
+        assert await limits.requests("k") == 0.0  # connected
+        proxy.stall_replies()
+        assert await limits.take("k", 10) == 0.0  # counted in Redis; the answer lost
+        proxy.resume()
+        await asyncio.sleep(limits._outage.left_s() + 0.05)  # the outage's pause
+        assert await limits.take("k", 10) == 1.0
+        assert await limits.requests("k") == 1.0
+        await limits.aclose(0)
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        asyncio.run(go(url, proxy))
