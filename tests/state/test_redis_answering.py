@@ -7,10 +7,12 @@ answered; and a rpm take whose answer was lost is given back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
 from redis_service import REDIS_URL
@@ -24,6 +26,7 @@ from llmroute.state.answering import Answering
 from llmroute.state.breakers import RedisBreakers
 from llmroute.state.redis_conn import RETRY_AFTER_S, connect
 from llmroute.state.response_cache import CacheDirectives, ResponseCache
+from llmroute.state.semantic_index import Query, RedisSemanticIndex, word_pairs
 from llmroute.state.stores import asked
 
 TIMEOUT_S = 0.5
@@ -49,24 +52,30 @@ def _component(kind: str, url: str, namespace: str) -> tuple[Call, Callable[[], 
     if kind == "limits":
         limits = RedisLimits(url, TIMEOUT_S, namespace, clock=lambda: NOW)
         return (lambda: limits.take("k", 1000)), (lambda: limits.aclose(0))
+    if kind == "semantic":  # the cache's lookup by meaning: it fails, the cache misses
+        index = RedisSemanticIndex(url, TIMEOUT_S, namespace, 8)
+        query = Query(np.ones(4, dtype=np.float32) / 2, word_pairs("hello"), 0.9)
+        return (lambda: index.nearest("context", query)), index.aclose
     breakers = RedisBreakers(url, TIMEOUT_S, namespace)
     return (lambda: breakers.open_for("d")), breakers.aclose
 
 
 async def _waited(call: Call) -> float:
     started = time.monotonic()
-    await call()
+    with contextlib.suppress(StoreUnavailable, redis.RedisError):
+        await call()
     return time.monotonic() - started
 
 
-@pytest.mark.parametrize("kind", ["limits", "breakers"])
+@pytest.mark.parametrize("kind", ["limits", "breakers", "semantic"])
 def test_a_redis_that_hangs_costs_one_timeout_not_one_per_call(
     kind: str, redis_namespace: str
 ) -> None:
-    """Limits and shared breakers paused after a failure, but each call already waiting
-    on a Redis that hung waited out its own timeout (N calls under way, N timeouts), and
-    after the pause every call asked it again. Now they give up with the first, and then
-    one asks while the others are let through at once."""
+    """Limits, shared breakers and the cache's index by meaning paused after a failure,
+    but each call already waiting on a Redis that hung waited out its own timeout (N
+    calls under way, N timeouts), and after the pause every call asked it again (the
+    index had no pause of its own). Now they give up with the first, and then one asks
+    while the others are let through at once."""
 
     async def go(url: str, proxy: StallProxy) -> None:
         call, close = _component(kind, url, redis_namespace)
@@ -80,7 +89,7 @@ def test_a_redis_that_hangs_costs_one_timeout_not_one_per_call(
         # the last started 3/5 of a timeout after the first, and ended with it
         assert waited[-1] / waited[0] < 0.75, waited
         await asyncio.sleep(RETRY_AFTER_S + 0.1)  # past the pause
-        after = [asyncio.create_task(call()) for _ in range(CALLS)]
+        after = [asyncio.create_task(_waited(call)) for _ in range(CALLS)]
         await asyncio.sleep(TIMEOUT_S / 4)
         assert sum(task.done() for task in after) == CALLS - 1  # one probe asks
         proxy.resume()

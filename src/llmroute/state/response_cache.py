@@ -180,8 +180,6 @@ class ResponseCache:
         self.store = store
         self.semantic = semantic if settings.semantic is not None else None
         self._semantic_chars = 0 if settings.semantic is None else settings.semantic.max_chars
-        # the index's own failures (a Redis client's), turned into misses like the store's
-        self._index_errors: tuple[type[BaseException], ...] = getattr(semantic, "errors", ())
         self._prefix = f"{settings.namespace}:resp:{_KEY_VERSION}:{registry_version}:"
         self._context_prefix = f"{_KEY_VERSION}:{registry_version}:"
         self._routes = None if settings.routes is None else frozenset(settings.routes)
@@ -317,9 +315,6 @@ class ResponseCache:
         except StoreUnavailable as exc:
             self._failed(exc)
             return None
-        except self._index_errors as exc:
-            self._failed(StoreUnavailable(f"semantic index {index.url}: {type(exc).__name__}"))
-            return None
         answer = None if raw is None else CachedAnswer.decode(raw)
         max_age = directives.max_age_s
         if answer is not None and max_age is not None and answer.age_s(self._clock()) > max_age:
@@ -423,8 +418,8 @@ class ResponseCache:
             digest = keys.exact[len(self._prefix) :]
             try:
                 await index.add(context, vector, pairs, digest, ttl_s)
-            except self._index_errors as exc:
-                self._failed(StoreUnavailable(f"semantic index {index.url}: {type(exc).__name__}"))
+            except StoreUnavailable as exc:
+                self._failed(exc)
                 return
         self._count("stored")
         if keys.decision is not None:

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from llmroute.state.answering import Answering
 from llmroute.state.redis_conn import connect
 
 __all__ = ["MemorySemanticIndex", "Query", "RedisSemanticIndex", "SemanticIndex", "word_pairs"]
@@ -169,8 +170,9 @@ class RedisSemanticIndex:
     """One Redis list per context (``{namespace}:sem:{context}``; the context key carries
     the registry version): ``LRANGE`` to look up, ``LPUSH`` + ``LTRIM`` + ``PEXPIRE`` in
     one transaction to add. Records whose size does not match the query's dimension
-    (another encoder) are ignored. Errors propagate as the client's exceptions
-    (`errors`); the cache turns them into misses."""
+    (another encoder) are ignored. A Redis that fails raises `StoreUnavailable`, as a
+    store does (`Answering`: the calls waiting give up with the first, then one asks
+    at a time); the cache turns it into a miss."""
 
     def __init__(
         self,
@@ -182,14 +184,15 @@ class RedisSemanticIndex:
     ) -> None:
         self._redis = connect(url, timeout_s, "cache.url")
         self.url = self._redis.url
-        self.errors = self._redis.errors
+        self._answering = Answering.of(self._redis, timeout_s)
         self._client: Any = self._redis.client
         self._prefix = f"{namespace}:sem:"
         self._capacity = max_per_context
         self._clock = clock
 
     async def nearest(self, context: str, query: Query) -> Found | None:
-        raw = await self._client.lrange(self._prefix + context, 0, self._capacity - 1)
+        async with self._answering():
+            raw = await self._client.lrange(self._prefix + context, 0, self._capacity - 1)
         layout = _record_dtype(query.vector.shape[0])
         records = [r for r in raw if isinstance(r, bytes) and len(r) == layout.itemsize]
         if not records:
@@ -208,7 +211,7 @@ class RedisSemanticIndex:
         record["pairs"] = pairs
         record["vector"] = vector.astype(np.float16)
         name = self._prefix + context
-        async with self._client.pipeline(transaction=True) as pipe:
+        async with self._answering(), self._client.pipeline(transaction=True) as pipe:
             pipe.lpush(name, record.tobytes())
             pipe.ltrim(name, 0, self._capacity - 1)
             pipe.pexpire(name, max(1, round(ttl_s * 1000)))
