@@ -77,7 +77,10 @@ class StallProxy:
                 threading.Thread(target=self._pump, args=(src, dst, gate), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, gate: threading.Event) -> None:
-        src.settimeout(_POLL_S)
+        try:
+            src.settimeout(_POLL_S)
+        except OSError:  # closed (`close`) before this thread started
+            return
         while not self._closed.is_set():
             if not gate.wait(_POLL_S):
                 continue  # stalled: nothing read, so nothing passed on

@@ -797,9 +797,11 @@ class RedisLimits:
                 taken = await self._take_slot(keys=[f"{self._slots_prefix}{key}"], args=args)
         except StoreUnavailable as exc:
             self._failed(exc)
-            # it may have been taken before the answer was lost (a timeout): given back
-            # later, or it stays taken for its whole lease (a ZREM of none is harmless)
-            self._later(self._slots_back, (key, slot))
+            if not exc.paused_s and not exc.replied:
+                # asked, and it may have been taken before the answer was lost (a
+                # timeout): given back later, or it stays taken for its whole lease (a
+                # ZREM of none is harmless; one never asked is not queued)
+                self._later(self._slots_back, (key, slot))
             return UNCOUNTED_SLOT
         return slot if taken else None
 
