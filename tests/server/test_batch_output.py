@@ -8,9 +8,10 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from loop_ticks import ticks_while
 
-from llmroute.server.batch_output import answer_line, written_custom_ids
+from llmroute.server.batch_output import _BYTES_STEP, answer_line, written_custom_ids
 from llmroute.verbatim_json import VERBATIM_BYTES
 
 USAGE = {"prompt_tokens": 7, "total_tokens": 7}
@@ -111,3 +112,39 @@ def test_a_line_s_answer_is_not_parsed_for_its_custom_id() -> None:
     is never looked at)."""
     line = b'{"id":"batch_req_1","custom_id":"c","response":{"body":[' + b"1," * 1000
     assert written_custom_ids([line]) == {"c"}
+
+
+_SEPARATORS = "\x85\u2028\u2029"  # valid raw in JSON, line breaks to str.splitlines
+
+
+def test_unicode_line_separators_are_escaped_in_every_line() -> None:
+    """U+0085, U+2028 and U+2029 are written escaped, in a small answer's line and in a
+    large one's kept as it came (one astride two of its steps too): raw, the file was
+    JSON Lines but ``str.splitlines()`` (Python's, an OpenAI SDK user's) cut the line."""
+    answer = {**_answer(), "custom_id": f"id{_SEPARATORS}"}
+    small = json.dumps({"choices": [{"text": f"a{_SEPARATORS}b"}], "usage": USAGE})
+    text = "x" * (_BYTES_STEP - 40) + _SEPARATORS * 20  # one astride the first step's end
+    large = json.dumps({"choices": [{"text": text}], "usage": USAGE}, ensure_ascii=False)
+    assert len(large.encode()) >= VERBATIM_BYTES
+    for body, endpoint in (
+        (small.encode(), "/v1/chat/completions"),
+        (large.encode(), "/v1/chat/completions"),
+        (large.encode(), "/v1/embeddings"),
+    ):
+        line = asyncio.run(answer_line(answer, body, endpoint))[0].decode()
+        assert len(line.splitlines()) == 1, endpoint
+        assert not any(c in line for c in _SEPARATORS)
+        read = json.loads(line)
+        assert read["custom_id"] == answer["custom_id"]
+        assert read["response"]["body"] == json.loads(body)
+        assert written_custom_ids([line.encode()]) == {answer["custom_id"]}
+
+
+def test_a_malformed_answer_is_refused_without_asserts() -> None:
+    """`answer_line` checks the answer's shape with a real check (an ``assert`` is gone
+    under ``python -O``): ``id`` and ``custom_id`` first, which a batch taken over reads."""
+    answer = _answer()
+    wrong = {"custom_id": answer["custom_id"], **answer}
+    for body in (b"{}", _embeddings(100)):
+        with pytest.raises(ValueError, match="custom_id"):
+            asyncio.run(answer_line(wrong, body, "/v1/embeddings"))

@@ -10,6 +10,10 @@ time with its vectors skipped over (`read_verbatim`), any other in a worker thre
 (`loads_answer`). That read checks it is a JSON object, as the small one's parse does:
 one that is not is written ``{}``, as a small one is.
 
+U+0085, U+2028 and U+2029, valid raw in a JSON string, are line breaks to
+``str.splitlines()`` (Python's, and readers of OpenAI's files who split them so): a line
+holds them escaped (``\\u2028``), a large answer's a step at a time as its line breaks.
+
 A batch taken over reads the custom_ids its earlier run wrote (`written_custom_ids`):
 from each line's first members only (``id`` then ``custom_id``, as `answer_line`
 writes them), not its whole answer: parsed whole, a 43 MB line held the GIL ~1-2 s (in
@@ -38,35 +42,64 @@ async def answer_line(answer: dict[str, Any], body: bytes, endpoint: str) -> tup
     None ``error``), its response's ``body`` the JSON `body` (``{}`` when it is not a
     JSON object): parsed and written compact when small, as it is (on one line) when
     large; and the answer's ``usage`` (None when it has none)."""
+    if list(answer)[:2] != ["id", "custom_id"]:  # what `written_custom_ids` reads
+        raise ValueError("a batch answer's first members must be 'id', then 'custom_id'")
     response = answer["response"]
-    assert list(answer)[:2] == ["id", "custom_id"]  # what `written_custom_ids` reads
     if len(body) < VERBATIM_BYTES:
         read = _json(body)
         return _line({**answer, "response": {**response, "body": read}}), read.get("usage")
-    large = await _large(body, endpoint)
     head = _line(answer)  # its response without the body
-    assert head.endswith(_TAIL) and "body" not in response
+    if "body" in response or not head.endswith(_TAIL):
+        raise ValueError("a batch answer ends with its response (no body yet), then 'error'")
+    large = await _large(body, endpoint)
     pieces = [b"{}"]  # written verbatim, it would not be JSON (none the gateway writes)
     if large is not None:
-        pieces = await _spaced(body)
+        pieces = await _one_line(body)
     line = await joined([head[: -len(_TAIL)], b',"body":', *pieces, head[-len(_TAIL) :]])
     return line, None if large is None else large.get("usage")
 
 
 _SPACES = bytes.maketrans(b"\n\r", b"  ")
+# in UTF-8, characters `str.splitlines` breaks a line at that a JSON string may hold raw
+_SEPARATORS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_ENCODED = tuple((raw.encode(), escaped.encode()) for raw, escaped in _SEPARATORS.items())
+_CHANGED = (b"\n", b"\r", *(raw for raw, _ in _ENCODED))
 
 
-async def _spaced(body: bytes) -> list[bytes]:
-    """`body` with its line breaks made spaces (an upstream's own vectors, pretty-printed),
-    in pieces of `_BYTES_STEP` made between two turns of the event loop; as it is (not
-    copied) when it has none."""
-    if b"\n" not in body and b"\r" not in body:
+async def _one_line(body: bytes) -> list[bytes]:
+    """`body` on one line (its line breaks made spaces: an upstream's own vectors,
+    pretty-printed; U+0085, U+2028, U+2029 escaped), looked at and changed in pieces of
+    `_BYTES_STEP` between two turns of the event loop; as it is (not copied) when it
+    holds none."""
+    steps: list[tuple[int, int, bool]] = []
+    at = 0
+    while at < len(body):
+        end = _char_start(body, at + _BYTES_STEP)
+        steps.append((at, end, any(body.find(raw, at, end) >= 0 for raw in _CHANGED)))
+        at = end
+        await asyncio.sleep(0)
+    if not any(changed for _, _, changed in steps):
         return [body]
     pieces = []
-    for at in range(0, len(body), _BYTES_STEP):
-        pieces.append(body[at : at + _BYTES_STEP].translate(_SPACES))
+    for at, end, changed in steps:
+        pieces.append(_escaped(body[at:end].translate(_SPACES)) if changed else body[at:end])
         await asyncio.sleep(0)
     return pieces
+
+
+def _char_start(data: bytes, at: int) -> int:
+    """The first character start of UTF-8 `data` at or past `at` (a step never splits
+    one: what is looked for is whole characters)."""
+    while at < len(data) and 0x80 <= data[at] < 0xC0:  # a continuation byte
+        at += 1
+    return min(at, len(data))
+
+
+def _escaped(data: bytes) -> bytes:
+    for raw, escaped in _ENCODED:
+        if raw in data:
+            data = data.replace(raw, escaped)
+    return data
 
 
 async def _large(body: bytes, endpoint: str) -> dict[str, Any] | None:
@@ -92,7 +125,11 @@ def _json(raw: bytes) -> dict[str, Any]:
 
 
 def _line(answer: dict[str, Any]) -> bytes:
-    return json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    text = json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
+    for raw, escaped in _SEPARATORS.items():
+        if raw in text:
+            text = text.replace(raw, escaped)
+    return text.encode() + b"\n"
 
 
 def written_custom_ids(parts: Iterable[bytes]) -> set[str]:
