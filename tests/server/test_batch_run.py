@@ -6,18 +6,21 @@ shared by the suite and cannot be stopped for one test."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from redis_service import REDIS_URL
 
 from llmroute.registry.schema import BatchesSettings
-from llmroute.server.batch_run import BatchRun
+from llmroute.server.batch_run import PART_BYTES, BatchRun
 from llmroute.server.state import InFlight
 from llmroute.state import MemoryStore, StoreUnavailable
 from llmroute.state.batches import BatchRecord, BatchStore
+from llmroute.state.stores import state_store
 
 
 class _Outage(MemoryStore):
@@ -190,3 +193,59 @@ def test_a_run_sends_nothing_while_its_store_does_not_answer() -> None:
     assert len(sent) == 60  # every line answered once, in the end
     # noticed within a tick: nothing sent in the last second of the outage
     assert not [t for t in sent if down + 1.5 < t < up]
+
+
+class _Held(BatchRun):
+    """A run whose requests are answered here, large (a part written by the next tick),
+    the last one only once `go_on` is set."""
+
+    go_on: asyncio.Event
+
+    async def _answer(self, line: Any, content: bytes) -> None:
+        if line.custom_id == "last":
+            await self.go_on.wait()
+        answer = {"custom_id": line.custom_id, "padding": "x" * PART_BYTES}
+        self.answers.add(json.dumps(answer).encode() + b"\n", True, None)
+
+
+def test_a_redis_batch_whose_answers_redis_evicted_ends_failed(redis_namespace: str) -> None:
+    """Redis's own ``maxmemory-policy`` (any but ``noeviction``: the parts expire) may
+    evict a running batch's answers (here a part deleted by hand): the batch ended
+    ``completed`` with an output file that could not be read; it ends ``failed``,
+    ``output_evicted``, naming Redis, as a memory store's does."""
+    import redis
+
+    settings = BatchesSettings(url=REDIS_URL, namespace=redis_namespace, concurrency=1)
+    kv = state_store("batches", REDIS_URL, 100, 1 << 20, 2.0, per_owner=True)
+    store = BatchStore(settings, kv)
+    lines = b"".join(
+        b'{"custom_id": "%s", "method": "POST", "url": "/v1/chat/completions", '
+        b'"body": {"model": "auto", "messages": []}}\n' % name
+        for name in (b"first", b"last")
+    )
+    record = _record("batch_evicted")
+
+    async def go() -> BatchRecord | None:
+        await store.put_file("team", {"id": "file-in", "purpose": "batch"}, lines)
+        await store.put_batch("team", record, new=True)
+        await store.hold("team", record.id, "run-1")
+        run = _run(store, record, lambda kind, outcome: None, _Held)
+        run.go_on = asyncio.Event()
+        task = asyncio.create_task(run())
+        while (kept := await store.get_batch("team", record.id)) is None or (
+            kept.output_written.parts == 0
+        ):
+            await asyncio.sleep(0.05)
+        with redis.Redis.from_url(REDIS_URL) as client:
+            assert client.delete(store._part_key("team", "file-o", 0)) == 1
+        run.go_on.set()
+        await task
+        found = await store.get_batch("team", record.id)
+        await store.aclose()
+        return found
+
+    done = asyncio.run(asyncio.wait_for(go(), 30))
+    assert done is not None and done.status == "failed", done
+    errors = done.batch["errors"]["data"]
+    assert [e["code"] for e in errors] == ["output_evicted"]
+    assert "Redis" in errors[0]["message"]

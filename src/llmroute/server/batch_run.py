@@ -483,7 +483,7 @@ class BatchRun:
                 self.count("batch", status)
                 return
             if status == "completed" and await self.store.lost(self.owner, self.record):
-                status, changes = "failed", {"errors": _evicted()}
+                status, changes = "failed", {"errors": _evicted(self.store.url)}
             output, failed = await settled_files(self.store, self.owner, self.record)
             now = int(time.time())
             if status == "completed":
@@ -621,12 +621,20 @@ def _error(code: str, message: str, param: str | None = None) -> dict[str, Any]:
     }
 
 
-def _evicted() -> dict[str, Any]:
+def _evicted(url: str) -> dict[str, Any]:
+    unread = "so its output_file_id and error_file_id cannot be read whole"
+    if url == "memory":
+        return _error(
+            "output_evicted",
+            "the gateway's memory store (batches.max_bytes, max_entries) had no room for all "
+            f"of this batch's answers, {unread}: send it again in smaller batches, or ask the "
+            "operator for a Redis batches.url",
+        )
     return _error(
         "output_evicted",
-        "the gateway's memory store (batches.max_bytes, max_entries) had no room for all of "
-        "this batch's answers, so its output_file_id and error_file_id cannot be read whole: "
-        "send it again in smaller batches, or ask the operator for a Redis batches.url",
+        f"the batch store (Redis) evicted some of this batch's answers to free memory, {unread}: "
+        "send it again, or ask the operator for more Redis memory or maxmemory-policy "
+        "noeviction",
     )
 
 

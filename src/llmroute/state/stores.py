@@ -110,6 +110,8 @@ class KeyValueStore(Protocol):
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
 
+    async def count(self, keys: Sequence[str]) -> int: ...
+
     async def touch(self, keys: Sequence[str], ttl_s: float) -> None: ...
 
     async def delete_prefix(self, prefix: str) -> int: ...
@@ -411,6 +413,12 @@ class MemoryStore:
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         return [await self.get(key) for key in keys]
 
+    async def count(self, keys: Sequence[str]) -> int:
+        """How many of `keys` (each once) are there, unexpired; none marked used."""
+        with self._lock:
+            now = self._clock()
+            return sum(1 for key in keys if (e := self._entries.get(key)) and e[0] > now)
+
     async def touch(self, keys: Sequence[str], ttl_s: float) -> None:
         """Keep the entries of `keys` that are still there `ttl_s` from now."""
         with self._lock:
@@ -538,8 +546,8 @@ class RedisStore:
             await self._redis.client.set(key, value, px=max(1, round(ttl_s * 1000)))
 
     async def set_pinned(self, key: str, value: bytes, ttl_s: float) -> None:
-        """`set`: Redis evicts nothing of ours (its own ``maxmemory`` policy is the
-        operator's)."""
+        """`set`: nothing pinned; Redis evicts only by its own ``maxmemory-policy`` (the
+        operator's), which a batch's end looks for (`BatchStore.lost`)."""
         await self.set(key, value, ttl_s)
 
     async def unpin(self, keys: Sequence[str]) -> None:
@@ -602,6 +610,13 @@ class RedisStore:
         async with self._answering():
             values = await self._redis.client.mget(keys)
         return [value if isinstance(value, bytes) else None for value in values]
+
+    async def count(self, keys: Sequence[str]) -> int:
+        """One ``EXISTS``: how many of `keys` (each once) are there."""
+        if not keys:
+            return 0
+        async with self._answering():
+            return int(await self._redis.client.exists(*keys))
 
     async def touch(self, keys: Sequence[str], ttl_s: float) -> None:
         """``PEXPIRE`` each of `keys` (one round trip; keys gone stay gone)."""
