@@ -14,6 +14,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,33 @@ def test_a_batch_past_a_keys_running_quota_is_refused(
         assert _slow_batch(alice, alices).status_code == 429
         log = served.log_text()
     assert "Traceback" not in log and ALICE_KEY not in log
+
+
+def test_simultaneous_uploads_stay_within_the_keys_quota(
+    tmp_path: Path, redis_namespace: str
+) -> None:
+    """Redis, two worker processes: twenty uploads at once with ``max_key_files: 4``
+    keep four files, the others refused with the quota's 429. The quota was read, then
+    the file kept: several read it before any was kept, and each passed it (eight to
+    ten kept on the old code). (Batches made at once: tests/state/test_batch_store.py.)"""
+    settings = f'url: "{REDIS_URL}", namespace: {redis_namespace}, max_key_files: 4'
+    line = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
+
+    def upload(served: Served) -> int:
+        with _as(served, ALICE_KEY) as client:  # a connection each: either worker
+            upload = {"file": ("batch.jsonl", line)}
+            return client.post("/files", files=upload, data={"purpose": "batch"}).status_code
+
+    with (
+        _gateway(tmp_path, batches=f"{{{settings}}}", args=("--workers", "2")) as served,
+        _as(served, ALICE_KEY) as alice,
+        ThreadPoolExecutor(20) as pool,
+    ):
+        uploads = list(pool.map(upload, [served] * 20))
+        files = alice.get("/files").json()["data"]
+        log = served.log_text()
+    assert (sorted(uploads), len(files)) == ([200] * 4 + [429] * 16, 4)
+    assert "Traceback" not in log
 
 
 def test_a_batch_whose_answers_the_memory_store_cannot_keep_fails_saying_so(

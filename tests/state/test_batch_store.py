@@ -177,6 +177,29 @@ def test_batches_are_kept_listed_held_and_flagged(redis_namespace: str) -> None:
         run(go())
 
 
+def test_batches_made_at_once_stay_within_max_key_batches(redis_namespace: str) -> None:
+    """Twenty batches noted running at once with ``max_key_batches: 3`` (memory and
+    Redis): three are noted, each other one refused saying why; another key's still goes
+    in. The count was read, then the batch noted: several could read it before any was
+    noted, and each pass it."""
+
+    def batch() -> BatchRecord:
+        return BatchRecord({"id": new_batch_id(), "expires_at": 2**40}, "f-o", "f-e")
+
+    async def go(store: BatchStore) -> tuple[list[str | None], str | None, int]:
+        found = await asyncio.gather(*(store.mark_running("alice", batch()) for _ in range(20)))
+        bobs = await store.mark_running("bob", batch())
+        running = len(await store.running())
+        await store.aclose()
+        return list(found), bobs, running
+
+    for kv in _stores(redis_namespace):
+        store = BatchStore(kv.settings.model_copy(update={"max_key_batches": 3}), kv._store)
+        refused, bobs, running = run(go(store))
+        assert refused.count(None) == 3 and bobs is None and running == 4, store.url
+        assert all("batches.max_key_batches (3)" in why for why in refused if why is not None)
+
+
 def test_answers_larger_than_the_memory_store_are_named_in_the_log(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

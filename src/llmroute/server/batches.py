@@ -392,7 +392,6 @@ async def _create(request: Request, store: BatchStore, owner: str) -> dict[str, 
         raise GatewayError(
             400, "the input file must be one uploaded with purpose 'batch'", param="input_file_id"
         )
-    await _within_quota(store, owner)
     now = int(time.time())
     batch = {
         "id": new_batch_id(),
@@ -425,7 +424,8 @@ async def _create(request: Request, store: BatchStore, owner: str) -> dict[str, 
     try:
         holder = secrets.token_hex(8)
         # the record last: a store that fails first leaves nothing a sweep would run
-        await store.mark_running(owner, record)
+        if (why := await store.mark_running(owner, record)) is not None:
+            raise _over_quota(owner, why)
         await store.hold(owner, record.id, holder)
         await store.put_batch(owner, record, new=True)
     except StoreUnavailable as exc:
@@ -435,22 +435,17 @@ async def _create(request: Request, store: BatchStore, owner: str) -> dict[str, 
     return batch
 
 
-async def _within_quota(store: BatchStore, owner: str) -> None:
-    """A 429 ``batch_quota_exceeded`` when `owner` has ``batches.max_key_batches``
-    batches running or queued already."""
-    try:
-        why = await store.over_batch_quota(owner)
-    except StoreUnavailable as exc:
-        raise store_unavailable("batch", exc) from None
-    if why is not None:
-        whose = f"client key {owner!r}" if owner else "the gateway's client"
-        raise GatewayError(
-            429,
-            f"{whose} {why}: wait for one to end, or cancel one (POST /v1/batches/{{id}}/cancel)",
-            code="batch_quota_exceeded",
-            headers=NO_RETRY,
-            kind="insufficient_quota",
-        )
+def _over_quota(owner: str, why: str) -> GatewayError:
+    """A 429 ``batch_quota_exceeded``: `owner` has ``batches.max_key_batches`` batches
+    running or queued already (`why`)."""
+    whose = f"client key {owner!r}" if owner else "the gateway's client"
+    return GatewayError(
+        429,
+        f"{whose} {why}: wait for one to end, or cancel one (POST /v1/batches/{{id}}/cancel)",
+        code="batch_quota_exceeded",
+        headers=NO_RETRY,
+        kind="insufficient_quota",
+    )
 
 
 async def batch(request: Request) -> Response:

@@ -136,8 +136,6 @@ async def _upload(request: Request, store: BatchStore, owner: str) -> dict[str, 
         else None,
         "expires_after",
     )
-    if (why := await store.over_quota(owner, len(content))) is not None:
-        raise _over_quota(owner, why)
     now = int(time.time())
     record = {
         "id": new_file_id(),
@@ -150,7 +148,8 @@ async def _upload(request: Request, store: BatchStore, owner: str) -> dict[str, 
         "status": "processed",
         "status_details": None,
     }
-    await store.put_file(owner, record, content, ttl_s=asked)
+    if (why := await store.put_upload(owner, record, content, ttl_s=asked)) is not None:
+        raise _over_quota(owner, why)
     return record
 
 

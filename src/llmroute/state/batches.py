@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeGuard
 from llmroute.registry.schema import BatchesSettings, Registry
 from llmroute.state.stores import (
     KeyValueStore,
+    ListingRead,
     owned_key,
     owner_prefix,
     owner_tag,
@@ -47,6 +48,8 @@ _VERSION = 1
 Kind = Literal["file", "batch"]
 _COMPACT_AFTER = 1_000  # listed ids found gone before the index is rewritten
 _RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+_QUOTA_TRIES = 50  # an upload's reads of its key's quota, each lost to another upload kept
+_BUSY = "had other uploads kept while this one was checked against its quota"
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,37 +351,47 @@ class BatchStore:
         await self._store.delete_many(keys)
         return True
 
-    async def over_quota(self, owner: str, size: int) -> str | None:
-        """Why `owner` may not keep one more file of `size` bytes (`max_key_files`,
-        `max_key_bytes`: what its kept files, uploads and batches' answers, hold); None
-        when it may, or when there is no quota. Read from its listing, as each upload
-        arrives: uploads at the same moment may each pass it by one."""
-        return (await self.quota(owner)).over(size)
+    async def put_upload(
+        self, owner: str, file: dict[str, Any], content: bytes, ttl_s: float | None = None
+    ) -> str | None:
+        """Keep uploaded `file` with its `content` (`put_file`) if `owner`'s quota
+        (`max_key_files`, `max_key_bytes`: what its kept files, uploads and batches'
+        answers, hold) has room for it; else why not (nothing kept). What its files hold is
+        read from its listing, and the file listed only if the listing is still as read
+        (`set_appending`; else read again): uploads at the same moment cannot each pass
+        the quota by one."""
+        if self.settings.max_key_files is None and self.settings.max_key_bytes is None:
+            await self.put_file(owner, file, content, ttl_s=ttl_s)
+            return None
+        file_id, ttl = str(file["id"]), self.ttl(ttl_s)
+        content_key = self._key(owner, f"content\0{file_id}")
+        await self._store.set(content_key, content, ttl)  # nothing names it until listed
+        record, line = _dumps({"file": file, "parts": None}), f"{file_id}\n".encode()
+        why: str | None = f"{_BUSY}: try again"
+        for _ in range(_QUOTA_TRIES):  # each try lost to another upload that was kept
+            raw, kept = await self._read_listing(owner, "file", self._file_key)
+            why = self._quota(kept).over(len(content))
+            if why is not None:
+                break
+            read = ListingRead(raw, line)
+            index = self._index(owner, "file")
+            key = self._file_key(owner, file_id)
+            if await self._store.set_appending(key, record, ttl, index, read, self.settings.ttl_s):
+                return None
+            why = f"{_BUSY}: try again"
+        await self._store.delete(content_key)
+        return why
 
     async def quota(self, owner: str) -> KeyQuota:
         """What `owner`'s kept files hold against its quota (nothing read without one)."""
-        most_files, most_bytes = self.settings.max_key_files, self.settings.max_key_bytes
-        if most_files is None and most_bytes is None:
+        if self.settings.max_key_files is None and self.settings.max_key_bytes is None:
             return KeyQuota(0, 0, None, None)
-        kept = await self.files(owner)
-        held = sum(int(f.get("bytes") or 0) for f in kept)
-        return KeyQuota(len(kept), held, most_files, most_bytes)
+        return self._quota(await self.files(owner))
 
-    async def over_batch_quota(self, owner: str) -> str | None:
-        """Why `owner` may not start one more batch (`max_key_batches`: its batches noted
-        as running, queued ones included, until they end); None when it may, or when there
-        is no quota. Read from the running set, which the quota keeps small (at most
-        `max_key_batches` per key): batches made at the same moment may each pass it by one."""
-        most = self.settings.max_key_batches
-        if most is None:
-            return None
-        tag = owner_tag(owner)
-        running = sum(1 for r in await self.running() if r.tag == tag)
-        if running < most:
-            return None
-        return (
-            f"has {running} batches running or queued, as many as batches.max_key_batches ({most})"
-        )
+    def _quota(self, kept: list[dict[str, Any]]) -> KeyQuota:
+        held = sum(int(f.get("bytes") or 0) for f in kept)
+        settings = self.settings
+        return KeyQuota(len(kept), held, settings.max_key_files, settings.max_key_bytes)
 
     async def files(self, owner: str) -> list[dict[str, Any]]:
         """`owner`'s kept files, newest first."""
@@ -466,12 +479,24 @@ class BatchStore:
 
     # -- running batches, found by the sweep (llmroute.server.batch_sweep) -------------
 
-    async def mark_running(self, owner: str, record: BatchRecord) -> None:
+    async def mark_running(self, owner: str, record: BatchRecord) -> str | None:
         """Note `record`'s batch as running until `unmark_running`, so that a gateway
         finds it to take over when its process stops, whether anyone reads it or not.
-        The set holds a hash of the key's name (`owner_tag`), never the name."""
-        member = Running.of(owner, record).member
-        await self._store.add_member(self._running, member, self.settings.ttl_s)
+        The set holds a hash of the key's name (`owner_tag`), never the name. Refused
+        (why; None when noted) when `owner` has ``max_key_batches`` noted (queued ones
+        included, until they end): counted and noted in one step, so batches made at the
+        same moment cannot each pass it by one."""
+        running, ttl_s = Running.of(owner, record), self.settings.ttl_s
+        most = self.settings.max_key_batches
+        if most is None:
+            await self._store.add_member(self._running, running.member, ttl_s)
+            return None
+        there = await self._store.add_member_within(
+            self._running, running.member, ttl_s, f"{running.tag} ", most
+        )
+        if there is None:
+            return None
+        return f"has {there} batches running or queued, as many as batches.max_key_batches ({most})"
 
     async def unmark_running(self, owner: str, record: BatchRecord) -> None:
         await self._store.remove_member(self._running, Running.of(owner, record).member)
@@ -494,17 +519,27 @@ class BatchStore:
 
     # -- listing ----------------------------------------------------------------------
 
+    def _index(self, owner: str, kind: Kind) -> str:
+        return self._key(owner, f"index\0{kind}")
+
     async def _listed(self, owner: str, kind: Kind, item_id: str) -> None:
-        index = self._key(owner, f"index\0{kind}")
+        index = self._index(owner, kind)
         await self._store.append(index, f"{item_id}\n".encode(), self.settings.ttl_s)
 
     async def _listing(
         self, owner: str, kind: Kind, key_of: Callable[[str, str], str]
     ) -> list[dict[str, Any]]:
-        index = self._key(owner, f"index\0{kind}")
+        return (await self._read_listing(owner, kind, key_of))[1]
+
+    async def _read_listing(
+        self, owner: str, kind: Kind, key_of: Callable[[str, str], str]
+    ) -> tuple[bytes | None, list[dict[str, Any]]]:
+        """`owner`'s kept items of `kind`, newest first, and the listing they were read
+        from (as rewritten, when it was)."""
+        index = self._index(owner, kind)
         raw = await self._store.get(index)
         if not raw:
-            return []
+            return raw, []
         ids = list(dict.fromkeys(raw.decode().split()))
         ids.reverse()
         found: list[dict[str, Any]] = []
@@ -524,7 +559,8 @@ class BatchStore:
             # the listing (never out of the store)
             kept = "".join(f"{item['id']}\n" for item in reversed(found)).encode()
             await self._store.set(index, kept, self.settings.ttl_s)
-        return found
+            raw = kept
+        return raw, found
 
     async def aclose(self) -> None:
         await self._store.aclose()

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from llmroute.errors import ConfigError
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CACHE_ENV_VAR",
     "KeyValueStore",
+    "ListingRead",
     "MemoryStore",
     "RedisStore",
     "StoreUnavailable",
@@ -119,6 +121,20 @@ class KeyValueStore(Protocol):
     async def append(self, key: str, data: bytes, ttl_s: float) -> None: ...
 
     async def add_member(self, key: str, member: str, ttl_s: float) -> None: ...
+
+    async def add_member_within(
+        self, key: str, member: str, ttl_s: float, prefix: str, most: int
+    ) -> int | None: ...
+
+    async def set_appending(
+        self,
+        key: str,
+        value: bytes,
+        ttl_s: float,
+        listing: str,
+        read: ListingRead,
+        ttl_listing_s: float,
+    ) -> bool: ...
 
     async def remove_member(self, key: str, member: str) -> None: ...
 
@@ -449,6 +465,43 @@ class MemoryStore:
             found.add(member)
             self._put(key, "\n".join(sorted(found)).encode(), ttl_s)
 
+    async def add_member_within(
+        self, key: str, member: str, ttl_s: float, prefix: str, most: int
+    ) -> int | None:
+        """`add_member` if fewer than `most` members of the set start with `prefix` (one
+        step: no other add between the count and this one); None when added, else how
+        many do."""
+        with self._lock:
+            found = self._live_members(key)
+            there = sum(1 for m in found if m.startswith(prefix))
+            if there >= most:
+                return there
+            found.add(member)
+            self._put(key, "\n".join(sorted(found)).encode(), ttl_s)
+            return None
+
+    async def set_appending(
+        self,
+        key: str,
+        value: bytes,
+        ttl_s: float,
+        listing: str,
+        read: ListingRead,
+        ttl_listing_s: float,
+    ) -> bool:
+        """`key` set to `value` and `read.line` appended to `listing` (which then expires
+        `ttl_listing_s` from now), only if `listing` still holds what was `read` of it
+        (one step: what was decided on that read holds); whether they were."""
+        with self._lock:
+            entry = self._entries.get(listing)
+            now = self._clock()
+            held = entry[1] if entry is not None and entry[0] > now else None
+            if held != read.value:
+                return False
+            self._put(key, value, ttl_s)
+            self._put(listing, (held or b"") + read.line, ttl_listing_s)
+            return True
+
     async def remove_member(self, key: str, member: str) -> None:
         with self._lock:
             found = self._live_members(key)
@@ -520,6 +573,44 @@ return 0
 """
 
 
+# KEYS[1] a set; ARGV[1] the member, ARGV[2] its ttl (ms), ARGV[3] the prefix, ARGV[4] the
+# most members with it; returns -1 when added, else how many there are
+_ADD_MEMBER_WITHIN = """
+local there = 0
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if string.sub(member, 1, #ARGV[3]) == ARGV[3] then there = there + 1 end
+end
+if there >= tonumber(ARGV[4]) then return there end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return -1
+"""
+
+# KEYS[1] the record, KEYS[2] the listing; ARGV[1] the value, ARGV[2] its ttl (ms), ARGV[3]
+# the SHA-1 of the listing as read ('' when absent), ARGV[4] the line appended to it,
+# ARGV[5] its ttl (ms); returns whether they were written
+_SET_APPENDING = """
+local listing = redis.call('GET', KEYS[2])
+if (listing and redis.sha1hex(listing) or '') ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('APPEND', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ListingRead:
+    """What was read of an append-only listing (`value`, None when absent) and the `line`
+    to append to it if it still holds that (`KeyValueStore.set_appending`)."""
+
+    value: bytes | None
+    line: bytes
+
+    def digest(self) -> str:
+        return "" if self.value is None else hashlib.sha1(self.value).hexdigest()
+
+
 class RedisStore:
     """Redis ``GET`` / ``SET PX`` on one pooled async client. Every call is bounded by
     `timeout_s` (connect included); a failure raises `StoreUnavailable`, and so do the
@@ -534,6 +625,8 @@ class RedisStore:
         self._renew = self._redis.client.register_script(_RENEW)
         self._set_listed = self._redis.client.register_script(SET_LISTED)
         self._delete_listed = self._redis.client.register_script(DELETE_LISTED)
+        self._add_member_within = self._redis.client.register_script(_ADD_MEMBER_WITHIN)
+        self._set_appending = self._redis.client.register_script(_SET_APPENDING)
         self._answering = Answering.of(self._redis, timeout_s, clock)
 
     async def get(self, key: str) -> bytes | None:
@@ -641,6 +734,31 @@ class RedisStore:
             pipe.sadd(key, member)
             pipe.pexpire(key, max(1, round(ttl_s * 1000)))
             await pipe.execute()
+
+    async def add_member_within(
+        self, key: str, member: str, ttl_s: float, prefix: str, most: int
+    ) -> int | None:
+        """`MemoryStore.add_member_within` in one script (`_ADD_MEMBER_WITHIN`)."""
+        args = [member, max(1, round(ttl_s * 1000)), prefix, most]
+        async with self._answering():
+            there = int(await self._add_member_within(keys=[key], args=args))
+        return None if there < 0 else there
+
+    async def set_appending(
+        self,
+        key: str,
+        value: bytes,
+        ttl_s: float,
+        listing: str,
+        read: ListingRead,
+        ttl_listing_s: float,
+    ) -> bool:
+        """`MemoryStore.set_appending` in one script (`_SET_APPENDING`), which compares a
+        digest of what was read, not the listing itself."""
+        ttl_ms, ttl_listing_ms = (max(1, round(t * 1000)) for t in (ttl_s, ttl_listing_s))
+        args = [value, ttl_ms, read.digest(), read.line, ttl_listing_ms]
+        async with self._answering():
+            return bool(await self._set_appending(keys=[key, listing], args=args))
 
     async def remove_member(self, key: str, member: str) -> None:
         async with self._answering():
