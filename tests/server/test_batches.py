@@ -604,6 +604,95 @@ def test_a_reload_that_removes_a_batchs_key_stops_the_batch(
     assert "Traceback" not in log
 
 
+def test_revoking_a_key_stops_its_batch_left_on_an_earlier_registry(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """A batch left on its first registry (the next kept batches elsewhere: other memory
+    sizes) is stopped too when a third revokes its key: only the runs on the registry
+    just replaced were looked at, so it went on to its last request on the revoked key,
+    ``in_progress`` and counted against ``max_key_batches`` meanwhile."""
+    registry = tmp_path / "registry.yaml"
+    text = _registry(upstream, "{concurrency: 2}")
+    elsewhere = text.replace("{concurrency: 2}", "{concurrency: 2, max_entries: 10001}")
+    team = "    - {name: team, key_env: LLMROUTE_TEST_TEAM_KEY}\n"
+    assert team in elsewhere and elsewhere != text
+    with serve_text(text, tmp_path, env=ENV) as served, _client(served) as client:
+        lines = [_chat(f"e{i}", f"slowly {i}", model="slow") for i in range(40)]
+        upload = client.files.create(file=("slow.jsonl", _jsonl(lines)), purpose="batch")
+        created_at = time.monotonic()
+        batch = client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        _until(lambda: (client.batches.retrieve(batch.id).request_counts or _Zero()).completed >= 2)
+        for version, changed in enumerate((elsewhere, elsewhere.replace(team, "")), 1):
+            registry.write_text(changed)
+            served.proc.send_signal(signal.SIGHUP)
+            _until(lambda n=version: served.log_text().count("registry reloaded") >= n)
+        _until(lambda: "is no longer in the registry" in served.log_text())
+        time.sleep(1.0)  # the requests in flight answered (0.4 s each)
+        sent = [
+            r
+            for r in upstream.requests
+            if r.at > created_at and r.body["model"] == "slow?delay=0.4"
+        ]
+        registry.write_text(text)  # the key back, on the first store, to read the batch
+        served.proc.send_signal(signal.SIGHUP)
+        _until(lambda: served.log_text().count("registry reloaded") >= 3)
+        done = _settled(client, batch.id)
+        log = served.log_text()
+    assert done.status == "failed", done
+    assert done.errors is not None and done.errors.data is not None
+    assert [e.code for e in done.errors.data] == ["key_removed"]
+    assert 2 <= len(sent) < 40  # none sent once the key was gone
+    assert done.request_counts is not None and done.request_counts.completed == len(sent)
+    assert "Traceback" not in log
+
+
+def test_revoking_a_key_ends_its_queued_batch_at_once(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """``max_running: 1``, another key's batch running: the revoked key's batch, queued
+    behind it, ends ``failed``, ``key_removed``, at the reload. It waited for the slot
+    (hours, behind a long batch) before it noticed, ``validating`` and counted against
+    ``max_key_batches`` meanwhile."""
+    registry = tmp_path / "registry.yaml"
+    text = _registry(upstream, "{concurrency: 2, max_running: 1}")
+    team = "    - {name: team, key_env: LLMROUTE_TEST_TEAM_KEY}\n"
+    assert team in text
+    with (
+        serve_text(text, tmp_path, env=ENV) as served,
+        _client(served) as client,
+        _client(served, OTHER_KEY) as other,
+    ):
+        lines = _jsonl([_chat(f"q{i}", f"slowly {i}", model="slow") for i in range(100)])
+        running = other.batches.create(
+            input_file_id=other.files.create(file=("a.jsonl", lines), purpose="batch").id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+        )
+        _until(lambda: other.batches.retrieve(running.id).status == "in_progress")
+        queued = client.batches.create(
+            input_file_id=client.files.create(file=("b.jsonl", lines), purpose="batch").id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+        )
+        registry.write_text(text.replace(team, ""))
+        served.proc.send_signal(signal.SIGHUP)
+        _until(lambda: "is no longer in the registry" in served.log_text())
+        registry.write_text(text)  # the key back, to read what became of its batch
+        served.proc.send_signal(signal.SIGHUP)
+        _until(lambda: served.log_text().count("registry reloaded") >= 2)
+        done = client.batches.retrieve(queued.id)
+        still = other.batches.retrieve(running.id).status
+        other.batches.cancel(running.id)
+        log = served.log_text()
+    assert still == "in_progress"  # the slot still taken
+    assert done.status == "failed", done
+    assert done.errors is not None and done.errors.data is not None
+    assert [e.code for e in done.errors.data] == ["key_removed"]
+    assert "Traceback" not in log
+
+
 def test_a_batch_yields_to_live_requests_for_at_most_yield_s(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:

@@ -153,6 +153,8 @@ class BatchRun:
         self._store_answering.set()
         self._then: Callable[[BatchRecord, str], Awaitable[None]] | None = None
         self._stopped_for: dict[str, Any] | None = None  # `stop`'s errors
+        self._queued = True  # waiting for one of `slots`
+        self._task: asyncio.Task[None] | None = None
         self._tags = (f"batch={record.id}",)  # in the decision log, beside the request's own
 
     def follow(self, then: Callable[[BatchRecord, str], Awaitable[None]]) -> None:
@@ -169,9 +171,16 @@ class BatchRun:
         removed the batch's client key, whose spending must stop with it."""
         self._stopped_for = _error(code, message)
         self._draining.set()
+        if self._queued and self._task is not None:
+            self._task.cancel()  # waiting for a slot, maybe for hours: ended now
+
+    @property
+    def stopped(self) -> bool:
+        """Whether `stop` was called."""
+        return self._stopped_for is not None
 
     async def __call__(self) -> None:
-        task = asyncio.current_task()
+        task = self._task = asyncio.current_task()
         assert task is not None
         ticking = asyncio.create_task(self._ticking(task))
         status: str = "failed"
@@ -180,6 +189,7 @@ class BatchRun:
             try:
                 deadline = float(self.record.batch["expires_at"]) - time.time()
                 async with asyncio.timeout(max(0.0, deadline)), self.slots:
+                    self._queued = False
                     status, changes = await self._run()
             except TimeoutError:
                 status = "expired"
@@ -187,12 +197,14 @@ class BatchRun:
                 asked = await self._cancel_asked()
                 if self._lost:
                     status = _LOST  # the process that has it now keeps it
-                elif asked is None and self.store.url != "memory":
-                    status = _HANDED_OVER  # the next read, on any gateway, takes it over
-                elif asked is None:  # the gateway is stopping, and the batch goes with it
-                    changes = {"errors": _stopped()}
-                else:
+                elif asked is not None:
                     status, changes = "cancelled", {"cancelling_at": asked}
+                elif self._stopped_for is not None:  # (`stop` while it waited for a slot)
+                    changes = {"errors": self._stopped_for}
+                elif self.store.url != "memory":
+                    status = _HANDED_OVER  # the next read, on any gateway, takes it over
+                else:  # the gateway is stopping, and the batch goes with it
+                    changes = {"errors": _stopped()}
                 raise
             except StoreUnavailable as exc:
                 # (memory never fails) left, as by a stopping process, for the next read

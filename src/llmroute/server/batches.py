@@ -84,9 +84,9 @@ class BatchRuns(BackgroundRuns):
         if not self.running(response_id):
             self._runs.pop(response_id, None)
 
-    def on(self, gateway: Gateway) -> list[BatchRun]:
-        """The runs of this process on `gateway` (a registry version)."""
-        return [run for run in self._runs.values() if run.gateway is gateway]
+    def besides(self, gateway: Gateway) -> list[BatchRun]:
+        """The runs of this process on a registry version other than `gateway`."""
+        return [run for run in self._runs.values() if run.gateway is not gateway]
 
     def slots(self, most: int) -> asyncio.Semaphore:
         found = self._slots.get(most)
@@ -151,10 +151,16 @@ async def _current(
 
 
 async def _ended_here(
-    request: Request, store: BatchStore, owner: str, record: BatchRecord, cancelled: int | None
+    request: Request,
+    store: BatchStore,
+    owner: str,
+    record: BatchRecord,
+    cancelled: int | None,
+    why: dict[str, Any] | None = None,
 ) -> BatchRecord:
     """A batch no process runs, kept ``cancelled`` (asked at `cancelled`) or ``failed``
-    (its process died, memory store), with the answers it had made."""
+    (`why`, an entry of its ``errors``: by default, its process died, memory store), with
+    the answers it had made."""
     output, failed = await settled_files(store, owner, record)
     status = "failed" if cancelled is None else "cancelled"
     counts = dict(record.batch.get("request_counts") or {})
@@ -176,7 +182,8 @@ async def _ended_here(
         changes["errors"] = {
             "object": "list",
             "data": [
-                {
+                why
+                or {
                     "code": "batch_interrupted",
                     "message": "the gateway process running this batch stopped before it "
                     "finished; the answers it had made are in output_file_id and "
@@ -189,7 +196,8 @@ async def _ended_here(
     record = record.with_batch(**changes)
     await store.put_batch(owner, record)
     await store.unmark_running(owner, record)
-    _counted(request, "batch", status if cancelled is not None else "abandoned")
+    outcome = status if cancelled is not None or why is not None else "abandoned"
+    _counted(request, "batch", outcome)
     return record
 
 
@@ -227,25 +235,29 @@ def follow_reload(runs: BatchRuns, old: Gateway, new: Gateway) -> None:
     lease kept, so no request is sent twice), so that a batch of hours does not keep an
     old registry's routes, models and clients: where the new one keeps batches in the
     same store and still has the batch's key (else it ends on `old`, as before). A batch
-    whose key the new registry no longer has (revoked) stops instead: it sends no request
-    more and ends ``failed``, code ``key_removed``; finishing it on `old` would go on
-    spending, for hours, on a key its operator took away."""
-    for run in runs.on(old):
+    whose key the new registry no longer has (revoked) stops instead, whichever older
+    registry it runs on (one left on an earlier version too): it sends no request more
+    and ends ``failed``, code ``key_removed``; finishing it would go on spending, for
+    hours, on a key its operator took away."""
+    for run in runs.besides(new):
         removed = _removed_key(run, new)
-        if removed is not None:
+        if removed is not None and not run.stopped:
             log.warning(
                 "batch %s: its client key %r is no longer in the registry: no request more "
                 "is sent, and it ends failed (key_removed)",
                 run.record.id,
                 removed,
             )
-            run.stop(
-                "key_removed",
-                f"the batch's client key {removed!r} was removed from the gateway's "
-                "registry: no request more was sent",
-            )
-        elif _successor(run, new) is not None:
+            run.stop("key_removed", _key_removed(removed))
+        elif removed is None and run.gateway is old and _successor(run, new) is not None:
             run.follow(partial(_go_on, run))
+
+
+def _key_removed(name: str) -> str:
+    return (
+        f"the batch's client key {name!r} was removed from the gateway's registry: no "
+        "request more was sent"
+    )
 
 
 def _removed_key(run: BatchRun, gateway: object) -> str | None:
@@ -280,6 +292,13 @@ async def _go_on(run: BatchRun, record: BatchRecord, holder: str) -> None:
     sender = run.request
     gateway = sender.app.state.gateway
     found = _successor(run, gateway)
+    removed = _removed_key(run, gateway)
+    if found is None and removed is not None:  # revoked by a reload that came as it drained
+        log.warning("batch %s: its client key %r was removed: it ends failed", record.id, removed)
+        why = {"code": "key_removed", "message": _key_removed(removed), "param": None, "line": None}
+        with contextlib.suppress(StoreUnavailable):  # (else left, unheld, to expire)
+            await _ended_here(sender, run.store, run.owner, record, None, why)
+        return
     if found is None:
         log.info("batch %s: left for the next reader (the registry changed twice)", record.id)
         with contextlib.suppress(StoreUnavailable):
