@@ -367,15 +367,13 @@ class BatchStore:
         content_key = self._key(owner, f"content\0{file_id}")
         await self._store.set(content_key, content, ttl)  # nothing names it until listed
         record, line = _dumps({"file": file, "parts": None}), f"{file_id}\n".encode()
+        key, index = self._file_key(owner, file_id), self._index(owner, "file")
         why: str | None = f"{_BUSY}: try again"
         for _ in range(_QUOTA_TRIES):  # each try lost to another upload that was kept
             raw, kept = await self._read_listing(owner, "file", self._file_key)
-            why = self._quota(kept).over(len(content))
-            if why is not None:
+            if (why := self._quota(kept).over(len(content))) is not None:
                 break
             read = ListingRead(raw, line)
-            index = self._index(owner, "file")
-            key = self._file_key(owner, file_id)
             if await self._store.set_appending(key, record, ttl, index, read, self.settings.ttl_s):
                 return None
             why = f"{_BUSY}: try again"
