@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from llmroute.server.responses_stream import responses_event
-from llmroute.state.stored_responses import ResponseStore, StoredResponse
+from llmroute.state.stored_responses import RUNNING, ResponseStore, StoredResponse
 from llmroute.state.stores import StoreUnavailable, asked
 
 __all__ = ["FLUSH_S", "EventChunks", "RunLog", "follow", "kept_as_made"]
@@ -44,7 +44,6 @@ _FINAL = (
     b"event: response.incomplete\n",
     b"event: response.failed\n",
 )
-_RUNNING = ("queued", "in_progress")
 
 
 class RunLog:
@@ -239,7 +238,7 @@ async def _from_store(
             record = await _tried(settled)
             if record is None:
                 return
-            if record.response.get("status") not in _RUNNING:
+            if record.response.get("status") not in RUNNING:
                 stopped = record
                 continue  # its last batch may have come meanwhile
         await asyncio.sleep(_POLL_S)

@@ -78,6 +78,7 @@ from llmroute.server.responses_stream import ResponsesStream
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.state.conversations import ConversationStore
 from llmroute.state.stored_responses import (
+    RUNNING,
     BrokenChain,
     ResponseChain,
     ResponseStore,
@@ -94,8 +95,6 @@ log = logging.getLogger("llmroute.server")
 
 _STATELESS = Stateless(to_chat_body, ResponsesStream, to_response)
 
-
-_RUNNING = ("queued", "in_progress")
 _CANCEL_POLL_S = 1.0  # how often a background run looks for a cancel made elsewhere
 # "not kept" said once a minute (with how many since): a store that fails at once (a
 # Redis outage's pause) fails every request that comes, which each wrote a line
@@ -341,7 +340,7 @@ async def _streamed(stream: _Stream, answered: Response, front: _Kept) -> None:
         status = await front.status()
     except StoreUnavailable:
         return
-    if status in _RUNNING:
+    if status in RUNNING:
         await front.fail(502, "the upstream stream ended before the response was made")
 
 
@@ -424,7 +423,7 @@ class _Kept:
             if chain.last.running:
                 last = await _read(self.store, self.owner, previous, self._abandoned)
                 chain = chain if last is None else replace(chain, last=last)
-            if chain.last.response.get("status") in _RUNNING:
+            if chain.last.response.get("status") in RUNNING:
                 raise GatewayError(
                     400,
                     f"Previous response '{_shown(previous)}' is still in progress: wait for "
@@ -567,7 +566,7 @@ class _Kept:
         """Whether the kept background response is still running (a store that does not
         answer: taken as yes; keeping it then fails the same way, with a warning)."""
         try:
-            return await self.status() in _RUNNING
+            return await self.status() in RUNNING
         except StoreUnavailable:
             return True
 
@@ -585,7 +584,7 @@ class _Kept:
         read = partial(self.store.get, self.owner, self.id)
         try:
             record = await (asked(read) if wait else read())
-            if record is None or record.response.get("status") not in _RUNNING:
+            if record is None or record.response.get("status") not in RUNNING:
                 return False
             failed = _failed(record, status, message)
             await self.store.put(self.owner, failed, counted=False, wait=wait)
@@ -797,7 +796,7 @@ async def _cancel(
             "only a response made with background: true can be cancelled",
             code="response_not_cancellable",
         )
-    if response.get("status") not in _RUNNING:
+    if response.get("status") not in RUNNING:
         return response
     cancelled = {**response, "status": "cancelled"}
     try:

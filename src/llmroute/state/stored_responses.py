@@ -37,6 +37,7 @@ from llmroute.state.stores import (
 )
 
 __all__ = [
+    "RUNNING",
     "BrokenChain",
     "ResponseChain",
     "ResponseStore",
@@ -48,7 +49,7 @@ __all__ = [
 log = logging.getLogger("llmroute.responses")
 
 _VERSION = 1
-_RUNNING = ("queued", "in_progress")  # a background response's statuses before its end
+RUNNING = ("queued", "in_progress")  # a background response's statuses before its end
 
 
 def new_response_id() -> str:
@@ -77,7 +78,7 @@ class StoredResponse:
     def running(self) -> bool:
         """A background response not yet answered, failed or cancelled."""
         response = self.response
-        return response.get("background") is True and response.get("status") in _RUNNING
+        return response.get("background") is True and response.get("status") in RUNNING
 
     def items(self) -> list[dict[str, Any]]:
         """This turn: its request's input, then its response's output."""
