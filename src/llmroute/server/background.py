@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -53,15 +53,33 @@ class BackgroundRuns:
             self._claimed -= 1
 
     def start(
-        self, response_id: str, run: Coroutine[Any, Any, None], events: RunLog | None = None
+        self,
+        response_id: str,
+        run: Coroutine[Any, Any, None],
+        events: RunLog | None = None,
+        ended: Callable[[], None] | None = None,
     ) -> None:
         """Run `run` (which answers response `response_id`, its stream's events into
-        `events` if it streams) in a task of its own."""
+        `events` if it streams) in a task of its own. `ended()` is called when the task
+        is done, however it ends: also when it is cancelled before its first step, where
+        none of `run`'s own code runs (what the run holds that it gives back itself, such
+        as its key's tpm hold: `ended` must be a no-op after that). `events` is closed
+        then too, so that its followers in this process end."""
         task = asyncio.create_task(run, name=f"llmroute background {response_id}")
         self._tasks[response_id] = task
         if events is not None:
             self._logs[response_id] = events
-        task.add_done_callback(lambda done: self._finished(response_id, done))
+
+        def finished(done: asyncio.Task[None]) -> None:
+            try:
+                if events is not None:
+                    events.close()
+                if ended is not None:
+                    ended()
+            finally:
+                self._finished(response_id, done)
+
+        task.add_done_callback(finished)
 
     def events(self, response_id: str) -> RunLog | None:
         """The events made so far by this process's run of `response_id`, if it streams."""

@@ -152,10 +152,10 @@ async def _plan_in_background(
     answer = partial(
         answer_converted, detached(request), front, body, chat, ts, started_ns, None, planned
     )
-    kept = _Queued(response, record, value)
+    kept = _Queued(response, record, value, planned.release)
     try:
         return await _start_in_background(request, gateway, front, body, kept, answer)
-    except BaseException:  # not started: the run gives back the tokens it holds
+    except BaseException:  # not started: else its run's end gives back the tokens it holds
         if planned.release is not None:
             planned.release()
         raise
@@ -189,7 +189,7 @@ async def _start_in_background(
     """The `queued` response, ``in_progress`` and kept (so any gateway sharing the store
     can be polled for it), answered now; the `answer` made in a task of this process."""
     runs = background_runs(request)
-    response = queued.response
+    response, release = queued.response, queued.release
     try:
         kept = await front.store.put(front.owner, queued.record, counted=False, value=queued.value)
         if kept:  # after the record: a process that dies in between leaves it abandoned
@@ -200,7 +200,7 @@ async def _start_in_background(
         raise _too_large_to_keep()
     count = partial(_counted, request)
     if body.get("stream") is not True:
-        runs.start(front.id, _answer_in_background(answer, gateway, front, count))
+        runs.start(front.id, _answer_in_background(answer, gateway, front, count), None, release)
         _counted(request, "started")
         return JSONResponse(response)
     stream = _Stream(RunLog(), front.events())
@@ -213,7 +213,8 @@ async def _start_in_background(
         raise _unavailable(exc) from None
     for event in opening:
         stream.run.add(event)
-    runs.start(front.id, _answer_in_background(answer, gateway, front, count, stream), stream.run)
+    run = _answer_in_background(answer, gateway, front, count, stream)
+    runs.start(front.id, run, stream.run, release)
     _counted(request, "started")
     settled = partial(_reaped, front.store, front.owner, front.id, partial(count, "abandoned"))
     return _streaming(request, follow(stream.chunks, stream.run, -1, settled), {})
@@ -222,11 +223,14 @@ async def _start_in_background(
 @dataclass(frozen=True, slots=True)
 class _Queued:
     """A background request's response as first answered (``in_progress``), its record
-    and the record's bytes, made once: checked to fit before routing, then kept."""
+    and the record's bytes, made once: checked to fit before routing, then kept; and
+    what gives back the tokens its plan holds against its key's ``tpm`` (given back
+    once, by the answer or, at the latest, when its run's task ends)."""
 
     response: dict[str, Any]
     record: StoredResponse
     value: bytes
+    release: Callable[[], None] | None = None
 
 
 def _too_large_to_keep() -> GatewayError:
