@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from redis_service import REDIS_URL
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,10 +20,11 @@ from starlette.responses import Response
 from llmroute.registry.schema import ApiKey, StoredResponsesSettings
 from llmroute.server.auth import Charges, account_of
 from llmroute.server.background import background_runs
-from llmroute.server.responses import _Kept, _Queued, _start_in_background
+from llmroute.server.errors import GatewayError
+from llmroute.server.responses import _cancel, _Kept, _Queued, _reaped, _start_in_background
 from llmroute.state.limits import MemoryLimits
-from llmroute.state.stored_responses import ResponseStore
-from llmroute.state.stores import MemoryStore, owner_group
+from llmroute.state.stored_responses import ResponseStore, StoredResponse
+from llmroute.state.stores import MemoryStore, RedisStore, owner_group
 
 _GATEWAY: Any = SimpleNamespace(inflight=contextlib.nullcontext())
 
@@ -41,7 +44,7 @@ def _queued(
     """A background request's front and its response as first answered."""
     front = _Kept(store, "team")
     front.background = True
-    response = front.queued({"model": "small"})
+    response = front.queued({"model": "small", "background": True})
     record = front.record(response)
     return front, _Queued(response, record, record.to_bytes(), release)
 
@@ -89,3 +92,78 @@ async def _settled(check: Callable[[], Awaitable[bool]], within_s: float = 10.0)
     async with asyncio.timeout(within_s):
         while not await check():
             await asyncio.sleep(0.05)
+
+
+class _DeletedAfterReads(ResponseStore):
+    """A response store where a client's DELETE lands just after the `reads`-th read of a
+    response from now (a run or a read looked at it, and writes it next)."""
+
+    reads = 0
+
+    async def get(self, owner: str, response_id: str) -> StoredResponse | None:
+        found = await super().get(owner, response_id)
+        self.reads -= 1
+        if self.reads == 0:
+            await self.delete(owner, response_id)
+        return found
+
+
+_COMPLETION = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "model": "up-small",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+}
+
+
+async def _answered(front: _Kept, store: ResponseStore) -> None:
+    await front.answer(_COMPLETION, "small", {"model": "small", "input": "hi"})
+
+
+async def _failed(front: _Kept, store: ResponseStore) -> None:
+    assert not await front.fail(500, "boom")  # False: deleted, as it says
+
+
+async def _found_abandoned(front: _Kept, store: ResponseStore) -> None:
+    assert await _reaped(store, "team", front.id) is None  # no lease: read again, then kept
+
+
+async def _cancelled(front: _Kept, store: ResponseStore) -> None:
+    record = await store.get("team", front.id)  # as `POST …/cancel` reads it
+    assert record is not None
+    with pytest.raises(GatewayError) as caught:
+        await _cancel(_request(), store, "team", record)
+    assert caught.value.status == 404
+
+
+@pytest.mark.parametrize("where", ["memory", "redis"])
+@pytest.mark.parametrize("bound", [None, 10], ids=["unbounded", "max_key_responses"])
+def test_a_response_deleted_just_before_a_write_of_its_run_stays_deleted(
+    where: str, bound: int | None, redis_namespace: str
+) -> None:
+    """Each write of a background response after its first (its answer, its failure,
+    found abandoned, cancelled) read it, then wrote it: a ``DELETE`` landing in between
+    was undone, the response kept again (with its text) until ``ttl_s``. Now the write
+    is made only over the record, in one step (Redis ``SET XX``, or in the bound's
+    script), so the response stays deleted."""
+    url = REDIS_URL if where == "redis" else "memory"
+    settings = StoredResponsesSettings(url=url, namespace=redis_namespace, max_key_responses=bound)
+    memory = MemoryStore(100, 1 << 20, owner_of=owner_group)
+    writes = {_answered: 1, _failed: 1, _found_abandoned: 2, _cancelled: 1}
+
+    async def go() -> dict[str, bool]:
+        store = _DeletedAfterReads(settings, RedisStore(url, 2) if url != "memory" else memory)
+        kept = {}
+        try:
+            for write, reads in writes.items():
+                front, queued = _queued(store)
+                assert await store.put("team", queued.record)
+                store.reads = reads
+                await write(front, store)
+                kept[write.__name__] = await ResponseStore.get(store, "team", front.id) is not None
+        finally:
+            await store.aclose()
+        return kept
+
+    assert asyncio.run(go()) == dict.fromkeys([w.__name__ for w in writes], False)

@@ -591,16 +591,20 @@ class _Kept:
             if record is None or record.response.get("status") not in RUNNING:
                 return False
             failed = _failed(record, status, message)
-            await self.store.put(self.owner, failed, counted=False, wait=wait)
+            return await self.store.put(
+                self.owner, failed, counted=False, wait=wait, replacing=True
+            )
         except StoreUnavailable as exc:
             log.warning("responses: background response %s not marked failed: %s", self.id, exc)
         return True
 
     async def _put(self, response: dict[str, Any]) -> bool:
         """Keep `response`: at once or not, for a client waiting; a background one is
-        asked of the store itself (`asked`), its poller waits for it."""
+        asked of the store itself (`asked`), its poller waits for it, and only over its
+        record (one deleted meanwhile stays deleted)."""
+        record, background = self.record(response), self.background
         try:
-            return await self.store.put(self.owner, self.record(response), wait=self.background)
+            return await self.store.put(self.owner, record, wait=background, replacing=background)
         except StoreUnavailable as exc:
             held = _NOT_KEPT_SAID.due("paused" if exc.paused_s else "failed")
             if held is not None:
@@ -664,7 +668,8 @@ async def _reaped(
     if again is None or not again.running:
         return again
     failed = _failed(again, 500, _ABANDONED)
-    await store.put(owner, failed, counted=False)
+    if not await store.put(owner, failed, counted=False, replacing=True):
+        return None  # deleted meanwhile
     log.warning("responses: background response %s abandoned (lease lapsed)", response_id)
     abandoned()
     return failed
@@ -804,9 +809,13 @@ async def _cancel(
         return response
     cancelled = {**response, "status": "cancelled"}
     try:
-        await store.put(owner, replace(record, response=cancelled), counted=False)
+        kept = await store.put(
+            owner, replace(record, response=cancelled), counted=False, replacing=True
+        )
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
+    if not kept:  # deleted meanwhile
+        raise _not_found(record.id)
     background_runs(request).cancel(record.id)
     return cancelled
 

@@ -260,6 +260,7 @@ class ResponseStore:
         counted: bool = True,
         wait: bool = False,
         value: bytes | None = None,
+        replacing: bool = False,
     ) -> bool:
         """Keep `record` and renew its chain's expiry (past `max_key_responses` or
         `max_key_bytes`, `owner`'s least recently written or continued response goes; a
@@ -269,7 +270,10 @@ class ResponseStore:
         a background response's status changing: it is counted once, when made). `wait`:
         asked of the store itself, past a pause after a failure (`asked`); an ``error`` is
         told once, when it gives up (the pause's refusal and the failure after it are one
-        keeping that failed, not two). `value`: `record` `encoded` already."""
+        keeping that failed, not two). `value`: `record` `encoded` already. `replacing`:
+        written only if the record is still kept, in one step with the check (a background
+        response's writes after its first: one deleted meanwhile stays deleted); False
+        then, told nothing."""
         data = self.encoded(record) if value is None else value
         if data is None:
             return False
@@ -277,20 +281,27 @@ class ResponseStore:
         key, chain = self._key(owner, record.id), [self._key(owner, i) for i in record.chain]
         pinned = record.running
 
-        async def write() -> bool:
-            if self._cap is None:
+        async def write() -> bool | None:
+            if self._cap is not None:
+                listing = self._listing(owner)
+                return await self._store.set_listed(
+                    key, data, ttl_s, listing, chain, self._cap, pinned=pinned, replacing=replacing
+                )
+            if replacing:
+                if not await self._store.replace(key, data, ttl_s, pinned=pinned):
+                    return None
+            else:
                 await (self._store.set_pinned if pinned else self._store.set)(key, data, ttl_s)
-                await self._store.touch(chain, ttl_s)
-                return True
-            return await self._store.set_listed(
-                key, data, ttl_s, self._listing(owner), chain, self._cap, pinned=pinned
-            )
+            await self._store.touch(chain, ttl_s)
+            return True
 
         try:
             kept = await (asked(write) if wait else write())
         except StoreUnavailable:
             self._tell("error")
             raise
+        if kept is None:  # deleted meanwhile: left so
+            return False
         if not kept:
             self._tell("too_large")  # by another gateway's smaller max_key_bytes
             return False

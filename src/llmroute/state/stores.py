@@ -98,13 +98,18 @@ class KeyValueStore(Protocol):
         cap: Cap,
         *,
         pinned: bool = False,
-    ) -> bool: ...
+        replacing: bool = False,
+    ) -> bool | None: ...
 
     async def delete_listed(self, key: str, listing: str) -> bool: ...
 
     async def add(self, key: str, value: bytes, ttl_s: float) -> bool: ...
 
     async def renew(self, key: str, value: bytes, ttl_s: float) -> bool: ...
+
+    async def replace(
+        self, key: str, value: bytes, ttl_s: float, *, pinned: bool = False
+    ) -> bool: ...
 
     async def delete(self, key: str) -> bool: ...
 
@@ -250,6 +255,15 @@ class MemoryStore:
             self._entries[key] = (self._clock() + ttl_s, value)
             return True
 
+    async def replace(self, key: str, value: bytes, ttl_s: float, *, pinned: bool = False) -> bool:
+        """`set` (`set_pinned`) `key` only if it is kept (not deleted or expired meanwhile);
+        whether it was."""
+        with self._lock:
+            if self._expires(key) <= self._clock():
+                return False
+            self._put(key, value, ttl_s, pinned=pinned)
+            return True
+
     async def set_listed(
         self,
         key: str,
@@ -260,13 +274,17 @@ class MemoryStore:
         cap: Cap,
         *,
         pinned: bool = False,
-    ) -> bool:
+        replacing: bool = False,
+    ) -> bool | None:
         """`set` `key` and renew `renewed` (`touch`), both listed in `listing`; then, while
         that group holds more than `cap`, its least recently written other record goes
         (`key` too, when it alone is over). Whether `key` is kept. `pinned` (a background
         response running): `key` is set pinned (`set_pinned`) and unlisted, so that no
-        write evicts it for the bound, until it is set again unpinned."""
+        write evicts it for the bound, until it is set again unpinned. `replacing`: only
+        if `key` is kept (`replace`); None, nothing written, when it is not."""
         with self._lock:
+            if replacing and self._expires(key) <= self._clock():
+                return None
             self._put(key, value, ttl_s, pinned=pinned)
             self._touched(renewed, ttl_s)
             listed = self._listings.setdefault(listing, Listing())
@@ -656,16 +674,18 @@ class RedisStore:
         cap: Cap,
         *,
         pinned: bool = False,
-    ) -> bool:
+        replacing: bool = False,
+    ) -> bool | None:
         """`MemoryStore.set_listed` in one script (`SET_LISTED`): the listing a sorted
         set, its sizes a hash beside it (``LISTING:sizes``), both renewed with the record
         (a `pinned` record is set unlisted: Redis evicts it only at its maxmemory)."""
         keys = [key, listing, f"{listing}:sizes", *renewed]
         most = [-1 if n is None else n for n in (cap.entries, cap.size)]
         ttl_ms = max(1, round(ttl_s * 1000))
+        args = [value, ttl_ms, *most, int(pinned), int(replacing)]
         async with self._answering():
-            kept = await self._set_listed(keys=keys, args=[value, ttl_ms, *most, int(pinned)])
-        return bool(kept)
+            kept = await self._set_listed(keys=keys, args=args)
+        return None if kept == -1 else bool(kept)
 
     async def delete_listed(self, key: str, listing: str) -> bool:
         async with self._answering():
@@ -683,6 +703,13 @@ class RedisStore:
         take it in between); whether it did."""
         async with self._answering():
             done = await self._renew(keys=[key], args=[value, max(1, round(ttl_s * 1000))])
+        return bool(done)
+
+    async def replace(self, key: str, value: bytes, ttl_s: float, *, pinned: bool = False) -> bool:
+        """``SET XX PX``: set `key` only if it is there (`set_pinned`: nothing is pinned);
+        whether it was."""
+        async with self._answering():
+            done = await self._redis.client.set(key, value, px=max(1, round(ttl_s * 1000)), xx=True)
         return bool(done)
 
     async def delete(self, key: str) -> bool:
