@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from redis_service import REDIS_URL
+from stall_proxy import StallProxy, stall_proxy
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,6 +21,7 @@ from starlette.responses import Response
 from llmroute.registry.schema import ApiKey, StoredResponsesSettings
 from llmroute.server.auth import Charges, account_of
 from llmroute.server.background import background_runs
+from llmroute.server.background_stream import EventChunks
 from llmroute.server.errors import GatewayError
 from llmroute.server.responses import _cancel, _Kept, _Queued, _reaped, _start_in_background
 from llmroute.state.limits import MemoryLimits
@@ -167,3 +169,62 @@ def test_a_response_deleted_just_before_a_write_of_its_run_stays_deleted(
         return kept
 
     assert asyncio.run(go()) == dict.fromkeys([w.__name__ for w in writes], False)
+
+
+class _StallsAt(RedisStore):
+    """A Redis store whose Redis stops answering while key `at` is written (`timeout_s`
+    0.2 s, then the store's pause), and answers again after."""
+
+    def __init__(self, url: str, proxy: StallProxy) -> None:
+        super().__init__(url, 0.2)
+        self._proxy = proxy
+        self.at = ""
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        if key != self.at:
+            return await super().set(key, value, ttl_s)
+        self._proxy.stall()
+        try:
+            await super().set(key, value, ttl_s)
+        finally:
+            self._proxy.resume()
+
+
+@pytest.mark.parametrize(
+    "name", ["lease\x00{}", "events\x00{}\x000"], ids=["its lease", "its first events"]
+)
+def test_a_background_response_refused_after_its_record_was_written_is_forgotten(
+    name: str, redis_namespace: str
+) -> None:
+    """Redis failing between the write of a background response's record and its lease
+    (or, streaming, its first events: `name`) answered the request 503, never saying its
+    id, and left its record ``in_progress``: pinned, neither evicted nor counted for its
+    key's bound, until ``ttl_s``. Now the record (and what else of it was written) is
+    deleted in a task of the runs, past the store's pause."""
+    settings = StoredResponsesSettings(url=REDIS_URL, namespace=redis_namespace, ttl_s=600)
+    body = {"model": "small", "background": True, "stream": name.startswith("events")}
+
+    async def never() -> Response:
+        raise AssertionError("a refused request is not answered")
+
+    async def go(url: str, proxy: StallProxy) -> tuple[bool, bool, int]:
+        kv = _StallsAt(url, proxy)
+        store = ResponseStore(settings, kv)
+        front, queued = _queued(store)
+        kv.at = store.key("team", name.format(front.id))
+        request = _request()
+        with pytest.raises(GatewayError) as refused:
+            await _start_in_background(request, _GATEWAY, front, body, queued, never)
+        assert refused.value.status == 503
+        await background_runs(request).aclose(10.0)
+        await store.aclose()
+        direct = ResponseStore(settings, RedisStore(REDIS_URL, 2))
+        try:
+            kept = await direct.get("team", front.id) is not None
+            held = await direct.held("team", front.id)
+            return kept, held, len(await EventChunks(direct, "team", front.id).read(0))
+        finally:
+            await direct.aclose()
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        assert asyncio.run(go(url, proxy)) == (False, False, 0)

@@ -41,7 +41,7 @@ from llmroute.dispatch.usage import prompt_tokens
 from llmroute.errors import LlmrouteError
 from llmroute.log_every import LogEvery
 from llmroute.server.auth import key_of
-from llmroute.server.background import background_runs, detached
+from llmroute.server.background import BackgroundRuns, background_runs, detached
 from llmroute.server.background_stream import EventChunks, RunLog, follow, kept_as_made
 from llmroute.server.body import read_json_object
 from llmroute.server.chat import CLIENT_CLOSED
@@ -190,27 +190,20 @@ async def _start_in_background(
     can be polled for it), answered now; the `answer` made in a task of this process."""
     runs = background_runs(request)
     response, release = queued.response, queued.release
+    stream = _Stream(RunLog(), front.events()) if body.get("stream") is True else None
+    # at once, as OpenAI does: the model may think for long
+    opening = [] if stream is None else front.announce(body)
     try:
-        kept = await front.store.put(front.owner, queued.record, counted=False, value=queued.value)
-        if kept:  # after the record: a process that dies in between leaves it abandoned
-            await front.store.hold(front.owner, front.id)
+        kept = await _keep_queued(runs, front, queued, stream, opening)
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
     if not kept:  # by another gateway's smaller max_key_bytes (Redis)
         raise _too_large_to_keep()
     count = partial(_counted, request)
-    if body.get("stream") is not True:
+    if stream is None:
         runs.start(front.id, _answer_in_background(answer, gateway, front, count), None, release)
         _counted(request, "started")
         return JSONResponse(response)
-    stream = _Stream(RunLog(), front.events())
-    opening = front.announce(body)  # at once, as OpenAI does: the model may think for long
-    try:
-        await stream.chunks.write(0, opening)
-    except StoreUnavailable as exc:
-        stopped = "the response store did not answer: send the request again"
-        await front.fail(503, stopped, wait=False)  # a client waits for its 503
-        raise _unavailable(exc) from None
     for event in opening:
         stream.run.add(event)
     run = _answer_in_background(answer, gateway, front, count, stream)
@@ -218,6 +211,60 @@ async def _start_in_background(
     _counted(request, "started")
     settled = partial(_reaped, front.store, front.owner, front.id, partial(count, "abandoned"))
     return _streaming(request, follow(stream.chunks, stream.run, -1, settled), {})
+
+
+async def _keep_queued(
+    runs: BackgroundRuns,
+    front: _Kept,
+    queued: _Queued,
+    stream: _Stream | None,
+    opening: list[bytes],
+) -> bool:
+    """What a run needs in the store before it starts: `queued` kept, its lease taken
+    (after the record: a process that dies in between leaves it abandoned) and a
+    `stream`'s `opening` events written; False when it is too large to keep. Should that
+    fail (or the request be cancelled) once the record may be written, the response is
+    forgotten in a task of `runs` (`_discarded`): refused, its id was never told, and
+    running it would be neither evicted nor counted for its key's bound until ``ttl_s``."""
+    store, owner = front.store, front.owner
+    written = True  # from the moment it is asked for, the record may be in the store
+    try:
+        try:
+            kept = await store.put(owner, queued.record, counted=False, value=queued.value)
+        except StoreUnavailable as exc:
+            written = not exc.paused_s  # refused unasked: nothing was written
+            raise
+        if not kept:  # not written, or evicted by the bound's script itself
+            return False
+        await store.hold(owner, front.id)
+        if stream is not None:
+            await stream.chunks.write(0, opening)
+    except BaseException:
+        if written:
+            runs.start(front.id, _discarded(front))
+        raise
+    return True
+
+
+async def _discarded(front: _Kept) -> None:
+    """A background response refused after its record may have been written, forgotten
+    with its events and lease; asked of the store itself (`asked`: past the pause its
+    failure began). One the store still does not answer for is left, said."""
+    store, owner, response_id = front.store, front.owner, front.id
+
+    async def forget() -> None:
+        await _forgotten(store, owner, response_id)
+        await store.release(owner, response_id)
+
+    try:
+        await asked(forget)
+    except StoreUnavailable as exc:
+        log.warning(
+            "responses: background response %s, refused, is left in the store until "
+            "stored_responses.ttl_s: %s",
+            response_id,
+            exc,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -821,13 +868,18 @@ async def _cancel(
 
 
 async def _forget(store: ResponseStore, owner: str, response_id: str) -> bool:
-    """The response forgotten, with the events of a background stream (they hold its
-    text too); whether it was kept."""
+    """`_forgotten`, a store that does not answer a 503."""
     try:
-        gone = await store.delete(owner, response_id)
-        await EventChunks(store, owner, response_id).forget()
+        return await _forgotten(store, owner, response_id)
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
+
+
+async def _forgotten(store: ResponseStore, owner: str, response_id: str) -> bool:
+    """The response forgotten, with the events of a background stream (they hold its
+    text too); whether it was kept."""
+    gone = await store.delete(owner, response_id)
+    await EventChunks(store, owner, response_id).forget()
     return gone
 
 
