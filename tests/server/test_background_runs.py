@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,14 +16,23 @@ from redis_service import REDIS_URL
 from stall_proxy import StallProxy, stall_proxy
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from llmroute.registry.schema import ApiKey, StoredResponsesSettings
 from llmroute.server.auth import Charges, account_of
 from llmroute.server.background import background_runs
-from llmroute.server.background_stream import EventChunks
+from llmroute.server.background_stream import EventChunks, RunLog
 from llmroute.server.errors import GatewayError
-from llmroute.server.responses import _cancel, _Kept, _Queued, _reaped, _start_in_background
+from llmroute.server.responses import (
+    _answer_in_background,
+    _cancel,
+    _forget,
+    _Kept,
+    _Queued,
+    _reaped,
+    _start_in_background,
+    _Stream,
+)
 from llmroute.state.limits import MemoryLimits
 from llmroute.state.stored_responses import ResponseStore, StoredResponse
 from llmroute.state.stores import MemoryStore, RedisStore, owner_group
@@ -87,13 +96,6 @@ def test_a_run_gives_back_its_keys_tokens_once_however_it_ends() -> None:
         return await limits.tokens(account_of(key))
 
     assert asyncio.run(go()) == 50
-
-
-async def _settled(check: Callable[[], Awaitable[bool]], within_s: float = 10.0) -> None:
-    """Wait (bounded) until `check()` holds."""
-    async with asyncio.timeout(within_s):
-        while not await check():
-            await asyncio.sleep(0.05)
 
 
 class _DeletedAfterReads(ResponseStore):
@@ -228,3 +230,33 @@ def test_a_background_response_refused_after_its_record_was_written_is_forgotten
 
     with stall_proxy(REDIS_URL) as (proxy, url):
         assert asyncio.run(go(url, proxy)) == (False, False, 0)
+
+
+def test_a_streamed_response_deleted_while_it_runs_leaves_no_events() -> None:
+    """``DELETE`` forgets a background stream's events with its response, but the run
+    went on writing its batches until it was stopped (its last flush after), so the
+    events written since (the answer's text) were kept again until ``ttl_s``: unread
+    (a follower stops at the first missing batch), but kept all the same."""
+    store = _memory_store()
+    front, queued = _queued(store)
+    front._streamed = True
+    stream = _Stream(RunLog(), front.events())
+
+    async def events() -> AsyncIterator[bytes]:
+        for n in range(1, 4):
+            if n == 2:  # a client's DELETE, taken by another process
+                assert await _forget(store, "team", front.id)
+            yield f'event: response.output_text.delta\ndata: {{"n": {n}}}\n\n'.encode()
+            await asyncio.sleep(0.3)  # past a flush
+
+    async def answer() -> Response:
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def go() -> int:
+        assert await store.put("team", queued.record)
+        await stream.chunks.write(0, [b"event: response.created\ndata: {}\n\n"])
+        await _answer_in_background(answer, _GATEWAY, front, lambda _: None, stream)
+        kept = await store.kv.get_many([stream.chunks._key(k) for k in range(8)])
+        return len([chunk for chunk in kept if chunk is not None])
+
+    assert asyncio.run(go()) == 0

@@ -375,7 +375,16 @@ async def _answer_in_background(
                 await front.store.release(front.owner, front.id)
             if stream is not None:
                 stream.run.close()
+                await _events_forgotten_with(front, stream)
             count(outcome)
+
+
+async def _events_forgotten_with(front: _Kept, stream: _Stream) -> None:
+    """A run's events forgotten again where its response was deleted while it ran: the
+    batches it wrote since, until it was stopped, would be kept until ``ttl_s``."""
+    with contextlib.suppress(StoreUnavailable):  # else they expire with it
+        if await front.status() is None:
+            await stream.chunks.forget()
 
 
 async def _streamed(stream: _Stream, answered: Response, front: _Kept) -> None:
