@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
 from typing import Any
@@ -57,7 +58,8 @@ def _queued(
     front.background = True
     response = front.queued({"model": "small", "background": True})
     record = front.record(response)
-    return front, _Queued(response, record, record.to_bytes(), release)
+    queued = _Queued(response, record, record.to_bytes())
+    return front, queued if release is None else dataclasses.replace(queued, release=release)
 
 
 def test_a_run_gives_back_its_keys_tokens_once_however_it_ends() -> None:
