@@ -47,6 +47,7 @@ from llmroute.server.errors import (
     handle_http,
     handle_llmroute_error,
 )
+from llmroute.server.expect import CloseUnasked
 from llmroute.server.feedback import feedback
 from llmroute.server.files import FILES_PATH, file, file_content, files
 from llmroute.server.logs import join_uvicorns_logging
@@ -182,6 +183,7 @@ def create_app(
         middleware=[
             # outermost first; the prefix off before any layer reads the path
             *_root_path_middleware(serve_settings.root_path),
+            Middleware(CloseUnasked),  # outside the request ids' watcher, which inner ones share
             Middleware(StampRequestIds),  # CORS's own answers (a preflight's) too
             Middleware(OneHost),  # before any layer reads the Host
             *cors_middleware(serve_settings.cors_origins),
