@@ -23,6 +23,7 @@ def test_a_bad_variable_under_uvicorns_factory_is_one_line(tmp_path: Path) -> No
         ("LLMROUTE_ROOT_PATH", "llm"),
         ("LLMROUTE_MAX_BODY_BYTES", "4mb"),
         ("LLMROUTE_LOG_REQUESTS", "sometimes"),
+        ("LLMROUTE_LOG_FORMAT", "xml"),
         ("LLMROUTE_REGISTRY", ""),
     ]:
         done = subprocess.run(

@@ -6,11 +6,13 @@ went unsaid: uvicorn configures its own loggers only)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import httpx
 import pytest
 
 PORT = 19510
+JSON_PORT = 18410
 REGISTRY = Path(__file__).resolve().parents[2] / "examples" / "echo.yaml"
 
 
@@ -27,25 +30,23 @@ class Factory:
     log: Path
 
 
-@pytest.fixture(scope="module")
-def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Factory]:
-    log = tmp_path_factory.mktemp("factory") / "stderr.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMROUTE_")}
-    env |= {
-        "LLMROUTE_REGISTRY": str(REGISTRY),
-        "LLMROUTE_ALLOWED_HOSTS": "proxy.test",
-        "LLMROUTE_LOG_REQUESTS": "1",
-    }
+@contextmanager
+def _factory(folder: Path, port: int, env: dict[str, str]) -> Iterator[Factory]:
+    """``uvicorn --factory`` of the echo registry on `port` with the variables `env`,
+    its stderr in FOLDER/stderr.log, once /health answers."""
+    log = folder / "stderr.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMROUTE_")} | env
+    env["LLMROUTE_REGISTRY"] = str(REGISTRY)
     uvicorn = str(Path(sys.executable).parent / "uvicorn")
     command = [uvicorn, "--factory", "llmroute.server.app:app_from_env"]
     with log.open("wb") as err:
         process = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(PORT)],
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
-    url = f"http://127.0.0.1:{PORT}"
+    url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):  # at most a minute: the first load embeds the examples
             try:
@@ -61,6 +62,13 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Factory]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Factory]:
+    env = {"LLMROUTE_ALLOWED_HOSTS": "proxy.test", "LLMROUTE_LOG_REQUESTS": "1"}
+    with _factory(tmp_path_factory.mktemp("factory"), PORT, env) as started:
+        yield started
 
 
 def test_a_foreign_host_is_refused_and_loopback_and_allowed_ones_answered(
@@ -190,3 +198,25 @@ def test_a_log_config_whose_uvicorn_logger_propagates_says_each_line_once() -> N
         check=True,
     ).stdout.splitlines()
     assert said == ["uvicorn.error started", "llmroute.server serving"], said
+
+
+def test_log_format_json_makes_llmroutes_own_lines_json_once(tmp_path: Path) -> None:
+    """``$LLMROUTE_LOG_FORMAT=json`` was ``serve``'s alone: under the factory llmroute's
+    lines (its start, refusals, request lines) were text on uvicorn's handler. Now each
+    is one JSON object, once; uvicorn's own lines stay its ``--log-config``'s."""
+    env = {"LLMROUTE_LOG_FORMAT": "JSON", "LLMROUTE_LOG_REQUESTS": "1"}
+    with _factory(tmp_path, JSON_PORT, env) as started:
+        httpx.get(f"{started.url}/v1/models", headers={"Host": "other.test"}, timeout=10)
+        ask = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
+        answer = httpx.post(f"{started.url}/v1/chat/completions", json=ask, timeout=30)
+        decision = answer.headers["x-llmroute-decision-id"]
+        said = _said(started.log, decision).splitlines()
+    ours = [json.loads(line) for line in said if line.startswith("{")]
+    assert all(line.startswith(("{", "INFO:")) for line in said), said  # no bare text
+    serving = [o for o in ours if o["message"].startswith("serving registry")]
+    assert [o["logger"] for o in serving] == ["llmroute.server"], said
+    refused = [o for o in ours if "refused GET /v1/models" in o["message"]]
+    assert len(refused) == 1 and refused[0]["level"] == "warning", said
+    request = [o for o in ours if o.get("decision_id") == decision]
+    assert len(request) == 1 and request[0]["logger"] == "llmroute.requests", said
+    assert any(line.startswith("INFO:     Uvicorn running") for line in said), said

@@ -50,7 +50,7 @@ from llmroute.server.errors import (
 from llmroute.server.expect import CloseUnasked
 from llmroute.server.feedback import feedback
 from llmroute.server.files import FILES_PATH, file, file_content, files
-from llmroute.server.logs import join_uvicorns_logging
+from llmroute.server.logs import LOG_FORMATS, join_uvicorns_logging
 from llmroute.server.messages import count_tokens, messages
 from llmroute.server.messages_convert import COUNT_TOKENS_PATH, MESSAGES_PATH
 from llmroute.server.meta import MODELS_PATH, health, key, list_models, ready, retrieve_model
@@ -61,7 +61,14 @@ from llmroute.server.rerank import RERANK_PATHS, rerank
 from llmroute.server.responses import input_tokens, responses, stored_response
 from llmroute.server.responses_convert import RESPONSES_PATH
 from llmroute.server.root_path import StripRootPath
-from llmroute.server.settings import LOG_REQUESTS_ENV, REGISTRY_ENV, ServeSettings, env_flag
+from llmroute.server.settings import (
+    LOG_FORMAT_ENV,
+    LOG_REQUESTS_ENV,
+    REGISTRY_ENV,
+    ServeSettings,
+    env_choice,
+    env_flag,
+)
 from llmroute.server.shutdown import AnswerCutRequests
 from llmroute.server.state import SETTLE_RESERVE_S, Gateway, PinGateway
 from llmroute.server.watched_send import StampRequestIds
@@ -245,9 +252,10 @@ def app_from_env() -> Starlette:
     try:
         settings = ServeSettings.from_env()
         requests = env_flag(LOG_REQUESTS_ENV)
+        fmt = env_choice(LOG_FORMAT_ENV, LOG_FORMATS)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
-    join_uvicorns_logging(requests=requests)
+    join_uvicorns_logging(requests=requests, fmt=fmt)
     return create_app(registry, settings, _first_load(registry, settings))
 
 

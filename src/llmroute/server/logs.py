@@ -104,11 +104,13 @@ def log_config(
     return config
 
 
-def join_uvicorns_logging(*, requests: bool = False) -> None:
+def join_uvicorns_logging(*, requests: bool = False, fmt: str = "text") -> None:
     """Under ``uvicorn --factory``, which configures its own loggers only: llmroute's
     (and the root's) on uvicorn's handler at uvicorn's level, as `log_config` puts them
     for ``serve``, or its start, reloads and refusals go unsaid (the last-resort handler
-    says warnings alone, bare). Nothing is changed where the root or llmroute's logger
+    says warnings alone, bare). In `fmt` json, they go to the same streams as JSON lines
+    (`_as_json`: uvicorn's own lines stay its ``--log-config``'s to format), one handler
+    a stream whichever loggers share it. Nothing is changed where the root or llmroute's logger
     already has a handler (uvicorn's ``--log-config`` gave one, or the program that
     builds the app did), nor where uvicorn's logger has none to share. The root is left
     without them where uvicorn's logger propagates (a ``--log-config`` that does not say
@@ -116,9 +118,9 @@ def join_uvicorns_logging(*, requests: bool = False) -> None:
     ours = logging.getLogger("llmroute")
     root = logging.getLogger()
     uvicorns = logging.getLogger("uvicorn")
-    handlers = uvicorns.handlers
-    if ours.handlers or root.handlers or not handlers:
+    if ours.handlers or root.handlers or not uvicorns.handlers:
         return
+    handlers = _as_json(uvicorns.handlers) if fmt == "json" else uvicorns.handlers
     level = logging.getLogger("uvicorn.error").getEffectiveLevel()  # its --log-level
     said = logging.getLogger(REQUESTS_LOGGER)
     joined = [(ours, level), (said, logging.INFO if requests else logging.WARNING)]
@@ -130,3 +132,17 @@ def join_uvicorns_logging(*, requests: bool = False) -> None:
         logger.setLevel(at)
     ours.propagate = said.propagate = False
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
+
+
+def _as_json(handlers: list[logging.Handler]) -> list[logging.Handler]:
+    """A handler writing JSON lines (`JsonFormatter`) to each stream of `handlers`, at
+    its level; one that is not a stream's (a queue's, say) is shared as it is."""
+    said: list[logging.Handler] = []
+    for handler in handlers:
+        if isinstance(handler, logging.StreamHandler):
+            json_lines = logging.StreamHandler(handler.stream)
+            json_lines.setLevel(handler.level)
+            json_lines.setFormatter(JsonFormatter())
+            handler = json_lines
+        said.append(handler)
+    return said

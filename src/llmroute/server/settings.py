@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_SSE_KEEPALIVE_S",
     "ENCODER_THREADS_ENV",
     "GRACEFUL_TIMEOUT_ENV",
+    "LOG_FORMAT_ENV",
     "LOG_REQUESTS_ENV",
     "MAX_BODY_ENV",
     "REGISTRY_ENV",
@@ -33,6 +34,7 @@ __all__ = [
     "SSE_KEEPALIVE_ENV",
     "WORKERS_ENV",
     "ServeSettings",
+    "env_choice",
     "env_flag",
     "split_hosts",
 ]
@@ -59,6 +61,7 @@ CORS_ORIGINS_ENV = "LLMROUTE_CORS_ORIGINS"  # comma-separated
 CASES_ENV = "LLMROUTE_CASES"  # routing cases every load of the registry must pass
 SSE_KEEPALIVE_ENV = "LLMROUTE_SSE_KEEPALIVE"
 LOG_REQUESTS_ENV = "LLMROUTE_LOG_REQUESTS"  # serve's --log-requests; the factory reads it too
+LOG_FORMAT_ENV = "LLMROUTE_LOG_FORMAT"  # serve's --log-format; the factory reads it too
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})  # as click reads a flag's variable
 _FALSE = frozenset({"", "0", "false", "f", "no", "n", "off"})
 ALLOWED_HOSTS_ENV = "LLMROUTE_ALLOWED_HOSTS"  # comma-separated; also --allowed-host's
@@ -164,6 +167,17 @@ def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
     if value in _TRUE or value in _FALSE:
         return value in _TRUE
     raise ValueError(f"${name} {raw[:80]!r}: not on or off (1, true, yes, on / 0, false, no, off)")
+
+
+def env_choice(
+    name: str, choices: tuple[str, ...], environ: Mapping[str, str] | None = None
+) -> str:
+    """The variable `name`, one of `choices` in any case (unset or empty: the first), as
+    ``serve`` reads it for its option; a `ValueError` naming it for another value."""
+    raw = (os.environ if environ is None else environ).get(name) or choices[0]
+    if (value := raw.strip().lower()) in choices:
+        return value
+    raise ValueError(f"${name} {raw[:80]!r}: not {' or '.join(choices)}")
 
 
 def _root_path(value: str | None) -> str | None:
