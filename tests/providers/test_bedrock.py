@@ -24,6 +24,7 @@ from llmroute.errors import (
 from llmroute.providers import build_providers
 from llmroute.providers.base import Timeouts
 from llmroute.providers.bedrock import BedrockProvider
+from llmroute.registry import parse_registry
 from llmroute.registry.schema import Provider, Registry
 from llmroute.sse import chunk_of
 from llmroute.untrusted_json import loads
@@ -330,6 +331,39 @@ def test_a_base_url_password_beside_aws_credentials_is_a_config_error(
         assert caught.value.field == "providers.aws.base_url"
         assert "user:password@" in caught.value.message and "s3cret" not in str(caught.value)
     BedrockProvider("aws", Provider(kind="bedrock", base_url=url, region=REGION), environ={})
+
+
+PROXY_AUTH = "Bearer proxy-token-0123456789"
+HEADERS_ENV_REGISTRY = f"""providers:
+  aws:
+    kind: bedrock
+    region: eu-central-1
+    headers_env:
+      Authorization: LLMROUTE_TEST_PROXY_AUTH
+models:
+  claude: {{provider: aws, model: {SONNET}}}
+routes:
+  - {{name: r, examples: [x], target: claude}}
+default: {{target: claude}}
+"""
+
+
+def test_a_headers_env_authorization_beside_aws_credentials_is_refused_at_its_line() -> None:
+    """AWS's credentials from the environment are the request's Authorization: a
+    ``headers_env`` Authorization was replaced by them without a word. Refused at start
+    naming the file, its line and field, never its value; without AWS's credentials (a
+    proxy that signs for the provider) it is sent."""
+    loaded = parse_registry(HEADERS_ENV_REGISTRY, source="registry.yaml")
+    proxy = {"LLMROUTE_TEST_PROXY_AUTH": PROXY_AUTH}
+    for aws in (SIGV4_ENV, {"AWS_BEARER_TOKEN_BEDROCK": API_KEY}):
+        with pytest.raises(ConfigError) as caught:
+            build_providers(loaded.registry, environ={**proxy, **aws})
+        error = loaded.at(caught.value)
+        assert (error.file, error.line) == ("registry.yaml", 6)
+        assert error.field == "providers.aws.headers_env.Authorization"
+        assert "LLMROUTE_TEST_PROXY_AUTH" in str(error)
+        assert "proxy-token" not in str(error) and SECRET not in str(error)
+    assert isinstance(build_providers(loaded.registry, environ=proxy)["aws"], BedrockProvider)
 
 
 def test_build_providers_builds_a_bedrock_client(server: FakeBedrock) -> None:

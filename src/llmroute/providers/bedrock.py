@@ -75,6 +75,34 @@ _STATUS = {
 _TOO_LONG = re.compile(r"too long|too many (input )?tokens|context (length|window)", re.I)
 
 
+def _refuse_other_authorization(name: str, spec: Provider) -> None:
+    """`ConfigError` naming the field for credentials the provider gives beside AWS's
+    from the environment (a Bedrock API key, or keys that sign), which every request
+    sends as its Authorization in their place: a base URL's ``user:password@``, or a
+    ``headers_env`` Authorization (dropped for AWS's without a word). Only variable
+    names are said, never a value."""
+    aws = (
+        f"every request sends AWS's own as its Authorization (a Bedrock API key from "
+        f"{spec.api_key_env or BEARER_ENV}, or a SigV4 signature from {_KEY_ENVS[0]})"
+    )
+    if URL(spec.http_url).user is not None:
+        raise ConfigError(
+            f"provider {name!r}: its base_url carries credentials (user:password@), and "
+            f"{aws}, which the transport sends in place of them: take them out of the "
+            "base_url",
+            field=f"providers.{name}.base_url",
+        )
+    for header, variable in spec.headers_env.items():
+        if header.lower() == "authorization":
+            raise ConfigError(
+                f"provider {name!r}: headers_env sends an Authorization from {variable}, "
+                f"and {aws}, which replaces it: drop it from headers_env, or, for a proxy "
+                "that signs for the provider, leave AWS's credentials out of this "
+                "process's environment",
+                field=f"providers.{name}.headers_env.{header}",
+            )
+
+
 class BedrockProvider:
     """One pooled HTTP session for a provider of kind ``bedrock``."""
 
@@ -98,15 +126,8 @@ class BedrockProvider:
                 env[_KEY_ENVS[0]], env[_KEY_ENVS[1]], env.get(_TOKEN_ENV) or None
             )
             signer = _signer(credentials, _region(name, spec))
-        if (key or signer) and URL(spec.http_url).user is not None:
-            raise ConfigError(
-                f"provider {name!r}: its base_url carries credentials (user:password@), "
-                f"and every request sends AWS's own as its Authorization (a Bedrock API key "
-                f"from {spec.api_key_env or BEARER_ENV}, or a SigV4 signature from "
-                f"{_KEY_ENVS[0]}), which the transport sends in place of them: take them "
-                "out of the base_url",
-                field=f"providers.{name}.base_url",
-            )
+        if key or signer:
+            _refuse_other_authorization(name, spec)
         sent = [key, env.get(_TOKEN_ENV), *from_env.values()]  # the session token is a header
         self._http = HttpTransport(
             name,
