@@ -53,10 +53,11 @@ def _kind_of(value: Any) -> str:
     return MISSING if value is None else INVALID_TYPE
 
 
-def check_chat_body(body: dict[str, Any]) -> None:
-    """`InvalidRequest` (its ``param`` the field) for a chat body OpenAI would refuse:
-    ``messages`` missing or malformed, or a known parameter of the wrong type. ``null``
-    stands for a field left out, as OpenAI takes it."""
+def check_chat_body(body: dict[str, Any]) -> tuple[str, ...]:
+    """The request's tags the body names (`check_proxy_fields`, read once); `InvalidRequest`
+    (its ``param`` the field) for a chat body OpenAI would refuse: ``messages`` missing or
+    malformed, or a known parameter of the wrong type. ``null`` stands for a field left
+    out, as OpenAI takes it."""
     check_sizes(body)
     if body.get("model") is not None and not isinstance(body["model"], str):
         raise _bad("model", "'model' must be a string")
@@ -81,7 +82,7 @@ def check_chat_body(body: dict[str, Any]) -> None:
     if user is not None and not isinstance(user, str):
         raise _bad("user", "'user' must be a string")
     _check_thinking(body.get("thinking"))
-    check_proxy_fields(body)
+    return check_proxy_fields(body)
 
 
 def check_sizes(body: dict[str, Any]) -> None:

@@ -76,15 +76,16 @@ _UNROUTED_KEYS = _REFUSED_KEYS | _UNROUTED_OWN
 _THEIR_TAGS = f"{_LITELLM_METADATA}.tags"
 
 
-def check_proxy_fields(body: Mapping[str, Any]) -> None:
-    """`InvalidRequest` for a proxy field the gateway does not take (`REFUSED`, never
-    echoing its value: it may be a key), a ``metadata`` that is not an object, or tags
-    that break ``x-llmroute-tags``' rules."""
+def check_proxy_fields(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """The request's tags the body names (`body_tags`); `InvalidRequest` for a proxy
+    field the gateway does not take (`REFUSED`, never echoing its value: it may be a
+    key), a ``metadata`` that is not an object, or tags that break ``x-llmroute-tags``'
+    rules."""
     refuse_proxy_fields(body)
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidRequest("'metadata' must be an object", param="metadata", code="invalid_type")
-    body_tags(body)
+    return body_tags(body)
 
 
 def refuse_proxy_fields(body: Mapping[str, Any]) -> None:

@@ -35,7 +35,6 @@ from llmroute.dispatch.spend import Spend, tracked
 from llmroute.errors import CallTimeout, InvalidRequest, LlmrouteError, RoutingError
 from llmroute.gates.base import total_usage
 from llmroute.layers.llm_router import LlmRouter, refine_plan
-from llmroute.proxy_fields import body_tags
 from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.restore import restore_completion
 from llmroute.sdk.clients import LoopClients
@@ -111,7 +110,7 @@ class _Request:
         body |= jsonable(dict(extra_body))
         # the gateway's checks of a chat body (InvalidRequest, its 400's message): a
         # content part that is not an object would go upstream unread by safety
-        check_chat_body(body)
+        named = check_chat_body(body)  # its tags: after the header's, as the gateway has them
         if (body.get("stream") is True) is not streamed:
             raise InvalidRequest(_STREAM_DISAGREES, param="stream")
         if has_surrogate(body):  # no encoder takes it: say so here, not from the tokenizer
@@ -128,7 +127,6 @@ class _Request:
             self.tags = parse_tags(",".join(tags) if tags else None)
         except ValueError as exc:
             raise RoutingError(f"{TAGS_HEADER}: {exc}") from None
-        named = body_tags(body)  # LiteLLM's, after the header's, as the gateway has them
         if named:
             self.tags = tuple(dict.fromkeys((*self.tags, *named)))
 

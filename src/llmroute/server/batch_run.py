@@ -46,7 +46,7 @@ from llmroute.server.auth import admit, api_key_of, payer_of
 from llmroute.server.batch_lines import BatchLine, read_lines_yielding
 from llmroute.server.batch_output import answer_line, written_custom_ids
 from llmroute.server.body import require_messages
-from llmroute.server.chat import GATEWAY_TAGS, serve_chat
+from llmroute.server.chat import GATEWAY_TAGS, note_body_tags, serve_chat
 from llmroute.server.completions import COMPLETIONS_FRONT, to_chat_body
 from llmroute.server.embeddings import embed
 from llmroute.server.errors import GatewayError, gateway_error
@@ -346,7 +346,7 @@ class BatchRun:
                     return await answer_converted(
                         request, COMPLETIONS_FRONT, body, chat, ts, started_ns, text
                     )
-                require_messages(body)
+                note_body_tags(request, body, require_messages(body))
                 return await serve_chat(request, gateway, body, ts, started_ns)
         except GatewayError as exc:
             return _as_asked(exc, scope).response()

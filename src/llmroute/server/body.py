@@ -82,12 +82,12 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     return data
 
 
-def require_messages(body: dict[str, Any]) -> None:
+def require_messages(body: dict[str, Any]) -> tuple[str, ...]:
     """A chat-completions body checked as OpenAI checks it (`check_chat_body`, which the
-    SDK runs too): 400 naming the field. The one call both chat paths (the endpoint, a
-    batch's line) make before routing."""
+    SDK runs too): 400 naming the field; else the tags it names, for `note_body_tags`.
+    The one call both chat paths (the endpoint, a batch's line) make before routing."""
     try:
-        check_chat_body(body)
+        return check_chat_body(body)
     except InvalidRequest as exc:
         raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
 

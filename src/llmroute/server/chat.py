@@ -178,7 +178,7 @@ async def chat_completions(request: Request) -> Response:
     ts, started_ns = time.time(), time.perf_counter_ns()
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
-    require_messages(body)
+    note_body_tags(request, body, require_messages(body))
     answer = await serve_chat(request, gateway, body, ts, started_ns)
     return with_keepalive(answer, keepalive_of(request))
 
@@ -241,7 +241,8 @@ async def plan_chat(
     its order (its tags, the key's allow-list, the model looked up, the key's pool, its
     prompt past the key's ``tpm``); None for a client gone while it was planned (logged
     as its decision, 499)."""
-    note_body_tags(request, body)
+    if BODY_TAGS not in request.scope:  # a converted body's (Messages, Responses)
+        note_body_tags(request, body)
     request_tags(request)  # a malformed header is refused before any work
     _check_model(request, gateway, body)
     try:
@@ -699,15 +700,18 @@ def api_of(path: str) -> str | None:
     return None
 
 
-def note_body_tags(request: Request, body: Mapping[str, Any]) -> None:
+def note_body_tags(
+    request: Request, body: Mapping[str, Any], tags: tuple[str, ...] | None = None
+) -> None:
     """The tags `body` names (LiteLLM's ``tags`` / ``metadata.tags``: `body_tags`), kept
-    for `request_tags`; 400 naming the field for malformed ones."""
-    try:
-        tags = body_tags(body)
-    except InvalidRequest as exc:
-        raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
-    if tags:
-        request.scope[BODY_TAGS] = tags
+    for `request_tags` (`plan_chat` reads them no more); 400 naming the field for
+    malformed ones. `tags`: read already, by the body's checks (`require_messages`)."""
+    if tags is None:
+        try:
+            tags = body_tags(body)
+        except InvalidRequest as exc:
+            raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
+    request.scope[BODY_TAGS] = tags
 
 
 def request_tags(request: Request) -> tuple[str, ...]:
@@ -865,8 +869,7 @@ async def route_only(request: Request) -> Response:
     ts, started_ns = time.time(), time.perf_counter_ns()
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
-    require_messages(body)
-    note_body_tags(request, body)
+    note_body_tags(request, body, require_messages(body))
     request_tags(request)
     _check_model(request, gateway, body)
     try:

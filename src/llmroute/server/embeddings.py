@@ -129,10 +129,10 @@ async def serve_unrouted(
     # LiteLLM's fields as chat takes them: its tags the request's, its own refused (a
     # body's api_key went on to the provider), neither sent upstream
     try:
-        check_proxy_fields(body)
+        tags = check_proxy_fields(body)
     except InvalidRequest as exc:
         raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
-    note_body_tags(request, body)
+    note_body_tags(request, body, tags)
     # a malformed x-llmroute-tags is refused before any work, as chat's (`recorder_of`
     # reads it when there is a log)
     recorder = recorder_of(request, api)
