@@ -40,6 +40,7 @@ __all__ = [
     "check_proxy_fields",
     "openai_metadata",
     "refuse_proxy_fields",
+    "routed_metadata",
     "unrouted_body",
     "without_proxy_fields",
 ]
@@ -163,6 +164,18 @@ def openai_metadata(value: object) -> TypeGuard[dict[str, str]]:
             for k, v in value.items()
         )
     )
+
+
+def routed_metadata(metadata: object) -> dict[str, Any] | None:
+    """A Messages or Responses body's ``metadata`` for the chat body it is converted to,
+    where routing rules read it as they read a chat's (`RouteRequest.metadata`): without
+    a ``tags`` list (the request's tags, which the chat body carries as ``tags``); None
+    when nothing is left. No model is sent it: a converted body never says ``store``
+    (`without_proxy_fields`)."""
+    if not isinstance(metadata, dict):
+        return None
+    kept = {k: v for k, v in metadata.items() if not (k == "tags" and isinstance(v, list))}
+    return kept or None
 
 
 def without_proxy_fields(body: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from uuid import uuid4
 from starlette.responses import JSONResponse
 
 from llmroute.dispatch.anthropic_only import ANTHROPIC_ONLY
+from llmroute.proxy_fields import routed_metadata
 from llmroute.server.chunk_translation import ChunkTranslator, clean_completion
 from llmroute.server.errors import GatewayError
 from llmroute.server.messages_checks import check_messages_body
@@ -101,6 +102,8 @@ def to_chat_body(body: dict[str, Any], *, counting: bool = False) -> dict[str, A
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
         chat["user"] = metadata["user_id"]
+    if (routed := routed_metadata(metadata)) is not None:
+        chat["metadata"] = routed
     if body.get("thinking") is not None:
         chat["thinking"] = _thinking(body["thinking"], None if counting else max_tokens)
     if body.get("cache_control") is not None:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any, TypeGuard
 from uuid import uuid4
 
+from llmroute.proxy_fields import routed_metadata
 from llmroute.server.chunk_translation import clean_completion
 from llmroute.server.errors import GatewayError
 from llmroute.server.responses_checks import check_responses_body
@@ -113,6 +114,8 @@ def own_chat_body(body: dict[str, Any], kept: bool) -> dict[str, Any]:
         chat["stream_options"] = {"include_usage": True}
     if tags:  # the request's, as a chat body's are: checked again there, sent to no model
         chat["tags"] = list(tags)
+    if (routed := routed_metadata(body.get("metadata"))) is not None:
+        chat["metadata"] = routed
     return chat
 
 
