@@ -182,11 +182,16 @@ class InvalidRequest(RoutingError):
 
 
 class ModelNotFound(RoutingError):
-    """The request's ``model`` is neither ``auto``, a route, a router nor a pool model.
-    `param` and `code` are those of the gateway's 404, as OpenAI names them."""
+    """The request's ``model`` is neither ``auto``, a route, a router nor a pool model;
+    or, `code` ``model_not_chat``, a pool model of another kind (embedding, rerank),
+    which OpenAI answers 404 too ("This is not a chat model"). `param` and `code` are
+    those of the gateway's 404."""
 
     param = "model"
-    code = "model_not_found"
+
+    def __init__(self, message: str, *, code: str = "model_not_found") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class PolicyViolation(RoutingError):

@@ -126,21 +126,35 @@ def test_embeddings_and_rerank_answer_faults_in_chats_order(
 
 
 @pytest.mark.parametrize(
-    ("api", "body", "status"),
+    ("api", "body", "code"),
     [
-        ("chat/completions", {"model": "nowhere", "messages": HI}, 404),
-        ("embeddings", {"model": "nowhere", "input": "hi"}, 404),
-        ("rerank", {"model": "nowhere", "query": "q", "documents": ["d"]}, 404),
-        ("chat/completions", {"model": "vectors", "messages": HI}, 404),  # no chat model
-        ("embeddings", {"model": "ranker", "input": "hi"}, 400),
-        ("rerank", {"model": "vectors", "query": "q", "documents": ["d"]}, 400),
+        ("chat/completions", {"model": "nowhere", "messages": HI}, "model_not_found"),
+        ("embeddings", {"model": "nowhere", "input": "hi"}, "model_not_found"),
+        ("rerank", {"model": "nowhere", "query": "q", "documents": ["d"]}, "model_not_found"),
+        ("chat/completions", {"model": "vectors", "messages": HI}, "model_not_chat"),
+        ("completions", {"model": "ranker", "prompt": "hi"}, "model_not_chat"),
+        ("route", {"model": "vectors", "messages": HI}, "model_not_chat"),
+        ("responses", {"model": "vectors", "input": "hi"}, "model_not_chat"),
+        ("embeddings", {"model": "ranker", "input": "hi"}, "model_not_embedding"),
+        ("rerank", {"model": "vectors", "query": "q", "documents": ["d"]}, "model_not_rerank"),
     ],
 )
 def test_a_right_body_meets_the_models_faults_last(
-    gateway: Served, api: str, body: dict[str, Any], status: int
+    gateway: Served, api: str, body: dict[str, Any], code: str
 ) -> None:
-    """A guard: once the rest is right, the model is looked up as before, unknown
-    (404 ``model_not_found``) or of another kind (400; chat's 404 names the endpoint)."""
+    """Once the rest is right, the model is looked up: unknown, 404 ``model_not_found``;
+    of another kind, 404 too on every endpoint (as OpenAI answers "This is not a chat
+    model"), ``model_not_<kind>`` saying the kind the endpoint serves (embeddings and
+    rerank said 400, chat 404 ``model_not_found``)."""
     answer = httpx.post(f"{gateway.url}/v1/{api}", json=body, timeout=10)
-    assert answer.status_code == status, answer.text
-    assert answer.json()["error"]["param"] == "model"
+    assert answer.status_code == 404, answer.text
+    error = answer.json()["error"]
+    assert (error["param"], error["code"]) == ("model", code)
+
+
+def test_messages_answers_a_model_of_another_kind_as_chat_does(gateway: Served) -> None:
+    body = {"model": "vectors", "max_tokens": 8, "messages": HI}
+    answer = httpx.post(f"{gateway.url}/v1/messages", json=body, timeout=10)
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["error"]["type"] == "not_found_error"
+    assert "use POST /v1/embeddings" in answer.json()["error"]["message"]

@@ -135,8 +135,8 @@ def test_a_models_renames_and_params_apply(gateway: Gateway) -> None:
     [
         ({"model": "nope", "query": "q", "documents": ["d"]}, 404, "model", "model_not_found"),
         ({"model": "auto", "query": "q", "documents": ["d"]}, 404, "model", "model_not_found"),
-        ({"model": "small", "query": "q", "documents": ["d"]}, 400, "model", "model_not_rerank"),
-        ({"model": "embed", "query": "q", "documents": ["d"]}, 400, "model", "model_not_rerank"),
+        ({"model": "small", "query": "q", "documents": ["d"]}, 404, "model", "model_not_rerank"),
+        ({"model": "embed", "query": "q", "documents": ["d"]}, 404, "model", "model_not_rerank"),
         ({"query": "q", "documents": ["d"]}, 400, "model", None),
         ({"model": "rerank", "documents": ["d"]}, 400, "query", None),
         ({"model": "rerank", "query": " ", "documents": ["d"]}, 400, "query", None),

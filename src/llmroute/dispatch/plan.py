@@ -221,7 +221,8 @@ def _decide(
         raise ModelNotFound(
             f"{shown(requested)} is an embedding model; use POST /v1/embeddings"
             if model.kind == "embedding"
-            else f"{shown(requested)} is a rerank model; use POST /v1/rerank"
+            else f"{shown(requested)} is a rerank model; use POST /v1/rerank",
+            code="model_not_chat",
         )
     if requested.startswith("router-"):
         return _difficulty(router, requested, body, headers)

@@ -266,7 +266,8 @@ def model_asked(body: Mapping[str, Any]) -> str:
 def pool_model(request: Request, gateway: Gateway, asked: str, kind: str) -> str:
     """The pool model of `kind` that `asked` names (itself, or an alias's target), in
     chat's order: 403 when the client key may not ask for it, 404 when the registry has
-    no such model, 400 when it is of another kind, 403 outside the key's pool."""
+    no such model or it is of another kind (as OpenAI answers a model of another
+    endpoint, and chat one of another kind), 403 outside the key's pool."""
     registry = gateway.router.loaded.registry
     name = registry.resolve_alias(asked)
     check_model(request.scope, asked, name)
@@ -281,7 +282,7 @@ def pool_model(request: Request, gateway: Gateway, asked: str, kind: str) -> str
         )
     if model.kind != kind:
         raise GatewayError(
-            400,
+            404,
             f"model {shown(name)} is {with_article(model.kind)} model; "
             f"{kind} models: {_known(models, kind)}",
             param="model",
