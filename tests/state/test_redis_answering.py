@@ -206,3 +206,48 @@ def test_a_take_whose_answer_was_lost_is_given_back(redis_namespace: str) -> Non
 
     with stall_proxy(REDIS_URL) as (proxy, url):
         asyncio.run(go(url, proxy))
+
+
+@pytest.mark.parametrize("kind", ["take", "tokens"])
+def test_a_give_back_whose_answer_was_lost_is_not_made_twice(
+    kind: str, redis_namespace: str
+) -> None:
+    """A give-back (a lost take's, or a token hold's release: a DECRBY) that Redis made
+    but whose answer came after the timeout was kept and made again before the next
+    count: the second DECRBY gave another request's count back (one more request, or a
+    hold's tokens, let through that minute). It may have been made: it is dropped, as
+    one whose caller was cancelled is."""
+
+    async def go(url: str, proxy: StallProxy) -> None:
+        limits = RedisLimits(url, 0.3, redis_namespace, clock=lambda: NOW)
+        count = limits.requests if kind == "take" else limits.tokens
+
+        async def counted() -> None:  # one request counted: a take, or a hold of 10
+            if kind == "take":
+                await limits.take("k", 100)
+            else:
+                await limits.hold_tokens("k", 10, 1000)
+
+        async def past_the_pause() -> None:
+            await asyncio.sleep(limits._outage.left_s() + RETRY_AFTER_S + 0.05)
+
+        await counted()
+        if kind == "take":  # one more counted, whose answer is lost: its give-back queued
+            proxy.stall_replies()
+            await counted()
+            proxy.resume()
+            await past_the_pause()
+            await limits.requests("k")  # connected again
+        proxy.stall_replies()  # the give-back is made in Redis; its answer is lost
+        if kind == "take":
+            await limits.take("other", 100)  # the queued give-back is made first
+        else:
+            await limits.release_tokens("k", int(NOW // 60), 10)
+        proxy.resume()
+        await past_the_pause()
+        await counted()  # another request's count: not given back
+        assert await count("k") == (2.0 if kind == "take" else 10.0)
+        await limits.aclose(0)
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        asyncio.run(go(url, proxy))

@@ -758,7 +758,9 @@ class RedisLimits:
         return await self._released(self._prefix + key, minute, 1)
 
     async def _released(self, counter: str, minute: int, count: int) -> bool:
-        """`count` out of `counter`'s count of `minute`; whether Redis took it."""
+        """`count` out of `counter`'s count of `minute`; whether it is done: Redis took
+        it, or it may have (asked, and its answer lost: `timed_out`), as a DECRBY made
+        twice gives another request's count back (its caller cancelled: dropped too)."""
         if minute < _window(self._clock())[0] - 1:
             return True  # its minute no longer counts in the sliding window
         try:
@@ -766,7 +768,7 @@ class RedisLimits:
                 await self._release(keys=[f"{counter}:{minute}"], args=[count])
         except StoreUnavailable as exc:
             self._failed(exc)
-            return False
+            return exc.timed_out
         return True
 
     async def retry_after(self, key: str, target: float, *, tokens: bool = False) -> float:
@@ -875,7 +877,7 @@ class RedisLimits:
         Redis all the same: it goes back only when making it `again` is harmless (a
         slot's ZREM); a token hold's DECRBY twice would give another request's tokens
         back, so it is dropped (its tokens count until their minute passes), and so is
-        a take's."""
+        a take's (as is one whose answer was lost: `_released`)."""
         made = False
         try:
             made = await give
