@@ -382,3 +382,46 @@ def test_the_escalation_tile_is_of_the_routed_requests() -> None:
     rows = sorted(chats + embedded, key=lambda d: d.ts)
     data = dashboard_data(Rows(rows, len(rows)), Rows([], 0), REGISTRY, window=HOUR, url="x")
     assert data["summary"]["escalation_rate"] == pytest.approx(0.25)
+
+
+def test_route_only_decisions_and_embeddings_do_not_dilute_the_rates() -> None:
+    """As the report's: errors of the requests dispatched, fallbacks of the routed ones.
+    Of four chats one fell back and one failed on every model; beside them forty
+    ``/v1/route`` decisions (nothing dispatched) and forty embeddings answers (no route
+    to fall back on) showed 2% and 1% where the chats alone were 25%."""
+    chats = [
+        logged(
+            "code",
+            ts=NOW - 100 + i,
+            client="team-a",
+            attempts=("large (timeout)",) if i < 2 else (),
+            served_model="large" if i == 0 else None,
+            status=502 if i == 1 else 200,
+            error="upstream_error" if i == 1 else None,
+        )
+        for i in range(4)
+    ]
+    asked = [logged("code", ts=NOW - 60 + i, client="team-a", route_only=True) for i in range(40)]
+    embedded = [
+        logged(
+            "(embeddings)",
+            ts=NOW - 50 + i,
+            margin=None,
+            layer="(unrouted)",
+            api="embeddings",
+        )
+        for i in range(40)
+    ]
+    rows = sorted(chats + asked + embedded, key=lambda d: d.ts)
+    data = dashboard_data(Rows(rows, len(rows)), Rows([], 0), REGISTRY, window=HOUR, url="x")
+    summary = data["summary"]
+    assert summary["fallback_rate"] == pytest.approx(1 / 4)
+    assert summary["error_rate"] == pytest.approx(1 / 44)  # the embeddings were dispatched
+    report = build_report(rows, REGISTRY).total  # the same denominators as the report's
+    assert (summary["error_rate"], summary["fallback_rate"]) == pytest.approx(
+        (report.error_rate, report.fallback_rate)
+    )
+    code = {r["name"]: r for r in data["routes"]}["code"]
+    assert (code["error_rate"], code["fallback_rate"]) == pytest.approx((1 / 4, 1 / 4))
+    team = {c["name"]: c for c in data["clients"]}["team-a"]
+    assert team["n"] == 44 and team["error_rate"] == pytest.approx(1 / 4)

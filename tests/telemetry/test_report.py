@@ -274,6 +274,29 @@ def test_embeddings_and_rerank_do_not_dilute_the_escalation_rate() -> None:
     assert routes["(embeddings)"].escalation_rate is None  # nothing there could escalate
 
 
+def test_route_only_decisions_and_embeddings_do_not_dilute_the_rates() -> None:
+    """A ``/v1/route`` decision called no model, so it cannot fail, fall back or
+    escalate; an embeddings answer can fail, but no route or cascade serves it. Two
+    hundred of the one and three hundred of the other left the fallback and escalation
+    rates a fifth of what they were; the error rate counts the embeddings, not the
+    decisions."""
+    plain = build_report(decisions(), REGISTRY)
+    assert plain.total.fallbacks and plain.total.errors  # not vacuous
+    asked = [logged("code", model="large", route_only=True) for _ in range(200)]
+    report = build_report(decisions() + asked + _unrouted(300), REGISTRY)
+    total = report.total
+    assert total.fallback_rate == pytest.approx(plain.total.fallback_rate)
+    assert total.escalation_rate == pytest.approx(plain.total.escalation_rate)
+    assert total.error_rate == pytest.approx(plain.total.errors / (120 + 300))
+    code = {r.name: r for r in report.routes}["code"]
+    assert code.error_rate == 0.0 and code.fallback_rate == 0.0  # of its 20 dispatched
+    assert {r.name: r for r in report.routes}["(embeddings)"].fallback_rate is None
+    payload = report.to_dict()["total"]
+    assert payload["fallback_rate"] == pytest.approx(plain.total.fallback_rate)
+    only_asked = build_report(asked, REGISTRY).total
+    assert only_asked.error_rate is None and only_asked.fallback_rate is None
+
+
 def test_an_escalated_cascade_is_compared_with_one_call_to_the_strongest_model() -> None:
     """A cascade that escalated from small to large logs both tiers' tokens (1,000 in
     and out each: the same request twice); sending it to large once would have cost

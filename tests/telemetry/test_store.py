@@ -320,7 +320,8 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
             tokens_in=None if i == 9 else 100 + i,
             client="team-a" if i % 2 else None,
             tags=("team:a", "app=x") if i % 3 == 0 else ("team:b",) if i % 3 == 1 else (),
-            api=("chat", "completions", None)[i % 3],
+            api="embeddings" if i % 9 == 2 else ("chat", "completions", None)[i % 3],
+            route_only=i % 6 == 1,  # counted apart: the rates leave them out
         )
         for i in range(30)
     ]
@@ -339,6 +340,7 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
     assert sum(b.errors for b in got) == 6  # the upstream errors, i = 0, 5, ..., 25
     # answered after a failed attempt: i = 4, 8, 12, 16, 24, 28 (0 and 20 failed)
     assert sum(b.fallbacks for b in got) == 6
+    assert sum(b.route_only for b in got) == 5 and sum(b.unrouted for b in got) == 3
     assert {b.bucket for b in got} == set(range(7))
 
     clients = sorted(store.client_totals(t0, t0 + 200), key=str)
@@ -366,7 +368,7 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
     ]
     assert [a.cost_usd for a in apis] == pytest.approx([a.cost_usd for a in reference_apis])
     per_api = {api: sum(a.requests for a in apis if a.api == api) for api in ("chat", None)}
-    assert per_api == {"chat": 10, None: 9}
+    assert per_api == {"chat": 10, None: 6}  # i = 2, 11, 20 came by embeddings
 
 
 class _Kept:

@@ -12,7 +12,9 @@ savings, drift and the newest decisions come from at most `max_rows` of the newe
 rows of each window (`sample` says how many the window holds). No prompt text is read:
 the dashboard is aggregates and decision ids. Embeddings and rerank requests count in
 the requests, errors, latency and spend (routes ``(embeddings)`` and ``(rerank)``), not
-in margins, confidence, layers, the default rate, drift or savings.
+in margins, confidence, layers, the default rate, drift or savings. The error, fallback
+and escalation rates have the report's denominators (`report.error_rate`,
+`report.fallback_rate`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ from llmroute.json_values import json_safe
 from llmroute.registry.schema import DriftSettings, Registry
 from llmroute.telemetry.drift import DEFAULT_ROUTE, drift_report, is_default, routed_only
 from llmroute.telemetry.record import FeedbackRecord, LoggedDecision, ShadowRecord
-from llmroute.telemetry.report import NO_API, UNTAGGED, build_report, is_error, is_fallback
+from llmroute.telemetry.report import (
+    NO_API,
+    UNTAGGED,
+    build_report,
+    error_rate,
+    fallback_rate,
+    is_error,
+    is_fallback,
+)
 from llmroute.telemetry.store.base import ApiTotal, ClientTotal, DecisionBucket, TagTotal
 from llmroute.telemetry.windows import Window
 
@@ -130,6 +140,8 @@ def aggregate(decisions: Sequence[LoggedDecision], grid: Grid) -> list[DecisionB
             math.fsum(d.cost_usd for d in rows if d.cost_usd is not None),
             sum(d.tokens_in or 0 for d in rows if d.cost_usd is None),
             sum(d.tokens_out or 0 for d in rows if d.cost_usd is None),
+            sum(1 for d in rows if d.route_only),
+            sum(1 for d in rows if d.unrouted),
         )
         for (bucket, route, model), rows in groups.items()
     ]
@@ -171,9 +183,9 @@ def tag_totals(decisions: Sequence[LoggedDecision]) -> list[TagTotal]:
 
 def _totals(
     named: Iterable[tuple[str | None, LoggedDecision]],
-) -> list[tuple[str | None, str, int, int, float, int, int]]:
-    """Per (name, model): requests, errors, logged cost, and the tokens of the rows
-    without a cost (priced afterwards)."""
+) -> list[tuple[str | None, str, int, int, float, int, int, int]]:
+    """Per (name, model): requests, errors, logged cost, the tokens of the rows
+    without a cost (priced afterwards), and the ``/v1/route`` decisions."""
     groups: dict[tuple[str | None, str], list[LoggedDecision]] = defaultdict(list)
     for name, d in named:
         groups[(name, d.model)].append(d)
@@ -186,6 +198,7 @@ def _totals(
             math.fsum(d.cost_usd for d in rows if d.cost_usd is not None),
             sum(d.tokens_in or 0 for d in rows if d.cost_usd is None),
             sum(d.tokens_out or 0 for d in rows if d.cost_usd is None),
+            sum(1 for d in rows if d.route_only),
         )
         for (name, model), rows in groups.items()
     ]
@@ -221,21 +234,24 @@ def _spend_rows(
     if all(name is None for name, _ in named):
         return []
     spend_of = _spender(registry)
-    per: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    per: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0, 0])
     for name, t in named:
         row = per[unnamed if name is None else name]
         row[0] += t.requests
         row[1] += t.errors
         row[2] += spend_of(t)
+        row[3] += t.route_only
     return [
         {
             "name": name,
             "n": int(requests),
             "share": _rate(int(requests), n),
-            "error_rate": _rate(int(errors), int(requests)),
+            "error_rate": error_rate(int(errors), int(requests), int(route_only)),
             "spend_usd": spend,
         }
-        for name, (requests, errors, spend) in sorted(per.items(), key=lambda kv: -kv[1][2])
+        for name, (requests, errors, spend, route_only) in sorted(
+            per.items(), key=lambda kv: -kv[1][2]
+        )
     ]
 
 
@@ -261,6 +277,8 @@ class _Counts:
     cache_hits: int = 0
     fallbacks: int = 0
     spend_usd: float = 0.0
+    route_only: int = 0
+    unrouted: int = 0
 
     def add(self, b: DecisionBucket, spend: float) -> None:
         self.requests += b.requests
@@ -268,13 +286,23 @@ class _Counts:
         self.cache_hits += b.cache_hits
         self.fallbacks += b.fallbacks
         self.spend_usd += spend
+        self.route_only += b.route_only
+        self.unrouted += b.unrouted
+
+    @property
+    def error_rate(self) -> float | None:
+        return error_rate(self.errors, self.requests, self.route_only)
+
+    @property
+    def fallback_rate(self) -> float | None:
+        return fallback_rate(self.fallbacks, self.requests, self.route_only, self.unrouted)
 
     def to_dict(self, total: int) -> dict[str, Any]:
         return {
             "n": self.requests,
             "share": _rate(self.requests, total),
-            "error_rate": _rate(self.errors, self.requests),
-            "fallback_rate": _rate(self.fallbacks, self.requests),
+            "error_rate": self.error_rate,
+            "fallback_rate": self.fallback_rate,
             "cache_hits": self.cache_hits,
             "spend_usd": self.spend_usd,
         }
@@ -505,8 +533,8 @@ def dashboard_data(
             "summary": {
                 "requests": n,
                 "rate_per_s": n / span,
-                "error_rate": _rate(tally.total.errors, n),
-                "fallback_rate": _rate(tally.total.fallbacks, n),
+                "error_rate": tally.total.error_rate,
+                "fallback_rate": tally.total.fallback_rate,
                 "cache_hit_rate": _rate(tally.total.cache_hits, n),
                 "spend_usd": tally.total.spend_usd,
                 "escalation_rate": total.escalation_rate,

@@ -9,18 +9,22 @@ by input + output price per million tokens: the counterfactual prices each reque
 logged tokens at that model, one tier's share of them for a cascade that escalated);
 fallback rate (requests a model answered after a failed
 attempt: one that failed on every model it tried is an error, not a fallback) and
-escalation rate (attempts that mention an escalation, of the routed requests);
-p50/p99 latency per route and per model; error rate; user feedback and shadow quality
-per route.
+escalation rate (attempts that mention an escalation); p50/p99 latency per route and per
+model; error rate; user feedback and shadow quality per route.
+
+The rates are of the requests that could have done what they count (`error_rate`,
+`fallback_rate`, the dashboard's too): errors of the requests dispatched (not
+``/v1/route`` decisions, which call no model), fallbacks and escalations of the routed
+requests dispatched (nor embeddings and rerank, which no route or cascade serves).
 
 A request's cost is its logged `cost_usd`, else its tokens priced at its model's
 registry price; requests without token counts are left out of both cost columns (so
 the savings compare like with like) and counted in `unpriced`. Decisions asked for
 through ``/v1/route`` (`route_only`) count in the route mix and its shares, but not in
-latency or cost: nothing was dispatched. Embeddings and rerank requests (`unrouted`)
-count in requests, errors, latency and cost, under their own routes ``(embeddings)``
-and ``(rerank)``, but not in the deciding layers, the escalation rate, the
-counterfactual or the savings: no routing chose their model.
+latency, cost or the rates: nothing was dispatched. Embeddings and rerank requests
+(`unrouted`) count in requests, errors, latency and cost, under their own routes
+``(embeddings)`` and ``(rerank)``, but not in the deciding layers, the fallback and
+escalation rates, the counterfactual or the savings: no routing chose their model.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ __all__ = [
     "Report",
     "build_report",
     "cost_function",
+    "error_rate",
+    "fallback_rate",
     "is_error",
     "is_fallback",
     "strongest_model",
@@ -124,6 +130,19 @@ def _rate(count: int, n: int) -> float | None:
     return count / n if n else None
 
 
+def error_rate(errors: int, n: int, route_only: int) -> float | None:
+    """Of `n` requests, those dispatched: a ``/v1/route`` decision called no model, so
+    it cannot fail (None when nothing was dispatched)."""
+    return _rate(errors, n - route_only)
+
+
+def fallback_rate(fallbacks: int, n: int, route_only: int, unrouted: int) -> float | None:
+    """Of `n` requests, the routed ones dispatched: neither ``/v1/route`` decisions nor
+    embeddings and rerank (which no route or cascade serves) can fall back or escalate;
+    counted in, ten embeddings a chat showed a tenth of the rate. Escalations too."""
+    return _rate(fallbacks, n - route_only - unrouted)
+
+
 @dataclass(frozen=True, slots=True)
 class GroupStats:
     """The requests of one route or one model."""
@@ -146,17 +165,17 @@ class GroupStats:
 
     @property
     def error_rate(self) -> float | None:
-        return _rate(self.errors, self.n)
+        return error_rate(self.errors, self.n, self.route_only)
 
     @property
     def fallback_rate(self) -> float | None:
-        return _rate(self.fallbacks, self.n)
+        return fallback_rate(self.fallbacks, self.n, self.route_only, self.unrouted)
 
     @property
     def escalation_rate(self) -> float | None:
-        """Of the routed requests: an embeddings or rerank request has no cascade to
-        escalate (a group of them alone: None)."""
-        return _rate(self.escalations, self.n - self.unrouted)
+        """Of the routed requests dispatched, as `fallback_rate` (a group of embeddings
+        alone: None)."""
+        return fallback_rate(self.escalations, self.n, self.route_only, self.unrouted)
 
     @property
     def savings(self) -> float | None:

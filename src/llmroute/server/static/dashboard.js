@@ -495,7 +495,7 @@
     const d = drift && typeof drift === "object" ? drift : {};
     state.emptyWindow = !(num0(s.requests) > 0);
     tile("tile-requests", fmtInt(s.requests), isNum(s.rate_per_s) ? `${fmtRate(s.rate_per_s)} / s` : "");
-    tile("tile-error-rate", fmtPct(s.error_rate), "of requests failed", toneOf(s.error_rate, 0.01, 0.05));
+    tile("tile-error-rate", fmtPct(s.error_rate), "of dispatched requests failed", toneOf(s.error_rate, 0.01, 0.05));
     tile("tile-p50", fmtMs(s.p50_ms), "median latency");
     tile("tile-p99", fmtMs(s.p99_ms), "tail latency");
     const spend = isNum(s.spend_usd) ? s.spend_usd : s.cost_usd;

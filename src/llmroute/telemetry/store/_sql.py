@@ -9,6 +9,7 @@ from typing import Any, ClassVar, TypeVar
 from llmroute.telemetry.record import (
     CLIENT_DISCONNECTED,
     DECISION_COLUMNS,
+    UNROUTED_APIS,
     FeedbackRecord,
     LoggedDecision,
     ShadowRecord,
@@ -108,6 +109,11 @@ _SPEND = (
     "coalesce(sum(CASE WHEN cost_usd IS NULL THEN tokens_in END), 0), "
     "coalesce(sum(CASE WHEN cost_usd IS NULL THEN tokens_out END), 0)"
 )
+# the /v1/route decisions and the embeddings and rerank requests, which the rates leave
+# out (`report.error_rate`, `report.fallback_rate`)
+_ROUTE_ONLY = "sum(CASE WHEN route_only THEN 1 ELSE 0 END)"
+_UNROUTED_APIS = ", ".join(f"'{api}'" for api in sorted(UNROUTED_APIS))
+_UNROUTED = f"sum(CASE WHEN api IN ({_UNROUTED_APIS}) THEN 1 ELSE 0 END)"
 
 
 def buckets_sql(bucket: str, attempted: str, where: str) -> str:
@@ -119,7 +125,7 @@ def buckets_sql(bucket: str, attempted: str, where: str) -> str:
         f"SELECT {bucket} AS bucket, route, model, count(*), {_ERRORS}, "
         f"sum(CASE WHEN cache_hit THEN 1 ELSE 0 END), "
         f"sum(CASE WHEN ({attempted}) AND served_model IS NOT NULL THEN 1 ELSE 0 END), "
-        f"{_SPEND} "
+        f"{_SPEND}, {_ROUTE_ONLY}, {_UNROUTED} "
         f"FROM decisions WHERE {where} GROUP BY bucket, route, model"
     )
 
@@ -127,7 +133,7 @@ def buckets_sql(bucket: str, attempted: str, where: str) -> str:
 def clients_sql(where: str, column: str = "client") -> str:
     """`ClientTotal` rows (`ApiTotal` rows with `column` ``api``)."""
     return (
-        f"SELECT {column}, model, count(*), {_ERRORS}, {_SPEND} "
+        f"SELECT {column}, model, count(*), {_ERRORS}, {_SPEND}, {_ROUTE_ONLY} "
         f"FROM decisions WHERE {where} GROUP BY {column}, model"
     )
 
@@ -137,17 +143,19 @@ def tags_sql(where: str, each_tag: str) -> str:
     backend's table function yielding a row's tags as ``j.value``), then the untagged
     rows as tag NULL. `where` appears twice: its parameters are bound twice."""
     return (
-        f"SELECT j.value, model, count(*), {_ERRORS}, {_SPEND} "
+        f"SELECT j.value, model, count(*), {_ERRORS}, {_SPEND}, {_ROUTE_ONLY} "
         f"FROM decisions, {each_tag} WHERE {where} GROUP BY j.value, model "
-        f"UNION ALL SELECT NULL, model, count(*), {_ERRORS}, {_SPEND} "
+        f"UNION ALL SELECT NULL, model, count(*), {_ERRORS}, {_SPEND}, {_ROUTE_ONLY} "
         f"FROM decisions WHERE {where} AND tags IS NULL GROUP BY model"
     )
 
 
 def buckets_from_rows(rows: list[tuple[Any, ...]]) -> list[DecisionBucket]:
     return [
-        DecisionBucket(int(b), r, m, int(n), int(e), int(c), int(f), float(u), int(i), int(o))
-        for b, r, m, n, e, c, f, u, i, o in rows
+        DecisionBucket(
+            int(b), r, m, int(n), int(e), int(c), int(f), float(u), int(i), int(o), int(q), int(x)
+        )
+        for b, r, m, n, e, c, f, u, i, o, q, x in rows
     ]
 
 
@@ -156,7 +164,10 @@ Total = TypeVar("Total", ClientTotal, TagTotal, ApiTotal)
 
 def totals_from_rows(rows: list[tuple[Any, ...]], kind: type[Total]) -> list[Total]:
     """`ClientTotal`, `TagTotal` or `ApiTotal` rows (the same columns, named apart)."""
-    return [kind(g, m, int(n), int(e), float(u), int(i), int(o)) for g, m, n, e, u, i, o in rows]
+    return [
+        kind(g, m, int(n), int(e), float(u), int(i), int(o), int(q))
+        for g, m, n, e, u, i, o, q in rows
+    ]
 
 
 class SqlReads:

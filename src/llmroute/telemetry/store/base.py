@@ -28,7 +28,9 @@ class DecisionBucket(NamedTuple):
     none: `report.is_error`), a fallback a request a model answered after a failed
     attempt (`report.is_fallback`); `cost_usd` sums the logged costs and
     `tokens_in`/`tokens_out` the tokens of the rows without one (priced afterwards at the
-    model's registry price)."""
+    model's registry price). `route_only` counts the ``/v1/route`` decisions and
+    `unrouted` the embeddings and rerank requests, which the rates leave out
+    (`report.error_rate`, `report.fallback_rate`)."""
 
     bucket: int
     route: str
@@ -40,6 +42,8 @@ class DecisionBucket(NamedTuple):
     cost_usd: float
     tokens_in: int
     tokens_out: int
+    route_only: int = 0
+    unrouted: int = 0
 
 
 class ClientTotal(NamedTuple):
@@ -54,6 +58,7 @@ class ClientTotal(NamedTuple):
     cost_usd: float
     tokens_in: int
     tokens_out: int
+    route_only: int = 0
 
 
 class ApiTotal(NamedTuple):
@@ -68,6 +73,7 @@ class ApiTotal(NamedTuple):
     cost_usd: float
     tokens_in: int
     tokens_out: int
+    route_only: int = 0
 
 
 class TagTotal(NamedTuple):
@@ -82,6 +88,7 @@ class TagTotal(NamedTuple):
     cost_usd: float
     tokens_in: int
     tokens_out: int
+    route_only: int = 0
 
 
 class Store(Protocol):
