@@ -2,7 +2,8 @@
 upstream attempt from a real `Dispatcher` against a real fake upstream, with the GenAI
 semantic-convention attributes, and the trace context read from a client and sent
 upstream. Spans go to an in-memory exporter on a provider of the test's own (the global
-provider is never touched); the gateway test runs `llmroute serve` as a subprocess."""
+provider is never touched); the gateway tests run `llmroute serve` as a subprocess, or
+`create_app` in a thread when they read the in-memory exporter."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
-from gateway_proc import serve_text
+from gateway_proc import ECHO_ONLY, serve_in_thread, serve_text
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -38,6 +39,7 @@ from llmroute.errors import ProviderError
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import Registry
+from llmroute.server import app as app_module
 from llmroute.telemetry.metrics import GatewayMetrics
 from llmroute.telemetry.record import DecisionRecord
 from llmroute.telemetry.tracing import NO_TRACE, Tracing, tracing_from_env
@@ -568,3 +570,28 @@ def test_a_call_its_client_left_is_no_span_error(
     assert attrs(span)["llmroute.attempt.outcome"] == "cancelled"
     assert span.status.status_code is StatusCode.UNSET
     assert "error.type" not in attrs(span)
+
+
+def test_the_request_span_is_named_after_the_operation_its_api_asked_for(
+    tracing: Tracing,
+    exporter: InMemorySpanExporter,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The GenAI conventions name a ``/v1/completions`` request's operation
+    ``text_completion``; every request span said ``chat``."""
+    monkeypatch.setattr(app_module, "tracing_from_env", lambda: tracing)
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(ECHO_ONLY)
+    with serve_in_thread(app_module.create_app(str(registry))) as url:
+        for path, body in (
+            ("/v1/completions", {"prompt": "hello there"}),
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hello"}]}),
+        ):
+            reply = httpx.post(f"{url}{path}", json={"model": "auto", **body}, timeout=10)
+            assert reply.status_code == 200, reply.text
+    served = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert [(s.name, attrs(s)["gen_ai.operation.name"]) for s in served] == [
+        ("text_completion small", "text_completion"),
+        ("chat small", "chat"),
+    ]

@@ -252,7 +252,10 @@ async def plan_chat(
             gateway.router, recorder_of(request), gone.plan.decision, body, ts, started_ns
         )
         trace = tracing_of(request).start_request(
-            gone.plan.decision, start_ns=int(ts * 1e9), headers=request.headers
+            gone.plan.decision,
+            start_ns=int(ts * 1e9),
+            headers=request.headers,
+            api=api_of(request.scope.get("path", "")),
         )
         trace.finish(
             unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), body.get("stream") is True)
@@ -354,7 +357,10 @@ async def _serve_planned(
     recorder = recorder_of(request)
     stream = body.get("stream") is True
     trace = tracing_of(request).start_request(
-        plan.decision, start_ns=int(ts * 1e9), headers=request.headers
+        plan.decision,
+        start_ns=int(ts * 1e9),
+        headers=request.headers,
+        api=api_of(request.scope.get("path", "")),
     )
     spend = Spend()
     unserved = _Unserved(gateway.router, recorder, plan.decision, body, ts, started_ns)

@@ -10,7 +10,8 @@ builds its own ``TracerProvider`` (``service.name`` from ``$OTEL_SERVICE_NAME``,
 OTLP/HTTP exporter (configured by the standard ``OTEL_EXPORTER_OTLP_*`` variables), or the
 console exporter when ``OTEL_TRACES_EXPORTER=console``.
 
-Each chat request gets a span ``chat {model}`` (kind SERVER) with one child per decision
+Each chat request gets a span ``chat {model}`` (kind SERVER; ``text_completion {model}``
+for ``/v1/completions``) with one child per decision
 layer that ran (``llmroute.layer.<name>``, and ``llmroute.encode``), rebuilt after the
 fact from the decision's timings: the layers are laid end to end, ending when the request
 span is started (their order and lengths are exact, their placement approximate). Given
@@ -69,6 +70,9 @@ _INSTRUMENTATION = "llmroute"
 _LIVE: ContextVar[tuple[Span, object] | None] = ContextVar("llmroute_live_attempt", default=None)
 _CANCELLED = "cancelled"  # the outcome of a call its request's client left (no failure)
 _MAX_OPEN_STREAMS = 10_000  # stream spans kept open at once (a stream never ended: bounded)
+# The GenAI conventions' `gen_ai.operation.name` of a request by the API it came by (the
+# decision log's `api`); the rest (chat, messages, responses) are ``chat``.
+_OPERATIONS = {"completions": "text_completion"}
 
 
 class RequestTrace:
@@ -187,11 +191,14 @@ class Tracing:
         *,
         start_ns: int | None = None,
         headers: Mapping[str, str] | None = None,
+        api: str | None = None,
     ) -> RequestTrace:
         """Start the request's span (at `start_ns`, wall-clock nanoseconds, the request's
         arrival, when given) with a child span per decision layer, in the trace the
-        client's request `headers` carry (``traceparent``), if any. Call it right after
-        the decision: the layers are placed to end now."""
+        client's request `headers` carry (``traceparent``), if any; named after the
+        operation of the `api` it came by (``text_completion`` for ``/v1/completions``,
+        else ``chat``). Call it right after the decision: the layers are placed to end
+        now."""
         tracer = self._tracer
         if tracer is None:
             return NO_TRACE
@@ -201,12 +208,13 @@ class Tracing:
         now = time.time_ns()
         decided_at = now - int(decision.total_us * 1000)
         start = decided_at if start_ns is None else min(start_ns, decided_at)
+        operation = _OPERATIONS.get(api or "", "chat")
         span = tracer.start_span(
-            f"chat {decision.model}",
+            f"{operation} {decision.model}",
             context=caller_context(headers),
             kind=SpanKind.SERVER,
             start_time=start,
-            attributes=_decision_attributes(decision),
+            attributes=_decision_attributes(decision, operation),
         )
         _layer_spans(tracer, trace.set_span_in_context(span), decision, decided_at)
         return _SpanTrace(span)
@@ -453,9 +461,9 @@ def _counting_batches(counted: _Counted) -> SpanProcessor:
 # -- attributes ---------------------------------------------------------------------------
 
 
-def _decision_attributes(decision: Decision) -> dict[str, Any]:
+def _decision_attributes(decision: Decision, operation: str) -> dict[str, Any]:
     attributes: dict[str, Any] = {
-        "gen_ai.operation.name": "chat",
+        "gen_ai.operation.name": operation,
         "gen_ai.request.model": decision.model,
         "llmroute.route": decision.route,
         "llmroute.decision_id": decision.id,
