@@ -251,6 +251,50 @@ def test_a_failed_request_is_counted_under_the_decided_model() -> None:
     assert value(s, "llmroute_reasoning_total", needed="false") == 1
 
 
+def test_failed_requests_are_timed_by_outcome() -> None:
+    """A request that timed out (504) or failed was in no latency histogram: its time is
+    now in ``llmroute_request_seconds`` under an outcome from a fixed set, while the
+    deprecated ``llmroute_upstream_seconds`` keeps its served requests alone."""
+    contextvars.copy_context().run(_time_failures)
+
+
+def _time_failures() -> None:
+    metrics = GatewayMetrics()
+    failed = {"served_model": None, "ttft_ms": None, "tokens_in": None, "cost_usd": None}
+    metrics.observe(record())
+    metrics.observe(record(status=504, error="upstream_error", latency_ms=30_000.0, **failed))
+    metrics.observe(record(status=502, error="upstream_error", **failed))
+    metrics.observe(record(status=400, error="content_policy_violation", **failed))
+    metrics.observe(record(status=499, error="client_disconnected", **failed))
+    metrics.observe(record(status=200, error="stream_interrupted", stream=True))  # broke
+    watch_request()
+    metrics.observe_unrouted("(rerank)", "rr", None, status=502, latency_ms=40.0)
+    s = scrape(metrics)
+    timed = "llmroute_request_seconds_count"
+    assert {
+        outcome: value(s, timed, model="large", outcome=outcome)
+        for outcome in ("ok", "timeout", "error", "rejected", "cancelled")
+    } == {"ok": 1, "timeout": 1, "error": 2, "rejected": 1, "cancelled": 1}
+    assert value(s, "llmroute_request_seconds_sum", model="large", outcome="timeout") == 30.0
+    assert value(s, timed, model="rr", outcome="error") == 1
+    assert value(s, "llmroute_upstream_seconds_count", model="large") == 2  # served
+    assert value(s, "llmroute_upstream_seconds_count", model="rr") is None
+
+
+def test_long_answers_and_long_thinking_fall_in_buckets_of_their_own() -> None:
+    """A reasoning answer of minutes (the buckets stopped at 120 s) and a first token
+    after a minute and a half of thinking (at 30 s) landed in ``+Inf``."""
+    metrics = GatewayMetrics()
+    metrics.observe(record(latency_ms=200_000.0, ttft_ms=90_000.0, stream=True))
+    s = scrape(metrics)
+    for name in ("llmroute_upstream_seconds_bucket", "llmroute_request_seconds_bucket"):
+        labels = {"outcome": "ok"} if "request" in name else {}
+        assert value(s, name, model="large", le="120.0", **labels) == 0
+        assert value(s, name, model="large", le="300.0", **labels) == 1
+    assert value(s, "llmroute_ttft_seconds_bucket", model="large", le="60.0") == 0
+    assert value(s, "llmroute_ttft_seconds_bucket", model="large", le="120.0") == 1
+
+
 def test_a_decision_that_calls_a_model_falls_in_a_bucket_of_its_own() -> None:
     """The LLM router's call (0.1-0.3 s, its timeout 0.3 s) is told apart from a hang."""
     slow = replace(decision(), total_us=180_000.0)

@@ -221,7 +221,7 @@ class _Unrouted:
                 usage,
                 None if key is None else key.name,
                 status=status,
-                latency_ms=latency_ms if served is not None else None,
+                latency_ms=latency_ms,
             )
         if self.recorder is not None:
             self.recorder.unrouted(

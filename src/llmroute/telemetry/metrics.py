@@ -16,8 +16,12 @@ Metrics (all prefixed ``llmroute_``):
 - ``decisions_total{route, layer}``: every routing decision (chat and ``/v1/route``);
 - ``decision_seconds{layer}``: each layer's time (skipped layers left out), plus
   ``layer="encode"`` (when the request was encoded) and ``layer="total"``;
-- ``upstream_seconds{model}``: arrival to last byte of requests a model served
-  (embeddings and rerank too);
+- ``request_seconds{model, outcome}``: arrival to last byte of every chat, embeddings
+  and rerank request (the decision, failed attempts and a stream's whole length in it),
+  by `request_outcome`: ``ok``, ``error``, ``timeout`` (504), ``rejected`` (another
+  4xx) or ``cancelled`` (its client left), so failed requests are timed too;
+  ``upstream_seconds{model}``: deprecated, the same for the requests a model served
+  (``ok``, and a stream that broke after its 200), kept for the dashboards built on it;
   ``ttft_seconds{model}``: arrival to first streamed event;
 - ``tokens_total{model, direction="in|out"}``, ``cost_usd_total{route, model}``;
 - ``upstream_attempts_total{model, deployment, outcome}``,
@@ -119,7 +123,12 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from llmroute.decision import Decision, Outcome
 from llmroute.dispatch.breaker import BreakerState
-from llmroute.telemetry.record import DecisionRecord, escalations
+from llmroute.telemetry.record import (
+    CLIENT_CLOSED,
+    CLIENT_DISCONNECTED,
+    DecisionRecord,
+    escalations,
+)
 
 if TYPE_CHECKING:
     from llmroute.dispatch.deployments import Deployment
@@ -137,6 +146,7 @@ __all__ = [
     "api_label",
     "metrics_for",
     "multiprocess_dir",
+    "request_outcome",
     "watch_request",
 ]
 
@@ -169,6 +179,8 @@ DECISION_BUCKETS: tuple[float, ...] = (
     1.0,
     2.5,
 )
+# 50 ms .. 10 min: a long reasoning answer (or its stream) takes minutes, and its
+# thinking time passes a minute before the first token
 UPSTREAM_BUCKETS: tuple[float, ...] = (
     0.05,
     0.1,
@@ -182,6 +194,8 @@ UPSTREAM_BUCKETS: tuple[float, ...] = (
     30.0,
     60.0,
     120.0,
+    300.0,
+    600.0,
 )
 TTFT_BUCKETS: tuple[float, ...] = (
     0.025,
@@ -195,6 +209,8 @@ TTFT_BUCKETS: tuple[float, ...] = (
     8.0,
     15.0,
     30.0,
+    60.0,
+    120.0,
 )
 
 _BREAKER_DOC = "1 while a deployment's circuit breaker is open or half-open, 0 when closed"
@@ -238,6 +254,22 @@ def api_label(path: str) -> str | None:
             segment = path[at + 4 :].partition("/")[0]
             return segment if segment in _APIS else "other"
     return None
+
+
+def request_outcome(status: int, error: str | None = None) -> str:
+    """The ``outcome`` label of a request that ended with `status` and `error`, in the
+    words of the upstream attempts': ``cancelled`` (its client left), ``timeout``
+    (504), ``rejected`` (another 4xx: the request's own fault), ``error`` (another 5xx,
+    or a stream that failed after its 200) or ``ok``."""
+    if status == CLIENT_CLOSED or error == CLIENT_DISCONNECTED:
+        return "cancelled"
+    if status == 504:
+        return "timeout"
+    if 400 <= status < 500:
+        return "rejected"
+    if status >= 500 or error is not None:
+        return "error"
+    return "ok"
 
 
 M = TypeVar("M", Counter, Gauge, Histogram)
@@ -400,10 +432,20 @@ class GatewayMetrics:
                 DECISION_BUCKETS,
             )
         )
+        self._request_seconds = _Children(
+            histogram(
+                "llmroute_request_seconds",
+                "Request latency, arrival to last byte, by outcome: ok, error, timeout, "
+                "rejected, cancelled",
+                ("model", "outcome"),
+                UPSTREAM_BUCKETS,
+            )
+        )
         self._upstream_seconds = _Children(
             histogram(
                 "llmroute_upstream_seconds",
-                "Request latency, arrival to last byte, of requests a model served",
+                "Deprecated (llmroute_request_seconds): request latency, arrival to last "
+                "byte, of requests a model served",
                 ("model",),
                 UPSTREAM_BUCKETS,
             )
@@ -596,8 +638,10 @@ class GatewayMetrics:
         model = served or decision.model
         self._requests(decision.route, model, str(record.status)).inc()
         self._observe_decision(decision)
+        seconds = record.latency_ms * 1e-3
+        self._request_seconds(model, request_outcome(record.status, record.error)).observe(seconds)
         if served is not None:
-            self._upstream_seconds(model).observe(record.latency_ms * 1e-3)
+            self._upstream_seconds(model).observe(seconds)
         if record.ttft_ms is not None:
             self._ttft_seconds(model).observe(record.ttft_ms * 1e-3)
         if record.tokens_in:
@@ -632,12 +676,16 @@ class GatewayMetrics:
         """One request of an API that is not routed, ``/v1/embeddings`` or
         ``/v1/rerank``, once it is over: counted as a request under `route`
         (``(embeddings)``, ``(rerank)``: no route name has a parenthesis) and `status`,
-        its latency when `model` answered it (`latency_ms`), its tokens and cost, and
-        the client key's (what its budget is charged)."""
+        its latency (`latency_ms`: by outcome, and in the deprecated histogram when
+        `model` answered it), its tokens and cost, and the client key's (what its budget
+        is charged)."""
         _counted()
         self._requests(route, model, str(status)).inc()
         if latency_ms is not None:
-            self._upstream_seconds(model).observe(latency_ms * 1e-3)
+            seconds = latency_ms * 1e-3
+            self._request_seconds(model, request_outcome(status)).observe(seconds)
+            if status < 400:
+                self._upstream_seconds(model).observe(seconds)
         tokens = 0 if usage is None else usage.prompt_tokens
         cost = 0.0 if usage is None else usage.cost_usd
         if tokens:
