@@ -385,8 +385,9 @@ def test_the_escalation_tile_is_of_the_routed_requests() -> None:
 
 
 def test_route_only_decisions_and_embeddings_do_not_dilute_the_rates() -> None:
-    """As the report's: errors of the requests dispatched, fallbacks of the routed ones.
-    Of four chats one fell back and one failed on every model; beside them forty
+    """As the report's: errors of the requests dispatched, fallbacks (and cache hits) of
+    the routed ones. Of four chats one fell back, one failed on every model and one was
+    answered from the cache; beside them forty
     ``/v1/route`` decisions (nothing dispatched) and forty embeddings answers (no route
     to fall back on) showed 2% and 1% where the chats alone were 25%."""
     chats = [
@@ -398,6 +399,7 @@ def test_route_only_decisions_and_embeddings_do_not_dilute_the_rates() -> None:
             served_model="large" if i == 0 else None,
             status=502 if i == 1 else 200,
             error="upstream_error" if i == 1 else None,
+            cache_hit=i == 3,
         )
         for i in range(4)
     ]
@@ -416,6 +418,7 @@ def test_route_only_decisions_and_embeddings_do_not_dilute_the_rates() -> None:
     data = dashboard_data(Rows(rows, len(rows)), Rows([], 0), REGISTRY, window=HOUR, url="x")
     summary = data["summary"]
     assert summary["fallback_rate"] == pytest.approx(1 / 4)
+    assert summary["cache_hit_rate"] == pytest.approx(1 / 4)  # nor have they a cache
     assert summary["error_rate"] == pytest.approx(1 / 44)  # the embeddings were dispatched
     report = build_report(rows, REGISTRY).total  # the same denominators as the report's
     assert (summary["error_rate"], summary["fallback_rate"]) == pytest.approx(

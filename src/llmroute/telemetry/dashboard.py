@@ -12,9 +12,9 @@ savings, drift and the newest decisions come from at most `max_rows` of the newe
 rows of each window (`sample` says how many the window holds). No prompt text is read:
 the dashboard is aggregates and decision ids. Embeddings and rerank requests count in
 the requests, errors, latency and spend (routes ``(embeddings)`` and ``(rerank)``), not
-in margins, confidence, layers, the default rate, drift or savings. The error, fallback
-and escalation rates have the report's denominators (`report.error_rate`,
-`report.fallback_rate`).
+in margins, confidence, layers, the default rate, drift or savings. The error, fallback,
+escalation and cache hit rates have the report's denominators (`report.of_dispatched`,
+`report.of_routed`).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from llmroute.telemetry.report import (
     NO_API,
     UNTAGGED,
     build_report,
-    error_rate,
-    fallback_rate,
     is_error,
     is_fallback,
+    of_dispatched,
+    of_routed,
 )
 from llmroute.telemetry.store.base import ApiTotal, ClientTotal, DecisionBucket, TagTotal
 from llmroute.telemetry.windows import Window
@@ -246,7 +246,7 @@ def _spend_rows(
             "name": name,
             "n": int(requests),
             "share": _rate(int(requests), n),
-            "error_rate": error_rate(int(errors), int(requests), int(route_only)),
+            "error_rate": of_dispatched(int(errors), int(requests), int(route_only)),
             "spend_usd": spend,
         }
         for name, (requests, errors, spend, route_only) in sorted(
@@ -291,11 +291,15 @@ class _Counts:
 
     @property
     def error_rate(self) -> float | None:
-        return error_rate(self.errors, self.requests, self.route_only)
+        return of_dispatched(self.errors, self.requests, self.route_only)
 
     @property
     def fallback_rate(self) -> float | None:
-        return fallback_rate(self.fallbacks, self.requests, self.route_only, self.unrouted)
+        return of_routed(self.fallbacks, self.requests, self.route_only, self.unrouted)
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        return of_routed(self.cache_hits, self.requests, self.route_only, self.unrouted)
 
     def to_dict(self, total: int) -> dict[str, Any]:
         return {
@@ -535,7 +539,7 @@ def dashboard_data(
                 "rate_per_s": n / span,
                 "error_rate": tally.total.error_rate,
                 "fallback_rate": tally.total.fallback_rate,
-                "cache_hit_rate": _rate(tally.total.cache_hits, n),
+                "cache_hit_rate": tally.total.cache_hit_rate,
                 "spend_usd": tally.total.spend_usd,
                 "escalation_rate": total.escalation_rate,
                 "default_rate": _rate(sum(map(is_default, routed)), len(routed)),

@@ -59,10 +59,10 @@ __all__ = [
     "Report",
     "build_report",
     "cost_function",
-    "error_rate",
-    "fallback_rate",
     "is_error",
     "is_fallback",
+    "of_dispatched",
+    "of_routed",
     "strongest_model",
 ]
 
@@ -130,17 +130,18 @@ def _rate(count: int, n: int) -> float | None:
     return count / n if n else None
 
 
-def error_rate(errors: int, n: int, route_only: int) -> float | None:
-    """Of `n` requests, those dispatched: a ``/v1/route`` decision called no model, so
-    it cannot fail (None when nothing was dispatched)."""
-    return _rate(errors, n - route_only)
+def of_dispatched(count: int, n: int, route_only: int) -> float | None:
+    """`count` (errors) of the dispatched of `n` requests: a ``/v1/route`` decision
+    called no model, so it cannot fail (None when nothing was dispatched)."""
+    return _rate(count, n - route_only)
 
 
-def fallback_rate(fallbacks: int, n: int, route_only: int, unrouted: int) -> float | None:
-    """Of `n` requests, the routed ones dispatched: neither ``/v1/route`` decisions nor
-    embeddings and rerank (which no route or cascade serves) can fall back or escalate;
-    counted in, ten embeddings a chat showed a tenth of the rate. Escalations too."""
-    return _rate(fallbacks, n - route_only - unrouted)
+def of_routed(count: int, n: int, route_only: int, unrouted: int) -> float | None:
+    """`count` (fallbacks, escalations, cache hits) of the routed requests dispatched of
+    `n`: neither ``/v1/route`` decisions nor embeddings and rerank (which no route,
+    cascade or response cache serves) can have one; counted in, ten embeddings a chat
+    showed a tenth of the rate."""
+    return _rate(count, n - route_only - unrouted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,17 +166,17 @@ class GroupStats:
 
     @property
     def error_rate(self) -> float | None:
-        return error_rate(self.errors, self.n, self.route_only)
+        return of_dispatched(self.errors, self.n, self.route_only)
 
     @property
     def fallback_rate(self) -> float | None:
-        return fallback_rate(self.fallbacks, self.n, self.route_only, self.unrouted)
+        return of_routed(self.fallbacks, self.n, self.route_only, self.unrouted)
 
     @property
     def escalation_rate(self) -> float | None:
-        """Of the routed requests dispatched, as `fallback_rate` (a group of embeddings
+        """Of the routed requests dispatched, as the fallback rate (a group of embeddings
         alone: None)."""
-        return fallback_rate(self.escalations, self.n, self.route_only, self.unrouted)
+        return of_routed(self.escalations, self.n, self.route_only, self.unrouted)
 
     @property
     def savings(self) -> float | None:

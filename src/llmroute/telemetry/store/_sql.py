@@ -110,7 +110,7 @@ _SPEND = (
     "coalesce(sum(CASE WHEN cost_usd IS NULL THEN tokens_out END), 0)"
 )
 # the /v1/route decisions and the embeddings and rerank requests, which the rates leave
-# out (`report.error_rate`, `report.fallback_rate`)
+# out (`report.of_dispatched`, `report.of_routed`)
 _ROUTE_ONLY = "sum(CASE WHEN route_only THEN 1 ELSE 0 END)"
 _UNROUTED_APIS = ", ".join(f"'{api}'" for api in sorted(UNROUTED_APIS))
 _UNROUTED = f"sum(CASE WHEN api IN ({_UNROUTED_APIS}) THEN 1 ELSE 0 END)"

@@ -30,7 +30,7 @@ class DecisionBucket(NamedTuple):
     `tokens_in`/`tokens_out` the tokens of the rows without one (priced afterwards at the
     model's registry price). `route_only` counts the ``/v1/route`` decisions and
     `unrouted` the embeddings and rerank requests, which the rates leave out
-    (`report.error_rate`, `report.fallback_rate`)."""
+    (`report.of_dispatched`, `report.of_routed`)."""
 
     bucket: int
     route: str
