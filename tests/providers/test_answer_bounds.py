@@ -69,3 +69,16 @@ def test_a_large_answer_is_joined_off_the_event_loop(upstream: FakeUpstream) -> 
     answered, joins = joins_off_loop(lambda: _asked(upstream, "m?multi=1", text, n=1000))
     assert isinstance(answered, dict) and answered["choices"]
     assert [whole for size, whole in joins if size > 2_000_000] == [True]
+
+
+def test_a_compressed_answer_is_bounded_as_it_unpacks(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gzip answer's Content-Length counts its compressed bytes: one short enough for a
+    single read unpacked past the bound unchecked (1 MiB of gzip can hold 1 GB)."""
+    monkeypatch.setattr(_transport, "MAX_BODY_BYTES", 2048)
+    answered = _ask(upstream, "m?gzip=1", "short")
+    assert isinstance(answered, dict) and answered["choices"]
+    failed = _ask(upstream, "m?gzip=1", "long " * 1000)  # 5 kB, ~100 bytes compressed
+    assert isinstance(failed, ProviderError)
+    assert "upstream answered with more than" in str(failed)

@@ -42,7 +42,8 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   ``text`` (``shape=nan``: a whole answer holding a NaN, which is not JSON);
   ``garbage=first|late`` a stream sends ``data: {not json`` and closes the connection,
   as its first event or after its opening and a word (``garbage=nan``: its first event
-  holds a NaN, then it ends properly); a rerank with ``nan=1`` scores one document NaN.
+  holds a NaN, then it ends properly); a rerank with ``nan=1`` scores one document NaN;
+``gzip=1`` sends a JSON answer gzip-compressed (``content-length`` the compressed size).
 
 Answers can be scripted the same way (for cascade gates): ``reply=TEXT`` (URL-encoded)
 answer TEXT instead of the echo; ``vary=1`` append `` #N`` to it, N counting this model
@@ -69,6 +70,7 @@ request whose client hangs up during its ``delay`` or ``ttft`` with 0.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import select
@@ -404,6 +406,7 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # headers and body go in separate writes
+        compressed = False  # ``gzip=1``: `_send_json` compresses its answer
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
@@ -433,6 +436,7 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 upstream.counts[model] += 1
                 count = upstream.counts[model]
             faults = faults_of(model)
+            self.compressed = "gzip" in faults
             if "times" in faults and count > int(faults["times"]):
                 kept = ("delay", "nousage", *_SCRIPTED)
                 faults = {k: v for k, v in faults.items() if k in kept}
@@ -555,6 +559,9 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             raw = json.dumps(data).encode()
             self.send_response(status)
             self.send_header("content-type", "application/json")
+            if self.compressed:
+                raw = gzip.compress(raw)
+                self.send_header("content-encoding", "gzip")
             self.send_header("content-length", str(len(raw)))
             self.send_header("x-request-id", f"req_fake{len(upstream.requests)}")
             for name, value in (extra or {}).items():

@@ -263,11 +263,16 @@ class HttpTransport:
     async def _body(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
         """The rest of the response's body; `ProviderError` past `limit` bytes (an error
         body is cut there instead: only its message is wanted)."""
-        length = response.content_length
-        if length is not None and length <= min(limit, JOINED_OFF_LOOP_BYTES):
+        length = response.content_length  # of the bytes sent: compressed, if encoded
+        if (
+            length is not None
+            and length <= min(limit, JOINED_OFF_LOOP_BYTES)
+            and response.headers.get("Content-Encoding", "identity").lower() == "identity"
+        ):
             return await response.read()  # the usual case: one read, as long as it says
-        # the chunks as they came, made one in a worker thread (`joined`): aiohttp's
-        # `read` joins them on the event loop (a 43 MB answer held it for the copy)
+        # the chunks as they came (unpacked, and counted so: 1 MiB of gzip can hold 1 GB),
+        # made one in a worker thread (`joined`): aiohttp's `read` joins them on the
+        # event loop (a 43 MB answer held it for the copy)
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(_READ_CHUNK):
