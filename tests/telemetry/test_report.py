@@ -317,3 +317,35 @@ def test_an_escalated_cascade_is_compared_with_one_call_to_the_strongest_model()
     # a fallback's failed attempts paid for nothing: its tokens are its answer's
     fallback = dataclasses.replace(cascade, attempts=("large via up (timeout)",))
     assert build_report([fallback], REGISTRY).total.counterfactual_usd == pytest.approx(0.08)
+
+
+def test_only_a_tier_passed_over_is_an_escalation() -> None:
+    """An escalation is an attempt written ``MODEL escalated: GATE (REASON)``; one whose
+    model, provider or upstream message says "cascade" or "escalat" failed, paid for
+    nothing, and is no escalation (nor a call in the counterfactual)."""
+    failures = (
+        "cascade-small failed: cascade-small via up (HTTP 503)",  # a cascade's tier failed
+        "mini via cascade-proxy (timeout)",
+        "mid via up (HTTP 500: request escalated to on-call)",
+    )
+    fallback = logged(
+        "maths",
+        model="cascade-small",
+        served_model="large",
+        tokens_in=1000,
+        tokens_out=1000,
+        cost_usd=0.043,
+        attempts=failures,
+    )
+    route = build_report([fallback], REGISTRY).routes[0]
+    assert route.escalation_rate == 0
+    assert route.counterfactual_usd == pytest.approx(0.04)  # one call to large, as served
+    escalated = dataclasses.replace(
+        fallback,
+        tokens_in=2000,
+        tokens_out=2000,
+        attempts=("cascade-small escalated: heuristic (refusal)", *failures),
+    )
+    route = build_report([escalated], REGISTRY).routes[0]
+    assert route.escalation_rate == 1
+    assert route.counterfactual_usd == pytest.approx(0.04)  # two calls paid: one's share

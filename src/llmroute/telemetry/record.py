@@ -27,7 +27,7 @@ __all__ = [
     "CLIENT_CLOSED",
     "CLIENT_DISCONNECTED",
     "DECISION_COLUMNS",
-    "ESCALATION_MARKERS",
+    "ESCALATED",
     "SERVER_SHUTDOWN",
     "UNROUTED_APIS",
     "UNROUTED_LAYER",
@@ -107,13 +107,15 @@ DECISION_COLUMNS: tuple[str, ...] = (
 )
 
 
-ESCALATION_MARKERS = ("escalat", "cascade")  # matched case-insensitively in attempts
+ESCALATED = "escalated"  # a tier passed over: ``small escalated: GATE (REASON)``
 
 
 def escalations(attempts: Iterable[str]) -> int:
     """How many of a request's `attempts` are cascade tiers it escalated from (each
-    paid for, its answer passed over), not failures."""
-    return sum(any(m in a.lower() for m in ESCALATION_MARKERS) for a in attempts)
+    paid for, its answer passed over), not failures: those whose first clause ends in
+    ``escalated`` (`TierStep.describe`), not any that mention it (a failure of a model
+    or provider named ``cascade-...``, an upstream message saying "escalated")."""
+    return sum(a.partition(": ")[0].rpartition(" ")[2] == ESCALATED for a in attempts)
 
 
 def prompt_hash(text: str) -> str:

@@ -9,8 +9,8 @@ by input + output price per million tokens: the counterfactual prices each reque
 logged tokens at that model, one tier's share of them for a cascade that escalated);
 fallback rate (requests a model answered after a failed
 attempt: one that failed on every model it tried is an error, not a fallback) and
-escalation rate (attempts that mention an escalation); p50/p99 latency per route and per
-model; error rate; user feedback and shadow quality per route.
+escalation rate (attempts that are a cascade tier passed over); p50/p99 latency per
+route and per model; error rate; user feedback and shadow quality per route.
 
 The rates are of the requests that could have done what they count (`error_rate`,
 `fallback_rate`, the dashboard's too): errors of the requests dispatched (not
@@ -41,7 +41,7 @@ from llmroute.registry.schema import Price, Registry
 from llmroute.telemetry.drift import routed_only
 from llmroute.telemetry.record import (
     CLIENT_DISCONNECTED,
-    ESCALATION_MARKERS,
+    ESCALATED,
     FeedbackRecord,
     LoggedDecision,
     ShadowRecord,
@@ -50,7 +50,7 @@ from llmroute.telemetry.record import (
 from llmroute.telemetry.shadow_report import ShadowReport, shadow_report
 
 __all__ = [
-    "ESCALATION_MARKERS",
+    "ESCALATED",
     "TOP_TAGS",
     "TOP_USERS",
     "UNTAGGED",
