@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import partial
 from typing import Any, TypeVar
+
+from llmroute import joined_bytes
 
 T = TypeVar("T")
 
@@ -36,22 +37,21 @@ def ticks_while(work: Callable[[], Awaitable[T]]) -> tuple[T, int]:
 
 
 def joins_off_loop(work: Callable[[], Awaitable[T]]) -> tuple[T, list[tuple[int, bool]]]:
-    """What `work()` gives, and the ``bytes.join`` calls it handed to worker threads
-    (`asyncio.to_thread`): each one's size and whether its pieces were all `bytes`, the
-    only pieces for which the join lets go of the GIL (the event loop runs meanwhile)."""
+    """What `work()` gives, and the ``bytes.join`` calls it handed to `joined`'s worker
+    threads: each one's size and whether its pieces were all `bytes`, the only pieces
+    for which the join lets go of the GIL (the event loop runs meanwhile)."""
     joins: list[tuple[int, bool]] = []
 
     class Recording(ThreadPoolExecutor):
         def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
-            # to_thread submits partial(context.run, func, *args)
-            if isinstance(fn, partial) and fn.args[:1] == (b"".join,):
-                pieces = fn.args[1]
+            if fn == b"".join:
+                pieces = args[0]
                 joins.append((sum(map(len, pieces)), all(type(p) is bytes for p in pieces)))
             return super().submit(fn, *args, **kwargs)
 
-    async def main() -> T:
-        with Recording(max_workers=2) as executor:
-            asyncio.get_running_loop().set_default_executor(executor)
-            return await work()
-
-    return asyncio.run(main()), joins
+    with Recording(max_workers=2) as executor:
+        kept, joined_bytes._JOINS = joined_bytes._JOINS, executor
+        try:
+            return asyncio.run(work()), joins
+        finally:
+            joined_bytes._JOINS = kept
