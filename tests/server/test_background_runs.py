@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -35,7 +36,7 @@ from llmroute.server.responses import (
     _Stream,
 )
 from llmroute.state.limits import MemoryLimits
-from llmroute.state.stored_responses import ResponseStore, StoredResponse
+from llmroute.state.stored_responses import ResponseStore
 from llmroute.state.stores import MemoryStore, RedisStore, owner_group
 
 _GATEWAY: Any = SimpleNamespace(inflight=contextlib.nullcontext())
@@ -59,6 +60,7 @@ def _queued(
     response = front.queued({"model": "small", "background": True})
     record = front.record(response)
     queued = _Queued(response, record, record.to_bytes())
+    front.queued_as = queued.value  # as `_start_in_background` keeps it
     return front, queued if release is None else dataclasses.replace(queued, release=release)
 
 
@@ -100,18 +102,43 @@ def test_a_run_gives_back_its_keys_tokens_once_however_it_ends() -> None:
     assert asyncio.run(go()) == 50
 
 
-class _DeletedAfterReads(ResponseStore):
-    """A response store where a client's DELETE lands just after the `reads`-th read of a
-    response from now (a run or a read looked at it, and writes it next)."""
+class _Lands:
+    """A key-value store (`kv`'s) where `landing()` (another request's write) is made just
+    after the `reads`-th read of key `at` from now (a run or a read looked at the
+    response, and writes it next)."""
 
-    reads = 0
+    def __init__(self, kv: Any) -> None:
+        self.kv = kv
+        self.at = ""
+        self.reads = 0
+        self.landing: Callable[[], Awaitable[Any]] = _nothing
 
-    async def get(self, owner: str, response_id: str) -> StoredResponse | None:
-        found = await super().get(owner, response_id)
-        self.reads -= 1
-        if self.reads == 0:
-            await self.delete(owner, response_id)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kv, name)
+
+    async def get(self, key: str) -> bytes | None:
+        found = await self.kv.get(key)
+        if key == self.at:
+            self.reads -= 1
+            if self.reads == 0:
+                await self.landing()
         return found
+
+
+async def _nothing() -> None:
+    pass
+
+
+def _stores(
+    where: str, bound: int | None, namespace: str
+) -> tuple[ResponseStore, _Lands, ResponseStore]:
+    """A response store whose reads of a response can have another request's write land
+    after them (`_Lands`), and one over the same keys, unwatched, for that write."""
+    url = REDIS_URL if where == "redis" else "memory"
+    settings = StoredResponsesSettings(url=url, namespace=namespace, max_key_responses=bound)
+    kv = RedisStore(url, 2) if url != "memory" else MemoryStore(100, 1 << 20, owner_of=owner_group)
+    lands = _Lands(kv)
+    return ResponseStore(settings, lands), lands, ResponseStore(settings, kv)
 
 
 _COMPLETION = {
@@ -153,26 +180,91 @@ def test_a_response_deleted_just_before_a_write_of_its_run_stays_deleted(
     was undone, the response kept again (with its text) until ``ttl_s``. Now the write
     is made only over the record, in one step (Redis ``SET XX``, or in the bound's
     script), so the response stays deleted."""
-    url = REDIS_URL if where == "redis" else "memory"
-    settings = StoredResponsesSettings(url=url, namespace=redis_namespace, max_key_responses=bound)
-    memory = MemoryStore(100, 1 << 20, owner_of=owner_group)
     writes = {_answered: 1, _failed: 1, _found_abandoned: 2, _cancelled: 1}
 
     async def go() -> dict[str, bool]:
-        store = _DeletedAfterReads(settings, RedisStore(url, 2) if url != "memory" else memory)
+        store, lands, plain = _stores(where, bound, redis_namespace)
         kept = {}
         try:
             for write, reads in writes.items():
                 front, queued = _queued(store)
                 assert await store.put("team", queued.record)
-                store.reads = reads
+                lands.at, lands.reads = store.key("team", front.id), reads
+                lands.landing = partial(plain.delete, "team", front.id)
                 await write(front, store)
-                kept[write.__name__] = await ResponseStore.get(store, "team", front.id) is not None
+                kept[write.__name__] = await plain.get("team", front.id) is not None
         finally:
             await store.aclose()
         return kept
 
     assert asyncio.run(go()) == dict.fromkeys([w.__name__ for w in writes], False)
+
+
+async def _answered_late(front: _Kept, store: ResponseStore) -> str:
+    answered = await front.answer(_COMPLETION, "small", {"model": "small", "input": "hi"})
+    return str(answered["status"])
+
+
+async def _failed_late(front: _Kept, store: ResponseStore) -> str:
+    return "cancelled" if not await front.fail(500, "boom") else "failed"
+
+
+async def _reaped_late(front: _Kept, store: ResponseStore) -> str:
+    found = await _reaped(store, "team", front.id)  # no lease: read again, then kept
+    return "gone" if found is None else str(found.response["status"])
+
+
+async def _cancelled_late(front: _Kept, store: ResponseStore) -> str:
+    record = await store.get("team", front.id)  # as `POST …/cancel` reads it
+    assert record is not None
+    return str((await _cancel(_request(), store, "team", record))["status"])
+
+
+@pytest.mark.parametrize("where", ["memory", "redis"])
+@pytest.mark.parametrize("bound", [None, 10], ids=["unbounded", "max_key_responses"])
+def test_a_background_response_ended_just_before_a_write_of_its_run_stays_so(
+    where: str, bound: int | None, redis_namespace: str
+) -> None:
+    """The writes of a background response after its first read it running, then wrote
+    over it whatever it held: a cancel landing in between was overwritten by the run's
+    answer (``completed``, its text kept) or failure, or by a read finding it abandoned
+    (``failed``), and the run's answer landing between a cancel's read and write was
+    overwritten by ``cancelled``. Now each is written only over the record as it was
+    read (in one step: a script on Redis), so what landed first stays, and is told."""
+    writes = {
+        _answered_late: "cancelled",
+        _failed_late: "cancelled",
+        _reaped_late: "cancelled",
+        _cancelled_late: "completed",
+    }
+
+    async def go() -> dict[str, tuple[str, str]]:
+        store, lands, plain = _stores(where, bound, redis_namespace)
+        seen = {}
+        try:
+            for write, landed in writes.items():
+                front, queued = _queued(store)
+                assert await store.put("team", queued.record)
+                ended = {**queued.response, "status": landed}
+                lands.at, lands.reads = store.key("team", front.id), 1 + (write is _reaped_late)
+                lands.landing = partial(
+                    plain.put, "team", dataclasses.replace(queued.record, response=ended)
+                )
+                told = await write(front, store)
+                kept = await plain.get("team", front.id)
+                assert kept is not None
+                seen[write.__name__] = (told, str(kept.response["status"]))
+        finally:
+            await store.aclose()
+        return seen
+
+    told_by_answer = "completed"  # the answer was made: its caller is told it as made
+    assert asyncio.run(go()) == {
+        "_answered_late": (told_by_answer, "cancelled"),
+        "_failed_late": ("cancelled", "cancelled"),
+        "_reaped_late": ("cancelled", "cancelled"),
+        "_cancelled_late": ("completed", "completed"),
+    }
 
 
 class _StallsAt(RedisStore):

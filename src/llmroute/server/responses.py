@@ -227,6 +227,7 @@ async def _keep_queued(
     forgotten in a task of `runs` (`_discarded`): refused, its id was never told, and
     running it would be neither evicted nor counted for its key's bound until ``ttl_s``."""
     store, owner = front.store, front.owner
+    front.queued_as = queued.value
     written = True  # from the moment it is asked for, the record may be in the store
     try:
         try:
@@ -450,6 +451,8 @@ class _Kept:
         self._input: list[dict[str, Any]] = []
         self._chain: list[str] = []  # the responses this one continues, oldest first
         self._conversation: str | None = None  # the conversation it adds to
+        # a background response's record as first kept: its run writes only over it
+        self.queued_as: bytes | None = None
 
     async def chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
         """`body` as chat, the turns it continues read from the store only once the body
@@ -641,15 +644,13 @@ class _Kept:
         that came a moment before) unless `wait` is False (a client or a shutdown
         waits: an abandoned response is kept failed once its lease lapses)."""
 
-        read = partial(self.store.get, self.owner, self.id)
+        read = partial(self.store.read, self.owner, self.id)
         try:
-            record = await (asked(read) if wait else read())
-            if record is None or record.response.get("status") not in RUNNING:
+            found = await (asked(read) if wait else read())
+            if found is None or found[0].response.get("status") not in RUNNING:
                 return False
-            failed = _failed(record, status, message)
-            return await self.store.put(
-                self.owner, failed, counted=False, wait=wait, replacing=True
-            )
+            failed = _failed(found[0], status, message)
+            return await self.store.put(self.owner, failed, counted=False, wait=wait, over=found[1])
         except StoreUnavailable as exc:
             log.warning("responses: background response %s not marked failed: %s", self.id, exc)
         return True
@@ -657,10 +658,12 @@ class _Kept:
     async def _put(self, response: dict[str, Any]) -> bool:
         """Keep `response`: at once or not, for a client waiting; a background one is
         asked of the store itself (`asked`), its poller waits for it, and only over its
-        record (one deleted meanwhile stays deleted)."""
+        record as first kept (one cancelled, deleted or found abandoned meanwhile is left
+        so)."""
         record, background = self.record(response), self.background
+        over = self.queued_as if background else None
         try:
-            return await self.store.put(self.owner, record, wait=background, replacing=background)
+            return await self.store.put(self.owner, record, wait=background, over=over)
         except StoreUnavailable as exc:
             held = _NOT_KEPT_SAID.due("paused" if exc.paused_s else "failed")
             if held is not None:
@@ -720,15 +723,32 @@ async def _reaped(
         return record
     if await store.held(owner, response_id):
         return record
-    again = await store.get(owner, response_id)  # it may have ended meanwhile
-    if again is None or not again.running:
-        return again
-    failed = _failed(again, 500, _ABANDONED)
-    if not await store.put(owner, failed, counted=False, replacing=True):
-        return None  # deleted meanwhile
-    log.warning("responses: background response %s abandoned (lease lapsed)", response_id)
-    abandoned()
-    return failed
+    now, ended = await _ended(
+        store, owner, response_id, partial(_failed, status=500, message=_ABANDONED)
+    )
+    if ended:
+        log.warning("responses: background response %s abandoned (lease lapsed)", response_id)
+        abandoned()
+    return now
+
+
+async def _ended(
+    store: ResponseStore,
+    owner: str,
+    response_id: str,
+    end: Callable[[StoredResponse], StoredResponse],
+) -> tuple[StoredResponse | None, bool]:
+    """A background response still running read again and kept `end`ed (failed,
+    cancelled), written only over the record as read, so that one that ended or was
+    deleted meanwhile is left so; the response as kept then (None: not kept), and
+    whether it was ended here."""
+    found = await store.read(owner, response_id)
+    if found is None or not found[0].running:
+        return (None if found is None else found[0]), False
+    ended = end(found[0])
+    if await store.put(owner, ended, counted=False, over=found[1]):
+        return ended, True
+    return await store.get(owner, response_id), False
 
 
 async def _chain_of(
@@ -863,17 +883,19 @@ async def _cancel(
         )
     if response.get("status") not in RUNNING:
         return response
-    cancelled = {**response, "status": "cancelled"}
     try:
-        kept = await store.put(
-            owner, replace(record, response=cancelled), counted=False, replacing=True
-        )
+        now, cancelled = await _ended(store, owner, record.id, _cancelled)
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
-    if not kept:  # deleted meanwhile
+    if now is None:  # deleted meanwhile
         raise _not_found(record.id)
-    background_runs(request).cancel(record.id)
-    return cancelled
+    if cancelled:
+        background_runs(request).cancel(record.id)
+    return now.response
+
+
+def _cancelled(record: StoredResponse) -> StoredResponse:
+    return replace(record, response={**record.response, "status": "cancelled"})
 
 
 async def _forget(store: ResponseStore, owner: str, response_id: str) -> bool:

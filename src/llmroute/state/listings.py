@@ -57,12 +57,12 @@ class Listing:
 # renewed, in microseconds), KEYS[3] its sizes (hash: key -> bytes, "" -> their total), KEYS[4...]
 # records to renew; ARGV[1] the value, ARGV[2] time to live (ms), ARGV[3] the most
 # records, ARGV[4] the most bytes (-1: no bound), ARGV[5] 1 when the record is pinned (set
-# unlisted: neither counted nor evicted), ARGV[6] 1 when it is set only if it is there (a
-# record deleted meanwhile stays deleted). Listed records untouched for a time to live have
-# expired and are unlisted first. Returns 1 when the record is kept (0: alone over the bound;
-# -1: not there, with ARGV[6], and nothing written).
+# unlisted: neither counted nor evicted), ARGV[6] (absent or empty: any) the value the
+# record must still hold to be set (one changed or deleted meanwhile is left so). Listed
+# records untouched for a time to live have expired and are unlisted first. Returns 1 when
+# the record is kept (0: alone over the bound; -1: not holding ARGV[6], nothing written).
 SET_LISTED = """
-if ARGV[6] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
+if ARGV[6] and ARGV[6] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[6] then
   return -1
 end
 local ttl = tonumber(ARGV[2]) * 1000

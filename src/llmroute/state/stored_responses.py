@@ -206,8 +206,15 @@ class ResponseStore:
         return await self._store.delete_prefix(prefix)
 
     async def get(self, owner: str, response_id: str) -> StoredResponse | None:
+        found = await self.read(owner, response_id)
+        return None if found is None else found[0]
+
+    async def read(self, owner: str, response_id: str) -> tuple[StoredResponse, bytes] | None:
+        """`get`, with the bytes the record was read from: to write over it only if it
+        has not changed since (`put`'s `over`)."""
         raw = await self._store.get(self._key(owner, response_id))
-        return None if raw is None else _read(raw, response_id)
+        record = None if raw is None else _read(raw, response_id)
+        return None if record is None or raw is None else (record, raw)
 
     async def chain(
         self, owner: str, response_id: str, *, counted: bool = True
@@ -260,7 +267,7 @@ class ResponseStore:
         counted: bool = True,
         wait: bool = False,
         value: bytes | None = None,
-        replacing: bool = False,
+        over: bytes | None = None,
     ) -> bool:
         """Keep `record` and renew its chain's expiry (past `max_key_responses` or
         `max_key_bytes`, `owner`'s least recently written or continued response goes; a
@@ -270,10 +277,10 @@ class ResponseStore:
         a background response's status changing: it is counted once, when made). `wait`:
         asked of the store itself, past a pause after a failure (`asked`); an ``error`` is
         told once, when it gives up (the pause's refusal and the failure after it are one
-        keeping that failed, not two). `value`: `record` `encoded` already. `replacing`:
-        written only if the record is still kept, in one step with the check (a background
-        response's writes after its first: one deleted meanwhile stays deleted); False
-        then, told nothing."""
+        keeping that failed, not two). `value`: `record` `encoded` already. `over`:
+        written only if the record still holds these bytes, in one step with the check (a
+        background response's writes after its first, over it as it was running: one
+        deleted, cancelled or ended meanwhile is left so); False then, told nothing."""
         data = self.encoded(record) if value is None else value
         if data is None:
             return False
@@ -285,10 +292,10 @@ class ResponseStore:
             if self._cap is not None:
                 listing = self._listing(owner)
                 return await self._store.set_listed(
-                    key, data, ttl_s, listing, chain, self._cap, pinned=pinned, replacing=replacing
+                    key, data, ttl_s, listing, chain, self._cap, pinned=pinned, over=over
                 )
-            if replacing:
-                if not await self._store.replace(key, data, ttl_s, pinned=pinned):
+            if over is not None:
+                if not await self._store.replace(key, data, ttl_s, over, pinned=pinned):
                     return None
             else:
                 await (self._store.set_pinned if pinned else self._store.set)(key, data, ttl_s)
@@ -300,7 +307,7 @@ class ResponseStore:
         except StoreUnavailable:
             self._tell("error")
             raise
-        if kept is None:  # deleted meanwhile: left so
+        if kept is None:  # changed or deleted meanwhile: left so
             return False
         if not kept:
             self._tell("too_large")  # by another gateway's smaller max_key_bytes

@@ -98,7 +98,7 @@ class KeyValueStore(Protocol):
         cap: Cap,
         *,
         pinned: bool = False,
-        replacing: bool = False,
+        over: bytes | None = None,
     ) -> bool | None: ...
 
     async def delete_listed(self, key: str, listing: str) -> bool: ...
@@ -108,7 +108,7 @@ class KeyValueStore(Protocol):
     async def renew(self, key: str, value: bytes, ttl_s: float) -> bool: ...
 
     async def replace(
-        self, key: str, value: bytes, ttl_s: float, *, pinned: bool = False
+        self, key: str, value: bytes, ttl_s: float, over: bytes, *, pinned: bool = False
     ) -> bool: ...
 
     async def delete(self, key: str) -> bool: ...
@@ -255,14 +255,21 @@ class MemoryStore:
             self._entries[key] = (self._clock() + ttl_s, value)
             return True
 
-    async def replace(self, key: str, value: bytes, ttl_s: float, *, pinned: bool = False) -> bool:
-        """`set` (`set_pinned`) `key` only if it is kept (not deleted or expired meanwhile);
-        whether it was."""
+    async def replace(
+        self, key: str, value: bytes, ttl_s: float, over: bytes, *, pinned: bool = False
+    ) -> bool:
+        """`set` (`set_pinned`) `key` only if it still holds `over` (not changed, deleted
+        or expired since it was read); whether it did."""
         with self._lock:
-            if self._expires(key) <= self._clock():
+            if not self._holds(key, over):
                 return False
             self._put(key, value, ttl_s, pinned=pinned)
             return True
+
+    def _holds(self, key: str, value: bytes) -> bool:
+        """Under the lock: whether `key` is kept, holding `value`."""
+        entry = self._entries.get(key)
+        return entry is not None and entry[0] > self._clock() and entry[1] == value
 
     async def set_listed(
         self,
@@ -274,16 +281,16 @@ class MemoryStore:
         cap: Cap,
         *,
         pinned: bool = False,
-        replacing: bool = False,
+        over: bytes | None = None,
     ) -> bool | None:
         """`set` `key` and renew `renewed` (`touch`), both listed in `listing`; then, while
         that group holds more than `cap`, its least recently written other record goes
         (`key` too, when it alone is over). Whether `key` is kept. `pinned` (a background
         response running): `key` is set pinned (`set_pinned`) and unlisted, so that no
-        write evicts it for the bound, until it is set again unpinned. `replacing`: only
-        if `key` is kept (`replace`); None, nothing written, when it is not."""
+        write evicts it for the bound, until it is set again unpinned. `over`: only if
+        `key` still holds it (`replace`); None, nothing written, when it does not."""
         with self._lock:
-            if replacing and self._expires(key) <= self._clock():
+            if over is not None and not self._holds(key, over):
                 return None
             self._put(key, value, ttl_s, pinned=pinned)
             self._touched(renewed, ttl_s)
@@ -590,6 +597,16 @@ end
 return 0
 """
 
+# KEYS[1] a key; ARGV[1] its new value, ARGV[2] its time to live in ms, ARGV[3] the value
+# it must still hold
+_REPLACE = """
+if redis.call('GET', KEYS[1]) == ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
 
 # KEYS[1] a set; ARGV[1] the member, ARGV[2] its ttl (ms), ARGV[3] the prefix, ARGV[4] the
 # most members with it; returns -1 when added, else how many there are
@@ -641,6 +658,7 @@ class RedisStore:
         self._redis = connect(url, timeout_s, "cache.url")
         self.url = self._redis.url
         self._renew = self._redis.client.register_script(_RENEW)
+        self._replace = self._redis.client.register_script(_REPLACE)
         self._set_listed = self._redis.client.register_script(SET_LISTED)
         self._delete_listed = self._redis.client.register_script(DELETE_LISTED)
         self._add_member_within = self._redis.client.register_script(_ADD_MEMBER_WITHIN)
@@ -674,7 +692,7 @@ class RedisStore:
         cap: Cap,
         *,
         pinned: bool = False,
-        replacing: bool = False,
+        over: bytes | None = None,
     ) -> bool | None:
         """`MemoryStore.set_listed` in one script (`SET_LISTED`): the listing a sorted
         set, its sizes a hash beside it (``LISTING:sizes``), both renewed with the record
@@ -682,7 +700,7 @@ class RedisStore:
         keys = [key, listing, f"{listing}:sizes", *renewed]
         most = [-1 if n is None else n for n in (cap.entries, cap.size)]
         ttl_ms = max(1, round(ttl_s * 1000))
-        args = [value, ttl_ms, *most, int(pinned), int(replacing)]
+        args = [value, ttl_ms, *most, int(pinned), b"" if over is None else over]
         async with self._answering():
             kept = await self._set_listed(keys=keys, args=args)
         return None if kept == -1 else bool(kept)
@@ -705,11 +723,12 @@ class RedisStore:
             done = await self._renew(keys=[key], args=[value, max(1, round(ttl_s * 1000))])
         return bool(done)
 
-    async def replace(self, key: str, value: bytes, ttl_s: float, *, pinned: bool = False) -> bool:
-        """``SET XX PX``: set `key` only if it is there (`set_pinned`: nothing is pinned);
-        whether it was."""
+    async def replace(
+        self, key: str, value: bytes, ttl_s: float, over: bytes, *, pinned: bool = False
+    ) -> bool:
+        """`MemoryStore.replace` in one script (`_REPLACE`; `pinned`: nothing is pinned)."""
         async with self._answering():
-            done = await self._redis.client.set(key, value, px=max(1, round(ttl_s * 1000)), xx=True)
+            done = await self._replace(keys=[key], args=[value, max(1, round(ttl_s * 1000)), over])
         return bool(done)
 
     async def delete(self, key: str) -> bool:
