@@ -35,6 +35,7 @@ from llmroute.server.responses import (
     _start_in_background,
     _Stream,
 )
+from llmroute.state.conversations import ConversationStore
 from llmroute.state.limits import MemoryLimits
 from llmroute.state.stored_responses import ResponseStore
 from llmroute.state.stores import MemoryStore, RedisStore, owner_group
@@ -265,6 +266,38 @@ def test_a_background_response_ended_just_before_a_write_of_its_run_stays_so(
         "_reaped_late": ("cancelled", "cancelled"),
         "_cancelled_late": ("completed", "completed"),
     }
+
+
+@pytest.mark.parametrize("where", ["memory", "redis"])
+@pytest.mark.parametrize("landing", ["deleted", "cancelled"])
+def test_a_background_response_ended_just_before_its_answer_adds_no_turn(
+    where: str, landing: str, redis_namespace: str
+) -> None:
+    """A background response's answer looked once at whether it still ran, then added
+    its turn to its conversation and kept it: a ``DELETE`` or cancel landing in between
+    was not undone, but the conversation gained the turn of a response nobody wanted.
+    Now the answer is kept first, over its running record, and added only once kept."""
+
+    async def go() -> list[dict[str, Any]]:
+        store, lands, plain = _stores(where, None, redis_namespace)
+        conversations = ConversationStore(plain)
+        try:
+            talk = await conversations.create("team", {}, [])
+            front, queued = _queued(store)
+            front._conversation = talk.id
+            assert await store.put("team", queued.record)
+            lands.at, lands.reads = store.key("team", front.id), 1
+            ended = {**queued.response, "status": "cancelled"}
+            cancel = partial(plain.put, "team", dataclasses.replace(queued.record, response=ended))
+            lands.landing = (
+                cancel if landing == "cancelled" else partial(plain.delete, "team", front.id)
+            )
+            await front.answer(_COMPLETION, "small", {"model": "small", "input": "hi"})
+            return await conversations.items("team", talk.id)
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(go()) == []
 
 
 class _StallsAt(RedisStore):

@@ -559,13 +559,11 @@ class _Kept:
             kept = True  # the closing event is the last of `made`: it says whether it was
             if self.background and not await self._running():
                 return made  # cancelled or deleted meanwhile: nobody wants it kept
-            if final["status"] != "failed":  # a conversation gains only finished turns
-                await self._add_to_conversation(final)
-            if self._keep and not await self._put(final) and made:
-                final["store"] = False
+            # a conversation gains only finished turns
+            stored = await self._kept(final, added=final["status"] != "failed")
+            if stored is False and made:
+                await self._said_not_kept(final)
                 made[-1] = translator.final_event()
-                if self.background:  # else it stays in_progress until its lease lapses
-                    self.not_kept = await self.fail(500, _NOT_KEPT)
             return made
 
         return translated(events, translator, keep_when_final)
@@ -576,12 +574,28 @@ class _Kept:
             response["background"] = True
             if not await self._running():
                 return response  # cancelled or deleted meanwhile: nobody wants it kept
-        await self._add_to_conversation(response)
-        if self._keep and not await self._put(response):
-            response["store"] = False  # say so: it cannot be continued or read back
-            if self.background:  # else it stays in_progress until its lease lapses
-                self.not_kept = await self.fail(500, _NOT_KEPT)
+        if await self._kept(response, added=True) is False:
+            await self._said_not_kept(response)
         return response
+
+    async def _kept(self, response: dict[str, Any], *, added: bool) -> bool | None:
+        """`response` kept (`_put`, where responses are kept), then its turn `added` to its
+        conversation: whether it was kept. In that order, so that a background one
+        cancelled or deleted meanwhile (its write refused) is neither: None, nobody wants
+        it."""
+        kept = not self._keep or await self._put(response)
+        if not kept and self.background and not await self._running():
+            return None
+        if added:
+            await self._add_to_conversation(response)
+        return kept
+
+    async def _said_not_kept(self, response: dict[str, Any]) -> None:
+        """`response` made but not kept: it says so (it cannot be continued or read back),
+        and a background one is kept failed (else in_progress until its lease lapses)."""
+        response["store"] = False
+        if self.background:
+            self.not_kept = await self.fail(500, _NOT_KEPT)
 
     async def _add_to_conversation(self, response: dict[str, Any]) -> None:
         """The request's input and the response's output, added to its conversation (a
