@@ -22,7 +22,7 @@ from starlette.responses import Response, StreamingResponse
 
 from llmroute.registry.schema import ApiKey, StoredResponsesSettings
 from llmroute.server.auth import Charges, account_of
-from llmroute.server.background import background_runs
+from llmroute.server.background import BackgroundRuns, background_runs
 from llmroute.server.background_stream import EventChunks, RunLog
 from llmroute.server.errors import GatewayError
 from llmroute.server.responses import (
@@ -298,6 +298,31 @@ def test_a_background_response_ended_just_before_its_answer_adds_no_turn(
             await store.aclose()
 
     assert asyncio.run(go()) == []
+
+
+def test_a_shutdown_waits_for_the_runs_started_while_it_waits() -> None:
+    """`BackgroundRuns.aclose` waited only for the runs there when it began: one started
+    meanwhile (by a request the shutdown cut short after its record was written, to
+    forget it: `_discarded`) was neither waited for nor cancelled, left to the event
+    loop's close. Now it is waited for with the others."""
+
+    async def go() -> bool:
+        runs = BackgroundRuns()
+        forgotten = asyncio.Event()
+
+        async def forget() -> None:
+            await asyncio.sleep(0.05)
+            forgotten.set()
+
+        async def cut_short() -> None:
+            await asyncio.sleep(0)  # the shutdown waits for it meanwhile
+            runs.start("resp_discarded", forget())
+
+        runs.start("resp_running", cut_short())
+        await runs.aclose(5.0)
+        return forgotten.is_set()
+
+    assert asyncio.run(go())
 
 
 class _StallsAt(RedisStore):

@@ -106,26 +106,35 @@ class BackgroundRuns:
 
     async def aclose(self, grace_s: float) -> None:
         """Give the runs `grace_s` to finish, then cancel the rest and wait for them to
-        mark their responses failed."""
-        if not self._tasks:
+        mark their responses failed; runs started meanwhile too (a request cut short by
+        the shutdown starts one that forgets what it wrote: `_discarded`)."""
+        late = await self._unended(grace_s)
+        if not late:
             return
-        running = list(self._tasks.values())
-        _, late = await asyncio.wait(running, timeout=grace_s)
-        if late:
-            log.warning("stopping: %d %s cut short", len(late), self.kind)
+        log.warning("stopping: %d %s cut short", len(late), self.kind)
         for task in late:
             task.cancel()
-        if late:
-            _, unended = await asyncio.wait(late, timeout=grace_s)
-            if unended:
-                log.warning(
-                    "stopping: %d %s did not end within %g s of being cut (their store is "
-                    "slow); %s",
-                    len(unended),
-                    self.kind,
-                    grace_s,
-                    self.unended,
-                )
+        unended = await self._unended(grace_s)
+        if unended:
+            log.warning(
+                "stopping: %d %s did not end within %g s of being cut (their store is slow); %s",
+                len(unended),
+                self.kind,
+                grace_s,
+                self.unended,
+            )
+
+    async def _unended(self, timeout_s: float) -> list[asyncio.Task[None]]:
+        """The runs still going after waiting up to `timeout_s` for them all to end,
+        those started while it waits included."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while going := [task for task in self._tasks.values() if not task.done()]:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await asyncio.wait(going, timeout=left)
+        return going
 
 
 def background_runs(request: Request) -> BackgroundRuns:
