@@ -275,10 +275,11 @@ def test_a_background_response_ended_just_before_its_answer_adds_no_turn(
 ) -> None:
     """A background response's answer looked once at whether it still ran, then added
     its turn to its conversation and kept it: a ``DELETE`` or cancel landing in between
-    was not undone, but the conversation gained the turn of a response nobody wanted.
-    Now the answer is kept first, over its running record, and added only once kept."""
+    was not undone, but the conversation gained the turn of a response nobody wanted
+    (and the run was counted ``completed``). Now the answer is kept first, over its
+    running record, and added only once kept; the run is counted ``cancelled``."""
 
-    async def go() -> list[dict[str, Any]]:
+    async def go() -> tuple[list[str], list[dict[str, Any]]]:
         store, lands, plain = _stores(where, None, redis_namespace)
         conversations = ConversationStore(plain)
         try:
@@ -292,12 +293,17 @@ def test_a_background_response_ended_just_before_its_answer_adds_no_turn(
             lands.landing = (
                 cancel if landing == "cancelled" else partial(plain.delete, "team", front.id)
             )
-            await front.answer(_COMPLETION, "small", {"model": "small", "input": "hi"})
-            return await conversations.items("team", talk.id)
+            outcomes: list[str] = []
+
+            async def answer() -> Any:
+                return await front.answer(_COMPLETION, "small", {"model": "small", "input": "hi"})
+
+            await _answer_in_background(answer, _GATEWAY, front, outcomes.append)
+            return outcomes, await conversations.items("team", talk.id)
         finally:
             await store.aclose()
 
-    assert asyncio.run(go()) == []
+    assert asyncio.run(go()) == (["cancelled"], [])
 
 
 def test_a_shutdown_waits_for_the_runs_started_while_it_waits() -> None:

@@ -356,7 +356,8 @@ async def _answer_in_background(
             answered = await answer()
             if stream is not None:
                 await _streamed(stream, answered, front)
-            outcome = "failed" if front.not_kept else "completed"
+            made = "failed" if front.not_kept else "completed"
+            outcome = "cancelled" if front.unwanted else made
         except asyncio.CancelledError:
             # by a client (kept as cancelled already: left so) or by the gateway stopping
             stopped = "the gateway stopped before it made this response: send it again"
@@ -445,6 +446,7 @@ class _Kept:
         self.created_at = int(time.time())
         self.background = False
         self.not_kept = False  # made, but kept failed: too large to keep
+        self.unwanted = False  # made, but cancelled or deleted meanwhile: not kept
         self._streamed = False  # a background stream: its events are kept too
         self._translator: ResponsesStream | None = None  # one that has announced it
         self._keep = True
@@ -557,8 +559,8 @@ class _Kept:
             if final is None or kept:
                 return made
             kept = True  # the closing event is the last of `made`: it says whether it was
-            if self.background and not await self._running():
-                return made  # cancelled or deleted meanwhile: nobody wants it kept
+            if self.background and not await self._wanted():
+                return made
             # a conversation gains only finished turns
             stored = await self._kept(final, added=final["status"] != "failed")
             if stored is False and made:
@@ -572,8 +574,8 @@ class _Kept:
         response = to_response(data, model, body, self.id, self._keep, self.created_at)
         if self.background:
             response["background"] = True
-            if not await self._running():
-                return response  # cancelled or deleted meanwhile: nobody wants it kept
+            if not await self._wanted():
+                return response
         if await self._kept(response, added=True) is False:
             await self._said_not_kept(response)
         return response
@@ -584,11 +586,17 @@ class _Kept:
         cancelled or deleted meanwhile (its write refused) is neither: None, nobody wants
         it."""
         kept = not self._keep or await self._put(response)
-        if not kept and self.background and not await self._running():
+        if not kept and self.background and not await self._wanted():
             return None
         if added:
             await self._add_to_conversation(response)
         return kept
+
+    async def _wanted(self) -> bool:
+        """`_running`: one cancelled or deleted meanwhile is noted `unwanted` (nobody
+        wants it kept)."""
+        self.unwanted = not await self._running()
+        return not self.unwanted
 
     async def _said_not_kept(self, response: dict[str, Any]) -> None:
         """`response` made but not kept: it says so (it cannot be continued or read back),
