@@ -220,3 +220,48 @@ def test_log_format_json_makes_llmroutes_own_lines_json_once(tmp_path: Path) -> 
     request = [o for o in ours if o.get("decision_id") == decision]
     assert len(request) == 1 and request[0]["logger"] == "llmroute.requests", said
     assert any(line.startswith("INFO:     Uvicorn running") for line in said), said
+
+
+LOG_FILE_THEN_JOIN = """
+import logging, logging.config, sys
+from llmroute.server.logs import join_uvicorns_logging
+
+logging.config.dictConfig({  # a --log-config writing uvicorn's lines to a file it rotates
+    "version": 1, "disable_existing_loggers": False,
+    "formatters": {"f": {"format": "%(name)s %(message)s"}},
+    "handlers": {"h": {
+        "class": "logging.handlers.RotatingFileHandler", "formatter": "f",
+        "delay": sys.argv[2] == "delay", "filename": sys.argv[1], "maxBytes": 300,
+        "backupCount": 20,
+    }},
+    "loggers": {"uvicorn": {"handlers": ["h"], "level": "INFO", "propagate": False}},
+})
+join_uvicorns_logging(fmt="json")
+logging.getLogger("uvicorn.error").info("started")
+for n in range(8):
+    logging.getLogger("llmroute.server").info("serving %d", n)
+logging.getLogger("uvicorn.error").info("rotated")  # past maxBytes: the file rotates
+logging.getLogger("llmroute.server").info("serving 8")
+"""
+
+
+@pytest.mark.parametrize("opened", ["delay", "at_once"])
+def test_log_format_json_goes_where_a_log_config_file_handler_writes(
+    tmp_path: Path, opened: str
+) -> None:
+    """llmroute's JSON lines go through uvicorn's own handler: a copy of it writing to
+    its stream wrote to stderr for a file not opened yet (``delay: true``), and to the
+    closed file once uvicorn's handler rotated it (an error, the line lost)."""
+    log = tmp_path / "uvicorn.log"
+    ran = subprocess.run(
+        [sys.executable, "-c", LOG_FILE_THEN_JOIN, str(log), opened],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert (ran.stdout, ran.stderr) == ("", ""), ran.stderr
+    lines = [line for f in tmp_path.iterdir() for line in f.read_text().splitlines()]
+    assert "uvicorn.error started" in lines, lines
+    ours = sorted(json.loads(line)["message"] for line in lines if line.startswith("{"))
+    assert ours == [f"serving {n}" for n in range(9)], lines

@@ -108,9 +108,9 @@ def join_uvicorns_logging(*, requests: bool = False, fmt: str = "text") -> None:
     """Under ``uvicorn --factory``, which configures its own loggers only: llmroute's
     (and the root's) on uvicorn's handler at uvicorn's level, as `log_config` puts them
     for ``serve``, or its start, reloads and refusals go unsaid (the last-resort handler
-    says warnings alone, bare). In `fmt` json, they go to the same streams as JSON lines
-    (`_as_json`: uvicorn's own lines stay its ``--log-config``'s to format), one handler
-    a stream whichever loggers share it. Nothing is changed where the root or llmroute's logger
+    says warnings alone, bare). In `fmt` json, they are JSON lines through the same
+    handlers (`_OursAsJson`: uvicorn's own lines stay its ``--log-config``'s to format).
+    Nothing is changed where the root or llmroute's logger
     already has a handler (uvicorn's ``--log-config`` gave one, or the program that
     builds the app did), nor where uvicorn's logger has none to share. The root is left
     without them where uvicorn's logger propagates (a ``--log-config`` that does not say
@@ -120,7 +120,10 @@ def join_uvicorns_logging(*, requests: bool = False, fmt: str = "text") -> None:
     uvicorns = logging.getLogger("uvicorn")
     if ours.handlers or root.handlers or not uvicorns.handlers:
         return
-    handlers = _as_json(uvicorns.handlers) if fmt == "json" else uvicorns.handlers
+    handlers = uvicorns.handlers
+    if fmt == "json":
+        for handler in handlers:
+            handler.setFormatter(_OursAsJson(handler.formatter))
     level = logging.getLogger("uvicorn.error").getEffectiveLevel()  # its --log-level
     said = logging.getLogger(REQUESTS_LOGGER)
     joined = [(ours, level), (said, logging.INFO if requests else logging.WARNING)]
@@ -134,15 +137,17 @@ def join_uvicorns_logging(*, requests: bool = False, fmt: str = "text") -> None:
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 
-def _as_json(handlers: list[logging.Handler]) -> list[logging.Handler]:
-    """A handler writing JSON lines (`JsonFormatter`) to each stream of `handlers`, at
-    its level; one that is not a stream's (a queue's, say) is shared as it is."""
-    said: list[logging.Handler] = []
-    for handler in handlers:
-        if isinstance(handler, logging.StreamHandler):
-            json_lines = logging.StreamHandler(handler.stream)
-            json_lines.setLevel(handler.level)
-            json_lines.setFormatter(JsonFormatter())
-            handler = json_lines
-        said.append(handler)
-    return said
+class _OursAsJson(logging.Formatter):
+    """A shared handler's formatter under ``uvicorn --factory`` with json: uvicorn's
+    lines in its own format (`text`), the others (llmroute's, the root's) as JSON. The
+    handler is shared, not copied: a copy writing to its stream wrote to stderr for a
+    file not opened yet (``delay: true``), and to a closed file once it rotated."""
+
+    def __init__(self, text: logging.Formatter | None) -> None:
+        super().__init__()
+        self._text = text or logging.Formatter()
+        self._json = JsonFormatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        ours = record.name.partition(".")[0] != "uvicorn"
+        return (self._json if ours else self._text).format(record)
