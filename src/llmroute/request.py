@@ -151,13 +151,20 @@ def _lower_keys(headers: Mapping[str, str] | None) -> Mapping[str, str]:
     return MappingProxyType({str(k).lower(): str(v) for k, v in headers.items()})
 
 
+# OpenAI's newer name for the end user first, as the Responses front reads them and
+# `telemetry.attribution.end_user_of` does
+_END_USER_KEYS = ("safety_identifier", "user")
+
+
 def _metadata_of(body: Mapping[str, Any]) -> Mapping[str, str]:
     meta: dict[str, str] = {}
     raw = body.get("metadata")
     if isinstance(raw, Mapping):
         meta.update({str(k): str(v) for k, v in raw.items()})
-    if isinstance(body.get("user"), str):
-        meta.setdefault("user", body["user"])
+    for key in _END_USER_KEYS:  # rules read the end user as `user`, whichever names it
+        if isinstance(body.get(key), str) and body[key]:
+            meta.setdefault("user", body[key])
+            break
     return MappingProxyType(meta) if meta else _EMPTY
 
 

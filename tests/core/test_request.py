@@ -35,6 +35,17 @@ def test_chat_body_uses_last_user_turn_by_default() -> None:
     assert windowed.text == "translate hello to french\nand to german?"
 
 
+def test_rules_see_a_safety_identifier_as_the_user_as_on_responses() -> None:
+    """OpenAI's newer name for the end user (``safety_identifier``) is the ``user``
+    rules match, as the Responses front already made it of the same field: a chat body
+    sending it matched no ``metadata: {user: ...}`` rule."""
+    ask = {"messages": [{"role": "user", "content": "hi"}]}
+    newer = RouteRequest.from_input({**ask, "safety_identifier": "u-1"})
+    assert newer.metadata == {"user": "u-1"}
+    both = RouteRequest.from_input({**ask, "safety_identifier": "u-1", "user": "u-2"})
+    assert both.metadata == {"user": "u-1"}  # as the Responses front and the end user
+
+
 def test_content_parts_keep_text_and_drop_images() -> None:
     body = {
         "messages": [
