@@ -160,7 +160,8 @@ def _metadata_of(body: Mapping[str, Any]) -> Mapping[str, str]:
     meta: dict[str, str] = {}
     raw = body.get("metadata")
     if isinstance(raw, Mapping):
-        meta.update({str(k): str(v) for k, v in raw.items()})
+        # a null is no value (Anthropic's ``user_id`` may be one), not the text "None"
+        meta.update({str(k): str(v) for k, v in raw.items() if v is not None})
     for key in _END_USER_KEYS:  # rules read the end user as `user`, whichever names it
         if isinstance(body.get(key), str) and body[key]:
             meta.setdefault("user", body[key])

@@ -46,6 +46,15 @@ def test_rules_see_a_safety_identifier_as_the_user_as_on_responses() -> None:
     assert both.metadata == {"user": "u-1"}  # as the Responses front and the end user
 
 
+def test_a_null_metadata_value_is_absent_not_the_text_none() -> None:
+    """Anthropic's ``metadata.user_id`` may be null (so may any value a chat client
+    sends): rules read it as absent; it was the text "None", which a rule's ``"*"``
+    (present) matched."""
+    ask = {"messages": [{"role": "user", "content": "hi"}]}
+    req = RouteRequest.from_input({**ask, "metadata": {"user_id": None, "team": "a"}})
+    assert req.metadata == {"team": "a"}
+
+
 def test_content_parts_keep_text_and_drop_images() -> None:
     body = {
         "messages": [
