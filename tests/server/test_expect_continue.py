@@ -128,3 +128,24 @@ def test_an_answer_that_read_the_body_keeps_the_connection(gateway: Served) -> N
             assert status == 200, body
             assert "connection" not in headers
     assert "Traceback" not in Path(gateway.log).read_text()
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_an_expect_without_a_body_keeps_the_connection(gateway: Served, method: str) -> None:
+    """Nothing is left unread after a request without a body (a client should not send
+    Expect then, some do): two on one connection are both answered (it was closed)."""
+    ask = b"%s /health HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n\r\n"
+    with _connect(gateway.url) as sock:
+        for _ in range(2):
+            sock.sendall(ask % method.encode())
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = sock.recv(65536)
+                assert chunk, received  # closed after the first
+                received += chunk
+            head, _, body = received.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            assert b"connection: close" not in head.lower(), head
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            while method == "GET" and len(body) < length:
+                body += sock.recv(65536)

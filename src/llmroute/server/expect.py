@@ -49,7 +49,12 @@ class CloseUnasked:
 
 
 def _expects_continue(scope: Scope) -> bool:
-    return any(
-        name == _EXPECT[0] and value.strip().lower() == _EXPECT[1]
-        for name, value in scope["headers"]
-    )
+    """Whether the request waits for ``100 Continue`` to send a body: one without (a GET,
+    a HEAD, ``Content-Length: 0``) has nothing left unread, and its connection stays."""
+    expects = has_body = False
+    for name, value in scope["headers"]:
+        if name == _EXPECT[0]:
+            expects = expects or value.strip().lower() == _EXPECT[1]
+        elif name == b"transfer-encoding" or name == b"content-length":
+            has_body = has_body or value.strip() not in (b"", b"0")
+    return expects and has_body
