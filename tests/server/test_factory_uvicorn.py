@@ -18,9 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gateway_proc import free_port
 
-PORT = 19510
-JSON_PORT = 18410
 REGISTRY = Path(__file__).resolve().parents[2] / "examples" / "echo.yaml"
 
 
@@ -28,13 +27,15 @@ REGISTRY = Path(__file__).resolve().parents[2] / "examples" / "echo.yaml"
 class Factory:
     url: str
     log: Path
+    port: int
 
 
 @contextmanager
-def _factory(folder: Path, port: int, env: dict[str, str]) -> Iterator[Factory]:
-    """``uvicorn --factory`` of the echo registry on `port` with the variables `env`,
+def _factory(folder: Path, env: dict[str, str]) -> Iterator[Factory]:
+    """``uvicorn --factory`` of the echo registry on a free port with the variables `env`,
     its stderr in FOLDER/stderr.log, once /health answers."""
     log = folder / "stderr.log"
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMROUTE_")} | env
     env["LLMROUTE_REGISTRY"] = str(REGISTRY)
     uvicorn = str(Path(sys.executable).parent / "uvicorn")
@@ -58,7 +59,7 @@ def _factory(folder: Path, port: int, env: dict[str, str]) -> Iterator[Factory]:
             time.sleep(0.1)
         else:
             pytest.fail(f"uvicorn did not start: {log.read_text()}")
-        yield Factory(url, log)
+        yield Factory(url, log, port)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -67,7 +68,7 @@ def _factory(folder: Path, port: int, env: dict[str, str]) -> Iterator[Factory]:
 @pytest.fixture(scope="module")
 def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Factory]:
     env = {"LLMROUTE_ALLOWED_HOSTS": "proxy.test", "LLMROUTE_LOG_REQUESTS": "1"}
-    with _factory(tmp_path_factory.mktemp("factory"), PORT, env) as started:
+    with _factory(tmp_path_factory.mktemp("factory"), env) as started:
         yield started
 
 
@@ -77,7 +78,7 @@ def test_a_foreign_host_is_refused_and_loopback_and_allowed_ones_answered(
     rebound = httpx.get(f"{factory.url}/v1/models", headers={"Host": "rebound.test"}, timeout=10)
     assert rebound.status_code == 400, rebound.text
     assert rebound.json()["error"]["code"] == "invalid_host"
-    for host in (f"127.0.0.1:{PORT}", f"localhost:{PORT}", "proxy.test"):
+    for host in (f"127.0.0.1:{factory.port}", f"localhost:{factory.port}", "proxy.test"):
         answered = httpx.get(f"{factory.url}/v1/models", headers={"Host": host}, timeout=10)
         assert answered.status_code == 200, (host, answered.text)
 
@@ -205,7 +206,7 @@ def test_log_format_json_makes_llmroutes_own_lines_json_once(tmp_path: Path) -> 
     lines (its start, refusals, request lines) were text on uvicorn's handler. Now each
     is one JSON object, once; uvicorn's own lines stay its ``--log-config``'s."""
     env = {"LLMROUTE_LOG_FORMAT": "JSON", "LLMROUTE_LOG_REQUESTS": "1"}
-    with _factory(tmp_path, JSON_PORT, env) as started:
+    with _factory(tmp_path, env) as started:
         httpx.get(f"{started.url}/v1/models", headers={"Host": "other.test"}, timeout=10)
         ask = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
         answer = httpx.post(f"{started.url}/v1/chat/completions", json=ask, timeout=30)
