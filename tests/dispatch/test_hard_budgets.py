@@ -36,6 +36,7 @@ from llmroute.errors import AllFallbacksFailed, ConfigError, ProviderError
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import Budget, Model, Provider
+from llmroute.state.limits import SETTLED_KEPT_S
 
 # -- the worst case -----------------------------------------------------------------------
 
@@ -586,7 +587,8 @@ def test_a_long_stream_renews_its_holds(
 ) -> None:
     """A stream still answering renews its holds' leases (here at every event instead
     of every few minutes), so a long stream's worst case is not taken out of the sum as
-    if its process had died; at its end the leases are gone with the holds."""
+    if its process had died; at its end the holds are gone, their leases left as short
+    tombstones (a settle made again changes nothing)."""
     from llmroute.dispatch import dispatcher as dispatcher_module
 
     monkeypatch.setattr(dispatcher_module, "SLOT_RENEW_S", 0.0)
@@ -620,10 +622,12 @@ def test_a_long_stream_renews_its_holds(
 
     try:
         first, later, left = asyncio.run(go())
+        holds = list(raw.scan_iter(f"{redis_namespace}:usd:budget:pricey-{tag}:*:holds"))
     finally:
         raw.close()
     assert len(first) == len(later) == 1 and later[0] > first[0]  # renewed as events came
-    assert left == []  # settled: the lease went with the hold
+    assert holds == [] and len(left) == 1  # settled: the hold gone, its id a tombstone
+    assert left[0] <= time.time() + SETTLED_KEPT_S < first[0]  # lapsing soon, unlike a lease
 
 
 def test_a_hold_is_leased_past_every_try_of_a_slow_model(

@@ -379,6 +379,47 @@ def test_a_hold_whose_reply_was_lost_and_a_settle_redis_did_not_take_are_made_go
         raw.close()
 
 
+def test_a_settle_whose_answer_was_lost_is_not_counted_twice(redis_namespace: str) -> None:
+    """A settle Redis made but whose answer was lost was kept and made again: the first
+    had taken the hold out, so the second added the whole cost again (a hold of 0.10
+    settled at 0.05 showed 0.10 spent, and a hard budget refused early for the rest of
+    its period). The settled id is kept a while as a tombstone: made again, it changes
+    nothing; the next hold past that while sweeps the tombstone away."""
+    clock = Clock(time.time())
+    raw = redis.Redis.from_url(REDIS_URL)
+
+    async def go(proxy: StallProxy, url: str) -> list[Any]:
+        limits = RedisLimits(url, STALLED_TIMEOUT_S, redis_namespace, clock)
+        try:
+            warm, _ = await limits.hold_usd("m", "day", 0.0, 10.0)  # scripts loaded
+            assert warm is not None
+            await limits.settle_usd(warm, 0.0)
+            hold, _ = await limits.hold_usd("m", "day", 0.1, 10.0)
+            assert hold is not None
+            proxy.stall_replies()
+            try:
+                await limits.settle_usd(hold, 0.05)  # made in Redis; its answer lost
+            finally:
+                proxy.resume()
+            assert not limits.answering and limits._pending  # kept: made again later
+            await asyncio.sleep(limits._outage.left_s() + 0.05)  # the outage's pause
+            seen: list[Any] = [round(await limits.spent("m", "day"), 9), len(limits._pending)]
+            lapses = f"{redis_namespace}:usd:m:{hold.window}:lapses"
+            seen.append(raw.zscore(lapses, hold.hold_id) is not None)  # the tombstone
+            clock.now += 121  # past the tombstone's while: the next hold sweeps it
+            assert (await limits.hold_usd("m", "day", 0.0, 10.0))[0] is not None
+            seen.append(raw.zscore(lapses, hold.hold_id) is not None)
+            return seen
+        finally:
+            await limits.aclose()
+
+    try:
+        with stall_proxy(REDIS_URL) as (proxy, url):
+            assert asyncio.run(go(proxy, url)) == [0.05, 0, True, False]
+    finally:
+        raw.close()
+
+
 def test_a_wall_clock_stepped_back_does_not_stretch_a_redis_outage(
     redis_namespace: str,
 ) -> None:

@@ -23,7 +23,9 @@ by what the call cost (0: takes it back out), in the period it went into. Each h
 an id, noted beside the sum, so a settle corrects the sum by what was really held: a
 hold whose reply was lost (a timeout after Redis ran it) is found and replaced, and one
 that never went in (Redis down) leaves the cost alone added. A settle Redis does not
-take is kept in this process and tried again with the next call that reaches Redis. A
+take is kept in this process and tried again with the next call that reaches Redis;
+one made twice (Redis made it, its answer was lost) counts once, as the settled id is
+kept beside the holds for `SETTLED_KEPT_S`. A
 hold in Redis is leased (``renew_usd`` extends it): one neither settled nor renewed in
 time (its process died mid-call) is taken out of the sum by the next hold.
 Wall-clock periods let replicas on different machines agree.
@@ -75,6 +77,7 @@ _PENDING_SETTLES = 10_000  # settles kept for a Redis that did not take them, at
 CLOSE_S = 1.5  # the longest closing tries those again: once past an outage's pause (1 s)
 _CLOSE_POLL_S = 0.05
 HOLD_LEASE_S = 1800.0  # a hard-budget hold lapses after this unless settled or renewed
+SETTLED_KEPT_S = 120.0  # a settle made again within this (its answer lost) changes nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,17 +196,25 @@ return {1, tostring(spent)}
 """
 )
 
-# ARGV[1] the hold's id, ARGV[2] what the call cost, ARGV[3] the keys' expiry. The sum
-# changes by the cost less what the hold put in (nothing, when it never went in or
-# lapsed and was taken out).
+# ARGV[1] the hold's id, ARGV[2] what the call cost, ARGV[3] the keys' expiry, ARGV[4]
+# when its tombstone lapses. The sum changes by the cost less what the hold put in
+# (nothing, when it never went in or lapsed and was taken out). The id stays in the
+# leases as a tombstone (no hold beside it: _DROP_LAPSED sweeps it once lapsed), so a
+# settle made again (its answer was lost) changes nothing: 1; else 0.
 _SETTLE_USD = """
 local held = redis.call('HGET', KEYS[2], ARGV[1])
+if not held and redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+  return 1
+end
 local change = tonumber(ARGV[2])
 if held then
   redis.call('HDEL', KEYS[2], ARGV[1])
   change = change - tonumber(held)
 end
-redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+if redis.call('TTL', KEYS[3]) < 0 then
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+end
 if change ~= 0 and (change > 0 or redis.call('EXISTS', KEYS[1]) == 1) then
   redis.call('INCRBYFLOAT', KEYS[1], tostring(change))
   if redis.call('TTL', KEYS[1]) < 0 then
@@ -646,7 +657,8 @@ class RedisLimits:
             self._keep_for_later(hold, usd)
 
     async def _settled(self, hold: UsdHold, usd: float) -> bool:
-        args = [hold.hold_id, repr(usd), int(hold.keep_s)]
+        tombstone = f"{self._clock() + SETTLED_KEPT_S:.3f}"
+        args = [hold.hold_id, repr(usd), int(hold.keep_s), tombstone]
         try:
             async with self._answering():
                 await self._settle_usd(keys=self._budget_names(hold.key, hold.window), args=args)
