@@ -159,6 +159,54 @@ def test_an_error_reply_fails_that_call_alone(redis_namespace: str) -> None:
     assert results == ["error", "miss"]
 
 
+@pytest.mark.parametrize("kind", ["slot", "tokens", "settle"])
+def test_a_give_back_redis_refuses_with_an_error_is_dropped(
+    kind: str, redis_namespace: str
+) -> None:
+    """A give-back (or a budget settle) answered with an error reply (WRONGTYPE: a
+    foreign key where its counter was) was kept at the head of its queue, and made
+    again before every later count, failing each time: every take, slot and token hold
+    was let through uncounted (and every budget read said 0). Asked again, it fails
+    again: it is dropped, and counting goes on."""
+    raw = redis.Redis.from_url(REDIS_URL)
+    ns = redis_namespace
+
+    async def go() -> list[Any]:
+        limits = RedisLimits(REDIS_URL, 1.0, ns, clock=lambda: NOW)
+        try:
+            if kind == "slot":
+                slot = await limits.take_slot("d", 4)
+                assert slot
+                raw.delete(f"{ns}:inflight:d")
+                raw.rpush(f"{ns}:inflight:d", "x")
+                await limits.give_slot("d", slot)
+                counted = [await limits.take_slot("other", 1), await limits.take_slot("other", 1)]
+                return [bool(counted[0]), counted[1]]
+            if kind == "tokens":
+                minute = await limits.hold_tokens("k", 10, 1000)
+                assert minute is not None
+                raw.delete(f"{ns}:tpm:k:{minute}")
+                raw.rpush(f"{ns}:tpm:k:{minute}", "x")
+                await limits.release_tokens("k", minute, 10)
+                held = await limits.hold_tokens("other", 10, 1000)
+                return [held == minute, await limits.tokens("other")]
+            hold, _ = await limits.hold_usd("bad", "day", 0.1, 1.0)
+            assert hold is not None
+            raw.delete(f"{ns}:usd:bad:{hold.window}:holds")
+            raw.rpush(f"{ns}:usd:bad:{hold.window}:holds", "x")
+            await limits.settle_usd(hold, 0.05)
+            assert (await limits.hold_usd("good", "day", 0.3, 1.0))[0] is not None
+            return [limits.answering, await limits.spent("good", "day")]
+        finally:
+            await limits.aclose(0)
+
+    try:
+        expected = {"slot": [True, None], "tokens": [True, 10.0], "settle": [True, 0.3]}
+        assert asyncio.run(go()) == expected[kind]
+    finally:
+        raw.close()
+
+
 def test_asked_goes_as_soon_as_the_probe_is_answered(redis_namespace: str) -> None:
     """`asked` refused while another call probed slept the store's whole timeout, even
     when the probe was answered at once. Now it waits on the probe's outcome."""

@@ -34,7 +34,8 @@ A Redis that cannot answer lets requests through (a limit exists to spare a quot
 budget, and the upstream still enforces its own quota): spending is then not counted,
 the failure is logged at most once a minute and Redis is left alone for a second; the
 calls waiting on it give up when one fails, and then one asks at a time
-(`llmroute.state.answering`). An error reply fails that call alone.
+(`llmroute.state.answering`). An error reply fails that call alone; a give-back or a
+settle it answers so is dropped, as asked again it would fail again.
 """
 
 from __future__ import annotations
@@ -663,8 +664,7 @@ class RedisLimits:
             async with self._answering():
                 await self._settle_usd(keys=self._budget_names(hold.key, hold.window), args=args)
         except StoreUnavailable as exc:
-            self._failed(exc)
-            return False
+            return self._refused(exc)
         return True
 
     async def renew_usd(self, hold: UsdHold, lease_s: float | None = None) -> None:
@@ -779,8 +779,7 @@ class RedisLimits:
             async with self._answering():
                 await self._release(keys=[f"{counter}:{minute}"], args=[count])
         except StoreUnavailable as exc:
-            self._failed(exc)
-            return exc.timed_out
+            return self._refused(exc) or exc.timed_out
         return True
 
     async def retry_after(self, key: str, target: float, *, tokens: bool = False) -> float:
@@ -842,8 +841,7 @@ class RedisLimits:
             async with self._answering():
                 await self._client.zrem(f"{self._slots_prefix}{key}", slot)
         except StoreUnavailable as exc:
-            self._failed(exc)
-            return False
+            return self._refused(exc)
         return True
 
     async def _given_back(self, give: Coroutine[Any, Any, bool]) -> bool:
@@ -903,6 +901,17 @@ class RedisLimits:
 
     def _failed(self, exc: StoreUnavailable) -> None:
         note_failure(self._outage, exc, "limits unavailable, letting requests through: %s", exc)
+
+    def _refused(self, exc: StoreUnavailable) -> bool:
+        """Note a give-back's or a settle's failure; whether it is done with all the
+        same: an error reply (``WRONGTYPE`` from a foreign key...) comes again each time,
+        so kept, it stayed at the head of its queue and every later count was let
+        through uncounted. Dropped, its count lapses as a dead process's does."""
+        if not exc.replied:
+            self._failed(exc)
+            return False
+        note_failure(self._outage, exc, "limits: dropped a give-back or settle: %s", exc)
+        return True
 
     async def aclose(self, within_s: float = CLOSE_S) -> None:
         """Make the settles and give-backs Redis did not take before closing, tried
