@@ -10,14 +10,19 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from redis_service import REDIS_URL
+from starlette.applications import Starlette
+from starlette.requests import Request
 
-from llmroute.registry.schema import BatchesSettings
+from llmroute.registry.schema import ApiKey, BatchesSettings
+from llmroute.server.auth import let_in_as
 from llmroute.server.batch_run import PART_BYTES, BatchRun
-from llmroute.server.state import InFlight
+from llmroute.server.batches import BatchRuns, follow_reload
+from llmroute.server.state import Gateway, InFlight
 from llmroute.state import MemoryStore, StoreUnavailable
 from llmroute.state.batches import BatchRecord, BatchStore
 from llmroute.state.stores import state_store
@@ -249,3 +254,94 @@ def test_a_redis_batch_whose_answers_redis_evicted_ends_failed(redis_namespace: 
     errors = done.batch["errors"]["data"]
     assert [e["code"] for e in errors] == ["output_evicted"]
     assert "Redis" in errors[0]["message"]
+
+
+class _Finishing(BatchRun):
+    """A run whose one request is answered here once `answer` is set, and whose last
+    write (as it ends) waits, once `settling` is set, for `settled`."""
+
+    answer: asyncio.Event
+    settling: asyncio.Event
+    settled: asyncio.Event
+
+    async def _answer(self, line: Any, content: bytes) -> None:
+        await self.answer.wait()
+        self.answers.add(b'{"custom_id": "%s"}\n' % line.custom_id.encode(), True, None)
+
+    async def _flush(self, final: bool = False) -> None:
+        if final:
+            self.settling.set()
+            await self.settled.wait()
+        await super()._flush(final)
+
+
+def _versions(store: BatchStore, key: ApiKey) -> list[Gateway]:
+    """Three registry versions keeping batches in `store`: `key` in the first two, the
+    third without it (revoked; another key left)."""
+    other = ApiKey(name="other", key_env="LLMROUTE_TEST_OTHER")
+
+    def version(*keys: ApiKey) -> Gateway:
+        auth = SimpleNamespace(settings=SimpleNamespace(keys=keys))
+        return Gateway(None, None, 1 << 20, auth=auth, batches=store)  # type: ignore[arg-type]
+
+    return [version(key, other), version(key, other), version(other)]
+
+
+def test_a_batch_moved_by_a_reload_then_revoked_as_it_finished_ends_key_removed() -> None:
+    """A reload moved the batch to the next registry version (its request in flight let
+    finish); a second one revoked its key after its last request, as the run wrote what
+    it made on its way to going on: the batch was then left for a next read, its lease
+    given up, ``in_progress`` and counted against ``max_key_batches`` until it expired
+    (in memory no read ends it: a read needs the revoked key). It ends ``failed``,
+    ``key_removed``, with its answer in its output file, and no run goes on with it."""
+    kv = MemoryStore(100, 1 << 20)
+    store = BatchStore(BatchesSettings(concurrency=1), kv)
+    key = ApiKey(name="team", key_env="LLMROUTE_TEST_TEAM")
+    first, second, third = _versions(store, key)
+    app = Starlette()
+    app.state.gateway = first
+    scope: dict[str, Any] = {"type": "http", "app": app, "headers": []}
+    let_in_as(scope, key)
+    lines = b"".join(
+        b'{"custom_id": "%s", "method": "POST", "url": "/v1/chat/completions", '
+        b'"body": {"model": "auto", "messages": []}}\n' % name
+        for name in (b"first", b"next")
+    )
+    record = _record("batch_moved")
+    runs = BatchRuns()
+
+    async def go() -> tuple[BatchRecord | None, list[str]]:
+        await store.put_file("team", {"id": "file-in", "purpose": "batch"}, lines)
+        await store.put_batch("team", record, new=True)
+        await store.mark_running("team", record)
+        await store.hold("team", record.id, "run-1")
+        run = _Finishing(
+            Request(scope),
+            first,
+            store,
+            "team",
+            record,
+            asyncio.Semaphore(1),
+            lambda *_: None,
+            holder="run-1",
+        )
+        run.answer, run.settling, run.settled = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        runs.start_run(run)
+        while run.record.status != "in_progress":
+            await asyncio.sleep(0.01)
+        app.state.gateway = second  # a reload: the batch follows it
+        follow_reload(runs, first, second)
+        run.answer.set()  # its request in flight answered
+        await run.settling.wait()  # its last request done, its answers being written
+        app.state.gateway = third  # a second reload: its key revoked
+        follow_reload(runs, second, third)
+        run.settled.set()
+        await runs.aclose(5.0)
+        found = await store.get_batch("team", record.id)
+        return found, [r.batch_id for r in await store.running()]
+
+    done, running = asyncio.run(asyncio.wait_for(go(), 30))
+    assert done is not None and done.status == "failed", done
+    assert [e["code"] for e in done.batch["errors"]["data"]] == ["key_removed"]
+    assert done.output_written.lines == 1 and done.batch["output_file_id"] == "file-o"
+    assert running == []  # no longer counted against max_key_batches
