@@ -16,7 +16,14 @@ from llmroute.registry import ConfigErrors, parse_registry
 from llmroute.registry.schema import BatchesSettings
 from llmroute.registry.summary import summarize
 from llmroute.state import MemoryStore, RedisStore
-from llmroute.state.batches import BatchRecord, BatchStore, Written, new_batch_id, new_file_id
+from llmroute.state.batches import (
+    BatchRecord,
+    BatchStore,
+    UploadsContended,
+    Written,
+    new_batch_id,
+    new_file_id,
+)
 from llmroute.state.stores import owner_group
 
 T = TypeVar("T")
@@ -198,6 +205,31 @@ def test_batches_made_at_once_stay_within_max_key_batches(redis_namespace: str) 
         refused, bobs, running = run(go(store))
         assert refused.count(None) == 3 and bobs is None and running == 4, store.url
         assert all("batches.max_key_batches (3)" in why for why in refused if why is not None)
+
+
+class _Contended(MemoryStore):
+    """A memory store where another upload of the key is kept between each read of the
+    key's files and the write that depends on it."""
+
+    async def set_appending(self, *args: Any) -> bool:
+        return False
+
+
+def test_an_upload_that_loses_every_quota_check_is_told_to_try_again() -> None:
+    """Other uploads of its key kept each time its quota was checked: the upload was
+    refused as over the quota (a 429 ``file_quota_exceeded`` marked not to be retried,
+    saying to delete files), though the quota had room. It is told it may be sent again,
+    apart from the quota's refusal; nothing of it is kept."""
+    kv = _Contended(1000, 1 << 22)
+    store = BatchStore(BatchesSettings(max_key_files=5), kv)
+
+    async def go() -> int:
+        with pytest.raises(UploadsContended) as raised:
+            await store.put_upload("alice", _file(), b"{}\n")
+        assert raised.value.tries > 1
+        return len(kv._entries)
+
+    assert run(go()) == 0  # its content deleted
 
 
 def test_answers_larger_than_the_memory_store_are_named_in_the_log(

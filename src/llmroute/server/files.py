@@ -25,7 +25,7 @@ from llmroute.server.auth import key_of
 from llmroute.server.body import require_identity
 from llmroute.server.errors import NO_RETRY, GatewayError, store_unavailable
 from llmroute.server.state import gateway_of
-from llmroute.state.batches import BatchStore, KeyQuota, new_file_id
+from llmroute.state.batches import BatchStore, KeyQuota, UploadsContended, new_file_id
 from llmroute.state.stores import StoreUnavailable
 
 __all__ = ["FILES_PATH", "batch_store", "file", "file_content", "files", "listed", "owner_of"]
@@ -148,7 +148,18 @@ async def _upload(request: Request, store: BatchStore, owner: str) -> dict[str, 
         "status": "processed",
         "status_details": None,
     }
-    if (why := await store.put_upload(owner, record, content, ttl_s=asked)) is not None:
+    try:
+        why = await store.put_upload(owner, record, content, ttl_s=asked)
+    except UploadsContended as exc:  # not the quota's refusal: sent again, it goes in
+        raise GatewayError(
+            429,
+            f"{_whose(owner)} had {exc.tries} other uploads kept while this one was checked "
+            "against its quota (batches.max_key_files, max_key_bytes): try again shortly",
+            code="rate_limit_exceeded",
+            headers={"retry-after": "1"},
+            kind="requests",
+        ) from None
+    if why is not None:
         raise _over_quota(owner, why)
     return record
 
@@ -256,11 +267,14 @@ async def _check_utf8(content: bytes) -> None:
         await asyncio.sleep(0)
 
 
+def _whose(owner: str) -> str:
+    return f"client key {owner!r}" if owner else "the gateway's client"
+
+
 def _over_quota(owner: str, why: str) -> GatewayError:
-    whose = f"client key {owner!r}" if owner else "the gateway's client"
     return GatewayError(
         429,
-        f"{whose} {why}: delete files it no longer needs (DELETE /v1/files/{{id}}) or "
+        f"{_whose(owner)} {why}: delete files it no longer needs (DELETE /v1/files/{{id}}) or "
         "wait for them to expire",
         param="file",
         code="file_quota_exceeded",

@@ -37,6 +37,7 @@ __all__ = [
     "BatchStore",
     "KeyQuota",
     "Running",
+    "UploadsContended",
     "Written",
     "new_batch_id",
     "new_file_id",
@@ -49,7 +50,6 @@ Kind = Literal["file", "batch"]
 _COMPACT_AFTER = 1_000  # listed ids found gone before the index is rewritten
 _RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 _QUOTA_TRIES = 50  # an upload's reads of its key's quota, each lost to another upload kept
-_BUSY = "had other uploads kept while this one was checked against its quota"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +108,15 @@ def new_file_id() -> str:
 
 def new_batch_id() -> str:
     return f"batch_{secrets.token_hex(24)}"
+
+
+class UploadsContended(Exception):
+    """An upload checked against its key's quota `tries` times, another upload of the
+    key kept each time in between: not refused by the quota, and worth sending again."""
+
+    def __init__(self, tries: int) -> None:
+        super().__init__(f"{tries} other uploads were kept as this one was checked")
+        self.tries = tries
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,7 +368,7 @@ class BatchStore:
         answers, hold) has room for it; else why not (nothing kept). What its files hold is
         read from its listing, and the file listed only if the listing is still as read
         (`set_appending`; else read again): uploads at the same moment cannot each pass
-        the quota by one."""
+        the quota by one. `UploadsContended` (nothing kept) when that lost every try."""
         if self.settings.max_key_files is None and self.settings.max_key_bytes is None:
             await self.put_file(owner, file, content, ttl_s=ttl_s)
             return None
@@ -368,7 +377,7 @@ class BatchStore:
         await self._store.set(content_key, content, ttl)  # nothing names it until listed
         record, line = _dumps({"file": file, "parts": None}), f"{file_id}\n".encode()
         key, index = self._file_key(owner, file_id), self._index(owner, "file")
-        why: str | None = f"{_BUSY}: try again"
+        why: str | None = None
         for _ in range(_QUOTA_TRIES):  # each try lost to another upload that was kept
             raw, kept = await self._read_listing(owner, "file", self._file_key)
             if (why := self._quota(kept).over(len(content))) is not None:
@@ -376,8 +385,9 @@ class BatchStore:
             read = ListingRead(raw, line)
             if await self._store.set_appending(key, record, ttl, index, read, self.settings.ttl_s):
                 return None
-            why = f"{_BUSY}: try again"
         await self._store.delete(content_key)
+        if why is None:
+            raise UploadsContended(_QUOTA_TRIES)
         return why
 
     async def quota(self, owner: str) -> KeyQuota:
