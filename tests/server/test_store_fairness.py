@@ -13,6 +13,7 @@ import json
 import re
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from gateway_proc import Served, serve_text
-from redis_service import REDIS_URL
+from redis_service import REDIS_URL, delete_namespace
 
 ALICE_KEY = "sk-alice-fairness-0123"
 BOB_KEY = "sk-bob-fairness-4567"
@@ -102,17 +103,35 @@ def test_a_key_filling_the_responses_store_evicts_its_own_oldest(tmp_path: Path)
         assert bob.get(f"/responses/{bobs}").status_code == 200
 
 
+@pytest.fixture(scope="module")
+def two_workers(
+    tmp_path_factory: pytest.TempPathFactory, _redis_available: None
+) -> Iterator[Served]:
+    """One gateway over two worker processes for this file's Redis tests that need two
+    (starting them is most of such a test's time): in a namespace of its own, alice's
+    responses bounded by ``max_key_responses: 3``, her files by ``max_key_files: 4``."""
+    namespace = f"llmroute-test-{uuid.uuid4().hex[:12]}"
+    store = f'url: "{REDIS_URL}", namespace: {namespace}'
+    try:
+        with _gateway(
+            tmp_path_factory.mktemp("two-workers"),
+            responses=f"{{{store}, max_key_responses: 3}}",
+            batches=f"{{{store}, max_key_files: 4}}",
+            args=("--workers", "2"),
+        ) as served:
+            yield served
+    finally:
+        delete_namespace(namespace)
+
+
 def test_a_key_past_its_responses_bound_in_redis_loses_its_own_oldest(
-    tmp_path: Path, redis_namespace: str
+    two_workers: Served,
 ) -> None:
     """Redis, two worker processes, ``max_key_responses: 3``: alice's six responses (each
     on a new connection, whichever worker takes it) leave her last three and bob's one
     (on the old code the setting did not exist, and nothing bounded a key in Redis)."""
-    responses = f'{{url: "{REDIS_URL}", namespace: {redis_namespace}, max_key_responses: 3}}'
-    with (
-        _gateway(tmp_path, responses=responses, args=("--workers", "2")) as served,
-        _as(served, BOB_KEY) as bob,
-    ):
+    served = two_workers
+    with _as(served, BOB_KEY) as bob:
         bobs = _respond(bob, "hello there, I am bob")
         alices = []
         for i in range(6):
@@ -231,14 +250,11 @@ def test_a_batch_past_a_keys_running_quota_is_refused(
     assert "Traceback" not in log and ALICE_KEY not in log
 
 
-def test_simultaneous_uploads_stay_within_the_keys_quota(
-    tmp_path: Path, redis_namespace: str
-) -> None:
+def test_simultaneous_uploads_stay_within_the_keys_quota(two_workers: Served) -> None:
     """Redis, two worker processes: twenty uploads at once with ``max_key_files: 4``
     keep four files, the others refused with the quota's 429. The quota was read, then
     the file kept: several read it before any was kept, and each passed it (eight to
     ten kept on the old code). (Batches made at once: tests/state/test_batch_store.py.)"""
-    settings = f'url: "{REDIS_URL}", namespace: {redis_namespace}, max_key_files: 4'
     line = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
 
     def upload(served: Served) -> int:
@@ -246,11 +262,8 @@ def test_simultaneous_uploads_stay_within_the_keys_quota(
             upload = {"file": ("batch.jsonl", line)}
             return client.post("/files", files=upload, data={"purpose": "batch"}).status_code
 
-    with (
-        _gateway(tmp_path, batches=f"{{{settings}}}", args=("--workers", "2")) as served,
-        _as(served, ALICE_KEY) as alice,
-        ThreadPoolExecutor(20) as pool,
-    ):
+    served = two_workers
+    with _as(served, ALICE_KEY) as alice, ThreadPoolExecutor(20) as pool:
         uploads = list(pool.map(upload, [served] * 20))
         files = alice.get("/files").json()["data"]
         log = served.log_text()
