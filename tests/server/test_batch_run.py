@@ -345,3 +345,29 @@ def test_a_batch_moved_by_a_reload_then_revoked_as_it_finished_ends_key_removed(
     assert [e["code"] for e in done.batch["errors"]["data"]] == ["key_removed"]
     assert done.output_written.lines == 1 and done.batch["output_file_id"] == "file-o"
     assert running == []  # no longer counted against max_key_batches
+
+
+def test_a_batch_stopped_before_its_run_began_does_not_wait_for_a_slot() -> None:
+    """A reload revoked the key of a batch just made, before its run's first step (its
+    task made, not yet begun), every slot (``max_running``) taken: `stop` had no task to
+    cancel, and the batch waited for a slot (hours, behind long batches) before it
+    ended. It ends ``failed`` with the stop's error without one."""
+    store = BatchStore(BatchesSettings(), MemoryStore(100, 1 << 20))
+    record = _record("batch_early")
+    runs = BatchRuns()
+
+    async def go() -> BatchRecord | None:
+        await store.put_file("team", {"id": "file-in", "purpose": "batch"}, b"{}\n")
+        await store.put_batch("team", record, new=True)
+        await store.hold("team", record.id, "run-1")
+        run = _run(store, record, lambda kind, outcome: None)
+        run.slots = asyncio.Semaphore(0)  # every slot taken
+        runs.start_run(run)
+        run.stop("key_removed", "revoked")  # in the same step: its task has not begun
+        while runs.running(record.id):
+            await asyncio.sleep(0.01)
+        return await store.get_batch("team", record.id)
+
+    done = asyncio.run(asyncio.wait_for(go(), 10))
+    assert done is not None and done.status == "failed", done
+    assert [e["code"] for e in done.batch["errors"]["data"]] == ["key_removed"]

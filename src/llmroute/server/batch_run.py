@@ -182,6 +182,8 @@ class BatchRun:
     async def __call__(self) -> None:
         task = self._task = asyncio.current_task()
         assert task is not None
+        if self._stopped_for is not None:  # `stop` before this began: no slot waited for
+            task.cancel()
         ticking = asyncio.create_task(self._ticking(task))
         status: str = "failed"
         changes: dict[str, Any] = {}
