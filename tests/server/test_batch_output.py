@@ -148,3 +148,15 @@ def test_a_malformed_answer_is_refused_without_asserts() -> None:
     for body in (b"{}", _embeddings(100)):
         with pytest.raises(ValueError, match="custom_id"):
             asyncio.run(answer_line(wrong, body, "/v1/embeddings"))
+
+
+def test_an_answer_holding_an_unpaired_surrogate_is_written_escaped() -> None:
+    """An upstream's answer with an unpaired UTF-16 surrogate escape (``\\ud83d``: an
+    emoji cut in half at max_tokens) is valid JSON, but its line could not be encoded as
+    UTF-8: `answer_line` raised, and the whole batch failed ``internal_error``. The line
+    holds it escaped, as the upstream wrote it."""
+    body = b'{"choices": [{"message": {"content": "cut \\ud83d"}}], "usage": {"total_tokens": 1}}'
+    line, usage = asyncio.run(answer_line(_answer(), body, "/v1/chat/completions"))
+    assert b"\\ud83d" in line and len(line.splitlines()) == 1
+    assert json.loads(line)["response"]["body"] == json.loads(body)
+    assert usage == {"total_tokens": 1}

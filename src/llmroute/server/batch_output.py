@@ -129,7 +129,9 @@ def _line(answer: dict[str, Any]) -> bytes:
     for raw, escaped in _SEPARATORS.items():
         if raw in text:
             text = text.replace(raw, escaped)
-    return text.encode() + b"\n"
+    # an unpaired surrogate (an upstream's "\ud83d", valid JSON) is only ever in a string:
+    # written as JSON's escape, which backslashreplace spells, not raised on
+    return text.encode(errors="backslashreplace") + b"\n"
 
 
 def written_custom_ids(parts: Iterable[bytes]) -> set[str]:
