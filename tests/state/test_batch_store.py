@@ -232,6 +232,27 @@ def test_an_upload_that_loses_every_quota_check_is_told_to_try_again() -> None:
     assert run(go()) == 0  # its content deleted
 
 
+def test_an_upload_past_the_quota_evicts_nothing() -> None:
+    """An upload refused by its key's quota writes nothing: its content was kept first,
+    then deleted once refused, and in a full memory store that write evicted what
+    another key (bob, holding the most) had kept."""
+    store = BatchStore(
+        BatchesSettings(max_bytes=8192, max_file_bytes=4096, max_key_files=1),
+        MemoryStore(1000, 8192, owner_of=owner_group),
+    )
+
+    async def go() -> tuple[str | None, bytes | None]:
+        bobs = _file()
+        await store.put_file("bob", bobs, b"b" * 5000)
+        assert await store.put_upload("alice", _file(), b"a" * 100) is None
+        why = await store.put_upload("alice", _file(), b"a" * 3000)
+        return why, await store.content("bob", bobs["id"])
+
+    why, bobs = run(go())
+    assert why is not None and "max_key_files (1)" in why
+    assert bobs == b"b" * 5000
+
+
 def test_answers_larger_than_the_memory_store_are_named_in_the_log(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

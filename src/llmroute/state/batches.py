@@ -373,8 +373,7 @@ class BatchStore:
             await self.put_file(owner, file, content, ttl_s=ttl_s)
             return None
         file_id, ttl = str(file["id"]), self.ttl(ttl_s)
-        content_key = self._key(owner, f"content\0{file_id}")
-        await self._store.set(content_key, content, ttl)  # nothing names it until listed
+        content_key, written = self._key(owner, f"content\0{file_id}"), False
         record, line = _dumps({"file": file, "parts": None}), f"{file_id}\n".encode()
         key, index = self._file_key(owner, file_id), self._index(owner, "file")
         why: str | None = None
@@ -382,10 +381,15 @@ class BatchStore:
             raw, kept = await self._read_listing(owner, "file", self._file_key)
             if (why := self._quota(kept).over(len(content))) is not None:
                 break
+            if not written:  # once it passed: a refused one writes nothing (a full
+                # memory store would evict for it), and nothing names it until listed
+                await self._store.set(content_key, content, ttl)
+                written = True
             read = ListingRead(raw, line)
             if await self._store.set_appending(key, record, ttl, index, read, self.settings.ttl_s):
                 return None
-        await self._store.delete(content_key)
+        if written:
+            await self._store.delete(content_key)
         if why is None:
             raise UploadsContended(_QUOTA_TRIES)
         return why
