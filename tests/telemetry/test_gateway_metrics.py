@@ -281,6 +281,29 @@ def _time_failures() -> None:
     assert value(s, "llmroute_upstream_seconds_count", model="rr") is None
 
 
+def test_a_chain_every_upstream_rate_limited_is_timed_as_an_error() -> None:
+    """Its 429 (``upstream_rate_limited``) is an outage that may pass, as its attempts
+    count it (``error``), not the request's own fault: under ``rejected`` an alert on
+    ``outcome="error"`` missed every upstream rate limiting, chat and embeddings alike."""
+    contextvars.copy_context().run(_time_rate_limited)
+
+
+def _time_rate_limited() -> None:
+    metrics = GatewayMetrics()
+    failed = {"served_model": None, "ttft_ms": None, "tokens_in": None, "cost_usd": None}
+    metrics.observe(record(status=429, error="upstream_rate_limited", **failed))
+    metrics.observe(record(status=429, error="insufficient_quota", **failed))  # its key's
+    watch_request()
+    metrics.observe_unrouted(
+        "(embeddings)", "embed", None, status=429, error="upstream_rate_limited", latency_ms=5.0
+    )
+    s = scrape(metrics)
+    timed = "llmroute_request_seconds_count"
+    assert value(s, timed, model="large", outcome="error") == 1
+    assert value(s, timed, model="large", outcome="rejected") == 1
+    assert value(s, timed, model="embed", outcome="error") == 1
+
+
 def test_long_answers_and_long_thinking_fall_in_buckets_of_their_own() -> None:
     """A reasoning answer of minutes (the buckets stopped at 120 s) and a first token
     after a minute and a half of thinking (at 30 s) landed in ``+Inf``."""

@@ -221,6 +221,7 @@ class _Unrouted:
                 usage,
                 None if key is None else key.name,
                 status=status,
+                error=error,
                 latency_ms=latency_ms,
             )
         if self.recorder is not None:

@@ -18,8 +18,9 @@ Metrics (all prefixed ``llmroute_``):
   ``layer="encode"`` (when the request was encoded) and ``layer="total"``;
 - ``request_seconds{model, outcome}``: arrival to last byte of every chat, embeddings
   and rerank request (the decision, failed attempts and a stream's whole length in it),
-  by `request_outcome`: ``ok``, ``error``, ``timeout`` (504), ``rejected`` (another
-  4xx) or ``cancelled`` (its client left), so failed requests are timed too;
+  by `request_outcome`: ``ok``, ``error`` (a 429 every upstream gave too),
+  ``timeout`` (504), ``rejected`` (another 4xx) or ``cancelled`` (its client left), so
+  failed requests are timed too;
   ``upstream_seconds{model}``: deprecated, the same for the requests a model served
   (``ok``, and a stream that broke after its 200), kept for the dashboards built on it;
   ``ttft_seconds{model}``: arrival to first streamed event;
@@ -256,16 +257,22 @@ def api_label(path: str) -> str | None:
     return None
 
 
+# the code of a 429 whose every upstream was rate limited (`server.errors`)
+UPSTREAM_RATE_LIMITED = "upstream_rate_limited"
+
+
 def request_outcome(status: int, error: str | None = None) -> str:
-    """The ``outcome`` label of a request that ended with `status` and `error`, in the
-    words of the upstream attempts': ``cancelled`` (its client left), ``timeout``
-    (504), ``rejected`` (another 4xx: the request's own fault), ``error`` (another 5xx,
-    or a stream that failed after its 200) or ``ok``."""
+    """The ``outcome`` label of a request that ended with `status` and `error` (its
+    code), in the words of the upstream attempts': ``cancelled`` (its client left),
+    ``timeout`` (504), ``rejected`` (another 4xx: the request's own fault), ``error``
+    (another 5xx, the 429 of a chain every upstream rate limited, which the attempts
+    call ``error`` too: an outage that may pass, not the request's fault, or a stream
+    that failed after its 200) or ``ok``."""
     if status == CLIENT_CLOSED or error == CLIENT_DISCONNECTED:
         return "cancelled"
     if status == 504:
         return "timeout"
-    if 400 <= status < 500:
+    if 400 <= status < 500 and error != UPSTREAM_RATE_LIMITED:
         return "rejected"
     if status >= 500 or error is not None:
         return "error"
@@ -671,19 +678,20 @@ class GatewayMetrics:
         client: str | None = None,
         *,
         status: int = 200,
+        error: str | None = None,
         latency_ms: float | None = None,
     ) -> None:
         """One request of an API that is not routed, ``/v1/embeddings`` or
         ``/v1/rerank``, once it is over: counted as a request under `route`
         (``(embeddings)``, ``(rerank)``: no route name has a parenthesis) and `status`,
-        its latency (`latency_ms`: by outcome, and in the deprecated histogram when
-        `model` answered it), its tokens and cost, and the client key's (what its budget
-        is charged)."""
+        its latency (`latency_ms`: by the outcome of `status` and `error`, its code, and
+        in the deprecated histogram when `model` answered it), its tokens and cost, and
+        the client key's (what its budget is charged)."""
         _counted()
         self._requests(route, model, str(status)).inc()
         if latency_ms is not None:
             seconds = latency_ms * 1e-3
-            self._request_seconds(model, request_outcome(status)).observe(seconds)
+            self._request_seconds(model, request_outcome(status, error)).observe(seconds)
             if status < 400:
                 self._upstream_seconds(model).observe(seconds)
         tokens = 0 if usage is None else usage.prompt_tokens
