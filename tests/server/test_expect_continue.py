@@ -15,6 +15,8 @@ import pytest
 from gateway_proc import ECHO_ONLY, Served, serve_text
 from rate_windows import clear_of_a_minute_end
 
+from llmroute.server.settings import DEFAULT_MAX_BODY_BYTES
+
 KEY = "sk-expect-0123456789"
 ONCE_KEY = "sk-expect-once-0123456789"
 REGISTRY = (
@@ -94,6 +96,13 @@ def _refused_and_closed(url: str, key: str | None, length: int) -> tuple[int, di
 
 def test_a_413_by_content_length_closes_the_connection(gateway: Served) -> None:
     status, headers = _refused_and_closed(gateway.url, KEY, 10**9)
+    assert status == 413
+    assert headers["connection"] == "close"
+
+
+def test_a_body_just_past_the_limit_is_refused_before_it_is_sent(gateway: Served) -> None:
+    # not asked for (100 Continue) and drained, as one sent without the header is
+    status, headers = _refused_and_closed(gateway.url, KEY, DEFAULT_MAX_BODY_BYTES + 1)
     assert status == 413
     assert headers["connection"] == "close"
 

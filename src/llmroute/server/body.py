@@ -10,6 +10,7 @@ from llmroute.chat_checks import check_chat_body
 from llmroute.errors import InvalidRequest
 from llmroute.proxy_fields import METADATA_KEYS, openai_metadata
 from llmroute.server.errors import GatewayError
+from llmroute.server.expect import expects_continue
 from llmroute.server.settings import DEFAULT_MAX_BODY_BYTES
 from llmroute.untrusted_json import (
     MAX_DEPTH,
@@ -35,7 +36,9 @@ _DRAIN_FACTOR = 16  # read (and drop) this many limits' worth before giving up o
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     """The body as a JSON object: 413 past `limit` bytes, 400 when it is not one."""
     declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > limit * _DRAIN_FACTOR:
+    # a client waiting for 100 Continue has sent none of it: told at once, it sends none
+    bound = limit if expects_continue(request.scope) else limit * _DRAIN_FACTOR
+    if declared.isascii() and declared.isdigit() and int(declared) > bound:
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CloseUnasked"]
+__all__ = ["CloseUnasked", "expects_continue"]
 
 _EXPECT = (b"expect", b"100-continue")
 
@@ -29,7 +29,7 @@ class CloseUnasked:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _expects_continue(scope):
+        if scope["type"] != "http" or not expects_continue(scope):
             await self.app(scope, receive, send)
             return
         asked = False
@@ -48,7 +48,7 @@ class CloseUnasked:
         await self.app(scope, noted, closing)
 
 
-def _expects_continue(scope: Scope) -> bool:
+def expects_continue(scope: Scope) -> bool:
     """Whether the request waits for ``100 Continue`` to send a body: one without (a GET,
     a HEAD, ``Content-Length: 0``) has nothing left unread, and its connection stays."""
     expects = has_body = False
