@@ -32,7 +32,16 @@ sends, seeded and bounded (``--per-endpoint``), structure-aware mutations of the
   endpoint and in batch lines; background responses that must be refused before they are
   kept (an unknown model or one of another kind, a model outside the key's, bad tags);
   uploads whose ``Content-Length`` lies (a little more or less than the body, or far past
-  ``max_file_bytes`` with the rest held back: the 413 must come without it).
+  ``max_file_bytes`` with the rest held back: the 413 must come without it);
+- ``Expect: 100-continue`` with the body held back, answered before it is read (a wrong
+  key's 401, a ``Content-Length`` past ``--max-body-bytes``: 413): the answer must say
+  ``Connection: close`` and the connection close; a model of another kind on every
+  endpoint (404 ``model_not_chat`` / ``model_not_embedding`` / ``model_not_rerank``);
+  batch lines whose custom ids and prompts hold U+2028, U+2029, U+0085 (every output
+  line must stay one line to ``str.splitlines``); after the run, background responses
+  deleted while their run waits on a slow model (they must stay deleted), and with
+  ``--quotas`` ten batches created at once, whose requests take 4 s (at most
+  ``max_key_batches`` taken).
 
 Every answer is checked: no 5xx (but a 503 ``store_unavailable``: the models do not
 fail), an error body in the API's own shape (OpenAI's ``{"error":
@@ -130,6 +139,8 @@ models:
     budget: &hard {usd: 99999, hard: true}
   large: {provider: echo, model: echo-large, price: {input: 2, output: 8}}
   remote: {provider: fake, model: "up-small?strict=1", price: {input: 1, output: 1}}
+  slowpoke: {provider: fake, model: "up-small?delay=0.6", price: {input: 1, output: 1}}
+  sleepy: {provider: fake, model: "up-small?delay=4", price: {input: 1, output: 1}}
   sonnet:
     {provider: claude, model: claude-x, price: {input: 3, output: 15}, reasoning: {effort: low}}
   capped: {provider: claude, model: claude-y, price: {input: 3, output: 15}, budget: *hard}
@@ -569,6 +580,7 @@ class Sent:
     due: tuple[int, ...] = ()  # a documented refusal is due, one of these statuses
     due_code: str | None = None  # ... with this error code
     whole: bool = False  # raw: the body is not all sent; the answer must come without it
+    closes: bool = False  # raw, Expect: 100-continue: the early answer must close the connection
 
     def repro(self) -> str:
         shown = {
@@ -745,12 +757,28 @@ _ODD_LITELLM_METADATA: list[Any] = [
 # a background response refused before it is kept (docs/gateway.md): how, the statuses
 _BAD_BACKGROUND: dict[str, tuple[int, ...]] = {
     "model:nowhere": (404,),
-    "model:embed": (404,),  # another kind: 404, as chat answers it
+    "model:embed": (404,),  # another kind: 404 model_not_chat, as chat answers it
     "model:": (400, 404),
     "model:large plain": (403,),  # outside the plain key's models
     "tags": (400,),
     "litellm_metadata": (400,),
 }
+# a model of another kind than the endpoint serves: 404 and its code (docs/gateway.md)
+_OTHER_KIND: dict[str, tuple[str, str | None]] = {
+    "/v1/chat/completions": ("embed", "model_not_chat"),
+    "/v1/completions": ("rerank", "model_not_chat"),
+    "/v1/route": ("embed", "model_not_chat"),
+    "/v1/messages": ("rerank", None),  # Anthropic's error has no code
+    "/v1/responses": ("embed", "model_not_chat"),
+    "/v1/embeddings": ("small", "model_not_embedding"),
+    "/rerank": ("large", "model_not_rerank"),  # /rerank, /v1/rerank, /v2/rerank
+}
+
+
+def _other_kind(path: str) -> tuple[str, str | None] | None:
+    return _OTHER_KIND.get("/rerank" if path.endswith("/rerank") else path)
+
+
 # tool call ids: OpenAI takes at most 40 characters (llmroute cuts longer ones for it)
 _ODD_TOOL_IDS = [
     "call_" + "a" * 36,
@@ -792,6 +820,8 @@ def _aimed(path: str, body: Any, rng: random.Random, sent: Callable[..., Sent]) 
         choices += ["litellm", "metadata", "tags", "litellm_metadata"]
     if path == "/v1/responses":
         choices.append("background")
+    if "model" in body and _other_kind(path):
+        choices.append("other_kind")
     text = json.dumps(body)
     if any(f'"{key}"' in text for key in (*_TOOL_ID_KEYS, "tool_calls", "tool_use")):
         choices.append("tool_id")
@@ -801,12 +831,21 @@ def _aimed(path: str, body: Any, rng: random.Random, sent: Callable[..., Sent]) 
         choices.append("many_documents")
     if not choices:
         return None
-    kind, mutated, detail = _targeted(rng.choice(choices), body, rng)
-    s: Sent = sent(kind, mutated)
+    choice = rng.choice(choices)
+    if choice == "other_kind":  # 404 naming the endpoint's kind (docs/gateway.md)
+        model, code = _other_kind(path)
+        # not continuing a response: --quotas may have evicted it (a 400 before the model)
+        out = {k: v for k, v in body.items() if k not in ("previous_response_id", "conversation")}
+        s = sent("other_kind", {**out, "model": model})
+        s.detail, s.due, s.due_code = f"model={model}", (404,), code
+        return s
+    kind, mutated, detail = _targeted(choice, body, rng)
+    s = sent(kind, mutated)
     s.detail = detail
     s.refused = _refused_param(path, kind, mutated, detail)
     if kind == "background":
         s.due = _BAD_BACKGROUND[detail.split("=", 1)[1]]
+        s.due_code = "model_not_chat" if detail.endswith("=model:embed") else None
         if detail.endswith("plain"):
             s.headers = {**s.headers, "authorization": f"Bearer {PLAIN_KEY}"}
             s.headers.pop("x-api-key", None)
@@ -1073,13 +1112,38 @@ def _upload_lying(s: Sent, data: bytes, rng: random.Random) -> Sent:
     return s
 
 
+def _expect_continue(s: Sent, rng: random.Random) -> Sent:
+    """`s` as a raw request with ``Expect: 100-continue`` whose body is held back (as
+    curl does until told to go on), answered before it is read: a wrong key's 401 or a
+    ``Content-Length`` past ``--max-body-bytes`` (413). The answer must say
+    ``Connection: close`` and the connection must close (docs/gateway.md; RFC 9110
+    10.1.1), else a client reusing it hangs."""
+    how = rng.choice(["401", "413"]) if s.content is not None else "401"  # 413: a JSON body
+    content = s.content or b"{}"
+    head = [b"POST %s HTTP/1.1" % s.path.encode(), b"host: 127.0.0.1", b"expect: 100-continue"]
+    if how == "401":
+        head.append(b"authorization: Bearer sk-wrong-0123456789")
+    else:
+        head += [b"%s: %s" % (k.encode(), v.encode()) for k, v in s.headers.items()]
+    head.append(b"content-length: %d" % (len(content) if how == "401" else 4_194_305))
+    s.raw = b"\r\n".join(head) + b"\r\n\r\n"
+    s.detail, s.whole, s.closes, s.due = f"expect={how}", True, True, (int(how),)
+    return s
+
+
+def _raw_odd(seed: Seed, choice: int, rng: random.Random, sent: Callable[..., Sent]) -> Sent:
+    if choice == 12 and seed.method == "POST":
+        return _expect_continue(sent("expect_continue", seed.body), rng)
+    return _host_target(sent("host_target", seed.body), rng)
+
+
 def _request_level(
     seed: Seed, path: str, rng: random.Random, sent: Callable[..., Sent], ids: dict[str, str]
 ) -> Iterator[Sent]:
     body = seed.body
-    choice = rng.randrange(12)
-    if choice == 11:
-        yield _host_target(sent("host_target", body), rng)
+    choice = rng.randrange(13)
+    if choice >= 11:  # on a raw socket: an odd target or Host, or Expect: 100-continue
+        yield _raw_odd(seed, choice, rng, sent)
         return
     if choice == 9:
         origin = rng.choice(["https://app.example", "null", "https://evil.example", "", "\u00e9"])
@@ -1334,7 +1398,7 @@ def check(sent: Sent, status: int, headers: httpx.Headers, body: bytes) -> list[
     """The rules an answer broke (none: it is fine)."""
     broken: list[str] = []
     text = body.decode("utf-8", errors="replace")
-    broken += _documented(sent, status, text)
+    broken += _documented(sent, status, headers, text)
     if status >= 500 and not (status == 503 and ("store_unavailable" in text or _past(text))):
         broken.append(f"status {status}")
     if _TRACE.search(text) and not sent.path.startswith("/dashboard") and sent.path != "/metrics":
@@ -1365,7 +1429,7 @@ def _past(text: str) -> bool:
     return "hard budget" in text and "not called" in text and "every model failed" in text
 
 
-def _documented(sent: Sent, status: int, text: str) -> list[str]:
+def _documented(sent: Sent, status: int, headers: httpx.Headers, text: str) -> list[str]:
     """What the docs promise of an answer: nothing OpenAI refuses sent to the strict
     upstream, and the 400 a targeted mutation is due (`_refused_param`)."""
     broken = []
@@ -1378,6 +1442,12 @@ def _documented(sent: Sent, status: int, text: str) -> list[str]:
         and (f'"param":"{sent.refused}"' in text.replace(" ", "") or (named and named in text))
     ):
         broken.append(f"not the documented 400 param {sent.refused}")
+    if (
+        sent.closes
+        and status in sent.due
+        and not ("close" in headers.get("connection", "") and headers.get("x-fuzz-closed") == "yes")
+    ):
+        broken.append("an early answer to Expect: 100-continue left the connection open")
     if sent.due and status not in sent.due:
         broken.append(f"not the documented {'/'.join(map(str, sent.due))} (got {status})")
     elif sent.due_code and f'"code":"{sent.due_code}"' not in text.replace(" ", ""):
@@ -1501,11 +1571,15 @@ def _param_table(seen: list[ErrorSeen]) -> None:
 # ---------------------------------------------------------------- the run
 
 
-async def send_raw(url: str, raw: bytes, hold: bool = False) -> tuple[int, httpx.Headers, bytes]:
+async def send_raw(
+    url: str, raw: bytes, hold: bool = False, closes: bool = False
+) -> tuple[int, httpx.Headers, bytes]:
     """`raw` on a connection of its own; the answer read to its end (bounded) and parsed
     loosely: status line, headers, then the body (chunked framing left in). With `hold`
     the connection stays open after `raw` (a body not all sent): the answer must come
-    without the rest, and is read as far as its Content-Length."""
+    without the rest, and is read as far as its Content-Length. With `closes`, whether
+    the server then closed the connection (within 5 s) is told by an added header,
+    ``x-fuzz-closed: yes`` or ``no``."""
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
@@ -1517,6 +1591,13 @@ async def send_raw(url: str, raw: bytes, hold: bool = False) -> tuple[int, httpx
         data = await asyncio.wait_for(reader.read(4_000_000), 10)
         while not _answer_whole(data) and (chunk := await asyncio.wait_for(reader.read(65536), 10)):
             data += chunk
+        closed = b""
+        if closes and data:
+            try:
+                closed = b"yes" if not await asyncio.wait_for(reader.read(65536), 5) else b"no"
+            except TimeoutError:
+                closed = b"no"
+            data = data.replace(b"\r\n", b"\r\nx-fuzz-closed: " + closed + b"\r\n", 1)
     finally:
         writer.close()
     if not data:
@@ -1539,7 +1620,8 @@ def _answer_whole(data: bytes) -> bool:
 
 async def send(http: httpx.AsyncClient, sent: Sent) -> tuple[int, httpx.Headers, bytes]:
     if sent.raw is not None:
-        return await send_raw(str(http.base_url).rstrip("/"), sent.raw, hold=sent.whole)
+        url = str(http.base_url).rstrip("/")
+        return await send_raw(url, sent.raw, hold=sent.whole, closes=sent.closes)
     request = http.build_request(
         sent.method,
         sent.path,
@@ -1650,6 +1732,7 @@ async def fuzz(
     concurrency: int,
     batch_files: int = 0,
     rounds: int = 1,
+    quotas: bool = False,
 ) -> tuple[list[Finding], dict[str, Counter[int]], dict[tuple[str, str], Counter[int]], int]:
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
@@ -1715,6 +1798,7 @@ async def fuzz(
         _accepted_table(accepted)
         if batch_files:
             findings += await fuzz_batches(http, seed, batch_files, 40)
+        findings += await fuzz_races(http, quotas)
         return findings, statuses, by_kind, total
 
 
@@ -1748,6 +1832,10 @@ _BATCH_BODIES = {
 # not an integer past a double: the file's reader takes such a line for one that is not
 # JSON, which fails the whole batch before it runs (as a NaN would; documented)
 _LINE_MUTANTS = [m for m in _MUTANTS if not (isinstance(m, int) and abs(m) > 10**308)]
+# what str.splitlines splits a line at besides \n and \r: written escaped in every output
+# line (docs/batches.md), custom ids and echoed prompts alike
+_LINE_BREAKS = "a\u2028b\u2029c\u0085d\x1ce\x1df\x1eg"
+_LINE_MUTANTS.append(_LINE_BREAKS)
 
 
 def _batch_file(rng: random.Random, endpoint: str, lines: int) -> bytes:
@@ -1771,7 +1859,7 @@ def _batch_file(rng: random.Random, endpoint: str, lines: int) -> bytes:
             if isinstance(value, dict) and value.get("tags") == "odd":
                 value["tags"] = copy.deepcopy(rng.choice(_ODD_TAGS))
             body["body"]["litellm_metadata"] = value
-        body["custom_id"] = str(i)
+        body["custom_id"] = str(i) + (_LINE_BREAKS if rng.random() < 0.2 else "")
         rows.append(_json_bytes(body))
     return b"\n".join(rows) + b"\n"
 
@@ -1797,7 +1885,9 @@ async def _answer_faults(
         if not batch.get(key):
             continue
         text = (await http.get(f"/v1/files/{batch[key]}/content", headers=auth)).text
-        for row in text.splitlines():
+        if len(text.splitlines()) != text.count("\n"):
+            findings.append(Finding("an output line str.splitlines splits", sent, 200, text[:300]))
+        for row in text.split("\n")[:-1]:
             status = (json.loads(row).get("response") or {}).get("status_code", 0)
             if status >= 500 or _TRACE.search(row) or any(s in row for s in SECRETS):
                 findings.append(Finding(f"batch answer {status}", sent, status, row[:300]))
@@ -1847,6 +1937,77 @@ async def fuzz_batches(http: httpx.AsyncClient, seed: int, files: int, lines: in
             flush=True,
         )
     return findings
+
+
+async def fuzz_races(http: httpx.AsyncClient, quotas: bool) -> list[Finding]:
+    """Races the docs settle: background responses deleted while their run waits on a
+    slow model stay deleted (GET 404, then and after the run's end); and, with
+    ``--quotas``, batches created at once (their requests slow) pass
+    ``batches.max_key_batches`` by none."""
+    auth = {"authorization": f"Bearer {CLIENT_KEY}"}
+    body = {"model": "slowpoke", "input": "hi", "background": True, "store": True}
+    sent = Sent("race", "POST", "/v1/responses", auth, _json_bytes(body))
+    findings: list[Finding] = []
+
+    async def delete_one(pause: float) -> None:
+        made = await http.post("/v1/responses", headers=auth, json=body)
+        if made.status_code != 200:
+            findings.append(Finding("background create", sent, made.status_code, made.text))
+            return
+        await asyncio.sleep(pause)
+        gone = await http.delete(f"/v1/responses/{made.json()['id']}", headers=auth)
+        if gone.status_code not in (200, 404):  # 404: --quotas evicted it first
+            findings.append(Finding("background delete", sent, gone.status_code, gone.text))
+        for _ in range(8):  # through the model's 0.6 s and past its answer
+            got = await http.get(f"/v1/responses/{made.json()['id']}", headers=auth)
+            if got.status_code != 404:
+                findings.append(Finding("deleted, then read", sent, got.status_code, got.text))
+                return
+            await asyncio.sleep(0.15)
+
+    await asyncio.gather(*(delete_one(0.05 * i) for i in range(12)))
+    if quotas:
+        findings += await _batches_at_once(http, 10)
+    print(f"races: {len(findings)} findings", flush=True)
+    return findings
+
+
+async def _batches_at_once(http: httpx.AsyncClient, count: int) -> list[Finding]:
+    """`count` batches created at once, each of 3 requests to a model that answers in
+    4 s (none ends meanwhile): at most ``max_key_batches`` (6) may be accepted; each is
+    cancelled after."""
+    auth = {"authorization": f"Bearer {CLIENT_KEY}"}
+    line = {"method": "POST", "url": "/v1/chat/completions"}
+    line["body"] = {"model": "sleepy", "messages": [{"role": "user", "content": "hi"}]}
+    rows = [json.dumps({**line, "custom_id": str(i)}) for i in range(3)]
+    files = []
+    for _ in range(count):
+        upload = await http.post(
+            "/v1/files",
+            headers=auth,
+            files={"file": ("r.jsonl", "\n".join(rows).encode())},
+            data={"purpose": "batch"},
+        )
+        if upload.status_code == 200:
+            files.append(upload.json()["id"])
+    made = await asyncio.gather(
+        *(
+            http.post(
+                "/v1/batches",
+                headers=auth,
+                json={"input_file_id": f, "endpoint": line["url"], "completion_window": "24h"},
+            )
+            for f in files
+        )
+    )
+    taken = [r.json()["id"] for r in made if r.status_code == 200]
+    print(f"batches at once: {len(taken)} of {len(files)} taken", flush=True)
+    for batch in taken:
+        await http.post(f"/v1/batches/{batch}/cancel", headers=auth)
+    if len(taken) > 6:
+        sent = Sent("race", "POST", "/v1/batches", auth)
+        return [Finding(f"{len(taken)} batches at once past max_key_batches 6", sent, 200, "")]
+    return []
 
 
 def main() -> int:
@@ -1931,6 +2092,7 @@ def main() -> int:
                     args.concurrency,
                     args.batch_files,
                     args.rounds,
+                    args.quotas,
                 )
             )
             elapsed = time.monotonic() - started
