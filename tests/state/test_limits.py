@@ -420,6 +420,39 @@ def test_a_settle_whose_answer_was_lost_is_not_counted_twice(redis_namespace: st
         raw.close()
 
 
+def test_a_kept_settle_cut_by_a_cancelled_caller_is_kept(redis_namespace: str) -> None:
+    """A kept settle is made by the next caller that reaches Redis (a budget read before
+    a request); when that caller was cancelled meanwhile (its client hung up) the settle
+    was lost: its hold counted until its lease lapsed (30 min) and its cost never. Made
+    again it changes nothing (its tombstone), so it goes back first in line."""
+    clock = Clock(time.time())
+
+    async def go(proxy: StallProxy, url: str) -> int:
+        limits = RedisLimits(url, STALLED_TIMEOUT_S, redis_namespace, clock)
+        try:
+            hold, _ = await limits.hold_usd("m", "day", 0.1, 10.0)
+            assert hold is not None
+            proxy.stall()
+            try:
+                await limits.settle_usd(hold, 0.05)  # no answer: kept
+                assert limits._pending
+                await asyncio.sleep(limits._outage.left_s() + 0.05)  # the outage's pause
+                reading = asyncio.create_task(limits.spent("m", "day"))
+                while limits._pending:  # taken to be made: asked, no answer yet
+                    await asyncio.sleep(0.01)
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reading
+                return len(limits._pending)
+            finally:
+                proxy.resume()
+        finally:
+            await limits.aclose()
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        assert asyncio.run(go(proxy, url)) == 1
+
+
 def test_a_wall_clock_stepped_back_does_not_stretch_a_redis_outage(
     redis_namespace: str,
 ) -> None:

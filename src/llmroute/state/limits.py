@@ -688,13 +688,15 @@ class RedisLimits:
 
     async def _settle_pending(self, most: int = 100) -> bool:
         """Settle what Redis did not take before (the `most` oldest now); False when it
-        still does not answer."""
+        still does not answer. One whose caller is cancelled meanwhile (a budget read
+        whose client hung up) goes back first in line: made twice, it counts once."""
         for _ in range(min(len(self._pending), most)):
             if not self._pending:  # another caller settled the rest meanwhile
                 break
-            hold, usd = self._pending.popleft()  # taken first: no two callers settle it
-            if not await self._settled(hold, usd):
-                self._pending.appendleft((hold, usd))
+            item = self._pending.popleft()  # taken first: no two callers settle it
+            if not await self._kept_unless_made(
+                self._pending, item, self._settled(*item), again=True
+            ):
                 return False
         return True
 
@@ -885,9 +887,10 @@ class RedisLimits:
         """`give` awaited; `item` back at the head of `queue` unless it was made. When the
         caller is cancelled meanwhile (its client hung up) the command may have reached
         Redis all the same: it goes back only when making it `again` is harmless (a
-        slot's ZREM); a token hold's DECRBY twice would give another request's tokens
-        back, so it is dropped (its tokens count until their minute passes), and so is
-        a take's (as is one whose answer was lost: `_released`)."""
+        slot's ZREM; a budget settle, by its tombstone); a token hold's DECRBY twice
+        would give another request's tokens back, so it is dropped (its tokens count
+        until their minute passes), and so is a take's (as is one whose answer was lost:
+        `_released`)."""
         made = False
         try:
             made = await give
