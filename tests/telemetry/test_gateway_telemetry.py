@@ -573,7 +573,7 @@ def test_requests_refused_before_routing_are_counted_once(sqlite_gateway: Runnin
         ("/v1/chat/completions", {"model": "no-such-model", **ask}, 404, "chat"),
         ("/v1/chat/completions", {"model": "auto", "messages": "hi"}, 400, "chat"),
         ("/v1/messages", {"model": "no-such-model", "max_tokens": 5, **ask}, 404, "messages"),
-        ("/v1/embeddings", {"model": "small", "input": "x"}, 400, "embeddings"),
+        ("/v1/embeddings", {"model": "small", "input": "x"}, 404, "embeddings"),  # chat model
         ("/v1/unknown/path", {}, 404, "other"),
         ("/v1/chat/completions", {"model": "doomed", **ask}, 502, None),  # logged: not here
     ]
