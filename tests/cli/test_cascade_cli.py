@@ -89,6 +89,22 @@ def test_bench_cascade_other_gates_prices_and_table(
     assert plot.read_text().startswith("<!DOCTYPE html>") or "<svg" in plot.read_text()
 
 
+def test_bench_cascade_writes_tiny_prices_and_costs_in_fixed_point(
+    data_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Prices of $0.000001 and $0.00002 a call read "1e-06" and "2e-05" before, the costs
+    "1.23e-05": the fixed point `llmroute report` writes instead."""
+    base = ["bench-cascade", "--data", str(data_file), "--router", "none", "--split", "all"]
+    capsys.readouterr()
+    assert run([*base, "--gate", "oracle", "--price-weak", "1e-06", "--price-strong", "2e-05"]) == 0
+    out = capsys.readouterr().out
+    assert "prices weak 0.000001, strong 0.00002" in out
+    assert "e-0" not in out and "(cost 0.0000" in out
+    capsys.readouterr()
+    assert run([*base, "--price-weak", "-1e-06", "--price-strong", "1"]) == 2
+    assert "got weak -0.000001 and strong 1" in capsys.readouterr().err
+
+
 def test_bad_input_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"prompt": "p", "weak_response": "r", "weak_correct": "no"}) + "\n")

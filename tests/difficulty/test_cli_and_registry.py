@@ -171,6 +171,20 @@ def test_bench_plots_and_prices(
     assert f"curves written to {page}" in capsys.readouterr().out  # as eval's --plot says
 
 
+def test_bench_writes_tiny_costs_in_fixed_point_as_report_does(
+    trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cost per request of $0.00002 read "2e-05" before: an exponent in user units."""
+    data, router = trained
+    argv = ["bench", "--router", str(router), "--data", str(data), "--prices", "1e-06,2e-05"]
+    capsys.readouterr()
+    assert run(argv) == 0
+    out = capsys.readouterr().out
+    assert "cost_all_strong: 0.00002 per request" in out
+    costs = [line for line in out.splitlines() if line.startswith("cost_")]
+    assert len(costs) == 4 and not any("e-" in line for line in costs)
+
+
 def test_bench_on_rows_without_a_gap_is_one_line_and_dollars_in_a_title_plot(
     trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -24,6 +24,7 @@ from llmroute.cli._app import (
 )
 from llmroute.cli.difficulty import CompareRouter, _encoder, check_prices, train_app
 from llmroute.json_values import json_safe
+from llmroute.money import dollars
 
 if TYPE_CHECKING:  # imported where used: `llmroute --help` builds every command
     import numpy as np
@@ -377,12 +378,14 @@ def bench_cascade(
 
 
 def _print(console: Console, result: dict[str, Any]) -> None:
+    """Costs and prices as `llmroute report` writes dollars (`llmroute.money.dollars`):
+    fixed point, never an exponent (``0.000019``, not ``1.88e-05``)."""
     prices = result["prices"]
     note = " (default relative prices)" if prices["default"] else ""
     console.print(
         f"{result['gate']} gate: n={result['n']} ({result['rows']}); weak accuracy "
         f"{result['weak_accuracy']:.1%}, strong {result['strong_accuracy']:.1%}; prices weak "
-        f"{prices['weak']:g}, strong {prices['strong']:g}{note}"
+        f"{dollars(prices['weak'])}, strong {dollars(prices['strong'])}{note}"
     )
     table = Table("threshold", "escalation", "accuracy", "cost", "random escalation accuracy")
     for row in result["table"]:
@@ -390,7 +393,7 @@ def _print(console: Console, result: dict[str, Any]) -> None:
             f"{row['threshold']:.2f}",
             f"{row['escalation']:.1%}",
             f"{row['accuracy']:.1%}",
-            f"{row['cost']:.3g}",
+            dollars(row["cost"]),
             f"{row['random_accuracy']:.1%}",
         )
     console.print(table)
@@ -402,7 +405,7 @@ def _print(console: Console, result: dict[str, Any]) -> None:
     )
     console.print(
         f"escalation at 95% of strong accuracy: {result['escalation_at_95pct_quality']:.1%} "
-        f"(cost {result['cost_at_95pct_quality']:.3g}; random "
+        f"(cost {dollars(result['cost_at_95pct_quality'])}; random "
         f"{result['random']['escalation_at_95pct_quality']:.1%}); break-even escalation "
         f"{result['break_even_escalation']:.1%}"
     )
@@ -410,5 +413,5 @@ def _print(console: Console, result: dict[str, Any]) -> None:
         r = result["router"]
         console.print(
             f"{r['name']}: APGR {r['apgr']:.3f}; strong-call share at 95% of strong accuracy "
-            f"{r['strong_share_at_95pct_quality']:.1%} (cost {r['cost_at_95pct_quality']:.3g})"
+            f"{r['strong_share_at_95pct_quality']:.1%} (cost {dollars(r['cost_at_95pct_quality'])})"
         )

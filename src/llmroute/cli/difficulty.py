@@ -24,6 +24,7 @@ from llmroute.cli._app import (
     fail,
 )
 from llmroute.json_values import json_safe
+from llmroute.money import dollars
 
 if TYPE_CHECKING:  # imported where used: `llmroute --help` builds every command
     from llmroute.difficulty.calibration import Split
@@ -106,8 +107,8 @@ def check_prices(weak: float, strong: float, option: str) -> tuple[float, float]
     is a share of it). A usage error naming `option` otherwise."""
     if not (math.isfinite(weak) and math.isfinite(strong) and weak >= 0 and strong > 0):
         raise typer.BadParameter(
-            f"prices must be finite numbers, >= 0 (weak) and > 0 (strong), got weak {weak:g} "
-            f"and strong {strong:g}",
+            "prices must be finite numbers, >= 0 (weak) and > 0 (strong), got weak "
+            f"{dollars(weak, exact=True)} and strong {dollars(strong, exact=True)}",
             param_hint=option,
         )
     return weak, strong
@@ -394,4 +395,4 @@ def _print_bench(console: Console, result: dict[str, Any]) -> None:
     )
     for key in ("cost_cpt50", "cost_cpt80", "cost_knee", "cost_all_strong"):
         if key in result:
-            console.print(f"{key}: {result[key]:.6g} per request")
+            console.print(f"{key}: {dollars(result[key])} per request")  # as report writes
