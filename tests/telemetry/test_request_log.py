@@ -35,6 +35,7 @@ def _record(cost_usd: float | None) -> DecisionRecord:
         (6e-07, "cost_usd=0.0000006"),  # "cost_usd=6e-07" before
         (1.05e-06, "cost_usd=0.00000105"),  # every digit: the line is summed, not read
         (0.0025, "cost_usd=0.0025"),
+        (12345.5, "cost_usd=12345.5"),  # no thousands comma: a program sums the line
         (None, "cost_usd=None"),
     ],
 )

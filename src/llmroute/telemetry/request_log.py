@@ -44,8 +44,9 @@ def log_request(record: DecisionRecord) -> None:
 
 def _cost(cost_usd: float | None) -> str | None:
     """The text line's cost: every digit, in fixed point (``0.0000006``, not ``6e-07``,
-    which a grep for the cost does not match); the JSON line keeps the number."""
-    return None if cost_usd is None else dollars(cost_usd, exact=True)
+    which a grep for the cost does not match) and ungrouped (``12345.5``: summed by a
+    program); the JSON line keeps the number."""
+    return None if cost_usd is None else dollars(cost_usd, exact=True, grouped=False)
 
 
 def request_fields(record: DecisionRecord) -> dict[str, Any]:

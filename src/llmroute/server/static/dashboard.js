@@ -62,14 +62,17 @@
   const fmtDec = (v, digits = 3) => (isNum(v) ? v.toFixed(digits) : DASH);
 
   /** Dollars as `llmroute.money.usd` writes them (report, budget messages): at most four
-   *  decimals from a cent up, two significant digits below, never an exponent, trailing
-   *  zeros dropped ($5, $0.25, $0.0015, $0.0000006). */
+   *  decimals from a cent up, two significant digits below, a half rounded up, never an
+   *  exponent, trailing zeros dropped, thousands grouped as fmtInt groups them ($5, $0.25,
+   *  $0.0015, $0.0000006, $12,345.67). */
   function fmtMoney(v) {
     if (!isNum(v)) return DASH;
     const a = Math.abs(v);
     const decimals = a > 0 && a < 0.01 ? Math.min(12, 1 - Math.floor(Math.log10(a))) : 4;
-    let text = a.toFixed(decimals);
-    if (text.includes(".")) text = text.replace(/0+$/, "").replace(/\.$/, "");
+    // toFixed writes an exponent from 1e21 up, where a double is a whole number anyway
+    const [whole, fraction = ""] = (a < 1e21 ? a.toFixed(decimals) : BigInt(a).toString()).split(".");
+    const digits = fraction.replace(/0+$/, "");
+    const text = `${whole.replace(/\B(?=(\d{3})+$)/g, ",")}${digits ? `.${digits}` : ""}`;
     return `${v < 0 && text !== "0" ? "-" : ""}$${text}`;
   }
 
