@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llmroute.deadline import NEVER, Deadline
 from llmroute.dispatch.budgets import Payer, paid_by
 from llmroute.errors import ConfigError, shown
-from llmroute.money import usd
+from llmroute.money import usd, usd_figure
 from llmroute.registry.schema import ApiKey, AuthSettings
 from llmroute.server.errors import NO_RETRY, GatewayError, speaks_anthropic
 from llmroute.server.messages_convert import error_response
@@ -470,8 +470,8 @@ async def key_info(key: ApiKey, limits: RateLimits | None) -> dict[str, Any]:
             "usd": budget.usd,
             "period": budget.period,
             "hard": budget.hard,
-            "spent_usd": None if spent is None else round(spent, 6),
-            "remaining_usd": None if spent is None else round(max(0.0, budget.usd - spent), 6),
+            "spent_usd": None if spent is None else usd_figure(spent),
+            "remaining_usd": None if spent is None else usd_figure(max(0.0, budget.usd - spent)),
         }
     return info
 

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from llmroute.dispatch.budgets import model_account
+from llmroute.money import usd_figure
 from llmroute.registry.schema import Budget
 from llmroute.server.auth import account_of
 from llmroute.server.state import Gateway
@@ -55,6 +56,6 @@ async def budget_readings(gateway: Gateway) -> list[BudgetReading]:
     readings = []
     for kind, name, account, budget in counted:
         spent = await limits.spent(account, budget.period)
-        shown = round(spent, 6) if limits.answering else None
+        shown = usd_figure(spent) if limits.answering else None
         readings.append(BudgetReading(kind, name, budget.period, budget.hard, budget.usd, shown))
     return readings
