@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
-from llmroute.errors import InvalidRequest
+from llmroute.errors import InvalidRequest, shown
 from llmroute.telemetry.attribution import check_tags
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "REFUSED",
     "body_tags",
     "check_proxy_fields",
+    "metadata_fault",
     "openai_metadata",
     "refuse_proxy_fields",
     "routed_metadata",
@@ -164,6 +165,32 @@ def openai_metadata(value: object) -> TypeGuard[dict[str, str]]:
             for k, v in value.items()
         )
     )
+
+
+def metadata_fault(value: dict[str, Any]) -> str | None:
+    """Why `value`, an object, is not ``metadata`` as OpenAI takes it (`openai_metadata`),
+    naming the key at fault but never echoing a value (it may hold an e-mail address);
+    None when it is."""
+    if len(value) > METADATA_KEYS:
+        return f"'metadata' has {len(value)} keys: at most {METADATA_KEYS}"
+    for key, item in value.items():
+        if len(key) > _KEY_CHARS:
+            return f"'metadata' key {shown(key, 40)} is longer than {_KEY_CHARS} characters"
+        if not isinstance(item, str):
+            return f"'metadata.{key}' must be a string, not {_json_type(item)}"
+        if len(item) > _VALUE_CHARS:
+            return f"'metadata.{key}' is longer than {_VALUE_CHARS} characters"
+    return None
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 def routed_metadata(metadata: object) -> dict[str, Any] | None:

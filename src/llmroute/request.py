@@ -8,6 +8,7 @@ French?" is read with the turn it follows.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -157,16 +158,33 @@ _END_USER_KEYS = ("safety_identifier", "user")
 
 
 def _metadata_of(body: Mapping[str, Any]) -> Mapping[str, str]:
+    """What rules read as the request's metadata: its ``metadata`` values as text (a
+    string as it is; any other as compact JSON, `_as_text`), but a null (no value) and a
+    ``tags`` list (the request's tags, `llmroute.proxy_fields.body_tags`), then the end
+    user as ``user``."""
     meta: dict[str, str] = {}
     raw = body.get("metadata")
     if isinstance(raw, Mapping):
         # a null is no value (Anthropic's ``user_id`` may be one), not the text "None"
-        meta.update({str(k): str(v) for k, v in raw.items() if v is not None})
+        meta.update(
+            {
+                str(k): v if isinstance(v, str) else _as_text(v)
+                for k, v in raw.items()
+                if v is not None and not (k == "tags" and isinstance(v, list))
+            }
+        )
     for key in _END_USER_KEYS:  # rules read the end user as `user`, whichever names it
         if isinstance(body.get(key), str) and body[key]:
             meta.setdefault("user", body[key])
             break
     return MappingProxyType(meta) if meta else _EMPTY
+
+
+def _as_text(value: object) -> str:
+    """A metadata value that is not a string, as a rule matches it: compact JSON as the
+    client could write it (``true``, ``3``, ``{"a":1}``, ``["x"]``), never Python's repr
+    (``True``, ``{'a': 1}``), which no rule written from the JSON sent would match."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _text_of_messages(messages: object, window: int) -> str:

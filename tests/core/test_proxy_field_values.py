@@ -9,7 +9,7 @@ import pytest
 
 from llmroute.chat_checks import check_chat_body
 from llmroute.errors import InvalidRequest
-from llmroute.proxy_fields import body_tags, unrouted_body, without_proxy_fields
+from llmroute.proxy_fields import body_tags, metadata_fault, unrouted_body, without_proxy_fields
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -152,3 +152,28 @@ def test_an_embeddings_upstream_gets_the_body_less_litellms_part(
     assert unrouted_body(body) == sent
     if body == sent:
         assert unrouted_body(body) is body
+
+
+@pytest.mark.parametrize(
+    ("metadata", "fault"),
+    [
+        ({"a": "b"}, None),
+        ({f"k{i}": "v" for i in range(17)}, "'metadata' has 17 keys: at most 16"),
+        ({"k" * 65: "v"}, "'metadata' key 'kkkk"),
+        ({"on": True}, "'metadata.on' must be a string, not a boolean"),
+        ({"n": 1.5}, "'metadata.n' must be a string, not a number"),
+        ({"trace": {"id": 1}}, "'metadata.trace' must be a string, not an object"),
+        ({"list": ["x"]}, "'metadata.list' must be a string, not an array"),
+        ({"none": None}, "'metadata.none' must be a string, not null"),
+        ({"long": "s" * 513}, "'metadata.long' is longer than 512 characters"),
+    ],
+)
+def test_a_metadata_fault_names_the_key_not_the_value(
+    metadata: dict[str, Any], fault: str | None
+) -> None:
+    said = metadata_fault(metadata)
+    if fault is None:
+        assert said is None
+        return
+    assert said is not None and said.startswith(fault), said
+    assert "sss" not in said  # a value is never echoed: it may be an e-mail address

@@ -55,6 +55,34 @@ def test_a_null_metadata_value_is_absent_not_the_text_none() -> None:
     assert req.metadata == {"team": "a"}
 
 
+def test_metadata_values_that_are_not_strings_are_compact_json_to_rules() -> None:
+    """A client may send ``metadata`` values that are not strings (LiteLLM's, a chat
+    client's): rules read them as the JSON sent, compact, not as Python's repr
+    (``True``, ``{'a': 1}``), which no rule written from the request could match. A
+    ``tags`` list is the request's tags, not metadata (as on Messages and Responses)."""
+    ask = {"messages": [{"role": "user", "content": "hi"}]}
+    sent = {
+        "trace": {"id": "t-1", "depth": 2},
+        "beta": True,
+        "tier": 3,
+        "ratio": 0.5,
+        "teams": ["a", "é"],
+        "tags": ["env:prod"],
+        "plain": "kept as is",
+    }
+    req = RouteRequest.from_input({**ask, "metadata": sent})
+    assert req.metadata == {
+        "trace": '{"id":"t-1","depth":2}',
+        "beta": "true",
+        "tier": "3",
+        "ratio": "0.5",
+        "teams": '["a","é"]',
+        "plain": "kept as is",
+    }
+    text = RouteRequest.from_input({**ask, "metadata": {"tags": "a string"}})
+    assert text.metadata == {"tags": "a string"}  # OpenAI metadata like any other value
+
+
 def test_content_parts_keep_text_and_drop_images() -> None:
     body = {
         "messages": [

@@ -21,6 +21,8 @@ models:
 rules:
   - {name: research, when: {metadata: {team: research}}, target: large}
   - {name: vip, when: {metadata: {user_id: u-vip}}, target: large}
+  - {name: beta, when: {metadata: {beta: true}}, target: large}
+  - {name: traced, when: {metadata: {trace: '{"team":"x"}'}}, target: large}
 routes:
   - {name: chat, examples: [hello there], target: small}
 default: {target: small}
@@ -40,7 +42,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield served
 
 
-def _routed(gateway: Served, api: str, metadata: dict[str, str] | None) -> httpx.Response:
+def _routed(gateway: Served, api: str, metadata: dict[str, Any] | None) -> httpx.Response:
     path, body = ASKED[api]
     if metadata is not None:
         body = {**body, "metadata": metadata}
@@ -65,3 +67,22 @@ def test_anthropics_user_id_is_metadata_to_rules_as_a_tags_list_is_not(gateway: 
     it is the request's tags, not metadata, as on chat."""
     matched = _routed(gateway, "messages", {"user_id": "u-vip", "tags": ["team:a"]})
     assert matched.headers["x-llmroute-route"] == "rule:vip"
+
+
+@pytest.mark.parametrize("api", ["chat", "messages"])
+def test_a_rule_matches_a_metadata_value_that_is_not_a_string_as_its_json(
+    gateway: Served, api: str
+) -> None:
+    """A value that is not a string reaches rules as the compact JSON sent (``true``,
+    ``{"team":"x"}``), not as Python's repr (``True``, ``{'team': 'x'}``), which no rule
+    matched. Responses refuses such a value (OpenAI's metadata is strings only)."""
+    flagged = _routed(gateway, api, {"beta": True})
+    assert flagged.headers["x-llmroute-route"] == "rule:beta", flagged.headers
+    traced = _routed(gateway, api, {"trace": {"team": "x"}})
+    assert traced.headers["x-llmroute-route"] == "rule:traced", traced.headers
+    path, body = ASKED["responses"]
+    refused = httpx.post(gateway.url + path, json={**body, "metadata": {"beta": True}}, timeout=30)
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert error["param"] == "metadata" and error["type"] == "invalid_request_error"
+    assert error["message"].startswith("'metadata.beta' must be a string, not a boolean")

@@ -8,7 +8,7 @@ from starlette.requests import Request
 
 from llmroute.chat_checks import check_chat_body
 from llmroute.errors import InvalidRequest
-from llmroute.proxy_fields import METADATA_KEYS, openai_metadata
+from llmroute.proxy_fields import METADATA_KEYS, metadata_fault, openai_metadata
 from llmroute.server.errors import GatewayError
 from llmroute.server.expect import expects_continue
 from llmroute.server.settings import DEFAULT_MAX_BODY_BYTES
@@ -116,12 +116,12 @@ def checked_metadata(value: object) -> dict[str, str] | None:
     if value is None:
         return None
     if not openai_metadata(value):
-        raise GatewayError(
-            400,
+        fault = metadata_fault(value) if isinstance(value, dict) else None
+        rule = (
             f"'metadata' must map at most {METADATA_KEYS} keys (64 characters) to strings "
-            "(512 characters)",
-            param="metadata",
+            "(512 characters)"
         )
+        raise GatewayError(400, f"{fault}: {rule}" if fault else rule, param="metadata")
     return dict(value)
 
 
