@@ -68,6 +68,7 @@ __all__ = [
     "cut_by",
     "decision_headers",
     "note_body_tags",
+    "note_converted_tags",
     "plan_chat",
     "route_only",
     "serve_chat",
@@ -241,7 +242,7 @@ async def plan_chat(
     its order (its tags, the key's allow-list, the model looked up, the key's pool, its
     prompt past the key's ``tpm``); None for a client gone while it was planned (logged
     as its decision, 499)."""
-    if BODY_TAGS not in request.scope:  # a converted body's (Messages, Responses)
+    if BODY_TAGS not in request.scope:  # every front notes them first: a caller that did not
         note_body_tags(request, body)
     request_tags(request)  # a malformed header is refused before any work
     _check_model(request, gateway, body)
@@ -718,6 +719,17 @@ def note_body_tags(
         except InvalidRequest as exc:
             raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
     request.scope[BODY_TAGS] = tags
+
+
+def note_converted_tags(request: Request, chat: Mapping[str, Any]) -> None:
+    """The tags of `chat`, a converted request's chat body (Messages, Responses, a text
+    completion), kept for `request_tags` as `note_body_tags` keeps a chat's: its front's
+    checks read them from the client's body (`body_tags`) and put them all in `chat` as
+    its top-level ``tags`` list, checked, stripped and once each, which planning would
+    otherwise read and check again. Noted once: a request noted already keeps its own."""
+    if BODY_TAGS not in request.scope:
+        tags = chat.get("tags")
+        request.scope[BODY_TAGS] = tuple(tags) if tags else ()
 
 
 def request_tags(request: Request) -> tuple[str, ...]:

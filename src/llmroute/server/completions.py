@@ -124,7 +124,7 @@ def to_chat_body(body: dict[str, Any]) -> dict[str, Any]:
     check_fields(body, _PASSED)
     _check_raw_fields(body)
     try:  # LiteLLM's fields, metadata and tags as the chat endpoint checks them: the rest
-        check_proxy_fields(body)  # of the body goes on to the chat path, and upstream
+        tags = check_proxy_fields(body)  # of the body goes on to the chat path, and upstream
     except InvalidRequest as exc:
         raise _bad(exc.param, exc.message, exc.code) from None
     n = _count(body, "n", 1)
@@ -135,6 +135,10 @@ def to_chat_body(body: dict[str, Any]) -> dict[str, Any]:
             "their logprobs, which this gateway does not: leave it out or equal to 'n'",
         )
     chat: dict[str, Any] = {k: v for k, v in body.items() if k not in _OWN}
+    if tags:  # all the request's, as a converted body says them (`note_converted_tags`)
+        chat["tags"] = list(tags)
+    else:
+        chat.pop("tags", None)
     suffix = body.get("suffix")
     # a suffix rides as the message's second part: routed, scanned, redacted and counted
     content = chat_content(prompt, suffix if isinstance(suffix, str) else None)

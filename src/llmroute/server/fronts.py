@@ -21,7 +21,14 @@ from starlette.responses import Response, StreamingResponse
 
 from llmroute.dispatch.text_completions import TextRequest
 from llmroute.server.body import read_json_object
-from llmroute.server.chat import CLIENT_CLOSED, Planned, RelayedStream, plan_chat, serve_chat
+from llmroute.server.chat import (
+    CLIENT_CLOSED,
+    Planned,
+    RelayedStream,
+    note_converted_tags,
+    plan_chat,
+    serve_chat,
+)
 from llmroute.server.chunk_translation import ChunkTranslator, translated
 from llmroute.server.ended_stream import STREAM_HEADERS, EndedStream, closers_of
 from llmroute.server.errors import GatewayError
@@ -112,6 +119,7 @@ async def answer_converted(
     as a chat completion (`text`: of a completions request; `planned`: its plan, made
     already), and its answer converted back."""
     gateway = gateway_of(request)
+    note_converted_tags(request, chat)
     try:
         answer = await serve_chat(request, gateway, chat, ts, started_ns, text, planned)
     except GatewayError as error:
@@ -142,6 +150,7 @@ async def plan_converted(
 ) -> Planned | None:
     """`plan_chat` for `chat`, the conversion of `body`: a request refused before any
     work as `answer_converted` refuses it (its ``param`` as this API names it)."""
+    note_converted_tags(request, chat)
     try:
         return await plan_chat(request, gateway_of(request), chat, ts, started_ns)
     except GatewayError as error:
