@@ -116,3 +116,23 @@ def test_an_unknown_name_is_still_a_404(gateway: Served) -> None:
     missing = _route(gateway, OPEN_KEY, "mistral-large")
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize("key", [KEY, OPEN_KEY])
+def test_an_embeddings_404_names_the_aliases_the_key_may_send_too(
+    gateway: Served, key: str
+) -> None:
+    """What an embeddings 404 lists is what ``/v1/models`` lists for the key: the
+    aliases of an embedding model (``text-embedding-3-small``) with it."""
+    headers = {"authorization": f"Bearer {key}"}
+    refused = httpx.post(
+        f"{gateway.url}/v1/embeddings",
+        json={"model": "auto", "input": "hi"},
+        headers=headers,
+        timeout=10,
+    )
+    assert refused.status_code == 404, refused.text
+    message = refused.json()["error"]["message"]
+    assert message.endswith("embedding models you may use: embed, text-embedding-3-small")
+    listed = httpx.get(f"{gateway.url}/v1/models", headers=headers, timeout=10).json()
+    assert {"embed", "text-embedding-3-small"} <= {m["id"] for m in listed["data"]}

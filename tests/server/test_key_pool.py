@@ -18,6 +18,7 @@ from llmroute.registry import ConfigErrors, parse_registry
 
 INTERNAL_KEY = "sk-internal-31415926535"
 OPEN_KEY = "sk-open-27182818284590"
+NARROW_KEY = "sk-narrow-14142135623"
 
 REGISTRY = """
 encoder: builtin:static
@@ -45,6 +46,7 @@ auth:
   keys:
     - {name: internal, key_env: LLMROUTE_TEST_INTERNAL_KEY, pool: [small, embed]}
     - {name: open, key_env: LLMROUTE_TEST_OPEN_KEY}
+    - {name: narrow, key_env: LLMROUTE_TEST_NARROW_KEY, models: [small, embed-ext]}
 """
 
 CODE = "write a Python function to parse YAML"
@@ -57,6 +59,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) ->
     env = {
         "LLMROUTE_TEST_INTERNAL_KEY": INTERNAL_KEY,
         "LLMROUTE_TEST_OPEN_KEY": OPEN_KEY,
+        "LLMROUTE_TEST_NARROW_KEY": NARROW_KEY,
         "LLMROUTE_TELEMETRY_URL": "off",
     }
     with serve_text(REGISTRY % {"url": upstream.url}, tmp, env=env) as served:
@@ -142,6 +145,30 @@ def test_models_and_embeddings_outside_the_pool_are_not_offered(gateway: Served)
     assert _post(
         gateway, "/v1/embeddings", OPEN_KEY, {"model": "embed-ext", "input": "x"}
     ).is_success
+
+
+@pytest.mark.parametrize(
+    ("key", "usable"),
+    [(INTERNAL_KEY, "embed"), (NARROW_KEY, "embed-ext"), (OPEN_KEY, "embed, embed-ext")],
+)
+def test_an_embeddings_404_lists_only_the_models_the_key_may_use(
+    gateway: Served, key: str, usable: str
+) -> None:
+    """A chat model (or an unknown one) on ``/v1/embeddings`` is a 404 that lists the
+    embedding models the client may use, as ``GET /v1/models`` lists them for its key
+    (its ``pool``, its ``models``): it listed every one in the registry."""
+    asked = {"small": "model_not_embedding", "nope": "model_not_found"}
+    for model, code in asked.items():
+        if key == NARROW_KEY and model == "nope":
+            continue  # a name its models leave out is a 403 first
+        refused = _post(gateway, "/v1/embeddings", key, {"model": model, "input": "x"})
+        assert refused.status_code == 404, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == code and error["param"] == "model"
+        assert error["message"].endswith(f"embedding models you may use: {usable}"), error
+    headers = {"authorization": f"Bearer {key}"}
+    listed = httpx.get(f"{gateway.url}/v1/models", headers=headers, timeout=10).json()
+    assert {m["id"] for m in listed["data"]} >= set(usable.split(", "))
 
 
 def test_a_pool_naming_an_unknown_model_or_leaving_out_an_allowed_one_is_refused(

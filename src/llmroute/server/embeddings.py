@@ -25,6 +25,7 @@ from llmroute.dispatch.spend import Spend, tracked
 from llmroute.dispatch.usage import Usage, estimated_input_tokens
 from llmroute.errors import InvalidRequest, LlmrouteError, shown
 from llmroute.proxy_fields import check_proxy_fields, unrouted_body
+from llmroute.registry import Registry
 from llmroute.registry.schema import with_article
 from llmroute.server.auth import api_key_of, check_model, hold_key_tokens
 from llmroute.server.body import read_json_object
@@ -39,6 +40,7 @@ from llmroute.server.chat import (
     served_headers,
 )
 from llmroute.server.errors import GatewayError, gateway_error
+from llmroute.server.meta import listed_for
 from llmroute.server.pool import check_pool
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.telemetry.metrics import EMBEDDINGS_ROUTE
@@ -272,12 +274,11 @@ def pool_model(request: Request, gateway: Gateway, asked: str, kind: str) -> str
     registry = gateway.router.loaded.registry
     name = registry.resolve_alias(asked)
     check_model(request.scope, asked, name)
-    models = registry.models
-    model = models.get(name)
+    model = registry.models.get(name)
     if model is None:
         raise GatewayError(
             404,
-            f"no {kind} model named {shown(name)}; {kind} models: {_known(models, kind)}",
+            f"no {kind} model named {shown(name)}; {_known(request, registry, kind)}",
             param="model",
             code="model_not_found",
         )
@@ -285,7 +286,7 @@ def pool_model(request: Request, gateway: Gateway, asked: str, kind: str) -> str
         raise GatewayError(
             404,
             f"model {shown(name)} is {with_article(model.kind)} model; "
-            f"{kind} models: {_known(models, kind)}",
+            f"{_known(request, registry, kind)}",
             param="model",
             code=f"model_not_{kind}",
         )
@@ -293,9 +294,14 @@ def pool_model(request: Request, gateway: Gateway, asked: str, kind: str) -> str
     return name
 
 
-def _known(models: Mapping[str, Any], kind: str) -> str:
-    """The registry's models of `kind`, for an error (built only when one is raised)."""
-    return ", ".join(sorted(n for n, m in models.items() if m.kind == kind)) or "none"
+def _known(request: Request, registry: Registry, kind: str) -> str:
+    """The models of `kind` the client may use, for an error (built only when one is
+    raised): those and the aliases of them that ``GET /v1/models`` lists for its key
+    (`listed_for`), not the registry's others, which its key may not even name."""
+    of_kind = [n for n, m in registry.models.items() if m.kind == kind]
+    aliases = [a for a, target in registry.exact_aliases().items() if target in of_kind]
+    usable = listed_for(request.scope, registry, of_kind + aliases)
+    return f"{kind} models you may use: {', '.join(sorted(usable)) or 'none'}"
 
 
 # OpenAI's limit on the inputs of one request (Azure OpenAI's too; hosted APIs allow

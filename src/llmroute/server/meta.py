@@ -3,18 +3,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Scope
 
 from llmroute.dispatch import AUTO
 from llmroute.dispatch.plan import difficulty_model
 from llmroute.errors import shown
+from llmroute.registry import Registry
 from llmroute.server.auth import api_key_of, key_info
 from llmroute.server.errors import GatewayError, not_an_endpoint, speaks_anthropic
 from llmroute.server.root_path import asked_path
 from llmroute.server.state import gateway_of
 
-__all__ = ["MODELS_PATH", "health", "key", "list_models", "ready", "retrieve_model"]
+__all__ = [
+    "MODELS_PATH",
+    "health",
+    "key",
+    "list_models",
+    "listed_for",
+    "ready",
+    "retrieve_model",
+]
 
 MODELS_PATH = "/v1/models"
 
@@ -81,17 +93,9 @@ def _entries(request: Request) -> list[tuple[str, str]]:
     entries += [(name, ",".join(model.provider_names())) for name, model in registry.models.items()]
     aliases = registry.exact_aliases()
     entries += [(alias, "llmroute") for alias in aliases]
-    key = api_key_of(request.scope)
-    if key is not None and key.models is not None:  # only what this client may ask for
-        allowed = key.models
-        entries = [(i, o) for i, o in entries if i in allowed or aliases.get(i) in allowed]
-    if key is not None and key.pool is not None:  # and no pool model it may not reach
-        pool = key.pool
-        entries = [
-            (i, o)
-            for i, o in entries
-            if (target := aliases.get(i, i)) not in registry.models or target in pool
-        ]
+    if api_key_of(request.scope) is not None:
+        listed = set(listed_for(request.scope, registry, (i for i, _ in entries)))
+        entries = [(i, o) for i, o in entries if i in listed]
     if speaks_anthropic(request.scope):
         models = registry.models
         entries = [
@@ -100,6 +104,25 @@ def _entries(request: Request) -> list[tuple[str, str]]:
             if (target := aliases.get(i, i)) not in models or models[target].kind == "chat"
         ]
     return entries
+
+
+def listed_for(scope: Scope, registry: Registry, ids: Iterable[str]) -> list[str]:
+    """The ``model`` values of `ids` the request's client key may send, as ``GET
+    /v1/models`` lists them for it: only those its ``models`` name (or an alias whose
+    target they name), and no pool model, nor alias of one, outside its ``pool``; all of
+    them without a key, in the order given."""
+    kept = list(ids)
+    key = api_key_of(scope)
+    if key is None:
+        return kept
+    aliases = registry.exact_aliases()
+    if key.models is not None:  # only what this client may ask for
+        allowed = key.models
+        kept = [i for i in kept if i in allowed or aliases.get(i) in allowed]
+    if key.pool is not None:  # and no pool model it may not reach
+        pool, models = key.pool, registry.models
+        kept = [i for i in kept if (target := aliases.get(i, i)) not in models or target in pool]
+    return kept
 
 
 def _model_object(model_id: str, owner: str) -> dict[str, object]:
