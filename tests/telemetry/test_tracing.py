@@ -595,3 +595,115 @@ def test_the_request_span_is_named_after_the_operation_its_api_asked_for(
         ("text_completion small", "text_completion"),
         ("chat small", "chat"),
     ]
+
+
+SERVED_REGISTRY = """
+encoder: builtin:static
+providers:
+  up: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+models:
+  c: {provider: up, model: c-up}
+  coder: {provider: up, model: coder-up, text_completions: true}
+  emb: {provider: up, model: emb-up, kind: embedding}
+  rr: {provider: up, model: rr-up, kind: rerank}
+  emb-down: {provider: up, model: 'emb-down?status=503', kind: embedding}
+routes:
+  - {name: r, examples: [hello], target: c}
+default: {target: c}
+dispatch:
+  retries: {attempts: 1, backoff_s: 0.01, max_backoff_s: 0.01}
+"""
+
+
+def _served_spans(
+    tracing: Tracing,
+    exporter: InMemorySpanExporter,
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *requests: tuple[str, dict[str, Any], int],
+) -> list[ReadableSpan]:
+    """The spans of `requests` (path, body, status expected) to a gateway in a thread."""
+    monkeypatch.setattr(app_module, "tracing_from_env", lambda: tracing)
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(SERVED_REGISTRY % {"url": upstream.url})
+    with serve_in_thread(app_module.create_app(str(registry))) as url:
+        for path, body, status in requests:
+            reply = httpx.post(f"{url}{path}", json=body, timeout=10)
+            assert reply.status_code == status, reply.text
+    return list(exporter.get_finished_spans())
+
+
+def _children(spans: list[ReadableSpan], parent: ReadableSpan) -> list[ReadableSpan]:
+    return [s for s in spans if s.parent is not None and s.parent.span_id == parent.context.span_id]
+
+
+def test_a_raw_completions_upstream_span_is_a_text_completion(
+    tracing: Tracing,
+    exporter: InMemorySpanExporter,
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A completion sent raw to a model continuing text (its ``/completions``) is the
+    conventions' ``text_completion``, as its request span says; its call's span said
+    ``chat``. One converted to chat for a chat model is a ``chat`` call."""
+    spans = _served_spans(
+        tracing,
+        exporter,
+        upstream,
+        tmp_path,
+        monkeypatch,
+        ("/v1/completions", {"model": "coder", "prompt": "def f("}, 200),
+        ("/v1/completions", {"model": "c", "prompt": "hello"}, 200),
+    )
+    calls = [s for s in spans if s.kind is SpanKind.CLIENT]
+    assert [(s.name, attrs(s)["gen_ai.operation.name"]) for s in calls] == [
+        ("text_completion coder-up", "text_completion"),
+        ("chat c-up", "chat"),
+    ]
+    served = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert [s.name for s in served] == ["text_completion coder", "text_completion c"]
+
+
+def test_embeddings_and_rerank_requests_have_a_request_span(
+    tracing: Tracing,
+    exporter: InMemorySpanExporter,
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``/v1/embeddings`` and ``/v1/rerank`` had no request span: their calls' spans were
+    roots of traces of their own. Each now has its SERVER span, named after its
+    operation and the model it asked, its call's span its child, ended with its outcome;
+    a failed call's is a span error, and a request refused before the call has none."""
+    spans = _served_spans(
+        tracing,
+        exporter,
+        upstream,
+        tmp_path,
+        monkeypatch,
+        ("/v1/embeddings", {"model": "emb", "input": ["a b c"]}, 200),
+        ("/v1/rerank", {"model": "rr", "query": "q", "documents": ["x", "y"]}, 200),
+        ("/v1/embeddings", {"model": "c", "input": "refused before the call"}, 404),
+        ("/v1/embeddings", {"model": "emb-down", "input": "x"}, 502),
+    )
+    served = {s.name: s for s in spans if s.kind is SpanKind.SERVER}
+    assert set(served) == {"embeddings emb", "rerank rr", "embeddings emb-down"}
+    failed = served.pop("embeddings emb-down")
+    assert failed.status.status_code is StatusCode.ERROR
+    assert attrs(failed)["http.response.status_code"] == 502
+    assert [s.name for s in _children(spans, failed)] == ["embeddings emb-down?status=503"] * 2
+    for name, route in (("embeddings emb", "(embeddings)"), ("rerank rr", "(rerank)")):
+        span = served[name]
+        operation, model = name.split()
+        assert attrs(span)["gen_ai.operation.name"] == operation
+        assert attrs(span)["gen_ai.request.model"] == model
+        assert attrs(span)["gen_ai.response.model"] == model
+        assert attrs(span)["llmroute.route"] == route
+        assert attrs(span)["http.response.status_code"] == 200
+        assert attrs(span)["gen_ai.usage.input_tokens"] > 0
+        assert span.status.status_code is StatusCode.UNSET
+        (call,) = _children(spans, span)
+        assert call.name == f"{operation} {model}-up"
+        assert call.context.trace_id == span.context.trace_id

@@ -139,6 +139,10 @@ __all__ = [
 
 log = logging.getLogger("llmroute.dispatch")
 
+# the GenAI conventions' operation of a call sent raw to a model continuing text (its
+# ``/completions``), as its request span names it
+_TEXT = "text_completion"
+
 T = TypeVar("T")
 Answer = dict[str, Any]  # the JSON answer of an API passed through (embeddings, rerank)
 Sleep = Callable[[float], Awaitable[None]]
@@ -200,8 +204,9 @@ class Attempt:
     """One upstream call, as told to a `DispatchObserver` once it has ended (and the
     deployment's breaker has counted it).
 
-    `operation` is ``chat`` or ``embeddings``; `model` the pool model; `retry` 0 for the
-    first try of the model, n for its nth retry; `outcome` one of ``ok``, ``error`` (a
+    `operation` is ``chat``, ``text_completion`` (a completion sent raw to a model
+    continuing text), ``embeddings`` or ``rerank``; `model` the pool model; `retry` 0
+    for the first try of the model, n for its nth retry; `outcome` one of ``ok``, ``error`` (a
     failure that may pass: no response, 5xx, 429), ``timeout``, ``rejected`` (the
     request's own fault) or ``cancelled`` (`attempt_outcome`); `error` the exception.
     `start_ns` is the wall clock (`time.time_ns`) when the call began and `elapsed_s` its
@@ -1121,6 +1126,7 @@ class Dispatcher:
                         name,
                         plan.policy,
                         functools.partial(on, name),
+                        operation=_TEXT if self._sends_text(plan, name) else "chat",
                         stream=stream,
                         tokens=self._held_tokens(name, body, needed),
                         slots=None if opening is None else opening.slots,

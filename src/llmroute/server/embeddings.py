@@ -38,6 +38,7 @@ from llmroute.server.chat import (
     recorder_of,
     request_tags,
     served_headers,
+    tracing_of,
 )
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.meta import listed_for
@@ -47,6 +48,7 @@ from llmroute.telemetry.metrics import EMBEDDINGS_ROUTE
 from llmroute.telemetry.record import CLIENT_CLOSED, CLIENT_DISCONNECTED
 from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.service import Telemetry
+from llmroute.telemetry.tracing import NO_TRACE, RequestTrace
 from llmroute.verbatim_json import answer_json
 
 __all__ = [
@@ -117,7 +119,8 @@ async def serve_unrouted(
     answered (``x-llmroute-deployment``, ``x-llmroute-attempts``: 0, as nothing is
     fallen back to). The answer, or the error of the call, is logged in the decision log
     as coming by `api` (`Recorder.unrouted`; `text_of` gives the text
-    ``telemetry.prompts`` may keep), with its key, tags and end user, like a chat's.
+    ``telemetry.prompts`` may keep), with its key, tags and end user, like a chat's,
+    and traced under a request span of its own (`Tracing.start_unrouted`).
     LiteLLM's fields are taken as chat takes them (`llmroute.proxy_fields`): its tags
     are the request's, its own fields a 400. A body's faults are answered in chat's
     order: the caller's checks of its own fields, then LiteLLM's fields, then the
@@ -145,24 +148,33 @@ async def serve_unrouted(
     # the answer's id is its decision log row's, errors' too (which are that one line);
     # made here, not kept in the scope, which a batch's lines copy
     request_id = new_decision_id()
-    done = _Unrouted(
-        request, gateway, body, name, route, text_of, recorder, ts, started_ns, request_id
-    )
     headers = {"x-llmroute-model": name, "x-request-id": request_id}
     release = await hold_key_tokens(request.scope, gateway, estimated_tokens)
+    # its span, as a chat's, from its arrival; a request refused before the call has none
+    trace = tracing_of(request).start_unrouted(
+        api, name, route, request_id, start_ns=int(ts * 1e9), headers=request.headers
+    )
+    done = _Unrouted(
+        request, gateway, body, name, route, text_of, recorder, ts, started_ns, request_id, trace
+    )
     spend = Spend()
     try:
-        with tracked(spend):
+        with trace.activate(), tracked(spend):
             served = await _unless_client_leaves(request, call(name, sent))
     except _ClientGone:
         await done.cut(spend, CLIENT_CLOSED, CLIENT_DISCONNECTED)
         return Response(status_code=CLIENT_CLOSED, headers={"x-request-id": request_id})
     except LlmrouteError as exc:
         error = gateway_error(exc, headers)
+        if recorder is None:  # no record to end the span with: the error itself
+            trace.fail(exc)
         done.finished(error.status, error=error.code or "error", attempts=error.attempts)
         raise error from None
     except asyncio.CancelledError as exc:
         await done.cut(spend, *cut_by(exc))
+        raise
+    except BaseException as exc:  # a bug: its 500, not logged, is a failed span
+        trace.fail(exc)
         raise
     finally:
         if release is not None:
@@ -188,6 +200,7 @@ class _Unrouted:
     ts: float
     started_ns: int
     request_id: str  # the answer's x-request-id, the row's id
+    trace: RequestTrace = NO_TRACE  # its span, ended with its record
 
     async def cut(self, spend: Spend, status: int, error: str) -> None:
         """A call cancelled before its answer: charged what it had cost (the model's and
@@ -208,7 +221,7 @@ class _Unrouted:
         attempts: tuple[str, ...] = (),
     ) -> None:
         """The request answered with `status`: `served`'s answer (its usage), or an error
-        (`usage`: what a cut call had cost)."""
+        (`usage`: what a cut call had cost); its span ended with its record."""
         if served is not None:
             usage = served.usage
         key = api_key_of(self.request.scope)
@@ -226,8 +239,9 @@ class _Unrouted:
                 error=error,
                 latency_ms=latency_ms,
             )
+        record = None
         if self.recorder is not None:
-            self.recorder.unrouted(
+            record = self.recorder.unrouted(
                 self.route,
                 self.name,
                 self.gateway.version,
@@ -242,6 +256,7 @@ class _Unrouted:
                 deployment=None if served is None else served.deployment,
                 decision_id=self.request_id,
             )
+        self.trace.finish(record)
 
 
 def embedded_text(body: Mapping[str, Any]) -> str | None:

@@ -11,15 +11,17 @@ OTLP/HTTP exporter (configured by the standard ``OTEL_EXPORTER_OTLP_*`` variable
 console exporter when ``OTEL_TRACES_EXPORTER=console``.
 
 Each chat request gets a span ``chat {model}`` (kind SERVER; ``text_completion {model}``
-for ``/v1/completions``) with one child per decision
-layer that ran (``llmroute.layer.<name>``, and ``llmroute.encode``), rebuilt after the
-fact from the decision's timings: the layers are laid end to end, ending when the request
-span is started (their order and lengths are exact, their placement approximate). Given
-to the `Dispatcher` as its observer, `Tracing` adds a child span per upstream call
-(``chat {upstream model}``, kind CLIENT; begun as the call starts, so the call carries
-its context; a stream's ends when the stream does, with ``llmroute.ttft_s`` and
-``llmroute.stream.outcome``) and an event per retry and fallback, under the request span
-that is current then (`RequestTrace.activate`).
+for ``/v1/completions``) with one child per decision layer that ran
+(``llmroute.layer.<name>``, and ``llmroute.encode``), rebuilt after the fact from the
+decision's timings: the layers are laid end to end, ending when the request span is
+started (their order and lengths are exact, their placement approximate). An embeddings
+or rerank request, not routed, gets ``embeddings {model}`` / ``rerank {model}``
+(`Tracing.start_unrouted`), with no layer children. Given to the `Dispatcher` as its
+observer, `Tracing` adds a child span per upstream call (``chat {upstream model}``;
+``text_completion``, ``embeddings`` or ``rerank`` for those calls; kind CLIENT; begun as
+the call starts, so the call carries its context; a stream's ends when the stream does,
+with ``llmroute.ttft_s`` and ``llmroute.stream.outcome``) and an event per retry and
+fallback, under the request span that is current then (`RequestTrace.activate`).
 
 In the gateway::
 
@@ -71,8 +73,9 @@ _LIVE: ContextVar[tuple[Span, object] | None] = ContextVar("llmroute_live_attemp
 _CANCELLED = "cancelled"  # the outcome of a call its request's client left (no failure)
 _MAX_OPEN_STREAMS = 10_000  # stream spans kept open at once (a stream never ended: bounded)
 # The GenAI conventions' `gen_ai.operation.name` of a request by the API it came by (the
-# decision log's `api`); the rest (chat, messages, responses) are ``chat``.
-_OPERATIONS = {"completions": "text_completion"}
+# decision log's `api`); the rest (chat, messages, responses) are ``chat``. (``rerank`` is
+# not one of the conventions' names: it is the dispatcher's for the call, too.)
+_OPERATIONS = {"completions": "text_completion", "embeddings": "embeddings", "rerank": "rerank"}
 
 
 class RequestTrace:
@@ -217,6 +220,41 @@ class Tracing:
             attributes=_decision_attributes(decision, operation),
         )
         _layer_spans(tracer, trace.set_span_in_context(span), decision, decided_at)
+        return _SpanTrace(span)
+
+    def start_unrouted(
+        self,
+        api: str,
+        model: str,
+        route: str,
+        request_id: str,
+        *,
+        start_ns: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> RequestTrace:
+        """Start the span of a request answered without routing (`api` ``embeddings`` or
+        ``rerank``) by the pool `model` it named: ``embeddings {model}`` (kind SERVER),
+        with the metrics' `route` label and its decision log row's id (`request_id`, its
+        ``x-request-id``), in the trace the client's `headers` carry, at `start_ns` (its
+        arrival) when given. No layer children: nothing was decided."""
+        tracer = self._tracer
+        if tracer is None:
+            return NO_TRACE
+        from opentelemetry.trace import SpanKind
+
+        operation = _OPERATIONS.get(api, api)
+        span = tracer.start_span(
+            f"{operation} {model}",
+            context=caller_context(headers),
+            kind=SpanKind.SERVER,
+            start_time=start_ns,
+            attributes={
+                "gen_ai.operation.name": operation,
+                "gen_ai.request.model": model,
+                "llmroute.route": route,
+                "llmroute.decision_id": request_id,
+            },
+        )
         return _SpanTrace(span)
 
     @contextlib.contextmanager
