@@ -304,6 +304,31 @@ def _time_rate_limited() -> None:
     assert value(s, timed, model="embed", outcome="error") == 1
 
 
+def test_requests_cut_by_the_shutdown_are_timed_apart_from_errors() -> None:
+    """A request the gateway's stop cut (503 ``server_shutdown``, chat or embeddings, or
+    a stream cut after its 200) was timed as ``error``: every deploy with requests past
+    the graceful timeout paged an alert on failing models. They have their own outcome."""
+    contextvars.copy_context().run(_time_shutdown)
+
+
+def _time_shutdown() -> None:
+    metrics = GatewayMetrics()
+    failed = {"served_model": None, "ttft_ms": None, "tokens_in": None, "cost_usd": None}
+    metrics.observe(record(status=503, error="server_shutdown", **failed))
+    metrics.observe(record(status=200, error="server_shutdown", stream=True))  # cut stream
+    metrics.observe(record(status=503, error="upstream_error", **failed))  # an outage
+    watch_request()
+    metrics.observe_unrouted(
+        "(embeddings)", "embed", None, status=503, error="server_shutdown", latency_ms=5.0
+    )
+    s = scrape(metrics)
+    timed = "llmroute_request_seconds_count"
+    assert value(s, timed, model="large", outcome="shutdown") == 2
+    assert value(s, timed, model="large", outcome="error") == 1
+    assert value(s, timed, model="embed", outcome="shutdown") == 1
+    assert value(s, timed, model="embed", outcome="error") is None
+
+
 def test_long_answers_and_long_thinking_fall_in_buckets_of_their_own() -> None:
     """A reasoning answer of minutes (the buckets stopped at 120 s) and a first token
     after a minute and a half of thinking (at 30 s) landed in ``+Inf``."""

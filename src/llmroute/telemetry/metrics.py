@@ -19,8 +19,8 @@ Metrics (all prefixed ``llmroute_``):
 - ``request_seconds{model, outcome}``: arrival to last byte of every chat, embeddings
   and rerank request (the decision, failed attempts and a stream's whole length in it),
   by `request_outcome`: ``ok``, ``error`` (a 429 every upstream gave too),
-  ``timeout`` (504), ``rejected`` (another 4xx) or ``cancelled`` (its client left), so
-  failed requests are timed too;
+  ``timeout`` (504), ``rejected`` (another 4xx), ``cancelled`` (its client left) or
+  ``shutdown`` (cut by the gateway's stop), so failed requests are timed too;
   ``upstream_seconds{model}``: deprecated, the same for the requests a model served
   (``ok``, and a stream that broke after its 200), kept for the dashboards built on it;
   ``ttft_seconds{model}``: arrival to first streamed event;
@@ -127,6 +127,7 @@ from llmroute.dispatch.breaker import BreakerState
 from llmroute.telemetry.record import (
     CLIENT_CLOSED,
     CLIENT_DISCONNECTED,
+    SERVER_SHUTDOWN,
     DecisionRecord,
     escalations,
 )
@@ -264,12 +265,17 @@ UPSTREAM_RATE_LIMITED = "upstream_rate_limited"
 def request_outcome(status: int, error: str | None = None) -> str:
     """The ``outcome`` label of a request that ended with `status` and `error` (its
     code), in the words of the upstream attempts': ``cancelled`` (its client left),
+    ``shutdown`` (cut by the gateway's own stop after the graceful timeout: its 503
+    ``server_shutdown``, or a stream it cut after its 200; a deploy, neither a model's
+    failure nor the request's, which an alert on ``error`` would page for),
     ``timeout`` (504), ``rejected`` (another 4xx: the request's own fault), ``error``
     (another 5xx, the 429 of a chain every upstream rate limited, which the attempts
     call ``error`` too: an outage that may pass, not the request's fault, or a stream
     that failed after its 200) or ``ok``."""
     if status == CLIENT_CLOSED or error == CLIENT_DISCONNECTED:
         return "cancelled"
+    if error == SERVER_SHUTDOWN:
+        return "shutdown"
     if status == 504:
         return "timeout"
     if 400 <= status < 500 and error != UPSTREAM_RATE_LIMITED:
@@ -443,7 +449,7 @@ class GatewayMetrics:
             histogram(
                 "llmroute_request_seconds",
                 "Request latency, arrival to last byte, by outcome: ok, error, timeout, "
-                "rejected, cancelled",
+                "rejected, cancelled, shutdown",
                 ("model", "outcome"),
                 UPSTREAM_BUCKETS,
             )
