@@ -16,7 +16,7 @@ from fake_upstream import FakeUpstream, fake_upstream
 from plans import plan_for
 
 from llmroute.dispatch import Dispatcher, Plan
-from llmroute.dispatch.spend import Spend, tracked
+from llmroute.dispatch.spend import Spend, paid_by_model, tracked
 from llmroute.dispatch.usage import Usage, priced
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
@@ -199,3 +199,27 @@ def test_calls_outside_tracked_are_not_counted(upstream: FakeUpstream) -> None:
 
     spend, unanswered = asyncio.run(go())
     assert len(spend.answered) == 1 and unanswered == 0
+
+
+def test_paid_by_model_splits_a_requests_usage_by_who_spent_it() -> None:
+    """Each answer counted under its own model; the rest of the total (a stream's own,
+    charged as it ended) under the served one; nothing made when it spent it all."""
+    small, judge, large = (
+        Usage(3, 3, 9e-6, False),
+        Usage(5, 1, 1e-6, False),
+        Usage(3, 3, 9e-5, True),
+    )
+    spend = Spend()
+    for model, usage in (("small", small), ("judge", judge)):
+        spend.answered.append(usage)
+        spend.paid_to.append(model)
+    total = Usage(11, 7, round(9e-6 + 1e-6 + 9e-5, 10), True)
+    assert dict(paid_by_model(spend, "large", total)) == {
+        "small": small,
+        "judge": judge,
+        "large": large,
+    }
+    assert dict(paid_by_model(spend, None, total)) == {"small": small, "judge": judge}
+    served_alone = Spend([large], ["large"])
+    assert paid_by_model(served_alone, "large", large) == ()
+    assert paid_by_model(Spend(), "large", large) == ()

@@ -1336,7 +1336,7 @@ class Dispatcher:
     ) -> None:
         """`_charge` an answer's usage, and count it as the request's (`spend`)."""
         await self._charge(name, usage, deployment, held)
-        answered(usage)
+        answered(usage, name)
 
     async def _charge(
         self,

@@ -31,17 +31,18 @@ if TYPE_CHECKING:
     # how a call that got no answer is priced: (an empty answer, the body sent, the price)
     Pricer = Callable[[dict[str, Any], Mapping[str, Any], Price], Usage]
 
-__all__ = ["Spend", "answered", "sending", "tracked"]
+__all__ = ["Spend", "answered", "paid_by_model", "sending", "tracked"]
 
 
 @dataclass
 class Spend:
-    """One request's upstream calls so far: the usage of those that answered, and the
-    (model, body sent) of those sent and not answered: in flight, or cut by a
-    cancellation; `pricers` the way to price those that are not chat completions
-    (embeddings, rerank), by the same keys."""
+    """One request's upstream calls so far: the usage of those that answered (and in
+    `paid_to`, the model of each), and the (model, body sent) of those sent and not
+    answered: in flight, or cut by a cancellation; `pricers` the way to price those that
+    are not chat completions (embeddings, rerank), by the same keys."""
 
     answered: list[Usage] = field(default_factory=list)
+    paid_to: list[str] = field(default_factory=list)
     unanswered: dict[int, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     pricers: dict[int, Pricer] = field(default_factory=dict)
 
@@ -86,8 +87,44 @@ def sending(model: str, body: dict[str, Any], pricer: Pricer | None = None) -> I
             spend.pricers.pop(key, None)
 
 
-def answered(usage: Usage | None) -> None:
-    """Count `usage`, an answer's (already charged to its model's budget)."""
+def answered(usage: Usage | None, model: str) -> None:
+    """Count `usage`, an answer of `model`'s (already charged to its budget)."""
     spend = _CURRENT.get()
     if spend is not None and usage is not None:
         spend.answered.append(usage)
+        spend.paid_to.append(model)
+
+
+def paid_by_model(
+    spend: Spend, served: str | None, total: Usage | None
+) -> tuple[tuple[str, Usage], ...]:
+    """The request's `total` usage split by the model that spent it, for the metrics:
+    each answer `spend` counted under its own model (a cascade's tiers passed over, its
+    gates' model calls, an answer a content filter withheld), the rest under `served`
+    (the answer served: a stream's usage is charged as it ends, after `tracked`). Empty
+    (nothing made) when the served model spent it all, as nearly every request does."""
+    if total is None or all(model == served for model in spend.paid_to):
+        return ()
+    from llmroute.gates.base import total_usage
+
+    split: dict[str, Usage] = {}
+    for model, usage in zip(spend.paid_to, spend.answered, strict=True):
+        split[model] = total_usage([split.get(model), usage]) or usage
+    counted = total_usage(spend.answered)
+    if served is not None and counted is not None:
+        rest = _less(total, counted)
+        if rest is not None:
+            split[served] = total_usage([split.get(served), rest]) or rest
+    return tuple(split.items())
+
+
+def _less(total: Usage, counted: Usage) -> Usage | None:
+    """What `total` holds beyond `counted` (None: nothing; float dust is nothing)."""
+    from llmroute.dispatch.usage import Usage
+
+    prompt = max(0, total.prompt_tokens - counted.prompt_tokens)
+    completion = max(0, total.completion_tokens - counted.completion_tokens)
+    cost = max(0.0, round(total.cost_usd - counted.cost_usd, 10))  # sums are rounded so
+    if not (prompt or completion or cost):
+        return None
+    return Usage(prompt, completion, cost, total.estimated)

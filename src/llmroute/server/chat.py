@@ -23,7 +23,7 @@ from llmroute.decision import Decision, SafetyOutcome
 from llmroute.dispatch import Opened, Plan, TierStep, aplan_request, cascade_header
 from llmroute.dispatch.model_params import param_as_asked
 from llmroute.dispatch.plan import OFF_LOOP_CHARS, may_answer_raw
-from llmroute.dispatch.spend import Spend, tracked
+from llmroute.dispatch.spend import Spend, paid_by_model, tracked
 from llmroute.dispatch.text_completions import TextRequest
 from llmroute.dispatch.usage import Usage, estimated_prompt_tokens
 from llmroute.errors import InvalidRequest, LlmrouteError, ProviderError
@@ -385,7 +385,7 @@ async def _serve_planned(
             if lookup is not None:
                 opened.events = lookup.tee(opened)
             done = _stream_done(
-                gateway, recorder, trace, plan, body, ts, started_ns, shadow, release
+                gateway, recorder, trace, plan, body, ts, started_ns, shadow, release, spend
             )
             keep = shadow or (recorder is not None and recorder.wants_answers)
             streamed = RelayedStream(
@@ -413,7 +413,14 @@ async def _serve_planned(
         # what it paid for all the same: an answer the content filter withheld, a
         # cascade tier answered before a later one failed (charged to their budgets)
         paid = total_usage(spend.answered)
-        failed = unserved.record(error.status, error.code or "error", error.attempts, stream, paid)
+        failed = unserved.record(
+            error.status,
+            error.code or "error",
+            error.attempts,
+            stream,
+            paid,
+            paid_by_model(spend, None, paid),
+        )
         if failed is not None:
             trace.finish(failed)
         else:
@@ -437,6 +444,7 @@ async def _serve_planned(
             attempts=served.attempts,
             shadow=shadow,
             answer=answer_text(served.data) if recorder.wants_answers else None,
+            by_model=paid_by_model(spend, served.model, served.usage),
         )
     trace.finish(record)
     if lookup is not None:
@@ -563,6 +571,7 @@ class _Unserved:
         attempts: tuple[str, ...],
         stream: bool,
         usage: Usage | None = None,
+        by_model: tuple[tuple[str, Usage], ...] = (),
     ) -> DecisionRecord | None:
         if self.recorder is None:
             return None
@@ -577,6 +586,7 @@ class _Unserved:
             attempts=attempts,
             stream=stream,
             usage=usage,
+            by_model=by_model,
         )
 
 
@@ -803,13 +813,15 @@ def _stream_done(
     started_ns: int,
     shadow: bool,
     release: Callable[[], None] | None,
+    spend: Spend,
 ) -> StreamDone:
     """What to do when a stream has ended: give back the tokens it held, record it, and
     hand a sampled one's answer to shadow routing. `error` is None for a complete
     stream. Told once: a second telling (`_end_unread` after `relay`) is ignored. Its
     ``ttft_ms`` is when its first event went out (`first_ns`, `perf_counter_ns`), None
     when none did: not its hand-over, which for a stream silent past
-    ``dispatch.stream_hold_s`` is the hold, whether an event came after it or not."""
+    ``dispatch.stream_hold_s`` is the hold, whether an event came after it or not. Its
+    usage is split by model with what `spend` counted as it opened (a cascade's tiers)."""
     told = False
 
     def done(opened: Opened, error: str | None, text: str, first_ns: int | None) -> None:
@@ -838,6 +850,7 @@ def _stream_done(
                 ttft_ms=first_ms,
                 shadow=shadow,
                 answer=text or None,
+                by_model=paid_by_model(spend, opened.model, opened.usage),
             )
         trace.finish(record)
         if shadow and error is None and gateway.shadow is not None:

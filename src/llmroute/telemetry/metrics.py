@@ -24,7 +24,9 @@ Metrics (all prefixed ``llmroute_``):
   ``upstream_seconds{model}``: deprecated, the same for the requests a model served
   (``ok``, and a stream that broke after its 200), kept for the dashboards built on it;
   ``ttft_seconds{model}``: arrival to first streamed event;
-- ``tokens_total{model, direction="in|out"}``, ``cost_usd_total{route, model}``;
+- ``tokens_total{model, direction="in|out"}``, ``cost_usd_total{route, model}``: each
+  model's own (a cascade's tiers passed over and its gates' calls under theirs, not
+  the served model's: `DecisionRecord.usage_by_model`);
 - ``upstream_attempts_total{model, deployment, outcome}``,
   ``upstream_streams_total{model, deployment, outcome}`` (how a stream whose attempt was
   ``ok`` ended), ``retries_total{model}``,
@@ -657,12 +659,17 @@ class GatewayMetrics:
             self._upstream_seconds(model).observe(seconds)
         if record.ttft_ms is not None:
             self._ttft_seconds(model).observe(record.ttft_ms * 1e-3)
-        if record.tokens_in:
-            self._tokens(model, "in").inc(record.tokens_in)
-        if record.tokens_out:
-            self._tokens(model, "out").inc(record.tokens_out)
-        if record.cost_usd:
-            self._cost(decision.route, model).inc(record.cost_usd)
+        if record.usage_by_model:  # several models paid for: each under its own
+            for spender, usage in record.usage_by_model:
+                self._spent(
+                    decision.route,
+                    spender,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    usage.cost_usd,
+                )
+        else:
+            self._spent(decision.route, model, record.tokens_in, record.tokens_out, record.cost_usd)
         escalated = escalations(record.attempts)
         if escalated:
             self._escalations(decision.route).inc(escalated)
@@ -675,6 +682,21 @@ class GatewayMetrics:
                 self._client_tokens(client, "out").inc(record.tokens_out)
             if record.cost_usd:
                 self._client_cost(client).inc(record.cost_usd)
+
+    def _spent(
+        self,
+        route: str,
+        model: str,
+        tokens_in: int | None,
+        tokens_out: int | None,
+        cost_usd: float | None,
+    ) -> None:
+        if tokens_in:
+            self._tokens(model, "in").inc(tokens_in)
+        if tokens_out:
+            self._tokens(model, "out").inc(tokens_out)
+        if cost_usd:
+            self._cost(route, model).inc(cost_usd)
 
     def observe_unrouted(
         self,

@@ -14,10 +14,13 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from llmroute.decision import Decision
 from llmroute.log_every import LogEvery
+
+if TYPE_CHECKING:
+    from llmroute.dispatch.usage import Usage
 
 log = logging.getLogger("llmroute.telemetry")
 _ROW_FAILED = LogEvery(60.0)  # a row that cannot be built: the first said, then one a minute
@@ -155,7 +158,10 @@ class DecisionRecord:
     by (``chat``, ``messages``, ``responses``, ``completions``; ``embeddings`` and
     ``rerank`` for the requests answered without routing, `UNROUTED_APIS`, whose
     `decision` only names their route label and model; None for the SDK's calls and
-    ``/v1/route``).
+    ``/v1/route``). `usage_by_model` splits the usage by the model that spent it when
+    more than the served one did (a cascade's tiers passed over, its gates' calls: the
+    metrics count each under its own model); empty when the served model spent it all.
+    The log's row holds the request's total, as before.
     """
 
     decision: Decision
@@ -185,6 +191,7 @@ class DecisionRecord:
     response_mode: ResponseMode = "off"
     api: str | None = None
     max_prompt_chars: int | None = None  # the stored text is cut to this (the hash is whole)
+    usage_by_model: tuple[tuple[str, Usage], ...] = ()
 
     @property
     def id(self) -> str:

@@ -217,9 +217,11 @@ class Recorder:
         shadow: bool = False,
         cache_hit: bool = False,
         answer: str | None = None,
+        by_model: tuple[tuple[str, Usage], ...] = (),
     ) -> DecisionRecord:
         """Record one request; `ts` is its arrival (Unix seconds), `started_ns` the
-        ``perf_counter_ns`` then; `answer` its text (kept when `responses` asks)."""
+        ``perf_counter_ns`` then; `answer` its text (kept when `responses` asks);
+        `by_model` its `usage` split by the model that spent it (`paid_by_model`)."""
         latency_ms = (time.perf_counter_ns() - started_ns) / 1e6
         mode, prompt, redacted = self._prompt(router, decision, body)
         record = DecisionRecord(
@@ -246,6 +248,7 @@ class Recorder:
             response_mode=self.responses,
             api=self.api,
             max_prompt_chars=self.max_prompt_chars,
+            usage_by_model=by_model,
         )
         if self.sink is not None:
             self.sink.offer(record)
