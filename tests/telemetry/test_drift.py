@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from log_factory import logged
@@ -142,3 +144,16 @@ def test_embeddings_and_rerank_answers_count_nowhere_in_drift() -> None:
     assert report.default_rate_recent == plain.default_rate_recent
     assert [r.route for r in report.routes] == [r.route for r in plain.routes]
     assert report.flagged == plain.flagged
+
+
+def test_route_only_decisions_count_in_drift_as_routed_requests_do() -> None:
+    """``/v1/route`` decisions dispatch nothing but are routing decisions: a window of
+    them alone is judged as the same decisions dispatched would be (its default rate,
+    margins and mix), so a client that routes through ``/v1/route`` has its drift seen."""
+    rng = np.random.default_rng(13)
+    base, recent = window(rng), window(rng, shift={"code": 0.3}, default_rate=0.3)
+    dispatched = drift_report(base, recent, DriftSettings())
+    as_route_only = [dataclasses.replace(d, route_only=True) for d in recent]
+    report = drift_report(base, as_route_only, DriftSettings())
+    assert report.to_dict() == dispatched.to_dict()
+    assert report.default_flagged and report.flagged_routes == ["code"]

@@ -15,7 +15,11 @@ distribution; requiring a significant KS test keeps unchanged traffic quiet. A r
 only judged when both windows hold at least ``drift.min_requests`` margins for it; else
 it is reported as ``insufficient``. Decisions without a margin (rules, pins) count in
 the route mix but not in the margin statistics; requests answered without routing
-(embeddings, rerank) count nowhere here. The whole log is flagged when the
+(embeddings, rerank) count nowhere here. Decisions asked for through ``/v1/route``
+(`LoggedDecision.route_only`: nothing dispatched) count everywhere, as a dispatched
+request's: drift is of routing's decisions, not of what was served, and a client that
+asks for the model and calls it itself routes all its traffic there. The whole log is
+flagged when the
 default rate rose by more than ``drift.default_rate_rise`` (both windows holding at
 least ``min_requests`` requests).
 
