@@ -956,3 +956,43 @@ def test_openais_types_are_not_imported_on_an_event_loop(registry: Path, how: st
     assert result.returncode == 0, result.stderr
     importers = result.stdout.strip().split(",")
     assert SDK_THREAD not in importers and "caller-loop" not in importers, importers
+
+
+def test_a_cascades_tiers_spend_under_their_own_models_in_the_metrics(
+    upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the gateway's: the tier passed over (3 + 3 tokens) was counted under the
+    model that served, completions and streams alike."""
+    from urllib.parse import quote
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", "off")
+    refusal = quote("I'm sorry, but I can't help with that.")
+    path = tmp_path / "cascade.yaml"
+    path.write_text(
+        f"""
+encoder: builtin:static
+providers:
+  fake: {{kind: openai, base_url: "{upstream.url}", timeout_s: 5}}
+models:
+  small: {{provider: fake, model: 'small?reply={refusal}'}}
+  large: {{provider: fake, model: large}}
+routes:
+  - {{name: tricky, examples: ["solve this puzzle"], target: small, cascade: [small, large]}}
+default: {{target: large}}
+dispatch:
+  retries: {{attempts: 0}}
+"""
+    )
+    prometheus = CollectorRegistry()
+    asked = [{"role": "user", "content": "solve this puzzle"}]
+    with Router.from_yaml(path, metrics=prometheus) as router:
+        router.chat.completions.create(model="tricky", messages=asked)
+        for _ in router.chat.completions.create(model="tricky", messages=asked, stream=True):
+            pass
+    text = generate_latest(prometheus).decode()
+    for model in ("small", "large"):
+        for direction in ("in", "out"):
+            line = f'llmroute_tokens_total{{direction="{direction}",model="{model}"}} 6.0'
+            assert line in text, text

@@ -31,7 +31,7 @@ from llmroute.decide import Router
 from llmroute.decision import Decision
 from llmroute.dispatch import AUTO, Dispatcher, Opened, Plan, aplan_request, plan_request
 from llmroute.dispatch.plan import OFF_LOOP_CHARS
-from llmroute.dispatch.spend import Spend, tracked
+from llmroute.dispatch.spend import Spend, paid_by_model, tracked
 from llmroute.errors import CallTimeout, InvalidRequest, LlmrouteError, RoutingError
 from llmroute.gates.base import total_usage
 from llmroute.layers.llm_router import LlmRouter, refine_plan
@@ -239,6 +239,7 @@ class _Sent(Generic[T]):
     plan: Plan
     lookup: CacheLookup | None
     result: T | None
+    spend: Spend | None = None  # what it paid for as it was sent (None: a cache hit)
 
     def hit(self) -> CachedAnswer:
         assert self.lookup is not None and self.lookup.answer is not None
@@ -440,6 +441,7 @@ class _Engine:
             name_decision(exc, plan.decision.id)
             # what it paid for all the same (an answer the content filter withheld, a
             # cascade tier answered before a later one failed), as the gateway logs it
+            paid = total_usage(spend.answered)
             record_failure(
                 recorder,
                 self.router,
@@ -448,10 +450,11 @@ class _Engine:
                 clock,
                 exc,
                 stream=stream,
-                usage=total_usage(spend.answered),
+                usage=paid,
+                by_model=paid_by_model(spend, None, paid),
             )
             raise
-        return _Sent(recorder, plan, lookup, result)
+        return _Sent(recorder, plan, lookup, result, spend)
 
     async def complete(self, request: _Request, plan: Plan, clock: CallClock) -> Any:
         sent = await self._send(
@@ -469,7 +472,9 @@ class _Engine:
             _hit_info(info, sent.lookup)
             return as_completion(await _restored(answer.data(), decision), info)
         served = sent.result
-        record_success(sent.recorder, self.router, decision, request.body, clock, served)
+        record_success(
+            sent.recorder, self.router, decision, request.body, clock, served, spend=sent.spend
+        )
         if sent.lookup is not None:  # after the record (the gateway's reason)
             await sent.lookup.store(served)
         info = routing_info(decision, served.model, served.deployment, served.attempts)
@@ -513,6 +518,7 @@ class _Engine:
                 error=error,
                 ttft_ms=ttft_ms,
                 text=text or None,
+                spend=sent.spend,
             )
 
         info = routing_info(decision, opened.model, opened.deployment, opened.attempts)

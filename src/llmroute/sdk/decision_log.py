@@ -21,6 +21,7 @@ from typing import Any
 from llmroute.decide import Router
 from llmroute.decision import Decision
 from llmroute.dispatch import Opened, Served
+from llmroute.dispatch.spend import Spend, paid_by_model
 from llmroute.dispatch.usage import Usage
 from llmroute.errors import CallTimeout, LlmrouteError
 from llmroute.registry.schema import TelemetrySettings
@@ -191,9 +192,11 @@ def record_success(
     error: str | None = None,
     ttft_ms: float | None = None,
     text: str | None = None,
+    spend: Spend | None = None,
 ) -> None:
     """Log a call that was answered: a completion, or a stream once it ended (`error`
-    saying how; `text` what it streamed, when collected)."""
+    saying how; `text` what it streamed, when collected); `spend`, what the call paid
+    for as it was sent, splits its usage by model for the metrics (`paid_by_model`)."""
     if recorder is not None:
         if isinstance(answer, Served) and recorder.wants_answers:
             text = answer_text(answer.data)
@@ -212,6 +215,7 @@ def record_success(
             stream=isinstance(answer, Opened),
             ttft_ms=ttft_ms,
             answer=text,
+            by_model=() if spend is None else paid_by_model(spend, answer.model, answer.usage),
         )
 
 
@@ -254,13 +258,15 @@ def record_failure(
     *,
     stream: bool,
     usage: Usage | None = None,
+    by_model: tuple[tuple[str, Usage], ...] = (),
 ) -> None:
     """Log a call that raised, with the status and code the gateway would have sent; one
     its caller cancelled (`asyncio.CancelledError`: ``wait_for``'s timeout, a cancelled
     task) as the gateway logs a client that hung up, 499 ``client_disconnected``, and one
     its own `timeout` stopped (`CallTimeout`) 504 ``timeout``. `usage`
     is what it cost all the same: a cancelled call's prompt sent, the answers paid for
-    and not served (one an upstream's content filter withheld); None when nothing."""
+    and not served (one an upstream's content filter withheld); None when nothing;
+    `by_model` that split by the model that spent it (`paid_by_model`)."""
     if recorder is None:
         return
     status, code = 500, type(exc).__name__
@@ -285,4 +291,5 @@ def record_failure(
         attempts=attempts,
         stream=stream,
         usage=usage,
+        by_model=by_model,
     )
