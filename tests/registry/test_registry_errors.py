@@ -117,6 +117,27 @@ def test_other_tools_names_for_a_key_are_told_ours(
     assert_points_at(one_error(replace_line(VALID, line, new)), line, field, said)
 
 
+@pytest.mark.parametrize(
+    ("new", "said"),
+    [
+        (
+            "fallbacks: [large]",
+            "a route's fallback goes under its policy (policy: {fallback: ...})",
+        ),
+        ("fallback: [large]", "a route's fallback goes under its policy (policy: {fallback: ...})"),
+        ("num_retries: 2", "a route's retries goes under its policy (policy: {retries: ...})"),
+        ("timeout_s: 30", "a route's timeout_s goes under its policy (policy: {timeout_s: ...})"),
+    ],
+)
+def test_a_policy_key_written_on_the_route_says_where_it_goes(new: str, said: str) -> None:
+    """LiteLLM's `fallbacks` beside a route's target was told only the route's own keys
+    (`fallback` offered nothing: the route has no such key, its policy has)."""
+    error = one_error(replace_line(VALID, 23, new))
+    key = new.partition(":")[0]
+    assert_points_at(error, 23, f"routes[0].{key}", f"unknown key {key!r}: {said}")
+    assert "allowed keys: name, description" in error.message
+
+
 def test_unknown_key_without_near_miss_lists_allowed_keys() -> None:
     error = one_error(VALID + "observability: {sink: sqlite}\n")
     assert_points_at(

@@ -209,12 +209,28 @@ def _unknown_key(loc: Path, root: type[BaseModel]) -> str:
     meant = _OTHER_TOOLS_NAMES.get(key.lower())
     if meant in allowed:
         return f"unknown key {key!r} (did you mean {meant!r}?); {listed}"
+    policy = _policy_key(key, meant, loc, root) if "policy" in allowed else None
+    if policy is not None:  # a route's fallback, timeout or retries written beside policy
+        return (
+            f"unknown key {key!r}: a route's {policy} goes under its policy "
+            f"(policy: {{{policy}: ...}}); {listed}"
+        )
     if meant == "retries":  # a provider's or a model's: retries are the dispatcher's
         return (
             f"unknown key {key!r}: retries are set in dispatch.retries.attempts, or a route's "
             f"policy.retries; {listed}"
         )
     return f"unknown key {key!r}{did_you_mean(key, allowed)}; {listed}"
+
+
+def _policy_key(key: str, meant: str | None, loc: Path, root: type[BaseModel]) -> str | None:
+    """The `policy` key that `key` (or LiteLLM's name for it, `meant`) is, when `key` was
+    written in a section that has a `policy` (a route's `fallbacks: [large]`)."""
+    keys = _allowed_keys((*loc[:-1], "policy"), root)
+    for candidate in (key, meant):
+        if candidate in keys:
+            return candidate
+    return None
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,59}")  # a model's name, written bare
