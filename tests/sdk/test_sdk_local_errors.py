@@ -32,3 +32,22 @@ def test_a_missing_gguf_is_named_at_its_line(tmp_path: Path) -> None:
         router.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
     assert (caught.value.file, caught.value.line) == (str(path), 7)
     assert str(caught.value).startswith(f"{path}:7: models.gemma.model: GGUF file not found: ")
+
+
+def test_feedback_with_the_log_off_says_how_to_turn_it_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """examples/echo.yaml, the README's starter, turns the decision log off with
+    ``telemetry: {enabled: false}``; feedback's error named only ``telemetry.url`` and
+    the variable, neither of which is what turned it off."""
+    monkeypatch.delenv("LLMROUTE_TELEMETRY_URL", raising=False)
+    echo = Path(__file__).parents[2] / "examples" / "echo.yaml"
+    with Router.from_yaml(echo) as router:
+        reply = router.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "hi"}]
+        )
+        with pytest.raises(RuntimeError) as caught:
+            router.chat.feedback(reply.llmroute["decision_id"], thumbs="up")
+    message = str(caught.value)
+    assert "telemetry.enabled is false" in message
+    assert "telemetry: {enabled: true}" in message and "$LLMROUTE_TELEMETRY_URL=" in message

@@ -460,14 +460,17 @@ def test_a_batch_chat_line_gets_the_same_400(client: openai.OpenAI) -> None:
 
 def test_feedback_with_the_log_off_says_where_it_was_turned_off(gateway: Served) -> None:
     """The log is off here by ``LLMROUTE_TELEMETRY_URL=off``, not by the registry: the
-    503 names both places (it named only ``telemetry.url``)."""
+    503 names both places (it named only ``telemetry.url``), and says how to turn it on
+    (it did not name ``telemetry.enabled``, which examples/echo.yaml sets false)."""
     answer = httpx.post(
         f"{gateway.url}/v1/feedback", json={"decision_id": "x", "thumbs": "up"}, timeout=10
     )
     assert answer.status_code == 503
     error = answer.json()["error"]
     assert error["code"] == "telemetry_disabled"
-    assert "telemetry.url" in error["message"] and "LLMROUTE_TELEMETRY_URL" in error["message"]
+    assert "telemetry.enabled is false" in error["message"]
+    assert "$LLMROUTE_TELEMETRY_URL is off" in error["message"]
+    assert "telemetry: {enabled: true}" in error["message"]
 
 
 @pytest.mark.parametrize(

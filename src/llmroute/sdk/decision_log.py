@@ -32,6 +32,7 @@ from llmroute.telemetry.recorder import Observer, Recorder
 from llmroute.telemetry.request_log import REQUESTS_LOGGER
 from llmroute.telemetry.store import mask_url, resolve_telemetry_url
 from llmroute.telemetry.store.base import Store
+from llmroute.telemetry.store.url import LOG_OFF_HOW
 from llmroute.telemetry.writer import TelemetryWriter, start_writer
 
 __all__ = ["TIMEOUT", "CallClock", "SdkDecisionLog"]
@@ -152,10 +153,7 @@ class SdkDecisionLog:
         self.recorder()
         store, writer = self._store, self._writer
         if store is None or writer is None:
-            raise RuntimeError(
-                "feedback needs the decision log, and it is off (telemetry.url, "
-                "$LLMROUTE_TELEMETRY_URL)"
-            )
+            raise RuntimeError(f"feedback needs the decision log, and it is off {LOG_OFF_HOW}")
         writer.flush(5.0)
         return store.write_feedback(feedback)
 

@@ -29,6 +29,7 @@ from llmroute.server.errors import GatewayError
 from llmroute.server.state import gateway_of
 from llmroute.telemetry.record import FeedbackRecord
 from llmroute.telemetry.service import Telemetry
+from llmroute.telemetry.store.url import LOG_OFF_HOW
 
 __all__ = ["feedback", "negative_feedback", "parse_feedback"]
 
@@ -95,8 +96,7 @@ async def feedback(request: Request) -> Response:
     if not isinstance(telemetry, Telemetry) or not telemetry.enabled:
         raise GatewayError(
             503,
-            "feedback needs the decision log, and it is off (the registry's telemetry.url, "
-            "or $LLMROUTE_TELEMETRY_URL)",
+            f"feedback needs the decision log, and it is off {LOG_OFF_HOW}",
             code="telemetry_disabled",
         )
     # a key judges its own decisions (an admin key any): another key's feedback would

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ANSWER_TIMEOUT_S",
     "ENV_VAR",
+    "LOG_OFF_HOW",
     "check_store_url",
     "mask_url",
     "open_store",
@@ -25,6 +26,12 @@ __all__ = [
 ]
 
 ENV_VAR = "LLMROUTE_TELEMETRY_URL"
+# why the decision log is off and how to turn it on, for the errors of what needs it
+LOG_OFF_HOW = (
+    "(the registry's telemetry.enabled is false, or $LLMROUTE_TELEMETRY_URL is off): turn "
+    "it on with telemetry: {enabled: true} in the registry (SQLite ./llmroute-telemetry.db "
+    "by default), or $LLMROUTE_TELEMETRY_URL=sqlite:///PATH or postgresql://..."
+)
 # How long a server process's PostgreSQL call (the gateway's writer batches, feedback,
 # shadow rows, the dashboards' reads) waits for its answer before its connection is cut
 # (`PostgresStore`'s `answer_timeout_s`). The command line's reports wait as long as
