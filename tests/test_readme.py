@@ -123,3 +123,16 @@ def test_no_unquoted_shell_surprises() -> None:
     for block in _bash_blocks():
         for line in block.strip().splitlines():
             shlex.split(line.split("  #")[0])  # every line is valid shell words
+
+
+def test_the_serve_section_names_the_key_variables_its_registry_reads() -> None:
+    """A user who runs the README's `serve` must learn where the upstream keys go: every
+    variable examples/registry.yaml's providers read is named in that section."""
+    from llmroute.registry import load_registry
+
+    serve = README.split("## Serve it", 1)[1].split("\n### ", 1)[0]
+    providers = load_registry(ROOT / "examples" / "registry.yaml").registry.providers
+    wanted = {p.api_key_env for p in providers.values() if p.api_key_env}
+    assert wanted == {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
+    assert all(f"`{name}`" in serve for name in wanted), wanted
+    assert "api_key_env" in serve and "registry probe" in serve
