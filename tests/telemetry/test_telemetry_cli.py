@@ -191,7 +191,14 @@ def test_report_from_the_log_alone(
     code, out, _ = cli(capsys, "drift", "--url", url, "--json")
     assert code in (0, 1) and "enough_data" in loads_strict(out)
     code, _, err = cli(capsys, "report")  # neither a log nor a registry
-    assert code == 2 and "no registry given" in err
+    # it said "no registry given" (and offered `llmroute init`): the log is what it reads
+    assert code == 2 and "no decision log given: pass --url URL" in err
+    assert "default" not in err  # no log of a gateway started here
+    (elsewhere / "llmroute-telemetry.db").touch()  # a gateway started here, no registry left
+    for command in (["report"], ["export"], ["drift", "--baseline", "14d..7d", "--recent", "7d"]):
+        code, _, err = cli(capsys, *command)
+        assert code == 2 and "no decision log given" in err, command
+        assert "is in this folder: --url sqlite:///llmroute-telemetry.db" in err, command
 
 
 def test_report_of_one_cheap_request(

@@ -141,28 +141,35 @@ def _load(registry: Path | None) -> LoadedRegistry:
     return load_registry(resolve_registry(registry))
 
 
-def _load_for_log(registry: Path | None, url: str | None) -> LoadedRegistry | None:
-    """The registry, when the log is found without one (``--url`` or the environment)
-    only if it is given or found (``$LLMROUTE_REGISTRY``, ``./registry.yaml``): it prices
+def _load_for_log(registry: Path | None) -> LoadedRegistry | None:
+    """The registry, when it is given or found (``$LLMROUTE_REGISTRY``,
+    ``./registry.yaml``): it names the log unless ``--url`` or the environment does, prices
     the models, names the strongest and sets the drift bounds; the log alone still makes
-    a report (defaults for the bounds)."""
-    from llmroute.telemetry.store import ENV_VAR
-
-    if registry is not None or (url is None and not os.environ.get(ENV_VAR)):
-        return _load(registry)
-    found = find_registry(None)
+    a report (defaults for the bounds). None found and no log named: `_url` says how to
+    name the log, which is what these commands read (it said "no registry given")."""
+    found = find_registry(registry)
     return _load(found) if found is not None else None
 
 
 def _url(url: str | None, loaded: LoadedRegistry | None) -> str:
     from llmroute.registry.schema import TelemetrySettings
     from llmroute.telemetry.store import ENV_VAR, resolve_telemetry_url
+    from llmroute.telemetry.store.url import sqlite_path
 
     if url is not None and url.strip():
         return check_telemetry_url(url.strip(), "--url")
     settings = loaded.registry.telemetry if loaded is not None else TelemetrySettings()
     if loaded is None and not os.environ.get(ENV_VAR):
-        fail(f"no decision log given: pass --url URL, set {ENV_VAR}, or pass --registry FILE")
+        default = TelemetrySettings().url  # where a gateway started here logs by default
+        found = (
+            f"; the log a gateway writes by default is in this folder: --url {default}"
+            if Path(sqlite_path(default)).is_file()
+            else ""
+        )
+        fail(
+            f"no decision log given: pass --url URL, set ${ENV_VAR}, or pass --registry FILE "
+            f"(its telemetry.url){found}"
+        )
     resolved = resolve_telemetry_url(settings)
     if resolved is None:
         fail(
@@ -263,7 +270,7 @@ def drift_command(
             "starts: give a baseline that ends where the recent window starts or before "
             "(e.g. --baseline 14d..7d --recent 7d)"
         )
-    loaded = _load_for_log(registry, url)
+    loaded = _load_for_log(registry)
     settings = loaded.registry.drift if loaded is not None else DriftSettings()
     with _open_log(_url(url, loaded)) as log:
         if log.empty_reason is not None:
@@ -533,7 +540,7 @@ def export_command(
     if output is not None and output.exists() and not force:
         fail(f"{output} exists; pass --force to overwrite it")
     window = _window(since, "--since")
-    loaded = _load_for_log(registry, url)
+    loaded = _load_for_log(registry)
     with _open_log(_url(url, loaded)) as log:
         if log.empty_reason is not None:
             fail(f"{log.shown}: {log.empty_reason}")
@@ -601,7 +608,7 @@ def report_command(
 
     window = _window(since, "--since")
     check_plot_path(plot, (".html", ".png"))
-    loaded = _load_for_log(registry, url)
+    loaded = _load_for_log(registry)
     with _open_log(_url(url, loaded)) as log:
         if log.empty_reason is not None:
             _empty(log, f"the last {window.text}", as_json)
@@ -749,7 +756,7 @@ def shadow_command(
     from llmroute.telemetry.shadow_report import shadow_report
 
     window = _window(since, "--since")
-    loaded = _load_for_log(registry, url)
+    loaded = _load_for_log(registry)
     with _open_log(_url(url, loaded)) as log:
         if log.empty_reason is not None:
             _empty(log, f"the last {window.text}", as_json)
