@@ -209,6 +209,14 @@ def _unknown_key(loc: Path, root: type[BaseModel]) -> str:
     meant = _OTHER_TOOLS_NAMES.get(key.lower())
     if meant in allowed:
         return f"unknown key {key!r} (did you mean {meant!r}?); {listed}"
+    if tuple(loc[:-1]) == ("default",) and (
+        key == "policy" or _policy_key(key, meant, ("routes", 0, key), root) is not None
+    ):  # a route's policy written on the default, which has none
+        return (
+            f"unknown key {key!r}: the default has no policy, and no fallback chain: its "
+            "target is tried alone (with its retries), so give that model several "
+            f"deployments to fail over; {listed}"
+        )
     policy = _policy_key(key, meant, loc, root) if "policy" in allowed else None
     if policy is not None:  # a route's fallback, timeout or retries written beside policy
         return (
