@@ -40,7 +40,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-registry_app = typer.Typer(help="Validate and build route registries.", no_args_is_help=True)
+registry_app = typer.Typer(
+    help="Check, test, compare, probe and build route registries.", no_args_is_help=True
+)
 app.add_typer(registry_app, name="registry")
 
 

@@ -17,7 +17,9 @@ from llmroute.cli._forget import ClientOption, EveryoneOption, forget_section
 __all__ = ["batches_app", "batches_forget"]
 
 batches_app = typer.Typer(
-    help="Files and batches of the Batch API (batches).", no_args_is_help=True
+    help="Erase the Batch API's files and batches a gateway keeps in Redis (the "
+    "registry's batches section).",
+    no_args_is_help=True,
 )
 app.add_typer(batches_app, name="batches")
 

@@ -40,7 +40,11 @@ __all__ = [
     "train_difficulty",
 ]
 
-train_app = typer.Typer(help="Train routers.", no_args_is_help=True)
+train_app = typer.Typer(
+    help="Train the learned parts: the difficulty router, a cascade gate, the reasoning "
+    "scorer, the safety detector.",
+    no_args_is_help=True,
+)
 app.add_typer(train_app, name="train")
 
 DataOption = Annotated[

@@ -16,7 +16,9 @@ from llmroute.cli._forget import ClientOption, EveryoneOption, forget_section
 __all__ = ["responses_app", "responses_forget"]
 
 responses_app = typer.Typer(
-    help="Kept Responses-API responses (stored_responses).", no_args_is_help=True
+    help="Erase the Responses-API responses a gateway keeps in Redis (the registry's "
+    "stored_responses section).",
+    no_args_is_help=True,
 )
 app.add_typer(responses_app, name="responses")
 
