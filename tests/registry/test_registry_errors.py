@@ -138,6 +138,37 @@ def test_a_policy_key_written_on_the_route_says_where_it_goes(new: str, said: st
     assert "allowed keys: name, description" in error.message
 
 
+@pytest.mark.parametrize(
+    ("new", "field", "said"),
+    [
+        (
+            "small: {provider: local, model: q, api_key: sk-live-0123456789abcdef}",
+            "models.small.api_key",
+            "A model's key is its provider's: put it in an environment variable and name that "
+            "with the provider's api_key_env",
+        ),
+        (
+            "small: {provider: local, model: q, api_base: 'http://127.0.0.1:8001/v1'}",
+            "models.small.api_base",
+            "unknown key 'api_base': a model's server is its provider's base_url",
+        ),
+        (
+            "small: {model: q, deployments: [{provider: local, api_key: sk-live-0123456789}]}",
+            "models.small.deployments[0].api_key",
+            "A model's key is its provider's",
+        ),
+    ],
+)
+def test_litellm_s_key_or_server_on_a_model_says_they_are_the_provider_s(
+    new: str, field: str, said: str
+) -> None:
+    """LiteLLM's model_list gives each model its api_key and api_base: the model said only
+    "unknown key 'api_key'" (the provider's message about secrets did not apply there)."""
+    error = one_error(replace_line(VALID, 7, new))
+    assert_points_at(error, 7, field, said)
+    assert "sk-live" not in str(error)
+
+
 def test_unknown_key_without_near_miss_lists_allowed_keys() -> None:
     error = one_error(VALID + "observability: {sink: sqlite}\n")
     assert_points_at(

@@ -207,6 +207,20 @@ def _unknown_key(loc: Path, root: type[BaseModel]) -> str:
         return f"unknown key {key!r}"
     listed = f"allowed keys: {', '.join(allowed)}"
     meant = _OTHER_TOOLS_NAMES.get(key.lower())
+    if "provider" in allowed and "api_key_env" not in allowed:  # a model or a deployment
+        # LiteLLM's model_list puts the key and the server on each model; ours are the
+        # provider's, which the model names
+        if key.lower().replace("-", "_") in _SECRET_KEYS:
+            return (
+                f"{key!r} is not allowed: never put secrets in the registry. A model's key is "
+                "its provider's: put it in an environment variable and name that with the "
+                f"provider's api_key_env (providers.NAME.api_key_env: OPENAI_API_KEY); {listed}"
+            )
+        if meant == "base_url" or key == "base_url":
+            return (
+                f"unknown key {key!r}: a model's server is its provider's base_url "
+                f"(providers.NAME.base_url), which the model names in provider; {listed}"
+            )
     if meant in allowed:
         return f"unknown key {key!r} (did you mean {meant!r}?); {listed}"
     if tuple(loc[:-1]) == ("default",) and (
