@@ -420,6 +420,43 @@ def test_a_settle_whose_answer_was_lost_is_not_counted_twice(redis_namespace: st
         raw.close()
 
 
+@pytest.mark.parametrize("first", ["settle", "hold"])
+def test_a_hold_that_reaches_redis_after_its_settle_or_twice_counts_once(
+    first: str, redis_namespace: str
+) -> None:
+    """A hold whose command reaches Redis after its own settle (reordered, or asked again
+    once its answer was lost) was held all the same: the settle had already counted the
+    cost and left a tombstone, and the hold's worst case counted on top until its lease
+    lapsed (30 min), refusing calls the budget had room for. Made twice, the second was
+    added to the sum while the settle took one out. An id in the leases already (held,
+    or settled) changes nothing."""
+    clock = Clock(time.time())
+
+    async def go() -> list[Any]:
+        limits = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)
+        try:
+            now = clock()
+            window, keep_s = budget_period("day", now)
+            names = limits._budget_names("m", window)
+            args = [f"{now:.3f}", "0.4", "1.0", int(keep_s), "h1", f"{now + 1800:.3f}"]
+            tombstone = f"{now + 120:.3f}"
+            if first == "settle":  # the settle ran first: the cost counted, a tombstone
+                await limits._settle_usd(keys=names, args=["h1", "0.1", int(keep_s), tombstone])
+            else:  # the hold went in; asked again, it reaches Redis a second time
+                assert (await limits._hold_usd(keys=names, args=args))[0] == 1
+            late, _ = await limits._hold_usd(keys=names, args=args)
+            seen: list[Any] = [late, round(await limits.spent("m", "day"), 9)]
+            if first == "hold":
+                await limits._settle_usd(keys=names, args=["h1", "0.1", int(keep_s), tombstone])
+                seen.append(round(await limits.spent("m", "day"), 9))
+            return seen
+        finally:
+            await limits.aclose()
+
+    expected = {"settle": [2, 0.1], "hold": [2, 0.4, 0.1]}
+    assert asyncio.run(go()) == expected[first]
+
+
 def test_a_kept_settle_cut_by_a_cancelled_caller_is_kept(redis_namespace: str) -> None:
     """A kept settle is made by the next caller that reaches Redis (a budget read before
     a request); when that caller was cancelled meanwhile (its client hung up) the settle

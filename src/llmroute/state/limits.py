@@ -25,7 +25,8 @@ hold whose reply was lost (a timeout after Redis ran it) is found and replaced, 
 that never went in (Redis down) leaves the cost alone added. A settle Redis does not
 take is kept in this process and tried again with the next call that reaches Redis;
 one made twice (Redis made it, its answer was lost) counts once, as the settled id is
-kept beside the holds for `SETTLED_KEPT_S`. A
+kept beside the holds for `SETTLED_KEPT_S`, and so does a hold that reaches Redis after
+its own settle or twice (its id is there already: it changes nothing). A
 hold in Redis is leased (``renew_usd`` extends it): one neither settled nor renewed in
 time (its process died mid-call) is taken out of the sum by the next hold.
 Wall-clock periods let replicas on different machines agree.
@@ -178,12 +179,18 @@ end
 
 # ARGV[1] now, ARGV[2] the USD to hold, ARGV[3] the cap, ARGV[4] the keys' expiry, ARGV[5]
 # the hold's id, ARGV[6] when its lease lapses. {1, the sum before} when held; {0, the
-# sum} when it would pass the cap. Sums are strings: a Lua number would be cut to an
-# integer.
+# sum} when it would pass the cap; {2, the sum} when the id is in the leases already
+# (held, or settled: its tombstone), so a hold that reaches Redis twice or after its own
+# settle (reordered, or asked again once its answer was lost) changes nothing: held
+# again, it would count until its lease lapsed with no settle left to take it out. Sums
+# are strings: a Lua number would be cut to an integer.
 _HOLD_USD = (
     _DROP_LAPSED
     + """
 local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+if redis.call('ZSCORE', KEYS[3], ARGV[5]) then
+  return {2, tostring(spent)}
+end
 if spent + tonumber(ARGV[2]) > tonumber(ARGV[3]) then
   return {0, tostring(spent)}
 end
@@ -647,7 +654,7 @@ class RedisLimits:
             total = float(before)
         except (TypeError, ValueError):
             total = 0.0
-        return (hold if held else None), total
+        return (hold if held else None), total  # 2: there already, as a hold of its own
 
     async def settle_usd(self, hold: UsdHold, usd: float) -> None:
         """As in memory; kept and tried again later when Redis does not take it."""
