@@ -24,6 +24,7 @@ from llmroute.registry.schema import CacheSettings
 from llmroute.state import RedisLimits, RedisStore, StoreUnavailable
 from llmroute.state.answering import Answering
 from llmroute.state.breakers import RedisBreakers
+from llmroute.state.limits import NOT_HELD
 from llmroute.state.redis_conn import RETRY_AFTER_S, connect
 from llmroute.state.response_cache import CacheDirectives, ResponseCache
 from llmroute.state.semantic_index import Query, RedisSemanticIndex, word_pairs
@@ -254,6 +255,29 @@ def test_a_take_whose_answer_was_lost_is_given_back(redis_namespace: str) -> Non
 
     with stall_proxy(REDIS_URL) as (proxy, url):
         asyncio.run(go(url, proxy))
+
+
+def test_a_token_hold_whose_answer_was_lost_is_given_back(redis_namespace: str) -> None:
+    """A tpm hold that Redis made but whose answer came after the timeout let the request
+    through unheld (nothing to give back), so its estimate stayed in the minute beside
+    the request's real tokens, counted when it finished: both, until the minute left the
+    window. Now the hold is given back before the next count, as a lost take is."""
+
+    async def go(url: str, proxy: StallProxy) -> float:
+        limits = RedisLimits(url, 1.0, redis_namespace, clock=lambda: NOW)  # not flaky
+        assert await limits.tokens("k") == 0.0  # connected
+        proxy.stall_replies()
+        assert await limits.hold_tokens("k", 100, 1000) == NOT_HELD  # held; answer lost
+        proxy.resume()
+        await asyncio.sleep(limits._outage.left_s() + 0.05)  # the outage's pause
+        await limits.add_tokens("k", 7)  # the request's real tokens
+        assert await limits.hold_tokens("other", 1, 1000) == int(NOW // 60)  # the next count
+        used = await limits.tokens("k")
+        await limits.aclose(0)
+        return used
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        assert asyncio.run(go(url, proxy)) == 7.0
 
 
 @pytest.mark.parametrize("kind", ["take", "tokens"])

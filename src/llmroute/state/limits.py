@@ -762,6 +762,11 @@ class RedisLimits:
                 held = await self._hold(keys=keys, args=[count, per_minute, f"{weight:.6f}"])
         except StoreUnavailable as exc:
             self._failed(exc)
+            if exc.timed_out:
+                # it may have been held before the answer was lost, and the request goes
+                # on unheld (nothing gives it back) while its real tokens are counted
+                # too: given back before the next count, as a lost take is
+                self._later(self._tokens_back, (key, minute, count))
             return NOT_HELD
         return minute if held else None
 
