@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+from private_redis import private_redis
 from redis_service import REDIS_URL
 from stall_proxy import StallProxy, stall_proxy
 
@@ -24,7 +26,7 @@ from llmroute.registry.schema import CacheSettings
 from llmroute.state import RedisLimits, RedisStore, StoreUnavailable
 from llmroute.state.answering import Answering
 from llmroute.state.breakers import RedisBreakers
-from llmroute.state.limits import NOT_HELD
+from llmroute.state.limits import NOT_HELD, UsdHold
 from llmroute.state.redis_conn import RETRY_AFTER_S, connect
 from llmroute.state.response_cache import CacheDirectives, ResponseCache
 from llmroute.state.semantic_index import Query, RedisSemanticIndex, word_pairs
@@ -206,6 +208,86 @@ def test_a_give_back_redis_refuses_with_an_error_is_dropped(
         assert asyncio.run(go()) == expected[kind]
     finally:
         raw.close()
+
+
+@pytest.mark.parametrize("state", ["readonly", "oom", "busy"])
+def test_a_settle_redis_refuses_for_now_is_kept_and_made_later(state: str) -> None:
+    """A budget settle answered with an error reply that refuses for now was dropped as
+    one refused for good (WRONGTYPE) is: READONLY from a replica until a failover ends
+    (the hold counted until its lease lapsed, 30 min, and the call's cost never), OOM
+    under maxmemory (a hold that never went in: its cost never counted), BUSY while a
+    script runs long. It is kept and made once the pause after it is over, as a settle
+    Redis did not answer. A Redis of the test's own: the shared one must not be put in
+    those states."""
+    with private_redis() as url:
+        raw = redis.Redis.from_url(url)
+        looping: list[threading.Thread] = []
+
+        async def go() -> list[Any]:
+            limits = RedisLimits(url, 2.0, "ns", clock=lambda: NOW)
+            try:
+                held, _ = await limits.hold_usd("m", "day", 0.4, 1.0)
+                assert held is not None
+                hold = held
+                if state == "readonly":
+                    raw.execute_command("REPLICAOF", "127.0.0.1", "1")  # nobody there
+                elif state == "oom":  # a hold that never went in (Redis was down)
+                    hold = UsdHold("m", held.window, "never-held", 0.4, held.keep_s)
+                    raw.config_set("maxmemory", 1)
+                else:
+                    raw.config_set("busy-reply-threshold", 100)
+                    looping.append(threading.Thread(target=_loop_forever, args=(url,)))
+                    looping[0].start()
+                    await asyncio.sleep(0.3)  # past the threshold: others get BUSY
+                await limits.settle_usd(hold, 0.05)
+                seen: list[Any] = [len(limits._pending), limits.answering]
+                if state == "readonly":
+                    raw.execute_command("REPLICAOF", "NO", "ONE")
+                elif state == "oom":
+                    raw.config_set("maxmemory", 0)
+                else:
+                    raw.script_kill()
+                    looping[0].join(5)
+                await asyncio.sleep(RETRY_AFTER_S + 0.05)  # the pause after a refusal
+                spent = await limits.spent("m", "day")
+                return [*seen, round(spent, 9), len(limits._pending)]
+            finally:
+                await limits.aclose(0)
+
+        try:
+            expected = {"readonly": 0.05, "oom": 0.45, "busy": 0.05}[state]
+            assert asyncio.run(go()) == [1, True, expected, 0]
+        finally:
+            raw.close()
+
+
+def _loop_forever(url: str) -> None:
+    """A script that keeps Redis busy until ``SCRIPT KILL``."""
+    with redis.Redis.from_url(url) as busy, contextlib.suppress(redis.RedisError):
+        busy.eval("while true do end", 0)
+
+
+def test_which_error_replies_refuse_for_now() -> None:
+    """Codes redis-py has no class for (BUSY, MISCONF...), and those Redis before 7
+    wrapped in a script's ERR, are read from the reply."""
+    answering = Answering("redis://h:1", 1.0, (redis.RedisError,), replies=(redis.ResponseError,))
+    replies = {
+        "BUSY Redis is busy running a script.": True,
+        "MISCONF Redis is configured to save RDB snapshots, but it's unable to": True,
+        "Error running script (call to f_1): @user_script:8: @user_script: 8: -READONLY "
+        "You can't write against a read only replica.": True,
+        "WRONGTYPE Operation against a key holding the wrong kind of value": False,
+        "ERR Error running script: attempt to compare nil with number": False,
+    }
+
+    async def go(reply: str) -> bool:
+        with pytest.raises(StoreUnavailable) as refused:
+            async with answering():
+                raise redis.ResponseError(reply)
+        assert refused.value.replied
+        return refused.value.transient
+
+    assert {reply: asyncio.run(go(reply)) for reply in replies} == replies
 
 
 def test_asked_goes_as_soon_as_the_probe_is_answered(redis_namespace: str) -> None:

@@ -12,13 +12,20 @@ when the probe it was refused for ends); one given up was asked, and may still b
 once Redis answers, so it has none: an ``APPEND`` asked again (`asked`) would be made
 twice. An error *reply* (``OOM``, ``READONLY``, ``WRONGTYPE``...) proves Redis answers:
 that call fails (`StoreUnavailable.replied`), nothing else does, and no pause follows
-(``NOSCRIPT`` never gets here: redis-py loads the script and runs it again).
+(``NOSCRIPT`` never gets here: redis-py loads the script and runs it again). Some say
+Redis refuses for now, not for good (`StoreUnavailable.transient`: ``READONLY`` from a
+replica until a failover ends, ``OOM`` until memory is freed, ``BUSY`` while a script
+runs long, ``MISCONF`` while saves fail, ``TRYAGAIN``, ``MASTERDOWN``, ``CLUSTERDOWN``,
+``NOREPLICAS``): a call worth making again (a budget settle) is kept for later then,
+where one refused for good (``WRONGTYPE``) would fail again each time. A refused write
+is made in none of its parts: Redis checks at a script's first write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -31,13 +38,23 @@ if TYPE_CHECKING:
 
 __all__ = ["Answering", "StoreUnavailable", "note_failure"]
 
+# The codes of the error replies that refuse for now, where redis-py has no class of
+# its own for them (`RedisConnection.transient`): first in the reply, or after a "-"
+# where Redis before 7 wraps a script's error in its own ("ERR Error running script
+# ...: -READONLY ...").
+_TRANSIENT = re.compile(
+    r"(?:^|: -)(?:BUSY|MISCONF|NOREPLICAS|OOM|READONLY|TRYAGAIN|MASTERDOWN|CLUSTERDOWN|LOADING) "
+)
+
 
 class StoreUnavailable(Exception):
     """The store did not answer (down, slow, refused); the message holds no secret.
     `paused_s`: not asked at all, since it failed a moment ago (or another call is
     asking); it is asked again after about this many seconds. `replied`: Redis answered
-    this call with an error (it is not down). `timed_out`: asked, and no answer came in
-    time (cut short, or its timeout): the command may have been made all the same."""
+    this call with an error (it is not down); `transient`: one that refuses for now
+    (``READONLY``, ``OOM``...), made again later it may go through. `timed_out`: asked,
+    and no answer came in time (cut short, or its timeout): the command may have been
+    made all the same."""
 
     def __init__(
         self,
@@ -45,12 +62,14 @@ class StoreUnavailable(Exception):
         paused_s: float = 0.0,
         *,
         replied: bool = False,
+        transient: bool = False,
         timed_out: bool = False,
         probe: asyncio.Event | None = None,
     ) -> None:
         super().__init__(message)
         self.paused_s = paused_s
         self.replied = replied
+        self.transient = transient
         self.timed_out = timed_out
         self._probe = probe
 
@@ -70,7 +89,8 @@ class Answering:
     to end failed (`_suspect`: the next asks alone), the probe under way (an event set
     when it ends), and the calls under way, each by the `asyncio.Timeout` that can cut
     it short. `errors` mean Redis failed; `replies` (among them) that it answered with an
-    error; `timeouts` that it did not answer in time."""
+    error, `transient` (among those) one that refuses for now; `timeouts` that it did
+    not answer in time."""
 
     def __init__(
         self,
@@ -80,12 +100,14 @@ class Answering:
         clock: Callable[[], float] = time.monotonic,
         *,
         replies: tuple[type[BaseException], ...] = (),
+        transient: tuple[type[BaseException], ...] = (),
         timeouts: tuple[type[BaseException], ...] = (),
     ) -> None:
         self._url = url  # masked
         self._timeout_s = timeout_s
         self._errors = errors
         self._replies = replies
+        self._transient = transient
         self._timeouts = timeouts
         self._clock = clock
         self._paused_until = 0.0
@@ -104,6 +126,7 @@ class Answering:
             redis.errors,
             clock,
             replies=redis.replies,
+            transient=redis.transient,
             timeouts=redis.timeouts,
         )
 
@@ -182,8 +205,9 @@ class _Call:
             of._suspect = False
         elif isinstance(exc, of._replies):  # it answered: not down
             of._suspect = False
+            transient = isinstance(exc, of._transient) or bool(_TRANSIENT.search(str(exc)))
             raise StoreUnavailable(
-                f"redis {of.url} answered {_describe(exc)}", replied=True
+                f"redis {of.url} answered {_describe(exc)}", replied=True, transient=transient
             ) from None
         elif isinstance(exc, of._errors):
             of._failed()

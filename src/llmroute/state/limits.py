@@ -36,7 +36,9 @@ budget, and the upstream still enforces its own quota): spending is then not cou
 the failure is logged at most once a minute and Redis is left alone for a second; the
 calls waiting on it give up when one fails, and then one asks at a time
 (`llmroute.state.answering`). An error reply fails that call alone; a give-back or a
-settle it answers so is dropped, as asked again it would fail again.
+settle it answers so is dropped, as asked again it would fail again, unless it refuses
+for now (``READONLY`` until a failover ends, ``OOM``...): such a settle is kept, and
+asked again after the same pause as a failure's.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from llmroute.state.answering import Answering, StoreUnavailable, note_failure
-from llmroute.state.redis_conn import Outage, connect
+from llmroute.state.redis_conn import RETRY_AFTER_S, Outage, connect
 
 __all__ = [
     "NOT_HELD",
@@ -558,6 +560,9 @@ class RedisLimits:
         # the calls under way give up when one fails; then one asks at a time
         self._answering = Answering.of(self._redis, timeout_s)
         self._pending: deque[tuple[UsdHold, float]] = deque(maxlen=_PENDING_SETTLES)
+        # monotonic: when the kept settles are asked again after Redis refused one for
+        # now (a transient error reply), as after a failure (the outage's pause)
+        self._settles_after = 0.0
         # Give-backs Redis did not take (it failed, or was taken for down after another
         # call failed): slots (key, slot) and token holds (key, minute, count), made
         # before the next count. Dropped, a slot would stay taken for its whole lease
@@ -671,7 +676,7 @@ class RedisLimits:
             async with self._answering():
                 await self._settle_usd(keys=self._budget_names(hold.key, hold.window), args=args)
         except StoreUnavailable as exc:
-            return self._refused(exc)
+            return self._refused(exc, settle=True)
         return True
 
     async def renew_usd(self, hold: UsdHold, lease_s: float | None = None) -> None:
@@ -697,6 +702,8 @@ class RedisLimits:
         """Settle what Redis did not take before (the `most` oldest now); False when it
         still does not answer. One whose caller is cancelled meanwhile (a budget read
         whose client hung up) goes back first in line: made twice, it counts once."""
+        if self._pending and time.monotonic() < self._settles_after:
+            return False  # Redis refused one for now a moment ago: not asked again yet
         for _ in range(min(len(self._pending), most)):
             if not self._pending:  # another caller settled the rest meanwhile
                 break
@@ -917,15 +924,39 @@ class RedisLimits:
     def _failed(self, exc: StoreUnavailable) -> None:
         note_failure(self._outage, exc, "limits unavailable, letting requests through: %s", exc)
 
-    def _refused(self, exc: StoreUnavailable) -> bool:
-        """Note a give-back's or a settle's failure; whether it is done with all the
-        same: an error reply (``WRONGTYPE`` from a foreign key...) comes again each time,
-        so kept, it stayed at the head of its queue and every later count was let
-        through uncounted. Dropped, its count lapses as a dead process's does."""
+    def _refused(self, exc: StoreUnavailable, *, settle: bool = False) -> bool:
+        """Note a give-back's or a (budget) `settle`'s failure; whether it is done with
+        all the same: an error reply that refuses for good (``WRONGTYPE`` from a foreign
+        key...) comes again each time, so kept, it stayed at the head of its queue and
+        every later count was let through uncounted. Dropped, its count lapses as a dead
+        process's does. A settle refused for now (``READONLY`` until a failover ends,
+        ``OOM``...: `StoreUnavailable.transient`, nothing of it made) is kept and asked
+        again after a pause, as one Redis did not answer: dropped, its call's cost was
+        never counted, and its hold counted until its lease lapsed."""
         if not exc.replied:
             self._failed(exc)
             return False
-        note_failure(self._outage, exc, "limits: dropped a give-back or settle: %s", exc)
+        if settle and exc.transient:
+            self._settles_after = time.monotonic() + RETRY_AFTER_S
+            note_failure(
+                self._outage,
+                exc,
+                "limits: a budget settle refused for now, kept and tried again in %g s "
+                "(until then budget reads let calls through): %s",
+                RETRY_AFTER_S,
+                exc,
+            )
+            return False
+        note_failure(
+            self._outage,
+            exc,
+            "limits: dropped a %s redis refused (asked again, it would fail again): %s; %s",
+            "budget settle" if settle else "give-back",
+            exc,
+            "that call's hold counts until its lease lapses, its cost is not counted"
+            if settle
+            else "what it held counts until its minute passes or its lease lapses",
+        )
         return True
 
     async def aclose(self, within_s: float = CLOSE_S) -> None:
@@ -946,7 +977,8 @@ class RedisLimits:
             first = False
             if not self._outage.down() and await self._make_pending():
                 break
-            wait = max(self._outage.left_s(), _CLOSE_POLL_S)
+            settles_s = self._settles_after - time.monotonic() if self._pending else 0.0
+            wait = max(self._outage.left_s(), settles_s, _CLOSE_POLL_S)
             if time.monotonic() + wait > deadline:
                 break
             await asyncio.sleep(wait)

@@ -65,13 +65,16 @@ _Errors = tuple[type[BaseException], ...]
 class RedisConnection:
     """One feature's hold on a pooled async client; `errors` are the exceptions that
     mean Redis failed (not the caller), `replies` those of them that are Redis's answer
-    (an error reply: it is up), `timeouts` those where no answer came in time; `url` is
-    masked, for logs."""
+    (an error reply: it is up), `transient` those replies that refuse for now, not for
+    good (``READONLY``, ``OOM``...: `llmroute.state.answering`), `timeouts` those where
+    no answer came in time; `url` is masked, for logs."""
 
-    def __init__(self, pool: _Pool, errors: tuple[_Errors, _Errors, _Errors], url: str) -> None:
+    def __init__(
+        self, pool: _Pool, errors: tuple[_Errors, _Errors, _Errors, _Errors], url: str
+    ) -> None:
         self._pool = pool
         self.client = pool.client
-        self.errors, self.replies, self.timeouts = errors
+        self.errors, self.replies, self.transient, self.timeouts = errors
         self.url = url
         self._closed = False
 
@@ -105,9 +108,17 @@ def connect(url: str, timeout_s: float, setting: str) -> RedisConnection:
             "install it with: pip install 'llmroute[redis]'"
         ) from None
     masked = mask_url(url)
+    from redis import exceptions
+
     errors = (
         (redis.RedisError, OSError, TimeoutError),
         (redis.ResponseError,),
+        (  # redis-py's classes of the codes `answering` reads for the others
+            exceptions.ReadOnlyError,
+            exceptions.OutOfMemoryError,
+            exceptions.TryAgainError,
+            exceptions.ClusterDownError,  # and MASTERDOWN
+        ),
         (redis.TimeoutError, TimeoutError),
     )
     key = _pool_key(url, timeout_s)
