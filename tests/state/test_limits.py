@@ -30,7 +30,14 @@ from llmroute.errors import ConfigError, ProviderError
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.state import MemoryLimits, RedisLimits
-from llmroute.state.limits import UNCOUNTED_SLOT, budget_period, seconds_until_below
+from llmroute.state.limits import (
+    LATE_S,
+    SETTLED_KEPT_S,
+    UNCOUNTED_SLOT,
+    _Kept,
+    budget_period,
+    seconds_until_below,
+)
 from llmroute.telemetry.metrics import GatewayMetrics
 
 
@@ -455,6 +462,51 @@ def test_a_hold_that_reaches_redis_after_its_settle_or_twice_counts_once(
 
     expected = {"settle": [2, 0.1], "hold": [2, 0.4, 0.1]}
     assert asyncio.run(go()) == expected[first]
+
+
+@pytest.mark.parametrize("made", [True, False])
+def test_a_settle_made_again_after_its_tombstone_lapsed_does_not_count_twice(
+    made: bool, redis_namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A settle whose answer was lost is kept and made again; its tombstone (2 min) says
+    it was made. Made again past that (Redis down a while, or the tombstone swept by a
+    hold on a clock ahead of ours) it found neither hold nor tombstone and added its cost
+    a second time (0.05 spent twice: 0.10). Made again past `LATE_S` after the try whose
+    answer was lost, it only replaces its hold, if that is still there (`made` False: the
+    try never reached Redis), and says when it found nothing."""
+    clock, mono = Clock(time.time()), Clock(1000.0)
+
+    async def go(proxy: StallProxy, url: str) -> list[Any]:
+        limits = RedisLimits(url, STALLED_TIMEOUT_S, redis_namespace, clock, monotonic=mono)
+        other = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)  # another gateway
+        try:
+            warm, _ = await limits.hold_usd("m", "day", 0.0, 10.0)  # scripts loaded
+            assert warm is not None
+            await limits.settle_usd(warm, 0.0)
+            hold, _ = await limits.hold_usd("m", "day", 0.1, 10.0)
+            assert hold is not None
+            if made:
+                proxy.stall_replies()
+                try:
+                    await limits.settle_usd(hold, 0.05)  # made in Redis; its answer lost
+                finally:
+                    proxy.resume()
+            else:  # asked, and lost on the way: kept as if it may have been made
+                limits._pending.append(_Kept(hold, 0.05, tried_at=mono.now))
+            assert limits._pending
+            clock.now += SETTLED_KEPT_S + 1
+            mono.now += LATE_S + 1
+            assert (await other.hold_usd("m", "day", 0.0, 10.0))[0] is not None  # a sweep
+            await asyncio.sleep(limits._outage.left_s() + 0.05)  # the outage's pause
+            return [round(await limits.spent("m", "day"), 9), len(limits._pending)]
+        finally:
+            await limits.aclose()
+            await other.aclose()
+
+    with caplog.at_level(logging.WARNING, "llmroute.limits"), stall_proxy(REDIS_URL) as (p, url):
+        assert asyncio.run(go(p, url)) == [0.05, 0]
+    said = [r.getMessage() for r in caplog.records if "neither their hold" in r.getMessage()]
+    assert len(said) == (1 if made else 0)
 
 
 def test_a_kept_settle_cut_by_a_cancelled_caller_is_kept(redis_namespace: str) -> None:

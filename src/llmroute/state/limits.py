@@ -25,8 +25,10 @@ hold whose reply was lost (a timeout after Redis ran it) is found and replaced, 
 that never went in (Redis down) leaves the cost alone added. A settle Redis does not
 take is kept in this process and tried again with the next call that reaches Redis;
 one made twice (Redis made it, its answer was lost) counts once, as the settled id is
-kept beside the holds for `SETTLED_KEPT_S`, and so does a hold that reaches Redis after
-its own settle or twice (its id is there already: it changes nothing). A
+kept beside the holds for `SETTLED_KEPT_S` (made again past `LATE_S` after the try whose
+answer was lost, when that may be gone, it only replaces its hold, if that is still
+there), and so does a hold that reaches Redis after its own settle or twice (its id is
+there already: it changes nothing). A
 hold in Redis is leased (``renew_usd`` extends it): one neither settled nor renewed in
 time (its process died mid-call) is taken out of the sum by the next hold.
 Wall-clock periods let replicas on different machines agree.
@@ -82,6 +84,20 @@ CLOSE_S = 1.5  # the longest closing tries those again: once past an outage's pa
 _CLOSE_POLL_S = 0.05
 HOLD_LEASE_S = 1800.0  # a hard-budget hold lapses after this unless settled or renewed
 SETTLED_KEPT_S = 120.0  # a settle made again within this (its answer lost) changes nothing
+# A kept settle made again this long after a try whose answer was lost is late: its
+# tombstone may be gone (swept by a hold on a clock up to this much ahead of ours), so
+# it replaces its hold if that is still there, and else changes nothing.
+LATE_S = SETTLED_KEPT_S / 2
+
+
+@dataclass(slots=True)
+class _Kept:
+    """A settle Redis did not take yet: `hold` replaced by `usd`; `tried_at` when (on
+    the monotonic clock) a try of it whose answer was lost may have made it, if one did."""
+
+    hold: UsdHold
+    usd: float
+    tried_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,14 +223,22 @@ return {1, tostring(spent)}
 )
 
 # ARGV[1] the hold's id, ARGV[2] what the call cost, ARGV[3] the keys' expiry, ARGV[4]
-# when its tombstone lapses. The sum changes by the cost less what the hold put in
-# (nothing, when it never went in or lapsed and was taken out). The id stays in the
-# leases as a tombstone (no hold beside it: _DROP_LAPSED sweeps it once lapsed), so a
-# settle made again (its answer was lost) changes nothing: 1; else 0.
+# when its tombstone lapses, ARGV[5] '1' when it is late. The sum changes by the cost
+# less what the hold put in (nothing, when it never went in or lapsed and was taken
+# out). The id stays in the leases as a tombstone (no hold beside it: _DROP_LAPSED
+# sweeps it once lapsed), so a settle made again (its answer was lost) changes nothing:
+# 1. A late one (made again long after a try whose answer was lost, when the tombstone
+# that try left may have been swept) changes nothing unless its hold is still there:
+# 2 when neither is; else 0.
 _SETTLE_USD = """
 local held = redis.call('HGET', KEYS[2], ARGV[1])
-if not held and redis.call('ZSCORE', KEYS[3], ARGV[1]) then
-  return 1
+if not held then
+  if redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+    return 1
+  end
+  if ARGV[5] == '1' then
+    return 2
+  end
 end
 local change = tonumber(ARGV[2])
 if held then
@@ -538,6 +562,7 @@ class RedisLimits:
         namespace: str,
         clock: Callable[[], float] = time.time,
         on_error: Callable[[], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = connect(url, timeout_s, "dispatch.limits.url")
         self.url = self._redis.url
@@ -555,11 +580,13 @@ class RedisLimits:
         self._budget_prefix = f"{namespace}:usd:"
         self._tokens_prefix = f"{namespace}:tpm:"
         self._clock = clock
+        self._monotonic = monotonic  # what a kept settle's age is measured on
         # monotonic: a wall-clock step must not stretch it
         self._outage = Outage(log, on_failure=on_error)
         # the calls under way give up when one fails; then one asks at a time
         self._answering = Answering.of(self._redis, timeout_s)
-        self._pending: deque[tuple[UsdHold, float]] = deque(maxlen=_PENDING_SETTLES)
+        self._pending: deque[_Kept] = deque(maxlen=_PENDING_SETTLES)
+        self._unsure = [0, 0.0]  # late settles that found neither hold nor tombstone: USD
         # monotonic: when the kept settles are asked again after Redis refused one for
         # now (a transient error reply), as after a failure (the outage's pause)
         self._settles_after = 0.0
@@ -663,20 +690,38 @@ class RedisLimits:
 
     async def settle_usd(self, hold: UsdHold, usd: float) -> None:
         """As in memory; kept and tried again later when Redis does not take it."""
+        kept = _Kept(hold, usd)
         if self._outage.down() or not await self._settle_pending():
-            self._keep_for_later(hold, usd)
+            self._keep_for_later(kept)
             return
-        if not await self._settled(hold, usd):
-            self._keep_for_later(hold, usd)
+        if not await self._settled(kept):
+            self._keep_for_later(kept)
 
-    async def _settled(self, hold: UsdHold, usd: float) -> bool:
+    async def _settled(self, kept: _Kept) -> bool:
+        """Whether `kept` was made (or is done with: refused for good). Made `LATE_S`
+        after a try whose answer was lost, it only replaces its hold, if that is still
+        there: its tombstone, which says it was made, may be gone by then, and adding
+        its cost again would count it twice."""
+        hold = kept.hold
+        late = kept.tried_at is not None and self._monotonic() - kept.tried_at > LATE_S
         tombstone = f"{self._clock() + SETTLED_KEPT_S:.3f}"
-        args = [hold.hold_id, repr(usd), int(hold.keep_s), tombstone]
+        args = [hold.hold_id, repr(kept.usd), int(hold.keep_s), tombstone, int(late)]
         try:
             async with self._answering():
-                await self._settle_usd(keys=self._budget_names(hold.key, hold.window), args=args)
+                done = await self._settle_usd(
+                    keys=self._budget_names(hold.key, hold.window), args=args
+                )
         except StoreUnavailable as exc:
+            if exc.timed_out and kept.tried_at is None:
+                kept.tried_at = self._monotonic()  # it may have been made
             return self._refused(exc, settle=True)
+        except asyncio.CancelledError:
+            if kept.tried_at is None:
+                kept.tried_at = self._monotonic()  # asked, maybe: it may have been made
+            raise
+        if done == 2:
+            self._unsure[0] += 1
+            self._unsure[1] += kept.usd
         return True
 
     async def renew_usd(self, hold: UsdHold, lease_s: float | None = None) -> None:
@@ -690,29 +735,47 @@ class RedisLimits:
         except StoreUnavailable as exc:
             self._failed(exc)
 
-    def _keep_for_later(self, hold: UsdHold, usd: float) -> None:
+    def _keep_for_later(self, kept: _Kept) -> None:
         if len(self._pending) == self._pending.maxlen:
             log.warning(
                 "limits: %d budget settles not taken by redis; dropping the oldest",
                 len(self._pending),
             )
-        self._pending.append((hold, usd))
+        self._pending.append(kept)
 
     async def _settle_pending(self, most: int = 100) -> bool:
         """Settle what Redis did not take before (the `most` oldest now); False when it
         still does not answer. One whose caller is cancelled meanwhile (a budget read
         whose client hung up) goes back first in line: made twice, it counts once."""
-        if self._pending and time.monotonic() < self._settles_after:
+        if self._pending and self._monotonic() < self._settles_after:
             return False  # Redis refused one for now a moment ago: not asked again yet
-        for _ in range(min(len(self._pending), most)):
-            if not self._pending:  # another caller settled the rest meanwhile
-                break
-            item = self._pending.popleft()  # taken first: no two callers settle it
-            if not await self._kept_unless_made(
-                self._pending, item, self._settled(*item), again=True
-            ):
-                return False
-        return True
+        try:
+            for _ in range(min(len(self._pending), most)):
+                if not self._pending:  # another caller settled the rest meanwhile
+                    break
+                item = self._pending.popleft()  # taken first: no two callers settle it
+                if not await self._kept_unless_made(
+                    self._pending, item, self._settled(item), again=True
+                ):
+                    return False
+            return True
+        finally:
+            if self._unsure[0]:
+                self._said_unsure()
+
+    def _said_unsure(self) -> None:
+        count, usd = self._unsure
+        self._unsure = [0, 0.0]
+        log.warning(
+            "limits: %d budget settle(s) (%.6f USD) made again over %g s after a try "
+            "whose answer redis %s lost found neither their hold nor its tombstone: taken "
+            "as made by that try, they changed nothing (made twice, a cost would count "
+            "twice); had that try not reached redis, those calls' cost is not counted",
+            count,
+            usd,
+            LATE_S,
+            self.url,
+        )
 
     def _budget_names(self, key: str, window: str) -> list[str]:
         name = f"{self._budget_prefix}{key}:{window}"
@@ -937,7 +1000,7 @@ class RedisLimits:
             self._failed(exc)
             return False
         if settle and exc.transient:
-            self._settles_after = time.monotonic() + RETRY_AFTER_S
+            self._settles_after = self._monotonic() + RETRY_AFTER_S
             note_failure(
                 self._outage,
                 exc,
@@ -977,7 +1040,7 @@ class RedisLimits:
             first = False
             if not self._outage.down() and await self._make_pending():
                 break
-            settles_s = self._settles_after - time.monotonic() if self._pending else 0.0
+            settles_s = self._settles_after - self._monotonic() if self._pending else 0.0
             wait = max(self._outage.left_s(), settles_s, _CLOSE_POLL_S)
             if time.monotonic() + wait > deadline:
                 break
