@@ -11,6 +11,7 @@ import logging
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from llmroute.state.limits import (
     LATE_S,
     SETTLED_KEPT_S,
     UNCOUNTED_SLOT,
+    UsdHold,
     _Kept,
     budget_period,
     seconds_until_below,
@@ -1034,6 +1036,43 @@ def test_in_memory_slot_leases_last_on_a_clock_that_steps_cannot_move() -> None:
 
     stepped, lapsed = asyncio.run(go())
     assert stepped is None and lapsed is not None
+
+
+def test_a_full_queue_of_give_backs_says_what_dropping_costs_once_a_minute(
+    closed_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A give-back kept while Redis does not take it, past the most kept, drops the
+    oldest: that was said for every one dropped (a line a request while Redis was
+    down), with "it lapses with its lease" for a token hold too (whose tokens count
+    until their minute passes) and nothing of what a dropped settle costs. Now it is
+    said once a minute a kind, with how many were dropped, what each costs and what
+    happens to the rest; the URL masked."""
+    mono = Clock(1000.0)
+
+    async def go() -> None:
+        limits = RedisLimits(
+            f"redis://:hunter2@127.0.0.1:{closed_port}/0", 0.5, "ns", monotonic=mono
+        )
+        limits._tokens_back = deque(maxlen=2)
+        limits._pending = deque(maxlen=1)
+        for minute in range(5):  # three dropped
+            limits._later(limits._tokens_back, ("k", minute, 10))
+        mono.now += 61
+        limits._later(limits._tokens_back, ("k", 9, 10))  # a fourth: said with the two unsaid
+        hold = UsdHold("m", "d1", "h", 0.1, 60.0)
+        limits._keep_for_later(_Kept(hold, 0.05))
+        limits._keep_for_later(_Kept(hold, 0.05))  # one dropped
+        await limits._redis.aclose()
+
+    with caplog.at_level(logging.WARNING, "llmroute.limits"):
+        asyncio.run(go())
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 3
+    assert "2 tpm hold give-backs are waiting" in said[0] and "(1 dropped since" in said[0]
+    assert "(3 dropped since" in said[1]
+    assert "until their minute leaves the window" in said[1] and "lease" not in said[1]
+    assert "hard-budget settles" in said[2] and "its cost is never counted" in said[2]
+    assert all("hunter2" not in line and f":{closed_port}" in line for line in said)
 
 
 def test_give_backs_redis_never_took_are_said_at_close(

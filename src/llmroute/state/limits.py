@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from llmroute.state.answering import Answering, StoreUnavailable, note_failure
-from llmroute.state.redis_conn import RETRY_AFTER_S, Outage, connect
+from llmroute.state.redis_conn import LOG_EVERY_S, RETRY_AFTER_S, Outage, connect
 
 __all__ = [
     "NOT_HELD",
@@ -88,6 +88,33 @@ SETTLED_KEPT_S = 120.0  # a settle made again within this (its answer lost) chan
 # tombstone may be gone (swept by a hold on a clock up to this much ahead of ours), so
 # it replaces its hold if that is still there, and else changes nothing.
 LATE_S = SETTLED_KEPT_S / 2
+
+
+# What is said when a full queue drops its oldest, by kind: what it holds, and what
+# dropping one costs.
+_DROPPED = {
+    "settle": (
+        "hard-budget settles",
+        "each dropped settle's call keeps its worst case held in its budget until the "
+        "hold's lease lapses (30 min, or the call's longer lease), and its cost is never "
+        "counted",
+    ),
+    "slot": (
+        "in-flight slot give-backs",
+        "each dropped slot stays taken until its lease lapses (10 min, or the call's "
+        "longer lease): one call fewer for its deployment's max_in_flight meanwhile",
+    ),
+    "tokens": (
+        "tpm hold give-backs",
+        "each dropped hold's tokens count against its tpm until their minute leaves "
+        "the window (at most 2 min)",
+    ),
+    "take": (
+        "rpm count give-backs (takes whose answer was lost)",
+        "each dropped request counts against its rpm until its minute leaves the "
+        "window (at most 2 min)",
+    ),
+}
 
 
 @dataclass(slots=True)
@@ -587,6 +614,8 @@ class RedisLimits:
         self._answering = Answering.of(self._redis, timeout_s)
         self._pending: deque[_Kept] = deque(maxlen=_PENDING_SETTLES)
         self._unsure = [0, 0.0]  # late settles that found neither hold nor tombstone: USD
+        self._dropped: dict[str, int] = {}  # kind → dropped from its full queue, unsaid
+        self._dropped_said: dict[str, float] = {}  # kind → when that was last said
         # monotonic: when the kept settles are asked again after Redis refused one for
         # now (a transient error reply), as after a failure (the outage's pause)
         self._settles_after = 0.0
@@ -737,10 +766,7 @@ class RedisLimits:
 
     def _keep_for_later(self, kept: _Kept) -> None:
         if len(self._pending) == self._pending.maxlen:
-            log.warning(
-                "limits: %d budget settles not taken by redis; dropping the oldest",
-                len(self._pending),
-            )
+            self._dropped_oldest("settle", len(self._pending))
         self._pending.append(kept)
 
     async def _settle_pending(self, most: int = 100) -> bool:
@@ -938,12 +964,30 @@ class RedisLimits:
 
     def _later(self, queue: deque[Any], item: Any) -> None:
         if len(queue) == queue.maxlen:
-            log.warning(
-                "limits: %d give-backs not taken by redis; dropping the oldest (it lapses "
-                "with its lease)",
-                len(queue),
-            )
+            kind = "slot" if queue is self._slots_back else "tokens"
+            self._dropped_oldest("take" if queue is self._takes_back else kind, len(queue))
         queue.append(item)
+
+    def _dropped_oldest(self, kind: str, kept: int) -> None:
+        """A queue of `kind` full (`kept`) dropped its oldest: said at most once a
+        minute a kind (one a request while Redis is down would flood the log), with
+        how many were dropped since it was last said."""
+        self._dropped[kind] = self._dropped.get(kind, 0) + 1
+        now = self._monotonic()
+        if now - self._dropped_said.get(kind, -LOG_EVERY_S) < LOG_EVERY_S:
+            return
+        self._dropped_said[kind] = now
+        what, cost = _DROPPED[kind]
+        log.warning(
+            "limits: %d %s are waiting for redis %s (it failed, or was taken for down), "
+            "the most kept: the oldest is dropped for each new one (%d dropped since this "
+            "was last said); %s. The rest are made, oldest first, once redis answers again",
+            kept,
+            what,
+            self.url,
+            self._dropped.pop(kind),
+            cost,
+        )
 
     async def _give_back_pending(self, most: int = 100) -> bool:
         """Make the give-backs Redis did not take before (the `most` oldest of each
