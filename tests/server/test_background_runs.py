@@ -418,3 +418,67 @@ def test_a_streamed_response_deleted_while_it_runs_leaves_no_events() -> None:
         return len([chunk for chunk in kept if chunk is not None])
 
     assert asyncio.run(go()) == 0
+
+
+def test_a_run_started_once_the_runs_are_shut_down_is_refused() -> None:
+    """A run started after `BackgroundRuns.aclose` returned (a request cut short by the
+    shutdown forgetting what it wrote, `_discarded`, once the runs' wait was over) got a
+    task nobody waited for or cancelled: pending when the event loop closed ("Task was
+    destroyed but it is pending"). Now `start` refuses it: closed unrun, its end told."""
+
+    async def go() -> tuple[bool, list[str], bool, int]:
+        runs = BackgroundRuns()
+        await runs.aclose(1.0)
+        seen: list[str] = []
+
+        async def forget() -> None:
+            seen.append("ran")
+
+        events = RunLog()
+        started = runs.start("resp_late", forget(), events, partial(seen.append, "ended"))
+        await asyncio.sleep(0.05)
+        return started, seen, events.done, len(runs)
+
+    assert asyncio.run(go()) == (False, ["ended"], True, 0)
+
+
+class _ClosesAtLease(MemoryStore):
+    """A memory store where the runs shut down (`closing`) while a response's lease is
+    taken: the request is kept as the shutdown ends."""
+
+    closing: Callable[[], Awaitable[None]] = _nothing
+
+    async def set_pinned(self, key: str, value: bytes, ttl_s: float) -> None:
+        await super().set_pinned(key, value, ttl_s)
+        if value == b"1":  # a lease (a record is JSON)
+            await self.closing()
+
+
+@pytest.mark.parametrize("streams", [False, True], ids=["polled", "streamed"])
+def test_a_background_request_kept_as_the_runs_shut_down_is_refused_and_forgotten(
+    streams: bool,
+) -> None:
+    """A background request whose record was kept as the runs shut down started its run
+    after `aclose` returned: a task nobody waited for, and its response left
+    ``in_progress`` with its lease. Now it is answered 503 ``server_shutdown`` and what
+    was kept of it is forgotten; one that comes after is refused before anything is
+    kept."""
+    kv = _ClosesAtLease(100, 1 << 20, owner_of=owner_group)
+    store = ResponseStore(StoredResponsesSettings(), kv)
+    body = {"model": "small", "background": True, "stream": streams}
+
+    async def never() -> Response:
+        raise AssertionError("a refused request is not answered")
+
+    async def go() -> list[tuple[int, str | None, int]]:
+        request = _request()
+        kv.closing = partial(background_runs(request).aclose, 1.0)
+        seen = []
+        for _ in range(2):
+            front, queued = _queued(store)
+            with pytest.raises(GatewayError) as refused:
+                await _start_in_background(request, _GATEWAY, front, body, queued, never)
+            seen.append((refused.value.status, refused.value.code, len(kv)))
+        return seen
+
+    assert asyncio.run(go()) == [(503, "server_shutdown", 0)] * 2

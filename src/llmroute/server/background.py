@@ -7,7 +7,8 @@ a reasoning model may think longer than a proxy keeps a quiet connection open), 
 follows its events (``stream: true``: the run's `RunLog`, for followers in this
 process). The tasks are this process's (``stored_responses.max_background`` bounds how many); on
 shutdown those still running get `grace_s`, then are cancelled (each marks its response
-failed on the way out).
+failed on the way out); once that is over no run starts (`start` refuses it: nothing would
+wait for it before the event loop ends).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class BackgroundRuns:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._logs: dict[str, RunLog] = {}  # the events of runs that stream, as made
         self._claimed = 0  # requests let in whose runs have not started yet
+        self.closed = False  # `aclose` has returned: no run starts any more
 
     def __len__(self) -> int:
         return len(self._tasks) + self._claimed
@@ -58,13 +60,25 @@ class BackgroundRuns:
         run: Coroutine[Any, Any, None],
         events: RunLog | None = None,
         ended: Callable[[], None] | None = None,
-    ) -> None:
+    ) -> bool:
         """Run `run` (which answers response `response_id`, its stream's events into
         `events` if it streams) in a task of its own. `ended()` is called when the task
         is done, however it ends: also when it is cancelled before its first step, where
         none of `run`'s own code runs (what the run holds that it gives back itself, such
         as its key's tpm hold: `ended` must be a no-op after that). `events` is closed
-        then too, so that its followers in this process end."""
+        then too, so that its followers in this process end. False, `run` closed unrun
+        (`ended()` called, `events` closed), once `aclose` has returned: its task would be
+        left pending when the event loop ends, neither waited for nor cancelled."""
+        if self.closed:
+            run.close()
+            try:
+                if events is not None:
+                    events.close()
+                if ended is not None:
+                    ended()
+            finally:
+                log.warning("stopping: %s %s not started: shut down", self.kind, response_id)
+            return False
         task = asyncio.create_task(run, name=f"llmroute background {response_id}")
         self._tasks[response_id] = task
         if events is not None:
@@ -80,6 +94,7 @@ class BackgroundRuns:
                 self._finished(response_id, done)
 
         task.add_done_callback(finished)
+        return True
 
     def events(self, response_id: str) -> RunLog | None:
         """The events made so far by this process's run of `response_id`, if it streams."""
@@ -107,7 +122,14 @@ class BackgroundRuns:
     async def aclose(self, grace_s: float) -> None:
         """Give the runs `grace_s` to finish, then cancel the rest and wait for them to
         mark their responses failed; runs started meanwhile too (a request cut short by
-        the shutdown starts one that forgets what it wrote: `_discarded`)."""
+        the shutdown starts one that forgets what it wrote: `_discarded`). None starts
+        once it has returned (`start`)."""
+        try:
+            await self._cut(grace_s)
+        finally:
+            self.closed = True
+
+    async def _cut(self, grace_s: float) -> None:
         late = await self._unended(grace_s)
         if not late:
             return

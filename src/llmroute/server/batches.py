@@ -77,7 +77,8 @@ class BatchRuns(BackgroundRuns):
             with metrics.batches_running.track_inprogress() if metrics else nullcontext():
                 await run()
 
-        self.start(batch_id, counted())
+        if not self.start(batch_id, counted()):  # shut down: the next read takes it over
+            self._runs.pop(batch_id, None)
 
     def _finished(self, response_id: str, task: asyncio.Task[None]) -> None:
         super()._finished(response_id, task)

@@ -189,6 +189,8 @@ async def _start_in_background(
     """The `queued` response, ``in_progress`` and kept (so any gateway sharing the store
     can be polled for it), answered now; the `answer` made in a task of this process."""
     runs = background_runs(request)
+    if runs.closed:  # shut down: nothing would run it
+        raise _stopping()
     response, release = queued.response, queued.release
     stream = _Stream(RunLog(), front.events()) if body.get("stream") is True else None
     # at once, as OpenAI does: the model may think for long
@@ -200,15 +202,15 @@ async def _start_in_background(
     if not kept:  # by another gateway's smaller max_key_bytes (Redis)
         raise _too_large_to_keep()
     count = partial(_counted, request)
+    run = _answer_in_background(answer, gateway, front, count, stream)
+    if not runs.start(front.id, run, None if stream is None else stream.run, release):
+        await _discarded(front)  # shut down while it was kept: not run, nor left
+        raise _stopping()
+    _counted(request, "started")
     if stream is None:
-        runs.start(front.id, _answer_in_background(answer, gateway, front, count), None, release)
-        _counted(request, "started")
         return JSONResponse(response)
     for event in opening:
         stream.run.add(event)
-    run = _answer_in_background(answer, gateway, front, count, stream)
-    runs.start(front.id, run, stream.run, release)
-    _counted(request, "started")
     settled = partial(_reaped, front.store, front.owner, front.id, partial(count, "abandoned"))
     return _streaming(request, follow(stream.chunks, stream.run, -1, settled), {})
 
@@ -279,6 +281,15 @@ class _Queued:
     record: StoredResponse
     value: bytes
     release: Callable[[], None] | None = None
+
+
+def _stopping() -> GatewayError:
+    return GatewayError(
+        503,
+        "the gateway is shutting down: send the request again",
+        code="server_shutdown",
+        headers={"retry-after": "1"},
+    )
 
 
 def _too_large_to_keep() -> GatewayError:
