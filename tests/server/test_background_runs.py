@@ -482,3 +482,73 @@ def test_a_background_request_kept_as_the_runs_shut_down_is_refused_and_forgotte
         return seen
 
     assert asyncio.run(go()) == [(503, "server_shutdown", 0)] * 2
+
+
+def _near_the_bound(store: ResponseStore, bound: int) -> tuple[_Kept, _Queued]:
+    """A background response whose running record is just under `bound` bytes."""
+    front, queued = _queued(store)
+    front._input = [{"type": "message", "role": "user", "content": ""}]
+    size = len(front.record(queued.response).to_bytes())
+    front._input[0]["content"] = "x" * (bound - size - 20)
+    record = front.record(queued.response)
+    queued = _Queued(queued.response, record, record.to_bytes())
+    front.queued_as = queued.value
+    return front, queued
+
+
+async def _failed_large(front: _Kept, store: ResponseStore) -> None:
+    await front.fail(502, "the upstream stream ended before the response was made")
+
+
+async def _cancelled_large(front: _Kept, store: ResponseStore) -> None:
+    record = await store.get("team", front.id)
+    assert record is not None
+    await _cancel(_request(), store, "team", record)
+
+
+async def _reaped_large(front: _Kept, store: ResponseStore) -> None:
+    await _reaped(store, "team", front.id)  # no lease: found abandoned
+
+
+@pytest.mark.parametrize("where", ["memory", "redis"])
+def test_a_background_response_ended_too_large_to_keep_reads_as_ended(
+    where: str, redis_namespace: str
+) -> None:
+    """A background response's end (failed, cancelled, found abandoned) is its running
+    record with a new status (and error): one past ``max_key_bytes`` by then (its
+    error's message, or the bound lowered by a reload since it was kept) was not kept,
+    so the response read as running until ``ttl_s``. Now it is kept trimmed: its status,
+    its error saying so, without its input and the request's fields it repeats."""
+    url = REDIS_URL if where == "redis" else "memory"
+    bound = 2048
+    settings = StoredResponsesSettings(url=url, namespace=redis_namespace, max_key_bytes=bound)
+    ends = {_failed_large: "failed", _cancelled_large: "cancelled", _reaped_large: "failed"}
+
+    async def go() -> dict[str, tuple[str | None, int, str]]:
+        kv = RedisStore(url, 2) if url != "memory" else MemoryStore(100, 1 << 20)
+        store = ResponseStore(settings, kv)
+        lowered = ResponseStore(settings.model_copy(update={"max_key_bytes": 1024}), kv)
+        seen = {}
+        try:
+            for end in ends:
+                front, queued = _near_the_bound(store, bound)
+                assert await store.put("team", queued.record)
+                # failing adds an error (past the bound); the others are read after a reload
+                await end(front, store if end is _failed_large else lowered)
+                kept = await store.get("team", front.id)
+                assert kept is not None
+                error = kept.response.get("error") or {}
+                seen[end.__name__] = (
+                    kept.response["status"],
+                    len(kept.input),
+                    "too large to keep" if "too large to keep" in str(error) else str(error),
+                )
+        finally:
+            await store.aclose()
+        return seen
+
+    assert asyncio.run(go()) == {
+        "_failed_large": ("failed", 0, "too large to keep"),
+        "_cancelled_large": ("cancelled", 0, "{}"),
+        "_reaped_large": ("failed", 0, "too large to keep"),
+    }

@@ -683,7 +683,8 @@ class _Kept:
             if found is None or found[0].response.get("status") not in RUNNING:
                 return False
             failed = _failed(found[0], status, message)
-            return await self.store.put(self.owner, failed, counted=False, wait=wait, over=found[1])
+            kept = await self.store.put_ended(self.owner, failed, found[1], wait=wait)
+            return kept is not None
         except StoreUnavailable as exc:
             log.warning("responses: background response %s not marked failed: %s", self.id, exc)
         return True
@@ -778,9 +779,9 @@ async def _ended(
     found = await store.read(owner, response_id)
     if found is None or not found[0].running:
         return (None if found is None else found[0]), False
-    ended = end(found[0])
-    if await store.put(owner, ended, counted=False, over=found[1]):
-        return ended, True
+    kept = await store.put_ended(owner, end(found[0]), found[1])
+    if kept is not None:
+        return kept, True
     return await store.get(owner, response_id), False
 
 

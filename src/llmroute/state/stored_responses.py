@@ -43,6 +43,7 @@ __all__ = [
     "ResponseStore",
     "StoredResponse",
     "new_response_id",
+    "trimmed",
     "with_ids",
 ]
 
@@ -316,6 +317,30 @@ class ResponseStore:
             self._tell("kept")
         return True
 
+    async def put_ended(
+        self, owner: str, record: StoredResponse, over: bytes, *, wait: bool = False
+    ) -> StoredResponse | None:
+        """Keep background response `record` ended (failed, cancelled) over its record as
+        read running (`over`, as `put` says: None where it changed meanwhile); what was
+        kept. One too large for the store (its error's message, or a bound lowered since
+        it was first kept) is kept `trimmed`: left running, it would read so until
+        ``ttl_s``, its lease lapsing failing it only to find that too large too."""
+        whole = record.to_bytes()
+        too_large = self._too_large(len(whole))
+        value = whole if too_large is None else self.encoded(record := trimmed(record))
+        if value is None:
+            return None
+        if too_large is not None:
+            log.warning(
+                "responses: background response %s ended larger than stored_responses.%s "
+                "(%d bytes); kept without its input and output",
+                record.id,
+                too_large,
+                len(whole),
+            )
+        kept = await self.put(owner, record, counted=False, wait=wait, value=value, over=over)
+        return record if kept else None
+
     def _too_large(self, size: int) -> str | None:
         """The setting a record of `size` bytes is larger than; None when it fits."""
         if self.url == "memory" and size > self.settings.max_bytes:
@@ -370,6 +395,41 @@ def _read(raw: bytes, response_id: str) -> StoredResponse | None:
         log.warning("responses: the record of a response could not be read; ignored")
         return None
     return record
+
+
+# what a trimmed record keeps of its response: the rest is the request's, echoed
+_TRIMMED_KEEPS = (
+    "id",
+    "object",
+    "created_at",
+    "status",
+    "background",
+    "error",
+    "incomplete_details",
+    "model",
+    "usage",
+    "store",
+    "previous_response_id",
+    "conversation",
+)
+_TRIMMED = (
+    "(the response was too large to keep whole: kept without its input, its output and "
+    "the request fields it repeats)"
+)
+
+
+def trimmed(record: StoredResponse) -> StoredResponse:
+    """An ended background response too large to keep, small enough to: its status,
+    its error (its message saying why the rest is missing) and its place in its chain;
+    not its input, its output, nor the request's fields it repeats."""
+    kept = record.response
+    response = {name: kept[name] for name in _TRIMMED_KEEPS if name in kept}
+    response["output"] = []
+    error = kept.get("error")
+    if isinstance(error, dict):
+        message = str(error.get("message") or "")[:1000]
+        response["error"] = {"code": error.get("code"), "message": f"{message} {_TRIMMED}"}
+    return StoredResponse(response, [], record.chain, record.streamed)
 
 
 def with_ids(items: Sequence[dict[str, Any]], response_id: str) -> list[dict[str, Any]]:
