@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from types import SimpleNamespace
@@ -38,7 +39,7 @@ from llmroute.server.responses import (
 from llmroute.state.conversations import ConversationStore
 from llmroute.state.limits import MemoryLimits
 from llmroute.state.stored_responses import ResponseStore
-from llmroute.state.stores import MemoryStore, RedisStore, owner_group
+from llmroute.state.stores import MemoryStore, RedisStore, StoreUnavailable, owner_group
 
 _GATEWAY: Any = SimpleNamespace(inflight=contextlib.nullcontext())
 
@@ -552,3 +553,97 @@ def test_a_background_response_ended_too_large_to_keep_reads_as_ended(
         "_cancelled_large": ("cancelled", 0, "{}"),
         "_reaped_large": ("failed", 0, "too large to keep"),
     }
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    data = {"id": "c1", "object": "chat.completion.chunk", "model": "up-small", "choices": [choice]}
+    return f"data: {json.dumps(data)}\n\n".encode()
+
+
+class _FailsFinal(MemoryStore):
+    """A memory store whose writes of a response's answer (``completed``) fail
+    `failures` times (as a Redis timeout does: `lands`, the write was made all the same)."""
+
+    failures = 0
+    lands = False
+
+    async def replace(
+        self, key: str, value: bytes, ttl_s: float, over: bytes, *, pinned: bool = False
+    ) -> bool:
+        if b'"status":"completed"' not in value or self.failures == 0:
+            return await super().replace(key, value, ttl_s, over, pinned=pinned)
+        self.failures -= 1
+        if self.lands:
+            await super().replace(key, value, ttl_s, over, pinned=pinned)
+        raise StoreUnavailable("redis 127.0.0.1:6379: timed out after 0.2 s")
+
+
+async def _abandoned_meanwhile(store: ResponseStore, response_id: str) -> None:
+    await store.release("team", response_id)  # its lease lapsed: a read finds it abandoned
+    assert await _reaped(store, "team", response_id) is not None
+
+
+async def _cancelled_meanwhile(store: ResponseStore, response_id: str) -> None:
+    record = await store.get("team", response_id)
+    assert record is not None
+    await _cancel(_request(), store, "team", record)
+
+
+@pytest.mark.parametrize(
+    ("case", "ends"),
+    [
+        ("fails once", ("response.completed", "completed")),
+        ("lands, said failed", ("response.completed", "completed")),
+        ("fails", ("response.failed", "failed")),
+        ("abandoned meanwhile", ("response.failed", "failed")),
+        ("cancelled meanwhile", (None, "cancelled")),
+    ],
+)
+def test_a_background_streams_last_event_says_what_its_record_says(
+    case: str, ends: tuple[str | None, str]
+) -> None:
+    """A background stream whose answer could not be kept (its store failing, or the
+    response found abandoned or cancelled meanwhile) still ended with
+    ``response.completed`` (``store`` false, or as made), while a poll read it
+    ``failed`` or ``cancelled``. Now its last event is made of its record as kept then,
+    and a write that failed once is asked again (past the store's pause) first."""
+    kv = _FailsFinal(100, 1 << 20, owner_of=owner_group)
+    kv.failures = {"fails once": 1, "lands, said failed": 1, "fails": 9}.get(case, 0)
+    kv.lands = case == "lands, said failed"
+    store = ResponseStore(StoredResponsesSettings(), kv)
+    body = {"model": "small", "input": "hi", "background": True, "stream": True}
+    meanwhile = {"abandoned meanwhile": _abandoned_meanwhile}.get(case)
+    meanwhile = _cancelled_meanwhile if case == "cancelled meanwhile" else meanwhile
+
+    async def go() -> tuple[str | None, str, list[str]]:
+        request = _request()
+        front, queued = _queued(store)
+        front._streamed = True
+        queued = dataclasses.replace(queued, record=front.record(queued.response))
+        queued = dataclasses.replace(queued, value=queued.record.to_bytes())
+        front.queued_as = queued.value
+
+        async def chat() -> AsyncIterator[bytes]:
+            yield _chunk({"role": "assistant", "content": "hi"})
+            if meanwhile is not None:
+                await meanwhile(store, front.id)
+            yield _chunk({}, "stop")
+            yield b"data: [DONE]\n\n"
+
+        async def answer() -> Response:
+            events = front.stream("small", body, chat())
+            return StreamingResponse(events, media_type="text/event-stream")
+
+        await _start_in_background(request, _GATEWAY, front, body, queued, answer)
+        await background_runs(request).aclose(5.0)
+        chunks = EventChunks(store, "team", front.id)
+        events = [e for raw in await chunks.read(0) for e in raw.split(b"\n\n") if e]
+        kinds = [e.split(b"\n", 1)[0].removeprefix(b"event: ").decode() for e in events]
+        last = kinds[-1] if kinds[-1] in ("response.completed", "response.failed") else None
+        record = await store.get("team", front.id)
+        assert record is not None
+        return last, str(record.response["status"]), kinds
+
+    last, status, kinds = asyncio.run(go())
+    assert (last, status) == ends, kinds

@@ -413,7 +413,9 @@ async def _streamed(stream: _Stream, answered: Response, front: _Kept) -> None:
         status = await front.status()
     except StoreUnavailable:
         return
-    if status in RUNNING:
+    if status in RUNNING and front.not_kept:  # its end said so, and could not keep it
+        await front.fail(500, _NOT_KEPT)
+    elif status in RUNNING:
         await front.fail(502, "the upstream stream ended before the response was made")
 
 
@@ -570,8 +572,8 @@ class _Kept:
             if final is None or kept:
                 return made
             kept = True  # the closing event is the last of `made`: it says whether it was
-            if self.background and not await self._wanted():
-                return made
+            if self.background:
+                return await self._settled(made, final, translator)
             # a conversation gains only finished turns
             stored = await self._kept(final, added=final["status"] != "failed")
             if stored is False and made:
@@ -580,6 +582,40 @@ class _Kept:
             return made
 
         return translated(events, translator, keep_when_final)
+
+    async def _settled(
+        self, made: list[bytes], final: dict[str, Any], translator: ResponsesStream
+    ) -> list[bytes]:
+        """A background stream's last events (`made`, its closing event last), `final`
+        kept first. Its closing event says what a poll reads: where `final` was not kept
+        (cancelled, deleted or found abandoned meanwhile, or its store failing), it is
+        made of the record as kept then: ``response.failed`` with its error where it
+        failed (or cannot be read), none where it was cancelled or deleted."""
+        if not made:
+            return made
+        if await self._wanted():
+            stored = await self._kept(final, added=final["status"] != "failed")
+            if stored is True:
+                return made
+            if stored is False:
+                await self._said_not_kept(final)
+        read = partial(self.store.get, self.owner, self.id)
+        try:
+            record = await asked(read)
+        except StoreUnavailable:
+            record = None if self.unwanted else _failed(self.record(final), 500, _NOT_KEPT)
+        status = None if record is None else record.response.get("status")
+        if record is None or status == "cancelled":
+            return made[:-1]
+        if status == "failed":
+            made[-1] = translator.failed_event(record.response)
+        elif status in RUNNING:  # not kept failed either: its lease, given up, will be
+            made[-1] = translator.failed_event(_failed(record, 500, _NOT_KEPT).response)
+        else:  # its write landed though the store failed to say so
+            self.unwanted = self.not_kept = False
+            if final["status"] != "failed":
+                await self._add_to_conversation(final)
+        return made
 
     async def answer(self, data: dict[str, Any], model: str, body: dict[str, Any]) -> Any:
         response = to_response(data, model, body, self.id, self._keep, self.created_at)
@@ -691,9 +727,10 @@ class _Kept:
 
     async def _put(self, response: dict[str, Any]) -> bool:
         """Keep `response`: at once or not, for a client waiting; a background one is
-        asked of the store itself (`asked`), its poller waits for it, and only over its
-        record as first kept (one cancelled, deleted or found abandoned meanwhile is left
-        so)."""
+        asked of the store itself (`put`'s `wait`: once more after a failure; one that
+        landed leaves the record changed, which `_settled` reads), its poller waits for
+        it, and only over its record as first kept (one cancelled, deleted or found
+        abandoned meanwhile is left so)."""
         record, background = self.record(response), self.background
         over = self.queued_as if background else None
         try:

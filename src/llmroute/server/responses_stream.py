@@ -434,3 +434,9 @@ class ResponsesStream(ChunkTranslator):
         kind, number = self._final_event
         data = {"type": kind, "sequence_number": number, "response": self.final}
         return responses_event(kind, data)
+
+    def failed_event(self, response: dict[str, Any]) -> bytes:
+        """The closing event again, as ``response.failed`` with `response` (a background
+        response kept failed instead: its stream says what a poll reads)."""
+        self.final, self._final_event = response, ("response.failed", self._final_event[1])
+        return self.final_event()

@@ -21,9 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, TypeVar
 
 from llmroute.registry.schema import Registry, StoredResponsesSettings
 from llmroute.state.listings import Cap
@@ -50,6 +50,7 @@ __all__ = [
 log = logging.getLogger("llmroute.responses")
 
 _VERSION = 1
+T = TypeVar("T")
 RUNNING = ("queued", "in_progress")  # a background response's statuses before its end
 
 
@@ -276,9 +277,11 @@ class ResponseStore:
         in it, so that it is not lost before its answer is kept); False when it is too
         large for the memory store or `max_key_bytes`. `counted`: told to `on_outcome` (not
         a background response's status changing: it is counted once, when made). `wait`:
-        asked of the store itself, past a pause after a failure (`asked`); an ``error`` is
-        told once, when it gives up (the pause's refusal and the failure after it are one
-        keeping that failed, not two). `value`: `record` `encoded` already. `over`:
+        asked of the store itself, past a pause after a failure (`asked`), and once more
+        after a failure of its own (a background response's writes: its answer, or its
+        end, is its run's one chance); an ``error`` is told once, when it gives up (the
+        pause's refusal and the failures after it are one keeping that failed, not
+        two). `value`: `record` `encoded` already. `over`:
         written only if the record still holds these bytes, in one step with the check (a
         background response's writes after its first, over it as it was running: one
         deleted, cancelled or ended meanwhile is left so); False then, told nothing."""
@@ -304,7 +307,7 @@ class ResponseStore:
             return True
 
         try:
-            kept = await (asked(write) if wait else write())
+            kept = await (_asked_again(write) if wait else write())
         except StoreUnavailable:
             self._tell("error")
             raise
@@ -383,6 +386,18 @@ class ResponseStore:
 
     async def aclose(self) -> None:
         await self._store.aclose()
+
+
+async def _asked_again(call: Callable[[], Awaitable[T]]) -> T:
+    """`asked(call)`, and once more (`asked`: past the pause it began) after a failure
+    of its own; a write over a record (`over`) that landed though it failed then finds
+    the record changed."""
+    try:
+        return await asked(call)
+    except StoreUnavailable as exc:
+        if exc.paused_s:  # refused unasked to the end: the store was asked meanwhile
+            raise
+    return await asked(call)
 
 
 def _silent(outcome: str) -> None:
