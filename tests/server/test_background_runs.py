@@ -647,3 +647,73 @@ def test_a_background_streams_last_event_says_what_its_record_says(
 
     last, status, kinds = asyncio.run(go())
     assert (last, status) == ends, kinds
+
+
+class _StallsFinal(RedisStore):
+    """A Redis store whose Redis stops answering (`timeout_s` 0.2 s, then the store's
+    pause) while a response's answer (``completed``) is first written: `replies` only
+    (the write is made, its reply lost) or both ways."""
+
+    def __init__(self, url: str, proxy: StallProxy, replies: bool) -> None:
+        super().__init__(url, 0.2)
+        self._proxy = proxy
+        self._replies = replies
+        self.failures = 1
+
+    async def replace(
+        self, key: str, value: bytes, ttl_s: float, over: bytes, *, pinned: bool = False
+    ) -> bool:
+        if b'"status":"completed"' not in value or self.failures == 0:
+            return await super().replace(key, value, ttl_s, over, pinned=pinned)
+        self.failures -= 1
+        (self._proxy.stall_replies if self._replies else self._proxy.stall)()
+        try:
+            return await super().replace(key, value, ttl_s, over, pinned=pinned)
+        finally:
+            self._proxy.resume()
+
+
+@pytest.mark.parametrize("replies", [False, True], ids=["stalled", "reply lost"])
+def test_a_background_streams_answer_is_kept_past_one_redis_timeout(
+    replies: bool, redis_namespace: str
+) -> None:
+    """A real Redis timing out on a background stream's last write (the write made all
+    the same: its reply lost, or its command held and delivered late) with the write
+    asked again past the pause (`_asked_again`): the second write, over the running
+    record, finds it changed, and the run reads it back as made, so its stream and its
+    record both say ``completed``. (A write that never lands is
+    `test_a_background_streams_last_event_says_what_its_record_says`'s, in memory: the
+    proxy delivers a held command once it resumes.)"""
+    settings = StoredResponsesSettings(url=REDIS_URL, namespace=redis_namespace)
+    body = {"model": "small", "input": "hi", "background": True, "stream": True}
+
+    async def go(url: str, proxy: StallProxy) -> tuple[str, str]:
+        store = ResponseStore(settings, _StallsFinal(url, proxy, replies))
+        request = _request()
+        front, queued = _queued(store)
+        front._streamed = True
+        record = front.record(queued.response)
+        queued = dataclasses.replace(queued, record=record, value=record.to_bytes())
+        front.queued_as = queued.value
+
+        async def chat() -> AsyncIterator[bytes]:
+            yield _chunk({"role": "assistant", "content": "hi"})
+            yield _chunk({}, "stop")
+
+        async def answer() -> Response:
+            events = front.stream("small", body, chat())
+            return StreamingResponse(events, media_type="text/event-stream")
+
+        try:
+            await _start_in_background(request, _GATEWAY, front, body, queued, answer)
+            await background_runs(request).aclose(10.0)
+            raws = await EventChunks(store, "team", front.id).read(0)
+            last = [e for raw in raws for e in raw.split(b"\n\n") if e][-1]
+            kept = await store.get("team", front.id)
+            assert kept is not None
+            return last.split(b"\n", 1)[0].decode(), str(kept.response["status"])
+        finally:
+            await store.aclose()
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        assert asyncio.run(go(url, proxy)) == ("event: response.completed", "completed")
