@@ -7,8 +7,9 @@ worker, ``/health`` included, waited that long. Nothing in its ``data`` is chang
 way (only ``model`` and ``usage`` are), so an answer past `VERBATIM_BYTES` is read here
 (`read_verbatim`): its ``data`` array is checked element by element (each must be JSON;
 ``NaN`` and ``Infinity`` are not, nor numbers past a double, as any upstream answer's:
-`_finite`) with the event loop let run between steps, and kept as
-the bytes that came (`Verbatim`). The other members are parsed as `untrusted_json.loads`
+`_finite`) with the event loop let run between steps, and kept as the bytes that came
+(`Verbatim`); its text is decoded a window at a time (`_Text`), not whole (one decode of
+43 MB held the loop 20-60 ms). The other members are parsed as `untrusted_json.loads`
 parses any upstream answer. A body that is not plain ASCII is checked to be UTF-8 a step
 at a time too; one that is not, or holds a ``\\uD800``-``\\uDFFF`` escape (an unpaired
 surrogate may hide there), is read the usual way, where such characters are replaced.
@@ -63,21 +64,76 @@ _SCAN: Callable[[str, int], tuple[Any, int]] = getattr(  # noqa: B009  (untyped 
     json.JSONDecoder(parse_constant=_not_json), "scan_once"
 )
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_WINDOW = 256 * 1024  # bytes of the body decoded at a time (~0.1-0.2 ms)
+
+
+class _Text:
+    """A body's JSON text, decoded a window at a time (43 MB decoded whole held the
+    event loop 20-60 ms), at the body's own offsets: a character a byte (ASCII, or
+    latin-1 for UTF-8 whose characters past ASCII are read from the body's own bytes).
+
+    A value is scanned in the window it starts in with the character past it (what a
+    scan may look at before it ends); cut by the window's end, it is scanned again in a
+    window twice as large, and a scan that fails in the window that reaches the body's
+    end fails in the body: the C scanner reads left to right, so a value it reads whole
+    in a window, the character past it seen, is the value the whole text holds."""
+
+    def __init__(self, body: bytes, encoding: str) -> None:
+        self._view = memoryview(body)
+        self._encoding = encoding
+        self._size = len(body)
+        self._start, self._end, self._text = 0, 0, ""
+
+    def _window(self, at: int, size: int) -> None:
+        self._start, self._end = at, min(self._size, at + size)
+        self._text = str(self._view[at : self._end], self._encoding)
+
+    def token(self, at: int) -> tuple[int, str]:
+        """The offset of the first character at or past `at` that is not whitespace,
+        and that character ('' at the body's end)."""
+        while True:
+            if not self._start <= at < self._end:
+                if at >= self._size:
+                    return at, ""
+                self._window(at, _WINDOW)
+            at = self._start + _ws(self._text, at - self._start)
+            if at < self._end:
+                return at, self._text[at - self._start]
+
+    def scan(self, at: int, then: str) -> tuple[Any, int, int, str]:
+        """The JSON value at `at` (past whitespace) and its end, then the offset of the
+        next character that is not whitespace and that character, one of `then`."""
+        at, _ = self.token(at)
+        if not self._start <= at < self._end:  # (at the body's end)
+            self._window(at, _WINDOW)
+        while True:
+            text, start = self._text, self._start
+            try:
+                value, end = _SCAN(text, at - start)
+            except StopIteration:
+                value, end = None, -1
+            except RecursionError:  # (what nests too deeply is within the window)
+                raise TooDeep("nested too deeply to parse") from None
+            except ValueError:
+                if self._end < self._size:
+                    value, end = None, -1
+                else:
+                    raise
+            if end >= 0:
+                following = _ws(text, end)
+                if following < len(text) and text[following] in then:
+                    return value, start + end, start + following, text[following]
+            if self._end == self._size:
+                if end < 0:
+                    raise ValueError(f"no JSON value at {at}")
+                expected = " or ".join(repr(char) for char in then)
+                raise ValueError(f"{expected} expected at {start + _ws(text, end)}")
+            self._window(at, max(_WINDOW, 2 * (self._end - at)))
 
 
 def _ws(text: str, at: int) -> int:
     match = _WHITESPACE.match(text, at)
     return at if match is None else match.end()
-
-
-def _scan(text: str, at: int) -> tuple[Any, int]:
-    try:
-        value, end = _SCAN(text, at)
-    except StopIteration:
-        raise ValueError(f"no JSON value at {at}") from None
-    except RecursionError:
-        raise TooDeep("nested too deeply to parse") from None
-    return value, end
 
 
 async def read_verbatim(body: bytes, verbatim: Collection[str]) -> dict[str, Any] | None:
@@ -88,50 +144,44 @@ async def read_verbatim(body: bytes, verbatim: Collection[str]) -> dict[str, Any
     `ValueError`."""
     if not verbatim or len(body) < VERBATIM_BYTES or await _surrogate_escaped(body):
         return None
-    try:
-        text = body.decode("ascii")
-    except UnicodeDecodeError:
+    encoding = "ascii"
+    if not await _ascii(body):
         if not await _utf8(body):
             return None
         # a character a byte: its offsets are the body's, and its JSON's structure the
         # same (bytes of a character that is not ASCII are all past 0x7F, never a quote
         # or a bracket); what is not ASCII is read from the body's own bytes
-        text = body.decode("latin-1")
-    whole = memoryview(body)  # the members kept are views of it, not copies
-    at = _ws(text, 0)
-    if text[at : at + 1] != "{":
+        encoding = "latin-1"
+    text = _Text(body, encoding)
+    at, char = text.token(0)
+    if char != "{":
         return None  # not an object: said so the usual way
+    whole = memoryview(body)  # the members kept are views of it, not copies
     members: dict[str, Any] = {}
-    at = _ws(text, at + 1)
-    closed = text[at : at + 1] == "}"
-    at += closed
+    at, char = text.token(at + 1)
+    closed = char == "}"
     while not closed:
-        if text[at : at + 1] != '"':
+        if char != '"':
             raise ValueError(f"a member's name expected at {at}")
         named = at
-        key, at = _scan(text, at)
+        key, end, at, _ = text.scan(named, ":")
         if not key.isascii():
-            key = loads(body[named:at])
-        at = _ws(text, at)
-        if text[at : at + 1] != ":":
-            raise ValueError(f"':' expected at {at}")
-        at = _ws(text, at + 1)
-        if key in verbatim and text[at : at + 1] == "[":
-            start = at
-            at, items = await _array(text, at)
-            members[key] = Verbatim(whole[start:at], items)
+            key = loads(body[named:end])
+        at, char = text.token(at + 1)
+        if key in verbatim and char == "[":
+            end, items = await _array(text, at)
+            members[key] = Verbatim(whole[at:end], items)
+            at, char = text.token(end)
+            if char not in (",", "}"):
+                raise ValueError(f"',' or '}}' expected at {at}")
         else:
-            _, end = _scan(text, at)
+            _, end, following, char = text.scan(at, ",}")
             members[key] = loads(body[at:end], finite=True)
-            at = end
-        at = _ws(text, at)
-        separator = text[at : at + 1]
-        if separator not in (",", "}"):
-            raise ValueError(f"',' or '}}' expected at {at}")
-        closed = separator == "}"
-        at = at + 1 if closed else _ws(text, at + 1)
-    if _ws(text, at) != len(text):
-        raise ValueError("extra data after the JSON object")
+            at = following
+        closed = char == "}"
+        at, char = text.token(at + 1)
+        if closed and char:
+            raise ValueError("extra data after the JSON object")
     return members
 
 
@@ -152,6 +202,16 @@ async def _surrogate_escaped(body: bytes) -> bool:
     return False
 
 
+async def _ascii(body: bytes) -> bool:
+    """Whether `body` is all ASCII, looked at a step at a time with the event loop let
+    run between steps."""
+    for start in range(0, len(body), _BYTES_STEP):
+        if not body[start : start + _BYTES_STEP].isascii():
+            return False
+        await asyncio.sleep(0)
+    return True
+
+
 async def _utf8(body: bytes) -> bool:
     """Whether `body` is UTF-8 (no surrogate's bytes), read a step at a time with the
     event loop let run between steps (a character cut by a step's end is read whole)."""
@@ -167,25 +227,22 @@ async def _utf8(body: bytes) -> bool:
     return True
 
 
-async def _array(text: str, at: int) -> tuple[int, int]:
+async def _array(text: _Text, at: int) -> tuple[int, int]:
     """The end of the array at `at` and its length, each element checked, the event
     loop let run every `_STEP_CHARS`."""
-    at = _ws(text, at + 1)
-    if text[at : at + 1] == "]":
-        return at + 1, 0
+    at += 1  # past its '['
+    following, char = text.token(at)
+    if char == "]":
+        return following + 1, 0
     items, since = 0, at
     while True:
-        value, at = _scan(text, at)
+        value, end, at, char = text.scan(at, ",]")
         if not _finite(value):
-            raise NotFinite(f"a number before {at} is too large for a double")
+            raise NotFinite(f"a number before {end} is too large for a double")
         items += 1
-        at = _ws(text, at)
-        sep = text[at : at + 1]
-        if sep == "]":
+        if char == "]":
             return at + 1, items
-        if sep != ",":
-            raise ValueError(f"',' or ']' expected at {at}")
-        at = _ws(text, at + 1)
+        at += 1
         if at - since >= _STEP_CHARS:
             await asyncio.sleep(0)
             since = at

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import tracemalloc
 from typing import Any
 from unittest.mock import patch
 
@@ -106,28 +107,28 @@ def test_the_array_is_written_as_it_came() -> None:
     assert answer_bytes(read) == b'{"data":[ 1.50 , 2e3 ,"x", {"a": [1e-7, -0.0]} ],"model":"pool"}'
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        '{"data": [1,]}',
-        '{"data": [1 2]}',
-        '{"data": [NaN]}',
-        '{"data": [1, Infinity]}',
-        '{"data": [1]',
-        '{"a": 1,}',
-        '{"a" 1}',
-        '{"a": 1} {}',
-        '{"usage": {"prompt_tokens": 1e400}}',  # parsed, so finite, as any answer's
-        # past a double, as any other answer's numbers: a batch wrote 1e400 as Infinity
-        '{"data": [1e400]}',
-        '{"data": [{"embedding": [0.5, -1e999, 0.25]}]}',
-        '{"data": [{"embedding": [[1, 2], [3, -1e400]]}]}',
-        '{"data": [{"n": ' + "9" * 309 + "}]}",
-        '{"data": [[0.5, ' + "9" * 400 + "]]}",
-        '{"data": ' + "[" * 100_000 + "]" * 100_000 + "}",
-        '{"data": ["\x01"]}',
-    ],
-)
+NOT_JSON = [
+    '{"data": [1,]}',
+    '{"data": [1 2]}',
+    '{"data": [NaN]}',
+    '{"data": [1, Infinity]}',
+    '{"data": [1]',
+    '{"a": 1,}',
+    '{"a" 1}',
+    '{"a": 1} {}',
+    '{"usage": {"prompt_tokens": 1e400}}',  # parsed, so finite, as any answer's
+    # past a double, as any other answer's numbers: a batch wrote 1e400 as Infinity
+    '{"data": [1e400]}',
+    '{"data": [{"embedding": [0.5, -1e999, 0.25]}]}',
+    '{"data": [{"embedding": [[1, 2], [3, -1e400]]}]}',
+    '{"data": [{"n": ' + "9" * 309 + "}]}",
+    '{"data": [[0.5, ' + "9" * 400 + "]]}",
+    '{"data": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    '{"data": ["\x01"]}',
+]
+
+
+@pytest.mark.parametrize("text", NOT_JSON)
 def test_what_is_not_json_raises(text: str) -> None:
     with pytest.raises(ValueError):
         _read(text)
@@ -153,6 +154,74 @@ def test_an_integer_just_past_a_double_is_refused_as_any_answers(text: str) -> N
         loads(text, finite=True)
     with pytest.raises(ValueError):
         _read(text)
+
+
+_window_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(blacklist_categories=("Cs",)), max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_texts, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["data", "model", "é", "x"]), _window_values),
+    st.sampled_from([1, 2, 3, 7, 64]),
+    st.integers(0, 2),
+    st.booleans(),
+)
+def test_a_body_read_a_window_at_a_time_reads_what_json_reads(
+    value: dict[str, Any], window: int, indent: int, escaped: bool
+) -> None:
+    """A value cut by a window's end (a number's exponent, an escape, a literal, the
+    whitespace before its comma) is read again in a larger window, as it is whole."""
+    body = json.dumps(value, indent=indent or None, ensure_ascii=escaped).encode()
+    with (
+        patch.object(verbatim_json, "VERBATIM_BYTES", 0),
+        patch.object(verbatim_json, "_WINDOW", window),
+    ):
+        read = asyncio.run(read_verbatim(body, ("data",)))
+    if escaped and read is None:  # a character past U+FFFF: a pair's escapes
+        assert any(ord(c) > 0xFFFF for c in json.dumps(value, ensure_ascii=False))
+        return
+    assert read is not None and read.keys() == value.keys()
+    got = read.get("data")
+    if isinstance(got, Verbatim):
+        assert got.items == len(value["data"])
+        read["data"] = json.loads(bytes(got.raw))
+    assert read == value
+
+
+@pytest.mark.parametrize("window", [1, 5, 64])
+def test_what_is_not_json_raises_a_window_at_a_time(window: int) -> None:
+    with (
+        patch.object(verbatim_json, "VERBATIM_BYTES", 0),
+        patch.object(verbatim_json, "_WINDOW", window),
+    ):
+        for text in NOT_JSON:
+            with pytest.raises(ValueError):
+                asyncio.run(read_verbatim(text.encode(), ("data",)))
+
+
+@pytest.mark.parametrize("model", ["m", "modèle"])
+def test_a_large_body_is_not_decoded_whole(model: str) -> None:
+    """The body's text is decoded a window at a time: decoded whole (one copy of it),
+    a 43 MB answer held the event loop 20-60 ms, the longest stretch its read had left."""
+    vectors = [{"embedding": [0.123456789] * 1536}] * 300
+    body = (f'{{"model": "{model}", "data": ' + json.dumps(vectors) + "}").encode()
+    tracemalloc.start()
+    try:
+        read = asyncio.run(read_verbatim(body, ("data",)))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert read is not None and read["data"].items == 300
+    # (6 MB; a window, and a step's copies where the body is looked at: ~1-3 MB)
+    assert peak < len(body) * 2 // 3
 
 
 def test_large_finite_numbers_are_kept() -> None:
