@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from math import hypot, isfinite
 from typing import Any
 
-from llmroute.joined_bytes import joined
+from llmroute.joined_bytes import joined, off_loop
 from llmroute.untrusted_json import NotFinite, TooDeep, loads
 
 __all__ = [
@@ -410,11 +410,12 @@ class _Writer:
 
 async def loads_answer(body: bytes) -> Any:
     """An answer the gateway wrote, read again (to convert it for a front, to mask it):
-    a large one in a worker thread, whose check on each number (`finite`; the gateway
-    writes no other) lets the event loop take its turns meanwhile."""
+    a large one in a worker thread (the joins', `off_loop`), whose check on each number
+    (`finite`; the gateway writes no other) lets the event loop take its turns
+    meanwhile."""
     if len(body) < VERBATIM_BYTES:
         return loads(body)
-    return await asyncio.to_thread(loads, body, finite=True)
+    return await off_loop(loads, body, finite=True)
 
 
 def _dumps(value: Any) -> bytes:

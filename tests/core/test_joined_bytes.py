@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextvars
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
-from loop_ticks import ticks_while
+from loop_ticks import ticks_while, while_default_executor_blocked
 
-from llmroute.joined_bytes import JOINED_OFF_LOOP_BYTES, joined
+from llmroute.joined_bytes import JOINED_OFF_LOOP_BYTES, joined, off_loop
 
 
 def test_a_large_join_lets_the_event_loop_run() -> None:
@@ -29,17 +28,20 @@ def test_a_join_does_not_wait_behind_the_default_executors_blocking_calls() -> N
     """The loop's default executor runs blocking calls (a remote encoder's round trip for
     each decision, up to its 10 s timeout): a 43 MB answer's join, 48 ms alone, waited
     2 s behind six such calls of 2 s."""
-    release = threading.Event()
     large = b"x" * JOINED_OFF_LOOP_BYTES
+    assert while_default_executor_blocked(lambda: joined([large, b"}"])) == large + b"}"
 
-    async def main() -> bytes:
-        with ThreadPoolExecutor(max_workers=1) as busy:
-            asyncio.get_running_loop().set_default_executor(busy)
-            blocked = asyncio.ensure_future(asyncio.to_thread(release.wait, 60))
-            try:
-                return await asyncio.wait_for(joined([large, b"}"]), 10)
-            finally:
-                release.set()
-                await blocked
 
-    assert asyncio.run(main()) == large + b"}"
+_CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="none")
+
+
+def test_other_work_runs_in_the_joins_threads_in_the_callers_context() -> None:
+    def where(suffix: str, *, sep: str) -> str:
+        return threading.current_thread().name + sep + _CALLER.get() + suffix
+
+    async def work() -> str:
+        _CALLER.set("request")
+        return await off_loop(where, "!", sep=" ")
+
+    done = while_default_executor_blocked(work)
+    assert done.startswith("llmroute-join") and done.endswith(" request!")

@@ -14,7 +14,7 @@ from unittest.mock import patch
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from loop_ticks import joins_off_loop, ticks_while
+from loop_ticks import joins_off_loop, ticks_while, while_default_executor_blocked
 from starlette.responses import JSONResponse
 
 from llmroute import verbatim_json
@@ -319,6 +319,14 @@ def test_an_answer_is_read_again_as_written() -> None:
     large = {"a": [{"logprob": -0.5, "n": 3}] * 100_000}
     for value in (small, large):
         assert asyncio.run(loads_answer(JSONResponse(value).body)) == value
+
+
+def test_a_large_answer_is_read_again_beside_the_default_executors_blocking_calls() -> None:
+    """Read in the default executor, a large answer (a chat answer's logprobs, to
+    convert it for a front) waited behind a remote encoder's blocking calls there."""
+    large = {"a": [{"logprob": -0.5, "n": 3}] * 100_000}
+    body = JSONResponse(large).body
+    assert while_default_executor_blocked(lambda: loads_answer(body)) == large
 
 
 def test_an_answer_is_written_within_a_bound_or_not_at_all() -> None:

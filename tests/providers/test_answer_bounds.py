@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
-from loop_ticks import joins_off_loop
+from loop_ticks import joins_off_loop, while_default_executor_blocked
 
 from llmroute.errors import ProviderError
 from llmroute.providers import OpenAICompatProvider, _transport
@@ -69,6 +69,16 @@ def test_a_large_answer_is_joined_off_the_event_loop(upstream: FakeUpstream) -> 
     answered, joins = joins_off_loop(lambda: _asked(upstream, "m?multi=1", text, n=1000))
     assert isinstance(answered, dict) and answered["choices"]
     assert [whole for size, whole in joins if size > 2_000_000] == [True]
+
+
+def test_a_large_answer_is_parsed_beside_the_default_executors_blocking_calls(
+    upstream: FakeUpstream,
+) -> None:
+    """A large answer (logprobs, many choices) was parsed in the default executor, where
+    a remote encoder's blocking calls queue (up to its timeout each)."""
+    text = "long " * 500  # answered 1,000 times: 2.5 MB
+    answered = while_default_executor_blocked(lambda: _asked(upstream, "m?multi=1", text, n=1000))
+    assert isinstance(answered, dict) and len(answered["choices"]) == 1000  # type: ignore[arg-type]
 
 
 def test_a_compressed_answer_is_bounded_as_it_unpacks(

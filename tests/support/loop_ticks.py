@@ -4,6 +4,7 @@ that gives the loop back lets it run (a count, not a time: no timing in unit tes
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -55,3 +56,22 @@ def joins_off_loop(work: Callable[[], Awaitable[T]]) -> tuple[T, list[tuple[int,
             return asyncio.run(work()), joins
         finally:
             joined_bytes._JOINS = kept
+
+
+def while_default_executor_blocked(work: Callable[[], Awaitable[T]], within: float = 20) -> T:
+    """What `work()` gives, run while the loop's default executor (one thread) is busy
+    with a blocking call, as a remote encoder's round trips keep it (up to its timeout):
+    `TimeoutError` after `within` seconds if `work` waits for that executor."""
+    release = threading.Event()
+
+    async def main() -> T:
+        with ThreadPoolExecutor(max_workers=1) as busy:
+            asyncio.get_running_loop().set_default_executor(busy)
+            blocked = asyncio.ensure_future(asyncio.to_thread(release.wait, 60))
+            try:
+                return await asyncio.wait_for(work(), within)
+            finally:
+                release.set()
+                await blocked
+
+    return asyncio.run(main())

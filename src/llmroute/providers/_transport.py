@@ -9,7 +9,6 @@ sessions belong to one loop), and every failure leaves here as a `ProviderError`
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
@@ -20,7 +19,7 @@ import aiohttp
 from yarl import URL
 
 from llmroute.errors import ConnectTimeout, ProviderError, ProviderTimeout
-from llmroute.joined_bytes import JOINED_OFF_LOOP_BYTES, joined
+from llmroute.joined_bytes import JOINED_OFF_LOOP_BYTES, joined, off_loop
 from llmroute.providers._http import (
     TRANSPORT_ERRORS,
     EventTooLarge,
@@ -174,8 +173,9 @@ class HttpTransport:
             parsed: Any = await read_verbatim(body, verbatim)
             if parsed is None and len(body) >= VERBATIM_BYTES:
                 # a large answer (logprobs): parsed in a worker thread, where the check
-                # on each number lets the event loop take its turns meanwhile
-                parsed, _ = await asyncio.to_thread(loads_replacing, body, finite=True)
+                # on each number lets the event loop take its turns meanwhile (the
+                # joins', not the default executor, where blocking calls queue)
+                parsed, _ = await off_loop(loads_replacing, body, finite=True)
             elif parsed is None:
                 # NaN would make the client's answer unwritable; bytes that are not UTF-8
                 # and unpaired surrogates are read as U+FFFD (`loads_replacing`)
