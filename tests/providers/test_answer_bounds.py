@@ -81,6 +81,40 @@ def test_a_large_answer_is_parsed_beside_the_default_executors_blocking_calls(
     assert isinstance(answered, dict) and len(answered["choices"]) == 1000  # type: ignore[arg-type]
 
 
+def test_a_large_request_body_is_sent_whole_without_a_warning(upstream: FakeUpstream) -> None:
+    """Sent as bytes, a body past 1 MiB made aiohttp warn (ResourceWarning, an error in
+    this suite) that it "might lock the event loop": it goes as a `BytesIO`, written
+    64 KiB a step, its length and JSON content type said all the same."""
+    text = "x" * (2 << 20)
+    answered = _ask(upstream, "m-large-request", text)
+    assert isinstance(answered, dict)
+    echoed = answered["choices"][0]["message"]["content"]  # type: ignore[index]
+    assert echoed.startswith("echo: ") and echoed.count("x") == len(text)  # (no diff of 2 MB)
+    (sent,) = upstream.calls_to("m-large-request")
+    assert sent.headers["content-type"] == "application/json"
+    assert int(sent.headers["content-length"]) > len(text)
+    assert "transfer-encoding" not in sent.headers
+
+
+def test_a_large_streamed_request_body_is_sent_whole_without_a_warning(
+    upstream: FakeUpstream,
+) -> None:
+    async def streamed() -> list[object]:
+        provider = OpenAICompatProvider(
+            "up", Provider(kind="openai", base_url=upstream.url, timeout_s=5), environ={}
+        )
+        body = {"messages": [{"role": "user", "content": "y" * (2 << 20)}], "stream": True}
+        try:
+            return [c async for c in provider.stream("m-large-stream", body, timeouts=Timeouts(5))]
+        finally:
+            await provider.aclose()
+
+    assert asyncio.run(streamed())
+    (sent,) = upstream.calls_to("m-large-stream")
+    assert sent.body["messages"][0]["content"].count("y") == 2 << 20
+    assert sent.headers["content-type"] == "application/json"
+
+
 def test_a_compressed_answer_is_bounded_as_it_unpacks(
     upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,6 +10,7 @@ sessions belong to one loop), and every failure leaves here as a `ProviderError`
 from __future__ import annotations
 
 import base64
+import io
 import json
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -47,6 +48,7 @@ _JSON = {"content-type": "application/json"}
 _READ_CHUNK = 64 * 1024
 MAX_BODY_BYTES = 256 * 1024 * 1024  # a whole answer (2,048 large embeddings: ~120 MB)
 _MAX_ERROR_BYTES = 1024 * 1024  # an error body: its message is all that is read
+_STEPPED_BODY_BYTES = 1 << 20  # aiohttp's bound for bytes (`payload.TOO_LARGE_BYTES_BODY`)
 
 
 def _basic(user: str, password: str | None, owner: object) -> str:
@@ -153,7 +155,7 @@ class HttpTransport:
         url, sent = self._target(method, path, data, headers)
         try:
             async with self._client().request(
-                method, url, data=data, timeout=timeout, headers=sent
+                method, url, data=_sent(data), timeout=timeout, headers=sent
             ) as response:
                 limit = _MAX_ERROR_BYTES if response.status >= 400 else MAX_BODY_BYTES
                 body = await self._body(response, limit)
@@ -209,7 +211,9 @@ class HttpTransport:
         data = _dumps(payload)
         url, sent = self._target("POST", path, data, headers)
         try:
-            response = await self._client().post(url, data=data, timeout=timeout, headers=sent)
+            response = await self._client().post(
+                url, data=_sent(data), timeout=timeout, headers=sent
+            )
         except aiohttp.ConnectionTimeoutError:
             raise ConnectTimeout(
                 self._provider, f"could not connect within {timeouts.connect_s:g}s"
@@ -312,6 +316,16 @@ def _with(headers: Mapping[str, str] | None) -> Mapping[str, str] | None:
     if headers is None:
         return traced
     return {**headers, **traced} if traced else headers
+
+
+def _sent(data: bytes | None) -> bytes | io.BytesIO | None:
+    """A request's body as aiohttp takes it: past 1 MiB a `BytesIO` (of the same bytes,
+    not a copy), which it writes 64 KiB at a time, the event loop let run between; as
+    bytes, one call hands all of it to the socket (what it cannot send copied into the
+    transport's buffer) and aiohttp warns that this may hold the event loop."""
+    if data is None or len(data) <= _STEPPED_BODY_BYTES:
+        return data
+    return io.BytesIO(data)
 
 
 def _dumps(payload: dict[str, Any]) -> bytes:
