@@ -11,15 +11,21 @@ another thread copies, is not counted). Each step runs in this process, on uvloo
   loopback (`HttpTransport.post_json`, its vectors kept as they came);
 - ``answer-json``: that answer written for the client (`answer_json`);
 - ``redis-set``: the answer written to Redis in one ``SET`` (a batch's part is written
-  so; ``--redis URL``, 127.0.0.1:6379 by default).
+  so; ``--redis URL``, 127.0.0.1:6379 by default);
+- ``request-body``: a 3 MB request body of token ids (an embeddings input) read and
+  parsed (`read_json_object`, each integer checked by a Python call).
 
-    .venv/bin/python benchmarks/bench_loop_copies.py [--runs 5] [--loop asyncio]
+``--clock wall`` measures the gaps in wall time instead, which counts the waits for the
+CPU and for the GIL (work moved to a thread that keeps the GIL shows there).
+
+    .venv/bin/python benchmarks/bench_loop_copies.py [--runs 5] [--loop asyncio] [--clock wall]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,23 +33,28 @@ from typing import Any
 import uvloop
 from _common import machine
 from bench_large_answers import _embeddings, upstream
+from starlette.requests import Request
+from starlette.types import Message
 
 from llmroute.providers._transport import HttpTransport
 from llmroute.providers.base import Timeouts
+from llmroute.server.body import read_json_object
 from llmroute.verbatim_json import answer_json
+
+_CLOCK = time.thread_time  # ``--clock wall``: time.perf_counter
 
 
 async def _held(work: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
-    """The longest thread-CPU stretch between two turns of a ticker while `work` runs,
-    and `work`'s wall time (ms)."""
+    """The longest thread-CPU stretch (`_CLOCK`) between two turns of a ticker while
+    `work` runs, and `work`'s wall time (ms)."""
     gaps: list[float] = []
     done = False
 
     async def tick() -> None:
-        last = time.thread_time()
+        last = _CLOCK()
         while not done:
             await asyncio.sleep(0.001)
-            now = time.thread_time()
+            now = _CLOCK()
             gaps.append(now - last)
             last = now
 
@@ -71,6 +82,10 @@ async def _measure(runs: int, redis_url: str) -> dict[str, list[tuple[float, flo
         rows["upstream-read"] = [await _held(read) for _ in range(runs)]
         rows["answer-json"] = [await _held(lambda: answer_json(answer)) for _ in range(runs)]
         await transport.aclose()
+    sent = json.dumps({"model": "e", "input": [[1234] * 500] * 1000}).encode()
+    rows["request-body"] = [
+        await _held(lambda: read_json_object(_request(sent), 8 << 20)) for _ in range(runs)
+    ]
     import redis.asyncio as redis
 
     client = redis.Redis.from_url(redis_url)
@@ -84,12 +99,28 @@ async def _measure(runs: int, redis_url: str) -> dict[str, list[tuple[float, flo
     return rows
 
 
+def _request(body: bytes) -> Request:
+    """A request whose body comes in 64 KiB chunks, as a client's does."""
+    chunks = [body[at : at + 65536] for at in range(0, len(body), 65536)]
+
+    async def receive() -> Message:
+        chunk = chunks.pop(0) if chunks else b""
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+    return Request({"type": "http", "method": "POST", "headers": []}, receive)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    # wall: the gaps count time waiting for the CPU and for the GIL too (work in a
+    # thread that keeps the GIL shows there, not in thread CPU)
+    parser.add_argument("--clock", choices=["thread", "wall"], default="thread")
     args = parser.parse_args()
+    global _CLOCK
+    _CLOCK = time.perf_counter if args.clock == "wall" else time.thread_time
     run = uvloop.run if args.loop == "uvloop" else asyncio.run
     rows = run(_measure(args.runs, args.redis))
     print("| step | loop thread's longest stretch, ms (least / each run) | wall ms (least) |")
