@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import aiohttp.payload
 from yarl import URL
 
 from llmroute.errors import ConnectTimeout, ProviderError, ProviderTimeout
@@ -49,6 +50,9 @@ _READ_CHUNK = 64 * 1024
 MAX_BODY_BYTES = 256 * 1024 * 1024  # a whole answer (2,048 large embeddings: ~120 MB)
 _MAX_ERROR_BYTES = 1024 * 1024  # an error body: its message is all that is read
 _STEPPED_BODY_BYTES = 1 << 20  # aiohttp's bound for bytes (`payload.TOO_LARGE_BYTES_BODY`)
+# aiohttp 3.12+ writes a `BytesIO` from memory (its own `write_with_length`); older ones
+# read each 64 KiB of it in the default executor, where blocking calls queue: bytes there
+_BYTESIO_ON_LOOP = "write_with_length" in vars(aiohttp.payload.BytesIOPayload)
 
 
 def _basic(user: str, password: str | None, owner: object) -> str:
@@ -323,7 +327,7 @@ def _sent(data: bytes | None) -> bytes | io.BytesIO | None:
     not a copy), which it writes 64 KiB at a time, the event loop let run between; as
     bytes, one call hands all of it to the socket (what it cannot send copied into the
     transport's buffer) and aiohttp warns that this may hold the event loop."""
-    if data is None or len(data) <= _STEPPED_BODY_BYTES:
+    if data is None or len(data) <= _STEPPED_BODY_BYTES or not _BYTESIO_ON_LOOP:
         return data
     return io.BytesIO(data)
 
