@@ -183,8 +183,13 @@ def _metadata_of(body: Mapping[str, Any]) -> Mapping[str, str]:
 def _as_text(value: object) -> str:
     """A metadata value that is not a string, as a rule matches it: compact JSON as the
     client could write it (``true``, ``3``, ``{"a":1}``, ``["x"]``), never Python's repr
-    (``True``, ``{'a': 1}``), which no rule written from the JSON sent would match."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    (``True``, ``{'a': 1}``), which no rule written from the JSON sent would match. A
+    value JSON cannot write (an SDK caller's date, Decimal or set; a circular one) is its
+    ``str``, as every value was: routing is not where a Python body fails."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        return str(value)
 
 
 def _text_of_messages(messages: object, window: int) -> str:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import datetime
+import decimal
+
 import pytest
 
 from llmroute.errors import RoutingError
@@ -81,6 +84,29 @@ def test_metadata_values_that_are_not_strings_are_compact_json_to_rules() -> Non
     }
     text = RouteRequest.from_input({**ask, "metadata": {"tags": "a string"}})
     assert text.metadata == {"tags": "a string"}  # OpenAI metadata like any other value
+
+
+def test_metadata_a_python_caller_made_is_text_whatever_its_values() -> None:
+    """An SDK caller's body is Python, not JSON: a value JSON cannot write (a date, a
+    Decimal, a circular dict, a tuple key; numpy's int64) is its ``str``, as every value
+    was before values became compact JSON, not a TypeError out of routing."""
+    loop: dict[str, object] = {"id": "t-1"}
+    loop["self"] = loop  # a circular value: JSON cannot write it either
+    sent = {
+        "day": datetime.date(2026, 1, 2),
+        "amount": decimal.Decimal("1.50"),
+        "nested": {"when": datetime.date(2026, 1, 2), "n": 1},
+        "loop": loop,
+        "keys": {(1, 2): "a tuple key"},
+    }
+    req = RouteRequest.from_input(
+        {"messages": [{"role": "user", "content": "hi"}], "metadata": sent}
+    )
+    assert req.metadata["day"] == "2026-01-02"
+    assert req.metadata["amount"] == "1.50"
+    assert req.metadata["nested"] == str(sent["nested"])
+    assert req.metadata["loop"] == str(loop)
+    assert req.metadata["keys"] == str({(1, 2): "a tuple key"})
 
 
 def test_content_parts_keep_text_and_drop_images() -> None:
