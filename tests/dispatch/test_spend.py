@@ -155,6 +155,10 @@ def test_a_cascade_cut_on_its_second_tier_counts_the_first_tiers_answer(
     assert usage.prompt_tokens == first_answer.prompt_tokens + cut.prompt_tokens
     assert usage.completion_tokens == first_answer.completion_tokens
     assert usage.cost_usd == pytest.approx(first_answer.cost_usd + cut.cost_usd)
+    # for the metrics, each under the model charged it: the cut prompt under the second
+    split = dict(paid_by_model(spend, None, usage))
+    assert split.keys() == {small, large} and split[small] == first_answer
+    assert split[large].prompt_tokens == cut.prompt_tokens and split[large].estimated
 
 
 def test_a_request_cut_while_waiting_to_retry_owes_nothing(upstream: FakeUpstream) -> None:

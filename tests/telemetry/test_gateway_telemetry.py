@@ -801,6 +801,36 @@ def test_a_cascade_left_on_its_second_tier_logs_the_first_answer_and_the_cut_pro
     assert row.cost_usd == pytest.approx((3 * 1 + 3 * 2 + cut * 5) / 1e6)
 
 
+def test_a_cascade_left_on_its_second_tier_counts_each_tiers_tokens_under_its_model(
+    sqlite_gateway: Running,
+) -> None:
+    """As its budget is charged, the metrics count the cut prompt under the second tier
+    that was sent it and the first tier's answer under the first (`usage_by_model`): a
+    request its client left was counted whole under the decided model (the first tier),
+    as a served one no longer is."""
+    upstream = sqlite_gateway.upstream
+    before_cut = len(upstream.cut)
+    text = "summarise the quarterly report for the board, in brief"
+    body = {"model": "escalating", "messages": [{"role": "user", "content": text}]}
+
+    def tokens() -> dict[tuple[str, str], float]:
+        return {
+            (labels["model"], labels["direction"]): value
+            for labels, value in _metrics(sqlite_gateway.url).get("llmroute_tokens_total", [])
+        }
+
+    before = tokens()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{sqlite_gateway.url}/v1/chat/completions", json=body, timeout=1.0)
+    wait_for("the upstream call closed", lambda: len(upstream.cut) > before_cut, 10)
+    row = _logged(sqlite_gateway.store_url, prompt=text)
+    assert row.status == 499 and row.model == "cutoff"
+    after = tokens()
+    spent = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    cut = prompt_tokens(body)
+    assert spent == {("cutoff", "in"): 3, ("cutoff", "out"): 3, ("hung", "in"): cut}
+
+
 def test_a_client_that_leaves_before_the_first_token_stops_the_stream(
     sqlite_gateway: Running,
 ) -> None:

@@ -1325,6 +1325,7 @@ class Dispatcher:
                 usage = pricer({}, sent, price)
             await self._charge(name, usage)
             cut.append(usage)
+            spend.cut.append((name, usage))  # the metrics count it under `name`
         return total_usage([*spend.answered, *cut])
 
     async def _charge_answer(

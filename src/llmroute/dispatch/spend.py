@@ -39,12 +39,14 @@ class Spend:
     """One request's upstream calls so far: the usage of those that answered (and in
     `paid_to`, the model of each), and the (model, body sent) of those sent and not
     answered: in flight, or cut by a cancellation; `pricers` the way to price those that
-    are not chat completions (embeddings, rerank), by the same keys."""
+    are not chat completions (embeddings, rerank), by the same keys; `cut`, the (model,
+    usage) of the unanswered calls once `Dispatcher.charge_abandoned` charged them."""
 
     answered: list[Usage] = field(default_factory=list)
     paid_to: list[str] = field(default_factory=list)
     unanswered: dict[int, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     pricers: dict[int, Pricer] = field(default_factory=dict)
+    cut: list[tuple[str, Usage]] = field(default_factory=list)
 
 
 _CURRENT: ContextVar[Spend | None] = ContextVar("llmroute_spend", default=None)
@@ -101,16 +103,22 @@ def paid_by_model(
     """The request's `total` usage split by the model that spent it, for the metrics:
     each answer `spend` counted under its own model (a cascade's tiers passed over, its
     gates' model calls, an answer a content filter withheld), the rest under `served`
-    (the answer served: a stream's usage is charged as it ends, after `tracked`). Empty
-    (nothing made) when the served model spent it all, as nearly every request does."""
-    if total is None or all(model == served for model in spend.paid_to):
+    (the answer served: a stream's usage is charged as it ends, after `tracked`), the
+    prompts of a cancelled request's cut calls (`Spend.cut`) under the models they were
+    sent to. Empty (nothing made) when the served model spent it all, as nearly every
+    request does."""
+    if total is None or (
+        all(model == served for model in spend.paid_to)
+        and (not spend.cut or all(model == served for model, _ in spend.cut))
+    ):
         return ()
     from llmroute.gates.base import total_usage
 
+    spent = [*zip(spend.paid_to, spend.answered, strict=True), *spend.cut]
     split: dict[str, Usage] = {}
-    for model, usage in zip(spend.paid_to, spend.answered, strict=True):
+    for model, usage in spent:
         split[model] = total_usage([split.get(model), usage]) or usage
-    counted = total_usage(spend.answered)
+    counted = total_usage([usage for _, usage in spent])
     if served is not None and counted is not None:
         rest = _less(total, counted)
         if rest is not None:

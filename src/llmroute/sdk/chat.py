@@ -435,6 +435,7 @@ class _Engine:
                 exc,
                 stream=stream,
                 usage=usage,
+                by_model=paid_by_model(spend, None, usage),
             )
             raise
         except Exception as exc:

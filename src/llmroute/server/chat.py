@@ -406,7 +406,10 @@ async def _serve_planned(
             served = await _unless_client_leaves(request, gateway.dispatcher.complete(plan, body))
     except _ClientGone:
         usage = await _charged_abandoned(gateway, spend)
-        trace.finish(unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), stream, usage))
+        by_model = paid_by_model(spend, None, usage)
+        trace.finish(
+            unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), stream, usage, by_model)
+        )
         return Response(status_code=CLIENT_CLOSED), False
     except LlmrouteError as exc:
         error = _routed_error(gateway, exc, plan, body)
@@ -502,7 +505,7 @@ async def _ended_otherwise(
         record = None
         if ended is not None:
             paid = total_usage(spend.answered)
-            record = unserved.record(*ended, (), stream, paid)
+            record = unserved.record(*ended, (), stream, paid, paid_by_model(spend, None, paid))
         if record is not None and record.status < 500:
             trace.finish(record)
         else:
@@ -513,7 +516,8 @@ async def _ended_otherwise(
     try:
         usage = await _charged_abandoned(gateway, spend)
     finally:  # a second cancel while charging: the request is still logged
-        trace.finish(unserved.record(status, error, (), stream, usage))
+        by_model = paid_by_model(spend, None, usage)
+        trace.finish(unserved.record(status, error, (), stream, usage, by_model))
 
 
 def _ended_by(exc: BaseException) -> tuple[int, str] | None:
