@@ -51,3 +51,24 @@ def test_feedback_with_the_log_off_says_how_to_turn_it_on(
     message = str(caught.value)
     assert "telemetry.enabled is false" in message
     assert "telemetry: {enabled: true}" in message and "$LLMROUTE_TELEMETRY_URL=" in message
+
+
+def test_feedback_with_a_log_that_could_not_open_says_so_not_that_it_is_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A decision log named but not opened (a URL of no store it knows) is not one
+    turned off: feedback said ``telemetry.enabled is false, or $LLMROUTE_TELEMETRY_URL
+    is off`` and how to turn it on, though the variable named a log. It says what could
+    not be opened and why, the password masked."""
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", "mysql://u:hunter2@127.0.0.1/db")
+    echo = Path(__file__).parents[2] / "examples" / "echo.yaml"
+    with Router.from_yaml(echo) as router:
+        reply = router.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "hi"}]
+        )
+        with pytest.raises(RuntimeError) as caught:
+            router.chat.feedback(reply.llmroute["decision_id"], thumbs="up")
+    message = str(caught.value)
+    assert "could not be opened" in message and "mysql://u:***@127.0.0.1/db" in message
+    assert "unsupported telemetry URL" in message
+    assert "is off" not in message and "hunter2" not in message

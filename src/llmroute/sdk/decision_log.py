@@ -76,6 +76,7 @@ class SdkDecisionLog:
         self._store: Store | None = None
         self._writer: TelemetryWriter | None = None
         self._recorder: Recorder | None = None
+        self._not_opened: str | None = None  # why a log named could not be opened
 
     @property
     def writer(self) -> TelemetryWriter | None:
@@ -125,7 +126,8 @@ class SdkDecisionLog:
                 on_depth=reporter() if callable(reporter) else None,
             )
         except Exception as exc:  # a bad URL must not fail the caller's request
-            log.warning("SDK decision log off: cannot open %s (%s)", mask_url(url), exc)
+            self._not_opened = f"{mask_url(url)} ({exc})"
+            log.warning("SDK decision log off: cannot open %s", self._not_opened)
             self._recorder = metrics_only
             return
         self._store, self._writer = store, writer
@@ -153,6 +155,11 @@ class SdkDecisionLog:
         self.recorder()
         store, writer = self._store, self._writer
         if store is None or writer is None:
+            if self._not_opened is not None:  # named, not off: what turns it on is done
+                raise RuntimeError(
+                    f"feedback needs the decision log, which could not be opened: "
+                    f"{self._not_opened}"
+                )
             raise RuntimeError(f"feedback needs the decision log, and it is off {LOG_OFF_HOW}")
         writer.flush(5.0)
         return store.write_feedback(feedback)
