@@ -495,6 +495,30 @@ def test_a_new_route_gets_its_reasoning_tier(make: MakeRouter, script: Script) -
     assert decision.id == plan.decision.id
 
 
+def test_a_plan_refined_to_the_default_gets_the_defaults_chain(
+    url: str, tmp_path: Path, script: Script
+) -> None:
+    """The LLM router answering "none" sends the request to the default: its target,
+    then the default's fallbacks, with its policy (it was the target alone)."""
+    values = {"url": url, "margin": 1.0, "threshold": 0.3, "timeout": 5.0, "concurrency": 4}
+    text = (REGISTRY % values).replace(
+        "default: {target: small}", "default: {target: small, policy: {fallback: [backup]}}"
+    )
+    router = Router(parse_registry(text), encoder=FakeEncoder(), cache_dir=tmp_path)
+    body = {"model": "auto", "messages": [{"role": "user", "content": WEATHER}]}
+    plan = plan_request(router, body, {})
+    assert plan.decision.route == "weather"
+    script.replies[WEATHER] = '{"route": "none"}'
+
+    async def work(llm: LlmRouter) -> Any:
+        return await refine_plan(llm, router, plan, body, {})
+
+    new = run_with(router, work)
+    assert (new.decision.route, new.decision.layer) == ("default", "llm_router")
+    assert new.chain == ("small", "backup")
+    assert new.policy is router.loaded.registry.default.policy
+
+
 def test_refine_plan_keeps_a_plan_it_does_not_change(make: MakeRouter, script: Script) -> None:
     router = make(margin=0.0)
     body = {"model": "auto", "messages": [{"role": "user", "content": WEATHER}]}

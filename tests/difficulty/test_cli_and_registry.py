@@ -591,3 +591,28 @@ def test_all_rows_fits_on_every_row_and_then_has_no_held_out_rows(
     assert run(["bench", "--router", str(out), "--data", str(other), "--json"]) == 0
     assert loads_strict(capsys.readouterr().out)["n"] == 200
     assert run(["bench", "--router", str(out), "--data", str(data), "--split", "all"]) == 0
+
+
+def test_the_defaults_chain_follows_the_model_the_difficulty_router_picked(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The picked model (strong or weak) first, then `default.policy.fallback` without
+    it: a weak pick may fail over to the strong model, a strong pick to a spare."""
+    _, artifact = trained
+    path = tmp_path / "registry.yaml"
+    text = REGISTRY % {"router": artifact, "dial": "threshold: 0.0"}
+    text = text.replace(
+        "  large: {provider: local, model: l}\n",
+        "  large: {provider: local, model: l}\n  spare: {provider: local, model: x}\n",
+    )
+    path.write_text(text + "  policy: {fallback: [large, spare]}\n")
+    router = Router.from_yaml(path)
+    body = {"messages": [{"role": "user", "content": "what is 12 plus 30?"}]}
+    strong = plan_request(router, {**body, "model": "router-linear--1000"}, {})
+    weak = plan_request(router, {**body, "model": "router-linear-1000"}, {})
+    assert (strong.decision.model, strong.chain) == ("large", ("large", "spare"))
+    assert (weak.decision.model, weak.chain) == ("small", ("small", "large", "spare"))
+    assert strong.policy is weak.policy is router.loaded.registry.default.policy
+    routed = plan_request(router, {**body, "model": "auto"}, {})
+    assert routed.decision.layer == "difficulty" and routed.chain[0] == routed.decision.model
+    assert routed.chain[1:] == tuple(m for m in ("large", "spare") if m != routed.decision.model)

@@ -96,3 +96,17 @@ def test_a_route_whose_safety_profile_reroutes_to_a_model_that_connects_keeps_it
         "safety: {profile: guarded, profiles: {guarded: {pii: {EMAIL: {route: remote}}}}}\n"
     )
     parse_registry(text, source="reg.yaml")
+
+
+def test_on_a_default_of_local_models_alone_it_is_a_load_error() -> None:
+    """The default's policy is checked as a route's is."""
+    text = _text().replace(
+        "default: {target: gemma}",
+        "default: {target: gemma, policy: {connect_timeout_s: 2, fallback: [parrot]}}",
+    )
+    error = one_error(text)
+    assert_points_at(
+        error, 17, "default.policy.connect_timeout_s", "every model of the default (gemma, parrot)"
+    )
+    kept = text.replace("fallback: [parrot]", "fallback: [remote]")
+    assert parse_registry(kept).registry.default.policy.connect_timeout_s == 2

@@ -383,3 +383,27 @@ def test_a_missing_gguf_two_models_share_is_told_with_both(tmp_path: Path) -> No
         "path relative to the registry's folder, or package:NAME); `llmroute serve` does not "
         "start without it",
     ]
+
+
+def test_the_defaults_fallback_closes_the_gap_and_its_content_fallback_is_checked() -> None:
+    """A model the default's `policy.fallback` names serves its requests with images or
+    tools (the hint now offers it); its `content_fallback` behind its target's filter is
+    the same warning as a route's."""
+    warnings = lint(parse_registry(POOL).registry)
+    assert [w.split(":")[0] for w in warnings] == ["routes[1]", "default", "default"]
+    assert warnings[1].endswith(
+        "add one to its policy.fallback, or route them with a rule (when: {has_images: true})"
+    )
+    text = POOL.replace(
+        "default: {target: plain}", "default: {target: plain, policy: {fallback: [seer]}}"
+    )
+    assert [w.split(":")[0] for w in lint(parse_registry(text).registry)] == ["routes[1]"]
+    same = OPENAI.replace(
+        "default: {target: chat}", "default: {target: chat, policy: {content_fallback: fitted}}"
+    )
+    warnings = [w for w in lint(parse_registry(same).registry) if w.startswith("default")]
+    assert warnings == [
+        "default: content_fallback fitted is served at the endpoint of its target chat, "
+        "whose content filter is likely to refuse what it refused (unless it filters models "
+        "apart): a model of another provider is the usual choice"
+    ]

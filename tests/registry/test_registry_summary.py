@@ -205,3 +205,13 @@ def test_summary_masks_credentials_in_base_urls() -> None:
     shown = "\n".join(summarize(parse_registry(text, source="reg.yaml")))
     assert "hunter2" not in shown and "pw2" not in shown
     assert "http://user:***@127.0.0.1:8001/v1" in shown
+
+
+def test_summary_shows_the_defaults_fallbacks() -> None:
+    text = VALID.replace(
+        "default: {target: small, description: everything else}",
+        "default: {target: small, policy: {fallback: [large], content_fallback: large}}",
+    )
+    assert text != VALID
+    lines = summarize(parse_registry(text, source="reg.yaml"))
+    assert lines[-1] == "default -> small, fallback large, content refused -> large"

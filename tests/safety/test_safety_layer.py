@@ -543,3 +543,27 @@ def test_a_request_of_many_numbered_texts_spends_one_phone_budget(
     assert decision.safety.fields is not None
     contacts = decision.safety.fields["metadata"]["contacts"]
     assert contacts.count("<PHONE_") == 100 and not any(n in contacts for n in numbers)
+
+
+def test_the_defaults_requests_get_the_defaults_profile() -> None:
+    """`default.policy.safety` is the profile of requests no route claimed (as a route's
+    `policy.safety` is its requests'); they had the registry's `safety.profile`."""
+    text = REGISTRY.replace(
+        "default: {target: large}",
+        "default: {target: large, policy: {safety: open}}\nintent: {threshold: 0.9}",
+    ).replace(
+        "  injection: {window_chars: 200, stride_chars: 150, max_windows: 3}",
+        "  injection: {enabled: false}\n  pii: {enabled: false}",
+    )
+    built = Router(parse_registry(text), encoder=load_builtin("static"))
+    decision = built.decide("what is the weather on mars")
+    assert decision.route == "default"
+    assert decision.safety is not None and decision.safety.profile == "open"
+    routed = built.decide("hello there, how are you today")
+    assert routed.route == "chat"
+    assert routed.safety is not None and routed.safety.profile == "standard"
+    # the layer reads the profile of a request no routing layer decided as the default's
+    keyed = _guarded(REGISTRY + "intent: {threshold: 0.9}\n", {"default": "open"})
+    decision = keyed.decide("what is the weather on mars EVIL")
+    assert decision.route == "default" and not decision.blocked
+    assert keyed.decide("hello there, how are you today EVIL").blocked

@@ -18,13 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from llmroute.decide import Router
+from llmroute.decide import DEFAULT_LAYER, Router
 from llmroute.decision import Decision
 from llmroute.dispatch.text_completions import TextRequest
 from llmroute.dispatch.usage import prompt_chars
 from llmroute.errors import ModelNotFound, PolicyViolation, RoutingError, shown
 from llmroute.layers.pin import PIN_LAYER, PinLayer
-from llmroute.registry.schema import Cascade, Model, Route, RoutePolicy
+from llmroute.registry.schema import Cascade, Default, Model, Route, RoutePolicy
 
 __all__ = [
     "AUTO",
@@ -33,6 +33,7 @@ __all__ = [
     "ModelNotAString",
     "Plan",
     "aplan_request",
+    "default_plan",
     "difficulty_model",
     "plan_request",
     "within_pool",
@@ -114,7 +115,11 @@ def _reachable(plan: Plan) -> tuple[str, ...]:
 
 
 def within_pool(
-    plan: Plan, pool: tuple[str, ...], owner: str, default: str | None = None
+    plan: Plan,
+    pool: tuple[str, ...],
+    owner: str,
+    default: str | None = None,
+    default_policy: RoutePolicy | None = None,
 ) -> Plan | None:
     """`plan` kept inside `pool`, the models client key `owner` may reach: its chain
     without the models outside it, the decision's model the first one left (its reason
@@ -123,7 +128,9 @@ def within_pool(
 
     With no model of the chain inside, a *routed* request (not one that named a route or
     a model, nor one safety sent to a guarded model) is served by `default`, the
-    registry's default target, when that is inside; else None. A blocked plan is
+    registry's default target, when that is inside, then by the fallbacks inside of
+    `default_policy` (the default's policy, which the plan then carries); else None. A
+    blocked plan is
     returned as it is: nothing will be sent, and the client should hear why (the
     policy), not where it may not go."""
     if plan.decision.blocked:
@@ -137,7 +144,10 @@ def within_pool(
             f"{decision.reason}; route {decision.route!r} has no model in key {owner!r}'s "
             f"pool: served by the default, {default}"
         )
-        return Plan(replace(decision, model=default, reason=reason), (default,), None, None, pool)
+        fallbacks = () if default_policy is None else default_policy.fallback
+        chain = (default, *(m for m in fallbacks if m in pool and m != default))
+        decision = replace(decision, model=default, reason=reason)
+        return Plan(decision, chain, default_policy, None, pool)
     if chain[0] != decision.model:
         reason = f"{decision.reason}; {decision.model} is outside key {owner!r}'s pool"
         decision = replace(decision, model=chain[0], reason=reason)
@@ -188,17 +198,34 @@ def plan_request(router: Router, body: Mapping[str, Any], headers: Mapping[str, 
     if not isinstance(requested, str):
         raise ModelNotAString("'model' must be a string")
     decision = _decide(router, requested, body, headers)
+    if decision.route == DEFAULT_LAYER:
+        return default_plan(router.loaded.registry.default, decision)
     route = _route(router, decision.route)
-    if decision.safety is not None and decision.safety.model is not None:
-        # Rerouted by safety to a guarded model: never fall back to an unguarded one.
-        return Plan(decision, (decision.model,), None if route is None else route.policy)
     if route is None:
         return Plan(decision, (decision.model,))
+    if _guarded(decision):
+        return Plan(decision, (decision.model,), route.policy)
     fallbacks = tuple(m for m in route.policy.fallback if m != decision.model)
     cascade = route.cascade
     if cascade is not None and cascade.tiers[0].model != decision.model:
         cascade = None  # another layer chose the model: serve that one
     return Plan(decision, (decision.model, *fallbacks), route.policy, cascade)
+
+
+def default_plan(default: Default, decision: Decision) -> Plan:
+    """The plan of a request the default serves (no rule or route claimed it, or the
+    difficulty router or the LLM router sent it there): the model picked (the target,
+    the difficulty router's strong or weak model, the reasoning tier), then the
+    default's `policy.fallback` without it; and the default's policy."""
+    if _guarded(decision):
+        return Plan(decision, (decision.model,), default.policy)
+    fallbacks = tuple(m for m in default.policy.fallback if m != decision.model)
+    return Plan(decision, (decision.model, *fallbacks), default.policy)
+
+
+def _guarded(decision: Decision) -> bool:
+    """Rerouted by safety to a guarded model: never fall back to an unguarded one."""
+    return decision.safety is not None and decision.safety.model is not None
 
 
 def _decide(

@@ -73,7 +73,7 @@ from llmroute.decision import (
     new_decision_id,
 )
 from llmroute.dispatch.dispatcher import Dispatcher
-from llmroute.dispatch.plan import Plan, plan_request
+from llmroute.dispatch.plan import Plan, default_plan, plan_request
 from llmroute.errors import LlmrouteError, ProviderError, ProviderTimeout, UpstreamRejected
 from llmroute.layers.base import DecisionContext, LayerResult
 from llmroute.layers.intent import UNREAD_SCRIPTS
@@ -545,6 +545,6 @@ async def refine_plan(
         return replace(plan, decision=refined)
     if refined.route == DEFAULT_LAYER:  # as plan_request plans a request no route claims
         guarded = reguard(router, refined, body, headers)
-        return Plan(guarded, (guarded.model,))
+        return default_plan(router.loaded.registry.default, guarded)
     pinned = plan_request(router, {**body, "model": refined.route}, headers or {})
     return replace(pinned, decision=_with_guards(router, refined, pinned.decision))

@@ -50,6 +50,7 @@ from llmroute.safety.windows import window_spans
 __all__ = ["READ_ENOUGH", "READ_SOME", "SAFETY_LAYER", "SafetyLayer", "build_safety_layer"]
 
 SAFETY_LAYER = "safety"
+_DEFAULT_ROUTE = "default"  # the route of the default's requests (decide.DEFAULT_LAYER)
 log = logging.getLogger("llmroute.safety")
 
 READ_SOME = 12
@@ -139,8 +140,9 @@ class SafetyLayer:
         return self._threshold
 
     def profile_for(self, ctx: DecisionContext) -> tuple[str, SafetyProfile]:
-        route = None if ctx.verdict is None else ctx.verdict.route
-        name = self._route_profiles.get(route or "", self._settings.profile)
+        """The profile of the route decided; with none decided, the default's."""
+        route = _DEFAULT_ROUTE if ctx.verdict is None else ctx.verdict.route
+        name = self._route_profiles.get(route, self._settings.profile)
         return name, self._settings.profiles[name]
 
     def evaluate(self, ctx: DecisionContext) -> LayerResult:
@@ -517,6 +519,8 @@ def build_safety_layer(registry: Registry, encoder: Encoder, base_dir: Path) -> 
             ner_model=settings.pii.ner_model,
         )
     profiles = {r.name: r.policy.safety for r in registry.routes if r.policy.safety is not None}
+    if registry.default.policy.safety is not None:  # "default" is no route's name
+        profiles[_DEFAULT_ROUTE] = registry.default.policy.safety
     for profile_name in (*profiles.values(), settings.profile):
         if profile_name not in settings.profiles:  # the schema checks this; belt and braces
             raise ConfigError(f"unknown safety profile {profile_name!r}")

@@ -223,18 +223,11 @@ def _unknown_key(loc: Path, root: type[BaseModel]) -> str:
             )
     if meant in allowed:
         return f"unknown key {key!r} (did you mean {meant!r}?); {listed}"
-    if tuple(loc[:-1]) == ("default",) and (
-        key == "policy" or _policy_key(key, meant, ("routes", 0, key), root) is not None
-    ):  # a route's policy written on the default, which has none
-        return (
-            f"unknown key {key!r}: the default has no policy, and no fallback chain: its "
-            "target is tried alone (with its retries), so give that model several "
-            f"deployments to fail over; {listed}"
-        )
     policy = _policy_key(key, meant, loc, root) if "policy" in allowed else None
     if policy is not None:  # a route's fallback, timeout or retries written beside policy
+        owner = "the default" if tuple(loc[:-1]) == ("default",) else "a route"
         return (
-            f"unknown key {key!r}: a route's {policy} goes under its policy "
+            f"unknown key {key!r}: {owner}'s {policy} goes under its policy "
             f"(policy: {{{policy}: ...}}); {listed}"
         )
     if meant == "retries":  # a provider's or a model's: retries are the dispatcher's

@@ -211,18 +211,22 @@ def _idle_budgets(registry: Registry) -> list[str]:
 
 
 def _same_filter_content_fallbacks(registry: Registry) -> list[str]:
-    """A route's ``content_fallback`` served where its target is (the same endpoint):
-    the filter that refused the request sits in front of the fallback too."""
+    """A route's (or the default's) ``content_fallback`` served where its target is (the
+    same endpoint): the filter that refused the request sits in front of the fallback too."""
     out = []
-    for i, route in enumerate(registry.routes):
-        fallback = route.policy.content_fallback
+    places: list[tuple[str, Route | Default]] = [
+        (f"routes[{i}] ({r.name})", r) for i, r in enumerate(registry.routes)
+    ]
+    places.append(("default", registry.default))
+    for where, place in places:
+        fallback = place.policy.content_fallback
         if fallback is None or fallback not in registry.models:
             continue
-        target, other = (_endpoints(registry, m) for m in (route.target, fallback))
+        target, other = (_endpoints(registry, m) for m in (place.target, fallback))
         if other and other <= target:
             out.append(
-                f"routes[{i}] ({route.name}): content_fallback {fallback} is served at the "
-                f"endpoint of its target {route.target}, whose content filter is likely to "
+                f"{where}: content_fallback {fallback} is served at the "
+                f"endpoint of its target {place.target}, whose content filter is likely to "
                 "refuse what it refused (unless it filters models apart): a model of "
                 "another provider is the usual choice"
             )
@@ -359,16 +363,12 @@ def _capability_gaps(registry: Registry) -> list[str]:
         if covered:
             continue
         rule_hint = f"a rule (when: {{{condition}: true}})"
-        places: list[tuple[str, Route | Default, str]] = [
-            (
-                f"routes[{i}]",
-                route,
-                f"add one to its policy.fallback, or route them with {rule_hint}",
-            )
-            for i, route in enumerate(registry.routes)
+        hint = f"add one to its policy.fallback, or route them with {rule_hint}"
+        places: list[tuple[str, Route | Default]] = [
+            (f"routes[{i}]", route) for i, route in enumerate(registry.routes)
         ]
-        places.append(("default", registry.default, f"route them with {rule_hint}"))
-        for where, place, hint in places:
+        places.append(("default", registry.default))
+        for where, place in places:
             reach = _reach(place)
             if not reach & takes:
                 out.append(
@@ -400,11 +400,10 @@ def _reach(place: Route | Default) -> set[str]:
     """Every model that may serve a request a route (or the default) is sent: not its
     `context_fallback` or `content_fallback`, which only a refusal for length or content
     reaches, never a request with images or tools the others do not take."""
-    names = {place.target}
+    names = {place.target, *place.policy.fallback}
     if place.reasoning_target is not None:
         names.add(place.reasoning_target)
     if isinstance(place, Route):
-        names.update(place.policy.fallback)
         if place.cascade is not None:
             names.update(tier.model for tier in place.cascade.tiers)
     elif place.difficulty is not None:

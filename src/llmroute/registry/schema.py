@@ -1162,12 +1162,25 @@ class Difficulty(_Frozen):
 
 class Default(_Frozen):
     """The model that serves requests no rule or route claims (or, with `difficulty`,
-    the strong or weak model by predicted difficulty)."""
+    the strong or weak model by predicted difficulty), and what dispatch does for them
+    (`policy`, as a route's: its fallback chain follows whichever model was picked)."""
 
     target: str
     description: str | None = None
     difficulty: Difficulty | None = None
     reasoning_target: str | None = None  # the reasoning tier, when the gate fires
+    policy: RoutePolicy = RoutePolicy()
+
+    def picks(self) -> tuple[str, ...]:
+        """The models that may be picked to serve the default's requests, before its
+        fallbacks: the target, the difficulty router's strong and weak models, the
+        reasoning tier."""
+        names = [self.target]
+        if self.difficulty is not None:
+            names += [self.difficulty.strong, self.difficulty.weak]
+        if self.reasoning_target is not None:
+            names.append(self.reasoning_target)
+        return tuple(dict.fromkeys(names))
 
 
 # -- rules -------------------------------------------------------------------------------
@@ -2082,20 +2095,23 @@ class DriftSettings(_Frozen):
 _IN_PROCESS = frozenset({"llamacpp", "echo"})
 
 
-def _policy_reach(route: Route, safety: SafetySettings | None) -> set[str]:
-    """Every model a route's policy bounds: its target and reasoning tier, fallbacks,
-    cascade tiers, the verifier gates they call, and the models its safety profile
-    reroutes to (a rerouted request keeps the route's policy)."""
-    policy = route.policy
-    names = {route.target, *policy.fallback}
+def _policy_reach(place: Route | Default, safety: SafetySettings | None) -> set[str]:
+    """Every model a route's (or the default's) policy bounds: its target and reasoning
+    tier (the default's difficulty models), fallbacks, cascade tiers, the verifier gates
+    they call, and the models its safety profile reroutes to (a rerouted request keeps
+    the route's policy)."""
+    policy = place.policy
+    names = {place.target, *policy.fallback}
     if safety is not None:
         profile = safety.profiles.get(policy.safety or safety.profile)
         if profile is not None:
             names.update(profile.reroutes())
-    optional = (route.reasoning_target, policy.context_fallback, policy.content_fallback)
+    optional = (place.reasoning_target, policy.context_fallback, policy.content_fallback)
     names.update(n for n in optional if n is not None)
-    if route.cascade is not None:
-        cascade = route.cascade
+    if isinstance(place, Default):
+        names.update(place.picks())
+    elif place.cascade is not None:
+        cascade = place.cascade
         names.update(tier.model for tier in cascade.tiers)
         for tier in cascade.tiers:
             names.update(
@@ -2306,14 +2322,18 @@ class Registry(_Frozen):
                     f"'connect_timeout_s' {said}the model is served by "
                     f"{' and '.join(kinds)} providers alone, in this process",
                 )
-        for i, route in enumerate(self.routes):
-            if route.policy.connect_timeout_s is None:
+        places: list[tuple[tuple[str | int, ...], Route | Default, str]] = [
+            (("routes", i), route, "the route") for i, route in enumerate(self.routes)
+        ]
+        places.append((("default",), self.default, "the default"))
+        for path, place, which in places:
+            if place.policy.connect_timeout_s is None:
                 continue
-            reach = _policy_reach(route, self.safety)
+            reach = _policy_reach(place, self.safety)
             if all(self._in_process(name) for name in reach):
                 yield (
-                    ("routes", i, "policy", "connect_timeout_s"),
-                    f"'connect_timeout_s' {said}every model of the route "
+                    (*path, "policy", "connect_timeout_s"),
+                    f"'connect_timeout_s' {said}every model of {which} "
                     f"({', '.join(sorted(reach))}) is served in this process "
                     "(llamacpp or echo providers)",
                 )
@@ -2412,16 +2432,31 @@ class Registry(_Frozen):
             first.setdefault(route.name, i)
             if (message := self._unknown_model(route.target)) is not None:
                 yield ("routes", i, "target"), message
-            for j, name in enumerate(route.policy.fallback):
-                path = ("routes", i, "policy", "fallback", j)
-                if (message := self._unknown_model(name)) is not None:
-                    yield path, message
-                elif name == route.target:
-                    yield path, f"{name!r} is the route's own target; fallbacks are other models"
-            for field in ("context_fallback", "content_fallback"):
-                other = getattr(route.policy, field)
-                if other is not None and (message := self._unknown_model(other)) is not None:
-                    yield ("routes", i, "policy", field), message
+            own = (route.target, "route")
+            yield from self._policy_problems(("routes", i, "policy"), route.policy, own)
+        default = self.default
+        # with a difficulty router, the target is one pick of several: a fallback naming
+        # it serves the strong or weak model's requests (the picked model is skipped)
+        mine = (default.target, "default") if default.difficulty is None else None
+        yield from self._policy_problems(("default", "policy"), default.policy, mine)
+
+    def _policy_problems(
+        self, path: tuple[str | int, ...], policy: RoutePolicy, own: tuple[str, str] | None
+    ) -> Iterator[Problem]:
+        """The models a policy names: chat models of the pool; a fallback not the
+        route's (or the default's) own target, `own`, when there is one."""
+        for j, name in enumerate(policy.fallback):
+            if (message := self._unknown_model(name)) is not None:
+                yield (*path, "fallback", j), message
+            elif own is not None and name == own[0]:
+                yield (
+                    (*path, "fallback", j),
+                    f"{name!r} is the {own[1]}'s own target; fallbacks are other models",
+                )
+        for field in ("context_fallback", "content_fallback"):
+            other = getattr(policy, field)
+            if other is not None and (message := self._unknown_model(other)) is not None:
+                yield (*path, field), message
 
     def _rule_problems(self) -> Iterator[Problem]:
         first: dict[str, int] = {}
@@ -2586,6 +2621,9 @@ class Registry(_Frozen):
             wanted = route.policy.safety
             if wanted is not None and wanted not in profiles:
                 yield ("routes", i, "policy", "safety"), self._unknown_profile(wanted, profiles)
+        wanted = self.default.policy.safety
+        if wanted is not None and wanted not in profiles:
+            yield ("default", "policy", "safety"), self._unknown_profile(wanted, profiles)
         if safety is None:
             return
         if safety.profile not in profiles:

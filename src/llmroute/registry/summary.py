@@ -15,6 +15,7 @@ from llmroute.registry.schema import (
     Model,
     Reasoning,
     Registry,
+    RoutePolicy,
     Rule,
     RuleWhen,
 )
@@ -44,7 +45,7 @@ def summarize(loaded: LoadedRegistry) -> list[str]:
 def _default(registry: Registry) -> str:
     """The default, with its difficulty router (strong/weak and the dial as written: the
     threshold a `strong_share` gives is read from the router's files, which this does
-    not load) and reasoning tier."""
+    not load), fallbacks and reasoning tier."""
     default = registry.default
     line = f"default -> {default.target}"
     spec = default.difficulty
@@ -55,9 +56,17 @@ def _default(registry: Registry) -> str:
             else f"strong share {spec.strong_share:g}"
         )
         line += f", by difficulty ({spec.router}): {spec.strong} or {spec.weak} at {dial}"
-    if default.reasoning_target is not None:
-        line += f", reasoning tier {default.reasoning_target}"
-    return line
+    return line + _chain(default.policy, default.reasoning_target)
+
+
+def _chain(policy: RoutePolicy, reasoning_target: str | None) -> str:
+    """A route's (or the default's) fallbacks, content fallback and reasoning tier."""
+    chain = f", fallback {' > '.join(policy.fallback)}" if policy.fallback else ""
+    if policy.content_fallback is not None:
+        chain += f", content refused -> {policy.content_fallback}"
+    if reasoning_target is not None:
+        chain += f", reasoning tier {reasoning_target}"
+    return chain
 
 
 def headline(loaded: LoadedRegistry) -> str:
@@ -217,12 +226,7 @@ def _intent(registry: Registry) -> str:
 def _routes(registry: Registry) -> list[str]:
     lines = [f"routes: {len(registry.routes)}"]
     for route in registry.routes:
-        fallback = route.policy.fallback
-        chain = f", fallback {' > '.join(fallback)}" if fallback else ""
-        if route.policy.content_fallback is not None:
-            chain += f", content refused -> {route.policy.content_fallback}"
-        if route.reasoning_target is not None:
-            chain += f", reasoning tier {route.reasoning_target}"
+        chain = _chain(route.policy, route.reasoning_target)
         lines.append(
             f"  {route.name} -> {route.target}  threshold {registry.threshold(route):g}, "
             f"{len(route.examples)} examples{chain}"

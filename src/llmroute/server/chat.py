@@ -628,8 +628,7 @@ async def _plan(request: Request, gateway: Gateway, body: dict[str, Any]) -> Pla
         key = api_key_of(request.scope)
         client = key.name if key is not None else None
         plan = await gateway.affinity.apply(plan, body, request.headers, client)
-    default = gateway.router.loaded.registry.default.target
-    planned = keep_in_pool(request.scope, plan, default)
+    planned = keep_in_pool(request.scope, plan, gateway.router.loaded.registry.default)
     # gone while the request was decided (a long prompt's scan, a remote encoder): nothing
     # was sent, so nothing is charged. Asked only after a plan that took a while: the
     # check costs a fifth of a fast decision (anyio's cancel scope), and a client gone

@@ -6,9 +6,9 @@ context fallbacks, cascade tiers and their verifier gates, the LLM router, shado
 and embeddings. A decision whose model is outside the pool is served by the first model
 of its chain inside it (the decision says so in its reason); with none inside, a routed
 request (``auto``, a difficulty router) is served by the registry's default target when
-the pool holds it, and any other request — one that named a route or a model, or one
-safety sent to a guarded model — is refused with 403 ``model_not_allowed`` before
-anything is sent.
+the pool holds it (then by the default's fallbacks the pool holds), and any other
+request — one that named a route or a model, or one safety sent to a guarded model — is
+refused with 403 ``model_not_allowed`` before anything is sent.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 from starlette.types import Scope
 
 from llmroute.dispatch.plan import Plan, within_pool
+from llmroute.registry.schema import Default
 from llmroute.server.auth import api_key_of
 from llmroute.server.errors import GatewayError
 
@@ -28,13 +29,15 @@ def may_reach(scope: Scope, model: str) -> bool:
     return key is None or key.pool is None or model in key.pool
 
 
-def keep_in_pool(scope: Scope, plan: Plan, default: str | None = None) -> Plan:
+def keep_in_pool(scope: Scope, plan: Plan, default: Default | None = None) -> Plan:
     """`plan` kept inside the request's key's pool (itself without one); a routed request
-    with no chain model inside goes to `default` (the registry's) when that is inside."""
+    with no chain model inside goes to `default` (the registry's: its target, then its
+    fallbacks inside the pool) when its target is inside."""
     key = api_key_of(scope)
     if key is None or key.pool is None:
         return plan
-    kept = within_pool(plan, key.pool, key.name, default)
+    target, policy = (None, None) if default is None else (default.target, default.policy)
+    kept = within_pool(plan, key.pool, key.name, target, policy)
     if kept is None:
         tried = ", ".join(plan.chain)
         raise GatewayError(
