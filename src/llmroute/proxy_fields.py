@@ -50,7 +50,9 @@ METADATA_KEYS = 16  # OpenAI's metadata: at most 16 keys of 64 characters, value
 _KEY_CHARS = 64
 _VALUE_CHARS = 512
 
-_FALLBACKS = "a route's policy.fallback (policy.context_fallback, policy.content_fallback)"
+_FALLBACKS = (
+    "a route's or the default's policy.fallback (policy.context_fallback, policy.content_fallback)"
+)
 _SECRETS = (
     "the Authorization header for a client key, and the registry's providers for "
     "upstream keys and addresses"
@@ -60,7 +62,7 @@ REFUSED: Mapping[str, str] = {
     "fallbacks": _FALLBACKS,
     "context_window_fallbacks": _FALLBACKS,
     "content_policy_fallbacks": _FALLBACKS,
-    "num_retries": "the registry's dispatch.retries (a route's policy.retries)",
+    "num_retries": "the registry's dispatch.retries (a route's or the default's policy.retries)",
     "mock_response": "a model of an echo provider (docs/registry.md, Echo providers)",
     "caching": "the registry's cache section, and the request's Cache-Control header",
     "cache": "the registry's cache section, and the request's Cache-Control header",
