@@ -1,7 +1,9 @@
 """Turn a request's ``model`` into a `Plan`: the decision and the models to try in order.
 
 ``auto`` (or no model) runs the router; a route name pins that route; a pool model name
-pins that model. Anything else raises `ModelNotFound`.
+pins that model. Anything else raises `ModelNotFound`. A route's requests are tried down
+its ``policy.fallback``, the default's down the default's (after the model it picked); a
+pinned model, or one a rule names, alone.
 
 A route with a ``cascade`` (requested by ``auto`` or by its name) puts it in the plan,
 unless safety rerouted the request to a guarded model or another layer (the reasoning
@@ -63,7 +65,8 @@ class ModelNotAString(RoutingError):
 @dataclass(frozen=True, slots=True)
 class Plan:
     """The decision, then the pool models to try: the target first, then its fallbacks;
-    and the route's policy (timeouts, retries, context fallback), when a route decided;
+    and the route's policy (timeouts, retries, context fallback), when a route decided
+    (the default's, for the default's requests: `default_plan`);
     and the route's `cascade`, when it has one and the request should run it. `pool`,
     when set, is every model the request may reach (`within_pool`): a context fallback
     outside it is not tried. `text`, when set, says the request came to the completions
