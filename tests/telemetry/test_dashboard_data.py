@@ -386,22 +386,29 @@ def test_the_escalation_tile_is_of_the_routed_requests() -> None:
 
 def test_route_only_decisions_and_embeddings_do_not_dilute_the_rates() -> None:
     """As the report's: errors of the requests dispatched, fallbacks (and cache hits) of
-    the routed ones. Of four chats one fell back, one failed on every model and one was
-    answered from the cache; beside them forty
+    the routed ones. Of five chats one fell back, one failed on its only model, one
+    failed down its chain (it fell back too) and one was answered from the cache; beside
+    them forty
     ``/v1/route`` decisions (nothing dispatched) and forty embeddings answers (no route
-    to fall back on) showed 2% and 1% where the chats alone were 25%."""
+    to fall back on) showed a fraction of what the chats alone were."""
     chats = [
         logged(
             "code",
             ts=NOW - 100 + i,
             client="team-a",
-            attempts=("large (timeout)",) if i < 2 else (),
+            attempts=(
+                ("large (timeout)",)
+                if i < 2
+                else ("large (timeout)", "small (timeout)")
+                if i == 4
+                else ()
+            ),
             served_model="large" if i == 0 else None,
-            status=502 if i == 1 else 200,
-            error="upstream_error" if i == 1 else None,
+            status=502 if i in (1, 4) else 200,
+            error="upstream_error" if i in (1, 4) else None,
             cache_hit=i == 3,
         )
-        for i in range(4)
+        for i in range(5)
     ]
     asked = [logged("code", ts=NOW - 60 + i, client="team-a", route_only=True) for i in range(40)]
     embedded = [
@@ -417,14 +424,14 @@ def test_route_only_decisions_and_embeddings_do_not_dilute_the_rates() -> None:
     rows = sorted(chats + asked + embedded, key=lambda d: d.ts)
     data = dashboard_data(Rows(rows, len(rows)), Rows([], 0), REGISTRY, window=HOUR, url="x")
     summary = data["summary"]
-    assert summary["fallback_rate"] == pytest.approx(1 / 4)
-    assert summary["cache_hit_rate"] == pytest.approx(1 / 4)  # nor have they a cache
-    assert summary["error_rate"] == pytest.approx(1 / 44)  # the embeddings were dispatched
+    assert summary["fallback_rate"] == pytest.approx(2 / 5)
+    assert summary["cache_hit_rate"] == pytest.approx(1 / 5)  # nor have they a cache
+    assert summary["error_rate"] == pytest.approx(2 / 45)  # the embeddings were dispatched
     report = build_report(rows, REGISTRY).total  # the same denominators as the report's
     assert (summary["error_rate"], summary["fallback_rate"]) == pytest.approx(
         (report.error_rate, report.fallback_rate)
     )
     code = {r["name"]: r for r in data["routes"]}["code"]
-    assert (code["error_rate"], code["fallback_rate"]) == pytest.approx((1 / 4, 1 / 4))
+    assert (code["error_rate"], code["fallback_rate"]) == pytest.approx((2 / 5, 2 / 5))
     team = {c["name"]: c for c in data["clients"]}["team-a"]
-    assert team["n"] == 44 and team["error_rate"] == pytest.approx(1 / 4)
+    assert team["n"] == 45 and team["error_rate"] == pytest.approx(2 / 5)

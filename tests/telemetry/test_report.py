@@ -191,6 +191,27 @@ def test_a_models_row_holds_what_was_routed_to_it_priced_at_what_answered() -> N
     assert models["large"].cost_usd == pytest.approx(4 * 0.003)  # at small's price
 
 
+def test_a_request_that_failed_down_its_whole_chain_fell_back() -> None:
+    """A route whose every request failed on its target and then on its fallback showed
+    "fallbacks 0.0%": each did fall back (and failed, an error too). One that failed on
+    its only model did not: it went on to no other model."""
+    down = ("large via local (HTTP 503)", "small via local (HTTP 503)")
+    rows = [
+        logged("code", model="large", status=502, error="upstream_error", attempts=down)
+        for _ in range(3)
+    ]
+    rows.append(
+        logged("chat", model="small", status=502, error="upstream_error",
+               attempts=("small via local (HTTP 503)",))
+    )  # fmt: skip
+    report = build_report(rows, REGISTRY)
+    routes = {g.name: g for g in report.routes}
+    assert routes["code"].fallbacks == 3 and routes["code"].fallback_rate == 1.0
+    assert routes["code"].errors == 3
+    assert routes["chat"].fallbacks == 0 and routes["chat"].errors == 1
+    assert report.to_dict()["total"]["fallback_rate"] == pytest.approx(3 / 4)
+
+
 def test_tags_are_the_costliest_few_however_many_clients_make_up() -> None:
     """A client choosing a new tag a request made a report (and its JSON) of that many
     rows, each with its percentiles; the report lists the TOP_TAGS costliest and says how

@@ -314,7 +314,13 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
                 else None
             ),
             cache_hit=i % 3 == 0,
-            attempts=("big (timeout)",) if i % 4 == 0 else (),
+            attempts=(
+                ("big (timeout)",)
+                if i % 4 == 0
+                else ("big (timeout)", "small (HTTP 503)")  # failed down its chain
+                if i % 10 == 5
+                else ()
+            ),
             served_model=None if i % 5 == 0 else "small-model-2024",  # failed: none answered
             cost_usd=0.01 if i % 2 else None,
             tokens_in=None if i == 9 else 100 + i,
@@ -338,8 +344,9 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
     assert [b.cost_usd for b in got] == pytest.approx([b.cost_usd for b in expected])
     assert sum(b.requests for b in got) == 29  # ts t0 + 203 is outside
     assert sum(b.errors for b in got) == 6  # the upstream errors, i = 0, 5, ..., 25
-    # answered after a failed attempt: i = 4, 8, 12, 16, 24, 28 (0 and 20 failed)
-    assert sum(b.fallbacks for b in got) == 6
+    # went on after a failed attempt: answered, i = 4, 8, 12, 16, 24, 28; failed on the
+    # next model too, i = 5, 15, 25 (0 and 20 failed on their only model: no fallback)
+    assert sum(b.fallbacks for b in got) == 9
     assert sum(b.route_only for b in got) == 5 and sum(b.unrouted for b in got) == 3
     assert {b.bucket for b in got} == set(range(7))
 

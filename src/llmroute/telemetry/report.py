@@ -7,8 +7,9 @@ users, per key, per tag and for the end users who cost the most); cost
 against always calling the strongest model (the registry's most expensive chat model
 by input + output price per million tokens: the counterfactual prices each request's
 logged tokens at that model, one tier's share of them for a cascade that escalated);
-fallback rate (requests a model answered after a failed
-attempt: one that failed on every model it tried is an error, not a fallback) and
+fallback rate (requests that went on to another model after a failed
+attempt, answered or not: one that failed down its whole chain fell back, one that
+failed on its only model did not) and
 escalation rate (attempts that are a cascade tier passed over); p50/p99 latency per
 route and per model; error rate; user feedback and shadow quality per route.
 
@@ -112,10 +113,13 @@ def is_error(d: LoggedDecision) -> bool:
 
 
 def is_fallback(d: LoggedDecision) -> bool:
-    """Answered by a model after a failed attempt (a non-empty attempt path, and a model
-    that answered). A request that failed on every model it tried is an error, not a
-    fallback: no other model answered it."""
-    return bool(d.attempts) and d.served_model is not None
+    """Went on to another model after a failed attempt (or a cascade tier passed over),
+    whether or not that model answered: its attempt path and the model that answered
+    name two models or more. A request that failed down its whole fallback chain fell
+    back (and is an error too); one that failed on its only model did not (an error
+    alone): a failed request's path lists every model it tried, the last one's failure
+    included, and an answered one's the models before the one that answered."""
+    return len(d.attempts) + (d.served_model is not None) >= 2
 
 
 def is_escalation(d: LoggedDecision) -> bool:

@@ -116,15 +116,16 @@ _UNROUTED_APIS = ", ".join(f"'{api}'" for api in sorted(UNROUTED_APIS))
 _UNROUTED = f"sum(CASE WHEN api IN ({_UNROUTED_APIS}) THEN 1 ELSE 0 END)"
 
 
-def buckets_sql(bucket: str, attempted: str, where: str) -> str:
-    """`DecisionBucket` rows; `bucket` and `attempted` are the backend's expressions for
-    ``floor((ts - start) / step)`` and for a non-empty attempt path. A fallback is a
-    request a model answered after such an attempt (`report.is_fallback`): one that
-    failed on every model it tried is an error, not one."""
+def buckets_sql(bucket: str, attempts: str, where: str) -> str:
+    """`DecisionBucket` rows; `bucket` and `attempts` are the backend's expressions for
+    ``floor((ts - start) / step)`` and for the length of the attempt path. A fallback is
+    a request that went on to another model after a failed attempt, answered or not
+    (`report.is_fallback`): its path and the model that answered name two or more."""
+    tried = f"coalesce({attempts}, 0) + CASE WHEN served_model IS NULL THEN 0 ELSE 1 END"
     return (
         f"SELECT {bucket} AS bucket, route, model, count(*), {_ERRORS}, "
         f"sum(CASE WHEN cache_hit THEN 1 ELSE 0 END), "
-        f"sum(CASE WHEN ({attempted}) AND served_model IS NOT NULL THEN 1 ELSE 0 END), "
+        f"sum(CASE WHEN {tried} >= 2 THEN 1 ELSE 0 END), "
         f"{_SPEND}, {_ROUTE_ONLY}, {_UNROUTED} "
         f"FROM decisions WHERE {where} GROUP BY bucket, route, model"
     )
@@ -176,7 +177,7 @@ class SqlReads:
 
     _marker: ClassVar[str]  # the driver's parameter placeholder: "%s" or "?"
     _bucket: ClassVar[str]  # floor((ts - start) / step) as an integer, start and step bound
-    _attempted: ClassVar[str]  # true when the row's attempt path is not empty
+    _attempts: ClassVar[str]  # the length of the row's attempt path
     _each_tag: ClassVar[str]  # a FROM item yielding the row's tags as j.value
 
     def _select(self, sql: str, params: tuple[Any, ...], what: str) -> list[tuple[Any, ...]]:
@@ -227,7 +228,7 @@ class SqlReads:
         self, since: float, until: float | None, start: float, step: float
     ) -> list[DecisionBucket]:
         where, params = self._between(since, until)
-        sql = buckets_sql(self._bucket, self._attempted, where)
+        sql = buckets_sql(self._bucket, self._attempts, where)
         return buckets_from_rows(self._select(sql, (start, step, *params), "count decisions"))
 
     def client_totals(self, since: float, until: float | None) -> list[ClientTotal]:

@@ -25,8 +25,8 @@ class DecisionBucket(NamedTuple):
     """The decisions of one (time bucket, route, model), counted by the database: exact
     over a whole window however many rows it holds. `bucket` is ``floor((ts - start) /
     step)``; an error is a status >= 400 or an error code (a client that hung up is
-    none: `report.is_error`), a fallback a request a model answered after a failed
-    attempt (`report.is_fallback`); `cost_usd` sums the logged costs and
+    none: `report.is_error`), a fallback a request that went on to another model after
+    a failed attempt, answered or not (`report.is_fallback`); `cost_usd` sums the logged costs and
     `tokens_in`/`tokens_out` the tokens of the rows without one (priced afterwards at the
     model's registry price). `route_only` counts the ``/v1/route`` decisions and
     `unrouted` the embeddings and rerank requests, which the rates leave out

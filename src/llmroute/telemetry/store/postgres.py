@@ -179,7 +179,7 @@ class PostgresStore(SqlReads):
     backend: Backend = "postgres"
     _marker = "%s"
     _bucket = "floor((ts - %s) / %s)::bigint"
-    _attempted = "jsonb_array_length(attempts) > 0"
+    _attempts = "jsonb_array_length(attempts)"
     _each_tag = "jsonb_array_elements_text(decisions.tags) AS j(value)"
 
     def __init__(

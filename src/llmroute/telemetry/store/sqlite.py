@@ -64,7 +64,7 @@ class SqliteStore(SqlReads):
     backend: Backend = "sqlite"
     _marker = "?"
     _bucket = "CAST((ts - ?) / ? AS INTEGER)"
-    _attempted = "attempts <> '[]'"
+    _attempts = "json_array_length(attempts)"
     _each_tag = "json_each(decisions.tags) AS j"
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0) -> None:
