@@ -221,7 +221,9 @@ def test_the_dashboard_can_be_turned_off_and_works_without_a_log(
     env = {"LLMROUTE_TELEMETRY_URL": "off"}
     with serve(registry, tmp_path / "nolog.log", env=env) as served:
         data = _data(served, "1h")
-        assert data["log"]["enabled"] is False and "decision log is off" in data["log"]["message"]
+        message = data["log"]["message"]
+        assert data["log"]["enabled"] is False and "decision log is off" in message
+        assert "turn it on with telemetry: {enabled: true}" in message  # says how
         assert data["live"]["breakers"]
 
 

@@ -59,7 +59,7 @@ from llmroute.telemetry.dashboard import (
 )
 from llmroute.telemetry.service import Telemetry
 from llmroute.telemetry.store.base import Store
-from llmroute.telemetry.store.url import mask_url
+from llmroute.telemetry.store.url import LOG_OFF_HOW, mask_url
 from llmroute.telemetry.windows import Window, WindowError, parse_window
 
 __all__ = [
@@ -73,7 +73,7 @@ __all__ = [
 ]
 
 DEFAULT_TTL_S = 5.0
-_LOG_OFF = "the decision log is off (telemetry.enabled is false, or $LLMROUTE_TELEMETRY_URL is off)"
+_LOG_OFF = f"the decision log is off {LOG_OFF_HOW}"
 _HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
@@ -239,7 +239,7 @@ class Dashboard:
 
     async def _payload(self, view: LogView, window: Window) -> dict[str, Any]:
         if view.store is None:
-            message = view.message or "the decision log is off"
+            message = view.message or _LOG_OFF
             return empty_dashboard(window, url=None, message=message, max_rows=self._max_rows)
         key = (window.text, id(view.store), id(view.registry))
         lock = self._locks.setdefault(key, asyncio.Lock())
