@@ -117,6 +117,9 @@ def test_a_call_cut_on_a_fallback_is_charged_to_the_fallback(upstream: FakeUpstr
     assert first_spent == 0.0  # it failed: nothing billed
     assert fallback_spent == pytest.approx(expected.cost_usd)
     assert [model for model, _ in spend.unanswered.values()] == [fallback]
+    # and the metrics count it under the fallback, not the decided (first) model
+    assert spend.cut == [(fallback, usage)]
+    assert paid_by_model(spend, None, usage) == ((fallback, usage),)
 
 
 def test_a_cascade_cut_on_its_second_tier_counts_the_first_tiers_answer(
@@ -227,3 +230,9 @@ def test_paid_by_model_splits_a_requests_usage_by_who_spent_it() -> None:
     served_alone = Spend([large], ["large"])
     assert paid_by_model(served_alone, "large", large) == ()
     assert paid_by_model(Spend(), "large", large) == ()
+    # calls cut by a cancellation: each under the model it was sent to
+    cut = Usage(40, 0, 4e-5, True)
+    abandoned = Spend([small], ["small"], cut=[("large", cut)])
+    both = Usage(43, 3, round(9e-6 + 4e-5, 10), True)
+    assert dict(paid_by_model(abandoned, None, both)) == {"small": small, "large": cut}
+    assert paid_by_model(Spend(cut=[("large", cut)]), "large", cut) == ()

@@ -805,6 +805,52 @@ def test_metrics_go_to_the_callers_prometheus_registry(
         store.close()
 
 
+def test_a_cancelled_calls_cut_fallback_is_counted_under_the_fallback(
+    upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decided model fails at once, its fallback is slow and the caller gives up
+    (``wait_for``): the prompt sent to the fallback is its cost, in the metrics under the
+    fallback (it was under the decided model, which was paid nothing)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", "off")
+    path = tmp_path / "cut.yaml"
+    path.write_text(
+        f"""
+encoder: builtin:static
+providers:
+  fake: {{kind: openai, base_url: "{upstream.url}", timeout_s: 10}}
+models:
+  first: {{provider: fake, model: 'first?status=500', price: {{input: 1000, output: 1000}}}}
+  second: {{provider: fake, model: 'second?delay=5', price: {{input: 1000, output: 1000}}}}
+routes:
+  - {{name: r, examples: ["hello"], target: first, policy: {{fallback: [second]}}}}
+default: {{target: first}}
+dispatch:
+  retries: {{attempts: 0}}
+  breaker: {{enabled: false}}
+"""
+    )
+    prometheus = CollectorRegistry()
+    with Router.from_yaml(path, metrics=prometheus) as router:
+
+        async def give_up() -> None:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(
+                    router.chat.completions.acreate(model="r", messages=HELLO), 0.5
+                )
+
+        asyncio.run(give_up())
+    cost = {
+        s.labels["model"]: s.value
+        for f in text_string_to_metric_families(generate_latest(prometheus).decode())
+        for s in f.samples
+        if s.name == "llmroute_cost_usd_total"
+    }
+    assert set(cost) == {"second"} and cost["second"] > 0, cost
+
+
 def test_affinity_keeps_a_conversation_on_its_model(upstream: FakeUpstream, tmp_path: Path) -> None:
     path = tmp_path / "affinity.yaml"
     registry = REGISTRY % {"url": upstream.url, "fail_500": FAIL_500, "fail_400": FAIL_400}
