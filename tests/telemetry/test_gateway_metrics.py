@@ -327,6 +327,12 @@ def _time_shutdown() -> None:
     assert value(s, timed, model="large", outcome="error") == 1
     assert value(s, timed, model="embed", outcome="shutdown") == 1
     assert value(s, timed, model="embed", outcome="error") is None
+    # nor does the deprecated histogram count the stream the stop cut as served (one
+    # its client stopped reading it does, as it always has)
+    metrics.observe(record(status=200, error="client_disconnected", stream=True))
+    s = scrape(metrics)
+    assert value(s, "llmroute_upstream_seconds_count", model="large") == 1
+    assert value(s, "llmroute_upstream_seconds_count", model="embed") is None
 
 
 def test_long_answers_and_long_thinking_fall_in_buckets_of_their_own() -> None:

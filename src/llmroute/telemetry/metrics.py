@@ -22,7 +22,8 @@ Metrics (all prefixed ``llmroute_``):
   ``timeout`` (504), ``rejected`` (another 4xx), ``cancelled`` (its client left) or
   ``shutdown`` (cut by the gateway's stop), so failed requests are timed too;
   ``upstream_seconds{model}``: deprecated, the same for the requests a model served
-  (``ok``, and a stream that broke after its 200), kept for the dashboards built on it;
+  (``ok``, a stream that broke after its 200 and one its client stopped reading; not
+  one the gateway's stop cut, ``shutdown``), kept for the dashboards built on it;
   ``ttft_seconds{model}``: arrival to first streamed event;
 - ``tokens_total{model, direction="in|out"}``, ``cost_usd_total{route, model}``: each
   model's own (a cascade's tiers passed over and its gates' calls under theirs, not
@@ -655,7 +656,7 @@ class GatewayMetrics:
         self._observe_decision(decision)
         seconds = record.latency_ms * 1e-3
         self._request_seconds(model, request_outcome(record.status, record.error)).observe(seconds)
-        if served is not None:
+        if served is not None and record.error != SERVER_SHUTDOWN:  # not one the stop cut
             self._upstream_seconds(model).observe(seconds)
         if record.ttft_ms is not None:
             self._ttft_seconds(model).observe(record.ttft_ms * 1e-3)
