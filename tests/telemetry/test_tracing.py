@@ -707,3 +707,38 @@ def test_embeddings_and_rerank_requests_have_a_request_span(
         (call,) = _children(spans, span)
         assert call.name == f"{operation} {model}-up"
         assert call.context.trace_id == span.context.trace_id
+
+
+def test_request_spans_carry_their_outcome_with_the_decision_log_off(
+    tracing: Tracing,
+    exporter: InMemorySpanExporter,
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the decision log off the gateway still makes each request's record (the
+    metrics count it), so its span ends with the outcome as with the log on: status,
+    served model, usage; a failed one a span error with its code."""
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", "off")
+    chat = {"model": "c", "messages": [{"role": "user", "content": "hello"}]}
+    spans = _served_spans(
+        tracing,
+        exporter,
+        upstream,
+        tmp_path,
+        monkeypatch,
+        ("/v1/chat/completions", chat, 200),
+        ("/v1/embeddings", {"model": "emb", "input": ["a b c"]}, 200),
+        ("/v1/rerank", {"model": "rr", "query": "q", "documents": ["x", "y"]}, 200),
+        ("/v1/embeddings", {"model": "emb-down", "input": "x"}, 502),
+    )
+    served = {s.name: s for s in spans if s.kind is SpanKind.SERVER}
+    assert set(served) == {"chat c", "embeddings emb", "rerank rr", "embeddings emb-down"}
+    failed = served.pop("embeddings emb-down")
+    assert failed.status.status_code is StatusCode.ERROR
+    assert attrs(failed)["http.response.status_code"] == 502
+    assert attrs(failed)["error.type"] == "upstream_error"
+    for span in served.values():
+        assert attrs(span)["http.response.status_code"] == 200
+        assert attrs(span)["gen_ai.response.model"] == attrs(span)["gen_ai.request.model"]
+        assert attrs(span)["gen_ai.usage.input_tokens"] > 0
