@@ -403,7 +403,7 @@ def test_route_only_decisions_and_embeddings_do_not_dilute_the_rates() -> None:
                 if i == 4
                 else ()
             ),
-            served_model="large" if i == 0 else None,
+            served_model="small" if i == 0 else None,  # large failed, small answered
             status=502 if i in (1, 4) else 200,
             error="upstream_error" if i in (1, 4) else None,
             cache_hit=i == 3,

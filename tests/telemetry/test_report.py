@@ -194,7 +194,8 @@ def test_a_models_row_holds_what_was_routed_to_it_priced_at_what_answered() -> N
 def test_a_request_that_failed_down_its_whole_chain_fell_back() -> None:
     """A route whose every request failed on its target and then on its fallback showed
     "fallbacks 0.0%": each did fall back (and failed, an error too). One that failed on
-    its only model did not: it went on to no other model."""
+    its only model did not: it went on to no other model; nor did a stream that failed
+    on the model it was answering from, which its attempts name as it answered."""
     down = ("large via local (HTTP 503)", "small via local (HTTP 503)")
     rows = [
         logged("code", model="large", status=502, error="upstream_error", attempts=down)
@@ -204,12 +205,17 @@ def test_a_request_that_failed_down_its_whole_chain_fell_back() -> None:
         logged("chat", model="small", status=502, error="upstream_error",
                attempts=("small via local (HTTP 503)",))
     )  # fmt: skip
+    # streams that broke after their 200: on the model they went on to (a fallback),
+    # and on their own model, which lists it as it answered (none)
+    broke = {"status": 200, "error": "stream_interrupted", "stream": True}
+    rows.append(logged("chat", model="small", served_model="large", attempts=down[1:], **broke))
+    rows.append(logged("chat", model="small", served_model="small", attempts=down[1:], **broke))
     report = build_report(rows, REGISTRY)
     routes = {g.name: g for g in report.routes}
     assert routes["code"].fallbacks == 3 and routes["code"].fallback_rate == 1.0
     assert routes["code"].errors == 3
-    assert routes["chat"].fallbacks == 0 and routes["chat"].errors == 1
-    assert report.to_dict()["total"]["fallback_rate"] == pytest.approx(3 / 4)
+    assert routes["chat"].fallbacks == 1 and routes["chat"].errors == 3
+    assert report.to_dict()["total"]["fallback_rate"] == pytest.approx(4 / 6)
 
 
 def test_tags_are_the_costliest_few_however_many_clients_make_up() -> None:

@@ -319,6 +319,9 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
                 if i % 4 == 0
                 else ("big (timeout)", "small (HTTP 503)")  # failed down its chain
                 if i % 10 == 5
+                # a stream that failed on its own model after its 200: no fallback
+                else ("small-model-2024 via up (HTTP 503)",)
+                if i % 10 == 7
                 else ()
             ),
             served_model=None if i % 5 == 0 else "small-model-2024",  # failed: none answered
@@ -345,7 +348,8 @@ def test_the_database_counts_buckets_as_the_dashboard_would(
     assert sum(b.requests for b in got) == 29  # ts t0 + 203 is outside
     assert sum(b.errors for b in got) == 6  # the upstream errors, i = 0, 5, ..., 25
     # went on after a failed attempt: answered, i = 4, 8, 12, 16, 24, 28; failed on the
-    # next model too, i = 5, 15, 25 (0 and 20 failed on their only model: no fallback)
+    # next model too, i = 5, 15, 25 (0 and 20 failed on their only model, 7, 17 and 27
+    # on the one that answered: no fallback)
     assert sum(b.fallbacks for b in got) == 9
     assert sum(b.route_only for b in got) == 5 and sum(b.unrouted for b in got) == 3
     assert {b.bucket for b in got} == set(range(7))

@@ -114,12 +114,24 @@ def is_error(d: LoggedDecision) -> bool:
 
 def is_fallback(d: LoggedDecision) -> bool:
     """Went on to another model after a failed attempt (or a cascade tier passed over),
-    whether or not that model answered: its attempt path and the model that answered
-    name two models or more. A request that failed down its whole fallback chain fell
-    back (and is an error too); one that failed on its only model did not (an error
-    alone): a failed request's path lists every model it tried, the last one's failure
-    included, and an answered one's the models before the one that answered."""
-    return len(d.attempts) + (d.served_model is not None) >= 2
+    whether or not that model answered. A failed request's attempt path lists every
+    model it tried, the last one's failure included, and an answered one's the models
+    before the one that answered; a stream that failed on its own model after its 200
+    lists that model too. So: a path of two entries or more (a request that failed down
+    its whole fallback chain fell back, and is an error too), or of one that does not
+    name the model that answered. One that failed on its only model did not fall back
+    (an error alone)."""
+    attempts = d.attempts
+    if len(attempts) != 1:
+        return len(attempts) >= 2
+    served = d.served_model
+    return served is not None and not _names(attempts[0], served)
+
+
+def _names(attempt: str, model: str) -> bool:
+    """Whether `attempt` (``MODEL via PROVIDER (...)``, ``MODEL (...)``, ``MODEL
+    escalated: ...``) is one of `model`'s."""
+    return attempt.startswith(model) and attempt[len(model) : len(model) + 1] == " "
 
 
 def is_escalation(d: LoggedDecision) -> bool:

@@ -116,16 +116,21 @@ _UNROUTED_APIS = ", ".join(f"'{api}'" for api in sorted(UNROUTED_APIS))
 _UNROUTED = f"sum(CASE WHEN api IN ({_UNROUTED_APIS}) THEN 1 ELSE 0 END)"
 
 
-def buckets_sql(bucket: str, attempts: str, where: str) -> str:
-    """`DecisionBucket` rows; `bucket` and `attempts` are the backend's expressions for
-    ``floor((ts - start) / step)`` and for the length of the attempt path. A fallback is
-    a request that went on to another model after a failed attempt, answered or not
-    (`report.is_fallback`): its path and the model that answered name two or more."""
-    tried = f"coalesce({attempts}, 0) + CASE WHEN served_model IS NULL THEN 0 ELSE 1 END"
+def buckets_sql(bucket: str, attempts: str, first_attempt: str, where: str) -> str:
+    """`DecisionBucket` rows; `bucket`, `attempts` and `first_attempt` are the backend's
+    expressions for ``floor((ts - start) / step)``, the length of the attempt path and
+    its first entry's text. A fallback is a request that went on to another model after
+    a failed attempt, answered or not (`report.is_fallback`): a path of two entries or
+    more, or of one that does not name the model that answered."""
+    fell_back = (
+        f"CASE WHEN {attempts} >= 2 THEN 1 WHEN {attempts} = 1 AND served_model IS NOT NULL "
+        f"AND substr({first_attempt}, 1, length(served_model) + 1) <> served_model || ' ' "
+        "THEN 1 ELSE 0 END"
+    )
     return (
         f"SELECT {bucket} AS bucket, route, model, count(*), {_ERRORS}, "
         f"sum(CASE WHEN cache_hit THEN 1 ELSE 0 END), "
-        f"sum(CASE WHEN {tried} >= 2 THEN 1 ELSE 0 END), "
+        f"sum({fell_back}), "
         f"{_SPEND}, {_ROUTE_ONLY}, {_UNROUTED} "
         f"FROM decisions WHERE {where} GROUP BY bucket, route, model"
     )
@@ -178,6 +183,7 @@ class SqlReads:
     _marker: ClassVar[str]  # the driver's parameter placeholder: "%s" or "?"
     _bucket: ClassVar[str]  # floor((ts - start) / step) as an integer, start and step bound
     _attempts: ClassVar[str]  # the length of the row's attempt path
+    _first_attempt: ClassVar[str]  # the text of its first entry
     _each_tag: ClassVar[str]  # a FROM item yielding the row's tags as j.value
 
     def _select(self, sql: str, params: tuple[Any, ...], what: str) -> list[tuple[Any, ...]]:
@@ -228,7 +234,7 @@ class SqlReads:
         self, since: float, until: float | None, start: float, step: float
     ) -> list[DecisionBucket]:
         where, params = self._between(since, until)
-        sql = buckets_sql(self._bucket, self._attempts, where)
+        sql = buckets_sql(self._bucket, self._attempts, self._first_attempt, where)
         return buckets_from_rows(self._select(sql, (start, step, *params), "count decisions"))
 
     def client_totals(self, since: float, until: float | None) -> list[ClientTotal]:

@@ -180,6 +180,7 @@ class PostgresStore(SqlReads):
     _marker = "%s"
     _bucket = "floor((ts - %s) / %s)::bigint"
     _attempts = "jsonb_array_length(attempts)"
+    _first_attempt = "(attempts ->> 0)"
     _each_tag = "jsonb_array_elements_text(decisions.tags) AS j(value)"
 
     def __init__(

@@ -65,6 +65,7 @@ class SqliteStore(SqlReads):
     _marker = "?"
     _bucket = "CAST((ts - ?) / ? AS INTEGER)"
     _attempts = "json_array_length(attempts)"
+    _first_attempt = "json_extract(attempts, '$[0]')"
     _each_tag = "json_each(decisions.tags) AS j"
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0) -> None:
