@@ -134,8 +134,9 @@ def test_a_withheld_answers_cost_counts_wherever_the_requests_cost_does(
     gateway: Gateway, upstream: FakeUpstream
 ) -> None:
     """The withheld answer is charged to its model's budget; the request's cost in the
-    log, in ``llmroute_cost_usd_total`` (under the model that served) and in the key's
-    budget is that plus the answer served."""
+    log and in the key's budget is that plus the answer served, and
+    ``llmroute_cost_usd_total`` counts each under the model that spent it (the
+    withheld answer under its own model, not the one that served)."""
     answer = _ask(gateway, "sensitive")
     assert answer.status_code == 200, answer.text
     assert answer.headers["x-llmroute-model"] == "guarded"
@@ -150,7 +151,9 @@ def test_a_withheld_answers_cost_counts_wherever_the_requests_cost_does(
     status, cost = _logged(gateway, answer.headers["x-llmroute-decision-id"])
     assert status == 200 and cost == pytest.approx(paid)
     labels = (("model", "guarded"), ("route", "sensitive"))
-    assert found[("llmroute_cost_usd_total", labels)] == pytest.approx(paid)
+    assert found[("llmroute_cost_usd_total", labels)] == pytest.approx(served)
+    labels = (("model", "filtered"), ("route", "sensitive"))
+    assert found[("llmroute_cost_usd_total", labels)] == pytest.approx(withheld)
     time.sleep(0.3)  # the key is charged from the record, off the request path
     assert _key_spent(gateway) == pytest.approx(paid)
 
