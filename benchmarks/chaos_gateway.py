@@ -437,7 +437,12 @@ def _redis_holds(url: str, namespace: str) -> tuple[int, float] | None:
     client = redis.Redis.from_url(url)
     try:
         holds = sum(int(client.hlen(k)) for k in client.keys(f"{namespace}:usd:*:holds"))
-        sums = [k for k in client.keys(f"{namespace}:usd:budget:slow:*") if b"holds" not in k]
+        # beside each sum: its holds (a hash) and their leases and settled ids (a zset)
+        sums = [
+            k
+            for k in client.keys(f"{namespace}:usd:budget:slow:*")
+            if not k.endswith((b":holds", b":lapses"))
+        ]
         return holds, sum(float(client.get(k) or 0) for k in sums)
     finally:
         client.close()
