@@ -41,7 +41,22 @@ sends, seeded and bounded (``--per-endpoint``), structure-aware mutations of the
   line must stay one line to ``str.splitlines``); after the run, background responses
   deleted while their run waits on a slow model (they must stay deleted), and with
   ``--quotas`` ten batches created at once, whose requests take 4 s (at most
-  ``max_key_batches`` taken).
+  ``max_key_batches`` taken);
+- ``metadata`` values that are not strings (``true``, ``3``, a list, an object), each one
+  a rule of the registry matches as its compact JSON: chat, text completions,
+  ``/v1/route`` and Messages route the request by that rule (``x-llmroute-layer:
+  rules``, ``x-llmroute-model: large``), Responses refuse it (400 ``param: metadata``,
+  the message naming ``metadata.KEY``, never the value); every ``metadata`` shape and
+  body ``tags`` checked for the documented 400 (``tags``, ``metadata.tags``,
+  ``metadata``); embeddings and rerank naming an unknown model or one of another kind
+  under a key restricted by ``models`` or by ``pool`` (or none): the 404 lists exactly
+  the models of the endpoint's kind that key may use (``embed2`` / ``rerank2`` are
+  outside both keys), a 403 where the key may not name it; text completions to the
+  strict upstream with body ``tags``, ``metadata.tags`` and ``litellm_metadata.tags``
+  (none of it may reach the upstream); and after the run, requests to text
+  completions (a raw-text model, a chat model, ``auto`` streamed), chat, Messages and
+  Responses with tags given every way at once (header, ``tags``, ``metadata.tags``,
+  ``litellm_metadata.tags``): the decision log must hold all of them, once each.
 
 Every answer is checked: no 5xx (but a 503 ``store_unavailable``: the models do not
 fail), an error body in the API's own shape (OpenAI's ``{"error":
@@ -121,9 +136,10 @@ from fake_upstream import fake_upstream  # noqa: E402
 
 CLIENT_KEY = "sk-fuzz-client-" + "k3y" * 8
 PLAIN_KEY = "sk-fuzz-plain-" + "pl4in" * 5
+POOLED_KEY = "sk-fuzz-pooled-" + "p00l" * 6
 PROVIDER_KEY = "sk-upstream-secret-" + "pr0v" * 6
 URL_PASSWORD = "url-pw-" + "s3cr" * 6  # in the Anthropic provider's base_url (user:password@)
-SECRETS = (CLIENT_KEY, PLAIN_KEY, PROVIDER_KEY, URL_PASSWORD)
+SECRETS = (CLIENT_KEY, PLAIN_KEY, POOLED_KEY, PROVIDER_KEY, URL_PASSWORD)
 
 REGISTRY = """
 encoder: builtin:static
@@ -146,6 +162,9 @@ models:
   capped: {provider: claude, model: claude-y, price: {input: 3, output: 15}, budget: *hard}
   embed: {provider: echo, model: echo-embed, kind: embedding, price: {input: 0.02}}
   rerank: {provider: echo, model: echo-rerank, kind: rerank, price: {input: 0.02}}
+  # outside the restricted keys' models and pool: their 404s must not list them
+  embed2: {provider: echo, model: echo-embed-2, kind: embedding, price: {input: 0.02}}
+  rerank2: {provider: echo, model: echo-rerank-2, kind: rerank, price: {input: 0.02}}
   coder:
     provider: echo
     model: echo-coder
@@ -160,6 +179,9 @@ routes:
     examples: ["hi there", "how are you?", "tell me a joke"]
     target: small
 default: {target: small}
+# metadata values that are not strings, as rules read them: compact JSON (`_METADATA_RULES`)
+rules:
+%(metadata_rules)s
 aliases: {"gpt-*": auto}
 safety: {}
 cache: {url: "%(redis)s", namespace: "%(ns)s"}
@@ -183,6 +205,9 @@ auth:
       pool: [small, large, embed, rerank, coder]
       tpm: 100000000
       budget: {usd: 100000, period: day, hard: true}
+    - name: pooled
+      key_env: FUZZ_POOLED_KEY
+      pool: [small, large, embed, rerank, coder]
 """
 
 # values of another type, for every JSON path
@@ -382,6 +407,20 @@ def seeds(ids: dict[str, str]) -> dict[str, list[Seed]]:
                 streams=True,
             ),
             Seed("POST", "/v1/completions", {"model": "auto", "prompt": ["a"], "n": 1}),
+            # to the strict upstream: its tags and metadata must not reach it
+            Seed(
+                "POST",
+                "/v1/completions",
+                {
+                    "model": "remote",
+                    "prompt": "hi there",
+                    "max_tokens": 5,
+                    "tags": ["team:a"],
+                    "metadata": {"trace": "t1", "tags": ["app:b"]},
+                    "litellm_metadata": {"tags": ["c"]},
+                },
+                streams=True,
+            ),
         ],
         "messages": [
             Seed("POST", "/v1/messages", anthropic, streams=True),
@@ -581,6 +620,9 @@ class Sent:
     due_code: str | None = None  # ... with this error code
     whole: bool = False  # raw: the body is not all sent; the answer must come without it
     closes: bool = False  # raw, Expect: 100-continue: the early answer must close the connection
+    due_message: str | None = None  # a regex the error's message must match
+    not_echoed: str | None = None  # text of the request the answer must not repeat
+    due_headers: dict[str, str] = field(default_factory=dict)  # a 200's headers must say
 
     def repro(self) -> str:
         shown = {
@@ -810,11 +852,8 @@ def _with_tool_ids(value: Any, new: Callable[[], str]) -> Any:
     return out
 
 
-def _aimed(path: str, body: Any, rng: random.Random, sent: Callable[..., Sent]) -> Sent | None:
-    """A mutation aimed at the inputs that have limits of their own (`_targeted`), or
-    None where `body` has none of them."""
-    if not isinstance(body, dict):
-        return None
+def _aimed_choices(path: str, body: dict[str, Any]) -> list[str]:
+    """The aimed mutations that apply to `body`, sent to `path`."""
     choices: list[str] = []
     if any(key in body for key in ("messages", "input", "prompt", "documents")):
         choices += ["litellm", "metadata", "tags", "litellm_metadata"]
@@ -826,12 +865,25 @@ def _aimed(path: str, body: Any, rng: random.Random, sent: Callable[..., Sent]) 
     if any(f'"{key}"' in text for key in (*_TOOL_ID_KEYS, "tool_calls", "tool_use")):
         choices.append("tool_id")
     if path == "/v1/embeddings":
-        choices.append("many_inputs")
+        choices += ["many_inputs", "key_models"]
     if path.endswith("/rerank"):
-        choices.append("many_documents")
+        choices += ["many_documents", "key_models"]
+    if path in _METADATA_RULE_PATHS and "model" in body:
+        choices.append("metadata_rule")
+    return choices
+
+
+def _aimed(path: str, body: Any, rng: random.Random, sent: Callable[..., Sent]) -> Sent | None:
+    """A mutation aimed at the inputs that have limits of their own (`_targeted`), or
+    None where `body` has none of them."""
+    choices = _aimed_choices(path, body) if isinstance(body, dict) else []
     if not choices:
         return None
     choice = rng.choice(choices)
+    if choice == "metadata_rule":
+        return _metadata_rule(path, body, rng, sent)
+    if choice == "key_models":
+        return _key_models(path, body, rng, sent)
     if choice == "other_kind":  # 404 naming the endpoint's kind (docs/gateway.md)
         model, code = _other_kind(path)
         # not continuing a response: --quotas may have evicted it (a 400 before the model)
@@ -843,12 +895,120 @@ def _aimed(path: str, body: Any, rng: random.Random, sent: Callable[..., Sent]) 
     s = sent(kind, mutated)
     s.detail = detail
     s.refused = _refused_param(path, kind, mutated, detail)
+    if s.refused == "metadata" and path == "/v1/responses":  # naming the key at fault
+        key = _non_string_key(mutated["metadata"])
+        if key is not None:
+            s.due_message = rf"'metadata\.{re.escape(key)}' must be a string"
     if kind == "background":
         s.due = _BAD_BACKGROUND[detail.split("=", 1)[1]]
         s.due_code = "model_not_chat" if detail.endswith("=model:embed") else None
         if detail.endswith("plain"):
             s.headers = {**s.headers, "authorization": f"Bearer {PLAIN_KEY}"}
             s.headers.pop("x-api-key", None)
+    return s
+
+
+# metadata values that are not strings: each a rule of the fuzz registry (its compact
+# JSON, as rules read it: docs/registry.md) routing an `auto` request to `large`
+_METADATA_RULES: list[Any] = [
+    True,
+    3,
+    0.5,
+    ["a", 1, None],
+    {"id": "fz-7", "n": [True]},
+    {"k": "\u00e9"},
+]
+# where rules read `metadata` (routed by the rule; Responses: 400 naming the key)
+_METADATA_RULE_PATHS = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/route",
+    "/v1/messages",
+    "/v1/responses",
+)
+
+
+def _metadata_rules() -> str:
+    """The fuzz registry's rules, one a value of `_METADATA_RULES`."""
+    return "\n".join(
+        f"  - {{name: fuzz-meta-{i}, target: large, when: {{metadata: {{fuzzrule: "
+        f"{json.dumps(json.dumps(v, ensure_ascii=False, separators=(',', ':')))}}}}}}}"
+        for i, v in enumerate(_METADATA_RULES)
+    )
+
+
+def _metadata_rule(
+    path: str, body: dict[str, Any], rng: random.Random, sent: Callable[..., Sent]
+) -> Sent:
+    """An `auto` request whose ``metadata`` holds a value that is not a string, one a rule
+    matches: chat and Messages route it by the rule (to ``large``); Responses refuse it
+    (OpenAI's metadata is strings only), 400 naming ``metadata.fuzzrule``, never the value."""
+    value = copy.deepcopy(rng.choice(_METADATA_RULES))
+    metadata: dict[str, Any] = {"fuzzrule": value}
+    if rng.random() < 0.5:
+        metadata["beside"] = "a string"
+    # not continuing a response: --quotas may have evicted it (a 400 before the model)
+    out = {k: v for k, v in body.items() if k not in ("previous_response_id", "conversation")}
+    # the rule's model, large, is a chat model: no raw-text fields (a 400 by design)
+    out = {k: v for k, v in out.items() if k not in ("suffix", "echo", "logprobs")}
+    s = sent("metadata_rule", {**out, "model": "auto", "metadata": metadata})
+    s.detail = f"metadata.fuzzrule={_shown_value(value)}"
+    if path == "/v1/responses":
+        s.refused, s.due_message, s.not_echoed = "metadata", r"'metadata\.fuzzrule'", "fz-7"
+    else:
+        s.due = (200,)
+        s.due_headers = {"x-llmroute-layer": "rules", "x-llmroute-model": "large"}
+    return s
+
+
+# a restricted key's model of the wrong kind (or unknown) on embeddings and rerank:
+# (key, model, status, code), `own` / `other` the endpoint's kind's model and the other's
+_KEY_MODELS: dict[str, list[tuple[str, int, str]]] = {
+    "plain": [  # models: [auto, small, embed, rerank, coder]: a name it leaves out is 403
+        ("nowhere", 403, "model_not_allowed"),
+        ("{own}2", 403, "model_not_allowed"),
+        ("auto", 404, "model_not_found"),
+        ("small", 404, "model_not_{kind}"),
+        ("{other}", 404, "model_not_{kind}"),
+    ],
+    "pooled": [  # pool: [small, large, embed, rerank, coder]: the 404s come first
+        ("nowhere", 404, "model_not_found"),
+        ("remote", 404, "model_not_{kind}"),
+        ("{other}2", 404, "model_not_{kind}"),
+        ("large", 404, "model_not_{kind}"),
+        ("{own}2", 403, "model_not_allowed"),
+    ],
+    "fuzz": [
+        ("nowhere", 404, "model_not_found"),
+        ("sonnet", 404, "model_not_{kind}"),
+        ("{other}2", 404, "model_not_{kind}"),
+    ],
+}
+_KEYS = {"plain": PLAIN_KEY, "pooled": POOLED_KEY, "fuzz": CLIENT_KEY}
+
+
+def _key_models(
+    path: str, body: dict[str, Any], rng: random.Random, sent: Callable[..., Sent]
+) -> Sent:
+    """An embeddings or rerank request naming an unknown model or one of another kind,
+    under a key restricted by ``models`` or ``pool`` (or none): its 404 lists only the
+    models of the endpoint's kind that key may use (docs/gateway.md), a 403 where the
+    key may not name the model at all."""
+    kind, own, other = (
+        ("embedding", "embed", "rerank")
+        if path == "/v1/embeddings"
+        else ("rerank", "rerank", "embed")
+    )
+    key = rng.choice(list(_KEY_MODELS))
+    model, status, code = rng.choice(_KEY_MODELS[key])
+    model = model.format(own=own, other=other)
+    s = sent("key_models", {**body, "model": model})
+    s.headers = {"authorization": f"Bearer {_KEYS[key]}", "content-type": "application/json"}
+    s.detail = f"model={key}:{model}"
+    s.due, s.due_code = (status,), code.format(kind=kind)
+    if status == 404:
+        usable = f"{own}, {own}2" if key == "fuzz" else own
+        s.due_message = re.escape(f"{kind} models you may use: {usable}") + "$"
     return s
 
 
@@ -929,7 +1089,8 @@ _LITELLM_METADATA_PATHS = (
 def _refused_param(path: str, kind: str, body: dict[str, Any], detail: str) -> str | None:
     """The param a documented 400 names for this targeted mutation, if one is due:
     LiteLLM's fields on chat and text completions, more than 2,048 embeddings inputs,
-    more than 10,000 rerank documents (docs/gateway.md)."""
+    more than 10,000 rerank documents, body tags that break their rules, a ``metadata``
+    that is not an object, or not OpenAI's on Responses (docs/gateway.md)."""
     name = detail.split("=")[0]
     chat = path in ("/v1/chat/completions", "/v1/completions")
     if kind == "litellm" and chat and body.get(name) is not None:
@@ -944,6 +1105,67 @@ def _refused_param(path: str, kind: str, body: dict[str, Any], detail: str) -> s
         return "input"
     if kind == "many_documents" and len(body["documents"]) > 10_000:
         return "documents"
+    if kind == "tags" and path in _BODY_TAGS_PATHS and _tags_fault(body["tags"]):
+        return "tags"
+    if kind == "metadata" and path in _LITELLM_METADATA_PATHS:
+        return _metadata_param(path, body["metadata"])
+    return None
+
+
+# where a body's top-level `tags` are the request's tags, held to their rules
+_BODY_TAGS_PATHS = (
+    *_LITELLM_METADATA_PATHS,
+    "/v1/messages/count_tokens",
+    "/v1/responses/input_tokens",
+)
+_TAG_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:=/@+-]{0,63}")
+
+
+def _tags_fault(value: Any) -> bool:
+    """Whether `value`, a body's tags, breaks the rules of ``x-llmroute-tags``
+    (docs/telemetry.md): a list of strings, at most 10 once blanks and duplicates are
+    dropped, each at most 64 ASCII letters, digits and ``_ . : = / @ + -``, starting with
+    a letter or digit."""
+    if value is None:
+        return False
+    if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
+        return True
+    tags = list(dict.fromkeys(tag.strip() for tag in value if tag.strip()))
+    return len(tags) > 10 or not all(_TAG_RULE.fullmatch(tag) for tag in tags)
+
+
+def _metadata_param(path: str, value: Any) -> str | None:
+    """The param of the 400 a ``metadata`` of this shape is due (docs/gateway.md): it
+    must be an object; its ``tags`` list is the request's tags (their rules), but on
+    Responses, whose ``metadata`` is OpenAI's: at most 16 keys (64 characters) of string
+    values (512), and a ``tags`` list there is refused (``metadata.tags``)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return "metadata"
+    tags = value.get("tags")
+    if path == "/v1/responses":
+        if isinstance(tags, list):
+            return "metadata.tags"
+        valid = len(value) <= 16 and all(
+            len(k) <= 64 and isinstance(v, str) and len(v) <= 512 for k, v in value.items()
+        )
+        return None if valid else "metadata"
+    if tags is not None and not isinstance(tags, str) and _tags_fault(tags):
+        return "metadata.tags"
+    return None
+
+
+def _non_string_key(value: Any) -> str | None:
+    """The first key of `value`, a Responses ``metadata``, whose value is not a string
+    (the key its 400 names), where it has at most 16 keys of at most 64 characters."""
+    if not isinstance(value, dict) or len(value) > 16:
+        return None
+    for key, item in value.items():
+        if len(key) > 64:
+            return None
+        if not isinstance(item, str):
+            return key
     return None
 
 
@@ -1437,9 +1659,15 @@ def _documented(sent: Sent, status: int, headers: httpx.Headers, text: str) -> l
         broken.append("sent upstream what OpenAI refuses")
     # Anthropic's error has no param: its message names the field
     named = f"'{sent.refused}'" if sent.path.startswith("/v1/messages") else None
-    if sent.refused is not None and not (
-        status == 400
-        and (f'"param":"{sent.refused}"' in text.replace(" ", "") or (named and named in text))
+    # a body continuing a response reads it first: --quotas may have evicted it (400)
+    evicted = status == 400 and '"code":"previous_response_not_found"' in text.replace(" ", "")
+    if (
+        sent.refused is not None
+        and not evicted
+        and not (
+            status == 400
+            and (f'"param":"{sent.refused}"' in text.replace(" ", "") or (named and named in text))
+        )
     ):
         broken.append(f"not the documented 400 param {sent.refused}")
     if (
@@ -1452,6 +1680,27 @@ def _documented(sent: Sent, status: int, headers: httpx.Headers, text: str) -> l
         broken.append(f"not the documented {'/'.join(map(str, sent.due))} (got {status})")
     elif sent.due_code and f'"code":"{sent.due_code}"' not in text.replace(" ", ""):
         broken.append(f"not the documented code {sent.due_code}")
+    return broken + _documented_more(sent, status, headers, text)
+
+
+def _documented_more(sent: Sent, status: int, headers: httpx.Headers, text: str) -> list[str]:
+    """The rest of what the docs promise: an error message that says what it must (which
+    key of ``metadata``, which models the key may use), and does not repeat the request's
+    value; a routed answer's ``x-llmroute-*`` headers (the rule that routed it)."""
+    broken = []
+    if sent.due_message is not None and status >= 400:
+        try:
+            message = json.loads(text)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = ""
+        if not isinstance(message, str) or not re.search(sent.due_message, message):
+            broken.append(f"the message does not match {sent.due_message!r}")
+    if sent.not_echoed is not None and status >= 400 and sent.not_echoed in text:
+        broken.append("the error repeats the request's value")
+    if status == 200:
+        for name, value in sent.due_headers.items():
+            if headers.get(name) != value:
+                broken.append(f"{name}: {headers.get(name)!r}, not {value!r}")
     return broken
 
 
@@ -1733,6 +1982,7 @@ async def fuzz(
     batch_files: int = 0,
     rounds: int = 1,
     quotas: bool = False,
+    log_url: str | None = None,
 ) -> tuple[list[Finding], dict[str, Counter[int]], dict[tuple[str, str], Counter[int]], int]:
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
@@ -1796,10 +2046,20 @@ async def fuzz(
             print(f"not sent (the client refused them): {dict(client_side)}")
         _param_table(seen)
         _accepted_table(accepted)
-        if batch_files:
-            findings += await fuzz_batches(http, seed, batch_files, 40)
-        findings += await fuzz_races(http, quotas)
+        findings += await _after_run(http, seed, batch_files, quotas, log_url)
         return findings, statuses, by_kind, total
+
+
+async def _after_run(
+    http: httpx.AsyncClient, seed: int, batch_files: int, quotas: bool, log_url: str | None
+) -> list[Finding]:
+    """What runs after the mutations: batches of mutated lines, the races, the tags
+    logged."""
+    findings = await fuzz_batches(http, seed, batch_files, 40) if batch_files else []
+    findings += await fuzz_races(http, quotas)
+    if log_url is not None:
+        findings += await fuzz_tags_logged(http, log_url)
+    return findings
 
 
 _BATCH_BODIES = {
@@ -1972,6 +2232,73 @@ async def fuzz_races(http: httpx.AsyncClient, quotas: bool) -> list[Finding]:
     return findings
 
 
+# the request's tags in every spelling (docs/gateway.md): the header's, the body's
+# top-level list (spaces stripped, duplicates dropped), metadata.tags (not on Responses,
+# whose metadata is OpenAI's) and litellm_metadata.tags: all logged with the decision
+_TAGGED: list[tuple[str, dict[str, Any]]] = [
+    ("/v1/completions", {"model": "coder", "prompt": "def f(", "max_tokens": 5}),
+    ("/v1/completions", {"model": "remote", "prompt": "hi there", "max_tokens": 5}),
+    ("/v1/completions", {"model": "auto", "prompt": "hi there", "stream": True}),
+    ("/v1/chat/completions", {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}),
+    (
+        "/v1/messages",
+        {"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+    ),
+    ("/v1/responses", {"model": "remote", "input": "hi there"}),
+]
+
+
+async def fuzz_tags_logged(http: httpx.AsyncClient, log_url: str) -> list[Finding]:
+    """Each request of `_TAGGED`, its tags given every way at once, is logged with all
+    of them (the decision log's ``tags``), once each."""
+    findings: list[Finding] = []
+    wanted: dict[str, tuple[Sent, set[str]]] = {}
+    for n, (path, body) in enumerate(_TAGGED):
+        tags = {f"h{n}", f"t{n}", f"l{n}"}
+        out = {**body, "tags": [f"t{n}", f" t{n} "], "litellm_metadata": {"tags": [f"l{n}"]}}
+        if path != "/v1/responses":
+            out["metadata"] = {"tags": [f"m{n}"]}
+            tags.add(f"m{n}")
+        headers = {"authorization": f"Bearer {CLIENT_KEY}", "x-llmroute-tags": f"h{n}"}
+        headers["content-type"] = "application/json"
+        sent = Sent("tags_logged", "POST", path, headers, _json_bytes(out), stream="stream" in out)
+        status, answer_headers, answer = await send(http, sent)
+        decision = answer_headers.get("x-llmroute-decision-id")
+        if status != 200 or decision is None:
+            findings.append(
+                Finding("tags_logged: not answered", sent, status, answer[:300].decode())
+            )
+            continue
+        wanted[decision] = (sent, tags)
+    for _ in range(40):  # the log is written in the background: up to 20 s
+        logged = await asyncio.to_thread(_logged_tags, log_url, list(wanted))
+        if len(logged) == len(wanted):
+            break
+        await asyncio.sleep(0.5)
+    for decision, (sent, tags) in wanted.items():
+        got = logged.get(decision)
+        if got is None or sorted(got) != sorted(tags):
+            findings.append(Finding(f"tags logged {got}, not {sorted(tags)}", sent, 200, decision))
+    print(f"tags logged: {len(wanted) - len(findings)} of {len(_TAGGED)} right", flush=True)
+    return findings
+
+
+def _logged_tags(log_url: str, ids: list[str]) -> dict[str, list[str]]:
+    """The ``tags`` of the decision log's rows `ids` (those written yet)."""
+    if log_url.startswith("sqlite"):
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(log_url.split("///", 1)[1])) as db:
+            marks = ",".join("?" * len(ids))
+            rows = db.execute(f"SELECT id, tags FROM decisions WHERE id IN ({marks})", ids)
+            return {i: json.loads(t) if t else [] for i, t in rows}
+    import psycopg
+
+    with psycopg.connect(log_url) as db:
+        rows = db.execute("SELECT id, tags FROM decisions WHERE id = ANY(%s)", (ids,))
+        return {i: t or [] for i, t in rows}
+
+
 async def _batches_at_once(http: httpx.AsyncClient, count: int) -> list[Finding]:
     """`count` batches created at once, each of 3 requests to a model that answers in
     4 s (none ends meanwhile): at most ``max_key_batches`` (6) may be accepted; each is
@@ -2050,6 +2377,7 @@ def main() -> int:
                 "redis": args.redis,
                 "ns": namespace,
                 "log_url": log_url,
+                "metadata_rules": _metadata_rules(),
                 **(_QUOTAS if args.quotas else {"response_quota": "", "batch_quota": ""}),
             }
         )
@@ -2058,6 +2386,7 @@ def main() -> int:
             **os.environ,
             "FUZZ_CLIENT_KEY": CLIENT_KEY,
             "FUZZ_PLAIN_KEY": PLAIN_KEY,
+            "FUZZ_POOLED_KEY": POOLED_KEY,
             "FUZZ_PROVIDER_KEY": PROVIDER_KEY,
             "LLMROUTE_TELEMETRY_URL": log_url,
         }
@@ -2093,6 +2422,7 @@ def main() -> int:
                     args.batch_files,
                     args.rounds,
                     args.quotas,
+                    log_url,
                 )
             )
             elapsed = time.monotonic() - started
@@ -2157,6 +2487,10 @@ def _report(findings, statuses, by_kind, total, elapsed, log, log_problems, as_j
             f"\n[{len(group)}x] {rule} ({kind}) on {path}: status {first.status}\n"
             f"  {first.sent.repro()}\n  -> {first.body[:300]}"
         )
+    sent_by_kind: Counter[str] = Counter()
+    for (kind, _), counter in by_kind.items():
+        sent_by_kind[kind] += sum(counter.values())
+    print("\nrequests by fault kind:", dict(sorted(sent_by_kind.items())))
     print("\nstatuses by fault kind and endpoint (4xx only):")
     kinds: dict[str, dict[str, Counter[int]]] = defaultdict(dict)
     for (kind, name), counter in by_kind.items():
