@@ -669,10 +669,12 @@ def mutations(seed: Seed, rng: random.Random, ids: dict[str, str]) -> Iterator[S
         if content is None and body is not None:
             content = _json_bytes(body)
             headers.setdefault("content-type", "application/json")
-        stream = isinstance(body, dict) and body.get("stream") is True
+        method = extra.pop("method", seed.method)
+        # a CORS preflight (OPTIONS) of a streaming body is answered as a preflight
+        stream = isinstance(body, dict) and body.get("stream") is True and method == "POST"
         return Sent(
             kind,
-            extra.pop("method", seed.method),
+            method,
             extra.pop("path", path),
             headers,
             content,
